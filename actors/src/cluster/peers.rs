@@ -1,0 +1,164 @@
+//! Talking to peers: find a node's router by name, ask one or all of them, list members.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{ActorCell, ActorRef};
+use serde::{Deserialize, Serialize};
+
+use super::router::{PeerRequest, PeerResponse, RouterMsg};
+use crate::error::ApiError;
+
+pub(crate) const ROUTERS: &str = "troupe.routers";
+const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) fn node_group(name: &str) -> String {
+    format!("troupe.router.{name}")
+}
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub name: String,
+    pub cluster_address: String,
+    pub gateway_address: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberStatus {
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub address: String,
+    pub status: MemberStatus,
+}
+
+/// This node's view of the cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    me: Arc<Mutex<PeerInfo>>,
+    /// Every peer seen since start, by name, so one that leaves shows as DOWN.
+    seen: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl Cluster {
+    pub fn new(me: PeerInfo) -> Self {
+        Self {
+            me: Arc::new(Mutex::new(me)),
+            seen: Arc::default(),
+        }
+    }
+
+    pub fn me(&self) -> PeerInfo {
+        self.me.lock().map(|m| m.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn set_gateway_address(&self, addr: String) {
+        if let Ok(mut me) = self.me.lock() {
+            me.gateway_address = Some(addr);
+        }
+    }
+
+    fn remote_routers() -> Vec<ActorCell> {
+        ractor::pg::get_members(&ROUTERS.to_string())
+            .into_iter()
+            .filter(|c| !c.get_id().is_local())
+            .collect()
+    }
+
+    /// Whether a peer of that name is connected now.
+    pub fn is_connected(&self, node: &str) -> bool {
+        !ractor::pg::get_members(&node_group(node)).is_empty()
+    }
+
+    /// Asks the node named `node`.
+    pub async fn call(&self, node: &str, request: &PeerRequest) -> Result<PeerResponse, ApiError> {
+        let cell = ractor::pg::get_members(&node_group(node))
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::Unavailable(format!("node {node} is not connected")))?;
+        call_cell(cell, request).await
+    }
+
+    /// Asks every connected peer at once and returns the first answer `pick` accepts.
+    pub async fn find<T>(&self, request: &PeerRequest, pick: impl Fn(PeerResponse) -> Option<T>) -> Option<T> {
+        let calls = Self::remote_routers().into_iter().map(|c| call_cell(c, request));
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .find_map(pick)
+    }
+
+    /// Asks every connected peer at once. The first real answer wins; NOT_FOUND answers
+    /// (peers that do not own the entity) yield `None` unless some peer failed otherwise.
+    pub async fn ask_all(&self, request: &PeerRequest) -> Result<Option<PeerResponse>, ApiError> {
+        let calls = Self::remote_routers().into_iter().map(|c| call_cell(c, request));
+        let mut failure = None;
+        for answer in futures::future::join_all(calls).await {
+            match answer {
+                Ok(r) => return Ok(Some(r)),
+                Err(ApiError::NotFound(_)) => {}
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        failure.map_or(Ok(None), Err)
+    }
+
+    /// This node and every peer it has seen, with whether each answers now.
+    pub async fn members(&self) -> Vec<Member> {
+        let me = self.me();
+        let mut up = BTreeMap::new();
+        up.insert(me.name.clone(), me.cluster_address.clone());
+        let calls = Self::remote_routers().into_iter().map(|c| call_cell(c, &PeerRequest::Hello));
+        for answer in futures::future::join_all(calls).await {
+            if let Ok(PeerResponse::Hello(info)) = answer {
+                up.insert(info.name, info.cluster_address);
+            }
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, addr) in &up {
+            if name != &me.name {
+                seen.insert(name.clone(), addr.clone());
+            }
+        }
+        let mut out: Vec<Member> = up
+            .into_iter()
+            .map(|(name, address)| Member {
+                name,
+                address,
+                status: MemberStatus::Up,
+            })
+            .collect();
+        for (name, address) in seen.iter() {
+            if !out.iter().any(|m| &m.name == name) {
+                out.push(Member {
+                    name: name.clone(),
+                    address: address.clone(),
+                    status: MemberStatus::Down,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+async fn call_cell(cell: ActorCell, request: &PeerRequest) -> Result<PeerResponse, ApiError> {
+    let bytes = troupe_runtime::codec::encode(request)?;
+    let router: ActorRef<RouterMsg> = cell.into();
+    match router.call(|reply| RouterMsg::Call(bytes, reply), Some(PEER_TIMEOUT)).await {
+        Ok(CallResult::Success(reply)) => match troupe_runtime::codec::decode::<PeerResponse>(&reply)? {
+            PeerResponse::Error(e) => Err(e),
+            other => Ok(other),
+        },
+        Ok(CallResult::Timeout) => Err(ApiError::Unavailable("a peer did not answer in time".into())),
+        Ok(CallResult::SenderError) | Err(_) => Err(ApiError::Unavailable("a peer went away".into())),
+    }
+}

@@ -1,0 +1,186 @@
+//! Tasks: what is submitted, and the record the scheduler keeps and the store persists.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Priority {
+    Critical,
+    High,
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// Lower ranks run first.
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "QUEUED",
+            TaskState::Running => "RUNNING",
+            TaskState::Succeeded => "SUCCEEDED",
+            TaskState::Failed => "FAILED",
+            TaskState::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+/// A task submission, as it crosses the API and the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitTaskRequest {
+    pub agent_id: Option<String>,
+    pub capability: Option<String>,
+    #[serde(with = "troupe_runtime::codec::json_text")]
+    pub payload: serde_json::Value,
+    pub priority: Option<Priority>,
+    pub max_attempts: Option<i64>,
+    pub timeout_ms: Option<i64>,
+}
+
+impl SubmitTaskRequest {
+    pub fn validate(&self, max_payload_bytes: usize) -> Result<(), ApiError> {
+        match (&self.agent_id, &self.capability) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(ApiError::invalid("give exactly one of agentId and capability"));
+            }
+            (_, Some(c)) if c.trim().is_empty() => return Err(ApiError::invalid("capability must not be empty")),
+            _ => {}
+        }
+        if let Some(m) = self.max_attempts {
+            if !(1..=100).contains(&m) {
+                return Err(ApiError::invalid("maxAttempts must be between 1 and 100"));
+            }
+        }
+        if let Some(t) = self.timeout_ms {
+            if t <= 0 {
+                return Err(ApiError::invalid("timeoutMs must be positive"));
+            }
+        }
+        let size = self.payload.to_string().len();
+        if size > max_payload_bytes {
+            return Err(ApiError::invalid(format!(
+                "payload is {size} bytes, above the limit of {max_payload_bytes}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub state: TaskState,
+    /// The agent the submitter aimed at, if any.
+    pub target_agent: Option<String>,
+    pub capability: Option<String>,
+    /// The agent running it, or that ran it last.
+    pub agent_id: Option<String>,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub priority: Priority,
+    pub timeout_ms: Option<u64>,
+    #[serde(with = "troupe_runtime::codec::json_text")]
+    pub payload: serde_json::Value,
+    #[serde(with = "troupe_runtime::codec::json_text_opt")]
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl TaskRecord {
+    /// The agent to show for this task: the one that ran it, else the one it targets.
+    pub fn shown_agent(&self) -> Option<&str> {
+        self.agent_id.as_deref().or(self.target_agent.as_deref())
+    }
+}
+
+/// What the scheduler hands an agent.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub task_id: String,
+    pub attempt: u32,
+    pub payload: serde_json::Value,
+    pub timeout_ms: Option<u64>,
+}
+
+/// How an attempt ended.
+pub type Outcome = Result<serde_json::Value, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req() -> SubmitTaskRequest {
+        SubmitTaskRequest {
+            agent_id: None,
+            capability: Some("echo".into()),
+            payload: json!({"a": 1}),
+            priority: None,
+            max_attempts: None,
+            timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn submissions_need_exactly_one_target_and_sane_limits() {
+        assert!(req().validate(1024).is_ok());
+        let mut both = req();
+        both.agent_id = Some("x".into());
+        assert!(both.validate(1024).is_err());
+        let mut neither = req();
+        neither.capability = None;
+        assert!(neither.validate(1024).is_err());
+        let mut neg = req();
+        neg.timeout_ms = Some(-1);
+        assert!(neg.validate(1024).is_err());
+        let mut big = req();
+        big.payload = json!("x".repeat(2000));
+        assert!(matches!(big.validate(1024), Err(ApiError::InvalidInput(m)) if m.contains("limit")));
+    }
+
+    #[test]
+    fn records_round_trip_through_the_store_encoding() {
+        let r = TaskRecord {
+            id: "t".into(),
+            state: TaskState::Succeeded,
+            target_agent: None,
+            capability: Some("c".into()),
+            agent_id: Some("a".into()),
+            attempts: 1,
+            max_attempts: 3,
+            priority: Priority::High,
+            timeout_ms: None,
+            payload: json!({"k": [1, "two", null]}),
+            result: Some(json!({"ok": true})),
+            error: None,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let bytes = troupe_runtime::codec::encode(&r).unwrap();
+        assert_eq!(troupe_runtime::codec::decode::<TaskRecord>(&bytes).unwrap(), r);
+    }
+}
