@@ -1,1 +1,94 @@
-fn main() {}
+//! `troupe`: the command line. It parses arguments and calls into the crates.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use troupe_actors::node::Node;
+use troupe_gateway::GatewayChild;
+use troupe_runtime::auth::{self, Role};
+use troupe_runtime::config::{Config, ServeArgs};
+use troupe_runtime::supervision::ChildSpec;
+use troupe_runtime::telemetry;
+
+#[derive(Parser)]
+#[command(name = "troupe", version, about = "A supervised, clustered actor runtime for agents and VMs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node.
+    Serve(ServeArgs),
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (the store keeps only its hash).
+    Create {
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long, env = "TROUPE_DATA_DIR", default_value = "./troupe-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Token {
+            action: TokenCommand::Create { role, data_dir },
+        } => {
+            let token = runtime.block_on(auth::create_offline(&data_dir, role))?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Version => {
+            println!("troupe {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args)?;
+    telemetry::init_logging(config.log_format);
+    let metrics = telemetry::init_metrics();
+    let (listen, body_limit, data_dir) = (config.listen, config.body_limit_bytes, config.data_dir.clone());
+    let mut node = Node::start(
+        &config,
+        Box::new(move |api| {
+            let gateway: Arc<dyn ChildSpec> = Arc::new(GatewayChild {
+                api: api.clone(),
+                metrics,
+                listen,
+                body_limit,
+                data_dir,
+            });
+            vec![gateway]
+        }),
+    )
+    .await
+    .context("node did not start")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = node.failed() => anyhow::bail!("the node's supervision tree gave up; see the log above"),
+    }
+    node.shutdown(config.shutdown_grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}

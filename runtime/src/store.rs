@@ -195,6 +195,17 @@ impl Store {
         .await
     }
 
+    /// The sequence number of the newest committed event (0 when there is none).
+    pub async fn last_seq(&self) -> Result<u64, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            let t = txn.open_table(EVENTS).map_err(StoreError::db)?;
+            let last = t.last().map_err(StoreError::db)?.map_or(0, |(k, _)| k.value());
+            Ok(last)
+        })
+        .await
+    }
+
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
