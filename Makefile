@@ -1,0 +1,82 @@
+# Troupe: `make run` starts a node, `make test` runs the gate.
+#
+# Both install what a fresh Debian (bookworm) machine lacks first (`make deps`). Rust itself
+# is expected to be there already, installed through rustup.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+ARGS ?=
+
+# rustup installs into ~/.cargo/bin, which a non-login shell may not have on its PATH.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+# One target at a time: cargo parallelises on its own, and `run` must build before it starts.
+.NOTPARALLEL:
+
+.PHONY: all deps build run test bench fmt clean
+
+all: build
+
+deps:
+	@if ! command -v $(CARGO) >/dev/null 2>&1; then \
+	  echo "error: cargo is not on PATH." >&2; \
+	  echo "Troupe needs a Rust toolchain installed through rustup (stable, 1.85 or newer):" >&2; \
+	  echo "see https://rustup.rs, then run make again. This Makefile does not download toolchains." >&2; \
+	  exit 1; \
+	fi
+	@if ! $(CARGO) fmt --version >/dev/null 2>&1 || ! $(CARGO) clippy --version >/dev/null 2>&1; then \
+	  if ! command -v rustup >/dev/null 2>&1; then \
+	    echo "error: rustfmt or clippy is missing and rustup is not available to add them." >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "==> rustup component add rustfmt clippy"; \
+	  rustup --quiet component add rustfmt clippy; \
+	fi
+	@missing=""; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	if command -v dpkg-query >/dev/null 2>&1 && \
+	   ! dpkg-query -W -f='$${Status}' libc6-dev 2>/dev/null | grep -q 'install ok installed'; then \
+	  missing="$$missing libc6-dev"; \
+	fi; \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "error: missing$$missing, and apt-get is not available: install them by hand." >&2; \
+	    exit 1; \
+	  fi; \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	  else echo "error: missing$$missing; run make as root or install sudo." >&2; exit 1; \
+	  fi; \
+	  echo "==> apt-get install$$missing"; \
+	  $$sudo apt-get update -qq >/dev/null; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+build:
+	$(CARGO) build --release --bin troupe
+
+# Defaults: data dir ./troupe-data, gateway on 127.0.0.1:8080.
+# Pass flags through ARGS: make run ARGS="--listen 127.0.0.1:9090"
+run: deps build
+	exec ./target/release/troupe serve $(ARGS)
+
+test: deps
+	@printf '\n==> %s\n' 'cargo fmt --all -- --check'
+	@$(CARGO) fmt --all -- --check
+	@printf '\n==> %s\n' 'cargo clippy --workspace --all-targets -- -D warnings'
+	@$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@printf '\n==> %s\n' 'cargo test --workspace'
+	@$(CARGO) test --workspace
+	@printf '\n==> %s\n' 'cargo bench --workspace --no-run'
+	@$(CARGO) bench --workspace --no-run
+
+# Record the figures in BENCHMARKS.md by hand.
+bench: deps
+	$(CARGO) bench --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
