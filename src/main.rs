@@ -76,6 +76,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 listen,
                 body_limit,
                 data_dir,
+                bound: Default::default(),
             });
             vec![gateway]
         }),

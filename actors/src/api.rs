@@ -394,11 +394,7 @@ impl Api {
 
     /// This node's tasks in id (creation) order after the cursor, filtered.
     pub async fn tasks(&self, state: Option<TaskState>, agent: Option<String>, after: Option<String>, first: usize) -> Result<(Vec<TaskRecord>, bool), ApiError> {
-        let keep = move |bytes: &[u8]| match troupe_runtime::codec::decode::<TaskRecord>(bytes) {
-            Ok(t) => state.is_none_or(|s| t.state == s) && agent.as_deref().is_none_or(|a| t.shown_agent() == Some(a)),
-            Err(_) => false,
-        };
-        let page = self.inner.store.scan(Table::Tasks, after, first + 1, keep).await?;
+        let page = self.inner.store.scan(Table::Tasks, after, first + 1, task_filter(state, agent)).await?;
         let more = page.len() > first;
         let tasks = page
             .into_iter()
@@ -406,6 +402,14 @@ impl Api {
             .map(|(_, b)| troupe_runtime::codec::decode::<TaskRecord>(&b))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((tasks, more))
+    }
+
+    pub async fn count_tasks(&self, state: Option<TaskState>, agent: Option<String>) -> Result<u64, ApiError> {
+        Ok(self.inner.store.count(Table::Tasks, task_filter(state, agent)).await?)
+    }
+
+    pub async fn count_agents(&self) -> Result<u64, ApiError> {
+        Ok(self.inner.store.count(Table::Agents, |_| true).await?)
     }
 
     // ---- events ----
@@ -448,5 +452,12 @@ impl Api {
             },
             None => 0,
         }
+    }
+}
+
+fn task_filter(state: Option<TaskState>, agent: Option<String>) -> impl Fn(&[u8]) -> bool + Send + 'static {
+    move |bytes: &[u8]| match troupe_runtime::codec::decode::<TaskRecord>(bytes) {
+        Ok(t) => state.is_none_or(|s| t.state == s) && agent.as_deref().is_none_or(|a| t.shown_agent() == Some(a)),
+        Err(_) => false,
     }
 }

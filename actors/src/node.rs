@@ -1,9 +1,10 @@
 //! Starting and stopping a node: the store, the admin token, and the supervision tree.
 //!
 //! ```text
-//! node (rest_for_one)
-//! ├── scheduler
-//! ├── agents (one_for_one) ── agent …
+//! node (one_for_one)
+//! ├── core (rest_for_one: agents hold the scheduler's ref, so they restart after it)
+//! │   ├── scheduler
+//! │   └── agents (one_for_one) ── agent …
 //! ├── cluster ── NodeServer, router
 //! └── (extra children from the caller, e.g. the gateway)
 //! ```
@@ -21,7 +22,9 @@ use tokio::task::JoinHandle;
 use troupe_runtime::auth;
 use troupe_runtime::config::Config;
 use troupe_runtime::store::{Batch, Store, StoreError, Table};
-use troupe_runtime::supervision::{Backoff, ChildSpec, Intensity, Strategy, Supervisor, SupervisorArgs, SupervisorMsg};
+use troupe_runtime::supervision::{
+    Backoff, ChildSpec, Intensity, Strategy, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorSpec,
+};
 
 use crate::agent::AgentsChild;
 use crate::api::{Api, ApiSettings};
@@ -95,21 +98,34 @@ impl Node {
             base: config.supervisor_backoff,
             max: Duration::from_secs(5).max(config.supervisor_backoff),
         };
-        let mut children: Vec<Arc<dyn ChildSpec>> = vec![
-            Arc::new(SchedulerChild {
-                store: store.clone(),
-                services: services.clone(),
-                retry: Backoff {
-                    base: config.retry_base,
-                    max: config.retry_max,
-                },
-            }),
-            Arc::new(AgentsChild {
-                store: store.clone(),
-                services: services.clone(),
+        let scheduler: Arc<dyn ChildSpec> = Arc::new(SchedulerChild {
+            store: store.clone(),
+            services: services.clone(),
+            retry: Backoff {
+                base: config.retry_base,
+                max: config.retry_max,
+            },
+        });
+        let agents: Arc<dyn ChildSpec> = Arc::new(AgentsChild {
+            store: store.clone(),
+            services: services.clone(),
+            intensity,
+            backoff,
+        });
+        let core_store = store.clone();
+        let core = SupervisorSpec {
+            id: "core".into(),
+            args: Box::new(move || SupervisorArgs {
+                name: "core".into(),
+                strategy: Strategy::RestForOne,
                 intensity,
                 backoff,
+                children: vec![scheduler.clone(), agents.clone()],
+                store: core_store.clone(),
             }),
+        };
+        let mut children: Vec<Arc<dyn ChildSpec>> = vec![
+            Arc::new(core),
             Arc::new(ClusterChild {
                 api: api.clone(),
                 listen: config.cluster_listen,
@@ -120,7 +136,7 @@ impl Node {
         children.extend(extra(&api));
         let args = SupervisorArgs {
             name: "node".into(),
-            strategy: Strategy::RestForOne,
+            strategy: Strategy::OneForOne,
             intensity,
             backoff,
             children,

@@ -130,6 +130,9 @@ pub struct GatewayChild {
     pub listen: SocketAddr,
     pub body_limit: usize,
     pub data_dir: PathBuf,
+    /// The address bound first; a restarted gateway binds it again, so clients and
+    /// `gateway.addr` stay valid when the configured port was 0.
+    pub bound: std::sync::Mutex<Option<SocketAddr>>,
 }
 
 impl ChildSpec for GatewayChild {
@@ -172,8 +175,12 @@ impl Actor for Gateway {
     type Arguments = Arc<GatewayChild>;
 
     async fn pre_start(&self, myself: ActorRef<GatewayMsg>, cfg: Arc<GatewayChild>) -> Result<Serving, ActorProcessingErr> {
-        let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+        let addr = cfg.bound.lock().ok().and_then(|b| *b).unwrap_or(cfg.listen);
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
+        if let Ok(mut b) = cfg.bound.lock() {
+            *b = Some(bound);
+        }
         troupe_runtime::auth::write_private(&cfg.data_dir.join("gateway.addr"), &bound.to_string())?;
         cfg.api.cluster().set_gateway_address(bound.to_string());
         let app = router(cfg.api.clone(), cfg.metrics.clone(), cfg.body_limit);

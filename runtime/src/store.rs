@@ -177,6 +177,26 @@ impl Store {
         .await
     }
 
+    /// How many entries of `table` `keep` accepts.
+    pub async fn count<F>(&self, table: Table, keep: F) -> Result<u64, StoreError>
+    where
+        F: Fn(&[u8]) -> bool + Send + 'static,
+    {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            let t = txn.open_table(table.definition()).map_err(StoreError::db)?;
+            let mut n = 0;
+            for entry in t.iter().map_err(StoreError::db)? {
+                let (_, v) = entry.map_err(StoreError::db)?;
+                if keep(v.value()) {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+
     /// Events with a sequence number above `after`, oldest first, at most `limit`.
     pub async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.read(move |db| {

@@ -16,4 +16,4 @@ mod decision;
 mod supervisor;
 
 pub use decision::{Backoff, Decision, Exit, Intensity, Restart, RestartLadder, Strategy};
-pub use supervisor::{ChildEvent, ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
+pub use supervisor::{ChildEvent, ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorSpec};

@@ -34,6 +34,29 @@ pub(crate) fn kinds_filter(kinds: Option<Vec<String>>) -> EventFilter {
     }
 }
 
+/// `totalCount` of the agents connection, counted only when asked for.
+pub struct AgentTotal;
+
+#[Object]
+impl AgentTotal {
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        Ok(ctx.data::<Api>()?.count_agents().await.gql()? as i64)
+    }
+}
+
+/// `totalCount` of a tasks connection (with its filter), counted only when asked for.
+pub struct TaskTotal {
+    state: Option<troupe_actors::task::TaskState>,
+    agent: Option<String>,
+}
+
+#[Object]
+impl TaskTotal {
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        Ok(ctx.data::<Api>()?.count_tasks(self.state, self.agent.clone()).await.gql()? as i64)
+    }
+}
+
 pub struct Query;
 
 #[Object]
@@ -53,11 +76,11 @@ impl Query {
 
     /// This node's agents, by id.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
-    async fn agents(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Connection<String, Agent>> {
+    async fn agents(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Connection<String, Agent, AgentTotal>> {
         let first = page_size(first, DEFAULT_PAGE, MAX_PAGE)?;
         let has_previous = after.is_some();
         let (views, more) = ctx.data::<Api>()?.agents(after, first).await.gql()?;
-        let mut connection = Connection::new(has_previous, more);
+        let mut connection = Connection::with_additional_fields(has_previous, more, AgentTotal);
         connection
             .edges
             .extend(views.into_iter().map(|v| Edge::new(v.record.spec.id.clone(), Agent(v))));
@@ -79,15 +102,19 @@ impl Query {
         agent_id: Option<ID>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, Task>> {
+    ) -> async_graphql::Result<Connection<String, Task, TaskTotal>> {
         let first = page_size(first, DEFAULT_PAGE, MAX_PAGE)?;
         let has_previous = after.is_some();
+        let total = TaskTotal {
+            state: state.map(Into::into),
+            agent: agent_id.map(|a| a.0),
+        };
         let (tasks, more) = ctx
             .data::<Api>()?
-            .tasks(state.map(Into::into), agent_id.map(|a| a.0), after, first)
+            .tasks(total.state, total.agent.clone(), after, first)
             .await
             .gql()?;
-        let mut connection = Connection::new(has_previous, more);
+        let mut connection = Connection::with_additional_fields(has_previous, more, total);
         connection.edges.extend(tasks.into_iter().map(|t| Edge::new(t.id.clone(), Task(t))));
         Ok(connection)
     }

@@ -276,6 +276,30 @@ impl State {
     }
 }
 
+/// A nested supervisor as a child of another: its children restart together under its own
+/// strategy, and its failure is one child failure for its parent.
+pub struct SupervisorSpec {
+    pub args: Box<dyn Fn() -> SupervisorArgs + Send + Sync>,
+    pub id: String,
+}
+
+impl ChildSpec for SupervisorSpec {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn kind(&self) -> &str {
+        "SERVICE"
+    }
+
+    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
+        Box::pin(async move {
+            let (sup, _) = Actor::spawn_linked(None, Supervisor, (self.args)(), supervisor).await?;
+            Ok(sup.get_cell())
+        })
+    }
+}
+
 async fn stop(cell: &ActorCell) {
     if let Err(e) = cell.stop_and_wait(Some("stopped by supervisor".into()), Some(STOP_TIMEOUT.into())).await {
         tracing::warn!(actor = %cell.get_id(), error = %e, "child did not stop in time; killing it");

@@ -1,0 +1,18 @@
+//! Whole-system tests: each test starts real `troupe serve` processes on ephemeral loopback
+//! ports and drives them over HTTP, GraphQL and WebSocket, as a user would.
+//!
+//! One binary for all areas keeps the link cost to one step. The areas live in
+//! `tests/system/`; the inline `mod system` makes rustc look for them there.
+
+mod system {
+    mod support;
+
+    mod auth;
+    mod bad_input;
+    mod cluster;
+    mod exec_backend;
+    mod http_api;
+    mod recovery;
+    mod subscriptions;
+    mod supervision;
+}

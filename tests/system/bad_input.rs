@@ -1,0 +1,199 @@
+//! Bad input of every kind gets a precise error, and the node keeps serving and keeps
+//! what it had.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::support::{expect_code, int, text, Node, NodeOpts, WAIT};
+
+const SPAWN: &str = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }";
+const SUBMIT: &str = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
+
+fn has_errors(body: &Value) -> bool {
+    body["errors"].as_array().is_some_and(|e| !e.is_empty())
+}
+
+async fn count(node: &Node, list: &str) -> Result<i64> {
+    let data = node
+        .gql_ok(&format!("{{ {list} {{ totalCount }} }}"), json!({}))
+        .await?;
+    int(&data, &format!("/{list}/totalCount"))
+}
+
+/// Reads one response head byte by byte (so nothing after it is consumed); its status.
+async fn read_status(stream: &mut TcpStream) -> Result<u16> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(
+            stream
+                .read_u8()
+                .await
+                .context("connection ended inside a response head")?,
+        );
+        ensure!(head.len() < 64 * 1024, "response head too long");
+    }
+    let head = String::from_utf8_lossy(&head);
+    let code = head.split_whitespace().nth(1).context("no status code")?;
+    Ok(code.parse()?)
+}
+
+/// POSTs a `len`-byte GraphQL body with `Expect: 100-continue`, so a server that rejects
+/// it by Content-Length answers before the body is sent; the final status.
+async fn post_oversized(node: &Node, len: usize) -> Result<u16> {
+    let (prefix, suffix) = (r#"{"query":"{ node { name } }","variables":{"pad":""#, r#""}}"#);
+    let body = format!("{prefix}{}{suffix}", "x".repeat(len - prefix.len() - suffix.len()));
+    let mut stream = TcpStream::connect(&node.addr).await?;
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {len}\r\n\
+         Expect: 100-continue\r\nConnection: close\r\n\r\n",
+        node.addr, node.token
+    );
+    stream.write_all(head.as_bytes()).await?;
+    // RFC 9110 lets a client send the body anyway when no interim answer comes soon.
+    if let Ok(status) = tokio::time::timeout(Duration::from_secs(2), read_status(&mut stream)).await {
+        let status = status?;
+        if status != 100 {
+            return Ok(status);
+        }
+    }
+    // The server may stop reading once over the limit: a failed write is not the answer.
+    let _ = stream.write_all(body.as_bytes()).await;
+    tokio::time::timeout(WAIT, read_status(&mut stream))
+        .await
+        .context("no answer to the oversized body")?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_errors_and_node_keeps_serving() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    for query in ["{ agents { ", "{ nope }", "mutation { spawnAgent { id } }"] {
+        let (status, body) = node
+            .post_graphql(Some(node.token.as_str()), &json!({ "query": query }))
+            .await?;
+        ensure!(status == 200 || status == 400, "`{query}`: HTTP {status} {body}");
+        ensure!(has_errors(&body), "`{query}` gave no errors: {body}");
+    }
+    let (status, body) = node.post_raw("this is not json").await?;
+    ensure!((400..500).contains(&status), "non-JSON body: HTTP {status} {body}");
+
+    let data = node.gql_ok("{ node { name } }", json!({})).await?;
+    ensure!(data["node"]["name"] == "solo", "{data}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ids_are_not_found_and_lookups_return_null() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let stop = "mutation($id: ID!) { stopAgent(id: $id) { id state } }";
+    let cancel = "mutation($id: ID!) { cancelTask(id: $id) { id state } }";
+    expect_code(&node.gql(stop, json!({ "id": "nope" })).await?, "NOT_FOUND")?;
+    expect_code(&node.gql(cancel, json!({ "id": "nope" })).await?, "NOT_FOUND")?;
+    let data = node
+        .gql_ok("{ agent(id: \"nope\") { id } task(id: \"nope\") { id } }", json!({}))
+        .await?;
+    ensure!(data["agent"].is_null() && data["task"].is_null(), "unknown ids: {data}");
+
+    // Stopping twice: the second is a conflict, not a success.
+    let echo = node.spawn_builtin("echo", &[]).await?;
+    node.gql_ok(stop, json!({ "id": echo })).await?;
+    node.wait_agent_state(&echo, "STOPPED").await?;
+    expect_code(&node.gql(stop, json!({ "id": echo })).await?, "CONFLICT")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_agent_specs_are_rejected_with_invalid_input() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let exec = |spec: Value| json!({ "name": "bad", "backend": { "exec": spec } });
+    let cases = [
+        ("empty command", exec(json!({ "command": [] }))),
+        (
+            "negative timeoutMs",
+            exec(json!({ "command": ["/bin/true"], "timeoutMs": -1 })),
+        ),
+        (
+            "unknown builtin",
+            json!({ "name": "bad", "backend": { "builtin": { "kind": "nope" } } }),
+        ),
+        (
+            "maxConcurrentTasks 0",
+            json!({ "name": "bad", "backend": { "builtin": { "kind": "echo" } }, "maxConcurrentTasks": 0 }),
+        ),
+    ];
+    for (what, input) in cases {
+        let body = node.gql(SPAWN, json!({ "input": input })).await?;
+        expect_code(&body, "INVALID_INPUT").with_context(|| what.to_string())?;
+    }
+    let both = json!({ "name": "bad", "backend": { "builtin": { "kind": "echo" }, "exec": { "command": ["cat"] } } });
+    let body = node.gql(SPAWN, json!({ "input": both })).await?;
+    ensure!(
+        has_errors(&body),
+        "a backend with both exec and builtin was accepted: {body}"
+    );
+    ensure!(count(&node, "agents").await? == 0, "a rejected spec created an agent");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_tasks_are_rejected_with_invalid_input() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let echo = node.spawn_builtin("echo", &["echo"]).await?;
+    let big = "x".repeat(300_000);
+    let cases = [
+        (
+            "agentId and capability",
+            json!({ "agentId": echo, "capability": "echo", "payload": 1 }),
+        ),
+        ("neither agentId nor capability", json!({ "payload": 1 })),
+        (
+            "maxAttempts 0",
+            json!({ "agentId": echo, "payload": 1, "maxAttempts": 0 }),
+        ),
+        ("payload over 256 KiB", json!({ "agentId": echo, "payload": big })),
+    ];
+    for (what, input) in cases {
+        let body = node.gql(SUBMIT, json!({ "input": input })).await?;
+        expect_code(&body, "INVALID_INPUT").with_context(|| what.to_string())?;
+    }
+    ensure!(count(&node, "tasks").await? == 0, "a rejected task was queued");
+
+    let fits = "x".repeat(200_000);
+    let id = node.submit_to(&echo, json!(fits)).await?;
+    let done = node.wait_task_state(&id, "SUCCEEDED").await?;
+    ensure!(
+        done["result"] == fits.as_str(),
+        "a 200 KB payload did not come back whole"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_body_gets_413_and_earlier_work_survives() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let echo = node.spawn_builtin("echo", &[]).await?;
+    let before = node.submit_to(&echo, json!({ "keep": "me" })).await?;
+    node.wait_task_state(&before, "SUCCEEDED").await?;
+
+    let status = post_oversized(&node, 1_200_000).await?;
+    ensure!(status == 413, "a 1.2 MB body got HTTP {status}, want 413");
+    let (status, body) = node
+        .post_graphql(Some(node.token.as_str()), &json!({ "query": "{ agents { " }))
+        .await?;
+    ensure!(has_errors(&body), "malformed query: HTTP {status} {body}");
+
+    let kept = node.task(&before).await?;
+    ensure!(
+        kept["state"] == "SUCCEEDED" && kept["result"] == json!({ "keep": "me" }),
+        "{kept}"
+    );
+    let after = node.submit_to(&echo, json!("after")).await?;
+    let done = node.wait_task_state(&after, "SUCCEEDED").await?;
+    ensure!(done["result"] == "after", "{done}");
+    ensure!(text(&done, "/id")? == after, "{done}");
+    Ok(())
+}

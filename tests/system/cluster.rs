@@ -1,0 +1,97 @@
+//! Two nodes on loopback: membership, spawning on a peer, and tasks visible through
+//! either node.
+
+use std::collections::BTreeMap;
+
+use anyhow::{ensure, Result};
+use serde_json::{json, Value};
+
+use super::support::{expect_code, text, Deadline, Node, NodeOpts, WAIT};
+
+/// name -> status of every member `node` reports.
+async fn members(node: &Node) -> Result<BTreeMap<String, String>> {
+    let data = node
+        .gql_ok("{ node { name members { name address status } } }", json!({}))
+        .await?;
+    let list = data["node"]["members"].as_array().cloned().unwrap_or_default();
+    list.iter()
+        .map(|m| -> Result<(String, String)> { Ok((text(m, "/name")?, text(m, "/status")?)) })
+        .collect()
+}
+
+/// Starts "alpha", then "beta" joining it, and waits until each lists both as UP.
+async fn start_pair() -> Result<(Node, Node)> {
+    let alpha = Node::start(NodeOpts::named("alpha")).await?;
+    let join = format!("127.0.0.1:{}", alpha.cluster_port);
+    let beta = Node::start(NodeOpts::named("beta").arg("--join", join)).await?;
+    let want: BTreeMap<String, String> = [("alpha", "UP"), ("beta", "UP")]
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect();
+    let deadline = Deadline::after(WAIT, "alpha and beta to list each other UP");
+    loop {
+        let (a, b) = (members(&alpha).await?, members(&beta).await?);
+        if a == want && b == want {
+            return Ok((alpha, beta));
+        }
+        deadline.tick(format!("alpha sees {a:?}, beta sees {b:?}")).await?;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_nodes_list_each_other_up_with_addresses() -> Result<()> {
+    let (alpha, beta) = start_pair().await?;
+    for node in [&alpha, &beta] {
+        let data = node
+            .gql_ok("{ node { name members { name address status } } }", json!({}))
+            .await?;
+        ensure!(data["node"]["name"] == node.name.as_str(), "{data}");
+        for member in data["node"]["members"].as_array().into_iter().flatten() {
+            let address = text(member, "/address")?;
+            ensure!(!address.is_empty(), "member without an address: {member}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_spawned_on_peer_runs_tasks_visible_through_both_nodes() -> Result<()> {
+    let (alpha, beta) = start_pair().await?;
+    let input = json!({
+        "name": "remote-echo",
+        "backend": { "builtin": { "kind": "echo" } },
+        "node": "beta",
+    });
+    let agent = alpha.spawn_agent(input).await?;
+    ensure!(agent["node"] == "beta", "spawned through alpha for beta: {agent}");
+    let agent = text(&agent, "/id")?;
+    let on_beta = beta.wait_agent_state(&agent, "RUNNING").await?;
+    ensure!(on_beta["node"] == "beta", "{on_beta}");
+
+    let payload = json!({ "across": ["the", "cluster"] });
+    let id = alpha.submit_to(&agent, payload.clone()).await?;
+    let done = alpha.wait_task_state(&id, "SUCCEEDED").await?;
+    ensure!(
+        done["result"] == payload && done["agentId"] == agent.as_str(),
+        "through alpha: {done}"
+    );
+    let seen: Value = beta.task(&id).await?;
+    ensure!(
+        seen["state"] == "SUCCEEDED" && seen["result"] == payload,
+        "through beta: {seen}"
+    );
+    let remote = alpha.agent(&agent).await?;
+    ensure!(remote["node"] == "beta", "agent looked up through alpha: {remote}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawning_on_an_unknown_node_is_invalid_input() -> Result<()> {
+    let node = Node::start(NodeOpts::named("alpha")).await?;
+    let q = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }";
+    let input = json!({ "name": "lost", "backend": { "builtin": { "kind": "echo" } }, "node": "nope" });
+    expect_code(&node.gql(q, json!({ "input": input })).await?, "INVALID_INPUT")?;
+    let data = node.gql_ok("{ agents { totalCount } }", json!({})).await?;
+    ensure!(data["agents"]["totalCount"] == 0, "{data}");
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The exec backend with real `/bin/sh` children: stdin/stdout, env, exit codes,
+//! timeouts and cancellation that kill the process group, and commands that cannot start.
+
+use std::path::Path;
+
+use anyhow::{ensure, Result};
+use serde_json::{json, Value};
+
+use super::support::{expect_code, pid_alive, text, wait_pid_gone, Deadline, Node, NodeOpts, WAIT};
+
+/// Polls until `file` holds `count` pids written by a script.
+async fn read_pids(file: &Path, count: usize) -> Result<Vec<i32>> {
+    let deadline = Deadline::after(WAIT, format!("{count} pids in {}", file.display()));
+    loop {
+        let content = std::fs::read_to_string(file).unwrap_or_default();
+        let pids: Vec<i32> = content.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        if pids.len() == count {
+            return Ok(pids);
+        }
+        deadline.tick(format!("{content:?}")).await?;
+    }
+}
+
+/// Submits a task that may run once; the task id.
+async fn submit_once(node: &Node, agent: &str, timeout_ms: Option<i64>) -> Result<String> {
+    let input = json!({ "agentId": agent, "payload": {}, "maxAttempts": 1, "timeoutMs": timeout_ms });
+    text(&node.submit(input).await?, "/id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_stdout_is_the_result_as_json_or_trimmed_text() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let cat = node.spawn_exec(&["/bin/sh", "-c", "cat"], None).await?;
+    let payload = json!({ "a": 1, "b": [true, null, "x"], "c": { "d": "e" } });
+    let id = node.submit_to(&cat, payload.clone()).await?;
+    let done = node.wait_task_state(&id, "SUCCEEDED").await?;
+    ensure!(
+        done["result"] == payload,
+        "stdin payload did not come back as JSON: {done}"
+    );
+    ensure!(done["attempts"] == 1, "{done}");
+
+    let words = node
+        .spawn_exec(&["/bin/sh", "-c", "cat >/dev/null; printf 'plain words\\n'"], None)
+        .await?;
+    let id = node.submit_to(&words, json!({})).await?;
+    let done = node.wait_task_state(&id, "SUCCEEDED").await?;
+    ensure!(
+        done["result"] == "plain words",
+        "non-JSON stdout should be a trimmed string: {done}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_child_sees_task_ids_attempt_and_spec_env() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let script = r#"printf '{"task":"%s","attempt":"%s","agent":"%s","custom":"%s"}' "$TROUPE_TASK_ID" "$TROUPE_ATTEMPT" "$TROUPE_AGENT_ID" "$MY_VAR""#;
+    let input = json!({
+        "name": "env-printer",
+        "backend": { "exec": {
+            "command": ["/bin/sh", "-c", script],
+            "env": [{ "name": "MY_VAR", "value": "hello env" }],
+        } },
+    });
+    let agent = text(&node.spawn_agent(input).await?, "/id")?;
+    let id = node.submit_to(&agent, json!({})).await?;
+    let done = node.wait_task_state(&id, "SUCCEEDED").await?;
+    let want = json!({ "task": id, "attempt": "1", "agent": agent, "custom": "hello env" });
+    ensure!(done["result"] == want, "env seen by the child: {done}, want {want}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_nonzero_exit_fails_task_with_code_and_stderr() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let agent = node
+        .spawn_exec(&["/bin/sh", "-c", "echo boom >&2; exit 3"], None)
+        .await?;
+    let id = submit_once(&node, &agent, None).await?;
+    let done = node.wait_task_state(&id, "FAILED").await?;
+    let error = text(&done, "/error")?;
+    ensure!(error.contains("exit code 3"), "error lacks the exit code: {error}");
+    ensure!(error.contains("boom"), "error lacks the stderr tail: {error}");
+    ensure!(done["attempts"] == 1 && done["result"].is_null(), "{done}");
+
+    let failed = node.wait_event("TASK_FAILED", &id).await?;
+    ensure!(
+        failed["data"]["error"].as_str().is_some_and(|e| e.contains("boom")),
+        "{failed}"
+    );
+    ensure!(
+        node.events_for("TASK_RETRYING", &id).await?.is_empty(),
+        "retried despite maxAttempts 1"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_task_timeout_fails_task_and_kills_the_process_group() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let tmp = tempfile::tempdir()?;
+    let pid_file = tmp.path().join("pids");
+    // The shell and a background child; both must die, not only the shell.
+    let script = format!("sleep 60 & echo \"$$ $!\" > '{}'; sleep 60", pid_file.display());
+    let agent = node.spawn_exec(&["/bin/sh", "-c", &script], None).await?;
+    let id = submit_once(&node, &agent, Some(500)).await?;
+
+    let pids = read_pids(&pid_file, 2).await?;
+    let done = node.wait_task_state(&id, "FAILED").await?;
+    ensure!(text(&done, "/error")?.contains("timed out"), "{done}");
+    for pid in pids {
+        wait_pid_gone(pid).await?;
+    }
+    let agent_now = node.wait_agent_state(&agent, "RUNNING").await?;
+    ensure!(
+        agent_now["restarts"] == 0,
+        "a task timeout restarted the agent: {agent_now}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_backend_timeout_applies_when_the_task_sets_none() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let agent = node.spawn_exec(&["/bin/sh", "-c", "sleep 60"], Some(500)).await?;
+    let id = submit_once(&node, &agent, None).await?;
+    let done = node.wait_task_state(&id, "FAILED").await?;
+    ensure!(text(&done, "/error")?.contains("timed out"), "{done}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_command_that_cannot_start_fails_task_and_agent_keeps_running() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let agent = node.spawn_exec(&["/nonexistent/cmd"], None).await?;
+    for _ in 0..2 {
+        let id = submit_once(&node, &agent, None).await?;
+        let done = node.wait_task_state(&id, "FAILED").await?;
+        ensure!(text(&done, "/error")?.contains("cannot start"), "{done}");
+    }
+    let agent_now = node
+        .wait_agent(&agent, "two failures counted", |a| a["tasksFailed"] == 2)
+        .await?;
+    ensure!(
+        agent_now["state"] == "RUNNING",
+        "agent after unstartable command: {agent_now}"
+    );
+    ensure!(agent_now["restarts"] == 0, "agent was restarted: {agent_now}");
+    ensure!(
+        node.events_for("AGENT_FAILED", &agent).await?.is_empty(),
+        "AGENT_FAILED for {agent}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_running_exec_task_kills_its_process() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let tmp = tempfile::tempdir()?;
+    let pid_file = tmp.path().join("pid");
+    let script = format!("echo $$ > '{}'; sleep 60", pid_file.display());
+    let agent = node.spawn_exec(&["/bin/sh", "-c", &script], None).await?;
+    let id = node.submit_to(&agent, json!({})).await?;
+    node.wait_task_state(&id, "RUNNING").await?;
+    let pid = read_pids(&pid_file, 1).await?[0];
+    ensure!(pid_alive(pid), "the task's process {pid} is not running");
+
+    let q = "mutation($id: ID!) { cancelTask(id: $id) { id state } }";
+    let cancelled = node.gql_ok(q, json!({ "id": id })).await?;
+    ensure!(cancelled["cancelTask"]["id"] == id.as_str(), "{cancelled}");
+    let done = node.wait_task_state(&id, "CANCELLED").await?;
+    ensure!(done["attempts"] == 1, "cancelled task was retried: {done}");
+    node.wait_event("TASK_CANCELLED", &id).await?;
+    wait_pid_gone(pid).await?;
+
+    expect_code(&node.gql(q, json!({ "id": id })).await?, "CONFLICT")?;
+    ensure!(
+        node.events_for("TASK_RETRYING", &id).await?.is_empty(),
+        "cancelled task retried"
+    );
+    let still: Value = node.task(&id).await?;
+    ensure!(still["state"] == "CANCELLED", "{still}");
+    Ok(())
+}

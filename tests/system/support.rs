@@ -1,0 +1,322 @@
+//! The harness: a real `troupe serve` process per [`Node`], GraphQL over HTTP, and
+//! polling helpers whose every wait ends at a deadline.
+
+mod api;
+mod process;
+mod ws;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+pub use process::{pid_alive, wait_pid_gone};
+pub use ws::Subscription;
+
+/// How long any single condition may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// Poll interval for conditions.
+const POLL: Duration = Duration::from_millis(50);
+/// Cluster cookie shared by every node a test starts.
+pub const COOKIE: &str = "troupe-system-test-cookie";
+
+/// A bounded wait: `tick` fails once the deadline has passed, otherwise pauses one poll.
+pub struct Deadline {
+    end: Instant,
+    what: String,
+}
+
+impl Deadline {
+    pub fn after(limit: Duration, what: impl Into<String>) -> Self {
+        Self {
+            end: Instant::now() + limit,
+            what: what.into(),
+        }
+    }
+
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.end
+    }
+
+    /// Fails with `last` (what was seen most recently) once expired; else waits one poll.
+    pub async fn tick(&self, last: impl std::fmt::Display) -> Result<()> {
+        if self.expired() {
+            bail!("timed out waiting for {}; last seen: {last}", self.what);
+        }
+        tokio::time::sleep(POLL).await;
+        Ok(())
+    }
+}
+
+/// What a node is started with beyond the harness's own flags.
+#[derive(Clone, Default)]
+pub struct NodeOpts {
+    pub name: String,
+    pub args: Vec<String>,
+}
+
+impl NodeOpts {
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, flag: &str, value: impl ToString) -> Self {
+        self.args.push(flag.to_string());
+        self.args.push(value.to_string());
+        self
+    }
+}
+
+/// One `troupe serve` process. The data dir outlives the process so a node can be
+/// killed and started again on the same store.
+pub struct Node {
+    pub name: String,
+    /// The gateway's "127.0.0.1:PORT".
+    pub addr: String,
+    /// The admin token read from `<data-dir>/admin.token`.
+    pub token: String,
+    pub cluster_port: u16,
+    opts: NodeOpts,
+    dir: TempDir,
+    proc: Option<process::Guard>,
+    http: reqwest::Client,
+}
+
+impl Node {
+    pub async fn start(opts: NodeOpts) -> Result<Node> {
+        let dir = tempfile::Builder::new().prefix("troupe-test-").tempdir()?;
+        let http = reqwest::Client::builder().no_proxy().timeout(WAIT).build()?;
+        let mut node = Node {
+            name: opts.name.clone(),
+            addr: String::new(),
+            token: String::new(),
+            cluster_port: process::free_port()?,
+            opts,
+            dir,
+            proc: None,
+            http,
+        };
+        node.launch().await?;
+        Ok(node)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn launch(&mut self) -> Result<()> {
+        let addr_file = self.file("gateway.addr");
+        // A file left by a killed process must not be mistaken for the new one's.
+        let _ = std::fs::remove_file(&addr_file);
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--data-dir".into(),
+            self.dir.path().display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--node-name".into(),
+            self.name.clone(),
+            "--cluster-listen".into(),
+            format!("127.0.0.1:{}", self.cluster_port),
+            "--log-format".into(),
+            "text".into(),
+        ];
+        args.extend(self.opts.args.iter().cloned());
+        self.proc = Some(process::Guard::spawn(&args, self.dir.path())?);
+
+        let deadline = Deadline::after(WAIT, format!("node {} to serve", self.name));
+        loop {
+            if let Some(status) = self.proc_mut()?.try_wait()? {
+                bail!(
+                    "node {} exited during start-up with {status}\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            if let Some(addr) = self.ready_addr().await {
+                self.addr = addr;
+                break;
+            }
+            if deadline.expired() {
+                bail!(
+                    "node {} did not become ready in {WAIT:?}\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        self.token = std::fs::read_to_string(self.file("admin.token"))?.trim().to_string();
+        Ok(())
+    }
+
+    /// The gateway address once gateway.addr, admin.token and /healthz are all there.
+    async fn ready_addr(&self) -> Option<String> {
+        let addr = std::fs::read_to_string(self.file("gateway.addr"))
+            .ok()?
+            .trim()
+            .to_string();
+        let token = std::fs::read_to_string(self.file("admin.token")).ok()?;
+        if addr.is_empty() || token.trim().is_empty() {
+            return None;
+        }
+        let resp = self.http.get(format!("http://{addr}/healthz")).send().await.ok()?;
+        (resp.status() == 200).then_some(addr)
+    }
+
+    fn proc_mut(&mut self) -> Result<&mut process::Guard> {
+        self.proc.as_mut().context("node process was never started")
+    }
+
+    /// SIGKILL, as a crash would; waits until the process is gone.
+    pub async fn kill9(&mut self) -> Result<()> {
+        self.proc_mut()?.kill9().await
+    }
+
+    /// SIGTERM, then the exit status if the process exits within `within`.
+    pub async fn terminate(&mut self, within: Duration) -> Result<ExitStatus> {
+        self.proc_mut()?.terminate(within).await
+    }
+
+    /// Starts the node again on the same data dir (kill -9 first if it still runs).
+    pub async fn restart(&mut self) -> Result<()> {
+        if self.proc_mut()?.try_wait()?.is_none() {
+            self.kill9().await?;
+        }
+        self.launch().await
+    }
+
+    /// The last lines of the node's stdout and stderr, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for name in ["stdout.log", "stderr.log"] {
+            let text = std::fs::read_to_string(self.file(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            out.push_str(&format!("---- {} {name} (last {} lines) ----\n", self.name, tail.len()));
+            for line in tail {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// GET without a token: status and body text.
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let resp = self.http.get(self.url(path)).send().await?;
+        Ok((resp.status().as_u16(), resp.text().await?))
+    }
+
+    /// POST a raw body to /graphql with the admin token: status and body text.
+    pub async fn post_raw(&self, body: impl Into<reqwest::Body>) -> Result<(u16, String)> {
+        let resp = self
+            .http
+            .post(self.url("/graphql"))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        Ok((resp.status().as_u16(), resp.text().await?))
+    }
+
+    /// POST a GraphQL request body: HTTP status and the parsed JSON body.
+    pub async fn post_graphql(&self, token: Option<&str>, body: &Value) -> Result<(u16, Value)> {
+        let mut req = self.http.post(self.url("/graphql")).json(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("POST /graphql to {}", self.name))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let value = serde_json::from_str(&text)
+            .with_context(|| format!("HTTP {status} with a body that is not JSON: {text}"))?;
+        Ok((status, value))
+    }
+
+    pub async fn gql_as(&self, token: &str, query: &str, vars: Value) -> Result<Value> {
+        let body = json!({ "query": query, "variables": vars });
+        Ok(self.post_graphql(Some(token), &body).await?.1)
+    }
+
+    /// The whole response body of a request made with the admin token.
+    pub async fn gql(&self, query: &str, vars: Value) -> Result<Value> {
+        self.gql_as(&self.token, query, vars).await
+    }
+
+    /// `data` of a request that must not produce errors.
+    pub async fn gql_ok_as(&self, token: &str, query: &str, vars: Value) -> Result<Value> {
+        let body = self.gql_as(token, query, vars).await?;
+        if body.get("errors").is_some_and(|e| !e.is_null()) {
+            bail!("GraphQL errors from {} for `{query}`: {body}", self.name);
+        }
+        Ok(body["data"].clone())
+    }
+
+    pub async fn gql_ok(&self, query: &str, vars: Value) -> Result<Value> {
+        self.gql_ok_as(&self.token, query, vars).await
+    }
+
+    /// Runs `troupe token create --role ROLE` against this node's data dir.
+    pub async fn create_token(&self, role: &str) -> Result<String> {
+        process::create_token(role, self.dir.path()).await
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Stop the process before its data dir goes away with `dir`.
+        drop(self.proc.take());
+        // Test output is captured, so this shows only when the test fails.
+        eprintln!("{}", self.log_tail());
+    }
+}
+
+/// errors[0].extensions.code of a GraphQL response body.
+pub fn error_code(body: &Value) -> Option<String> {
+    body.pointer("/errors/0/extensions/code")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Fails unless the response carries an error with this code.
+pub fn expect_code(body: &Value, code: &str) -> Result<()> {
+    ensure!(
+        error_code(body).as_deref() == Some(code),
+        "expected error code {code}, got: {body}"
+    );
+    Ok(())
+}
+
+/// The string at a JSON pointer.
+pub fn text(v: &Value, pointer: &str) -> Result<String> {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .with_context(|| format!("no string at {pointer} in {v}"))
+}
+
+/// The integer at a JSON pointer.
+pub fn int(v: &Value, pointer: &str) -> Result<i64> {
+    v.pointer(pointer)
+        .and_then(Value::as_i64)
+        .with_context(|| format!("no integer at {pointer} in {v}"))
+}

@@ -1,0 +1,124 @@
+//! A minimal graphql-transport-ws client over tokio-tungstenite: connection_init with the
+//! token, one subscription, and reads that each end at a deadline.
+
+use anyhow::{bail, Context, Result};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::{Node, WAIT};
+
+/// What the server sent: a protocol message, or the end of the socket.
+enum Incoming {
+    Json(Value),
+    /// The close code if the server sent a close frame, and a reason or error text.
+    Closed(Option<u16>, String),
+}
+
+pub struct Subscription {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Subscription {
+    /// Connects and sends connection_init. `Ok(Ok(_))` if acked; `Ok(Err((code, reason)))`
+    /// if the server closed the socket instead.
+    pub async fn init(addr: &str, token: Option<&str>) -> Result<Result<Self, (Option<u16>, String)>> {
+        let mut request = format!("ws://{addr}/graphql/ws").into_client_request()?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("graphql-transport-ws"),
+        );
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .context("WebSocket handshake timed out")??;
+        let mut sub = Subscription { ws };
+        let payload = match token {
+            Some(token) => json!({ "authorization": format!("Bearer {token}") }),
+            None => json!({}),
+        };
+        sub.send(json!({ "type": "connection_init", "payload": payload }))
+            .await?;
+        loop {
+            match sub.recv().await? {
+                Incoming::Json(m) if m["type"] == "connection_ack" => return Ok(Ok(sub)),
+                Incoming::Json(m) if m["type"] == "ping" => sub.send(json!({ "type": "pong" })).await?,
+                Incoming::Json(m) => bail!("unexpected message before connection_ack: {m}"),
+                Incoming::Closed(code, reason) => return Ok(Err((code, reason))),
+            }
+        }
+    }
+
+    /// Connects with the node's admin token and starts one subscription.
+    pub async fn start(node: &Node, query: &str, variables: Value) -> Result<Self> {
+        let mut sub = match Self::init(&node.addr, Some(node.token.as_str())).await? {
+            Ok(sub) => sub,
+            Err((code, reason)) => bail!("admin token not acked: close {code:?} {reason}"),
+        };
+        sub.subscribe(query, variables).await?;
+        Ok(sub)
+    }
+
+    pub async fn subscribe(&mut self, query: &str, variables: Value) -> Result<()> {
+        let payload = json!({ "query": query, "variables": variables });
+        self.send(json!({ "id": "1", "type": "subscribe", "payload": payload }))
+            .await
+    }
+
+    /// The `data` of the next result, or `None` once the server completes the subscription.
+    pub async fn next_with_deadline(&mut self) -> Result<Option<Value>> {
+        loop {
+            match self.recv().await? {
+                Incoming::Json(m) => match m["type"].as_str().unwrap_or_default() {
+                    "next" => {
+                        let payload = &m["payload"];
+                        if payload.get("errors").is_some_and(|e| !e.is_null()) {
+                            bail!("subscription result with errors: {m}");
+                        }
+                        return Ok(Some(payload["data"].clone()));
+                    }
+                    "complete" => return Ok(None),
+                    "ping" => self.send(json!({ "type": "pong" })).await?,
+                    "pong" => {}
+                    _ => bail!("subscription failed: {m}"),
+                },
+                Incoming::Closed(code, reason) => {
+                    bail!("socket closed during subscription: {code:?} {reason}")
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, message: Value) -> Result<()> {
+        self.ws.send(Message::text(message.to_string())).await?;
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Result<Incoming> {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .with_context(|| format!("no WebSocket message within {WAIT:?}"))?;
+            let msg = match next {
+                None => return Ok(Incoming::Closed(None, "stream ended".into())),
+                Some(Err(e)) => return Ok(Incoming::Closed(None, e.to_string())),
+                Some(Ok(msg)) => msg,
+            };
+            match msg {
+                Message::Text(_) => return Ok(Incoming::Json(serde_json::from_str(msg.to_text()?)?)),
+                Message::Close(frame) => {
+                    let (code, reason) = match frame {
+                        Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
+                        None => (None, "close without a frame".into()),
+                    };
+                    return Ok(Incoming::Closed(code, reason));
+                }
+                // tungstenite answers pings itself.
+                _ => {}
+            }
+        }
+    }
+}
