@@ -28,7 +28,9 @@ async fn main() {
                     if n >= AGENTS {
                         break;
                     }
-                    api.spawn_agent(common::echo(format!("agent-{n}"), 1)).await.expect("spawn");
+                    api.spawn_agent(common::echo(format!("agent-{n}"), 1))
+                        .await
+                        .expect("spawn");
                 }
             })
         })

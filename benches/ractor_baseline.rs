@@ -53,7 +53,11 @@ async fn main() {
     }
     let n = ractor::call!(actor, Msg::Get).expect("call");
     assert!(n >= CASTS);
-    common::report("casts, flushed by one call", CASTS as f64 / t.elapsed().as_secs_f64(), "msgs/s");
+    common::report(
+        "casts, flushed by one call",
+        CASTS as f64 / t.elapsed().as_secs_f64(),
+        "msgs/s",
+    );
 
     let t = Instant::now();
     let tasks: Vec<_> = (0..64)
@@ -69,7 +73,11 @@ async fn main() {
     for t in tasks {
         t.await.expect("caller");
     }
-    common::report("calls from 64 concurrent tasks", (CALLS / 64 * 64) as f64 / t.elapsed().as_secs_f64(), "calls/s");
+    common::report(
+        "calls from 64 concurrent tasks",
+        (CALLS / 64 * 64) as f64 / t.elapsed().as_secs_f64(),
+        "calls/s",
+    );
     actor.stop(None);
     handle.await.expect("stopped");
 }

@@ -19,7 +19,9 @@ async fn main() {
         let (_dir, node) = common::node().await;
         let api = node.api().clone();
         for i in 0..agents {
-            api.spawn_agent(common::echo(format!("echo-{i}"), 16)).await.expect("spawn");
+            api.spawn_agent(common::echo(format!("echo-{i}"), 16))
+                .await
+                .expect("spawn");
         }
         let start_seq = api.store().last_seq().await.expect("seq");
         let t = Instant::now();
@@ -46,11 +48,22 @@ async fn main() {
             s.await.expect("submitter");
         }
         let submitted = t.elapsed();
-        common::await_events(&api, start_seq, "TASK_SUCCEEDED", per * SUBMITTERS, Duration::from_secs(300)).await;
+        common::await_events(
+            &api,
+            start_seq,
+            "TASK_SUCCEEDED",
+            per * SUBMITTERS,
+            Duration::from_secs(300),
+        )
+        .await;
         let secs = t.elapsed().as_secs_f64();
         let n = (per * SUBMITTERS) as f64;
         common::report(&format!("tasks end to end, {agents} echo agents"), n / secs, "tasks/s");
-        common::report("  durable submits (acknowledged)", n / submitted.as_secs_f64(), "submits/s");
+        common::report(
+            "  durable submits (acknowledged)",
+            n / submitted.as_secs_f64(),
+            "submits/s",
+        );
         node.shutdown(Duration::from_secs(5)).await;
     }
 }

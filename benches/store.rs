@@ -13,7 +13,11 @@ mod common;
 fn task_batch(i: u64) -> Batch {
     Batch::new()
         .put(Table::Tasks, format!("task-{i:012}"), vec![7u8; 200])
-        .event(NewEvent::new("TASK_QUEUED", Some(format!("task-{i:012}")), json!({"capability": "echo"})))
+        .event(NewEvent::new(
+            "TASK_QUEUED",
+            Some(format!("task-{i:012}")),
+            json!({"capability": "echo"}),
+        ))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -47,6 +51,10 @@ async fn main() {
             task.await.expect("writer");
         }
         let rate = (per * writers) as f64 / t.elapsed().as_secs_f64();
-        common::report(&format!("durable writes, {writers} concurrent writers"), rate, "writes/s");
+        common::report(
+            &format!("durable writes, {writers} concurrent writers"),
+            rate,
+            "writes/s",
+        );
     }
 }

@@ -13,7 +13,11 @@ use troupe_runtime::supervision::ChildSpec;
 use troupe_runtime::telemetry;
 
 #[derive(Parser)]
-#[command(name = "troupe", version, about = "A supervised, clustered actor runtime for agents and VMs")]
+#[command(
+    name = "troupe",
+    version,
+    about = "A supervised, clustered actor runtime for agents and VMs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -47,7 +51,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Token {
             action: TokenCommand::Create { role, data_dir },
         } => {

@@ -152,19 +152,27 @@ impl Api {
             last_error: None,
             updated_at: now,
         };
-        let data = json!({ "name": record.spec.name, "node": record.spec.node, "backend": record.spec.backend.describe() });
+        let data =
+            json!({ "name": record.spec.name, "node": record.spec.node, "backend": record.spec.backend.describe() });
         self.inner
             .store
             .write(
                 Batch::new()
-                    .put(Table::Agents, record.spec.id.clone(), troupe_runtime::codec::encode(&record)?)
+                    .put(
+                        Table::Agents,
+                        record.spec.id.clone(),
+                        troupe_runtime::codec::encode(&record)?,
+                    )
                     .event(NewEvent::new("AGENT_SPAWNED", Some(record.spec.id.clone()), data)),
             )
             .await?;
         let child = Arc::new(AgentChild::new(record, self.inner.services.clone()));
         let supervisor = self.agents_supervisor()?;
         let spec: Arc<dyn ChildSpec> = child.clone();
-        match supervisor.call(|r| SupervisorMsg::StartChild(spec, r), Some(CALL_TIMEOUT)).await? {
+        match supervisor
+            .call(|r| SupervisorMsg::StartChild(spec, r), Some(CALL_TIMEOUT))
+            .await?
+        {
             CallResult::Success(Ok(())) => {}
             CallResult::Success(Err(e)) => return Err(ApiError::Internal(format!("agent did not start: {e}"))),
             _ => return Err(ApiError::Unavailable("the agents supervisor did not answer".into())),
@@ -182,19 +190,29 @@ impl Api {
 
     pub async fn stop_agent(&self, id: &str) -> Result<AgentView, ApiError> {
         match self.stop_local(id).await {
-            Err(ApiError::NotFound(_)) => self.on_peers(PeerRequest::StopAgent(id.into()), peer::agent, || format!("no agent {id}")).await,
+            Err(ApiError::NotFound(_)) => {
+                self.on_peers(PeerRequest::StopAgent(id.into()), peer::agent, || {
+                    format!("no agent {id}")
+                })
+                .await
+            }
             other => other,
         }
     }
 
     async fn stop_local(&self, id: &str) -> Result<AgentView, ApiError> {
-        let record = self.local_agent(id).await?.ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))?;
+        let record = self
+            .local_agent(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))?;
         if record.state == AgentState::Stopped {
             return Err(ApiError::Conflict(format!("agent {id} is already stopped")));
         }
         let supervisor = self.agents_supervisor()?;
         let stopped = matches!(
-            supervisor.call(|r| SupervisorMsg::TerminateChild(id.to_owned(), r), Some(CALL_TIMEOUT)).await?,
+            supervisor
+                .call(|r| SupervisorMsg::TerminateChild(id.to_owned(), r), Some(CALL_TIMEOUT))
+                .await?,
             CallResult::Success(true)
         );
         if stopped {
@@ -214,7 +232,10 @@ impl Api {
                 )
                 .await?;
         }
-        let record = self.local_agent(id).await?.ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))?;
+        let record = self
+            .local_agent(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))?;
         Ok(self.view(record).await)
     }
 
@@ -257,12 +278,21 @@ impl Api {
             let r: AgentRecord = troupe_runtime::codec::decode(&b)?;
             counts[r.state as usize] += 1;
         }
-        let states = [AgentState::Starting, AgentState::Running, AgentState::Restarting, AgentState::Failed, AgentState::Stopped];
+        let states = [
+            AgentState::Starting,
+            AgentState::Running,
+            AgentState::Restarting,
+            AgentState::Failed,
+            AgentState::Stopped,
+        ];
         Ok(states.into_iter().map(|s| (s, counts[s as usize])).collect())
     }
 
     async fn view(&self, record: AgentRecord) -> AgentView {
-        self.views(vec![record]).await.pop().expect("one record in, one view out")
+        self.views(vec![record])
+            .await
+            .pop()
+            .expect("one record in, one view out")
     }
 
     async fn views(&self, records: Vec<AgentRecord>) -> Vec<AgentView> {
@@ -294,7 +324,9 @@ impl Api {
         req.validate(self.inner.max_payload_bytes)?;
         if let Some(agent) = req.agent_id.clone() {
             if self.local_agent(&agent).await?.is_none() {
-                return self.on_peers(PeerRequest::SubmitTask(req), peer::task, || format!("no agent {agent}")).await;
+                return self
+                    .on_peers(PeerRequest::SubmitTask(req), peer::task, || format!("no agent {agent}"))
+                    .await;
             }
         }
         self.submit_local(req).await
@@ -355,7 +387,12 @@ impl Api {
 
     pub async fn cancel_task(&self, id: &str) -> Result<TaskRecord, ApiError> {
         match self.cancel_local(id).await {
-            Err(ApiError::NotFound(_)) => self.on_peers(PeerRequest::CancelTask(id.into()), peer::task, || format!("no task {id}")).await,
+            Err(ApiError::NotFound(_)) => {
+                self.on_peers(PeerRequest::CancelTask(id.into()), peer::task, || {
+                    format!("no task {id}")
+                })
+                .await
+            }
             other => other,
         }
     }
@@ -367,7 +404,10 @@ impl Api {
             .scheduler
             .get()
             .ok_or_else(|| ApiError::Unavailable("the scheduler is not running".into()))?;
-        match scheduler.call(|r| SchedulerMsg::Cancel(id.to_owned(), r), Some(CALL_TIMEOUT)).await? {
+        match scheduler
+            .call(|r| SchedulerMsg::Cancel(id.to_owned(), r), Some(CALL_TIMEOUT))
+            .await?
+        {
             CallResult::Success(answer) => answer,
             _ => Err(ApiError::Unavailable("the scheduler did not answer".into())),
         }
@@ -393,8 +433,18 @@ impl Api {
     }
 
     /// This node's tasks in id (creation) order after the cursor, filtered.
-    pub async fn tasks(&self, state: Option<TaskState>, agent: Option<String>, after: Option<String>, first: usize) -> Result<(Vec<TaskRecord>, bool), ApiError> {
-        let page = self.inner.store.scan(Table::Tasks, after, first + 1, task_filter(state, agent)).await?;
+    pub async fn tasks(
+        &self,
+        state: Option<TaskState>,
+        agent: Option<String>,
+        after: Option<String>,
+        first: usize,
+    ) -> Result<(Vec<TaskRecord>, bool), ApiError> {
+        let page = self
+            .inner
+            .store
+            .scan(Table::Tasks, after, first + 1, task_filter(state, agent))
+            .await?;
         let more = page.len() > first;
         let tasks = page
             .into_iter()
@@ -428,7 +478,11 @@ impl Api {
         Ok(out)
     }
 
-    pub fn subscribe(&self, after: u64, filter: EventFilter) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static {
+    pub fn subscribe(
+        &self,
+        after: u64,
+        filter: EventFilter,
+    ) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static {
         events::subscribe(&self.inner.store, after, filter)
     }
 

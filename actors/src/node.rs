@@ -180,12 +180,19 @@ impl Node {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(running, "grace period over; these tasks will be retried at the next start");
+                tracing::warn!(
+                    running,
+                    "grace period over; these tasks will be retried at the next start"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if let Err(e) = self.root.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(15))).await {
+        if let Err(e) = self
+            .root
+            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(15)))
+            .await
+        {
             tracing::warn!(error = %e, "supervision tree did not stop in time");
         }
         if let Err(e) = self.api.store().flush().await {
@@ -200,7 +207,9 @@ async fn node_id(store: &Store) -> Result<String, StoreError> {
         return Ok(String::from_utf8_lossy(&bytes).into_owned());
     }
     let id = uuid::Uuid::now_v7().to_string();
-    store.write(Batch::new().put(Table::Meta, "node_id", id.as_bytes().to_vec())).await?;
+    store
+        .write(Batch::new().put(Table::Meta, "node_id", id.as_bytes().to_vec()))
+        .await?;
     Ok(id)
 }
 

@@ -10,8 +10,8 @@
 //! [`assign::pick`] chooses the least-loaded capable agent. The actor applies them and
 //! records every transition with its event.
 
-pub mod assign;
 mod actor;
+pub mod assign;
 pub mod queue;
 
 pub use actor::{AgentCounters, Scheduler, SchedulerArgs, SchedulerMsg};

@@ -53,7 +53,9 @@ pub async fn resolve(api: &Api, authorization: Option<&str>) -> Result<Caller, R
 }
 
 pub async fn from_headers(api: &Api, headers: &HeaderMap) -> Result<Caller, Refusal> {
-    let value = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     resolve(api, value).await
 }
 
@@ -66,7 +68,11 @@ impl Guard for RoleGuard {
             Some(Caller(role)) if *role >= self.0 => Ok(()),
             Some(Caller(role)) => Err(coded(
                 "FORBIDDEN",
-                format!("the {} role cannot do this; it needs {}", role.as_str(), self.0.as_str()),
+                format!(
+                    "the {} role cannot do this; it needs {}",
+                    role.as_str(),
+                    self.0.as_str()
+                ),
             )),
             None => Err(coded("UNAUTHENTICATED", "missing bearer token")),
         }

@@ -174,7 +174,11 @@ impl Actor for Gateway {
     type State = Serving;
     type Arguments = Arc<GatewayChild>;
 
-    async fn pre_start(&self, myself: ActorRef<GatewayMsg>, cfg: Arc<GatewayChild>) -> Result<Serving, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<GatewayMsg>,
+        cfg: Arc<GatewayChild>,
+    ) -> Result<Serving, ActorProcessingErr> {
         let addr = cfg.bound.lock().ok().and_then(|b| *b).unwrap_or(cfg.listen);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
@@ -196,7 +200,12 @@ impl Actor for Gateway {
         Ok(Serving(server))
     }
 
-    async fn handle(&self, _myself: ActorRef<GatewayMsg>, msg: GatewayMsg, _state: &mut Serving) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<GatewayMsg>,
+        msg: GatewayMsg,
+        _state: &mut Serving,
+    ) -> Result<(), ActorProcessingErr> {
         let GatewayMsg::ServerExited(reason) = msg;
         Err(format!("gateway server exited: {reason}").into())
     }

@@ -92,7 +92,9 @@ pub async fn lookup(store: &Store, token: &str) -> Result<Option<Role>, StoreErr
 /// Creates a token in a running node's store.
 pub async fn create(store: &Store, role: Role) -> Result<String, StoreError> {
     let token = generate();
-    store.write(Batch::new().put(Table::Tokens, hash(&token), record(role)?)).await?;
+    store
+        .write(Batch::new().put(Table::Tokens, hash(&token), record(role)?))
+        .await?;
     Ok(token)
 }
 
@@ -156,13 +158,18 @@ pub async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<PathBu
         if !existing.is_empty() {
             if lookup(store, existing).await?.is_none() {
                 // The file outlived its store (a wiped database): keep the operator's token.
-                store.write(Batch::new().put(Table::Tokens, hash(existing), record(Role::Admin)?)).await?;
+                store
+                    .write(Batch::new().put(Table::Tokens, hash(existing), record(Role::Admin)?))
+                    .await?;
             }
             return Ok(path);
         }
     }
     let token = create(store, Role::Admin).await?;
-    write_private(&path, &token).map_err(|source| TokenError::Io { path: path.clone(), source })?;
+    write_private(&path, &token).map_err(|source| TokenError::Io {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 

@@ -42,6 +42,7 @@ pub mod json_text_opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
         let text = Option::<String>::deserialize(d)?;
-        text.map(|t| serde_json::from_str(&t).map_err(serde::de::Error::custom)).transpose()
+        text.map(|t| serde_json::from_str(&t).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }

@@ -130,20 +130,37 @@ impl Config {
         let ms = Duration::from_millis;
         let node_name = match args.node_name.or(file.node_name) {
             Some(n) => n,
-            None => hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "troupe".into()),
+            None => hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "troupe".into()),
         };
         validate_node_name(&node_name)?;
         let config = Self {
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./troupe-data")),
-            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./troupe-data")),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             node_name,
-            cluster_listen: args.cluster_listen.or(file.cluster_listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4697))),
+            cluster_listen: args
+                .cluster_listen
+                .or(file.cluster_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4697))),
             join: if args.join.is_empty() { file.join } else { args.join },
             cookie_file: args.cookie_file.or(file.cookie_file),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             shutdown_grace: ms(args.shutdown_grace_ms.or(file.shutdown_grace_ms).unwrap_or(10_000)),
-            supervisor_max_restarts: args.supervisor_max_restarts.or(file.supervisor_max_restarts).unwrap_or(5),
-            supervisor_window: ms(args.supervisor_window_ms.or(file.supervisor_window_ms).unwrap_or(10_000)),
+            supervisor_max_restarts: args
+                .supervisor_max_restarts
+                .or(file.supervisor_max_restarts)
+                .unwrap_or(5),
+            supervisor_window: ms(args
+                .supervisor_window_ms
+                .or(file.supervisor_window_ms)
+                .unwrap_or(10_000)),
             supervisor_backoff: ms(args.supervisor_backoff_ms.or(file.supervisor_backoff_ms).unwrap_or(100)),
             retry_base: ms(args.retry_base_ms.or(file.retry_base_ms).unwrap_or(500)),
             retry_max: ms(args.retry_max_ms.or(file.retry_max_ms).unwrap_or(30_000)),
@@ -194,7 +211,8 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 fn validate_node_name(name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
     } else {
@@ -213,7 +231,11 @@ mod tests {
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.toml");
-        std::fs::write(&path, "node_name = \"from-file\"\nretry_base_ms = 7\njoin = [\"10.0.0.1:4697\"]\n").unwrap();
+        std::fs::write(
+            &path,
+            "node_name = \"from-file\"\nretry_base_ms = 7\njoin = [\"10.0.0.1:4697\"]\n",
+        )
+        .unwrap();
         let c = Config::load(ServeArgs {
             config: Some(path),
             node_name: Some("from-flag".into()),

@@ -77,14 +77,21 @@ pub struct EventFilter {
 impl EventFilter {
     pub fn matches(&self, e: &Event) -> bool {
         self.kinds.as_ref().is_none_or(|k| k.contains(&e.kind))
-            && self.subject.as_ref().is_none_or(|s| e.subject.as_deref() == Some(s.as_str()))
+            && self
+                .subject
+                .as_ref()
+                .is_none_or(|s| e.subject.as_deref() == Some(s.as_str()))
     }
 }
 
 /// Events after `after` that pass `filter`: first those already in the log, then live ones,
 /// with no gap and no duplicate. A subscriber that falls behind the live fan-out catches up
 /// from the log, so a slow client loses nothing.
-pub fn subscribe(store: &Store, after: u64, filter: EventFilter) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static {
+pub fn subscribe(
+    store: &Store,
+    after: u64,
+    filter: EventFilter,
+) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static {
     // Subscribe to the live fan-out before reading the log, so nothing falls between them.
     let cursor = Cursor {
         live: store.live(),

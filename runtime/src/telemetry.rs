@@ -23,7 +23,9 @@ pub fn init_logging(format: LogFormat) {
 /// Installs the global metrics recorder and returns the handle that renders `/metrics`.
 /// Only the first call installs; later calls get a handle to a recorder of their own.
 pub fn init_metrics() -> PrometheusHandle {
-    let buckets = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+    let buckets = [
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
     let builder = || {
         PrometheusBuilder::new()
             .set_buckets(&buckets)

@@ -9,9 +9,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
+use super::builtin;
 use super::exec::{self, ExecContext};
 use super::spec::{AgentSpec, Backend, BuiltinKind};
-use super::builtin;
 use crate::scheduler::SchedulerMsg;
 use crate::task::{Assignment, Outcome};
 
@@ -67,7 +67,12 @@ impl Actor for AgentActor {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<AgentMsg>, msg: AgentMsg, running: &mut Running) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        running: &mut Running,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             AgentMsg::Run(a) => {
                 if self.spec.backend == Backend::Builtin(BuiltinKind::Panic) {

@@ -32,7 +32,10 @@ impl AgentChild {
     }
 
     pub fn record(&self) -> AgentRecord {
-        self.record.lock().map(|r| r.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.record
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 }
 
@@ -71,7 +74,11 @@ impl ChildSpec for AgentChild {
                 record.restarts += 1;
             }
             ChildEvent::Failed { reason, restarting } => {
-                record.state = if *restarting { AgentState::Restarting } else { AgentState::Failed };
+                record.state = if *restarting {
+                    AgentState::Restarting
+                } else {
+                    AgentState::Failed
+                };
                 record.last_error = Some(reason.clone());
             }
             ChildEvent::Stopped => record.state = AgentState::Stopped,

@@ -77,7 +77,9 @@ struct GroupKill(u32);
 impl Drop for GroupKill {
     #[allow(unsafe_code)]
     fn drop(&mut self) {
-        let Ok(pgid) = libc::pid_t::try_from(self.0) else { return };
+        let Ok(pgid) = libc::pid_t::try_from(self.0) else {
+            return;
+        };
         // SAFETY: killpg only sends a signal; an already-empty group gives ESRCH, ignored.
         unsafe {
             libc::killpg(pgid, libc::SIGKILL);
@@ -109,13 +111,20 @@ mod tests {
     #[tokio::test]
     async fn stdout_is_the_result_parsed_as_json_when_it_is_json() {
         assert_eq!(run(&sh("cat"), ctx(), &json!({"x": [1]})).await, Ok(json!({"x": [1]})));
-        let env = run(&sh("echo \"$GREETING $TROUPE_TASK_ID $TROUPE_ATTEMPT $TROUPE_AGENT_ID\""), ctx(), &json!(null)).await;
+        let env = run(
+            &sh("echo \"$GREETING $TROUPE_TASK_ID $TROUPE_ATTEMPT $TROUPE_AGENT_ID\""),
+            ctx(),
+            &json!(null),
+        )
+        .await;
         assert_eq!(env, Ok(json!("hi t1 2 a1")));
     }
 
     #[tokio::test]
     async fn a_nonzero_exit_reports_the_code_and_stderr_tail() {
-        let err = run(&sh("echo boom >&2; exit 3"), ctx(), &json!(null)).await.unwrap_err();
+        let err = run(&sh("echo boom >&2; exit 3"), ctx(), &json!(null))
+            .await
+            .unwrap_err();
         assert_eq!(err, "exit code 3: boom");
     }
 

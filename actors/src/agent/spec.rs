@@ -89,8 +89,13 @@ impl SpawnAgentRequest {
             if e.command.is_empty() || e.command[0].trim().is_empty() {
                 return Err(ApiError::invalid("exec command must not be empty"));
             }
-            if e.env.iter().any(|(k, _)| k.is_empty() || k.contains('=') || k.contains('\0')) {
-                return Err(ApiError::invalid("env var names must be non-empty and contain no '=' or NUL"));
+            if e.env
+                .iter()
+                .any(|(k, _)| k.is_empty() || k.contains('=') || k.contains('\0'))
+            {
+                return Err(ApiError::invalid(
+                    "env var names must be non-empty and contain no '=' or NUL",
+                ));
             }
         }
         Ok(())

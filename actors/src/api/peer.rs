@@ -38,14 +38,23 @@ impl Api {
             },
             PeerRequest::SubmitTask(req) => self.submit_local(req).await.map(|t| PeerResponse::Task(Some(t))),
             PeerRequest::CancelTask(id) => self.cancel_local(&id).await.map(|t| PeerResponse::Task(Some(t))),
-            PeerRequest::GetTask(id) => self.local_task(&id).await.map(PeerResponse::Task).map_err(ApiError::from),
+            PeerRequest::GetTask(id) => self
+                .local_task(&id)
+                .await
+                .map(PeerResponse::Task)
+                .map_err(ApiError::from),
         };
         answer.unwrap_or_else(PeerResponse::Error)
     }
 
     /// Sends a request to every peer; the one that owns the entity answers. Peers that do
     /// not know it answer NOT_FOUND, which only counts if nobody else answers.
-    pub(super) async fn on_peers<T>(&self, request: PeerRequest, pick: fn(PeerResponse) -> Option<T>, missing: impl FnOnce() -> String) -> Result<T, ApiError> {
+    pub(super) async fn on_peers<T>(
+        &self,
+        request: PeerRequest,
+        pick: fn(PeerResponse) -> Option<T>,
+        missing: impl FnOnce() -> String,
+    ) -> Result<T, ApiError> {
         match self.cluster().ask_all(&request).await {
             Ok(Some(answer)) => pick(answer).ok_or_else(|| ApiError::Internal("unexpected peer answer".into())),
             Ok(None) => Err(ApiError::NotFound(missing())),

@@ -60,7 +60,11 @@ impl Actor for ClusterActor {
     type State = State;
     type Arguments = Arc<ClusterChild>;
 
-    async fn pre_start(&self, myself: ActorRef<ClusterMsg>, cfg: Arc<ClusterChild>) -> Result<State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ClusterMsg>,
+        cfg: Arc<ClusterChild>,
+    ) -> Result<State, ActorProcessingErr> {
         let name = cfg.api.node_name().to_owned();
         let server = NodeServer::new(
             cfg.listen.port(),
@@ -82,7 +86,12 @@ impl Actor for ClusterActor {
         Ok(State { joiners })
     }
 
-    async fn handle_supervisor_evt(&self, _myself: ActorRef<ClusterMsg>, evt: SupervisionEvent, _state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<ClusterMsg>,
+        evt: SupervisionEvent,
+        _state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(who, e) => Err(format!("cluster actor {} failed: {e}", who.get_id()).into()),
             SupervisionEvent::ActorTerminated(who, _, reason) => {
@@ -103,7 +112,12 @@ async fn keep_joined(server: ActorRef<NodeServerMessage>, peer: String) {
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
-        match tokio::time::timeout(Duration::from_secs(5), ractor_cluster::client_connect(&server, peer.as_str())).await {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            ractor_cluster::client_connect(&server, peer.as_str()),
+        )
+        .await
+        {
             Ok(Ok(())) => {
                 tracing::info!(%peer, "connected to peer");
                 // Give the handshake a moment before checking the session.
@@ -123,11 +137,13 @@ async fn connected(server: &ActorRef<NodeServerMessage>, peer: &str) -> bool {
         Ok(addrs) => addrs.map(|a| a.to_string()).collect(),
         Err(_) => Vec::new(),
     };
-    let Ok(ractor::rpc::CallResult::Success(sessions)) = server.call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2))).await
+    let Ok(ractor::rpc::CallResult::Success(sessions)) = server
+        .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2)))
+        .await
     else {
         return false;
     };
-    sessions.values().any(|s| {
-        resolved.contains(&s.peer_addr) || s.peer_name.as_ref().is_some_and(|n| n.connection_string == peer)
-    })
+    sessions
+        .values()
+        .any(|s| resolved.contains(&s.peer_addr) || s.peer_name.as_ref().is_some_and(|n| n.connection_string == peer))
 }

@@ -56,7 +56,10 @@ impl Cluster {
     }
 
     pub fn me(&self) -> PeerInfo {
-        self.me.lock().map(|m| m.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.me
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     pub fn set_gateway_address(&self, addr: String) {
@@ -116,7 +119,9 @@ impl Cluster {
         let me = self.me();
         let mut up = BTreeMap::new();
         up.insert(me.name.clone(), me.cluster_address.clone());
-        let calls = Self::remote_routers().into_iter().map(|c| call_cell(c, &PeerRequest::Hello));
+        let calls = Self::remote_routers()
+            .into_iter()
+            .map(|c| call_cell(c, &PeerRequest::Hello));
         for answer in futures::future::join_all(calls).await {
             if let Ok(PeerResponse::Hello(info)) = answer {
                 up.insert(info.name, info.cluster_address);
@@ -153,7 +158,10 @@ impl Cluster {
 async fn call_cell(cell: ActorCell, request: &PeerRequest) -> Result<PeerResponse, ApiError> {
     let bytes = troupe_runtime::codec::encode(request)?;
     let router: ActorRef<RouterMsg> = cell.into();
-    match router.call(|reply| RouterMsg::Call(bytes, reply), Some(PEER_TIMEOUT)).await {
+    match router
+        .call(|reply| RouterMsg::Call(bytes, reply), Some(PEER_TIMEOUT))
+        .await
+    {
         Ok(CallResult::Success(reply)) => match troupe_runtime::codec::decode::<PeerResponse>(&reply)? {
             PeerResponse::Error(e) => Err(e),
             other => Ok(other),

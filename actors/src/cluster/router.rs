@@ -51,7 +51,12 @@ impl Actor for Router {
         Ok(api)
     }
 
-    async fn handle(&self, _myself: ActorRef<RouterMsg>, msg: RouterMsg, api: &mut Api) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<RouterMsg>,
+        msg: RouterMsg,
+        api: &mut Api,
+    ) -> Result<(), ActorProcessingErr> {
         let RouterMsg::Call(bytes, reply) = msg;
         let api = api.clone();
         tokio::spawn(async move {

@@ -92,7 +92,11 @@ impl Actor for Scheduler {
     type State = State;
     type Arguments = SchedulerArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<SchedulerMsg>, args: SchedulerArgs) -> Result<State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SchedulerMsg>,
+        args: SchedulerArgs,
+    ) -> Result<State, ActorProcessingErr> {
         // Whatever an earlier incarnation handed the writer lands before we read.
         args.store.flush().await?;
         let mut state = State {
@@ -111,17 +115,32 @@ impl Actor for Scheduler {
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<SchedulerMsg>, msg: SchedulerMsg, state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SchedulerMsg>,
+        msg: SchedulerMsg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SchedulerMsg::Enqueue(task) => {
                 state.queue.push(&task.id, task.priority);
                 state.tasks.insert(task.id.clone(), task);
             }
             SchedulerMsg::Cancel(id, reply) => state.cancel(id, reply),
-            SchedulerMsg::Finished { task_id, attempt, agent_id, outcome } => {
+            SchedulerMsg::Finished {
+                task_id,
+                attempt,
+                agent_id,
+                outcome,
+            } => {
                 state.finished(&myself, &task_id, attempt, &agent_id, outcome);
             }
-            SchedulerMsg::AgentUp { id, capabilities, max_concurrent, actor } => {
+            SchedulerMsg::AgentUp {
+                id,
+                capabilities,
+                max_concurrent,
+                actor,
+            } => {
                 tracing::debug!(agent = %id, "agent registered");
                 state.agents.insert(
                     id,
@@ -206,7 +225,12 @@ impl State {
                         }
                         task.state = TaskState::Queued;
                         task.error = Some(error.clone());
-                        append(&mut batch, &task, "TASK_RETRYING", json!({ "error": error, "retryInMs": 0 }))?;
+                        append(
+                            &mut batch,
+                            &task,
+                            "TASK_RETRYING",
+                            json!({ "error": error, "retryInMs": 0 }),
+                        )?;
                         self.queue.push(&task.id, task.priority);
                         self.tasks.insert(task.id.clone(), task);
                     }
@@ -224,11 +248,17 @@ impl State {
         if self.draining || self.queue.is_empty() {
             return;
         }
-        let mut free: u64 = self.agents.values().map(|s| u64::from(s.max.saturating_sub(s.running.len() as u32))).sum();
+        let mut free: u64 = self
+            .agents
+            .values()
+            .map(|s| u64::from(s.max.saturating_sub(s.running.len() as u32)))
+            .sum();
         let mut cursor = None;
         let mut scanned = 0;
         while free > 0 && scanned < SCAN_LIMIT {
-            let Some(key) = self.queue.first_after(cursor.as_ref()) else { break };
+            let Some(key) = self.queue.first_after(cursor.as_ref()) else {
+                break;
+            };
             scanned += 1;
             let task_id = key.2.clone();
             cursor = Some(key);
@@ -247,12 +277,18 @@ impl State {
                 running: s.running.len() as u32,
                 max: s.max,
             });
-            let Some(agent) = pick(want, candidates).map(str::to_owned) else { continue };
+            let Some(agent) = pick(want, candidates).map(str::to_owned) else {
+                continue;
+            };
             self.queue.remove(&task_id);
             if !self.start(&task_id, &agent) {
                 // The agent died since it last spoke: forget it and give its work back.
                 self.agent_gone(myself, &agent, "unreachable at dispatch");
-                free = self.agents.values().map(|s| u64::from(s.max.saturating_sub(s.running.len() as u32))).sum();
+                free = self
+                    .agents
+                    .values()
+                    .map(|s| u64::from(s.max.saturating_sub(s.running.len() as u32)))
+                    .sum();
                 continue;
             }
             free -= 1;
@@ -290,7 +326,14 @@ impl State {
         sent
     }
 
-    fn finished(&mut self, myself: &ActorRef<SchedulerMsg>, task_id: &str, attempt: u32, agent_id: &str, outcome: Outcome) {
+    fn finished(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        task_id: &str,
+        attempt: u32,
+        agent_id: &str,
+        outcome: Outcome,
+    ) {
         let current = self.tasks.get(task_id).is_some_and(|t| {
             t.state == TaskState::Running && t.attempts == attempt && t.agent_id.as_deref() == Some(agent_id)
         });
@@ -302,7 +345,9 @@ impl State {
         }
         match outcome {
             Ok(result) => {
-                let Some(mut task) = self.tasks.remove(task_id) else { return };
+                let Some(mut task) = self.tasks.remove(task_id) else {
+                    return;
+                };
                 task.state = TaskState::Succeeded;
                 task.result = Some(result);
                 task.finished_at = Some(troupe_runtime::clock::now());
@@ -316,17 +361,25 @@ impl State {
 
     /// An attempt failed: retry after a backoff while attempts remain, else fail the task.
     fn attempt_failed(&mut self, myself: &ActorRef<SchedulerMsg>, task_id: &str, error: String) {
-        let Some(task) = self.tasks.get_mut(task_id) else { return };
+        let Some(task) = self.tasks.get_mut(task_id) else {
+            return;
+        };
         task.error = Some(error.clone());
         if task.attempts < task.max_attempts {
             task.state = TaskState::Queued;
             let delay = self.retry.delay(task.attempts);
             self.delayed.push(Reverse((Instant::now() + delay, task_id.to_owned())));
             metrics::counter!("troupe_tasks_total", "outcome" => "retried").increment(1);
-            let _ = self.record(task_id, "TASK_RETRYING", json!({ "error": error, "retryInMs": delay.as_millis() as u64 }));
+            let _ = self.record(
+                task_id,
+                "TASK_RETRYING",
+                json!({ "error": error, "retryInMs": delay.as_millis() as u64 }),
+            );
             self.arm_timer(myself);
         } else {
-            let Some(mut task) = self.tasks.remove(task_id) else { return };
+            let Some(mut task) = self.tasks.remove(task_id) else {
+                return;
+            };
             task.state = TaskState::Failed;
             task.finished_at = Some(troupe_runtime::clock::now());
             if let Some(agent) = &task.agent_id {
@@ -338,7 +391,9 @@ impl State {
     }
 
     fn arm_timer(&mut self, myself: &ActorRef<SchedulerMsg>) {
-        let Some(Reverse((due, _))) = self.delayed.peek() else { return };
+        let Some(Reverse((due, _))) = self.delayed.peek() else {
+            return;
+        };
         if self.timer_at.is_some_and(|t| t <= *due) {
             return;
         }
@@ -350,7 +405,9 @@ impl State {
         self.timer_at = None;
         let now = Instant::now();
         while self.delayed.peek().is_some_and(|Reverse((due, _))| *due <= now) {
-            let Some(Reverse((_, id))) = self.delayed.pop() else { break };
+            let Some(Reverse((_, id))) = self.delayed.pop() else {
+                break;
+            };
             if let Some(task) = self.tasks.get(&id) {
                 if task.state == TaskState::Queued {
                     self.queue.push(&id, task.priority);
@@ -421,7 +478,11 @@ fn append(batch: &mut Batch, task: &TaskRecord, kind: &str, mut data: Value) -> 
         key: task.id.clone(),
         value: bytes,
     });
-    batch.push(troupe_runtime::store::Op::Event(NewEvent::new(kind, Some(task.id.clone()), data)));
+    batch.push(troupe_runtime::store::Op::Event(NewEvent::new(
+        kind,
+        Some(task.id.clone()),
+        data,
+    )));
     Ok(())
 }
 

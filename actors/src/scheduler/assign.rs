@@ -34,7 +34,10 @@ pub fn pick<'a>(want: Want<'_>, agents: impl IntoIterator<Item = Candidate<'a>>)
         let better = match best {
             None => true,
             Some(b) => {
-                let (l, r) = (u64::from(c.running) * u64::from(b.max), u64::from(b.running) * u64::from(c.max));
+                let (l, r) = (
+                    u64::from(c.running) * u64::from(b.max),
+                    u64::from(b.running) * u64::from(c.max),
+                );
                 l < r || (l == r && c.id < b.id)
             }
         };
@@ -58,10 +61,30 @@ mod tests {
         let echo = caps(&["echo"]);
         let other = caps(&["other"]);
         let agents = [
-            Candidate { id: "a", capabilities: &echo, running: 2, max: 4 },
-            Candidate { id: "b", capabilities: &echo, running: 1, max: 4 },
-            Candidate { id: "c", capabilities: &other, running: 0, max: 4 },
-            Candidate { id: "d", capabilities: &echo, running: 1, max: 1 },
+            Candidate {
+                id: "a",
+                capabilities: &echo,
+                running: 2,
+                max: 4,
+            },
+            Candidate {
+                id: "b",
+                capabilities: &echo,
+                running: 1,
+                max: 4,
+            },
+            Candidate {
+                id: "c",
+                capabilities: &other,
+                running: 0,
+                max: 4,
+            },
+            Candidate {
+                id: "d",
+                capabilities: &echo,
+                running: 1,
+                max: 1,
+            },
         ];
         assert_eq!(pick(Want::Capability("echo"), agents), Some("b"));
         assert_eq!(pick(Want::Capability("none"), agents), None);
@@ -71,8 +94,18 @@ mod tests {
     fn a_targeted_task_waits_for_its_agent() {
         let echo = caps(&["echo"]);
         let agents = [
-            Candidate { id: "a", capabilities: &echo, running: 1, max: 1 },
-            Candidate { id: "b", capabilities: &echo, running: 0, max: 1 },
+            Candidate {
+                id: "a",
+                capabilities: &echo,
+                running: 1,
+                max: 1,
+            },
+            Candidate {
+                id: "b",
+                capabilities: &echo,
+                running: 0,
+                max: 1,
+            },
         ];
         assert_eq!(pick(Want::Agent("a"), agents), None);
         assert_eq!(pick(Want::Agent("b"), agents), Some("b"));
@@ -82,8 +115,18 @@ mod tests {
     fn ties_break_on_the_smaller_id() {
         let echo = caps(&["echo"]);
         let agents = [
-            Candidate { id: "z", capabilities: &echo, running: 0, max: 2 },
-            Candidate { id: "m", capabilities: &echo, running: 0, max: 2 },
+            Candidate {
+                id: "z",
+                capabilities: &echo,
+                running: 0,
+                max: 2,
+            },
+            Candidate {
+                id: "m",
+                capabilities: &echo,
+                running: 0,
+                max: 2,
+            },
         ];
         assert_eq!(pick(Want::Capability("echo"), agents), Some("m"));
     }

@@ -56,7 +56,12 @@ impl TryFrom<SpawnAgentInput> for SpawnAgentRequest {
                 Backend::Exec(ExecBackend {
                     command: e.command,
                     timeout_ms,
-                    env: e.env.unwrap_or_default().into_iter().map(|v| (v.name, v.value)).collect(),
+                    env: e
+                        .env
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|v| (v.name, v.value))
+                        .collect(),
                 })
             }
         };

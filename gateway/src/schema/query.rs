@@ -53,7 +53,11 @@ pub struct TaskTotal {
 #[Object]
 impl TaskTotal {
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
-        Ok(ctx.data::<Api>()?.count_tasks(self.state, self.agent.clone()).await.gql()? as i64)
+        Ok(ctx
+            .data::<Api>()?
+            .count_tasks(self.state, self.agent.clone())
+            .await
+            .gql()? as i64)
     }
 }
 
@@ -76,7 +80,12 @@ impl Query {
 
     /// This node's agents, by id.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
-    async fn agents(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> async_graphql::Result<Connection<String, Agent, AgentTotal>> {
+    async fn agents(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Agent, AgentTotal>> {
         let first = page_size(first, DEFAULT_PAGE, MAX_PAGE)?;
         let has_previous = after.is_some();
         let (views, more) = ctx.data::<Api>()?.agents(after, first).await.gql()?;
@@ -115,7 +124,9 @@ impl Query {
             .await
             .gql()?;
         let mut connection = Connection::with_additional_fields(has_previous, more, total);
-        connection.edges.extend(tasks.into_iter().map(|t| Edge::new(t.id.clone(), Task(t))));
+        connection
+            .edges
+            .extend(tasks.into_iter().map(|t| Edge::new(t.id.clone(), Task(t))));
         Ok(connection)
     }
 
@@ -127,10 +138,20 @@ impl Query {
 
     /// Events with `seq` above `after` (default 0), oldest first, optionally of some kinds.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
-    async fn events(&self, ctx: &Context<'_>, after: Option<i64>, kinds: Option<Vec<String>>, first: Option<i32>) -> async_graphql::Result<Vec<Event>> {
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<i64>,
+        kinds: Option<Vec<String>>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<Event>> {
         let first = page_size(first, 100, 1000)?;
         let after = cursor(after)?.unwrap_or(0);
-        let events = ctx.data::<Api>()?.events(after, kinds_filter(kinds), first).await.gql()?;
+        let events = ctx
+            .data::<Api>()?
+            .events(after, kinds_filter(kinds), first)
+            .await
+            .gql()?;
         Ok(events.into_iter().map(Event).collect())
     }
 }

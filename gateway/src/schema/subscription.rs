@@ -24,11 +24,20 @@ impl Subscription {
     /// Every event after `after`, then each new one as it is committed. Without `after`,
     /// only new events.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
-    async fn events(&self, ctx: &Context<'_>, after: Option<i64>, kinds: Option<Vec<String>>) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>>> {
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<i64>,
+        kinds: Option<Vec<String>>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>>> {
         let api = ctx.data::<Api>()?.clone();
         let after = match cursor(after)? {
             Some(a) => a,
-            None => api.store().last_seq().await.map_err(|e| coded("INTERNAL", e.to_string()))?,
+            None => api
+                .store()
+                .last_seq()
+                .await
+                .map_err(|e| coded("INTERNAL", e.to_string()))?,
         };
         Ok(api
             .subscribe(after, kinds_filter(kinds))
@@ -37,12 +46,31 @@ impl Subscription {
 
     /// The task now, then at every change, ending after a terminal state.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
-    async fn task_updates(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Task>>> {
+    async fn task_updates(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Task>>> {
         let api = ctx.data::<Api>()?.clone();
         // Take the cursor before reading the task, so no change falls between the two.
-        let after = api.store().last_seq().await.map_err(|e| coded("INTERNAL", e.to_string()))?;
-        let first = api.task(&id).await.gql()?.ok_or_else(|| coded("NOT_FOUND", format!("no task {}", id.0)))?;
-        let local = first.agent_id.is_none() || api.store().get(troupe_runtime::store::Table::Tasks, &id).await.ok().flatten().is_some();
+        let after = api
+            .store()
+            .last_seq()
+            .await
+            .map_err(|e| coded("INTERNAL", e.to_string()))?;
+        let first = api
+            .task(&id)
+            .await
+            .gql()?
+            .ok_or_else(|| coded("NOT_FOUND", format!("no task {}", id.0)))?;
+        let local = first.agent_id.is_none()
+            || api
+                .store()
+                .get(troupe_runtime::store::Table::Tasks, &id)
+                .await
+                .ok()
+                .flatten()
+                .is_some();
         let changes: futures::stream::BoxStream<'static, ()> = if local {
             let filter = EventFilter {
                 kinds: None,

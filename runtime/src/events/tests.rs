@@ -5,7 +5,10 @@ use serde_json::json;
 use std::time::Duration;
 
 async fn emit(store: &Store, kind: &str) -> u64 {
-    store.write(Batch::new().event(NewEvent::new(kind, Some("s".into()), json!({})))).await.unwrap()[0]
+    store
+        .write(Batch::new().event(NewEvent::new(kind, Some("s".into()), json!({}))))
+        .await
+        .unwrap()[0]
 }
 
 #[tokio::test]
@@ -21,7 +24,11 @@ async fn a_subscription_replays_after_its_cursor_then_streams_live_without_gaps(
     }
     let mut seen = Vec::new();
     while seen.len() < 6 {
-        let e = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap().unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push((e.seq, e.kind));
     }
     let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
@@ -41,10 +48,18 @@ async fn a_filter_keeps_only_matching_kinds() {
         subject: None,
     };
     let mut sub = Box::pin(subscribe(&store, 0, filter));
-    let e = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap().unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!((e.seq, e.kind.as_str()), (2, "B"));
     let seq = emit(&store, "B").await;
-    let e = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap().unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(e.seq, seq);
 }
 
@@ -61,7 +76,11 @@ async fn a_subscriber_that_lags_behind_the_fan_out_catches_up_from_the_log() {
         t.durable().await.unwrap();
     }
     for expected in 1..=6000u64 {
-        let e = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap().unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(e.seq, expected);
     }
 }

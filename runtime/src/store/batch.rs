@@ -29,15 +29,8 @@ impl Table {
 /// One change inside a batch.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Put {
-        table: Table,
-        key: String,
-        value: Vec<u8>,
-    },
-    Delete {
-        table: Table,
-        key: String,
-    },
+    Put { table: Table, key: String, value: Vec<u8> },
+    Delete { table: Table, key: String },
     Event(NewEvent),
 }
 
@@ -62,10 +55,7 @@ impl Batch {
     }
 
     pub fn delete(mut self, table: Table, key: impl Into<String>) -> Self {
-        self.ops.push(Op::Delete {
-            table,
-            key: key.into(),
-        });
+        self.ops.push(Op::Delete { table, key: key.into() });
         self
     }
 

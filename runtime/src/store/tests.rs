@@ -11,7 +11,10 @@ fn open() -> (tempfile::TempDir, Store) {
 #[tokio::test]
 async fn a_write_is_readable_once_acknowledged() {
     let (_d, store) = open();
-    store.write(Batch::new().put(Table::Agents, "a1", b"x".to_vec())).await.unwrap();
+    store
+        .write(Batch::new().put(Table::Agents, "a1", b"x".to_vec()))
+        .await
+        .unwrap();
     assert_eq!(store.get(Table::Agents, "a1").await.unwrap(), Some(b"x".to_vec()));
     store.write(Batch::new().delete(Table::Agents, "a1")).await.unwrap();
     assert_eq!(store.get(Table::Agents, "a1").await.unwrap(), None);
@@ -40,7 +43,10 @@ async fn sequence_numbers_continue_after_reopening() {
     let path = dir.path().join("db");
     {
         let store = Store::open(&path).unwrap();
-        store.write(Batch::new().event(NewEvent::new("A", None, json!(null)))).await.unwrap();
+        store
+            .write(Batch::new().event(NewEvent::new("A", None, json!(null))))
+            .await
+            .unwrap();
     }
     // The writer thread holds the database until its channel closes; give it a moment.
     let store = loop {
@@ -50,7 +56,10 @@ async fn sequence_numbers_continue_after_reopening() {
             Err(e) => panic!("{e}"),
         }
     };
-    let seqs = store.write(Batch::new().event(NewEvent::new("B", None, json!(null)))).await.unwrap();
+    let seqs = store
+        .write(Batch::new().event(NewEvent::new("B", None, json!(null))))
+        .await
+        .unwrap();
     assert_eq!(seqs, vec![2]);
 }
 
@@ -64,6 +73,9 @@ async fn scan_pages_in_key_order_and_filters() {
     store.write(batch).await.unwrap();
     let page = store.scan(Table::Tasks, None, 2, |_| true).await.unwrap();
     assert_eq!(page.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-    let page = store.scan(Table::Tasks, Some("b".into()), 10, |v| v != b"c").await.unwrap();
+    let page = store
+        .scan(Table::Tasks, Some("b".into()), 10, |v| v != b"c")
+        .await
+        .unwrap();
     assert_eq!(page.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["d"]);
 }

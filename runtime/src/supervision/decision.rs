@@ -103,7 +103,11 @@ impl RestartLadder {
         if !wants_restart {
             return Decision::Remove;
         }
-        while self.restarts.front().is_some_and(|t| now.duration_since(*t) > self.intensity.window) {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.intensity.window)
+        {
             self.restarts.pop_front();
         }
         self.restarts.push_back(now);
@@ -205,9 +209,15 @@ mod tests {
         let mut l = ladder(Strategy::OneForOne, 5);
         let c = kids(&[Restart::Permanent, Restart::Transient, Restart::Temporary]);
         let now = Instant::now();
-        assert!(matches!(l.decide(&c, "c0", Exit::Normal, now), Decision::Restart { .. }));
+        assert!(matches!(
+            l.decide(&c, "c0", Exit::Normal, now),
+            Decision::Restart { .. }
+        ));
         assert_eq!(l.decide(&c, "c1", Exit::Normal, now), Decision::Remove);
-        assert!(matches!(l.decide(&c, "c1", Exit::Failed, now), Decision::Restart { .. }));
+        assert!(matches!(
+            l.decide(&c, "c1", Exit::Failed, now),
+            Decision::Restart { .. }
+        ));
         assert_eq!(l.decide(&c, "c2", Exit::Failed, now), Decision::Remove);
         assert_eq!(l.decide(&c, "unknown", Exit::Failed, now), Decision::Remove);
     }
@@ -217,8 +227,14 @@ mod tests {
         let mut l = ladder(Strategy::OneForOne, 2);
         let c = kids(&[Restart::Permanent]);
         let t = Instant::now();
-        assert!(matches!(l.decide(&c, "c0", Exit::Failed, t), Decision::Restart { restarts: 1, .. }));
-        assert!(matches!(l.decide(&c, "c0", Exit::Failed, t), Decision::Restart { restarts: 2, .. }));
+        assert!(matches!(
+            l.decide(&c, "c0", Exit::Failed, t),
+            Decision::Restart { restarts: 1, .. }
+        ));
+        assert!(matches!(
+            l.decide(&c, "c0", Exit::Failed, t),
+            Decision::Restart { restarts: 2, .. }
+        ));
         assert_eq!(l.decide(&c, "c0", Exit::Failed, t), Decision::Escalate { restarts: 3 });
     }
 
@@ -229,7 +245,10 @@ mod tests {
         let t = Instant::now();
         assert!(matches!(l.decide(&c, "c0", Exit::Failed, t), Decision::Restart { .. }));
         let later = t + Duration::from_secs(11);
-        assert!(matches!(l.decide(&c, "c0", Exit::Failed, later), Decision::Restart { restarts: 1, .. }));
+        assert!(matches!(
+            l.decide(&c, "c0", Exit::Failed, later),
+            Decision::Restart { restarts: 1, .. }
+        ));
     }
 
     #[test]

@@ -56,7 +56,6 @@ pub enum SupervisorMsg {
     RestartDue(Vec<String>, u32),
 }
 
-
 impl ractor::Message for SupervisorMsg {}
 
 pub struct SupervisorArgs {
@@ -90,7 +89,11 @@ impl Actor for Supervisor {
     type State = State;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<State, ActorProcessingErr> {
         let mut state = State {
             name: args.name,
             ladder: RestartLadder::new(args.strategy, args.intensity, args.backoff),
@@ -109,7 +112,12 @@ impl Actor for Supervisor {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::StartChild(spec, reply) => {
                 let result = if state.position(spec.id()).is_some() {
@@ -134,7 +142,13 @@ impl Actor for Supervisor {
                 let _ = reply.send(found);
             }
             SupervisorMsg::Children(reply) => {
-                let _ = reply.send(state.children.iter().map(|c| (c.spec.id().to_owned(), c.cell.is_some())).collect());
+                let _ = reply.send(
+                    state
+                        .children
+                        .iter()
+                        .map(|c| (c.spec.id().to_owned(), c.cell.is_some()))
+                        .collect(),
+                );
             }
             SupervisorMsg::RestartDue(ids, restarts) => {
                 for id in ids {
@@ -150,7 +164,9 @@ impl Actor for Supervisor {
                         }
                         Err(e) => {
                             tracing::warn!(supervisor = %state.name, child = %id, error = %e, restarts, "restart failed");
-                            state.on_exit(&myself, pos, Exit::Failed, format!("restart failed: {e}")).await?;
+                            state
+                                .on_exit(&myself, pos, Exit::Failed, format!("restart failed: {e}"))
+                                .await?;
                         }
                     }
                 }
@@ -159,14 +175,25 @@ impl Actor for Supervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, evt: SupervisionEvent, state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         let (cell, exit, reason) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, Exit::Failed, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, Exit::Normal, reason.unwrap_or_else(|| "stopped".into())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, Exit::Normal, reason.unwrap_or_else(|| "stopped".into()))
+            }
             _ => return Ok(()),
         };
         // Exits of children this supervisor stopped itself are not failures.
-        let Some(pos) = state.children.iter().position(|c| c.cell.as_ref().is_some_and(|c| c.get_id() == cell.get_id())) else {
+        let Some(pos) = state
+            .children
+            .iter()
+            .position(|c| c.cell.as_ref().is_some_and(|c| c.get_id() == cell.get_id()))
+        else {
             return Ok(());
         };
         state.children[pos].cell = None;
@@ -179,7 +206,11 @@ impl State {
         self.children.iter().position(|c| c.spec.id() == id)
     }
 
-    async fn add(&mut self, myself: &ActorRef<SupervisorMsg>, spec: Arc<dyn ChildSpec>) -> Result<(), ActorProcessingErr> {
+    async fn add(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        spec: Arc<dyn ChildSpec>,
+    ) -> Result<(), ActorProcessingErr> {
         let cell = spec.clone().start(myself.get_cell()).await?;
         self.children.push(Child {
             spec: spec.clone(),
@@ -190,18 +221,35 @@ impl State {
         Ok(())
     }
 
-    async fn on_exit(&mut self, myself: &ActorRef<SupervisorMsg>, pos: usize, exit: Exit, reason: String) -> Result<(), ActorProcessingErr> {
+    async fn on_exit(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        pos: usize,
+        exit: Exit,
+        reason: String,
+    ) -> Result<(), ActorProcessingErr> {
         let spec = self.children[pos].spec.clone();
         let listing: Vec<(String, Restart, bool)> = self
             .children
             .iter()
             .map(|c| (c.spec.id().to_owned(), c.spec.restart(), c.cell.is_some()))
             .collect();
-        let decision = self.ladder.decide(&listing, spec.id(), exit, tokio::time::Instant::now());
+        let decision = self
+            .ladder
+            .decide(&listing, spec.id(), exit, tokio::time::Instant::now());
         tracing::warn!(supervisor = %self.name, child = %spec.id(), ?exit, %reason, ?decision, "child exited");
         let restarting = matches!(decision, Decision::Restart { .. });
         match exit {
-            Exit::Failed => self.record(&spec, ChildEvent::Failed { reason: reason.clone(), restarting }).await,
+            Exit::Failed => {
+                self.record(
+                    &spec,
+                    ChildEvent::Failed {
+                        reason: reason.clone(),
+                        restarting,
+                    },
+                )
+                .await
+            }
             Exit::Normal if !restarting => self.record(&spec, ChildEvent::Stopped).await,
             Exit::Normal => {}
         }
@@ -209,7 +257,12 @@ impl State {
             Decision::Remove => {
                 self.children.remove(pos);
             }
-            Decision::Restart { stop: siblings, start, delay, restarts } => {
+            Decision::Restart {
+                stop: siblings,
+                start,
+                delay,
+                restarts,
+            } => {
                 for id in &siblings {
                     if let Some(p) = self.position(id) {
                         if let Some(cell) = self.children[p].cell.take() {
@@ -218,7 +271,8 @@ impl State {
                     }
                 }
                 // Stopped siblings that are not coming back are gone for good.
-                self.children.retain(|c| c.cell.is_some() || start.iter().any(|id| id == c.spec.id()));
+                self.children
+                    .retain(|c| c.cell.is_some() || start.iter().any(|id| id == c.spec.id()));
                 myself.send_after(delay, move || SupervisorMsg::RestartDue(start, restarts));
             }
             Decision::Escalate { restarts } => {
@@ -269,7 +323,11 @@ impl State {
             metrics::counter!("troupe_restarts_total").increment(1);
         }
         let kind = format!("{}_{suffix}", spec.kind());
-        batch.push(crate::store::Op::Event(NewEvent::new(kind, Some(spec.id().to_owned()), data)));
+        batch.push(crate::store::Op::Event(NewEvent::new(
+            kind,
+            Some(spec.id().to_owned()),
+            data,
+        )));
         // Not awaited: the writer commits in submission order, and a supervisor must not wait
         // for a disk flush per child (it would make spawning thousands of agents crawl).
         let _ = self.store.submit(batch);
@@ -301,7 +359,10 @@ impl ChildSpec for SupervisorSpec {
 }
 
 async fn stop(cell: &ActorCell) {
-    if let Err(e) = cell.stop_and_wait(Some("stopped by supervisor".into()), Some(STOP_TIMEOUT.into())).await {
+    if let Err(e) = cell
+        .stop_and_wait(Some("stopped by supervisor".into()), Some(STOP_TIMEOUT))
+        .await
+    {
         tracing::warn!(actor = %cell.get_id(), error = %e, "child did not stop in time; killing it");
         cell.kill();
     }
