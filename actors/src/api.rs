@@ -188,6 +188,14 @@ impl Api {
             .ok_or_else(|| ApiError::Unavailable("the agents supervisor is not running".into()))
     }
 
+    fn scheduler(&self) -> Result<ractor::ActorRef<SchedulerMsg>, ApiError> {
+        self.inner
+            .services
+            .scheduler
+            .get()
+            .ok_or_else(|| ApiError::Unavailable("the scheduler is not running".into()))
+    }
+
     pub async fn stop_agent(&self, id: &str) -> Result<AgentView, ApiError> {
         match self.stop_local(id).await {
             Err(ApiError::NotFound(_)) => {
@@ -361,12 +369,7 @@ impl Api {
             finished_at: None,
         };
         self.persist_queued(&task).await?;
-        let scheduler = self
-            .inner
-            .services
-            .scheduler
-            .get()
-            .ok_or_else(|| ApiError::Unavailable("the scheduler is not running".into()))?;
+        let scheduler = self.scheduler()?;
         // Durable already: if this cast is lost the scheduler finds the task at its next start.
         let _ = scheduler.cast(SchedulerMsg::Enqueue(task.clone()));
         Ok(task)
@@ -398,12 +401,7 @@ impl Api {
     }
 
     async fn cancel_local(&self, id: &str) -> Result<TaskRecord, ApiError> {
-        let scheduler = self
-            .inner
-            .services
-            .scheduler
-            .get()
-            .ok_or_else(|| ApiError::Unavailable("the scheduler is not running".into()))?;
+        let scheduler = self.scheduler()?;
         match scheduler
             .call(|r| SchedulerMsg::Cancel(id.to_owned(), r), Some(CALL_TIMEOUT))
             .await?

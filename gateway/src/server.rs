@@ -40,6 +40,7 @@ pub fn router(api: Api, metrics: PrometheusHandle, body_limit: usize) -> Router 
         metrics,
     };
     Router::new()
+        .route("/", get(index))
         .route("/graphql", get(graphql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql", get(graphiql))
@@ -90,6 +91,21 @@ async fn graphql_ws(State(s): State<AppState>, protocol: GraphQLProtocol, upgrad
                 })
                 .serve()
         })
+}
+
+/// The landing page. The web dashboard comes in a later release; until then this page points
+/// at what the gateway serves.
+async fn index(State(s): State<AppState>) -> Html<String> {
+    let name = s.api.node_name().replace(['<', '>', '&', '"'], "");
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Troupe: {name}</title></head>\
+         <body><h1>Troupe node {name}</h1><ul>\
+         <li><a href=\"/graphiql\">GraphiQL</a>: queries, mutations and subscriptions \
+         (send <code>Authorization: Bearer &lt;token&gt;</code>; the admin token is in the data dir's admin.token)</li>\
+         <li><code>POST /graphql</code>, <code>/graphql/ws</code> (graphql-transport-ws)</li>\
+         <li><a href=\"/metrics\">/metrics</a> (Prometheus)</li><li><a href=\"/healthz\">/healthz</a></li>\
+         </ul></body></html>"
+    ))
 }
 
 async fn graphiql() -> Html<String> {

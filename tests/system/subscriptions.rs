@@ -122,7 +122,10 @@ async fn events_subscription_replays_from_cursor_then_continues_live_without_gap
 async fn task_updates_stream_running_then_succeeded_then_completes() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
     let sleeper = node.spawn_builtin("sleep", &[]).await?;
-    let id = node.submit_to(&sleeper, json!({ "ms": 1500 })).await?;
+    // The agent runs one task at a time: the blocker keeps the task under test QUEUED for 3 s,
+    // so the subscription is in place before it runs even on a loaded machine.
+    node.submit_to(&sleeper, json!({ "ms": 3000 })).await?;
+    let id = node.submit_to(&sleeper, json!({ "ms": 300 })).await?;
 
     let q = "subscription($id: ID!) { taskUpdates(id: $id) { id state attempts result } }";
     let mut sub = Subscription::start(&node, q, json!({ "id": id })).await?;
@@ -140,7 +143,7 @@ async fn task_updates_stream_running_then_succeeded_then_completes() -> Result<(
         states.last().map(String::as_str) == Some("SUCCEEDED"),
         "states: {states:?}"
     );
-    ensure!(last["result"] == json!({ "slept_ms": 1500 }), "final update: {last}");
+    ensure!(last["result"] == json!({ "slept_ms": 300 }), "final update: {last}");
     let running = states
         .iter()
         .position(|s| s == "RUNNING")
