@@ -92,8 +92,8 @@ impl Api {
         &self.inner.cluster
     }
 
-    pub async fn members(&self) -> Vec<Member> {
-        self.inner.cluster.members().await
+    pub fn members(&self) -> Vec<Member> {
+        self.inner.cluster.members()
     }
 
     /// The role of a bearer token, importing tokens created while the node runs.

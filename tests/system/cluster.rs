@@ -95,3 +95,31 @@ async fn spawning_on_an_unknown_node_is_invalid_input() -> Result<()> {
     ensure!(data["agents"]["totalCount"] == 0, "{data}");
     Ok(())
 }
+
+/// Waits until `node` reports `peer` with `status`.
+async fn wait_member(node: &Node, peer: &str, status: &str) -> Result<()> {
+    let deadline = Deadline::after(WAIT, format!("{} to report {peer} {status}", node.name));
+    loop {
+        let seen = members(node).await?;
+        if seen.get(peer).map(String::as_str) == Some(status) {
+            return Ok(());
+        }
+        deadline.tick(format!("{} sees {seen:?}", node.name)).await?;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_peer_is_reported_down_then_up_again_when_it_resumes() -> Result<()> {
+    let (alpha, beta) = start_pair().await?;
+    // A stopped process keeps its TCP session open: only the heartbeat can tell.
+    beta.freeze()?;
+    wait_member(&alpha, "beta", "DOWN").await?;
+    let data = alpha.gql_ok("{ node { members { name status } } }", json!({})).await?;
+    ensure!(
+        members(&alpha).await?.get("alpha").map(String::as_str) == Some("UP"),
+        "alpha should still list itself UP: {data}"
+    );
+    beta.thaw()?;
+    wait_member(&alpha, "beta", "UP").await?;
+    Ok(())
+}

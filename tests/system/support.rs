@@ -183,6 +183,22 @@ impl Node {
         self.proc_mut()?.kill9().await
     }
 
+    /// SIGSTOP: the process hangs with its connections open, as a hung host would.
+    pub fn freeze(&self) -> Result<()> {
+        self.proc
+            .as_ref()
+            .context("node process was never started")?
+            .signal(libc::SIGSTOP)
+    }
+
+    /// SIGCONT after [`Node::freeze`].
+    pub fn thaw(&self) -> Result<()> {
+        self.proc
+            .as_ref()
+            .context("node process was never started")?
+            .signal(libc::SIGCONT)
+    }
+
     /// SIGTERM, then the exit status if the process exits within `within`.
     pub async fn terminate(&mut self, within: Duration) -> Result<ExitStatus> {
         self.proc_mut()?.terminate(within).await

@@ -6,7 +6,7 @@
 use std::process::Stdio;
 
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::spec::ExecBackend;
@@ -14,6 +14,8 @@ use crate::task::Outcome;
 
 /// How much of stderr a failure reports.
 const STDERR_TAIL: usize = 2048;
+/// The most stdout an attempt may produce: it becomes the task's result, kept in the store.
+const MAX_STDOUT: usize = 4 * 1024 * 1024;
 
 pub struct ExecContext<'a> {
     pub agent_id: &'a str,
@@ -36,26 +38,65 @@ pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))?;
     let _group = child.id().map(GroupKill);
-    let stdin = child.stdin.take();
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let input = payload.to_string();
     let feed = async move {
         if let Some(mut stdin) = stdin {
             // A process that exits without reading its input is not an error here.
             let _ = stdin.write_all(input.as_bytes()).await;
         }
+        Ok::<(), String>(())
     };
-    let (_, output) = tokio::join!(feed, child.wait_with_output());
-    let output = output.map_err(|e| format!("waiting for {program:?} failed: {e}"))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    let read_stdout = async move {
+        let mut out = Vec::new();
+        if let Some(stdout) = stdout {
+            stdout
+                .take(MAX_STDOUT as u64 + 1)
+                .read_to_end(&mut out)
+                .await
+                .map_err(|e| format!("reading stdout failed: {e}"))?;
+        }
+        if out.len() > MAX_STDOUT {
+            // Returning early drops the process guard: the group is killed.
+            return Err(format!("stdout exceeded {MAX_STDOUT} bytes"));
+        }
+        Ok(out)
+    };
+    let read_stderr = async move {
+        let mut tail = Vec::new();
+        if let Some(mut stderr) = stderr {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match stderr.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        tail.extend_from_slice(&chunk[..n]);
+                        if tail.len() > 2 * STDERR_TAIL {
+                            tail.drain(..tail.len() - STDERR_TAIL);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(tail)
+    };
+    let wait = async {
+        child
+            .wait()
+            .await
+            .map_err(|e| format!("waiting for {program:?} failed: {e}"))
+    };
+    let (_, stdout, stderr, status) = tokio::try_join!(feed, read_stdout, read_stderr, wait)?;
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
         let tail = tail(stderr.trim_end(), STDERR_TAIL);
-        let how = match output.status.code() {
+        let how = match status.code() {
             Some(code) => format!("exit code {code}"),
             None => "killed by a signal".to_string(),
         };
         return Err(if tail.is_empty() { how } else { format!("{how}: {tail}") });
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&stdout);
     let text = stdout.strip_suffix('\n').unwrap_or(&stdout);
     Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
 }
@@ -137,6 +178,23 @@ mod tests {
         };
         let err = run(&b, ctx(), &json!(null)).await.unwrap_err();
         assert!(err.starts_with("cannot start"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn output_past_the_limit_fails_the_attempt_instead_of_filling_memory() {
+        let err = run(&sh("head -c 5000000 /dev/zero"), ctx(), &json!(null))
+            .await
+            .unwrap_err();
+        assert!(err.contains("stdout exceeded"), "{err}");
+        let long_stderr = run(
+            &sh("head -c 100000 /dev/zero | tr '\\0' e >&2; echo end >&2; exit 1"),
+            ctx(),
+            &json!(null),
+        )
+        .await;
+        let err = long_stderr.unwrap_err();
+        assert!(err.ends_with("eend"), "{}", &err[err.len().saturating_sub(40)..]);
+        assert!(err.len() < 2 * STDERR_TAIL, "{}", err.len());
     }
 
     #[test]

@@ -40,6 +40,7 @@ impl ChildSpec for ClusterChild {
 
 struct ClusterActor;
 
+/// The background loops this service owns: re-dialling joins and the heartbeat.
 struct State {
     joiners: Vec<JoinHandle<()>>,
 }
@@ -77,11 +78,12 @@ impl Actor for ClusterActor {
         .with_listen_addr(cfg.listen.ip());
         let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
         Actor::spawn_linked(None, Router, cfg.api.clone(), myself.get_cell()).await?;
-        let joiners = cfg
+        let mut joiners: Vec<JoinHandle<()>> = cfg
             .join
             .iter()
             .map(|peer| tokio::spawn(keep_joined(server.clone(), peer.clone())))
             .collect();
+        joiners.push(tokio::spawn(cfg.api.cluster().clone().heartbeat()));
         tracing::info!(node = %name, listen = %cfg.listen, peers = ?cfg.join, "cluster listening");
         Ok(State { joiners })
     }

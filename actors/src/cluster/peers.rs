@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorRef};
 use serde::{Deserialize, Serialize};
@@ -13,6 +15,10 @@ use crate::error::ApiError;
 
 pub(crate) const ROUTERS: &str = "troupe.routers";
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often each peer is asked whether it is there.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Silence after which a peer is reported DOWN.
+const SUSPECT_AFTER: Duration = Duration::from_secs(3);
 
 pub(crate) fn node_group(name: &str) -> String {
     format!("troupe.router.{name}")
@@ -43,8 +49,8 @@ pub struct Member {
 #[derive(Clone)]
 pub struct Cluster {
     me: Arc<Mutex<PeerInfo>>,
-    /// Every peer seen since start, by name, so one that leaves shows as DOWN.
-    seen: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Every peer heard from since start, by name: its address and when it last answered.
+    seen: Arc<Mutex<BTreeMap<String, (String, Instant)>>>,
 }
 
 impl Cluster {
@@ -114,42 +120,51 @@ impl Cluster {
         failure.map_or(Ok(None), Err)
     }
 
-    /// This node and every peer it has seen, with whether each answers now.
-    pub async fn members(&self) -> Vec<Member> {
+    /// Asks every connected peer who it is, once per [`HEARTBEAT`], and records who answered.
+    /// A frozen peer keeps its TCP session, so only its silence tells it apart.
+    pub(crate) async fn heartbeat(self) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let calls = Self::remote_routers()
+                .into_iter()
+                .map(|c| tokio::time::timeout(HEARTBEAT, call_cell(c, &PeerRequest::Hello)));
+            let answers = futures::future::join_all(calls).await;
+            let now = Instant::now();
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            for answer in answers {
+                if let Ok(Ok(PeerResponse::Hello(info))) = answer {
+                    seen.insert(info.name, (info.cluster_address, now));
+                }
+            }
+        }
+    }
+
+    /// This node and every peer it has heard from since it started: UP when the peer answered
+    /// a heartbeat within [`SUSPECT_AFTER`], else DOWN.
+    pub fn members(&self) -> Vec<Member> {
         let me = self.me();
-        let mut up = BTreeMap::new();
-        up.insert(me.name.clone(), me.cluster_address.clone());
-        let calls = Self::remote_routers()
-            .into_iter()
-            .map(|c| call_cell(c, &PeerRequest::Hello));
-        for answer in futures::future::join_all(calls).await {
-            if let Ok(PeerResponse::Hello(info)) = answer {
-                up.insert(info.name, info.cluster_address);
-            }
-        }
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        for (name, addr) in &up {
-            if name != &me.name {
-                seen.insert(name.clone(), addr.clone());
-            }
-        }
-        let mut out: Vec<Member> = up
-            .into_iter()
-            .map(|(name, address)| Member {
-                name,
-                address,
-                status: MemberStatus::Up,
+        let now = Instant::now();
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Member> = seen
+            .iter()
+            .filter(|(name, _)| **name != me.name)
+            .map(|(name, (address, last))| Member {
+                name: name.clone(),
+                address: address.clone(),
+                status: if now.duration_since(*last) <= SUSPECT_AFTER {
+                    MemberStatus::Up
+                } else {
+                    MemberStatus::Down
+                },
             })
             .collect();
-        for (name, address) in seen.iter() {
-            if !out.iter().any(|m| &m.name == name) {
-                out.push(Member {
-                    name: name.clone(),
-                    address: address.clone(),
-                    status: MemberStatus::Down,
-                });
-            }
-        }
+        out.push(Member {
+            name: me.name,
+            address: me.cluster_address,
+            status: MemberStatus::Up,
+        });
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }

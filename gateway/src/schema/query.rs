@@ -74,7 +74,7 @@ impl Query {
             name: api.node_name().to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: api.started_at(),
-            members: api.members().await.into_iter().map(ClusterMember::from).collect(),
+            members: api.members().into_iter().map(ClusterMember::from).collect(),
         })
     }
 

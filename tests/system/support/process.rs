@@ -56,6 +56,11 @@ impl Guard {
         Ok(())
     }
 
+    /// Sends `signal` to the process (SIGSTOP freezes it: its sockets stay open).
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        send_signal(self.pid, signal).with_context(|| format!("signal {signal}"))
+    }
+
     pub async fn terminate(&mut self, within: Duration) -> Result<ExitStatus> {
         send_signal(self.pid, libc::SIGTERM).context("SIGTERM")?;
         let status = tokio::time::timeout(within, self.child.wait())
