@@ -15,3 +15,6 @@ pub mod assign;
 pub mod queue;
 
 pub use actor::{AgentCounters, Scheduler, SchedulerArgs, SchedulerMsg};
+
+#[cfg(test)]
+mod tests;

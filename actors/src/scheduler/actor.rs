@@ -280,7 +280,6 @@ impl State {
             let Some(agent) = pick(want, candidates).map(str::to_owned) else {
                 continue;
             };
-            self.queue.remove(&task_id);
             if !self.start(&task_id, &agent) {
                 // The agent died since it last spoke: forget it and give its work back.
                 self.agent_gone(myself, &agent, "unreachable at dispatch");
@@ -304,26 +303,31 @@ impl State {
         }
     }
 
-    /// Starts an attempt; false if the agent could not be reached.
+    /// Starts an attempt and takes the task off the queue; false (and nothing changed) if the
+    /// agent could not be reached.
     fn start(&mut self, task_id: &str, agent_id: &str) -> bool {
         let (Some(task), Some(slot)) = (self.tasks.get_mut(task_id), self.agents.get_mut(agent_id)) else {
             return true;
         };
+        let assignment = Assignment {
+            task_id: task_id.to_owned(),
+            attempt: task.attempts + 1,
+            payload: task.payload.clone(),
+            timeout_ms: task.timeout_ms,
+        };
+        if slot.actor.cast(AgentMsg::Run(assignment)).is_err() {
+            // Nothing started: the task keeps its state and its place in the queue.
+            return false;
+        }
+        self.queue.remove(task_id);
         task.state = TaskState::Running;
         task.attempts += 1;
         task.agent_id = Some(agent_id.to_owned());
         task.started_at = Some(troupe_runtime::clock::now());
         task.error = None;
-        let assignment = Assignment {
-            task_id: task_id.to_owned(),
-            attempt: task.attempts,
-            payload: task.payload.clone(),
-            timeout_ms: task.timeout_ms,
-        };
         slot.running.insert(task_id.to_owned());
-        let sent = slot.actor.cast(AgentMsg::Run(assignment)).is_ok();
         let _ = self.record(task_id, "TASK_STARTED", json!({}));
-        sent
+        true
     }
 
     fn finished(

@@ -75,6 +75,11 @@ impl Query {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: api.started_at(),
             members: api.members().into_iter().map(ClusterMember::from).collect(),
+            last_seq: api
+                .store()
+                .last_seq()
+                .await
+                .map_err(|e| coded("INTERNAL", e.to_string()))? as i64,
         })
     }
 

@@ -239,4 +239,6 @@ pub struct Node {
     pub version: String,
     pub started_at: DateTime<Utc>,
     pub members: Vec<ClusterMember>,
+    /// The newest event's `seq` on this node: list, then subscribe with `after: lastSeq`.
+    pub last_seq: i64,
 }
