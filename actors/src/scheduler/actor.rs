@@ -5,10 +5,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::time::Instant;
-use troupe_runtime::events::NewEvent;
-use troupe_runtime::store::{Batch, Store, Table, Ticket};
+use troupe_runtime::store::{Store, Table};
 use troupe_runtime::supervision::Backoff;
 
 use super::assign::{pick, Candidate, Want};
@@ -16,6 +15,11 @@ use super::queue::TaskQueue;
 use crate::agent::AgentMsg;
 use crate::error::ApiError;
 use crate::task::{Assignment, Outcome, TaskRecord, TaskState};
+
+mod record;
+mod recover;
+
+use record::observe;
 
 /// Most queued tasks one dispatch pass looks at, so a long queue of tasks no agent can take
 /// does not stall the actor.
@@ -185,62 +189,6 @@ impl Actor for Scheduler {
 impl State {
     fn running(&self) -> usize {
         self.agents.values().map(|s| s.running.len()).sum()
-    }
-
-    /// Loads unfinished tasks and the agents' counters from the store. Tasks that were running
-    /// when the node stopped are retried: execution is at-least-once.
-    async fn recover(&mut self) -> Result<(), ActorProcessingErr> {
-        let mut after = None;
-        let mut batch = Batch::new();
-        loop {
-            let page = self.store.scan(Table::Tasks, after.clone(), 10_000, |_| true).await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            for (_, bytes) in page {
-                let mut task: TaskRecord = troupe_runtime::codec::decode(&bytes)?;
-                match task.state {
-                    TaskState::Succeeded | TaskState::Failed => {
-                        if let Some(agent) = &task.agent_id {
-                            let c = self.done.entry(agent.clone()).or_default();
-                            if task.state == TaskState::Succeeded {
-                                c.succeeded += 1;
-                            } else {
-                                c.failed += 1;
-                            }
-                        }
-                    }
-                    TaskState::Cancelled => {}
-                    TaskState::Queued => {
-                        self.queue.push(&task.id, task.priority);
-                        self.tasks.insert(task.id.clone(), task);
-                    }
-                    TaskState::Running => {
-                        let error = "the node stopped while the task was running".to_string();
-                        if task.attempts >= task.max_attempts {
-                            task.state = TaskState::Failed;
-                            task.finished_at = Some(troupe_runtime::clock::now());
-                            task.error = Some(format!("{error}; no attempts left"));
-                            append(&mut batch, &task, "TASK_FAILED", json!({ "error": task.error }))?;
-                            continue;
-                        }
-                        task.state = TaskState::Queued;
-                        task.error = Some(error.clone());
-                        append(
-                            &mut batch,
-                            &task,
-                            "TASK_RETRYING",
-                            json!({ "error": error, "retryInMs": 0 }),
-                        )?;
-                        self.queue.push(&task.id, task.priority);
-                        self.tasks.insert(task.id.clone(), task);
-                    }
-                }
-            }
-        }
-        if !batch.is_empty() {
-            self.store.write(batch).await?;
-        }
-        Ok(())
     }
 
     /// Starts every queued task some agent can take now, in queue order.
@@ -455,45 +403,5 @@ impl State {
             };
             let _ = reply.send(answer);
         });
-    }
-
-    fn record(&self, task_id: &str, kind: &str, extra: Value) -> Result<Ticket, ApiError> {
-        match self.tasks.get(task_id) {
-            Some(task) => self.record_owned(task, kind, extra),
-            None => Err(ApiError::NotFound(format!("no task {task_id}"))),
-        }
-    }
-
-    /// Persists the task with its event; the returned ticket tells when both are durable.
-    fn record_owned(&self, task: &TaskRecord, kind: &str, extra: Value) -> Result<Ticket, ApiError> {
-        let mut batch = Batch::new();
-        append(&mut batch, task, kind, extra)?;
-        Ok(self.store.submit(batch))
-    }
-}
-
-fn append(batch: &mut Batch, task: &TaskRecord, kind: &str, mut data: Value) -> Result<(), ApiError> {
-    data["agentId"] = json!(task.shown_agent());
-    data["attempt"] = json!(task.attempts);
-    data["state"] = json!(task.state.as_str());
-    let bytes = troupe_runtime::codec::encode(task)?;
-    batch.push(troupe_runtime::store::Op::Put {
-        table: Table::Tasks,
-        key: task.id.clone(),
-        value: bytes,
-    });
-    batch.push(troupe_runtime::store::Op::Event(NewEvent::new(
-        kind,
-        Some(task.id.clone()),
-        data,
-    )));
-    Ok(())
-}
-
-fn observe(task: &TaskRecord, outcome: &'static str) {
-    metrics::counter!("troupe_tasks_total", "outcome" => outcome).increment(1);
-    if let (Some(s), Some(f)) = (task.started_at, task.finished_at) {
-        let secs = (f - s).num_microseconds().unwrap_or(0) as f64 / 1e6;
-        metrics::histogram!("troupe_task_duration_seconds").record(secs);
     }
 }

@@ -1,0 +1,154 @@
+//! Task operations: submit (forwarded to the node of a targeted agent), cancel, look up, list.
+
+use ractor::rpc::CallResult;
+use serde_json::json;
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::store::{Batch, StoreError, Table};
+
+use super::{peer, Api, CALL_TIMEOUT, DEFAULT_MAX_ATTEMPTS};
+use crate::agent::AgentState;
+use crate::cluster::PeerRequest;
+use crate::error::ApiError;
+use crate::scheduler::SchedulerMsg;
+use crate::task::{SubmitTaskRequest, TaskRecord, TaskState};
+
+impl Api {
+    pub async fn submit_task(&self, req: SubmitTaskRequest) -> Result<TaskRecord, ApiError> {
+        req.validate(self.inner.max_payload_bytes)?;
+        if let Some(agent) = req.agent_id.clone() {
+            if self.local_agent(&agent).await?.is_none() {
+                return self
+                    .on_peers(PeerRequest::SubmitTask(req), peer::task, || format!("no agent {agent}"))
+                    .await;
+            }
+        }
+        self.submit_local(req).await
+    }
+
+    pub(super) async fn submit_local(&self, req: SubmitTaskRequest) -> Result<TaskRecord, ApiError> {
+        self.ensure_serving()?;
+        if let Some(agent) = &req.agent_id {
+            match self.local_agent(agent).await? {
+                None => return Err(ApiError::NotFound(format!("no agent {agent}"))),
+                Some(a) if a.state == AgentState::Stopped => {
+                    return Err(ApiError::Conflict(format!("agent {agent} is stopped")));
+                }
+                Some(_) => {}
+            }
+        }
+        let task = TaskRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            state: TaskState::Queued,
+            target_agent: req.agent_id,
+            capability: req.capability,
+            agent_id: None,
+            attempts: 0,
+            max_attempts: req.max_attempts.map_or(DEFAULT_MAX_ATTEMPTS, |m| m as u32),
+            priority: req.priority.unwrap_or(crate::task::Priority::Normal),
+            timeout_ms: req.timeout_ms.map(|t| t as u64),
+            payload: req.payload,
+            result: None,
+            error: None,
+            created_at: troupe_runtime::clock::now(),
+            started_at: None,
+            finished_at: None,
+        };
+        self.persist_queued(&task).await?;
+        let scheduler = self.scheduler()?;
+        // Durable already: if this cast is lost the scheduler finds the task at its next start.
+        let _ = scheduler.cast(SchedulerMsg::Enqueue(task.clone()));
+        Ok(task)
+    }
+
+    pub(super) async fn persist_queued(&self, task: &TaskRecord) -> Result<(), ApiError> {
+        let data = json!({ "agentId": task.target_agent, "capability": task.capability, "priority": format!("{:?}", task.priority).to_uppercase() });
+        self.inner
+            .store
+            .write(
+                Batch::new()
+                    .put(Table::Tasks, task.id.clone(), troupe_runtime::codec::encode(task)?)
+                    .event(NewEvent::new("TASK_QUEUED", Some(task.id.clone()), data)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn cancel_task(&self, id: &str) -> Result<TaskRecord, ApiError> {
+        match self.cancel_local(id).await {
+            Err(ApiError::NotFound(_)) => {
+                self.on_peers(PeerRequest::CancelTask(id.into()), peer::task, || {
+                    format!("no task {id}")
+                })
+                .await
+            }
+            other => other,
+        }
+    }
+
+    pub(super) async fn cancel_local(&self, id: &str) -> Result<TaskRecord, ApiError> {
+        let scheduler = self.scheduler()?;
+        match scheduler
+            .call(|r| SchedulerMsg::Cancel(id.to_owned(), r), Some(CALL_TIMEOUT))
+            .await?
+        {
+            CallResult::Success(answer) => answer,
+            _ => Err(ApiError::Unavailable("the scheduler did not answer".into())),
+        }
+    }
+
+    pub(super) async fn local_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        match self.inner.store.get(Table::Tasks, id).await? {
+            Some(bytes) => Ok(Some(troupe_runtime::codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A task of this node or, failing that, of a connected peer.
+    pub async fn task(&self, id: &str) -> Result<Option<TaskRecord>, ApiError> {
+        if let Some(t) = self.local_task(id).await? {
+            return Ok(Some(t));
+        }
+        Ok(self
+            .inner
+            .cluster
+            .find(&PeerRequest::GetTask(id.into()), peer::task)
+            .await)
+    }
+
+    /// This node's tasks in id (creation) order after the cursor, filtered.
+    pub async fn tasks(
+        &self,
+        state: Option<TaskState>,
+        agent: Option<String>,
+        after: Option<String>,
+        first: usize,
+    ) -> Result<(Vec<TaskRecord>, bool), ApiError> {
+        let page = self
+            .inner
+            .store
+            .scan(Table::Tasks, after, first + 1, task_filter(state, agent))
+            .await?;
+        let more = page.len() > first;
+        let tasks = page
+            .into_iter()
+            .take(first)
+            .map(|(_, b)| troupe_runtime::codec::decode::<TaskRecord>(&b))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((tasks, more))
+    }
+
+    pub async fn count_tasks(&self, state: Option<TaskState>, agent: Option<String>) -> Result<u64, ApiError> {
+        Ok(self.inner.store.count(Table::Tasks, task_filter(state, agent)).await?)
+    }
+
+    pub async fn count_agents(&self) -> Result<u64, ApiError> {
+        Ok(self.inner.store.count(Table::Agents, |_| true).await?)
+    }
+}
+
+fn task_filter(state: Option<TaskState>, agent: Option<String>) -> impl Fn(&[u8]) -> bool + Send + 'static {
+    move |bytes: &[u8]| match troupe_runtime::codec::decode::<TaskRecord>(bytes) {
+        Ok(t) => state.is_none_or(|s| t.state == s) && agent.as_deref().is_none_or(|a| t.shown_agent() == Some(a)),
+        Err(_) => false,
+    }
+}
