@@ -81,8 +81,13 @@ impl Actor for AgentActor {
                 let task_id = a.task_id.clone();
                 let spec = self.spec.clone();
                 let scheduler = self.scheduler.clone();
-                let handle = tokio::spawn(async move {
+                let span = tracing::info_span!("attempt", agent = %spec.id, task = %a.task_id, attempt = a.attempt);
+                let work = async move {
                     let outcome = attempt(&spec, &a).await;
+                    match &outcome {
+                        Ok(_) => tracing::debug!("attempt succeeded"),
+                        Err(error) => tracing::info!(%error, "attempt failed"),
+                    }
                     let _ = scheduler.cast(SchedulerMsg::Finished {
                         task_id: a.task_id.clone(),
                         attempt: a.attempt,
@@ -90,7 +95,8 @@ impl Actor for AgentActor {
                         outcome,
                     });
                     let _ = myself.cast(AgentMsg::Done(a.task_id));
-                });
+                };
+                let handle = tokio::spawn(tracing::Instrument::instrument(work, span));
                 running.0.insert(task_id, handle);
             }
             AgentMsg::Cancel(task_id) => {

@@ -138,3 +138,142 @@ async fn an_unreachable_agent_gets_nothing_started_and_the_task_stays_queued() {
     let t = stored(&store, "t1").await;
     assert_eq!((t.state, t.attempts), (TaskState::Queued, 0));
 }
+
+/// What the stand-in agents saw, shared by all of them.
+#[derive(Default)]
+struct Ledger {
+    running: std::collections::HashMap<String, u32>,
+    busy_tasks: std::collections::HashSet<String>,
+    violations: Vec<String>,
+    starts: u64,
+}
+
+/// Takes assignments, checks the invariants, and finishes each after a short random delay,
+/// failing some of them.
+struct CheckingAgent {
+    id: String,
+    max: u32,
+    scheduler: ActorRef<SchedulerMsg>,
+    ledger: std::sync::Arc<std::sync::Mutex<Ledger>>,
+    seed: u64,
+}
+
+impl Actor for CheckingAgent {
+    type Msg = AgentMsg;
+    type State = u64;
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<AgentMsg>, _: ()) -> Result<u64, ActorProcessingErr> {
+        Ok(self.seed)
+    }
+
+    async fn handle(&self, _: ActorRef<AgentMsg>, msg: AgentMsg, rng: &mut u64) -> Result<(), ActorProcessingErr> {
+        let AgentMsg::Run(a) = msg else { return Ok(()) };
+        {
+            let mut l = self.ledger.lock().unwrap();
+            l.starts += 1;
+            let n = l.running.entry(self.id.clone()).or_default();
+            *n += 1;
+            if *n > self.max {
+                let v = format!("agent {} ran {} tasks with {} slots", self.id, n, self.max);
+                l.violations.push(v);
+            }
+            if !l.busy_tasks.insert(a.task_id.clone()) {
+                l.violations
+                    .push(format!("task {} assigned while already running", a.task_id));
+            }
+        }
+        // xorshift: a deterministic stream per agent.
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        let (delay, fail) = (*rng % 3, *rng % 4 == 0);
+        let (id, scheduler, ledger) = (self.id.clone(), self.scheduler.clone(), self.ledger.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            {
+                let mut l = ledger.lock().unwrap();
+                *l.running.get_mut(&id).unwrap() -= 1;
+                l.busy_tasks.remove(&a.task_id);
+            }
+            let outcome = if fail {
+                Err("unlucky".to_string())
+            } else {
+                Ok(a.payload)
+            };
+            let _ = scheduler.cast(SchedulerMsg::Finished {
+                task_id: a.task_id,
+                attempt: a.attempt,
+                agent_id: id,
+                outcome,
+            });
+        });
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_random_load_no_task_runs_twice_no_agent_overcommits_and_every_task_ends_once() {
+    for seed in [1u64, 7, 42] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let s = scheduler(&store).await;
+        let ledger = std::sync::Arc::new(std::sync::Mutex::new(Ledger::default()));
+        for i in 0..5u32 {
+            let agent = CheckingAgent {
+                id: format!("a{i}"),
+                max: 1 + i % 3,
+                scheduler: s.clone(),
+                ledger: ledger.clone(),
+                seed: seed * 1000 + u64::from(i) + 1,
+            };
+            let (actor, _) = Actor::spawn(None, agent, ()).await.unwrap();
+            s.cast(SchedulerMsg::AgentUp {
+                id: format!("a{i}"),
+                capabilities: vec!["echo".into()],
+                max_concurrent: 1 + i % 3,
+                actor,
+            })
+            .unwrap();
+        }
+        const TASKS: usize = 300;
+        for n in 0..TASKS {
+            let mut t = task(&format!("t{n:04}"));
+            t.priority = [Priority::Critical, Priority::High, Priority::Normal, Priority::Low][n % 4];
+            t.max_attempts = 2;
+            s.cast(SchedulerMsg::Enqueue(t)).unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let ends = loop {
+            let events = store.events_after(0, 100_000).await.unwrap();
+            let ends: Vec<_> = events
+                .into_iter()
+                .filter(|e| e.kind == "TASK_SUCCEEDED" || e.kind == "TASK_FAILED")
+                .collect();
+            if ends.len() >= TASKS {
+                break ends;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "seed {seed}: only {} tasks ended",
+                ends.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let l = ledger.lock().unwrap();
+        assert!(l.violations.is_empty(), "seed {seed}: {:?}", l.violations);
+        let mut subjects: Vec<_> = ends.iter().filter_map(|e| e.subject.clone()).collect();
+        subjects.sort();
+        subjects.dedup();
+        assert_eq!(
+            (ends.len(), subjects.len()),
+            (TASKS, TASKS),
+            "seed {seed}: a task ended twice"
+        );
+        for e in &ends {
+            let attempt = e.data["attempt"].as_u64().unwrap();
+            assert!((1..=2).contains(&attempt), "seed {seed}: {e:?}");
+        }
+        assert!(l.starts >= TASKS as u64, "seed {seed}: {} starts", l.starts);
+    }
+}
