@@ -82,6 +82,38 @@ async fn agent_spawned_on_peer_runs_tasks_visible_through_both_nodes() -> Result
     );
     let remote = alpha.agent(&agent).await?;
     ensure!(remote["node"] == "beta", "agent looked up through alpha: {remote}");
+
+    // Lists are the cluster's: an agent of alpha's own, paged one at a time, comes with beta's.
+    let local = alpha.spawn_builtin("echo", &[]).await?;
+    let mut seen_agents = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let q = "query($after: String) { agents(first: 1, after: $after) { totalCount nodes { id node } pageInfo { hasNextPage endCursor } } }";
+        let data = alpha.gql_ok(q, json!({ "after": after })).await?;
+        let page = &data["agents"];
+        ensure!(page["totalCount"] == 2, "totalCount through alpha: {page}");
+        for a in page["nodes"].as_array().into_iter().flatten() {
+            seen_agents.push(text(a, "/id")?);
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = Some(text(page, "/pageInfo/endCursor")?);
+    }
+    let mut want = vec![agent.clone(), local];
+    want.sort();
+    ensure!(
+        seen_agents == want,
+        "agents through alpha: {seen_agents:?}, want {want:?}"
+    );
+    // The task lives on beta (it was forwarded there); alpha lists it all the same.
+    let tasks = alpha
+        .gql_ok("{ tasks(state: SUCCEEDED) { totalCount nodes { id } } }", json!({}))
+        .await?;
+    ensure!(
+        tasks["tasks"]["totalCount"] == 1 && tasks["tasks"]["nodes"][0]["id"] == id.as_str(),
+        "tasks through alpha: {tasks}"
+    );
     Ok(())
 }
 

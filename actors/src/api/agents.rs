@@ -163,8 +163,46 @@ impl Api {
             .await)
     }
 
-    /// This node's agents in id order, after the cursor; the flag says whether more follow.
+    /// The cluster's agents in id order after the cursor: this node's and every connected
+    /// peer's (a peer that does not answer in time is left out of the page and logged).
     pub async fn agents(&self, after: Option<String>, first: usize) -> Result<(Vec<AgentView>, bool), ApiError> {
+        let mut pages = vec![self.local_agents(after.clone(), first).await?];
+        let request = PeerRequest::ListAgents {
+            after,
+            first: first as u32,
+        };
+        pages.extend(
+            self.cluster()
+                .gather(&request, |r| match r {
+                    PeerResponse::Agents(v, more) => Some((v, more)),
+                    _ => None,
+                })
+                .await,
+        );
+        Ok(peer::merge_pages(pages, first, |a| a.record.spec.id.as_str()))
+    }
+
+    /// How many agents the cluster has.
+    pub async fn count_agents(&self) -> Result<u64, ApiError> {
+        let remote: u64 = self
+            .cluster()
+            .gather(&PeerRequest::CountAgents, peer::count)
+            .await
+            .into_iter()
+            .sum();
+        Ok(self.local_count_agents().await? + remote)
+    }
+
+    pub(super) async fn local_count_agents(&self) -> Result<u64, ApiError> {
+        Ok(self.inner.store.count(Table::Agents, |_| true).await?)
+    }
+
+    /// This node's agents in id order, after the cursor; the flag says whether more follow.
+    pub(super) async fn local_agents(
+        &self,
+        after: Option<String>,
+        first: usize,
+    ) -> Result<(Vec<AgentView>, bool), ApiError> {
         let page = self.inner.store.scan(Table::Agents, after, first + 1, |_| true).await?;
         let more = page.len() > first;
         let records = page

@@ -21,6 +21,28 @@ pub(super) fn task(r: PeerResponse) -> Option<TaskRecord> {
     }
 }
 
+/// Merges pages that each hold one node's items after the same cursor, sorted by id, into
+/// the cluster's page: the first `first` of them, and whether more follow anywhere.
+pub(super) fn merge_pages<T>(pages: Vec<(Vec<T>, bool)>, first: usize, id: impl Fn(&T) -> &str) -> (Vec<T>, bool) {
+    let mut more = false;
+    let mut all = Vec::new();
+    for (items, page_more) in pages {
+        more |= page_more;
+        all.extend(items);
+    }
+    all.sort_by(|a, b| id(a).cmp(id(b)));
+    more |= all.len() > first;
+    all.truncate(first);
+    (all, more)
+}
+
+pub(super) fn count(r: PeerResponse) -> Option<u64> {
+    match r {
+        PeerResponse::Count(n) => Some(n),
+        _ => None,
+    }
+}
+
 impl Api {
     /// Answers a peer's request from this node's own state.
     pub async fn serve_peer(&self, request: PeerRequest) -> PeerResponse {
@@ -43,6 +65,23 @@ impl Api {
                 .await
                 .map(PeerResponse::Task)
                 .map_err(ApiError::from),
+            PeerRequest::ListAgents { after, first } => self
+                .local_agents(after, first as usize)
+                .await
+                .map(|(v, more)| PeerResponse::Agents(v, more)),
+            PeerRequest::ListTasks {
+                state,
+                agent,
+                after,
+                first,
+            } => self
+                .local_tasks(state, agent, after, first as usize)
+                .await
+                .map(|(v, more)| PeerResponse::Tasks(v, more)),
+            PeerRequest::CountAgents => self.local_count_agents().await.map(PeerResponse::Count),
+            PeerRequest::CountTasks { state, agent } => {
+                self.local_count_tasks(state, agent).await.map(PeerResponse::Count)
+            }
         };
         answer.unwrap_or_else(PeerResponse::Error)
     }
@@ -60,5 +99,20 @@ impl Api {
             Ok(None) => Err(ApiError::NotFound(missing())),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_pages;
+
+    #[test]
+    fn merged_pages_keep_id_order_and_know_when_more_follow() {
+        let a = (vec!["01", "04", "05"], true);
+        let b = (vec!["02", "03"], false);
+        let (page, more) = merge_pages(vec![a.clone(), b.clone()], 3, |s| s);
+        assert_eq!((page, more), (vec!["01", "02", "03"], true));
+        let (page, more) = merge_pages(vec![(vec!["01"], false), b], 3, |s| s);
+        assert_eq!((page, more), (vec!["01", "02", "03"], false));
     }
 }

@@ -7,7 +7,7 @@ use troupe_runtime::store::{Batch, StoreError, Table};
 
 use super::{peer, Api, CALL_TIMEOUT, DEFAULT_MAX_ATTEMPTS};
 use crate::agent::AgentState;
-use crate::cluster::PeerRequest;
+use crate::cluster::{PeerRequest, PeerResponse};
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
 use crate::task::{SubmitTaskRequest, TaskRecord, TaskState};
@@ -115,8 +115,35 @@ impl Api {
             .await)
     }
 
-    /// This node's tasks in id (creation) order after the cursor, filtered.
+    /// The cluster's tasks in id (creation) order after the cursor, filtered: this node's and
+    /// every connected peer's.
     pub async fn tasks(
+        &self,
+        state: Option<TaskState>,
+        agent: Option<String>,
+        after: Option<String>,
+        first: usize,
+    ) -> Result<(Vec<TaskRecord>, bool), ApiError> {
+        let mut pages = vec![self.local_tasks(state, agent.clone(), after.clone(), first).await?];
+        let request = PeerRequest::ListTasks {
+            state,
+            agent,
+            after,
+            first: first as u32,
+        };
+        pages.extend(
+            self.cluster()
+                .gather(&request, |r| match r {
+                    PeerResponse::Tasks(v, more) => Some((v, more)),
+                    _ => None,
+                })
+                .await,
+        );
+        Ok(peer::merge_pages(pages, first, |t| t.id.as_str()))
+    }
+
+    /// This node's tasks in id (creation) order after the cursor, filtered.
+    pub(super) async fn local_tasks(
         &self,
         state: Option<TaskState>,
         agent: Option<String>,
@@ -137,12 +164,22 @@ impl Api {
         Ok((tasks, more))
     }
 
+    /// How many tasks in the cluster pass the filter.
     pub async fn count_tasks(&self, state: Option<TaskState>, agent: Option<String>) -> Result<u64, ApiError> {
-        Ok(self.inner.store.count(Table::Tasks, task_filter(state, agent)).await?)
+        let request = PeerRequest::CountTasks {
+            state,
+            agent: agent.clone(),
+        };
+        let remote: u64 = self.cluster().gather(&request, peer::count).await.into_iter().sum();
+        Ok(self.local_count_tasks(state, agent).await? + remote)
     }
 
-    pub async fn count_agents(&self) -> Result<u64, ApiError> {
-        Ok(self.inner.store.count(Table::Agents, |_| true).await?)
+    pub(super) async fn local_count_tasks(
+        &self,
+        state: Option<TaskState>,
+        agent: Option<String>,
+    ) -> Result<u64, ApiError> {
+        Ok(self.inner.store.count(Table::Tasks, task_filter(state, agent)).await?)
     }
 }
 

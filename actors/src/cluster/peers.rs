@@ -15,6 +15,8 @@ use crate::error::ApiError;
 
 pub(crate) const ROUTERS: &str = "troupe.routers";
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a cluster-wide list waits for each peer's part.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often each peer is asked whether it is there.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Silence after which a peer is reported DOWN.
@@ -103,6 +105,29 @@ impl Cluster {
             .into_iter()
             .filter_map(Result::ok)
             .find_map(pick)
+    }
+
+    /// Asks every connected peer at once and keeps the answers `pick` accepts, waiting at
+    /// most [`GATHER_TIMEOUT`] for each: a list must not hang on one frozen peer.
+    pub async fn gather<T>(&self, request: &PeerRequest, pick: impl Fn(PeerResponse) -> Option<T>) -> Vec<T> {
+        let calls = Self::remote_routers()
+            .into_iter()
+            .map(|c| tokio::time::timeout(GATHER_TIMEOUT, call_cell(c, request)));
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(Ok(answer)) => pick(answer),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "a peer's part of a list is missing");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("a peer did not answer a list in time; its part is missing");
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Asks every connected peer at once. The first real answer wins; NOT_FOUND answers

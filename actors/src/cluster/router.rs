@@ -9,7 +9,7 @@ use super::peers::{node_group, PeerInfo, ROUTERS};
 use crate::agent::{AgentView, SpawnAgentRequest};
 use crate::api::Api;
 use crate::error::ApiError;
-use crate::task::{SubmitTaskRequest, TaskRecord};
+use crate::task::{SubmitTaskRequest, TaskRecord, TaskState};
 
 #[derive(RactorClusterMessage)]
 pub enum RouterMsg {
@@ -27,6 +27,23 @@ pub enum PeerRequest {
     SubmitTask(SubmitTaskRequest),
     CancelTask(String),
     GetTask(String),
+    /// One page of the peer's own agents after the cursor, in id order.
+    ListAgents {
+        after: Option<String>,
+        first: u32,
+    },
+    /// One page of the peer's own tasks after the cursor, in id order, filtered.
+    ListTasks {
+        state: Option<TaskState>,
+        agent: Option<String>,
+        after: Option<String>,
+        first: u32,
+    },
+    CountAgents,
+    CountTasks {
+        state: Option<TaskState>,
+        agent: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +51,9 @@ pub enum PeerResponse {
     Hello(PeerInfo),
     Agent(Option<AgentView>),
     Task(Option<TaskRecord>),
+    Agents(Vec<AgentView>, bool),
+    Tasks(Vec<TaskRecord>, bool),
+    Count(u64),
     Error(ApiError),
 }
 

@@ -83,7 +83,7 @@ impl Query {
         })
     }
 
-    /// This node's agents, by id.
+    /// The cluster's agents (this node's and every connected peer's), by id.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn agents(
         &self,
@@ -107,7 +107,7 @@ impl Query {
         Ok(ctx.data::<Api>()?.agent(&id).await.gql()?.map(Agent))
     }
 
-    /// This node's tasks, oldest first.
+    /// The cluster's tasks (this node's and every connected peer's), oldest first.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn tasks(
         &self,
