@@ -38,7 +38,11 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            // The caller's cursor is older than the log: its request, not the node, is at fault.
+            StoreError::Compacted { .. } => ApiError::InvalidInput(e.to_string()),
+            _ => ApiError::Internal(e.to_string()),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use troupe_runtime::auth;
 use troupe_runtime::config::Config;
-use troupe_runtime::store::{Batch, Store, StoreError, Table};
+use troupe_runtime::store::{Batch, Store, StoreError, StoreOptions, Table};
 use troupe_runtime::supervision::{
     Backoff, ChildSpec, Intensity, Strategy, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorSpec,
 };
@@ -65,7 +65,10 @@ impl Node {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store = match Store::open(&config.store_path()) {
+        let options = StoreOptions {
+            event_retention: config.event_retention,
+        };
+        let store = match Store::open_with(&config.store_path(), options) {
             Err(StoreError::Locked) => return Err(StartNodeError::Locked(config.data_dir.clone())),
             other => other?,
         };

@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// Largest HTTP request body [default: 1048576].
     #[arg(long, env = "TROUPE_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
+    /// How many of the newest events the log keeps; 0 keeps all [default: 1000000].
+    #[arg(long, env = "TROUPE_EVENT_RETENTION")]
+    pub event_retention: Option<u64>,
 }
 
 /// The same settings as read from the TOML file.
@@ -88,6 +91,7 @@ struct FileConfig {
     retry_max_ms: Option<u64>,
     max_payload_bytes: Option<usize>,
     body_limit_bytes: Option<usize>,
+    event_retention: Option<u64>,
 }
 
 /// A resolved configuration.
@@ -108,6 +112,7 @@ pub struct Config {
     pub retry_max: Duration,
     pub max_payload_bytes: usize,
     pub body_limit_bytes: usize,
+    pub event_retention: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +171,7 @@ impl Config {
             retry_max: ms(args.retry_max_ms.or(file.retry_max_ms).unwrap_or(30_000)),
             max_payload_bytes: args.max_payload_bytes.or(file.max_payload_bytes).unwrap_or(256 * 1024),
             body_limit_bytes: args.body_limit_bytes.or(file.body_limit_bytes).unwrap_or(1024 * 1024),
+            event_retention: args.event_retention.or(file.event_retention).unwrap_or(1_000_000),
         };
         if config.supervisor_window.is_zero() {
             return Err(ConfigError::Invalid {
@@ -246,6 +252,14 @@ mod tests {
         assert_eq!(c.retry_base, Duration::from_millis(7));
         assert_eq!(c.join, vec!["10.0.0.1:4697".to_string()]);
         assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    }
+
+    #[test]
+    fn the_example_config_in_deploy_parses_with_every_key() {
+        let text = include_str!("../../deploy/troupe.toml");
+        let file: FileConfig = toml::from_str(text).expect("deploy/troupe.toml is valid");
+        assert_eq!(file.event_retention, Some(1_000_000));
+        assert_eq!(file.body_limit_bytes, Some(1024 * 1024));
     }
 
     #[test]

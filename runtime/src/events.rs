@@ -99,6 +99,7 @@ pub fn subscribe(
         last: after,
         buffer: VecDeque::new(),
         replaying: true,
+        failed: false,
         filter,
     };
     futures::stream::unfold(cursor, |mut c| async move {
@@ -113,6 +114,8 @@ struct Cursor {
     last: u64,
     buffer: VecDeque<Event>,
     replaying: bool,
+    /// Set once an error was returned: the stream then ends rather than repeat it.
+    failed: bool,
     filter: EventFilter,
 }
 
@@ -120,6 +123,9 @@ const REPLAY_PAGE: usize = 512;
 
 impl Cursor {
     async fn next(&mut self) -> Option<Result<Event, StoreError>> {
+        if self.failed {
+            return None;
+        }
         loop {
             if let Some(e) = self.buffer.pop_front() {
                 self.last = e.seq;
@@ -132,7 +138,10 @@ impl Cursor {
                 match self.store.events_after(self.last, REPLAY_PAGE).await {
                     Ok(page) if page.is_empty() => self.replaying = false,
                     Ok(page) => self.buffer.extend(page),
-                    Err(e) => return Some(Err(e)),
+                    Err(e) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
                 }
                 continue;
             }

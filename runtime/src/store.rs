@@ -19,6 +19,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use batch::{Batch, Op, Table};
+#[cfg(test)]
+use writer::Log;
 
 use crate::events::Event;
 
@@ -36,11 +38,31 @@ pub enum StoreError {
     Closed,
     #[error("the database is open in another process")]
     Locked,
+    #[error(
+        "events after {after} are no longer kept (the oldest kept is {oldest}): read the current state, then resume from node.lastSeq"
+    )]
+    Compacted { after: u64, oldest: u64 },
 }
 
 impl StoreError {
     pub(crate) fn db(e: impl std::fmt::Display) -> Self {
         Self::Database(e.to_string())
+    }
+}
+
+/// How the store is run.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// How many of the newest events the log keeps; 0 keeps all. Older ones are trimmed in
+    /// the background, a tenth of the limit at a time.
+    pub event_retention: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            event_retention: 1_000_000,
+        }
     }
 }
 
@@ -78,8 +100,13 @@ impl Ticket {
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path` and starts its writer thread.
+    /// Opens (or creates) the database at `path` with default options.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the database at `path` and starts its writer thread.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let db = match Database::create(path) {
             Ok(db) => Arc::new(db),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
@@ -91,15 +118,29 @@ impl Store {
         }
         txn.open_table(EVENTS).map_err(StoreError::db)?;
         txn.commit().map_err(StoreError::db)?;
-        let next_seq = {
+        let (oldest, next_seq) = {
             let read = db.begin_read().map_err(StoreError::db)?;
             let events = read.open_table(EVENTS).map_err(StoreError::db)?;
-            let last = events.last().map_err(StoreError::db)?;
-            last.map(|(k, _)| k.value() + 1).unwrap_or(1)
+            let next = events
+                .last()
+                .map_err(StoreError::db)?
+                .map(|(k, _)| k.value() + 1)
+                .unwrap_or(1);
+            let oldest = events
+                .first()
+                .map_err(StoreError::db)?
+                .map(|(k, _)| k.value())
+                .unwrap_or(next);
+            (oldest, next)
         };
         let (live, _) = broadcast::channel(4096);
         let (tx, rx) = mpsc::unbounded_channel();
-        writer::spawn(db.clone(), rx, live.clone(), next_seq).map_err(StoreError::db)?;
+        let log = writer::Log {
+            oldest,
+            next_seq,
+            retention: options.event_retention,
+        };
+        writer::spawn(db.clone(), rx, live.clone(), log).map_err(StoreError::db)?;
         Ok(Self {
             inner: Arc::new(Inner { db, tx, live }),
         })
@@ -197,11 +238,17 @@ impl Store {
         .await
     }
 
-    /// Events with a sequence number above `after`, oldest first, at most `limit`.
+    /// Events with a sequence number above `after`, oldest first, at most `limit`. Fails with
+    /// [`StoreError::Compacted`] when some of them were trimmed: a gap is never silent.
     pub async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.read(move |db| {
             let txn = db.begin_read().map_err(StoreError::db)?;
             let t = txn.open_table(EVENTS).map_err(StoreError::db)?;
+            // Sequence numbers are dense from 1, so anything below the first kept one existed.
+            let oldest = t.first().map_err(StoreError::db)?.map(|(k, _)| k.value());
+            if let Some(oldest) = oldest.filter(|o| after.saturating_add(1) < *o) {
+                return Err(StoreError::Compacted { after, oldest });
+            }
             let mut out = Vec::new();
             for entry in t.range(after.saturating_add(1)..).map_err(StoreError::db)? {
                 let (_, v) = entry.map_err(StoreError::db)?;

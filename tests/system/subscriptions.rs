@@ -170,3 +170,35 @@ async fn task_updates_stream_running_then_succeeded_then_completes() -> Result<(
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_older_than_the_kept_log_is_refused_not_silently_skipped() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo").arg("--event-retention", 10)).await?;
+    let echo = node.spawn_builtin("echo", &[]).await?;
+    for n in 0..10 {
+        let id = node.submit_to(&echo, json!({ "n": n })).await?;
+        node.wait_task_state(&id, "SUCCEEDED").await?;
+    }
+    let last = int(&node.gql_ok("{ node { lastSeq } }", json!({})).await?, "/node/lastSeq")?;
+    ensure!(last > 30, "expected more than 30 events, lastSeq {last}");
+
+    let q = "query($after: Int) { events(after: $after) { seq } }";
+    let old = node.gql(q, json!({ "after": 0 })).await?;
+    ensure!(
+        old["errors"][0]["extensions"]["code"] == "INVALID_INPUT",
+        "replay from 0 after trimming: {old}"
+    );
+    let recent = node.gql_ok(q, json!({ "after": last - 3 })).await?;
+    let seqs: Vec<i64> = recent["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["seq"].as_i64().unwrap_or(-1))
+        .collect();
+    ensure!(seqs == vec![last - 2, last - 1, last], "recent events: {seqs:?}");
+
+    let mut sub = Subscription::start(&node, EVENTS, json!({ "after": 0 })).await?;
+    let err = sub.next_with_deadline().await.expect_err("a replay from 0 must fail");
+    ensure!(err.to_string().contains("INVALID_INPUT"), "subscription error: {err:#}");
+    Ok(())
+}

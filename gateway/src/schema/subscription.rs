@@ -41,7 +41,7 @@ impl Subscription {
         };
         Ok(api
             .subscribe(after, kinds_filter(kinds))
-            .map(|r| r.map(Event).map_err(|e| coded("INTERNAL", e.to_string()))))
+            .map(|r| r.map(Event).map_err(|e| crate::error::api(e.into()))))
     }
 
     /// The task now, then at every change, ending after a terminal state.

@@ -84,3 +84,24 @@ async fn a_subscriber_that_lags_behind_the_fan_out_catches_up_from_the_log() {
         assert_eq!(e.seq, expected);
     }
 }
+
+#[tokio::test]
+async fn a_cursor_older_than_the_kept_log_ends_the_stream_with_one_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = crate::store::StoreOptions { event_retention: 5 };
+    let store = Store::open_with(&dir.path().join("db"), options).unwrap();
+    for _ in 0..20 {
+        emit(&store, "E").await;
+    }
+    let mut sub = Box::pin(subscribe(&store, 0, EventFilter::default()));
+    let first = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(first, Err(StoreError::Compacted { after: 0, .. })),
+        "{first:?}"
+    );
+    let then = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap();
+    assert!(then.is_none(), "the stream goes on after its error: {then:?}");
+}

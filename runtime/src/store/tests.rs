@@ -79,3 +79,44 @@ async fn scan_pages_in_key_order_and_filters() {
         .unwrap();
     assert_eq!(page.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["d"]);
 }
+
+#[tokio::test]
+async fn the_log_keeps_the_newest_events_and_a_too_old_cursor_is_an_error_not_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(&dir.path().join("db"), StoreOptions { event_retention: 10 }).unwrap();
+    for i in 0..30 {
+        store
+            .write(Batch::new().event(NewEvent::new("E", None, json!(i))))
+            .await
+            .unwrap();
+    }
+    let err = store.events_after(0, 100).await.unwrap_err();
+    let StoreError::Compacted { after: 0, oldest } = err else {
+        panic!("{err}")
+    };
+    assert!((19..=21).contains(&oldest), "oldest kept {oldest}");
+    let tail = store.events_after(oldest - 1, 100).await.unwrap();
+    assert_eq!(tail.first().map(|e| e.seq), Some(oldest));
+    assert_eq!(tail.last().map(|e| e.seq), Some(30));
+    assert!(tail.len() <= 12, "kept {}", tail.len());
+}
+
+#[test]
+fn trimming_waits_for_a_tenth_over_the_limit_and_keeps_exactly_the_limit() {
+    let log = |oldest, next_seq| Log {
+        oldest,
+        next_seq,
+        retention: 100,
+    };
+    assert_eq!(log(1, 111).cut(), None);
+    assert_eq!(log(1, 112).cut(), Some(12));
+    assert_eq!(
+        Log {
+            oldest: 1,
+            next_seq: 10_000,
+            retention: 0
+        }
+        .cut(),
+        None
+    );
+}

@@ -19,11 +19,31 @@ pub(super) enum Request {
     },
 }
 
+/// The writer's view of the event log: what it holds and how much it may keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Log {
+    pub oldest: u64,
+    pub next_seq: u64,
+    pub retention: u64,
+}
+
+impl Log {
+    /// Where to cut so the newest `retention` events stay, once the log has grown a tenth
+    /// past the limit (trimming in steps keeps the deletes rare and batched).
+    pub fn cut(&self) -> Option<u64> {
+        if self.retention == 0 {
+            return None;
+        }
+        let held = self.next_seq - self.oldest;
+        (held > self.retention + self.retention / 10).then(|| self.next_seq - self.retention)
+    }
+}
+
 pub(super) fn spawn(
     db: Arc<Database>,
     mut rx: mpsc::UnboundedReceiver<Request>,
     live: broadcast::Sender<Arc<Event>>,
-    mut next_seq: u64,
+    mut log: Log,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("troupe-store-writer".into())
@@ -38,18 +58,27 @@ pub(super) fn spawn(
                     }
                 }
                 let started = std::time::Instant::now();
-                let outcome = commit(&db, &group, next_seq);
+                let outcome = commit(&db, &group, log.next_seq);
                 metrics::histogram!("troupe_store_commit_seconds").record(started.elapsed().as_secs_f64());
                 metrics::counter!("troupe_store_commits_total").increment(1);
                 match outcome {
                     Ok((events, seqs)) => {
-                        next_seq += events.len() as u64;
+                        log.next_seq += events.len() as u64;
                         for (req, seqs) in group.drain(..).zip(seqs) {
                             let Request::Write { done, .. } = req;
                             let _ = done.send(Ok(seqs));
                         }
                         for e in events {
                             let _ = live.send(Arc::new(e));
+                        }
+                        if let Some(cut) = log.cut() {
+                            match trim(&db, log.oldest, cut) {
+                                Ok(()) => {
+                                    tracing::debug!(from = log.oldest, to = cut, "trimmed the event log");
+                                    log.oldest = cut;
+                                }
+                                Err(e) => tracing::error!(error = %e, "trimming the event log failed"),
+                            }
                         }
                     }
                     Err(e) => {
@@ -107,4 +136,14 @@ fn commit(db: &Database, group: &[Request], first_seq: u64) -> Result<(Vec<Event
     }
     txn.commit().map_err(StoreError::db)?;
     Ok((events, per_batch))
+}
+
+/// Deletes the events in `from..to`.
+fn trim(db: &Database, from: u64, to: u64) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(StoreError::db)?;
+    {
+        let mut log = txn.open_table(EVENTS).map_err(StoreError::db)?;
+        log.retain_in(from..to, |_, _| false).map_err(StoreError::db)?;
+    }
+    txn.commit().map_err(StoreError::db)
 }
