@@ -63,9 +63,9 @@ impl ChildSpec for AgentChild {
         })
     }
 
-    fn lifecycle(&self, event: &ChildEvent, batch: &mut Batch) -> BoxFuture<'static, ()> {
+    fn lifecycle(&self, event: &ChildEvent, batch: &mut Batch) {
         let Ok(mut record) = self.record.lock() else {
-            return Box::pin(async {});
+            return;
         };
         match event {
             ChildEvent::Started => record.state = AgentState::Running,
@@ -106,7 +106,6 @@ impl ChildSpec for AgentChild {
             }),
             Err(e) => tracing::error!(agent = %self.spec.id, error = %e, "cannot encode agent record"),
         }
-        Box::pin(async {})
     }
 
     fn event_data(&self) -> serde_json::Value {

@@ -36,9 +36,7 @@ pub trait ChildSpec: Send + Sync + 'static {
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>>;
     /// Called after each lifecycle change, before its event is written. The batch is
     /// committed with the event, so the spec can record state atomically with it.
-    fn lifecycle(&self, _event: &ChildEvent, _batch: &mut Batch) -> BoxFuture<'static, ()> {
-        Box::pin(async {})
-    }
+    fn lifecycle(&self, _event: &ChildEvent, _batch: &mut Batch) {}
     /// Extra fields for this child's events.
     fn event_data(&self) -> serde_json::Value {
         json!({})
@@ -134,7 +132,7 @@ impl Actor for Supervisor {
                         if let Some(cell) = &child.cell {
                             stop(cell).await;
                         }
-                        state.record(&child.spec, ChildEvent::Stopped).await;
+                        state.record(&child.spec, ChildEvent::Stopped);
                         true
                     }
                     None => false,
@@ -153,6 +151,11 @@ impl Actor for Supervisor {
             SupervisorMsg::RestartDue(ids, restarts) => {
                 for id in ids {
                     let Some(pos) = state.position(&id) else { continue };
+                    // Two restarts can be pending for one child (a sibling failed during its
+                    // backoff); the first one started it.
+                    if state.children[pos].cell.is_some() {
+                        continue;
+                    }
                     let spec = state.children[pos].spec.clone();
                     match spec.clone().start(myself.get_cell()).await {
                         Ok(cell) => {
@@ -160,7 +163,7 @@ impl Actor for Supervisor {
                             child.cell = Some(cell);
                             child.restarts += 1;
                             let count = child.restarts;
-                            state.record(&spec, ChildEvent::Restarted { restarts: count }).await;
+                            state.record(&spec, ChildEvent::Restarted { restarts: count });
                         }
                         Err(e) => {
                             tracing::warn!(supervisor = %state.name, child = %id, error = %e, restarts, "restart failed");
@@ -217,7 +220,7 @@ impl State {
             cell: Some(cell),
             restarts: 0,
         });
-        self.record(&spec, ChildEvent::Started).await;
+        self.record(&spec, ChildEvent::Started);
         Ok(())
     }
 
@@ -240,17 +243,14 @@ impl State {
         tracing::warn!(supervisor = %self.name, child = %spec.id(), ?exit, %reason, ?decision, "child exited");
         let restarting = matches!(decision, Decision::Restart { .. });
         match exit {
-            Exit::Failed => {
-                self.record(
-                    &spec,
-                    ChildEvent::Failed {
-                        reason: reason.clone(),
-                        restarting,
-                    },
-                )
-                .await
-            }
-            Exit::Normal if !restarting => self.record(&spec, ChildEvent::Stopped).await,
+            Exit::Failed => self.record(
+                &spec,
+                ChildEvent::Failed {
+                    reason: reason.clone(),
+                    restarting,
+                },
+            ),
+            Exit::Normal if !restarting => self.record(&spec, ChildEvent::Stopped),
             Exit::Normal => {}
         }
         match decision {
@@ -302,9 +302,9 @@ impl State {
     }
 
     /// Writes the event for a lifecycle change, with whatever the spec records beside it.
-    async fn record(&self, spec: &Arc<dyn ChildSpec>, event: ChildEvent) {
+    fn record(&self, spec: &Arc<dyn ChildSpec>, event: ChildEvent) {
         let mut batch = Batch::new();
-        spec.lifecycle(&event, &mut batch).await;
+        spec.lifecycle(&event, &mut batch);
         let mut data = spec.event_data();
         let suffix = match &event {
             ChildEvent::Started => "STARTED",
