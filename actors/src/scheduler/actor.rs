@@ -126,6 +126,9 @@ impl Actor for Scheduler {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            // A restarted scheduler may already have found the task in the store (it was
+            // committed before this message was sent); the copy it holds may be running.
+            SchedulerMsg::Enqueue(task) if state.tasks.contains_key(&task.id) => {}
             SchedulerMsg::Enqueue(task) => {
                 state.queue.push(&task.id, task.priority);
                 state.tasks.insert(task.id.clone(), task);

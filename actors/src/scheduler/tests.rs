@@ -86,7 +86,7 @@ fn agent_up(actor: ActorRef<AgentMsg>) -> SchedulerMsg {
     SchedulerMsg::AgentUp {
         id: "a1".into(),
         capabilities: vec!["echo".into()],
-        max_concurrent: 1,
+        max_concurrent: 2,
         actor,
     }
 }
@@ -275,5 +275,34 @@ async fn under_random_load_no_task_runs_twice_no_agent_overcommits_and_every_tas
             assert!((1..=2).contains(&attempt), "seed {seed}: {e:?}");
         }
         assert!(l.starts >= TASKS as u64, "seed {seed}: {} starts", l.starts);
+    }
+}
+
+#[tokio::test]
+async fn a_second_enqueue_of_a_known_task_does_not_start_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let s = scheduler(&store).await;
+    // Never answers: the task stays RUNNING, where a second start would be a double run.
+    let (silent, _) = Actor::spawn(None, Silent, ()).await.unwrap();
+    s.cast(agent_up(silent)).unwrap();
+    s.cast(SchedulerMsg::Enqueue(task("t1"))).unwrap();
+    s.cast(SchedulerMsg::Enqueue(task("t1"))).unwrap();
+    let running = ractor::call!(s, SchedulerMsg::Running).unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(running, 1);
+    assert_eq!(kinds(&store).await, ["TASK_STARTED"]);
+}
+
+/// Takes assignments and never finishes them.
+struct Silent;
+
+impl Actor for Silent {
+    type Msg = AgentMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<AgentMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
     }
 }
