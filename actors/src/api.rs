@@ -106,6 +106,14 @@ impl Api {
         }
     }
 
+    fn scheduler(&self) -> Result<ractor::ActorRef<SchedulerMsg>, ApiError> {
+        self.inner
+            .services
+            .scheduler
+            .get()
+            .ok_or_else(|| ApiError::Unavailable("the scheduler is not running".into()))
+    }
+
     fn ensure_serving(&self) -> Result<(), ApiError> {
         if self.inner.draining.load(Ordering::SeqCst) {
             Err(ApiError::Unavailable("the node is shutting down".into()))

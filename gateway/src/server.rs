@@ -191,7 +191,9 @@ impl Actor for Gateway {
         cfg: Arc<GatewayChild>,
     ) -> Result<Serving, ActorProcessingErr> {
         let addr = cfg.bound.lock().ok().and_then(|b| *b).unwrap_or(cfg.listen);
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("the gateway cannot listen on {addr}: {e}"))?;
         let bound = listener.local_addr()?;
         if let Ok(mut b) = cfg.bound.lock() {
             *b = Some(bound);

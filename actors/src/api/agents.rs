@@ -85,14 +85,6 @@ impl Api {
             .ok_or_else(|| ApiError::Unavailable("the agents supervisor is not running".into()))
     }
 
-    pub(super) fn scheduler(&self) -> Result<ractor::ActorRef<SchedulerMsg>, ApiError> {
-        self.inner
-            .services
-            .scheduler
-            .get()
-            .ok_or_else(|| ApiError::Unavailable("the scheduler is not running".into()))
-    }
-
     pub async fn stop_agent(&self, id: &str) -> Result<AgentView, ApiError> {
         match self.stop_local(id).await {
             Err(ApiError::NotFound(_)) => {

@@ -67,6 +67,11 @@ impl Actor for ClusterActor {
         cfg: Arc<ClusterChild>,
     ) -> Result<State, ActorProcessingErr> {
         let name = cfg.api.node_name().to_owned();
+        // ractor_cluster binds inside its own actor and reports a failure without the address.
+        drop(
+            std::net::TcpListener::bind(cfg.listen)
+                .map_err(|e| format!("the cluster cannot listen on {}: {e}", cfg.listen))?,
+        );
         let server = NodeServer::new(
             cfg.listen.port(),
             cfg.cookie.clone(),
