@@ -13,6 +13,7 @@ mod system {
     mod exec_backend;
     mod http_api;
     mod recovery;
+    mod scheduling;
     mod subscriptions;
     mod supervision;
 }

@@ -1,0 +1,71 @@
+//! The scheduler seen from outside: priority order, and tasks that wait for an agent.
+
+use anyhow::{ensure, Result};
+use serde_json::json;
+
+use super::support::{text, Node, NodeOpts};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_tasks_start_by_priority_class_then_in_arrival_order() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let napper = node.spawn_builtin("sleep", &["nap"]).await?;
+    // One slot, taken for a while: everything submitted meanwhile waits in the queue.
+    let blocker = node.submit_to(&napper, json!({ "ms": 1500 })).await?;
+    node.wait_task_state(&blocker, "RUNNING").await?;
+    let mut ids = Vec::new();
+    for (priority, n) in [("LOW", 1), ("NORMAL", 2), ("CRITICAL", 3), ("HIGH", 4), ("CRITICAL", 5)] {
+        let task = node
+            .submit(json!({ "capability": "nap", "payload": { "ms": 1 }, "priority": priority }))
+            .await?;
+        ids.push((n, text(&task, "/id")?));
+    }
+    for (_, id) in &ids {
+        node.wait_task_state(id, "SUCCEEDED").await?;
+    }
+    let started: Vec<String> = node
+        .events(&["TASK_STARTED"])
+        .await?
+        .iter()
+        .filter_map(|e| e["subject"].as_str().map(str::to_owned))
+        .filter(|s| s != &blocker)
+        .collect();
+    let order: Vec<i32> = started
+        .iter()
+        .filter_map(|s| ids.iter().find(|(_, id)| id == s).map(|(n, _)| *n))
+        .collect();
+    ensure!(
+        order == vec![3, 5, 4, 2, 1],
+        "start order by submission number: {order:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_no_agent_can_run_stays_queued_and_runs_once_a_capable_agent_appears() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    node.spawn_builtin("echo", &["echo"]).await?;
+    let task = node
+        .submit(json!({ "capability": "translate", "payload": { "text": "hola" } }))
+        .await?;
+    let id = text(&task, "/id")?;
+    let queued = node
+        .gql_ok(
+            "{ tasks(state: QUEUED) { totalCount nodes { id state agentId } } }",
+            json!({}),
+        )
+        .await?;
+    ensure!(
+        queued["tasks"]["totalCount"] == 1 && queued["tasks"]["nodes"][0]["id"] == id.as_str(),
+        "the waiting task is not listed as QUEUED: {queued}"
+    );
+    ensure!(
+        node.task(&id).await?["attempts"] == 0,
+        "started without a capable agent"
+    );
+
+    let translator = node.spawn_builtin("echo", &["translate"]).await?;
+    let done = node.wait_task_state(&id, "SUCCEEDED").await?;
+    ensure!(done["agentId"] == translator.as_str(), "ran on the wrong agent: {done}");
+    ensure!(done["attempts"] == 1, "{done}");
+    Ok(())
+}
