@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 
-use super::support::{expect_code, text, Deadline, Node, NodeOpts, WAIT};
+use super::support::{expect_code, text, Deadline, Node, NodeOpts, Subscription, WAIT};
 
 /// name -> status of every member `node` reports.
 async fn members(node: &Node) -> Result<BTreeMap<String, String>> {
@@ -153,5 +153,30 @@ async fn a_frozen_peer_is_reported_down_then_up_again_when_it_resumes() -> Resul
     );
     beta.thaw()?;
     wait_member(&alpha, "beta", "UP").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_updates_follow_a_task_queued_on_a_peer_to_its_end() -> Result<()> {
+    let (alpha, _beta) = start_pair().await?;
+    let input = json!({ "name": "napper", "backend": { "builtin": { "kind": "sleep" } }, "node": "beta" });
+    let napper = text(&alpha.spawn_agent(input).await?, "/id")?;
+    // The napper has one slot: the second task waits on beta while we subscribe through alpha.
+    alpha.submit_to(&napper, json!({ "ms": 1500 })).await?;
+    let id = alpha.submit_to(&napper, json!({ "ms": 10 })).await?;
+    let q = "subscription($id: ID!) { taskUpdates(id: $id) { state } }";
+    let mut sub = Subscription::start(&alpha, q, json!({ "id": id })).await?;
+    let mut states = Vec::new();
+    while let Some(data) = sub.next_with_deadline().await? {
+        states.push(text(&data, "/taskUpdates/state")?);
+    }
+    ensure!(
+        states.first().map(String::as_str) == Some("QUEUED"),
+        "states: {states:?}"
+    );
+    ensure!(
+        states.last().map(String::as_str) == Some("SUCCEEDED"),
+        "states: {states:?}"
+    );
     Ok(())
 }

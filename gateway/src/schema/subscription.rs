@@ -63,14 +63,13 @@ impl Subscription {
             .await
             .gql()?
             .ok_or_else(|| coded("NOT_FOUND", format!("no task {}", id.0)))?;
-        let local = first.agent_id.is_none()
-            || api
-                .store()
-                .get(troupe_runtime::store::Table::Tasks, &id)
-                .await
-                .ok()
-                .flatten()
-                .is_some();
+        // A task of this node changes through this node's events; a peer's task is polled.
+        let local = api
+            .store()
+            .get(troupe_runtime::store::Table::Tasks, &id)
+            .await
+            .map_err(|e| crate::error::api(e.into()))?
+            .is_some();
         let changes: futures::stream::BoxStream<'static, ()> = if local {
             let filter = EventFilter {
                 kinds: None,
