@@ -86,15 +86,9 @@ impl Api {
     }
 
     pub async fn stop_agent(&self, id: &str) -> Result<AgentView, ApiError> {
-        match self.stop_local(id).await {
-            Err(ApiError::NotFound(_)) => {
-                self.on_peers(PeerRequest::StopAgent(id.into()), peer::agent, || {
-                    format!("no agent {id}")
-                })
-                .await
-            }
-            other => other,
-        }
+        let local = self.stop_local(id).await;
+        self.or_on_peers(local, PeerRequest::StopAgent(id.into()), peer::agent)
+            .await
     }
 
     pub(super) async fn stop_local(&self, id: &str) -> Result<AgentView, ApiError> {

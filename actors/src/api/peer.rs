@@ -86,17 +86,21 @@ impl Api {
         answer.unwrap_or_else(PeerResponse::Error)
     }
 
-    /// Sends a request to every peer; the one that owns the entity answers. Peers that do
-    /// not know it answer NOT_FOUND, which only counts if nobody else answers.
-    pub(super) async fn on_peers<T>(
+    /// `local` unless it is NOT_FOUND; then asks every peer, and the one that owns the entity
+    /// answers. Peers that do not know it answer NOT_FOUND, which only counts if nobody else
+    /// answers.
+    pub(super) async fn or_on_peers<T>(
         &self,
+        local: Result<T, ApiError>,
         request: PeerRequest,
         pick: fn(PeerResponse) -> Option<T>,
-        missing: impl FnOnce() -> String,
     ) -> Result<T, ApiError> {
+        let Err(ApiError::NotFound(missing)) = local else {
+            return local;
+        };
         match self.cluster().ask_all(&request).await {
             Ok(Some(answer)) => pick(answer).ok_or_else(|| ApiError::Internal("unexpected peer answer".into())),
-            Ok(None) => Err(ApiError::NotFound(missing())),
+            Ok(None) => Err(ApiError::NotFound(missing)),
             Err(e) => Err(e),
         }
     }

@@ -15,14 +15,14 @@ use crate::task::{SubmitTaskRequest, TaskRecord, TaskState};
 impl Api {
     pub async fn submit_task(&self, req: SubmitTaskRequest) -> Result<TaskRecord, ApiError> {
         req.validate(self.inner.max_payload_bytes)?;
-        if let Some(agent) = req.agent_id.clone() {
-            if self.local_agent(&agent).await?.is_none() {
-                return self
-                    .on_peers(PeerRequest::SubmitTask(req), peer::task, || format!("no agent {agent}"))
-                    .await;
-            }
+        if req.agent_id.is_none() {
+            return self.submit_local(req).await;
         }
-        self.submit_local(req).await
+        // submit_local reads the target agent; only an agent it does not have sends us to the
+        // peers (a capability task never does).
+        let forward = PeerRequest::SubmitTask(req.clone());
+        let local = self.submit_local(req).await;
+        self.or_on_peers(local, forward, peer::task).await
     }
 
     pub(super) async fn submit_local(&self, req: SubmitTaskRequest) -> Result<TaskRecord, ApiError> {
@@ -74,15 +74,9 @@ impl Api {
     }
 
     pub async fn cancel_task(&self, id: &str) -> Result<TaskRecord, ApiError> {
-        match self.cancel_local(id).await {
-            Err(ApiError::NotFound(_)) => {
-                self.on_peers(PeerRequest::CancelTask(id.into()), peer::task, || {
-                    format!("no task {id}")
-                })
-                .await
-            }
-            other => other,
-        }
+        let local = self.cancel_local(id).await;
+        self.or_on_peers(local, PeerRequest::CancelTask(id.into()), peer::task)
+            .await
     }
 
     pub(super) async fn cancel_local(&self, id: &str) -> Result<TaskRecord, ApiError> {
