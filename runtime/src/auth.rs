@@ -1,18 +1,32 @@
-//! API tokens: random secrets of which the store keeps only a SHA-256 hash, each with a role.
+//! API tokens: random secrets of which the store keeps only a SHA-256 hash, each with a
+//! role, a name, an optional expiry, and the time it was last used.
 //!
+//! [`Tokens`] keeps every record in memory (there are few), so checking a token costs no
+//! disk read, and a revocation or an expiry takes effect at the very next check.
 //! `troupe token create` writes straight into the store when no node has it open; while a
 //! node runs (redb lets one process write), it drops the hash into `tokens.pending/`, which
 //! the node imports at start and whenever it meets a token it does not know.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+mod files;
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+pub use files::{create_offline, write_private, ADMIN_TOKEN_FILE};
 
 use crate::store::{Batch, Store, StoreError, Table};
+
+pub const TOKENS: Table = Table::new("tokens");
+
+/// A token's last use is written at most this often.
+const LAST_USED_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// What a token may do. Ordered: a higher role can do all a lower one can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
@@ -22,7 +36,7 @@ pub enum Role {
     Viewer,
     /// Also agent and task mutations.
     Operator,
-    /// Everything.
+    /// Also token management.
     Admin,
 }
 
@@ -45,10 +59,41 @@ impl Role {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct TokenRecord {
-    role: Role,
-    created_at: chrono::DateTime<chrono::Utc>,
+/// A token as the store keeps it and as admins see it: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl TokenInfo {
+    fn new(name: String, role: Role, expires_at: Option<DateTime<Utc>>) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            name,
+            role,
+            created_at: crate::clock::now(),
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+
+    /// Why the token no longer works, if it does not.
+    pub fn refused(&self, now: DateTime<Utc>) -> Option<&'static str> {
+        if self.revoked_at.is_some() {
+            Some("revoked")
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            Some("expired")
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +102,20 @@ pub enum TokenError {
     Store(#[from] StoreError),
     #[error("cannot write {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("no token {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
-const PENDING_DIR: &str = "tokens.pending";
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// What checking a bearer token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Valid { id: String, role: Role },
+    Unknown,
+    /// Known but revoked or expired.
+    Refused(&'static str),
+}
 
 pub fn hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
@@ -74,158 +129,208 @@ fn generate() -> String {
     format!("trp_{hex}")
 }
 
-fn record(role: Role) -> Result<Vec<u8>, StoreError> {
-    crate::codec::encode(&TokenRecord {
-        role,
-        created_at: crate::clock::now(),
-    })
+/// The node's tokens: the store's records, cached.
+#[derive(Clone)]
+pub struct Tokens {
+    store: Store,
+    data_dir: PathBuf,
+    by_hash: Arc<RwLock<HashMap<String, TokenInfo>>>,
+    /// Bumped at every revocation, so long-lived connections re-check their token.
+    revocations: Arc<watch::Sender<u64>>,
 }
 
-/// The role of `token`, if the store knows it.
-pub async fn lookup(store: &Store, token: &str) -> Result<Option<Role>, StoreError> {
-    match store.get(Table::Tokens, &hash(token)).await? {
-        Some(bytes) => Ok(Some(crate::codec::decode::<TokenRecord>(&bytes)?.role)),
-        None => Ok(None),
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").finish_non_exhaustive()
     }
 }
 
-/// Creates a token in a running node's store.
-pub async fn create(store: &Store, role: Role) -> Result<String, StoreError> {
-    let token = generate();
-    store
-        .write(Batch::new().put(Table::Tokens, hash(&token), record(role)?))
-        .await?;
-    Ok(token)
-}
+impl Tokens {
+    /// Loads every token, after importing those `troupe token create` left while the store
+    /// was locked.
+    pub async fn load(store: Store, data_dir: &Path) -> Result<Self, TokenError> {
+        let tokens = Self {
+            store,
+            data_dir: data_dir.to_path_buf(),
+            by_hash: Arc::default(),
+            revocations: Arc::new(watch::channel(0).0),
+        };
+        tokens.reload().await?;
+        files::import_pending(&tokens.store, data_dir).await?;
+        tokens.reload().await?;
+        Ok(tokens)
+    }
 
-/// Creates a token for the node whose data dir is `data_dir`, running or not.
-pub async fn create_offline(data_dir: &Path, role: Role) -> Result<String, TokenError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| TokenError::Io {
-        path: data_dir.to_path_buf(),
-        source,
-    })?;
-    match Store::open(&data_dir.join("troupe.redb")) {
-        Ok(store) => Ok(create(&store, role).await?),
-        Err(StoreError::Locked) => {
-            let token = generate();
-            let dir = data_dir.join(PENDING_DIR);
-            let path = dir.join(hash(&token));
-            std::fs::create_dir_all(&dir)
-                .and_then(|_| write_private(&path, role.as_str()))
-                .map_err(|source| TokenError::Io { path, source })?;
-            Ok(token)
+    async fn reload(&self) -> Result<(), TokenError> {
+        let all = self.store.scan(TOKENS, None, usize::MAX, |_| true).await?;
+        let mut map = HashMap::with_capacity(all.len());
+        for (hash, bytes) in all {
+            map.insert(hash, crate::codec::decode::<TokenInfo>(&bytes)?);
         }
-        Err(e) => Err(e.into()),
+        *self.by_hash.write().unwrap_or_else(|p| p.into_inner()) = map;
+        Ok(())
     }
-}
 
-/// Moves hashes left by `troupe token create` into the store; returns how many.
-pub async fn import_pending(store: &Store, data_dir: &Path) -> Result<usize, TokenError> {
-    let dir = data_dir.join(PENDING_DIR);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(0);
-    };
-    let mut batch = Batch::new();
-    let mut files = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let role = std::fs::read_to_string(&path).ok().and_then(|s| Role::parse(&s));
-        match role {
-            Some(role) if name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit()) => {
-                batch = batch.put(Table::Tokens, name, record(role)?);
-                files.push(path);
+    fn get(&self, hash: &str) -> Option<TokenInfo> {
+        self.by_hash
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hash)
+            .cloned()
+    }
+
+    fn put_cached(&self, hash: String, info: TokenInfo) {
+        self.by_hash
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hash, info);
+    }
+
+    /// Checks a bearer token. Notes its use (written at most once a minute per token).
+    pub async fn check(&self, token: &str) -> Result<Check, TokenError> {
+        let hash = hash(token);
+        let info = match self.get(&hash) {
+            Some(info) => info,
+            None => {
+                if files::import_pending(&self.store, &self.data_dir).await? == 0 {
+                    return Ok(Check::Unknown);
+                }
+                self.reload().await?;
+                match self.get(&hash) {
+                    Some(info) => info,
+                    None => return Ok(Check::Unknown),
+                }
             }
-            _ => tracing::warn!(path = %path.display(), "ignoring malformed pending token"),
+        };
+        let now = crate::clock::now();
+        if let Some(why) = info.refused(now) {
+            return Ok(Check::Refused(why));
         }
+        if info.last_used_at.is_none_or(|t| now - t >= LAST_USED_EVERY) {
+            let mut used = info.clone();
+            used.last_used_at = Some(now);
+            let bytes = crate::codec::encode(&used)?;
+            self.put_cached(hash.clone(), used);
+            // Losing a last-use time to a crash is harmless; the write is not awaited.
+            let _ = self.store.submit(Batch::new().put(TOKENS, hash, bytes));
+        }
+        Ok(Check::Valid {
+            id: info.id,
+            role: info.role,
+        })
     }
-    if files.is_empty() {
-        return Ok(0);
-    }
-    store.write(batch).await?;
-    for f in &files {
-        let _ = std::fs::remove_file(f);
-    }
-    Ok(files.len())
-}
 
-/// Makes sure the admin token in `<data_dir>/admin.token` works, creating it on first start.
-/// Returns the file's path.
-pub async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<PathBuf, TokenError> {
-    let path = data_dir.join(ADMIN_TOKEN_FILE);
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim();
-        if !existing.is_empty() {
-            if lookup(store, existing).await?.is_none() {
+    /// Whether the token with this id still works (for connections that checked it earlier).
+    pub fn still_valid(&self, id: &str) -> bool {
+        let now = crate::clock::now();
+        self.by_hash
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|t| t.id == id && t.refused(now).is_none())
+    }
+
+    /// The expiry of the token with this id, if it has one.
+    pub fn expiry(&self, id: &str) -> Option<DateTime<Utc>> {
+        self.by_hash
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|t| t.id == id)
+            .and_then(|t| t.expires_at)
+    }
+
+    /// Changes at every revocation.
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    /// Creates a token; returns the secret (shown once, never stored) and its record.
+    pub async fn create(
+        &self,
+        role: Role,
+        name: &str,
+        expires_in: Option<chrono::TimeDelta>,
+    ) -> Result<(String, TokenInfo), TokenError> {
+        let name = validate_name(name)?;
+        if expires_in.is_some_and(|d| d <= chrono::TimeDelta::zero()) {
+            return Err(TokenError::Invalid("expiresInSeconds must be positive".into()));
+        }
+        let expires_at = expires_in.map(|d| crate::clock::now() + d);
+        let secret = generate();
+        let info = TokenInfo::new(name, role, expires_at);
+        let hash = hash(&secret);
+        self.store
+            .write(Batch::new().put(TOKENS, hash.clone(), crate::codec::encode(&info)?))
+            .await?;
+        self.put_cached(hash, info.clone());
+        Ok((secret, info))
+    }
+
+    /// Revokes a token: from the next check on it no longer works.
+    pub async fn revoke(&self, id: &str) -> Result<TokenInfo, TokenError> {
+        let found = self
+            .by_hash
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(_, t)| t.id == id)
+            .map(|(h, t)| (h.clone(), t.clone()));
+        let (hash, mut info) = found.ok_or_else(|| TokenError::NotFound(id.to_owned()))?;
+        if info.revoked_at.is_none() {
+            info.revoked_at = Some(crate::clock::now());
+            self.store
+                .write(Batch::new().put(TOKENS, hash.clone(), crate::codec::encode(&info)?))
+                .await?;
+            self.put_cached(hash, info.clone());
+            self.revocations.send_modify(|n| *n += 1);
+        }
+        Ok(info)
+    }
+
+    /// Every token, oldest first.
+    pub fn list(&self) -> Vec<TokenInfo> {
+        let mut all: Vec<TokenInfo> = self
+            .by_hash
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// Makes sure the admin token in `<data_dir>/admin.token` works, creating it on first
+    /// start. Returns the file's path.
+    pub async fn ensure_admin_token(&self) -> Result<PathBuf, TokenError> {
+        let path = self.data_dir.join(ADMIN_TOKEN_FILE);
+        let existing = files::read_trimmed(&path).await;
+        if let Some(existing) = existing.filter(|t| !t.is_empty()) {
+            let hash = hash(&existing);
+            if self.get(&hash).is_none() {
                 // The file outlived its store (a wiped database): keep the operator's token.
-                store
-                    .write(Batch::new().put(Table::Tokens, hash(existing), record(Role::Admin)?))
+                let info = TokenInfo::new("admin".into(), Role::Admin, None);
+                self.store
+                    .write(Batch::new().put(TOKENS, hash.clone(), crate::codec::encode(&info)?))
                     .await?;
+                self.put_cached(hash, info);
             }
             return Ok(path);
         }
+        let (secret, _) = self.create(Role::Admin, "admin", None).await?;
+        files::write_private_async(path.clone(), secret).await?;
+        Ok(path)
     }
-    let token = create(store, Role::Admin).await?;
-    write_private(&path, &token).map_err(|source| TokenError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(path)
 }
 
-/// Writes a file only its owner can read.
-pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(contents.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+fn validate_name(name: &str) -> Result<String, TokenError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 128 {
+        return Err(TokenError::Invalid("a token name must be 1-128 characters".into()));
+    }
+    Ok(name.to_owned())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn tokens_resolve_to_their_role_and_unknown_ones_to_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let t = create(&store, Role::Operator).await.unwrap();
-        assert_eq!(lookup(&store, &t).await.unwrap(), Some(Role::Operator));
-        assert_eq!(lookup(&store, "trp_nope").await.unwrap(), None);
-        assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
-    }
-
-    #[tokio::test]
-    async fn admin_token_is_created_once_and_only_its_hash_is_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let path = ensure_admin_token(&store, dir.path()).await.unwrap();
-        let token = std::fs::read_to_string(&path).unwrap().trim().to_owned();
-        ensure_admin_token(&store, dir.path()).await.unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), token);
-        assert_eq!(lookup(&store, &token).await.unwrap(), Some(Role::Admin));
-        assert!(store.get(Table::Tokens, &token).await.unwrap().is_none());
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-    }
-
-    #[tokio::test]
-    async fn tokens_created_while_the_store_is_locked_are_imported() {
-        let dir = tempfile::tempdir().unwrap();
-        let pending = dir.path().join(PENDING_DIR);
-        std::fs::create_dir_all(&pending).unwrap();
-        let token = generate();
-        write_private(&pending.join(hash(&token)), "viewer").unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        assert_eq!(import_pending(&store, dir.path()).await.unwrap(), 1);
-        assert_eq!(lookup(&store, &token).await.unwrap(), Some(Role::Viewer));
-        assert!(std::fs::read_dir(&pending).unwrap().next().is_none());
-    }
-}
+mod tests;

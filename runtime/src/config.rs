@@ -1,5 +1,6 @@
 //! Node configuration: command-line flags, `TROUPE_*` environment variables and a TOML file,
-//! in that order of precedence, over built-in defaults.
+//! in that order of precedence, over built-in defaults. One struct, [`ServeArgs`], is both
+//! the flags and the file's keys, so the two cannot drift apart.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,11 +17,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// `troupe serve` flags. Every one can also come from the environment or the config file.
-#[derive(Debug, Clone, Default, Args)]
+/// `troupe serve` flags, and the keys of the TOML file (with underscores). Every one is
+/// optional; the defaults are in brackets.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServeArgs {
     /// TOML file with any of these settings (keys use underscores: data_dir, join = [...]).
     #[arg(long, env = "TROUPE_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Where the store, the admin token and the cookie live [default: ./troupe-data].
     #[arg(long, env = "TROUPE_DATA_DIR")]
@@ -45,15 +49,23 @@ pub struct ServeArgs {
     /// How long running tasks may take to finish on SIGINT/SIGTERM [default: 10000].
     #[arg(long, env = "TROUPE_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
-    /// Restarts a supervisor makes within the window before it escalates [default: 5].
+    /// Restarts a node service supervisor makes within the window before it escalates
+    /// [default: 5].
     #[arg(long, env = "TROUPE_SUPERVISOR_MAX_RESTARTS")]
     pub supervisor_max_restarts: Option<u32>,
-    /// The restart-intensity window [default: 10000].
+    /// The restart-intensity window of the node's supervisors [default: 10000].
     #[arg(long, env = "TROUPE_SUPERVISOR_WINDOW_MS")]
     pub supervisor_window_ms: Option<u64>,
-    /// First restart delay, doubled per restart within the window [default: 100].
+    /// Delay before the second restart within a window, doubled for each further one; the
+    /// first restart is immediate [default: 100].
     #[arg(long, env = "TROUPE_SUPERVISOR_BACKOFF_MS")]
     pub supervisor_backoff_ms: Option<u64>,
+    /// Restarts one agent gets within its window before it alone is FAILED [default: 5].
+    #[arg(long, env = "TROUPE_AGENT_MAX_RESTARTS")]
+    pub agent_max_restarts: Option<u32>,
+    /// The window of an agent's own restart intensity [default: 10000].
+    #[arg(long, env = "TROUPE_AGENT_RESTART_WINDOW_MS")]
+    pub agent_restart_window_ms: Option<u64>,
     /// First task retry delay, doubled per attempt [default: 500].
     #[arg(long, env = "TROUPE_RETRY_BASE_MS")]
     pub retry_base_ms: Option<u64>,
@@ -63,35 +75,43 @@ pub struct ServeArgs {
     /// Largest task payload, as JSON text [default: 262144].
     #[arg(long, env = "TROUPE_MAX_PAYLOAD_BYTES")]
     pub max_payload_bytes: Option<usize>,
-    /// Largest HTTP request body [default: 1048576].
+    /// Largest HTTP request body and WebSocket message [default: 1048576].
     #[arg(long, env = "TROUPE_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
     /// How many of the newest events the log keeps; 0 keeps all [default: 1000000].
     #[arg(long, env = "TROUPE_EVENT_RETENTION")]
     pub event_retention: Option<u64>,
+    /// How long a mutation's answer is kept for its idempotency key [default: 86400000].
+    #[arg(long, env = "TROUPE_IDEMPOTENCY_WINDOW_MS")]
+    pub idempotency_window_ms: Option<u64>,
+    /// Require a token (any role) for /metrics [default: false].
+    #[arg(long, env = "TROUPE_METRICS_AUTH")]
+    pub metrics_auth: Option<bool>,
+    /// Longest an HTTP request may take before it is answered 408 [default: 30000].
+    #[arg(long, env = "TROUPE_HTTP_TIMEOUT_MS")]
+    pub http_timeout_ms: Option<u64>,
+    /// Most HTTP requests served at once; more are answered 503 at once [default: 512].
+    #[arg(long, env = "TROUPE_HTTP_MAX_IN_FLIGHT")]
+    pub http_max_in_flight: Option<usize>,
+    /// Most WebSocket connections at once [default: 4096].
+    #[arg(long, env = "TROUPE_WS_MAX_CONNECTIONS")]
+    pub ws_max_connections: Option<usize>,
+    /// Most subscriptions on one WebSocket connection [default: 64].
+    #[arg(long, env = "TROUPE_WS_MAX_SUBSCRIPTIONS")]
+    pub ws_max_subscriptions: Option<usize>,
+    /// How long a new WebSocket may take to send connection_init [default: 10000].
+    #[arg(long, env = "TROUPE_WS_INIT_TIMEOUT_MS")]
+    pub ws_init_timeout_ms: Option<u64>,
+    /// Interval of the server's keep-alive pings on WebSockets [default: 15000].
+    #[arg(long, env = "TROUPE_WS_KEEPALIVE_MS")]
+    pub ws_keepalive_ms: Option<u64>,
 }
 
-/// The same settings as read from the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    listen: Option<SocketAddr>,
-    node_name: Option<String>,
-    cluster_listen: Option<SocketAddr>,
-    #[serde(default)]
-    join: Vec<String>,
-    cookie_file: Option<PathBuf>,
-    log_format: Option<LogFormat>,
-    shutdown_grace_ms: Option<u64>,
-    supervisor_max_restarts: Option<u32>,
-    supervisor_window_ms: Option<u64>,
-    supervisor_backoff_ms: Option<u64>,
-    retry_base_ms: Option<u64>,
-    retry_max_ms: Option<u64>,
-    max_payload_bytes: Option<usize>,
-    body_limit_bytes: Option<usize>,
-    event_retention: Option<u64>,
+/// Fills every unset option of `$args` from `$file`.
+macro_rules! fill {
+    ($args:ident, $file:ident; $($field:ident),* $(,)?) => {
+        $( if $args.$field.is_none() { $args.$field = $file.$field.take(); } )*
+    };
 }
 
 /// A resolved configuration.
@@ -108,11 +128,21 @@ pub struct Config {
     pub supervisor_max_restarts: u32,
     pub supervisor_window: Duration,
     pub supervisor_backoff: Duration,
+    pub agent_max_restarts: u32,
+    pub agent_restart_window: Duration,
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub max_payload_bytes: usize,
     pub body_limit_bytes: usize,
     pub event_retention: u64,
+    pub idempotency_window: Duration,
+    pub metrics_auth: bool,
+    pub http_timeout: Duration,
+    pub http_max_in_flight: usize,
+    pub ws_max_connections: usize,
+    pub ws_max_subscriptions: usize,
+    pub ws_init_timeout: Duration,
+    pub ws_keepalive: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,13 +157,21 @@ pub enum ConfigError {
 
 impl Config {
     /// Resolves flags and environment (already in `args`) over the file over the defaults.
-    pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
+    pub fn load(mut args: ServeArgs) -> Result<Self, ConfigError> {
+        if let Some(path) = args.config.clone() {
+            let mut file = read_file(&path)?;
+            fill!(args, file; data_dir, listen, node_name, cluster_listen, cookie_file, log_format,
+                shutdown_grace_ms, supervisor_max_restarts, supervisor_window_ms, supervisor_backoff_ms,
+                agent_max_restarts, agent_restart_window_ms, retry_base_ms, retry_max_ms,
+                max_payload_bytes, body_limit_bytes, event_retention, idempotency_window_ms,
+                metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
+                ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms);
+            if args.join.is_empty() {
+                args.join = file.join;
+            }
+        }
         let ms = Duration::from_millis;
-        let node_name = match args.node_name.or(file.node_name) {
+        let node_name = match args.node_name {
             Some(n) => n,
             None => hostname::get()
                 .map(|h| h.to_string_lossy().into_owned())
@@ -141,51 +179,73 @@ impl Config {
         };
         validate_node_name(&node_name)?;
         let config = Self {
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./troupe-data")),
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from("./troupe-data")),
+            listen: args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             node_name,
             cluster_listen: args
                 .cluster_listen
-                .or(file.cluster_listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4697))),
-            join: if args.join.is_empty() { file.join } else { args.join },
-            cookie_file: args.cookie_file.or(file.cookie_file),
-            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-            shutdown_grace: ms(args.shutdown_grace_ms.or(file.shutdown_grace_ms).unwrap_or(10_000)),
-            supervisor_max_restarts: args
-                .supervisor_max_restarts
-                .or(file.supervisor_max_restarts)
-                .unwrap_or(5),
-            supervisor_window: ms(args
-                .supervisor_window_ms
-                .or(file.supervisor_window_ms)
-                .unwrap_or(10_000)),
-            supervisor_backoff: ms(args.supervisor_backoff_ms.or(file.supervisor_backoff_ms).unwrap_or(100)),
-            retry_base: ms(args.retry_base_ms.or(file.retry_base_ms).unwrap_or(500)),
-            retry_max: ms(args.retry_max_ms.or(file.retry_max_ms).unwrap_or(30_000)),
-            max_payload_bytes: args.max_payload_bytes.or(file.max_payload_bytes).unwrap_or(256 * 1024),
-            body_limit_bytes: args.body_limit_bytes.or(file.body_limit_bytes).unwrap_or(1024 * 1024),
-            event_retention: args.event_retention.or(file.event_retention).unwrap_or(1_000_000),
+            join: args.join,
+            cookie_file: args.cookie_file,
+            log_format: args.log_format.unwrap_or_default(),
+            shutdown_grace: ms(args.shutdown_grace_ms.unwrap_or(10_000)),
+            supervisor_max_restarts: args.supervisor_max_restarts.unwrap_or(5),
+            supervisor_window: ms(args.supervisor_window_ms.unwrap_or(10_000)),
+            supervisor_backoff: ms(args.supervisor_backoff_ms.unwrap_or(100)),
+            agent_max_restarts: args.agent_max_restarts.unwrap_or(5),
+            agent_restart_window: ms(args.agent_restart_window_ms.unwrap_or(10_000)),
+            retry_base: ms(args.retry_base_ms.unwrap_or(500)),
+            retry_max: ms(args.retry_max_ms.unwrap_or(30_000)),
+            max_payload_bytes: args.max_payload_bytes.unwrap_or(256 * 1024),
+            body_limit_bytes: args.body_limit_bytes.unwrap_or(1024 * 1024),
+            event_retention: args.event_retention.unwrap_or(1_000_000),
+            idempotency_window: ms(args.idempotency_window_ms.unwrap_or(86_400_000)),
+            metrics_auth: args.metrics_auth.unwrap_or(false),
+            http_timeout: ms(args.http_timeout_ms.unwrap_or(30_000)),
+            http_max_in_flight: args.http_max_in_flight.unwrap_or(512),
+            ws_max_connections: args.ws_max_connections.unwrap_or(4096),
+            ws_max_subscriptions: args.ws_max_subscriptions.unwrap_or(64),
+            ws_init_timeout: ms(args.ws_init_timeout_ms.unwrap_or(10_000)),
+            ws_keepalive: ms(args.ws_keepalive_ms.unwrap_or(15_000)),
         };
-        if config.supervisor_window.is_zero() {
-            return Err(ConfigError::Invalid {
-                key: "supervisor_window_ms",
-                message: "must be above 0".into(),
-            });
-        }
-        if config.max_payload_bytes >= config.body_limit_bytes {
-            return Err(ConfigError::Invalid {
-                key: "max_payload_bytes",
-                message: "must be below body_limit_bytes".into(),
-            });
-        }
+        config.validate()?;
         Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        let positive = [
+            ("supervisor_window_ms", self.supervisor_window),
+            ("agent_restart_window_ms", self.agent_restart_window),
+            ("idempotency_window_ms", self.idempotency_window),
+            ("http_timeout_ms", self.http_timeout),
+            ("ws_init_timeout_ms", self.ws_init_timeout),
+            ("ws_keepalive_ms", self.ws_keepalive),
+        ];
+        for (key, value) in positive {
+            if value.is_zero() {
+                return invalid(key, "must be above 0");
+            }
+        }
+        let counts = [
+            ("http_max_in_flight", self.http_max_in_flight),
+            ("ws_max_connections", self.ws_max_connections),
+            ("ws_max_subscriptions", self.ws_max_subscriptions),
+        ];
+        for (key, value) in counts {
+            if value == 0 {
+                return invalid(key, "must be above 0");
+            }
+        }
+        if self.max_payload_bytes >= self.body_limit_bytes {
+            return invalid("max_payload_bytes", "must be below body_limit_bytes");
+        }
+        Ok(())
     }
 
     /// Defaults for an embedded node in `data_dir` (tests, benches).
@@ -205,7 +265,7 @@ impl Config {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -239,7 +299,7 @@ mod tests {
         let path = dir.path().join("t.toml");
         std::fs::write(
             &path,
-            "node_name = \"from-file\"\nretry_base_ms = 7\njoin = [\"10.0.0.1:4697\"]\n",
+            "node_name = \"from-file\"\nretry_base_ms = 7\njoin = [\"10.0.0.1:4697\"]\nmetrics_auth = true\n",
         )
         .unwrap();
         let c = Config::load(ServeArgs {
@@ -251,19 +311,29 @@ mod tests {
         assert_eq!(c.node_name, "from-flag");
         assert_eq!(c.retry_base, Duration::from_millis(7));
         assert_eq!(c.join, vec!["10.0.0.1:4697".to_string()]);
+        assert!(c.metrics_auth);
         assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
     }
 
     #[test]
-    fn the_example_config_in_deploy_parses_with_every_key() {
+    fn the_example_config_in_deploy_parses_and_names_every_key() {
         let text = include_str!("../../deploy/troupe.toml");
-        let file: FileConfig = toml::from_str(text).expect("deploy/troupe.toml is valid");
+        let file: ServeArgs = toml::from_str(text).expect("deploy/troupe.toml is valid");
         assert_eq!(file.event_retention, Some(1_000_000));
         assert_eq!(file.body_limit_bytes, Some(1024 * 1024));
+        // Every flag is documented in the example, set or commented out.
+        let command = <ServeArgs as clap::Args>::augment_args(clap::Command::new("t"));
+        for arg in command.get_arguments() {
+            let key = arg.get_id().as_str();
+            if key == "config" {
+                continue;
+            }
+            assert!(text.contains(&format!("{key} =")), "deploy/troupe.toml does not mention {key}");
+        }
     }
 
     #[test]
-    fn unknown_keys_and_bad_names_are_rejected() {
+    fn unknown_keys_bad_names_and_zero_limits_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.toml");
         std::fs::write(&path, "listne = \"127.0.0.1:1\"\n").unwrap();
@@ -279,5 +349,12 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { key: "node_name", .. }), "{err}");
+        let err = Config::load(ServeArgs {
+            node_name: Some("n".into()),
+            ws_max_subscriptions: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "ws_max_subscriptions", .. }), "{err}");
     }
 }

@@ -135,9 +135,14 @@ impl Cursor {
                 continue;
             }
             if self.replaying {
-                match self.store.events_after(self.last, REPLAY_PAGE).await {
-                    Ok(page) if page.is_empty() => self.replaying = false,
-                    Ok(page) => self.buffer.extend(page),
+                let kinds = self.filter.kinds.as_ref().map(|k| k.iter().cloned().collect());
+                match self.store.replay_page(self.last, kinds, REPLAY_PAGE).await {
+                    Ok((page, _)) if !page.is_empty() => self.buffer.extend(page),
+                    Ok((_, last)) => {
+                        // Nothing more in the log: every matching event up to `last` is out.
+                        self.last = self.last.max(last);
+                        self.replaying = false;
+                    }
                     Err(e) => {
                         self.failed = true;
                         return Some(Err(e));

@@ -20,6 +20,7 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod events;
+pub mod idempotency;
 pub mod store;
 pub mod supervision;
 pub mod telemetry;

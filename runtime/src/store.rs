@@ -3,37 +3,54 @@
 //!
 //! ```text
 //!  callers ──Batch──▶ mpsc ──▶ writer thread: drain ▶ one write txn ▶ fsync ▶ reply + fan out events
-//!  readers ──────────────────▶ read txns (MVCC, never blocked by the writer)
+//!  readers ──────────────────▶ read views (MVCC, never blocked by the writer)
 //! ```
 //!
 //! A batch's events get their sequence numbers inside the commit, so the log order is the
-//! commit order, and an event is fanned out only after it is durable.
+//! commit order, and an event is fanned out only after it is durable. The store knows no
+//! domain: each crate declares its own [`Table`]s.
 
 mod batch;
+mod fault;
+mod view;
 mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use batch::{Batch, Op, Table};
+#[cfg(feature = "fault-injection")]
+pub use fault::file_gates;
+pub use fault::{Fault, FaultHook};
+pub use view::View;
 #[cfg(test)]
 use writer::Log;
 
 use crate::events::Event;
 
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// (kind, seq) of every event, so a query for some kinds reads only those.
+pub(crate) const EVENT_KINDS: TableDefinition<(&str, u64), ()> = TableDefinition::new("event_kinds");
+/// The store's own bookkeeping: format version, node identity.
+pub const META: Table = Table::new("meta");
 
-/// Why the store could not do what was asked. Every variant means the node's disk or database
-/// is broken, not that the request was wrong.
-#[derive(Debug, thiserror::Error)]
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The disk or the database is broken: the node cannot go on.
     #[error("database error: {0}")]
     Database(String),
     #[error("encoding error: {0}")]
     Encoding(String),
+    /// The database refused this batch (a value too large); other writes are unaffected.
+    #[error("the write was refused: {0}")]
+    Rejected(String),
+    /// The store stopped after a fatal error; nothing more is written.
+    #[error("the store has failed: {0}")]
+    Failed(String),
     #[error("the store writer has stopped")]
     Closed,
     #[error("the database is open in another process")]
@@ -42,26 +59,45 @@ pub enum StoreError {
         "events after {after} are no longer kept (the oldest kept is {oldest}): read the current state, then resume from node.lastSeq"
     )]
     Compacted { after: u64, oldest: u64 },
+    #[error("cursor {after} is ahead of this node's log (its last event is {last}): cursors are per node")]
+    FutureCursor { after: u64, last: u64 },
 }
 
 impl StoreError {
     pub(crate) fn db(e: impl std::fmt::Display) -> Self {
         Self::Database(e.to_string())
     }
+
+    /// Whether the caller's request (its cursor) is at fault rather than the node.
+    pub fn is_bad_cursor(&self) -> bool {
+        matches!(self, Self::Compacted { .. } | Self::FutureCursor { .. })
+    }
 }
 
 /// How the store is run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// How many of the newest events the log keeps; 0 keeps all. Older ones are trimmed in
     /// the background, a tenth of the limit at a time.
     pub event_retention: u64,
+    /// Asked about every batch before it is committed (tests).
+    pub fault: Option<FaultHook>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("event_retention", &self.event_retention)
+            .field("fault", &self.fault.is_some())
+            .finish()
+    }
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             event_retention: 1_000_000,
+            fault: None,
         }
     }
 }
@@ -76,6 +112,7 @@ struct Inner {
     db: Arc<Database>,
     tx: mpsc::UnboundedSender<writer::Request>,
     live: broadcast::Sender<Arc<Event>>,
+    health: watch::Receiver<Option<String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -86,16 +123,31 @@ impl std::fmt::Debug for Store {
 
 /// A commit that was handed to the writer; await it to know the batch is durable.
 #[derive(Debug)]
-pub struct Ticket(oneshot::Receiver<Result<Vec<u64>, Arc<StoreError>>>);
+pub struct Ticket {
+    rx: oneshot::Receiver<Result<Vec<u64>, StoreError>>,
+    health: watch::Receiver<Option<String>>,
+}
 
 impl Ticket {
     /// Waits until the batch is committed and returns the sequence numbers its events got.
     pub async fn durable(self) -> Result<Vec<u64>, StoreError> {
-        match self.0.await {
-            Ok(Ok(seqs)) => Ok(seqs),
-            Ok(Err(e)) => Err(StoreError::Database(e.to_string())),
-            Err(_) => Err(StoreError::Closed),
+        match self.rx.await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(match self.health.borrow().clone() {
+                Some(reason) => StoreError::Failed(reason),
+                None => StoreError::Closed,
+            }),
         }
+    }
+
+    /// Watches the commit in the background and calls `failed` if it does not become
+    /// durable: a writer that does not wait must still learn that memory and disk parted.
+    pub fn on_failure(self, failed: impl FnOnce(StoreError) + Send + 'static) {
+        tokio::spawn(async move {
+            if let Err(e) = self.durable().await {
+                failed(e);
+            }
+        });
     }
 }
 
@@ -105,18 +157,18 @@ impl Store {
         Self::open_with(path, StoreOptions::default())
     }
 
-    /// Opens (or creates) the database at `path` and starts its writer thread.
+    /// Opens (or creates) the database at `path` (readable by its owner only) and starts its
+    /// writer thread.
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let db = match Database::create(path) {
             Ok(db) => Arc::new(db),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
             Err(e) => return Err(StoreError::db(e)),
         };
+        restrict(path)?;
         let txn = db.begin_write().map_err(StoreError::db)?;
-        for table in Table::ALL {
-            txn.open_table(table.definition()).map_err(StoreError::db)?;
-        }
         txn.open_table(EVENTS).map_err(StoreError::db)?;
+        txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
         txn.commit().map_err(StoreError::db)?;
         let (oldest, next_seq) = {
             let read = db.begin_read().map_err(StoreError::db)?;
@@ -135,14 +187,23 @@ impl Store {
         };
         let (live, _) = broadcast::channel(4096);
         let (tx, rx) = mpsc::unbounded_channel();
-        let log = writer::Log {
-            oldest,
-            next_seq,
-            retention: options.event_retention,
-        };
-        writer::spawn(db.clone(), rx, live.clone(), log).map_err(StoreError::db)?;
+        let (health_tx, health) = watch::channel(None);
+        writer::Writer {
+            db: db.clone(),
+            rx,
+            live: live.clone(),
+            log: writer::Log {
+                oldest,
+                next_seq,
+                retention: options.event_retention,
+            },
+            health: health_tx,
+            fault: options.fault,
+        }
+        .spawn()
+        .map_err(StoreError::db)?;
         Ok(Self {
-            inner: Arc::new(Inner { db, tx, live }),
+            inner: Arc::new(Inner { db, tx, live, health }),
         })
     }
 
@@ -150,9 +211,12 @@ impl Store {
     /// durable. Batches are committed in the order they were handed over.
     pub fn submit(&self, batch: Batch) -> Ticket {
         let (done, rx) = oneshot::channel();
-        // A closed writer drops `done`, and the ticket then reports `Closed`.
-        let _ = self.inner.tx.send(writer::Request::Write { batch, done });
-        Ticket(rx)
+        // A closed writer drops `done`, and the ticket then reports why.
+        let _ = self.inner.tx.send(writer::Request { batch, done });
+        Ticket {
+            rx,
+            health: self.inner.health.clone(),
+        }
     }
 
     /// Writes a batch and waits until it is durable.
@@ -165,22 +229,50 @@ impl Store {
         self.write(Batch::default()).await.map(|_| ())
     }
 
-    /// Live events, each sent after its commit. Use [`crate::events::EventLog`] for a stream
+    /// `None` while the store works; the reason once it has failed.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.health.borrow().clone()
+    }
+
+    /// Resolves with the reason once the store has failed.
+    pub async fn failed(&self) -> String {
+        let mut health = self.inner.health.clone();
+        loop {
+            if let Some(reason) = health.borrow_and_update().clone() {
+                return reason;
+            }
+            if health.changed().await.is_err() {
+                // The writer is gone without a word: it can no longer fail either.
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Live events, each sent after its commit. Use [`crate::events::subscribe`] for a stream
     /// that also replays the log.
     pub fn live(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.live.subscribe()
     }
 
+    /// Runs `f` on a consistent read view, off the async threads.
+    pub async fn view<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&View<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            f(&View::new(&txn))
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+    }
+
     /// Reads one value.
     pub async fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = key.to_owned();
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(StoreError::db)?;
-            let t = txn.open_table(table.definition()).map_err(StoreError::db)?;
-            let v = t.get(key.as_str()).map_err(StoreError::db)?;
-            Ok(v.map(|v| v.value().to_vec()))
-        })
-        .await
+        self.view(move |v| v.get(table, &key)).await
     }
 
     /// Reads up to `limit` entries with keys after `after` (all when `None`), in key order,
@@ -195,94 +287,61 @@ impl Store {
     where
         F: Fn(&[u8]) -> bool + Send + 'static,
     {
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(StoreError::db)?;
-            let t = txn.open_table(table.definition()).map_err(StoreError::db)?;
-            let range = match &after {
-                Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a.as_str()), std::ops::Bound::Unbounded)),
-                None => t.range::<&str>(..),
-            }
-            .map_err(StoreError::db)?;
+        self.view(move |v| {
             let mut out = Vec::new();
-            for entry in range {
-                let (k, v) = entry.map_err(StoreError::db)?;
-                if keep(v.value()) {
-                    out.push((k.value().to_owned(), v.value().to_vec()));
-                    if out.len() >= limit {
-                        break;
-                    }
+            v.scan(table, after.as_deref(), |k, value| {
+                if keep(value) {
+                    out.push((k.to_owned(), value.to_vec()));
                 }
-            }
+                Ok(out.len() < limit)
+            })?;
             Ok(out)
-        })
-        .await
-    }
-
-    /// How many entries of `table` `keep` accepts.
-    pub async fn count<F>(&self, table: Table, keep: F) -> Result<u64, StoreError>
-    where
-        F: Fn(&[u8]) -> bool + Send + 'static,
-    {
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(StoreError::db)?;
-            let t = txn.open_table(table.definition()).map_err(StoreError::db)?;
-            let mut n = 0;
-            for entry in t.iter().map_err(StoreError::db)? {
-                let (_, v) = entry.map_err(StoreError::db)?;
-                if keep(v.value()) {
-                    n += 1;
-                }
-            }
-            Ok(n)
         })
         .await
     }
 
     /// Events with a sequence number above `after`, oldest first, at most `limit`. Fails with
-    /// [`StoreError::Compacted`] when some of them were trimmed: a gap is never silent.
+    /// [`StoreError::Compacted`] when some of them were trimmed (a gap is never silent) and
+    /// with [`StoreError::FutureCursor`] when `after` is past the newest event.
     pub async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(StoreError::db)?;
-            let t = txn.open_table(EVENTS).map_err(StoreError::db)?;
-            // Sequence numbers are dense from 1, so anything below the first kept one existed.
-            let oldest = t.first().map_err(StoreError::db)?.map(|(k, _)| k.value());
-            if let Some(oldest) = oldest.filter(|o| after.saturating_add(1) < *o) {
-                return Err(StoreError::Compacted { after, oldest });
-            }
-            let mut out = Vec::new();
-            for entry in t.range(after.saturating_add(1)..).map_err(StoreError::db)? {
-                let (_, v) = entry.map_err(StoreError::db)?;
-                out.push(Event::decode(v.value())?);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-            Ok(out)
+        self.view(move |v| v.events_after(after, limit)).await
+    }
+
+    /// Like [`Store::events_after`], only events of the given kinds, read through the kind
+    /// index: the cost follows the events returned, not the size of the log.
+    pub async fn events_of_kinds(&self, after: u64, kinds: Vec<String>, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.view(move |v| v.events_of_kinds(after, &kinds, limit)).await
+    }
+
+    /// One page of a subscription's replay: the events after `after` (of `kinds` when
+    /// given), and the newest seq of the same snapshot.
+    pub async fn replay_page(
+        &self,
+        after: u64,
+        kinds: Option<Vec<String>>,
+        limit: usize,
+    ) -> Result<(Vec<Event>, u64), StoreError> {
+        self.view(move |v| {
+            let page = match &kinds {
+                Some(kinds) => v.events_of_kinds(after, kinds, limit)?,
+                None => v.events_after(after, limit)?,
+            };
+            Ok((page, v.last_seq()?))
         })
         .await
     }
 
     /// The sequence number of the newest committed event (0 when there is none).
     pub async fn last_seq(&self) -> Result<u64, StoreError> {
-        self.read(|db| {
-            let txn = db.begin_read().map_err(StoreError::db)?;
-            let t = txn.open_table(EVENTS).map_err(StoreError::db)?;
-            let last = t.last().map_err(StoreError::db)?.map_or(0, |(k, _)| k.value());
-            Ok(last)
-        })
-        .await
+        self.view(|v| v.last_seq()).await
     }
+}
 
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
-    {
-        let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
-    }
+/// The database file holds every secret's hash and every payload: its owner only.
+fn restrict(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| StoreError::Database(format!("cannot restrict {}: {e}", path.display())))
 }
 
 #[cfg(test)]

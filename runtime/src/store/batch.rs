@@ -4,25 +4,29 @@ use redb::TableDefinition;
 
 use crate::events::NewEvent;
 
-/// The key-value tables of the store. Values are rmp-serde encoded by their owners.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Table {
-    Agents,
-    Tasks,
-    Tokens,
-    Meta,
-}
+/// A key-value table of the store: string keys, byte values (rmp-serde encoded by their
+/// owners). Each crate declares the tables it owns as constants, so the store itself knows
+/// no domain:
+///
+/// ```
+/// use troupe_runtime::store::Table;
+/// pub const WIDGETS: Table = Table::new("widgets");
+/// assert_eq!(WIDGETS.name(), "widgets");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Table(&'static str);
 
 impl Table {
-    pub(crate) const ALL: [Table; 4] = [Table::Agents, Table::Tasks, Table::Tokens, Table::Meta];
+    pub const fn new(name: &'static str) -> Self {
+        Self(name)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0
+    }
 
     pub(crate) fn definition(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
-        TableDefinition::new(match self {
-            Table::Agents => "agents",
-            Table::Tasks => "tasks",
-            Table::Tokens => "tokens",
-            Table::Meta => "meta",
-        })
+        TableDefinition::new(self.0)
     }
 }
 
@@ -34,7 +38,8 @@ pub enum Op {
     Event(NewEvent),
 }
 
-/// A set of changes committed together, in order.
+/// A set of changes committed together, in order. Every durable write of a node is a batch:
+/// they become the replicated log's entries once the control plane is replicated.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub(crate) ops: Vec<Op>,
@@ -46,7 +51,7 @@ impl Batch {
     }
 
     pub fn put(mut self, table: Table, key: impl Into<String>, value: Vec<u8>) -> Self {
-        self.ops.push(Op::Put {
+        self.push(Op::Put {
             table,
             key: key.into(),
             value,
@@ -55,12 +60,12 @@ impl Batch {
     }
 
     pub fn delete(mut self, table: Table, key: impl Into<String>) -> Self {
-        self.ops.push(Op::Delete { table, key: key.into() });
+        self.push(Op::Delete { table, key: key.into() });
         self
     }
 
     pub fn event(mut self, event: NewEvent) -> Self {
-        self.ops.push(Op::Event(event));
+        self.push(Op::Event(event));
         self
     }
 
@@ -68,7 +73,24 @@ impl Batch {
         self.ops.push(op);
     }
 
+    /// Appends every op of `other`, after this batch's own.
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// Whether the batch writes to (puts into or deletes from) `table`.
+    pub fn touches(&self, table: Table) -> bool {
+        self.ops.iter().any(|op| match op {
+            Op::Put { table: t, .. } | Op::Delete { table: t, .. } => *t == table,
+            Op::Event(_) => false,
+        })
+    }
+
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
     }
 }

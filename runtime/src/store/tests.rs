@@ -2,6 +2,9 @@ use super::*;
 use crate::events::NewEvent;
 use serde_json::json;
 
+const AGENTS: Table = Table::new("agents");
+const TASKS: Table = Table::new("tasks");
+
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db")).unwrap();
@@ -12,12 +15,12 @@ fn open() -> (tempfile::TempDir, Store) {
 async fn a_write_is_readable_once_acknowledged() {
     let (_d, store) = open();
     store
-        .write(Batch::new().put(Table::Agents, "a1", b"x".to_vec()))
+        .write(Batch::new().put(AGENTS, "a1", b"x".to_vec()))
         .await
         .unwrap();
-    assert_eq!(store.get(Table::Agents, "a1").await.unwrap(), Some(b"x".to_vec()));
-    store.write(Batch::new().delete(Table::Agents, "a1")).await.unwrap();
-    assert_eq!(store.get(Table::Agents, "a1").await.unwrap(), None);
+    assert_eq!(store.get(AGENTS, "a1").await.unwrap(), Some(b"x".to_vec()));
+    store.write(Batch::new().delete(AGENTS, "a1")).await.unwrap();
+    assert_eq!(store.get(AGENTS, "a1").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -68,13 +71,13 @@ async fn scan_pages_in_key_order_and_filters() {
     let (_d, store) = open();
     let mut batch = Batch::new();
     for k in ["c", "a", "b", "d"] {
-        batch = batch.put(Table::Tasks, k, k.as_bytes().to_vec());
+        batch = batch.put(TASKS, k, k.as_bytes().to_vec());
     }
     store.write(batch).await.unwrap();
-    let page = store.scan(Table::Tasks, None, 2, |_| true).await.unwrap();
+    let page = store.scan(TASKS, None, 2, |_| true).await.unwrap();
     assert_eq!(page.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     let page = store
-        .scan(Table::Tasks, Some("b".into()), 10, |v| v != b"c")
+        .scan(TASKS, Some("b".into()), 10, |v| v != b"c")
         .await
         .unwrap();
     assert_eq!(page.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["d"]);
@@ -83,7 +86,7 @@ async fn scan_pages_in_key_order_and_filters() {
 #[tokio::test]
 async fn the_log_keeps_the_newest_events_and_a_too_old_cursor_is_an_error_not_a_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(&dir.path().join("db"), StoreOptions { event_retention: 10 }).unwrap();
+    let store = Store::open_with(&dir.path().join("db"), StoreOptions { event_retention: 10, ..Default::default() }).unwrap();
     for i in 0..30 {
         store
             .write(Batch::new().event(NewEvent::new("E", None, json!(i))))
@@ -119,4 +122,103 @@ fn trimming_waits_for_a_tenth_over_the_limit_and_keeps_exactly_the_limit() {
         .cut(),
         None
     );
+}
+
+#[tokio::test]
+async fn one_rejected_batch_fails_alone_and_the_rest_of_its_group_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook: FaultHook = Arc::new(|b: &Batch| b.touches(TASKS).then_some(Fault::Reject));
+    let options = StoreOptions {
+        fault: Some(hook),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&dir.path().join("db"), options).unwrap();
+    // Handed over together, so the writer folds them into one group.
+    let tickets: Vec<_> = (0..20)
+        .map(|i| {
+            let table = if i == 7 { TASKS } else { AGENTS };
+            store.submit(
+                Batch::new()
+                    .put(table, format!("k{i}"), vec![1])
+                    .event(NewEvent::new("W", None, json!(i))),
+            )
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tickets {
+        outcomes.push(t.durable().await);
+    }
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i == 7 {
+            assert!(matches!(outcome, Err(StoreError::Rejected(_))), "{outcome:?}");
+        } else {
+            assert!(outcome.is_ok(), "batch {i}: {outcome:?}");
+        }
+    }
+    assert_eq!(store.get(AGENTS, "k19").await.unwrap(), Some(vec![1]));
+    assert_eq!(store.get(TASKS, "k7").await.unwrap(), None);
+    // The rejected batch's event took no sequence number: the log stays dense.
+    let seqs: Vec<u64> = store.events_after(0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=19).collect::<Vec<u64>>());
+    assert!(store.failure().is_none());
+}
+
+#[tokio::test]
+async fn a_failed_commit_stops_the_store_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = broken.clone();
+    let hook: FaultHook = Arc::new(move |_: &Batch| {
+        flag.load(std::sync::atomic::Ordering::SeqCst).then_some(Fault::Fail)
+    });
+    let options = StoreOptions {
+        fault: Some(hook),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&dir.path().join("db"), options).unwrap();
+    store.write(Batch::new().put(AGENTS, "a", vec![1])).await.unwrap();
+    broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = store.write(Batch::new().put(AGENTS, "b", vec![2])).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Failed(r) if r.contains("injected")), "{err}");
+    let reason = tokio::time::timeout(std::time::Duration::from_secs(5), store.failed())
+        .await
+        .unwrap();
+    assert!(reason.contains("injected"), "{reason}");
+    assert!(store.failure().is_some());
+    // Later writes are refused with the same reason instead of hanging.
+    let later = store.write(Batch::new().put(AGENTS, "c", vec![3])).await.unwrap_err();
+    assert!(matches!(later, StoreError::Failed(_)), "{later}");
+    assert_eq!(store.get(AGENTS, "a").await.unwrap(), Some(vec![1]));
+}
+
+#[tokio::test]
+async fn events_of_some_kinds_are_read_through_the_index_and_cursors_are_checked() {
+    let (_d, store) = open();
+    for i in 0..50u64 {
+        let kind = if i % 10 == 3 { "RARE" } else { "COMMON" };
+        store
+            .write(Batch::new().event(NewEvent::new(kind, None, json!(i))))
+            .await
+            .unwrap();
+    }
+    let rare = store.events_of_kinds(0, vec!["RARE".into()], 100).await.unwrap();
+    assert_eq!(rare.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 14, 24, 34, 44]);
+    let page = store
+        .events_of_kinds(14, vec!["RARE".into(), "NONE".into()], 2)
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [24, 34]);
+    let err = store.events_after(51, 10).await.unwrap_err();
+    assert!(matches!(err, StoreError::FutureCursor { after: 51, last: 50 }), "{err}");
+    assert!(err.is_bad_cursor());
+    assert!(store.events_after(50, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_database_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let _store = Store::open(&path).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
 }

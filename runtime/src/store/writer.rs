@@ -1,22 +1,26 @@
 //! The single writer thread. It blocks on the first request, then drains everything queued
 //! behind it into the same transaction: while one fsync runs, the next group accumulates.
+//!
+//! A group whose commit fails is committed again batch by batch, so a batch the database
+//! refuses fails alone and the others of its group still commit. Any other failure (I/O,
+//! corruption) is fatal: the writer answers every waiting batch, marks the store failed and
+//! stops, and the node fail-stops so that recovery replays from what is on disk.
 
 use std::sync::Arc;
 
-use redb::Database;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use redb::{Database, ReadableTable, WriteTransaction};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{Batch, Op, StoreError, Table, EVENTS};
+use super::fault::{Fault, FaultHook};
+use super::{Batch, Op, StoreError, Table, EVENTS, EVENT_KINDS};
 use crate::events::Event;
 
 /// Upper bound on the batches folded into one commit, so one commit's latency stays bounded.
 const MAX_GROUP: usize = 8192;
 
-pub(super) enum Request {
-    Write {
-        batch: Batch,
-        done: oneshot::Sender<Result<Vec<u64>, Arc<StoreError>>>,
-    },
+pub(super) struct Request {
+    pub batch: Batch,
+    pub done: oneshot::Sender<Result<Vec<u64>, StoreError>>,
 }
 
 /// The writer's view of the event log: what it holds and how much it may keep.
@@ -39,111 +43,239 @@ impl Log {
     }
 }
 
-pub(super) fn spawn(
-    db: Arc<Database>,
-    mut rx: mpsc::UnboundedReceiver<Request>,
-    live: broadcast::Sender<Arc<Event>>,
-    mut log: Log,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("troupe-store-writer".into())
-        .spawn(move || {
-            let mut group = Vec::new();
-            while let Some(first) = rx.blocking_recv() {
-                group.push(first);
-                while group.len() < MAX_GROUP {
-                    match rx.try_recv() {
-                        Ok(r) => group.push(r),
-                        Err(_) => break,
-                    }
-                }
-                let started = std::time::Instant::now();
-                let outcome = commit(&db, &group, log.next_seq);
-                metrics::histogram!("troupe_store_commit_seconds").record(started.elapsed().as_secs_f64());
-                metrics::counter!("troupe_store_commits_total").increment(1);
-                match outcome {
-                    Ok((events, seqs)) => {
-                        log.next_seq += events.len() as u64;
-                        for (req, seqs) in group.drain(..).zip(seqs) {
-                            let Request::Write { done, .. } = req;
-                            let _ = done.send(Ok(seqs));
-                        }
-                        for e in events {
-                            let _ = live.send(Arc::new(e));
-                        }
-                        if let Some(cut) = log.cut() {
-                            match trim(&db, log.oldest, cut) {
-                                Ok(()) => {
-                                    tracing::debug!(from = log.oldest, to = cut, "trimmed the event log");
-                                    log.oldest = cut;
-                                }
-                                Err(e) => tracing::error!(error = %e, "trimming the event log failed"),
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "store commit failed");
-                        let e = Arc::new(e);
-                        for req in group.drain(..) {
-                            let Request::Write { done, .. } = req;
-                            let _ = done.send(Err(e.clone()));
-                        }
-                    }
-                }
-            }
-        })
-        .map(|_| ())
+pub(super) struct Writer {
+    pub db: Arc<Database>,
+    pub rx: mpsc::UnboundedReceiver<Request>,
+    pub live: broadcast::Sender<Arc<Event>>,
+    pub log: Log,
+    pub health: watch::Sender<Option<String>>,
+    pub fault: Option<FaultHook>,
 }
 
-/// Applies every batch of the group in one transaction. Returns the committed events and,
-/// per batch, the sequence numbers its events got.
-fn commit(db: &Database, group: &[Request], first_seq: u64) -> Result<(Vec<Event>, Vec<Vec<u64>>), StoreError> {
-    let txn = db.begin_write().map_err(StoreError::db)?;
-    let mut events = Vec::new();
-    let mut per_batch = Vec::with_capacity(group.len());
-    {
-        let mut log = txn.open_table(EVENTS).map_err(StoreError::db)?;
-        // Opened once per commit: a group can hold tens of thousands of ops.
-        let mut tables = Vec::with_capacity(Table::ALL.len());
-        for table in Table::ALL {
-            tables.push(txn.open_table(table.definition()).map_err(StoreError::db)?);
-        }
-        let index = |t: &Table| Table::ALL.iter().position(|x| x == t).unwrap_or(0);
-        let mut seq = first_seq;
-        for Request::Write { batch, .. } in group {
-            let mut seqs = Vec::new();
-            for op in &batch.ops {
-                match op {
-                    Op::Put { table, key, value } => {
-                        tables[index(table)]
-                            .insert(key.as_str(), value.as_slice())
-                            .map_err(StoreError::db)?;
-                    }
-                    Op::Delete { table, key } => {
-                        tables[index(table)].remove(key.as_str()).map_err(StoreError::db)?;
-                    }
-                    Op::Event(new) => {
-                        let event = new.clone().sequenced(seq);
-                        log.insert(seq, event.encode()?.as_slice()).map_err(StoreError::db)?;
-                        seqs.push(seq);
-                        events.push(event);
-                        seq += 1;
-                    }
-                }
-            }
-            per_batch.push(seqs);
+/// Marks the store failed if the writer thread ends any way but a clean close (a panic).
+struct Sentinel {
+    health: watch::Sender<Option<String>>,
+    clean: bool,
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if !self.clean && self.health.borrow().is_none() {
+            let _ = self
+                .health
+                .send(Some("the store writer thread stopped unexpectedly".into()));
         }
     }
-    txn.commit().map_err(StoreError::db)?;
-    Ok((events, per_batch))
 }
 
-/// Deletes the events in `from..to`.
+/// Why one commit failed.
+enum CommitError {
+    /// The database refused this content; other batches are fine.
+    Rejected(String),
+    /// The store is broken.
+    Fatal(String),
+}
+
+impl Writer {
+    pub fn spawn(self) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("troupe-store-writer".into())
+            .spawn(move || self.run())
+            .map(|_| ())
+    }
+
+    fn run(mut self) {
+        let mut sentinel = Sentinel {
+            health: self.health.clone(),
+            clean: false,
+        };
+        let mut group = Vec::new();
+        while let Some(first) = self.rx.blocking_recv() {
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match self.rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            if let Err(reason) = self.commit_group(&mut group) {
+                tracing::error!(%reason, "the store failed; no further writes are accepted");
+                let _ = self.health.send(Some(reason.clone()));
+                self.rx.close();
+                while let Ok(r) = self.rx.try_recv() {
+                    group.push(r);
+                }
+                for r in group.drain(..) {
+                    let _ = r.done.send(Err(StoreError::Failed(reason.clone())));
+                }
+                sentinel.clean = true;
+                return;
+            }
+        }
+        sentinel.clean = true;
+    }
+
+    /// Commits a group, answering every batch in it; `Err` when the store is broken.
+    fn commit_group(&mut self, group: &mut Vec<Request>) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let outcome = self.commit(group.iter().map(|r| &r.batch));
+        metrics::histogram!("troupe_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("troupe_store_commits_total").increment(1);
+        match outcome {
+            Ok((events, seqs)) => {
+                self.applied(events);
+                for (req, seqs) in group.drain(..).zip(seqs) {
+                    let _ = req.done.send(Ok(seqs));
+                }
+                Ok(())
+            }
+            Err(CommitError::Fatal(reason)) => Err(reason),
+            Err(CommitError::Rejected(reason)) if group.len() == 1 => {
+                tracing::warn!(%reason, "a batch was rejected");
+                for req in group.drain(..) {
+                    let _ = req.done.send(Err(StoreError::Rejected(reason.clone())));
+                }
+                Ok(())
+            }
+            Err(CommitError::Rejected(_)) => {
+                // Find the bad batches: one commit each, in the original order.
+                for req in std::mem::take(group) {
+                    let mut alone = vec![req];
+                    self.commit_group(&mut alone)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// After a commit: fan out its events, then trim the log if it grew past its limit.
+    fn applied(&mut self, events: Vec<Event>) {
+        self.log.next_seq += events.len() as u64;
+        for e in events {
+            let _ = self.live.send(Arc::new(e));
+        }
+        if let Some(cut) = self.log.cut() {
+            match trim(&self.db, self.log.oldest, cut) {
+                Ok(()) => {
+                    tracing::debug!(from = self.log.oldest, to = cut, "trimmed the event log");
+                    self.log.oldest = cut;
+                }
+                Err(e) => tracing::error!(error = %e, "trimming the event log failed"),
+            }
+        }
+    }
+
+    /// Applies the batches in one transaction. Returns the committed events and, per batch,
+    /// the sequence numbers its events got.
+    fn commit<'a>(
+        &self,
+        batches: impl Iterator<Item = &'a Batch>,
+    ) -> Result<(Vec<Event>, Vec<Vec<u64>>), CommitError> {
+        let txn = self.db.begin_write().map_err(fatal_of)?;
+        let mut events = Vec::new();
+        let mut per_batch = Vec::new();
+        {
+            let mut open = Open {
+                txn: &txn,
+                log: txn.open_table(EVENTS).map_err(fatal_of)?,
+                kinds: txn.open_table(EVENT_KINDS).map_err(fatal_of)?,
+                tables: Vec::new(),
+                seq: self.log.next_seq,
+            };
+            for batch in batches {
+                match self.fault.as_ref().and_then(|hook| hook(batch)) {
+                    Some(Fault::Reject) => {
+                        return Err(CommitError::Rejected("injected fault: batch rejected".into()))
+                    }
+                    Some(Fault::Fail) => return Err(CommitError::Fatal("injected fault: commit failed".into())),
+                    None => {}
+                }
+                per_batch.push(open.apply(batch, &mut events)?);
+            }
+        }
+        txn.commit().map_err(fatal_of)?;
+        Ok((events, per_batch))
+    }
+}
+
+/// The tables of one write transaction, each opened once: a group can hold tens of
+/// thousands of ops.
+struct Open<'t> {
+    txn: &'t WriteTransaction,
+    log: redb::Table<'t, u64, &'static [u8]>,
+    kinds: redb::Table<'t, (&'static str, u64), ()>,
+    tables: Vec<(Table, redb::Table<'t, &'static str, &'static [u8]>)>,
+    seq: u64,
+}
+
+impl<'t> Open<'t> {
+    /// Applies one batch; the sequence numbers its events got.
+    fn apply(&mut self, batch: &Batch, events: &mut Vec<Event>) -> Result<Vec<u64>, CommitError> {
+        let mut seqs = Vec::new();
+        for op in &batch.ops {
+            match op {
+                Op::Put { table, key, value } => {
+                    self.table(*table)?
+                        .insert(key.as_str(), value.as_slice())
+                        .map_err(storage)?;
+                }
+                Op::Delete { table, key } => {
+                    self.table(*table)?.remove(key.as_str()).map_err(storage)?;
+                }
+                Op::Event(new) => {
+                    let event = new.clone().sequenced(self.seq);
+                    let bytes = event.encode().map_err(|e| CommitError::Rejected(e.to_string()))?;
+                    self.log.insert(self.seq, bytes.as_slice()).map_err(storage)?;
+                    self.kinds.insert((event.kind.as_str(), self.seq), ()).map_err(storage)?;
+                    seqs.push(self.seq);
+                    events.push(event);
+                    self.seq += 1;
+                }
+            }
+        }
+        Ok(seqs)
+    }
+
+    fn table(&mut self, table: Table) -> Result<&mut redb::Table<'t, &'static str, &'static [u8]>, CommitError> {
+        let pos = match self.tables.iter().position(|(t, _)| *t == table) {
+            Some(pos) => pos,
+            None => {
+                let opened = self.txn.open_table(table.definition()).map_err(fatal_of)?;
+                self.tables.push((table, opened));
+                self.tables.len() - 1
+            }
+        };
+        Ok(&mut self.tables[pos].1)
+    }
+}
+
+fn fatal_of(e: impl std::fmt::Display) -> CommitError {
+    CommitError::Fatal(e.to_string())
+}
+
+/// A value the database cannot hold is this batch's fault; anything else is the store's.
+fn storage(e: redb::StorageError) -> CommitError {
+    match e {
+        redb::StorageError::ValueTooLarge(n) => CommitError::Rejected(format!("a value of {n} bytes is too large")),
+        other => CommitError::Fatal(other.to_string()),
+    }
+}
+
+/// Deletes the events in `from..to`, and their entries in the kind index.
 fn trim(db: &Database, from: u64, to: u64) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(StoreError::db)?;
     {
         let mut log = txn.open_table(EVENTS).map_err(StoreError::db)?;
+        let mut kinds = txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
+        let mut gone = Vec::new();
+        for entry in log.range(from..to).map_err(StoreError::db)? {
+            let (k, v) = entry.map_err(StoreError::db)?;
+            gone.push((Event::decode(v.value())?.kind, k.value()));
+        }
         log.retain_in(from..to, |_, _| false).map_err(StoreError::db)?;
+        for (kind, seq) in gone {
+            kinds.remove((kind.as_str(), seq)).map_err(StoreError::db)?;
+        }
     }
     txn.commit().map_err(StoreError::db)
 }

@@ -1,7 +1,7 @@
-//! The restart decision, apart from any actor: which children to restart, after how long, or
-//! whether to give up and escalate.
+//! The restart decision, apart from any actor: which children to restart, after how long,
+//! or whether to give up on one child or escalate.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,6 +12,16 @@ pub enum Strategy {
     OneForOne,
     OneForAll,
     RestForOne,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::OneForOne => "ONE_FOR_ONE",
+            Strategy::OneForAll => "ONE_FOR_ALL",
+            Strategy::RestForOne => "REST_FOR_ONE",
+        }
+    }
 }
 
 /// When a child is restarted.
@@ -32,14 +42,15 @@ pub enum Exit {
     Failed,
 }
 
-/// The most restarts a supervisor makes within a window before it escalates.
+/// The most restarts within a window before giving up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Intensity {
     pub max_restarts: u32,
     pub window: Duration,
 }
 
-/// Delay before a restart: `base * 2^(n-1)` for the n-th restart in the window, at most `max`.
+/// Delay before a restart. The first restart within the window is immediate, as OTP's are;
+/// the n-th after it waits `base * 2^(n-2)`, at most `max`, so a crash loop slows down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     pub base: Duration,
@@ -48,7 +59,10 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn delay(&self, nth: u32) -> Duration {
-        let factor = 1u32.checked_shl(nth.saturating_sub(1)).unwrap_or(u32::MAX);
+        if nth <= 1 {
+            return Duration::ZERO;
+        }
+        let factor = 1u32.checked_shl(nth - 2).unwrap_or(u32::MAX);
         self.base.saturating_mul(factor).min(self.max)
     }
 }
@@ -56,7 +70,7 @@ impl Backoff {
 /// What a supervisor does about an exited child.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Forget the child.
+    /// Forget the child: it is not to be restarted.
     Remove,
     /// Stop `stop` (running siblings, in reverse start order), wait `delay`, then start
     /// `start` in start order. `restarts` counts restarts within the window, this one included.
@@ -66,36 +80,74 @@ pub enum Decision {
         delay: Duration,
         restarts: u32,
     },
-    /// Too many restarts within the window: fail and let the parent decide.
+    /// The child used up its own intensity: it alone is given up on (FAILED); its siblings
+    /// and its supervisor are not touched.
+    GiveUp { restarts: u32 },
+    /// The supervisor used up its intensity: fail and let the parent decide.
     Escalate { restarts: u32 },
 }
 
-/// A supervisor's restart history and policy.
+/// One child as the decision sees it.
+#[derive(Debug, Clone)]
+pub struct ChildView {
+    pub id: String,
+    pub restart: Restart,
+    pub running: bool,
+    /// The child's own intensity: past it the child is given up on, not the supervisor.
+    pub intensity: Option<Intensity>,
+}
+
+/// The window the backoff counts restarts in when a supervisor has no intensity.
+const UNBOUNDED_WINDOW: Duration = Duration::from_secs(60);
+
+/// A restart history: the instants of the restarts still within the window.
+#[derive(Debug, Clone, Default)]
+struct History(VecDeque<Instant>);
+
+impl History {
+    /// Records a restart at `now`; how many fall within `window`, this one included.
+    fn record(&mut self, now: Instant, window: Duration) -> u32 {
+        while self.0.front().is_some_and(|t| now.duration_since(*t) > window) {
+            self.0.pop_front();
+        }
+        self.0.push_back(now);
+        self.0.len() as u32
+    }
+}
+
+/// A supervisor's restart policy and history.
 #[derive(Debug, Clone)]
 pub struct RestartLadder {
     pub strategy: Strategy,
-    pub intensity: Intensity,
+    /// The supervisor's own intensity; `None` never escalates.
+    pub intensity: Option<Intensity>,
     pub backoff: Backoff,
-    restarts: VecDeque<Instant>,
+    history: History,
+    per_child: HashMap<String, History>,
 }
 
 impl RestartLadder {
-    pub fn new(strategy: Strategy, intensity: Intensity, backoff: Backoff) -> Self {
+    pub fn new(strategy: Strategy, intensity: Option<Intensity>, backoff: Backoff) -> Self {
         Self {
             strategy,
             intensity,
             backoff,
-            restarts: VecDeque::new(),
+            history: History::default(),
+            per_child: HashMap::new(),
         }
     }
 
-    /// Decides what to do about `child` exiting. `children` lists every child in start order
-    /// with its restart policy and whether it is running now.
-    pub fn decide(&mut self, children: &[(String, Restart, bool)], child: &str, exit: Exit, now: Instant) -> Decision {
-        let Some(pos) = children.iter().position(|(id, _, _)| id == child) else {
+    /// Forgets a child's own history (it was removed).
+    pub fn forget(&mut self, child: &str) {
+        self.per_child.remove(child);
+    }
+
+    /// Decides what to do about `child` exiting; `children` lists every child in start order.
+    pub fn decide(&mut self, children: &[ChildView], child: &str, exit: Exit, now: Instant) -> Decision {
+        let Some(pos) = children.iter().position(|c| c.id == child) else {
             return Decision::Remove;
         };
-        let wants_restart = match (children[pos].1, exit) {
+        let wants_restart = match (children[pos].restart, exit) {
             (Restart::Permanent, _) => true,
             (Restart::Transient, Exit::Failed) => true,
             (Restart::Transient, Exit::Normal) | (Restart::Temporary, _) => false,
@@ -103,18 +155,23 @@ impl RestartLadder {
         if !wants_restart {
             return Decision::Remove;
         }
-        while self
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.intensity.window)
-        {
-            self.restarts.pop_front();
-        }
-        self.restarts.push_back(now);
-        let restarts = self.restarts.len() as u32;
-        if restarts > self.intensity.max_restarts {
-            return Decision::Escalate { restarts };
-        }
+        let restarts = match children[pos].intensity {
+            Some(own) => {
+                let n = self.per_child.entry(child.to_owned()).or_default().record(now, own.window);
+                if n > own.max_restarts {
+                    return Decision::GiveUp { restarts: n - 1 };
+                }
+                n
+            }
+            None => {
+                let window = self.intensity.map_or(UNBOUNDED_WINDOW, |i| i.window);
+                let n = self.history.record(now, window);
+                if self.intensity.is_some_and(|i| n > i.max_restarts) {
+                    return Decision::Escalate { restarts: n };
+                }
+                n
+            }
+        };
         let group: Vec<usize> = match self.strategy {
             Strategy::OneForOne => vec![pos],
             Strategy::OneForAll => (0..children.len()).collect(),
@@ -123,14 +180,14 @@ impl RestartLadder {
         // Siblings dragged into the restart come back unless they are temporary.
         let start = group
             .iter()
-            .filter(|&&i| i == pos || children[i].1 != Restart::Temporary)
-            .map(|&i| children[i].0.clone())
+            .filter(|&&i| i == pos || children[i].restart != Restart::Temporary)
+            .map(|&i| children[i].id.clone())
             .collect();
         let stop = group
             .iter()
             .rev()
-            .filter(|&&i| i != pos && children[i].2)
-            .map(|&i| children[i].0.clone())
+            .filter(|&&i| i != pos && children[i].running)
+            .map(|&i| children[i].id.clone())
             .collect();
         Decision::Restart {
             stop,
@@ -142,136 +199,4 @@ impl RestartLadder {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ladder(strategy: Strategy, max: u32) -> RestartLadder {
-        RestartLadder::new(
-            strategy,
-            Intensity {
-                max_restarts: max,
-                window: Duration::from_secs(10),
-            },
-            Backoff {
-                base: Duration::from_millis(100),
-                max: Duration::from_secs(1),
-            },
-        )
-    }
-
-    fn kids(policies: &[Restart]) -> Vec<(String, Restart, bool)> {
-        policies
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (format!("c{i}"), *p, true))
-            .collect()
-    }
-
-    #[test]
-    fn one_for_one_restarts_only_the_failed_child() {
-        let mut l = ladder(Strategy::OneForOne, 5);
-        let d = l.decide(&kids(&[Restart::Permanent; 3]), "c1", Exit::Failed, Instant::now());
-        assert_eq!(
-            d,
-            Decision::Restart {
-                stop: vec![],
-                start: vec!["c1".into()],
-                delay: Duration::from_millis(100),
-                restarts: 1
-            }
-        );
-    }
-
-    #[test]
-    fn one_for_all_stops_siblings_in_reverse_and_restarts_all_in_order() {
-        let mut l = ladder(Strategy::OneForAll, 5);
-        let d = l.decide(&kids(&[Restart::Permanent; 3]), "c1", Exit::Failed, Instant::now());
-        let Decision::Restart { stop, start, .. } = d else {
-            panic!("expected a restart, got {d:?}")
-        };
-        assert_eq!(stop, vec!["c2", "c0"]);
-        assert_eq!(start, vec!["c0", "c1", "c2"]);
-    }
-
-    #[test]
-    fn rest_for_one_restarts_the_child_and_those_started_after_it() {
-        let mut l = ladder(Strategy::RestForOne, 5);
-        let d = l.decide(&kids(&[Restart::Permanent; 4]), "c1", Exit::Failed, Instant::now());
-        let Decision::Restart { stop, start, .. } = d else {
-            panic!("expected a restart, got {d:?}")
-        };
-        assert_eq!(stop, vec!["c3", "c2"]);
-        assert_eq!(start, vec!["c1", "c2", "c3"]);
-    }
-
-    #[test]
-    fn restart_policies_decide_whether_an_exit_restarts() {
-        let mut l = ladder(Strategy::OneForOne, 5);
-        let c = kids(&[Restart::Permanent, Restart::Transient, Restart::Temporary]);
-        let now = Instant::now();
-        assert!(matches!(
-            l.decide(&c, "c0", Exit::Normal, now),
-            Decision::Restart { .. }
-        ));
-        assert_eq!(l.decide(&c, "c1", Exit::Normal, now), Decision::Remove);
-        assert!(matches!(
-            l.decide(&c, "c1", Exit::Failed, now),
-            Decision::Restart { .. }
-        ));
-        assert_eq!(l.decide(&c, "c2", Exit::Failed, now), Decision::Remove);
-        assert_eq!(l.decide(&c, "unknown", Exit::Failed, now), Decision::Remove);
-    }
-
-    #[test]
-    fn exceeding_intensity_within_the_window_escalates() {
-        let mut l = ladder(Strategy::OneForOne, 2);
-        let c = kids(&[Restart::Permanent]);
-        let t = Instant::now();
-        assert!(matches!(
-            l.decide(&c, "c0", Exit::Failed, t),
-            Decision::Restart { restarts: 1, .. }
-        ));
-        assert!(matches!(
-            l.decide(&c, "c0", Exit::Failed, t),
-            Decision::Restart { restarts: 2, .. }
-        ));
-        assert_eq!(l.decide(&c, "c0", Exit::Failed, t), Decision::Escalate { restarts: 3 });
-    }
-
-    #[test]
-    fn restarts_older_than_the_window_are_forgotten() {
-        let mut l = ladder(Strategy::OneForOne, 1);
-        let c = kids(&[Restart::Permanent]);
-        let t = Instant::now();
-        assert!(matches!(l.decide(&c, "c0", Exit::Failed, t), Decision::Restart { .. }));
-        let later = t + Duration::from_secs(11);
-        assert!(matches!(
-            l.decide(&c, "c0", Exit::Failed, later),
-            Decision::Restart { restarts: 1, .. }
-        ));
-    }
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let b = Backoff {
-            base: Duration::from_millis(100),
-            max: Duration::from_millis(500),
-        };
-        assert_eq!(b.delay(1), Duration::from_millis(100));
-        assert_eq!(b.delay(2), Duration::from_millis(200));
-        assert_eq!(b.delay(3), Duration::from_millis(400));
-        assert_eq!(b.delay(4), Duration::from_millis(500));
-        assert_eq!(b.delay(64), Duration::from_millis(500));
-    }
-
-    #[test]
-    fn temporary_siblings_are_not_restarted_with_the_group() {
-        let mut l = ladder(Strategy::OneForAll, 5);
-        let c = kids(&[Restart::Temporary, Restart::Permanent]);
-        let Decision::Restart { stop, start, .. } = l.decide(&c, "c1", Exit::Failed, Instant::now()) else {
-            panic!("expected a restart")
-        };
-        assert_eq!(stop, vec!["c0"]);
-        assert_eq!(start, vec!["c1"]);
-    }
-}
+mod tests;

@@ -1,81 +1,111 @@
 //! The supervisor actor: carries out [`RestartLadder`] decisions on real children.
+//!
+//! ```text
+//!             StartChild ─▶ STARTING ──Started──▶ RUNNING ──exit──▶ decide
+//!                              ▲                    │                 │
+//!   RestartDue (job) ─▶ RESTARTING ◀────restart─────┼─────────────────┤
+//!                                                   │                 ├─ remove / give up (FAILED)
+//!            TerminateChild ─▶ STOPPING ──Stopped──▶ gone             └─ escalate: stop all, fail
+//! ```
+//!
+//! Starts and stops that take time run as jobs outside the mailbox (see `jobs.rs`) and report
+//! back by message, tagged with the child's generation so a late report of an abandoned
+//! start is recognised and its actor stopped.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
 
-use super::decision::{Backoff, Decision, Exit, Intensity, Restart, RestartLadder, Strategy};
+use super::child::{ChildEvent, ChildSpec, Shutdown};
+use super::decision::{Backoff, ChildView, Decision, Exit, Intensity, RestartLadder, Strategy};
+use super::jobs::{self, Start};
+use super::tree::{self, SupervisorInfo};
 use crate::events::NewEvent;
-use crate::store::{Batch, Store};
+use crate::store::{Batch, Op, Store};
 
-/// How long a supervisor waits for a child it stops.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What happened to a child, told to its spec so domain code can keep its own records.
-#[derive(Debug, Clone)]
-pub enum ChildEvent {
-    Started,
-    Failed { reason: String, restarting: bool },
-    Restarted { restarts: u32 },
-    Stopped,
-}
-
-/// How to (re)create one child. Specs are kept for the child's life and used again on every
-/// restart, so a child restarts from its arguments, not from a snapshot of its state.
-pub trait ChildSpec: Send + Sync + 'static {
-    fn id(&self) -> &str;
-    /// Prefix of this child's events: `AGENT` gives `AGENT_FAILED`, `AGENT_RESTARTED`, ...
-    fn kind(&self) -> &str;
-    fn restart(&self) -> Restart {
-        Restart::Permanent
-    }
-    /// Spawns the child linked to `supervisor`.
-    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>>;
-    /// Called after each lifecycle change, before its event is written. The batch is
-    /// committed with the event, so the spec can record state atomically with it.
-    fn lifecycle(&self, _event: &ChildEvent, _batch: &mut Batch) {}
-    /// Extra fields for this child's events.
-    fn event_data(&self) -> serde_json::Value {
-        json!({})
-    }
-}
+/// How a start that finished after it was abandoned is undone.
+const STALE_STOP: Shutdown = Shutdown::Timeout(std::time::Duration::from_secs(10));
 
 pub enum SupervisorMsg {
-    /// Adds and starts a child; fails if the id is taken or the child does not start.
+    /// Adds and starts a child; answers once it has started, or why it did not.
     StartChild(Arc<dyn ChildSpec>, RpcReplyPort<Result<(), String>>),
-    /// Stops a child for good; replies whether it existed.
+    /// Stops a child for good (by its shutdown policy); answers whether it existed.
     TerminateChild(String, RpcReplyPort<bool>),
     /// Ids of the children and whether each is running now.
     Children(RpcReplyPort<Vec<(String, bool)>>),
-    /// Starts children after a restart's backoff.
-    RestartDue(Vec<String>, u32),
+    /// This supervisor's live subtree.
+    Describe(RpcReplyPort<SupervisorInfo>),
+    /// A start job's report.
+    Started {
+        id: String,
+        generation: u64,
+        result: Result<ActorCell, String>,
+    },
+    /// A stop job's report.
+    Stopped { id: String, generation: u64 },
+    /// A lifecycle record did not become durable.
+    WriteFailed(String),
 }
 
 impl ractor::Message for SupervisorMsg {}
 
+/// Whether the initial children start one after the other (each may rely on the ones before
+/// it, as OTP's do) or all at once (independent children such as agents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOrder {
+    Sequential,
+    Concurrent,
+}
+
 pub struct SupervisorArgs {
     pub name: String,
     pub strategy: Strategy,
-    pub intensity: Intensity,
+    /// Restarts this supervisor makes within a window before it escalates; `None` never
+    /// escalates (its children have intensities of their own).
+    pub intensity: Option<Intensity>,
     pub backoff: Backoff,
     pub children: Vec<Arc<dyn ChildSpec>>,
+    pub start_order: StartOrder,
     pub store: Store,
 }
 
-struct Child {
-    spec: Arc<dyn ChildSpec>,
-    cell: Option<ActorCell>,
-    restarts: u32,
+#[derive(Debug, Clone)]
+pub(super) enum Slot {
+    Starting,
+    Running(ActorCell),
+    Restarting,
+    Stopping,
+}
+
+impl Slot {
+    pub(super) fn as_str(&self) -> &'static str {
+        match self {
+            Slot::Starting => "STARTING",
+            Slot::Running(_) => "RUNNING",
+            Slot::Restarting => "RESTARTING",
+            Slot::Stopping => "STOPPING",
+        }
+    }
+}
+
+pub(super) struct Child {
+    pub spec: Arc<dyn ChildSpec>,
+    pub slot: Slot,
+    pub restarts: u32,
+    generation: u64,
+    /// Who asked for this child's first start and waits for its outcome.
+    on_started: Option<RpcReplyPort<Result<(), String>>>,
+    /// Who asked for this child's stop.
+    on_stopped: Vec<RpcReplyPort<bool>>,
 }
 
 pub struct State {
-    name: String,
-    ladder: RestartLadder,
-    children: Vec<Child>,
+    pub(super) name: String,
+    pub(super) ladder: RestartLadder,
+    pub(super) children: Vec<Child>,
     store: Store,
+    myself: ActorRef<SupervisorMsg>,
 }
 
 /// A supervisor actor; spawn it with [`SupervisorArgs`].
@@ -97,9 +127,30 @@ impl Actor for Supervisor {
             ladder: RestartLadder::new(args.strategy, args.intensity, args.backoff),
             children: Vec::new(),
             store: args.store,
+            myself: myself.clone(),
         };
         for spec in args.children {
-            state.add(&myself, spec).await?;
+            match args.start_order {
+                StartOrder::Sequential => match jobs::start(spec.clone(), &myself).await {
+                    Ok(cell) => {
+                        state.children.push(Child::new(spec.clone(), Slot::Running(cell)));
+                        state.record(&spec, ChildEvent::Started);
+                    }
+                    Err(e) => {
+                        state.stop_all().await;
+                        return Err(format!("child {} did not start: {e}", spec.id()).into());
+                    }
+                },
+                StartOrder::Concurrent => {
+                    let child = Child::new(spec.clone(), Slot::Starting);
+                    let start = Start {
+                        spec,
+                        generation: child.generation,
+                    };
+                    state.children.push(child);
+                    jobs::spawn(myself.clone(), vec![], std::time::Duration::ZERO, vec![start]);
+                }
+            }
         }
         tracing::info!(supervisor = %state.name, children = state.children.len(), "supervisor started");
         Ok(state)
@@ -112,67 +163,39 @@ impl Actor for Supervisor {
 
     async fn handle(
         &self,
-        myself: ActorRef<SupervisorMsg>,
+        _myself: ActorRef<SupervisorMsg>,
         msg: SupervisorMsg,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::StartChild(spec, reply) => {
-                let result = if state.position(spec.id()).is_some() {
-                    Err(format!("child {} already exists", spec.id()))
-                } else {
-                    state.add(&myself, spec).await.map_err(|e| e.to_string())
-                };
-                let _ = reply.send(result);
-            }
-            SupervisorMsg::TerminateChild(id, reply) => {
-                let found = match state.position(&id) {
-                    Some(pos) => {
-                        let child = state.children.remove(pos);
-                        if let Some(cell) = &child.cell {
-                            stop(cell).await;
-                        }
-                        state.record(&child.spec, ChildEvent::Stopped);
-                        true
-                    }
-                    None => false,
-                };
-                let _ = reply.send(found);
-            }
-            SupervisorMsg::Children(reply) => {
-                let _ = reply.send(
-                    state
-                        .children
-                        .iter()
-                        .map(|c| (c.spec.id().to_owned(), c.cell.is_some()))
-                        .collect(),
-                );
-            }
-            SupervisorMsg::RestartDue(ids, restarts) => {
-                for id in ids {
-                    let Some(pos) = state.position(&id) else { continue };
-                    // Two restarts can be pending for one child (a sibling failed during its
-                    // backoff); the first one started it.
-                    if state.children[pos].cell.is_some() {
-                        continue;
-                    }
-                    let spec = state.children[pos].spec.clone();
-                    match spec.clone().start(myself.get_cell()).await {
-                        Ok(cell) => {
-                            let child = &mut state.children[pos];
-                            child.cell = Some(cell);
-                            child.restarts += 1;
-                            let count = child.restarts;
-                            state.record(&spec, ChildEvent::Restarted { restarts: count });
-                        }
-                        Err(e) => {
-                            tracing::warn!(supervisor = %state.name, child = %id, error = %e, restarts, "restart failed");
-                            state
-                                .on_exit(&myself, pos, Exit::Failed, format!("restart failed: {e}"))
-                                .await?;
-                        }
-                    }
+                if state.position(spec.id()).is_some() {
+                    let _ = reply.send(Err(format!("child {} already exists", spec.id())));
+                    return Ok(());
                 }
+                let mut child = Child::new(spec.clone(), Slot::Starting);
+                child.on_started = Some(reply);
+                let start = Start {
+                    spec,
+                    generation: child.generation,
+                };
+                state.children.push(child);
+                jobs::spawn(state.myself.clone(), vec![], std::time::Duration::ZERO, vec![start]);
+            }
+            SupervisorMsg::Started { id, generation, result } => state.started(&id, generation, result).await?,
+            SupervisorMsg::TerminateChild(id, reply) => state.terminate(&id, reply),
+            SupervisorMsg::Stopped { id, generation } => state.stopped(&id, generation),
+            SupervisorMsg::Children(reply) => {
+                let list = state
+                    .children
+                    .iter()
+                    .map(|c| (c.spec.id().to_owned(), matches!(c.slot, Slot::Running(_))))
+                    .collect();
+                let _ = reply.send(list);
+            }
+            SupervisorMsg::Describe(reply) => tree::describe(state, reply),
+            SupervisorMsg::WriteFailed(reason) => {
+                return Err(format!("supervisor {}: a lifecycle record was not written: {reason}", state.name).into());
             }
         }
         Ok(())
@@ -180,7 +203,7 @@ impl Actor for Supervisor {
 
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<SupervisorMsg>,
+        _myself: ActorRef<SupervisorMsg>,
         evt: SupervisionEvent,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
@@ -191,16 +214,28 @@ impl Actor for Supervisor {
             }
             _ => return Ok(()),
         };
-        // Exits of children this supervisor stopped itself are not failures.
+        // Exits of children this supervisor is stopping itself are not failures.
         let Some(pos) = state
             .children
             .iter()
-            .position(|c| c.cell.as_ref().is_some_and(|c| c.get_id() == cell.get_id()))
+            .position(|c| matches!(&c.slot, Slot::Running(c) if c.get_id() == cell.get_id()))
         else {
             return Ok(());
         };
-        state.children[pos].cell = None;
-        state.on_exit(&myself, pos, exit, reason).await
+        state.on_exit(pos, exit, reason).await
+    }
+}
+
+impl Child {
+    fn new(spec: Arc<dyn ChildSpec>, slot: Slot) -> Self {
+        Self {
+            spec,
+            slot,
+            restarts: 0,
+            generation: 1,
+            on_started: None,
+            on_stopped: Vec::new(),
+        }
     }
 }
 
@@ -209,41 +244,140 @@ impl State {
         self.children.iter().position(|c| c.spec.id() == id)
     }
 
-    async fn add(
+    async fn started(
         &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        spec: Arc<dyn ChildSpec>,
+        id: &str,
+        generation: u64,
+        result: Result<ActorCell, String>,
     ) -> Result<(), ActorProcessingErr> {
-        let cell = spec.clone().start(myself.get_cell()).await?;
-        self.children.push(Child {
-            spec: spec.clone(),
-            cell: Some(cell),
-            restarts: 0,
+        let current = self.position(id).filter(|&p| {
+            let c = &self.children[p];
+            c.generation == generation && matches!(c.slot, Slot::Starting | Slot::Restarting)
         });
-        self.record(&spec, ChildEvent::Started);
+        let Some(pos) = current else {
+            // An abandoned start (the child was stopped or restarted meanwhile) came through.
+            if let Ok(cell) = result {
+                tokio::spawn(async move { jobs::stop(&cell, STALE_STOP).await });
+            }
+            return Ok(());
+        };
+        let spec = self.children[pos].spec.clone();
+        match result {
+            Ok(cell) => {
+                let child = &mut self.children[pos];
+                let restarted = matches!(child.slot, Slot::Restarting);
+                child.slot = Slot::Running(cell);
+                if restarted {
+                    child.restarts += 1;
+                    let restarts = child.restarts;
+                    self.record(&spec, ChildEvent::Restarted { restarts });
+                } else {
+                    self.record(&spec, ChildEvent::Started);
+                }
+                if let Some(reply) = self.children[pos].on_started.take() {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                if let Some(reply) = self.children[pos].on_started.take() {
+                    // A start someone asked for and waits on: they get the error, nothing retries.
+                    self.children.remove(pos);
+                    self.ladder.forget(spec.id());
+                    self.record(
+                        &spec,
+                        ChildEvent::Failed {
+                            reason: format!("did not start: {e}"),
+                            restarting: false,
+                        },
+                    );
+                    let _ = reply.send(Err(e));
+                } else {
+                    tracing::warn!(supervisor = %self.name, child = %id, error = %e, "start failed");
+                    self.on_exit(pos, Exit::Failed, format!("start failed: {e}")).await?;
+                }
+            }
+        }
         Ok(())
     }
 
-    async fn on_exit(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        pos: usize,
-        exit: Exit,
-        reason: String,
-    ) -> Result<(), ActorProcessingErr> {
+    fn terminate(&mut self, id: &str, reply: RpcReplyPort<bool>) {
+        let Some(pos) = self.position(id) else {
+            let _ = reply.send(false);
+            return;
+        };
+        let child = &mut self.children[pos];
+        match std::mem::replace(&mut child.slot, Slot::Stopping) {
+            Slot::Running(cell) => {
+                child.on_stopped.push(reply);
+                let (supervisor, shutdown) = (self.myself.clone(), child.spec.shutdown());
+                let (id, generation) = (id.to_owned(), child.generation);
+                tokio::spawn(async move {
+                    jobs::stop(&cell, shutdown).await;
+                    let _ = supervisor.cast(SupervisorMsg::Stopped { id, generation });
+                });
+            }
+            Slot::Stopping => child.on_stopped.push(reply),
+            Slot::Starting | Slot::Restarting => {
+                // The pending start is abandoned: its report will find no current child.
+                let child = self.children.remove(pos);
+                if let Some(waiting) = child.on_started {
+                    let _ = waiting.send(Err("stopped before it started".into()));
+                }
+                self.ladder.forget(id);
+                self.record(&child.spec, ChildEvent::Stopped);
+                let _ = reply.send(true);
+            }
+        }
+    }
+
+    fn stopped(&mut self, id: &str, generation: u64) {
+        let Some(pos) = self
+            .position(id)
+            .filter(|&p| self.children[p].generation == generation && matches!(self.children[p].slot, Slot::Stopping))
+        else {
+            return;
+        };
+        let child = self.children.remove(pos);
+        self.ladder.forget(id);
+        self.record(&child.spec, ChildEvent::Stopped);
+        for reply in child.on_stopped {
+            let _ = reply.send(true);
+        }
+    }
+
+    async fn on_exit(&mut self, pos: usize, exit: Exit, reason: String) -> Result<(), ActorProcessingErr> {
         let spec = self.children[pos].spec.clone();
-        let listing: Vec<(String, Restart, bool)> = self
+        let listing: Vec<ChildView> = self
             .children
             .iter()
-            .map(|c| (c.spec.id().to_owned(), c.spec.restart(), c.cell.is_some()))
+            .map(|c| ChildView {
+                id: c.spec.id().to_owned(),
+                restart: c.spec.restart(),
+                running: matches!(c.slot, Slot::Running(_)),
+                intensity: c.spec.intensity(),
+            })
             .collect();
         let decision = self
             .ladder
             .decide(&listing, spec.id(), exit, tokio::time::Instant::now());
         tracing::warn!(supervisor = %self.name, child = %spec.id(), ?exit, %reason, ?decision, "child exited");
         let restarting = matches!(decision, Decision::Restart { .. });
+        let reason = match (&decision, spec.intensity()) {
+            (Decision::GiveUp { restarts }, Some(i)) => format!(
+                "gave up after {restarts} restarts within {} ms; last exit: {reason}",
+                i.window.as_millis()
+            ),
+            _ => reason,
+        };
         match exit {
             Exit::Failed => self.record(
+                &spec,
+                ChildEvent::Failed {
+                    reason: reason.clone(),
+                    restarting,
+                },
+            ),
+            Exit::Normal if matches!(decision, Decision::GiveUp { .. }) => self.record(
                 &spec,
                 ChildEvent::Failed {
                     reason: reason.clone(),
@@ -254,29 +388,15 @@ impl State {
             Exit::Normal => {}
         }
         match decision {
-            Decision::Remove => {
+            Decision::Remove | Decision::GiveUp { .. } => {
                 self.children.remove(pos);
+                self.ladder.forget(spec.id());
             }
             Decision::Restart {
-                stop: siblings,
-                start,
-                delay,
-                restarts,
-            } => {
-                for id in &siblings {
-                    if let Some(p) = self.position(id) {
-                        if let Some(cell) = self.children[p].cell.take() {
-                            stop(&cell).await;
-                        }
-                    }
-                }
-                // Stopped siblings that are not coming back are gone for good.
-                self.children
-                    .retain(|c| c.cell.is_some() || start.iter().any(|id| id == c.spec.id()));
-                myself.send_after(delay, move || SupervisorMsg::RestartDue(start, restarts));
-            }
+                stop, start, delay, ..
+            } => self.restart(&stop, &start, delay),
             Decision::Escalate { restarts } => {
-                let window_ms = self.ladder.intensity.window.as_millis() as u64;
+                let window_ms = self.ladder.intensity.map_or(0, |i| i.window.as_millis() as u64);
                 let event = NewEvent::new(
                     "SUPERVISOR_ESCALATED",
                     Some(self.name.clone()),
@@ -292,16 +412,60 @@ impl State {
         Ok(())
     }
 
-    /// Stops every running child, last started first.
-    async fn stop_all(&mut self) {
-        for child in self.children.iter_mut().rev() {
-            if let Some(cell) = child.cell.take() {
-                stop(&cell).await;
+    /// Carries out a restart decision: the siblings in `stop` are stopped by a job, which
+    /// then (after `delay`) starts every child in `start` in order.
+    fn restart(&mut self, stop: &[String], start: &[String], delay: std::time::Duration) {
+        let mut stops = Vec::new();
+        for id in stop {
+            let Some(p) = self.position(id) else { continue };
+            if let Slot::Running(cell) = std::mem::replace(&mut self.children[p].slot, Slot::Restarting) {
+                stops.push((cell, self.children[p].spec.shutdown()));
             }
+        }
+        // Stopped siblings that are not coming back are gone for good.
+        let (gone, kept): (Vec<Child>, Vec<Child>) = self.children.drain(..).partition(|c| {
+            let id = c.spec.id();
+            stop.iter().any(|s| s == id) && !start.iter().any(|s| s == id)
+        });
+        self.children = kept;
+        for child in gone {
+            self.ladder.forget(child.spec.id());
+            self.record(&child.spec, ChildEvent::Stopped);
+        }
+        let mut starts = Vec::new();
+        for id in start {
+            let Some(p) = self.position(id) else { continue };
+            let child = &mut self.children[p];
+            child.slot = Slot::Restarting;
+            child.generation += 1;
+            starts.push(Start {
+                spec: child.spec.clone(),
+                generation: child.generation,
+            });
+        }
+        jobs::spawn(self.myself.clone(), stops, delay, starts);
+    }
+
+    /// Stops every child, last started first, recording each stop.
+    async fn stop_all(&mut self) {
+        while let Some(child) = self.children.pop() {
+            if let Slot::Running(cell) = &child.slot {
+                jobs::stop(cell, child.spec.shutdown()).await;
+            }
+            if let Some(waiting) = child.on_started {
+                let _ = waiting.send(Err(format!("supervisor {} is stopping", self.name)));
+            }
+            for reply in child.on_stopped {
+                let _ = reply.send(true);
+            }
+            self.record(&child.spec, ChildEvent::Stopped);
         }
     }
 
     /// Writes the event for a lifecycle change, with whatever the spec records beside it.
+    /// Not awaited (a supervisor must not wait for a disk flush per child), but watched: a
+    /// record that does not become durable fails the supervisor, whose restart rebuilds its
+    /// children from the store.
     fn record(&self, spec: &Arc<dyn ChildSpec>, event: ChildEvent) {
         let mut batch = Batch::new();
         spec.lifecycle(&event, &mut batch);
@@ -322,48 +486,12 @@ impl State {
         if matches!(event, ChildEvent::Restarted { .. }) {
             metrics::counter!("troupe_restarts_total").increment(1);
         }
+        data["supervisor"] = json!(self.name);
         let kind = format!("{}_{suffix}", spec.kind());
-        batch.push(crate::store::Op::Event(NewEvent::new(
-            kind,
-            Some(spec.id().to_owned()),
-            data,
-        )));
-        // Not awaited: the writer commits in submission order, and a supervisor must not wait
-        // for a disk flush per child (it would make spawning thousands of agents crawl).
-        let _ = self.store.submit(batch);
-    }
-}
-
-/// A nested supervisor as a child of another: its children restart together under its own
-/// strategy, and its failure is one child failure for its parent.
-pub struct SupervisorSpec {
-    pub args: Box<dyn Fn() -> SupervisorArgs + Send + Sync>,
-    pub id: String,
-}
-
-impl ChildSpec for SupervisorSpec {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn kind(&self) -> &str {
-        "SERVICE"
-    }
-
-    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
-        Box::pin(async move {
-            let (sup, _) = Actor::spawn_linked(None, Supervisor, (self.args)(), supervisor).await?;
-            Ok(sup.get_cell())
-        })
-    }
-}
-
-async fn stop(cell: &ActorCell) {
-    if let Err(e) = cell
-        .stop_and_wait(Some("stopped by supervisor".into()), Some(STOP_TIMEOUT))
-        .await
-    {
-        tracing::warn!(actor = %cell.get_id(), error = %e, "child did not stop in time; killing it");
-        cell.kill();
+        batch.push(Op::Event(NewEvent::new(kind, Some(spec.id().to_owned()), data)));
+        let myself = self.myself.clone();
+        self.store.submit(batch).on_failure(move |e| {
+            let _ = myself.cast(SupervisorMsg::WriteFailed(e.to_string()));
+        });
     }
 }

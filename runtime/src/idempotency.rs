@@ -1,0 +1,247 @@
+//! Idempotency keys: a mutation sent twice with the same key gets the same answer, and its
+//! effect happens once, for as long as the key is kept (the window).
+//!
+//! ```text
+//!  claim(scope, key, request) ──▶ kept answer for this key? ──yes──▶ Replay(answer)
+//!                 │ (per-key lock held)                 └─ other request ──▶ Mismatch
+//!                 └──no──▶ Fresh(guard) ─▶ do the work ─▶ guard.record(batch, answer)
+//!                                                         (committed with the work)
+//! ```
+//!
+//! A concurrent duplicate waits on the per-key lock and then finds the answer. Only answers
+//! of successful mutations are kept: a request that failed may be retried with its key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::{Batch, Store, StoreError, Table};
+
+pub const IDEMPOTENCY: Table = Table::new("idempotency");
+
+/// Longest key accepted.
+pub const MAX_KEY_LEN: usize = 128;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    fingerprint: String,
+    answer: Vec<u8>,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyError {
+    #[error("idempotency key {0:?} was used for a different request")]
+    Mismatch(String),
+    #[error("an idempotency key must be 1-{MAX_KEY_LEN} characters")]
+    BadKey,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type KeyLock = tokio::sync::Mutex<()>;
+
+/// The node's kept answers.
+#[derive(Clone)]
+pub struct Idempotency {
+    store: Store,
+    window: Duration,
+    locks: Arc<Mutex<HashMap<String, Weak<KeyLock>>>>,
+}
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency").field("window", &self.window).finish()
+    }
+}
+
+/// What a claim found.
+pub enum Claim<T> {
+    /// The key was used before for the same request: its answer.
+    Replay(T),
+    /// First use: do the work, then record the answer with the guard.
+    Fresh(Guard),
+}
+
+/// Held while a keyed mutation runs; duplicates wait for it.
+pub struct Guard {
+    key: String,
+    fingerprint: String,
+    expires_at: DateTime<Utc>,
+    _lock: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Guard {
+    /// Adds the answer to the batch that carries the mutation's effect, so both are durable
+    /// together.
+    pub fn record<T: Serialize>(&self, batch: &mut Batch, answer: &T) -> Result<(), StoreError> {
+        let entry = Entry {
+            fingerprint: self.fingerprint.clone(),
+            answer: crate::codec::encode(answer)?,
+            expires_at: self.expires_at,
+        };
+        batch.push(crate::store::Op::Put {
+            table: IDEMPOTENCY,
+            key: self.key.clone(),
+            value: crate::codec::encode(&entry)?,
+        });
+        Ok(())
+    }
+
+    /// Keeps the answer of a mutation whose effect was written elsewhere.
+    pub async fn save<T: Serialize>(self, store: &Store, answer: &T) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        self.record(&mut batch, answer)?;
+        store.write(batch).await.map(|_| ())
+    }
+}
+
+impl Idempotency {
+    pub fn new(store: Store, window: Duration) -> Self {
+        Self {
+            store,
+            window,
+            locks: Arc::default(),
+        }
+    }
+
+    /// Claims `key` within `scope` (the mutation's name) for `request`.
+    pub async fn claim<T: DeserializeOwned>(
+        &self,
+        scope: &str,
+        key: &str,
+        request: &impl Serialize,
+    ) -> Result<Claim<T>, IdempotencyError> {
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(IdempotencyError::BadKey);
+        }
+        let full = format!("{scope}/{key}");
+        let fingerprint = fingerprint(request)?;
+        let lock = self.lock_for(&full).lock_owned().await;
+        if let Some(bytes) = self.store.get(IDEMPOTENCY, &full).await? {
+            let entry: Entry = crate::codec::decode(&bytes)?;
+            if entry.expires_at > crate::clock::now() {
+                if entry.fingerprint != fingerprint {
+                    return Err(IdempotencyError::Mismatch(key.to_owned()));
+                }
+                return Ok(Claim::Replay(crate::codec::decode(&entry.answer)?));
+            }
+        }
+        let window = chrono::TimeDelta::from_std(self.window).unwrap_or(chrono::TimeDelta::MAX);
+        Ok(Claim::Fresh(Guard {
+            key: full,
+            fingerprint,
+            expires_at: crate::clock::now() + window,
+            _lock: lock,
+        }))
+    }
+
+    fn lock_for(&self, key: &str) -> Arc<KeyLock> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lock) = locks.get(key).and_then(Weak::upgrade) {
+            return lock;
+        }
+        locks.retain(|_, l| l.strong_count() > 0);
+        let lock = Arc::new(KeyLock::new(()));
+        locks.insert(key.to_owned(), Arc::downgrade(&lock));
+        lock
+    }
+
+    /// Deletes the answers whose window has passed; returns how many.
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        let now = crate::clock::now();
+        let expired: Vec<String> = self
+            .store
+            .view(move |v| {
+                let mut out = Vec::new();
+                v.scan(IDEMPOTENCY, None, |k, bytes| {
+                    if crate::codec::decode::<Entry>(bytes).map_or(true, |e| e.expires_at <= now) {
+                        out.push(k.to_owned());
+                    }
+                    Ok(true)
+                })?;
+                Ok(out)
+            })
+            .await?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = Batch::new();
+        for key in &expired {
+            batch = batch.delete(IDEMPOTENCY, key.clone());
+        }
+        self.store.write(batch).await?;
+        Ok(expired.len())
+    }
+}
+
+fn fingerprint(request: &impl Serialize) -> Result<String, StoreError> {
+    let bytes = crate::codec::encode(request)?;
+    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn setup(window: Duration) -> (tempfile::TempDir, Store, Idempotency) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let idem = Idempotency::new(store.clone(), window);
+        (dir, store, idem)
+    }
+
+    #[tokio::test]
+    async fn the_same_key_and_request_replays_the_kept_answer() {
+        let (_d, store, idem) = setup(Duration::from_secs(60)).await;
+        let Claim::Fresh(guard) = idem.claim::<String>("submit", "k1", &"req").await.unwrap() else {
+            panic!("first use must be fresh")
+        };
+        guard.save(&store, &"answer".to_string()).await.unwrap();
+        match idem.claim::<String>("submit", "k1", &"req").await.unwrap() {
+            Claim::Replay(a) => assert_eq!(a, "answer"),
+            Claim::Fresh(_) => panic!("second use must replay"),
+        }
+        assert!(matches!(
+            idem.claim::<String>("submit", "k1", &"other").await,
+            Err(IdempotencyError::Mismatch(_))
+        ));
+        // Scopes are apart: the same key for another mutation is a first use.
+        assert!(matches!(idem.claim::<String>("spawn", "k1", &"req").await, Ok(Claim::Fresh(_))));
+        assert!(matches!(idem.claim::<String>("spawn", "", &"req").await, Err(IdempotencyError::BadKey)));
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_duplicate_waits_for_the_first_and_gets_its_answer() {
+        let (_d, store, idem) = setup(Duration::from_secs(60)).await;
+        let Claim::Fresh(guard) = idem.claim::<u32>("s", "k", &1).await.unwrap() else {
+            panic!()
+        };
+        let second = {
+            let idem = idem.clone();
+            tokio::spawn(async move { idem.claim::<u32>("s", "k", &1).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "the duplicate must wait for the first");
+        guard.save(&store, &7u32).await.unwrap();
+        assert!(matches!(second.await.unwrap().unwrap(), Claim::Replay(7)));
+    }
+
+    #[tokio::test]
+    async fn answers_past_the_window_are_forgotten_and_purged() {
+        let (_d, store, idem) = setup(Duration::from_millis(1)).await;
+        let Claim::Fresh(guard) = idem.claim::<u32>("s", "k", &1).await.unwrap() else {
+            panic!()
+        };
+        guard.save(&store, &7u32).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(matches!(idem.claim::<u32>("s", "k", &1).await.unwrap(), Claim::Fresh(_)));
+        assert_eq!(idem.purge_expired().await.unwrap(), 1);
+        assert!(store.get(IDEMPOTENCY, "s/k").await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,383 @@
+//! The supervisor on real actors: each strategy, escalation, a child's own intensity, start
+//! timeouts, slow starts beside fast ones, shutdown policies and the described tree.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
+use tokio::sync::{mpsc, Notify};
+
+use super::*;
+use crate::store::Store;
+
+/// A started worker: its child id and its actor.
+type Started = (String, ActorRef<WorkerMsg>);
+
+enum WorkerMsg {
+    Fail,
+}
+
+impl ractor::Message for WorkerMsg {}
+
+struct Worker {
+    id: String,
+    log: mpsc::UnboundedSender<Started>,
+    /// Set when the worker ran its post_stop.
+    stopped_cleanly: Arc<std::sync::atomic::AtomicBool>,
+    ignore_stop: bool,
+}
+
+impl Actor for Worker {
+    type Msg = WorkerMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, myself: ActorRef<WorkerMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        let _ = self.log.send((self.id.clone(), myself));
+        Ok(())
+    }
+
+    async fn post_stop(&self, _: ActorRef<WorkerMsg>, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        if self.ignore_stop {
+            // Hangs in its cleanup, as a child that will not stop does.
+            std::future::pending::<()>().await;
+        }
+        self.stopped_cleanly.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn handle(&self, _: ActorRef<WorkerMsg>, msg: WorkerMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WorkerMsg::Fail => Err(format!("{} was told to fail", self.id).into()),
+        }
+    }
+}
+
+struct WorkerSpec {
+    id: String,
+    log: mpsc::UnboundedSender<Started>,
+    gate: Option<Arc<Notify>>,
+    intensity: Option<Intensity>,
+    start_timeout: Duration,
+    shutdown: Shutdown,
+    ignore_stop: bool,
+    stopped_cleanly: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WorkerSpec {
+    fn new(id: &str, log: &mpsc::UnboundedSender<Started>) -> Self {
+        Self {
+            id: id.into(),
+            log: log.clone(),
+            gate: None,
+            intensity: None,
+            start_timeout: Duration::from_secs(10),
+            shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+            ignore_stop: false,
+            stopped_cleanly: Arc::default(),
+        }
+    }
+}
+
+impl ChildSpec for WorkerSpec {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn kind(&self) -> &str {
+        "WORKER"
+    }
+    fn intensity(&self) -> Option<Intensity> {
+        self.intensity
+    }
+    fn start_timeout(&self) -> Duration {
+        self.start_timeout
+    }
+    fn shutdown(&self) -> Shutdown {
+        self.shutdown
+    }
+    fn start(self: Arc<Self>, supervisor: ractor::ActorCell) -> futures::future::BoxFuture<'static, Result<ractor::ActorCell, ActorProcessingErr>> {
+        Box::pin(async move {
+            if let Some(gate) = &self.gate {
+                gate.notified().await;
+            }
+            let worker = Worker {
+                id: self.id.clone(),
+                log: self.log.clone(),
+                stopped_cleanly: self.stopped_cleanly.clone(),
+                ignore_stop: self.ignore_stop,
+            };
+            let (actor, _) = Actor::spawn_linked(None, worker, (), supervisor).await?;
+            Ok(actor.get_cell())
+        })
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Store,
+    log: mpsc::UnboundedSender<Started>,
+    started: mpsc::UnboundedReceiver<Started>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (log, started) = mpsc::unbounded_channel();
+        Self {
+            _dir: dir,
+            store,
+            log,
+            started,
+        }
+    }
+
+    fn args(&self, strategy: Strategy, max_restarts: Option<u32>, children: Vec<Arc<dyn ChildSpec>>) -> SupervisorArgs {
+        SupervisorArgs {
+            name: "test".into(),
+            strategy,
+            intensity: max_restarts.map(|max_restarts| Intensity {
+                max_restarts,
+                window: Duration::from_secs(60),
+            }),
+            backoff: Backoff {
+                base: Duration::from_millis(1),
+                max: Duration::from_millis(5),
+            },
+            children,
+            start_order: StartOrder::Sequential,
+            store: self.store.clone(),
+        }
+    }
+
+    fn workers(&self, ids: &[&str]) -> Vec<Arc<dyn ChildSpec>> {
+        ids.iter()
+            .map(|id| Arc::new(WorkerSpec::new(id, &self.log)) as Arc<dyn ChildSpec>)
+            .collect()
+    }
+
+    /// The next `n` starts, in the order they happened.
+    async fn starts(&mut self, n: usize) -> Vec<Started> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let next = tokio::time::timeout(Duration::from_secs(10), self.started.recv())
+                .await
+                .expect("a start within 10 s")
+                .expect("log open");
+            out.push(next);
+        }
+        out
+    }
+
+    /// Kinds of the events written so far about `subject`.
+    async fn kinds_of(&self, subject: &str) -> Vec<String> {
+        self.store.flush().await.unwrap();
+        self.store
+            .events_after(0, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.subject.as_deref() == Some(subject))
+            .map(|e| e.kind)
+            .collect()
+    }
+}
+
+fn ids(started: &[Started]) -> Vec<(String, ActorId)> {
+    started.iter().map(|(id, a)| (id.clone(), a.get_id())).collect()
+}
+
+async fn restarted_by(strategy: Strategy) -> (Vec<(String, ActorId)>, Vec<(String, ActorId)>) {
+    let mut h = Harness::new();
+    let args = h.args(strategy, Some(5), h.workers(&["a", "b", "c"]));
+    let (_sup, _) = Actor::spawn(None, Supervisor, args).await.unwrap();
+    let first = h.starts(3).await;
+    first[1].1.cast(WorkerMsg::Fail).unwrap();
+    let expected = match strategy {
+        Strategy::OneForOne => 1,
+        Strategy::OneForAll => 3,
+        Strategy::RestForOne => 2,
+    };
+    (ids(&first), ids(&h.starts(expected).await))
+}
+
+#[tokio::test]
+async fn one_for_one_restarts_only_the_failed_child() {
+    let (first, again) = restarted_by(Strategy::OneForOne).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, "b");
+    assert_ne!(again[0].1, first[1].1, "b is a new actor");
+}
+
+#[tokio::test]
+async fn one_for_all_restarts_every_child_in_start_order() {
+    let (first, again) = restarted_by(Strategy::OneForAll).await;
+    let names: Vec<&str> = again.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    for (old, new) in first.iter().zip(&again) {
+        assert_ne!(old.1, new.1, "{} is a new actor", old.0);
+    }
+}
+
+#[tokio::test]
+async fn rest_for_one_restarts_the_child_and_those_started_after_it() {
+    let (_, again) = restarted_by(Strategy::RestForOne).await;
+    let names: Vec<&str> = again.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["b", "c"]);
+}
+
+#[tokio::test]
+async fn past_its_intensity_a_supervisor_stops_its_children_and_fails() {
+    let mut h = Harness::new();
+    let args = h.args(Strategy::OneForOne, Some(1), h.workers(&["a", "b"]));
+    let (sup, done) = Actor::spawn(None, Supervisor, args).await.unwrap();
+    let first = h.starts(2).await;
+    first[0].1.cast(WorkerMsg::Fail).unwrap();
+    let again = h.starts(1).await;
+    again[0].1.cast(WorkerMsg::Fail).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), done)
+        .await
+        .expect("the supervisor fails")
+        .unwrap();
+    assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
+    assert_eq!(first[1].1.get_status(), ractor::ActorStatus::Stopped, "b was stopped with it");
+    assert!(h.kinds_of("test").await.contains(&"SUPERVISOR_ESCALATED".to_string()));
+    assert_eq!(h.kinds_of("b").await, ["WORKER_STARTED", "WORKER_STOPPED"]);
+}
+
+#[tokio::test]
+async fn a_child_past_its_own_intensity_alone_is_failed_and_its_sibling_keeps_running() {
+    let mut h = Harness::new();
+    let mut flaky = WorkerSpec::new("flaky", &h.log);
+    flaky.intensity = Some(Intensity {
+        max_restarts: 2,
+        window: Duration::from_secs(60),
+    });
+    let children: Vec<Arc<dyn ChildSpec>> = vec![Arc::new(flaky), h.workers(&["steady"]).remove(0)];
+    // The supervisor itself would escalate at its first restart: the child's own budget rules.
+    let args = h.args(Strategy::OneForOne, Some(0), children);
+    let (sup, _) = Actor::spawn(None, Supervisor, args).await.unwrap();
+    let first = h.starts(2).await;
+    let mut flaky = first[0].1.clone();
+    for _ in 0..2 {
+        flaky.cast(WorkerMsg::Fail).unwrap();
+        flaky = h.starts(1).await.remove(0).1;
+    }
+    flaky.cast(WorkerMsg::Fail).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let children = ractor::call!(sup, SupervisorMsg::Children).unwrap();
+        if children == vec![("steady".to_string(), true)] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "children: {children:?}");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(first[1].1.get_status(), ractor::ActorStatus::Running);
+    let kinds = h.kinds_of("flaky").await;
+    assert_eq!(kinds.iter().filter(|k| *k == "WORKER_FAILED").count(), 3, "{kinds:?}");
+    let events = h.store.events_after(0, 10_000).await.unwrap();
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "WORKER_FAILED")
+        .unwrap();
+    assert_eq!(last.data["restarting"], false);
+    assert!(last.data["reason"].as_str().unwrap().contains("gave up after 2 restarts"));
+}
+
+#[tokio::test]
+async fn a_slow_start_does_not_hold_up_its_siblings_and_a_start_past_its_timeout_fails() {
+    let mut h = Harness::new();
+    let args = h.args(Strategy::OneForOne, None, vec![]);
+    let (sup, _) = Actor::spawn(None, Supervisor, args).await.unwrap();
+    let gate = Arc::new(Notify::new());
+    let mut slow = WorkerSpec::new("slow", &h.log);
+    slow.gate = Some(gate.clone());
+    // Cast first, so the slow start is asked for before the fast one.
+    let (reply, slow_start) = ractor::concurrency::oneshot();
+    sup.cast(SupervisorMsg::StartChild(Arc::new(slow), reply.into()))
+        .unwrap();
+    let fast: Arc<dyn ChildSpec> = Arc::new(WorkerSpec::new("fast", &h.log));
+    ractor::call!(sup, SupervisorMsg::StartChild, fast).unwrap().unwrap();
+    let children = ractor::call!(sup, SupervisorMsg::Children).unwrap();
+    assert_eq!(children, vec![("slow".to_string(), false), ("fast".to_string(), true)]);
+    gate.notify_one();
+    slow_start.await.unwrap().unwrap();
+    assert_eq!(h.starts(2).await.len(), 2);
+
+    let mut stuck = WorkerSpec::new("stuck", &h.log);
+    stuck.gate = Some(Arc::new(Notify::new()));
+    stuck.start_timeout = Duration::from_millis(50);
+    let err = ractor::call!(sup, SupervisorMsg::StartChild, Arc::new(stuck) as Arc<dyn ChildSpec>)
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("did not start within 50 ms"), "{err}");
+}
+
+#[tokio::test]
+async fn a_child_that_will_not_stop_is_killed_after_its_shutdown_timeout() {
+    let mut h = Harness::new();
+    let mut stubborn = WorkerSpec::new("stubborn", &h.log);
+    stubborn.ignore_stop = true;
+    stubborn.shutdown = Shutdown::Timeout(Duration::from_millis(100));
+    let mut brutal = WorkerSpec::new("brutal", &h.log);
+    brutal.shutdown = Shutdown::BrutalKill;
+    let brutal_clean = brutal.stopped_cleanly.clone();
+    let polite = WorkerSpec::new("polite", &h.log);
+    let polite_clean = polite.stopped_cleanly.clone();
+    let children: Vec<Arc<dyn ChildSpec>> = vec![Arc::new(stubborn), Arc::new(brutal), Arc::new(polite)];
+    let (sup, _) = Actor::spawn(None, Supervisor, h.args(Strategy::OneForOne, None, children))
+        .await
+        .unwrap();
+    let started = h.starts(3).await;
+    for id in ["stubborn", "brutal", "polite"] {
+        assert!(ractor::call!(sup, SupervisorMsg::TerminateChild, id.to_string()).unwrap());
+    }
+    for (id, actor) in &started {
+        assert_eq!(actor.get_status(), ractor::ActorStatus::Stopped, "{id}");
+    }
+    assert!(!brutal_clean.load(std::sync::atomic::Ordering::SeqCst), "a brutal kill skips post_stop");
+    assert!(polite_clean.load(std::sync::atomic::Ordering::SeqCst), "a timed stop runs post_stop");
+    assert!(ractor::call!(sup, SupervisorMsg::Children).unwrap().is_empty());
+    assert_eq!(h.kinds_of("stubborn").await, ["WORKER_STARTED", "WORKER_STOPPED"]);
+}
+
+#[tokio::test]
+async fn the_described_tree_shows_nested_supervisors_with_their_children() {
+    let mut h = Harness::new();
+    let store = h.store.clone();
+    let log = h.log.clone();
+    let inner = SupervisorSpec {
+        id: "inner".into(),
+        args: Box::new(move || SupervisorArgs {
+            name: "inner".into(),
+            strategy: Strategy::OneForAll,
+            intensity: None,
+            backoff: Backoff {
+                base: Duration::from_millis(1),
+                max: Duration::from_millis(1),
+            },
+            children: vec![Arc::new(WorkerSpec::new("leaf", &log))],
+            start_order: StartOrder::Concurrent,
+            store: store.clone(),
+        }),
+    };
+    let mut children = h.workers(&["a"]);
+    children.push(Arc::new(inner));
+    let (sup, _) = Actor::spawn(None, Supervisor, h.args(Strategy::RestForOne, Some(3), children))
+        .await
+        .unwrap();
+    h.starts(2).await;
+    let tree = ractor::call!(sup, SupervisorMsg::Describe).unwrap();
+    assert_eq!((tree.name.as_str(), tree.strategy), ("test", Strategy::RestForOne));
+    assert_eq!(tree.intensity.map(|i| i.max_restarts), Some(3));
+    let ids: Vec<&str> = tree.children.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["a", "inner"]);
+    let inner = tree.children[1].supervisor.as_ref().expect("inner described");
+    assert_eq!(inner.strategy, Strategy::OneForAll);
+    assert_eq!(inner.children[0].id, "leaf");
+    assert_eq!(inner.children[0].owner, "inner");
+    assert_eq!(inner.children[0].state, "RUNNING");
+    assert_eq!(tree.children[1].kind, "SUPERVISOR");
+}

@@ -1,0 +1,73 @@
+//! The live supervision tree, as the supervisors themselves know it: each supervisor
+//! describes its children and asks its child supervisors for their subtrees.
+
+use std::time::Duration;
+
+use ractor::{ActorRef, RpcReplyPort};
+
+use super::decision::{Intensity, Strategy};
+use super::supervisor::{Slot, State, SupervisorMsg};
+
+/// How long a child supervisor may take to describe itself before it is shown without its
+/// children.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct SupervisorInfo {
+    pub name: String,
+    pub strategy: Strategy,
+    pub intensity: Option<Intensity>,
+    pub children: Vec<ChildInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChildInfo {
+    pub id: String,
+    /// The child's event prefix: AGENT, SERVICE, SUPERVISOR ...
+    pub kind: String,
+    /// STARTING, RUNNING, RESTARTING or STOPPING.
+    pub state: &'static str,
+    pub restarts: u32,
+    /// The supervisor that owns (starts and restarts) the child.
+    pub owner: String,
+    /// The child's own intensity, when it has one.
+    pub intensity: Option<Intensity>,
+    /// The subtree, when the child is a supervisor that answered in time.
+    pub supervisor: Option<SupervisorInfo>,
+}
+
+/// Answers a Describe: this supervisor's own part at once, its child supervisors' parts from
+/// a task, so a slow subtree never blocks this mailbox.
+pub(super) fn describe(state: &State, reply: RpcReplyPort<SupervisorInfo>) {
+    let mut info = SupervisorInfo {
+        name: state.name.clone(),
+        strategy: state.ladder.strategy,
+        intensity: state.ladder.intensity,
+        children: Vec::with_capacity(state.children.len()),
+    };
+    let mut nested = Vec::new();
+    for child in &state.children {
+        if let (true, Slot::Running(cell)) = (child.spec.is_supervisor(), &child.slot) {
+            nested.push((info.children.len(), ActorRef::<SupervisorMsg>::from(cell.clone())));
+        }
+        info.children.push(ChildInfo {
+            id: child.spec.id().to_owned(),
+            kind: child.spec.kind().to_owned(),
+            state: child.slot.as_str(),
+            restarts: child.restarts,
+            owner: state.name.clone(),
+            intensity: child.spec.intensity(),
+            supervisor: None,
+        });
+    }
+    tokio::spawn(async move {
+        for (index, sup) in nested {
+            if let Ok(ractor::rpc::CallResult::Success(sub)) =
+                sup.call(SupervisorMsg::Describe, Some(DESCRIBE_TIMEOUT)).await
+            {
+                info.children[index].supervisor = Some(sub);
+            }
+        }
+        let _ = reply.send(info);
+    });
+}
