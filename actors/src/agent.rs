@@ -1,17 +1,21 @@
-//! Agents: a spec, a supervised actor that runs attempts, and backends that do the work.
+//! Agents: a spec (what the user asked for), a status (what was observed), a supervised actor
+//! that runs attempts, and the backend object inside it that does the work.
 //!
 //! ```text
-//! agents supervisor (one_for_one)
-//!   ├── agent a1 ── attempt tasks (builtin | exec process group)
+//! agents supervisor (one_for_one; each agent has its own restart intensity)
+//!   ├── agent a1 ── backend (builtin | exec) ── attempt tasks
 //!   └── agent a2
 //! ```
 
 mod actor;
-mod builtin;
+mod backend;
 mod child;
-mod exec;
 mod spec;
+mod status;
 
 pub use actor::{AgentActor, AgentMsg};
-pub use child::{AgentChild, AgentsChild};
-pub use spec::{AgentRecord, AgentSpec, AgentState, AgentView, Backend, BuiltinKind, ExecBackend, SpawnAgentRequest};
+pub use backend::{build as build_backend, Backend};
+pub use child::{AgentChild, AgentPolicy, AgentsChild};
+pub(crate) use status::gauge_moved;
+pub use spec::{AgentSpec, BackendSpec, BuiltinKind, Desired, ExecBackend, Owner, SpawnAgentRequest};
+pub use status::{AgentState, AgentStats, AgentStatus, AgentView};

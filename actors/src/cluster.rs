@@ -1,18 +1,19 @@
-//! Cluster membership over ractor_cluster.
+//! Cluster membership and remote calls over ractor_cluster.
 //!
 //! ```text
 //! cluster (local actor) ── NodeServer (ractor_cluster: listener, sessions, cookie auth)
-//!                       └─ Router (remotable; pg groups "troupe.routers" and "troupe.router.<name>")
+//!                       ├─ node service   (pg "troupe.node.<name>": hello, heartbeat)
+//!                       ├─ agents service (pg "troupe.agents.<name>")
+//!                       └─ tasks service  (pg "troupe.tasks.<name>")
 //! ```
 //!
-//! Only the router is remotable: peers reach a node's agents and tasks by asking its router,
-//! with Troupe's own payloads as rmp-serde bytes decoded in the handler. Nodes are known by
-//! their stable names, not by ractor's node ids (those change on every reconnect).
+//! Only these per-domain services are remotable: a peer addresses "the tasks service on
+//! node b" directly, with that domain's own message types. Nodes are known by their stable
+//! names, not by ractor's node ids (those change on every reconnect).
 
 mod actor;
-mod peers;
-mod router;
+mod membership;
+pub mod remote;
 
 pub use actor::ClusterChild;
-pub use peers::{Cluster, Member, MemberStatus, PeerInfo};
-pub use router::{PeerRequest, PeerResponse, Router, RouterMsg};
+pub use membership::{Cluster, Gathered, Member, MemberStatus, PeerInfo};

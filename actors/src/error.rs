@@ -3,6 +3,8 @@
 //! internal). Serializable, because a peer node may be the one that answers.
 
 use serde::{Deserialize, Serialize};
+use troupe_runtime::auth::TokenError;
+use troupe_runtime::idempotency::IdempotencyError;
 use troupe_runtime::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -39,9 +41,32 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            // The caller's cursor is older than the log: its request, not the node, is at fault.
-            StoreError::Compacted { .. } => ApiError::InvalidInput(e.to_string()),
+            // The caller's cursor is not one this log can continue from: its request is at fault.
+            e if e.is_bad_cursor() => ApiError::InvalidInput(e.to_string()),
+            StoreError::Rejected(_) => ApiError::InvalidInput(e.to_string()),
+            StoreError::Failed(_) | StoreError::Closed => ApiError::Unavailable(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<IdempotencyError> for ApiError {
+    fn from(e: IdempotencyError) -> Self {
+        match e {
+            IdempotencyError::Mismatch(_) => ApiError::Conflict(e.to_string()),
+            IdempotencyError::BadKey => ApiError::InvalidInput(e.to_string()),
+            IdempotencyError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            TokenError::Invalid(_) => ApiError::InvalidInput(e.to_string()),
+            TokenError::Store(s) => s.into(),
+            TokenError::Io { .. } => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -1,51 +1,57 @@
-//! Starting and stopping a node: the store, the admin token, and the supervision tree.
+//! Starting and stopping a node: the store, the tokens, and the supervision tree.
 //!
 //! ```text
-//! node (one_for_one)
+//! node (one_for_one, escalates past its intensity: the node exits non-zero)
 //! ├── core (rest_for_one: agents hold the scheduler's ref, so they restart after it)
 //! │   ├── scheduler
-//! │   └── agents (one_for_one) ── agent …
-//! ├── cluster ── NodeServer, router
+//! │   └── agents (one_for_one, never escalates: each agent has its own intensity) ── agent …
+//! ├── cluster ── NodeServer, node / agents / tasks services
 //! └── (extra children from the caller, e.g. the gateway)
 //! ```
 //!
-//! The store is opened before the tree and outlives it: a redb failure is fatal to the node,
-//! not something a restart repairs.
+//! The store is opened before the tree and outlives it: a store failure fail-stops the node
+//! (see [`Node::failed`]), and the next start recovers from what is on disk.
+
+mod bootstrap;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use ractor::ActorRef;
 use tokio::task::JoinHandle;
-use troupe_runtime::auth;
+use troupe_runtime::auth::TokenError;
 use troupe_runtime::config::Config;
-use troupe_runtime::store::{Batch, Store, StoreError, StoreOptions, Table};
-use troupe_runtime::supervision::{
-    Backoff, ChildSpec, Intensity, Strategy, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorSpec,
-};
+use troupe_runtime::store::StoreError;
+use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 
-use crate::agent::AgentsChild;
-use crate::api::{Api, ApiSettings};
-use crate::cluster::{Cluster, ClusterChild, PeerInfo};
-use crate::scheduler::{Scheduler, SchedulerArgs};
-use crate::services::Services;
+use crate::service::Api;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartNodeError {
-    #[error("cannot create data dir {path}: {source}")]
+    #[error("cannot prepare data dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("data dir {0} is in use by another running node")]
     Locked(PathBuf),
+    #[error("data dir {path}: {message}")]
+    Format { path: PathBuf, message: String },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("tokens: {0}")]
-    Token(#[from] auth::TokenError),
+    Token(#[from] TokenError),
     #[error("cluster cookie: {0}")]
     Cookie(String),
     #[error("supervision tree did not start: {0}")]
     Tree(String),
+}
+
+/// Why a running node stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeFailure {
+    #[error("the node's supervision tree gave up")]
+    TreeGaveUp,
+    #[error("the store failed: {0}")]
+    Store(String),
 }
 
 /// A running node.
@@ -54,6 +60,8 @@ pub struct Node {
     root: ActorRef<SupervisorMsg>,
     root_done: JoinHandle<()>,
     admin_token_path: PathBuf,
+    /// Background work the node owns (expired idempotency keys); stopped with it.
+    chores: Vec<JoinHandle<()>>,
 }
 
 /// Builds the caller's extra root children once the API exists.
@@ -61,100 +69,7 @@ pub type ExtraChildren = Box<dyn FnOnce(&Api) -> Vec<Arc<dyn ChildSpec>> + Send>
 
 impl Node {
     pub async fn start(config: &Config, extra: ExtraChildren) -> Result<Self, StartNodeError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartNodeError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
-        let options = StoreOptions {
-            event_retention: config.event_retention,
-        };
-        let store = match Store::open_with(&config.store_path(), options) {
-            Err(StoreError::Locked) => return Err(StartNodeError::Locked(config.data_dir.clone())),
-            other => other?,
-        };
-        let admin_token_path = auth::ensure_admin_token(&store, &config.data_dir).await?;
-        auth::import_pending(&store, &config.data_dir).await?;
-        let cookie = resolve_cookie(config)?;
-        let node_id = node_id(&store).await?;
-        let services = Services::default();
-        let cluster = Cluster::new(PeerInfo {
-            name: config.node_name.clone(),
-            cluster_address: config.cluster_listen.to_string(),
-            gateway_address: None,
-        });
-        let api = Api::new(
-            ApiSettings {
-                node_id,
-                node_name: config.node_name.clone(),
-                data_dir: config.data_dir.clone(),
-                max_payload_bytes: config.max_payload_bytes,
-            },
-            store.clone(),
-            services.clone(),
-            cluster,
-        );
-        let intensity = Intensity {
-            max_restarts: config.supervisor_max_restarts,
-            window: config.supervisor_window,
-        };
-        let backoff = Backoff {
-            base: config.supervisor_backoff,
-            max: Duration::from_secs(5).max(config.supervisor_backoff),
-        };
-        let scheduler: Arc<dyn ChildSpec> = Arc::new(SchedulerChild {
-            store: store.clone(),
-            services: services.clone(),
-            retry: Backoff {
-                base: config.retry_base,
-                max: config.retry_max,
-            },
-        });
-        let agents: Arc<dyn ChildSpec> = Arc::new(AgentsChild {
-            store: store.clone(),
-            services: services.clone(),
-            intensity,
-            backoff,
-        });
-        let core_store = store.clone();
-        let core = SupervisorSpec {
-            id: "core".into(),
-            args: Box::new(move || SupervisorArgs {
-                name: "core".into(),
-                strategy: Strategy::RestForOne,
-                intensity,
-                backoff,
-                children: vec![scheduler.clone(), agents.clone()],
-                store: core_store.clone(),
-            }),
-        };
-        let mut children: Vec<Arc<dyn ChildSpec>> = vec![
-            Arc::new(core),
-            Arc::new(ClusterChild {
-                api: api.clone(),
-                listen: config.cluster_listen,
-                join: config.join.clone(),
-                cookie,
-            }),
-        ];
-        children.extend(extra(&api));
-        let args = SupervisorArgs {
-            name: "node".into(),
-            strategy: Strategy::OneForOne,
-            intensity,
-            backoff,
-            children,
-            store: store.clone(),
-        };
-        let (root, root_done) = Actor::spawn(None, Supervisor, args)
-            .await
-            .map_err(|e| StartNodeError::Tree(e.to_string()))?;
-        tracing::info!(node = %config.node_name, admin_token = %admin_token_path.display(), "node started");
-        Ok(Self {
-            api,
-            root,
-            root_done,
-            admin_token_path,
-        })
+        bootstrap::start(config, extra).await
     }
 
     pub fn api(&self) -> &Api {
@@ -165,15 +80,21 @@ impl Node {
         &self.admin_token_path
     }
 
-    /// Resolves when the supervision tree has died on its own: the root gave up.
-    pub async fn failed(&mut self) {
-        let _ = (&mut self.root_done).await;
+    /// Resolves when the node has failed on its own: the root supervisor gave up, or the
+    /// store failed (then nothing more can be made durable, so the node must stop and
+    /// recover from disk at its next start).
+    pub async fn failed(&mut self) -> NodeFailure {
+        let store = self.api.store().clone();
+        tokio::select! {
+            _ = &mut self.root_done => NodeFailure::TreeGaveUp,
+            reason = store.failed() => NodeFailure::Store(reason),
+        }
     }
 
-    /// Stops taking work, lets running tasks finish within `grace`, stops the tree and makes
-    /// every write durable. Tasks still running after the grace period are retried at the
-    /// next start.
-    pub async fn shutdown(self, grace: Duration) {
+    /// Stops taking work, lets running tasks finish within `grace`, gives the ones still
+    /// running back to the queue (not charged an attempt: they run again at the next start),
+    /// stops the tree and makes every write durable.
+    pub async fn shutdown(mut self, grace: Duration) {
         let running = self.api.begin_drain().await;
         tracing::info!(running, grace = ?grace, "shutting down: draining running tasks");
         let deadline = tokio::time::Instant::now() + grace;
@@ -183,13 +104,16 @@ impl Node {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    running,
-                    "grace period over; these tasks will be retried at the next start"
-                );
+                tracing::warn!(running, "grace period over; these tasks go back to the queue");
+                if let Err(e) = self.api.requeue_running().await {
+                    tracing::error!(error = %e, "could not give the running tasks back to the queue");
+                }
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for chore in self.chores.drain(..) {
+            chore.abort();
         }
         if let Err(e) = self
             .root
@@ -204,66 +128,10 @@ impl Node {
     }
 }
 
-/// The node's stable id, made on first start.
-async fn node_id(store: &Store) -> Result<String, StoreError> {
-    if let Some(bytes) = store.get(Table::Meta, "node_id").await? {
-        return Ok(String::from_utf8_lossy(&bytes).into_owned());
-    }
-    let id = uuid::Uuid::now_v7().to_string();
-    store
-        .write(Batch::new().put(Table::Meta, "node_id", id.as_bytes().to_vec()))
-        .await?;
-    Ok(id)
-}
-
-/// The cluster cookie: from the cookie file, else `TROUPE_COOKIE`, else one kept in the data dir.
-fn resolve_cookie(config: &Config) -> Result<String, StartNodeError> {
-    let read = |path: &Path| {
-        std::fs::read_to_string(path)
-            .map(|s| s.trim().to_owned())
-            .map_err(|e| StartNodeError::Cookie(format!("{}: {e}", path.display())))
-    };
-    if let Some(path) = &config.cookie_file {
-        return read(path);
-    }
-    if let Ok(cookie) = std::env::var("TROUPE_COOKIE") {
-        if !cookie.trim().is_empty() {
-            return Ok(cookie.trim().to_owned());
+impl Drop for Node {
+    fn drop(&mut self) {
+        for chore in &self.chores {
+            chore.abort();
         }
-    }
-    let path = config.data_dir.join("cookie");
-    if path.exists() {
-        return read(&path);
-    }
-    let cookie = uuid::Uuid::new_v4().simple().to_string();
-    auth::write_private(&path, &cookie).map_err(|e| StartNodeError::Cookie(e.to_string()))?;
-    Ok(cookie)
-}
-
-struct SchedulerChild {
-    store: Store,
-    services: Services,
-    retry: Backoff,
-}
-
-impl ChildSpec for SchedulerChild {
-    fn id(&self) -> &str {
-        "scheduler"
-    }
-
-    fn kind(&self) -> &str {
-        "SERVICE"
-    }
-
-    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
-        Box::pin(async move {
-            let args = SchedulerArgs {
-                store: self.store.clone(),
-                retry: self.retry,
-            };
-            let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor).await?;
-            self.services.scheduler.set(scheduler.clone());
-            Ok(scheduler.get_cell())
-        })
     }
 }

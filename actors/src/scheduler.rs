@@ -1,20 +1,20 @@
-//! The scheduler: owns the task queue of its node and the assignment of tasks to local agents.
+//! The scheduler: owns the task queue of its node and the assignment of tasks to its agents.
 //!
 //! ```text
-//!  submit ─▶ store (QUEUED, durable) ─▶ Enqueue ─▶ queue ─▶ pick agent ─▶ Run ─▶ agent
-//!                                         ▲                               │
-//!                      retry after backoff└──── Finished(err) ◀───────────┘ Finished(ok) ─▶ SUCCEEDED
+//!  submit ─▶ store (QUEUED, durable) ─▶ Enqueue ─▶ engine ─▶ Start ─▶ agent
+//!                                        ▲   │                        │
+//!              retry after backoff ──────┘   └─ Record (status+event) ◀── Finished
 //! ```
 //!
-//! Decisions live in plain code: [`queue::TaskQueue`] orders tasks (priority, then FIFO),
-//! [`assign::pick`] chooses the least-loaded capable agent. The actor applies them and
-//! records every transition with its event.
+//! [`engine::Engine`] makes every decision (which agent, retry or fail, what an agent's
+//! death means) as a pure function of its state and the input; [`Scheduler`] applies the
+//! effects and persists each transition with its event.
 
 mod actor;
-pub mod assign;
-pub mod queue;
+pub mod engine;
 
-pub use actor::{AgentCounters, Scheduler, SchedulerArgs, SchedulerMsg};
+pub use actor::{Scheduler, SchedulerArgs, SchedulerMsg};
+pub use engine::{Down, RetryPolicy};
 
 #[cfg(test)]
 mod tests;

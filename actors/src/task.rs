@@ -1,4 +1,6 @@
-//! Tasks: what is submitted, and the record the scheduler keeps and the store persists.
+//! Tasks: what is submitted (the spec, written once) and what became of it (the status,
+//! rewritten at every transition). The two are stored apart, so a transition never rewrites
+//! the payload.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,6 +19,15 @@ impl Priority {
     /// Lower ranks run first.
     pub fn rank(self) -> u8 {
         self as u8
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "CRITICAL",
+            Priority::High => "HIGH",
+            Priority::Normal => "NORMAL",
+            Priority::Low => "LOW",
+        }
     }
 }
 
@@ -46,7 +57,7 @@ impl TaskState {
 }
 
 /// A task submission, as it crosses the API and the cluster.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmitTaskRequest {
     pub agent_id: Option<String>,
     pub capability: Option<String>,
@@ -64,6 +75,7 @@ impl SubmitTaskRequest {
                 return Err(ApiError::invalid("give exactly one of agentId and capability"));
             }
             (_, Some(c)) if c.trim().is_empty() => return Err(ApiError::invalid("capability must not be empty")),
+            (Some(a), _) if a.trim().is_empty() => return Err(ApiError::invalid("agentId must not be empty")),
             _ => {}
         }
         if let Some(m) = self.max_attempts {
@@ -86,33 +98,68 @@ impl SubmitTaskRequest {
     }
 }
 
+/// What was submitted; never changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskRecord {
+pub struct TaskSpec {
     pub id: String,
-    pub state: TaskState,
     /// The agent the submitter aimed at, if any.
     pub target_agent: Option<String>,
     pub capability: Option<String>,
-    /// The agent running it, or that ran it last.
-    pub agent_id: Option<String>,
-    pub attempts: u32,
-    pub max_attempts: u32,
     pub priority: Priority,
+    /// Failed attempts allowed before the task is FAILED.
+    pub max_attempts: u32,
     pub timeout_ms: Option<u64>,
     #[serde(with = "troupe_runtime::codec::json_text")]
     pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What became of a task so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub state: TaskState,
+    /// The agent running it, or that ran it last.
+    pub agent_id: Option<String>,
+    /// How many times it was started.
+    pub attempts: u32,
+    /// How many of those starts failed (a stop or a shutdown is not a failure).
+    pub failures: u32,
     #[serde(with = "troupe_runtime::codec::json_text_opt")]
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
-    pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl TaskStatus {
+    pub fn queued() -> Self {
+        Self {
+            state: TaskState::Queued,
+            agent_id: None,
+            attempts: 0,
+            failures: 0,
+            result: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
+/// A task as the API shows it: spec and status together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub spec: TaskSpec,
+    pub status: TaskStatus,
 }
 
 impl TaskRecord {
     /// The agent to show for this task: the one that ran it, else the one it targets.
     pub fn shown_agent(&self) -> Option<&str> {
-        self.agent_id.as_deref().or(self.target_agent.as_deref())
+        self.status
+            .agent_id
+            .as_deref()
+            .or(self.spec.target_agent.as_deref())
     }
 }
 
@@ -162,25 +209,22 @@ mod tests {
     }
 
     #[test]
-    fn records_round_trip_through_the_store_encoding() {
-        let r = TaskRecord {
+    fn specs_and_statuses_round_trip_through_the_store_encoding() {
+        let spec = TaskSpec {
             id: "t".into(),
-            state: TaskState::Succeeded,
             target_agent: None,
             capability: Some("c".into()),
-            agent_id: Some("a".into()),
-            attempts: 1,
-            max_attempts: 3,
             priority: Priority::High,
+            max_attempts: 3,
             timeout_ms: None,
             payload: json!({"k": [1, "two", null]}),
-            result: Some(json!({"ok": true})),
-            error: None,
             created_at: Utc::now(),
-            started_at: None,
-            finished_at: None,
         };
-        let bytes = troupe_runtime::codec::encode(&r).unwrap();
-        assert_eq!(troupe_runtime::codec::decode::<TaskRecord>(&bytes).unwrap(), r);
+        let bytes = troupe_runtime::codec::encode(&spec).unwrap();
+        assert_eq!(troupe_runtime::codec::decode::<TaskSpec>(&bytes).unwrap(), spec);
+        let mut status = TaskStatus::queued();
+        status.result = Some(json!({"ok": true}));
+        let bytes = troupe_runtime::codec::encode(&status).unwrap();
+        assert_eq!(troupe_runtime::codec::decode::<TaskStatus>(&bytes).unwrap(), status);
     }
 }

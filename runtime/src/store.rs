@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 pub use batch::{Batch, Op, Table};
 #[cfg(feature = "fault-injection")]
 pub use fault::file_gates;
-pub use fault::{Fault, FaultHook};
+pub use fault::{gates_in, Fault, FaultHook};
 pub use view::View;
 #[cfg(test)]
 use writer::Log;

@@ -1,6 +1,6 @@
-//! The agent actor: takes assignments from the scheduler and runs each attempt in a task it
-//! owns. When the actor dies its state is dropped, which aborts every attempt still running
-//! (and so kills their processes).
+//! The agent actor: holds its backend object, takes assignments from the scheduler and runs
+//! each attempt in a task it owns. When the actor dies its state is dropped, which aborts
+//! every attempt still running (and so kills their processes).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,16 +9,17 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
-use super::builtin;
-use super::exec::{self, ExecContext};
-use super::spec::{AgentSpec, Backend, BuiltinKind};
-use crate::scheduler::SchedulerMsg;
-use crate::task::{Assignment, Outcome};
+use super::backend::{self, Backend};
+use super::spec::AgentSpec;
+use crate::scheduler::{Down, SchedulerMsg};
+use crate::task::Assignment;
 
 pub enum AgentMsg {
     Run(Assignment),
-    Cancel(String),
-    Done(String),
+    /// Stops that attempt, if it is the one running.
+    Cancel { task_id: String, attempt: u32 },
+    /// An attempt's task finished (so its handle can go).
+    Done { task_id: String, attempt: u32 },
 }
 
 impl ractor::Message for AgentMsg {}
@@ -28,112 +29,105 @@ pub struct AgentActor {
     pub scheduler: ActorRef<SchedulerMsg>,
 }
 
-/// Attempts in flight; dropping it aborts them.
+/// Attempts in flight by task, with their attempt number; dropping it aborts them.
 #[derive(Default)]
-pub struct Running(HashMap<String, JoinHandle<()>>);
+pub struct Running(HashMap<String, (u32, JoinHandle<()>)>);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        for (_, h) in self.0.drain() {
+        for (_, (_, h)) in self.0.drain() {
             h.abort();
         }
     }
 }
 
+pub struct State {
+    backend: Box<dyn Backend>,
+    running: Running,
+}
+
 impl Actor for AgentActor {
     type Msg = AgentMsg;
-    type State = Running;
+    type State = State;
     type Arguments = ();
 
-    async fn pre_start(&self, myself: ActorRef<AgentMsg>, _: ()) -> Result<Running, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<AgentMsg>, _: ()) -> Result<State, ActorProcessingErr> {
         tracing::debug!(agent = %self.spec.id, "agent starting");
+        let mut backend = backend::build(&self.spec);
+        backend
+            .start()
+            .await
+            .map_err(|e| format!("the {} backend did not start: {e}", self.spec.backend.describe()))?;
         self.scheduler.cast(SchedulerMsg::AgentUp {
             id: self.spec.id.clone(),
             capabilities: self.spec.capabilities.clone(),
             max_concurrent: self.spec.max_concurrent_tasks,
             actor: myself,
         })?;
-        Ok(Running::default())
+        Ok(State {
+            backend,
+            running: Running::default(),
+        })
     }
 
-    async fn post_stop(&self, myself: ActorRef<AgentMsg>, _running: &mut Running) -> Result<(), ActorProcessingErr> {
-        // A stopped agent's attempts are aborted with its state; the scheduler re-queues them.
-        // (A panicking agent skips post_stop; its supervisor reports that one.)
+    async fn post_stop(&self, myself: ActorRef<AgentMsg>, state: &mut State) -> Result<(), ActorProcessingErr> {
+        // Stopped on purpose: the running attempts are aborted here and their tasks go back
+        // to the queue without losing an attempt. (A crashed agent skips post_stop; its
+        // supervisor reports that one as a failure.)
+        state.running.0.drain().for_each(|(_, (_, h))| h.abort());
+        state.backend.stop().await;
         let _ = self.scheduler.cast(SchedulerMsg::AgentDown {
             id: self.spec.id.clone(),
-            actor: myself.get_id(),
-            reason: "stopped".into(),
+            incarnation: myself.get_id().pid(),
+            down: Down::Stopped,
         });
         Ok(())
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<AgentMsg>,
-        msg: AgentMsg,
-        running: &mut Running,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, myself: ActorRef<AgentMsg>, msg: AgentMsg, state: &mut State) -> Result<(), ActorProcessingErr> {
         match msg {
             AgentMsg::Run(a) => {
-                if self.spec.backend == Backend::Builtin(BuiltinKind::Panic) {
-                    panic!("builtin panic agent {} panicked on task {}", self.spec.id, a.task_id);
-                }
-                let task_id = a.task_id.clone();
-                let spec = self.spec.clone();
+                let (task_id, attempt) = (a.task_id.clone(), a.attempt);
+                let timeout = a.timeout_ms.or(state.backend.default_timeout_ms());
+                let work = state.backend.run(a);
+                let agent_id = self.spec.id.clone();
                 let scheduler = self.scheduler.clone();
-                let span = tracing::info_span!("attempt", agent = %spec.id, task = %a.task_id, attempt = a.attempt);
-                let work = async move {
-                    let outcome = attempt(&spec, &a).await;
+                let span = tracing::info_span!("attempt", agent = %agent_id, task = %task_id, attempt);
+                let id = task_id.clone();
+                let job = async move {
+                    let outcome = match timeout {
+                        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), work)
+                            .await
+                            .unwrap_or_else(|_| Err(format!("timed out after {ms} ms"))),
+                        None => work.await,
+                    };
                     match &outcome {
                         Ok(_) => tracing::debug!("attempt succeeded"),
                         Err(error) => tracing::info!(%error, "attempt failed"),
                     }
                     let _ = scheduler.cast(SchedulerMsg::Finished {
-                        task_id: a.task_id.clone(),
-                        attempt: a.attempt,
-                        agent_id: spec.id.clone(),
+                        task_id: id.clone(),
+                        attempt,
+                        agent_id,
                         outcome,
                     });
-                    let _ = myself.cast(AgentMsg::Done(a.task_id));
+                    let _ = myself.cast(AgentMsg::Done { task_id: id, attempt });
                 };
-                let handle = tokio::spawn(tracing::Instrument::instrument(work, span));
-                running.0.insert(task_id, handle);
-            }
-            AgentMsg::Cancel(task_id) => {
-                if let Some(h) = running.0.remove(&task_id) {
-                    h.abort();
+                let handle = tokio::spawn(tracing::Instrument::instrument(job, span));
+                if let Some((_, older)) = state.running.0.insert(task_id, (attempt, handle)) {
+                    older.abort();
                 }
             }
-            AgentMsg::Done(task_id) => {
-                running.0.remove(&task_id);
+            AgentMsg::Cancel { task_id, attempt } | AgentMsg::Done { task_id, attempt } => {
+                // Only the attempt named: a late message about an earlier attempt of the same
+                // task must not touch the current one.
+                if state.running.0.get(&task_id).is_some_and(|(a, _)| *a == attempt) {
+                    if let Some((_, h)) = state.running.0.remove(&task_id) {
+                        h.abort();
+                    }
+                }
             }
         }
         Ok(())
-    }
-}
-
-async fn attempt(spec: &AgentSpec, a: &Assignment) -> Outcome {
-    let backend_timeout = match &spec.backend {
-        Backend::Exec(e) => e.timeout_ms,
-        Backend::Builtin(_) => None,
-    };
-    let work = async {
-        match &spec.backend {
-            Backend::Builtin(kind) => builtin::run(*kind, &a.payload).await,
-            Backend::Exec(e) => {
-                let ctx = ExecContext {
-                    agent_id: &spec.id,
-                    task_id: &a.task_id,
-                    attempt: a.attempt,
-                };
-                exec::run(e, ctx, &a.payload).await
-            }
-        }
-    };
-    match a.timeout_ms.or(backend_timeout) {
-        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), work)
-            .await
-            .unwrap_or_else(|_| Err(format!("timed out after {ms} ms"))),
-        None => work.await,
     }
 }

@@ -1,4 +1,4 @@
-//! What an agent is: its spec as the user gave it, and its record as the store keeps it.
+//! What an agent is meant to be: its spec, as the user gave it. A restart never rewrites it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -47,26 +47,50 @@ pub struct ExecBackend {
     pub env: Vec<(String, String)>,
 }
 
+/// Which backend object the agent runs its tasks with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Backend {
+pub enum BackendSpec {
     Exec(ExecBackend),
     Builtin(BuiltinKind),
 }
 
-impl Backend {
+impl BackendSpec {
     pub fn describe(&self) -> String {
         match self {
-            Backend::Exec(e) => format!("exec:{}", e.command.first().map(String::as_str).unwrap_or("")),
-            Backend::Builtin(k) => format!("builtin:{}", k.as_str()),
+            BackendSpec::Exec(e) => format!("exec:{}", e.command.first().map(String::as_str).unwrap_or("")),
+            BackendSpec::Builtin(k) => format!("builtin:{}", k.as_str()),
         }
     }
 }
 
+/// The supervisor that runs an agent: it starts and restarts only the agents it owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Owner {
+    /// The node's `agents` supervisor.
+    Node,
+}
+
+impl Owner {
+    /// The owning supervisor's name, as the supervision tree shows it.
+    pub fn supervisor(&self) -> &'static str {
+        match self {
+            Owner::Node => "agents",
+        }
+    }
+}
+
+/// Whether the user wants the agent running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Desired {
+    Running,
+    Stopped,
+}
+
 /// A request to spawn an agent, as it crosses the API and the cluster.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpawnAgentRequest {
     pub name: String,
-    pub backend: Backend,
+    pub backend: BackendSpec,
     pub capabilities: Vec<String>,
     pub max_concurrent_tasks: Option<i64>,
     pub node: Option<String>,
@@ -85,16 +109,22 @@ impl SpawnAgentRequest {
         if self.capabilities.iter().any(|c| c.trim().is_empty()) {
             return Err(ApiError::invalid("capabilities must not be empty strings"));
         }
-        if let Backend::Exec(e) = &self.backend {
+        if let BackendSpec::Exec(e) = &self.backend {
             if e.command.is_empty() || e.command[0].trim().is_empty() {
                 return Err(ApiError::invalid("exec command must not be empty"));
             }
+            if e.command.iter().any(|a| a.contains('\0')) {
+                return Err(ApiError::invalid("exec command must not contain NUL"));
+            }
+            if e.timeout_ms == Some(0) {
+                return Err(ApiError::invalid("timeoutMs must be positive"));
+            }
             if e.env
                 .iter()
-                .any(|(k, _)| k.is_empty() || k.contains('=') || k.contains('\0'))
+                .any(|(k, v)| k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0'))
             {
                 return Err(ApiError::invalid(
-                    "env var names must be non-empty and contain no '=' or NUL",
+                    "env var names must be non-empty and contain no '=' or NUL, values no NUL",
                 ));
             }
         }
@@ -102,62 +132,26 @@ impl SpawnAgentRequest {
     }
 }
 
+/// An agent's spec: what the user asked for. Durable; it will be replicated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSpec {
     pub id: String,
     pub name: String,
+    /// The node whose supervisor runs it.
     pub node: String,
-    pub backend: Backend,
+    pub backend: BackendSpec,
     pub capabilities: Vec<String>,
     pub max_concurrent_tasks: u32,
+    pub owner: Owner,
+    pub desired: Desired,
     pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AgentState {
-    Starting,
-    Running,
-    Restarting,
-    Failed,
-    Stopped,
-}
-
-impl AgentState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Running => "running",
-            Self::Restarting => "restarting",
-            Self::Failed => "failed",
-            Self::Stopped => "stopped",
-        }
-    }
-}
-
-/// An agent as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentRecord {
-    pub spec: AgentSpec,
-    pub state: AgentState,
-    pub restarts: u32,
-    pub last_error: Option<String>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// An agent as the API shows it: its record plus the scheduler's live counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentView {
-    pub record: AgentRecord,
-    pub running_tasks: u32,
-    pub tasks_succeeded: u64,
-    pub tasks_failed: u64,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn req(backend: Backend) -> SpawnAgentRequest {
+    fn req(backend: BackendSpec) -> SpawnAgentRequest {
         SpawnAgentRequest {
             name: "a".into(),
             backend,
@@ -169,16 +163,22 @@ mod tests {
 
     #[test]
     fn invalid_specs_are_refused_with_a_reason() {
-        let empty = req(Backend::Exec(ExecBackend {
+        let empty = req(BackendSpec::Exec(ExecBackend {
             command: vec![],
             timeout_ms: None,
             env: vec![],
         }));
         assert!(matches!(empty.validate(), Err(ApiError::InvalidInput(m)) if m.contains("command")));
-        let mut zero = req(Backend::Builtin(BuiltinKind::Echo));
+        let nul = req(BackendSpec::Exec(ExecBackend {
+            command: vec!["sh".into()],
+            timeout_ms: None,
+            env: vec![("A".into(), "b\0".into())],
+        }));
+        assert!(nul.validate().is_err());
+        let mut zero = req(BackendSpec::Builtin(BuiltinKind::Echo));
         zero.max_concurrent_tasks = Some(0);
         assert!(zero.validate().is_err());
         assert!(BuiltinKind::parse("nope").is_err());
-        assert!(req(Backend::Builtin(BuiltinKind::Echo)).validate().is_ok());
+        assert!(req(BackendSpec::Builtin(BuiltinKind::Echo)).validate().is_ok());
     }
 }

@@ -1,5 +1,6 @@
-//! The cluster service: runs ractor_cluster's NodeServer and the router, and keeps joined to
-//! the configured peers, reconnecting with backoff when a session drops.
+//! The cluster service: runs ractor_cluster's NodeServer and this node's remotable service
+//! actors (node, agents, tasks), keeps joined to the configured peers (reconnecting with
+//! backoff when a session drops) and runs the heartbeat.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use ractor_cluster::{NodeServer, NodeServerMessage};
 use tokio::task::JoinHandle;
 use troupe_runtime::supervision::ChildSpec;
 
-use super::router::Router;
-use crate::api::Api;
+use super::remote::ServiceActor;
+use crate::service::Api;
 
 pub struct ClusterChild {
     pub api: Api,
@@ -82,7 +83,10 @@ impl Actor for ClusterActor {
         )
         .with_listen_addr(cfg.listen.ip());
         let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
-        Actor::spawn_linked(None, Router, cfg.api.clone(), myself.get_cell()).await?;
+        let cell = myself.get_cell();
+        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.node_service(), cell.clone()).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.agents().clone(), cell.clone()).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.tasks().clone(), cell).await?;
         let mut joiners: Vec<JoinHandle<()>> = cfg
             .join
             .iter()

@@ -37,3 +37,15 @@ pub fn file_gates(dir: std::path::PathBuf) -> FaultHook {
         rejected.then_some(Fault::Reject)
     })
 }
+
+/// The file gates of [`file_gates`] in `dir` when the `fault-injection` feature is on;
+/// nothing otherwise, so a release node has no fault hook at all.
+pub fn gates_in(dir: std::path::PathBuf) -> Option<FaultHook> {
+    #[cfg(feature = "fault-injection")]
+    return Some(file_gates(dir));
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = dir;
+        None
+    }
+}

@@ -1,51 +1,86 @@
 //! Every task transition is written with its event in one batch, handed to the store writer
-//! without waiting; the ticket says when it is durable.
+//! without waiting, and watched.
 
 use serde_json::{json, Value};
 use troupe_runtime::events::NewEvent;
-use troupe_runtime::store::{Batch, Table, Ticket};
+use troupe_runtime::store::{Batch, Op, Store};
 
-use super::State;
+use super::{SchedulerMsg, State};
 use crate::error::ApiError;
-use crate::task::TaskRecord;
+use crate::scheduler::engine::Transition;
+use crate::tables::{AGENT_STATS, OPEN_TASKS, TASK_STATUS};
+use crate::task::TaskStatus;
 
 impl State {
-    pub(super) fn record(&self, task_id: &str, kind: &str, extra: Value) -> Result<Ticket, ApiError> {
-        match self.tasks.get(task_id) {
-            Some(task) => self.record_owned(task, kind, extra),
-            None => Err(ApiError::NotFound(format!("no task {task_id}"))),
-        }
-    }
-
-    /// Persists the task with its event; the returned ticket tells when both are durable.
-    pub(super) fn record_owned(&self, task: &TaskRecord, kind: &str, extra: Value) -> Result<Ticket, ApiError> {
+    pub(super) fn persist(&mut self, t: Transition) {
         let mut batch = Batch::new();
-        append(&mut batch, task, kind, extra)?;
-        Ok(self.store.submit(batch))
+        if let Err(e) = self.append(&mut batch, &t) {
+            tracing::error!(task = %t.task, error = %e, "cannot encode a task transition");
+            let _ = self.myself.cast(SchedulerMsg::WriteFailed(e.to_string()));
+            return;
+        }
+        let myself = self.myself.clone();
+        self.store.submit(batch).on_failure(move |e| {
+            let _ = myself.cast(SchedulerMsg::WriteFailed(e.to_string()));
+        });
+    }
+
+    /// Adds a transition to a batch: the status, its event and, when the task ended, the
+    /// agent's counters and the open-task index.
+    pub(super) fn append(&mut self, batch: &mut Batch, t: &Transition) -> Result<(), ApiError> {
+        let mut data: Value = t.data.clone();
+        data["agentId"] = json!(t.status.agent_id);
+        data["attempt"] = json!(t.status.attempts);
+        data["state"] = json!(t.status.state.as_str());
+        batch.push(Op::Put {
+            table: TASK_STATUS,
+            key: t.task.clone(),
+            value: troupe_runtime::codec::encode(&t.status)?,
+        });
+        if let Some((agent, succeeded)) = &t.ended {
+            self.work.remove(&t.task);
+            batch.push(Op::Delete {
+                table: OPEN_TASKS,
+                key: t.task.clone(),
+            });
+            if let (Some(agent), Some(succeeded)) = (agent, succeeded) {
+                let stats = self.stats.entry(agent.clone()).or_default();
+                if *succeeded {
+                    stats.succeeded += 1;
+                } else {
+                    stats.failed += 1;
+                }
+                batch.push(Op::Put {
+                    table: AGENT_STATS,
+                    key: agent.clone(),
+                    value: troupe_runtime::codec::encode(&*stats)?,
+                });
+            }
+            observe(&t.status, t.kind);
+        } else if t.kind == "TASK_RETRYING" {
+            metrics::counter!("troupe_tasks_total", "outcome" => "retried").increment(1);
+        }
+        batch.push(Op::Event(NewEvent::new(t.kind, Some(t.task.clone()), data)));
+        Ok(())
     }
 }
 
-pub(super) fn append(batch: &mut Batch, task: &TaskRecord, kind: &str, mut data: Value) -> Result<(), ApiError> {
-    data["agentId"] = json!(task.shown_agent());
-    data["attempt"] = json!(task.attempts);
-    data["state"] = json!(task.state.as_str());
-    let bytes = troupe_runtime::codec::encode(task)?;
-    batch.push(troupe_runtime::store::Op::Put {
-        table: Table::Tasks,
-        key: task.id.clone(),
-        value: bytes,
-    });
-    batch.push(troupe_runtime::store::Op::Event(NewEvent::new(
-        kind,
-        Some(task.id.clone()),
-        data,
-    )));
-    Ok(())
+/// A task's stored status, if it has one.
+pub(super) async fn stored_status(store: &Store, id: &str) -> Result<Option<TaskStatus>, ApiError> {
+    match store.get(TASK_STATUS, id).await? {
+        Some(bytes) => Ok(Some(troupe_runtime::codec::decode(&bytes)?)),
+        None => Ok(None),
+    }
 }
 
-pub(super) fn observe(task: &TaskRecord, outcome: &'static str) {
+fn observe(status: &TaskStatus, kind: &str) {
+    let outcome = match kind {
+        "TASK_SUCCEEDED" => "succeeded",
+        "TASK_FAILED" => "failed",
+        _ => "cancelled",
+    };
     metrics::counter!("troupe_tasks_total", "outcome" => outcome).increment(1);
-    if let (Some(s), Some(f)) = (task.started_at, task.finished_at) {
+    if let (Some(s), Some(f)) = (status.started_at, status.finished_at) {
         let secs = (f - s).num_microseconds().unwrap_or(0) as f64 / 1e6;
         metrics::histogram!("troupe_task_duration_seconds").record(secs);
     }

@@ -1,5 +1,5 @@
-//! Where the node's service actors can be found now. A restarted service gets a new
-//! `ActorRef`; it puts it here, and callers always look it up fresh.
+//! Where the node's local actors can be found now. A restarted actor gets a new `ActorRef`;
+//! it puts it here, and callers always look it up fresh.
 
 use std::sync::{Arc, RwLock};
 
@@ -32,10 +32,17 @@ impl<M: ractor::Message> Slot<M> {
             *g = Some(actor);
         }
     }
+
+    /// Whether the actor in the slot is running now.
+    pub fn is_up(&self) -> bool {
+        self.get()
+            .is_some_and(|a| a.get_status() == ractor::ActorStatus::Running)
+    }
 }
 
 #[derive(Clone, Default)]
-pub struct Services {
+pub struct Slots {
     pub scheduler: Slot<SchedulerMsg>,
     pub agents: Slot<SupervisorMsg>,
+    pub root: Slot<SupervisorMsg>,
 }

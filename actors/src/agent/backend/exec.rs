@@ -1,0 +1,242 @@
+//! The `exec` backend: one process per task. The payload goes to stdin as JSON, stdout is the
+//! result. The process leads its own process group and starts with a clean environment: what
+//! its spec sets, `PATH`, `HOME` and `LANG`, and the `TROUPE_TASK_*` variables, never the
+//! node's own secrets.
+//!
+//! When the leader exits, its group is killed before the leader is reaped: the zombie keeps
+//! the group id reserved, so the signal cannot reach an unrelated group that reused the id.
+//! An attempt that ends any other way (timeout, cancel, agent gone) kills the group too, so
+//! nothing a task started outlives it.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::Stdio;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::Backend;
+use crate::agent::spec::ExecBackend;
+use crate::task::{Assignment, Outcome};
+
+/// How much of stderr a failure reports.
+const STDERR_TAIL: usize = 2048;
+/// The most stdout an attempt may produce: it becomes the task's result, kept in the store.
+const MAX_STDOUT: usize = 4 * 1024 * 1024;
+/// What an exec child inherits from the node's environment.
+const INHERITED: [&str; 3] = ["PATH", "HOME", "LANG"];
+
+pub struct Exec {
+    spec: ExecBackend,
+    agent: String,
+}
+
+impl Exec {
+    pub fn new(spec: ExecBackend, agent: String) -> Self {
+        Self { spec, agent }
+    }
+}
+
+impl Backend for Exec {
+    fn run(&mut self, a: Assignment) -> BoxFuture<'static, Outcome> {
+        let (spec, agent) = (self.spec.clone(), self.agent.clone());
+        Box::pin(async move {
+            let ctx = ExecContext {
+                agent_id: &agent,
+                task_id: &a.task_id,
+                attempt: a.attempt,
+            };
+            run(&spec, ctx, &a.payload).await
+        })
+    }
+
+    fn default_timeout_ms(&self) -> Option<u64> {
+        self.spec.timeout_ms
+    }
+}
+
+pub struct ExecContext<'a> {
+    pub agent_id: &'a str,
+    pub task_id: &'a str,
+    pub attempt: u32,
+}
+
+pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -> Outcome {
+    let program = &backend.command[0];
+    let mut cmd = Command::new(program);
+    cmd.args(&backend.command[1..]).env_clear();
+    for name in INHERITED {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+    cmd.envs(backend.env.iter().map(|(k, v)| (k, v)))
+        .env("TROUPE_TASK_ID", ctx.task_id)
+        .env("TROUPE_TASK_ATTEMPT", ctx.attempt.to_string())
+        .env("TROUPE_ATTEMPT", ctx.attempt.to_string())
+        .env("TROUPE_AGENT_ID", ctx.agent_id)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let pid = child.id().ok_or("the child exited before it could be watched")?;
+    let mut group = GroupKill(Some(pid));
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let input = payload.to_string();
+    let feed = async move {
+        if let Some(mut stdin) = stdin {
+            // A process that exits without reading its input is not an error here.
+            let _ = stdin.write_all(input.as_bytes()).await;
+        }
+        Ok::<(), String>(())
+    };
+    let read_stdout = async move {
+        let mut out = Vec::new();
+        if let Some(stdout) = stdout {
+            stdout
+                .take(MAX_STDOUT as u64 + 1)
+                .read_to_end(&mut out)
+                .await
+                .map_err(|e| format!("reading stdout failed: {e}"))?;
+        }
+        if out.len() > MAX_STDOUT {
+            // Returning early drops the group guard: the group is killed.
+            return Err(format!("stdout exceeded {MAX_STDOUT} bytes"));
+        }
+        Ok(out)
+    };
+    let read_stderr = async move {
+        let mut tail = Vec::new();
+        if let Some(mut stderr) = stderr {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match stderr.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        tail.extend_from_slice(&chunk[..n]);
+                        if tail.len() > 2 * STDERR_TAIL {
+                            tail.drain(..tail.len() - STDERR_TAIL);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(tail)
+    };
+    // The leader's exit, not yet reaped; then whatever is left of its group goes, which
+    // also closes pipes a background child still held.
+    let exited = async {
+        wait_exited(pid)
+            .await
+            .map_err(|e| format!("waiting for {program:?} failed: {e}"))?;
+        kill_group(pid);
+        Ok(())
+    };
+    let (_, stdout, stderr, ()) = tokio::try_join!(feed, read_stdout, read_stderr, exited)?;
+    // Reaping and disarming the guard happen together, with no await between them.
+    let status = match child.try_wait() {
+        Ok(Some(status)) => {
+            group.0 = None;
+            status
+        }
+        Ok(None) => return Err(format!("{program:?} was reported exited but is still running")),
+        Err(e) => return Err(format!("waiting for {program:?} failed: {e}")),
+    };
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
+        let tail = tail(stderr.trim_end(), STDERR_TAIL);
+        let how = match status.code() {
+            Some(code) => format!("exit code {code}"),
+            None => "killed by a signal".to_string(),
+        };
+        return Err(if tail.is_empty() { how } else { format!("{how}: {tail}") });
+    }
+    let stdout = String::from_utf8_lossy(&stdout);
+    let text = stdout.strip_suffix('\n').unwrap_or(&stdout);
+    Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
+}
+
+fn tail(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Kills the process group of a leader not yet reaped when dropped (an attempt that ends
+/// early); disarmed once the leader is reaped.
+struct GroupKill(Option<u32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            kill_group(pid);
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn kill_group(pid: u32) {
+    let Ok(pgid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: killpg only sends a signal; an already-empty group gives ESRCH, ignored.
+    unsafe {
+        libc::killpg(pgid, libc::SIGKILL);
+    }
+}
+
+/// Resolves once the process has exited, without reaping it.
+#[allow(unsafe_code)]
+async fn wait_exited(pid: u32) -> std::io::Result<()> {
+    match pidfd_open(pid) {
+        Ok(fd) => {
+            // SAFETY: the OwnedFd moves into the AsyncFd and stays open, the same descriptor,
+            // for the AsyncFd's whole life.
+            let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                .map_err(std::io::Error::from)?;
+            // A pidfd turns readable when its process exits.
+            let _ready = fd.readable().await?;
+            Ok(())
+        }
+        // Kernels before 5.3 have no pidfd: wait on a blocking thread instead.
+        Err(_) => tokio::task::spawn_blocking(move || wait_no_reap(pid))
+            .await
+            .map_err(std::io::Error::other)?,
+    }
+}
+
+#[allow(unsafe_code)]
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just returned to us and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[allow(unsafe_code)]
+fn wait_no_reap(pid: u32) -> std::io::Result<()> {
+    // SAFETY: waitid writes only into the siginfo we pass; WNOWAIT leaves the child unreaped.
+    let rc = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,286 @@
+//! Bringing a node up: data dir, store, tokens, cookie, the API and the supervision tree.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorCell, ActorProcessingErr};
+use troupe_runtime::auth::{self, Tokens};
+use troupe_runtime::config::Config;
+use troupe_runtime::idempotency::Idempotency;
+use troupe_runtime::store::{self, Batch, Store, StoreError, StoreOptions, META};
+use troupe_runtime::supervision::{
+    Backoff, ChildSpec, Intensity, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs, SupervisorSpec,
+};
+
+use super::{ExtraChildren, Node, StartNodeError};
+use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild};
+use crate::cluster::{Cluster, ClusterChild, PeerInfo};
+use crate::scheduler::{RetryPolicy, Scheduler, SchedulerArgs};
+use crate::service::{Api, Context};
+use crate::slots::Slots;
+use crate::tables::{AGENTS, AGENT_STATUS, TASKS};
+
+/// The layout of the store this release writes.
+const FORMAT: &str = "2";
+/// How often answers past their idempotency window are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node, StartNodeError> {
+    let data_dir = config.data_dir.clone();
+    blocking(move || private_dir(&data_dir))
+        .await
+        .map_err(|source| StartNodeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    let options = StoreOptions {
+        event_retention: config.event_retention,
+        fault: store::gates_in(config.data_dir.join("faults")),
+    };
+    let store_path = config.store_path();
+    let store = match blocking(move || Store::open_with(&store_path, options)).await {
+        Err(StoreError::Locked) => return Err(StartNodeError::Locked(config.data_dir.clone())),
+        other => other?,
+    };
+    check_format(&store, &config.data_dir).await?;
+    let tokens = Tokens::load(store.clone(), &config.data_dir).await?;
+    let admin_token_path = tokens.ensure_admin_token().await?;
+    let cookie = {
+        let config = config.clone();
+        blocking(move || resolve_cookie(&config)).await?
+    };
+    let node_id = node_id(&store).await?;
+    count_agents(&store).await?;
+    let slots = Slots::default();
+    let cluster = Cluster::new(PeerInfo {
+        name: config.node_name.clone(),
+        cluster_address: config.cluster_listen.to_string(),
+        gateway_address: None,
+    });
+    let idempotency = Idempotency::new(store.clone(), config.idempotency_window);
+    let agent_policy = AgentPolicy {
+        intensity: Intensity {
+            max_restarts: config.agent_max_restarts,
+            window: config.agent_restart_window,
+        },
+        shutdown: Shutdown::Timeout(Duration::from_secs(10)),
+    };
+    let api = Api::new(Context {
+        node_id,
+        node_name: config.node_name.clone(),
+        started_at: troupe_runtime::clock::now(),
+        store: store.clone(),
+        slots: slots.clone(),
+        cluster,
+        idempotency: idempotency.clone(),
+        tokens,
+        max_payload_bytes: config.max_payload_bytes,
+        agent_policy,
+        draining: AtomicBool::new(false),
+    });
+    let intensity = Some(Intensity {
+        max_restarts: config.supervisor_max_restarts,
+        window: config.supervisor_window,
+    });
+    let backoff = Backoff {
+        base: config.supervisor_backoff,
+        max: Duration::from_secs(5).max(config.supervisor_backoff),
+    };
+    let scheduler: Arc<dyn ChildSpec> = Arc::new(SchedulerChild {
+        store: store.clone(),
+        slots: slots.clone(),
+        retry: RetryPolicy {
+            base: config.retry_base,
+            max: config.retry_max,
+        },
+    });
+    let agents: Arc<dyn ChildSpec> = Arc::new(AgentsChild {
+        store: store.clone(),
+        slots: slots.clone(),
+        policy: agent_policy,
+        backoff,
+    });
+    let core_store = store.clone();
+    let core = SupervisorSpec {
+        id: "core".into(),
+        args: Box::new(move || SupervisorArgs {
+            name: "core".into(),
+            strategy: Strategy::RestForOne,
+            intensity,
+            backoff,
+            children: vec![scheduler.clone(), agents.clone()],
+            start_order: StartOrder::Sequential,
+            store: core_store.clone(),
+        }),
+    };
+    let mut children: Vec<Arc<dyn ChildSpec>> = vec![
+        Arc::new(core),
+        Arc::new(ClusterChild {
+            api: api.clone(),
+            listen: config.cluster_listen,
+            join: config.join.clone(),
+            cookie,
+        }),
+    ];
+    children.extend(extra(&api));
+    let args = SupervisorArgs {
+        name: "node".into(),
+        strategy: Strategy::OneForOne,
+        intensity,
+        backoff,
+        children,
+        start_order: StartOrder::Sequential,
+        store: store.clone(),
+    };
+    let (root, root_done) = Actor::spawn(None, Supervisor, args)
+        .await
+        .map_err(|e| StartNodeError::Tree(e.to_string()))?;
+    slots.root.set(root.clone());
+    let purge = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PURGE_EVERY);
+        loop {
+            tick.tick().await;
+            match idempotency.purge_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(purged = n, "purged expired idempotency keys"),
+                Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+            }
+        }
+    });
+    tracing::info!(node = %config.node_name, admin_token = %admin_token_path.display(), "node started");
+    Ok(Node {
+        api,
+        root,
+        root_done,
+        admin_token_path,
+        chores: vec![purge],
+    })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("a start-up file operation panicked")
+}
+
+/// The data dir holds the cookie, the tokens' hashes and every payload: its owner only.
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Refuses a store written by an older release (its records would not decode), and marks a
+/// new one with this release's format.
+async fn check_format(store: &Store, data_dir: &Path) -> Result<(), StartNodeError> {
+    let (format, used) = store
+        .view(|v| Ok((v.get(META, "format")?, v.len(AGENTS)? + v.len(TASKS)? > 0)))
+        .await?;
+    match format {
+        Some(f) if f == FORMAT.as_bytes() => Ok(()),
+        Some(f) => Err(StartNodeError::Format {
+            path: data_dir.to_path_buf(),
+            message: format!(
+                "written in store format {}, this release reads format {FORMAT}",
+                String::from_utf8_lossy(&f)
+            ),
+        }),
+        None if used => Err(StartNodeError::Format {
+            path: data_dir.to_path_buf(),
+            message: "written by an older Troupe release (store format 1); start this release with an empty data dir"
+                .into(),
+        }),
+        None => Ok(store
+            .write(Batch::new().put(META, "format", FORMAT.as_bytes().to_vec()))
+            .await
+            .map(|_| ())?),
+    }
+}
+
+/// Sets `troupe_agents{state}` from the stored statuses; from here on it moves with them.
+async fn count_agents(store: &Store) -> Result<(), StoreError> {
+    let states = store
+        .view(|v| {
+            let mut states = Vec::new();
+            v.scan(AGENT_STATUS, None, |_, bytes| {
+                states.push(troupe_runtime::codec::decode::<AgentStatus>(bytes)?.state);
+                Ok(true)
+            })?;
+            Ok(states)
+        })
+        .await?;
+    for state in states {
+        gauge_moved(None, Some(state));
+    }
+    Ok(())
+}
+
+/// The node's stable id, made on first start.
+async fn node_id(store: &Store) -> Result<String, StoreError> {
+    if let Some(bytes) = store.get(META, "node_id").await? {
+        return Ok(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    store
+        .write(Batch::new().put(META, "node_id", id.as_bytes().to_vec()))
+        .await?;
+    Ok(id)
+}
+
+/// The cluster cookie: from the cookie file, else `TROUPE_COOKIE`, else one kept in the data dir.
+fn resolve_cookie(config: &Config) -> Result<String, StartNodeError> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| StartNodeError::Cookie(format!("{}: {e}", path.display())))
+    };
+    if let Some(path) = &config.cookie_file {
+        return read(path);
+    }
+    if let Ok(cookie) = std::env::var("TROUPE_COOKIE") {
+        if !cookie.trim().is_empty() {
+            return Ok(cookie.trim().to_owned());
+        }
+    }
+    let path = config.data_dir.join("cookie");
+    if path.exists() {
+        return read(&path);
+    }
+    let cookie = uuid::Uuid::new_v4().simple().to_string();
+    auth::write_private(&path, &cookie).map_err(|e| StartNodeError::Cookie(e.to_string()))?;
+    Ok(cookie)
+}
+
+struct SchedulerChild {
+    store: Store,
+    slots: Slots,
+    retry: RetryPolicy,
+}
+
+impl ChildSpec for SchedulerChild {
+    fn id(&self) -> &str {
+        "scheduler"
+    }
+
+    fn kind(&self) -> &str {
+        "SERVICE"
+    }
+
+    fn start_timeout(&self) -> Duration {
+        // Recovery reads every open task.
+        Duration::from_secs(60)
+    }
+
+    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
+        Box::pin(async move {
+            let args = SchedulerArgs {
+                store: self.store.clone(),
+                retry: self.retry,
+            };
+            let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor).await?;
+            self.slots.scheduler.set(scheduler.clone());
+            Ok(scheduler.get_cell())
+        })
+    }
+}

@@ -1,0 +1,342 @@
+//! The scheduler's decisions as plain code: every input (a task queued, an attempt finished,
+//! an agent up or down, a cancel, a timer) changes the engine's state and returns the
+//! effects to carry out. The actor only applies them; the engine never touches an actor, a
+//! clock or a disk, so it is tested with plain values.
+//!
+//! ```text
+//!  QUEUED ──start──▶ RUNNING ──ok──────────────────────────────▶ SUCCEEDED
+//!    ▲  ▲              │ ├──failed, failures < max ─▶ (backoff) ─┐
+//!    │  │              │ └──failed, no failures left ───────────▶ FAILED
+//!    │  └──────────────┼── agent stopped / node shut down (not a failure): TASK_REQUEUED
+//!    └─────────────────┘◀────────────────────────────────────────┘ TASK_RETRYING
+//!   cancel (QUEUED or RUNNING) ──────────────────────────────────▶ CANCELLED
+//! ```
+//!
+//! Invariant after every input: no agent with a free slot has a runnable task in its own
+//! queue or in the queue of one of its capabilities. So a new task only needs the least
+//! loaded capable agent with room, and a freed slot only needs its agent's queue heads.
+
+pub mod index;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use index::{Free, QueueKey, Queues, Want};
+
+use crate::task::{Outcome, Priority, TaskSpec, TaskState, TaskStatus};
+
+/// The time of an input: monotonic for timers, wall clock for records.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub at: Instant,
+    pub wall: DateTime<Utc>,
+}
+
+/// Delay before retry n (n failed attempts so far): `base * 2^(n-1)`, at most `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    pub fn delay(&self, failures: u32) -> Duration {
+        let factor = 1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What the engine needs of a task's spec.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub id: String,
+    pub want: Want,
+    pub priority: Priority,
+    pub max_attempts: u32,
+}
+
+impl From<&TaskSpec> for Limits {
+    fn from(spec: &TaskSpec) -> Self {
+        let want = match (&spec.target_agent, &spec.capability) {
+            (Some(a), _) => Want::Agent(a.clone()),
+            (None, Some(c)) => Want::Capability(c.clone()),
+            // Validation refuses this; such a task waits for an agent that cannot exist.
+            (None, None) => Want::Capability(String::new()),
+        };
+        Self {
+            id: spec.id.clone(),
+            want,
+            priority: spec.priority,
+            max_attempts: spec.max_attempts,
+        }
+    }
+}
+
+/// Why an agent left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Down {
+    /// Stopped on purpose: its tasks go back to the queue without losing an attempt.
+    Stopped,
+    /// Crashed or lost: each running task's attempt failed.
+    Failed(String),
+}
+
+/// A task's new status and the event that records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub task: String,
+    pub status: TaskStatus,
+    pub kind: &'static str,
+    pub data: Value,
+    /// Set when the task ended: the agent whose counters it adds to, and whether it succeeded.
+    pub ended: Option<(Option<String>, Option<bool>)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Hand the attempt to the agent; record the transition only once it was handed over.
+    Start {
+        agent: String,
+        task: String,
+        attempt: u32,
+        transition: Transition,
+    },
+    Record(Transition),
+    /// Stop an attempt that is no longer wanted.
+    Cancel { agent: String, task: String, attempt: u32 },
+    /// Call [`Engine::wake`] at this instant.
+    Wake(Instant),
+}
+
+struct Entry {
+    limits: Limits,
+    status: TaskStatus,
+    queued: Option<QueueKey>,
+}
+
+struct Slot {
+    capabilities: Vec<String>,
+    max: u32,
+    running: HashSet<String>,
+    incarnation: u64,
+    /// The load it is filed under in `free`, while it has room.
+    free_at: Option<u64>,
+}
+
+pub struct Engine {
+    retry: RetryPolicy,
+    tasks: HashMap<String, Entry>,
+    queues: Queues,
+    free: Free,
+    delayed: BTreeSet<(Instant, String)>,
+    armed: Option<Instant>,
+    agents: BTreeMap<String, Slot>,
+    draining: bool,
+    out: Vec<Effect>,
+}
+
+mod transitions;
+
+impl Engine {
+    pub fn new(retry: RetryPolicy) -> Self {
+        Self {
+            retry,
+            tasks: HashMap::new(),
+            queues: Queues::default(),
+            free: Free::default(),
+            delayed: BTreeSet::new(),
+            armed: None,
+            agents: BTreeMap::new(),
+            draining: false,
+            out: Vec::new(),
+        }
+    }
+
+    fn take(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// A task to run (new, or recovered at start); a task already held is ignored.
+    pub fn enqueue(&mut self, limits: Limits, status: TaskStatus, now: Now) -> Vec<Effect> {
+        if self.tasks.contains_key(&limits.id) || status.state.is_terminal() {
+            return Vec::new();
+        }
+        let id = limits.id.clone();
+        let mut status = status;
+        status.state = TaskState::Queued;
+        self.tasks.insert(
+            id.clone(),
+            Entry {
+                limits,
+                status,
+                queued: None,
+            },
+        );
+        self.make_runnable(&id, now);
+        self.take()
+    }
+
+    /// An attempt ended. Results of attempts no longer current (cancelled, re-queued, late)
+    /// are ignored.
+    pub fn finished(&mut self, task: &str, attempt: u32, agent: &str, outcome: Outcome, now: Now) -> Vec<Effect> {
+        let current = self.tasks.get(task).is_some_and(|e| {
+            e.status.state == TaskState::Running
+                && e.status.attempts == attempt
+                && e.status.agent_id.as_deref() == Some(agent)
+        });
+        if !current {
+            return Vec::new();
+        }
+        self.release(agent, task);
+        match outcome {
+            Ok(result) => self.succeeded(task, result, now),
+            Err(error) => self.attempt_failed(task, error, now),
+        }
+        self.fill(agent, now);
+        self.take()
+    }
+
+    /// An agent (this incarnation of it) can take tasks. A different incarnation still on
+    /// record died without saying so: what it held is settled first.
+    pub fn agent_up(&mut self, id: &str, capabilities: Vec<String>, max: u32, incarnation: u64, now: Now) -> Vec<Effect> {
+        if let Some(old) = self.agents.get(id) {
+            if old.incarnation == incarnation {
+                return Vec::new();
+            }
+            let old = old.incarnation;
+            self.agent_gone(id, old, Down::Failed("the agent was restarted while running it".into()), now);
+        }
+        self.agents.insert(
+            id.to_owned(),
+            Slot {
+                capabilities,
+                max: max.max(1),
+                running: HashSet::new(),
+                incarnation,
+                free_at: None,
+            },
+        );
+        self.refile(id);
+        self.fill(id, now);
+        self.take()
+    }
+
+    /// The agent's incarnation is gone; an older or unknown incarnation is ignored.
+    pub fn agent_down(&mut self, id: &str, incarnation: u64, down: Down, now: Now) -> Vec<Effect> {
+        self.agent_gone(id, incarnation, down, now);
+        self.take()
+    }
+
+    /// Some starts could not be handed to `agent` (its mailbox is closed): those attempts
+    /// never began and are undone; the agent is treated as lost.
+    pub fn undeliverable(&mut self, agent: &str, tasks: &[String], now: Now) -> Vec<Effect> {
+        let Some(incarnation) = self.agents.get(agent).map(|s| s.incarnation) else {
+            return Vec::new();
+        };
+        for task in tasks {
+            self.release(agent, task);
+            if let Some(e) = self.tasks.get_mut(task) {
+                e.status.attempts = e.status.attempts.saturating_sub(1);
+                e.status.state = TaskState::Queued;
+            }
+        }
+        // The agent goes first, so the undone tasks are not offered to it again.
+        self.agent_gone(agent, incarnation, Down::Failed("unreachable".into()), now);
+        for task in tasks {
+            self.make_runnable(task, now);
+        }
+        self.take()
+    }
+
+    /// Cancels an open task; `None` if this engine does not hold it (finished or unknown).
+    pub fn cancel(&mut self, task: &str, now: Now) -> Option<(TaskStatus, Vec<Effect>)> {
+        let entry = self.tasks.remove(task)?;
+        if let Some(key) = &entry.queued {
+            self.queues.remove(&entry.limits.want, key);
+        }
+        self.delayed.retain(|(_, id)| id != task);
+        let mut status = entry.status;
+        if status.state == TaskState::Running {
+            if let Some(agent) = status.agent_id.clone() {
+                self.release(&agent, task);
+                self.out.push(Effect::Cancel {
+                    agent: agent.clone(),
+                    task: task.to_owned(),
+                    attempt: status.attempts,
+                });
+                self.fill(&agent, now);
+            }
+        }
+        status.state = TaskState::Cancelled;
+        status.finished_at = Some(now.wall);
+        self.record(task, &status, "TASK_CANCELLED", json!({}), Some((None, None)));
+        Some((status, self.take()))
+    }
+
+    /// Timers due: delayed retries become runnable.
+    pub fn wake(&mut self, now: Now) -> Vec<Effect> {
+        self.armed = None;
+        while let Some((at, id)) = self.delayed.first().cloned() {
+            if at > now.at {
+                break;
+            }
+            self.delayed.pop_first();
+            if self.tasks.get(&id).is_some_and(|e| e.status.state == TaskState::Queued) {
+                self.make_runnable(&id, now);
+            }
+        }
+        self.arm();
+        self.take()
+    }
+
+    /// Stops starting tasks (the node is shutting down).
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Puts every running task back in the queue without charging it an attempt (the node
+    /// is stopping them, they did not fail).
+    pub fn requeue_running(&mut self, reason: &str, now: Now) -> Vec<Effect> {
+        let running: Vec<(String, String)> = self
+            .agents
+            .iter()
+            .flat_map(|(a, s)| s.running.iter().map(move |t| (a.clone(), t.clone())))
+            .collect();
+        for (agent, task) in running {
+            self.release(&agent, &task);
+            if let Some(e) = self.tasks.get(&task) {
+                self.out.push(Effect::Cancel {
+                    agent,
+                    task: task.clone(),
+                    attempt: e.status.attempts,
+                });
+            }
+            self.requeue(&task, reason, now);
+        }
+        self.take()
+    }
+
+    pub fn running(&self) -> usize {
+        self.agents.values().map(|s| s.running.len()).sum()
+    }
+
+    pub fn running_on(&self, agent: &str) -> u32 {
+        self.agents.get(agent).map_or(0, |s| s.running.len() as u32)
+    }
+
+    /// Tasks waiting to start (runnable or waiting for a retry).
+    pub fn queued(&self) -> usize {
+        self.queues.len() + self.delayed.len()
+    }
+
+    pub fn status(&self, task: &str) -> Option<&TaskStatus> {
+        self.tasks.get(task).map(|e| &e.status)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,316 @@
+//! The engine with plain values: no actors, no disk, time passed in.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+fn now0() -> Now {
+    Now {
+        at: Instant::now(),
+        wall: chrono::Utc::now(),
+    }
+}
+
+fn later(now: Now, ms: u64) -> Now {
+    Now {
+        at: now.at + Duration::from_millis(ms),
+        wall: now.wall + chrono::TimeDelta::milliseconds(ms as i64),
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(RetryPolicy {
+        base: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+    })
+}
+
+fn cap_task(id: &str, cap: &str, priority: Priority) -> Limits {
+    Limits {
+        id: id.into(),
+        want: Want::Capability(cap.into()),
+        priority,
+        max_attempts: 3,
+    }
+}
+
+fn caps(c: &[&str]) -> Vec<String> {
+    c.iter().map(|s| s.to_string()).collect()
+}
+
+/// (agent, task, attempt) of every Start.
+fn starts(effects: &[Effect]) -> Vec<(String, String, u32)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Start {
+                agent, task, attempt, ..
+            } => Some((agent.clone(), task.clone(), *attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn records(effects: &[Effect]) -> Vec<(String, &'static str)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Record(t) => Some((t.task.clone(), t.kind)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_blocked_backlog_does_not_hold_up_a_task_an_idle_agent_can_run() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("echo-agent", caps(&["echo"]), 1, 1, now);
+    for n in 0..10_000 {
+        let fx = e.enqueue(cap_task(&format!("blocked-{n:05}"), "nobody-has-this", Priority::Critical), TaskStatus::queued(), now);
+        assert!(fx.is_empty());
+    }
+    let fx = e.enqueue(cap_task("echo-1", "echo", Priority::Low), TaskStatus::queued(), now);
+    assert_eq!(starts(&fx), [("echo-agent".to_string(), "echo-1".to_string(), 1)]);
+    assert_eq!(e.queued(), 10_000);
+}
+
+#[test]
+fn an_agent_takes_higher_classes_first_then_arrival_order() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 1, 1, now);
+    e.enqueue(cap_task("blocker", "c", Priority::Normal), TaskStatus::queued(), now);
+    for (id, p) in [("low", Priority::Low), ("n1", Priority::Normal), ("crit", Priority::Critical), ("n2", Priority::Normal)] {
+        assert!(starts(&e.enqueue(cap_task(id, "c", p), TaskStatus::queued(), now)).is_empty());
+    }
+    let mut order = Vec::new();
+    let mut current = ("blocker".to_string(), 1);
+    for _ in 0..4 {
+        let fx = e.finished(&current.0, current.1, "a", Ok(json!(null)), now);
+        let (_, task, attempt) = starts(&fx).remove(0);
+        order.push(task.clone());
+        current = (task, attempt);
+    }
+    assert_eq!(order, ["crit", "n1", "n2", "low"]);
+}
+
+#[test]
+fn the_least_loaded_capable_agent_gets_a_new_task() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("busy", caps(&["c"]), 2, 1, now);
+    e.agent_up("idle", caps(&["c"]), 4, 2, now);
+    e.agent_up("other", caps(&["x"]), 4, 3, now);
+    let fx = e.enqueue(cap_task("t1", "c", Priority::Normal), TaskStatus::queued(), now);
+    // Both are empty: the tie goes to the smaller id.
+    assert_eq!(starts(&fx)[0].0, "busy");
+    let fx = e.enqueue(cap_task("t2", "c", Priority::Normal), TaskStatus::queued(), now);
+    assert_eq!(starts(&fx)[0].0, "idle", "busy is at 1/2, idle at 0/4");
+    let fx = e.enqueue(cap_task("t3", "c", Priority::Normal), TaskStatus::queued(), now);
+    assert_eq!(starts(&fx)[0].0, "idle", "busy at 1/2, idle at 1/4");
+}
+
+#[test]
+fn a_stopped_agent_gives_its_tasks_back_without_charging_an_attempt() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 1, 1, now);
+    let mut last = cap_task("t", "c", Priority::Normal);
+    last.max_attempts = 1;
+    e.enqueue(last, TaskStatus::queued(), now);
+    let fx = e.agent_down("a", 1, Down::Stopped, now);
+    assert_eq!(records(&fx), [("t".to_string(), "TASK_REQUEUED")]);
+    let status = e.status("t").unwrap();
+    assert_eq!((status.state, status.attempts, status.failures), (TaskState::Queued, 1, 0));
+    // It runs again on the next agent, as attempt 2, and may still fail once.
+    let fx = e.agent_up("b", caps(&["c"]), 1, 2, now);
+    assert_eq!(starts(&fx), [("b".to_string(), "t".to_string(), 2)]);
+    let fx = e.finished("t", 2, "b", Err("boom".into()), now);
+    assert_eq!(records(&fx), [("t".to_string(), "TASK_FAILED")]);
+}
+
+#[test]
+fn a_crashed_agent_charges_the_attempt_and_the_retry_waits_its_backoff() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 1, 1, now);
+    e.enqueue(cap_task("t", "c", Priority::Normal), TaskStatus::queued(), now);
+    let fx = e.agent_down("a", 1, Down::Failed("panicked".into()), now);
+    assert_eq!(records(&fx), [("t".to_string(), "TASK_RETRYING")]);
+    let wake = fx.iter().find_map(|f| match f {
+        Effect::Wake(at) => Some(*at),
+        _ => None,
+    });
+    assert_eq!(wake, Some(now.at + Duration::from_millis(100)));
+    e.agent_up("a", caps(&["c"]), 1, 2, now);
+    assert!(starts(&e.wake(later(now, 50))).is_empty(), "not before the backoff");
+    let fx = e.wake(later(now, 100));
+    assert_eq!(starts(&fx), [("a".to_string(), "t".to_string(), 2)]);
+    assert_eq!(e.status("t").unwrap().failures, 1);
+}
+
+#[test]
+fn a_new_incarnation_first_settles_what_the_old_one_held() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 2, 1, now);
+    e.enqueue(cap_task("t", "c", Priority::Normal), TaskStatus::queued(), now);
+    // The old actor died without a word (killed); the restarted one registers.
+    let fx = e.agent_up("a", caps(&["c"]), 2, 2, now);
+    assert_eq!(records(&fx), [("t".to_string(), "TASK_RETRYING")]);
+    assert_eq!(e.running_on("a"), 0, "the new incarnation starts empty");
+    let fx = e.wake(later(now, 100));
+    assert_eq!(starts(&fx), [("a".to_string(), "t".to_string(), 2)]);
+    // A late down of the old incarnation changes nothing.
+    assert!(e.agent_down("a", 1, Down::Failed("late".into()), now).is_empty());
+    assert_eq!(e.running_on("a"), 1);
+}
+
+#[test]
+fn a_late_result_of_an_earlier_attempt_is_ignored() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 1, 1, now);
+    e.enqueue(cap_task("t", "c", Priority::Normal), TaskStatus::queued(), now);
+    e.agent_down("a", 1, Down::Stopped, now);
+    e.agent_up("a", caps(&["c"]), 1, 2, now);
+    assert!(e.finished("t", 1, "a", Ok(json!("late")), now).is_empty());
+    let fx = e.finished("t", 2, "a", Ok(json!("current")), now);
+    assert_eq!(records(&fx), [("t".to_string(), "TASK_SUCCEEDED")]);
+}
+
+#[test]
+fn cancelling_a_queued_a_waiting_and_a_running_task() {
+    let mut e = engine();
+    let now = now0();
+    e.enqueue(cap_task("queued", "c", Priority::Normal), TaskStatus::queued(), now);
+    let (status, fx) = e.cancel("queued", now).unwrap();
+    assert_eq!(status.state, TaskState::Cancelled);
+    assert_eq!(records(&fx), [("queued".to_string(), "TASK_CANCELLED")]);
+
+    e.agent_up("a", caps(&["c"]), 1, 1, now);
+    e.enqueue(cap_task("retrying", "c", Priority::Normal), TaskStatus::queued(), now);
+    e.finished("retrying", 1, "a", Err("once".into()), now);
+    let (status, _) = e.cancel("retrying", now).unwrap();
+    assert_eq!((status.state, status.failures), (TaskState::Cancelled, 1));
+    assert!(starts(&e.wake(later(now, 1000))).is_empty(), "a cancelled retry never starts");
+
+    e.enqueue(cap_task("running", "c", Priority::Normal), TaskStatus::queued(), now);
+    let (_, fx) = e.cancel("running", now).unwrap();
+    assert!(fx.contains(&Effect::Cancel {
+        agent: "a".into(),
+        task: "running".into(),
+        attempt: 1
+    }));
+    assert!(e.cancel("running", now).is_none(), "a finished task is not this engine's");
+    assert_eq!(e.running(), 0);
+}
+
+#[test]
+fn an_undeliverable_start_is_undone_and_the_agent_dropped() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("dead", caps(&["c"]), 2, 1, now);
+    e.enqueue(cap_task("t1", "c", Priority::Normal), TaskStatus::queued(), now);
+    e.agent_up("alive", caps(&["c"]), 2, 2, now);
+    let fx = e.undeliverable("dead", &["t1".to_string()], now);
+    assert_eq!(starts(&fx), [("alive".to_string(), "t1".to_string(), 1)]);
+    assert_eq!(e.status("t1").unwrap().failures, 0);
+}
+
+#[test]
+fn draining_starts_nothing_and_shutdown_requeues_without_charge() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 2, 1, now);
+    e.enqueue(cap_task("t1", "c", Priority::Normal), TaskStatus::queued(), now);
+    e.drain();
+    assert!(starts(&e.enqueue(cap_task("t2", "c", Priority::Normal), TaskStatus::queued(), now)).is_empty());
+    let fx = e.requeue_running("the node is shutting down", now);
+    assert_eq!(records(&fx), [("t1".to_string(), "TASK_REQUEUED")]);
+    assert!(starts(&fx).is_empty());
+    assert_eq!(e.status("t1").unwrap().failures, 0);
+}
+
+#[test]
+fn under_random_inputs_no_task_runs_twice_no_agent_overcommits_and_each_ends_once() {
+    for seed in [1u64, 7, 42, 1234] {
+        let mut rng = seed;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut e = engine();
+        let mut now = now0();
+        let maxes = [1u32, 2, 3, 1];
+        let mut incarnation = [1u64, 1, 1, 1];
+        for (i, m) in maxes.iter().enumerate() {
+            e.agent_up(&format!("a{i}"), caps(&["c", &format!("only{i}")]), *m, 1, now);
+        }
+        let mut running: HashMap<String, (String, u32)> = HashMap::new();
+        let ended = std::cell::RefCell::new(HashMap::<String, u32>::new());
+        let apply = |fx: Vec<Effect>, running: &mut HashMap<String, (String, u32)>| {
+            for f in fx {
+                match f {
+                    Effect::Start { agent, task, attempt, .. } => {
+                        assert!(running.insert(task.clone(), (agent, attempt)).is_none(), "{task} started twice");
+                    }
+                    Effect::Record(t) => {
+                        if t.status.state != TaskState::Running {
+                            running.remove(&t.task);
+                        }
+                        if t.ended.is_some() {
+                            *ended.borrow_mut().entry(t.task.clone()).or_default() += 1;
+                        }
+                    }
+                    Effect::Cancel { task, .. } => {
+                        running.remove(&task);
+                    }
+                    Effect::Wake(_) => {}
+                }
+            }
+        };
+        const TASKS: usize = 400;
+        for n in 0..TASKS {
+            let want = if n % 5 == 0 { format!("only{}", n % 4) } else { "c".into() };
+            let p = [Priority::Critical, Priority::High, Priority::Normal, Priority::Low][n % 4];
+            apply(e.enqueue(cap_task(&format!("t{n:04}"), &want, p), TaskStatus::queued(), now), &mut running);
+        }
+        for _ in 0..20_000 {
+            now = later(now, next() % 50);
+            let r = next();
+            match r % 10 {
+                0 => {
+                    let i = (next() % 4) as usize;
+                    let down = if r % 3 == 0 { Down::Stopped } else { Down::Failed("x".into()) };
+                    apply(e.agent_down(&format!("a{i}"), incarnation[i], down, now), &mut running);
+                    incarnation[i] += 1;
+                    apply(e.agent_up(&format!("a{i}"), caps(&["c", &format!("only{i}")]), maxes[i], incarnation[i], now), &mut running);
+                }
+                1 => apply(e.wake(now), &mut running),
+                _ => {
+                    let Some((task, (agent, attempt))) = running.iter().next().map(|(t, v)| (t.clone(), v.clone())) else {
+                        apply(e.wake(later(now, 2000)), &mut running);
+                        continue;
+                    };
+                    let outcome = if r % 4 == 0 { Err("unlucky".to_string()) } else { Ok(json!(1)) };
+                    apply(e.finished(&task, attempt, &agent, outcome, now), &mut running);
+                }
+            }
+            for (i, m) in maxes.iter().enumerate() {
+                assert!(e.running_on(&format!("a{i}")) <= *m, "seed {seed}: a{i} overcommitted");
+            }
+            if ended.borrow().len() == TASKS {
+                break;
+            }
+        }
+        let ended = ended.into_inner();
+        assert_eq!(ended.len(), TASKS, "seed {seed}: not every task ended");
+        assert!(ended.values().all(|n| *n == 1), "seed {seed}: a task ended twice");
+    }
+}

@@ -1,0 +1,182 @@
+//! The engine's moves: queueing, starting, releasing a slot, and each way an attempt ends.
+
+use serde_json::{json, Value};
+
+use super::index::{load_key, Want};
+use super::{Down, Effect, Engine, Now, Transition};
+use crate::task::{TaskState, TaskStatus};
+
+impl Engine {
+    /// Puts a queued task in its queue and offers it to an agent that can take it now.
+    pub(super) fn make_runnable(&mut self, id: &str, now: Now) {
+        let Some(entry) = self.tasks.get_mut(id) else { return };
+        if entry.queued.is_none() {
+            entry.queued = Some(self.queues.push(&entry.limits.want, id, entry.limits.priority));
+        }
+        let agent = match &entry.limits.want {
+            Want::Agent(a) => self
+                .agents
+                .get(a)
+                .is_some_and(|s| (s.running.len() as u32) < s.max)
+                .then(|| a.clone()),
+            Want::Capability(c) => self.free.least_loaded(c).map(str::to_owned),
+        };
+        if let Some(agent) = agent {
+            self.fill(&agent, now);
+        }
+    }
+
+    /// Starts queued work on `agent` until it is full or nothing it can run is queued.
+    pub(super) fn fill(&mut self, agent: &str, now: Now) {
+        while !self.draining {
+            let Some(slot) = self.agents.get(agent) else { return };
+            if slot.running.len() as u32 >= slot.max {
+                return;
+            }
+            let Some((want, key)) = self.queues.best_for(agent, &slot.capabilities) else {
+                return;
+            };
+            self.queues.remove(&want, &key);
+            self.start(agent, &key.2, now);
+        }
+    }
+
+    fn start(&mut self, agent: &str, task: &str, now: Now) {
+        let Some(entry) = self.tasks.get_mut(task) else { return };
+        entry.queued = None;
+        let status = &mut entry.status;
+        status.state = TaskState::Running;
+        status.attempts += 1;
+        status.agent_id = Some(agent.to_owned());
+        status.started_at = Some(now.wall);
+        status.error = None;
+        let (attempt, status) = (status.attempts, status.clone());
+        if let Some(slot) = self.agents.get_mut(agent) {
+            slot.running.insert(task.to_owned());
+        }
+        self.refile(agent);
+        self.out.push(Effect::Start {
+            agent: agent.to_owned(),
+            task: task.to_owned(),
+            attempt,
+            transition: Transition {
+                task: task.to_owned(),
+                status,
+                kind: "TASK_STARTED",
+                data: json!({}),
+                ended: None,
+            },
+        });
+    }
+
+    /// Frees the task's slot on `agent`.
+    pub(super) fn release(&mut self, agent: &str, task: &str) {
+        if let Some(slot) = self.agents.get_mut(agent) {
+            slot.running.remove(task);
+        }
+        self.refile(agent);
+    }
+
+    /// Files the agent under its current load among the agents with room (or takes it out).
+    pub(super) fn refile(&mut self, agent: &str) {
+        let Some(slot) = self.agents.get_mut(agent) else { return };
+        if let Some(old) = slot.free_at.take() {
+            self.free.remove(&slot.capabilities, agent, old);
+        }
+        let running = slot.running.len() as u32;
+        if running < slot.max {
+            let load = load_key(running, slot.max);
+            self.free.insert(&slot.capabilities, agent, load);
+            slot.free_at = Some(load);
+        }
+    }
+
+    pub(super) fn succeeded(&mut self, task: &str, result: Value, now: Now) {
+        let Some(entry) = self.tasks.remove(task) else { return };
+        let mut status = entry.status;
+        status.state = TaskState::Succeeded;
+        status.result = Some(result);
+        status.finished_at = Some(now.wall);
+        let agent = status.agent_id.clone();
+        self.record(task, &status, "TASK_SUCCEEDED", json!({}), Some((agent, Some(true))));
+    }
+
+    /// An attempt failed: retried after a backoff while failures remain, else FAILED.
+    pub(super) fn attempt_failed(&mut self, task: &str, error: String, now: Now) {
+        let Some(entry) = self.tasks.get_mut(task) else { return };
+        entry.status.failures += 1;
+        entry.status.error = Some(error.clone());
+        if entry.status.failures < entry.limits.max_attempts {
+            entry.status.state = TaskState::Queued;
+            let delay = self.retry.delay(entry.status.failures);
+            let status = entry.status.clone();
+            self.delayed.insert((now.at + delay, task.to_owned()));
+            let data = json!({ "error": error, "retryInMs": delay.as_millis() as u64 });
+            self.record(task, &status, "TASK_RETRYING", data, None);
+            self.arm();
+        } else {
+            let Some(entry) = self.tasks.remove(task) else { return };
+            let mut status = entry.status;
+            status.state = TaskState::Failed;
+            status.finished_at = Some(now.wall);
+            let agent = status.agent_id.clone();
+            self.record(task, &status, "TASK_FAILED", json!({ "error": error }), Some((agent, Some(false))));
+        }
+    }
+
+    /// Back to the queue at once, without charging an attempt.
+    pub(super) fn requeue(&mut self, task: &str, reason: &str, now: Now) {
+        let Some(entry) = self.tasks.get_mut(task) else { return };
+        entry.status.state = TaskState::Queued;
+        let status = entry.status.clone();
+        self.record(task, &status, "TASK_REQUEUED", json!({ "reason": reason }), None);
+        self.make_runnable(task, now);
+    }
+
+    /// Settles what an agent incarnation held, if it is the one on record.
+    pub(super) fn agent_gone(&mut self, id: &str, incarnation: u64, down: Down, now: Now) {
+        if self.agents.get(id).is_none_or(|s| s.incarnation != incarnation) {
+            return;
+        }
+        let Some(mut slot) = self.agents.remove(id) else { return };
+        if let Some(old) = slot.free_at.take() {
+            self.free.remove(&slot.capabilities, id, old);
+        }
+        let mut running: Vec<String> = slot.running.drain().collect();
+        running.sort();
+        for task in running {
+            match &down {
+                Down::Stopped => self.requeue(&task, &format!("agent {id} was stopped"), now),
+                Down::Failed(reason) => {
+                    self.attempt_failed(&task, format!("agent {id} went down: {reason}"), now);
+                }
+            }
+        }
+    }
+
+    pub(super) fn record(
+        &mut self,
+        task: &str,
+        status: &TaskStatus,
+        kind: &'static str,
+        data: Value,
+        ended: Option<(Option<String>, Option<bool>)>,
+    ) {
+        self.out.push(Effect::Record(Transition {
+            task: task.to_owned(),
+            status: status.clone(),
+            kind,
+            data,
+            ended,
+        }));
+    }
+
+    /// Asks for a wake-up at the earliest pending retry, unless one at or before it is set.
+    pub(super) fn arm(&mut self) {
+        let Some((at, _)) = self.delayed.first() else { return };
+        if self.armed.is_none_or(|armed| *at < armed) {
+            self.armed = Some(*at);
+            self.out.push(Effect::Wake(*at));
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The node's API: one service per domain ([`Agents`], [`Tasks`], and the node itself), each
+//! remotable through its own service actor, and [`Api`], the thin facade the gateway holds.
+//! Code that acts on an agent or a task never cares which node holds it: the id says, and
+//! the domain service takes the request there.
+
+mod agents;
+mod context;
+mod listing;
+pub mod node;
+mod tasks;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use troupe_runtime::auth::{Check, Tokens};
+use troupe_runtime::events::{self, Event, EventFilter};
+use troupe_runtime::store::{Store, StoreError};
+use troupe_runtime::supervision::{SupervisorInfo, SupervisorMsg};
+
+pub use agents::{Agents, AgentsRequest, AgentsResponse};
+pub(crate) use context::Context;
+pub use listing::{Counted, Listing};
+pub use tasks::{TaskFilter, Tasks, TasksRequest, TasksResponse};
+
+use crate::cluster::remote::Service;
+use crate::cluster::{Cluster, Member};
+use crate::error::ApiError;
+use crate::scheduler::SchedulerMsg;
+use context::ask;
+use node::NodeService;
+
+#[derive(Clone)]
+pub struct Api {
+    ctx: Arc<Context>,
+    agents: Agents,
+    tasks: Tasks,
+}
+
+impl Api {
+    pub(crate) fn new(ctx: Context) -> Self {
+        let ctx = Arc::new(ctx);
+        Self {
+            agents: Agents { ctx: ctx.clone() },
+            tasks: Tasks { ctx: ctx.clone() },
+            ctx,
+        }
+    }
+
+    pub fn agents(&self) -> &Agents {
+        &self.agents
+    }
+
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
+    pub(crate) fn node_service(&self) -> NodeService {
+        NodeService {
+            cluster: self.ctx.cluster.clone(),
+            name: self.ctx.node_name.clone(),
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.ctx.node_id
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.ctx.node_name
+    }
+
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.ctx.started_at
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.ctx.store
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.ctx.cluster
+    }
+
+    pub fn members(&self) -> Vec<Member> {
+        self.ctx.cluster.members()
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.ctx.tokens
+    }
+
+    /// Checks a bearer token.
+    pub async fn authenticate(&self, token: &str) -> Result<Check, ApiError> {
+        Ok(self.ctx.tokens.check(token).await?)
+    }
+
+    /// Why the node cannot serve now, if it cannot: the store failed, a service is down, or
+    /// it is shutting down.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if let Some(reason) = self.ctx.store.failure() {
+            problems.push(format!("the store has failed: {reason}"));
+        }
+        if !self.ctx.slots.scheduler.is_up() {
+            problems.push("the scheduler is not running".into());
+        }
+        if !self.ctx.slots.agents.is_up() {
+            problems.push("the agents supervisor is not running".into());
+        }
+        if !crate::cluster::remote::is_connected(NodeService::ROLE, &self.ctx.node_name) {
+            problems.push("the cluster service is not running".into());
+        }
+        if self.ctx.draining.load(Ordering::SeqCst) {
+            problems.push("the node is shutting down".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The node's live supervision tree, as its supervisors describe it.
+    pub async fn supervision_tree(&self) -> Result<SupervisorInfo, ApiError> {
+        let root = self
+            .ctx
+            .slots
+            .root
+            .get()
+            .ok_or_else(|| ApiError::Unavailable("the node's supervision tree is not running".into()))?;
+        ask(&root, SupervisorMsg::Describe, "the root supervisor").await
+    }
+
+    pub async fn last_seq(&self) -> Result<u64, ApiError> {
+        Ok(self.ctx.store.last_seq().await?)
+    }
+
+    /// Up to `first` events after `after`, oldest first; with `kinds`, only those kinds (read
+    /// through the kind index).
+    pub async fn events(&self, after: u64, kinds: Option<Vec<String>>, first: usize) -> Result<Vec<Event>, ApiError> {
+        Ok(match kinds {
+            Some(kinds) => self.ctx.store.events_of_kinds(after, kinds, first).await?,
+            None => self.ctx.store.events_after(after, first).await?,
+        })
+    }
+
+    /// Events after `after` that pass the filter: the log, then live.
+    pub fn subscribe(&self, after: u64, filter: EventFilter) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static {
+        events::subscribe(&self.ctx.store, after, filter)
+    }
+
+    /// Stops accepting work and starting tasks; returns how many tasks still run.
+    pub async fn begin_drain(&self) -> usize {
+        self.ctx.draining.store(true, Ordering::SeqCst);
+        match self.ctx.scheduler() {
+            Ok(s) => ask(&s, SchedulerMsg::Drain, "the scheduler").await.unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    pub async fn running_tasks(&self) -> usize {
+        match self.ctx.scheduler() {
+            Ok(s) => ask(&s, SchedulerMsg::Running, "the scheduler").await.unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    /// Gives every running task back to the queue, durably, without charging an attempt.
+    pub async fn requeue_running(&self) -> Result<(), ApiError> {
+        let scheduler = self.ctx.scheduler()?;
+        ask(&scheduler, SchedulerMsg::Requeue, "the scheduler").await?
+    }
+}

@@ -1,0 +1,17 @@
+//! The store tables the domain actors own. Specs (what a user asked for) and statuses (what
+//! was observed) live in separate tables: specs will be replicated, statuses stay local.
+
+use troupe_runtime::store::Table;
+
+/// Agent specs by id: [`crate::agent::AgentSpec`].
+pub const AGENTS: Table = Table::new("agents");
+/// Agent statuses by id: [`crate::agent::AgentStatus`]; written by the agent's supervisor.
+pub const AGENT_STATUS: Table = Table::new("agent_status");
+/// Task counters by agent id: [`crate::agent::AgentStats`]; written by the scheduler.
+pub const AGENT_STATS: Table = Table::new("agent_stats");
+/// Task specs by id: [`crate::task::TaskSpec`], written once at submit.
+pub const TASKS: Table = Table::new("tasks");
+/// Task statuses by id: [`crate::task::TaskStatus`], rewritten at every transition.
+pub const TASK_STATUS: Table = Table::new("task_status");
+/// Ids of the tasks not yet in a terminal state, so recovery reads only those.
+pub const OPEN_TASKS: Table = Table::new("open_tasks");
