@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use troupe_actors::node::Node;
-use troupe_gateway::GatewayChild;
+use troupe_gateway::{GatewayChild, Settings};
 use troupe_runtime::auth::{self, Role};
 use troupe_runtime::config::{Config, ServeArgs};
 use troupe_runtime::supervision::ChildSpec;
@@ -32,6 +32,8 @@ enum Command {
         #[command(subcommand)]
         action: TokenCommand,
     },
+    /// Print the GraphQL schema (SDL).
+    Schema,
     /// Print the version.
     Version,
 }
@@ -42,6 +44,9 @@ enum TokenCommand {
     Create {
         #[arg(long, value_enum)]
         role: Role,
+        /// A name to recognise the token by in `tokens`.
+        #[arg(long, default_value = "cli")]
+        name: String,
         #[arg(long, env = "TROUPE_DATA_DIR", default_value = "./troupe-data")]
         data_dir: PathBuf,
     },
@@ -53,10 +58,14 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Token {
-            action: TokenCommand::Create { role, data_dir },
+            action: TokenCommand::Create { role, name, data_dir },
         } => {
-            let token = runtime.block_on(auth::create_offline(&data_dir, role))?;
+            let token = runtime.block_on(auth::create_offline(&data_dir, role, &name))?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", troupe_gateway::schema::sdl());
             Ok(())
         }
         Command::Version => {
@@ -70,7 +79,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args)?;
     telemetry::init_logging(config.log_format);
     let metrics = telemetry::init_metrics();
-    let (listen, body_limit, data_dir) = (config.listen, config.body_limit_bytes, config.data_dir.clone());
+    let (listen, settings, data_dir) = (config.listen, Settings::from(&config), config.data_dir.clone());
     let mut node = Node::start(
         &config,
         Box::new(move |api| {
@@ -78,7 +87,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 api: api.clone(),
                 metrics,
                 listen,
-                body_limit,
+                settings,
                 data_dir,
                 bound: Default::default(),
             });
@@ -91,7 +100,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = node.failed() => anyhow::bail!("the node's supervision tree gave up; see the log above"),
+        failure = node.failed() => {
+            tracing::error!(%failure, "the node failed; stopping so that a restart recovers from disk");
+            anyhow::bail!("{failure}; a restart recovers from what is on disk");
+        }
     }
     node.shutdown(config.shutdown_grace).await;
     tracing::info!("stopped");

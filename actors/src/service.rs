@@ -8,6 +8,7 @@ mod context;
 mod listing;
 pub mod node;
 mod tasks;
+mod tokens;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -3,19 +3,25 @@
 use async_graphql::{Context, Guard};
 use axum::http::HeaderMap;
 use troupe_actors::Api;
-use troupe_runtime::auth::Role;
+use troupe_runtime::auth::{Check, Role};
 
 use crate::error::coded;
 
-/// The caller's role, put in each request's data once the token checked out.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller(pub Role);
+/// The caller, put in each request's data once the token checked out.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub role: Role,
+    /// The token's id, so a long-lived connection can notice its revocation.
+    pub token: String,
+}
 
 /// Why a request was refused before it ran.
 #[derive(Debug)]
 pub enum Refusal {
     Missing,
     Invalid,
+    /// Known, but revoked or expired.
+    Refused(&'static str),
     Unavailable(String),
 }
 
@@ -24,19 +30,20 @@ impl Refusal {
         match self {
             Refusal::Missing => "missing bearer token: send Authorization: Bearer <token>".into(),
             Refusal::Invalid => "invalid token".into(),
+            Refusal::Refused(why) => format!("the token was {why}"),
             Refusal::Unavailable(e) => format!("cannot check the token now: {e}"),
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
-            Refusal::Missing | Refusal::Invalid => "UNAUTHENTICATED",
+            Refusal::Missing | Refusal::Invalid | Refusal::Refused(_) => "UNAUTHENTICATED",
             Refusal::Unavailable(_) => "UNAVAILABLE",
         }
     }
 }
 
-/// Resolves an `Authorization` value (`Bearer <token>`) to the caller's role.
+/// Resolves an `Authorization` value (`Bearer <token>`) to the caller.
 pub async fn resolve(api: &Api, authorization: Option<&str>) -> Result<Caller, Refusal> {
     let value = authorization.ok_or(Refusal::Missing)?;
     let token = value
@@ -46,17 +53,21 @@ pub async fn resolve(api: &Api, authorization: Option<&str>) -> Result<Caller, R
         .filter(|t| !t.is_empty())
         .ok_or(Refusal::Invalid)?;
     match api.authenticate(token).await {
-        Ok(Some(role)) => Ok(Caller(role)),
-        Ok(None) => Err(Refusal::Invalid),
+        Ok(Check::Valid { id, role }) => Ok(Caller { role, token: id }),
+        Ok(Check::Unknown) => Err(Refusal::Invalid),
+        Ok(Check::Refused(why)) => Err(Refusal::Refused(why)),
         Err(e) => Err(Refusal::Unavailable(e.to_string())),
     }
 }
 
-pub async fn from_headers(api: &Api, headers: &HeaderMap) -> Result<Caller, Refusal> {
-    let value = headers
+pub fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    resolve(api, value).await
+        .and_then(|v| v.to_str().ok())
+}
+
+pub async fn from_headers(api: &Api, headers: &HeaderMap) -> Result<Caller, Refusal> {
+    resolve(api, authorization(headers)).await
 }
 
 /// Requires at least `0` for a field.
@@ -65,12 +76,12 @@ pub struct RoleGuard(pub Role);
 impl Guard for RoleGuard {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
         match ctx.data_opt::<Caller>() {
-            Some(Caller(role)) if *role >= self.0 => Ok(()),
-            Some(Caller(role)) => Err(coded(
+            Some(caller) if caller.role >= self.0 => Ok(()),
+            Some(caller) => Err(coded(
                 "FORBIDDEN",
                 format!(
                     "the {} role cannot do this; it needs {}",
-                    role.as_str(),
+                    caller.role.as_str(),
                     self.0.as_str()
                 ),
             )),

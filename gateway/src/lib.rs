@@ -1,11 +1,12 @@
 //! troupe-gateway: the GraphQL gateway (async-graphql on axum) — `/graphql` over HTTP,
 //! `/graphql/ws` (graphql-transport-ws), `/graphiql`, `/metrics`, `/healthz` — with bearer
-//! token auth and role guards. It reaches the node only through [`troupe_actors::Api`].
+//! token auth, role guards and limits on depth, complexity, time, concurrency and size. It
+//! reaches the node only through [`troupe_actors::Api`].
 //!
 //! ```no_run
-//! # async fn demo(api: troupe_actors::Api) -> std::io::Result<()> {
+//! # async fn demo(api: troupe_actors::Api, config: troupe_runtime::config::Config) -> std::io::Result<()> {
 //! let metrics = troupe_runtime::telemetry::init_metrics();
-//! let app = troupe_gateway::router(api, metrics, 1 << 20);
+//! let app = troupe_gateway::router(api, metrics, troupe_gateway::Settings::from(&config));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! axum::serve(listener, app).await
 //! # }
@@ -15,5 +16,7 @@ pub mod auth;
 pub mod error;
 pub mod schema;
 mod server;
+mod ws;
 
-pub use server::{router, GatewayChild};
+pub use server::{router, GatewayChild, Settings};
+pub use ws::WsLimits;

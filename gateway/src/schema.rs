@@ -1,28 +1,54 @@
-//! The GraphQL schema: queries, mutations and subscriptions over [`troupe_actors::Api`].
+//! The GraphQL schema over [`troupe_actors::Api`]: each domain's queries, mutations and
+//! subscriptions together in its own file, merged into the three roots.
+//!
+//! Limits: a query may nest at most [`MAX_DEPTH`] fields (introspection excepted, so the
+//! standard introspection query of GraphiQL, codegen and Postman works) and cost at most
+//! [`MAX_COMPLEXITY`], where a list field costs its page size times its selection.
 
-mod inputs;
-mod mutation;
-mod query;
-mod subscription;
-mod types;
+mod agents;
+mod depth;
+mod events;
+mod node;
+mod page;
+mod scalars;
+mod tasks;
+mod tokens;
 
-use async_graphql::Schema;
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 use troupe_actors::Api;
 
-pub use mutation::Mutation;
-pub use query::Query;
-pub use subscription::Subscription;
+pub use scalars::Int64;
+
+#[derive(MergedObject, Default)]
+pub struct Query(node::NodeQuery, agents::AgentsQuery, tasks::TasksQuery, events::EventsQuery, tokens::TokensQuery);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(agents::AgentsMutation, tasks::TasksMutation, tokens::TokensMutation);
+
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(events::EventsSubscription, tasks::TasksSubscription);
 
 pub type TroupeSchema = Schema<Query, Mutation, Subscription>;
 
-/// Deepest query accepted, and the largest complexity (fields weighted by page sizes).
+/// Deepest query accepted, not counting introspection fields.
 pub const MAX_DEPTH: usize = 12;
-pub const MAX_COMPLEXITY: usize = 5_000;
+/// Largest complexity accepted: fields weighted, lists multiplied by their page size.
+pub const MAX_COMPLEXITY: usize = 10_000;
+
+fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(Query::default(), Mutation::default(), Subscription::default())
+        .extension(depth::DepthLimit(MAX_DEPTH))
+        .limit_complexity(MAX_COMPLEXITY)
+}
 
 pub fn build(api: Api) -> TroupeSchema {
-    Schema::build(Query, Mutation, Subscription)
-        .data(api)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .finish()
+    builder().data(api).finish()
 }
+
+/// The schema in SDL, as committed in `gateway/schema.graphql`.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+#[cfg(test)]
+mod tests;

@@ -4,50 +4,104 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{BoxError, Json, Router};
 use futures::future::BoxFuture;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use troupe_actors::Api;
+use troupe_runtime::config::Config;
 use troupe_runtime::supervision::ChildSpec;
 
 use crate::auth::{self, Refusal};
 use crate::schema::{self, TroupeSchema};
+use crate::ws::{self, WsLimits};
+
+/// The gateway's limits, from the node's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub body_limit: usize,
+    pub metrics_auth: bool,
+    pub http_timeout: Duration,
+    pub http_max_in_flight: usize,
+    pub ws_max_connections: usize,
+    pub ws: WsLimits,
+}
+
+impl From<&Config> for Settings {
+    fn from(c: &Config) -> Self {
+        Self {
+            body_limit: c.body_limit_bytes,
+            metrics_auth: c.metrics_auth,
+            http_timeout: c.http_timeout,
+            http_max_in_flight: c.http_max_in_flight,
+            ws_max_connections: c.ws_max_connections,
+            ws: WsLimits {
+                max_subscriptions: c.ws_max_subscriptions,
+                init_timeout: c.ws_init_timeout,
+                keepalive: c.ws_keepalive,
+            },
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct AppState {
     pub api: Api,
     pub schema: TroupeSchema,
     pub metrics: PrometheusHandle,
+    pub settings: Settings,
+    ws_slots: Arc<Semaphore>,
 }
 
-/// The gateway's routes.
-pub fn router(api: Api, metrics: PrometheusHandle, body_limit: usize) -> Router {
+/// The gateway's routes. Plain HTTP requests are bounded in time and in number at once (a
+/// request over either limit is answered 408 or 503 at once); WebSockets live as long as
+/// they are used, bounded in number.
+pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router {
     let state = AppState {
         schema: schema::build(api.clone()),
         api,
         metrics,
+        settings,
+        ws_slots: Arc::new(Semaphore::new(settings.ws_max_connections)),
     };
-    Router::new()
+    let bounded = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(settings.http_max_in_flight)
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.http_timeout));
+    let http = Router::new()
         .route("/", get(index))
         .route("/graphql", get(graphql).post(graphql))
-        .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql", get(graphiql))
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
-        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(bounded);
+    Router::new()
+        .route("/graphql/ws", get(graphql_ws))
+        .merge(http)
+        .layer(RequestBodyLimitLayer::new(settings.body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+async fn overloaded(_: BoxError) -> Response {
+    let body = json!({ "data": null, "errors": [{ "message": "the gateway is at its limit of requests in flight; retry shortly", "extensions": { "code": "UNAVAILABLE" } }] });
+    (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], Json(body)).into_response()
 }
 
 fn refused(r: &Refusal) -> Response {
@@ -67,28 +121,19 @@ async fn graphql(State(s): State<AppState>, headers: HeaderMap, req: GraphQLRequ
     GraphQLResponse::from(s.schema.execute(req.into_inner().data(caller)).await).into_response()
 }
 
-async fn graphql_ws(State(s): State<AppState>, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade) -> Response {
+async fn graphql_ws(State(s): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let Ok(permit) = s.ws_slots.clone().try_acquire_owned() else {
+        let body = json!({ "errors": [{ "message": format!("at most {} WebSocket connections at once", s.settings.ws_max_connections), "extensions": { "code": "UNAVAILABLE" } }] });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    };
+    let limit = s.settings.body_limit;
     upgrade
-        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            let api = s.api.clone();
-            GraphQLWebSocket::new(socket, s.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
-                    // Accept the key in any case: GraphiQL sends its headers pane as typed.
-                    let value = payload
-                        .as_object()
-                        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")))
-                        .and_then(|(_, v)| v.as_str());
-                    match auth::resolve(&api, value).await {
-                        Ok(caller) => {
-                            let mut data = async_graphql::Data::default();
-                            data.insert(caller);
-                            Ok(data)
-                        }
-                        Err(r) => Err(crate::error::coded(r.code(), r.message())),
-                    }
-                })
-                .serve()
+        .protocols(["graphql-transport-ws"])
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| async move {
+            ws::serve(socket, s.schema.clone(), s.api.clone(), s.settings.ws).await;
+            drop(permit);
         })
 }
 
@@ -113,18 +158,26 @@ async fn graphiql() -> Html<&'static str> {
     Html(include_str!("graphiql.html"))
 }
 
-async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "node": s.api.node_name() }))
+/// Readiness: 200 while the store writes, the node's services run and it is not shutting
+/// down; 503 with the reasons otherwise.
+async fn healthz(State(s): State<AppState>) -> Response {
+    match s.api.readiness() {
+        Ok(()) => Json(json!({ "status": "ok", "node": s.api.node_name() })).into_response(),
+        Err(problems) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "node": s.api.node_name(), "reasons": problems })),
+        )
+            .into_response(),
+    }
 }
 
-async fn prometheus(State(s): State<AppState>) -> Response {
-    match s.api.agent_states().await {
-        Ok(counts) => {
-            for (state, n) in counts {
-                metrics::gauge!("troupe_agents", "state" => state.as_str()).set(n as f64);
-            }
+/// Prometheus text. Gauges are kept as things change, so a scrape reads no table; with
+/// `metrics_auth` it needs a token (any role).
+async fn prometheus(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if s.settings.metrics_auth {
+        if let Err(r) = auth::from_headers(&s.api, &headers).await {
+            return refused(&r);
         }
-        Err(e) => tracing::warn!(error = %e, "cannot count agents for /metrics"),
     }
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -139,7 +192,7 @@ pub struct GatewayChild {
     pub api: Api,
     pub metrics: PrometheusHandle,
     pub listen: SocketAddr,
-    pub body_limit: usize,
+    pub settings: Settings,
     pub data_dir: PathBuf,
     /// The address bound first; a restarted gateway binds it again, so clients and
     /// `gateway.addr` stay valid when the configured port was 0.
@@ -198,9 +251,9 @@ impl Actor for Gateway {
         if let Ok(mut b) = cfg.bound.lock() {
             *b = Some(bound);
         }
-        troupe_runtime::auth::write_private(&cfg.data_dir.join("gateway.addr"), &bound.to_string())?;
+        troupe_runtime::auth::write_private_async(cfg.data_dir.join("gateway.addr"), bound.to_string()).await?;
         cfg.api.cluster().set_gateway_address(bound.to_string());
-        let app = router(cfg.api.clone(), cfg.metrics.clone(), cfg.body_limit);
+        let app = router(cfg.api.clone(), cfg.metrics.clone(), cfg.settings);
         let server = tokio::spawn(async move {
             let outcome = axum::serve(listener, app).await;
             let reason = match outcome {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-pub use files::{create_offline, write_private, ADMIN_TOKEN_FILE};
+pub use files::{create_offline, write_private, write_private_async, ADMIN_TOKEN_FILE};
 
 use crate::store::{Batch, Store, StoreError, Table};
 

@@ -1,0 +1,60 @@
+//! Token management for admins, with idempotency keys like every mutation. A token's secret
+//! is shown once: a replayed createToken answers the same token without it.
+
+use chrono::TimeDelta;
+use serde::Serialize;
+use troupe_runtime::auth::{Role, TokenInfo};
+
+use super::context::{keep, split};
+use super::Api;
+use crate::error::ApiError;
+
+#[derive(Serialize)]
+struct CreateRequest<'a> {
+    role: Role,
+    name: &'a str,
+    expires_in_seconds: Option<i64>,
+}
+
+impl Api {
+    /// Creates a token; the secret is `None` when the key replays an earlier creation.
+    pub async fn create_token(
+        &self,
+        role: Role,
+        name: &str,
+        expires_in: Option<TimeDelta>,
+        key: Option<&str>,
+    ) -> Result<(Option<String>, TokenInfo), ApiError> {
+        let request = CreateRequest {
+            role,
+            name,
+            expires_in_seconds: expires_in.map(|d| d.num_seconds()),
+        };
+        let guard = match split(self.ctx.claim("createToken", key, &request).await?) {
+            Ok(guard) => guard,
+            Err(id) => {
+                let info = self.ctx.tokens.list().into_iter().find(|t| t.id == id);
+                return info
+                    .map(|info| (None, info))
+                    .ok_or_else(|| ApiError::NotFound(format!("no token {id}")));
+            }
+        };
+        let (secret, info) = self.ctx.tokens.create(role, name, expires_in).await?;
+        keep(&self.ctx.store, guard, &info.id).await?;
+        Ok((Some(secret), info))
+    }
+
+    /// Revokes a token; from the next check on it no longer works.
+    pub async fn revoke_token(&self, id: &str, key: Option<&str>) -> Result<TokenInfo, ApiError> {
+        let guard = match split(self.ctx.claim("revokeToken", key, &id).await?) {
+            Ok(guard) => guard,
+            Err(id) => {
+                let info = self.ctx.tokens.list().into_iter().find(|t| t.id == id);
+                return info.ok_or_else(|| ApiError::NotFound(format!("no token {id}")));
+            }
+        };
+        let info = self.ctx.tokens.revoke(id).await?;
+        keep(&self.ctx.store, guard, id).await?;
+        Ok(info)
+    }
+}

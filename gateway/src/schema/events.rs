@@ -1,0 +1,102 @@
+//! Events in GraphQL: the `Event` type, the `events` query and subscription. Cursors are
+//! per node: `after` is a `seq` of this node's log.
+
+use async_graphql::{Context, Json, Object, Subscription, ID};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use troupe_actors::Api;
+use troupe_runtime::auth::Role;
+use troupe_runtime::events::{Event as RtEvent, EventFilter};
+
+use super::page::page_size;
+use super::Int64;
+use crate::auth::RoleGuard;
+use crate::error::OrGql;
+
+const DEFAULT_EVENTS: i32 = 100;
+const MAX_EVENTS: i32 = 1000;
+
+pub struct Event(pub RtEvent);
+
+#[Object]
+impl Event {
+    /// Strictly increasing per node; pass the last one seen as `after` to resume.
+    async fn seq(&self) -> Int64 {
+        self.0.seq.into()
+    }
+    async fn kind(&self) -> &str {
+        &self.0.kind
+    }
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+    async fn subject(&self) -> Option<ID> {
+        self.0.subject.clone().map(ID)
+    }
+    async fn data(&self) -> Option<Json<&serde_json::Value>> {
+        (!self.0.data.is_null()).then_some(Json(&self.0.data))
+    }
+}
+
+fn cursor(after: Option<Int64>) -> async_graphql::Result<Option<u64>> {
+    after.map(|a| a.non_negative("after")).transpose()
+}
+
+fn kinds_filter(kinds: Option<Vec<String>>) -> EventFilter {
+    EventFilter {
+        kinds: kinds.map(|k| k.into_iter().collect()),
+        subject: None,
+    }
+}
+
+#[derive(Default)]
+pub struct EventsQuery;
+
+#[Object]
+impl EventsQuery {
+    /// Events with `seq` above `after` (default 0), oldest first, optionally only some kinds
+    /// (read through an index: the cost follows what is returned, not the log's size). A
+    /// cursor this node's log cannot continue from (older than the kept log, or past its
+    /// last event) is INVALID_INPUT.
+    #[graphql(
+        guard = "RoleGuard(Role::Viewer)",
+        complexity = "super::page::cost(first, DEFAULT_EVENTS, MAX_EVENTS, child_complexity)"
+    )]
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<Int64>,
+        kinds: Option<Vec<String>>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<Event>> {
+        let first = page_size(first, DEFAULT_EVENTS, MAX_EVENTS)?;
+        let after = cursor(after)?.unwrap_or(0);
+        let events = ctx.data::<Api>()?.events(after, kinds, first).await.gql()?;
+        Ok(events.into_iter().map(Event).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct EventsSubscription;
+
+#[Subscription]
+impl EventsSubscription {
+    /// Every event after `after`, then each new one as it is committed. Without `after`,
+    /// only new events.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<Int64>,
+        kinds: Option<Vec<String>>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>>> {
+        let api = ctx.data::<Api>()?.clone();
+        let after = match cursor(after)? {
+            Some(a) => a,
+            None => api.last_seq().await.gql()?,
+        };
+        Ok(api
+            .subscribe(after, kinds_filter(kinds))
+            .map(|r| r.map(Event).map_err(|e| crate::error::api(e.into()))))
+    }
+}

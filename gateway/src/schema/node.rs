@@ -1,0 +1,153 @@
+//! The node in GraphQL: `node` (identity, cluster members, last event) and `supervisionTree`
+//! (the live tree, as its supervisors describe it).
+
+use async_graphql::{Context, Enum, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use troupe_actors::cluster::{Member, MemberStatus};
+use troupe_actors::Api;
+use troupe_runtime::auth::Role;
+use troupe_runtime::supervision::{ChildInfo, Intensity, Strategy as S, SupervisorInfo};
+
+use super::Int64;
+use crate::auth::RoleGuard;
+use crate::error::OrGql;
+
+#[derive(SimpleObject)]
+pub struct ClusterMember {
+    pub name: String,
+    pub address: String,
+    /// UP when the member answered lately, DOWN when it was seen before and is silent.
+    pub status: String,
+}
+
+impl From<Member> for ClusterMember {
+    fn from(m: Member) -> Self {
+        Self {
+            name: m.name,
+            address: m.address,
+            status: match m.status {
+                MemberStatus::Up => "UP".into(),
+                MemberStatus::Down => "DOWN".into(),
+            },
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Node {
+    pub id: ID,
+    pub name: String,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub members: Vec<ClusterMember>,
+    /// The newest event's `seq` on this node: list, then subscribe with `after: lastSeq`.
+    pub last_seq: Int64,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Strategy {
+    OneForOne,
+    OneForAll,
+    RestForOne,
+}
+
+impl From<S> for Strategy {
+    fn from(s: S) -> Self {
+        match s {
+            S::OneForOne => Strategy::OneForOne,
+            S::OneForAll => Strategy::OneForAll,
+            S::RestForOne => Strategy::RestForOne,
+        }
+    }
+}
+
+/// A restart intensity: at most `maxRestarts` restarts within `windowMs`.
+#[derive(SimpleObject)]
+pub struct RestartIntensity {
+    pub max_restarts: i32,
+    pub window_ms: Int64,
+}
+
+fn intensity(i: Option<Intensity>) -> Option<RestartIntensity> {
+    i.map(|i| RestartIntensity {
+        max_restarts: i.max_restarts as i32,
+        window_ms: (i.window.as_millis() as u64).into(),
+    })
+}
+
+pub struct Supervisor(SupervisorInfo);
+
+#[Object]
+impl Supervisor {
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn strategy(&self) -> Strategy {
+        self.0.strategy.into()
+    }
+    /// Past it the supervisor escalates; null when it never does (its children have their own).
+    async fn intensity(&self) -> Option<RestartIntensity> {
+        intensity(self.0.intensity)
+    }
+    async fn children(&self) -> Vec<SupervisedChild> {
+        self.0.children.iter().cloned().map(SupervisedChild).collect()
+    }
+}
+
+pub struct SupervisedChild(ChildInfo);
+
+#[Object]
+impl SupervisedChild {
+    async fn id(&self) -> &str {
+        &self.0.id
+    }
+    /// AGENT, SERVICE, SUPERVISOR ...
+    async fn kind(&self) -> &str {
+        &self.0.kind
+    }
+    /// STARTING, RUNNING, RESTARTING or STOPPING.
+    async fn state(&self) -> &str {
+        self.0.state
+    }
+    async fn restarts(&self) -> i32 {
+        self.0.restarts as i32
+    }
+    /// The supervisor that starts and restarts it.
+    async fn owner(&self) -> &str {
+        &self.0.owner
+    }
+    /// Its own restart intensity, when it has one (past it, it alone is FAILED).
+    async fn intensity(&self) -> Option<RestartIntensity> {
+        intensity(self.0.intensity)
+    }
+    /// Its subtree, when it is a supervisor.
+    async fn supervisor(&self) -> Option<Supervisor> {
+        self.0.supervisor.clone().map(Supervisor)
+    }
+}
+
+#[derive(Default)]
+pub struct NodeQuery;
+
+#[Object]
+impl NodeQuery {
+    /// This node and the cluster it belongs to.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn node(&self, ctx: &Context<'_>) -> async_graphql::Result<Node> {
+        let api = ctx.data::<Api>()?;
+        Ok(Node {
+            id: ID(api.node_id().to_owned()),
+            name: api.node_name().to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: api.started_at(),
+            members: api.members().into_iter().map(ClusterMember::from).collect(),
+            last_seq: api.last_seq().await.gql()?.into(),
+        })
+    }
+
+    /// This node's live supervision tree, read from the supervisors themselves.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn supervision_tree(&self, ctx: &Context<'_>) -> async_graphql::Result<Supervisor> {
+        Ok(Supervisor(ctx.data::<Api>()?.supervision_tree().await.gql()?))
+    }
+}

@@ -1,0 +1,59 @@
+//! What the cluster-wide lists share: page sizes, and the extra fields of their connections.
+
+use async_graphql::{Context, Object};
+use troupe_actors::service::TaskFilter;
+use troupe_actors::Api;
+
+use super::Int64;
+use crate::error::{coded, OrGql};
+
+pub const DEFAULT_PAGE: i32 = 50;
+pub const MAX_PAGE: i32 = 500;
+
+/// The page size a list asked for, capped.
+pub fn page_size(first: Option<i32>, default: i32, max: i32) -> async_graphql::Result<usize> {
+    match first.unwrap_or(default) {
+        n if n < 0 => Err(coded("INVALID_INPUT", "first must not be negative")),
+        n => Ok(n.min(max) as usize),
+    }
+}
+
+/// What a list costs: its page size times its selection.
+pub fn cost(first: Option<i32>, default: i32, max: i32, child_complexity: usize) -> usize {
+    let n = first.unwrap_or(default).clamp(0, max) as usize;
+    1 + n.max(1) * child_complexity
+}
+
+/// What a connection's `totalCount` counts.
+pub enum Count {
+    Agents,
+    Tasks(TaskFilter),
+}
+
+/// The extra fields of a cluster-wide connection.
+pub struct Extra {
+    pub count: Count,
+    /// Peers whose items are missing from the page.
+    pub missing: Vec<String>,
+}
+
+#[Object]
+impl Extra {
+    /// How many there are in the cluster. Nodes that could not be counted are named in
+    /// `errors` (code UNAVAILABLE, `extensions.missingNodes`).
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<Int64> {
+        let api = ctx.data::<Api>()?;
+        let counted = match &self.count {
+            Count::Agents => api.agents().count().await.gql()?,
+            Count::Tasks(filter) => api.tasks().count(filter.clone()).await.gql()?,
+        };
+        crate::error::partial(ctx, "totalCount", &counted.missing);
+        Ok(counted.total.into())
+    }
+
+    /// Nodes whose items could not be included in this page (down, disconnected or too
+    /// slow); empty when the page is whole.
+    async fn missing_nodes(&self) -> &[String] {
+        &self.missing
+    }
+}
