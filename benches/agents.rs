@@ -14,7 +14,10 @@ async fn main() {
     let (_dir, node) = common::node().await;
     let api = node.api().clone();
     // Warm the allocator and the store before measuring.
-    api.spawn_agent(common::echo("warm-up".into(), 1)).await.expect("spawn");
+    api.agents()
+        .spawn(common::echo("warm-up".into(), 1), None)
+        .await
+        .expect("spawn");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = common::rss_bytes();
     let t = Instant::now();
@@ -28,7 +31,8 @@ async fn main() {
                     if n >= AGENTS {
                         break;
                     }
-                    api.spawn_agent(common::echo(format!("agent-{n}"), 1))
+                    api.agents()
+                        .spawn(common::echo(format!("agent-{n}"), 1), None)
                         .await
                         .expect("spawn");
                 }

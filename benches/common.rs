@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use troupe_actors::agent::{Backend, BuiltinKind, SpawnAgentRequest};
+use troupe_actors::agent::{BackendSpec, BuiltinKind, SpawnAgentRequest};
 use troupe_actors::node::Node;
 use troupe_actors::Api;
 use troupe_runtime::config::Config;
@@ -25,7 +25,7 @@ pub async fn node() -> (tempfile::TempDir, Node) {
 pub fn echo(name: String, max_concurrent: i64) -> SpawnAgentRequest {
     SpawnAgentRequest {
         name,
-        backend: Backend::Builtin(BuiltinKind::Echo),
+        backend: BackendSpec::Builtin(BuiltinKind::Echo),
         capabilities: vec!["echo".into()],
         max_concurrent_tasks: Some(max_concurrent),
         node: None,

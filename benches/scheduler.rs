@@ -19,7 +19,8 @@ async fn main() {
         let (_dir, node) = common::node().await;
         let api = node.api().clone();
         for i in 0..agents {
-            api.spawn_agent(common::echo(format!("echo-{i}"), 16))
+            api.agents()
+                .spawn(common::echo(format!("echo-{i}"), 16), None)
                 .await
                 .expect("spawn");
         }
@@ -39,7 +40,7 @@ async fn main() {
                             max_attempts: None,
                             timeout_ms: None,
                         };
-                        api.submit_task(req).await.expect("submit");
+                        api.tasks().submit(req, None).await.expect("submit");
                     }
                 })
             })

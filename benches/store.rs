@@ -7,12 +7,14 @@ use serde_json::json;
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::{Batch, Store, Table};
 
+const TASKS: Table = Table::new("tasks");
+
 mod common;
 
 /// A batch shaped like a task submission: the record and its event.
 fn task_batch(i: u64) -> Batch {
     Batch::new()
-        .put(Table::Tasks, format!("task-{i:012}"), vec![7u8; 200])
+        .put(TASKS, format!("task-{i:012}"), vec![7u8; 200])
         .event(NewEvent::new(
             "TASK_QUEUED",
             Some(format!("task-{i:012}")),

@@ -11,9 +11,13 @@ mod system {
     mod bad_input;
     mod cluster;
     mod exec_backend;
+    mod faults;
     mod http_api;
     mod recovery;
     mod scheduling;
+    mod stopping;
     mod subscriptions;
     mod supervision;
+    mod tooling;
+    mod websocket;
 }

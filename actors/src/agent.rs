@@ -16,6 +16,6 @@ mod status;
 pub use actor::{AgentActor, AgentMsg};
 pub use backend::{build as build_backend, Backend};
 pub use child::{AgentChild, AgentPolicy, AgentsChild};
-pub(crate) use status::gauge_moved;
 pub use spec::{AgentSpec, BackendSpec, BuiltinKind, Desired, ExecBackend, Owner, SpawnAgentRequest};
+pub(crate) use status::gauge_moved;
 pub use status::{AgentState, AgentStats, AgentStatus, AgentView};

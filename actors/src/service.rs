@@ -148,7 +148,11 @@ impl Api {
     }
 
     /// Events after `after` that pass the filter: the log, then live.
-    pub fn subscribe(&self, after: u64, filter: EventFilter) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static {
+    pub fn subscribe(
+        &self,
+        after: u64,
+        filter: EventFilter,
+    ) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static {
         events::subscribe(&self.ctx.store, after, filter)
     }
 

@@ -156,10 +156,7 @@ pub struct TaskRecord {
 impl TaskRecord {
     /// The agent to show for this task: the one that ran it, else the one it targets.
     pub fn shown_agent(&self) -> Option<&str> {
-        self.status
-            .agent_id
-            .as_deref()
-            .or(self.spec.target_agent.as_deref())
+        self.status.agent_id.as_deref().or(self.spec.target_agent.as_deref())
     }
 }
 

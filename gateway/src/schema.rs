@@ -20,7 +20,13 @@ use troupe_actors::Api;
 pub use scalars::Int64;
 
 #[derive(MergedObject, Default)]
-pub struct Query(node::NodeQuery, agents::AgentsQuery, tasks::TasksQuery, events::EventsQuery, tokens::TokensQuery);
+pub struct Query(
+    node::NodeQuery,
+    agents::AgentsQuery,
+    tasks::TasksQuery,
+    events::EventsQuery,
+    tokens::TokensQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(agents::AgentsMutation, tasks::TasksMutation, tokens::TokensMutation);

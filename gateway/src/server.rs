@@ -83,7 +83,10 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
         .layer(HandleErrorLayer::new(overloaded))
         .load_shed()
         .concurrency_limit(settings.http_max_in_flight)
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.http_timeout));
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.http_timeout,
+        ));
     let http = Router::new()
         .route("/", get(index))
         .route("/graphql", get(graphql).post(graphql))

@@ -45,7 +45,7 @@ enum ClientMessage {
     },
     Subscribe {
         id: String,
-        payload: async_graphql::Request,
+        payload: Box<async_graphql::Request>,
     },
     Complete {
         id: String,
@@ -162,7 +162,11 @@ pub async fn serve(socket: WebSocket, schema: TroupeSchema, api: Api, limits: Ws
             }
         }
     };
-    if let Some(Close(code, reason)) = close {
+    if let Some(Close(code, mut reason)) = close {
+        // A close frame carries at most 123 bytes of reason.
+        while reason.len() > 123 {
+            reason.pop();
+        }
         let frame = CloseFrame {
             code,
             reason: reason.into(),
@@ -213,7 +217,12 @@ impl Connection {
                     }]);
                     return Ok(Some(json!({ "type": "error", "id": id, "payload": error })));
                 }
-                let task = tokio::spawn(run(self.schema.clone(), payload.data(caller), id.clone(), self.out.clone()));
+                let task = tokio::spawn(run(
+                    self.schema.clone(),
+                    payload.data(caller),
+                    id.clone(),
+                    self.out.clone(),
+                ));
                 self.subscriptions.insert(id, task);
                 Ok(None)
             }

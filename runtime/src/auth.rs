@@ -111,7 +111,10 @@ pub enum TokenError {
 /// What checking a bearer token found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
-    Valid { id: String, role: Role },
+    Valid {
+        id: String,
+        role: Role,
+    },
     Unknown,
     /// Known but revoked or expired.
     Refused(&'static str),

@@ -328,7 +328,10 @@ mod tests {
             if key == "config" {
                 continue;
             }
-            assert!(text.contains(&format!("{key} =")), "deploy/troupe.toml does not mention {key}");
+            assert!(
+                text.contains(&format!("{key} =")),
+                "deploy/troupe.toml does not mention {key}"
+            );
         }
     }
 
@@ -355,6 +358,15 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: "ws_max_subscriptions", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "ws_max_subscriptions",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

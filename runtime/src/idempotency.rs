@@ -212,8 +212,14 @@ mod tests {
             Err(IdempotencyError::Mismatch(_))
         ));
         // Scopes are apart: the same key for another mutation is a first use.
-        assert!(matches!(idem.claim::<String>("spawn", "k1", &"req").await, Ok(Claim::Fresh(_))));
-        assert!(matches!(idem.claim::<String>("spawn", "", &"req").await, Err(IdempotencyError::BadKey)));
+        assert!(matches!(
+            idem.claim::<String>("spawn", "k1", &"req").await,
+            Ok(Claim::Fresh(_))
+        ));
+        assert!(matches!(
+            idem.claim::<String>("spawn", "", &"req").await,
+            Err(IdempotencyError::BadKey)
+        ));
     }
 
     #[tokio::test]
@@ -240,7 +246,10 @@ mod tests {
         };
         guard.save(&store, &7u32).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(matches!(idem.claim::<u32>("s", "k", &1).await.unwrap(), Claim::Fresh(_)));
+        assert!(matches!(
+            idem.claim::<u32>("s", "k", &1).await.unwrap(),
+            Claim::Fresh(_)
+        ));
         assert_eq!(idem.purge_expired().await.unwrap(), 1);
         assert!(store.get(IDEMPOTENCY, "s/k").await.unwrap().is_none());
     }

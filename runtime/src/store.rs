@@ -309,7 +309,12 @@ impl Store {
 
     /// Like [`Store::events_after`], only events of the given kinds, read through the kind
     /// index: the cost follows the events returned, not the size of the log.
-    pub async fn events_of_kinds(&self, after: u64, kinds: Vec<String>, limit: usize) -> Result<Vec<Event>, StoreError> {
+    pub async fn events_of_kinds(
+        &self,
+        after: u64,
+        kinds: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         self.view(move |v| v.events_of_kinds(after, &kinds, limit)).await
     }
 

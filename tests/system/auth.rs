@@ -3,10 +3,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 
-use super::support::{expect_code, int, text, Node, NodeOpts, Subscription};
+use super::support::{expect_code, int, text, Deadline, Node, NodeOpts, Subscription};
 
 const SPAWN: &str = "mutation { spawnAgent(input: { name: \"e\", backend: { builtin: { kind: \"echo\" } } }) { id } }";
 const SUBMIT: &str = "mutation($agent: ID!) { submitTask(input: { agentId: $agent, payload: 1 }) { id } }";
@@ -93,9 +93,12 @@ async fn operator_token_can_spawn_submit_and_cancel() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_file_is_readable_by_owner_only() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
-    let meta = std::fs::metadata(node.data_dir().join("admin.token"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    ensure!(mode == 0o600, "admin.token mode is {mode:o}, want 600");
+    let mode =
+        |name: &str| -> Result<u32> { Ok(std::fs::metadata(node.data_dir().join(name))?.permissions().mode() & 0o777) };
+    for file in ["admin.token", "troupe.redb", "gateway.addr"] {
+        ensure!(mode(file)? == 0o600, "{file} mode is {:o}, want 600", mode(file)?);
+    }
+    ensure!(mode("")? == 0o700, "the data dir's mode is {:o}, want 700", mode("")?);
     ensure!(
         node.token.len() >= 16,
         "admin token looks too short to be secret: {:?}",
@@ -107,11 +110,10 @@ async fn admin_token_file_is_readable_by_owner_only() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_without_a_valid_token_is_closed_instead_of_acked() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
-    // The contract names close codes 4401/4403; async-graphql 7 closes a refused
-    // connection_init with 1002, so only "closed, never acked" is asserted here.
     for token in [None, Some("nope")] {
-        if let Ok(_acked) = Subscription::init(&node.addr, token).await? {
-            bail!("connection_init with token {token:?} was acked");
+        match Subscription::init(&node.addr, token).await? {
+            Ok(_) => bail!("connection_init with token {token:?} was acked"),
+            Err((code, _)) => ensure!(code == Some(4403), "token {token:?}: close {code:?}"),
         }
     }
 
@@ -120,13 +122,107 @@ async fn websocket_without_a_valid_token_is_closed_instead_of_acked() -> Result<
     let Ok(mut sub) = Subscription::init(&node.addr, Some(viewer.as_str())).await? else {
         bail!("viewer token was not acked");
     };
-    sub.subscribe("subscription { events(after: 0) { seq kind } }", json!({}))
-        .await?;
+    sub.subscribe("subscription { events { seq kind } }", json!({})).await?;
     node.spawn_builtin("echo", &[]).await?;
     let first = sub.next_with_deadline().await?;
     ensure!(
         first.as_ref().is_some_and(|d| d["events"]["kind"].is_string()),
         "viewer got {first:?}"
     );
+    Ok(())
+}
+
+const CREATE: &str =
+    "mutation($input: CreateTokenInput!) { createToken(input: $input) { secret token { id name role expiresAt } } }";
+const REVOKE: &str = "mutation($id: ID!) { revokeToken(id: $id) { id revokedAt } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_manage_tokens_over_graphql_and_a_revocation_takes_effect_at_once() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let operator = node.create_token("operator").await?;
+    // Admin is more than operator: an operator cannot see or make tokens.
+    let input = json!({ "input": { "role": "VIEWER", "name": "dashboard" } });
+    expect_code(&node.gql_as(&operator, CREATE, input.clone()).await?, "FORBIDDEN")?;
+    expect_code(
+        &node.gql_as(&operator, "{ tokens { id } }", json!({})).await?,
+        "FORBIDDEN",
+    )?;
+
+    let created = node.gql_ok(CREATE, input).await?["createToken"].clone();
+    let secret = text(&created, "/secret")?;
+    let id = text(&created, "/token/id")?;
+    ensure!(
+        created["token"]["role"] == "VIEWER" && created["token"]["name"] == "dashboard",
+        "{created}"
+    );
+    node.gql_ok_as(&secret, "{ node { name } }", json!({})).await?;
+
+    let listed = node
+        .gql_ok("{ tokens { id name role createdAt lastUsedAt revokedAt } }", json!({}))
+        .await?;
+    let text_of_list = listed.to_string();
+    ensure!(!text_of_list.contains(&secret), "a listing shows a secret");
+    let mine = listed["tokens"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["id"] == id.as_str()).cloned())
+        .context("the new token is not listed")?;
+    ensure!(mine["lastUsedAt"].is_string(), "its use is not recorded: {mine}");
+
+    // A WebSocket opened with it is closed when it is revoked, and HTTP refuses it at once.
+    let Ok(mut ws) = Subscription::init(&node.addr, Some(secret.as_str())).await? else {
+        bail!("the new token was not acked");
+    };
+    ws.subscribe("subscription { events { seq } }", json!({})).await?;
+    let revoked = node.gql_ok(REVOKE, json!({ "id": id })).await?;
+    ensure!(revoked["revokeToken"]["revokedAt"].is_string(), "{revoked}");
+    let (status, body) = node
+        .post_graphql(Some(secret.as_str()), &json!({ "query": "{ node { name } }" }))
+        .await?;
+    ensure!(status == 401, "a revoked token still works: {status} {body}");
+    expect_code(&body, "UNAUTHENTICATED")?;
+    let (code, reason) = ws.expect_close().await?;
+    ensure!(code == Some(4403) && reason.contains("revoked"), "{code:?} {reason}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_refused() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let input = json!({ "input": { "role": "VIEWER", "name": "brief", "expiresInSeconds": 1 } });
+    let created = node.gql_ok(CREATE, input).await?["createToken"].clone();
+    let secret = text(&created, "/secret")?;
+    ensure!(created["token"]["expiresAt"].is_string(), "{created}");
+    let body = json!({ "query": "{ node { name } }" });
+    let deadline = Deadline::after(super::support::WAIT, "the token to expire");
+    loop {
+        let (status, reply) = node.post_graphql(Some(secret.as_str()), &body).await?;
+        if status == 401 {
+            ensure!(reply.to_string().contains("expired"), "{reply}");
+            break;
+        }
+        deadline.tick(format!("{status} {reply}")).await?;
+    }
+    let bad = json!({ "input": { "role": "VIEWER", "name": "x", "expiresInSeconds": 0 } });
+    expect_code(&node.gql(CREATE, bad).await?, "INVALID_INPUT")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_agent_never_sees_the_nodes_secrets() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    // The harness starts every node with TROUPE_COOKIE set: the node's own secret.
+    let input = json!({
+        "name": "env",
+        "backend": { "exec": { "command": ["/bin/sh", "-c", "env | cut -d= -f1 | sort | tr '\\n' ' '"],
+                               "env": [{ "name": "MINE", "value": "1" }] } },
+    });
+    let agent = text(&node.spawn_agent(input).await?, "/id")?;
+    let id = node.submit_to(&agent, json!({})).await?;
+    let done = node.wait_task_state(&id, "SUCCEEDED").await?;
+    let names = text(&done, "/result")?;
+    ensure!(!names.contains("TROUPE_COOKIE"), "the child saw the cookie: {names}");
+    for want in ["MINE", "PATH", "TROUPE_TASK_ID", "TROUPE_TASK_ATTEMPT"] {
+        ensure!(names.split_whitespace().any(|n| n == want), "{want} missing: {names}");
+    }
     Ok(())
 }

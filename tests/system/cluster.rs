@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
 use super::support::{expect_code, text, Deadline, Node, NodeOpts, Subscription, WAIT};
@@ -159,14 +159,23 @@ async fn a_frozen_peer_is_reported_down_then_up_again_when_it_resumes() -> Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_updates_follow_a_task_queued_on_a_peer_to_its_end() -> Result<()> {
     let (alpha, _beta) = start_pair().await?;
-    let input = json!({ "name": "napper", "backend": { "builtin": { "kind": "sleep" } }, "node": "beta" });
-    let napper = text(&alpha.spawn_agent(input).await?, "/id")?;
-    // The napper has one slot: the second task waits on beta while we subscribe through alpha.
-    alpha.submit_to(&napper, json!({ "ms": 1500 })).await?;
-    let id = alpha.submit_to(&napper, json!({ "ms": 10 })).await?;
+    let gate = super::support::Gate::new()?;
+    let input = json!({
+        "name": "held",
+        "backend": { "exec": { "command": ["/bin/sh", "-c", gate.script("cat")] } },
+        "node": "beta",
+    });
+    let held = text(&alpha.spawn_agent(input).await?, "/id")?;
+    // One slot, held until the gate opens: the second task waits on beta while we
+    // subscribe through alpha.
+    alpha.submit_to(&held, json!("blocker")).await?;
+    let id = alpha.submit_to(&held, json!("second")).await?;
     let q = "subscription($id: ID!) { taskUpdates(id: $id) { state } }";
     let mut sub = Subscription::start(&alpha, q, json!({ "id": id })).await?;
     let mut states = Vec::new();
+    let first = sub.next_with_deadline().await?.context("no current state")?;
+    states.push(text(&first, "/taskUpdates/state")?);
+    gate.open()?;
     while let Some(data) = sub.next_with_deadline().await? {
         states.push(text(&data, "/taskUpdates/state")?);
     }
@@ -178,5 +187,154 @@ async fn task_updates_follow_a_task_queued_on_a_peer_to_its_end() -> Result<()> 
         states.last().map(String::as_str) == Some("SUCCEEDED"),
         "states: {states:?}"
     );
+    Ok(())
+}
+
+const SUBMIT_KEYED: &str =
+    "mutation($input: SubmitTaskInput!, $key: String) { submitTask(input: $input, idempotencyKey: $key) { id } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_submit_with_a_key_runs_once_however_often_it_is_sent() -> Result<()> {
+    let (alpha, beta) = start_pair().await?;
+    let input = json!({ "name": "remote", "backend": { "builtin": { "kind": "echo" } }, "node": "beta" });
+    let agent = text(&alpha.spawn_agent(input).await?, "/id")?;
+    ensure!(agent.ends_with("@beta"), "an agent's id names its node: {agent}");
+    let vars = json!({ "input": { "agentId": agent, "payload": "once" }, "key": "order-17" });
+    let first = text(&alpha.gql_ok(SUBMIT_KEYED, vars.clone()).await?, "/submitTask/id")?;
+    let again = text(&alpha.gql_ok(SUBMIT_KEYED, vars.clone()).await?, "/submitTask/id")?;
+    let via_beta = text(&beta.gql_ok(SUBMIT_KEYED, vars).await?, "/submitTask/id")?;
+    ensure!(first == again && first == via_beta, "{first} / {again} / {via_beta}");
+    ensure!(first.ends_with("@beta"), "the task lives where its agent does: {first}");
+    beta.wait_task_state(&first, "SUCCEEDED").await?;
+    let count = beta.gql_ok("{ tasks { totalCount } }", json!({})).await?;
+    ensure!(count["tasks"]["totalCount"] == 1, "{count}");
+    Ok(())
+}
+
+/// `agents` through `node`: the ids listed, `missingNodes`, and the error codes.
+async fn agents_through(node: &Node) -> Result<(Vec<String>, Value, Vec<String>)> {
+    let body = node
+        .gql("{ agents { totalCount missingNodes nodes { id } } }", json!({}))
+        .await?;
+    let ids = body["data"]["agents"]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["id"].as_str().map(str::to_owned))
+        .collect();
+    let codes = body["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["extensions"]["code"].as_str().map(str::to_owned))
+        .collect();
+    Ok((ids, body, codes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_peer_is_named_missing_and_requests_for_it_fail_fast_or_in_bounded_time() -> Result<()> {
+    let alpha = Node::start(
+        NodeOpts::named("alpha")
+            .arg("--http-timeout-ms", 1000)
+            .arg("--http-max-in-flight", 1),
+    )
+    .await?;
+    let join = format!("127.0.0.1:{}", alpha.cluster_port);
+    let beta = Node::start(NodeOpts::named("beta").arg("--join", join)).await?;
+    wait_member(&alpha, "beta", "UP").await?;
+    let mine = alpha.spawn_builtin("echo", &[]).await?;
+    let theirs = text(
+        &alpha
+            .spawn_agent(json!({ "name": "far", "backend": { "builtin": { "kind": "echo" } }, "node": "beta" }))
+            .await?,
+        "/id",
+    )?;
+    let task = alpha.submit_to(&theirs, json!(1)).await?;
+    alpha.wait_task_state(&task, "SUCCEEDED").await?;
+
+    beta.freeze()?;
+    // Before beta is declared down, a lookup waits for it; the request is bounded (408) and,
+    // while it waits, the one request slot is taken: of two such lookups sent together, one
+    // is shed at once (503) and the other cut at the timeout.
+    let lookup = |n: u32| {
+        let q = json!({ "query": format!("{{ t{n}: task(id: \"{task}\") {{ id }} }}") });
+        let client = reqwest::Client::new();
+        let (url, token) = (alpha.url("/graphql"), alpha.token.clone());
+        async move {
+            let resp = client.post(url).bearer_auth(token).json(&q).send().await?;
+            Ok::<u16, anyhow::Error>(resp.status().as_u16())
+        }
+    };
+    let (a, b) = tokio::join!(lookup(1), lookup(2));
+    let mut statuses = vec![a?, b?];
+    statuses.sort();
+    ensure!(
+        statuses == vec![408, 503],
+        "two lookups of a frozen peer's task: {statuses:?}"
+    );
+
+    wait_member(&alpha, "beta", "DOWN").await?;
+    let (ids, body, codes) = agents_through(&alpha).await?;
+    ensure!(ids == vec![mine.clone()], "alpha's own agents still listed: {body}");
+    ensure!(body["data"]["agents"]["missingNodes"] == json!(["beta"]), "{body}");
+    ensure!(codes.iter().any(|c| c == "UNAVAILABLE"), "no UNAVAILABLE error: {body}");
+    ensure!(
+        body["errors"].to_string().contains("missingNodes"),
+        "the error does not name the missing nodes: {body}"
+    );
+    let lookup = alpha
+        .gql("query($id: ID!) { task(id: $id) { id } }", json!({ "id": task }))
+        .await?;
+    expect_code(&lookup, "UNAVAILABLE")?;
+    ensure!(lookup.to_string().contains("beta is down"), "{lookup}");
+    let submit = alpha
+        .gql(SUBMIT_KEYED, json!({ "input": { "agentId": theirs, "payload": 2 } }))
+        .await?;
+    expect_code(&submit, "UNAVAILABLE")?;
+    beta.thaw()?;
+    wait_member(&alpha, "beta", "UP").await?;
+    let (ids, body, _) = agents_through(&alpha).await?;
+    ensure!(
+        ids.len() == 2 && body["data"]["agents"]["missingNodes"] == json!([]),
+        "{body}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_peer_is_named_missing_and_a_task_update_stream_ends_with_an_error() -> Result<()> {
+    let (alpha, mut beta) = start_pair().await?;
+    let gate = super::support::Gate::new()?;
+    let input = json!({
+        "name": "held",
+        "backend": { "exec": { "command": ["/bin/sh", "-c", gate.script("cat")] } },
+        "node": "beta",
+    });
+    let held = text(&alpha.spawn_agent(input).await?, "/id")?;
+    let task = alpha.submit_to(&held, json!("never")).await?;
+    alpha.wait_task_state(&task, "RUNNING").await?;
+    let q = "subscription($id: ID!) { taskUpdates(id: $id) { state } }";
+    let mut sub = Subscription::start(&alpha, q, json!({ "id": task })).await?;
+    let first = sub.next_with_deadline().await?;
+    ensure!(
+        first.is_some_and(|d| d["taskUpdates"]["state"] == "RUNNING"),
+        "first update"
+    );
+
+    beta.kill9().await?;
+    let err = loop {
+        match sub.next_with_deadline().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => anyhow::bail!("the stream completed as if the task had ended"),
+            Err(e) => break e,
+        }
+    };
+    ensure!(err.to_string().contains("UNAVAILABLE"), "{err:#}");
+    let (ids, body, codes) = agents_through(&alpha).await?;
+    ensure!(
+        ids.is_empty() && body["data"]["agents"]["missingNodes"] == json!(["beta"]),
+        "{body}"
+    );
+    ensure!(codes.iter().any(|c| c == "UNAVAILABLE"), "{body}");
     Ok(())
 }

@@ -225,3 +225,42 @@ async fn max_concurrent_tasks_caps_how_many_run_at_once_on_one_agent() -> Result
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_repeated_with_its_idempotency_key_acts_once_and_answers_the_same() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let spawn = "mutation($key: String) { spawnAgent(input: { name: \"once\", backend: { builtin: { kind: \"echo\" } } }, idempotencyKey: $key) { id } }";
+    let a = node.gql_ok(spawn, json!({ "key": "agent-1" })).await?;
+    let b = node.gql_ok(spawn, json!({ "key": "agent-1" })).await?;
+    ensure!(a == b, "{a} / {b}");
+    let agents = node.gql_ok("{ agents { totalCount } }", json!({})).await?;
+    ensure!(
+        agents["agents"]["totalCount"] == 1,
+        "a repeated spawn made a second agent: {agents}"
+    );
+    let agent = text(&a, "/spawnAgent/id")?;
+
+    let submit =
+        "mutation($input: SubmitTaskInput!, $key: String) { submitTask(input: $input, idempotencyKey: $key) { id } }";
+    let input = json!({ "agentId": agent, "payload": "only once" });
+    let answers =
+        futures::future::join_all((0..5).map(|_| node.gql_ok(submit, json!({ "input": input, "key": "task-1" }))))
+            .await;
+    let ids: HashSet<String> = answers
+        .into_iter()
+        .map(|a| a.and_then(|a| text(&a, "/submitTask/id")))
+        .collect::<Result<_>>()?;
+    ensure!(ids.len() == 1, "concurrent repeats made several tasks: {ids:?}");
+    let tasks = node.gql_ok("{ tasks { totalCount } }", json!({})).await?;
+    ensure!(tasks["tasks"]["totalCount"] == 1, "{tasks}");
+
+    // The same key for another request is a conflict, not a silent replay.
+    let other = json!({ "input": { "agentId": agent, "payload": "different" }, "key": "task-1" });
+    super::support::expect_code(&node.gql(submit, other).await?, "CONFLICT")?;
+
+    let id = ids.into_iter().next().context("one id")?;
+    node.wait_task_state(&id, "SUCCEEDED").await?;
+    let cancel = "mutation($id: ID!, $key: String) { cancelTask(id: $id, idempotencyKey: $key) { id state } }";
+    super::support::expect_code(&node.gql(cancel, json!({ "id": id, "key": "c-1" })).await?, "CONFLICT")?;
+    Ok(())
+}

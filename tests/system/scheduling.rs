@@ -1,24 +1,27 @@
-//! The scheduler seen from outside: priority order, and tasks that wait for an agent.
+//! The scheduler seen from outside: priority order, tasks that wait for an agent, and a
+//! blocked backlog that holds up nothing.
 
 use anyhow::{ensure, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::support::{text, Node, NodeOpts};
+use super::support::{text, Gate, Node, NodeOpts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_tasks_start_by_priority_class_then_in_arrival_order() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
-    let napper = node.spawn_builtin("sleep", &["nap"]).await?;
-    // One slot, taken for a while: everything submitted meanwhile waits in the queue.
-    let blocker = node.submit_to(&napper, json!({ "ms": 1500 })).await?;
+    let gate = Gate::new()?;
+    let agent = node.spawn_gated(&gate, &["nap"], 1).await?;
+    // One slot, held until the gate opens: everything submitted meanwhile waits in the queue.
+    let blocker = node.submit_to(&agent, json!("blocker")).await?;
     node.wait_task_state(&blocker, "RUNNING").await?;
     let mut ids = Vec::new();
     for (priority, n) in [("LOW", 1), ("NORMAL", 2), ("CRITICAL", 3), ("HIGH", 4), ("CRITICAL", 5)] {
         let task = node
-            .submit(json!({ "capability": "nap", "payload": { "ms": 1 }, "priority": priority }))
+            .submit(json!({ "capability": "nap", "payload": n, "priority": priority }))
             .await?;
         ids.push((n, text(&task, "/id")?));
     }
+    gate.open()?;
     for (_, id) in &ids {
         node.wait_task_state(id, "SUCCEEDED").await?;
     }
@@ -67,5 +70,41 @@ async fn a_task_no_agent_can_run_stays_queued_and_runs_once_a_capable_agent_appe
     let done = node.wait_task_state(&id, "SUCCEEDED").await?;
     ensure!(done["agentId"] == translator.as_str(), "ran on the wrong agent: {done}");
     ensure!(done["attempts"] == 1, "{done}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_queued_tasks_nobody_can_run_do_not_hold_up_an_echo_task() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    // 100 requests of 100 aliased submits each: 10,000 tasks for a capability nobody has,
+    // all at the front of the queue (CRITICAL).
+    let one = "submitTask(input: { capability: \"nobody-has-this\", payload: 0, priority: CRITICAL }) { id }";
+    let batch: String = (0..100).map(|i| format!("t{i}: {one} ")).collect();
+    let mutation = format!("mutation {{ {batch} }}");
+    let requests = (0..100).map(|_| node.gql_ok(&mutation, json!({})));
+    for answer in futures::future::join_all(requests).await {
+        answer?;
+    }
+    let queued = node
+        .gql_ok("{ tasks(state: QUEUED) { totalCount } }", json!({}))
+        .await?;
+    ensure!(queued["tasks"]["totalCount"] == 10_000, "{queued}");
+
+    let echo = node.spawn_builtin("echo", &["echo"]).await?;
+    let task = node
+        .submit(json!({ "capability": "echo", "payload": "me first" }))
+        .await?;
+    let done = node.wait_task_state(&text(&task, "/id")?, "SUCCEEDED").await?;
+    ensure!(
+        done["agentId"] == echo.as_str() && done["result"] == "me first",
+        "{done}"
+    );
+    let still: Value = node
+        .gql_ok("{ tasks(state: QUEUED) { totalCount } }", json!({}))
+        .await?;
+    ensure!(
+        still["tasks"]["totalCount"] == 10_000,
+        "the blocked backlog changed: {still}"
+    );
     Ok(())
 }

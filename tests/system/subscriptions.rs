@@ -4,9 +4,9 @@
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
-use super::support::{int, text, Deadline, Node, NodeOpts, Subscription, WAIT};
+use super::support::{int, text, Deadline, Gate, Node, NodeOpts, Subscription, WAIT};
 
-const EVENTS: &str = "subscription($after: Int, $kinds: [String!]) { \
+const EVENTS: &str = "subscription($after: Int64, $kinds: [String!]) { \
                       events(after: $after, kinds: $kinds) { seq kind subject data } }";
 
 /// Reads events from the subscription until one matches; all read, the match last.
@@ -31,13 +31,17 @@ async fn events_until(sub: &mut Subscription, what: &str, done: impl Fn(&Value) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_subscription_delivers_matching_events_live() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
-    let sleeper = node.spawn_builtin("sleep", &[]).await?;
+    let gate = Gate::new()?;
+    let held = node.spawn_gated(&gate, &[], 1).await?;
+    let slow = node.submit_to(&held, json!({ "ms": 1500 })).await?;
+    node.wait_task_state(&slow, "RUNNING").await?;
+    let kinds = json!({ "kinds": ["TASK_SUCCEEDED", "AGENT_SPAWNED"] });
+    let mut sub = Subscription::start(&node, EVENTS, kinds).await?;
+    // A marker event proves the subscription is live before the gate lets the task end.
     let echo = node.spawn_builtin("echo", &[]).await?;
-    let mut sub = Subscription::start(&node, EVENTS, json!({ "kinds": ["TASK_SUCCEEDED"] })).await?;
-
-    // The sleep keeps the event well after the subscription is in place, so it must come live.
-    let slow = node.submit_to(&sleeper, json!({ "ms": 1500 })).await?;
-    let got = events_until(&mut sub, "TASK_SUCCEEDED of the sleep task", |e| {
+    events_until(&mut sub, "the marker AGENT_SPAWNED", |e| e["subject"] == echo.as_str()).await?;
+    gate.open()?;
+    let got = events_until(&mut sub, "TASK_SUCCEEDED of the gated task", |e| {
         e["subject"] == slow.as_str()
     })
     .await?;
@@ -121,15 +125,19 @@ async fn events_subscription_replays_from_cursor_then_continues_live_without_gap
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_updates_stream_running_then_succeeded_then_completes() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
-    let sleeper = node.spawn_builtin("sleep", &[]).await?;
-    // The agent runs one task at a time: the blocker keeps the task under test QUEUED for 3 s,
-    // so the subscription is in place before it runs even on a loaded machine.
-    node.submit_to(&sleeper, json!({ "ms": 3000 })).await?;
-    let id = node.submit_to(&sleeper, json!({ "ms": 300 })).await?;
+    let gate = Gate::new()?;
+    let held = node.spawn_gated(&gate, &[], 1).await?;
+    // The agent runs one task at a time: the blocker keeps the task under test QUEUED until
+    // the gate opens, after the subscription is in place.
+    node.submit_to(&held, json!("blocker")).await?;
+    let id = node.submit_to(&held, json!({ "slept_ms": 300 })).await?;
 
     let q = "subscription($id: ID!) { taskUpdates(id: $id) { id state attempts result } }";
     let mut sub = Subscription::start(&node, q, json!({ "id": id })).await?;
-    let mut states = Vec::new();
+    let first = sub.next_with_deadline().await?.context("no current state")?;
+    ensure!(first["taskUpdates"]["state"] == "QUEUED", "{first}");
+    gate.open()?;
+    let mut states = vec!["QUEUED".to_string()];
     let mut last = Value::Null;
     let deadline = Deadline::after(WAIT, "taskUpdates to complete");
     while let Some(data) = sub.next_with_deadline().await? {
@@ -182,7 +190,7 @@ async fn a_cursor_older_than_the_kept_log_is_refused_not_silently_skipped() -> R
     let last = int(&node.gql_ok("{ node { lastSeq } }", json!({})).await?, "/node/lastSeq")?;
     ensure!(last > 30, "expected more than 30 events, lastSeq {last}");
 
-    let q = "query($after: Int) { events(after: $after) { seq } }";
+    let q = "query($after: Int64) { events(after: $after) { seq } }";
     let old = node.gql(q, json!({ "after": 0 })).await?;
     ensure!(
         old["errors"][0]["extensions"]["code"] == "INVALID_INPUT",

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 pub use process::{pid_alive, wait_pid_gone};
-pub use ws::Subscription;
+pub use ws::{Incoming, Subscription};
 
 /// How long any single condition may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -204,6 +204,33 @@ impl Node {
         self.proc_mut()?.terminate(within).await
     }
 
+    /// SIGTERM without waiting for the exit (see [`Node::wait_exit`]).
+    pub fn sigterm(&self) -> Result<()> {
+        self.proc
+            .as_ref()
+            .context("node process was never started")?
+            .signal(libc::SIGTERM)
+    }
+
+    /// The exit status once the process exits on its own, within `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus> {
+        self.proc_mut()?.wait_exit(within).await
+    }
+
+    /// Turns on a store fault of a running node: `commit-fail` or `reject-<table>` (the
+    /// node's binary is built with the fault-injection feature for these tests).
+    pub fn inject_fault(&self, name: &str) -> Result<()> {
+        let dir = self.file("faults");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(name), b"")?;
+        Ok(())
+    }
+
+    pub fn clear_fault(&self, name: &str) -> Result<()> {
+        std::fs::remove_file(self.file("faults").join(name))?;
+        Ok(())
+    }
+
     /// Starts the node again on the same data dir (kill -9 first if it still runs).
     pub async fn restart(&mut self) -> Result<()> {
         if self.proc_mut()?.try_wait()?.is_none() {
@@ -306,6 +333,31 @@ impl Drop for Node {
     }
 }
 
+/// A file a test creates to let gated exec agents finish: every task of a gated agent
+/// waits for it, so a test decides when work ends instead of guessing with a sleep.
+pub struct Gate {
+    _dir: TempDir,
+    path: PathBuf,
+}
+
+impl Gate {
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("troupe-gate-").tempdir()?;
+        let path = dir.path().join("open");
+        Ok(Self { _dir: dir, path })
+    }
+
+    /// A shell command that waits for the gate, then runs `then`.
+    pub fn script(&self, then: &str) -> String {
+        format!("until [ -e '{}' ]; do sleep 0.02; done; {then}", self.path.display())
+    }
+
+    pub fn open(&self) -> Result<()> {
+        std::fs::write(&self.path, b"")?;
+        Ok(())
+    }
+}
+
 /// errors[0].extensions.code of a GraphQL response body.
 pub fn error_code(body: &Value) -> Option<String> {
     body.pointer("/errors/0/extensions/code")
@@ -320,6 +372,16 @@ pub fn expect_code(body: &Value, code: &str) -> Result<()> {
         "expected error code {code}, got: {body}"
     );
     Ok(())
+}
+
+/// The sum of a metric's samples whose labels contain every one of `labels` (`k="v"`).
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The string at a JSON pointer.

@@ -17,9 +17,15 @@ use crate::task::Assignment;
 pub enum AgentMsg {
     Run(Assignment),
     /// Stops that attempt, if it is the one running.
-    Cancel { task_id: String, attempt: u32 },
+    Cancel {
+        task_id: String,
+        attempt: u32,
+    },
     /// An attempt's task finished (so its handle can go).
-    Done { task_id: String, attempt: u32 },
+    Done {
+        task_id: String,
+        attempt: u32,
+    },
 }
 
 impl ractor::Message for AgentMsg {}
@@ -84,7 +90,12 @@ impl Actor for AgentActor {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<AgentMsg>, msg: AgentMsg, state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             AgentMsg::Run(a) => {
                 let (task_id, attempt) = (a.task_id.clone(), a.attempt);

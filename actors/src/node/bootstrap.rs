@@ -161,7 +161,9 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("a start-up file operation panicked")
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("a start-up file operation panicked")
 }
 
 /// The data dir holds the cookie, the tokens' hashes and every payload: its owner only.

@@ -35,7 +35,11 @@ pub enum SchedulerMsg {
         actor: ActorRef<AgentMsg>,
     },
     /// The agent's actor `incarnation` (its pid) is gone; ignored if a newer one registered.
-    AgentDown { id: String, incarnation: u64, down: Down },
+    AgentDown {
+        id: String,
+        incarnation: u64,
+        down: Down,
+    },
     Wake,
     Counters(Vec<String>, RpcReplyPort<HashMap<String, AgentStats>>),
     /// Stops starting tasks (shutdown); answers how many run.

@@ -107,7 +107,11 @@ pub enum Effect {
     },
     Record(Transition),
     /// Stop an attempt that is no longer wanted.
-    Cancel { agent: String, task: String, attempt: u32 },
+    Cancel {
+        agent: String,
+        task: String,
+        attempt: u32,
+    },
     /// Call [`Engine::wake`] at this instant.
     Wake(Instant),
 }
@@ -202,13 +206,25 @@ impl Engine {
 
     /// An agent (this incarnation of it) can take tasks. A different incarnation still on
     /// record died without saying so: what it held is settled first.
-    pub fn agent_up(&mut self, id: &str, capabilities: Vec<String>, max: u32, incarnation: u64, now: Now) -> Vec<Effect> {
+    pub fn agent_up(
+        &mut self,
+        id: &str,
+        capabilities: Vec<String>,
+        max: u32,
+        incarnation: u64,
+        now: Now,
+    ) -> Vec<Effect> {
         if let Some(old) = self.agents.get(id) {
             if old.incarnation == incarnation {
                 return Vec::new();
             }
             let old = old.incarnation;
-            self.agent_gone(id, old, Down::Failed("the agent was restarted while running it".into()), now);
+            self.agent_gone(
+                id,
+                old,
+                Down::Failed("the agent was restarted while running it".into()),
+                now,
+            );
         }
         self.agents.insert(
             id.to_owned(),

@@ -136,12 +136,16 @@ async fn a_task_runs_on_a_capable_agent_and_each_step_is_recorded_in_order() {
     let seen = next_events(&store, 0, &["TASK_STARTED", "TASK_SUCCEEDED"], 2).await;
     let kinds: Vec<&str> = seen.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["TASK_STARTED", "TASK_SUCCEEDED"]);
-    let status: TaskStatus = troupe_runtime::codec::decode(&store.get(TASK_STATUS, "t1").await.unwrap().unwrap()).unwrap();
+    let status: TaskStatus =
+        troupe_runtime::codec::decode(&store.get(TASK_STATUS, "t1").await.unwrap().unwrap()).unwrap();
     assert_eq!(
         (status.state, status.attempts, status.result),
         (TaskState::Succeeded, 1, Some(json!({"n": 1})))
     );
-    assert!(store.get(OPEN_TASKS, "t1").await.unwrap().is_none(), "a finished task is no longer open");
+    assert!(
+        store.get(OPEN_TASKS, "t1").await.unwrap().is_none(),
+        "a finished task is no longer open"
+    );
 }
 
 #[tokio::test]
@@ -160,7 +164,10 @@ async fn an_unreachable_agent_gets_nothing_started_and_the_task_stays_queued() {
     let running = ractor::call!(s, SchedulerMsg::Running).unwrap();
     store.flush().await.unwrap();
     assert_eq!(running, 0);
-    assert!(store.events_after(0, 10).await.unwrap().is_empty(), "nothing was recorded as started");
+    assert!(
+        store.events_after(0, 10).await.unwrap().is_empty(),
+        "nothing was recorded as started"
+    );
 }
 
 #[tokio::test]
@@ -177,7 +184,13 @@ async fn a_second_enqueue_of_a_known_task_does_not_start_it_again() {
     let running = ractor::call!(s, SchedulerMsg::Running).unwrap();
     store.flush().await.unwrap();
     assert_eq!(running, 1);
-    let kinds: Vec<String> = store.events_after(0, 10).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = store
+        .events_after(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(kinds, ["TASK_STARTED"]);
 }
 

@@ -52,7 +52,14 @@ impl Agents {
                 request.node = None;
                 match self
                     .ctx
-                    .forward::<Agents>(&node, |key| AgentsRequest::Spawn { request: request.clone(), key }, key)
+                    .forward::<Agents>(
+                        &node,
+                        |key| AgentsRequest::Spawn {
+                            request: request.clone(),
+                            key,
+                        },
+                        key,
+                    )
                     .await?
                 {
                     AgentsResponse::Agent(view) => Ok(view),
@@ -80,7 +87,12 @@ impl Agents {
     /// An agent of this node or of the peer its id names.
     pub async fn get(&self, id: &str) -> Result<Option<AgentView>, ApiError> {
         match self.ctx.peer_holding(id) {
-            Some(node) => match self.ctx.cluster.call::<Agents>(node, &AgentsRequest::Get(id.to_owned())).await? {
+            Some(node) => match self
+                .ctx
+                .cluster
+                .call::<Agents>(node, &AgentsRequest::Get(id.to_owned()))
+                .await?
+            {
                 AgentsResponse::Found(view) => Ok(view),
                 _ => Err(unexpected("agent")),
             },
@@ -147,7 +159,9 @@ impl Service for Agents {
                     request.validate()?;
                     agents.spawn_local(request, Some(&key)).await.map(AgentsResponse::Agent)
                 }
-                AgentsRequest::Stop { id, key } => agents.stop_local(&id, key.as_deref()).await.map(AgentsResponse::Agent),
+                AgentsRequest::Stop { id, key } => {
+                    agents.stop_local(&id, key.as_deref()).await.map(AgentsResponse::Agent)
+                }
                 AgentsRequest::Get(id) => agents.get_local(&id).await.map(AgentsResponse::Found),
                 AgentsRequest::List { after, first } => {
                     let (items, more) = agents.list_local(after, first.min(1000) as usize).await?;

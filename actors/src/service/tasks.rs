@@ -26,8 +26,14 @@ pub struct TaskFilter {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum TasksRequest {
-    Submit { request: SubmitTaskRequest, key: String },
-    Cancel { id: String, key: Option<String> },
+    Submit {
+        request: SubmitTaskRequest,
+        key: String,
+    },
+    Cancel {
+        id: String,
+        key: Option<String>,
+    },
     Get(String),
     List {
         filter: TaskFilter,
@@ -58,12 +64,23 @@ impl Tasks {
     /// Queues a task: here, or on the node of the agent it is aimed at.
     pub async fn submit(&self, request: SubmitTaskRequest, key: Option<String>) -> Result<TaskRecord, ApiError> {
         request.validate(self.ctx.max_payload_bytes)?;
-        let home = request.agent_id.as_deref().and_then(|a| self.ctx.peer_holding(a)).map(str::to_owned);
+        let home = request
+            .agent_id
+            .as_deref()
+            .and_then(|a| self.ctx.peer_holding(a))
+            .map(str::to_owned);
         match home {
             Some(node) => {
                 let forwarded = self
                     .ctx
-                    .forward::<Tasks>(&node, |key| TasksRequest::Submit { request: request.clone(), key }, key)
+                    .forward::<Tasks>(
+                        &node,
+                        |key| TasksRequest::Submit {
+                            request: request.clone(),
+                            key,
+                        },
+                        key,
+                    )
                     .await?;
                 match forwarded {
                     TasksResponse::Task(task) => Ok(task),
@@ -91,7 +108,12 @@ impl Tasks {
     /// A task of this node or of the peer its id names.
     pub async fn get(&self, id: &str) -> Result<Option<TaskRecord>, ApiError> {
         match self.ctx.peer_holding(id) {
-            Some(node) => match self.ctx.cluster.call::<Tasks>(node, &TasksRequest::Get(id.to_owned())).await? {
+            Some(node) => match self
+                .ctx
+                .cluster
+                .call::<Tasks>(node, &TasksRequest::Get(id.to_owned()))
+                .await?
+            {
                 TasksResponse::Found(task) => Ok(task),
                 _ => Err(unexpected("task")),
             },
@@ -105,7 +127,12 @@ impl Tasks {
     }
 
     /// The cluster's tasks in id (creation) order after the cursor, filtered.
-    pub async fn list(&self, filter: TaskFilter, after: Option<String>, first: usize) -> Result<Listing<TaskRecord>, ApiError> {
+    pub async fn list(
+        &self,
+        filter: TaskFilter,
+        after: Option<String>,
+        first: usize,
+    ) -> Result<Listing<TaskRecord>, ApiError> {
         let mut pages = vec![self.list_local(&filter, after.clone(), first).await?];
         let request = TasksRequest::List {
             filter,
@@ -163,7 +190,9 @@ impl Service for Tasks {
                     request.validate(tasks.ctx.max_payload_bytes)?;
                     tasks.submit_local(request, Some(&key)).await.map(TasksResponse::Task)
                 }
-                TasksRequest::Cancel { id, key } => tasks.cancel_local(&id, key.as_deref()).await.map(TasksResponse::Task),
+                TasksRequest::Cancel { id, key } => {
+                    tasks.cancel_local(&id, key.as_deref()).await.map(TasksResponse::Task)
+                }
                 TasksRequest::Get(id) => tasks.get_local(&id).await.map(TasksResponse::Found),
                 TasksRequest::List { filter, after, first } => {
                     let (items, more) = tasks.list_local(&filter, after, first.min(1000) as usize).await?;

@@ -191,9 +191,12 @@ impl AgentsQuery {
             missing: listing.missing,
         };
         let mut connection = Connection::with_additional_fields(has_previous, listing.more, extra);
-        connection
-            .edges
-            .extend(listing.items.into_iter().map(|v| Edge::new(v.spec.id.clone(), Agent(v))));
+        connection.edges.extend(
+            listing
+                .items
+                .into_iter()
+                .map(|v| Edge::new(v.spec.id.clone(), Agent(v))),
+        );
         Ok(connection)
     }
 
@@ -232,6 +235,8 @@ impl AgentsMutation {
         id: ID,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Agent> {
-        Ok(Agent(ctx.data::<Api>()?.agents().stop(&id, idempotency_key).await.gql()?))
+        Ok(Agent(
+            ctx.data::<Api>()?.agents().stop(&id, idempotency_key).await.gql()?,
+        ))
     }
 }

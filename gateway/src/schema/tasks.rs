@@ -243,7 +243,9 @@ impl TasksMutation {
         id: ID,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Task> {
-        Ok(Task(ctx.data::<Api>()?.tasks().cancel(&id, idempotency_key).await.gql()?))
+        Ok(Task(
+            ctx.data::<Api>()?.tasks().cancel(&id, idempotency_key).await.gql()?,
+        ))
     }
 }
 

@@ -53,18 +53,31 @@ async fn an_ordinary_query_nested_too_deep_is_refused() {
     deep.push_str(" } }");
     let response = bare().execute(deep.as_str()).await;
     assert_eq!(response.errors.len(), 1, "{:?}", response.errors);
-    assert!(response.errors[0].message.contains("nests 13 fields deep"), "{}", response.errors[0].message);
+    assert!(
+        response.errors[0].message.contains("nests 13 fields deep"),
+        "{}",
+        response.errors[0].message
+    );
     let shallow = "{ supervisionTree { children { supervisor { children { id } } } } }";
     let response = bare().execute(shallow).await;
-    assert!(!response.errors.iter().any(|e| e.message.contains("deep")), "{:?}", response.errors);
+    assert!(
+        !response.errors.iter().any(|e| e.message.contains("deep")),
+        "{:?}",
+        response.errors
+    );
 }
 
 #[tokio::test]
 async fn page_sizes_multiply_so_aliased_big_pages_are_refused() {
     let one = "{ tasks(first: 500) { nodes { id payload result } } }";
     let response = bare().execute(one).await;
-    assert!(!response.errors.iter().any(|e| e.message.contains("complex")), "{:?}", response.errors);
-    let two = "{ a: tasks(first: 500) { nodes { id payload result } } b: tasks(first: 500) { nodes { id payload result } } }";
+    assert!(
+        !response.errors.iter().any(|e| e.message.contains("complex")),
+        "{:?}",
+        response.errors
+    );
+    let two =
+        "{ a: tasks(first: 500) { nodes { id payload result } } b: tasks(first: 500) { nodes { id payload result } } }";
     let response = bare().execute(two).await;
     assert!(
         response.errors.iter().any(|e| e.message.contains("complex")),

@@ -91,7 +91,13 @@ impl TokensQuery {
     /// Every token of this node, oldest first, without secrets.
     #[graphql(guard = "RoleGuard(R::Admin)")]
     async fn tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Token>> {
-        Ok(ctx.data::<Api>()?.tokens().list().into_iter().map(Token::from).collect())
+        Ok(ctx
+            .data::<Api>()?
+            .tokens()
+            .list()
+            .into_iter()
+            .map(Token::from)
+            .collect())
     }
 }
 

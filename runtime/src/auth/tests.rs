@@ -48,7 +48,10 @@ async fn an_expired_token_is_refused_and_use_is_recorded() {
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     assert_eq!(tokens.check(&secret).await.unwrap(), Check::Refused("expired"));
-    assert!(tokens.create(Role::Viewer, "x", Some(chrono::TimeDelta::zero())).await.is_err());
+    assert!(tokens
+        .create(Role::Viewer, "x", Some(chrono::TimeDelta::zero()))
+        .await
+        .is_err());
     assert!(tokens.create(Role::Viewer, " ", None).await.is_err());
 
     let (secret, info2) = tokens.create(Role::Viewer, "used", None).await.unwrap();
@@ -68,7 +71,10 @@ async fn admin_token_is_created_once_and_only_its_hash_is_stored() {
     let token = std::fs::read_to_string(&path).unwrap().trim().to_owned();
     tokens.ensure_admin_token().await.unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), token);
-    assert!(matches!(tokens.check(&token).await.unwrap(), Check::Valid { role: Role::Admin, .. }));
+    assert!(matches!(
+        tokens.check(&token).await.unwrap(),
+        Check::Valid { role: Role::Admin, .. }
+    ));
     assert!(tokens.store.get(TOKENS, &token).await.unwrap().is_none());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
@@ -81,7 +87,13 @@ async fn tokens_created_while_the_store_is_locked_are_imported_when_first_used()
     // The store is open here, so the CLI path leaves the record in tokens.pending/.
     let token = create_offline(dir.path(), Role::Viewer, "from-cli").await.unwrap();
     assert!(dir.path().join("tokens.pending").join(hash(&token)).exists());
-    assert!(matches!(tokens.check(&token).await.unwrap(), Check::Valid { role: Role::Viewer, .. }));
-    assert!(std::fs::read_dir(dir.path().join("tokens.pending")).unwrap().next().is_none());
+    assert!(matches!(
+        tokens.check(&token).await.unwrap(),
+        Check::Valid { role: Role::Viewer, .. }
+    ));
+    assert!(std::fs::read_dir(dir.path().join("tokens.pending"))
+        .unwrap()
+        .next()
+        .is_none());
     assert_eq!(tokens.list()[0].name, "from-cli");
 }

@@ -88,7 +88,10 @@ async fn a_subscriber_that_lags_behind_the_fan_out_catches_up_from_the_log() {
 #[tokio::test]
 async fn a_cursor_older_than_the_kept_log_ends_the_stream_with_one_error() {
     let dir = tempfile::tempdir().unwrap();
-    let options = crate::store::StoreOptions { event_retention: 5, ..Default::default() };
+    let options = crate::store::StoreOptions {
+        event_retention: 5,
+        ..Default::default()
+    };
     let store = Store::open_with(&dir.path().join("db"), options).unwrap();
     for _ in 0..20 {
         emit(&store, "E").await;

@@ -76,17 +76,21 @@ async fn scan_pages_in_key_order_and_filters() {
     store.write(batch).await.unwrap();
     let page = store.scan(TASKS, None, 2, |_| true).await.unwrap();
     assert_eq!(page.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-    let page = store
-        .scan(TASKS, Some("b".into()), 10, |v| v != b"c")
-        .await
-        .unwrap();
+    let page = store.scan(TASKS, Some("b".into()), 10, |v| v != b"c").await.unwrap();
     assert_eq!(page.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["d"]);
 }
 
 #[tokio::test]
 async fn the_log_keeps_the_newest_events_and_a_too_old_cursor_is_an_error_not_a_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(&dir.path().join("db"), StoreOptions { event_retention: 10, ..Default::default() }).unwrap();
+    let store = Store::open_with(
+        &dir.path().join("db"),
+        StoreOptions {
+            event_retention: 10,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     for i in 0..30 {
         store
             .write(Batch::new().event(NewEvent::new("E", None, json!(i))))
@@ -158,7 +162,13 @@ async fn one_rejected_batch_fails_alone_and_the_rest_of_its_group_commits() {
     assert_eq!(store.get(AGENTS, "k19").await.unwrap(), Some(vec![1]));
     assert_eq!(store.get(TASKS, "k7").await.unwrap(), None);
     // The rejected batch's event took no sequence number: the log stays dense.
-    let seqs: Vec<u64> = store.events_after(0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+    let seqs: Vec<u64> = store
+        .events_after(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
     assert_eq!(seqs, (1..=19).collect::<Vec<u64>>());
     assert!(store.failure().is_none());
 }
@@ -168,9 +178,8 @@ async fn a_failed_commit_stops_the_store_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = broken.clone();
-    let hook: FaultHook = Arc::new(move |_: &Batch| {
-        flag.load(std::sync::atomic::Ordering::SeqCst).then_some(Fault::Fail)
-    });
+    let hook: FaultHook =
+        Arc::new(move |_: &Batch| flag.load(std::sync::atomic::Ordering::SeqCst).then_some(Fault::Fail));
     let options = StoreOptions {
         fault: Some(hook),
         ..StoreOptions::default()

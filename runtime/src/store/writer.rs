@@ -167,10 +167,7 @@ impl Writer {
 
     /// Applies the batches in one transaction. Returns the committed events and, per batch,
     /// the sequence numbers its events got.
-    fn commit<'a>(
-        &self,
-        batches: impl Iterator<Item = &'a Batch>,
-    ) -> Result<(Vec<Event>, Vec<Vec<u64>>), CommitError> {
+    fn commit<'a>(&self, batches: impl Iterator<Item = &'a Batch>) -> Result<(Vec<Event>, Vec<Vec<u64>>), CommitError> {
         let txn = self.db.begin_write().map_err(fatal_of)?;
         let mut events = Vec::new();
         let mut per_batch = Vec::new();
@@ -184,9 +181,7 @@ impl Writer {
             };
             for batch in batches {
                 match self.fault.as_ref().and_then(|hook| hook(batch)) {
-                    Some(Fault::Reject) => {
-                        return Err(CommitError::Rejected("injected fault: batch rejected".into()))
-                    }
+                    Some(Fault::Reject) => return Err(CommitError::Rejected("injected fault: batch rejected".into())),
                     Some(Fault::Fail) => return Err(CommitError::Fatal("injected fault: commit failed".into())),
                     None => {}
                 }
@@ -226,7 +221,9 @@ impl<'t> Open<'t> {
                     let event = new.clone().sequenced(self.seq);
                     let bytes = event.encode().map_err(|e| CommitError::Rejected(e.to_string()))?;
                     self.log.insert(self.seq, bytes.as_slice()).map_err(storage)?;
-                    self.kinds.insert((event.kind.as_str(), self.seq), ()).map_err(storage)?;
+                    self.kinds
+                        .insert((event.kind.as_str(), self.seq), ())
+                        .map_err(storage)?;
                     seqs.push(self.seq);
                     events.push(event);
                     self.seq += 1;

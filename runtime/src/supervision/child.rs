@@ -17,8 +17,13 @@ pub enum ChildEvent {
     Started,
     /// The child exited abnormally (or failed to start). `restarting` says whether the
     /// supervisor will start it again; when false the child is given up on.
-    Failed { reason: String, restarting: bool },
-    Restarted { restarts: u32 },
+    Failed {
+        reason: String,
+        restarting: bool,
+    },
+    Restarted {
+        restarts: u32,
+    },
     /// The child was stopped on purpose (terminated, or its supervisor stopped).
     Stopped,
 }

@@ -157,7 +157,11 @@ impl RestartLadder {
         }
         let restarts = match children[pos].intensity {
             Some(own) => {
-                let n = self.per_child.entry(child.to_owned()).or_default().record(now, own.window);
+                let n = self
+                    .per_child
+                    .entry(child.to_owned())
+                    .or_default()
+                    .record(now, own.window);
                 if n > own.max_restarts {
                     return Decision::GiveUp { restarts: n - 1 };
                 }

@@ -195,7 +195,11 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Describe(reply) => tree::describe(state, reply),
             SupervisorMsg::WriteFailed(reason) => {
-                return Err(format!("supervisor {}: a lifecycle record was not written: {reason}", state.name).into());
+                return Err(format!(
+                    "supervisor {}: a lifecycle record was not written: {reason}",
+                    state.name
+                )
+                .into());
             }
         }
         Ok(())
@@ -392,9 +396,7 @@ impl State {
                 self.children.remove(pos);
                 self.ladder.forget(spec.id());
             }
-            Decision::Restart {
-                stop, start, delay, ..
-            } => self.restart(&stop, &start, delay),
+            Decision::Restart { stop, start, delay, .. } => self.restart(&stop, &start, delay),
             Decision::Escalate { restarts } => {
                 let window_ms = self.ladder.intensity.map_or(0, |i| i.window.as_millis() as u64);
                 let event = NewEvent::new(

@@ -95,7 +95,10 @@ impl ChildSpec for WorkerSpec {
     fn shutdown(&self) -> Shutdown {
         self.shutdown
     }
-    fn start(self: Arc<Self>, supervisor: ractor::ActorCell) -> futures::future::BoxFuture<'static, Result<ractor::ActorCell, ActorProcessingErr>> {
+    fn start(
+        self: Arc<Self>,
+        supervisor: ractor::ActorCell,
+    ) -> futures::future::BoxFuture<'static, Result<ractor::ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
             if let Some(gate) = &self.gate {
                 gate.notified().await;
@@ -240,7 +243,11 @@ async fn past_its_intensity_a_supervisor_stops_its_children_and_fails() {
         .expect("the supervisor fails")
         .unwrap();
     assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
-    assert_eq!(first[1].1.get_status(), ractor::ActorStatus::Stopped, "b was stopped with it");
+    assert_eq!(
+        first[1].1.get_status(),
+        ractor::ActorStatus::Stopped,
+        "b was stopped with it"
+    );
     assert!(h.kinds_of("test").await.contains(&"SUPERVISOR_ESCALATED".to_string()));
     assert_eq!(h.kinds_of("b").await, ["WORKER_STARTED", "WORKER_STOPPED"]);
 }
@@ -277,13 +284,12 @@ async fn a_child_past_its_own_intensity_alone_is_failed_and_its_sibling_keeps_ru
     let kinds = h.kinds_of("flaky").await;
     assert_eq!(kinds.iter().filter(|k| *k == "WORKER_FAILED").count(), 3, "{kinds:?}");
     let events = h.store.events_after(0, 10_000).await.unwrap();
-    let last = events
-        .iter()
-        .rev()
-        .find(|e| e.kind == "WORKER_FAILED")
-        .unwrap();
+    let last = events.iter().rev().find(|e| e.kind == "WORKER_FAILED").unwrap();
     assert_eq!(last.data["restarting"], false);
-    assert!(last.data["reason"].as_str().unwrap().contains("gave up after 2 restarts"));
+    assert!(last.data["reason"]
+        .as_str()
+        .unwrap()
+        .contains("gave up after 2 restarts"));
 }
 
 #[tokio::test]
@@ -337,8 +343,14 @@ async fn a_child_that_will_not_stop_is_killed_after_its_shutdown_timeout() {
     for (id, actor) in &started {
         assert_eq!(actor.get_status(), ractor::ActorStatus::Stopped, "{id}");
     }
-    assert!(!brutal_clean.load(std::sync::atomic::Ordering::SeqCst), "a brutal kill skips post_stop");
-    assert!(polite_clean.load(std::sync::atomic::Ordering::SeqCst), "a timed stop runs post_stop");
+    assert!(
+        !brutal_clean.load(std::sync::atomic::Ordering::SeqCst),
+        "a brutal kill skips post_stop"
+    );
+    assert!(
+        polite_clean.load(std::sync::atomic::Ordering::SeqCst),
+        "a timed stop runs post_stop"
+    );
     assert!(ractor::call!(sup, SupervisorMsg::Children).unwrap().is_empty());
     assert_eq!(h.kinds_of("stubborn").await, ["WORKER_STARTED", "WORKER_STOPPED"]);
 }

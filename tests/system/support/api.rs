@@ -5,10 +5,10 @@ use serde_json::{json, Value};
 
 use super::{int, text, Deadline, Node, WAIT};
 
-const TASK_FIELDS: &str = "id state agentId capability attempts maxAttempts priority \
+const TASK_FIELDS: &str = "id state agentId capability attempts failedAttempts maxAttempts priority \
                                payload result error createdAt startedAt finishedAt";
-const AGENT_FIELDS: &str = "id name node state capabilities runningTasks restarts \
-                                tasksSucceeded tasksFailed maxConcurrentTasks createdAt";
+const AGENT_FIELDS: &str = "id name node state owner capabilities runningTasks restarts \
+                                tasksSucceeded tasksFailed maxConcurrentTasks createdAt lastError";
 
 impl Node {
     pub async fn spawn_agent(&self, input: Value) -> Result<Value> {
@@ -31,6 +31,17 @@ impl Node {
         let input = json!({
             "name": "exec-agent",
             "backend": { "exec": { "command": command, "timeoutMs": timeout_ms } },
+        });
+        text(&self.spawn_agent(input).await?, "/id")
+    }
+
+    /// An exec agent whose every task waits for `gate`, then echoes its payload; its id.
+    pub async fn spawn_gated(&self, gate: &super::Gate, caps: &[&str], slots: i64) -> Result<String> {
+        let input = json!({
+            "name": "gated",
+            "backend": { "exec": { "command": ["/bin/sh", "-c", gate.script("cat")] } },
+            "capabilities": caps,
+            "maxConcurrentTasks": slots,
         });
         text(&self.spawn_agent(input).await?, "/id")
     }
@@ -94,7 +105,7 @@ impl Node {
 
     /// Every event with seq > `after` of these kinds (all kinds if empty), in log order.
     pub async fn events_after(&self, after: Option<i64>, kinds: &[&str]) -> Result<Vec<Value>> {
-        let q = "query($after: Int, $kinds: [String!]) { \
+        let q = "query($after: Int64, $kinds: [String!]) { \
                  events(after: $after, kinds: $kinds, first: 500) { seq kind at subject data } }";
         let kinds = if kinds.is_empty() { Value::Null } else { json!(kinds) };
         let mut all: Vec<Value> = Vec::new();
@@ -119,6 +130,13 @@ impl Node {
     pub async fn events_for(&self, kind: &str, subject: &str) -> Result<Vec<Value>> {
         let all = self.events(&[kind]).await?;
         Ok(all.into_iter().filter(|e| e["subject"] == subject).collect())
+    }
+
+    /// The Prometheus text of /metrics (no token needed unless metrics_auth is on).
+    pub async fn metrics(&self) -> Result<String> {
+        let (status, text) = self.get("/metrics").await?;
+        anyhow::ensure!(status == 200, "/metrics answered {status}: {text}");
+        Ok(text)
     }
 
     /// Polls until an event of `kind` about `subject` is in the log; the first such event.

@@ -61,6 +61,13 @@ impl Guard {
         send_signal(self.pid, signal).with_context(|| format!("signal {signal}"))
     }
 
+    pub async fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus> {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .with_context(|| format!("node did not exit within {within:?}"))??;
+        Ok(status)
+    }
+
     pub async fn terminate(&mut self, within: Duration) -> Result<ExitStatus> {
         send_signal(self.pid, libc::SIGTERM).context("SIGTERM")?;
         let status = tokio::time::timeout(within, self.child.wait())

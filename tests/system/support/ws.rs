@@ -1,5 +1,6 @@
 //! A minimal graphql-transport-ws client over tokio-tungstenite: connection_init with the
-//! token, one subscription, and reads that each end at a deadline.
+//! token, subscriptions by id, raw messages for protocol tests, and reads that each end at a
+//! deadline.
 
 use anyhow::{bail, Context, Result};
 use futures::{SinkExt, StreamExt};
@@ -7,13 +8,15 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{Node, WAIT};
 
 /// What the server sent: a protocol message, or the end of the socket.
-enum Incoming {
+#[derive(Debug)]
+pub enum Incoming {
     Json(Value),
     /// The close code if the server sent a close frame, and a reason or error text.
     Closed(Option<u16>, String),
@@ -24,18 +27,28 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Connects and sends connection_init. `Ok(Ok(_))` if acked; `Ok(Err((code, reason)))`
-    /// if the server closed the socket instead.
-    pub async fn init(addr: &str, token: Option<&str>) -> Result<Result<Self, (Option<u16>, String)>> {
+    /// Opens the socket without sending anything.
+    pub async fn connect(addr: &str) -> Result<Self> {
         let mut request = format!("ws://{addr}/graphql/ws").into_client_request()?;
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("graphql-transport-ws"),
         );
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-            .await
-            .context("WebSocket handshake timed out")??;
-        let mut sub = Subscription { ws };
+        // No client-side size limits: the tests send what the server must refuse.
+        let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
+        let (ws, _) = tokio::time::timeout(
+            WAIT,
+            tokio_tungstenite::connect_async_with_config(request, Some(config), false),
+        )
+        .await
+        .context("WebSocket handshake timed out")??;
+        Ok(Subscription { ws })
+    }
+
+    /// Connects and sends connection_init. `Ok(Ok(_))` if acked; `Ok(Err((code, reason)))`
+    /// if the server closed the socket instead.
+    pub async fn init(addr: &str, token: Option<&str>) -> Result<Result<Self, (Option<u16>, String)>> {
+        let mut sub = Self::connect(addr).await?;
         let payload = match token {
             Some(token) => json!({ "authorization": format!("Bearer {token}") }),
             None => json!({}),
@@ -63,8 +76,12 @@ impl Subscription {
     }
 
     pub async fn subscribe(&mut self, query: &str, variables: Value) -> Result<()> {
+        self.subscribe_as("1", query, variables).await
+    }
+
+    pub async fn subscribe_as(&mut self, id: &str, query: &str, variables: Value) -> Result<()> {
         let payload = json!({ "query": query, "variables": variables });
-        self.send(json!({ "id": "1", "type": "subscribe", "payload": payload }))
+        self.send(json!({ "id": id, "type": "subscribe", "payload": payload }))
             .await
     }
 
@@ -92,12 +109,30 @@ impl Subscription {
         }
     }
 
-    async fn send(&mut self, message: Value) -> Result<()> {
-        self.ws.send(Message::text(message.to_string())).await?;
+    /// Reads until the server closes the socket; its close code and reason. Fails if a
+    /// message other than a ping arrives first.
+    pub async fn expect_close(&mut self) -> Result<(Option<u16>, String)> {
+        loop {
+            match self.recv().await? {
+                Incoming::Closed(code, reason) => return Ok((code, reason)),
+                Incoming::Json(m) if m["type"] == "ping" => {}
+                Incoming::Json(m) => bail!("expected the socket to close, got {m}"),
+            }
+        }
+    }
+
+    /// Sends one protocol message as it is.
+    pub async fn send(&mut self, message: Value) -> Result<()> {
+        self.send_text(message.to_string()).await
+    }
+
+    pub async fn send_text(&mut self, text: String) -> Result<()> {
+        self.ws.send(Message::text(text)).await?;
         Ok(())
     }
 
-    async fn recv(&mut self) -> Result<Incoming> {
+    /// The next thing the server sent, within the test deadline.
+    pub async fn recv(&mut self) -> Result<Incoming> {
         loop {
             let next = tokio::time::timeout(WAIT, self.ws.next())
                 .await

@@ -57,7 +57,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn builtins_do_what_their_names_say() {
         assert_eq!(run(BuiltinKind::Echo, json!({"a": 1})).await, Ok(json!({"a": 1})));
-        assert_eq!(run(BuiltinKind::Sleep, json!({"ms": 50})).await, Ok(json!({"slept_ms": 50})));
+        assert_eq!(
+            run(BuiltinKind::Sleep, json!({"ms": 50})).await,
+            Ok(json!({"slept_ms": 50}))
+        );
         assert!(run(BuiltinKind::Sleep, json!({})).await.is_err());
         assert_eq!(run(BuiltinKind::Fail, json!({"message": "no"})).await, Err("no".into()));
     }

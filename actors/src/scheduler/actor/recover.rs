@@ -76,7 +76,8 @@ impl State {
             self.store.write(batch).await?;
         }
         for (spec, status) in runnable {
-            self.work.insert(spec.id.clone(), (spec.payload.clone(), spec.timeout_ms));
+            self.work
+                .insert(spec.id.clone(), (spec.payload.clone(), spec.timeout_ms));
             let effects = self.engine.enqueue(Limits::from(&spec), status, now);
             // No agent is registered yet, so nothing starts; effects would be records only.
             self.apply(effects, now);

@@ -69,7 +69,11 @@ fn a_blocked_backlog_does_not_hold_up_a_task_an_idle_agent_can_run() {
     let now = now0();
     e.agent_up("echo-agent", caps(&["echo"]), 1, 1, now);
     for n in 0..10_000 {
-        let fx = e.enqueue(cap_task(&format!("blocked-{n:05}"), "nobody-has-this", Priority::Critical), TaskStatus::queued(), now);
+        let fx = e.enqueue(
+            cap_task(&format!("blocked-{n:05}"), "nobody-has-this", Priority::Critical),
+            TaskStatus::queued(),
+            now,
+        );
         assert!(fx.is_empty());
     }
     let fx = e.enqueue(cap_task("echo-1", "echo", Priority::Low), TaskStatus::queued(), now);
@@ -83,7 +87,12 @@ fn an_agent_takes_higher_classes_first_then_arrival_order() {
     let now = now0();
     e.agent_up("a", caps(&["c"]), 1, 1, now);
     e.enqueue(cap_task("blocker", "c", Priority::Normal), TaskStatus::queued(), now);
-    for (id, p) in [("low", Priority::Low), ("n1", Priority::Normal), ("crit", Priority::Critical), ("n2", Priority::Normal)] {
+    for (id, p) in [
+        ("low", Priority::Low),
+        ("n1", Priority::Normal),
+        ("crit", Priority::Critical),
+        ("n2", Priority::Normal),
+    ] {
         assert!(starts(&e.enqueue(cap_task(id, "c", p), TaskStatus::queued(), now)).is_empty());
     }
     let mut order = Vec::new();
@@ -124,7 +133,10 @@ fn a_stopped_agent_gives_its_tasks_back_without_charging_an_attempt() {
     let fx = e.agent_down("a", 1, Down::Stopped, now);
     assert_eq!(records(&fx), [("t".to_string(), "TASK_REQUEUED")]);
     let status = e.status("t").unwrap();
-    assert_eq!((status.state, status.attempts, status.failures), (TaskState::Queued, 1, 0));
+    assert_eq!(
+        (status.state, status.attempts, status.failures),
+        (TaskState::Queued, 1, 0)
+    );
     // It runs again on the next agent, as attempt 2, and may still fail once.
     let fx = e.agent_up("b", caps(&["c"]), 1, 2, now);
     assert_eq!(starts(&fx), [("b".to_string(), "t".to_string(), 2)]);
@@ -196,7 +208,10 @@ fn cancelling_a_queued_a_waiting_and_a_running_task() {
     e.finished("retrying", 1, "a", Err("once".into()), now);
     let (status, _) = e.cancel("retrying", now).unwrap();
     assert_eq!((status.state, status.failures), (TaskState::Cancelled, 1));
-    assert!(starts(&e.wake(later(now, 1000))).is_empty(), "a cancelled retry never starts");
+    assert!(
+        starts(&e.wake(later(now, 1000))).is_empty(),
+        "a cancelled retry never starts"
+    );
 
     e.enqueue(cap_task("running", "c", Priority::Normal), TaskStatus::queued(), now);
     let (_, fx) = e.cancel("running", now).unwrap();
@@ -205,7 +220,10 @@ fn cancelling_a_queued_a_waiting_and_a_running_task() {
         task: "running".into(),
         attempt: 1
     }));
-    assert!(e.cancel("running", now).is_none(), "a finished task is not this engine's");
+    assert!(
+        e.cancel("running", now).is_none(),
+        "a finished task is not this engine's"
+    );
     assert_eq!(e.running(), 0);
 }
 
@@ -257,8 +275,13 @@ fn under_random_inputs_no_task_runs_twice_no_agent_overcommits_and_each_ends_onc
         let apply = |fx: Vec<Effect>, running: &mut HashMap<String, (String, u32)>| {
             for f in fx {
                 match f {
-                    Effect::Start { agent, task, attempt, .. } => {
-                        assert!(running.insert(task.clone(), (agent, attempt)).is_none(), "{task} started twice");
+                    Effect::Start {
+                        agent, task, attempt, ..
+                    } => {
+                        assert!(
+                            running.insert(task.clone(), (agent, attempt)).is_none(),
+                            "{task} started twice"
+                        );
                     }
                     Effect::Record(t) => {
                         if t.status.state != TaskState::Running {
@@ -277,9 +300,16 @@ fn under_random_inputs_no_task_runs_twice_no_agent_overcommits_and_each_ends_onc
         };
         const TASKS: usize = 400;
         for n in 0..TASKS {
-            let want = if n % 5 == 0 { format!("only{}", n % 4) } else { "c".into() };
+            let want = if n % 5 == 0 {
+                format!("only{}", n % 4)
+            } else {
+                "c".into()
+            };
             let p = [Priority::Critical, Priority::High, Priority::Normal, Priority::Low][n % 4];
-            apply(e.enqueue(cap_task(&format!("t{n:04}"), &want, p), TaskStatus::queued(), now), &mut running);
+            apply(
+                e.enqueue(cap_task(&format!("t{n:04}"), &want, p), TaskStatus::queued(), now),
+                &mut running,
+            );
         }
         for _ in 0..20_000 {
             now = later(now, next() % 50);
@@ -287,18 +317,36 @@ fn under_random_inputs_no_task_runs_twice_no_agent_overcommits_and_each_ends_onc
             match r % 10 {
                 0 => {
                     let i = (next() % 4) as usize;
-                    let down = if r % 3 == 0 { Down::Stopped } else { Down::Failed("x".into()) };
+                    let down = if r % 3 == 0 {
+                        Down::Stopped
+                    } else {
+                        Down::Failed("x".into())
+                    };
                     apply(e.agent_down(&format!("a{i}"), incarnation[i], down, now), &mut running);
                     incarnation[i] += 1;
-                    apply(e.agent_up(&format!("a{i}"), caps(&["c", &format!("only{i}")]), maxes[i], incarnation[i], now), &mut running);
+                    apply(
+                        e.agent_up(
+                            &format!("a{i}"),
+                            caps(&["c", &format!("only{i}")]),
+                            maxes[i],
+                            incarnation[i],
+                            now,
+                        ),
+                        &mut running,
+                    );
                 }
                 1 => apply(e.wake(now), &mut running),
                 _ => {
-                    let Some((task, (agent, attempt))) = running.iter().next().map(|(t, v)| (t.clone(), v.clone())) else {
+                    let Some((task, (agent, attempt))) = running.iter().next().map(|(t, v)| (t.clone(), v.clone()))
+                    else {
                         apply(e.wake(later(now, 2000)), &mut running);
                         continue;
                     };
-                    let outcome = if r % 4 == 0 { Err("unlucky".to_string()) } else { Ok(json!(1)) };
+                    let outcome = if r % 4 == 0 {
+                        Err("unlucky".to_string())
+                    } else {
+                        Ok(json!(1))
+                    };
                     apply(e.finished(&task, attempt, &agent, outcome, now), &mut running);
                 }
             }

@@ -120,7 +120,13 @@ impl Engine {
             status.state = TaskState::Failed;
             status.finished_at = Some(now.wall);
             let agent = status.agent_id.clone();
-            self.record(task, &status, "TASK_FAILED", json!({ "error": error }), Some((agent, Some(false))));
+            self.record(
+                task,
+                &status,
+                "TASK_FAILED",
+                json!({ "error": error }),
+                Some((agent, Some(false))),
+            );
         }
     }
 

@@ -23,7 +23,12 @@ impl Agents {
         self.ctx.ensure_serving()?;
         let guard = match split(self.ctx.claim("spawnAgent", key, &req).await?) {
             Ok(guard) => guard,
-            Err(id) => return self.get_local(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no agent {id}"))),
+            Err(id) => {
+                return self
+                    .get_local(&id)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
+            }
         };
         let now = troupe_runtime::clock::now();
         let spec = AgentSpec {
@@ -48,12 +53,21 @@ impl Agents {
         }
         self.ctx.store.write(batch).await?;
         gauge_moved(None, Some(AgentState::Starting));
-        let child = Arc::new(AgentChild::new(spec.clone(), status, self.ctx.slots.clone(), self.ctx.agent_policy));
+        let child = Arc::new(AgentChild::new(
+            spec.clone(),
+            status,
+            self.ctx.slots.clone(),
+            self.ctx.agent_policy,
+        ));
         let supervisor = self.ctx.agents_supervisor()?;
         let as_spec: Arc<dyn ChildSpec> = child.clone();
-        ask(&supervisor, |r| SupervisorMsg::StartChild(as_spec, r), "the agents supervisor")
-            .await?
-            .map_err(|e| ApiError::Internal(format!("agent {} did not start: {e}", spec.id)))?;
+        ask(
+            &supervisor,
+            |r| SupervisorMsg::StartChild(as_spec, r),
+            "the agents supervisor",
+        )
+        .await?
+        .map_err(|e| ApiError::Internal(format!("agent {} did not start: {e}", spec.id)))?;
         drop(guard);
         Ok(self.views(vec![(spec, child.status())]).await.remove(0))
     }
@@ -61,9 +75,17 @@ impl Agents {
     pub(crate) async fn stop_local(&self, id: &str, key: Option<&str>) -> Result<AgentView, ApiError> {
         let guard = match split(self.ctx.claim("stopAgent", key, &id).await?) {
             Ok(guard) => guard,
-            Err(id) => return self.get_local(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no agent {id}"))),
+            Err(id) => {
+                return self
+                    .get_local(&id)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
+            }
         };
-        let (mut spec, status) = self.read(id).await?.ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))?;
+        let (mut spec, status) = self
+            .read(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))?;
         if spec.desired == Desired::Stopped {
             return Err(ApiError::Conflict(format!("agent {id} is already stopped")));
         }
@@ -74,7 +96,12 @@ impl Agents {
             .write(Batch::new().put(AGENTS, id, troupe_runtime::codec::encode(&spec)?))
             .await?;
         let supervisor = self.ctx.agents_supervisor()?;
-        let stopped = ask(&supervisor, |r| SupervisorMsg::TerminateChild(id.to_owned(), r), "the agents supervisor").await?;
+        let stopped = ask(
+            &supervisor,
+            |r| SupervisorMsg::TerminateChild(id.to_owned(), r),
+            "the agents supervisor",
+        )
+        .await?;
         if !stopped {
             // Not under supervision (given up on, FAILED): the stop is recorded here.
             let mut status = status;
@@ -95,7 +122,9 @@ impl Agents {
         // The supervisor's record of the stop is durable before we answer.
         self.ctx.store.flush().await?;
         keep(&self.ctx.store, guard, id).await?;
-        self.get_local(id).await?.ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
+        self.get_local(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
     }
 
     pub(crate) async fn read(&self, id: &str) -> Result<Option<(AgentSpec, AgentStatus)>, ApiError> {
@@ -111,7 +140,11 @@ impl Agents {
     }
 
     /// This node's agents in id order, after the cursor; the flag says whether more follow.
-    pub(crate) async fn list_local(&self, after: Option<String>, first: usize) -> Result<(Vec<AgentView>, bool), ApiError> {
+    pub(crate) async fn list_local(
+        &self,
+        after: Option<String>,
+        first: usize,
+    ) -> Result<(Vec<AgentView>, bool), ApiError> {
         let mut page = self
             .ctx
             .store
@@ -160,7 +193,9 @@ impl Agents {
 }
 
 fn read_one(v: &View<'_>, id: &str) -> Result<Option<(AgentSpec, AgentStatus)>, troupe_runtime::store::StoreError> {
-    let Some(spec) = v.get(AGENTS, id)? else { return Ok(None) };
+    let Some(spec) = v.get(AGENTS, id)? else {
+        return Ok(None);
+    };
     let spec: AgentSpec = troupe_runtime::codec::decode(&spec)?;
     let status = match v.get(AGENT_STATUS, id)? {
         Some(b) => troupe_runtime::codec::decode(&b)?,

@@ -20,11 +20,19 @@ impl Tasks {
         self.ctx.ensure_serving()?;
         let guard = match split(self.ctx.claim("submitTask", key, &req).await?) {
             Ok(guard) => guard,
-            Err(id) => return self.get_local(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task {id}"))),
+            Err(id) => {
+                return self
+                    .get_local(&id)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
+            }
         };
         if let Some(agent) = &req.agent_id {
             let spec = self.ctx.store.get(AGENTS, agent).await?;
-            match spec.map(|b| troupe_runtime::codec::decode::<AgentSpec>(&b)).transpose()? {
+            match spec
+                .map(|b| troupe_runtime::codec::decode::<AgentSpec>(&b))
+                .transpose()?
+            {
                 None => return Err(ApiError::NotFound(format!("no agent {agent}"))),
                 Some(a) if a.desired == Desired::Stopped => {
                     return Err(ApiError::Conflict(format!("agent {agent} is stopped")));
@@ -68,7 +76,12 @@ impl Tasks {
     pub(crate) async fn cancel_local(&self, id: &str, key: Option<&str>) -> Result<TaskRecord, ApiError> {
         let guard = match split(self.ctx.claim("cancelTask", key, &id).await?) {
             Ok(guard) => guard,
-            Err(id) => return self.get_local(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task {id}"))),
+            Err(id) => {
+                return self
+                    .get_local(&id)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
+            }
         };
         let scheduler = self.ctx.scheduler()?;
         let status = ask(&scheduler, |r| SchedulerMsg::Cancel(id.to_owned(), r), "the scheduler").await??;
@@ -106,7 +119,9 @@ impl Tasks {
                 let mut out = Vec::new();
                 v.scan(TASKS, after.as_deref(), |_, bytes| {
                     let spec: TaskSpec = troupe_runtime::codec::decode(bytes)?;
-                    let Some(status) = v.get(TASK_STATUS, &spec.id)? else { return Ok(true) };
+                    let Some(status) = v.get(TASK_STATUS, &spec.id)? else {
+                        return Ok(true);
+                    };
                     let task = TaskRecord {
                         spec,
                         status: troupe_runtime::codec::decode(&status)?,

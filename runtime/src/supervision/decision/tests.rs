@@ -69,9 +69,15 @@ fn restart_policies_decide_whether_an_exit_restarts() {
     let mut l = ladder(Strategy::OneForOne, 5);
     let c = kids(&[Restart::Permanent, Restart::Transient, Restart::Temporary]);
     let now = Instant::now();
-    assert!(matches!(l.decide(&c, "c0", Exit::Normal, now), Decision::Restart { .. }));
+    assert!(matches!(
+        l.decide(&c, "c0", Exit::Normal, now),
+        Decision::Restart { .. }
+    ));
     assert_eq!(l.decide(&c, "c1", Exit::Normal, now), Decision::Remove);
-    assert!(matches!(l.decide(&c, "c1", Exit::Failed, now), Decision::Restart { .. }));
+    assert!(matches!(
+        l.decide(&c, "c1", Exit::Failed, now),
+        Decision::Restart { .. }
+    ));
     assert_eq!(l.decide(&c, "c2", Exit::Failed, now), Decision::Remove);
     assert_eq!(l.decide(&c, "unknown", Exit::Failed, now), Decision::Remove);
 }

@@ -1,0 +1,150 @@
+//! Stopping is not failing: a stopped agent's tasks and the tasks running at a shutdown go
+//! back to the queue without losing an attempt, and the records and the gauges say what
+//! was stopped.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use serde_json::json;
+
+use super::support::{metric, text, Deadline, Gate, Node, NodeOpts, WAIT};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_an_agent_requeues_its_running_task_without_charging_its_last_attempt() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let gate = Gate::new()?;
+    let first = node.spawn_gated(&gate, &["work"], 1).await?;
+    let task = node
+        .submit(json!({ "capability": "work", "payload": "kept", "maxAttempts": 1 }))
+        .await?;
+    let id = text(&task, "/id")?;
+    let running = node.wait_task_state(&id, "RUNNING").await?;
+    ensure!(running["agentId"] == first.as_str(), "{running}");
+
+    let stop = "mutation($id: ID!) { stopAgent(id: $id) { id state } }";
+    let stopped = node.gql_ok(stop, json!({ "id": first })).await?;
+    ensure!(stopped["stopAgent"]["state"] == "STOPPED", "{stopped}");
+    let requeued = node.wait_task_state(&id, "QUEUED").await?;
+    ensure!(
+        requeued["failedAttempts"] == 0 && requeued["attempts"] == 1,
+        "a stop was charged as a failure: {requeued}"
+    );
+    let event = node.wait_event("TASK_REQUEUED", &id).await?;
+    ensure!(
+        event["data"]["reason"].as_str().is_some_and(|r| r.contains("stopped")),
+        "{event}"
+    );
+
+    // Its one allowed attempt is still there: it runs to the end on the next agent.
+    let second = node.spawn_gated(&gate, &["work"], 1).await?;
+    gate.open()?;
+    let done = node.wait_task_state(&id, "SUCCEEDED").await?;
+    ensure!(
+        done["agentId"] == second.as_str() && done["result"] == "kept" && done["attempts"] == 2,
+        "{done}"
+    );
+    ensure!(
+        node.events_for("TASK_FAILED", &id).await?.is_empty(),
+        "the task failed once"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_task_finish_within_the_grace_period() -> Result<()> {
+    let mut node = Node::start(NodeOpts::named("solo").arg("--shutdown-grace-ms", 20_000)).await?;
+    let gate = Gate::new()?;
+    let agent = node.spawn_gated(&gate, &[], 1).await?;
+    let id = node.submit_to(&agent, json!({ "finish": "me" })).await?;
+    node.wait_task_state(&id, "RUNNING").await?;
+
+    node.sigterm()?;
+    // Draining: the node says it is not ready, and why.
+    let deadline = Deadline::after(WAIT, "/healthz to report the drain");
+    loop {
+        let (status, body) = node.get("/healthz").await?;
+        if status == 503 && body.contains("shutting down") {
+            break;
+        }
+        deadline.tick(format!("{status} {body}")).await?;
+    }
+    gate.open()?;
+    let status = node.wait_exit(Duration::from_secs(30)).await?;
+    ensure!(status.code() == Some(0), "SIGTERM exit status: {status}");
+
+    node.restart().await?;
+    let done = node.wait_task_state(&id, "SUCCEEDED").await?;
+    ensure!(
+        done["result"] == json!({ "finish": "me" }) && done["attempts"] == 1,
+        "{done}"
+    );
+    node.wait_agent_state(&agent, "RUNNING").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_past_its_grace_requeues_running_tasks_uncharged_and_records_the_stop() -> Result<()> {
+    let mut node = Node::start(NodeOpts::named("solo").arg("--shutdown-grace-ms", 300)).await?;
+    let gate = Gate::new()?;
+    let agent = node.spawn_gated(&gate, &[], 1).await?;
+    let id = text(
+        &node
+            .submit(json!({ "agentId": agent, "payload": "again", "maxAttempts": 1 }))
+            .await?,
+        "/id",
+    )?;
+    node.wait_task_state(&id, "RUNNING").await?;
+    let before = node.gql_ok("{ node { lastSeq } }", json!({})).await?["node"]["lastSeq"]
+        .as_i64()
+        .unwrap_or(0);
+
+    let status = node.terminate(Duration::from_secs(30)).await?;
+    ensure!(status.code() == Some(0), "SIGTERM exit status: {status}");
+    gate.open()?;
+    node.restart().await?;
+
+    // The shutdown gave the task back (not a failure) and stopped the agent on the record.
+    let since = node.events_after(Some(before), &[]).await?;
+    let kinds: Vec<(String, String)> = since
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or("").to_owned(),
+                e["subject"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    ensure!(kinds.contains(&("TASK_REQUEUED".into(), id.clone())), "{kinds:?}");
+    let stopped = kinds.iter().position(|k| *k == ("AGENT_STOPPED".into(), agent.clone()));
+    let started = kinds.iter().position(|k| *k == ("AGENT_STARTED".into(), agent.clone()));
+    ensure!(
+        stopped.is_some() && started.is_some() && stopped < started,
+        "the shutdown's stop is on record before the restart's start: {kinds:?}"
+    );
+    let done = node.wait_task_state(&id, "SUCCEEDED").await?;
+    ensure!(
+        done["attempts"] == 2 && done["failedAttempts"] == 0,
+        "the interrupted attempt was charged: {done}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_gauge_follows_every_state_change_without_a_scrape_counting() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let a = node.spawn_builtin("echo", &[]).await?;
+    node.spawn_builtin("echo", &[]).await?;
+    let stop = "mutation($id: ID!) { stopAgent(id: $id) { id } }";
+    node.gql_ok(stop, json!({ "id": a })).await?;
+    let deadline = Deadline::after(WAIT, "troupe_agents to show 1 running and 1 stopped");
+    loop {
+        let m = node.metrics().await?;
+        let running = metric(&m, "troupe_agents", &["state=\"running\""]);
+        let stopped = metric(&m, "troupe_agents", &["state=\"stopped\""]);
+        if running == 1.0 && stopped == 1.0 {
+            break;
+        }
+        deadline.tick(format!("running {running}, stopped {stopped}")).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! graphql-transport-ws as its specification defines it: the close codes, keep-alive pings,
+//! the caps on connections and subscriptions, and the message size limit.
+
+use anyhow::{bail, ensure, Result};
+use serde_json::json;
+
+use super::support::{Incoming, Node, NodeOpts, Subscription};
+
+const EVENTS: &str = "subscription { events { seq } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_violations_close_with_the_codes_the_protocol_names() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo").arg("--ws-init-timeout-ms", 300)).await?;
+
+    // No connection_init in time: 4408.
+    let mut silent = Subscription::connect(&node.addr).await?;
+    ensure!(silent.expect_close().await?.0 == Some(4408), "init timeout");
+
+    // A subscribe before the connection is acknowledged: 4401.
+    let mut early = Subscription::connect(&node.addr).await?;
+    early.subscribe(EVENTS, json!({})).await?;
+    ensure!(early.expect_close().await?.0 == Some(4401), "subscribe before ack");
+
+    // connection_init without a valid token: 4403, never an ack.
+    for token in [None, Some("trp_nope")] {
+        match Subscription::init(&node.addr, token).await? {
+            Ok(_) => bail!("connection_init with {token:?} was acked"),
+            Err((code, _)) => ensure!(code == Some(4403), "token {token:?}: close {code:?}"),
+        }
+    }
+
+    // A second subscription under an id in use: 4409.
+    let mut twice = Subscription::start(&node, EVENTS, json!({})).await?;
+    twice.subscribe(EVENTS, json!({})).await?;
+    let (code, reason) = twice.expect_close().await?;
+    ensure!(
+        code == Some(4409) && reason.contains("already exists"),
+        "{code:?} {reason}"
+    );
+
+    // A second connection_init: 4429.
+    let Ok(mut again) = Subscription::init(&node.addr, Some(node.token.as_str())).await? else {
+        bail!("admin token not acked");
+    };
+    again
+        .send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", node.token) } }))
+        .await?;
+    ensure!(again.expect_close().await?.0 == Some(4429), "second init");
+
+    // Not a protocol message: 4400.
+    let Ok(mut garbled) = Subscription::init(&node.addr, Some(node.token.as_str())).await? else {
+        bail!("admin token not acked");
+    };
+    garbled.send_text("{\"type\":\"nonsense\"}".into()).await?;
+    let (code, reason) = garbled.expect_close().await?;
+    ensure!(code == Some(4400), "unknown message type: {code:?} {reason}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_pings_and_answers_pings() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo").arg("--ws-keepalive-ms", 200)).await?;
+    let Ok(mut conn) = Subscription::init(&node.addr, Some(node.token.as_str())).await? else {
+        bail!("admin token not acked");
+    };
+    conn.send(json!({ "type": "ping" })).await?;
+    let (mut pong, mut ping) = (false, false);
+    while !(pong && ping) {
+        match conn.recv().await? {
+            Incoming::Json(m) if m["type"] == "pong" => pong = true,
+            Incoming::Json(m) if m["type"] == "ping" => ping = true,
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_and_subscriptions_per_connection_are_capped() -> Result<()> {
+    let opts = NodeOpts::named("solo")
+        .arg("--ws-max-connections", 2)
+        .arg("--ws-max-subscriptions", 1);
+    let node = Node::start(opts).await?;
+    let mut first = Subscription::start(&node, EVENTS, json!({})).await?;
+    let _second = Subscription::connect(&node.addr).await?;
+    let third = Subscription::connect(&node.addr).await;
+    let refused = match third {
+        Err(e) => e.to_string(),
+        Ok(_) => bail!("a third connection was accepted with a cap of 2"),
+    };
+    ensure!(refused.contains("503"), "the third connection: {refused}");
+
+    first.subscribe_as("2", EVENTS, json!({})).await?;
+    loop {
+        match first.recv().await? {
+            Incoming::Json(m) if m["type"] == "error" => {
+                ensure!(
+                    m["id"] == "2" && m["payload"][0]["extensions"]["code"] == "BACKPRESSURE",
+                    "{m}"
+                );
+                break;
+            }
+            Incoming::Json(m) if m["type"] == "ping" || m["type"] == "next" => {}
+            other => bail!("expected an error for the second subscription, got {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_closes_the_socket_with_1009() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo").arg("--body-limit-bytes", 300_000)).await?;
+    let Ok(mut conn) = Subscription::init(&node.addr, Some(node.token.as_str())).await? else {
+        bail!("admin token not acked");
+    };
+    let big = json!({ "id": "1", "type": "subscribe", "payload": { "query": EVENTS, "variables": { "pad": "x".repeat(400_000) } } });
+    conn.send(big).await?;
+    let (code, reason) = conn.expect_close().await?;
+    ensure!(code == Some(1009), "close {code:?} {reason}");
+    let (status, _) = node.get("/healthz").await?;
+    ensure!(status == 200, "the node after an oversized frame: {status}");
+    Ok(())
+}
