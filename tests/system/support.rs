@@ -91,6 +91,8 @@ pub struct Node {
 impl Node {
     pub async fn start(opts: NodeOpts) -> Result<Node> {
         let dir = tempfile::Builder::new().prefix("troupe-test-").tempdir()?;
+        // Its presence at start turns on the store's fault files (see Node::inject_fault).
+        std::fs::create_dir_all(dir.path().join("faults"))?;
         let http = reqwest::Client::builder().no_proxy().timeout(WAIT).build()?;
         let mut node = Node {
             name: opts.name.clone(),
@@ -220,9 +222,7 @@ impl Node {
     /// Turns on a store fault of a running node: `commit-fail` or `reject-<table>` (the
     /// node's binary is built with the fault-injection feature for these tests).
     pub fn inject_fault(&self, name: &str) -> Result<()> {
-        let dir = self.file("faults");
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join(name), b"")?;
+        std::fs::write(self.file("faults").join(name), b"")?;
         Ok(())
     }
 

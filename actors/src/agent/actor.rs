@@ -142,3 +142,76 @@ impl Actor for AgentActor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+    use serde_json::json;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::agent::spec::{BackendSpec, BuiltinKind, Desired, Owner};
+
+    /// Stands in for the scheduler: hands every finished attempt to the test.
+    struct Collector(mpsc::UnboundedSender<(String, u32)>);
+
+    impl Actor for Collector {
+        type Msg = SchedulerMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _: ActorRef<SchedulerMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(&self, _: ActorRef<SchedulerMsg>, msg: SchedulerMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+            if let SchedulerMsg::Finished { task_id, attempt, .. } = msg {
+                let _ = self.0.send((task_id, attempt));
+            }
+            Ok(())
+        }
+    }
+
+    fn sleeper() -> Arc<AgentSpec> {
+        Arc::new(AgentSpec {
+            id: "a1@test".into(),
+            name: "sleeper".into(),
+            node: "test".into(),
+            backend: BackendSpec::Builtin(BuiltinKind::Sleep),
+            capabilities: vec![],
+            max_concurrent_tasks: 2,
+            owner: Owner::Node,
+            desired: Desired::Running,
+            created_at: troupe_runtime::clock::now(),
+        })
+    }
+
+    fn run(attempt: u32) -> AgentMsg {
+        AgentMsg::Run(Assignment {
+            task_id: "t1".into(),
+            attempt,
+            payload: json!({ "ms": 1000 }),
+            timeout_ms: None,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_done_of_an_earlier_attempt_leaves_the_current_attempt_cancellable() {
+        let (tx, mut finished) = mpsc::unbounded_channel();
+        let (scheduler, _) = Actor::spawn(None, Collector(tx), ()).await.unwrap();
+        let actor = AgentActor {
+            spec: sleeper(),
+            scheduler,
+        };
+        let (agent, _) = Actor::spawn(None, actor, ()).await.unwrap();
+        agent.cast(run(1)).unwrap();
+        agent.cast(run(2)).unwrap();
+        // Attempt 1's end is reported late, after attempt 2 began; then attempt 2 is cancelled.
+        agent.cast(AgentMsg::Done { task_id: "t1".into(), attempt: 1 }).unwrap();
+        agent.cast(AgentMsg::Cancel { task_id: "t1".into(), attempt: 2 }).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(finished.try_recv().ok(), None, "the cancelled attempt ran to its end");
+    }
+}

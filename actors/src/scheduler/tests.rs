@@ -244,3 +244,37 @@ async fn a_transition_the_store_refuses_fails_the_scheduler_instead_of_drifting(
         .unwrap();
     assert_eq!(s.get_status(), ractor::ActorStatus::Stopped);
 }
+
+#[tokio::test]
+async fn cancelling_a_task_that_just_finished_answers_with_its_final_state() {
+    let dir = tempfile::tempdir().unwrap();
+    // A slow disk: the commit that records the success takes a while.
+    let hook: FaultHook = Arc::new(|b: &Batch| {
+        let succeeded = b
+            .ops()
+            .iter()
+            .any(|op| matches!(op, troupe_runtime::store::Op::Event(e) if e.kind == "TASK_SUCCEEDED"));
+        if succeeded {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        None
+    });
+    let store = open(&dir, Some(hook));
+    let (s, _) = scheduler(&store).await;
+    let (agent, _) = Actor::spawn(None, FakeAgent(s.clone()), ()).await.unwrap();
+    s.cast(agent_up(agent)).unwrap();
+    let t1 = spec("t1");
+    durable(&store, &t1, &TaskStatus::queued()).await;
+    s.cast(SchedulerMsg::Enqueue(t1, TaskStatus::queued())).unwrap();
+    // Once nothing runs, the scheduler has taken the result; its record is still on its way.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ractor::call!(s, SchedulerMsg::Running).unwrap() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the task never finished");
+        tokio::task::yield_now().await;
+    }
+    let answer = ractor::call!(s, SchedulerMsg::Cancel, "t1".to_string()).unwrap();
+    match answer {
+        Err(crate::error::ApiError::Conflict(m)) => assert!(m.contains("SUCCEEDED"), "{m}"),
+        other => panic!("expected a conflict naming the final state, got {other:?}"),
+    }
+}

@@ -38,11 +38,12 @@ pub fn file_gates(dir: std::path::PathBuf) -> FaultHook {
     })
 }
 
-/// The file gates of [`file_gates`] in `dir` when the `fault-injection` feature is on;
-/// nothing otherwise, so a release node has no fault hook at all.
+/// The file gates of [`file_gates`] in `dir` when the `fault-injection` feature is on and
+/// the directory exists when the store opens; nothing otherwise, so a release node (and any
+/// node not set up for fault tests) has no fault hook at all.
 pub fn gates_in(dir: std::path::PathBuf) -> Option<FaultHook> {
     #[cfg(feature = "fault-injection")]
-    return Some(file_gates(dir));
+    return dir.is_dir().then(|| file_gates(dir));
     #[cfg(not(feature = "fault-injection"))]
     {
         let _ = dir;
