@@ -12,17 +12,18 @@
 //! back by message, tagged with the child's generation so a late report of an abandoned
 //! start is recognised and its actor stopped.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use serde_json::json;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::child::{ChildEvent, ChildSpec, Shutdown};
-use super::decision::{Backoff, ChildView, Decision, Exit, Intensity, RestartLadder, Strategy};
+use super::decision::{Backoff, Exit, Intensity, RestartLadder, Strategy};
 use super::jobs::{self, Start};
 use super::tree::{self, SupervisorInfo};
-use crate::events::NewEvent;
-use crate::store::{Batch, Op, Store};
+
+mod lifecycle;
+use crate::store::Store;
 
 /// How a start that finished after it was abandoned is undone.
 const STALE_STOP: Shutdown = Shutdown::Timeout(std::time::Duration::from_secs(10));
@@ -106,7 +107,13 @@ pub struct State {
     pub(super) children: Vec<Child>,
     store: Store,
     myself: ActorRef<SupervisorMsg>,
+    /// Exits of actors not known as running children (yet): a child that dies at once can
+    /// be reported before its start job's report arrives.
+    early_exits: VecDeque<(ActorId, Exit, String)>,
 }
+
+/// How many unmatched exits are remembered.
+const EARLY_EXITS: usize = 256;
 
 /// A supervisor actor; spawn it with [`SupervisorArgs`].
 #[derive(Debug, Default)]
@@ -128,6 +135,7 @@ impl Actor for Supervisor {
             children: Vec::new(),
             store: args.store,
             myself: myself.clone(),
+            early_exits: VecDeque::new(),
         };
         for spec in args.children {
             match args.start_order {
@@ -218,12 +226,17 @@ impl Actor for Supervisor {
             }
             _ => return Ok(()),
         };
-        // Exits of children this supervisor is stopping itself are not failures.
+        // Exits of children this supervisor is stopping itself are not failures; an exit of
+        // an actor not yet known is kept in case its start report is still on its way.
         let Some(pos) = state
             .children
             .iter()
             .position(|c| matches!(&c.slot, Slot::Running(c) if c.get_id() == cell.get_id()))
         else {
+            if state.early_exits.len() == EARLY_EXITS {
+                state.early_exits.pop_front();
+            }
+            state.early_exits.push_back((cell.get_id(), exit, reason));
             return Ok(());
         };
         state.on_exit(pos, exit, reason).await
@@ -268,6 +281,7 @@ impl State {
         let spec = self.children[pos].spec.clone();
         match result {
             Ok(cell) => {
+                let early = self.early_exits.iter().position(|(id, _, _)| *id == cell.get_id());
                 let child = &mut self.children[pos];
                 let restarted = matches!(child.slot, Slot::Restarting);
                 child.slot = Slot::Running(cell);
@@ -280,6 +294,10 @@ impl State {
                 }
                 if let Some(reply) = self.children[pos].on_started.take() {
                     let _ = reply.send(Ok(()));
+                }
+                // It already exited: handle that now that it is known.
+                if let Some((_, exit, reason)) = early.and_then(|i| self.early_exits.remove(i)) {
+                    self.on_exit(pos, exit, reason).await?;
                 }
             }
             Err(e) => {
@@ -347,153 +365,5 @@ impl State {
         for reply in child.on_stopped {
             let _ = reply.send(true);
         }
-    }
-
-    async fn on_exit(&mut self, pos: usize, exit: Exit, reason: String) -> Result<(), ActorProcessingErr> {
-        let spec = self.children[pos].spec.clone();
-        let listing: Vec<ChildView> = self
-            .children
-            .iter()
-            .map(|c| ChildView {
-                id: c.spec.id().to_owned(),
-                restart: c.spec.restart(),
-                running: matches!(c.slot, Slot::Running(_)),
-                intensity: c.spec.intensity(),
-            })
-            .collect();
-        let decision = self
-            .ladder
-            .decide(&listing, spec.id(), exit, tokio::time::Instant::now());
-        tracing::warn!(supervisor = %self.name, child = %spec.id(), ?exit, %reason, ?decision, "child exited");
-        let restarting = matches!(decision, Decision::Restart { .. });
-        let reason = match (&decision, spec.intensity()) {
-            (Decision::GiveUp { restarts }, Some(i)) => format!(
-                "gave up after {restarts} restarts within {} ms; last exit: {reason}",
-                i.window.as_millis()
-            ),
-            _ => reason,
-        };
-        match exit {
-            Exit::Failed => self.record(
-                &spec,
-                ChildEvent::Failed {
-                    reason: reason.clone(),
-                    restarting,
-                },
-            ),
-            Exit::Normal if matches!(decision, Decision::GiveUp { .. }) => self.record(
-                &spec,
-                ChildEvent::Failed {
-                    reason: reason.clone(),
-                    restarting,
-                },
-            ),
-            Exit::Normal if !restarting => self.record(&spec, ChildEvent::Stopped),
-            Exit::Normal => {}
-        }
-        match decision {
-            Decision::Remove | Decision::GiveUp { .. } => {
-                self.children.remove(pos);
-                self.ladder.forget(spec.id());
-            }
-            Decision::Restart { stop, start, delay, .. } => self.restart(&stop, &start, delay),
-            Decision::Escalate { restarts } => {
-                let window_ms = self.ladder.intensity.map_or(0, |i| i.window.as_millis() as u64);
-                let event = NewEvent::new(
-                    "SUPERVISOR_ESCALATED",
-                    Some(self.name.clone()),
-                    json!({ "child": spec.id(), "reason": reason, "restarts": restarts, "windowMs": window_ms }),
-                );
-                if let Err(e) = self.store.write(Batch::new().event(event)).await {
-                    tracing::error!(supervisor = %self.name, error = %e, "could not record escalation");
-                }
-                self.stop_all().await;
-                return Err(format!("supervisor {} gave up after {restarts} restarts: {reason}", self.name).into());
-            }
-        }
-        Ok(())
-    }
-
-    /// Carries out a restart decision: the siblings in `stop` are stopped by a job, which
-    /// then (after `delay`) starts every child in `start` in order.
-    fn restart(&mut self, stop: &[String], start: &[String], delay: std::time::Duration) {
-        let mut stops = Vec::new();
-        for id in stop {
-            let Some(p) = self.position(id) else { continue };
-            if let Slot::Running(cell) = std::mem::replace(&mut self.children[p].slot, Slot::Restarting) {
-                stops.push((cell, self.children[p].spec.shutdown()));
-            }
-        }
-        // Stopped siblings that are not coming back are gone for good.
-        let (gone, kept): (Vec<Child>, Vec<Child>) = self.children.drain(..).partition(|c| {
-            let id = c.spec.id();
-            stop.iter().any(|s| s == id) && !start.iter().any(|s| s == id)
-        });
-        self.children = kept;
-        for child in gone {
-            self.ladder.forget(child.spec.id());
-            self.record(&child.spec, ChildEvent::Stopped);
-        }
-        let mut starts = Vec::new();
-        for id in start {
-            let Some(p) = self.position(id) else { continue };
-            let child = &mut self.children[p];
-            child.slot = Slot::Restarting;
-            child.generation += 1;
-            starts.push(Start {
-                spec: child.spec.clone(),
-                generation: child.generation,
-            });
-        }
-        jobs::spawn(self.myself.clone(), stops, delay, starts);
-    }
-
-    /// Stops every child, last started first, recording each stop.
-    async fn stop_all(&mut self) {
-        while let Some(child) = self.children.pop() {
-            if let Slot::Running(cell) = &child.slot {
-                jobs::stop(cell, child.spec.shutdown()).await;
-            }
-            if let Some(waiting) = child.on_started {
-                let _ = waiting.send(Err(format!("supervisor {} is stopping", self.name)));
-            }
-            for reply in child.on_stopped {
-                let _ = reply.send(true);
-            }
-            self.record(&child.spec, ChildEvent::Stopped);
-        }
-    }
-
-    /// Writes the event for a lifecycle change, with whatever the spec records beside it.
-    /// Not awaited (a supervisor must not wait for a disk flush per child), but watched: a
-    /// record that does not become durable fails the supervisor, whose restart rebuilds its
-    /// children from the store.
-    fn record(&self, spec: &Arc<dyn ChildSpec>, event: ChildEvent) {
-        let mut batch = Batch::new();
-        spec.lifecycle(&event, &mut batch);
-        let mut data = spec.event_data();
-        let suffix = match &event {
-            ChildEvent::Started => "STARTED",
-            ChildEvent::Failed { reason, restarting } => {
-                data["reason"] = json!(reason);
-                data["restarting"] = json!(restarting);
-                "FAILED"
-            }
-            ChildEvent::Restarted { restarts } => {
-                data["restarts"] = json!(restarts);
-                "RESTARTED"
-            }
-            ChildEvent::Stopped => "STOPPED",
-        };
-        if matches!(event, ChildEvent::Restarted { .. }) {
-            metrics::counter!("troupe_restarts_total").increment(1);
-        }
-        data["supervisor"] = json!(self.name);
-        let kind = format!("{}_{suffix}", spec.kind());
-        batch.push(Op::Event(NewEvent::new(kind, Some(spec.id().to_owned()), data)));
-        let myself = self.myself.clone();
-        self.store.submit(batch).on_failure(move |e| {
-            let _ = myself.cast(SupervisorMsg::WriteFailed(e.to_string()));
-        });
     }
 }

@@ -17,6 +17,9 @@ enum WorkerMsg {
     Fail,
 }
 
+/// Workers that fail the moment they start: their exit can reach the supervisor before the
+/// start job's report does.
+
 impl ractor::Message for WorkerMsg {}
 
 struct Worker {
@@ -25,6 +28,7 @@ struct Worker {
     /// Set when the worker ran its post_stop.
     stopped_cleanly: Arc<std::sync::atomic::AtomicBool>,
     ignore_stop: bool,
+    fail_at_once: bool,
 }
 
 impl Actor for Worker {
@@ -33,6 +37,9 @@ impl Actor for Worker {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<WorkerMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        if self.fail_at_once {
+            myself.cast(WorkerMsg::Fail)?;
+        }
         let _ = self.log.send((self.id.clone(), myself));
         Ok(())
     }
@@ -61,6 +68,7 @@ struct WorkerSpec {
     start_timeout: Duration,
     shutdown: Shutdown,
     ignore_stop: bool,
+    fail_at_once: bool,
     stopped_cleanly: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -74,6 +82,7 @@ impl WorkerSpec {
             start_timeout: Duration::from_secs(10),
             shutdown: Shutdown::Timeout(Duration::from_secs(5)),
             ignore_stop: false,
+            fail_at_once: false,
             stopped_cleanly: Arc::default(),
         }
     }
@@ -108,6 +117,7 @@ impl ChildSpec for WorkerSpec {
                 log: self.log.clone(),
                 stopped_cleanly: self.stopped_cleanly.clone(),
                 ignore_stop: self.ignore_stop,
+                fail_at_once: self.fail_at_once,
             };
             let (actor, _) = Actor::spawn_linked(None, worker, (), supervisor).await?;
             Ok(actor.get_cell())
@@ -392,4 +402,30 @@ async fn the_described_tree_shows_nested_supervisors_with_their_children() {
     assert_eq!(inner.children[0].owner, "inner");
     assert_eq!(inner.children[0].state, "RUNNING");
     assert_eq!(tree.children[1].kind, "SUPERVISOR");
+}
+
+#[tokio::test]
+async fn a_child_that_dies_the_moment_it_starts_is_still_restarted_and_given_up_on() {
+    let mut h = Harness::new();
+    let mut doomed = WorkerSpec::new("doomed", &h.log);
+    doomed.fail_at_once = true;
+    doomed.intensity = Some(Intensity {
+        max_restarts: 5,
+        window: Duration::from_secs(60),
+    });
+    let mut args = h.args(Strategy::OneForOne, None, vec![Arc::new(doomed)]);
+    args.start_order = StartOrder::Concurrent;
+    let (sup, _) = Actor::spawn(None, Supervisor, args).await.unwrap();
+    // The first start and every one of its five restarts happen; none is lost.
+    assert_eq!(h.starts(6).await.len(), 6);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ractor::call!(sup, SupervisorMsg::Children).unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the doomed child was never given up on"
+        );
+        tokio::task::yield_now().await;
+    }
+    let kinds = h.kinds_of("doomed").await;
+    assert_eq!(kinds.iter().filter(|k| *k == "WORKER_FAILED").count(), 6, "{kinds:?}");
 }

@@ -1,0 +1,60 @@
+//! Load drivers through the front door: a user's client talks GraphQL over HTTP and
+//! WebSocket to a real `troupe serve` process on loopback, and the figures are what that
+//! client sees. Two more measure what the node does inside: an agent's restart, and a call
+//! between two nodes.
+//!
+//! Run all: `cargo bench --bench front_door`; one: `cargo bench --bench front_door -- fanout`
+//! (submit, reads, fanout, restart, cluster).
+
+mod front_door {
+    pub mod cluster;
+    pub mod fanout;
+    pub mod http;
+    pub mod restart;
+    pub mod server;
+}
+
+use hdrhistogram::Histogram;
+
+pub fn report(name: &str, value: f64, unit: &str) {
+    println!("{name:<52} {value:>14.1} {unit}");
+}
+
+/// What a histogram's values count.
+#[derive(Clone, Copy)]
+pub enum Unit {
+    Micros,
+    Nanos,
+}
+
+/// p50, p99 and max of a latency histogram, in µs.
+pub fn report_latency(name: &str, h: &Histogram<u64>, unit: Unit) {
+    let scale = match unit {
+        Unit::Micros => 1.0,
+        Unit::Nanos => 1000.0,
+    };
+    for (label, q) in [("p50", 0.50), ("p99", 0.99), ("max", 1.0)] {
+        report(&format!("{name} {label}"), h.value_at_quantile(q) as f64 / scale, "µs");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    if run("submit") {
+        front_door::http::submit().await;
+    }
+    if run("reads") {
+        front_door::http::fixed_rate_read().await;
+    }
+    if run("fanout") {
+        front_door::fanout::fanout().await;
+    }
+    if run("restart") {
+        front_door::restart::restart().await;
+    }
+    if run("cluster") {
+        front_door::cluster::cluster().await;
+    }
+}

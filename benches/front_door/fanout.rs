@@ -1,0 +1,117 @@
+//! Subscription fan-out: many WebSocket clients (graphql-transport-ws) each receive every
+//! event of a run of tasks. Delivery latency is the client's receive time minus the event's
+//! `at` (stamped when the event is made, just before its commit; same machine, same clock).
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::server::Server;
+use crate::{report, report_latency, Unit};
+
+const CLIENTS: usize = 1_000;
+const TASKS: usize = 10_000;
+/// Events per task: TASK_QUEUED, TASK_STARTED, TASK_SUCCEEDED.
+const EVENTS_PER_TASK: usize = 3;
+
+pub async fn fanout() {
+    let server = Server::start("fanout", &["--ws-max-connections", "2000"]).await;
+    server.echo_agents(16, 16).await;
+    let after = server.gql("{ node { lastSeq } }", json!({})).await["node"]["lastSeq"]
+        .as_u64()
+        .expect("lastSeq");
+    let expected = TASKS * EVENTS_PER_TASK;
+    let (ready_tx, mut ready) = tokio::sync::mpsc::channel(CLIENTS);
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let (addr, token, ready_tx) = (server.addr.clone(), server.token.clone(), ready_tx.clone());
+        clients.push(tokio::spawn(async move {
+            client(addr, token, after, expected, ready_tx).await
+        }));
+    }
+    for _ in 0..CLIENTS {
+        ready.recv().await.expect("a client came up");
+    }
+    let started = Instant::now();
+    let q = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
+    let submitters: Vec<_> = (0..64)
+        .map(|s| {
+            let (http, url, token) = (server.http().clone(), server.graphql_url(), server.token.clone());
+            tokio::spawn(async move {
+                for i in 0..TASKS / 64 + 1 {
+                    let n = s * (TASKS / 64 + 1) + i;
+                    if n >= TASKS {
+                        break;
+                    }
+                    let body = json!({ "query": q, "variables": { "input": { "capability": "echo", "payload": n } } });
+                    http.post(&url)
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("submit");
+                }
+            })
+        })
+        .collect();
+    for s in submitters {
+        s.await.expect("submitter");
+    }
+    let mut all = Histogram::<u64>::new(3).expect("histogram");
+    for c in clients {
+        all.add(c.await.expect("client")).expect("merge");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("subscription fan-out: {CLIENTS} WebSocket clients x {expected} events ({TASKS} tasks)");
+    report("  deliveries", all.len() as f64 / secs, "events/s");
+    report_latency("  delivery latency (event made -> client)", &all, Unit::Micros);
+}
+
+/// One client: subscribes to every event after `after`, reads `expected` of them.
+async fn client(
+    addr: String,
+    token: String,
+    after: u64,
+    expected: usize,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> Histogram<u64> {
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+    ws.send(Message::text(init.to_string())).await.expect("init");
+    let sub = json!({ "id": "1", "type": "subscribe", "payload": {
+        "query": "subscription($after: Int64) { events(after: $after) { seq at } }",
+        "variables": { "after": after } } });
+    ws.send(Message::text(sub.to_string())).await.expect("subscribe");
+    let _ = ready.send(()).await;
+    let mut latencies = Histogram::<u64>::new(3).expect("histogram");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut seen = 0;
+    while seen < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, ws.next()).await.expect("events in time");
+        let Some(Ok(Message::Text(text))) = msg else { continue };
+        let now = chrono::Utc::now();
+        let m: Value = serde_json::from_str(text.as_str()).expect("json");
+        if m["type"] != "next" {
+            continue;
+        }
+        let at = m["payload"]["data"]["events"]["at"].as_str().expect("at");
+        let at: chrono::DateTime<chrono::Utc> = at.parse().expect("a time");
+        let micros = (now - at).num_microseconds().unwrap_or(0).max(0) as u64;
+        latencies.record(micros).expect("record");
+        seen += 1;
+    }
+    latencies
+}

@@ -1,0 +1,161 @@
+//! A real `troupe serve` process (the release build) for the load drivers, reached as a
+//! user's client reaches it: GraphQL over HTTP on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_troupe");
+pub const COOKIE: &str = "troupe-bench-cookie";
+
+pub struct Server {
+    pub addr: String,
+    pub token: String,
+    pub cluster_port: u16,
+    _dir: tempfile::TempDir,
+    child: Child,
+    http: reqwest::Client,
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("bound").port()
+}
+
+impl Server {
+    /// Starts a node named `name` with extra flags and waits until /healthz answers 200.
+    pub async fn start(name: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster_port = free_port();
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let mut args: Vec<String> = [
+            "serve",
+            "--data-dir",
+            &dir.path().display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--node-name",
+            name,
+            "--cluster-listen",
+            &format!("127.0.0.1:{cluster_port}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(BIN)
+            .args(&args)
+            .env("TROUPE_COOKIE", COOKIE)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("troupe serve starts");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(1024)
+            .build()
+            .expect("http client");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (addr, token) = loop {
+            assert!(
+                Instant::now() < deadline,
+                "the node did not come up: see {}",
+                dir.path().display()
+            );
+            if let Some(found) = ready(dir.path(), &http).await {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Server {
+            addr,
+            token,
+            cluster_port,
+            _dir: dir,
+            child,
+            http,
+        }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn graphql_url(&self) -> String {
+        format!("http://{}/graphql", self.addr)
+    }
+
+    /// `data` of a request that must succeed.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let body: Value = self
+            .http
+            .post(self.graphql_url())
+            .bearer_auth(&self.token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        assert!(body.get("errors").is_none(), "GraphQL errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Spawns `n` builtin echo agents with the capability `echo`.
+    pub async fn echo_agents(&self, n: usize, slots: i64) {
+        let q = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }";
+        for i in 0..n {
+            let input = json!({ "name": format!("echo-{i}"), "backend": { "builtin": { "kind": "echo" } },
+                                "capabilities": ["echo"], "maxConcurrentTasks": slots });
+            self.gql(q, json!({ "input": input })).await;
+        }
+    }
+
+    /// Waits until `n` tasks have succeeded.
+    pub async fn await_succeeded(&self, n: u64) {
+        let q = "{ tasks(state: SUCCEEDED, first: 0) { totalCount } }";
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let done = self.gql(q, json!({})).await["tasks"]["totalCount"]
+                .as_u64()
+                .unwrap_or(0);
+            if done >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "only {done} of {n} tasks succeeded");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn ready(dir: &Path, http: &reqwest::Client) -> Option<(String, String)> {
+    let addr = std::fs::read_to_string(dir.join("gateway.addr"))
+        .ok()?
+        .trim()
+        .to_string();
+    let token = std::fs::read_to_string(dir.join("admin.token"))
+        .ok()?
+        .trim()
+        .to_string();
+    let ok = http.get(format!("http://{addr}/healthz")).send().await.ok()?.status() == 200;
+    ok.then_some((addr, token))
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A cookie file for an embedded node that joins a [`Server`].
+pub fn cookie_file(dir: &Path) -> PathBuf {
+    let path = dir.join("cookie");
+    std::fs::write(&path, COOKIE).expect("cookie file");
+    path
+}
