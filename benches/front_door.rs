@@ -4,7 +4,7 @@
 //! between two nodes.
 //!
 //! Run all: `cargo bench --bench front_door`; one: `cargo bench --bench front_door -- fanout`
-//! (submit, reads, fanout, restart, cluster).
+//! (submit, reads, fanout, fanout-paced, restart, cluster).
 
 mod front_door {
     pub mod cluster;
@@ -49,7 +49,10 @@ async fn main() {
         front_door::http::fixed_rate_read().await;
     }
     if run("fanout") {
-        front_door::fanout::fanout().await;
+        front_door::fanout::fanout(false).await;
+    }
+    if run("fanout-paced") {
+        front_door::fanout::fanout(true).await;
     }
     if run("restart") {
         front_door::restart::restart().await;

@@ -135,3 +135,34 @@ impl Drop for Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use troupe_runtime::auth::TOKENS;
+    use troupe_runtime::store::{Batch, Store};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_data_dir_of_an_older_release_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::embedded(dir.path());
+        {
+            // An older release wrote records without marking the store's format.
+            let store = Store::open(&config.store_path()).unwrap();
+            store
+                .write(Batch::new().put(TOKENS, "old", vec![1, 2, 3]))
+                .await
+                .unwrap();
+        }
+        let err = loop {
+            match Node::start(&config, Box::new(|_| vec![])).await {
+                Err(StartNodeError::Locked(_)) => tokio::task::yield_now().await,
+                Err(e) => break e,
+                Ok(_) => panic!("an older store was accepted"),
+            }
+        };
+        assert!(matches!(err, StartNodeError::Format { .. }), "{err}");
+        assert!(err.to_string().contains("older Troupe release"), "{err}");
+    }
+}

@@ -152,7 +152,7 @@ impl Api {
         &self,
         after: u64,
         filter: EventFilter,
-    ) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<Arc<Event>, StoreError>> + Send + 'static {
         events::subscribe(&self.ctx.store, after, filter)
     }
 

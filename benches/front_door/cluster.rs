@@ -67,7 +67,7 @@ pub async fn cluster() {
     report_latency("  round trip, one at a time", &rtt, Unit::Nanos);
     report(&format!("  calls with {IN_FLIGHT} in flight"), rate, "calls/s");
     report(
-        "  messages with {IN_FLIGHT} in flight (2 per call)",
+        &format!("  messages with {IN_FLIGHT} in flight (2 per call)"),
         rate * 2.0,
         "msgs/s",
     );

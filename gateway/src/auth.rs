@@ -30,7 +30,7 @@ impl Refusal {
         match self {
             Refusal::Missing => "missing bearer token: send Authorization: Bearer <token>".into(),
             Refusal::Invalid => "invalid token".into(),
-            Refusal::Refused(why) => format!("the token was {why}"),
+            Refusal::Refused(why) => format!("the token {why}"),
             Refusal::Unavailable(e) => format!("cannot check the token now: {e}"),
         }
     }

@@ -42,9 +42,12 @@ pub const MAX_DEPTH: usize = 12;
 pub const MAX_COMPLEXITY: usize = 10_000;
 
 fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
-    Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .extension(depth::DepthLimit(MAX_DEPTH))
-        .limit_complexity(MAX_COMPLEXITY)
+    Schema::build(Query::default(), Mutation::default(), Subscription::default()).limit_complexity(MAX_COMPLEXITY)
+}
+
+/// Checks what the schema cannot check by itself before a request runs: its depth.
+pub fn prepare(request: &mut async_graphql::Request) -> Result<(), async_graphql::ServerError> {
+    depth::check(request, MAX_DEPTH)
 }
 
 pub fn build(api: Api) -> TroupeSchema {

@@ -121,7 +121,11 @@ async fn graphql(State(s): State<AppState>, headers: HeaderMap, req: GraphQLRequ
         Ok(c) => c,
         Err(r) => return refused(&r),
     };
-    GraphQLResponse::from(s.schema.execute(req.into_inner().data(caller)).await).into_response()
+    let mut request = req.into_inner();
+    if let Err(e) = schema::prepare(&mut request) {
+        return GraphQLResponse::from(async_graphql::Response::from_errors(vec![e])).into_response();
+    }
+    GraphQLResponse::from(s.schema.execute(request.data(caller)).await).into_response()
 }
 
 async fn graphql_ws(State(s): State<AppState>, upgrade: WebSocketUpgrade) -> Response {

@@ -21,6 +21,9 @@ use troupe_actors::Api;
 use crate::auth::{self, Caller};
 use crate::schema::TroupeSchema;
 
+/// Most outgoing messages written before one flush.
+const OUT_BATCH: usize = 256;
+
 /// What a connection may do.
 #[derive(Debug, Clone, Copy)]
 pub struct WsLimits {
@@ -50,6 +53,14 @@ enum ClientMessage {
     Complete {
         id: String,
     },
+}
+
+#[derive(serde::Serialize)]
+struct Next<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    payload: &'a Response,
 }
 
 /// What a subscription task hands the connection to send.
@@ -83,7 +94,7 @@ impl Drop for Connection {
 /// Serves one WebSocket until either side closes it.
 pub async fn serve(socket: WebSocket, schema: TroupeSchema, api: Api, limits: WsLimits) {
     let (mut sink, mut incoming) = socket.split();
-    let (out, mut outgoing) = mpsc::channel(64);
+    let (out, mut outgoing) = mpsc::channel(OUT_BATCH);
     let mut revocations = api.tokens().revocations();
     let mut conn = Connection {
         schema,
@@ -129,18 +140,24 @@ pub async fn serve(socket: WebSocket, schema: TroupeSchema, api: Api, limits: Ws
                 Some(Ok(_)) => {}
             },
             Some(out) = outgoing.recv() => {
-                let message = match out {
-                    Out::Next(id, payload) => json!({ "type": "next", "id": id, "payload": payload }),
-                    Out::Error(id, errors) => {
-                        conn.subscriptions.remove(&id);
-                        json!({ "type": "error", "id": id, "payload": errors })
+                // Everything ready goes out in one flush: a busy subscription costs one write
+                // per batch, not one per event.
+                let mut batch = vec![out];
+                while batch.len() < OUT_BATCH {
+                    match outgoing.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
                     }
-                    Out::Complete(id) => {
-                        conn.subscriptions.remove(&id);
-                        json!({ "type": "complete", "id": id })
+                }
+                let mut failed = false;
+                for out in batch {
+                    let text = conn.render(out);
+                    if sink.feed(Message::Text(text.into())).await.is_err() {
+                        failed = true;
+                        break;
                     }
-                };
-                if sink.send(Message::Text(message.to_string().into())).await.is_err() {
+                }
+                if failed || sink.flush().await.is_err() {
                     break None;
                 }
             }
@@ -154,7 +171,7 @@ pub async fn serve(socket: WebSocket, schema: TroupeSchema, api: Api, limits: Ws
             }
             Ok(()) = revocations.changed(), if conn.caller.is_some() => {
                 if conn.caller.as_ref().is_some_and(|c| !conn.api.tokens().still_valid(&c.token)) {
-                    break Some(Close(4403, "Forbidden: the token was revoked".into()));
+                    break Some(Close(4403, "Forbidden: the token was revoked or has expired".into()));
                 }
             }
             _ = &mut expiry, if conn.caller.is_some() => {
@@ -177,6 +194,33 @@ pub async fn serve(socket: WebSocket, schema: TroupeSchema, api: Api, limits: Ws
 }
 
 impl Connection {
+    /// The protocol message for a subscription's output; the subscription is done once it
+    /// sent `error` or `complete`.
+    fn render(&mut self, out: Out) -> String {
+        let message = match out {
+            // The hot path: straight to text, without an intermediate JSON tree.
+            Out::Next(id, payload) => {
+                let next = Next {
+                    kind: "next",
+                    id: &id,
+                    payload: &payload,
+                };
+                return serde_json::to_string(&next).unwrap_or_else(|e| {
+                    json!({ "type": "error", "id": id, "payload": [{ "message": e.to_string() }] }).to_string()
+                });
+            }
+            Out::Error(id, errors) => {
+                self.subscriptions.remove(&id);
+                json!({ "type": "error", "id": id, "payload": errors })
+            }
+            Out::Complete(id) => {
+                self.subscriptions.remove(&id);
+                json!({ "type": "complete", "id": id })
+            }
+        };
+        message.to_string()
+    }
+
     /// Handles one client message: an immediate reply to send, nothing, or a close.
     async fn handle(&mut self, text: &str) -> Result<Option<Value>, Close> {
         let message: ClientMessage =
@@ -217,9 +261,13 @@ impl Connection {
                     }]);
                     return Ok(Some(json!({ "type": "error", "id": id, "payload": error })));
                 }
+                let mut request = *payload;
+                if let Err(e) = crate::schema::prepare(&mut request) {
+                    return Ok(Some(json!({ "type": "error", "id": id, "payload": [e] })));
+                }
                 let task = tokio::spawn(run(
                     self.schema.clone(),
-                    payload.data(caller),
+                    request.data(caller),
                     id.clone(),
                     self.out.clone(),
                 ));

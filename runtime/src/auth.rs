@@ -87,9 +87,9 @@ impl TokenInfo {
     /// Why the token no longer works, if it does not.
     pub fn refused(&self, now: DateTime<Utc>) -> Option<&'static str> {
         if self.revoked_at.is_some() {
-            Some("revoked")
+            Some("was revoked")
         } else if self.expires_at.is_some_and(|e| e <= now) {
-            Some("expired")
+            Some("has expired")
         } else {
             None
         }
@@ -259,7 +259,14 @@ impl Tokens {
         if expires_in.is_some_and(|d| d <= chrono::TimeDelta::zero()) {
             return Err(TokenError::Invalid("expiresInSeconds must be positive".into()));
         }
-        let expires_at = expires_in.map(|d| crate::clock::now() + d);
+        let expires_at = match expires_in {
+            Some(d) => Some(
+                crate::clock::now()
+                    .checked_add_signed(d)
+                    .ok_or_else(|| TokenError::Invalid("expiresInSeconds is too large".into()))?,
+            ),
+            None => None,
+        };
         let secret = generate();
         let info = TokenInfo::new(name, role, expires_at);
         let hash = hash(&secret);

@@ -91,7 +91,7 @@ pub fn subscribe(
     store: &Store,
     after: u64,
     filter: EventFilter,
-) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static {
+) -> impl Stream<Item = Result<Arc<Event>, StoreError>> + Send + 'static {
     // Subscribe to the live fan-out before reading the log, so nothing falls between them.
     let cursor = Cursor {
         live: store.live(),
@@ -112,7 +112,8 @@ struct Cursor {
     store: Store,
     live: broadcast::Receiver<Arc<Event>>,
     last: u64,
-    buffer: VecDeque<Event>,
+    /// Events shared with the live fan-out (never copied per subscriber).
+    buffer: VecDeque<Arc<Event>>,
     replaying: bool,
     /// Set once an error was returned: the stream then ends rather than repeat it.
     failed: bool,
@@ -122,7 +123,7 @@ struct Cursor {
 const REPLAY_PAGE: usize = 512;
 
 impl Cursor {
-    async fn next(&mut self) -> Option<Result<Event, StoreError>> {
+    async fn next(&mut self) -> Option<Result<Arc<Event>, StoreError>> {
         if self.failed {
             return None;
         }
@@ -137,7 +138,7 @@ impl Cursor {
             if self.replaying {
                 let kinds = self.filter.kinds.as_ref().map(|k| k.iter().cloned().collect());
                 match self.store.replay_page(self.last, kinds, REPLAY_PAGE).await {
-                    Ok((page, _)) if !page.is_empty() => self.buffer.extend(page),
+                    Ok((page, _)) if !page.is_empty() => self.buffer.extend(page.into_iter().map(Arc::new)),
                     Ok((_, last)) => {
                         // Nothing more in the log: every matching event up to `last` is out.
                         self.last = self.last.max(last);
@@ -152,7 +153,7 @@ impl Cursor {
             }
             match self.live.recv().await {
                 Ok(e) if e.seq <= self.last => {}
-                Ok(e) if e.seq == self.last + 1 => self.buffer.push_back((*e).clone()),
+                Ok(e) if e.seq == self.last + 1 => self.buffer.push_back(e),
                 // A gap (the log moved on before we subscribed) or a lag: read it from the log.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.replaying = true,
                 Err(broadcast::error::RecvError::Closed) => return None,

@@ -34,6 +34,9 @@ use crate::events::Event;
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// (kind, seq) of every event, so a query for some kinds reads only those.
 pub(crate) const EVENT_KINDS: TableDefinition<(&str, u64), ()> = TableDefinition::new("event_kinds");
+/// Events kept for the live fan-out.
+const LIVE_BUFFER: usize = 65_536;
+
 /// The store's own bookkeeping: format version, node identity.
 pub const META: Table = Table::new("meta");
 
@@ -185,7 +188,9 @@ impl Store {
                 .unwrap_or(next);
             (oldest, next)
         };
-        let (live, _) = broadcast::channel(4096);
+        // Deep enough that subscribers who fall a little behind still read from memory; one
+        // further behind catches up from the log.
+        let (live, _) = broadcast::channel(LIVE_BUFFER);
         let (tx, rx) = mpsc::unbounded_channel();
         let (health_tx, health) = watch::channel(None);
         writer::Writer {

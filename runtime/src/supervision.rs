@@ -53,6 +53,11 @@ impl ChildSpec for SupervisorSpec {
         Shutdown::Infinity
     }
 
+    /// Its children start one after another, each within its own start timeout.
+    fn start_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(300)
+    }
+
     fn is_supervisor(&self) -> bool {
         true
     }

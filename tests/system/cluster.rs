@@ -196,9 +196,13 @@ const SUBMIT_KEYED: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_submit_with_a_key_runs_once_however_often_it_is_sent() -> Result<()> {
     let (alpha, beta) = start_pair().await?;
-    let input = json!({ "name": "remote", "backend": { "builtin": { "kind": "echo" } }, "node": "beta" });
-    let agent = text(&alpha.spawn_agent(input).await?, "/id")?;
+    let spawn = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input, idempotencyKey: \"agent-9\") { id } }";
+    let input = json!({ "input": { "name": "remote", "backend": { "builtin": { "kind": "echo" } }, "node": "beta" } });
+    let agent = text(&alpha.gql_ok(spawn, input.clone()).await?, "/spawnAgent/id")?;
     ensure!(agent.ends_with("@beta"), "an agent's id names its node: {agent}");
+    // The same spawn sent straight to beta with the same key is the same agent.
+    let direct = text(&beta.gql_ok(spawn, input).await?, "/spawnAgent/id")?;
+    ensure!(direct == agent, "{direct} / {agent}");
     let vars = json!({ "input": { "agentId": agent, "payload": "once" }, "key": "order-17" });
     let first = text(&alpha.gql_ok(SUBMIT_KEYED, vars.clone()).await?, "/submitTask/id")?;
     let again = text(&alpha.gql_ok(SUBMIT_KEYED, vars.clone()).await?, "/submitTask/id")?;

@@ -183,3 +183,47 @@ async fn cancel_running_exec_task_kills_its_process() -> Result<()> {
     ensure!(still["state"] == "CANCELLED", "{still}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_queued_task_and_one_waiting_for_its_retry_ends_both_for_good() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo").arg("--retry-base-ms", 600_000)).await?;
+    let gate = super::support::Gate::new()?;
+    let busy = node.spawn_gated(&gate, &[], 1).await?;
+    let blocker = node.submit_to(&busy, json!("blocker")).await?;
+    node.wait_task_state(&blocker, "RUNNING").await?;
+    let queued = node.submit_to(&busy, json!("never")).await?;
+
+    let fail = node.spawn_builtin("fail", &[]).await?;
+    let retrying = text(
+        &node
+            .submit(json!({ "agentId": fail, "payload": { "message": "once" }, "maxAttempts": 3 }))
+            .await?,
+        "/id",
+    )?;
+    node.wait_event("TASK_RETRYING", &retrying).await?;
+
+    let q = "mutation($id: ID!) { cancelTask(id: $id) { id state attempts failedAttempts } }";
+    for id in [&queued, &retrying] {
+        let done = node.gql_ok(q, json!({ "id": id })).await?;
+        ensure!(done["cancelTask"]["state"] == "CANCELLED", "{done}");
+    }
+    gate.open()?;
+    node.wait_task_state(&blocker, "SUCCEEDED").await?;
+    // The agent is free and the queue is empty: neither cancelled task ever starts again.
+    let after = node.submit_to(&busy, json!("after")).await?;
+    node.wait_task_state(&after, "SUCCEEDED").await?;
+    let never = node.task(&queued).await?;
+    ensure!(never["state"] == "CANCELLED" && never["attempts"] == 0, "{never}");
+    let once = node.task(&retrying).await?;
+    ensure!(
+        once["state"] == "CANCELLED" && once["attempts"] == 1 && once["failedAttempts"] == 1,
+        "{once}"
+    );
+    for id in [&queued, &retrying] {
+        ensure!(
+            node.events_for("TASK_STARTED", id).await?.len() <= 1,
+            "{id} started again"
+        );
+    }
+    Ok(())
+}

@@ -207,3 +207,44 @@ async fn the_supervision_tree_shows_each_supervisor_and_child_as_they_are() -> R
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_restart_count_and_its_failed_state_survive_a_node_restart() -> Result<()> {
+    let opts = NodeOpts::named("solo")
+        .arg("--agent-max-restarts", 2)
+        .arg("--agent-restart-window-ms", 60_000)
+        .arg("--retry-base-ms", 1);
+    let mut node = Node::start(opts).await?;
+    let counted = node.spawn_builtin("panic", &[]).await?;
+    let once = node
+        .submit(json!({ "agentId": counted, "payload": {}, "maxAttempts": 1 }))
+        .await?;
+    node.wait_task_state(&text(&once, "/id")?, "FAILED").await?;
+    node.wait_agent(&counted, "restarted once", |a| {
+        a["restarts"] == 1 && a["state"] == "RUNNING"
+    })
+    .await?;
+    let doomed = node.spawn_builtin("panic", &[]).await?;
+    node.submit(json!({ "agentId": doomed, "payload": {}, "maxAttempts": 10 }))
+        .await?;
+    node.wait_agent_state(&doomed, "FAILED").await?;
+
+    node.restart().await?;
+    // The count goes on from where it was; the given-up agent is not started again.
+    let again = node
+        .submit(json!({ "agentId": counted, "payload": {}, "maxAttempts": 1 }))
+        .await?;
+    node.wait_task_state(&text(&again, "/id")?, "FAILED").await?;
+    node.wait_agent(&counted, "restarted twice in all", |a| {
+        a["restarts"] == 2 && a["state"] == "RUNNING"
+    })
+    .await?;
+    let still = node.agent(&doomed).await?;
+    ensure!(
+        still["state"] == "FAILED",
+        "a FAILED agent came back by itself: {still}"
+    );
+    let starts = node.events_for("AGENT_STARTED", &doomed).await?;
+    ensure!(starts.len() == 1, "the FAILED agent was started again: {starts:?}");
+    Ok(())
+}

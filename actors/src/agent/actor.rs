@@ -166,7 +166,12 @@ mod tests {
             Ok(())
         }
 
-        async fn handle(&self, _: ActorRef<SchedulerMsg>, msg: SchedulerMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        async fn handle(
+            &self,
+            _: ActorRef<SchedulerMsg>,
+            msg: SchedulerMsg,
+            _: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
             if let SchedulerMsg::Finished { task_id, attempt, .. } = msg {
                 let _ = self.0.send((task_id, attempt));
             }
@@ -209,8 +214,18 @@ mod tests {
         agent.cast(run(1)).unwrap();
         agent.cast(run(2)).unwrap();
         // Attempt 1's end is reported late, after attempt 2 began; then attempt 2 is cancelled.
-        agent.cast(AgentMsg::Done { task_id: "t1".into(), attempt: 1 }).unwrap();
-        agent.cast(AgentMsg::Cancel { task_id: "t1".into(), attempt: 2 }).unwrap();
+        agent
+            .cast(AgentMsg::Done {
+                task_id: "t1".into(),
+                attempt: 1,
+            })
+            .unwrap();
+        agent
+            .cast(AgentMsg::Cancel {
+                task_id: "t1".into(),
+                attempt: 2,
+            })
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(finished.try_recv().ok(), None, "the cancelled attempt ran to its end");
     }

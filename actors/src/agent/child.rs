@@ -87,9 +87,11 @@ impl ChildSpec for AgentChild {
         let before = status.state;
         match event {
             ChildEvent::Started => status.state = AgentState::Running,
-            ChildEvent::Restarted { restarts } => {
+            ChildEvent::Restarted { .. } => {
+                // The status keeps the agent's own count; the supervisor's starts again when
+                // the supervisor is rebuilt.
                 status.state = AgentState::Running;
-                status.restarts = *restarts;
+                status.restarts += 1;
             }
             ChildEvent::Failed { reason, restarting } => {
                 status.state = if *restarting {
@@ -133,7 +135,8 @@ impl ChildSpec for AgentChild {
 }
 
 /// The node's agents supervisor as a child of `core`: each start rebuilds it with every
-/// agent it owns that the user wants running. It never escalates: each agent has its own
+/// agent it owns that the user wants running and that was not given up on (a FAILED agent
+/// stays FAILED until someone acts on it). It never escalates: each agent has its own
 /// intensity.
 pub struct AgentsChild {
     pub store: Store,
@@ -175,11 +178,13 @@ impl ChildSpec for AgentsChild {
                     v.scan(AGENTS, None, |id, bytes| {
                         let spec: AgentSpec = troupe_runtime::codec::decode(bytes)?;
                         if spec.owner == Owner::Node && spec.desired == Desired::Running {
-                            let status = match v.get(AGENT_STATUS, id)? {
+                            let status: AgentStatus = match v.get(AGENT_STATUS, id)? {
                                 Some(b) => troupe_runtime::codec::decode(&b)?,
                                 None => AgentStatus::new(AgentState::Starting),
                             };
-                            out.push((spec, status));
+                            if status.state != AgentState::Failed {
+                                out.push((spec, status));
+                            }
                         }
                         Ok(true)
                     })?;

@@ -55,7 +55,7 @@ pub(crate) use envelope;
 
 /// One domain's service: what it answers peers.
 pub trait Service: Clone + Send + Sync + 'static {
-    /// Its process groups: `troupe.<ROLE>` (every node's) and `troupe.<ROLE>.<node>`.
+    /// Its process group on each node: `troupe.<ROLE>.<node>`.
     const ROLE: &'static str;
     type Request: Serialize + DeserializeOwned + Send + 'static;
     type Response: Serialize + DeserializeOwned + Send + 'static;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorProcessingErr};
-use troupe_runtime::auth::{self, Tokens};
+use troupe_runtime::auth::{self, Tokens, TOKENS};
 use troupe_runtime::config::Config;
 use troupe_runtime::idempotency::Idempotency;
 use troupe_runtime::store::{self, Batch, Store, StoreError, StoreOptions, META};
@@ -177,7 +177,10 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
 /// new one with this release's format.
 async fn check_format(store: &Store, data_dir: &Path) -> Result<(), StartNodeError> {
     let (format, used) = store
-        .view(|v| Ok((v.get(META, "format")?, v.len(AGENTS)? + v.len(TASKS)? > 0)))
+        .view(|v| {
+            let records = v.len(AGENTS)? + v.len(TASKS)? + v.len(TOKENS)?;
+            Ok((v.get(META, "format")?, records > 0 || v.last_seq()? > 0))
+        })
         .await?;
     match format {
         Some(f) if f == FORMAT.as_bytes() => Ok(()),

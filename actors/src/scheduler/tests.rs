@@ -103,7 +103,7 @@ async fn scheduler(store: &Store) -> (ActorRef<SchedulerMsg>, tokio::task::JoinH
 }
 
 /// The next `n` events of these kinds after `after`.
-async fn next_events(store: &Store, after: u64, kinds: &[&str], n: usize) -> Vec<Event> {
+async fn next_events(store: &Store, after: u64, kinds: &[&str], n: usize) -> Vec<Arc<Event>> {
     let filter = EventFilter {
         kinds: Some(kinds.iter().map(|k| k.to_string()).collect()),
         subject: None,

@@ -1,54 +1,38 @@
 //! The depth limit, counted on the operation's own fields: introspection (`__schema`,
 //! `__type`) is bounded by the schema itself, and the standard introspection query nests far
 //! deeper than any ordinary query needs to.
+//!
+//! It is checked before execution, on the request's parsed document (which async-graphql
+//! keeps and does not parse again), rather than as a schema extension: any extension takes
+//! every field resolution off async-graphql's fast path.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet};
-use async_graphql::{ErrorExtensionValues, Name, Positioned, ServerError, ServerResult, Variables};
+use async_graphql::{ErrorExtensionValues, Name, Positioned, Request, ServerError};
 
-pub struct DepthLimit(pub usize);
-
-impl ExtensionFactory for DepthLimit {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(DepthCheck(self.0))
+/// Parses the request (once; the schema reuses the document) and refuses it if it nests
+/// deeper than `max` fields.
+pub fn check(request: &mut Request, max: usize) -> Result<(), ServerError> {
+    let document = request.parsed_query()?;
+    let depth = document
+        .operations
+        .iter()
+        .map(|(_, op)| depth_of(&op.node.selection_set, document, &mut HashSet::new()))
+        .max()
+        .unwrap_or(0);
+    if depth > max {
+        let mut error = ServerError::new(
+            format!("the query nests {depth} fields deep; at most {max} are allowed"),
+            None,
+        );
+        let mut extensions = ErrorExtensionValues::default();
+        extensions.set("code", "INVALID_INPUT");
+        error.extensions = Some(extensions);
+        return Err(error);
     }
+    Ok(())
 }
-
-struct DepthCheck(usize);
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for DepthCheck {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        let depth = document
-            .operations
-            .iter()
-            .map(|(_, op)| depth_of(&op.node.selection_set, &document, &mut HashSet::new()))
-            .max()
-            .unwrap_or(0);
-        if depth > self.0 {
-            let mut error = ServerError::new(
-                format!("the query nests {depth} fields deep; at most {} are allowed", self.0),
-                None,
-            );
-            let mut extensions = ErrorExtensionValues::default();
-            extensions.set("code", "INVALID_INPUT");
-            error.extensions = Some(extensions);
-            return Err(error);
-        }
-        Ok(document)
-    }
-}
-
 /// The deepest chain of non-introspection fields under `set`, fragments inlined. A fragment
 /// already on the current path counts nothing more (a cycle is refused by validation).
 fn depth_of<'a>(set: &'a Positioned<SelectionSet>, doc: &'a ExecutableDocument, path: &mut HashSet<&'a Name>) -> usize {

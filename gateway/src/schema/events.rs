@@ -16,7 +16,7 @@ use crate::error::OrGql;
 const DEFAULT_EVENTS: i32 = 100;
 const MAX_EVENTS: i32 = 1000;
 
-pub struct Event(pub RtEvent);
+pub struct Event(pub std::sync::Arc<RtEvent>);
 
 #[Object]
 impl Event {
@@ -72,7 +72,7 @@ impl EventsQuery {
         let first = page_size(first, DEFAULT_EVENTS, MAX_EVENTS)?;
         let after = cursor(after)?.unwrap_or(0);
         let events = ctx.data::<Api>()?.events(after, kinds, first).await.gql()?;
-        Ok(events.into_iter().map(Event).collect())
+        Ok(events.into_iter().map(|e| Event(std::sync::Arc::new(e))).collect())
     }
 }
 

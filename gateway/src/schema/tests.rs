@@ -25,15 +25,20 @@ fn one_of_inputs_are_marked_in_the_sdl() {
     assert!(sdl().contains("input BackendInput @oneOf"), "{}", sdl());
 }
 
-/// A schema with no node behind it: enough to parse, validate and introspect.
-fn bare() -> TroupeSchema {
-    builder().finish()
+/// Runs a query as the gateway does, on a schema with no node behind it: enough to parse,
+/// validate and introspect.
+async fn run(query: &str) -> async_graphql::Response {
+    let mut request = async_graphql::Request::new(query);
+    if let Err(e) = prepare(&mut request) {
+        return async_graphql::Response::from_errors(vec![e]);
+    }
+    builder().finish().execute(request).await
 }
 
 #[tokio::test]
 async fn the_standard_introspection_query_works_with_the_limits_on() {
     let query = include_str!("introspection.graphql");
-    let response = bare().execute(query).await;
+    let response = run(query).await;
     assert!(response.errors.is_empty(), "{:?}", response.errors);
     let data = response.data.into_json().unwrap();
     let types = data["__schema"]["types"].as_array().unwrap();
@@ -51,7 +56,7 @@ async fn an_ordinary_query_nested_too_deep_is_refused() {
     deep.push_str(" children { id }");
     deep.push_str(&" } }".repeat(5));
     deep.push_str(" } }");
-    let response = bare().execute(deep.as_str()).await;
+    let response = run(&deep).await;
     assert_eq!(response.errors.len(), 1, "{:?}", response.errors);
     assert!(
         response.errors[0].message.contains("nests 13 fields deep"),
@@ -59,7 +64,7 @@ async fn an_ordinary_query_nested_too_deep_is_refused() {
         response.errors[0].message
     );
     let shallow = "{ supervisionTree { children { supervisor { children { id } } } } }";
-    let response = bare().execute(shallow).await;
+    let response = run(shallow).await;
     assert!(
         !response.errors.iter().any(|e| e.message.contains("deep")),
         "{:?}",
@@ -70,7 +75,7 @@ async fn an_ordinary_query_nested_too_deep_is_refused() {
 #[tokio::test]
 async fn page_sizes_multiply_so_aliased_big_pages_are_refused() {
     let one = "{ tasks(first: 500) { nodes { id payload result } } }";
-    let response = bare().execute(one).await;
+    let response = run(one).await;
     assert!(
         !response.errors.iter().any(|e| e.message.contains("complex")),
         "{:?}",
@@ -78,7 +83,7 @@ async fn page_sizes_multiply_so_aliased_big_pages_are_refused() {
     );
     let two =
         "{ a: tasks(first: 500) { nodes { id payload result } } b: tasks(first: 500) { nodes { id payload result } } }";
-    let response = bare().execute(two).await;
+    let response = run(two).await;
     assert!(
         response.errors.iter().any(|e| e.message.contains("complex")),
         "{:?}",

@@ -114,7 +114,13 @@ impl TokensMutation {
         input: CreateTokenInput,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<CreatedToken> {
-        let expires_in = input.expires_in_seconds.map(|s| chrono::TimeDelta::seconds(s.0));
+        let expires_in = match input.expires_in_seconds {
+            Some(s) => Some(
+                chrono::TimeDelta::try_seconds(s.0)
+                    .ok_or_else(|| crate::error::coded("INVALID_INPUT", "expiresInSeconds is too large"))?,
+            ),
+            None => None,
+        };
         let (secret, info) = ctx
             .data::<Api>()?
             .create_token(input.role.into(), &input.name, expires_in, idempotency_key.as_deref())

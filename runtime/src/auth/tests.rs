@@ -29,7 +29,7 @@ async fn a_revoked_token_stops_working_at_once_and_the_listing_never_shows_secre
     let revocations = tokens.revocations();
     tokens.revoke(&info.id).await.unwrap();
     assert!(revocations.has_changed().unwrap());
-    assert_eq!(tokens.check(&secret).await.unwrap(), Check::Refused("revoked"));
+    assert_eq!(tokens.check(&secret).await.unwrap(), Check::Refused("was revoked"));
     assert!(!tokens.still_valid(&info.id));
     let listed = tokens.list();
     assert_eq!(listed.len(), 1);
@@ -47,7 +47,7 @@ async fn an_expired_token_is_refused_and_use_is_recorded() {
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    assert_eq!(tokens.check(&secret).await.unwrap(), Check::Refused("expired"));
+    assert_eq!(tokens.check(&secret).await.unwrap(), Check::Refused("has expired"));
     assert!(tokens
         .create(Role::Viewer, "x", Some(chrono::TimeDelta::zero()))
         .await

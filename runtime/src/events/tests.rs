@@ -29,7 +29,7 @@ async fn a_subscription_replays_after_its_cursor_then_streams_live_without_gaps(
             .unwrap()
             .unwrap()
             .unwrap();
-        seen.push((e.seq, e.kind));
+        seen.push((e.seq, e.kind.clone()));
     }
     let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, vec![3, 4, 5, 6, 7, 8]);

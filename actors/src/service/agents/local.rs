@@ -19,8 +19,15 @@ use crate::service::context::{ask, keep, split};
 use crate::tables::{AGENTS, AGENT_STATUS};
 
 impl Agents {
-    pub(crate) async fn spawn_local(&self, req: SpawnAgentRequest, key: Option<&str>) -> Result<AgentView, ApiError> {
+    pub(crate) async fn spawn_local(
+        &self,
+        mut req: SpawnAgentRequest,
+        key: Option<&str>,
+    ) -> Result<AgentView, ApiError> {
         self.ctx.ensure_serving()?;
+        // Where it runs was decided on the way here: a key means the same whichever gateway
+        // the request came through.
+        req.node = None;
         let guard = match split(self.ctx.claim("spawnAgent", key, &req).await?) {
             Ok(guard) => guard,
             Err(id) => {
