@@ -17,9 +17,6 @@ enum WorkerMsg {
     Fail,
 }
 
-/// Workers that fail the moment they start: their exit can reach the supervisor before the
-/// start job's report does.
-
 impl ractor::Message for WorkerMsg {}
 
 struct Worker {
@@ -28,6 +25,8 @@ struct Worker {
     /// Set when the worker ran its post_stop.
     stopped_cleanly: Arc<std::sync::atomic::AtomicBool>,
     ignore_stop: bool,
+    /// Fails the moment it starts: its exit can reach the supervisor before the start
+    /// job's report does.
     fail_at_once: bool,
 }
 
