@@ -33,6 +33,17 @@ impl NewEvent {
         }
     }
 
+    /// How the log stores it (its seq is the key). Encoded by whoever makes the event, so
+    /// the store's single writer thread only inserts bytes.
+    pub(crate) fn body(&self) -> Result<Vec<u8>, StoreError> {
+        crate::codec::encode(&BodyRef {
+            kind: &self.kind,
+            subject: self.subject.as_deref(),
+            data: Text(&self.data),
+            at: &self.at,
+        })
+    }
+
     pub(crate) fn sequenced(self, seq: u64) -> Event {
         Event {
             seq,
@@ -58,12 +69,43 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
-        crate::codec::encode(self)
+    /// An event as the log stores it under `seq`.
+    pub(crate) fn stored(seq: u64, bytes: &[u8]) -> Result<Self, StoreError> {
+        let body: Body = crate::codec::decode(bytes)?;
+        Ok(Event {
+            seq,
+            kind: body.kind,
+            subject: body.subject,
+            data: body.data,
+            at: body.at,
+        })
     }
+}
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        crate::codec::decode(bytes)
+/// A logged event's value: everything but its seq.
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    kind: &'a str,
+    subject: Option<&'a str>,
+    data: Text<'a>,
+    at: &'a DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    kind: String,
+    subject: Option<String>,
+    #[serde(with = "crate::codec::json_text")]
+    data: serde_json::Value,
+    at: DateTime<Utc>,
+}
+
+/// Free-form data as JSON text (see [`crate::codec::json_text`]).
+struct Text<'a>(&'a serde_json::Value);
+
+impl Serialize for Text<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::codec::json_text::serialize(self.0, s)
     }
 }
 

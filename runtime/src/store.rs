@@ -142,16 +142,6 @@ impl Ticket {
             }),
         }
     }
-
-    /// Watches the commit in the background and calls `failed` if it does not become
-    /// durable: a writer that does not wait must still learn that memory and disk parted.
-    pub fn on_failure(self, failed: impl FnOnce(StoreError) + Send + 'static) {
-        tokio::spawn(async move {
-            if let Err(e) = self.durable().await {
-                failed(e);
-            }
-        });
-    }
 }
 
 impl Store {
@@ -217,10 +207,27 @@ impl Store {
     pub fn submit(&self, batch: Batch) -> Ticket {
         let (done, rx) = oneshot::channel();
         // A closed writer drops `done`, and the ticket then reports why.
-        let _ = self.inner.tx.send(writer::Request { batch, done });
+        let _ = self.inner.tx.send(writer::Request {
+            batch,
+            done: writer::Done::Reply(done),
+        });
         Ticket {
             rx,
             health: self.inner.health.clone(),
+        }
+    }
+
+    /// Hands a batch to the writer without waiting for it; `failed` is called (on the writer
+    /// thread: it must not block) if the batch does not become durable. For writers that go
+    /// on without waiting but must learn that memory and disk parted.
+    pub fn submit_watched(&self, batch: Batch, failed: impl FnOnce(StoreError) + Send + 'static) {
+        let request = writer::Request {
+            batch,
+            done: writer::Done::OnFailure(Box::new(failed)),
+        };
+        if let Err(refused) = self.inner.tx.send(request) {
+            let reason = self.failure().map_or(StoreError::Closed, StoreError::Failed);
+            refused.0.done.send(Err(reason));
         }
     }
 

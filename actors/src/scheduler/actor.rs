@@ -67,6 +67,10 @@ pub struct State {
     /// Payload and timeout of every open task, for its attempts.
     work: HashMap<String, (Value, Option<u64>)>,
     stats: HashMap<String, AgentStats>,
+    /// The transitions of the message being handled, written together.
+    pending: troupe_runtime::store::Batch,
+    /// Agents whose counters changed since the last write.
+    dirty_stats: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +102,8 @@ impl Actor for Scheduler {
             agents: HashMap::new(),
             work: HashMap::new(),
             stats: HashMap::new(),
+            pending: troupe_runtime::store::Batch::new(),
+            dirty_stats: std::collections::HashSet::new(),
         };
         state.recover().await?;
         tracing::info!(queued = state.engine.queued(), "scheduler started");
@@ -242,6 +248,7 @@ impl State {
                 }
             }
             if undelivered.is_empty() {
+                self.write_pending();
                 return;
             }
             for (agent, tasks) in undelivered {

@@ -43,6 +43,9 @@ pub enum Op {
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub(crate) ops: Vec<Op>,
+    /// Each event's stored form, in the order of its events, encoded as it is added so the
+    /// writer thread does not have to (empty when encoding failed: the writer retries).
+    pub(crate) bodies: Vec<Vec<u8>>,
 }
 
 impl Batch {
@@ -70,12 +73,16 @@ impl Batch {
     }
 
     pub fn push(&mut self, op: Op) {
+        if let Op::Event(e) = &op {
+            self.bodies.push(e.body().unwrap_or_default());
+        }
         self.ops.push(op);
     }
 
     /// Appends every op of `other`, after this batch's own.
     pub fn extend(&mut self, other: Batch) {
         self.ops.extend(other.ops);
+        self.bodies.extend(other.bodies);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -87,8 +87,8 @@ impl<'t> View<'t> {
             if out.len() >= limit {
                 break;
             }
-            let (_, v) = entry.map_err(StoreError::db)?;
-            out.push(Event::decode(v.value())?);
+            let (k, v) = entry.map_err(StoreError::db)?;
+            out.push(Event::stored(k.value(), v.value())?);
         }
         Ok(out)
     }
@@ -114,7 +114,7 @@ impl<'t> View<'t> {
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
             if let Some(v) = log.get(seq).map_err(StoreError::db)? {
-                out.push(Event::decode(v.value())?);
+                out.push(Event::stored(seq, v.value())?);
             }
         }
         Ok(out)

@@ -20,7 +20,28 @@ const MAX_GROUP: usize = 8192;
 
 pub(super) struct Request {
     pub batch: Batch,
-    pub done: oneshot::Sender<Result<Vec<u64>, StoreError>>,
+    pub done: Done,
+}
+
+/// Who learns how a batch fared.
+pub(super) enum Done {
+    /// A waiting caller ([`super::Ticket`]).
+    Reply(oneshot::Sender<Result<Vec<u64>, StoreError>>),
+    /// A writer that does not wait, called on the writer thread only if the batch failed:
+    /// no task and no channel per write.
+    OnFailure(Box<dyn FnOnce(StoreError) + Send>),
+}
+
+impl Done {
+    pub(super) fn send(self, outcome: Result<Vec<u64>, StoreError>) {
+        match (self, outcome) {
+            (Done::Reply(tx), outcome) => {
+                let _ = tx.send(outcome);
+            }
+            (Done::OnFailure(f), Err(e)) => f(e),
+            (Done::OnFailure(_), Ok(_)) => {}
+        }
+    }
 }
 
 /// The writer's view of the event log: what it holds and how much it may keep.
@@ -106,7 +127,7 @@ impl Writer {
                     group.push(r);
                 }
                 for r in group.drain(..) {
-                    let _ = r.done.send(Err(StoreError::Failed(reason.clone())));
+                    r.done.send(Err(StoreError::Failed(reason.clone())));
                 }
                 sentinel.clean = true;
                 return;
@@ -125,7 +146,7 @@ impl Writer {
             Ok((events, seqs)) => {
                 self.applied(events);
                 for (req, seqs) in group.drain(..).zip(seqs) {
-                    let _ = req.done.send(Ok(seqs));
+                    req.done.send(Ok(seqs));
                 }
                 Ok(())
             }
@@ -133,7 +154,7 @@ impl Writer {
             Err(CommitError::Rejected(reason)) if group.len() == 1 => {
                 tracing::warn!(%reason, "a batch was rejected");
                 for req in group.drain(..) {
-                    let _ = req.done.send(Err(StoreError::Rejected(reason.clone())));
+                    req.done.send(Err(StoreError::Rejected(reason.clone())));
                 }
                 Ok(())
             }
@@ -207,6 +228,7 @@ impl<'t> Open<'t> {
     /// Applies one batch; the sequence numbers its events got.
     fn apply(&mut self, batch: &Batch, events: &mut Vec<Event>) -> Result<Vec<u64>, CommitError> {
         let mut seqs = Vec::new();
+        let mut bodies = batch.bodies.iter();
         for op in &batch.ops {
             match op {
                 Op::Put { table, key, value } => {
@@ -218,9 +240,16 @@ impl<'t> Open<'t> {
                     self.table(*table)?.remove(key.as_str()).map_err(storage)?;
                 }
                 Op::Event(new) => {
+                    let encoded;
+                    let bytes = match bodies.next() {
+                        Some(body) if !body.is_empty() => body.as_slice(),
+                        _ => {
+                            encoded = new.body().map_err(|e| CommitError::Rejected(e.to_string()))?;
+                            encoded.as_slice()
+                        }
+                    };
+                    self.log.insert(self.seq, bytes).map_err(storage)?;
                     let event = new.clone().sequenced(self.seq);
-                    let bytes = event.encode().map_err(|e| CommitError::Rejected(e.to_string()))?;
-                    self.log.insert(self.seq, bytes.as_slice()).map_err(storage)?;
                     self.kinds
                         .insert((event.kind.as_str(), self.seq), ())
                         .map_err(storage)?;
@@ -267,7 +296,7 @@ fn trim(db: &Database, from: u64, to: u64) -> Result<(), StoreError> {
         let mut gone = Vec::new();
         for entry in log.range(from..to).map_err(StoreError::db)? {
             let (k, v) = entry.map_err(StoreError::db)?;
-            gone.push((Event::decode(v.value())?.kind, k.value()));
+            gone.push((Event::stored(k.value(), v.value())?.kind, k.value()));
         }
         log.retain_in(from..to, |_, _| false).map_err(StoreError::db)?;
         for (kind, seq) in gone {

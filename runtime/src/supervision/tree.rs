@@ -46,7 +46,7 @@ pub(super) fn describe(state: &State, reply: RpcReplyPort<SupervisorInfo>) {
         children: Vec::with_capacity(state.children.len()),
     };
     let mut nested = Vec::new();
-    for child in &state.children {
+    for child in state.children.values() {
         if let (true, Slot::Running(cell)) = (child.spec.is_supervisor(), &child.slot) {
             nested.push((info.children.len(), ActorRef::<SupervisorMsg>::from(cell.clone())));
         }

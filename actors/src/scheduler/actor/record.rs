@@ -1,4 +1,5 @@
-//! Every task transition is written with its event in one batch, handed to the store writer
+//! Every task transition is written with its event. The transitions of one message go out
+//! as one batch (the agents' counters they touch written once), handed to the store writer
 //! without waiting, and watched.
 
 use serde_json::{json, Value};
@@ -12,17 +13,42 @@ use crate::tables::{AGENT_STATS, OPEN_TASKS, TASK_STATUS};
 use crate::task::TaskStatus;
 
 impl State {
+    /// Adds a transition to the batch of the message being handled.
     pub(super) fn persist(&mut self, t: Transition) {
-        let mut batch = Batch::new();
+        let mut batch = std::mem::take(&mut self.pending);
         if let Err(e) = self.append(&mut batch, &t) {
             tracing::error!(task = %t.task, error = %e, "cannot encode a task transition");
             let _ = self.myself.cast(SchedulerMsg::WriteFailed(e.to_string()));
+        }
+        self.pending = batch;
+    }
+
+    /// Hands the message's transitions to the store.
+    pub(super) fn write_pending(&mut self) {
+        let mut batch = std::mem::take(&mut self.pending);
+        if let Err(e) = self.append_stats(&mut batch) {
+            tracing::error!(error = %e, "cannot encode agent counters");
+        }
+        if batch.is_empty() {
             return;
         }
         let myself = self.myself.clone();
-        self.store.submit(batch).on_failure(move |e| {
+        self.store.submit_watched(batch, move |e| {
             let _ = myself.cast(SchedulerMsg::WriteFailed(e.to_string()));
         });
+    }
+
+    /// The counters of the agents whose tasks ended since the last write.
+    pub(super) fn append_stats(&mut self, batch: &mut Batch) -> Result<(), ApiError> {
+        for agent in std::mem::take(&mut self.dirty_stats) {
+            let stats = self.stats.get(&agent).copied().unwrap_or_default();
+            batch.push(Op::Put {
+                table: AGENT_STATS,
+                key: agent,
+                value: troupe_runtime::codec::encode(&stats)?,
+            });
+        }
+        Ok(())
     }
 
     /// Adds a transition to a batch: the status, its event and, when the task ended, the
@@ -50,11 +76,7 @@ impl State {
                 } else {
                     stats.failed += 1;
                 }
-                batch.push(Op::Put {
-                    table: AGENT_STATS,
-                    key: agent.clone(),
-                    value: troupe_runtime::codec::encode(&*stats)?,
-                });
+                self.dirty_stats.insert(agent.clone());
             }
             observe(&t.status, t.kind);
         } else if t.kind == "TASK_RETRYING" {

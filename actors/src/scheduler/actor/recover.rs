@@ -72,6 +72,7 @@ impl State {
                 runnable.push((spec, status));
             }
         }
+        self.append_stats(&mut batch)?;
         if !batch.is_empty() {
             self.store.write(batch).await?;
         }

@@ -64,21 +64,18 @@ impl Queues {
     /// The first task `agent` (with `capabilities`) may run: the best head among its own
     /// queue and the queues of its capabilities.
     pub fn best_for(&self, agent: &str, capabilities: &[String]) -> Option<(Want, QueueKey)> {
-        let own = self
-            .by_agent
-            .get(agent)
-            .and_then(|q| q.first())
-            .map(|k| (Want::Agent(agent.to_owned()), k));
-        let by_cap = capabilities.iter().filter_map(|c| {
-            self.by_capability
-                .get(c)
-                .and_then(|q| q.first())
-                .map(|k| (Want::Capability(c.clone()), k))
-        });
-        own.into_iter()
-            .chain(by_cap)
-            .min_by(|a, b| a.1.cmp(b.1))
-            .map(|(w, k)| (w, k.clone()))
+        // None: the agent's own queue; Some(i): its i-th capability's.
+        let own = self.by_agent.get(agent).and_then(|q| q.first()).map(|k| (None, k));
+        let by_cap = capabilities
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| self.by_capability.get(c).and_then(|q| q.first()).map(|k| (Some(i), k)));
+        let (which, key) = own.into_iter().chain(by_cap).min_by(|a, b| a.1.cmp(b.1))?;
+        let want = match which {
+            None => Want::Agent(agent.to_owned()),
+            Some(i) => Want::Capability(capabilities[i].clone()),
+        };
+        Some((want, key.clone()))
     }
 
     pub fn len(&self) -> usize {

@@ -10,22 +10,24 @@ use super::{Child, Slot, State, SupervisorMsg};
 use crate::events::NewEvent;
 use crate::store::{Batch, Op};
 use crate::supervision::child::{ChildEvent, ChildSpec};
-use crate::supervision::decision::{ChildView, Decision, Exit};
+use crate::supervision::decision::{ChildView, Decision, Exit, Strategy};
 use crate::supervision::jobs::{self, Start};
 
 impl State {
     pub(super) async fn on_exit(&mut self, pos: usize, exit: Exit, reason: String) -> Result<(), ActorProcessingErr> {
         let spec = self.children[pos].spec.clone();
-        let listing: Vec<ChildView> = self
-            .children
-            .iter()
-            .map(|c| ChildView {
-                id: c.spec.id().to_owned(),
-                restart: c.spec.restart(),
-                running: matches!(c.slot, Slot::Running(_)),
-                intensity: c.spec.intensity(),
-            })
-            .collect();
+        let view = |c: &Child| ChildView {
+            id: c.spec.id().to_owned(),
+            restart: c.spec.restart(),
+            running: matches!(c.slot, Slot::Running(_)),
+            intensity: c.spec.intensity(),
+        };
+        // one_for_one restarts the child alone: it needs no view of its siblings (an agents
+        // supervisor may have thousands).
+        let listing: Vec<ChildView> = match self.ladder.strategy {
+            Strategy::OneForOne => vec![view(&self.children[pos])],
+            _ => self.children.values().map(view).collect(),
+        };
         let decision = self
             .ladder
             .decide(&listing, spec.id(), exit, tokio::time::Instant::now());
@@ -58,7 +60,7 @@ impl State {
         }
         match decision {
             Decision::Remove | Decision::GiveUp { .. } => {
-                self.children.remove(pos);
+                self.children.shift_remove_index(pos);
                 self.ladder.forget(spec.id());
             }
             Decision::Restart { stop, start, delay, .. } => self.restart(&stop, &start, delay),
@@ -90,11 +92,11 @@ impl State {
             }
         }
         // Stopped siblings that are not coming back are gone for good.
-        let (gone, kept): (Vec<Child>, Vec<Child>) = self.children.drain(..).partition(|c| {
-            let id = c.spec.id();
-            stop.iter().any(|s| s == id) && !start.iter().any(|s| s == id)
-        });
-        self.children = kept;
+        let gone: Vec<Child> = stop
+            .iter()
+            .filter(|id| !start.contains(id))
+            .filter_map(|id| self.children.shift_remove(id))
+            .collect();
         for child in gone {
             self.ladder.forget(child.spec.id());
             self.record(&child.spec, ChildEvent::Stopped);
@@ -115,7 +117,7 @@ impl State {
 
     /// Stops every child, last started first, recording each stop.
     pub(super) async fn stop_all(&mut self) {
-        while let Some(child) = self.children.pop() {
+        while let Some((_, child)) = self.children.pop() {
             if let Slot::Running(cell) = &child.slot {
                 jobs::stop(cell, child.spec.shutdown()).await;
             }
@@ -157,7 +159,7 @@ impl State {
         let kind = format!("{}_{suffix}", spec.kind());
         batch.push(Op::Event(NewEvent::new(kind, Some(spec.id().to_owned()), data)));
         let myself = self.myself.clone();
-        self.store.submit(batch).on_failure(move |e| {
+        self.store.submit_watched(batch, move |e| {
             let _ = myself.cast(SupervisorMsg::WriteFailed(e.to_string()));
         });
     }
