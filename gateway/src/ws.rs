@@ -38,14 +38,9 @@ enum ClientMessage {
     ConnectionInit {
         payload: Option<Value>,
     },
-    Ping {
-        #[allow(dead_code)]
-        payload: Option<Value>,
-    },
-    Pong {
-        #[allow(dead_code)]
-        payload: Option<Value>,
-    },
+    // Their payloads, if any, are not used.
+    Ping {},
+    Pong {},
     Subscribe {
         id: String,
         payload: Box<async_graphql::Request>,
@@ -245,8 +240,8 @@ impl Connection {
                     Err(refusal) => Err(Close(4403, format!("Forbidden: {}", refusal.message()))),
                 }
             }
-            ClientMessage::Ping { .. } => Ok(Some(json!({ "type": "pong" }))),
-            ClientMessage::Pong { .. } => Ok(None),
+            ClientMessage::Ping {} => Ok(Some(json!({ "type": "pong" }))),
+            ClientMessage::Pong {} => Ok(None),
             ClientMessage::Subscribe { id, payload } => {
                 let Some(caller) = self.caller.clone() else {
                     return Err(Close(4401, "Unauthorized".into()));
