@@ -24,11 +24,9 @@ pub async fn node() -> (tempfile::TempDir, Node) {
 
 pub fn echo(name: String, max_concurrent: i64) -> SpawnAgentRequest {
     SpawnAgentRequest {
-        name,
-        backend: BackendSpec::Builtin(BuiltinKind::Echo),
         capabilities: vec!["echo".into()],
         max_concurrent_tasks: Some(max_concurrent),
-        node: None,
+        ..SpawnAgentRequest::new(name, BackendSpec::Builtin(BuiltinKind::Echo))
     }
 }
 

@@ -7,6 +7,8 @@
 mod system {
     mod support;
 
+    mod agent_backends;
+    mod agent_lifecycle;
     mod auth;
     mod bad_input;
     mod cluster;

@@ -3,19 +3,24 @@
 //!
 //! ```text
 //! agents supervisor (one_for_one; each agent has its own restart intensity)
-//!   ├── agent a1 ── backend (builtin | exec) ── attempt tasks
+//!   ├── agent a1 ── backend (builtin | exec | process | http | llm) ── attempt tasks
 //!   └── agent a2
 //! ```
 
 mod actor;
 mod backend;
+pub mod checkpoints;
 mod child;
 mod spec;
 mod status;
 
-pub use actor::{AgentActor, AgentMsg};
-pub use backend::{build as build_backend, Backend};
-pub use child::{AgentChild, AgentPolicy, AgentsChild};
-pub use spec::{AgentSpec, BackendSpec, BuiltinKind, Desired, ExecBackend, Owner, SpawnAgentRequest};
+pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
+pub use backend::{build as build_backend, read_stat, Backend, Link, Signal, Stat, Usage};
+pub use checkpoints::Checkpoint;
+pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
 pub(crate) use status::gauge_moved;
-pub use status::{AgentState, AgentStats, AgentStatus, AgentView};
+pub use spec::{
+    AgentFilter, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend, Limits,
+    LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, SpawnAgentRequest,
+};
+pub use status::{AgentState, AgentStats, AgentStatus, AgentView, Recent};

@@ -8,11 +8,9 @@
 //!
 //! let node = Node::start(&Config::embedded(std::path::Path::new("/tmp/troupe")), Box::new(|_| vec![])).await?;
 //! let agent = node.api().agents().spawn(SpawnAgentRequest {
-//!     name: "echo".into(),
-//!     backend: BackendSpec::Builtin(BuiltinKind::Echo),
 //!     capabilities: vec!["echo".into()],
 //!     max_concurrent_tasks: Some(4),
-//!     node: None,
+//!     ..SpawnAgentRequest::new("echo", BackendSpec::Builtin(BuiltinKind::Echo))
 //! }, None).await?;
 //! println!("agent {} is {:?}", agent.spec.id, agent.status.state);
 //! # Ok(()) }

@@ -20,7 +20,7 @@ use troupe_runtime::events::{self, Event, EventFilter};
 use troupe_runtime::store::{Store, StoreError};
 use troupe_runtime::supervision::{SupervisorInfo, SupervisorMsg};
 
-pub use agents::{Agents, AgentsRequest, AgentsResponse};
+pub use agents::{AgentAction, AgentLive, Agents, AgentsRequest, AgentsResponse};
 pub(crate) use context::Context;
 pub use listing::{Counted, Listing};
 pub use tasks::{TaskFilter, Tasks, TasksRequest, TasksResponse};

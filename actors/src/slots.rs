@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use ractor::ActorRef;
 use troupe_runtime::supervision::SupervisorMsg;
 
+use crate::agent::Handles;
 use crate::scheduler::SchedulerMsg;
 
 pub struct Slot<M: ractor::Message>(Arc<RwLock<Option<ActorRef<M>>>>);
@@ -45,4 +46,7 @@ pub struct Slots {
     pub scheduler: Slot<SchedulerMsg>,
     pub agents: Slot<SupervisorMsg>,
     pub root: Slot<SupervisorMsg>,
+    /// This node's agents by id, whether running or not (stopped and failed ones too, once
+    /// looked at).
+    pub handles: Handles,
 }

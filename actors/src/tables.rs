@@ -15,3 +15,5 @@ pub const TASKS: Table = Table::new("tasks");
 pub const TASK_STATUS: Table = Table::new("task_status");
 /// Ids of the tasks not yet in a terminal state, so recovery reads only those.
 pub const OPEN_TASKS: Table = Table::new("open_tasks");
+/// Agent checkpoints by `<agent id>/<checkpoint id>`: [`crate::agent::Checkpoint`].
+pub const CHECKPOINTS: Table = Table::new("checkpoints");

@@ -59,6 +59,8 @@ pub async fn restart() {
             window: Duration::from_secs(1),
         },
         shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+        stop_grace: Duration::from_secs(5),
+        checkpoints_kept: 1,
     };
     let spec = AgentSpec {
         id: "crasher@bench".into(),
@@ -70,11 +72,16 @@ pub async fn restart() {
         owner: Owner::Node,
         desired: Desired::Running,
         created_at: chrono::Utc::now(),
+        project: "bench".into(),
+        labels: Default::default(),
+        limits: Default::default(),
+        restart: None,
     };
     let child: Arc<dyn ChildSpec> = Arc::new(AgentChild::new(
         spec,
         AgentStatus::new(AgentState::Starting),
         slots,
+        store.clone(),
         policy,
     ));
     let args = SupervisorArgs {

@@ -32,7 +32,11 @@ pub struct Query(
 pub struct Mutation(agents::AgentsMutation, tasks::TasksMutation, tokens::TokensMutation);
 
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(events::EventsSubscription, tasks::TasksSubscription);
+pub struct Subscription(
+    events::EventsSubscription,
+    tasks::TasksSubscription,
+    agents::AgentsSubscription,
+);
 
 pub type TroupeSchema = Schema<Query, Mutation, Subscription>;
 

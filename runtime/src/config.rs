@@ -66,6 +66,13 @@ pub struct ServeArgs {
     /// The window of an agent's own restart intensity [default: 10000].
     #[arg(long, env = "TROUPE_AGENT_RESTART_WINDOW_MS")]
     pub agent_restart_window_ms: Option<u64>,
+    /// How long a graceful `stopAgent` lets running tasks finish before they are stopped
+    /// (and go back to the queue, not charged) [default: 30000].
+    #[arg(long, env = "TROUPE_AGENT_STOP_GRACE_MS")]
+    pub agent_stop_grace_ms: Option<u64>,
+    /// Checkpoints kept per agent; the oldest go first [default: 5].
+    #[arg(long, env = "TROUPE_AGENT_CHECKPOINTS_KEPT")]
+    pub agent_checkpoints_kept: Option<usize>,
     /// First task retry delay, doubled per attempt [default: 500].
     #[arg(long, env = "TROUPE_RETRY_BASE_MS")]
     pub retry_base_ms: Option<u64>,
@@ -130,6 +137,8 @@ pub struct Config {
     pub supervisor_backoff: Duration,
     pub agent_max_restarts: u32,
     pub agent_restart_window: Duration,
+    pub agent_stop_grace: Duration,
+    pub agent_checkpoints_kept: usize,
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub max_payload_bytes: usize,
@@ -162,7 +171,8 @@ impl Config {
             let mut file = read_file(&path)?;
             fill!(args, file; data_dir, listen, node_name, cluster_listen, cookie_file, log_format,
                 shutdown_grace_ms, supervisor_max_restarts, supervisor_window_ms, supervisor_backoff_ms,
-                agent_max_restarts, agent_restart_window_ms, retry_base_ms, retry_max_ms,
+                agent_max_restarts, agent_restart_window_ms, agent_stop_grace_ms,
+                agent_checkpoints_kept, retry_base_ms, retry_max_ms,
                 max_payload_bytes, body_limit_bytes, event_retention, idempotency_window_ms,
                 metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
                 ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms);
@@ -194,6 +204,8 @@ impl Config {
             supervisor_backoff: ms(args.supervisor_backoff_ms.unwrap_or(100)),
             agent_max_restarts: args.agent_max_restarts.unwrap_or(5),
             agent_restart_window: ms(args.agent_restart_window_ms.unwrap_or(10_000)),
+            agent_stop_grace: ms(args.agent_stop_grace_ms.unwrap_or(30_000)),
+            agent_checkpoints_kept: args.agent_checkpoints_kept.unwrap_or(5),
             retry_base: ms(args.retry_base_ms.unwrap_or(500)),
             retry_max: ms(args.retry_max_ms.unwrap_or(30_000)),
             max_payload_bytes: args.max_payload_bytes.unwrap_or(256 * 1024),
@@ -233,6 +245,7 @@ impl Config {
             }
         }
         let counts = [
+            ("agent_checkpoints_kept", self.agent_checkpoints_kept),
             ("http_max_in_flight", self.http_max_in_flight),
             ("ws_max_connections", self.ws_max_connections),
             ("ws_max_subscriptions", self.ws_max_subscriptions),

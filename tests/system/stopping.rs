@@ -21,7 +21,7 @@ async fn stopping_an_agent_requeues_its_running_task_without_charging_its_last_a
     let running = node.wait_task_state(&id, "RUNNING").await?;
     ensure!(running["agentId"] == first.as_str(), "{running}");
 
-    let stop = "mutation($id: ID!) { stopAgent(id: $id) { id state } }";
+    let stop = "mutation($id: ID!) { stopAgent(id: $id, graceful: false) { id state } }";
     let stopped = node.gql_ok(stop, json!({ "id": first })).await?;
     ensure!(stopped["stopAgent"]["state"] == "STOPPED", "{stopped}");
     let requeued = node.wait_task_state(&id, "QUEUED").await?;

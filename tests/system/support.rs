@@ -1,6 +1,7 @@
 //! The harness: a real `troupe serve` process per [`Node`], GraphQL over HTTP, and
 //! polling helpers whose every wait ends at a deadline.
 
+mod agents;
 mod api;
 mod process;
 mod ws;
@@ -13,7 +14,8 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-pub use process::{pid_alive, wait_pid_gone};
+pub use agents::{group_members, proc_stat, python_agent, shell_agent, wait_group_gone, FakeLlm};
+pub use process::{pid_alive, send_signal, wait_pid_gone};
 pub use ws::{Incoming, Subscription};
 
 /// How long any single condition may take before the test fails.
@@ -350,6 +352,11 @@ impl Gate {
     /// A shell command that waits for the gate, then runs `then`.
     pub fn script(&self, then: &str) -> String {
         format!("until [ -e '{}' ]; do sleep 0.02; done; {then}", self.path.display())
+    }
+
+    /// The file whose existence opens the gate.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn open(&self) -> Result<()> {

@@ -6,13 +6,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use super::backend::{self, Backend};
-use super::spec::AgentSpec;
+use super::backend::{self, sample, Backend, Link, Signal, Usage};
+use super::child::Restore;
+use super::spec::{AgentSpec, Desired};
+use super::status::AgentState;
 use crate::scheduler::{Down, SchedulerMsg};
 use crate::task::Assignment;
+
+/// How often the usage of an agent's processes is sampled for `/metrics`.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// How long a process gets to finish after `shutdown` when its agent stops.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How an agent tells its handle that its state changed: (state, event kind, reason).
+pub type Reporter = Arc<dyn Fn(AgentState, &str, Option<String>) + Send + Sync>;
 
 pub enum AgentMsg {
     Run(Assignment),
@@ -26,13 +37,33 @@ pub enum AgentMsg {
         task_id: String,
         attempt: u32,
     },
+    /// The backend's own news (health, a lost process).
+    Signal(Signal),
+    /// Suspends (true) or resumes (false) the agent: no new tasks, processes stopped.
+    Pause(bool, RpcReplyPort<Result<(), String>>),
+    Checkpoint(RpcReplyPort<Result<Value, String>>),
+    Restore(Value, RpcReplyPort<Result<(), String>>),
+    Probe(RpcReplyPort<Probe>),
+    Sample,
 }
 
 impl ractor::Message for AgentMsg {}
 
+/// What the agent can say about itself now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Probe {
+    pub usage: Option<Usage>,
+    /// How long ago the backend last showed a sign of life (process agents).
+    pub silent_for: Option<Duration>,
+    pub healthy: bool,
+    pub paused: bool,
+    pub process_groups: Vec<u32>,
+}
+
 pub struct AgentActor {
     pub spec: Arc<AgentSpec>,
     pub scheduler: ActorRef<SchedulerMsg>,
+    pub report: Reporter,
 }
 
 /// Attempts in flight by task, with their attempt number; dropping it aborts them.
@@ -50,30 +81,79 @@ impl Drop for Running {
 pub struct State {
     backend: Box<dyn Backend>,
     running: Running,
+    paused: bool,
+    healthy: bool,
+}
+
+impl AgentActor {
+    /// Tells the scheduler whether the agent takes tasks now.
+    fn open(&self, myself: &ActorRef<AgentMsg>, state: &State) {
+        let _ = self.scheduler.cast(SchedulerMsg::AgentOpen {
+            id: self.spec.id.clone(),
+            incarnation: myself.get_id().pid(),
+            open: !state.paused && state.healthy,
+        });
+    }
+
+    fn suspend(&self, state: &mut State, paused: bool) {
+        let signal = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+        for group in state.backend.process_groups() {
+            backend::signal_group(group, signal);
+        }
+        state.backend.pause(paused);
+        state.paused = paused;
+    }
+
+    fn publish_usage(&self, usage: Usage) {
+        let agent = self.spec.id.clone();
+        metrics::gauge!("troupe_agent_rss_bytes", "agent" => agent.clone()).set(usage.rss_bytes as f64);
+        metrics::gauge!("troupe_agent_cpu_seconds", "agent" => agent).set(usage.cpu_seconds);
+    }
 }
 
 impl Actor for AgentActor {
     type Msg = AgentMsg;
     type State = State;
-    type Arguments = ();
+    type Arguments = Option<Restore>;
 
-    async fn pre_start(&self, myself: ActorRef<AgentMsg>, _: ()) -> Result<State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        restore: Option<Restore>,
+    ) -> Result<State, ActorProcessingErr> {
         tracing::debug!(agent = %self.spec.id, "agent starting");
         let mut backend = backend::build(&self.spec);
         backend
-            .start()
+            .start(Link(Some(myself.clone())))
             .await
             .map_err(|e| format!("the {} backend did not start: {e}", self.spec.backend.describe()))?;
+        if let Some(r) = restore {
+            backend
+                .restore(r.state)
+                .await
+                .map_err(|e| format!("restoring checkpoint {} failed: {e}", r.checkpoint))?;
+        }
+        let mut state = State {
+            backend,
+            running: Running::default(),
+            paused: false,
+            healthy: true,
+        };
+        if self.spec.desired == Desired::Paused {
+            self.suspend(&mut state, true);
+            (self.report)(AgentState::Paused, "AGENT_PAUSED", None);
+        }
         self.scheduler.cast(SchedulerMsg::AgentUp {
             id: self.spec.id.clone(),
             capabilities: self.spec.capabilities.clone(),
             max_concurrent: self.spec.max_concurrent_tasks,
-            actor: myself,
+            open: !state.paused,
+            actor: myself.clone(),
         })?;
-        Ok(State {
-            backend,
-            running: Running::default(),
-        })
+        if self.spec.backend.runs_processes() {
+            myself.send_interval(SAMPLE_EVERY, || AgentMsg::Sample);
+        }
+        Ok(state)
     }
 
     async fn post_stop(&self, myself: ActorRef<AgentMsg>, state: &mut State) -> Result<(), ActorProcessingErr> {
@@ -81,7 +161,10 @@ impl Actor for AgentActor {
         // to the queue without losing an attempt. (A crashed agent skips post_stop; its
         // supervisor reports that one as a failure.)
         state.running.0.drain().for_each(|(_, (_, h))| h.abort());
-        state.backend.stop().await;
+        state.backend.stop(STOP_GRACE).await;
+        if self.spec.backend.runs_processes() {
+            self.publish_usage(Usage::default());
+        }
         let _ = self.scheduler.cast(SchedulerMsg::AgentDown {
             id: self.spec.id.clone(),
             incarnation: myself.get_id().pid(),
@@ -97,38 +180,7 @@ impl Actor for AgentActor {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AgentMsg::Run(a) => {
-                let (task_id, attempt) = (a.task_id.clone(), a.attempt);
-                let timeout = a.timeout_ms.or(state.backend.default_timeout_ms());
-                let work = state.backend.run(a);
-                let agent_id = self.spec.id.clone();
-                let scheduler = self.scheduler.clone();
-                let span = tracing::info_span!("attempt", agent = %agent_id, task = %task_id, attempt);
-                let id = task_id.clone();
-                let job = async move {
-                    let outcome = match timeout {
-                        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), work)
-                            .await
-                            .unwrap_or_else(|_| Err(format!("timed out after {ms} ms"))),
-                        None => work.await,
-                    };
-                    match &outcome {
-                        Ok(_) => tracing::debug!("attempt succeeded"),
-                        Err(error) => tracing::info!(%error, "attempt failed"),
-                    }
-                    let _ = scheduler.cast(SchedulerMsg::Finished {
-                        task_id: id.clone(),
-                        attempt,
-                        agent_id,
-                        outcome,
-                    });
-                    let _ = myself.cast(AgentMsg::Done { task_id: id, attempt });
-                };
-                let handle = tokio::spawn(tracing::Instrument::instrument(job, span));
-                if let Some((_, older)) = state.running.0.insert(task_id, (attempt, handle)) {
-                    older.abort();
-                }
-            }
+            AgentMsg::Run(a) => self.run(myself, a, state),
             AgentMsg::Cancel { task_id, attempt } | AgentMsg::Done { task_id, attempt } => {
                 // Only the attempt named: a late message about an earlier attempt of the same
                 // task must not touch the current one.
@@ -138,8 +190,87 @@ impl Actor for AgentActor {
                     }
                 }
             }
+            AgentMsg::Signal(Signal::Lost(reason)) => return Err(reason.into()),
+            AgentMsg::Signal(Signal::Unhealthy(reason)) => {
+                if state.healthy {
+                    state.healthy = false;
+                    self.open(&myself, state);
+                    (self.report)(AgentState::Unhealthy, "AGENT_UNHEALTHY", Some(reason));
+                }
+            }
+            AgentMsg::Signal(Signal::Healthy) => {
+                if !state.healthy {
+                    state.healthy = true;
+                    self.open(&myself, state);
+                    let now = if state.paused { AgentState::Paused } else { AgentState::Running };
+                    (self.report)(now, "AGENT_HEALTHY", None);
+                }
+            }
+            AgentMsg::Pause(paused, reply) => {
+                if paused != state.paused {
+                    self.suspend(state, paused);
+                    self.open(&myself, state);
+                }
+                let _ = reply.send(Ok(()));
+            }
+            AgentMsg::Checkpoint(reply) => {
+                let _ = reply.send(state.backend.checkpoint().await);
+            }
+            AgentMsg::Restore(saved, reply) => {
+                let _ = reply.send(state.backend.restore(saved).await);
+            }
+            AgentMsg::Probe(reply) => {
+                let groups = state.backend.process_groups();
+                let usage = self.spec.backend.runs_processes().then(|| sample(&groups));
+                let _ = reply.send(Probe {
+                    usage,
+                    silent_for: state.backend.silent_for(),
+                    healthy: state.healthy,
+                    paused: state.paused,
+                    process_groups: groups,
+                });
+            }
+            AgentMsg::Sample => self.publish_usage(sample(&state.backend.process_groups())),
         }
         Ok(())
+    }
+}
+
+impl AgentActor {
+    fn run(&self, myself: ActorRef<AgentMsg>, a: Assignment, state: &mut State) {
+        let (task_id, attempt) = (a.task_id.clone(), a.attempt);
+        let timeout = match state.backend.own_timeouts() {
+            true => None,
+            false => a.timeout_ms.or(state.backend.default_timeout_ms()),
+        };
+        let work = state.backend.run(a);
+        let agent_id = self.spec.id.clone();
+        let scheduler = self.scheduler.clone();
+        let span = tracing::info_span!("attempt", agent = %agent_id, task = %task_id, attempt);
+        let id = task_id.clone();
+        let job = async move {
+            let outcome = match timeout {
+                Some(ms) => tokio::time::timeout(Duration::from_millis(ms), work)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("timed out after {ms} ms"))),
+                None => work.await,
+            };
+            match &outcome {
+                Ok(_) => tracing::debug!("attempt succeeded"),
+                Err(error) => tracing::info!(%error, "attempt failed"),
+            }
+            let _ = scheduler.cast(SchedulerMsg::Finished {
+                task_id: id.clone(),
+                attempt,
+                agent_id,
+                outcome,
+            });
+            let _ = myself.cast(AgentMsg::Done { task_id: id, attempt });
+        };
+        let handle = tokio::spawn(tracing::Instrument::instrument(job, span));
+        if let Some((_, older)) = state.running.0.insert(task_id, (attempt, handle)) {
+            older.abort();
+        }
     }
 }
 
@@ -152,7 +283,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::agent::spec::{BackendSpec, BuiltinKind, Desired, Owner};
+    use crate::agent::spec::{BackendSpec, BuiltinKind, Owner};
 
     /// Stands in for the scheduler: hands every finished attempt to the test.
     struct Collector(mpsc::UnboundedSender<(String, u32)>);
@@ -190,6 +321,10 @@ mod tests {
             owner: Owner::Node,
             desired: Desired::Running,
             created_at: troupe_runtime::clock::now(),
+            project: "default".into(),
+            labels: Default::default(),
+            limits: Default::default(),
+            restart: None,
         })
     }
 
@@ -209,8 +344,9 @@ mod tests {
         let actor = AgentActor {
             spec: sleeper(),
             scheduler,
+            report: Arc::new(|_, _, _| {}),
         };
-        let (agent, _) = Actor::spawn(None, actor, ()).await.unwrap();
+        let (agent, _) = Actor::spawn(None, actor, None).await.unwrap();
         agent.cast(run(1)).unwrap();
         agent.cast(run(2)).unwrap();
         // Attempt 1's end is reported late, after attempt 2 began; then attempt 2 is cancelled.

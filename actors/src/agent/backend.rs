@@ -4,15 +4,51 @@
 
 mod builtin;
 mod exec;
+mod limits;
+mod process;
 
 use futures::future::BoxFuture;
+use ractor::ActorRef;
+use serde_json::Value;
 
+use super::actor::AgentMsg;
 use super::spec::{AgentSpec, BackendSpec};
 use crate::task::{Assignment, Outcome};
 
+pub use limits::{read_stat, sample, signal_group, Stat, Usage};
+
+/// What a backend tells its agent on its own, outside any task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// No sign of life for a heartbeat interval (or more).
+    Unhealthy(String),
+    /// A sign of life after being unhealthy.
+    Healthy,
+    /// The backend cannot go on (its process exited or hung): the agent fails and its
+    /// supervisor restarts it.
+    Lost(String),
+}
+
+/// How a backend reaches its agent actor.
+#[derive(Clone)]
+pub struct Link(pub(crate) Option<ActorRef<AgentMsg>>);
+
+impl Link {
+    pub fn signal(&self, signal: Signal) {
+        if let Some(agent) = &self.0 {
+            let _ = agent.cast(AgentMsg::Signal(signal));
+        }
+    }
+
+    /// A link to nowhere, for backends under test.
+    pub fn detached() -> Self {
+        Self(None)
+    }
+}
+
 pub trait Backend: Send + 'static {
     /// Gets ready to run tasks; an error fails the agent's start.
-    fn start(&mut self) -> BoxFuture<'_, Result<(), String>> {
+    fn start(&mut self, _link: Link) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
     /// Runs one attempt. The future is independent of `self`, so attempts run concurrently;
@@ -22,8 +58,31 @@ pub trait Backend: Send + 'static {
     fn default_timeout_ms(&self) -> Option<u64> {
         None
     }
-    /// Releases what `start` acquired.
-    fn stop(&mut self) -> BoxFuture<'_, ()> {
+    /// Whether the backend enforces the attempt's timeout itself (then the agent does not).
+    fn own_timeouts(&self) -> bool {
+        false
+    }
+    /// The backend's state, for a checkpoint.
+    fn checkpoint(&mut self) -> BoxFuture<'_, Result<Value, String>> {
+        Box::pin(async { Err("this backend keeps no state to checkpoint".to_string()) })
+    }
+    /// Puts back a state an earlier checkpoint took.
+    fn restore(&mut self, _state: Value) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Err("this backend keeps no state to restore".to_string()) })
+    }
+    /// Notes that the agent's processes were suspended (SIGSTOP) or resumed, so silence
+    /// while paused is not taken for a hang.
+    fn pause(&mut self, _paused: bool) {}
+    /// How long ago the backend last showed a sign of life, when it watches for one.
+    fn silent_for(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// The process groups running for this agent now (paused, sampled, killed together).
+    fn process_groups(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    /// Releases what `start` acquired; `grace` is how long a process may take to finish.
+    fn stop(&mut self, _grace: std::time::Duration) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
 }
@@ -32,6 +91,20 @@ pub trait Backend: Send + 'static {
 pub fn build(spec: &AgentSpec) -> Box<dyn Backend> {
     match &spec.backend {
         BackendSpec::Builtin(kind) => Box::new(builtin::Builtin::new(*kind, spec.id.clone())),
-        BackendSpec::Exec(e) => Box::new(exec::Exec::new(e.clone(), spec.id.clone())),
+        BackendSpec::Exec(e) => Box::new(exec::Exec::new(e.clone(), spec.id.clone(), spec.limits)),
+        BackendSpec::Process(p) => Box::new(process::Process::new(p.clone(), spec.id.clone(), spec.limits)),
+        BackendSpec::Http(_) | BackendSpec::Llm(_) => Box::new(NotYet),
+    }
+}
+
+/// Interim: the HTTP and LLM backends land in the next commit.
+struct NotYet;
+
+impl Backend for NotYet {
+    fn start(&mut self, _link: Link) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Err("the http and llm backends are not in this build yet".to_string()) })
+    }
+    fn run(&mut self, _a: Assignment) -> BoxFuture<'static, Outcome> {
+        Box::pin(async { Err("the http and llm backends are not in this build yet".to_string()) })
     }
 }

@@ -1,60 +1,185 @@
 //! How the supervision tree (re)creates agents: one [`AgentChild`] per agent, and the
 //! [`AgentsChild`] that rebuilds the node's agents supervisor from the agents it owns.
+//!
+//! An `AgentChild` is also the agent's handle on this node (found through [`Handles`]): it
+//! holds the spec the next start uses, the status, and the actor running now, and it is the
+//! one place that writes the agent's status, so every status change is also an event.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use ractor::{Actor, ActorCell, ActorProcessingErr};
-use serde_json::json;
-use troupe_runtime::store::{Batch, Op, Store};
-use troupe_runtime::supervision::{
-    Backoff, ChildEvent, ChildSpec, Intensity, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs,
-};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use serde_json::{json, Value};
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::store::{Batch, Op, Store, Ticket};
+use troupe_runtime::supervision::{ChildEvent, ChildSpec, Intensity, Shutdown};
 
-use super::actor::AgentActor;
-use super::spec::{AgentSpec, Desired, Owner};
+use super::actor::{AgentActor, AgentMsg, Reporter};
+use super::spec::AgentSpec;
 use super::status::{gauge_moved, AgentState, AgentStatus};
 use crate::scheduler::{Down, SchedulerMsg};
 use crate::slots::Slots;
-use crate::tables::{AGENTS, AGENT_STATUS};
+use crate::tables::AGENT_STATUS;
+
+mod agents;
+
+pub use agents::AgentsChild;
 
 /// What every agent's child spec shares.
 #[derive(Debug, Clone, Copy)]
 pub struct AgentPolicy {
-    /// Each agent's own restart intensity: past it, that agent alone is FAILED.
+    /// Each agent's own restart intensity (unless its spec sets one): past it, the agent is
+    /// rolled back to its last checkpoint once, then FAILED.
     pub intensity: Intensity,
     pub shutdown: Shutdown,
+    /// How long a graceful stop waits for running tasks.
+    pub stop_grace: Duration,
+    pub checkpoints_kept: usize,
+}
+
+/// This node's agents by id.
+#[derive(Clone, Default)]
+pub struct Handles(Arc<RwLock<HashMap<String, Arc<AgentChild>>>>);
+
+impl Handles {
+    pub fn get(&self, id: &str) -> Option<Arc<AgentChild>> {
+        self.0.read().ok()?.get(id).cloned()
+    }
+
+    pub fn insert(&self, child: Arc<AgentChild>) {
+        if let Ok(mut map) = self.0.write() {
+            map.insert(child.id().to_owned(), child);
+        }
+    }
+
+    pub fn remove(&self, id: &str) {
+        if let Ok(mut map) = self.0.write() {
+            map.remove(id);
+        }
+    }
+}
+
+/// A checkpoint to put back at the agent's next start.
+#[derive(Debug, Clone)]
+pub struct Restore {
+    pub checkpoint: String,
+    pub state: Value,
 }
 
 pub struct AgentChild {
-    spec: Arc<AgentSpec>,
+    id: String,
+    spec: Mutex<Arc<AgentSpec>>,
     status: Mutex<AgentStatus>,
-    /// The pid of the actor running now, so a down report names the right incarnation.
-    current: Mutex<Option<u64>>,
+    /// The actor running now, so a down report names the right incarnation.
+    current: Mutex<Option<ActorRef<AgentMsg>>>,
+    /// The newest checkpoint: the recovery ladder's second rung restores it.
+    latest_checkpoint: Mutex<Option<String>>,
+    /// Set when the ladder chose a rollback: the next start restores this.
+    restore: Mutex<Option<Restore>>,
+    /// Whether the ladder's rollback rung was used since the agent last started cleanly.
+    rolled_back: Mutex<bool>,
     slots: Slots,
+    store: Store,
     policy: AgentPolicy,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl AgentChild {
-    pub fn new(spec: AgentSpec, status: AgentStatus, slots: Slots, policy: AgentPolicy) -> Self {
+    pub fn new(spec: AgentSpec, status: AgentStatus, slots: Slots, store: Store, policy: AgentPolicy) -> Self {
         Self {
-            spec: Arc::new(spec),
+            id: spec.id.clone(),
+            spec: Mutex::new(Arc::new(spec)),
             status: Mutex::new(status),
             current: Mutex::new(None),
+            latest_checkpoint: Mutex::new(None),
+            restore: Mutex::new(None),
+            rolled_back: Mutex::new(false),
             slots,
+            store,
             policy,
         }
     }
 
     pub fn status(&self) -> AgentStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.status).clone()
+    }
+
+    pub fn spec(&self) -> Arc<AgentSpec> {
+        lock(&self.spec).clone()
+    }
+
+    /// The spec the next start uses (an update, a pause wish).
+    pub fn set_spec(&self, spec: AgentSpec) {
+        *lock(&self.spec) = Arc::new(spec);
+    }
+
+    /// The actor running the agent now, if any.
+    pub fn actor(&self) -> Option<ActorRef<AgentMsg>> {
+        lock(&self.current)
+            .clone()
+            .filter(|a| a.get_status() == ractor::ActorStatus::Running)
+    }
+
+    pub fn set_latest_checkpoint(&self, id: Option<String>) {
+        *lock(&self.latest_checkpoint) = id;
+    }
+
+    /// Restores `restore` at the next start (a rollback of a stopped agent).
+    pub fn restore_at_next_start(&self, restore: Restore) {
+        *lock(&self.restore) = Some(restore);
+    }
+
+    /// Moves the agent to `state` and records it with an event of `kind`; a `reason` becomes
+    /// its last error when the state is a bad one.
+    pub fn report(&self, state: AgentState, kind: &str, reason: Option<String>, data: Value) -> Ticket {
+        let mut status = lock(&self.status);
+        let before = status.state;
+        status.state = state;
+        if matches!(state, AgentState::Unhealthy | AgentState::Failed | AgentState::Recovering) {
+            status.last_error = reason.clone().or(status.last_error.take());
+        }
+        status.updated_at = troupe_runtime::clock::now();
+        gauge_moved(Some(before), Some(state));
+        let mut data = data;
+        data["state"] = json!(state.as_str());
+        if let Some(reason) = reason {
+            data["reason"] = json!(reason);
+        }
+        let mut batch = Batch::new().event(NewEvent::new(kind, Some(self.id.clone()), data));
+        push_status(&mut batch, &self.id, &status);
+        // Submitted under the lock: status records reach the writer in the order they change.
+        self.store.submit(batch)
+    }
+
+    fn reporter(self: &Arc<Self>) -> Reporter {
+        let me = Arc::downgrade(self);
+        Arc::new(move |state, kind, reason| {
+            if let Some(me) = me.upgrade() {
+                drop(me.report(state, kind, reason, json!({})));
+            }
+        })
+    }
+}
+
+fn push_status(batch: &mut Batch, id: &str, status: &AgentStatus) {
+    match troupe_runtime::codec::encode(status) {
+        Ok(bytes) => batch.push(Op::Put {
+            table: AGENT_STATUS,
+            key: id.to_owned(),
+            value: bytes,
+        }),
+        Err(e) => tracing::error!(agent = %id, error = %e, "cannot encode agent status"),
     }
 }
 
 impl ChildSpec for AgentChild {
     fn id(&self) -> &str {
-        &self.spec.id
+        &self.id
     }
 
     fn kind(&self) -> &str {
@@ -62,7 +187,13 @@ impl ChildSpec for AgentChild {
     }
 
     fn intensity(&self) -> Option<Intensity> {
-        Some(self.policy.intensity)
+        match self.spec().restart {
+            Some(r) => Some(Intensity {
+                max_restarts: r.max_restarts,
+                window: Duration::from_millis(r.window_ms),
+            }),
+            None => Some(self.policy.intensity),
+        }
     }
 
     fn shutdown(&self) -> Shutdown {
@@ -73,17 +204,49 @@ impl ChildSpec for AgentChild {
         Box::pin(async move {
             let scheduler = self.slots.scheduler.get().ok_or("the scheduler is not running")?;
             let actor = AgentActor {
-                spec: self.spec.clone(),
+                spec: self.spec(),
                 scheduler,
+                report: self.reporter(),
             };
-            let (agent, _) = Actor::spawn_linked(None, actor, (), supervisor).await?;
-            *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(agent.get_id().pid());
+            let mut restore = lock(&self.restore).take();
+            if let Some(r) = restore.as_mut().filter(|r| r.state.is_null()) {
+                r.state = super::checkpoints::load(&self.store, &self.id, &r.checkpoint)
+                    .await?
+                    .ok_or_else(|| format!("checkpoint {} of agent {} is gone", r.checkpoint, self.id))?
+                    .state;
+            }
+            let (agent, _) = Actor::spawn_linked(None, actor, restore.clone(), supervisor).await?;
+            if let Some(r) = restore {
+                let data = json!({ "checkpointId": r.checkpoint });
+                drop(self.report(AgentState::Running, "AGENT_ROLLED_BACK", None, data));
+            }
+            *lock(&self.current) = Some(agent.clone());
             Ok(agent.get_cell())
         })
     }
 
+    fn one_more_chance(&self) -> bool {
+        // The recovery ladder: restarts within the intensity, then one restart from the last
+        // checkpoint, then FAILED.
+        let mut used = lock(&self.rolled_back);
+        let Some(checkpoint) = lock(&self.latest_checkpoint).clone() else {
+            return false;
+        };
+        if *used {
+            return false;
+        }
+        *used = true;
+        tracing::warn!(agent = %self.id, %checkpoint, "restart intensity exceeded: rolling back to the last checkpoint");
+        // The state itself is read by the start, which runs on a job of its own.
+        *lock(&self.restore) = Some(Restore {
+            checkpoint,
+            state: Value::Null,
+        });
+        true
+    }
+
     fn lifecycle(&self, event: &ChildEvent, batch: &mut Batch) {
-        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut status = lock(&self.status);
         let before = status.state;
         match event {
             ChildEvent::Started => status.state = AgentState::Running,
@@ -95,13 +258,20 @@ impl ChildSpec for AgentChild {
             }
             ChildEvent::Failed { reason, restarting } => {
                 status.state = if *restarting {
-                    AgentState::Restarting
+                    AgentState::Recovering
                 } else {
                     AgentState::Failed
                 };
                 status.last_error = Some(reason.clone());
+                if !restarting {
+                    let data = json!({ "alert": true, "reason": reason, "restarts": status.restarts });
+                    batch.push(Op::Event(NewEvent::new("AGENT_ALERT", Some(self.id.clone()), data)));
+                }
             }
             ChildEvent::Stopped => status.state = AgentState::Stopped,
+        }
+        if matches!(event, ChildEvent::Started) {
+            *lock(&self.rolled_back) = false;
         }
         status.updated_at = troupe_runtime::clock::now();
         gauge_moved(Some(before), Some(status.state));
@@ -110,105 +280,20 @@ impl ChildSpec for AgentChild {
             ChildEvent::Stopped => Some(Down::Stopped),
             _ => None,
         };
-        let incarnation = *self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let incarnation = lock(&self.current).as_ref().map(|a| a.get_id().pid());
         if let (Some(down), Some(scheduler), Some(incarnation)) = (down, self.slots.scheduler.get(), incarnation) {
             let _ = scheduler.cast(SchedulerMsg::AgentDown {
-                id: self.spec.id.clone(),
+                id: self.id.clone(),
                 incarnation,
                 down,
             });
         }
-        match troupe_runtime::codec::encode(&*status) {
-            Ok(bytes) => batch.push(Op::Put {
-                table: AGENT_STATUS,
-                key: self.spec.id.clone(),
-                value: bytes,
-            }),
-            Err(e) => tracing::error!(agent = %self.spec.id, error = %e, "cannot encode agent status"),
-        }
+        push_status(batch, &self.id, &status);
     }
 
     fn event_data(&self) -> serde_json::Value {
-        let restarts = self.status.lock().map(|s| s.restarts).unwrap_or(0);
-        json!({ "name": self.spec.name, "node": self.spec.node, "agentRestarts": restarts })
-    }
-}
-
-/// The node's agents supervisor as a child of `core`: each start rebuilds it with every
-/// agent it owns that the user wants running and that was not given up on (a FAILED agent
-/// stays FAILED until someone acts on it). It never escalates: each agent has its own
-/// intensity.
-pub struct AgentsChild {
-    pub store: Store,
-    pub slots: Slots,
-    pub policy: AgentPolicy,
-    pub backoff: Backoff,
-}
-
-impl ChildSpec for AgentsChild {
-    fn id(&self) -> &str {
-        "agents"
-    }
-
-    fn kind(&self) -> &str {
-        "SUPERVISOR"
-    }
-
-    fn shutdown(&self) -> Shutdown {
-        Shutdown::Infinity
-    }
-
-    fn is_supervisor(&self) -> bool {
-        true
-    }
-
-    fn start_timeout(&self) -> Duration {
-        // Reading every agent's spec from the store is bounded by the store, not by agents.
-        Duration::from_secs(60)
-    }
-
-    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
-        Box::pin(async move {
-            // Lifecycle records of the previous incarnation land before we read.
-            self.store.flush().await?;
-            let owned = self
-                .store
-                .view(|v| {
-                    let mut out = Vec::new();
-                    v.scan(AGENTS, None, |id, bytes| {
-                        let spec: AgentSpec = troupe_runtime::codec::decode(bytes)?;
-                        if spec.owner == Owner::Node && spec.desired == Desired::Running {
-                            let status: AgentStatus = match v.get(AGENT_STATUS, id)? {
-                                Some(b) => troupe_runtime::codec::decode(&b)?,
-                                None => AgentStatus::new(AgentState::Starting),
-                            };
-                            if status.state != AgentState::Failed {
-                                out.push((spec, status));
-                            }
-                        }
-                        Ok(true)
-                    })?;
-                    Ok(out)
-                })
-                .await?;
-            let children = owned
-                .into_iter()
-                .map(|(spec, status)| {
-                    Arc::new(AgentChild::new(spec, status, self.slots.clone(), self.policy)) as Arc<dyn ChildSpec>
-                })
-                .collect();
-            let args = SupervisorArgs {
-                name: Owner::Node.supervisor().into(),
-                strategy: Strategy::OneForOne,
-                intensity: None,
-                backoff: self.backoff,
-                children,
-                start_order: StartOrder::Concurrent,
-                store: self.store.clone(),
-            };
-            let (sup, _) = Actor::spawn_linked(None, Supervisor, args, supervisor).await?;
-            self.slots.agents.set(sup.clone());
-            Ok(sup.get_cell())
-        })
+        let spec = self.spec();
+        let restarts = lock(&self.status).restarts;
+        json!({ "name": spec.name, "node": spec.node, "agentRestarts": restarts })
     }
 }

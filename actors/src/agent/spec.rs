@@ -1,67 +1,16 @@
-//! What an agent is meant to be: its spec, as the user gave it. A restart never rewrites it.
+//! What an agent is meant to be: its spec, as the user gave it. A restart never rewrites it;
+//! `updateAgent` does, and the change applies at the agent's next start.
+
+mod backends;
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use backends::{BackendSpec, BuiltinKind, ExecBackend, HttpBackend, LlmBackend, ProcessBackend, SecretRef};
+
 use crate::error::ApiError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BuiltinKind {
-    /// Result = payload.
-    Echo,
-    /// Sleeps `{"ms": N}`.
-    Sleep,
-    /// Fails with the payload's `message`.
-    Fail,
-    /// Panics inside the agent actor (fault tests).
-    Panic,
-}
-
-impl BuiltinKind {
-    pub fn parse(kind: &str) -> Result<Self, ApiError> {
-        match kind {
-            "echo" => Ok(Self::Echo),
-            "sleep" => Ok(Self::Sleep),
-            "fail" => Ok(Self::Fail),
-            "panic" => Ok(Self::Panic),
-            other => Err(ApiError::invalid(format!(
-                "unknown builtin kind {other:?}: expected echo, sleep, fail or panic"
-            ))),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Echo => "echo",
-            Self::Sleep => "sleep",
-            Self::Fail => "fail",
-            Self::Panic => "panic",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecBackend {
-    pub command: Vec<String>,
-    pub timeout_ms: Option<u64>,
-    pub env: Vec<(String, String)>,
-}
-
-/// Which backend object the agent runs its tasks with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BackendSpec {
-    Exec(ExecBackend),
-    Builtin(BuiltinKind),
-}
-
-impl BackendSpec {
-    pub fn describe(&self) -> String {
-        match self {
-            BackendSpec::Exec(e) => format!("exec:{}", e.command.first().map(String::as_str).unwrap_or("")),
-            BackendSpec::Builtin(k) => format!("builtin:{}", k.as_str()),
-        }
-    }
-}
 
 /// The supervisor that runs an agent: it starts and restarts only the agents it owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,61 +28,54 @@ impl Owner {
     }
 }
 
-/// Whether the user wants the agent running.
+/// What the user wants of the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Desired {
     Running,
+    /// Running but taking no tasks, its processes suspended.
+    Paused,
     Stopped,
 }
 
-/// A request to spawn an agent, as it crosses the API and the cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SpawnAgentRequest {
-    pub name: String,
-    pub backend: BackendSpec,
-    pub capabilities: Vec<String>,
-    pub max_concurrent_tasks: Option<i64>,
-    pub node: Option<String>,
+/// Limits on the processes of an exec or process agent, as rlimits of each process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Address space (RLIMIT_AS), MiB.
+    pub memory_mib: Option<u64>,
+    /// CPU time (RLIMIT_CPU), seconds.
+    pub cpu_seconds: Option<u64>,
+    /// Open file descriptors (RLIMIT_NOFILE).
+    pub open_files: Option<u64>,
 }
 
-impl SpawnAgentRequest {
-    pub fn validate(&self) -> Result<(), ApiError> {
-        if self.name.trim().is_empty() || self.name.len() > 128 {
-            return Err(ApiError::invalid("name must be 1-128 characters"));
+impl Limits {
+    fn validate(&self) -> Result<(), ApiError> {
+        let ok = |v: Option<u64>, max: u64| v.is_none_or(|v| (1..=max).contains(&v));
+        if !ok(self.memory_mib, 1 << 30) || !ok(self.cpu_seconds, 1 << 31) || !ok(self.open_files, 1 << 20) {
+            return Err(ApiError::invalid(
+                "limits must be positive (memoryMiB, cpuSeconds, openFiles within sane bounds)",
+            ));
         }
-        if let Some(m) = self.max_concurrent_tasks {
-            if !(1..=10_000).contains(&m) {
-                return Err(ApiError::invalid("maxConcurrentTasks must be between 1 and 10000"));
-            }
-        }
-        if self.capabilities.iter().any(|c| c.trim().is_empty()) {
-            return Err(ApiError::invalid("capabilities must not be empty strings"));
-        }
-        if let BackendSpec::Exec(e) = &self.backend {
-            if e.command.is_empty() || e.command[0].trim().is_empty() {
-                return Err(ApiError::invalid("exec command must not be empty"));
-            }
-            if e.command.iter().any(|a| a.contains('\0')) {
-                return Err(ApiError::invalid("exec command must not contain NUL"));
-            }
-            if e.timeout_ms == Some(0) {
-                return Err(ApiError::invalid("timeoutMs must be positive"));
-            }
-            if e.env
-                .iter()
-                .any(|(k, v)| k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0'))
-            {
-                return Err(ApiError::invalid(
-                    "env var names must be non-empty and contain no '=' or NUL, values no NUL",
-                ));
-            }
+        if self.memory_mib.is_some_and(|m| m < 16) {
+            return Err(ApiError::invalid("limits.memoryMiB must be at least 16"));
         }
         Ok(())
     }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+/// How often an agent may be restarted before the next rung of its recovery ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartLimit {
+    pub max_restarts: u32,
+    pub window_ms: u64,
 }
 
 /// An agent's spec: what the user asked for. Durable; it will be replicated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentSpec {
     pub id: String,
     pub name: String,
@@ -145,6 +87,169 @@ pub struct AgentSpec {
     pub owner: Owner,
     pub desired: Desired,
     pub created_at: DateTime<Utc>,
+    pub project: String,
+    pub labels: BTreeMap<String, String>,
+    pub limits: Limits,
+    /// The node's default when absent.
+    pub restart: Option<RestartLimit>,
+}
+
+impl AgentSpec {
+    pub fn matches(&self, filter: &AgentFilter) -> bool {
+        filter.project.as_ref().is_none_or(|p| *p == self.project)
+            && filter.labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
+
+/// Which agents a listing shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentFilter {
+    pub project: Option<String>,
+    /// Every pair must be among the agent's labels.
+    pub labels: Vec<(String, String)>,
+}
+
+/// A request to create (and perhaps start) an agent, as it crosses the API and the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpawnAgentRequest {
+    pub name: String,
+    pub backend: BackendSpec,
+    pub capabilities: Vec<String>,
+    pub max_concurrent_tasks: Option<i64>,
+    pub node: Option<String>,
+    pub project: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub limits: Limits,
+    pub restart: Option<RestartLimit>,
+    /// `spawnAgent` starts it; `createAgent` only defines it.
+    pub start: bool,
+}
+
+impl SpawnAgentRequest {
+    /// A started agent with defaults for everything but its name and backend.
+    pub fn new(name: impl Into<String>, backend: BackendSpec) -> Self {
+        Self {
+            name: name.into(),
+            backend,
+            capabilities: Vec::new(),
+            max_concurrent_tasks: None,
+            node: None,
+            project: None,
+            labels: Vec::new(),
+            limits: Limits::default(),
+            restart: None,
+            start: true,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.name.trim().is_empty() || self.name.len() > 128 {
+            return Err(ApiError::invalid("name must be 1-128 characters"));
+        }
+        if let Some(m) = self.max_concurrent_tasks {
+            if !(1..=10_000).contains(&m) {
+                return Err(ApiError::invalid("maxConcurrentTasks must be between 1 and 10000"));
+            }
+        }
+        capabilities(&self.capabilities)?;
+        if let Some(p) = &self.project {
+            if p.trim().is_empty() || p.len() > 128 {
+                return Err(ApiError::invalid("project must be 1-128 characters"));
+            }
+        }
+        labels(&self.labels)?;
+        self.limits.validate()?;
+        if !self.limits.is_empty() && !self.backend.runs_processes() {
+            return Err(ApiError::invalid("limits apply to exec and process agents only"));
+        }
+        restart(self.restart)?;
+        self.backend.validate()
+    }
+}
+
+/// What `updateAgent` changes; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentUpdate {
+    pub capabilities: Option<Vec<String>>,
+    pub max_concurrent_tasks: Option<i64>,
+    pub labels: Option<Vec<(String, String)>>,
+    pub limits: Option<Limits>,
+    /// Replaces the env of an exec or process backend.
+    pub env: Option<Vec<(String, String)>>,
+    pub restart: Option<RestartLimit>,
+}
+
+impl AgentUpdate {
+    /// The spec with this update applied, or why it cannot be.
+    pub fn apply(&self, spec: &AgentSpec) -> Result<AgentSpec, ApiError> {
+        let mut next = spec.clone();
+        if let Some(c) = &self.capabilities {
+            capabilities(c)?;
+            next.capabilities = c.clone();
+        }
+        if let Some(m) = self.max_concurrent_tasks {
+            if !(1..=10_000).contains(&m) {
+                return Err(ApiError::invalid("maxConcurrentTasks must be between 1 and 10000"));
+            }
+            next.max_concurrent_tasks = m as u32;
+        }
+        if let Some(l) = &self.labels {
+            labels(l)?;
+            next.labels = l.iter().cloned().collect();
+        }
+        if let Some(limits) = self.limits {
+            limits.validate()?;
+            if !limits.is_empty() && !spec.backend.runs_processes() {
+                return Err(ApiError::invalid("limits apply to exec and process agents only"));
+            }
+            next.limits = limits;
+        }
+        if let Some(env) = &self.env {
+            backends::env(env)?;
+            match &mut next.backend {
+                BackendSpec::Exec(e) => e.env = env.clone(),
+                BackendSpec::Process(p) => p.env = env.clone(),
+                _ => return Err(ApiError::invalid("env applies to exec and process agents only")),
+            }
+        }
+        if self.restart.is_some() {
+            restart(self.restart)?;
+            next.restart = self.restart;
+        }
+        Ok(next)
+    }
+}
+
+fn capabilities(c: &[String]) -> Result<(), ApiError> {
+    if c.iter().any(|c| c.trim().is_empty()) {
+        return Err(ApiError::invalid("capabilities must not be empty strings"));
+    }
+    Ok(())
+}
+
+fn labels(labels: &[(String, String)]) -> Result<(), ApiError> {
+    if labels.len() > 64 {
+        return Err(ApiError::invalid("at most 64 labels"));
+    }
+    for (k, v) in labels {
+        if k.trim().is_empty() || k.len() > 128 || v.len() > 256 {
+            return Err(ApiError::invalid(
+                "label keys must be 1-128 characters and values at most 256",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn restart(limit: Option<RestartLimit>) -> Result<(), ApiError> {
+    if let Some(r) = limit {
+        if r.window_ms == 0 || r.max_restarts > 1000 {
+            return Err(ApiError::invalid(
+                "restart: windowMs must be positive and maxRestarts at most 1000",
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -152,13 +257,7 @@ mod tests {
     use super::*;
 
     fn req(backend: BackendSpec) -> SpawnAgentRequest {
-        SpawnAgentRequest {
-            name: "a".into(),
-            backend,
-            capabilities: vec![],
-            max_concurrent_tasks: None,
-            node: None,
-        }
+        SpawnAgentRequest::new("a", backend)
     }
 
     #[test]
@@ -180,5 +279,53 @@ mod tests {
         assert!(zero.validate().is_err());
         assert!(BuiltinKind::parse("nope").is_err());
         assert!(req(BackendSpec::Builtin(BuiltinKind::Echo)).validate().is_ok());
+        let mut limited = req(BackendSpec::Builtin(BuiltinKind::Echo));
+        limited.limits.open_files = Some(10);
+        assert!(matches!(limited.validate(), Err(ApiError::InvalidInput(m)) if m.contains("exec and process")));
+        let no_host = req(BackendSpec::Http(HttpBackend {
+            url: "http:///x".into(),
+            headers: vec![],
+            timeout_ms: None,
+        }));
+        assert!(no_host.validate().is_err());
+        let bad_header = req(BackendSpec::Http(HttpBackend {
+            url: "http://127.0.0.1:1/x".into(),
+            headers: vec![("X-A".into(), "b\r\nInjected: 1".into())],
+            timeout_ms: None,
+        }));
+        assert!(bad_header.validate().is_err());
+    }
+
+    #[test]
+    fn an_update_changes_only_what_it_names_and_is_checked() {
+        let mut spawn = req(BackendSpec::Builtin(BuiltinKind::Echo));
+        spawn.capabilities = vec!["a".into()];
+        let spec = AgentSpec {
+            id: "x@n".into(),
+            name: spawn.name,
+            node: "n".into(),
+            backend: spawn.backend,
+            capabilities: spawn.capabilities,
+            max_concurrent_tasks: 1,
+            owner: Owner::Node,
+            desired: Desired::Running,
+            created_at: Utc::now(),
+            project: "default".into(),
+            labels: BTreeMap::new(),
+            limits: Limits::default(),
+            restart: None,
+        };
+        let update = AgentUpdate {
+            labels: Some(vec![("team".into(), "blue".into())]),
+            ..AgentUpdate::default()
+        };
+        let next = update.apply(&spec).unwrap();
+        assert_eq!(next.labels.get("team").map(String::as_str), Some("blue"));
+        assert_eq!(next.capabilities, spec.capabilities);
+        let env = AgentUpdate {
+            env: Some(vec![("A".into(), "1".into())]),
+            ..AgentUpdate::default()
+        };
+        assert!(env.apply(&spec).is_err(), "a builtin has no environment");
     }
 }

@@ -8,30 +8,47 @@ use super::spec::AgentSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AgentState {
+    /// Created, never started.
+    Defined,
+    /// Its actor and backend are starting.
     Starting,
     Running,
-    /// Failed and about to be started again by its supervisor.
-    Restarting,
+    /// Takes no tasks; its processes are suspended (SIGSTOP).
+    Paused,
+    /// Finishing its running tasks before it stops (a graceful stop).
+    Stopping,
     Stopped,
-    /// Given up on: it failed more often than its restart intensity allows.
+    /// Failed; its supervisor is starting it again (perhaps from its last checkpoint).
+    Recovering,
+    /// Running, but it missed its heartbeats: it takes no tasks until it is heard again.
+    Unhealthy,
+    /// Given up on: it failed more often than its recovery ladder allows.
     Failed,
 }
 
 impl AgentState {
-    pub const ALL: [AgentState; 5] = [
+    pub const ALL: [AgentState; 9] = [
+        AgentState::Defined,
         AgentState::Starting,
         AgentState::Running,
-        AgentState::Restarting,
+        AgentState::Paused,
+        AgentState::Stopping,
         AgentState::Stopped,
+        AgentState::Recovering,
+        AgentState::Unhealthy,
         AgentState::Failed,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Defined => "defined",
             Self::Starting => "starting",
             Self::Running => "running",
-            Self::Restarting => "restarting",
+            Self::Paused => "paused",
+            Self::Stopping => "stopping",
             Self::Stopped => "stopped",
+            Self::Recovering => "recovering",
+            Self::Unhealthy => "unhealthy",
             Self::Failed => "failed",
         }
     }
@@ -57,17 +74,32 @@ impl AgentStatus {
 }
 
 /// Task counters of one agent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentStats {
     pub succeeded: u64,
     pub failed: u64,
     /// Tasks running now (live, not stored).
     #[serde(skip)]
     pub running: u32,
+    /// Model tokens the agent's results reported (`usage.promptTokens` / `completionTokens`).
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Over the agent's recent attempts (live, not stored).
+    #[serde(skip)]
+    pub recent: Recent,
+}
+
+/// Figures over an agent's last attempts, kept by the scheduler.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Recent {
+    pub attempts: u32,
+    pub success_rate: Option<f64>,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
 }
 
 /// An agent as the API shows it: spec, status and counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentView {
     pub spec: AgentSpec,
     pub status: AgentStatus,

@@ -24,7 +24,7 @@ use crate::slots::Slots;
 use crate::tables::{AGENTS, AGENT_STATUS, TASKS};
 
 /// The layout of the store this release writes.
-const FORMAT: &str = "2";
+const FORMAT: &str = "3";
 /// How often answers past their idempotency window are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
@@ -67,6 +67,8 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             window: config.agent_restart_window,
         },
         shutdown: Shutdown::Timeout(Duration::from_secs(10)),
+        stop_grace: config.agent_stop_grace,
+        checkpoints_kept: config.agent_checkpoints_kept,
     };
     let api = Api::new(Context {
         node_id,

@@ -14,6 +14,7 @@ use crate::agent::{AgentMsg, AgentStats};
 use crate::error::ApiError;
 use crate::task::{Assignment, Outcome, TaskSpec, TaskStatus};
 
+mod figures;
 mod record;
 mod recover;
 
@@ -32,7 +33,16 @@ pub enum SchedulerMsg {
         id: String,
         capabilities: Vec<String>,
         max_concurrent: u32,
+        /// Whether it takes tasks now (a paused agent starts closed).
+        open: bool,
         actor: ActorRef<AgentMsg>,
+    },
+    /// The agent's incarnation takes tasks again (true) or takes none for now (false:
+    /// paused, unhealthy, stopping).
+    AgentOpen {
+        id: String,
+        incarnation: u64,
+        open: bool,
     },
     /// The agent's actor `incarnation` (its pid) is gone; ignored if a newer one registered.
     AgentDown {
@@ -71,6 +81,7 @@ pub struct State {
     pending: troupe_runtime::store::Batch,
     /// Agents whose counters changed since the last write.
     dirty_stats: std::collections::HashSet<String>,
+    recent: HashMap<String, figures::Window>,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +115,7 @@ impl Actor for Scheduler {
             stats: HashMap::new(),
             pending: troupe_runtime::store::Batch::new(),
             dirty_stats: std::collections::HashSet::new(),
+            recent: HashMap::new(),
         };
         state.recover().await?;
         tracing::info!(queued = state.engine.queued(), "scheduler started");
@@ -137,20 +149,29 @@ impl Actor for Scheduler {
                 attempt,
                 agent_id,
                 outcome,
-            } => state.engine.finished(&task_id, attempt, &agent_id, outcome, now),
+            } => {
+                state.observe(&task_id, attempt, &agent_id, &outcome, now);
+                state.engine.finished(&task_id, attempt, &agent_id, outcome, now)
+            }
             SchedulerMsg::AgentUp {
                 id,
                 capabilities,
                 max_concurrent,
+                open,
                 actor,
             } => {
-                tracing::debug!(agent = %id, "agent registered");
+                tracing::debug!(agent = %id, open, "agent registered");
                 let incarnation = actor.get_id().pid();
                 state.agents.insert(id.clone(), actor);
-                state
+                let mut effects = state
                     .engine
-                    .agent_up(&id, capabilities, max_concurrent, incarnation, now)
+                    .agent_up(&id, capabilities, max_concurrent, incarnation, now);
+                if !open {
+                    effects.extend(state.engine.set_open(&id, incarnation, false, now));
+                }
+                effects
             }
+            SchedulerMsg::AgentOpen { id, incarnation, open } => state.engine.set_open(&id, incarnation, open, now),
             SchedulerMsg::AgentDown { id, incarnation, down } => {
                 let effects = state.engine.agent_down(&id, incarnation, down, now);
                 if state.agents.get(&id).is_some_and(|a| a.get_id().pid() == incarnation) {
@@ -165,6 +186,7 @@ impl Actor for Scheduler {
                     .map(|id| {
                         let mut c = state.stats.get(&id).copied().unwrap_or_default();
                         c.running = state.engine.running_on(&id);
+                        c.recent = state.recent.get(&id).map(figures::Window::figures).unwrap_or_default();
                         (id, c)
                     })
                     .collect();

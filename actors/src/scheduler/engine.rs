@@ -129,6 +129,8 @@ struct Slot {
     incarnation: u64,
     /// The load it is filed under in `free`, while it has room.
     free_at: Option<u64>,
+    /// Whether it takes new tasks (not paused, not unhealthy, not stopping).
+    open: bool,
 }
 
 pub struct Engine {
@@ -234,10 +236,24 @@ impl Engine {
                 running: HashSet::new(),
                 incarnation,
                 free_at: None,
+                open: true,
             },
         );
         self.refile(id);
         self.fill(id, now);
+        self.take()
+    }
+
+    /// Opens or closes the agent (this incarnation of it) to new tasks; what it runs goes on.
+    pub fn set_open(&mut self, id: &str, incarnation: u64, open: bool, now: Now) -> Vec<Effect> {
+        let Some(slot) = self.agents.get_mut(id).filter(|s| s.incarnation == incarnation) else {
+            return Vec::new();
+        };
+        if slot.open != open {
+            slot.open = open;
+            self.refile(id);
+            self.fill(id, now);
+        }
         self.take()
     }
 

@@ -119,6 +119,7 @@ fn agent_up(actor: ActorRef<AgentMsg>) -> SchedulerMsg {
         id: "a1".into(),
         capabilities: vec!["echo".into()],
         max_concurrent: 2,
+        open: true,
         actor,
     }
 }

@@ -1,6 +1,8 @@
-//! The agents service: spawn, stop, look up, list and count agents, wherever they live. An
-//! agent's id names its node; requests for a peer's agent go to that node's agents service.
+//! The agents service: create, act on (start, stop, pause, ...), checkpoint, look up, list
+//! and count agents, wherever they live. An agent's id names its node; requests for a peer's
+//! agent go to that node's agents service.
 
+mod lifecycle;
 mod local;
 
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::context::Context;
 use super::listing::{merge_pages, Counted, Listing};
-use crate::agent::{AgentView, SpawnAgentRequest};
+use crate::agent::{AgentFilter, AgentUpdate, AgentView, Checkpoint, Probe, SpawnAgentRequest, Usage};
 use crate::cluster::remote::{envelope, Service};
 use crate::error::ApiError;
 
@@ -18,11 +20,86 @@ envelope!(AgentsMsg);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AgentsRequest {
-    Spawn { request: SpawnAgentRequest, key: String },
-    Stop { id: String, key: Option<String> },
+    Spawn {
+        request: SpawnAgentRequest,
+        key: String,
+    },
+    Act {
+        id: String,
+        action: AgentAction,
+        key: String,
+    },
+    Checkpoint {
+        id: String,
+        description: String,
+        key: String,
+    },
+    Checkpoints(String),
+    Live(String),
     Get(String),
-    List { after: Option<String>, first: u32 },
+    List {
+        after: Option<String>,
+        first: u32,
+        filter: AgentFilter,
+    },
     Count,
+}
+
+/// What can be done to an existing agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentAction {
+    Start,
+    /// Graceful: running tasks get the grace period to finish first.
+    Stop { graceful: bool },
+    Pause,
+    Resume,
+    Restart,
+    Remove,
+    Update(AgentUpdate),
+    Rollback { checkpoint: String },
+}
+
+impl AgentAction {
+    /// The mutation's name, for idempotency scopes and messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Start => "startAgent",
+            Self::Stop { .. } => "stopAgent",
+            Self::Pause => "pauseAgent",
+            Self::Resume => "resumeAgent",
+            Self::Restart => "restartAgent",
+            Self::Remove => "removeAgent",
+            Self::Update(_) => "updateAgent",
+            Self::Rollback { .. } => "rollbackAgent",
+        }
+    }
+}
+
+/// What an agent's actor says of itself now: usage of its processes and health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentLive {
+    pub usage: Option<Usage>,
+    /// When the backend last showed a sign of life (process agents).
+    pub last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
+    pub healthy: bool,
+    pub paused: bool,
+    pub process_groups: Vec<u32>,
+}
+
+impl AgentLive {
+    pub(crate) fn from_probe(p: Probe) -> Self {
+        let now = troupe_runtime::clock::now();
+        Self {
+            usage: p.usage,
+            last_heartbeat: p
+                .silent_for
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .map(|d| now - d),
+            healthy: p.healthy,
+            paused: p.paused,
+            process_groups: p.process_groups,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +108,9 @@ pub enum AgentsResponse {
     Found(Option<AgentView>),
     Page(Vec<AgentView>, bool),
     Count(u64),
+    Checkpoint(Checkpoint),
+    Checkpoints(Vec<Checkpoint>),
+    Live(Option<AgentLive>),
 }
 
 #[derive(Clone)]
@@ -70,17 +150,81 @@ impl Agents {
         }
     }
 
-    /// Stops an agent for good; its running tasks go back to the queue.
-    pub async fn stop(&self, id: &str, key: Option<String>) -> Result<AgentView, ApiError> {
+    /// Whether this node holds the agent (its id names this node).
+    pub fn holds(&self, id: &str) -> bool {
+        self.ctx.holds(id)
+    }
+
+    /// Acts on an agent wherever it lives.
+    pub async fn act(&self, id: &str, action: AgentAction, key: Option<String>) -> Result<AgentView, ApiError> {
         match self.ctx.peer_holding(id) {
             Some(node) => {
-                let request = AgentsRequest::Stop { id: id.to_owned(), key };
-                match self.ctx.cluster.call::<Agents>(node, &request).await? {
+                let request = |key| AgentsRequest::Act {
+                    id: id.to_owned(),
+                    action: action.clone(),
+                    key,
+                };
+                match self.ctx.forward::<Agents>(node, request, key).await? {
                     AgentsResponse::Agent(view) => Ok(view),
-                    _ => Err(unexpected("stopAgent")),
+                    _ => Err(unexpected(action.name())),
                 }
             }
-            None => self.stop_local(id, key.as_deref()).await,
+            None => self.act_local(id, action, key.as_deref()).await,
+        }
+    }
+
+    /// Stops an agent; its running tasks go back to the queue without losing an attempt.
+    pub async fn stop(&self, id: &str, key: Option<String>) -> Result<AgentView, ApiError> {
+        self.act(id, AgentAction::Stop { graceful: false }, key).await
+    }
+
+    /// Takes a checkpoint of the agent's state through its backend and keeps it.
+    pub async fn checkpoint(&self, id: &str, description: String, key: Option<String>) -> Result<Checkpoint, ApiError> {
+        match self.ctx.peer_holding(id) {
+            Some(node) => {
+                let request = |key| AgentsRequest::Checkpoint {
+                    id: id.to_owned(),
+                    description: description.clone(),
+                    key,
+                };
+                match self.ctx.forward::<Agents>(node, request, key).await? {
+                    AgentsResponse::Checkpoint(c) => Ok(c),
+                    _ => Err(unexpected("checkpointAgent")),
+                }
+            }
+            None => self.checkpoint_local(id, description, key.as_deref()).await,
+        }
+    }
+
+    /// The agent's checkpoints, oldest first.
+    pub async fn checkpoints(&self, id: &str) -> Result<Vec<Checkpoint>, ApiError> {
+        match self.ctx.peer_holding(id) {
+            Some(node) => match self
+                .ctx
+                .cluster
+                .call::<Agents>(node, &AgentsRequest::Checkpoints(id.to_owned()))
+                .await?
+            {
+                AgentsResponse::Checkpoints(list) => Ok(list),
+                _ => Err(unexpected("checkpoints")),
+            },
+            None => Ok(crate::agent::checkpoints::list(&self.ctx.store, id).await?),
+        }
+    }
+
+    /// What the agent's actor says of itself now; `None` when it is not running.
+    pub async fn live(&self, id: &str) -> Result<Option<AgentLive>, ApiError> {
+        match self.ctx.peer_holding(id) {
+            Some(node) => match self
+                .ctx
+                .cluster
+                .call::<Agents>(node, &AgentsRequest::Live(id.to_owned()))
+                .await?
+            {
+                AgentsResponse::Live(live) => Ok(live),
+                _ => Err(unexpected("agent usage")),
+            },
+            None => self.live_local(id).await,
         }
     }
 
@@ -102,11 +246,17 @@ impl Agents {
 
     /// The cluster's agents in id order after the cursor: this node's and every reachable
     /// peer's.
-    pub async fn list(&self, after: Option<String>, first: usize) -> Result<Listing<AgentView>, ApiError> {
-        let mut pages = vec![self.list_local(after.clone(), first).await?];
+    pub async fn list(
+        &self,
+        after: Option<String>,
+        first: usize,
+        filter: AgentFilter,
+    ) -> Result<Listing<AgentView>, ApiError> {
+        let mut pages = vec![self.list_local(after.clone(), first, &filter).await?];
         let request = AgentsRequest::List {
             after,
             first: first as u32,
+            filter,
         };
         let gathered = self.ctx.cluster.gather::<Agents>(&request).await;
         pages.extend(gathered.answers.into_iter().filter_map(|a| match a {
@@ -159,12 +309,20 @@ impl Service for Agents {
                     request.validate()?;
                     agents.spawn_local(request, Some(&key)).await.map(AgentsResponse::Agent)
                 }
-                AgentsRequest::Stop { id, key } => {
-                    agents.stop_local(&id, key.as_deref()).await.map(AgentsResponse::Agent)
+                AgentsRequest::Act { id, action, key } => {
+                    agents.act_local(&id, action, Some(&key)).await.map(AgentsResponse::Agent)
                 }
+                AgentsRequest::Checkpoint { id, description, key } => agents
+                    .checkpoint_local(&id, description, Some(&key))
+                    .await
+                    .map(AgentsResponse::Checkpoint),
+                AgentsRequest::Checkpoints(id) => Ok(AgentsResponse::Checkpoints(
+                    crate::agent::checkpoints::list(&agents.ctx.store, &id).await?,
+                )),
+                AgentsRequest::Live(id) => agents.live_local(&id).await.map(AgentsResponse::Live),
                 AgentsRequest::Get(id) => agents.get_local(&id).await.map(AgentsResponse::Found),
-                AgentsRequest::List { after, first } => {
-                    let (items, more) = agents.list_local(after, first.min(1000) as usize).await?;
+                AgentsRequest::List { after, first, filter } => {
+                    let (items, more) = agents.list_local(after, first.min(1000) as usize, &filter).await?;
                     Ok(AgentsResponse::Page(items, more))
                 }
                 AgentsRequest::Count => agents.count_local().await.map(AgentsResponse::Count),

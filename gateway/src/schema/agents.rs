@@ -1,11 +1,21 @@
-//! Agents in GraphQL: the `Agent` type, `agents` / `agent`, `spawnAgent` / `stopAgent`.
+//! Agents in GraphQL: the `Agent` type, `agents` / `agent`, the lifecycle mutations
+//! (`createAgent`, `spawnAgent`, `startAgent`, `stopAgent`, `pauseAgent`, `resumeAgent`,
+//! `restartAgent`, `removeAgent`, `updateAgent`), checkpoints and `agentUpdates`.
+
+mod inputs;
+mod live;
+mod mutations;
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, Enum, InputObject, Object, OneofObject, ID};
+use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use troupe_actors::agent::{AgentState as State, AgentView, BackendSpec, BuiltinKind, ExecBackend, SpawnAgentRequest};
-use troupe_actors::{Api, ApiError};
+use troupe_actors::agent::{AgentFilter, AgentState as State, AgentView, Desired};
+use troupe_actors::Api;
 use troupe_runtime::auth::Role;
+
+use inputs::LabelInput;
+pub use live::AgentsSubscription;
+pub use mutations::AgentsMutation;
 
 use super::page::{cost, page_size, Count, Extra, DEFAULT_PAGE, MAX_PAGE};
 use super::Int64;
@@ -14,25 +24,67 @@ use crate::error::OrGql;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum AgentState {
+    /// Created (createAgent), never started.
+    Defined,
     Starting,
     Running,
-    /// Failed; its supervisor is about to start it again.
-    Restarting,
+    /// Takes no tasks; its processes are suspended (SIGSTOP).
+    Paused,
+    /// A graceful stop: finishing its running tasks within the grace period.
+    Stopping,
     Stopped,
-    /// Failed more often than its restart intensity allows; not restarted.
+    /// Failed; its supervisor is starting it again (perhaps from its last checkpoint).
+    Recovering,
+    /// Running but silent past its heartbeat interval: it takes no tasks until heard again.
+    Unhealthy,
+    /// Failed more often than its recovery ladder allows; not restarted.
     Failed,
+    /// Never reported any more: a failed agent about to restart is RECOVERING.
+    #[graphql(deprecation = "reported as RECOVERING")]
+    Restarting,
 }
 
 impl From<State> for AgentState {
     fn from(s: State) -> Self {
         match s {
+            State::Defined => Self::Defined,
             State::Starting => Self::Starting,
             State::Running => Self::Running,
-            State::Restarting => Self::Restarting,
+            State::Paused => Self::Paused,
+            State::Stopping => Self::Stopping,
             State::Stopped => Self::Stopped,
+            State::Recovering => Self::Recovering,
+            State::Unhealthy => Self::Unhealthy,
             State::Failed => Self::Failed,
         }
     }
+}
+
+#[derive(SimpleObject)]
+pub struct Label {
+    pub key: String,
+    pub value: String,
+}
+
+/// rlimits set on each process of an exec or process agent.
+#[derive(SimpleObject)]
+pub struct AgentLimits {
+    #[graphql(name = "memoryMiB")]
+    pub memory_mib: Option<Int64>,
+    pub cpu_seconds: Option<Int64>,
+    pub open_files: Option<Int64>,
+    /// How the limits are enforced: `rlimit` (per process). cgroup v2 limits are not set by
+    /// this release; `cgroup` says so.
+    pub enforcement: String,
+    pub cgroup: String,
+}
+
+/// Model tokens the agent's results reported, summed.
+#[derive(SimpleObject)]
+pub struct TokenUsage {
+    pub prompt_tokens: Int64,
+    pub completion_tokens: Int64,
+    pub total_tokens: Int64,
 }
 
 pub struct Agent(pub AgentView);
@@ -50,19 +102,33 @@ impl Agent {
     async fn node(&self) -> &str {
         &self.0.spec.node
     }
+    async fn project(&self) -> &str {
+        &self.0.spec.project
+    }
+    async fn labels(&self) -> Vec<Label> {
+        self.0
+            .spec
+            .labels
+            .iter()
+            .map(|(k, v)| Label {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect()
+    }
     /// What was observed last.
     async fn state(&self) -> AgentState {
         self.0.status.state.into()
     }
-    /// Whether the user wants it running (false once stopped).
+    /// Whether the user wants it running (false once stopped or before its first start).
     async fn wanted_running(&self) -> bool {
-        self.0.spec.desired == troupe_actors::agent::Desired::Running
+        self.0.spec.desired != Desired::Stopped
     }
     /// The supervisor that starts and restarts it.
     async fn owner(&self) -> &str {
         self.0.spec.owner.supervisor()
     }
-    /// `builtin:<kind>` or `exec:<program>`.
+    /// `builtin:<kind>`, `exec:<program>`, `process:<program>`, `http:<url>` or `llm:<model>`.
     async fn backend(&self) -> String {
         self.0.spec.backend.describe()
     }
@@ -71,6 +137,18 @@ impl Agent {
     }
     async fn max_concurrent_tasks(&self) -> i32 {
         self.0.spec.max_concurrent_tasks as i32
+    }
+    async fn limits(&self) -> Option<AgentLimits> {
+        let l = self.0.spec.limits;
+        let int = |v: Option<u64>| v.map(|v| Int64(v as i64));
+        self.0.spec.backend.runs_processes().then(|| AgentLimits {
+            memory_mib: int(l.memory_mib),
+            cpu_seconds: int(l.cpu_seconds),
+            open_files: int(l.open_files),
+            enforcement: if l.is_empty() { "none".into() } else { "rlimit".into() },
+            cgroup: "not applied: Troupe sets per-process rlimits; cgroup v2 limits are not configured by this release"
+                .into(),
+        })
     }
     async fn running_tasks(&self) -> i32 {
         self.0.stats.running as i32
@@ -85,7 +163,15 @@ impl Agent {
     async fn tasks_failed(&self) -> Int64 {
         self.0.stats.failed.into()
     }
-    /// Why the agent last failed, if it ever did.
+    async fn token_usage(&self) -> TokenUsage {
+        let s = &self.0.stats;
+        TokenUsage {
+            prompt_tokens: s.prompt_tokens.into(),
+            completion_tokens: s.completion_tokens.into(),
+            total_tokens: (s.prompt_tokens + s.completion_tokens).into(),
+        }
+    }
+    /// Why the agent last failed or went unhealthy, if it ever did.
     async fn last_error(&self) -> Option<&str> {
         self.0.status.last_error.as_deref()
     }
@@ -96,73 +182,29 @@ impl Agent {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.status.updated_at
     }
-}
-
-#[derive(InputObject)]
-pub struct EnvVarInput {
-    pub name: String,
-    pub value: String,
-}
-
-#[derive(InputObject)]
-pub struct ExecBackendInput {
-    pub command: Vec<String>,
-    pub timeout_ms: Option<Int64>,
-    pub env: Option<Vec<EnvVarInput>>,
-}
-
-#[derive(InputObject)]
-pub struct BuiltinBackendInput {
-    /// echo | sleep | fail | panic
-    pub kind: String,
-}
-
-#[derive(OneofObject)]
-pub enum BackendInput {
-    Exec(ExecBackendInput),
-    Builtin(BuiltinBackendInput),
-}
-
-#[derive(InputObject)]
-pub struct SpawnAgentInput {
-    pub name: String,
-    pub backend: BackendInput,
-    pub capabilities: Option<Vec<String>>,
-    pub max_concurrent_tasks: Option<i32>,
-    /// The node to run on; this node when omitted.
-    pub node: Option<String>,
-}
-
-impl TryFrom<SpawnAgentInput> for SpawnAgentRequest {
-    type Error = ApiError;
-
-    fn try_from(input: SpawnAgentInput) -> Result<Self, ApiError> {
-        let backend = match input.backend {
-            BackendInput::Builtin(b) => BackendSpec::Builtin(BuiltinKind::parse(&b.kind)?),
-            BackendInput::Exec(e) => {
-                let timeout_ms = match e.timeout_ms {
-                    Some(Int64(t)) if t <= 0 => return Err(ApiError::invalid("timeoutMs must be positive")),
-                    t => t.map(|t| t.0 as u64),
-                };
-                BackendSpec::Exec(ExecBackend {
-                    command: e.command,
-                    timeout_ms,
-                    env: e
-                        .env
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|v| (v.name, v.value))
-                        .collect(),
-                })
-            }
-        };
-        Ok(SpawnAgentRequest {
-            name: input.name,
-            backend,
-            capabilities: input.capabilities.unwrap_or_default(),
-            max_concurrent_tasks: input.max_concurrent_tasks.map(i64::from),
-            node: input.node,
-        })
+    /// Its kept checkpoints, oldest first.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn checkpoints(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<live::Checkpoint>> {
+        let list = ctx.data::<Api>()?.agents().checkpoints(&self.0.spec.id).await.gql()?;
+        Ok(list.into_iter().map(live::Checkpoint).collect())
+    }
+    /// RSS and CPU of its processes, sampled now; null when it runs none or is not running.
+    async fn usage(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<live::AgentUsage>> {
+        let live = ctx.data::<Api>()?.agents().live(&self.0.spec.id).await.gql()?;
+        Ok(live.and_then(|l| l.usage).map(live::AgentUsage))
+    }
+    /// The process groups running for it now (the whole group is paused, sampled and killed
+    /// together); empty when it runs none.
+    async fn process_groups(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Int64>> {
+        let live = ctx.data::<Api>()?.agents().live(&self.0.spec.id).await.gql()?;
+        Ok(live
+            .map(|l| l.process_groups.into_iter().map(|g| Int64(i64::from(g))).collect())
+            .unwrap_or_default())
+    }
+    /// Heartbeats and figures over its recent attempts.
+    async fn health(&self, ctx: &Context<'_>) -> async_graphql::Result<live::AgentHealth> {
+        let live = ctx.data::<Api>()?.agents().live(&self.0.spec.id).await.gql()?;
+        Ok(live::AgentHealth::new(&self.0, live))
     }
 }
 
@@ -171,7 +213,8 @@ pub struct AgentsQuery;
 
 #[Object]
 impl AgentsQuery {
-    /// The cluster's agents (this node's and every reachable peer's), by id.
+    /// The cluster's agents (this node's and every reachable peer's), by id; `project` and
+    /// `labels` (every pair must match) narrow the list.
     #[graphql(
         guard = "RoleGuard(Role::Viewer)",
         complexity = "cost(first, DEFAULT_PAGE, MAX_PAGE, child_complexity)"
@@ -181,10 +224,16 @@ impl AgentsQuery {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        project: Option<String>,
+        labels: Option<Vec<LabelInput>>,
     ) -> async_graphql::Result<Connection<String, Agent, Extra>> {
         let first = page_size(first, DEFAULT_PAGE, MAX_PAGE)?;
         let has_previous = after.is_some();
-        let listing = ctx.data::<Api>()?.agents().list(after, first).await.gql()?;
+        let filter = AgentFilter {
+            project,
+            labels: inputs::label_filter(labels),
+        };
+        let listing = ctx.data::<Api>()?.agents().list(after, first, filter).await.gql()?;
         crate::error::partial(ctx, "agents", &listing.missing);
         let extra = Extra {
             count: Count::Agents,
@@ -204,39 +253,5 @@ impl AgentsQuery {
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn agent(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Agent>> {
         Ok(ctx.data::<Api>()?.agents().get(&id).await.gql()?.map(Agent))
-    }
-}
-
-#[derive(Default)]
-pub struct AgentsMutation;
-
-#[Object]
-impl AgentsMutation {
-    /// Starts a supervised agent on this node, or on `input.node`. With an
-    /// `idempotencyKey`, a retry gets the same agent instead of a second one.
-    #[graphql(guard = "RoleGuard(Role::Operator)")]
-    async fn spawn_agent(
-        &self,
-        ctx: &Context<'_>,
-        input: SpawnAgentInput,
-        idempotency_key: Option<String>,
-    ) -> async_graphql::Result<Agent> {
-        let request = SpawnAgentRequest::try_from(input).gql()?;
-        let api = ctx.data::<Api>()?;
-        Ok(Agent(api.agents().spawn(request, idempotency_key).await.gql()?))
-    }
-
-    /// Stops an agent for good; its running tasks go back to the queue without losing an
-    /// attempt.
-    #[graphql(guard = "RoleGuard(Role::Operator)")]
-    async fn stop_agent(
-        &self,
-        ctx: &Context<'_>,
-        id: ID,
-        idempotency_key: Option<String>,
-    ) -> async_graphql::Result<Agent> {
-        Ok(Agent(
-            ctx.data::<Api>()?.agents().stop(&id, idempotency_key).await.gql()?,
-        ))
     }
 }

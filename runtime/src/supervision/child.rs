@@ -79,6 +79,12 @@ pub trait ChildSpec: Send + Sync + 'static {
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>>;
     /// Called after each lifecycle change, before its event is written. The batch is
     /// committed with the event, so the spec can record state atomically with it.
+    /// Asked when the child has used up its own restart intensity: `true` restarts it once
+    /// more with its history cleared (the spec changed how it will start, e.g. from a
+    /// checkpoint); `false` gives up on it.
+    fn one_more_chance(&self) -> bool {
+        false
+    }
     fn lifecycle(&self, _event: &ChildEvent, _batch: &mut Batch) {}
     /// Extra fields for this child's events.
     fn event_data(&self) -> serde_json::Value {

@@ -37,6 +37,8 @@ pub enum SupervisorMsg {
     TerminateChild(String, RpcReplyPort<bool>),
     /// Ids of the children and whether each is running now.
     Children(RpcReplyPort<Vec<(String, bool)>>),
+    /// Whether this supervisor holds the child (running or being restarted).
+    Holds(String, RpcReplyPort<bool>),
     /// This supervisor's live subtree.
     Describe(RpcReplyPort<SupervisorInfo>),
     /// A start job's report.
@@ -205,6 +207,9 @@ impl Actor for Supervisor {
                     .map(|c| (c.spec.id().to_owned(), matches!(c.slot, Slot::Running(_))))
                     .collect();
                 let _ = reply.send(list);
+            }
+            SupervisorMsg::Holds(id, reply) => {
+                let _ = reply.send(state.children.contains_key(&id));
             }
             SupervisorMsg::Describe(reply) => tree::describe(state, reply),
             SupervisorMsg::WriteFailed(reason) => {

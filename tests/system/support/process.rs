@@ -90,7 +90,7 @@ impl Drop for Guard {
 /// kill(2). Neither std nor tokio can send SIGTERM or probe a pid, hence libc; the call
 /// takes plain integers and touches none of our memory.
 #[allow(unsafe_code)]
-fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
+pub fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
     // SAFETY: kill(2) has no memory-safety preconditions.
     let rc = unsafe { libc::kill(pid, signal) };
     if rc == 0 {

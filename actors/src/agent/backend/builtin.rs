@@ -1,5 +1,7 @@
 //! Builtin backends for demos, tests and benchmarks.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -12,11 +14,17 @@ use crate::task::{Assignment, Outcome};
 pub struct Builtin {
     kind: BuiltinKind,
     agent: String,
+    /// The `counter` builtin's state.
+    count: Arc<AtomicI64>,
 }
 
 impl Builtin {
     pub fn new(kind: BuiltinKind, agent: String) -> Self {
-        Self { kind, agent }
+        Self {
+            kind,
+            agent,
+            count: Arc::new(AtomicI64::new(0)),
+        }
     }
 }
 
@@ -26,8 +34,41 @@ impl Backend for Builtin {
             // Inside the actor's handler, on purpose: the agent itself crashes.
             panic!("builtin panic agent {} panicked on task {}", self.agent, a.task_id);
         }
+        if self.kind == BuiltinKind::Counter {
+            let count = self.count.clone();
+            return Box::pin(async move { count_up(&count, &a.payload) });
+        }
         Box::pin(run(self.kind, a.payload))
     }
+
+    fn checkpoint(&mut self) -> BoxFuture<'_, Result<Value, String>> {
+        let state = match self.kind {
+            BuiltinKind::Counter => Ok(json!({ "count": self.count.load(Ordering::SeqCst) })),
+            other => Err(format!("the {} builtin keeps no state to checkpoint", other.as_str())),
+        };
+        Box::pin(async move { state })
+    }
+
+    fn restore(&mut self, state: Value) -> BoxFuture<'_, Result<(), String>> {
+        let done = match (self.kind, state.get("count").and_then(Value::as_i64)) {
+            (BuiltinKind::Counter, Some(n)) => {
+                self.count.store(n, Ordering::SeqCst);
+                Ok(())
+            }
+            (BuiltinKind::Counter, None) => Err("a counter state looks like {\"count\": N}".to_string()),
+            (other, _) => Err(format!("the {} builtin keeps no state to restore", other.as_str())),
+        };
+        Box::pin(async move { done })
+    }
+}
+
+/// `{"add": N}` adds N (default 0: a read); answers the count after it.
+fn count_up(count: &AtomicI64, payload: &Value) -> Outcome {
+    let add = match payload.get("add") {
+        None => 0,
+        Some(n) => n.as_i64().ok_or("counter's \"add\" must be an integer")?,
+    };
+    Ok(json!({ "count": count.fetch_add(add, Ordering::SeqCst) + add }))
 }
 
 async fn run(kind: BuiltinKind, payload: Value) -> Outcome {
@@ -47,6 +88,7 @@ async fn run(kind: BuiltinKind, payload: Value) -> Outcome {
             .unwrap_or("builtin fail")
             .to_string()),
         BuiltinKind::Panic => Err("the panic builtin panics before it runs".into()),
+        BuiltinKind::Counter => Err("the counter builtin runs inside its agent".into()),
     }
 }
 
@@ -63,5 +105,23 @@ mod tests {
         );
         assert!(run(BuiltinKind::Sleep, json!({})).await.is_err());
         assert_eq!(run(BuiltinKind::Fail, json!({"message": "no"})).await, Err("no".into()));
+    }
+
+    #[tokio::test]
+    async fn a_counter_counts_and_comes_back_from_a_checkpoint() {
+        let mut counter = Builtin::new(BuiltinKind::Counter, "c".into());
+        let task = |payload| Assignment {
+            task_id: "t".into(),
+            attempt: 1,
+            payload,
+            timeout_ms: None,
+        };
+        assert_eq!(counter.run(task(json!({"add": 2}))).await, Ok(json!({"count": 2})));
+        let saved = counter.checkpoint().await.unwrap();
+        assert_eq!(counter.run(task(json!({"add": 5}))).await, Ok(json!({"count": 7})));
+        counter.restore(saved).await.unwrap();
+        assert_eq!(counter.run(task(json!({}))).await, Ok(json!({"count": 2})));
+        let mut echo = Builtin::new(BuiltinKind::Echo, "e".into());
+        assert!(echo.checkpoint().await.unwrap_err().contains("echo"));
     }
 }

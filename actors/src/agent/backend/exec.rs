@@ -8,16 +8,19 @@
 //! An attempt that ends any other way (timeout, cancel, agent gone) kills the group too, so
 //! nothing a task started outlives it.
 
+use std::collections::HashSet;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
+use super::limits;
 use super::Backend;
-use crate::agent::spec::ExecBackend;
+use crate::agent::spec::{ExecBackend, Limits};
 use crate::task::{Assignment, Outcome};
 
 /// How much of stderr a failure reports.
@@ -30,22 +33,51 @@ const INHERITED: [&str; 3] = ["PATH", "HOME", "LANG"];
 pub struct Exec {
     spec: ExecBackend,
     agent: String,
+    limits: Limits,
+    groups: Groups,
 }
 
 impl Exec {
-    pub fn new(spec: ExecBackend, agent: String) -> Self {
-        Self { spec, agent }
+    pub fn new(spec: ExecBackend, agent: String, limits: Limits) -> Self {
+        Self {
+            spec,
+            agent,
+            limits,
+            groups: Groups::default(),
+        }
+    }
+}
+
+/// The process groups of the attempts running now.
+#[derive(Clone, Default)]
+pub struct Groups(Arc<Mutex<HashSet<u32>>>);
+
+impl Groups {
+    fn set(&self, pgid: u32, running: bool) {
+        let mut groups = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if running {
+            groups.insert(pgid);
+        } else {
+            groups.remove(&pgid);
+        }
+    }
+
+    fn list(&self) -> Vec<u32> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
     }
 }
 
 impl Backend for Exec {
     fn run(&mut self, a: Assignment) -> BoxFuture<'static, Outcome> {
-        let (spec, agent) = (self.spec.clone(), self.agent.clone());
+        let (spec, agent, limits) = (self.spec.clone(), self.agent.clone(), self.limits);
+        let groups = self.groups.clone();
         Box::pin(async move {
             let ctx = ExecContext {
                 agent_id: &agent,
                 task_id: &a.task_id,
                 attempt: a.attempt,
+                limits,
+                groups,
             };
             run(&spec, ctx, &a.payload).await
         })
@@ -54,12 +86,18 @@ impl Backend for Exec {
     fn default_timeout_ms(&self) -> Option<u64> {
         self.spec.timeout_ms
     }
+
+    fn process_groups(&self) -> Vec<u32> {
+        self.groups.list()
+    }
 }
 
 pub struct ExecContext<'a> {
     pub agent_id: &'a str,
     pub task_id: &'a str,
     pub attempt: u32,
+    pub limits: Limits,
+    pub groups: Groups,
 }
 
 pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -> Outcome {
@@ -81,9 +119,11 @@ pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    limits::apply(&mut cmd, ctx.limits);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))?;
     let pid = child.id().ok_or("the child exited before it could be watched")?;
-    let mut group = GroupKill(Some(pid));
+    let mut group = GroupKill(Some(pid), ctx.groups.clone());
+    ctx.groups.set(pid, true);
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let input = payload.to_string();
     let feed = async move {
@@ -139,7 +179,9 @@ pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -
     // Reaping and disarming the guard happen together, with no await between them.
     let status = match child.try_wait() {
         Ok(Some(status)) => {
-            group.0 = None;
+            if let Some(pid) = group.0.take() {
+                group.1.set(pid, false);
+            }
             status
         }
         Ok(None) => return Err(format!("{program:?} was reported exited but is still running")),
@@ -172,25 +214,19 @@ fn tail(s: &str, max: usize) -> &str {
 
 /// Kills the process group of a leader not yet reaped when dropped (an attempt that ends
 /// early); disarmed once the leader is reaped.
-struct GroupKill(Option<u32>);
+struct GroupKill(Option<u32>, Groups);
 
 impl Drop for GroupKill {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
             kill_group(pid);
+            self.1.set(pid, false);
         }
     }
 }
 
-#[allow(unsafe_code)]
 fn kill_group(pid: u32) {
-    let Ok(pgid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: killpg only sends a signal; an already-empty group gives ESRCH, ignored.
-    unsafe {
-        libc::killpg(pgid, libc::SIGKILL);
-    }
+    limits::signal_group(pid, libc::SIGKILL);
 }
 
 /// Resolves once the process has exited, without reaping it.

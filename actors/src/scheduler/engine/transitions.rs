@@ -30,7 +30,7 @@ impl Engine {
     pub(super) fn fill(&mut self, agent: &str, now: Now) {
         while !self.draining {
             let Some(slot) = self.agents.get(agent) else { return };
-            if slot.running.len() as u32 >= slot.max {
+            if !slot.open || slot.running.len() as u32 >= slot.max {
                 return;
             }
             let Some((want, key)) = self.queues.best_for(agent, &slot.capabilities) else {
@@ -84,7 +84,7 @@ impl Engine {
             self.free.remove(&slot.capabilities, agent, old);
         }
         let running = slot.running.len() as u32;
-        if running < slot.max {
+        if slot.open && running < slot.max {
             let load = load_key(running, slot.max);
             self.free.insert(&slot.capabilities, agent, load);
             slot.free_at = Some(load);

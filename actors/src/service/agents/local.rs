@@ -10,12 +10,12 @@ use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 
 use super::Agents;
 use crate::agent::{
-    gauge_moved, AgentChild, AgentSpec, AgentState, AgentStats, AgentStatus, AgentView, Desired, Owner,
-    SpawnAgentRequest,
+    gauge_moved, AgentChild, AgentFilter, AgentSpec, AgentState, AgentStats, AgentStatus, AgentView, Desired,
+    Owner, SpawnAgentRequest,
 };
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
-use crate::service::context::{ask, keep, split};
+use crate::service::context::{ask, split};
 use crate::tables::{AGENTS, AGENT_STATUS};
 
 impl Agents {
@@ -48,24 +48,42 @@ impl Agents {
             owner: Owner::Node,
             desired: Desired::Running,
             created_at: now,
+            project: req.project.unwrap_or_else(|| "default".into()),
+            labels: req.labels.into_iter().collect(),
+            limits: req.limits,
+            restart: req.restart,
         };
-        let status = AgentStatus::new(AgentState::Starting);
-        let data = json!({ "name": spec.name, "node": spec.node, "backend": spec.backend.describe() });
+        let (state, kind) = match req.start {
+            true => (AgentState::Starting, "AGENT_SPAWNED"),
+            false => (AgentState::Defined, "AGENT_DEFINED"),
+        };
+        let spec = AgentSpec {
+            desired: if req.start { Desired::Running } else { Desired::Stopped },
+            ..spec
+        };
+        let status = AgentStatus::new(state);
+        let data = json!({ "name": spec.name, "node": spec.node, "backend": spec.backend.describe(), "project": spec.project });
         let mut batch = Batch::new()
             .put(AGENTS, spec.id.clone(), troupe_runtime::codec::encode(&spec)?)
             .put(AGENT_STATUS, spec.id.clone(), troupe_runtime::codec::encode(&status)?)
-            .event(NewEvent::new("AGENT_SPAWNED", Some(spec.id.clone()), data));
+            .event(NewEvent::new(kind, Some(spec.id.clone()), data));
         if let Some(guard) = &guard {
             guard.record(&mut batch, &spec.id)?;
         }
         self.ctx.store.write(batch).await?;
-        gauge_moved(None, Some(AgentState::Starting));
+        gauge_moved(None, Some(state));
         let child = Arc::new(AgentChild::new(
             spec.clone(),
             status,
             self.ctx.slots.clone(),
+            self.ctx.store.clone(),
             self.ctx.agent_policy,
         ));
+        self.ctx.slots.handles.insert(child.clone());
+        if !req.start {
+            drop(guard);
+            return Ok(self.views(vec![(spec, child.status())]).await.remove(0));
+        }
         let supervisor = self.ctx.agents_supervisor()?;
         let as_spec: Arc<dyn ChildSpec> = child.clone();
         ask(
@@ -77,61 +95,6 @@ impl Agents {
         .map_err(|e| ApiError::Internal(format!("agent {} did not start: {e}", spec.id)))?;
         drop(guard);
         Ok(self.views(vec![(spec, child.status())]).await.remove(0))
-    }
-
-    pub(crate) async fn stop_local(&self, id: &str, key: Option<&str>) -> Result<AgentView, ApiError> {
-        let guard = match split(self.ctx.claim("stopAgent", key, &id).await?) {
-            Ok(guard) => guard,
-            Err(id) => {
-                return self
-                    .get_local(&id)
-                    .await?
-                    .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
-            }
-        };
-        let (mut spec, status) = self
-            .read(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))?;
-        if spec.desired == Desired::Stopped {
-            return Err(ApiError::Conflict(format!("agent {id} is already stopped")));
-        }
-        // The wish first, durably: a crash from here on does not bring the agent back.
-        spec.desired = Desired::Stopped;
-        self.ctx
-            .store
-            .write(Batch::new().put(AGENTS, id, troupe_runtime::codec::encode(&spec)?))
-            .await?;
-        let supervisor = self.ctx.agents_supervisor()?;
-        let stopped = ask(
-            &supervisor,
-            |r| SupervisorMsg::TerminateChild(id.to_owned(), r),
-            "the agents supervisor",
-        )
-        .await?;
-        if !stopped {
-            // Not under supervision (given up on, FAILED): the stop is recorded here.
-            let mut status = status;
-            let before = status.state;
-            status.state = AgentState::Stopped;
-            status.updated_at = troupe_runtime::clock::now();
-            let data = json!({ "name": spec.name, "node": spec.node });
-            self.ctx
-                .store
-                .write(
-                    Batch::new()
-                        .put(AGENT_STATUS, id, troupe_runtime::codec::encode(&status)?)
-                        .event(NewEvent::new("AGENT_STOPPED", Some(id.to_owned()), data)),
-                )
-                .await?;
-            gauge_moved(Some(before), Some(AgentState::Stopped));
-        }
-        // The supervisor's record of the stop is durable before we answer.
-        self.ctx.store.flush().await?;
-        keep(&self.ctx.store, guard, id).await?;
-        self.get_local(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
     }
 
     pub(crate) async fn read(&self, id: &str) -> Result<Option<(AgentSpec, AgentStatus)>, ApiError> {
@@ -151,14 +114,19 @@ impl Agents {
         &self,
         after: Option<String>,
         first: usize,
+        filter: &AgentFilter,
     ) -> Result<(Vec<AgentView>, bool), ApiError> {
+        let filter = filter.clone();
         let mut page = self
             .ctx
             .store
             .view(move |v| {
                 let mut ids = Vec::new();
-                v.scan(AGENTS, after.as_deref(), |id, _| {
-                    ids.push(id.to_owned());
+                let everything = filter == AgentFilter::default();
+                v.scan(AGENTS, after.as_deref(), |id, bytes| {
+                    if everything || troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter) {
+                        ids.push(id.to_owned());
+                    }
                     Ok(ids.len() <= first)
                 })?;
                 let mut out = Vec::with_capacity(ids.len());
@@ -180,7 +148,7 @@ impl Agents {
     }
 
     /// Spec and status with the scheduler's live counters.
-    async fn views(&self, found: Vec<(AgentSpec, AgentStatus)>) -> Vec<AgentView> {
+    pub(crate) async fn views(&self, found: Vec<(AgentSpec, AgentStatus)>) -> Vec<AgentView> {
         let ids = found.iter().map(|(s, _)| s.id.clone()).collect();
         let counters: HashMap<String, AgentStats> = match self.ctx.scheduler() {
             Ok(s) => ask(&s, |r| SchedulerMsg::Counters(ids, r), "the scheduler")

@@ -28,9 +28,18 @@ impl State {
             Strategy::OneForOne => vec![view(&self.children[pos])],
             _ => self.children.values().map(view).collect(),
         };
-        let decision = self
+        let mut decision = self
             .ladder
             .decide(&listing, spec.id(), exit, tokio::time::Instant::now());
+        if matches!(decision, Decision::GiveUp { .. }) && spec.one_more_chance() {
+            self.ladder.forget(spec.id());
+            decision = Decision::Restart {
+                stop: Vec::new(),
+                start: vec![spec.id().to_owned()],
+                delay: std::time::Duration::ZERO,
+                restarts: 0,
+            };
+        }
         tracing::warn!(supervisor = %self.name, child = %spec.id(), ?exit, %reason, ?decision, "child exited");
         let restarting = matches!(decision, Decision::Restart { .. });
         let reason = match (&decision, spec.intensity()) {

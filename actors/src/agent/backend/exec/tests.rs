@@ -14,6 +14,8 @@ fn ctx() -> ExecContext<'static> {
         agent_id: "a1",
         task_id: "t1",
         attempt: 2,
+        limits: Limits::default(),
+        groups: Groups::default(),
     }
 }
 

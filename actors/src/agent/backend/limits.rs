@@ -1,0 +1,149 @@
+//! The processes of exec and process agents: rlimits set in the child before it runs,
+//! signals to whole process groups, and usage sampled from `/proc`.
+
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+use crate::agent::spec::Limits;
+
+/// What an agent's processes use now, summed over its process groups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub rss_bytes: u64,
+    /// CPU time (user + system) of the processes alive now.
+    pub cpu_seconds: f64,
+    pub processes: u32,
+}
+
+/// Sets the spec's limits as rlimits of the command's process (inherited by its children).
+#[allow(unsafe_code)]
+pub fn apply(cmd: &mut Command, limits: Limits) {
+    if limits.is_empty() {
+        return;
+    }
+    let mib = |m: u64| m.saturating_mul(1024 * 1024);
+    let wanted: Vec<(libc::__rlimit_resource_t, u64)> = [
+        (libc::RLIMIT_AS, limits.memory_mib.map(mib)),
+        (libc::RLIMIT_CPU, limits.cpu_seconds),
+        (libc::RLIMIT_NOFILE, limits.open_files),
+    ]
+    .into_iter()
+    .filter_map(|(r, v)| v.map(|v| (r, v)))
+    .collect();
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit,
+    // which is async-signal-safe; it allocates nothing (the vector was built before fork).
+    unsafe {
+        cmd.pre_exec(move || {
+            for &(resource, value) in &wanted {
+                let limit = libc::rlimit {
+                    rlim_cur: value as libc::rlim_t,
+                    rlim_max: value as libc::rlim_t,
+                };
+                if libc::setrlimit(resource, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends `signal` to a whole process group; a group already gone is not an error.
+#[allow(unsafe_code)]
+pub fn signal_group(pgid: u32, signal: libc::c_int) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: killpg only sends a signal; an empty group gives ESRCH, ignored.
+    unsafe {
+        libc::killpg(pgid, signal);
+    }
+}
+
+/// Sums the usage of every process in the given process groups.
+pub fn sample(groups: &[u32]) -> Usage {
+    let mut usage = Usage::default();
+    if groups.is_empty() {
+        return usage;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return usage;
+    };
+    let (tick, page) = units();
+    let mut ticks = 0u64;
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Some(stat) = read_stat(pid) else { continue };
+        if groups.contains(&stat.pgrp) {
+            usage.processes += 1;
+            usage.rss_bytes += stat.rss_pages * page;
+            ticks += stat.cpu_ticks;
+        }
+    }
+    usage.cpu_seconds = ticks as f64 / tick as f64;
+    usage
+}
+
+/// One process's `/proc/<pid>/stat`, the fields Troupe reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// R, S, D, T (stopped), Z, ...
+    pub state: char,
+    pub pgrp: u32,
+    pub cpu_ticks: u64,
+    pub rss_pages: u64,
+}
+
+pub fn read_stat(pid: u32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        pgrp: num(2)? as u32,
+        cpu_ticks: num(11)? + num(12)?,
+        rss_pages: num(21)?,
+    })
+}
+
+#[allow(unsafe_code)]
+fn units() -> (u64, u64) {
+    // SAFETY: sysconf only reads configuration values.
+    let (tick, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+    (tick.max(1) as u64, page.max(1) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse_even_with_odd_command_names() {
+        let line = "4242 (my (odd) agent) T 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 1000000 300 18446744073709551615";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(stat.state, 'T');
+        assert_eq!(stat.pgrp, 4242);
+        assert_eq!(stat.cpu_ticks, 300);
+        assert_eq!(stat.rss_pages, 300);
+    }
+
+    #[test]
+    fn this_process_is_sampled_through_its_group() {
+        let me = std::process::id();
+        let group = read_stat(me).unwrap().pgrp;
+        let usage = sample(&[group]);
+        assert!(usage.processes >= 1);
+        assert!(usage.rss_bytes > 0);
+    }
+}

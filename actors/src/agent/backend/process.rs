@@ -1,0 +1,297 @@
+//! The `process` backend: one long-lived process per agent that speaks JSON lines on stdin
+//! and stdout (`docs/agent-protocol.md`). Tasks in flight are matched by id; a reader task
+//! routes what the process says; a watchdog turns missed heartbeats into UNHEALTHY and then
+//! into a kill and a restart. The process exiting is the agent failing. No process of the
+//! agent outlives it: every way out kills the whole process group.
+
+mod io;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use super::limits::signal_group;
+use super::{Backend, Link, Signal};
+use crate::agent::spec::{Limits, ProcessBackend};
+use crate::task::{Assignment, Outcome};
+
+/// How long a `checkpoint` or `restore` may take to be answered.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Process {
+    spec: ProcessBackend,
+    agent: String,
+    limits: Limits,
+    live: Option<Arc<Live>>,
+    child: Option<tokio::process::Child>,
+}
+
+/// A task in flight: where its result goes and what wakes its inactivity timer.
+struct Pending {
+    result: oneshot::Sender<Outcome>,
+    progress: Arc<Notify>,
+}
+
+/// What the running process shares with the reader, the watchdog and the attempts.
+pub(super) struct Live {
+    agent: String,
+    pgid: u32,
+    lines: mpsc::UnboundedSender<String>,
+    tasks: Mutex<HashMap<String, Pending>>,
+    requests: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    /// When the process last said anything, in ms since `epoch`.
+    seen_ms: AtomicU64,
+    epoch: Instant,
+    paused: AtomicBool,
+    /// Set once Troupe itself ends the process: its exit is then not a failure.
+    stopping: AtomicBool,
+    next_request: AtomicU64,
+}
+
+impl Live {
+    fn touch(&self) {
+        self.seen_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.seen_ms.load(Ordering::Relaxed)))
+    }
+
+    fn send(&self, line: String) {
+        let _ = self.lines.send(line);
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_requests(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Value>>> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a request the process answers with a `state` line; waits for that answer.
+    async fn request(&self, mut message: Value) -> Result<Value, String> {
+        let id = format!("r{}", self.next_request.fetch_add(1, Ordering::Relaxed));
+        let kind = message["type"].as_str().unwrap_or("request").to_owned();
+        message["id"] = Value::String(id.clone());
+        let (tx, rx) = oneshot::channel();
+        self.lock_requests().insert(id.clone(), tx);
+        self.send(message.to_string());
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, rx).await;
+        self.lock_requests().remove(&id);
+        match answer {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(_)) => Err(format!("the process ended before answering {kind}")),
+            Err(_) => Err(format!(
+                "the process did not answer {kind} within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
+
+impl Process {
+    pub fn new(spec: ProcessBackend, agent: String, limits: Limits) -> Self {
+        Self {
+            spec,
+            agent,
+            limits,
+            live: None,
+            child: None,
+        }
+    }
+
+    fn live(&self) -> Result<&Arc<Live>, String> {
+        self.live.as_ref().ok_or_else(|| "the process is not running".to_string())
+    }
+}
+
+impl Backend for Process {
+    fn start(&mut self, link: Link) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let started = io::spawn(&self.spec, &self.agent, self.limits, link.clone())?;
+            let (live, limit) = (started.live, Duration::from_millis(self.spec.ready_timeout_ms));
+            self.child = Some(started.child);
+            self.live = Some(live.clone());
+            match tokio::time::timeout(limit, started.ready).await {
+                Ok(Ok(())) => {
+                    tokio::spawn(watchdog(live, self.spec.clone(), link));
+                    Ok(())
+                }
+                Ok(Err(_)) => Err("the process exited before it said ready".into()),
+                Err(_) => Err(format!("the process did not say ready within {} ms", limit.as_millis())),
+            }
+        })
+    }
+
+    fn run(&mut self, a: Assignment) -> BoxFuture<'static, Outcome> {
+        let live = self.live.clone();
+        let limit = a.timeout_ms.or(self.spec.timeout_ms).map(Duration::from_millis);
+        Box::pin(async move {
+            let live = live.ok_or("the process is not running")?;
+            let (tx, mut rx) = oneshot::channel();
+            let progress = Arc::new(Notify::new());
+            live.lock_tasks().insert(
+                a.task_id.clone(),
+                Pending {
+                    result: tx,
+                    progress: progress.clone(),
+                },
+            );
+            // The payload last: simple agents may take everything after it as the payload.
+            live.send(format!(
+                "{{\"type\":\"task\",\"id\":{},\"attempt\":{},\"payload\":{}}}",
+                Value::String(a.task_id.clone()),
+                a.attempt,
+                a.payload
+            ));
+            // However the attempt ends early (timeout, cancel, agent gone), the process is
+            // told to drop it.
+            let _cancel = CancelOnDrop {
+                live: live.clone(),
+                task: a.task_id.clone(),
+            };
+            loop {
+                let idle = async {
+                    match limit {
+                        Some(limit) => tokio::time::sleep(limit).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    outcome = &mut rx => {
+                        return outcome.unwrap_or_else(|_| Err("the process ended while running the task".into()));
+                    }
+                    _ = progress.notified() => continue,
+                    _ = idle => {
+                        let ms = limit.map_or(0, |l| l.as_millis());
+                        return Err(format!("no result or progress for {ms} ms: timed out"));
+                    }
+                }
+            }
+        })
+    }
+
+    fn own_timeouts(&self) -> bool {
+        true
+    }
+
+    fn checkpoint(&mut self) -> BoxFuture<'_, Result<Value, String>> {
+        Box::pin(async move { self.live()?.request(json!({ "type": "checkpoint" })).await })
+    }
+
+    fn restore(&mut self, state: Value) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.live()?
+                .request(json!({ "type": "restore", "state": state }))
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn pause(&mut self, paused: bool) {
+        if let Some(live) = &self.live {
+            live.paused.store(paused, Ordering::Relaxed);
+            if !paused {
+                live.touch();
+            }
+        }
+    }
+
+    fn silent_for(&self) -> Option<Duration> {
+        self.live.as_ref().map(|l| l.silent_for())
+    }
+
+    fn process_groups(&self) -> Vec<u32> {
+        self.live.as_ref().map(|l| vec![l.pgid]).unwrap_or_default()
+    }
+
+    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(live) = self.live.take() else { return };
+            live.stopping.store(true, Ordering::Relaxed);
+            // A suspended process cannot read its shutdown.
+            signal_group(live.pgid, libc::SIGCONT);
+            live.send(json!({ "type": "shutdown" }).to_string());
+            if let Some(mut child) = self.child.take() {
+                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    tracing::info!(agent = %self.agent, "the process did not exit within its grace period: killed");
+                }
+                signal_group(live.pgid, libc::SIGKILL);
+                let _ = child.wait().await;
+            }
+        })
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // The agent died without stopping its backend (a crash): nothing of it may live on.
+        if let Some(live) = &self.live {
+            live.stopping.store(true, Ordering::Relaxed);
+            signal_group(live.pgid, libc::SIGKILL);
+        }
+    }
+}
+
+struct CancelOnDrop {
+    live: Arc<Live>,
+    task: String,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.live.lock_tasks().remove(&self.task).is_some() {
+            self.live
+                .send(json!({ "type": "cancel", "id": self.task }).to_string());
+        }
+    }
+}
+
+/// Watches for signs of life: UNHEALTHY after one and a half intervals of silence, hung
+/// (killed, the agent lost) after `missed` intervals.
+async fn watchdog(live: Arc<Live>, spec: ProcessBackend, link: Link) {
+    let interval = Duration::from_millis(spec.heartbeat_ms);
+    let hung = interval * spec.missed_heartbeats;
+    let mut unhealthy = false;
+    let mut tick = tokio::time::interval((interval / 4).max(Duration::from_millis(5)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if live.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        if live.paused.load(Ordering::Relaxed) {
+            continue;
+        }
+        let silent = live.silent_for();
+        if silent >= hung {
+            live.stopping.store(true, Ordering::Relaxed);
+            signal_group(live.pgid, libc::SIGKILL);
+            link.signal(Signal::Lost(format!(
+                "no heartbeat for {} ms ({} intervals of {} ms): hung, killed",
+                silent.as_millis(),
+                spec.missed_heartbeats,
+                spec.heartbeat_ms
+            )));
+            return;
+        }
+        let late = silent >= interval + interval / 2;
+        if late != unhealthy {
+            unhealthy = late;
+            link.signal(if late {
+                Signal::Unhealthy(format!("no heartbeat for {} ms", silent.as_millis()))
+            } else {
+                Signal::Healthy
+            });
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The process agent's pipes: starting the process, writing lines to it, and routing what
+//! it says (results, progress, heartbeats, state, logs) to whoever waits for it.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::Live;
+use crate::agent::backend::limits::{self, signal_group};
+use crate::agent::backend::{Link, Signal};
+use crate::agent::spec::{Limits, ProcessBackend};
+
+/// The longest line a process may send (a result is kept in the store).
+const MAX_LINE: usize = 4 * 1024 * 1024 + 1024;
+/// What a process inherits from the node's environment.
+const INHERITED: [&str; 3] = ["PATH", "HOME", "LANG"];
+
+pub(super) struct Started {
+    pub child: Child,
+    pub live: Arc<Live>,
+    /// Resolves when the process says `ready`; fails if it exits first.
+    pub ready: oneshot::Receiver<()>,
+}
+
+/// Starts the process and the tasks that serve its pipes.
+pub(super) fn spawn(spec: &ProcessBackend, agent: &str, limits: Limits, link: Link) -> Result<Started, String> {
+    let program = &spec.command[0];
+    let mut cmd = Command::new(program);
+    cmd.args(&spec.command[1..]).env_clear();
+    for name in INHERITED {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env("TROUPE_AGENT_ID", agent)
+        .env("TROUPE_HEARTBEAT_MS", spec.heartbeat_ms.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    limits::apply(&mut cmd, limits);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let pgid = child.id().ok_or("the process exited before it could be watched")?;
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let (lines, mut outbox) = mpsc::unbounded_channel::<String>();
+    let live = Arc::new(Live {
+        agent: agent.to_owned(),
+        pgid,
+        lines,
+        tasks: Mutex::new(Default::default()),
+        requests: Mutex::new(Default::default()),
+        seen_ms: AtomicU64::new(0),
+        epoch: Instant::now(),
+        paused: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
+        next_request: AtomicU64::new(1),
+    });
+    if let Some(mut stdin) = stdin {
+        tokio::spawn(async move {
+            while let Some(mut line) = outbox.recv().await {
+                line.push('\n');
+                if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    if let Some(stderr) = stderr {
+        let agent = agent.to_owned();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::info!(%agent, "stderr: {line}");
+            }
+        });
+    }
+    let (ready_tx, ready) = oneshot::channel();
+    let stdout = stdout.ok_or("the process has no stdout")?;
+    tokio::spawn(read(live.clone(), BufReader::new(stdout), ready_tx, link));
+    Ok(Started { child, live, ready })
+}
+
+/// Reads the process's lines until it closes stdout, then reports the agent lost unless
+/// Troupe itself was ending the process.
+async fn read(live: Arc<Live>, mut out: impl AsyncBufRead + Unpin, ready: oneshot::Sender<()>, link: Link) {
+    let mut ready = Some(ready);
+    let mut buf = Vec::new();
+    let ended = loop {
+        buf.clear();
+        match read_line(&mut out, &mut buf).await {
+            Ok(0) => break "the process closed its output (exited)".to_string(),
+            Ok(_) if buf.len() > MAX_LINE => {
+                protocol_error(&live, format!("a line longer than {MAX_LINE} bytes"));
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => break format!("reading the process's output failed: {e}"),
+        }
+        live.touch();
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.trim_end();
+        if text.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(line) => route(&live, line, &mut ready),
+            Err(e) => protocol_error(&live, format!("not JSON ({e}): {}", excerpt(text))),
+        }
+    };
+    // Whatever waited on the process learns it is gone.
+    live.lock_tasks().clear();
+    live.lock_requests().clear();
+    if !live.stopping.swap(true, Ordering::Relaxed) {
+        signal_group(live.pgid, libc::SIGKILL);
+        link.signal(Signal::Lost(ended));
+    }
+}
+
+/// Reads one line, keeping at most `MAX_LINE + 1` bytes of it (the rest is skipped).
+async fn read_line(out: &mut (impl AsyncBufRead + Unpin), buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let chunk = out.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(total);
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if buf.len() <= MAX_LINE {
+            let room = MAX_LINE + 1 - buf.len();
+            buf.extend_from_slice(&chunk[..take.min(room)]);
+        }
+        out.consume(take);
+        total += take;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+fn route(live: &Live, line: Value, ready: &mut Option<oneshot::Sender<()>>) {
+    let id = line.get("id").and_then(Value::as_str);
+    match (line.get("type").and_then(Value::as_str), id) {
+        (Some("ready"), _) => {
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(());
+            }
+        }
+        (Some("heartbeat"), _) => {}
+        (Some("result"), Some(id)) => {
+            let outcome = match line.get("ok").and_then(Value::as_bool) {
+                Some(true) => Ok(line.get("value").cloned().unwrap_or(Value::Null)),
+                Some(false) => Err(line
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the agent reported a failure without a reason")
+                    .to_owned()),
+                None => return protocol_error(live, "a result without a boolean \"ok\"".into()),
+            };
+            // A result for a task no longer waited on (cancelled, timed out) is dropped.
+            if let Some(pending) = live.lock_tasks().remove(id) {
+                let _ = pending.result.send(outcome);
+            }
+        }
+        (Some("progress"), Some(id)) => {
+            if let Some(pending) = live.lock_tasks().get(id) {
+                pending.progress.notify_one();
+            }
+            let fraction = line.get("fraction").and_then(Value::as_f64);
+            tracing::debug!(agent = %live.agent, task = %id, ?fraction, "progress");
+        }
+        (Some("state" | "reply"), Some(id)) => {
+            let state = line
+                .get("state")
+                .or_else(|| line.get("payload"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            if let Some(waiter) = live.lock_requests().remove(id) {
+                let _ = waiter.send(state);
+            }
+        }
+        (Some("log"), _) => {
+            let message = line.get("message").and_then(Value::as_str).unwrap_or("");
+            let agent = &live.agent;
+            match line.get("level").and_then(Value::as_str) {
+                Some("error") => tracing::error!(%agent, "{message}"),
+                Some("warn") => tracing::warn!(%agent, "{message}"),
+                Some("debug") => tracing::debug!(%agent, "{message}"),
+                _ => tracing::info!(%agent, "{message}"),
+            }
+        }
+        (Some(kind @ ("result" | "progress" | "state" | "reply")), None) => {
+            protocol_error(live, format!("a {kind} line without a string \"id\""))
+        }
+        (Some(other), _) => protocol_error(live, format!("unknown type {other:?}")),
+        (None, _) => protocol_error(live, "a line without a string \"type\"".into()),
+    }
+}
+
+/// Counts and logs a line the process got wrong, and tells the process.
+fn protocol_error(live: &Live, why: String) {
+    metrics::counter!("troupe_agent_protocol_errors_total", "agent" => live.agent.clone()).increment(1);
+    tracing::warn!(agent = %live.agent, "protocol error: {why}");
+    live.send(json!({ "type": "error", "message": why }).to_string());
+}
+
+fn excerpt(text: &str) -> &str {
+    let mut end = text.len().min(120);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

@@ -1,0 +1,244 @@
+//! The backends an agent can be made of, as its spec names them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuiltinKind {
+    /// Result = payload.
+    Echo,
+    /// Sleeps `{"ms": N}`.
+    Sleep,
+    /// Fails with the payload's `message`.
+    Fail,
+    /// Panics inside the agent actor (fault tests).
+    Panic,
+    /// Keeps a count: `{"add": N}` adds to it, every task answers `{"count": C}`. Its count
+    /// can be checkpointed and restored.
+    Counter,
+}
+
+impl BuiltinKind {
+    pub fn parse(kind: &str) -> Result<Self, ApiError> {
+        match kind {
+            "echo" => Ok(Self::Echo),
+            "sleep" => Ok(Self::Sleep),
+            "fail" => Ok(Self::Fail),
+            "panic" => Ok(Self::Panic),
+            "counter" => Ok(Self::Counter),
+            other => Err(ApiError::invalid(format!(
+                "unknown builtin kind {other:?}: expected echo, sleep, fail, panic or counter"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::Sleep => "sleep",
+            Self::Fail => "fail",
+            Self::Panic => "panic",
+            Self::Counter => "counter",
+        }
+    }
+}
+
+/// A command started once per task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecBackend {
+    pub command: Vec<String>,
+    pub timeout_ms: Option<u64>,
+    pub env: Vec<(String, String)>,
+}
+
+/// One long-lived process per agent speaking JSON lines (`docs/agent-protocol.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessBackend {
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// A task's default inactivity limit: reset by each `progress` line.
+    pub timeout_ms: Option<u64>,
+    /// How often the process must show a sign of life.
+    pub heartbeat_ms: u64,
+    /// Intervals without a sign of life after which the process is taken as hung.
+    pub missed_heartbeats: u32,
+    /// How long the process has to say `ready`.
+    pub ready_timeout_ms: u64,
+}
+
+impl ProcessBackend {
+    pub const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
+    pub const DEFAULT_MISSED: u32 = 3;
+    pub const DEFAULT_READY_TIMEOUT_MS: u64 = 10_000;
+}
+
+/// Each task POSTed to a URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpBackend {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// Where a secret comes from; the secret itself is never in a spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecretRef {
+    /// An environment variable of the node.
+    Env(String),
+    /// A file on the node (its content, trimmed).
+    File(String),
+}
+
+/// An OpenAI-compatible `/v1/chat/completions` endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmBackend {
+    /// Up to and without `/v1`, e.g. `https://api.openai.com` or `http://127.0.0.1:8080`.
+    pub base_url: String,
+    pub model: String,
+    pub system_prompt: Option<String>,
+    pub api_key: Option<SecretRef>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub stream: bool,
+    pub timeout_ms: Option<u64>,
+    /// Retries of a 429 or 5xx answer within one attempt, with backoff honouring `Retry-After`.
+    pub max_retries: u32,
+}
+
+impl LlmBackend {
+    pub const DEFAULT_MAX_RETRIES: u32 = 3;
+}
+
+/// Which backend object the agent runs its tasks with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum BackendSpec {
+    Exec(ExecBackend),
+    Builtin(BuiltinKind),
+    Process(ProcessBackend),
+    Http(HttpBackend),
+    Llm(LlmBackend),
+}
+
+impl BackendSpec {
+    pub fn describe(&self) -> String {
+        let first = |c: &[String]| c.first().cloned().unwrap_or_default();
+        match self {
+            BackendSpec::Exec(e) => format!("exec:{}", first(&e.command)),
+            BackendSpec::Builtin(k) => format!("builtin:{}", k.as_str()),
+            BackendSpec::Process(p) => format!("process:{}", first(&p.command)),
+            BackendSpec::Http(h) => format!("http:{}", h.url),
+            BackendSpec::Llm(l) => format!("llm:{}", l.model),
+        }
+    }
+
+    /// Whether the backend runs processes of its own (limits, pause and usage apply).
+    pub fn runs_processes(&self) -> bool {
+        matches!(self, BackendSpec::Exec(_) | BackendSpec::Process(_))
+    }
+
+    pub fn validate(&self) -> Result<(), ApiError> {
+        match self {
+            BackendSpec::Builtin(_) => Ok(()),
+            BackendSpec::Exec(e) => {
+                command(&e.command)?;
+                env(&e.env)?;
+                positive(e.timeout_ms, "timeoutMs")
+            }
+            BackendSpec::Process(p) => {
+                command(&p.command)?;
+                env(&p.env)?;
+                positive(p.timeout_ms, "timeoutMs")?;
+                if !(10..=3_600_000).contains(&p.heartbeat_ms) {
+                    return Err(ApiError::invalid("heartbeatMs must be between 10 and 3600000"));
+                }
+                if !(1..=100).contains(&p.missed_heartbeats) {
+                    return Err(ApiError::invalid("missedHeartbeats must be between 1 and 100"));
+                }
+                if !(1..=600_000).contains(&p.ready_timeout_ms) {
+                    return Err(ApiError::invalid("readyTimeoutMs must be between 1 and 600000"));
+                }
+                Ok(())
+            }
+            BackendSpec::Http(h) => {
+                url(&h.url, "url")?;
+                headers(&h.headers)?;
+                positive(h.timeout_ms, "timeoutMs")
+            }
+            BackendSpec::Llm(l) => {
+                url(&l.base_url, "baseUrl")?;
+                if l.model.trim().is_empty() {
+                    return Err(ApiError::invalid("model must not be empty"));
+                }
+                if l.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+                    return Err(ApiError::invalid("temperature must be between 0 and 2"));
+                }
+                if l.max_tokens == Some(0) {
+                    return Err(ApiError::invalid("maxTokens must be positive"));
+                }
+                if l.max_retries > 20 {
+                    return Err(ApiError::invalid("maxRetries must be at most 20"));
+                }
+                match &l.api_key {
+                    Some(SecretRef::Env(n) | SecretRef::File(n)) if n.trim().is_empty() => {
+                        Err(ApiError::invalid("apiKeyEnv / apiKeyFile must not be empty"))
+                    }
+                    _ => positive(l.timeout_ms, "timeoutMs"),
+                }
+            }
+        }
+    }
+}
+
+fn command(command: &[String]) -> Result<(), ApiError> {
+    if command.is_empty() || command[0].trim().is_empty() {
+        return Err(ApiError::invalid("command must not be empty"));
+    }
+    if command.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::invalid("command must not contain NUL"));
+    }
+    Ok(())
+}
+
+pub(super) fn env(env: &[(String, String)]) -> Result<(), ApiError> {
+    if env
+        .iter()
+        .any(|(k, v)| k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0'))
+    {
+        return Err(ApiError::invalid(
+            "env var names must be non-empty and contain no '=' or NUL, values no NUL",
+        ));
+    }
+    Ok(())
+}
+
+fn headers(headers: &[(String, String)]) -> Result<(), ApiError> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    for (name, value) in headers {
+        if name.is_empty() || !name.chars().all(token) {
+            return Err(ApiError::invalid(format!("header name {name:?} is not a valid HTTP token")));
+        }
+        if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
+            return Err(ApiError::invalid(format!("header {name} has a line break or NUL")));
+        }
+    }
+    Ok(())
+}
+
+fn url(url: &str, field: &str) -> Result<(), ApiError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| ApiError::invalid(format!("{field} must start with http:// or https://")))?;
+    if rest.is_empty() || rest.starts_with('/') || url.chars().any(char::is_whitespace) {
+        return Err(ApiError::invalid(format!("{field} {url:?} has no host")));
+    }
+    Ok(())
+}
+
+fn positive(ms: Option<u64>, field: &str) -> Result<(), ApiError> {
+    if ms == Some(0) {
+        return Err(ApiError::invalid(format!("{field} must be positive")));
+    }
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! The inputs agent mutations take, and how they become requests.
+
+use async_graphql::{InputObject, OneofObject};
+use troupe_actors::agent::{
+    AgentUpdate, BackendSpec, BuiltinKind, ExecBackend, HttpBackend, Limits, LlmBackend, ProcessBackend,
+    RestartLimit, SecretRef, SpawnAgentRequest,
+};
+use troupe_actors::ApiError;
+
+use crate::schema::Int64;
+
+#[derive(InputObject)]
+pub struct EnvVarInput {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(InputObject)]
+pub struct LabelInput {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(InputObject)]
+pub struct HeaderInput {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(InputObject)]
+pub struct ExecBackendInput {
+    pub command: Vec<String>,
+    pub timeout_ms: Option<Int64>,
+    pub env: Option<Vec<EnvVarInput>>,
+}
+
+#[derive(InputObject)]
+pub struct BuiltinBackendInput {
+    /// echo | sleep | fail | panic | counter
+    pub kind: String,
+}
+
+/// A long-lived process speaking JSON lines (docs/agent-protocol.md).
+#[derive(InputObject)]
+pub struct ProcessBackendInput {
+    pub command: Vec<String>,
+    pub env: Option<Vec<EnvVarInput>>,
+    /// A task's default inactivity limit (each progress line resets it).
+    pub timeout_ms: Option<Int64>,
+    /// How often the process must show a sign of life [default: 5000].
+    pub heartbeat_ms: Option<Int64>,
+    /// Silent intervals after which the process is hung: killed and restarted [default: 3].
+    pub missed_heartbeats: Option<i32>,
+    /// How long the process has to say `ready` [default: 10000].
+    pub ready_timeout_ms: Option<Int64>,
+}
+
+/// Each task POSTed as JSON to a URL; a 2xx JSON answer is the result.
+#[derive(InputObject)]
+pub struct HttpBackendInput {
+    pub url: String,
+    pub headers: Option<Vec<HeaderInput>>,
+    pub timeout_ms: Option<Int64>,
+}
+
+/// An OpenAI-compatible chat completions endpoint. The API key is read on the node from
+/// `apiKeyEnv` (a variable) or `apiKeyFile` (a file); it is never part of the spec.
+#[derive(InputObject)]
+pub struct LlmBackendInput {
+    /// Without `/v1`, e.g. `https://api.openai.com`.
+    pub base_url: String,
+    pub model: String,
+    pub system_prompt: Option<String>,
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<i32>,
+    #[graphql(default = false)]
+    pub stream: bool,
+    pub timeout_ms: Option<Int64>,
+    /// Retries of a 429 or 5xx answer within one attempt [default: 3].
+    pub max_retries: Option<i32>,
+}
+
+#[derive(OneofObject)]
+pub enum BackendInput {
+    Exec(ExecBackendInput),
+    Builtin(BuiltinBackendInput),
+    Process(ProcessBackendInput),
+    Http(HttpBackendInput),
+    Llm(LlmBackendInput),
+}
+
+/// rlimits of each process of an exec or process agent.
+#[derive(InputObject)]
+pub struct LimitsInput {
+    /// Address space, MiB (RLIMIT_AS).
+    #[graphql(name = "memoryMiB")]
+    pub memory_mib: Option<Int64>,
+    /// CPU time, seconds (RLIMIT_CPU).
+    pub cpu_seconds: Option<Int64>,
+    /// Open file descriptors (RLIMIT_NOFILE).
+    pub open_files: Option<Int64>,
+}
+
+/// Restarts allowed within a window before the agent's recovery ladder moves on (rollback to
+/// its last checkpoint, then FAILED).
+#[derive(InputObject)]
+pub struct RestartLimitInput {
+    pub max_restarts: i32,
+    pub window_ms: Int64,
+}
+
+#[derive(InputObject)]
+pub struct SpawnAgentInput {
+    pub name: String,
+    pub backend: BackendInput,
+    pub capabilities: Option<Vec<String>>,
+    pub max_concurrent_tasks: Option<i32>,
+    /// The node to run on; this node when omitted.
+    pub node: Option<String>,
+    /// [default: "default"]
+    pub project: Option<String>,
+    pub labels: Option<Vec<LabelInput>>,
+    pub limits: Option<LimitsInput>,
+    pub restart_limit: Option<RestartLimitInput>,
+}
+
+/// What `updateAgent` changes; fields left out stay. Applied at the agent's next start.
+#[derive(InputObject)]
+pub struct UpdateAgentInput {
+    pub capabilities: Option<Vec<String>>,
+    pub max_concurrent_tasks: Option<i32>,
+    /// Replaces all labels.
+    pub labels: Option<Vec<LabelInput>>,
+    pub limits: Option<LimitsInput>,
+    /// Replaces the env of an exec or process agent.
+    pub env: Option<Vec<EnvVarInput>>,
+    pub restart_limit: Option<RestartLimitInput>,
+}
+
+fn ms(v: Option<Int64>, field: &str) -> Result<Option<u64>, ApiError> {
+    match v {
+        Some(Int64(t)) if t <= 0 => Err(ApiError::invalid(format!("{field} must be positive"))),
+        t => Ok(t.map(|t| t.0 as u64)),
+    }
+}
+
+fn env(v: Option<Vec<EnvVarInput>>) -> Vec<(String, String)> {
+    v.unwrap_or_default().into_iter().map(|v| (v.name, v.value)).collect()
+}
+
+fn labels(v: Vec<LabelInput>) -> Vec<(String, String)> {
+    v.into_iter().map(|l| (l.key, l.value)).collect()
+}
+
+fn count(v: Option<Int64>, field: &str) -> Result<Option<u64>, ApiError> {
+    match v {
+        Some(Int64(n)) if n <= 0 => Err(ApiError::invalid(format!("limits.{field} must be positive"))),
+        n => Ok(n.map(|n| n.0 as u64)),
+    }
+}
+
+impl TryFrom<LimitsInput> for Limits {
+    type Error = ApiError;
+
+    fn try_from(l: LimitsInput) -> Result<Self, ApiError> {
+        Ok(Limits {
+            memory_mib: count(l.memory_mib, "memoryMiB")?,
+            cpu_seconds: count(l.cpu_seconds, "cpuSeconds")?,
+            open_files: count(l.open_files, "openFiles")?,
+        })
+    }
+}
+
+impl TryFrom<RestartLimitInput> for RestartLimit {
+    type Error = ApiError;
+
+    fn try_from(r: RestartLimitInput) -> Result<Self, ApiError> {
+        let max_restarts = u32::try_from(r.max_restarts)
+            .map_err(|_| ApiError::invalid("restartLimit.maxRestarts must not be negative"))?;
+        let window_ms = ms(Some(r.window_ms), "restartLimit.windowMs")?.unwrap_or(1);
+        Ok(RestartLimit { max_restarts, window_ms })
+    }
+}
+
+impl TryFrom<BackendInput> for BackendSpec {
+    type Error = ApiError;
+
+    fn try_from(input: BackendInput) -> Result<Self, ApiError> {
+        Ok(match input {
+            BackendInput::Builtin(b) => BackendSpec::Builtin(BuiltinKind::parse(&b.kind)?),
+            BackendInput::Exec(e) => BackendSpec::Exec(ExecBackend {
+                command: e.command,
+                timeout_ms: ms(e.timeout_ms, "timeoutMs")?,
+                env: env(e.env),
+            }),
+            BackendInput::Process(p) => BackendSpec::Process(ProcessBackend {
+                command: p.command,
+                env: env(p.env),
+                timeout_ms: ms(p.timeout_ms, "timeoutMs")?,
+                heartbeat_ms: ms(p.heartbeat_ms, "heartbeatMs")?.unwrap_or(ProcessBackend::DEFAULT_HEARTBEAT_MS),
+                missed_heartbeats: match p.missed_heartbeats {
+                    None => ProcessBackend::DEFAULT_MISSED,
+                    Some(n) => u32::try_from(n).map_err(|_| ApiError::invalid("missedHeartbeats must be positive"))?,
+                },
+                ready_timeout_ms: ms(p.ready_timeout_ms, "readyTimeoutMs")?
+                    .unwrap_or(ProcessBackend::DEFAULT_READY_TIMEOUT_MS),
+            }),
+            BackendInput::Http(h) => BackendSpec::Http(HttpBackend {
+                url: h.url,
+                headers: h
+                    .headers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|h| (h.name, h.value))
+                    .collect(),
+                timeout_ms: ms(h.timeout_ms, "timeoutMs")?,
+            }),
+            BackendInput::Llm(l) => BackendSpec::Llm(LlmBackend {
+                base_url: l.base_url,
+                model: l.model,
+                system_prompt: l.system_prompt,
+                api_key: match (l.api_key_env, l.api_key_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(ApiError::invalid("give apiKeyEnv or apiKeyFile, not both"))
+                    }
+                    (Some(var), None) => Some(SecretRef::Env(var)),
+                    (None, Some(path)) => Some(SecretRef::File(path)),
+                    (None, None) => None,
+                },
+                temperature: l.temperature,
+                max_tokens: match l.max_tokens {
+                    None => None,
+                    Some(n) => Some(u32::try_from(n).map_err(|_| ApiError::invalid("maxTokens must be positive"))?),
+                },
+                stream: l.stream,
+                timeout_ms: ms(l.timeout_ms, "timeoutMs")?,
+                max_retries: match l.max_retries {
+                    None => LlmBackend::DEFAULT_MAX_RETRIES,
+                    Some(n) => u32::try_from(n).map_err(|_| ApiError::invalid("maxRetries must not be negative"))?,
+                },
+            }),
+        })
+    }
+}
+
+impl SpawnAgentInput {
+    /// The request this input asks for; `start` says whether the agent starts at once.
+    pub fn into_request(self, start: bool) -> Result<SpawnAgentRequest, ApiError> {
+        Ok(SpawnAgentRequest {
+            name: self.name,
+            backend: self.backend.try_into()?,
+            capabilities: self.capabilities.unwrap_or_default(),
+            max_concurrent_tasks: self.max_concurrent_tasks.map(i64::from),
+            node: self.node,
+            project: self.project,
+            labels: labels(self.labels.unwrap_or_default()),
+            limits: self.limits.map(Limits::try_from).transpose()?.unwrap_or_default(),
+            restart: self.restart_limit.map(RestartLimit::try_from).transpose()?,
+            start,
+        })
+    }
+}
+
+impl TryFrom<UpdateAgentInput> for AgentUpdate {
+    type Error = ApiError;
+
+    fn try_from(u: UpdateAgentInput) -> Result<Self, ApiError> {
+        Ok(AgentUpdate {
+            capabilities: u.capabilities,
+            max_concurrent_tasks: u.max_concurrent_tasks.map(i64::from),
+            labels: u.labels.map(labels),
+            limits: u.limits.map(Limits::try_from).transpose()?,
+            env: u.env.map(|e| env(Some(e))),
+            restart: u.restart_limit.map(RestartLimit::try_from).transpose()?,
+        })
+    }
+}
+
+pub fn label_filter(v: Option<Vec<LabelInput>>) -> Vec<(String, String)> {
+    labels(v.unwrap_or_default())
+}
