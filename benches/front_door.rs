@@ -4,12 +4,13 @@
 //! between two nodes.
 //!
 //! Run all: `cargo bench --bench front_door`; one: `cargo bench --bench front_door -- fanout`
-//! (submit, reads, fanout, fanout-paced, restart, cluster).
+//! (submit, reads, fanout, fanout-paced, restart, cluster, exec-vs-process, pause-restart).
 
 mod front_door {
     pub mod cluster;
     pub mod fanout;
     pub mod http;
+    pub mod process;
     pub mod restart;
     pub mod server;
 }
@@ -59,5 +60,11 @@ async fn main() {
     }
     if run("cluster") {
         front_door::cluster::cluster().await;
+    }
+    if run("exec-vs-process") {
+        front_door::process::exec_vs_process().await;
+    }
+    if run("pause-restart") {
+        front_door::process::pause_restart().await;
     }
 }

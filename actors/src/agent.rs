@@ -18,9 +18,9 @@ pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
 pub use backend::{build as build_backend, read_stat, Backend, Link, Signal, Stat, Usage};
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
-pub(crate) use status::gauge_moved;
 pub use spec::{
     AgentFilter, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend, Limits,
     LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, SpawnAgentRequest,
 };
+pub(crate) use status::gauge_moved;
 pub use status::{AgentState, AgentStats, AgentStatus, AgentView, Recent};

@@ -24,16 +24,25 @@ async fn an_llm_agent_answers_retries_a_429_and_sums_its_token_usage() -> Result
         });
         let agent = text(&node.spawn_agent(input).await?, "/id")?;
         let out = node.run_on(&agent, json!("hello there")).await?;
-        ensure!(out["content"].as_str().map(str::trim) == Some("echo: hello there"), "{out}");
+        ensure!(
+            out["content"].as_str().map(str::trim) == Some("echo: hello there"),
+            "{out}"
+        );
         // Words: "be brief" + "hello there" in, "echo: hello there" out.
-        ensure!(out["usage"]["promptTokens"] == 4 && out["usage"]["completionTokens"] == 3, "{out}");
+        ensure!(
+            out["usage"]["promptTokens"] == 4 && out["usage"]["completionTokens"] == 3,
+            "{out}"
+        );
         let q = "query($id: ID!) { agent(id: $id) { tokenUsage { promptTokens completionTokens totalTokens } } }";
         let usage = node.gql_ok(q, json!({ "id": agent })).await?["agent"]["tokenUsage"].clone();
         ensure!(usage["totalTokens"] == 7, "{usage}");
         let spec = node
             .gql_ok("query($id: ID!) { agent(id: $id) { backend } }", json!({ "id": agent }))
             .await?;
-        ensure!(!spec.to_string().contains("sekrit"), "the key leaked into the agent: {spec}");
+        ensure!(
+            !spec.to_string().contains("sekrit"),
+            "the key leaked into the agent: {spec}"
+        );
     }
     let requests: Vec<Value> = std::fs::read_to_string(&log)?
         .lines()
@@ -41,8 +50,14 @@ async fn an_llm_agent_answers_retries_a_429_and_sums_its_token_usage() -> Result
         .collect::<Result<_, _>>()?;
     // The first answer was a 429: three requests for two tasks.
     ensure!(requests.len() == 3, "{requests:?}");
-    ensure!(requests.iter().all(|r| r["headers"]["authorization"] == "Bearer sekrit"));
-    ensure!(requests[0]["body"]["messages"][0]["role"] == "system", "{}", requests[0]);
+    ensure!(requests
+        .iter()
+        .all(|r| r["headers"]["authorization"] == "Bearer sekrit"));
+    ensure!(
+        requests[0]["body"]["messages"][0]["role"] == "system",
+        "{}",
+        requests[0]
+    );
     Ok(())
 }
 
@@ -56,7 +71,10 @@ async fn an_http_agent_fails_a_task_with_the_status_and_a_body_excerpt() -> Resu
     });
     let agent = text(&node.spawn_agent(input).await?, "/id")?;
     let out = node.run_on(&agent, json!({ "n": 1 })).await?;
-    ensure!(out["payload"] == json!({ "n": 1 }) && out["headers"]["x-trace"] == "t1", "{out}");
+    ensure!(
+        out["payload"] == json!({ "n": 1 }) && out["headers"]["x-trace"] == "t1",
+        "{out}"
+    );
     let missing = json!({
         "name": "http-404",
         "backend": { "http": { "url": format!("{}/nowhere", server.url()) } },
@@ -66,9 +84,15 @@ async fn an_http_agent_fails_a_task_with_the_status_and_a_body_excerpt() -> Resu
         .submit(json!({ "agentId": broken, "payload": 1, "maxAttempts": 1 }))
         .await?;
     let failed = node.wait_task_state(&text(&task, "/id")?, "FAILED").await?;
-    ensure!(failed["error"].as_str().is_some_and(|e| e.contains("HTTP 404")), "{failed}");
+    ensure!(
+        failed["error"].as_str().is_some_and(|e| e.contains("HTTP 404")),
+        "{failed}"
+    );
     let bad = node
-        .gql("mutation { spawnAgent(input: { name: \"x\", backend: { http: { url: \"ftp://x\" } } }) { id } }", json!({}))
+        .gql(
+            "mutation { spawnAgent(input: { name: \"x\", backend: { http: { url: \"ftp://x\" } } }) { id } }",
+            json!({}),
+        )
         .await?;
     ensure!(error_code(&bad).as_deref() == Some("INVALID_INPUT"), "{bad}");
     Ok(())
@@ -81,17 +105,36 @@ async fn process_agents_run_under_their_rlimits_and_report_usage() -> Result<()>
     let agent = node.spawn_process("limited", json!({}), limits).await?;
     let (pid, _) = node.agent_pid(&agent).await?;
     let table = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
-    let line = |name: &str| table.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_owned();
+    let line = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
     ensure!(line("Max open files").contains("77"), "{table}");
     ensure!(line("Max cpu time").contains("600"), "{table}");
-    ensure!(line("Max address space").contains(&(4096u64 << 20).to_string()), "{table}");
+    ensure!(
+        line("Max address space").contains(&(4096u64 << 20).to_string()),
+        "{table}"
+    );
     node.run_on(&agent, json!({ "op": "spin", "ms": 300 })).await?;
-    let q = "query($id: ID!) { agent(id: $id) { limits { openFiles enforcement } usage { rssBytes cpuSeconds processes } \
+    let q =
+        "query($id: ID!) { agent(id: $id) { limits { openFiles enforcement } usage { rssBytes cpuSeconds processes } \
              health { healthy lastHeartbeat successRate latencyP50Ms tasksInFlight } } }";
     let seen = node.gql_ok(q, json!({ "id": agent })).await?["agent"].clone();
-    ensure!(seen["limits"]["openFiles"] == 77 && seen["limits"]["enforcement"] == "rlimit", "{seen}");
-    ensure!(int(&seen, "/usage/rssBytes")? > 0 && seen["usage"]["cpuSeconds"].as_f64() > Some(0.1), "{seen}");
-    ensure!(seen["health"]["healthy"] == true && seen["health"]["successRate"] == 1.0, "{seen}");
+    ensure!(
+        seen["limits"]["openFiles"] == 77 && seen["limits"]["enforcement"] == "rlimit",
+        "{seen}"
+    );
+    ensure!(
+        int(&seen, "/usage/rssBytes")? > 0 && seen["usage"]["cpuSeconds"].as_f64() > Some(0.1),
+        "{seen}"
+    );
+    ensure!(
+        seen["health"]["healthy"] == true && seen["health"]["successRate"] == 1.0,
+        "{seen}"
+    );
     ensure!(seen["health"]["lastHeartbeat"].is_string(), "{seen}");
     Ok(())
 }

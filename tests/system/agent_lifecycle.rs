@@ -14,7 +14,8 @@ use super::support::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_agent_goes_through_every_lifecycle_state_and_each_is_true() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
-    let create = "mutation($input: SpawnAgentInput!) { createAgent(input: $input) { id state project labels { key value } } }";
+    let create =
+        "mutation($input: SpawnAgentInput!) { createAgent(input: $input) { id state project labels { key value } } }";
     let input = json!({
         "name": "life",
         "backend": { "process": { "command": super::support::python_agent() } },
@@ -22,7 +23,10 @@ async fn a_process_agent_goes_through_every_lifecycle_state_and_each_is_true() -
         "labels": [{ "key": "team", "value": "core" }],
     });
     let created = node.gql_ok(create, json!({ "input": input })).await?["createAgent"].clone();
-    ensure!(created["state"] == "DEFINED" && created["project"] == "blue", "{created}");
+    ensure!(
+        created["state"] == "DEFINED" && created["project"] == "blue",
+        "{created}"
+    );
     let id = text(&created, "/id")?;
 
     let started = node.act("startAgent", &id).await?;
@@ -32,27 +36,48 @@ async fn a_process_agent_goes_through_every_lifecycle_state_and_each_is_true() -
 
     let paused = node.act("pauseAgent", &id).await?;
     ensure!(paused["state"] == "PAUSED", "{paused}");
-    ensure!(proc_stat(pid).is_some_and(|(s, _)| s == 'T'), "a paused agent's process is in state T");
-    let waiting = node.submit_to(&id, json!({ "op": "echo", "value": "after pause" })).await?;
-    ensure!(node.task(&waiting).await?["state"] == "QUEUED", "a paused agent took a task");
-    let conflict = node.gql("mutation($id: ID!) { pauseAgent(id: $id) { id } }", json!({ "id": id })).await?;
+    ensure!(
+        proc_stat(pid).is_some_and(|(s, _)| s == 'T'),
+        "a paused agent's process is in state T"
+    );
+    let waiting = node
+        .submit_to(&id, json!({ "op": "echo", "value": "after pause" }))
+        .await?;
+    ensure!(
+        node.task(&waiting).await?["state"] == "QUEUED",
+        "a paused agent took a task"
+    );
+    let conflict = node
+        .gql("mutation($id: ID!) { pauseAgent(id: $id) { id } }", json!({ "id": id }))
+        .await?;
     ensure!(error_code(&conflict).as_deref() == Some("CONFLICT"), "{conflict}");
 
     let resumed = node.act("resumeAgent", &id).await?;
     ensure!(resumed["state"] == "RUNNING", "{resumed}");
     ensure!(node.wait_task_state(&waiting, "SUCCEEDED").await?["result"] == "after pause");
-    ensure!(proc_stat(pid).is_some_and(|(s, _)| s != 'T'), "a resumed agent's process still stopped");
+    ensure!(
+        proc_stat(pid).is_some_and(|(s, _)| s != 'T'),
+        "a resumed agent's process still stopped"
+    );
 
     let restarted = node.act("restartAgent", &id).await?;
     ensure!(restarted["state"] == "RUNNING", "{restarted}");
     let (pid2, _) = node.agent_pid(&id).await?;
-    ensure!(pid2 != pid && !pid_alive(pid as i32), "restart left the old process or kept it");
+    ensure!(
+        pid2 != pid && !pid_alive(pid as i32),
+        "restart left the old process or kept it"
+    );
 
     let update = "mutation($id: ID!) { updateAgent(id: $id, input: { labels: [{ key: \"team\", value: \"edge\" }] }) { labels { key value } } }";
     let updated = node.gql_ok(update, json!({ "id": id })).await?;
     ensure!(updated["updateAgent"]["labels"][0]["value"] == "edge", "{updated}");
     let filtered = "query($p: String, $l: [LabelInput!]) { agents(project: $p, labels: $l) { edges { node { id } } } }";
-    let hit = node.gql_ok(filtered, json!({ "p": "blue", "l": [{ "key": "team", "value": "edge" }] })).await?;
+    let hit = node
+        .gql_ok(
+            filtered,
+            json!({ "p": "blue", "l": [{ "key": "team", "value": "edge" }] }),
+        )
+        .await?;
     ensure!(hit["agents"]["edges"].as_array().map(Vec::len) == Some(1), "{hit}");
     let miss = node.gql_ok(filtered, json!({ "p": "red", "l": null })).await?;
     ensure!(miss["agents"]["edges"].as_array().is_some_and(Vec::is_empty), "{miss}");
@@ -63,7 +88,14 @@ async fn a_process_agent_goes_through_every_lifecycle_state_and_each_is_true() -
     let removed = node.act("removeAgent", &id).await?;
     ensure!(removed["id"] == id.as_str(), "{removed}");
     ensure!(node.agent(&id).await?.is_null(), "a removed agent is still listed");
-    for kind in ["AGENT_DEFINED", "AGENT_PAUSED", "AGENT_RESUMED", "AGENT_UPDATED", "AGENT_STOPPED", "AGENT_REMOVED"] {
+    for kind in [
+        "AGENT_DEFINED",
+        "AGENT_PAUSED",
+        "AGENT_RESUMED",
+        "AGENT_UPDATED",
+        "AGENT_STOPPED",
+        "AGENT_REMOVED",
+    ] {
         ensure!(!node.events_for(kind, &id).await?.is_empty(), "no {kind} event");
     }
     Ok(())
@@ -95,7 +127,11 @@ async fn a_hung_process_agent_is_found_unhealthy_then_killed_and_restarted_in_ti
     let node = Node::start(NodeOpts::named("solo")).await?;
     let (interval, missed) = (200u64, 3u64);
     let agent = node
-        .spawn_process("hangs", json!({ "heartbeatMs": interval, "missedHeartbeats": missed }), json!({}))
+        .spawn_process(
+            "hangs",
+            json!({ "heartbeatMs": interval, "missedHeartbeats": missed }),
+            json!({}),
+        )
         .await?;
     let (pid, _) = node.agent_pid(&agent).await?;
     let hang = node
@@ -115,7 +151,9 @@ async fn a_hung_process_agent_is_found_unhealthy_then_killed_and_restarted_in_ti
         took < Duration::from_millis(interval * missed) + Duration::from_secs(5),
         "took {took:?}"
     );
-    let back = node.wait_agent(&agent, "restarted", |a| a["restarts"] == 1 && a["state"] == "RUNNING").await?;
+    let back = node
+        .wait_agent(&agent, "restarted", |a| a["restarts"] == 1 && a["state"] == "RUNNING")
+        .await?;
     ensure!(!pid_alive(pid as i32), "the hung process is still alive: {back}");
     let lost = node.wait_task_state(&hang, "FAILED").await?;
     ensure!(lost["error"].as_str().is_some_and(|e| e.contains("hung")), "{lost}");
@@ -149,7 +187,8 @@ async fn rollback_is_proven_by_the_agents_own_later_output() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
     let counter = node.spawn_builtin("counter", &[]).await?;
     let process = node.spawn_process("stateful", json!({}), json!({})).await?;
-    let checkpoint = "mutation($id: ID!) { checkpointAgent(id: $id, description: \"five\") { id agentId sizeBytes description } }";
+    let checkpoint =
+        "mutation($id: ID!) { checkpointAgent(id: $id, description: \"five\") { id agentId sizeBytes description } }";
     let rollback = "mutation($id: ID!, $c: ID!) { rollbackAgent(id: $id, checkpointId: $c) { id state } }";
     for (agent, add, read) in [
         (&counter, json!({ "add": 5 }), json!({})),
@@ -157,13 +196,22 @@ async fn rollback_is_proven_by_the_agents_own_later_output() -> Result<()> {
     ] {
         node.run_on(agent, add.clone()).await?;
         let saved = node.gql_ok(checkpoint, json!({ "id": agent })).await?["checkpointAgent"].clone();
-        ensure!(saved["agentId"] == agent.as_str() && saved["sizeBytes"].as_i64() > Some(0), "{saved}");
+        ensure!(
+            saved["agentId"] == agent.as_str() && saved["sizeBytes"].as_i64() > Some(0),
+            "{saved}"
+        );
         node.run_on(agent, add.clone()).await?;
         ensure!(node.run_on(agent, read.clone()).await?["count"] == 10);
         node.gql_ok(rollback, json!({ "id": agent, "c": saved["id"] })).await?;
-        ensure!(node.run_on(agent, read).await?["count"] == 5, "the rollback did not restore 5");
+        ensure!(
+            node.run_on(agent, read).await?["count"] == 5,
+            "the rollback did not restore 5"
+        );
         let listed = node
-            .gql_ok("query($id: ID!) { agent(id: $id) { checkpoints { id description } } }", json!({ "id": agent }))
+            .gql_ok(
+                "query($id: ID!) { agent(id: $id) { checkpoints { id description } } }",
+                json!({ "id": agent }),
+            )
             .await?;
         ensure!(listed["agent"]["checkpoints"][0]["description"] == "five", "{listed}");
     }
@@ -182,7 +230,11 @@ async fn malformed_protocol_lines_are_counted_and_answered_not_fatal() -> Result
     let a = node.agent(&agent).await?;
     ensure!(a["state"] == "RUNNING" && a["restarts"] == 0, "{a}");
     let m = node.metrics().await?;
-    let errors = super::support::metric(&m, "troupe_agent_protocol_errors_total", &[&format!("agent=\"{agent}\"")]);
+    let errors = super::support::metric(
+        &m,
+        "troupe_agent_protocol_errors_total",
+        &[&format!("agent=\"{agent}\"")],
+    );
     ensure!(errors >= 2.0, "protocol errors counted: {errors}");
     Ok(())
 }
@@ -191,17 +243,27 @@ async fn malformed_protocol_lines_are_counted_and_answered_not_fatal() -> Result
 async fn no_process_outlives_its_agent_after_remove_or_shutdown() -> Result<()> {
     let mut node = Node::start(NodeOpts::named("solo")).await?;
     let backend = json!({ "command": shell_agent(), "heartbeatMs": 1000 });
-    let shell = "mutation($b: ProcessBackendInput!) { spawnAgent(input: { name: \"sh\", backend: { process: $b } }) { id } }";
+    let shell =
+        "mutation($b: ProcessBackendInput!) { spawnAgent(input: { name: \"sh\", backend: { process: $b } }) { id } }";
     let a = text(&node.gql_ok(shell, json!({ "b": backend })).await?, "/spawnAgent/id")?;
     let b = text(&node.gql_ok(shell, json!({ "b": backend })).await?, "/spawnAgent/id")?;
-    ensure!(node.run_on(&a, json!({ "x": 1 })).await? == json!({ "x": 1 }), "the shell agent echoes");
+    ensure!(
+        node.run_on(&a, json!({ "x": 1 })).await? == json!({ "x": 1 }),
+        "the shell agent echoes"
+    );
     let q = "query($id: ID!) { agent(id: $id) { processGroups usage { processes rssBytes } } }";
     let seen = node.gql_ok(q, json!({ "id": a })).await?["agent"].clone();
     let usage = &seen["usage"];
-    ensure!(usage["processes"].as_i64() >= Some(2) && usage["rssBytes"].as_i64() > Some(0), "{seen}");
+    ensure!(
+        usage["processes"].as_i64() >= Some(2) && usage["rssBytes"].as_i64() > Some(0),
+        "{seen}"
+    );
     let pgid_a = super::support::int(&seen, "/processGroups/0")?;
     let pgid_b = super::support::int(&node.gql_ok(q, json!({ "id": b })).await?, "/agent/processGroups/0")?;
-    ensure!(group_members(pgid_a).len() >= 2, "the shell agent and its heartbeat loop");
+    ensure!(
+        group_members(pgid_a).len() >= 2,
+        "the shell agent and its heartbeat loop"
+    );
     node.act("removeAgent", &a).await?;
     wait_group_gone(pgid_a).await?;
     node.terminate(Duration::from_secs(30)).await?;

@@ -141,7 +141,6 @@ impl Actor for AgentActor {
         };
         if self.spec.desired == Desired::Paused {
             self.suspend(&mut state, true);
-            (self.report)(AgentState::Paused, "AGENT_PAUSED", None);
         }
         self.scheduler.cast(SchedulerMsg::AgentUp {
             id: self.spec.id.clone(),
@@ -202,7 +201,11 @@ impl Actor for AgentActor {
                 if !state.healthy {
                     state.healthy = true;
                     self.open(&myself, state);
-                    let now = if state.paused { AgentState::Paused } else { AgentState::Running };
+                    let now = if state.paused {
+                        AgentState::Paused
+                    } else {
+                        AgentState::Running
+                    };
                     (self.report)(now, "AGENT_HEALTHY", None);
                 }
             }

@@ -56,7 +56,12 @@ pub async fn load(store: &Store, agent: &str, checkpoint: &str) -> Result<Option
 }
 
 /// Writes `checkpoint` and drops the oldest beyond `keep`, in one batch.
-pub async fn save(store: &Store, checkpoint: &Checkpoint, keep: usize, event: troupe_runtime::events::NewEvent) -> Result<(), StoreError> {
+pub async fn save(
+    store: &Store,
+    checkpoint: &Checkpoint,
+    keep: usize,
+    event: troupe_runtime::events::NewEvent,
+) -> Result<(), StoreError> {
     let existing = list(store, &checkpoint.agent_id).await?;
     let mut batch = Batch::new()
         .put(

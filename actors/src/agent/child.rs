@@ -140,7 +140,10 @@ impl AgentChild {
         let mut status = lock(&self.status);
         let before = status.state;
         status.state = state;
-        if matches!(state, AgentState::Unhealthy | AgentState::Failed | AgentState::Recovering) {
+        if matches!(
+            state,
+            AgentState::Unhealthy | AgentState::Failed | AgentState::Recovering
+        ) {
             status.last_error = reason.clone().or(status.last_error.take());
         }
         status.updated_at = troupe_runtime::clock::now();
@@ -218,7 +221,7 @@ impl ChildSpec for AgentChild {
             let (agent, _) = Actor::spawn_linked(None, actor, restore.clone(), supervisor).await?;
             if let Some(r) = restore {
                 let data = json!({ "checkpointId": r.checkpoint });
-                drop(self.report(AgentState::Running, "AGENT_ROLLED_BACK", None, data));
+                drop(self.report(self.status().state, "AGENT_ROLLED_BACK", None, data));
             }
             *lock(&self.current) = Some(agent.clone());
             Ok(agent.get_cell())
@@ -246,14 +249,19 @@ impl ChildSpec for AgentChild {
     }
 
     fn lifecycle(&self, event: &ChildEvent, batch: &mut Batch) {
+        // A started agent the user paused comes up paused (its actor suspended it).
+        let up = match self.spec().desired {
+            super::spec::Desired::Paused => AgentState::Paused,
+            _ => AgentState::Running,
+        };
         let mut status = lock(&self.status);
         let before = status.state;
         match event {
-            ChildEvent::Started => status.state = AgentState::Running,
+            ChildEvent::Started => status.state = up,
             ChildEvent::Restarted { .. } => {
                 // The status keeps the agent's own count; the supervisor's starts again when
                 // the supervisor is rebuilt.
-                status.state = AgentState::Running;
+                status.state = up;
                 status.restarts += 1;
             }
             ChildEvent::Failed { reason, restarting } => {

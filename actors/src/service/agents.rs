@@ -50,13 +50,17 @@ pub enum AgentsRequest {
 pub enum AgentAction {
     Start,
     /// Graceful: running tasks get the grace period to finish first.
-    Stop { graceful: bool },
+    Stop {
+        graceful: bool,
+    },
     Pause,
     Resume,
     Restart,
     Remove,
     Update(AgentUpdate),
-    Rollback { checkpoint: String },
+    Rollback {
+        checkpoint: String,
+    },
 }
 
 impl AgentAction {
@@ -309,9 +313,10 @@ impl Service for Agents {
                     request.validate()?;
                     agents.spawn_local(request, Some(&key)).await.map(AgentsResponse::Agent)
                 }
-                AgentsRequest::Act { id, action, key } => {
-                    agents.act_local(&id, action, Some(&key)).await.map(AgentsResponse::Agent)
-                }
+                AgentsRequest::Act { id, action, key } => agents
+                    .act_local(&id, action, Some(&key))
+                    .await
+                    .map(AgentsResponse::Agent),
                 AgentsRequest::Checkpoint { id, description, key } => agents
                     .checkpoint_local(&id, description, Some(&key))
                     .await

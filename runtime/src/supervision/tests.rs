@@ -69,6 +69,8 @@ struct WorkerSpec {
     ignore_stop: bool,
     fail_at_once: bool,
     stopped_cleanly: Arc<std::sync::atomic::AtomicBool>,
+    /// How many more chances it asks for once past its intensity.
+    chances: std::sync::atomic::AtomicU32,
 }
 
 impl WorkerSpec {
@@ -83,6 +85,7 @@ impl WorkerSpec {
             ignore_stop: false,
             fail_at_once: false,
             stopped_cleanly: Arc::default(),
+            chances: Default::default(),
         }
     }
 }
@@ -102,6 +105,12 @@ impl ChildSpec for WorkerSpec {
     }
     fn shutdown(&self) -> Shutdown {
         self.shutdown
+    }
+    fn one_more_chance(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.chances
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
     fn start(
         self: Arc<Self>,
@@ -299,6 +308,37 @@ async fn a_child_past_its_own_intensity_alone_is_failed_and_its_sibling_keeps_ru
         .as_str()
         .unwrap()
         .contains("gave up after 2 restarts"));
+}
+
+#[tokio::test]
+async fn a_child_given_one_more_chance_is_restarted_with_a_fresh_history_then_given_up_on() {
+    let mut h = Harness::new();
+    let mut flaky = WorkerSpec::new("flaky", &h.log);
+    flaky.intensity = Some(Intensity {
+        max_restarts: 1,
+        window: Duration::from_secs(60),
+    });
+    flaky.chances = 1.into();
+    let args = h.args(Strategy::OneForOne, None, vec![Arc::new(flaky)]);
+    let (sup, _) = Actor::spawn(None, Supervisor, args).await.unwrap();
+    let mut flaky = h.starts(1).await.remove(0).1;
+    // Restart, then past the intensity the second chance, then one restart in the fresh
+    // history, then given up on.
+    for _ in 0..3 {
+        flaky.cast(WorkerMsg::Fail).unwrap();
+        flaky = h.starts(1).await.remove(0).1;
+    }
+    flaky.cast(WorkerMsg::Fail).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ractor::call!(sup, SupervisorMsg::Children).unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the child was never given up on"
+        );
+        tokio::task::yield_now().await;
+    }
+    let kinds = h.kinds_of("flaky").await;
+    assert_eq!(kinds.iter().filter(|k| *k == "WORKER_FAILED").count(), 4, "{kinds:?}");
 }
 
 #[tokio::test]

@@ -63,7 +63,12 @@ impl Groups {
     }
 
     fn list(&self) -> Vec<u32> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 }
 

@@ -110,7 +110,9 @@ impl Process {
     }
 
     fn live(&self) -> Result<&Arc<Live>, String> {
-        self.live.as_ref().ok_or_else(|| "the process is not running".to_string())
+        self.live
+            .as_ref()
+            .ok_or_else(|| "the process is not running".to_string())
     }
 }
 
@@ -250,8 +252,7 @@ struct CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.live.lock_tasks().remove(&self.task).is_some() {
-            self.live
-                .send(json!({ "type": "cancel", "id": self.task }).to_string());
+            self.live.send(json!({ "type": "cancel", "id": self.task }).to_string());
         }
     }
 }

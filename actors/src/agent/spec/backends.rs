@@ -216,7 +216,9 @@ fn headers(headers: &[(String, String)]) -> Result<(), ApiError> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     for (name, value) in headers {
         if name.is_empty() || !name.chars().all(token) {
-            return Err(ApiError::invalid(format!("header name {name:?} is not a valid HTTP token")));
+            return Err(ApiError::invalid(format!(
+                "header name {name:?} is not a valid HTTP token"
+            )));
         }
         if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
             return Err(ApiError::invalid(format!("header {name} has a line break or NUL")));

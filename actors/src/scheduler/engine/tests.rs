@@ -362,3 +362,19 @@ fn under_random_inputs_no_task_runs_twice_no_agent_overcommits_and_each_ends_onc
         assert!(ended.values().all(|n| *n == 1), "seed {seed}: a task ended twice");
     }
 }
+
+#[test]
+fn a_closed_agent_takes_nothing_new_and_an_opened_one_takes_what_waited() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 2, 7, now);
+    assert!(
+        e.set_open("a", 6, false, now).is_empty(),
+        "an older incarnation is ignored"
+    );
+    e.set_open("a", 7, false, now);
+    let fx = e.enqueue(cap_task("t1", "c", Priority::Normal), TaskStatus::queued(), now);
+    assert!(starts(&fx).is_empty(), "a closed agent was given a task");
+    let fx = e.set_open("a", 7, true, now);
+    assert_eq!(starts(&fx), [("a".to_string(), "t1".to_string(), 1)]);
+}

@@ -22,8 +22,16 @@ use crate::tables::{AGENTS, AGENT_STATS, AGENT_STATUS};
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 impl Agents {
-    pub(crate) async fn act_local(&self, id: &str, action: AgentAction, key: Option<&str>) -> Result<AgentView, ApiError> {
-        if !matches!(action, AgentAction::Stop { .. } | AgentAction::Pause | AgentAction::Remove) {
+    pub(crate) async fn act_local(
+        &self,
+        id: &str,
+        action: AgentAction,
+        key: Option<&str>,
+    ) -> Result<AgentView, ApiError> {
+        if !matches!(
+            action,
+            AgentAction::Stop { .. } | AgentAction::Pause | AgentAction::Remove
+        ) {
             self.ctx.ensure_serving()?;
         }
         let guard = match split(self.ctx.claim(action.name(), key, &(id, &action)).await?) {
@@ -77,9 +85,12 @@ impl Agents {
         };
         let handle = self.handle(id).await?;
         let actor = running(&handle)?;
-        let state = ask(&actor, AgentMsg::Checkpoint, "the agent")
-            .await?
-            .map_err(|e| ApiError::invalid(format!("agent {id} ({}) cannot checkpoint: {e}", handle.spec().backend.describe())))?;
+        let state = ask(&actor, AgentMsg::Checkpoint, "the agent").await?.map_err(|e| {
+            ApiError::invalid(format!(
+                "agent {id} ({}) cannot checkpoint: {e}",
+                handle.spec().backend.describe()
+            ))
+        })?;
         let size_bytes = state.to_string().len() as u64;
         let checkpoint = Checkpoint {
             id: crate::ids::new_id(&self.ctx.node_name),
@@ -89,9 +100,16 @@ impl Agents {
             state,
             size_bytes,
         };
-        let data = json!({ "checkpointId": checkpoint.id, "description": checkpoint.description, "sizeBytes": size_bytes });
+        let data =
+            json!({ "checkpointId": checkpoint.id, "description": checkpoint.description, "sizeBytes": size_bytes });
         let event = NewEvent::new("AGENT_CHECKPOINTED", Some(id.to_owned()), data);
-        checkpoints::save(&self.ctx.store, &checkpoint, self.ctx.agent_policy.checkpoints_kept, event).await?;
+        checkpoints::save(
+            &self.ctx.store,
+            &checkpoint,
+            self.ctx.agent_policy.checkpoints_kept,
+            event,
+        )
+        .await?;
         handle.set_latest_checkpoint(Some(checkpoint.id.clone()));
         keep(&self.ctx.store, guard, &checkpoint.id).await?;
         Ok(checkpoint)
@@ -101,7 +119,9 @@ impl Agents {
         let Some(actor) = self.ctx.slots.handles.get(id).and_then(|h| h.actor()) else {
             return Ok(None);
         };
-        Ok(Some(AgentLive::from_probe(ask(&actor, AgentMsg::Probe, "the agent").await?)))
+        Ok(Some(AgentLive::from_probe(
+            ask(&actor, AgentMsg::Probe, "the agent").await?,
+        )))
     }
 
     /// The agent's handle on this node, made from the store when nobody runs it now.
@@ -143,9 +163,13 @@ impl Agents {
         handle.report(AgentState::Starting, "AGENT_STARTING", None, json!({}));
         let supervisor = self.ctx.agents_supervisor()?;
         let child: Arc<dyn ChildSpec> = handle.clone();
-        ask(&supervisor, |r| SupervisorMsg::StartChild(child, r), "the agents supervisor")
-            .await?
-            .map_err(|e| ApiError::Internal(format!("agent {} did not start: {e}", handle.id())))
+        ask(
+            &supervisor,
+            |r| SupervisorMsg::StartChild(child, r),
+            "the agents supervisor",
+        )
+        .await?
+        .map_err(|e| ApiError::Internal(format!("agent {} did not start: {e}", handle.id())))
     }
 
     async fn stop_agent(&self, handle: &Arc<AgentChild>, graceful: bool) -> Result<(), ApiError> {
@@ -158,11 +182,19 @@ impl Agents {
         self.set_desired(handle, Desired::Stopped).await?;
         if !supervised {
             // Not under supervision (given up on, FAILED): the stop is recorded here.
-            handle.report(AgentState::Stopped, "AGENT_STOPPED", None, json!({})).durable().await?;
+            handle
+                .report(AgentState::Stopped, "AGENT_STOPPED", None, json!({}))
+                .durable()
+                .await?;
             return Ok(());
         }
         if let (true, Some(actor)) = (graceful, handle.actor()) {
-            handle.report(AgentState::Stopping, "AGENT_STOPPING", None, json!({ "graceful": true }));
+            handle.report(
+                AgentState::Stopping,
+                "AGENT_STOPPING",
+                None,
+                json!({ "graceful": true }),
+            );
             self.drain(&id, &actor).await?;
         }
         self.terminate(&id).await
@@ -179,7 +211,12 @@ impl Agents {
         });
         let deadline = tokio::time::Instant::now() + self.ctx.agent_policy.stop_grace;
         loop {
-            let counters = ask(&scheduler, |r| SchedulerMsg::Counters(vec![id.to_owned()], r), "the scheduler").await?;
+            let counters = ask(
+                &scheduler,
+                |r| SchedulerMsg::Counters(vec![id.to_owned()], r),
+                "the scheduler",
+            )
+            .await?;
             if counters.get(id).is_none_or(|c| c.running == 0) {
                 return Ok(());
             }
@@ -198,7 +235,10 @@ impl Agents {
         match (paused, state) {
             (true, AgentState::Paused) => return Err(ApiError::Conflict(format!("agent {id} is already paused"))),
             (false, s) if s != AgentState::Paused => {
-                return Err(ApiError::Conflict(format!("agent {id} is not paused (it is {})", s.as_str())))
+                return Err(ApiError::Conflict(format!(
+                    "agent {id} is not paused (it is {})",
+                    s.as_str()
+                )))
             }
             (true, AgentState::Stopping) => return Err(ApiError::Conflict(format!("agent {id} is stopping"))),
             _ => {}
@@ -227,7 +267,9 @@ impl Agents {
             Some(actor) => {
                 ask(&actor, |r| AgentMsg::Restore(saved.state, r), "the agent")
                     .await?
-                    .map_err(|e| ApiError::invalid(format!("agent {id} could not restore checkpoint {checkpoint}: {e}")))?;
+                    .map_err(|e| {
+                        ApiError::invalid(format!("agent {id} could not restore checkpoint {checkpoint}: {e}"))
+                    })?;
                 let state = handle.status().state;
                 handle.report(state, "AGENT_ROLLED_BACK", None, data).durable().await?;
             }
@@ -271,7 +313,12 @@ impl Agents {
     /// Whether the agents supervisor holds the agent now.
     async fn supervised(&self, id: &str) -> Result<bool, ApiError> {
         let supervisor = self.ctx.agents_supervisor()?;
-        ask(&supervisor, |r| SupervisorMsg::Holds(id.to_owned(), r), "the agents supervisor").await
+        ask(
+            &supervisor,
+            |r| SupervisorMsg::Holds(id.to_owned(), r),
+            "the agents supervisor",
+        )
+        .await
     }
 
     async fn terminate(&self, id: &str) -> Result<(), ApiError> {

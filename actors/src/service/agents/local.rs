@@ -10,8 +10,8 @@ use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 
 use super::Agents;
 use crate::agent::{
-    gauge_moved, AgentChild, AgentFilter, AgentSpec, AgentState, AgentStats, AgentStatus, AgentView, Desired,
-    Owner, SpawnAgentRequest,
+    gauge_moved, AgentChild, AgentFilter, AgentSpec, AgentState, AgentStats, AgentStatus, AgentView, Desired, Owner,
+    SpawnAgentRequest,
 };
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;

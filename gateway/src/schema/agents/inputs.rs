@@ -2,8 +2,8 @@
 
 use async_graphql::{InputObject, OneofObject};
 use troupe_actors::agent::{
-    AgentUpdate, BackendSpec, BuiltinKind, ExecBackend, HttpBackend, Limits, LlmBackend, ProcessBackend,
-    RestartLimit, SecretRef, SpawnAgentRequest,
+    AgentUpdate, BackendSpec, BuiltinKind, ExecBackend, HttpBackend, Limits, LlmBackend, ProcessBackend, RestartLimit,
+    SecretRef, SpawnAgentRequest,
 };
 use troupe_actors::ApiError;
 
@@ -180,7 +180,10 @@ impl TryFrom<RestartLimitInput> for RestartLimit {
         let max_restarts = u32::try_from(r.max_restarts)
             .map_err(|_| ApiError::invalid("restartLimit.maxRestarts must not be negative"))?;
         let window_ms = ms(Some(r.window_ms), "restartLimit.windowMs")?.unwrap_or(1);
-        Ok(RestartLimit { max_restarts, window_ms })
+        Ok(RestartLimit {
+            max_restarts,
+            window_ms,
+        })
     }
 }
 
@@ -222,9 +225,7 @@ impl TryFrom<BackendInput> for BackendSpec {
                 model: l.model,
                 system_prompt: l.system_prompt,
                 api_key: match (l.api_key_env, l.api_key_file) {
-                    (Some(_), Some(_)) => {
-                        return Err(ApiError::invalid("give apiKeyEnv or apiKeyFile, not both"))
-                    }
+                    (Some(_), Some(_)) => return Err(ApiError::invalid("give apiKeyEnv or apiKeyFile, not both")),
                     (Some(var), None) => Some(SecretRef::Env(var)),
                     (None, Some(path)) => Some(SecretRef::File(path)),
                     (None, None) => None,

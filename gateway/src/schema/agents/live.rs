@@ -125,21 +125,29 @@ impl AgentsSubscription {
             .boxed()
         };
         let state = (api, id.0, Some(first), None::<AgentView>, changes);
-        Ok(futures::stream::unfold(state, |(api, id, mut pending, mut last, mut changes)| async move {
-            loop {
-                if let Some(view) = pending.take() {
-                    if last.as_ref() != Some(&view) {
-                        last = Some(view.clone());
-                        return Some((Ok(Agent(view)), (api, id, None, last, changes)));
+        Ok(futures::stream::unfold(
+            state,
+            |(api, id, mut pending, mut last, mut changes)| async move {
+                loop {
+                    if let Some(view) = pending.take() {
+                        if last.as_ref() != Some(&view) {
+                            last = Some(view.clone());
+                            return Some((Ok(Agent(view)), (api, id, None, last, changes)));
+                        }
+                    }
+                    changes.next().await?;
+                    match api.agents().get(&id).await {
+                        Ok(Some(view)) => pending = Some(view),
+                        Ok(None) => return None,
+                        Err(e) => {
+                            return Some((
+                                Err::<Agent, _>(e).gql(),
+                                (api, id, None, last, futures::stream::empty().boxed()),
+                            ))
+                        }
                     }
                 }
-                changes.next().await?;
-                match api.agents().get(&id).await {
-                    Ok(Some(view)) => pending = Some(view),
-                    Ok(None) => return None,
-                    Err(e) => return Some((Err::<Agent, _>(e).gql(), (api, id, None, last, futures::stream::empty().boxed()))),
-                }
-            }
-        }))
+            },
+        ))
     }
 }

@@ -31,7 +31,13 @@ impl AgentsMutation {
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Agent> {
         let request = input.into_request(true).gql()?;
-        Ok(Agent(ctx.data::<Api>()?.agents().spawn(request, idempotency_key).await.gql()?))
+        Ok(Agent(
+            ctx.data::<Api>()?
+                .agents()
+                .spawn(request, idempotency_key)
+                .await
+                .gql()?,
+        ))
     }
 
     /// Defines an agent without starting it (state DEFINED); `startAgent` starts it.
@@ -43,12 +49,23 @@ impl AgentsMutation {
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Agent> {
         let request = input.into_request(false).gql()?;
-        Ok(Agent(ctx.data::<Api>()?.agents().spawn(request, idempotency_key).await.gql()?))
+        Ok(Agent(
+            ctx.data::<Api>()?
+                .agents()
+                .spawn(request, idempotency_key)
+                .await
+                .gql()?,
+        ))
     }
 
     /// Starts a DEFINED, STOPPED or FAILED agent under its supervisor.
     #[graphql(guard = "RoleGuard(Role::Operator)")]
-    async fn start_agent(&self, ctx: &Context<'_>, id: ID, idempotency_key: Option<String>) -> async_graphql::Result<Agent> {
+    async fn start_agent(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        idempotency_key: Option<String>,
+    ) -> async_graphql::Result<Agent> {
         act(ctx, id, AgentAction::Start, idempotency_key).await
     }
 
@@ -69,25 +86,45 @@ impl AgentsMutation {
     /// The agent takes no new tasks and its processes are suspended (SIGSTOP); it stays
     /// paused across restarts until `resumeAgent`.
     #[graphql(guard = "RoleGuard(Role::Operator)")]
-    async fn pause_agent(&self, ctx: &Context<'_>, id: ID, idempotency_key: Option<String>) -> async_graphql::Result<Agent> {
+    async fn pause_agent(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        idempotency_key: Option<String>,
+    ) -> async_graphql::Result<Agent> {
         act(ctx, id, AgentAction::Pause, idempotency_key).await
     }
 
     #[graphql(guard = "RoleGuard(Role::Operator)")]
-    async fn resume_agent(&self, ctx: &Context<'_>, id: ID, idempotency_key: Option<String>) -> async_graphql::Result<Agent> {
+    async fn resume_agent(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        idempotency_key: Option<String>,
+    ) -> async_graphql::Result<Agent> {
         act(ctx, id, AgentAction::Resume, idempotency_key).await
     }
 
     /// Stops the agent (its tasks go back to the queue, not charged) and starts it again with
     /// its current spec.
     #[graphql(guard = "RoleGuard(Role::Operator)")]
-    async fn restart_agent(&self, ctx: &Context<'_>, id: ID, idempotency_key: Option<String>) -> async_graphql::Result<Agent> {
+    async fn restart_agent(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        idempotency_key: Option<String>,
+    ) -> async_graphql::Result<Agent> {
         act(ctx, id, AgentAction::Restart, idempotency_key).await
     }
 
     /// Stops the agent if it runs and deletes it with its checkpoints; answers its last view.
     #[graphql(guard = "RoleGuard(Role::Operator)")]
-    async fn remove_agent(&self, ctx: &Context<'_>, id: ID, idempotency_key: Option<String>) -> async_graphql::Result<Agent> {
+    async fn remove_agent(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        idempotency_key: Option<String>,
+    ) -> async_graphql::Result<Agent> {
         act(ctx, id, AgentAction::Remove, idempotency_key).await
     }
 
