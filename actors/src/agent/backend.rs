@@ -4,7 +4,9 @@
 
 mod builtin;
 mod exec;
+mod http;
 mod limits;
+mod llm;
 mod process;
 
 use futures::future::BoxFuture;
@@ -93,18 +95,7 @@ pub fn build(spec: &AgentSpec) -> Box<dyn Backend> {
         BackendSpec::Builtin(kind) => Box::new(builtin::Builtin::new(*kind, spec.id.clone())),
         BackendSpec::Exec(e) => Box::new(exec::Exec::new(e.clone(), spec.id.clone(), spec.limits)),
         BackendSpec::Process(p) => Box::new(process::Process::new(p.clone(), spec.id.clone(), spec.limits)),
-        BackendSpec::Http(_) | BackendSpec::Llm(_) => Box::new(NotYet),
-    }
-}
-
-/// Interim: the HTTP and LLM backends land in the next commit.
-struct NotYet;
-
-impl Backend for NotYet {
-    fn start(&mut self, _link: Link) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Err("the http and llm backends are not in this build yet".to_string()) })
-    }
-    fn run(&mut self, _a: Assignment) -> BoxFuture<'static, Outcome> {
-        Box::pin(async { Err("the http and llm backends are not in this build yet".to_string()) })
+        BackendSpec::Http(h) => Box::new(http::Http::new(h.clone(), spec.id.clone())),
+        BackendSpec::Llm(l) => Box::new(llm::Llm::new(l.clone(), spec.id.clone())),
     }
 }
