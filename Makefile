@@ -35,6 +35,7 @@ deps:
 	@missing=""; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
 	if command -v dpkg-query >/dev/null 2>&1 && \
 	   ! dpkg-query -W -f='$${Status}' libc6-dev 2>/dev/null | grep -q 'install ok installed'; then \
 	  missing="$$missing libc6-dev"; \

@@ -270,3 +270,109 @@ async fn no_process_outlives_its_agent_after_remove_or_shutdown() -> Result<()> 
     wait_group_gone(pgid_b).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_restarts_an_agent_is_rolled_back_once_then_failed_with_an_alert() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo").arg("--agent-checkpoints-kept", 2)).await?;
+    let restart = json!({ "restartLimit": { "maxRestarts": 1, "windowMs": 600_000 } });
+    let agent = node.spawn_process("ladder", json!({}), restart).await?;
+    node.run_on(&agent, json!({ "op": "add", "n": 5 })).await?;
+    let checkpoint = "mutation($id: ID!, $d: String!) { checkpointAgent(id: $id, description: $d) { id } }";
+    for d in ["old", "older", "five"] {
+        node.gql_ok(checkpoint, json!({ "id": agent, "d": d })).await?;
+    }
+    let kept = node
+        .gql_ok(
+            "query($id: ID!) { agent(id: $id) { checkpoints { description } } }",
+            json!({ "id": agent }),
+        )
+        .await?;
+    ensure!(
+        kept["agent"]["checkpoints"] == json!([{ "description": "older" }, { "description": "five" }]),
+        "only the newest two are kept: {kept}"
+    );
+    node.run_on(&agent, json!({ "op": "add", "n": 10 })).await?;
+    let crash = |n: i64| {
+        let agent = agent.clone();
+        let node = &node;
+        async move {
+            let task = node
+                .submit(json!({ "agentId": agent, "payload": { "op": "crash" }, "maxAttempts": 1 }))
+                .await?;
+            node.wait_task_state(&text(&task, "/id")?, "FAILED").await?;
+            node.wait_agent(&agent, "back", |a| a["restarts"] == n || a["state"] == "FAILED")
+                .await
+        }
+    };
+    // First crash: a plain restart, a fresh process (its count starts again).
+    crash(1).await?;
+    ensure!(node.run_on(&agent, json!({ "op": "get" })).await?["count"] == 0);
+    // Second: past maxRestarts, one restart from the last checkpoint.
+    crash(2).await?;
+    node.wait_event("AGENT_ROLLED_BACK", &agent).await?;
+    ensure!(
+        node.run_on(&agent, json!({ "op": "get" })).await?["count"] == 5,
+        "not restored"
+    );
+    // Then a fresh history: one more plain restart, and the next crash is the end.
+    crash(3).await?;
+    let failed = crash(4).await?;
+    ensure!(failed["state"] == "FAILED", "{failed}");
+    let alert = node.wait_event("AGENT_ALERT", &agent).await?;
+    ensure!(alert["data"]["alert"] == true, "{alert}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_silent_past_its_timeout_is_retried_while_one_that_reports_progress_runs_on() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let gate = Gate::new()?;
+    let agent = node
+        .spawn_process("slow", json!({}), json!({ "maxConcurrentTasks": 2 }))
+        .await?;
+    // Progress every 100 ms keeps a 400 ms limit from firing over a 1 s task.
+    let busy = node
+        .submit(json!({ "agentId": agent, "payload": { "op": "sleep", "ms": 1000 }, "timeoutMs": 400 }))
+        .await?;
+    // The gate waiter reports progress only each second: past 300 ms it is silent.
+    let silent = node
+        .submit(
+            json!({ "agentId": agent, "payload": { "op": "wait_file", "path": gate.path() },
+                         "timeoutMs": 300, "maxAttempts": 2 }),
+        )
+        .await?;
+    let done = node.wait_task_state(&text(&busy, "/id")?, "SUCCEEDED").await?;
+    ensure!(done["attempts"] == 1, "{done}");
+    let silent = text(&silent, "/id")?;
+    let failed = node.wait_task_state(&silent, "FAILED").await?;
+    ensure!(
+        failed["attempts"] == 2
+            && failed["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no result or progress")),
+        "{failed}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_updates_streams_each_change_of_the_agent() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let agent = node.spawn_builtin("echo", &[]).await?;
+    let q = "subscription($id: ID!) { agentUpdates(id: $id) { state } }";
+    let mut sub = super::support::Subscription::start(&node, q, json!({ "id": agent })).await?;
+    // The agent as it is first, so the changes below come after the subscription began.
+    let first = sub.next_with_deadline().await?;
+    let mut seen = vec![first.map(|v| v["agentUpdates"]["state"].clone())];
+    node.act("pauseAgent", &agent).await?;
+    node.act("resumeAgent", &agent).await?;
+    while seen.len() < 3 {
+        let next = sub.next_with_deadline().await?;
+        seen.push(next.map(|v| v["agentUpdates"]["state"].clone()));
+    }
+    ensure!(
+        seen == [Some(json!("RUNNING")), Some(json!("PAUSED")), Some(json!("RUNNING"))],
+        "{seen:?}"
+    );
+    Ok(())
+}
