@@ -82,11 +82,21 @@ async fn a_process_agent_goes_through_every_lifecycle_state_and_each_is_true() -
     let miss = node.gql_ok(filtered, json!({ "p": "red", "l": null })).await?;
     ensure!(miss["agents"]["edges"].as_array().is_some_and(Vec::is_empty), "{miss}");
 
+    // A task for this agent alone waits while it is paused and stopped, and fails once the
+    // agent is removed. (The graceful stop continues the paused process but gives it nothing.)
+    node.act("pauseAgent", &id).await?;
+    let orphan = node.submit_to(&id, json!({ "op": "echo" })).await?;
     let stopped = node.act("stopAgent", &id).await?;
     ensure!(stopped["state"] == "STOPPED", "{stopped}");
     wait_group_gone(pid2).await?;
+    ensure!(node.task(&orphan).await?["state"] == "QUEUED");
     let removed = node.act("removeAgent", &id).await?;
     ensure!(removed["id"] == id.as_str(), "{removed}");
+    let failed = node.wait_task_state(&orphan, "FAILED").await?;
+    ensure!(
+        failed["error"].as_str().is_some_and(|e| e.contains("removed")),
+        "{failed}"
+    );
     ensure!(node.agent(&id).await?.is_null(), "a removed agent is still listed");
     for kind in [
         "AGENT_DEFINED",

@@ -41,6 +41,9 @@ pub enum AgentMsg {
     Signal(Signal),
     /// Suspends (true) or resumes (false) the agent: no new tasks, processes stopped.
     Pause(bool, RpcReplyPort<Result<(), String>>),
+    /// A graceful stop began: no new tasks from now on, and a paused agent's processes are
+    /// continued so its running tasks can finish.
+    Drain(RpcReplyPort<()>),
     Checkpoint(RpcReplyPort<Result<Value, String>>),
     Restore(Value, RpcReplyPort<Result<(), String>>),
     Probe(RpcReplyPort<Probe>),
@@ -83,6 +86,7 @@ pub struct State {
     running: Running,
     paused: bool,
     healthy: bool,
+    draining: bool,
 }
 
 impl AgentActor {
@@ -91,7 +95,7 @@ impl AgentActor {
         let _ = self.scheduler.cast(SchedulerMsg::AgentOpen {
             id: self.spec.id.clone(),
             incarnation: myself.get_id().pid(),
-            open: !state.paused && state.healthy,
+            open: !state.paused && state.healthy && !state.draining,
         });
     }
 
@@ -138,6 +142,7 @@ impl Actor for AgentActor {
             running: Running::default(),
             paused: false,
             healthy: true,
+            draining: false,
         };
         if self.spec.desired == Desired::Paused {
             self.suspend(&mut state, true);
@@ -215,6 +220,14 @@ impl Actor for AgentActor {
                     self.open(&myself, state);
                 }
                 let _ = reply.send(Ok(()));
+            }
+            AgentMsg::Drain(reply) => {
+                state.draining = true;
+                if state.paused {
+                    self.suspend(state, false);
+                }
+                self.open(&myself, state);
+                let _ = reply.send(());
             }
             AgentMsg::Checkpoint(reply) => {
                 let _ = reply.send(state.backend.checkpoint().await);

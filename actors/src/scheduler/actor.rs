@@ -50,6 +50,8 @@ pub enum SchedulerMsg {
         incarnation: u64,
         down: Down,
     },
+    /// The agent was removed for good.
+    AgentRemoved(String),
     Wake,
     Counters(Vec<String>, RpcReplyPort<HashMap<String, AgentStats>>),
     /// Stops starting tasks (shutdown); answers how many run.
@@ -178,6 +180,12 @@ impl Actor for Scheduler {
                     state.agents.remove(&id);
                 }
                 effects
+            }
+            SchedulerMsg::AgentRemoved(id) => {
+                state.recent.remove(&id);
+                state.stats.remove(&id);
+                state.dirty_stats.remove(&id);
+                state.engine.agent_removed(&id, now)
             }
             SchedulerMsg::Wake => state.engine.wake(now),
             SchedulerMsg::Counters(ids, reply) => {

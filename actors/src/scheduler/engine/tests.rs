@@ -378,3 +378,21 @@ fn a_closed_agent_takes_nothing_new_and_an_opened_one_takes_what_waited() {
     let fx = e.set_open("a", 7, true, now);
     assert_eq!(starts(&fx), [("a".to_string(), "t1".to_string(), 1)]);
 }
+
+#[test]
+fn the_tasks_waiting_for_a_removed_agent_end_failed_and_others_stay() {
+    let mut e = engine();
+    let now = now0();
+    let mine = Limits {
+        id: "mine".into(),
+        want: Want::Agent("gone".into()),
+        priority: Priority::Normal,
+        max_attempts: 3,
+    };
+    e.enqueue(mine, TaskStatus::queued(), now);
+    e.enqueue(cap_task("other", "c", Priority::Normal), TaskStatus::queued(), now);
+    let fx = e.agent_removed("gone", now);
+    assert_eq!(records(&fx), [("mine".to_string(), "TASK_FAILED")]);
+    assert_eq!(e.queued(), 1);
+    assert!(e.status("mine").is_none());
+}

@@ -200,15 +200,11 @@ impl Agents {
         self.terminate(&id).await
     }
 
-    /// Closes the agent to new tasks and waits, at most the grace period, for its running
-    /// tasks to end.
+    /// Closes the agent to new tasks (continuing a paused one, whose tasks could not finish
+    /// otherwise) and waits, at most the grace period, for its running tasks to end.
     async fn drain(&self, id: &str, actor: &ractor::ActorRef<AgentMsg>) -> Result<(), ApiError> {
         let scheduler = self.ctx.scheduler()?;
-        let _ = scheduler.cast(SchedulerMsg::AgentOpen {
-            id: id.to_owned(),
-            incarnation: actor.get_id().pid(),
-            open: false,
-        });
+        ask(actor, AgentMsg::Drain, "the agent").await?;
         let deadline = tokio::time::Instant::now() + self.ctx.agent_policy.stop_grace;
         loop {
             let counters = ask(
@@ -305,6 +301,9 @@ impl Agents {
         checkpoints::delete_all(&self.ctx.store, &id, &mut batch).await?;
         self.ctx.store.write(batch).await?;
         self.ctx.slots.handles.remove(&id);
+        if let Ok(scheduler) = self.ctx.scheduler() {
+            let _ = scheduler.cast(SchedulerMsg::AgentRemoved(id.clone()));
+        }
         gauge_moved(Some(view.status.state), None);
         view.status.state = AgentState::Stopped;
         Ok(view)
