@@ -101,7 +101,7 @@ async fn an_http_agent_fails_a_task_with_the_status_and_a_body_excerpt() -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_agents_run_under_their_rlimits_and_report_usage() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
-    let limits = json!({ "limits": { "openFiles": 77, "cpuSeconds": 600, "memoryMiB": 4096 } });
+    let limits = json!({ "limits": { "openFiles": 77, "cpuSeconds": 600, "memoryMiB": 4096, "cpuCores": 0.5 } });
     let agent = node.spawn_process("limited", json!({}), limits).await?;
     let (pid, _) = node.agent_pid(&agent).await?;
     let table = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;

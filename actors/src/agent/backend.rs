@@ -3,6 +3,7 @@
 //! once. A long-lived process with its own reader fits the same shape as a command per task.
 
 mod builtin;
+mod cgroup;
 mod exec;
 mod http;
 mod limits;
@@ -17,6 +18,7 @@ use super::actor::AgentMsg;
 use super::spec::{AgentSpec, BackendSpec};
 use crate::task::{Assignment, Outcome};
 
+pub use cgroup::describe as describe_cgroup;
 pub use limits::{read_stat, sample, signal_group, Stat, Usage};
 
 /// What a backend tells its agent on its own, outside any task.

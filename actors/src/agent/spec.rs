@@ -37,15 +37,18 @@ pub enum Desired {
     Stopped,
 }
 
-/// Limits on the processes of an exec or process agent, as rlimits of each process.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Limits on the processes of an exec or process agent: rlimits of each process, and the
+/// agent's cgroup v2 limits where the node can set them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
-    /// Address space (RLIMIT_AS), MiB.
+    /// Address space of each process (RLIMIT_AS) and memory of the agent's cgroup, MiB.
     pub memory_mib: Option<u64>,
-    /// CPU time (RLIMIT_CPU), seconds.
+    /// CPU time of each process (RLIMIT_CPU), seconds.
     pub cpu_seconds: Option<u64>,
-    /// Open file descriptors (RLIMIT_NOFILE).
+    /// Open file descriptors of each process (RLIMIT_NOFILE).
     pub open_files: Option<u64>,
+    /// CPU of the agent's cgroup, in cores (`cpu.max`).
+    pub cpu_cores: Option<f64>,
 }
 
 impl Limits {
@@ -55,6 +58,9 @@ impl Limits {
             return Err(ApiError::invalid(
                 "limits must be positive (memoryMiB, cpuSeconds, openFiles within sane bounds)",
             ));
+        }
+        if self.cpu_cores.is_some_and(|c| !(0.01..=1024.0).contains(&c)) {
+            return Err(ApiError::invalid("limits.cpuCores must be between 0.01 and 1024"));
         }
         if self.memory_mib.is_some_and(|m| m < 16) {
             return Err(ApiError::invalid("limits.memoryMiB must be at least 16"));

@@ -73,9 +73,12 @@ pub struct AgentLimits {
     pub memory_mib: Option<Int64>,
     pub cpu_seconds: Option<Int64>,
     pub open_files: Option<Int64>,
-    /// How the limits are enforced: `rlimit` (per process). cgroup v2 limits are not set by
-    /// this release; `cgroup` says so.
+    /// The agent's cgroup CPU limit, in cores.
+    pub cpu_cores: Option<f64>,
+    /// How the per-process limits are enforced: `rlimit`, or `none` when none are set.
     pub enforcement: String,
+    /// Whether this node could put the agent's memory and cpu limits in a cgroup v2, and if
+    /// not, why.
     pub cgroup: String,
 }
 
@@ -145,9 +148,13 @@ impl Agent {
             memory_mib: int(l.memory_mib),
             cpu_seconds: int(l.cpu_seconds),
             open_files: int(l.open_files),
-            enforcement: if l.is_empty() { "none".into() } else { "rlimit".into() },
-            cgroup: "not applied: Troupe sets per-process rlimits; cgroup v2 limits are not configured by this release"
-                .into(),
+            cpu_cores: l.cpu_cores,
+            enforcement: if l.memory_mib.or(l.cpu_seconds).or(l.open_files).is_some() {
+                "rlimit".into()
+            } else {
+                "none".into()
+            },
+            cgroup: troupe_actors::agent::describe_cgroup(&l),
         })
     }
     async fn running_tasks(&self) -> i32 {

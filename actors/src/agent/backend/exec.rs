@@ -18,8 +18,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
+use super::cgroup::AgentCgroup;
 use super::limits;
-use super::Backend;
+use super::{Backend, Link};
 use crate::agent::spec::{ExecBackend, Limits};
 use crate::task::{Assignment, Outcome};
 
@@ -35,6 +36,7 @@ pub struct Exec {
     agent: String,
     limits: Limits,
     groups: Groups,
+    cgroup: Option<AgentCgroup>,
 }
 
 impl Exec {
@@ -44,6 +46,7 @@ impl Exec {
             agent,
             limits,
             groups: Groups::default(),
+            cgroup: None,
         }
     }
 }
@@ -73,9 +76,15 @@ impl Groups {
 }
 
 impl Backend for Exec {
+    fn start(&mut self, _link: Link) -> BoxFuture<'_, Result<(), String>> {
+        self.cgroup = AgentCgroup::create(&self.agent, &self.limits);
+        Box::pin(async { Ok(()) })
+    }
+
     fn run(&mut self, a: Assignment) -> BoxFuture<'static, Outcome> {
         let (spec, agent, limits) = (self.spec.clone(), self.agent.clone(), self.limits);
         let groups = self.groups.clone();
+        let cgroup = self.cgroup.as_ref().map(AgentCgroup::procs);
         Box::pin(async move {
             let ctx = ExecContext {
                 agent_id: &agent,
@@ -83,6 +92,7 @@ impl Backend for Exec {
                 attempt: a.attempt,
                 limits,
                 groups,
+                cgroup,
             };
             run(&spec, ctx, &a.payload).await
         })
@@ -103,6 +113,8 @@ pub struct ExecContext<'a> {
     pub attempt: u32,
     pub limits: Limits,
     pub groups: Groups,
+    /// The agent's `cgroup.procs`, when it has a cgroup.
+    pub cgroup: Option<std::ffi::CString>,
 }
 
 pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -> Outcome {
@@ -124,7 +136,7 @@ pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    limits::apply(&mut cmd, ctx.limits);
+    limits::apply(&mut cmd, ctx.limits, ctx.cgroup);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))?;
     let pid = child.id().ok_or("the child exited before it could be watched")?;
     let mut group = GroupKill(Some(pid), ctx.groups.clone());

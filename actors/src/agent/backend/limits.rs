@@ -1,6 +1,8 @@
 //! The processes of exec and process agents: rlimits set in the child before it runs,
 //! signals to whole process groups, and usage sampled from `/proc`.
 
+use std::ffi::CString;
+
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
@@ -15,10 +17,11 @@ pub struct Usage {
     pub processes: u32,
 }
 
-/// Sets the spec's limits as rlimits of the command's process (inherited by its children).
+/// Sets the spec's limits as rlimits of the command's process (inherited by its children),
+/// and puts the process into its agent's cgroup (`cgroup` is that cgroup's `cgroup.procs`).
 #[allow(unsafe_code)]
-pub fn apply(cmd: &mut Command, limits: Limits) {
-    if limits.is_empty() {
+pub fn apply(cmd: &mut Command, limits: Limits, cgroup: Option<CString>) {
+    if limits.is_empty() && cgroup.is_none() {
         return;
     }
     let mib = |m: u64| m.saturating_mul(1024 * 1024);
@@ -31,9 +34,18 @@ pub fn apply(cmd: &mut Command, limits: Limits) {
     .filter_map(|(r, v)| v.map(|v| (r, v)))
     .collect();
     // SAFETY: the closure runs in the forked child before exec and only calls setrlimit,
-    // which is async-signal-safe; it allocates nothing (the vector was built before fork).
+    // open, write and close, which are async-signal-safe; it allocates nothing (the vector
+    // and the path were built before fork).
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(procs) = &cgroup {
+                // "0" moves the writing process itself.
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
             for &(resource, value) in &wanted {
                 let limit = libc::rlimit {
                     rlim_cur: value as libc::rlim_t,

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
+use super::cgroup::AgentCgroup;
 use super::limits::signal_group;
 use super::{Backend, Link, Signal};
 use crate::agent::spec::{Limits, ProcessBackend};
@@ -30,6 +31,7 @@ pub struct Process {
     limits: Limits,
     live: Option<Arc<Live>>,
     child: Option<tokio::process::Child>,
+    cgroup: Option<AgentCgroup>,
 }
 
 /// A task in flight: where its result goes and what wakes its inactivity timer.
@@ -106,6 +108,7 @@ impl Process {
             limits,
             live: None,
             child: None,
+            cgroup: None,
         }
     }
 
@@ -119,7 +122,9 @@ impl Process {
 impl Backend for Process {
     fn start(&mut self, link: Link) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let started = io::spawn(&self.spec, &self.agent, self.limits, link.clone())?;
+            self.cgroup = AgentCgroup::create(&self.agent, &self.limits);
+            let cgroup = self.cgroup.as_ref().map(AgentCgroup::procs);
+            let started = io::spawn(&self.spec, &self.agent, (self.limits, cgroup), link.clone())?;
             let (live, limit) = (started.live, Duration::from_millis(self.spec.ready_timeout_ms));
             self.child = Some(started.child);
             self.live = Some(live.clone());

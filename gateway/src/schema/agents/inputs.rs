@@ -94,13 +94,15 @@ pub enum BackendInput {
 /// rlimits of each process of an exec or process agent.
 #[derive(InputObject)]
 pub struct LimitsInput {
-    /// Address space, MiB (RLIMIT_AS).
+    /// Address space of each process (RLIMIT_AS) and memory of the agent's cgroup, MiB.
     #[graphql(name = "memoryMiB")]
     pub memory_mib: Option<Int64>,
     /// CPU time, seconds (RLIMIT_CPU).
     pub cpu_seconds: Option<Int64>,
     /// Open file descriptors (RLIMIT_NOFILE).
     pub open_files: Option<Int64>,
+    /// CPU of the agent's cgroup v2, in cores (where the node can set cgroup limits).
+    pub cpu_cores: Option<f64>,
 }
 
 /// Restarts allowed within a window before the agent's recovery ladder moves on (rollback to
@@ -169,6 +171,7 @@ impl TryFrom<LimitsInput> for Limits {
             memory_mib: count(l.memory_mib, "memoryMiB")?,
             cpu_seconds: count(l.cpu_seconds, "cpuSeconds")?,
             open_files: count(l.open_files, "openFiles")?,
+            cpu_cores: l.cpu_cores,
         })
     }
 }

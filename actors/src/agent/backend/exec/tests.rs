@@ -16,6 +16,7 @@ fn ctx() -> ExecContext<'static> {
         attempt: 2,
         limits: Limits::default(),
         groups: Groups::default(),
+        cgroup: None,
     }
 }
 

@@ -29,7 +29,12 @@ pub(super) struct Started {
 }
 
 /// Starts the process and the tasks that serve its pipes.
-pub(super) fn spawn(spec: &ProcessBackend, agent: &str, limits: Limits, link: Link) -> Result<Started, String> {
+pub(super) fn spawn(
+    spec: &ProcessBackend,
+    agent: &str,
+    (limits, cgroup): (Limits, Option<std::ffi::CString>),
+    link: Link,
+) -> Result<Started, String> {
     let program = &spec.command[0];
     let mut cmd = Command::new(program);
     cmd.args(&spec.command[1..]).env_clear();
@@ -46,7 +51,7 @@ pub(super) fn spawn(spec: &ProcessBackend, agent: &str, limits: Limits, link: Li
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    limits::apply(&mut cmd, limits);
+    limits::apply(&mut cmd, limits, cgroup);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))?;
     let pgid = child.id().ok_or("the process exited before it could be watched")?;
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
