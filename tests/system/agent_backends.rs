@@ -136,5 +136,11 @@ async fn process_agents_run_under_their_rlimits_and_report_usage() -> Result<()>
         "{seen}"
     );
     ensure!(seen["health"]["lastHeartbeat"].is_string(), "{seen}");
+    let rss = super::support::metric(
+        &node.metrics().await?,
+        "troupe_agent_rss_bytes",
+        &[&format!("agent=\"{agent}\"")],
+    );
+    ensure!(rss > 0.0, "troupe_agent_rss_bytes for the agent: {rss}");
     Ok(())
 }

@@ -155,6 +155,7 @@ impl Actor for AgentActor {
             actor: myself.clone(),
         })?;
         if self.spec.backend.runs_processes() {
+            myself.cast(AgentMsg::Sample)?;
             myself.send_interval(SAMPLE_EVERY, || AgentMsg::Sample);
         }
         Ok(state)
