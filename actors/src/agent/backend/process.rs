@@ -36,6 +36,7 @@ pub struct Process {
 
 /// A task in flight: where its result goes and what wakes its inactivity timer.
 struct Pending {
+    attempt: u32,
     result: oneshot::Sender<Outcome>,
     progress: Arc<Notify>,
 }
@@ -149,6 +150,7 @@ impl Backend for Process {
             live.lock_tasks().insert(
                 a.task_id.clone(),
                 Pending {
+                    attempt: a.attempt,
                     result: tx,
                     progress: progress.clone(),
                 },
@@ -165,6 +167,7 @@ impl Backend for Process {
             let _cancel = CancelOnDrop {
                 live: live.clone(),
                 task: a.task_id.clone(),
+                attempt: a.attempt,
             };
             loop {
                 let idle = async {
@@ -252,11 +255,16 @@ impl Drop for Process {
 struct CancelOnDrop {
     live: Arc<Live>,
     task: String,
+    attempt: u32,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if self.live.lock_tasks().remove(&self.task).is_some() {
+        // Only this attempt: a later attempt of the same task may already wait under its id.
+        let mut tasks = self.live.lock_tasks();
+        let mine = tasks.get(&self.task).is_some_and(|p| p.attempt == self.attempt);
+        if mine && tasks.remove(&self.task).is_some() {
+            drop(tasks);
             self.live.send(json!({ "type": "cancel", "id": self.task }).to_string());
         }
     }
