@@ -6,7 +6,7 @@ can be checkpointed and restored) and runs each task in a thread of its own, so 
 tasks can be in flight and each can be cancelled. Troupe's system tests use it.
 
 Task payloads are objects with an "op": echo, add, get, sleep, wait_file, fail, crash,
-hang, spin, garbage, pid, env.
+mute, hang, spin, garbage, pid, env.
 """
 
 import json
@@ -88,6 +88,11 @@ def run(task_id, payload):
         out_lock.acquire()
         while True:
             time.sleep(3600)
+    elif op == "mute":
+        # Silent for a while (heartbeats too), then back.
+        with out_lock:
+            time.sleep(int(payload.get("ms", 0)) / 1000)
+        ok({"muted_ms": payload.get("ms", 0)})
     elif op == "spin":
         ms = int(payload.get("ms", 0))
         end = time.monotonic() + ms / 1000

@@ -172,6 +172,25 @@ async fn a_hung_process_agent_is_found_unhealthy_then_killed_and_restarted_in_ti
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_unhealthy_and_running_again_once_heard() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let agent = node
+        .spawn_process(
+            "quiet",
+            json!({ "heartbeatMs": 200, "missedHeartbeats": 50 }),
+            json!({}),
+        )
+        .await?;
+    let out = node.run_on(&agent, json!({ "op": "mute", "ms": 1500 })).await?;
+    ensure!(out["muted_ms"] == 1500, "{out}");
+    node.wait_event("AGENT_UNHEALTHY", &agent).await?;
+    node.wait_event("AGENT_HEALTHY", &agent).await?;
+    let a = node.wait_agent_state(&agent, "RUNNING").await?;
+    ensure!(a["restarts"] == 0, "{a}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_agent_killed_mid_task_is_restarted_and_its_task_retried() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
     let gate = Gate::new()?;
