@@ -342,3 +342,44 @@ async fn a_killed_peer_is_named_missing_and_a_task_update_stream_ends_with_an_er
     ensure!(codes.iter().any(|c| c == "UNAVAILABLE"), "{body}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_agent_is_paused_checkpointed_probed_and_stopped_through_this_node() -> Result<()> {
+    let (alpha, _beta) = start_pair().await?;
+    let input = json!({ "name": "remote-counter", "backend": { "builtin": { "kind": "counter" } }, "node": "beta",
+                        "labels": [{ "key": "where", "value": "beta" }] });
+    let id = text(&alpha.spawn_agent(input).await?, "/id")?;
+    ensure!(id.ends_with("@beta"), "{id}");
+    ensure!(alpha.run_on(&id, json!({ "add": 3 })).await?["count"] == 3);
+    let saved = alpha
+        .gql_ok(
+            "mutation($id: ID!) { checkpointAgent(id: $id, description: \"three\") { id } }",
+            json!({ "id": id }),
+        )
+        .await?;
+    let checkpoint = text(&saved, "/checkpointAgent/id")?;
+    ensure!(alpha.act("pauseAgent", &id).await?["state"] == "PAUSED");
+    ensure!(alpha.act("resumeAgent", &id).await?["state"] == "RUNNING");
+    alpha.run_on(&id, json!({ "add": 4 })).await?;
+    let rollback = "mutation($id: ID!, $c: ID!) { rollbackAgent(id: $id, checkpointId: $c) { state } }";
+    alpha.gql_ok(rollback, json!({ "id": id, "c": checkpoint })).await?;
+    ensure!(
+        alpha.run_on(&id, json!({})).await?["count"] == 3,
+        "the peer's agent was not rolled back"
+    );
+    // Another agent, without the label: the filtered count leaves it out.
+    alpha.spawn_builtin("echo", &[]).await?;
+    let q = "query($id: ID!) { agent(id: $id) { checkpoints { description } health { healthy successRate } } \
+             agents(labels: [{ key: \"where\", value: \"beta\" }]) { totalCount } }";
+    let seen = alpha.gql_ok(q, json!({ "id": id })).await?;
+    ensure!(
+        seen["agent"]["checkpoints"][0]["description"] == "three" && seen["agent"]["health"]["healthy"] == true,
+        "{seen}"
+    );
+    ensure!(
+        seen["agents"]["totalCount"] == 1,
+        "the count ignores the label filter: {seen}"
+    );
+    ensure!(alpha.act("stopAgent", &id).await?["state"] == "STOPPED");
+    Ok(())
+}

@@ -42,7 +42,7 @@ pub enum AgentsRequest {
         first: u32,
         filter: AgentFilter,
     },
-    Count,
+    Count(AgentFilter),
 }
 
 /// What can be done to an existing agent.
@@ -275,10 +275,10 @@ impl Agents {
         })
     }
 
-    /// How many agents the cluster has.
-    pub async fn count(&self) -> Result<Counted, ApiError> {
-        let local = self.count_local().await?;
-        let gathered = self.ctx.cluster.gather::<Agents>(&AgentsRequest::Count).await;
+    /// How many agents the cluster has that pass the filter.
+    pub async fn count(&self, filter: AgentFilter) -> Result<Counted, ApiError> {
+        let local = self.count_local(&filter).await?;
+        let gathered = self.ctx.cluster.gather::<Agents>(&AgentsRequest::Count(filter)).await;
         let remote: u64 = gathered
             .answers
             .into_iter()
@@ -330,7 +330,7 @@ impl Service for Agents {
                     let (items, more) = agents.list_local(after, first.min(1000) as usize, &filter).await?;
                     Ok(AgentsResponse::Page(items, more))
                 }
-                AgentsRequest::Count => agents.count_local().await.map(AgentsResponse::Count),
+                AgentsRequest::Count(filter) => agents.count_local(&filter).await.map(AgentsResponse::Count),
             }
         })
     }

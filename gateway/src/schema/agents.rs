@@ -240,10 +240,15 @@ impl AgentsQuery {
             project,
             labels: inputs::label_filter(labels),
         };
-        let listing = ctx.data::<Api>()?.agents().list(after, first, filter).await.gql()?;
+        let listing = ctx
+            .data::<Api>()?
+            .agents()
+            .list(after, first, filter.clone())
+            .await
+            .gql()?;
         crate::error::partial(ctx, "agents", &listing.missing);
         let extra = Extra {
-            count: Count::Agents,
+            count: Count::Agents(filter),
             missing: listing.missing,
         };
         let mut connection = Connection::with_additional_fields(has_previous, listing.more, extra);

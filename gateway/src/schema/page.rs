@@ -26,7 +26,7 @@ pub fn cost(first: Option<i32>, default: i32, max: i32, child_complexity: usize)
 
 /// What a connection's `totalCount` counts.
 pub enum Count {
-    Agents,
+    Agents(troupe_actors::agent::AgentFilter),
     Tasks(TaskFilter),
 }
 
@@ -44,7 +44,7 @@ impl Extra {
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<Int64> {
         let api = ctx.data::<Api>()?;
         let counted = match &self.count {
-            Count::Agents => api.agents().count().await.gql()?,
+            Count::Agents(filter) => api.agents().count(filter.clone()).await.gql()?,
             Count::Tasks(filter) => api.tasks().count(filter.clone()).await.gql()?,
         };
         crate::error::partial(ctx, "totalCount", &counted.missing);

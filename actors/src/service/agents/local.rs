@@ -143,8 +143,23 @@ impl Agents {
         Ok((self.views(page).await, more))
     }
 
-    pub(crate) async fn count_local(&self) -> Result<u64, ApiError> {
-        Ok(self.ctx.store.view(|v| v.len(AGENTS)).await?)
+    pub(crate) async fn count_local(&self, filter: &AgentFilter) -> Result<u64, ApiError> {
+        if *filter == AgentFilter::default() {
+            return Ok(self.ctx.store.view(|v| v.len(AGENTS)).await?);
+        }
+        let filter = filter.clone();
+        Ok(self
+            .ctx
+            .store
+            .view(move |v| {
+                let mut n = 0;
+                v.scan(AGENTS, None, |_, bytes| {
+                    n += u64::from(troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter));
+                    Ok(true)
+                })?;
+                Ok(n)
+            })
+            .await?)
     }
 
     /// Spec and status with the scheduler's live counters.
