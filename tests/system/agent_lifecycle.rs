@@ -405,3 +405,20 @@ async fn agent_updates_streams_each_change_of_the_agent() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill_takes_its_agents_processes_with_it() -> Result<()> {
+    let mut node = Node::start(NodeOpts::named("solo")).await?;
+    let agent = node.spawn_process("orphan?", json!({}), json!({})).await?;
+    let (pid, _) = node.agent_pid(&agent).await?;
+    let gate = Gate::new()?;
+    let gated = node.spawn_gated(&gate, &[], 1).await?;
+    let task = node.submit_to(&gated, json!("held")).await?;
+    node.wait_task_state(&task, "RUNNING").await?;
+    let q = "query($id: ID!) { agent(id: $id) { processGroups } }";
+    let exec_group = super::support::int(&node.gql_ok(q, json!({ "id": gated })).await?, "/agent/processGroups/0")?;
+    node.kill9().await?;
+    super::support::wait_pid_gone(pid as i32).await?;
+    super::support::wait_pid_gone(exec_group as i32).await?;
+    Ok(())
+}

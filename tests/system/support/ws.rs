@@ -85,10 +85,16 @@ impl Subscription {
             .await
     }
 
-    /// The `data` of the next result, or `None` once the server completes the subscription.
+    /// The `data` of the next result, or `None` once the server completes the subscription;
+    /// fails when none comes within the test deadline (keep-alive pings do not extend it).
     pub async fn next_with_deadline(&mut self) -> Result<Option<Value>> {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match self.recv().await? {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let incoming = tokio::time::timeout(left, self.recv())
+                .await
+                .with_context(|| format!("no subscription result within {WAIT:?}"))??;
+            match incoming {
                 Incoming::Json(m) => match m["type"].as_str().unwrap_or_default() {
                     "next" => {
                         let payload = &m["payload"];

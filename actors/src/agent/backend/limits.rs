@@ -17,13 +17,12 @@ pub struct Usage {
     pub processes: u32,
 }
 
-/// Sets the spec's limits as rlimits of the command's process (inherited by its children),
-/// and puts the process into its agent's cgroup (`cgroup` is that cgroup's `cgroup.procs`).
+/// Prepares an agent's process before it runs: the kernel kills it if the node dies (even
+/// by SIGKILL), the spec's limits become rlimits of the process (inherited by its
+/// children), and it joins its agent's cgroup (`cgroup` is that cgroup's `cgroup.procs`).
 #[allow(unsafe_code)]
 pub fn apply(cmd: &mut Command, limits: Limits, cgroup: Option<CString>) {
-    if limits.is_empty() && cgroup.is_none() {
-        return;
-    }
+    let node = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
     let mib = |m: u64| m.saturating_mul(1024 * 1024);
     let wanted: Vec<(libc::__rlimit_resource_t, u64)> = [
         (libc::RLIMIT_AS, limits.memory_mib.map(mib)),
@@ -33,11 +32,18 @@ pub fn apply(cmd: &mut Command, limits: Limits, cgroup: Option<CString>) {
     .into_iter()
     .filter_map(|(r, v)| v.map(|v| (r, v)))
     .collect();
-    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit,
-    // open, write and close, which are async-signal-safe; it allocates nothing (the vector
-    // and the path were built before fork).
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl,
+    // getppid, setrlimit, open, write and close, which are async-signal-safe; it allocates
+    // nothing (the vector and the path were built before fork).
     unsafe {
         cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The node died between the fork and the prctl: the signal will not come.
+            if libc::getppid() != node {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
             if let Some(procs) = &cgroup {
                 // "0" moves the writing process itself.
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
