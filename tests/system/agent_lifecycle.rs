@@ -422,3 +422,21 @@ async fn a_node_killed_with_sigkill_takes_its_agents_processes_with_it() -> Resu
     super::support::wait_pid_gone(exec_group as i32).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mutations_on_one_agent_take_turns() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let agent = node.spawn_process("busy", json!({}), json!({})).await?;
+    let restarts = (0..5).map(|_| node.act("restartAgent", &agent));
+    for answer in futures::future::join_all(restarts).await {
+        ensure!(answer?["state"] == "RUNNING", "a concurrent restart failed");
+    }
+    let q = "query($id: ID!) { agent(id: $id) { state processGroups } }";
+    let seen = node.gql_ok(q, json!({ "id": agent })).await?["agent"].clone();
+    ensure!(seen["state"] == "RUNNING", "{seen}");
+    let groups = seen["processGroups"].as_array().cloned().unwrap_or_default();
+    ensure!(groups.len() == 1, "one process for the agent: {seen}");
+    let (pid, _) = node.agent_pid(&agent).await?;
+    ensure!(group_members(pid).len() == 1, "one live process in its group");
+    Ok(())
+}

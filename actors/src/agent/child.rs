@@ -54,6 +54,14 @@ impl Handles {
         }
     }
 
+    /// The handle already kept for the agent, else `child`, now kept.
+    pub fn get_or_insert(&self, child: Arc<AgentChild>) -> Arc<AgentChild> {
+        match self.0.write() {
+            Ok(mut map) => map.entry(child.id().to_owned()).or_insert(child).clone(),
+            Err(_) => child,
+        }
+    }
+
     pub fn remove(&self, id: &str) {
         if let Ok(mut map) = self.0.write() {
             map.remove(id);
@@ -83,6 +91,8 @@ pub struct AgentChild {
     slots: Slots,
     store: Store,
     policy: AgentPolicy,
+    /// Held by each mutation on the agent, so two of them never interleave.
+    ops: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -102,7 +112,13 @@ impl AgentChild {
             slots,
             store,
             policy,
+            ops: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Waits for the agent's other mutations to finish; hold the guard while acting.
+    pub async fn serialize(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.ops.lock().await
     }
 
     pub fn status(&self) -> AgentStatus {

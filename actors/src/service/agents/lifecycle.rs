@@ -39,6 +39,7 @@ impl Agents {
             Err(id) => return self.found(&id).await,
         };
         let handle = self.handle(id).await?;
+        let _one_at_a_time = handle.serialize().await;
         match action {
             AgentAction::Start => self.start(&handle).await?,
             AgentAction::Stop { graceful } => self.stop_agent(&handle, graceful).await?,
@@ -84,6 +85,7 @@ impl Agents {
             }
         };
         let handle = self.handle(id).await?;
+        let _one_at_a_time = handle.serialize().await;
         let actor = running(&handle)?;
         let state = ask(&actor, AgentMsg::Checkpoint, "the agent").await?.map_err(|e| {
             ApiError::invalid(format!(
@@ -142,8 +144,8 @@ impl Agents {
             self.ctx.store.view(move |v| checkpoints::latest_in(v, &id)).await?
         };
         handle.set_latest_checkpoint(latest);
-        self.ctx.slots.handles.insert(handle.clone());
-        Ok(handle)
+        // Another request may have made one meanwhile: all of them use the same.
+        Ok(self.ctx.slots.handles.get_or_insert(handle))
     }
 
     async fn found(&self, id: &str) -> Result<AgentView, ApiError> {
