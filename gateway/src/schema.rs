@@ -54,6 +54,21 @@ pub fn prepare(request: &mut async_graphql::Request) -> Result<(), async_graphql
     depth::check(request, MAX_DEPTH)
 }
 
+/// Gives every error that refused the request as a whole (parse, validation, complexity:
+/// they carry no path) the code `INVALID_INPUT`, so clients can rely on `extensions.code`.
+pub fn finish(mut response: async_graphql::Response) -> async_graphql::Response {
+    for error in &mut response.errors {
+        let coded = error.extensions.as_ref().is_some_and(|e| e.get("code").is_some());
+        if !coded && error.path.is_empty() {
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", "INVALID_INPUT");
+        }
+    }
+    response
+}
+
 pub fn build(api: Api) -> TroupeSchema {
     builder().data(api).finish()
 }

@@ -125,7 +125,7 @@ async fn graphql(State(s): State<AppState>, headers: HeaderMap, req: GraphQLRequ
     if let Err(e) = schema::prepare(&mut request) {
         return GraphQLResponse::from(async_graphql::Response::from_errors(vec![e])).into_response();
     }
-    GraphQLResponse::from(s.schema.execute(request.data(caller)).await).into_response()
+    GraphQLResponse::from(schema::finish(s.schema.execute(request.data(caller)).await)).into_response()
 }
 
 async fn graphql_ws(State(s): State<AppState>, upgrade: WebSocketUpgrade) -> Response {

@@ -286,6 +286,7 @@ async fn run(schema: TroupeSchema, request: async_graphql::Request, id: String, 
     let mut stream = schema.execute_stream(request);
     let mut first = true;
     while let Some(response) = stream.next().await {
+        let response = crate::schema::finish(response);
         if first && response.is_err() && response.data == async_graphql::Value::Null {
             let _ = out.send(Out::Error(id, response.errors)).await;
             return;

@@ -74,6 +74,8 @@ async fn deep_and_costly_queries_are_refused_and_ordinary_ones_answered() -> Res
         message.contains("complex"),
         "two aliased pages of 500 were not refused: {body}"
     );
+    expect_code(&body, "INVALID_INPUT")?;
+    expect_code(&node.gql("{ noSuchField }", json!({})).await?, "INVALID_INPUT")?;
     node.gql_ok(&format!("{{ {page} }}"), json!({})).await?;
     Ok(())
 }
