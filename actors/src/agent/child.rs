@@ -312,7 +312,12 @@ impl ChildSpec for AgentChild {
                 down,
             });
         }
-        push_status(batch, &self.id, &status);
+        // Submitted here, under the lock, rather than in the supervisor's batch: every status
+        // record reaches the writer in the order the status changed (an agent's own report
+        // may come between), and before the supervisor's event about it.
+        let mut own = Batch::new();
+        push_status(&mut own, &self.id, &status);
+        drop(self.store.submit(own));
     }
 
     fn event_data(&self) -> serde_json::Value {
