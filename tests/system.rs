@@ -8,6 +8,7 @@ mod system {
     mod support;
 
     mod agent_backends;
+    mod agent_health;
     mod agent_lifecycle;
     mod auth;
     mod bad_input;

@@ -186,3 +186,39 @@ impl Engine {
         }
     }
 }
+
+impl Engine {
+    /// The agent was removed: the tasks waiting for it alone can never run and end FAILED;
+    /// what it runs was already given back when it stopped.
+    pub fn agent_removed(&mut self, id: &str, now: Now) -> Vec<Effect> {
+        let want = Want::Agent(id.to_owned());
+        let mut waiting: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, e)| e.limits.want == want && e.status.state != TaskState::Running)
+            .map(|(task, _)| task.clone())
+            .collect();
+        waiting.sort();
+        for task in waiting {
+            let Some(entry) = self.tasks.remove(&task) else {
+                continue;
+            };
+            if let Some(key) = &entry.queued {
+                self.queues.remove(&want, key);
+            }
+            self.delayed.retain(|(_, t)| *t != task);
+            let mut status = entry.status;
+            status.state = TaskState::Failed;
+            status.error = Some(format!("agent {id} was removed"));
+            status.finished_at = Some(now.wall);
+            self.record(
+                &task,
+                &status,
+                "TASK_FAILED",
+                json!({ "reason": "agent removed" }),
+                Some((None, None)),
+            );
+        }
+        self.take()
+    }
+}
