@@ -67,7 +67,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TROUPE_AGENT_RESTART_WINDOW_MS")]
     pub agent_restart_window_ms: Option<u64>,
     /// How long a graceful `stopAgent` lets running tasks finish before they are stopped
-    /// (and go back to the queue, not charged) [default: 30000].
+    /// (and go back to the queue, not charged) [default: 10000].
     #[arg(long, env = "TROUPE_AGENT_STOP_GRACE_MS")]
     pub agent_stop_grace_ms: Option<u64>,
     /// Checkpoints kept per agent; the oldest go first [default: 5].
@@ -204,7 +204,7 @@ impl Config {
             supervisor_backoff: ms(args.supervisor_backoff_ms.unwrap_or(100)),
             agent_max_restarts: args.agent_max_restarts.unwrap_or(5),
             agent_restart_window: ms(args.agent_restart_window_ms.unwrap_or(10_000)),
-            agent_stop_grace: ms(args.agent_stop_grace_ms.unwrap_or(30_000)),
+            agent_stop_grace: ms(args.agent_stop_grace_ms.unwrap_or(10_000)),
             agent_checkpoints_kept: args.agent_checkpoints_kept.unwrap_or(5),
             retry_base: ms(args.retry_base_ms.unwrap_or(500)),
             retry_max: ms(args.retry_max_ms.unwrap_or(30_000)),

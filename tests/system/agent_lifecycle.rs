@@ -277,3 +277,31 @@ async fn concurrent_mutations_on_one_agent_take_turns() -> Result<()> {
     ensure!(group_members(pid).len() == 1, "one live process in its group");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_whose_request_timed_out_still_runs_to_its_end() -> Result<()> {
+    let opts = NodeOpts::named("solo")
+        .arg("--http-timeout-ms", 300)
+        .arg("--agent-stop-grace-ms", 1500);
+    let node = Node::start(opts).await?;
+    let gate = Gate::new()?;
+    let agent = node.spawn_gated(&gate, &[], 1).await?;
+    let task = node.submit_to(&agent, json!("held")).await?;
+    node.wait_task_state(&task, "RUNNING").await?;
+    // The grace outlasts the request: the gateway answers 408 and drops the request.
+    let body = node
+        .gql(
+            "mutation($id: ID!) { stopAgent(id: $id) { state } }",
+            json!({ "id": agent }),
+        )
+        .await;
+    ensure!(
+        body.as_ref().map_or(true, |b| b["data"]["stopAgent"].is_null()),
+        "the stop answered within the request timeout: {body:?}"
+    );
+    // The stop goes on: past its grace the task goes back, uncharged, and the agent stops.
+    node.wait_agent_state(&agent, "STOPPED").await?;
+    let requeued = node.wait_task_state(&task, "QUEUED").await?;
+    ensure!(requeued["failedAttempts"] == 0, "{requeued}");
+    Ok(())
+}

@@ -173,7 +173,14 @@ impl Agents {
                     _ => Err(unexpected(action.name())),
                 }
             }
-            None => self.act_local(id, action, key.as_deref()).await,
+            None => {
+                // Run to the end even if the caller goes away (a client gone, an HTTP timeout):
+                // a stop abandoned half-way would leave the agent closed but running.
+                let (me, id) = (self.clone(), id.to_owned());
+                tokio::spawn(async move { me.act_local(&id, action, key.as_deref()).await })
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("the agent mutation did not finish: {e}")))?
+            }
         }
     }
 
