@@ -252,8 +252,16 @@ async fn a_node_killed_with_sigkill_takes_its_agents_processes_with_it() -> Resu
     let gated = node.spawn_gated(&gate, &[], 1).await?;
     let task = node.submit_to(&gated, json!("held")).await?;
     node.wait_task_state(&task, "RUNNING").await?;
+    // RUNNING is recorded as the attempt is handed over; its process follows.
     let q = "query($id: ID!) { agent(id: $id) { processGroups } }";
-    let exec_group = super::support::int(&node.gql_ok(q, json!({ "id": gated })).await?, "/agent/processGroups/0")?;
+    let deadline = super::support::Deadline::after(super::support::WAIT, "the gated task's process");
+    let exec_group = loop {
+        let seen = node.gql_ok(q, json!({ "id": gated })).await?;
+        if let Ok(group) = super::support::int(&seen, "/agent/processGroups/0") {
+            break group;
+        }
+        deadline.tick(&seen).await?;
+    };
     node.kill9().await?;
     super::support::wait_pid_gone(pid as i32).await?;
     super::support::wait_pid_gone(exec_group as i32).await?;

@@ -1,8 +1,6 @@
 //! Tasks in GraphQL: the `Task` type, `tasks` / `task`, `submitTask` / `cancelTask` and the
 //! `taskUpdates` subscription.
 
-use std::time::Duration;
-
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, InputObject, Json, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
@@ -11,15 +9,11 @@ use troupe_actors::service::TaskFilter;
 use troupe_actors::task::{Priority as P, SubmitTaskRequest, TaskRecord, TaskState as S};
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
-use troupe_runtime::events::EventFilter;
 
 use super::page::{cost, page_size, Count, Extra, DEFAULT_PAGE, MAX_PAGE};
 use super::Int64;
 use crate::auth::RoleGuard;
 use crate::error::{coded, OrGql};
-
-/// How often `taskUpdates` polls a task that lives on another node.
-const REMOTE_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum TaskState {
@@ -272,19 +266,7 @@ impl TasksSubscription {
             .gql()?
             .ok_or_else(|| coded("NOT_FOUND", format!("no task {}", id.0)))?;
         // A task of this node changes through this node's events; a peer's task is polled.
-        let changes: futures::stream::BoxStream<'static, ()> = if api.tasks().holds(&id) {
-            let filter = EventFilter {
-                kinds: None,
-                subject: Some(id.0.clone()),
-            };
-            api.subscribe(after, filter).map(|_| ()).boxed()
-        } else {
-            futures::stream::unfold((), |_| async {
-                tokio::time::sleep(REMOTE_POLL).await;
-                Some(((), ()))
-            })
-            .boxed()
-        };
+        let changes = super::events::changes_of(&api, &id, api.tasks().holds(&id), after);
         let state = Updates {
             api,
             id: id.0,

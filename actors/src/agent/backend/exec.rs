@@ -10,13 +10,11 @@
 
 use std::collections::HashSet;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
 
 use super::cgroup::AgentCgroup;
 use super::limits;
@@ -28,8 +26,6 @@ use crate::task::{Assignment, Outcome};
 const STDERR_TAIL: usize = 2048;
 /// The most stdout an attempt may produce: it becomes the task's result, kept in the store.
 const MAX_STDOUT: usize = 4 * 1024 * 1024;
-/// What an exec child inherits from the node's environment.
-const INHERITED: [&str; 3] = ["PATH", "HOME", "LANG"];
 
 pub struct Exec {
     spec: ExecBackend,
@@ -119,23 +115,12 @@ pub struct ExecContext<'a> {
 
 pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -> Outcome {
     let program = &backend.command[0];
-    let mut cmd = Command::new(program);
-    cmd.args(&backend.command[1..]).env_clear();
-    for name in INHERITED {
-        if let Some(value) = std::env::var_os(name) {
-            cmd.env(name, value);
-        }
-    }
-    cmd.envs(backend.env.iter().map(|(k, v)| (k, v)))
-        .env("TROUPE_TASK_ID", ctx.task_id)
+    let mut cmd = limits::command(&backend.command, &backend.env);
+    // Set last, so the spec's env cannot change them.
+    cmd.env("TROUPE_TASK_ID", ctx.task_id)
         .env("TROUPE_TASK_ATTEMPT", ctx.attempt.to_string())
         .env("TROUPE_ATTEMPT", ctx.attempt.to_string())
-        .env("TROUPE_AGENT_ID", ctx.agent_id)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        .env("TROUPE_AGENT_ID", ctx.agent_id);
     limits::apply(&mut cmd, ctx.limits, ctx.cgroup);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))?;
     let pid = child.id().ok_or("the child exited before it could be watched")?;

@@ -2,6 +2,7 @@
 //! signals to whole process groups, and usage sampled from `/proc`.
 
 use std::ffi::CString;
+use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
@@ -15,6 +16,29 @@ pub struct Usage {
     /// CPU time (user + system) of the processes alive now.
     pub cpu_seconds: f64,
     pub processes: u32,
+}
+
+/// What an agent's process inherits from the node's environment.
+const INHERITED: [&str; 3] = ["PATH", "HOME", "LANG"];
+
+/// A command for one of an agent's processes: `argv`, a clean environment (the node's
+/// `PATH`, `HOME` and `LANG`, then `env`), piped stdio, a process group of its own, killed if
+/// dropped. The caller adds its own variables and then calls [`apply`].
+pub fn command(argv: &[String], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).env_clear();
+    for name in INHERITED {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd
 }
 
 /// Prepares an agent's process before it runs: the kernel kills it if the node dies (even

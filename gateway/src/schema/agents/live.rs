@@ -1,8 +1,6 @@
 //! What an agent's actor says of itself (usage, health), its checkpoints, and the
 //! `agentUpdates` subscription.
 
-use std::time::Duration;
-
 use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
@@ -10,15 +8,11 @@ use troupe_actors::agent::{AgentView, Usage};
 use troupe_actors::service::AgentLive;
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
-use troupe_runtime::events::EventFilter;
 
 use super::Agent;
 use crate::auth::RoleGuard;
 use crate::error::{coded, OrGql};
 use crate::schema::Int64;
-
-/// How often `agentUpdates` looks at an agent that lives on a peer.
-const REMOTE_POLL: Duration = Duration::from_secs(1);
 
 pub struct Checkpoint(pub troupe_actors::agent::Checkpoint);
 
@@ -111,19 +105,7 @@ impl AgentsSubscription {
             .await
             .gql()?
             .ok_or_else(|| coded("NOT_FOUND", format!("no agent {}", id.0)))?;
-        let changes: futures::stream::BoxStream<'static, ()> = if api.agents().holds(&id) {
-            let filter = EventFilter {
-                kinds: None,
-                subject: Some(id.0.clone()),
-            };
-            api.subscribe(after, filter).map(|_| ()).boxed()
-        } else {
-            futures::stream::unfold((), |_| async {
-                tokio::time::sleep(REMOTE_POLL).await;
-                Some(((), ()))
-            })
-            .boxed()
-        };
+        let changes = crate::schema::events::changes_of(&api, &id, api.agents().holds(&id), after);
         let state = (api, id.0, Some(first), None::<AgentView>, changes);
         Ok(futures::stream::unfold(
             state,

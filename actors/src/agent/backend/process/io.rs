@@ -1,13 +1,12 @@
 //! The process agent's pipes: starting the process, writing lines to it, and routing what
 //! it says (results, progress, heartbeats, state, logs) to whoever waits for it.
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -18,8 +17,6 @@ use crate::agent::spec::{Limits, ProcessBackend};
 
 /// The longest line a process may send (a result is kept in the store).
 const MAX_LINE: usize = 4 * 1024 * 1024 + 1024;
-/// What a process inherits from the node's environment.
-const INHERITED: [&str; 3] = ["PATH", "HOME", "LANG"];
 
 pub(super) struct Started {
     pub child: Child,
@@ -36,21 +33,9 @@ pub(super) fn spawn(
     link: Link,
 ) -> Result<Started, String> {
     let program = &spec.command[0];
-    let mut cmd = Command::new(program);
-    cmd.args(&spec.command[1..]).env_clear();
-    for name in INHERITED {
-        if let Some(value) = std::env::var_os(name) {
-            cmd.env(name, value);
-        }
-    }
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .env("TROUPE_AGENT_ID", agent)
-        .env("TROUPE_HEARTBEAT_MS", spec.heartbeat_ms.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    let mut cmd = limits::command(&spec.command, &spec.env);
+    cmd.env("TROUPE_AGENT_ID", agent)
+        .env("TROUPE_HEARTBEAT_MS", spec.heartbeat_ms.to_string());
     limits::apply(&mut cmd, limits, cgroup);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))?;
     let pgid = child.id().ok_or("the process exited before it could be watched")?;
