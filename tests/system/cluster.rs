@@ -373,7 +373,9 @@ async fn a_peers_agent_is_paused_checkpointed_probed_and_stopped_through_this_no
              agents(labels: [{ key: \"where\", value: \"beta\" }]) { totalCount } }";
     let seen = alpha.gql_ok(q, json!({ "id": id })).await?;
     ensure!(
-        seen["agent"]["checkpoints"][0]["description"] == "three" && seen["agent"]["health"]["healthy"] == true,
+        seen["agent"]["checkpoints"][0]["description"] == "three"
+            && seen["agent"]["health"]["healthy"] == true
+            && seen["agent"]["health"]["successRate"] == 1.0,
         "{seen}"
     );
     ensure!(

@@ -78,19 +78,17 @@ impl AgentStatus {
 pub struct AgentStats {
     pub succeeded: u64,
     pub failed: u64,
-    /// Tasks running now (live, not stored).
-    #[serde(skip)]
+    /// Tasks running now (live: what a stored copy says is replaced when read).
     pub running: u32,
     /// Model tokens the agent's results reported (`usage.promptTokens` / `completionTokens`).
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    /// Over the agent's recent attempts (live, not stored).
-    #[serde(skip)]
+    /// Over the agent's recent attempts (live, like `running`).
     pub recent: Recent,
 }
 
 /// Figures over an agent's last attempts, kept by the scheduler.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Recent {
     pub attempts: u32,
     pub success_rate: Option<f64>,
