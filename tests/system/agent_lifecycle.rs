@@ -313,3 +313,29 @@ async fn a_stop_whose_request_timed_out_still_runs_to_its_end() -> Result<()> {
     ensure!(requeued["failedAttempts"] == 0, "{requeued}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_applies_at_the_next_start() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let agent = node.spawn_builtin("echo", &["old"]).await?;
+    let update = "mutation($id: ID!) { updateAgent(id: $id, input: { capabilities: [\"new\"] }) { capabilities } }";
+    let updated = node.gql_ok(update, json!({ "id": agent })).await?;
+    ensure!(updated["updateAgent"]["capabilities"] == json!(["new"]), "{updated}");
+    // The running incarnation still has the old capability: a task for the new one waits.
+    let task = text(&node.submit(json!({ "capability": "new", "payload": 1 })).await?, "/id")?;
+    ensure!(node.task(&task).await?["state"] == "QUEUED");
+    node.act("restartAgent", &agent).await?;
+    let done = node.wait_task_state(&task, "SUCCEEDED").await?;
+    ensure!(done["agentId"] == agent.as_str(), "{done}");
+    let bad = node
+        .gql(
+            "mutation($id: ID!) { updateAgent(id: $id, input: { env: [{ name: \"A\", value: \"1\" }] }) { id } }",
+            json!({ "id": agent }),
+        )
+        .await?;
+    ensure!(
+        error_code(&bad).as_deref() == Some("INVALID_INPUT"),
+        "a builtin has no env: {bad}"
+    );
+    Ok(())
+}
