@@ -10,6 +10,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use troupe_actors::agent::{AgentFilter, AgentState as State, AgentView, Desired};
+use troupe_actors::service::AgentLive;
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 
@@ -90,26 +91,49 @@ pub struct TokenUsage {
     pub total_tokens: Int64,
 }
 
-pub struct Agent(pub AgentView);
+pub struct Agent {
+    view: AgentView,
+    /// What the agent's actor says of itself, asked once however many fields need it.
+    live: tokio::sync::OnceCell<Option<AgentLive>>,
+}
+
+impl From<AgentView> for Agent {
+    fn from(view: AgentView) -> Self {
+        Self {
+            view,
+            live: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+impl Agent {
+    async fn live(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<AgentLive>> {
+        let live = self
+            .live
+            .get_or_try_init(|| async { ctx.data::<Api>()?.agents().live(&self.view.spec.id).await.gql() })
+            .await?;
+        Ok(live.clone())
+    }
+}
 
 #[Object]
 impl Agent {
     /// `<uuid>@<node>`: the id names the node that holds the agent.
     async fn id(&self) -> ID {
-        ID(self.0.spec.id.clone())
+        ID(self.view.spec.id.clone())
     }
     async fn name(&self) -> &str {
-        &self.0.spec.name
+        &self.view.spec.name
     }
     /// The node the agent runs on.
     async fn node(&self) -> &str {
-        &self.0.spec.node
+        &self.view.spec.node
     }
     async fn project(&self) -> &str {
-        &self.0.spec.project
+        &self.view.spec.project
     }
     async fn labels(&self) -> Vec<Label> {
-        self.0
+        self.view
             .spec
             .labels
             .iter()
@@ -121,30 +145,30 @@ impl Agent {
     }
     /// What was observed last.
     async fn state(&self) -> AgentState {
-        self.0.status.state.into()
+        self.view.status.state.into()
     }
     /// Whether the user wants it running (false once stopped or before its first start).
     async fn wanted_running(&self) -> bool {
-        self.0.spec.desired != Desired::Stopped
+        self.view.spec.desired != Desired::Stopped
     }
     /// The supervisor that starts and restarts it.
     async fn owner(&self) -> &str {
-        self.0.spec.owner.supervisor()
+        self.view.spec.owner.supervisor()
     }
     /// `builtin:<kind>`, `exec:<program>`, `process:<program>`, `http:<url>` or `llm:<model>`.
     async fn backend(&self) -> String {
-        self.0.spec.backend.describe()
+        self.view.spec.backend.describe()
     }
     async fn capabilities(&self) -> &[String] {
-        &self.0.spec.capabilities
+        &self.view.spec.capabilities
     }
     async fn max_concurrent_tasks(&self) -> i32 {
-        self.0.spec.max_concurrent_tasks as i32
+        self.view.spec.max_concurrent_tasks as i32
     }
     async fn limits(&self) -> Option<AgentLimits> {
-        let l = self.0.spec.limits;
+        let l = self.view.spec.limits;
         let int = |v: Option<u64>| v.map(|v| Int64(v as i64));
-        self.0.spec.backend.runs_processes().then(|| AgentLimits {
+        self.view.spec.backend.runs_processes().then(|| AgentLimits {
             memory_mib: int(l.memory_mib),
             cpu_seconds: int(l.cpu_seconds),
             open_files: int(l.open_files),
@@ -158,20 +182,20 @@ impl Agent {
         })
     }
     async fn running_tasks(&self) -> i32 {
-        self.0.stats.running as i32
+        self.view.stats.running as i32
     }
     /// How many times its supervisor restarted it.
     async fn restarts(&self) -> i32 {
-        self.0.status.restarts as i32
+        self.view.status.restarts as i32
     }
     async fn tasks_succeeded(&self) -> Int64 {
-        self.0.stats.succeeded.into()
+        self.view.stats.succeeded.into()
     }
     async fn tasks_failed(&self) -> Int64 {
-        self.0.stats.failed.into()
+        self.view.stats.failed.into()
     }
     async fn token_usage(&self) -> TokenUsage {
-        let s = &self.0.stats;
+        let s = &self.view.stats;
         TokenUsage {
             prompt_tokens: s.prompt_tokens.into(),
             completion_tokens: s.completion_tokens.into(),
@@ -180,38 +204,42 @@ impl Agent {
     }
     /// Why the agent last failed or went unhealthy, if it ever did.
     async fn last_error(&self) -> Option<&str> {
-        self.0.status.last_error.as_deref()
+        self.view.status.last_error.as_deref()
     }
     async fn created_at(&self) -> DateTime<Utc> {
-        self.0.spec.created_at
+        self.view.spec.created_at
     }
     /// When its status last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.status.updated_at
+        self.view.status.updated_at
     }
     /// Its kept checkpoints, oldest first.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn checkpoints(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<live::Checkpoint>> {
-        let list = ctx.data::<Api>()?.agents().checkpoints(&self.0.spec.id).await.gql()?;
+        let list = ctx
+            .data::<Api>()?
+            .agents()
+            .checkpoints(&self.view.spec.id)
+            .await
+            .gql()?;
         Ok(list.into_iter().map(live::Checkpoint).collect())
     }
     /// RSS and CPU of its processes, sampled now; null when it runs none or is not running.
     async fn usage(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<live::AgentUsage>> {
-        let live = ctx.data::<Api>()?.agents().live(&self.0.spec.id).await.gql()?;
-        Ok(live.and_then(|l| l.usage).map(live::AgentUsage))
+        Ok(self.live(ctx).await?.and_then(|l| l.usage).map(live::AgentUsage))
     }
     /// The process groups running for it now (the whole group is paused, sampled and killed
     /// together); empty when it runs none.
     async fn process_groups(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Int64>> {
-        let live = ctx.data::<Api>()?.agents().live(&self.0.spec.id).await.gql()?;
-        Ok(live
+        Ok(self
+            .live(ctx)
+            .await?
             .map(|l| l.process_groups.into_iter().map(|g| Int64(i64::from(g))).collect())
             .unwrap_or_default())
     }
     /// Heartbeats and figures over its recent attempts.
     async fn health(&self, ctx: &Context<'_>) -> async_graphql::Result<live::AgentHealth> {
-        let live = ctx.data::<Api>()?.agents().live(&self.0.spec.id).await.gql()?;
-        Ok(live::AgentHealth::new(&self.0, live))
+        Ok(live::AgentHealth::new(&self.view, self.live(ctx).await?))
     }
 }
 
@@ -256,7 +284,7 @@ impl AgentsQuery {
             listing
                 .items
                 .into_iter()
-                .map(|v| Edge::new(v.spec.id.clone(), Agent(v))),
+                .map(|v| Edge::new(v.spec.id.clone(), Agent::from(v))),
         );
         Ok(connection)
     }
@@ -264,6 +292,6 @@ impl AgentsQuery {
     /// An agent, looked up on the node its id names.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn agent(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Agent>> {
-        Ok(ctx.data::<Api>()?.agents().get(&id).await.gql()?.map(Agent))
+        Ok(ctx.data::<Api>()?.agents().get(&id).await.gql()?.map(Agent::from))
     }
 }

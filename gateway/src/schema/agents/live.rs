@@ -114,7 +114,7 @@ impl AgentsSubscription {
                     if let Some(view) = pending.take() {
                         if last.as_ref() != Some(&view) {
                             last = Some(view.clone());
-                            return Some((Ok(Agent(view)), (api, id, None, last, changes)));
+                            return Some((Ok(Agent::from(view)), (api, id, None, last, changes)));
                         }
                     }
                     changes.next().await?;

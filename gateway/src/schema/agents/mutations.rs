@@ -17,7 +17,9 @@ use crate::error::OrGql;
 pub struct AgentsMutation;
 
 async fn act(ctx: &Context<'_>, id: ID, action: AgentAction, key: Option<String>) -> async_graphql::Result<Agent> {
-    Ok(Agent(ctx.data::<Api>()?.agents().act(&id, action, key).await.gql()?))
+    Ok(Agent::from(
+        ctx.data::<Api>()?.agents().act(&id, action, key).await.gql()?,
+    ))
 }
 
 #[Object]
@@ -31,7 +33,7 @@ impl AgentsMutation {
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Agent> {
         let request = input.into_request(true).gql()?;
-        Ok(Agent(
+        Ok(Agent::from(
             ctx.data::<Api>()?
                 .agents()
                 .spawn(request, idempotency_key)
@@ -49,7 +51,7 @@ impl AgentsMutation {
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Agent> {
         let request = input.into_request(false).gql()?;
-        Ok(Agent(
+        Ok(Agent::from(
             ctx.data::<Api>()?
                 .agents()
                 .spawn(request, idempotency_key)
