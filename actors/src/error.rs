@@ -17,6 +17,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The node does not allow this (a disabled facility).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No host can take a VM; the message names why each host was rejected.
+    #[error("{0}")]
+    NoValidHost(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -33,6 +39,8 @@ impl ApiError {
             ApiError::InvalidInput(_) => "INVALID_INPUT",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::NoValidHost(_) => "NO_VALID_HOST",
+            ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::Internal(_) => "INTERNAL",
         }
     }

@@ -19,13 +19,16 @@
 pub mod agent;
 pub mod cluster;
 pub mod error;
+pub mod host;
 pub mod ids;
 pub mod node;
+pub mod placement;
 pub mod scheduler;
 pub mod service;
 pub mod slots;
 pub mod tables;
 pub mod task;
+pub mod vm;
 
 pub use error::ApiError;
 pub use service::Api;

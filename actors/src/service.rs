@@ -5,6 +5,7 @@
 
 mod agents;
 mod context;
+mod hosts;
 mod listing;
 pub mod node;
 mod tasks;
@@ -23,6 +24,7 @@ use troupe_runtime::supervision::{SupervisorInfo, SupervisorMsg};
 pub use agents::{AgentAction, AgentLive, Agents, AgentsRequest, AgentsResponse};
 pub(crate) use context::Context;
 pub use listing::{Counted, Listing};
+pub use hosts::{Hosts, HostsRequest, HostsResponse};
 pub use tasks::{TaskFilter, Tasks, TasksRequest, TasksResponse};
 
 use crate::cluster::remote::Service;
@@ -37,6 +39,7 @@ pub struct Api {
     ctx: Arc<Context>,
     agents: Agents,
     tasks: Tasks,
+    hosts: Hosts,
 }
 
 impl Api {
@@ -45,6 +48,10 @@ impl Api {
         Self {
             agents: Agents { ctx: ctx.clone() },
             tasks: Tasks { ctx: ctx.clone() },
+            hosts: Hosts {
+                fleet: ctx.fleet.clone(),
+                ctx: ctx.clone(),
+            },
             ctx,
         }
     }
@@ -55,6 +62,10 @@ impl Api {
 
     pub fn tasks(&self) -> &Tasks {
         &self.tasks
+    }
+
+    pub fn hosts(&self) -> &Hosts {
+        &self.hosts
     }
 
     pub(crate) fn node_service(&self) -> NodeService {
@@ -106,6 +117,9 @@ impl Api {
         }
         if !self.ctx.slots.scheduler.is_up() {
             problems.push("the scheduler is not running".into());
+        }
+        if !self.ctx.fleet.supervisor.is_up() {
+            problems.push("the hosts supervisor is not running".into());
         }
         if !self.ctx.slots.agents.is_up() {
             problems.push("the agents supervisor is not running".into());

@@ -17,3 +17,10 @@ pub const TASK_STATUS: Table = Table::new("task_status");
 pub const OPEN_TASKS: Table = Table::new("open_tasks");
 /// Agent checkpoints by `<agent id>/<checkpoint id>`: [`crate::agent::Checkpoint`].
 pub const CHECKPOINTS: Table = Table::new("checkpoints");
+/// Host specs by id: [`crate::host::HostSpec`]; a host's state is live, from its driver.
+pub const HOSTS: Table = Table::new("hosts");
+/// VM specs by id: [`crate::vm::VmSpec`].
+pub const VMS: Table = Table::new("vms");
+/// VM statuses by id: [`crate::vm::VmStatus`] (the host holding it, the last observed state);
+/// written by the VM's actor.
+pub const VM_STATUS: Table = Table::new("vm_status");

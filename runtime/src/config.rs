@@ -112,6 +112,26 @@ pub struct ServeArgs {
     /// Interval of the server's keep-alive pings on WebSockets [default: 15000].
     #[arg(long, env = "TROUPE_WS_KEEPALIVE_MS")]
     pub ws_keepalive_ms: Option<u64>,
+    /// Simulated hypervisor hosts (libvirt `test:///`) this node makes on its first start
+    /// [default: 3].
+    #[arg(long, env = "TROUPE_SIMULATED_HOSTS")]
+    pub simulated_hosts: Option<usize>,
+    /// How often each host driver compares every VM's desired and actual state [default: 1000].
+    #[arg(long, env = "TROUPE_VM_RECONCILE_MS")]
+    pub vm_reconcile_ms: Option<u64>,
+    /// How long a host may be UNREACHABLE before it is DOWN and its VMs are evacuated
+    /// [default: 30000].
+    #[arg(long, env = "TROUPE_HOST_DOWN_AFTER_MS")]
+    pub host_down_after_ms: Option<u64>,
+    /// Most migrations out of one host at once; more wait their turn [default: 2].
+    #[arg(long, env = "TROUPE_MAX_OUTBOUND_MIGRATIONS")]
+    pub max_outbound_migrations: Option<usize>,
+    /// How long stopVm waits for a guest to shut down before destroying it [default: 30000].
+    #[arg(long, env = "TROUPE_VM_STOP_TIMEOUT_MS")]
+    pub vm_stop_timeout_ms: Option<u64>,
+    /// Enables the admin-only injectFault mutation (tests and drills) [default: false].
+    #[arg(long, env = "TROUPE_FAULT_INJECTION", num_args = 0..=1, default_missing_value = "true")]
+    pub fault_injection: Option<bool>,
 }
 
 /// Fills every unset option of `$args` from `$file`.
@@ -152,6 +172,12 @@ pub struct Config {
     pub ws_max_subscriptions: usize,
     pub ws_init_timeout: Duration,
     pub ws_keepalive: Duration,
+    pub simulated_hosts: usize,
+    pub vm_reconcile: Duration,
+    pub host_down_after: Duration,
+    pub max_outbound_migrations: usize,
+    pub vm_stop_timeout: Duration,
+    pub fault_injection: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +201,9 @@ impl Config {
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
                 max_payload_bytes, body_limit_bytes, event_retention, idempotency_window_ms,
                 metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
-                ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms);
+                ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, simulated_hosts,
+                vm_reconcile_ms, host_down_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
+                fault_injection);
             if args.join.is_empty() {
                 args.join = file.join;
             }
@@ -219,6 +247,12 @@ impl Config {
             ws_max_subscriptions: args.ws_max_subscriptions.unwrap_or(64),
             ws_init_timeout: ms(args.ws_init_timeout_ms.unwrap_or(10_000)),
             ws_keepalive: ms(args.ws_keepalive_ms.unwrap_or(15_000)),
+            simulated_hosts: args.simulated_hosts.unwrap_or(3),
+            vm_reconcile: ms(args.vm_reconcile_ms.unwrap_or(1_000)),
+            host_down_after: ms(args.host_down_after_ms.unwrap_or(30_000)),
+            max_outbound_migrations: args.max_outbound_migrations.unwrap_or(2),
+            vm_stop_timeout: ms(args.vm_stop_timeout_ms.unwrap_or(30_000)),
+            fault_injection: args.fault_injection.unwrap_or(false),
         };
         config.validate()?;
         Ok(config)
@@ -238,6 +272,8 @@ impl Config {
             ("http_timeout_ms", self.http_timeout),
             ("ws_init_timeout_ms", self.ws_init_timeout),
             ("ws_keepalive_ms", self.ws_keepalive),
+            ("vm_reconcile_ms", self.vm_reconcile),
+            ("host_down_after_ms", self.host_down_after),
         ];
         for (key, value) in positive {
             if value.is_zero() {
@@ -249,6 +285,7 @@ impl Config {
             ("http_max_in_flight", self.http_max_in_flight),
             ("ws_max_connections", self.ws_max_connections),
             ("ws_max_subscriptions", self.ws_max_subscriptions),
+            ("max_outbound_migrations", self.max_outbound_migrations),
         ];
         for (key, value) in counts {
             if value == 0 {

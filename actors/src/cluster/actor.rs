@@ -86,7 +86,8 @@ impl Actor for ClusterActor {
         let cell = myself.get_cell();
         Actor::spawn_linked(None, ServiceActor::default(), cfg.api.node_service(), cell.clone()).await?;
         Actor::spawn_linked(None, ServiceActor::default(), cfg.api.agents().clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.tasks().clone(), cell).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.tasks().clone(), cell.clone()).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.hosts().clone(), cell).await?;
         let mut joiners: Vec<JoinHandle<()>> = cfg
             .join
             .iter()

@@ -18,13 +18,16 @@ use troupe_runtime::supervision::{
 use super::{ExtraChildren, Node, StartNodeError};
 use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild};
 use crate::cluster::{Cluster, ClusterChild, PeerInfo};
+use crate::host::{Fleet, FleetSettings, HostMode, HostSpec, HostsChild};
+use crate::placement::Overcommit;
+use crate::vm::{MigrationPhase, VmSpec, VmStatus};
 use crate::scheduler::{RetryPolicy, Scheduler, SchedulerArgs};
 use crate::service::{Api, Context};
 use crate::slots::Slots;
-use crate::tables::{AGENTS, AGENT_STATUS, TASKS};
+use crate::tables::{AGENTS, AGENT_STATUS, HOSTS, TASKS, VMS, VM_STATUS};
 
 /// The layout of the store this release writes.
-const FORMAT: &str = "3";
+const FORMAT: &str = "4";
 /// How often answers past their idempotency window are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
@@ -70,6 +73,21 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         stop_grace: config.agent_stop_grace,
         checkpoints_kept: config.agent_checkpoints_kept,
     };
+    let fleet = Fleet::new(
+        config.node_name.clone(),
+        store.clone(),
+        FleetSettings {
+            reconcile: config.vm_reconcile,
+            down_after: config.host_down_after,
+            max_outbound: config.max_outbound_migrations,
+            stop_timeout: config.vm_stop_timeout,
+            fault_injection: config.fault_injection,
+            data_dir: config.data_dir.clone(),
+        },
+    );
+    load_fleet(&fleet, config.simulated_hosts)
+        .await
+        .map_err(|e| StartNodeError::Tree(format!("hosts: {e}")))?;
     let api = Api::new(Context {
         node_id,
         node_name: config.node_name.clone(),
@@ -82,6 +100,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         max_payload_bytes: config.max_payload_bytes,
         agent_policy,
         draining: AtomicBool::new(false),
+        fleet: fleet.clone(),
     });
     let intensity = Some(Intensity {
         max_restarts: config.supervisor_max_restarts,
@@ -118,8 +137,14 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             store: core_store.clone(),
         }),
     };
+    let hosts: Arc<dyn ChildSpec> = Arc::new(HostsChild {
+        fleet,
+        backoff,
+        intensity: agent_policy.intensity,
+    });
     let mut children: Vec<Arc<dyn ChildSpec>> = vec![
         Arc::new(core),
+        hosts,
         Arc::new(ClusterChild {
             api: api.clone(),
             listen: config.cluster_listen,
@@ -219,6 +244,101 @@ async fn count_agents(store: &Store) -> Result<(), StoreError> {
         .await?;
     for state in states {
         gauge_moved(None, Some(state));
+    }
+    Ok(())
+}
+
+/// Registers the node's hosts (making the simulated ones on a first start) and their VMs'
+/// claims, before the host drivers start. A migration the node was in the middle of when it
+/// stopped is marked FAILED: the VM's record still names its source host, and the driver
+/// there re-creates or adopts it; any copy on the target is stale and destroyed.
+async fn load_fleet(fleet: &Fleet, simulated: usize) -> Result<(), crate::error::ApiError> {
+    let mut hosts: Vec<HostSpec> = fleet
+        .store
+        .view(|v| {
+            let mut out = Vec::new();
+            v.scan(HOSTS, None, |_, bytes| {
+                out.push(troupe_runtime::codec::decode(bytes)?);
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+        .await?;
+    if !hosts.iter().any(|h| h.simulated) {
+        let mut batch = Batch::new();
+        for i in 1..=simulated {
+            let spec = HostSpec {
+                id: crate::ids::new_id(&fleet.node),
+                name: format!("sim-{i}"),
+                uri: String::new(),
+                node: fleet.node.clone(),
+                labels: [("simulated".to_string(), "true".to_string())].into_iter().collect(),
+                overcommit: Overcommit::default(),
+                reserved_memory_mib: 1024,
+                mode: HostMode::Active,
+                simulated: true,
+                created_at: troupe_runtime::clock::now(),
+            };
+            batch = batch.event(troupe_runtime::events::NewEvent::new(
+                "HOST_ADDED",
+                Some(spec.id.clone()),
+                serde_json::json!({ "name": spec.name, "simulated": true, "node": spec.node }),
+            ));
+            hosts.push(spec);
+        }
+        fleet.store.write(batch).await?;
+    }
+    let dir = fleet.settings.data_dir.join("hosts");
+    for spec in &mut hosts {
+        if spec.simulated {
+            // The node file libvirt's test driver reads: 32 CPUs and 64 GiB each.
+            let path = std::path::absolute(dir.join(format!("{}.xml", spec.name)))
+                .map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
+            let (parent, file) = (dir.clone(), path.clone());
+            blocking(move || {
+                std::fs::create_dir_all(&parent)?;
+                if !file.exists() {
+                    std::fs::write(&file, crate::host::simulated_node_xml(32, 64 * 1024))?;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .map_err(|e| crate::error::ApiError::Internal(format!("{}: {e}", dir.display())))?;
+            spec.uri = format!("test://{}", path.display());
+            fleet
+                .store
+                .write(Batch::new().put(HOSTS, spec.id.clone(), troupe_runtime::codec::encode(&*spec)?))
+                .await?;
+        }
+        fleet.register(spec.clone());
+    }
+    let vms: Vec<(VmSpec, VmStatus)> = fleet
+        .store
+        .view(|v| {
+            let mut out = Vec::new();
+            v.scan(VMS, None, |id, bytes| {
+                if let Some(status) = v.get(VM_STATUS, id)? {
+                    out.push((troupe_runtime::codec::decode(bytes)?, troupe_runtime::codec::decode(&status)?));
+                }
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+        .await?;
+    for (spec, mut status) in vms {
+        crate::vm::gauge_moved(None, Some(status.state));
+        if let Some(host) = &status.host {
+            fleet.restore_claim(&spec, host);
+        }
+        if let Some(m) = status.migration.as_mut().filter(|m| !m.phase.is_over()) {
+            m.phase = MigrationPhase::Failed;
+            m.error = Some("the node restarted during the migration".into());
+            m.finished_at = Some(troupe_runtime::clock::now());
+            fleet
+                .store
+                .write(Batch::new().put(VM_STATUS, spec.id.clone(), troupe_runtime::codec::encode(&status)?))
+                .await?;
+        }
     }
     Ok(())
 }

@@ -35,6 +35,7 @@ pub(crate) struct Context {
     pub max_payload_bytes: usize,
     pub agent_policy: crate::agent::AgentPolicy,
     pub draining: AtomicBool,
+    pub fleet: std::sync::Arc<crate::host::Fleet>,
 }
 
 impl Context {

@@ -1,0 +1,133 @@
+//! What a host is meant to be (its spec, durable) and what is known of it now.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::NodeCapacity;
+use crate::error::ApiError;
+use crate::placement::Overcommit;
+
+/// What the operator asked of the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostMode {
+    /// Takes new VMs.
+    Active,
+    /// Its VMs are being moved away; takes no new ones.
+    Draining,
+    /// Holds no VMs and takes none.
+    Maintenance,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSpec {
+    pub id: String,
+    pub name: String,
+    pub uri: String,
+    /// The node whose driver holds the connection.
+    pub node: String,
+    pub labels: BTreeMap<String, String>,
+    pub overcommit: Overcommit,
+    pub reserved_memory_mib: u64,
+    pub mode: HostMode,
+    /// Made by the node from `simulated_hosts` (a `test:///` node file in the data dir).
+    pub simulated: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The host's state: its link first (a host that cannot be reached is UNREACHABLE or DOWN
+/// whatever it was asked to be), then its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HostState {
+    Up,
+    Draining,
+    Maintenance,
+    /// The connection is lost (or never opened); the driver reconnects with backoff.
+    Unreachable,
+    /// Unreachable for longer than `host_down_after_ms`: its VMs are evacuated.
+    Down,
+}
+
+impl HostState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Up => "UP",
+            Self::Draining => "DRAINING",
+            Self::Maintenance => "MAINTENANCE",
+            Self::Unreachable => "UNREACHABLE",
+            Self::Down => "DOWN",
+        }
+    }
+}
+
+/// A drain's progress.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrainProgress {
+    pub total: u32,
+    pub moved: u32,
+    pub failed: u32,
+    pub done: bool,
+}
+
+/// A host as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostView {
+    pub spec: HostSpec,
+    pub state: HostState,
+    /// Since when it has been in this state.
+    pub since: DateTime<Utc>,
+    /// CPUs and memory as libvirt reported them at the last connect.
+    pub capacity: Option<NodeCapacity>,
+    /// What its VMs have been promised.
+    pub allocated_vcpus: u64,
+    pub allocated_memory_mib: u64,
+    pub vcpu_limit: u64,
+    pub memory_limit_mib: u64,
+    pub vms: u32,
+    pub last_error: Option<String>,
+    pub drain: Option<DrainProgress>,
+    pub outbound_migrations: u32,
+}
+
+/// A request to add a host, as it crosses the API and the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddHostRequest {
+    pub name: String,
+    pub uri: String,
+    pub node: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub overcommit: Option<Overcommit>,
+    pub reserved_memory_mib: Option<u64>,
+}
+
+impl AddHostRequest {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        super::check_name("name", &self.name)?;
+        super::check_labels("labels", &self.labels)?;
+        let scheme = self.uri.split_once(':').map(|(s, _)| s).unwrap_or("");
+        let known = ["test", "qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "xen", "lxc", "ch"];
+        if !known.contains(&scheme) || self.uri.len() > 1024 || self.uri.contains(char::is_whitespace) {
+            return Err(ApiError::invalid(format!(
+                "uri {:?}: a libvirt URI such as test:///default, qemu:///system or qemu+ssh://user@host/system",
+                self.uri
+            )));
+        }
+        if self.uri.starts_with("test:///") && self.uri != "test:///default" && !self.uri.ends_with(".xml") {
+            return Err(ApiError::invalid(
+                "uri: a test:/// host is test:///default or test:///<absolute path to a node XML file>",
+            ));
+        }
+        if let Some(o) = self.overcommit {
+            if !(0.1..=64.0).contains(&o.cpu) || !(0.1..=8.0).contains(&o.memory) {
+                return Err(ApiError::invalid(
+                    "overcommit: cpu must be within 0.1..64 and memory within 0.1..8",
+                ));
+            }
+        }
+        if self.reserved_memory_mib.is_some_and(|m| m > 1 << 30) {
+            return Err(ApiError::invalid("reservedMemoryMiB is too large"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,510 @@
+//! The VM actor: one per VM, a child of its host's driver. It acts on its domain through the
+//! host's libvirt thread, and at each of the driver's sweeps compares what libvirt reports
+//! with what the VM is meant to be, acting by the run policy. Every state it records is one
+//! libvirt reported; when the host cannot be asked, the state is UNKNOWN.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::json;
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::store::Batch;
+
+use super::{decide, Migration, RunPolicy, Step, VmSpec, VmState, VmStatus, VmView, Want};
+use crate::error::ApiError;
+use crate::host::{DomainObs, Fleet, Libvirt, LibvirtError};
+use crate::tables::{VMS, VM_STATUS};
+
+/// What the driver's sweep saw of the VM's domain.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    /// The host could not be asked.
+    Unreachable,
+    Seen(Option<DomainObs>),
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum VmCommand {
+    /// Define and start per the run policy now (createVm).
+    Ensure,
+    Start,
+    Stop { timeout: Duration },
+    Reboot,
+    Pause,
+    Resume,
+    Delete,
+}
+
+impl VmCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ensure => "createVm",
+            Self::Start => "startVm",
+            Self::Stop { .. } => "stopVm",
+            Self::Reboot => "rebootVm",
+            Self::Pause => "pauseVm",
+            Self::Resume => "resumeVm",
+            Self::Delete => "deleteVm",
+        }
+    }
+}
+
+pub enum VmMsg {
+    Observed(Observation),
+    Act(VmCommand, RpcReplyPort<Result<VmView, ApiError>>),
+    Get(RpcReplyPort<VmView>),
+    /// A migration's progress; while one runs the VM takes no reconcile action.
+    Migrating(Migration, RpcReplyPort<Result<(), ApiError>>),
+    /// The VM now lives on `host` (migrated or evacuated): records it and stops this actor.
+    Handover {
+        host: String,
+        migration: Option<Migration>,
+        reply: RpcReplyPort<Result<VmView, ApiError>>,
+    },
+}
+
+impl ractor::Message for VmMsg {}
+
+pub struct VmActor;
+
+pub struct VmArgs {
+    pub spec: VmSpec,
+    pub status: VmStatus,
+    pub host: String,
+    pub libvirt: Libvirt,
+    pub fleet: Arc<Fleet>,
+}
+
+pub struct Vm {
+    spec: VmSpec,
+    status: VmStatus,
+    host: String,
+    libvirt: Libvirt,
+    fleet: Arc<Fleet>,
+    migrating: bool,
+    /// Nothing observed yet by this incarnation (the first sighting adopts or re-creates).
+    fresh: bool,
+    /// Seen running at least once: a later start by policy is a restart.
+    ran: bool,
+    last_sample: Option<(u64, Instant)>,
+}
+
+impl Actor for VmActor {
+    type Msg = VmMsg;
+    type State = Vm;
+    type Arguments = VmArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<VmMsg>, args: VmArgs) -> Result<Vm, ActorProcessingErr> {
+        Ok(Vm {
+            ran: matches!(args.status.state, VmState::Running | VmState::Paused),
+            migrating: args.status.migration.as_ref().is_some_and(|m| !m.phase.is_over()),
+            spec: args.spec,
+            status: args.status,
+            host: args.host,
+            libvirt: args.libvirt,
+            fleet: args.fleet,
+            fresh: true,
+            last_sample: None,
+        })
+    }
+
+    async fn handle(&self, myself: ActorRef<VmMsg>, msg: VmMsg, vm: &mut Vm) -> Result<(), ActorProcessingErr> {
+        match msg {
+            VmMsg::Observed(obs) => {
+                if let Err(e) = vm.reconcile(obs).await {
+                    vm.note_error(e).await;
+                }
+            }
+            VmMsg::Act(command, reply) => {
+                let delete = command == VmCommand::Delete;
+                let answer = vm.act(command).await;
+                let deleted = delete && answer.is_ok();
+                let _ = reply.send(answer);
+                if deleted {
+                    myself.stop(Some("deleted".into()));
+                }
+            }
+            VmMsg::Get(reply) => {
+                let _ = reply.send(vm.view());
+            }
+            VmMsg::Migrating(migration, reply) => {
+                vm.migrating = !migration.phase.is_over();
+                let event = vm.event(
+                    &format!("VM_MIGRATION_{}", migration.phase.name()),
+                    migration_data(&migration),
+                );
+                vm.status.migration = Some(migration);
+                let _ = reply.send(vm.save(Some(event)).await);
+            }
+            VmMsg::Handover { host, migration, reply } => {
+                let from = std::mem::replace(&mut vm.host, host.clone());
+                vm.status.host = Some(host.clone());
+                vm.migrating = false;
+                let event = migration.as_ref().map(|m| {
+                    let kind = if m.reason == "evacuation" { "VM_EVACUATED".to_owned() } else { format!("VM_MIGRATION_{}", m.phase.name()) };
+                    let mut data = migration_data(m);
+                    data["from"] = json!(from);
+                    vm.event(&kind, data)
+                });
+                if migration.is_some() {
+                    vm.status.migration = migration;
+                }
+                let answer = vm.save(event).await.map(|_| vm.view());
+                let _ = reply.send(answer);
+                tracing::info!(vm = %vm.spec.id, %from, to = %host, "VM handed over to another host");
+                myself.stop(Some("handed over".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Vm {
+    fn view(&self) -> VmView {
+        VmView {
+            spec: self.spec.clone(),
+            status: self.status.clone(),
+        }
+    }
+
+    async fn note_error(&mut self, e: LibvirtError) {
+        let text = e.to_string();
+        if self.status.last_error.as_deref() != Some(text.as_str()) {
+            tracing::warn!(vm = %self.spec.id, error = %text, "VM reconcile failed");
+            self.status.last_error = Some(text);
+            let _ = self.save(None).await;
+        }
+    }
+
+    /// Keeps spec and status, with an event when there is one.
+    async fn save(&self, event: Option<NewEvent>) -> Result<(), ApiError> {
+        let mut batch = Batch::new()
+            .put(VMS, self.spec.id.clone(), troupe_runtime::codec::encode(&self.spec)?)
+            .put(VM_STATUS, self.spec.id.clone(), troupe_runtime::codec::encode(&self.status)?);
+        if let Some(event) = event {
+            batch = batch.event(event);
+        }
+        self.fleet.store.write(batch).await?;
+        Ok(())
+    }
+
+    fn event(&self, kind: &str, mut data: serde_json::Value) -> NewEvent {
+        if let Some(map) = data.as_object_mut() {
+            map.insert("name".into(), json!(self.spec.name));
+            map.insert("host".into(), json!(self.host));
+        }
+        NewEvent::new(kind, Some(self.spec.id.clone()), data)
+    }
+
+    /// Records what libvirt reported (state and reason), with a `VM_<STATE>` event when the
+    /// state changed.
+    async fn record(&mut self, state: VmState, reason: Option<String>, cause: &str) -> Result<(), ApiError> {
+        let now = troupe_runtime::clock::now();
+        let before = self.status.state;
+        self.status.observed_at = Some(now);
+        if state == VmState::Running {
+            self.ran = true;
+        }
+        if before == state && self.status.reason == reason {
+            return Ok(());
+        }
+        self.status.state = state;
+        self.status.reason = reason.clone();
+        if state != VmState::Unknown {
+            self.status.last_error = None;
+        }
+        let event = (before != state).then(|| {
+            gauge_moved(Some(before), Some(state));
+            self.event(
+                &format!("VM_{}", state.name()),
+                json!({ "from": before.name(), "to": state.name(), "reason": reason, "cause": cause }),
+            )
+        });
+        self.save(event).await
+    }
+
+    async fn observe(&mut self, cause: &str) -> Result<Option<DomainObs>, ApiError> {
+        let obs = self.libvirt.observe(&self.spec.domain).await.map_err(unavailable)?;
+        match &obs {
+            Some(o) => {
+                self.sample(o);
+                self.record(VmState::of(o.state), Some(o.reason.clone()), cause).await?;
+            }
+            None => self.record(VmState::Missing, None, cause).await?,
+        }
+        Ok(obs)
+    }
+
+    fn sample(&mut self, o: &DomainObs) {
+        let now = Instant::now();
+        if let Some((cpu, at)) = self.last_sample {
+            let secs = now.duration_since(at).as_secs_f64();
+            if secs > 0.0 {
+                self.status.stats.cpu_cores = o.cpu_time_ns.saturating_sub(cpu) as f64 / 1e9 / secs;
+            }
+        }
+        self.last_sample = Some((o.cpu_time_ns, now));
+        self.status.stats.cpu_time_ns = o.cpu_time_ns;
+        self.status.stats.memory_kib = o.memory_kib;
+        self.status.stats.sampled_at = Some(troupe_runtime::clock::now());
+    }
+
+    async fn define(&self) -> Result<(), LibvirtError> {
+        let xml = crate::host::domain_xml(
+            self.libvirt.uri(),
+            &self.spec.domain,
+            &self.spec.uuid,
+            self.spec.vcpus,
+            self.spec.memory_mib,
+        );
+        self.libvirt.define(xml).await
+    }
+
+    async fn reconcile(&mut self, obs: Observation) -> Result<(), LibvirtError> {
+        let fresh = std::mem::replace(&mut self.fresh, false);
+        let obs = match obs {
+            Observation::Unreachable => {
+                let _ = self
+                    .record(VmState::Unknown, Some("host unreachable".into()), "reconcile")
+                    .await;
+                return Ok(());
+            }
+            Observation::Seen(obs) => obs,
+        };
+        if self.migrating {
+            // The migration owns the domains until it ends; only the state is recorded.
+            if let Some(o) = &obs {
+                self.sample(o);
+                let _ = self
+                    .record(VmState::of(o.state), Some(o.reason.clone()), "reconcile")
+                    .await;
+            }
+            return Ok(());
+        }
+        let obs = match obs {
+            Some(o) => {
+                if fresh && self.status.state != VmState::Pending {
+                    let _ = self
+                        .save(Some(self.event("VM_ADOPTED", json!({ "state": VmState::of(o.state).name() }))))
+                        .await;
+                }
+                o
+            }
+            None => {
+                // Undefined behind Troupe's back, or a host rebuilt empty (a simulated host
+                // after a restart): define it again from the spec.
+                let kind = if fresh { "VM_RECREATED" } else { "VM_DOMAIN_MISSING" };
+                let _ = self.record(VmState::Missing, None, "reconcile").await;
+                let _ = self
+                    .save(Some(self.event(kind, json!({ "action": "defined again from its spec" }))))
+                    .await;
+                self.define().await?;
+                match self.libvirt.observe(&self.spec.domain).await? {
+                    Some(o) => o,
+                    None => return Ok(()),
+                }
+            }
+        };
+        self.sample(&obs);
+        let _ = self
+            .record(VmState::of(obs.state), Some(obs.reason.clone()), "reconcile")
+            .await;
+        self.apply(decide(self.spec.run_policy, self.spec.want, obs.state, &obs.reason), &obs)
+            .await
+    }
+
+    async fn apply(&mut self, step: Step, obs: &DomainObs) -> Result<(), LibvirtError> {
+        match step {
+            Step::Nothing => Ok(()),
+            Step::Start => {
+                let restart = self.ran;
+                self.libvirt.on_domain(&self.spec.domain, |d| d.create().map(|_| ())).await?;
+                if restart {
+                    self.status.restarts += 1;
+                }
+                let event = self.event(
+                    if restart { "VM_RESTARTED" } else { "VM_STARTED" },
+                    json!({ "policy": format!("{:?}", self.spec.run_policy), "was": obs.reason, "restarts": self.status.restarts }),
+                );
+                let _ = self.save(Some(event)).await;
+                let _ = self.observe("runPolicy").await;
+                Ok(())
+            }
+            Step::Destroy => {
+                self.libvirt.on_domain(&self.spec.domain, |d| d.destroy()).await?;
+                let _ = self.observe("runPolicy").await;
+                Ok(())
+            }
+            Step::KeepStopped => {
+                self.spec.want = Want::Stopped;
+                let _ = self
+                    .save(Some(self.event(
+                        "VM_LEFT_STOPPED",
+                        json!({ "policy": format!("{:?}", self.spec.run_policy), "reason": obs.reason }),
+                    )))
+                    .await;
+                Ok(())
+            }
+            Step::KeepRunning => {
+                self.spec.want = Want::Running;
+                let _ = self.save(None).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn act(&mut self, command: VmCommand) -> Result<VmView, ApiError> {
+        if self.migrating && command != VmCommand::Ensure {
+            return Err(ApiError::Conflict(format!(
+                "VM {} is migrating; {} waits until it ends",
+                self.spec.id,
+                command.name()
+            )));
+        }
+        let current = self.libvirt.observe(&self.spec.domain).await.map_err(unavailable)?;
+        let active = current.as_ref().is_some_and(|o| o.state.is_active());
+        let state = current.as_ref().map(|o| VmState::of(o.state));
+        let cause = command.name();
+        match command {
+            VmCommand::Ensure => {
+                if current.is_none() {
+                    self.define().await.map_err(unavailable)?;
+                }
+                let obs = self.observe(cause).await?;
+                self.fresh = false;
+                if let Some(o) = obs {
+                    let step = decide(self.spec.run_policy, self.spec.want, o.state, &o.reason);
+                    self.apply(step, &o).await.map_err(unavailable)?;
+                }
+            }
+            VmCommand::Start => {
+                if self.spec.run_policy == RunPolicy::Halted {
+                    self.spec.run_policy = RunPolicy::Always;
+                }
+                self.spec.want = Want::Running;
+                if current.is_none() {
+                    self.define().await.map_err(unavailable)?;
+                }
+                if state == Some(VmState::Paused) {
+                    self.libvirt.on_domain(&self.spec.domain, |d| d.resume()).await.map_err(unavailable)?;
+                } else if !active {
+                    self.libvirt
+                        .on_domain(&self.spec.domain, |d| d.create().map(|_| ()))
+                        .await
+                        .map_err(unavailable)?;
+                }
+                self.save(None).await?;
+                self.observe(cause).await?;
+            }
+            VmCommand::Stop { timeout } => {
+                if matches!(self.spec.run_policy, RunPolicy::Always | RunPolicy::RerunOnFailure) {
+                    self.spec.run_policy = RunPolicy::Halted;
+                }
+                self.spec.want = Want::Stopped;
+                self.save(None).await?;
+                if active {
+                    self.stop_gracefully(timeout).await?;
+                }
+                self.observe(cause).await?;
+            }
+            VmCommand::Reboot => {
+                if state != Some(VmState::Running) {
+                    return Err(self.not_in("RUNNING", state));
+                }
+                self.libvirt.on_domain(&self.spec.domain, |d| d.reboot(0)).await.map_err(unavailable)?;
+                self.save(Some(self.event("VM_REBOOTED", json!({}))))
+                    .await?;
+                self.observe(cause).await?;
+            }
+            VmCommand::Pause => {
+                if state != Some(VmState::Running) {
+                    return Err(self.not_in("RUNNING", state));
+                }
+                self.libvirt.on_domain(&self.spec.domain, |d| d.suspend()).await.map_err(unavailable)?;
+                self.observe(cause).await?;
+            }
+            VmCommand::Resume => {
+                if state != Some(VmState::Paused) {
+                    return Err(self.not_in("PAUSED", state));
+                }
+                self.libvirt.on_domain(&self.spec.domain, |d| d.resume()).await.map_err(unavailable)?;
+                self.observe(cause).await?;
+            }
+            VmCommand::Delete => {
+                self.libvirt.remove(&self.spec.domain).await.map_err(unavailable)?;
+                gauge_moved(Some(self.status.state), None);
+                let event = self.event("VM_DELETED", json!({}));
+                self.fleet
+                    .store
+                    .write(
+                        Batch::new()
+                            .delete(VMS, self.spec.id.clone())
+                            .delete(VM_STATUS, self.spec.id.clone())
+                            .event(event),
+                    )
+                    .await?;
+                self.fleet.release(&self.spec.id, &self.host);
+            }
+        }
+        Ok(self.view())
+    }
+
+    /// Asks the guest to shut down, waits up to `timeout`, then destroys the domain.
+    async fn stop_gracefully(&mut self, timeout: Duration) -> Result<(), ApiError> {
+        self.libvirt.on_domain(&self.spec.domain, |d| d.shutdown()).await.map_err(unavailable)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let o = self.libvirt.observe(&self.spec.domain).await.map_err(unavailable)?;
+            if !o.is_some_and(|o| o.state.is_active()) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(vm = %self.spec.id, "guest did not shut down in time; destroying it");
+                return self
+                    .libvirt
+                    .on_domain(&self.spec.domain, |d| d.destroy())
+                    .await
+                    .map_err(unavailable);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn not_in(&self, wanted: &str, state: Option<VmState>) -> ApiError {
+        ApiError::Conflict(format!(
+            "VM {} is {}, not {wanted}",
+            self.spec.id,
+            state.map_or("MISSING", VmState::name)
+        ))
+    }
+}
+
+fn migration_data(m: &Migration) -> serde_json::Value {
+    json!({
+        "migration": m.id,
+        "phase": m.phase.name(),
+        "source": m.source,
+        "target": m.target,
+        "kind": m.kind.map(|k| format!("{k:?}").to_uppercase()),
+        "reason": m.reason,
+        "error": m.error,
+    })
+}
+
+fn unavailable(e: LibvirtError) -> ApiError {
+    match e {
+        LibvirtError::Lost(m) => ApiError::Unavailable(format!("the VM's host is unreachable: {m}")),
+        LibvirtError::Call { message, .. } => ApiError::Conflict(format!("libvirt refused: {message}")),
+    }
+}
+
+/// Moves `troupe_vms{state}` with a VM's state change (`None`: created or deleted).
+pub fn gauge_moved(from: Option<VmState>, to: Option<VmState>) {
+    if let Some(from) = from {
+        metrics::gauge!("troupe_vms", "state" => from.name()).decrement(1.0);
+    }
+    if let Some(to) = to {
+        metrics::gauge!("troupe_vms", "state" => to.name()).increment(1.0);
+    }
+}
