@@ -8,11 +8,13 @@
 mod agents;
 mod depth;
 mod events;
+mod hosts;
 mod node;
 mod page;
 mod scalars;
 mod tasks;
 mod tokens;
+mod vms;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 use troupe_actors::Api;
@@ -26,16 +28,26 @@ pub struct Query(
     tasks::TasksQuery,
     events::EventsQuery,
     tokens::TokensQuery,
+    hosts::HostsQuery,
+    vms::VmsQuery,
 );
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(agents::AgentsMutation, tasks::TasksMutation, tokens::TokensMutation);
+pub struct Mutation(
+    agents::AgentsMutation,
+    tasks::TasksMutation,
+    tokens::TokensMutation,
+    hosts::HostsMutation,
+    vms::VmsMutation,
+);
 
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(
     events::EventsSubscription,
     tasks::TasksSubscription,
     agents::AgentsSubscription,
+    hosts::HostsSubscription,
+    vms::VmsSubscription,
 );
 
 pub type TroupeSchema = Schema<Query, Mutation, Subscription>;

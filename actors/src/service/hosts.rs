@@ -216,6 +216,11 @@ impl Hosts {
         }
     }
 
+    /// Whether this node holds the VM or host (its id names this node).
+    pub fn holds(&self, id: &str) -> bool {
+        self.ctx.holds(id)
+    }
+
     pub fn stop_timeout(&self) -> Duration {
         self.fleet.settings.stop_timeout
     }
