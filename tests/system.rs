@@ -22,5 +22,6 @@ mod system {
     mod subscriptions;
     mod supervision;
     mod tooling;
+    mod vms;
     mod websocket;
 }

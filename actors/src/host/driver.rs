@@ -39,6 +39,9 @@ pub enum Fault {
     DomainDestroy,
     /// Destroys and undefines the VM's domain behind Troupe's back.
     DomainUndefine,
+    /// Crashes the host's driver: its supervisor restarts it, and the new driver's VM actors
+    /// adopt the domains that exist.
+    DriverCrash,
 }
 
 pub enum HostMsg {
@@ -165,10 +168,15 @@ pub struct Driver {
     ticker: Option<JoinHandle<()>>,
 }
 
+/// However the driver ends (stopped, or failed: ractor calls no `post_stop` then), its VM
+/// actors end with it; a new driver starts its own.
 impl Drop for Driver {
     fn drop(&mut self) {
         if let Some(t) = self.ticker.take() {
             t.abort();
+        }
+        for (_, actor) in self.vms.values() {
+            actor.stop(Some("its host driver stopped".into()));
         }
     }
 }
@@ -234,6 +242,10 @@ impl Actor for HostDriver {
                 tokio::spawn(async move {
                     let _ = reply.send(libvirt.domains().await.map_err(|e| ApiError::Unavailable(e.to_string())));
                 });
+            }
+            HostMsg::Fault(Fault::DriverCrash, _, reply) => {
+                let _ = reply.send(Ok(()));
+                return Err(format!("host {} driver crashed (injected fault)", d.spec.name).into());
             }
             HostMsg::Fault(fault, domain, reply) => {
                 let _ = reply.send(d.inject(fault, domain).await);
@@ -427,6 +439,7 @@ impl Driver {
                 .await
                 .map_err(lost)?,
             Fault::HostReconnect => self.libvirt.set_broken(None).await.map_err(lost)?,
+            Fault::DriverCrash => {}
             Fault::DomainDestroy | Fault::DomainUndefine => {
                 let vm = vm.ok_or_else(|| ApiError::invalid("this fault needs a VM as its target"))?;
                 let (domain, _) = self

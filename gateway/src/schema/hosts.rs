@@ -264,6 +264,9 @@ pub enum FaultKind {
     DomainDestroy,
     /// Destroys and undefines a VM's domain behind Troupe's back.
     DomainUndefine,
+    /// Crashes a host's driver (target: a host): its supervisor restarts it and the VMs'
+    /// new actors adopt the domains that exist.
+    DriverCrash,
 }
 
 #[derive(Default)]
@@ -352,6 +355,7 @@ impl HostsMutation {
             FaultKind::HostReconnect => Fault::HostReconnect,
             FaultKind::DomainDestroy => Fault::DomainDestroy,
             FaultKind::DomainUndefine => Fault::DomainUndefine,
+            FaultKind::DriverCrash => Fault::DriverCrash,
         };
         ctx.data::<Api>()?.hosts().inject_fault(&target, fault).await.gql()
     }

@@ -35,6 +35,12 @@ impl Hosts {
             Ok(guard) => guard,
             Err(id) => return self.host_view(&id),
         };
+        if let Some(path) = request.uri.strip_prefix("test://").filter(|p| p.ends_with(".xml")) {
+            // libvirt's XML parser would print its complaint to the terminal; say it here.
+            if !tokio::fs::try_exists(path).await.unwrap_or(false) {
+                return Err(ApiError::invalid(format!("uri: no node XML file at {path}")));
+            }
+        }
         if self.fleet.resolve(&request.name).is_some() {
             return Err(ApiError::Conflict(format!(
                 "node {} already has a host named {}",
@@ -359,7 +365,7 @@ impl Hosts {
             ));
         }
         let (host, vm) = match fault {
-            Fault::HostDisconnect | Fault::HostReconnect => (self.resolve(target)?, None),
+            Fault::HostDisconnect | Fault::HostReconnect | Fault::DriverCrash => (self.resolve(target)?, None),
             Fault::DomainDestroy | Fault::DomainUndefine => {
                 let (_, host) = self.host_of(target).await?;
                 (host, Some(target.to_owned()))

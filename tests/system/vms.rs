@@ -1,0 +1,602 @@
+//! Hosts and VMs through the gateway, on the simulated hosts (libvirt's test:/// driver) every
+//! node makes. What libvirt itself reports (`host.domains`) is checked, not only Troupe's
+//! records.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+
+use super::support::{error_code, expect_code, int, metric, text, Deadline, Node, NodeOpts, Subscription, WAIT};
+
+const VM_FIELDS: &str = "id name state reason restarts lastError hostId host { name } \
+    spec { runPolicy running domain vcpus memoryMiB } \
+    migration { id phase kind sourceHost targetHost error reason }";
+
+async fn create_vm(node: &Node, input: Value) -> Result<Value> {
+    let q = format!("mutation($input: CreateVmInput!) {{ createVm(input: $input) {{ {VM_FIELDS} }} }}");
+    Ok(node.gql_ok(&q, json!({ "input": input })).await?["createVm"].clone())
+}
+
+async fn vm(node: &Node, id: &str) -> Result<Value> {
+    let q = format!("query($id: ID!) {{ vm(id: $id) {{ {VM_FIELDS} }} }}");
+    Ok(node.gql_ok(&q, json!({ "id": id })).await?["vm"].clone())
+}
+
+async fn act(node: &Node, mutation: &str, id: &str) -> Result<Value> {
+    let q = format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ {VM_FIELDS} }} }}");
+    node.gql(&q, json!({ "id": id })).await
+}
+
+async fn wait_vm(node: &Node, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = Deadline::after(WAIT, format!("VM {id} to be {what}"));
+    loop {
+        let v = vm(node, id).await?;
+        if pred(&v) {
+            return Ok(v);
+        }
+        deadline.tick(&v).await?;
+    }
+}
+
+async fn host_id(node: &Node, name: &str) -> Result<String> {
+    let data = node.gql_ok("query($id: ID!) { host(id: $id) { id } }", json!({ "id": name })).await?;
+    text(&data, "/host/id")
+}
+
+async fn host(node: &Node, name: &str) -> Result<Value> {
+    let q = "query($id: ID!) { host(id: $id) { id name state lastError \
+             allocated { vcpus memoryMiB vcpuLimit memoryLimitMiB vms } \
+             drain { total moved failed done } domains { name state reason memoryKiB } } }";
+    Ok(node.gql_ok(q, json!({ "id": name })).await?["host"].clone())
+}
+
+async fn wait_host(node: &Node, name: &str, state: &str) -> Result<Value> {
+    let deadline = Deadline::after(WAIT, format!("host {name} to be {state}"));
+    loop {
+        let h = node
+            .gql_ok("query($id: ID!) { host(id: $id) { state lastError } }", json!({ "id": name }))
+            .await?;
+        if h["host"]["state"] == state {
+            return Ok(h["host"].clone());
+        }
+        deadline.tick(&h).await?;
+    }
+}
+
+/// Every domain libvirt reports on each host, by host name.
+async fn domains(node: &Node) -> Result<BTreeMap<String, Vec<(String, String)>>> {
+    let data = node.gql_ok("{ hosts { name domains { name state } } }", json!({})).await?;
+    let mut out = BTreeMap::new();
+    for h in data["hosts"].as_array().context("hosts")? {
+        let list = h["domains"]
+            .as_array()
+            .context("domains")?
+            .iter()
+            .map(|d| (d["name"].as_str().unwrap_or_default().to_owned(), d["state"].as_str().unwrap_or_default().to_owned()))
+            .collect();
+        out.insert(h["name"].as_str().unwrap_or_default().to_owned(), list);
+    }
+    Ok(out)
+}
+
+/// How many copies of `domain` libvirt has, on which hosts, and how many of them run.
+fn copies(all: &BTreeMap<String, Vec<(String, String)>>, domain: &str) -> (Vec<String>, usize) {
+    let mut hosts = Vec::new();
+    let mut running = 0;
+    for (host, list) in all {
+        for (name, state) in list {
+            if name == domain {
+                hosts.push(host.clone());
+                running += usize::from(state == "RUNNING");
+            }
+        }
+    }
+    (hosts, running)
+}
+
+#[tokio::test]
+async fn a_vm_lives_through_its_whole_lifecycle_on_a_simulated_host() -> Result<()> {
+    let node = Node::start(NodeOpts::named("vm-life")).await?;
+    let hosts = node
+        .gql_ok("{ hosts { name state simulated capacity { cpus memoryMiB } } }", json!({}))
+        .await?;
+    let hosts = hosts["hosts"].as_array().context("hosts")?;
+    ensure!(hosts.len() == 3, "a fresh node has 3 simulated hosts: {hosts:?}");
+    ensure!(hosts.iter().all(|h| h["state"] == "UP" && h["simulated"] == true && h["capacity"]["cpus"] == 32));
+
+    let v = create_vm(&node, json!({ "name": "web-1", "vcpus": 2, "memoryMiB": 1024 })).await?;
+    let id = text(&v, "/id")?;
+    ensure!(v["state"] == "RUNNING" && v["spec"]["runPolicy"] == "ALWAYS", "{v}");
+    let domain = text(&v, "/spec/domain")?;
+    let on = text(&v, "/host/name")?;
+    let h = host(&node, &on).await?;
+    ensure!(h["allocated"]["vcpus"] == 2 && h["allocated"]["memoryMiB"] == 1024, "{h}");
+    ensure!(
+        h["domains"].as_array().unwrap().iter().any(|d| d["name"] == domain && d["state"] == "RUNNING" && d["memoryKiB"] == 1024 * 1024),
+        "libvirt runs the domain: {h}"
+    );
+
+    let paused = act(&node, "pauseVm", &id).await?;
+    ensure!(paused["data"]["pauseVm"]["state"] == "PAUSED", "{paused}");
+    expect_code(&act(&node, "rebootVm", &id).await?, "CONFLICT")?;
+    let resumed = act(&node, "resumeVm", &id).await?;
+    ensure!(resumed["data"]["resumeVm"]["state"] == "RUNNING", "{resumed}");
+    let rebooted = act(&node, "rebootVm", &id).await?;
+    ensure!(rebooted["data"]["rebootVm"]["state"] == "RUNNING", "{rebooted}");
+    let stopped = node
+        .gql_ok(
+            &format!("mutation($id: ID!) {{ stopVm(id: $id, timeoutMs: 5000) {{ {VM_FIELDS} }} }}"),
+            json!({ "id": id }),
+        )
+        .await?;
+    let stopped = &stopped["stopVm"];
+    // A stop makes an ALWAYS VM HALTED, as KubeVirt does: it stays stopped.
+    ensure!(stopped["state"] == "STOPPED" && stopped["reason"] == "shutdown", "{stopped}");
+    ensure!(stopped["spec"]["runPolicy"] == "HALTED" && stopped["spec"]["running"] == false, "{stopped}");
+    let started = act(&node, "startVm", &id).await?;
+    ensure!(started["data"]["startVm"]["state"] == "RUNNING", "{started}");
+    ensure!(started["data"]["startVm"]["spec"]["runPolicy"] == "ALWAYS", "{started}");
+
+    let stats = node
+        .gql_ok("query($id: ID!) { vm(id: $id) { stats { memoryKiB sampledAt } } }", json!({ "id": id }))
+        .await?;
+    ensure!(stats["vm"]["stats"]["memoryKiB"] == 1024 * 1024, "{stats}");
+
+    let deleted = act(&node, "deleteVm", &id).await?;
+    ensure!(deleted["errors"].is_null(), "{deleted}");
+    ensure!(vm(&node, &id).await?.is_null());
+    let h = host(&node, &on).await?;
+    ensure!(h["allocated"]["vms"] == 0, "the claim went back: {h}");
+    ensure!(h["domains"].as_array().unwrap().iter().all(|d| d["name"] != domain), "libvirt forgot it: {h}");
+
+    let kinds: Vec<String> = node
+        .events(&[])
+        .await?
+        .into_iter()
+        .filter(|e| e["subject"] == id)
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for kind in ["VM_CREATED", "VM_RUNNING", "VM_PAUSED", "VM_REBOOTED", "VM_STOPPED", "VM_DELETED"] {
+        ensure!(kinds.iter().any(|k| k == kind), "no {kind} among {kinds:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_vm_and_host_input_is_refused_with_its_reason() -> Result<()> {
+    let node = Node::start(NodeOpts::named("vm-bad")).await?;
+    let q = "mutation($input: CreateVmInput!) { createVm(input: $input) { id } }";
+    for input in [
+        json!({ "name": "zero", "vcpus": 0, "memoryMiB": 512 }),
+        json!({ "name": "bad name", "vcpus": 1, "memoryMiB": 512 }),
+        json!({ "name": "tiny", "vcpus": 1, "memoryMiB": 1 }),
+        json!({ "name": "nohost", "vcpus": 1, "memoryMiB": 512, "host": "sim-9" }),
+    ] {
+        let body = node.gql(q, json!({ "input": input })).await?;
+        let code = error_code(&body);
+        ensure!(matches!(code.as_deref(), Some("INVALID_INPUT" | "NOT_FOUND")), "{input}: {body}");
+    }
+    // Too big for any host: each host's reason is named.
+    let body = node
+        .gql(q, json!({ "input": { "name": "huge", "vcpus": 2, "memoryMiB": 500000 } }))
+        .await?;
+    expect_code(&body, "NO_VALID_HOST")?;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    for h in ["sim-1", "sim-2", "sim-3"] {
+        ensure!(message.contains(&format!("{h}: not enough memory")), "{message}");
+    }
+    let body = node
+        .gql(
+            q,
+            json!({ "input": { "name": "gpu", "vcpus": 1, "memoryMiB": 512, "hostSelector": [{ "key": "gpu", "value": "yes" }] } }),
+        )
+        .await?;
+    expect_code(&body, "NO_VALID_HOST")?;
+    ensure!(body["errors"][0]["message"].as_str().unwrap_or_default().contains("lacks label gpu=yes"), "{body}");
+
+    let add = "mutation($input: AddHostInput!) { addHost(input: $input) { id state } }";
+    for uri in ["http://example.com", "test:///no/such/node.xml", "test:///relative"] {
+        let body = node.gql(add, json!({ "input": { "name": "h", "uri": uri } })).await?;
+        expect_code(&body, "INVALID_INPUT")?;
+    }
+    // Without --fault-injection there is no injectFault.
+    let id = host_id(&node, "sim-1").await?;
+    let body = node
+        .gql(
+            "mutation($t: ID!) { injectFault(target: $t, kind: HOST_DISCONNECT) }",
+            json!({ "t": id }),
+        )
+        .await?;
+    expect_code(&body, "FORBIDDEN")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_domain_destroyed_or_undefined_behind_troupes_back_is_handled_per_run_policy() -> Result<()> {
+    let node = Node::start(
+        NodeOpts::named("vm-policy")
+            .arg("--fault-injection", "true")
+            .arg("--vm-reconcile-ms", 100),
+    )
+    .await?;
+    let mut ids = HashMap::new();
+    for policy in ["ALWAYS", "RERUN_ON_FAILURE", "MANUAL"] {
+        let v = create_vm(&node, json!({ "name": policy.to_lowercase().replace('_', "-"), "vcpus": 1, "memoryMiB": 256, "runPolicy": policy })).await?;
+        ids.insert(policy, text(&v, "/id")?);
+    }
+    // MANUAL is not started at creation.
+    ensure!(vm(&node, &ids["MANUAL"]).await?["state"] == "STOPPED");
+    let started = act(&node, "startVm", &ids["MANUAL"]).await?;
+    ensure!(started["data"]["startVm"]["state"] == "RUNNING", "{started}");
+
+    let fault = "mutation($t: ID!, $k: FaultKind!) { injectFault(target: $t, kind: $k) }";
+    for id in ids.values() {
+        node.gql_ok(fault, json!({ "t": id, "k": "DOMAIN_DESTROY" })).await?;
+    }
+    for policy in ["ALWAYS", "RERUN_ON_FAILURE"] {
+        let v = wait_vm(&node, &ids[policy], "restarted", |v| v["state"] == "RUNNING" && v["restarts"] == 1).await?;
+        ensure!(v["spec"]["running"] == true, "{v}");
+    }
+    // MANUAL: Troupe does not restart it; its state is what libvirt says.
+    let manual = wait_vm(&node, &ids["MANUAL"], "left stopped", |v| v["spec"]["running"] == false).await?;
+    ensure!(manual["state"] == "STOPPED" && manual["reason"] == "destroyed" && manual["restarts"] == 0, "{manual}");
+    ensure!(!node.events_for("VM_LEFT_STOPPED", &ids["MANUAL"]).await?.is_empty());
+
+    // Undefined behind Troupe's back: defined again from the spec and started.
+    node.gql_ok(fault, json!({ "t": ids["ALWAYS"], "k": "DOMAIN_UNDEFINE" })).await?;
+    wait_vm(&node, &ids["ALWAYS"], "re-created", |v| v["state"] == "RUNNING" && v["restarts"] == 2).await?;
+    ensure!(!node.events_for("VM_DOMAIN_MISSING", &ids["ALWAYS"]).await?.is_empty());
+    let all = domains(&node).await?;
+    let domain = text(&vm(&node, &ids["ALWAYS"]).await?, "/spec/domain")?;
+    ensure!(copies(&all, &domain) == (vec![text(&vm(&node, &ids["ALWAYS"]).await?, "/host/name")?], 1), "{all:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_creates_over_four_hosts_never_over_commit() -> Result<()> {
+    let node = Node::start(NodeOpts::named("vm-many").arg("--simulated-hosts", 4)).await?;
+    // Each host may promise (64 GiB - 1 GiB reserved) x 1.5 = 96,768 MiB: 23 VMs of 4 GiB.
+    let creates = (0..200).map(|i| {
+        let node = &node;
+        async move {
+            let input = json!({ "name": format!("vm-{i}"), "vcpus": 2, "memoryMiB": 4096,
+                                "antiAffinityGroup": if i % 50 == 0 { Some("pair") } else { None } });
+            node.gql("mutation($input: CreateVmInput!) { createVm(input: $input) { id state host { name } } }", json!({ "input": input }))
+                .await
+        }
+    });
+    let answers = futures::future::join_all(creates).await;
+    let mut created = 0;
+    for a in answers {
+        let a = a?;
+        match error_code(&a) {
+            None => {
+                ensure!(a["data"]["createVm"]["state"] == "RUNNING", "{a}");
+                created += 1;
+            }
+            Some(code) => ensure!(code == "NO_VALID_HOST", "{a}"),
+        }
+    }
+    ensure!(created == 4 * 23, "{created} VMs placed, 92 fit");
+    let data = node
+        .gql_ok(
+            "{ hosts { name allocated { vcpus memoryMiB memoryLimitMiB vms } domains { name state memoryKiB } } }",
+            json!({}),
+        )
+        .await?;
+    let mut total = 0;
+    for h in data["hosts"].as_array().context("hosts")? {
+        let a = &h["allocated"];
+        ensure!(int(a, "/memoryMiB")? <= int(a, "/memoryLimitMiB")?, "over-committed: {h}");
+        // libvirt agrees with the ledger.
+        let domains = h["domains"].as_array().context("domains")?;
+        let memory_mib: i64 = domains.iter().map(|d| d["memoryKiB"].as_i64().unwrap_or(0) / 1024).sum();
+        ensure!(domains.len() as i64 == int(a, "/vms")? && memory_mib == int(a, "/memoryMiB")?, "{h}");
+        ensure!(domains.iter().all(|d| d["state"] == "RUNNING"), "{h}");
+        total += domains.len();
+    }
+    ensure!(total == created, "{total} domains for {created} VMs");
+    // The anti-affinity group's VMs are on different hosts.
+    let listed = node
+        .gql_ok("{ vms(first: 500) { edges { node { name hostId } } } }", json!({}))
+        .await?;
+    let pair: Vec<&Value> = listed["vms"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| ["vm-0", "vm-50", "vm-100", "vm-150"].contains(&e["node"]["name"].as_str().unwrap_or_default()))
+        .map(|e| &e["node"]["hostId"])
+        .collect();
+    let distinct: std::collections::HashSet<String> = pair.iter().map(|h| h.to_string()).collect();
+    ensure!(distinct.len() == pair.len(), "anti-affinity broken: {pair:?}");
+    let metrics = node.metrics().await?;
+    ensure!(metric(&metrics, "troupe_vms", &["state=\"RUNNING\""]) >= created as f64, "troupe_vms");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_migration_moves_a_vm_through_its_phases_and_a_failed_one_leaves_it_running() -> Result<()> {
+    let node = Node::start(NodeOpts::named("vm-move")).await?;
+    let v = create_vm(&node, json!({ "name": "mover", "vcpus": 1, "memoryMiB": 512, "host": "sim-1" })).await?;
+    let id = text(&v, "/id")?;
+    let domain = text(&v, "/spec/domain")?;
+    let mut updates = Subscription::start(
+        &node,
+        "subscription($id: ID!) { vmUpdates(id: $id) { state host { name } migration { phase kind } } }",
+        json!({ "id": id }),
+    )
+    .await?;
+    let first = updates.next_with_deadline().await?.context("no current state")?;
+    ensure!(first["vmUpdates"]["host"]["name"] == "sim-1", "{first}");
+    let q = "mutation($id: ID!, $t: ID) { migrateVm(id: $id, targetHost: $t) { \
+             migration { phase kind sourceHost targetHost error } vm { state host { name } } } }";
+    let moved = node.gql_ok(q, json!({ "id": id, "t": "sim-2" })).await?;
+    let m = &moved["migrateVm"];
+    ensure!(m["migration"]["phase"] == "SUCCEEDED" && m["migration"]["kind"] == "ORCHESTRATED", "{m}");
+    ensure!(m["vm"]["state"] == "RUNNING" && m["vm"]["host"]["name"] == "sim-2", "{m}");
+    let all = domains(&node).await?;
+    ensure!(copies(&all, &domain) == (vec!["sim-2".to_string()], 1), "{all:?}");
+    // The phases, in order, as events.
+    let phases: Vec<String> = node
+        .events(&[])
+        .await?
+        .into_iter()
+        .filter(|e| e["subject"] == id && e["kind"].as_str().unwrap_or_default().starts_with("VM_MIGRATION_"))
+        .map(|e| e["kind"].as_str().unwrap_or_default().trim_start_matches("VM_MIGRATION_").to_owned())
+        .collect();
+    let expected: Vec<String> = ["PENDING", "SCHEDULING", "PREPARING_TARGET", "RUNNING", "SUCCEEDED"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    ensure!(phases == expected, "phases {phases:?}");
+    // ... and as progress on the subscription.
+    let deadline = Deadline::after(WAIT, "vmUpdates to show the finished migration");
+    loop {
+        let update = updates.next_with_deadline().await?.context("vmUpdates ended")?;
+        let u = &update["vmUpdates"];
+        if u["migration"]["phase"] == "SUCCEEDED" && u["host"]["name"] == "sim-2" {
+            break;
+        }
+        deadline.tick(&update).await?;
+    }
+
+    // The placer picks when no target is given; a target that cannot take it fails the
+    // migration and the VM stays, running, where it was.
+    let id3 = host_id(&node, "sim-3").await?;
+    node.gql_ok(
+        "mutation($id: ID!) { setHostMaintenance(id: $id, enabled: true) { state } }",
+        json!({ "id": id3 }),
+    )
+    .await?;
+    let failed = node.gql_ok(q, json!({ "id": id, "t": "sim-3" })).await?;
+    let m = &failed["migrateVm"];
+    ensure!(m["migration"]["phase"] == "FAILED", "{m}");
+    ensure!(m["migration"]["error"].as_str().unwrap_or_default().contains("MAINTENANCE"), "{m}");
+    ensure!(m["vm"]["state"] == "RUNNING" && m["vm"]["host"]["name"] == "sim-2", "{m}");
+    let picked = node.gql_ok(q, json!({ "id": id, "t": null })).await?;
+    ensure!(picked["migrateVm"]["vm"]["host"]["name"] == "sim-1", "only sim-1 can take it: {picked}");
+    let all = domains(&node).await?;
+    ensure!(copies(&all, &domain) == (vec!["sim-1".to_string()], 1), "{all:?}");
+    let metrics = node.metrics().await?;
+    ensure!(metric(&metrics, "troupe_migrations_total", &["outcome=\"SUCCEEDED\""]) >= 2.0, "{metrics}");
+    ensure!(metric(&metrics, "troupe_migrations_total", &["outcome=\"FAILED\""]) >= 1.0);
+    ensure!(metrics.contains("troupe_host_allocation_ratio{"), "allocation ratios exported");
+    Ok(())
+}
+
+#[tokio::test]
+async fn drain_moves_every_vm_away_two_at_a_time_then_the_host_is_in_maintenance() -> Result<()> {
+    let node = Node::start(NodeOpts::named("vm-drain")).await?;
+    let mut domains_of = Vec::new();
+    for i in 0..6 {
+        let v = create_vm(&node, json!({ "name": format!("d{i}"), "vcpus": 1, "memoryMiB": 256, "host": "sim-1" })).await?;
+        domains_of.push(text(&v, "/spec/domain")?);
+    }
+    let id = host_id(&node, "sim-1").await?;
+    let after = node.gql_ok("{ node { lastSeq } }", json!({})).await?;
+    let after = int(&after, "/node/lastSeq")?;
+    let drained = node
+        .gql_ok(
+            "mutation($id: ID!) { drainHost(id: $id) { state drain { total moved failed } } }",
+            json!({ "id": id }),
+        )
+        .await?;
+    ensure!(drained["drainHost"]["state"] == "DRAINING" && drained["drainHost"]["drain"]["total"] == 6, "{drained}");
+    let h = wait_host(&node, "sim-1", "MAINTENANCE").await?;
+    ensure!(h["lastError"].is_null(), "{h}");
+    let h = host(&node, "sim-1").await?;
+    ensure!(h["drain"]["moved"] == 6 && h["drain"]["failed"] == 0 && h["drain"]["done"] == true, "{h}");
+    ensure!(h["domains"].as_array().unwrap().is_empty() && h["allocated"]["vms"] == 0, "{h}");
+    let all = domains(&node).await?;
+    for d in &domains_of {
+        let (on, running) = copies(&all, d);
+        ensure!(on.len() == 1 && on[0] != "sim-1" && running == 1, "{d}: {on:?}");
+    }
+    // Never more than max_outbound_migrations (2) out of the host at once.
+    let events = node.events_after(Some(after), &[]).await?;
+    let mut moving = 0;
+    let mut most = 0;
+    for e in &events {
+        match e["kind"].as_str().unwrap_or_default() {
+            "VM_MIGRATION_SCHEDULING" => moving += 1,
+            "VM_MIGRATION_SUCCEEDED" | "VM_MIGRATION_FAILED" => moving -= 1,
+            _ => {}
+        }
+        most = most.max(moving);
+    }
+    ensure!((1..=2).contains(&most), "{most} migrations at once");
+    ensure!(events.iter().filter(|e| e["kind"] == "HOST_DRAIN_PROGRESS").count() == 6);
+    // A host in maintenance takes nothing; out of it, it does again.
+    let body = node
+        .gql(
+            "mutation($input: CreateVmInput!) { createVm(input: $input) { id } }",
+            json!({ "input": { "name": "late", "vcpus": 1, "memoryMiB": 256, "host": "sim-1" } }),
+        )
+        .await?;
+    expect_code(&body, "NO_VALID_HOST")?;
+    let up = node
+        .gql_ok("mutation($id: ID!) { setHostMaintenance(id: $id, enabled: false) { state } }", json!({ "id": id }))
+        .await?;
+    ensure!(up["setHostMaintenance"]["state"] == "UP", "{up}");
+    create_vm(&node, json!({ "name": "late", "vcpus": 1, "memoryMiB": 256, "host": "sim-1" })).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_host_failure_evacuates_every_vm_once_and_its_stale_copies_go_when_it_returns() -> Result<()> {
+    let node = Node::start(
+        NodeOpts::named("vm-evac")
+            .arg("--fault-injection", "true")
+            .arg("--vm-reconcile-ms", 100)
+            .arg("--host-down-after-ms", 500),
+    )
+    .await?;
+    let mut evacuees = Vec::new();
+    for (i, policy) in ["ALWAYS", "ALWAYS", "ALWAYS", "ALWAYS", "RERUN_ON_FAILURE", "RERUN_ON_FAILURE"]
+        .iter()
+        .enumerate()
+    {
+        let v = create_vm(&node, json!({ "name": format!("e{i}"), "vcpus": 1, "memoryMiB": 256, "host": "sim-1", "runPolicy": policy })).await?;
+        evacuees.push((text(&v, "/id")?, text(&v, "/spec/domain")?));
+    }
+    let stays = create_vm(&node, json!({ "name": "manual", "vcpus": 1, "memoryMiB": 256, "host": "sim-1", "runPolicy": "MANUAL" })).await?;
+    let stays = text(&stays, "/id")?;
+    let sim1 = host_id(&node, "sim-1").await?;
+    let fault = "mutation($t: ID!, $k: FaultKind!) { injectFault(target: $t, kind: $k) }";
+    node.gql_ok(fault, json!({ "t": sim1, "k": "HOST_DISCONNECT" })).await?;
+    wait_host(&node, "sim-1", "DOWN").await?;
+    for (id, _) in &evacuees {
+        wait_vm(&node, id, "running elsewhere", |v| v["state"] == "RUNNING" && v["host"]["name"] != "sim-1").await?;
+    }
+    // A MANUAL VM is not Troupe's to move: it stays, and nothing is claimed about it.
+    let manual = vm(&node, &stays).await?;
+    ensure!(manual["state"] == "UNKNOWN" && manual["host"]["name"] == "sim-1", "{manual}");
+    // libvirt on the reachable hosts: one running copy of each.
+    let all = domains(&node).await;
+    ensure!(all.is_err(), "sim-1 cannot be asked while DOWN");
+    for name in ["sim-2", "sim-3"] {
+        let h = host(&node, name).await?;
+        ensure!(h["state"] == "UP", "{h}");
+    }
+    let reachable = |all: &BTreeMap<String, Vec<(String, String)>>| -> Result<()> {
+        for (_, domain) in &evacuees {
+            let (on, running) = copies(all, domain);
+            ensure!(on.len() == 1 && running == 1, "{domain} on {on:?}");
+        }
+        Ok(())
+    };
+    let mut partial = BTreeMap::new();
+    for name in ["sim-2", "sim-3"] {
+        let h = host(&node, name).await?;
+        let list = h["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["name"].as_str().unwrap().to_owned(), d["state"].as_str().unwrap().to_owned()))
+            .collect();
+        partial.insert(name.to_owned(), list);
+    }
+    reachable(&partial)?;
+
+    // The host comes back: its stale copies are destroyed before it is UP, so no VM ever has
+    // two copies on reachable hosts.
+    node.gql_ok(fault, json!({ "t": sim1, "k": "HOST_RECONNECT" })).await?;
+    wait_host(&node, "sim-1", "UP").await?;
+    let all = domains(&node).await?;
+    reachable(&all)?;
+    ensure!(all["sim-1"].len() == 1, "only the MANUAL VM's domain is left on sim-1: {:?}", all["sim-1"]);
+    ensure!(node.events(&["VM_STALE_COPY_DESTROYED"]).await?.len() == evacuees.len());
+    ensure!(node.events(&["VM_EVACUATED"]).await?.len() == evacuees.len());
+    wait_vm(&node, &stays, "seen again", |v| v["state"] != "UNKNOWN").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn vms_survive_a_driver_crash_by_adoption_and_a_node_restart_by_re_creation() -> Result<()> {
+    let mut node = Node::start(NodeOpts::named("vm-adopt").arg("--fault-injection", "true")).await?;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let v = create_vm(&node, json!({ "name": format!("a{i}"), "vcpus": 1, "memoryMiB": 256, "host": "sim-1" })).await?;
+        ids.push((text(&v, "/id")?, text(&v, "/spec/domain")?));
+    }
+    let sim1 = host_id(&node, "sim-1").await?;
+    // A crashed driver is restarted; its VMs' new actors find their domains and adopt them.
+    node.gql_ok(
+        "mutation($t: ID!) { injectFault(target: $t, kind: DRIVER_CRASH) }",
+        json!({ "t": sim1 }),
+    )
+    .await?;
+    let deadline = Deadline::after(WAIT, "the VMs to be adopted");
+    loop {
+        let adopted = node.events(&["VM_ADOPTED"]).await?;
+        if adopted.len() == ids.len() {
+            break;
+        }
+        deadline.tick(adopted.len()).await?;
+    }
+    ensure!(!node.events_for("HOST_RESTARTED", &sim1).await?.is_empty());
+    ensure!(node.events(&["VM_RECREATED"]).await?.is_empty(), "nothing was re-created");
+    let all = domains(&node).await?;
+    for (_, d) in &ids {
+        ensure!(copies(&all, d) == (vec!["sim-1".to_string()], 1), "{all:?}");
+    }
+
+    // kill -9: a simulated host's domains lived in the process, so they are re-created from
+    // their specs on the same hosts, under the same ids.
+    node.restart().await?;
+    for (id, domain) in &ids {
+        let v = wait_vm(&node, id, "running again", |v| v["state"] == "RUNNING").await?;
+        ensure!(v["host"]["name"] == "sim-1" && v["spec"]["domain"] == *domain, "{v}");
+    }
+    let all = domains(&node).await?;
+    for (_, d) in &ids {
+        ensure!(copies(&all, d) == (vec!["sim-1".to_string()], 1), "{all:?}");
+    }
+    let h = host(&node, "sim-1").await?;
+    ensure!(h["allocated"]["vms"] == 3, "claims restored: {h}");
+    ensure!(node.events(&["VM_RECREATED"]).await?.len() == ids.len());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_added_host_takes_labelled_vms_and_is_removed_only_when_empty_or_forced() -> Result<()> {
+    let node = Node::start(NodeOpts::named("vm-hosts").arg("--simulated-hosts", 0)).await?;
+    let file = node.data_dir().join("big.xml");
+    std::fs::write(
+        &file,
+        "<node><cpu><mhz>2000</mhz><model>t</model><active>8</active><max>8</max><total>8</total>\
+         <nodes>1</nodes><sockets>1</sockets><cores>8</cores><threads>1</threads></cpu><memory>8388608</memory></node>",
+    )?;
+    let add = "mutation($input: AddHostInput!) { addHost(input: $input) { id name state capacity { cpus memoryMiB } \
+               allocated { vcpuLimit memoryLimitMiB } } }";
+    let added = node
+        .gql_ok(
+            add,
+            json!({ "input": { "name": "gpu-1", "uri": format!("test://{}", file.display()),
+                    "labels": [{ "key": "gpu", "value": "yes" }], "overcommit": { "cpu": 2.0, "memory": 1.0 },
+                    "reservedMemoryMiB": 1024 } }),
+        )
+        .await?;
+    let h = &added["addHost"];
+    ensure!(h["state"] == "UP" && h["capacity"]["cpus"] == 8 && h["capacity"]["memoryMiB"] == 8192, "{h}");
+    ensure!(h["allocated"]["vcpuLimit"] == 16 && h["allocated"]["memoryLimitMiB"] == 7168, "{h}");
+    let id = text(h, "/id")?;
+    let dup = node
+        .gql(add, json!({ "input": { "name": "gpu-1", "uri": "test:///default" } }))
+        .await?;
+    expect_code(&dup, "CONFLICT")?;
+    let v = create_vm(
+        &node,
+        json!({ "name": "trainer", "vcpus": 4, "memoryMiB": 4096, "hostSelector": [{ "key": "gpu", "value": "yes" }] }),
+    )
+    .await?;
+    ensure!(v["host"]["name"] == "gpu-1" && v["state"] == "RUNNING", "{v}");
+    let remove = "mutation($id: ID!, $force: Boolean) { removeHost(id: $id, force: $force) { name } }";
+    expect_code(&node.gql(remove, json!({ "id": id, "force": false })).await?, "CONFLICT")?;
+    node.gql_ok(remove, json!({ "id": id, "force": true })).await?;
+    ensure!(vm(&node, &text(&v, "/id")?).await?.is_null(), "its VM went with it");
+    let left = node.gql_ok("{ hosts { name } }", json!({})).await?;
+    ensure!(left["hosts"].as_array().unwrap().is_empty(), "{left}");
+    Ok(())
+}
