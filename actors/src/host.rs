@@ -14,10 +14,10 @@ mod libvirt;
 mod moves;
 mod spec;
 
+pub(crate) use driver::{act, read_vm};
 pub use driver::{host_child, Fault, HostMsg, HostsChild};
 pub use fleet::{Fleet, FleetSettings};
 pub use libvirt::{domain_xml, simulated_node_xml, DomainObs, DomainStateName, Libvirt, LibvirtError, NodeCapacity};
-pub(crate) use driver::{act, read_vm};
 pub(crate) use moves::{drain, migrate, view_of, vm_actor};
 pub use spec::{AddHostRequest, DrainProgress, HostMode, HostSpec, HostState, HostView};
 

@@ -264,7 +264,10 @@ mod tests {
         assert!(err.0[0].1.contains("not enough memory"), "{err}");
         assert_eq!(err.0[1].1, "host is DOWN");
         assert_eq!(err.0[2].1, "lacks label gpu=yes");
-        assert!(err.to_string().starts_with("no valid host: a: not enough memory"), "{err}");
+        assert!(
+            err.to_string().starts_with("no valid host: a: not enough memory"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,8 +23,8 @@ use troupe_runtime::supervision::{SupervisorInfo, SupervisorMsg};
 
 pub use agents::{AgentAction, AgentLive, Agents, AgentsRequest, AgentsResponse};
 pub(crate) use context::Context;
-pub use listing::{Counted, Listing};
 pub use hosts::{Hosts, HostsRequest, HostsResponse};
+pub use listing::{Counted, Listing};
 pub use tasks::{TaskFilter, Tasks, TasksRequest, TasksResponse};
 
 use crate::cluster::remote::Service;

@@ -6,8 +6,8 @@ mod spec;
 
 pub use actor::{gauge_moved, Observation, VmActor, VmArgs, VmCommand, VmMsg};
 pub use spec::{
-    CreateVmRequest, Migration, MigrationKind, MigrationPhase, RunPolicy, VmFilter, VmSpec, VmState, VmStats,
-    VmStatus, VmView, Want,
+    CreateVmRequest, Migration, MigrationKind, MigrationPhase, RunPolicy, VmFilter, VmSpec, VmState, VmStats, VmStatus,
+    VmView, Want,
 };
 
 use crate::host::DomainStateName;
@@ -62,7 +62,10 @@ mod tests {
         assert_eq!(decide(Manual, Want::Running, Shutoff, "destroyed"), Step::KeepStopped);
         // A clean guest shutdown.
         assert_eq!(decide(Always, Want::Running, Shutoff, "shutdown"), Step::Start);
-        assert_eq!(decide(RerunOnFailure, Want::Running, Shutoff, "shutdown"), Step::KeepStopped);
+        assert_eq!(
+            decide(RerunOnFailure, Want::Running, Shutoff, "shutdown"),
+            Step::KeepStopped
+        );
         // Started outside Troupe.
         assert_eq!(decide(Halted, Want::Stopped, Running, "booted"), Step::Destroy);
         assert_eq!(decide(Always, Want::Stopped, Paused, "user"), Step::Destroy);

@@ -40,7 +40,9 @@ async fn wait_vm(node: &Node, id: &str, what: &str, pred: impl Fn(&Value) -> boo
 }
 
 async fn host_id(node: &Node, name: &str) -> Result<String> {
-    let data = node.gql_ok("query($id: ID!) { host(id: $id) { id } }", json!({ "id": name })).await?;
+    let data = node
+        .gql_ok("query($id: ID!) { host(id: $id) { id } }", json!({ "id": name }))
+        .await?;
     text(&data, "/host/id")
 }
 
@@ -55,7 +57,10 @@ async fn wait_host(node: &Node, name: &str, state: &str) -> Result<Value> {
     let deadline = Deadline::after(WAIT, format!("host {name} to be {state}"));
     loop {
         let h = node
-            .gql_ok("query($id: ID!) { host(id: $id) { state lastError } }", json!({ "id": name }))
+            .gql_ok(
+                "query($id: ID!) { host(id: $id) { state lastError } }",
+                json!({ "id": name }),
+            )
             .await?;
         if h["host"]["state"] == state {
             return Ok(h["host"].clone());
@@ -66,14 +71,21 @@ async fn wait_host(node: &Node, name: &str, state: &str) -> Result<Value> {
 
 /// Every domain libvirt reports on each host, by host name.
 async fn domains(node: &Node) -> Result<BTreeMap<String, Vec<(String, String)>>> {
-    let data = node.gql_ok("{ hosts { name domains { name state } } }", json!({})).await?;
+    let data = node
+        .gql_ok("{ hosts { name domains { name state } } }", json!({}))
+        .await?;
     let mut out = BTreeMap::new();
     for h in data["hosts"].as_array().context("hosts")? {
         let list = h["domains"]
             .as_array()
             .context("domains")?
             .iter()
-            .map(|d| (d["name"].as_str().unwrap_or_default().to_owned(), d["state"].as_str().unwrap_or_default().to_owned()))
+            .map(|d| {
+                (
+                    d["name"].as_str().unwrap_or_default().to_owned(),
+                    d["state"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
             .collect();
         out.insert(h["name"].as_str().unwrap_or_default().to_owned(), list);
     }
@@ -99,11 +111,16 @@ fn copies(all: &BTreeMap<String, Vec<(String, String)>>, domain: &str) -> (Vec<S
 async fn a_vm_lives_through_its_whole_lifecycle_on_a_simulated_host() -> Result<()> {
     let node = Node::start(NodeOpts::named("vm-life")).await?;
     let hosts = node
-        .gql_ok("{ hosts { name state simulated capacity { cpus memoryMiB } } }", json!({}))
+        .gql_ok(
+            "{ hosts { name state simulated capacity { cpus memoryMiB } } }",
+            json!({}),
+        )
         .await?;
     let hosts = hosts["hosts"].as_array().context("hosts")?;
     ensure!(hosts.len() == 3, "a fresh node has 3 simulated hosts: {hosts:?}");
-    ensure!(hosts.iter().all(|h| h["state"] == "UP" && h["simulated"] == true && h["capacity"]["cpus"] == 32));
+    ensure!(hosts
+        .iter()
+        .all(|h| h["state"] == "UP" && h["simulated"] == true && h["capacity"]["cpus"] == 32));
 
     let v = create_vm(&node, json!({ "name": "web-1", "vcpus": 2, "memoryMiB": 1024 })).await?;
     let id = text(&v, "/id")?;
@@ -111,9 +128,16 @@ async fn a_vm_lives_through_its_whole_lifecycle_on_a_simulated_host() -> Result<
     let domain = text(&v, "/spec/domain")?;
     let on = text(&v, "/host/name")?;
     let h = host(&node, &on).await?;
-    ensure!(h["allocated"]["vcpus"] == 2 && h["allocated"]["memoryMiB"] == 1024, "{h}");
     ensure!(
-        h["domains"].as_array().unwrap().iter().any(|d| d["name"] == domain && d["state"] == "RUNNING" && d["memoryKiB"] == 1024 * 1024),
+        h["allocated"]["vcpus"] == 2 && h["allocated"]["memoryMiB"] == 1024,
+        "{h}"
+    );
+    ensure!(
+        h["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == domain && d["state"] == "RUNNING" && d["memoryKiB"] == 1024 * 1024),
         "libvirt runs the domain: {h}"
     );
 
@@ -132,14 +156,23 @@ async fn a_vm_lives_through_its_whole_lifecycle_on_a_simulated_host() -> Result<
         .await?;
     let stopped = &stopped["stopVm"];
     // A stop makes an ALWAYS VM HALTED, as KubeVirt does: it stays stopped.
-    ensure!(stopped["state"] == "STOPPED" && stopped["reason"] == "shutdown", "{stopped}");
-    ensure!(stopped["spec"]["runPolicy"] == "HALTED" && stopped["spec"]["running"] == false, "{stopped}");
+    ensure!(
+        stopped["state"] == "STOPPED" && stopped["reason"] == "shutdown",
+        "{stopped}"
+    );
+    ensure!(
+        stopped["spec"]["runPolicy"] == "HALTED" && stopped["spec"]["running"] == false,
+        "{stopped}"
+    );
     let started = act(&node, "startVm", &id).await?;
     ensure!(started["data"]["startVm"]["state"] == "RUNNING", "{started}");
     ensure!(started["data"]["startVm"]["spec"]["runPolicy"] == "ALWAYS", "{started}");
 
     let stats = node
-        .gql_ok("query($id: ID!) { vm(id: $id) { stats { memoryKiB sampledAt } } }", json!({ "id": id }))
+        .gql_ok(
+            "query($id: ID!) { vm(id: $id) { stats { memoryKiB sampledAt } } }",
+            json!({ "id": id }),
+        )
         .await?;
     ensure!(stats["vm"]["stats"]["memoryKiB"] == 1024 * 1024, "{stats}");
 
@@ -148,7 +181,10 @@ async fn a_vm_lives_through_its_whole_lifecycle_on_a_simulated_host() -> Result<
     ensure!(vm(&node, &id).await?.is_null());
     let h = host(&node, &on).await?;
     ensure!(h["allocated"]["vms"] == 0, "the claim went back: {h}");
-    ensure!(h["domains"].as_array().unwrap().iter().all(|d| d["name"] != domain), "libvirt forgot it: {h}");
+    ensure!(
+        h["domains"].as_array().unwrap().iter().all(|d| d["name"] != domain),
+        "libvirt forgot it: {h}"
+    );
 
     let kinds: Vec<String> = node
         .events(&[])
@@ -157,7 +193,14 @@ async fn a_vm_lives_through_its_whole_lifecycle_on_a_simulated_host() -> Result<
         .filter(|e| e["subject"] == id)
         .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
         .collect();
-    for kind in ["VM_CREATED", "VM_RUNNING", "VM_PAUSED", "VM_REBOOTED", "VM_STOPPED", "VM_DELETED"] {
+    for kind in [
+        "VM_CREATED",
+        "VM_RUNNING",
+        "VM_PAUSED",
+        "VM_REBOOTED",
+        "VM_STOPPED",
+        "VM_DELETED",
+    ] {
         ensure!(kinds.iter().any(|k| k == kind), "no {kind} among {kinds:?}");
     }
     Ok(())
@@ -175,11 +218,17 @@ async fn bad_vm_and_host_input_is_refused_with_its_reason() -> Result<()> {
     ] {
         let body = node.gql(q, json!({ "input": input })).await?;
         let code = error_code(&body);
-        ensure!(matches!(code.as_deref(), Some("INVALID_INPUT" | "NOT_FOUND")), "{input}: {body}");
+        ensure!(
+            matches!(code.as_deref(), Some("INVALID_INPUT" | "NOT_FOUND")),
+            "{input}: {body}"
+        );
     }
     // Too big for any host: each host's reason is named.
     let body = node
-        .gql(q, json!({ "input": { "name": "huge", "vcpus": 2, "memoryMiB": 500000 } }))
+        .gql(
+            q,
+            json!({ "input": { "name": "huge", "vcpus": 2, "memoryMiB": 500000 } }),
+        )
         .await?;
     expect_code(&body, "NO_VALID_HOST")?;
     let message = body["errors"][0]["message"].as_str().unwrap_or_default();
@@ -193,7 +242,13 @@ async fn bad_vm_and_host_input_is_refused_with_its_reason() -> Result<()> {
         )
         .await?;
     expect_code(&body, "NO_VALID_HOST")?;
-    ensure!(body["errors"][0]["message"].as_str().unwrap_or_default().contains("lacks label gpu=yes"), "{body}");
+    ensure!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("lacks label gpu=yes"),
+        "{body}"
+    );
 
     let add = "mutation($input: AddHostInput!) { addHost(input: $input) { id state } }";
     for uri in ["http://example.com", "test:///no/such/node.xml", "test:///relative"] {
@@ -235,21 +290,34 @@ async fn a_domain_destroyed_or_undefined_behind_troupes_back_is_handled_per_run_
         node.gql_ok(fault, json!({ "t": id, "k": "DOMAIN_DESTROY" })).await?;
     }
     for policy in ["ALWAYS", "RERUN_ON_FAILURE"] {
-        let v = wait_vm(&node, &ids[policy], "restarted", |v| v["state"] == "RUNNING" && v["restarts"] == 1).await?;
+        let v = wait_vm(&node, &ids[policy], "restarted", |v| {
+            v["state"] == "RUNNING" && v["restarts"] == 1
+        })
+        .await?;
         ensure!(v["spec"]["running"] == true, "{v}");
     }
     // MANUAL: Troupe does not restart it; its state is what libvirt says.
     let manual = wait_vm(&node, &ids["MANUAL"], "left stopped", |v| v["spec"]["running"] == false).await?;
-    ensure!(manual["state"] == "STOPPED" && manual["reason"] == "destroyed" && manual["restarts"] == 0, "{manual}");
+    ensure!(
+        manual["state"] == "STOPPED" && manual["reason"] == "destroyed" && manual["restarts"] == 0,
+        "{manual}"
+    );
     ensure!(!node.events_for("VM_LEFT_STOPPED", &ids["MANUAL"]).await?.is_empty());
 
     // Undefined behind Troupe's back: defined again from the spec and started.
-    node.gql_ok(fault, json!({ "t": ids["ALWAYS"], "k": "DOMAIN_UNDEFINE" })).await?;
-    wait_vm(&node, &ids["ALWAYS"], "re-created", |v| v["state"] == "RUNNING" && v["restarts"] == 2).await?;
+    node.gql_ok(fault, json!({ "t": ids["ALWAYS"], "k": "DOMAIN_UNDEFINE" }))
+        .await?;
+    wait_vm(&node, &ids["ALWAYS"], "re-created", |v| {
+        v["state"] == "RUNNING" && v["restarts"] == 2
+    })
+    .await?;
     ensure!(!node.events_for("VM_DOMAIN_MISSING", &ids["ALWAYS"]).await?.is_empty());
     let all = domains(&node).await?;
     let domain = text(&vm(&node, &ids["ALWAYS"]).await?, "/spec/domain")?;
-    ensure!(copies(&all, &domain) == (vec![text(&vm(&node, &ids["ALWAYS"]).await?, "/host/name")?], 1), "{all:?}");
+    ensure!(
+        copies(&all, &domain) == (vec![text(&vm(&node, &ids["ALWAYS"]).await?, "/host/name")?], 1),
+        "{all:?}"
+    );
     Ok(())
 }
 
@@ -262,8 +330,11 @@ async fn two_hundred_concurrent_creates_over_four_hosts_never_over_commit() -> R
         async move {
             let input = json!({ "name": format!("vm-{i}"), "vcpus": 2, "memoryMiB": 4096,
                                 "antiAffinityGroup": if i % 50 == 0 { Some("pair") } else { None } });
-            node.gql("mutation($input: CreateVmInput!) { createVm(input: $input) { id state host { name } } }", json!({ "input": input }))
-                .await
+            node.gql(
+                "mutation($input: CreateVmInput!) { createVm(input: $input) { id state host { name } } }",
+                json!({ "input": input }),
+            )
+            .await
         }
     });
     let answers = futures::future::join_all(creates).await;
@@ -288,11 +359,20 @@ async fn two_hundred_concurrent_creates_over_four_hosts_never_over_commit() -> R
     let mut total = 0;
     for h in data["hosts"].as_array().context("hosts")? {
         let a = &h["allocated"];
-        ensure!(int(a, "/memoryMiB")? <= int(a, "/memoryLimitMiB")?, "over-committed: {h}");
+        ensure!(
+            int(a, "/memoryMiB")? <= int(a, "/memoryLimitMiB")?,
+            "over-committed: {h}"
+        );
         // libvirt agrees with the ledger.
         let domains = h["domains"].as_array().context("domains")?;
-        let memory_mib: i64 = domains.iter().map(|d| d["memoryKiB"].as_i64().unwrap_or(0) / 1024).sum();
-        ensure!(domains.len() as i64 == int(a, "/vms")? && memory_mib == int(a, "/memoryMiB")?, "{h}");
+        let memory_mib: i64 = domains
+            .iter()
+            .map(|d| d["memoryKiB"].as_i64().unwrap_or(0) / 1024)
+            .sum();
+        ensure!(
+            domains.len() as i64 == int(a, "/vms")? && memory_mib == int(a, "/memoryMiB")?,
+            "{h}"
+        );
         ensure!(domains.iter().all(|d| d["state"] == "RUNNING"), "{h}");
         total += domains.len();
     }
@@ -311,14 +391,21 @@ async fn two_hundred_concurrent_creates_over_four_hosts_never_over_commit() -> R
     let distinct: std::collections::HashSet<String> = pair.iter().map(|h| h.to_string()).collect();
     ensure!(distinct.len() == pair.len(), "anti-affinity broken: {pair:?}");
     let metrics = node.metrics().await?;
-    ensure!(metric(&metrics, "troupe_vms", &["state=\"RUNNING\""]) >= created as f64, "troupe_vms");
+    ensure!(
+        metric(&metrics, "troupe_vms", &["state=\"RUNNING\""]) >= created as f64,
+        "troupe_vms"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn a_migration_moves_a_vm_through_its_phases_and_a_failed_one_leaves_it_running() -> Result<()> {
     let node = Node::start(NodeOpts::named("vm-move")).await?;
-    let v = create_vm(&node, json!({ "name": "mover", "vcpus": 1, "memoryMiB": 512, "host": "sim-1" })).await?;
+    let v = create_vm(
+        &node,
+        json!({ "name": "mover", "vcpus": 1, "memoryMiB": 512, "host": "sim-1" }),
+    )
+    .await?;
     let id = text(&v, "/id")?;
     let domain = text(&v, "/spec/domain")?;
     let mut updates = Subscription::start(
@@ -333,8 +420,14 @@ async fn a_migration_moves_a_vm_through_its_phases_and_a_failed_one_leaves_it_ru
              migration { phase kind sourceHost targetHost error } vm { state host { name } } } }";
     let moved = node.gql_ok(q, json!({ "id": id, "t": "sim-2" })).await?;
     let m = &moved["migrateVm"];
-    ensure!(m["migration"]["phase"] == "SUCCEEDED" && m["migration"]["kind"] == "ORCHESTRATED", "{m}");
-    ensure!(m["vm"]["state"] == "RUNNING" && m["vm"]["host"]["name"] == "sim-2", "{m}");
+    ensure!(
+        m["migration"]["phase"] == "SUCCEEDED" && m["migration"]["kind"] == "ORCHESTRATED",
+        "{m}"
+    );
+    ensure!(
+        m["vm"]["state"] == "RUNNING" && m["vm"]["host"]["name"] == "sim-2",
+        "{m}"
+    );
     let all = domains(&node).await?;
     ensure!(copies(&all, &domain) == (vec!["sim-2".to_string()], 1), "{all:?}");
     // The phases, in order, as events.
@@ -343,7 +436,13 @@ async fn a_migration_moves_a_vm_through_its_phases_and_a_failed_one_leaves_it_ru
         .await?
         .into_iter()
         .filter(|e| e["subject"] == id && e["kind"].as_str().unwrap_or_default().starts_with("VM_MIGRATION_"))
-        .map(|e| e["kind"].as_str().unwrap_or_default().trim_start_matches("VM_MIGRATION_").to_owned())
+        .map(|e| {
+            e["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches("VM_MIGRATION_")
+                .to_owned()
+        })
         .collect();
     let expected: Vec<String> = ["PENDING", "SCHEDULING", "PREPARING_TARGET", "RUNNING", "SUCCEEDED"]
         .iter()
@@ -372,16 +471,34 @@ async fn a_migration_moves_a_vm_through_its_phases_and_a_failed_one_leaves_it_ru
     let failed = node.gql_ok(q, json!({ "id": id, "t": "sim-3" })).await?;
     let m = &failed["migrateVm"];
     ensure!(m["migration"]["phase"] == "FAILED", "{m}");
-    ensure!(m["migration"]["error"].as_str().unwrap_or_default().contains("MAINTENANCE"), "{m}");
-    ensure!(m["vm"]["state"] == "RUNNING" && m["vm"]["host"]["name"] == "sim-2", "{m}");
+    ensure!(
+        m["migration"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("MAINTENANCE"),
+        "{m}"
+    );
+    ensure!(
+        m["vm"]["state"] == "RUNNING" && m["vm"]["host"]["name"] == "sim-2",
+        "{m}"
+    );
     let picked = node.gql_ok(q, json!({ "id": id, "t": null })).await?;
-    ensure!(picked["migrateVm"]["vm"]["host"]["name"] == "sim-1", "only sim-1 can take it: {picked}");
+    ensure!(
+        picked["migrateVm"]["vm"]["host"]["name"] == "sim-1",
+        "only sim-1 can take it: {picked}"
+    );
     let all = domains(&node).await?;
     ensure!(copies(&all, &domain) == (vec!["sim-1".to_string()], 1), "{all:?}");
     let metrics = node.metrics().await?;
-    ensure!(metric(&metrics, "troupe_migrations_total", &["outcome=\"SUCCEEDED\""]) >= 2.0, "{metrics}");
+    ensure!(
+        metric(&metrics, "troupe_migrations_total", &["outcome=\"SUCCEEDED\""]) >= 2.0,
+        "{metrics}"
+    );
     ensure!(metric(&metrics, "troupe_migrations_total", &["outcome=\"FAILED\""]) >= 1.0);
-    ensure!(metrics.contains("troupe_host_allocation_ratio{"), "allocation ratios exported");
+    ensure!(
+        metrics.contains("troupe_host_allocation_ratio{"),
+        "allocation ratios exported"
+    );
     Ok(())
 }
 
@@ -390,7 +507,11 @@ async fn drain_moves_every_vm_away_two_at_a_time_then_the_host_is_in_maintenance
     let node = Node::start(NodeOpts::named("vm-drain")).await?;
     let mut domains_of = Vec::new();
     for i in 0..6 {
-        let v = create_vm(&node, json!({ "name": format!("d{i}"), "vcpus": 1, "memoryMiB": 256, "host": "sim-1" })).await?;
+        let v = create_vm(
+            &node,
+            json!({ "name": format!("d{i}"), "vcpus": 1, "memoryMiB": 256, "host": "sim-1" }),
+        )
+        .await?;
         domains_of.push(text(&v, "/spec/domain")?);
     }
     let id = host_id(&node, "sim-1").await?;
@@ -402,12 +523,21 @@ async fn drain_moves_every_vm_away_two_at_a_time_then_the_host_is_in_maintenance
             json!({ "id": id }),
         )
         .await?;
-    ensure!(drained["drainHost"]["state"] == "DRAINING" && drained["drainHost"]["drain"]["total"] == 6, "{drained}");
+    ensure!(
+        drained["drainHost"]["state"] == "DRAINING" && drained["drainHost"]["drain"]["total"] == 6,
+        "{drained}"
+    );
     let h = wait_host(&node, "sim-1", "MAINTENANCE").await?;
     ensure!(h["lastError"].is_null(), "{h}");
     let h = host(&node, "sim-1").await?;
-    ensure!(h["drain"]["moved"] == 6 && h["drain"]["failed"] == 0 && h["drain"]["done"] == true, "{h}");
-    ensure!(h["domains"].as_array().unwrap().is_empty() && h["allocated"]["vms"] == 0, "{h}");
+    ensure!(
+        h["drain"]["moved"] == 6 && h["drain"]["failed"] == 0 && h["drain"]["done"] == true,
+        "{h}"
+    );
+    ensure!(
+        h["domains"].as_array().unwrap().is_empty() && h["allocated"]["vms"] == 0,
+        "{h}"
+    );
     let all = domains(&node).await?;
     for d in &domains_of {
         let (on, running) = copies(&all, d);
@@ -436,10 +566,17 @@ async fn drain_moves_every_vm_away_two_at_a_time_then_the_host_is_in_maintenance
         .await?;
     expect_code(&body, "NO_VALID_HOST")?;
     let up = node
-        .gql_ok("mutation($id: ID!) { setHostMaintenance(id: $id, enabled: false) { state } }", json!({ "id": id }))
+        .gql_ok(
+            "mutation($id: ID!) { setHostMaintenance(id: $id, enabled: false) { state } }",
+            json!({ "id": id }),
+        )
         .await?;
     ensure!(up["setHostMaintenance"]["state"] == "UP", "{up}");
-    create_vm(&node, json!({ "name": "late", "vcpus": 1, "memoryMiB": 256, "host": "sim-1" })).await?;
+    create_vm(
+        &node,
+        json!({ "name": "late", "vcpus": 1, "memoryMiB": 256, "host": "sim-1" }),
+    )
+    .await?;
     Ok(())
 }
 
@@ -453,25 +590,46 @@ async fn a_host_failure_evacuates_every_vm_once_and_its_stale_copies_go_when_it_
     )
     .await?;
     let mut evacuees = Vec::new();
-    for (i, policy) in ["ALWAYS", "ALWAYS", "ALWAYS", "ALWAYS", "RERUN_ON_FAILURE", "RERUN_ON_FAILURE"]
-        .iter()
-        .enumerate()
+    for (i, policy) in [
+        "ALWAYS",
+        "ALWAYS",
+        "ALWAYS",
+        "ALWAYS",
+        "RERUN_ON_FAILURE",
+        "RERUN_ON_FAILURE",
+    ]
+    .iter()
+    .enumerate()
     {
-        let v = create_vm(&node, json!({ "name": format!("e{i}"), "vcpus": 1, "memoryMiB": 256, "host": "sim-1", "runPolicy": policy })).await?;
+        let v = create_vm(
+            &node,
+            json!({ "name": format!("e{i}"), "vcpus": 1, "memoryMiB": 256, "host": "sim-1", "runPolicy": policy }),
+        )
+        .await?;
         evacuees.push((text(&v, "/id")?, text(&v, "/spec/domain")?));
     }
-    let stays = create_vm(&node, json!({ "name": "manual", "vcpus": 1, "memoryMiB": 256, "host": "sim-1", "runPolicy": "MANUAL" })).await?;
+    let stays = create_vm(
+        &node,
+        json!({ "name": "manual", "vcpus": 1, "memoryMiB": 256, "host": "sim-1", "runPolicy": "MANUAL" }),
+    )
+    .await?;
     let stays = text(&stays, "/id")?;
     let sim1 = host_id(&node, "sim-1").await?;
     let fault = "mutation($t: ID!, $k: FaultKind!) { injectFault(target: $t, kind: $k) }";
     node.gql_ok(fault, json!({ "t": sim1, "k": "HOST_DISCONNECT" })).await?;
     wait_host(&node, "sim-1", "DOWN").await?;
     for (id, _) in &evacuees {
-        wait_vm(&node, id, "running elsewhere", |v| v["state"] == "RUNNING" && v["host"]["name"] != "sim-1").await?;
+        wait_vm(&node, id, "running elsewhere", |v| {
+            v["state"] == "RUNNING" && v["host"]["name"] != "sim-1"
+        })
+        .await?;
     }
     // A MANUAL VM is not Troupe's to move: it stays, and nothing is claimed about it.
     let manual = vm(&node, &stays).await?;
-    ensure!(manual["state"] == "UNKNOWN" && manual["host"]["name"] == "sim-1", "{manual}");
+    ensure!(
+        manual["state"] == "UNKNOWN" && manual["host"]["name"] == "sim-1",
+        "{manual}"
+    );
     // libvirt on the reachable hosts: one running copy of each.
     let all = domains(&node).await;
     ensure!(all.is_err(), "sim-1 cannot be asked while DOWN");
@@ -493,7 +651,12 @@ async fn a_host_failure_evacuates_every_vm_once_and_its_stale_copies_go_when_it_
             .as_array()
             .unwrap()
             .iter()
-            .map(|d| (d["name"].as_str().unwrap().to_owned(), d["state"].as_str().unwrap().to_owned()))
+            .map(|d| {
+                (
+                    d["name"].as_str().unwrap().to_owned(),
+                    d["state"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect();
         partial.insert(name.to_owned(), list);
     }
@@ -505,7 +668,11 @@ async fn a_host_failure_evacuates_every_vm_once_and_its_stale_copies_go_when_it_
     wait_host(&node, "sim-1", "UP").await?;
     let all = domains(&node).await?;
     reachable(&all)?;
-    ensure!(all["sim-1"].len() == 1, "only the MANUAL VM's domain is left on sim-1: {:?}", all["sim-1"]);
+    ensure!(
+        all["sim-1"].len() == 1,
+        "only the MANUAL VM's domain is left on sim-1: {:?}",
+        all["sim-1"]
+    );
     ensure!(node.events(&["VM_STALE_COPY_DESTROYED"]).await?.len() == evacuees.len());
     ensure!(node.events(&["VM_EVACUATED"]).await?.len() == evacuees.len());
     wait_vm(&node, &stays, "seen again", |v| v["state"] != "UNKNOWN").await?;
@@ -517,7 +684,11 @@ async fn vms_survive_a_driver_crash_by_adoption_and_a_node_restart_by_re_creatio
     let mut node = Node::start(NodeOpts::named("vm-adopt").arg("--fault-injection", "true")).await?;
     let mut ids = Vec::new();
     for i in 0..3 {
-        let v = create_vm(&node, json!({ "name": format!("a{i}"), "vcpus": 1, "memoryMiB": 256, "host": "sim-1" })).await?;
+        let v = create_vm(
+            &node,
+            json!({ "name": format!("a{i}"), "vcpus": 1, "memoryMiB": 256, "host": "sim-1" }),
+        )
+        .await?;
         ids.push((text(&v, "/id")?, text(&v, "/spec/domain")?));
     }
     let sim1 = host_id(&node, "sim-1").await?;
@@ -536,7 +707,10 @@ async fn vms_survive_a_driver_crash_by_adoption_and_a_node_restart_by_re_creatio
         deadline.tick(adopted.len()).await?;
     }
     ensure!(!node.events_for("HOST_RESTARTED", &sim1).await?.is_empty());
-    ensure!(node.events(&["VM_RECREATED"]).await?.is_empty(), "nothing was re-created");
+    ensure!(
+        node.events(&["VM_RECREATED"]).await?.is_empty(),
+        "nothing was re-created"
+    );
     let all = domains(&node).await?;
     for (_, d) in &ids {
         ensure!(copies(&all, d) == (vec!["sim-1".to_string()], 1), "{all:?}");
@@ -579,8 +753,14 @@ async fn an_added_host_takes_labelled_vms_and_is_removed_only_when_empty_or_forc
         )
         .await?;
     let h = &added["addHost"];
-    ensure!(h["state"] == "UP" && h["capacity"]["cpus"] == 8 && h["capacity"]["memoryMiB"] == 8192, "{h}");
-    ensure!(h["allocated"]["vcpuLimit"] == 16 && h["allocated"]["memoryLimitMiB"] == 7168, "{h}");
+    ensure!(
+        h["state"] == "UP" && h["capacity"]["cpus"] == 8 && h["capacity"]["memoryMiB"] == 8192,
+        "{h}"
+    );
+    ensure!(
+        h["allocated"]["vcpuLimit"] == 16 && h["allocated"]["memoryLimitMiB"] == 7168,
+        "{h}"
+    );
     let id = text(h, "/id")?;
     let dup = node
         .gql(add, json!({ "input": { "name": "gpu-1", "uri": "test:///default" } }))
@@ -593,7 +773,10 @@ async fn an_added_host_takes_labelled_vms_and_is_removed_only_when_empty_or_forc
     .await?;
     ensure!(v["host"]["name"] == "gpu-1" && v["state"] == "RUNNING", "{v}");
     let remove = "mutation($id: ID!, $force: Boolean) { removeHost(id: $id, force: $force) { name } }";
-    expect_code(&node.gql(remove, json!({ "id": id, "force": false })).await?, "CONFLICT")?;
+    expect_code(
+        &node.gql(remove, json!({ "id": id, "force": false })).await?,
+        "CONFLICT",
+    )?;
     node.gql_ok(remove, json!({ "id": id, "force": true })).await?;
     ensure!(vm(&node, &text(&v, "/id")?).await?.is_null(), "its VM went with it");
     let left = node.gql_ok("{ hosts { name } }", json!({})).await?;

@@ -100,7 +100,8 @@ impl ChildSpec for HostsChild {
                 start_order: StartOrder::Concurrent,
                 store: self.fleet.store.clone(),
             };
-            let (sup, _) = Actor::spawn_linked(Some(format!("hosts@{}", self.fleet.node)), Supervisor, args, supervisor).await?;
+            let (sup, _) =
+                Actor::spawn_linked(Some(format!("hosts@{}", self.fleet.node)), Supervisor, args, supervisor).await?;
             self.fleet.supervisor.set(sup.clone());
             Ok(sup.get_cell())
         })
@@ -229,7 +230,11 @@ impl Actor for HostDriver {
             HostMsg::Tick => d.tick(&myself).await,
             HostMsg::AddVm(vm, reply) => {
                 let (spec, status) = *vm;
-                let _ = reply.send(d.spawn_vm(&myself, spec, status).await.map_err(|e| ApiError::Internal(e.to_string())));
+                let _ = reply.send(
+                    d.spawn_vm(&myself, spec, status)
+                        .await
+                        .map_err(|e| ApiError::Internal(e.to_string())),
+                );
             }
             HostMsg::Vm(id, reply) => {
                 let _ = reply.send(d.vms.get(&id).map(|(_, a)| a.clone()));
@@ -240,7 +245,12 @@ impl Actor for HostDriver {
             HostMsg::Domains(reply) => {
                 let libvirt = d.libvirt.clone();
                 tokio::spawn(async move {
-                    let _ = reply.send(libvirt.domains().await.map_err(|e| ApiError::Unavailable(e.to_string())));
+                    let _ = reply.send(
+                        libvirt
+                            .domains()
+                            .await
+                            .map_err(|e| ApiError::Unavailable(e.to_string())),
+                    );
                 });
             }
             HostMsg::Fault(Fault::DriverCrash, _, reply) => {
@@ -266,7 +276,11 @@ impl Actor for HostDriver {
                 d.vms.retain(|_, (_, a)| a.get_id() != who.get_id());
             }
             SupervisionEvent::ActorFailed(who, e) => {
-                let Some(vm) = d.vms.iter().find(|(_, (_, a))| a.get_id() == who.get_id()).map(|(id, _)| id.clone())
+                let Some(vm) = d
+                    .vms
+                    .iter()
+                    .find(|(_, (_, a))| a.get_id() == who.get_id())
+                    .map(|(id, _)| id.clone())
                 else {
                     return Ok(());
                 };
@@ -364,10 +378,7 @@ impl Driver {
             Some(Link::Unreachable { since }) => {
                 let gone_for = (troupe_runtime::clock::now() - since).to_std().unwrap_or_default();
                 if gone_for >= self.fleet.settings.down_after {
-                    let _ = self
-                        .fleet
-                        .set_link(&self.id, Link::Down { since }, None, None)
-                        .await;
+                    let _ = self.fleet.set_link(&self.id, Link::Down { since }, None, None).await;
                     self.evacuate(myself);
                 } else if Instant::now() >= self.next_attempt {
                     self.connect().await;
@@ -412,7 +423,9 @@ impl Driver {
                     );
                     let _ = self.fleet.store.write(Batch::new().event(event)).await;
                 }
-                Err(e) => tracing::warn!(host = %self.spec.name, domain = %name, error = %e, "cannot remove a stale domain"),
+                Err(e) => {
+                    tracing::warn!(host = %self.spec.name, domain = %name, error = %e, "cannot remove a stale domain")
+                }
             }
         }
     }
@@ -498,7 +511,11 @@ pub(crate) async fn read_vm(store: &Store, id: &str) -> Result<Option<(VmSpec, V
 }
 
 /// Asks a VM actor to act, and waits for its answer.
-pub(crate) async fn act(actor: &ActorRef<VmMsg>, command: VmCommand, wait: Duration) -> Result<crate::vm::VmView, ApiError> {
+pub(crate) async fn act(
+    actor: &ActorRef<VmMsg>,
+    command: VmCommand,
+    wait: Duration,
+) -> Result<crate::vm::VmView, ApiError> {
     match actor.call(|r| VmMsg::Act(command, r), Some(wait)).await {
         Ok(ractor::rpc::CallResult::Success(answer)) => answer,
         Ok(ractor::rpc::CallResult::Timeout) => Err(ApiError::Unavailable("the VM did not answer in time".into())),

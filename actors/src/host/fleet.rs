@@ -211,7 +211,11 @@ impl Fleet {
         if inner.hosts.contains_key(host) {
             return Some(host.to_owned());
         }
-        inner.hosts.values().find(|e| e.spec.name == host).map(|e| e.spec.id.clone())
+        inner
+            .hosts
+            .values()
+            .find(|e| e.spec.name == host)
+            .map(|e| e.spec.id.clone())
     }
 
     pub fn state(&self, host: &str) -> Option<HostState> {
@@ -293,7 +297,8 @@ impl Fleet {
             })
         };
         if let Some((name, before, after)) = change {
-            self.host_event(host, &name, before, after, json!({ "error": error })).await?;
+            self.host_event(host, &name, before, after, json!({ "error": error }))
+                .await?;
         }
         Ok(())
     }
@@ -319,7 +324,13 @@ impl Fleet {
         };
         let mut batch = Batch::new().put(crate::tables::HOSTS, host, troupe_runtime::codec::encode(&spec)?);
         if let Some((before, after)) = change {
-            batch = batch.event(host_event(host, &spec.name, before, after, json!({ "mode": format!("{mode:?}") })));
+            batch = batch.event(host_event(
+                host,
+                &spec.name,
+                before,
+                after,
+                json!({ "mode": format!("{mode:?}") }),
+            ));
         }
         self.store.write(batch).await?;
         self.view(host)
@@ -448,7 +459,13 @@ fn ratios(e: &HostEntry) {
         .set(ratio(e.load.memory_mib, c.memory_limit()));
 }
 
-pub(crate) fn host_event(host: &str, name: &str, before: HostState, after: HostState, mut data: serde_json::Value) -> NewEvent {
+pub(crate) fn host_event(
+    host: &str,
+    name: &str,
+    before: HostState,
+    after: HostState,
+    mut data: serde_json::Value,
+) -> NewEvent {
     if let Some(map) = data.as_object_mut() {
         map.insert("name".into(), json!(name));
         map.insert("from".into(), json!(before.name()));

@@ -23,14 +23,24 @@ pub enum LibvirtError {
     Lost(String),
     /// libvirt refused or failed the call.
     #[error("{message}")]
-    Call { message: String, unsupported: bool, no_domain: bool },
+    Call {
+        message: String,
+        unsupported: bool,
+        no_domain: bool,
+    },
 }
 
 impl LibvirtError {
     fn from_virt(e: virt::error::Error) -> Self {
         use virt::error::ErrorNumber as N;
         let code = e.code();
-        if code.is_any(vec![N::SystemError, N::Rpc, N::NoConnect, N::InvalidConn, N::AuthFailed]) {
+        if code.is_any(vec![
+            N::SystemError,
+            N::Rpc,
+            N::NoConnect,
+            N::InvalidConn,
+            N::AuthFailed,
+        ]) {
             return Self::Lost(e.message().to_owned());
         }
         Self::Call {
@@ -269,7 +279,10 @@ impl Libvirt {
     ) -> Result<T, LibvirtError> {
         let name = name.to_owned();
         self.run(move |s| {
-            let dom = s.conn()?.lookup_domain_by_name(&name).map_err(LibvirtError::from_virt)?;
+            let dom = s
+                .conn()?
+                .lookup_domain_by_name(&name)
+                .map_err(LibvirtError::from_virt)?;
             f(&dom).map_err(LibvirtError::from_virt)
         })
         .await
@@ -331,9 +344,14 @@ impl Libvirt {
         // The target's connection lives on its own thread: open a second one to it here.
         let (name, target_uri) = (name.to_owned(), target.uri.clone());
         self.run(move |s| {
-            let dom = s.conn()?.lookup_domain_by_name(&name).map_err(LibvirtError::from_virt)?;
+            let dom = s
+                .conn()?
+                .lookup_domain_by_name(&name)
+                .map_err(LibvirtError::from_virt)?;
             let dconn = Connect::open(Some(&target_uri)).map_err(|e| LibvirtError::Lost(e.message().to_owned()))?;
-            let flags = virt::sys::VIR_MIGRATE_LIVE | virt::sys::VIR_MIGRATE_PERSIST_DEST | virt::sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+            let flags = virt::sys::VIR_MIGRATE_LIVE
+                | virt::sys::VIR_MIGRATE_PERSIST_DEST
+                | virt::sys::VIR_MIGRATE_UNDEFINE_SOURCE;
             let result = dom.migrate(&dconn, flags, None, None, 0).map(|_| ());
             close(Some(dconn));
             result.map_err(LibvirtError::from_virt)
@@ -411,20 +429,28 @@ mod tests {
             }
         );
         let uuid = uuid::Uuid::new_v4().to_string();
-        lv.define(domain_xml(lv.uri(), "troupe-a", &uuid, 2, 512)).await.unwrap();
+        lv.define(domain_xml(lv.uri(), "troupe-a", &uuid, 2, 512))
+            .await
+            .unwrap();
         let obs = lv.observe("troupe-a").await.unwrap().unwrap();
         assert_eq!(obs.state, DomainStateName::Shutoff);
         assert_eq!(obs.uuid, uuid);
         lv.on_domain("troupe-a", |d| d.create().map(|_| ())).await.unwrap();
         let obs = lv.observe("troupe-a").await.unwrap().unwrap();
-        assert_eq!((obs.state, obs.vcpus, obs.memory_kib), (DomainStateName::Running, 2, 512 * 1024));
+        assert_eq!(
+            (obs.state, obs.vcpus, obs.memory_kib),
+            (DomainStateName::Running, 2, 512 * 1024)
+        );
         // The test driver does not migrate: Troupe must move VMs itself.
         let other = simulated(dir.path(), 8, 8 * 1024).await;
         let err = lv.migrate_live("troupe-a", &other).await.unwrap_err();
         assert!(err.is_unsupported(), "{err:?}");
         lv.on_domain("troupe-a", |d| d.destroy()).await.unwrap();
         let obs = lv.observe("troupe-a").await.unwrap().unwrap();
-        assert_eq!((obs.state, obs.reason.as_str()), (DomainStateName::Shutoff, "destroyed"));
+        assert_eq!(
+            (obs.state, obs.reason.as_str()),
+            (DomainStateName::Shutoff, "destroyed")
+        );
         lv.remove("troupe-a").await.unwrap();
         assert_eq!(lv.observe("troupe-a").await.unwrap(), None);
         lv.remove("troupe-a").await.unwrap();
@@ -435,7 +461,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lv = simulated(dir.path(), 4, 4096).await;
         let uuid = uuid::Uuid::new_v4().to_string();
-        lv.define(domain_xml(lv.uri(), "troupe-b", &uuid, 1, 256)).await.unwrap();
+        lv.define(domain_xml(lv.uri(), "troupe-b", &uuid, 1, 256))
+            .await
+            .unwrap();
         lv.set_broken(Some("injected".into())).await.unwrap();
         assert!(lv.domains().await.unwrap_err().is_lost());
         assert!(lv.reconnect().await.unwrap_err().is_lost());

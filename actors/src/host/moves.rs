@@ -85,7 +85,13 @@ pub async fn migrate(
         }
     };
     if let Ok(m) = &result {
-        let kind = m.kind.map_or("NONE", |k| if k == MigrationKind::Live { "LIVE" } else { "ORCHESTRATED" });
+        let kind = m.kind.map_or("NONE", |k| {
+            if k == MigrationKind::Live {
+                "LIVE"
+            } else {
+                "ORCHESTRATED"
+            }
+        });
         metrics::counter!("troupe_migrations_total", "outcome" => m.phase.name(), "kind" => kind).increment(1);
     }
     result
@@ -297,7 +303,10 @@ pub async fn drain(fleet: Arc<Fleet>, host: String, actors: Vec<ActorRef<VmMsg>>
             tracing::error!(%host, error = %e, "drained, but could not enter MAINTENANCE");
         }
     } else {
-        fleet.note_error(&host, format!("{} of {} VMs could not be moved", progress.failed, progress.total));
+        fleet.note_error(
+            &host,
+            format!("{} of {} VMs could not be moved", progress.failed, progress.total),
+        );
         tracing::warn!(%host, failed = progress.failed, "drain incomplete; the host stays DRAINING");
     }
 }

@@ -106,7 +106,17 @@ impl AddHostRequest {
         super::check_name("name", &self.name)?;
         super::check_labels("labels", &self.labels)?;
         let scheme = self.uri.split_once(':').map(|(s, _)| s).unwrap_or("");
-        let known = ["test", "qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "xen", "lxc", "ch"];
+        let known = [
+            "test",
+            "qemu",
+            "qemu+ssh",
+            "qemu+tcp",
+            "qemu+tls",
+            "qemu+unix",
+            "xen",
+            "lxc",
+            "ch",
+        ];
         if !known.contains(&scheme) || self.uri.len() > 1024 || self.uri.contains(char::is_whitespace) {
             return Err(ApiError::invalid(format!(
                 "uri {:?}: a libvirt URI such as test:///default, qemu:///system or qemu+ssh://user@host/system",

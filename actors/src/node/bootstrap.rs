@@ -20,11 +20,11 @@ use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild};
 use crate::cluster::{Cluster, ClusterChild, PeerInfo};
 use crate::host::{Fleet, FleetSettings, HostMode, HostSpec, HostsChild};
 use crate::placement::Overcommit;
-use crate::vm::{MigrationPhase, VmSpec, VmStatus};
 use crate::scheduler::{RetryPolicy, Scheduler, SchedulerArgs};
 use crate::service::{Api, Context};
 use crate::slots::Slots;
 use crate::tables::{AGENTS, AGENT_STATUS, HOSTS, TASKS, VMS, VM_STATUS};
+use crate::vm::{MigrationPhase, VmSpec, VmStatus};
 
 /// The layout of the store this release writes.
 const FORMAT: &str = "4";
@@ -318,7 +318,10 @@ async fn load_fleet(fleet: &Fleet, simulated: usize) -> Result<(), crate::error:
             let mut out = Vec::new();
             v.scan(VMS, None, |id, bytes| {
                 if let Some(status) = v.get(VM_STATUS, id)? {
-                    out.push((troupe_runtime::codec::decode(bytes)?, troupe_runtime::codec::decode(&status)?));
+                    out.push((
+                        troupe_runtime::codec::decode(bytes)?,
+                        troupe_runtime::codec::decode(&status)?,
+                    ));
                 }
                 Ok(true)
             })?;

@@ -21,19 +21,47 @@ envelope!(HostsMsg);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum HostsRequest {
-    Add { request: AddHostRequest, key: String },
-    Remove { id: String, force: bool },
-    Drain { id: String },
-    Maintenance { id: String, enabled: bool },
+    Add {
+        request: AddHostRequest,
+        key: String,
+    },
+    Remove {
+        id: String,
+        force: bool,
+    },
+    Drain {
+        id: String,
+    },
+    Maintenance {
+        id: String,
+        enabled: bool,
+    },
     Get(String),
     List,
     Domains(String),
-    CreateVm { request: CreateVmRequest, key: String },
-    ActVm { id: String, command: VmCommand },
-    Migrate { id: String, target: Option<String>, key: String },
+    CreateVm {
+        request: CreateVmRequest,
+        key: String,
+    },
+    ActVm {
+        id: String,
+        command: VmCommand,
+    },
+    Migrate {
+        id: String,
+        target: Option<String>,
+        key: String,
+    },
     GetVm(String),
-    ListVms { after: Option<String>, first: u32, filter: VmFilter },
-    Fault { target: String, fault: Fault },
+    ListVms {
+        after: Option<String>,
+        first: u32,
+        filter: VmFilter,
+    },
+    Fault {
+        target: String,
+        fault: Fault,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,7 +142,11 @@ impl Hosts {
 
     pub async fn drain(&self, id: &str) -> Result<HostView, ApiError> {
         match self.home(id) {
-            Some(node) => answer!(self.peer(node, HostsRequest::Drain { id: id.into() }).await, Host, "drainHost"),
+            Some(node) => answer!(
+                self.peer(node, HostsRequest::Drain { id: id.into() }).await,
+                Host,
+                "drainHost"
+            ),
             None => self.drain_local(id).await,
         }
     }
@@ -122,7 +154,8 @@ impl Hosts {
     pub async fn set_maintenance(&self, id: &str, enabled: bool) -> Result<HostView, ApiError> {
         match self.home(id) {
             Some(node) => answer!(
-                self.peer(node, HostsRequest::Maintenance { id: id.into(), enabled }).await,
+                self.peer(node, HostsRequest::Maintenance { id: id.into(), enabled })
+                    .await,
                 Host,
                 "setHostMaintenance"
             ),
@@ -157,7 +190,11 @@ impl Hosts {
     /// What libvirt reports on the host now, asked directly (not Troupe's records).
     pub async fn domains(&self, id: &str) -> Result<Vec<DomainObs>, ApiError> {
         match self.home(id) {
-            Some(node) => answer!(self.peer(node, HostsRequest::Domains(id.into())).await, Domains, "domains"),
+            Some(node) => answer!(
+                self.peer(node, HostsRequest::Domains(id.into())).await,
+                Domains,
+                "domains"
+            ),
             None => self.domains_local(id).await,
         }
     }
@@ -256,7 +293,12 @@ impl Hosts {
     }
 
     /// The cluster's VMs in id order after the cursor.
-    pub async fn list_vms(&self, after: Option<String>, first: usize, filter: VmFilter) -> Result<Listing<VmView>, ApiError> {
+    pub async fn list_vms(
+        &self,
+        after: Option<String>,
+        first: usize,
+        filter: VmFilter,
+    ) -> Result<Listing<VmView>, ApiError> {
         let mut pages = vec![self.list_vms_local(after.clone(), first, &filter).await?];
         let request = HostsRequest::ListVms {
             after,

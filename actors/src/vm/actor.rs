@@ -29,7 +29,9 @@ pub enum VmCommand {
     /// Define and start per the run policy now (createVm).
     Ensure,
     Start,
-    Stop { timeout: Duration },
+    Stop {
+        timeout: Duration,
+    },
     Reboot,
     Pause,
     Resume,
@@ -142,7 +144,11 @@ impl Actor for VmActor {
                 vm.status.host = Some(host.clone());
                 vm.migrating = false;
                 let event = migration.as_ref().map(|m| {
-                    let kind = if m.reason == "evacuation" { "VM_EVACUATED".to_owned() } else { format!("VM_MIGRATION_{}", m.phase.name()) };
+                    let kind = if m.reason == "evacuation" {
+                        "VM_EVACUATED".to_owned()
+                    } else {
+                        format!("VM_MIGRATION_{}", m.phase.name())
+                    };
                     let mut data = migration_data(m);
                     data["from"] = json!(from);
                     vm.event(&kind, data)
@@ -181,7 +187,11 @@ impl Vm {
     async fn save(&self, event: Option<NewEvent>) -> Result<(), ApiError> {
         let mut batch = Batch::new()
             .put(VMS, self.spec.id.clone(), troupe_runtime::codec::encode(&self.spec)?)
-            .put(VM_STATUS, self.spec.id.clone(), troupe_runtime::codec::encode(&self.status)?);
+            .put(
+                VM_STATUS,
+                self.spec.id.clone(),
+                troupe_runtime::codec::encode(&self.status)?,
+            );
         if let Some(event) = event {
             batch = batch.event(event);
         }
@@ -286,7 +296,9 @@ impl Vm {
             Some(o) => {
                 if fresh && self.status.state != VmState::Pending {
                     let _ = self
-                        .save(Some(self.event("VM_ADOPTED", json!({ "state": VmState::of(o.state).name() }))))
+                        .save(Some(
+                            self.event("VM_ADOPTED", json!({ "state": VmState::of(o.state).name() })),
+                        ))
                         .await;
                 }
                 o
@@ -297,7 +309,9 @@ impl Vm {
                 let kind = if fresh { "VM_RECREATED" } else { "VM_DOMAIN_MISSING" };
                 let _ = self.record(VmState::Missing, None, "reconcile").await;
                 let _ = self
-                    .save(Some(self.event(kind, json!({ "action": "defined again from its spec" }))))
+                    .save(Some(
+                        self.event(kind, json!({ "action": "defined again from its spec" })),
+                    ))
                     .await;
                 self.define().await?;
                 match self.libvirt.observe(&self.spec.domain).await? {
@@ -310,8 +324,11 @@ impl Vm {
         let _ = self
             .record(VmState::of(obs.state), Some(obs.reason.clone()), "reconcile")
             .await;
-        self.apply(decide(self.spec.run_policy, self.spec.want, obs.state, &obs.reason), &obs)
-            .await
+        self.apply(
+            decide(self.spec.run_policy, self.spec.want, obs.state, &obs.reason),
+            &obs,
+        )
+        .await
     }
 
     async fn apply(&mut self, step: Step, obs: &DomainObs) -> Result<(), LibvirtError> {
@@ -319,7 +336,9 @@ impl Vm {
             Step::Nothing => Ok(()),
             Step::Start => {
                 let restart = self.ran;
-                self.libvirt.on_domain(&self.spec.domain, |d| d.create().map(|_| ())).await?;
+                self.libvirt
+                    .on_domain(&self.spec.domain, |d| d.create().map(|_| ()))
+                    .await?;
                 if restart {
                     self.status.restarts += 1;
                 }
@@ -387,7 +406,10 @@ impl Vm {
                     self.define().await.map_err(unavailable)?;
                 }
                 if state == Some(VmState::Paused) {
-                    self.libvirt.on_domain(&self.spec.domain, |d| d.resume()).await.map_err(unavailable)?;
+                    self.libvirt
+                        .on_domain(&self.spec.domain, |d| d.resume())
+                        .await
+                        .map_err(unavailable)?;
                 } else if !active {
                     self.libvirt
                         .on_domain(&self.spec.domain, |d| d.create().map(|_| ()))
@@ -412,23 +434,31 @@ impl Vm {
                 if state != Some(VmState::Running) {
                     return Err(self.not_in("RUNNING", state));
                 }
-                self.libvirt.on_domain(&self.spec.domain, |d| d.reboot(0)).await.map_err(unavailable)?;
-                self.save(Some(self.event("VM_REBOOTED", json!({}))))
-                    .await?;
+                self.libvirt
+                    .on_domain(&self.spec.domain, |d| d.reboot(0))
+                    .await
+                    .map_err(unavailable)?;
+                self.save(Some(self.event("VM_REBOOTED", json!({})))).await?;
                 self.observe(cause).await?;
             }
             VmCommand::Pause => {
                 if state != Some(VmState::Running) {
                     return Err(self.not_in("RUNNING", state));
                 }
-                self.libvirt.on_domain(&self.spec.domain, |d| d.suspend()).await.map_err(unavailable)?;
+                self.libvirt
+                    .on_domain(&self.spec.domain, |d| d.suspend())
+                    .await
+                    .map_err(unavailable)?;
                 self.observe(cause).await?;
             }
             VmCommand::Resume => {
                 if state != Some(VmState::Paused) {
                     return Err(self.not_in("PAUSED", state));
                 }
-                self.libvirt.on_domain(&self.spec.domain, |d| d.resume()).await.map_err(unavailable)?;
+                self.libvirt
+                    .on_domain(&self.spec.domain, |d| d.resume())
+                    .await
+                    .map_err(unavailable)?;
                 self.observe(cause).await?;
             }
             VmCommand::Delete => {
@@ -452,7 +482,10 @@ impl Vm {
 
     /// Asks the guest to shut down, waits up to `timeout`, then destroys the domain.
     async fn stop_gracefully(&mut self, timeout: Duration) -> Result<(), ApiError> {
-        self.libvirt.on_domain(&self.spec.domain, |d| d.shutdown()).await.map_err(unavailable)?;
+        self.libvirt
+            .on_domain(&self.spec.domain, |d| d.shutdown())
+            .await
+            .map_err(unavailable)?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let o = self.libvirt.observe(&self.spec.domain).await.map_err(unavailable)?;

@@ -326,7 +326,12 @@ impl HostsMutation {
     /// Removes a host. Refused (CONFLICT) while it holds VMs, unless `force`: then its VMs
     /// are deleted with it (their domains too, when the host can be reached).
     #[graphql(guard = "RoleGuard(Role::Admin)")]
-    async fn remove_host(&self, ctx: &Context<'_>, id: ID, #[graphql(default)] force: bool) -> async_graphql::Result<Host> {
+    async fn remove_host(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(default)] force: bool,
+    ) -> async_graphql::Result<Host> {
         Ok(Host(ctx.data::<Api>()?.hosts().remove(&id, force).await.gql()?))
     }
 

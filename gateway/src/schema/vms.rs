@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use troupe_actors::placement::Weigher;
 use troupe_actors::vm::{
-    CreateVmRequest, Migration as Move, MigrationKind as Kind, MigrationPhase as Phase, RunPolicy as Policy,
-    VmCommand, VmFilter, VmState as State, VmView, Want,
+    CreateVmRequest, Migration as Move, MigrationKind as Kind, MigrationPhase as Phase, RunPolicy as Policy, VmCommand,
+    VmFilter, VmState as State, VmView, Want,
 };
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
@@ -359,12 +359,9 @@ impl VmsQuery {
             missing_nodes: listing.missing,
         };
         let mut connection = Connection::with_additional_fields(has_previous, listing.more, extra);
-        connection.edges.extend(
-            listing
-                .items
-                .into_iter()
-                .map(|v| Edge::new(v.spec.id.clone(), Vm(v))),
-        );
+        connection
+            .edges
+            .extend(listing.items.into_iter().map(|v| Edge::new(v.spec.id.clone(), Vm(v))));
         Ok(connection)
     }
 
@@ -488,7 +485,11 @@ impl VmsSubscription {
     /// The VM now, then after every change of it (state, migration phase, host); ends when
     /// it is deleted.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
-    async fn vm_updates(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Vm>>> {
+    async fn vm_updates(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Vm>>> {
         let api = ctx.data::<Api>()?.clone();
         let after = api.last_seq().await.gql()?;
         let first = api
@@ -506,7 +507,14 @@ impl VmsSubscription {
                 loop {
                     if let Some(view) = pending.take() {
                         // Usage samples alone are not a change.
-                        let key = |v: &VmView| (v.status.state, v.status.host.clone(), v.status.migration.clone(), v.spec.clone());
+                        let key = |v: &VmView| {
+                            (
+                                v.status.state,
+                                v.status.host.clone(),
+                                v.status.migration.clone(),
+                                v.spec.clone(),
+                            )
+                        };
                         if last.as_ref().map(key) != Some(key(&view)) {
                             last = Some(view.clone());
                             return Some((Ok(Vm(view)), (api, id, None, last, changes)));

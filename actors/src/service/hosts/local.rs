@@ -14,7 +14,9 @@ use crate::error::ApiError;
 use crate::host::{host_child, AddHostRequest, DomainObs, Fault, HostMode, HostMsg, HostSpec, HostState, HostView};
 use crate::service::context::{ask, keep, split};
 use crate::tables::{HOSTS, VMS, VM_STATUS};
-use crate::vm::{gauge_moved, CreateVmRequest, Migration, RunPolicy, VmCommand, VmFilter, VmSpec, VmState, VmStatus, VmView, Want};
+use crate::vm::{
+    gauge_moved, CreateVmRequest, Migration, RunPolicy, VmCommand, VmFilter, VmSpec, VmState, VmStatus, VmView, Want,
+};
 
 impl Hosts {
     fn resolve(&self, host: &str) -> Result<String, ApiError> {
@@ -88,9 +90,13 @@ impl Hosts {
             .get()
             .ok_or_else(|| ApiError::Unavailable("the hosts supervisor is not running".into()))?;
         let child: Arc<dyn ChildSpec> = host_child(&self.fleet, id.clone(), self.ctx.agent_policy.intensity);
-        ask(&supervisor, |r| SupervisorMsg::StartChild(child, r), "the hosts supervisor")
-            .await?
-            .map_err(|e| ApiError::Internal(format!("the driver of host {id} did not start: {e}")))
+        ask(
+            &supervisor,
+            |r| SupervisorMsg::StartChild(child, r),
+            "the hosts supervisor",
+        )
+        .await?
+        .map_err(|e| ApiError::Internal(format!("the driver of host {id} did not start: {e}")))
     }
 
     async fn vm_actors(&self, host: &str) -> Result<Vec<ractor::ActorRef<crate::vm::VmMsg>>, ApiError> {
@@ -131,10 +137,19 @@ impl Hosts {
             }
         }
         if let Some(supervisor) = self.fleet.supervisor.get() {
-            ask(&supervisor, |r| SupervisorMsg::TerminateChild(id.clone(), r), "the hosts supervisor").await?;
+            ask(
+                &supervisor,
+                |r| SupervisorMsg::TerminateChild(id.clone(), r),
+                "the hosts supervisor",
+            )
+            .await?;
         }
         self.fleet.unregister(&id);
-        let event = NewEvent::new("HOST_REMOVED", Some(id.clone()), json!({ "name": view.spec.name, "force": force }));
+        let event = NewEvent::new(
+            "HOST_REMOVED",
+            Some(id.clone()),
+            json!({ "name": view.spec.name, "force": force }),
+        );
         self.ctx
             .store
             .write(Batch::new().delete(HOSTS, id.clone()).event(event))
@@ -189,7 +204,11 @@ impl Hosts {
         ask(&driver, HostMsg::Domains, "the host driver").await?
     }
 
-    pub(crate) async fn create_vm_local(&self, request: CreateVmRequest, key: Option<&str>) -> Result<VmView, ApiError> {
+    pub(crate) async fn create_vm_local(
+        &self,
+        request: CreateVmRequest,
+        key: Option<&str>,
+    ) -> Result<VmView, ApiError> {
         self.ctx.ensure_serving()?;
         let guard = match split(self.ctx.claim("createVm", key, &request).await?) {
             Ok(guard) => guard,
@@ -242,7 +261,12 @@ impl Hosts {
         }
         gauge_moved(None, Some(VmState::Pending));
         let driver = self.fleet.driver(&host)?;
-        let actor = ask(&driver, |r| HostMsg::AddVm(Box::new((spec, status)), r), "the host driver").await??;
+        let actor = ask(
+            &driver,
+            |r| HostMsg::AddVm(Box::new((spec, status)), r),
+            "the host driver",
+        )
+        .await??;
         crate::host::act(&actor, VmCommand::Ensure, Duration::from_secs(30)).await
     }
 
