@@ -4,7 +4,8 @@
 //! between two nodes.
 //!
 //! Run all: `cargo bench --bench front_door`; one: `cargo bench --bench front_door -- fanout`
-//! (submit, reads, fanout, fanout-paced, restart, cluster, exec-vs-process, pause-restart).
+//! (submit, reads, fanout, fanout-paced, restart, cluster, exec-vs-process, pause-restart,
+//! vms-create, vms-evacuate).
 
 mod front_door {
     pub mod cluster;
@@ -13,6 +14,7 @@ mod front_door {
     pub mod process;
     pub mod restart;
     pub mod server;
+    pub mod vms;
 }
 
 use hdrhistogram::Histogram;
@@ -66,5 +68,11 @@ async fn main() {
     }
     if run("pause-restart") {
         front_door::process::pause_restart().await;
+    }
+    if run("vms-create") {
+        front_door::vms::create_many().await;
+    }
+    if run("vms-evacuate") {
+        front_door::vms::evacuate().await;
     }
 }

@@ -81,6 +81,10 @@ impl Server {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
