@@ -515,6 +515,12 @@ async fn drain_moves_every_vm_away_two_at_a_time_then_the_host_is_in_maintenance
         domains_of.push(text(&v, "/spec/domain")?);
     }
     let id = host_id(&node, "sim-1").await?;
+    let mut updates = Subscription::start(
+        &node,
+        "subscription($id: ID) { hostUpdates(id: $id) { name state drain { moved } } }",
+        json!({ "id": id }),
+    )
+    .await?;
     let after = node.gql_ok("{ node { lastSeq } }", json!({})).await?;
     let after = int(&after, "/node/lastSeq")?;
     let drained = node
@@ -529,6 +535,13 @@ async fn drain_moves_every_vm_away_two_at_a_time_then_the_host_is_in_maintenance
     );
     let h = wait_host(&node, "sim-1", "MAINTENANCE").await?;
     ensure!(h["lastError"].is_null(), "{h}");
+    // hostUpdates showed the drain as it went: DRAINING with progress, then MAINTENANCE.
+    let mut seen = Vec::new();
+    while seen.last().map(|(s, _): &(String, i64)| s.as_str()) != Some("MAINTENANCE") {
+        let u = updates.next_with_deadline().await?.context("hostUpdates ended")?;
+        seen.push((text(&u, "/hostUpdates/state")?, u["hostUpdates"]["drain"]["moved"].as_i64().unwrap_or(0)));
+    }
+    ensure!(seen.iter().any(|(s, moved)| s == "DRAINING" && *moved > 0), "{seen:?}");
     let h = host(&node, "sim-1").await?;
     ensure!(
         h["drain"]["moved"] == 6 && h["drain"]["failed"] == 0 && h["drain"]["done"] == true,
