@@ -61,7 +61,13 @@ async fn create(server: &Server, n: usize, input: serde_json::Value) -> (Duratio
                     input["name"] = json!(format!("vm-{c}-{i}"));
                     let body = json!({ "query": q, "variables": { "input": input } });
                     let t = Instant::now();
-                    let resp = http.post(&url).bearer_auth(&token).json(&body).send().await.expect("createVm");
+                    let resp = http
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("createVm");
                     let text = resp.text().await.expect("body");
                     assert!(text.contains("RUNNING") && !text.contains("\"errors\""), "{text}");
                     mine.record(t.elapsed().as_micros() as u64).expect("record");
@@ -85,7 +91,11 @@ pub async fn create_many() {
     let before = rss_kib(pid);
     let (took, h) = create(&server, VMS, json!({ "vcpus": 1, "memoryMiB": 256 })).await;
     println!("createVm over HTTP: {CLIENTS} clients, {VMS} VMs over {HOSTS} simulated hosts");
-    report("  VMs created (each RUNNING when answered)", VMS as f64 / took.as_secs_f64(), "VMs/s");
+    report(
+        "  VMs created (each RUNNING when answered)",
+        VMS as f64 / took.as_secs_f64(),
+        "VMs/s",
+    );
     report("  all created", took.as_secs_f64(), "s");
     report_latency("  createVm", &h, Unit::Micros);
     // Let the reconcile loops settle, then measure what they cost while nothing changes.
@@ -101,7 +111,11 @@ pub async fn create_many() {
         cpu * 1000.0 / sweeps / (VMS as f64 / 1000.0),
         "ms",
     );
-    report("  node CPU while reconciling 10,000 VMs each second", cpu / window.as_secs_f64() * 100.0, "% of a core");
+    report(
+        "  node CPU while reconciling 10,000 VMs each second",
+        cpu / window.as_secs_f64() * 100.0,
+        "% of a core",
+    );
     report(
         "  node memory per VM (actor, records, simulated domain)",
         after.saturating_sub(before) as f64 / VMS as f64,
@@ -112,7 +126,15 @@ pub async fn create_many() {
 pub async fn evacuate() {
     let server = Server::start(
         "evac",
-        &["--simulated-hosts", "0", "--fault-injection", "--host-down-after-ms", "1000", "--vm-reconcile-ms", "200"],
+        &[
+            "--simulated-hosts",
+            "0",
+            "--fault-injection",
+            "--host-down-after-ms",
+            "1000",
+            "--vm-reconcile-ms",
+            "200",
+        ],
     )
     .await;
     // Three big simulated hosts: 128 CPUs and 512 GiB each.
@@ -155,7 +177,9 @@ pub async fn evacuate() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let done = Instant::now();
-    let running = server.gql("{ vms(state: RUNNING, first: 0) { edges { cursor } } }", json!({})).await;
+    let running = server
+        .gql("{ vms(state: RUNNING, first: 0) { edges { cursor } } }", json!({}))
+        .await;
     drop(running);
     let q = "query($id: ID!) { host(id: $id) { domains { state } } }";
     let mut elsewhere = 0;
@@ -172,5 +196,9 @@ pub async fn evacuate() {
     println!("evacuation of a host holding 1,000 VMs (host_down_after_ms 1000)");
     let down_at = down_at.expect("the host went DOWN");
     report("  connection lost to host DOWN", (down_at - broke).as_secs_f64(), "s");
-    report("  host DOWN to all 1,000 running elsewhere", (done - down_at).as_secs_f64(), "s");
+    report(
+        "  host DOWN to all 1,000 running elsewhere",
+        (done - down_at).as_secs_f64(),
+        "s",
+    );
 }

@@ -20,7 +20,7 @@ async fn members(node: &Node) -> Result<BTreeMap<String, String>> {
 }
 
 /// Starts "alpha", then "beta" joining it, and waits until each lists both as UP.
-async fn start_pair() -> Result<(Node, Node)> {
+pub(super) async fn start_pair() -> Result<(Node, Node)> {
     let alpha = Node::start(NodeOpts::named("alpha")).await?;
     let join = format!("127.0.0.1:{}", alpha.cluster_port);
     let beta = Node::start(NodeOpts::named("beta").arg("--join", join)).await?;

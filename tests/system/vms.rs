@@ -377,6 +377,8 @@ async fn two_hundred_concurrent_creates_over_four_hosts_never_over_commit() -> R
         total += domains.len();
     }
     ensure!(total == created, "{total} domains for {created} VMs");
+    // A VM being created whose host swept before its first definition is not "re-created".
+    ensure!(node.events(&["VM_RECREATED", "VM_DOMAIN_MISSING"]).await?.is_empty());
     // The anti-affinity group's VMs are on different hosts.
     let listed = node
         .gql_ok("{ vms(first: 500) { edges { node { name hostId } } } }", json!({}))
@@ -539,7 +541,10 @@ async fn drain_moves_every_vm_away_two_at_a_time_then_the_host_is_in_maintenance
     let mut seen = Vec::new();
     while seen.last().map(|(s, _): &(String, i64)| s.as_str()) != Some("MAINTENANCE") {
         let u = updates.next_with_deadline().await?.context("hostUpdates ended")?;
-        seen.push((text(&u, "/hostUpdates/state")?, u["hostUpdates"]["drain"]["moved"].as_i64().unwrap_or(0)));
+        seen.push((
+            text(&u, "/hostUpdates/state")?,
+            u["hostUpdates"]["drain"]["moved"].as_i64().unwrap_or(0),
+        ));
     }
     ensure!(seen.iter().any(|(s, moved)| s == "DRAINING" && *moved > 0), "{seen:?}");
     let h = host(&node, "sim-1").await?;
@@ -794,5 +799,58 @@ async fn an_added_host_takes_labelled_vms_and_is_removed_only_when_empty_or_forc
     ensure!(vm(&node, &text(&v, "/id")?).await?.is_null(), "its VM went with it");
     let left = node.gql_ok("{ hosts { name } }", json!({})).await?;
     ensure!(left["hosts"].as_array().unwrap().is_empty(), "{left}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peers_hosts_and_vms_are_reached_through_any_node() -> Result<()> {
+    let (alpha, _beta) = super::cluster::start_pair().await?;
+    let listed = alpha.gql_ok("{ hosts { name node state } }", json!({})).await?;
+    let hosts = listed["hosts"].as_array().context("hosts")?;
+    ensure!(hosts.len() == 6, "three simulated hosts per node: {hosts:?}");
+    ensure!(hosts.iter().filter(|h| h["node"] == "beta").count() == 3);
+    let added = alpha
+        .gql_ok(
+            "mutation($input: AddHostInput!) { addHost(input: $input) { id node state } }",
+            json!({ "input": { "name": "lab", "uri": "test:///default", "node": "beta" } }),
+        )
+        .await?;
+    ensure!(
+        added["addHost"]["node"] == "beta" && added["addHost"]["state"] == "UP",
+        "{added}"
+    );
+    let v = create_vm(
+        &alpha,
+        json!({ "name": "far", "vcpus": 1, "memoryMiB": 256, "node": "beta" }),
+    )
+    .await?;
+    let id = text(&v, "/id")?;
+    ensure!(id.ends_with("@beta") && v["state"] == "RUNNING", "{v}");
+    let from = text(&v, "/host/name")?;
+    let moved = alpha
+        .gql_ok(
+            "mutation($id: ID!) { migrateVm(id: $id) { migration { phase } vm { state host { name node } } } }",
+            json!({ "id": id }),
+        )
+        .await?;
+    let m = &moved["migrateVm"];
+    ensure!(
+        m["migration"]["phase"] == "SUCCEEDED" && m["vm"]["host"]["node"] == "beta",
+        "{m}"
+    );
+    ensure!(m["vm"]["host"]["name"] != from.as_str(), "{m}");
+    let stopped = act(&alpha, "pauseVm", &id).await?;
+    ensure!(stopped["data"]["pauseVm"]["state"] == "PAUSED", "{stopped}");
+    let listed = alpha
+        .gql_ok("{ vms { edges { node { id state } } missingNodes } }", json!({}))
+        .await?;
+    ensure!(
+        listed["vms"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["node"]["id"] == id.as_str()),
+        "{listed}"
+    );
     Ok(())
 }

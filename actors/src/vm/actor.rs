@@ -305,14 +305,14 @@ impl Vm {
             }
             None => {
                 // Undefined behind Troupe's back, or a host rebuilt empty (a simulated host
-                // after a restart): define it again from the spec.
-                let kind = if fresh { "VM_RECREATED" } else { "VM_DOMAIN_MISSING" };
-                let _ = self.record(VmState::Missing, None, "reconcile").await;
-                let _ = self
-                    .save(Some(
-                        self.event(kind, json!({ "action": "defined again from its spec" })),
-                    ))
-                    .await;
+                // after a restart): define it again from the spec. A VM never observed yet
+                // is being created: its domain is simply defined.
+                if self.status.state != VmState::Pending {
+                    let kind = if fresh { "VM_RECREATED" } else { "VM_DOMAIN_MISSING" };
+                    let _ = self.record(VmState::Missing, None, "reconcile").await;
+                    let event = self.event(kind, json!({ "action": "defined again from its spec" }));
+                    let _ = self.save(Some(event)).await;
+                }
                 self.define().await?;
                 match self.libvirt.observe(&self.spec.domain).await? {
                     Some(o) => o,
