@@ -32,14 +32,7 @@ async fn main() {
                 let api = api.clone();
                 tokio::spawn(async move {
                     for i in 0..per {
-                        let req = SubmitTaskRequest {
-                            agent_id: None,
-                            capability: Some("echo".into()),
-                            payload: json!({ "submitter": s, "i": i }),
-                            priority: None,
-                            max_attempts: None,
-                            timeout_ms: None,
-                        };
+                        let req = SubmitTaskRequest::to_capability("echo", json!({ "submitter": s, "i": i }));
                         api.tasks().submit(req, None).await.expect("submit");
                     }
                 })

@@ -17,6 +17,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Too much work is waiting: try again after the hint (milliseconds).
+    #[error("{0}")]
+    Backpressure(String, u64),
     /// The node does not allow this (a disabled facility).
     #[error("{0}")]
     Forbidden(String),
@@ -41,6 +44,7 @@ impl ApiError {
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::NoValidHost(_) => "NO_VALID_HOST",
             ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::Backpressure(..) => "BACKPRESSURE",
             ApiError::Internal(_) => "INTERNAL",
         }
     }

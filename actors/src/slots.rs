@@ -49,4 +49,7 @@ pub struct Slots {
     /// This node's agents by id, whether running or not (stopped and failed ones too, once
     /// looked at).
     pub handles: Handles,
+    /// Tasks open on this node, as the scheduler last counted them (plus those admitted
+    /// since): what `max_open_tasks` bounds.
+    pub open_tasks: Arc<std::sync::atomic::AtomicUsize>,
 }

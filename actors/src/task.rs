@@ -38,11 +38,15 @@ pub enum TaskState {
     Succeeded,
     Failed,
     Cancelled,
+    /// Not finished by its deadline (a running attempt was cancelled).
+    Expired,
+    /// A task it depends on failed, was cancelled or expired: it never ran.
+    DependencyFailed,
 }
 
 impl TaskState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
+        !matches!(self, TaskState::Queued | TaskState::Running)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +56,8 @@ impl TaskState {
             TaskState::Succeeded => "SUCCEEDED",
             TaskState::Failed => "FAILED",
             TaskState::Cancelled => "CANCELLED",
+            TaskState::Expired => "EXPIRED",
+            TaskState::DependencyFailed => "DEPENDENCY_FAILED",
         }
     }
 }
@@ -66,9 +72,60 @@ pub struct SubmitTaskRequest {
     pub priority: Option<Priority>,
     pub max_attempts: Option<i64>,
     pub timeout_ms: Option<i64>,
+    /// Tasks (ids of this node's tasks) that must all succeed before this one runs.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Not finished by then: EXPIRED (a running attempt is cancelled).
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+    /// Not started before then.
+    #[serde(default)]
+    pub not_before: Option<DateTime<Utc>>,
+    /// This task's retry backoff instead of the node's.
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
 }
 
+/// A task's own retry backoff: before retry n, `base_ms * 2^(n-1)` capped at `max_ms`, less a
+/// random share of up to `jitter` (0 to 1) of it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetrySpec {
+    pub base_ms: u64,
+    pub max_ms: u64,
+    pub jitter: f64,
+}
+
+/// One task of a graph submitted with `submitTasks`: its `request.depends_on` names other
+/// tasks of the graph by key, or tasks of the node by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphTask {
+    pub key: String,
+    pub request: SubmitTaskRequest,
+}
+
+/// Most tasks one `submitTasks` call may hold.
+pub const MAX_GRAPH: usize = 10_000;
+
+/// Most dependencies one task may have.
+pub const MAX_DEPENDENCIES: usize = 1000;
+
 impl SubmitTaskRequest {
+    /// A request with defaults for everything but its target and payload.
+    pub fn to_capability(capability: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            agent_id: None,
+            capability: Some(capability.into()),
+            payload,
+            priority: None,
+            max_attempts: None,
+            timeout_ms: None,
+            depends_on: Vec::new(),
+            deadline: None,
+            not_before: None,
+            retry: None,
+        }
+    }
+
     pub fn validate(&self, max_payload_bytes: usize) -> Result<(), ApiError> {
         match (&self.agent_id, &self.capability) {
             (Some(_), Some(_)) | (None, None) => {
@@ -86,6 +143,21 @@ impl SubmitTaskRequest {
         if let Some(t) = self.timeout_ms {
             if t <= 0 {
                 return Err(ApiError::invalid("timeoutMs must be positive"));
+            }
+        }
+        if self.depends_on.len() > MAX_DEPENDENCIES {
+            return Err(ApiError::invalid(format!("at most {MAX_DEPENDENCIES} dependencies")));
+        }
+        if let (Some(d), Some(n)) = (self.deadline, self.not_before) {
+            if d <= n {
+                return Err(ApiError::invalid("deadline must be after notBefore"));
+            }
+        }
+        if let Some(r) = self.retry {
+            if r.base_ms == 0 || r.max_ms < r.base_ms || !(0.0..=1.0).contains(&r.jitter) {
+                return Err(ApiError::invalid(
+                    "retry: baseMs must be positive, maxMs at least baseMs, jitter within 0..1",
+                ));
             }
         }
         let size = self.payload.to_string().len();
@@ -112,6 +184,14 @@ pub struct TaskSpec {
     #[serde(with = "troupe_runtime::codec::json_text")]
     pub payload: serde_json::Value,
     pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub not_before: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
 }
 
 /// What became of a task so far.
@@ -178,14 +258,7 @@ mod tests {
     use serde_json::json;
 
     fn req() -> SubmitTaskRequest {
-        SubmitTaskRequest {
-            agent_id: None,
-            capability: Some("echo".into()),
-            payload: json!({"a": 1}),
-            priority: None,
-            max_attempts: None,
-            timeout_ms: None,
-        }
+        SubmitTaskRequest::to_capability("echo", json!({"a": 1}))
     }
 
     #[test]
@@ -216,6 +289,14 @@ mod tests {
             timeout_ms: None,
             payload: json!({"k": [1, "two", null]}),
             created_at: Utc::now(),
+            depends_on: vec!["d".into()],
+            deadline: Some(Utc::now()),
+            not_before: None,
+            retry: Some(RetrySpec {
+                base_ms: 10,
+                max_ms: 100,
+                jitter: 0.5,
+            }),
         };
         let bytes = troupe_runtime::codec::encode(&spec).unwrap();
         assert_eq!(troupe_runtime::codec::decode::<TaskSpec>(&bytes).unwrap(), spec);

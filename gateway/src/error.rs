@@ -14,6 +14,13 @@ pub fn api(e: ApiError) -> async_graphql::Error {
             tracing::error!(%cause, "internal error answering a request");
             coded(e.code(), "internal error; see the node's log")
         }
+        ApiError::Backpressure(message, retry_after_ms) => {
+            let retry_after_ms = *retry_after_ms;
+            async_graphql::Error::new(message.clone()).extend_with(move |_, ext| {
+                ext.set("code", "BACKPRESSURE");
+                ext.set("retryAfterMs", retry_after_ms);
+            })
+        }
         _ => coded(e.code(), e.to_string()),
     }
 }

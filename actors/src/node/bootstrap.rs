@@ -98,6 +98,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         idempotency: idempotency.clone(),
         tokens,
         max_payload_bytes: config.max_payload_bytes,
+        max_open_tasks: config.max_open_tasks,
         agent_policy,
         draining: AtomicBool::new(false),
         fleet: fleet.clone(),
@@ -407,6 +408,7 @@ impl ChildSpec for SchedulerChild {
             let args = SchedulerArgs {
                 store: self.store.clone(),
                 retry: self.retry,
+                open: self.slots.open_tasks.clone(),
             };
             let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor).await?;
             self.slots.scheduler.set(scheduler.clone());

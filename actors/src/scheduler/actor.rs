@@ -4,12 +4,14 @@
 //! that does not become durable fails the actor, whose restart recovers from the store.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use troupe_runtime::store::Store;
 
-use super::engine::{Down, Effect, Engine, Limits, Now, RetryPolicy};
+use super::engine::{Down, Effect, Engine, Limits, Now, RetryPolicy, Settled};
 use crate::agent::{AgentMsg, AgentStats};
 use crate::error::ApiError;
 use crate::task::{Assignment, Outcome, TaskSpec, TaskStatus};
@@ -66,9 +68,31 @@ pub enum SchedulerMsg {
 
 impl ractor::Message for SchedulerMsg {}
 
+/// What the store says of dependencies that are not open: each one's result if it
+/// succeeded, else `None` (failed, cancelled, expired, or unknown).
+pub(super) fn settled_in(
+    v: &troupe_runtime::store::View<'_>,
+    deps: &[String],
+) -> Result<Vec<Settled>, troupe_runtime::store::StoreError> {
+    let mut out = Vec::with_capacity(deps.len());
+    for dep in deps {
+        let status = v
+            .get(crate::tables::TASK_STATUS, dep)?
+            .map(|b| troupe_runtime::codec::decode::<TaskStatus>(&b))
+            .transpose()?;
+        let result = status
+            .filter(|s| s.state == crate::task::TaskState::Succeeded)
+            .map(|s| s.result.unwrap_or(Value::Null));
+        out.push((dep.clone(), result));
+    }
+    Ok(out)
+}
+
 pub struct SchedulerArgs {
     pub store: Store,
     pub retry: RetryPolicy,
+    /// Where the count of open tasks is kept for admission (see `max_open_tasks`).
+    pub open: Arc<AtomicUsize>,
 }
 
 pub struct State {
@@ -84,6 +108,7 @@ pub struct State {
     /// Agents whose counters changed since the last write.
     dirty_stats: std::collections::HashSet<String>,
     recent: HashMap<String, figures::Window>,
+    open: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Default)]
@@ -118,8 +143,10 @@ impl Actor for Scheduler {
             pending: troupe_runtime::store::Batch::new(),
             dirty_stats: std::collections::HashSet::new(),
             recent: HashMap::new(),
+            open: args.open,
         };
         state.recover().await?;
+        state.open.store(state.engine.open(), Ordering::SeqCst);
         tracing::info!(queued = state.engine.queued(), "scheduler started");
         Ok(state)
     }
@@ -140,7 +167,10 @@ impl Actor for Scheduler {
                 state
                     .work
                     .insert(spec.id.clone(), (spec.payload.clone(), spec.timeout_ms));
-                state.engine.enqueue(Limits::from(&spec), status, now)
+                let settled = state.settled(&spec.depends_on).await?;
+                // Reading may have taken a moment: the decision is made at the time it lands.
+                let now = super::actor::now();
+                state.engine.enqueue_with(Limits::from(&spec), status, settled, now)
             }
             SchedulerMsg::Cancel(id, reply) => {
                 state.cancel(id, reply, now);
@@ -225,11 +255,27 @@ impl Actor for Scheduler {
             }
         };
         state.apply(effects, now);
+        state.open.store(state.engine.open(), Ordering::SeqCst);
         Ok(())
     }
 }
 
 impl State {
+    /// The dependencies among `deps` that are not open here, as ended: their results if they
+    /// succeeded. Read after a flush, so a dependency that ended a moment ago is seen ended.
+    async fn settled(&self, deps: &[String]) -> Result<Vec<Settled>, ActorProcessingErr> {
+        let closed: Vec<String> = deps
+            .iter()
+            .filter(|d| self.engine.status(d).is_none())
+            .cloned()
+            .collect();
+        if closed.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.store.flush().await?;
+        Ok(self.store.view(move |v| settled_in(v, &closed)).await?)
+    }
+
     /// Carries out effects in order. Starts that cannot be handed to their agent (its
     /// mailbox is closed) are given back to the engine, which may answer with more effects.
     fn apply(&mut self, effects: Vec<Effect>, now: Now) {
@@ -242,6 +288,7 @@ impl State {
                         agent,
                         task,
                         attempt,
+                        inputs,
                         transition,
                     } => {
                         if let Some(lost) = undelivered.get_mut(&agent) {
@@ -249,6 +296,12 @@ impl State {
                             continue;
                         }
                         let (payload, timeout_ms) = self.work.get(&task).cloned().unwrap_or((Value::Null, None));
+                        // A task with dependencies gets their results beside its payload.
+                        let payload = if inputs.is_empty() {
+                            payload
+                        } else {
+                            serde_json::json!({ "payload": payload, "dependencies": inputs })
+                        };
                         let assignment = Assignment {
                             task_id: task.clone(),
                             attempt,

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use index::{Free, QueueKey, Queues, Want};
 
-use crate::task::{Outcome, Priority, TaskSpec, TaskState, TaskStatus};
+use crate::task::{Outcome, Priority, RetrySpec, TaskSpec, TaskState, TaskStatus};
 
 /// The time of an input: monotonic for timers, wall clock for records.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +50,22 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// A task's own policy, with its jitter: the delay less a share of up to `jitter` of it,
+    /// the share drawn from the task's id and attempt (so the engine stays deterministic).
+    pub fn of_task(spec: &RetrySpec, task: &str, failures: u32) -> Duration {
+        let policy = RetryPolicy {
+            base: Duration::from_millis(spec.base_ms),
+            max: Duration::from_millis(spec.max_ms),
+        };
+        let delay = policy.delay(failures);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&(task, failures), &mut h);
+        let share = (std::hash::Hasher::finish(&h) % 10_000) as f64 / 10_000.0;
+        delay.mul_f64(1.0 - spec.jitter.clamp(0.0, 1.0) * share)
+    }
+}
+
 /// What the engine needs of a task's spec.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -57,7 +73,32 @@ pub struct Limits {
     pub want: Want,
     pub priority: Priority,
     pub max_attempts: u32,
+    /// Tasks that must succeed first.
+    pub depends_on: Vec<String>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub retry: Option<RetrySpec>,
 }
+
+impl Limits {
+    /// A task for `want` with no dependencies, deadline or own retry policy.
+    pub fn plain(id: &str, want: Want, priority: Priority, max_attempts: u32) -> Self {
+        Self {
+            id: id.to_owned(),
+            want,
+            priority,
+            max_attempts,
+            depends_on: Vec::new(),
+            deadline: None,
+            not_before: None,
+            retry: None,
+        }
+    }
+}
+
+/// A dependency that had already ended when its dependent was queued: its result if it
+/// succeeded, `None` if it did not (or is unknown).
+pub type Settled = (String, Option<Value>);
 
 impl From<&TaskSpec> for Limits {
     fn from(spec: &TaskSpec) -> Self {
@@ -72,6 +113,10 @@ impl From<&TaskSpec> for Limits {
             want,
             priority: spec.priority,
             max_attempts: spec.max_attempts,
+            depends_on: spec.depends_on.clone(),
+            deadline: spec.deadline,
+            not_before: spec.not_before,
+            retry: spec.retry,
         }
     }
 }
@@ -103,6 +148,8 @@ pub enum Effect {
         agent: String,
         task: String,
         attempt: u32,
+        /// The results of the tasks it depends on, by id (empty without dependencies).
+        inputs: BTreeMap<String, Value>,
         transition: Transition,
     },
     Record(Transition),
@@ -120,6 +167,11 @@ struct Entry {
     limits: Limits,
     status: TaskStatus,
     queued: Option<QueueKey>,
+    /// Dependencies not yet succeeded.
+    waiting_on: usize,
+    /// Results of the dependencies that succeeded.
+    inputs: BTreeMap<String, Value>,
+    not_before: Option<Instant>,
 }
 
 struct Slot {
@@ -139,6 +191,10 @@ pub struct Engine {
     queues: Queues,
     free: Free,
     delayed: BTreeSet<(Instant, String)>,
+    /// Deadlines of open tasks (an entry of a task that ended otherwise is skipped when due).
+    deadlines: BTreeSet<(Instant, String)>,
+    /// Tasks waiting for each open task to succeed.
+    dependents: HashMap<String, Vec<String>>,
     armed: Option<Instant>,
     agents: BTreeMap<String, Slot>,
     draining: bool,
@@ -155,6 +211,8 @@ impl Engine {
             queues: Queues::default(),
             free: Free::default(),
             delayed: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
+            dependents: HashMap::new(),
             armed: None,
             agents: BTreeMap::new(),
             draining: false,
@@ -166,23 +224,70 @@ impl Engine {
         std::mem::take(&mut self.out)
     }
 
-    /// A task to run (new, or recovered at start); a task already held is ignored.
+    /// A task to run whose dependencies (if any) are all open here.
     pub fn enqueue(&mut self, limits: Limits, status: TaskStatus, now: Now) -> Vec<Effect> {
+        self.enqueue_with(limits, status, Vec::new(), now)
+    }
+
+    /// A task to run (new, or recovered at start); a task already held is ignored. Each of
+    /// its dependencies is either open here or in `settled` (ended before it was queued); one
+    /// that is neither is unknown and counts as failed.
+    pub fn enqueue_with(&mut self, limits: Limits, status: TaskStatus, settled: Vec<Settled>, now: Now) -> Vec<Effect> {
         if self.tasks.contains_key(&limits.id) || status.state.is_terminal() {
             return Vec::new();
         }
         let id = limits.id.clone();
         let mut status = status;
         status.state = TaskState::Queued;
+        let at = |wall: DateTime<Utc>| {
+            let ahead = (wall - now.wall).to_std().unwrap_or_default();
+            now.at + ahead
+        };
+        let deadline = limits.deadline.map(at);
+        let not_before = limits.not_before.map(at);
+        let settled: HashMap<String, Option<Value>> = settled.into_iter().collect();
+        let mut waiting_on = 0;
+        let mut inputs = BTreeMap::new();
+        let mut broken = None;
+        for dep in &limits.depends_on {
+            match settled.get(dep) {
+                Some(Some(result)) => {
+                    inputs.insert(dep.clone(), result.clone());
+                }
+                Some(None) => broken = Some(format!("dependency {dep} did not succeed")),
+                None if self.tasks.contains_key(dep) => {
+                    waiting_on += 1;
+                    self.dependents.entry(dep.clone()).or_default().push(id.clone());
+                }
+                None => broken = Some(format!("dependency {dep} is unknown")),
+            }
+        }
         self.tasks.insert(
             id.clone(),
             Entry {
                 limits,
                 status,
                 queued: None,
+                waiting_on,
+                inputs,
+                not_before,
             },
         );
-        self.make_runnable(&id, now);
+        if let Some(reason) = broken {
+            self.dependency_failed(&id, reason, now);
+            return self.take();
+        }
+        if let Some(deadline) = deadline {
+            if deadline <= now.at {
+                self.expire(&id, now);
+                return self.take();
+            }
+            self.deadlines.insert((deadline, id.clone()));
+            self.arm();
+        }
+        if waiting_on == 0 {
+            self.ready(&id, now);
+        }
         self.take()
     }
 
@@ -306,18 +411,33 @@ impl Engine {
         status.state = TaskState::Cancelled;
         status.finished_at = Some(now.wall);
         self.record(task, &status, "TASK_CANCELLED", json!({}), Some((None, None)));
+        self.ended(task, None, TaskState::Cancelled, now);
         Some((status, self.take()))
     }
 
-    /// Timers due: delayed retries become runnable.
+    /// Timers due: delayed retries and starts become runnable; tasks past their deadline
+    /// expire.
     pub fn wake(&mut self, now: Now) -> Vec<Effect> {
         self.armed = None;
+        while let Some((at, id)) = self.deadlines.first().cloned() {
+            if at > now.at {
+                break;
+            }
+            self.deadlines.pop_first();
+            if self.tasks.contains_key(&id) {
+                self.expire(&id, now);
+            }
+        }
         while let Some((at, id)) = self.delayed.first().cloned() {
             if at > now.at {
                 break;
             }
             self.delayed.pop_first();
-            if self.tasks.get(&id).is_some_and(|e| e.status.state == TaskState::Queued) {
+            if self
+                .tasks
+                .get(&id)
+                .is_some_and(|e| e.status.state == TaskState::Queued && e.waiting_on == 0)
+            {
                 self.make_runnable(&id, now);
             }
         }
@@ -363,6 +483,11 @@ impl Engine {
     /// Tasks waiting to start (runnable or waiting for a retry).
     pub fn queued(&self) -> usize {
         self.queues.len() + self.delayed.len()
+    }
+
+    /// Tasks not ended: queued, delayed, waiting on dependencies or running.
+    pub fn open(&self) -> usize {
+        self.tasks.len()
     }
 
     pub fn status(&self, task: &str) -> Option<&TaskStatus> {

@@ -63,6 +63,10 @@ fn spec(id: &str) -> TaskSpec {
         timeout_ms: None,
         payload: json!({"n": 1}),
         created_at: troupe_runtime::clock::now(),
+        depends_on: Vec::new(),
+        deadline: None,
+        not_before: None,
+        retry: None,
     }
 }
 
@@ -94,6 +98,7 @@ fn open(dir: &tempfile::TempDir, fault: Option<FaultHook>) -> Store {
 async fn scheduler(store: &Store) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>) {
     let args = SchedulerArgs {
         store: store.clone(),
+        open: Default::default(),
         retry: RetryPolicy {
             base: Duration::from_millis(10),
             max: Duration::from_millis(100),

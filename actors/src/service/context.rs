@@ -33,6 +33,7 @@ pub(crate) struct Context {
     pub idempotency: Idempotency,
     pub tokens: Tokens,
     pub max_payload_bytes: usize,
+    pub max_open_tasks: usize,
     pub agent_policy: crate::agent::AgentPolicy,
     pub draining: AtomicBool,
     pub fleet: std::sync::Arc<crate::host::Fleet>,

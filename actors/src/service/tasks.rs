@@ -91,6 +91,16 @@ impl Tasks {
         }
     }
 
+    /// Submits a graph of tasks on this node in one commit.
+    pub async fn submit_graph(&self, graph: Vec<crate::task::GraphTask>, key: Option<String>) -> Result<Vec<TaskRecord>, ApiError> {
+        for t in &graph {
+            t.request
+                .validate(self.ctx.max_payload_bytes)
+                .map_err(|e| ApiError::invalid(format!("task {}: {e}", t.key)))?;
+        }
+        self.submit_graph_local(graph, key.as_deref()).await
+    }
+
     /// Cancels a queued or running task.
     pub async fn cancel(&self, id: &str, key: Option<String>) -> Result<TaskRecord, ApiError> {
         match self.ctx.peer_holding(id) {

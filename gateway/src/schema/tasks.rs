@@ -6,7 +6,7 @@ use async_graphql::{Context, Enum, InputObject, Json, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use troupe_actors::service::TaskFilter;
-use troupe_actors::task::{Priority as P, SubmitTaskRequest, TaskRecord, TaskState as S};
+use troupe_actors::task::{GraphTask, Priority as P, RetrySpec, SubmitTaskRequest, TaskRecord, TaskState as S};
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 
@@ -22,6 +22,10 @@ pub enum TaskState {
     Succeeded,
     Failed,
     Cancelled,
+    /// Not finished by its deadline; a running attempt was cancelled.
+    Expired,
+    /// A task it depends on did not succeed: it never ran.
+    DependencyFailed,
 }
 
 impl From<S> for TaskState {
@@ -32,6 +36,8 @@ impl From<S> for TaskState {
             S::Succeeded => Self::Succeeded,
             S::Failed => Self::Failed,
             S::Cancelled => Self::Cancelled,
+            S::Expired => Self::Expired,
+            S::DependencyFailed => Self::DependencyFailed,
         }
     }
 }
@@ -44,6 +50,8 @@ impl From<TaskState> for S {
             TaskState::Succeeded => S::Succeeded,
             TaskState::Failed => S::Failed,
             TaskState::Cancelled => S::Cancelled,
+            TaskState::Expired => S::Expired,
+            TaskState::DependencyFailed => S::DependencyFailed,
         }
     }
 }
@@ -134,6 +142,16 @@ impl Task {
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.0.status.finished_at
     }
+    /// Tasks that must all succeed before this one runs.
+    async fn depends_on(&self) -> Vec<ID> {
+        self.0.spec.depends_on.iter().cloned().map(ID).collect()
+    }
+    async fn deadline(&self) -> Option<DateTime<Utc>> {
+        self.0.spec.deadline
+    }
+    async fn not_before(&self) -> Option<DateTime<Utc>> {
+        self.0.spec.not_before
+    }
 }
 
 #[derive(InputObject)]
@@ -147,19 +165,59 @@ pub struct SubmitTaskInput {
     /// Failed attempts allowed before the task is FAILED (default 3).
     pub max_attempts: Option<i32>,
     pub timeout_ms: Option<Int64>,
+    /// Tasks of the same node that must all succeed first; the agent then gets
+    /// `{"payload": <payload>, "dependencies": {"<id>": <result>, ...}}`.
+    pub depends_on: Option<Vec<ID>>,
+    /// Not finished by then: EXPIRED (a running attempt is cancelled).
+    pub deadline: Option<DateTime<Utc>>,
+    /// Not started before then.
+    pub not_before: Option<DateTime<Utc>>,
+    /// This task's retry backoff instead of the node's.
+    pub retry: Option<RetryInput>,
 }
 
-impl From<SubmitTaskInput> for SubmitTaskRequest {
-    fn from(input: SubmitTaskInput) -> Self {
-        SubmitTaskRequest {
-            agent_id: input.agent_id.map(|id| id.0),
-            capability: input.capability,
-            payload: input.payload.0,
-            priority: input.priority.map(Into::into),
-            max_attempts: input.max_attempts.map(i64::from),
-            timeout_ms: input.timeout_ms.map(|t| t.0),
-        }
+/// Before retry n: `baseMs * 2^(n-1)`, at most `maxMs`, less a random share of up to
+/// `jitter` (0 to 1) of it.
+#[derive(InputObject)]
+pub struct RetryInput {
+    pub base_ms: Int64,
+    pub max_ms: Int64,
+    #[graphql(default)]
+    pub jitter: f64,
+}
+
+impl SubmitTaskInput {
+    pub fn into_request(self) -> async_graphql::Result<SubmitTaskRequest> {
+        let retry = match self.retry {
+            Some(r) => Some(RetrySpec {
+                base_ms: r.base_ms.non_negative("retry.baseMs")?,
+                max_ms: r.max_ms.non_negative("retry.maxMs")?,
+                jitter: r.jitter,
+            }),
+            None => None,
+        };
+        Ok(SubmitTaskRequest {
+            agent_id: self.agent_id.map(|id| id.0),
+            capability: self.capability,
+            payload: self.payload.0,
+            priority: self.priority.map(Into::into),
+            max_attempts: self.max_attempts.map(i64::from),
+            timeout_ms: self.timeout_ms.map(|t| t.0),
+            depends_on: self.depends_on.unwrap_or_default().into_iter().map(|d| d.0).collect(),
+            deadline: self.deadline,
+            not_before: self.not_before,
+            retry,
+        })
     }
+}
+
+/// One task of a graph: `dependsOn` names other tasks of the graph by `key`, or tasks of
+/// the node by id.
+#[derive(InputObject)]
+pub struct GraphTaskInput {
+    /// The task's name within this call.
+    pub key: String,
+    pub task: SubmitTaskInput,
 }
 
 #[derive(Default)]
@@ -226,7 +284,28 @@ impl TasksMutation {
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Task> {
         let api = ctx.data::<Api>()?;
-        Ok(Task(api.tasks().submit(input.into(), idempotency_key).await.gql()?))
+        Ok(Task(api.tasks().submit(input.into_request()?, idempotency_key).await.gql()?))
+    }
+
+    /// Submits a graph of tasks on this node in one commit: all or none. A cycle, a repeated
+    /// key or an unknown dependency is INVALID_INPUT. Answers the tasks in the given order.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn submit_tasks(
+        &self,
+        ctx: &Context<'_>,
+        tasks: Vec<GraphTaskInput>,
+        idempotency_key: Option<String>,
+    ) -> async_graphql::Result<Vec<Task>> {
+        let mut graph = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            graph.push(GraphTask {
+                key: t.key,
+                request: t.task.into_request()?,
+            });
+        }
+        let api = ctx.data::<Api>()?;
+        let records = api.tasks().submit_graph(graph, idempotency_key).await.gql()?;
+        Ok(records.into_iter().map(Task).collect())
     }
 
     /// Cancels a queued or running task; a running process is killed.

@@ -1,6 +1,8 @@
 //! Start-up: the scheduler rebuilds its queue from the open tasks in the store and its
 //! per-agent counters from theirs.
 
+use std::collections::HashMap;
+
 use ractor::ActorProcessingErr;
 use serde_json::json;
 use troupe_runtime::store::Batch;
@@ -16,7 +18,7 @@ impl State {
     /// graceful shutdown puts running tasks back first): that attempt failed, and the task
     /// is retried if it has failures left. Execution is at-least-once.
     pub(super) async fn recover(&mut self) -> Result<(), ActorProcessingErr> {
-        let (open, stats) = self
+        let (open, stats, settled) = self
             .store
             .view(|v| {
                 let mut ids = Vec::new();
@@ -33,14 +35,26 @@ impl State {
                     let status: TaskStatus = troupe_runtime::codec::decode(&status)?;
                     open.push((spec, status));
                 }
+                // Dependencies that are not open ended before: what became of them.
+                let open_ids: std::collections::HashSet<&str> = open.iter().map(|(s, _): &(TaskSpec, TaskStatus)| s.id.as_str()).collect();
+                let closed: Vec<String> = open
+                    .iter()
+                    .flat_map(|(s, _)| s.depends_on.iter())
+                    .filter(|d| !open_ids.contains(d.as_str()))
+                    .cloned()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let settled = super::settled_in(v, &closed)?;
                 let mut stats = Vec::new();
                 v.scan(AGENT_STATS, None, |k, bytes| {
                     stats.push((k.to_owned(), troupe_runtime::codec::decode::<AgentStats>(bytes)?));
                     Ok(true)
                 })?;
-                Ok((open, stats))
+                Ok((open, stats, settled))
             })
             .await?;
+        let settled: HashMap<String, Option<serde_json::Value>> = settled.into_iter().collect();
         self.stats = stats.into_iter().collect();
         let now = now();
         let mut batch = Batch::new();
@@ -76,13 +90,51 @@ impl State {
         if !batch.is_empty() {
             self.store.write(batch).await?;
         }
-        for (spec, status) in runnable {
+        for (spec, status) in dependencies_first(runnable) {
             self.work
                 .insert(spec.id.clone(), (spec.payload.clone(), spec.timeout_ms));
-            let effects = self.engine.enqueue(Limits::from(&spec), status, now);
+            let mine = spec
+                .depends_on
+                .iter()
+                .filter_map(|d| settled.get(d).map(|r| (d.clone(), r.clone())))
+                .collect();
+            let effects = self.engine.enqueue_with(Limits::from(&spec), status, mine, now);
             // No agent is registered yet, so nothing starts; effects would be records only.
             self.apply(effects, now);
         }
         Ok(())
     }
+}
+
+/// Orders open tasks so each comes after the open tasks it depends on.
+fn dependencies_first(tasks: Vec<(TaskSpec, TaskStatus)>) -> Vec<(TaskSpec, TaskStatus)> {
+    let mut by_id: HashMap<String, (TaskSpec, TaskStatus)> =
+        tasks.into_iter().map(|t| (t.0.id.clone(), t)).collect();
+    let mut ids: Vec<String> = by_id.keys().cloned().collect();
+    ids.sort();
+    let mut out = Vec::with_capacity(ids.len());
+    let mut seen = std::collections::HashSet::new();
+    for id in ids {
+        // Depth-first through open dependencies; an explicit stack, as graphs may be deep.
+        let mut stack = vec![(id, false)];
+        while let Some((id, expanded)) = stack.pop() {
+            if expanded {
+                if let Some(t) = by_id.remove(&id) {
+                    out.push(t);
+                }
+                continue;
+            }
+            let Some((spec, _)) = by_id.get(&id) else { continue };
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            stack.push((id.clone(), true));
+            for dep in spec.depends_on.iter().rev() {
+                if by_id.contains_key(dep) {
+                    stack.push((dep.clone(), false));
+                }
+            }
+        }
+    }
+    out
 }

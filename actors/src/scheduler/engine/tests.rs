@@ -28,12 +28,7 @@ fn engine() -> Engine {
 }
 
 fn cap_task(id: &str, cap: &str, priority: Priority) -> Limits {
-    Limits {
-        id: id.into(),
-        want: Want::Capability(cap.into()),
-        priority,
-        max_attempts: 3,
-    }
+    Limits::plain(id, Want::Capability(cap.into()), priority, 3)
 }
 
 fn caps(c: &[&str]) -> Vec<String> {
@@ -383,12 +378,7 @@ fn a_closed_agent_takes_nothing_new_and_an_opened_one_takes_what_waited() {
 fn the_tasks_waiting_for_a_removed_agent_end_failed_and_others_stay() {
     let mut e = engine();
     let now = now0();
-    let mine = Limits {
-        id: "mine".into(),
-        want: Want::Agent("gone".into()),
-        priority: Priority::Normal,
-        max_attempts: 3,
-    };
+    let mine = Limits::plain("mine", Want::Agent("gone".into()), Priority::Normal, 3);
     e.enqueue(mine, TaskStatus::queued(), now);
     e.enqueue(cap_task("other", "c", Priority::Normal), TaskStatus::queued(), now);
     let fx = e.agent_removed("gone", now);

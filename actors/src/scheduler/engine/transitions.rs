@@ -3,10 +3,83 @@
 use serde_json::{json, Value};
 
 use super::index::{load_key, Want};
-use super::{Down, Effect, Engine, Now, Transition};
+use super::{Down, Effect, Engine, Now, RetryPolicy, Transition};
 use crate::task::{TaskState, TaskStatus};
 
 impl Engine {
+    /// A task whose dependencies have all succeeded: runnable now, or at its `notBefore`.
+    pub(super) fn ready(&mut self, id: &str, now: Now) {
+        let Some(entry) = self.tasks.get(id) else { return };
+        match entry.not_before {
+            Some(at) if at > now.at => {
+                self.delayed.insert((at, id.to_owned()));
+                self.arm();
+            }
+            _ => self.make_runnable(id, now),
+        }
+    }
+
+    /// A task ended: its dependents get its result, or end DEPENDENCY_FAILED if it did not
+    /// succeed.
+    pub(super) fn ended(&mut self, task: &str, result: Option<Value>, state: TaskState, now: Now) {
+        let Some(waiting) = self.dependents.remove(task) else { return };
+        for dependent in waiting {
+            match &result {
+                Some(r) => {
+                    let Some(entry) = self.tasks.get_mut(&dependent) else { continue };
+                    entry.inputs.insert(task.to_owned(), r.clone());
+                    entry.waiting_on = entry.waiting_on.saturating_sub(1);
+                    if entry.waiting_on == 0 {
+                        self.ready(&dependent, now);
+                    }
+                }
+                None => {
+                    let reason = format!("dependency {task} ended {}", state.as_str());
+                    self.dependency_failed(&dependent, reason, now);
+                }
+            }
+        }
+    }
+
+    /// Ends a task that will never run because a dependency did not succeed.
+    pub(super) fn dependency_failed(&mut self, task: &str, reason: String, now: Now) {
+        let Some(entry) = self.tasks.remove(task) else { return };
+        if let Some(key) = &entry.queued {
+            self.queues.remove(&entry.limits.want, key);
+        }
+        let mut status = entry.status;
+        status.state = TaskState::DependencyFailed;
+        status.error = Some(reason.clone());
+        status.finished_at = Some(now.wall);
+        self.record(task, &status, "TASK_DEPENDENCY_FAILED", json!({ "error": reason }), Some((None, None)));
+        self.ended(task, None, TaskState::DependencyFailed, now);
+    }
+
+    /// Ends a task past its deadline; a running attempt is cancelled.
+    pub(super) fn expire(&mut self, task: &str, now: Now) {
+        let Some(entry) = self.tasks.remove(task) else { return };
+        if let Some(key) = &entry.queued {
+            self.queues.remove(&entry.limits.want, key);
+        }
+        let mut status = entry.status;
+        if status.state == TaskState::Running {
+            if let Some(agent) = status.agent_id.clone() {
+                self.release(&agent, task);
+                self.out.push(Effect::Cancel {
+                    agent: agent.clone(),
+                    task: task.to_owned(),
+                    attempt: status.attempts,
+                });
+                self.fill(&agent, now);
+            }
+        }
+        status.state = TaskState::Expired;
+        status.error = Some("the deadline passed".into());
+        status.finished_at = Some(now.wall);
+        self.record(task, &status, "TASK_EXPIRED", json!({}), Some((None, None)));
+        self.ended(task, None, TaskState::Expired, now);
+    }
+
     /// Puts a queued task in its queue and offers it to an agent that can take it now.
     pub(super) fn make_runnable(&mut self, id: &str, now: Now) {
         let Some(entry) = self.tasks.get_mut(id) else { return };
@@ -51,6 +124,7 @@ impl Engine {
         status.started_at = Some(now.wall);
         status.error = None;
         let (attempt, status) = (status.attempts, status.clone());
+        let inputs = entry.inputs.clone();
         if let Some(slot) = self.agents.get_mut(agent) {
             slot.running.insert(task.to_owned());
         }
@@ -59,6 +133,7 @@ impl Engine {
             agent: agent.to_owned(),
             task: task.to_owned(),
             attempt,
+            inputs,
             transition: Transition {
                 task: task.to_owned(),
                 status,
@@ -98,7 +173,9 @@ impl Engine {
         status.result = Some(result);
         status.finished_at = Some(now.wall);
         let agent = status.agent_id.clone();
+        let result = status.result.clone();
         self.record(task, &status, "TASK_SUCCEEDED", json!({}), Some((agent, Some(true))));
+        self.ended(task, result, TaskState::Succeeded, now);
     }
 
     /// An attempt failed: retried after a backoff while failures remain, else FAILED.
@@ -108,7 +185,10 @@ impl Engine {
         entry.status.error = Some(error.clone());
         if entry.status.failures < entry.limits.max_attempts {
             entry.status.state = TaskState::Queued;
-            let delay = self.retry.delay(entry.status.failures);
+            let delay = match &entry.limits.retry {
+                Some(own) => RetryPolicy::of_task(own, task, entry.status.failures),
+                None => self.retry.delay(entry.status.failures),
+            };
             let status = entry.status.clone();
             self.delayed.insert((now.at + delay, task.to_owned()));
             let data = json!({ "error": error, "retryInMs": delay.as_millis() as u64 });
@@ -127,6 +207,7 @@ impl Engine {
                 json!({ "error": error }),
                 Some((agent, Some(false))),
             );
+            self.ended(task, None, TaskState::Failed, now);
         }
     }
 
@@ -177,12 +258,18 @@ impl Engine {
         }));
     }
 
-    /// Asks for a wake-up at the earliest pending retry, unless one at or before it is set.
+    /// Asks for a wake-up at the earliest pending retry, delayed start or deadline, unless
+    /// one at or before it is set.
     pub(super) fn arm(&mut self) {
-        let Some((at, _)) = self.delayed.first() else { return };
-        if self.armed.is_none_or(|armed| *at < armed) {
-            self.armed = Some(*at);
-            self.out.push(Effect::Wake(*at));
+        let first = [self.delayed.first(), self.deadlines.first()]
+            .into_iter()
+            .flatten()
+            .map(|(at, _)| *at)
+            .min();
+        let Some(at) = first else { return };
+        if self.armed.is_none_or(|armed| at < armed) {
+            self.armed = Some(at);
+            self.out.push(Effect::Wake(at));
         }
     }
 }
@@ -218,6 +305,7 @@ impl Engine {
                 json!({ "reason": "agent removed" }),
                 Some((None, None)),
             );
+            self.ended(&task, None, TaskState::Failed, now);
         }
         self.take()
     }
