@@ -24,4 +24,5 @@ mod system {
     mod tooling;
     mod vms;
     mod websocket;
+    mod work;
 }

@@ -92,7 +92,11 @@ impl Tasks {
     }
 
     /// Submits a graph of tasks on this node in one commit.
-    pub async fn submit_graph(&self, graph: Vec<crate::task::GraphTask>, key: Option<String>) -> Result<Vec<TaskRecord>, ApiError> {
+    pub async fn submit_graph(
+        &self,
+        graph: Vec<crate::task::GraphTask>,
+        key: Option<String>,
+    ) -> Result<Vec<TaskRecord>, ApiError> {
         for t in &graph {
             t.request
                 .validate(self.ctx.max_payload_bytes)

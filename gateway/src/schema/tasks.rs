@@ -284,7 +284,9 @@ impl TasksMutation {
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Task> {
         let api = ctx.data::<Api>()?;
-        Ok(Task(api.tasks().submit(input.into_request()?, idempotency_key).await.gql()?))
+        Ok(Task(
+            api.tasks().submit(input.into_request()?, idempotency_key).await.gql()?,
+        ))
     }
 
     /// Submits a graph of tasks on this node in one commit: all or none. A cycle, a repeated

@@ -36,7 +36,10 @@ impl State {
                     open.push((spec, status));
                 }
                 // Dependencies that are not open ended before: what became of them.
-                let open_ids: std::collections::HashSet<&str> = open.iter().map(|(s, _): &(TaskSpec, TaskStatus)| s.id.as_str()).collect();
+                let open_ids: std::collections::HashSet<&str> = open
+                    .iter()
+                    .map(|(s, _): &(TaskSpec, TaskStatus)| s.id.as_str())
+                    .collect();
                 let closed: Vec<String> = open
                     .iter()
                     .flat_map(|(s, _)| s.depends_on.iter())
@@ -108,8 +111,7 @@ impl State {
 
 /// Orders open tasks so each comes after the open tasks it depends on.
 fn dependencies_first(tasks: Vec<(TaskSpec, TaskStatus)>) -> Vec<(TaskSpec, TaskStatus)> {
-    let mut by_id: HashMap<String, (TaskSpec, TaskStatus)> =
-        tasks.into_iter().map(|t| (t.0.id.clone(), t)).collect();
+    let mut by_id: HashMap<String, (TaskSpec, TaskStatus)> = tasks.into_iter().map(|t| (t.0.id.clone(), t)).collect();
     let mut ids: Vec<String> = by_id.keys().cloned().collect();
     ids.sort();
     let mut out = Vec::with_capacity(ids.len());

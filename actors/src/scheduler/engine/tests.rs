@@ -386,3 +386,215 @@ fn the_tasks_waiting_for_a_removed_agent_end_failed_and_others_stay() {
     assert_eq!(e.queued(), 1);
     assert!(e.status("mine").is_none());
 }
+
+fn after(limits: Limits, deps: &[&str]) -> Limits {
+    Limits {
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        ..limits
+    }
+}
+
+#[test]
+fn a_dependent_runs_after_its_dependencies_succeed_and_gets_their_results() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 4, 1, now);
+    let fx = e.enqueue(cap_task("one", "c", Priority::Normal), TaskStatus::queued(), now);
+    assert_eq!(starts(&fx).len(), 1);
+    e.enqueue(cap_task("two", "c", Priority::Normal), TaskStatus::queued(), now);
+    let fx = e.enqueue(
+        after(cap_task("joined", "c", Priority::Critical), &["one", "two"]),
+        TaskStatus::queued(),
+        now,
+    );
+    assert!(
+        starts(&fx).is_empty(),
+        "it waits although it is CRITICAL and the agent has room"
+    );
+    let fx = e.finished("one", 1, "a", Ok(json!(1)), now);
+    assert!(starts(&fx).is_empty(), "one dependency is still open");
+    let fx = e.finished("two", 1, "a", Ok(json!(2)), now);
+    let inputs = fx
+        .iter()
+        .find_map(|f| match f {
+            Effect::Start { task, inputs, .. } if task == "joined" => Some(inputs.clone()),
+            _ => None,
+        })
+        .expect("joined starts");
+    assert_eq!(
+        inputs,
+        [("one".to_string(), json!(1)), ("two".to_string(), json!(2))]
+            .into_iter()
+            .collect()
+    );
+}
+
+#[test]
+fn a_failed_dependency_fails_every_task_downstream_and_an_unknown_one_at_once() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 1, 1, now);
+    let mut root = cap_task("root", "c", Priority::Normal);
+    root.max_attempts = 1;
+    e.enqueue(root, TaskStatus::queued(), now);
+    e.enqueue(
+        after(cap_task("mid", "c", Priority::Normal), &["root"]),
+        TaskStatus::queued(),
+        now,
+    );
+    e.enqueue(
+        after(cap_task("leaf", "c", Priority::Normal), &["mid"]),
+        TaskStatus::queued(),
+        now,
+    );
+    e.enqueue(cap_task("free", "c", Priority::Normal), TaskStatus::queued(), now);
+    let fx = e.finished("root", 1, "a", Err("boom".into()), now);
+    assert_eq!(
+        records(&fx),
+        [
+            ("root".to_string(), "TASK_FAILED"),
+            ("mid".to_string(), "TASK_DEPENDENCY_FAILED"),
+            ("leaf".to_string(), "TASK_DEPENDENCY_FAILED"),
+        ]
+    );
+    assert_eq!(starts(&fx)[0].1, "free", "unrelated work goes on");
+    let fx = e.enqueue(
+        after(cap_task("orphan", "c", Priority::Normal), &["nowhere"]),
+        TaskStatus::queued(),
+        now,
+    );
+    assert_eq!(records(&fx), [("orphan".to_string(), "TASK_DEPENDENCY_FAILED")]);
+    // Already ended before it was queued: a success feeds it, anything else fails it.
+    let fx = e.enqueue_with(
+        after(cap_task("late", "c", Priority::Normal), &["done"]),
+        TaskStatus::queued(),
+        vec![("done".into(), Some(json!("r")))],
+        now,
+    );
+    assert!(records(&fx).is_empty());
+    assert_eq!(e.status("late").unwrap().state, TaskState::Queued);
+}
+
+#[test]
+fn not_before_delays_a_start_and_a_deadline_expires_a_running_task() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 2, 1, now);
+    let delayed = Limits {
+        not_before: Some(now.wall + chrono::Duration::milliseconds(500)),
+        ..cap_task("delayed", "c", Priority::Normal)
+    };
+    let fx = e.enqueue(delayed, TaskStatus::queued(), now);
+    assert!(starts(&fx).is_empty());
+    assert!(fx
+        .iter()
+        .any(|f| matches!(f, Effect::Wake(at) if *at == now.at + Duration::from_millis(500))));
+    assert!(starts(&e.wake(later(now, 499))).is_empty());
+    assert_eq!(starts(&e.wake(later(now, 500)))[0].1, "delayed");
+
+    let bounded = Limits {
+        deadline: Some(now.wall + chrono::Duration::milliseconds(1000)),
+        ..cap_task("bounded", "c", Priority::Normal)
+    };
+    assert_eq!(starts(&e.enqueue(bounded, TaskStatus::queued(), now))[0].1, "bounded");
+    let fx = e.wake(later(now, 1000));
+    assert_eq!(records(&fx), [("bounded".to_string(), "TASK_EXPIRED")]);
+    assert!(fx
+        .iter()
+        .any(|f| matches!(f, Effect::Cancel { task, .. } if task == "bounded")));
+    assert!(e.status("bounded").is_none());
+    // A late result of the expired attempt changes nothing.
+    assert!(e.finished("bounded", 1, "a", Ok(json!(1)), later(now, 1001)).is_empty());
+    // A deadline already past expires at once.
+    let past = Limits {
+        deadline: Some(now.wall - chrono::Duration::milliseconds(1)),
+        ..cap_task("past", "c", Priority::Normal)
+    };
+    assert_eq!(
+        records(&e.enqueue(past, TaskStatus::queued(), now)),
+        [("past".to_string(), "TASK_EXPIRED")]
+    );
+}
+
+#[test]
+fn a_tasks_own_retry_backoff_has_its_jitter_within_bounds() {
+    let spec = crate::task::RetrySpec {
+        base_ms: 100,
+        max_ms: 1000,
+        jitter: 0.5,
+    };
+    let mut seen = std::collections::HashSet::new();
+    for n in 0..200 {
+        let d = RetryPolicy::of_task(&spec, &format!("t{n}"), 3);
+        assert!(
+            d <= Duration::from_millis(400) && d >= Duration::from_millis(200),
+            "{d:?}"
+        );
+        seen.insert(d);
+        assert_eq!(
+            d,
+            RetryPolicy::of_task(&spec, &format!("t{n}"), 3),
+            "the same task and attempt give the same delay"
+        );
+    }
+    assert!(seen.len() > 50, "jitter spreads retries");
+    let none = crate::task::RetrySpec { jitter: 0.0, ..spec };
+    assert_eq!(RetryPolicy::of_task(&none, "t", 10), Duration::from_millis(1000));
+}
+
+proptest::proptest! {
+    /// Random graphs on random agents: nothing starts before its dependencies succeeded, no
+    /// task is assigned twice, no agent runs more than its slots, and every task ends.
+    #[test]
+    fn the_engine_keeps_its_invariants_on_random_graphs(
+        tasks in proptest::collection::vec((0u8..4, proptest::collection::vec(0usize..40, 0..3), proptest::bool::weighted(0.15)), 1..40),
+        slots in proptest::collection::vec(1u32..4, 1..4),
+    ) {
+        let mut e = engine();
+        let now = now0();
+        for (i, s) in slots.iter().enumerate() {
+            e.agent_up(&format!("a{i}"), caps(&["c"]), *s, i as u64 + 1, now);
+        }
+        let mut fails = std::collections::HashMap::new();
+        let mut deps_of = std::collections::HashMap::new();
+        let mut running: std::collections::HashMap<String, (String, u32)> = std::collections::HashMap::new();
+        let mut succeeded = std::collections::HashSet::new();
+        let mut pending: Vec<Effect> = Vec::new();
+        for (i, (p, deps, fail)) in tasks.iter().enumerate() {
+            let id = format!("t{i:02}");
+            let deps: Vec<String> = deps.iter().filter(|&&d| d < i).map(|d| format!("t{d:02}")).collect();
+            let priority = [Priority::Critical, Priority::High, Priority::Normal, Priority::Low][*p as usize];
+            let mut limits = after(cap_task(&id, "c", priority), &deps.iter().map(String::as_str).collect::<Vec<_>>());
+            limits.max_attempts = 1;
+            fails.insert(id.clone(), *fail);
+            deps_of.insert(id.clone(), deps);
+            pending.extend(e.enqueue(limits, TaskStatus::queued(), now));
+        }
+        let mut steps = 0;
+        loop {
+            for f in pending.drain(..) {
+                if let Effect::Start { agent, task, attempt, .. } = f {
+                    proptest::prop_assert!(!running.contains_key(&task), "{task} started twice");
+                    for d in &deps_of[&task] {
+                        proptest::prop_assert!(succeeded.contains(d), "{task} started before {d} succeeded");
+                    }
+                    running.insert(task, (agent, attempt));
+                }
+            }
+            for (i, s) in slots.iter().enumerate() {
+                let on = running.values().filter(|(a, _)| *a == format!("a{i}")).count() as u32;
+                proptest::prop_assert!(on <= *s);
+            }
+            let Some(task) = running.keys().min().cloned() else { break };
+            let (agent, attempt) = running.remove(&task).unwrap();
+            let outcome = if fails[&task] { Err("no".to_string()) } else { Ok(json!(task)) };
+            if outcome.is_ok() {
+                succeeded.insert(task.clone());
+            }
+            pending.extend(e.finished(&task, attempt, &agent, outcome, now));
+            steps += 1;
+            proptest::prop_assert!(steps <= tasks.len());
+        }
+        proptest::prop_assert_eq!(e.open(), 0, "every task ended");
+    }
+}

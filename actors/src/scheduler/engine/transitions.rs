@@ -22,11 +22,15 @@ impl Engine {
     /// A task ended: its dependents get its result, or end DEPENDENCY_FAILED if it did not
     /// succeed.
     pub(super) fn ended(&mut self, task: &str, result: Option<Value>, state: TaskState, now: Now) {
-        let Some(waiting) = self.dependents.remove(task) else { return };
+        let Some(waiting) = self.dependents.remove(task) else {
+            return;
+        };
         for dependent in waiting {
             match &result {
                 Some(r) => {
-                    let Some(entry) = self.tasks.get_mut(&dependent) else { continue };
+                    let Some(entry) = self.tasks.get_mut(&dependent) else {
+                        continue;
+                    };
                     entry.inputs.insert(task.to_owned(), r.clone());
                     entry.waiting_on = entry.waiting_on.saturating_sub(1);
                     if entry.waiting_on == 0 {
@@ -51,7 +55,13 @@ impl Engine {
         status.state = TaskState::DependencyFailed;
         status.error = Some(reason.clone());
         status.finished_at = Some(now.wall);
-        self.record(task, &status, "TASK_DEPENDENCY_FAILED", json!({ "error": reason }), Some((None, None)));
+        self.record(
+            task,
+            &status,
+            "TASK_DEPENDENCY_FAILED",
+            json!({ "error": reason }),
+            Some((None, None)),
+        );
         self.ended(task, None, TaskState::DependencyFailed, now);
     }
 

@@ -70,7 +70,9 @@ fn graph_order(graph: &[GraphTask]) -> Result<Vec<usize>, ApiError> {
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, t) in graph.iter().enumerate() {
         if t.key.trim().is_empty() || t.key.len() > 128 {
-            return Err(ApiError::invalid("each task of a graph needs a key of 1 to 128 characters"));
+            return Err(ApiError::invalid(
+                "each task of a graph needs a key of 1 to 128 characters",
+            ));
         }
         if index.insert(t.key.as_str(), i).is_some() {
             return Err(ApiError::invalid(format!("key {:?} is used twice", t.key)));
@@ -151,14 +153,22 @@ impl Tasks {
 
     /// Submits a graph of tasks in one commit. Each task's `dependsOn` names other tasks of
     /// the graph by their `key`, or tasks of this node by id. Answers in the given order.
-    pub(crate) async fn submit_graph_local(&self, graph: Vec<GraphTask>, key: Option<&str>) -> Result<Vec<TaskRecord>, ApiError> {
+    pub(crate) async fn submit_graph_local(
+        &self,
+        graph: Vec<GraphTask>,
+        key: Option<&str>,
+    ) -> Result<Vec<TaskRecord>, ApiError> {
         self.ctx.ensure_serving()?;
         let guard = match split(self.ctx.claim("submitTasks", key, &graph).await?) {
             Ok(guard) => guard,
             Err(ids) => {
                 let mut out = Vec::new();
                 for id in ids.split(',') {
-                    out.push(self.get_local(id).await?.ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?);
+                    out.push(
+                        self.get_local(id)
+                            .await?
+                            .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?,
+                    );
                 }
                 return Ok(out);
             }
@@ -269,7 +279,10 @@ impl Tasks {
             })
             .await?;
         if !missing.is_empty() {
-            return Err(ApiError::invalid(format!("unknown dependencies: {}", missing.join(", "))));
+            return Err(ApiError::invalid(format!(
+                "unknown dependencies: {}",
+                missing.join(", ")
+            )));
         }
         Ok(unique)
     }

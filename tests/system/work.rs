@@ -1,0 +1,272 @@
+//! Work distribution through the gateway: task graphs, deadlines and delayed starts, and
+//! backpressure at the node's bound.
+
+use std::collections::HashMap;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+
+use super::support::{error_code, expect_code, int, text, Deadline, Gate, Node, NodeOpts, WAIT};
+
+const GRAPH: &str = "mutation($tasks: [GraphTaskInput!]!) { submitTasks(tasks: $tasks) { id state dependsOn } }";
+
+/// The task's key as the agent saw it: in `payload.k`, or `payload.payload.k` with dependencies.
+fn key_of(line: &Value) -> Option<i64> {
+    line["k"].as_i64().or_else(|| line["payload"]["k"].as_i64())
+}
+
+#[tokio::test]
+async fn a_fifty_task_graph_runs_in_dependency_order_and_survives_a_kill_9_halfway() -> Result<()> {
+    let mut node = Node::start(NodeOpts::named("graph")).await?;
+    let log = node.data_dir().join("runs.log");
+    let gate = Gate::new()?;
+    // Each run appends what it was given; task 25 waits for the gate first.
+    let script = format!(
+        "p=$(cat); case \"$p\" in *'\"gate\":true'*) {} ;; esac; printf '%s\\n' \"$p\" >> '{}'; echo '{{\"ok\":true}}'",
+        gate.script("true"),
+        log.display()
+    );
+    node.spawn_agent(
+        json!({ "name": "worker", "backend": { "exec": { "command": ["/bin/sh", "-c", script] } },
+                             "capabilities": ["step"], "maxConcurrentTasks": 4 }),
+    )
+    .await?;
+    // t{i} depends on t{i-1} and on t{i/2}: a chain with fan-in.
+    let tasks: Vec<Value> = (0..50)
+        .map(|i| {
+            let mut deps = Vec::new();
+            if i > 0 {
+                deps.push(format!("t{}", i - 1));
+                if i / 2 != i - 1 {
+                    deps.push(format!("t{}", i / 2));
+                }
+            }
+            json!({ "key": format!("t{i}"), "task": { "capability": "step", "maxAttempts": 3,
+                    "payload": { "k": i, "gate": i == 25 }, "dependsOn": deps } })
+        })
+        .collect();
+    let submitted = node.gql_ok(GRAPH, json!({ "tasks": tasks })).await?;
+    let ids: Vec<String> = submitted["submitTasks"]
+        .as_array()
+        .context("tasks")?
+        .iter()
+        .map(|t| t["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ensure!(ids.len() == 50);
+    ensure!(
+        submitted["submitTasks"][3]["dependsOn"] == json!([ids[2], ids[1]]),
+        "{submitted}"
+    );
+    // Halfway: 25 done, the 26th held at the gate. Then kill -9.
+    node.wait_task_state(&ids[24], "SUCCEEDED").await?;
+    node.wait_task_state(&ids[25], "RUNNING").await?;
+    let finished_before: Vec<i64> = (0..25).collect();
+    node.kill9().await?;
+    node.restart().await?;
+    gate.open()?;
+    for id in &ids {
+        node.wait_task_state(id, "SUCCEEDED").await?;
+    }
+    let lines: Vec<Value> = std::fs::read_to_string(&log)?
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("bad log line {l}")))
+        .collect::<Result<_>>()?;
+    let mut runs: HashMap<i64, usize> = HashMap::new();
+    let mut first_run: HashMap<i64, usize> = HashMap::new();
+    for (n, line) in lines.iter().enumerate() {
+        let k = key_of(line).context("no key")?;
+        *runs.entry(k).or_default() += 1;
+        first_run.entry(k).or_insert(n);
+    }
+    for k in &finished_before {
+        ensure!(
+            runs[k] == 1,
+            "task {k} had finished before the kill and ran {} times",
+            runs[k]
+        );
+    }
+    ensure!(runs.len() == 50, "every task ran: {runs:?}");
+    for i in 1..50i64 {
+        for d in [i - 1, i / 2] {
+            ensure!(first_run[&d] < first_run[&i], "t{i} ran before its dependency t{d}");
+        }
+    }
+    // The documented shape: the payload, and each dependency's result by id.
+    let t3 = lines.iter().find(|l| key_of(l) == Some(3)).context("t3 ran")?;
+    ensure!(t3["payload"]["k"] == 3, "{t3}");
+    ensure!(
+        t3["dependencies"][&ids[2]] == json!({ "ok": true }) && t3["dependencies"][&ids[1]] == json!({ "ok": true }),
+        "{t3}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dependency_failure_propagates_and_bad_graphs_are_refused() -> Result<()> {
+    let node = Node::start(NodeOpts::named("graph-fail")).await?;
+    node.spawn_builtin("fail", &["fail"]).await?;
+    node.spawn_builtin("echo", &["echo"]).await?;
+    let tasks = json!([
+        { "key": "root", "task": { "capability": "fail", "maxAttempts": 1, "payload": { "message": "no" } } },
+        { "key": "child", "task": { "capability": "echo", "payload": {}, "dependsOn": ["root"] } },
+        { "key": "grandchild", "task": { "capability": "echo", "payload": {}, "dependsOn": ["child"] } },
+        { "key": "free", "task": { "capability": "echo", "payload": {} } },
+    ]);
+    let submitted = node.gql_ok(GRAPH, json!({ "tasks": tasks })).await?;
+    let id = |i: usize| text(&submitted, &format!("/submitTasks/{i}/id"));
+    node.wait_task_state(&id(0)?, "FAILED").await?;
+    for i in [1, 2] {
+        let t = node.wait_task_state(&id(i)?, "DEPENDENCY_FAILED").await?;
+        ensure!(t["startedAt"].is_null(), "it never ran: {t}");
+    }
+    node.wait_task_state(&id(3)?, "SUCCEEDED").await?;
+    ensure!(node.events_for("TASK_DEPENDENCY_FAILED", &id(2)?).await?.len() == 1);
+
+    let cycle = json!([
+        { "key": "a", "task": { "capability": "echo", "payload": {}, "dependsOn": ["b"] } },
+        { "key": "b", "task": { "capability": "echo", "payload": {}, "dependsOn": ["a"] } },
+    ]);
+    let body = node.gql(GRAPH, json!({ "tasks": cycle })).await?;
+    expect_code(&body, "INVALID_INPUT")?;
+    ensure!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cycle"),
+        "{body}"
+    );
+    let unknown = json!([{ "key": "a", "task": { "capability": "echo", "payload": {}, "dependsOn": ["no-such-task@graph-fail"] } }]);
+    expect_code(&node.gql(GRAPH, json!({ "tasks": unknown })).await?, "INVALID_INPUT")?;
+    let twice = json!([
+        { "key": "a", "task": { "capability": "echo", "payload": {} } },
+        { "key": "a", "task": { "capability": "echo", "payload": {} } },
+    ]);
+    expect_code(&node.gql(GRAPH, json!({ "tasks": twice })).await?, "INVALID_INPUT")?;
+    // Nothing of a refused graph was queued.
+    let all = node.gql_ok("{ tasks(first: 0) { totalCount } }", json!({})).await?;
+    ensure!(int(&all, "/tasks/totalCount")? == 4, "{all}");
+    // A single task may depend on an existing one; a failed one fails it at once.
+    let q = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
+    let late = node
+        .gql_ok(
+            q,
+            json!({ "input": { "capability": "echo", "payload": {}, "dependsOn": [id(0)?] } }),
+        )
+        .await?;
+    node.wait_task_state(&text(&late, "/submitTask/id")?, "DEPENDENCY_FAILED")
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deadline_expires_a_running_task_and_not_before_holds_one_back() -> Result<()> {
+    let node = Node::start(NodeOpts::named("time")).await?;
+    node.spawn_builtin("sleep", &["sleep"]).await?;
+    node.spawn_builtin("echo", &["echo"]).await?;
+    let q = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id deadline notBefore } }";
+    let deadline = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let long = node
+        .gql_ok(
+            q,
+            json!({ "input": { "capability": "sleep", "payload": { "ms": 60000 }, "deadline": deadline.to_rfc3339() } }),
+        )
+        .await?;
+    let id = text(&long, "/submitTask/id")?;
+    node.wait_task_state(&id, "RUNNING").await?;
+    let expired = wait_state(&node, &id, "EXPIRED").await?;
+    ensure!(
+        expired["error"].as_str().unwrap_or_default().contains("deadline"),
+        "{expired}"
+    );
+    // The sleeping agent is free again: its attempt was cancelled.
+    let quick = node
+        .gql_ok(q, json!({ "input": { "capability": "sleep", "payload": { "ms": 1 } } }))
+        .await?;
+    wait_state(&node, &text(&quick, "/submitTask/id")?, "SUCCEEDED").await?;
+
+    let not_before = chrono::Utc::now() + chrono::Duration::milliseconds(700);
+    let held = node
+        .gql_ok(
+            q,
+            json!({ "input": { "capability": "echo", "payload": {}, "notBefore": not_before.to_rfc3339() } }),
+        )
+        .await?;
+    let id = text(&held, "/submitTask/id")?;
+    ensure!(node.task(&id).await?["state"] == "QUEUED");
+    let done = wait_state(&node, &id, "SUCCEEDED").await?;
+    let started: chrono::DateTime<chrono::Utc> = text(&done, "/startedAt")?.parse()?;
+    ensure!(started >= not_before, "started {started}, not before {not_before}");
+    let (early, late) = (
+        chrono::Utc::now() + chrono::Duration::seconds(10),
+        chrono::Utc::now() + chrono::Duration::seconds(20),
+    );
+    let bad = node
+        .gql(
+            q,
+            json!({ "input": { "capability": "echo", "payload": {}, "notBefore": late.to_rfc3339(),
+                    "deadline": early.to_rfc3339() } }),
+        )
+        .await?;
+    expect_code(&bad, "INVALID_INPUT")?;
+    Ok(())
+}
+
+async fn wait_state(node: &Node, id: &str, state: &str) -> Result<Value> {
+    let deadline = Deadline::after(WAIT, format!("task {id} to be {state}"));
+    loop {
+        let t = node.task(id).await?;
+        if t["state"] == state {
+            return Ok(t);
+        }
+        deadline.tick(&t).await?;
+    }
+}
+
+#[tokio::test]
+async fn a_submit_beyond_the_bound_is_refused_with_backpressure_and_nothing_below_it_is_lost() -> Result<()> {
+    let node = Node::start(NodeOpts::named("bound").arg("--max-open-tasks", 5)).await?;
+    let q = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
+    let mut accepted = Vec::new();
+    for i in 0..5 {
+        let t = node
+            .gql_ok(
+                q,
+                json!({ "input": { "capability": "nobody-yet", "payload": { "i": i } } }),
+            )
+            .await?;
+        accepted.push(text(&t, "/submitTask/id")?);
+    }
+    let refused = node
+        .gql(
+            q,
+            json!({ "input": { "capability": "nobody-yet", "payload": { "i": 5 } } }),
+        )
+        .await?;
+    ensure!(error_code(&refused).as_deref() == Some("BACKPRESSURE"), "{refused}");
+    ensure!(
+        refused["errors"][0]["extensions"]["retryAfterMs"].as_i64().unwrap_or(0) > 0,
+        "{refused}"
+    );
+    // A graph that does not fit is refused whole.
+    let graph = json!([{ "key": "a", "task": { "capability": "nobody-yet", "payload": {} } }]);
+    expect_code(&node.gql(GRAPH, json!({ "tasks": graph })).await?, "BACKPRESSURE")?;
+    // Room again once an agent takes the work; every accepted task runs.
+    node.spawn_builtin("echo", &["nobody-yet"]).await?;
+    for id in &accepted {
+        node.wait_task_state(id, "SUCCEEDED").await?;
+    }
+    let deadline = Deadline::after(WAIT, "a submit to be accepted again");
+    loop {
+        let again = node
+            .gql(
+                q,
+                json!({ "input": { "capability": "nobody-yet", "payload": { "i": 6 } } }),
+            )
+            .await?;
+        if error_code(&again).is_none() {
+            break;
+        }
+        deadline.tick(&again).await?;
+    }
+    Ok(())
+}
