@@ -22,7 +22,7 @@ mod recover;
 
 pub enum SchedulerMsg {
     /// A task already durable as QUEUED.
-    Enqueue(TaskSpec, TaskStatus),
+    Enqueue(Box<(TaskSpec, TaskStatus)>),
     /// Cancels a task; answers its final status (durable) or why not.
     Cancel(String, RpcReplyPort<Result<TaskStatus, ApiError>>),
     Finished {
@@ -159,7 +159,8 @@ impl Actor for Scheduler {
     ) -> Result<(), ActorProcessingErr> {
         let now = now();
         let effects = match msg {
-            SchedulerMsg::Enqueue(spec, status) => {
+            SchedulerMsg::Enqueue(task) => {
+                let (spec, status) = *task;
                 if state.engine.status(&spec.id).is_some() {
                     // A restarted scheduler found it in the store already.
                     return Ok(());

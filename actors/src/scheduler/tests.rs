@@ -138,7 +138,7 @@ async fn a_task_runs_on_a_capable_agent_and_each_step_is_recorded_in_order() {
     s.cast(agent_up(agent)).unwrap();
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
-    s.cast(SchedulerMsg::Enqueue(t1, TaskStatus::queued())).unwrap();
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued())))).unwrap();
     let seen = next_events(&store, 0, &["TASK_STARTED", "TASK_SUCCEEDED"], 2).await;
     let kinds: Vec<&str> = seen.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["TASK_STARTED", "TASK_SUCCEEDED"]);
@@ -165,7 +165,7 @@ async fn an_unreachable_agent_gets_nothing_started_and_the_task_stays_queued() {
     s.cast(agent_up(agent)).unwrap();
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
-    s.cast(SchedulerMsg::Enqueue(t1, TaskStatus::queued())).unwrap();
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued())))).unwrap();
     // A call behind the cast: once it answers, the dispatch attempt has happened.
     let running = ractor::call!(s, SchedulerMsg::Running).unwrap();
     store.flush().await.unwrap();
@@ -185,8 +185,8 @@ async fn a_second_enqueue_of_a_known_task_does_not_start_it_again() {
     s.cast(agent_up(silent)).unwrap();
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
-    s.cast(SchedulerMsg::Enqueue(t1.clone(), TaskStatus::queued())).unwrap();
-    s.cast(SchedulerMsg::Enqueue(t1, TaskStatus::queued())).unwrap();
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1.clone(), TaskStatus::queued())))).unwrap();
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued())))).unwrap();
     let running = ractor::call!(s, SchedulerMsg::Running).unwrap();
     store.flush().await.unwrap();
     assert_eq!(running, 1);
@@ -243,7 +243,7 @@ async fn a_transition_the_store_refuses_fails_the_scheduler_instead_of_drifting(
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
     refuse.store(true, std::sync::atomic::Ordering::SeqCst);
-    s.cast(SchedulerMsg::Enqueue(t1, TaskStatus::queued())).unwrap();
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued())))).unwrap();
     tokio::time::timeout(Duration::from_secs(10), done)
         .await
         .expect("the scheduler stops when its write is refused")
@@ -271,7 +271,7 @@ async fn cancelling_a_task_that_just_finished_answers_with_its_final_state() {
     s.cast(agent_up(agent)).unwrap();
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
-    s.cast(SchedulerMsg::Enqueue(t1, TaskStatus::queued())).unwrap();
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued())))).unwrap();
     // Once nothing runs, the scheduler has taken the result; its record is still on its way.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while ractor::call!(s, SchedulerMsg::Running).unwrap() != 0 {

@@ -147,7 +147,7 @@ impl Tasks {
         let _ = self
             .ctx
             .scheduler()?
-            .cast(SchedulerMsg::Enqueue(spec.clone(), status.clone()));
+            .cast(SchedulerMsg::Enqueue(Box::new((spec.clone(), status.clone()))));
         Ok(TaskRecord { spec, status })
     }
 
@@ -225,7 +225,7 @@ impl Tasks {
         let by_id: HashMap<&str, &TaskSpec> = specs.iter().map(|s| (s.id.as_str(), s)).collect();
         for &i in &order {
             if let Some(spec) = by_id.get(ids[&graph[i].key].as_str()) {
-                let _ = scheduler.cast(SchedulerMsg::Enqueue((*spec).clone(), status.clone()));
+                let _ = scheduler.cast(SchedulerMsg::Enqueue(Box::new(((*spec).clone(), status.clone()))));
             }
         }
         Ok(specs
