@@ -42,6 +42,9 @@ pub enum TaskState {
     Expired,
     /// A task it depends on failed, was cancelled or expired: it never ran.
     DependencyFailed,
+    /// Every attempt allowed (`maxAttempts`) failed: in the dead-letter queue, with each
+    /// attempt's error, until `requeueTask`.
+    Dead,
 }
 
 impl TaskState {
@@ -58,6 +61,7 @@ impl TaskState {
             TaskState::Cancelled => "CANCELLED",
             TaskState::Expired => "EXPIRED",
             TaskState::DependencyFailed => "DEPENDENCY_FAILED",
+            TaskState::Dead => "DEAD",
         }
     }
 }
@@ -209,6 +213,18 @@ pub struct TaskStatus {
     pub error: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Each failed attempt's error, oldest first.
+    #[serde(default)]
+    pub attempt_errors: Vec<AttemptError>,
+}
+
+/// Why one attempt failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptError {
+    pub attempt: u32,
+    pub agent_id: Option<String>,
+    pub error: String,
+    pub at: DateTime<Utc>,
 }
 
 impl TaskStatus {
@@ -222,6 +238,7 @@ impl TaskStatus {
             error: None,
             started_at: None,
             finished_at: None,
+            attempt_errors: Vec::new(),
         }
     }
 }

@@ -83,7 +83,7 @@ async fn an_http_agent_fails_a_task_with_the_status_and_a_body_excerpt() -> Resu
     let task = node
         .submit(json!({ "agentId": broken, "payload": 1, "maxAttempts": 1 }))
         .await?;
-    let failed = node.wait_task_state(&text(&task, "/id")?, "FAILED").await?;
+    let failed = node.wait_task_state(&text(&task, "/id")?, "DEAD").await?;
     ensure!(
         failed["error"].as_str().is_some_and(|e| e.contains("HTTP 404")),
         "{failed}"

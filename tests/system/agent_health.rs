@@ -41,7 +41,7 @@ async fn a_hung_process_agent_is_found_unhealthy_then_killed_and_restarted_in_ti
         .wait_agent(&agent, "restarted", |a| a["restarts"] == 1 && a["state"] == "RUNNING")
         .await?;
     ensure!(!pid_alive(pid as i32), "the hung process is still alive: {back}");
-    let lost = node.wait_task_state(&hang, "FAILED").await?;
+    let lost = node.wait_task_state(&hang, "DEAD").await?;
     ensure!(lost["error"].as_str().is_some_and(|e| e.contains("hung")), "{lost}");
     ensure!(node.run_on(&agent, json!({ "op": "echo", "value": 1 })).await? == 1);
     Ok(())
@@ -115,7 +115,7 @@ async fn past_its_restarts_an_agent_is_rolled_back_once_then_failed_with_an_aler
             let task = node
                 .submit(json!({ "agentId": agent, "payload": { "op": "crash" }, "maxAttempts": 1 }))
                 .await?;
-            node.wait_task_state(&text(&task, "/id")?, "FAILED").await?;
+            node.wait_task_state(&text(&task, "/id")?, "DEAD").await?;
             node.wait_agent(&agent, "back", |a| a["restarts"] == n || a["state"] == "FAILED")
                 .await
         }
@@ -160,7 +160,7 @@ async fn a_task_silent_past_its_timeout_is_retried_while_one_that_reports_progre
     let done = node.wait_task_state(&text(&busy, "/id")?, "SUCCEEDED").await?;
     ensure!(done["attempts"] == 1, "{done}");
     let silent = text(&silent, "/id")?;
-    let failed = node.wait_task_state(&silent, "FAILED").await?;
+    let failed = node.wait_task_state(&silent, "DEAD").await?;
     ensure!(
         failed["attempts"] == 2
             && failed["error"]

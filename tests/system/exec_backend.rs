@@ -78,13 +78,13 @@ async fn exec_nonzero_exit_fails_task_with_code_and_stderr() -> Result<()> {
         .spawn_exec(&["/bin/sh", "-c", "echo boom >&2; exit 3"], None)
         .await?;
     let id = submit_once(&node, &agent, None).await?;
-    let done = node.wait_task_state(&id, "FAILED").await?;
+    let done = node.wait_task_state(&id, "DEAD").await?;
     let error = text(&done, "/error")?;
     ensure!(error.contains("exit code 3"), "error lacks the exit code: {error}");
     ensure!(error.contains("boom"), "error lacks the stderr tail: {error}");
     ensure!(done["attempts"] == 1 && done["result"].is_null(), "{done}");
 
-    let failed = node.wait_event("TASK_FAILED", &id).await?;
+    let failed = node.wait_event("TASK_DEAD", &id).await?;
     ensure!(
         failed["data"]["error"].as_str().is_some_and(|e| e.contains("boom")),
         "{failed}"
@@ -107,7 +107,7 @@ async fn exec_task_timeout_fails_task_and_kills_the_process_group() -> Result<()
     let id = submit_once(&node, &agent, Some(500)).await?;
 
     let pids = read_pids(&pid_file, 2).await?;
-    let done = node.wait_task_state(&id, "FAILED").await?;
+    let done = node.wait_task_state(&id, "DEAD").await?;
     ensure!(text(&done, "/error")?.contains("timed out"), "{done}");
     for pid in pids {
         wait_pid_gone(pid).await?;
@@ -125,7 +125,7 @@ async fn exec_backend_timeout_applies_when_the_task_sets_none() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
     let agent = node.spawn_exec(&["/bin/sh", "-c", "sleep 60"], Some(500)).await?;
     let id = submit_once(&node, &agent, None).await?;
-    let done = node.wait_task_state(&id, "FAILED").await?;
+    let done = node.wait_task_state(&id, "DEAD").await?;
     ensure!(text(&done, "/error")?.contains("timed out"), "{done}");
     Ok(())
 }
@@ -136,7 +136,7 @@ async fn exec_command_that_cannot_start_fails_task_and_agent_keeps_running() -> 
     let agent = node.spawn_exec(&["/nonexistent/cmd"], None).await?;
     for _ in 0..2 {
         let id = submit_once(&node, &agent, None).await?;
-        let done = node.wait_task_state(&id, "FAILED").await?;
+        let done = node.wait_task_state(&id, "DEAD").await?;
         ensure!(text(&done, "/error")?.contains("cannot start"), "{done}");
     }
     let agent_now = node

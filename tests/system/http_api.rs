@@ -95,7 +95,7 @@ async fn tasks_filtered_by_state_or_agent_return_only_matching_tasks() -> Result
         .submit(json!({ "agentId": fail, "payload": { "message": "nope" }, "maxAttempts": 1 }))
         .await?;
     let failed_id = text(&failed, "/id")?;
-    let done = node.wait_task_state(&failed_id, "FAILED").await?;
+    let done = node.wait_task_state(&failed_id, "DEAD").await?;
     ensure!(text(&done, "/error")?.contains("nope"), "fail builtin error: {done}");
 
     let q = "query($state: TaskState, $agentId: ID) { tasks(state: $state, agentId: $agentId, first: 100) \
@@ -110,10 +110,10 @@ async fn tasks_filtered_by_state_or_agent_return_only_matching_tasks() -> Result
     let succeeded = node.gql_ok(q, json!({ "state": "SUCCEEDED" })).await?;
     ensure!(ids(&succeeded) == ok_ids, "tasks(state: SUCCEEDED): {succeeded}");
     ensure!(succeeded["tasks"]["totalCount"] == 2, "{succeeded}");
-    let failed = node.gql_ok(q, json!({ "state": "FAILED" })).await?;
+    let failed = node.gql_ok(q, json!({ "state": "DEAD" })).await?;
     ensure!(
         ids(&failed) == HashSet::from([failed_id.clone()]),
-        "tasks(state: FAILED): {failed}"
+        "tasks(state: DEAD): {failed}"
     );
     let queued = node.gql_ok(q, json!({ "state": "QUEUED" })).await?;
     ensure!(ids(&queued).is_empty(), "tasks(state: QUEUED): {queued}");

@@ -44,7 +44,7 @@ async fn stopping_an_agent_requeues_its_running_task_without_charging_its_last_a
         "{done}"
     );
     ensure!(
-        node.events_for("TASK_FAILED", &id).await?.is_empty(),
+        node.events_for("TASK_RETRYING", &id).await?.is_empty() && node.events_for("TASK_DEAD", &id).await?.is_empty(),
         "the task failed once"
     );
     Ok(())

@@ -18,7 +18,7 @@ async fn panicking_agent_is_restarted_alone_and_task_retried_until_attempts_run_
         .submit(json!({ "agentId": panic, "payload": {}, "maxAttempts": 2 }))
         .await?;
     let id = text(&task, "/id")?;
-    let done = node.wait_task_state(&id, "FAILED").await?;
+    let done = node.wait_task_state(&id, "DEAD").await?;
     ensure!(
         done["attempts"] == 2 && done["failedAttempts"] == 2,
         "a task that panicked twice: {done}"
@@ -219,7 +219,7 @@ async fn an_agents_restart_count_and_its_failed_state_survive_a_node_restart() -
     let once = node
         .submit(json!({ "agentId": counted, "payload": {}, "maxAttempts": 1 }))
         .await?;
-    node.wait_task_state(&text(&once, "/id")?, "FAILED").await?;
+    node.wait_task_state(&text(&once, "/id")?, "DEAD").await?;
     node.wait_agent(&counted, "restarted once", |a| {
         a["restarts"] == 1 && a["state"] == "RUNNING"
     })
@@ -234,7 +234,7 @@ async fn an_agents_restart_count_and_its_failed_state_survive_a_node_restart() -
     let again = node
         .submit(json!({ "agentId": counted, "payload": {}, "maxAttempts": 1 }))
         .await?;
-    node.wait_task_state(&text(&again, "/id")?, "FAILED").await?;
+    node.wait_task_state(&text(&again, "/id")?, "DEAD").await?;
     node.wait_agent(&counted, "restarted twice in all", |a| {
         a["restarts"] == 2 && a["state"] == "RUNNING"
     })

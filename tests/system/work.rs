@@ -114,7 +114,7 @@ async fn a_dependency_failure_propagates_and_bad_graphs_are_refused() -> Result<
     ]);
     let submitted = node.gql_ok(GRAPH, json!({ "tasks": tasks })).await?;
     let id = |i: usize| text(&submitted, &format!("/submitTasks/{i}/id"));
-    node.wait_task_state(&id(0)?, "FAILED").await?;
+    node.wait_task_state(&id(0)?, "DEAD").await?;
     for i in [1, 2] {
         let t = node.wait_task_state(&id(i)?, "DEPENDENCY_FAILED").await?;
         ensure!(t["startedAt"].is_null(), "it never ran: {t}");
@@ -268,5 +268,58 @@ async fn a_submit_beyond_the_bound_is_refused_with_backpressure_and_nothing_belo
         }
         deadline.tick(&again).await?;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_out_of_attempts_is_a_dead_letter_with_each_error_and_can_be_requeued() -> Result<()> {
+    let node = Node::start(NodeOpts::named("dlq").arg("--retry-base-ms", 1)).await?;
+    let flag = node.data_dir().join("healed");
+    // Fails (with its attempt number in the error) until the flag file exists.
+    let script = format!(
+        "cat >/dev/null; if [ -e '{}' ]; then echo '\"fine\"'; else echo \"broken attempt $TROUPE_TASK_ATTEMPT\" >&2; exit 1; fi",
+        flag.display()
+    );
+    let agent = node
+        .spawn_agent(json!({ "name": "flaky", "backend": { "exec": { "command": ["/bin/sh", "-c", script] } } }))
+        .await?;
+    let agent = text(&agent, "/id")?;
+    let task = node
+        .submit(json!({ "agentId": agent, "payload": {}, "maxAttempts": 3 }))
+        .await?;
+    let id = text(&task, "/id")?;
+    node.wait_task_state(&id, "DEAD").await?;
+    let q = "{ deadLetters(first: 10) { totalCount edges { node { id state attempts attemptErrors { attempt agentId error } } } } }";
+    let dead = node.gql_ok(q, json!({})).await?;
+    let letters = dead["deadLetters"]["edges"].as_array().context("edges")?;
+    ensure!(letters.len() == 1 && letters[0]["node"]["id"] == id.as_str(), "{dead}");
+    let errors = letters[0]["node"]["attemptErrors"]
+        .as_array()
+        .context("attemptErrors")?;
+    ensure!(errors.len() == 3, "every attempt's error: {errors:?}");
+    for (n, e) in errors.iter().enumerate() {
+        ensure!(e["attempt"] == n as i64 + 1 && e["agentId"] == agent.as_str(), "{e}");
+        ensure!(
+            e["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("broken attempt {}", n + 1)),
+            "{e}"
+        );
+    }
+    ensure!(node.events_for("TASK_DEAD", &id).await?.len() == 1);
+    let requeue = "mutation($id: ID!) { requeueTask(id: $id) { state attempts } }";
+    // Only a DEAD task can be requeued.
+    let echo = node.spawn_builtin("echo", &["e"]).await?;
+    let done = node.submit_to(&echo, json!({})).await?;
+    node.wait_task_state(&done, "SUCCEEDED").await?;
+    expect_code(&node.gql(requeue, json!({ "id": done })).await?, "CONFLICT")?;
+    std::fs::write(&flag, b"")?;
+    let again = node.gql_ok(requeue, json!({ "id": id })).await?;
+    ensure!(again["requeueTask"]["state"] == "QUEUED", "{again}");
+    let finished = node.wait_task_state(&id, "SUCCEEDED").await?;
+    ensure!(finished["result"] == "fine" && finished["attempts"] == 4, "{finished}");
+    let dead = node.gql_ok(q, json!({})).await?;
+    ensure!(dead["deadLetters"]["totalCount"] == 0, "{dead}");
     Ok(())
 }

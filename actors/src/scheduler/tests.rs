@@ -138,7 +138,8 @@ async fn a_task_runs_on_a_capable_agent_and_each_step_is_recorded_in_order() {
     s.cast(agent_up(agent)).unwrap();
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
-    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued())))).unwrap();
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued()))))
+        .unwrap();
     let seen = next_events(&store, 0, &["TASK_STARTED", "TASK_SUCCEEDED"], 2).await;
     let kinds: Vec<&str> = seen.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["TASK_STARTED", "TASK_SUCCEEDED"]);
@@ -165,7 +166,8 @@ async fn an_unreachable_agent_gets_nothing_started_and_the_task_stays_queued() {
     s.cast(agent_up(agent)).unwrap();
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
-    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued())))).unwrap();
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued()))))
+        .unwrap();
     // A call behind the cast: once it answers, the dispatch attempt has happened.
     let running = ractor::call!(s, SchedulerMsg::Running).unwrap();
     store.flush().await.unwrap();
@@ -185,8 +187,10 @@ async fn a_second_enqueue_of_a_known_task_does_not_start_it_again() {
     s.cast(agent_up(silent)).unwrap();
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
-    s.cast(SchedulerMsg::Enqueue(Box::new((t1.clone(), TaskStatus::queued())))).unwrap();
-    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued())))).unwrap();
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1.clone(), TaskStatus::queued()))))
+        .unwrap();
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued()))))
+        .unwrap();
     let running = ractor::call!(s, SchedulerMsg::Running).unwrap();
     store.flush().await.unwrap();
     assert_eq!(running, 1);
@@ -213,13 +217,13 @@ async fn a_restarted_scheduler_charges_the_lost_attempt_and_runs_the_task_again(
     durable(&store, &spec("t1"), &running).await;
     durable(&store, &last_chance, &running).await;
     let (s, _) = scheduler(&store).await;
-    let recovered = next_events(&store, 0, &["TASK_RETRYING", "TASK_FAILED"], 2).await;
+    let recovered = next_events(&store, 0, &["TASK_RETRYING", "TASK_DEAD"], 2).await;
     let by_task: Vec<(&str, &str)> = recovered
         .iter()
         .map(|e| (e.subject.as_deref().unwrap(), e.kind.as_str()))
         .collect();
     assert!(by_task.contains(&("t1", "TASK_RETRYING")), "{by_task:?}");
-    assert!(by_task.contains(&("last", "TASK_FAILED")), "{by_task:?}");
+    assert!(by_task.contains(&("last", "TASK_DEAD")), "{by_task:?}");
     let (agent, _) = Actor::spawn(None, FakeAgent(s.clone()), ()).await.unwrap();
     let after = store.last_seq().await.unwrap();
     s.cast(agent_up(agent)).unwrap();
@@ -243,7 +247,8 @@ async fn a_transition_the_store_refuses_fails_the_scheduler_instead_of_drifting(
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
     refuse.store(true, std::sync::atomic::Ordering::SeqCst);
-    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued())))).unwrap();
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued()))))
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(10), done)
         .await
         .expect("the scheduler stops when its write is refused")
@@ -271,7 +276,8 @@ async fn cancelling_a_task_that_just_finished_answers_with_its_final_state() {
     s.cast(agent_up(agent)).unwrap();
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
-    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued())))).unwrap();
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued()))))
+        .unwrap();
     // Once nothing runs, the scheduler has taken the result; its record is still on its way.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while ractor::call!(s, SchedulerMsg::Running).unwrap() != 0 {

@@ -34,6 +34,10 @@ pub enum TasksRequest {
         id: String,
         key: Option<String>,
     },
+    Requeue {
+        id: String,
+        key: String,
+    },
     Get(String),
     List {
         filter: TaskFilter,
@@ -103,6 +107,20 @@ impl Tasks {
                 .map_err(|e| ApiError::invalid(format!("task {}: {e}", t.key)))?;
         }
         self.submit_graph_local(graph, key.as_deref()).await
+    }
+
+    /// Queues a DEAD task again, with its attempts renewed.
+    pub async fn requeue(&self, id: &str, key: Option<String>) -> Result<TaskRecord, ApiError> {
+        match self.ctx.peer_holding(id) {
+            Some(node) => {
+                let request = |key| TasksRequest::Requeue { id: id.to_owned(), key };
+                match self.ctx.forward::<Tasks>(node, request, key).await? {
+                    TasksResponse::Task(task) => Ok(task),
+                    _ => Err(unexpected("requeueTask")),
+                }
+            }
+            None => self.requeue_local(id, key.as_deref()).await,
+        }
     }
 
     /// Cancels a queued or running task.
@@ -206,6 +224,9 @@ impl Service for Tasks {
                 }
                 TasksRequest::Cancel { id, key } => {
                     tasks.cancel_local(&id, key.as_deref()).await.map(TasksResponse::Task)
+                }
+                TasksRequest::Requeue { id, key } => {
+                    tasks.requeue_local(&id, Some(&key)).await.map(TasksResponse::Task)
                 }
                 TasksRequest::Get(id) => tasks.get_local(&id).await.map(TasksResponse::Found),
                 TasksRequest::List { filter, after, first } => {

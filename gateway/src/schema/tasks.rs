@@ -26,6 +26,9 @@ pub enum TaskState {
     Expired,
     /// A task it depends on did not succeed: it never ran.
     DependencyFailed,
+    /// Every attempt allowed failed: in the dead-letter queue (`deadLetters`), with each
+    /// attempt's error, until `requeueTask`.
+    Dead,
 }
 
 impl From<S> for TaskState {
@@ -38,6 +41,7 @@ impl From<S> for TaskState {
             S::Cancelled => Self::Cancelled,
             S::Expired => Self::Expired,
             S::DependencyFailed => Self::DependencyFailed,
+            S::Dead => Self::Dead,
         }
     }
 }
@@ -52,6 +56,7 @@ impl From<TaskState> for S {
             TaskState::Cancelled => S::Cancelled,
             TaskState::Expired => S::Expired,
             TaskState::DependencyFailed => S::DependencyFailed,
+            TaskState::Dead => S::Dead,
         }
     }
 }
@@ -142,6 +147,20 @@ impl Task {
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.0.status.finished_at
     }
+    /// Each failed attempt's error, oldest first.
+    async fn attempt_errors(&self) -> Vec<AttemptErrorOut> {
+        self.0
+            .status
+            .attempt_errors
+            .iter()
+            .map(|e| AttemptErrorOut {
+                attempt: e.attempt as i32,
+                agent_id: e.agent_id.clone().map(ID),
+                error: e.error.clone(),
+                at: e.at,
+            })
+            .collect()
+    }
     /// Tasks that must all succeed before this one runs.
     async fn depends_on(&self) -> Vec<ID> {
         self.0.spec.depends_on.iter().cloned().map(ID).collect()
@@ -174,6 +193,15 @@ pub struct SubmitTaskInput {
     pub not_before: Option<DateTime<Utc>>,
     /// This task's retry backoff instead of the node's.
     pub retry: Option<RetryInput>,
+}
+
+/// Why one attempt of a task failed.
+#[derive(async_graphql::SimpleObject)]
+pub struct AttemptErrorOut {
+    pub attempt: i32,
+    pub agent_id: Option<ID>,
+    pub error: String,
+    pub at: DateTime<Utc>,
 }
 
 /// Before retry n: `baseMs * 2^(n-1)`, at most `maxMs`, less a random share of up to
@@ -262,6 +290,21 @@ impl TasksQuery {
         Ok(connection)
     }
 
+    /// The dead-letter queue: tasks whose every allowed attempt failed (state DEAD), oldest
+    /// first, each with its `attemptErrors`. `requeueTask` gives one another run.
+    #[graphql(
+        guard = "RoleGuard(Role::Viewer)",
+        complexity = "cost(first, DEFAULT_PAGE, MAX_PAGE, child_complexity)"
+    )]
+    async fn dead_letters(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Task, Extra>> {
+        self.tasks(ctx, Some(TaskState::Dead), None, first, after).await
+    }
+
     /// A task, looked up on the node its id names.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Task>> {
@@ -308,6 +351,20 @@ impl TasksMutation {
         let api = ctx.data::<Api>()?;
         let records = api.tasks().submit_graph(graph, idempotency_key).await.gql()?;
         Ok(records.into_iter().map(Task).collect())
+    }
+
+    /// Takes a DEAD task out of the dead-letter queue and queues it again with its attempts
+    /// renewed (its `attemptErrors` are kept). Any other state is CONFLICT.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn requeue_task(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        idempotency_key: Option<String>,
+    ) -> async_graphql::Result<Task> {
+        Ok(Task(
+            ctx.data::<Api>()?.tasks().requeue(&id, idempotency_key).await.gql()?,
+        ))
     }
 
     /// Cancels a queued or running task; a running process is killed.

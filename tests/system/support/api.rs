@@ -80,7 +80,16 @@ impl Node {
             if now == state {
                 return Ok(task);
             }
-            if ["SUCCEEDED", "FAILED", "CANCELLED"].contains(&now) {
+            if [
+                "SUCCEEDED",
+                "FAILED",
+                "CANCELLED",
+                "DEAD",
+                "EXPIRED",
+                "DEPENDENCY_FAILED",
+            ]
+            .contains(&now)
+            {
                 bail!("task {id} ended {now} while waiting for {state}: {task}");
             }
             deadline.tick(&task).await?;

@@ -99,6 +99,9 @@ fn observe(status: &TaskStatus, kind: &str) {
     let outcome = match kind {
         "TASK_SUCCEEDED" => "succeeded",
         "TASK_FAILED" => "failed",
+        "TASK_DEAD" => "dead",
+        "TASK_EXPIRED" => "expired",
+        "TASK_DEPENDENCY_FAILED" => "dependency_failed",
         _ => "cancelled",
     };
     metrics::counter!("troupe_tasks_total", "outcome" => outcome).increment(1);

@@ -67,11 +67,17 @@ impl State {
                 let error = "the node stopped while the task was running".to_string();
                 status.failures += 1;
                 status.error = Some(error.clone());
+                status.attempt_errors.push(crate::task::AttemptError {
+                    attempt: status.attempts,
+                    agent_id: status.agent_id.clone(),
+                    error: error.clone(),
+                    at: now.wall,
+                });
                 let (kind, data, ended) = if status.failures >= spec.max_attempts {
-                    status.state = TaskState::Failed;
+                    status.state = TaskState::Dead;
                     status.finished_at = Some(now.wall);
                     let agent = status.agent_id.clone();
-                    ("TASK_FAILED", json!({ "error": error }), Some((agent, Some(false))))
+                    ("TASK_DEAD", json!({ "error": error }), Some((agent, Some(false))))
                 } else {
                     status.state = TaskState::Queued;
                     ("TASK_RETRYING", json!({ "error": error, "retryInMs": 0 }), None)

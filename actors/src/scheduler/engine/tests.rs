@@ -136,7 +136,7 @@ fn a_stopped_agent_gives_its_tasks_back_without_charging_an_attempt() {
     let fx = e.agent_up("b", caps(&["c"]), 1, 2, now);
     assert_eq!(starts(&fx), [("b".to_string(), "t".to_string(), 2)]);
     let fx = e.finished("t", 2, "b", Err("boom".into()), now);
-    assert_eq!(records(&fx), [("t".to_string(), "TASK_FAILED")]);
+    assert_eq!(records(&fx), [("t".to_string(), "TASK_DEAD")]);
 }
 
 #[test]
@@ -452,7 +452,7 @@ fn a_failed_dependency_fails_every_task_downstream_and_an_unknown_one_at_once() 
     assert_eq!(
         records(&fx),
         [
-            ("root".to_string(), "TASK_FAILED"),
+            ("root".to_string(), "TASK_DEAD"),
             ("mid".to_string(), "TASK_DEPENDENCY_FAILED"),
             ("leaf".to_string(), "TASK_DEPENDENCY_FAILED"),
         ]

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::index::{load_key, Want};
 use super::{Down, Effect, Engine, Now, RetryPolicy, Transition};
-use crate::task::{TaskState, TaskStatus};
+use crate::task::{AttemptError, TaskState, TaskStatus};
 
 impl Engine {
     /// A task whose dependencies have all succeeded: runnable now, or at its `notBefore`.
@@ -188,11 +188,18 @@ impl Engine {
         self.ended(task, result, TaskState::Succeeded, now);
     }
 
-    /// An attempt failed: retried after a backoff while failures remain, else FAILED.
+    /// An attempt failed: retried after a backoff while failures remain, else DEAD (the
+    /// dead-letter queue), with every attempt's error kept.
     pub(super) fn attempt_failed(&mut self, task: &str, error: String, now: Now) {
         let Some(entry) = self.tasks.get_mut(task) else { return };
         entry.status.failures += 1;
         entry.status.error = Some(error.clone());
+        entry.status.attempt_errors.push(AttemptError {
+            attempt: entry.status.attempts,
+            agent_id: entry.status.agent_id.clone(),
+            error: error.clone(),
+            at: now.wall,
+        });
         if entry.status.failures < entry.limits.max_attempts {
             entry.status.state = TaskState::Queued;
             let delay = match &entry.limits.retry {
@@ -207,17 +214,12 @@ impl Engine {
         } else {
             let Some(entry) = self.tasks.remove(task) else { return };
             let mut status = entry.status;
-            status.state = TaskState::Failed;
+            status.state = TaskState::Dead;
             status.finished_at = Some(now.wall);
             let agent = status.agent_id.clone();
-            self.record(
-                task,
-                &status,
-                "TASK_FAILED",
-                json!({ "error": error }),
-                Some((agent, Some(false))),
-            );
-            self.ended(task, None, TaskState::Failed, now);
+            let data = json!({ "error": error, "attempts": status.attempts });
+            self.record(task, &status, "TASK_DEAD", data, Some((agent, Some(false))));
+            self.ended(task, None, TaskState::Dead, now);
         }
     }
 

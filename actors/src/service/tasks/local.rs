@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
 use crate::service::context::{ask, keep, split};
 use crate::tables::{AGENTS, OPEN_TASKS, TASKS, TASK_STATUS};
-use crate::task::{GraphTask, Priority, SubmitTaskRequest, TaskRecord, TaskSpec, TaskStatus, MAX_GRAPH};
+use crate::task::{GraphTask, Priority, SubmitTaskRequest, TaskRecord, TaskSpec, TaskState, TaskStatus, MAX_GRAPH};
 
 /// Failed attempts a task gets when its submission does not say.
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -320,6 +320,52 @@ impl Tasks {
             ));
         }
         Ok(Admitted { open, n })
+    }
+
+    pub(crate) async fn requeue_local(&self, id: &str, key: Option<&str>) -> Result<TaskRecord, ApiError> {
+        self.ctx.ensure_serving()?;
+        let guard = match split(self.ctx.claim("requeueTask", key, &id).await?) {
+            Ok(guard) => guard,
+            Err(id) => {
+                return self
+                    .get_local(&id)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
+            }
+        };
+        let record = self
+            .get_local(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
+        if record.status.state != TaskState::Dead {
+            return Err(ApiError::Conflict(format!(
+                "task {id} is {}; only a DEAD task can be requeued",
+                record.status.state.as_str()
+            )));
+        }
+        let admitted = self.admit(1)?;
+        let mut status = record.status;
+        status.state = TaskState::Queued;
+        status.failures = 0;
+        status.finished_at = None;
+        let data = json!({ "reason": "requeueTask", "attempt": status.attempts, "state": "QUEUED" });
+        let mut batch = Batch::new()
+            .put(TASK_STATUS, id, troupe_runtime::codec::encode(&status)?)
+            .put(OPEN_TASKS, id, Vec::new())
+            .event(NewEvent::new("TASK_REQUEUED", Some(id.to_owned()), data));
+        if let Some(guard) = &guard {
+            guard.record(&mut batch, &id.to_owned())?;
+        }
+        if let Err(e) = self.ctx.store.write(batch).await {
+            admitted.refuse();
+            return Err(e.into());
+        }
+        let spec = record.spec;
+        let _ = self
+            .ctx
+            .scheduler()?
+            .cast(SchedulerMsg::Enqueue(Box::new((spec.clone(), status.clone()))));
+        Ok(TaskRecord { spec, status })
     }
 
     pub(crate) async fn cancel_local(&self, id: &str, key: Option<&str>) -> Result<TaskRecord, ApiError> {
