@@ -23,4 +23,4 @@ pub use spec::{
     LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, SpawnAgentRequest,
 };
 pub(crate) use status::gauge_moved;
-pub use status::{AgentState, AgentStats, AgentStatus, AgentView, Recent};
+pub use status::{AgentState, AgentStats, AgentStatus, AgentView, BreakerState, BreakerView, Recent};

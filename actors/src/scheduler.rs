@@ -14,7 +14,7 @@ mod actor;
 pub mod engine;
 
 pub use actor::{Scheduler, SchedulerArgs, SchedulerMsg};
-pub use engine::{Down, RetryPolicy};
+pub use engine::{BreakerPolicy, Down, RetryPolicy};
 
 #[cfg(test)]
 mod tests;

@@ -112,6 +112,13 @@ pub struct ServeArgs {
     /// Interval of the server's keep-alive pings on WebSockets [default: 15000].
     #[arg(long, env = "TROUPE_WS_KEEPALIVE_MS")]
     pub ws_keepalive_ms: Option<u64>,
+    /// Consecutive failed attempts that open an agent's circuit breaker (it gets no tasks
+    /// until the cool-down has passed) [default: 5].
+    #[arg(long, env = "TROUPE_BREAKER_FAILURES")]
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker stays open before one trial task [default: 30000].
+    #[arg(long, env = "TROUPE_BREAKER_COOLDOWN_MS")]
+    pub breaker_cooldown_ms: Option<u64>,
     /// Most tasks open (queued, waiting or running) on this node; a submit beyond it is
     /// refused with BACKPRESSURE [default: 200000].
     #[arg(long, env = "TROUPE_MAX_OPEN_TASKS")]
@@ -176,6 +183,8 @@ pub struct Config {
     pub ws_max_subscriptions: usize,
     pub ws_init_timeout: Duration,
     pub ws_keepalive: Duration,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
     pub max_open_tasks: usize,
     pub simulated_hosts: usize,
     pub vm_reconcile: Duration,
@@ -206,7 +215,7 @@ impl Config {
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
                 max_payload_bytes, body_limit_bytes, event_retention, idempotency_window_ms,
                 metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
-                ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, max_open_tasks, simulated_hosts,
+                ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
                 fault_injection);
             if args.join.is_empty() {
@@ -252,6 +261,8 @@ impl Config {
             ws_max_subscriptions: args.ws_max_subscriptions.unwrap_or(64),
             ws_init_timeout: ms(args.ws_init_timeout_ms.unwrap_or(10_000)),
             ws_keepalive: ms(args.ws_keepalive_ms.unwrap_or(15_000)),
+            breaker_failures: args.breaker_failures.unwrap_or(5),
+            breaker_cooldown: ms(args.breaker_cooldown_ms.unwrap_or(30_000)),
             max_open_tasks: args.max_open_tasks.unwrap_or(200_000),
             simulated_hosts: args.simulated_hosts.unwrap_or(3),
             vm_reconcile: ms(args.vm_reconcile_ms.unwrap_or(1_000)),
@@ -293,6 +304,7 @@ impl Config {
             ("ws_max_subscriptions", self.ws_max_subscriptions),
             ("max_outbound_migrations", self.max_outbound_migrations),
             ("max_open_tasks", self.max_open_tasks),
+            ("breaker_failures", self.breaker_failures as usize),
         ];
         for (key, value) in counts {
             if value == 0 {

@@ -323,3 +323,70 @@ async fn a_task_out_of_attempts_is_a_dead_letter_with_each_error_and_can_be_requ
     ensure!(dead["deadLetters"]["totalCount"] == 0, "{dead}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_agents_breaker_opens_half_opens_and_closes() -> Result<()> {
+    let node = Node::start(
+        NodeOpts::named("breaker")
+            .arg("--breaker-failures", 2)
+            .arg("--breaker-cooldown-ms", 1500)
+            .arg("--retry-base-ms", 1),
+    )
+    .await?;
+    let flag = node.data_dir().join("healed");
+    let script = format!(
+        "cat >/dev/null; if [ -e '{}' ]; then echo '\"fine\"'; else echo broken >&2; exit 1; fi",
+        flag.display()
+    );
+    let agent = node
+        .spawn_agent(
+            json!({ "name": "flaky", "backend": { "exec": { "command": ["/bin/sh", "-c", script] } },
+                             "maxConcurrentTasks": 4 }),
+        )
+        .await?;
+    let agent = text(&agent, "/id")?;
+    for _ in 0..2 {
+        let t = node
+            .submit(json!({ "agentId": agent, "payload": {}, "maxAttempts": 1 }))
+            .await?;
+        node.wait_task_state(&text(&t, "/id")?, "DEAD").await?;
+    }
+    let q = "query($id: ID!) { agent(id: $id) { breaker { state consecutiveFailures openedAt } } }";
+    let b = node.gql_ok(q, json!({ "id": agent })).await?;
+    ensure!(
+        b["agent"]["breaker"]["state"] == "OPEN" && b["agent"]["breaker"]["consecutiveFailures"] == 2,
+        "{b}"
+    );
+    // While it is open the agent gets nothing; healed, the trial after the cool-down succeeds.
+    let waiting = node.submit(json!({ "agentId": agent, "payload": {} })).await?;
+    let waiting = text(&waiting, "/id")?;
+    ensure!(node.task(&waiting).await?["state"] == "QUEUED");
+    std::fs::write(&flag, b"")?;
+    node.wait_task_state(&waiting, "SUCCEEDED").await?;
+    let kinds: Vec<String> = node
+        .events(&[
+            "AGENT_BREAKER_OPENED",
+            "AGENT_BREAKER_HALF_OPEN",
+            "AGENT_BREAKER_CLOSED",
+        ])
+        .await?
+        .into_iter()
+        .filter(|e| e["subject"] == agent.as_str())
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    // (On a slow machine a trial may have failed before the flag was written: it opens again.)
+    ensure!(
+        kinds.first().map(String::as_str) == Some("AGENT_BREAKER_OPENED"),
+        "{kinds:?}"
+    );
+    ensure!(
+        kinds.ends_with(&[
+            "AGENT_BREAKER_HALF_OPEN".to_string(),
+            "AGENT_BREAKER_CLOSED".to_string()
+        ]),
+        "{kinds:?}"
+    );
+    let b = node.gql_ok(q, json!({ "id": agent })).await?;
+    ensure!(b["agent"]["breaker"]["state"] == "CLOSED", "{b}");
+    Ok(())
+}

@@ -85,6 +85,38 @@ pub struct AgentStats {
     pub completion_tokens: u64,
     /// Over the agent's recent attempts (live, like `running`).
     pub recent: Recent,
+    /// The agent's circuit breaker (live, like `running`).
+    #[serde(default)]
+    pub breaker: BreakerView,
+}
+
+/// An agent's circuit breaker: CLOSED takes tasks; OPEN (after `breaker_failures`
+/// consecutive failed attempts) takes none until `breaker_cooldown_ms` has passed; HALF_OPEN
+/// takes one trial task, whose success closes it and whose failure opens it again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BreakerState {
+    #[default]
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "CLOSED",
+            Self::Open => "OPEN",
+            Self::HalfOpen => "HALF_OPEN",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct BreakerView {
+    pub state: BreakerState,
+    pub consecutive_failures: u32,
+    /// When it last opened.
+    pub opened_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Figures over an agent's last attempts, kept by the scheduler.

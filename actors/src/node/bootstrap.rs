@@ -20,7 +20,7 @@ use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild};
 use crate::cluster::{Cluster, ClusterChild, PeerInfo};
 use crate::host::{Fleet, FleetSettings, HostMode, HostSpec, HostsChild};
 use crate::placement::Overcommit;
-use crate::scheduler::{RetryPolicy, Scheduler, SchedulerArgs};
+use crate::scheduler::{BreakerPolicy, RetryPolicy, Scheduler, SchedulerArgs};
 use crate::service::{Api, Context};
 use crate::slots::Slots;
 use crate::tables::{AGENTS, AGENT_STATUS, HOSTS, TASKS, VMS, VM_STATUS};
@@ -117,6 +117,10 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         retry: RetryPolicy {
             base: config.retry_base,
             max: config.retry_max,
+        },
+        breaker: BreakerPolicy {
+            failures: config.breaker_failures,
+            cooldown: config.breaker_cooldown,
         },
     });
     let agents: Arc<dyn ChildSpec> = Arc::new(AgentsChild {
@@ -387,6 +391,7 @@ struct SchedulerChild {
     store: Store,
     slots: Slots,
     retry: RetryPolicy,
+    breaker: BreakerPolicy,
 }
 
 impl ChildSpec for SchedulerChild {
@@ -408,6 +413,7 @@ impl ChildSpec for SchedulerChild {
             let args = SchedulerArgs {
                 store: self.store.clone(),
                 retry: self.retry,
+                breaker: self.breaker,
                 open: self.slots.open_tasks.clone(),
             };
             let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor).await?;

@@ -11,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use troupe_runtime::store::Store;
 
-use super::engine::{Down, Effect, Engine, Limits, Now, RetryPolicy, Settled};
+use super::engine::{BreakerPolicy, Down, Effect, Engine, Limits, Now, RetryPolicy, Settled};
 use crate::agent::{AgentMsg, AgentStats};
 use crate::error::ApiError;
 use crate::task::{Assignment, Outcome, TaskSpec, TaskStatus};
@@ -91,6 +91,7 @@ pub(super) fn settled_in(
 pub struct SchedulerArgs {
     pub store: Store,
     pub retry: RetryPolicy,
+    pub breaker: BreakerPolicy,
     /// Where the count of open tasks is kept for admission (see `max_open_tasks`).
     pub open: Arc<AtomicUsize>,
 }
@@ -135,7 +136,7 @@ impl Actor for Scheduler {
         args.store.flush().await?;
         let mut state = State {
             store: args.store,
-            engine: Engine::new(args.retry),
+            engine: Engine::new(args.retry).with_breaker(args.breaker),
             myself,
             agents: HashMap::new(),
             work: HashMap::new(),
@@ -225,6 +226,7 @@ impl Actor for Scheduler {
                     .map(|id| {
                         let mut c = state.stats.get(&id).copied().unwrap_or_default();
                         c.running = state.engine.running_on(&id);
+                        c.breaker = state.engine.breaker_of(&id);
                         c.recent = state.recent.get(&id).map(figures::Window::figures).unwrap_or_default();
                         (id, c)
                     })
@@ -324,6 +326,14 @@ impl State {
                         if let Some(a) = self.agents.get(&agent) {
                             let _ = a.cast(AgentMsg::Cancel { task_id: task, attempt });
                         }
+                    }
+                    Effect::AgentEvent { agent, kind, data } => {
+                        self.pending
+                            .push(troupe_runtime::store::Op::Event(troupe_runtime::events::NewEvent::new(
+                                kind,
+                                Some(agent),
+                                data,
+                            )));
                     }
                     Effect::Wake(at) => {
                         let delay = at.saturating_duration_since(tokio::time::Instant::now());

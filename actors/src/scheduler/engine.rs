@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use index::{Free, QueueKey, Queues, Want};
 
+use crate::agent::{BreakerState, BreakerView};
 use crate::task::{Outcome, Priority, RetrySpec, TaskSpec, TaskState, TaskStatus};
 
 /// The time of an input: monotonic for timers, wall clock for records.
@@ -64,6 +65,32 @@ impl RetryPolicy {
         let share = (std::hash::Hasher::finish(&h) % 10_000) as f64 / 10_000.0;
         delay.mul_f64(1.0 - spec.jitter.clamp(0.0, 1.0) * share)
     }
+}
+
+/// When an agent's circuit breaker opens and how long it stays open.
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerPolicy {
+    /// Consecutive failed attempts that open it.
+    pub failures: u32,
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An agent's breaker, kept across its incarnations.
+#[derive(Debug, Clone, Copy, Default)]
+struct Breaker {
+    state: BreakerState,
+    consecutive: u32,
+    until: Option<Instant>,
+    opened_at: Option<DateTime<Utc>>,
 }
 
 /// What the engine needs of a task's spec.
@@ -161,6 +188,12 @@ pub enum Effect {
     },
     /// Call [`Engine::wake`] at this instant.
     Wake(Instant),
+    /// Record an event about an agent (its breaker changed).
+    AgentEvent {
+        agent: String,
+        kind: &'static str,
+        data: Value,
+    },
 }
 
 struct Entry {
@@ -195,12 +228,17 @@ pub struct Engine {
     deadlines: BTreeSet<(Instant, String)>,
     /// Tasks waiting for each open task to succeed.
     dependents: HashMap<String, Vec<String>>,
+    breaker: BreakerPolicy,
+    breakers: HashMap<String, Breaker>,
+    /// When open breakers half-open.
+    breaker_wakes: BTreeSet<(Instant, String)>,
     armed: Option<Instant>,
     agents: BTreeMap<String, Slot>,
     draining: bool,
     out: Vec<Effect>,
 }
 
+mod breaker;
 mod transitions;
 
 impl Engine {
@@ -213,10 +251,28 @@ impl Engine {
             delayed: BTreeSet::new(),
             deadlines: BTreeSet::new(),
             dependents: HashMap::new(),
+            breaker: BreakerPolicy::default(),
+            breakers: HashMap::new(),
+            breaker_wakes: BTreeSet::new(),
             armed: None,
             agents: BTreeMap::new(),
             draining: false,
             out: Vec::new(),
+        }
+    }
+
+    pub fn with_breaker(mut self, policy: BreakerPolicy) -> Self {
+        self.breaker = policy;
+        self
+    }
+
+    /// The agent's breaker as the API shows it.
+    pub fn breaker_of(&self, agent: &str) -> BreakerView {
+        let b = self.breakers.get(agent).copied().unwrap_or_default();
+        BreakerView {
+            state: b.state,
+            consecutive_failures: b.consecutive,
+            opened_at: b.opened_at,
         }
     }
 
@@ -304,9 +360,16 @@ impl Engine {
         }
         self.release(agent, task);
         match outcome {
-            Ok(result) => self.succeeded(task, result, now),
-            Err(error) => self.attempt_failed(task, error, now),
+            Ok(result) => {
+                self.breaker_success(agent);
+                self.succeeded(task, result, now);
+            }
+            Err(error) => {
+                self.breaker_failure(agent, now);
+                self.attempt_failed(task, error, now);
+            }
         }
+        self.refile(agent);
         self.fill(agent, now);
         self.take()
     }
@@ -419,6 +482,13 @@ impl Engine {
     /// expire.
     pub fn wake(&mut self, now: Now) -> Vec<Effect> {
         self.armed = None;
+        while let Some((at, agent)) = self.breaker_wakes.first().cloned() {
+            if at > now.at {
+                break;
+            }
+            self.breaker_wakes.pop_first();
+            self.half_open(&agent, at, now);
+        }
         while let Some((at, id)) = self.deadlines.first().cloned() {
             if at > now.at {
                 break;

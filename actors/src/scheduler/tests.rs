@@ -99,6 +99,7 @@ async fn scheduler(store: &Store) -> (ActorRef<SchedulerMsg>, tokio::task::JoinH
     let args = SchedulerArgs {
         store: store.clone(),
         open: Default::default(),
+        breaker: Default::default(),
         retry: RetryPolicy {
             base: Duration::from_millis(10),
             max: Duration::from_millis(100),

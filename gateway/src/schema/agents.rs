@@ -83,6 +83,21 @@ pub struct AgentLimits {
     pub cgroup: String,
 }
 
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(SimpleObject)]
+pub struct Breaker {
+    pub state: BreakerState,
+    pub consecutive_failures: i32,
+    /// When it last opened.
+    pub opened_at: Option<DateTime<Utc>>,
+}
+
 /// Model tokens the agent's results reported, summed.
 #[derive(SimpleObject)]
 pub struct TokenUsage {
@@ -193,6 +208,21 @@ impl Agent {
     }
     async fn tasks_failed(&self) -> Int64 {
         self.view.stats.failed.into()
+    }
+    /// Its circuit breaker: OPEN after `breaker_failures` consecutive failed attempts (it
+    /// gets no tasks), HALF_OPEN after `breaker_cooldown_ms` (one trial task), CLOSED again
+    /// on a success. Each change is an event (AGENT_BREAKER_OPENED, _HALF_OPEN, _CLOSED).
+    async fn breaker(&self) -> Breaker {
+        let b = self.view.stats.breaker;
+        Breaker {
+            state: match b.state {
+                troupe_actors::agent::BreakerState::Closed => BreakerState::Closed,
+                troupe_actors::agent::BreakerState::Open => BreakerState::Open,
+                troupe_actors::agent::BreakerState::HalfOpen => BreakerState::HalfOpen,
+            },
+            consecutive_failures: b.consecutive_failures as i32,
+            opened_at: b.opened_at,
+        }
     }
     async fn token_usage(&self) -> TokenUsage {
         let s = &self.view.stats;

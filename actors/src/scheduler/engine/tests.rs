@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::agent::BreakerState;
 
 fn now0() -> Now {
     Now {
@@ -289,7 +290,7 @@ fn under_random_inputs_no_task_runs_twice_no_agent_overcommits_and_each_ends_onc
                     Effect::Cancel { task, .. } => {
                         running.remove(&task);
                     }
-                    Effect::Wake(_) => {}
+                    Effect::Wake(_) | Effect::AgentEvent { .. } => {}
                 }
             }
         };
@@ -597,4 +598,51 @@ proptest::proptest! {
         }
         proptest::prop_assert_eq!(e.open(), 0, "every task ended");
     }
+}
+
+#[test]
+fn a_breaker_opens_after_consecutive_failures_half_opens_for_one_trial_and_closes_on_success() {
+    let mut e = engine().with_breaker(BreakerPolicy {
+        failures: 2,
+        cooldown: Duration::from_millis(100),
+    });
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 4, 1, now);
+    let one = |id: &str| {
+        let mut t = cap_task(id, "c", Priority::Normal);
+        t.max_attempts = 1;
+        t
+    };
+    let kinds = |fx: &[Effect]| -> Vec<&'static str> {
+        fx.iter()
+            .filter_map(|f| match f {
+                Effect::AgentEvent { kind, .. } => Some(*kind),
+                _ => None,
+            })
+            .collect()
+    };
+    e.enqueue(one("f1"), TaskStatus::queued(), now);
+    e.enqueue(one("f2"), TaskStatus::queued(), now);
+    assert!(kinds(&e.finished("f1", 1, "a", Err("x".into()), now)).is_empty());
+    let fx = e.finished("f2", 1, "a", Err("x".into()), now);
+    assert_eq!(kinds(&fx), ["AGENT_BREAKER_OPENED"]);
+    assert_eq!(e.breaker_of("a").state, BreakerState::Open);
+    // Open: nothing starts, however much room the agent has.
+    assert!(starts(&e.enqueue(one("w1"), TaskStatus::queued(), now)).is_empty());
+    e.enqueue(one("w2"), TaskStatus::queued(), now);
+    assert!(starts(&e.wake(later(now, 99))).is_empty());
+    // Half-open: one trial only.
+    let fx = e.wake(later(now, 100));
+    assert_eq!(kinds(&fx), ["AGENT_BREAKER_HALF_OPEN"]);
+    assert_eq!(starts(&fx).len(), 1, "{fx:?}");
+    let trial = starts(&fx).remove(0).1;
+    // A failed trial opens it again.
+    let fx = e.finished(&trial, 1, "a", Err("x".into()), later(now, 101));
+    assert_eq!(kinds(&fx), ["AGENT_BREAKER_OPENED"]);
+    assert!(starts(&fx).is_empty());
+    let fx = e.wake(later(now, 201));
+    let trial = starts(&fx).remove(0).1;
+    let fx = e.finished(&trial, 1, "a", Ok(json!(1)), later(now, 202));
+    assert_eq!(kinds(&fx), ["AGENT_BREAKER_CLOSED"]);
+    assert_eq!(e.breaker_of("a").state, BreakerState::Closed);
 }

@@ -96,11 +96,12 @@ impl Engine {
         if entry.queued.is_none() {
             entry.queued = Some(self.queues.push(&entry.limits.want, id, entry.limits.priority));
         }
-        let agent = match &entry.limits.want {
+        let want = entry.limits.want.clone();
+        let agent = match &want {
             Want::Agent(a) => self
                 .agents
                 .get(a)
-                .is_some_and(|s| (s.running.len() as u32) < s.max)
+                .is_some_and(|s| (s.running.len() as u32) < self.capacity(a, s.max))
                 .then(|| a.clone()),
             Want::Capability(c) => self.free.least_loaded(c).map(str::to_owned),
         };
@@ -113,7 +114,7 @@ impl Engine {
     pub(super) fn fill(&mut self, agent: &str, now: Now) {
         while !self.draining {
             let Some(slot) = self.agents.get(agent) else { return };
-            if !slot.open || slot.running.len() as u32 >= slot.max {
+            if !slot.open || slot.running.len() as u32 >= self.capacity(agent, slot.max) {
                 return;
             }
             let Some((want, key)) = self.queues.best_for(agent, &slot.capabilities) else {
@@ -164,12 +165,16 @@ impl Engine {
 
     /// Files the agent under its current load among the agents with room (or takes it out).
     pub(super) fn refile(&mut self, agent: &str) {
+        let Some(max) = self.agents.get(agent).map(|s| s.max) else {
+            return;
+        };
+        let capacity = self.capacity(agent, max);
         let Some(slot) = self.agents.get_mut(agent) else { return };
         if let Some(old) = slot.free_at.take() {
             self.free.remove(&slot.capabilities, agent, old);
         }
         let running = slot.running.len() as u32;
-        if slot.open && running < slot.max {
+        if slot.open && running < capacity {
             let load = load_key(running, slot.max);
             self.free.insert(&slot.capabilities, agent, load);
             slot.free_at = Some(load);
@@ -273,7 +278,7 @@ impl Engine {
     /// Asks for a wake-up at the earliest pending retry, delayed start or deadline, unless
     /// one at or before it is set.
     pub(super) fn arm(&mut self) {
-        let first = [self.delayed.first(), self.deadlines.first()]
+        let first = [self.delayed.first(), self.deadlines.first(), self.breaker_wakes.first()]
             .into_iter()
             .flatten()
             .map(|(at, _)| *at)
