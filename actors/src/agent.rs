@@ -19,6 +19,7 @@ pub use backend::{build as build_backend, describe_cgroup, read_stat, Backend, L
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
 pub use spec::{
+    Skills,
     AgentFilter, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend, Limits,
     LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, SpawnAgentRequest,
 };

@@ -66,6 +66,31 @@ impl TaskState {
     }
 }
 
+/// How the scheduler picks among the agents that can take a task now (docs/semantics.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Strategy {
+    /// The best `0.5·proficiency + 0.3·recent success rate + 0.2·(1 − load)`.
+    #[default]
+    Score,
+    /// Each capable agent in turn.
+    RoundRobin,
+    /// The fewest tasks running.
+    LeastConnections,
+    /// Tasks in proportion to the agents' weights.
+    Weighted,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Score => "SCORE",
+            Self::RoundRobin => "ROUND_ROBIN",
+            Self::LeastConnections => "LEAST_CONNECTIONS",
+            Self::Weighted => "WEIGHTED",
+        }
+    }
+}
+
 /// A task submission, as it crosses the API and the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmitTaskRequest {
@@ -88,6 +113,15 @@ pub struct SubmitTaskRequest {
     /// This task's retry backoff instead of the node's.
     #[serde(default)]
     pub retry: Option<RetrySpec>,
+    /// Run on an agent with every one of these capabilities (instead of `capability`).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// The least proficiency (0 to 1) the agent must have in each capability asked for.
+    #[serde(default)]
+    pub min_proficiency: Option<f64>,
+    /// How to pick among capable agents; the node's default when absent.
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
 }
 
 /// A task's own retry backoff: before retry n, `base_ms * 2^(n-1)` capped at `max_ms`, less a
@@ -127,14 +161,33 @@ impl SubmitTaskRequest {
             deadline: None,
             not_before: None,
             retry: None,
+            capabilities: Vec::new(),
+            min_proficiency: None,
+            strategy: None,
         }
     }
 
     pub fn validate(&self, max_payload_bytes: usize) -> Result<(), ApiError> {
-        match (&self.agent_id, &self.capability) {
-            (Some(_), Some(_)) | (None, None) => {
-                return Err(ApiError::invalid("give exactly one of agentId and capability"));
+        let many = !self.capabilities.is_empty();
+        if many && (self.agent_id.is_some() || self.capability.is_some()) {
+            return Err(ApiError::invalid("give exactly one of agentId, capability and capabilities"));
+        }
+        if many {
+            if self.capabilities.len() > 16 || self.capabilities.iter().any(|c| c.trim().is_empty()) {
+                return Err(ApiError::invalid("capabilities: 1 to 16 non-empty names"));
             }
+        } else if self.agent_id.is_some() == self.capability.is_some() {
+            return Err(ApiError::invalid("give exactly one of agentId, capability and capabilities"));
+        }
+        if let Some(m) = self.min_proficiency {
+            if !(0.0..=1.0).contains(&m) {
+                return Err(ApiError::invalid("minProficiency must be between 0 and 1"));
+            }
+            if self.agent_id.is_some() {
+                return Err(ApiError::invalid("minProficiency applies to capabilities, not to an agentId"));
+            }
+        }
+        match (&self.agent_id, &self.capability) {
             (_, Some(c)) if c.trim().is_empty() => return Err(ApiError::invalid("capability must not be empty")),
             (Some(a), _) if a.trim().is_empty() => return Err(ApiError::invalid("agentId must not be empty")),
             _ => {}
@@ -196,6 +249,12 @@ pub struct TaskSpec {
     pub not_before: Option<DateTime<Utc>>,
     #[serde(default)]
     pub retry: Option<RetrySpec>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub min_proficiency: Option<f64>,
+    #[serde(default)]
+    pub strategy: Strategy,
 }
 
 /// What became of a task so far.
@@ -314,6 +373,9 @@ mod tests {
                 max_ms: 100,
                 jitter: 0.5,
             }),
+            capabilities: Vec::new(),
+            min_proficiency: None,
+            strategy: Strategy::Weighted,
         };
         let bytes = troupe_runtime::codec::encode(&spec).unwrap();
         assert_eq!(troupe_runtime::codec::decode::<TaskSpec>(&bytes).unwrap(), spec);

@@ -76,6 +76,8 @@ pub async fn restart() {
         labels: Default::default(),
         limits: Default::default(),
         restart: None,
+        proficiency: Default::default(),
+        weight: 1.0,
     };
     let child: Arc<dyn ChildSpec> = Arc::new(AgentChild::new(
         spec,

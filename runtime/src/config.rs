@@ -119,6 +119,10 @@ pub struct ServeArgs {
     /// How long an open breaker stays open before one trial task [default: 30000].
     #[arg(long, env = "TROUPE_BREAKER_COOLDOWN_MS")]
     pub breaker_cooldown_ms: Option<u64>,
+    /// How a task that names no strategy picks among capable agents: score, round_robin,
+    /// least_connections or weighted [default: score].
+    #[arg(long, env = "TROUPE_DEFAULT_STRATEGY")]
+    pub default_strategy: Option<String>,
     /// Most tasks open (queued, waiting or running) on this node; a submit beyond it is
     /// refused with BACKPRESSURE [default: 200000].
     #[arg(long, env = "TROUPE_MAX_OPEN_TASKS")]
@@ -183,6 +187,7 @@ pub struct Config {
     pub ws_max_subscriptions: usize,
     pub ws_init_timeout: Duration,
     pub ws_keepalive: Duration,
+    pub default_strategy: String,
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
     pub max_open_tasks: usize,
@@ -215,7 +220,7 @@ impl Config {
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
                 max_payload_bytes, body_limit_bytes, event_retention, idempotency_window_ms,
                 metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
-                ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
+                ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
                 fault_injection);
             if args.join.is_empty() {
@@ -261,6 +266,7 @@ impl Config {
             ws_max_subscriptions: args.ws_max_subscriptions.unwrap_or(64),
             ws_init_timeout: ms(args.ws_init_timeout_ms.unwrap_or(10_000)),
             ws_keepalive: ms(args.ws_keepalive_ms.unwrap_or(15_000)),
+            default_strategy: args.default_strategy.unwrap_or_else(|| "score".into()),
             breaker_failures: args.breaker_failures.unwrap_or(5),
             breaker_cooldown: ms(args.breaker_cooldown_ms.unwrap_or(30_000)),
             max_open_tasks: args.max_open_tasks.unwrap_or(200_000),
@@ -310,6 +316,9 @@ impl Config {
             if value == 0 {
                 return invalid(key, "must be above 0");
             }
+        }
+        if !["score", "round_robin", "least_connections", "weighted"].contains(&self.default_strategy.as_str()) {
+            return invalid("default_strategy", "one of score, round_robin, least_connections, weighted");
         }
         if self.max_payload_bytes >= self.body_limit_bytes {
             return invalid("max_payload_bytes", "must be below body_limit_bytes");

@@ -150,6 +150,7 @@ impl Actor for AgentActor {
         self.scheduler.cast(SchedulerMsg::AgentUp {
             id: self.spec.id.clone(),
             capabilities: self.spec.capabilities.clone(),
+            skills: self.spec.skills(),
             max_concurrent: self.spec.max_concurrent_tasks,
             open: !state.paused,
             actor: myself.clone(),
@@ -342,6 +343,8 @@ mod tests {
             labels: Default::default(),
             limits: Default::default(),
             restart: None,
+            proficiency: Default::default(),
+            weight: 1.0,
         })
     }
 

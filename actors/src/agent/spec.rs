@@ -98,12 +98,52 @@ pub struct AgentSpec {
     pub limits: Limits,
     /// The node's default when absent.
     pub restart: Option<RestartLimit>,
+    /// How good it is at each capability, 0 to 1; a capability not named here is 1.
+    #[serde(default)]
+    pub proficiency: BTreeMap<String, f64>,
+    /// Its share under the WEIGHTED strategy (default 1).
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl AgentSpec {
+    /// What the scheduler needs to know of its skills.
+    pub fn skills(&self) -> Skills {
+        Skills {
+            proficiency: self.proficiency.clone(),
+            weight: self.weight,
+        }
+    }
+
     pub fn matches(&self, filter: &AgentFilter) -> bool {
         filter.project.as_ref().is_none_or(|p| *p == self.project)
             && filter.labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
+
+/// An agent's proficiency per capability and its weight, as the scheduler uses them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skills {
+    pub proficiency: BTreeMap<String, f64>,
+    pub weight: f64,
+}
+
+impl Default for Skills {
+    fn default() -> Self {
+        Self {
+            proficiency: BTreeMap::new(),
+            weight: 1.0,
+        }
+    }
+}
+
+impl Skills {
+    pub fn of(&self, capability: &str) -> f64 {
+        self.proficiency.get(capability).copied().unwrap_or(1.0)
     }
 }
 
@@ -129,6 +169,11 @@ pub struct SpawnAgentRequest {
     pub restart: Option<RestartLimit>,
     /// `spawnAgent` starts it; `createAgent` only defines it.
     pub start: bool,
+    /// Proficiency (0 to 1) per capability; unnamed capabilities are 1.
+    #[serde(default)]
+    pub proficiency: Vec<(String, f64)>,
+    #[serde(default)]
+    pub weight: Option<f64>,
 }
 
 impl SpawnAgentRequest {
@@ -145,6 +190,8 @@ impl SpawnAgentRequest {
             limits: Limits::default(),
             restart: None,
             start: true,
+            proficiency: Vec::new(),
+            weight: None,
         }
     }
 
@@ -158,6 +205,17 @@ impl SpawnAgentRequest {
             }
         }
         capabilities(&self.capabilities)?;
+        for (c, p) in &self.proficiency {
+            if !(0.0..=1.0).contains(p) {
+                return Err(ApiError::invalid(format!("proficiency of {c} must be between 0 and 1")));
+            }
+            if !self.capabilities.contains(c) {
+                return Err(ApiError::invalid(format!("proficiency names {c}, which is not among the capabilities")));
+            }
+        }
+        if self.weight.is_some_and(|w| !(w > 0.0 && w <= 1000.0)) {
+            return Err(ApiError::invalid("weight must be above 0 and at most 1000"));
+        }
         if let Some(p) = &self.project {
             if p.trim().is_empty() || p.len() > 128 {
                 return Err(ApiError::invalid("project must be 1-128 characters"));
@@ -320,6 +378,8 @@ mod tests {
             labels: BTreeMap::new(),
             limits: Limits::default(),
             restart: None,
+            proficiency: Default::default(),
+            weight: 1.0,
         };
         let update = AgentUpdate {
             labels: Some(vec![("team".into(), "blue".into())]),

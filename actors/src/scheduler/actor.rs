@@ -34,6 +34,7 @@ pub enum SchedulerMsg {
     AgentUp {
         id: String,
         capabilities: Vec<String>,
+        skills: crate::agent::Skills,
         max_concurrent: u32,
         /// Whether it takes tasks now (a paused agent starts closed).
         open: bool,
@@ -190,6 +191,7 @@ impl Actor for Scheduler {
             SchedulerMsg::AgentUp {
                 id,
                 capabilities,
+                skills,
                 max_concurrent,
                 open,
                 actor,
@@ -199,7 +201,7 @@ impl Actor for Scheduler {
                 state.agents.insert(id.clone(), actor);
                 let mut effects = state
                     .engine
-                    .agent_up(&id, capabilities, max_concurrent, incarnation, now);
+                    .agent_up_with(&id, capabilities, skills, max_concurrent, incarnation, now);
                 if !open {
                     effects.extend(state.engine.set_open(&id, incarnation, false, now));
                 }

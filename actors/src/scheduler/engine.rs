@@ -18,17 +18,17 @@
 
 pub mod index;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use index::{Free, QueueKey, Queues, Want};
+use index::{Free, Place, QueueKey, Queues, Want};
 
-use crate::agent::{BreakerState, BreakerView};
-use crate::task::{Outcome, Priority, RetrySpec, TaskSpec, TaskState, TaskStatus};
+use crate::agent::{BreakerState, BreakerView, Skills};
+use crate::task::{Outcome, Priority, RetrySpec, Strategy, TaskSpec, TaskState, TaskStatus};
 
 /// The time of an input: monotonic for timers, wall clock for records.
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +105,9 @@ pub struct Limits {
     pub deadline: Option<DateTime<Utc>>,
     pub not_before: Option<DateTime<Utc>>,
     pub retry: Option<RetrySpec>,
+    pub strategy: Strategy,
+    /// Set when `want` is a requirement set's key.
+    pub requires: Option<Requirement>,
 }
 
 impl Limits {
@@ -119,6 +122,8 @@ impl Limits {
             deadline: None,
             not_before: None,
             retry: None,
+            strategy: Strategy::Score,
+            requires: None,
         }
     }
 }
@@ -129,11 +134,21 @@ pub type Settled = (String, Option<Value>);
 
 impl From<&TaskSpec> for Limits {
     fn from(spec: &TaskSpec) -> Self {
-        let want = match (&spec.target_agent, &spec.capability) {
-            (Some(a), _) => Want::Agent(a.clone()),
-            (None, Some(c)) => Want::Capability(c.clone()),
-            // Validation refuses this; such a task waits for an agent that cannot exist.
-            (None, None) => Want::Capability(String::new()),
+        let mut caps: Vec<String> = spec.capabilities.clone();
+        caps.extend(spec.capability.clone());
+        caps.sort();
+        caps.dedup();
+        let min = spec.min_proficiency.unwrap_or(0.0);
+        let (want, requires) = match &spec.target_agent {
+            Some(a) => (Want::Agent(a.clone()), None),
+            None if caps.len() == 1 && min <= 0.0 => (Want::Capability(caps.remove(0)), None),
+            None => {
+                let r = Requirement {
+                    capabilities: caps,
+                    min_proficiency: min,
+                };
+                (Want::Capability(r.key()), Some(r))
+            }
         };
         Self {
             id: spec.id.clone(),
@@ -144,6 +159,8 @@ impl From<&TaskSpec> for Limits {
             deadline: spec.deadline,
             not_before: spec.not_before,
             retry: spec.retry,
+            strategy: spec.strategy,
+            requires,
         }
     }
 }
@@ -209,13 +226,38 @@ struct Entry {
 
 struct Slot {
     capabilities: Vec<String>,
+    /// What it serves: its capabilities, and the requirement sets it meets.
+    keys: Vec<String>,
+    skills: Skills,
     max: u32,
     running: HashSet<String>,
     incarnation: u64,
-    /// The load it is filed under in `free`, while it has room.
-    free_at: Option<u64>,
+    /// Where it is filed in `free` under each key, while it has room.
+    filed: Vec<(String, Place)>,
     /// Whether it takes new tasks (not paused, not unhealthy, not stopping).
     open: bool,
+    /// Tasks started on it (for WEIGHTED).
+    served: u64,
+}
+
+/// What a task asking for several capabilities, or a least proficiency, needs of an agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requirement {
+    pub capabilities: Vec<String>,
+    pub min_proficiency: f64,
+}
+
+impl Requirement {
+    /// The queue key of tasks with this requirement.
+    pub fn key(&self) -> String {
+        format!("{}>={}", self.capabilities.join("+"), self.min_proficiency)
+    }
+
+    fn met_by(&self, capabilities: &[String], skills: &Skills) -> bool {
+        self.capabilities
+            .iter()
+            .all(|c| capabilities.contains(c) && skills.of(c) >= self.min_proficiency)
+    }
 }
 
 pub struct Engine {
@@ -228,6 +270,12 @@ pub struct Engine {
     deadlines: BTreeSet<(Instant, String)>,
     /// Tasks waiting for each open task to succeed.
     dependents: HashMap<String, Vec<String>>,
+    /// Requirement sets of queued tasks, by key.
+    requirements: HashMap<String, Requirement>,
+    /// Each agent's last attempts, newest last (for its recent success rate).
+    outcomes: HashMap<String, VecDeque<bool>>,
+    /// The agent round robin picked last, per key.
+    rr_last: HashMap<String, String>,
     breaker: BreakerPolicy,
     breakers: HashMap<String, Breaker>,
     /// When open breakers half-open.
@@ -238,7 +286,11 @@ pub struct Engine {
     out: Vec<Effect>,
 }
 
+/// How many of an agent's last attempts its recent success rate counts.
+const RECENT_ATTEMPTS: usize = 20;
+
 mod breaker;
+mod choice;
 mod transitions;
 
 impl Engine {
@@ -251,6 +303,9 @@ impl Engine {
             delayed: BTreeSet::new(),
             deadlines: BTreeSet::new(),
             dependents: HashMap::new(),
+            requirements: HashMap::new(),
+            outcomes: HashMap::new(),
+            rr_last: HashMap::new(),
             breaker: BreakerPolicy::default(),
             breakers: HashMap::new(),
             breaker_wakes: BTreeSet::new(),
@@ -293,6 +348,9 @@ impl Engine {
             return Vec::new();
         }
         let id = limits.id.clone();
+        if let Some(r) = &limits.requires {
+            self.require(r);
+        }
         let mut status = status;
         status.state = TaskState::Queued;
         let at = |wall: DateTime<Utc>| {
@@ -359,6 +417,11 @@ impl Engine {
             return Vec::new();
         }
         self.release(agent, task);
+        let last = self.outcomes.entry(agent.to_owned()).or_default();
+        last.push_back(outcome.is_ok());
+        if last.len() > RECENT_ATTEMPTS {
+            last.pop_front();
+        }
         match outcome {
             Ok(result) => {
                 self.breaker_success(agent);
@@ -384,6 +447,19 @@ impl Engine {
         incarnation: u64,
         now: Now,
     ) -> Vec<Effect> {
+        self.agent_up_with(id, capabilities, Skills::default(), max, incarnation, now)
+    }
+
+    /// [`Engine::agent_up`] with the agent's proficiencies and weight.
+    pub fn agent_up_with(
+        &mut self,
+        id: &str,
+        capabilities: Vec<String>,
+        skills: Skills,
+        max: u32,
+        incarnation: u64,
+        now: Now,
+    ) -> Vec<Effect> {
         if let Some(old) = self.agents.get(id) {
             if old.incarnation == incarnation {
                 return Vec::new();
@@ -399,12 +475,15 @@ impl Engine {
         self.agents.insert(
             id.to_owned(),
             Slot {
+                keys: self.keys_of(&capabilities, &skills),
                 capabilities,
+                skills,
                 max: max.max(1),
                 running: HashSet::new(),
                 incarnation,
-                free_at: None,
+                filed: Vec::new(),
                 open: true,
+                served: 0,
             },
         );
         self.refile(id);

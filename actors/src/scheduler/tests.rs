@@ -67,6 +67,9 @@ fn spec(id: &str) -> TaskSpec {
         deadline: None,
         not_before: None,
         retry: None,
+        capabilities: Vec::new(),
+        min_proficiency: None,
+        strategy: Default::default(),
     }
 }
 
@@ -124,6 +127,7 @@ fn agent_up(actor: ActorRef<AgentMsg>) -> SchedulerMsg {
     SchedulerMsg::AgentUp {
         id: "a1".into(),
         capabilities: vec!["echo".into()],
+        skills: Default::default(),
         max_concurrent: 2,
         open: true,
         actor,

@@ -34,6 +34,7 @@ pub(crate) struct Context {
     pub tokens: Tokens,
     pub max_payload_bytes: usize,
     pub max_open_tasks: usize,
+    pub default_strategy: crate::task::Strategy,
     pub agent_policy: crate::agent::AgentPolicy,
     pub draining: AtomicBool,
     pub fleet: std::sync::Arc<crate::host::Fleet>,

@@ -6,7 +6,9 @@ use async_graphql::{Context, Enum, InputObject, Json, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use troupe_actors::service::TaskFilter;
-use troupe_actors::task::{GraphTask, Priority as P, RetrySpec, SubmitTaskRequest, TaskRecord, TaskState as S};
+use troupe_actors::task::{
+    GraphTask, Priority as P, RetrySpec, Strategy as St, SubmitTaskRequest, TaskRecord, TaskState as S,
+};
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 
@@ -193,6 +195,25 @@ pub struct SubmitTaskInput {
     pub not_before: Option<DateTime<Utc>>,
     /// This task's retry backoff instead of the node's.
     pub retry: Option<RetryInput>,
+    /// Run on an agent with all of these capabilities (instead of `capability`).
+    pub capabilities: Option<Vec<String>>,
+    /// The least proficiency (0 to 1) the agent must have in each capability asked for.
+    pub min_proficiency: Option<f64>,
+    /// How to pick among the capable agents [default: the node's `default_strategy`].
+    pub strategy: Option<Strategy>,
+}
+
+/// How the scheduler picks among the agents that can take a task now (docs/semantics.md).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Strategy {
+    /// The best `0.5·proficiency + 0.3·recent success rate + 0.2·(1 − load)`.
+    Score,
+    /// Each capable agent in turn.
+    RoundRobin,
+    /// The fewest tasks running.
+    LeastConnections,
+    /// In proportion to the agents' `weight`.
+    Weighted,
 }
 
 /// Why one attempt of a task failed.
@@ -235,6 +256,14 @@ impl SubmitTaskInput {
             deadline: self.deadline,
             not_before: self.not_before,
             retry,
+            capabilities: self.capabilities.unwrap_or_default(),
+            min_proficiency: self.min_proficiency,
+            strategy: self.strategy.map(|s| match s {
+                Strategy::Score => St::Score,
+                Strategy::RoundRobin => St::RoundRobin,
+                Strategy::LeastConnections => St::LeastConnections,
+                Strategy::Weighted => St::Weighted,
+            }),
         })
     }
 }

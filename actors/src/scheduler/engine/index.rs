@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::task::Priority;
+use crate::task::{Priority, Strategy};
 
 /// A queued task's place: priority rank, arrival number, id. Smaller runs first.
 pub type QueueKey = (u8, u64, String);
@@ -93,39 +93,87 @@ pub fn load_key(running: u32, max: u32) -> u64 {
     (u64::from(running) << 32) / u64::from(max.max(1))
 }
 
-/// Agents with at least one free slot, per capability, least loaded first (ties to the
-/// smaller id).
+/// A score in 0..1 as a sortable number, the best first.
+pub fn score_key(score: f64) -> u64 {
+    ((1.0 - score.clamp(0.0, 1.0)) * 1e12) as u64
+}
+
+/// The score `score_key` stands for.
+pub fn score_of(key: u64) -> f64 {
+    1.0 - key as f64 / 1e12
+}
+
+/// An agent's place in one key's orders while it has room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub score: u64,
+    pub running: u32,
+    pub weighted: u64,
+}
+
+/// The agents with room for one key (a capability, or a set of requirements), in each
+/// strategy's order; ties go to the smaller id.
+#[derive(Debug, Default)]
+struct KeyFree {
+    score: BTreeSet<(u64, String)>,
+    running: BTreeSet<(u32, String)>,
+    weighted: BTreeSet<(u64, String)>,
+    ids: BTreeSet<String>,
+}
+
+/// Agents with at least one free slot, per key.
 #[derive(Debug, Default)]
 pub struct Free {
-    by_capability: HashMap<String, BTreeSet<(u64, String)>>,
+    by_key: HashMap<String, KeyFree>,
 }
 
 impl Free {
-    pub fn insert(&mut self, capabilities: &[String], agent: &str, load: u64) {
-        for c in capabilities {
-            self.by_capability
-                .entry(c.clone())
-                .or_default()
-                .insert((load, agent.to_owned()));
-        }
+    pub fn insert(&mut self, key: &str, agent: &str, place: Place) {
+        let f = self.by_key.entry(key.to_owned()).or_default();
+        f.score.insert((place.score, agent.to_owned()));
+        f.running.insert((place.running, agent.to_owned()));
+        f.weighted.insert((place.weighted, agent.to_owned()));
+        f.ids.insert(agent.to_owned());
     }
 
-    pub fn remove(&mut self, capabilities: &[String], agent: &str, load: u64) {
-        for c in capabilities {
-            if let Some(set) = self.by_capability.get_mut(c) {
-                set.remove(&(load, agent.to_owned()));
-                if set.is_empty() {
-                    self.by_capability.remove(c);
-                }
+    pub fn remove(&mut self, key: &str, agent: &str, place: Place) {
+        if let Some(f) = self.by_key.get_mut(key) {
+            f.score.remove(&(place.score, agent.to_owned()));
+            f.running.remove(&(place.running, agent.to_owned()));
+            f.weighted.remove(&(place.weighted, agent.to_owned()));
+            f.ids.remove(agent);
+            if f.ids.is_empty() {
+                self.by_key.remove(key);
             }
         }
     }
 
-    pub fn least_loaded(&self, capability: &str) -> Option<&str> {
-        self.by_capability
-            .get(capability)
-            .and_then(|s| s.first())
-            .map(|(_, id)| id.as_str())
+    /// The agent with room for `key` that `strategy` picks; `after` is the last one round
+    /// robin picked.
+    pub fn choose(&self, key: &str, strategy: Strategy, after: Option<&str>) -> Option<&str> {
+        let f = self.by_key.get(key)?;
+        match strategy {
+            Strategy::Score => f.score.first().map(|(_, id)| id.as_str()),
+            Strategy::LeastConnections => f.running.first().map(|(_, id)| id.as_str()),
+            Strategy::Weighted => f.weighted.first().map(|(_, id)| id.as_str()),
+            Strategy::RoundRobin => {
+                let next = after.and_then(|a| {
+                    f.ids
+                        .range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                        .next()
+                });
+                next.or_else(|| f.ids.first()).map(String::as_str)
+            }
+        }
+    }
+
+    /// The best-scored agent with room for `key` other than `agent`.
+    pub fn runner_up(&self, key: &str, agent: &str) -> Option<(&str, u64)> {
+        let f = self.by_key.get(key)?;
+        f.score
+            .iter()
+            .find(|(_, id)| id != agent)
+            .map(|(s, id)| (id.as_str(), *s))
     }
 }
 
@@ -154,19 +202,29 @@ mod tests {
     }
 
     #[test]
-    fn loads_order_by_share_of_slots_then_id() {
+    fn loads_order_by_share_of_slots_and_each_strategy_picks_its_own_way() {
         assert!(load_key(1, 4) < load_key(1, 2));
         assert_eq!(load_key(2, 4), load_key(1, 2));
         // The closest two different shares with slots up to 10,000 still differ.
         assert!(load_key(9_998, 9_999) < load_key(9_999, 10_000));
         let mut free = Free::default();
-        let caps = vec!["echo".to_string()];
-        free.insert(&caps, "b", load_key(1, 4));
-        free.insert(&caps, "a", load_key(1, 2));
-        free.insert(&caps, "c", load_key(1, 4));
-        assert_eq!(free.least_loaded("echo"), Some("b"));
-        free.remove(&caps, "b", load_key(1, 4));
-        assert_eq!(free.least_loaded("echo"), Some("c"));
-        assert_eq!(free.least_loaded("other"), None);
+        let place = |score: f64, running: u32, weighted: u64| Place {
+            score: score_key(score),
+            running,
+            weighted,
+        };
+        free.insert("echo", "b", place(0.9, 3, 5));
+        free.insert("echo", "a", place(0.5, 1, 9));
+        free.insert("echo", "c", place(0.7, 2, 1));
+        assert_eq!(free.choose("echo", Strategy::Score, None), Some("b"));
+        assert_eq!(free.choose("echo", Strategy::LeastConnections, None), Some("a"));
+        assert_eq!(free.choose("echo", Strategy::Weighted, None), Some("c"));
+        assert_eq!(free.choose("echo", Strategy::RoundRobin, None), Some("a"));
+        assert_eq!(free.choose("echo", Strategy::RoundRobin, Some("b")), Some("c"));
+        assert_eq!(free.choose("echo", Strategy::RoundRobin, Some("c")), Some("a"));
+        assert_eq!(free.runner_up("echo", "b").map(|(id, _)| id), Some("c"));
+        free.remove("echo", "b", place(0.9, 3, 5));
+        assert_eq!(free.choose("echo", Strategy::Score, None), Some("c"));
+        assert_eq!(free.choose("other", Strategy::Score, None), None);
     }
 }

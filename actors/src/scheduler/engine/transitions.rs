@@ -2,7 +2,8 @@
 
 use serde_json::{json, Value};
 
-use super::index::{load_key, Want};
+use super::index::Want;
+use crate::task::Strategy;
 use super::{Down, Effect, Engine, Now, RetryPolicy, Transition};
 use crate::task::{AttemptError, TaskState, TaskStatus};
 
@@ -103,7 +104,17 @@ impl Engine {
                 .get(a)
                 .is_some_and(|s| (s.running.len() as u32) < self.capacity(a, s.max))
                 .then(|| a.clone()),
-            Want::Capability(c) => self.free.least_loaded(c).map(str::to_owned),
+            Want::Capability(key) => {
+                let strategy = self.tasks.get(id).map_or(Strategy::Score, |e| e.limits.strategy);
+                let chosen = self
+                    .free
+                    .choose(key, strategy, self.rr_last.get(key).map(String::as_str))
+                    .map(str::to_owned);
+                if let (Some(agent), Strategy::RoundRobin) = (&chosen, strategy) {
+                    self.rr_last.insert(key.clone(), agent.clone());
+                }
+                chosen
+            }
         };
         if let Some(agent) = agent {
             self.fill(&agent, now);
@@ -117,7 +128,7 @@ impl Engine {
             if !slot.open || slot.running.len() as u32 >= self.capacity(agent, slot.max) {
                 return;
             }
-            let Some((want, key)) = self.queues.best_for(agent, &slot.capabilities) else {
+            let Some((want, key)) = self.queues.best_for(agent, &slot.keys) else {
                 return;
             };
             self.queues.remove(&want, &key);
@@ -126,6 +137,7 @@ impl Engine {
     }
 
     fn start(&mut self, agent: &str, task: &str, now: Now) {
+        let why = self.why(agent, task);
         let Some(entry) = self.tasks.get_mut(task) else { return };
         entry.queued = None;
         let status = &mut entry.status;
@@ -138,6 +150,7 @@ impl Engine {
         let inputs = entry.inputs.clone();
         if let Some(slot) = self.agents.get_mut(agent) {
             slot.running.insert(task.to_owned());
+            slot.served += 1;
         }
         self.refile(agent);
         self.out.push(Effect::Start {
@@ -149,7 +162,7 @@ impl Engine {
                 task: task.to_owned(),
                 status,
                 kind: "TASK_STARTED",
-                data: json!({}),
+                data: why,
                 ended: None,
             },
         });
@@ -163,21 +176,27 @@ impl Engine {
         self.refile(agent);
     }
 
-    /// Files the agent under its current load among the agents with room (or takes it out).
+    /// Files the agent under each key it serves, in every strategy's order, while it has
+    /// room (or takes it out).
     pub(super) fn refile(&mut self, agent: &str) {
-        let Some(max) = self.agents.get(agent).map(|s| s.max) else {
-            return;
-        };
-        let capacity = self.capacity(agent, max);
         let Some(slot) = self.agents.get_mut(agent) else { return };
-        if let Some(old) = slot.free_at.take() {
-            self.free.remove(&slot.capabilities, agent, old);
+        for (key, place) in std::mem::take(&mut slot.filed) {
+            self.free.remove(&key, agent, place);
         }
+        let Some(slot) = self.agents.get(agent) else { return };
         let running = slot.running.len() as u32;
-        if slot.open && running < capacity {
-            let load = load_key(running, slot.max);
-            self.free.insert(&slot.capabilities, agent, load);
-            slot.free_at = Some(load);
+        if !slot.open || running >= self.capacity(agent, slot.max) {
+            return;
+        }
+        let keys = slot.keys.clone();
+        let mut filed = Vec::with_capacity(keys.len());
+        for key in keys {
+            let place = self.place(agent, &key);
+            self.free.insert(&key, agent, place);
+            filed.push((key, place));
+        }
+        if let Some(slot) = self.agents.get_mut(agent) {
+            slot.filed = filed;
         }
     }
 
@@ -243,8 +262,8 @@ impl Engine {
             return;
         }
         let Some(mut slot) = self.agents.remove(id) else { return };
-        if let Some(old) = slot.free_at.take() {
-            self.free.remove(&slot.capabilities, id, old);
+        for (key, place) in std::mem::take(&mut slot.filed) {
+            self.free.remove(&key, id, place);
         }
         let mut running: Vec<String> = slot.running.drain().collect();
         running.sort();

@@ -52,6 +52,8 @@ impl Agents {
             labels: req.labels.into_iter().collect(),
             limits: req.limits,
             restart: req.restart,
+            proficiency: req.proficiency.into_iter().collect(),
+            weight: req.weight.unwrap_or(1.0),
         };
         let (state, kind) = match req.start {
             true => (AgentState::Starting, "AGENT_SPAWNED"),

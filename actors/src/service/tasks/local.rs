@@ -301,6 +301,9 @@ impl Tasks {
             deadline: req.deadline,
             not_before: req.not_before,
             retry: req.retry,
+            capabilities: req.capabilities,
+            min_proficiency: req.min_proficiency,
+            strategy: req.strategy.unwrap_or(self.ctx.default_strategy),
         }
     }
 

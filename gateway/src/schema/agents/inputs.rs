@@ -126,6 +126,16 @@ pub struct SpawnAgentInput {
     pub labels: Option<Vec<LabelInput>>,
     pub limits: Option<LimitsInput>,
     pub restart_limit: Option<RestartLimitInput>,
+    /// How good it is at some of its capabilities, 0 to 1 (the others count as 1).
+    pub proficiency: Option<Vec<ProficiencyInput>>,
+    /// Its share of tasks under the WEIGHTED strategy [default: 1].
+    pub weight: Option<f64>,
+}
+
+#[derive(InputObject)]
+pub struct ProficiencyInput {
+    pub capability: String,
+    pub proficiency: f64,
 }
 
 /// What `updateAgent` changes; fields left out stay. Applied at the agent's next start.
@@ -263,6 +273,13 @@ impl SpawnAgentInput {
             limits: self.limits.map(Limits::try_from).transpose()?.unwrap_or_default(),
             restart: self.restart_limit.map(RestartLimit::try_from).transpose()?,
             start,
+            proficiency: self
+                .proficiency
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.capability, p.proficiency))
+                .collect(),
+            weight: self.weight,
         })
     }
 }
