@@ -19,9 +19,8 @@ pub use backend::{build as build_backend, describe_cgroup, read_stat, Backend, L
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
 pub use spec::{
-    Skills,
     AgentFilter, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend, Limits,
-    LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, SpawnAgentRequest,
+    LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills, SpawnAgentRequest,
 };
 pub(crate) use status::gauge_moved;
 pub use status::{AgentState, AgentStats, AgentStatus, AgentView, BreakerState, BreakerView, Recent};

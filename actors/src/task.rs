@@ -170,21 +170,27 @@ impl SubmitTaskRequest {
     pub fn validate(&self, max_payload_bytes: usize) -> Result<(), ApiError> {
         let many = !self.capabilities.is_empty();
         if many && (self.agent_id.is_some() || self.capability.is_some()) {
-            return Err(ApiError::invalid("give exactly one of agentId, capability and capabilities"));
+            return Err(ApiError::invalid(
+                "give exactly one of agentId, capability and capabilities",
+            ));
         }
         if many {
             if self.capabilities.len() > 16 || self.capabilities.iter().any(|c| c.trim().is_empty()) {
                 return Err(ApiError::invalid("capabilities: 1 to 16 non-empty names"));
             }
         } else if self.agent_id.is_some() == self.capability.is_some() {
-            return Err(ApiError::invalid("give exactly one of agentId, capability and capabilities"));
+            return Err(ApiError::invalid(
+                "give exactly one of agentId, capability and capabilities",
+            ));
         }
         if let Some(m) = self.min_proficiency {
             if !(0.0..=1.0).contains(&m) {
                 return Err(ApiError::invalid("minProficiency must be between 0 and 1"));
             }
             if self.agent_id.is_some() {
-                return Err(ApiError::invalid("minProficiency applies to capabilities, not to an agentId"));
+                return Err(ApiError::invalid(
+                    "minProficiency applies to capabilities, not to an agentId",
+                ));
             }
         }
         match (&self.agent_id, &self.capability) {

@@ -318,7 +318,10 @@ impl Config {
             }
         }
         if !["score", "round_robin", "least_connections", "weighted"].contains(&self.default_strategy.as_str()) {
-            return invalid("default_strategy", "one of score, round_robin, least_connections, weighted");
+            return invalid(
+                "default_strategy",
+                "one of score, round_robin, least_connections, weighted",
+            );
         }
         if self.max_payload_bytes >= self.body_limit_bytes {
             return invalid("max_payload_bytes", "must be below body_limit_bytes");

@@ -390,3 +390,79 @@ async fn an_agents_breaker_opens_half_opens_and_closes() -> Result<()> {
     ensure!(b["agent"]["breaker"]["state"] == "CLOSED", "{b}");
     Ok(())
 }
+
+#[tokio::test]
+async fn each_strategy_picks_as_documented_through_the_gateway() -> Result<()> {
+    let node = Node::start(NodeOpts::named("strategies")).await?;
+    let mut ids = HashMap::new();
+    for (name, prof, weight) in [("a", 0.3, 3.0), ("b", 0.9, 1.0), ("c", 0.6, 1.0)] {
+        let agent = node
+            .spawn_agent(json!({ "name": name, "backend": { "builtin": { "kind": "echo" } },
+                                 "capabilities": ["work", "extra"], "maxConcurrentTasks": 4,
+                                 "proficiency": [{ "capability": "work", "proficiency": prof }], "weight": weight }))
+            .await?;
+        let id = text(&agent, "/id")?;
+        let shown = node
+            .gql_ok(
+                "query($id: ID!) { agent(id: $id) { weight proficiency { capability proficiency } } }",
+                json!({ "id": id }),
+            )
+            .await?;
+        ensure!(
+            shown["agent"]["weight"] == weight && shown["agent"]["proficiency"][0]["proficiency"] == prof,
+            "{shown}"
+        );
+        ids.insert(id, name);
+    }
+    let q = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
+    // One after the other, each finished before the next: who ran it, and why.
+    let run = |input: Value| {
+        let node = &node;
+        async move {
+            let t = node.gql_ok(q, json!({ "input": input })).await?;
+            let id = text(&t, "/submitTask/id")?;
+            let done = node.wait_task_state(&id, "SUCCEEDED").await?;
+            let started = node.events_for("TASK_STARTED", &id).await?;
+            anyhow::Ok((text(&done, "/agentId")?, started[0]["data"].clone()))
+        }
+    };
+    let (who, why) = run(json!({ "capability": "work", "payload": {} })).await?;
+    ensure!(ids[&who] == "b", "SCORE takes the most proficient: {who}");
+    ensure!(why["strategy"] == "SCORE" && why["score"].as_f64().is_some(), "{why}");
+    ensure!(
+        ids[why["runnerUp"]["agentId"].as_str().unwrap_or_default()] == "c",
+        "{why}"
+    );
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        let (who, why) = run(json!({ "capability": "work", "payload": {}, "strategy": "ROUND_ROBIN" })).await?;
+        ensure!(why["strategy"] == "ROUND_ROBIN", "{why}");
+        order.push(ids[&who]);
+    }
+    ensure!(
+        order[..3].iter().collect::<std::collections::HashSet<_>>().len() == 3 && order[..3] == order[3..],
+        "{order:?}"
+    );
+    // Several capabilities and a least proficiency.
+    let (who, _) = run(
+        json!({ "capabilities": ["work", "extra"], "minProficiency": 0.5, "payload": {},
+                               "strategy": "LEAST_CONNECTIONS" }),
+    )
+    .await?;
+    ensure!(ids[&who] != "a", "a is below 0.5 at work");
+    let picky = node
+        .gql_ok(
+            q,
+            json!({ "input": { "capability": "work", "minProficiency": 0.95, "payload": {} } }),
+        )
+        .await?;
+    ensure!(node.task(&text(&picky, "/submitTask/id")?).await?["state"] == "QUEUED");
+    let bad = node
+        .gql(
+            q,
+            json!({ "input": { "capability": "work", "capabilities": ["x"], "payload": {} } }),
+        )
+        .await?;
+    expect_code(&bad, "INVALID_INPUT")?;
+    Ok(())
+}

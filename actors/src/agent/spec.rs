@@ -210,7 +210,9 @@ impl SpawnAgentRequest {
                 return Err(ApiError::invalid(format!("proficiency of {c} must be between 0 and 1")));
             }
             if !self.capabilities.contains(c) {
-                return Err(ApiError::invalid(format!("proficiency names {c}, which is not among the capabilities")));
+                return Err(ApiError::invalid(format!(
+                    "proficiency names {c}, which is not among the capabilities"
+                )));
             }
         }
         if self.weight.is_some_and(|w| !(w > 0.0 && w <= 1000.0)) {

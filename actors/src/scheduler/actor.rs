@@ -199,9 +199,10 @@ impl Actor for Scheduler {
                 tracing::debug!(agent = %id, open, "agent registered");
                 let incarnation = actor.get_id().pid();
                 state.agents.insert(id.clone(), actor);
-                let mut effects = state
-                    .engine
-                    .agent_up_with(&id, capabilities, skills, max_concurrent, incarnation, now);
+                let mut effects =
+                    state
+                        .engine
+                        .agent_up_with(&id, capabilities, skills, max_concurrent, incarnation, now);
                 if !open {
                     effects.extend(state.engine.set_open(&id, incarnation, false, now));
                 }

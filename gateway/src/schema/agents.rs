@@ -83,6 +83,12 @@ pub struct AgentLimits {
     pub cgroup: String,
 }
 
+#[derive(SimpleObject)]
+pub struct Proficiency {
+    pub capability: String,
+    pub proficiency: f64,
+}
+
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum BreakerState {
     Closed,
@@ -208,6 +214,22 @@ impl Agent {
     }
     async fn tasks_failed(&self) -> Int64 {
         self.view.stats.failed.into()
+    }
+    /// How good it is at its capabilities, 0 to 1 (those not listed count as 1).
+    async fn proficiency(&self) -> Vec<Proficiency> {
+        self.view
+            .spec
+            .proficiency
+            .iter()
+            .map(|(c, p)| Proficiency {
+                capability: c.clone(),
+                proficiency: *p,
+            })
+            .collect()
+    }
+    /// Its share under the WEIGHTED strategy.
+    async fn weight(&self) -> f64 {
+        self.view.spec.weight
     }
     /// Its circuit breaker: OPEN after `breaker_failures` consecutive failed attempts (it
     /// gets no tasks), HALF_OPEN after `breaker_cooldown_ms` (one trial task), CLOSED again

@@ -200,12 +200,12 @@ pub struct SubmitTaskInput {
     /// The least proficiency (0 to 1) the agent must have in each capability asked for.
     pub min_proficiency: Option<f64>,
     /// How to pick among the capable agents [default: the node's `default_strategy`].
-    pub strategy: Option<Strategy>,
+    pub strategy: Option<SchedulingStrategy>,
 }
 
 /// How the scheduler picks among the agents that can take a task now (docs/semantics.md).
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-pub enum Strategy {
+pub enum SchedulingStrategy {
     /// The best `0.5·proficiency + 0.3·recent success rate + 0.2·(1 − load)`.
     Score,
     /// Each capable agent in turn.
@@ -259,10 +259,10 @@ impl SubmitTaskInput {
             capabilities: self.capabilities.unwrap_or_default(),
             min_proficiency: self.min_proficiency,
             strategy: self.strategy.map(|s| match s {
-                Strategy::Score => St::Score,
-                Strategy::RoundRobin => St::RoundRobin,
-                Strategy::LeastConnections => St::LeastConnections,
-                Strategy::Weighted => St::Weighted,
+                SchedulingStrategy::Score => St::Score,
+                SchedulingStrategy::RoundRobin => St::RoundRobin,
+                SchedulingStrategy::LeastConnections => St::LeastConnections,
+                SchedulingStrategy::Weighted => St::Weighted,
             }),
         })
     }

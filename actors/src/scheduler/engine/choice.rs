@@ -23,11 +23,7 @@ impl Engine {
 
     fn proficiency(&self, skills: &Skills, key: &str) -> f64 {
         match self.requirements.get(key) {
-            Some(r) => r
-                .capabilities
-                .iter()
-                .map(|c| skills.of(c))
-                .fold(1.0, f64::min),
+            Some(r) => r.capabilities.iter().map(|c| skills.of(c)).fold(1.0, f64::min),
             None => skills.of(key),
         }
     }
@@ -57,7 +53,9 @@ impl Engine {
     /// What a task's TASK_STARTED records of the choice: the strategy, the agent's score for
     /// the task and the best-scored other agent that could have taken it.
     pub(super) fn why(&self, agent: &str, task: &str) -> Value {
-        let Some(entry) = self.tasks.get(task) else { return json!({}) };
+        let Some(entry) = self.tasks.get(task) else {
+            return json!({});
+        };
         let Want::Capability(key) = &entry.limits.want else {
             return json!({ "strategy": "AGENT" });
         };

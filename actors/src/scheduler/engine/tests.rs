@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::agent::BreakerState;
+use crate::agent::{BreakerState, Skills};
+use crate::task::Strategy;
 
 fn now0() -> Now {
     Now {
@@ -645,4 +646,121 @@ fn a_breaker_opens_after_consecutive_failures_half_opens_for_one_trial_and_close
     let fx = e.finished(&trial, 1, "a", Ok(json!(1)), later(now, 202));
     assert_eq!(kinds(&fx), ["AGENT_BREAKER_CLOSED"]);
     assert_eq!(e.breaker_of("a").state, BreakerState::Closed);
+}
+
+fn skills(p: &[(&str, f64)], weight: f64) -> Skills {
+    Skills {
+        proficiency: p.iter().map(|(c, v)| (c.to_string(), *v)).collect(),
+        weight,
+    }
+}
+
+fn with(limits: Limits, strategy: Strategy) -> Limits {
+    Limits { strategy, ..limits }
+}
+
+/// Starts `n` tasks one after the other, each finishing before the next: who ran each.
+fn one_by_one(e: &mut Engine, n: usize, strategy: Strategy, now: Now) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let id = format!("{}-{i}", strategy.as_str());
+            let fx = e.enqueue(
+                with(cap_task(&id, "c", Priority::Normal), strategy),
+                TaskStatus::queued(),
+                now,
+            );
+            let (agent, task, attempt) = starts(&fx).remove(0);
+            e.finished(&task, attempt, &agent, Ok(json!(null)), now);
+            agent
+        })
+        .collect()
+}
+
+#[test]
+fn each_strategy_picks_as_documented_and_started_tasks_say_why() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up_with("a", caps(&["c", "x"]), skills(&[("c", 0.3)], 3.0), 4, 1, now);
+    e.agent_up_with("b", caps(&["c"]), skills(&[("c", 0.9)], 1.0), 4, 2, now);
+    e.agent_up_with(
+        "d",
+        caps(&["c", "x"]),
+        skills(&[("c", 0.6), ("x", 0.5)], 1.0),
+        4,
+        3,
+        now,
+    );
+    // SCORE: the most proficient while all are idle; the runner-up is named.
+    let fx = e.enqueue(cap_task("s", "c", Priority::Normal), TaskStatus::queued(), now);
+    let Some(Effect::Start { agent, transition, .. }) = fx.first() else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(agent, "b");
+    assert_eq!(transition.data["strategy"], "SCORE");
+    assert_eq!(transition.data["score"], json!(0.5 * 0.9 + 0.3 + 0.2));
+    assert_eq!(transition.data["runnerUp"]["agentId"], "d");
+    e.finished("s", 1, "b", Ok(json!(null)), now);
+    // ROUND_ROBIN: each in turn.
+    assert_eq!(
+        one_by_one(&mut e, 6, Strategy::RoundRobin, now),
+        ["a", "b", "d", "a", "b", "d"]
+    );
+    // WEIGHTED: a has weight 3, b and d 1: a runs three times as often (counted from a
+    // fresh start: the weights share out every task an agent has started).
+    let mut fresh = engine();
+    fresh.agent_up_with("a", caps(&["c"]), skills(&[], 3.0), 4, 1, now);
+    fresh.agent_up_with("b", caps(&["c"]), skills(&[], 1.0), 4, 2, now);
+    fresh.agent_up_with("d", caps(&["c"]), skills(&[], 1.0), 4, 3, now);
+    let ran = one_by_one(&mut fresh, 10, Strategy::Weighted, now);
+    let count = |x: &str| ran.iter().filter(|a| *a == x).count();
+    assert_eq!((count("a"), count("b"), count("d")), (6, 2, 2), "{ran:?}");
+    // LEAST_CONNECTIONS: the fewest running, whatever their score.
+    let mut gated = Vec::new();
+    for i in 0..2 {
+        let fx = e.enqueue(
+            with(
+                cap_task(&format!("busy-b{i}"), "c", Priority::Normal),
+                Strategy::LeastConnections,
+            ),
+            TaskStatus::queued(),
+            now,
+        );
+        gated.push(starts(&fx).remove(0).0);
+    }
+    assert_eq!(gated, ["a", "b"], "ties go to the smaller id");
+    let fx = e.enqueue(
+        with(cap_task("lc", "c", Priority::Normal), Strategy::LeastConnections),
+        TaskStatus::queued(),
+        now,
+    );
+    assert_eq!(starts(&fx)[0].0, "d");
+    // Several capabilities and a least proficiency: only d has x and c at 0.5 or better.
+    let need = Limits {
+        requires: Some(Requirement {
+            capabilities: caps(&["c", "x"]),
+            min_proficiency: 0.5,
+        }),
+        want: Want::Capability(
+            Requirement {
+                capabilities: caps(&["c", "x"]),
+                min_proficiency: 0.5,
+            }
+            .key(),
+        ),
+        ..cap_task("both", "unused", Priority::Normal)
+    };
+    let fx = e.enqueue(need, TaskStatus::queued(), now);
+    assert_eq!(starts(&fx)[0].0, "d");
+    // Nobody meets 0.95: it waits without holding anything else up.
+    let picky = Limits {
+        requires: Some(Requirement {
+            capabilities: caps(&["c"]),
+            min_proficiency: 0.95,
+        }),
+        want: Want::Capability("c>=0.95".into()),
+        ..cap_task("picky", "unused", Priority::Critical)
+    };
+    assert!(starts(&e.enqueue(picky, TaskStatus::queued(), now)).is_empty());
+    let fx = e.enqueue(cap_task("plain", "c", Priority::Low), TaskStatus::queued(), now);
+    assert_eq!(starts(&fx).len(), 1);
 }

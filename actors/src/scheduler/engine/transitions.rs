@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use super::index::Want;
-use crate::task::Strategy;
 use super::{Down, Effect, Engine, Now, RetryPolicy, Transition};
+use crate::task::Strategy;
 use crate::task::{AttemptError, TaskState, TaskStatus};
 
 impl Engine {
