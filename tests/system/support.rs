@@ -106,6 +106,16 @@ impl Node {
             proc: None,
             http,
         };
+        // The cluster port was free when picked, but another test's node may take it before
+        // this one binds it: then it starts again on another port.
+        for _ in 0..3 {
+            match node.launch().await {
+                Err(e) if format!("{e:#}").contains("Address already in use") => {
+                    node.cluster_port = process::free_port()?;
+                }
+                other => return other.map(|_| node),
+            }
+        }
         node.launch().await?;
         Ok(node)
     }

@@ -21,7 +21,7 @@ envelope!(AgentsMsg);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AgentsRequest {
     Spawn {
-        request: SpawnAgentRequest,
+        request: Box<SpawnAgentRequest>,
         key: String,
     },
     Act {
@@ -139,7 +139,7 @@ impl Agents {
                     .forward::<Agents>(
                         &node,
                         |key| AgentsRequest::Spawn {
-                            request: request.clone(),
+                            request: Box::new(request.clone()),
                             key,
                         },
                         key,
@@ -318,7 +318,7 @@ impl Service for Agents {
                 // A peer's request is checked like a local one.
                 AgentsRequest::Spawn { request, key } => {
                     request.validate()?;
-                    agents.spawn_local(request, Some(&key)).await.map(AgentsResponse::Agent)
+                    agents.spawn_local(*request, Some(&key)).await.map(AgentsResponse::Agent)
                 }
                 AgentsRequest::Act { id, action, key } => agents
                     .act_local(&id, action, Some(&key))

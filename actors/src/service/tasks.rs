@@ -27,7 +27,7 @@ pub struct TaskFilter {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum TasksRequest {
     Submit {
-        request: SubmitTaskRequest,
+        request: Box<SubmitTaskRequest>,
         key: String,
     },
     Cancel {
@@ -80,7 +80,7 @@ impl Tasks {
                     .forward::<Tasks>(
                         &node,
                         |key| TasksRequest::Submit {
-                            request: request.clone(),
+                            request: Box::new(request.clone()),
                             key,
                         },
                         key,
@@ -220,7 +220,7 @@ impl Service for Tasks {
                 // A peer's request is checked like a local one.
                 TasksRequest::Submit { request, key } => {
                     request.validate(tasks.ctx.max_payload_bytes)?;
-                    tasks.submit_local(request, Some(&key)).await.map(TasksResponse::Task)
+                    tasks.submit_local(*request, Some(&key)).await.map(TasksResponse::Task)
                 }
                 TasksRequest::Cancel { id, key } => {
                     tasks.cancel_local(&id, key.as_deref()).await.map(TasksResponse::Task)
