@@ -258,6 +258,10 @@ impl Node {
             let text = std::fs::read_to_string(self.file(name)).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
+            // A panic's message is worth more than the end of its backtrace.
+            for line in lines.iter().filter(|l| l.contains("panicked at")) {
+                out.push_str(&format!("---- {} {name}: {line}\n", self.name));
+            }
             out.push_str(&format!("---- {} {name} (last {} lines) ----\n", self.name, tail.len()));
             for line in tail {
                 out.push_str(line);

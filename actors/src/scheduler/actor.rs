@@ -110,7 +110,7 @@ pub struct State {
     /// Agents whose counters changed since the last write.
     dirty_stats: std::collections::HashSet<String>,
     recent: HashMap<String, figures::Window>,
-    open: Arc<AtomicUsize>,
+    pub(super) open: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Default)]
@@ -261,7 +261,6 @@ impl Actor for Scheduler {
             }
         };
         state.apply(effects, now);
-        state.open.store(state.engine.open(), Ordering::SeqCst);
         Ok(())
     }
 }

@@ -318,7 +318,10 @@ impl Service for Agents {
                 // A peer's request is checked like a local one.
                 AgentsRequest::Spawn { request, key } => {
                     request.validate()?;
-                    agents.spawn_local(*request, Some(&key)).await.map(AgentsResponse::Agent)
+                    agents
+                        .spawn_local(*request, Some(&key))
+                        .await
+                        .map(AgentsResponse::Agent)
                 }
                 AgentsRequest::Act { id, action, key } => agents
                     .act_local(&id, action, Some(&key))

@@ -2,6 +2,8 @@
 //! as one batch (the agents' counters they touch written once), handed to the store writer
 //! without waiting, and watched.
 
+use std::sync::atomic::Ordering;
+
 use serde_json::{json, Value};
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::{Batch, Op, Store};
@@ -65,6 +67,10 @@ impl State {
         });
         if let Some((agent, succeeded)) = &t.ended {
             self.work.remove(&t.task);
+            // One open task fewer (the tasks service counted it in when it was admitted).
+            let _ = self
+                .open
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(v.saturating_sub(1)));
             batch.push(Op::Delete {
                 table: OPEN_TASKS,
                 key: t.task.clone(),

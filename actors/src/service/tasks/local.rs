@@ -28,8 +28,13 @@ struct Admitted<'a> {
 
 impl Admitted<'_> {
     fn refuse(self) {
-        self.open.fetch_sub(self.n, Ordering::SeqCst);
+        release_open(self.open, self.n);
     }
+}
+
+/// Takes `n` from the open-task count, never below zero.
+pub(crate) fn release_open(open: &std::sync::atomic::AtomicUsize, n: usize) {
+    let _ = open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(v.saturating_sub(n)));
 }
 
 /// Adds a newly queued task to a batch: spec, status, open-task entry and TASK_QUEUED.
@@ -311,8 +316,8 @@ impl Tasks {
     fn admit(&self, n: usize) -> Result<Admitted<'_>, ApiError> {
         let open = &self.ctx.slots.open_tasks;
         let before = open.fetch_add(n, Ordering::SeqCst);
-        if before + n > self.ctx.max_open_tasks {
-            open.fetch_sub(n, Ordering::SeqCst);
+        if before.saturating_add(n) > self.ctx.max_open_tasks {
+            release_open(open, n);
             metrics::counter!("troupe_tasks_refused_total", "reason" => "backpressure").increment(n as u64);
             return Err(ApiError::Backpressure(
                 format!(
