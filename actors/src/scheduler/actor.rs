@@ -69,6 +69,20 @@ pub enum SchedulerMsg {
 
 impl ractor::Message for SchedulerMsg {}
 
+/// The payloads of these tasks, by id (a task without a spec is left out).
+fn payloads_in(
+    v: &troupe_runtime::store::View<'_>,
+    tasks: &[String],
+) -> Result<HashMap<String, Value>, troupe_runtime::store::StoreError> {
+    let mut out = HashMap::with_capacity(tasks.len());
+    for id in tasks {
+        if let Some(bytes) = v.get(crate::tables::TASKS, id)? {
+            out.insert(id.clone(), troupe_runtime::codec::decode::<TaskSpec>(&bytes)?.payload);
+        }
+    }
+    Ok(out)
+}
+
 /// What the store says of dependencies that are not open: each one's result if it
 /// succeeded, else `None` (failed, cancelled, expired, or unknown).
 pub(super) fn settled_in(
@@ -102,8 +116,8 @@ pub struct State {
     engine: Engine,
     myself: ActorRef<SchedulerMsg>,
     agents: HashMap<String, ActorRef<AgentMsg>>,
-    /// Payload and timeout of every open task, for its attempts.
-    work: HashMap<String, (Value, Option<u64>)>,
+    /// The timeout of every open task; payloads stay on disk until an attempt starts.
+    work: HashMap<String, Option<u64>>,
     stats: HashMap<String, AgentStats>,
     /// The transitions of the message being handled, written together.
     pending: troupe_runtime::store::Batch,
@@ -167,16 +181,14 @@ impl Actor for Scheduler {
                     // A restarted scheduler found it in the store already.
                     return Ok(());
                 }
-                state
-                    .work
-                    .insert(spec.id.clone(), (spec.payload.clone(), spec.timeout_ms));
+                state.work.insert(spec.id.clone(), spec.timeout_ms);
                 let settled = state.settled(&spec.depends_on).await?;
                 // Reading may have taken a moment: the decision is made at the time it lands.
                 let now = super::actor::now();
                 state.engine.enqueue_with(Limits::from(&spec), status, settled, now)
             }
             SchedulerMsg::Cancel(id, reply) => {
-                state.cancel(id, reply, now);
+                state.cancel(id, reply, now).await?;
                 return Ok(());
             }
             SchedulerMsg::Finished {
@@ -249,7 +261,7 @@ impl Actor for Scheduler {
             SchedulerMsg::Requeue(reply) => {
                 state.engine.drain();
                 let effects = state.engine.requeue_running("the node is shutting down", now);
-                state.apply(effects, now);
+                state.apply(effects, now).await?;
                 let store = state.store.clone();
                 tokio::spawn(async move {
                     let _ = reply.send(store.flush().await.map_err(ApiError::from));
@@ -260,7 +272,7 @@ impl Actor for Scheduler {
                 return Err(format!("a task transition was not written: {reason}").into());
             }
         };
-        state.apply(effects, now);
+        state.apply(effects, now).await?;
         Ok(())
     }
 }
@@ -283,9 +295,23 @@ impl State {
 
     /// Carries out effects in order. Starts that cannot be handed to their agent (its
     /// mailbox is closed) are given back to the engine, which may answer with more effects.
-    fn apply(&mut self, effects: Vec<Effect>, now: Now) {
+    async fn apply(&mut self, effects: Vec<Effect>, now: Now) -> Result<(), ActorProcessingErr> {
         let mut pending: VecDeque<Effect> = effects.into();
         loop {
+            // The payloads of the attempts about to start, read from the store in one view:
+            // queued payloads live on disk, not in memory.
+            let starting: Vec<String> = pending
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Start { task, .. } => Some(task.clone()),
+                    _ => None,
+                })
+                .collect();
+            let mut payloads = if starting.is_empty() {
+                HashMap::new()
+            } else {
+                self.store.view(move |v| payloads_in(v, &starting)).await?
+            };
             let mut undelivered: HashMap<String, Vec<String>> = HashMap::new();
             while let Some(effect) = pending.pop_front() {
                 match effect {
@@ -300,7 +326,8 @@ impl State {
                             lost.push(task);
                             continue;
                         }
-                        let (payload, timeout_ms) = self.work.get(&task).cloned().unwrap_or((Value::Null, None));
+                        let timeout_ms = self.work.get(&task).copied().flatten();
+                        let payload = payloads.remove(&task).unwrap_or(Value::Null);
                         // A task with dependencies gets their results beside its payload.
                         let payload = if inputs.is_empty() {
                             payload
@@ -345,7 +372,7 @@ impl State {
             }
             if undelivered.is_empty() {
                 self.write_pending();
-                return;
+                return Ok(());
             }
             for (agent, tasks) in undelivered {
                 tracing::warn!(%agent, tasks = tasks.len(), "agent unreachable at dispatch; its work goes back");
@@ -355,7 +382,12 @@ impl State {
         }
     }
 
-    fn cancel(&mut self, id: String, reply: RpcReplyPort<Result<TaskStatus, ApiError>>, now: Now) {
+    async fn cancel(
+        &mut self,
+        id: String,
+        reply: RpcReplyPort<Result<TaskStatus, ApiError>>,
+        now: Now,
+    ) -> Result<(), ActorProcessingErr> {
         let Some((status, effects)) = self.engine.cancel(&id, now) else {
             // Not open here: finished (perhaps a moment ago, its record still on its way to
             // disk) or unknown. Flushing first makes the finished record visible.
@@ -372,12 +404,13 @@ impl State {
                 };
                 let _ = reply.send(answer);
             });
-            return;
+            return Ok(());
         };
-        self.apply(effects, now);
+        self.apply(effects, now).await?;
         let store = self.store.clone();
         tokio::spawn(async move {
             let _ = reply.send(store.flush().await.map(|_| status).map_err(ApiError::from));
         });
+        Ok(())
     }
 }

@@ -295,3 +295,24 @@ async fn cancelling_a_task_that_just_finished_answers_with_its_final_state() {
         other => panic!("expected a conflict naming the final state, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_attempt_gets_its_payload_from_the_store_not_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let (s, _) = scheduler(&store).await;
+    let (agent, _) = Actor::spawn(None, FakeAgent(s.clone()), ()).await.unwrap();
+    let on_disk = spec("t1");
+    durable(&store, &on_disk, &TaskStatus::queued()).await;
+    // The message carries the spec, but the scheduler keeps only what it needs to decide:
+    // the payload the agent gets is the one on disk.
+    let mut in_message = on_disk.clone();
+    in_message.payload = json!({"stale": true});
+    s.cast(SchedulerMsg::Enqueue(Box::new((in_message, TaskStatus::queued()))))
+        .unwrap();
+    s.cast(agent_up(agent)).unwrap();
+    next_events(&store, 0, &["TASK_SUCCEEDED"], 1).await;
+    let status: TaskStatus =
+        troupe_runtime::codec::decode(&store.get(TASK_STATUS, "t1").await.unwrap().unwrap()).unwrap();
+    assert_eq!(status.result, Some(json!({"n": 1})), "the echoed payload is the stored one");
+}

@@ -100,8 +100,7 @@ impl State {
             self.store.write(batch).await?;
         }
         for (spec, status) in dependencies_first(runnable) {
-            self.work
-                .insert(spec.id.clone(), (spec.payload.clone(), spec.timeout_ms));
+            self.work.insert(spec.id.clone(), spec.timeout_ms);
             let mine = spec
                 .depends_on
                 .iter()
@@ -109,7 +108,7 @@ impl State {
                 .collect();
             let effects = self.engine.enqueue_with(Limits::from(&spec), status, mine, now);
             // No agent is registered yet, so nothing starts; effects would be records only.
-            self.apply(effects, now);
+            self.apply(effects, now).await?;
         }
         Ok(())
     }
