@@ -33,7 +33,9 @@ fn engine() -> Engine {
 fn started(fx: &[Effect]) -> Vec<(String, String, u32)> {
     fx.iter()
         .filter_map(|e| match e {
-            Effect::Start { agent, task, attempt, .. } => Some((agent.clone(), task.clone(), *attempt)),
+            Effect::Start {
+                agent, task, attempt, ..
+            } => Some((agent.clone(), task.clone(), *attempt)),
             _ => None,
         })
         .collect()
@@ -46,14 +48,24 @@ fn decisions(agents: usize, backlog: usize, strategy: Strategy) -> f64 {
         e.agent_up(&format!("agent-{i:05}"), vec!["work".into()], 4, i as u64 + 1, t0);
     }
     for i in 0..backlog {
-        let limits = Limits::plain(&format!("blocked-{i:06}"), Want::Capability("nobody".into()), Priority::Critical, 3);
+        let limits = Limits::plain(
+            &format!("blocked-{i:06}"),
+            Want::Capability("nobody".into()),
+            Priority::Critical,
+            3,
+        );
         e.enqueue(limits, TaskStatus::queued(), t0);
     }
     let start = Instant::now();
     for i in 0..DECISIONS {
         let limits = Limits {
             strategy,
-            ..Limits::plain(&format!("t-{i:07}"), Want::Capability("work".into()), Priority::Normal, 3)
+            ..Limits::plain(
+                &format!("t-{i:07}"),
+                Want::Capability("work".into()),
+                Priority::Normal,
+                3,
+            )
         };
         let fx = e.enqueue(limits, TaskStatus::queued(), t0);
         for (agent, task, attempt) in started(&fx) {
@@ -81,7 +93,12 @@ fn graph(tasks: usize) -> f64 {
         }
         let limits = Limits {
             depends_on: deps,
-            ..Limits::plain(&format!("g-{i:06}"), Want::Capability("work".into()), Priority::Normal, 3)
+            ..Limits::plain(
+                &format!("g-{i:06}"),
+                Want::Capability("work".into()),
+                Priority::Normal,
+                3,
+            )
         };
         running.extend(started(&e.enqueue(limits, TaskStatus::queued(), t0)));
     }
@@ -98,7 +115,12 @@ fn main() {
     println!("scheduler engine decisions (queue, start, finish), {DECISIONS} per run");
     for agents in [1_000, 10_000] {
         for backlog in [0, BACKLOG] {
-            for strategy in [Strategy::Score, Strategy::RoundRobin, Strategy::LeastConnections, Strategy::Weighted] {
+            for strategy in [
+                Strategy::Score,
+                Strategy::RoundRobin,
+                Strategy::LeastConnections,
+                Strategy::Weighted,
+            ] {
                 let rate = decisions(agents, backlog, strategy);
                 println!(
                     "  {agents:>6} agents, {backlog:>6} unrunnable queued, {:<17} {rate:>12.0} decisions/s",
@@ -107,5 +129,8 @@ fn main() {
             }
         }
     }
-    println!("a 10,000-task graph (each task after its predecessor and its half): {:.0} tasks/s", graph(10_000));
+    println!(
+        "a 10,000-task graph (each task after its predecessor and its half): {:.0} tasks/s",
+        graph(10_000)
+    );
 }

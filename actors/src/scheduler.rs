@@ -13,7 +13,7 @@
 mod actor;
 pub mod engine;
 
-pub use actor::{Scheduler, SchedulerArgs, SchedulerMsg};
+pub use actor::{Scheduler, SchedulerArgs, SchedulerMsg, PAYLOAD_CACHE_BYTES};
 pub use engine::{BreakerPolicy, Down, RetryPolicy};
 
 #[cfg(test)]

@@ -420,6 +420,7 @@ impl ChildSpec for SchedulerChild {
                 store: self.store.clone(),
                 retry: self.retry,
                 breaker: self.breaker,
+                payload_cache_bytes: crate::scheduler::PAYLOAD_CACHE_BYTES,
                 open: self.slots.open_tasks.clone(),
             };
             let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor).await?;

@@ -69,6 +69,15 @@ pub enum SchedulerMsg {
 
 impl ractor::Message for SchedulerMsg {}
 
+/// About how much memory a payload takes: its JSON text's length.
+fn payload_size(payload: &Value) -> usize {
+    match payload {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 16,
+        Value::String(s) => s.len() + 16,
+        other => serde_json::to_vec(other).map_or(1024, |v| v.len()),
+    }
+}
+
 /// The payloads of these tasks, by id (a task without a spec is left out).
 fn payloads_in(
     v: &troupe_runtime::store::View<'_>,
@@ -107,6 +116,8 @@ pub struct SchedulerArgs {
     pub store: Store,
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
+    /// The most payload bytes kept in memory ([`PAYLOAD_CACHE_BYTES`] by default).
+    pub payload_cache_bytes: usize,
     /// Where the count of open tasks is kept for admission (see `max_open_tasks`).
     pub open: Arc<AtomicUsize>,
 }
@@ -118,6 +129,12 @@ pub struct State {
     agents: HashMap<String, ActorRef<AgentMsg>>,
     /// The timeout of every open task; payloads stay on disk until an attempt starts.
     work: HashMap<String, Option<u64>>,
+    /// Payloads of recently queued tasks, up to [`PAYLOAD_CACHE_BYTES`], so the common case
+    /// (a task dispatched soon after it was queued) needs no read; the rest are read from the
+    /// store when their attempt starts.
+    cached: HashMap<String, Value>,
+    cached_bytes: usize,
+    cache_budget: usize,
     stats: HashMap<String, AgentStats>,
     /// The transitions of the message being handled, written together.
     pending: troupe_runtime::store::Batch,
@@ -155,6 +172,9 @@ impl Actor for Scheduler {
             myself,
             agents: HashMap::new(),
             work: HashMap::new(),
+            cached: HashMap::new(),
+            cached_bytes: 0,
+            cache_budget: args.payload_cache_bytes,
             stats: HashMap::new(),
             pending: troupe_runtime::store::Batch::new(),
             dirty_stats: std::collections::HashSet::new(),
@@ -182,6 +202,7 @@ impl Actor for Scheduler {
                     return Ok(());
                 }
                 state.work.insert(spec.id.clone(), spec.timeout_ms);
+                state.cache(&spec.id, &spec.payload);
                 let settled = state.settled(&spec.depends_on).await?;
                 // Reading may have taken a moment: the decision is made at the time it lands.
                 let now = super::actor::now();
@@ -277,7 +298,24 @@ impl Actor for Scheduler {
     }
 }
 
+/// The most payload bytes the scheduler keeps in memory.
+pub const PAYLOAD_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 impl State {
+    fn cache(&mut self, task: &str, payload: &Value) {
+        let size = payload_size(payload);
+        if self.cached_bytes + size <= self.cache_budget {
+            self.cached_bytes += size;
+            self.cached.insert(task.to_owned(), payload.clone());
+        }
+    }
+
+    pub(super) fn uncache(&mut self, task: &str) -> Option<Value> {
+        let payload = self.cached.remove(task)?;
+        self.cached_bytes = self.cached_bytes.saturating_sub(payload_size(&payload));
+        Some(payload)
+    }
+
     /// The dependencies among `deps` that are not open here, as ended: their results if they
     /// succeeded. Read after a flush, so a dependency that ended a moment ago is seen ended.
     async fn settled(&self, deps: &[String]) -> Result<Vec<Settled>, ActorProcessingErr> {
@@ -303,7 +341,7 @@ impl State {
             let starting: Vec<String> = pending
                 .iter()
                 .filter_map(|e| match e {
-                    Effect::Start { task, .. } => Some(task.clone()),
+                    Effect::Start { task, .. } if !self.cached.contains_key(task) => Some(task.clone()),
                     _ => None,
                 })
                 .collect();
@@ -327,7 +365,10 @@ impl State {
                             continue;
                         }
                         let timeout_ms = self.work.get(&task).copied().flatten();
-                        let payload = payloads.remove(&task).unwrap_or(Value::Null);
+                        let payload = match self.uncache(&task) {
+                            Some(p) => p,
+                            None => payloads.remove(&task).unwrap_or(Value::Null),
+                        };
                         // A task with dependencies gets their results beside its payload.
                         let payload = if inputs.is_empty() {
                             payload

@@ -99,10 +99,15 @@ fn open(dir: &tempfile::TempDir, fault: Option<FaultHook>) -> Store {
 }
 
 async fn scheduler(store: &Store) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>) {
+    scheduler_caching(store, crate::scheduler::PAYLOAD_CACHE_BYTES).await
+}
+
+async fn scheduler_caching(store: &Store, cache: usize) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>) {
     let args = SchedulerArgs {
         store: store.clone(),
         open: Default::default(),
         breaker: Default::default(),
+        payload_cache_bytes: cache,
         retry: RetryPolicy {
             base: Duration::from_millis(10),
             max: Duration::from_millis(100),
@@ -297,15 +302,16 @@ async fn cancelling_a_task_that_just_finished_answers_with_its_final_state() {
 }
 
 #[tokio::test]
-async fn an_attempt_gets_its_payload_from_the_store_not_from_memory() {
+async fn an_attempt_gets_its_payload_from_the_store_when_it_is_not_cached() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);
-    let (s, _) = scheduler(&store).await;
+    // No payload cache at all: every payload must come from the store.
+    let (s, _) = scheduler_caching(&store, 0).await;
     let (agent, _) = Actor::spawn(None, FakeAgent(s.clone()), ()).await.unwrap();
     let on_disk = spec("t1");
     durable(&store, &on_disk, &TaskStatus::queued()).await;
-    // The message carries the spec, but the scheduler keeps only what it needs to decide:
-    // the payload the agent gets is the one on disk.
+    // The message carries the spec, but beyond its cache the scheduler keeps only what it
+    // needs to decide: the payload the agent gets is the one on disk.
     let mut in_message = on_disk.clone();
     in_message.payload = json!({"stale": true});
     s.cast(SchedulerMsg::Enqueue(Box::new((in_message, TaskStatus::queued()))))
@@ -314,5 +320,9 @@ async fn an_attempt_gets_its_payload_from_the_store_not_from_memory() {
     next_events(&store, 0, &["TASK_SUCCEEDED"], 1).await;
     let status: TaskStatus =
         troupe_runtime::codec::decode(&store.get(TASK_STATUS, "t1").await.unwrap().unwrap()).unwrap();
-    assert_eq!(status.result, Some(json!({"n": 1})), "the echoed payload is the stored one");
+    assert_eq!(
+        status.result,
+        Some(json!({"n": 1})),
+        "the echoed payload is the stored one"
+    );
 }

@@ -67,6 +67,7 @@ impl State {
         });
         if let Some((agent, succeeded)) = &t.ended {
             self.work.remove(&t.task);
+            self.uncache(&t.task);
             // One open task fewer (the tasks service counted it in when it was admitted).
             let _ = self
                 .open
