@@ -16,6 +16,7 @@ mod system {
     mod exec_backend;
     mod faults;
     mod http_api;
+    mod messages;
     mod recovery;
     mod scheduling;
     mod stopping;

@@ -7,6 +7,7 @@ mod agents;
 mod context;
 mod hosts;
 mod listing;
+mod messages;
 pub mod node;
 mod tasks;
 mod tokens;
@@ -25,6 +26,7 @@ pub use agents::{AgentAction, AgentLive, Agents, AgentsRequest, AgentsResponse};
 pub(crate) use context::Context;
 pub use hosts::{Hosts, HostsRequest, HostsResponse};
 pub use listing::{Counted, Listing};
+pub use messages::{DeadMessage, MailboxView, Mailboxes, Message, Reply, Sent, DEFAULT_TIMEOUT as MESSAGE_TIMEOUT};
 pub use tasks::{TaskFilter, Tasks, TasksRequest, TasksResponse};
 
 use crate::cluster::remote::Service;

@@ -24,3 +24,6 @@ pub const VMS: Table = Table::new("vms");
 /// VM statuses by id: [`crate::vm::VmStatus`] (the host holding it, the last observed state);
 /// written by the VM's actor.
 pub const VM_STATUS: Table = Table::new("vm_status");
+/// Messages that expired or could not be delivered or answered, by message id:
+/// [`crate::service::DeadMessage`].
+pub const MESSAGE_DEAD_LETTERS: Table = Table::new("message_dead_letters");

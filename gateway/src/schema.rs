@@ -9,6 +9,7 @@ mod agents;
 mod depth;
 mod events;
 mod hosts;
+mod messages;
 mod node;
 mod page;
 mod scalars;
@@ -30,6 +31,7 @@ pub struct Query(
     tokens::TokensQuery,
     hosts::HostsQuery,
     vms::VmsQuery,
+    messages::MessagesQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -39,6 +41,7 @@ pub struct Mutation(
     tokens::TokensMutation,
     hosts::HostsMutation,
     vms::VmsMutation,
+    messages::MessagesMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -123,6 +123,9 @@ pub struct ServeArgs {
     /// least_connections or weighted [default: score].
     #[arg(long, env = "TROUPE_DEFAULT_STRATEGY")]
     pub default_strategy: Option<String>,
+    /// Messages one agent's mailbox holds; more are refused with BACKPRESSURE [default: 256].
+    #[arg(long, env = "TROUPE_AGENT_MAILBOX_SIZE")]
+    pub agent_mailbox_size: Option<usize>,
     /// Most tasks open (queued, waiting or running) on this node; a submit beyond it is
     /// refused with BACKPRESSURE [default: 200000].
     #[arg(long, env = "TROUPE_MAX_OPEN_TASKS")]
@@ -188,6 +191,7 @@ pub struct Config {
     pub ws_init_timeout: Duration,
     pub ws_keepalive: Duration,
     pub default_strategy: String,
+    pub agent_mailbox_size: usize,
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
     pub max_open_tasks: usize,
@@ -220,7 +224,7 @@ impl Config {
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
                 max_payload_bytes, body_limit_bytes, event_retention, idempotency_window_ms,
                 metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
-                ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
+                ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, agent_mailbox_size, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
                 fault_injection);
             if args.join.is_empty() {
@@ -267,6 +271,7 @@ impl Config {
             ws_init_timeout: ms(args.ws_init_timeout_ms.unwrap_or(10_000)),
             ws_keepalive: ms(args.ws_keepalive_ms.unwrap_or(15_000)),
             default_strategy: args.default_strategy.unwrap_or_else(|| "score".into()),
+            agent_mailbox_size: args.agent_mailbox_size.unwrap_or(256),
             breaker_failures: args.breaker_failures.unwrap_or(5),
             breaker_cooldown: ms(args.breaker_cooldown_ms.unwrap_or(30_000)),
             max_open_tasks: args.max_open_tasks.unwrap_or(200_000),
@@ -310,6 +315,7 @@ impl Config {
             ("ws_max_subscriptions", self.ws_max_subscriptions),
             ("max_outbound_migrations", self.max_outbound_migrations),
             ("max_open_tasks", self.max_open_tasks),
+            ("agent_mailbox_size", self.agent_mailbox_size),
             ("breaker_failures", self.breaker_failures as usize),
         ];
         for (key, value) in counts {

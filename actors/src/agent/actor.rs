@@ -48,6 +48,12 @@ pub enum AgentMsg {
     Restore(Value, RpcReplyPort<Result<(), String>>),
     Probe(RpcReplyPort<Probe>),
     Sample,
+    /// A message for the agent; the reply is the backend's answer.
+    Message {
+        from: Option<String>,
+        payload: Value,
+        reply: RpcReplyPort<Result<Value, String>>,
+    },
 }
 
 impl ractor::Message for AgentMsg {}
@@ -236,6 +242,12 @@ impl Actor for AgentActor {
             }
             AgentMsg::Restore(saved, reply) => {
                 let _ = reply.send(state.backend.restore(saved).await);
+            }
+            AgentMsg::Message { from, payload, reply } => {
+                let answer = state.backend.message(from, payload);
+                tokio::spawn(async move {
+                    let _ = reply.send(answer.await);
+                });
             }
             AgentMsg::Probe(reply) => {
                 let groups = state.backend.process_groups();

@@ -108,6 +108,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         agent_policy,
         draining: AtomicBool::new(false),
         fleet: fleet.clone(),
+        mailboxes: crate::service::Mailboxes::new(config.agent_mailbox_size),
     });
     let intensity = Some(Intensity {
         max_restarts: config.supervisor_max_restarts,

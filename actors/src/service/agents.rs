@@ -43,6 +43,8 @@ pub enum AgentsRequest {
         filter: AgentFilter,
     },
     Count(AgentFilter),
+    Message(Box<super::messages::Message>),
+    History(String),
 }
 
 /// What can be done to an existing agent.
@@ -115,6 +117,8 @@ pub enum AgentsResponse {
     Checkpoint(Checkpoint),
     Checkpoints(Vec<Checkpoint>),
     Live(Option<AgentLive>),
+    Reply(super::messages::Reply),
+    History(super::messages::MailboxView),
 }
 
 #[derive(Clone)]
@@ -301,6 +305,70 @@ impl Agents {
     }
 }
 
+impl Agents {
+    /// Sends a message to an agent wherever it lives and waits for its reply.
+    pub async fn send_message(
+        &self,
+        to: &str,
+        from: Option<String>,
+        payload: serde_json::Value,
+        priority: crate::task::Priority,
+        timeout: std::time::Duration,
+    ) -> Result<super::messages::Reply, ApiError> {
+        let size = payload.to_string().len();
+        if size > self.ctx.max_payload_bytes {
+            return Err(ApiError::invalid(format!(
+                "payload is {size} bytes, above the limit of {}",
+                self.ctx.max_payload_bytes
+            )));
+        }
+        let message = super::messages::Message {
+            id: uuid::Uuid::now_v7().to_string(),
+            to: to.to_owned(),
+            from,
+            payload,
+            priority,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match self.ctx.peer_holding(to) {
+            Some(node) => {
+                let request = AgentsRequest::Message(Box::new(message));
+                match self.ctx.cluster.call::<Agents>(node, &request).await? {
+                    AgentsResponse::Reply(r) => Ok(r),
+                    _ => Err(unexpected("sendMessage")),
+                }
+            }
+            None => super::messages::send_local(&self.ctx, message).await,
+        }
+    }
+
+    /// The agent's mailbox: messages waiting, and its recent ones, oldest first.
+    pub async fn mailbox(&self, id: &str) -> Result<super::messages::MailboxView, ApiError> {
+        match self.ctx.peer_holding(id) {
+            Some(node) => match self
+                .ctx
+                .cluster
+                .call::<Agents>(node, &AgentsRequest::History(id.to_owned()))
+                .await?
+            {
+                AgentsResponse::History(h) => Ok(h),
+                _ => Err(unexpected("messages")),
+            },
+            None => Ok(self.ctx.mailboxes.view(id)),
+        }
+    }
+
+    /// This node's message dead-letter queue, oldest first.
+    pub async fn dead_messages(&self, first: usize) -> Result<Vec<super::messages::DeadMessage>, ApiError> {
+        super::messages::dead_letters(&self.ctx, first).await
+    }
+
+    /// Sends a dead message of this node again.
+    pub async fn replay_message(&self, id: &str) -> Result<super::messages::Reply, ApiError> {
+        super::messages::replay(&self.ctx, id).await
+    }
+}
+
 impl Service for Agents {
     const ROLE: &'static str = "agents";
     type Request = AgentsRequest;
@@ -341,6 +409,10 @@ impl Service for Agents {
                     Ok(AgentsResponse::Page(items, more))
                 }
                 AgentsRequest::Count(filter) => agents.count_local(&filter).await.map(AgentsResponse::Count),
+                AgentsRequest::Message(message) => super::messages::send_local(&agents.ctx, *message)
+                    .await
+                    .map(AgentsResponse::Reply),
+                AgentsRequest::History(id) => Ok(AgentsResponse::History(agents.ctx.mailboxes.view(&id))),
             }
         })
     }

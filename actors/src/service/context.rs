@@ -38,6 +38,7 @@ pub(crate) struct Context {
     pub agent_policy: crate::agent::AgentPolicy,
     pub draining: AtomicBool,
     pub fleet: std::sync::Arc<crate::host::Fleet>,
+    pub mailboxes: super::messages::Mailboxes,
 }
 
 impl Context {

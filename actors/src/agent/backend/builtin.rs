@@ -29,6 +29,11 @@ impl Builtin {
 }
 
 impl Backend for Builtin {
+    /// A builtin agent answers a message with its payload.
+    fn message(&mut self, _from: Option<String>, payload: Value) -> BoxFuture<'static, Result<Value, String>> {
+        Box::pin(async move { Ok(payload) })
+    }
+
     fn run(&mut self, a: Assignment) -> BoxFuture<'static, Outcome> {
         if self.kind == BuiltinKind::Panic {
             // Inside the actor's handler, on purpose: the agent itself crashes.

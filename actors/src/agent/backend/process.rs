@@ -194,6 +194,15 @@ impl Backend for Process {
         true
     }
 
+    fn message(&mut self, from: Option<String>, payload: Value) -> BoxFuture<'static, Result<Value, String>> {
+        let live = self.live().cloned();
+        Box::pin(async move {
+            live?
+                .request(json!({ "type": "message", "from": from, "payload": payload }))
+                .await
+        })
+    }
+
     fn checkpoint(&mut self) -> BoxFuture<'_, Result<Value, String>> {
         Box::pin(async move { self.live()?.request(json!({ "type": "checkpoint" })).await })
     }

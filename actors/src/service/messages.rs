@@ -1,0 +1,295 @@
+//! Messages to agents: `sendMessage` as request/response. Each agent has a bounded mailbox
+//! with four priority lanes, delivered one message at a time, the higher lane first (a
+//! CRITICAL message overtakes queued NORMAL ones). A message that expires, or cannot be
+//! delivered or answered, goes to the message dead-letter queue, from which it can be
+//! replayed. Each agent keeps a short history of its messages.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::store::Batch;
+
+use super::context::Context;
+use crate::agent::AgentMsg;
+use crate::error::ApiError;
+use crate::tables::MESSAGE_DEAD_LETTERS;
+use crate::task::Priority;
+
+/// Messages of each agent kept in its history.
+const HISTORY: usize = 50;
+/// How long a message may wait and be answered when the sender does not say.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A message as it crosses the API and the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub to: String,
+    pub from: Option<String>,
+    #[serde(with = "troupe_runtime::codec::json_text")]
+    pub payload: Value,
+    pub priority: Priority,
+    pub timeout_ms: u64,
+}
+
+/// The answer to a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub id: String,
+    #[serde(with = "troupe_runtime::codec::json_text")]
+    pub payload: Value,
+}
+
+/// A message that expired or could not be delivered or answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadMessage {
+    pub message: Message,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One line of an agent's message history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sent {
+    pub id: String,
+    pub from: Option<String>,
+    pub priority: Priority,
+    /// REPLIED, or DEAD (then `error` says why).
+    pub outcome: String,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+struct Waiting {
+    message: Message,
+    deadline: Instant,
+    answer: oneshot::Sender<Result<Reply, ApiError>>,
+}
+
+#[derive(Default)]
+struct Mailbox {
+    lanes: [VecDeque<Waiting>; 4],
+    /// A delivery loop runs for this mailbox.
+    busy: bool,
+    history: VecDeque<Sent>,
+}
+
+impl Mailbox {
+    fn len(&self) -> usize {
+        self.lanes.iter().map(VecDeque::len).sum()
+    }
+
+    fn next(&mut self) -> Option<Waiting> {
+        self.lanes.iter_mut().find_map(VecDeque::pop_front)
+    }
+
+    fn note(&mut self, sent: Sent) {
+        self.history.push_back(sent);
+        if self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+    }
+}
+
+/// This node's agents' mailboxes.
+pub struct Mailboxes {
+    boxes: Mutex<HashMap<String, Mailbox>>,
+    capacity: usize,
+}
+
+/// An agent's mailbox as the API shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MailboxView {
+    /// Messages waiting to be delivered.
+    pub waiting: usize,
+    pub history: Vec<Sent>,
+}
+
+impl Mailboxes {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            boxes: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Mailbox>> {
+        self.boxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn view(&self, agent: &str) -> MailboxView {
+        self.lock()
+            .get(agent)
+            .map(|m| MailboxView {
+                waiting: m.len(),
+                history: m.history.iter().cloned().collect(),
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Sends a message to an agent of this node and waits for its reply.
+pub(crate) async fn send_local(ctx: &Arc<Context>, message: Message) -> Result<Reply, ApiError> {
+    if ctx.slots.handles.get(&message.to).is_none()
+        && ctx.store.get(crate::tables::AGENTS, &message.to).await?.is_none()
+    {
+        return Err(ApiError::NotFound(format!("no agent {}", message.to)));
+    }
+    let (answer, reply) = oneshot::channel();
+    let timeout = Duration::from_millis(message.timeout_ms);
+    let waiting = Waiting {
+        deadline: Instant::now() + timeout,
+        message,
+        answer,
+    };
+    let to = waiting.message.to.clone();
+    let start = {
+        let capacity = ctx.mailboxes.capacity;
+        let mut boxes = ctx.mailboxes.lock();
+        let mailbox = boxes.entry(to.clone()).or_default();
+        if mailbox.len() >= capacity {
+            return Err(ApiError::Backpressure(
+                format!("the mailbox of agent {to} is full ({capacity} messages waiting)"),
+                500,
+            ));
+        }
+        mailbox.lanes[waiting.message.priority.rank() as usize].push_back(waiting);
+        !std::mem::replace(&mut mailbox.busy, true)
+    };
+    if start {
+        tokio::spawn(deliver(ctx.clone(), to));
+    }
+    match reply.await {
+        Ok(answer) => answer,
+        Err(_) => Err(ApiError::Internal("the mailbox dropped a message".into())),
+    }
+}
+
+/// Delivers an agent's messages one at a time, the higher lane first, until none wait.
+async fn deliver(ctx: Arc<Context>, agent: String) {
+    loop {
+        let next = {
+            let mut boxes = ctx.mailboxes.lock();
+            let Some(mailbox) = boxes.get_mut(&agent) else { return };
+            match mailbox.next() {
+                Some(w) => w,
+                None => {
+                    mailbox.busy = false;
+                    return;
+                }
+            }
+        };
+        let outcome = deliver_one(&ctx, &next).await;
+        let Waiting { message, answer, .. } = next;
+        let sent = Sent {
+            id: message.id.clone(),
+            from: message.from.clone(),
+            priority: message.priority,
+            outcome: if outcome.is_ok() { "REPLIED" } else { "DEAD" }.into(),
+            error: outcome.as_ref().err().cloned(),
+            at: troupe_runtime::clock::now(),
+        };
+        if let Some(m) = ctx.mailboxes.lock().get_mut(&agent) {
+            m.note(sent);
+        }
+        let answer_to_sender = match outcome {
+            Ok(payload) => Ok(Reply {
+                id: message.id.clone(),
+                payload,
+            }),
+            Err(reason) => Err(bury(&ctx, message, reason).await),
+        };
+        let _ = answer.send(answer_to_sender);
+    }
+}
+
+async fn deliver_one(ctx: &Context, w: &Waiting) -> Result<Value, String> {
+    let left = w.deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err("expired in the mailbox before it could be delivered".into());
+    }
+    let actor = ctx
+        .slots
+        .handles
+        .get(&w.message.to)
+        .and_then(|h| h.actor())
+        .ok_or_else(|| format!("agent {} is not running", w.message.to))?;
+    let call = actor.call(
+        |reply| AgentMsg::Message {
+            from: w.message.from.clone(),
+            payload: w.message.payload.clone(),
+            reply,
+        },
+        Some(left),
+    );
+    match call.await {
+        Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+        Ok(ractor::rpc::CallResult::Timeout) => Err(format!("no reply within {} ms", w.message.timeout_ms)),
+        _ => Err(format!("agent {} went away before replying", w.message.to)),
+    }
+}
+
+/// Keeps an undeliverable message in the dead-letter queue; the sender's error names it.
+async fn bury(ctx: &Context, message: Message, reason: String) -> ApiError {
+    let id = message.id.clone();
+    let dead = DeadMessage {
+        message,
+        reason: reason.clone(),
+        at: troupe_runtime::clock::now(),
+    };
+    let event = NewEvent::new(
+        "MESSAGE_DEAD_LETTERED",
+        Some(dead.message.to.clone()),
+        serde_json::json!({ "message": id, "reason": reason }),
+    );
+    let written = match troupe_runtime::codec::encode(&dead) {
+        Ok(bytes) => ctx
+            .store
+            .write(Batch::new().put(MESSAGE_DEAD_LETTERS, id.clone(), bytes).event(event))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = written {
+        tracing::error!(message = %id, error = %e, "could not keep a dead message");
+    }
+    ApiError::Unavailable(format!(
+        "message {id} was not answered: {reason}; it is in the message dead-letter queue"
+    ))
+}
+
+/// The dead messages of this node, oldest first.
+pub(crate) async fn dead_letters(ctx: &Context, first: usize) -> Result<Vec<DeadMessage>, ApiError> {
+    Ok(ctx
+        .store
+        .view(move |v| {
+            let mut out = Vec::new();
+            v.scan(MESSAGE_DEAD_LETTERS, None, |_, bytes| {
+                out.push(troupe_runtime::codec::decode(bytes)?);
+                Ok(out.len() < first)
+            })?;
+            Ok(out)
+        })
+        .await?)
+}
+
+/// Sends a dead message again; on an answer it leaves the queue.
+pub(crate) async fn replay(ctx: &Arc<Context>, id: &str) -> Result<Reply, ApiError> {
+    let bytes = ctx
+        .store
+        .get(MESSAGE_DEAD_LETTERS, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no dead message {id}")))?;
+    let dead: DeadMessage = troupe_runtime::codec::decode(&bytes)?;
+    ctx.store
+        .write(Batch::new().delete(MESSAGE_DEAD_LETTERS, id.to_owned()))
+        .await?;
+    send_local(ctx, dead.message).await
+}

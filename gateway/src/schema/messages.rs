@@ -1,0 +1,137 @@
+//! Messages to agents in GraphQL: `sendMessage`, `messageDeadLetters`, `replayMessage`, and
+//! an agent's recent `messages` (on `Agent`).
+
+use async_graphql::{Context, Json, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use troupe_actors::service::MESSAGE_TIMEOUT;
+use troupe_actors::Api;
+use troupe_runtime::auth::Role;
+
+use super::tasks::Priority;
+use super::Int64;
+use crate::auth::RoleGuard;
+use crate::error::OrGql;
+
+/// An agent's answer to a message.
+#[derive(SimpleObject)]
+pub struct MessageReply {
+    /// The message's id.
+    pub id: ID,
+    pub reply: Json<serde_json::Value>,
+}
+
+impl From<troupe_actors::service::Reply> for MessageReply {
+    fn from(r: troupe_actors::service::Reply) -> Self {
+        Self {
+            id: ID(r.id),
+            reply: Json(r.payload),
+        }
+    }
+}
+
+/// A message that expired, or could not be delivered or answered.
+#[derive(SimpleObject)]
+pub struct DeadMessage {
+    pub id: ID,
+    pub to: ID,
+    pub from: Option<ID>,
+    pub payload: Json<serde_json::Value>,
+    pub priority: Priority,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One message of an agent's recent history.
+#[derive(SimpleObject)]
+pub struct AgentMessage {
+    pub id: ID,
+    pub from: Option<ID>,
+    pub priority: Priority,
+    /// REPLIED, or DEAD (`error` says why).
+    pub outcome: String,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl From<troupe_actors::service::Sent> for AgentMessage {
+    fn from(s: troupe_actors::service::Sent) -> Self {
+        Self {
+            id: ID(s.id),
+            from: s.from.map(ID),
+            priority: s.priority.into(),
+            outcome: s.outcome,
+            error: s.error,
+            at: s.at,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct MessagesQuery;
+
+#[Object]
+impl MessagesQuery {
+    /// This node's messages that expired or could not be delivered or answered, oldest first.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn message_dead_letters(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 100)] first: i32,
+    ) -> async_graphql::Result<Vec<DeadMessage>> {
+        let first = super::page::page_size(Some(first), 100, 1000)?;
+        let dead = ctx.data::<Api>()?.agents().dead_messages(first).await.gql()?;
+        Ok(dead
+            .into_iter()
+            .map(|d| DeadMessage {
+                id: ID(d.message.id),
+                to: ID(d.message.to),
+                from: d.message.from.map(ID),
+                payload: Json(d.message.payload),
+                priority: d.message.priority.into(),
+                reason: d.reason,
+                at: d.at,
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct MessagesMutation;
+
+#[Object]
+impl MessagesMutation {
+    /// Sends a message to an agent and waits for its reply (request/response). Builtin agents
+    /// answer with the payload; process agents get a `message` line and answer with a `reply`
+    /// (docs/agent-protocol.md). Each agent's mailbox holds 256 messages (beyond: BACKPRESSURE)
+    /// and delivers one at a time, the higher priority first. Past `timeoutMs` (default 30 s),
+    /// or if the agent cannot take it, the message goes to the message dead-letter queue and
+    /// this fails with UNAVAILABLE.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn send_message(
+        &self,
+        ctx: &Context<'_>,
+        to: ID,
+        payload: Json<serde_json::Value>,
+        priority: Option<Priority>,
+        timeout_ms: Option<Int64>,
+    ) -> async_graphql::Result<MessageReply> {
+        let timeout = match timeout_ms {
+            Some(t) => std::time::Duration::from_millis(t.non_negative("timeoutMs")?.clamp(1, 600_000)),
+            None => MESSAGE_TIMEOUT,
+        };
+        let priority = priority.map_or(troupe_actors::task::Priority::Normal, Into::into);
+        let reply = ctx
+            .data::<Api>()?
+            .agents()
+            .send_message(&to, None, payload.0, priority, timeout)
+            .await
+            .gql()?;
+        Ok(reply.into())
+    }
+
+    /// Sends a dead message again; answered, it leaves the dead-letter queue.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn replay_message(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<MessageReply> {
+        Ok(ctx.data::<Api>()?.agents().replay_message(&id).await.gql()?.into())
+    }
+}

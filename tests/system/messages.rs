@@ -1,0 +1,209 @@
+//! Messages to agents through the gateway: request/response with builtin and process agents,
+//! priority lanes, a bounded mailbox, and the message dead-letter queue.
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+
+use super::support::{error_code, expect_code, python_agent, text, Deadline, Gate, Node, NodeOpts, WAIT};
+
+const SEND: &str = "mutation($to: ID!, $payload: JSON!, $priority: Priority, $timeoutMs: Int64) { \
+    sendMessage(to: $to, payload: $payload, priority: $priority, timeoutMs: $timeoutMs) { id reply } }";
+
+/// A process agent that answers each message with its payload, after waiting for the file
+/// named in `payload.gate` (if any), and logs each answered payload.
+fn gated_agent(node: &Node) -> Result<(Vec<String>, std::path::PathBuf)> {
+    let log = node.data_dir().join("answered.log");
+    let script = node.data_dir().join("gated_agent.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import json, os, sys, time
+print(json.dumps({{"type": "ready"}}), flush=True)
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("type") == "message":
+        p = m.get("payload") or {{}}
+        open({log:?} + ".received", "a").close()
+        g = p.get("gate")
+        while g and not os.path.exists(g):
+            time.sleep(0.02)
+        with open({log:?}, "a") as f:
+            f.write(json.dumps(p) + "\n")
+        print(json.dumps({{"type": "reply", "id": m["id"], "payload": p}}), flush=True)
+    elif m.get("type") == "shutdown":
+        break
+"#,
+            log = log.display().to_string()
+        ),
+    )?;
+    Ok((vec!["python3".into(), script.display().to_string()], log))
+}
+
+#[tokio::test]
+async fn agents_answer_messages_and_unanswered_ones_become_dead_letters_that_replay() -> Result<()> {
+    let node = Node::start(NodeOpts::named("messages")).await?;
+    let echo = node.spawn_builtin("echo", &[]).await?;
+    let answer = node
+        .gql_ok(SEND, json!({ "to": echo, "payload": { "hello": 1 } }))
+        .await?;
+    ensure!(answer["sendMessage"]["reply"] == json!({ "hello": 1 }), "{answer}");
+    let py = node
+        .spawn_agent(json!({ "name": "py", "backend": { "process": { "command": python_agent() } } }))
+        .await?;
+    let py = text(&py, "/id")?;
+    node.wait_agent_state(&py, "RUNNING").await?;
+    let answer = node.gql_ok(SEND, json!({ "to": py, "payload": "hi" })).await?;
+    ensure!(answer["sendMessage"]["reply"]["echo"] == "hi", "{answer}");
+    let history = node
+        .gql_ok(
+            "query($id: ID!) { agent(id: $id) { messages { id outcome } messagesWaiting } }",
+            json!({ "id": py }),
+        )
+        .await?;
+    ensure!(history["agent"]["messages"][0]["outcome"] == "REPLIED", "{history}");
+    ensure!(
+        history["agent"]["messages"][0]["id"] == answer["sendMessage"]["id"],
+        "{history}"
+    );
+
+    // An exec agent takes no messages: the message is a dead letter.
+    let exec = node.spawn_exec(&["/bin/cat"], None).await?;
+    let refused = node.gql(SEND, json!({ "to": exec, "payload": 1 })).await?;
+    ensure!(error_code(&refused).as_deref() == Some("UNAVAILABLE"), "{refused}");
+    // A stopped agent's message is a dead letter too, and is answered once replayed.
+    let q = "mutation($id: ID!) { stopAgent(id: $id) { state } }";
+    node.gql_ok(q, json!({ "id": echo })).await?;
+    let lost = node
+        .gql(SEND, json!({ "to": echo, "payload": { "again": true } }))
+        .await?;
+    expect_code(&lost, "UNAVAILABLE")?;
+    let dead = node
+        .gql_ok("{ messageDeadLetters { id to payload reason } }", json!({}))
+        .await?;
+    let dead = dead["messageDeadLetters"].as_array().context("dead letters")?.clone();
+    ensure!(dead.len() == 2, "{dead:?}");
+    ensure!(
+        dead.iter()
+            .any(|d| d["reason"].as_str().unwrap_or_default().contains("takes no messages")),
+        "{dead:?}"
+    );
+    let stopped = dead
+        .iter()
+        .find(|d| d["to"] == echo.as_str())
+        .context("the stopped agent's")?;
+    ensure!(
+        stopped["reason"].as_str().unwrap_or_default().contains("not running"),
+        "{stopped}"
+    );
+    node.gql_ok(
+        "mutation($id: ID!) { startAgent(id: $id) { state } }",
+        json!({ "id": echo }),
+    )
+    .await?;
+    node.wait_agent_state(&echo, "RUNNING").await?;
+    let replayed = node
+        .gql_ok(
+            "mutation($id: ID!) { replayMessage(id: $id) { reply } }",
+            json!({ "id": stopped["id"] }),
+        )
+        .await?;
+    ensure!(
+        replayed["replayMessage"]["reply"] == json!({ "again": true }),
+        "{replayed}"
+    );
+    let left = node.gql_ok("{ messageDeadLetters { id } }", json!({})).await?;
+    ensure!(left["messageDeadLetters"].as_array().map(Vec::len) == Some(1), "{left}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_critical_message_overtakes_queued_normal_ones_and_a_full_mailbox_refuses() -> Result<()> {
+    let node = Node::start(NodeOpts::named("lanes").arg("--agent-mailbox-size", 3)).await?;
+    let (command, log) = gated_agent(&node)?;
+    let agent = node
+        .spawn_agent(json!({ "name": "gated", "backend": { "process": { "command": command, "heartbeatMs": 60000 } } }))
+        .await?;
+    let agent = text(&agent, "/id")?;
+    node.wait_agent_state(&agent, "RUNNING").await?;
+    let gate = Gate::new()?;
+    let send = |payload: Value, priority: &'static str| {
+        let (node, agent) = (&node, agent.clone());
+        async move {
+            node.gql(SEND, json!({ "to": agent, "payload": payload, "priority": priority }))
+                .await
+        }
+    };
+    let waiting = |n: i64| {
+        let (node, agent) = (&node, agent.clone());
+        async move {
+            let deadline = Deadline::after(WAIT, format!("{n} messages waiting"));
+            loop {
+                let a = node
+                    .gql_ok(
+                        "query($id: ID!) { agent(id: $id) { messagesWaiting } }",
+                        json!({ "id": agent }),
+                    )
+                    .await?;
+                if a["agent"]["messagesWaiting"] == n {
+                    return anyhow::Ok(());
+                }
+                deadline.tick(&a).await?;
+            }
+        }
+    };
+    // The first is delivered and held at the gate; then two NORMAL ones queue, then a CRITICAL.
+    let first = tokio::spawn({
+        let (node_addr, token, agent, gate) = (
+            node.addr.clone(),
+            node.token.clone(),
+            agent.clone(),
+            gate.path().display().to_string(),
+        );
+        async move {
+            reqwest::Client::new()
+                .post(format!("http://{node_addr}/graphql"))
+                .bearer_auth(token)
+                .json(&json!({ "query": SEND, "variables": { "to": agent, "payload": { "n": 1, "gate": gate } } }))
+                .send()
+                .await?
+                .json::<Value>()
+                .await
+        }
+    });
+    // The agent marks each message it receives: the first is in its hands, held at the gate.
+    let received = node.data_dir().join("answered.log.received");
+    let deadline = Deadline::after(WAIT, "the first message to reach the agent");
+    while !received.exists() {
+        deadline.tick("not yet").await?;
+    }
+    let (n2, n3, n4, full) = tokio::join!(
+        send(json!({ "n": 2 }), "NORMAL"),
+        async {
+            waiting(1).await?;
+            send(json!({ "n": 3 }), "NORMAL").await
+        },
+        async {
+            waiting(2).await?;
+            send(json!({ "n": 4 }), "CRITICAL").await
+        },
+        async {
+            waiting(3).await?;
+            // The mailbox holds 3: one more is refused at once.
+            let refused = send(json!({ "n": 5 }), "LOW").await?;
+            gate.open()?;
+            anyhow::Ok(refused)
+        },
+    );
+    let full = full?;
+    ensure!(error_code(&full).as_deref() == Some("BACKPRESSURE"), "{full}");
+    for answer in [n2?, n3?, n4?] {
+        ensure!(answer["errors"].is_null(), "{answer}");
+    }
+    first.await??;
+    let order: Vec<i64> = std::fs::read_to_string(&log)?
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).map(|v| v["n"].as_i64().unwrap_or(0)))
+        .collect::<Result<_, _>>()?;
+    ensure!(order == [1, 4, 2, 3], "answered in order {order:?}");
+    Ok(())
+}
