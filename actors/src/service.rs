@@ -26,7 +26,10 @@ pub use agents::{AgentAction, AgentLive, Agents, AgentsRequest, AgentsResponse};
 pub(crate) use context::Context;
 pub use hosts::{Hosts, HostsRequest, HostsResponse};
 pub use listing::{Counted, Listing};
-pub use messages::{DeadMessage, MailboxView, Mailboxes, Message, Reply, Sent, DEFAULT_TIMEOUT as MESSAGE_TIMEOUT};
+pub use messages::{
+    check_topic, topic_matches, DeadMessage, MailboxView, Mailboxes, Message, Reply, Sent,
+    DEFAULT_TIMEOUT as MESSAGE_TIMEOUT,
+};
 pub use tasks::{TaskFilter, Tasks, TasksRequest, TasksResponse};
 
 use crate::cluster::remote::Service;

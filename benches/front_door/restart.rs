@@ -78,6 +78,7 @@ pub async fn restart() {
         restart: None,
         proficiency: Default::default(),
         weight: 1.0,
+        topics: Vec::new(),
     };
     let child: Arc<dyn ChildSpec> = Arc::new(AgentChild::new(
         spec,

@@ -51,6 +51,7 @@ pub struct Subscription(
     agents::AgentsSubscription,
     hosts::HostsSubscription,
     vms::VmsSubscription,
+    messages::MessagesSubscription,
 );
 
 pub type TroupeSchema = Schema<Query, Mutation, Subscription>;

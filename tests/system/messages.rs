@@ -207,3 +207,83 @@ async fn a_critical_message_overtakes_queued_normal_ones_and_a_full_mailbox_refu
     ensure!(order == [1, 4, 2, 3], "answered in order {order:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn published_messages_reach_the_agents_and_clients_whose_patterns_match() -> Result<()> {
+    let node = Node::start(NodeOpts::named("topics")).await?;
+    let mut ids = std::collections::HashMap::new();
+    for (name, topics, team) in [
+        ("health", vec!["health.*"], "a"),
+        ("builds", vec!["builds.#"], "a"),
+        ("all", vec!["#"], "b"),
+    ] {
+        let a = node
+            .spawn_agent(
+                json!({ "name": name, "backend": { "builtin": { "kind": "echo" } }, "topics": topics,
+                                 "labels": [{ "key": "team", "value": team }] }),
+            )
+            .await?;
+        ids.insert(name, text(&a, "/id")?);
+    }
+    let mut sub = super::support::Subscription::start(
+        &node,
+        "subscription { messages(topic: \"builds.#\") { topic payload } }",
+        json!({}),
+    )
+    .await?;
+    let publish = "mutation($t: String!, $p: JSON!) { publish(topic: $t, payload: $p) { queued missingNodes } }";
+    // A marker the client must see proves its subscription is live.
+    let q = node.gql_ok(publish, json!({ "t": "builds", "p": 0 })).await?;
+    ensure!(q["publish"]["queued"] == 2, "builds.# and # match builds: {q}");
+    let seen = sub.next_with_deadline().await?.context("the marker")?;
+    ensure!(seen["messages"]["topic"] == "builds", "{seen}");
+    for (topic, queued) in [("health.db", 2), ("health.db.latency", 1), ("builds.linux.arm64", 2)] {
+        let q = node
+            .gql_ok(publish, json!({ "t": topic, "p": { "topic": topic } }))
+            .await?;
+        ensure!(q["publish"]["queued"] == queued, "{topic}: {q}");
+    }
+    // The client sees only builds.#: the next one is builds.linux.arm64, not the health ones.
+    let seen = sub.next_with_deadline().await?.context("the build message")?;
+    ensure!(
+        seen["messages"]["topic"] == "builds.linux.arm64"
+            && seen["messages"]["payload"]["topic"] == "builds.linux.arm64",
+        "{seen}"
+    );
+    // Each agent answered what it got: health 1, builds 2, all 4.
+    for (name, want) in [("health", 1), ("builds", 2), ("all", 4)] {
+        let deadline = Deadline::after(WAIT, format!("{name} to answer {want} messages"));
+        loop {
+            let a = node
+                .gql_ok(
+                    "query($id: ID!) { agent(id: $id) { messages { outcome } } }",
+                    json!({ "id": ids[name] }),
+                )
+                .await?;
+            let n = a["agent"]["messages"].as_array().map_or(0, Vec::len);
+            if n == want {
+                break;
+            }
+            ensure!(n < want, "{name} got {n} messages, not {want}");
+            deadline.tick(&a).await?;
+        }
+    }
+    let topics = node.gql_ok("{ topics { pattern agents } }", json!({})).await?;
+    ensure!(topics["topics"].as_array().map(Vec::len) == Some(3), "{topics}");
+    let b = node
+        .gql_ok(
+            "mutation { broadcast(labels: [{ key: \"team\", value: \"a\" }], payload: \"hi team\") { queued } }",
+            json!({}),
+        )
+        .await?;
+    ensure!(b["broadcast"]["queued"] == 2, "{b}");
+    expect_code(
+        &node.gql(publish, json!({ "t": "bad..topic", "p": 1 })).await?,
+        "INVALID_INPUT",
+    )?;
+    expect_code(
+        &node.gql(publish, json!({ "t": "wild.*", "p": 1 })).await?,
+        "INVALID_INPUT",
+    )?;
+    Ok(())
+}

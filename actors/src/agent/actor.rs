@@ -357,6 +357,7 @@ mod tests {
             restart: None,
             proficiency: Default::default(),
             weight: 1.0,
+            topics: Vec::new(),
         })
     }
 

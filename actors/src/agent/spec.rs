@@ -104,6 +104,9 @@ pub struct AgentSpec {
     /// Its share under the WEIGHTED strategy (default 1).
     #[serde(default = "one")]
     pub weight: f64,
+    /// Topic patterns it receives published messages of (`health.*`, `builds.#`).
+    #[serde(default)]
+    pub topics: Vec<String>,
 }
 
 fn one() -> f64 {
@@ -174,6 +177,9 @@ pub struct SpawnAgentRequest {
     pub proficiency: Vec<(String, f64)>,
     #[serde(default)]
     pub weight: Option<f64>,
+    /// Topic patterns it subscribes to.
+    #[serde(default)]
+    pub topics: Vec<String>,
 }
 
 impl SpawnAgentRequest {
@@ -192,6 +198,7 @@ impl SpawnAgentRequest {
             start: true,
             proficiency: Vec::new(),
             weight: None,
+            topics: Vec::new(),
         }
     }
 
@@ -214,6 +221,12 @@ impl SpawnAgentRequest {
                     "proficiency names {c}, which is not among the capabilities"
                 )));
             }
+        }
+        for t in &self.topics {
+            crate::service::check_topic(t, true)?;
+        }
+        if self.topics.len() > 64 {
+            return Err(ApiError::invalid("at most 64 topic patterns"));
         }
         if self.weight.is_some_and(|w| !(w > 0.0 && w <= 1000.0)) {
             return Err(ApiError::invalid("weight must be above 0 and at most 1000"));
@@ -382,6 +395,7 @@ mod tests {
             restart: None,
             proficiency: Default::default(),
             weight: 1.0,
+            topics: Vec::new(),
         };
         let update = AgentUpdate {
             labels: Some(vec![("team".into(), "blue".into())]),

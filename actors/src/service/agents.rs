@@ -44,6 +44,14 @@ pub enum AgentsRequest {
     },
     Count(AgentFilter),
     Message(Box<super::messages::Message>),
+    /// Queues a message for this node's agents subscribed to the topic, or with the labels.
+    FanOut {
+        topic: Option<String>,
+        labels: Vec<(String, String)>,
+        #[serde(with = "troupe_runtime::codec::json_text")]
+        payload: serde_json::Value,
+        priority: crate::task::Priority,
+    },
     History(String),
 }
 
@@ -119,6 +127,7 @@ pub enum AgentsResponse {
     Live(Option<AgentLive>),
     Reply(super::messages::Reply),
     History(super::messages::MailboxView),
+    Queued(u32),
 }
 
 #[derive(Clone)]
@@ -358,6 +367,108 @@ impl Agents {
         }
     }
 
+    /// Publishes a message on a topic: every agent of the cluster subscribed to a matching
+    /// pattern gets it (no reply is awaited), and clients subscribed to `messages(topic:)`
+    /// see it. Answers how many agents it was queued for, and the nodes that missed it.
+    pub async fn publish(
+        &self,
+        topic: String,
+        payload: serde_json::Value,
+        priority: crate::task::Priority,
+    ) -> Result<(u32, Vec<String>), ApiError> {
+        super::messages::check_topic(&topic, false)?;
+        let event = troupe_runtime::events::NewEvent::new(
+            "MESSAGE_PUBLISHED",
+            None,
+            serde_json::json!({ "topic": topic, "payload": payload, "priority": priority.as_str() }),
+        );
+        self.ctx
+            .store
+            .write(troupe_runtime::store::Batch::new().event(event))
+            .await?;
+        self.fan_out(Some(topic), Vec::new(), payload, priority).await
+    }
+
+    /// Sends a message to every agent of the cluster with all these labels (no reply awaited).
+    pub async fn broadcast(
+        &self,
+        labels: Vec<(String, String)>,
+        payload: serde_json::Value,
+        priority: crate::task::Priority,
+    ) -> Result<(u32, Vec<String>), ApiError> {
+        if labels.is_empty() {
+            return Err(ApiError::invalid("broadcast needs at least one label"));
+        }
+        self.fan_out(None, labels, payload, priority).await
+    }
+
+    async fn fan_out(
+        &self,
+        topic: Option<String>,
+        labels: Vec<(String, String)>,
+        payload: serde_json::Value,
+        priority: crate::task::Priority,
+    ) -> Result<(u32, Vec<String>), ApiError> {
+        let size = payload.to_string().len();
+        if size > self.ctx.max_payload_bytes {
+            return Err(ApiError::invalid(format!("payload is {size} bytes, above the limit")));
+        }
+        let local = self
+            .fan_out_local(topic.clone(), labels.clone(), &payload, priority)
+            .await?;
+        let request = AgentsRequest::FanOut {
+            topic,
+            labels,
+            payload,
+            priority,
+        };
+        let gathered = self.ctx.cluster.gather::<Agents>(&request).await;
+        let remote: u32 = gathered
+            .answers
+            .into_iter()
+            .filter_map(|a| match a {
+                AgentsResponse::Queued(n) => Some(n),
+                _ => None,
+            })
+            .sum();
+        Ok((local + remote, gathered.missing))
+    }
+
+    async fn fan_out_local(
+        &self,
+        topic: Option<String>,
+        labels: Vec<(String, String)>,
+        payload: &serde_json::Value,
+        priority: crate::task::Priority,
+    ) -> Result<u32, ApiError> {
+        let wanted = move |spec: &crate::agent::AgentSpec| match &topic {
+            Some(t) => spec.topics.iter().any(|p| super::messages::topic_matches(p, t)),
+            None => labels.iter().all(|(k, v)| spec.labels.get(k) == Some(v)),
+        };
+        super::messages::fan_out(&self.ctx, wanted, payload, priority).await
+    }
+
+    /// The topic patterns this node's agents subscribe to, each with how many agents do.
+    pub async fn topics(&self) -> Result<Vec<(String, u32)>, ApiError> {
+        let mut counts: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
+        let specs = self
+            .ctx
+            .store
+            .view(|v| {
+                let mut out = Vec::new();
+                v.scan(crate::tables::AGENTS, None, |_, bytes| {
+                    out.push(troupe_runtime::codec::decode::<crate::agent::AgentSpec>(bytes)?.topics);
+                    Ok(true)
+                })?;
+                Ok(out)
+            })
+            .await?;
+        for t in specs.into_iter().flatten() {
+            *counts.entry(t).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
+
     /// This node's message dead-letter queue, oldest first.
     pub async fn dead_messages(&self, first: usize) -> Result<Vec<super::messages::DeadMessage>, ApiError> {
         super::messages::dead_letters(&self.ctx, first).await
@@ -412,6 +523,15 @@ impl Service for Agents {
                 AgentsRequest::Message(message) => super::messages::send_local(&agents.ctx, *message)
                     .await
                     .map(AgentsResponse::Reply),
+                AgentsRequest::FanOut {
+                    topic,
+                    labels,
+                    payload,
+                    priority,
+                } => agents
+                    .fan_out_local(topic, labels, &payload, priority)
+                    .await
+                    .map(AgentsResponse::Queued),
                 AgentsRequest::History(id) => Ok(AgentsResponse::History(agents.ctx.mailboxes.view(&id))),
             }
         })

@@ -242,6 +242,10 @@ impl Agent {
             .gql()?
             .waiting as i32)
     }
+    /// The topic patterns it subscribes to.
+    async fn topics(&self) -> &[String] {
+        &self.view.spec.topics
+    }
     /// Its share under the WEIGHTED strategy.
     async fn weight(&self) -> f64 {
         self.view.spec.weight

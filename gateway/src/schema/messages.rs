@@ -66,11 +66,50 @@ impl From<troupe_actors::service::Sent> for AgentMessage {
     }
 }
 
+/// How many agents a published or broadcast message was queued for.
+#[derive(SimpleObject)]
+pub struct FanOutResult {
+    pub queued: i32,
+    /// Nodes that could not be reached: their agents did not get it.
+    pub missing_nodes: Vec<String>,
+}
+
+/// A topic pattern agents of this node subscribe to.
+#[derive(SimpleObject)]
+pub struct TopicPattern {
+    pub pattern: String,
+    pub agents: i32,
+}
+
+/// A message published on a topic.
+#[derive(SimpleObject)]
+pub struct TopicMessage {
+    /// The event's seq on this node.
+    pub seq: Int64,
+    pub topic: String,
+    pub payload: Json<serde_json::Value>,
+    pub priority: String,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Default)]
 pub struct MessagesQuery;
 
 #[Object]
 impl MessagesQuery {
+    /// The topic patterns this node's agents subscribe to, with how many agents each.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn topics(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<TopicPattern>> {
+        let topics = ctx.data::<Api>()?.agents().topics().await.gql()?;
+        Ok(topics
+            .into_iter()
+            .map(|(pattern, n)| TopicPattern {
+                pattern,
+                agents: n as i32,
+            })
+            .collect())
+    }
+
     /// This node's messages that expired or could not be delivered or answered, oldest first.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn message_dead_letters(
@@ -129,9 +168,101 @@ impl MessagesMutation {
         Ok(reply.into())
     }
 
+    /// Publishes a message on a topic (dot-separated segments, no wildcards): every agent of
+    /// the cluster subscribed to a matching pattern gets it in its mailbox (no reply is
+    /// awaited; an unanswered one goes to the dead-letter queue), and clients see it on the
+    /// `messages(topic:)` subscription.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn publish(
+        &self,
+        ctx: &Context<'_>,
+        topic: String,
+        payload: Json<serde_json::Value>,
+        priority: Option<Priority>,
+    ) -> async_graphql::Result<FanOutResult> {
+        let priority = priority.map_or(troupe_actors::task::Priority::Normal, Into::into);
+        let (queued, missing) = ctx
+            .data::<Api>()?
+            .agents()
+            .publish(topic, payload.0, priority)
+            .await
+            .gql()?;
+        Ok(FanOutResult {
+            queued: queued as i32,
+            missing_nodes: missing,
+        })
+    }
+
+    /// Sends a message to every agent of the cluster that has all these labels (no reply is
+    /// awaited).
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn broadcast(
+        &self,
+        ctx: &Context<'_>,
+        labels: Vec<super::agents::LabelInput>,
+        payload: Json<serde_json::Value>,
+        priority: Option<Priority>,
+    ) -> async_graphql::Result<FanOutResult> {
+        let priority = priority.map_or(troupe_actors::task::Priority::Normal, Into::into);
+        let labels = labels.into_iter().map(|l| (l.key, l.value)).collect();
+        let (queued, missing) = ctx
+            .data::<Api>()?
+            .agents()
+            .broadcast(labels, payload.0, priority)
+            .await
+            .gql()?;
+        Ok(FanOutResult {
+            queued: queued as i32,
+            missing_nodes: missing,
+        })
+    }
+
     /// Sends a dead message again; answered, it leaves the dead-letter queue.
     #[graphql(guard = "RoleGuard(Role::Operator)")]
     async fn replay_message(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<MessageReply> {
         Ok(ctx.data::<Api>()?.agents().replay_message(&id).await.gql()?.into())
+    }
+}
+
+#[derive(Default)]
+pub struct MessagesSubscription;
+
+#[async_graphql::Subscription]
+impl MessagesSubscription {
+    /// Messages published on this node on topics matching `topic` (a topic, or a pattern with
+    /// `*` and `#`), from now on.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        topic: String,
+    ) -> async_graphql::Result<impl futures::Stream<Item = async_graphql::Result<TopicMessage>>> {
+        use futures::StreamExt;
+        troupe_actors::service::check_topic(&topic, true).gql()?;
+        let api = ctx.data::<Api>()?.clone();
+        let after = api.last_seq().await.gql()?;
+        let filter = troupe_runtime::events::EventFilter {
+            kinds: Some(["MESSAGE_PUBLISHED".to_string()].into_iter().collect()),
+            subject: None,
+        };
+        Ok(api.subscribe(after, filter).filter_map(move |event| {
+            let pattern = topic.clone();
+            async move {
+                let event = match event {
+                    Ok(e) => e,
+                    Err(e) => return Some(Err(crate::error::api(e.into()))),
+                };
+                let published = event.data["topic"].as_str()?;
+                troupe_actors::service::topic_matches(&pattern, published).then(|| {
+                    Ok(TopicMessage {
+                        seq: event.seq.into(),
+                        topic: published.to_owned(),
+                        payload: Json(event.data["payload"].clone()),
+                        priority: event.data["priority"].as_str().unwrap_or("NORMAL").to_owned(),
+                        at: event.at,
+                    })
+                })
+            }
+        }))
     }
 }

@@ -54,6 +54,7 @@ impl Agents {
             restart: req.restart,
             proficiency: req.proficiency.into_iter().collect(),
             weight: req.weight.unwrap_or(1.0),
+            topics: req.topics,
         };
         let (state, kind) = match req.start {
             true => (AgentState::Starting, "AGENT_SPAWNED"),

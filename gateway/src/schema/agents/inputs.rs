@@ -130,6 +130,9 @@ pub struct SpawnAgentInput {
     pub proficiency: Option<Vec<ProficiencyInput>>,
     /// Its share of tasks under the WEIGHTED strategy [default: 1].
     pub weight: Option<f64>,
+    /// Topic patterns it receives published messages of: dot-separated segments, `*` one
+    /// segment, `#` any number (`health.*`, `builds.#`).
+    pub topics: Option<Vec<String>>,
 }
 
 #[derive(InputObject)]
@@ -280,6 +283,7 @@ impl SpawnAgentInput {
                 .map(|p| (p.capability, p.proficiency))
                 .collect(),
             weight: self.weight,
+            topics: self.topics.unwrap_or_default(),
         })
     }
 }
