@@ -15,7 +15,9 @@ mod spec;
 mod status;
 
 pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
-pub use backend::{build as build_backend, describe_cgroup, read_stat, Backend, Link, Signal, Stat, Usage};
+pub use backend::{
+    build as build_backend, describe_cgroup, read_stat, Backend, Link, Outgoing, OutgoingKind, Signal, Stat, Usage,
+};
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
 pub use spec::{

@@ -287,3 +287,85 @@ async fn published_messages_reach_the_agents_and_clients_whose_patterns_match() 
     )?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_process_agent_sends_and_publishes_through_its_protocol() -> Result<()> {
+    let node = Node::start(NodeOpts::named("agent-sends")).await?;
+    let echo = node.spawn_builtin("echo", &[]).await?;
+    let listener = node
+        .spawn_agent(json!({ "name": "listener", "backend": { "builtin": { "kind": "echo" } }, "topics": ["news.#"] }))
+        .await?;
+    let listener = text(&listener, "/id")?;
+    let script = node.data_dir().join("sender.py");
+    std::fs::write(
+        &script,
+        r#"import json, sys
+def out(m): print(json.dumps(m), flush=True)
+def wait(kind, ident):
+    for line in sys.stdin:
+        m = json.loads(line)
+        if m.get("type") == kind and m.get("id") == ident:
+            return m
+out({"type": "ready"})
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("type") == "task":
+        p = m["payload"]
+        out({"type": "send", "id": "s1", "to": p["to"], "payload": {"ping": 1}, "priority": "HIGH"})
+        sent = wait("sent", "s1")
+        out({"type": "publish", "id": "p1", "topic": "news.today", "payload": {"headline": "hi"}})
+        published = wait("published", "p1")
+        out({"type": "send", "id": "s2", "to": "nobody@agent-sends", "payload": 1})
+        missing = wait("sent", "s2")
+        out({"type": "result", "id": m["id"], "ok": True,
+             "value": {"sent": sent, "published": published, "missing": missing}})
+    elif m.get("type") == "shutdown":
+        break
+"#,
+    )?;
+    let sender = node
+        .spawn_agent(json!({ "name": "sender", "backend": { "process": { "command": ["python3", script.display().to_string()] } } }))
+        .await?;
+    let sender = text(&sender, "/id")?;
+    node.wait_agent_state(&sender, "RUNNING").await?;
+    let task = node.submit_to(&sender, json!({ "to": echo })).await?;
+    let done = node.wait_task_state(&task, "SUCCEEDED").await?;
+    let r = &done["result"];
+    ensure!(
+        r["sent"]["ok"] == true && r["sent"]["value"] == json!({ "ping": 1 }),
+        "{r}"
+    );
+    ensure!(
+        r["published"]["ok"] == true && r["published"]["value"]["queued"] == 1,
+        "{r}"
+    );
+    ensure!(
+        r["missing"]["ok"] == false && r["missing"]["error"].as_str().unwrap_or_default().contains("no agent"),
+        "{r}"
+    );
+    // The echo agent's history names the sender.
+    let h = node
+        .gql_ok(
+            "query($id: ID!) { agent(id: $id) { messages { from priority outcome } } }",
+            json!({ "id": echo }),
+        )
+        .await?;
+    ensure!(
+        h["agent"]["messages"][0]["from"] == sender.as_str() && h["agent"]["messages"][0]["priority"] == "HIGH",
+        "{h}"
+    );
+    let deadline = Deadline::after(WAIT, "the listener to get the news");
+    loop {
+        let h = node
+            .gql_ok(
+                "query($id: ID!) { agent(id: $id) { messages { outcome } } }",
+                json!({ "id": listener }),
+            )
+            .await?;
+        if h["agent"]["messages"].as_array().map(Vec::len) == Some(1) {
+            break;
+        }
+        deadline.tick(&h).await?;
+    }
+    Ok(())
+}

@@ -73,6 +73,8 @@ pub struct AgentActor {
     pub spec: Arc<AgentSpec>,
     pub scheduler: ActorRef<SchedulerMsg>,
     pub report: Reporter,
+    /// Where the agent's own messages go.
+    pub outbox: Option<tokio::sync::mpsc::UnboundedSender<crate::agent::Outgoing>>,
 }
 
 /// Attempts in flight by task, with their attempt number; dropping it aborts them.
@@ -203,6 +205,19 @@ impl Actor for AgentActor {
                 }
             }
             AgentMsg::Signal(Signal::Lost(reason)) => return Err(reason.into()),
+            AgentMsg::Signal(Signal::Outgoing(mut out)) => {
+                out.from = self.spec.id.clone();
+                match &self.outbox {
+                    Some(outbox) => {
+                        if let Err(e) = outbox.send(out) {
+                            let _ = e.0.answer.send(Err("the node is not taking messages".into()));
+                        }
+                    }
+                    None => {
+                        let _ = out.answer.send(Err("the node is not taking messages".into()));
+                    }
+                }
+            }
             AgentMsg::Signal(Signal::Unhealthy(reason)) => {
                 if state.healthy {
                     state.healthy = false;
@@ -378,6 +393,7 @@ mod tests {
             spec: sleeper(),
             scheduler,
             report: Arc::new(|_, _, _| {}),
+            outbox: None,
         };
         let (agent, _) = Actor::spawn(None, actor, None).await.unwrap();
         agent.cast(run(1)).unwrap();

@@ -22,7 +22,7 @@ pub use cgroup::describe as describe_cgroup;
 pub use limits::{read_stat, sample, signal_group, Stat, Usage};
 
 /// What a backend tells its agent on its own, outside any task.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Signal {
     /// No sign of life for a heartbeat interval (or more).
     Unhealthy(String),
@@ -31,6 +31,33 @@ pub enum Signal {
     /// The backend cannot go on (its process exited or hung): the agent fails and its
     /// supervisor restarts it.
     Lost(String),
+    /// The agent sends or publishes a message (a process agent's `send` / `publish` line).
+    Outgoing(Outgoing),
+}
+
+/// A message an agent sends to another agent, or publishes on a topic.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Filled in by the agent actor.
+    pub from: String,
+    pub what: OutgoingKind,
+    /// The reply (send) or how many agents it was queued for (publish), or why not.
+    pub answer: tokio::sync::oneshot::Sender<Result<Value, String>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum OutgoingKind {
+    Send {
+        to: String,
+        payload: Value,
+        priority: crate::task::Priority,
+        timeout_ms: u64,
+    },
+    Publish {
+        topic: String,
+        payload: Value,
+        priority: crate::task::Priority,
+    },
 }
 
 /// How a backend reaches its agent actor.

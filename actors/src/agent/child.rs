@@ -226,6 +226,7 @@ impl ChildSpec for AgentChild {
                 spec: self.spec(),
                 scheduler,
                 report: self.reporter(),
+                outbox: self.slots.outbox.get().cloned(),
             };
             let mut restore = lock(&self.restore).take();
             if let Some(r) = restore.as_mut().filter(|r| r.state.is_null()) {

@@ -110,6 +110,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         fleet: fleet.clone(),
         mailboxes: crate::service::Mailboxes::new(config.agent_mailbox_size),
     });
+    let courier = courier(&api, &slots);
     let intensity = Some(Intensity {
         max_restarts: config.supervisor_max_restarts,
         window: config.supervisor_window,
@@ -195,7 +196,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         root,
         root_done,
         admin_token_path,
-        chores: vec![purge],
+        chores: vec![purge, courier],
     })
 }
 
@@ -210,6 +211,49 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Carries agents' own messages (a process agent's `send` and `publish` lines) to the
+/// messaging API, each in its own task, and answers the agent.
+fn courier(api: &Api, slots: &Slots) -> tokio::task::JoinHandle<()> {
+    use crate::agent::OutgoingKind;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::agent::Outgoing>();
+    let _ = slots.outbox.set(tx);
+    let api = api.clone();
+    tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let agents = api.agents();
+                let answer = match out.what {
+                    OutgoingKind::Send {
+                        to,
+                        payload,
+                        priority,
+                        timeout_ms,
+                    } => agents
+                        .send_message(
+                            &to,
+                            Some(out.from),
+                            payload,
+                            priority,
+                            Duration::from_millis(timeout_ms),
+                        )
+                        .await
+                        .map(|r| r.payload),
+                    OutgoingKind::Publish {
+                        topic,
+                        payload,
+                        priority,
+                    } => agents
+                        .publish(topic, payload, priority)
+                        .await
+                        .map(|(queued, _)| serde_json::json!({ "queued": queued })),
+                };
+                let _ = out.answer.send(answer.map_err(|e| e.to_string()));
+            });
+        }
+    })
 }
 
 /// Refuses a store written by an older release (its records would not decode), and marks a

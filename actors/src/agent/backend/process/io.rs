@@ -12,8 +12,9 @@ use tokio::time::Instant;
 
 use super::Live;
 use crate::agent::backend::limits::{self, signal_group};
-use crate::agent::backend::{Link, Signal};
+use crate::agent::backend::{Link, Outgoing, OutgoingKind, Signal};
 use crate::agent::spec::{Limits, ProcessBackend};
+use crate::task::Priority;
 
 /// The longest line a process may send (a result is kept in the store).
 const MAX_LINE: usize = 4 * 1024 * 1024 + 1024;
@@ -101,7 +102,7 @@ async fn read(live: Arc<Live>, mut out: impl AsyncBufRead + Unpin, ready: onesho
             continue;
         }
         match serde_json::from_str::<Value>(text) {
-            Ok(line) => route(&live, line, &mut ready),
+            Ok(line) => route(&live, line, &mut ready, &link),
             Err(e) => protocol_error(&live, format!("not JSON ({e}): {}", excerpt(text))),
         }
     };
@@ -138,9 +139,10 @@ async fn read_line(out: &mut (impl AsyncBufRead + Unpin), buf: &mut Vec<u8>) -> 
     }
 }
 
-fn route(live: &Live, line: Value, ready: &mut Option<oneshot::Sender<()>>) {
+fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>, link: &Link) {
     let id = line.get("id").and_then(Value::as_str);
     match (line.get("type").and_then(Value::as_str), id) {
+        (Some(kind @ ("send" | "publish")), Some(id)) => outgoing(live, kind, id, &line, link),
         (Some("ready"), _) => {
             if let Some(ready) = ready.take() {
                 let _ = ready.send(());
@@ -189,12 +191,73 @@ fn route(live: &Live, line: Value, ready: &mut Option<oneshot::Sender<()>>) {
                 _ => tracing::info!(%agent, "{message}"),
             }
         }
-        (Some(kind @ ("result" | "progress" | "state" | "reply")), None) => {
+        (Some(kind @ ("result" | "progress" | "state" | "reply" | "send" | "publish")), None) => {
             protocol_error(live, format!("a {kind} line without a string \"id\""))
         }
         (Some(other), _) => protocol_error(live, format!("unknown type {other:?}")),
         (None, _) => protocol_error(live, "a line without a string \"type\"".into()),
     }
+}
+
+/// A message the process sends (`send`: to an agent, answered with `sent`) or publishes
+/// (`publish`: on a topic, answered with `published`).
+fn outgoing(live: &Arc<Live>, kind: &str, id: &str, line: &Value, link: &Link) {
+    let priority = match line.get("priority").and_then(Value::as_str).unwrap_or("NORMAL") {
+        "CRITICAL" => Priority::Critical,
+        "HIGH" => Priority::High,
+        "LOW" => Priority::Low,
+        _ => Priority::Normal,
+    };
+    let payload = line.get("payload").cloned().unwrap_or(Value::Null);
+    let what = match (
+        kind,
+        line.get("to").and_then(Value::as_str),
+        line.get("topic").and_then(Value::as_str),
+    ) {
+        ("send", Some(to), _) => OutgoingKind::Send {
+            to: to.to_owned(),
+            payload,
+            priority,
+            timeout_ms: line
+                .get("timeoutMs")
+                .and_then(Value::as_u64)
+                .unwrap_or(30_000)
+                .clamp(1, 600_000),
+        },
+        ("publish", _, Some(topic)) => OutgoingKind::Publish {
+            topic: topic.to_owned(),
+            payload,
+            priority,
+        },
+        _ => {
+            return protocol_error(
+                live,
+                format!(
+                    "a {kind} line without a string \"{}\"",
+                    if kind == "send" { "to" } else { "topic" }
+                ),
+            )
+        }
+    };
+    let (answer, reply) = oneshot::channel();
+    link.signal(Signal::Outgoing(Outgoing {
+        from: String::new(),
+        what,
+        answer,
+    }));
+    let (live, id, answered) = (
+        live.clone(),
+        id.to_owned(),
+        if kind == "send" { "sent" } else { "published" },
+    );
+    tokio::spawn(async move {
+        let line = match reply.await {
+            Ok(Ok(value)) => json!({ "type": answered, "id": id, "ok": true, "value": value }),
+            Ok(Err(error)) => json!({ "type": answered, "id": id, "ok": false, "error": error }),
+            Err(_) => json!({ "type": answered, "id": id, "ok": false, "error": "the agent stopped" }),
+        };
+        live.send(line.to_string());
+    });
 }
 
 /// Counts and logs a line the process got wrong, and tells the process.
