@@ -764,3 +764,28 @@ fn each_strategy_picks_as_documented_and_started_tasks_say_why() {
     let fx = e.enqueue(cap_task("plain", "c", Priority::Low), TaskStatus::queued(), now);
     assert_eq!(starts(&fx).len(), 1);
 }
+
+proptest::proptest! {
+    /// Tasks queued while the only agent is busy start in priority order, then arrival order.
+    #[test]
+    fn queued_tasks_start_by_priority_then_arrival(priorities in proptest::collection::vec(0u8..4, 1..60)) {
+        let mut e = engine();
+        let now = now0();
+        e.agent_up("a", caps(&["c"]), 1, 1, now);
+        let fx = e.enqueue(cap_task("blocker", "c", Priority::Normal), TaskStatus::queued(), now);
+        proptest::prop_assert_eq!(starts(&fx).len(), 1);
+        let classes = [Priority::Critical, Priority::High, Priority::Normal, Priority::Low];
+        for (i, p) in priorities.iter().enumerate() {
+            e.enqueue(cap_task(&format!("t{i:03}"), "c", classes[*p as usize]), TaskStatus::queued(), now);
+        }
+        let mut expected: Vec<(u8, usize)> = priorities.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        expected.sort();
+        let mut current = ("blocker".to_string(), 1);
+        for (_, i) in expected {
+            let fx = e.finished(&current.0, current.1, "a", Ok(json!(null)), now);
+            let (_, task, attempt) = starts(&fx).remove(0);
+            proptest::prop_assert_eq!(&task, &format!("t{i:03}"));
+            current = (task, attempt);
+        }
+    }
+}
