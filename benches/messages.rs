@@ -107,7 +107,11 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     println!("topic fan-out to {SUBSCRIBERS} subscribed agents");
-    println!("  queued for all in {:.1} ms, all answered in {:.1} ms", queued_in.as_secs_f64() * 1e3, started.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "  queued for all in {:.1} ms, all answered in {:.1} ms",
+        queued_in.as_secs_f64() * 1e3,
+        started.elapsed().as_secs_f64() * 1e3
+    );
 
     // 100,000 tasks across the 1,000 agents.
     let after_seq = api.store().last_seq().await.expect("seq");
