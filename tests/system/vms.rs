@@ -854,3 +854,18 @@ async fn a_peers_hosts_and_vms_are_reached_through_any_node() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn removed_simulated_hosts_stay_removed_after_a_restart() -> Result<()> {
+    let mut node = Node::start(NodeOpts::named("vm-sims").arg("--simulated-hosts", 1)).await?;
+    let id = host_id(&node, "sim-1").await?;
+    node.gql_ok(
+        "mutation($id: ID!) { removeHost(id: $id) { name } }",
+        json!({ "id": id }),
+    )
+    .await?;
+    node.restart().await?;
+    let hosts = node.gql_ok("{ hosts { name } }", json!({})).await?;
+    ensure!(hosts["hosts"].as_array().is_some_and(Vec::is_empty), "{hosts}");
+    Ok(())
+}

@@ -320,8 +320,10 @@ async fn load_fleet(fleet: &Fleet, simulated: usize) -> Result<(), crate::error:
             Ok(out)
         })
         .await?;
-    if !hosts.iter().any(|h| h.simulated) {
-        let mut batch = Batch::new();
+    // Made once, on the node's first start: simulated hosts an operator removed stay removed.
+    let made = fleet.store.get(META, "simulated_hosts_made").await?.is_some();
+    if !made {
+        let mut batch = Batch::new().put(META, "simulated_hosts_made", b"1".to_vec());
         for i in 1..=simulated {
             let spec = HostSpec {
                 id: crate::ids::new_id(&fleet.node),
