@@ -175,6 +175,11 @@ impl Api {
         events::subscribe(&self.ctx.store, after, filter)
     }
 
+    /// Delivers the messages a previous run left in mailboxes (called once the tree is up).
+    pub async fn restore_mailboxes(&self) -> Result<usize, ApiError> {
+        messages::restore(&self.ctx).await
+    }
+
     /// Stops accepting work and starting tasks; returns how many tasks still run.
     pub async fn begin_drain(&self) -> usize {
         self.ctx.draining.store(true, Ordering::SeqCst);

@@ -27,3 +27,6 @@ pub const VM_STATUS: Table = Table::new("vm_status");
 /// Messages that expired or could not be delivered or answered, by message id:
 /// [`crate::service::DeadMessage`].
 pub const MESSAGE_DEAD_LETTERS: Table = Table::new("message_dead_letters");
+/// Messages waiting in agents' mailboxes, by `<agent id>/<lane>/<message id>`:
+/// [`crate::service::Message`]; removed once answered or dead-lettered.
+pub const MAILBOX: Table = Table::new("mailbox");

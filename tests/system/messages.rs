@@ -369,3 +369,64 @@ for line in sys.stdin:
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn messages_waiting_in_a_mailbox_survive_a_kill_9() -> Result<()> {
+    let mut node = Node::start(NodeOpts::named("durable-mail")).await?;
+    let (command, log) = gated_agent(&node)?;
+    let agent = node
+        .spawn_agent(json!({ "name": "gated", "topics": ["jobs.#"],
+                             "backend": { "process": { "command": command, "heartbeatMs": 60000 } } }))
+        .await?;
+    let agent = text(&agent, "/id")?;
+    node.wait_agent_state(&agent, "RUNNING").await?;
+    let gate = Gate::new()?;
+    let publish = "mutation($t: String!, $p: JSON!) { publish(topic: $t, payload: $p) { queued } }";
+    node.gql_ok(
+        publish,
+        json!({ "t": "jobs.a", "p": { "n": 1, "gate": gate.path().display().to_string() } }),
+    )
+    .await?;
+    let received = node.data_dir().join("answered.log.received");
+    let deadline = Deadline::after(WAIT, "the first message to reach the agent");
+    while !received.exists() {
+        deadline.tick("not yet").await?;
+    }
+    node.gql_ok(publish, json!({ "t": "jobs.b", "p": { "n": 2 } })).await?;
+    let deadline = Deadline::after(WAIT, "the second message to wait");
+    loop {
+        let a = node
+            .gql_ok(
+                "query($id: ID!) { agent(id: $id) { messagesWaiting } }",
+                json!({ "id": agent }),
+            )
+            .await?;
+        if a["agent"]["messagesWaiting"] == 1 {
+            break;
+        }
+        deadline.tick(&a).await?;
+    }
+    node.kill9().await?;
+    node.restart().await?;
+    node.wait_agent_state(&agent, "RUNNING").await?;
+    gate.open()?;
+    // Both are delivered again: the one held when the node died, and the one waiting.
+    let deadline = Deadline::after(WAIT, "both messages answered after the restart");
+    loop {
+        let answered: Vec<i64> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["n"].as_i64())
+            .collect();
+        if answered.contains(&1) && answered.contains(&2) {
+            break;
+        }
+        deadline.tick(format!("{answered:?}")).await?;
+    }
+    let dead = node.gql_ok("{ messageDeadLetters { id } }", json!({})).await?;
+    ensure!(
+        dead["messageDeadLetters"].as_array().is_some_and(Vec::is_empty),
+        "{dead}"
+    );
+    Ok(())
+}

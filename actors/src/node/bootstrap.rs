@@ -179,6 +179,11 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         .await
         .map_err(|e| StartNodeError::Tree(e.to_string()))?;
     slots.root.set(root.clone());
+    match api.restore_mailboxes().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(messages = n, "delivering the messages left in mailboxes"),
+        Err(e) => tracing::error!(error = %e, "could not read the mailboxes left on disk"),
+    }
     let purge = tokio::spawn(async move {
         let mut tick = tokio::time::interval(PURGE_EVERY);
         loop {

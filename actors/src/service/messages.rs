@@ -19,7 +19,7 @@ use troupe_runtime::store::Batch;
 use super::context::Context;
 use crate::agent::AgentMsg;
 use crate::error::ApiError;
-use crate::tables::MESSAGE_DEAD_LETTERS;
+use crate::tables::{MAILBOX, MESSAGE_DEAD_LETTERS};
 use crate::task::Priority;
 
 /// Messages of each agent kept in its history.
@@ -71,6 +71,14 @@ struct Waiting {
     message: Message,
     deadline: Instant,
     answer: oneshot::Sender<Result<Reply, ApiError>>,
+    /// Found in the store at start: its agent may not be running yet, so delivery waits for
+    /// it (within the message's time) instead of dead-lettering at once.
+    restored: bool,
+}
+
+/// Where a waiting message is kept in the store.
+fn mailbox_key(m: &Message) -> String {
+    format!("{}/{}/{}", m.to, m.priority.rank(), m.id)
 }
 
 #[derive(Default)]
@@ -144,24 +152,36 @@ pub(crate) async fn send_local(ctx: &Arc<Context>, message: Message) -> Result<R
     }
     let (answer, reply) = oneshot::channel();
     let timeout = Duration::from_millis(message.timeout_ms);
+    // Kept on disk while it waits, so a node that dies does not lose it.
+    let key = mailbox_key(&message);
+    ctx.store
+        .write(Batch::new().put(MAILBOX, key.clone(), troupe_runtime::codec::encode(&message)?))
+        .await?;
     let waiting = Waiting {
         deadline: Instant::now() + timeout,
         message,
         answer,
+        restored: false,
     };
     let to = waiting.message.to.clone();
-    let start = {
-        let capacity = ctx.mailboxes.capacity;
+    let capacity = ctx.mailboxes.capacity;
+    // Some(start a delivery loop) when queued, None when the mailbox is full.
+    let queued = {
         let mut boxes = ctx.mailboxes.lock();
         let mailbox = boxes.entry(to.clone()).or_default();
         if mailbox.len() >= capacity {
-            return Err(ApiError::Backpressure(
-                format!("the mailbox of agent {to} is full ({capacity} messages waiting)"),
-                500,
-            ));
+            None
+        } else {
+            mailbox.lanes[waiting.message.priority.rank() as usize].push_back(waiting);
+            Some(!std::mem::replace(&mut mailbox.busy, true))
         }
-        mailbox.lanes[waiting.message.priority.rank() as usize].push_back(waiting);
-        !std::mem::replace(&mut mailbox.busy, true)
+    };
+    let Some(start) = queued else {
+        ctx.store.write(Batch::new().delete(MAILBOX, key)).await?;
+        return Err(ApiError::Backpressure(
+            format!("the mailbox of agent {to} is full ({capacity} messages waiting)"),
+            500,
+        ));
     };
     if start {
         tokio::spawn(deliver(ctx.clone(), to));
@@ -188,6 +208,13 @@ async fn deliver(ctx: Arc<Context>, agent: String) {
         };
         let outcome = deliver_one(&ctx, &next).await;
         let Waiting { message, answer, .. } = next;
+        if let Err(e) = ctx
+            .store
+            .write(Batch::new().delete(MAILBOX, mailbox_key(&message)))
+            .await
+        {
+            tracing::warn!(message = %message.id, error = %e, "could not take a delivered message off disk");
+        }
         let sent = Sent {
             id: message.id.clone(),
             from: message.from.clone(),
@@ -215,12 +242,17 @@ async fn deliver_one(ctx: &Context, w: &Waiting) -> Result<Value, String> {
     if left.is_zero() {
         return Err("expired in the mailbox before it could be delivered".into());
     }
-    let actor = ctx
-        .slots
-        .handles
-        .get(&w.message.to)
-        .and_then(|h| h.actor())
-        .ok_or_else(|| format!("agent {} is not running", w.message.to))?;
+    let actor = loop {
+        match ctx.slots.handles.get(&w.message.to).and_then(|h| h.actor()) {
+            Some(actor) => break actor,
+            // After a restart the agent may still be starting: wait for it, within the time.
+            None if w.restored && Instant::now() < w.deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None => return Err(format!("agent {} is not running", w.message.to)),
+        }
+    };
+    let left = w.deadline.saturating_duration_since(Instant::now());
     let call = actor.call(
         |reply| AgentMsg::Message {
             from: w.message.from.clone(),
@@ -263,6 +295,46 @@ async fn bury(ctx: &Context, message: Message, reason: String) -> ApiError {
     ApiError::Unavailable(format!(
         "message {id} was not answered: {reason}; it is in the message dead-letter queue"
     ))
+}
+
+/// Puts the messages a previous run of the node left waiting back in their mailboxes and
+/// delivers them (at least once: one being answered when the node died comes again). Nobody
+/// waits for their replies any more; those not answered go to the dead-letter queue.
+pub(crate) async fn restore(ctx: &Arc<Context>) -> Result<usize, ApiError> {
+    let waiting: Vec<Message> = ctx
+        .store
+        .view(|v| {
+            let mut out = Vec::new();
+            v.scan(MAILBOX, None, |_, bytes| {
+                out.push(troupe_runtime::codec::decode(bytes)?);
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+        .await?;
+    let n = waiting.len();
+    let mut agents = Vec::new();
+    {
+        let mut boxes = ctx.mailboxes.lock();
+        for message in waiting {
+            let (answer, _) = oneshot::channel();
+            let to = message.to.clone();
+            let mailbox = boxes.entry(to.clone()).or_default();
+            mailbox.lanes[message.priority.rank() as usize].push_back(Waiting {
+                deadline: Instant::now() + Duration::from_millis(message.timeout_ms),
+                message,
+                answer,
+                restored: true,
+            });
+            if !std::mem::replace(&mut mailbox.busy, true) {
+                agents.push(to);
+            }
+        }
+    }
+    for agent in agents {
+        tokio::spawn(deliver(ctx.clone(), agent));
+    }
+    Ok(n)
 }
 
 /// The dead messages of this node, oldest first.
