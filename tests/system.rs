@@ -15,6 +15,7 @@ mod system {
     mod cluster;
     mod exec_backend;
     mod faults;
+    mod hosts;
     mod http_api;
     mod messages;
     mod recovery;

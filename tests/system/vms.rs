@@ -9,26 +9,26 @@ use serde_json::{json, Value};
 
 use super::support::{error_code, expect_code, int, metric, text, Deadline, Node, NodeOpts, Subscription, WAIT};
 
-const VM_FIELDS: &str = "id name state reason restarts lastError hostId host { name } \
+pub(super) const VM_FIELDS: &str = "id name state reason restarts lastError hostId host { name } \
     spec { runPolicy running domain vcpus memoryMiB } \
     migration { id phase kind sourceHost targetHost error reason }";
 
-async fn create_vm(node: &Node, input: Value) -> Result<Value> {
+pub(super) async fn create_vm(node: &Node, input: Value) -> Result<Value> {
     let q = format!("mutation($input: CreateVmInput!) {{ createVm(input: $input) {{ {VM_FIELDS} }} }}");
     Ok(node.gql_ok(&q, json!({ "input": input })).await?["createVm"].clone())
 }
 
-async fn vm(node: &Node, id: &str) -> Result<Value> {
+pub(super) async fn vm(node: &Node, id: &str) -> Result<Value> {
     let q = format!("query($id: ID!) {{ vm(id: $id) {{ {VM_FIELDS} }} }}");
     Ok(node.gql_ok(&q, json!({ "id": id })).await?["vm"].clone())
 }
 
-async fn act(node: &Node, mutation: &str, id: &str) -> Result<Value> {
+pub(super) async fn act(node: &Node, mutation: &str, id: &str) -> Result<Value> {
     let q = format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ {VM_FIELDS} }} }}");
     node.gql(&q, json!({ "id": id })).await
 }
 
-async fn wait_vm(node: &Node, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+pub(super) async fn wait_vm(node: &Node, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
     let deadline = Deadline::after(WAIT, format!("VM {id} to be {what}"));
     loop {
         let v = vm(node, id).await?;
@@ -39,21 +39,21 @@ async fn wait_vm(node: &Node, id: &str, what: &str, pred: impl Fn(&Value) -> boo
     }
 }
 
-async fn host_id(node: &Node, name: &str) -> Result<String> {
+pub(super) async fn host_id(node: &Node, name: &str) -> Result<String> {
     let data = node
         .gql_ok("query($id: ID!) { host(id: $id) { id } }", json!({ "id": name }))
         .await?;
     text(&data, "/host/id")
 }
 
-async fn host(node: &Node, name: &str) -> Result<Value> {
+pub(super) async fn host(node: &Node, name: &str) -> Result<Value> {
     let q = "query($id: ID!) { host(id: $id) { id name state lastError \
              allocated { vcpus memoryMiB vcpuLimit memoryLimitMiB vms } \
              drain { total moved failed done } domains { name state reason memoryKiB } } }";
     Ok(node.gql_ok(q, json!({ "id": name })).await?["host"].clone())
 }
 
-async fn wait_host(node: &Node, name: &str, state: &str) -> Result<Value> {
+pub(super) async fn wait_host(node: &Node, name: &str, state: &str) -> Result<Value> {
     let deadline = Deadline::after(WAIT, format!("host {name} to be {state}"));
     loop {
         let h = node
@@ -70,7 +70,7 @@ async fn wait_host(node: &Node, name: &str, state: &str) -> Result<Value> {
 }
 
 /// Every domain libvirt reports on each host, by host name.
-async fn domains(node: &Node) -> Result<BTreeMap<String, Vec<(String, String)>>> {
+pub(super) async fn domains(node: &Node) -> Result<BTreeMap<String, Vec<(String, String)>>> {
     let data = node
         .gql_ok("{ hosts { name domains { name state } } }", json!({}))
         .await?;
@@ -93,7 +93,7 @@ async fn domains(node: &Node) -> Result<BTreeMap<String, Vec<(String, String)>>>
 }
 
 /// How many copies of `domain` libvirt has, on which hosts, and how many of them run.
-fn copies(all: &BTreeMap<String, Vec<(String, String)>>, domain: &str) -> (Vec<String>, usize) {
+pub(super) fn copies(all: &BTreeMap<String, Vec<(String, String)>>, domain: &str) -> (Vec<String>, usize) {
     let mut hosts = Vec::new();
     let mut running = 0;
     for (host, list) in all {
@@ -203,67 +203,6 @@ async fn a_vm_lives_through_its_whole_lifecycle_on_a_simulated_host() -> Result<
     ] {
         ensure!(kinds.iter().any(|k| k == kind), "no {kind} among {kinds:?}");
     }
-    Ok(())
-}
-
-#[tokio::test]
-async fn bad_vm_and_host_input_is_refused_with_its_reason() -> Result<()> {
-    let node = Node::start(NodeOpts::named("vm-bad")).await?;
-    let q = "mutation($input: CreateVmInput!) { createVm(input: $input) { id } }";
-    for input in [
-        json!({ "name": "zero", "vcpus": 0, "memoryMiB": 512 }),
-        json!({ "name": "bad name", "vcpus": 1, "memoryMiB": 512 }),
-        json!({ "name": "tiny", "vcpus": 1, "memoryMiB": 1 }),
-        json!({ "name": "nohost", "vcpus": 1, "memoryMiB": 512, "host": "sim-9" }),
-    ] {
-        let body = node.gql(q, json!({ "input": input })).await?;
-        let code = error_code(&body);
-        ensure!(
-            matches!(code.as_deref(), Some("INVALID_INPUT" | "NOT_FOUND")),
-            "{input}: {body}"
-        );
-    }
-    // Too big for any host: each host's reason is named.
-    let body = node
-        .gql(
-            q,
-            json!({ "input": { "name": "huge", "vcpus": 2, "memoryMiB": 500000 } }),
-        )
-        .await?;
-    expect_code(&body, "NO_VALID_HOST")?;
-    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
-    for h in ["sim-1", "sim-2", "sim-3"] {
-        ensure!(message.contains(&format!("{h}: not enough memory")), "{message}");
-    }
-    let body = node
-        .gql(
-            q,
-            json!({ "input": { "name": "gpu", "vcpus": 1, "memoryMiB": 512, "hostSelector": [{ "key": "gpu", "value": "yes" }] } }),
-        )
-        .await?;
-    expect_code(&body, "NO_VALID_HOST")?;
-    ensure!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("lacks label gpu=yes"),
-        "{body}"
-    );
-
-    let add = "mutation($input: AddHostInput!) { addHost(input: $input) { id state } }";
-    for uri in ["http://example.com", "test:///no/such/node.xml", "test:///relative"] {
-        let body = node.gql(add, json!({ "input": { "name": "h", "uri": uri } })).await?;
-        expect_code(&body, "INVALID_INPUT")?;
-    }
-    // Without --fault-injection there is no injectFault.
-    let id = host_id(&node, "sim-1").await?;
-    let body = node
-        .gql(
-            "mutation($t: ID!) { injectFault(target: $t, kind: HOST_DISCONNECT) }",
-            json!({ "t": id }),
-        )
-        .await?;
-    expect_code(&body, "FORBIDDEN")?;
     Ok(())
 }
 
@@ -748,124 +687,5 @@ async fn vms_survive_a_driver_crash_by_adoption_and_a_node_restart_by_re_creatio
     let h = host(&node, "sim-1").await?;
     ensure!(h["allocated"]["vms"] == 3, "claims restored: {h}");
     ensure!(node.events(&["VM_RECREATED"]).await?.len() == ids.len());
-    Ok(())
-}
-
-#[tokio::test]
-async fn an_added_host_takes_labelled_vms_and_is_removed_only_when_empty_or_forced() -> Result<()> {
-    let node = Node::start(NodeOpts::named("vm-hosts").arg("--simulated-hosts", 0)).await?;
-    let file = node.data_dir().join("big.xml");
-    std::fs::write(
-        &file,
-        "<node><cpu><mhz>2000</mhz><model>t</model><active>8</active><max>8</max><total>8</total>\
-         <nodes>1</nodes><sockets>1</sockets><cores>8</cores><threads>1</threads></cpu><memory>8388608</memory></node>",
-    )?;
-    let add = "mutation($input: AddHostInput!) { addHost(input: $input) { id name state capacity { cpus memoryMiB } \
-               allocated { vcpuLimit memoryLimitMiB } } }";
-    let added = node
-        .gql_ok(
-            add,
-            json!({ "input": { "name": "gpu-1", "uri": format!("test://{}", file.display()),
-                    "labels": [{ "key": "gpu", "value": "yes" }], "overcommit": { "cpu": 2.0, "memory": 1.0 },
-                    "reservedMemoryMiB": 1024 } }),
-        )
-        .await?;
-    let h = &added["addHost"];
-    ensure!(
-        h["state"] == "UP" && h["capacity"]["cpus"] == 8 && h["capacity"]["memoryMiB"] == 8192,
-        "{h}"
-    );
-    ensure!(
-        h["allocated"]["vcpuLimit"] == 16 && h["allocated"]["memoryLimitMiB"] == 7168,
-        "{h}"
-    );
-    let id = text(h, "/id")?;
-    let dup = node
-        .gql(add, json!({ "input": { "name": "gpu-1", "uri": "test:///default" } }))
-        .await?;
-    expect_code(&dup, "CONFLICT")?;
-    let v = create_vm(
-        &node,
-        json!({ "name": "trainer", "vcpus": 4, "memoryMiB": 4096, "hostSelector": [{ "key": "gpu", "value": "yes" }] }),
-    )
-    .await?;
-    ensure!(v["host"]["name"] == "gpu-1" && v["state"] == "RUNNING", "{v}");
-    let remove = "mutation($id: ID!, $force: Boolean) { removeHost(id: $id, force: $force) { name } }";
-    expect_code(
-        &node.gql(remove, json!({ "id": id, "force": false })).await?,
-        "CONFLICT",
-    )?;
-    node.gql_ok(remove, json!({ "id": id, "force": true })).await?;
-    ensure!(vm(&node, &text(&v, "/id")?).await?.is_null(), "its VM went with it");
-    let left = node.gql_ok("{ hosts { name } }", json!({})).await?;
-    ensure!(left["hosts"].as_array().unwrap().is_empty(), "{left}");
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_peers_hosts_and_vms_are_reached_through_any_node() -> Result<()> {
-    let (alpha, _beta) = super::cluster::start_pair().await?;
-    let listed = alpha.gql_ok("{ hosts { name node state } }", json!({})).await?;
-    let hosts = listed["hosts"].as_array().context("hosts")?;
-    ensure!(hosts.len() == 6, "three simulated hosts per node: {hosts:?}");
-    ensure!(hosts.iter().filter(|h| h["node"] == "beta").count() == 3);
-    let added = alpha
-        .gql_ok(
-            "mutation($input: AddHostInput!) { addHost(input: $input) { id node state } }",
-            json!({ "input": { "name": "lab", "uri": "test:///default", "node": "beta" } }),
-        )
-        .await?;
-    ensure!(
-        added["addHost"]["node"] == "beta" && added["addHost"]["state"] == "UP",
-        "{added}"
-    );
-    let v = create_vm(
-        &alpha,
-        json!({ "name": "far", "vcpus": 1, "memoryMiB": 256, "node": "beta" }),
-    )
-    .await?;
-    let id = text(&v, "/id")?;
-    ensure!(id.ends_with("@beta") && v["state"] == "RUNNING", "{v}");
-    let from = text(&v, "/host/name")?;
-    let moved = alpha
-        .gql_ok(
-            "mutation($id: ID!) { migrateVm(id: $id) { migration { phase } vm { state host { name node } } } }",
-            json!({ "id": id }),
-        )
-        .await?;
-    let m = &moved["migrateVm"];
-    ensure!(
-        m["migration"]["phase"] == "SUCCEEDED" && m["vm"]["host"]["node"] == "beta",
-        "{m}"
-    );
-    ensure!(m["vm"]["host"]["name"] != from.as_str(), "{m}");
-    let stopped = act(&alpha, "pauseVm", &id).await?;
-    ensure!(stopped["data"]["pauseVm"]["state"] == "PAUSED", "{stopped}");
-    let listed = alpha
-        .gql_ok("{ vms { edges { node { id state } } missingNodes } }", json!({}))
-        .await?;
-    ensure!(
-        listed["vms"]["edges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["node"]["id"] == id.as_str()),
-        "{listed}"
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn removed_simulated_hosts_stay_removed_after_a_restart() -> Result<()> {
-    let mut node = Node::start(NodeOpts::named("vm-sims").arg("--simulated-hosts", 1)).await?;
-    let id = host_id(&node, "sim-1").await?;
-    node.gql_ok(
-        "mutation($id: ID!) { removeHost(id: $id) { name } }",
-        json!({ "id": id }),
-    )
-    .await?;
-    node.restart().await?;
-    let hosts = node.gql_ok("{ hosts { name } }", json!({})).await?;
-    ensure!(hosts["hosts"].as_array().is_some_and(Vec::is_empty), "{hosts}");
     Ok(())
 }

@@ -66,13 +66,14 @@ impl Engine {
         self.ended(task, None, TaskState::DependencyFailed, now);
     }
 
-    /// Ends a task past its deadline; a running attempt is cancelled.
-    pub(super) fn expire(&mut self, task: &str, now: Now) {
-        let Some(entry) = self.tasks.remove(task) else { return };
+    /// Takes an open task out of the engine: out of its queue, and a running attempt stopped
+    /// (its agent's slot filled again). Its status, for the caller to end it with.
+    pub(super) fn take_out(&mut self, task: &str, now: Now) -> Option<TaskStatus> {
+        let entry = self.tasks.remove(task)?;
         if let Some(key) = &entry.queued {
             self.queues.remove(&entry.limits.want, key);
         }
-        let mut status = entry.status;
+        let status = entry.status;
         if status.state == TaskState::Running {
             if let Some(agent) = status.agent_id.clone() {
                 self.release(&agent, task);
@@ -84,6 +85,14 @@ impl Engine {
                 self.fill(&agent, now);
             }
         }
+        Some(status)
+    }
+
+    /// Ends a task past its deadline; a running attempt is cancelled.
+    pub(super) fn expire(&mut self, task: &str, now: Now) {
+        let Some(mut status) = self.take_out(task, now) else {
+            return;
+        };
         status.state = TaskState::Expired;
         status.error = Some("the deadline passed".into());
         status.finished_at = Some(now.wall);
