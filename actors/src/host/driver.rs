@@ -144,7 +144,6 @@ impl ChildSpec for HostChild {
         Box::pin(async move {
             let args = (self.fleet.clone(), self.id.clone());
             let (driver, _) = Actor::spawn_linked(None, HostDriver, args, supervisor).await?;
-            self.fleet.set_driver(&self.id, driver.clone());
             Ok(driver.get_cell())
         })
     }
@@ -193,6 +192,9 @@ impl Actor for HostDriver {
         (fleet, id): (Arc<Fleet>, String),
     ) -> Result<Driver, ActorProcessingErr> {
         let spec = fleet.spec(&id).ok_or_else(|| format!("host {id} is not registered"))?;
+        // Known before the host can be seen UP: a call made from then on waits in the mailbox
+        // until this start is done instead of finding no driver.
+        fleet.set_driver(&id, myself.clone());
         // The session outlives a driver restart: a simulated host's domains live in it.
         let libvirt = match fleet.libvirt(&id) {
             Some(lv) => lv,
@@ -520,5 +522,50 @@ pub(crate) async fn act(
         Ok(ractor::rpc::CallResult::Success(answer)) => answer,
         Ok(ractor::rpc::CallResult::Timeout) => Err(ApiError::Unavailable("the VM did not answer in time".into())),
         _ => Err(ApiError::Unavailable("the VM's actor is not running".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{simulated_node_xml, FleetSettings, HostMode, HostState};
+
+    /// A driver is findable from its own start on, so a host never shows UP to a caller
+    /// that then finds no driver to ask (a createVm right after a node start did).
+    #[tokio::test]
+    async fn a_driver_is_registered_by_its_own_start_before_its_host_is_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let settings = FleetSettings {
+            reconcile: Duration::from_secs(60),
+            down_after: Duration::from_secs(60),
+            max_outbound: 2,
+            stop_timeout: Duration::from_secs(1),
+            fault_injection: false,
+            data_dir: dir.path().to_owned(),
+        };
+        let fleet = Fleet::new("n".into(), store, settings);
+        let xml = dir.path().join("host.xml");
+        std::fs::write(&xml, simulated_node_xml(4, 4096)).unwrap();
+        fleet.register(HostSpec {
+            id: "h@n".into(),
+            name: "h".into(),
+            uri: format!("test://{}", xml.display()),
+            node: "n".into(),
+            labels: Default::default(),
+            overcommit: Default::default(),
+            reserved_memory_mib: 0,
+            mode: HostMode::Active,
+            simulated: true,
+            created_at: troupe_runtime::clock::now(),
+        });
+        assert!(fleet.driver("h@n").is_err());
+        let (driver, handle) = Actor::spawn(None, HostDriver, (fleet.clone(), "h@n".to_owned()))
+            .await
+            .unwrap();
+        assert_eq!(fleet.state("h@n"), Some(HostState::Up));
+        assert_eq!(fleet.driver("h@n").unwrap().get_id(), driver.get_id());
+        driver.stop(None);
+        handle.await.unwrap();
     }
 }
