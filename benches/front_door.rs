@@ -5,7 +5,7 @@
 //!
 //! Run all: `cargo bench --bench front_door`; one: `cargo bench --bench front_door -- fanout`
 //! (submit, reads, fanout, fanout-paced, restart, cluster, exec-vs-process, pause-restart,
-//! vms-create, vms-evacuate).
+//! vms-create, vms-evacuate, tasks-1k, messages).
 
 mod front_door {
     pub mod cluster;
@@ -15,6 +15,7 @@ mod front_door {
     pub mod restart;
     pub mod server;
     pub mod vms;
+    pub mod work;
 }
 
 use hdrhistogram::Histogram;
@@ -74,5 +75,11 @@ async fn main() {
     }
     if run("vms-evacuate") {
         front_door::vms::evacuate().await;
+    }
+    if run("tasks-1k") {
+        front_door::work::tasks_many().await;
+    }
+    if run("messages") {
+        front_door::work::messages().await;
     }
 }

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::json;
-use tokio::sync::Mutex;
 
 use super::server::Server;
 use crate::{report, report_latency, Unit};
@@ -19,46 +18,16 @@ pub async fn submit() {
     let server = Server::start("submit", &[]).await;
     server.echo_agents(64, 16).await;
     let q = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
-    let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
-    let per = SUBMITS / CLIENTS;
+    let body = move |c: usize, i: usize| json!({ "query": q, "variables": { "input": { "capability": "echo", "payload": { "c": c, "i": i } } } });
     let started = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (http, url, token, latencies) = (
-                server.http().clone(),
-                server.graphql_url(),
-                server.token.clone(),
-                latencies.clone(),
-            );
-            tokio::spawn(async move {
-                let mut mine = Histogram::<u64>::new(3).expect("histogram");
-                for i in 0..per {
-                    let body = json!({ "query": q, "variables": { "input": { "capability": "echo", "payload": { "c": c, "i": i } } } });
-                    let t = Instant::now();
-                    let resp = http.post(&url).bearer_auth(&token).json(&body).send().await.expect("submit");
-                    let status = resp.status();
-                    let text = resp.text().await.expect("body");
-                    assert!(status == 200 && !text.contains("\"errors\""), "{status} {text}");
-                    mine.record(t.elapsed().as_micros() as u64).expect("record");
-                }
-                latencies.lock().await.add(mine).expect("merge");
-            })
-        })
-        .collect();
-    for c in clients {
-        c.await.expect("client");
-    }
-    let submitted = started.elapsed();
-    server.await_succeeded((per * CLIENTS) as u64).await;
+    let (submitted, latencies) = server.load(CLIENTS, SUBMITS, body, |_| true).await;
+    server.await_succeeded(SUBMITS as u64).await;
     let finished = started.elapsed();
-    let n = (per * CLIENTS) as f64;
-    println!(
-        "submitTask over HTTP: {CLIENTS} clients, {} tasks, 64 echo agents",
-        per * CLIENTS
-    );
+    let n = SUBMITS as f64;
+    println!("submitTask over HTTP: {CLIENTS} clients, {SUBMITS} tasks, 64 echo agents");
     report("  acknowledged submits", n / submitted.as_secs_f64(), "tasks/s");
     report("  submitted to all succeeded", n / finished.as_secs_f64(), "tasks/s");
-    report_latency("  submitTask latency", &*latencies.lock().await, Unit::Micros);
+    report_latency("  submitTask latency", &latencies, Unit::Micros);
 }
 
 const RATE: u64 = 2_000;

@@ -3,9 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde_json::{json, Value};
+use tokio::sync::Mutex;
 
 const BIN: &str = env!("CARGO_BIN_EXE_troupe");
 pub const COOKIE: &str = "troupe-bench-cookie";
@@ -108,6 +111,60 @@ impl Server {
             .expect("json");
         assert!(body.get("errors").is_none(), "GraphQL errors: {body}");
         body["data"].clone()
+    }
+
+    /// Sends `n` GraphQL requests from `clients` concurrent clients, each one's next when its
+    /// last is answered (`body(c, i)` is request `i` of client `c`); how long all took and the
+    /// latency of each. An answer with errors stops the run unless it carries a
+    /// BACKPRESSURE hint: then the request is sent again after it, the wait counted in its
+    /// latency. `check` looks at each successful answer.
+    pub async fn load(
+        &self,
+        clients: usize,
+        n: usize,
+        body: impl Fn(usize, usize) -> Value + Clone + Send + 'static,
+        check: fn(&Value) -> bool,
+    ) -> (Duration, Histogram<u64>) {
+        let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..clients)
+            .map(|c| {
+                let (http, url, token, latencies, body) = (
+                    self.http.clone(),
+                    self.graphql_url(),
+                    self.token.clone(),
+                    latencies.clone(),
+                    body.clone(),
+                );
+                let count = n / clients + usize::from(c < n % clients);
+                tokio::spawn(async move {
+                    let mut mine = Histogram::<u64>::new(3).expect("histogram");
+                    for i in 0..count {
+                        let request = body(c, i);
+                        let t = Instant::now();
+                        loop {
+                            let resp = http.post(&url).bearer_auth(&token).json(&request).send().await;
+                            let answer: Value = resp.expect("request").json().await.expect("json");
+                            let Some(errors) = answer.get("errors") else {
+                                assert!(check(&answer), "unexpected answer: {answer}");
+                                break;
+                            };
+                            let retry = errors[0]["extensions"]["retryAfterMs"].as_u64();
+                            let retry = retry.unwrap_or_else(|| panic!("GraphQL errors: {answer}"));
+                            tokio::time::sleep(Duration::from_millis(retry)).await;
+                        }
+                        mine.record(t.elapsed().as_micros() as u64).expect("record");
+                    }
+                    latencies.lock().await.add(mine).expect("merge");
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("client");
+        }
+        let took = started.elapsed();
+        let h = latencies.lock().await.clone();
+        (took, h)
     }
 
     /// Spawns `n` builtin echo agents with the capability `echo`.

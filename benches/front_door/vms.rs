@@ -3,12 +3,10 @@
 //! measures the node's reconcile cost and memory per VM; `vms-evacuate` breaks the
 //! connection of a host holding 1,000 VMs and times their re-creation elsewhere.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::json;
-use tokio::sync::Mutex;
 
 use super::server::Server;
 use crate::{report, report_latency, Unit};
@@ -40,48 +38,14 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// Creates `n` VMs with `CLIENTS` concurrent clients; the latency of each create.
 async fn create(server: &Server, n: usize, input: serde_json::Value) -> (Duration, Histogram<u64>) {
     let q = "mutation($input: CreateVmInput!) { createVm(input: $input) { state } }";
-    let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
-    let per = n / CLIENTS;
-    let extra = n % CLIENTS;
-    let started = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (http, url, token, latencies, input) = (
-                server.http().clone(),
-                server.graphql_url(),
-                server.token.clone(),
-                latencies.clone(),
-                input.clone(),
-            );
-            let count = per + usize::from(c < extra);
-            tokio::spawn(async move {
-                let mut mine = Histogram::<u64>::new(3).expect("histogram");
-                for i in 0..count {
-                    let mut input = input.clone();
-                    input["name"] = json!(format!("vm-{c}-{i}"));
-                    let body = json!({ "query": q, "variables": { "input": input } });
-                    let t = Instant::now();
-                    let resp = http
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .json(&body)
-                        .send()
-                        .await
-                        .expect("createVm");
-                    let text = resp.text().await.expect("body");
-                    assert!(text.contains("RUNNING") && !text.contains("\"errors\""), "{text}");
-                    mine.record(t.elapsed().as_micros() as u64).expect("record");
-                }
-                latencies.lock().await.add(mine).expect("merge");
-            })
-        })
-        .collect();
-    for c in clients {
-        c.await.expect("client");
-    }
-    let took = started.elapsed();
-    let h = latencies.lock().await.clone();
-    (took, h)
+    let body = move |c: usize, i: usize| {
+        let mut input = input.clone();
+        input["name"] = json!(format!("vm-{c}-{i}"));
+        json!({ "query": q, "variables": { "input": input } })
+    };
+    server
+        .load(CLIENTS, n, body, |a| a["data"]["createVm"]["state"] == "RUNNING")
+        .await
 }
 
 pub async fn create_many() {

@@ -430,3 +430,81 @@ async fn messages_waiting_in_a_mailbox_survive_a_kill_9() -> Result<()> {
     );
     Ok(())
 }
+
+/// A message to an agent on another node may wait there longer than an ordinary call to a
+/// peer (5 s): it is answered when the agent answers. The dead-letter queue and the topics
+/// are the whole cluster's, and a dead message is replayed through any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_across_nodes_wait_their_full_timeout_and_dead_letters_are_the_clusters() -> Result<()> {
+    let (alpha, beta) = super::cluster::start_pair().await?;
+    let spawn_gated = |node: &'static str| {
+        let node = if node == "alpha" { &alpha } else { &beta };
+        async move {
+            let (command, _) = gated_agent(node)?;
+            let a = node
+                .spawn_agent(json!({ "name": "gated", "topics": ["health.*"],
+                                     "backend": { "process": { "command": command, "heartbeatMs": 60000 } } }))
+                .await?;
+            let id = text(&a, "/id")?;
+            node.wait_agent_state(&id, "RUNNING").await?;
+            anyhow::Ok(id)
+        }
+    };
+    let far = spawn_gated("beta").await?;
+    let near = spawn_gated("alpha").await?;
+    let held = Gate::new()?;
+    let replayable = Gate::new()?;
+    let gate = |g: &Gate| g.path().display().to_string();
+
+    // Sent through alpha to beta's agent, which holds it until the test opens the gate.
+    let long = alpha.gql(
+        SEND,
+        json!({ "to": far, "payload": { "far": true, "gate": gate(&held) }, "timeoutMs": 60000 }),
+    );
+    let meanwhile = async {
+        let received = beta.data_dir().join("answered.log.received");
+        let deadline = Deadline::after(WAIT, "the far message to reach its agent");
+        while !received.exists() {
+            deadline.tick("not yet").await?;
+        }
+        // A message that expires after 6 s (longer than a peer call may take) proves the
+        // time has passed; only then is the far one let go.
+        let expired = alpha
+            .gql(
+                SEND,
+                json!({ "to": near, "payload": { "near": true, "gate": gate(&replayable) }, "timeoutMs": 6000 }),
+            )
+            .await?;
+        expect_code(&expired, "UNAVAILABLE")?;
+        held.open()?;
+        anyhow::Ok(())
+    };
+    let (long, meanwhile) = tokio::join!(long, meanwhile);
+    meanwhile?;
+    let long = long?;
+    ensure!(
+        long["data"]["sendMessage"]["reply"]["far"] == true,
+        "the far message was answered after more than 6 s: {long}"
+    );
+
+    // alpha's dead message is listed through beta, and replayed through it.
+    let dead = beta.gql_ok("{ messageDeadLetters { id to } }", json!({})).await?;
+    let dead = dead["messageDeadLetters"].as_array().context("dead letters")?.clone();
+    ensure!(dead.len() == 1 && dead[0]["to"] == near.as_str(), "{dead:?}");
+    replayable.open()?;
+    let replayed = beta
+        .gql_ok(
+            "mutation($id: ID!) { replayMessage(id: $id) { reply } }",
+            json!({ "id": dead[0]["id"] }),
+        )
+        .await?;
+    ensure!(replayed["replayMessage"]["reply"]["near"] == true, "{replayed}");
+    let left = alpha.gql_ok("{ messageDeadLetters { id } }", json!({})).await?;
+    ensure!(left["messageDeadLetters"] == json!([]), "{left}");
+    let topics = alpha.gql_ok("{ topics { pattern agents } }", json!({})).await?;
+    ensure!(
+        topics["topics"] == json!([{ "pattern": "health.*", "agents": 2 }]),
+        "{topics}"
+    );
+    Ok(())
+}

@@ -113,8 +113,25 @@ impl Cluster {
 
     /// Calls one peer's `S` service, unless it is known to be down.
     pub async fn call<S: Service>(&self, node: &str, request: &S::Request) -> Result<S::Response, ApiError> {
+        self.call_within::<S>(node, request, remote::PEER_TIMEOUT).await
+    }
+
+    /// [`Cluster::call`] for a request that may take up to `timeout` on the peer by its
+    /// nature (a message waiting for its answer).
+    pub async fn call_within<S: Service>(
+        &self,
+        node: &str,
+        request: &S::Request,
+        timeout: std::time::Duration,
+    ) -> Result<S::Response, ApiError> {
         self.ensure_reachable(node)?;
-        remote::call::<S>(node, request, remote::PEER_TIMEOUT).await
+        remote::call::<S>(node, request, timeout.max(remote::PEER_TIMEOUT)).await
+    }
+
+    /// The peers connected now.
+    pub fn peers(&self) -> Vec<String> {
+        let me = self.name();
+        self.connected().into_iter().filter(|n| *n != me).collect()
     }
 
     /// Asks every reachable peer's `S` service at once, waiting at most [`GATHER_TIMEOUT`]

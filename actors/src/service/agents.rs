@@ -53,6 +53,9 @@ pub enum AgentsRequest {
         priority: crate::task::Priority,
     },
     History(String),
+    DeadMessages(u32),
+    Topics,
+    Replay(String),
 }
 
 /// What can be done to an existing agent.
@@ -128,6 +131,8 @@ pub enum AgentsResponse {
     Reply(super::messages::Reply),
     History(super::messages::MailboxView),
     Queued(u32),
+    DeadMessages(Vec<super::messages::DeadMessage>),
+    Topics(Vec<(String, u32)>),
 }
 
 #[derive(Clone)]
@@ -342,7 +347,9 @@ impl Agents {
         match self.ctx.peer_holding(to) {
             Some(node) => {
                 let request = AgentsRequest::Message(Box::new(message));
-                match self.ctx.cluster.call::<Agents>(node, &request).await? {
+                // The peer answers when the agent does, or when the message expires there.
+                let within = timeout + crate::cluster::remote::PEER_TIMEOUT;
+                match self.ctx.cluster.call_within::<Agents>(node, &request, within).await? {
                     AgentsResponse::Reply(r) => Ok(r),
                     _ => Err(unexpected("sendMessage")),
                 }
@@ -448,8 +455,21 @@ impl Agents {
         super::messages::fan_out(&self.ctx, wanted, payload, priority).await
     }
 
-    /// The topic patterns this node's agents subscribe to, each with how many agents do.
+    /// The topic patterns the cluster's agents subscribe to, each with how many agents do.
     pub async fn topics(&self) -> Result<Vec<(String, u32)>, ApiError> {
+        let mut counts: std::collections::BTreeMap<String, u32> = self.topics_local().await?.into_iter().collect();
+        let gathered = self.ctx.cluster.gather::<Agents>(&AgentsRequest::Topics).await;
+        for answer in gathered.answers {
+            if let AgentsResponse::Topics(topics) = answer {
+                for (t, n) in topics {
+                    *counts.entry(t).or_default() += n;
+                }
+            }
+        }
+        Ok(counts.into_iter().collect())
+    }
+
+    async fn topics_local(&self) -> Result<Vec<(String, u32)>, ApiError> {
         let mut counts: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
         let specs = self
             .ctx
@@ -469,14 +489,40 @@ impl Agents {
         Ok(counts.into_iter().collect())
     }
 
-    /// This node's message dead-letter queue, oldest first.
+    /// The cluster's message dead-letter queue (each node keeps the dead messages of its own
+    /// agents), oldest first.
     pub async fn dead_messages(&self, first: usize) -> Result<Vec<super::messages::DeadMessage>, ApiError> {
-        super::messages::dead_letters(&self.ctx, first).await
+        let mut all = super::messages::dead_letters(&self.ctx, first).await?;
+        let request = AgentsRequest::DeadMessages(first as u32);
+        for answer in self.ctx.cluster.gather::<Agents>(&request).await.answers {
+            if let AgentsResponse::DeadMessages(dead) = answer {
+                all.extend(dead);
+            }
+        }
+        all.sort_by(|a, b| (a.at, &a.message.id).cmp(&(b.at, &b.message.id)));
+        all.truncate(first);
+        Ok(all)
     }
 
-    /// Sends a dead message of this node again.
+    /// Sends a dead message again, from whichever node keeps it.
     pub async fn replay_message(&self, id: &str) -> Result<super::messages::Reply, ApiError> {
-        super::messages::replay(&self.ctx, id).await
+        match super::messages::replay(&self.ctx, id).await {
+            Err(ApiError::NotFound(missing)) => {
+                for node in self.ctx.cluster.peers() {
+                    let request = AgentsRequest::Replay(id.to_owned());
+                    // A replayed message may wait as long as any message (10 minutes at most).
+                    let within = std::time::Duration::from_secs(600);
+                    match self.ctx.cluster.call_within::<Agents>(&node, &request, within).await {
+                        Ok(AgentsResponse::Reply(r)) => return Ok(r),
+                        Err(ApiError::NotFound(_)) => continue,
+                        Ok(_) => return Err(unexpected("replayMessage")),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(ApiError::NotFound(missing))
+            }
+            other => other,
+        }
     }
 }
 
@@ -533,6 +579,15 @@ impl Service for Agents {
                     .await
                     .map(AgentsResponse::Queued),
                 AgentsRequest::History(id) => Ok(AgentsResponse::History(agents.ctx.mailboxes.view(&id))),
+                AgentsRequest::DeadMessages(first) => {
+                    super::messages::dead_letters(&agents.ctx, first.min(1000) as usize)
+                        .await
+                        .map(AgentsResponse::DeadMessages)
+                }
+                AgentsRequest::Topics => agents.topics_local().await.map(AgentsResponse::Topics),
+                AgentsRequest::Replay(id) => super::messages::replay(&agents.ctx, &id)
+                    .await
+                    .map(AgentsResponse::Reply),
             }
         })
     }

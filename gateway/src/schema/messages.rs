@@ -97,7 +97,7 @@ pub struct MessagesQuery;
 
 #[Object]
 impl MessagesQuery {
-    /// The topic patterns this node's agents subscribe to, with how many agents each.
+    /// The topic patterns the cluster's agents subscribe to, with how many agents each.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn topics(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<TopicPattern>> {
         let topics = ctx.data::<Api>()?.agents().topics().await.gql()?;
@@ -110,7 +110,8 @@ impl MessagesQuery {
             .collect())
     }
 
-    /// This node's messages that expired or could not be delivered or answered, oldest first.
+    /// The cluster's messages that expired or could not be delivered or answered, oldest
+    /// first (each node keeps those of its own agents).
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn message_dead_letters(
         &self,
