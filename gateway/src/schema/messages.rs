@@ -74,6 +74,15 @@ pub struct FanOutResult {
     pub missing_nodes: Vec<String>,
 }
 
+impl From<(u32, Vec<String>)> for FanOutResult {
+    fn from((queued, missing): (u32, Vec<String>)) -> Self {
+        Self {
+            queued: queued as i32,
+            missing_nodes: missing,
+        }
+    }
+}
+
 /// A topic pattern agents of this node subscribe to.
 #[derive(SimpleObject)]
 pub struct TopicPattern {
@@ -182,16 +191,13 @@ impl MessagesMutation {
         priority: Option<Priority>,
     ) -> async_graphql::Result<FanOutResult> {
         let priority = priority.map_or(troupe_actors::task::Priority::Normal, Into::into);
-        let (queued, missing) = ctx
+        Ok(ctx
             .data::<Api>()?
             .agents()
             .publish(topic, payload.0, priority)
             .await
-            .gql()?;
-        Ok(FanOutResult {
-            queued: queued as i32,
-            missing_nodes: missing,
-        })
+            .gql()?
+            .into())
     }
 
     /// Sends a message to every agent of the cluster that has all these labels (no reply is
@@ -206,16 +212,13 @@ impl MessagesMutation {
     ) -> async_graphql::Result<FanOutResult> {
         let priority = priority.map_or(troupe_actors::task::Priority::Normal, Into::into);
         let labels = labels.into_iter().map(|l| (l.key, l.value)).collect();
-        let (queued, missing) = ctx
+        Ok(ctx
             .data::<Api>()?
             .agents()
             .broadcast(labels, payload.0, priority)
             .await
-            .gql()?;
-        Ok(FanOutResult {
-            queued: queued as i32,
-            missing_nodes: missing,
-        })
+            .gql()?
+            .into())
     }
 
     /// Sends a dead message again; answered, it leaves the dead-letter queue.

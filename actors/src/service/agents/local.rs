@@ -16,6 +16,7 @@ use crate::agent::{
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
 use crate::service::context::{ask, split};
+use crate::service::listing::page_local;
 use crate::tables::{AGENTS, AGENT_STATUS};
 
 impl Agents {
@@ -120,29 +121,15 @@ impl Agents {
         filter: &AgentFilter,
     ) -> Result<(Vec<AgentView>, bool), ApiError> {
         let filter = filter.clone();
-        let mut page = self
-            .ctx
-            .store
-            .view(move |v| {
-                let mut ids = Vec::new();
-                let everything = filter == AgentFilter::default();
-                v.scan(AGENTS, after.as_deref(), |id, bytes| {
-                    if everything || troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter) {
-                        ids.push(id.to_owned());
-                    }
-                    Ok(ids.len() <= first)
-                })?;
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
-                    if let Some(found) = read_one(v, &id)? {
-                        out.push(found);
-                    }
-                }
-                Ok(out)
-            })
-            .await?;
-        let more = page.len() > first;
-        page.truncate(first);
+        let everything = filter == AgentFilter::default();
+        let (page, more) = page_local(&self.ctx.store, AGENTS, after, first, move |v, id, bytes| {
+            if everything || troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter) {
+                read_one(v, id)
+            } else {
+                Ok(None)
+            }
+        })
+        .await?;
         Ok((self.views(page).await, more))
     }
 

@@ -358,28 +358,15 @@ impl Hosts {
         filter: &VmFilter,
     ) -> Result<(Vec<VmView>, bool), ApiError> {
         let filter = filter.clone();
-        let mut page = self
-            .ctx
-            .store
-            .view(move |v| {
-                let mut out = Vec::new();
-                v.scan(VMS, after.as_deref(), |id, bytes| {
-                    let spec: VmSpec = troupe_runtime::codec::decode(bytes)?;
-                    let status: VmStatus = match v.get(VM_STATUS, id)? {
-                        Some(b) => troupe_runtime::codec::decode(&b)?,
-                        None => VmStatus::new(None),
-                    };
-                    if filter.matches(&spec, &status) {
-                        out.push(VmView { spec, status });
-                    }
-                    Ok(out.len() <= first)
-                })?;
-                Ok(out)
-            })
-            .await?;
-        let more = page.len() > first;
-        page.truncate(first);
-        Ok((page, more))
+        crate::service::listing::page_local(&self.ctx.store, VMS, after, first, move |v, id, bytes| {
+            let spec: VmSpec = troupe_runtime::codec::decode(bytes)?;
+            let status: VmStatus = match v.get(VM_STATUS, id)? {
+                Some(b) => troupe_runtime::codec::decode(&b)?,
+                None => VmStatus::new(None),
+            };
+            Ok(filter.matches(&spec, &status).then_some(VmView { spec, status }))
+        })
+        .await
     }
 
     pub(crate) async fn fault_local(&self, target: &str, fault: Fault) -> Result<String, ApiError> {

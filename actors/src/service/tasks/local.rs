@@ -415,31 +415,18 @@ impl Tasks {
         first: usize,
     ) -> Result<(Vec<TaskRecord>, bool), ApiError> {
         let filter = filter.clone();
-        let mut page = self
-            .ctx
-            .store
-            .view(move |v| {
-                let mut out = Vec::new();
-                v.scan(TASKS, after.as_deref(), |_, bytes| {
-                    let spec: TaskSpec = troupe_runtime::codec::decode(bytes)?;
-                    let Some(status) = v.get(TASK_STATUS, &spec.id)? else {
-                        return Ok(true);
-                    };
-                    let task = TaskRecord {
-                        spec,
-                        status: troupe_runtime::codec::decode(&status)?,
-                    };
-                    if matches(&filter, &task) {
-                        out.push(task);
-                    }
-                    Ok(out.len() <= first)
-                })?;
-                Ok(out)
-            })
-            .await?;
-        let more = page.len() > first;
-        page.truncate(first);
-        Ok((page, more))
+        crate::service::listing::page_local(&self.ctx.store, TASKS, after, first, move |v, _, bytes| {
+            let spec: TaskSpec = troupe_runtime::codec::decode(bytes)?;
+            let Some(status) = v.get(TASK_STATUS, &spec.id)? else {
+                return Ok(None);
+            };
+            let task = TaskRecord {
+                spec,
+                status: troupe_runtime::codec::decode(&status)?,
+            };
+            Ok(matches(&filter, &task).then_some(task))
+        })
+        .await
     }
 
     pub(crate) async fn count_local(&self, filter: &TaskFilter) -> Result<u64, ApiError> {
