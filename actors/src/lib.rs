@@ -26,6 +26,7 @@ pub mod placement;
 pub mod scheduler;
 pub mod service;
 pub mod slots;
+pub mod swarm;
 pub mod tables;
 pub mod task;
 pub mod vm;

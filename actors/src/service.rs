@@ -9,6 +9,7 @@ mod hosts;
 mod listing;
 mod messages;
 pub mod node;
+mod swarms;
 mod tasks;
 mod tokens;
 
@@ -30,6 +31,7 @@ pub use messages::{
     check_topic, topic_matches, DeadMessage, MailboxView, Mailboxes, Message, Reply, Sent,
     DEFAULT_TIMEOUT as MESSAGE_TIMEOUT,
 };
+pub use swarms::Swarms;
 pub use tasks::{TaskFilter, Tasks, TasksRequest, TasksResponse};
 
 use crate::cluster::remote::Service;
@@ -45,13 +47,18 @@ pub struct Api {
     agents: Agents,
     tasks: Tasks,
     hosts: Hosts,
+    swarms: Swarms,
 }
 
 impl Api {
     pub(crate) fn new(ctx: Context) -> Self {
-        let ctx = Arc::new(ctx);
+        Self::from_context(Arc::new(ctx))
+    }
+
+    pub(crate) fn from_context(ctx: Arc<Context>) -> Self {
         Self {
             agents: Agents { ctx: ctx.clone() },
+            swarms: Swarms { ctx: ctx.clone() },
             tasks: Tasks { ctx: ctx.clone() },
             hosts: Hosts {
                 fleet: ctx.fleet.clone(),
@@ -71,6 +78,22 @@ impl Api {
 
     pub fn hosts(&self) -> &Hosts {
         &self.hosts
+    }
+
+    pub fn swarms(&self) -> &Swarms {
+        &self.swarms
+    }
+
+    pub(crate) fn slots(&self) -> &crate::slots::Slots {
+        &self.ctx.slots
+    }
+
+    pub(crate) fn agent_policy(&self) -> crate::agent::AgentPolicy {
+        self.ctx.agent_policy
+    }
+
+    pub(crate) fn backoff(&self) -> troupe_runtime::supervision::Backoff {
+        self.ctx.backoff
     }
 
     pub(crate) fn node_service(&self) -> NodeService {

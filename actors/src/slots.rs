@@ -41,10 +41,49 @@ impl<M: ractor::Message> Slot<M> {
     }
 }
 
+/// Actors found by a key (a swarm's id): a restarted one replaces its entry.
+pub struct SlotMap<M: ractor::Message>(Arc<RwLock<std::collections::HashMap<String, ActorRef<M>>>>);
+
+impl<M: ractor::Message> Clone for SlotMap<M> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<M: ractor::Message> Default for SlotMap<M> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<M: ractor::Message> SlotMap<M> {
+    pub fn get(&self, key: &str) -> Option<ActorRef<M>> {
+        self.0.read().ok()?.get(key).cloned()
+    }
+
+    pub fn set(&self, key: &str, actor: ActorRef<M>) {
+        if let Ok(mut g) = self.0.write() {
+            g.insert(key.to_owned(), actor);
+        }
+    }
+
+    pub fn remove(&self, key: &str) {
+        if let Ok(mut g) = self.0.write() {
+            g.remove(key);
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Slots {
     pub scheduler: Slot<SchedulerMsg>,
     pub agents: Slot<SupervisorMsg>,
+    /// The node's `swarms` supervisor.
+    pub swarms: Slot<SupervisorMsg>,
+    /// Each swarm's members supervisor, by swarm id.
+    pub members: SlotMap<SupervisorMsg>,
+    /// Each swarm's coordinator, by swarm id.
+    pub coordinators: SlotMap<crate::swarm::CoordinatorMsg>,
     pub root: Slot<SupervisorMsg>,
     /// This node's agents by id, whether running or not (stopped and failed ones too, once
     /// looked at).

@@ -30,3 +30,11 @@ pub const MESSAGE_DEAD_LETTERS: Table = Table::new("message_dead_letters");
 /// Messages waiting in agents' mailboxes, by `<agent id>/<lane>/<message id>`:
 /// [`crate::service::Message`]; removed once answered or dead-lettered.
 pub const MAILBOX: Table = Table::new("mailbox");
+/// Swarm specs by id: [`crate::swarm::SwarmSpec`].
+pub const SWARMS: Table = Table::new("swarms");
+/// Swarm statuses by id: [`crate::swarm::SwarmStatus`]; written by the swarm's coordinator.
+pub const SWARM_STATUS: Table = Table::new("swarm_status");
+/// Swarm memory by `<swarm id>/<key>`: [`crate::swarm::memory::Entry`].
+pub const SWARM_MEMORY: Table = Table::new("swarm_memory");
+/// Swarm tasks by id: [`crate::swarm::SwarmTask`].
+pub const SWARM_TASKS: Table = Table::new("swarm_tasks");

@@ -13,6 +13,7 @@ mod messages;
 mod node;
 mod page;
 mod scalars;
+mod swarms;
 mod tasks;
 mod tokens;
 mod vms;
@@ -32,6 +33,7 @@ pub struct Query(
     hosts::HostsQuery,
     vms::VmsQuery,
     messages::MessagesQuery,
+    swarms::SwarmsQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -42,6 +44,7 @@ pub struct Mutation(
     hosts::HostsMutation,
     vms::VmsMutation,
     messages::MessagesMutation,
+    swarms::SwarmsMutation,
 );
 
 #[derive(MergedSubscription, Default)]
@@ -52,6 +55,7 @@ pub struct Subscription(
     hosts::HostsSubscription,
     vms::VmsSubscription,
     messages::MessagesSubscription,
+    swarms::SwarmsSubscription,
 );
 
 pub type TroupeSchema = Schema<Query, Mutation, Subscription>;

@@ -17,6 +17,8 @@ use crate::error::ApiError;
 pub enum Owner {
     /// The node's `agents` supervisor.
     Node,
+    /// The members supervisor of the swarm with this id.
+    Swarm(String),
 }
 
 impl Owner {
@@ -24,6 +26,15 @@ impl Owner {
     pub fn supervisor(&self) -> &'static str {
         match self {
             Owner::Node => "agents",
+            Owner::Swarm(_) => "members",
+        }
+    }
+
+    /// The swarm it belongs to.
+    pub fn swarm(&self) -> Option<&str> {
+        match self {
+            Owner::Node => None,
+            Owner::Swarm(id) => Some(id),
         }
     }
 }

@@ -88,6 +88,10 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     load_fleet(&fleet, config.simulated_hosts)
         .await
         .map_err(|e| StartNodeError::Tree(format!("hosts: {e}")))?;
+    let backoff = Backoff {
+        base: config.supervisor_backoff,
+        max: Duration::from_secs(5).max(config.supervisor_backoff),
+    };
     let api = Api::new(Context {
         node_id,
         node_name: config.node_name.clone(),
@@ -109,16 +113,14 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         draining: AtomicBool::new(false),
         fleet: fleet.clone(),
         mailboxes: crate::service::Mailboxes::new(config.agent_mailbox_size),
+        backoff,
+        swarm_locks: Default::default(),
     });
     let courier = courier(&api, &slots);
     let intensity = Some(Intensity {
         max_restarts: config.supervisor_max_restarts,
         window: config.supervisor_window,
     });
-    let backoff = Backoff {
-        base: config.supervisor_backoff,
-        max: Duration::from_secs(5).max(config.supervisor_backoff),
-    };
     let scheduler: Arc<dyn ChildSpec> = Arc::new(SchedulerChild {
         store: store.clone(),
         slots: slots.clone(),
@@ -136,7 +138,10 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         slots: slots.clone(),
         policy: agent_policy,
         backoff,
+        owner: crate::agent::Owner::Node,
+        strategy: Strategy::OneForOne,
     });
+    let swarms: Arc<dyn ChildSpec> = Arc::new(crate::swarm::SwarmsChild { api: api.clone() });
     let core_store = store.clone();
     let core = SupervisorSpec {
         id: "core".into(),
@@ -145,7 +150,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             strategy: Strategy::RestForOne,
             intensity,
             backoff,
-            children: vec![scheduler.clone(), agents.clone()],
+            children: vec![scheduler.clone(), agents.clone(), swarms.clone()],
             start_order: StartOrder::Sequential,
             store: core_store.clone(),
         }),

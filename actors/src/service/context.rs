@@ -39,6 +39,10 @@ pub(crate) struct Context {
     pub draining: AtomicBool,
     pub fleet: std::sync::Arc<crate::host::Fleet>,
     pub mailboxes: super::messages::Mailboxes,
+    /// Restart backoff of the supervisors the node makes as it runs (a swarm's).
+    pub backoff: troupe_runtime::supervision::Backoff,
+    /// One writer at a time per swarm's memory.
+    pub swarm_locks: crate::swarm::memory::Locks,
 }
 
 impl Context {
@@ -57,11 +61,18 @@ impl Context {
             .ok_or_else(|| ApiError::Unavailable("the scheduler is not running".into()))
     }
 
-    pub fn agents_supervisor(&self) -> Result<ActorRef<SupervisorMsg>, ApiError> {
-        self.slots
-            .agents
-            .get()
-            .ok_or_else(|| ApiError::Unavailable("the agents supervisor is not running".into()))
+    /// The supervisor that runs the agents of `owner`.
+    pub fn supervisor_of(&self, owner: &crate::agent::Owner) -> Result<ActorRef<SupervisorMsg>, ApiError> {
+        match owner.swarm() {
+            None => self
+                .slots
+                .agents
+                .get()
+                .ok_or_else(|| ApiError::Unavailable("the agents supervisor is not running".into())),
+            Some(swarm) => self.slots.members.get(swarm).ok_or_else(|| {
+                ApiError::Unavailable(format!("the members supervisor of swarm {swarm} is not running"))
+            }),
+        }
     }
 
     /// Whether this node holds the entity with this id (ids without a home are looked up

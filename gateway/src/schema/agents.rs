@@ -14,7 +14,7 @@ use troupe_actors::service::AgentLive;
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 
-pub use inputs::LabelInput;
+pub use inputs::{LabelInput, SpawnAgentInput};
 pub use live::AgentsSubscription;
 pub use mutations::AgentsMutation;
 

@@ -267,6 +267,9 @@ pub enum FaultKind {
     /// Crashes a host's driver (target: a host): its supervisor restarts it and the VMs'
     /// new actors adopt the domains that exist.
     DriverCrash,
+    /// Crashes a swarm's coordinator (target: a swarm): its supervisor restarts it alone and
+    /// it takes up its living members and open tasks.
+    SwarmCoordinatorCrash,
 }
 
 #[derive(Default)]
@@ -355,14 +358,19 @@ impl HostsMutation {
     /// `--fault-injection` (else FORBIDDEN). Answers what was done.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn inject_fault(&self, ctx: &Context<'_>, target: ID, kind: FaultKind) -> async_graphql::Result<String> {
+        let api = ctx.data::<Api>()?;
         let fault = match kind {
+            FaultKind::SwarmCoordinatorCrash => {
+                api.swarms().crash_coordinator(&target).await.gql()?;
+                return Ok(format!("the coordinator of swarm {} crashed", target.0));
+            }
             FaultKind::HostDisconnect => Fault::HostDisconnect,
             FaultKind::HostReconnect => Fault::HostReconnect,
             FaultKind::DomainDestroy => Fault::DomainDestroy,
             FaultKind::DomainUndefine => Fault::DomainUndefine,
             FaultKind::DriverCrash => Fault::DriverCrash,
         };
-        ctx.data::<Api>()?.hosts().inject_fault(&target, fault).await.gql()
+        api.hosts().inject_fault(&target, fault).await.gql()
     }
 }
 

@@ -1,4 +1,5 @@
-//! The node's agents supervisor as a child of `core`.
+//! The supervisor of a set of agents: the node's `agents` (a child of `core`), or a swarm's
+//! `members` (a child of the swarm's supervisor).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +24,15 @@ pub struct AgentsChild {
     pub slots: Slots,
     pub policy: AgentPolicy,
     pub backoff: Backoff,
+    /// Whose agents these are.
+    pub owner: Owner,
+    /// One for one (the node's), or as the swarm asks.
+    pub strategy: Strategy,
 }
 
 impl ChildSpec for AgentsChild {
     fn id(&self) -> &str {
-        "agents"
+        self.owner.supervisor()
     }
 
     fn kind(&self) -> &str {
@@ -51,13 +56,14 @@ impl ChildSpec for AgentsChild {
         Box::pin(async move {
             // Lifecycle records of the previous incarnation land before we read.
             self.store.flush().await?;
+            let owner = self.owner.clone();
             let owned = self
                 .store
-                .view(|v| {
+                .view(move |v| {
                     let mut out = Vec::new();
                     v.scan(AGENTS, None, |id, bytes| {
                         let spec: AgentSpec = troupe_runtime::codec::decode(bytes)?;
-                        if spec.owner == Owner::Node && spec.desired != Desired::Stopped {
+                        if spec.owner == owner && spec.desired != Desired::Stopped {
                             let status: AgentStatus = match v.get(AGENT_STATUS, id)? {
                                 Some(b) => troupe_runtime::codec::decode(&b)?,
                                 None => AgentStatus::new(AgentState::Starting),
@@ -88,8 +94,8 @@ impl ChildSpec for AgentsChild {
                 })
                 .collect();
             let args = SupervisorArgs {
-                name: Owner::Node.supervisor().into(),
-                strategy: Strategy::OneForOne,
+                name: self.owner.supervisor().into(),
+                strategy: self.strategy,
                 intensity: None,
                 backoff: self.backoff,
                 children,
@@ -97,7 +103,10 @@ impl ChildSpec for AgentsChild {
                 store: self.store.clone(),
             };
             let (sup, _) = Actor::spawn_linked(None, Supervisor, args, supervisor).await?;
-            self.slots.agents.set(sup.clone());
+            match self.owner.swarm() {
+                None => self.slots.agents.set(sup.clone()),
+                Some(swarm) => self.slots.members.set(swarm, sup.clone()),
+            }
             Ok(sup.get_cell())
         })
     }

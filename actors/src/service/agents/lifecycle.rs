@@ -12,7 +12,7 @@ use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 
 use super::{AgentAction, AgentLive, Agents};
 use crate::agent::checkpoints::{self, Checkpoint};
-use crate::agent::{gauge_moved, AgentChild, AgentMsg, AgentSpec, AgentState, AgentView, Desired, Restore};
+use crate::agent::{gauge_moved, AgentChild, AgentMsg, AgentSpec, AgentState, AgentView, Desired, Owner, Restore};
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
 use crate::service::context::{ask, keep, split};
@@ -46,8 +46,8 @@ impl Agents {
             AgentAction::Pause => self.pause(&handle, true).await?,
             AgentAction::Resume => self.pause(&handle, false).await?,
             AgentAction::Restart => {
-                if self.supervised(id).await? {
-                    self.terminate(id).await?;
+                if self.supervised(&handle).await? {
+                    self.terminate(&handle).await?;
                 }
                 self.set_desired(&handle, Desired::Running).await?;
                 self.launch(&handle).await?;
@@ -153,7 +153,7 @@ impl Agents {
     }
 
     async fn start(&self, handle: &Arc<AgentChild>) -> Result<(), ApiError> {
-        if self.supervised(handle.id()).await? {
+        if self.supervised(handle).await? {
             return Err(ApiError::Conflict(format!("agent {} is already running", handle.id())));
         }
         self.set_desired(handle, Desired::Running).await?;
@@ -163,7 +163,7 @@ impl Agents {
     /// Puts the agent under its supervisor, which starts it.
     async fn launch(&self, handle: &Arc<AgentChild>) -> Result<(), ApiError> {
         handle.report(AgentState::Starting, "AGENT_STARTING", None, json!({}));
-        let supervisor = self.ctx.agents_supervisor()?;
+        let supervisor = self.ctx.supervisor_of(&handle.spec().owner)?;
         let child: Arc<dyn ChildSpec> = handle.clone();
         ask(
             &supervisor,
@@ -176,7 +176,7 @@ impl Agents {
 
     async fn stop_agent(&self, handle: &Arc<AgentChild>, graceful: bool) -> Result<(), ApiError> {
         let id = handle.id().to_owned();
-        let supervised = self.supervised(&id).await?;
+        let supervised = self.supervised(handle).await?;
         if !supervised && matches!(handle.status().state, AgentState::Stopped | AgentState::Defined) {
             return Err(ApiError::Conflict(format!("agent {id} is already stopped")));
         }
@@ -199,7 +199,7 @@ impl Agents {
             );
             self.drain(&id, &actor).await?;
         }
-        self.terminate(&id).await
+        self.terminate(handle).await
     }
 
     /// Closes the agent to new tasks (continuing a paused one, whose tasks could not finish
@@ -285,9 +285,9 @@ impl Agents {
 
     async fn remove(&self, handle: &Arc<AgentChild>) -> Result<AgentView, ApiError> {
         let id = handle.id().to_owned();
-        if self.supervised(&id).await? {
+        if self.supervised(handle).await? {
             self.set_desired(handle, Desired::Stopped).await?;
-            self.terminate(&id).await?;
+            self.terminate(handle).await?;
         }
         self.ctx.store.flush().await?;
         let mut view = self.found(&id).await?;
@@ -311,22 +311,28 @@ impl Agents {
         Ok(view)
     }
 
-    /// Whether the agents supervisor holds the agent now.
-    async fn supervised(&self, id: &str) -> Result<bool, ApiError> {
-        let supervisor = self.ctx.agents_supervisor()?;
+    /// Whether the agent's supervisor holds it now.
+    async fn supervised(&self, handle: &AgentChild) -> Result<bool, ApiError> {
+        let owner = handle.spec().owner.clone();
+        let supervisor = match self.ctx.supervisor_of(&owner) {
+            Ok(s) => s,
+            // A destroyed (or not yet restored) swarm runs none of its members.
+            Err(_) if owner.swarm().is_some() => return Ok(false),
+            Err(e) => return Err(e),
+        };
         ask(
             &supervisor,
-            |r| SupervisorMsg::Holds(id.to_owned(), r),
+            |r| SupervisorMsg::Holds(handle.id().to_owned(), r),
             "the agents supervisor",
         )
         .await
     }
 
-    async fn terminate(&self, id: &str) -> Result<(), ApiError> {
-        let supervisor = self.ctx.agents_supervisor()?;
+    async fn terminate(&self, handle: &AgentChild) -> Result<(), ApiError> {
+        let supervisor = self.ctx.supervisor_of(&handle.spec().owner)?;
         ask(
             &supervisor,
-            |r| SupervisorMsg::TerminateChild(id.to_owned(), r),
+            |r| SupervisorMsg::TerminateChild(handle.id().to_owned(), r),
             "the agents supervisor",
         )
         .await?;
@@ -346,6 +352,34 @@ impl Agents {
             .write(Batch::new().put(AGENTS, spec.id.clone(), troupe_runtime::codec::encode(&spec)?))
             .await?;
         handle.set_spec(spec);
+        Ok(())
+    }
+
+    /// Moves an agent of this node to another owner (a swarm adopting it, or releasing it
+    /// to the node): stopped under its old supervisor, it is started under the new one (a
+    /// swarm's members supervisor starts it when the swarm starts). `capability` is added
+    /// for a swarm and taken away on release.
+    pub(crate) async fn move_to(&self, id: &str, owner: Owner, capability: &str) -> Result<(), ApiError> {
+        let handle = self.handle(id).await?;
+        let _one_at_a_time = handle.serialize().await;
+        if self.supervised(&handle).await? {
+            self.terminate(&handle).await?;
+        }
+        let mut spec = (*handle.spec()).clone();
+        let from = spec.owner.clone();
+        spec.capabilities.retain(|c| c != capability);
+        if owner.swarm().is_some() {
+            spec.capabilities.push(capability.to_owned());
+        }
+        spec.owner = owner.clone();
+        spec.desired = Desired::Running;
+        let data = json!({ "from": from.swarm(), "to": owner.swarm() });
+        self.write_spec(&spec, "AGENT_OWNER_CHANGED", data).await?;
+        handle.set_spec(spec);
+        if owner == Owner::Node || self.ctx.supervisor_of(&owner).is_ok() {
+            self.launch(&handle).await?;
+        }
+        self.ctx.store.flush().await?;
         Ok(())
     }
 

@@ -38,6 +38,17 @@ impl Agents {
                     .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
             }
         };
+        self.create_local(req, Owner::Node, guard).await
+    }
+
+    /// Makes an agent of `owner` on this node, and starts it under the owner's supervisor
+    /// unless the request only defines it.
+    pub(crate) async fn create_local(
+        &self,
+        req: SpawnAgentRequest,
+        owner: Owner,
+        guard: Option<troupe_runtime::idempotency::Guard>,
+    ) -> Result<AgentView, ApiError> {
         let now = troupe_runtime::clock::now();
         let spec = AgentSpec {
             id: crate::ids::new_id(&self.ctx.node_name),
@@ -46,7 +57,7 @@ impl Agents {
             backend: req.backend,
             capabilities: req.capabilities,
             max_concurrent_tasks: req.max_concurrent_tasks.map_or(1, |m| m as u32),
-            owner: Owner::Node,
+            owner,
             desired: Desired::Running,
             created_at: now,
             project: req.project.unwrap_or_else(|| "default".into()),
@@ -88,17 +99,39 @@ impl Agents {
             drop(guard);
             return Ok(self.views(vec![(spec, child.status())]).await.remove(0));
         }
-        let supervisor = self.ctx.agents_supervisor()?;
+        let supervisor = self.ctx.supervisor_of(&spec.owner)?;
         let as_spec: Arc<dyn ChildSpec> = child.clone();
         ask(
             &supervisor,
             |r| SupervisorMsg::StartChild(as_spec, r),
-            "the agents supervisor",
+            "the agent's supervisor",
         )
         .await?
         .map_err(|e| ApiError::Internal(format!("agent {} did not start: {e}", spec.id)))?;
         drop(guard);
         Ok(self.views(vec![(spec, child.status())]).await.remove(0))
+    }
+
+    /// This node's agents of `owner`, in id order (the order they were made), each with its
+    /// live status.
+    pub(crate) async fn owned(&self, owner: &Owner) -> Result<Vec<AgentView>, ApiError> {
+        let wanted = owner.clone();
+        let (found, _) = page_local(&self.ctx.store, AGENTS, None, usize::MAX - 1, move |v, id, bytes| {
+            if troupe_runtime::codec::decode::<AgentSpec>(bytes)?.owner == wanted {
+                read_one(v, id)
+            } else {
+                Ok(None)
+            }
+        })
+        .await?;
+        let live = found
+            .into_iter()
+            .map(|(spec, status)| {
+                let status = self.ctx.slots.handles.get(&spec.id).map_or(status, |h| h.status());
+                (spec, status)
+            })
+            .collect();
+        Ok(self.views(live).await)
     }
 
     pub(crate) async fn read(&self, id: &str) -> Result<Option<(AgentSpec, AgentStatus)>, ApiError> {

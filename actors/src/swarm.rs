@@ -1,0 +1,172 @@
+//! Swarms: named teams of agents, each led by a coordinator, run as a subtree of the node's
+//! `swarms` supervisor:
+//!
+//! ```text
+//! swarms (one_for_one)
+//! └── <swarm id> (one_for_one, members first)
+//!     ├── members      the swarm's agents (one_for_one or one_for_all, as the swarm asks)
+//!     └── coordinator  sizes the swarm, follows its health, conducts its tasks
+//! ```
+//!
+//! A coordinator that crashes is restarted alone and finds the members still running: it
+//! counts them from the store, so it never starts duplicates. Swarm tasks are durable records
+//! that a restarted coordinator takes up where they were; their subtasks are ordinary tasks
+//! (submitted under idempotency keys, so nothing is submitted twice).
+
+mod coordinator;
+pub mod memory;
+pub mod rules;
+pub mod spec;
+mod work;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorCell, ActorProcessingErr};
+use serde_json::json;
+use troupe_runtime::supervision::{ChildSpec, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs};
+
+pub(crate) use coordinator::load_spec;
+pub use coordinator::{Coordinator, CoordinatorMsg};
+pub use rules::{Aggregate, Answer};
+pub use spec::{
+    queue_capability, Autoscale, CreateSwarmRequest, MemberStrategy, SwarmHealth, SwarmSpec, SwarmStatus, SwarmView,
+    Template, Topology,
+};
+pub(crate) use work::status as load_status;
+pub use work::{Stage, Step, SwarmTask, SwarmTaskMode, SwarmTaskState};
+
+use crate::agent::{AgentsChild, Owner};
+use crate::service::Api;
+use crate::tables::SWARMS;
+
+/// The node's `swarms` supervisor: each start rebuilds it with every swarm of this node.
+pub struct SwarmsChild {
+    pub api: Api,
+}
+
+impl ChildSpec for SwarmsChild {
+    fn id(&self) -> &str {
+        "swarms"
+    }
+
+    fn kind(&self) -> &str {
+        "SUPERVISOR"
+    }
+
+    fn shutdown(&self) -> Shutdown {
+        Shutdown::Infinity
+    }
+
+    fn is_supervisor(&self) -> bool {
+        true
+    }
+
+    fn start_timeout(&self) -> Duration {
+        Duration::from_secs(120)
+    }
+
+    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
+        Box::pin(async move {
+            let store = self.api.store().clone();
+            let ids: Vec<String> = store
+                .view(|v| {
+                    let mut out = Vec::new();
+                    v.scan(SWARMS, None, |id, _| {
+                        out.push(id.to_owned());
+                        Ok(true)
+                    })?;
+                    Ok(out)
+                })
+                .await?;
+            let children = ids.into_iter().map(|id| swarm_child(&self.api, id)).collect();
+            let args = SupervisorArgs {
+                name: "swarms".into(),
+                strategy: Strategy::OneForOne,
+                intensity: None,
+                backoff: self.api.backoff(),
+                children,
+                start_order: StartOrder::Concurrent,
+                store,
+            };
+            let (sup, _) = Actor::spawn_linked(None, Supervisor, args, supervisor).await?;
+            self.api.slots().swarms.set(sup.clone());
+            Ok(sup.get_cell())
+        })
+    }
+}
+
+pub(crate) fn swarm_child(api: &Api, id: String) -> Arc<dyn ChildSpec> {
+    Arc::new(SwarmChild { api: api.clone(), id })
+}
+
+/// One swarm's subtree: its members supervisor, then its coordinator.
+struct SwarmChild {
+    api: Api,
+    id: String,
+}
+
+impl ChildSpec for SwarmChild {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn kind(&self) -> &str {
+        "SWARM"
+    }
+
+    fn shutdown(&self) -> Shutdown {
+        Shutdown::Infinity
+    }
+
+    fn is_supervisor(&self) -> bool {
+        true
+    }
+
+    fn start_timeout(&self) -> Duration {
+        // Its coordinator starts the members it lacks before it is up.
+        Duration::from_secs(120)
+    }
+
+    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
+        Box::pin(async move {
+            let store = self.api.store().clone();
+            let bytes = store
+                .get(SWARMS, &self.id)
+                .await?
+                .ok_or_else(|| format!("swarm {} is not stored", self.id))?;
+            let spec: SwarmSpec = troupe_runtime::codec::decode(&bytes)?;
+            let members: Arc<dyn ChildSpec> = Arc::new(AgentsChild {
+                store: store.clone(),
+                slots: self.api.slots().clone(),
+                policy: self.api.agent_policy(),
+                backoff: self.api.backoff(),
+                owner: Owner::Swarm(self.id.clone()),
+                strategy: match spec.strategy {
+                    MemberStrategy::OneForOne => Strategy::OneForOne,
+                    MemberStrategy::OneForAll => Strategy::OneForAll,
+                },
+            });
+            let coordinator: Arc<dyn ChildSpec> = Arc::new(coordinator::CoordinatorChild {
+                api: self.api.clone(),
+                id: self.id.clone(),
+            });
+            let args = SupervisorArgs {
+                name: format!("swarm {}", spec.name),
+                strategy: Strategy::OneForOne,
+                intensity: None,
+                backoff: self.api.backoff(),
+                children: vec![members, coordinator],
+                start_order: StartOrder::Sequential,
+                store,
+            };
+            let (sup, _) = Actor::spawn_linked(None, Supervisor, args, supervisor).await?;
+            Ok(sup.get_cell())
+        })
+    }
+
+    fn event_data(&self) -> serde_json::Value {
+        json!({ "swarm": self.id })
+    }
+}

@@ -1,0 +1,210 @@
+//! A swarm's memory: a key-value namespace per swarm in the store, with versions for
+//! compare-and-set, an optional time to live, and a size bound. Each change is an event on
+//! the swarm. Writers of one swarm take its lock ([`Locks`]), so a compare-and-set is atomic.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::store::{Batch, Store};
+
+use crate::error::ApiError;
+use crate::tables::SWARM_MEMORY;
+
+/// One key's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: String,
+    #[serde(with = "troupe_runtime::codec::json_text")]
+    pub value: Value,
+    /// 1 when first set, one more at each set.
+    pub version: u64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Entry {
+    fn live(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|t| t > now)
+    }
+
+    fn size(&self) -> u64 {
+        (self.key.len() + self.value.to_string().len()) as u64
+    }
+}
+
+/// A write to a key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Write {
+    Set {
+        #[serde(with = "troupe_runtime::codec::json_text")]
+        value: Value,
+        ttl_ms: Option<u64>,
+    },
+    Delete,
+}
+
+/// One lock per swarm for its writers.
+#[derive(Clone, Default)]
+pub struct Locks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl Locks {
+    pub fn of(&self, swarm: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(swarm.to_owned()).or_default().clone()
+    }
+}
+
+fn row(swarm: &str, key: &str) -> String {
+    format!("{swarm}/{key}")
+}
+
+pub fn check_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "a memory key must be 1-256 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The key's live entry.
+pub async fn get(store: &Store, swarm: &str, key: &str) -> Result<Option<Entry>, ApiError> {
+    let bytes = store.get(SWARM_MEMORY, &row(swarm, key)).await?;
+    let entry: Option<Entry> = bytes.map(|b| troupe_runtime::codec::decode(&b)).transpose()?;
+    let now = troupe_runtime::clock::now();
+    Ok(entry.filter(|e| e.live(now)))
+}
+
+/// The entries whose keys start with `prefix` that `keep` picks, in key order, at most
+/// `first`.
+async fn scan(
+    store: &Store,
+    swarm: &str,
+    prefix: &str,
+    first: usize,
+    keep: impl Fn(&Entry) -> bool + Send + 'static,
+) -> Result<Vec<Entry>, ApiError> {
+    let start = row(swarm, prefix);
+    Ok(store
+        .view(move |v| {
+            let mut out = Vec::new();
+            // From just before the first key with the prefix.
+            let mut before = start.clone();
+            before.pop();
+            v.scan(SWARM_MEMORY, Some(&before), |k, bytes| {
+                if !k.starts_with(&start) {
+                    return Ok(k < start.as_str());
+                }
+                let e: Entry = troupe_runtime::codec::decode(bytes)?;
+                if keep(&e) {
+                    out.push(e);
+                }
+                Ok(out.len() < first)
+            })?;
+            Ok(out)
+        })
+        .await?)
+}
+
+/// The live entries whose keys start with `prefix`, in key order, at most `first`.
+pub async fn list(store: &Store, swarm: &str, prefix: &str, first: usize) -> Result<Vec<Entry>, ApiError> {
+    let now = troupe_runtime::clock::now();
+    scan(store, swarm, prefix, first, move |e| e.live(now)).await
+}
+
+/// Bytes the swarm's live entries hold, leaving out `except`.
+async fn used(store: &Store, swarm: &str, except: &str) -> Result<u64, ApiError> {
+    let all = list(store, swarm, "", usize::MAX).await?;
+    Ok(all.iter().filter(|e| e.key != except).map(Entry::size).sum())
+}
+
+/// Applies a write to a key, if its live version is `expect` (when given; 0 means the key
+/// must not exist). Answers the entry as it is now (`None` once deleted). Hold the swarm's
+/// lock.
+pub async fn write(
+    store: &Store,
+    swarm: &str,
+    key: &str,
+    write: Write,
+    expect: Option<u64>,
+    limit: u64,
+) -> Result<Option<Entry>, ApiError> {
+    check_key(key)?;
+    let current = get(store, swarm, key).await?;
+    let version = current.as_ref().map_or(0, |e| e.version);
+    if let Some(expected) = expect {
+        if expected != version {
+            return Err(ApiError::Conflict(format!(
+                "memory key {key:?} is at version {version}, not {expected}"
+            )));
+        }
+    }
+    let now = troupe_runtime::clock::now();
+    match write {
+        Write::Set { value, ttl_ms } => {
+            let entry = Entry {
+                key: key.to_owned(),
+                value,
+                version: version + 1,
+                expires_at: ttl_ms.map(|ms| now + chrono::Duration::milliseconds(ms.min(i64::MAX as u64) as i64)),
+                updated_at: now,
+            };
+            let total = used(store, swarm, key).await? + entry.size();
+            if total > limit {
+                return Err(ApiError::invalid(format!(
+                    "the swarm's memory would hold {total} bytes, above its limit of {limit}"
+                )));
+            }
+            let data = json!({ "key": key, "version": entry.version, "expiresAt": entry.expires_at });
+            let batch = Batch::new()
+                .put(SWARM_MEMORY, row(swarm, key), troupe_runtime::codec::encode(&entry)?)
+                .event(NewEvent::new("SWARM_MEMORY_SET", Some(swarm.to_owned()), data));
+            store.write(batch).await?;
+            Ok(Some(entry))
+        }
+        Write::Delete => {
+            if current.is_none() {
+                return Err(ApiError::NotFound(format!("no memory key {key:?}")));
+            }
+            let data = json!({ "key": key, "version": version });
+            let batch = Batch::new().delete(SWARM_MEMORY, row(swarm, key)).event(NewEvent::new(
+                "SWARM_MEMORY_DELETED",
+                Some(swarm.to_owned()),
+                data,
+            ));
+            store.write(batch).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Removes the swarm's expired entries, each an event; how many.
+pub async fn sweep(store: &Store, swarm: &str) -> Result<usize, ApiError> {
+    let now = troupe_runtime::clock::now();
+    let expired = scan(store, swarm, "", usize::MAX, move |e| !e.live(now)).await?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let mut batch = Batch::new();
+    for e in &expired {
+        batch = batch.delete(SWARM_MEMORY, row(swarm, &e.key)).event(NewEvent::new(
+            "SWARM_MEMORY_EXPIRED",
+            Some(swarm.to_owned()),
+            json!({ "key": e.key, "version": e.version }),
+        ));
+    }
+    store.write(batch).await?;
+    Ok(expired.len())
+}
+
+/// Adds the deletion of all the swarm's memory to `batch`.
+pub async fn delete_all(store: &Store, swarm: &str, mut batch: Batch) -> Result<Batch, ApiError> {
+    for e in scan(store, swarm, "", usize::MAX, |_| true).await? {
+        batch = batch.delete(SWARM_MEMORY, row(swarm, &e.key));
+    }
+    Ok(batch)
+}

@@ -1,0 +1,522 @@
+//! Swarm tasks: what a client submits to a swarm, and how the coordinator conducts it. Every
+//! piece of work is an ordinary task (with retries, dead letters and events), submitted under
+//! an idempotency key made of the swarm task's id and the step, so a coordinator that takes a
+//! task up again after a restart finds the tasks it had submitted instead of submitting more.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use troupe_runtime::events::{EventFilter, NewEvent};
+use troupe_runtime::store::Batch;
+
+use super::rules::{self, Aggregate, Answer};
+use super::spec::{queue_capability, SwarmSpec, SwarmStatus, Topology};
+use crate::agent::{AgentState, Owner};
+use crate::error::ApiError;
+use crate::service::Api;
+use crate::tables::{SWARM_STATUS, SWARM_TASKS};
+use crate::task::{GraphTask, SubmitTaskRequest, TaskRecord, TaskState};
+
+/// One step of a plan: `key` names it within the plan, `depends_on` other keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub key: String,
+    pub capabilities: Vec<String>,
+    #[serde(with = "troupe_runtime::codec::json_text")]
+    pub payload: Value,
+    pub depends_on: Vec<String>,
+}
+
+/// A stage of a pipeline, or the map or reduce of a map-reduce: which members can do it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SwarmTaskMode {
+    /// One piece of work for one member (mesh: whichever takes it first).
+    Single {
+        capabilities: Vec<String>,
+        #[serde(with = "troupe_runtime::codec::json_text")]
+        payload: Value,
+    },
+    /// A plan of steps with dependencies; with no steps, a member with the capability `plan`
+    /// is asked for them (its result: `{"steps": [...]}`).
+    Plan {
+        steps: Vec<Step>,
+        #[serde(with = "troupe_runtime::codec::json_text")]
+        input: Value,
+    },
+    /// The same payload to `k` distinct members, their answers aggregated.
+    ScatterGather {
+        k: u32,
+        aggregate: Aggregate,
+        capabilities: Vec<String>,
+        #[serde(with = "troupe_runtime::codec::json_text")]
+        payload: Value,
+    },
+    /// Stages in order, each stage's result the next one's payload.
+    Pipeline {
+        stages: Vec<Stage>,
+        #[serde(with = "troupe_runtime::codec::json_text")]
+        input: Value,
+    },
+    /// One map task per item, then one reduce task given `{"results": [...]}` in item order.
+    MapReduce {
+        #[serde(with = "troupe_runtime::codec::json_text")]
+        items: Value,
+        map: Stage,
+        reduce: Stage,
+    },
+}
+
+impl SwarmTaskMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SwarmTaskMode::Single { .. } => "SINGLE",
+            SwarmTaskMode::Plan { .. } => "PLAN",
+            SwarmTaskMode::ScatterGather { .. } => "SCATTER_GATHER",
+            SwarmTaskMode::Pipeline { .. } => "PIPELINE",
+            SwarmTaskMode::MapReduce { .. } => "MAP_REDUCE",
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ApiError> {
+        match self {
+            SwarmTaskMode::Plan { steps, .. } => check_plan(steps),
+            SwarmTaskMode::ScatterGather { k, .. } if *k == 0 || *k > 1000 => {
+                Err(ApiError::invalid("scatter-gather needs k between 1 and 1000"))
+            }
+            SwarmTaskMode::Pipeline { stages, .. } if stages.is_empty() || stages.len() > 100 => {
+                Err(ApiError::invalid("a pipeline needs 1 to 100 stages"))
+            }
+            SwarmTaskMode::MapReduce { items, .. } => match items.as_array() {
+                Some(a) if !a.is_empty() && a.len() <= 10_000 => Ok(()),
+                _ => Err(ApiError::invalid("map-reduce needs items: a list of 1 to 10,000")),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Keys unique, dependencies known, no cycle.
+fn check_plan(steps: &[Step]) -> Result<(), ApiError> {
+    let mut keys = BTreeSet::new();
+    for s in steps {
+        if !keys.insert(s.key.as_str()) {
+            return Err(ApiError::invalid(format!("plan step {:?} appears twice", s.key)));
+        }
+    }
+    for s in steps {
+        if let Some(d) = s.depends_on.iter().find(|d| !keys.contains(d.as_str())) {
+            return Err(ApiError::invalid(format!(
+                "plan step {:?} depends on unknown step {d:?}",
+                s.key
+            )));
+        }
+    }
+    // Kahn: a step is ready once all it depends on are.
+    let mut done = BTreeSet::new();
+    while done.len() < steps.len() {
+        let ready: Vec<&str> = steps
+            .iter()
+            .filter(|s| !done.contains(s.key.as_str()) && s.depends_on.iter().all(|d| done.contains(d.as_str())))
+            .map(|s| s.key.as_str())
+            .collect();
+        if ready.is_empty() {
+            return Err(ApiError::invalid("the plan's dependencies form a cycle"));
+        }
+        done.extend(ready);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SwarmTaskState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A task given to a swarm. Durable: its coordinator takes it up again after a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwarmTask {
+    pub id: String,
+    pub swarm: String,
+    pub mode: SwarmTaskMode,
+    pub state: SwarmTaskState,
+    /// How its work was handed out (HIERARCHICAL or MESH).
+    pub topology: Option<Topology>,
+    /// The tasks it made, in the order it made them.
+    pub subtasks: Vec<String>,
+    #[serde(with = "troupe_runtime::codec::json_text_opt")]
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Conducts a swarm task to its end, recording its result.
+pub(crate) async fn conduct(api: Api, task_id: String) {
+    let outcome = run(&api, &task_id).await;
+    let finish = async {
+        let mut task = load(&api, &task_id).await?;
+        if task.state != SwarmTaskState::Running {
+            return Ok::<_, ApiError>(());
+        }
+        let (kind, data) = match outcome {
+            Ok(result) => {
+                task.state = SwarmTaskState::Succeeded;
+                task.result = Some(result);
+                ("SWARM_TASK_SUCCEEDED", json!({ "task": task.id }))
+            }
+            Err(e) => {
+                task.state = SwarmTaskState::Failed;
+                task.error = Some(e.to_string());
+                ("SWARM_TASK_FAILED", json!({ "task": task.id, "error": e.to_string() }))
+            }
+        };
+        task.finished_at = Some(troupe_runtime::clock::now());
+        save(&api, &task, Some(NewEvent::new(kind, Some(task.swarm.clone()), data))).await
+    };
+    if let Err(e) = finish.await {
+        tracing::warn!(task = %task_id, error = %e, "a swarm task's end was not recorded; it is taken up again at the coordinator's next start");
+    }
+}
+
+pub(crate) async fn load(api: &Api, id: &str) -> Result<SwarmTask, ApiError> {
+    let bytes = api
+        .store()
+        .get(SWARM_TASKS, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no swarm task {id}")))?;
+    Ok(troupe_runtime::codec::decode(&bytes)?)
+}
+
+pub(crate) async fn save(api: &Api, task: &SwarmTask, event: Option<NewEvent>) -> Result<(), ApiError> {
+    let mut batch = Batch::new().put(SWARM_TASKS, task.id.clone(), troupe_runtime::codec::encode(task)?);
+    if let Some(e) = event {
+        batch = batch.event(e);
+    }
+    api.store().write(batch).await?;
+    Ok(())
+}
+
+/// What a conductor needs of the swarm at one step.
+struct Team {
+    spec: SwarmSpec,
+    /// Running members with their capabilities and free slots.
+    running: Vec<(String, Vec<String>, usize)>,
+}
+
+async fn team_of(api: &Api, swarm: &str) -> Result<Team, ApiError> {
+    let spec = super::coordinator::load_spec(api.store(), swarm).await?;
+    let owner = Owner::Swarm(swarm.to_owned());
+    let running = api
+        .agents()
+        .owned(&owner)
+        .await?
+        .into_iter()
+        .filter(|v| v.status.state == AgentState::Running)
+        .map(|v| {
+            let free = (v.spec.max_concurrent_tasks as usize).saturating_sub(v.stats.running as usize);
+            (v.spec.id, v.spec.capabilities, free)
+        })
+        .collect();
+    Ok(Team { spec, running })
+}
+
+impl Team {
+    fn capable(&self, caps: &[String]) -> Vec<&str> {
+        self.running
+            .iter()
+            .filter(|(_, have, _)| caps.iter().all(|c| have.contains(c)))
+            .map(|(id, _, _)| id.as_str())
+            .collect()
+    }
+
+    fn free_slots(&self) -> usize {
+        self.running.iter().map(|(_, _, f)| f).sum()
+    }
+
+    /// A request for one piece of work: to the shared queue (mesh), or to the member
+    /// `turn` picks among the capable ones (hierarchical).
+    fn request(
+        &self,
+        topology: Topology,
+        caps: &[String],
+        payload: Value,
+        turn: usize,
+    ) -> Result<SubmitTaskRequest, ApiError> {
+        let mut req = SubmitTaskRequest::to_capability(queue_capability(&self.spec.id), payload);
+        match topology {
+            Topology::Hierarchical | Topology::Adaptive => {
+                let capable = self.capable(caps);
+                if capable.is_empty() {
+                    return Err(ApiError::Unavailable(format!(
+                        "no running member of swarm {} has the capabilities {caps:?}",
+                        self.spec.name
+                    )));
+                }
+                req.capability = None;
+                req.agent_id = Some(capable[turn % capable.len()].to_owned());
+            }
+            Topology::Mesh => {
+                if !caps.is_empty() {
+                    req.capability = None;
+                    req.capabilities = std::iter::once(queue_capability(&self.spec.id))
+                        .chain(caps.iter().cloned())
+                        .collect();
+                }
+            }
+        }
+        Ok(req)
+    }
+}
+
+/// The topology this task uses: the swarm's, or for an ADAPTIVE swarm the rule's (a switch is
+/// recorded on the swarm with its reason).
+async fn topology_for(api: &Api, team: &Team, has_dependencies: bool, subtasks: usize) -> Result<Topology, ApiError> {
+    if team.spec.topology != Topology::Adaptive {
+        return Ok(team.spec.topology);
+    }
+    let (chosen, reason) = rules::adaptive(has_dependencies, subtasks, team.free_slots());
+    super::coordinator::switch(api, &team.spec.id, chosen, &reason).await?;
+    Ok(chosen)
+}
+
+async fn record_subtasks(api: &Api, id: &str, ids: &[String], topology: Topology) -> Result<(), ApiError> {
+    let mut task = load(api, id).await?;
+    task.topology = Some(topology);
+    for t in ids {
+        if !task.subtasks.contains(t) {
+            task.subtasks.push(t.clone());
+        }
+    }
+    save(api, &task, None).await
+}
+
+async fn submit(api: &Api, id: &str, step: &str, req: SubmitTaskRequest) -> Result<String, ApiError> {
+    let key = format!("swarm-task/{id}/{step}");
+    Ok(api.tasks().submit(req, Some(key)).await?.spec.id)
+}
+
+/// Waits until the task has ended.
+pub(crate) async fn wait(api: &Api, id: &str) -> Result<TaskRecord, ApiError> {
+    let after = api.store().last_seq().await?;
+    let filter = EventFilter {
+        kinds: None,
+        subject: Some(id.to_owned()),
+    };
+    let mut events = Box::pin(troupe_runtime::events::subscribe(api.store(), after, filter));
+    loop {
+        let task = api
+            .tasks()
+            .get(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("subtask {id} is gone")))?;
+        if task.status.state.is_terminal() {
+            return Ok(task);
+        }
+        match events.next().await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(ApiError::Unavailable("the event log closed".into())),
+        }
+    }
+}
+
+fn outcome(task: &TaskRecord) -> Result<Value, String> {
+    match task.status.state {
+        TaskState::Succeeded => Ok(task.status.result.clone().unwrap_or(Value::Null)),
+        s => Err(format!(
+            "subtask {} ended {}: {}",
+            task.spec.id,
+            s.as_str(),
+            task.status.error.as_deref().unwrap_or("no error given")
+        )),
+    }
+}
+
+async fn one(api: &Api, id: &str, step: &str, req: SubmitTaskRequest, topology: Topology) -> Result<Value, ApiError> {
+    let sub = submit(api, id, step, req).await?;
+    record_subtasks(api, id, std::slice::from_ref(&sub), topology).await?;
+    outcome(&wait(api, &sub).await?).map_err(ApiError::Conflict)
+}
+
+async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
+    let task = load(api, id).await?;
+    match task.mode {
+        SwarmTaskMode::Single { capabilities, payload } => {
+            let team = team_of(api, &task.swarm).await?;
+            let topology = topology_for(api, &team, false, 1).await?;
+            let req = team.request(topology, &capabilities, payload, 0)?;
+            one(api, id, "single", req, topology).await
+        }
+        SwarmTaskMode::ScatterGather {
+            k,
+            aggregate,
+            capabilities,
+            payload,
+        } => {
+            let team = team_of(api, &task.swarm).await?;
+            let capable = team.capable(&capabilities);
+            if capable.len() < k as usize {
+                return Err(ApiError::Unavailable(format!(
+                    "scatter-gather to {k} members, but {} running members can take it",
+                    capable.len()
+                )));
+            }
+            let mut subs = Vec::new();
+            for (i, member) in capable.iter().take(k as usize).enumerate() {
+                let mut req = SubmitTaskRequest::to_capability(String::new(), payload.clone());
+                req.capability = None;
+                req.agent_id = Some((*member).to_owned());
+                subs.push(submit(api, id, &format!("scatter-{i}"), req).await?);
+            }
+            record_subtasks(api, id, &subs, Topology::Hierarchical).await?;
+            let mut answers = Vec::new();
+            for sub in &subs {
+                let done = wait(api, sub).await?;
+                let answer = Answer {
+                    agent: done.status.agent_id.clone().unwrap_or_default(),
+                    result: outcome(&done),
+                };
+                let first_ok = aggregate == Aggregate::First && answer.result.is_ok();
+                answers.push(answer);
+                if first_ok {
+                    // The others' answers are not needed.
+                    for other in &subs[answers.len()..] {
+                        let _ = api.tasks().cancel(other, None).await;
+                    }
+                    break;
+                }
+            }
+            rules::aggregate(aggregate, &answers).map_err(ApiError::Conflict)
+        }
+        SwarmTaskMode::Pipeline { stages, input } => {
+            let mut value = input;
+            for (i, stage) in stages.iter().enumerate() {
+                let team = team_of(api, &task.swarm).await?;
+                let topology = topology_for(api, &team, true, 1).await?;
+                let req = team.request(topology, &stage.capabilities, value, i)?;
+                value = one(api, id, &format!("stage-{i}"), req, topology).await?;
+            }
+            Ok(value)
+        }
+        SwarmTaskMode::MapReduce { items, map, reduce } => {
+            let items = items.as_array().cloned().unwrap_or_default();
+            let team = team_of(api, &task.swarm).await?;
+            let topology = topology_for(api, &team, false, items.len()).await?;
+            let mut subs = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                let req = team.request(topology, &map.capabilities, item, i)?;
+                subs.push(submit(api, id, &format!("map-{i}"), req).await?);
+            }
+            record_subtasks(api, id, &subs, topology).await?;
+            let mut results = Vec::new();
+            for sub in &subs {
+                results.push(outcome(&wait(api, sub).await?).map_err(ApiError::Conflict)?);
+            }
+            let team = team_of(api, &task.swarm).await?;
+            let req = team.request(topology, &reduce.capabilities, json!({ "results": results }), 0)?;
+            one(api, id, "reduce", req, topology).await
+        }
+        SwarmTaskMode::Plan { steps, input } => {
+            let steps = if steps.is_empty() {
+                ask_planner(api, id, &task.swarm, input).await?
+            } else {
+                steps
+            };
+            let team = team_of(api, &task.swarm).await?;
+            let has_dependencies = steps.iter().any(|s| !s.depends_on.is_empty());
+            let topology = topology_for(api, &team, has_dependencies, steps.len()).await?;
+            let mut graph = Vec::new();
+            for (i, s) in steps.iter().enumerate() {
+                let mut request = team.request(topology, &s.capabilities, s.payload.clone(), i)?;
+                request.depends_on = s.depends_on.clone();
+                graph.push(GraphTask {
+                    key: s.key.clone(),
+                    request,
+                });
+            }
+            let key = format!("swarm-task/{id}/plan");
+            let made = api.tasks().submit_graph(graph, Some(key)).await?;
+            let subs: Vec<String> = made.iter().map(|t| t.spec.id.clone()).collect();
+            record_subtasks(api, id, &subs, topology).await?;
+            let mut results = serde_json::Map::new();
+            for (step, sub) in steps.iter().zip(&subs) {
+                let value = outcome(&wait(api, sub).await?).map_err(ApiError::Conflict)?;
+                results.insert(step.key.clone(), value);
+            }
+            // The result of the steps nothing depends on: the one, or each by key.
+            let needed: BTreeSet<&str> = steps
+                .iter()
+                .flat_map(|s| s.depends_on.iter().map(String::as_str))
+                .collect();
+            let sinks: Vec<&Step> = steps.iter().filter(|s| !needed.contains(s.key.as_str())).collect();
+            match sinks.as_slice() {
+                [only] => Ok(results.remove(&only.key).unwrap_or(Value::Null)),
+                _ => Ok(Value::Object(
+                    results
+                        .into_iter()
+                        .filter(|(k, _)| sinks.iter().any(|s| &s.key == k))
+                        .collect(),
+                )),
+            }
+        }
+    }
+}
+
+/// Asks a member with the capability `plan` for the steps of `input`.
+async fn ask_planner(api: &Api, id: &str, swarm: &str, input: Value) -> Result<Vec<Step>, ApiError> {
+    let team = team_of(api, swarm).await?;
+    let req = team.request(Topology::Hierarchical, &["plan".to_owned()], input, 0)?;
+    let plan = one(api, id, "planner", req, Topology::Hierarchical).await?;
+    let steps: Vec<PlannedStep> =
+        serde_json::from_value(plan.get("steps").cloned().unwrap_or(Value::Null)).map_err(|e| {
+            ApiError::Conflict(format!(
+                "the planner's answer is not a plan ({{\"steps\": [...]}}): {e}"
+            ))
+        })?;
+    let steps: Vec<Step> = steps.into_iter().map(Into::into).collect();
+    check_plan(&steps)?;
+    Ok(steps)
+}
+
+/// A step as a planner writes it (JSON).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PlannedStep {
+    key: String,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default)]
+    payload: Value,
+    #[serde(default)]
+    depends_on: Vec<String>,
+}
+
+impl From<PlannedStep> for Step {
+    fn from(p: PlannedStep) -> Self {
+        Step {
+            key: p.key,
+            capabilities: p.capabilities,
+            payload: p.payload,
+            depends_on: p.depends_on,
+        }
+    }
+}
+
+/// The swarm's status as last recorded.
+pub(crate) async fn status(store: &troupe_runtime::store::Store, swarm: &str) -> Result<SwarmStatus, ApiError> {
+    let bytes = store
+        .get(SWARM_STATUS, swarm)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no swarm {swarm}")))?;
+    Ok(troupe_runtime::codec::decode(&bytes)?)
+}

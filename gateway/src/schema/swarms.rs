@@ -1,0 +1,625 @@
+//! Swarms in GraphQL: the `Swarm` type, `swarms` / `swarm` / `swarmTask`, `createSwarm`,
+//! `scaleSwarm`, `setTopology`, `adoptAgent`, `releaseAgent`, `destroySwarm`,
+//! `submitSwarmTask`, the memory mutations, and `swarmUpdates`.
+
+use async_graphql::{Context, Enum, InputObject, Json, Object, SimpleObject, Subscription, ID};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+use troupe_actors::swarm::memory::{Entry, Write};
+use troupe_actors::swarm::{self as sw, CreateSwarmRequest, SwarmTaskMode as Mode, SwarmView};
+use troupe_actors::{Api, ApiError};
+use troupe_runtime::auth::Role;
+
+use super::agents::{Agent, SpawnAgentInput};
+use super::Int64;
+use crate::auth::RoleGuard;
+use crate::error::{coded, OrGql};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "troupe_actors::swarm::Topology")]
+pub enum Topology {
+    /// The coordinator decomposes each swarm task and gives each subtask to a member it
+    /// picks.
+    Hierarchical,
+    /// Subtasks go to the swarm's shared queue; free members take them. Work flows while the
+    /// coordinator restarts.
+    Mesh,
+    /// Hierarchical for work with dependencies, mesh for independent work under load.
+    Adaptive,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "troupe_actors::swarm::MemberStrategy")]
+pub enum MemberStrategy {
+    /// A failed member is restarted alone.
+    OneForOne,
+    /// A failed member restarts every member.
+    OneForAll,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "troupe_actors::swarm::SwarmHealth")]
+pub enum SwarmStatus {
+    Starting,
+    /// Every member runs, and at least minAgents.
+    Healthy,
+    /// Some members run, not all (or fewer than minAgents).
+    Degraded,
+    /// It has members and none runs.
+    Failed,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "troupe_actors::swarm::Aggregate")]
+pub enum AggregateMode {
+    /// The first answer.
+    First,
+    /// Every answer, by member (all must succeed).
+    All,
+    /// The answer more than half gave, with the dissent.
+    Majority,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum SwarmTaskMode {
+    /// One piece of work (`payload`, `capabilities`).
+    Single,
+    /// `steps` with dependencies (or, with none, a plan asked of a member with the
+    /// capability `plan` for `input`).
+    Plan,
+    /// `payload` to `k` members, aggregated by `aggregate`.
+    ScatterGather,
+    /// `stages` in order, from `input`, each result the next one's payload.
+    Pipeline,
+    /// One `map` task per element of `items`, then `reduce` on `{"results": [...]}`.
+    MapReduce,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "troupe_actors::swarm::SwarmTaskState")]
+pub enum SwarmTaskState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(InputObject)]
+pub struct SwarmTemplateInput {
+    /// The members' spec; each member is named `<name>-<suffix>`.
+    pub agent: SpawnAgentInput,
+    /// How many members to make of it at creation.
+    #[graphql(default = 1)]
+    pub count: i32,
+}
+
+#[derive(InputObject)]
+pub struct AutoscaleInput {
+    #[graphql(default = 2.0)]
+    pub queue_per_agent: f64,
+    #[graphql(default = 0.25)]
+    pub idle_below: f64,
+    #[graphql(default = 5000)]
+    pub cooldown_ms: i32,
+}
+
+#[derive(InputObject)]
+pub struct CreateSwarmInput {
+    pub name: String,
+    #[graphql(default_with = "Topology::Hierarchical")]
+    pub topology: Topology,
+    #[graphql(default)]
+    pub templates: Vec<SwarmTemplateInput>,
+    /// Agents of this node to adopt as members.
+    #[graphql(default)]
+    pub members: Vec<ID>,
+    pub min_agents: Option<i32>,
+    pub max_agents: Option<i32>,
+    #[graphql(default_with = "MemberStrategy::OneForOne")]
+    pub strategy: MemberStrategy,
+    pub autoscale: Option<AutoscaleInput>,
+    pub memory_limit_bytes: Option<Int64>,
+}
+
+fn count(v: i32, what: &str) -> Result<u32, ApiError> {
+    u32::try_from(v).map_err(|_| ApiError::invalid(format!("{what} must not be negative")))
+}
+
+impl CreateSwarmInput {
+    fn into_request(self) -> Result<CreateSwarmRequest, ApiError> {
+        let templates = self
+            .templates
+            .into_iter()
+            .map(|t| {
+                Ok(sw::Template {
+                    count: count(t.count, "count")?,
+                    agent: t.agent.into_request(true)?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?;
+        Ok(CreateSwarmRequest {
+            name: self.name,
+            topology: self.topology.into(),
+            templates,
+            members: self.members.into_iter().map(|m| m.0).collect(),
+            min_agents: self.min_agents.map(|m| count(m, "minAgents")).transpose()?,
+            max_agents: self.max_agents.map(|m| count(m, "maxAgents")).transpose()?,
+            strategy: self.strategy.into(),
+            autoscale: self.autoscale.map(|a| sw::Autoscale {
+                queue_per_agent: a.queue_per_agent,
+                idle_below: a.idle_below,
+                cooldown_ms: a.cooldown_ms.max(0) as u64,
+            }),
+            memory_limit_bytes: self
+                .memory_limit_bytes
+                .map(|m| u64::try_from(m.0).map_err(|_| ApiError::invalid("memoryLimitBytes must not be negative")))
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(InputObject)]
+pub struct PlanStepInput {
+    pub key: String,
+    #[graphql(default)]
+    pub capabilities: Vec<String>,
+    pub payload: Option<Json<Value>>,
+    #[graphql(default)]
+    pub depends_on: Vec<String>,
+}
+
+#[derive(InputObject)]
+pub struct StageInput {
+    /// What the member doing it must be able to do (any member when empty).
+    #[graphql(default)]
+    pub capabilities: Vec<String>,
+}
+
+impl From<StageInput> for sw::Stage {
+    fn from(s: StageInput) -> Self {
+        sw::Stage {
+            capabilities: s.capabilities,
+        }
+    }
+}
+
+/// A swarm task; which fields count depends on `mode`.
+#[derive(InputObject)]
+pub struct SubmitSwarmTaskInput {
+    pub mode: SwarmTaskMode,
+    /// SINGLE, SCATTER_GATHER: what each member is given.
+    pub payload: Option<Json<Value>>,
+    /// SINGLE, SCATTER_GATHER: what the member must be able to do.
+    #[graphql(default)]
+    pub capabilities: Vec<String>,
+    /// SCATTER_GATHER: how many members.
+    pub k: Option<i32>,
+    /// SCATTER_GATHER (default MAJORITY).
+    pub aggregate: Option<AggregateMode>,
+    /// PLAN: the steps (none: ask a planner member).
+    #[graphql(default)]
+    pub steps: Vec<PlanStepInput>,
+    /// PIPELINE: the stages, in order.
+    #[graphql(default)]
+    pub stages: Vec<StageInput>,
+    /// PIPELINE: the first stage's payload; PLAN: what a planner is asked to plan.
+    pub input: Option<Json<Value>>,
+    /// MAP_REDUCE: a list, one map task per element.
+    pub items: Option<Json<Value>>,
+    pub map: Option<StageInput>,
+    pub reduce: Option<StageInput>,
+}
+
+impl SubmitSwarmTaskInput {
+    fn into_mode(self) -> Result<Mode, ApiError> {
+        let json = |v: Option<Json<Value>>| v.map_or(Value::Null, |j| j.0);
+        Ok(match self.mode {
+            SwarmTaskMode::Single => Mode::Single {
+                capabilities: self.capabilities,
+                payload: json(self.payload),
+            },
+            SwarmTaskMode::Plan => Mode::Plan {
+                steps: self
+                    .steps
+                    .into_iter()
+                    .map(|s| sw::Step {
+                        key: s.key,
+                        capabilities: s.capabilities,
+                        payload: json(s.payload),
+                        depends_on: s.depends_on,
+                    })
+                    .collect(),
+                input: json(self.input),
+            },
+            SwarmTaskMode::ScatterGather => Mode::ScatterGather {
+                k: count(self.k.ok_or_else(|| ApiError::invalid("SCATTER_GATHER needs k"))?, "k")?,
+                aggregate: self.aggregate.unwrap_or(AggregateMode::Majority).into(),
+                capabilities: self.capabilities,
+                payload: json(self.payload),
+            },
+            SwarmTaskMode::Pipeline => Mode::Pipeline {
+                stages: self.stages.into_iter().map(Into::into).collect(),
+                input: json(self.input),
+            },
+            SwarmTaskMode::MapReduce => Mode::MapReduce {
+                items: json(self.items),
+                map: self.map.map(Into::into).unwrap_or(sw::Stage { capabilities: vec![] }),
+                reduce: self
+                    .reduce
+                    .map(Into::into)
+                    .unwrap_or(sw::Stage { capabilities: vec![] }),
+            },
+        })
+    }
+}
+
+/// One key of a swarm's memory.
+#[derive(SimpleObject)]
+pub struct MemoryEntry {
+    pub key: String,
+    pub value: Json<Value>,
+    /// 1 when first set, one more at each set: what `expectVersion` compares with.
+    pub version: Int64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Entry> for MemoryEntry {
+    fn from(e: Entry) -> Self {
+        Self {
+            key: e.key,
+            value: Json(e.value),
+            version: Int64(e.version as i64),
+            expires_at: e.expires_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+/// What the swarm's members are doing now.
+#[derive(SimpleObject)]
+pub struct SwarmQueue {
+    /// Tasks running on its members.
+    pub running: i32,
+    /// Its members' task slots.
+    pub slots: i32,
+}
+
+#[derive(SimpleObject)]
+pub struct SwarmMetrics {
+    /// How often its coordinator started (1 + restarts).
+    pub coordinator_starts: i32,
+    pub tasks_running: i32,
+    pub tasks_succeeded: i32,
+    pub tasks_failed: i32,
+}
+
+pub struct SwarmTask(sw::SwarmTask);
+
+#[Object]
+impl SwarmTask {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn swarm_id(&self) -> ID {
+        ID(self.0.swarm.clone())
+    }
+    async fn mode(&self) -> &str {
+        self.0.mode.name()
+    }
+    async fn state(&self) -> SwarmTaskState {
+        self.0.state.into()
+    }
+    /// How its work was handed out (HIERARCHICAL or MESH), once it was.
+    async fn topology(&self) -> Option<Topology> {
+        self.0.topology.map(Into::into)
+    }
+    /// The tasks it made (`task(id)` shows each), in order.
+    async fn subtasks(&self) -> Vec<ID> {
+        self.0.subtasks.iter().cloned().map(ID).collect()
+    }
+    async fn result(&self) -> Option<Json<Value>> {
+        self.0.result.clone().map(Json)
+    }
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at
+    }
+}
+
+pub struct Swarm(SwarmView);
+
+#[Object]
+impl Swarm {
+    async fn id(&self) -> ID {
+        ID(self.0.spec.id.clone())
+    }
+    async fn name(&self) -> &str {
+        &self.0.spec.name
+    }
+    async fn node(&self) -> &str {
+        &self.0.spec.node
+    }
+    /// As asked (createSwarm, setTopology).
+    async fn topology(&self) -> Topology {
+        self.0.spec.topology.into()
+    }
+    /// How it hands out work now (for ADAPTIVE, what its rule last chose).
+    async fn active_topology(&self) -> Topology {
+        self.0.status.active.into()
+    }
+    /// From its members' states.
+    async fn status(&self) -> SwarmStatus {
+        self.0.status.health.into()
+    }
+    async fn status_reason(&self) -> &str {
+        &self.0.status.reason
+    }
+    async fn status_since(&self) -> DateTime<Utc> {
+        self.0.status.since
+    }
+    async fn strategy(&self) -> MemberStrategy {
+        self.0.spec.strategy.into()
+    }
+    async fn size(&self) -> i32 {
+        self.0.spec.size as i32
+    }
+    async fn min_agents(&self) -> i32 {
+        self.0.spec.min_agents as i32
+    }
+    async fn max_agents(&self) -> i32 {
+        self.0.spec.max_agents as i32
+    }
+    async fn memory_limit_bytes(&self) -> Int64 {
+        Int64(self.0.spec.memory_limit_bytes as i64)
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.spec.created_at
+    }
+    /// Its members, in the order they joined.
+    async fn members(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Agent>> {
+        let api = ctx.data::<Api>()?;
+        let mut out = Vec::new();
+        for id in &self.0.members {
+            if let Some(a) = api.agents().get(id).await.gql()? {
+                out.push(Agent::from(a));
+            }
+        }
+        Ok(out)
+    }
+    async fn queue(&self, ctx: &Context<'_>) -> async_graphql::Result<SwarmQueue> {
+        let q = ctx.data::<Api>()?.swarms().queue(&self.0.spec.id).await.gql()?;
+        Ok(SwarmQueue {
+            running: q.0 as i32,
+            slots: q.1 as i32,
+        })
+    }
+    /// Its memory's live keys starting with `prefix`, in key order.
+    async fn memory(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] prefix: String,
+        #[graphql(default = 100)] first: i32,
+    ) -> async_graphql::Result<Vec<MemoryEntry>> {
+        let first = super::page::page_size(Some(first), 100, 1000)?;
+        let entries = ctx
+            .data::<Api>()?
+            .swarms()
+            .memory_list(&self.0.spec.id, &prefix, first)
+            .await
+            .gql()?;
+        Ok(entries.into_iter().map(Into::into).collect())
+    }
+    /// Its tasks, newest first.
+    async fn tasks(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> async_graphql::Result<Vec<SwarmTask>> {
+        let first = super::page::page_size(Some(first), 20, 500)?;
+        let tasks = ctx.data::<Api>()?.swarms().tasks(&self.0.spec.id, first).await.gql()?;
+        Ok(tasks.into_iter().map(SwarmTask).collect())
+    }
+    async fn metrics(&self, ctx: &Context<'_>) -> async_graphql::Result<SwarmMetrics> {
+        let tasks = ctx
+            .data::<Api>()?
+            .swarms()
+            .tasks(&self.0.spec.id, usize::MAX)
+            .await
+            .gql()?;
+        let n = |s: sw::SwarmTaskState| tasks.iter().filter(|t| t.state == s).count() as i32;
+        Ok(SwarmMetrics {
+            coordinator_starts: self.0.status.coordinator_starts as i32,
+            tasks_running: n(sw::SwarmTaskState::Running),
+            tasks_succeeded: n(sw::SwarmTaskState::Succeeded),
+            tasks_failed: n(sw::SwarmTaskState::Failed),
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct SwarmsQuery;
+
+#[Object]
+impl SwarmsQuery {
+    /// This node's swarms, in id order.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn swarms(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Swarm>> {
+        Ok(ctx
+            .data::<Api>()?
+            .swarms()
+            .list()
+            .await
+            .gql()?
+            .into_iter()
+            .map(Swarm)
+            .collect())
+    }
+
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn swarm(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Swarm>> {
+        match ctx.data::<Api>()?.swarms().get(&id).await {
+            Ok(v) => Ok(Some(Swarm(v))),
+            Err(ApiError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e).gql(),
+        }
+    }
+
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn swarm_task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<SwarmTask>> {
+        Ok(ctx.data::<Api>()?.swarms().task(&id).await.gql()?.map(SwarmTask))
+    }
+}
+
+#[derive(Default)]
+pub struct SwarmsMutation;
+
+#[Object]
+impl SwarmsMutation {
+    /// Creates a swarm on this node and answers once its members from `templates` (and the
+    /// adopted `members`) are started.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn create_swarm(&self, ctx: &Context<'_>, input: CreateSwarmInput) -> async_graphql::Result<Swarm> {
+        let req = input.into_request().gql()?;
+        Ok(Swarm(ctx.data::<Api>()?.swarms().create(req).await.gql()?))
+    }
+
+    /// Sets the swarm's size within minAgents..maxAgents; answers once it has it.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn scale_swarm(&self, ctx: &Context<'_>, id: ID, size: i32) -> async_graphql::Result<Swarm> {
+        let size = count(size, "size").gql()?;
+        Ok(Swarm(
+            ctx.data::<Api>()?.swarms().scale(&id, size, "scaleSwarm").await.gql()?,
+        ))
+    }
+
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn set_topology(&self, ctx: &Context<'_>, id: ID, topology: Topology) -> async_graphql::Result<Swarm> {
+        Ok(Swarm(
+            ctx.data::<Api>()?
+                .swarms()
+                .set_topology(&id, topology.into())
+                .await
+                .gql()?,
+        ))
+    }
+
+    /// Makes an agent of the swarm's node a member (its size grows by one).
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn adopt_agent(&self, ctx: &Context<'_>, id: ID, agent_id: ID) -> async_graphql::Result<Swarm> {
+        Ok(Swarm(ctx.data::<Api>()?.swarms().adopt(&id, &agent_id).await.gql()?))
+    }
+
+    /// Gives a member back to the node's agents supervisor (the swarm's size shrinks by one).
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn release_agent(&self, ctx: &Context<'_>, id: ID, agent_id: ID) -> async_graphql::Result<Swarm> {
+        Ok(Swarm(ctx.data::<Api>()?.swarms().release(&id, &agent_id).await.gql()?))
+    }
+
+    /// Stops the swarm's coordinator and members (their processes end) and removes it, its
+    /// members, memory and tasks.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn destroy_swarm(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Swarm> {
+        Ok(Swarm(ctx.data::<Api>()?.swarms().destroy(&id).await.gql()?))
+    }
+
+    /// Gives the swarm a task; answered RUNNING at once, followed with `swarmTask(id)` or
+    /// `swarmUpdates`.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn submit_swarm_task(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: SubmitSwarmTaskInput,
+    ) -> async_graphql::Result<SwarmTask> {
+        let mode = input.into_mode().gql()?;
+        Ok(SwarmTask(
+            ctx.data::<Api>()?.swarms().submit_task(&id, mode).await.gql()?,
+        ))
+    }
+
+    /// Sets a key of the swarm's memory; with `expectVersion`, only if the key is at that
+    /// version (0: only if it does not exist), else CONFLICT.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn set_swarm_memory(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        key: String,
+        value: Json<Value>,
+        ttl_ms: Option<Int64>,
+        expect_version: Option<Int64>,
+    ) -> async_graphql::Result<MemoryEntry> {
+        let ttl_ms = ttl_ms.map(|t| t.non_negative("ttlMs")).transpose()?;
+        let expect = expect_version.map(|v| v.non_negative("expectVersion")).transpose()?;
+        let write = Write::Set { value: value.0, ttl_ms };
+        let entry = ctx
+            .data::<Api>()?
+            .swarms()
+            .memory_write(&id, &key, write, expect)
+            .await
+            .gql()?
+            .ok_or_else(|| coded("INTERNAL", "a set answered no entry"))?;
+        Ok(entry.into())
+    }
+
+    /// Deletes a key of the swarm's memory (with `expectVersion`, only at that version).
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn delete_swarm_memory(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        key: String,
+        expect_version: Option<Int64>,
+    ) -> async_graphql::Result<bool> {
+        let expect = expect_version.map(|v| v.non_negative("expectVersion")).transpose()?;
+        ctx.data::<Api>()?
+            .swarms()
+            .memory_write(&id, &key, Write::Delete, expect)
+            .await
+            .gql()?;
+        Ok(true)
+    }
+}
+
+#[derive(Default)]
+pub struct SwarmsSubscription;
+
+#[Subscription]
+impl SwarmsSubscription {
+    /// The swarm now, then after each of its events (SWARM_*: health, size, topology,
+    /// memory, tasks); ends when it is destroyed.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn swarm_updates(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Swarm>>> {
+        let api = ctx.data::<Api>()?.clone();
+        let after = api.last_seq().await.gql()?;
+        let first = api.swarms().get(&id).await.gql()?;
+        let changes = crate::schema::events::changes_of(&api, &id, true, after);
+        Ok(futures::stream::unfold(
+            (api, id.0, Some(first), changes),
+            |(api, id, pending, mut changes)| async move {
+                if let Some(view) = pending {
+                    return Some((Ok(Swarm(view)), (api, id, None, changes)));
+                }
+                changes.next().await?;
+                match api.swarms().get(&id).await {
+                    Ok(view) => Some((Ok(Swarm(view)), (api, id, None, changes))),
+                    Err(ApiError::NotFound(_)) => None,
+                    Err(e) => Some((
+                        Err::<Swarm, _>(e).gql(),
+                        (api, id, None, futures::stream::empty().boxed()),
+                    )),
+                }
+            },
+        ))
+    }
+}
