@@ -23,6 +23,7 @@ mod system {
     mod stopping;
     mod subscriptions;
     mod supervision;
+    mod swarms;
     mod tooling;
     mod vms;
     mod websocket;

@@ -188,7 +188,7 @@ async fn the_supervision_tree_shows_each_supervisor_and_child_as_they_are() -> R
         .filter_map(|c| c["id"].as_str())
         .collect();
     ensure!(
-        ids == ["scheduler", "agents"],
+        ids == ["scheduler", "agents", "swarms"],
         "core's children in start order: {ids:?}"
     );
     let agents = &child(core, "agents")?["supervisor"];

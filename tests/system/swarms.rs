@@ -1,0 +1,482 @@
+//! Swarms through the gateway with real process agents (tests/fixtures/swarm_agent.py):
+//! lifecycle and scaling, the team patterns, memory, and what survives a crash.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+
+use super::support::{error_code, text, Deadline, Gate, Node, NodeOpts, WAIT};
+
+const SWARM_FIELDS: &str = "id name status statusReason topology activeTopology size minAgents maxAgents \
+    members { id name state capabilities }";
+
+fn script() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/swarm_agent.py").into()
+}
+
+/// A member template: a swarm_agent.py process in `role`, with `capabilities` and env.
+fn template(role: &str, capabilities: &[&str], count: u32, env: &[(&str, String)]) -> Value {
+    let env: Vec<Value> = env.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect();
+    json!({
+        "count": count,
+        "agent": {
+            "name": role,
+            "capabilities": capabilities,
+            "maxConcurrentTasks": 4,
+            "backend": { "process": { "command": ["python3", script(), role], "env": env, "heartbeatMs": 60000 } },
+        }
+    })
+}
+
+async fn create(node: &Node, input: Value) -> Result<Value> {
+    let q = format!("mutation($input: CreateSwarmInput!) {{ createSwarm(input: $input) {{ {SWARM_FIELDS} }} }}");
+    Ok(node.gql_ok(&q, json!({ "input": input })).await?["createSwarm"].clone())
+}
+
+async fn swarm(node: &Node, id: &str) -> Result<Value> {
+    let q = format!("query($id: ID!) {{ swarm(id: $id) {{ {SWARM_FIELDS} }} }}");
+    Ok(node.gql_ok(&q, json!({ "id": id })).await?["swarm"].clone())
+}
+
+async fn wait_swarm(node: &Node, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = Deadline::after(WAIT, format!("swarm {id} to be {what}"));
+    loop {
+        let s = swarm(node, id).await?;
+        if pred(&s) {
+            return Ok(s);
+        }
+        deadline.tick(&s).await?;
+    }
+}
+
+/// Submits a swarm task and waits for its end; the task.
+async fn run_task(node: &Node, swarm: &str, input: Value) -> Result<Value> {
+    let q =
+        "mutation($id: ID!, $input: SubmitSwarmTaskInput!) { submitSwarmTask(id: $id, input: $input) { id state } }";
+    let task = node.gql_ok(q, json!({ "id": swarm, "input": input })).await?;
+    let id = text(&task, "/submitSwarmTask/id")?;
+    let q = "query($id: ID!) { swarmTask(id: $id) { id mode state topology subtasks result error } }";
+    let deadline = Deadline::after(WAIT, format!("swarm task {id} to end"));
+    loop {
+        let t = node.gql_ok(q, json!({ "id": id })).await?["swarmTask"].clone();
+        if t["state"] != "RUNNING" {
+            return Ok(t);
+        }
+        deadline.tick(&t).await?;
+    }
+}
+
+fn members(s: &Value) -> Vec<Value> {
+    s["members"].as_array().cloned().unwrap_or_default()
+}
+
+/// The pids recorded in a PID_DIR that are still alive (zombies aside).
+fn alive(dir: &Path) -> Vec<i64> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+                .filter(|pid| super::support::proc_stat(*pid).is_some_and(|(state, _)| state != 'Z'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pid_dir(node: &Node) -> Result<PathBuf> {
+    let dir = node.data_dir().join("pids");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[tokio::test]
+async fn a_swarm_starts_its_members_scales_and_its_destruction_leaves_no_process() -> Result<()> {
+    let node = Node::start(NodeOpts::named("swarm-life")).await?;
+    let pids = pid_dir(&node)?;
+    let env = [("PID_DIR", pids.display().to_string())];
+    let s = create(
+        &node,
+        json!({ "name": "team", "templates": [template("math", &["math"], 3, &env)], "minAgents": 1, "maxAgents": 6 }),
+    )
+    .await?;
+    let id = text(&s, "/id")?;
+    ensure!(members(&s).len() == 3, "{s}");
+    for m in members(&s) {
+        let caps = m["capabilities"].as_array().context("capabilities")?;
+        ensure!(caps.contains(&json!(format!("swarm:{id}"))), "{m}");
+    }
+    let s = wait_swarm(&node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    ensure!(s["statusReason"] == "all 3 members run", "{s}");
+    // Members are the swarm's own subtree: core > swarms > the swarm > members, coordinator.
+    let q = "{ supervisionTree { children { id supervisor { children { id supervisor { children { id kind \
+             supervisor { name strategy children { id kind state supervisor { children { id } } } } } } } } } } }";
+    let tree = node.gql_ok(q, json!({})).await?["supervisionTree"].clone();
+    let find = |v: &Value, id: &str| -> Result<Value> {
+        v["supervisor"]["children"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["id"] == id).cloned())
+            .with_context(|| format!("no {id} in {v}"))
+    };
+    let core = tree["children"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == "core").cloned())
+        .context("core")?;
+    let ours = find(&find(&core, "swarms")?, &id)?;
+    ensure!(ours["kind"] == "SWARM", "{ours}");
+    let sub: Vec<&str> = ours["supervisor"]["children"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    ensure!(sub == ["members", "coordinator"], "{ours}");
+    let in_tree = find(&ours, "members")?["supervisor"]["children"]
+        .as_array()
+        .map(Vec::len);
+    ensure!(in_tree == Some(3), "{ours}");
+
+    let q = format!("mutation($id: ID!, $n: Int!) {{ scaleSwarm(id: $id, size: $n) {{ {SWARM_FIELDS} }} }}");
+    let up = node.gql_ok(&q, json!({ "id": id, "n": 5 })).await?["scaleSwarm"].clone();
+    ensure!(members(&up).len() == 5, "{up}");
+    let down = node.gql_ok(&q, json!({ "id": id, "n": 2 })).await?["scaleSwarm"].clone();
+    ensure!(members(&down).len() == 2, "{down}");
+    // The two that stay are the oldest.
+    let first_two: Vec<Value> = members(&s).into_iter().take(2).map(|m| m["id"].clone()).collect();
+    let kept: Vec<Value> = members(&down).into_iter().map(|m| m["id"].clone()).collect();
+    ensure!(first_two == kept, "kept {kept:?}, not the oldest {first_two:?}");
+    let beyond = node.gql(&q, json!({ "id": id, "n": 7 })).await?;
+    ensure!(error_code(&beyond).as_deref() == Some("INVALID_INPUT"), "{beyond}");
+    let scaled = node.events_for("SWARM_SCALED", &id).await?;
+    ensure!(scaled.len() == 2, "{scaled:?}");
+    ensure!(scaled[1]["data"]["reason"] == "scaleSwarm", "{scaled:?}");
+    wait_swarm(&node, &id, "HEALTHY at 2", |s| {
+        s["status"] == "HEALTHY" && members(s).len() == 2
+    })
+    .await?;
+    ensure!(alive(&pids).len() == 2, "processes alive: {:?}", alive(&pids));
+
+    let q = "mutation($id: ID!) { destroySwarm(id: $id) { id } }";
+    node.gql_ok(q, json!({ "id": id })).await?;
+    let deadline = Deadline::after(WAIT, "every member process to be gone");
+    while !alive(&pids).is_empty() {
+        deadline.tick(format!("{:?}", alive(&pids))).await?;
+    }
+    ensure!(swarm(&node, &id).await?.is_null(), "the swarm is gone");
+    for m in members(&down) {
+        let a = node
+            .gql_ok("query($id: ID!) { agent(id: $id) { id } }", json!({ "id": m["id"] }))
+            .await?;
+        ensure!(a["agent"].is_null(), "member {m} is gone: {a}");
+    }
+    node.wait_event("SWARM_DESTROYED", &id).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn hierarchical_plans_scatter_gather_pipeline_and_map_reduce_give_the_right_answers() -> Result<()> {
+    let node = Node::start(NodeOpts::named("swarm-work")).await?;
+    let s = create(
+        &node,
+        json!({ "name": "mathematicians", "topology": "HIERARCHICAL", "templates": [
+            template("math", &["math", "exact"], 2, &[]),
+            template("faulty", &["math"], 1, &[]),
+            template("planner", &["plan"], 1, &[]),
+            template("upper", &["upper"], 1, &[]),
+            template("exclaim", &["exclaim"], 1, &[]),
+        ] }),
+    )
+    .await?;
+    let id = text(&s, "/id")?;
+    wait_swarm(&node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    let math_members: Vec<String> = members(&s)
+        .iter()
+        .filter(|m| m["name"].as_str().is_some_and(|n| n.starts_with("math-")))
+        .map(|m| m["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let faulty: Vec<String> = members(&s)
+        .iter()
+        .filter(|m| m["name"].as_str().is_some_and(|n| n.starts_with("faulty-")))
+        .map(|m| m["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ensure!(math_members.len() == 2 && faulty.len() == 1, "{s}");
+
+    // A plan given in the task: squares of 1, 2, 3, then their sum, on exact members (the
+    // faulty one has `math` but not `exact`).
+    let steps = json!([
+        { "key": "a", "capabilities": ["exact"], "payload": 1 },
+        { "key": "b", "capabilities": ["exact"], "payload": 2 },
+        { "key": "c", "capabilities": ["exact"], "payload": 3 },
+        { "key": "sum", "capabilities": ["exact"], "dependsOn": ["a", "b", "c"] },
+    ]);
+    let plan = run_task(&node, &id, json!({ "mode": "PLAN", "steps": steps })).await?;
+    ensure!(plan["state"] == "SUCCEEDED", "{plan}");
+    ensure!(plan["topology"] == "HIERARCHICAL", "{plan}");
+    ensure!(plan["subtasks"].as_array().map(Vec::len) == Some(4), "{plan}");
+    ensure!(plan["result"] == 14, "{plan}");
+
+    // A plan asked of the planner member.
+    let planned = run_task(&node, &id, json!({ "mode": "PLAN", "input": { "numbers": [2, 3] } })).await?;
+    ensure!(planned["state"] == "SUCCEEDED", "{planned}");
+    ensure!(
+        planned["subtasks"].as_array().map(Vec::len) == Some(4),
+        "planner + 3: {planned}"
+    );
+    ensure!(planned["result"] == 13, "{planned}");
+
+    // Majority over the three math-capable members outvotes the faulty one, named as dissent.
+    let vote = run_task(
+        &node,
+        &id,
+        json!({ "mode": "SCATTER_GATHER", "k": 3, "aggregate": "MAJORITY", "capabilities": ["math"], "payload": 7 }),
+    )
+    .await?;
+    ensure!(vote["state"] == "SUCCEEDED", "{vote}");
+    ensure!(vote["result"]["result"] == 49, "{vote}");
+    ensure!(vote["result"]["votes"] == 2, "{vote}");
+    ensure!(
+        vote["result"]["dissent"] == json!([{ "agent": faulty[0], "result": 50 }]),
+        "{vote}"
+    );
+
+    // A pipeline: each stage's output is the next one's input.
+    let piped = run_task(
+        &node,
+        &id,
+        json!({ "mode": "PIPELINE", "input": "hello", "stages": [
+            { "capabilities": ["upper"] }, { "capabilities": ["exclaim"] }, { "capabilities": ["exclaim"] }
+        ] }),
+    )
+    .await?;
+    ensure!(piped["result"] == "HELLO!!", "{piped}");
+
+    // Map-reduce on the exact members: squares of 1..4, summed.
+    let mr = run_task(
+        &node,
+        &id,
+        json!({ "mode": "MAP_REDUCE", "items": [1, 2, 3, 4],
+                "map": { "capabilities": ["exact"] }, "reduce": { "capabilities": ["exact"] } }),
+    )
+    .await?;
+    ensure!(mr["result"] == 30, "{mr}");
+    ensure!(mr["subtasks"].as_array().map(Vec::len) == Some(5), "{mr}");
+
+    // Work no member can do fails the swarm task, with the reason.
+    let missing = run_task(
+        &node,
+        &id,
+        json!({ "mode": "SINGLE", "capabilities": ["juggling"], "payload": 1 }),
+    )
+    .await?;
+    ensure!(missing["state"] == "FAILED", "{missing}");
+    ensure!(
+        missing["error"].as_str().unwrap_or_default().contains("juggling"),
+        "{missing}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn swarm_memory_compare_and_set_loses_no_update_and_expires_and_is_bounded() -> Result<()> {
+    let node = Node::start(NodeOpts::named("swarm-mem")).await?;
+    let s = create(
+        &node,
+        json!({ "name": "hive", "templates": [template("math", &["math"], 1, &[])], "memoryLimitBytes": 2000 }),
+    )
+    .await?;
+    let id = text(&s, "/id")?;
+    let set = "mutation($id: ID!, $k: String!, $v: JSON!, $ttl: Int64, $expect: Int64) { \
+               setSwarmMemory(id: $id, key: $k, value: $v, ttlMs: $ttl, expectVersion: $expect) { key value version } }";
+    let get = "query($id: ID!, $p: String!) { swarm(id: $id) { memory(prefix: $p) { key value version expiresAt } } }";
+    // 8 writers each add 1 five times, each by compare-and-set, retrying on CONFLICT.
+    let writers = (0..8).map(|_| {
+        let node = &node;
+        let id = id.clone();
+        async move {
+            let mut conflicts = 0;
+            for _ in 0..5 {
+                loop {
+                    let now = node.gql_ok(get, json!({ "id": id, "p": "counter" })).await?;
+                    let entry = now["swarm"]["memory"].as_array().and_then(|m| m.first()).cloned();
+                    let (value, version) = match &entry {
+                        Some(e) => (e["value"].as_i64().unwrap_or(0), e["version"].as_i64().unwrap_or(0)),
+                        None => (0, 0),
+                    };
+                    let r = node
+                        .gql(
+                            set,
+                            json!({ "id": id, "k": "counter", "v": value + 1, "expect": version }),
+                        )
+                        .await?;
+                    match error_code(&r).as_deref() {
+                        None => break,
+                        Some("CONFLICT") => conflicts += 1,
+                        Some(other) => anyhow::bail!("{other}: {r}"),
+                    }
+                }
+            }
+            anyhow::Ok(conflicts)
+        }
+    });
+    let conflicts: Vec<usize> = futures::future::try_join_all(writers).await?;
+    let now = node.gql_ok(get, json!({ "id": id, "p": "counter" })).await?;
+    ensure!(
+        now["swarm"]["memory"] == json!([{ "key": "counter", "value": 40, "version": 40, "expiresAt": null }]),
+        "40 increments, none lost ({} conflicts retried): {now}",
+        conflicts.iter().sum::<usize>()
+    );
+    let sets = node.events_for("SWARM_MEMORY_SET", &id).await?;
+    ensure!(sets.len() == 40, "each change is an event: {}", sets.len());
+
+    // A key that must not exist yet; a prefix listing; a TTL.
+    node.gql_ok(set, json!({ "id": id, "k": "jobs/1", "v": "a", "expect": 0 }))
+        .await?;
+    let again = node
+        .gql(set, json!({ "id": id, "k": "jobs/1", "v": "b", "expect": 0 }))
+        .await?;
+    ensure!(error_code(&again).as_deref() == Some("CONFLICT"), "{again}");
+    node.gql_ok(set, json!({ "id": id, "k": "jobs/2", "v": "c", "ttl": 1 }))
+        .await?;
+    node.wait_event("SWARM_MEMORY_EXPIRED", &id).await?;
+    let jobs = node.gql_ok(get, json!({ "id": id, "p": "jobs/" })).await?;
+    ensure!(
+        jobs["swarm"]["memory"] == json!([{ "key": "jobs/1", "value": "a", "version": 1, "expiresAt": null }]),
+        "{jobs}"
+    );
+    // Beyond the swarm's bound: a clear error, nothing written.
+    let big = "x".repeat(3000);
+    let full = node.gql(set, json!({ "id": id, "k": "big", "v": big })).await?;
+    ensure!(error_code(&full).as_deref() == Some("INVALID_INPUT"), "{full}");
+    ensure!(full.to_string().contains("above its limit of 2000"), "{full}");
+    let del = "mutation($id: ID!, $k: String!) { deleteSwarmMemory(id: $id, key: $k) }";
+    node.gql_ok(del, json!({ "id": id, "k": "jobs/1" })).await?;
+    let jobs = node.gql_ok(get, json!({ "id": id, "p": "jobs/" })).await?;
+    ensure!(jobs["swarm"]["memory"] == json!([]), "{jobs}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_mesh_swarm_loses_nothing_when_a_member_is_killed_or_the_coordinator_crashes() -> Result<()> {
+    let node = Node::start(NodeOpts::named("swarm-mesh").arg("--fault-injection", "true")).await?;
+    let gate = Gate::new()?;
+    let log = node.data_dir().join("done.log");
+    let env = [
+        ("GATE", gate.path().display().to_string()),
+        ("DONE_LOG", log.display().to_string()),
+    ];
+    let s = create(
+        &node,
+        json!({ "name": "mesh", "topology": "MESH", "templates": [template("gated", &["math"], 3, &env)] }),
+    )
+    .await?;
+    let id = text(&s, "/id")?;
+    wait_swarm(&node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    // Twelve pieces of work in the shared queue; the members hold them at the gate.
+    let q = "mutation($id: ID!, $input: SubmitSwarmTaskInput!) { submitSwarmTask(id: $id, input: $input) { id } }";
+    let mut tasks = Vec::new();
+    for n in 1..=12 {
+        let t = node
+            .gql_ok(q, json!({ "id": id, "input": { "mode": "SINGLE", "payload": n } }))
+            .await?;
+        tasks.push(text(&t, "/submitSwarmTask/id")?);
+    }
+    // Wait until every member holds work, then kill one member's process and crash the
+    // coordinator.
+    let running = "query($id: ID!) { swarm(id: $id) { queue { running } members { id processGroups } } }";
+    let deadline = Deadline::after(WAIT, "each member to hold work");
+    let held = loop {
+        let r = node.gql_ok(running, json!({ "id": id })).await?;
+        if r["swarm"]["queue"]["running"].as_i64() >= Some(12) {
+            break r;
+        }
+        deadline.tick(&r).await?;
+    };
+    let victim = held["swarm"]["members"][0]["processGroups"][0]
+        .as_i64()
+        .context("a process group")?;
+    super::support::send_signal(-(victim as i32), libc::SIGKILL)?;
+    let fault = "mutation($t: ID!) { injectFault(target: $t, kind: SWARM_COORDINATOR_CRASH) }";
+    node.gql_ok(fault, json!({ "t": id })).await?;
+    gate.open()?;
+    let q = "query($id: ID!) { swarmTask(id: $id) { state result topology } }";
+    for (n, t) in tasks.iter().enumerate() {
+        let deadline = Deadline::after(WAIT, format!("swarm task {t}"));
+        loop {
+            let r = node.gql_ok(q, json!({ "id": t })).await?["swarmTask"].clone();
+            if r["state"] != "RUNNING" {
+                let n = n as i64 + 1;
+                ensure!(r["state"] == "SUCCEEDED" && r["result"] == n * n, "{r}");
+                ensure!(r["topology"] == "MESH", "{r}");
+                break;
+            }
+            deadline.tick(&r).await?;
+        }
+    }
+    let starts = node.events_for("SWARM_COORDINATOR_STARTED", &id).await?;
+    ensure!(starts.len() == 2, "the coordinator was restarted once: {starts:?}");
+    ensure!(starts[1]["data"]["members"] == 3, "it found its 3 members: {starts:?}");
+    // It re-adopted its members instead of starting more.
+    let s = wait_swarm(&node, &id, "HEALTHY with 3", |s| {
+        s["status"] == "HEALTHY" && members(s).len() == 3
+    })
+    .await?;
+    ensure!(members(&s).len() == 3, "{s}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_killed_and_restarted_brings_back_every_swarm_with_its_members_and_memory() -> Result<()> {
+    let mut node = Node::start(NodeOpts::named("swarm-crash")).await?;
+    let pids = pid_dir(&node)?;
+    let env = [("PID_DIR", pids.display().to_string())];
+    let a = create(
+        &node,
+        json!({ "name": "a", "templates": [template("math", &["math"], 2, &env)] }),
+    )
+    .await?;
+    let b = create(
+        &node,
+        json!({ "name": "b", "topology": "MESH", "strategy": "ONE_FOR_ALL", "templates": [template("upper", &["upper"], 1, &env)] }),
+    )
+    .await?;
+    let (a, b) = (text(&a, "/id")?, text(&b, "/id")?);
+    let set = "mutation($id: ID!, $k: String!, $v: JSON!) { setSwarmMemory(id: $id, key: $k, value: $v) { version } }";
+    node.gql_ok(set, json!({ "id": a, "k": "plan", "v": { "step": 3 } }))
+        .await?;
+    let before_a = swarm(&node, &a).await?;
+    node.kill9().await?;
+    node.restart().await?;
+    let after_a = wait_swarm(&node, &a, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    let after_b = wait_swarm(&node, &b, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    let ids = |s: &Value| members(s).iter().map(|m| m["id"].clone()).collect::<Vec<_>>();
+    ensure!(
+        ids(&after_a) == ids(&before_a),
+        "the same members: {after_a} vs {before_a}"
+    );
+    ensure!(
+        members(&after_b).len() == 1 && after_b["topology"] == "MESH",
+        "{after_b}"
+    );
+    let mem = node
+        .gql_ok(
+            "query($id: ID!) { swarm(id: $id) { memory { key value } } }",
+            json!({ "id": a }),
+        )
+        .await?;
+    ensure!(
+        mem["swarm"]["memory"] == json!([{ "key": "plan", "value": { "step": 3 } }]),
+        "{mem}"
+    );
+    let answer = run_task(
+        &node,
+        &a,
+        json!({ "mode": "SINGLE", "capabilities": ["math"], "payload": 6 }),
+    )
+    .await?;
+    ensure!(answer["result"] == 36, "{answer}");
+    // The first incarnation's processes died with the node; three run now.
+    let deadline = Deadline::after(WAIT, "three member processes");
+    while alive(&pids).len() != 3 {
+        deadline.tick(format!("{:?}", alive(&pids))).await?;
+    }
+    Ok(())
+}
