@@ -38,6 +38,7 @@ pub(crate) use work::status as load_status;
 pub use work::{Stage, Step, SwarmTask, SwarmTaskMode, SwarmTaskState};
 
 use crate::agent::{AgentsChild, Owner};
+use crate::error::ApiError;
 use crate::service::Api;
 use crate::tables::SWARMS;
 
@@ -70,17 +71,11 @@ impl ChildSpec for SwarmsChild {
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
             let store = self.api.store().clone();
-            let ids: Vec<String> = store
-                .view(|v| {
-                    let mut out = Vec::new();
-                    v.scan(SWARMS, None, |id, _| {
-                        out.push(id.to_owned());
-                        Ok(true)
-                    })?;
-                    Ok(out)
-                })
-                .await?;
-            let children = ids.into_iter().map(|id| swarm_child(&self.api, id)).collect();
+            let children = ids(&store)
+                .await?
+                .into_iter()
+                .map(|id| swarm_child(&self.api, id))
+                .collect();
             let args = SupervisorArgs {
                 name: "swarms".into(),
                 strategy: Strategy::OneForOne,
@@ -95,6 +90,20 @@ impl ChildSpec for SwarmsChild {
             Ok(sup.get_cell())
         })
     }
+}
+
+/// The ids of this node's swarms, in id order.
+pub(crate) async fn ids(store: &troupe_runtime::store::Store) -> Result<Vec<String>, ApiError> {
+    Ok(store
+        .view(|v| {
+            let mut out = Vec::new();
+            v.scan(SWARMS, None, |id, _| {
+                out.push(id.to_owned());
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+        .await?)
 }
 
 pub(crate) fn swarm_child(api: &Api, id: String) -> Arc<dyn ChildSpec> {

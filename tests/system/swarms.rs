@@ -347,6 +347,44 @@ async fn swarm_memory_compare_and_set_loses_no_update_and_expires_and_is_bounded
     let full = node.gql(set, json!({ "id": id, "k": "big", "v": big })).await?;
     ensure!(error_code(&full).as_deref() == Some("INVALID_INPUT"), "{full}");
     ensure!(full.to_string().contains("above its limit of 2000"), "{full}");
+    // Members read and write it through their protocol: 3 members, 4 tasks at a time each,
+    // 24 compare-and-set increments.
+    let counters = create(
+        &node,
+        json!({ "name": "counters", "topology": "MESH", "templates": [template("counter", &["count"], 3, &[])] }),
+    )
+    .await?;
+    let cid = text(&counters, "/id")?;
+    let submit = "mutation($id: ID!) { submitSwarmTask(id: $id, input: { mode: SINGLE }) { id } }";
+    let mut runs = Vec::new();
+    for _ in 0..24 {
+        runs.push(text(
+            &node.gql_ok(submit, json!({ "id": cid })).await?,
+            "/submitSwarmTask/id",
+        )?);
+    }
+    let q = "query($id: ID!) { swarmTask(id: $id) { state result error } }";
+    let mut written = Vec::new();
+    for r in &runs {
+        let deadline = Deadline::after(WAIT, format!("counter task {r}"));
+        loop {
+            let t = node.gql_ok(q, json!({ "id": r })).await?["swarmTask"].clone();
+            if t["state"] != "RUNNING" {
+                ensure!(t["state"] == "SUCCEEDED", "{t}");
+                written.push(t["result"].as_i64().context("a count")?);
+                break;
+            }
+            deadline.tick(&t).await?;
+        }
+    }
+    written.sort_unstable();
+    ensure!(
+        written == (1..=24).collect::<Vec<_>>(),
+        "each increment once: {written:?}"
+    );
+    let count = node.gql_ok(get, json!({ "id": cid, "p": "count" })).await?;
+    ensure!(count["swarm"]["memory"][0]["value"] == 24, "{count}");
+
     let del = "mutation($id: ID!, $k: String!) { deleteSwarmMemory(id: $id, key: $k) }";
     node.gql_ok(del, json!({ "id": id, "k": "jobs/1" })).await?;
     let jobs = node.gql_ok(get, json!({ "id": id, "p": "jobs/" })).await?;

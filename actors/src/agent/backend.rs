@@ -58,6 +58,8 @@ pub enum OutgoingKind {
         payload: Value,
         priority: crate::task::Priority,
     },
+    /// Reads or writes its swarm's memory (a process agent's `memory` line).
+    Memory(crate::swarm::memory::Op),
 }
 
 /// How a backend reaches its agent actor.

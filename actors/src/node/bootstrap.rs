@@ -223,8 +223,8 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
-/// Carries agents' own messages (a process agent's `send` and `publish` lines) to the
-/// messaging API, each in its own task, and answers the agent.
+/// Carries agents' own messages (a process agent's `send`, `publish` and `memory` lines) to
+/// the messaging and swarms APIs, each in its own task, and answers the agent.
 fn courier(api: &Api, slots: &Slots) -> tokio::task::JoinHandle<()> {
     use crate::agent::OutgoingKind;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::agent::Outgoing>();
@@ -259,6 +259,11 @@ fn courier(api: &Api, slots: &Slots) -> tokio::task::JoinHandle<()> {
                         .publish(topic, payload, priority)
                         .await
                         .map(|(queued, _)| serde_json::json!({ "queued": queued })),
+                    // The code leads, so an agent can tell a lost compare-and-set (CONFLICT).
+                    OutgoingKind::Memory(op) => match api.swarms().agent_memory(&out.from, op).await {
+                        Ok(v) => Ok(v),
+                        Err(e) => Err(crate::error::ApiError::Unavailable(format!("{}: {e}", e.code()))),
+                    },
                 };
                 let _ = out.answer.send(answer.map_err(|e| e.to_string()));
             });

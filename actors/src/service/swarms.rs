@@ -127,18 +127,7 @@ impl Swarms {
 
     /// This node's swarms, in id order.
     pub async fn list(&self) -> Result<Vec<SwarmView>, ApiError> {
-        let ids: Vec<String> = self
-            .ctx
-            .store
-            .view(|v| {
-                let mut out = Vec::new();
-                v.scan(SWARMS, None, |id, _| {
-                    out.push(id.to_owned());
-                    Ok(true)
-                })?;
-                Ok(out)
-            })
-            .await?;
+        let ids = crate::swarm::ids(&self.ctx.store).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(self.get(&id).await?);
@@ -303,6 +292,28 @@ impl Swarms {
         memory::write(&self.ctx.store, id, key, write, expect, limit).await
     }
 
+    /// A member's read or write of its own swarm's memory.
+    pub async fn agent_memory(&self, agent: &str, op: memory::Op) -> Result<serde_json::Value, ApiError> {
+        let owner = self.owner_of(agent).await?;
+        let swarm = owner
+            .swarm()
+            .ok_or_else(|| ApiError::invalid(format!("agent {agent} is not a member of a swarm")))?;
+        Ok(match op {
+            memory::Op::Get { key } => self
+                .memory_get(swarm, &key)
+                .await?
+                .map_or(serde_json::Value::Null, |e| e.to_json()),
+            memory::Op::List { prefix } => {
+                let entries = self.memory_list(swarm, &prefix, 1000).await?;
+                serde_json::Value::Array(entries.iter().map(Entry::to_json).collect())
+            }
+            memory::Op::Write { key, write, expect } => self
+                .memory_write(swarm, &key, write, expect)
+                .await?
+                .map_or(serde_json::Value::Null, |e| e.to_json()),
+        })
+    }
+
     // Tasks.
 
     /// Records a swarm task and hands it to the coordinator; answers it RUNNING.
@@ -379,16 +390,8 @@ impl Swarms {
     /// Makes an agent of this node a member; the swarm's size grows by one.
     pub async fn adopt(&self, id: &str, agent: &str) -> Result<SwarmView, ApiError> {
         self.local(id)?;
-        self.local(agent)?;
         let spec = crate::swarm::load_spec(&self.ctx.store, id).await?;
-        let view = self
-            .agents()
-            .get(agent)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no agent {agent}")))?;
-        if view.spec.owner != Owner::Node {
-            return Err(ApiError::Conflict(format!("agent {agent} already belongs to a swarm")));
-        }
+        self.adoptable(agent).await?;
         if spec.size >= spec.max_agents {
             return Err(ApiError::Conflict(format!(
                 "swarm {} is at maxAgents ({})",
@@ -407,12 +410,7 @@ impl Swarms {
     pub async fn release(&self, id: &str, agent: &str) -> Result<SwarmView, ApiError> {
         self.local(id)?;
         let spec = crate::swarm::load_spec(&self.ctx.store, id).await?;
-        let view = self
-            .agents()
-            .get(agent)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no agent {agent}")))?;
-        if view.spec.owner != Owner::Swarm(id.to_owned()) {
+        if self.owner_of(agent).await? != Owner::Swarm(id.to_owned()) {
             return Err(ApiError::Conflict(format!(
                 "agent {agent} is not a member of swarm {id}"
             )));
@@ -429,6 +427,23 @@ impl Swarms {
             .move_to(agent, Owner::Node, &spec.queue_capability())
             .await?;
         self.get(id).await
+    }
+
+    async fn owner_of(&self, agent: &str) -> Result<Owner, ApiError> {
+        self.local(agent)?;
+        let view = self.agents().get(agent).await?;
+        Ok(view
+            .ok_or_else(|| ApiError::NotFound(format!("no agent {agent}")))?
+            .spec
+            .owner)
+    }
+
+    /// Refuses an agent that is not this node's own.
+    async fn adoptable(&self, agent: &str) -> Result<(), ApiError> {
+        if self.owner_of(agent).await? != Owner::Node {
+            return Err(ApiError::Conflict(format!("agent {agent} already belongs to a swarm")));
+        }
+        Ok(())
     }
 
     async fn resize(&self, spec: &SwarmSpec, size: u32, reason: &str) -> Result<(), ApiError> {

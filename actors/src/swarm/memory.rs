@@ -47,6 +47,58 @@ pub enum Write {
     Delete,
 }
 
+/// What an agent asks of its swarm's memory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Get {
+        key: String,
+    },
+    List {
+        prefix: String,
+    },
+    Write {
+        key: String,
+        write: Write,
+        expect: Option<u64>,
+    },
+}
+
+impl Op {
+    /// From a process agent's `memory` line: `op` is get, list, set or delete.
+    pub fn from_line(line: &Value) -> Result<Op, String> {
+        let text = |k: &str| line.get(k).and_then(Value::as_str).map(str::to_owned);
+        let key = || text("key").ok_or_else(|| "a memory line without a string \"key\"".to_string());
+        let expect = line.get("expectVersion").and_then(Value::as_u64);
+        match text("op").as_deref() {
+            Some("get") => Ok(Op::Get { key: key()? }),
+            Some("list") => Ok(Op::List {
+                prefix: text("prefix").unwrap_or_default(),
+            }),
+            Some("set") => Ok(Op::Write {
+                key: key()?,
+                write: Write::Set {
+                    value: line.get("value").cloned().unwrap_or(Value::Null),
+                    ttl_ms: line.get("ttlMs").and_then(Value::as_u64),
+                },
+                expect,
+            }),
+            Some("delete") => Ok(Op::Write {
+                key: key()?,
+                write: Write::Delete,
+                expect,
+            }),
+            other => Err(format!("a memory line with op {other:?}: get, list, set or delete")),
+        }
+    }
+}
+
+impl Entry {
+    /// As agents and clients see it.
+    pub fn to_json(&self) -> Value {
+        json!({ "key": self.key, "value": self.value, "version": self.version, "expiresAt": self.expires_at })
+    }
+}
+
 /// One lock per swarm for its writers.
 #[derive(Clone, Default)]
 pub struct Locks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);

@@ -142,7 +142,7 @@ async fn read_line(out: &mut (impl AsyncBufRead + Unpin), buf: &mut Vec<u8>) -> 
 fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>, link: &Link) {
     let id = line.get("id").and_then(Value::as_str);
     match (line.get("type").and_then(Value::as_str), id) {
-        (Some(kind @ ("send" | "publish")), Some(id)) => outgoing(live, kind, id, &line, link),
+        (Some(kind @ ("send" | "publish" | "memory")), Some(id)) => outgoing(live, kind, id, &line, link),
         (Some("ready"), _) => {
             if let Some(ready) = ready.take() {
                 let _ = ready.send(());
@@ -191,7 +191,7 @@ fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>,
                 _ => tracing::info!(%agent, "{message}"),
             }
         }
-        (Some(kind @ ("result" | "progress" | "state" | "reply" | "send" | "publish")), None) => {
+        (Some(kind @ ("result" | "progress" | "state" | "reply" | "send" | "publish" | "memory")), None) => {
             protocol_error(live, format!("a {kind} line without a string \"id\""))
         }
         (Some(other), _) => protocol_error(live, format!("unknown type {other:?}")),
@@ -200,7 +200,8 @@ fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>,
 }
 
 /// A message the process sends (`send`: to an agent, answered with `sent`) or publishes
-/// (`publish`: on a topic, answered with `published`).
+/// (`publish`: on a topic, answered with `published`), or a read or write of its swarm's
+/// memory (`memory`, answered with `memory_result`).
 fn outgoing(live: &Arc<Live>, kind: &str, id: &str, line: &Value, link: &Link) {
     let priority = match line.get("priority").and_then(Value::as_str).unwrap_or("NORMAL") {
         "CRITICAL" => Priority::Critical,
@@ -229,6 +230,10 @@ fn outgoing(live: &Arc<Live>, kind: &str, id: &str, line: &Value, link: &Link) {
             payload,
             priority,
         },
+        ("memory", _, _) => match crate::swarm::memory::Op::from_line(line) {
+            Ok(op) => OutgoingKind::Memory(op),
+            Err(e) => return protocol_error(live, e),
+        },
         _ => {
             return protocol_error(
                 live,
@@ -245,11 +250,12 @@ fn outgoing(live: &Arc<Live>, kind: &str, id: &str, line: &Value, link: &Link) {
         what,
         answer,
     }));
-    let (live, id, answered) = (
-        live.clone(),
-        id.to_owned(),
-        if kind == "send" { "sent" } else { "published" },
-    );
+    let answered = match kind {
+        "send" => "sent",
+        "publish" => "published",
+        _ => "memory_result",
+    };
+    let (live, id) = (live.clone(), id.to_owned());
     tokio::spawn(async move {
         let line = match reply.await {
             Ok(Ok(value)) => json!({ "type": answered, "id": id, "ok": true, "value": value }),
