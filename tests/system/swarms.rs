@@ -518,3 +518,93 @@ async fn a_node_killed_and_restarted_brings_back_every_swarm_with_its_members_an
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn autoscale_grows_a_swarm_with_its_queue_and_shrinks_it_when_idle() -> Result<()> {
+    let node = Node::start(NodeOpts::named("swarm-scale")).await?;
+    let gate = Gate::new()?;
+    let mut member = template("gated", &["math"], 1, &[("GATE", gate.path().display().to_string())]);
+    member["agent"]["maxConcurrentTasks"] = json!(1);
+    let s = create(
+        &node,
+        json!({ "name": "elastic", "topology": "MESH", "templates": [member], "minAgents": 1, "maxAgents": 4,
+                "autoscale": { "queuePerAgent": 1.0, "idleBelow": 0.5, "cooldownMs": 0 } }),
+    )
+    .await?;
+    let id = text(&s, "/id")?;
+    let q = "mutation($id: ID!, $n: JSON!) { submitSwarmTask(id: $id, input: { mode: SINGLE, payload: $n }) { id } }";
+    let mut tasks = Vec::new();
+    for n in 1..=6 {
+        tasks.push(text(
+            &node.gql_ok(q, json!({ "id": id, "n": n })).await?,
+            "/submitSwarmTask/id",
+        )?);
+    }
+    wait_swarm(&node, &id, "grown to 4", |s| s["size"] == 4 && members(s).len() == 4).await?;
+    let grew = node.events_for("SWARM_SCALED", &id).await?;
+    let reason = grew[0]["data"]["reason"].as_str().unwrap_or_default();
+    ensure!(
+        reason.starts_with("autoscale:") && reason.contains("tasks wait"),
+        "{grew:?}"
+    );
+    gate.open()?;
+    let q = "query($id: ID!) { swarmTask(id: $id) { state } }";
+    for t in &tasks {
+        let deadline = Deadline::after(WAIT, format!("task {t}"));
+        while node.gql_ok(q, json!({ "id": t })).await?["swarmTask"]["state"] != "SUCCEEDED" {
+            deadline.tick("not yet").await?;
+        }
+    }
+    wait_swarm(&node, &id, "shrunk to 1", |s| s["size"] == 1 && members(s).len() == 1).await?;
+    let all = node.events_for("SWARM_SCALED", &id).await?;
+    let last = all.last().context("scaled")?;
+    ensure!(
+        last["data"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nothing waits"),
+        "{all:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_adaptive_swarm_goes_mesh_for_independent_work_under_load_and_back_for_dependencies() -> Result<()> {
+    let node = Node::start(NodeOpts::named("swarm-adapt")).await?;
+    let s = create(
+        &node,
+        json!({ "name": "adaptive", "topology": "ADAPTIVE", "templates": [template("math", &["math"], 2, &[])] }),
+    )
+    .await?;
+    let id = text(&s, "/id")?;
+    ensure!(s["activeTopology"] == "HIERARCHICAL", "{s}");
+    wait_swarm(&node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    // 20 independent squares for 8 free slots: mesh.
+    let items: Vec<i64> = (1..=20).collect();
+    let mr = run_task(
+        &node,
+        &id,
+        json!({ "mode": "MAP_REDUCE", "items": items, "map": { "capabilities": ["math"] }, "reduce": {} }),
+    )
+    .await?;
+    ensure!(mr["result"] == 2870 && mr["topology"] == "MESH", "{mr}");
+    // Dependencies: hierarchical again.
+    let steps = json!([{ "key": "a", "payload": 3 }, { "key": "b", "dependsOn": ["a"] }]);
+    let plan = run_task(&node, &id, json!({ "mode": "PLAN", "steps": steps })).await?;
+    ensure!(plan["result"] == 9 && plan["topology"] == "HIERARCHICAL", "{plan}");
+    let switches = node.events_for("SWARM_TOPOLOGY_SWITCHED", &id).await?;
+    let seen: Vec<(Value, Value)> = switches
+        .iter()
+        .map(|e| (e["data"]["to"].clone(), e["data"]["reason"].clone()))
+        .collect();
+    ensure!(switches.len() == 2, "{seen:?}");
+    ensure!(
+        seen[0].0 == "MESH" && seen[0].1.as_str().unwrap_or_default().contains("under load"),
+        "{seen:?}"
+    );
+    ensure!(
+        seen[1].0 == "HIERARCHICAL" && seen[1].1 == "the work has dependencies",
+        "{seen:?}"
+    );
+    Ok(())
+}

@@ -269,6 +269,68 @@ impl State {
             .await?;
         }
         memory::sweep(self.api.store(), &self.id).await?;
+        if let Some(policy) = spec.autoscale {
+            self.autoscale(&spec, &policy, &members, status).await?;
+        }
         Ok(())
+    }
+
+    /// Moves the size as the autoscale rule says, at most once per cool-down.
+    async fn autoscale(
+        &mut self,
+        spec: &SwarmSpec,
+        policy: &super::Autoscale,
+        members: &[crate::agent::AgentView],
+        mut status: SwarmStatus,
+    ) -> Result<(), ApiError> {
+        let now = troupe_runtime::clock::now();
+        let cooled = status
+            .scaled_at
+            .is_none_or(|t| now - t >= chrono::Duration::milliseconds(policy.cooldown_ms as i64));
+        if !cooled {
+            return Ok(());
+        }
+        let queued = self.waiting().await?;
+        let busy: usize = members.iter().map(|m| m.stats.running as usize).sum();
+        let slots: usize = members.iter().map(|m| m.spec.max_concurrent_tasks as usize).sum();
+        let bounds = (spec.min_agents, spec.max_agents);
+        let Some((size, reason)) = rules::autoscale(policy, spec.size, bounds, queued, busy, slots) else {
+            return Ok(());
+        };
+        let mut spec = spec.clone();
+        let data = json!({ "from": spec.size, "to": size, "reason": format!("autoscale: {reason}") });
+        spec.size = size;
+        status.scaled_at = Some(now);
+        let batch = Batch::new()
+            .put(SWARMS, self.id.clone(), troupe_runtime::codec::encode(&spec)?)
+            .put(SWARM_STATUS, self.id.clone(), troupe_runtime::codec::encode(&status)?)
+            .event(NewEvent::new("SWARM_SCALED", Some(self.id.clone()), data));
+        self.api.store().write(batch).await?;
+        self.reconcile().await
+    }
+
+    /// How many of the swarm's subtasks wait in the queue now.
+    async fn waiting(&self) -> Result<usize, ApiError> {
+        let swarm = self.id.clone();
+        Ok(self
+            .api
+            .store()
+            .view(move |v| {
+                let mut n = 0;
+                v.scan(SWARM_TASKS, None, |_, bytes| {
+                    let t: SwarmTask = troupe_runtime::codec::decode(bytes)?;
+                    if t.swarm == swarm && t.state == SwarmTaskState::Running {
+                        for sub in &t.subtasks {
+                            if let Some(b) = v.get(crate::tables::TASK_STATUS, sub)? {
+                                let s: crate::task::TaskStatus = troupe_runtime::codec::decode(&b)?;
+                                n += usize::from(s.state == crate::task::TaskState::Queued);
+                            }
+                        }
+                    }
+                    Ok(true)
+                })?;
+                Ok(n)
+            })
+            .await?)
     }
 }
