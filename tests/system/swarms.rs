@@ -608,3 +608,75 @@ async fn an_adaptive_swarm_goes_mesh_for_independent_work_under_load_and_back_fo
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_failed_members_work_returns_to_the_swarm_and_its_health_follows() -> Result<()> {
+    let node = Node::start(NodeOpts::named("swarm-health")).await?;
+    let gate = Gate::new()?;
+    let mut member = template("gated", &["math"], 2, &[("GATE", gate.path().display().to_string())]);
+    // No restart: a member whose process dies is FAILED at once.
+    member["agent"]["restartLimit"] = json!({ "maxRestarts": 0, "windowMs": 60000 });
+    let s = create(&node, json!({ "name": "fragile", "templates": [member] })).await?;
+    let id = text(&s, "/id")?;
+    wait_swarm(&node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    let q = "mutation($id: ID!) { submitSwarmTask(id: $id, input: { mode: SINGLE, payload: 5 }) { id } }";
+    let task = text(&node.gql_ok(q, json!({ "id": id })).await?, "/submitSwarmTask/id")?;
+    // The member holding it, then its process killed.
+    let q = "query($id: ID!) { swarmTask(id: $id) { subtasks } }";
+    let deadline = Deadline::after(WAIT, "the subtask to run");
+    let holder = loop {
+        let t = node.gql_ok(q, json!({ "id": task })).await?;
+        if let Some(sub) = t["swarmTask"]["subtasks"][0].as_str() {
+            let r = node
+                .gql_ok(
+                    "query($id: ID!) { task(id: $id) { state agentId } }",
+                    json!({ "id": sub }),
+                )
+                .await?;
+            if r["task"]["state"] == "RUNNING" {
+                break text(&r, "/task/agentId")?;
+            }
+        }
+        deadline.tick(&t).await?;
+    };
+    let a = node
+        .gql_ok(
+            "query($id: ID!) { agent(id: $id) { processGroups } }",
+            json!({ "id": holder }),
+        )
+        .await?;
+    let group = a["agent"]["processGroups"][0].as_i64().context("a process group")?;
+    super::support::send_signal(-(group as i32), libc::SIGKILL)?;
+    node.wait_agent_state(&holder, "FAILED").await?;
+    let s = wait_swarm(&node, &id, "DEGRADED", |s| s["status"] == "DEGRADED").await?;
+    ensure!(s["statusReason"] == "1 of 2 members run (at least 1 wanted)", "{s}");
+    gate.open()?;
+    let q = "query($id: ID!) { swarmTask(id: $id) { state result subtasks } }";
+    let deadline = Deadline::after(WAIT, "the swarm task to end");
+    let done = loop {
+        let t = node.gql_ok(q, json!({ "id": task })).await?["swarmTask"].clone();
+        if t["state"] != "RUNNING" {
+            break t;
+        }
+        deadline.tick(&t).await?;
+    };
+    ensure!(done["state"] == "SUCCEEDED" && done["result"] == 25, "{done}");
+    ensure!(done["subtasks"].as_array().map(Vec::len) == Some(2), "{done}");
+    let returned = node.events_for("SWARM_WORK_RETURNED", &id).await?;
+    ensure!(
+        returned.len() == 1 && returned[0]["data"]["lostMember"] == holder.as_str(),
+        "{returned:?}"
+    );
+    let health: Vec<Value> = node
+        .events(&["SWARM_HEALTHY", "SWARM_DEGRADED", "SWARM_FAILED"])
+        .await?
+        .into_iter()
+        .filter(|e| e["subject"] == id.as_str())
+        .map(|e| e["kind"].clone())
+        .collect();
+    ensure!(
+        health == [json!("SWARM_HEALTHY"), json!("SWARM_DEGRADED")],
+        "{health:?}"
+    );
+    Ok(())
+}

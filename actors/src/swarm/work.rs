@@ -305,22 +305,51 @@ async fn submit(api: &Api, id: &str, step: &str, req: SubmitTaskRequest) -> Resu
     Ok(api.tasks().submit(req, Some(key)).await?.spec.id)
 }
 
-/// Waits until the task has ended.
-pub(crate) async fn wait(api: &Api, id: &str) -> Result<TaskRecord, ApiError> {
+/// How a wait for a subtask ended.
+enum Settled {
+    Done(TaskRecord),
+    /// The member it was given to failed for good or was removed.
+    MemberLost(String),
+}
+
+/// Whether a member can no longer do what it was given: FAILED (given up on) or gone.
+async fn lost(api: &Api, member: &str) -> Result<bool, ApiError> {
+    Ok(match api.agents().get(member).await? {
+        None => true,
+        Some(v) => v.status.state == AgentState::Failed,
+    })
+}
+
+/// Waits until the subtask has ended or, for one given to a member, until that member is
+/// lost (a subtask cancelled because its member was lost counts as lost, so a conductor
+/// taking the work up again after a restart follows it to where it went).
+async fn wait_on(api: &Api, id: &str, member: Option<&str>) -> Result<Settled, ApiError> {
     let after = api.store().last_seq().await?;
-    let filter = EventFilter {
-        kinds: None,
-        subject: Some(id.to_owned()),
+    let about = |subject: &str| {
+        let filter = EventFilter {
+            kinds: None,
+            subject: Some(subject.to_owned()),
+        };
+        troupe_runtime::events::subscribe(api.store(), after, filter).boxed()
     };
-    let mut events = Box::pin(troupe_runtime::events::subscribe(api.store(), after, filter));
+    let mut events = match member {
+        Some(m) => futures::stream::select(about(id), about(m)).boxed(),
+        None => about(id),
+    };
     loop {
         let task = api
             .tasks()
             .get(id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("subtask {id} is gone")))?;
-        if task.status.state.is_terminal() {
-            return Ok(task);
+        let state = task.status.state;
+        if let Some(m) = member {
+            if !matches!(state, TaskState::Succeeded | TaskState::Failed | TaskState::Dead) && lost(api, m).await? {
+                return Ok(Settled::MemberLost(m.to_owned()));
+            }
+        }
+        if state.is_terminal() {
+            return Ok(Settled::Done(task));
         }
         match events.next().await {
             Some(Ok(_)) => {}
@@ -328,6 +357,52 @@ pub(crate) async fn wait(api: &Api, id: &str) -> Result<TaskRecord, ApiError> {
             None => return Err(ApiError::Unavailable("the event log closed".into())),
         }
     }
+}
+
+/// A piece of work as the conductor hands it out, so it can hand it out again.
+struct Work<'a> {
+    swarm: &'a str,
+    capabilities: &'a [String],
+    payload: Value,
+    topology: Topology,
+}
+
+/// The most times one piece of work returns to the swarm before the swarm task fails.
+const MAX_RETURNS: usize = 10;
+
+/// Waits for a subtask given as `work`. When the member it was given to is lost, it is
+/// cancelled and given to another running member: its work returns to the swarm
+/// (SWARM_WORK_RETURNED).
+async fn settle(
+    api: &Api,
+    id: &str,
+    step: &str,
+    first: (String, Option<String>),
+    work: &Work<'_>,
+) -> Result<TaskRecord, ApiError> {
+    let (mut sub, mut member) = first;
+    for round in 1..=MAX_RETURNS + 1 {
+        let lost_member = match wait_on(api, &sub, member.as_deref()).await? {
+            Settled::Done(task) => return Ok(task),
+            Settled::MemberLost(m) => m,
+        };
+        if round > MAX_RETURNS {
+            break;
+        }
+        let _ = api.tasks().cancel(&sub, None).await;
+        let team = team_of(api, work.swarm).await?;
+        let req = team.request(work.topology, work.capabilities, work.payload.clone(), round)?;
+        let again = submit(api, id, &format!("{step}/again-{round}"), req.clone()).await?;
+        let data =
+            json!({ "task": id, "subtask": sub, "lostMember": lost_member, "now": again, "member": req.agent_id });
+        let returned = NewEvent::new("SWARM_WORK_RETURNED", Some(work.swarm.to_owned()), data);
+        api.store().write(Batch::new().event(returned)).await?;
+        record_subtasks(api, id, std::slice::from_ref(&again), work.topology).await?;
+        (sub, member) = (again, req.agent_id);
+    }
+    Err(ApiError::Unavailable(format!(
+        "the work of step {step} returned to the swarm {MAX_RETURNS} times; no member kept it"
+    )))
 }
 
 fn outcome(task: &TaskRecord) -> Result<Value, String> {
@@ -342,10 +417,14 @@ fn outcome(task: &TaskRecord) -> Result<Value, String> {
     }
 }
 
-async fn one(api: &Api, id: &str, step: &str, req: SubmitTaskRequest, topology: Topology) -> Result<Value, ApiError> {
+/// Hands one piece of work out (as `turn` picks) and waits for its result.
+async fn one(api: &Api, id: &str, step: &str, turn: usize, work: Work<'_>) -> Result<Value, ApiError> {
+    let team = team_of(api, work.swarm).await?;
+    let req = team.request(work.topology, work.capabilities, work.payload.clone(), turn)?;
+    let member = req.agent_id.clone();
     let sub = submit(api, id, step, req).await?;
-    record_subtasks(api, id, std::slice::from_ref(&sub), topology).await?;
-    outcome(&wait(api, &sub).await?).map_err(ApiError::Conflict)
+    record_subtasks(api, id, std::slice::from_ref(&sub), work.topology).await?;
+    outcome(&settle(api, id, step, (sub, member), &work).await?).map_err(ApiError::Conflict)
 }
 
 async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
@@ -354,8 +433,13 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
         SwarmTaskMode::Single { capabilities, payload } => {
             let team = team_of(api, &task.swarm).await?;
             let topology = topology_for(api, &team, false, 1).await?;
-            let req = team.request(topology, &capabilities, payload, 0)?;
-            one(api, id, "single", req, topology).await
+            let work = Work {
+                swarm: &task.swarm,
+                capabilities: &capabilities,
+                payload,
+                topology,
+            };
+            one(api, id, "single", 0, work).await
         }
         SwarmTaskMode::ScatterGather {
             k,
@@ -380,11 +464,17 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
             }
             record_subtasks(api, id, &subs, Topology::Hierarchical).await?;
             let mut answers = Vec::new();
-            for sub in &subs {
-                let done = wait(api, sub).await?;
-                let answer = Answer {
-                    agent: done.status.agent_id.clone().unwrap_or_default(),
-                    result: outcome(&done),
+            for (sub, member) in subs.iter().zip(&capable) {
+                // A member lost gives no answer: it counts against the others' agreement.
+                let answer = match wait_on(api, sub, Some(member)).await? {
+                    Settled::Done(done) => Answer {
+                        agent: done.status.agent_id.clone().unwrap_or_else(|| (*member).to_owned()),
+                        result: outcome(&done),
+                    },
+                    Settled::MemberLost(m) => Answer {
+                        result: Err(format!("member {m} failed before it answered")),
+                        agent: m,
+                    },
                 };
                 let first_ok = aggregate == Aggregate::First && answer.result.is_ok();
                 answers.push(answer);
@@ -403,8 +493,13 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
             for (i, stage) in stages.iter().enumerate() {
                 let team = team_of(api, &task.swarm).await?;
                 let topology = topology_for(api, &team, true, 1).await?;
-                let req = team.request(topology, &stage.capabilities, value, i)?;
-                value = one(api, id, &format!("stage-{i}"), req, topology).await?;
+                let work = Work {
+                    swarm: &task.swarm,
+                    capabilities: &stage.capabilities,
+                    payload: value,
+                    topology,
+                };
+                value = one(api, id, &format!("stage-{i}"), i, work).await?;
             }
             Ok(value)
         }
@@ -413,18 +508,31 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
             let team = team_of(api, &task.swarm).await?;
             let topology = topology_for(api, &team, false, items.len()).await?;
             let mut subs = Vec::new();
-            for (i, item) in items.into_iter().enumerate() {
-                let req = team.request(topology, &map.capabilities, item, i)?;
-                subs.push(submit(api, id, &format!("map-{i}"), req).await?);
+            for (i, item) in items.iter().enumerate() {
+                let req = team.request(topology, &map.capabilities, item.clone(), i)?;
+                let member = req.agent_id.clone();
+                subs.push((submit(api, id, &format!("map-{i}"), req).await?, member));
             }
-            record_subtasks(api, id, &subs, topology).await?;
+            let ids: Vec<String> = subs.iter().map(|(s, _)| s.clone()).collect();
+            record_subtasks(api, id, &ids, topology).await?;
             let mut results = Vec::new();
-            for sub in &subs {
-                results.push(outcome(&wait(api, sub).await?).map_err(ApiError::Conflict)?);
+            for (i, (sub, item)) in subs.into_iter().zip(items).enumerate() {
+                let work = Work {
+                    swarm: &task.swarm,
+                    capabilities: &map.capabilities,
+                    payload: item,
+                    topology,
+                };
+                let done = settle(api, id, &format!("map-{i}"), sub, &work).await?;
+                results.push(outcome(&done).map_err(ApiError::Conflict)?);
             }
-            let team = team_of(api, &task.swarm).await?;
-            let req = team.request(topology, &reduce.capabilities, json!({ "results": results }), 0)?;
-            one(api, id, "reduce", req, topology).await
+            let work = Work {
+                swarm: &task.swarm,
+                capabilities: &reduce.capabilities,
+                payload: json!({ "results": results }),
+                topology,
+            };
+            one(api, id, "reduce", 0, work).await
         }
         SwarmTaskMode::Plan { steps, input } => {
             let steps = if steps.is_empty() {
@@ -449,9 +557,19 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
             let subs: Vec<String> = made.iter().map(|t| t.spec.id.clone()).collect();
             record_subtasks(api, id, &subs, topology).await?;
             let mut results = serde_json::Map::new();
-            for (step, sub) in steps.iter().zip(&subs) {
-                let value = outcome(&wait(api, sub).await?).map_err(ApiError::Conflict)?;
-                results.insert(step.key.clone(), value);
+            for ((step, sub), made) in steps.iter().zip(&subs).zip(&made) {
+                // A plan's steps depend on each other by task id: one whose member is lost
+                // cannot be handed on, so the swarm task fails and says why.
+                let done = match wait_on(api, sub, made.spec.target_agent.as_deref()).await? {
+                    Settled::Done(done) => done,
+                    Settled::MemberLost(m) => {
+                        return Err(ApiError::Unavailable(format!(
+                            "member {m}, given plan step {:?}, failed before finishing it",
+                            step.key
+                        )))
+                    }
+                };
+                results.insert(step.key.clone(), outcome(&done).map_err(ApiError::Conflict)?);
             }
             // The result of the steps nothing depends on: the one, or each by key.
             let needed: BTreeSet<&str> = steps
@@ -474,9 +592,13 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
 
 /// Asks a member with the capability `plan` for the steps of `input`.
 async fn ask_planner(api: &Api, id: &str, swarm: &str, input: Value) -> Result<Vec<Step>, ApiError> {
-    let team = team_of(api, swarm).await?;
-    let req = team.request(Topology::Hierarchical, &["plan".to_owned()], input, 0)?;
-    let plan = one(api, id, "planner", req, Topology::Hierarchical).await?;
+    let work = Work {
+        swarm,
+        capabilities: &["plan".to_owned()],
+        payload: input,
+        topology: Topology::Hierarchical,
+    };
+    let plan = one(api, id, "planner", 0, work).await?;
     let steps: Vec<PlannedStep> =
         serde_json::from_value(plan.get("steps").cloned().unwrap_or(Value::Null)).map_err(|e| {
             ApiError::Conflict(format!(
