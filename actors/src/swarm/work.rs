@@ -307,7 +307,7 @@ async fn submit(api: &Api, id: &str, step: &str, req: SubmitTaskRequest) -> Resu
 
 /// How a wait for a subtask ended.
 enum Settled {
-    Done(TaskRecord),
+    Done(Box<TaskRecord>),
     /// The member it was given to failed for good or was removed.
     MemberLost(String),
 }
@@ -349,7 +349,7 @@ async fn wait_on(api: &Api, id: &str, member: Option<&str>) -> Result<Settled, A
             }
         }
         if state.is_terminal() {
-            return Ok(Settled::Done(task));
+            return Ok(Settled::Done(Box::new(task)));
         }
         match events.next().await {
             Some(Ok(_)) => {}
@@ -383,7 +383,7 @@ async fn settle(
     let (mut sub, mut member) = first;
     for round in 1..=MAX_RETURNS + 1 {
         let lost_member = match wait_on(api, &sub, member.as_deref()).await? {
-            Settled::Done(task) => return Ok(task),
+            Settled::Done(task) => return Ok(*task),
             Settled::MemberLost(m) => m,
         };
         if round > MAX_RETURNS {
@@ -561,7 +561,7 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
                 // A plan's steps depend on each other by task id: one whose member is lost
                 // cannot be handed on, so the swarm task fails and says why.
                 let done = match wait_on(api, sub, made.spec.target_agent.as_deref()).await? {
-                    Settled::Done(done) => done,
+                    Settled::Done(done) => *done,
                     Settled::MemberLost(m) => {
                         return Err(ApiError::Unavailable(format!(
                             "member {m}, given plan step {:?}, failed before finishing it",
