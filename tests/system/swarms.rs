@@ -1,4 +1,4 @@
-//! Swarms through the gateway with real process agents (tests/fixtures/swarm_agent.py):
+//! Swarms through the gateway with real process agents (examples/agents/swarm_agent.py):
 //! lifecycle and scaling, the team patterns, memory, and what survives a crash.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ const SWARM_FIELDS: &str = "id name status statusReason topology activeTopology 
     members { id name state capabilities }";
 
 fn script() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/swarm_agent.py").into()
+    concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agents/swarm_agent.py").into()
 }
 
 /// A member template: a swarm_agent.py process in `role`, with `capabilities` and env.
