@@ -92,6 +92,10 @@ impl Api {
         self.ctx.agent_policy
     }
 
+    pub(crate) fn swarm_watch(&self) -> &crate::swarm::Watch {
+        &self.ctx.swarm_watch
+    }
+
     pub(crate) fn backoff(&self) -> troupe_runtime::supervision::Backoff {
         self.ctx.backoff
     }

@@ -35,7 +35,7 @@ pub use spec::{
     Template, Topology,
 };
 pub(crate) use work::status as load_status;
-pub use work::{Stage, Step, SwarmTask, SwarmTaskMode, SwarmTaskState};
+pub use work::{Stage, Step, SwarmTask, SwarmTaskMode, SwarmTaskState, Watch};
 
 use crate::agent::{AgentsChild, Owner};
 use crate::error::ApiError;

@@ -115,6 +115,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         mailboxes: crate::service::Mailboxes::new(config.agent_mailbox_size),
         backoff,
         swarm_locks: Default::default(),
+        swarm_watch: Default::default(),
     });
     let courier = courier(&api, &slots);
     let intensity = Some(Intensity {

@@ -43,6 +43,8 @@ pub(crate) struct Context {
     pub backoff: troupe_runtime::supervision::Backoff,
     /// One writer at a time per swarm's memory.
     pub swarm_locks: crate::swarm::memory::Locks,
+    /// Wakes swarm conductors waiting on tasks and members.
+    pub swarm_watch: crate::swarm::Watch,
 }
 
 impl Context {

@@ -3,13 +3,15 @@
 //! an idempotency key made of the swarm task's id and the step, so a coordinator that takes a
 //! task up again after a restart finds the tasks it had submitted instead of submitting more.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::Notify;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use troupe_runtime::events::{EventFilter, NewEvent};
+use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::Batch;
 
 use super::rules::{self, Aggregate, Answer};
@@ -312,6 +314,73 @@ enum Settled {
     MemberLost(String),
 }
 
+/// Wakes those waiting on an entity (a task, a member) when an event about it is committed.
+/// One pump reads the node's live events for all of them, so a thousand conductors cost one
+/// subscription, not a thousand.
+#[derive(Clone, Default)]
+pub struct Watch(Arc<WatchInner>);
+
+#[derive(Default)]
+struct WatchInner {
+    subjects: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+    pump: OnceLock<()>,
+}
+
+/// A registration: while held, its notify is woken by each event about the subject.
+struct Watching {
+    watch: Watch,
+    subject: String,
+    notify: Arc<Notify>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let mut subjects = self.watch.0.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, n)) = subjects.get_mut(&self.subject) {
+            *n -= 1;
+            if *n == 0 {
+                subjects.remove(&self.subject);
+            }
+        }
+    }
+}
+
+impl Watch {
+    fn watch(&self, store: &troupe_runtime::store::Store, subject: &str) -> Watching {
+        self.0.pump.get_or_init(|| {
+            let mut live = store.live();
+            let inner = Arc::downgrade(&self.0);
+            tokio::spawn(async move {
+                loop {
+                    let event = live.recv().await;
+                    let Some(inner) = inner.upgrade() else { return };
+                    let subjects = inner.subjects.lock().unwrap_or_else(|p| p.into_inner());
+                    match event {
+                        Ok(e) => {
+                            if let Some((n, _)) = e.subject.as_deref().and_then(|s| subjects.get(s)) {
+                                n.notify_waiters();
+                            }
+                        }
+                        // Fell behind: everyone looks again.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            subjects.values().for_each(|(n, _)| n.notify_waiters())
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        });
+        let mut subjects = self.0.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = subjects.entry(subject.to_owned()).or_insert_with(|| (Arc::new(Notify::new()), 0));
+        entry.1 += 1;
+        Watching {
+            watch: self.clone(),
+            subject: subject.to_owned(),
+            notify: entry.0.clone(),
+        }
+    }
+}
+
 /// Whether a member can no longer do what it was given: FAILED (given up on) or gone.
 async fn lost(api: &Api, member: &str) -> Result<bool, ApiError> {
     Ok(match api.agents().get(member).await? {
@@ -324,19 +393,19 @@ async fn lost(api: &Api, member: &str) -> Result<bool, ApiError> {
 /// lost (a subtask cancelled because its member was lost counts as lost, so a conductor
 /// taking the work up again after a restart follows it to where it went).
 async fn wait_on(api: &Api, id: &str, member: Option<&str>) -> Result<Settled, ApiError> {
-    let after = api.store().last_seq().await?;
-    let about = |subject: &str| {
-        let filter = EventFilter {
-            kinds: None,
-            subject: Some(subject.to_owned()),
-        };
-        troupe_runtime::events::subscribe(api.store(), after, filter).boxed()
-    };
-    let mut events = match member {
-        Some(m) => futures::stream::select(about(id), about(m)).boxed(),
-        None => about(id),
-    };
+    let watch = api.swarm_watch();
+    let task_events = watch.watch(api.store(), id);
+    let member_events = member.map(|m| watch.watch(api.store(), m));
     loop {
+        // Enabled before looking, so an event between the look and the wait still wakes.
+        let task_changed = task_events.notify.notified();
+        let member_changed = member_events.as_ref().map(|w| w.notify.notified());
+        tokio::pin!(task_changed);
+        task_changed.as_mut().enable();
+        let mut member_changed = member_changed.map(Box::pin);
+        if let Some(m) = member_changed.as_mut() {
+            m.as_mut().enable();
+        }
         let task = api
             .tasks()
             .get(id)
@@ -351,10 +420,14 @@ async fn wait_on(api: &Api, id: &str, member: Option<&str>) -> Result<Settled, A
         if state.is_terminal() {
             return Ok(Settled::Done(Box::new(task)));
         }
-        match events.next().await {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(ApiError::Unavailable("the event log closed".into())),
+        match member_changed {
+            Some(m) => {
+                tokio::select! {
+                    _ = task_changed => {}
+                    _ = m => {}
+                }
+            }
+            None => task_changed.await,
         }
     }
 }
