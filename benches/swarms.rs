@@ -37,14 +37,32 @@ fn swarm(name: String, topology: Topology, size: u32) -> CreateSwarmRequest {
     }
 }
 
-/// Submits `n` swarm tasks from 64 submitters and waits until each has ended.
-async fn swarm_tasks(api: &Api, id: &str, n: usize, mode: impl Fn(usize) -> SwarmTaskMode) -> Duration {
+const SUBMITTERS: usize = 64;
+
+/// Runs `submit(i)` for `TASKS` values of i from `SUBMITTERS` concurrent submitters, then
+/// waits for as many `kind` events; how long all took.
+async fn run<F, Fut>(api: &Api, kind: &str, submit: F) -> Duration
+where
+    F: Fn(Api, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let after = api.last_seq().await.expect("seq");
     let started = Instant::now();
-    for i in 0..n {
-        api.swarms().submit_task(id, mode(i)).await.expect("submit");
+    let per = TASKS / SUBMITTERS;
+    let submitters: Vec<_> = (0..SUBMITTERS)
+        .map(|s| {
+            let (api, submit) = (api.clone(), submit.clone());
+            tokio::spawn(async move {
+                for i in 0..per {
+                    submit(api.clone(), s * per + i).await;
+                }
+            })
+        })
+        .collect();
+    for s in submitters {
+        s.await.expect("submitter");
     }
-    common::await_events(api, after, "SWARM_TASK_SUCCEEDED", n, Duration::from_secs(600)).await;
+    common::await_events(api, after, kind, per * SUBMITTERS, Duration::from_secs(600)).await;
     started.elapsed()
 }
 
@@ -76,9 +94,17 @@ async fn main() {
     let grown = common::rss_bytes().saturating_sub(rss_before) as f64;
     let agents = SWARMS * MEMBERS as usize;
     println!("{SWARMS} swarms x {MEMBERS} builtin echo agents ({agents} agents), created one after another");
-    common::report("  all created (each answered with its members started)", took.as_secs_f64(), "s");
+    common::report(
+        "  all created (each answered with its members started)",
+        took.as_secs_f64(),
+        "s",
+    );
     common::report("  per swarm", took.as_secs_f64() * 1e3 / SWARMS as f64, "ms");
-    common::report("  memory per swarm (RSS delta, members included)", grown / SWARMS as f64 / 1024.0, "KiB");
+    common::report(
+        "  memory per swarm (RSS delta, members included)",
+        grown / SWARMS as f64 / 1024.0,
+        "KiB",
+    );
     common::report("  memory per member", grown / agents as f64 / 1024.0, "KiB");
     for id in &ids {
         api.swarms().destroy(id).await.expect("destroy");
@@ -91,27 +117,32 @@ async fn main() {
             .await
             .expect("spawn");
     }
-    let after = api.last_seq().await.expect("seq");
-    let started = Instant::now();
-    for i in 0..TASKS {
+    let took = run(&api, "TASK_SUCCEEDED", |api: Api, i| async move {
         let req = SubmitTaskRequest::to_capability("echo", json!({ "i": i }));
         api.tasks().submit(req, None).await.expect("submit");
-    }
-    common::await_events(&api, after, "TASK_SUCCEEDED", TASKS, Duration::from_secs(600)).await;
-    let plain = TASKS as f64 / started.elapsed().as_secs_f64();
+    })
+    .await;
+    let plain = TASKS as f64 / took.as_secs_f64();
     // The plain agents stay, but their capability is not the swarm's: only members take its work.
     let mesh = api
         .swarms()
         .create(swarm("mesh".into(), Topology::Mesh, MEMBERS))
         .await
         .expect("create");
-    let single = |i: usize| SwarmTaskMode::Single {
-        capabilities: Vec::new(),
-        payload: json!({ "i": i }),
-    };
-    let took = swarm_tasks(&api, &mesh.spec.id, TASKS, single).await;
+    let swarm_id = mesh.spec.id.clone();
+    let took = run(&api, "SWARM_TASK_SUCCEEDED", move |api: Api, i| {
+        let id = swarm_id.clone();
+        async move {
+            let mode = SwarmTaskMode::Single {
+                capabilities: Vec::new(),
+                payload: json!({ "i": i }),
+            };
+            api.swarms().submit_task(&id, mode).await.expect("submit");
+        }
+    })
+    .await;
     let swarmed = TASKS as f64 / took.as_secs_f64();
-    println!("{TASKS} one-step tasks over {MEMBERS} builtin echo agents, submitted one after another");
+    println!("{TASKS} one-step tasks over {MEMBERS} builtin echo agents, {SUBMITTERS} submitters");
     common::report("  plain tasks by capability", plain, "tasks/s");
     common::report("  a mesh swarm's SINGLE tasks", swarmed, "tasks/s");
     common::report("  swarm / plain", swarmed / plain, "x");
@@ -132,7 +163,10 @@ async fn main() {
     let mut ends = Box::pin(api.subscribe(after, filter));
     for i in 0..GATHERS {
         let t = Instant::now();
-        api.swarms().submit_task(&mesh.spec.id, gather(i)).await.expect("submit");
+        api.swarms()
+            .submit_task(&mesh.spec.id, gather(i))
+            .await
+            .expect("submit");
         let end = ends.next().await.expect("an end").expect("an event");
         assert_eq!(end.kind, "SWARM_TASK_SUCCEEDED", "{end:?}");
         h.record(t.elapsed().as_micros() as u64).expect("record");

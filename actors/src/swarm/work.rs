@@ -215,8 +215,16 @@ struct Team {
     running: Vec<(String, Vec<String>, usize)>,
 }
 
-async fn team_of(api: &Api, swarm: &str) -> Result<Team, ApiError> {
+/// The swarm as a conductor needs it now. Its running members are read unless the swarm is
+/// MESH and `members` is false: mesh work goes to the shared queue without a pick.
+async fn team_of(api: &Api, swarm: &str, members: bool) -> Result<Team, ApiError> {
     let spec = super::coordinator::load_spec(api.store(), swarm).await?;
+    if !members && spec.topology == Topology::Mesh {
+        return Ok(Team {
+            spec,
+            running: Vec::new(),
+        });
+    }
     let owner = Owner::Swarm(swarm.to_owned());
     let running = api
         .agents()
@@ -302,6 +310,27 @@ async fn record_subtasks(api: &Api, id: &str, ids: &[String], topology: Topology
     save(api, &task, None).await
 }
 
+/// Submits independent subtasks in one commit (a graph without dependencies); their ids, in
+/// order.
+async fn submit_all(
+    api: &Api,
+    id: &str,
+    step: &str,
+    requests: Vec<SubmitTaskRequest>,
+) -> Result<Vec<String>, ApiError> {
+    let graph = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| GraphTask {
+            key: format!("{step}-{i}"),
+            request,
+        })
+        .collect();
+    let key = format!("swarm-task/{id}/{step}");
+    let made = api.tasks().submit_graph(graph, Some(key)).await?;
+    Ok(made.into_iter().map(|t| t.spec.id).collect())
+}
+
 async fn submit(api: &Api, id: &str, step: &str, req: SubmitTaskRequest) -> Result<String, ApiError> {
     let key = format!("swarm-task/{id}/{step}");
     Ok(api.tasks().submit(req, Some(key)).await?.spec.id)
@@ -371,7 +400,9 @@ impl Watch {
             });
         });
         let mut subjects = self.0.subjects.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = subjects.entry(subject.to_owned()).or_insert_with(|| (Arc::new(Notify::new()), 0));
+        let entry = subjects
+            .entry(subject.to_owned())
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
         entry.1 += 1;
         Watching {
             watch: self.clone(),
@@ -463,7 +494,7 @@ async fn settle(
             break;
         }
         let _ = api.tasks().cancel(&sub, None).await;
-        let team = team_of(api, work.swarm).await?;
+        let team = team_of(api, work.swarm, work.topology != Topology::Mesh).await?;
         let req = team.request(work.topology, work.capabilities, work.payload.clone(), round)?;
         let again = submit(api, id, &format!("{step}/again-{round}"), req.clone()).await?;
         let data =
@@ -492,7 +523,7 @@ fn outcome(task: &TaskRecord) -> Result<Value, String> {
 
 /// Hands one piece of work out (as `turn` picks) and waits for its result.
 async fn one(api: &Api, id: &str, step: &str, turn: usize, work: Work<'_>) -> Result<Value, ApiError> {
-    let team = team_of(api, work.swarm).await?;
+    let team = team_of(api, work.swarm, work.topology != Topology::Mesh).await?;
     let req = team.request(work.topology, work.capabilities, work.payload.clone(), turn)?;
     let member = req.agent_id.clone();
     let sub = submit(api, id, step, req).await?;
@@ -504,7 +535,7 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
     let task = load(api, id).await?;
     match task.mode {
         SwarmTaskMode::Single { capabilities, payload } => {
-            let team = team_of(api, &task.swarm).await?;
+            let team = team_of(api, &task.swarm, false).await?;
             let topology = topology_for(api, &team, false, 1).await?;
             let work = Work {
                 swarm: &task.swarm,
@@ -520,7 +551,7 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
             capabilities,
             payload,
         } => {
-            let team = team_of(api, &task.swarm).await?;
+            let team = team_of(api, &task.swarm, true).await?;
             let capable = team.capable(&capabilities);
             if capable.len() < k as usize {
                 return Err(ApiError::Unavailable(format!(
@@ -528,13 +559,13 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
                     capable.len()
                 )));
             }
-            let mut subs = Vec::new();
-            for (i, member) in capable.iter().take(k as usize).enumerate() {
+            let requests = capable.iter().take(k as usize).map(|member| {
                 let mut req = SubmitTaskRequest::to_capability(String::new(), payload.clone());
                 req.capability = None;
                 req.agent_id = Some((*member).to_owned());
-                subs.push(submit(api, id, &format!("scatter-{i}"), req).await?);
-            }
+                req
+            });
+            let subs = submit_all(api, id, "scatter", requests.collect()).await?;
             record_subtasks(api, id, &subs, Topology::Hierarchical).await?;
             let mut answers = Vec::new();
             for (sub, member) in subs.iter().zip(&capable) {
@@ -564,7 +595,7 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
         SwarmTaskMode::Pipeline { stages, input } => {
             let mut value = input;
             for (i, stage) in stages.iter().enumerate() {
-                let team = team_of(api, &task.swarm).await?;
+                let team = team_of(api, &task.swarm, false).await?;
                 let topology = topology_for(api, &team, true, 1).await?;
                 let work = Work {
                     swarm: &task.swarm,
@@ -578,16 +609,17 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
         }
         SwarmTaskMode::MapReduce { items, map, reduce } => {
             let items = items.as_array().cloned().unwrap_or_default();
-            let team = team_of(api, &task.swarm).await?;
+            let team = team_of(api, &task.swarm, false).await?;
             let topology = topology_for(api, &team, false, items.len()).await?;
-            let mut subs = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                let req = team.request(topology, &map.capabilities, item.clone(), i)?;
-                let member = req.agent_id.clone();
-                subs.push((submit(api, id, &format!("map-{i}"), req).await?, member));
-            }
-            let ids: Vec<String> = subs.iter().map(|(s, _)| s.clone()).collect();
+            let requests = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| team.request(topology, &map.capabilities, item.clone(), i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let members: Vec<Option<String>> = requests.iter().map(|r| r.agent_id.clone()).collect();
+            let ids = submit_all(api, id, "map", requests).await?;
             record_subtasks(api, id, &ids, topology).await?;
+            let subs: Vec<(String, Option<String>)> = ids.into_iter().zip(members).collect();
             let mut results = Vec::new();
             for (i, (sub, item)) in subs.into_iter().zip(items).enumerate() {
                 let work = Work {
@@ -613,7 +645,7 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
             } else {
                 steps
             };
-            let team = team_of(api, &task.swarm).await?;
+            let team = team_of(api, &task.swarm, false).await?;
             let has_dependencies = steps.iter().any(|s| !s.depends_on.is_empty());
             let topology = topology_for(api, &team, has_dependencies, steps.len()).await?;
             let mut graph = Vec::new();
