@@ -34,6 +34,7 @@ fn swarm(name: String, topology: Topology, size: u32) -> CreateSwarmRequest {
         strategy: MemberStrategy::OneForOne,
         autoscale: None,
         memory_limit_bytes: None,
+        lead: None,
     }
 }
 

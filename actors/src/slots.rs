@@ -80,6 +80,8 @@ pub struct Slots {
     pub agents: Slot<SupervisorMsg>,
     /// The node's `swarms` supervisor.
     pub swarms: Slot<SupervisorMsg>,
+    /// Each swarm's own supervisor (members, coordinator, sub-teams), by swarm id.
+    pub swarm_supervisors: SlotMap<SupervisorMsg>,
     /// Each swarm's members supervisor, by swarm id.
     pub members: SlotMap<SupervisorMsg>,
     /// Each swarm's coordinator, by swarm id.

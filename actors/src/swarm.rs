@@ -5,7 +5,8 @@
 //! swarms (one_for_one)
 //! └── <swarm id> (one_for_one, members first)
 //!     ├── members      the swarm's agents (one_for_one or one_for_all, as the swarm asks)
-//!     └── coordinator  sizes the swarm, follows its health, conducts its tasks
+//!     ├── coordinator  sizes the swarm, follows its health, conducts its tasks
+//!     └── <team id>    a sub-team led by one of the members: a swarm subtree of its own
 //! ```
 //!
 //! A coordinator that crashes is restarted alone and finds the members still running: it
@@ -31,10 +32,11 @@ pub(crate) use coordinator::load_spec;
 pub use coordinator::{Coordinator, CoordinatorMsg};
 pub use rules::{Aggregate, Answer};
 pub use spec::{
-    queue_capability, Autoscale, CreateSwarmRequest, MemberStrategy, SwarmHealth, SwarmSpec, SwarmStatus, SwarmView,
-    Template, Topology,
+    queue_capability, Autoscale, CreateSwarmRequest, Lead, MemberStrategy, SwarmHealth, SwarmSpec, SwarmStatus,
+    SwarmView, Template, Topology,
 };
 pub(crate) use work::status as load_status;
+pub(crate) use work::wait_end;
 pub use work::{Stage, Step, SwarmTask, SwarmTaskMode, SwarmTaskState, Watch};
 
 use crate::agent::{AgentsChild, Owner};
@@ -71,7 +73,7 @@ impl ChildSpec for SwarmsChild {
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
             let store = self.api.store().clone();
-            let children = ids(&store)
+            let children = teams_of(&store, None)
                 .await?
                 .into_iter()
                 .map(|id| swarm_child(&self.api, id))
@@ -99,6 +101,27 @@ pub(crate) async fn ids(store: &troupe_runtime::store::Store) -> Result<Vec<Stri
             let mut out = Vec::new();
             v.scan(SWARMS, None, |id, _| {
                 out.push(id.to_owned());
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+        .await?)
+}
+
+/// The ids of the swarms that hang under `parent` (the top-level ones for `None`), in id order.
+pub(crate) async fn teams_of(
+    store: &troupe_runtime::store::Store,
+    parent: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
+    let parent = parent.map(str::to_owned);
+    Ok(store
+        .view(move |v| {
+            let mut out = Vec::new();
+            v.scan(SWARMS, None, |id, bytes| {
+                let spec: SwarmSpec = troupe_runtime::codec::decode(bytes)?;
+                if spec.lead.map(|l| l.swarm) == parent {
+                    out.push(id.to_owned());
+                }
                 Ok(true)
             })?;
             Ok(out)
@@ -161,16 +184,21 @@ impl ChildSpec for SwarmChild {
                 api: self.api.clone(),
                 id: self.id.clone(),
             });
+            let mut children = vec![members, coordinator];
+            for team in teams_of(&store, Some(&self.id)).await? {
+                children.push(swarm_child(&self.api, team));
+            }
             let args = SupervisorArgs {
                 name: format!("swarm {}", spec.name),
                 strategy: Strategy::OneForOne,
                 intensity: None,
                 backoff: self.api.backoff(),
-                children: vec![members, coordinator],
+                children,
                 start_order: StartOrder::Sequential,
                 store,
             };
             let (sup, _) = Actor::spawn_linked(None, Supervisor, args, supervisor).await?;
+            self.api.slots().swarm_supervisors.set(&self.id, sup.clone());
             Ok(sup.get_cell())
         })
     }

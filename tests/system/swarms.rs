@@ -83,6 +83,46 @@ fn alive(dir: &Path) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+fn child(v: &Value, id: &str) -> Result<Value> {
+    v["supervisor"]["children"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == id).cloned())
+        .with_context(|| format!("no {id} in {v}"))
+}
+
+fn children(v: &Value) -> Vec<&str> {
+    v["supervisor"]["children"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["id"].as_str())
+        .collect()
+}
+
+/// The supervision tree's node at core > swarms > path[0] > path[1] > ..., with its children
+/// (and theirs, for a top-level swarm: queries nest at most 12 deep).
+async fn in_tree(node: &Node, path: &[&str]) -> Result<Value> {
+    let mut selection = match path.len() {
+        1 => "id kind state supervisor { name strategy children { id kind state supervisor { children { id } } } }",
+        _ => "id kind supervisor { children { id } }",
+    }
+    .to_owned();
+    for _ in 0..path.len() + 1 {
+        selection = format!("id kind supervisor {{ children {{ {selection} }} }}");
+    }
+    let q = format!("{{ supervisionTree {{ children {{ {selection} }} }} }}");
+    let tree = node.gql_ok(&q, json!({})).await?["supervisionTree"].clone();
+    let mut at = tree["children"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == "core").cloned())
+        .context("core")?;
+    at = child(&at, "swarms")?;
+    for id in path {
+        at = child(&at, id)?;
+    }
+    Ok(at)
+}
+
 fn pid_dir(node: &Node) -> Result<PathBuf> {
     let dir = node.data_dir().join("pids");
     std::fs::create_dir_all(&dir)?;
@@ -108,29 +148,10 @@ async fn a_swarm_starts_its_members_scales_and_its_destruction_leaves_no_process
     let s = wait_swarm(&node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
     ensure!(s["statusReason"] == "all 3 members run", "{s}");
     // Members are the swarm's own subtree: core > swarms > the swarm > members, coordinator.
-    let q = "{ supervisionTree { children { id supervisor { children { id supervisor { children { id kind \
-             supervisor { name strategy children { id kind state supervisor { children { id } } } } } } } } } } }";
-    let tree = node.gql_ok(q, json!({})).await?["supervisionTree"].clone();
-    let find = |v: &Value, id: &str| -> Result<Value> {
-        v["supervisor"]["children"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["id"] == id).cloned())
-            .with_context(|| format!("no {id} in {v}"))
-    };
-    let core = tree["children"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["id"] == "core").cloned())
-        .context("core")?;
-    let ours = find(&find(&core, "swarms")?, &id)?;
+    let ours = in_tree(&node, &[&id]).await?;
     ensure!(ours["kind"] == "SWARM", "{ours}");
-    let sub: Vec<&str> = ours["supervisor"]["children"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["id"].as_str())
-        .collect();
-    ensure!(sub == ["members", "coordinator"], "{ours}");
-    let in_tree = find(&ours, "members")?["supervisor"]["children"]
+    ensure!(children(&ours) == ["members", "coordinator"], "{ours}");
+    let in_tree = child(&ours, "members")?["supervisor"]["children"]
         .as_array()
         .map(Vec::len);
     ensure!(in_tree == Some(3), "{ours}");
@@ -678,5 +699,118 @@ async fn a_failed_members_work_returns_to_the_swarm_and_its_health_follows() -> 
         health == [json!("SWARM_HEALTHY"), json!("SWARM_DEGRADED")],
         "{health:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_member_leads_a_sub_team_that_does_its_part_of_a_plan_inside_the_swarms_subtree() -> Result<()> {
+    let mut node = Node::start(NodeOpts::named("swarm-nested")).await?;
+    let pids = pid_dir(&node)?;
+    let env = [("PID_DIR", pids.display().to_string())];
+    // The leader is the newest member, so scaling down would pick it first.
+    let company = create(
+        &node,
+        json!({ "name": "company", "templates": [
+            template("math", &["exact"], 1, &env),
+            template("lead", &["lead"], 1, &env),
+        ] }),
+    )
+    .await?;
+    let company_id = text(&company, "/id")?;
+    let leader = members(&company)
+        .iter()
+        .find(|m| m["name"].as_str().is_some_and(|n| n.starts_with("lead-")))
+        .and_then(|m| m["id"].as_str().map(str::to_owned))
+        .context("the lead member")?;
+    let math = text(&members(&company)[0], "/id")?;
+
+    let team = |leader: &str| {
+        json!({ "name": "squad", "parent": company_id, "leader": leader,
+        "templates": [template("math", &["exact"], 3, &env)] })
+    };
+    let q = format!(
+        "mutation($input: CreateSwarmInput!) {{ createSwarm(input: $input) {{ {SWARM_FIELDS} parent {{ id }} leader {{ id }} }} }}"
+    );
+    let squad = node.gql_ok(&q, json!({ "input": team(&leader) })).await?["createSwarm"].clone();
+    let squad_id = text(&squad, "/id")?;
+    ensure!(
+        squad["parent"]["id"] == company_id && squad["leader"]["id"] == leader,
+        "{squad}"
+    );
+    ensure!(members(&squad).len() == 3, "{squad}");
+    let again = node.gql(&q, json!({ "input": team(&leader) })).await?;
+    ensure!(
+        error_code(&again).as_deref() == Some("CONFLICT"),
+        "one team per leader: {again}"
+    );
+    let outsider = text(&members(&squad)[0], "/id")?;
+    let outsider = node.gql(&q, json!({ "input": team(&outsider) })).await?;
+    ensure!(error_code(&outsider).as_deref() == Some("INVALID_INPUT"), "{outsider}");
+    let half = node
+        .gql(&q, json!({ "input": { "name": "x", "parent": company_id } }))
+        .await?;
+    ensure!(error_code(&half).as_deref() == Some("INVALID_INPUT"), "{half}");
+
+    // The team's subtree runs inside the company's: core > swarms > company > squad.
+    let tree = in_tree(&node, &[&company_id]).await?;
+    ensure!(
+        children(&tree) == ["members", "coordinator", squad_id.as_str()],
+        "{tree}"
+    );
+    let inner = in_tree(&node, &[&company_id, &squad_id]).await?;
+    ensure!(
+        inner["kind"] == "SWARM" && children(&inner) == ["members", "coordinator"],
+        "{inner}"
+    );
+
+    // The leader's step goes to its team (a MAP_REDUCE the team's members do); the step
+    // after it sums what it got: 1 + 4 + 9 + 16.
+    let plan = json!({ "mode": "PLAN", "steps": [
+        { "key": "squares", "capabilities": ["lead"], "payload": { "numbers": [1, 2, 3, 4] } },
+        { "key": "total", "capabilities": ["exact"], "dependsOn": ["squares"] },
+    ] });
+    let done = run_task(&node, &company_id, plan).await?;
+    ensure!(done["state"] == "SUCCEEDED" && done["result"] == 30, "{done}");
+    let q = "query($id: ID!) { swarm(id: $id) { teams { id } tasks { mode state result subtasks } } }";
+    let seen = node.gql_ok(q, json!({ "id": squad_id })).await?["swarm"].clone();
+    let tasks = seen["tasks"].as_array().context("tasks")?;
+    ensure!(
+        tasks.len() == 1
+            && tasks[0]["mode"] == "MAP_REDUCE"
+            && tasks[0]["result"] == 30
+            && tasks[0]["subtasks"].as_array().map(Vec::len) == Some(5),
+        "the squad did the squaring: {seen}"
+    );
+    let teams = node.gql_ok(q, json!({ "id": company_id })).await?["swarm"]["teams"].clone();
+    ensure!(teams == json!([{ "id": squad_id }]), "{teams}");
+
+    // Scaling the company down keeps the member leading a team.
+    let q = format!("mutation($id: ID!, $n: Int!) {{ scaleSwarm(id: $id, size: $n) {{ {SWARM_FIELDS} }} }}");
+    let down = node.gql_ok(&q, json!({ "id": company_id, "n": 1 })).await?["scaleSwarm"].clone();
+    let kept: Vec<Value> = members(&down).iter().map(|m| m["id"].clone()).collect();
+    ensure!(kept == [json!(leader)], "kept {kept:?}, not the leader; {math} goes");
+
+    // A node killed and restarted brings the team back inside the company.
+    node.kill9().await?;
+    node.restart().await?;
+    wait_swarm(&node, &squad_id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    let tree = in_tree(&node, &[&company_id]).await?;
+    ensure!(children(&tree).contains(&squad_id.as_str()), "{tree}");
+    let single = json!({ "mode": "SINGLE", "capabilities": ["lead"], "payload": { "numbers": [1, 2, 3, 4] } });
+    let done = run_task(&node, &company_id, single).await?;
+    ensure!(done["state"] == "SUCCEEDED" && done["result"] == 30, "{done}");
+
+    // Destroying the company destroys its team: no swarm, no process.
+    node.gql_ok(
+        "mutation($id: ID!) { destroySwarm(id: $id) { id } }",
+        json!({ "id": company_id }),
+    )
+    .await?;
+    ensure!(swarm(&node, &squad_id).await?.is_null(), "the squad is gone");
+    node.wait_event("SWARM_DESTROYED", &squad_id).await?;
+    let deadline = Deadline::after(WAIT, "every member process to be gone");
+    while !alive(&pids).is_empty() {
+        deadline.tick(format!("{:?}", alive(&pids))).await?;
+    }
     Ok(())
 }

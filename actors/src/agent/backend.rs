@@ -60,6 +60,12 @@ pub enum OutgoingKind {
     },
     /// Reads or writes its swarm's memory (a process agent's `memory` line).
     Memory(crate::swarm::memory::Op),
+    /// Gives the sub-team it leads a swarm task and waits for its result (a leader's
+    /// `team_task` line).
+    TeamTask {
+        mode: crate::swarm::SwarmTaskMode,
+        timeout_ms: u64,
+    },
 }
 
 /// How a backend reaches its agent actor.

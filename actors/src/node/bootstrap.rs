@@ -260,16 +260,23 @@ fn courier(api: &Api, slots: &Slots) -> tokio::task::JoinHandle<()> {
                         .publish(topic, payload, priority)
                         .await
                         .map(|(queued, _)| serde_json::json!({ "queued": queued })),
-                    // The code leads, so an agent can tell a lost compare-and-set (CONFLICT).
-                    OutgoingKind::Memory(op) => match api.swarms().agent_memory(&out.from, op).await {
-                        Ok(v) => Ok(v),
-                        Err(e) => Err(crate::error::ApiError::Unavailable(format!("{}: {e}", e.code()))),
-                    },
+                    OutgoingKind::Memory(op) => api.swarms().agent_memory(&out.from, op).await.map_err(coded),
+                    OutgoingKind::TeamTask { mode, timeout_ms } => api
+                        .swarms()
+                        .lead_task(&out.from, mode, Duration::from_millis(timeout_ms))
+                        .await
+                        .map_err(coded),
                 };
                 let _ = out.answer.send(answer.map_err(|e| e.to_string()));
             });
         }
     })
+}
+
+/// An error for an agent, its code first, so it can tell a lost compare-and-set (CONFLICT)
+/// from the rest.
+fn coded(e: crate::error::ApiError) -> crate::error::ApiError {
+    crate::error::ApiError::Unavailable(format!("{}: {e}", e.code()))
 }
 
 /// Refuses a store written by an older release (its records would not decode), and marks a

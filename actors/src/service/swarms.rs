@@ -16,8 +16,8 @@ use crate::agent::Owner;
 use crate::error::ApiError;
 use crate::swarm::memory::{self, Entry, Write};
 use crate::swarm::{
-    CoordinatorMsg, CreateSwarmRequest, SwarmSpec, SwarmStatus, SwarmTask, SwarmTaskMode, SwarmTaskState, SwarmView,
-    Topology,
+    CoordinatorMsg, CreateSwarmRequest, Lead, SwarmSpec, SwarmStatus, SwarmTask, SwarmTaskMode, SwarmTaskState,
+    SwarmView, Topology,
 };
 use crate::tables::{SWARMS, SWARM_STATUS, SWARM_TASKS};
 
@@ -66,8 +66,12 @@ impl Swarms {
             memory_limit_bytes: req
                 .memory_limit_bytes
                 .unwrap_or(crate::swarm::spec::DEFAULT_MEMORY_LIMIT),
+            lead: req.lead.clone(),
             created_at: troupe_runtime::clock::now(),
         };
+        if let Some(lead) = &req.lead {
+            self.check_lead(lead).await?;
+        }
         for member in &req.members {
             self.local(member)?;
             let view = self
@@ -81,7 +85,11 @@ impl Swarms {
             }
         }
         let status = SwarmStatus::new(spec.topology);
-        let data = json!({ "name": spec.name, "topology": spec.topology.as_str(), "size": spec.size });
+        let mut data = json!({ "name": spec.name, "topology": spec.topology.as_str(), "size": spec.size });
+        if let Some(lead) = &spec.lead {
+            data["parent"] = json!(lead.swarm);
+            data["leader"] = json!(lead.agent);
+        }
         let batch = Batch::new()
             .put(SWARMS, id.clone(), troupe_runtime::codec::encode(&spec)?)
             .put(SWARM_STATUS, id.clone(), troupe_runtime::codec::encode(&status)?)
@@ -92,17 +100,12 @@ impl Swarms {
                 .move_to(member, Owner::Swarm(id.clone()), &spec.queue_capability())
                 .await?;
         }
-        let supervisor = self
-            .ctx
-            .slots
-            .swarms
-            .get()
-            .ok_or_else(|| ApiError::Unavailable("the swarms supervisor is not running".into()))?;
+        let supervisor = self.parent_supervisor(&spec)?;
         let child = crate::swarm::swarm_child(&self.api(), id.clone());
         ask(
             &supervisor,
             |r| SupervisorMsg::StartChild(child, r),
-            "the swarms supervisor",
+            "the swarm's supervisor",
         )
         .await?
         .map_err(|e| ApiError::Internal(format!("swarm {id} did not start: {e}")))?;
@@ -122,10 +125,89 @@ impl Swarms {
             .into_iter()
             .map(|v| v.spec.id)
             .collect();
-        Ok(SwarmView { spec, status, members })
+        let teams = crate::swarm::teams_of(&self.ctx.store, Some(id)).await?;
+        Ok(SwarmView {
+            spec,
+            status,
+            members,
+            teams,
+        })
     }
 
-    /// This node's swarms, in id order.
+    /// The supervisor a swarm's subtree runs under: its parent swarm's for a sub-team, else
+    /// the node's `swarms`.
+    fn parent_supervisor(&self, spec: &SwarmSpec) -> Result<ractor::ActorRef<SupervisorMsg>, ApiError> {
+        match &spec.lead {
+            Some(lead) => {
+                self.ctx.slots.swarm_supervisors.get(&lead.swarm).ok_or_else(|| {
+                    ApiError::Unavailable(format!("the supervisor of swarm {} is not running", lead.swarm))
+                })
+            }
+            None => self
+                .ctx
+                .slots
+                .swarms
+                .get()
+                .ok_or_else(|| ApiError::Unavailable("the swarms supervisor is not running".into())),
+        }
+    }
+
+    /// A sub-team's lead: its parent is a swarm of this node, not nested too deep, and its
+    /// leader a member of it that leads no other team.
+    async fn check_lead(&self, lead: &Lead) -> Result<(), ApiError> {
+        self.local(&lead.swarm)?;
+        let mut depth = 1;
+        let mut above = Some(lead.swarm.clone());
+        while let Some(swarm) = above {
+            depth += 1;
+            above = crate::swarm::load_spec(&self.ctx.store, &swarm)
+                .await
+                .map_err(|_| ApiError::NotFound(format!("no swarm {swarm} to be the parent")))?
+                .lead
+                .map(|l| l.swarm);
+        }
+        if depth > crate::swarm::spec::MAX_DEPTH {
+            return Err(ApiError::invalid(format!(
+                "sub-teams nest at most {} deep",
+                crate::swarm::spec::MAX_DEPTH
+            )));
+        }
+        if self.owner_of(&lead.agent).await? != Owner::Swarm(lead.swarm.clone()) {
+            return Err(ApiError::invalid(format!(
+                "the leader {} is not a member of swarm {}",
+                lead.agent, lead.swarm
+            )));
+        }
+        if let Some(team) = self.led_by(&lead.agent).await? {
+            return Err(ApiError::Conflict(format!(
+                "agent {} already leads team {team}",
+                lead.agent
+            )));
+        }
+        Ok(())
+    }
+
+    /// The team `agent` leads, if any.
+    async fn led_by(&self, agent: &str) -> Result<Option<String>, ApiError> {
+        let agent = agent.to_owned();
+        Ok(self
+            .ctx
+            .store
+            .view(move |v| {
+                let mut led = None;
+                v.scan(SWARMS, None, |id, bytes| {
+                    let spec: SwarmSpec = troupe_runtime::codec::decode(bytes)?;
+                    if spec.lead.is_some_and(|l| l.agent == agent) {
+                        led = Some(id.to_owned());
+                    }
+                    Ok(led.is_none())
+                })?;
+                Ok(led)
+            })
+            .await?)
+    }
+
+    /// This node's swarms, sub-teams included, in id order.
     pub async fn list(&self) -> Result<Vec<SwarmView>, ApiError> {
         let ids = crate::swarm::ids(&self.ctx.store).await?;
         let mut out = Vec::with_capacity(ids.len());
@@ -187,20 +269,20 @@ impl Swarms {
     pub async fn destroy(&self, id: &str) -> Result<SwarmView, ApiError> {
         self.local(id)?;
         let view = self.get(id).await?;
-        let supervisor = self
-            .ctx
-            .slots
-            .swarms
-            .get()
-            .ok_or_else(|| ApiError::Unavailable("the swarms supervisor is not running".into()))?;
+        // Its sub-teams go first, each the same way.
+        for team in &view.teams {
+            Box::pin(self.destroy(team)).await?;
+        }
+        let supervisor = self.parent_supervisor(&view.spec)?;
         ask(
             &supervisor,
             |r| SupervisorMsg::TerminateChild(id.to_owned(), r),
-            "the swarms supervisor",
+            "the swarm's supervisor",
         )
         .await?;
         self.ctx.slots.members.remove(id);
         self.ctx.slots.coordinators.remove(id);
+        self.ctx.slots.swarm_supervisors.remove(id);
         self.ctx.store.flush().await?;
         for member in &view.members {
             self.agents().act_local(member, AgentAction::Remove, None).await?;
@@ -344,6 +426,30 @@ impl Swarms {
             let _ = c.cast(CoordinatorMsg::Conduct(task.id.clone()));
         }
         Ok(task)
+    }
+
+    /// A leader's swarm task for the team it leads: submitted, then waited on for at most
+    /// `timeout`; its result.
+    pub async fn lead_task(
+        &self,
+        agent: &str,
+        mode: SwarmTaskMode,
+        timeout: std::time::Duration,
+    ) -> Result<serde_json::Value, ApiError> {
+        let team = self
+            .led_by(agent)
+            .await?
+            .ok_or_else(|| ApiError::invalid(format!("agent {agent} leads no team")))?;
+        let task = self.submit_task(&team, mode).await?;
+        let ended = crate::swarm::wait_end(&self.api(), &task.id, timeout).await?;
+        match ended.state {
+            SwarmTaskState::Succeeded => Ok(ended.result.unwrap_or(serde_json::Value::Null)),
+            _ => Err(ApiError::Conflict(format!(
+                "team {team}'s task {} failed: {}",
+                ended.id,
+                ended.error.as_deref().unwrap_or("no error given")
+            ))),
+        }
     }
 
     pub async fn task(&self, task: &str) -> Result<Option<SwarmTask>, ApiError> {

@@ -218,7 +218,8 @@ impl State {
             .await?)
     }
 
-    /// Starts the members the swarm lacks, and removes the newest beyond its size.
+    /// Starts the members the swarm lacks, and removes the newest beyond its size (a member
+    /// leading a sub-team stays).
     async fn reconcile(&mut self) -> Result<(), ApiError> {
         let spec = load_spec(self.api.store(), &self.id).await?;
         let owner = Owner::Swarm(self.id.clone());
@@ -238,7 +239,14 @@ impl State {
                 self.api.agents().create_local(req, owner.clone(), None).await?;
             }
         }
-        for extra in members.iter().skip(want).rev() {
+        let mut leaders = Vec::new();
+        if have > want {
+            for team in super::teams_of(self.api.store(), Some(&self.id)).await? {
+                leaders.extend(load_spec(self.api.store(), &team).await?.lead.map(|l| l.agent));
+            }
+        }
+        let removable = members.iter().rev().filter(|m| !leaders.contains(&m.spec.id));
+        for extra in removable.take(have.saturating_sub(want)) {
             self.api
                 .agents()
                 .act_local(&extra.spec.id, AgentAction::Remove, None)

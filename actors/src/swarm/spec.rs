@@ -99,8 +99,21 @@ pub struct SwarmSpec {
     pub autoscale: Option<Autoscale>,
     /// Bytes its memory may hold (keys and values).
     pub memory_limit_bytes: u64,
+    /// For a sub-team: the swarm it belongs to and the member of that swarm leading it.
+    pub lead: Option<Lead>,
     pub created_at: DateTime<Utc>,
 }
+
+/// Where a sub-team (a nested swarm) hangs: its subtree runs inside `swarm`'s, and `agent`, a
+/// member of `swarm`, leads it (hands it work through its `team_task` lines).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lead {
+    pub swarm: String,
+    pub agent: String,
+}
+
+/// How deep sub-teams may nest (a top-level swarm is depth 1).
+pub const MAX_DEPTH: usize = 4;
 
 impl SwarmSpec {
     /// The capability every member has: what the swarm's shared queue asks for.
@@ -164,6 +177,8 @@ pub struct CreateSwarmRequest {
     pub strategy: MemberStrategy,
     pub autoscale: Option<Autoscale>,
     pub memory_limit_bytes: Option<u64>,
+    /// Makes it a sub-team of `lead.swarm`, led by its member `lead.agent`.
+    pub lead: Option<Lead>,
 }
 
 /// Bytes a swarm's memory holds by default.
@@ -226,4 +241,6 @@ pub struct SwarmView {
     pub status: SwarmStatus,
     /// Its members' ids, in the order they joined.
     pub members: Vec<String>,
+    /// Its sub-teams' ids, in id order.
+    pub teams: Vec<String>,
 }

@@ -33,7 +33,7 @@ pub struct Step {
 }
 
 /// A stage of a pipeline, or the map or reduce of a map-reduce: which members can do it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stage {
     pub capabilities: Vec<String>,
 }
@@ -102,6 +102,87 @@ impl SwarmTaskMode {
             },
             _ => Ok(()),
         }
+    }
+}
+
+/// A swarm task as a leader's `team_task` line gives it (docs/agent-protocol.md): `mode`
+/// names the mode; the other fields are those of `submitSwarmTask`'s input.
+#[derive(Deserialize)]
+#[serde(tag = "mode", rename_all = "SCREAMING_SNAKE_CASE", rename_all_fields = "camelCase")]
+enum ModeLine {
+    Single {
+        #[serde(default)]
+        capabilities: Vec<String>,
+        #[serde(default)]
+        payload: Value,
+    },
+    Plan {
+        #[serde(default)]
+        steps: Vec<PlannedStep>,
+        #[serde(default)]
+        input: Value,
+    },
+    ScatterGather {
+        k: u32,
+        #[serde(default)]
+        aggregate: Option<AggregateLine>,
+        #[serde(default)]
+        capabilities: Vec<String>,
+        #[serde(default)]
+        payload: Value,
+    },
+    Pipeline {
+        stages: Vec<Stage>,
+        #[serde(default)]
+        input: Value,
+    },
+    MapReduce {
+        items: Value,
+        #[serde(default)]
+        map: Stage,
+        #[serde(default)]
+        reduce: Stage,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum AggregateLine {
+    First,
+    All,
+    Majority,
+}
+
+impl SwarmTaskMode {
+    /// The mode a `team_task` line asks for, checked.
+    pub fn from_line(line: &Value) -> Result<SwarmTaskMode, String> {
+        let parsed: ModeLine = serde_json::from_value(line.clone()).map_err(|e| format!("a team_task line: {e}"))?;
+        let mode = match parsed {
+            ModeLine::Single { capabilities, payload } => SwarmTaskMode::Single { capabilities, payload },
+            ModeLine::Plan { steps, input } => SwarmTaskMode::Plan {
+                steps: steps.into_iter().map(Into::into).collect(),
+                input,
+            },
+            ModeLine::ScatterGather {
+                k,
+                aggregate,
+                capabilities,
+                payload,
+            } => SwarmTaskMode::ScatterGather {
+                k,
+                aggregate: match aggregate {
+                    Some(AggregateLine::First) => Aggregate::First,
+                    Some(AggregateLine::All) => Aggregate::All,
+                    Some(AggregateLine::Majority) | None => Aggregate::Majority,
+                },
+                capabilities,
+                payload,
+            },
+            ModeLine::Pipeline { stages, input } => SwarmTaskMode::Pipeline { stages, input },
+            ModeLine::MapReduce { items, map, reduce } => SwarmTaskMode::MapReduce { items, map, reduce },
+        };
+        mode.validate().map_err(|e| e.to_string())?;
+        Ok(mode)
     }
 }
 
@@ -206,6 +287,29 @@ pub(crate) async fn save(api: &Api, task: &SwarmTask, event: Option<NewEvent>) -
     }
     api.store().write(batch).await?;
     Ok(())
+}
+
+/// Waits until the swarm task has ended, at most `timeout`; the task as it ended.
+pub(crate) async fn wait_end(api: &Api, id: &str, timeout: std::time::Duration) -> Result<SwarmTask, ApiError> {
+    let task = load(api, id).await?;
+    // Its end is an event about its swarm.
+    let watching = api.swarm_watch().watch(api.store(), &task.swarm);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let changed = watching.notify.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let task = load(api, id).await?;
+        if task.state != SwarmTaskState::Running {
+            return Ok(task);
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return Err(ApiError::Unavailable(format!(
+                "swarm task {id} is still running after {} ms; it goes on",
+                timeout.as_millis()
+            )));
+        }
+    }
 }
 
 /// What a conductor needs of the swarm at one step.
@@ -746,4 +850,40 @@ pub(crate) async fn status(store: &troupe_runtime::store::Store, swarm: &str) ->
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no swarm {swarm}")))?;
     Ok(troupe_runtime::codec::decode(&bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_team_task_line_reads_as_the_mode_it_names() {
+        let line = json!({ "type": "team_task", "id": "t1", "mode": "MAP_REDUCE", "items": [1, 2],
+            "map": { "capabilities": ["exact"] } });
+        let mode = SwarmTaskMode::from_line(&line).expect("a map-reduce");
+        assert_eq!(
+            mode,
+            SwarmTaskMode::MapReduce {
+                items: json!([1, 2]),
+                map: Stage {
+                    capabilities: vec!["exact".into()]
+                },
+                reduce: Stage::default(),
+            }
+        );
+        let line = json!({ "mode": "SCATTER_GATHER", "k": 3, "aggregate": "FIRST", "payload": "x" });
+        assert!(matches!(
+            SwarmTaskMode::from_line(&line),
+            Ok(SwarmTaskMode::ScatterGather {
+                k: 3,
+                aggregate: Aggregate::First,
+                ..
+            })
+        ));
+        let line = json!({ "mode": "PLAN", "steps": [{ "key": "a", "dependsOn": ["b"] }] });
+        let refused = SwarmTaskMode::from_line(&line).expect_err("an unknown dependency");
+        assert!(refused.contains("unknown step"), "{refused}");
+        assert!(SwarmTaskMode::from_line(&json!({ "mode": "DANCE" })).is_err());
+        assert!(SwarmTaskMode::from_line(&json!({ "mode": "SCATTER_GATHER", "k": 0 })).is_err());
+    }
 }

@@ -119,6 +119,11 @@ pub struct CreateSwarmInput {
     pub strategy: MemberStrategy,
     pub autoscale: Option<AutoscaleInput>,
     pub memory_limit_bytes: Option<Int64>,
+    /// Makes it a sub-team of this swarm (its subtree runs inside the parent's), led by
+    /// `leader`; the two go together.
+    pub parent: Option<ID>,
+    /// The parent's member that leads the sub-team: its `team_task` lines give the team work.
+    pub leader: Option<ID>,
 }
 
 fn count(v: i32, what: &str) -> Result<u32, ApiError> {
@@ -154,6 +159,14 @@ impl CreateSwarmInput {
                 .memory_limit_bytes
                 .map(|m| u64::try_from(m.0).map_err(|_| ApiError::invalid("memoryLimitBytes must not be negative")))
                 .transpose()?,
+            lead: match (self.parent, self.leader) {
+                (Some(swarm), Some(agent)) => Some(sw::Lead {
+                    swarm: swarm.0,
+                    agent: agent.0,
+                }),
+                (None, None) => None,
+                _ => return Err(ApiError::invalid("a sub-team needs both parent and leader")),
+            },
         })
     }
 }
@@ -381,6 +394,35 @@ impl Swarm {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.spec.created_at
     }
+    /// For a sub-team: the swarm it belongs to.
+    async fn parent(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Swarm>> {
+        match &self.0.spec.lead {
+            Some(lead) => Ok(Some(Swarm(ctx.data::<Api>()?.swarms().get(&lead.swarm).await.gql()?))),
+            None => Ok(None),
+        }
+    }
+    /// For a sub-team: the parent's member leading it.
+    async fn leader(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Agent>> {
+        match &self.0.spec.lead {
+            Some(lead) => Ok(ctx
+                .data::<Api>()?
+                .agents()
+                .get(&lead.agent)
+                .await
+                .gql()?
+                .map(Agent::from)),
+            None => Ok(None),
+        }
+    }
+    /// Its sub-teams, each led by one of its members.
+    async fn teams(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Swarm>> {
+        let api = ctx.data::<Api>()?;
+        let mut out = Vec::new();
+        for id in &self.0.teams {
+            out.push(Swarm(api.swarms().get(id).await.gql()?));
+        }
+        Ok(out)
+    }
     /// Its members, in the order they joined.
     async fn members(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Agent>> {
         let api = ctx.data::<Api>()?;
@@ -447,7 +489,7 @@ pub struct SwarmsQuery;
 
 #[Object]
 impl SwarmsQuery {
-    /// This node's swarms, in id order.
+    /// This node's swarms, sub-teams included, in id order.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn swarms(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Swarm>> {
         Ok(ctx

@@ -142,7 +142,7 @@ async fn read_line(out: &mut (impl AsyncBufRead + Unpin), buf: &mut Vec<u8>) -> 
 fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>, link: &Link) {
     let id = line.get("id").and_then(Value::as_str);
     match (line.get("type").and_then(Value::as_str), id) {
-        (Some(kind @ ("send" | "publish" | "memory")), Some(id)) => outgoing(live, kind, id, &line, link),
+        (Some(kind @ ("send" | "publish" | "memory" | "team_task")), Some(id)) => outgoing(live, kind, id, &line, link),
         (Some("ready"), _) => {
             if let Some(ready) = ready.take() {
                 let _ = ready.send(());
@@ -191,9 +191,10 @@ fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>,
                 _ => tracing::info!(%agent, "{message}"),
             }
         }
-        (Some(kind @ ("result" | "progress" | "state" | "reply" | "send" | "publish" | "memory")), None) => {
-            protocol_error(live, format!("a {kind} line without a string \"id\""))
-        }
+        (
+            Some(kind @ ("result" | "progress" | "state" | "reply" | "send" | "publish" | "memory" | "team_task")),
+            None,
+        ) => protocol_error(live, format!("a {kind} line without a string \"id\"")),
         (Some(other), _) => protocol_error(live, format!("unknown type {other:?}")),
         (None, _) => protocol_error(live, "a line without a string \"type\"".into()),
     }
@@ -201,7 +202,8 @@ fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>,
 
 /// A message the process sends (`send`: to an agent, answered with `sent`) or publishes
 /// (`publish`: on a topic, answered with `published`), or a read or write of its swarm's
-/// memory (`memory`, answered with `memory_result`).
+/// memory (`memory`, answered with `memory_result`), or work for the sub-team it leads
+/// (`team_task`, answered with `team_result` once the team is done).
 fn outgoing(live: &Arc<Live>, kind: &str, id: &str, line: &Value, link: &Link) {
     let priority = match line.get("priority").and_then(Value::as_str).unwrap_or("NORMAL") {
         "CRITICAL" => Priority::Critical,
@@ -219,11 +221,7 @@ fn outgoing(live: &Arc<Live>, kind: &str, id: &str, line: &Value, link: &Link) {
             to: to.to_owned(),
             payload,
             priority,
-            timeout_ms: line
-                .get("timeoutMs")
-                .and_then(Value::as_u64)
-                .unwrap_or(30_000)
-                .clamp(1, 600_000),
+            timeout_ms: timeout_ms(line, 30_000, 600_000),
         },
         ("publish", _, Some(topic)) => OutgoingKind::Publish {
             topic: topic.to_owned(),
@@ -233,6 +231,20 @@ fn outgoing(live: &Arc<Live>, kind: &str, id: &str, line: &Value, link: &Link) {
         ("memory", _, _) => match crate::swarm::memory::Op::from_line(line) {
             Ok(op) => OutgoingKind::Memory(op),
             Err(e) => return protocol_error(live, e),
+        },
+        ("team_task", _, _) => match crate::swarm::SwarmTaskMode::from_line(line) {
+            Ok(mode) => OutgoingKind::TeamTask {
+                mode,
+                timeout_ms: timeout_ms(line, 300_000, 3_600_000),
+            },
+            // Answered, so the leader waiting on it learns why.
+            Err(e) => {
+                live.send(
+                    json!({ "type": "team_result", "id": id, "ok": false, "error": format!("INVALID_INPUT: {e}") })
+                        .to_string(),
+                );
+                return;
+            }
         },
         _ => {
             return protocol_error(
@@ -253,6 +265,7 @@ fn outgoing(live: &Arc<Live>, kind: &str, id: &str, line: &Value, link: &Link) {
     let answered = match kind {
         "send" => "sent",
         "publish" => "published",
+        "team_task" => "team_result",
         _ => "memory_result",
     };
     let (live, id) = (live.clone(), id.to_owned());
@@ -264,6 +277,14 @@ fn outgoing(live: &Arc<Live>, kind: &str, id: &str, line: &Value, link: &Link) {
         };
         live.send(line.to_string());
     });
+}
+
+/// A line's `timeoutMs`: `default` when absent, within 1 ms and `max`.
+fn timeout_ms(line: &Value, default: u64, max: u64) -> u64 {
+    line.get("timeoutMs")
+        .and_then(Value::as_u64)
+        .unwrap_or(default)
+        .clamp(1, max)
 }
 
 /// Counts and logs a line the process got wrong, and tells the process.
