@@ -5,7 +5,7 @@
 //!
 //! Run all: `cargo bench --bench front_door`; one: `cargo bench --bench front_door -- fanout`
 //! (submit, reads, fanout, fanout-paced, restart, cluster, exec-vs-process, pause-restart,
-//! vms-create, vms-evacuate, tasks-1k, messages).
+//! vms-create, vms-evacuate, tasks-1k, messages, swarms-create, swarms-mesh, swarms-gather).
 
 mod front_door {
     pub mod cluster;
@@ -14,6 +14,7 @@ mod front_door {
     pub mod process;
     pub mod restart;
     pub mod server;
+    pub mod swarms;
     pub mod vms;
     pub mod work;
 }
@@ -81,5 +82,14 @@ async fn main() {
     }
     if run("messages") {
         front_door::work::messages().await;
+    }
+    if run("swarms-create") {
+        front_door::swarms::create_many().await;
+    }
+    if run("swarms-mesh") {
+        front_door::swarms::mesh().await;
+    }
+    if run("swarms-gather") {
+        front_door::swarms::gather().await;
     }
 }

@@ -4,11 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::server::Server;
@@ -99,20 +97,8 @@ async fn client(
     expected: usize,
     ready: tokio::sync::mpsc::Sender<()>,
 ) -> Histogram<u64> {
-    let mut request = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
-    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
-    ws.send(Message::text(init.to_string())).await.expect("init");
-    let sub = json!({ "id": "1", "type": "subscribe", "payload": {
-        "query": "subscription($after: Int64) { events(after: $after) { seq at } }",
-        "variables": { "after": after } } });
-    ws.send(Message::text(sub.to_string())).await.expect("subscribe");
+    let query = "subscription($after: Int64) { events(after: $after) { seq at } }";
+    let mut ws = super::server::subscribe(&addr, &token, query, json!({ "after": after })).await;
     let _ = ready.send(()).await;
     let mut latencies = Histogram::<u64>::new(3).expect("histogram");
     let deadline = Instant::now() + Duration::from_secs(900);

@@ -214,6 +214,41 @@ impl Drop for Server {
     }
 }
 
+/// A WebSocket to the node's gateway (graphql-transport-ws), initialised with `token`.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a subscription (`query` with `variables`) as a user's client does; its socket.
+pub async fn subscribe(addr: &str, token: &str, query: &str, variables: Value) -> Ws {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+    ws.send(Message::text(init.to_string())).await.expect("init");
+    let sub = json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": variables } });
+    ws.send(Message::text(sub.to_string())).await.expect("subscribe");
+    ws
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A cookie file for an embedded node that joins a [`Server`].
 pub fn cookie_file(dir: &Path) -> PathBuf {
     let path = dir.join("cookie");
