@@ -35,6 +35,7 @@ fn swarm(name: String, topology: Topology, size: u32) -> CreateSwarmRequest {
         autoscale: None,
         memory_limit_bytes: None,
         lead: None,
+        node: None,
     }
 }
 

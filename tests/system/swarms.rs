@@ -814,3 +814,66 @@ async fn a_member_leads_a_sub_team_that_does_its_part_of_a_plan_inside_the_swarm
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swarm_on_a_peer_is_created_listed_worked_and_destroyed_through_this_node() -> Result<()> {
+    let (alpha, beta) = super::cluster::start_pair().await?;
+    let echo = json!({ "count": 2, "agent": echo_agent() });
+    let q = format!("mutation($input: CreateSwarmInput!) {{ createSwarm(input: $input) {{ {SWARM_FIELDS} node }} }}");
+    let far = alpha
+        .gql_ok(
+            &q,
+            json!({ "input": { "name": "far", "node": "beta", "maxAgents": 4, "templates": [echo] } }),
+        )
+        .await?["createSwarm"]
+        .clone();
+    let id = text(&far, "/id")?;
+    ensure!(far["node"] == "beta" && members(&far).len() == 2, "{far}");
+    for node in [&alpha, &beta] {
+        let listed = node.gql_ok("{ swarms { id node } }", json!({})).await?;
+        ensure!(listed["swarms"] == json!([{ "id": id, "node": "beta" }]), "{listed}");
+    }
+
+    // Work, memory and scaling through alpha, done on beta.
+    let done = run_task(&alpha, &id, json!({ "mode": "SINGLE", "payload": { "x": 1 } })).await?;
+    ensure!(
+        done["state"] == "SUCCEEDED" && done["result"] == json!({ "x": 1 }),
+        "{done}"
+    );
+    let set = "mutation($id: ID!) { setSwarmMemory(id: $id, key: \"k\", value: 7) { version } }";
+    alpha.gql_ok(set, json!({ "id": id })).await?;
+    let read = "query($id: ID!) { swarm(id: $id) { memory { key value } } }";
+    let mem = beta.gql_ok(read, json!({ "id": id })).await?;
+    ensure!(mem["swarm"]["memory"] == json!([{ "key": "k", "value": 7 }]), "{mem}");
+    let scale = format!("mutation($id: ID!) {{ scaleSwarm(id: $id, size: 3) {{ {SWARM_FIELDS} }} }}");
+    let up = alpha.gql_ok(&scale, json!({ "id": id })).await?["scaleSwarm"].clone();
+    ensure!(members(&up).len() == 3, "{up}");
+
+    // A sub-team asked of alpha runs on its parent's node.
+    let leader = text(&members(&up)[0], "/id")?;
+    let team = |node: Option<&str>| {
+        json!({ "input": { "name": "near", "parent": id, "leader": leader, "node": node,
+                                             "templates": [{ "count": 1, "agent": echo_agent() }] } })
+    };
+    let wrong = alpha.gql(&q, team(Some("alpha"))).await?;
+    ensure!(error_code(&wrong).as_deref() == Some("INVALID_INPUT"), "{wrong}");
+    let near = alpha.gql_ok(&q, team(None)).await?["createSwarm"].clone();
+    ensure!(near["node"] == "beta", "{near}");
+    let near = text(&near, "/id")?;
+
+    alpha
+        .gql_ok(
+            "mutation($id: ID!) { destroySwarm(id: $id) { id } }",
+            json!({ "id": id }),
+        )
+        .await?;
+    for gone in [&id, &near] {
+        ensure!(swarm(&beta, gone).await?.is_null(), "{gone} is gone on beta");
+        ensure!(swarm(&alpha, gone).await?.is_null(), "{gone} is gone through alpha");
+    }
+    Ok(())
+}
+
+fn echo_agent() -> Value {
+    json!({ "name": "echo", "capabilities": ["echo"], "backend": { "builtin": { "kind": "echo" } } })
+}

@@ -87,7 +87,8 @@ impl Actor for ClusterActor {
         Actor::spawn_linked(None, ServiceActor::default(), cfg.api.node_service(), cell.clone()).await?;
         Actor::spawn_linked(None, ServiceActor::default(), cfg.api.agents().clone(), cell.clone()).await?;
         Actor::spawn_linked(None, ServiceActor::default(), cfg.api.tasks().clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.hosts().clone(), cell).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.hosts().clone(), cell.clone()).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.swarms().clone(), cell).await?;
         let mut joiners: Vec<JoinHandle<()>> = cfg
             .join
             .iter()

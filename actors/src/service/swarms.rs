@@ -1,9 +1,13 @@
 //! The swarms service: create, scale, retopologise and destroy swarms, their memory and their
-//! tasks. A swarm lives on the node that created it (its id says which); requests for a
-//! peer's swarm are refused with UNAVAILABLE naming that node, to be sent there.
+//! tasks. A swarm lives on one node, members and coordinator included (its id says which);
+//! a request about a peer's swarm is sent to that peer's swarms service, and `swarms` lists
+//! the whole cluster's.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::Batch;
@@ -13,6 +17,7 @@ use super::agents::{AgentAction, Agents};
 use super::context::{ask, Context};
 use super::Api;
 use crate::agent::Owner;
+use crate::cluster::remote::{envelope, Service};
 use crate::error::ApiError;
 use crate::swarm::memory::{self, Entry, Write};
 use crate::swarm::{
@@ -21,16 +26,124 @@ use crate::swarm::{
 };
 use crate::tables::{SWARMS, SWARM_STATUS, SWARM_TASKS};
 
+envelope!(SwarmsMsg);
+
+/// A request to a peer's swarms service: each names one of [`Swarms`]' methods.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SwarmsRequest {
+    Create(Box<CreateSwarmRequest>),
+    Get(String),
+    List,
+    Scale {
+        id: String,
+        size: u32,
+        reason: String,
+    },
+    SetTopology {
+        id: String,
+        topology: Topology,
+    },
+    Destroy(String),
+    CrashCoordinator(String),
+    MemoryGet {
+        id: String,
+        key: String,
+    },
+    MemoryList {
+        id: String,
+        prefix: String,
+        first: u32,
+    },
+    MemoryWrite {
+        id: String,
+        key: String,
+        write: Write,
+        expect: Option<u64>,
+    },
+    SubmitTask {
+        id: String,
+        mode: Box<SwarmTaskMode>,
+    },
+    Task(String),
+    Tasks {
+        id: String,
+        first: u32,
+    },
+    Queue(String),
+    Adopt {
+        id: String,
+        agent: String,
+    },
+    Release {
+        id: String,
+        agent: String,
+    },
+}
+
+impl SwarmsRequest {
+    /// How long the peer may take: members start or stop in some.
+    fn timeout(&self) -> Duration {
+        match self {
+            Self::Create(_) | Self::Scale { .. } | Self::Destroy(_) | Self::Adopt { .. } | Self::Release { .. } => {
+                SLOW_PEER_TIMEOUT
+            }
+            _ => crate::cluster::remote::PEER_TIMEOUT,
+        }
+    }
+}
+
+/// How long a peer may take over a request that starts or stops members.
+const SLOW_PEER_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SwarmsResponse {
+    Swarm(Box<SwarmView>),
+    Swarms(Vec<SwarmView>),
+    Task(Box<SwarmTask>),
+    FoundTask(Option<Box<SwarmTask>>),
+    Tasks(Vec<SwarmTask>),
+    Entry(Option<Entry>),
+    Entries(Vec<Entry>),
+    Queue(u32, u32),
+    Done,
+}
+
+/// Answers from the peer holding `$id` when it is one: the answer `$pat` gives `$out`.
+macro_rules! on_peer {
+    ($self:ident, $id:expr, $request:expr, $pat:pat => $out:expr) => {
+        if let Some(node) = $self.ctx.peer_holding($id) {
+            let request = $request;
+            return match $self
+                .ctx
+                .cluster
+                .call_within::<Swarms>(node, &request, request.timeout())
+                .await?
+            {
+                $pat => Ok($out),
+                _ => Err(ApiError::Internal(format!(
+                    "node {node} answered a swarms request with something else"
+                ))),
+            };
+        }
+    };
+}
+
 #[derive(Clone)]
 pub struct Swarms {
     pub(crate) ctx: Arc<Context>,
 }
 
 impl Swarms {
-    fn local(&self, id: &str) -> Result<(), ApiError> {
-        match self.ctx.peer_holding(id) {
-            Some(node) => Err(ApiError::Unavailable(format!(
-                "swarm {id} lives on node {node}: send this request to that node"
+    /// Whether this node holds the swarm (or swarm task) with this id.
+    pub fn holds(&self, id: &str) -> bool {
+        self.ctx.holds(id)
+    }
+
+    /// Refuses an agent of a peer: a swarm's members live on its node.
+    fn local(&self, agent: &str) -> Result<(), ApiError> {
+        match self.ctx.peer_holding(agent) {
+            Some(node) => Err(ApiError::invalid(format!(
+                "agent {agent} lives on node {node}: a swarm's members live on the swarm's node"
             ))),
             None => Ok(()),
         }
@@ -47,8 +160,38 @@ impl Swarms {
     /// Creates a swarm: adopts the agents named, starts its subtree, and answers once its
     /// coordinator has started the members its templates make.
     pub async fn create(&self, req: CreateSwarmRequest) -> Result<SwarmView, ApiError> {
-        self.ctx.ensure_serving()?;
         req.validate()?;
+        let node = match &req.lead {
+            // A sub-team runs where its parent does.
+            Some(lead) => {
+                let home = self.ctx.peer_holding(&lead.swarm).unwrap_or(&self.ctx.node_name);
+                if let Some(asked) = req.node.as_deref().filter(|n| *n != home) {
+                    return Err(ApiError::invalid(format!(
+                        "a sub-team runs on its parent's node ({home}), not on {asked}"
+                    )));
+                }
+                Some(home.to_owned())
+            }
+            None => req.node.clone(),
+        }
+        .filter(|n| *n != self.ctx.node_name);
+        if let Some(node) = node {
+            let mut req = req;
+            req.node = None;
+            let request = SwarmsRequest::Create(Box::new(req));
+            return match self
+                .ctx
+                .cluster
+                .call_within::<Swarms>(&node, &request, request.timeout())
+                .await?
+            {
+                SwarmsResponse::Swarm(v) => Ok(*v),
+                _ => Err(ApiError::Internal(format!(
+                    "node {node} answered createSwarm with something else"
+                ))),
+            };
+        }
+        self.ctx.ensure_serving()?;
         let (min_agents, max_agents) = req.bounds();
         let made: u32 = req.templates.iter().map(|t| t.count).sum();
         let id = crate::ids::new_id(&self.ctx.node_name);
@@ -114,7 +257,7 @@ impl Swarms {
 
     /// A swarm of this node with its members.
     pub async fn get(&self, id: &str) -> Result<SwarmView, ApiError> {
-        self.local(id)?;
+        on_peer!(self, id, SwarmsRequest::Get(id.to_owned()), SwarmsResponse::Swarm(v) => *v);
         let spec = crate::swarm::load_spec(&self.ctx.store, id).await?;
         let status = crate::swarm::load_status(&self.ctx.store, id).await?;
         let members = self
@@ -155,7 +298,6 @@ impl Swarms {
     /// A sub-team's lead: its parent is a swarm of this node, not nested too deep, and its
     /// leader a member of it that leads no other team.
     async fn check_lead(&self, lead: &Lead) -> Result<(), ApiError> {
-        self.local(&lead.swarm)?;
         let mut depth = 1;
         let mut above = Some(lead.swarm.clone());
         while let Some(swarm) = above {
@@ -207,8 +349,20 @@ impl Swarms {
             .await?)
     }
 
-    /// This node's swarms, sub-teams included, in id order.
+    /// The cluster's swarms (of the nodes that answer), sub-teams included, in id order.
     pub async fn list(&self) -> Result<Vec<SwarmView>, ApiError> {
+        let mut all = self.list_local().await?;
+        let gathered = self.ctx.cluster.gather::<Swarms>(&SwarmsRequest::List).await;
+        for answer in gathered.answers {
+            if let SwarmsResponse::Swarms(theirs) = answer {
+                all.extend(theirs);
+            }
+        }
+        all.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
+        Ok(all)
+    }
+
+    async fn list_local(&self) -> Result<Vec<SwarmView>, ApiError> {
         let ids = crate::swarm::ids(&self.ctx.store).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -228,7 +382,12 @@ impl Swarms {
 
     /// Sets the swarm's size (within its bounds) and waits for its coordinator to reach it.
     pub async fn scale(&self, id: &str, size: u32, reason: &str) -> Result<SwarmView, ApiError> {
-        self.local(id)?;
+        let request = SwarmsRequest::Scale {
+            id: id.to_owned(),
+            size,
+            reason: reason.to_owned(),
+        };
+        on_peer!(self, id, request, SwarmsResponse::Swarm(v) => *v);
         let spec = crate::swarm::load_spec(&self.ctx.store, id).await?;
         if size < spec.min_agents || size > spec.max_agents {
             return Err(ApiError::invalid(format!(
@@ -246,7 +405,11 @@ impl Swarms {
     }
 
     pub async fn set_topology(&self, id: &str, topology: Topology) -> Result<SwarmView, ApiError> {
-        self.local(id)?;
+        let request = SwarmsRequest::SetTopology {
+            id: id.to_owned(),
+            topology,
+        };
+        on_peer!(self, id, request, SwarmsResponse::Swarm(v) => *v);
         let mut spec = crate::swarm::load_spec(&self.ctx.store, id).await?;
         let mut status = crate::swarm::load_status(&self.ctx.store, id).await?;
         let from = spec.topology;
@@ -267,7 +430,7 @@ impl Swarms {
     /// Stops the swarm's whole subtree (its members' processes end with their agents), then
     /// removes the swarm, its members, its memory and its tasks' records.
     pub async fn destroy(&self, id: &str) -> Result<SwarmView, ApiError> {
-        self.local(id)?;
+        on_peer!(self, id, SwarmsRequest::Destroy(id.to_owned()), SwarmsResponse::Swarm(v) => *v);
         let view = self.get(id).await?;
         // Its sub-teams go first, each the same way.
         for team in &view.teams {
@@ -322,12 +485,12 @@ impl Swarms {
 
     /// Fails the swarm's coordinator (an injected fault: `--fault-injection` only).
     pub async fn crash_coordinator(&self, id: &str) -> Result<(), ApiError> {
+        on_peer!(self, id, SwarmsRequest::CrashCoordinator(id.to_owned()), SwarmsResponse::Done => ());
         if !self.ctx.fleet.settings.fault_injection {
             return Err(ApiError::Forbidden(
                 "fault injection is disabled on this node; start it with --fault-injection".into(),
             ));
         }
-        self.local(id)?;
         let coordinator = self.coordinator(id)?;
         ask(&coordinator, CoordinatorMsg::Crash, "the swarm's coordinator").await
     }
@@ -339,13 +502,22 @@ impl Swarms {
     }
 
     pub async fn memory_get(&self, id: &str, key: &str) -> Result<Option<Entry>, ApiError> {
-        self.local(id)?;
+        let request = SwarmsRequest::MemoryGet {
+            id: id.to_owned(),
+            key: key.to_owned(),
+        };
+        on_peer!(self, id, request, SwarmsResponse::Entry(e) => e);
         self.limit(id).await?;
         memory::get(&self.ctx.store, id, key).await
     }
 
     pub async fn memory_list(&self, id: &str, prefix: &str, first: usize) -> Result<Vec<Entry>, ApiError> {
-        self.local(id)?;
+        let request = SwarmsRequest::MemoryList {
+            id: id.to_owned(),
+            prefix: prefix.to_owned(),
+            first: first.min(u32::MAX as usize) as u32,
+        };
+        on_peer!(self, id, request, SwarmsResponse::Entries(e) => e);
         self.limit(id).await?;
         memory::list(&self.ctx.store, id, prefix, first).await
     }
@@ -359,7 +531,13 @@ impl Swarms {
         write: Write,
         expect: Option<u64>,
     ) -> Result<Option<Entry>, ApiError> {
-        self.local(id)?;
+        let request = SwarmsRequest::MemoryWrite {
+            id: id.to_owned(),
+            key: key.to_owned(),
+            write: write.clone(),
+            expect,
+        };
+        on_peer!(self, id, request, SwarmsResponse::Entry(e) => e);
         let limit = self.limit(id).await?;
         if let Write::Set { value, .. } = &write {
             let size = value.to_string().len();
@@ -400,7 +578,11 @@ impl Swarms {
 
     /// Records a swarm task and hands it to the coordinator; answers it RUNNING.
     pub async fn submit_task(&self, id: &str, mode: SwarmTaskMode) -> Result<SwarmTask, ApiError> {
-        self.local(id)?;
+        let request = SwarmsRequest::SubmitTask {
+            id: id.to_owned(),
+            mode: Box::new(mode.clone()),
+        };
+        on_peer!(self, id, request, SwarmsResponse::Task(t) => *t);
         self.ctx.ensure_serving()?;
         mode.validate()?;
         crate::swarm::load_spec(&self.ctx.store, id).await?;
@@ -453,7 +635,7 @@ impl Swarms {
     }
 
     pub async fn task(&self, task: &str) -> Result<Option<SwarmTask>, ApiError> {
-        self.local(task)?;
+        on_peer!(self, task, SwarmsRequest::Task(task.to_owned()), SwarmsResponse::FoundTask(t) => t.map(|t| *t));
         match self.ctx.store.get(SWARM_TASKS, task).await? {
             Some(b) => Ok(Some(troupe_runtime::codec::decode(&b)?)),
             None => Ok(None),
@@ -462,7 +644,11 @@ impl Swarms {
 
     /// The swarm's tasks, newest first, at most `first`.
     pub async fn tasks(&self, id: &str, first: usize) -> Result<Vec<SwarmTask>, ApiError> {
-        self.local(id)?;
+        let request = SwarmsRequest::Tasks {
+            id: id.to_owned(),
+            first: first.min(u32::MAX as usize) as u32,
+        };
+        on_peer!(self, id, request, SwarmsResponse::Tasks(t) => t);
         let swarm = id.to_owned();
         let mut all: Vec<SwarmTask> = self
             .ctx
@@ -486,7 +672,7 @@ impl Swarms {
 
     /// Tasks running on the swarm's members, and their slots.
     pub async fn queue(&self, id: &str) -> Result<(u32, u32), ApiError> {
-        self.local(id)?;
+        on_peer!(self, id, SwarmsRequest::Queue(id.to_owned()), SwarmsResponse::Queue(r, s) => (r, s));
         let members = self.agents().owned(&Owner::Swarm(id.to_owned())).await?;
         let running: u32 = members.iter().map(|m| m.stats.running).sum();
         let slots: u32 = members.iter().map(|m| m.spec.max_concurrent_tasks).sum();
@@ -495,7 +681,11 @@ impl Swarms {
 
     /// Makes an agent of this node a member; the swarm's size grows by one.
     pub async fn adopt(&self, id: &str, agent: &str) -> Result<SwarmView, ApiError> {
-        self.local(id)?;
+        let request = SwarmsRequest::Adopt {
+            id: id.to_owned(),
+            agent: agent.to_owned(),
+        };
+        on_peer!(self, id, request, SwarmsResponse::Swarm(v) => *v);
         let spec = crate::swarm::load_spec(&self.ctx.store, id).await?;
         self.adoptable(agent).await?;
         if spec.size >= spec.max_agents {
@@ -514,7 +704,11 @@ impl Swarms {
 
     /// Gives a member back to the node; the swarm's size shrinks by one.
     pub async fn release(&self, id: &str, agent: &str) -> Result<SwarmView, ApiError> {
-        self.local(id)?;
+        let request = SwarmsRequest::Release {
+            id: id.to_owned(),
+            agent: agent.to_owned(),
+        };
+        on_peer!(self, id, request, SwarmsResponse::Swarm(v) => *v);
         let spec = crate::swarm::load_spec(&self.ctx.store, id).await?;
         if self.owner_of(agent).await? != Owner::Swarm(id.to_owned()) {
             return Err(ApiError::Conflict(format!(
@@ -562,5 +756,56 @@ impl Swarms {
             .event(NewEvent::new("SWARM_SCALED", Some(spec.id.clone()), data));
         self.ctx.store.write(batch).await?;
         Ok(())
+    }
+}
+
+impl Service for Swarms {
+    const ROLE: &'static str = "swarms";
+    type Request = SwarmsRequest;
+    type Response = SwarmsResponse;
+    type Msg = SwarmsMsg;
+
+    fn node_name(&self) -> &str {
+        &self.ctx.node_name
+    }
+
+    /// A peer's request, answered here: the ids it names are this node's.
+    fn serve(&self, request: SwarmsRequest) -> BoxFuture<'static, Result<SwarmsResponse, ApiError>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let swarm = |v: SwarmView| SwarmsResponse::Swarm(Box::new(v));
+            Ok(match request {
+                SwarmsRequest::Create(req) => swarm(me.create(*req).await?),
+                SwarmsRequest::Get(id) => swarm(me.get(&id).await?),
+                SwarmsRequest::List => SwarmsResponse::Swarms(me.list_local().await?),
+                SwarmsRequest::Scale { id, size, reason } => swarm(me.scale(&id, size, &reason).await?),
+                SwarmsRequest::SetTopology { id, topology } => swarm(me.set_topology(&id, topology).await?),
+                SwarmsRequest::Destroy(id) => swarm(me.destroy(&id).await?),
+                SwarmsRequest::CrashCoordinator(id) => {
+                    me.crash_coordinator(&id).await?;
+                    SwarmsResponse::Done
+                }
+                SwarmsRequest::MemoryGet { id, key } => SwarmsResponse::Entry(me.memory_get(&id, &key).await?),
+                SwarmsRequest::MemoryList { id, prefix, first } => {
+                    SwarmsResponse::Entries(me.memory_list(&id, &prefix, first.min(1000) as usize).await?)
+                }
+                SwarmsRequest::MemoryWrite { id, key, write, expect } => {
+                    SwarmsResponse::Entry(me.memory_write(&id, &key, write, expect).await?)
+                }
+                SwarmsRequest::SubmitTask { id, mode } => {
+                    SwarmsResponse::Task(Box::new(me.submit_task(&id, *mode).await?))
+                }
+                SwarmsRequest::Task(id) => SwarmsResponse::FoundTask(me.task(&id).await?.map(Box::new)),
+                SwarmsRequest::Tasks { id, first } => {
+                    SwarmsResponse::Tasks(me.tasks(&id, first.min(10_000) as usize).await?)
+                }
+                SwarmsRequest::Queue(id) => {
+                    let (running, slots) = me.queue(&id).await?;
+                    SwarmsResponse::Queue(running, slots)
+                }
+                SwarmsRequest::Adopt { id, agent } => swarm(me.adopt(&id, &agent).await?),
+                SwarmsRequest::Release { id, agent } => swarm(me.release(&id, &agent).await?),
+            })
+        })
     }
 }

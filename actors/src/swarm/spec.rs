@@ -179,6 +179,8 @@ pub struct CreateSwarmRequest {
     pub memory_limit_bytes: Option<u64>,
     /// Makes it a sub-team of `lead.swarm`, led by its member `lead.agent`.
     pub lead: Option<Lead>,
+    /// The node to run it on (default: the one asked; a sub-team runs on its parent's).
+    pub node: Option<String>,
 }
 
 /// Bytes a swarm's memory holds by default.

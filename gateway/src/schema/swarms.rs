@@ -124,6 +124,8 @@ pub struct CreateSwarmInput {
     pub parent: Option<ID>,
     /// The parent's member that leads the sub-team: its `team_task` lines give the team work.
     pub leader: Option<ID>,
+    /// The node to run it on (default: the one asked; a sub-team runs on its parent's).
+    pub node: Option<String>,
 }
 
 fn count(v: i32, what: &str) -> Result<u32, ApiError> {
@@ -167,6 +169,7 @@ impl CreateSwarmInput {
                 (None, None) => None,
                 _ => return Err(ApiError::invalid("a sub-team needs both parent and leader")),
             },
+            node: self.node,
         })
     }
 }
@@ -489,7 +492,7 @@ pub struct SwarmsQuery;
 
 #[Object]
 impl SwarmsQuery {
-    /// This node's swarms, sub-teams included, in id order.
+    /// The cluster's swarms (of the nodes that answer), sub-teams included, in id order.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn swarms(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Swarm>> {
         Ok(ctx
@@ -645,7 +648,7 @@ impl SwarmsSubscription {
         let api = ctx.data::<Api>()?.clone();
         let after = api.last_seq().await.gql()?;
         let first = api.swarms().get(&id).await.gql()?;
-        let changes = crate::schema::events::changes_of(&api, &id, true, after);
+        let changes = crate::schema::events::changes_of(&api, &id, api.swarms().holds(&id), after);
         Ok(futures::stream::unfold(
             (api, id.0, Some(first), changes),
             |(api, id, pending, mut changes)| async move {
