@@ -50,12 +50,16 @@ async fn wait_swarm(node: &Node, id: &str, what: &str, pred: impl Fn(&Value) -> 
     }
 }
 
-/// Submits a swarm task and waits for its end; the task.
-async fn run_task(node: &Node, swarm: &str, input: Value) -> Result<Value> {
+/// Submits a swarm task; its id.
+async fn submit_task(node: &Node, swarm: &str, input: Value) -> Result<String> {
     let q =
         "mutation($id: ID!, $input: SubmitSwarmTaskInput!) { submitSwarmTask(id: $id, input: $input) { id state } }";
     let task = node.gql_ok(q, json!({ "id": swarm, "input": input })).await?;
-    let id = text(&task, "/submitSwarmTask/id")?;
+    text(&task, "/submitSwarmTask/id")
+}
+
+/// Waits for a swarm task's end; the task.
+async fn wait_task(node: &Node, id: &str) -> Result<Value> {
     let q = "query($id: ID!) { swarmTask(id: $id) { id mode state topology subtasks result error } }";
     let deadline = Deadline::after(WAIT, format!("swarm task {id} to end"));
     loop {
@@ -65,6 +69,12 @@ async fn run_task(node: &Node, swarm: &str, input: Value) -> Result<Value> {
         }
         deadline.tick(&t).await?;
     }
+}
+
+/// Submits a swarm task and waits for its end; the task.
+async fn run_task(node: &Node, swarm: &str, input: Value) -> Result<Value> {
+    let id = submit_task(node, swarm, input).await?;
+    wait_task(node, &id).await
 }
 
 fn members(s: &Value) -> Vec<Value> {
@@ -633,16 +643,59 @@ async fn an_adaptive_swarm_goes_mesh_for_independent_work_under_load_and_back_fo
 #[tokio::test]
 async fn a_failed_members_work_returns_to_the_swarm_and_its_health_follows() -> Result<()> {
     let node = Node::start(NodeOpts::named("swarm-health")).await?;
+    let single = json!({ "mode": "SINGLE", "payload": 5 });
+    let id = lose_a_member(&node, "fragile", single, 2).await?;
+    let health: Vec<Value> = node
+        .events(&["SWARM_HEALTHY", "SWARM_DEGRADED", "SWARM_FAILED"])
+        .await?
+        .into_iter()
+        .filter(|e| e["subject"] == id.as_str())
+        .map(|e| e["kind"].clone())
+        .collect();
+    ensure!(
+        health == [json!("SWARM_HEALTHY"), json!("SWARM_DEGRADED")],
+        "{health:?}"
+    );
+    // A plan's step returns the same way, and the step after it still gets its result.
+    let plan = json!({ "mode": "PLAN", "steps": [
+        { "key": "square", "capabilities": ["math"], "payload": 5 },
+        { "key": "total", "capabilities": ["math"], "dependsOn": ["square"] },
+    ] });
+    lose_a_member(&node, "fragile-plan", plan, 3).await?;
+    Ok(())
+}
+
+/// A swarm of two gated members that are never restarted is given `input`, whose first
+/// subtask's member is then killed: the swarm goes DEGRADED, and once the gate opens the
+/// task succeeds with 25 after `subtasks` subtasks, the work returned once. The swarm's id.
+async fn lose_a_member(node: &Node, name: &str, input: Value, subtasks: usize) -> Result<String> {
     let gate = Gate::new()?;
     let mut member = template("gated", &["math"], 2, &[("GATE", gate.path().display().to_string())]);
     // No restart: a member whose process dies is FAILED at once.
     member["agent"]["restartLimit"] = json!({ "maxRestarts": 0, "windowMs": 60000 });
-    let s = create(&node, json!({ "name": "fragile", "templates": [member] })).await?;
+    let s = create(node, json!({ "name": name, "templates": [member] })).await?;
     let id = text(&s, "/id")?;
-    wait_swarm(&node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
-    let q = "mutation($id: ID!) { submitSwarmTask(id: $id, input: { mode: SINGLE, payload: 5 }) { id } }";
-    let task = text(&node.gql_ok(q, json!({ "id": id })).await?, "/submitSwarmTask/id")?;
-    // The member holding it, then its process killed.
+    wait_swarm(node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    let task = submit_task(node, &id, input).await?;
+    let holder = kill_the_holder(node, &task).await?;
+    node.wait_agent_state(&holder, "FAILED").await?;
+    let s = wait_swarm(node, &id, "DEGRADED", |s| s["status"] == "DEGRADED").await?;
+    ensure!(s["statusReason"] == "1 of 2 members run (at least 1 wanted)", "{s}");
+    gate.open()?;
+    let done = wait_task(node, &task).await?;
+    ensure!(done["state"] == "SUCCEEDED" && done["result"] == 25, "{done}");
+    ensure!(done["subtasks"].as_array().map(Vec::len) == Some(subtasks), "{done}");
+    let returned = node.events_for("SWARM_WORK_RETURNED", &id).await?;
+    ensure!(
+        returned.len() == 1 && returned[0]["data"]["lostMember"] == holder.as_str(),
+        "{returned:?}"
+    );
+    Ok(id)
+}
+
+/// Waits until the swarm task's first subtask runs, then SIGKILLs its member's processes;
+/// that member's id.
+async fn kill_the_holder(node: &Node, task: &str) -> Result<String> {
     let q = "query($id: ID!) { swarmTask(id: $id) { subtasks } }";
     let deadline = Deadline::after(WAIT, "the subtask to run");
     let holder = loop {
@@ -668,38 +721,7 @@ async fn a_failed_members_work_returns_to_the_swarm_and_its_health_follows() -> 
         .await?;
     let group = a["agent"]["processGroups"][0].as_i64().context("a process group")?;
     super::support::send_signal(-(group as i32), libc::SIGKILL)?;
-    node.wait_agent_state(&holder, "FAILED").await?;
-    let s = wait_swarm(&node, &id, "DEGRADED", |s| s["status"] == "DEGRADED").await?;
-    ensure!(s["statusReason"] == "1 of 2 members run (at least 1 wanted)", "{s}");
-    gate.open()?;
-    let q = "query($id: ID!) { swarmTask(id: $id) { state result subtasks } }";
-    let deadline = Deadline::after(WAIT, "the swarm task to end");
-    let done = loop {
-        let t = node.gql_ok(q, json!({ "id": task })).await?["swarmTask"].clone();
-        if t["state"] != "RUNNING" {
-            break t;
-        }
-        deadline.tick(&t).await?;
-    };
-    ensure!(done["state"] == "SUCCEEDED" && done["result"] == 25, "{done}");
-    ensure!(done["subtasks"].as_array().map(Vec::len) == Some(2), "{done}");
-    let returned = node.events_for("SWARM_WORK_RETURNED", &id).await?;
-    ensure!(
-        returned.len() == 1 && returned[0]["data"]["lostMember"] == holder.as_str(),
-        "{returned:?}"
-    );
-    let health: Vec<Value> = node
-        .events(&["SWARM_HEALTHY", "SWARM_DEGRADED", "SWARM_FAILED"])
-        .await?
-        .into_iter()
-        .filter(|e| e["subject"] == id.as_str())
-        .map(|e| e["kind"].clone())
-        .collect();
-    ensure!(
-        health == [json!("SWARM_HEALTHY"), json!("SWARM_DEGRADED")],
-        "{health:?}"
-    );
-    Ok(())
+    Ok(holder)
 }
 
 #[tokio::test]

@@ -752,51 +752,79 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
             let team = team_of(api, &task.swarm, false).await?;
             let has_dependencies = steps.iter().any(|s| !s.depends_on.is_empty());
             let topology = topology_for(api, &team, has_dependencies, steps.len()).await?;
-            let mut graph = Vec::new();
-            for (i, s) in steps.iter().enumerate() {
-                let mut request = team.request(topology, &s.capabilities, s.payload.clone(), i)?;
-                request.depends_on = s.depends_on.clone();
-                graph.push(GraphTask {
-                    key: s.key.clone(),
-                    request,
-                });
-            }
-            let key = format!("swarm-task/{id}/plan");
-            let made = api.tasks().submit_graph(graph, Some(key)).await?;
-            let subs: Vec<String> = made.iter().map(|t| t.spec.id.clone()).collect();
-            record_subtasks(api, id, &subs, topology).await?;
-            let mut results = serde_json::Map::new();
-            for ((step, sub), made) in steps.iter().zip(&subs).zip(&made) {
-                // A plan's steps depend on each other by task id: one whose member is lost
-                // cannot be handed on, so the swarm task fails and says why.
-                let done = match wait_on(api, sub, made.spec.target_agent.as_deref()).await? {
-                    Settled::Done(done) => *done,
-                    Settled::MemberLost(m) => {
-                        return Err(ApiError::Unavailable(format!(
-                            "member {m}, given plan step {:?}, failed before finishing it",
-                            step.key
-                        )))
-                    }
-                };
-                results.insert(step.key.clone(), outcome(&done).map_err(ApiError::Conflict)?);
-            }
-            // The result of the steps nothing depends on: the one, or each by key.
-            let needed: BTreeSet<&str> = steps
-                .iter()
-                .flat_map(|s| s.depends_on.iter().map(String::as_str))
-                .collect();
-            let sinks: Vec<&Step> = steps.iter().filter(|s| !needed.contains(s.key.as_str())).collect();
-            match sinks.as_slice() {
-                [only] => Ok(results.remove(&only.key).unwrap_or(Value::Null)),
-                _ => Ok(Value::Object(
-                    results
-                        .into_iter()
-                        .filter(|(k, _)| sinks.iter().any(|s| &s.key == k))
-                        .collect(),
-                )),
-            }
+            run_plan(api, id, &task.swarm, &steps, topology).await
         }
     }
+}
+
+/// Runs a plan: each step is handed out once the steps it depends on have succeeded, with
+/// their results (`{"payload": …, "dependencies": {"<task id>": <result>}}`, as a task graph
+/// gives them), and followed as `one` follows its work, so a step whose member is lost
+/// returns to the swarm. Its result: the result of the step nothing depends on, or each such
+/// step's by key.
+async fn run_plan(api: &Api, id: &str, swarm: &str, steps: &[Step], topology: Topology) -> Result<Value, ApiError> {
+    // Step key -> the task that did it and its result.
+    let mut results: HashMap<&str, (String, Value)> = HashMap::new();
+    let mut started = BTreeSet::new();
+    let mut running = futures::stream::FuturesUnordered::new();
+    loop {
+        let ready: Vec<(usize, &Step)> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !started.contains(s.key.as_str()))
+            .filter(|(_, s)| s.depends_on.iter().all(|d| results.contains_key(d.as_str())))
+            .collect();
+        if !ready.is_empty() {
+            let team = team_of(api, swarm, topology != Topology::Mesh).await?;
+            for (turn, step) in ready {
+                started.insert(step.key.as_str());
+                let payload = if step.depends_on.is_empty() {
+                    step.payload.clone()
+                } else {
+                    let inputs: serde_json::Map<String, Value> = step
+                        .depends_on
+                        .iter()
+                        .filter_map(|d| results.get(d.as_str()).cloned())
+                        .collect();
+                    json!({ "payload": step.payload, "dependencies": inputs })
+                };
+                let req = team.request(topology, &step.capabilities, payload.clone(), turn)?;
+                let member = req.agent_id.clone();
+                let name = format!("step/{}", step.key);
+                let sub = submit(api, id, &name, req).await?;
+                record_subtasks(api, id, std::slice::from_ref(&sub), topology).await?;
+                running.push(async move {
+                    let work = Work {
+                        swarm,
+                        capabilities: &step.capabilities,
+                        payload,
+                        topology,
+                    };
+                    (step, settle(api, id, &name, (sub, member), &work).await)
+                });
+            }
+        }
+        let Some((step, done)) = futures::StreamExt::next(&mut running).await else {
+            break;
+        };
+        let done = done?;
+        let value = outcome(&done).map_err(|e| ApiError::Conflict(format!("plan step {:?}: {e}", step.key)))?;
+        results.insert(step.key.as_str(), (done.spec.id.clone(), value));
+    }
+    // The result of the steps nothing depends on: the one, or each by key.
+    let needed: BTreeSet<&str> = steps
+        .iter()
+        .flat_map(|s| s.depends_on.iter().map(String::as_str))
+        .collect();
+    let mut sinks: Vec<(&str, Value)> = steps
+        .iter()
+        .filter(|s| !needed.contains(s.key.as_str()))
+        .filter_map(|s| Some((s.key.as_str(), results.remove(s.key.as_str())?.1)))
+        .collect();
+    Ok(match sinks.len() {
+        1 => sinks.remove(0).1,
+        _ => Value::Object(sinks.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
+    })
 }
 
 /// Asks a member with the capability `plan` for the steps of `input`.
