@@ -816,8 +816,15 @@ async fn a_member_leads_a_sub_team_that_does_its_part_of_a_plan_inside_the_swarm
     node.kill9().await?;
     node.restart().await?;
     wait_swarm(&node, &squad_id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
-    let tree = in_tree(&node, &[&company_id]).await?;
-    ensure!(children(&tree).contains(&squad_id.as_str()), "{tree}");
+    // The team may report HEALTHY before the company's start (which starts the team) is done.
+    let deadline = Deadline::after(WAIT, "the company's subtree to run again with its team");
+    loop {
+        let tree = in_tree(&node, &[&company_id]).await?;
+        if tree["state"] == "RUNNING" && children(&tree).contains(&squad_id.as_str()) {
+            break;
+        }
+        deadline.tick(&tree).await?;
+    }
     let single = json!({ "mode": "SINGLE", "capabilities": ["lead"], "payload": { "numbers": [1, 2, 3, 4] } });
     let done = run_task(&node, &company_id, single).await?;
     ensure!(done["state"] == "SUCCEEDED" && done["result"] == 30, "{done}");
