@@ -42,7 +42,7 @@ pub use work::{Stage, Step, SwarmTask, SwarmTaskMode, SwarmTaskState, Watch};
 use crate::agent::{AgentsChild, Owner};
 use crate::error::ApiError;
 use crate::service::Api;
-use crate::tables::SWARMS;
+use crate::tables::{SWARMS, SWARM_TEAMS};
 
 /// The node's `swarms` supervisor: each start rebuilds it with every swarm of this node.
 pub struct SwarmsChild {
@@ -113,20 +113,54 @@ pub(crate) async fn teams_of(
     store: &troupe_runtime::store::Store,
     parent: Option<&str>,
 ) -> Result<Vec<String>, ApiError> {
-    let parent = parent.map(str::to_owned);
+    Ok(match parent {
+        Some(parent) => teams(store, Some(parent))
+            .await?
+            .into_iter()
+            .map(|(_, team, _)| team)
+            .collect(),
+        None => {
+            let nested: std::collections::BTreeSet<String> =
+                teams(store, None).await?.into_iter().map(|(_, team, _)| team).collect();
+            let mut all = ids(store).await?;
+            all.retain(|id| !nested.contains(id));
+            all
+        }
+    })
+}
+
+/// The sub-teams of `parent` (of every swarm for `None`): (parent, team, leader), by parent
+/// then team.
+pub(crate) async fn teams(
+    store: &troupe_runtime::store::Store,
+    parent: Option<&str>,
+) -> Result<Vec<(String, String, String)>, ApiError> {
+    let prefix = parent.map(|p| format!("{p}/"));
     Ok(store
         .view(move |v| {
             let mut out = Vec::new();
-            v.scan(SWARMS, None, |id, bytes| {
-                let spec: SwarmSpec = troupe_runtime::codec::decode(bytes)?;
-                if spec.lead.map(|l| l.swarm) == parent {
-                    out.push(id.to_owned());
+            v.scan(SWARM_TEAMS, prefix.as_deref(), |key, leader| {
+                let Some((parent, team)) = key.split_once('/') else {
+                    return Ok(true);
+                };
+                if prefix.as_deref().is_some_and(|p| !key.starts_with(p)) {
+                    return Ok(false);
                 }
+                out.push((
+                    parent.to_owned(),
+                    team.to_owned(),
+                    String::from_utf8_lossy(leader).into_owned(),
+                ));
                 Ok(true)
             })?;
             Ok(out)
         })
         .await?)
+}
+
+/// A sub-team's key in [`SWARM_TEAMS`].
+pub(crate) fn team_key(lead: &Lead, team: &str) -> String {
+    format!("{}/{team}", lead.swarm)
 }
 
 pub(crate) fn swarm_child(api: &Api, id: String) -> Arc<dyn ChildSpec> {

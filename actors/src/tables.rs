@@ -38,3 +38,5 @@ pub const SWARM_STATUS: Table = Table::new("swarm_status");
 pub const SWARM_MEMORY: Table = Table::new("swarm_memory");
 /// Swarm tasks by id: [`crate::swarm::SwarmTask`].
 pub const SWARM_TASKS: Table = Table::new("swarm_tasks");
+/// Sub-teams by `<parent swarm id>/<team id>`: the leader's agent id (UTF-8).
+pub const SWARM_TEAMS: Table = Table::new("swarm_teams");

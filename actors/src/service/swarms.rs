@@ -24,7 +24,7 @@ use crate::swarm::{
     CoordinatorMsg, CreateSwarmRequest, Lead, SwarmSpec, SwarmStatus, SwarmTask, SwarmTaskMode, SwarmTaskState,
     SwarmView, Topology,
 };
-use crate::tables::{SWARMS, SWARM_STATUS, SWARM_TASKS};
+use crate::tables::{SWARMS, SWARM_STATUS, SWARM_TASKS, SWARM_TEAMS};
 
 envelope!(SwarmsMsg);
 
@@ -233,10 +233,17 @@ impl Swarms {
             data["parent"] = json!(lead.swarm);
             data["leader"] = json!(lead.agent);
         }
-        let batch = Batch::new()
+        let mut batch = Batch::new()
             .put(SWARMS, id.clone(), troupe_runtime::codec::encode(&spec)?)
             .put(SWARM_STATUS, id.clone(), troupe_runtime::codec::encode(&status)?)
             .event(NewEvent::new("SWARM_CREATED", Some(id.clone()), data));
+        if let Some(lead) = &spec.lead {
+            batch = batch.put(
+                SWARM_TEAMS,
+                crate::swarm::team_key(lead, &id),
+                lead.agent.as_bytes().to_vec(),
+            );
+        }
         self.ctx.store.write(batch).await?;
         for member in &req.members {
             self.agents()
@@ -331,22 +338,11 @@ impl Swarms {
 
     /// The team `agent` leads, if any.
     async fn led_by(&self, agent: &str) -> Result<Option<String>, ApiError> {
-        let agent = agent.to_owned();
-        Ok(self
-            .ctx
-            .store
-            .view(move |v| {
-                let mut led = None;
-                v.scan(SWARMS, None, |id, bytes| {
-                    let spec: SwarmSpec = troupe_runtime::codec::decode(bytes)?;
-                    if spec.lead.is_some_and(|l| l.agent == agent) {
-                        led = Some(id.to_owned());
-                    }
-                    Ok(led.is_none())
-                })?;
-                Ok(led)
-            })
-            .await?)
+        let teams = crate::swarm::teams(&self.ctx.store, None).await?;
+        Ok(teams
+            .into_iter()
+            .find(|(_, _, leader)| leader == agent)
+            .map(|(_, team, _)| team))
     }
 
     /// The cluster's swarms (of the nodes that answer), sub-teams included, in id order.
@@ -477,6 +473,9 @@ impl Swarms {
             ));
         for t in tasks {
             batch = batch.delete(SWARM_TASKS, t);
+        }
+        if let Some(lead) = &view.spec.lead {
+            batch = batch.delete(SWARM_TEAMS, crate::swarm::team_key(lead, id));
         }
         let batch = memory::delete_all(&self.ctx.store, id, batch).await?;
         self.ctx.store.write(batch).await?;

@@ -241,9 +241,8 @@ impl State {
         }
         let mut leaders = Vec::new();
         if have > want {
-            for team in super::teams_of(self.api.store(), Some(&self.id)).await? {
-                leaders.extend(load_spec(self.api.store(), &team).await?.lead.map(|l| l.agent));
-            }
+            let teams = super::teams(self.api.store(), Some(&self.id)).await?;
+            leaders.extend(teams.into_iter().map(|(_, _, leader)| leader));
         }
         let removable = members.iter().rev().filter(|m| !leaders.contains(&m.spec.id));
         for extra in removable.take(have.saturating_sub(want)) {
