@@ -66,19 +66,28 @@ pub async fn create_many() {
     report("  node memory per member", grown / (SWARMS * MEMBERS) as f64, "KiB");
 }
 
-/// Waits until the swarm's `tasksSucceeded` reaches `n`.
-async fn await_swarm_tasks(server: &Server, id: &str, n: u64) {
-    let q = "query($id: ID!) { swarm(id: $id) { metrics { tasksSucceeded tasksFailed } } }";
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let m = server.gql(q, json!({ "id": id })).await["swarm"]["metrics"].clone();
-        assert_eq!(m["tasksFailed"], 0, "{m}");
-        if m["tasksSucceeded"].as_u64() >= Some(n) {
-            return;
+/// Counts the swarm task ends a subscription delivers until `n` have succeeded (one
+/// failing stops the run).
+async fn await_swarm_tasks(ws: &mut super::server::Ws, n: usize) {
+    let mut seen = 0;
+    while seen < n {
+        let msg = tokio::time::timeout(Duration::from_secs(600), ws.next())
+            .await
+            .expect("swarm tasks end in time");
+        let Some(Ok(Message::Text(text))) = msg else { continue };
+        let text = text.as_str();
+        if text.starts_with(r#"{"type":"next""#) {
+            assert!(text.contains("SWARM_TASK_SUCCEEDED"), "{text}");
+            seen += 1;
         }
-        assert!(Instant::now() < deadline, "{m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A subscription to the ends of swarm tasks.
+async fn swarm_task_ends(server: &Server) -> super::server::Ws {
+    let query = "subscription($kinds: [String!]) { events(kinds: $kinds) { kind subject } }";
+    let kinds = json!({ "kinds": ["SWARM_TASK_SUCCEEDED", "SWARM_TASK_FAILED"] });
+    subscribe(&server.addr, &server.token, query, kinds).await
 }
 
 pub async fn mesh() {
@@ -94,14 +103,16 @@ pub async fn mesh() {
     let plain_rate = TASKS as f64 / started.elapsed().as_secs_f64();
 
     let id = create(&server, swarm("mesh", "MESH", MEMBERS)).await;
-    let swarm_id = id.clone();
     let body = move |c: usize, i: usize| {
         json!({ "query": "mutation($id: ID!, $input: SubmitSwarmTaskInput!) { submitSwarmTask(id: $id, input: $input) { id } }",
-                "variables": { "id": swarm_id, "input": { "mode": "SINGLE", "payload": { "c": c, "i": i } } } })
+                "variables": { "id": id, "input": { "mode": "SINGLE", "payload": { "c": c, "i": i } } } })
     };
+    // Read while the load runs, as a client following its work would.
+    let mut ends = swarm_task_ends(&server).await;
+    let all_ended = tokio::spawn(async move { await_swarm_tasks(&mut ends, TASKS).await });
     let started = Instant::now();
     server.load(CLIENTS, TASKS, body, |_| true).await;
-    await_swarm_tasks(&server, &id, TASKS as u64).await;
+    all_ended.await.expect("the subscriber");
     let mesh_rate = TASKS as f64 / started.elapsed().as_secs_f64();
     println!("{TASKS} one-step tasks over HTTP from {CLIENTS} clients, {MEMBERS} builtin echo agents");
     report("  plain tasks, submit to all done", plain_rate, "tasks/s");
@@ -112,14 +123,7 @@ pub async fn mesh() {
 pub async fn gather() {
     let server = Server::start("swarms-gather", &[]).await;
     let id = create(&server, swarm("gatherers", "HIERARCHICAL", MEMBERS)).await;
-    let query = "subscription($kinds: [String!]) { events(kinds: $kinds) { kind subject } }";
-    let mut ws = subscribe(
-        &server.addr,
-        &server.token,
-        query,
-        json!({ "kinds": ["SWARM_TASK_SUCCEEDED", "SWARM_TASK_FAILED"] }),
-    )
-    .await;
+    let mut ws = swarm_task_ends(&server).await;
     // The subscription is live once an event reaches it: a first gather, not timed.
     let q = "mutation($id: ID!, $input: SubmitSwarmTaskInput!) { submitSwarmTask(id: $id, input: $input) { id } }";
     let input =
