@@ -44,7 +44,8 @@ use crate::error::ApiError;
 use crate::service::Api;
 use crate::tables::{SWARMS, SWARM_TEAMS};
 
-/// The node's `swarms` supervisor: each start rebuilds it with every swarm of this node.
+/// The node's `swarms` supervisor: each start rebuilds it with every top-level swarm of this
+/// node (sub-teams start inside their parents).
 pub struct SwarmsChild {
     pub api: Api,
 }

@@ -35,6 +35,7 @@ pub struct Step {
 /// A stage of a pipeline, or the map or reduce of a map-reduce: which members can do it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stage {
+    #[serde(default)]
     pub capabilities: Vec<String>,
 }
 
@@ -898,6 +899,10 @@ mod tests {
                 },
                 reduce: Stage::default(),
             }
+        );
+        let line = json!({ "mode": "PIPELINE", "stages": [{}, { "capabilities": ["upper"] }] });
+        assert!(
+            matches!(SwarmTaskMode::from_line(&line), Ok(SwarmTaskMode::Pipeline { stages, .. }) if stages.len() == 2)
         );
         let line = json!({ "mode": "SCATTER_GATHER", "k": 3, "aggregate": "FIRST", "payload": "x" });
         assert!(matches!(
