@@ -135,7 +135,7 @@ impl Tasks {
             }
         };
         self.check_agent(req.agent_id.as_deref()).await?;
-        let depends_on = self.known_dependencies(&req.depends_on, &[]).await?;
+        let depends_on = self.known_dependencies(&req.depends_on).await?;
         let spec = self.spec_of(crate::ids::new_id(&self.ctx.node_name), req, depends_on);
         let admitted = self.admit(1)?;
         let status = TaskStatus::queued();
@@ -198,7 +198,7 @@ impl Tasks {
                 .filter(|d| !keys.contains(&d.as_str()))
                 .cloned()
                 .collect();
-            let mut depends_on = self.known_dependencies(&outside, &[]).await?;
+            let mut depends_on = self.known_dependencies(&outside).await?;
             for d in &task.request.depends_on {
                 if let Some(id) = ids.get(d) {
                     depends_on.push(id.clone());
@@ -256,12 +256,16 @@ impl Tasks {
     }
 
     /// Checks that every dependency is a task of this node; answers them without repeats.
-    async fn known_dependencies(&self, deps: &[String], _graph: &[String]) -> Result<Vec<String>, ApiError> {
+    /// A task without dependencies reads nothing: a read view costs a blocking-pool thread.
+    async fn known_dependencies(&self, deps: &[String]) -> Result<Vec<String>, ApiError> {
         let mut unique: Vec<String> = Vec::with_capacity(deps.len());
         for d in deps {
             if !unique.contains(d) {
                 unique.push(d.clone());
             }
+        }
+        if unique.is_empty() {
+            return Ok(unique);
         }
         if let Some(d) = unique.iter().find(|d| !self.ctx.holds(d)) {
             return Err(ApiError::invalid(format!(
