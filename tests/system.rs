@@ -23,8 +23,11 @@ mod system {
     mod stopping;
     mod subscriptions;
     mod supervision;
+    mod swarm_failures;
+    mod swarm_teams;
     mod swarms;
     mod tooling;
+    mod vm_moves;
     mod vms;
     mod websocket;
     mod work;

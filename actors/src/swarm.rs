@@ -18,6 +18,8 @@ mod coordinator;
 pub mod memory;
 pub mod rules;
 pub mod spec;
+mod task;
+mod watch;
 mod work;
 
 use std::sync::Arc;
@@ -35,9 +37,10 @@ pub use spec::{
     queue_capability, Autoscale, CreateSwarmRequest, Lead, MemberStrategy, SwarmHealth, SwarmSpec, SwarmStatus,
     SwarmView, Template, Topology,
 };
+pub use task::{Stage, Step, SwarmTask, SwarmTaskMode, SwarmTaskState};
+pub use watch::Watch;
 pub(crate) use work::status as load_status;
 pub(crate) use work::wait_end;
-pub use work::{Stage, Step, SwarmTask, SwarmTaskMode, SwarmTaskState, Watch};
 
 use crate::agent::{AgentsChild, Owner};
 use crate::error::ApiError;

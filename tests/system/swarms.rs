@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::support::{error_code, text, Deadline, Gate, Node, NodeOpts, WAIT};
 
-const SWARM_FIELDS: &str = "id name status statusReason topology activeTopology size minAgents maxAgents \
+pub(super) const SWARM_FIELDS: &str = "id name status statusReason topology activeTopology size minAgents maxAgents \
     members { id name state capabilities }";
 
 fn script() -> String {
@@ -16,7 +16,7 @@ fn script() -> String {
 }
 
 /// A member template: a swarm_agent.py process in `role`, with `capabilities` and env.
-fn template(role: &str, capabilities: &[&str], count: u32, env: &[(&str, String)]) -> Value {
+pub(super) fn template(role: &str, capabilities: &[&str], count: u32, env: &[(&str, String)]) -> Value {
     let env: Vec<Value> = env.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect();
     json!({
         "count": count,
@@ -29,17 +29,17 @@ fn template(role: &str, capabilities: &[&str], count: u32, env: &[(&str, String)
     })
 }
 
-async fn create(node: &Node, input: Value) -> Result<Value> {
+pub(super) async fn create(node: &Node, input: Value) -> Result<Value> {
     let q = format!("mutation($input: CreateSwarmInput!) {{ createSwarm(input: $input) {{ {SWARM_FIELDS} }} }}");
     Ok(node.gql_ok(&q, json!({ "input": input })).await?["createSwarm"].clone())
 }
 
-async fn swarm(node: &Node, id: &str) -> Result<Value> {
+pub(super) async fn swarm(node: &Node, id: &str) -> Result<Value> {
     let q = format!("query($id: ID!) {{ swarm(id: $id) {{ {SWARM_FIELDS} }} }}");
     Ok(node.gql_ok(&q, json!({ "id": id })).await?["swarm"].clone())
 }
 
-async fn wait_swarm(node: &Node, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+pub(super) async fn wait_swarm(node: &Node, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
     let deadline = Deadline::after(WAIT, format!("swarm {id} to be {what}"));
     loop {
         let s = swarm(node, id).await?;
@@ -51,7 +51,7 @@ async fn wait_swarm(node: &Node, id: &str, what: &str, pred: impl Fn(&Value) -> 
 }
 
 /// Submits a swarm task; its id.
-async fn submit_task(node: &Node, swarm: &str, input: Value) -> Result<String> {
+pub(super) async fn submit_task(node: &Node, swarm: &str, input: Value) -> Result<String> {
     let q =
         "mutation($id: ID!, $input: SubmitSwarmTaskInput!) { submitSwarmTask(id: $id, input: $input) { id state } }";
     let task = node.gql_ok(q, json!({ "id": swarm, "input": input })).await?;
@@ -59,7 +59,7 @@ async fn submit_task(node: &Node, swarm: &str, input: Value) -> Result<String> {
 }
 
 /// Waits for a swarm task's end; the task.
-async fn wait_task(node: &Node, id: &str) -> Result<Value> {
+pub(super) async fn wait_task(node: &Node, id: &str) -> Result<Value> {
     let q = "query($id: ID!) { swarmTask(id: $id) { id mode state topology subtasks result error } }";
     let deadline = Deadline::after(WAIT, format!("swarm task {id} to end"));
     loop {
@@ -72,17 +72,17 @@ async fn wait_task(node: &Node, id: &str) -> Result<Value> {
 }
 
 /// Submits a swarm task and waits for its end; the task.
-async fn run_task(node: &Node, swarm: &str, input: Value) -> Result<Value> {
+pub(super) async fn run_task(node: &Node, swarm: &str, input: Value) -> Result<Value> {
     let id = submit_task(node, swarm, input).await?;
     wait_task(node, &id).await
 }
 
-fn members(s: &Value) -> Vec<Value> {
+pub(super) fn members(s: &Value) -> Vec<Value> {
     s["members"].as_array().cloned().unwrap_or_default()
 }
 
 /// The pids recorded in a PID_DIR that are still alive (zombies aside).
-fn alive(dir: &Path) -> Vec<i64> {
+pub(super) fn alive(dir: &Path) -> Vec<i64> {
     std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
@@ -100,7 +100,7 @@ fn child(v: &Value, id: &str) -> Result<Value> {
         .with_context(|| format!("no {id} in {v}"))
 }
 
-fn children(v: &Value) -> Vec<&str> {
+pub(super) fn children(v: &Value) -> Vec<&str> {
     v["supervisor"]["children"]
         .as_array()
         .into_iter()
@@ -111,7 +111,7 @@ fn children(v: &Value) -> Vec<&str> {
 
 /// The supervision tree's node at core > swarms > path[0] > path[1] > ..., with its children
 /// (and theirs, for a top-level swarm: queries nest at most 12 deep).
-async fn in_tree(node: &Node, path: &[&str]) -> Result<Value> {
+pub(super) async fn in_tree(node: &Node, path: &[&str]) -> Result<Value> {
     let mut selection = match path.len() {
         1 => "id kind state supervisor { name strategy children { id kind state supervisor { children { id } } } }",
         _ => "id kind supervisor { children { id } }",
@@ -133,7 +133,7 @@ async fn in_tree(node: &Node, path: &[&str]) -> Result<Value> {
     Ok(at)
 }
 
-fn pid_dir(node: &Node) -> Result<PathBuf> {
+pub(super) fn pid_dir(node: &Node) -> Result<PathBuf> {
     let dir = node.data_dir().join("pids");
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
@@ -424,133 +424,6 @@ async fn swarm_memory_compare_and_set_loses_no_update_and_expires_and_is_bounded
 }
 
 #[tokio::test]
-async fn a_mesh_swarm_loses_nothing_when_a_member_is_killed_or_the_coordinator_crashes() -> Result<()> {
-    let node = Node::start(NodeOpts::named("swarm-mesh").arg("--fault-injection", "true")).await?;
-    let gate = Gate::new()?;
-    let log = node.data_dir().join("done.log");
-    let env = [
-        ("GATE", gate.path().display().to_string()),
-        ("DONE_LOG", log.display().to_string()),
-    ];
-    let s = create(
-        &node,
-        json!({ "name": "mesh", "topology": "MESH", "templates": [template("gated", &["math"], 3, &env)] }),
-    )
-    .await?;
-    let id = text(&s, "/id")?;
-    wait_swarm(&node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
-    // Twelve pieces of work in the shared queue; the members hold them at the gate.
-    let q = "mutation($id: ID!, $input: SubmitSwarmTaskInput!) { submitSwarmTask(id: $id, input: $input) { id } }";
-    let mut tasks = Vec::new();
-    for n in 1..=12 {
-        let t = node
-            .gql_ok(q, json!({ "id": id, "input": { "mode": "SINGLE", "payload": n } }))
-            .await?;
-        tasks.push(text(&t, "/submitSwarmTask/id")?);
-    }
-    // Wait until every member holds work, then kill one member's process and crash the
-    // coordinator.
-    let running = "query($id: ID!) { swarm(id: $id) { queue { running } members { id processGroups } } }";
-    let deadline = Deadline::after(WAIT, "each member to hold work");
-    let held = loop {
-        let r = node.gql_ok(running, json!({ "id": id })).await?;
-        if r["swarm"]["queue"]["running"].as_i64() >= Some(12) {
-            break r;
-        }
-        deadline.tick(&r).await?;
-    };
-    let victim = held["swarm"]["members"][0]["processGroups"][0]
-        .as_i64()
-        .context("a process group")?;
-    super::support::send_signal(-(victim as i32), libc::SIGKILL)?;
-    let fault = "mutation($t: ID!) { injectFault(target: $t, kind: SWARM_COORDINATOR_CRASH) }";
-    node.gql_ok(fault, json!({ "t": id })).await?;
-    gate.open()?;
-    let q = "query($id: ID!) { swarmTask(id: $id) { state result topology } }";
-    for (n, t) in tasks.iter().enumerate() {
-        let deadline = Deadline::after(WAIT, format!("swarm task {t}"));
-        loop {
-            let r = node.gql_ok(q, json!({ "id": t })).await?["swarmTask"].clone();
-            if r["state"] != "RUNNING" {
-                let n = n as i64 + 1;
-                ensure!(r["state"] == "SUCCEEDED" && r["result"] == n * n, "{r}");
-                ensure!(r["topology"] == "MESH", "{r}");
-                break;
-            }
-            deadline.tick(&r).await?;
-        }
-    }
-    let starts = node.events_for("SWARM_COORDINATOR_STARTED", &id).await?;
-    ensure!(starts.len() == 2, "the coordinator was restarted once: {starts:?}");
-    ensure!(starts[1]["data"]["members"] == 3, "it found its 3 members: {starts:?}");
-    // It re-adopted its members instead of starting more.
-    let s = wait_swarm(&node, &id, "HEALTHY with 3", |s| {
-        s["status"] == "HEALTHY" && members(s).len() == 3
-    })
-    .await?;
-    ensure!(members(&s).len() == 3, "{s}");
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_node_killed_and_restarted_brings_back_every_swarm_with_its_members_and_memory() -> Result<()> {
-    let mut node = Node::start(NodeOpts::named("swarm-crash")).await?;
-    let pids = pid_dir(&node)?;
-    let env = [("PID_DIR", pids.display().to_string())];
-    let a = create(
-        &node,
-        json!({ "name": "a", "templates": [template("math", &["math"], 2, &env)] }),
-    )
-    .await?;
-    let b = create(
-        &node,
-        json!({ "name": "b", "topology": "MESH", "strategy": "ONE_FOR_ALL", "templates": [template("upper", &["upper"], 1, &env)] }),
-    )
-    .await?;
-    let (a, b) = (text(&a, "/id")?, text(&b, "/id")?);
-    let set = "mutation($id: ID!, $k: String!, $v: JSON!) { setSwarmMemory(id: $id, key: $k, value: $v) { version } }";
-    node.gql_ok(set, json!({ "id": a, "k": "plan", "v": { "step": 3 } }))
-        .await?;
-    let before_a = swarm(&node, &a).await?;
-    node.kill9().await?;
-    node.restart().await?;
-    let after_a = wait_swarm(&node, &a, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
-    let after_b = wait_swarm(&node, &b, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
-    let ids = |s: &Value| members(s).iter().map(|m| m["id"].clone()).collect::<Vec<_>>();
-    ensure!(
-        ids(&after_a) == ids(&before_a),
-        "the same members: {after_a} vs {before_a}"
-    );
-    ensure!(
-        members(&after_b).len() == 1 && after_b["topology"] == "MESH",
-        "{after_b}"
-    );
-    let mem = node
-        .gql_ok(
-            "query($id: ID!) { swarm(id: $id) { memory { key value } } }",
-            json!({ "id": a }),
-        )
-        .await?;
-    ensure!(
-        mem["swarm"]["memory"] == json!([{ "key": "plan", "value": { "step": 3 } }]),
-        "{mem}"
-    );
-    let answer = run_task(
-        &node,
-        &a,
-        json!({ "mode": "SINGLE", "capabilities": ["math"], "payload": 6 }),
-    )
-    .await?;
-    ensure!(answer["result"] == 36, "{answer}");
-    // The first incarnation's processes died with the node; three run now.
-    let deadline = Deadline::after(WAIT, "three member processes");
-    while alive(&pids).len() != 3 {
-        deadline.tick(format!("{:?}", alive(&pids))).await?;
-    }
-    Ok(())
-}
-
-#[tokio::test]
 async fn autoscale_grows_a_swarm_with_its_queue_and_shrinks_it_when_idle() -> Result<()> {
     let node = Node::start(NodeOpts::named("swarm-scale")).await?;
     let gate = Gate::new()?;
@@ -638,271 +511,4 @@ async fn an_adaptive_swarm_goes_mesh_for_independent_work_under_load_and_back_fo
         "{seen:?}"
     );
     Ok(())
-}
-
-#[tokio::test]
-async fn a_failed_members_work_returns_to_the_swarm_and_its_health_follows() -> Result<()> {
-    let node = Node::start(NodeOpts::named("swarm-health")).await?;
-    let single = json!({ "mode": "SINGLE", "payload": 5 });
-    let id = lose_a_member(&node, "fragile", single, 2).await?;
-    let health: Vec<Value> = node
-        .events(&["SWARM_HEALTHY", "SWARM_DEGRADED", "SWARM_FAILED"])
-        .await?
-        .into_iter()
-        .filter(|e| e["subject"] == id.as_str())
-        .map(|e| e["kind"].clone())
-        .collect();
-    ensure!(
-        health == [json!("SWARM_HEALTHY"), json!("SWARM_DEGRADED")],
-        "{health:?}"
-    );
-    // A plan's step returns the same way, and the step after it still gets its result.
-    let plan = json!({ "mode": "PLAN", "steps": [
-        { "key": "square", "capabilities": ["math"], "payload": 5 },
-        { "key": "total", "capabilities": ["math"], "dependsOn": ["square"] },
-    ] });
-    lose_a_member(&node, "fragile-plan", plan, 3).await?;
-    Ok(())
-}
-
-/// A swarm of two gated members that are never restarted is given `input`, whose first
-/// subtask's member is then killed: the swarm goes DEGRADED, and once the gate opens the
-/// task succeeds with 25 after `subtasks` subtasks, the work returned once. The swarm's id.
-async fn lose_a_member(node: &Node, name: &str, input: Value, subtasks: usize) -> Result<String> {
-    let gate = Gate::new()?;
-    let mut member = template("gated", &["math"], 2, &[("GATE", gate.path().display().to_string())]);
-    // No restart: a member whose process dies is FAILED at once.
-    member["agent"]["restartLimit"] = json!({ "maxRestarts": 0, "windowMs": 60000 });
-    let s = create(node, json!({ "name": name, "templates": [member] })).await?;
-    let id = text(&s, "/id")?;
-    wait_swarm(node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
-    let task = submit_task(node, &id, input).await?;
-    let holder = kill_the_holder(node, &task).await?;
-    node.wait_agent_state(&holder, "FAILED").await?;
-    let s = wait_swarm(node, &id, "DEGRADED", |s| s["status"] == "DEGRADED").await?;
-    ensure!(s["statusReason"] == "1 of 2 members run (at least 1 wanted)", "{s}");
-    gate.open()?;
-    let done = wait_task(node, &task).await?;
-    ensure!(done["state"] == "SUCCEEDED" && done["result"] == 25, "{done}");
-    ensure!(done["subtasks"].as_array().map(Vec::len) == Some(subtasks), "{done}");
-    let returned = node.events_for("SWARM_WORK_RETURNED", &id).await?;
-    ensure!(
-        returned.len() == 1 && returned[0]["data"]["lostMember"] == holder.as_str(),
-        "{returned:?}"
-    );
-    Ok(id)
-}
-
-/// Waits until the swarm task's first subtask runs, then SIGKILLs its member's processes;
-/// that member's id.
-async fn kill_the_holder(node: &Node, task: &str) -> Result<String> {
-    let q = "query($id: ID!) { swarmTask(id: $id) { subtasks } }";
-    let deadline = Deadline::after(WAIT, "the subtask to run");
-    let holder = loop {
-        let t = node.gql_ok(q, json!({ "id": task })).await?;
-        if let Some(sub) = t["swarmTask"]["subtasks"][0].as_str() {
-            let r = node
-                .gql_ok(
-                    "query($id: ID!) { task(id: $id) { state agentId } }",
-                    json!({ "id": sub }),
-                )
-                .await?;
-            if r["task"]["state"] == "RUNNING" {
-                break text(&r, "/task/agentId")?;
-            }
-        }
-        deadline.tick(&t).await?;
-    };
-    let a = node
-        .gql_ok(
-            "query($id: ID!) { agent(id: $id) { processGroups } }",
-            json!({ "id": holder }),
-        )
-        .await?;
-    let group = a["agent"]["processGroups"][0].as_i64().context("a process group")?;
-    super::support::send_signal(-(group as i32), libc::SIGKILL)?;
-    Ok(holder)
-}
-
-#[tokio::test]
-async fn a_member_leads_a_sub_team_that_does_its_part_of_a_plan_inside_the_swarms_subtree() -> Result<()> {
-    let mut node = Node::start(NodeOpts::named("swarm-nested")).await?;
-    let pids = pid_dir(&node)?;
-    let env = [("PID_DIR", pids.display().to_string())];
-    // The leader is the newest member, so scaling down would pick it first.
-    let company = create(
-        &node,
-        json!({ "name": "company", "templates": [
-            template("math", &["exact"], 1, &env),
-            template("lead", &["lead"], 1, &env),
-        ] }),
-    )
-    .await?;
-    let company_id = text(&company, "/id")?;
-    let leader = members(&company)
-        .iter()
-        .find(|m| m["name"].as_str().is_some_and(|n| n.starts_with("lead-")))
-        .and_then(|m| m["id"].as_str().map(str::to_owned))
-        .context("the lead member")?;
-    let math = text(&members(&company)[0], "/id")?;
-
-    let team = |leader: &str| {
-        json!({ "name": "squad", "parent": company_id, "leader": leader,
-        "templates": [template("math", &["exact"], 3, &env)] })
-    };
-    let q = format!(
-        "mutation($input: CreateSwarmInput!) {{ createSwarm(input: $input) {{ {SWARM_FIELDS} parent {{ id }} leader {{ id }} }} }}"
-    );
-    let squad = node.gql_ok(&q, json!({ "input": team(&leader) })).await?["createSwarm"].clone();
-    let squad_id = text(&squad, "/id")?;
-    ensure!(
-        squad["parent"]["id"] == company_id && squad["leader"]["id"] == leader,
-        "{squad}"
-    );
-    ensure!(members(&squad).len() == 3, "{squad}");
-    let again = node.gql(&q, json!({ "input": team(&leader) })).await?;
-    ensure!(
-        error_code(&again).as_deref() == Some("CONFLICT"),
-        "one team per leader: {again}"
-    );
-    let outsider = text(&members(&squad)[0], "/id")?;
-    let outsider = node.gql(&q, json!({ "input": team(&outsider) })).await?;
-    ensure!(error_code(&outsider).as_deref() == Some("INVALID_INPUT"), "{outsider}");
-    let half = node
-        .gql(&q, json!({ "input": { "name": "x", "parent": company_id } }))
-        .await?;
-    ensure!(error_code(&half).as_deref() == Some("INVALID_INPUT"), "{half}");
-
-    // The team's subtree runs inside the company's: core > swarms > company > squad.
-    let tree = in_tree(&node, &[&company_id]).await?;
-    ensure!(
-        children(&tree) == ["members", "coordinator", squad_id.as_str()],
-        "{tree}"
-    );
-    let inner = in_tree(&node, &[&company_id, &squad_id]).await?;
-    ensure!(
-        inner["kind"] == "SWARM" && children(&inner) == ["members", "coordinator"],
-        "{inner}"
-    );
-
-    // The leader's step goes to its team (a MAP_REDUCE the team's members do); the step
-    // after it sums what it got: 1 + 4 + 9 + 16.
-    let plan = json!({ "mode": "PLAN", "steps": [
-        { "key": "squares", "capabilities": ["lead"], "payload": { "numbers": [1, 2, 3, 4] } },
-        { "key": "total", "capabilities": ["exact"], "dependsOn": ["squares"] },
-    ] });
-    let done = run_task(&node, &company_id, plan).await?;
-    ensure!(done["state"] == "SUCCEEDED" && done["result"] == 30, "{done}");
-    let q = "query($id: ID!) { swarm(id: $id) { teams { id } tasks { mode state result subtasks } } }";
-    let seen = node.gql_ok(q, json!({ "id": squad_id })).await?["swarm"].clone();
-    let tasks = seen["tasks"].as_array().context("tasks")?;
-    ensure!(
-        tasks.len() == 1
-            && tasks[0]["mode"] == "MAP_REDUCE"
-            && tasks[0]["result"] == 30
-            && tasks[0]["subtasks"].as_array().map(Vec::len) == Some(5),
-        "the squad did the squaring: {seen}"
-    );
-    let teams = node.gql_ok(q, json!({ "id": company_id })).await?["swarm"]["teams"].clone();
-    ensure!(teams == json!([{ "id": squad_id }]), "{teams}");
-
-    // Scaling the company down keeps the member leading a team.
-    let q = format!("mutation($id: ID!, $n: Int!) {{ scaleSwarm(id: $id, size: $n) {{ {SWARM_FIELDS} }} }}");
-    let down = node.gql_ok(&q, json!({ "id": company_id, "n": 1 })).await?["scaleSwarm"].clone();
-    let kept: Vec<Value> = members(&down).iter().map(|m| m["id"].clone()).collect();
-    ensure!(kept == [json!(leader)], "kept {kept:?}, not the leader; {math} goes");
-
-    // A node killed and restarted brings the team back inside the company.
-    node.kill9().await?;
-    node.restart().await?;
-    wait_swarm(&node, &squad_id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
-    // The team may report HEALTHY before the company's start (which starts the team) is done.
-    let deadline = Deadline::after(WAIT, "the company's subtree to run again with its team");
-    loop {
-        let tree = in_tree(&node, &[&company_id]).await?;
-        if tree["state"] == "RUNNING" && children(&tree).contains(&squad_id.as_str()) {
-            break;
-        }
-        deadline.tick(&tree).await?;
-    }
-    let single = json!({ "mode": "SINGLE", "capabilities": ["lead"], "payload": { "numbers": [1, 2, 3, 4] } });
-    let done = run_task(&node, &company_id, single).await?;
-    ensure!(done["state"] == "SUCCEEDED" && done["result"] == 30, "{done}");
-
-    // Destroying the company destroys its team: no swarm, no process.
-    node.gql_ok(
-        "mutation($id: ID!) { destroySwarm(id: $id) { id } }",
-        json!({ "id": company_id }),
-    )
-    .await?;
-    ensure!(swarm(&node, &squad_id).await?.is_null(), "the squad is gone");
-    node.wait_event("SWARM_DESTROYED", &squad_id).await?;
-    let deadline = Deadline::after(WAIT, "every member process to be gone");
-    while !alive(&pids).is_empty() {
-        deadline.tick(format!("{:?}", alive(&pids))).await?;
-    }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_swarm_on_a_peer_is_created_listed_worked_and_destroyed_through_this_node() -> Result<()> {
-    let (alpha, beta) = super::cluster::start_pair().await?;
-    let echo = json!({ "count": 2, "agent": echo_agent() });
-    let q = format!("mutation($input: CreateSwarmInput!) {{ createSwarm(input: $input) {{ {SWARM_FIELDS} node }} }}");
-    let far = alpha
-        .gql_ok(
-            &q,
-            json!({ "input": { "name": "far", "node": "beta", "maxAgents": 4, "templates": [echo] } }),
-        )
-        .await?["createSwarm"]
-        .clone();
-    let id = text(&far, "/id")?;
-    ensure!(far["node"] == "beta" && members(&far).len() == 2, "{far}");
-    for node in [&alpha, &beta] {
-        let listed = node.gql_ok("{ swarms { id node } }", json!({})).await?;
-        ensure!(listed["swarms"] == json!([{ "id": id, "node": "beta" }]), "{listed}");
-    }
-
-    // Work, memory and scaling through alpha, done on beta.
-    let done = run_task(&alpha, &id, json!({ "mode": "SINGLE", "payload": { "x": 1 } })).await?;
-    ensure!(
-        done["state"] == "SUCCEEDED" && done["result"] == json!({ "x": 1 }),
-        "{done}"
-    );
-    let set = "mutation($id: ID!) { setSwarmMemory(id: $id, key: \"k\", value: 7) { version } }";
-    alpha.gql_ok(set, json!({ "id": id })).await?;
-    let read = "query($id: ID!) { swarm(id: $id) { memory { key value } } }";
-    let mem = beta.gql_ok(read, json!({ "id": id })).await?;
-    ensure!(mem["swarm"]["memory"] == json!([{ "key": "k", "value": 7 }]), "{mem}");
-    let scale = format!("mutation($id: ID!) {{ scaleSwarm(id: $id, size: 3) {{ {SWARM_FIELDS} }} }}");
-    let up = alpha.gql_ok(&scale, json!({ "id": id })).await?["scaleSwarm"].clone();
-    ensure!(members(&up).len() == 3, "{up}");
-
-    // A sub-team asked of alpha runs on its parent's node.
-    let leader = text(&members(&up)[0], "/id")?;
-    let team = |node: Option<&str>| {
-        json!({ "input": { "name": "near", "parent": id, "leader": leader, "node": node,
-                                             "templates": [{ "count": 1, "agent": echo_agent() }] } })
-    };
-    let wrong = alpha.gql(&q, team(Some("alpha"))).await?;
-    ensure!(error_code(&wrong).as_deref() == Some("INVALID_INPUT"), "{wrong}");
-    let near = alpha.gql_ok(&q, team(None)).await?["createSwarm"].clone();
-    ensure!(near["node"] == "beta", "{near}");
-    let near = text(&near, "/id")?;
-
-    alpha
-        .gql_ok(
-            "mutation($id: ID!) { destroySwarm(id: $id) { id } }",
-            json!({ "id": id }),
-        )
-        .await?;
-    for gone in [&id, &near] {
-        ensure!(swarm(&beta, gone).await?.is_null(), "{gone} is gone on beta");
-        ensure!(swarm(&alpha, gone).await?.is_null(), "{gone} is gone through alpha");
-    }
-    Ok(())
-}
-
-fn echo_agent() -> Value {
-    json!({ "name": "echo", "capabilities": ["echo"], "backend": { "builtin": { "kind": "echo" } } })
 }

@@ -15,7 +15,8 @@ use troupe_runtime::store::{Batch, Store};
 use troupe_runtime::supervision::ChildSpec;
 
 use super::spec::{SwarmSpec, SwarmStatus, Topology};
-use super::work::{self, SwarmTask, SwarmTaskState};
+use super::task::{SwarmTask, SwarmTaskState};
+use super::work;
 use super::{memory, rules};
 use crate::agent::Owner;
 use crate::error::ApiError;
