@@ -13,11 +13,13 @@ mod system {
     mod auth;
     mod bad_input;
     mod cluster;
+    mod dead_letters;
     mod exec_backend;
     mod faults;
     mod hosts;
     mod http_api;
     mod messages;
+    mod races;
     mod recovery;
     mod scheduling;
     mod stopping;

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod error;
 pub mod host;
 pub mod ids;
+pub mod inflight;
 pub mod node;
 pub mod placement;
 pub mod scheduler;

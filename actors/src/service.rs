@@ -28,7 +28,7 @@ pub(crate) use context::Context;
 pub use hosts::{Hosts, HostsRequest, HostsResponse};
 pub use listing::{Counted, Listing};
 pub use messages::{
-    check_topic, topic_matches, DeadMessage, MailboxView, Mailboxes, Message, Reply, Sent,
+    check_topic, topic_matches, DeadMessage, FanOut, MailboxView, Mailboxes, Message, Reply, Sent,
     DEFAULT_TIMEOUT as MESSAGE_TIMEOUT,
 };
 pub use swarms::Swarms;

@@ -6,12 +6,12 @@ use serde_json::{json, Value};
 
 use super::support::{error_code, expect_code, python_agent, text, Deadline, Gate, Node, NodeOpts, WAIT};
 
-const SEND: &str = "mutation($to: ID!, $payload: JSON!, $priority: Priority, $timeoutMs: Int64) { \
+pub(super) const SEND: &str = "mutation($to: ID!, $payload: JSON!, $priority: Priority, $timeoutMs: Int64) { \
     sendMessage(to: $to, payload: $payload, priority: $priority, timeoutMs: $timeoutMs) { id reply } }";
 
 /// A process agent that answers each message with its payload, after waiting for the file
 /// named in `payload.gate` (if any), and logs each answered payload.
-fn gated_agent(node: &Node) -> Result<(Vec<String>, std::path::PathBuf)> {
+pub(super) fn gated_agent(node: &Node) -> Result<(Vec<String>, std::path::PathBuf)> {
     let log = node.data_dir().join("answered.log");
     let script = node.data_dir().join("gated_agent.py");
     std::fs::write(

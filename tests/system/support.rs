@@ -231,11 +231,18 @@ impl Node {
         self.proc_mut()?.wait_exit(within).await
     }
 
-    /// Turns on a store fault of a running node: `commit-fail` or `reject-<table>` (the
+    /// Turns on a store fault of a running node: `commit-fail`, `reject-<table>` or
+    /// `hold-<table>` (the
     /// node's binary is built with the fault-injection feature for these tests).
     pub fn inject_fault(&self, name: &str) -> Result<()> {
         std::fs::write(self.file("faults").join(name), b"")?;
         Ok(())
+    }
+
+    /// Whether the store has made a marker in the fault directory (`holding-<table>` while
+    /// a `hold-<table>` gate holds a batch).
+    pub fn fault_marker(&self, name: &str) -> bool {
+        self.file("faults").join(name).exists()
     }
 
     pub fn clear_fault(&self, name: &str) -> Result<()> {

@@ -116,6 +116,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         backoff,
         swarm_locks: Default::default(),
         swarm_watch: Default::default(),
+        requeueing: Default::default(),
     });
     let courier = courier(&api, &slots);
     let intensity = Some(Intensity {
@@ -259,7 +260,7 @@ fn courier(api: &Api, slots: &Slots) -> tokio::task::JoinHandle<()> {
                     } => agents
                         .publish(topic, payload, priority)
                         .await
-                        .map(|(queued, _)| serde_json::json!({ "queued": queued })),
+                        .map(|(fan, _)| serde_json::json!({ "queued": fan.queued, "refused": fan.refused })),
                     OutgoingKind::Memory(op) => api.swarms().agent_memory(&out.from, op).await.map_err(coded),
                     OutgoingKind::TeamTask { mode, timeout_ms } => api
                         .swarms()

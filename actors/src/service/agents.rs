@@ -130,7 +130,7 @@ pub enum AgentsResponse {
     Live(Option<AgentLive>),
     Reply(super::messages::Reply),
     History(super::messages::MailboxView),
-    Queued(u32),
+    Queued(super::messages::FanOut),
     DeadMessages(Vec<super::messages::DeadMessage>),
     Topics(Vec<(String, u32)>),
 }
@@ -382,7 +382,7 @@ impl Agents {
         topic: String,
         payload: serde_json::Value,
         priority: crate::task::Priority,
-    ) -> Result<(u32, Vec<String>), ApiError> {
+    ) -> Result<(super::messages::FanOut, Vec<String>), ApiError> {
         super::messages::check_topic(&topic, false)?;
         let event = troupe_runtime::events::NewEvent::new(
             "MESSAGE_PUBLISHED",
@@ -402,7 +402,7 @@ impl Agents {
         labels: Vec<(String, String)>,
         payload: serde_json::Value,
         priority: crate::task::Priority,
-    ) -> Result<(u32, Vec<String>), ApiError> {
+    ) -> Result<(super::messages::FanOut, Vec<String>), ApiError> {
         if labels.is_empty() {
             return Err(ApiError::invalid("broadcast needs at least one label"));
         }
@@ -415,12 +415,12 @@ impl Agents {
         labels: Vec<(String, String)>,
         payload: serde_json::Value,
         priority: crate::task::Priority,
-    ) -> Result<(u32, Vec<String>), ApiError> {
+    ) -> Result<(super::messages::FanOut, Vec<String>), ApiError> {
         let size = payload.to_string().len();
         if size > self.ctx.max_payload_bytes {
             return Err(ApiError::invalid(format!("payload is {size} bytes, above the limit")));
         }
-        let local = self
+        let mut outcome = self
             .fan_out_local(topic.clone(), labels.clone(), &payload, priority)
             .await?;
         let request = AgentsRequest::FanOut {
@@ -430,15 +430,12 @@ impl Agents {
             priority,
         };
         let gathered = self.ctx.cluster.gather::<Agents>(&request).await;
-        let remote: u32 = gathered
-            .answers
-            .into_iter()
-            .filter_map(|a| match a {
-                AgentsResponse::Queued(n) => Some(n),
-                _ => None,
-            })
-            .sum();
-        Ok((local + remote, gathered.missing))
+        for answer in gathered.answers {
+            if let AgentsResponse::Queued(remote) = answer {
+                outcome += remote;
+            }
+        }
+        Ok((outcome, gathered.missing))
     }
 
     async fn fan_out_local(
@@ -447,7 +444,7 @@ impl Agents {
         labels: Vec<(String, String)>,
         payload: &serde_json::Value,
         priority: crate::task::Priority,
-    ) -> Result<u32, ApiError> {
+    ) -> Result<super::messages::FanOut, ApiError> {
         let wanted = move |spec: &crate::agent::AgentSpec| match &topic {
             Some(t) => spec.topics.iter().any(|p| super::messages::topic_matches(p, t)),
             None => labels.iter().all(|(k, v)| spec.labels.get(k) == Some(v)),

@@ -45,6 +45,8 @@ pub(crate) struct Context {
     pub swarm_locks: crate::swarm::memory::Locks,
     /// Wakes swarm conductors waiting on tasks and members.
     pub swarm_watch: crate::swarm::Watch,
+    /// DEAD tasks being requeued now.
+    pub requeueing: crate::inflight::InFlight,
 }
 
 impl Context {

@@ -110,8 +110,9 @@ impl Mailbox {
 pub struct Mailboxes {
     boxes: Mutex<HashMap<String, Mailbox>>,
     capacity: usize,
+    /// Dead messages being replayed now.
+    replaying: crate::inflight::InFlight,
 }
-
 /// An agent's mailbox as the API shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MailboxView {
@@ -125,7 +126,14 @@ impl Mailboxes {
         Self {
             boxes: Mutex::new(HashMap::new()),
             capacity,
+            replaying: Default::default(),
         }
+    }
+
+    fn claim_replay(&self, id: &str) -> Result<crate::inflight::InFlightGuard, ApiError> {
+        self.replaying
+            .begin(id)
+            .ok_or_else(|| ApiError::Conflict(format!("dead message {id} is being replayed already")))
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Mailbox>> {
@@ -145,6 +153,19 @@ impl Mailboxes {
 
 /// Sends a message to an agent of this node and waits for its reply.
 pub(crate) async fn send_local(ctx: &Arc<Context>, message: Message) -> Result<Reply, ApiError> {
+    let reply = enqueue(ctx, message).await?;
+    match reply.await {
+        Ok(answer) => answer,
+        Err(_) => Err(ApiError::Internal("the mailbox dropped a message".into())),
+    }
+}
+
+/// The answer a queued message will get.
+type Answer = oneshot::Receiver<Result<Reply, ApiError>>;
+
+/// Puts a message in its agent's mailbox (kept on disk while it waits), or refuses it with
+/// BACKPRESSURE when the mailbox is full: a refused message is never counted as queued.
+async fn enqueue(ctx: &Arc<Context>, message: Message) -> Result<Answer, ApiError> {
     if ctx.slots.handles.get(&message.to).is_none()
         && ctx.store.get(crate::tables::AGENTS, &message.to).await?.is_none()
     {
@@ -186,10 +207,7 @@ pub(crate) async fn send_local(ctx: &Arc<Context>, message: Message) -> Result<R
     if start {
         tokio::spawn(deliver(ctx.clone(), to));
     }
-    match reply.await {
-        Ok(answer) => answer,
-        Err(_) => Err(ApiError::Internal("the mailbox dropped a message".into())),
-    }
+    Ok(reply)
 }
 
 /// Delivers an agent's messages one at a time, the higher lane first, until none wait.
@@ -208,11 +226,13 @@ async fn deliver(ctx: Arc<Context>, agent: String) {
         };
         let outcome = deliver_one(&ctx, &next).await;
         let Waiting { message, answer, .. } = next;
-        if let Err(e) = ctx
-            .store
-            .write(Batch::new().delete(MAILBOX, mailbox_key(&message)))
-            .await
-        {
+        let mut done = Batch::new().delete(MAILBOX, mailbox_key(&message));
+        if outcome.is_ok() {
+            // An answered replay leaves the dead-letter queue in the same write, so a node
+            // that dies in between neither loses it nor keeps it once answered.
+            done = done.delete(MESSAGE_DEAD_LETTERS, message.id.clone());
+        }
+        if let Err(e) = ctx.store.write(done).await {
             tracing::warn!(message = %message.id, error = %e, "could not take a delivered message off disk");
         }
         let sent = Sent {
@@ -352,7 +372,9 @@ pub(crate) async fn dead_letters(ctx: &Context, first: usize) -> Result<Vec<Dead
         .await?)
 }
 
-/// Sends a dead message again; on an answer it leaves the queue.
+/// Sends a dead message again. It stays in the queue until it is answered (the delivery
+/// that gets the answer takes it out), so a replay that fails loses nothing; a second replay
+/// of a message still being replayed is refused, so it is never delivered twice at once.
 pub(crate) async fn replay(ctx: &Arc<Context>, id: &str) -> Result<Reply, ApiError> {
     let bytes = ctx
         .store
@@ -360,9 +382,7 @@ pub(crate) async fn replay(ctx: &Arc<Context>, id: &str) -> Result<Reply, ApiErr
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no dead message {id}")))?;
     let dead: DeadMessage = troupe_runtime::codec::decode(&bytes)?;
-    ctx.store
-        .write(Batch::new().delete(MESSAGE_DEAD_LETTERS, id.to_owned()))
-        .await?;
+    let _claim = ctx.mailboxes.claim_replay(id)?;
     send_local(ctx, dead.message).await
 }
 
@@ -406,14 +426,31 @@ pub fn topic_matches(pattern: &str, topic: &str) -> bool {
     go(&p, &t)
 }
 
+/// How a published or broadcast message fared on the agents it was meant for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOut {
+    /// Queued in the agent's mailbox.
+    pub queued: u32,
+    /// Refused by a full mailbox (or not kept): put in the dead-letter queue instead.
+    pub refused: u32,
+}
+
+impl std::ops::AddAssign for FanOut {
+    fn add_assign(&mut self, other: Self) {
+        self.queued += other.queued;
+        self.refused += other.refused;
+    }
+}
+
 /// Queues a message for each of this node's agents that `wanted` picks, without waiting for
-/// replies (those that fail go to the dead-letter queue); how many were queued.
+/// replies (those that fail go to the dead-letter queue). One that a full mailbox refuses is
+/// dead-lettered at once and counted as refused, never as queued.
 pub(crate) async fn fan_out(
     ctx: &Arc<Context>,
     wanted: impl Fn(&crate::agent::AgentSpec) -> bool,
     payload: &Value,
     priority: Priority,
-) -> Result<u32, ApiError> {
+) -> Result<FanOut, ApiError> {
     let specs: Vec<crate::agent::AgentSpec> = ctx
         .store
         .view(|v| {
@@ -425,7 +462,7 @@ pub(crate) async fn fan_out(
             Ok(out)
         })
         .await?;
-    let mut queued = 0;
+    let mut outcome = FanOut::default();
     for spec in specs.iter().filter(|s| wanted(s)) {
         let message = Message {
             id: uuid::Uuid::now_v7().to_string(),
@@ -435,13 +472,16 @@ pub(crate) async fn fan_out(
             priority,
             timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
         };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let _ = send_local(&ctx, message).await;
-        });
-        queued += 1;
+        match enqueue(ctx, message.clone()).await {
+            // Nobody waits for the reply: an unanswered one is dead-lettered by delivery.
+            Ok(_) => outcome.queued += 1,
+            Err(e) => {
+                bury(ctx, message, e.to_string()).await;
+                outcome.refused += 1;
+            }
+        }
     }
-    Ok(queued)
+    Ok(outcome)
 }
 
 #[cfg(test)]

@@ -70,14 +70,18 @@ impl From<troupe_actors::service::Sent> for AgentMessage {
 #[derive(SimpleObject)]
 pub struct FanOutResult {
     pub queued: i32,
+    /// Agents whose mailbox was full: for each, the message went straight to the message
+    /// dead-letter queue (replayable) instead of being queued.
+    pub refused: i32,
     /// Nodes that could not be reached: their agents did not get it.
     pub missing_nodes: Vec<String>,
 }
 
-impl From<(u32, Vec<String>)> for FanOutResult {
-    fn from((queued, missing): (u32, Vec<String>)) -> Self {
+impl From<(troupe_actors::service::FanOut, Vec<String>)> for FanOutResult {
+    fn from((outcome, missing): (troupe_actors::service::FanOut, Vec<String>)) -> Self {
         Self {
-            queued: queued as i32,
+            queued: outcome.queued as i32,
+            refused: outcome.refused as i32,
             missing_nodes: missing,
         }
     }

@@ -21,13 +21,16 @@ pub enum Fault {
 pub type FaultHook = Arc<dyn Fn(&Batch) -> Option<Fault> + Send + Sync>;
 
 /// Faults from files in `dir`: `commit-fail` fails the next commit; `reject-<table>` rejects
-/// every batch that writes to that table. Checked at every commit.
+/// every batch that writes to that table; `hold-<table>` holds the writer before a batch that
+/// writes to that table (at most a minute), with `holding-<table>` present while it does, so
+/// a test can line up two requests at the moment one of them writes. Checked at every commit.
 #[cfg(feature = "fault-injection")]
 pub fn file_gates(dir: std::path::PathBuf) -> FaultHook {
     Arc::new(move |batch: &Batch| {
         if dir.join("commit-fail").exists() {
             return Some(Fault::Fail);
         }
+        hold(&dir, batch);
         let rejected = batch.ops.iter().any(|op| match op {
             super::Op::Put { table, .. } | super::Op::Delete { table, .. } => {
                 dir.join(format!("reject-{}", table.name())).exists()
@@ -36,6 +39,25 @@ pub fn file_gates(dir: std::path::PathBuf) -> FaultHook {
         });
         rejected.then_some(Fault::Reject)
     })
+}
+
+#[cfg(feature = "fault-injection")]
+fn hold(dir: &std::path::Path, batch: &Batch) {
+    let gate = |table: &str| dir.join(format!("hold-{table}"));
+    let held = batch.ops.iter().find_map(|op| match op {
+        super::Op::Put { table, .. } | super::Op::Delete { table, .. } if gate(table.name()).exists() => {
+            Some(table.name())
+        }
+        _ => None,
+    });
+    let Some(table) = held else { return };
+    let marker = dir.join(format!("holding-{table}"));
+    let _ = std::fs::write(&marker, b"");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while gate(table).exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(&marker);
 }
 
 /// The file gates of [`file_gates`] in `dir` when the `fault-injection` feature is on and

@@ -345,6 +345,13 @@ impl Tasks {
                     .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
             }
         };
+        // Reading DEAD and writing QUEUED must not interleave with another requeue: both
+        // would admit the task and the later write could overwrite its RUNNING record.
+        let _busy = self
+            .ctx
+            .requeueing
+            .begin(id)
+            .ok_or_else(|| ApiError::Conflict(format!("task {id} is being requeued already")))?;
         let record = self
             .get_local(id)
             .await?

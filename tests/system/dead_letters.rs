@@ -1,0 +1,163 @@
+//! The message dead-letter queue keeps what it holds: a replay that cannot be sent leaves the
+//! message in the queue, two replays of one message never run at once, and a message a full
+//! mailbox refuses on publish is dead-lettered and counted as refused, not as queued.
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+
+use super::messages::{gated_agent, SEND};
+use super::support::{error_code, expect_code, text, Deadline, Gate, Node, NodeOpts, WAIT};
+
+const DEAD: &str = "{ messageDeadLetters { id to reason } }";
+const REPLAY: &str = "mutation($id: ID!) { replayMessage(id: $id) { reply } }";
+
+async fn dead_letters(node: &Node) -> Result<Vec<Value>> {
+    let dead = node.gql_ok(DEAD, json!({})).await?;
+    Ok(dead["messageDeadLetters"].as_array().context("dead letters")?.clone())
+}
+
+/// Waits until the gated agent has a message in its hands (it marks each one it receives).
+async fn wait_received(node: &Node) -> Result<()> {
+    let received = node.data_dir().join("answered.log.received");
+    let deadline = Deadline::after(WAIT, "a message to reach the gated agent");
+    while !received.exists() {
+        deadline.tick("not yet").await?;
+    }
+    Ok(())
+}
+
+/// The id of the dead letter addressed to `agent`.
+async fn dead_letter_to(node: &Node, agent: &str) -> Result<String> {
+    let dead = dead_letters(node).await?;
+    let found = dead.iter().find(|d| d["to"] == agent).context("no dead letter")?;
+    text(found, "/id")
+}
+
+#[tokio::test]
+async fn a_replay_that_cannot_be_sent_keeps_the_message_and_a_second_replay_waits_its_turn() -> Result<()> {
+    let node = Node::start(NodeOpts::named("replays")).await?;
+    // A message to a stopped agent is dead; replayed after the agent is removed, the replay
+    // fails and the message must still be in the queue.
+    let echo = node.spawn_builtin("echo", &[]).await?;
+    node.gql_ok(
+        "mutation($id: ID!) { stopAgent(id: $id) { state } }",
+        json!({ "id": echo }),
+    )
+    .await?;
+    expect_code(
+        &node.gql(SEND, json!({ "to": echo, "payload": 1 })).await?,
+        "UNAVAILABLE",
+    )?;
+    let lost = dead_letter_to(&node, &echo).await?;
+    node.gql_ok(
+        "mutation($id: ID!) { removeAgent(id: $id) { id } }",
+        json!({ "id": echo }),
+    )
+    .await?;
+    let failed = node.gql(REPLAY, json!({ "id": lost })).await?;
+    ensure!(failed["errors"].is_array(), "{failed}");
+    ensure!(
+        dead_letters(&node).await?.iter().any(|d| d["id"] == lost.as_str()),
+        "the failed replay lost the dead letter"
+    );
+
+    // A message held by a gated agent is being replayed: a second replay is refused rather
+    // than delivered a second time, and the answered one leaves the queue.
+    let (command, _) = gated_agent(&node)?;
+    let agent = node
+        .spawn_agent(json!({ "name": "gated", "backend": { "process": { "command": command, "heartbeatMs": 60000 } } }))
+        .await?;
+    let agent = text(&agent, "/id")?;
+    node.wait_agent_state(&agent, "RUNNING").await?;
+    node.gql_ok(
+        "mutation($id: ID!) { stopAgent(id: $id) { state } }",
+        json!({ "id": agent }),
+    )
+    .await?;
+    let gate = Gate::new()?;
+    let payload = json!({ "gate": gate.path().display().to_string() });
+    expect_code(
+        &node.gql(SEND, json!({ "to": agent, "payload": payload })).await?,
+        "UNAVAILABLE",
+    )?;
+    let held = dead_letter_to(&node, &agent).await?;
+    node.gql_ok(
+        "mutation($id: ID!) { startAgent(id: $id) { state } }",
+        json!({ "id": agent }),
+    )
+    .await?;
+    node.wait_agent_state(&agent, "RUNNING").await?;
+    let (first, second) = tokio::join!(node.gql(REPLAY, json!({ "id": held })), async {
+        wait_received(&node).await?;
+        let second = node.gql(REPLAY, json!({ "id": held })).await;
+        gate.open()?;
+        second
+    });
+    let (first, second) = (first?, second?);
+    ensure!(first["data"]["replayMessage"]["reply"] == payload, "{first}");
+    ensure!(error_code(&second).as_deref() == Some("CONFLICT"), "{second}");
+    ensure!(
+        !dead_letters(&node).await?.iter().any(|d| d["id"] == held.as_str()),
+        "an answered replay stays in the queue"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_publish_that_a_full_mailbox_refuses_is_dead_lettered_and_counted_as_refused() -> Result<()> {
+    let node = Node::start(NodeOpts::named("full-publish").arg("--agent-mailbox-size", 1)).await?;
+    let (command, _) = gated_agent(&node)?;
+    let agent = node
+        .spawn_agent(json!({ "name": "gated", "topics": ["news"],
+            "backend": { "process": { "command": command, "heartbeatMs": 60000 } } }))
+        .await?;
+    let agent = text(&agent, "/id")?;
+    node.wait_agent_state(&agent, "RUNNING").await?;
+    let gate = Gate::new()?;
+    let held = json!({ "gate": gate.path().display().to_string() });
+    // The first message is in the agent's hands; the second fills the one-message mailbox.
+    let (first, second, published) = tokio::join!(
+        node.gql(SEND, json!({ "to": agent, "payload": held })),
+        async {
+            wait_received(&node).await?;
+            node.gql(SEND, json!({ "to": agent, "payload": { "n": 2 } })).await
+        },
+        async {
+            wait_received(&node).await?;
+            let deadline = Deadline::after(WAIT, "the mailbox to fill");
+            loop {
+                let a = node
+                    .gql_ok(
+                        "query($id: ID!) { agent(id: $id) { messagesWaiting } }",
+                        json!({ "id": agent }),
+                    )
+                    .await?;
+                if a["agent"]["messagesWaiting"] == 1 {
+                    break;
+                }
+                deadline.tick(&a).await?;
+            }
+            let published = node
+                .gql_ok(
+                    "mutation { publish(topic: \"news\", payload: { n: 3 }) { queued refused missingNodes } }",
+                    json!({}),
+                )
+                .await;
+            gate.open()?;
+            published
+        },
+    );
+    ensure!(first?["errors"].is_null() && second?["errors"].is_null());
+    let published = published?;
+    ensure!(
+        published["publish"] == json!({ "queued": 0, "refused": 1, "missingNodes": [] }),
+        "{published}"
+    );
+    let dead = dead_letters(&node).await?;
+    ensure!(
+        dead.iter()
+            .any(|d| d["to"] == agent.as_str() && d["reason"].as_str().unwrap_or_default().contains("full")),
+        "{dead:?}"
+    );
+    Ok(())
+}
