@@ -86,6 +86,29 @@ async fn malformed_requests_get_errors_and_node_keeps_serving() -> Result<()> {
     Ok(())
 }
 
+/// 2 KB of fragments, each spreading the one before twice: 2^30 selections once inlined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_of_chained_fragments_is_refused_at_once_and_node_keeps_serving() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let viewer = node.create_token("viewer").await?;
+    let mut query = String::from("query { ...F30 }\nfragment F0 on Query { node { name } }\n");
+    for level in 1..=30 {
+        query.push_str(&format!(
+            "fragment F{level} on Query {{ ...F{0} ...F{0} }}\n",
+            level - 1
+        ));
+    }
+    let (status, body) = node
+        .post_graphql(Some(viewer.as_str()), &json!({ "query": query }))
+        .await?;
+    expect_code(&body, "INVALID_INPUT").with_context(|| format!("HTTP {status}"))?;
+    let message = text(&body, "/errors/0/message")?;
+    ensure!(message.contains("fragments are inlined"), "{message}");
+    let data = node.gql_ok("{ node { name } }", json!({})).await?;
+    ensure!(data["node"]["name"] == "solo", "{data}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_ids_are_not_found_and_lookups_return_null() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
