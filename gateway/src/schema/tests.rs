@@ -118,3 +118,10 @@ async fn fragments_that_inline_past_the_budget_are_refused_before_validation() {
     );
     assert_eq!(code(&response.errors[0]).as_deref(), Some("INVALID_INPUT"));
 }
+
+#[tokio::test]
+async fn a_syntax_error_is_refused_with_invalid_input() {
+    let mut request = async_graphql::Request::new("{ agents { ");
+    let error = prepare(&mut request).unwrap_err();
+    assert_eq!(code(&error).as_deref(), Some("INVALID_INPUT"), "{error:?}");
+}
