@@ -13,6 +13,7 @@ mod system {
     mod auth;
     mod bad_input;
     mod cluster;
+    mod docs_examples;
     mod exec_backend;
     mod faults;
     mod hosts;

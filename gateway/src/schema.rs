@@ -113,4 +113,6 @@ pub fn sdl() -> String {
 }
 
 #[cfg(test)]
+mod examples;
+#[cfg(test)]
 mod tests;
