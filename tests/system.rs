@@ -14,6 +14,7 @@ mod system {
     mod bad_input;
     mod cluster;
     mod dead_letters;
+    mod docs_examples;
     mod exec_backend;
     mod faults;
     mod hosts;

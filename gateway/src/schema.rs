@@ -2,7 +2,8 @@
 //! subscriptions together in its own file, merged into the three roots.
 //!
 //! Limits: a query may nest at most [`MAX_DEPTH`] fields (introspection excepted, so the
-//! standard introspection query of GraphiQL, codegen and Postman works) and cost at most
+//! standard introspection query of GraphiQL, codegen and Postman works), hold at most
+//! [`MAX_SELECTIONS`] selections once its fragments are inlined, and cost at most
 //! [`MAX_COMPLEXITY`], where a list field costs its page size times its selection.
 
 mod agents;
@@ -62,6 +63,12 @@ pub type TroupeSchema = Schema<Query, Mutation, Subscription>;
 
 /// Deepest query accepted, not counting introspection fields.
 pub const MAX_DEPTH: usize = 12;
+/// Most selections (fields, fragment spreads, inline fragments) a document may hold once its
+/// fragments are inlined, definitions included. Validation and execution walk that many, so
+/// it is checked first, in one pass over the document as written. Each field costs at least
+/// 1 in complexity, so an ordinary query under the complexity limit is well under this one
+/// (the standard introspection query holds about 500).
+pub const MAX_SELECTIONS: usize = 20_000;
 /// Largest complexity accepted: fields weighted, lists multiplied by their page size.
 pub const MAX_COMPLEXITY: usize = 10_000;
 
@@ -69,23 +76,31 @@ fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
     Schema::build(Query::default(), Mutation::default(), Subscription::default()).limit_complexity(MAX_COMPLEXITY)
 }
 
-/// Checks what the schema cannot check by itself before a request runs: its depth.
+/// Checks what the schema cannot check by itself before a request runs (its syntax, its
+/// depth and its inlined size); a refusal carries the code `INVALID_INPUT`.
 pub fn prepare(request: &mut async_graphql::Request) -> Result<(), async_graphql::ServerError> {
-    depth::check(request, MAX_DEPTH)
+    depth::check(request, MAX_DEPTH, MAX_SELECTIONS).map_err(|mut error| {
+        invalid_input(&mut error);
+        error
+    })
+}
+
+/// Gives an error that refused the request as a whole the code `INVALID_INPUT`, unless it
+/// already has a code.
+fn invalid_input(error: &mut async_graphql::ServerError) {
+    let coded = error.extensions.as_ref().is_some_and(|e| e.get("code").is_some());
+    if !coded && error.path.is_empty() {
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", "INVALID_INPUT");
+    }
 }
 
 /// Gives every error that refused the request as a whole (parse, validation, complexity:
 /// they carry no path) the code `INVALID_INPUT`, so clients can rely on `extensions.code`.
 pub fn finish(mut response: async_graphql::Response) -> async_graphql::Response {
-    for error in &mut response.errors {
-        let coded = error.extensions.as_ref().is_some_and(|e| e.get("code").is_some());
-        if !coded && error.path.is_empty() {
-            error
-                .extensions
-                .get_or_insert_with(Default::default)
-                .set("code", "INVALID_INPUT");
-        }
-    }
+    response.errors.iter_mut().for_each(invalid_input);
     response
 }
 
@@ -98,5 +113,7 @@ pub fn sdl() -> String {
     builder().finish().sdl()
 }
 
+#[cfg(test)]
+mod examples;
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,7 @@ use troupe_runtime::config::Config;
 use troupe_runtime::supervision::ChildSpec;
 
 use crate::auth::{self, Refusal};
+use crate::error;
 use crate::schema::{self, TroupeSchema};
 use crate::ws::{self, WsLimits};
 
@@ -98,6 +99,7 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
         .route("/graphql/ws", get(graphql_ws))
         .merge(http)
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
+        .layer(axum::middleware::map_response(error::coded_too_large))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -116,7 +118,7 @@ fn refused(r: &Refusal) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn graphql(State(s): State<AppState>, headers: HeaderMap, req: GraphQLRequest) -> Response {
+async fn graphql(State(s): State<AppState>, headers: HeaderMap, req: GraphQLRequest<error::Unreadable>) -> Response {
     let caller = match auth::from_headers(&s.api, &headers).await {
         Ok(c) => c,
         Err(r) => return refused(&r),

@@ -6,7 +6,8 @@
 //! limit. The server pings every keep-alive interval. Operations run on async-graphql's
 //! executor, one task per subscription.
 
-use std::collections::HashMap;
+mod subscriptions;
+
 use std::time::Duration;
 
 use async_graphql::{Response, ServerError};
@@ -15,11 +16,11 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use troupe_actors::Api;
 
 use crate::auth::{self, Caller};
 use crate::schema::TroupeSchema;
+use subscriptions::{Subscriptions, Tag};
 
 /// Most outgoing messages written before one flush.
 const OUT_BATCH: usize = 256;
@@ -60,9 +61,9 @@ struct Next<'a> {
 
 /// What a subscription task hands the connection to send.
 enum Out {
-    Next(String, Response),
-    Error(String, Vec<ServerError>),
-    Complete(String),
+    Next(Tag, Response),
+    Error(Tag, Vec<ServerError>),
+    Complete(Tag),
 }
 
 /// Why the connection closes.
@@ -74,16 +75,8 @@ struct Connection {
     limits: WsLimits,
     caller: Option<Caller>,
     init_seen: bool,
-    subscriptions: HashMap<String, JoinHandle<()>>,
+    subscriptions: Subscriptions,
     out: mpsc::Sender<Out>,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        for (_, task) in self.subscriptions.drain() {
-            task.abort();
-        }
-    }
 }
 
 /// Serves one WebSocket until either side closes it.
@@ -97,7 +90,7 @@ pub async fn serve(socket: WebSocket, schema: TroupeSchema, api: Api, limits: Ws
         limits,
         caller: None,
         init_seen: false,
-        subscriptions: HashMap::new(),
+        subscriptions: Subscriptions::default(),
         out,
     };
     let init_deadline = tokio::time::sleep(limits.init_timeout);
@@ -146,7 +139,9 @@ pub async fn serve(socket: WebSocket, schema: TroupeSchema, api: Api, limits: Ws
                 }
                 let mut failed = false;
                 for out in batch {
-                    let text = conn.render(out);
+                    let Some(text) = conn.render(out) else {
+                        continue;
+                    };
                     if sink.feed(Message::Text(text.into())).await.is_err() {
                         failed = true;
                         break;
@@ -189,31 +184,38 @@ pub async fn serve(socket: WebSocket, schema: TroupeSchema, api: Api, limits: Ws
 }
 
 impl Connection {
-    /// The protocol message for a subscription's output; the subscription is done once it
-    /// sent `error` or `complete`.
-    fn render(&mut self, out: Out) -> String {
+    /// The protocol message for a subscription's output, or nothing for output of one the
+    /// client already completed; the subscription is done once it sent `error` or `complete`.
+    fn render(&mut self, out: Out) -> Option<String> {
         let message = match out {
             // The hot path: straight to text, without an intermediate JSON tree.
-            Out::Next(id, payload) => {
+            Out::Next(tag, payload) => {
+                if !self.subscriptions.is_current(&tag) {
+                    return None;
+                }
                 let next = Next {
                     kind: "next",
-                    id: &id,
+                    id: &tag.id,
                     payload: &payload,
                 };
-                return serde_json::to_string(&next).unwrap_or_else(|e| {
-                    json!({ "type": "error", "id": id, "payload": [{ "message": e.to_string() }] }).to_string()
-                });
+                return Some(serde_json::to_string(&next).unwrap_or_else(|e| {
+                    json!({ "type": "error", "id": tag.id, "payload": [{ "message": e.to_string() }] }).to_string()
+                }));
             }
-            Out::Error(id, errors) => {
-                self.subscriptions.remove(&id);
-                json!({ "type": "error", "id": id, "payload": errors })
+            Out::Error(tag, errors) => {
+                if !self.subscriptions.ended(&tag) {
+                    return None;
+                }
+                json!({ "type": "error", "id": tag.id, "payload": errors })
             }
-            Out::Complete(id) => {
-                self.subscriptions.remove(&id);
-                json!({ "type": "complete", "id": id })
+            Out::Complete(tag) => {
+                if !self.subscriptions.ended(&tag) {
+                    return None;
+                }
+                json!({ "type": "complete", "id": tag.id })
             }
         };
-        message.to_string()
+        Some(message.to_string())
     }
 
     /// Handles one client message: an immediate reply to send, nothing, or a close.
@@ -246,7 +248,7 @@ impl Connection {
                 let Some(caller) = self.caller.clone() else {
                     return Err(Close(4401, "Unauthorized".into()));
                 };
-                if self.subscriptions.contains_key(&id) {
+                if self.subscriptions.contains(&id) {
                     return Err(Close(4409, format!("Subscriber for {id} already exists")));
                 }
                 if self.subscriptions.len() >= self.limits.max_subscriptions {
@@ -260,19 +262,13 @@ impl Connection {
                 if let Err(e) = crate::schema::prepare(&mut request) {
                     return Ok(Some(json!({ "type": "error", "id": id, "payload": [e] })));
                 }
-                let task = tokio::spawn(run(
-                    self.schema.clone(),
-                    request.data(caller),
-                    id.clone(),
-                    self.out.clone(),
-                ));
-                self.subscriptions.insert(id, task);
+                let (schema, out) = (self.schema.clone(), self.out.clone());
+                self.subscriptions
+                    .start(id, |tag| tokio::spawn(run(schema, request.data(caller), tag, out)));
                 Ok(None)
             }
             ClientMessage::Complete { id } => {
-                if let Some(task) = self.subscriptions.remove(&id) {
-                    task.abort();
-                }
+                self.subscriptions.cancel(&id);
                 Ok(None)
             }
         }
@@ -282,19 +278,19 @@ impl Connection {
 /// Runs one operation, handing its results to the connection. A request that fails before
 /// it produces anything (invalid, refused) ends with an `error` message, as the protocol
 /// wants; results with field errors go out as `next`.
-async fn run(schema: TroupeSchema, request: async_graphql::Request, id: String, out: mpsc::Sender<Out>) {
+async fn run(schema: TroupeSchema, request: async_graphql::Request, tag: Tag, out: mpsc::Sender<Out>) {
     let mut stream = schema.execute_stream(request);
     let mut first = true;
     while let Some(response) = stream.next().await {
         let response = crate::schema::finish(response);
         if first && response.is_err() && response.data == async_graphql::Value::Null {
-            let _ = out.send(Out::Error(id, response.errors)).await;
+            let _ = out.send(Out::Error(tag, response.errors)).await;
             return;
         }
         first = false;
-        if out.send(Out::Next(id.clone(), response)).await.is_err() {
+        if out.send(Out::Next(tag.clone(), response)).await.is_err() {
             return;
         }
     }
-    let _ = out.send(Out::Complete(id)).await;
+    let _ = out.send(Out::Complete(tag)).await;
 }

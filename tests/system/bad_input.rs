@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::support::{expect_code, int, text, Node, NodeOpts, WAIT};
@@ -24,8 +24,9 @@ async fn count(node: &Node, list: &str) -> Result<i64> {
     int(&data, &format!("/{list}/totalCount"))
 }
 
-/// Reads one response head byte by byte (so nothing after it is consumed); its status.
-async fn read_status(stream: &mut TcpStream) -> Result<u16> {
+/// Reads one response head byte by byte (so nothing after it is consumed); its status and
+/// Content-Length.
+async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Result<(u16, usize)> {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         head.push(
@@ -38,12 +39,30 @@ async fn read_status(stream: &mut TcpStream) -> Result<u16> {
     }
     let head = String::from_utf8_lossy(&head);
     let code = head.split_whitespace().nth(1).context("no status code")?;
-    Ok(code.parse()?)
+    let length = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.trim().parse())
+        .transpose()?
+        .unwrap_or(0);
+    Ok((code.parse()?, length))
+}
+
+/// Reads one whole response with a Content-Length: its status and body.
+async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> Result<(u16, String)> {
+    let (status, length) = read_head(stream).await?;
+    let mut body = vec![0; length];
+    stream
+        .read_exact(&mut body)
+        .await
+        .context("the response body ended early")?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// POSTs a `len`-byte GraphQL body with `Expect: 100-continue`, so a server that rejects
-/// it by Content-Length answers before the body is sent; the final status.
-async fn post_oversized(node: &Node, len: usize) -> Result<u16> {
+/// it by Content-Length answers before the body is sent; the final status and body.
+async fn post_oversized(node: &Node, len: usize) -> Result<(u16, String)> {
     let (prefix, suffix) = (r#"{"query":"{ node { name } }","variables":{"pad":""#, r#""}}"#);
     let body = format!("{prefix}{}{suffix}", "x".repeat(len - prefix.len() - suffix.len()));
     let mut stream = TcpStream::connect(&node.addr).await?;
@@ -55,17 +74,54 @@ async fn post_oversized(node: &Node, len: usize) -> Result<u16> {
     );
     stream.write_all(head.as_bytes()).await?;
     // RFC 9110 lets a client send the body anyway when no interim answer comes soon.
-    if let Ok(status) = tokio::time::timeout(Duration::from_secs(2), read_status(&mut stream)).await {
-        let status = status?;
+    if let Ok(head) = tokio::time::timeout(Duration::from_secs(2), read_head(&mut stream)).await {
+        let (status, length) = head?;
         if status != 100 {
-            return Ok(status);
+            let mut body = vec![0; length];
+            stream
+                .read_exact(&mut body)
+                .await
+                .context("the response body ended early")?;
+            return Ok((status, String::from_utf8_lossy(&body).into_owned()));
         }
     }
     // The server may stop reading once over the limit: a failed write is not the answer.
     let _ = stream.write_all(body.as_bytes()).await;
-    tokio::time::timeout(WAIT, read_status(&mut stream))
+    tokio::time::timeout(WAIT, read_response(&mut stream))
         .await
         .context("no answer to the oversized body")?
+}
+
+/// POSTs a GraphQL body of `len` bytes in chunks, with no Content-Length, so the limit is
+/// only found while it is read; the status and body.
+async fn post_chunked(node: &Node, len: usize) -> Result<(u16, String)> {
+    let (prefix, suffix) = (r#"{"query":"{ node { name } }","variables":{"pad":""#, r#""}}"#);
+    let body = format!("{prefix}{}{suffix}", "x".repeat(len - prefix.len() - suffix.len()));
+    let mut stream = TcpStream::connect(&node.addr).await?;
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        node.addr, node.token
+    );
+    stream.write_all(head.as_bytes()).await?;
+    let (mut reader, mut writer) = stream.into_split();
+    // Written beside the read: the server may answer, and stop reading, before the end.
+    let writing = tokio::spawn(async move {
+        for chunk in body.as_bytes().chunks(64 * 1024) {
+            let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+            framed.extend_from_slice(chunk);
+            framed.extend_from_slice(b"\r\n");
+            if writer.write_all(&framed).await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.write_all(b"0\r\n\r\n").await;
+        // Kept open until the answer is read.
+        std::future::pending::<()>().await;
+    });
+    let answer = tokio::time::timeout(WAIT, read_response(&mut reader)).await;
+    writing.abort();
+    answer.context("no answer to the chunked body")?
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +136,45 @@ async fn malformed_requests_get_errors_and_node_keeps_serving() -> Result<()> {
     }
     let (status, body) = node.post_raw("this is not json").await?;
     ensure!((400..500).contains(&status), "non-JSON body: HTTP {status} {body}");
+    for raw in ["this is not json", "", r#"{"query": 1}"#] {
+        let (status, body) = node.post_raw(raw).await?;
+        let body: Value = serde_json::from_str(&body).with_context(|| format!("`{raw}`: HTTP {status} {body}"))?;
+        expect_code(&body, "INVALID_INPUT").with_context(|| format!("`{raw}`"))?;
+        let message = text(&body, "/errors/0/message")?;
+        ensure!(
+            !message.contains("InvalidRequest(") && !message.contains("Error("),
+            "`{raw}`: a debug message: {message}"
+        );
+    }
+    // A syntax error says which code it is, as every other refused document does.
+    let (status, body) = node
+        .post_graphql(Some(node.token.as_str()), &json!({ "query": "{ agents { " }))
+        .await?;
+    expect_code(&body, "INVALID_INPUT").with_context(|| format!("syntax error: HTTP {status}"))?;
 
+    let data = node.gql_ok("{ node { name } }", json!({})).await?;
+    ensure!(data["node"]["name"] == "solo", "{data}");
+    Ok(())
+}
+
+/// 2 KB of fragments, each spreading the one before twice: 2^30 selections once inlined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_of_chained_fragments_is_refused_at_once_and_node_keeps_serving() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let viewer = node.create_token("viewer").await?;
+    let mut query = String::from("query { ...F30 }\nfragment F0 on Query { node { name } }\n");
+    for level in 1..=30 {
+        query.push_str(&format!(
+            "fragment F{level} on Query {{ ...F{0} ...F{0} }}\n",
+            level - 1
+        ));
+    }
+    let (status, body) = node
+        .post_graphql(Some(viewer.as_str()), &json!({ "query": query }))
+        .await?;
+    expect_code(&body, "INVALID_INPUT").with_context(|| format!("HTTP {status}"))?;
+    let message = text(&body, "/errors/0/message")?;
+    ensure!(message.contains("fragments are inlined"), "{message}");
     let data = node.gql_ok("{ node { name } }", json!({})).await?;
     ensure!(data["node"]["name"] == "solo", "{data}");
     Ok(())
@@ -179,8 +273,18 @@ async fn oversized_body_gets_413_and_earlier_work_survives() -> Result<()> {
     let before = node.submit_to(&echo, json!({ "keep": "me" })).await?;
     node.wait_task_state(&before, "SUCCEEDED").await?;
 
-    let status = post_oversized(&node, 1_200_000).await?;
+    let (status, body) = post_oversized(&node, 1_200_000).await?;
     ensure!(status == 413, "a 1.2 MB body got HTTP {status}, want 413");
+    let body: Value = serde_json::from_str(&body).with_context(|| format!("413 with {body}"))?;
+    expect_code(&body, "INVALID_INPUT")?;
+    ensure!(text(&body, "/errors/0/message")?.contains("body_limit_bytes"), "{body}");
+    let (status, body) = post_chunked(&node, 1_200_000).await?;
+    ensure!(
+        status == 413,
+        "a 1.2 MB chunked body got HTTP {status}, want 413: {body}"
+    );
+    let body: Value = serde_json::from_str(&body).with_context(|| format!("413 with {body}"))?;
+    expect_code(&body, "INVALID_INPUT")?;
     let (status, body) = node
         .post_graphql(Some(node.token.as_str()), &json!({ "query": "{ agents { " }))
         .await?;

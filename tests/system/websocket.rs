@@ -121,3 +121,26 @@ async fn a_message_over_the_size_limit_closes_the_socket_with_1009() -> Result<(
     ensure!(status == 200, "the node after an oversized frame: {status}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_with_a_syntax_error_gets_an_error_with_a_code() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let Ok(mut conn) = Subscription::init(&node.addr, Some(node.token.as_str())).await? else {
+        bail!("admin token not acked");
+    };
+    conn.subscribe_as("bad", "subscription { events { ", json!({})).await?;
+    loop {
+        match conn.recv().await? {
+            Incoming::Json(m) if m["type"] == "error" => {
+                ensure!(
+                    m["id"] == "bad" && m["payload"][0]["extensions"]["code"] == "INVALID_INPUT",
+                    "{m}"
+                );
+                break;
+            }
+            Incoming::Json(m) if m["type"] == "ping" => {}
+            other => bail!("expected an error for the syntax error, got {other:?}"),
+        }
+    }
+    Ok(())
+}

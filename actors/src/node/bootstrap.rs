@@ -349,12 +349,19 @@ async fn load_fleet(fleet: &Fleet, simulated: usize) -> Result<(), crate::error:
     if !made {
         let mut batch = Batch::new().put(META, "simulated_hosts_made", b"1".to_vec());
         for i in 1..=simulated {
+            // A zone each (sim-1 in a, sim-2 in b, …): placement by label works out of the box.
+            let zone = char::from(b'a' + ((i - 1) % 26) as u8).to_string();
             let spec = HostSpec {
                 id: crate::ids::new_id(&fleet.node),
                 name: format!("sim-{i}"),
                 uri: String::new(),
                 node: fleet.node.clone(),
-                labels: [("simulated".to_string(), "true".to_string())].into_iter().collect(),
+                labels: [
+                    ("simulated".to_string(), "true".to_string()),
+                    ("zone".to_string(), zone),
+                ]
+                .into_iter()
+                .collect(),
                 overcommit: Overcommit::default(),
                 reserved_memory_mib: 1024,
                 mode: HostMode::Active,

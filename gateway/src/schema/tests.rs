@@ -90,3 +90,38 @@ async fn page_sizes_multiply_so_aliased_big_pages_are_refused() {
         response.errors
     );
 }
+
+fn code(error: &async_graphql::ServerError) -> Option<String> {
+    let value = error.extensions.as_ref()?.get("code")?;
+    Some(value.to_string().trim_matches('"').to_string())
+}
+
+#[tokio::test]
+async fn fragments_that_inline_past_the_budget_are_refused_before_validation() {
+    // async-graphql's own checks walk fragments inline at every spread: a 30-level chain
+    // would keep them busy for minutes, so ours must refuse it first.
+    let mut query = String::from("query { ...F30 }\nfragment F0 on Query { node { name } }\n");
+    for level in 1..=30 {
+        query.push_str(&format!(
+            "fragment F{level} on Query {{ ...F{0} ...F{0} }}\n",
+            level - 1
+        ));
+    }
+    let response = run(&query).await;
+    assert_eq!(response.errors.len(), 1, "{:?}", response.errors);
+    assert!(
+        response.errors[0]
+            .message
+            .contains("selections once its fragments are inlined"),
+        "{}",
+        response.errors[0].message
+    );
+    assert_eq!(code(&response.errors[0]).as_deref(), Some("INVALID_INPUT"));
+}
+
+#[tokio::test]
+async fn a_syntax_error_is_refused_with_invalid_input() {
+    let mut request = async_graphql::Request::new("{ agents { ");
+    let error = prepare(&mut request).unwrap_err();
+    assert_eq!(code(&error).as_deref(), Some("INVALID_INPUT"), "{error:?}");
+}
