@@ -3,9 +3,12 @@
 //! every attempt still running (and so kills their processes).
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -15,7 +18,7 @@ use super::child::Restore;
 use super::spec::{AgentSpec, Desired};
 use super::status::AgentState;
 use crate::scheduler::{Down, SchedulerMsg};
-use crate::task::Assignment;
+use crate::task::{Assignment, Outcome};
 
 /// How often the usage of an agent's processes is sampled for `/metrics`.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -294,12 +297,7 @@ impl AgentActor {
         let span = tracing::info_span!("attempt", agent = %agent_id, task = %task_id, attempt);
         let id = task_id.clone();
         let job = async move {
-            let outcome = match timeout {
-                Some(ms) => tokio::time::timeout(Duration::from_millis(ms), work)
-                    .await
-                    .unwrap_or_else(|_| Err(format!("timed out after {ms} ms"))),
-                None => work.await,
-            };
+            let outcome = settle(work, timeout).await;
             match &outcome {
                 Ok(_) => tracing::debug!("attempt succeeded"),
                 Err(error) => tracing::info!(%error, "attempt failed"),
@@ -317,6 +315,29 @@ impl AgentActor {
             older.abort();
         }
     }
+}
+
+/// Runs an attempt to its outcome within its timeout. A panic inside the backend's future is
+/// a failed attempt: left to unwind, it would end the spawned job before it reports, and the
+/// task would stay RUNNING for ever.
+async fn settle(work: BoxFuture<'static, Outcome>, timeout: Option<u64>) -> Outcome {
+    let work = AssertUnwindSafe(work).catch_unwind();
+    let caught = match timeout {
+        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), work).await {
+            Ok(caught) => caught,
+            Err(_) => return Err(format!("timed out after {ms} ms")),
+        },
+        None => work.await,
+    };
+    caught.unwrap_or_else(|panic| Err(format!("the attempt panicked: {}", panic_message(panic.as_ref()))))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 #[cfg(test)]
@@ -413,5 +434,20 @@ mod tests {
             .unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(finished.try_recv().ok(), None, "the cancelled attempt ran to its end");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_attempt_is_a_failed_attempt() {
+        let work: BoxFuture<'static, Outcome> = Box::pin(async { panic!("boom at {}", 3) });
+        let outcome = settle(work, Some(1_000)).await;
+        assert_eq!(outcome, Err("the attempt panicked: boom at 3".to_string()));
+        let work: BoxFuture<'static, Outcome> = Box::pin(async { panic!("plain") });
+        assert_eq!(settle(work, None).await, Err("the attempt panicked: plain".to_string()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_past_its_timeout_fails() {
+        let work: BoxFuture<'static, Outcome> = Box::pin(std::future::pending());
+        assert_eq!(settle(work, Some(50)).await, Err("timed out after 50 ms".to_string()));
     }
 }

@@ -132,7 +132,9 @@ fn backoff(tries: u32) -> Duration {
 /// `Retry-After` in seconds (whole or decimal), at most a minute; an HTTP date is not used.
 fn retry_after(value: &str) -> Option<Duration> {
     let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER))
+    // Clamped before the conversion: `Duration::from_secs_f64` panics past `u64::MAX` seconds,
+    // and the header is whatever the server sends.
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
 /// The chat request for a task: the system prompt, then the payload's messages.

@@ -40,6 +40,10 @@ fn retry_after_is_seconds_capped_and_dates_are_not_used() {
     assert_eq!(retry_after("2"), Some(Duration::from_secs(2)));
     assert_eq!(retry_after("0.5"), Some(Duration::from_millis(500)));
     assert_eq!(retry_after("120"), Some(MAX_RETRY_AFTER));
+    assert_eq!(retry_after("1e20"), Some(MAX_RETRY_AFTER));
+    assert_eq!(retry_after("1e308"), Some(MAX_RETRY_AFTER));
+    assert_eq!(retry_after("inf"), None);
+    assert_eq!(retry_after("-1"), None);
     assert_eq!(retry_after("Wed, 21 Oct 2026 07:28:00 GMT"), None);
     assert_eq!(backoff(1), Duration::from_millis(500));
     assert_eq!(backoff(20), Duration::from_secs(30));
