@@ -11,6 +11,7 @@ mod actor;
 mod backend;
 pub mod checkpoints;
 mod child;
+mod secrets;
 mod spec;
 mod status;
 
@@ -20,6 +21,7 @@ pub use backend::{
 };
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
+pub use secrets::{SecretRefused, Secrets};
 pub use spec::{
     AgentFilter, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend, Limits,
     LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills, SpawnAgentRequest,

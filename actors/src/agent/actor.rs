@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::backend::{self, sample, Backend, Link, Signal, Usage};
 use super::child::Restore;
+use super::secrets::Secrets;
 use super::spec::{AgentSpec, Desired};
 use super::status::AgentState;
 use crate::scheduler::{Down, SchedulerMsg};
@@ -78,6 +79,8 @@ pub struct AgentActor {
     pub report: Reporter,
     /// Where the agent's own messages go.
     pub outbox: Option<tokio::sync::mpsc::UnboundedSender<crate::agent::Outgoing>>,
+    /// What the backend may use as its API key.
+    pub secrets: Arc<Secrets>,
 }
 
 /// Attempts in flight by task, with their attempt number; dropping it aborts them.
@@ -137,7 +140,7 @@ impl Actor for AgentActor {
         restore: Option<Restore>,
     ) -> Result<State, ActorProcessingErr> {
         tracing::debug!(agent = %self.spec.id, "agent starting");
-        let mut backend = backend::build(&self.spec);
+        let mut backend = backend::build(&self.spec, &self.secrets);
         backend
             .start(Link(Some(myself.clone())))
             .await
@@ -415,6 +418,7 @@ mod tests {
             scheduler,
             report: Arc::new(|_, _, _| {}),
             outbox: None,
+            secrets: Default::default(),
         };
         let (agent, _) = Actor::spawn(None, actor, None).await.unwrap();
         agent.cast(run(1)).unwrap();

@@ -10,11 +10,14 @@ mod limits;
 mod llm;
 mod process;
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use ractor::ActorRef;
 use serde_json::Value;
 
 use super::actor::AgentMsg;
+use super::secrets::Secrets;
 use super::spec::{AgentSpec, BackendSpec};
 use crate::task::{Assignment, Outcome};
 
@@ -132,12 +135,12 @@ pub trait Backend: Send + 'static {
 }
 
 /// The backend object an agent spec asks for.
-pub fn build(spec: &AgentSpec) -> Box<dyn Backend> {
+pub fn build(spec: &AgentSpec, secrets: &Arc<Secrets>) -> Box<dyn Backend> {
     match &spec.backend {
         BackendSpec::Builtin(kind) => Box::new(builtin::Builtin::new(*kind, spec.id.clone())),
         BackendSpec::Exec(e) => Box::new(exec::Exec::new(e.clone(), spec.id.clone(), spec.limits)),
         BackendSpec::Process(p) => Box::new(process::Process::new(p.clone(), spec.id.clone(), spec.limits)),
         BackendSpec::Http(h) => Box::new(http::Http::new(h.clone(), spec.id.clone())),
-        BackendSpec::Llm(l) => Box::new(llm::Llm::new(l.clone(), spec.id.clone())),
+        BackendSpec::Llm(l) => Box::new(llm::Llm::new(l.clone(), secrets.clone())),
     }
 }

@@ -17,6 +17,7 @@ use troupe_runtime::store::{Batch, Op, Store, Ticket};
 use troupe_runtime::supervision::{ChildEvent, ChildSpec, Intensity, Shutdown};
 
 use super::actor::{AgentActor, AgentMsg, Reporter};
+use super::secrets::Secrets;
 use super::spec::AgentSpec;
 use super::status::{gauge_moved, AgentState, AgentStatus};
 use crate::scheduler::{Down, SchedulerMsg};
@@ -28,7 +29,7 @@ mod agents;
 pub use agents::AgentsChild;
 
 /// What every agent's child spec shares.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AgentPolicy {
     /// Each agent's own restart intensity (unless its spec sets one): past it, the agent is
     /// rolled back to its last checkpoint once, then FAILED.
@@ -37,6 +38,8 @@ pub struct AgentPolicy {
     /// How long a graceful stop waits for running tasks.
     pub stop_grace: Duration,
     pub checkpoints_kept: usize,
+    /// What agents may use as API keys.
+    pub secrets: Arc<Secrets>,
 }
 
 /// This node's agents by id.
@@ -227,6 +230,7 @@ impl ChildSpec for AgentChild {
                 scheduler,
                 report: self.reporter(),
                 outbox: self.slots.outbox.get().cloned(),
+                secrets: self.policy.secrets.clone(),
             };
             let mut restore = lock(&self.restore).take();
             if let Some(r) = restore.as_mut().filter(|r| r.state.is_null()) {

@@ -56,11 +56,15 @@ pub fn apply(cmd: &mut Command, limits: Limits, cgroup: Option<CString>) {
     .into_iter()
     .filter_map(|(r, v)| v.map(|v| (r, v)))
     .collect();
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl,
-    // getppid, setrlimit, open, write and close, which are async-signal-safe; it allocates
+    // SAFETY: the closure runs in the forked child before exec and only calls close_range,
+    // prctl, getppid, setrlimit, open, write and close, which are async-signal-safe; it allocates
     // nothing (the vector and the path were built before fork).
     unsafe {
         cmd.pre_exec(move || {
+            // Whatever descriptor of the node lacks close-on-exec (a library's) gets it now:
+            // the agent's process must not inherit the store, a socket or a token file.
+            // Kernels before 5.11 lack the call; everything Troupe opens is close-on-exec anyway.
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

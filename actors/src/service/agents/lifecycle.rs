@@ -59,6 +59,7 @@ impl Agents {
             }
             AgentAction::Update(update) => {
                 let spec = update.apply(&handle.spec())?;
+                self.ctx.agent_policy.secrets.check(&spec.backend).await?;
                 self.write_spec(&spec, "AGENT_UPDATED", json!({ "appliesAt": "next start" }))
                     .await?;
                 handle.set_spec(spec);
@@ -137,7 +138,7 @@ impl Agents {
             status,
             self.ctx.slots.clone(),
             self.ctx.store.clone(),
-            self.ctx.agent_policy,
+            self.ctx.agent_policy.clone(),
         ));
         let latest = {
             let id = id.to_owned();

@@ -49,6 +49,8 @@ impl Agents {
         owner: Owner,
         guard: Option<troupe_runtime::idempotency::Guard>,
     ) -> Result<AgentView, ApiError> {
+        // Judged here, on the node that will run the agent: its own allow-list applies.
+        self.ctx.agent_policy.secrets.check(&req.backend).await?;
         let now = troupe_runtime::clock::now();
         let spec = AgentSpec {
             id: crate::ids::new_id(&self.ctx.node_name),
@@ -92,7 +94,7 @@ impl Agents {
             status,
             self.ctx.slots.clone(),
             self.ctx.store.clone(),
-            self.ctx.agent_policy,
+            self.ctx.agent_policy.clone(),
         ));
         self.ctx.slots.handles.insert(child.clone());
         if !req.start {

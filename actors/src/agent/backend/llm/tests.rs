@@ -74,6 +74,33 @@ fn replies_and_streams_give_content_and_usage() {
 }
 
 #[tokio::test]
+async fn a_key_the_node_does_not_allow_fails_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "sekrit").unwrap();
+    let key = crate::agent::spec::SecretRef::File(key.to_string_lossy().into_owned());
+    let with = |secrets: Secrets| {
+        Llm::new(
+            LlmBackend {
+                api_key: Some(key.clone()),
+                ..spec(false)
+            },
+            Arc::new(secrets),
+        )
+    };
+    let why = with(Secrets::default()).start(Link::detached()).await.unwrap_err();
+    assert!(why.contains("secret_dirs"), "{why}");
+    let why = with(Secrets::new(vec![], vec![dir.path().into()], vec![dir.path().into()]))
+        .start(Link::detached())
+        .await
+        .unwrap_err();
+    assert!(why.contains("the node's own secret"), "{why}");
+    let mut allowed = with(Secrets::new(vec![], vec![dir.path().into()], vec![]));
+    allowed.start(Link::detached()).await.unwrap();
+    assert_eq!(allowed.key.as_deref(), Some("sekrit"));
+}
+
+#[tokio::test]
 async fn a_429_is_retried_after_its_retry_after() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -117,7 +144,7 @@ async fn a_429_is_retried_after_its_retry_after() {
             base_url: format!("http://127.0.0.1:{port}/"),
             ..spec(false)
         },
-        "a".into(),
+        Default::default(),
     );
     llm.start(Link::detached()).await.unwrap();
     let task = Assignment {
