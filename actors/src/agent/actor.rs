@@ -56,6 +56,8 @@ pub enum AgentMsg {
     Message {
         from: Option<String>,
         payload: Value,
+        /// How long the backend may take to answer: what is left of the message's timeout.
+        timeout: Duration,
         reply: RpcReplyPort<Result<Value, String>>,
     },
 }
@@ -264,8 +266,13 @@ impl Actor for AgentActor {
             AgentMsg::Restore(saved, reply) => {
                 let _ = reply.send(state.backend.restore(saved).await);
             }
-            AgentMsg::Message { from, payload, reply } => {
-                let answer = state.backend.message(from, payload);
+            AgentMsg::Message {
+                from,
+                payload,
+                timeout,
+                reply,
+            } => {
+                let answer = state.backend.message(from, payload, timeout);
                 tokio::spawn(async move {
                     let _ = reply.send(answer.await);
                 });

@@ -104,9 +104,15 @@ pub trait Backend: Send + 'static {
     fn own_timeouts(&self) -> bool {
         false
     }
-    /// Answers a message sent to the agent (`sendMessage`); the future is independent of
-    /// `self`, so the agent goes on while it waits.
-    fn message(&mut self, _from: Option<String>, _payload: Value) -> BoxFuture<'static, Result<Value, String>> {
+    /// Answers a message sent to the agent (`sendMessage`) within `timeout` (what is left of
+    /// the message's own); the future is independent of `self`, so the agent goes on while it
+    /// waits.
+    fn message(
+        &mut self,
+        _from: Option<String>,
+        _payload: Value,
+        _timeout: std::time::Duration,
+    ) -> BoxFuture<'static, Result<Value, String>> {
         Box::pin(async { Err("this agent's backend takes no messages (builtin and process agents do)".to_string()) })
     }
     /// The backend's state, for a checkpoint.

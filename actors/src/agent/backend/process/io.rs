@@ -139,7 +139,7 @@ async fn read_line(out: &mut (impl AsyncBufRead + Unpin), buf: &mut Vec<u8>) -> 
     }
 }
 
-fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>, link: &Link) {
+pub(super) fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>, link: &Link) {
     let id = line.get("id").and_then(Value::as_str);
     match (line.get("type").and_then(Value::as_str), id) {
         (Some(kind @ ("send" | "publish" | "memory" | "team_task")), Some(id)) => outgoing(live, kind, id, &line, link),
