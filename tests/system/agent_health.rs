@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use serde_json::json;
 
-use super::support::{pid_alive, text, Gate, Node, NodeOpts};
+use super::support::{pid_alive, shell_agent, text, Gate, Node, NodeOpts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_process_agent_is_found_unhealthy_then_killed_and_restarted_in_time() -> Result<()> {
@@ -168,5 +168,27 @@ async fn a_task_silent_past_its_timeout_is_retried_while_one_that_reports_progre
                 .is_some_and(|e| e.contains("no result or progress")),
         "{failed}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_agent_may_take_longer_than_ten_seconds_to_get_ready_within_its_ready_timeout() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    // Ready after 11 s: past the 10 s an agent's start used to get, within its own 30 s.
+    let mut command = vec![
+        "/bin/sh".to_string(),
+        "-c".into(),
+        "sleep 11; exec \"$@\"".into(),
+        "slow".into(),
+    ];
+    command.extend(shell_agent());
+    let input = json!({
+        "name": "slow-to-start",
+        "backend": { "process": { "command": command, "readyTimeoutMs": 30000 } },
+    });
+    let agent = node.spawn_agent(input).await?;
+    ensure!(agent["state"] == "RUNNING", "{agent}");
+    let out = node.run_on(&text(&agent, "/id")?, json!({ "n": 1 })).await?;
+    ensure!(out == json!({ "n": 1 }), "{out}");
     Ok(())
 }

@@ -15,7 +15,7 @@ use crate::agent::checkpoints::{self, Checkpoint};
 use crate::agent::{gauge_moved, AgentChild, AgentMsg, AgentSpec, AgentState, AgentView, Desired, Owner, Restore};
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
-use crate::service::context::{ask, keep, split};
+use crate::service::context::{ask, ask_within, keep, split, CALL_TIMEOUT};
 use crate::tables::{AGENTS, AGENT_STATS, AGENT_STATUS};
 
 /// How often a graceful stop looks whether the agent's tasks are done.
@@ -166,10 +166,13 @@ impl Agents {
         handle.report(AgentState::Starting, "AGENT_STARTING", None, json!({}));
         let supervisor = self.ctx.supervisor_of(&handle.spec().owner)?;
         let child: Arc<dyn ChildSpec> = handle.clone();
-        ask(
+        // Answered once the start is over: as long as the agent's own start may take.
+        let limit = child.start_timeout() + CALL_TIMEOUT;
+        ask_within(
             &supervisor,
             |r| SupervisorMsg::StartChild(child, r),
             "the agents supervisor",
+            limit,
         )
         .await?
         .map_err(|e| ApiError::Internal(format!("agent {} did not start: {e}", handle.id())))

@@ -15,7 +15,7 @@ use crate::agent::{
 };
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
-use crate::service::context::{ask, split};
+use crate::service::context::{ask, ask_within, split, CALL_TIMEOUT};
 use crate::service::listing::page_local;
 use crate::tables::{AGENTS, AGENT_STATUS};
 
@@ -103,10 +103,14 @@ impl Agents {
         }
         let supervisor = self.ctx.supervisor_of(&spec.owner)?;
         let as_spec: Arc<dyn ChildSpec> = child.clone();
-        ask(
+        // The supervisor answers once the start is over, which may take the agent's own
+        // start timeout (a process agent's readyTimeoutMs).
+        let limit = as_spec.start_timeout() + CALL_TIMEOUT;
+        ask_within(
             &supervisor,
             |r| SupervisorMsg::StartChild(as_spec, r),
             "the agent's supervisor",
+            limit,
         )
         .await?
         .map_err(|e| ApiError::Internal(format!("agent {} did not start: {e}", spec.id)))?;
