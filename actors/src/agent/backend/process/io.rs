@@ -159,9 +159,27 @@ pub(super) fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::S
                     .to_owned()),
                 None => return protocol_error(live, "a result without a boolean \"ok\"".into()),
             };
-            // A result for a task no longer waited on (cancelled, timed out) is dropped.
-            if let Some(pending) = live.lock_tasks().remove(id) {
-                let _ = pending.result.send(outcome);
+            let attempt = match line.get("attempt") {
+                None | Some(Value::Null) => None,
+                Some(a) => match a.as_u64() {
+                    Some(a) => Some(a),
+                    None => return protocol_error(live, "a result whose \"attempt\" is not a whole number".into()),
+                },
+            };
+            let mut tasks = live.lock_tasks();
+            match tasks.get(id) {
+                // A late result of an earlier attempt must not complete the one running now.
+                Some(pending) if attempt.is_some_and(|a| a != u64::from(pending.attempt)) => {
+                    tracing::info!(agent = %live.agent, task = %id, attempt = ?attempt, running = pending.attempt,
+                        "a result of another attempt than the running one: ignored");
+                }
+                Some(_) => {
+                    if let Some(pending) = tasks.remove(id) {
+                        let _ = pending.result.send(outcome);
+                    }
+                }
+                // A result for a task no longer waited on (cancelled, timed out) is dropped.
+                None => {}
             }
         }
         (Some("progress"), Some(id)) => {

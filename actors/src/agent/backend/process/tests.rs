@@ -68,3 +68,57 @@ async fn a_message_gives_up_at_its_own_timeout() {
         Err("the process did not answer message within 2000 ms".to_string())
     );
 }
+
+/// Starts attempt `attempt` of task t1 and waits until the process was told.
+async fn started(
+    process: &mut Process,
+    sent: &mut mpsc::UnboundedReceiver<String>,
+    attempt: u32,
+) -> tokio::task::JoinHandle<Outcome> {
+    let work = process.run(Assignment {
+        task_id: "t1".into(),
+        attempt,
+        payload: json!(null),
+        timeout_ms: None,
+    });
+    let running = tokio::spawn(work);
+    let line = sent.recv().await.unwrap_or_default();
+    assert!(line.contains("\"type\":\"task\""), "{line}");
+    running
+}
+
+fn result(live: &Arc<Live>, line: Value) {
+    io::route(live, line, &mut None, &Link::detached());
+}
+
+#[tokio::test]
+async fn a_late_result_of_an_earlier_attempt_does_not_complete_the_running_one() {
+    let (live, mut sent) = detached();
+    let mut process = backend(live.clone());
+    let running = started(&mut process, &mut sent, 2).await;
+    result(
+        &live,
+        json!({ "type": "result", "id": "t1", "attempt": 1, "ok": true, "value": "old" }),
+    );
+    assert!(
+        live.lock_tasks().contains_key("t1"),
+        "attempt 2 was completed by attempt 1's result"
+    );
+    result(
+        &live,
+        json!({ "type": "result", "id": "t1", "attempt": 2, "ok": true, "value": "new" }),
+    );
+    assert_eq!(running.await.ok(), Some(Ok(json!("new"))));
+}
+
+#[tokio::test]
+async fn a_result_without_an_attempt_completes_the_running_one() {
+    let (live, mut sent) = detached();
+    let mut process = backend(live.clone());
+    let running = started(&mut process, &mut sent, 3).await;
+    result(
+        &live,
+        json!({ "type": "result", "id": "t1", "ok": false, "error": "no" }),
+    );
+    assert_eq!(running.await.ok(), Some(Err("no".to_string())));
+}
