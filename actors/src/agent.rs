@@ -17,7 +17,8 @@ mod status;
 
 pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
 pub use backend::{
-    build as build_backend, describe_cgroup, read_stat, Backend, Link, Outgoing, OutgoingKind, Signal, Stat, Usage,
+    build as build_backend, describe_cgroup, preflight, read_stat, Backend, Link, Outgoing, OutgoingKind, Signal, Stat,
+    Usage,
 };
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};

@@ -140,6 +140,21 @@ pub trait Backend: Send + 'static {
     }
 }
 
+/// Whether the backend can start on this node at all: a process agent's program must be
+/// there and executable. Its error is the caller's to fix; checked before a start is asked
+/// for, so a wrong spec is refused instead of failing over and over.
+pub async fn preflight(spec: &BackendSpec) -> Result<(), String> {
+    let BackendSpec::Process(p) = spec else {
+        return Ok(());
+    };
+    let (Some(program), env) = (p.command.first().cloned(), p.env.clone()) else {
+        return Err("command must not be empty".into());
+    };
+    tokio::task::spawn_blocking(move || limits::find_program(&program, &env).map(drop))
+        .await
+        .map_err(|e| format!("the check of the program did not finish: {e}"))?
+}
+
 /// The backend object an agent spec asks for.
 pub fn build(spec: &AgentSpec, secrets: &Arc<Secrets>) -> Box<dyn Backend> {
     match &spec.backend {

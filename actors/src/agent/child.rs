@@ -241,6 +241,11 @@ impl ChildSpec for AgentChild {
         start_timeout(&self.spec().backend)
     }
 
+    fn retries_a_failed_start(&self) -> bool {
+        // As after a crash: the agent's restart limit, then its checkpoint, then FAILED.
+        true
+    }
+
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
             let scheduler = self.slots.scheduler.get().ok_or("the scheduler is not running")?;

@@ -40,6 +40,12 @@ impl Agents {
         };
         let handle = self.handle(id).await?;
         let _one_at_a_time = handle.serialize().await;
+        if matches!(action, AgentAction::Start | AgentAction::Restart) {
+            // Before anything is stopped or changed: a program that is not there is refused.
+            crate::agent::preflight(&handle.spec().backend)
+                .await
+                .map_err(ApiError::InvalidInput)?;
+        }
         match action {
             AgentAction::Start => self.start(&handle).await?,
             AgentAction::Stop { graceful } => self.stop_agent(&handle, graceful).await?,
@@ -175,7 +181,7 @@ impl Agents {
             limit,
         )
         .await?
-        .map_err(|e| ApiError::Internal(format!("agent {} did not start: {e}", handle.id())))
+        .map_err(|e| super::local::did_not_start(handle.id(), &e))
     }
 
     async fn stop_agent(&self, handle: &Arc<AgentChild>, graceful: bool) -> Result<(), ApiError> {

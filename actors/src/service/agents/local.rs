@@ -49,8 +49,13 @@ impl Agents {
         owner: Owner,
         guard: Option<troupe_runtime::idempotency::Guard>,
     ) -> Result<AgentView, ApiError> {
-        // Judged here, on the node that will run the agent: its own allow-list applies.
+        // Judged here, on the node that will run the agent: its own allow-list and programs.
         self.ctx.agent_policy.secrets.check(&req.backend).await?;
+        if req.start {
+            crate::agent::preflight(&req.backend)
+                .await
+                .map_err(ApiError::InvalidInput)?;
+        }
         let now = troupe_runtime::clock::now();
         let spec = AgentSpec {
             id: crate::ids::new_id(&self.ctx.node_name),
@@ -113,7 +118,7 @@ impl Agents {
             limit,
         )
         .await?
-        .map_err(|e| ApiError::Internal(format!("agent {} did not start: {e}", spec.id)))?;
+        .map_err(|e| did_not_start(&spec.id, &e))?;
         drop(guard);
         Ok(self.views(vec![(spec, child.status())]).await.remove(0))
     }
@@ -209,6 +214,13 @@ impl Agents {
             })
             .collect()
     }
+}
+
+/// A start that failed: the agent exists, and its supervisor tries again by its restart limit.
+pub(super) fn did_not_start(id: &str, why: &str) -> ApiError {
+    ApiError::Unavailable(format!(
+        "agent {id} did not start: {why}; its supervisor tries again within its restart limit (see the agent's state)"
+    ))
 }
 
 fn read_one(v: &View<'_>, id: &str) -> Result<Option<(AgentSpec, AgentStatus)>, troupe_runtime::store::StoreError> {

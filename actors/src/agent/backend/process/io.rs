@@ -38,7 +38,7 @@ pub(super) fn spawn(
     cmd.env("TROUPE_AGENT_ID", agent)
         .env("TROUPE_HEARTBEAT_MS", spec.heartbeat_ms.to_string());
     limits::apply(&mut cmd, limits, cgroup);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| limits::spawn_error(program, &e))?;
     let pgid = child.id().ok_or("the process exited before it could be watched")?;
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let (lines, mut outbox) = mpsc::unbounded_channel::<String>();
