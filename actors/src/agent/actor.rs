@@ -297,6 +297,22 @@ impl Actor for AgentActor {
 impl AgentActor {
     fn run(&self, myself: ActorRef<AgentMsg>, a: Assignment, state: &mut State) {
         let (task_id, attempt) = (a.task_id.clone(), a.attempt);
+        if state.paused || state.draining {
+            // The start crossed a pause or a graceful stop: it goes back unbegun (the
+            // scheduler already knows the agent is closed, so it goes elsewhere or waits).
+            let why = match state.paused {
+                true => format!("agent {} was paused before the task reached it", self.spec.id),
+                false => format!("agent {} was stopping before the task reached it", self.spec.id),
+            };
+            tracing::info!(agent = %self.spec.id, task = %task_id, attempt, "{why}: handed back");
+            let _ = self.scheduler.cast(SchedulerMsg::Declined {
+                task_id,
+                attempt,
+                agent_id: self.spec.id.clone(),
+                why,
+            });
+            return;
+        }
         let timeout = match state.backend.own_timeouts() {
             true => None,
             false => a.timeout_ms.or(state.backend.default_timeout_ms()),
@@ -361,8 +377,12 @@ mod tests {
     use super::*;
     use crate::agent::spec::{BackendSpec, BuiltinKind, Owner};
 
-    /// Stands in for the scheduler: hands every finished attempt to the test.
-    struct Collector(mpsc::UnboundedSender<(String, u32)>);
+    /// Stands in for the scheduler: hands every finished attempt to the test, and every
+    /// start handed back to the second channel, if any.
+    struct Collector(
+        mpsc::UnboundedSender<(String, u32)>,
+        Option<mpsc::UnboundedSender<(String, u32)>>,
+    );
 
     impl Actor for Collector {
         type Msg = SchedulerMsg;
@@ -379,8 +399,16 @@ mod tests {
             msg: SchedulerMsg,
             _: &mut (),
         ) -> Result<(), ActorProcessingErr> {
-            if let SchedulerMsg::Finished { task_id, attempt, .. } = msg {
-                let _ = self.0.send((task_id, attempt));
+            match msg {
+                SchedulerMsg::Finished { task_id, attempt, .. } => {
+                    let _ = self.0.send((task_id, attempt));
+                }
+                SchedulerMsg::Declined { task_id, attempt, .. } => {
+                    if let Some(declined) = &self.1 {
+                        let _ = declined.send((task_id, attempt));
+                    }
+                }
+                _ => {}
             }
             Ok(())
         }
@@ -419,7 +447,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_late_done_of_an_earlier_attempt_leaves_the_current_attempt_cancellable() {
         let (tx, mut finished) = mpsc::unbounded_channel();
-        let (scheduler, _) = Actor::spawn(None, Collector(tx), ()).await.unwrap();
+        let (scheduler, _) = Actor::spawn(None, Collector(tx, None), ()).await.unwrap();
         let actor = AgentActor {
             spec: sleeper(),
             scheduler,
@@ -460,5 +488,40 @@ mod tests {
     async fn an_attempt_past_its_timeout_fails() {
         let work: BoxFuture<'static, Outcome> = Box::pin(std::future::pending());
         assert_eq!(settle(work, Some(50)).await, Err("timed out after 50 ms".to_string()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_start_that_reaches_a_paused_or_stopping_agent_is_handed_back_not_run() {
+        let (tx, mut finished) = mpsc::unbounded_channel();
+        let (back, mut declined) = mpsc::unbounded_channel();
+        let (scheduler, _) = Actor::spawn(None, Collector(tx, Some(back)), ()).await.unwrap();
+        let actor = AgentActor {
+            spec: sleeper(),
+            scheduler,
+            report: Arc::new(|_, _, _| {}),
+            outbox: None,
+            secrets: Default::default(),
+        };
+        let (agent, _) = Actor::spawn(None, actor, None).await.unwrap();
+        // The scheduler cast the start before it learnt of the pause.
+        ractor::call!(agent, AgentMsg::Pause, true).unwrap().unwrap();
+        agent.cast(run(1)).unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(30), declined.recv()).await;
+        assert_eq!(
+            back.ok().flatten(),
+            Some(("t1".to_string(), 1)),
+            "the start was not handed back"
+        );
+        ractor::call!(agent, AgentMsg::Pause, false).unwrap().unwrap();
+        ractor::call!(agent, AgentMsg::Drain).unwrap();
+        agent.cast(run(2)).unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(30), declined.recv()).await;
+        assert_eq!(
+            back.ok().flatten(),
+            Some(("t1".to_string(), 2)),
+            "the start was not handed back"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(finished.try_recv().ok(), None, "a handed-back start ran");
     }
 }
