@@ -11,15 +11,18 @@ mod actor;
 mod backend;
 pub mod checkpoints;
 mod child;
+mod secrets;
 mod spec;
 mod status;
 
 pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
 pub use backend::{
-    build as build_backend, describe_cgroup, read_stat, Backend, Link, Outgoing, OutgoingKind, Signal, Stat, Usage,
+    build as build_backend, describe_cgroup, preflight, read_stat, Backend, Link, Outgoing, OutgoingKind, Signal, Stat,
+    Usage,
 };
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
+pub use secrets::{SecretRefused, Secrets};
 pub use spec::{
     AgentFilter, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend, Limits,
     LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills, SpawnAgentRequest,

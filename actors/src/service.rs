@@ -89,7 +89,7 @@ impl Api {
     }
 
     pub(crate) fn agent_policy(&self) -> crate::agent::AgentPolicy {
-        self.ctx.agent_policy
+        self.ctx.agent_policy.clone()
     }
 
     pub(crate) fn swarm_watch(&self) -> &crate::swarm::Watch {

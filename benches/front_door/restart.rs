@@ -61,6 +61,7 @@ pub async fn restart() {
         shutdown: Shutdown::Timeout(Duration::from_secs(5)),
         stop_grace: Duration::from_secs(5),
         checkpoints_kept: 1,
+        secrets: Default::default(),
     };
     let spec = AgentSpec {
         id: "crasher@bench".into(),

@@ -152,7 +152,7 @@ def perform(task_id, payload, cancelled):
     raise Failed("unknown op %s" % op)
 
 
-def run(task_id, payload, cancelled):
+def run(task_id, attempt, payload, cancelled):
     """A task's thread: performs it and sends its result, unless it was cancelled."""
     try:
         result = {"ok": True, "value": perform(task_id, payload, cancelled)}
@@ -164,10 +164,11 @@ def run(task_id, payload, cancelled):
         with running_lock:
             if running.get(task_id) is cancelled:
                 del running[task_id]
-    send({"type": "result", "id": task_id, **result})
+    # The attempt, so Troupe can tell this result from a late one of an earlier attempt.
+    send({"type": "result", "id": task_id, "attempt": attempt, **result})
 
 
-def start_task(task_id, payload):
+def start_task(task_id, attempt, payload):
     cancelled = threading.Event()
     with running_lock:
         # A new attempt of a task still running here supersedes the old one.
@@ -175,7 +176,7 @@ def start_task(task_id, payload):
         if previous is not None:
             previous.set()
         running[task_id] = cancelled
-    threading.Thread(target=run, args=(task_id, payload, cancelled), daemon=True).start()
+    threading.Thread(target=run, args=(task_id, attempt, payload, cancelled), daemon=True).start()
 
 
 def handle(message):
@@ -183,7 +184,7 @@ def handle(message):
     global count
     kind, ident = message.get("type"), message.get("id")
     if kind == "task":
-        start_task(ident, message.get("payload"))
+        start_task(ident, message.get("attempt"), message.get("payload"))
     elif kind == "cancel":
         with running_lock:
             cancelled = running.get(ident)

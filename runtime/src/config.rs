@@ -150,6 +150,15 @@ pub struct ServeArgs {
     /// Enables the admin-only injectFault mutation (tests and drills) [default: false].
     #[arg(long, env = "TROUPE_FAULT_INJECTION", num_args = 0..=1, default_missing_value = "true")]
     pub fault_injection: Option<bool>,
+    /// Environment variables an llm agent may name as its key (apiKeyEnv); repeatable
+    /// (comma-separated in TROUPE_SECRET_ENV). TROUPE_* variables never qualify [default: none].
+    #[arg(long, env = "TROUPE_SECRET_ENV", value_delimiter = ',')]
+    pub secret_env: Vec<String>,
+    /// Directories whose files an llm agent may name as its key (apiKeyFile); repeatable
+    /// (comma-separated in TROUPE_SECRET_DIRS). Nothing under the data dir qualifies
+    /// [default: none].
+    #[arg(long, env = "TROUPE_SECRET_DIRS", value_delimiter = ',')]
+    pub secret_dirs: Vec<PathBuf>,
 }
 
 /// Fills every unset option of `$args` from `$file`.
@@ -201,6 +210,9 @@ pub struct Config {
     pub max_outbound_migrations: usize,
     pub vm_stop_timeout: Duration,
     pub fault_injection: bool,
+    /// What agents may use as API keys (see `ServeArgs::secret_env`, `secret_dirs`).
+    pub secret_env: Vec<String>,
+    pub secret_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +241,12 @@ impl Config {
                 fault_injection);
             if args.join.is_empty() {
                 args.join = file.join;
+            }
+            if args.secret_env.is_empty() {
+                args.secret_env = file.secret_env;
+            }
+            if args.secret_dirs.is_empty() {
+                args.secret_dirs = file.secret_dirs;
             }
         }
         let ms = Duration::from_millis;
@@ -281,6 +299,8 @@ impl Config {
             max_outbound_migrations: args.max_outbound_migrations.unwrap_or(2),
             vm_stop_timeout: ms(args.vm_stop_timeout_ms.unwrap_or(30_000)),
             fault_injection: args.fault_injection.unwrap_or(false),
+            secret_env: args.secret_env,
+            secret_dirs: args.secret_dirs,
         };
         config.validate()?;
         Ok(config)
@@ -328,6 +348,20 @@ impl Config {
                 "default_strategy",
                 "one of score, round_robin, least_connections, weighted",
             );
+        }
+        for name in &self.secret_env {
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                return invalid("secret_env", "names must be non-empty, without '=' or NUL");
+            }
+            if name.to_ascii_uppercase().starts_with("TROUPE_") {
+                return invalid(
+                    "secret_env",
+                    "TROUPE_* variables are the node's own, never an agent's key",
+                );
+            }
+        }
+        if self.secret_dirs.iter().any(|d| d.as_os_str().is_empty()) {
+            return invalid("secret_dirs", "a directory must not be empty");
         }
         if self.max_payload_bytes >= self.body_limit_bytes {
             return invalid("max_payload_bytes", "must be below body_limit_bytes");
@@ -386,7 +420,8 @@ mod tests {
         let path = dir.path().join("t.toml");
         std::fs::write(
             &path,
-            "node_name = \"from-file\"\nretry_base_ms = 7\njoin = [\"10.0.0.1:4697\"]\nmetrics_auth = true\n",
+            "node_name = \"from-file\"\nretry_base_ms = 7\njoin = [\"10.0.0.1:4697\"]\nmetrics_auth = true\n\
+             secret_env = [\"OPENAI_API_KEY\"]\nsecret_dirs = [\"/etc/keys\"]\n",
         )
         .unwrap();
         let c = Config::load(ServeArgs {
@@ -399,6 +434,8 @@ mod tests {
         assert_eq!(c.retry_base, Duration::from_millis(7));
         assert_eq!(c.join, vec!["10.0.0.1:4697".to_string()]);
         assert!(c.metrics_auth);
+        assert_eq!(c.secret_env, vec!["OPENAI_API_KEY".to_string()]);
+        assert_eq!(c.secret_dirs, vec![PathBuf::from("/etc/keys")]);
         assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
     }
 
@@ -439,6 +476,13 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { key: "node_name", .. }), "{err}");
+        let err = Config::load(ServeArgs {
+            node_name: Some("n".into()),
+            secret_env: vec!["OPENAI_API_KEY".into(), "TROUPE_COOKIE".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "secret_env", .. }), "{err}");
         let err = Config::load(ServeArgs {
             node_name: Some("n".into()),
             ws_max_subscriptions: Some(0),

@@ -1,7 +1,7 @@
 //! The HTTP and LLM backends against a local server speaking OpenAI's protocol, and the
 //! limits and usage of process agents.
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 use serde_json::{json, Value};
 
 use super::support::{error_code, int, text, FakeLlm, Node, NodeOpts};
@@ -13,7 +13,8 @@ async fn an_llm_agent_answers_retries_a_429_and_sums_its_token_usage() -> Result
     let key = dir.path().join("key");
     std::fs::write(&key, "sekrit\n")?;
     let server = FakeLlm::start(&["--fail-first", "1", "--key", "sekrit", "--log", &log.to_string_lossy()]).await?;
-    let node = Node::start(NodeOpts::named("solo")).await?;
+    // The node's admin allows keys from this directory.
+    let node = Node::start(NodeOpts::named("solo").arg("--secret-dirs", dir.path().display())).await?;
     for stream in [false, true] {
         let input = json!({
             "name": format!("llm-{stream}"),
@@ -58,6 +59,71 @@ async fn an_llm_agent_answers_retries_a_429_and_sums_its_token_usage() -> Result
         "{}",
         requests[0]
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_agent_may_not_take_the_nodes_own_secrets_as_its_key() -> Result<()> {
+    let keys = tempfile::tempdir()?;
+    // Even an admin who allows the whole temporary directory (the data dir's parent) and
+    // lists TROUPE_COOKIE does not give away the node's own secrets.
+    let node = Node::start(
+        NodeOpts::named("solo")
+            .arg("--secret-dirs", std::env::temp_dir().display())
+            .arg("--secret-env", "TROUPE_TEST_NOT_ALLOWED_ANYWAY,MY_KEY"),
+    )
+    .await;
+    match node {
+        Ok(_) => bail!("a TROUPE_* variable was accepted in secret_env"),
+        Err(e) => ensure!(format!("{e:#}").contains("secret_env"), "{e:#}"),
+    }
+    let node = Node::start(
+        NodeOpts::named("solo")
+            .arg("--secret-dirs", std::env::temp_dir().display())
+            .arg("--secret-env", "MY_KEY"),
+    )
+    .await?;
+    let admin_token = node.data_dir().join("admin.token");
+    ensure!(admin_token.exists(), "no admin token at {}", admin_token.display());
+    let sneaky = keys.path().join("sneaky");
+    std::os::unix::fs::symlink(&admin_token, &sneaky)?;
+    let llm = |key: Value| {
+        let mut backend = json!({ "baseUrl": "http://127.0.0.1:9", "model": "m" });
+        backend
+            .as_object_mut()
+            .map(|b| b.extend(key.as_object().cloned().unwrap_or_default()));
+        json!({ "name": "thief", "backend": { "llm": backend } })
+    };
+    let create = "mutation($input: SpawnAgentInput!) { createAgent(input: $input) { id } }";
+    let spawn = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }";
+    let refused = [
+        json!({ "apiKeyFile": admin_token.to_string_lossy() }),
+        json!({ "apiKeyFile": node.data_dir().join("cookie").to_string_lossy() }),
+        json!({ "apiKeyFile": sneaky.to_string_lossy() }),
+        json!({ "apiKeyEnv": "TROUPE_COOKIE" }),
+        json!({ "apiKeyEnv": "HOME" }),
+    ];
+    for key in refused {
+        for mutation in [create, spawn] {
+            let answer = node.gql(mutation, json!({ "input": llm(key.clone()) })).await?;
+            ensure!(
+                error_code(&answer).as_deref() == Some("FORBIDDEN"),
+                "{key} was not refused: {answer}"
+            );
+            let message = answer["errors"][0]["message"].as_str().unwrap_or_default();
+            ensure!(message.contains("apiKey"), "{message}");
+        }
+    }
+    let count = node.gql_ok("{ agents(first: 10) { totalCount } }", json!({})).await?;
+    ensure!(count["agents"]["totalCount"] == 0, "an agent was made: {count}");
+    // What the admin allows is accepted.
+    std::fs::write(keys.path().join("good"), "k")?;
+    for key in [
+        json!({ "apiKeyFile": keys.path().join("good").to_string_lossy() }),
+        json!({ "apiKeyEnv": "MY_KEY" }),
+    ] {
+        node.gql_ok(create, json!({ "input": llm(key) })).await?;
+    }
     Ok(())
 }
 

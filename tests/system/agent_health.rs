@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use serde_json::json;
 
-use super::support::{pid_alive, text, Gate, Node, NodeOpts};
+use super::support::{expect_code, pid_alive, shell_agent, text, Gate, Node, NodeOpts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_process_agent_is_found_unhealthy_then_killed_and_restarted_in_time() -> Result<()> {
@@ -167,6 +167,70 @@ async fn a_task_silent_past_its_timeout_is_retried_while_one_that_reports_progre
                 .as_str()
                 .is_some_and(|e| e.contains("no result or progress")),
         "{failed}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_agent_may_take_longer_than_ten_seconds_to_get_ready_within_its_ready_timeout() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    // Ready after 11 s: past the 10 s an agent's start used to get, within its own 30 s.
+    let mut command = vec![
+        "/bin/sh".to_string(),
+        "-c".into(),
+        "sleep 11; exec \"$@\"".into(),
+        "slow".into(),
+    ];
+    command.extend(shell_agent());
+    let input = json!({
+        "name": "slow-to-start",
+        "backend": { "process": { "command": command, "readyTimeoutMs": 30000 } },
+    });
+    let agent = node.spawn_agent(input).await?;
+    ensure!(agent["state"] == "RUNNING", "{agent}");
+    let out = node.run_on(&text(&agent, "/id")?, json!({ "n": 1 })).await?;
+    ensure!(out == json!({ "n": 1 }), "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_agent_that_cannot_start_says_why_and_is_retried_within_its_restart_limit() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let spawn = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }";
+    // A program that is not there: the caller's to fix, and nothing is made.
+    let missing = json!({ "name": "missing", "backend": { "process": { "command": ["/nonexistent/agent"] } } });
+    let answer = node.gql(spawn, json!({ "input": missing })).await?;
+    expect_code(&answer, "INVALID_INPUT")?;
+    ensure!(
+        answer.to_string().contains("program not found: /nonexistent/agent"),
+        "{answer}"
+    );
+    let listed = node.gql_ok("{ agents(first: 10) { totalCount } }", json!({})).await?;
+    ensure!(listed["agents"]["totalCount"] == 0, "{listed}");
+    // A process that exits before it says ready: the reason, then its supervisor's tries.
+    let exits = json!({
+        "name": "exits",
+        "backend": { "process": { "command": ["/bin/sh", "-c", "exit 3"] } },
+        "restartLimit": { "maxRestarts": 2, "windowMs": 600000 },
+    });
+    let answer = node.gql(spawn, json!({ "input": exits })).await?;
+    expect_code(&answer, "UNAVAILABLE")?;
+    ensure!(
+        answer.to_string().contains("the process exited before it said ready"),
+        "{answer}"
+    );
+    let listed = node
+        .gql_ok("{ agents(first: 10) { nodes { id name } } }", json!({}))
+        .await?;
+    let id = text(&listed, "/agents/nodes/0/id")?;
+    let failed = node.wait_agent_state(&id, "FAILED").await?;
+    ensure!(failed.to_string().contains("exited before it said ready"), "{failed}");
+    let tries = node.events_for("AGENT_FAILED", &id).await?;
+    let retried = tries.iter().filter(|e| e["data"]["restarting"] == true).count();
+    ensure!(retried >= 2, "its supervisor did not try again: {tries:?}");
+    ensure!(
+        !node.events_for("AGENT_ALERT", &id).await?.is_empty(),
+        "no alert when it was given up on"
     );
     Ok(())
 }

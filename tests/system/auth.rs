@@ -228,3 +228,24 @@ async fn an_exec_agent_never_sees_the_nodes_secrets() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_agent_inherits_no_descriptor_of_the_node() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    // What each open descriptor of the task's shell points to, but for its stdio.
+    let input = json!({
+        "name": "fds",
+        "backend": { "exec": { "command": ["/bin/sh", "-c",
+            "for f in /proc/$$/fd/*; do n=${f##*/}; [ \"$n\" -gt 2 ] && echo \"$n $(readlink $f)\"; done; true"] } },
+    });
+    let agent = text(&node.spawn_agent(input).await?, "/id")?;
+    let id = node.submit_to(&agent, json!({})).await?;
+    let done = node.wait_task_state(&id, "SUCCEEDED").await?;
+    let open = done["result"].to_string();
+    let data_dir = node.data_dir().canonicalize()?;
+    ensure!(
+        !open.contains(&*data_dir.to_string_lossy()) && !open.contains("socket:"),
+        "the task inherited the node's descriptors: {open}"
+    );
+    Ok(())
+}

@@ -3,19 +3,23 @@
 //! every attempt still running (and so kills their processes).
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::backend::{self, sample, Backend, Link, Signal, Usage};
 use super::child::Restore;
+use super::secrets::Secrets;
 use super::spec::{AgentSpec, Desired};
 use super::status::AgentState;
 use crate::scheduler::{Down, SchedulerMsg};
-use crate::task::Assignment;
+use crate::task::{Assignment, Outcome};
 
 /// How often the usage of an agent's processes is sampled for `/metrics`.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -52,6 +56,8 @@ pub enum AgentMsg {
     Message {
         from: Option<String>,
         payload: Value,
+        /// How long the backend may take to answer: what is left of the message's timeout.
+        timeout: Duration,
         reply: RpcReplyPort<Result<Value, String>>,
     },
 }
@@ -75,6 +81,8 @@ pub struct AgentActor {
     pub report: Reporter,
     /// Where the agent's own messages go.
     pub outbox: Option<tokio::sync::mpsc::UnboundedSender<crate::agent::Outgoing>>,
+    /// What the backend may use as its API key.
+    pub secrets: Arc<Secrets>,
 }
 
 /// Attempts in flight by task, with their attempt number; dropping it aborts them.
@@ -134,7 +142,7 @@ impl Actor for AgentActor {
         restore: Option<Restore>,
     ) -> Result<State, ActorProcessingErr> {
         tracing::debug!(agent = %self.spec.id, "agent starting");
-        let mut backend = backend::build(&self.spec);
+        let mut backend = backend::build(&self.spec, &self.secrets);
         backend
             .start(Link(Some(myself.clone())))
             .await
@@ -258,8 +266,13 @@ impl Actor for AgentActor {
             AgentMsg::Restore(saved, reply) => {
                 let _ = reply.send(state.backend.restore(saved).await);
             }
-            AgentMsg::Message { from, payload, reply } => {
-                let answer = state.backend.message(from, payload);
+            AgentMsg::Message {
+                from,
+                payload,
+                timeout,
+                reply,
+            } => {
+                let answer = state.backend.message(from, payload, timeout);
                 tokio::spawn(async move {
                     let _ = reply.send(answer.await);
                 });
@@ -284,6 +297,22 @@ impl Actor for AgentActor {
 impl AgentActor {
     fn run(&self, myself: ActorRef<AgentMsg>, a: Assignment, state: &mut State) {
         let (task_id, attempt) = (a.task_id.clone(), a.attempt);
+        if state.paused || state.draining {
+            // The start crossed a pause or a graceful stop: it goes back unbegun (the
+            // scheduler already knows the agent is closed, so it goes elsewhere or waits).
+            let why = match state.paused {
+                true => format!("agent {} was paused before the task reached it", self.spec.id),
+                false => format!("agent {} was stopping before the task reached it", self.spec.id),
+            };
+            tracing::info!(agent = %self.spec.id, task = %task_id, attempt, "{why}: handed back");
+            let _ = self.scheduler.cast(SchedulerMsg::Declined {
+                task_id,
+                attempt,
+                agent_id: self.spec.id.clone(),
+                why,
+            });
+            return;
+        }
         let timeout = match state.backend.own_timeouts() {
             true => None,
             false => a.timeout_ms.or(state.backend.default_timeout_ms()),
@@ -294,12 +323,7 @@ impl AgentActor {
         let span = tracing::info_span!("attempt", agent = %agent_id, task = %task_id, attempt);
         let id = task_id.clone();
         let job = async move {
-            let outcome = match timeout {
-                Some(ms) => tokio::time::timeout(Duration::from_millis(ms), work)
-                    .await
-                    .unwrap_or_else(|_| Err(format!("timed out after {ms} ms"))),
-                None => work.await,
-            };
+            let outcome = settle(work, timeout).await;
             match &outcome {
                 Ok(_) => tracing::debug!("attempt succeeded"),
                 Err(error) => tracing::info!(%error, "attempt failed"),
@@ -319,6 +343,29 @@ impl AgentActor {
     }
 }
 
+/// Runs an attempt to its outcome within its timeout. A panic inside the backend's future is
+/// a failed attempt: left to unwind, it would end the spawned job before it reports, and the
+/// task would stay RUNNING for ever.
+async fn settle(work: BoxFuture<'static, Outcome>, timeout: Option<u64>) -> Outcome {
+    let work = AssertUnwindSafe(work).catch_unwind();
+    let caught = match timeout {
+        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), work).await {
+            Ok(caught) => caught,
+            Err(_) => return Err(format!("timed out after {ms} ms")),
+        },
+        None => work.await,
+    };
+    caught.unwrap_or_else(|panic| Err(format!("the attempt panicked: {}", panic_message(panic.as_ref()))))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -330,8 +377,12 @@ mod tests {
     use super::*;
     use crate::agent::spec::{BackendSpec, BuiltinKind, Owner};
 
-    /// Stands in for the scheduler: hands every finished attempt to the test.
-    struct Collector(mpsc::UnboundedSender<(String, u32)>);
+    /// Stands in for the scheduler: hands every finished attempt to the test, and every
+    /// start handed back to the second channel, if any.
+    struct Collector(
+        mpsc::UnboundedSender<(String, u32)>,
+        Option<mpsc::UnboundedSender<(String, u32)>>,
+    );
 
     impl Actor for Collector {
         type Msg = SchedulerMsg;
@@ -348,8 +399,16 @@ mod tests {
             msg: SchedulerMsg,
             _: &mut (),
         ) -> Result<(), ActorProcessingErr> {
-            if let SchedulerMsg::Finished { task_id, attempt, .. } = msg {
-                let _ = self.0.send((task_id, attempt));
+            match msg {
+                SchedulerMsg::Finished { task_id, attempt, .. } => {
+                    let _ = self.0.send((task_id, attempt));
+                }
+                SchedulerMsg::Declined { task_id, attempt, .. } => {
+                    if let Some(declined) = &self.1 {
+                        let _ = declined.send((task_id, attempt));
+                    }
+                }
+                _ => {}
             }
             Ok(())
         }
@@ -388,12 +447,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_late_done_of_an_earlier_attempt_leaves_the_current_attempt_cancellable() {
         let (tx, mut finished) = mpsc::unbounded_channel();
-        let (scheduler, _) = Actor::spawn(None, Collector(tx), ()).await.unwrap();
+        let (scheduler, _) = Actor::spawn(None, Collector(tx, None), ()).await.unwrap();
         let actor = AgentActor {
             spec: sleeper(),
             scheduler,
             report: Arc::new(|_, _, _| {}),
             outbox: None,
+            secrets: Default::default(),
         };
         let (agent, _) = Actor::spawn(None, actor, None).await.unwrap();
         agent.cast(run(1)).unwrap();
@@ -413,5 +473,55 @@ mod tests {
             .unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(finished.try_recv().ok(), None, "the cancelled attempt ran to its end");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_attempt_is_a_failed_attempt() {
+        let work: BoxFuture<'static, Outcome> = Box::pin(async { panic!("boom at {}", 3) });
+        let outcome = settle(work, Some(1_000)).await;
+        assert_eq!(outcome, Err("the attempt panicked: boom at 3".to_string()));
+        let work: BoxFuture<'static, Outcome> = Box::pin(async { panic!("plain") });
+        assert_eq!(settle(work, None).await, Err("the attempt panicked: plain".to_string()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_past_its_timeout_fails() {
+        let work: BoxFuture<'static, Outcome> = Box::pin(std::future::pending());
+        assert_eq!(settle(work, Some(50)).await, Err("timed out after 50 ms".to_string()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_start_that_reaches_a_paused_or_stopping_agent_is_handed_back_not_run() {
+        let (tx, mut finished) = mpsc::unbounded_channel();
+        let (back, mut declined) = mpsc::unbounded_channel();
+        let (scheduler, _) = Actor::spawn(None, Collector(tx, Some(back)), ()).await.unwrap();
+        let actor = AgentActor {
+            spec: sleeper(),
+            scheduler,
+            report: Arc::new(|_, _, _| {}),
+            outbox: None,
+            secrets: Default::default(),
+        };
+        let (agent, _) = Actor::spawn(None, actor, None).await.unwrap();
+        // The scheduler cast the start before it learnt of the pause.
+        ractor::call!(agent, AgentMsg::Pause, true).unwrap().unwrap();
+        agent.cast(run(1)).unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(30), declined.recv()).await;
+        assert_eq!(
+            back.ok().flatten(),
+            Some(("t1".to_string(), 1)),
+            "the start was not handed back"
+        );
+        ractor::call!(agent, AgentMsg::Pause, false).unwrap().unwrap();
+        ractor::call!(agent, AgentMsg::Drain).unwrap();
+        agent.cast(run(2)).unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(30), declined.recv()).await;
+        assert_eq!(
+            back.ok().flatten(),
+            Some(("t1".to_string(), 2)),
+            "the start was not handed back"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(finished.try_recv().ok(), None, "a handed-back start ran");
     }
 }

@@ -10,11 +10,14 @@ mod limits;
 mod llm;
 mod process;
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use ractor::ActorRef;
 use serde_json::Value;
 
 use super::actor::AgentMsg;
+use super::secrets::Secrets;
 use super::spec::{AgentSpec, BackendSpec};
 use crate::task::{Assignment, Outcome};
 
@@ -101,9 +104,15 @@ pub trait Backend: Send + 'static {
     fn own_timeouts(&self) -> bool {
         false
     }
-    /// Answers a message sent to the agent (`sendMessage`); the future is independent of
-    /// `self`, so the agent goes on while it waits.
-    fn message(&mut self, _from: Option<String>, _payload: Value) -> BoxFuture<'static, Result<Value, String>> {
+    /// Answers a message sent to the agent (`sendMessage`) within `timeout` (what is left of
+    /// the message's own); the future is independent of `self`, so the agent goes on while it
+    /// waits.
+    fn message(
+        &mut self,
+        _from: Option<String>,
+        _payload: Value,
+        _timeout: std::time::Duration,
+    ) -> BoxFuture<'static, Result<Value, String>> {
         Box::pin(async { Err("this agent's backend takes no messages (builtin and process agents do)".to_string()) })
     }
     /// The backend's state, for a checkpoint.
@@ -131,13 +140,28 @@ pub trait Backend: Send + 'static {
     }
 }
 
+/// Whether the backend can start on this node at all: a process agent's program must be
+/// there and executable. Its error is the caller's to fix; checked before a start is asked
+/// for, so a wrong spec is refused instead of failing over and over.
+pub async fn preflight(spec: &BackendSpec) -> Result<(), String> {
+    let BackendSpec::Process(p) = spec else {
+        return Ok(());
+    };
+    let (Some(program), env) = (p.command.first().cloned(), p.env.clone()) else {
+        return Err("command must not be empty".into());
+    };
+    tokio::task::spawn_blocking(move || limits::find_program(&program, &env).map(drop))
+        .await
+        .map_err(|e| format!("the check of the program did not finish: {e}"))?
+}
+
 /// The backend object an agent spec asks for.
-pub fn build(spec: &AgentSpec) -> Box<dyn Backend> {
+pub fn build(spec: &AgentSpec, secrets: &Arc<Secrets>) -> Box<dyn Backend> {
     match &spec.backend {
         BackendSpec::Builtin(kind) => Box::new(builtin::Builtin::new(*kind, spec.id.clone())),
         BackendSpec::Exec(e) => Box::new(exec::Exec::new(e.clone(), spec.id.clone(), spec.limits)),
         BackendSpec::Process(p) => Box::new(process::Process::new(p.clone(), spec.id.clone(), spec.limits)),
         BackendSpec::Http(h) => Box::new(http::Http::new(h.clone(), spec.id.clone())),
-        BackendSpec::Llm(l) => Box::new(llm::Llm::new(l.clone(), spec.id.clone())),
+        BackendSpec::Llm(l) => Box::new(llm::Llm::new(l.clone(), secrets.clone())),
     }
 }

@@ -17,7 +17,8 @@ use troupe_runtime::store::{Batch, Op, Store, Ticket};
 use troupe_runtime::supervision::{ChildEvent, ChildSpec, Intensity, Shutdown};
 
 use super::actor::{AgentActor, AgentMsg, Reporter};
-use super::spec::AgentSpec;
+use super::secrets::Secrets;
+use super::spec::{AgentSpec, BackendSpec};
 use super::status::{gauge_moved, AgentState, AgentStatus};
 use crate::scheduler::{Down, SchedulerMsg};
 use crate::slots::Slots;
@@ -28,7 +29,7 @@ mod agents;
 pub use agents::AgentsChild;
 
 /// What every agent's child spec shares.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AgentPolicy {
     /// Each agent's own restart intensity (unless its spec sets one): past it, the agent is
     /// rolled back to its last checkpoint once, then FAILED.
@@ -37,6 +38,23 @@ pub struct AgentPolicy {
     /// How long a graceful stop waits for running tasks.
     pub stop_grace: Duration,
     pub checkpoints_kept: usize,
+    /// What agents may use as API keys.
+    pub secrets: Arc<Secrets>,
+}
+
+/// How long an agent's start may take when its backend sets no wait of its own.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Added to a process agent's `readyTimeoutMs`: the restore of a checkpoint after `ready`
+/// (which may take 10 s) and the actor's own start.
+const START_MARGIN: Duration = Duration::from_secs(15);
+
+/// How long the supervisor gives an agent's start: a process agent may wait its own
+/// `readyTimeoutMs` for `ready`, so its start may take that long, and more.
+pub fn start_timeout(backend: &BackendSpec) -> Duration {
+    match backend {
+        BackendSpec::Process(p) => Duration::from_millis(p.ready_timeout_ms) + START_MARGIN,
+        _ => START_TIMEOUT,
+    }
 }
 
 /// This node's agents by id.
@@ -219,6 +237,15 @@ impl ChildSpec for AgentChild {
         self.policy.shutdown
     }
 
+    fn start_timeout(&self) -> Duration {
+        start_timeout(&self.spec().backend)
+    }
+
+    fn retries_a_failed_start(&self) -> bool {
+        // As after a crash: the agent's restart limit, then its checkpoint, then FAILED.
+        true
+    }
+
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
             let scheduler = self.slots.scheduler.get().ok_or("the scheduler is not running")?;
@@ -227,6 +254,7 @@ impl ChildSpec for AgentChild {
                 scheduler,
                 report: self.reporter(),
                 outbox: self.slots.outbox.get().cloned(),
+                secrets: self.policy.secrets.clone(),
             };
             let mut restore = lock(&self.restore).take();
             if let Some(r) = restore.as_mut().filter(|r| r.state.is_null()) {
@@ -325,5 +353,29 @@ impl ChildSpec for AgentChild {
         let spec = self.spec();
         let restarts = lock(&self.status).restarts;
         json!({ "name": spec.name, "node": spec.node, "agentRestarts": restarts })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::spec::{BuiltinKind, ProcessBackend};
+
+    #[test]
+    fn a_process_agent_may_take_its_ready_timeout_and_more_to_start() {
+        let process = |ready_timeout_ms| {
+            BackendSpec::Process(ProcessBackend {
+                command: vec!["agent".into()],
+                env: vec![],
+                timeout_ms: None,
+                heartbeat_ms: ProcessBackend::DEFAULT_HEARTBEAT_MS,
+                missed_heartbeats: ProcessBackend::DEFAULT_MISSED,
+                ready_timeout_ms,
+            })
+        };
+        assert!(start_timeout(&process(60_000)) > Duration::from_secs(60));
+        assert!(start_timeout(&process(600_000)) > Duration::from_secs(600));
+        assert!(start_timeout(&process(10_000)) > Duration::from_secs(10));
+        assert_eq!(start_timeout(&BackendSpec::Builtin(BuiltinKind::Echo)), START_TIMEOUT);
     }
 }

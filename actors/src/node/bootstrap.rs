@@ -16,7 +16,7 @@ use troupe_runtime::supervision::{
 };
 
 use super::{ExtraChildren, Node, StartNodeError};
-use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild};
+use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild, Secrets};
 use crate::cluster::{Cluster, ClusterChild, PeerInfo};
 use crate::host::{Fleet, FleetSettings, HostMode, HostSpec, HostsChild};
 use crate::placement::Overcommit;
@@ -72,6 +72,15 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         shutdown: Shutdown::Timeout(Duration::from_secs(10)),
         stop_grace: config.agent_stop_grace,
         checkpoints_kept: config.agent_checkpoints_kept,
+        secrets: Arc::new(Secrets::new(
+            config.secret_env.clone(),
+            config.secret_dirs.clone(),
+            // The node's own secrets: its data dir (store, admin token, cookie) and its
+            // cookie file wherever it is.
+            std::iter::once(config.data_dir.clone())
+                .chain(config.cookie_file.clone())
+                .collect(),
+        )),
     };
     let fleet = Fleet::new(
         config.node_name.clone(),
@@ -109,7 +118,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             "weighted" => crate::task::Strategy::Weighted,
             _ => crate::task::Strategy::Score,
         },
-        agent_policy,
+        agent_policy: agent_policy.clone(),
         draining: AtomicBool::new(false),
         fleet: fleet.clone(),
         mailboxes: crate::service::Mailboxes::new(config.agent_mailbox_size),
@@ -138,7 +147,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     let agents: Arc<dyn ChildSpec> = Arc::new(AgentsChild {
         store: store.clone(),
         slots: slots.clone(),
-        policy: agent_policy,
+        policy: agent_policy.clone(),
         backoff,
         owner: crate::agent::Owner::Node,
         strategy: Strategy::OneForOne,

@@ -31,6 +31,13 @@ pub enum SchedulerMsg {
         agent_id: String,
         outcome: Outcome,
     },
+    /// The agent did not begin an attempt it was handed (paused or stopping when it came).
+    Declined {
+        task_id: String,
+        attempt: u32,
+        agent_id: String,
+        why: String,
+    },
     AgentUp {
         id: String,
         capabilities: Vec<String>,
@@ -221,6 +228,12 @@ impl Actor for Scheduler {
                 state.observe(&task_id, attempt, &agent_id, &outcome, now);
                 state.engine.finished(&task_id, attempt, &agent_id, outcome, now)
             }
+            SchedulerMsg::Declined {
+                task_id,
+                attempt,
+                agent_id,
+                why,
+            } => state.engine.declined(&task_id, attempt, &agent_id, &why, now),
             SchedulerMsg::AgentUp {
                 id,
                 capabilities,

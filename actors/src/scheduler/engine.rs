@@ -292,6 +292,27 @@ impl Engine {
         self.take()
     }
 
+    /// The agent would not begin an attempt it was handed: it was paused or stopping when the
+    /// start reached it (the start crossed its closing). The attempt never began, so it is
+    /// undone and the task goes back to the queue, not charged.
+    pub fn declined(&mut self, task: &str, attempt: u32, agent: &str, why: &str, now: Now) -> Vec<Effect> {
+        let current = self.tasks.get(task).is_some_and(|e| {
+            e.status.state == TaskState::Running
+                && e.status.attempts == attempt
+                && e.status.agent_id.as_deref() == Some(agent)
+        });
+        if !current {
+            return Vec::new();
+        }
+        self.release(agent, task);
+        if let Some(e) = self.tasks.get_mut(task) {
+            e.status.attempts = e.status.attempts.saturating_sub(1);
+        }
+        self.requeue(task, why, now);
+        self.refile(agent);
+        self.take()
+    }
+
     /// An agent (this incarnation of it) can take tasks. A different incarnation still on
     /// record died without saying so: what it held is settled first.
     pub fn agent_up(

@@ -138,7 +138,18 @@ pub(crate) async fn ask<M: ractor::Message, T: Send + 'static>(
     msg: impl FnOnce(RpcReplyPort<T>) -> M,
     what: &str,
 ) -> Result<T, ApiError> {
-    match actor.call(msg, Some(CALL_TIMEOUT)).await? {
+    ask_within(actor, msg, what, CALL_TIMEOUT).await
+}
+
+/// Calls a local actor whose answer may take longer than a call (a start that waits for its
+/// child); waits at most `limit`.
+pub(crate) async fn ask_within<M: ractor::Message, T: Send + 'static>(
+    actor: &ActorRef<M>,
+    msg: impl FnOnce(RpcReplyPort<T>) -> M,
+    what: &str,
+    limit: Duration,
+) -> Result<T, ApiError> {
+    match actor.call(msg, Some(limit)).await? {
         CallResult::Success(answer) => Ok(answer),
         _ => Err(ApiError::Unavailable(format!("{what} did not answer"))),
     }

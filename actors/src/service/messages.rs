@@ -277,6 +277,7 @@ async fn deliver_one(ctx: &Context, w: &Waiting) -> Result<Value, String> {
         |reply| AgentMsg::Message {
             from: w.message.from.clone(),
             payload: w.message.payload.clone(),
+            timeout: left,
             reply,
         },
         Some(left),

@@ -71,6 +71,12 @@ pub trait ChildSpec: Send + Sync + 'static {
     fn intensity(&self) -> Option<Intensity> {
         None
     }
+    /// Whether a start someone asked for (and waits on) that fails is then retried like a
+    /// crash, by the child's restart policy; the one waiting gets the error at once either
+    /// way. When false the child is given up on at once (a wrong spec is not retried).
+    fn retries_a_failed_start(&self) -> bool {
+        false
+    }
     /// Whether the child is itself a [`super::Supervisor`] (its subtree is described too).
     fn is_supervisor(&self) -> bool {
         false

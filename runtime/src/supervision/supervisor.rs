@@ -310,8 +310,8 @@ impl State {
                     self.on_exit(pos, exit, reason).await?;
                 }
             }
-            Err(e) => {
-                if let Some(reply) = self.children[pos].on_started.take() {
+            Err(e) => match self.children[pos].on_started.take() {
+                Some(reply) if !spec.retries_a_failed_start() => {
                     // A start someone asked for and waits on: they get the error, nothing retries.
                     self.children.shift_remove_index(pos);
                     self.ladder.forget(spec.id());
@@ -323,11 +323,16 @@ impl State {
                         },
                     );
                     let _ = reply.send(Err(e));
-                } else {
+                }
+                waiting => {
+                    // Whoever waits learns of it now; the child's restart policy takes it on.
+                    if let Some(reply) = waiting {
+                        let _ = reply.send(Err(e.clone()));
+                    }
                     tracing::warn!(supervisor = %self.name, child = %id, error = %e, "start failed");
                     self.on_exit(pos, Exit::Failed, format!("start failed: {e}")).await?;
                 }
-            }
+            },
         }
         Ok(())
     }

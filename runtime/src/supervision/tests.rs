@@ -71,6 +71,9 @@ struct WorkerSpec {
     stopped_cleanly: Arc<std::sync::atomic::AtomicBool>,
     /// How many more chances it asks for once past its intensity.
     chances: std::sync::atomic::AtomicU32,
+    /// How many of its next starts fail.
+    failing_starts: std::sync::atomic::AtomicU32,
+    retries_a_failed_start: bool,
 }
 
 impl WorkerSpec {
@@ -86,6 +89,8 @@ impl WorkerSpec {
             fail_at_once: false,
             stopped_cleanly: Arc::default(),
             chances: Default::default(),
+            failing_starts: Default::default(),
+            retries_a_failed_start: false,
         }
     }
 }
@@ -106,6 +111,9 @@ impl ChildSpec for WorkerSpec {
     fn shutdown(&self) -> Shutdown {
         self.shutdown
     }
+    fn retries_a_failed_start(&self) -> bool {
+        self.retries_a_failed_start
+    }
     fn one_more_chance(&self) -> bool {
         use std::sync::atomic::Ordering;
         self.chances
@@ -119,6 +127,17 @@ impl ChildSpec for WorkerSpec {
         Box::pin(async move {
             if let Some(gate) = &self.gate {
                 gate.notified().await;
+            }
+            let failing = &self.failing_starts;
+            if failing
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok()
+            {
+                return Err(format!("{} cannot start yet", self.id).into());
             }
             let worker = Worker {
                 id: self.id.clone(),
@@ -274,6 +293,48 @@ async fn a_slow_start_does_not_hold_up_its_siblings_and_a_start_past_its_timeout
         .unwrap()
         .unwrap_err();
     assert!(err.contains("did not start within 50 ms"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failed_start_is_answered_at_once_and_retried_only_when_the_child_asks() {
+    let mut h = Harness::new();
+    let args = h.args(Strategy::OneForOne, None, vec![]);
+    let (sup, _) = Actor::spawn(None, Supervisor, args).await.unwrap();
+    let mut flaky = WorkerSpec::new("flaky", &h.log);
+    flaky.failing_starts = std::sync::atomic::AtomicU32::new(2);
+    flaky.retries_a_failed_start = true;
+    let err = ractor::call!(sup, SupervisorMsg::StartChild, Arc::new(flaky) as Arc<dyn ChildSpec>)
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("flaky cannot start yet"), "{err}");
+    // The supervisor tries again (a second failure, then a start) by its restart policy.
+    let started = h.starts(1).await;
+    assert_eq!(started[0].0, "flaky");
+    // Its report of the start follows the actor's own.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ractor::call!(sup, SupervisorMsg::Children).unwrap() != vec![("flaky".to_string(), true)] {
+        assert!(tokio::time::Instant::now() < deadline, "flaky never ran");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let kinds = h.kinds_of("flaky").await;
+    assert_eq!(
+        kinds,
+        vec!["WORKER_FAILED", "WORKER_FAILED", "WORKER_RESTARTED"],
+        "{kinds:?}"
+    );
+
+    let mut once = WorkerSpec::new("once", &h.log);
+    once.failing_starts = std::sync::atomic::AtomicU32::new(1);
+    let err = ractor::call!(sup, SupervisorMsg::StartChild, Arc::new(once) as Arc<dyn ChildSpec>)
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("once cannot start yet"), "{err}");
+    let children = ractor::call!(sup, SupervisorMsg::Children).unwrap();
+    assert_eq!(
+        children,
+        vec![("flaky".to_string(), true)],
+        "a start nobody retries left a child"
+    );
 }
 
 #[tokio::test]

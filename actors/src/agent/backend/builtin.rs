@@ -30,7 +30,12 @@ impl Builtin {
 
 impl Backend for Builtin {
     /// A builtin agent answers a message with its payload.
-    fn message(&mut self, _from: Option<String>, payload: Value) -> BoxFuture<'static, Result<Value, String>> {
+    fn message(
+        &mut self,
+        _from: Option<String>,
+        payload: Value,
+        _timeout: Duration,
+    ) -> BoxFuture<'static, Result<Value, String>> {
         Box::pin(async move { Ok(payload) })
     }
 

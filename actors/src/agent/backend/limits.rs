@@ -1,7 +1,9 @@
 //! The processes of exec and process agents: rlimits set in the child before it runs,
 //! signals to whole process groups, and usage sampled from `/proc`.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +43,43 @@ pub fn command(argv: &[String], env: &[(String, String)]) -> Command {
     cmd
 }
 
+/// Where `program` is found when started with the spec's `env` (which may set its own
+/// `PATH`, as the start then searches that one), or why it cannot be started at all.
+pub fn find_program(program: &str, env: &[(String, String)]) -> Result<PathBuf, String> {
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = Path::new(program);
+        return match path.metadata() {
+            Err(_) => Err(format!("program not found: {program}")),
+            Ok(_) if !executable(path) => Err(format!("program not executable: {program}")),
+            Ok(_) => Ok(path.to_path_buf()),
+        };
+    }
+    let search = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| OsString::from(v))
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| OsString::from("/bin:/usr/bin"));
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| format!("program not found: {program} (searched PATH)"))
+}
+
+/// Why a process could not be started, in words an operator can act on.
+pub fn spawn_error(program: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!("program not found: {program}"),
+        std::io::ErrorKind::PermissionDenied => format!("program not executable: {program} ({e})"),
+        _ => format!("cannot start {program:?}: {e}"),
+    }
+}
+
 /// Prepares an agent's process before it runs: the kernel kills it if the node dies (even
 /// by SIGKILL), the spec's limits become rlimits of the process (inherited by its
 /// children), and it joins its agent's cgroup (`cgroup` is that cgroup's `cgroup.procs`).
@@ -56,11 +95,15 @@ pub fn apply(cmd: &mut Command, limits: Limits, cgroup: Option<CString>) {
     .into_iter()
     .filter_map(|(r, v)| v.map(|v| (r, v)))
     .collect();
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl,
-    // getppid, setrlimit, open, write and close, which are async-signal-safe; it allocates
+    // SAFETY: the closure runs in the forked child before exec and only calls close_range,
+    // prctl, getppid, setrlimit, open, write and close, which are async-signal-safe; it allocates
     // nothing (the vector and the path were built before fork).
     unsafe {
         cmd.pre_exec(move || {
+            // Whatever descriptor of the node lacks close-on-exec (a library's) gets it now:
+            // the agent's process must not inherit the store, a socket or a token file.
+            // Kernels before 5.11 lack the call; everything Troupe opens is close-on-exec anyway.
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -169,6 +212,27 @@ fn units() -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_is_found_on_the_spec_path_or_the_nodes_or_said_missing() {
+        assert!(find_program("sh", &[]).is_ok());
+        assert!(find_program("/bin/sh", &[]).is_ok());
+        let missing = find_program("troupe-no-such-program", &[]).unwrap_err();
+        assert!(
+            missing.starts_with("program not found: troupe-no-such-program"),
+            "{missing}"
+        );
+        let missing = find_program("/nonexistent/agent", &[]).unwrap_err();
+        assert_eq!(missing, "program not found: /nonexistent/agent");
+        // The spec's PATH is the one searched.
+        let nowhere = vec![("PATH".to_string(), "/nonexistent".to_string())];
+        assert!(find_program("sh", &nowhere).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        let err = find_program(&plain.to_string_lossy(), &[]).unwrap_err();
+        assert!(err.starts_with("program not executable"), "{err}");
+    }
 
     #[test]
     fn stat_lines_parse_even_with_odd_command_names() {

@@ -1,9 +1,11 @@
 //! The `llm` backend: an OpenAI-compatible `/v1/chat/completions` endpoint. The task's
 //! payload becomes the messages, the reply is the result, with the token usage the server
 //! reported. 429 and 5xx answers (and connection errors) are retried within the attempt,
-//! honouring `Retry-After`. The API key is read on the node when the agent starts; it is
-//! never part of the spec, an error or a log line.
+//! honouring `Retry-After`. The API key is read on the node when the agent starts, from what
+//! the node's admin allows (see `agent::secrets`); it is never part of the spec, an error or
+//! a log line.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -11,7 +13,8 @@ use serde_json::{json, Map, Value};
 
 use super::http::{excerpt, failed, read_body};
 use super::{Backend, Link};
-use crate::agent::spec::{LlmBackend, SecretRef};
+use crate::agent::secrets::Secrets;
+use crate::agent::spec::LlmBackend;
 use crate::task::{Assignment, Outcome};
 
 /// An attempt's limit (every retry included) when neither the task nor the backend sets one.
@@ -22,14 +25,16 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 pub struct Llm {
     spec: LlmBackend,
     client: reqwest::Client,
+    secrets: Arc<Secrets>,
     key: Option<String>,
 }
 
 impl Llm {
-    pub fn new(spec: LlmBackend, _agent: String) -> Self {
+    pub fn new(spec: LlmBackend, secrets: Arc<Secrets>) -> Self {
         Self {
             spec,
             client: reqwest::Client::new(),
+            secrets,
             key: None,
         }
     }
@@ -38,18 +43,11 @@ impl Llm {
 impl Backend for Llm {
     fn start(&mut self, _link: Link) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
+            // Judged again here, on the node that runs the agent: its allow-list applies, and
+            // a file is resolved as it is now.
             self.key = match &self.spec.api_key {
                 None => None,
-                Some(SecretRef::Env(name)) => Some(
-                    std::env::var(name).map_err(|_| format!("the API key variable {name} is not set on this node"))?,
-                ),
-                Some(SecretRef::File(path)) => Some(
-                    tokio::fs::read_to_string(path)
-                        .await
-                        .map_err(|e| format!("cannot read the API key file {path}: {e}"))?
-                        .trim()
-                        .to_owned(),
-                ),
+                Some(key) => Some(self.secrets.read(key).await.map_err(|e| e.to_string())?),
             };
             Ok(())
         })
@@ -132,7 +130,9 @@ fn backoff(tries: u32) -> Duration {
 /// `Retry-After` in seconds (whole or decimal), at most a minute; an HTTP date is not used.
 fn retry_after(value: &str) -> Option<Duration> {
     let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER))
+    // Clamped before the conversion: `Duration::from_secs_f64` panics past `u64::MAX` seconds,
+    // and the header is whatever the server sends.
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
 /// The chat request for a task: the system prompt, then the payload's messages.

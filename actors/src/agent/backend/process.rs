@@ -22,7 +22,7 @@ use super::{Backend, Link, Signal};
 use crate::agent::spec::{Limits, ProcessBackend};
 use crate::task::{Assignment, Outcome};
 
-/// How long a `checkpoint` or `restore` may take to be answered.
+/// How long a `checkpoint` or `restore` may take to be answered (a message has its own).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Process {
@@ -80,22 +80,23 @@ impl Live {
         self.requests.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends a request the process answers with a `state` line; waits for that answer.
-    async fn request(&self, mut message: Value) -> Result<Value, String> {
+    /// Sends a request the process answers with a `state` (or `reply`) line; waits for that
+    /// answer at most `timeout`.
+    async fn request(&self, mut message: Value, timeout: Duration) -> Result<Value, String> {
         let id = format!("r{}", self.next_request.fetch_add(1, Ordering::Relaxed));
         let kind = message["type"].as_str().unwrap_or("request").to_owned();
         message["id"] = Value::String(id.clone());
         let (tx, rx) = oneshot::channel();
         self.lock_requests().insert(id.clone(), tx);
         self.send(message.to_string());
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, rx).await;
+        let answer = tokio::time::timeout(timeout, rx).await;
         self.lock_requests().remove(&id);
         match answer {
             Ok(Ok(state)) => Ok(state),
             Ok(Err(_)) => Err(format!("the process ended before answering {kind}")),
             Err(_) => Err(format!(
-                "the process did not answer {kind} within {} s",
-                REQUEST_TIMEOUT.as_secs()
+                "the process did not answer {kind} within {} ms",
+                timeout.as_millis()
             )),
         }
     }
@@ -194,23 +195,32 @@ impl Backend for Process {
         true
     }
 
-    fn message(&mut self, from: Option<String>, payload: Value) -> BoxFuture<'static, Result<Value, String>> {
+    fn message(
+        &mut self,
+        from: Option<String>,
+        payload: Value,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Value, String>> {
         let live = self.live().cloned();
         Box::pin(async move {
             live?
-                .request(json!({ "type": "message", "from": from, "payload": payload }))
+                .request(json!({ "type": "message", "from": from, "payload": payload }), timeout)
                 .await
         })
     }
 
     fn checkpoint(&mut self) -> BoxFuture<'_, Result<Value, String>> {
-        Box::pin(async move { self.live()?.request(json!({ "type": "checkpoint" })).await })
+        Box::pin(async move {
+            self.live()?
+                .request(json!({ "type": "checkpoint" }), REQUEST_TIMEOUT)
+                .await
+        })
     }
 
     fn restore(&mut self, state: Value) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             self.live()?
-                .request(json!({ "type": "restore", "state": state }))
+                .request(json!({ "type": "restore", "state": state }), REQUEST_TIMEOUT)
                 .await
                 .map(|_| ())
         })
@@ -318,3 +328,6 @@ async fn watchdog(live: Arc<Live>, spec: ProcessBackend, link: Link) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -86,7 +86,7 @@ impl ChildSpec for AgentsChild {
                         status,
                         self.slots.clone(),
                         self.store.clone(),
-                        self.policy,
+                        self.policy.clone(),
                     ));
                     child.set_latest_checkpoint(latest);
                     self.slots.handles.insert(child.clone());

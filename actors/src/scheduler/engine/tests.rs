@@ -390,3 +390,24 @@ fn the_tasks_waiting_for_a_removed_agent_end_failed_and_others_stay() {
 }
 
 mod work;
+
+#[test]
+fn a_start_the_agent_hands_back_goes_back_to_the_queue_uncharged() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 1, 1, now);
+    let fx = e.enqueue(cap_task("t", "c", Priority::Normal), TaskStatus::queued(), now);
+    assert_eq!(starts(&fx), [("a".to_string(), "t".to_string(), 1)]);
+    // The agent was paused while the start was on its way: it closed, then handed it back.
+    e.set_open("a", 1, false, now);
+    let fx = e.declined("t", 1, "a", "paused", now);
+    assert_eq!(records(&fx), [("t".to_string(), "TASK_REQUEUED")]);
+    assert!(starts(&fx).is_empty(), "offered again to the closed agent");
+    assert_eq!(e.running_on("a"), 0);
+    let status = e.status("t").map(|s| (s.state, s.attempts, s.failures));
+    assert_eq!(status, Some((TaskState::Queued, 0, 0)));
+    // A second hand-back of that start changes nothing; resumed, the agent gets attempt 1.
+    assert!(e.declined("t", 1, "a", "late", now).is_empty());
+    let fx = e.set_open("a", 1, true, now);
+    assert_eq!(starts(&fx), [("a".to_string(), "t".to_string(), 1)]);
+}

@@ -15,7 +15,7 @@ use crate::agent::checkpoints::{self, Checkpoint};
 use crate::agent::{gauge_moved, AgentChild, AgentMsg, AgentSpec, AgentState, AgentView, Desired, Owner, Restore};
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
-use crate::service::context::{ask, keep, split};
+use crate::service::context::{ask, ask_within, keep, split, CALL_TIMEOUT};
 use crate::tables::{AGENTS, AGENT_STATS, AGENT_STATUS};
 
 /// How often a graceful stop looks whether the agent's tasks are done.
@@ -40,6 +40,12 @@ impl Agents {
         };
         let handle = self.handle(id).await?;
         let _one_at_a_time = handle.serialize().await;
+        if matches!(action, AgentAction::Start | AgentAction::Restart) {
+            // Before anything is stopped or changed: a program that is not there is refused.
+            crate::agent::preflight(&handle.spec().backend)
+                .await
+                .map_err(ApiError::InvalidInput)?;
+        }
         match action {
             AgentAction::Start => self.start(&handle).await?,
             AgentAction::Stop { graceful } => self.stop_agent(&handle, graceful).await?,
@@ -59,6 +65,7 @@ impl Agents {
             }
             AgentAction::Update(update) => {
                 let spec = update.apply(&handle.spec())?;
+                self.ctx.agent_policy.secrets.check(&spec.backend).await?;
                 self.write_spec(&spec, "AGENT_UPDATED", json!({ "appliesAt": "next start" }))
                     .await?;
                 handle.set_spec(spec);
@@ -137,7 +144,7 @@ impl Agents {
             status,
             self.ctx.slots.clone(),
             self.ctx.store.clone(),
-            self.ctx.agent_policy,
+            self.ctx.agent_policy.clone(),
         ));
         let latest = {
             let id = id.to_owned();
@@ -165,13 +172,16 @@ impl Agents {
         handle.report(AgentState::Starting, "AGENT_STARTING", None, json!({}));
         let supervisor = self.ctx.supervisor_of(&handle.spec().owner)?;
         let child: Arc<dyn ChildSpec> = handle.clone();
-        ask(
+        // Answered once the start is over: as long as the agent's own start may take.
+        let limit = child.start_timeout() + CALL_TIMEOUT;
+        ask_within(
             &supervisor,
             |r| SupervisorMsg::StartChild(child, r),
             "the agents supervisor",
+            limit,
         )
         .await?
-        .map_err(|e| ApiError::Internal(format!("agent {} did not start: {e}", handle.id())))
+        .map_err(|e| super::local::did_not_start(handle.id(), &e))
     }
 
     async fn stop_agent(&self, handle: &Arc<AgentChild>, graceful: bool) -> Result<(), ApiError> {

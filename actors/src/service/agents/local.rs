@@ -15,7 +15,7 @@ use crate::agent::{
 };
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
-use crate::service::context::{ask, split};
+use crate::service::context::{ask, ask_within, split, CALL_TIMEOUT};
 use crate::service::listing::page_local;
 use crate::tables::{AGENTS, AGENT_STATUS};
 
@@ -49,6 +49,13 @@ impl Agents {
         owner: Owner,
         guard: Option<troupe_runtime::idempotency::Guard>,
     ) -> Result<AgentView, ApiError> {
+        // Judged here, on the node that will run the agent: its own allow-list and programs.
+        self.ctx.agent_policy.secrets.check(&req.backend).await?;
+        if req.start {
+            crate::agent::preflight(&req.backend)
+                .await
+                .map_err(ApiError::InvalidInput)?;
+        }
         let now = troupe_runtime::clock::now();
         let spec = AgentSpec {
             id: crate::ids::new_id(&self.ctx.node_name),
@@ -92,7 +99,7 @@ impl Agents {
             status,
             self.ctx.slots.clone(),
             self.ctx.store.clone(),
-            self.ctx.agent_policy,
+            self.ctx.agent_policy.clone(),
         ));
         self.ctx.slots.handles.insert(child.clone());
         if !req.start {
@@ -101,13 +108,17 @@ impl Agents {
         }
         let supervisor = self.ctx.supervisor_of(&spec.owner)?;
         let as_spec: Arc<dyn ChildSpec> = child.clone();
-        ask(
+        // The supervisor answers once the start is over, which may take the agent's own
+        // start timeout (a process agent's readyTimeoutMs).
+        let limit = as_spec.start_timeout() + CALL_TIMEOUT;
+        ask_within(
             &supervisor,
             |r| SupervisorMsg::StartChild(as_spec, r),
             "the agent's supervisor",
+            limit,
         )
         .await?
-        .map_err(|e| ApiError::Internal(format!("agent {} did not start: {e}", spec.id)))?;
+        .map_err(|e| did_not_start(&spec.id, &e))?;
         drop(guard);
         Ok(self.views(vec![(spec, child.status())]).await.remove(0))
     }
@@ -203,6 +214,13 @@ impl Agents {
             })
             .collect()
     }
+}
+
+/// A start that failed: the agent exists, and its supervisor tries again by its restart limit.
+pub(super) fn did_not_start(id: &str, why: &str) -> ApiError {
+    ApiError::Unavailable(format!(
+        "agent {id} did not start: {why}; its supervisor tries again within its restart limit (see the agent's state)"
+    ))
 }
 
 fn read_one(v: &View<'_>, id: &str) -> Result<Option<(AgentSpec, AgentStatus)>, troupe_runtime::store::StoreError> {

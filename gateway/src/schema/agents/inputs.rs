@@ -71,7 +71,11 @@ pub struct LlmBackendInput {
     pub base_url: String,
     pub model: String,
     pub system_prompt: Option<String>,
+    /// A variable of the node's environment holding the key; it must be one the node allows
+    /// (`secret_env`), never a `TROUPE_*` one, else FORBIDDEN.
     pub api_key_env: Option<String>,
+    /// A file on the node holding the key; it must be inside a directory the node allows
+    /// (`secret_dirs`) and never under its data dir, else FORBIDDEN.
     pub api_key_file: Option<String>,
     pub temperature: Option<f64>,
     pub max_tokens: Option<i32>,

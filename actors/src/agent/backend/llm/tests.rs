@@ -40,6 +40,10 @@ fn retry_after_is_seconds_capped_and_dates_are_not_used() {
     assert_eq!(retry_after("2"), Some(Duration::from_secs(2)));
     assert_eq!(retry_after("0.5"), Some(Duration::from_millis(500)));
     assert_eq!(retry_after("120"), Some(MAX_RETRY_AFTER));
+    assert_eq!(retry_after("1e20"), Some(MAX_RETRY_AFTER));
+    assert_eq!(retry_after("1e308"), Some(MAX_RETRY_AFTER));
+    assert_eq!(retry_after("inf"), None);
+    assert_eq!(retry_after("-1"), None);
     assert_eq!(retry_after("Wed, 21 Oct 2026 07:28:00 GMT"), None);
     assert_eq!(backoff(1), Duration::from_millis(500));
     assert_eq!(backoff(20), Duration::from_secs(30));
@@ -67,6 +71,33 @@ fn replies_and_streams_give_content_and_usage() {
     assert_eq!(out["content"], "hello");
     assert_eq!(out["finishReason"], "stop");
     assert_eq!(out["usage"]["totalTokens"], 3);
+}
+
+#[tokio::test]
+async fn a_key_the_node_does_not_allow_fails_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "sekrit").unwrap();
+    let key = crate::agent::spec::SecretRef::File(key.to_string_lossy().into_owned());
+    let with = |secrets: Secrets| {
+        Llm::new(
+            LlmBackend {
+                api_key: Some(key.clone()),
+                ..spec(false)
+            },
+            Arc::new(secrets),
+        )
+    };
+    let why = with(Secrets::default()).start(Link::detached()).await.unwrap_err();
+    assert!(why.contains("secret_dirs"), "{why}");
+    let why = with(Secrets::new(vec![], vec![dir.path().into()], vec![dir.path().into()]))
+        .start(Link::detached())
+        .await
+        .unwrap_err();
+    assert!(why.contains("the node's own secret"), "{why}");
+    let mut allowed = with(Secrets::new(vec![], vec![dir.path().into()], vec![]));
+    allowed.start(Link::detached()).await.unwrap();
+    assert_eq!(allowed.key.as_deref(), Some("sekrit"));
 }
 
 #[tokio::test]
@@ -113,7 +144,7 @@ async fn a_429_is_retried_after_its_retry_after() {
             base_url: format!("http://127.0.0.1:{port}/"),
             ..spec(false)
         },
-        "a".into(),
+        Default::default(),
     );
     llm.start(Link::detached()).await.unwrap();
     let task = Assignment {

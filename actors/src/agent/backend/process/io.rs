@@ -38,7 +38,7 @@ pub(super) fn spawn(
     cmd.env("TROUPE_AGENT_ID", agent)
         .env("TROUPE_HEARTBEAT_MS", spec.heartbeat_ms.to_string());
     limits::apply(&mut cmd, limits, cgroup);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| limits::spawn_error(program, &e))?;
     let pgid = child.id().ok_or("the process exited before it could be watched")?;
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let (lines, mut outbox) = mpsc::unbounded_channel::<String>();
@@ -139,7 +139,7 @@ async fn read_line(out: &mut (impl AsyncBufRead + Unpin), buf: &mut Vec<u8>) -> 
     }
 }
 
-fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>, link: &Link) {
+pub(super) fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>, link: &Link) {
     let id = line.get("id").and_then(Value::as_str);
     match (line.get("type").and_then(Value::as_str), id) {
         (Some(kind @ ("send" | "publish" | "memory" | "team_task")), Some(id)) => outgoing(live, kind, id, &line, link),
@@ -159,9 +159,27 @@ fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>,
                     .to_owned()),
                 None => return protocol_error(live, "a result without a boolean \"ok\"".into()),
             };
-            // A result for a task no longer waited on (cancelled, timed out) is dropped.
-            if let Some(pending) = live.lock_tasks().remove(id) {
-                let _ = pending.result.send(outcome);
+            let attempt = match line.get("attempt") {
+                None | Some(Value::Null) => None,
+                Some(a) => match a.as_u64() {
+                    Some(a) => Some(a),
+                    None => return protocol_error(live, "a result whose \"attempt\" is not a whole number".into()),
+                },
+            };
+            let mut tasks = live.lock_tasks();
+            match tasks.get(id) {
+                // A late result of an earlier attempt must not complete the one running now.
+                Some(pending) if attempt.is_some_and(|a| a != u64::from(pending.attempt)) => {
+                    tracing::info!(agent = %live.agent, task = %id, attempt = ?attempt, running = pending.attempt,
+                        "a result of another attempt than the running one: ignored");
+                }
+                Some(_) => {
+                    if let Some(pending) = tasks.remove(id) {
+                        let _ = pending.result.send(outcome);
+                    }
+                }
+                // A result for a task no longer waited on (cancelled, timed out) is dropped.
+                None => {}
             }
         }
         (Some("progress"), Some(id)) => {

@@ -1,0 +1,124 @@
+use serde_json::json;
+
+use super::*;
+
+/// A `Live` with no process behind it: the test plays the process, reading the lines sent
+/// to it and answering through the reader's routing.
+fn detached() -> (Arc<Live>, mpsc::UnboundedReceiver<String>) {
+    let (lines, sent) = mpsc::unbounded_channel();
+    let live = Arc::new(Live {
+        agent: "a@test".into(),
+        // No group: signals to it are ignored.
+        pgid: 0,
+        lines,
+        tasks: Mutex::new(HashMap::new()),
+        requests: Mutex::new(HashMap::new()),
+        seen_ms: AtomicU64::new(0),
+        epoch: Instant::now(),
+        paused: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
+        next_request: AtomicU64::new(1),
+    });
+    (live, sent)
+}
+
+fn backend(live: Arc<Live>) -> Process {
+    let spec = ProcessBackend {
+        command: vec!["unused".into()],
+        env: vec![],
+        timeout_ms: None,
+        heartbeat_ms: ProcessBackend::DEFAULT_HEARTBEAT_MS,
+        missed_heartbeats: ProcessBackend::DEFAULT_MISSED,
+        ready_timeout_ms: ProcessBackend::DEFAULT_READY_TIMEOUT_MS,
+    };
+    let mut process = Process::new(spec, "a@test".into(), Limits::default());
+    process.live = Some(live);
+    process
+}
+
+/// Answers the next request line after `after`, with a `reply` line.
+fn answer_after(live: &Arc<Live>, mut sent: mpsc::UnboundedReceiver<String>, after: Duration) {
+    let live = live.clone();
+    tokio::spawn(async move {
+        let line: Value = serde_json::from_str(&sent.recv().await.unwrap_or_default()).unwrap_or_default();
+        tokio::time::sleep(after).await;
+        let reply = json!({ "type": "reply", "id": line["id"], "payload": "answered" });
+        io::route(&live, reply, &mut None, &Link::detached());
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_waits_for_its_reply_as_long_as_its_own_timeout() {
+    let (live, sent) = detached();
+    let mut process = backend(live.clone());
+    // Slower than the 10 s a checkpoint gets, within the message's minute.
+    answer_after(&live, sent, Duration::from_secs(25));
+    let answer = process.message(None, json!("hi"), Duration::from_secs(60)).await;
+    assert_eq!(answer, Ok(json!("answered")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_gives_up_at_its_own_timeout() {
+    let (live, sent) = detached();
+    let mut process = backend(live.clone());
+    answer_after(&live, sent, Duration::from_secs(25));
+    let answer = process.message(None, json!("hi"), Duration::from_secs(2)).await;
+    assert_eq!(
+        answer,
+        Err("the process did not answer message within 2000 ms".to_string())
+    );
+}
+
+/// Starts attempt `attempt` of task t1 and waits until the process was told.
+async fn started(
+    process: &mut Process,
+    sent: &mut mpsc::UnboundedReceiver<String>,
+    attempt: u32,
+) -> tokio::task::JoinHandle<Outcome> {
+    let work = process.run(Assignment {
+        task_id: "t1".into(),
+        attempt,
+        payload: json!(null),
+        timeout_ms: None,
+    });
+    let running = tokio::spawn(work);
+    let line = sent.recv().await.unwrap_or_default();
+    assert!(line.contains("\"type\":\"task\""), "{line}");
+    running
+}
+
+fn result(live: &Arc<Live>, line: Value) {
+    io::route(live, line, &mut None, &Link::detached());
+}
+
+#[tokio::test]
+async fn a_late_result_of_an_earlier_attempt_does_not_complete_the_running_one() {
+    let (live, mut sent) = detached();
+    let mut process = backend(live.clone());
+    let running = started(&mut process, &mut sent, 2).await;
+    result(
+        &live,
+        json!({ "type": "result", "id": "t1", "attempt": 1, "ok": true, "value": "old" }),
+    );
+    assert!(
+        live.lock_tasks().contains_key("t1"),
+        "attempt 2 was completed by attempt 1's result"
+    );
+    result(
+        &live,
+        json!({ "type": "result", "id": "t1", "attempt": 2, "ok": true, "value": "new" }),
+    );
+    assert_eq!(running.await.ok(), Some(Ok(json!("new"))));
+}
+
+#[tokio::test]
+async fn a_result_without_an_attempt_completes_the_running_one() {
+    let (live, mut sent) = detached();
+    let mut process = backend(live.clone());
+    let running = started(&mut process, &mut sent, 3).await;
+    result(
+        &live,
+        json!({ "type": "result", "id": "t1", "ok": false, "error": "no" }),
+    );
+    assert_eq!(running.await.ok(), Some(Err("no".to_string())));
+}
