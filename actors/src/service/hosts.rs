@@ -3,6 +3,7 @@
 //! (VMs move between the hosts of one node).
 
 mod local;
+mod remove;
 
 use std::sync::Arc;
 use std::time::Duration;
