@@ -158,3 +158,35 @@ async fn a_black_holed_host_is_unreachable_then_down_and_evacuated_while_others_
     wait_host(&node, "sim-1", "UP").await?;
     Ok(())
 }
+
+/// A peer's VM stop may take longer than a plain peer call: alpha waits for beta's own
+/// answer (here: beta's hung host did not answer within its libvirt timeout) instead of
+/// giving up first.
+#[tokio::test]
+async fn a_stop_through_a_peer_waits_for_the_peers_answer() -> Result<()> {
+    let (alpha, _beta) = super::cluster::start_pair_with(
+        NodeOpts::named("beta")
+            .arg("--fault-injection", "true")
+            .arg("--libvirt-timeout-ms", 7000),
+    )
+    .await?;
+    let v = create_vm(
+        &alpha,
+        json!({ "name": "far", "vcpus": 1, "memoryMiB": 256, "node": "beta" }),
+    )
+    .await?;
+    let id = text(&v, "/id")?;
+    let host = text(&v, "/hostId")?;
+    alpha.gql_ok(FAULT, json!({ "t": host, "k": "HOST_HANG" })).await?;
+    let stopped = alpha
+        .gql(
+            "mutation($id: ID!) { stopVm(id: $id, timeoutMs: 1000) { state } }",
+            json!({ "id": id }),
+        )
+        .await?;
+    expect_code(&stopped, "UNAVAILABLE")?;
+    let message = stopped["errors"][0]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("did not answer within 7000 ms"), "{stopped}");
+    alpha.gql_ok(FAULT, json!({ "t": host, "k": "HOST_RECONNECT" })).await?;
+    Ok(())
+}

@@ -39,6 +39,14 @@ pub enum VmCommand {
 }
 
 impl VmCommand {
+    /// How long the VM's actor may take over the command: a stop waits for the guest.
+    pub fn wait(&self) -> Duration {
+        match self {
+            Self::Stop { timeout } => *timeout + Duration::from_secs(30),
+            _ => Duration::from_secs(30),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Ensure => "createVm",

@@ -231,10 +231,7 @@ impl Hosts {
     pub(crate) async fn act_vm_local(&self, vm: &str, command: VmCommand) -> Result<VmView, ApiError> {
         let (_, host) = self.host_of(vm).await?;
         let actor = crate::host::vm_actor(&self.fleet, &host, vm).await?;
-        let wait = match &command {
-            VmCommand::Stop { timeout } => *timeout + Duration::from_secs(30),
-            _ => Duration::from_secs(30),
-        };
+        let wait = command.wait();
         crate::host::act(&actor, command, wait).await
     }
 
