@@ -31,6 +31,7 @@ mod system {
     mod swarms;
     mod tooling;
     mod vm_moves;
+    mod vm_races;
     mod vms;
     mod websocket;
     mod work;

@@ -12,13 +12,15 @@ mod driver;
 pub mod fleet;
 mod libvirt;
 mod moves;
+mod removal;
 mod spec;
 
 pub(crate) use driver::{act, read_vm};
-pub use driver::{host_child, Fault, HostMsg, HostsChild};
+pub use driver::{host_child, Fault, HostMsg, HostsChild, Probe};
 pub use fleet::{Fleet, FleetSettings};
 pub use libvirt::{domain_xml, simulated_node_xml, DomainObs, DomainStateName, Libvirt, LibvirtError, NodeCapacity};
 pub(crate) use moves::{drain, migrate, view_of, vm_actor};
+pub(crate) use removal::records_may_go_from;
 pub use spec::{AddHostRequest, DrainProgress, HostMode, HostSpec, HostState, HostView};
 
 use crate::error::ApiError;

@@ -147,6 +147,10 @@ pub struct ServeArgs {
     /// How long stopVm waits for a guest to shut down before destroying it [default: 30000].
     #[arg(long, env = "TROUPE_VM_STOP_TIMEOUT_MS")]
     pub vm_stop_timeout_ms: Option<u64>,
+    /// How long one libvirt call may take; a host that does not answer in time is UNREACHABLE
+    /// [default: 15000].
+    #[arg(long, env = "TROUPE_LIBVIRT_TIMEOUT_MS")]
+    pub libvirt_timeout_ms: Option<u64>,
     /// Enables the admin-only injectFault mutation (tests and drills) [default: false].
     #[arg(long, env = "TROUPE_FAULT_INJECTION", num_args = 0..=1, default_missing_value = "true")]
     pub fault_injection: Option<bool>,
@@ -209,6 +213,7 @@ pub struct Config {
     pub host_down_after: Duration,
     pub max_outbound_migrations: usize,
     pub vm_stop_timeout: Duration,
+    pub libvirt_timeout: Duration,
     pub fault_injection: bool,
     /// What agents may use as API keys (see `ServeArgs::secret_env`, `secret_dirs`).
     pub secret_env: Vec<String>,
@@ -238,7 +243,7 @@ impl Config {
                 metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
                 ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, agent_mailbox_size, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
-                fault_injection);
+                libvirt_timeout_ms, fault_injection);
             if args.join.is_empty() {
                 args.join = file.join;
             }
@@ -298,6 +303,7 @@ impl Config {
             host_down_after: ms(args.host_down_after_ms.unwrap_or(30_000)),
             max_outbound_migrations: args.max_outbound_migrations.unwrap_or(2),
             vm_stop_timeout: ms(args.vm_stop_timeout_ms.unwrap_or(30_000)),
+            libvirt_timeout: ms(args.libvirt_timeout_ms.unwrap_or(15_000)),
             fault_injection: args.fault_injection.unwrap_or(false),
             secret_env: args.secret_env,
             secret_dirs: args.secret_dirs,
@@ -322,6 +328,7 @@ impl Config {
             ("ws_keepalive_ms", self.ws_keepalive),
             ("vm_reconcile_ms", self.vm_reconcile),
             ("host_down_after_ms", self.host_down_after),
+            ("libvirt_timeout_ms", self.libvirt_timeout),
         ];
         for (key, value) in positive {
             if value.is_zero() {

@@ -21,9 +21,14 @@ async fn members(node: &Node) -> Result<BTreeMap<String, String>> {
 
 /// Starts "alpha", then "beta" joining it, and waits until each lists both as UP.
 pub(super) async fn start_pair() -> Result<(Node, Node)> {
+    start_pair_with(NodeOpts::named("beta")).await
+}
+
+/// [`start_pair`] with `beta` started with these options (its name must be `beta`).
+pub(super) async fn start_pair_with(beta: NodeOpts) -> Result<(Node, Node)> {
     let alpha = Node::start(NodeOpts::named("alpha")).await?;
     let join = format!("127.0.0.1:{}", alpha.cluster_port);
-    let beta = Node::start(NodeOpts::named("beta").arg("--join", join)).await?;
+    let beta = Node::start(beta.arg("--join", join)).await?;
     let want: BTreeMap<String, String> = [("alpha", "UP"), ("beta", "UP")]
         .iter()
         .map(|(n, s)| (n.to_string(), s.to_string()))

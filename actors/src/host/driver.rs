@@ -18,7 +18,7 @@ use troupe_runtime::supervision::{
 };
 
 use super::fleet::Link;
-use super::{DomainObs, Fleet, HostSpec, Libvirt, LibvirtError};
+use super::{DomainObs, Fleet, HostSpec, Libvirt, LibvirtError, NodeCapacity};
 use crate::error::ApiError;
 use crate::tables::{VMS, VM_STATUS};
 use crate::vm::{Observation, VmActor, VmArgs, VmCommand, VmMsg, VmSpec, VmStatus};
@@ -33,7 +33,10 @@ pub enum Fault {
     /// Breaks the host's connection until healed: every call fails as on a lost link; the
     /// host's domains keep running.
     HostDisconnect,
-    /// Heals a broken connection.
+    /// Makes every libvirt call to the host block until healed, as on a black-holed link:
+    /// calls time out and the host is UNREACHABLE; its domains keep running.
+    HostHang,
+    /// Heals a broken or hung connection.
     HostReconnect,
     /// Destroys the VM's domain behind Troupe's back.
     DomainDestroy,
@@ -46,6 +49,9 @@ pub enum Fault {
 
 pub enum HostMsg {
     Tick,
+    /// What a tick's look at the host found (asked off the driver's mailbox, so a host that
+    /// does not answer holds up none of the driver's other calls).
+    Probed(Probe),
     /// Starts the actor of a VM placed on this host.
     AddVm(Box<(VmSpec, VmStatus)>, RpcReplyPort<Result<ActorRef<VmMsg>, ApiError>>),
     Vm(String, RpcReplyPort<Option<ActorRef<VmMsg>>>),
@@ -58,6 +64,14 @@ pub enum HostMsg {
 }
 
 impl ractor::Message for HostMsg {}
+
+/// A look at the host, made in a task of its own.
+pub enum Probe {
+    /// The domains listed on an UP host.
+    Sweep(Result<Vec<DomainObs>, LibvirtError>),
+    /// A reconnect attempt: whether the connection is new, the capacity and the domains.
+    Connect(Result<(bool, NodeCapacity, Vec<DomainObs>), LibvirtError>),
+}
 
 /// The node's `hosts` supervisor as a child of the root: one host driver per host.
 pub struct HostsChild {
@@ -165,6 +179,8 @@ pub struct Driver {
     next_attempt: Instant,
     backoff: Duration,
     evacuating: bool,
+    /// A probe is under way: ticks start no other until it reports.
+    probing: bool,
     ticker: Option<JoinHandle<()>>,
 }
 
@@ -199,7 +215,7 @@ impl Actor for HostDriver {
         let libvirt = match fleet.libvirt(&id) {
             Some(lv) => lv,
             None => {
-                let (lv, opened) = Libvirt::open(&spec.uri).await;
+                let (lv, opened) = Libvirt::open(&spec.uri, fleet.settings.libvirt_timeout).await;
                 if let Err(e) = opened {
                     tracing::warn!(host = %spec.name, uri = %spec.uri, error = %e, "host unreachable at start");
                 }
@@ -216,6 +232,7 @@ impl Actor for HostDriver {
             next_attempt: Instant::now(),
             backoff: RECONNECT_BASE,
             evacuating: false,
+            probing: false,
             ticker: None,
         };
         driver.connect().await;
@@ -230,6 +247,16 @@ impl Actor for HostDriver {
     async fn handle(&self, myself: ActorRef<HostMsg>, msg: HostMsg, d: &mut Driver) -> Result<(), ActorProcessingErr> {
         match msg {
             HostMsg::Tick => d.tick(&myself).await,
+            HostMsg::Probed(probe) => {
+                d.probing = false;
+                match probe {
+                    Probe::Sweep(Ok(domains)) => d.sweep(domains).await,
+                    Probe::Sweep(Err(e)) => d.lost(e).await,
+                    Probe::Connect(result) => {
+                        d.connected(result).await;
+                    }
+                }
+            }
             HostMsg::AddVm(vm, reply) => {
                 let (spec, status) = *vm;
                 let _ = reply.send(
@@ -326,13 +353,11 @@ impl Driver {
 
     /// Checks the connection; on success learns the capacity, sweeps, and is UP.
     async fn connect(&mut self) -> bool {
-        let result = async {
-            let fresh = self.libvirt.reconnect().await?;
-            let capacity = self.libvirt.capacity().await?;
-            let domains = self.libvirt.domains().await?;
-            Ok::<_, LibvirtError>((fresh, capacity, domains))
-        }
-        .await;
+        let result = probe_connect(&self.libvirt).await;
+        self.connected(result).await
+    }
+
+    async fn connected(&mut self, result: Result<(bool, NodeCapacity, Vec<DomainObs>), LibvirtError>) -> bool {
         match result {
             Ok((fresh, capacity, domains)) => {
                 if fresh {
@@ -362,35 +387,56 @@ impl Driver {
         }
     }
 
+    /// An UP host's sweep failed (or did not answer in time): the host is UNREACHABLE.
+    async fn lost(&mut self, e: LibvirtError) {
+        if self.fleet.link(&self.id) != Some(Link::Up) {
+            return;
+        }
+        tracing::warn!(host = %self.spec.name, error = %e, "host unreachable");
+        let since = troupe_runtime::clock::now();
+        let _ = self
+            .fleet
+            .set_link(&self.id, Link::Unreachable { since }, None, Some(e.to_string()))
+            .await;
+        self.tell_all(Observation::Unreachable);
+        self.next_attempt = Instant::now() + self.backoff;
+    }
+
+    /// Starts a look at the host in a task of its own; its answer comes back as
+    /// [`HostMsg::Probed`]. Every libvirt call is bounded, so the task ends.
+    fn probe(&mut self, myself: &ActorRef<HostMsg>, connect: bool) {
+        self.probing = true;
+        let (libvirt, me) = (self.libvirt.clone(), myself.clone());
+        tokio::spawn(async move {
+            let probe = if connect {
+                Probe::Connect(probe_connect(&libvirt).await)
+            } else {
+                Probe::Sweep(libvirt.domains().await)
+            };
+            let _ = me.cast(HostMsg::Probed(probe));
+        });
+    }
+
     async fn tick(&mut self, myself: &ActorRef<HostMsg>) {
+        if self.probing {
+            return;
+        }
         match self.fleet.link(&self.id) {
-            Some(Link::Up) => match self.libvirt.domains().await {
-                Ok(domains) => self.sweep(domains).await,
-                Err(e) => {
-                    tracing::warn!(host = %self.spec.name, error = %e, "host unreachable");
-                    let since = troupe_runtime::clock::now();
-                    let _ = self
-                        .fleet
-                        .set_link(&self.id, Link::Unreachable { since }, None, Some(e.to_string()))
-                        .await;
-                    self.tell_all(Observation::Unreachable);
-                    self.next_attempt = Instant::now() + self.backoff;
-                }
-            },
+            Some(Link::Up) => self.probe(myself, false),
             Some(Link::Unreachable { since }) => {
                 let gone_for = (troupe_runtime::clock::now() - since).to_std().unwrap_or_default();
                 if gone_for >= self.fleet.settings.down_after {
                     let _ = self.fleet.set_link(&self.id, Link::Down { since }, None, None).await;
                     self.evacuate(myself);
                 } else if Instant::now() >= self.next_attempt {
-                    self.connect().await;
+                    self.probe(myself, true);
                 }
             }
             Some(Link::Down { .. }) => {
                 // VMs that found no host last time are tried again.
                 self.evacuate(myself);
                 if Instant::now() >= self.next_attempt {
-                    self.connect().await;
+                    self.probe(myself, true);
                 }
             }
             None => {}
@@ -453,7 +499,11 @@ impl Driver {
                 .set_broken(Some("connection lost (injected fault)".into()))
                 .await
                 .map_err(lost)?,
-            Fault::HostReconnect => self.libvirt.set_broken(None).await.map_err(lost)?,
+            Fault::HostHang => self.libvirt.set_hang(true),
+            Fault::HostReconnect => {
+                self.libvirt.set_hang(false);
+                self.libvirt.set_broken(None).await.map_err(lost)?
+            }
             Fault::DriverCrash => {}
             Fault::DomainDestroy | Fault::DomainUndefine => {
                 let vm = vm.ok_or_else(|| ApiError::invalid("this fault needs a VM as its target"))?;
@@ -474,6 +524,14 @@ impl Driver {
         tracing::warn!(host = %self.spec.name, ?fault, "fault injected");
         Ok(())
     }
+}
+
+/// Reconnects if need be, then learns the host's capacity and domains.
+async fn probe_connect(libvirt: &Libvirt) -> Result<(bool, NodeCapacity, Vec<DomainObs>), LibvirtError> {
+    let fresh = libvirt.reconnect().await?;
+    let capacity = libvirt.capacity().await?;
+    let domains = libvirt.domains().await?;
+    Ok((fresh, capacity, domains))
 }
 
 /// The VMs whose status names this host.
@@ -526,46 +584,4 @@ pub(crate) async fn act(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::host::{simulated_node_xml, FleetSettings, HostMode, HostState};
-
-    /// A driver is findable from its own start on, so a host never shows UP to a caller
-    /// that then finds no driver to ask (a createVm right after a node start did).
-    #[tokio::test]
-    async fn a_driver_is_registered_by_its_own_start_before_its_host_is_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let settings = FleetSettings {
-            reconcile: Duration::from_secs(60),
-            down_after: Duration::from_secs(60),
-            max_outbound: 2,
-            stop_timeout: Duration::from_secs(1),
-            fault_injection: false,
-            data_dir: dir.path().to_owned(),
-        };
-        let fleet = Fleet::new("n".into(), store, settings);
-        let xml = dir.path().join("host.xml");
-        std::fs::write(&xml, simulated_node_xml(4, 4096)).unwrap();
-        fleet.register(HostSpec {
-            id: "h@n".into(),
-            name: "h".into(),
-            uri: format!("test://{}", xml.display()),
-            node: "n".into(),
-            labels: Default::default(),
-            overcommit: Default::default(),
-            reserved_memory_mib: 0,
-            mode: HostMode::Active,
-            simulated: true,
-            created_at: troupe_runtime::clock::now(),
-        });
-        assert!(fleet.driver("h@n").is_err());
-        let (driver, handle) = Actor::spawn(None, HostDriver, (fleet.clone(), "h@n".to_owned()))
-            .await
-            .unwrap();
-        assert_eq!(fleet.state("h@n"), Some(HostState::Up));
-        assert_eq!(fleet.driver("h@n").unwrap().get_id(), driver.get_id());
-        driver.stop(None);
-        handle.await.unwrap();
-    }
-}
+mod tests;

@@ -29,6 +29,8 @@ pub struct FleetSettings {
     pub down_after: Duration,
     pub max_outbound: usize,
     pub stop_timeout: Duration,
+    /// The most one libvirt call may take.
+    pub libvirt_timeout: Duration,
     pub fault_injection: bool,
     pub data_dir: PathBuf,
 }
@@ -56,6 +58,8 @@ struct HostEntry {
     outbound_max: usize,
     drain: Option<DrainProgress>,
     last_error: Option<String>,
+    /// Being removed: closed to placement, so no VM is created on it or moved to it.
+    removing: bool,
 }
 
 impl HostEntry {
@@ -73,6 +77,7 @@ impl HostEntry {
 
     fn candidate(&self) -> Candidate<'_> {
         let refuses = match (self.state(), self.capacity) {
+            _ if self.removing => Some("host is being removed"),
             (_, None) => Some("its capacity is not known yet (never connected)"),
             (HostState::Up, _) => None,
             (HostState::Draining, _) => Some("host is DRAINING"),
@@ -176,6 +181,7 @@ impl Fleet {
             outbound_max: max,
             drain: None,
             last_error: Some("not connected yet".into()),
+            removing: false,
         });
         entry.spec = spec;
     }
@@ -187,6 +193,32 @@ impl Fleet {
             !claims.is_empty()
         });
         inner.hosts.remove(host).and_then(|e| e.libvirt)
+    }
+
+    /// Closes the host to placement for its removal, and answers the VMs with a claim on it
+    /// (its own, and any being created on it or migrating to it), in one step: no claim on
+    /// it is made after this.
+    pub fn close_for_removal(&self, host: &str) -> Vec<String> {
+        let mut inner = self.lock();
+        let Some(e) = inner.hosts.get_mut(host) else {
+            return Vec::new();
+        };
+        e.removing = true;
+        let mut claimed: Vec<String> = inner
+            .claims
+            .iter()
+            .filter(|(_, claims)| claims.iter().any(|c| c.host == host))
+            .map(|(vm, _)| vm.clone())
+            .collect();
+        claimed.sort();
+        claimed
+    }
+
+    /// Opens a host closed by a removal that did not happen.
+    pub fn reopen(&self, host: &str) {
+        if let Some(e) = self.lock().hosts.get_mut(host) {
+            e.removing = false;
+        }
     }
 
     pub fn host_ids(&self) -> Vec<String> {
@@ -305,12 +337,53 @@ impl Fleet {
 
     /// Changes the host's mode, durably, recording the state change.
     pub async fn set_mode(&self, host: &str, mode: HostMode) -> Result<HostView, ApiError> {
+        self.set_mode_from(host, None, mode).await
+    }
+
+    /// Records a drain's progress, unless the drain was called off (the host is no longer
+    /// DRAINING).
+    pub fn drain_progress(&self, host: &str, drain: DrainProgress) {
+        if let Some(e) = self.lock().hosts.get_mut(host) {
+            if e.spec.mode == HostMode::Draining {
+                e.drain = Some(drain);
+            }
+        }
+    }
+
+    /// Ends a drain: the host enters MAINTENANCE if every VM moved and it is still DRAINING.
+    /// A drain called off meanwhile (`setHostMaintenance(false)`) leaves the host UP.
+    /// Either way the end is a `HOST_DRAIN_ENDED` event naming the state the host is left in.
+    pub async fn finish_drain(&self, host: &str, drain: DrainProgress) -> Result<(), ApiError> {
+        let moved_all = drain.failed == 0;
+        self.drain_progress(host, drain.clone());
+        let view = if moved_all {
+            self.set_mode_from(host, Some(HostMode::Draining), HostMode::Maintenance)
+                .await?
+        } else {
+            self.view(host)
+                .ok_or_else(|| ApiError::NotFound(format!("no host {host}")))?
+        };
+        let event = NewEvent::new(
+            "HOST_DRAIN_ENDED",
+            Some(host.to_owned()),
+            json!({ "name": view.spec.name, "total": drain.total, "moved": drain.moved, "failed": drain.failed,
+                    "state": view.state.name() }),
+        );
+        self.store.write(Batch::new().event(event)).await?;
+        Ok(())
+    }
+
+    /// [`Fleet::set_mode`], only from mode `from` when given (else nothing changes).
+    async fn set_mode_from(&self, host: &str, from: Option<HostMode>, mode: HostMode) -> Result<HostView, ApiError> {
         let (spec, change) = {
             let mut inner = self.lock();
             let e = inner
                 .hosts
                 .get_mut(host)
                 .ok_or_else(|| ApiError::NotFound(format!("no host {host}")))?;
+            if from.is_some_and(|from| e.spec.mode != from) {
+                return Ok(e.view());
+            }
             let before = e.state();
             e.spec.mode = mode;
             if mode != HostMode::Draining {

@@ -1,19 +1,28 @@
 //! A host's libvirt connection, on a thread of its own.
 //!
 //! libvirt calls block, and `virt::connect::Connect` panics if closing it fails, so each host's
-//! connection lives on one dedicated OS thread for the host's life: callers send it closures
-//! and await the answers; nothing blocking ever runs on an async worker thread. The thread also
-//! carries the injected "connection lost" fault: while it is set, every call fails as a dropped
+//! connection lives on a dedicated OS thread ([`worker`]): callers send it closures and await
+//! the answers, at most the call timeout each; nothing blocking ever runs on an async worker
+//! thread, and a call that does not answer in time is the host being unreachable. A live
+//! migration runs on a thread of its own, so it holds up no other call to its hosts. The
+//! thread also carries the injected faults: "connection lost" (every call fails as a dropped
 //! connection would, and the domains on the host keep running, as they would on a real host
-//! behind a broken link.
+//! behind a broken link) and "hang" (every call blocks, as on a black-holed link).
 
-use std::sync::mpsc;
-use std::sync::Once;
+mod worker;
+
+use std::sync::{Arc, Once};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use virt::connect::Connect;
 use virt::domain::{Domain, DomainState};
+
+pub use worker::Session;
+use worker::{close, Hang, Job, Worker};
+
+/// How long a live migration may run before it is reported FAILED.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why a libvirt call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,92 +125,31 @@ pub struct NodeCapacity {
     pub memory_mib: u64,
 }
 
-type Job = Box<dyn FnOnce(&mut Session) + Send>;
-
-/// The thread's side: the connection (when open) and the fault.
-pub struct Session {
-    uri: String,
-    conn: Option<Connect>,
-    broken: Option<String>,
-}
-
-impl Session {
-    /// The open connection, or why there is none.
-    pub fn conn(&mut self) -> Result<&Connect, LibvirtError> {
-        if let Some(why) = &self.broken {
-            return Err(LibvirtError::Lost(why.clone()));
-        }
-        self.conn
-            .as_ref()
-            .ok_or_else(|| LibvirtError::Lost(format!("not connected to {}", self.uri)))
-    }
-
-    /// Keeps the connection if it is alive; opens a new one otherwise.
-    fn reconnect(&mut self) -> Result<bool, LibvirtError> {
-        if let Some(why) = &self.broken {
-            return Err(LibvirtError::Lost(why.clone()));
-        }
-        if let Some(conn) = &self.conn {
-            if conn.is_alive().unwrap_or(false) {
-                return Ok(false);
-            }
-        }
-        close(self.conn.take());
-        let conn = Connect::open(Some(&self.uri)).map_err(|e| LibvirtError::Lost(e.message().to_owned()))?;
-        self.conn = Some(conn);
-        Ok(true)
-    }
-}
-
-/// Closing a connection libvirt already dropped may fail, and `Connect`'s Drop panics then:
-/// the panic is contained here, on the connection's own thread.
-fn close(conn: Option<Connect>) {
-    if let Some(conn) = conn {
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(conn))).is_err() {
-            tracing::warn!("closing a libvirt connection failed");
-        }
-    }
-}
-
 /// The async side: a handle to the connection's thread. Clones share the thread; it ends
 /// (closing the connection) when the last handle is dropped.
 #[derive(Clone)]
 pub struct Libvirt {
     uri: String,
-    jobs: mpsc::Sender<Job>,
+    timeout: Duration,
+    worker: Arc<Worker>,
+    hang: Arc<Hang>,
 }
 
 static QUIET: Once = Once::new();
 
 impl Libvirt {
-    /// Starts the connection's thread and opens the connection on it. A connection that does
-    /// not open is not an error here: the handle reports calls as `Lost` until
-    /// [`Libvirt::reconnect`] succeeds.
-    pub async fn open(uri: &str) -> (Self, Result<(), LibvirtError>) {
+    /// Starts the connection's thread and opens the connection on it; every call waits at
+    /// most `timeout`. A connection that does not open is not an error here: the handle
+    /// reports calls as `Lost` until [`Libvirt::reconnect`] succeeds.
+    pub async fn open(uri: &str, timeout: Duration) -> (Self, Result<(), LibvirtError>) {
         // libvirt prints every error to stderr by default; Troupe reports them itself.
         QUIET.call_once(virt::error::clear_error_callback);
-        let (jobs, inbox) = mpsc::channel::<Job>();
-        let thread_uri = uri.to_owned();
-        let spawned = std::thread::Builder::new()
-            .name(format!("libvirt {}", short(uri)))
-            .spawn(move || {
-                let mut session = Session {
-                    uri: thread_uri,
-                    conn: None,
-                    broken: None,
-                };
-                while let Ok(job) = inbox.recv() {
-                    job(&mut session);
-                }
-                close(session.conn.take());
-            });
         let me = Self {
             uri: uri.to_owned(),
-            jobs,
+            timeout,
+            worker: Arc::new(Worker::start(uri)),
+            hang: Arc::default(),
         };
-        if let Err(e) = spawned {
-            return (me, Err(LibvirtError::Lost(format!("cannot start its thread: {e}"))));
-        }
         let opened = me.reconnect().await.map(|_| ());
         (me, opened)
     }
@@ -210,20 +158,41 @@ impl Libvirt {
         &self.uri
     }
 
-    /// Runs `f` on the connection's thread.
+    /// Runs `f` on the connection's thread and waits at most the call timeout. A call that
+    /// does not answer in time fails as `Lost` (the host is unreachable) and its thread is
+    /// given up on: the next call goes to a fresh one.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Session) -> Result<T, LibvirtError> + Send + 'static,
     ) -> Result<T, LibvirtError> {
         let (tx, rx) = oneshot::channel();
+        let hang = self.hang.clone();
         let job: Job = Box::new(move |session| {
-            let _ = tx.send(f(session));
+            hang.wait();
+            // Nothing runs for a caller that has stopped waiting: a late define or destroy
+            // would act on a decision already reported failed.
+            if !tx.is_closed() {
+                let _ = tx.send(f(session));
+            }
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| LibvirtError::Lost("the connection's thread has stopped".into()))?;
-        rx.await
-            .map_err(|_| LibvirtError::Lost("the connection's thread has stopped".into()))?
+        let generation = self.worker.send(job)?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(LibvirtError::Lost("the connection's thread has stopped".into())),
+            Err(_) => {
+                self.worker.abandon(generation);
+                Err(LibvirtError::Lost(format!(
+                    "libvirt did not answer within {} ms",
+                    self.timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// Makes every call block (`true`), as on a black-holed link, or answer again (`false`):
+    /// an injected fault. Acts at once, whatever the connection's thread is doing.
+    pub fn set_hang(&self, on: bool) {
+        self.hang.set(on);
     }
 
     /// Checks the connection, opening a new one if it dropped; `true` when it is a new one
@@ -338,25 +307,47 @@ impl Libvirt {
         .await
     }
 
-    /// Live-migrates the named domain to the host of `target` (both connections in this
-    /// process), keeping its name.
+    /// Live-migrates the named domain to the host of `target`, keeping its name. The
+    /// migration runs on a thread of its own with its own connection to the target, so the
+    /// source's other calls go on meanwhile; it may take up to [`MIGRATION_TIMEOUT`].
     pub async fn migrate_live(&self, name: &str, target: &Libvirt) -> Result<(), LibvirtError> {
-        // The target's connection lives on its own thread: open a second one to it here.
-        let (name, target_uri) = (name.to_owned(), target.uri.clone());
-        self.run(move |s| {
-            let dom = s
-                .conn()?
-                .lookup_domain_by_name(&name)
-                .map_err(LibvirtError::from_virt)?;
-            let dconn = Connect::open(Some(&target_uri)).map_err(|e| LibvirtError::Lost(e.message().to_owned()))?;
-            let flags = virt::sys::VIR_MIGRATE_LIVE
-                | virt::sys::VIR_MIGRATE_PERSIST_DEST
-                | virt::sys::VIR_MIGRATE_UNDEFINE_SOURCE;
-            let result = dom.migrate(&dconn, flags, None, None, 0).map(|_| ());
-            close(Some(dconn));
-            result.map_err(LibvirtError::from_virt)
-        })
-        .await
+        let name = name.to_owned();
+        let dom = self
+            .run(move |s| s.conn()?.lookup_domain_by_name(&name).map_err(LibvirtError::from_virt))
+            .await?;
+        let target_uri = target.uri.clone();
+        let (tx, rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("libvirt migrate".into())
+            .spawn(move || {
+                let result = worker::open(&target_uri).and_then(|dconn| {
+                    let flags = virt::sys::VIR_MIGRATE_LIVE
+                        | virt::sys::VIR_MIGRATE_PERSIST_DEST
+                        | virt::sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+                    let result = dom.migrate(&dconn, flags, None, None, 0).map(release);
+                    close(Some(dconn));
+                    result.map_err(LibvirtError::from_virt)
+                });
+                release(dom);
+                let _ = tx.send(result);
+            })
+            .map_err(|e| LibvirtError::Lost(format!("cannot start a migration thread: {e}")))?;
+        match tokio::time::timeout(MIGRATION_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(LibvirtError::Lost("the migration's thread stopped".into())),
+            Err(_) => Err(LibvirtError::Lost(format!(
+                "the live migration did not end within {} s",
+                MIGRATION_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+}
+
+/// Drops a domain handle; freeing one whose connection libvirt dropped may fail, and
+/// `Domain`'s Drop panics then.
+fn release(dom: Domain) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(dom))).is_err() {
+        tracing::warn!("freeing a libvirt domain handle failed");
     }
 }
 
@@ -376,11 +367,6 @@ fn observe(dom: &Domain) -> Result<DomainObs, LibvirtError> {
         memory_kib: info.memory,
         vcpus: info.nr_virt_cpu,
     })
-}
-
-/// A URI short enough for a thread name (15 bytes on Linux).
-fn short(uri: &str) -> String {
-    uri.rsplit('/').next().unwrap_or(uri).chars().take(7).collect()
 }
 
 /// The domain XML for a VM. `test:///` hosts get test-driver domains; others get KVM ones
@@ -406,77 +392,4 @@ pub fn simulated_node_xml(cpus: u32, memory_mib: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn simulated(dir: &std::path::Path, cpus: u32, memory_mib: u64) -> Libvirt {
-        let path = dir.join(format!("host-{cpus}.xml"));
-        std::fs::write(&path, simulated_node_xml(cpus, memory_mib)).unwrap();
-        let (lv, opened) = Libvirt::open(&format!("test://{}", path.display())).await;
-        opened.unwrap();
-        lv
-    }
-
-    #[tokio::test]
-    async fn a_simulated_host_reports_its_own_capacity_and_runs_domains() {
-        let dir = tempfile::tempdir().unwrap();
-        let lv = simulated(dir.path(), 24, 32 * 1024).await;
-        assert_eq!(
-            lv.capacity().await.unwrap(),
-            NodeCapacity {
-                cpus: 24,
-                memory_mib: 32 * 1024
-            }
-        );
-        let uuid = uuid::Uuid::new_v4().to_string();
-        lv.define(domain_xml(lv.uri(), "troupe-a", &uuid, 2, 512))
-            .await
-            .unwrap();
-        let obs = lv.observe("troupe-a").await.unwrap().unwrap();
-        assert_eq!(obs.state, DomainStateName::Shutoff);
-        assert_eq!(obs.uuid, uuid);
-        lv.on_domain("troupe-a", |d| d.create().map(|_| ())).await.unwrap();
-        let obs = lv.observe("troupe-a").await.unwrap().unwrap();
-        assert_eq!(
-            (obs.state, obs.vcpus, obs.memory_kib),
-            (DomainStateName::Running, 2, 512 * 1024)
-        );
-        // The test driver does not migrate: Troupe must move VMs itself.
-        let other = simulated(dir.path(), 8, 8 * 1024).await;
-        let err = lv.migrate_live("troupe-a", &other).await.unwrap_err();
-        assert!(err.is_unsupported(), "{err:?}");
-        lv.on_domain("troupe-a", |d| d.destroy()).await.unwrap();
-        let obs = lv.observe("troupe-a").await.unwrap().unwrap();
-        assert_eq!(
-            (obs.state, obs.reason.as_str()),
-            (DomainStateName::Shutoff, "destroyed")
-        );
-        lv.remove("troupe-a").await.unwrap();
-        assert_eq!(lv.observe("troupe-a").await.unwrap(), None);
-        lv.remove("troupe-a").await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_broken_connection_fails_every_call_until_healed_and_keeps_the_host() {
-        let dir = tempfile::tempdir().unwrap();
-        let lv = simulated(dir.path(), 4, 4096).await;
-        let uuid = uuid::Uuid::new_v4().to_string();
-        lv.define(domain_xml(lv.uri(), "troupe-b", &uuid, 1, 256))
-            .await
-            .unwrap();
-        lv.set_broken(Some("injected".into())).await.unwrap();
-        assert!(lv.domains().await.unwrap_err().is_lost());
-        assert!(lv.reconnect().await.unwrap_err().is_lost());
-        lv.set_broken(None).await.unwrap();
-        assert!(!lv.reconnect().await.unwrap(), "the live connection is kept");
-        assert_eq!(lv.domains().await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_uri_that_does_not_open_reports_the_host_unreachable() {
-        // Nothing listens on port 1 of loopback: the connection is refused.
-        let (lv, opened) = Libvirt::open("qemu+tcp://127.0.0.1:1/system").await;
-        assert!(opened.unwrap_err().is_lost());
-        assert!(lv.domains().await.unwrap_err().is_lost());
-    }
-}
+mod tests;

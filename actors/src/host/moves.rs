@@ -10,7 +10,7 @@ use serde_json::json;
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::Batch;
 
-use super::{DrainProgress, Fleet, HostMode, HostMsg, LibvirtError};
+use super::{DrainProgress, Fleet, HostMsg, LibvirtError};
 use crate::error::ApiError;
 use crate::vm::{Migration, MigrationKind, MigrationPhase, RunPolicy, VmCommand, VmMsg, VmView};
 
@@ -169,7 +169,7 @@ async fn run(
     handover(fleet, actor, m, &chosen).await
 }
 
-/// Records the VM on `target` and starts its actor there.
+/// Ends a successful move: the VM's actor on `target` takes it over.
 async fn handover(
     fleet: &Arc<Fleet>,
     actor: &ActorRef<VmMsg>,
@@ -178,23 +178,37 @@ async fn handover(
 ) -> Result<Migration, ApiError> {
     m.phase = MigrationPhase::Succeeded;
     m.finished_at = Some(troupe_runtime::clock::now());
+    hand_over(fleet, actor, m, target).await?;
+    Ok(m.clone())
+}
+
+/// Hands the VM from its actor on the source to a new one under `target`'s driver. The
+/// record names the target only once the new actor holds the VM: if the target's driver is
+/// gone (the host removed meanwhile) the VM stays with its source actor, never with none.
+async fn hand_over(fleet: &Arc<Fleet>, actor: &ActorRef<VmMsg>, m: &Migration, target: &str) -> Result<(), ApiError> {
     let view = call(
         actor,
-        |r| VmMsg::Handover {
+        |r| VmMsg::Leave {
             host: target.to_owned(),
-            migration: Some(m.clone()),
+            migration: m.clone(),
             reply: r,
         },
         "the VM's actor",
     )
-    .await??;
-    fleet.release(&view.spec.id, &m.source);
-    adopt(fleet, target, view).await?;
-    Ok(m.clone())
+    .await?;
+    let vm = view.spec.id.clone();
+    if let Err(e) = adopt(fleet, target, view).await {
+        let _ = actor.cast(VmMsg::Stay);
+        return Err(e);
+    }
+    actor.stop(Some("handed over".into()));
+    fleet.release(&vm, &m.source);
+    tracing::info!(%vm, from = %m.source, to = %target, "VM handed over to another host");
+    Ok(())
 }
 
-/// Starts the VM's actor under `host`'s driver and has it reconcile at once.
-async fn adopt(fleet: &Fleet, host: &str, view: VmView) -> Result<VmView, ApiError> {
+/// Starts the VM's actor under `host`'s driver, has it record the VM there, and reconcile.
+async fn adopt(fleet: &Fleet, host: &str, view: VmView) -> Result<(), ApiError> {
     let driver = fleet.driver(host)?;
     let actor = call(
         &driver,
@@ -202,7 +216,15 @@ async fn adopt(fleet: &Fleet, host: &str, view: VmView) -> Result<VmView, ApiErr
         "the target host's driver",
     )
     .await??;
-    super::driver::act(&actor, VmCommand::Ensure, CALL).await
+    if let Err(e) = call(&actor, VmMsg::Arrive, "the VM's new actor").await.and_then(|a| a) {
+        actor.stop(Some("the hand-over failed".into()));
+        return Err(e);
+    }
+    // The VM is on the target now; a failed first reconcile is retried at the next sweep.
+    if let Err(e) = super::driver::act(&actor, VmCommand::Ensure, CALL).await {
+        tracing::warn!(host = %host, error = %e, "a VM taken over could not be reconciled yet");
+    }
+    Ok(())
 }
 
 /// Re-creates a DOWN host's ALWAYS and RERUN_ON_FAILURE VMs on other hosts from their specs.
@@ -240,22 +262,7 @@ pub async fn evacuate(fleet: &Arc<Fleet>, host: &str, actors: Vec<ActorRef<VmMsg
             started_at: now,
             finished_at: Some(now),
         };
-        let moved = async {
-            let view = call(
-                &actor,
-                |r| VmMsg::Handover {
-                    host: target.clone(),
-                    migration: Some(m),
-                    reply: r,
-                },
-                "the VM's actor",
-            )
-            .await??;
-            fleet.release(&view.spec.id, host);
-            adopt(fleet, &target, view).await
-        }
-        .await;
-        match moved {
+        match hand_over(fleet, &actor, &m, &target).await {
             Ok(_) => tracing::info!(vm = %spec.id, from = %host, to = %target, "VM evacuated"),
             Err(e) => {
                 fleet.release(&spec.id, &target);
@@ -273,7 +280,7 @@ pub async fn drain(fleet: Arc<Fleet>, host: String, actors: Vec<ActorRef<VmMsg>>
         total,
         ..Default::default()
     };
-    fleet.set_drain(&host, Some(progress.clone()));
+    fleet.drain_progress(&host, progress.clone());
     let mut moves = futures::stream::FuturesUnordered::new();
     for actor in actors {
         let (fleet, host) = (fleet.clone(), host.clone());
@@ -288,7 +295,7 @@ pub async fn drain(fleet: Arc<Fleet>, host: String, actors: Vec<ActorRef<VmMsg>>
             Ok(Ok(m)) if m.phase == MigrationPhase::Succeeded => progress.moved += 1,
             _ => progress.failed += 1,
         }
-        fleet.set_drain(&host, Some(progress.clone()));
+        fleet.drain_progress(&host, progress.clone());
         let event = NewEvent::new(
             "HOST_DRAIN_PROGRESS",
             Some(host.clone()),
@@ -297,12 +304,10 @@ pub async fn drain(fleet: Arc<Fleet>, host: String, actors: Vec<ActorRef<VmMsg>>
         let _ = fleet.store.write(Batch::new().event(event)).await;
     }
     progress.done = true;
-    fleet.set_drain(&host, Some(progress.clone()));
-    if progress.failed == 0 {
-        if let Err(e) = fleet.set_mode(&host, HostMode::Maintenance).await {
-            tracing::error!(%host, error = %e, "drained, but could not enter MAINTENANCE");
-        }
-    } else {
+    if let Err(e) = fleet.finish_drain(&host, progress.clone()).await {
+        tracing::error!(%host, error = %e, "drained, but could not enter MAINTENANCE");
+    }
+    if progress.failed > 0 {
         fleet.note_error(
             &host,
             format!("{} of {} VMs could not be moved", progress.failed, progress.total),

@@ -112,20 +112,35 @@ impl Context {
         request: impl Fn(String) -> S::Request,
         key: Option<String>,
     ) -> Result<S::Response, ApiError> {
+        self.forward_within::<S>(node, request, key, crate::cluster::remote::PEER_TIMEOUT)
+            .await
+    }
+
+    /// [`Context::forward`] for a request the peer may take up to `within` to answer.
+    pub async fn forward_within<S: Service>(
+        &self,
+        node: &str,
+        request: impl Fn(String) -> S::Request,
+        key: Option<String>,
+        within: Duration,
+    ) -> Result<S::Response, ApiError> {
         if !crate::cluster::remote::is_connected(S::ROLE, node) && self.cluster.status(node).is_none() {
             return Err(ApiError::invalid(format!("unknown or unreachable node {node:?}")));
         }
         let key = key.unwrap_or_else(|| format!("fwd-{}", uuid::Uuid::new_v4()));
         let request = request(key.clone());
-        match self.cluster.call::<S>(node, &request).await {
+        match self.cluster.call_within::<S>(node, &request, within).await {
             Err(ApiError::Unavailable(first)) if self.cluster.status(node) != Some(MemberStatus::Down) => {
                 tracing::warn!(%node, error = %first, %key, "forwarding failed; retrying once with the same key");
-                self.cluster.call::<S>(node, &request).await.map_err(|e| match e {
-                    ApiError::Unavailable(m) => ApiError::Unavailable(format!(
-                        "{m}; it may have acted: retry with idempotencyKey {key:?} to get its answer"
-                    )),
-                    other => other,
-                })
+                self.cluster
+                    .call_within::<S>(node, &request, within)
+                    .await
+                    .map_err(|e| match e {
+                        ApiError::Unavailable(m) => ApiError::Unavailable(format!(
+                            "{m}; it may have acted: retry with idempotencyKey {key:?} to get its answer"
+                        )),
+                        other => other,
+                    })
             }
             other => other,
         }

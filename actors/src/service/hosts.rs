@@ -3,6 +3,7 @@
 //! (VMs move between the hosts of one node).
 
 mod local;
+mod remove;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,21 @@ pub enum HostsRequest {
     },
 }
 
+impl HostsRequest {
+    /// How long the peer may take: VM commands wait for the VM (a stop for its guest),
+    /// migrations for the move, host changes for the host's driver.
+    pub(crate) fn timeout(&self) -> Duration {
+        let margin = crate::cluster::remote::PEER_TIMEOUT;
+        match self {
+            Self::ActVm { command, .. } => command.wait() + margin,
+            Self::CreateVm { .. } => Duration::from_secs(45) + margin,
+            Self::Add { .. } | Self::Domains(_) | Self::Fault { .. } => Duration::from_secs(30) + margin,
+            Self::Migrate { .. } | Self::Remove { .. } => Duration::from_secs(15 * 60),
+            _ => margin,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum HostsResponse {
     Host(HostView),
@@ -102,7 +118,21 @@ impl Hosts {
     }
 
     async fn peer(&self, node: &str, request: HostsRequest) -> Result<HostsResponse, ApiError> {
-        self.ctx.cluster.call::<Hosts>(node, &request).await
+        self.ctx
+            .cluster
+            .call_within::<Hosts>(node, &request, request.timeout())
+            .await
+    }
+
+    /// Forwards a mutation that carries an idempotency key, waiting as long as it may take.
+    async fn forward(
+        &self,
+        node: &str,
+        request: impl Fn(String) -> HostsRequest,
+        key: Option<String>,
+    ) -> Result<HostsResponse, ApiError> {
+        let within = request(String::new()).timeout();
+        self.ctx.forward_within::<Hosts>(node, request, key, within).await
     }
 
     /// Adds a host to this node, or to `request.node`.
@@ -113,8 +143,7 @@ impl Hosts {
                 let mut request = request;
                 request.node = None;
                 let asked = self
-                    .ctx
-                    .forward::<Hosts>(
+                    .forward(
                         &node,
                         |key| HostsRequest::Add {
                             request: request.clone(),
@@ -213,8 +242,7 @@ impl Hosts {
         match node {
             Some(node) => {
                 let asked = self
-                    .ctx
-                    .forward::<Hosts>(
+                    .forward(
                         &node,
                         |key| HostsRequest::CreateVm {
                             request: request.clone(),
@@ -268,8 +296,7 @@ impl Hosts {
         match self.home(id) {
             Some(node) => {
                 let asked = self
-                    .ctx
-                    .forward::<Hosts>(
+                    .forward(
                         node,
                         |key| HostsRequest::Migrate {
                             id: id.into(),
@@ -382,5 +409,28 @@ impl Service for Hosts {
                 HostsRequest::Fault { target, fault } => HostsResponse::Done(me.fault_local(&target, fault).await?),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer's stop may take the guest's whole shutdown wait: the call waits that long.
+    #[test]
+    fn a_peers_vm_stop_waits_for_the_guest_and_plain_reads_do_not() {
+        let stop = HostsRequest::ActVm {
+            id: "v@beta".into(),
+            command: VmCommand::Stop {
+                timeout: Duration::from_secs(60),
+            },
+        };
+        assert!(stop.timeout() >= Duration::from_secs(90), "{:?}", stop.timeout());
+        let reboot = HostsRequest::ActVm {
+            id: "v@beta".into(),
+            command: VmCommand::Reboot,
+        };
+        assert!(reboot.timeout() >= Duration::from_secs(30));
+        assert_eq!(HostsRequest::List.timeout(), crate::cluster::remote::PEER_TIMEOUT);
     }
 }

@@ -39,6 +39,14 @@ pub enum VmCommand {
 }
 
 impl VmCommand {
+    /// How long the VM's actor may take over the command: a stop waits for the guest.
+    pub fn wait(&self) -> Duration {
+        match self {
+            Self::Stop { timeout } => *timeout + Duration::from_secs(30),
+            _ => Duration::from_secs(30),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Ensure => "createVm",
@@ -58,12 +66,18 @@ pub enum VmMsg {
     Get(RpcReplyPort<VmView>),
     /// A migration's progress; while one runs the VM takes no reconcile action.
     Migrating(Migration, RpcReplyPort<Result<(), ApiError>>),
-    /// The VM now lives on `host` (migrated or evacuated): records it and stops this actor.
-    Handover {
+    /// The VM is moving to `host` (migrated or evacuated): this actor stops acting and
+    /// writing, and answers the VM as it will be there. Its record changes only when the
+    /// target's new actor has taken the VM ([`VmMsg::Arrive`]); until then it can [`VmMsg::Stay`].
+    Leave {
         host: String,
-        migration: Option<Migration>,
-        reply: RpcReplyPort<Result<VmView, ApiError>>,
+        migration: Migration,
+        reply: RpcReplyPort<VmView>,
     },
+    /// The hand-over did not happen: this actor owns the VM again.
+    Stay,
+    /// Sent to the target's new actor: records the VM on its host, with the move's event.
+    Arrive(RpcReplyPort<Result<VmView, ApiError>>),
 }
 
 impl ractor::Message for VmMsg {}
@@ -85,6 +99,8 @@ pub struct Vm {
     libvirt: Libvirt,
     fleet: Arc<Fleet>,
     migrating: bool,
+    /// Handing the VM over to another host's actor: nothing is acted on or written.
+    leaving: bool,
     /// Nothing observed yet by this incarnation (the first sighting adopts or re-creates).
     fresh: bool,
     /// Seen running at least once: a later start by policy is a restart.
@@ -101,6 +117,7 @@ impl Actor for VmActor {
         Ok(Vm {
             ran: matches!(args.status.state, VmState::Running | VmState::Paused),
             migrating: args.status.migration.as_ref().is_some_and(|m| !m.phase.is_over()),
+            leaving: false,
             spec: args.spec,
             status: args.status,
             host: args.host,
@@ -113,10 +130,18 @@ impl Actor for VmActor {
 
     async fn handle(&self, myself: ActorRef<VmMsg>, msg: VmMsg, vm: &mut Vm) -> Result<(), ActorProcessingErr> {
         match msg {
+            VmMsg::Observed(_) if vm.leaving => {}
             VmMsg::Observed(obs) => {
                 if let Err(e) = vm.reconcile(obs).await {
                     vm.note_error(e).await;
                 }
+            }
+            VmMsg::Act(command, reply) if vm.leaving => {
+                let _ = reply.send(Err(ApiError::Conflict(format!(
+                    "VM {} is moving to another host; {} waits until it is there",
+                    vm.spec.id,
+                    command.name()
+                ))));
             }
             VmMsg::Act(command, reply) => {
                 let delete = command == VmCommand::Delete;
@@ -132,6 +157,9 @@ impl Actor for VmActor {
             }
             VmMsg::Migrating(migration, reply) => {
                 vm.migrating = !migration.phase.is_over();
+                if migration.phase.is_over() {
+                    vm.leaving = false;
+                }
                 let event = vm.event(
                     &format!("VM_MIGRATION_{}", migration.phase.name()),
                     migration_data(&migration),
@@ -139,27 +167,30 @@ impl Actor for VmActor {
                 vm.status.migration = Some(migration);
                 let _ = reply.send(vm.save(Some(event)).await);
             }
-            VmMsg::Handover { host, migration, reply } => {
-                let from = std::mem::replace(&mut vm.host, host.clone());
-                vm.status.host = Some(host.clone());
-                vm.migrating = false;
-                let event = migration.as_ref().map(|m| {
+            VmMsg::Leave { host, migration, reply } => {
+                vm.leaving = true;
+                let mut view = vm.view();
+                view.status.host = Some(host);
+                view.status.migration = Some(migration);
+                let _ = reply.send(view);
+            }
+            VmMsg::Stay => vm.leaving = false,
+            VmMsg::Arrive(reply) => {
+                let event = vm.status.migration.as_ref().map(|m| {
                     let kind = if m.reason == "evacuation" {
                         "VM_EVACUATED".to_owned()
                     } else {
                         format!("VM_MIGRATION_{}", m.phase.name())
                     };
                     let mut data = migration_data(m);
-                    data["from"] = json!(from);
+                    data["from"] = json!(m.source);
                     vm.event(&kind, data)
                 });
-                if migration.is_some() {
-                    vm.status.migration = migration;
-                }
                 let answer = vm.save(event).await.map(|_| vm.view());
+                if answer.is_ok() {
+                    tracing::info!(vm = %vm.spec.id, to = %vm.host, "VM taken over from another host");
+                }
                 let _ = reply.send(answer);
-                tracing::info!(vm = %vm.spec.id, %from, to = %host, "VM handed over to another host");
-                myself.stop(Some("handed over".into()));
             }
         }
         Ok(())

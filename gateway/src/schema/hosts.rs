@@ -258,7 +258,11 @@ pub enum FaultKind {
     /// Breaks a host's connection (target: a host) until HOST_RECONNECT; its domains keep
     /// running, as on a real host behind a broken link.
     HostDisconnect,
-    /// Heals a host's broken connection.
+    /// Makes every libvirt call to a host (target: a host) block until HOST_RECONNECT, as on
+    /// a black-holed link: the calls time out (`libvirt_timeout_ms`) and the host is
+    /// UNREACHABLE; its domains keep running.
+    HostHang,
+    /// Heals a host's broken or hung connection.
     HostReconnect,
     /// Destroys a VM's domain (target: a VM) behind Troupe's back.
     DomainDestroy,
@@ -327,7 +331,9 @@ impl HostsMutation {
     }
 
     /// Removes a host. Refused (CONFLICT) while it holds VMs, unless `force`: then its VMs
-    /// are deleted with it (their domains too, when the host can be reached).
+    /// are deleted with it (their domains too, when the host can be reached; a VM it cannot
+    /// delete, e.g. one migrating, is the error answered). Refused (CONFLICT) while a VM is
+    /// being created on it or migrating to it.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn remove_host(
         &self,
@@ -365,6 +371,7 @@ impl HostsMutation {
                 return Ok(format!("the coordinator of swarm {} crashed", target.0));
             }
             FaultKind::HostDisconnect => Fault::HostDisconnect,
+            FaultKind::HostHang => Fault::HostHang,
             FaultKind::HostReconnect => Fault::HostReconnect,
             FaultKind::DomainDestroy => Fault::DomainDestroy,
             FaultKind::DomainUndefine => Fault::DomainUndefine,
@@ -375,7 +382,7 @@ impl HostsMutation {
 }
 
 /// Every kind of host event.
-const HOST_EVENTS: [&str; 10] = [
+const HOST_EVENTS: [&str; 11] = [
     "HOST_ADDED",
     "HOST_UP",
     "HOST_DRAINING",
@@ -384,6 +391,7 @@ const HOST_EVENTS: [&str; 10] = [
     "HOST_DOWN",
     "HOST_REMOVED",
     "HOST_DRAIN_PROGRESS",
+    "HOST_DRAIN_ENDED",
     "HOST_RESTARTED",
     "HOST_FAILED",
 ];

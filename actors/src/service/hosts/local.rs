@@ -19,13 +19,13 @@ use crate::vm::{
 };
 
 impl Hosts {
-    fn resolve(&self, host: &str) -> Result<String, ApiError> {
+    pub(super) fn resolve(&self, host: &str) -> Result<String, ApiError> {
         self.fleet
             .resolve(host)
             .ok_or_else(|| ApiError::NotFound(format!("no host {host} on node {}", self.ctx.node_name)))
     }
 
-    fn host_view(&self, id: &str) -> Result<HostView, ApiError> {
+    pub(super) fn host_view(&self, id: &str) -> Result<HostView, ApiError> {
         self.fleet
             .view(id)
             .ok_or_else(|| ApiError::NotFound(format!("no host {id}")))
@@ -99,62 +99,9 @@ impl Hosts {
         .map_err(|e| ApiError::Internal(format!("the driver of host {id} did not start: {e}")))
     }
 
-    async fn vm_actors(&self, host: &str) -> Result<Vec<ractor::ActorRef<crate::vm::VmMsg>>, ApiError> {
+    pub(super) async fn vm_actors(&self, host: &str) -> Result<Vec<ractor::ActorRef<crate::vm::VmMsg>>, ApiError> {
         let driver = self.fleet.driver(host)?;
         ask(&driver, HostMsg::Vms, "the host driver").await
-    }
-
-    pub(crate) async fn remove_local(&self, host: &str, force: bool) -> Result<HostView, ApiError> {
-        let id = self.resolve(host)?;
-        let view = self.host_view(&id)?;
-        let vms = self.vms_on(&id).await?;
-        if !vms.is_empty() && !force {
-            return Err(ApiError::Conflict(format!(
-                "host {} holds {} VM(s): drain it first, or remove it with force: true (its VMs are deleted)",
-                view.spec.name,
-                vms.len()
-            )));
-        }
-        for vm in &vms {
-            // Deleted through its actor (its domain goes too) when the host can be reached;
-            // otherwise only the records go, and the domain is left on the host.
-            if self.act_vm_local(&vm.spec.id, VmCommand::Delete).await.is_err() {
-                gauge_moved(Some(vm.status.state), None);
-                let event = NewEvent::new(
-                    "VM_DELETED",
-                    Some(vm.spec.id.clone()),
-                    json!({ "name": vm.spec.name, "host": id, "note": "host unreachable: its domain was left there" }),
-                );
-                self.ctx
-                    .store
-                    .write(
-                        Batch::new()
-                            .delete(VMS, vm.spec.id.clone())
-                            .delete(VM_STATUS, vm.spec.id.clone())
-                            .event(event),
-                    )
-                    .await?;
-            }
-        }
-        if let Some(supervisor) = self.fleet.supervisor.get() {
-            ask(
-                &supervisor,
-                |r| SupervisorMsg::TerminateChild(id.clone(), r),
-                "the hosts supervisor",
-            )
-            .await?;
-        }
-        self.fleet.unregister(&id);
-        let event = NewEvent::new(
-            "HOST_REMOVED",
-            Some(id.clone()),
-            json!({ "name": view.spec.name, "force": force }),
-        );
-        self.ctx
-            .store
-            .write(Batch::new().delete(HOSTS, id.clone()).event(event))
-            .await?;
-        Ok(view)
     }
 
     pub(crate) async fn drain_local(&self, host: &str) -> Result<HostView, ApiError> {
@@ -284,10 +231,7 @@ impl Hosts {
     pub(crate) async fn act_vm_local(&self, vm: &str, command: VmCommand) -> Result<VmView, ApiError> {
         let (_, host) = self.host_of(vm).await?;
         let actor = crate::host::vm_actor(&self.fleet, &host, vm).await?;
-        let wait = match &command {
-            VmCommand::Stop { timeout } => *timeout + Duration::from_secs(30),
-            _ => Duration::from_secs(30),
-        };
+        let wait = command.wait();
         crate::host::act(&actor, command, wait).await
     }
 
@@ -343,7 +287,7 @@ impl Hosts {
         Ok(Some(VmView { spec, status }))
     }
 
-    async fn vms_on(&self, host: &str) -> Result<Vec<VmView>, ApiError> {
+    pub(super) async fn vms_on(&self, host: &str) -> Result<Vec<VmView>, ApiError> {
         let filter = VmFilter {
             host: Some(host.to_owned()),
             ..Default::default()
@@ -376,12 +320,20 @@ impl Hosts {
             ));
         }
         let (host, vm) = match fault {
-            Fault::HostDisconnect | Fault::HostReconnect | Fault::DriverCrash => (self.resolve(target)?, None),
+            Fault::HostDisconnect | Fault::HostHang | Fault::HostReconnect | Fault::DriverCrash => {
+                (self.resolve(target)?, None)
+            }
             Fault::DomainDestroy | Fault::DomainUndefine => {
                 let (_, host) = self.host_of(target).await?;
                 (host, Some(target.to_owned()))
             }
         };
+        if fault == Fault::HostReconnect {
+            // A hung host's driver may be waiting on a call that only this heal answers.
+            if let Some(libvirt) = self.fleet.libvirt(&host) {
+                libvirt.set_hang(false);
+            }
+        }
         let driver = self.fleet.driver(&host)?;
         ask(&driver, |r| HostMsg::Fault(fault, vm, r), "the host driver").await??;
         let event = NewEvent::new(

@@ -1,0 +1,87 @@
+use super::*;
+use crate::host::{simulated_node_xml, FleetSettings, HostMode, HostState};
+
+fn fleet(dir: &std::path::Path, libvirt_timeout: Duration) -> Arc<Fleet> {
+    let store = Store::open(&dir.join("db")).unwrap();
+    let settings = FleetSettings {
+        reconcile: Duration::from_millis(50),
+        down_after: Duration::from_secs(60),
+        max_outbound: 2,
+        stop_timeout: Duration::from_secs(1),
+        libvirt_timeout,
+        fault_injection: false,
+        data_dir: dir.to_owned(),
+    };
+    let fleet = Fleet::new("n".into(), store, settings);
+    let xml = dir.join("host.xml");
+    std::fs::write(&xml, simulated_node_xml(4, 4096)).unwrap();
+    fleet.register(HostSpec {
+        id: "h@n".into(),
+        name: "h".into(),
+        uri: format!("test://{}", xml.display()),
+        node: "n".into(),
+        labels: Default::default(),
+        overcommit: Default::default(),
+        reserved_memory_mib: 0,
+        mode: HostMode::Active,
+        simulated: true,
+        created_at: troupe_runtime::clock::now(),
+    });
+    fleet
+}
+
+/// A driver is findable from its own start on, so a host never shows UP to a caller
+/// that then finds no driver to ask (a createVm right after a node start did).
+#[tokio::test]
+async fn a_driver_is_registered_by_its_own_start_before_its_host_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet(dir.path(), Duration::from_secs(5));
+    assert!(fleet.driver("h@n").is_err());
+    let (driver, handle) = Actor::spawn(None, HostDriver, (fleet.clone(), "h@n".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(fleet.state("h@n"), Some(HostState::Up));
+    assert_eq!(fleet.driver("h@n").unwrap().get_id(), driver.get_id());
+    driver.stop(None);
+    handle.await.unwrap();
+}
+
+/// A host whose libvirt calls never answer (a black-holed link) is UNREACHABLE once a
+/// call times out, and its driver keeps answering its other calls meanwhile.
+#[tokio::test]
+async fn a_host_that_stops_answering_is_unreachable_and_its_driver_still_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet(dir.path(), Duration::from_millis(300));
+    let (driver, handle) = Actor::spawn(None, HostDriver, (fleet.clone(), "h@n".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(fleet.state("h@n"), Some(HostState::Up));
+    fleet.libvirt("h@n").unwrap().set_hang(true);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fleet.state("h@n") != Some(HostState::Unreachable) {
+        assert!(Instant::now() < deadline, "the host never became UNREACHABLE");
+        // The driver answers while its host does not.
+        let vms = driver
+            .call(HostMsg::Vms, Some(Duration::from_millis(200)))
+            .await
+            .unwrap();
+        assert!(matches!(vms, ractor::rpc::CallResult::Success(v) if v.is_empty()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = driver
+        .call(HostMsg::Domains, Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let ractor::rpc::CallResult::Success(Err(e)) = asked else {
+        panic!("a hung host's domains were listed")
+    };
+    assert!(e.to_string().contains("did not answer"), "{e}");
+    fleet.libvirt("h@n").unwrap().set_hang(false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fleet.state("h@n") != Some(HostState::Up) {
+        assert!(Instant::now() < deadline, "the host never came back UP");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    driver.stop(None);
+    handle.await.unwrap();
+}
