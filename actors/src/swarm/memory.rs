@@ -1,9 +1,7 @@
 //! A swarm's memory: a key-value namespace per swarm in the store, with versions for
 //! compare-and-set, an optional time to live, and a size bound. Each change is an event on
-//! the swarm. Writers of one swarm take its lock ([`Locks`]), so a compare-and-set is atomic.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+//! the swarm. Writers of one swarm take its memory's lock ([`super::Locks::memory`]), so a
+//! compare-and-set is atomic.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -96,17 +94,6 @@ impl Entry {
     /// As agents and clients see it.
     pub fn to_json(&self) -> Value {
         json!({ "key": self.key, "value": self.value, "version": self.version, "expiresAt": self.expires_at })
-    }
-}
-
-/// One lock per swarm for its writers.
-#[derive(Clone, Default)]
-pub struct Locks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
-
-impl Locks {
-    pub fn of(&self, swarm: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(swarm.to_owned()).or_default().clone()
     }
 }
 
