@@ -10,7 +10,9 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use troupe_runtime::events::NewEvent;
+use troupe_runtime::idempotency::MAX_KEY_LEN;
 use troupe_runtime::store::Batch;
 
 use super::spec::{queue_capability, Topology};
@@ -76,9 +78,17 @@ pub(crate) fn request_for(
     req
 }
 
-/// The idempotency key a swarm task's step is submitted under.
+/// The idempotency key a swarm task's step is submitted under: `swarm-task/<task>/<step>`,
+/// or, when that is longer than a key may be (a long node name in the task's id, long plan
+/// step keys), `swarm-task/<its SHA-256 in hex>`, as deterministic.
 pub(crate) fn key_of(task: &str, step: &str) -> String {
-    format!("swarm-task/{task}/{step}")
+    let key = format!("swarm-task/{task}/{step}");
+    if key.len() <= MAX_KEY_LEN {
+        return key;
+    }
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("swarm-task/{hex}")
 }
 
 pub(crate) async fn load(api: &Api, id: &str) -> Result<SwarmTask, ApiError> {
@@ -182,4 +192,22 @@ pub(crate) async fn submit(
     })
     .await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_subtask_key_is_hashed_within_the_limit_and_stays_the_same() {
+        let short = key_of("0190-a@node", "single");
+        assert_eq!(short, "swarm-task/0190-a@node/single");
+        let task = format!("01a20903-810b-7085-b71e-a58fb03f94a3@{}", "n".repeat(60));
+        let step = format!("step/{}/again-3", "k".repeat(200));
+        let long = key_of(&task, &step);
+        assert!(long.len() <= MAX_KEY_LEN, "{long} is {} characters", long.len());
+        assert!(long.starts_with("swarm-task/"), "{long}");
+        assert_eq!(long, key_of(&task, &step), "the same key each time");
+        assert_ne!(long, key_of(&task, &format!("{step}x")), "another step, another key");
+    }
 }
