@@ -275,3 +275,22 @@ async fn lose_a_member_and_the_coordinator(
     ensure!(done["state"] == "SUCCEEDED" && done["result"] == result, "{done}");
     Ok(())
 }
+
+#[tokio::test]
+async fn scatter_gather_first_answers_with_the_first_answer_to_arrive_while_a_member_hangs() -> Result<()> {
+    let node = Node::start(NodeOpts::named("swarm-first")).await?;
+    // Never opened: the first member takes its work and never answers.
+    let gate = Gate::new()?;
+    let hung = template("gated", &["math"], 1, &[("GATE", gate.path().display().to_string())]);
+    let s = create(
+        &node,
+        json!({ "name": "first", "templates": [hung, template("math", &["math"], 1, &[])] }),
+    )
+    .await?;
+    let id = text(&s, "/id")?;
+    wait_swarm(&node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    let input = json!({ "mode": "SCATTER_GATHER", "k": 2, "aggregate": "FIRST", "payload": 6 });
+    let done = run_task(&node, &id, input).await?;
+    ensure!(done["state"] == "SUCCEEDED" && done["result"] == 36, "{done}");
+    Ok(())
+}

@@ -214,30 +214,43 @@ async fn scatter_gather(
     let payloads = vec![payload.clone(); given.members.len()];
     handout::submit(api, (id, swarm), "scatter", &mut given, capabilities, payloads).await?;
     let subs = given.subtasks();
-    let mut answers = Vec::new();
-    for (sub, member) in &subs {
-        let member = member.as_deref().unwrap_or_default();
-        // A member lost gives no answer: it counts against the others' agreement.
-        let answer = match wait_on(api, sub, Some(member)).await? {
-            Settled::Done(done) => Answer {
-                agent: done.status.agent_id.clone().unwrap_or_else(|| member.to_owned()),
-                result: outcome(&done),
-            },
-            Settled::MemberLost(m) => Answer {
-                result: Err(format!("member {m} failed before it answered")),
-                agent: m,
-            },
-        };
+    // Every member is waited on at once: answers are taken as they arrive, so a member that
+    // hangs delays FIRST only until another has answered.
+    let mut waits: futures::stream::FuturesUnordered<_> = subs
+        .iter()
+        .enumerate()
+        .map(|(i, (sub, member))| async move {
+            let member = member.as_deref().unwrap_or_default();
+            // A member lost gives no answer: it counts against the others' agreement.
+            let answer = match wait_on(api, sub, Some(member)).await? {
+                Settled::Done(done) => Answer {
+                    agent: done.status.agent_id.clone().unwrap_or_else(|| member.to_owned()),
+                    result: outcome(&done),
+                },
+                Settled::MemberLost(m) => Answer {
+                    result: Err(format!("member {m} failed before it answered")),
+                    agent: m,
+                },
+            };
+            Ok::<_, ApiError>((i, answer))
+        })
+        .collect();
+    let mut arrived: Vec<Option<Answer>> = vec![None; subs.len()];
+    while let Some(next) = futures::StreamExt::next(&mut waits).await {
+        let (i, answer) = next?;
         let first_ok = aggregate == Aggregate::First && answer.result.is_ok();
-        answers.push(answer);
+        arrived[i] = Some(answer);
         if first_ok {
             // The others' answers are not needed.
-            for (other, _) in &subs[answers.len()..] {
+            for ((other, _), _) in subs.iter().zip(&arrived).filter(|(_, a)| a.is_none()) {
                 let _ = api.tasks().cancel(other, None).await;
             }
             break;
         }
     }
+    drop(waits);
+    // In the members' order, whatever order they arrived in.
+    let answers: Vec<Answer> = arrived.into_iter().flatten().collect();
     rules::aggregate(aggregate, &answers).map_err(ApiError::Conflict)
 }
 
