@@ -96,6 +96,10 @@ impl Api {
         &self.ctx.swarm_watch
     }
 
+    pub(crate) fn swarm_locks(&self) -> &crate::swarm::Locks {
+        &self.ctx.swarm_locks
+    }
+
     pub(crate) fn backoff(&self) -> troupe_runtime::supervision::Backoff {
         self.ctx.backoff
     }

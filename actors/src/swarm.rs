@@ -15,10 +15,14 @@
 //! (submitted under idempotency keys, so nothing is submitted twice).
 
 mod coordinator;
+mod handout;
+mod locks;
 pub mod memory;
 pub mod rules;
+mod settle;
 pub mod spec;
 mod task;
+mod team;
 mod watch;
 mod work;
 
@@ -32,6 +36,8 @@ use troupe_runtime::supervision::{ChildSpec, Shutdown, StartOrder, Strategy, Sup
 
 pub(crate) use coordinator::load_spec;
 pub use coordinator::{Coordinator, CoordinatorMsg};
+pub use handout::Handout;
+pub use locks::Locks;
 pub use rules::{Aggregate, Answer};
 pub use spec::{
     queue_capability, Autoscale, CreateSwarmRequest, Lead, MemberStrategy, SwarmHealth, SwarmSpec, SwarmStatus,

@@ -217,3 +217,80 @@ async fn kill_the_holder(node: &Node, task: &str) -> Result<String> {
     super::support::send_signal(-(group as i32), libc::SIGKILL)?;
     Ok(holder)
 }
+
+#[tokio::test]
+async fn a_task_whose_member_was_lost_goes_on_as_it_was_handed_out_after_its_coordinator_restarts() -> Result<()> {
+    let node = Node::start(NodeOpts::named("swarm-resume").arg("--fault-injection", "true")).await?;
+    let single = json!({ "mode": "SINGLE", "payload": 5 });
+    lose_a_member_and_the_coordinator(&node, "resume-single", "HIERARCHICAL", single, 25).await?;
+    // Three items fit the eight free slots, so the map went to members; after the loss they
+    // would not fit, but the map goes on as it was handed out.
+    let map = json!({ "mode": "MAP_REDUCE", "items": [1, 2, 3] });
+    lose_a_member_and_the_coordinator(&node, "resume-map", "ADAPTIVE", map, 14).await?;
+    let scatter = json!({ "mode": "SCATTER_GATHER", "k": 2, "aggregate": "FIRST", "payload": 5 });
+    lose_a_member_and_the_coordinator(&node, "resume-scatter", "HIERARCHICAL", scatter, 25).await?;
+    Ok(())
+}
+
+/// A swarm of two gated members that are never restarted is given `input`; its first
+/// subtask's member is killed, and once that member is FAILED (and its work returned, unless
+/// the task is a scatter-gather) the coordinator crashes. Once it has started again and the
+/// gate opens, the task succeeds with `result`.
+async fn lose_a_member_and_the_coordinator(
+    node: &Node,
+    name: &str,
+    topology: &str,
+    input: Value,
+    result: i64,
+) -> Result<()> {
+    let gate = Gate::new()?;
+    let mut member = template("gated", &["math"], 2, &[("GATE", gate.path().display().to_string())]);
+    member["agent"]["restartLimit"] = json!({ "maxRestarts": 0, "windowMs": 60000 });
+    let s = create(
+        node,
+        json!({ "name": name, "topology": topology, "templates": [member] }),
+    )
+    .await?;
+    let id = text(&s, "/id")?;
+    wait_swarm(node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    let scatter = input["mode"] == "SCATTER_GATHER";
+    let task = submit_task(node, &id, input).await?;
+    let holder = kill_the_holder(node, &task).await?;
+    node.wait_agent_state(&holder, "FAILED").await?;
+    if !scatter {
+        node.wait_event("SWARM_WORK_RETURNED", &id).await?;
+    }
+    let fault = "mutation($t: ID!) { injectFault(target: $t, kind: SWARM_COORDINATOR_CRASH) }";
+    node.gql_ok(fault, json!({ "t": id })).await?;
+    let deadline = Deadline::after(WAIT, "the coordinator to start again");
+    loop {
+        let starts = node.events_for("SWARM_COORDINATOR_STARTED", &id).await?;
+        if starts.len() == 2 {
+            break;
+        }
+        deadline.tick(format!("{starts:?}")).await?;
+    }
+    gate.open()?;
+    let done = wait_task(node, &task).await?;
+    ensure!(done["state"] == "SUCCEEDED" && done["result"] == result, "{done}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn scatter_gather_first_answers_with_the_first_answer_to_arrive_while_a_member_hangs() -> Result<()> {
+    let node = Node::start(NodeOpts::named("swarm-first")).await?;
+    // Never opened: the first member takes its work and never answers.
+    let gate = Gate::new()?;
+    let hung = template("gated", &["math"], 1, &[("GATE", gate.path().display().to_string())]);
+    let s = create(
+        &node,
+        json!({ "name": "first", "templates": [hung, template("math", &["math"], 1, &[])] }),
+    )
+    .await?;
+    let id = text(&s, "/id")?;
+    wait_swarm(&node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    let input = json!({ "mode": "SCATTER_GATHER", "k": 2, "aggregate": "FIRST", "payload": 6 });
+    let done = run_task(&node, &id, input).await?;
+    ensure!(done["state"] == "SUCCEEDED" && done["result"] == 36, "{done}");
+    Ok(())
+}

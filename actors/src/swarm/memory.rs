@@ -1,9 +1,7 @@
 //! A swarm's memory: a key-value namespace per swarm in the store, with versions for
 //! compare-and-set, an optional time to live, and a size bound. Each change is an event on
-//! the swarm. Writers of one swarm take its lock ([`Locks`]), so a compare-and-set is atomic.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+//! the swarm. Writers of one swarm take its memory's lock ([`super::Locks::memory`]), so a
+//! compare-and-set is atomic.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -78,7 +76,12 @@ impl Op {
                 key: key()?,
                 write: Write::Set {
                     value: line.get("value").cloned().unwrap_or(Value::Null),
-                    ttl_ms: line.get("ttlMs").and_then(Value::as_u64),
+                    ttl_ms: match line.get("ttlMs") {
+                        None | Some(Value::Null) => None,
+                        Some(t) => Some(t.as_u64().ok_or_else(|| {
+                            format!("a memory line's \"ttlMs\" must be a whole number of milliseconds, not {t}")
+                        })?),
+                    },
                 },
                 expect,
             }),
@@ -99,19 +102,22 @@ impl Entry {
     }
 }
 
-/// One lock per swarm for its writers.
-#[derive(Clone, Default)]
-pub struct Locks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
-
-impl Locks {
-    pub fn of(&self, swarm: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(swarm.to_owned()).or_default().clone()
-    }
-}
-
 fn row(swarm: &str, key: &str) -> String {
     format!("{swarm}/{key}")
+}
+
+/// The longest time to live a key may have: ten years. Longer is refused (INVALID_INPUT)
+/// rather than clamped, so a client never believes a key lives longer than it will.
+pub const MAX_TTL_MS: u64 = 10 * 365 * 24 * 60 * 60 * 1000;
+
+/// When a key set now with `ttl_ms` expires.
+fn expiry(now: DateTime<Utc>, ttl_ms: u64) -> Result<DateTime<Utc>, ApiError> {
+    let refused = || ApiError::invalid(format!("ttlMs must be at most {MAX_TTL_MS} (ten years), not {ttl_ms}"));
+    if ttl_ms > MAX_TTL_MS {
+        return Err(refused());
+    }
+    let ttl = chrono::TimeDelta::try_milliseconds(ttl_ms as i64).ok_or_else(refused)?;
+    now.checked_add_signed(ttl).ok_or_else(refused)
 }
 
 pub fn check_key(key: &str) -> Result<(), ApiError> {
@@ -202,7 +208,7 @@ pub async fn write(
                 key: key.to_owned(),
                 value,
                 version: version + 1,
-                expires_at: ttl_ms.map(|ms| now + chrono::Duration::milliseconds(ms.min(i64::MAX as u64) as i64)),
+                expires_at: ttl_ms.map(|ms| expiry(now, ms)).transpose()?,
                 updated_at: now,
             };
             let total = used(store, swarm, key).await? + entry.size();
@@ -259,4 +265,47 @@ pub async fn delete_all(store: &Store, swarm: &str, mut batch: Batch) -> Result<
         batch = batch.delete(SWARM_MEMORY, row(swarm, &e.key));
     }
     Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_time_to_live_beyond_ten_years_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(&dir.path().join("store.redb")).expect("a store");
+        for ttl in [u64::MAX, i64::MAX as u64, MAX_TTL_MS + 1] {
+            let set = Write::Set {
+                value: json!(1),
+                ttl_ms: Some(ttl),
+            };
+            let refused = write(&store, "s", "k", set, None, 1 << 20).await;
+            assert!(matches!(refused, Err(ApiError::InvalidInput(_))), "{ttl}: {refused:?}");
+        }
+        assert_eq!(get(&store, "s", "k").await.expect("a read"), None, "nothing written");
+        let set = Write::Set {
+            value: json!(1),
+            ttl_ms: Some(MAX_TTL_MS),
+        };
+        let entry = write(&store, "s", "k", set, None, 1 << 20).await.expect("ten years");
+        assert!(entry.and_then(|e| e.expires_at).is_some());
+    }
+
+    #[test]
+    fn a_memory_line_with_a_ttl_that_is_no_number_is_refused() {
+        let line = json!({ "op": "set", "key": "k", "value": 1, "ttlMs": -5 });
+        assert!(Op::from_line(&line).is_err());
+        let line = json!({ "op": "set", "key": "k", "value": 1, "ttlMs": 60000 });
+        assert!(matches!(
+            Op::from_line(&line),
+            Ok(Op::Write {
+                write: Write::Set {
+                    ttl_ms: Some(60000),
+                    ..
+                },
+                ..
+            })
+        ));
+    }
 }

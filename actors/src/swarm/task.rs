@@ -1,12 +1,13 @@
 //! What a client (or a sub-team's leader) submits to a swarm: the swarm task, its modes and
 //! their validation, and a leader's `team_task` line read as a mode.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::handout::Handout;
 use super::rules::Aggregate;
 use super::spec::Topology;
 use crate::error::ApiError;
@@ -231,6 +232,10 @@ pub struct SwarmTask {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Each step's work as it was handed out, by step: what a conductor taking the task up
+    /// again replays. Last, and defaulted, so records kept before it read as none.
+    #[serde(default)]
+    pub handouts: BTreeMap<String, Handout>,
 }
 
 /// A step as a planner writes it (JSON).

@@ -1,30 +1,30 @@
 //! Swarm tasks: what a client submits to a swarm, and how the coordinator conducts it. Every
 //! piece of work is an ordinary task (with retries, dead letters and events), submitted under
-//! an idempotency key made of the swarm task's id and the step, so a coordinator that takes a
-//! task up again after a restart finds the tasks it had submitted instead of submitting more.
+//! an idempotency key made of the swarm task's id and the step, and recorded on the swarm
+//! task as it is handed out ([`super::handout`]), so a coordinator that takes a task up again
+//! after a restart finds the tasks it had submitted instead of submitting more.
 
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
 use troupe_runtime::events::NewEvent;
-use troupe_runtime::store::Batch;
 
+use super::handout::{self, load, update, Handout};
 use super::rules::{self, Aggregate, Answer};
-use super::spec::{queue_capability, SwarmSpec, SwarmStatus, Topology};
+use super::settle::{outcome, settle, wait_on, Settled, Work};
+use super::spec::{SwarmStatus, Topology};
 use super::task::{check_plan, PlannedStep, Step, SwarmTask, SwarmTaskMode, SwarmTaskState};
-use crate::agent::{AgentState, Owner};
+use super::team::{team_of, Team};
 use crate::error::ApiError;
 use crate::service::Api;
-use crate::tables::{SWARM_STATUS, SWARM_TASKS};
-use crate::task::{GraphTask, SubmitTaskRequest, TaskRecord, TaskState};
+use crate::tables::SWARM_STATUS;
 
 /// Conducts a swarm task to its end, recording its result.
 pub(crate) async fn conduct(api: Api, task_id: String) {
     let outcome = run(&api, &task_id).await;
-    let finish = async {
-        let mut task = load(&api, &task_id).await?;
+    let finish = update(&api, &task_id, |task| {
         if task.state != SwarmTaskState::Running {
-            return Ok::<_, ApiError>(());
+            return None;
         }
         let (kind, data) = match outcome {
             Ok(result) => {
@@ -39,29 +39,11 @@ pub(crate) async fn conduct(api: Api, task_id: String) {
             }
         };
         task.finished_at = Some(troupe_runtime::clock::now());
-        save(&api, &task, Some(NewEvent::new(kind, Some(task.swarm.clone()), data))).await
-    };
+        Some(NewEvent::new(kind, Some(task.swarm.clone()), data))
+    });
     if let Err(e) = finish.await {
         tracing::warn!(task = %task_id, error = %e, "a swarm task's end was not recorded; it is taken up again at the coordinator's next start");
     }
-}
-
-pub(crate) async fn load(api: &Api, id: &str) -> Result<SwarmTask, ApiError> {
-    let bytes = api
-        .store()
-        .get(SWARM_TASKS, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no swarm task {id}")))?;
-    Ok(troupe_runtime::codec::decode(&bytes)?)
-}
-
-pub(crate) async fn save(api: &Api, task: &SwarmTask, event: Option<NewEvent>) -> Result<(), ApiError> {
-    let mut batch = Batch::new().put(SWARM_TASKS, task.id.clone(), troupe_runtime::codec::encode(task)?);
-    if let Some(e) = event {
-        batch = batch.event(e);
-    }
-    api.store().write(batch).await?;
-    Ok(())
 }
 
 /// Waits until the swarm task has ended, at most `timeout`; the task as it ended.
@@ -87,89 +69,20 @@ pub(crate) async fn wait_end(api: &Api, id: &str, timeout: std::time::Duration) 
     }
 }
 
-/// What a conductor needs of the swarm at one step.
-struct Team {
-    spec: SwarmSpec,
-    /// Running members with their capabilities and free slots.
-    running: Vec<(String, Vec<String>, usize)>,
-}
-
-/// The swarm as a conductor needs it now. Its running members are read unless the swarm is
-/// MESH and `members` is false: mesh work goes to the shared queue without a pick.
-async fn team_of(api: &Api, swarm: &str, members: bool) -> Result<Team, ApiError> {
-    let spec = super::coordinator::load_spec(api.store(), swarm).await?;
-    if !members && spec.topology == Topology::Mesh {
-        return Ok(Team {
-            spec,
-            running: Vec::new(),
-        });
+/// The topology this task uses for the work of the steps `of_steps` names: the one recorded
+/// when such a step was handed out before (the work goes on as it started); else the swarm's,
+/// or for an ADAPTIVE swarm the rule's (a switch is recorded on the swarm with its reason).
+async fn topology_for(
+    api: &Api,
+    team: &Team,
+    task: &SwarmTask,
+    of_steps: impl Fn(&str) -> bool,
+    has_dependencies: bool,
+    subtasks: usize,
+) -> Result<Topology, ApiError> {
+    if let Some(recorded) = task.handouts.iter().find(|(step, _)| of_steps(step.as_str())) {
+        return Ok(recorded.1.topology);
     }
-    let owner = Owner::Swarm(swarm.to_owned());
-    let running = api
-        .agents()
-        .owned(&owner)
-        .await?
-        .into_iter()
-        .filter(|v| v.status.state == AgentState::Running)
-        .map(|v| {
-            let free = (v.spec.max_concurrent_tasks as usize).saturating_sub(v.stats.running as usize);
-            (v.spec.id, v.spec.capabilities, free)
-        })
-        .collect();
-    Ok(Team { spec, running })
-}
-
-impl Team {
-    fn capable(&self, caps: &[String]) -> Vec<&str> {
-        self.running
-            .iter()
-            .filter(|(_, have, _)| caps.iter().all(|c| have.contains(c)))
-            .map(|(id, _, _)| id.as_str())
-            .collect()
-    }
-
-    fn free_slots(&self) -> usize {
-        self.running.iter().map(|(_, _, f)| f).sum()
-    }
-
-    /// A request for one piece of work: to the shared queue (mesh), or to the member
-    /// `turn` picks among the capable ones (hierarchical).
-    fn request(
-        &self,
-        topology: Topology,
-        caps: &[String],
-        payload: Value,
-        turn: usize,
-    ) -> Result<SubmitTaskRequest, ApiError> {
-        let mut req = SubmitTaskRequest::to_capability(queue_capability(&self.spec.id), payload);
-        match topology {
-            Topology::Hierarchical | Topology::Adaptive => {
-                let capable = self.capable(caps);
-                if capable.is_empty() {
-                    return Err(ApiError::Unavailable(format!(
-                        "no running member of swarm {} has the capabilities {caps:?}",
-                        self.spec.name
-                    )));
-                }
-                req.capability = None;
-                req.agent_id = Some(capable[turn % capable.len()].to_owned());
-            }
-            Topology::Mesh => {
-                if !caps.is_empty() {
-                    req.capability = None;
-                    req.capabilities = std::iter::once(queue_capability(&self.spec.id))
-                        .chain(caps.iter().cloned())
-                        .collect();
-                }
-            }
-        }
-        Ok(req)
-    }
-}
-
-/// The topology this task uses: the swarm's, or for an ADAPTIVE swarm the rule's (a switch is
-/// recorded on the swarm with its reason).
-async fn topology_for(api: &Api, team: &Team, has_dependencies: bool, subtasks: usize) -> Result<Topology, ApiError> {
     if team.spec.topology != Topology::Adaptive {
         return Ok(team.spec.topology);
     }
@@ -178,179 +91,31 @@ async fn topology_for(api: &Api, team: &Team, has_dependencies: bool, subtasks: 
     Ok(chosen)
 }
 
-async fn record_subtasks(api: &Api, id: &str, ids: &[String], topology: Topology) -> Result<(), ApiError> {
-    let mut task = load(api, id).await?;
-    task.topology = Some(topology);
-    for t in ids {
-        if !task.subtasks.contains(t) {
-            task.subtasks.push(t.clone());
-        }
-    }
-    save(api, &task, None).await
-}
-
-/// Submits independent subtasks in one commit (a graph without dependencies); their ids, in
-/// order.
-async fn submit_all(
-    api: &Api,
-    id: &str,
-    step: &str,
-    requests: Vec<SubmitTaskRequest>,
-) -> Result<Vec<String>, ApiError> {
-    let graph = requests
-        .into_iter()
-        .enumerate()
-        .map(|(i, request)| GraphTask {
-            key: format!("{step}-{i}"),
-            request,
-        })
-        .collect();
-    let key = format!("swarm-task/{id}/{step}");
-    let made = api.tasks().submit_graph(graph, Some(key)).await?;
-    Ok(made.into_iter().map(|t| t.spec.id).collect())
-}
-
-async fn submit(api: &Api, id: &str, step: &str, req: SubmitTaskRequest) -> Result<String, ApiError> {
-    let key = format!("swarm-task/{id}/{step}");
-    Ok(api.tasks().submit(req, Some(key)).await?.spec.id)
-}
-
-/// How a wait for a subtask ended.
-enum Settled {
-    Done(Box<TaskRecord>),
-    /// The member it was given to failed for good or was removed.
-    MemberLost(String),
-}
-
-/// Whether a member can no longer do what it was given: FAILED (given up on) or gone.
-async fn lost(api: &Api, member: &str) -> Result<bool, ApiError> {
-    Ok(match api.agents().get(member).await? {
-        None => true,
-        Some(v) => v.status.state == AgentState::Failed,
-    })
-}
-
-/// Waits until the subtask has ended or, for one given to a member, until that member is
-/// lost (a subtask cancelled because its member was lost counts as lost, so a conductor
-/// taking the work up again after a restart follows it to where it went).
-async fn wait_on(api: &Api, id: &str, member: Option<&str>) -> Result<Settled, ApiError> {
-    let watch = api.swarm_watch();
-    let task_events = watch.watch(api.store(), id);
-    let member_events = member.map(|m| watch.watch(api.store(), m));
-    loop {
-        // Enabled before looking, so an event between the look and the wait still wakes.
-        let task_changed = task_events.notify.notified();
-        let member_changed = member_events.as_ref().map(|w| w.notify.notified());
-        tokio::pin!(task_changed);
-        task_changed.as_mut().enable();
-        let mut member_changed = member_changed.map(Box::pin);
-        if let Some(m) = member_changed.as_mut() {
-            m.as_mut().enable();
-        }
-        let task = api
-            .tasks()
-            .get(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("subtask {id} is gone")))?;
-        let state = task.status.state;
-        if let Some(m) = member {
-            if !matches!(state, TaskState::Succeeded | TaskState::Failed | TaskState::Dead) && lost(api, m).await? {
-                return Ok(Settled::MemberLost(m.to_owned()));
-            }
-        }
-        if state.is_terminal() {
-            return Ok(Settled::Done(Box::new(task)));
-        }
-        match member_changed {
-            Some(m) => {
-                tokio::select! {
-                    _ = task_changed => {}
-                    _ = m => {}
-                }
-            }
-            None => task_changed.await,
-        }
-    }
-}
-
-/// A piece of work as the conductor hands it out, so it can hand it out again.
-struct Work<'a> {
-    swarm: &'a str,
-    capabilities: &'a [String],
-    payload: Value,
-    topology: Topology,
-}
-
-/// The most times one piece of work returns to the swarm before the swarm task fails.
-const MAX_RETURNS: usize = 10;
-
-/// Waits for a subtask given as `work`. When the member it was given to is lost, it is
-/// cancelled and given to another running member: its work returns to the swarm
-/// (SWARM_WORK_RETURNED).
-async fn settle(
-    api: &Api,
-    id: &str,
-    step: &str,
-    first: (String, Option<String>),
-    work: &Work<'_>,
-) -> Result<TaskRecord, ApiError> {
-    let (mut sub, mut member) = first;
-    for round in 1..=MAX_RETURNS + 1 {
-        let lost_member = match wait_on(api, &sub, member.as_deref()).await? {
-            Settled::Done(task) => return Ok(*task),
-            Settled::MemberLost(m) => m,
-        };
-        if round > MAX_RETURNS {
-            break;
-        }
-        let _ = api.tasks().cancel(&sub, None).await;
-        let team = team_of(api, work.swarm, work.topology != Topology::Mesh).await?;
-        let req = team.request(work.topology, work.capabilities, work.payload.clone(), round)?;
-        let again = submit(api, id, &format!("{step}/again-{round}"), req.clone()).await?;
-        let data =
-            json!({ "task": id, "subtask": sub, "lostMember": lost_member, "now": again, "member": req.agent_id });
-        let returned = NewEvent::new("SWARM_WORK_RETURNED", Some(work.swarm.to_owned()), data);
-        api.store().write(Batch::new().event(returned)).await?;
-        record_subtasks(api, id, std::slice::from_ref(&again), work.topology).await?;
-        (sub, member) = (again, req.agent_id);
-    }
-    Err(ApiError::Unavailable(format!(
-        "the work of step {step} returned to the swarm {MAX_RETURNS} times; no member kept it"
-    )))
-}
-
-fn outcome(task: &TaskRecord) -> Result<Value, String> {
-    match task.status.state {
-        TaskState::Succeeded => Ok(task.status.result.clone().unwrap_or(Value::Null)),
-        s => Err(format!(
-            "subtask {} ended {}: {}",
-            task.spec.id,
-            s.as_str(),
-            task.status.error.as_deref().unwrap_or("no error given")
-        )),
-    }
-}
-
 /// Hands one piece of work out (as `turn` picks) and waits for its result.
-async fn one(api: &Api, id: &str, step: &str, turn: usize, work: Work<'_>) -> Result<Value, ApiError> {
-    let team = team_of(api, work.swarm, work.topology != Topology::Mesh).await?;
-    let req = team.request(work.topology, work.capabilities, work.payload.clone(), turn)?;
-    let member = req.agent_id.clone();
-    let sub = submit(api, id, step, req).await?;
-    record_subtasks(api, id, std::slice::from_ref(&sub), work.topology).await?;
-    outcome(&settle(api, id, step, (sub, member), &work).await?).map_err(ApiError::Conflict)
+async fn one(api: &Api, id: &str, step: &str, turn: usize, mut work: Work<'_>) -> Result<Value, ApiError> {
+    let mut given = handout::handout(api, id, step, async {
+        let team = team_of(api, work.swarm, work.topology != Topology::Mesh).await?;
+        let member = team.pick(work.topology, work.capabilities, turn)?;
+        Ok(Handout::new(work.topology, vec![member]))
+    })
+    .await?;
+    work.topology = given.topology;
+    let payloads = vec![work.payload.clone()];
+    handout::submit(api, (id, work.swarm), step, &mut given, work.capabilities, payloads).await?;
+    outcome(&settle(api, id, step, given.first(), &work).await?).map_err(ApiError::Conflict)
 }
 
 async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
     let task = load(api, id).await?;
-    match task.mode {
+    let swarm = task.swarm.as_str();
+    match &task.mode {
         SwarmTaskMode::Single { capabilities, payload } => {
-            let team = team_of(api, &task.swarm, false).await?;
-            let topology = topology_for(api, &team, false, 1).await?;
+            let team = team_of(api, swarm, false).await?;
+            let topology = topology_for(api, &team, &task, |s| s == "single", false, 1).await?;
             let work = Work {
-                swarm: &task.swarm,
-                capabilities: &capabilities,
-                payload,
+                swarm,
+                capabilities,
+                payload: payload.clone(),
                 topology,
             };
             one(api, id, "single", 0, work).await
@@ -360,107 +125,133 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
             aggregate,
             capabilities,
             payload,
-        } => {
-            let team = team_of(api, &task.swarm, true).await?;
-            let capable = team.capable(&capabilities);
-            if capable.len() < k as usize {
-                return Err(ApiError::Unavailable(format!(
-                    "scatter-gather to {k} members, but {} running members can take it",
-                    capable.len()
-                )));
-            }
-            let requests = capable.iter().take(k as usize).map(|member| {
-                let mut req = SubmitTaskRequest::to_capability(String::new(), payload.clone());
-                req.capability = None;
-                req.agent_id = Some((*member).to_owned());
-                req
-            });
-            let subs = submit_all(api, id, "scatter", requests.collect()).await?;
-            record_subtasks(api, id, &subs, Topology::Hierarchical).await?;
-            let mut answers = Vec::new();
-            for (sub, member) in subs.iter().zip(&capable) {
-                // A member lost gives no answer: it counts against the others' agreement.
-                let answer = match wait_on(api, sub, Some(member)).await? {
-                    Settled::Done(done) => Answer {
-                        agent: done.status.agent_id.clone().unwrap_or_else(|| (*member).to_owned()),
-                        result: outcome(&done),
-                    },
-                    Settled::MemberLost(m) => Answer {
-                        result: Err(format!("member {m} failed before it answered")),
-                        agent: m,
-                    },
-                };
-                let first_ok = aggregate == Aggregate::First && answer.result.is_ok();
-                answers.push(answer);
-                if first_ok {
-                    // The others' answers are not needed.
-                    for other in &subs[answers.len()..] {
-                        let _ = api.tasks().cancel(other, None).await;
-                    }
-                    break;
-                }
-            }
-            rules::aggregate(aggregate, &answers).map_err(ApiError::Conflict)
-        }
+        } => scatter_gather(api, &task, *k as usize, *aggregate, capabilities, payload).await,
         SwarmTaskMode::Pipeline { stages, input } => {
-            let mut value = input;
+            let mut value = input.clone();
             for (i, stage) in stages.iter().enumerate() {
-                let team = team_of(api, &task.swarm, false).await?;
-                let topology = topology_for(api, &team, true, 1).await?;
+                let step = format!("stage-{i}");
+                let team = team_of(api, swarm, false).await?;
+                let topology = topology_for(api, &team, &task, |s| s == step, true, 1).await?;
                 let work = Work {
-                    swarm: &task.swarm,
+                    swarm,
                     capabilities: &stage.capabilities,
                     payload: value,
                     topology,
                 };
-                value = one(api, id, &format!("stage-{i}"), i, work).await?;
+                value = one(api, id, &step, i, work).await?;
             }
             Ok(value)
         }
         SwarmTaskMode::MapReduce { items, map, reduce } => {
             let items = items.as_array().cloned().unwrap_or_default();
-            let team = team_of(api, &task.swarm, false).await?;
-            let topology = topology_for(api, &team, false, items.len()).await?;
-            let requests = items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| team.request(topology, &map.capabilities, item.clone(), i))
-                .collect::<Result<Vec<_>, _>>()?;
-            let members: Vec<Option<String>> = requests.iter().map(|r| r.agent_id.clone()).collect();
-            let ids = submit_all(api, id, "map", requests).await?;
-            record_subtasks(api, id, &ids, topology).await?;
-            let subs: Vec<(String, Option<String>)> = ids.into_iter().zip(members).collect();
+            let team = team_of(api, swarm, false).await?;
+            let topology = topology_for(api, &team, &task, |s| s == "map", false, items.len()).await?;
+            let mut given = handout::handout(api, id, "map", async {
+                let members = (0..items.len())
+                    .map(|i| team.pick(topology, &map.capabilities, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Handout::new(topology, members))
+            })
+            .await?;
+            handout::submit(api, (id, swarm), "map", &mut given, &map.capabilities, items.clone()).await?;
             let mut results = Vec::new();
-            for (i, (sub, item)) in subs.into_iter().zip(items).enumerate() {
+            for (i, (first, item)) in given.subtasks().into_iter().zip(items).enumerate() {
                 let work = Work {
-                    swarm: &task.swarm,
+                    swarm,
                     capabilities: &map.capabilities,
                     payload: item,
-                    topology,
+                    topology: given.topology,
                 };
-                let done = settle(api, id, &format!("map-{i}"), sub, &work).await?;
+                let done = settle(api, id, &format!("map-{i}"), first, &work).await?;
                 results.push(outcome(&done).map_err(ApiError::Conflict)?);
             }
             let work = Work {
-                swarm: &task.swarm,
+                swarm,
                 capabilities: &reduce.capabilities,
                 payload: json!({ "results": results }),
-                topology,
+                topology: given.topology,
             };
             one(api, id, "reduce", 0, work).await
         }
         SwarmTaskMode::Plan { steps, input } => {
             let steps = if steps.is_empty() {
-                ask_planner(api, id, &task.swarm, input).await?
+                ask_planner(api, id, swarm, input.clone()).await?
             } else {
-                steps
+                steps.clone()
             };
-            let team = team_of(api, &task.swarm, false).await?;
+            let team = team_of(api, swarm, false).await?;
             let has_dependencies = steps.iter().any(|s| !s.depends_on.is_empty());
-            let topology = topology_for(api, &team, has_dependencies, steps.len()).await?;
-            run_plan(api, id, &task.swarm, &steps, topology).await
+            let of_steps = |s: &str| s.starts_with("step/");
+            let topology = topology_for(api, &team, &task, of_steps, has_dependencies, steps.len()).await?;
+            run_plan(api, id, swarm, &steps, topology).await
         }
     }
+}
+
+/// The same payload to `k` distinct members, their answers aggregated.
+async fn scatter_gather(
+    api: &Api,
+    task: &SwarmTask,
+    k: usize,
+    aggregate: Aggregate,
+    capabilities: &[String],
+    payload: &Value,
+) -> Result<Value, ApiError> {
+    let (id, swarm) = (task.id.as_str(), task.swarm.as_str());
+    let mut given = handout::handout(api, id, "scatter", async {
+        let team = team_of(api, swarm, true).await?;
+        let capable = team.capable(capabilities);
+        if capable.len() < k {
+            return Err(ApiError::Unavailable(format!(
+                "scatter-gather to {k} members, but {} running members can take it",
+                capable.len()
+            )));
+        }
+        let members = capable.iter().take(k).map(|m| Some((*m).to_owned())).collect();
+        Ok(Handout::new(Topology::Hierarchical, members))
+    })
+    .await?;
+    let payloads = vec![payload.clone(); given.members.len()];
+    handout::submit(api, (id, swarm), "scatter", &mut given, capabilities, payloads).await?;
+    let subs = given.subtasks();
+    // Every member is waited on at once: answers are taken as they arrive, so a member that
+    // hangs delays FIRST only until another has answered.
+    let mut waits: futures::stream::FuturesUnordered<_> = subs
+        .iter()
+        .enumerate()
+        .map(|(i, (sub, member))| async move {
+            let member = member.as_deref().unwrap_or_default();
+            // A member lost gives no answer: it counts against the others' agreement.
+            let answer = match wait_on(api, sub, Some(member)).await? {
+                Settled::Done(done) => Answer {
+                    agent: done.status.agent_id.clone().unwrap_or_else(|| member.to_owned()),
+                    result: outcome(&done),
+                },
+                Settled::MemberLost(m) => Answer {
+                    result: Err(format!("member {m} failed before it answered")),
+                    agent: m,
+                },
+            };
+            Ok::<_, ApiError>((i, answer))
+        })
+        .collect();
+    let mut arrived: Vec<Option<Answer>> = vec![None; subs.len()];
+    while let Some(next) = futures::StreamExt::next(&mut waits).await {
+        let (i, answer) = next?;
+        let first_ok = aggregate == Aggregate::First && answer.result.is_ok();
+        arrived[i] = Some(answer);
+        if first_ok {
+            // The others' answers are not needed.
+            for ((other, _), _) in subs.iter().zip(&arrived).filter(|(_, a)| a.is_none()) {
+                let _ = api.tasks().cancel(other, None).await;
+            }
+            break;
+        }
+    }
+    drop(waits);
+    // In the members' order, whatever order they arrived in.
+    let answers: Vec<Answer> = arrived.into_iter().flatten().collect();
+    rules::aggregate(aggregate, &answers).map_err(ApiError::Conflict)
 }
 
 /// Runs a plan: each step is handed out once the steps it depends on have succeeded, with
@@ -494,11 +285,15 @@ async fn run_plan(api: &Api, id: &str, swarm: &str, steps: &[Step], topology: To
                         .collect();
                     json!({ "payload": step.payload, "dependencies": inputs })
                 };
-                let req = team.request(topology, &step.capabilities, payload.clone(), turn)?;
-                let member = req.agent_id.clone();
                 let name = format!("step/{}", step.key);
-                let sub = submit(api, id, &name, req).await?;
-                record_subtasks(api, id, std::slice::from_ref(&sub), topology).await?;
+                let mut given = handout::handout(api, id, &name, async {
+                    let member = team.pick(topology, &step.capabilities, turn)?;
+                    Ok(Handout::new(topology, vec![member]))
+                })
+                .await?;
+                let payloads = vec![payload.clone()];
+                handout::submit(api, (id, swarm), &name, &mut given, &step.capabilities, payloads).await?;
+                let topology = given.topology;
                 running.push(async move {
                     let work = Work {
                         swarm,
@@ -506,7 +301,7 @@ async fn run_plan(api: &Api, id: &str, swarm: &str, steps: &[Step], topology: To
                         payload,
                         topology,
                     };
-                    (step, settle(api, id, &name, (sub, member), &work).await)
+                    (step, settle(api, id, &name, given.first(), &work).await)
                 });
             }
         }

@@ -408,7 +408,8 @@ impl SwarmsMutation {
     }
 
     /// Sets a key of the swarm's memory; with `expectVersion`, only if the key is at that
-    /// version (0: only if it does not exist), else CONFLICT.
+    /// version (0: only if it does not exist), else CONFLICT. With `ttlMs` the key expires
+    /// then: at most ten years (315360000000), else INVALID_INPUT.
     #[graphql(guard = "RoleGuard(Role::Operator)")]
     async fn set_swarm_memory(
         &self,

@@ -64,7 +64,7 @@ impl Swarms {
                 )));
             }
         }
-        let lock = self.ctx.swarm_locks.of(id);
+        let lock = self.ctx.swarm_locks.memory(id);
         let _one_writer = lock.lock().await;
         memory::write(&self.ctx.store, id, key, write, expect, limit).await
     }
@@ -114,6 +114,7 @@ impl Swarms {
             created_at: troupe_runtime::clock::now(),
             finished_at: None,
             mode,
+            handouts: Default::default(),
         };
         let data = json!({ "task": task.id, "mode": task.mode.name() });
         let batch = Batch::new()
