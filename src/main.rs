@@ -108,6 +108,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .context("node did not start")?;
+    // Which process is this data dir's node: `kill -9 "$(cat troupe-data/troupe.pid)"` stops
+    // this node and no other on the machine.
+    let pid_file = config.data_dir.join("troupe.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write {}", pid_file.display()))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
@@ -118,6 +123,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     node.shutdown(config.shutdown_grace).await;
+    let _ = std::fs::remove_file(&pid_file);
     tracing::info!("stopped");
     Ok(())
 }

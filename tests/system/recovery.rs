@@ -37,6 +37,12 @@ async fn kill9_mid_run_then_restart_completes_every_task_and_keeps_the_log() -> 
     };
     let before = node.events(&[]).await?;
     let token = node.token.clone();
+    // The README's `kill -9 "$(cat troupe-data/troupe.pid)"` names this node and no other.
+    let pid_file = std::fs::read_to_string(node.data_dir().join("troupe.pid"))?;
+    ensure!(
+        pid_file.trim() == node.pid()?.to_string(),
+        "troupe.pid holds {pid_file:?}"
+    );
     node.kill9().await?;
 
     node.restart().await?;

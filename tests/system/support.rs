@@ -192,6 +192,11 @@ impl Node {
         self.proc.as_mut().context("node process was never started")
     }
 
+    /// The node process's pid.
+    pub fn pid(&self) -> Result<i32> {
+        Ok(self.proc.as_ref().context("node process was never started")?.pid())
+    }
+
     /// SIGKILL, as a crash would; waits until the process is gone.
     pub async fn kill9(&mut self) -> Result<()> {
         self.proc_mut()?.kill9().await

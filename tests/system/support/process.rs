@@ -44,6 +44,10 @@ impl Guard {
     }
 
     /// The exit status if the process has exited.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         Ok(self.child.try_wait()?)
     }
