@@ -96,12 +96,12 @@ async fn main() {
     };
     let since = chrono::Utc::now();
     let started = Instant::now();
-    let (queued, _) = api
+    let (fan, _) = api
         .agents()
         .publish("bench.fanout".into(), json!({ "hello": "all" }), Priority::Normal)
         .await
         .expect("publish");
-    assert_eq!(queued as usize, SUBSCRIBERS);
+    assert_eq!((fan.queued as usize, fan.refused), (SUBSCRIBERS, 0));
     let queued_in = started.elapsed();
     while answered(&api, &ids, since).await < SUBSCRIBERS {
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -89,9 +89,9 @@ async fn an_llm_agent_may_not_take_the_nodes_own_secrets_as_its_key() -> Result<
     std::os::unix::fs::symlink(&admin_token, &sneaky)?;
     let llm = |key: Value| {
         let mut backend = json!({ "baseUrl": "http://127.0.0.1:9", "model": "m" });
-        backend
-            .as_object_mut()
-            .map(|b| b.extend(key.as_object().cloned().unwrap_or_default()));
+        if let Some(b) = backend.as_object_mut() {
+            b.extend(key.as_object().cloned().unwrap_or_default());
+        }
         json!({ "name": "thief", "backend": { "llm": backend } })
     };
     let create = "mutation($input: SpawnAgentInput!) { createAgent(input: $input) { id } }";
