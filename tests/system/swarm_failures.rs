@@ -294,3 +294,53 @@ async fn scatter_gather_first_answers_with_the_first_answer_to_arrive_while_a_me
     ensure!(done["state"] == "SUCCEEDED" && done["result"] == 36, "{done}");
     Ok(())
 }
+
+#[tokio::test]
+async fn destroying_a_mesh_swarm_cancels_the_work_it_left_in_the_queue() -> Result<()> {
+    let node = Node::start(NodeOpts::named("swarm-destroy-mesh")).await?;
+    let gate = Gate::new()?;
+    let env = [("GATE", gate.path().display().to_string())];
+    let s = create(
+        &node,
+        json!({ "name": "mesh", "topology": "MESH", "templates": [template("gated", &["math"], 1, &env)] }),
+    )
+    .await?;
+    let id = text(&s, "/id")?;
+    wait_swarm(&node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
+    // Six pieces of work for one member that takes four at a time: two wait in the queue.
+    let q = "mutation($id: ID!, $input: SubmitSwarmTaskInput!) { submitSwarmTask(id: $id, input: $input) { id } }";
+    for n in 1..=6 {
+        node.gql_ok(q, json!({ "id": id, "input": { "mode": "SINGLE", "payload": n } }))
+            .await?;
+    }
+    let open = |state: &'static str| {
+        let node = &node;
+        async move {
+            let q = "query($s: TaskState) { tasks(state: $s, first: 100) { edges { node { id } } } }";
+            let r = node.gql_ok(q, json!({ "s": state })).await?;
+            anyhow::Ok(r["tasks"]["edges"].as_array().map_or(0, Vec::len))
+        }
+    };
+    let deadline = Deadline::after(WAIT, "four running and two queued");
+    loop {
+        let (running, queued) = (open("RUNNING").await?, open("QUEUED").await?);
+        if running == 4 && queued == 2 {
+            break;
+        }
+        deadline.tick(format!("{running} running, {queued} queued")).await?;
+    }
+    node.gql_ok(
+        "mutation($id: ID!) { destroySwarm(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await?;
+    let deadline = Deadline::after(WAIT, "no work of the swarm left open");
+    loop {
+        let (running, queued) = (open("RUNNING").await?, open("QUEUED").await?);
+        if running == 0 && queued == 0 {
+            break;
+        }
+        deadline.tick(format!("{running} running, {queued} queued")).await?;
+    }
+    Ok(())
+}

@@ -359,26 +359,44 @@ impl Swarms {
         self.ctx.slots.coordinators.remove(id);
         self.ctx.slots.swarm_supervisors.remove(id);
         self.ctx.store.flush().await?;
-        for member in &view.members {
-            self.agents().act_local(member, AgentAction::Remove, None).await?;
-        }
-        let tasks: Vec<String> = {
+        let (tasks, open_subtasks): (Vec<String>, Vec<String>) = {
             let swarm = id.to_owned();
             self.ctx
                 .store
                 .view(move |v| {
-                    let mut out = Vec::new();
+                    let (mut out, mut open) = (Vec::new(), Vec::new());
                     v.scan(SWARM_TASKS, None, |tid, bytes| {
                         let t: SwarmTask = troupe_runtime::codec::decode(bytes)?;
                         if t.swarm == swarm {
                             out.push(tid.to_owned());
+                            if t.finished_at.is_none() {
+                                open.extend(t.subtasks.iter().cloned());
+                                open.extend(t.handouts.values().flat_map(|h| h.tasks.iter().cloned()));
+                            }
                         }
                         Ok(true)
                     })?;
-                    Ok(out)
+                    open.sort();
+                    open.dedup();
+                    Ok((out, open))
                 })
                 .await?
         };
+        // The work its unfinished tasks handed out goes with it: a MESH subtask waits in the
+        // shared queue for a capability no agent will have, counting against the open-task
+        // bound for ever. Cancelled before the members go, so none of it is requeued.
+        let tasks_service = self.api().tasks().clone();
+        for subtask in &open_subtasks {
+            match tasks_service.cancel(subtask, None).await {
+                Ok(_) | Err(ApiError::NotFound(_) | ApiError::Conflict(_)) => {}
+                Err(e) => {
+                    tracing::warn!(swarm = %id, task = %subtask, error = %e, "could not cancel a swarm's subtask")
+                }
+            }
+        }
+        for member in &view.members {
+            self.agents().act_local(member, AgentAction::Remove, None).await?;
+        }
         let mut batch = Batch::new()
             .delete(SWARMS, id.to_owned())
             .delete(SWARM_STATUS, id.to_owned())
