@@ -165,6 +165,15 @@ async fn a_swarm_starts_its_members_scales_and_its_destruction_leaves_no_process
         .as_array()
         .map(Vec::len);
     ensure!(in_tree == Some(3), "{ours}");
+    // A member's owner names its swarm's members supervisor, not just "members".
+    let member = text(&members(&s)[0], "/id")?;
+    let owner = node
+        .gql_ok("query($id: ID!) { agent(id: $id) { owner } }", json!({ "id": member }))
+        .await?;
+    ensure!(
+        owner["agent"]["owner"] == format!("swarms/{id}/members").as_str(),
+        "{owner}"
+    );
 
     let q = format!("mutation($id: ID!, $n: Int!) {{ scaleSwarm(id: $id, size: $n) {{ {SWARM_FIELDS} }} }}");
     let up = node.gql_ok(&q, json!({ "id": id, "n": 5 })).await?["scaleSwarm"].clone();

@@ -172,9 +172,13 @@ impl Agent {
     async fn wanted_running(&self) -> bool {
         self.view.spec.desired != Desired::Stopped
     }
-    /// The supervisor that starts and restarts it.
-    async fn owner(&self) -> &str {
-        self.view.spec.owner.supervisor()
+    /// The supervisor that starts and restarts it: `agents` (the node's), or
+    /// `swarms/<swarm id>/members` for a swarm's member.
+    async fn owner(&self) -> String {
+        match self.view.spec.owner.swarm() {
+            Some(swarm) => format!("swarms/{swarm}/members"),
+            None => self.view.spec.owner.supervisor().to_owned(),
+        }
     }
     /// `builtin:<kind>`, `exec:<program>`, `process:<program>`, `http:<url>` or `llm:<model>`.
     async fn backend(&self) -> String {
