@@ -463,8 +463,8 @@ pub(crate) async fn fan_out(
             Ok(out)
         })
         .await?;
-    let mut outcome = FanOut::default();
-    for spec in specs.iter().filter(|s| wanted(s)) {
+    // Queued side by side, so the store commits their mailbox entries as one group.
+    let queued = specs.iter().filter(|s| wanted(s)).map(|spec| {
         let message = Message {
             id: uuid::Uuid::now_v7().to_string(),
             to: spec.id.clone(),
@@ -473,13 +473,23 @@ pub(crate) async fn fan_out(
             priority,
             timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
         };
-        match enqueue(ctx, message.clone()).await {
-            // Nobody waits for the reply: an unanswered one is dead-lettered by delivery.
-            Ok(_) => outcome.queued += 1,
-            Err(e) => {
-                bury(ctx, message, e.to_string()).await;
-                outcome.refused += 1;
+        async move {
+            match enqueue(ctx, message.clone()).await {
+                // Nobody waits for the reply: an unanswered one is dead-lettered by delivery.
+                Ok(_) => true,
+                Err(e) => {
+                    bury(ctx, message, e.to_string()).await;
+                    false
+                }
             }
+        }
+    });
+    let mut outcome = FanOut::default();
+    for was_queued in futures::future::join_all(queued).await {
+        if was_queued {
+            outcome.queued += 1;
+        } else {
+            outcome.refused += 1;
         }
     }
     Ok(outcome)
