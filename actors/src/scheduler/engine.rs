@@ -260,15 +260,20 @@ impl Engine {
         self.take()
     }
 
-    /// An attempt ended. Results of attempts no longer current (cancelled, re-queued, late)
-    /// are ignored.
-    pub fn finished(&mut self, task: &str, attempt: u32, agent: &str, outcome: Outcome, now: Now) -> Vec<Effect> {
-        let current = self.tasks.get(task).is_some_and(|e| {
+    /// Whether `attempt` on `agent` is the task's running attempt (not cancelled, re-queued
+    /// or superseded since).
+    fn is_current(&self, task: &str, attempt: u32, agent: &str) -> bool {
+        self.tasks.get(task).is_some_and(|e| {
             e.status.state == TaskState::Running
                 && e.status.attempts == attempt
                 && e.status.agent_id.as_deref() == Some(agent)
-        });
-        if !current {
+        })
+    }
+
+    /// An attempt ended. Results of attempts no longer current (cancelled, re-queued, late)
+    /// are ignored.
+    pub fn finished(&mut self, task: &str, attempt: u32, agent: &str, outcome: Outcome, now: Now) -> Vec<Effect> {
+        if !self.is_current(task, attempt, agent) {
             return Vec::new();
         }
         self.release(agent, task);
@@ -296,12 +301,7 @@ impl Engine {
     /// start reached it (the start crossed its closing). The attempt never began, so it is
     /// undone and the task goes back to the queue, not charged.
     pub fn declined(&mut self, task: &str, attempt: u32, agent: &str, why: &str, now: Now) -> Vec<Effect> {
-        let current = self.tasks.get(task).is_some_and(|e| {
-            e.status.state == TaskState::Running
-                && e.status.attempts == attempt
-                && e.status.agent_id.as_deref() == Some(agent)
-        });
-        if !current {
+        if !self.is_current(task, attempt, agent) {
             return Vec::new();
         }
         self.release(agent, task);
