@@ -22,6 +22,7 @@ pub mod error;
 pub mod host;
 pub mod ids;
 pub mod inflight;
+pub mod messaging;
 pub mod node;
 pub mod placement;
 pub mod scheduler;

@@ -234,7 +234,7 @@ impl SpawnAgentRequest {
             }
         }
         for t in &self.topics {
-            crate::service::check_topic(t, true)?;
+            crate::messaging::topics::check_topic(t, true)?;
         }
         if self.topics.len() > 64 {
             return Err(ApiError::invalid("at most 64 topic patterns"));
