@@ -55,7 +55,7 @@ async fn main() {
                 for i in 0..per {
                     let to = &ids[(s * per + i) % ids.len()];
                     let t = Instant::now();
-                    api.agents()
+                    api.messages()
                         .send_message(to, None, json!({ "i": i }), Priority::Normal, Duration::from_secs(30))
                         .await
                         .expect("reply");
@@ -88,7 +88,7 @@ async fn main() {
         async move {
             let mut n = 0;
             for id in &ids {
-                let mailbox = api.agents().mailbox(id).await.expect("mailbox");
+                let mailbox = api.messages().mailbox(id).await.expect("mailbox");
                 n += usize::from(mailbox.history.last().is_some_and(|s| s.at >= since));
             }
             n
@@ -97,7 +97,7 @@ async fn main() {
     let since = chrono::Utc::now();
     let started = Instant::now();
     let (fan, _) = api
-        .agents()
+        .messages()
         .publish("bench.fanout".into(), json!({ "hello": "all" }), Priority::Normal)
         .await
         .expect("publish");

@@ -12,6 +12,7 @@
 //! names, not by ractor's node ids (those change on every reconnect).
 
 mod actor;
+mod directory;
 mod membership;
 pub mod remote;
 

@@ -1,7 +1,10 @@
-//! The node's API: one service per domain ([`Agents`], [`Tasks`], and the node itself), each
-//! remotable through its own service actor, and [`Api`], the thin facade the gateway holds.
-//! Code that acts on an agent or a task never cares which node holds it: the id says, and
-//! the domain service takes the request there.
+//! The node's API: one service per domain ([`Agents`], [`Tasks`], [`Messages`], [`Hosts`],
+//! [`Vms`], [`Swarms`], and the node itself), each remotable through its own service actor
+//! and declared once with [`crate::cluster::remote::service!`], and [`Api`], the thin facade
+//! the gateway holds. Code that acts on an agent or a task never cares which node holds it:
+//! [`crate::cluster::Cluster::holder`] says, and the domain service takes the request there.
+//! The domains' own operations live in their rooms (`agent/`, `scheduler/`, `messaging/`,
+//! `host/`, `vm/`, `swarm/`); this module holds only their wire protocol and routing.
 
 mod agents;
 mod context;
@@ -15,6 +18,7 @@ mod tokens;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
@@ -23,20 +27,22 @@ use troupe_runtime::events::{self, Event, EventFilter};
 use troupe_runtime::store::{Store, StoreError};
 use troupe_runtime::supervision::{SupervisorInfo, SupervisorMsg};
 
-pub use agents::{AgentAction, AgentLive, Agents, AgentsRequest, AgentsResponse};
-pub(crate) use context::Context;
-pub use hosts::{Hosts, HostsRequest, HostsResponse};
-pub use listing::{Counted, Listing};
-pub use messages::{
+pub use crate::messaging::{
     check_topic, topic_matches, DeadMessage, FanOut, MailboxView, Mailboxes, Message, Reply, Sent,
     DEFAULT_TIMEOUT as MESSAGE_TIMEOUT,
 };
+pub use agents::{AgentAction, AgentLive, Agents, AgentsRequest, AgentsResponse};
+pub(crate) use context::Context;
+pub use hosts::{Hosts, HostsRequest, HostsResponse, Vms, VmsRequest, VmsResponse};
+pub use listing::{Counted, Listing};
+pub use messages::{Messages, MessagesRequest, MessagesResponse};
 pub use swarms::Swarms;
 pub use tasks::{TaskFilter, Tasks, TasksRequest, TasksResponse};
 
 use crate::cluster::remote::Service;
 use crate::cluster::{Cluster, Member};
 use crate::error::ApiError;
+use crate::messaging::courier::Desk;
 use crate::scheduler::SchedulerMsg;
 use context::ask;
 use node::NodeService;
@@ -46,7 +52,9 @@ pub struct Api {
     ctx: Arc<Context>,
     agents: Agents,
     tasks: Tasks,
+    messages: Messages,
     hosts: Hosts,
+    vms: Vms,
     swarms: Swarms,
 }
 
@@ -56,14 +64,20 @@ impl Api {
     }
 
     pub(crate) fn from_context(ctx: Arc<Context>) -> Self {
+        let hosts = Hosts {
+            fleet: ctx.fleet.clone(),
+            ctx: ctx.clone(),
+        };
         Self {
             agents: Agents { ctx: ctx.clone() },
             swarms: Swarms { ctx: ctx.clone() },
             tasks: Tasks { ctx: ctx.clone() },
-            hosts: Hosts {
-                fleet: ctx.fleet.clone(),
+            messages: Messages {
+                mailboxes: ctx.mailboxes.clone(),
                 ctx: ctx.clone(),
             },
+            vms: Vms { hosts: hosts.clone() },
+            hosts,
             ctx,
         }
     }
@@ -76,8 +90,16 @@ impl Api {
         &self.tasks
     }
 
+    pub fn messages(&self) -> &Messages {
+        &self.messages
+    }
+
     pub fn hosts(&self) -> &Hosts {
         &self.hosts
+    }
+
+    pub fn vms(&self) -> &Vms {
+        &self.vms
     }
 
     pub fn swarms(&self) -> &Swarms {
@@ -107,7 +129,6 @@ impl Api {
     pub(crate) fn node_service(&self) -> NodeService {
         NodeService {
             cluster: self.ctx.cluster.clone(),
-            name: self.ctx.node_name.clone(),
         }
     }
 
@@ -206,11 +227,6 @@ impl Api {
         events::subscribe(&self.ctx.store, after, filter)
     }
 
-    /// Delivers the messages a previous run left in mailboxes (called once the tree is up).
-    pub async fn restore_mailboxes(&self) -> Result<usize, ApiError> {
-        messages::restore(&self.ctx).await
-    }
-
     /// Stops accepting work and starting tasks; returns how many tasks still run.
     pub async fn begin_drain(&self) -> usize {
         self.ctx.draining.store(true, Ordering::SeqCst);
@@ -232,4 +248,44 @@ impl Api {
         let scheduler = self.ctx.scheduler()?;
         ask(&scheduler, SchedulerMsg::Requeue, "the scheduler").await?
     }
+}
+
+/// What agents send of their own accord, carried to the service that does it.
+impl Desk for Api {
+    async fn carry(&self, from: String, what: crate::agent::OutgoingKind) -> Result<serde_json::Value, ApiError> {
+        use crate::agent::OutgoingKind;
+        match what {
+            OutgoingKind::Send {
+                to,
+                payload,
+                priority,
+                timeout_ms,
+            } => self
+                .messages
+                .send_message(&to, Some(from), payload, priority, Duration::from_millis(timeout_ms))
+                .await
+                .map(|r| r.payload),
+            OutgoingKind::Publish {
+                topic,
+                payload,
+                priority,
+            } => self
+                .messages
+                .publish(topic, payload, priority)
+                .await
+                .map(|(fan, _)| serde_json::json!({ "queued": fan.queued, "refused": fan.refused })),
+            OutgoingKind::Memory(op) => self.swarms.agent_memory(&from, op).await.map_err(coded),
+            OutgoingKind::TeamTask { mode, timeout_ms } => self
+                .swarms
+                .lead_task(&from, mode, Duration::from_millis(timeout_ms))
+                .await
+                .map_err(coded),
+        }
+    }
+}
+
+/// An error for an agent, its code first, so it can tell a lost compare-and-set (CONFLICT)
+/// from the rest.
+fn coded(e: ApiError) -> ApiError {
+    ApiError::Unavailable(format!("{}: {e}", e.code()))
 }

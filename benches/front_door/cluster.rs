@@ -35,7 +35,11 @@ pub async fn cluster() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let timeout = Duration::from_secs(5);
-    let call = || remote::call::<NodeService>("b", &NodeRequest::Hello, timeout);
+    let hello = remote::Call {
+        key: None,
+        request: NodeRequest::Hello {},
+    };
+    let call = || remote::call::<NodeService>("b", &hello, timeout);
     for _ in 0..1000 {
         call().await.expect("warm-up call");
     }
@@ -49,12 +53,10 @@ pub async fn cluster() {
     let t = Instant::now();
     let callers: Vec<_> = (0..IN_FLIGHT)
         .map(|_| {
-            let done = done.clone();
+            let (done, hello) = (done.clone(), hello.clone());
             tokio::spawn(async move {
                 while done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < PIPELINED {
-                    remote::call::<NodeService>("b", &NodeRequest::Hello, timeout)
-                        .await
-                        .expect("call");
+                    remote::call::<NodeService>("b", &hello, timeout).await.expect("call");
                 }
             })
         })

@@ -87,7 +87,9 @@ impl Actor for ClusterActor {
         Actor::spawn_linked(None, ServiceActor::default(), cfg.api.node_service(), cell.clone()).await?;
         Actor::spawn_linked(None, ServiceActor::default(), cfg.api.agents().clone(), cell.clone()).await?;
         Actor::spawn_linked(None, ServiceActor::default(), cfg.api.tasks().clone(), cell.clone()).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.messages().clone(), cell.clone()).await?;
         Actor::spawn_linked(None, ServiceActor::default(), cfg.api.hosts().clone(), cell.clone()).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.vms().clone(), cell.clone()).await?;
         Actor::spawn_linked(None, ServiceActor::default(), cfg.api.swarms().clone(), cell).await?;
         let mut joiners: Vec<JoinHandle<()>> = cfg
             .join

@@ -111,23 +111,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// Calls one peer's `S` service, unless it is known to be down.
-    pub async fn call<S: Service>(&self, node: &str, request: &S::Request) -> Result<S::Response, ApiError> {
-        self.call_within::<S>(node, request, remote::PEER_TIMEOUT).await
-    }
-
-    /// [`Cluster::call`] for a request that may take up to `timeout` on the peer by its
-    /// nature (a message waiting for its answer).
-    pub async fn call_within<S: Service>(
-        &self,
-        node: &str,
-        request: &S::Request,
-        timeout: std::time::Duration,
-    ) -> Result<S::Response, ApiError> {
-        self.ensure_reachable(node)?;
-        remote::call::<S>(node, request, timeout.max(remote::PEER_TIMEOUT)).await
-    }
-
     /// The peers connected now.
     pub fn peers(&self) -> Vec<String> {
         let me = self.name();
@@ -152,7 +135,11 @@ impl Cluster {
                 ask.push(name.clone());
             }
         }
-        let calls = ask.iter().map(|name| remote::call::<S>(name, request, GATHER_TIMEOUT));
+        let call = remote::Call {
+            key: None,
+            request: request.clone(),
+        };
+        let calls = ask.iter().map(|name| remote::call::<S>(name, &call, GATHER_TIMEOUT));
         let mut answers = Vec::new();
         for (name, answer) in ask.iter().zip(futures::future::join_all(calls).await) {
             match answer {
@@ -175,9 +162,11 @@ impl Cluster {
         loop {
             tick.tick().await;
             let peers: Vec<String> = self.connected().into_iter().collect();
-            let calls = peers
-                .iter()
-                .map(|p| remote::call::<NodeService>(p, &NodeRequest::Hello, HEARTBEAT));
+            let hello = remote::Call {
+                key: None,
+                request: NodeRequest::Hello {},
+            };
+            let calls = peers.iter().map(|p| remote::call::<NodeService>(p, &hello, HEARTBEAT));
             let answers = futures::future::join_all(calls).await;
             let now = Instant::now();
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());

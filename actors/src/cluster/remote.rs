@@ -1,13 +1,17 @@
 //! Remotable service actors, one per domain and node, and calls to them.
 //!
 //! ```text
-//!  node a: Api ──call::<Agents>("b", request)──▶ pg "troupe.agents.b" ──▶ node b: ServiceActor<Agents>
-//!                                                                              └─ serve(request) in a task
+//!  node a: agents.holding(id).get(id) ──▶ pg "troupe.agents.b" ──▶ node b: ServiceActor<Agents>
+//!            │ (id held here)                                          └─ serve(call) in a task
+//!            └──▶ <Agents as AgentsLocal>::get(id)       (the same local function)
 //! ```
 //!
-//! Each domain has its own message type (a `RactorClusterMessage` with one `Call` variant)
-//! and its own request and response enums, carried as rmp-serde bytes and decoded in the
-//! handler, where a bad payload is an error answer, not a dropped message.
+//! Each domain declares its peer requests once, with [`service!`]: one line per request gives
+//! the request and response enums, the trait of the domain's local functions, the typed calls
+//! through [`At`] (this node or the one that holds an entity) and [`Everywhere`] (every member,
+//! answers merged and missing nodes named), and the dispatch of a peer's request to the local
+//! function. A request travels as rmp-serde bytes in a domain's own envelope and is decoded in
+//! the handler, where a bad payload is an error answer, not a dropped message.
 
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -16,8 +20,9 @@ use futures::future::BoxFuture;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::{Cluster, Gathered, MemberStatus};
 use crate::error::ApiError;
 
 /// How long a call to a peer's service may take.
@@ -34,7 +39,7 @@ macro_rules! envelope {
     ($name:ident) => {
         #[derive(ractor_cluster::RactorClusterMessage)]
         pub enum $name {
-            /// An rmp-serde request; the reply is an rmp-serde `Result<response, ApiError>`.
+            /// An rmp-serde [`Call`]; the reply is an rmp-serde `Result<response, ApiError>`.
             #[rpc]
             Call(Vec<u8>, ractor::RpcReplyPort<Vec<u8>>),
         }
@@ -53,16 +58,341 @@ macro_rules! envelope {
 }
 pub(crate) use envelope;
 
-/// One domain's service: what it answers peers.
+/// What a peer sends: a request, and for a keyed mutation the idempotency key it carries, so a
+/// call retried after a timeout gets the first answer instead of acting twice.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Call<R> {
+    pub key: Option<String>,
+    pub request: R,
+}
+
+/// A request that knows how long the peer may take over it (a VM stop waits for its guest).
+pub trait Within {
+    fn within(&self) -> Duration;
+}
+
+/// One domain's service: what it answers peers. Written by [`service!`], never by hand.
 pub trait Service: Clone + Send + Sync + 'static {
     /// Its process group on each node: `troupe.<ROLE>.<node>`.
     const ROLE: &'static str;
-    type Request: Serialize + DeserializeOwned + Send + 'static;
+    type Request: Serialize + DeserializeOwned + Clone + Within + Send + Sync + 'static;
     type Response: Serialize + DeserializeOwned + Send + 'static;
     type Msg: Envelope;
-    fn node_name(&self) -> &str;
+    /// The cluster this node's service belongs to.
+    fn cluster(&self) -> &Cluster;
     /// Answers a peer from this node's own state (never forwarding again).
-    fn serve(&self, request: Self::Request) -> BoxFuture<'static, Result<Self::Response, ApiError>>;
+    fn serve(&self, call: Call<Self::Request>) -> BoxFuture<'static, Result<Self::Response, ApiError>>;
+}
+
+/// Declares a domain's peer requests once.
+///
+/// ```ignore
+/// service! {
+///     service Tasks as "tasks" (TasksMsg, TasksRequest, TasksResponse, TasksLocal);
+///     /// Queues a task here.
+///     keyed Submit => submit(request: Box<SubmitTaskRequest>) -> TaskRecord;
+///     call Get => get(id: String) -> Option<TaskRecord>;
+///     call List => list(filter: TaskFilter, after: Option<String>, first: u32) -> (Vec<TaskRecord>, bool);
+/// }
+/// ```
+///
+/// gives `TasksRequest::{Submit, Get, List}`, `TasksResponse::{…}`, the trait `TasksLocal`
+/// (`submit(&self, request, key: Option<String>)`, `get(&self, id)`, …: what `Tasks`
+/// implements), the calls `At<'_, Tasks>::submit(request, key)` and
+/// `Everywhere<'_, Tasks>::list(…)`, and `impl Service for Tasks`. A `keyed` request is a
+/// mutation: its call carries the caller's idempotency key, or a fresh one, and is retried
+/// once with it when the peer did not answer. `, within <expr>` says how long a peer may take
+/// (the expression sees the request's fields by reference); [`PEER_TIMEOUT`] by default.
+macro_rules! service {
+    (
+        service $svc:ident as $role:literal ($msg:ident, $req:ident, $resp:ident, $local:ident);
+        $(
+            $(#[$meta:meta])*
+            $kind:ident $variant:ident => $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $out:ty
+            $(, within $within:expr)? ;
+        )*
+    ) => {
+        $crate::cluster::remote::envelope!($msg);
+
+        /// A request to a peer's service: one variant per declared request.
+        #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+        #[allow(clippy::large_enum_variant)]
+        pub enum $req {
+            $( $variant { $($arg: $ty),* }, )*
+        }
+
+        /// A peer's answer: one variant per declared request.
+        #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+        #[allow(clippy::large_enum_variant)]
+        pub enum $resp {
+            $( $variant($out), )*
+        }
+
+        impl $crate::cluster::remote::Within for $req {
+            #[allow(unused_variables)]
+            fn within(&self) -> std::time::Duration {
+                match self {
+                    $( Self::$variant { $($arg),* } => $crate::cluster::remote::within!($($within)?), )*
+                }
+            }
+        }
+
+        /// What this node does for each request, whoever sent it.
+        pub trait $local {
+            $(
+                $crate::cluster::remote::local_fn!($(#[$meta])* $kind $name ($($arg: $ty),*) -> $out);
+            )*
+        }
+
+        impl $crate::cluster::remote::At<'_, $svc> {
+            $(
+                $crate::cluster::remote::at_fn!($(#[$meta])* $kind $svc $local $req $resp $variant $name ($($arg: $ty),*) -> $out);
+            )*
+        }
+
+        impl $crate::cluster::remote::Everywhere<'_, $svc> {
+            $(
+                $crate::cluster::remote::every_fn!($(#[$meta])* $kind $svc $local $req $resp $variant $name ($($arg: $ty),*) -> $out);
+            )*
+        }
+
+        impl $crate::cluster::remote::Service for $svc {
+            const ROLE: &'static str = $role;
+            type Request = $req;
+            type Response = $resp;
+            type Msg = $msg;
+
+            fn cluster(&self) -> &$crate::cluster::Cluster {
+                $crate::cluster::remote::Located::cluster(self)
+            }
+
+            fn serve(
+                &self,
+                call: $crate::cluster::remote::Call<$req>,
+            ) -> futures::future::BoxFuture<'static, Result<$resp, $crate::error::ApiError>> {
+                let me = self.clone();
+                #[allow(unused_variables)]
+                let key = call.key;
+                Box::pin(async move {
+                    match call.request {
+                        $(
+                            $req::$variant { $($arg),* } => $crate::cluster::remote::local_call!(
+                                $kind $svc $local $name (&me $(, $arg)*), key
+                            )
+                            .await
+                            .map($resp::$variant),
+                        )*
+                    }
+                })
+            }
+        }
+    };
+}
+pub(crate) use service;
+
+#[doc(hidden)]
+macro_rules! within {
+    () => {
+        $crate::cluster::remote::PEER_TIMEOUT
+    };
+    ($within:expr) => {
+        $within
+    };
+}
+pub(crate) use within;
+
+#[doc(hidden)]
+macro_rules! local_fn {
+    ($(#[$meta:meta])* call $name:ident ($($arg:ident: $ty:ty),*) -> $out:ty) => {
+        $(#[$meta])*
+        fn $name(&self, $($arg: $ty),*)
+            -> impl std::future::Future<Output = Result<$out, $crate::error::ApiError>> + Send;
+    };
+    ($(#[$meta:meta])* keyed $name:ident ($($arg:ident: $ty:ty),*) -> $out:ty) => {
+        $(#[$meta])*
+        fn $name(&self, $($arg: $ty,)* key: Option<String>)
+            -> impl std::future::Future<Output = Result<$out, $crate::error::ApiError>> + Send;
+    };
+}
+pub(crate) use local_fn;
+
+#[doc(hidden)]
+macro_rules! local_call {
+    (call $svc:ident $local:ident $name:ident ($($a:expr),*), $key:ident) => {
+        <$svc as $local>::$name($($a),*)
+    };
+    (keyed $svc:ident $local:ident $name:ident ($($a:expr),*), $key:ident) => {
+        <$svc as $local>::$name($($a,)* $key)
+    };
+}
+pub(crate) use local_call;
+
+#[doc(hidden)]
+macro_rules! at_fn {
+    ($(#[$meta:meta])* call $svc:ident $local:ident $req:ident $resp:ident $variant:ident $name:ident ($($arg:ident: $ty:ty),*) -> $out:ty) => {
+        $(#[$meta])*
+        pub async fn $name(&self, $($arg: $ty),*) -> Result<$out, $crate::error::ApiError> {
+            match self {
+                Self::Here(me) => <$svc as $local>::$name(me, $($arg),*).await,
+                Self::Peer(me, node) => {
+                    let request = $req::$variant { $($arg),* };
+                    match $crate::cluster::remote::ask(*me, node, request).await? {
+                        $resp::$variant(out) => Ok(out),
+                        #[allow(unreachable_patterns)]
+                        _ => Err($crate::cluster::remote::unexpected(stringify!($name))),
+                    }
+                }
+            }
+        }
+    };
+    ($(#[$meta:meta])* keyed $svc:ident $local:ident $req:ident $resp:ident $variant:ident $name:ident ($($arg:ident: $ty:ty),*) -> $out:ty) => {
+        $(#[$meta])*
+        pub async fn $name(&self, $($arg: $ty,)* key: Option<String>) -> Result<$out, $crate::error::ApiError> {
+            match self {
+                Self::Here(me) => <$svc as $local>::$name(me, $($arg,)* key).await,
+                Self::Peer(me, node) => {
+                    let request = $req::$variant { $($arg),* };
+                    match $crate::cluster::remote::forward(*me, node, request, key).await? {
+                        $resp::$variant(out) => Ok(out),
+                        #[allow(unreachable_patterns)]
+                        _ => Err($crate::cluster::remote::unexpected(stringify!($name))),
+                    }
+                }
+            }
+        }
+    };
+}
+pub(crate) use at_fn;
+
+#[doc(hidden)]
+macro_rules! every_fn {
+    ($(#[$meta:meta])* call $svc:ident $local:ident $req:ident $resp:ident $variant:ident $name:ident ($($arg:ident: $ty:ty),*) -> $out:ty) => {
+        $(#[$meta])*
+        pub async fn $name(&self, $($arg: $ty),*) -> Result<$crate::cluster::Gathered<$out>, $crate::error::ApiError> {
+            let gathered = $crate::cluster::remote::gather(self.0, $req::$variant { $($arg),* }).await?;
+            let answers = gathered
+                .answers
+                .into_iter()
+                .map(|answer| match answer {
+                    $resp::$variant(out) => Ok(out),
+                    #[allow(unreachable_patterns)]
+                    _ => Err($crate::cluster::remote::unexpected(stringify!($name))),
+                })
+                .collect::<Result<Vec<$out>, _>>()?;
+            Ok($crate::cluster::Gathered { answers, missing: gathered.missing })
+        }
+    };
+    ($(#[$meta:meta])* keyed $($rest:tt)*) => {};
+}
+pub(crate) use every_fn;
+
+/// A service that knows its node's cluster (the one hand-written part of a service).
+pub trait Located {
+    fn cluster(&self) -> &Cluster;
+}
+
+/// A domain's service on one node: this one (its local functions, called directly) or a peer
+/// (the same request, sent). Its typed calls come from the domain's [`service!`].
+pub enum At<'a, S> {
+    Here(&'a S),
+    Peer(&'a S, String),
+}
+
+impl<'a, S: Service> At<'a, S> {
+    /// The service on the node that holds the entity `id`: the one routing decision.
+    pub fn holding(service: &'a S, id: &str) -> Self {
+        match service.cluster().holder(id) {
+            Some(node) => Self::Peer(service, node),
+            None => Self::Here(service),
+        }
+    }
+
+    /// The service on `node`, or on this node when `node` is `None` or this node.
+    pub fn on(service: &'a S, node: Option<&str>) -> Self {
+        match node {
+            Some(node) if node != service.cluster().name() => Self::Peer(service, node.to_owned()),
+            _ => Self::Here(service),
+        }
+    }
+
+    /// The node the calls go to, when it is a peer.
+    pub fn peer(&self) -> Option<&str> {
+        match self {
+            Self::Here(_) => None,
+            Self::Peer(_, node) => Some(node),
+        }
+    }
+}
+
+/// A domain's service on every member at once: each call answers this node's part and every
+/// reachable peer's, and names the peers whose part is missing.
+pub struct Everywhere<'a, S>(pub &'a S);
+
+pub fn unexpected(what: &str) -> ApiError {
+    ApiError::Internal(format!("a peer answered {what} with something else"))
+}
+
+/// Asks this node's service and every reachable peer's at once: this node's answer first
+/// (its error fails the whole), then each peer's that came in time; `missing` names the rest.
+pub async fn gather<S: Service>(service: &S, request: S::Request) -> Result<Gathered<S::Response>, ApiError> {
+    let peers = service.cluster().gather::<S>(&request);
+    let here = service.serve(Call {
+        key: None,
+        request: request.clone(),
+    });
+    let (here, peers) = futures::join!(here, peers);
+    let mut answers = Vec::with_capacity(peers.answers.len() + 1);
+    answers.push(here?);
+    answers.extend(peers.answers);
+    Ok(Gathered {
+        answers,
+        missing: peers.missing,
+    })
+}
+
+/// Sends a request to `node`'s service and waits as long as the request may take there.
+pub async fn ask<S: Service>(service: &S, node: &str, request: S::Request) -> Result<S::Response, ApiError> {
+    let cluster = service.cluster();
+    cluster.ensure_reachable(node)?;
+    let within = request.within().max(PEER_TIMEOUT);
+    call::<S>(node, &Call { key: None, request }, within).await
+}
+
+/// Sends a mutation to the peer that must carry it out. It always carries an idempotency
+/// key (the caller's or a new one), so a call that timed out after the peer acted is
+/// retried once and gets the first answer instead of acting twice.
+pub async fn forward<S: Service>(
+    service: &S,
+    node: &str,
+    request: S::Request,
+    key: Option<String>,
+) -> Result<S::Response, ApiError> {
+    let cluster = service.cluster();
+    if !is_connected(S::ROLE, node) && cluster.status(node).is_none() {
+        return Err(ApiError::invalid(format!("unknown or unreachable node {node:?}")));
+    }
+    let within = request.within().max(PEER_TIMEOUT);
+    let key = key.unwrap_or_else(|| format!("fwd-{}", uuid::Uuid::new_v4()));
+    let call_ = Call {
+        key: Some(key.clone()),
+        request,
+    };
+    let first = async {
+        cluster.ensure_reachable(node)?;
+        call::<S>(node, &call_, within).await
+    };
+    match first.await {
+        Err(ApiError::Unavailable(first)) if cluster.status(node) != Some(MemberStatus::Down) => {
+            tracing::warn!(%node, error = %first, %key, "forwarding failed; retrying once with the same key");
+            call::<S>(node, &call_, within).await.map_err(|e| match e {
+                ApiError::Unavailable(m) => ApiError::Unavailable(format!(
+                    "{m}; it may have acted: retry with idempotencyKey {key:?} to get its answer"
+                )),
+                other => other,
+            })
+        }
+        other => other,
+    }
 }
 
 pub fn group(role: &str, node: &str) -> String {
@@ -85,7 +415,7 @@ impl<S: Service> Actor for ServiceActor<S> {
     type Arguments = S;
 
     async fn pre_start(&self, myself: ActorRef<S::Msg>, service: S) -> Result<S, ActorProcessingErr> {
-        ractor::pg::join(group(S::ROLE, service.node_name()), vec![myself.get_cell()]);
+        ractor::pg::join(group(S::ROLE, &service.cluster().name()), vec![myself.get_cell()]);
         Ok(service)
     }
 
@@ -93,8 +423,8 @@ impl<S: Service> Actor for ServiceActor<S> {
         let (bytes, reply) = msg.unwrap();
         let service = service.clone();
         tokio::spawn(async move {
-            let answer = match troupe_runtime::codec::decode::<S::Request>(&bytes) {
-                Ok(request) => service.serve(request).await,
+            let answer = match troupe_runtime::codec::decode::<Call<S::Request>>(&bytes) {
+                Ok(call) => service.serve(call).await,
                 Err(e) => Err(ApiError::invalid(format!("undecodable {} request: {e}", S::ROLE))),
             };
             match troupe_runtime::codec::encode(&answer) {
@@ -113,13 +443,13 @@ pub fn is_connected(role: &str, node: &str) -> bool {
     !ractor::pg::get_members(&group(role, node)).is_empty()
 }
 
-/// Calls the `S` service of `node`.
-pub async fn call<S: Service>(node: &str, request: &S::Request, timeout: Duration) -> Result<S::Response, ApiError> {
+/// Calls the `S` service of `node`, waiting at most `timeout`.
+pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Duration) -> Result<S::Response, ApiError> {
     let cell = ractor::pg::get_members(&group(S::ROLE, node))
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::Unavailable(format!("node {node} is not connected")))?;
-    let bytes = troupe_runtime::codec::encode(request)?;
+    let bytes = troupe_runtime::codec::encode(call)?;
     let service: ActorRef<S::Msg> = cell.into();
     match service.call(|reply| S::Msg::wrap(bytes, reply), Some(timeout)).await {
         Ok(CallResult::Success(reply)) => troupe_runtime::codec::decode::<Result<S::Response, ApiError>>(&reply)?,

@@ -122,13 +122,13 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         agent_policy: agent_policy.clone(),
         draining: AtomicBool::new(false),
         fleet: fleet.clone(),
-        mailboxes: crate::service::Mailboxes::new(config.agent_mailbox_size),
+        mailboxes: crate::messaging::Mailboxes::new(config.agent_mailbox_size, store.clone(), slots.handles.clone()),
         backoff,
         swarm_locks: Default::default(),
         swarm_watch: Default::default(),
         requeueing: Default::default(),
     });
-    let courier = courier(&api, &slots);
+    let courier = crate::messaging::courier::start(&slots.outbox, api.clone());
     let intensity = Some(Intensity {
         max_restarts: config.supervisor_max_restarts,
         window: config.supervisor_window,
@@ -196,7 +196,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         .await
         .map_err(|e| StartNodeError::Tree(e.to_string()))?;
     slots.root.set(root.clone());
-    match api.restore_mailboxes().await {
+    match api.messages().restore().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(messages = n, "delivering the messages left in mailboxes"),
         Err(e) => tracing::error!(error = %e, "could not read the mailboxes left on disk"),
@@ -233,61 +233,6 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-}
-
-/// Carries agents' own messages (a process agent's `send`, `publish` and `memory` lines) to
-/// the messaging and swarms APIs, each in its own task, and answers the agent.
-fn courier(api: &Api, slots: &Slots) -> tokio::task::JoinHandle<()> {
-    use crate::agent::OutgoingKind;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::agent::Outgoing>();
-    let _ = slots.outbox.set(tx);
-    let api = api.clone();
-    tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            let api = api.clone();
-            tokio::spawn(async move {
-                let agents = api.agents();
-                let answer = match out.what {
-                    OutgoingKind::Send {
-                        to,
-                        payload,
-                        priority,
-                        timeout_ms,
-                    } => agents
-                        .send_message(
-                            &to,
-                            Some(out.from),
-                            payload,
-                            priority,
-                            Duration::from_millis(timeout_ms),
-                        )
-                        .await
-                        .map(|r| r.payload),
-                    OutgoingKind::Publish {
-                        topic,
-                        payload,
-                        priority,
-                    } => agents
-                        .publish(topic, payload, priority)
-                        .await
-                        .map(|(fan, _)| serde_json::json!({ "queued": fan.queued, "refused": fan.refused })),
-                    OutgoingKind::Memory(op) => api.swarms().agent_memory(&out.from, op).await.map_err(coded),
-                    OutgoingKind::TeamTask { mode, timeout_ms } => api
-                        .swarms()
-                        .lead_task(&out.from, mode, Duration::from_millis(timeout_ms))
-                        .await
-                        .map_err(coded),
-                };
-                let _ = out.answer.send(answer.map_err(|e| e.to_string()));
-            });
-        }
-    })
-}
-
-/// An error for an agent, its code first, so it can tell a lost compare-and-set (CONFLICT)
-/// from the rest.
-fn coded(e: crate::error::ApiError) -> crate::error::ApiError {
-    crate::error::ApiError::Unavailable(format!("{}: {e}", e.code()))
 }
 
 /// Refuses a store written by an older release (its records would not decode), and marks a

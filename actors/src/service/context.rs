@@ -14,8 +14,7 @@ use troupe_runtime::idempotency::{Claim, Guard, Idempotency};
 use troupe_runtime::store::Store;
 use troupe_runtime::supervision::SupervisorMsg;
 
-use crate::cluster::remote::Service;
-use crate::cluster::{Cluster, MemberStatus};
+use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
 use crate::slots::Slots;
@@ -38,7 +37,7 @@ pub(crate) struct Context {
     pub agent_policy: crate::agent::AgentPolicy,
     pub draining: AtomicBool,
     pub fleet: std::sync::Arc<crate::host::Fleet>,
-    pub mailboxes: super::messages::Mailboxes,
+    pub mailboxes: crate::messaging::Mailboxes,
     /// Restart backoff of the supervisors the node makes as it runs (a swarm's).
     pub backoff: troupe_runtime::supervision::Backoff,
     /// One writer at a time per swarm's memory, spec and status, and per swarm task record.
@@ -79,15 +78,14 @@ impl Context {
         }
     }
 
-    /// Whether this node holds the entity with this id (ids without a home are looked up
-    /// here only).
+    /// Whether this node holds the entity with this id (see [`Cluster::holder`]).
     pub fn holds(&self, id: &str) -> bool {
-        crate::ids::home(id).is_none_or(|home| home == self.node_name)
+        self.cluster.holds(id)
     }
 
-    /// The node holding `id`, when it is a peer.
-    pub fn peer_holding<'a>(&self, id: &'a str) -> Option<&'a str> {
-        crate::ids::home(id).filter(|home| *home != self.node_name)
+    /// The node holding `id`, when it is a peer (see [`Cluster::holder`]).
+    pub fn peer_holding(&self, id: &str) -> Option<String> {
+        self.cluster.holder(id)
     }
 
     /// Claims an idempotency key, when the caller gave one.
@@ -100,49 +98,6 @@ impl Context {
         match key {
             Some(key) => Ok(Some(self.idempotency.claim(scope, key, request).await?)),
             None => Ok(None),
-        }
-    }
-
-    /// Sends a mutation to the peer that must carry it out. It always carries an idempotency
-    /// key (the caller's or a new one), so a call that timed out after the peer acted is
-    /// retried once and gets the first answer instead of acting twice.
-    pub async fn forward<S: Service>(
-        &self,
-        node: &str,
-        request: impl Fn(String) -> S::Request,
-        key: Option<String>,
-    ) -> Result<S::Response, ApiError> {
-        self.forward_within::<S>(node, request, key, crate::cluster::remote::PEER_TIMEOUT)
-            .await
-    }
-
-    /// [`Context::forward`] for a request the peer may take up to `within` to answer.
-    pub async fn forward_within<S: Service>(
-        &self,
-        node: &str,
-        request: impl Fn(String) -> S::Request,
-        key: Option<String>,
-        within: Duration,
-    ) -> Result<S::Response, ApiError> {
-        if !crate::cluster::remote::is_connected(S::ROLE, node) && self.cluster.status(node).is_none() {
-            return Err(ApiError::invalid(format!("unknown or unreachable node {node:?}")));
-        }
-        let key = key.unwrap_or_else(|| format!("fwd-{}", uuid::Uuid::new_v4()));
-        let request = request(key.clone());
-        match self.cluster.call_within::<S>(node, &request, within).await {
-            Err(ApiError::Unavailable(first)) if self.cluster.status(node) != Some(MemberStatus::Down) => {
-                tracing::warn!(%node, error = %first, %key, "forwarding failed; retrying once with the same key");
-                self.cluster
-                    .call_within::<S>(node, &request, within)
-                    .await
-                    .map_err(|e| match e {
-                        ApiError::Unavailable(m) => ApiError::Unavailable(format!(
-                            "{m}; it may have acted: retry with idempotencyKey {key:?} to get its answer"
-                        )),
-                        other => other,
-                    })
-            }
-            other => other,
         }
     }
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use troupe_runtime::store::{Store, StoreError, Table, View};
 
+use crate::cluster::Gathered;
 use crate::error::ApiError;
 
 /// One page of a cluster-wide list, in id order.
@@ -21,6 +22,28 @@ pub struct Listing<T> {
 pub struct Counted {
     pub total: u64,
     pub missing: Vec<String>,
+}
+
+impl<T> Listing<T> {
+    /// The cluster's page from every member's page after the same cursor (see [`merge_pages`]).
+    pub(crate) fn merge(pages: Gathered<(Vec<T>, bool)>, first: usize, id: impl Fn(&T) -> &str) -> Self {
+        let (items, more) = merge_pages(pages.answers, first, id);
+        Self {
+            items,
+            more,
+            missing: pages.missing,
+        }
+    }
+}
+
+impl Counted {
+    /// The cluster's count from every member's.
+    pub(crate) fn sum(counts: Gathered<u64>) -> Self {
+        Self {
+            total: counts.answers.iter().sum(),
+            missing: counts.missing,
+        }
+    }
 }
 
 /// Merges pages that each hold one node's items after the same cursor, sorted by id, into

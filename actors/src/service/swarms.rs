@@ -23,13 +23,7 @@ use crate::tables::{SWARMS, SWARM_STATUS, SWARM_TASKS, SWARM_TEAMS};
 macro_rules! on_peer {
     ($self:ident, $id:expr, $request:expr, $pat:pat => $out:expr) => {
         if let Some(node) = $self.ctx.peer_holding($id) {
-            let request = $request;
-            return match $self
-                .ctx
-                .cluster
-                .call_within::<Swarms>(node, &request, request.timeout())
-                .await?
-            {
+            return match crate::cluster::remote::ask($self, &node, $request).await? {
                 $pat => Ok($out),
                 _ => Err(ApiError::Internal(format!(
                     "node {node} answered a swarms request with something else"
@@ -80,7 +74,10 @@ impl Swarms {
         let node = match &req.lead {
             // A sub-team runs where its parent does.
             Some(lead) => {
-                let home = self.ctx.peer_holding(&lead.swarm).unwrap_or(&self.ctx.node_name);
+                let home = self
+                    .ctx
+                    .peer_holding(&lead.swarm)
+                    .unwrap_or_else(|| self.ctx.node_name.clone());
                 if let Some(asked) = req.node.as_deref().filter(|n| *n != home) {
                     return Err(ApiError::invalid(format!(
                         "a sub-team runs on its parent's node ({home}), not on {asked}"
@@ -95,12 +92,7 @@ impl Swarms {
             let mut req = req;
             req.node = None;
             let request = SwarmsRequest::Create(Box::new(req));
-            return match self
-                .ctx
-                .cluster
-                .call_within::<Swarms>(&node, &request, request.timeout())
-                .await?
-            {
+            return match crate::cluster::remote::ask(self, &node, request).await? {
                 SwarmsResponse::Swarm(v) => Ok(*v),
                 _ => Err(ApiError::Internal(format!(
                     "node {node} answered createSwarm with something else"

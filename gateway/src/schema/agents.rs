@@ -233,14 +233,14 @@ impl Agent {
     }
     /// Its last messages (at most 50 are kept), oldest first.
     async fn messages(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::messages::AgentMessage>> {
-        let mailbox = ctx.data::<Api>()?.agents().mailbox(&self.view.spec.id).await.gql()?;
+        let mailbox = ctx.data::<Api>()?.messages().mailbox(&self.view.spec.id).await.gql()?;
         Ok(mailbox.history.into_iter().map(Into::into).collect())
     }
     /// Messages waiting in its mailbox.
     async fn messages_waiting(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         Ok(ctx
             .data::<Api>()?
-            .agents()
+            .messages()
             .mailbox(&self.view.spec.id)
             .await
             .gql()?

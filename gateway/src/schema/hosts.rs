@@ -219,7 +219,7 @@ impl Host {
             host: Some(self.0.spec.id.clone()),
             ..Default::default()
         };
-        let listing = ctx.data::<Api>()?.hosts().list_vms(None, first, filter).await.gql()?;
+        let listing = ctx.data::<Api>()?.vms().list(None, first, filter).await.gql()?;
         Ok(listing.items.into_iter().map(Vm::from).collect())
     }
     /// Every domain libvirt reports on the host now, Troupe's or not: asked directly, not read

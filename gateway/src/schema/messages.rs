@@ -113,7 +113,7 @@ impl MessagesQuery {
     /// The topic patterns the cluster's agents subscribe to, with how many agents each.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn topics(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<TopicPattern>> {
-        let topics = ctx.data::<Api>()?.agents().topics().await.gql()?;
+        let topics = ctx.data::<Api>()?.messages().topics().await.gql()?;
         Ok(topics
             .into_iter()
             .map(|(pattern, n)| TopicPattern {
@@ -132,7 +132,7 @@ impl MessagesQuery {
         #[graphql(default = 100)] first: i32,
     ) -> async_graphql::Result<Vec<DeadMessage>> {
         let first = super::page::page_size(Some(first), 100, 1000)?;
-        let dead = ctx.data::<Api>()?.agents().dead_messages(first).await.gql()?;
+        let dead = ctx.data::<Api>()?.messages().dead_messages(first).await.gql()?;
         Ok(dead
             .into_iter()
             .map(|d| DeadMessage {
@@ -175,7 +175,7 @@ impl MessagesMutation {
         let priority = priority.map_or(troupe_actors::task::Priority::Normal, Into::into);
         let reply = ctx
             .data::<Api>()?
-            .agents()
+            .messages()
             .send_message(&to, None, payload.0, priority, timeout)
             .await
             .gql()?;
@@ -197,7 +197,7 @@ impl MessagesMutation {
         let priority = priority.map_or(troupe_actors::task::Priority::Normal, Into::into);
         Ok(ctx
             .data::<Api>()?
-            .agents()
+            .messages()
             .publish(topic, payload.0, priority)
             .await
             .gql()?
@@ -218,7 +218,7 @@ impl MessagesMutation {
         let labels = labels.into_iter().map(|l| (l.key, l.value)).collect();
         Ok(ctx
             .data::<Api>()?
-            .agents()
+            .messages()
             .broadcast(labels, payload.0, priority)
             .await
             .gql()?
@@ -228,7 +228,7 @@ impl MessagesMutation {
     /// Sends a dead message again; answered, it leaves the dead-letter queue.
     #[graphql(guard = "RoleGuard(Role::Operator)")]
     async fn replay_message(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<MessageReply> {
-        Ok(ctx.data::<Api>()?.agents().replay_message(&id).await.gql()?.into())
+        Ok(ctx.data::<Api>()?.messages().replay_message(&id).await.gql()?.into())
     }
 }
 

@@ -353,7 +353,7 @@ impl VmsQuery {
             labels: pairs(labels),
         };
         let has_previous = after.is_some();
-        let listing = api.hosts().list_vms(after, first, filter).await.gql()?;
+        let listing = api.vms().list(after, first, filter).await.gql()?;
         crate::error::partial(ctx, "vms", &listing.missing);
         let extra = VmsExtra {
             missing_nodes: listing.missing,
@@ -367,12 +367,12 @@ impl VmsQuery {
 
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn vm(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Vm>> {
-        Ok(ctx.data::<Api>()?.hosts().get_vm(&id).await.gql()?.map(Vm))
+        Ok(ctx.data::<Api>()?.vms().get(&id).await.gql()?.map(Vm))
     }
 }
 
 async fn act(ctx: &Context<'_>, id: ID, command: VmCommand) -> async_graphql::Result<Vm> {
-    Ok(Vm(ctx.data::<Api>()?.hosts().act_vm(&id, command).await.gql()?))
+    Ok(Vm(ctx.data::<Api>()?.vms().act(&id, command).await.gql()?))
 }
 
 #[derive(Default)]
@@ -406,8 +406,8 @@ impl VmsMutation {
         };
         Ok(Vm(ctx
             .data::<Api>()?
-            .hosts()
-            .create_vm(request, input.node, idempotency_key)
+            .vms()
+            .create(request, input.node, idempotency_key)
             .await
             .gql()?))
     }
@@ -426,7 +426,7 @@ impl VmsMutation {
         let api = ctx.data::<Api>()?;
         let timeout = match timeout_ms {
             Some(t) => Duration::from_millis(t.non_negative("timeoutMs")?.min(600_000)),
-            None => api.hosts().stop_timeout(),
+            None => api.vms().stop_timeout(),
         };
         act(ctx, id, VmCommand::Stop { timeout }).await
     }
@@ -464,12 +464,12 @@ impl VmsMutation {
         target_host: Option<ID>,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<MigrationResult> {
-        let hosts = ctx.data::<Api>()?.hosts();
-        let migration = hosts
+        let vms = ctx.data::<Api>()?.vms();
+        let migration = vms
             .migrate(&id, target_host.map(|t| t.0), idempotency_key)
             .await
             .gql()?;
-        let vm = hosts.get_vm(&id).await.gql()?.map(Vm);
+        let vm = vms.get(&id).await.gql()?.map(Vm);
         Ok(MigrationResult {
             migration: Migration(migration),
             vm,
@@ -493,12 +493,12 @@ impl VmsSubscription {
         let api = ctx.data::<Api>()?.clone();
         let after = api.last_seq().await.gql()?;
         let first = api
-            .hosts()
-            .get_vm(&id)
+            .vms()
+            .get(&id)
             .await
             .gql()?
             .ok_or_else(|| coded("NOT_FOUND", format!("no VM {}", id.0)))?;
-        let local = api.hosts().holds(&id);
+        let local = api.vms().holds(&id);
         let changes = crate::schema::events::changes_of(&api, &id, local, after);
         let state = (api, id.0, Some(first), None::<VmView>, changes);
         Ok(futures::stream::unfold(
@@ -521,7 +521,7 @@ impl VmsSubscription {
                         }
                     }
                     changes.next().await?;
-                    match api.hosts().get_vm(&id).await {
+                    match api.vms().get(&id).await {
                         Ok(Some(view)) => pending = Some(view),
                         Ok(None) => return None,
                         Err(e) => {

@@ -7,7 +7,8 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::Swarms;
-use crate::cluster::remote::{envelope, Service};
+use crate::cluster::remote::{envelope, Call, Located, Service, Within};
+use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::swarm::memory::{Entry, Write};
 use crate::swarm::{CreateSwarmRequest, SwarmTask, SwarmTaskMode, SwarmView, Topology};
@@ -66,9 +67,9 @@ pub enum SwarmsRequest {
     },
 }
 
-impl SwarmsRequest {
+impl Within for SwarmsRequest {
     /// How long the peer may take: members start or stop in some.
-    pub(crate) fn timeout(&self) -> Duration {
+    fn within(&self) -> Duration {
         match self {
             Self::Create(_) | Self::Scale { .. } | Self::Destroy(_) | Self::Adopt { .. } | Self::Release { .. } => {
                 SLOW_PEER_TIMEOUT
@@ -100,13 +101,14 @@ impl Service for Swarms {
     type Response = SwarmsResponse;
     type Msg = SwarmsMsg;
 
-    fn node_name(&self) -> &str {
-        &self.ctx.node_name
+    fn cluster(&self) -> &Cluster {
+        &self.ctx.cluster
     }
 
     /// A peer's request, answered here: the ids it names are this node's.
-    fn serve(&self, request: SwarmsRequest) -> BoxFuture<'static, Result<SwarmsResponse, ApiError>> {
+    fn serve(&self, call: Call<SwarmsRequest>) -> BoxFuture<'static, Result<SwarmsResponse, ApiError>> {
         let me = self.clone();
+        let request = call.request;
         Box::pin(async move {
             let swarm = |v: SwarmView| SwarmsResponse::Swarm(Box::new(v));
             Ok(match request {
@@ -142,5 +144,11 @@ impl Service for Swarms {
                 SwarmsRequest::Release { id, agent } => swarm(me.release(&id, &agent).await?),
             })
         })
+    }
+}
+
+impl Located for Swarms {
+    fn cluster(&self) -> &Cluster {
+        &self.ctx.cluster
     }
 }

@@ -1,0 +1,37 @@
+//! The message dead-letter queue of this node's agents, and replaying from it.
+
+use super::mailbox::Mailboxes;
+use super::{DeadMessage, Reply};
+use crate::error::ApiError;
+use crate::tables::MESSAGE_DEAD_LETTERS;
+
+impl Mailboxes {
+    /// The dead messages of this node, oldest first.
+    pub async fn dead_letters(&self, first: usize) -> Result<Vec<DeadMessage>, ApiError> {
+        Ok(self
+            .store()
+            .view(move |v| {
+                let mut out = Vec::new();
+                v.scan(MESSAGE_DEAD_LETTERS, None, |_, bytes| {
+                    out.push(troupe_runtime::codec::decode(bytes)?);
+                    Ok(out.len() < first)
+                })?;
+                Ok(out)
+            })
+            .await?)
+    }
+
+    /// Sends a dead message again. It stays in the queue until it is answered (the delivery
+    /// that gets the answer takes it out), so a replay that fails loses nothing; a second replay
+    /// of a message still being replayed is refused, so it is never delivered twice at once.
+    pub async fn replay(&self, id: &str) -> Result<Reply, ApiError> {
+        let bytes = self
+            .store()
+            .get(MESSAGE_DEAD_LETTERS, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no dead message {id}")))?;
+        let dead: DeadMessage = troupe_runtime::codec::decode(&bytes)?;
+        let _claim = self.claim_replay(id)?;
+        self.send(dead.message).await
+    }
+}

@@ -1,0 +1,129 @@
+//! Mailboxes: each agent's four priority lanes of waiting messages, and its recent history.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use troupe_runtime::store::Store;
+
+use super::{Message, Reply, Sent};
+use crate::agent::Handles;
+use crate::error::ApiError;
+
+/// Messages of each agent kept in its history.
+const HISTORY: usize = 50;
+
+pub(super) struct Waiting {
+    pub message: Message,
+    pub deadline: Instant,
+    pub answer: oneshot::Sender<Result<Reply, ApiError>>,
+    /// Found in the store at start: its agent may not be running yet, so delivery waits for
+    /// it (within the message's time) instead of dead-lettering at once.
+    pub restored: bool,
+}
+
+/// Where a waiting message is kept in the store.
+pub(super) fn mailbox_key(m: &Message) -> String {
+    format!("{}/{}/{}", m.to, m.priority.rank(), m.id)
+}
+
+#[derive(Default)]
+pub(super) struct Mailbox {
+    pub lanes: [VecDeque<Waiting>; 4],
+    /// A delivery loop runs for this mailbox.
+    pub busy: bool,
+    history: VecDeque<Sent>,
+}
+
+impl Mailbox {
+    pub fn len(&self) -> usize {
+        self.lanes.iter().map(VecDeque::len).sum()
+    }
+
+    pub fn next(&mut self) -> Option<Waiting> {
+        self.lanes.iter_mut().find_map(VecDeque::pop_front)
+    }
+
+    pub fn note(&mut self, sent: Sent) {
+        self.history.push_back(sent);
+        if self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+    }
+}
+
+/// This node's agents' mailboxes, and what delivering to them takes: the store that keeps
+/// waiting and dead messages, and the agents' handles.
+#[derive(Clone)]
+pub struct Mailboxes {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    boxes: Mutex<HashMap<String, Mailbox>>,
+    capacity: usize,
+    /// Dead messages being replayed now.
+    replaying: crate::inflight::InFlight,
+    store: Store,
+    handles: Handles,
+}
+
+/// An agent's mailbox as the API shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MailboxView {
+    /// Messages waiting to be delivered.
+    pub waiting: usize,
+    pub history: Vec<Sent>,
+}
+
+impl Mailboxes {
+    pub fn new(capacity: usize, store: Store, handles: Handles) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                boxes: Mutex::new(HashMap::new()),
+                capacity,
+                replaying: Default::default(),
+                store,
+                handles,
+            }),
+        }
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(super) fn handles(&self) -> &Handles {
+        &self.inner.handles
+    }
+
+    pub(super) fn capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    pub(super) fn claim_replay(&self, id: &str) -> Result<crate::inflight::InFlightGuard, ApiError> {
+        self.inner
+            .replaying
+            .begin(id)
+            .ok_or_else(|| ApiError::Conflict(format!("dead message {id} is being replayed already")))
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, HashMap<String, Mailbox>> {
+        self.inner.boxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn view(&self, agent: &str) -> MailboxView {
+        self.lock()
+            .get(agent)
+            .map(|m| MailboxView {
+                waiting: m.len(),
+                history: m.history.iter().cloned().collect(),
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// What a waiting message's sender will get.
+pub(super) type Answer = oneshot::Receiver<Result<Reply, ApiError>>;

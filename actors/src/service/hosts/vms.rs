@@ -1,0 +1,120 @@
+//! The VMs service: create, act on, migrate, look up and list VMs, wherever they live. A
+//! request about a VM goes to the VMs service of the node of its host.
+
+use std::time::Duration;
+
+use super::Hosts;
+use crate::cluster::remote::{service, At, Everywhere, Located, PEER_TIMEOUT};
+use crate::cluster::Cluster;
+use crate::error::ApiError;
+use crate::service::listing::Listing;
+use crate::vm::{CreateVmRequest, Migration, VmCommand, VmFilter, VmView};
+
+service! {
+    service Vms as "vms" (VmsMsg, VmsRequest, VmsResponse, VmsLocal);
+    /// Places and creates a VM on one of this node's hosts.
+    keyed Create => create(request: CreateVmRequest) -> VmView, within Duration::from_secs(45) + PEER_TIMEOUT;
+    /// Acts on a VM of this node: a stop waits for its guest.
+    call Act => act(id: String, command: VmCommand) -> VmView, within command.wait() + PEER_TIMEOUT;
+    /// Migrates a VM of this node; answers when the migration has ended.
+    keyed Migrate => migrate(id: String, target: Option<String>) -> Migration, within Duration::from_secs(15 * 60);
+    call Get => get(id: String) -> Option<VmView>;
+    /// One page of this node's VMs after the cursor, and whether more follow.
+    call List => list(after: Option<String>, first: u32, filter: VmFilter) -> (Vec<VmView>, bool);
+}
+
+/// VMs live on hosts: the service reaches them through the hosts of its node.
+#[derive(Clone)]
+pub struct Vms {
+    pub(crate) hosts: Hosts,
+}
+
+impl Located for Vms {
+    fn cluster(&self) -> &Cluster {
+        &self.hosts.ctx.cluster
+    }
+}
+
+impl Vms {
+    /// Places and creates a VM on one of this node's hosts (or `node`'s, or the node of
+    /// `request.host`).
+    pub async fn create(
+        &self,
+        request: CreateVmRequest,
+        node: Option<String>,
+        key: Option<String>,
+    ) -> Result<VmView, ApiError> {
+        request.validate()?;
+        let me = self.cluster().name();
+        let at = match (node.filter(|n| *n != me), request.host.as_deref()) {
+            (Some(node), _) => At::on(self, Some(&node)),
+            (None, Some(host)) => At::holding(self, host),
+            (None, None) => At::Here(self),
+        };
+        at.create(request, key).await
+    }
+
+    pub async fn act(&self, id: &str, command: VmCommand) -> Result<VmView, ApiError> {
+        At::holding(self, id).act(id.to_owned(), command).await
+    }
+
+    /// Migrates a VM to `target` (a host id or name of the VM's node), or where the placer
+    /// puts it; answers when the migration has ended.
+    pub async fn migrate(&self, id: &str, target: Option<String>, key: Option<String>) -> Result<Migration, ApiError> {
+        At::holding(self, id).migrate(id.to_owned(), target, key).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<VmView>, ApiError> {
+        At::holding(self, id).get(id.to_owned()).await
+    }
+
+    /// The cluster's VMs in id order after the cursor.
+    pub async fn list(
+        &self,
+        after: Option<String>,
+        first: usize,
+        filter: VmFilter,
+    ) -> Result<Listing<VmView>, ApiError> {
+        let pages = Everywhere(self).list(after, first as u32, filter).await?;
+        Ok(Listing::merge(pages, first, |v| v.spec.id.as_str()))
+    }
+
+    /// Whether this node holds the VM.
+    pub fn holds(&self, id: &str) -> bool {
+        self.hosts.holds(id)
+    }
+
+    pub fn stop_timeout(&self) -> Duration {
+        self.hosts.stop_timeout()
+    }
+}
+
+impl VmsLocal for Vms {
+    // A peer's request is checked like a local one.
+    async fn create(&self, request: CreateVmRequest, key: Option<String>) -> Result<VmView, ApiError> {
+        request.validate()?;
+        self.hosts.create_vm_local(request, key.as_deref()).await
+    }
+
+    async fn act(&self, id: String, command: VmCommand) -> Result<VmView, ApiError> {
+        // Run to the end even if the caller goes away: a half-done stop is worse.
+        let hosts = self.hosts.clone();
+        tokio::spawn(async move { hosts.act_vm_local(&id, command).await })
+            .await
+            .map_err(|e| ApiError::Internal(format!("the VM mutation did not finish: {e}")))?
+    }
+
+    async fn migrate(&self, id: String, target: Option<String>, key: Option<String>) -> Result<Migration, ApiError> {
+        self.hosts.migrate_local(&id, target, key.as_deref()).await
+    }
+
+    async fn get(&self, id: String) -> Result<Option<VmView>, ApiError> {
+        self.hosts.get_vm_local(&id).await
+    }
+
+    async fn list(&self, after: Option<String>, first: u32, filter: VmFilter) -> Result<(Vec<VmView>, bool), ApiError> {
+        self.hosts
+            .list_vms_local(after, first.min(1000) as usize, &filter)
+            .await
+    }
+}
