@@ -460,3 +460,6 @@ pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Dura
         Ok(CallResult::SenderError) | Err(_) => Err(ApiError::Unavailable(format!("node {node} went away"))),
     }
 }
+
+#[cfg(test)]
+mod tests;

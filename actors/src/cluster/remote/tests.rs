@@ -1,0 +1,139 @@
+//! A toy service declared with `service!`: the same request answered here (the local function,
+//! called directly) and through the service actor (encoded, dispatched, decoded), keys carried,
+//! a bad payload answered with an error, and the waits each request declares.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::Actor;
+
+use super::{service, At, Everywhere, Located, ServiceActor, Within, PEER_TIMEOUT};
+use crate::cluster::{Cluster, PeerInfo};
+use crate::error::ApiError;
+
+service! {
+    service Toy as "toy" (ToyMsg, ToyRequest, ToyResponse, ToyLocal);
+    /// Adds two numbers.
+    call Add => add(a: u32, b: u32) -> u32;
+    /// Remembers a word under the caller's key.
+    keyed Keep => keep(word: String) -> String;
+    call Wait => wait(ms: u64) -> (), within Duration::from_millis(*ms) + PEER_TIMEOUT;
+    call Fail => fail() -> u32;
+}
+
+#[derive(Clone)]
+struct Toy {
+    cluster: Cluster,
+    kept: Arc<Mutex<Vec<(String, Option<String>)>>>,
+}
+
+impl Located for Toy {
+    fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl ToyLocal for Toy {
+    async fn add(&self, a: u32, b: u32) -> Result<u32, ApiError> {
+        Ok(a + b)
+    }
+
+    async fn keep(&self, word: String, key: Option<String>) -> Result<String, ApiError> {
+        self.kept.lock().unwrap().push((word.clone(), key));
+        Ok(word)
+    }
+
+    async fn wait(&self, _ms: u64) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn fail(&self) -> Result<u32, ApiError> {
+        Err(ApiError::NotFound("nothing here".into()))
+    }
+}
+
+/// A toy service of a node called `name`, served by its actor in this process.
+async fn toy(name: &str) -> Toy {
+    let toy = Toy {
+        cluster: Cluster::new(PeerInfo {
+            name: name.into(),
+            cluster_address: "127.0.0.1:1".into(),
+            gateway_address: None,
+        }),
+        kept: Arc::default(),
+    };
+    Actor::spawn(None, ServiceActor::<Toy>::default(), toy.clone())
+        .await
+        .expect("the toy service starts");
+    toy
+}
+
+#[tokio::test]
+async fn a_request_is_answered_alike_here_and_through_the_service_actor() {
+    let toy = toy("toy-a").await;
+    let here = At::Here(&toy);
+    let sent = At::Peer(&toy, "toy-a".into());
+    assert_eq!(here.add(2, 3).await.unwrap(), 5);
+    assert_eq!(sent.add(2, 3).await.unwrap(), 5);
+    // The domain's own error crosses the wire as itself.
+    assert!(matches!(sent.fail().await, Err(ApiError::NotFound(m)) if m == "nothing here"));
+}
+
+#[tokio::test]
+async fn a_keyed_request_carries_the_callers_key_or_a_fresh_one_to_the_peer() {
+    let toy = toy("toy-b").await;
+    let sent = At::Peer(&toy, "toy-b".into());
+    sent.keep("one".into(), Some("k1".into())).await.unwrap();
+    sent.keep("two".into(), None).await.unwrap();
+    At::Here(&toy).keep("three".into(), None).await.unwrap();
+    let kept = toy.kept.lock().unwrap().clone();
+    assert_eq!(kept[0], ("one".into(), Some("k1".into())));
+    assert!(kept[1].1.as_deref().is_some_and(|k| k.starts_with("fwd-")), "{kept:?}");
+    // Here, the caller's key (none) is the one the local function gets.
+    assert_eq!(kept[2], ("three".into(), None));
+}
+
+#[tokio::test]
+async fn a_payload_that_does_not_decode_is_an_error_answer_not_a_dropped_call() {
+    let toy = toy("toy-c").await;
+    let cell = ractor::pg::get_members(&super::group("toy", "toy-c")).remove(0);
+    let actor: ractor::ActorRef<ToyMsg> = cell.into();
+    let answer = actor
+        .call(|reply| ToyMsg::Call(vec![0xc1, 0xff], reply), Some(Duration::from_secs(5)))
+        .await
+        .expect("the service answers");
+    let ractor::rpc::CallResult::Success(bytes) = answer else {
+        panic!("no answer")
+    };
+    let decoded: Result<ToyResponse, ApiError> = troupe_runtime::codec::decode(&bytes).unwrap();
+    assert!(matches!(decoded, Err(ApiError::InvalidInput(m)) if m.contains("undecodable toy request")));
+    drop(toy);
+}
+
+#[test]
+fn each_request_waits_as_long_as_it_declares() {
+    assert_eq!(ToyRequest::Add { a: 1, b: 2 }.within(), PEER_TIMEOUT);
+    assert_eq!(ToyRequest::Wait { ms: 60_000 }.within(), Duration::from_secs(60) + PEER_TIMEOUT);
+}
+
+#[tokio::test]
+async fn everywhere_answers_this_nodes_part_first_and_names_no_missing_peer_when_alone() {
+    let toy = toy("toy-d").await;
+    let gathered = Everywhere(&toy).add(1, 1).await.unwrap();
+    assert_eq!(gathered.answers, vec![2]);
+    assert!(gathered.missing.is_empty());
+    assert!(matches!(Everywhere(&toy).fail().await, Err(ApiError::NotFound(_))));
+}
+
+#[test]
+fn the_holder_of_an_id_is_its_named_node_and_this_node_holds_the_rest() {
+    let cluster = Cluster::new(PeerInfo {
+        name: "alpha".into(),
+        cluster_address: "127.0.0.1:1".into(),
+        gateway_address: None,
+    });
+    assert_eq!(cluster.holder("0190-x@beta"), Some("beta".into()));
+    assert_eq!(cluster.holder("0190-x@alpha"), None);
+    assert_eq!(cluster.holder("no-home"), None);
+    assert!(cluster.holds("0190-x@alpha") && !cluster.holds("0190-x@beta"));
+}
