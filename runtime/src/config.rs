@@ -141,6 +141,11 @@ pub struct ServeArgs {
     /// [default: 30000].
     #[arg(long, env = "TROUPE_HOST_DOWN_AFTER_MS")]
     pub host_down_after_ms: Option<u64>,
+    /// How long a peer that has gone silent (stopped, cut off) is named missing in cluster-wide
+    /// lists before it is dropped from them, with a MEMBER_DROPPED event; it is listed again
+    /// once it answers [default: 60000].
+    #[arg(long, env = "TROUPE_PEER_DROP_AFTER_MS")]
+    pub peer_drop_after_ms: Option<u64>,
     /// Most migrations out of one host at once; more wait their turn [default: 2].
     #[arg(long, env = "TROUPE_MAX_OUTBOUND_MIGRATIONS")]
     pub max_outbound_migrations: Option<usize>,
@@ -211,6 +216,7 @@ pub struct Config {
     pub simulated_hosts: usize,
     pub vm_reconcile: Duration,
     pub host_down_after: Duration,
+    pub peer_drop_after: Duration,
     pub max_outbound_migrations: usize,
     pub vm_stop_timeout: Duration,
     pub libvirt_timeout: Duration,
@@ -242,7 +248,7 @@ impl Config {
                 max_payload_bytes, body_limit_bytes, event_retention, idempotency_window_ms,
                 metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
                 ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, agent_mailbox_size, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
-                vm_reconcile_ms, host_down_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
+                vm_reconcile_ms, host_down_after_ms, peer_drop_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
                 libvirt_timeout_ms, fault_injection);
             if args.join.is_empty() {
                 args.join = file.join;
@@ -301,6 +307,7 @@ impl Config {
             simulated_hosts: args.simulated_hosts.unwrap_or(3),
             vm_reconcile: ms(args.vm_reconcile_ms.unwrap_or(1_000)),
             host_down_after: ms(args.host_down_after_ms.unwrap_or(30_000)),
+            peer_drop_after: ms(args.peer_drop_after_ms.unwrap_or(60_000)),
             max_outbound_migrations: args.max_outbound_migrations.unwrap_or(2),
             vm_stop_timeout: ms(args.vm_stop_timeout_ms.unwrap_or(30_000)),
             libvirt_timeout: ms(args.libvirt_timeout_ms.unwrap_or(15_000)),
@@ -328,6 +335,7 @@ impl Config {
             ("ws_keepalive_ms", self.ws_keepalive),
             ("vm_reconcile_ms", self.vm_reconcile),
             ("host_down_after_ms", self.host_down_after),
+            ("peer_drop_after_ms", self.peer_drop_after),
             ("libvirt_timeout_ms", self.libvirt_timeout),
         ];
         for (key, value) in positive {

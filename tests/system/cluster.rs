@@ -26,7 +26,12 @@ pub(super) async fn start_pair() -> Result<(Node, Node)> {
 
 /// [`start_pair`] with `beta` started with these options (its name must be `beta`).
 pub(super) async fn start_pair_with(beta: NodeOpts) -> Result<(Node, Node)> {
-    let alpha = Node::start(NodeOpts::named("alpha")).await?;
+    start_pair_of(NodeOpts::named("alpha"), beta).await
+}
+
+/// Starts `alpha`, then `beta` joined to it, and waits until each lists the other UP.
+async fn start_pair_of(alpha: NodeOpts, beta: NodeOpts) -> Result<(Node, Node)> {
+    let alpha = Node::start(alpha).await?;
     let join = format!("127.0.0.1:{}", alpha.cluster_port);
     let beta = Node::start(beta.arg("--join", join)).await?;
     let want: BTreeMap<String, String> = [("alpha", "UP"), ("beta", "UP")]
@@ -388,5 +393,35 @@ async fn a_peers_agent_is_paused_checkpointed_probed_and_stopped_through_this_no
         "the count ignores the label filter: {seen}"
     );
     ensure!(alpha.act("stopAgent", &id).await?["state"] == "STOPPED");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_gone_past_the_drop_time_leaves_the_lists_with_an_event_and_returns_when_it_answers() -> Result<()> {
+    let alpha = NodeOpts::named("alpha").arg("--peer-drop-after-ms", 4000);
+    let (alpha, mut beta) = start_pair_of(alpha, NodeOpts::named("beta")).await?;
+    let q = "subscription { events(kinds: [\"MEMBER_DROPPED\"]) { subject data } }";
+    let mut dropped = Subscription::start(&alpha, q, json!({})).await?;
+    beta.kill9().await?;
+    // Before the drop time, beta is named missing (the behaviour a_killed_peer_... checks);
+    // once it is dropped, an event says so and lists are whole again, with no error.
+    let event = dropped.next_with_deadline().await?.context("the events stream ended")?;
+    ensure!(event["events"]["subject"] == "beta", "{event}");
+    ensure!(event["events"]["data"]["silentMs"].as_u64() > Some(4000), "{event}");
+    let (ids, body, codes) = agents_through(&alpha).await?;
+    ensure!(
+        ids.is_empty() && body["data"]["agents"]["missingNodes"] == json!([]) && codes.is_empty(),
+        "{body}"
+    );
+    beta.restart().await?;
+    wait_member(&alpha, "beta", "UP").await?;
+    let deadline = Deadline::after(WAIT, "beta's agents to be listed through alpha again");
+    loop {
+        let (_, body, codes) = agents_through(&alpha).await?;
+        if codes.is_empty() && body["data"]["agents"]["missingNodes"] == json!([]) {
+            break;
+        }
+        deadline.tick(body).await?;
+    }
     Ok(())
 }

@@ -96,7 +96,9 @@ impl Actor for ClusterActor {
             .iter()
             .map(|peer| tokio::spawn(keep_joined(server.clone(), peer.clone())))
             .collect();
-        joiners.push(tokio::spawn(cfg.api.cluster().clone().heartbeat()));
+        joiners.push(tokio::spawn(
+            cfg.api.cluster().clone().heartbeat(cfg.api.store().clone()),
+        ));
         tracing::info!(node = %name, listen = %cfg.listen, peers = ?cfg.join, "cluster listening");
         Ok(State { joiners })
     }

@@ -51,8 +51,32 @@ pub struct Gathered<T> {
 #[derive(Clone)]
 pub struct Cluster {
     me: Arc<Mutex<PeerInfo>>,
-    /// Every peer heard from since start, by name: its address and when it last answered.
-    seen: Arc<Mutex<BTreeMap<String, (String, Instant)>>>,
+    /// Every peer heard from since start, by name.
+    seen: Arc<Mutex<BTreeMap<String, Heard>>>,
+    /// Silence after which a peer is dropped from cluster-wide lists.
+    drop_after: Duration,
+}
+
+/// What this node knows of a peer it has heard from.
+#[derive(Debug, Clone)]
+struct Heard {
+    address: String,
+    /// When it last answered a heartbeat.
+    last: Instant,
+    /// Silent past `drop_after`: no longer asked for, nor named missing, until it answers.
+    dropped: bool,
+}
+
+/// The peers to drop now: heard from before, not dropped yet, and silent past `drop_after`.
+fn to_drop<'a>(
+    seen: impl IntoIterator<Item = (&'a String, &'a Heard)>,
+    now: Instant,
+    drop_after: Duration,
+) -> Vec<(String, Duration)> {
+    seen.into_iter()
+        .filter(|(_, h)| !h.dropped && now.saturating_duration_since(h.last) > drop_after)
+        .map(|(name, h)| (name.clone(), now.saturating_duration_since(h.last)))
+        .collect()
 }
 
 impl Cluster {
@@ -60,7 +84,14 @@ impl Cluster {
         Self {
             me: Arc::new(Mutex::new(me)),
             seen: Arc::default(),
+            drop_after: Duration::from_secs(60),
         }
+    }
+
+    /// Drops a peer silent for longer than `after` from cluster-wide lists.
+    pub fn with_drop_after(mut self, after: Duration) -> Self {
+        self.drop_after = after;
+        self
     }
 
     pub fn me(&self) -> PeerInfo {
@@ -93,8 +124,8 @@ impl Cluster {
             return Some(MemberStatus::Up);
         }
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(name).map(|(_, last)| {
-            if last.elapsed() <= SUSPECT_AFTER {
+        seen.get(name).map(|heard| {
+            if heard.last.elapsed() <= SUSPECT_AFTER {
                 MemberStatus::Up
             } else {
                 MemberStatus::Down
@@ -118,17 +149,24 @@ impl Cluster {
     }
 
     /// Asks every reachable peer's `S` service at once, waiting at most [`GATHER_TIMEOUT`]
-    /// for each. Peers that are down, gone or too slow are named in `missing`.
+    /// for each. Peers that are down, gone or too slow are named in `missing`; peers dropped
+    /// after a long silence are neither asked nor named.
     pub async fn gather<S: Service>(&self, request: &S::Request) -> Gathered<S::Response> {
         let connected = self.connected();
-        let known: BTreeSet<String> = {
+        let (known, dropped): (BTreeSet<String>, BTreeSet<String>) = {
             let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.keys().cloned().collect()
+            (
+                seen.iter()
+                    .filter(|(_, h)| !h.dropped)
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+                seen.iter().filter(|(_, h)| h.dropped).map(|(n, _)| n.clone()).collect(),
+            )
         };
         let me = self.name();
         let mut missing = Vec::new();
         let mut ask = Vec::new();
-        for name in connected.union(&known).filter(|n| **n != me) {
+        for name in connected.union(&known).filter(|n| **n != me && !dropped.contains(*n)) {
             if self.status(name) == Some(MemberStatus::Down) || !connected.contains(name) {
                 missing.push(name.clone());
             } else {
@@ -155,8 +193,9 @@ impl Cluster {
     }
 
     /// Asks every connected peer who it is, once per [`HEARTBEAT`], and records who
-    /// answered. A frozen peer keeps its TCP session, so only its silence tells it apart.
-    pub(crate) async fn heartbeat(self) {
+    /// answered. A frozen peer keeps its TCP session, so only its silence tells it apart. A
+    /// peer silent past `drop_after` is dropped from cluster-wide lists (MEMBER_DROPPED).
+    pub(crate) async fn heartbeat(self, store: troupe_runtime::store::Store) {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -169,10 +208,35 @@ impl Cluster {
             let calls = peers.iter().map(|p| remote::call::<NodeService>(p, &hello, HEARTBEAT));
             let answers = futures::future::join_all(calls).await;
             let now = Instant::now();
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            for answer in answers {
-                if let Ok(NodeResponse::Hello(info)) = answer {
-                    seen.insert(info.name, (info.cluster_address, now));
+            let dropped = {
+                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                for answer in answers {
+                    if let Ok(NodeResponse::Hello(info)) = answer {
+                        let heard = Heard {
+                            address: info.cluster_address,
+                            last: now,
+                            dropped: false,
+                        };
+                        seen.insert(info.name, heard);
+                    }
+                }
+                let dropped = to_drop(seen.iter(), now, self.drop_after);
+                for (name, _) in &dropped {
+                    if let Some(h) = seen.get_mut(name) {
+                        h.dropped = true;
+                    }
+                }
+                dropped
+            };
+            for (name, silent) in dropped {
+                tracing::warn!(peer = %name, silent_ms = silent.as_millis() as u64, "dropping a silent peer from cluster-wide lists");
+                let event = troupe_runtime::events::NewEvent::new(
+                    "MEMBER_DROPPED",
+                    Some(name.clone()),
+                    serde_json::json!({ "node": name, "silentMs": silent.as_millis() as u64 }),
+                );
+                if let Err(e) = store.write(troupe_runtime::store::Batch::new().event(event)).await {
+                    tracing::error!(peer = %name, error = %e, "could not record a dropped peer");
                 }
             }
         }
@@ -183,7 +247,7 @@ impl Cluster {
         let me = self.me();
         let seen: Vec<(String, String)> = {
             let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.iter().map(|(n, (a, _))| (n.clone(), a.clone())).collect()
+            seen.iter().map(|(n, h)| (n.clone(), h.address.clone())).collect()
         };
         let mut out: Vec<Member> = seen
             .into_iter()
@@ -201,5 +265,34 @@ impl Cluster {
         });
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heard(last: Instant, dropped: bool) -> Heard {
+        Heard {
+            address: "127.0.0.1:1".into(),
+            last,
+            dropped,
+        }
+    }
+
+    #[test]
+    fn a_peer_is_dropped_once_past_its_silence_and_not_before() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(60);
+        let mut seen = BTreeMap::new();
+        seen.insert("quiet".to_string(), heard(t0, false));
+        seen.insert("talking".to_string(), heard(t0 + Duration::from_secs(50), false));
+        seen.insert("gone".to_string(), heard(t0, true));
+        assert!(to_drop(seen.iter(), t0 + Duration::from_secs(60), after).is_empty());
+        let now = t0 + Duration::from_secs(61);
+        assert_eq!(
+            to_drop(seen.iter(), now, after),
+            vec![("quiet".to_string(), Duration::from_secs(61))]
+        );
     }
 }

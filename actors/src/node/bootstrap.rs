@@ -62,7 +62,8 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         name: config.node_name.clone(),
         cluster_address: config.cluster_listen.to_string(),
         gateway_address: None,
-    });
+    })
+    .with_drop_after(config.peer_drop_after);
     let idempotency = Idempotency::new(store.clone(), config.idempotency_window);
     let agent_policy = AgentPolicy {
         intensity: Intensity {

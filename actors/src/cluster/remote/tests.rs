@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ractor::Actor;
 
-use super::{service, At, Everywhere, Located, ServiceActor, Within, PEER_TIMEOUT};
+use super::{At, Everywhere, Located, ServiceActor, Within, PEER_TIMEOUT};
 use crate::cluster::{Cluster, PeerInfo};
 use crate::error::ApiError;
 
@@ -21,10 +21,13 @@ service! {
     call Fail => fail() -> u32;
 }
 
+/// The words kept, each with the key its call carried.
+type Kept = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 #[derive(Clone)]
 struct Toy {
     cluster: Cluster,
-    kept: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    kept: Kept,
 }
 
 impl Located for Toy {
@@ -99,7 +102,10 @@ async fn a_payload_that_does_not_decode_is_an_error_answer_not_a_dropped_call() 
     let cell = ractor::pg::get_members(&super::group("toy", "toy-c")).remove(0);
     let actor: ractor::ActorRef<ToyMsg> = cell.into();
     let answer = actor
-        .call(|reply| ToyMsg::Call(vec![0xc1, 0xff], reply), Some(Duration::from_secs(5)))
+        .call(
+            |reply| ToyMsg::Call(vec![0xc1, 0xff], reply),
+            Some(Duration::from_secs(5)),
+        )
         .await
         .expect("the service answers");
     let ractor::rpc::CallResult::Success(bytes) = answer else {
@@ -113,7 +119,10 @@ async fn a_payload_that_does_not_decode_is_an_error_answer_not_a_dropped_call() 
 #[test]
 fn each_request_waits_as_long_as_it_declares() {
     assert_eq!(ToyRequest::Add { a: 1, b: 2 }.within(), PEER_TIMEOUT);
-    assert_eq!(ToyRequest::Wait { ms: 60_000 }.within(), Duration::from_secs(60) + PEER_TIMEOUT);
+    assert_eq!(
+        ToyRequest::Wait { ms: 60_000 }.within(),
+        Duration::from_secs(60) + PEER_TIMEOUT
+    );
 }
 
 #[tokio::test]
