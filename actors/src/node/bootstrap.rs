@@ -12,7 +12,7 @@ use troupe_runtime::config::Config;
 use troupe_runtime::idempotency::Idempotency;
 use troupe_runtime::store::{self, Batch, Store, StoreError, StoreOptions, META};
 use troupe_runtime::supervision::{
-    Backoff, ChildSpec, Intensity, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs, SupervisorSpec,
+    Backoff, ChildSpec, Intensity, Nested, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs, SupervisorSpec,
 };
 
 use super::{ExtraChildren, Node, StartNodeError};
@@ -174,7 +174,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         intensity: agent_policy.intensity,
     });
     let mut children: Vec<Arc<dyn ChildSpec>> = vec![
-        Arc::new(core),
+        Nested::child(core),
         hosts,
         Arc::new(ClusterChild {
             api: api.clone(),

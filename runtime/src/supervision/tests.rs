@@ -392,7 +392,7 @@ async fn the_described_tree_shows_nested_supervisors_with_their_children() {
         }),
     };
     let mut children = h.workers(&["a"]);
-    children.push(Arc::new(inner));
+    children.push(Nested::child(inner));
     let (sup, _) = Actor::spawn(None, Supervisor, h.args(Strategy::RestForOne, Some(3), children))
         .await
         .unwrap();
@@ -434,6 +434,71 @@ async fn a_child_that_dies_the_moment_it_starts_is_still_restarted_and_given_up_
     }
     let kinds = h.kinds_of("doomed").await;
     assert_eq!(kinds.iter().filter(|k| *k == "WORKER_FAILED").count(), 6, "{kinds:?}");
+}
+
+/// A nested supervisor that makes one more worker at each start, as one that reads its
+/// children from the store finds what was added since.
+struct Growing {
+    log: mpsc::UnboundedSender<Started>,
+    store: Store,
+    starts: Arc<std::sync::atomic::AtomicUsize>,
+    running: Arc<std::sync::Mutex<Option<ActorRef<SupervisorMsg>>>>,
+}
+
+impl Nest for Growing {
+    fn id(&self) -> &str {
+        "growing"
+    }
+
+    fn args(&self) -> futures::future::BoxFuture<'static, Result<SupervisorArgs, ActorProcessingErr>> {
+        let n = self.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let children = (0..n)
+            .map(|i| Arc::new(WorkerSpec::new(&format!("w{i}"), &self.log)) as Arc<dyn ChildSpec>)
+            .collect();
+        let store = self.store.clone();
+        Box::pin(async move {
+            Ok(SupervisorArgs {
+                name: "growing".into(),
+                strategy: Strategy::OneForOne,
+                intensity: None,
+                backoff: Backoff {
+                    base: Duration::from_millis(1),
+                    max: Duration::from_millis(1),
+                },
+                children,
+                start_order: StartOrder::Concurrent,
+                store,
+            })
+        })
+    }
+
+    fn started(&self, supervisor: &ActorRef<SupervisorMsg>) {
+        *self.running.lock().unwrap() = Some(supervisor.clone());
+    }
+}
+
+#[tokio::test]
+async fn a_nested_supervisor_makes_its_children_afresh_at_each_restart_and_says_where_it_runs() {
+    let mut h = Harness::new();
+    let running = Arc::new(std::sync::Mutex::new(None));
+    let growing = Growing {
+        log: h.log.clone(),
+        store: h.store.clone(),
+        starts: Arc::default(),
+        running: running.clone(),
+    };
+    let (_sup, _) = Actor::spawn(None, Supervisor, h.args(Strategy::OneForOne, Some(3), vec![Nested::child(growing)]))
+        .await
+        .unwrap();
+    assert_eq!(h.starts(1).await[0].0, "w0");
+    let first = running.lock().unwrap().clone().expect("told where it runs");
+    first.get_cell().kill();
+    let mut again: Vec<String> = h.starts(2).await.into_iter().map(|(id, _)| id).collect();
+    again.sort();
+    assert_eq!(again, ["w0", "w1"]);
+    let second = running.lock().unwrap().clone().expect("told again");
+    assert_ne!(first.get_id(), second.get_id());
+    assert_eq!(h.kinds_of("growing").await, ["SUPERVISOR_STARTED", "SUPERVISOR_RESTARTED"]);
 }
 
 mod intensity;
