@@ -1,5 +1,7 @@
 use super::*;
 use crate::host::{simulated_node_xml, FleetSettings, HostMode, HostState};
+use std::time::Duration;
+use troupe_runtime::store::Store;
 
 fn fleet(dir: &std::path::Path, libvirt_timeout: Duration) -> Arc<Fleet> {
     let store = Store::open(&dir.join("db")).unwrap();
