@@ -9,6 +9,7 @@ use troupe_runtime::idempotency::Guard;
 use troupe_runtime::store::Batch;
 use troupe_runtime::supervision::{ChildSpec, Intensity, SupervisorMsg};
 
+use super::children::FIRST_LOOK;
 use super::handle::{ask, ASK};
 use super::{host_child, AddHostRequest, Fleet, HostMode, HostSpec, HostView};
 use crate::error::ApiError;
@@ -51,8 +52,9 @@ pub(crate) async fn add(
     fleet.host_view(&id)
 }
 
-/// Keeps a new host's spec, registers it and starts its driver (which connects before
-/// this answers: the host is UP, or UNREACHABLE with the reason).
+/// Keeps a new host's spec, registers it and starts its driver, then waits for the driver's
+/// first look at the host (outside the `hosts` supervisor, which a host that does not answer
+/// holds up in no way): the host is UP, or UNREACHABLE with the reason.
 async fn launch(
     fleet: &Arc<Fleet>,
     spec: HostSpec,
@@ -81,5 +83,7 @@ async fn launch(
         ASK,
     )
     .await?
-    .map_err(|e| ApiError::Internal(format!("the driver of host {id} did not start: {e}")))
+    .map_err(|e| ApiError::Internal(format!("the driver of host {id} did not start: {e}")))?;
+    fleet.first_looks(std::slice::from_ref(&id), FIRST_LOOK).await;
+    Ok(())
 }

@@ -14,6 +14,10 @@ use troupe_runtime::supervision::{
 use super::driver::HostDriver;
 use super::Fleet;
 
+/// How long starting a host waits for its driver's first look at it (the host is UP, or
+/// UNREACHABLE with the reason): up to about two libvirt calls on an unreachable one.
+pub(crate) const FIRST_LOOK: Duration = Duration::from_secs(30);
+
 /// The node's `hosts` supervisor as a child of the root: one host driver per host.
 pub struct HostsChild {
     pub fleet: Arc<Fleet>,
@@ -58,6 +62,9 @@ impl ChildSpec for HostsChild {
             let (sup, _) =
                 Actor::spawn_linked(Some(format!("hosts@{}", self.fleet.node)), Supervisor, args, supervisor).await?;
             self.fleet.supervisor.set(sup.clone());
+            // The node serves once each host is UP or known not to answer, as a host added
+            // later is (the drivers connect off their starts).
+            self.fleet.first_looks(&self.fleet.host_ids(), FIRST_LOOK).await;
             Ok(sup.get_cell())
         })
     }
@@ -91,7 +98,7 @@ impl ChildSpec for HostChild {
     }
 
     fn start_timeout(&self) -> Duration {
-        // Connecting to a remote host may take a while; an unreachable one still starts.
+        // The start reads the host's VMs and starts their actors; it asks nothing of the host.
         Duration::from_secs(30)
     }
 

@@ -70,6 +70,8 @@ pub struct Driver {
     /// VM actors by VM id, with their domain names.
     vms: HashMap<String, (String, ActorRef<VmMsg>)>,
     link: LinkMachine,
+    /// The first connect attempt has reported.
+    looked: bool,
     ticker: Option<JoinHandle<()>>,
 }
 
@@ -100,14 +102,13 @@ impl Actor for HostDriver {
         // Known before the host can be seen UP: a call made from then on waits in the mailbox
         // until this start is done instead of finding no driver.
         fleet.set_driver(&id, myself.clone());
-        // The session outlives a driver restart: a simulated host's domains live in it.
+        // The session outlives a driver restart: a simulated host's domains live in it. The
+        // start asks nothing of the host: one that does not answer holds up neither this
+        // start nor the `hosts` supervisor; the first probe connects.
         let libvirt = match fleet.libvirt(&id) {
             Some(lv) => lv,
             None => {
-                let (lv, opened) = Libvirt::open(&spec.uri, fleet.settings.libvirt_timeout).await;
-                if let Err(e) = opened {
-                    tracing::warn!(host = %spec.name, uri = %spec.uri, error = %e, "host unreachable at start");
-                }
+                let lv = Libvirt::new(&spec.uri, fleet.settings.libvirt_timeout);
                 fleet.set_libvirt(&id, lv.clone());
                 lv
             }
@@ -123,15 +124,14 @@ impl Actor for HostDriver {
             libvirt,
             vms: HashMap::new(),
             link: LinkMachine::new(link, fleet.settings.down_after, Instant::now()),
+            looked: false,
             ticker: None,
         };
-        let connected = probe_connect(&driver.libvirt).await;
-        driver.probed(&myself, Probe::Connect(connected)).await;
         for (spec, status) in owned_vms(&fleet.store, &id).await? {
             driver.spawn_vm(&myself, spec, status).await?;
         }
+        driver.step(&myself, Input::Start, Found::default()).await;
         driver.ticker = Some(myself.send_interval(fleet.settings.reconcile, || HostMsg::Tick));
-        myself.send_message(HostMsg::Tick)?;
         Ok(driver)
     }
 
@@ -256,9 +256,19 @@ impl Driver {
                 };
                 (Input::Connected(Ok(())), found)
             }
-            Probe::Connect(Err(e)) => (Input::Connected(Err(e.to_string())), Found::default()),
+            Probe::Connect(Err(e)) => {
+                if !self.looked {
+                    tracing::warn!(host = %self.spec.name, uri = %self.spec.uri, error = %e, "host unreachable at start");
+                }
+                (Input::Connected(Err(e.to_string())), Found::default())
+            }
         };
+        let connect = matches!(input, Input::Connected(_));
         self.step(myself, input, found).await;
+        if connect && !self.looked {
+            self.looked = true;
+            self.fleet.looked(&self.id);
+        }
     }
 
     /// Steps the link machine and carries out its effects, in order.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ractor::ActorRef;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use troupe_runtime::store::Store;
 use troupe_runtime::supervision::SupervisorMsg;
 
@@ -88,8 +88,34 @@ impl Fleet {
             drain: None,
             last_error: Some("not connected yet".into()),
             removing: false,
+            looked: watch::channel(false).0,
         });
         entry.spec = spec;
+    }
+
+    /// Notes that the host's driver has tried to connect once (whatever came of it).
+    pub fn looked(&self, host: &str) {
+        if let Some(e) = self.lock().hosts.get(host) {
+            e.looked.send_replace(true);
+        }
+    }
+
+    /// Waits until the driver of each of `hosts` has tried to connect once, at most `within`:
+    /// a driver starts without waiting for its host, and its first look decides whether the
+    /// host is UP.
+    pub async fn first_looks(&self, hosts: &[String], within: Duration) {
+        let looks: Vec<watch::Receiver<bool>> = {
+            let inner = self.lock();
+            hosts
+                .iter()
+                .filter_map(|h| inner.hosts.get(h).map(|e| e.looked.subscribe()))
+                .collect()
+        };
+        let all = futures::future::join_all(looks.into_iter().map(|mut look| async move {
+            // An error means the host was removed meanwhile: nothing to wait for.
+            let _ = look.wait_for(|looked| *looked).await;
+        }));
+        let _ = tokio::time::timeout(within, all).await;
     }
 
     pub fn unregister(&self, host: &str) -> Option<Libvirt> {

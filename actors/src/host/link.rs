@@ -48,6 +48,8 @@ impl At {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
+    /// The driver started: it looks at the host at once, reconnecting first.
+    Start,
     /// The reconcile timer fired; `has_vms` says whether the host holds a VM to evacuate.
     Tick { has_vms: bool },
     /// A listing of the host's domains answered, or failed with this error.
@@ -108,6 +110,7 @@ impl LinkMachine {
     /// What `input` at `at` changes, and what the driver must do, in order.
     pub fn step(&mut self, input: Input, at: At) -> Vec<Effect> {
         match input {
+            Input::Start => vec![self.probe(true)],
             Input::Tick { has_vms } => self.tick(has_vms, at),
             Input::Swept(Ok(())) => {
                 self.probing = false;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ractor::ActorRef;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use super::super::link::Link;
 use super::super::{DrainProgress, HostMode, HostMsg, HostSpec, HostState, HostView, Libvirt, NodeCapacity};
@@ -29,6 +29,8 @@ pub(super) struct HostEntry {
     pub(super) last_error: Option<String>,
     /// Being removed: closed to placement, so no VM is created on it or moved to it.
     pub(super) removing: bool,
+    /// Whether the driver has tried to connect once since the host was registered.
+    pub(super) looked: watch::Sender<bool>,
 }
 
 impl HostEntry {

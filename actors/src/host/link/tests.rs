@@ -241,3 +241,14 @@ fn a_reset_retries_at_once_from_the_base_backoff() {
     let at = clock.advance(Duration::from_millis(200));
     assert_eq!(m.step(tick(false), at), vec![Effect::Probe { connect: true }]);
 }
+
+#[test]
+fn a_started_driver_reconnects_at_once_and_ticks_wait_for_the_answer() {
+    let mut clock = Clock::new();
+    let mut m = LinkMachine::new(Link::Up, DOWN_AFTER, clock.at().instant);
+    assert_eq!(m.step(Input::Start, clock.at()), vec![Effect::Probe { connect: true }]);
+    let at = clock.advance(Duration::from_secs(1));
+    assert_eq!(m.step(tick(true), at), vec![]);
+    m.step(Input::Connected(Ok(())), at);
+    assert_eq!(m.step(tick(true), at), vec![Effect::Probe { connect: false }]);
+}
