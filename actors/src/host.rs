@@ -1,5 +1,6 @@
 //! Hypervisor hosts: each one driven by a host-driver actor that holds its libvirt connection
-//! (on a thread of its own) and owns one VM actor per VM placed there.
+//! (on a thread of its own) and owns one VM actor per VM placed there; adding and removing
+//! hosts, draining them, evacuating a DOWN one, and injected faults. Moving one VM is `vm/`'s.
 //!
 //! ```text
 //! hosts (one_for_one; each host driver has its own intensity)
@@ -8,19 +9,31 @@
 //!     └── vm <id>
 //! ```
 
+mod add;
+mod children;
+mod drain;
 mod driver;
+mod evacuate;
+mod fault;
 pub mod fleet;
+mod handle;
 mod libvirt;
-mod moves;
+pub mod link;
 mod removal;
+mod remove;
 mod spec;
 
-pub(crate) use driver::{act, read_vm};
-pub use driver::{host_child, Fault, HostMsg, HostsChild, Probe};
+pub(crate) use add::add;
+pub use children::{host_child, HostsChild};
+pub(crate) use drain::{drain, set_maintenance};
+pub use driver::{HostMsg, Probe};
+pub(crate) use fault::inject;
+pub use fault::Fault;
 pub use fleet::{Fleet, FleetSettings};
+pub(crate) use handle::{ask, domains, vm_actors, ASK};
 pub use libvirt::{domain_xml, simulated_node_xml, DomainObs, DomainStateName, Libvirt, LibvirtError, NodeCapacity};
-pub(crate) use moves::{drain, migrate, view_of, vm_actor};
 pub(crate) use removal::records_may_go_from;
+pub(crate) use remove::remove;
 pub use spec::{AddHostRequest, DrainProgress, HostMode, HostSpec, HostState, HostView};
 
 use crate::error::ApiError;

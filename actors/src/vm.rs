@@ -1,10 +1,19 @@
 //! Virtual machines: spec and status, the VM actor that reconciles the two, and the pure rule
-//! it follows ([`decide`]).
+//! it follows ([`decide`]); creating VMs, acting on them through their actors, and migrating
+//! them between this node's hosts.
 
 mod actor;
+mod command;
+mod create;
+mod handle;
+mod migrate;
 mod spec;
 
-pub use actor::{gauge_moved, Observation, VmActor, VmArgs, VmCommand, VmMsg};
+pub use actor::{gauge_moved, VmActor, VmArgs};
+pub use command::{Observation, VmCommand, VmMsg};
+pub(crate) use create::create;
+pub(crate) use handle::{act_on, get, locate, owned_vms, read_vm, view_of, vm_actor};
+pub(crate) use migrate::{hand_over, migrate, request as request_migration};
 pub use spec::{
     CreateVmRequest, Migration, MigrationKind, MigrationPhase, RunPolicy, VmFilter, VmSpec, VmState, VmStats, VmStatus,
     VmView, Want,

@@ -1,50 +1,37 @@
 //! The host driver: one actor per host, under the node's `hosts` supervisor. It keeps the
-//! host's libvirt connection (reconnecting with backoff when it drops), runs the reconcile
-//! sweep, destroys stale copies of VMs that now live elsewhere, and supervises one VM actor
-//! per VM placed on the host.
+//! host's libvirt connection (when to probe, reconnect and evacuate is the link machine's
+//! decision, `link.rs`), runs the reconcile sweep, destroys stale copies of VMs that now live
+//! elsewhere, and supervises one VM actor per VM placed on the host.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures::future::BoxFuture;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use troupe_runtime::events::NewEvent;
-use troupe_runtime::store::{Batch, Store};
-use troupe_runtime::supervision::{
-    Backoff, ChildSpec, Intensity, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs,
-};
+use troupe_runtime::store::Batch;
 
-use super::fleet::Link;
-use super::{DomainObs, Fleet, HostSpec, Libvirt, LibvirtError, NodeCapacity};
+use super::link::{At, Effect, Input, Link, LinkMachine};
+use super::{DomainObs, Fault, Fleet, HostSpec, Libvirt, LibvirtError, NodeCapacity};
 use crate::error::ApiError;
-use crate::tables::{VMS, VM_STATUS};
-use crate::vm::{Observation, VmActor, VmArgs, VmCommand, VmMsg, VmSpec, VmStatus};
+use crate::vm::{owned_vms, read_vm, Observation, VmActor, VmArgs, VmMsg, VmSpec, VmStatus};
 
-/// Reconnect attempts start this far apart and double up to [`RECONNECT_MAX`].
-const RECONNECT_BASE: Duration = Duration::from_millis(200);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// What a probe found of the host, for the effects that use it.
+#[derive(Default)]
+struct Found {
+    domains: Vec<DomainObs>,
+    capacity: Option<NodeCapacity>,
+}
 
-/// Faults `injectFault` can cause (with `--fault-injection`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Fault {
-    /// Breaks the host's connection until healed: every call fails as on a lost link; the
-    /// host's domains keep running.
-    HostDisconnect,
-    /// Makes every libvirt call to the host block until healed, as on a black-holed link:
-    /// calls time out and the host is UNREACHABLE; its domains keep running.
-    HostHang,
-    /// Heals a broken or hung connection.
-    HostReconnect,
-    /// Destroys the VM's domain behind Troupe's back.
-    DomainDestroy,
-    /// Destroys and undefines the VM's domain behind Troupe's back.
-    DomainUndefine,
-    /// Crashes the host's driver: its supervisor restarts it, and the new driver's VM actors
-    /// adopt the domains that exist.
-    DriverCrash,
+impl Found {
+    fn domains(domains: Vec<DomainObs>) -> Self {
+        Self {
+            domains,
+            capacity: None,
+        }
+    }
 }
 
 pub enum HostMsg {
@@ -73,100 +60,6 @@ pub enum Probe {
     Connect(Result<(bool, NodeCapacity, Vec<DomainObs>), LibvirtError>),
 }
 
-/// The node's `hosts` supervisor as a child of the root: one host driver per host.
-pub struct HostsChild {
-    pub fleet: Arc<Fleet>,
-    pub backoff: Backoff,
-    pub intensity: Intensity,
-}
-
-impl ChildSpec for HostsChild {
-    fn id(&self) -> &str {
-        "hosts"
-    }
-
-    fn kind(&self) -> &str {
-        "SUPERVISOR"
-    }
-
-    fn shutdown(&self) -> Shutdown {
-        Shutdown::Infinity
-    }
-
-    fn is_supervisor(&self) -> bool {
-        true
-    }
-
-    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
-        Box::pin(async move {
-            let children = self
-                .fleet
-                .host_ids()
-                .into_iter()
-                .map(|id| host_child(&self.fleet, id, self.intensity))
-                .collect();
-            let args = SupervisorArgs {
-                name: "hosts".into(),
-                strategy: Strategy::OneForOne,
-                intensity: None,
-                backoff: self.backoff,
-                children,
-                start_order: StartOrder::Concurrent,
-                store: self.fleet.store.clone(),
-            };
-            let (sup, _) =
-                Actor::spawn_linked(Some(format!("hosts@{}", self.fleet.node)), Supervisor, args, supervisor).await?;
-            self.fleet.supervisor.set(sup.clone());
-            Ok(sup.get_cell())
-        })
-    }
-}
-
-pub fn host_child(fleet: &Arc<Fleet>, id: String, intensity: Intensity) -> Arc<dyn ChildSpec> {
-    Arc::new(HostChild {
-        fleet: fleet.clone(),
-        id,
-        intensity,
-    })
-}
-
-struct HostChild {
-    fleet: Arc<Fleet>,
-    id: String,
-    intensity: Intensity,
-}
-
-impl ChildSpec for HostChild {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn kind(&self) -> &str {
-        "HOST"
-    }
-
-    fn intensity(&self) -> Option<Intensity> {
-        Some(self.intensity)
-    }
-
-    fn start_timeout(&self) -> Duration {
-        // Connecting to a remote host may take a while; an unreachable one still starts.
-        Duration::from_secs(30)
-    }
-
-    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
-        Box::pin(async move {
-            let args = (self.fleet.clone(), self.id.clone());
-            let (driver, _) = Actor::spawn_linked(None, HostDriver, args, supervisor).await?;
-            Ok(driver.get_cell())
-        })
-    }
-
-    fn event_data(&self) -> serde_json::Value {
-        json!({ "name": self.fleet.spec(&self.id).map(|s| s.name) })
-    }
-}
-
 pub struct HostDriver;
 
 pub struct Driver {
@@ -176,11 +69,9 @@ pub struct Driver {
     libvirt: Libvirt,
     /// VM actors by VM id, with their domain names.
     vms: HashMap<String, (String, ActorRef<VmMsg>)>,
-    next_attempt: Instant,
-    backoff: Duration,
-    evacuating: bool,
-    /// A probe is under way: ticks start no other until it reports.
-    probing: bool,
+    link: LinkMachine,
+    /// The first connect attempt has reported.
+    looked: bool,
     ticker: Option<JoinHandle<()>>,
 }
 
@@ -211,52 +102,46 @@ impl Actor for HostDriver {
         // Known before the host can be seen UP: a call made from then on waits in the mailbox
         // until this start is done instead of finding no driver.
         fleet.set_driver(&id, myself.clone());
-        // The session outlives a driver restart: a simulated host's domains live in it.
+        // The session outlives a driver restart: a simulated host's domains live in it. The
+        // start asks nothing of the host: one that does not answer holds up neither this
+        // start nor the `hosts` supervisor; the first probe connects.
         let libvirt = match fleet.libvirt(&id) {
             Some(lv) => lv,
             None => {
-                let (lv, opened) = Libvirt::open(&spec.uri, fleet.settings.libvirt_timeout).await;
-                if let Err(e) = opened {
-                    tracing::warn!(host = %spec.name, uri = %spec.uri, error = %e, "host unreachable at start");
-                }
+                let lv = Libvirt::new(&spec.uri, fleet.settings.libvirt_timeout);
                 fleet.set_libvirt(&id, lv.clone());
                 lv
             }
         };
+        // The fleet keeps the link across driver restarts.
+        let link = fleet.link(&id).unwrap_or(Link::Unreachable {
+            since: troupe_runtime::clock::now(),
+        });
         let mut driver = Driver {
             id: id.clone(),
             spec,
             fleet: fleet.clone(),
             libvirt,
             vms: HashMap::new(),
-            next_attempt: Instant::now(),
-            backoff: RECONNECT_BASE,
-            evacuating: false,
-            probing: false,
+            link: LinkMachine::new(link, fleet.settings.down_after, Instant::now()),
+            looked: false,
             ticker: None,
         };
-        driver.connect().await;
         for (spec, status) in owned_vms(&fleet.store, &id).await? {
             driver.spawn_vm(&myself, spec, status).await?;
         }
+        driver.step(&myself, Input::Start, Found::default()).await;
         driver.ticker = Some(myself.send_interval(fleet.settings.reconcile, || HostMsg::Tick));
-        myself.send_message(HostMsg::Tick)?;
         Ok(driver)
     }
 
     async fn handle(&self, myself: ActorRef<HostMsg>, msg: HostMsg, d: &mut Driver) -> Result<(), ActorProcessingErr> {
         match msg {
-            HostMsg::Tick => d.tick(&myself).await,
-            HostMsg::Probed(probe) => {
-                d.probing = false;
-                match probe {
-                    Probe::Sweep(Ok(domains)) => d.sweep(domains).await,
-                    Probe::Sweep(Err(e)) => d.lost(e).await,
-                    Probe::Connect(result) => {
-                        d.connected(result).await;
-                    }
-                }
+            HostMsg::Tick => {
+                let has_vms = !d.vms.is_empty();
+                d.step(&myself, Input::Tick { has_vms }, Found::default()).await
             }
+            HostMsg::Probed(probe) => d.probed(&myself, probe).await,
             HostMsg::AddVm(vm, reply) => {
                 let (spec, status) = *vm;
                 let _ = reply.send(
@@ -289,7 +174,7 @@ impl Actor for HostDriver {
             HostMsg::Fault(fault, domain, reply) => {
                 let _ = reply.send(d.inject(fault, domain).await);
             }
-            HostMsg::Evacuated => d.evacuating = false,
+            HostMsg::Evacuated => d.step(&myself, Input::Evacuated, Found::default()).await,
         }
         Ok(())
     }
@@ -351,61 +236,61 @@ impl Driver {
         Ok(actor)
     }
 
-    /// Checks the connection; on success learns the capacity, sweeps, and is UP.
-    async fn connect(&mut self) -> bool {
-        let result = probe_connect(&self.libvirt).await;
-        self.connected(result).await
-    }
-
-    async fn connected(&mut self, result: Result<(bool, NodeCapacity, Vec<DomainObs>), LibvirtError>) -> bool {
-        match result {
-            Ok((fresh, capacity, domains)) => {
+    /// Hands the link machine what a probe found, and carries out what it decides.
+    async fn probed(&mut self, myself: &ActorRef<HostMsg>, probe: Probe) {
+        let (input, found) = match probe {
+            Probe::Sweep(Ok(domains)) => (Input::Swept(Ok(())), Found::domains(domains)),
+            Probe::Sweep(Err(e)) => {
+                if self.link.link() == Link::Up {
+                    tracing::warn!(host = %self.spec.name, error = %e, "host unreachable");
+                }
+                (Input::Swept(Err(e.to_string())), Found::default())
+            }
+            Probe::Connect(Ok((fresh, capacity, domains))) => {
                 if fresh {
                     tracing::info!(host = %self.spec.name, uri = %self.spec.uri, "connected");
                 }
-                // Stale copies go before the host takes new VMs again.
-                self.sweep(domains).await;
-                self.backoff = RECONNECT_BASE;
-                let _ = self.fleet.set_link(&self.id, Link::Up, Some(capacity), None).await;
-                true
+                let found = Found {
+                    capacity: Some(capacity),
+                    ..Found::domains(domains)
+                };
+                (Input::Connected(Ok(())), found)
             }
-            Err(e) => {
-                self.next_attempt = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(RECONNECT_MAX);
-                match self.fleet.link(&self.id) {
-                    Some(Link::Up) => {
-                        let since = troupe_runtime::clock::now();
-                        let _ = self
-                            .fleet
-                            .set_link(&self.id, Link::Unreachable { since }, None, Some(e.to_string()))
-                            .await;
-                    }
-                    _ => self.fleet.note_error(&self.id, e.to_string()),
+            Probe::Connect(Err(e)) => {
+                if !self.looked {
+                    tracing::warn!(host = %self.spec.name, uri = %self.spec.uri, error = %e, "host unreachable at start");
                 }
-                false
+                (Input::Connected(Err(e.to_string())), Found::default())
             }
+        };
+        let connect = matches!(input, Input::Connected(_));
+        self.step(myself, input, found).await;
+        if connect && !self.looked {
+            self.looked = true;
+            self.fleet.looked(&self.id);
         }
     }
 
-    /// An UP host's sweep failed (or did not answer in time): the host is UNREACHABLE.
-    async fn lost(&mut self, e: LibvirtError) {
-        if self.fleet.link(&self.id) != Some(Link::Up) {
-            return;
+    /// Steps the link machine and carries out its effects, in order.
+    async fn step(&mut self, myself: &ActorRef<HostMsg>, input: Input, mut found: Found) {
+        for effect in self.link.step(input, At::now()) {
+            match effect {
+                Effect::Sweep => self.sweep(std::mem::take(&mut found.domains)).await,
+                Effect::Record { link, error } => {
+                    let capacity = found.capacity.filter(|_| link == Link::Up);
+                    let _ = self.fleet.set_link(&self.id, link, capacity, error).await;
+                }
+                Effect::NoteError(error) => self.fleet.note_error(&self.id, error),
+                Effect::TellUnreachable => self.tell_all(Observation::Unreachable),
+                Effect::Probe { connect } => self.probe(myself, connect),
+                Effect::Evacuate => self.evacuate(myself),
+            }
         }
-        tracing::warn!(host = %self.spec.name, error = %e, "host unreachable");
-        let since = troupe_runtime::clock::now();
-        let _ = self
-            .fleet
-            .set_link(&self.id, Link::Unreachable { since }, None, Some(e.to_string()))
-            .await;
-        self.tell_all(Observation::Unreachable);
-        self.next_attempt = Instant::now() + self.backoff;
     }
 
     /// Starts a look at the host in a task of its own; its answer comes back as
     /// [`HostMsg::Probed`]. Every libvirt call is bounded, so the task ends.
-    fn probe(&mut self, myself: &ActorRef<HostMsg>, connect: bool) {
-        self.probing = true;
+    fn probe(&self, myself: &ActorRef<HostMsg>, connect: bool) {
         let (libvirt, me) = (self.libvirt.clone(), myself.clone());
         tokio::spawn(async move {
             let probe = if connect {
@@ -415,32 +300,6 @@ impl Driver {
             };
             let _ = me.cast(HostMsg::Probed(probe));
         });
-    }
-
-    async fn tick(&mut self, myself: &ActorRef<HostMsg>) {
-        if self.probing {
-            return;
-        }
-        match self.fleet.link(&self.id) {
-            Some(Link::Up) => self.probe(myself, false),
-            Some(Link::Unreachable { since }) => {
-                let gone_for = (troupe_runtime::clock::now() - since).to_std().unwrap_or_default();
-                if gone_for >= self.fleet.settings.down_after {
-                    let _ = self.fleet.set_link(&self.id, Link::Down { since }, None, None).await;
-                    self.evacuate(myself);
-                } else if Instant::now() >= self.next_attempt {
-                    self.probe(myself, true);
-                }
-            }
-            Some(Link::Down { .. }) => {
-                // VMs that found no host last time are tried again.
-                self.evacuate(myself);
-                if Instant::now() >= self.next_attempt {
-                    self.probe(myself, true);
-                }
-            }
-            None => {}
-        }
     }
 
     fn tell_all(&self, obs: Observation) {
@@ -478,15 +337,12 @@ impl Driver {
         }
     }
 
-    fn evacuate(&mut self, myself: &ActorRef<HostMsg>) {
-        if self.evacuating || self.vms.is_empty() {
-            return;
-        }
-        self.evacuating = true;
+    /// Evacuates the host's VMs in a task of its own, which reports [`HostMsg::Evacuated`].
+    fn evacuate(&self, myself: &ActorRef<HostMsg>) {
         let (fleet, host, me) = (self.fleet.clone(), self.id.clone(), myself.clone());
         let actors: Vec<ActorRef<VmMsg>> = self.vms.values().map(|(_, a)| a.clone()).collect();
         tokio::spawn(async move {
-            super::moves::evacuate(&fleet, &host, actors).await;
+            super::evacuate::evacuate(&fleet, &host, actors).await;
             let _ = me.cast(HostMsg::Evacuated);
         });
     }
@@ -518,9 +374,8 @@ impl Driver {
                 }
             }
         }
-        // Reset the reconnect backoff so a healed link is noticed at the next tick.
-        self.next_attempt = Instant::now();
-        self.backoff = RECONNECT_BASE;
+        // A healed link is noticed at the next tick.
+        self.link.step(Input::Reset, At::now());
         tracing::warn!(host = %self.spec.name, ?fault, "fault injected");
         Ok(())
     }
@@ -532,55 +387,6 @@ async fn probe_connect(libvirt: &Libvirt) -> Result<(bool, NodeCapacity, Vec<Dom
     let capacity = libvirt.capacity().await?;
     let domains = libvirt.domains().await?;
     Ok((fresh, capacity, domains))
-}
-
-/// The VMs whose status names this host.
-async fn owned_vms(store: &Store, host: &str) -> Result<Vec<(VmSpec, VmStatus)>, ApiError> {
-    let host = host.to_owned();
-    Ok(store
-        .view(move |v| {
-            let mut out = Vec::new();
-            v.scan(VM_STATUS, None, |id, bytes| {
-                let status: VmStatus = troupe_runtime::codec::decode(bytes)?;
-                if status.host.as_deref() == Some(host.as_str()) {
-                    if let Some(spec) = v.get(VMS, id)? {
-                        out.push((troupe_runtime::codec::decode(&spec)?, status));
-                    }
-                }
-                Ok(true)
-            })?;
-            Ok(out)
-        })
-        .await?)
-}
-
-pub(crate) async fn read_vm(store: &Store, id: &str) -> Result<Option<(VmSpec, VmStatus)>, ApiError> {
-    let id = id.to_owned();
-    Ok(store
-        .view(move |v| {
-            let Some(spec) = v.get(VMS, &id)? else {
-                return Ok(None);
-            };
-            let status = match v.get(VM_STATUS, &id)? {
-                Some(b) => troupe_runtime::codec::decode(&b)?,
-                None => VmStatus::new(None),
-            };
-            Ok(Some((troupe_runtime::codec::decode(&spec)?, status)))
-        })
-        .await?)
-}
-
-/// Asks a VM actor to act, and waits for its answer.
-pub(crate) async fn act(
-    actor: &ActorRef<VmMsg>,
-    command: VmCommand,
-    wait: Duration,
-) -> Result<crate::vm::VmView, ApiError> {
-    match actor.call(|r| VmMsg::Act(command, r), Some(wait)).await {
-        Ok(ractor::rpc::CallResult::Success(answer)) => answer,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ApiError::Unavailable("the VM did not answer in time".into())),
-        _ => Err(ApiError::Unavailable("the VM's actor is not running".into())),
-    }
 }
 
 #[cfg(test)]

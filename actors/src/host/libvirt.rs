@@ -138,18 +138,24 @@ pub struct Libvirt {
 static QUIET: Once = Once::new();
 
 impl Libvirt {
-    /// Starts the connection's thread and opens the connection on it; every call waits at
-    /// most `timeout`. A connection that does not open is not an error here: the handle
-    /// reports calls as `Lost` until [`Libvirt::reconnect`] succeeds.
-    pub async fn open(uri: &str, timeout: Duration) -> (Self, Result<(), LibvirtError>) {
+    /// Starts the connection's thread without connecting: the first [`Libvirt::reconnect`]
+    /// opens the connection. Every call waits at most `timeout`.
+    pub fn new(uri: &str, timeout: Duration) -> Self {
         // libvirt prints every error to stderr by default; Troupe reports them itself.
         QUIET.call_once(virt::error::clear_error_callback);
-        let me = Self {
+        Self {
             uri: uri.to_owned(),
             timeout,
             worker: Arc::new(Worker::start(uri)),
             hang: Arc::default(),
-        };
+        }
+    }
+
+    /// [`Libvirt::new`], then opens the connection. A connection that does not open is not
+    /// an error here: the handle reports calls as `Lost` until [`Libvirt::reconnect`]
+    /// succeeds.
+    pub async fn open(uri: &str, timeout: Duration) -> (Self, Result<(), LibvirtError>) {
+        let me = Self::new(uri, timeout);
         let opened = me.reconnect().await.map(|_| ());
         (me, opened)
     }

@@ -4,83 +4,19 @@
 //! libvirt reported; when the host cannot be asked, the state is UNKNOWN.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::Batch;
 
-use super::{decide, Migration, RunPolicy, Step, VmSpec, VmState, VmStatus, VmView, Want};
+mod act;
+
+use super::{decide, Migration, Observation, Step, VmCommand, VmMsg, VmSpec, VmState, VmStatus, VmView, Want};
 use crate::error::ApiError;
 use crate::host::{DomainObs, Fleet, Libvirt, LibvirtError};
 use crate::tables::{VMS, VM_STATUS};
-
-/// What the driver's sweep saw of the VM's domain.
-#[derive(Debug, Clone)]
-pub enum Observation {
-    /// The host could not be asked.
-    Unreachable,
-    Seen(Option<DomainObs>),
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum VmCommand {
-    /// Define and start per the run policy now (createVm).
-    Ensure,
-    Start,
-    Stop {
-        timeout: Duration,
-    },
-    Reboot,
-    Pause,
-    Resume,
-    Delete,
-}
-
-impl VmCommand {
-    /// How long the VM's actor may take over the command: a stop waits for the guest.
-    pub fn wait(&self) -> Duration {
-        match self {
-            Self::Stop { timeout } => *timeout + Duration::from_secs(30),
-            _ => Duration::from_secs(30),
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Ensure => "createVm",
-            Self::Start => "startVm",
-            Self::Stop { .. } => "stopVm",
-            Self::Reboot => "rebootVm",
-            Self::Pause => "pauseVm",
-            Self::Resume => "resumeVm",
-            Self::Delete => "deleteVm",
-        }
-    }
-}
-
-pub enum VmMsg {
-    Observed(Observation),
-    Act(VmCommand, RpcReplyPort<Result<VmView, ApiError>>),
-    Get(RpcReplyPort<VmView>),
-    /// A migration's progress; while one runs the VM takes no reconcile action.
-    Migrating(Migration, RpcReplyPort<Result<(), ApiError>>),
-    /// The VM is moving to `host` (migrated or evacuated): this actor stops acting and
-    /// writing, and answers the VM as it will be there. Its record changes only when the
-    /// target's new actor has taken the VM ([`VmMsg::Arrive`]); until then it can [`VmMsg::Stay`].
-    Leave {
-        host: String,
-        migration: Migration,
-        reply: RpcReplyPort<VmView>,
-    },
-    /// The hand-over did not happen: this actor owns the VM again.
-    Stay,
-    /// Sent to the target's new actor: records the VM on its host, with the move's event.
-    Arrive(RpcReplyPort<Result<VmView, ApiError>>),
-}
-
-impl ractor::Message for VmMsg {}
 
 pub struct VmActor;
 
@@ -402,145 +338,6 @@ impl Vm {
                 Ok(())
             }
         }
-    }
-
-    async fn act(&mut self, command: VmCommand) -> Result<VmView, ApiError> {
-        if self.migrating && command != VmCommand::Ensure {
-            return Err(ApiError::Conflict(format!(
-                "VM {} is migrating; {} waits until it ends",
-                self.spec.id,
-                command.name()
-            )));
-        }
-        let current = self.libvirt.observe(&self.spec.domain).await.map_err(unavailable)?;
-        let active = current.as_ref().is_some_and(|o| o.state.is_active());
-        let state = current.as_ref().map(|o| VmState::of(o.state));
-        let cause = command.name();
-        match command {
-            VmCommand::Ensure => {
-                if current.is_none() {
-                    self.define().await.map_err(unavailable)?;
-                }
-                let obs = self.observe(cause).await?;
-                self.fresh = false;
-                if let Some(o) = obs {
-                    let step = decide(self.spec.run_policy, self.spec.want, o.state, &o.reason);
-                    self.apply(step, &o).await.map_err(unavailable)?;
-                }
-            }
-            VmCommand::Start => {
-                if self.spec.run_policy == RunPolicy::Halted {
-                    self.spec.run_policy = RunPolicy::Always;
-                }
-                self.spec.want = Want::Running;
-                if current.is_none() {
-                    self.define().await.map_err(unavailable)?;
-                }
-                if state == Some(VmState::Paused) {
-                    self.libvirt
-                        .on_domain(&self.spec.domain, |d| d.resume())
-                        .await
-                        .map_err(unavailable)?;
-                } else if !active {
-                    self.libvirt
-                        .on_domain(&self.spec.domain, |d| d.create().map(|_| ()))
-                        .await
-                        .map_err(unavailable)?;
-                }
-                self.save(None).await?;
-                self.observe(cause).await?;
-            }
-            VmCommand::Stop { timeout } => {
-                if matches!(self.spec.run_policy, RunPolicy::Always | RunPolicy::RerunOnFailure) {
-                    self.spec.run_policy = RunPolicy::Halted;
-                }
-                self.spec.want = Want::Stopped;
-                self.save(None).await?;
-                if active {
-                    self.stop_gracefully(timeout).await?;
-                }
-                self.observe(cause).await?;
-            }
-            VmCommand::Reboot => {
-                if state != Some(VmState::Running) {
-                    return Err(self.not_in("RUNNING", state));
-                }
-                self.libvirt
-                    .on_domain(&self.spec.domain, |d| d.reboot(0))
-                    .await
-                    .map_err(unavailable)?;
-                self.save(Some(self.event("VM_REBOOTED", json!({})))).await?;
-                self.observe(cause).await?;
-            }
-            VmCommand::Pause => {
-                if state != Some(VmState::Running) {
-                    return Err(self.not_in("RUNNING", state));
-                }
-                self.libvirt
-                    .on_domain(&self.spec.domain, |d| d.suspend())
-                    .await
-                    .map_err(unavailable)?;
-                self.observe(cause).await?;
-            }
-            VmCommand::Resume => {
-                if state != Some(VmState::Paused) {
-                    return Err(self.not_in("PAUSED", state));
-                }
-                self.libvirt
-                    .on_domain(&self.spec.domain, |d| d.resume())
-                    .await
-                    .map_err(unavailable)?;
-                self.observe(cause).await?;
-            }
-            VmCommand::Delete => {
-                self.libvirt.remove(&self.spec.domain).await.map_err(unavailable)?;
-                gauge_moved(Some(self.status.state), None);
-                let event = self.event("VM_DELETED", json!({}));
-                self.fleet
-                    .store
-                    .write(
-                        Batch::new()
-                            .delete(VMS, self.spec.id.clone())
-                            .delete(VM_STATUS, self.spec.id.clone())
-                            .event(event),
-                    )
-                    .await?;
-                self.fleet.release(&self.spec.id, &self.host);
-            }
-        }
-        Ok(self.view())
-    }
-
-    /// Asks the guest to shut down, waits up to `timeout`, then destroys the domain.
-    async fn stop_gracefully(&mut self, timeout: Duration) -> Result<(), ApiError> {
-        self.libvirt
-            .on_domain(&self.spec.domain, |d| d.shutdown())
-            .await
-            .map_err(unavailable)?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let o = self.libvirt.observe(&self.spec.domain).await.map_err(unavailable)?;
-            if !o.is_some_and(|o| o.state.is_active()) {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(vm = %self.spec.id, "guest did not shut down in time; destroying it");
-                return self
-                    .libvirt
-                    .on_domain(&self.spec.domain, |d| d.destroy())
-                    .await
-                    .map_err(unavailable);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn not_in(&self, wanted: &str, state: Option<VmState>) -> ApiError {
-        ApiError::Conflict(format!(
-            "VM {} is {}, not {wanted}",
-            self.spec.id,
-            state.map_or("MISSING", VmState::name)
-        ))
     }
 }
 

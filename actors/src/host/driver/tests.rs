@@ -1,5 +1,7 @@
 use super::*;
 use crate::host::{simulated_node_xml, FleetSettings, HostMode, HostState};
+use std::time::Duration;
+use troupe_runtime::store::Store;
 
 fn fleet(dir: &std::path::Path, libvirt_timeout: Duration) -> Arc<Fleet> {
     let store = Store::open(&dir.join("db")).unwrap();
@@ -30,6 +32,11 @@ fn fleet(dir: &std::path::Path, libvirt_timeout: Duration) -> Arc<Fleet> {
     fleet
 }
 
+/// Waits for the driver's first look at the host (its start does not wait for it).
+async fn first_look(fleet: &Fleet) {
+    fleet.first_looks(&["h@n".to_owned()], Duration::from_secs(30)).await;
+}
+
 /// A driver is findable from its own start on, so a host never shows UP to a caller
 /// that then finds no driver to ask (a createVm right after a node start did).
 #[tokio::test]
@@ -40,6 +47,7 @@ async fn a_driver_is_registered_by_its_own_start_before_its_host_is_up() {
     let (driver, handle) = Actor::spawn(None, HostDriver, (fleet.clone(), "h@n".to_owned()))
         .await
         .unwrap();
+    first_look(&fleet).await;
     assert_eq!(fleet.state("h@n"), Some(HostState::Up));
     assert_eq!(fleet.driver("h@n").unwrap().get_id(), driver.get_id());
     driver.stop(None);
@@ -55,6 +63,7 @@ async fn a_host_that_stops_answering_is_unreachable_and_its_driver_still_answers
     let (driver, handle) = Actor::spawn(None, HostDriver, (fleet.clone(), "h@n".to_owned()))
         .await
         .unwrap();
+    first_look(&fleet).await;
     assert_eq!(fleet.state("h@n"), Some(HostState::Up));
     fleet.libvirt("h@n").unwrap().set_hang(true);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -82,6 +91,32 @@ async fn a_host_that_stops_answering_is_unreachable_and_its_driver_still_answers
         assert!(Instant::now() < deadline, "the host never came back UP");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    driver.stop(None);
+    handle.await.unwrap();
+}
+
+/// A driver's start asks nothing of its host: one that does not answer (a hung URI) holds up
+/// neither the start nor the supervisor starting it; the driver answers meanwhile, and the
+/// host is UP once it answers.
+#[tokio::test]
+async fn a_driver_starts_without_waiting_for_a_host_that_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    // Far longer than the start may take.
+    let fleet = fleet(dir.path(), Duration::from_secs(60));
+    let libvirt = Libvirt::new(&fleet.spec("h@n").unwrap().uri, Duration::from_secs(60));
+    libvirt.set_hang(true);
+    fleet.set_libvirt("h@n", libvirt.clone());
+    let start = Actor::spawn(None, HostDriver, (fleet.clone(), "h@n".to_owned()));
+    let (driver, handle) = tokio::time::timeout(Duration::from_secs(10), start)
+        .await
+        .expect("the driver's start waited for its host")
+        .unwrap();
+    let vms = driver.call(HostMsg::Vms, Some(Duration::from_secs(5))).await.unwrap();
+    assert!(matches!(vms, ractor::rpc::CallResult::Success(v) if v.is_empty()));
+    assert_ne!(fleet.state("h@n"), Some(HostState::Up));
+    libvirt.set_hang(false);
+    first_look(&fleet).await;
+    assert_eq!(fleet.state("h@n"), Some(HostState::Up));
     driver.stop(None);
     handle.await.unwrap();
 }

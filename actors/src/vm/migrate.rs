@@ -1,46 +1,39 @@
-//! Moving VMs between this node's hosts: migration (live through libvirt where the driver
-//! can, else orchestrated), drain, and evacuation of a host that is DOWN.
+//! Moving a VM between this node's hosts: migration (live through libvirt where the driver
+//! can, else orchestrated), and the hand-over of the VM to an actor under the new host's
+//! driver (which evacuation uses too).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use ractor::rpc::CallResult;
 use ractor::ActorRef;
-use serde_json::json;
-use troupe_runtime::events::NewEvent;
-use troupe_runtime::store::Batch;
 
-use super::{DrainProgress, Fleet, HostMsg, LibvirtError};
+use super::handle::{act, call, locate, view_of, vm_actor, CALL};
+use super::{Migration, MigrationKind, MigrationPhase, VmCommand, VmMsg, VmView};
 use crate::error::ApiError;
-use crate::vm::{Migration, MigrationKind, MigrationPhase, RunPolicy, VmCommand, VmMsg, VmView};
-
-const CALL: Duration = Duration::from_secs(30);
-
-async fn call<T: Send + 'static, M: ractor::Message>(
-    actor: &ActorRef<M>,
-    msg: impl FnOnce(ractor::RpcReplyPort<T>) -> M,
-    what: &str,
-) -> Result<T, ApiError> {
-    match actor.call(msg, Some(CALL)).await {
-        Ok(CallResult::Success(answer)) => Ok(answer),
-        Ok(CallResult::Timeout) => Err(ApiError::Unavailable(format!("{what} did not answer in time"))),
-        _ => Err(ApiError::Unavailable(format!("{what} is not running"))),
-    }
-}
-
-pub(crate) async fn vm_actor(fleet: &Fleet, host: &str, vm: &str) -> Result<ActorRef<VmMsg>, ApiError> {
-    let driver = fleet.driver(host)?;
-    call(&driver, |r| HostMsg::Vm(vm.to_owned(), r), "the host driver")
-        .await?
-        .ok_or_else(|| ApiError::Unavailable(format!("VM {vm} has no running actor on its host")))
-}
-
-pub(crate) async fn view_of(actor: &ActorRef<VmMsg>) -> Result<VmView, ApiError> {
-    call(actor, VmMsg::Get, "the VM's actor").await
-}
+use crate::host::{Fleet, HostMsg, LibvirtError};
 
 async fn progress(actor: &ActorRef<VmMsg>, m: &Migration) -> Result<(), ApiError> {
     call(actor, |r| VmMsg::Migrating(m.clone(), r), "the VM's actor").await?
+}
+
+/// Migrates a VM (`migrateVm`) to `target` (a host id or name of this node), or where the
+/// placer puts it; answers when the migration has ended.
+pub(crate) async fn request(fleet: &Arc<Fleet>, vm: &str, target: Option<String>) -> Result<Migration, ApiError> {
+    let (_, source) = locate(fleet, vm).await?;
+    let target = match target {
+        Some(t) => {
+            let t = fleet.find(&t)?;
+            if t == source {
+                return Err(ApiError::invalid("targetHost is the host the VM is on"));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    // Runs to the end even if the caller goes away.
+    let (fleet, vm) = (fleet.clone(), vm.to_owned());
+    tokio::spawn(async move { migrate(&fleet, &vm, &source, target, "migrateVm").await })
+        .await
+        .map_err(|e| ApiError::Internal(format!("the migration did not finish: {e}")))?
 }
 
 /// Moves a VM from `source` to `target` (or where the placer puts it). Always ends with the
@@ -144,7 +137,7 @@ async fn run(
     }
     m.kind = Some(MigrationKind::Orchestrated);
     progress(actor, m).await?;
-    let xml = super::domain_xml(dst.uri(), &spec.domain, &spec.uuid, spec.vcpus, spec.memory_mib);
+    let xml = crate::host::domain_xml(dst.uri(), &spec.domain, &spec.uuid, spec.vcpus, spec.memory_mib);
     let prepared = async {
         dst.define(xml).await?;
         if active {
@@ -185,7 +178,12 @@ async fn handover(
 /// Hands the VM from its actor on the source to a new one under `target`'s driver. The
 /// record names the target only once the new actor holds the VM: if the target's driver is
 /// gone (the host removed meanwhile) the VM stays with its source actor, never with none.
-async fn hand_over(fleet: &Arc<Fleet>, actor: &ActorRef<VmMsg>, m: &Migration, target: &str) -> Result<(), ApiError> {
+pub(crate) async fn hand_over(
+    fleet: &Arc<Fleet>,
+    actor: &ActorRef<VmMsg>,
+    m: &Migration,
+    target: &str,
+) -> Result<(), ApiError> {
     let view = call(
         actor,
         |r| VmMsg::Leave {
@@ -221,97 +219,8 @@ async fn adopt(fleet: &Fleet, host: &str, view: VmView) -> Result<(), ApiError> 
         return Err(e);
     }
     // The VM is on the target now; a failed first reconcile is retried at the next sweep.
-    if let Err(e) = super::driver::act(&actor, VmCommand::Ensure, CALL).await {
+    if let Err(e) = act(&actor, VmCommand::Ensure, CALL).await {
         tracing::warn!(host = %host, error = %e, "a VM taken over could not be reconciled yet");
     }
     Ok(())
-}
-
-/// Re-creates a DOWN host's ALWAYS and RERUN_ON_FAILURE VMs on other hosts from their specs.
-/// Those that find no host stay and are tried again at the driver's next tick.
-pub async fn evacuate(fleet: &Arc<Fleet>, host: &str, actors: Vec<ActorRef<VmMsg>>) {
-    for actor in actors {
-        let Ok(view) = view_of(&actor).await else { continue };
-        let spec = &view.spec;
-        if !matches!(spec.run_policy, RunPolicy::Always | RunPolicy::RerunOnFailure) {
-            continue;
-        }
-        let target = match fleet.claim(spec, None, Some(host)) {
-            Ok(t) => t,
-            Err(e) => {
-                if view.status.last_error.as_deref() != Some(e.to_string().as_str()) {
-                    let event = NewEvent::new(
-                        "VM_EVACUATION_FAILED",
-                        Some(spec.id.clone()),
-                        json!({ "name": spec.name, "host": host, "error": e.to_string() }),
-                    );
-                    let _ = fleet.store.write(Batch::new().event(event)).await;
-                }
-                continue;
-            }
-        };
-        let now = troupe_runtime::clock::now();
-        let m = Migration {
-            id: uuid::Uuid::now_v7().to_string(),
-            source: host.to_owned(),
-            target: Some(target.clone()),
-            phase: MigrationPhase::Succeeded,
-            kind: Some(MigrationKind::Orchestrated),
-            reason: "evacuation".into(),
-            error: None,
-            started_at: now,
-            finished_at: Some(now),
-        };
-        match hand_over(fleet, &actor, &m, &target).await {
-            Ok(_) => tracing::info!(vm = %spec.id, from = %host, to = %target, "VM evacuated"),
-            Err(e) => {
-                fleet.release(&spec.id, &target);
-                tracing::error!(vm = %spec.id, error = %e, "evacuation failed");
-            }
-        }
-    }
-}
-
-/// Moves every VM off `host`, at most `max_outbound_migrations` at once, then puts the host
-/// in MAINTENANCE (or leaves it DRAINING, with the failures counted, if some could not move).
-pub async fn drain(fleet: Arc<Fleet>, host: String, actors: Vec<ActorRef<VmMsg>>) {
-    let total = actors.len() as u32;
-    let mut progress = DrainProgress {
-        total,
-        ..Default::default()
-    };
-    fleet.drain_progress(&host, progress.clone());
-    let mut moves = futures::stream::FuturesUnordered::new();
-    for actor in actors {
-        let (fleet, host) = (fleet.clone(), host.clone());
-        moves.push(tokio::spawn(async move {
-            let vm = view_of(&actor).await?.spec.id;
-            migrate(&fleet, &vm, &host, None, "drain").await
-        }));
-    }
-    use futures::StreamExt;
-    while let Some(done) = moves.next().await {
-        match done {
-            Ok(Ok(m)) if m.phase == MigrationPhase::Succeeded => progress.moved += 1,
-            _ => progress.failed += 1,
-        }
-        fleet.drain_progress(&host, progress.clone());
-        let event = NewEvent::new(
-            "HOST_DRAIN_PROGRESS",
-            Some(host.clone()),
-            json!({ "total": progress.total, "moved": progress.moved, "failed": progress.failed }),
-        );
-        let _ = fleet.store.write(Batch::new().event(event)).await;
-    }
-    progress.done = true;
-    if let Err(e) = fleet.finish_drain(&host, progress.clone()).await {
-        tracing::error!(%host, error = %e, "drained, but could not enter MAINTENANCE");
-    }
-    if progress.failed > 0 {
-        fleet.note_error(
-            &host,
-            format!("{} of {} VMs could not be moved", progress.failed, progress.total),
-        );
-        tracing::warn!(%host, failed = progress.failed, "drain incomplete; the host stays DRAINING");
-    }
 }

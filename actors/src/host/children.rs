@@ -1,0 +1,116 @@
+//! The node's `hosts` supervisor and its children: one host driver per host, each with a
+//! restart intensity of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorCell, ActorProcessingErr};
+use serde_json::json;
+use troupe_runtime::supervision::{
+    Backoff, ChildSpec, Intensity, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs,
+};
+
+use super::driver::HostDriver;
+use super::Fleet;
+
+/// How long starting a host waits for its driver's first look at it (the host is UP, or
+/// UNREACHABLE with the reason): up to about two libvirt calls on an unreachable one.
+pub(crate) const FIRST_LOOK: Duration = Duration::from_secs(30);
+
+/// The node's `hosts` supervisor as a child of the root: one host driver per host.
+pub struct HostsChild {
+    pub fleet: Arc<Fleet>,
+    pub backoff: Backoff,
+    pub intensity: Intensity,
+}
+
+impl ChildSpec for HostsChild {
+    fn id(&self) -> &str {
+        "hosts"
+    }
+
+    fn kind(&self) -> &str {
+        "SUPERVISOR"
+    }
+
+    fn shutdown(&self) -> Shutdown {
+        Shutdown::Infinity
+    }
+
+    fn is_supervisor(&self) -> bool {
+        true
+    }
+
+    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
+        Box::pin(async move {
+            let children = self
+                .fleet
+                .host_ids()
+                .into_iter()
+                .map(|id| host_child(&self.fleet, id, self.intensity))
+                .collect();
+            let args = SupervisorArgs {
+                name: "hosts".into(),
+                strategy: Strategy::OneForOne,
+                intensity: None,
+                backoff: self.backoff,
+                children,
+                start_order: StartOrder::Concurrent,
+                store: self.fleet.store.clone(),
+            };
+            let (sup, _) =
+                Actor::spawn_linked(Some(format!("hosts@{}", self.fleet.node)), Supervisor, args, supervisor).await?;
+            self.fleet.supervisor.set(sup.clone());
+            // The node serves once each host is UP or known not to answer, as a host added
+            // later is (the drivers connect off their starts).
+            self.fleet.first_looks(&self.fleet.host_ids(), FIRST_LOOK).await;
+            Ok(sup.get_cell())
+        })
+    }
+}
+
+pub fn host_child(fleet: &Arc<Fleet>, id: String, intensity: Intensity) -> Arc<dyn ChildSpec> {
+    Arc::new(HostChild {
+        fleet: fleet.clone(),
+        id,
+        intensity,
+    })
+}
+
+struct HostChild {
+    fleet: Arc<Fleet>,
+    id: String,
+    intensity: Intensity,
+}
+
+impl ChildSpec for HostChild {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn kind(&self) -> &str {
+        "HOST"
+    }
+
+    fn intensity(&self) -> Option<Intensity> {
+        Some(self.intensity)
+    }
+
+    fn start_timeout(&self) -> Duration {
+        // The start reads the host's VMs and starts their actors; it asks nothing of the host.
+        Duration::from_secs(30)
+    }
+
+    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
+        Box::pin(async move {
+            let args = (self.fleet.clone(), self.id.clone());
+            let (driver, _) = Actor::spawn_linked(None, HostDriver, args, supervisor).await?;
+            Ok(driver.get_cell())
+        })
+    }
+
+    fn event_data(&self) -> serde_json::Value {
+        json!({ "name": self.fleet.spec(&self.id).map(|s| s.name) })
+    }
+}
