@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use ractor::{Actor, ActorCell, ActorProcessingErr};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use troupe_runtime::supervision::{
-    Backoff, ChildSpec, Intensity, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs,
+    Backoff, ChildSpec, Intensity, Nest, StartOrder, Strategy, SupervisorArgs, SupervisorMsg,
 };
 
 use super::driver::HostDriver;
@@ -25,48 +25,44 @@ pub struct HostsChild {
     pub intensity: Intensity,
 }
 
-impl ChildSpec for HostsChild {
+impl Nest for HostsChild {
     fn id(&self) -> &str {
         "hosts"
     }
 
-    fn kind(&self) -> &str {
-        "SUPERVISOR"
+    fn start_timeout(&self) -> Duration {
+        FIRST_LOOK + Duration::from_secs(10)
     }
 
-    fn shutdown(&self) -> Shutdown {
-        Shutdown::Infinity
+    fn actor_name(&self) -> Option<String> {
+        Some(format!("hosts@{}", self.fleet.node))
     }
 
-    fn is_supervisor(&self) -> bool {
-        true
+    fn args(&self) -> BoxFuture<'static, Result<SupervisorArgs, ActorProcessingErr>> {
+        let children = self
+            .fleet
+            .host_ids()
+            .into_iter()
+            .map(|id| host_child(&self.fleet, id, self.intensity))
+            .collect();
+        let args = SupervisorArgs {
+            name: "hosts".into(),
+            strategy: Strategy::OneForOne,
+            intensity: None,
+            backoff: self.backoff,
+            children,
+            start_order: StartOrder::Concurrent,
+            store: self.fleet.store.clone(),
+        };
+        Box::pin(async move { Ok(args) })
     }
 
-    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
-        Box::pin(async move {
-            let children = self
-                .fleet
-                .host_ids()
-                .into_iter()
-                .map(|id| host_child(&self.fleet, id, self.intensity))
-                .collect();
-            let args = SupervisorArgs {
-                name: "hosts".into(),
-                strategy: Strategy::OneForOne,
-                intensity: None,
-                backoff: self.backoff,
-                children,
-                start_order: StartOrder::Concurrent,
-                store: self.fleet.store.clone(),
-            };
-            let (sup, _) =
-                Actor::spawn_linked(Some(format!("hosts@{}", self.fleet.node)), Supervisor, args, supervisor).await?;
-            self.fleet.supervisor.set(sup.clone());
-            // The node serves once each host is UP or known not to answer, as a host added
-            // later is (the drivers connect off their starts).
-            self.fleet.first_looks(&self.fleet.host_ids(), FIRST_LOOK).await;
-            Ok(sup.get_cell())
-        })
+    fn started(&self, supervisor: &ActorRef<SupervisorMsg>) -> BoxFuture<'static, ()> {
+        self.fleet.supervisor.set(supervisor.clone());
+        // The node serves once each host is UP or known not to answer, as a host added later
+        // is (the drivers connect off their starts).
+        let fleet = self.fleet.clone();
+        Box::pin(async move { fleet.first_looks(&fleet.host_ids(), FIRST_LOOK).await })
     }
 }
 

@@ -168,7 +168,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             store: core_store.clone(),
         }),
     };
-    let hosts: Arc<dyn ChildSpec> = Arc::new(HostsChild {
+    let hosts = Nested::child(HostsChild {
         fleet,
         backoff,
         intensity: agent_policy.intensity,

@@ -2,14 +2,12 @@
 //! (`vms.rs`). A request about a host goes to the hosts service of the node whose driver
 //! holds its connection.
 
-mod local;
-mod remove;
 mod vms;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::context::Context;
+use super::context::{keep, split, Context};
 use super::listing::Listing;
 use crate::cluster::remote::{service, At, Everywhere, Located, PEER_TIMEOUT};
 use crate::cluster::Cluster;
@@ -102,23 +100,33 @@ impl Hosts {
     }
 }
 
+/// The hosts of this node: the service's serving and idempotency checks around the work of
+/// `host/`.
 impl HostsLocal for Hosts {
     // A peer's request is checked like a local one.
     async fn add(&self, request: AddHostRequest, key: Option<String>) -> Result<HostView, ApiError> {
         request.validate()?;
-        self.add_local(request, key.as_deref()).await
+        self.ctx.ensure_serving()?;
+        let guard = match split(self.ctx.claim("addHost", key.as_deref(), &request).await?) {
+            Ok(guard) => guard,
+            Err(id) => return self.fleet.host_view(&id),
+        };
+        let intensity = self.ctx.agent_policy.intensity;
+        let view = crate::host::add(&self.fleet, request, intensity, guard.as_ref()).await?;
+        keep(&self.ctx.store, guard, &view.spec.id).await?;
+        Ok(view)
     }
 
     async fn remove(&self, id: String, force: bool) -> Result<HostView, ApiError> {
-        self.remove_local(&id, force).await
+        crate::host::remove(&self.fleet, &id, force).await
     }
 
     async fn drain(&self, id: String) -> Result<HostView, ApiError> {
-        self.drain_local(&id).await
+        crate::host::drain(&self.fleet, &id).await
     }
 
     async fn set_maintenance(&self, id: String, enabled: bool) -> Result<HostView, ApiError> {
-        self.maintenance_local(&id, enabled).await
+        crate::host::set_maintenance(&self.fleet, &id, enabled).await
     }
 
     async fn get(&self, id: String) -> Result<Option<HostView>, ApiError> {
@@ -130,11 +138,11 @@ impl HostsLocal for Hosts {
     }
 
     async fn domains(&self, id: String) -> Result<Vec<DomainObs>, ApiError> {
-        self.domains_local(&id).await
+        crate::host::domains(&self.fleet, &id).await
     }
 
     async fn inject_fault(&self, target: String, fault: Fault) -> Result<String, ApiError> {
-        self.fault_local(&target, fault).await
+        crate::host::inject(&self.fleet, &target, fault).await
     }
 }
 

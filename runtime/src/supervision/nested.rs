@@ -24,8 +24,11 @@ pub trait Nest: Send + Sync + 'static {
     fn actor_name(&self) -> Option<String> {
         None
     }
-    /// Told of the running supervisor (to put it where callers look it up).
-    fn started(&self, _supervisor: &ActorRef<SupervisorMsg>) {}
+    /// Told of the running supervisor (to put it where callers look it up); the start ends
+    /// when what this returns does (a wait for the children's first word, say).
+    fn started(&self, _supervisor: &ActorRef<SupervisorMsg>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// A [`Nest`] as a child of another supervisor.
@@ -62,7 +65,7 @@ impl<N: Nest> ChildSpec for Nested<N> {
         Box::pin(async move {
             let args = self.0.args().await?;
             let (sup, _) = Actor::spawn_linked(self.0.actor_name(), Supervisor, args, supervisor).await?;
-            self.0.started(&sup);
+            self.0.started(&sup).await;
             Ok(sup.get_cell())
         })
     }

@@ -472,8 +472,9 @@ impl Nest for Growing {
         })
     }
 
-    fn started(&self, supervisor: &ActorRef<SupervisorMsg>) {
+    fn started(&self, supervisor: &ActorRef<SupervisorMsg>) -> futures::future::BoxFuture<'static, ()> {
         *self.running.lock().unwrap() = Some(supervisor.clone());
+        Box::pin(async {})
     }
 }
 
@@ -487,9 +488,13 @@ async fn a_nested_supervisor_makes_its_children_afresh_at_each_restart_and_says_
         starts: Arc::default(),
         running: running.clone(),
     };
-    let (_sup, _) = Actor::spawn(None, Supervisor, h.args(Strategy::OneForOne, Some(3), vec![Nested::child(growing)]))
-        .await
-        .unwrap();
+    let (_sup, _) = Actor::spawn(
+        None,
+        Supervisor,
+        h.args(Strategy::OneForOne, Some(3), vec![Nested::child(growing)]),
+    )
+    .await
+    .unwrap();
     assert_eq!(h.starts(1).await[0].0, "w0");
     let first = running.lock().unwrap().clone().expect("told where it runs");
     first.get_cell().kill();
@@ -498,7 +503,10 @@ async fn a_nested_supervisor_makes_its_children_afresh_at_each_restart_and_says_
     assert_eq!(again, ["w0", "w1"]);
     let second = running.lock().unwrap().clone().expect("told again");
     assert_ne!(first.get_id(), second.get_id());
-    assert_eq!(h.kinds_of("growing").await, ["SUPERVISOR_STARTED", "SUPERVISOR_RESTARTED"]);
+    assert_eq!(
+        h.kinds_of("growing").await,
+        ["SUPERVISOR_STARTED", "SUPERVISOR_RESTARTED"]
+    );
 }
 
 mod intensity;

@@ -7,8 +7,10 @@ use super::Hosts;
 use crate::cluster::remote::{service, At, Everywhere, Located, PEER_TIMEOUT};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
-use crate::service::listing::Listing;
-use crate::vm::{CreateVmRequest, Migration, VmCommand, VmFilter, VmView};
+use crate::service::context::{keep, split};
+use crate::service::listing::{page_local, Listing};
+use crate::tables::{VMS, VM_STATUS};
+use crate::vm::{CreateVmRequest, Migration, VmCommand, VmFilter, VmSpec, VmStatus, VmView};
 
 service! {
     service Vms as "vms" (VmsMsg, VmsRequest, VmsResponse, VmsLocal);
@@ -89,32 +91,65 @@ impl Vms {
     }
 }
 
+/// The VMs of this node's hosts: the service's serving and idempotency checks around the
+/// work of `vm/`.
 impl VmsLocal for Vms {
     // A peer's request is checked like a local one.
     async fn create(&self, request: CreateVmRequest, key: Option<String>) -> Result<VmView, ApiError> {
         request.validate()?;
-        self.hosts.create_vm_local(request, key.as_deref()).await
+        let ctx = &self.hosts.ctx;
+        ctx.ensure_serving()?;
+        let guard = match split(ctx.claim("createVm", key.as_deref(), &request).await?) {
+            Ok(guard) => guard,
+            Err(id) => {
+                return crate::vm::get(&self.hosts.fleet, &id)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("no VM {id}")))
+            }
+        };
+        crate::vm::create(&self.hosts.fleet, request, guard.as_ref()).await
     }
 
     async fn act(&self, id: String, command: VmCommand) -> Result<VmView, ApiError> {
         // Run to the end even if the caller goes away: a half-done stop is worse.
-        let hosts = self.hosts.clone();
-        tokio::spawn(async move { hosts.act_vm_local(&id, command).await })
+        let fleet = self.hosts.fleet.clone();
+        tokio::spawn(async move { crate::vm::act_on(&fleet, &id, command).await })
             .await
             .map_err(|e| ApiError::Internal(format!("the VM mutation did not finish: {e}")))?
     }
 
     async fn migrate(&self, id: String, target: Option<String>, key: Option<String>) -> Result<Migration, ApiError> {
-        self.hosts.migrate_local(&id, target, key.as_deref()).await
+        let (ctx, fleet) = (&self.hosts.ctx, &self.hosts.fleet);
+        ctx.ensure_serving()?;
+        let guard = match split(ctx.claim("migrateVm", key.as_deref(), &(&id, &target)).await?) {
+            Ok(guard) => guard,
+            Err(_) => {
+                let (view, _) = crate::vm::locate(fleet, &id).await?;
+                return view
+                    .status
+                    .migration
+                    .ok_or_else(|| ApiError::NotFound(format!("VM {id} has no migration")));
+            }
+        };
+        let m = crate::vm::request_migration(fleet, &id, target).await?;
+        keep(&ctx.store, guard, &m.id).await?;
+        Ok(m)
     }
 
     async fn get(&self, id: String) -> Result<Option<VmView>, ApiError> {
-        self.hosts.get_vm_local(&id).await
+        crate::vm::get(&self.hosts.fleet, &id).await
     }
 
     async fn list(&self, after: Option<String>, first: u32, filter: VmFilter) -> Result<(Vec<VmView>, bool), ApiError> {
-        self.hosts
-            .list_vms_local(after, first.min(1000) as usize, &filter)
-            .await
+        let first = first.min(1000) as usize;
+        page_local(&self.hosts.ctx.store, VMS, after, first, move |v, id, bytes| {
+            let spec: VmSpec = troupe_runtime::codec::decode(bytes)?;
+            let status: VmStatus = match v.get(VM_STATUS, id)? {
+                Some(b) => troupe_runtime::codec::decode(&b)?,
+                None => VmStatus::new(None),
+            };
+            Ok(filter.matches(&spec, &status).then_some(VmView { spec, status }))
+        })
+        .await
     }
 }
