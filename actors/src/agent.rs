@@ -9,19 +9,27 @@
 
 mod actor;
 mod backend;
+mod call;
 pub mod checkpoints;
 mod child;
+mod lifecycle;
+pub mod protocol;
+mod registry;
 mod secrets;
 mod spec;
 mod status;
 
+/// The courier's terms for an agent's errands (kept under this name for its callers).
+pub use crate::outbox::{Outgoing, OutgoingKind};
 pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
 pub use backend::{
-    build as build_backend, describe_cgroup, preflight, read_stat, Backend, Link, Outgoing, OutgoingKind, Signal, Stat,
-    Usage,
+    build as build_backend, describe_cgroup, preflight, read_stat, Backend, Errand, ErrandKind, Link, Outbox, Signal,
+    Stat, Usage,
 };
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
+pub use lifecycle::Action;
+pub use registry::{matching, Registry, Supervisors};
 pub use secrets::{SecretRefused, Secrets};
 pub use spec::{
     AgentFilter, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend, Limits,

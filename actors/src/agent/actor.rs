@@ -13,12 +13,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use super::backend::{self, sample, Backend, Link, Signal, Usage};
+use super::backend::{self, sample, Backend, Link, Outbox, Signal, Usage};
 use super::child::Restore;
 use super::secrets::Secrets;
 use super::spec::{AgentSpec, Desired};
 use super::status::AgentState;
-use crate::scheduler::{Down, SchedulerMsg};
+use crate::report::{Down, Report, Reports};
 use crate::task::{Assignment, Outcome};
 
 /// How often the usage of an agent's processes is sampled for `/metrics`.
@@ -77,10 +77,11 @@ pub struct Probe {
 
 pub struct AgentActor {
     pub spec: Arc<AgentSpec>,
-    pub scheduler: ActorRef<SchedulerMsg>,
+    /// Where the agent says it is up, open, down, and how its attempts ended.
+    pub reports: Reports,
     pub report: Reporter,
-    /// Where the agent's own messages go.
-    pub outbox: Option<tokio::sync::mpsc::UnboundedSender<crate::agent::Outgoing>>,
+    /// Where the agent's errands go (its own messages, its swarm's memory, its team's work).
+    pub outbox: Option<Outbox>,
     /// What the backend may use as its API key.
     pub secrets: Arc<Secrets>,
 }
@@ -108,7 +109,7 @@ pub struct State {
 impl AgentActor {
     /// Tells the scheduler whether the agent takes tasks now.
     fn open(&self, myself: &ActorRef<AgentMsg>, state: &State) {
-        let _ = self.scheduler.cast(SchedulerMsg::AgentOpen {
+        let _ = self.reports.send_message(Report::Open {
             id: self.spec.id.clone(),
             incarnation: myself.get_id().pid(),
             open: !state.paused && state.healthy && !state.draining,
@@ -163,7 +164,7 @@ impl Actor for AgentActor {
         if self.spec.desired == Desired::Paused {
             self.suspend(&mut state, true);
         }
-        self.scheduler.cast(SchedulerMsg::AgentUp {
+        self.reports.send_message(Report::Up {
             id: self.spec.id.clone(),
             capabilities: self.spec.capabilities.clone(),
             skills: self.spec.skills(),
@@ -187,7 +188,7 @@ impl Actor for AgentActor {
         if self.spec.backend.runs_processes() {
             self.publish_usage(Usage::default());
         }
-        let _ = self.scheduler.cast(SchedulerMsg::AgentDown {
+        let _ = self.reports.send_message(Report::Down {
             id: self.spec.id.clone(),
             incarnation: myself.get_id().pid(),
             down: Down::Stopped,
@@ -213,19 +214,12 @@ impl Actor for AgentActor {
                 }
             }
             AgentMsg::Signal(Signal::Lost(reason)) => return Err(reason.into()),
-            AgentMsg::Signal(Signal::Outgoing(mut out)) => {
-                out.from = self.spec.id.clone();
-                match &self.outbox {
-                    Some(outbox) => {
-                        if let Err(e) = outbox.send(out) {
-                            let _ = e.0.answer.send(Err("the node is not taking messages".into()));
-                        }
-                    }
-                    None => {
-                        let _ = out.answer.send(Err("the node is not taking messages".into()));
-                    }
+            AgentMsg::Signal(Signal::Errand(errand)) => match &self.outbox {
+                Some(outbox) => outbox(self.spec.id.clone(), errand),
+                None => {
+                    let _ = errand.answer.send(Err("the node is not taking messages".into()));
                 }
-            }
+            },
             AgentMsg::Signal(Signal::Unhealthy(reason)) => {
                 if state.healthy {
                     state.healthy = false;
@@ -305,7 +299,7 @@ impl AgentActor {
                 false => format!("agent {} was stopping before the task reached it", self.spec.id),
             };
             tracing::info!(agent = %self.spec.id, task = %task_id, attempt, "{why}: handed back");
-            let _ = self.scheduler.cast(SchedulerMsg::Declined {
+            let _ = self.reports.send_message(Report::Declined {
                 task_id,
                 attempt,
                 agent_id: self.spec.id.clone(),
@@ -319,7 +313,7 @@ impl AgentActor {
         };
         let work = state.backend.run(a);
         let agent_id = self.spec.id.clone();
-        let scheduler = self.scheduler.clone();
+        let reports = self.reports.clone();
         let span = tracing::info_span!("attempt", agent = %agent_id, task = %task_id, attempt);
         let id = task_id.clone();
         let job = async move {
@@ -328,7 +322,7 @@ impl AgentActor {
                 Ok(_) => tracing::debug!("attempt succeeded"),
                 Err(error) => tracing::info!(%error, "attempt failed"),
             }
-            let _ = scheduler.cast(SchedulerMsg::Finished {
+            let _ = reports.send_message(Report::Finished {
                 task_id: id.clone(),
                 attempt,
                 agent_id,
@@ -385,25 +379,20 @@ mod tests {
     );
 
     impl Actor for Collector {
-        type Msg = SchedulerMsg;
+        type Msg = Report;
         type State = ();
         type Arguments = ();
 
-        async fn pre_start(&self, _: ActorRef<SchedulerMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        async fn pre_start(&self, _: ActorRef<Report>, _: ()) -> Result<(), ActorProcessingErr> {
             Ok(())
         }
 
-        async fn handle(
-            &self,
-            _: ActorRef<SchedulerMsg>,
-            msg: SchedulerMsg,
-            _: &mut (),
-        ) -> Result<(), ActorProcessingErr> {
+        async fn handle(&self, _: ActorRef<Report>, msg: Report, _: &mut ()) -> Result<(), ActorProcessingErr> {
             match msg {
-                SchedulerMsg::Finished { task_id, attempt, .. } => {
+                Report::Finished { task_id, attempt, .. } => {
                     let _ = self.0.send((task_id, attempt));
                 }
-                SchedulerMsg::Declined { task_id, attempt, .. } => {
+                Report::Declined { task_id, attempt, .. } => {
                     if let Some(declined) = &self.1 {
                         let _ = declined.send((task_id, attempt));
                     }
@@ -450,7 +439,7 @@ mod tests {
         let (scheduler, _) = Actor::spawn(None, Collector(tx, None), ()).await.unwrap();
         let actor = AgentActor {
             spec: sleeper(),
-            scheduler,
+            reports: scheduler.get_derived(),
             report: Arc::new(|_, _, _| {}),
             outbox: None,
             secrets: Default::default(),
@@ -497,7 +486,7 @@ mod tests {
         let (scheduler, _) = Actor::spawn(None, Collector(tx, Some(back)), ()).await.unwrap();
         let actor = AgentActor {
             spec: sleeper(),
-            scheduler,
+            reports: scheduler.get_derived(),
             report: Arc::new(|_, _, _| {}),
             outbox: None,
             secrets: Default::default(),

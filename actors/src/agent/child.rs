@@ -20,7 +20,7 @@ use super::actor::{AgentActor, AgentMsg, Reporter};
 use super::secrets::Secrets;
 use super::spec::{AgentSpec, BackendSpec};
 use super::status::{gauge_moved, AgentState, AgentStatus};
-use crate::scheduler::{Down, SchedulerMsg};
+use crate::report::{Down, Report};
 use crate::slots::Slots;
 use crate::tables::AGENT_STATUS;
 
@@ -251,9 +251,9 @@ impl ChildSpec for AgentChild {
             let scheduler = self.slots.scheduler.get().ok_or("the scheduler is not running")?;
             let actor = AgentActor {
                 spec: self.spec(),
-                scheduler,
+                reports: scheduler.get_derived(),
                 report: self.reporter(),
-                outbox: self.slots.outbox.get().cloned(),
+                outbox: self.slots.outbox.get().cloned().map(crate::outbox::carrier),
                 secrets: self.policy.secrets.clone(),
             };
             let mut restore = lock(&self.restore).take();
@@ -335,11 +335,12 @@ impl ChildSpec for AgentChild {
         };
         let incarnation = lock(&self.current).as_ref().map(|a| a.get_id().pid());
         if let (Some(down), Some(scheduler), Some(incarnation)) = (down, self.slots.scheduler.get(), incarnation) {
-            let _ = scheduler.cast(SchedulerMsg::AgentDown {
+            let report = Report::Down {
                 id: self.id.clone(),
                 incarnation,
                 down,
-            });
+            };
+            let _ = scheduler.cast(report.into());
         }
         // Submitted here, under the lock, rather than in the supervisor's batch: every status
         // record reaches the writer in the order the status changed (an agent's own report
