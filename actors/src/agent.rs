@@ -12,6 +12,7 @@ mod backend;
 mod call;
 pub mod checkpoints;
 mod child;
+mod ladder;
 mod lifecycle;
 pub mod protocol;
 mod registry;

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::backend::{self, sample, Backend, Link, Outbox, Signal, Usage};
 use super::child::Restore;
+use super::ladder::{self, Health};
 use super::secrets::Secrets;
 use super::spec::{AgentSpec, Desired};
 use super::status::AgentState;
@@ -114,6 +115,20 @@ impl AgentActor {
             incarnation: myself.get_id().pid(),
             open: !state.paused && state.healthy && !state.draining,
         });
+    }
+
+    /// The backend says the agent is heard from (or not): it is closed to tasks while it is
+    /// not, and each change is reported.
+    fn health(&self, myself: &ActorRef<AgentMsg>, state: &mut State, healthy: bool, reason: Option<String>) {
+        let mut now = Health {
+            healthy: state.healthy,
+            paused: state.paused,
+        };
+        if let Some(step) = ladder::health(&mut now, healthy) {
+            state.healthy = now.healthy;
+            self.open(myself, state);
+            (self.report)(step.state, step.kind, reason);
+        }
     }
 
     fn suspend(&self, state: &mut State, paused: bool) {
@@ -220,25 +235,8 @@ impl Actor for AgentActor {
                     let _ = errand.answer.send(Err("the node is not taking messages".into()));
                 }
             },
-            AgentMsg::Signal(Signal::Unhealthy(reason)) => {
-                if state.healthy {
-                    state.healthy = false;
-                    self.open(&myself, state);
-                    (self.report)(AgentState::Unhealthy, "AGENT_UNHEALTHY", Some(reason));
-                }
-            }
-            AgentMsg::Signal(Signal::Healthy) => {
-                if !state.healthy {
-                    state.healthy = true;
-                    self.open(&myself, state);
-                    let now = if state.paused {
-                        AgentState::Paused
-                    } else {
-                        AgentState::Running
-                    };
-                    (self.report)(now, "AGENT_HEALTHY", None);
-                }
-            }
+            AgentMsg::Signal(Signal::Unhealthy(reason)) => self.health(&myself, state, false, Some(reason)),
+            AgentMsg::Signal(Signal::Healthy) => self.health(&myself, state, true, None),
             AgentMsg::Pause(paused, reply) => {
                 if paused != state.paused {
                     self.suspend(state, paused);
