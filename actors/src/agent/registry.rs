@@ -224,7 +224,7 @@ impl Registry<'_> {
         Ok(self.views(live).await)
     }
 
-    pub async fn read(&self, id: &str) -> Result<Option<(AgentSpec, AgentStatus)>, ApiError> {
+    pub async fn read(&self, id: &str) -> Result<Option<Found>, ApiError> {
         let id = id.to_owned();
         Ok(self.store.view(move |v| read_one(v, &id)).await?)
     }
@@ -260,7 +260,7 @@ impl Registry<'_> {
     }
 
     /// Spec and status with the scheduler's live counters.
-    pub async fn views(&self, found: Vec<(AgentSpec, AgentStatus)>) -> Vec<AgentView> {
+    pub async fn views(&self, found: Vec<Found>) -> Vec<AgentView> {
         let ids = found.iter().map(|(s, _)| s.id.clone()).collect();
         let counters: HashMap<String, AgentStats> = match self.scheduler() {
             Ok(s) => ask(&s, |r| SchedulerMsg::Counters(ids, r), "the scheduler")
@@ -279,10 +279,13 @@ impl Registry<'_> {
     }
 }
 
+/// An agent as the store keeps it.
+pub type Found = (AgentSpec, AgentStatus);
+
 /// Reads an agent of the store that `filter` matches, for a page of a listing.
 pub fn matching(
     filter: &AgentFilter,
-) -> impl Fn(&View<'_>, &str, &[u8]) -> Result<Option<(AgentSpec, AgentStatus)>, StoreError> + Send + 'static {
+) -> impl Fn(&View<'_>, &str, &[u8]) -> Result<Option<Found>, StoreError> + Send + 'static {
     let filter = filter.clone();
     let everything = filter == AgentFilter::default();
     move |v, id, bytes| {
@@ -305,7 +308,7 @@ pub(super) fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no agent {id}"))
 }
 
-fn read_one(v: &View<'_>, id: &str) -> Result<Option<(AgentSpec, AgentStatus)>, StoreError> {
+fn read_one(v: &View<'_>, id: &str) -> Result<Option<Found>, StoreError> {
     let Some(spec) = v.get(AGENTS, id)? else {
         return Ok(None);
     };

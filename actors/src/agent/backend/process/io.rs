@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
@@ -142,7 +142,7 @@ async fn read_line(out: &mut (impl AsyncBufRead + Unpin), buf: &mut Vec<u8>) -> 
 
 /// Takes a line already read as JSON.
 #[cfg(test)]
-pub(super) fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>, link: &Link) {
+pub(super) fn route(live: &Arc<Live>, line: serde_json::Value, ready: &mut Option<oneshot::Sender<()>>, link: &Link) {
     match Line::from_value(line) {
         Ok(line) => take(live, line, ready, link),
         Err(bad) => refuse(live, bad),
