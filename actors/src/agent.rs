@@ -6,6 +6,12 @@
 //!   ├── agent a1 ── backend (builtin | exec | process | http | llm) ── attempt tasks
 //!   └── agent a2
 //! ```
+//!
+//! The room holds the agents' registry (`registry`: spawn, find, list), what can be done to
+//! one (`lifecycle`, `checkpoints`), the recovery ladder's decisions (`ladder`), the process
+//! agents' JSON-lines protocol (`protocol`), and the handle each agent has on its node
+//! (`child`). It reports to the scheduler through [`crate::report`] and hands its errands to
+//! the node through an [`Outbox`].
 
 mod actor;
 mod backend;
