@@ -6,22 +6,37 @@
 //!   ├── agent a1 ── backend (builtin | exec | process | http | llm) ── attempt tasks
 //!   └── agent a2
 //! ```
+//!
+//! The room holds the agents' registry (`registry`: spawn, find, list), what can be done to
+//! one (`lifecycle`, `checkpoints`), the recovery ladder's decisions (`ladder`), the process
+//! agents' JSON-lines protocol (`protocol`), and the handle each agent has on its node
+//! (`child`). It reports to the scheduler through [`crate::report`] and hands its errands to
+//! the node through an [`Outbox`].
 
 mod actor;
 mod backend;
+mod call;
 pub mod checkpoints;
 mod child;
+mod ladder;
+mod lifecycle;
+pub mod protocol;
+mod registry;
 mod secrets;
 mod spec;
 mod status;
 
+/// The courier's terms for an agent's errands (kept under this name for its callers).
+pub use crate::outbox::{Outgoing, OutgoingKind};
 pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
 pub use backend::{
-    build as build_backend, describe_cgroup, preflight, read_stat, Backend, Link, Outgoing, OutgoingKind, Signal, Stat,
-    Usage,
+    build as build_backend, describe_cgroup, preflight, read_stat, Backend, Errand, ErrandKind, Link, Outbox, Signal,
+    Stat, Usage,
 };
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
+pub use lifecycle::Action;
+pub use registry::{matching, Registry, Supervisors};
 pub use secrets::{SecretRefused, Secrets};
 pub use spec::{
     AgentFilter, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend, Limits,

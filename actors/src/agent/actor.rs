@@ -2,24 +2,23 @@
 //! each attempt in a task it owns. When the actor dies its state is dropped, which aborts
 //! every attempt still running (and so kills their processes).
 
-use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
+mod attempt;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
-use tokio::task::JoinHandle;
 
-use super::backend::{self, sample, Backend, Link, Signal, Usage};
+use super::backend::{self, sample, Backend, Link, Outbox, Signal, Usage};
 use super::child::Restore;
+use super::ladder::{self, Health};
 use super::secrets::Secrets;
 use super::spec::{AgentSpec, Desired};
 use super::status::AgentState;
-use crate::scheduler::{Down, SchedulerMsg};
-use crate::task::{Assignment, Outcome};
+use crate::report::{Down, Report, Reports};
+use crate::task::Assignment;
+use attempt::Running;
 
 /// How often the usage of an agent's processes is sampled for `/metrics`.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -77,24 +76,13 @@ pub struct Probe {
 
 pub struct AgentActor {
     pub spec: Arc<AgentSpec>,
-    pub scheduler: ActorRef<SchedulerMsg>,
+    /// Where the agent says it is up, open, down, and how its attempts ended.
+    pub reports: Reports,
     pub report: Reporter,
-    /// Where the agent's own messages go.
-    pub outbox: Option<tokio::sync::mpsc::UnboundedSender<crate::agent::Outgoing>>,
+    /// Where the agent's errands go (its own messages, its swarm's memory, its team's work).
+    pub outbox: Option<Outbox>,
     /// What the backend may use as its API key.
     pub secrets: Arc<Secrets>,
-}
-
-/// Attempts in flight by task, with their attempt number; dropping it aborts them.
-#[derive(Default)]
-pub struct Running(HashMap<String, (u32, JoinHandle<()>)>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        for (_, (_, h)) in self.0.drain() {
-            h.abort();
-        }
-    }
 }
 
 pub struct State {
@@ -108,11 +96,25 @@ pub struct State {
 impl AgentActor {
     /// Tells the scheduler whether the agent takes tasks now.
     fn open(&self, myself: &ActorRef<AgentMsg>, state: &State) {
-        let _ = self.scheduler.cast(SchedulerMsg::AgentOpen {
+        let _ = self.reports.send_message(Report::Open {
             id: self.spec.id.clone(),
             incarnation: myself.get_id().pid(),
             open: !state.paused && state.healthy && !state.draining,
         });
+    }
+
+    /// The backend says the agent is heard from (or not): it is closed to tasks while it is
+    /// not, and each change is reported.
+    fn health(&self, myself: &ActorRef<AgentMsg>, state: &mut State, healthy: bool, reason: Option<String>) {
+        let mut now = Health {
+            healthy: state.healthy,
+            paused: state.paused,
+        };
+        if let Some(step) = ladder::health(&mut now, healthy) {
+            state.healthy = now.healthy;
+            self.open(myself, state);
+            (self.report)(step.state, step.kind, reason);
+        }
     }
 
     fn suspend(&self, state: &mut State, paused: bool) {
@@ -163,7 +165,7 @@ impl Actor for AgentActor {
         if self.spec.desired == Desired::Paused {
             self.suspend(&mut state, true);
         }
-        self.scheduler.cast(SchedulerMsg::AgentUp {
+        self.reports.send_message(Report::Up {
             id: self.spec.id.clone(),
             capabilities: self.spec.capabilities.clone(),
             skills: self.spec.skills(),
@@ -187,7 +189,7 @@ impl Actor for AgentActor {
         if self.spec.backend.runs_processes() {
             self.publish_usage(Usage::default());
         }
-        let _ = self.scheduler.cast(SchedulerMsg::AgentDown {
+        let _ = self.reports.send_message(Report::Down {
             id: self.spec.id.clone(),
             incarnation: myself.get_id().pid(),
             down: Down::Stopped,
@@ -213,38 +215,14 @@ impl Actor for AgentActor {
                 }
             }
             AgentMsg::Signal(Signal::Lost(reason)) => return Err(reason.into()),
-            AgentMsg::Signal(Signal::Outgoing(mut out)) => {
-                out.from = self.spec.id.clone();
-                match &self.outbox {
-                    Some(outbox) => {
-                        if let Err(e) = outbox.send(out) {
-                            let _ = e.0.answer.send(Err("the node is not taking messages".into()));
-                        }
-                    }
-                    None => {
-                        let _ = out.answer.send(Err("the node is not taking messages".into()));
-                    }
+            AgentMsg::Signal(Signal::Errand(errand)) => match &self.outbox {
+                Some(outbox) => outbox(self.spec.id.clone(), errand),
+                None => {
+                    let _ = errand.answer.send(Err("the node is not taking messages".into()));
                 }
-            }
-            AgentMsg::Signal(Signal::Unhealthy(reason)) => {
-                if state.healthy {
-                    state.healthy = false;
-                    self.open(&myself, state);
-                    (self.report)(AgentState::Unhealthy, "AGENT_UNHEALTHY", Some(reason));
-                }
-            }
-            AgentMsg::Signal(Signal::Healthy) => {
-                if !state.healthy {
-                    state.healthy = true;
-                    self.open(&myself, state);
-                    let now = if state.paused {
-                        AgentState::Paused
-                    } else {
-                        AgentState::Running
-                    };
-                    (self.report)(now, "AGENT_HEALTHY", None);
-                }
-            }
+            },
+            AgentMsg::Signal(Signal::Unhealthy(reason)) => self.health(&myself, state, false, Some(reason)),
+            AgentMsg::Signal(Signal::Healthy) => self.health(&myself, state, true, None),
             AgentMsg::Pause(paused, reply) => {
                 if paused != state.paused {
                     self.suspend(state, paused);
@@ -294,234 +272,5 @@ impl Actor for AgentActor {
     }
 }
 
-impl AgentActor {
-    fn run(&self, myself: ActorRef<AgentMsg>, a: Assignment, state: &mut State) {
-        let (task_id, attempt) = (a.task_id.clone(), a.attempt);
-        if state.paused || state.draining {
-            // The start crossed a pause or a graceful stop: it goes back unbegun (the
-            // scheduler already knows the agent is closed, so it goes elsewhere or waits).
-            let why = match state.paused {
-                true => format!("agent {} was paused before the task reached it", self.spec.id),
-                false => format!("agent {} was stopping before the task reached it", self.spec.id),
-            };
-            tracing::info!(agent = %self.spec.id, task = %task_id, attempt, "{why}: handed back");
-            let _ = self.scheduler.cast(SchedulerMsg::Declined {
-                task_id,
-                attempt,
-                agent_id: self.spec.id.clone(),
-                why,
-            });
-            return;
-        }
-        let timeout = match state.backend.own_timeouts() {
-            true => None,
-            false => a.timeout_ms.or(state.backend.default_timeout_ms()),
-        };
-        let work = state.backend.run(a);
-        let agent_id = self.spec.id.clone();
-        let scheduler = self.scheduler.clone();
-        let span = tracing::info_span!("attempt", agent = %agent_id, task = %task_id, attempt);
-        let id = task_id.clone();
-        let job = async move {
-            let outcome = settle(work, timeout).await;
-            match &outcome {
-                Ok(_) => tracing::debug!("attempt succeeded"),
-                Err(error) => tracing::info!(%error, "attempt failed"),
-            }
-            let _ = scheduler.cast(SchedulerMsg::Finished {
-                task_id: id.clone(),
-                attempt,
-                agent_id,
-                outcome,
-            });
-            let _ = myself.cast(AgentMsg::Done { task_id: id, attempt });
-        };
-        let handle = tokio::spawn(tracing::Instrument::instrument(job, span));
-        if let Some((_, older)) = state.running.0.insert(task_id, (attempt, handle)) {
-            older.abort();
-        }
-    }
-}
-
-/// Runs an attempt to its outcome within its timeout. A panic inside the backend's future is
-/// a failed attempt: left to unwind, it would end the spawned job before it reports, and the
-/// task would stay RUNNING for ever.
-async fn settle(work: BoxFuture<'static, Outcome>, timeout: Option<u64>) -> Outcome {
-    let work = AssertUnwindSafe(work).catch_unwind();
-    let caught = match timeout {
-        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), work).await {
-            Ok(caught) => caught,
-            Err(_) => return Err(format!("timed out after {ms} ms")),
-        },
-        None => work.await,
-    };
-    caught.unwrap_or_else(|panic| Err(format!("the attempt panicked: {}", panic_message(panic.as_ref()))))
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
-}
-
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use ractor::{Actor, ActorProcessingErr, ActorRef};
-    use serde_json::json;
-    use tokio::sync::mpsc;
-
-    use super::*;
-    use crate::agent::spec::{BackendSpec, BuiltinKind, Owner};
-
-    /// Stands in for the scheduler: hands every finished attempt to the test, and every
-    /// start handed back to the second channel, if any.
-    struct Collector(
-        mpsc::UnboundedSender<(String, u32)>,
-        Option<mpsc::UnboundedSender<(String, u32)>>,
-    );
-
-    impl Actor for Collector {
-        type Msg = SchedulerMsg;
-        type State = ();
-        type Arguments = ();
-
-        async fn pre_start(&self, _: ActorRef<SchedulerMsg>, _: ()) -> Result<(), ActorProcessingErr> {
-            Ok(())
-        }
-
-        async fn handle(
-            &self,
-            _: ActorRef<SchedulerMsg>,
-            msg: SchedulerMsg,
-            _: &mut (),
-        ) -> Result<(), ActorProcessingErr> {
-            match msg {
-                SchedulerMsg::Finished { task_id, attempt, .. } => {
-                    let _ = self.0.send((task_id, attempt));
-                }
-                SchedulerMsg::Declined { task_id, attempt, .. } => {
-                    if let Some(declined) = &self.1 {
-                        let _ = declined.send((task_id, attempt));
-                    }
-                }
-                _ => {}
-            }
-            Ok(())
-        }
-    }
-
-    fn sleeper() -> Arc<AgentSpec> {
-        Arc::new(AgentSpec {
-            id: "a1@test".into(),
-            name: "sleeper".into(),
-            node: "test".into(),
-            backend: BackendSpec::Builtin(BuiltinKind::Sleep),
-            capabilities: vec![],
-            max_concurrent_tasks: 2,
-            owner: Owner::Node,
-            desired: Desired::Running,
-            created_at: troupe_runtime::clock::now(),
-            project: "default".into(),
-            labels: Default::default(),
-            limits: Default::default(),
-            restart: None,
-            proficiency: Default::default(),
-            weight: 1.0,
-            topics: Vec::new(),
-        })
-    }
-
-    fn run(attempt: u32) -> AgentMsg {
-        AgentMsg::Run(Assignment {
-            task_id: "t1".into(),
-            attempt,
-            payload: json!({ "ms": 1000 }),
-            timeout_ms: None,
-        })
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_late_done_of_an_earlier_attempt_leaves_the_current_attempt_cancellable() {
-        let (tx, mut finished) = mpsc::unbounded_channel();
-        let (scheduler, _) = Actor::spawn(None, Collector(tx, None), ()).await.unwrap();
-        let actor = AgentActor {
-            spec: sleeper(),
-            scheduler,
-            report: Arc::new(|_, _, _| {}),
-            outbox: None,
-            secrets: Default::default(),
-        };
-        let (agent, _) = Actor::spawn(None, actor, None).await.unwrap();
-        agent.cast(run(1)).unwrap();
-        agent.cast(run(2)).unwrap();
-        // Attempt 1's end is reported late, after attempt 2 began; then attempt 2 is cancelled.
-        agent
-            .cast(AgentMsg::Done {
-                task_id: "t1".into(),
-                attempt: 1,
-            })
-            .unwrap();
-        agent
-            .cast(AgentMsg::Cancel {
-                task_id: "t1".into(),
-                attempt: 2,
-            })
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert_eq!(finished.try_recv().ok(), None, "the cancelled attempt ran to its end");
-    }
-
-    #[tokio::test]
-    async fn a_panicking_attempt_is_a_failed_attempt() {
-        let work: BoxFuture<'static, Outcome> = Box::pin(async { panic!("boom at {}", 3) });
-        let outcome = settle(work, Some(1_000)).await;
-        assert_eq!(outcome, Err("the attempt panicked: boom at 3".to_string()));
-        let work: BoxFuture<'static, Outcome> = Box::pin(async { panic!("plain") });
-        assert_eq!(settle(work, None).await, Err("the attempt panicked: plain".to_string()));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_attempt_past_its_timeout_fails() {
-        let work: BoxFuture<'static, Outcome> = Box::pin(std::future::pending());
-        assert_eq!(settle(work, Some(50)).await, Err("timed out after 50 ms".to_string()));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_start_that_reaches_a_paused_or_stopping_agent_is_handed_back_not_run() {
-        let (tx, mut finished) = mpsc::unbounded_channel();
-        let (back, mut declined) = mpsc::unbounded_channel();
-        let (scheduler, _) = Actor::spawn(None, Collector(tx, Some(back)), ()).await.unwrap();
-        let actor = AgentActor {
-            spec: sleeper(),
-            scheduler,
-            report: Arc::new(|_, _, _| {}),
-            outbox: None,
-            secrets: Default::default(),
-        };
-        let (agent, _) = Actor::spawn(None, actor, None).await.unwrap();
-        // The scheduler cast the start before it learnt of the pause.
-        ractor::call!(agent, AgentMsg::Pause, true).unwrap().unwrap();
-        agent.cast(run(1)).unwrap();
-        let back = tokio::time::timeout(Duration::from_secs(30), declined.recv()).await;
-        assert_eq!(
-            back.ok().flatten(),
-            Some(("t1".to_string(), 1)),
-            "the start was not handed back"
-        );
-        ractor::call!(agent, AgentMsg::Pause, false).unwrap().unwrap();
-        ractor::call!(agent, AgentMsg::Drain).unwrap();
-        agent.cast(run(2)).unwrap();
-        let back = tokio::time::timeout(Duration::from_secs(30), declined.recv()).await;
-        assert_eq!(
-            back.ok().flatten(),
-            Some(("t1".to_string(), 2)),
-            "the start was not handed back"
-        );
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert_eq!(finished.try_recv().ok(), None, "a handed-back start ran");
-    }
-}
+mod tests;

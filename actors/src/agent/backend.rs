@@ -17,6 +17,7 @@ use ractor::ActorRef;
 use serde_json::Value;
 
 use super::actor::AgentMsg;
+use super::protocol;
 use super::secrets::Secrets;
 use super::spec::{AgentSpec, BackendSpec};
 use crate::task::{Assignment, Outcome};
@@ -34,42 +35,32 @@ pub enum Signal {
     /// The backend cannot go on (its process exited or hung): the agent fails and its
     /// supervisor restarts it.
     Lost(String),
-    /// The agent sends or publishes a message (a process agent's `send` / `publish` line).
-    Outgoing(Outgoing),
+    /// The agent asks the node for something (a process agent's `send`, `publish`, `memory`
+    /// or `team_task` line).
+    Errand(Errand),
 }
 
-/// A message an agent sends to another agent, or publishes on a topic.
+/// What an agent asks the node to do for it, and where the answer goes.
 #[derive(Debug)]
-pub struct Outgoing {
-    /// Filled in by the agent actor.
-    pub from: String,
-    pub what: OutgoingKind,
-    /// The reply (send) or how many agents it was queued for (publish), or why not.
+pub struct Errand {
+    pub what: ErrandKind,
+    /// The reply (send), how many agents it was queued for (publish), the memory's answer,
+    /// the team's result, or why not.
     pub answer: tokio::sync::oneshot::Sender<Result<Value, String>>,
 }
 
+/// The errands of the agent protocol, in its own wire shapes.
 #[derive(Debug, Clone)]
-pub enum OutgoingKind {
-    Send {
-        to: String,
-        payload: Value,
-        priority: crate::task::Priority,
-        timeout_ms: u64,
-    },
-    Publish {
-        topic: String,
-        payload: Value,
-        priority: crate::task::Priority,
-    },
-    /// Reads or writes its swarm's memory (a process agent's `memory` line).
-    Memory(crate::swarm::memory::Op),
-    /// Gives the sub-team it leads a swarm task and waits for its result (a leader's
-    /// `team_task` line).
-    TeamTask {
-        mode: crate::swarm::SwarmTaskMode,
-        timeout_ms: u64,
-    },
+pub enum ErrandKind {
+    Send(protocol::Send),
+    Publish(protocol::Publish),
+    Memory(protocol::MemoryOp),
+    TeamTask(protocol::TeamTask),
 }
+
+/// Where an agent's errands go: called with the agent's id and the errand, it answers the
+/// errand (at once, when it cannot be carried).
+pub type Outbox = Arc<dyn Fn(String, Errand) + Send + Sync>;
 
 /// How a backend reaches its agent actor.
 #[derive(Clone)]

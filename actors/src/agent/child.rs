@@ -17,10 +17,11 @@ use troupe_runtime::store::{Batch, Op, Store, Ticket};
 use troupe_runtime::supervision::{ChildEvent, ChildSpec, Intensity, Shutdown};
 
 use super::actor::{AgentActor, AgentMsg, Reporter};
+use super::ladder::{self, Ladder};
 use super::secrets::Secrets;
 use super::spec::{AgentSpec, BackendSpec};
 use super::status::{gauge_moved, AgentState, AgentStatus};
-use crate::scheduler::{Down, SchedulerMsg};
+use crate::report::Report;
 use crate::slots::Slots;
 use crate::tables::AGENT_STATUS;
 
@@ -104,8 +105,8 @@ pub struct AgentChild {
     latest_checkpoint: Mutex<Option<String>>,
     /// Set when the ladder chose a rollback: the next start restores this.
     restore: Mutex<Option<Restore>>,
-    /// Whether the ladder's rollback rung was used since the agent last started cleanly.
-    rolled_back: Mutex<bool>,
+    /// The recovery ladder's memory (whether its rollback rung was used).
+    ladder: Mutex<Ladder>,
     slots: Slots,
     store: Store,
     policy: AgentPolicy,
@@ -126,7 +127,7 @@ impl AgentChild {
             current: Mutex::new(None),
             latest_checkpoint: Mutex::new(None),
             restore: Mutex::new(None),
-            rolled_back: Mutex::new(false),
+            ladder: Mutex::new(Ladder::default()),
             slots,
             store,
             policy,
@@ -224,13 +225,7 @@ impl ChildSpec for AgentChild {
     }
 
     fn intensity(&self) -> Option<Intensity> {
-        match self.spec().restart {
-            Some(r) => Some(Intensity {
-                max_restarts: r.max_restarts,
-                window: Duration::from_millis(r.window_ms),
-            }),
-            None => Some(self.policy.intensity),
-        }
+        Some(ladder::intensity(self.spec().restart, self.policy.intensity))
     }
 
     fn shutdown(&self) -> Shutdown {
@@ -251,9 +246,9 @@ impl ChildSpec for AgentChild {
             let scheduler = self.slots.scheduler.get().ok_or("the scheduler is not running")?;
             let actor = AgentActor {
                 spec: self.spec(),
-                scheduler,
+                reports: scheduler.get_derived(),
                 report: self.reporter(),
-                outbox: self.slots.outbox.get().cloned(),
+                outbox: self.slots.outbox.get().cloned().map(crate::outbox::carrier),
                 secrets: self.policy.secrets.clone(),
             };
             let mut restore = lock(&self.restore).take();
@@ -274,16 +269,10 @@ impl ChildSpec for AgentChild {
     }
 
     fn one_more_chance(&self) -> bool {
-        // The recovery ladder: restarts within the intensity, then one restart from the last
-        // checkpoint, then FAILED.
-        let mut used = lock(&self.rolled_back);
-        let Some(checkpoint) = lock(&self.latest_checkpoint).clone() else {
+        let latest = lock(&self.latest_checkpoint).clone();
+        let Some(checkpoint) = lock(&self.ladder).spent(latest.as_deref()) else {
             return false;
         };
-        if *used {
-            return false;
-        }
-        *used = true;
         tracing::warn!(agent = %self.id, %checkpoint, "restart intensity exceeded: rolling back to the last checkpoint");
         // The state itself is read by the start, which runs on a job of its own.
         *lock(&self.restore) = Some(Restore {
@@ -294,52 +283,22 @@ impl ChildSpec for AgentChild {
     }
 
     fn lifecycle(&self, event: &ChildEvent, batch: &mut Batch) {
-        // A started agent the user paused comes up paused (its actor suspended it).
-        let up = match self.spec().desired {
-            super::spec::Desired::Paused => AgentState::Paused,
-            _ => AgentState::Running,
-        };
+        let desired = self.spec().desired;
         let mut status = lock(&self.status);
-        let before = status.state;
-        match event {
-            ChildEvent::Started => status.state = up,
-            ChildEvent::Restarted { .. } => {
-                // The status keeps the agent's own count; the supervisor's starts again when
-                // the supervisor is rebuilt.
-                status.state = up;
-                status.restarts += 1;
-            }
-            ChildEvent::Failed { reason, restarting } => {
-                status.state = if *restarting {
-                    AgentState::Recovering
-                } else {
-                    AgentState::Failed
-                };
-                status.last_error = Some(reason.clone());
-                if !restarting {
-                    let data = json!({ "alert": true, "reason": reason, "restarts": status.restarts });
-                    batch.push(Op::Event(NewEvent::new("AGENT_ALERT", Some(self.id.clone()), data)));
-                }
-            }
-            ChildEvent::Stopped => status.state = AgentState::Stopped,
+        let step = lock(&self.ladder).event(event, desired, &status, troupe_runtime::clock::now());
+        gauge_moved(Some(status.state), Some(step.status.state));
+        *status = step.status;
+        if let Some(alert) = step.alert {
+            batch.push(Op::Event(NewEvent::new("AGENT_ALERT", Some(self.id.clone()), alert)));
         }
-        if matches!(event, ChildEvent::Started) {
-            *lock(&self.rolled_back) = false;
-        }
-        status.updated_at = troupe_runtime::clock::now();
-        gauge_moved(Some(before), Some(status.state));
-        let down = match event {
-            ChildEvent::Failed { reason, .. } => Some(Down::Failed(reason.clone())),
-            ChildEvent::Stopped => Some(Down::Stopped),
-            _ => None,
-        };
         let incarnation = lock(&self.current).as_ref().map(|a| a.get_id().pid());
-        if let (Some(down), Some(scheduler), Some(incarnation)) = (down, self.slots.scheduler.get(), incarnation) {
-            let _ = scheduler.cast(SchedulerMsg::AgentDown {
+        if let (Some(down), Some(scheduler), Some(incarnation)) = (step.down, self.slots.scheduler.get(), incarnation) {
+            let report = Report::Down {
                 id: self.id.clone(),
                 incarnation,
                 down,
-            });
+            };
+            let _ = scheduler.cast(report.into());
         }
         // Submitted here, under the lock, rather than in the supervisor's batch: every status
         // record reaches the writer in the order the status changed (an agent's own report

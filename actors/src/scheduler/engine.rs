@@ -29,20 +29,13 @@ use index::{Free, Place, QueueKey, Queues};
 use crate::agent::{BreakerView, Skills};
 use crate::task::{Outcome, TaskState, TaskStatus};
 
+pub use crate::report::Down;
+
 /// The time of an input: monotonic for timers, wall clock for records.
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
     pub at: Instant,
     pub wall: DateTime<Utc>,
-}
-
-/// Why an agent left.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Down {
-    /// Stopped on purpose: its tasks go back to the queue without losing an attempt.
-    Stopped,
-    /// Crashed or lost: each running task's attempt failed.
-    Failed(String),
 }
 
 /// A task's new status and the event that records it.

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::{Batch, Store};
 
+use crate::agent::protocol::MemoryOp;
 use crate::error::ApiError;
 use crate::tables::SWARM_MEMORY;
 
@@ -61,36 +62,27 @@ pub enum Op {
     },
 }
 
-impl Op {
-    /// From a process agent's `memory` line: `op` is get, list, set or delete.
-    pub fn from_line(line: &Value) -> Result<Op, String> {
-        let text = |k: &str| line.get(k).and_then(Value::as_str).map(str::to_owned);
-        let key = || text("key").ok_or_else(|| "a memory line without a string \"key\"".to_string());
-        let expect = line.get("expectVersion").and_then(Value::as_u64);
-        match text("op").as_deref() {
-            Some("get") => Ok(Op::Get { key: key()? }),
-            Some("list") => Ok(Op::List {
-                prefix: text("prefix").unwrap_or_default(),
-            }),
-            Some("set") => Ok(Op::Write {
-                key: key()?,
-                write: Write::Set {
-                    value: line.get("value").cloned().unwrap_or(Value::Null),
-                    ttl_ms: match line.get("ttlMs") {
-                        None | Some(Value::Null) => None,
-                        Some(t) => Some(t.as_u64().ok_or_else(|| {
-                            format!("a memory line's \"ttlMs\" must be a whole number of milliseconds, not {t}")
-                        })?),
-                    },
-                },
-                expect,
-            }),
-            Some("delete") => Ok(Op::Write {
-                key: key()?,
+/// A process agent's `memory` line (its wire shape is the agent protocol's).
+impl From<MemoryOp> for Op {
+    fn from(line: MemoryOp) -> Op {
+        match line {
+            MemoryOp::Get { key } => Op::Get { key },
+            MemoryOp::List { prefix } => Op::List { prefix },
+            MemoryOp::Set {
+                key,
+                value,
+                ttl_ms,
+                expect_version,
+            } => Op::Write {
+                key,
+                write: Write::Set { value, ttl_ms },
+                expect: expect_version,
+            },
+            MemoryOp::Delete { key, expect_version } => Op::Write {
+                key,
                 write: Write::Delete,
-                expect,
-            }),
-            other => Err(format!("a memory line with op {other:?}: get, list, set or delete")),
+                expect: expect_version,
+            },
         }
     }
 }
@@ -292,13 +284,19 @@ mod tests {
         assert!(entry.and_then(|e| e.expires_at).is_some());
     }
 
+    /// A `memory` line as the swarm takes it.
+    fn from_line(line: &Value) -> Result<Op, String> {
+        let op: MemoryOp = serde_json::from_value(line.clone()).map_err(|e| e.to_string())?;
+        Ok(op.into())
+    }
+
     #[test]
     fn a_memory_line_with_a_ttl_that_is_no_number_is_refused() {
         let line = json!({ "op": "set", "key": "k", "value": 1, "ttlMs": -5 });
-        assert!(Op::from_line(&line).is_err());
+        assert!(from_line(&line).is_err());
         let line = json!({ "op": "set", "key": "k", "value": 1, "ttlMs": 60000 });
         assert!(matches!(
-            Op::from_line(&line),
+            from_line(&line),
             Ok(Op::Write {
                 write: Write::Set {
                     ttl_ms: Some(60000),

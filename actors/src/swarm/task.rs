@@ -1,5 +1,5 @@
 //! What a client (or a sub-team's leader) submits to a swarm: the swarm task, its modes and
-//! their validation, and a leader's `team_task` line read as a mode.
+//! their validation, and a leader's `team_task` line taken as a mode.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::handout::Handout;
 use super::rules::Aggregate;
 use super::spec::Topology;
+use crate::agent::protocol::{self, TeamMode};
 use crate::error::ApiError;
 
 /// One step of a plan: `key` names it within the plan, `depends_on` other keys.
@@ -96,65 +97,26 @@ impl SwarmTaskMode {
     }
 }
 
-/// A swarm task as a leader's `team_task` line gives it (docs/agent-protocol.md): `mode`
-/// names the mode; the other fields are those of `submitSwarmTask`'s input.
-#[derive(Deserialize)]
-#[serde(tag = "mode", rename_all = "SCREAMING_SNAKE_CASE", rename_all_fields = "camelCase")]
-enum ModeLine {
-    Single {
-        #[serde(default)]
-        capabilities: Vec<String>,
-        #[serde(default)]
-        payload: Value,
-    },
-    Plan {
-        #[serde(default)]
-        steps: Vec<PlannedStep>,
-        #[serde(default)]
-        input: Value,
-    },
-    ScatterGather {
-        k: u32,
-        #[serde(default)]
-        aggregate: Option<AggregateLine>,
-        #[serde(default)]
-        capabilities: Vec<String>,
-        #[serde(default)]
-        payload: Value,
-    },
-    Pipeline {
-        stages: Vec<Stage>,
-        #[serde(default)]
-        input: Value,
-    },
-    MapReduce {
-        items: Value,
-        #[serde(default)]
-        map: Stage,
-        #[serde(default)]
-        reduce: Stage,
-    },
-}
+/// A leader's `team_task` line (its wire shape is the agent protocol's), checked.
+impl TryFrom<TeamMode> for SwarmTaskMode {
+    type Error = ApiError;
 
-#[derive(Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum AggregateLine {
-    First,
-    All,
-    Majority,
-}
-
-impl SwarmTaskMode {
-    /// The mode a `team_task` line asks for, checked.
-    pub fn from_line(line: &Value) -> Result<SwarmTaskMode, String> {
-        let parsed: ModeLine = serde_json::from_value(line.clone()).map_err(|e| format!("a team_task line: {e}"))?;
-        let mode = match parsed {
-            ModeLine::Single { capabilities, payload } => SwarmTaskMode::Single { capabilities, payload },
-            ModeLine::Plan { steps, input } => SwarmTaskMode::Plan {
-                steps: steps.into_iter().map(Into::into).collect(),
+    fn try_from(line: TeamMode) -> Result<SwarmTaskMode, ApiError> {
+        let mode = match line {
+            TeamMode::Single { capabilities, payload } => SwarmTaskMode::Single { capabilities, payload },
+            TeamMode::Plan { steps, input } => SwarmTaskMode::Plan {
+                steps: steps
+                    .into_iter()
+                    .map(|s| Step {
+                        key: s.key,
+                        capabilities: s.capabilities,
+                        payload: s.payload,
+                        depends_on: s.depends_on,
+                    })
+                    .collect(),
                 input,
             },
-            ModeLine::ScatterGather {
+            TeamMode::ScatterGather {
                 k,
                 aggregate,
                 capabilities,
@@ -162,18 +124,33 @@ impl SwarmTaskMode {
             } => SwarmTaskMode::ScatterGather {
                 k,
                 aggregate: match aggregate {
-                    Some(AggregateLine::First) => Aggregate::First,
-                    Some(AggregateLine::All) => Aggregate::All,
-                    Some(AggregateLine::Majority) | None => Aggregate::Majority,
+                    Some(protocol::Aggregate::First) => Aggregate::First,
+                    Some(protocol::Aggregate::All) => Aggregate::All,
+                    Some(protocol::Aggregate::Majority) | None => Aggregate::Majority,
                 },
                 capabilities,
                 payload,
             },
-            ModeLine::Pipeline { stages, input } => SwarmTaskMode::Pipeline { stages, input },
-            ModeLine::MapReduce { items, map, reduce } => SwarmTaskMode::MapReduce { items, map, reduce },
+            TeamMode::Pipeline { stages, input } => SwarmTaskMode::Pipeline {
+                stages: stages.into_iter().map(Stage::from).collect(),
+                input,
+            },
+            TeamMode::MapReduce { items, map, reduce } => SwarmTaskMode::MapReduce {
+                items,
+                map: map.into(),
+                reduce: reduce.into(),
+            },
         };
-        mode.validate().map_err(|e| e.to_string())?;
+        mode.validate()?;
         Ok(mode)
+    }
+}
+
+impl From<protocol::Stage> for Stage {
+    fn from(s: protocol::Stage) -> Self {
+        Stage {
+            capabilities: s.capabilities,
+        }
     }
 }
 
@@ -268,11 +245,17 @@ mod tests {
 
     use super::*;
 
+    /// What a leader's `team_task` line asks for, as the swarm takes it.
+    fn from_line(line: &Value) -> Result<SwarmTaskMode, String> {
+        let mode: TeamMode = serde_json::from_value(line.clone()).map_err(|e| format!("a team_task line: {e}"))?;
+        SwarmTaskMode::try_from(mode).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn a_team_task_line_reads_as_the_mode_it_names() {
         let line = json!({ "type": "team_task", "id": "t1", "mode": "MAP_REDUCE", "items": [1, 2],
             "map": { "capabilities": ["exact"] } });
-        let mode = SwarmTaskMode::from_line(&line).expect("a map-reduce");
+        let mode = from_line(&line).expect("a map-reduce");
         assert_eq!(
             mode,
             SwarmTaskMode::MapReduce {
@@ -284,12 +267,10 @@ mod tests {
             }
         );
         let line = json!({ "mode": "PIPELINE", "stages": [{}, { "capabilities": ["upper"] }] });
-        assert!(
-            matches!(SwarmTaskMode::from_line(&line), Ok(SwarmTaskMode::Pipeline { stages, .. }) if stages.len() == 2)
-        );
+        assert!(matches!(from_line(&line), Ok(SwarmTaskMode::Pipeline { stages, .. }) if stages.len() == 2));
         let line = json!({ "mode": "SCATTER_GATHER", "k": 3, "aggregate": "FIRST", "payload": "x" });
         assert!(matches!(
-            SwarmTaskMode::from_line(&line),
+            from_line(&line),
             Ok(SwarmTaskMode::ScatterGather {
                 k: 3,
                 aggregate: Aggregate::First,
@@ -297,9 +278,9 @@ mod tests {
             })
         ));
         let line = json!({ "mode": "PLAN", "steps": [{ "key": "a", "dependsOn": ["b"] }] });
-        let refused = SwarmTaskMode::from_line(&line).expect_err("an unknown dependency");
+        let refused = from_line(&line).expect_err("an unknown dependency");
         assert!(refused.contains("unknown step"), "{refused}");
-        assert!(SwarmTaskMode::from_line(&json!({ "mode": "DANCE" })).is_err());
-        assert!(SwarmTaskMode::from_line(&json!({ "mode": "SCATTER_GATHER", "k": 0 })).is_err());
+        assert!(from_line(&json!({ "mode": "DANCE" })).is_err());
+        assert!(from_line(&json!({ "mode": "SCATTER_GATHER", "k": 0 })).is_err());
     }
 }

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::cgroup::AgentCgroup;
 use super::limits::signal_group;
 use super::{Backend, Link, Signal};
+use crate::agent::ladder::{silence, Silence};
 use crate::agent::spec::{Limits, ProcessBackend};
 use crate::task::{Assignment, Outcome};
 
@@ -293,7 +294,6 @@ impl Drop for CancelOnDrop {
 /// (killed, the agent lost) after `missed` intervals.
 async fn watchdog(live: Arc<Live>, spec: ProcessBackend, link: Link) {
     let interval = Duration::from_millis(spec.heartbeat_ms);
-    let hung = interval * spec.missed_heartbeats;
     let mut unhealthy = false;
     let mut tick = tokio::time::interval((interval / 4).max(Duration::from_millis(5)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -306,7 +306,8 @@ async fn watchdog(live: Arc<Live>, spec: ProcessBackend, link: Link) {
             continue;
         }
         let silent = live.silent_for();
-        if silent >= hung {
+        let verdict = silence(silent, interval, spec.missed_heartbeats);
+        if verdict == Silence::Hung {
             live.stopping.store(true, Ordering::Relaxed);
             signal_group(live.pgid, libc::SIGKILL);
             link.signal(Signal::Lost(format!(
@@ -317,7 +318,7 @@ async fn watchdog(live: Arc<Live>, spec: ProcessBackend, link: Link) {
             )));
             return;
         }
-        let late = silent >= interval + interval / 2;
+        let late = verdict == Silence::Late;
         if late != unhealthy {
             unhealthy = late;
             link.signal(if late {

@@ -1,10 +1,11 @@
 //! The process agent's pipes: starting the process, writing lines to it, and routing what
-//! it says (results, progress, heartbeats, state, logs) to whoever waits for it.
+//! it says (each a [`Line`] of the agent protocol: results, progress, heartbeats, state,
+//! logs, errands) to whoever waits for it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
@@ -12,9 +13,9 @@ use tokio::time::Instant;
 
 use super::Live;
 use crate::agent::backend::limits::{self, signal_group};
-use crate::agent::backend::{Link, Outgoing, OutgoingKind, Signal};
+use crate::agent::backend::{Errand, ErrandKind, Link, Signal};
+use crate::agent::protocol::{Bad, Line};
 use crate::agent::spec::{Limits, ProcessBackend};
-use crate::task::Priority;
 
 /// The longest line a process may send (a result is kept in the store).
 const MAX_LINE: usize = 4 * 1024 * 1024 + 1024;
@@ -101,9 +102,9 @@ async fn read(live: Arc<Live>, mut out: impl AsyncBufRead + Unpin, ready: onesho
         if text.is_empty() {
             continue;
         }
-        match serde_json::from_str::<Value>(text) {
-            Ok(line) => route(&live, line, &mut ready, &link),
-            Err(e) => protocol_error(&live, format!("not JSON ({e}): {}", excerpt(text))),
+        match Line::parse(text) {
+            Ok(line) => take(&live, line, &mut ready, &link),
+            Err(bad) => refuse(&live, bad),
         }
     };
     // Whatever waited on the process learns it is gone.
@@ -139,154 +140,95 @@ async fn read_line(out: &mut (impl AsyncBufRead + Unpin), buf: &mut Vec<u8>) -> 
     }
 }
 
-pub(super) fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::Sender<()>>, link: &Link) {
-    let id = line.get("id").and_then(Value::as_str);
-    match (line.get("type").and_then(Value::as_str), id) {
-        (Some(kind @ ("send" | "publish" | "memory" | "team_task")), Some(id)) => outgoing(live, kind, id, &line, link),
-        (Some("ready"), _) => {
+/// Takes a line already read as JSON.
+#[cfg(test)]
+pub(super) fn route(live: &Arc<Live>, line: serde_json::Value, ready: &mut Option<oneshot::Sender<()>>, link: &Link) {
+    match Line::from_value(line) {
+        Ok(line) => take(live, line, ready, link),
+        Err(bad) => refuse(live, bad),
+    }
+}
+
+/// Does what a line says.
+fn take(live: &Arc<Live>, line: Line, ready: &mut Option<oneshot::Sender<()>>, link: &Link) {
+    match line {
+        Line::Ready => {
             if let Some(ready) = ready.take() {
                 let _ = ready.send(());
             }
         }
-        (Some("heartbeat"), _) => {}
-        (Some("result"), Some(id)) => {
-            let outcome = match line.get("ok").and_then(Value::as_bool) {
-                Some(true) => Ok(line.get("value").cloned().unwrap_or(Value::Null)),
-                Some(false) => Err(line
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("the agent reported a failure without a reason")
-                    .to_owned()),
-                None => return protocol_error(live, "a result without a boolean \"ok\"".into()),
-            };
-            let attempt = match line.get("attempt") {
-                None | Some(Value::Null) => None,
-                Some(a) => match a.as_u64() {
-                    Some(a) => Some(a),
-                    None => return protocol_error(live, "a result whose \"attempt\" is not a whole number".into()),
-                },
-            };
+        Line::Heartbeat => {}
+        Line::Result(result) => {
+            let (id, attempt) = (result.id.clone(), result.attempt);
             let mut tasks = live.lock_tasks();
-            match tasks.get(id) {
+            match tasks.get(&id) {
                 // A late result of an earlier attempt must not complete the one running now.
                 Some(pending) if attempt.is_some_and(|a| a != u64::from(pending.attempt)) => {
                     tracing::info!(agent = %live.agent, task = %id, attempt = ?attempt, running = pending.attempt,
                         "a result of another attempt than the running one: ignored");
                 }
                 Some(_) => {
-                    if let Some(pending) = tasks.remove(id) {
-                        let _ = pending.result.send(outcome);
+                    if let Some(pending) = tasks.remove(&id) {
+                        let _ = pending.result.send(result.outcome());
                     }
                 }
                 // A result for a task no longer waited on (cancelled, timed out) is dropped.
                 None => {}
             }
         }
-        (Some("progress"), Some(id)) => {
-            if let Some(pending) = live.lock_tasks().get(id) {
+        Line::Progress(progress) => {
+            if let Some(pending) = live.lock_tasks().get(&progress.id) {
                 pending.progress.notify_one();
             }
-            let fraction = line.get("fraction").and_then(Value::as_f64);
-            tracing::debug!(agent = %live.agent, task = %id, ?fraction, "progress");
+            tracing::debug!(agent = %live.agent, task = %progress.id, fraction = ?progress.fraction, "progress");
         }
-        (Some("state" | "reply"), Some(id)) => {
-            let state = line
-                .get("state")
-                .or_else(|| line.get("payload"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            if let Some(waiter) = live.lock_requests().remove(id) {
-                let _ = waiter.send(state);
+        Line::State(answer) | Line::Reply(answer) => {
+            let waiter = live.lock_requests().remove(&answer.id);
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(answer.value());
             }
         }
-        (Some("log"), _) => {
-            let message = line.get("message").and_then(Value::as_str).unwrap_or("");
-            let agent = &live.agent;
-            match line.get("level").and_then(Value::as_str) {
+        Line::Log(log) => {
+            let (message, agent) = (&log.message, &live.agent);
+            match log.level.as_deref() {
                 Some("error") => tracing::error!(%agent, "{message}"),
                 Some("warn") => tracing::warn!(%agent, "{message}"),
                 Some("debug") => tracing::debug!(%agent, "{message}"),
                 _ => tracing::info!(%agent, "{message}"),
             }
         }
-        (
-            Some(kind @ ("result" | "progress" | "state" | "reply" | "send" | "publish" | "memory" | "team_task")),
-            None,
-        ) => protocol_error(live, format!("a {kind} line without a string \"id\"")),
-        (Some(other), _) => protocol_error(live, format!("unknown type {other:?}")),
-        (None, _) => protocol_error(live, "a line without a string \"type\"".into()),
+        Line::Send(send) => errand(live, send.id.clone(), ErrandKind::Send(send), "sent", link),
+        Line::Publish(publish) => errand(
+            live,
+            publish.id.clone(),
+            ErrandKind::Publish(publish),
+            "published",
+            link,
+        ),
+        Line::Memory(memory) => errand(live, memory.id, ErrandKind::Memory(memory.op), "memory_result", link),
+        Line::TeamTask(task) => errand(live, task.id.clone(), ErrandKind::TeamTask(task), "team_result", link),
     }
 }
 
-/// A message the process sends (`send`: to an agent, answered with `sent`) or publishes
-/// (`publish`: on a topic, answered with `published`), or a read or write of its swarm's
-/// memory (`memory`, answered with `memory_result`), or work for the sub-team it leads
-/// (`team_task`, answered with `team_result` once the team is done).
-fn outgoing(live: &Arc<Live>, kind: &str, id: &str, line: &Value, link: &Link) {
-    let priority = match line.get("priority").and_then(Value::as_str).unwrap_or("NORMAL") {
-        "CRITICAL" => Priority::Critical,
-        "HIGH" => Priority::High,
-        "LOW" => Priority::Low,
-        _ => Priority::Normal,
-    };
-    let payload = line.get("payload").cloned().unwrap_or(Value::Null);
-    let what = match (
-        kind,
-        line.get("to").and_then(Value::as_str),
-        line.get("topic").and_then(Value::as_str),
-    ) {
-        ("send", Some(to), _) => OutgoingKind::Send {
-            to: to.to_owned(),
-            payload,
-            priority,
-            timeout_ms: timeout_ms(line, 30_000, 600_000),
-        },
-        ("publish", _, Some(topic)) => OutgoingKind::Publish {
-            topic: topic.to_owned(),
-            payload,
-            priority,
-        },
-        ("memory", _, _) => match crate::swarm::memory::Op::from_line(line) {
-            Ok(op) => OutgoingKind::Memory(op),
-            Err(e) => return protocol_error(live, e),
-        },
-        ("team_task", _, _) => match crate::swarm::SwarmTaskMode::from_line(line) {
-            Ok(mode) => OutgoingKind::TeamTask {
-                mode,
-                timeout_ms: timeout_ms(line, 300_000, 3_600_000),
-            },
-            // Answered, so the leader waiting on it learns why.
-            Err(e) => {
-                live.send(
-                    json!({ "type": "team_result", "id": id, "ok": false, "error": format!("INVALID_INPUT: {e}") })
-                        .to_string(),
-                );
-                return;
-            }
-        },
-        _ => {
-            return protocol_error(
-                live,
-                format!(
-                    "a {kind} line without a string \"{}\"",
-                    if kind == "send" { "to" } else { "topic" }
-                ),
-            )
-        }
-    };
+/// A line that could not be taken: a protocol error, or a team task answered as failed.
+fn refuse(live: &Live, bad: Bad) {
+    match bad {
+        Bad::Protocol(why) => protocol_error(live, why),
+        // Answered, so the leader waiting on it learns why.
+        Bad::TeamTask { id, why } => live.send(
+            json!({ "type": "team_result", "id": id, "ok": false, "error": format!("INVALID_INPUT: {why}") })
+                .to_string(),
+        ),
+    }
+}
+
+/// Hands an errand of the process (a message to send or publish, a read or write of its
+/// swarm's memory, work for the sub-team it leads) to its agent, and answers the process
+/// with an `answered` line of the errand's id once it is done.
+fn errand(live: &Arc<Live>, id: String, what: ErrandKind, answered: &'static str, link: &Link) {
     let (answer, reply) = oneshot::channel();
-    link.signal(Signal::Outgoing(Outgoing {
-        from: String::new(),
-        what,
-        answer,
-    }));
-    let answered = match kind {
-        "send" => "sent",
-        "publish" => "published",
-        "team_task" => "team_result",
-        _ => "memory_result",
-    };
-    let (live, id) = (live.clone(), id.to_owned());
+    link.signal(Signal::Errand(Errand { what, answer }));
+    let live = live.clone();
     tokio::spawn(async move {
         let line = match reply.await {
             Ok(Ok(value)) => json!({ "type": answered, "id": id, "ok": true, "value": value }),
@@ -297,25 +239,9 @@ fn outgoing(live: &Arc<Live>, kind: &str, id: &str, line: &Value, link: &Link) {
     });
 }
 
-/// A line's `timeoutMs`: `default` when absent, within 1 ms and `max`.
-fn timeout_ms(line: &Value, default: u64, max: u64) -> u64 {
-    line.get("timeoutMs")
-        .and_then(Value::as_u64)
-        .unwrap_or(default)
-        .clamp(1, max)
-}
-
 /// Counts and logs a line the process got wrong, and tells the process.
 fn protocol_error(live: &Live, why: String) {
     metrics::counter!("troupe_agent_protocol_errors_total", "agent" => live.agent.clone()).increment(1);
     tracing::warn!(agent = %live.agent, "protocol error: {why}");
     live.send(json!({ "type": "error", "message": why }).to_string());
-}
-
-fn excerpt(text: &str) -> &str {
-    let mut end = text.len().min(120);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

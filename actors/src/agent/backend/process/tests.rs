@@ -122,3 +122,65 @@ async fn a_result_without_an_attempt_completes_the_running_one() {
     );
     assert_eq!(running.await.ok(), Some(Err("no".to_string())));
 }
+
+/// Stands in for the agent: hands the name of every signal of its backend to the test.
+struct Agent(mpsc::UnboundedSender<&'static str>);
+
+impl ractor::Actor for Agent {
+    type Msg = crate::agent::AgentMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ractor::ActorRef<Self::Msg>, _: ()) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ractor::ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        _: &mut (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        if let crate::agent::AgentMsg::Signal(signal) = msg {
+            let _ = self.0.send(match signal {
+                Signal::Unhealthy(_) => "unhealthy",
+                Signal::Healthy => "healthy",
+                Signal::Lost(_) => "lost",
+                Signal::Errand(_) => "errand",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_process_is_unhealthy_after_an_interval_and_a_half_then_hung_after_its_missed_intervals() {
+    let (live, _sent) = detached();
+    let (tx, mut signals) = mpsc::unbounded_channel();
+    let (agent, _) = ractor::Actor::spawn(None, Agent(tx), ())
+        .await
+        .expect("a stand-in agent");
+    let spec = ProcessBackend {
+        command: vec!["unused".into()],
+        env: vec![],
+        timeout_ms: None,
+        heartbeat_ms: 1000,
+        missed_heartbeats: 3,
+        ready_timeout_ms: ProcessBackend::DEFAULT_READY_TIMEOUT_MS,
+    };
+    live.touch();
+    let start = Instant::now();
+    tokio::spawn(watchdog(live.clone(), spec, Link(Some(agent))));
+    assert_eq!(signals.recv().await, Some("unhealthy"));
+    let late = start.elapsed();
+    assert!(
+        late >= Duration::from_millis(1500) && late < Duration::from_millis(2000),
+        "{late:?}"
+    );
+    assert_eq!(signals.recv().await, Some("lost"), "a hung process is lost");
+    let hung = start.elapsed();
+    assert!(
+        hung >= Duration::from_millis(3000) && hung < Duration::from_millis(3500),
+        "{hung:?}"
+    );
+}

@@ -1,0 +1,55 @@
+//! Calls the agent room makes into this node's actors (the agents' supervisors, an agent,
+//! the scheduler), each bounded in time, and the bookkeeping of a keyed mutation's
+//! idempotency claim.
+
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
+use troupe_runtime::idempotency::{Claim, Guard};
+use troupe_runtime::store::Store;
+
+use crate::error::ApiError;
+
+/// How long a call into a local actor may take.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Calls a local actor and waits at most [`CALL_TIMEOUT`].
+pub(crate) async fn ask<M: ractor::Message, T: Send + 'static>(
+    actor: &ActorRef<M>,
+    msg: impl FnOnce(RpcReplyPort<T>) -> M,
+    what: &str,
+) -> Result<T, ApiError> {
+    ask_within(actor, msg, what, CALL_TIMEOUT).await
+}
+
+/// Calls a local actor whose answer may take longer than a call (a start that waits for its
+/// child); waits at most `limit`.
+pub(crate) async fn ask_within<M: ractor::Message, T: Send + 'static>(
+    actor: &ActorRef<M>,
+    msg: impl FnOnce(RpcReplyPort<T>) -> M,
+    what: &str,
+    limit: Duration,
+) -> Result<T, ApiError> {
+    match actor.call(msg, Some(limit)).await? {
+        CallResult::Success(answer) => Ok(answer),
+        _ => Err(ApiError::Unavailable(format!("{what} did not answer"))),
+    }
+}
+
+/// Keeps the id a keyed mutation answered with, in a batch of its own.
+pub(crate) async fn keep(store: &Store, guard: Option<Guard>, id: &str) -> Result<(), ApiError> {
+    if let Some(guard) = guard {
+        guard.save(store, &id.to_owned()).await?;
+    }
+    Ok(())
+}
+
+/// The guard of a fresh claim, or the id a replayed one answered with.
+pub(crate) fn split(claim: Option<Claim<String>>) -> Result<Option<Guard>, String> {
+    match claim {
+        None => Ok(None),
+        Some(Claim::Fresh(guard)) => Ok(Some(guard)),
+        Some(Claim::Replay(id)) => Err(id),
+    }
+}

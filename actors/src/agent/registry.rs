@@ -1,0 +1,321 @@
+//! The registry of this node's agents: it makes them (spawn), finds them (get, list, count,
+//! those of an owner) and hands out each agent's handle ([`AgentChild`]), made from the store
+//! when nobody holds it now. What can be done to an agent is in [`super::lifecycle`], its
+//! checkpoints in [`super::checkpoints`].
+//!
+//! It takes the narrow handles it needs from whoever serves the requests: the store, the
+//! node's actor slots (scheduler, supervisors, handles), the agents' policy and the
+//! idempotency keys.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ractor::ActorRef;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::idempotency::{Claim, Guard, Idempotency};
+use troupe_runtime::store::{Batch, Store, StoreError, View};
+use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
+
+use super::call::{ask, ask_within, split, CALL_TIMEOUT};
+use super::checkpoints;
+use super::spec::{AgentFilter, AgentSpec, Desired, Owner, SpawnAgentRequest};
+use super::status::{gauge_moved, AgentState, AgentStats, AgentStatus, AgentView};
+use super::{AgentChild, AgentMsg, AgentPolicy, Probe};
+use crate::error::ApiError;
+use crate::scheduler::SchedulerMsg;
+use crate::slots::Slots;
+use crate::tables::{AGENTS, AGENT_STATUS};
+
+/// Finds the supervisor that runs the agents of an owner (the node's `agents`, or a swarm's
+/// `members`), or says why there is none now.
+pub trait Supervisors: Sync {
+    fn of(&self, owner: &Owner) -> Result<ActorRef<SupervisorMsg>, ApiError>;
+}
+
+/// This node's agents, as the handles of the node lend them.
+pub struct Registry<'a> {
+    /// This node's name: the ids of the agents it makes name it.
+    pub node: &'a str,
+    pub store: &'a Store,
+    pub slots: &'a Slots,
+    pub policy: &'a AgentPolicy,
+    pub idempotency: &'a Idempotency,
+    /// Where the agents of each owner run.
+    pub supervisors: &'a dyn Supervisors,
+    /// Set while the node shuts down: nothing new starts.
+    pub draining: &'a AtomicBool,
+}
+
+impl Registry<'_> {
+    pub(super) fn ensure_serving(&self) -> Result<(), ApiError> {
+        if self.draining.load(Ordering::SeqCst) {
+            Err(ApiError::Unavailable("the node is shutting down".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Claims an idempotency key, when the caller gave one.
+    pub(super) async fn claim<T: DeserializeOwned>(
+        &self,
+        scope: &str,
+        key: Option<&str>,
+        request: &impl Serialize,
+    ) -> Result<Option<Claim<T>>, ApiError> {
+        match key {
+            Some(key) => Ok(Some(self.idempotency.claim(scope, key, request).await?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn scheduler(&self) -> Result<ActorRef<SchedulerMsg>, ApiError> {
+        self.slots
+            .scheduler
+            .get()
+            .ok_or_else(|| ApiError::Unavailable("the scheduler is not running".into()))
+    }
+
+    /// The supervisor that runs the agents of `owner`.
+    pub(super) fn supervisor_of(&self, owner: &Owner) -> Result<ActorRef<SupervisorMsg>, ApiError> {
+        self.supervisors.of(owner)
+    }
+
+    /// Spawns an agent of this node (where it runs was decided on the way here).
+    pub async fn spawn(&self, mut req: SpawnAgentRequest, key: Option<&str>) -> Result<AgentView, ApiError> {
+        self.ensure_serving()?;
+        // A key means the same whichever gateway the request came through.
+        req.node = None;
+        let guard = match split(self.claim("spawnAgent", key, &req).await?) {
+            Ok(guard) => guard,
+            Err(id) => return self.found(&id).await,
+        };
+        self.create(req, Owner::Node, guard).await
+    }
+
+    /// Makes an agent of `owner` on this node, and starts it under the owner's supervisor
+    /// unless the request only defines it.
+    pub async fn create(
+        &self,
+        req: SpawnAgentRequest,
+        owner: Owner,
+        guard: Option<Guard>,
+    ) -> Result<AgentView, ApiError> {
+        // Judged here, on the node that will run the agent: its own allow-list and programs.
+        self.policy.secrets.check(&req.backend).await?;
+        if req.start {
+            super::preflight(&req.backend).await.map_err(ApiError::InvalidInput)?;
+        }
+        let (state, kind) = match req.start {
+            true => (AgentState::Starting, "AGENT_SPAWNED"),
+            false => (AgentState::Defined, "AGENT_DEFINED"),
+        };
+        let spec = AgentSpec {
+            id: crate::ids::new_id(self.node),
+            name: req.name,
+            node: self.node.to_owned(),
+            backend: req.backend,
+            capabilities: req.capabilities,
+            max_concurrent_tasks: req.max_concurrent_tasks.map_or(1, |m| m as u32),
+            owner,
+            desired: if req.start { Desired::Running } else { Desired::Stopped },
+            created_at: troupe_runtime::clock::now(),
+            project: req.project.unwrap_or_else(|| "default".into()),
+            labels: req.labels.into_iter().collect(),
+            limits: req.limits,
+            restart: req.restart,
+            proficiency: req.proficiency.into_iter().collect(),
+            weight: req.weight.unwrap_or(1.0),
+            topics: req.topics,
+        };
+        let status = AgentStatus::new(state);
+        let data = json!({ "name": spec.name, "node": spec.node, "backend": spec.backend.describe(), "project": spec.project });
+        let mut batch = Batch::new()
+            .put(AGENTS, spec.id.clone(), troupe_runtime::codec::encode(&spec)?)
+            .put(AGENT_STATUS, spec.id.clone(), troupe_runtime::codec::encode(&status)?)
+            .event(NewEvent::new(kind, Some(spec.id.clone()), data));
+        if let Some(guard) = &guard {
+            guard.record(&mut batch, &spec.id)?;
+        }
+        self.store.write(batch).await?;
+        gauge_moved(None, Some(state));
+        let child = self.new_handle(spec.clone(), status);
+        self.slots.handles.insert(child.clone());
+        if req.start {
+            let supervisor = self.supervisor_of(&spec.owner)?;
+            let as_spec: Arc<dyn ChildSpec> = child.clone();
+            // The supervisor answers once the start is over, which may take the agent's own
+            // start timeout (a process agent's readyTimeoutMs).
+            let limit = as_spec.start_timeout() + CALL_TIMEOUT;
+            ask_within(
+                &supervisor,
+                |r| SupervisorMsg::StartChild(as_spec, r),
+                "the agent's supervisor",
+                limit,
+            )
+            .await?
+            .map_err(|e| did_not_start(&spec.id, &e))?;
+        }
+        drop(guard);
+        Ok(self.views(vec![(spec, child.status())]).await.remove(0))
+    }
+
+    fn new_handle(&self, spec: AgentSpec, status: AgentStatus) -> Arc<AgentChild> {
+        Arc::new(AgentChild::new(
+            spec,
+            status,
+            self.slots.clone(),
+            self.store.clone(),
+            self.policy.clone(),
+        ))
+    }
+
+    /// The agent's handle on this node, made from the store when nobody runs it now.
+    pub(super) async fn handle(&self, id: &str) -> Result<Arc<AgentChild>, ApiError> {
+        if let Some(handle) = self.slots.handles.get(id) {
+            return Ok(handle);
+        }
+        let (spec, status) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+        let handle = self.new_handle(spec, status);
+        let latest = {
+            let id = id.to_owned();
+            self.store.view(move |v| checkpoints::latest_in(v, &id)).await?
+        };
+        handle.set_latest_checkpoint(latest);
+        // Another request may have made one meanwhile: all of them use the same.
+        Ok(self.slots.handles.get_or_insert(handle))
+    }
+
+    /// What the agent's actor says of itself now, if it runs.
+    pub async fn live(&self, id: &str) -> Result<Option<Probe>, ApiError> {
+        let Some(actor) = self.slots.handles.get(id).and_then(|h| h.actor()) else {
+            return Ok(None);
+        };
+        Ok(Some(ask(&actor, AgentMsg::Probe, "the agent").await?))
+    }
+
+    /// This node's agents of `owner`, in id order (the order they were made), each with its
+    /// live status.
+    pub async fn owned(&self, owner: &Owner) -> Result<Vec<AgentView>, ApiError> {
+        let wanted = owner.clone();
+        let found = self
+            .store
+            .view(move |v| {
+                let mut out = Vec::new();
+                v.scan(AGENTS, None, |id, bytes| {
+                    if troupe_runtime::codec::decode::<AgentSpec>(bytes)?.owner == wanted {
+                        out.extend(read_one(v, id)?);
+                    }
+                    Ok(true)
+                })?;
+                Ok(out)
+            })
+            .await?;
+        let live = found
+            .into_iter()
+            .map(|(spec, status)| {
+                let status = self.slots.handles.get(&spec.id).map_or(status, |h| h.status());
+                (spec, status)
+            })
+            .collect();
+        Ok(self.views(live).await)
+    }
+
+    pub async fn read(&self, id: &str) -> Result<Option<Found>, ApiError> {
+        let id = id.to_owned();
+        Ok(self.store.view(move |v| read_one(v, &id)).await?)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<AgentView>, ApiError> {
+        Ok(match self.read(id).await? {
+            Some(found) => Some(self.views(vec![found]).await.remove(0)),
+            None => None,
+        })
+    }
+
+    /// The agent, or NOT_FOUND.
+    pub(super) async fn found(&self, id: &str) -> Result<AgentView, ApiError> {
+        self.get(id).await?.ok_or_else(|| not_found(id))
+    }
+
+    pub async fn count(&self, filter: &AgentFilter) -> Result<u64, ApiError> {
+        if *filter == AgentFilter::default() {
+            return Ok(self.store.view(|v| v.len(AGENTS)).await?);
+        }
+        let filter = filter.clone();
+        Ok(self
+            .store
+            .view(move |v| {
+                let mut n = 0;
+                v.scan(AGENTS, None, |_, bytes| {
+                    n += u64::from(troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter));
+                    Ok(true)
+                })?;
+                Ok(n)
+            })
+            .await?)
+    }
+
+    /// Spec and status with the scheduler's live counters.
+    pub async fn views(&self, found: Vec<Found>) -> Vec<AgentView> {
+        let ids = found.iter().map(|(s, _)| s.id.clone()).collect();
+        let counters: HashMap<String, AgentStats> = match self.scheduler() {
+            Ok(s) => ask(&s, |r| SchedulerMsg::Counters(ids, r), "the scheduler")
+                .await
+                .unwrap_or_default(),
+            Err(_) => HashMap::new(),
+        };
+        found
+            .into_iter()
+            .map(|(spec, status)| AgentView {
+                stats: counters.get(&spec.id).copied().unwrap_or_default(),
+                spec,
+                status,
+            })
+            .collect()
+    }
+}
+
+/// An agent as the store keeps it.
+pub type Found = (AgentSpec, AgentStatus);
+
+/// Reads an agent of the store that `filter` matches, for a page of a listing.
+pub fn matching(
+    filter: &AgentFilter,
+) -> impl Fn(&View<'_>, &str, &[u8]) -> Result<Option<Found>, StoreError> + Send + 'static {
+    let filter = filter.clone();
+    let everything = filter == AgentFilter::default();
+    move |v, id, bytes| {
+        if everything || troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter) {
+            read_one(v, id)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// A start that failed: the agent exists, and its supervisor tries again by its restart limit.
+pub(super) fn did_not_start(id: &str, why: &str) -> ApiError {
+    ApiError::Unavailable(format!(
+        "agent {id} did not start: {why}; its supervisor tries again within its restart limit (see the agent's state)"
+    ))
+}
+
+pub(super) fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no agent {id}"))
+}
+
+fn read_one(v: &View<'_>, id: &str) -> Result<Option<Found>, StoreError> {
+    let Some(spec) = v.get(AGENTS, id)? else {
+        return Ok(None);
+    };
+    let spec: AgentSpec = troupe_runtime::codec::decode(&spec)?;
+    let status = match v.get(AGENT_STATUS, id)? {
+        Some(b) => troupe_runtime::codec::decode(&b)?,
+        None => AgentStatus::new(AgentState::Starting),
+    };
+    Ok(Some((spec, status)))
+}
