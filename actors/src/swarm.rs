@@ -18,6 +18,8 @@ mod coordinator;
 mod handout;
 mod locks;
 pub mod memory;
+mod plan;
+mod records;
 pub mod rules;
 mod settle;
 pub mod spec;
@@ -34,10 +36,11 @@ use ractor::{Actor, ActorCell, ActorProcessingErr};
 use serde_json::json;
 use troupe_runtime::supervision::{ChildSpec, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs};
 
-pub(crate) use coordinator::load_spec;
+pub(crate) use coordinator::StartFailure;
 pub use coordinator::{Coordinator, CoordinatorMsg};
 pub use handout::Handout;
 pub use locks::Locks;
+pub(crate) use records::{change as change_records, load_spec, load_status};
 pub use rules::{Aggregate, Answer};
 pub use spec::{
     queue_capability, Autoscale, CreateSwarmRequest, Lead, MemberStrategy, SwarmHealth, SwarmSpec, SwarmStatus,
@@ -45,7 +48,6 @@ pub use spec::{
 };
 pub use task::{Stage, Step, SwarmTask, SwarmTaskMode, SwarmTaskState};
 pub use watch::Watch;
-pub(crate) use work::status as load_status;
 pub(crate) use work::wait_end;
 
 use crate::agent::{AgentsChild, Owner};
@@ -86,7 +88,7 @@ impl ChildSpec for SwarmsChild {
             let children = teams_of(&store, None)
                 .await?
                 .into_iter()
-                .map(|id| swarm_child(&self.api, id))
+                .map(|id| swarm_child(&self.api, id, StartFailure::default()))
                 .collect();
             let args = SupervisorArgs {
                 name: "swarms".into(),
@@ -173,14 +175,20 @@ pub(crate) fn team_key(lead: &Lead, team: &str) -> String {
     format!("{}/{team}", lead.swarm)
 }
 
-pub(crate) fn swarm_child(api: &Api, id: String) -> Arc<dyn ChildSpec> {
-    Arc::new(SwarmChild { api: api.clone(), id })
+/// One swarm's subtree; why its coordinator's start failed goes to `failure`.
+pub(crate) fn swarm_child(api: &Api, id: String, failure: StartFailure) -> Arc<dyn ChildSpec> {
+    Arc::new(SwarmChild {
+        api: api.clone(),
+        id,
+        failure,
+    })
 }
 
 /// One swarm's subtree: its members supervisor, then its coordinator.
 struct SwarmChild {
     api: Api,
     id: String,
+    failure: StartFailure,
 }
 
 impl ChildSpec for SwarmChild {
@@ -227,10 +235,11 @@ impl ChildSpec for SwarmChild {
             let coordinator: Arc<dyn ChildSpec> = Arc::new(coordinator::CoordinatorChild {
                 api: self.api.clone(),
                 id: self.id.clone(),
+                failure: self.failure.clone(),
             });
             let mut children = vec![members, coordinator];
             for team in teams_of(&store, Some(&self.id)).await? {
-                children.push(swarm_child(&self.api, team));
+                children.push(swarm_child(&self.api, team, StartFailure::default()));
             }
             let args = SupervisorArgs {
                 name: format!("swarm {}", spec.name),

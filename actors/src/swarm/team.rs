@@ -15,7 +15,7 @@ pub(crate) struct Team {
 /// The swarm as a conductor needs it now. Its running members are read unless the swarm is
 /// MESH and `members` is false: mesh work goes to the shared queue without a pick.
 pub(crate) async fn team_of(api: &Api, swarm: &str, members: bool) -> Result<Team, ApiError> {
-    let spec = super::coordinator::load_spec(api.store(), swarm).await?;
+    let spec = super::records::load_spec(api.store(), swarm).await?;
     if !members && spec.topology == Topology::Mesh {
         return Ok(Team {
             spec,

@@ -12,12 +12,11 @@ use troupe_runtime::events::NewEvent;
 use super::handout::{self, load, update, Handout};
 use super::rules::{self, Aggregate, Answer};
 use super::settle::{outcome, settle, wait_on, Settled, Work};
-use super::spec::{SwarmStatus, Topology};
+use super::spec::Topology;
 use super::task::{check_plan, PlannedStep, Step, SwarmTask, SwarmTaskMode, SwarmTaskState};
 use super::team::{team_of, Team};
 use crate::error::ApiError;
 use crate::service::Api;
-use crate::tables::SWARM_STATUS;
 
 /// Conducts a swarm task to its end, recording its result.
 pub(crate) async fn conduct(api: Api, task_id: String) {
@@ -346,13 +345,4 @@ async fn ask_planner(api: &Api, id: &str, swarm: &str, input: Value) -> Result<V
     let steps: Vec<Step> = steps.into_iter().map(Into::into).collect();
     check_plan(&steps)?;
     Ok(steps)
-}
-
-/// The swarm's status as last recorded.
-pub(crate) async fn status(store: &troupe_runtime::store::Store, swarm: &str) -> Result<SwarmStatus, ApiError> {
-    let bytes = store
-        .get(SWARM_STATUS, swarm)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no swarm {swarm}")))?;
-    Ok(troupe_runtime::codec::decode(&bytes)?)
 }
