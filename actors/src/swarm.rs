@@ -18,6 +18,7 @@ mod coordinator;
 mod handout;
 mod locks;
 pub mod memory;
+mod open;
 mod plan;
 mod records;
 pub mod rules;
@@ -40,6 +41,7 @@ pub(crate) use coordinator::StartFailure;
 pub use coordinator::{Coordinator, CoordinatorMsg};
 pub use handout::Handout;
 pub use locks::Locks;
+pub(crate) use open::{forget as forget_open_task, index as index_open_task};
 pub(crate) use records::{change as change_records, load_spec, load_status};
 pub use rules::{Aggregate, Answer};
 pub use spec::{

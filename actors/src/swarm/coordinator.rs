@@ -13,17 +13,16 @@ use tokio::task::JoinHandle;
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::supervision::ChildSpec;
 
+use super::open;
 use super::plan::{self, Load};
 use super::records::{self, load_spec};
 use super::spec::Topology;
-use super::task::{SwarmTask, SwarmTaskState};
 use super::work;
 use super::{memory, rules};
 use crate::agent::Owner;
 use crate::error::ApiError;
 use crate::service::AgentAction;
 use crate::service::Api;
-use crate::tables::SWARM_TASKS;
 
 /// How often the coordinator looks at its members and memory.
 const TICK: Duration = Duration::from_millis(200);
@@ -162,7 +161,7 @@ impl Actor for Coordinator {
             failure.set(e.clone());
             return Err(e.into());
         }
-        for task in state.open_tasks().await? {
+        for task in open::open_tasks(state.api.store(), &state.id).await? {
             state.conduct(task);
         }
         state.ticker = Some(myself.send_interval(TICK, || CoordinatorMsg::Tick));
@@ -202,25 +201,6 @@ impl State {
         }
         let handle = tokio::spawn(work::conduct(self.api.clone(), task.clone()));
         self.conductors.insert(task, handle);
-    }
-
-    async fn open_tasks(&self) -> Result<Vec<String>, ApiError> {
-        let swarm = self.id.clone();
-        Ok(self
-            .api
-            .store()
-            .view(move |v| {
-                let mut out = Vec::new();
-                v.scan(SWARM_TASKS, None, |id, bytes| {
-                    let t: SwarmTask = troupe_runtime::codec::decode(bytes)?;
-                    if t.swarm == swarm && t.state == SwarmTaskState::Running {
-                        out.push(id.to_owned());
-                    }
-                    Ok(true)
-                })?;
-                Ok(out)
-            })
-            .await?)
     }
 
     /// Starts the members the swarm lacks, and removes the newest beyond its size (a member
@@ -277,7 +257,7 @@ impl State {
             .is_some_and(|p| plan::cooled(status.scaled_at, now, p.cooldown_ms))
         {
             let load = Load {
-                waiting: self.waiting().await?,
+                waiting: open::waiting(self.api.store(), &self.id).await?,
                 busy: members.iter().map(|m| m.stats.running as usize).sum(),
                 slots: members.iter().map(|m| m.spec.max_concurrent_tasks as usize).sum(),
             };
@@ -307,30 +287,5 @@ impl State {
             self.reconcile().await?;
         }
         Ok(())
-    }
-
-    /// How many of the swarm's subtasks wait in the queue now.
-    async fn waiting(&self) -> Result<usize, ApiError> {
-        let swarm = self.id.clone();
-        Ok(self
-            .api
-            .store()
-            .view(move |v| {
-                let mut n = 0;
-                v.scan(SWARM_TASKS, None, |_, bytes| {
-                    let t: SwarmTask = troupe_runtime::codec::decode(bytes)?;
-                    if t.swarm == swarm && t.state == SwarmTaskState::Running {
-                        for sub in &t.subtasks {
-                            if let Some(b) = v.get(crate::tables::TASK_STATUS, sub)? {
-                                let s: crate::task::TaskStatus = troupe_runtime::codec::decode(&b)?;
-                                n += usize::from(s.state == crate::task::TaskState::Queued);
-                            }
-                        }
-                    }
-                    Ok(true)
-                })?;
-                Ok(n)
-            })
-            .await?)
     }
 }

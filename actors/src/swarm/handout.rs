@@ -16,7 +16,7 @@ use troupe_runtime::idempotency::MAX_KEY_LEN;
 use troupe_runtime::store::Batch;
 
 use super::spec::{queue_capability, Topology};
-use super::task::SwarmTask;
+use super::task::{SwarmTask, SwarmTaskState};
 use crate::error::ApiError;
 use crate::service::Api;
 use crate::tables::SWARM_TASKS;
@@ -112,6 +112,9 @@ pub(crate) async fn update(
     let mut task = load(api, id).await?;
     let event = change(&mut task);
     let mut batch = Batch::new().put(SWARM_TASKS, task.id.clone(), troupe_runtime::codec::encode(&task)?);
+    if task.state != SwarmTaskState::Running {
+        batch = super::open::index(batch, &task);
+    }
     if let Some(e) = event {
         batch = batch.event(e);
     }

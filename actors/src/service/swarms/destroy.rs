@@ -80,6 +80,7 @@ impl Swarms {
                 json!({ "name": view.spec.name, "members": view.members.len() }),
             ));
         for t in tasks {
+            batch = crate::swarm::forget_open_task(batch, id, &t);
             batch = batch.delete(SWARM_TASKS, t);
         }
         if let Some(lead) = &view.spec.lead {

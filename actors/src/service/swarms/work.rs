@@ -120,6 +120,7 @@ impl Swarms {
         let batch = Batch::new()
             .put(SWARM_TASKS, task.id.clone(), troupe_runtime::codec::encode(&task)?)
             .event(NewEvent::new("SWARM_TASK_SUBMITTED", Some(id.to_owned()), data));
+        let batch = crate::swarm::index_open_task(batch, &task);
         self.ctx.store.write(batch).await?;
         // A coordinator not running now takes it up at its next start.
         if let Ok(c) = self.coordinator(id) {
