@@ -20,6 +20,7 @@ mod locks;
 pub mod memory;
 mod open;
 mod plan;
+mod port;
 mod records;
 pub mod rules;
 mod settle;
@@ -42,6 +43,7 @@ pub use coordinator::{Coordinator, CoordinatorMsg};
 pub use handout::Handout;
 pub use locks::Locks;
 pub(crate) use open::{forget as forget_open_task, index as index_open_task};
+pub use port::{Members, Port, Subtasks};
 pub(crate) use records::{change as change_records, load_spec, load_status};
 pub use rules::{Aggregate, Answer};
 pub use spec::{
@@ -54,16 +56,16 @@ pub(crate) use work::wait_end;
 
 use crate::agent::{AgentsChild, Owner};
 use crate::error::ApiError;
-use crate::service::Api;
 use crate::tables::{SWARMS, SWARM_TEAMS};
 
 /// The node's `swarms` supervisor: each start rebuilds it with every top-level swarm of this
-/// node (sub-teams start inside their parents).
-pub struct SwarmsChild {
-    pub api: Api,
+/// node (sub-teams start inside their parents). `api` is whatever gives the swarm room its
+/// [`Port`] (the node's `Api` does).
+pub struct SwarmsChild<P = Port> {
+    pub api: P,
 }
 
-impl ChildSpec for SwarmsChild {
+impl<P: Clone + Into<Port> + Send + Sync + 'static> ChildSpec for SwarmsChild<P> {
     fn id(&self) -> &str {
         "swarms"
     }
@@ -86,23 +88,24 @@ impl ChildSpec for SwarmsChild {
 
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
-            let store = self.api.store().clone();
+            let port: Port = self.api.clone().into();
+            let store = port.store.clone();
             let children = teams_of(&store, None)
                 .await?
                 .into_iter()
-                .map(|id| swarm_child(&self.api, id, StartFailure::default()))
+                .map(|id| swarm_child(&port, id, StartFailure::default()))
                 .collect();
             let args = SupervisorArgs {
                 name: "swarms".into(),
                 strategy: Strategy::OneForOne,
                 intensity: None,
-                backoff: self.api.backoff(),
+                backoff: port.backoff,
                 children,
                 start_order: StartOrder::Concurrent,
                 store,
             };
             let (sup, _) = Actor::spawn_linked(None, Supervisor, args, supervisor).await?;
-            self.api.slots().swarms.set(sup.clone());
+            port.slots.swarms.set(sup.clone());
             Ok(sup.get_cell())
         })
     }
@@ -178,7 +181,7 @@ pub(crate) fn team_key(lead: &Lead, team: &str) -> String {
 }
 
 /// One swarm's subtree; why its coordinator's start failed goes to `failure`.
-pub(crate) fn swarm_child(api: &Api, id: String, failure: StartFailure) -> Arc<dyn ChildSpec> {
+pub(crate) fn swarm_child(api: &Port, id: String, failure: StartFailure) -> Arc<dyn ChildSpec> {
     Arc::new(SwarmChild {
         api: api.clone(),
         id,
@@ -188,7 +191,7 @@ pub(crate) fn swarm_child(api: &Api, id: String, failure: StartFailure) -> Arc<d
 
 /// One swarm's subtree: its members supervisor, then its coordinator.
 struct SwarmChild {
-    api: Api,
+    api: Port,
     id: String,
     failure: StartFailure,
 }
@@ -217,7 +220,7 @@ impl ChildSpec for SwarmChild {
 
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
-            let store = self.api.store().clone();
+            let store = self.api.store.clone();
             let bytes = store
                 .get(SWARMS, &self.id)
                 .await?
@@ -225,9 +228,9 @@ impl ChildSpec for SwarmChild {
             let spec: SwarmSpec = troupe_runtime::codec::decode(&bytes)?;
             let members: Arc<dyn ChildSpec> = Arc::new(AgentsChild {
                 store: store.clone(),
-                slots: self.api.slots().clone(),
-                policy: self.api.agent_policy(),
-                backoff: self.api.backoff(),
+                slots: self.api.slots.clone(),
+                policy: self.api.policy.clone(),
+                backoff: self.api.backoff,
                 owner: Owner::Swarm(self.id.clone()),
                 strategy: match spec.strategy {
                     MemberStrategy::OneForOne => Strategy::OneForOne,
@@ -247,13 +250,13 @@ impl ChildSpec for SwarmChild {
                 name: format!("swarm {}", spec.name),
                 strategy: Strategy::OneForOne,
                 intensity: None,
-                backoff: self.api.backoff(),
+                backoff: self.api.backoff,
                 children,
                 start_order: StartOrder::Sequential,
                 store,
             };
             let (sup, _) = Actor::spawn_linked(None, Supervisor, args, supervisor).await?;
-            self.api.slots().swarm_supervisors.set(&self.id, sup.clone());
+            self.api.slots.swarm_supervisors.set(&self.id, sup.clone());
             Ok(sup.get_cell())
         })
     }

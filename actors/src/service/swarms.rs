@@ -38,6 +38,7 @@ mod change;
 mod create;
 mod destroy;
 mod peer;
+mod port;
 mod work;
 
 pub use peer::{SwarmsRequest, SwarmsResponse};

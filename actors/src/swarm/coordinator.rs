@@ -18,11 +18,9 @@ use super::plan::{self, Load};
 use super::records::{self, load_spec};
 use super::spec::Topology;
 use super::work;
+use super::Port;
 use super::{memory, rules};
-use crate::agent::Owner;
 use crate::error::ApiError;
-use crate::service::AgentAction;
-use crate::service::Api;
 
 /// How often the coordinator looks at its members and memory.
 const TICK: Duration = Duration::from_millis(200);
@@ -41,9 +39,9 @@ impl ractor::Message for CoordinatorMsg {}
 
 /// Records that an ADAPTIVE swarm now hands out its work as `to`, and why (nothing when it
 /// already does).
-pub(crate) async fn switch(api: &Api, id: &str, to: Topology, reason: &str) -> Result<(), ApiError> {
-    let held = api.swarm_locks().hold_spec(id).await;
-    records::change(api.store(), &held, |_, status| {
+pub(crate) async fn switch(api: &Port, id: &str, to: Topology, reason: &str) -> Result<(), ApiError> {
+    let held = api.locks.hold_spec(id).await;
+    records::change(&api.store, &held, |_, status| {
         if status.active == to {
             return Ok(None);
         }
@@ -77,7 +75,7 @@ impl StartFailure {
 }
 
 pub(crate) struct CoordinatorChild {
-    pub api: Api,
+    pub api: Port,
     pub id: String,
     pub failure: StartFailure,
 }
@@ -112,7 +110,7 @@ impl ChildSpec for CoordinatorChild {
 pub struct Coordinator;
 
 pub struct State {
-    api: Api,
+    api: Port,
     id: String,
     conductors: HashMap<String, JoinHandle<()>>,
     ticker: Option<JoinHandle<()>>,
@@ -134,17 +132,17 @@ impl Drop for State {
 impl Actor for Coordinator {
     type Msg = CoordinatorMsg;
     type State = State;
-    type Arguments = (Api, String, StartFailure);
+    type Arguments = (Port, String, StartFailure);
 
     async fn pre_start(
         &self,
         myself: ActorRef<CoordinatorMsg>,
-        (api, id, failure): (Api, String, StartFailure),
+        (api, id, failure): (Port, String, StartFailure),
     ) -> Result<State, ActorProcessingErr> {
-        api.slots().coordinators.set(&id, myself.clone());
-        let members = api.agents().owned(&Owner::Swarm(id.clone())).await?.len();
-        let held = api.swarm_locks().hold_spec(&id).await;
-        records::change(api.store(), &held, |_, status| {
+        api.slots.coordinators.set(&id, myself.clone());
+        let members = api.members.of(&id).await?.len();
+        let held = api.locks.hold_spec(&id).await;
+        records::change(&api.store, &held, |_, status| {
             status.coordinator_starts += 1;
             let data = json!({ "starts": status.coordinator_starts, "members": members });
             Ok(Some(NewEvent::new("SWARM_COORDINATOR_STARTED", Some(id.clone()), data)))
@@ -161,7 +159,7 @@ impl Actor for Coordinator {
             failure.set(e.clone());
             return Err(e.into());
         }
-        for task in open::open_tasks(state.api.store(), &state.id).await? {
+        for task in open::open_tasks(&state.api.store, &state.id).await? {
             state.conduct(task);
         }
         state.ticker = Some(myself.send_interval(TICK, || CoordinatorMsg::Tick));
@@ -206,36 +204,35 @@ impl State {
     /// Starts the members the swarm lacks, and removes the newest beyond its size (a member
     /// leading a sub-team stays), as [`plan::members`] says.
     async fn reconcile(&mut self) -> Result<(), ApiError> {
-        let spec = load_spec(self.api.store(), &self.id).await?;
-        let owner = Owner::Swarm(self.id.clone());
+        let spec = load_spec(&self.api.store, &self.id).await?;
         let members: Vec<String> = self
             .api
-            .agents()
-            .owned(&owner)
+            .members
+            .of(&self.id)
             .await?
             .into_iter()
             .map(|m| m.spec.id)
             .collect();
         let mut leaders = Vec::new();
         if members.len() > spec.size as usize {
-            let teams = super::teams(self.api.store(), Some(&self.id)).await?;
+            let teams = super::teams(&self.api.store, Some(&self.id)).await?;
             leaders.extend(teams.into_iter().map(|(_, _, leader)| leader));
         }
         let plan = plan::members(&spec, &members, &leaders, |_| uuid::Uuid::now_v7().simple().to_string());
         for req in plan.start {
-            self.api.agents().create_local(req, owner.clone(), None).await?;
+            self.api.members.start(&self.id, req).await?;
         }
         for extra in &plan.remove {
-            self.api.agents().act_local(extra, AgentAction::Remove, None).await?;
+            self.api.members.remove(extra).await?;
         }
         Ok(())
     }
 
     async fn tick(&mut self) -> Result<(), ApiError> {
-        let members = self.api.agents().owned(&Owner::Swarm(self.id.clone())).await?;
+        let members = self.api.members.of(&self.id).await?;
         let states: Vec<_> = members.iter().map(|m| m.status.state).collect();
-        let held = self.api.swarm_locks().hold_spec(&self.id).await;
-        let (spec, status) = records::change(self.api.store(), &held, |spec, status| {
+        let held = self.api.locks.hold_spec(&self.id).await;
+        let (spec, status) = records::change(&self.api.store, &held, |spec, status| {
             let (health, reason) = rules::health(&states, spec.min_agents);
             if status.health == health {
                 return Ok(None);
@@ -249,7 +246,7 @@ impl State {
         })
         .await?;
         drop(held);
-        memory::sweep(self.api.store(), &self.id).await?;
+        memory::sweep(&self.api.store, &self.id).await?;
         let now = troupe_runtime::clock::now();
         // The waiting subtasks are counted only when autoscale may move the size.
         if spec
@@ -257,7 +254,7 @@ impl State {
             .is_some_and(|p| plan::cooled(status.scaled_at, now, p.cooldown_ms))
         {
             let load = Load {
-                waiting: open::waiting(self.api.store(), &self.id).await?,
+                waiting: open::waiting(&self.api.store, &self.id).await?,
                 busy: members.iter().map(|m| m.stats.running as usize).sum(),
                 slots: members.iter().map(|m| m.spec.max_concurrent_tasks as usize).sum(),
             };
@@ -269,9 +266,9 @@ impl State {
     /// Moves the size as autoscale says on the records as they are now, and brings the
     /// members to it.
     async fn autoscale(&mut self, now: chrono::DateTime<chrono::Utc>, load: Load) -> Result<(), ApiError> {
-        let held = self.api.swarm_locks().hold_spec(&self.id).await;
+        let held = self.api.locks.hold_spec(&self.id).await;
         let mut scaled = false;
-        records::change(self.api.store(), &held, |spec, status| {
+        records::change(&self.api.store, &held, |spec, status| {
             let Some((size, reason)) = plan::autoscale(spec, status, now, load) else {
                 return Ok(None);
             };

@@ -15,11 +15,11 @@ use super::settle::{outcome, settle, wait_on, Settled, Work};
 use super::spec::Topology;
 use super::task::{check_plan, PlannedStep, Step, SwarmTask, SwarmTaskMode, SwarmTaskState};
 use super::team::{team_of, Team};
+use super::Port;
 use crate::error::ApiError;
-use crate::service::Api;
 
 /// Conducts a swarm task to its end, recording its result.
-pub(crate) async fn conduct(api: Api, task_id: String) {
+pub(crate) async fn conduct(api: Port, task_id: String) {
     let outcome = run(&api, &task_id).await;
     let finish = update(&api, &task_id, |task| {
         if task.state != SwarmTaskState::Running {
@@ -46,10 +46,10 @@ pub(crate) async fn conduct(api: Api, task_id: String) {
 }
 
 /// Waits until the swarm task has ended, at most `timeout`; the task as it ended.
-pub(crate) async fn wait_end(api: &Api, id: &str, timeout: std::time::Duration) -> Result<SwarmTask, ApiError> {
+pub(crate) async fn wait_end(api: &Port, id: &str, timeout: std::time::Duration) -> Result<SwarmTask, ApiError> {
     let task = load(api, id).await?;
     // Its end is an event about its swarm.
-    let watching = api.swarm_watch().watch(api.store(), &task.swarm);
+    let watching = api.watch.watch(&api.store, &task.swarm);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let changed = watching.notify.notified();
@@ -72,7 +72,7 @@ pub(crate) async fn wait_end(api: &Api, id: &str, timeout: std::time::Duration) 
 /// when such a step was handed out before (the work goes on as it started); else the swarm's,
 /// or for an ADAPTIVE swarm the rule's (a switch is recorded on the swarm with its reason).
 async fn topology_for(
-    api: &Api,
+    api: &Port,
     team: &Team,
     task: &SwarmTask,
     of_steps: impl Fn(&str) -> bool,
@@ -91,7 +91,7 @@ async fn topology_for(
 }
 
 /// Hands one piece of work out (as `turn` picks) and waits for its result.
-async fn one(api: &Api, id: &str, step: &str, turn: usize, mut work: Work<'_>) -> Result<Value, ApiError> {
+async fn one(api: &Port, id: &str, step: &str, turn: usize, mut work: Work<'_>) -> Result<Value, ApiError> {
     let mut given = handout::handout(api, id, step, async {
         let team = team_of(api, work.swarm, work.topology != Topology::Mesh).await?;
         let member = team.pick(work.topology, work.capabilities, turn)?;
@@ -104,7 +104,7 @@ async fn one(api: &Api, id: &str, step: &str, turn: usize, mut work: Work<'_>) -
     outcome(&settle(api, id, step, given.first(), &work).await?).map_err(ApiError::Conflict)
 }
 
-async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
+async fn run(api: &Port, id: &str) -> Result<Value, ApiError> {
     let task = load(api, id).await?;
     let swarm = task.swarm.as_str();
     match &task.mode {
@@ -189,7 +189,7 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
 
 /// The same payload to `k` distinct members, their answers aggregated.
 async fn scatter_gather(
-    api: &Api,
+    api: &Port,
     task: &SwarmTask,
     k: usize,
     aggregate: Aggregate,
@@ -242,7 +242,7 @@ async fn scatter_gather(
         if first_ok {
             // The others' answers are not needed.
             for ((other, _), _) in subs.iter().zip(&arrived).filter(|(_, a)| a.is_none()) {
-                let _ = api.tasks().cancel(other, None).await;
+                let _ = api.subtasks.cancel(other).await;
             }
             break;
         }
@@ -258,7 +258,7 @@ async fn scatter_gather(
 /// gives them), and followed as `one` follows its work, so a step whose member is lost
 /// returns to the swarm. Its result: the result of the step nothing depends on, or each such
 /// step's by key.
-async fn run_plan(api: &Api, id: &str, swarm: &str, steps: &[Step], topology: Topology) -> Result<Value, ApiError> {
+async fn run_plan(api: &Port, id: &str, swarm: &str, steps: &[Step], topology: Topology) -> Result<Value, ApiError> {
     // Step key -> the task that did it and its result.
     let mut results: HashMap<&str, (String, Value)> = HashMap::new();
     let mut started = BTreeSet::new();
@@ -328,7 +328,7 @@ async fn run_plan(api: &Api, id: &str, swarm: &str, steps: &[Step], topology: To
 }
 
 /// Asks a member with the capability `plan` for the steps of `input`.
-async fn ask_planner(api: &Api, id: &str, swarm: &str, input: Value) -> Result<Vec<Step>, ApiError> {
+async fn ask_planner(api: &Port, id: &str, swarm: &str, input: Value) -> Result<Vec<Step>, ApiError> {
     let work = Work {
         swarm,
         capabilities: &["plan".to_owned()],

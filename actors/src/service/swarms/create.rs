@@ -121,7 +121,7 @@ impl Swarms {
         }
         let supervisor = self.parent_supervisor(spec)?;
         let failure = StartFailure::default();
-        let child = crate::swarm::swarm_child(&self.api(), spec.id.clone(), failure.clone());
+        let child = crate::swarm::swarm_child(&self.port(), spec.id.clone(), failure.clone());
         ask(
             &supervisor,
             |r| SupervisorMsg::StartChild(child, r),

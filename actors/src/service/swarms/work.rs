@@ -142,7 +142,7 @@ impl Swarms {
             .await?
             .ok_or_else(|| ApiError::invalid(format!("agent {agent} leads no team")))?;
         let task = self.submit_task(&team, mode).await?;
-        let ended = crate::swarm::wait_end(&self.api(), &task.id, timeout).await?;
+        let ended = crate::swarm::wait_end(&self.port(), &task.id, timeout).await?;
         match ended.state {
             SwarmTaskState::Succeeded => Ok(ended.result.unwrap_or(serde_json::Value::Null)),
             _ => Err(ApiError::Conflict(format!(
