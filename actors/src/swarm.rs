@@ -14,6 +14,7 @@
 //! that a restarted coordinator takes up where they were; their subtasks are ordinary tasks
 //! (submitted under idempotency keys, so nothing is submitted twice).
 
+mod choices;
 mod coordinator;
 mod handout;
 mod locks;

@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Value};
 use troupe_runtime::events::NewEvent;
 
+use super::choices;
 use super::handout::{self, load, update, Handout};
 use super::rules::{self, Aggregate, Answer};
 use super::settle::{outcome, settle, wait_on, Settled, Work};
@@ -79,15 +80,19 @@ async fn topology_for(
     has_dependencies: bool,
     subtasks: usize,
 ) -> Result<Topology, ApiError> {
-    if let Some(recorded) = task.handouts.iter().find(|(step, _)| of_steps(step.as_str())) {
-        return Ok(recorded.1.topology);
+    let recorded = task.handouts.iter().find(|(step, _)| of_steps(step.as_str()));
+    let swarm = team.spec.topology;
+    let chosen = choices::topology(
+        recorded.map(|(_, h)| h.topology),
+        swarm,
+        has_dependencies,
+        subtasks,
+        team.free_slots(),
+    );
+    if let Some(reason) = &chosen.switch {
+        super::coordinator::switch(api, &team.spec.id, chosen.topology, reason).await?;
     }
-    if team.spec.topology != Topology::Adaptive {
-        return Ok(team.spec.topology);
-    }
-    let (chosen, reason) = rules::adaptive(has_dependencies, subtasks, team.free_slots());
-    super::coordinator::switch(api, &team.spec.id, chosen, &reason).await?;
-    Ok(chosen)
+    Ok(chosen.topology)
 }
 
 /// Hands one piece of work out (as `turn` picks) and waits for its result.
@@ -199,14 +204,7 @@ async fn scatter_gather(
     let (id, swarm) = (task.id.as_str(), task.swarm.as_str());
     let mut given = handout::handout(api, id, "scatter", async {
         let team = team_of(api, swarm, true).await?;
-        let capable = team.capable(capabilities);
-        if capable.len() < k {
-            return Err(ApiError::Unavailable(format!(
-                "scatter-gather to {k} members, but {} running members can take it",
-                capable.len()
-            )));
-        }
-        let members = capable.iter().take(k).map(|m| Some((*m).to_owned())).collect();
+        let members = choices::scatter_members(&team.capable(capabilities), k)?;
         Ok(Handout::new(Topology::Hierarchical, members))
     })
     .await?;
@@ -264,26 +262,12 @@ async fn run_plan(api: &Port, id: &str, swarm: &str, steps: &[Step], topology: T
     let mut started = BTreeSet::new();
     let mut running = futures::stream::FuturesUnordered::new();
     loop {
-        let ready: Vec<(usize, &Step)> = steps
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !started.contains(s.key.as_str()))
-            .filter(|(_, s)| s.depends_on.iter().all(|d| results.contains_key(d.as_str())))
-            .collect();
+        let ready = choices::ready_steps(steps, &started, &results);
         if !ready.is_empty() {
             let team = team_of(api, swarm, topology != Topology::Mesh).await?;
             for (turn, step) in ready {
                 started.insert(step.key.as_str());
-                let payload = if step.depends_on.is_empty() {
-                    step.payload.clone()
-                } else {
-                    let inputs: serde_json::Map<String, Value> = step
-                        .depends_on
-                        .iter()
-                        .filter_map(|d| results.get(d.as_str()).cloned())
-                        .collect();
-                    json!({ "payload": step.payload, "dependencies": inputs })
-                };
+                let payload = choices::step_input(step, &results);
                 let name = format!("step/{}", step.key);
                 let mut given = handout::handout(api, id, &name, async {
                     let member = team.pick(topology, &step.capabilities, turn)?;
@@ -311,20 +295,7 @@ async fn run_plan(api: &Port, id: &str, swarm: &str, steps: &[Step], topology: T
         let value = outcome(&done).map_err(|e| ApiError::Conflict(format!("plan step {:?}: {e}", step.key)))?;
         results.insert(step.key.as_str(), (done.spec.id.clone(), value));
     }
-    // The result of the steps nothing depends on: the one, or each by key.
-    let needed: BTreeSet<&str> = steps
-        .iter()
-        .flat_map(|s| s.depends_on.iter().map(String::as_str))
-        .collect();
-    let mut sinks: Vec<(&str, Value)> = steps
-        .iter()
-        .filter(|s| !needed.contains(s.key.as_str()))
-        .filter_map(|s| Some((s.key.as_str(), results.remove(s.key.as_str())?.1)))
-        .collect();
-    Ok(match sinks.len() {
-        1 => sinks.remove(0).1,
-        _ => Value::Object(sinks.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
-    })
+    Ok(choices::plan_result(steps, results))
 }
 
 /// Asks a member with the capability `plan` for the steps of `input`.
