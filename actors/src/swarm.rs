@@ -13,6 +13,11 @@
 //! counts them from the store, so it never starts duplicates. Swarm tasks are durable records
 //! that a restarted coordinator takes up where they were; their subtasks are ordinary tasks
 //! (submitted under idempotency keys, so nothing is submitted twice).
+//!
+//! The room's decisions are plain functions: membership and autoscale in `plan.rs`, the
+//! conductor's choices in `choices.rs`, health, aggregation and the ADAPTIVE rule in
+//! [`rules`]. `records.rs` changes a swarm's spec and status one writer at a time, `open.rs`
+//! indexes its open tasks, and [`Port`] is all the room takes from the rest of the node.
 
 mod choices;
 mod coordinator;
