@@ -27,6 +27,7 @@ mod system {
     mod subscriptions;
     mod supervision;
     mod swarm_failures;
+    mod swarm_races;
     mod swarm_teams;
     mod swarms;
     mod tooling;

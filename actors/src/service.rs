@@ -106,26 +106,6 @@ impl Api {
         &self.swarms
     }
 
-    pub(crate) fn slots(&self) -> &crate::slots::Slots {
-        &self.ctx.slots
-    }
-
-    pub(crate) fn agent_policy(&self) -> crate::agent::AgentPolicy {
-        self.ctx.agent_policy.clone()
-    }
-
-    pub(crate) fn swarm_watch(&self) -> &crate::swarm::Watch {
-        &self.ctx.swarm_watch
-    }
-
-    pub(crate) fn swarm_locks(&self) -> &crate::swarm::Locks {
-        &self.ctx.swarm_locks
-    }
-
-    pub(crate) fn backoff(&self) -> troupe_runtime::supervision::Backoff {
-        self.ctx.backoff
-    }
-
     pub(crate) fn node_service(&self) -> NodeService {
         NodeService {
             cluster: self.ctx.cluster.clone(),

@@ -13,11 +13,21 @@
 //! counts them from the store, so it never starts duplicates. Swarm tasks are durable records
 //! that a restarted coordinator takes up where they were; their subtasks are ordinary tasks
 //! (submitted under idempotency keys, so nothing is submitted twice).
+//!
+//! The room's decisions are plain functions: membership and autoscale in `plan.rs`, the
+//! conductor's choices in `choices.rs`, health, aggregation and the ADAPTIVE rule in
+//! [`rules`]. `records.rs` changes a swarm's spec and status one writer at a time, `open.rs`
+//! indexes its open tasks, and [`Port`] is all the room takes from the rest of the node.
 
+mod choices;
 mod coordinator;
 mod handout;
 mod locks;
 pub mod memory;
+mod open;
+mod plan;
+mod port;
+mod records;
 pub mod rules;
 mod settle;
 pub mod spec;
@@ -34,10 +44,13 @@ use ractor::{Actor, ActorCell, ActorProcessingErr};
 use serde_json::json;
 use troupe_runtime::supervision::{ChildSpec, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs};
 
-pub(crate) use coordinator::load_spec;
+pub(crate) use coordinator::StartFailure;
 pub use coordinator::{Coordinator, CoordinatorMsg};
 pub use handout::Handout;
 pub use locks::Locks;
+pub(crate) use open::{forget as forget_open_task, index as index_open_task};
+pub use port::{Members, Port, Subtasks};
+pub(crate) use records::{change as change_records, load_spec, load_status};
 pub use rules::{Aggregate, Answer};
 pub use spec::{
     queue_capability, Autoscale, CreateSwarmRequest, Lead, MemberStrategy, SwarmHealth, SwarmSpec, SwarmStatus,
@@ -45,21 +58,20 @@ pub use spec::{
 };
 pub use task::{Stage, Step, SwarmTask, SwarmTaskMode, SwarmTaskState};
 pub use watch::Watch;
-pub(crate) use work::status as load_status;
 pub(crate) use work::wait_end;
 
 use crate::agent::{AgentsChild, Owner};
 use crate::error::ApiError;
-use crate::service::Api;
 use crate::tables::{SWARMS, SWARM_TEAMS};
 
 /// The node's `swarms` supervisor: each start rebuilds it with every top-level swarm of this
-/// node (sub-teams start inside their parents).
-pub struct SwarmsChild {
-    pub api: Api,
+/// node (sub-teams start inside their parents). `api` is whatever gives the swarm room its
+/// [`Port`] (the node's `Api` does).
+pub struct SwarmsChild<P = Port> {
+    pub api: P,
 }
 
-impl ChildSpec for SwarmsChild {
+impl<P: Clone + Into<Port> + Send + Sync + 'static> ChildSpec for SwarmsChild<P> {
     fn id(&self) -> &str {
         "swarms"
     }
@@ -82,23 +94,24 @@ impl ChildSpec for SwarmsChild {
 
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
-            let store = self.api.store().clone();
+            let port: Port = self.api.clone().into();
+            let store = port.store.clone();
             let children = teams_of(&store, None)
                 .await?
                 .into_iter()
-                .map(|id| swarm_child(&self.api, id))
+                .map(|id| swarm_child(&port, id, StartFailure::default()))
                 .collect();
             let args = SupervisorArgs {
                 name: "swarms".into(),
                 strategy: Strategy::OneForOne,
                 intensity: None,
-                backoff: self.api.backoff(),
+                backoff: port.backoff,
                 children,
                 start_order: StartOrder::Concurrent,
                 store,
             };
             let (sup, _) = Actor::spawn_linked(None, Supervisor, args, supervisor).await?;
-            self.api.slots().swarms.set(sup.clone());
+            port.slots.swarms.set(sup.clone());
             Ok(sup.get_cell())
         })
     }
@@ -173,14 +186,20 @@ pub(crate) fn team_key(lead: &Lead, team: &str) -> String {
     format!("{}/{team}", lead.swarm)
 }
 
-pub(crate) fn swarm_child(api: &Api, id: String) -> Arc<dyn ChildSpec> {
-    Arc::new(SwarmChild { api: api.clone(), id })
+/// One swarm's subtree; why its coordinator's start failed goes to `failure`.
+pub(crate) fn swarm_child(api: &Port, id: String, failure: StartFailure) -> Arc<dyn ChildSpec> {
+    Arc::new(SwarmChild {
+        api: api.clone(),
+        id,
+        failure,
+    })
 }
 
 /// One swarm's subtree: its members supervisor, then its coordinator.
 struct SwarmChild {
-    api: Api,
+    api: Port,
     id: String,
+    failure: StartFailure,
 }
 
 impl ChildSpec for SwarmChild {
@@ -207,7 +226,7 @@ impl ChildSpec for SwarmChild {
 
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
-            let store = self.api.store().clone();
+            let store = self.api.store.clone();
             let bytes = store
                 .get(SWARMS, &self.id)
                 .await?
@@ -215,9 +234,9 @@ impl ChildSpec for SwarmChild {
             let spec: SwarmSpec = troupe_runtime::codec::decode(&bytes)?;
             let members: Arc<dyn ChildSpec> = Arc::new(AgentsChild {
                 store: store.clone(),
-                slots: self.api.slots().clone(),
-                policy: self.api.agent_policy(),
-                backoff: self.api.backoff(),
+                slots: self.api.slots.clone(),
+                policy: self.api.policy.clone(),
+                backoff: self.api.backoff,
                 owner: Owner::Swarm(self.id.clone()),
                 strategy: match spec.strategy {
                     MemberStrategy::OneForOne => Strategy::OneForOne,
@@ -227,22 +246,23 @@ impl ChildSpec for SwarmChild {
             let coordinator: Arc<dyn ChildSpec> = Arc::new(coordinator::CoordinatorChild {
                 api: self.api.clone(),
                 id: self.id.clone(),
+                failure: self.failure.clone(),
             });
             let mut children = vec![members, coordinator];
             for team in teams_of(&store, Some(&self.id)).await? {
-                children.push(swarm_child(&self.api, team));
+                children.push(swarm_child(&self.api, team, StartFailure::default()));
             }
             let args = SupervisorArgs {
                 name: format!("swarm {}", spec.name),
                 strategy: Strategy::OneForOne,
                 intensity: None,
-                backoff: self.api.backoff(),
+                backoff: self.api.backoff,
                 children,
                 start_order: StartOrder::Sequential,
                 store,
             };
             let (sup, _) = Actor::spawn_linked(None, Supervisor, args, supervisor).await?;
-            self.api.slots().swarm_supervisors.set(&self.id, sup.clone());
+            self.api.slots.swarm_supervisors.set(&self.id, sup.clone());
             Ok(sup.get_cell())
         })
     }

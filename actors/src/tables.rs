@@ -38,5 +38,8 @@ pub const SWARM_STATUS: Table = Table::new("swarm_status");
 pub const SWARM_MEMORY: Table = Table::new("swarm_memory");
 /// Swarm tasks by id: [`crate::swarm::SwarmTask`].
 pub const SWARM_TASKS: Table = Table::new("swarm_tasks");
+/// The open (RUNNING) swarm tasks by `<swarm id>/<task id>` (empty values), so a
+/// coordinator reads its open tasks and not every swarm task kept.
+pub const SWARM_OPEN_TASKS: Table = Table::new("swarm_open_tasks");
 /// Sub-teams by `<parent swarm id>/<team id>`: the leader's agent id (UTF-8).
 pub const SWARM_TEAMS: Table = Table::new("swarm_teams");

@@ -1,11 +1,63 @@
-//! Swarms through failures, with real process agents: a member SIGKILLed mid-work, the
-//! coordinator crashing, a member given up on, and the node killed and restarted.
+//! Swarms through failures, with real process agents: a member that cannot start, a member
+//! SIGKILLed mid-work, the coordinator crashing, a member given up on, and the node killed
+//! and restarted.
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use super::support::{text, Deadline, Gate, Node, NodeOpts, WAIT};
+use super::support::{error_code, text, Deadline, Gate, Node, NodeOpts, WAIT};
 use super::swarms::{alive, create, members, pid_dir, run_task, submit_task, swarm, template, wait_swarm, wait_task};
+
+#[tokio::test]
+async fn a_swarm_whose_member_cannot_start_answers_the_members_error_and_leaves_nothing() -> Result<()> {
+    let node = Node::start(NodeOpts::named("swarm-bad-member")).await?;
+    let adopted = node.spawn_builtin("echo", &["echo"]).await?;
+    let member = |name: &str, backend: Value| json!({ "count": 1, "agent": { "name": name, "backend": backend } });
+    let echo = member("echo", json!({ "builtin": { "kind": "echo" } }));
+    let q = "mutation($input: CreateSwarmInput!) { createSwarm(input: $input) { id } }";
+    // A program that is not there, after a member that started, with an agent to adopt.
+    let missing = member(
+        "reviewer",
+        json!({ "process": { "command": ["/nonexistent/reviewer"] } }),
+    );
+    let input = json!({ "name": "reviewers", "templates": [echo, missing], "members": [adopted] });
+    let r = node.gql(q, json!({ "input": input })).await?;
+    let message = r["errors"][0]["message"].as_str().unwrap_or_default();
+    ensure!(error_code(&r).as_deref() == Some("INVALID_INPUT"), "{r}");
+    ensure!(message.contains("program not found"), "{r}");
+    // A program that exits before it is ready: UNAVAILABLE with why.
+    let exits = member(
+        "quitter",
+        json!({ "process": { "command": ["/bin/sh", "-c", "exit 3"] } }),
+    );
+    let input = json!({ "name": "quitters", "templates": [echo, exits] });
+    let r = node.gql(q, json!({ "input": input })).await?;
+    ensure!(error_code(&r).as_deref() == Some("UNAVAILABLE"), "{r}");
+    ensure!(
+        r["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not start")),
+        "{r}"
+    );
+    // Nothing is left: no swarm, no member, no coordinator; the adopted agent is the node's again.
+    let left = node
+        .gql_ok("{ swarms { id } agents { totalCount } }", json!({}))
+        .await?;
+    ensure!(left["swarms"] == json!([]), "{left}");
+    ensure!(left["agents"]["totalCount"] == 1, "only the adopted agent: {left}");
+    node.wait_agent_state(&adopted, "RUNNING").await?;
+    let owner = "query($id: ID!) { agent(id: $id) { owner } }";
+    let agent = node.gql_ok(owner, json!({ "id": adopted })).await?;
+    ensure!(agent["agent"]["owner"] == "agents", "{agent}");
+    let tree = node
+        .gql_ok(
+            "{ supervisionTree { children { id supervisor { children { id supervisor { children { id } } } } } } }",
+            json!({}),
+        )
+        .await?;
+    ensure!(!tree.to_string().contains("coordinator"), "{tree}");
+    Ok(())
+}
 
 #[tokio::test]
 async fn a_mesh_swarm_loses_nothing_when_a_member_is_killed_or_the_coordinator_crashes() -> Result<()> {

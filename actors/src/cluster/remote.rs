@@ -150,6 +150,12 @@ macro_rules! service {
             )*
         }
 
+        impl $crate::cluster::remote::Peer<'_, $svc> {
+            $(
+                $crate::cluster::remote::peer_fn!($(#[$meta])* $kind $svc $local $req $resp $variant $name ($($arg: $ty),*) -> $out);
+            )*
+        }
+
         impl $crate::cluster::remote::Everywhere<'_, $svc> {
             $(
                 $crate::cluster::remote::every_fn!($(#[$meta])* $kind $svc $local $req $resp $variant $name ($($arg: $ty),*) -> $out);
@@ -234,14 +240,7 @@ macro_rules! at_fn {
         pub async fn $name(&self, $($arg: $ty),*) -> Result<$out, $crate::error::ApiError> {
             match self {
                 Self::Here(me) => <$svc as $local>::$name(me, $($arg),*).await,
-                Self::Peer(me, node) => {
-                    let request = $req::$variant { $($arg),* };
-                    match $crate::cluster::remote::ask(*me, node, request).await? {
-                        $resp::$variant(out) => Ok(out),
-                        #[allow(unreachable_patterns)]
-                        _ => Err($crate::cluster::remote::unexpected(stringify!($name))),
-                    }
-                }
+                Self::Peer(me, node) => $crate::cluster::remote::Peer(*me, node.clone()).$name($($arg),*).await,
             }
         }
     };
@@ -250,19 +249,39 @@ macro_rules! at_fn {
         pub async fn $name(&self, $($arg: $ty,)* key: Option<String>) -> Result<$out, $crate::error::ApiError> {
             match self {
                 Self::Here(me) => <$svc as $local>::$name(me, $($arg,)* key).await,
-                Self::Peer(me, node) => {
-                    let request = $req::$variant { $($arg),* };
-                    match $crate::cluster::remote::forward(*me, node, request, key).await? {
-                        $resp::$variant(out) => Ok(out),
-                        #[allow(unreachable_patterns)]
-                        _ => Err($crate::cluster::remote::unexpected(stringify!($name))),
-                    }
-                }
+                Self::Peer(me, node) => $crate::cluster::remote::Peer(*me, node.clone()).$name($($arg,)* key).await,
             }
         }
     };
 }
 pub(crate) use at_fn;
+
+#[doc(hidden)]
+macro_rules! peer_fn {
+    ($(#[$meta:meta])* call $svc:ident $local:ident $req:ident $resp:ident $variant:ident $name:ident ($($arg:ident: $ty:ty),*) -> $out:ty) => {
+        $(#[$meta])*
+        pub async fn $name(&self, $($arg: $ty),*) -> Result<$out, $crate::error::ApiError> {
+            let request = $req::$variant { $($arg),* };
+            match $crate::cluster::remote::ask(self.0, &self.1, request).await? {
+                $resp::$variant(out) => Ok(out),
+                #[allow(unreachable_patterns)]
+                _ => Err($crate::cluster::remote::unexpected(stringify!($name))),
+            }
+        }
+    };
+    ($(#[$meta:meta])* keyed $svc:ident $local:ident $req:ident $resp:ident $variant:ident $name:ident ($($arg:ident: $ty:ty),*) -> $out:ty) => {
+        $(#[$meta])*
+        pub async fn $name(&self, $($arg: $ty,)* key: Option<String>) -> Result<$out, $crate::error::ApiError> {
+            let request = $req::$variant { $($arg),* };
+            match $crate::cluster::remote::forward(self.0, &self.1, request, key).await? {
+                $resp::$variant(out) => Ok(out),
+                #[allow(unreachable_patterns)]
+                _ => Err($crate::cluster::remote::unexpected(stringify!($name))),
+            }
+        }
+    };
+}
+pub(crate) use peer_fn;
 
 #[doc(hidden)]
 macro_rules! every_fn {
@@ -323,6 +342,10 @@ impl<'a, S: Service> At<'a, S> {
         }
     }
 }
+
+/// A domain's service on one peer, always sent (a method that routes by itself asks the
+/// holder this way, and goes on with its own work when it is the holder).
+pub struct Peer<'a, S>(pub &'a S, pub String);
 
 /// A domain's service on every member at once: each call answers this node's part and every
 /// reachable peer's, and names the peers whose part is missing.

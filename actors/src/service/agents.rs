@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::context::Context;
 use super::listing::{Counted, Listing};
-use crate::agent::{AgentFilter, AgentUpdate, AgentView, Checkpoint, Probe, SpawnAgentRequest, Usage};
+use crate::agent::{AgentFilter, AgentView, Checkpoint, Probe, SpawnAgentRequest, Usage};
 use crate::cluster::remote::{service, At, Everywhere, Located};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
@@ -32,39 +32,8 @@ service! {
     call Count => count(filter: AgentFilter) -> u64;
 }
 
-/// What can be done to an existing agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum AgentAction {
-    Start,
-    /// Graceful: running tasks get the grace period to finish first.
-    Stop {
-        graceful: bool,
-    },
-    Pause,
-    Resume,
-    Restart,
-    Remove,
-    Update(AgentUpdate),
-    Rollback {
-        checkpoint: String,
-    },
-}
-
-impl AgentAction {
-    /// The mutation's name, for idempotency scopes and messages.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Start => "startAgent",
-            Self::Stop { .. } => "stopAgent",
-            Self::Pause => "pauseAgent",
-            Self::Resume => "resumeAgent",
-            Self::Restart => "restartAgent",
-            Self::Remove => "removeAgent",
-            Self::Update(_) => "updateAgent",
-            Self::Rollback { .. } => "rollbackAgent",
-        }
-    }
-}
+/// What can be done to an existing agent (the agent room's own word for it).
+pub use crate::agent::Action as AgentAction;
 
 /// What an agent's actor says of itself now: usage of its processes and health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

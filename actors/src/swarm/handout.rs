@@ -16,9 +16,9 @@ use troupe_runtime::idempotency::MAX_KEY_LEN;
 use troupe_runtime::store::Batch;
 
 use super::spec::{queue_capability, Topology};
-use super::task::SwarmTask;
+use super::task::{SwarmTask, SwarmTaskState};
+use super::Port;
 use crate::error::ApiError;
-use crate::service::Api;
 use crate::tables::SWARM_TASKS;
 use crate::task::{GraphTask, SubmitTaskRequest};
 
@@ -91,9 +91,9 @@ pub(crate) fn key_of(task: &str, step: &str) -> String {
     format!("swarm-task/{hex}")
 }
 
-pub(crate) async fn load(api: &Api, id: &str) -> Result<SwarmTask, ApiError> {
+pub(crate) async fn load(api: &Port, id: &str) -> Result<SwarmTask, ApiError> {
     let bytes = api
-        .store()
+        .store
         .get(SWARM_TASKS, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no swarm task {id}")))?;
@@ -103,26 +103,29 @@ pub(crate) async fn load(api: &Api, id: &str) -> Result<SwarmTask, ApiError> {
 /// Changes the swarm task's record as `change` says (which may add an event), one writer at
 /// a time: a conductor's steps record their work side by side.
 pub(crate) async fn update(
-    api: &Api,
+    api: &Port,
     id: &str,
     change: impl FnOnce(&mut SwarmTask) -> Option<NewEvent>,
 ) -> Result<SwarmTask, ApiError> {
-    let lock = api.swarm_locks().task(id);
+    let lock = api.locks.task(id);
     let _one_writer = lock.lock().await;
     let mut task = load(api, id).await?;
     let event = change(&mut task);
     let mut batch = Batch::new().put(SWARM_TASKS, task.id.clone(), troupe_runtime::codec::encode(&task)?);
+    if task.state != SwarmTaskState::Running {
+        batch = super::open::index(batch, &task);
+    }
     if let Some(e) = event {
         batch = batch.event(e);
     }
-    api.store().write(batch).await?;
+    api.store.write(batch).await?;
     Ok(task)
 }
 
 /// The handout of `step`: as recorded, when the step was handed out before; else the one
 /// `plan` makes for the swarm as it is now, recorded before anything is submitted.
 pub(crate) async fn handout(
-    api: &Api,
+    api: &Port,
     id: &str,
     step: &str,
     plan: impl Future<Output = Result<Handout, ApiError>>,
@@ -144,7 +147,7 @@ pub(crate) async fn handout(
 /// commit), unless that was done before, and records their ids. Whether they were submitted
 /// now.
 pub(crate) async fn submit(
-    api: &Api,
+    api: &Port,
     (id, swarm): (&str, &str),
     step: &str,
     handout: &mut Handout,
@@ -164,7 +167,7 @@ pub(crate) async fn submit(
     handout.tasks = match requests.len() {
         1 => {
             let request = requests.remove(0);
-            vec![api.tasks().submit(request, Some(key)).await?.spec.id]
+            vec![api.subtasks.submit(request, key).await?.spec.id]
         }
         _ => {
             let graph = requests
@@ -175,7 +178,7 @@ pub(crate) async fn submit(
                     request,
                 })
                 .collect();
-            let made = api.tasks().submit_graph(graph, Some(key)).await?;
+            let made = api.subtasks.submit_graph(graph, key).await?;
             made.into_iter().map(|t| t.spec.id).collect()
         }
     };

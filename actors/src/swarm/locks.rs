@@ -24,6 +24,14 @@ impl Locks {
         self.of(format!("spec/{swarm}"))
     }
 
+    /// Waits for the lock of a swarm's spec and status, and holds it while the answer lives.
+    pub(crate) async fn hold_spec(&self, swarm: &str) -> SpecHeld {
+        SpecHeld {
+            swarm: swarm.to_owned(),
+            _guard: self.spec(swarm).lock_owned().await,
+        }
+    }
+
     /// The lock of a swarm task's record.
     pub fn task(&self, task: &str) -> Arc<Lock> {
         self.of(format!("task/{task}"))
@@ -39,6 +47,20 @@ impl Locks {
         let lock = Arc::new(Lock::new(()));
         map.insert(key, Arc::downgrade(&lock));
         lock
+    }
+}
+
+/// The lock of one swarm's spec and status, held: what a change of them asks for, so a
+/// caller can check and act under the lock before and after it changes them.
+pub(crate) struct SpecHeld {
+    swarm: String,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl SpecHeld {
+    /// The swarm whose records it guards.
+    pub(crate) fn swarm(&self) -> &str {
+        &self.swarm
     }
 }
 

@@ -8,9 +8,9 @@ use troupe_runtime::store::Batch;
 use super::handout::{self, Handout};
 use super::spec::Topology;
 use super::team::team_of;
+use super::Port;
 use crate::agent::AgentState;
 use crate::error::ApiError;
-use crate::service::Api;
 use crate::task::{TaskRecord, TaskState};
 
 /// How a wait for a subtask ended.
@@ -21,8 +21,8 @@ pub(crate) enum Settled {
 }
 
 /// Whether a member can no longer do what it was given: FAILED (given up on) or gone.
-async fn lost(api: &Api, member: &str) -> Result<bool, ApiError> {
-    Ok(match api.agents().get(member).await? {
+async fn lost(api: &Port, member: &str) -> Result<bool, ApiError> {
+    Ok(match api.members.get(member).await? {
         None => true,
         Some(v) => v.status.state == AgentState::Failed,
     })
@@ -31,10 +31,10 @@ async fn lost(api: &Api, member: &str) -> Result<bool, ApiError> {
 /// Waits until the subtask has ended or, for one given to a member, until that member is
 /// lost (a subtask cancelled because its member was lost counts as lost, so a conductor
 /// taking the work up again after a restart follows it to where it went).
-pub(crate) async fn wait_on(api: &Api, id: &str, member: Option<&str>) -> Result<Settled, ApiError> {
-    let watch = api.swarm_watch();
-    let task_events = watch.watch(api.store(), id);
-    let member_events = member.map(|m| watch.watch(api.store(), m));
+pub(crate) async fn wait_on(api: &Port, id: &str, member: Option<&str>) -> Result<Settled, ApiError> {
+    let watch = &api.watch;
+    let task_events = watch.watch(&api.store, id);
+    let member_events = member.map(|m| watch.watch(&api.store, m));
     loop {
         // Enabled before looking, so an event between the look and the wait still wakes.
         let task_changed = task_events.notify.notified();
@@ -46,7 +46,7 @@ pub(crate) async fn wait_on(api: &Api, id: &str, member: Option<&str>) -> Result
             m.as_mut().enable();
         }
         let task = api
-            .tasks()
+            .subtasks
             .get(id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("subtask {id} is gone")))?;
@@ -87,7 +87,7 @@ const MAX_RETURNS: usize = 10;
 /// (SWARM_WORK_RETURNED). Each return is a handout of its own (`<step>/again-<n>`), so a
 /// conductor that starts again follows the work along the same returns.
 pub(crate) async fn settle(
-    api: &Api,
+    api: &Port,
     id: &str,
     step: &str,
     first: (String, Option<String>),
@@ -102,7 +102,7 @@ pub(crate) async fn settle(
         if round > MAX_RETURNS {
             break;
         }
-        let _ = api.tasks().cancel(&sub, None).await;
+        let _ = api.subtasks.cancel(&sub).await;
         let again = format!("{step}/again-{round}");
         let mut given = handout::handout(api, id, &again, async {
             let team = team_of(api, work.swarm, work.topology != Topology::Mesh).await?;
@@ -115,7 +115,7 @@ pub(crate) async fn settle(
             let data = json!({ "task": id, "subtask": sub, "lostMember": lost_member,
                 "now": given.tasks[0], "member": given.members[0] });
             let returned = NewEvent::new("SWARM_WORK_RETURNED", Some(work.swarm.to_owned()), data);
-            api.store().write(Batch::new().event(returned)).await?;
+            api.store.write(Batch::new().event(returned)).await?;
         }
         (sub, member) = given.first();
     }

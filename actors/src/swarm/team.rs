@@ -2,9 +2,9 @@
 //! capabilities and free slots, and which member a piece of work goes to.
 
 use super::spec::{SwarmSpec, Topology};
-use crate::agent::{AgentState, Owner};
+use super::Port;
+use crate::agent::AgentState;
 use crate::error::ApiError;
-use crate::service::Api;
 
 pub(crate) struct Team {
     pub(crate) spec: SwarmSpec,
@@ -14,18 +14,17 @@ pub(crate) struct Team {
 
 /// The swarm as a conductor needs it now. Its running members are read unless the swarm is
 /// MESH and `members` is false: mesh work goes to the shared queue without a pick.
-pub(crate) async fn team_of(api: &Api, swarm: &str, members: bool) -> Result<Team, ApiError> {
-    let spec = super::coordinator::load_spec(api.store(), swarm).await?;
+pub(crate) async fn team_of(api: &Port, swarm: &str, members: bool) -> Result<Team, ApiError> {
+    let spec = super::records::load_spec(&api.store, swarm).await?;
     if !members && spec.topology == Topology::Mesh {
         return Ok(Team {
             spec,
             running: Vec::new(),
         });
     }
-    let owner = Owner::Swarm(swarm.to_owned());
     let running = api
-        .agents()
-        .owned(&owner)
+        .members
+        .of(swarm)
         .await?
         .into_iter()
         .filter(|v| v.status.state == AgentState::Running)

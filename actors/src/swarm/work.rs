@@ -9,18 +9,18 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Value};
 use troupe_runtime::events::NewEvent;
 
+use super::choices;
 use super::handout::{self, load, update, Handout};
 use super::rules::{self, Aggregate, Answer};
 use super::settle::{outcome, settle, wait_on, Settled, Work};
-use super::spec::{SwarmStatus, Topology};
+use super::spec::Topology;
 use super::task::{check_plan, PlannedStep, Step, SwarmTask, SwarmTaskMode, SwarmTaskState};
 use super::team::{team_of, Team};
+use super::Port;
 use crate::error::ApiError;
-use crate::service::Api;
-use crate::tables::SWARM_STATUS;
 
 /// Conducts a swarm task to its end, recording its result.
-pub(crate) async fn conduct(api: Api, task_id: String) {
+pub(crate) async fn conduct(api: Port, task_id: String) {
     let outcome = run(&api, &task_id).await;
     let finish = update(&api, &task_id, |task| {
         if task.state != SwarmTaskState::Running {
@@ -47,10 +47,10 @@ pub(crate) async fn conduct(api: Api, task_id: String) {
 }
 
 /// Waits until the swarm task has ended, at most `timeout`; the task as it ended.
-pub(crate) async fn wait_end(api: &Api, id: &str, timeout: std::time::Duration) -> Result<SwarmTask, ApiError> {
+pub(crate) async fn wait_end(api: &Port, id: &str, timeout: std::time::Duration) -> Result<SwarmTask, ApiError> {
     let task = load(api, id).await?;
     // Its end is an event about its swarm.
-    let watching = api.swarm_watch().watch(api.store(), &task.swarm);
+    let watching = api.watch.watch(&api.store, &task.swarm);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let changed = watching.notify.notified();
@@ -73,26 +73,30 @@ pub(crate) async fn wait_end(api: &Api, id: &str, timeout: std::time::Duration) 
 /// when such a step was handed out before (the work goes on as it started); else the swarm's,
 /// or for an ADAPTIVE swarm the rule's (a switch is recorded on the swarm with its reason).
 async fn topology_for(
-    api: &Api,
+    api: &Port,
     team: &Team,
     task: &SwarmTask,
     of_steps: impl Fn(&str) -> bool,
     has_dependencies: bool,
     subtasks: usize,
 ) -> Result<Topology, ApiError> {
-    if let Some(recorded) = task.handouts.iter().find(|(step, _)| of_steps(step.as_str())) {
-        return Ok(recorded.1.topology);
+    let recorded = task.handouts.iter().find(|(step, _)| of_steps(step.as_str()));
+    let swarm = team.spec.topology;
+    let chosen = choices::topology(
+        recorded.map(|(_, h)| h.topology),
+        swarm,
+        has_dependencies,
+        subtasks,
+        team.free_slots(),
+    );
+    if let Some(reason) = &chosen.switch {
+        super::coordinator::switch(api, &team.spec.id, chosen.topology, reason).await?;
     }
-    if team.spec.topology != Topology::Adaptive {
-        return Ok(team.spec.topology);
-    }
-    let (chosen, reason) = rules::adaptive(has_dependencies, subtasks, team.free_slots());
-    super::coordinator::switch(api, &team.spec.id, chosen, &reason).await?;
-    Ok(chosen)
+    Ok(chosen.topology)
 }
 
 /// Hands one piece of work out (as `turn` picks) and waits for its result.
-async fn one(api: &Api, id: &str, step: &str, turn: usize, mut work: Work<'_>) -> Result<Value, ApiError> {
+async fn one(api: &Port, id: &str, step: &str, turn: usize, mut work: Work<'_>) -> Result<Value, ApiError> {
     let mut given = handout::handout(api, id, step, async {
         let team = team_of(api, work.swarm, work.topology != Topology::Mesh).await?;
         let member = team.pick(work.topology, work.capabilities, turn)?;
@@ -105,7 +109,7 @@ async fn one(api: &Api, id: &str, step: &str, turn: usize, mut work: Work<'_>) -
     outcome(&settle(api, id, step, given.first(), &work).await?).map_err(ApiError::Conflict)
 }
 
-async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
+async fn run(api: &Port, id: &str) -> Result<Value, ApiError> {
     let task = load(api, id).await?;
     let swarm = task.swarm.as_str();
     match &task.mode {
@@ -190,7 +194,7 @@ async fn run(api: &Api, id: &str) -> Result<Value, ApiError> {
 
 /// The same payload to `k` distinct members, their answers aggregated.
 async fn scatter_gather(
-    api: &Api,
+    api: &Port,
     task: &SwarmTask,
     k: usize,
     aggregate: Aggregate,
@@ -200,14 +204,7 @@ async fn scatter_gather(
     let (id, swarm) = (task.id.as_str(), task.swarm.as_str());
     let mut given = handout::handout(api, id, "scatter", async {
         let team = team_of(api, swarm, true).await?;
-        let capable = team.capable(capabilities);
-        if capable.len() < k {
-            return Err(ApiError::Unavailable(format!(
-                "scatter-gather to {k} members, but {} running members can take it",
-                capable.len()
-            )));
-        }
-        let members = capable.iter().take(k).map(|m| Some((*m).to_owned())).collect();
+        let members = choices::scatter_members(&team.capable(capabilities), k)?;
         Ok(Handout::new(Topology::Hierarchical, members))
     })
     .await?;
@@ -243,7 +240,7 @@ async fn scatter_gather(
         if first_ok {
             // The others' answers are not needed.
             for ((other, _), _) in subs.iter().zip(&arrived).filter(|(_, a)| a.is_none()) {
-                let _ = api.tasks().cancel(other, None).await;
+                let _ = api.subtasks.cancel(other).await;
             }
             break;
         }
@@ -259,32 +256,18 @@ async fn scatter_gather(
 /// gives them), and followed as `one` follows its work, so a step whose member is lost
 /// returns to the swarm. Its result: the result of the step nothing depends on, or each such
 /// step's by key.
-async fn run_plan(api: &Api, id: &str, swarm: &str, steps: &[Step], topology: Topology) -> Result<Value, ApiError> {
+async fn run_plan(api: &Port, id: &str, swarm: &str, steps: &[Step], topology: Topology) -> Result<Value, ApiError> {
     // Step key -> the task that did it and its result.
     let mut results: HashMap<&str, (String, Value)> = HashMap::new();
     let mut started = BTreeSet::new();
     let mut running = futures::stream::FuturesUnordered::new();
     loop {
-        let ready: Vec<(usize, &Step)> = steps
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !started.contains(s.key.as_str()))
-            .filter(|(_, s)| s.depends_on.iter().all(|d| results.contains_key(d.as_str())))
-            .collect();
+        let ready = choices::ready_steps(steps, &started, &results);
         if !ready.is_empty() {
             let team = team_of(api, swarm, topology != Topology::Mesh).await?;
             for (turn, step) in ready {
                 started.insert(step.key.as_str());
-                let payload = if step.depends_on.is_empty() {
-                    step.payload.clone()
-                } else {
-                    let inputs: serde_json::Map<String, Value> = step
-                        .depends_on
-                        .iter()
-                        .filter_map(|d| results.get(d.as_str()).cloned())
-                        .collect();
-                    json!({ "payload": step.payload, "dependencies": inputs })
-                };
+                let payload = choices::step_input(step, &results);
                 let name = format!("step/{}", step.key);
                 let mut given = handout::handout(api, id, &name, async {
                     let member = team.pick(topology, &step.capabilities, turn)?;
@@ -312,24 +295,11 @@ async fn run_plan(api: &Api, id: &str, swarm: &str, steps: &[Step], topology: To
         let value = outcome(&done).map_err(|e| ApiError::Conflict(format!("plan step {:?}: {e}", step.key)))?;
         results.insert(step.key.as_str(), (done.spec.id.clone(), value));
     }
-    // The result of the steps nothing depends on: the one, or each by key.
-    let needed: BTreeSet<&str> = steps
-        .iter()
-        .flat_map(|s| s.depends_on.iter().map(String::as_str))
-        .collect();
-    let mut sinks: Vec<(&str, Value)> = steps
-        .iter()
-        .filter(|s| !needed.contains(s.key.as_str()))
-        .filter_map(|s| Some((s.key.as_str(), results.remove(s.key.as_str())?.1)))
-        .collect();
-    Ok(match sinks.len() {
-        1 => sinks.remove(0).1,
-        _ => Value::Object(sinks.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
-    })
+    Ok(choices::plan_result(steps, results))
 }
 
 /// Asks a member with the capability `plan` for the steps of `input`.
-async fn ask_planner(api: &Api, id: &str, swarm: &str, input: Value) -> Result<Vec<Step>, ApiError> {
+async fn ask_planner(api: &Port, id: &str, swarm: &str, input: Value) -> Result<Vec<Step>, ApiError> {
     let work = Work {
         swarm,
         capabilities: &["plan".to_owned()],
@@ -346,13 +316,4 @@ async fn ask_planner(api: &Api, id: &str, swarm: &str, input: Value) -> Result<V
     let steps: Vec<Step> = steps.into_iter().map(Into::into).collect();
     check_plan(&steps)?;
     Ok(steps)
-}
-
-/// The swarm's status as last recorded.
-pub(crate) async fn status(store: &troupe_runtime::store::Store, swarm: &str) -> Result<SwarmStatus, ApiError> {
-    let bytes = store
-        .get(SWARM_STATUS, swarm)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no swarm {swarm}")))?;
-    Ok(troupe_runtime::codec::decode(&bytes)?)
 }

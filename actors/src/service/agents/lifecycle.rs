@@ -2,7 +2,7 @@
 //! (`agent::lifecycle`, `agent::checkpoints`).
 
 use super::{AgentAction, AgentLive, Agents};
-use crate::agent::{Action, AgentView, Checkpoint, Owner};
+use crate::agent::{AgentView, Checkpoint, Owner};
 use crate::error::ApiError;
 
 impl Agents {
@@ -12,7 +12,7 @@ impl Agents {
         action: AgentAction,
         key: Option<&str>,
     ) -> Result<AgentView, ApiError> {
-        self.registry().act(id, action.into(), key).await
+        self.registry().act(id, action, key).await
     }
 
     pub(crate) async fn checkpoint_local(
@@ -30,21 +30,5 @@ impl Agents {
 
     pub(crate) async fn move_to(&self, id: &str, owner: Owner, capability: &str) -> Result<(), ApiError> {
         self.registry().move_to(id, owner, capability).await
-    }
-}
-
-/// The wire's action is the agent room's (the same variants, so the same idempotency keys).
-impl From<AgentAction> for Action {
-    fn from(action: AgentAction) -> Self {
-        match action {
-            AgentAction::Start => Action::Start,
-            AgentAction::Stop { graceful } => Action::Stop { graceful },
-            AgentAction::Pause => Action::Pause,
-            AgentAction::Resume => Action::Resume,
-            AgentAction::Restart => Action::Restart,
-            AgentAction::Remove => Action::Remove,
-            AgentAction::Update(update) => Action::Update(update),
-            AgentAction::Rollback { checkpoint } => Action::Rollback { checkpoint },
-        }
     }
 }

@@ -1,154 +1,115 @@
-//! The swarms service between nodes: what a peer may ask of this node's swarms, and how it is
-//! answered.
+//! The swarms service between nodes: what a peer may ask of this node's swarms. Each request
+//! is answered by the [`Swarms`] method of the same name, run on the node that holds the
+//! swarm (the method's first line routes there, through `on_peer!`).
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
-
 use super::Swarms;
-use crate::cluster::remote::{envelope, Call, Located, Service, Within};
+use crate::cluster::remote::{service, Located};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::swarm::memory::{Entry, Write};
 use crate::swarm::{CreateSwarmRequest, SwarmTask, SwarmTaskMode, SwarmView, Topology};
 
-envelope!(SwarmsMsg);
-
-/// A request to a peer's swarms service: each names one of [`Swarms`]' methods.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum SwarmsRequest {
-    Create(Box<CreateSwarmRequest>),
-    Get(String),
-    List,
-    Scale {
-        id: String,
-        size: u32,
-        reason: String,
-    },
-    SetTopology {
-        id: String,
-        topology: Topology,
-    },
-    Destroy(String),
-    CrashCoordinator(String),
-    MemoryGet {
-        id: String,
-        key: String,
-    },
-    MemoryList {
-        id: String,
-        prefix: String,
-        first: u32,
-    },
-    MemoryWrite {
-        id: String,
-        key: String,
-        write: Write,
-        expect: Option<u64>,
-    },
-    SubmitTask {
-        id: String,
-        mode: Box<SwarmTaskMode>,
-    },
-    Task(String),
-    Tasks {
-        id: String,
-        first: u32,
-    },
-    Queue(String),
-    Adopt {
-        id: String,
-        agent: String,
-    },
-    Release {
-        id: String,
-        agent: String,
-    },
-}
-
-impl Within for SwarmsRequest {
-    /// How long the peer may take: members start or stop in some.
-    fn within(&self) -> Duration {
-        match self {
-            Self::Create(_) | Self::Scale { .. } | Self::Destroy(_) | Self::Adopt { .. } | Self::Release { .. } => {
-                SLOW_PEER_TIMEOUT
-            }
-            _ => crate::cluster::remote::PEER_TIMEOUT,
-        }
-    }
-}
-
 /// How long a peer may take over a request that starts or stops members.
 const SLOW_PEER_TIMEOUT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum SwarmsResponse {
-    Swarm(Box<SwarmView>),
-    Swarms(Vec<SwarmView>),
-    Task(Box<SwarmTask>),
-    FoundTask(Option<Box<SwarmTask>>),
-    Tasks(Vec<SwarmTask>),
-    Entry(Option<Entry>),
-    Entries(Vec<Entry>),
-    Queue(u32, u32),
-    Done,
-}
-
-impl Service for Swarms {
-    const ROLE: &'static str = "swarms";
-    type Request = SwarmsRequest;
-    type Response = SwarmsResponse;
-    type Msg = SwarmsMsg;
-
-    fn cluster(&self) -> &Cluster {
-        &self.ctx.cluster
-    }
-
-    /// A peer's request, answered here: the ids it names are this node's.
-    fn serve(&self, call: Call<SwarmsRequest>) -> BoxFuture<'static, Result<SwarmsResponse, ApiError>> {
-        let me = self.clone();
-        let request = call.request;
-        Box::pin(async move {
-            let swarm = |v: SwarmView| SwarmsResponse::Swarm(Box::new(v));
-            Ok(match request {
-                SwarmsRequest::Create(req) => swarm(me.create(*req).await?),
-                SwarmsRequest::Get(id) => swarm(me.get(&id).await?),
-                SwarmsRequest::List => SwarmsResponse::Swarms(me.list_local().await?),
-                SwarmsRequest::Scale { id, size, reason } => swarm(me.scale(&id, size, &reason).await?),
-                SwarmsRequest::SetTopology { id, topology } => swarm(me.set_topology(&id, topology).await?),
-                SwarmsRequest::Destroy(id) => swarm(me.destroy(&id).await?),
-                SwarmsRequest::CrashCoordinator(id) => {
-                    me.crash_coordinator(&id).await?;
-                    SwarmsResponse::Done
-                }
-                SwarmsRequest::MemoryGet { id, key } => SwarmsResponse::Entry(me.memory_get(&id, &key).await?),
-                SwarmsRequest::MemoryList { id, prefix, first } => {
-                    SwarmsResponse::Entries(me.memory_list(&id, &prefix, first.min(1000) as usize).await?)
-                }
-                SwarmsRequest::MemoryWrite { id, key, write, expect } => {
-                    SwarmsResponse::Entry(me.memory_write(&id, &key, write, expect).await?)
-                }
-                SwarmsRequest::SubmitTask { id, mode } => {
-                    SwarmsResponse::Task(Box::new(me.submit_task(&id, *mode).await?))
-                }
-                SwarmsRequest::Task(id) => SwarmsResponse::FoundTask(me.task(&id).await?.map(Box::new)),
-                SwarmsRequest::Tasks { id, first } => {
-                    SwarmsResponse::Tasks(me.tasks(&id, first.min(10_000) as usize).await?)
-                }
-                SwarmsRequest::Queue(id) => {
-                    let (running, slots) = me.queue(&id).await?;
-                    SwarmsResponse::Queue(running, slots)
-                }
-                SwarmsRequest::Adopt { id, agent } => swarm(me.adopt(&id, &agent).await?),
-                SwarmsRequest::Release { id, agent } => swarm(me.release(&id, &agent).await?),
-            })
-        })
-    }
+service! {
+    service Swarms as "swarms" (SwarmsMsg, SwarmsRequest, SwarmsResponse, SwarmsLocal);
+    call Create => create(request: Box<CreateSwarmRequest>) -> SwarmView, within SLOW_PEER_TIMEOUT;
+    call Get => get(id: String) -> SwarmView;
+    /// This node's swarms.
+    call List => list() -> Vec<SwarmView>;
+    call Scale => scale(id: String, size: u32, reason: String) -> SwarmView, within SLOW_PEER_TIMEOUT;
+    call SetTopology => set_topology(id: String, topology: Topology) -> SwarmView;
+    call Destroy => destroy(id: String) -> SwarmView, within SLOW_PEER_TIMEOUT;
+    call CrashCoordinator => crash_coordinator(id: String) -> ();
+    call MemoryGet => memory_get(id: String, key: String) -> Option<Entry>;
+    call MemoryList => memory_list(id: String, prefix: String, first: u32) -> Vec<Entry>;
+    call MemoryWrite => memory_write(id: String, key: String, write: Write, expect: Option<u64>) -> Option<Entry>;
+    call SubmitTask => submit_task(id: String, mode: Box<SwarmTaskMode>) -> SwarmTask;
+    call Task => task(id: String) -> Option<SwarmTask>;
+    call Tasks => tasks(id: String, first: u32) -> Vec<SwarmTask>;
+    call Queue => queue(id: String) -> (u32, u32);
+    call Adopt => adopt(id: String, agent: String) -> SwarmView, within SLOW_PEER_TIMEOUT;
+    call Release => release(id: String, agent: String) -> SwarmView, within SLOW_PEER_TIMEOUT;
 }
 
 impl Located for Swarms {
     fn cluster(&self) -> &Cluster {
         &self.ctx.cluster
+    }
+}
+
+/// A peer's request, answered here: the ids it names are this node's.
+impl SwarmsLocal for Swarms {
+    async fn create(&self, request: Box<CreateSwarmRequest>) -> Result<SwarmView, ApiError> {
+        Swarms::create(self, *request).await
+    }
+
+    async fn get(&self, id: String) -> Result<SwarmView, ApiError> {
+        Swarms::get(self, &id).await
+    }
+
+    async fn list(&self) -> Result<Vec<SwarmView>, ApiError> {
+        self.list_local().await
+    }
+
+    async fn scale(&self, id: String, size: u32, reason: String) -> Result<SwarmView, ApiError> {
+        Swarms::scale(self, &id, size, &reason).await
+    }
+
+    async fn set_topology(&self, id: String, topology: Topology) -> Result<SwarmView, ApiError> {
+        Swarms::set_topology(self, &id, topology).await
+    }
+
+    async fn destroy(&self, id: String) -> Result<SwarmView, ApiError> {
+        Swarms::destroy(self, &id).await
+    }
+
+    async fn crash_coordinator(&self, id: String) -> Result<(), ApiError> {
+        Swarms::crash_coordinator(self, &id).await
+    }
+
+    async fn memory_get(&self, id: String, key: String) -> Result<Option<Entry>, ApiError> {
+        Swarms::memory_get(self, &id, &key).await
+    }
+
+    async fn memory_list(&self, id: String, prefix: String, first: u32) -> Result<Vec<Entry>, ApiError> {
+        Swarms::memory_list(self, &id, &prefix, first.min(1000) as usize).await
+    }
+
+    async fn memory_write(
+        &self,
+        id: String,
+        key: String,
+        write: Write,
+        expect: Option<u64>,
+    ) -> Result<Option<Entry>, ApiError> {
+        Swarms::memory_write(self, &id, &key, write, expect).await
+    }
+
+    async fn submit_task(&self, id: String, mode: Box<SwarmTaskMode>) -> Result<SwarmTask, ApiError> {
+        Swarms::submit_task(self, &id, *mode).await
+    }
+
+    async fn task(&self, id: String) -> Result<Option<SwarmTask>, ApiError> {
+        Swarms::task(self, &id).await
+    }
+
+    async fn tasks(&self, id: String, first: u32) -> Result<Vec<SwarmTask>, ApiError> {
+        Swarms::tasks(self, &id, first.min(10_000) as usize).await
+    }
+
+    async fn queue(&self, id: String) -> Result<(u32, u32), ApiError> {
+        Swarms::queue(self, &id).await
+    }
+
+    async fn adopt(&self, id: String, agent: String) -> Result<SwarmView, ApiError> {
+        Swarms::adopt(self, &id, &agent).await
+    }
+
+    async fn release(&self, id: String, agent: String) -> Result<SwarmView, ApiError> {
+        Swarms::release(self, &id, &agent).await
     }
 }

@@ -4,7 +4,7 @@ use serde_json::json;
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::Batch;
 
-use super::{Swarms, SwarmsRequest, SwarmsResponse};
+use super::Swarms;
 use crate::agent::Owner;
 use crate::error::ApiError;
 use crate::swarm::memory::{self, Entry, Write};
@@ -19,22 +19,14 @@ impl Swarms {
     }
 
     pub async fn memory_get(&self, id: &str, key: &str) -> Result<Option<Entry>, ApiError> {
-        let request = SwarmsRequest::MemoryGet {
-            id: id.to_owned(),
-            key: key.to_owned(),
-        };
-        on_peer!(self, id, request, SwarmsResponse::Entry(e) => e);
+        on_peer!(self, id, memory_get(id.to_owned(), key.to_owned()));
         self.limit(id).await?;
         memory::get(&self.ctx.store, id, key).await
     }
 
     pub async fn memory_list(&self, id: &str, prefix: &str, first: usize) -> Result<Vec<Entry>, ApiError> {
-        let request = SwarmsRequest::MemoryList {
-            id: id.to_owned(),
-            prefix: prefix.to_owned(),
-            first: first.min(u32::MAX as usize) as u32,
-        };
-        on_peer!(self, id, request, SwarmsResponse::Entries(e) => e);
+        let first_ = first.min(u32::MAX as usize) as u32;
+        on_peer!(self, id, memory_list(id.to_owned(), prefix.to_owned(), first_));
         self.limit(id).await?;
         memory::list(&self.ctx.store, id, prefix, first).await
     }
@@ -48,13 +40,11 @@ impl Swarms {
         write: Write,
         expect: Option<u64>,
     ) -> Result<Option<Entry>, ApiError> {
-        let request = SwarmsRequest::MemoryWrite {
-            id: id.to_owned(),
-            key: key.to_owned(),
-            write: write.clone(),
-            expect,
-        };
-        on_peer!(self, id, request, SwarmsResponse::Entry(e) => e);
+        on_peer!(
+            self,
+            id,
+            memory_write(id.to_owned(), key.to_owned(), write.clone(), expect)
+        );
         let limit = self.limit(id).await?;
         if let Write::Set { value, .. } = &write {
             let size = value.to_string().len();
@@ -95,11 +85,7 @@ impl Swarms {
 
     /// Records a swarm task and hands it to the coordinator; answers it RUNNING.
     pub async fn submit_task(&self, id: &str, mode: SwarmTaskMode) -> Result<SwarmTask, ApiError> {
-        let request = SwarmsRequest::SubmitTask {
-            id: id.to_owned(),
-            mode: Box::new(mode.clone()),
-        };
-        on_peer!(self, id, request, SwarmsResponse::Task(t) => *t);
+        on_peer!(self, id, submit_task(id.to_owned(), Box::new(mode.clone())));
         self.ctx.ensure_serving()?;
         mode.validate()?;
         crate::swarm::load_spec(&self.ctx.store, id).await?;
@@ -120,6 +106,7 @@ impl Swarms {
         let batch = Batch::new()
             .put(SWARM_TASKS, task.id.clone(), troupe_runtime::codec::encode(&task)?)
             .event(NewEvent::new("SWARM_TASK_SUBMITTED", Some(id.to_owned()), data));
+        let batch = crate::swarm::index_open_task(batch, &task);
         self.ctx.store.write(batch).await?;
         // A coordinator not running now takes it up at its next start.
         if let Ok(c) = self.coordinator(id) {
@@ -141,7 +128,7 @@ impl Swarms {
             .await?
             .ok_or_else(|| ApiError::invalid(format!("agent {agent} leads no team")))?;
         let task = self.submit_task(&team, mode).await?;
-        let ended = crate::swarm::wait_end(&self.api(), &task.id, timeout).await?;
+        let ended = crate::swarm::wait_end(&self.port(), &task.id, timeout).await?;
         match ended.state {
             SwarmTaskState::Succeeded => Ok(ended.result.unwrap_or(serde_json::Value::Null)),
             _ => Err(ApiError::Conflict(format!(
@@ -153,7 +140,7 @@ impl Swarms {
     }
 
     pub async fn task(&self, task: &str) -> Result<Option<SwarmTask>, ApiError> {
-        on_peer!(self, task, SwarmsRequest::Task(task.to_owned()), SwarmsResponse::FoundTask(t) => t.map(|t| *t));
+        on_peer!(self, task, task(task.to_owned()));
         match self.ctx.store.get(SWARM_TASKS, task).await? {
             Some(b) => Ok(Some(troupe_runtime::codec::decode(&b)?)),
             None => Ok(None),
@@ -162,11 +149,8 @@ impl Swarms {
 
     /// The swarm's tasks, newest first, at most `first`.
     pub async fn tasks(&self, id: &str, first: usize) -> Result<Vec<SwarmTask>, ApiError> {
-        let request = SwarmsRequest::Tasks {
-            id: id.to_owned(),
-            first: first.min(u32::MAX as usize) as u32,
-        };
-        on_peer!(self, id, request, SwarmsResponse::Tasks(t) => t);
+        let first_ = first.min(u32::MAX as usize) as u32;
+        on_peer!(self, id, tasks(id.to_owned(), first_));
         let swarm = id.to_owned();
         let mut all: Vec<SwarmTask> = self
             .ctx
@@ -190,7 +174,7 @@ impl Swarms {
 
     /// Tasks running on the swarm's members, and their slots.
     pub async fn queue(&self, id: &str) -> Result<(u32, u32), ApiError> {
-        on_peer!(self, id, SwarmsRequest::Queue(id.to_owned()), SwarmsResponse::Queue(r, s) => (r, s));
+        on_peer!(self, id, queue(id.to_owned()));
         let members = self.agents().owned(&Owner::Swarm(id.to_owned())).await?;
         let running: u32 = members.iter().map(|m| m.stats.running).sum();
         let slots: u32 = members.iter().map(|m| m.spec.max_concurrent_tasks).sum();

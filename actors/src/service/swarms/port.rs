@@ -1,0 +1,73 @@
+//! The swarm room's port on this node: its members through the agents service, its subtasks
+//! through the tasks service, and the node's handles it needs.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use super::Swarms;
+use crate::agent::{AgentView, Owner, SpawnAgentRequest};
+use crate::error::ApiError;
+use crate::service::{AgentAction, Agents, Api, Tasks};
+use crate::swarm::{Members, Port, Subtasks};
+use crate::task::{GraphTask, SubmitTaskRequest, TaskRecord};
+
+impl Swarms {
+    /// The handles the swarm room works with.
+    pub(crate) fn port(&self) -> Port {
+        let ctx = &self.ctx;
+        Port {
+            store: ctx.store.clone(),
+            locks: ctx.swarm_locks.clone(),
+            watch: ctx.swarm_watch.clone(),
+            backoff: ctx.backoff,
+            policy: ctx.agent_policy.clone(),
+            slots: ctx.slots.clone(),
+            members: Arc::new(Agents { ctx: ctx.clone() }),
+            subtasks: Arc::new(Tasks { ctx: ctx.clone() }),
+        }
+    }
+}
+
+impl From<Api> for Port {
+    fn from(api: Api) -> Port {
+        api.swarms().port()
+    }
+}
+
+impl Members for Agents {
+    fn of(&self, swarm: &str) -> BoxFuture<'_, Result<Vec<AgentView>, ApiError>> {
+        let owner = Owner::Swarm(swarm.to_owned());
+        Box::pin(async move { self.owned(&owner).await })
+    }
+
+    fn get<'a>(&'a self, agent: &'a str) -> BoxFuture<'a, Result<Option<AgentView>, ApiError>> {
+        Box::pin(Agents::get(self, agent))
+    }
+
+    fn start<'a>(&'a self, swarm: &'a str, req: SpawnAgentRequest) -> BoxFuture<'a, Result<AgentView, ApiError>> {
+        Box::pin(self.create_local(req, Owner::Swarm(swarm.to_owned()), None))
+    }
+
+    fn remove<'a>(&'a self, agent: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move { self.act_local(agent, AgentAction::Remove, None).await.map(drop) })
+    }
+}
+
+impl Subtasks for Tasks {
+    fn submit(&self, request: SubmitTaskRequest, key: String) -> BoxFuture<'_, Result<TaskRecord, ApiError>> {
+        Box::pin(async move { Tasks::submit(self, request, Some(key)).await })
+    }
+
+    fn submit_graph(&self, graph: Vec<GraphTask>, key: String) -> BoxFuture<'_, Result<Vec<TaskRecord>, ApiError>> {
+        Box::pin(async move { Tasks::submit_graph(self, graph, Some(key)).await })
+    }
+
+    fn get<'a>(&'a self, task: &'a str) -> BoxFuture<'a, Result<Option<TaskRecord>, ApiError>> {
+        Box::pin(Tasks::get(self, task))
+    }
+
+    fn cancel<'a>(&'a self, task: &'a str) -> BoxFuture<'a, Result<TaskRecord, ApiError>> {
+        Box::pin(Tasks::cancel(self, task, None))
+    }
+}
