@@ -29,6 +29,7 @@ mod system {
     mod swarm_failures;
     mod swarm_teams;
     mod swarms;
+    mod task_insight;
     mod tooling;
     mod vm_moves;
     mod vm_races;

@@ -11,6 +11,7 @@
 //! effects and persists each transition with its event.
 
 mod actor;
+pub mod admission;
 pub mod engine;
 
 pub use actor::{Scheduler, SchedulerArgs, SchedulerMsg, PAYLOAD_CACHE_BYTES};

@@ -226,6 +226,20 @@ impl Actor for AgentActor {
                     }
                 }
             }
+            AgentMsg::Signal(Signal::Progress {
+                task_id,
+                attempt,
+                fraction,
+                note,
+            }) => {
+                let _ = self.scheduler.cast(SchedulerMsg::Progress {
+                    task_id,
+                    attempt,
+                    agent_id: self.spec.id.clone(),
+                    fraction,
+                    note,
+                });
+            }
             AgentMsg::Signal(Signal::Unhealthy(reason)) => {
                 if state.healthy {
                     state.healthy = false;

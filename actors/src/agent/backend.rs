@@ -36,6 +36,13 @@ pub enum Signal {
     Lost(String),
     /// The agent sends or publishes a message (a process agent's `send` / `publish` line).
     Outgoing(Outgoing),
+    /// How far a running attempt got (a process agent's `progress` line).
+    Progress {
+        task_id: String,
+        attempt: u32,
+        fraction: Option<f64>,
+        note: Option<String>,
+    },
 }
 
 /// A message an agent sends to another agent, or publishes on a topic.

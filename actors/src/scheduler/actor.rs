@@ -31,6 +31,14 @@ pub enum SchedulerMsg {
         agent_id: String,
         outcome: Outcome,
     },
+    /// The agent reports how far an attempt got (a process agent's `progress` line).
+    Progress {
+        task_id: String,
+        attempt: u32,
+        agent_id: String,
+        fraction: Option<f64>,
+        note: Option<String>,
+    },
     /// The agent did not begin an attempt it was handed (paused or stopping when it came).
     Declined {
         task_id: String,
@@ -67,6 +75,8 @@ pub enum SchedulerMsg {
     /// Stops starting tasks (shutdown); answers how many run.
     Drain(RpcReplyPort<usize>),
     Running(RpcReplyPort<usize>),
+    /// Why each of these tasks waits, for those queued here (see `engine/waiting.rs`).
+    WaitingFor(Vec<String>, RpcReplyPort<HashMap<String, String>>),
     /// Gives every running task back to the queue, not charged (shutdown past its grace);
     /// answers once that is durable.
     Requeue(RpcReplyPort<Result<(), ApiError>>),
@@ -234,6 +244,13 @@ impl Actor for Scheduler {
                 agent_id,
                 why,
             } => state.engine.declined(&task_id, attempt, &agent_id, &why, now),
+            SchedulerMsg::Progress {
+                task_id,
+                attempt,
+                agent_id,
+                fraction,
+                note,
+            } => state.engine.progress(&task_id, attempt, &agent_id, fraction, note, now),
             SchedulerMsg::AgentUp {
                 id,
                 capabilities,
@@ -290,6 +307,14 @@ impl Actor for Scheduler {
             }
             SchedulerMsg::Running(reply) => {
                 let _ = reply.send(state.engine.running());
+                return Ok(());
+            }
+            SchedulerMsg::WaitingFor(tasks, reply) => {
+                let why = tasks
+                    .into_iter()
+                    .filter_map(|t| state.engine.waiting_for(&t, now).map(|why| (t, why)))
+                    .collect();
+                let _ = reply.send(why);
                 return Ok(());
             }
             SchedulerMsg::Requeue(reply) => {

@@ -16,6 +16,7 @@
 //! queue or in the queue of one of its capabilities. So a new task only needs the least
 //! loaded capable agent with room, and a freed slot only needs its agent's queue heads.
 
+pub mod graph;
 pub mod index;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -93,6 +94,9 @@ struct Entry {
     /// Results of the dependencies that succeeded.
     inputs: BTreeMap<String, Value>,
     not_before: Option<Instant>,
+    /// When its last TASK_PROGRESS went out, and whether a later report is held back.
+    progress_sent: Option<Instant>,
+    progress_held: bool,
 }
 
 struct Slot {
@@ -131,6 +135,8 @@ pub struct Engine {
     breakers: HashMap<String, Breaker>,
     /// When open breakers half-open.
     breaker_wakes: BTreeSet<(Instant, String)>,
+    /// When held progress reports are due.
+    progress_wakes: BTreeSet<(Instant, String)>,
     armed: Option<Instant>,
     agents: BTreeMap<String, Slot>,
     draining: bool,
@@ -143,10 +149,13 @@ const RECENT_ATTEMPTS: usize = 20;
 mod breaker;
 mod choice;
 mod policy;
+mod progress;
 mod transitions;
+mod waiting;
 
 use policy::Breaker;
 pub use policy::{BreakerPolicy, Limits, Requirement, RetryPolicy, Settled};
+pub use progress::PROGRESS_INTERVAL;
 
 impl Engine {
     pub fn new(retry: RetryPolicy) -> Self {
@@ -164,6 +173,7 @@ impl Engine {
             breaker: BreakerPolicy::default(),
             breakers: HashMap::new(),
             breaker_wakes: BTreeSet::new(),
+            progress_wakes: BTreeSet::new(),
             armed: None,
             agents: BTreeMap::new(),
             draining: false,
@@ -240,6 +250,8 @@ impl Engine {
                 waiting_on,
                 inputs,
                 not_before,
+                progress_sent: None,
+                progress_held: false,
             },
         );
         if let Some(reason) = broken {
@@ -429,6 +441,7 @@ impl Engine {
             self.breaker_wakes.pop_first();
             self.half_open(&agent, at, now);
         }
+        self.held_progress_due(now);
         while let Some((at, id)) = self.deadlines.first().cloned() {
             if at > now.at {
                 break;

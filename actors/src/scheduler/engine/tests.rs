@@ -389,6 +389,8 @@ fn the_tasks_waiting_for_a_removed_agent_end_failed_and_others_stay() {
     assert!(e.status("mine").is_none());
 }
 
+mod progress;
+mod waiting;
 mod work;
 
 #[test]

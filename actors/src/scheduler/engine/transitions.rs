@@ -155,6 +155,8 @@ impl Engine {
         status.agent_id = Some(agent.to_owned());
         status.started_at = Some(now.wall);
         status.error = None;
+        // Progress is the running attempt's: a new one starts with none.
+        status.progress = None;
         let (attempt, status) = (status.attempts, status.clone());
         let inputs = entry.inputs.clone();
         if let Some(slot) = self.agents.get_mut(agent) {
@@ -306,7 +308,12 @@ impl Engine {
     /// Asks for a wake-up at the earliest pending retry, delayed start or deadline, unless
     /// one at or before it is set.
     pub(super) fn arm(&mut self) {
-        let first = [self.delayed.first(), self.deadlines.first(), self.breaker_wakes.first()]
+        let first = [
+            self.delayed.first(),
+            self.deadlines.first(),
+            self.breaker_wakes.first(),
+            self.progress_wakes.first(),
+        ]
             .into_iter()
             .flatten()
             .map(|(at, _)| *at)

@@ -18,6 +18,8 @@ use crate::task::Priority;
 
 /// The longest line a process may send (a result is kept in the store).
 const MAX_LINE: usize = 4 * 1024 * 1024 + 1024;
+/// The most bytes of a progress note kept (it is written with the task's status).
+const MAX_NOTE: usize = 1024;
 
 pub(super) struct Started {
     pub child: Child,
@@ -183,11 +185,30 @@ pub(super) fn route(live: &Arc<Live>, line: Value, ready: &mut Option<oneshot::S
             }
         }
         (Some("progress"), Some(id)) => {
-            if let Some(pending) = live.lock_tasks().get(id) {
-                pending.progress.notify_one();
-            }
+            let attempt = match line.get("attempt") {
+                None | Some(Value::Null) => None,
+                Some(a) => match a.as_u64() {
+                    Some(a) => Some(a),
+                    None => return protocol_error(live, "a progress whose \"attempt\" is not a whole number".into()),
+                },
+            };
+            let running = match live.lock_tasks().get(id) {
+                // Progress of an earlier attempt says nothing of the one running now.
+                Some(pending) if attempt.is_none_or(|a| a == u64::from(pending.attempt)) => {
+                    pending.progress.notify_one();
+                    pending.attempt
+                }
+                _ => return,
+            };
             let fraction = line.get("fraction").and_then(Value::as_f64);
+            let note = line.get("note").and_then(Value::as_str).map(|n| clip(n, MAX_NOTE));
             tracing::debug!(agent = %live.agent, task = %id, ?fraction, "progress");
+            link.signal(Signal::Progress {
+                task_id: id.to_owned(),
+                attempt: running,
+                fraction,
+                note,
+            });
         }
         (Some("state" | "reply"), Some(id)) => {
             let state = line
@@ -318,4 +339,13 @@ fn excerpt(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn clip(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
