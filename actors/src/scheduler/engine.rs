@@ -125,8 +125,8 @@ pub struct Engine {
     deadlines: BTreeSet<(Instant, String)>,
     /// Tasks waiting for each open task to succeed.
     dependents: HashMap<String, Vec<String>>,
-    /// Requirement sets of queued tasks, by key.
-    requirements: HashMap<String, Requirement>,
+    /// Requirement sets of open tasks, by key; a set no open task needs is dropped.
+    requirements: HashMap<String, Needed>,
     /// Each agent's last attempts, newest last (for its recent success rate).
     outcomes: HashMap<String, VecDeque<bool>>,
     /// The agent round robin picked last, per key.
@@ -150,9 +150,11 @@ mod breaker;
 mod choice;
 mod policy;
 mod progress;
+mod requirements;
 mod transitions;
 mod waiting;
 
+use requirements::Needed;
 use policy::Breaker;
 pub use policy::{BreakerPolicy, Limits, Requirement, RetryPolicy, Settled};
 pub use progress::PROGRESS_INTERVAL;

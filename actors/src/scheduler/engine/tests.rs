@@ -390,6 +390,7 @@ fn the_tasks_waiting_for_a_removed_agent_end_failed_and_others_stay() {
 }
 
 mod progress;
+mod requirements;
 mod waiting;
 mod work;
 

@@ -48,7 +48,7 @@ impl Engine {
 
     /// Ends a task that will never run because a dependency did not succeed.
     pub(super) fn dependency_failed(&mut self, task: &str, reason: String, now: Now) {
-        let Some(entry) = self.tasks.remove(task) else { return };
+        let Some(entry) = self.forget(task) else { return };
         if let Some(key) = &entry.queued {
             self.queues.remove(&entry.limits.want, key);
         }
@@ -69,7 +69,7 @@ impl Engine {
     /// Takes an open task out of the engine: out of its queue, and a running attempt stopped
     /// (its agent's slot filled again). Its status, for the caller to end it with.
     pub(super) fn take_out(&mut self, task: &str, now: Now) -> Option<TaskStatus> {
-        let entry = self.tasks.remove(task)?;
+        let entry = self.forget(task)?;
         if let Some(key) = &entry.queued {
             self.queues.remove(&entry.limits.want, key);
         }
@@ -212,7 +212,7 @@ impl Engine {
     }
 
     pub(super) fn succeeded(&mut self, task: &str, result: Value, now: Now) {
-        let Some(entry) = self.tasks.remove(task) else { return };
+        let Some(entry) = self.forget(task) else { return };
         let mut status = entry.status;
         status.state = TaskState::Succeeded;
         status.result = Some(result);
@@ -247,7 +247,7 @@ impl Engine {
             self.record(task, &status, "TASK_RETRYING", data, None);
             self.arm();
         } else {
-            let Some(entry) = self.tasks.remove(task) else { return };
+            let Some(entry) = self.forget(task) else { return };
             let mut status = entry.status;
             status.state = TaskState::Dead;
             status.finished_at = Some(now.wall);
@@ -339,7 +339,7 @@ impl Engine {
             .collect();
         waiting.sort();
         for task in waiting {
-            let Some(entry) = self.tasks.remove(&task) else {
+            let Some(entry) = self.forget(&task) else {
                 continue;
             };
             if let Some(key) = &entry.queued {

@@ -52,7 +52,7 @@ impl Engine {
                 },
             },
             Want::Capability(key) => {
-                let what = match self.requirements.get(key) {
+                let what = match self.requirements.get(key).map(|n| &n.requirement) {
                     Some(r) if r.min_proficiency > 0.0 => format!(
                         "capabilities {} with proficiency at least {}",
                         r.capabilities.join(", "),
