@@ -25,7 +25,10 @@ async fn wait_reason(node: &Node, id: &str, want: Option<&str>) -> Result<Value>
 async fn a_queued_task_says_what_it_waits_for_and_stops_saying_it_once_it_runs() -> Result<()> {
     let node = Node::start(NodeOpts::named("waiting")).await?;
     let submitted = node
-        .gql_ok(SUBMIT, json!({ "input": { "capability": "translate", "payload": { "n": 1 } } }))
+        .gql_ok(
+            SUBMIT,
+            json!({ "input": { "capability": "translate", "payload": { "n": 1 } } }),
+        )
         .await?["submitTask"]
         .clone();
     let first = text(&submitted, "/id")?;
@@ -42,7 +45,10 @@ async fn a_queued_task_says_what_it_waits_for_and_stops_saying_it_once_it_runs()
     ensure!(running["state"] == "RUNNING");
     wait_reason(&node, &first, None).await?;
     let second = node
-        .gql_ok(SUBMIT, json!({ "input": { "capability": "translate", "payload": { "n": 2 } } }))
+        .gql_ok(
+            SUBMIT,
+            json!({ "input": { "capability": "translate", "payload": { "n": 2 } } }),
+        )
         .await?["submitTask"]
         .clone();
     ensure!(
@@ -128,7 +134,10 @@ async fn a_process_agents_progress_shows_on_its_task_and_as_rate_limited_events(
         }
         deadline.tick(&t).await?;
     };
-    ensure!(shown["state"] == "RUNNING" && shown["progress"]["fraction"] == 0.5, "{shown}");
+    ensure!(
+        shown["state"] == "RUNNING" && shown["progress"]["fraction"] == 0.5,
+        "{shown}"
+    );
     let events = node.events_for("TASK_PROGRESS", &task).await?;
     ensure!(
         (2..21).contains(&events.len()),
@@ -141,7 +150,9 @@ async fn a_process_agents_progress_shows_on_its_task_and_as_rate_limited_events(
         .map(|e| serde_json::from_value(e["at"].clone()))
         .collect::<Result<_, _>>()?;
     ensure!(
-        times.windows(2).all(|w| w[1] - w[0] >= chrono::TimeDelta::milliseconds(450)),
+        times
+            .windows(2)
+            .all(|w| w[1] - w[0] >= chrono::TimeDelta::milliseconds(450)),
         "at most one event per 500 ms: {times:?}"
     );
 

@@ -88,7 +88,11 @@ impl<'a> Admission<'a> {
     /// Checks that every dependency is a task of this node (`holds` says whether an id is);
     /// answers them without repeats. A task without dependencies reads nothing: a read view
     /// costs a blocking-pool thread.
-    pub async fn known_dependencies(&self, deps: &[String], holds: impl Fn(&str) -> bool) -> Result<Vec<String>, ApiError> {
+    pub async fn known_dependencies(
+        &self,
+        deps: &[String],
+        holds: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, ApiError> {
         let mut unique: Vec<String> = Vec::with_capacity(deps.len());
         for d in deps {
             if !unique.contains(d) {

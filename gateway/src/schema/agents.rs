@@ -18,8 +18,8 @@ pub use inputs::SpawnAgentInput;
 pub use live::AgentsSubscription;
 pub use mutations::AgentsMutation;
 
-use super::shared::{labels, pairs, Label, LabelInput};
 use super::page::{cost, page_size, Count, Extra, DEFAULT_PAGE, MAX_PAGE};
+use super::shared::{labels, pairs, Label, LabelInput};
 use super::Int64;
 use crate::auth::RoleGuard;
 use crate::error::OrGql;

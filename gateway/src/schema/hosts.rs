@@ -1,7 +1,6 @@
 //! Hypervisor hosts in GraphQL: the `Host` type, `hosts` / `host`, `addHost`, `removeHost`,
 //! `drainHost`, `setHostMaintenance`, `injectFault` and `hostUpdates`.
 
-
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};

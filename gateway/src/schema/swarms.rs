@@ -12,8 +12,8 @@ use troupe_actors::{Api, ApiError};
 use troupe_runtime::auth::Role;
 
 use super::agents::Agent;
-use super::Int64;
 use super::updates::Follow;
+use super::Int64;
 use crate::auth::RoleGuard;
 use crate::error::{coded, OrGql};
 

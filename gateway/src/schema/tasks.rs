@@ -6,16 +6,14 @@ use async_graphql::{Context, Enum, InputObject, Json, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use troupe_actors::service::TaskFilter;
-use troupe_actors::task::{
-    GraphTask, RetrySpec, Strategy as St, SubmitTaskRequest, TaskRecord, TaskState as S,
-};
+use troupe_actors::task::{GraphTask, RetrySpec, Strategy as St, SubmitTaskRequest, TaskRecord, TaskState as S};
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 
-use super::shared::Priority;
 use super::page::{cost, page_size, Count, Extra, DEFAULT_PAGE, MAX_PAGE};
-use super::Int64;
+use super::shared::Priority;
 use super::updates::Follow;
+use super::Int64;
 use crate::auth::RoleGuard;
 use crate::error::OrGql;
 

@@ -19,12 +19,14 @@ use troupe_actors::{Api, ApiError};
 
 use crate::error::{coded, OrGql};
 
+/// Reads an entity now: `None` once it is gone.
+pub type Read<T> = fn(Api, String) -> BoxFuture<'static, Result<Option<T>, ApiError>>;
+
 /// How one kind of entity is followed.
 pub struct Follow<T, O> {
     /// Its name in "no <noun> <id>".
     pub noun: &'static str,
-    /// Reads it now; `None` once it is gone.
-    pub read: fn(Api, String) -> BoxFuture<'static, Result<Option<T>, ApiError>>,
+    pub read: Read<T>,
     /// Whether this node holds it.
     pub holds: fn(&Api, &str) -> bool,
     /// Whether `now` differs from what was sent last in a way a subscriber cares about.

@@ -16,10 +16,10 @@ use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 
 use super::hosts::Host;
-use super::shared::{labels, pairs, Label, LabelInput};
 use super::page::{page_size, DEFAULT_PAGE, MAX_PAGE};
-use super::Int64;
+use super::shared::{labels, pairs, Label, LabelInput};
 use super::updates::Follow;
+use super::Int64;
 use crate::auth::RoleGuard;
 use crate::error::{coded, OrGql};
 

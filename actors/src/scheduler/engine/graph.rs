@@ -93,7 +93,11 @@ mod tests {
     }
 
     fn keys(graph: &[GraphTask]) -> Vec<&str> {
-        order(graph).unwrap().into_iter().map(|i| graph[i].key.as_str()).collect()
+        order(graph)
+            .unwrap()
+            .into_iter()
+            .map(|i| graph[i].key.as_str())
+            .collect()
     }
 
     #[test]
@@ -131,7 +135,10 @@ mod tests {
     fn cycles_repeated_keys_and_bad_sizes_are_refused() {
         let cycle = [task("a", &["c"]), task("b", &["a"]), task("c", &["b"])];
         assert!(matches!(order(&cycle), Err(OrderGraphError::Cycle(..))));
-        assert_eq!(order(&[task("self", &["self"])]), Err(OrderGraphError::Cycle("self".into(), "self".into())));
+        assert_eq!(
+            order(&[task("self", &["self"])]),
+            Err(OrderGraphError::Cycle("self".into(), "self".into()))
+        );
         assert_eq!(
             order(&[task("a", &[]), task("a", &[])]),
             Err(OrderGraphError::Duplicate("a".into()))

@@ -58,7 +58,9 @@ impl Engine {
     /// agent serves its key any more, so what an agent serves (and every refile and queue
     /// lookup) stays bounded by the sets open tasks need, not by every set ever asked for.
     pub(super) fn unrequire(&mut self, key: &str) {
-        let Some(needed) = self.requirements.get_mut(key) else { return };
+        let Some(needed) = self.requirements.get_mut(key) else {
+            return;
+        };
         needed.tasks = needed.tasks.saturating_sub(1);
         if needed.tasks > 0 {
             return;

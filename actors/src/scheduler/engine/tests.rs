@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::index::Want;
 use super::*;
-use crate::task::Priority;
+use crate::task::{Priority, TaskState};
 
 fn now0() -> Now {
     Now {

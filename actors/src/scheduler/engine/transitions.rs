@@ -314,51 +314,14 @@ impl Engine {
             self.breaker_wakes.first(),
             self.progress_wakes.first(),
         ]
-            .into_iter()
-            .flatten()
-            .map(|(at, _)| *at)
-            .min();
+        .into_iter()
+        .flatten()
+        .map(|(at, _)| *at)
+        .min();
         let Some(at) = first else { return };
         if self.armed.is_none_or(|armed| at < armed) {
             self.armed = Some(at);
             self.out.push(Effect::Wake(at));
         }
-    }
-}
-
-impl Engine {
-    /// The agent was removed: the tasks waiting for it alone can never run and end FAILED;
-    /// what it runs was already given back when it stopped.
-    pub fn agent_removed(&mut self, id: &str, now: Now) -> Vec<Effect> {
-        let want = Want::Agent(id.to_owned());
-        let mut waiting: Vec<String> = self
-            .tasks
-            .iter()
-            .filter(|(_, e)| e.limits.want == want && e.status.state != TaskState::Running)
-            .map(|(task, _)| task.clone())
-            .collect();
-        waiting.sort();
-        for task in waiting {
-            let Some(entry) = self.forget(&task) else {
-                continue;
-            };
-            if let Some(key) = &entry.queued {
-                self.queues.remove(&want, key);
-            }
-            self.delayed.retain(|(_, t)| *t != task);
-            let mut status = entry.status;
-            status.state = TaskState::Failed;
-            status.error = Some(format!("agent {id} was removed"));
-            status.finished_at = Some(now.wall);
-            self.record(
-                &task,
-                &status,
-                "TASK_FAILED",
-                json!({ "reason": "agent removed" }),
-                Some((None, None)),
-            );
-            self.ended(&task, None, TaskState::Failed, now);
-        }
-        self.take()
     }
 }

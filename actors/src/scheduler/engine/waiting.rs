@@ -47,7 +47,9 @@ impl Engine {
                 None => format!("agent {agent} is not running"),
                 Some(slot) => match self.blocked(agent, slot) {
                     Some(Blocked::BreakerOpen) => format!("agent {agent} has its circuit breaker open"),
-                    Some(Blocked::Closed) => format!("agent {agent} takes no tasks now (paused, unhealthy or stopping)"),
+                    Some(Blocked::Closed) => {
+                        format!("agent {agent} takes no tasks now (paused, unhealthy or stopping)")
+                    }
                     Some(Blocked::Busy) | None => format!("agent {agent} is busy (every slot in use)"),
                 },
             },

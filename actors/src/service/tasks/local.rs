@@ -269,7 +269,9 @@ impl Tasks {
         if queued.is_empty() {
             return tasks;
         }
-        let Ok(scheduler) = self.ctx.scheduler() else { return tasks };
+        let Ok(scheduler) = self.ctx.scheduler() else {
+            return tasks;
+        };
         let Ok(mut why) = ask(&scheduler, |r| SchedulerMsg::WaitingFor(queued, r), "the scheduler").await else {
             return tasks;
         };

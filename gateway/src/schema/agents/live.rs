@@ -10,8 +10,8 @@ use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 
 use super::Agent;
-use crate::schema::updates::Follow;
 use crate::auth::RoleGuard;
+use crate::schema::updates::Follow;
 use crate::schema::Int64;
 
 pub struct Checkpoint(pub troupe_actors::agent::Checkpoint);

@@ -27,13 +27,21 @@ fn a_requirement_set_is_dropped_once_no_open_task_needs_it() {
     // A thousand different sets, one task each, each run to its end.
     for n in 0..1000 {
         let id = format!("t{n}");
-        let fx = e.enqueue(needing(&id, &["sql", "echo"], n as f64 / 10_000.0), TaskStatus::queued(), now);
+        let fx = e.enqueue(
+            needing(&id, &["sql", "echo"], n as f64 / 10_000.0),
+            TaskStatus::queued(),
+            now,
+        );
         assert_eq!(starts(&fx).len(), 1);
         assert!(e.requirement_sets() <= 1, "only the set of the open task is known");
         e.finished(&id, 1, "a", Ok(json!(n)), now);
     }
     assert_eq!(e.requirement_sets(), 0);
-    assert_eq!(e.keys_served("a"), 2, "the agent serves its capabilities again, nothing more");
+    assert_eq!(
+        e.keys_served("a"),
+        2,
+        "the agent serves its capabilities again, nothing more"
+    );
 }
 
 #[test]

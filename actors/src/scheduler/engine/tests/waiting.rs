@@ -14,11 +14,17 @@ fn a_task_for_a_capability_nobody_has_says_so_until_an_agent_takes_it() {
     let mut e = engine();
     let now = now0();
     e.enqueue(cap_task("t", "translate", Priority::Normal), TaskStatus::queued(), now);
-    assert_eq!(e.waiting_for("t", now).as_deref(), Some("no agent has capability translate"));
+    assert_eq!(
+        e.waiting_for("t", now).as_deref(),
+        Some("no agent has capability translate")
+    );
     e.agent_up("busy", caps(&["translate"]), 1, 1, now);
     assert_eq!(e.waiting_for("t", now), None, "it runs now");
     e.enqueue(cap_task("u", "translate", Priority::Normal), TaskStatus::queued(), now);
-    assert_eq!(e.waiting_for("u", now).as_deref(), Some("every agent with capability translate is busy"));
+    assert_eq!(
+        e.waiting_for("u", now).as_deref(),
+        Some("every agent with capability translate is busy")
+    );
     e.set_open("busy", 1, false, now);
     assert_eq!(
         e.waiting_for("u", now).as_deref(),
@@ -55,7 +61,10 @@ fn dependencies_backoff_breakers_and_requirements_are_named() {
         ..cap_task("then", "echo", Priority::Normal)
     };
     e.enqueue(then, TaskStatus::queued(), now);
-    assert_eq!(e.waiting_for("then", now).as_deref(), Some("dependencies not done: first"));
+    assert_eq!(
+        e.waiting_for("then", now).as_deref(),
+        Some("dependencies not done: first")
+    );
     e.agent_up("a", caps(&["echo"]), 1, 1, now);
     e.finished("first", 1, "a", Err("boom".into()), now);
     assert_eq!(
