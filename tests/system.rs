@@ -30,6 +30,7 @@ mod system {
     mod swarm_races;
     mod swarm_teams;
     mod swarms;
+    mod task_insight;
     mod tooling;
     mod vm_moves;
     mod vm_races;

@@ -59,6 +59,14 @@ pub enum Report {
         agent_id: String,
         why: String,
     },
+    /// How far a running attempt got (a process agent's `progress` line).
+    Progress {
+        task_id: String,
+        attempt: u32,
+        agent_id: String,
+        fraction: Option<f64>,
+        note: Option<String>,
+    },
 }
 
 /// A taker of reports may be an actor of its own (a stand-in for the scheduler in tests).
@@ -105,6 +113,19 @@ impl From<Report> for SchedulerMsg {
                 attempt,
                 agent_id,
                 why,
+            },
+            Report::Progress {
+                task_id,
+                attempt,
+                agent_id,
+                fraction,
+                note,
+            } => SchedulerMsg::Progress {
+                task_id,
+                attempt,
+                agent_id,
+                fraction,
+                note,
             },
         }
     }
@@ -155,6 +176,19 @@ impl TryFrom<SchedulerMsg> for Report {
                 attempt,
                 agent_id,
                 why,
+            },
+            SchedulerMsg::Progress {
+                task_id,
+                attempt,
+                agent_id,
+                fraction,
+                note,
+            } => Report::Progress {
+                task_id,
+                attempt,
+                agent_id,
+                fraction,
+                note,
             },
             other => return Err(other),
         })

@@ -7,14 +7,17 @@
 //! ```
 //!
 //! [`engine::Engine`] makes every decision (which agent, retry or fail, what an agent's
-//! death means) as a pure function of its state and the input; [`Scheduler`] applies the
-//! effects and persists each transition with its event.
+//! death means, why a queued task waits, when progress is written) as a pure function of its
+//! state and the input; [`Scheduler`] applies the effects and persists each transition with
+//! its event. [`admission`] is what a submission passes before it is written QUEUED (the
+//! open-task bound, the target agent, dependencies); [`engine::graph`] orders a task graph.
 
 mod actor;
+pub mod admission;
 pub mod engine;
 
 pub use actor::{Scheduler, SchedulerArgs, SchedulerMsg, PAYLOAD_CACHE_BYTES};
-pub use engine::{BreakerPolicy, Down, RetryPolicy};
+pub use engine::{BreakerPolicy, Down, RetryPolicy, PROGRESS_INTERVAL};
 
 #[cfg(test)]
 mod tests;

@@ -281,6 +281,19 @@ pub struct TaskStatus {
     /// Each failed attempt's error, oldest first.
     #[serde(default)]
     pub attempt_errors: Vec<AttemptError>,
+    /// The latest progress its running attempt reported (a process agent's `progress`
+    /// line); cleared when an attempt starts, kept when the task ends.
+    #[serde(default)]
+    pub progress: Option<TaskProgress>,
+}
+
+/// How far an attempt got, as its agent said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskProgress {
+    /// 0 to 1, when the agent gave one.
+    pub fraction: Option<f64>,
+    pub note: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 /// Why one attempt failed.
@@ -304,18 +317,31 @@ impl TaskStatus {
             started_at: None,
             finished_at: None,
             attempt_errors: Vec::new(),
+            progress: None,
         }
     }
 }
 
-/// A task as the API shows it: spec and status together.
+/// A task as the API shows it: spec and status together, and why it waits if it is queued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub spec: TaskSpec,
     pub status: TaskStatus,
+    /// What the scheduler sees keeping a QUEUED task from running now (never stored: asked
+    /// of the scheduler when the task is read).
+    #[serde(default)]
+    pub waiting_for: Option<String>,
 }
 
 impl TaskRecord {
+    pub fn new(spec: TaskSpec, status: TaskStatus) -> Self {
+        Self {
+            spec,
+            status,
+            waiting_for: None,
+        }
+    }
+
     /// The agent to show for this task: the one that ran it, else the one it targets.
     pub fn shown_agent(&self) -> Option<&str> {
         self.status.agent_id.as_deref().or(self.spec.target_agent.as_deref())

@@ -14,9 +14,11 @@ mod messages;
 mod node;
 mod page;
 mod scalars;
+mod shared;
 mod swarms;
 mod tasks;
 mod tokens;
+mod updates;
 mod vms;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};

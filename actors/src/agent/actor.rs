@@ -221,6 +221,20 @@ impl Actor for AgentActor {
                     let _ = errand.answer.send(Err("the node is not taking messages".into()));
                 }
             },
+            AgentMsg::Signal(Signal::Progress {
+                task_id,
+                attempt,
+                fraction,
+                note,
+            }) => {
+                let _ = self.reports.send_message(Report::Progress {
+                    task_id,
+                    attempt,
+                    agent_id: self.spec.id.clone(),
+                    fraction,
+                    note,
+                });
+            }
             AgentMsg::Signal(Signal::Unhealthy(reason)) => self.health(&myself, state, false, Some(reason)),
             AgentMsg::Signal(Signal::Healthy) => self.health(&myself, state, true, None),
             AgentMsg::Pause(paused, reply) => {

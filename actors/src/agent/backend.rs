@@ -38,6 +38,13 @@ pub enum Signal {
     /// The agent asks the node for something (a process agent's `send`, `publish`, `memory`
     /// or `team_task` line).
     Errand(Errand),
+    /// How far a running attempt got (a process agent's `progress` line).
+    Progress {
+        task_id: String,
+        attempt: u32,
+        fraction: Option<f64>,
+        note: Option<String>,
+    },
 }
 
 /// What an agent asks the node to do for it, and where the answer goes.

@@ -3,7 +3,7 @@
 //! handed to the store without waiting (the writer keeps their order) but watched: a write
 //! that does not become durable fails the actor, whose restart recovers from the store.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -11,11 +11,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use troupe_runtime::store::Store;
 
-use super::engine::{BreakerPolicy, Down, Effect, Engine, Limits, Now, RetryPolicy, Settled};
+use super::engine::{BreakerPolicy, Down, Engine, Limits, Now, RetryPolicy, Settled};
 use crate::agent::{AgentMsg, AgentStats};
 use crate::error::ApiError;
-use crate::task::{Assignment, Outcome, TaskSpec, TaskStatus};
+use crate::task::{Outcome, TaskSpec, TaskStatus};
 
+mod dispatch;
 mod figures;
 mod record;
 mod recover;
@@ -30,6 +31,14 @@ pub enum SchedulerMsg {
         attempt: u32,
         agent_id: String,
         outcome: Outcome,
+    },
+    /// The agent reports how far an attempt got (a process agent's `progress` line).
+    Progress {
+        task_id: String,
+        attempt: u32,
+        agent_id: String,
+        fraction: Option<f64>,
+        note: Option<String>,
     },
     /// The agent did not begin an attempt it was handed (paused or stopping when it came).
     Declined {
@@ -67,6 +76,8 @@ pub enum SchedulerMsg {
     /// Stops starting tasks (shutdown); answers how many run.
     Drain(RpcReplyPort<usize>),
     Running(RpcReplyPort<usize>),
+    /// Why each of these tasks waits, for those queued here (see `engine/waiting.rs`).
+    WaitingFor(Vec<String>, RpcReplyPort<HashMap<String, String>>),
     /// Gives every running task back to the queue, not charged (shutdown past its grace);
     /// answers once that is durable.
     Requeue(RpcReplyPort<Result<(), ApiError>>),
@@ -75,29 +86,6 @@ pub enum SchedulerMsg {
 }
 
 impl ractor::Message for SchedulerMsg {}
-
-/// About how much memory a payload takes: its JSON text's length.
-fn payload_size(payload: &Value) -> usize {
-    match payload {
-        Value::Null | Value::Bool(_) | Value::Number(_) => 16,
-        Value::String(s) => s.len() + 16,
-        other => serde_json::to_vec(other).map_or(1024, |v| v.len()),
-    }
-}
-
-/// The payloads of these tasks, by id (a task without a spec is left out).
-fn payloads_in(
-    v: &troupe_runtime::store::View<'_>,
-    tasks: &[String],
-) -> Result<HashMap<String, Value>, troupe_runtime::store::StoreError> {
-    let mut out = HashMap::with_capacity(tasks.len());
-    for id in tasks {
-        if let Some(bytes) = v.get(crate::tables::TASKS, id)? {
-            out.insert(id.clone(), troupe_runtime::codec::decode::<TaskSpec>(&bytes)?.payload);
-        }
-    }
-    Ok(out)
-}
 
 /// What the store says of dependencies that are not open: each one's result if it
 /// succeeded, else `None` (failed, cancelled, expired, or unknown).
@@ -234,6 +222,13 @@ impl Actor for Scheduler {
                 agent_id,
                 why,
             } => state.engine.declined(&task_id, attempt, &agent_id, &why, now),
+            SchedulerMsg::Progress {
+                task_id,
+                attempt,
+                agent_id,
+                fraction,
+                note,
+            } => state.engine.progress(&task_id, attempt, &agent_id, fraction, note, now),
             SchedulerMsg::AgentUp {
                 id,
                 capabilities,
@@ -292,6 +287,14 @@ impl Actor for Scheduler {
                 let _ = reply.send(state.engine.running());
                 return Ok(());
             }
+            SchedulerMsg::WaitingFor(tasks, reply) => {
+                let why = tasks
+                    .into_iter()
+                    .filter_map(|t| state.engine.waiting_for(&t, now).map(|why| (t, why)))
+                    .collect();
+                let _ = reply.send(why);
+                return Ok(());
+            }
             SchedulerMsg::Requeue(reply) => {
                 state.engine.drain();
                 let effects = state.engine.requeue_running("the node is shutting down", now);
@@ -315,21 +318,6 @@ impl Actor for Scheduler {
 pub const PAYLOAD_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 impl State {
-    fn cache(&mut self, task: &str, payload: &Value) {
-        let size = payload_size(payload);
-        if self.cached_bytes + size <= self.cache_budget {
-            self.cached_bytes += size;
-            self.cached.insert(task.to_owned(), payload.clone());
-        }
-    }
-
-    pub(super) fn uncache(&mut self, task: &str) -> Option<Value> {
-        let payload = self.cached.remove(task)?;
-        self.cached_bytes = self.cached_bytes.saturating_sub(payload_size(&payload));
-        Some(payload)
-    }
-
-    /// The dependencies among `deps` that are not open here, as ended: their results if they
     /// succeeded. Read after a flush, so a dependency that ended a moment ago is seen ended.
     async fn settled(&self, deps: &[String]) -> Result<Vec<Settled>, ActorProcessingErr> {
         let closed: Vec<String> = deps
@@ -342,98 +330,6 @@ impl State {
         }
         self.store.flush().await?;
         Ok(self.store.view(move |v| settled_in(v, &closed)).await?)
-    }
-
-    /// Carries out effects in order. Starts that cannot be handed to their agent (its
-    /// mailbox is closed) are given back to the engine, which may answer with more effects.
-    async fn apply(&mut self, effects: Vec<Effect>, now: Now) -> Result<(), ActorProcessingErr> {
-        let mut pending: VecDeque<Effect> = effects.into();
-        loop {
-            // The payloads of the attempts about to start, read from the store in one view:
-            // queued payloads live on disk, not in memory.
-            let starting: Vec<String> = pending
-                .iter()
-                .filter_map(|e| match e {
-                    Effect::Start { task, .. } if !self.cached.contains_key(task) => Some(task.clone()),
-                    _ => None,
-                })
-                .collect();
-            let mut payloads = if starting.is_empty() {
-                HashMap::new()
-            } else {
-                self.store.view(move |v| payloads_in(v, &starting)).await?
-            };
-            let mut undelivered: HashMap<String, Vec<String>> = HashMap::new();
-            while let Some(effect) = pending.pop_front() {
-                match effect {
-                    Effect::Start {
-                        agent,
-                        task,
-                        attempt,
-                        inputs,
-                        transition,
-                    } => {
-                        if let Some(lost) = undelivered.get_mut(&agent) {
-                            lost.push(task);
-                            continue;
-                        }
-                        let timeout_ms = self.work.get(&task).copied().flatten();
-                        let payload = match self.uncache(&task) {
-                            Some(p) => p,
-                            None => payloads.remove(&task).unwrap_or(Value::Null),
-                        };
-                        // A task with dependencies gets their results beside its payload.
-                        let payload = if inputs.is_empty() {
-                            payload
-                        } else {
-                            serde_json::json!({ "payload": payload, "dependencies": inputs })
-                        };
-                        let assignment = Assignment {
-                            task_id: task.clone(),
-                            attempt,
-                            payload,
-                            timeout_ms,
-                        };
-                        let delivered = self
-                            .agents
-                            .get(&agent)
-                            .is_some_and(|a| a.cast(AgentMsg::Run(assignment)).is_ok());
-                        if delivered {
-                            self.persist(transition);
-                        } else {
-                            undelivered.entry(agent).or_default().push(task);
-                        }
-                    }
-                    Effect::Record(transition) => self.persist(transition),
-                    Effect::Cancel { agent, task, attempt } => {
-                        if let Some(a) = self.agents.get(&agent) {
-                            let _ = a.cast(AgentMsg::Cancel { task_id: task, attempt });
-                        }
-                    }
-                    Effect::AgentEvent { agent, kind, data } => {
-                        self.pending
-                            .push(troupe_runtime::store::Op::Event(troupe_runtime::events::NewEvent::new(
-                                kind,
-                                Some(agent),
-                                data,
-                            )));
-                    }
-                    Effect::Wake(at) => {
-                        let delay = at.saturating_duration_since(tokio::time::Instant::now());
-                        self.myself.send_after(delay, || SchedulerMsg::Wake);
-                    }
-                }
-            }
-            if undelivered.is_empty() {
-                self.write_pending();
-                return Ok(());
-            }
-            for (agent, tasks) in undelivered {
-                tracing::warn!(%agent, tasks = tasks.len(), "agent unreachable at dispatch; its work goes back");
-                self.agents.remove(&agent);
-                pending.extend(self.engine.undeliverable(&agent, &tasks, now));
-            }
-        }
     }
 
     async fn cancel(

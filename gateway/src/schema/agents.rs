@@ -14,11 +14,12 @@ use troupe_actors::service::AgentLive;
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 
-pub use inputs::{LabelInput, SpawnAgentInput};
+pub use inputs::SpawnAgentInput;
 pub use live::AgentsSubscription;
 pub use mutations::AgentsMutation;
 
 use super::page::{cost, page_size, Count, Extra, DEFAULT_PAGE, MAX_PAGE};
+use super::shared::{labels, pairs, Label, LabelInput};
 use super::Int64;
 use crate::auth::RoleGuard;
 use crate::error::OrGql;
@@ -59,12 +60,6 @@ impl From<State> for AgentState {
             State::Failed => Self::Failed,
         }
     }
-}
-
-#[derive(SimpleObject)]
-pub struct Label {
-    pub key: String,
-    pub value: String,
 }
 
 /// rlimits set on each process of an exec or process agent.
@@ -154,15 +149,7 @@ impl Agent {
         &self.view.spec.project
     }
     async fn labels(&self) -> Vec<Label> {
-        self.view
-            .spec
-            .labels
-            .iter()
-            .map(|(k, v)| Label {
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .collect()
+        labels(&self.view.spec.labels)
     }
     /// What was observed last.
     async fn state(&self) -> AgentState {
@@ -341,7 +328,7 @@ impl AgentsQuery {
         let has_previous = after.is_some();
         let filter = AgentFilter {
             project,
-            labels: inputs::label_filter(labels),
+            labels: pairs(labels),
         };
         let listing = ctx
             .data::<Api>()?

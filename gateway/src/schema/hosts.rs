@@ -1,8 +1,6 @@
 //! Hypervisor hosts in GraphQL: the `Host` type, `hosts` / `host`, `addHost`, `removeHost`,
 //! `drainHost`, `setHostMaintenance`, `injectFault` and `hostUpdates`.
 
-use std::collections::BTreeMap;
-
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
@@ -13,7 +11,7 @@ use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 use troupe_runtime::events::EventFilter;
 
-use super::agents::{Label, LabelInput};
+use super::shared::{labels, pairs, Label, LabelInput};
 use super::vms::Vm;
 use super::Int64;
 use crate::auth::RoleGuard;
@@ -44,19 +42,6 @@ impl From<State> for HostState {
             State::Down => Self::Down,
         }
     }
-}
-
-pub(crate) fn labels(map: &BTreeMap<String, String>) -> Vec<Label> {
-    map.iter()
-        .map(|(k, v)| Label {
-            key: k.clone(),
-            value: v.clone(),
-        })
-        .collect()
-}
-
-pub(crate) fn pairs(v: Option<Vec<LabelInput>>) -> Vec<(String, String)> {
-    v.unwrap_or_default().into_iter().map(|l| (l.key, l.value)).collect()
 }
 
 /// CPUs and memory of a host, as libvirt reports them.

@@ -7,7 +7,7 @@ use troupe_actors::service::MESSAGE_TIMEOUT;
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 
-use super::tasks::Priority;
+use super::shared::Priority;
 use super::Int64;
 use crate::auth::RoleGuard;
 use crate::error::OrGql;
@@ -210,7 +210,7 @@ impl MessagesMutation {
     async fn broadcast(
         &self,
         ctx: &Context<'_>,
-        labels: Vec<super::agents::LabelInput>,
+        labels: Vec<super::shared::LabelInput>,
         payload: Json<serde_json::Value>,
         priority: Option<Priority>,
     ) -> async_graphql::Result<FanOutResult> {

@@ -4,7 +4,7 @@
 
 use async_graphql::{Context, Enum, Json, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use serde_json::Value;
 use troupe_actors::swarm::memory::{Entry, Write};
 use troupe_actors::swarm::{self as sw, SwarmView};
@@ -12,6 +12,7 @@ use troupe_actors::{Api, ApiError};
 use troupe_runtime::auth::Role;
 
 use super::agents::Agent;
+use super::updates::Follow;
 use super::Int64;
 use crate::auth::RoleGuard;
 use crate::error::{coded, OrGql};
@@ -465,26 +466,24 @@ impl SwarmsSubscription {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Swarm>>> {
-        let api = ctx.data::<Api>()?.clone();
-        let after = api.last_seq().await.gql()?;
-        let first = api.swarms().get(&id).await.gql()?;
-        let changes = crate::schema::events::changes_of(&api, &id, api.swarms().holds(&id), after);
-        Ok(futures::stream::unfold(
-            (api, id.0, Some(first), changes),
-            |(api, id, pending, mut changes)| async move {
-                if let Some(view) = pending {
-                    return Some((Ok(Swarm(view)), (api, id, None, changes)));
-                }
-                changes.next().await?;
-                match api.swarms().get(&id).await {
-                    Ok(view) => Some((Ok(Swarm(view)), (api, id, None, changes))),
-                    Err(ApiError::NotFound(_)) => None,
-                    Err(e) => Some((
-                        Err::<Swarm, _>(e).gql(),
-                        (api, id, None, futures::stream::empty().boxed()),
-                    )),
-                }
+        let follow = Follow {
+            noun: "swarm",
+            read: |api, id| {
+                Box::pin(async move {
+                    match api.swarms().get(&id).await {
+                        Ok(view) => Ok(Some(view)),
+                        Err(ApiError::NotFound(_)) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                })
             },
-        ))
+            holds: |api, id| api.swarms().holds(id),
+            // Every SWARM_* event is sent, whether or not the view shows it (memory).
+            changed: |_, _| true,
+            last: |_| false,
+            gone_is_error: false,
+            show: Swarm,
+        };
+        super::updates::follow(ctx.data::<Api>()?, &id, follow).await
     }
 }

@@ -4,18 +4,18 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, InputObject, Json, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use troupe_actors::service::TaskFilter;
-use troupe_actors::task::{
-    GraphTask, Priority as P, RetrySpec, Strategy as St, SubmitTaskRequest, TaskRecord, TaskState as S,
-};
+use troupe_actors::task::{GraphTask, RetrySpec, Strategy as St, SubmitTaskRequest, TaskRecord, TaskState as S};
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 
 use super::page::{cost, page_size, Count, Extra, DEFAULT_PAGE, MAX_PAGE};
+use super::shared::Priority;
+use super::updates::Follow;
 use super::Int64;
 use crate::auth::RoleGuard;
-use crate::error::{coded, OrGql};
+use crate::error::OrGql;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum TaskState {
@@ -59,36 +59,6 @@ impl From<TaskState> for S {
             TaskState::Expired => S::Expired,
             TaskState::DependencyFailed => S::DependencyFailed,
             TaskState::Dead => S::Dead,
-        }
-    }
-}
-
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-pub enum Priority {
-    Critical,
-    High,
-    Normal,
-    Low,
-}
-
-impl From<P> for Priority {
-    fn from(p: P) -> Self {
-        match p {
-            P::Critical => Self::Critical,
-            P::High => Self::High,
-            P::Normal => Self::Normal,
-            P::Low => Self::Low,
-        }
-    }
-}
-
-impl From<Priority> for P {
-    fn from(p: Priority) -> Self {
-        match p {
-            Priority::Critical => P::Critical,
-            Priority::High => P::High,
-            Priority::Normal => P::Normal,
-            Priority::Low => P::Low,
         }
     }
 }
@@ -140,6 +110,12 @@ impl Task {
     async fn error(&self) -> Option<&str> {
         self.0.status.error.as_deref()
     }
+    /// Why a QUEUED task is not running yet, as the scheduler sees it now ("no agent has
+    /// capability x", "agent a is not running", "dependencies not done: ...", breakers,
+    /// backoff, busy agents); null once it runs.
+    async fn waiting_for(&self) -> Option<&str> {
+        self.0.waiting_for.as_deref()
+    }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.spec.created_at
     }
@@ -162,6 +138,16 @@ impl Task {
                 at: e.at,
             })
             .collect()
+    }
+    /// The latest progress its running attempt reported (a process agent's `progress`
+    /// line; TASK_PROGRESS events are rate-limited, this is always the latest); null until
+    /// the attempt reports, cleared when a new attempt starts, kept when the task ends.
+    async fn progress(&self) -> Option<TaskProgressOut> {
+        self.0.status.progress.as_ref().map(|p| TaskProgressOut {
+            fraction: p.fraction,
+            note: p.note.clone(),
+            at: p.at,
+        })
     }
     /// Tasks that must all succeed before this one runs.
     async fn depends_on(&self) -> Vec<ID> {
@@ -222,6 +208,17 @@ pub struct AttemptErrorOut {
     pub attempt: i32,
     pub agent_id: Option<ID>,
     pub error: String,
+    pub at: DateTime<Utc>,
+}
+
+/// How far a running attempt got, as its agent said.
+#[derive(async_graphql::SimpleObject)]
+#[graphql(name = "TaskProgress")]
+pub struct TaskProgressOut {
+    /// 0 to 1, when the agent gave one.
+    pub fraction: Option<f64>,
+    pub note: Option<String>,
+    /// When the agent reported it.
     pub at: DateTime<Utc>,
 }
 
@@ -423,63 +420,15 @@ impl TasksSubscription {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Task>>> {
-        let api = ctx.data::<Api>()?.clone();
-        // Take the cursor before reading the task, so no change falls between the two.
-        let after = api.last_seq().await.gql()?;
-        let first = api
-            .tasks()
-            .get(&id)
-            .await
-            .gql()?
-            .ok_or_else(|| coded("NOT_FOUND", format!("no task {}", id.0)))?;
-        // A task of this node changes through this node's events; a peer's task is polled.
-        let changes = super::events::changes_of(&api, &id, api.tasks().holds(&id), after);
-        let state = Updates {
-            api,
-            id: id.0,
-            last: None,
-            pending: Some(first),
-            changes,
-            failed: false,
+        let follow = Follow {
+            noun: "task",
+            read: |api, id| Box::pin(async move { api.tasks().get(&id).await }),
+            holds: |api, id| api.tasks().holds(id),
+            changed: |sent, now| sent != now,
+            last: |task| task.status.state.is_terminal(),
+            gone_is_error: true,
+            show: Task,
         };
-        Ok(futures::stream::unfold(state, Updates::next))
-    }
-}
-
-struct Updates {
-    api: Api,
-    id: String,
-    last: Option<TaskRecord>,
-    pending: Option<TaskRecord>,
-    changes: futures::stream::BoxStream<'static, ()>,
-    failed: bool,
-}
-
-impl Updates {
-    async fn next(mut self) -> Option<(async_graphql::Result<Task>, Self)> {
-        if self.failed || self.last.as_ref().is_some_and(|t| t.status.state.is_terminal()) {
-            return None;
-        }
-        loop {
-            if let Some(task) = self.pending.take() {
-                if self.last.as_ref() != Some(&task) {
-                    self.last = Some(task.clone());
-                    return Some((Ok(Task(task)), self));
-                }
-            }
-            self.changes.next().await?;
-            match self.api.tasks().get(&self.id).await {
-                Ok(Some(task)) => self.pending = Some(task),
-                Ok(None) => {
-                    self.failed = true;
-                    return Some((Err(coded("NOT_FOUND", format!("task {} is gone", self.id))), self));
-                }
-                Err(e) => {
-                    // The holder is unreachable: say so rather than end as if it finished.
-                    self.failed = true;
-                    return Some((Err(crate::error::api(e)), self));
-                }
-            }
-        }
+        super::updates::follow(ctx.data::<Api>()?, &id, follow).await
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use troupe_actors::placement::Weigher;
 use troupe_actors::vm::{
     CreateVmRequest, Migration as Move, MigrationKind as Kind, MigrationPhase as Phase, RunPolicy as Policy, VmCommand,
@@ -15,9 +15,10 @@ use troupe_actors::vm::{
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 
-use super::agents::{Label, LabelInput};
-use super::hosts::{labels, pairs, Host};
+use super::hosts::Host;
 use super::page::{page_size, DEFAULT_PAGE, MAX_PAGE};
+use super::shared::{labels, pairs, Label, LabelInput};
+use super::updates::Follow;
 use super::Int64;
 use crate::auth::RoleGuard;
 use crate::error::{coded, OrGql};
@@ -490,49 +491,21 @@ impl VmsSubscription {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Vm>>> {
-        let api = ctx.data::<Api>()?.clone();
-        let after = api.last_seq().await.gql()?;
-        let first = api
-            .vms()
-            .get(&id)
-            .await
-            .gql()?
-            .ok_or_else(|| coded("NOT_FOUND", format!("no VM {}", id.0)))?;
-        let local = api.vms().holds(&id);
-        let changes = crate::schema::events::changes_of(&api, &id, local, after);
-        let state = (api, id.0, Some(first), None::<VmView>, changes);
-        Ok(futures::stream::unfold(
-            state,
-            |(api, id, mut pending, mut last, mut changes)| async move {
-                loop {
-                    if let Some(view) = pending.take() {
-                        // Usage samples alone are not a change.
-                        let key = |v: &VmView| {
-                            (
-                                v.status.state,
-                                v.status.host.clone(),
-                                v.status.migration.clone(),
-                                v.spec.clone(),
-                            )
-                        };
-                        if last.as_ref().map(key) != Some(key(&view)) {
-                            last = Some(view.clone());
-                            return Some((Ok(Vm(view)), (api, id, None, last, changes)));
-                        }
-                    }
-                    changes.next().await?;
-                    match api.vms().get(&id).await {
-                        Ok(Some(view)) => pending = Some(view),
-                        Ok(None) => return None,
-                        Err(e) => {
-                            return Some((
-                                Err::<Vm, _>(e).gql(),
-                                (api, id, None, last, futures::stream::empty().boxed()),
-                            ))
-                        }
-                    }
+        let follow = Follow {
+            noun: "VM",
+            read: |api, id| Box::pin(async move { api.vms().get(&id).await }),
+            holds: |api, id| api.vms().holds(id),
+            // Usage samples alone are not a change.
+            changed: |sent, now| {
+                fn key(v: &VmView) -> (State, &Option<String>, &Option<Move>, &troupe_actors::vm::VmSpec) {
+                    (v.status.state, &v.status.host, &v.status.migration, &v.spec)
                 }
+                key(sent) != key(now)
             },
-        ))
+            last: |_| false,
+            gone_is_error: false,
+            show: Vm,
+        };
+        super::updates::follow(ctx.data::<Api>()?, &id, follow).await
     }
 }

@@ -9,7 +9,7 @@
 use serde_json::{json, Value};
 
 use super::index::{score_key, score_of, Place, Want};
-use super::{Engine, Requirement};
+use super::Engine;
 use crate::agent::Skills;
 
 impl Engine {
@@ -22,7 +22,7 @@ impl Engine {
     }
 
     fn proficiency(&self, skills: &Skills, key: &str) -> f64 {
-        match self.requirements.get(key) {
+        match self.requirements.get(key).map(|n| &n.requirement) {
             Some(r) => r.capabilities.iter().map(|c| skills.of(c)).fold(1.0, f64::min),
             None => skills.of(key),
         }
@@ -68,39 +68,6 @@ impl Engine {
             "score": round(self.score(agent, key)),
             "runnerUp": runner_up,
         })
-    }
-
-    /// The keys an agent serves: its capabilities and every known requirement set it meets.
-    pub(super) fn keys_of(&self, capabilities: &[String], skills: &Skills) -> Vec<String> {
-        let mut keys = capabilities.to_vec();
-        keys.extend(
-            self.requirements
-                .iter()
-                .filter(|(_, r)| r.met_by(capabilities, skills))
-                .map(|(k, _)| k.clone()),
-        );
-        keys
-    }
-
-    /// Makes a requirement set known: the agents that meet it serve its key from now on.
-    pub(super) fn require(&mut self, r: &Requirement) {
-        let key = r.key();
-        if self.requirements.contains_key(&key) {
-            return;
-        }
-        self.requirements.insert(key.clone(), r.clone());
-        let meet: Vec<String> = self
-            .agents
-            .iter()
-            .filter(|(_, s)| r.met_by(&s.capabilities, &s.skills))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for agent in meet {
-            if let Some(slot) = self.agents.get_mut(&agent) {
-                slot.keys.push(key.clone());
-            }
-            self.refile(&agent);
-        }
     }
 }
 

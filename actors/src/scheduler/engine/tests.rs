@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::index::Want;
 use super::*;
-use crate::task::Priority;
+use crate::task::{Priority, TaskState};
 
 fn now0() -> Now {
     Now {
@@ -389,6 +389,9 @@ fn the_tasks_waiting_for_a_removed_agent_end_failed_and_others_stay() {
     assert!(e.status("mine").is_none());
 }
 
+mod progress;
+mod requirements;
+mod waiting;
 mod work;
 
 #[test]

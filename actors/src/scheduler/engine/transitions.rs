@@ -48,7 +48,7 @@ impl Engine {
 
     /// Ends a task that will never run because a dependency did not succeed.
     pub(super) fn dependency_failed(&mut self, task: &str, reason: String, now: Now) {
-        let Some(entry) = self.tasks.remove(task) else { return };
+        let Some(entry) = self.forget(task) else { return };
         if let Some(key) = &entry.queued {
             self.queues.remove(&entry.limits.want, key);
         }
@@ -69,7 +69,7 @@ impl Engine {
     /// Takes an open task out of the engine: out of its queue, and a running attempt stopped
     /// (its agent's slot filled again). Its status, for the caller to end it with.
     pub(super) fn take_out(&mut self, task: &str, now: Now) -> Option<TaskStatus> {
-        let entry = self.tasks.remove(task)?;
+        let entry = self.forget(task)?;
         if let Some(key) = &entry.queued {
             self.queues.remove(&entry.limits.want, key);
         }
@@ -155,6 +155,8 @@ impl Engine {
         status.agent_id = Some(agent.to_owned());
         status.started_at = Some(now.wall);
         status.error = None;
+        // Progress is the running attempt's: a new one starts with none.
+        status.progress = None;
         let (attempt, status) = (status.attempts, status.clone());
         let inputs = entry.inputs.clone();
         if let Some(slot) = self.agents.get_mut(agent) {
@@ -210,7 +212,7 @@ impl Engine {
     }
 
     pub(super) fn succeeded(&mut self, task: &str, result: Value, now: Now) {
-        let Some(entry) = self.tasks.remove(task) else { return };
+        let Some(entry) = self.forget(task) else { return };
         let mut status = entry.status;
         status.state = TaskState::Succeeded;
         status.result = Some(result);
@@ -245,7 +247,7 @@ impl Engine {
             self.record(task, &status, "TASK_RETRYING", data, None);
             self.arm();
         } else {
-            let Some(entry) = self.tasks.remove(task) else { return };
+            let Some(entry) = self.forget(task) else { return };
             let mut status = entry.status;
             status.state = TaskState::Dead;
             status.finished_at = Some(now.wall);
@@ -306,52 +308,20 @@ impl Engine {
     /// Asks for a wake-up at the earliest pending retry, delayed start or deadline, unless
     /// one at or before it is set.
     pub(super) fn arm(&mut self) {
-        let first = [self.delayed.first(), self.deadlines.first(), self.breaker_wakes.first()]
-            .into_iter()
-            .flatten()
-            .map(|(at, _)| *at)
-            .min();
+        let first = [
+            self.delayed.first(),
+            self.deadlines.first(),
+            self.breaker_wakes.first(),
+            self.progress_wakes.first(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|(at, _)| *at)
+        .min();
         let Some(at) = first else { return };
         if self.armed.is_none_or(|armed| at < armed) {
             self.armed = Some(at);
             self.out.push(Effect::Wake(at));
         }
-    }
-}
-
-impl Engine {
-    /// The agent was removed: the tasks waiting for it alone can never run and end FAILED;
-    /// what it runs was already given back when it stopped.
-    pub fn agent_removed(&mut self, id: &str, now: Now) -> Vec<Effect> {
-        let want = Want::Agent(id.to_owned());
-        let mut waiting: Vec<String> = self
-            .tasks
-            .iter()
-            .filter(|(_, e)| e.limits.want == want && e.status.state != TaskState::Running)
-            .map(|(task, _)| task.clone())
-            .collect();
-        waiting.sort();
-        for task in waiting {
-            let Some(entry) = self.tasks.remove(&task) else {
-                continue;
-            };
-            if let Some(key) = &entry.queued {
-                self.queues.remove(&want, key);
-            }
-            self.delayed.retain(|(_, t)| *t != task);
-            let mut status = entry.status;
-            status.state = TaskState::Failed;
-            status.error = Some(format!("agent {id} was removed"));
-            status.finished_at = Some(now.wall);
-            self.record(
-                &task,
-                &status,
-                "TASK_FAILED",
-                json!({ "reason": "agent removed" }),
-                Some((None, None)),
-            );
-            self.ended(&task, None, TaskState::Failed, now);
-        }
-        self.take()
     }
 }

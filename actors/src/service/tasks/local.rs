@@ -1,126 +1,22 @@
 //! The tasks service's work on this node's own tasks.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 use serde_json::json;
 use troupe_runtime::events::NewEvent;
-use troupe_runtime::store::{Batch, Op, StoreError, View};
+use troupe_runtime::store::{Batch, StoreError, View};
 
 use super::{TaskFilter, Tasks};
-use crate::agent::{AgentSpec, Desired};
 use crate::error::ApiError;
+use crate::scheduler::admission::{queue_in, Admission};
+use crate::scheduler::engine::graph;
 use crate::scheduler::SchedulerMsg;
 use crate::service::context::{ask, keep, split};
-use crate::tables::{AGENTS, OPEN_TASKS, TASKS, TASK_STATUS};
-use crate::task::{GraphTask, Priority, SubmitTaskRequest, TaskRecord, TaskSpec, TaskState, TaskStatus, MAX_GRAPH};
+use crate::tables::{OPEN_TASKS, TASKS, TASK_STATUS};
+use crate::task::{GraphTask, Priority, SubmitTaskRequest, TaskRecord, TaskSpec, TaskState, TaskStatus};
 
 /// Failed attempts a task gets when its submission does not say.
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-/// The retry hint of a BACKPRESSURE refusal.
-const BACKPRESSURE_RETRY_MS: u64 = 1000;
-
-/// Tasks counted as open before their write; given back if it fails.
-struct Admitted<'a> {
-    open: &'a std::sync::atomic::AtomicUsize,
-    n: usize,
-}
-
-impl Admitted<'_> {
-    fn refuse(self) {
-        release_open(self.open, self.n);
-    }
-}
-
-/// Takes `n` from the open-task count, never below zero.
-pub(crate) fn release_open(open: &std::sync::atomic::AtomicUsize, n: usize) {
-    let _ = open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(v.saturating_sub(n)));
-}
-
-/// Adds a newly queued task to a batch: spec, status, open-task entry and TASK_QUEUED.
-fn queue_in(batch: &mut Batch, spec: &TaskSpec, status: &TaskStatus) -> Result<(), ApiError> {
-    let data = json!({
-        "agentId": spec.target_agent,
-        "capability": spec.capability,
-        "priority": spec.priority.as_str(),
-        "dependsOn": spec.depends_on,
-        "deadline": spec.deadline,
-        "notBefore": spec.not_before,
-    });
-    batch.push(Op::Put {
-        table: TASKS,
-        key: spec.id.clone(),
-        value: troupe_runtime::codec::encode(spec)?,
-    });
-    batch.push(Op::Put {
-        table: TASK_STATUS,
-        key: spec.id.clone(),
-        value: troupe_runtime::codec::encode(status)?,
-    });
-    batch.push(Op::Put {
-        table: OPEN_TASKS,
-        key: spec.id.clone(),
-        value: Vec::new(),
-    });
-    batch.push(Op::Event(NewEvent::new("TASK_QUEUED", Some(spec.id.clone()), data)));
-    Ok(())
-}
-
-/// The graph's tasks in an order where each comes after its dependencies within the graph;
-/// keys must be unique and the graph acyclic.
-fn graph_order(graph: &[GraphTask]) -> Result<Vec<usize>, ApiError> {
-    if graph.is_empty() || graph.len() > MAX_GRAPH {
-        return Err(ApiError::invalid(format!("a graph has 1 to {MAX_GRAPH} tasks")));
-    }
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for (i, t) in graph.iter().enumerate() {
-        if t.key.trim().is_empty() || t.key.len() > 128 {
-            return Err(ApiError::invalid(
-                "each task of a graph needs a key of 1 to 128 characters",
-            ));
-        }
-        if index.insert(t.key.as_str(), i).is_some() {
-            return Err(ApiError::invalid(format!("key {:?} is used twice", t.key)));
-        }
-    }
-    // 0 = not seen, 1 = on the current path, 2 = done.
-    let mut mark = vec![0u8; graph.len()];
-    let mut order = Vec::with_capacity(graph.len());
-    for start in 0..graph.len() {
-        let mut stack = vec![(start, 0usize)];
-        while let Some((i, next)) = stack.pop() {
-            if next == 0 {
-                if mark[i] == 2 {
-                    continue;
-                }
-                mark[i] = 1;
-            }
-            let deps = &graph[i].request.depends_on;
-            match deps[next..].iter().position(|d| index.contains_key(d.as_str())) {
-                Some(offset) => {
-                    let at = next + offset;
-                    let j = index[deps[at].as_str()];
-                    stack.push((i, at + 1));
-                    match mark[j] {
-                        1 => {
-                            return Err(ApiError::invalid(format!(
-                                "the graph has a cycle through {:?} and {:?}",
-                                graph[i].key, graph[j].key
-                            )))
-                        }
-                        0 => stack.push((j, 0)),
-                        _ => {}
-                    }
-                }
-                None => {
-                    mark[i] = 2;
-                    order.push(i);
-                }
-            }
-        }
-    }
-    Ok(order)
-}
 
 impl Tasks {
     pub(crate) async fn submit_local(&self, req: SubmitTaskRequest, key: Option<&str>) -> Result<TaskRecord, ApiError> {
@@ -134,10 +30,10 @@ impl Tasks {
                     .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
             }
         };
-        self.check_agent(req.agent_id.as_deref()).await?;
+        self.admission().check_agent(req.agent_id.as_deref()).await?;
         let depends_on = self.known_dependencies(&req.depends_on).await?;
         let spec = self.spec_of(crate::ids::new_id(&self.ctx.node_name), req, depends_on);
-        let admitted = self.admit(1)?;
+        let admitted = self.admission().admit(1)?;
         let status = TaskStatus::queued();
         let mut batch = Batch::new();
         queue_in(&mut batch, &spec, &status)?;
@@ -153,7 +49,7 @@ impl Tasks {
             .ctx
             .scheduler()?
             .cast(SchedulerMsg::Enqueue(Box::new((spec.clone(), status.clone()))));
-        Ok(TaskRecord { spec, status })
+        Ok(self.explained(TaskRecord::new(spec, status)).await)
     }
 
     /// Submits a graph of tasks in one commit. Each task's `dependsOn` names other tasks of
@@ -178,7 +74,7 @@ impl Tasks {
                 return Ok(out);
             }
         };
-        let order = graph_order(&graph)?;
+        let order = graph::order(&graph)?;
         let keys: Vec<&str> = graph.iter().map(|t| t.key.as_str()).collect();
         let mut ids: HashMap<String, String> = HashMap::new();
         let mut specs: Vec<Option<TaskSpec>> = vec![None; graph.len()];
@@ -190,7 +86,7 @@ impl Tasks {
                     task.key, self.ctx.node_name
                 )));
             }
-            self.check_agent(task.request.agent_id.as_deref()).await?;
+            self.admission().check_agent(task.request.agent_id.as_deref()).await?;
             let outside: Vec<String> = task
                 .request
                 .depends_on
@@ -209,7 +105,7 @@ impl Tasks {
             ids.insert(task.key.clone(), id.clone());
             specs[i] = Some(self.spec_of(id, task.request.clone(), depends_on));
         }
-        let admitted = self.admit(graph.len())?;
+        let admitted = self.admission().admit(graph.len())?;
         let status = TaskStatus::queued();
         let mut batch = Batch::new();
         for &i in &order {
@@ -233,67 +129,25 @@ impl Tasks {
                 let _ = scheduler.cast(SchedulerMsg::Enqueue(Box::new(((*spec).clone(), status.clone()))));
             }
         }
-        Ok(specs
+        let records = specs
             .into_iter()
-            .map(|spec| TaskRecord {
-                spec,
-                status: status.clone(),
-            })
-            .collect())
+            .map(|spec| TaskRecord::new(spec, status.clone()))
+            .collect();
+        Ok(self.explain(records).await)
     }
 
-    async fn check_agent(&self, agent: Option<&str>) -> Result<(), ApiError> {
-        let Some(agent) = agent else { return Ok(()) };
-        let spec = self.ctx.store.get(AGENTS, agent).await?;
-        match spec
-            .map(|b| troupe_runtime::codec::decode::<AgentSpec>(&b))
-            .transpose()?
-        {
-            None => Err(ApiError::NotFound(format!("no agent {agent}"))),
-            Some(a) if a.desired == Desired::Stopped => Err(ApiError::Conflict(format!("agent {agent} is stopped"))),
-            Some(_) => Ok(()),
+    /// Admission's handles on this node.
+    fn admission(&self) -> Admission<'_> {
+        Admission {
+            store: &self.ctx.store,
+            open: &self.ctx.slots.open_tasks,
+            max_open: self.ctx.max_open_tasks,
+            node: &self.ctx.node_name,
         }
     }
 
-    /// Checks that every dependency is a task of this node; answers them without repeats.
-    /// A task without dependencies reads nothing: a read view costs a blocking-pool thread.
     async fn known_dependencies(&self, deps: &[String]) -> Result<Vec<String>, ApiError> {
-        let mut unique: Vec<String> = Vec::with_capacity(deps.len());
-        for d in deps {
-            if !unique.contains(d) {
-                unique.push(d.clone());
-            }
-        }
-        if unique.is_empty() {
-            return Ok(unique);
-        }
-        if let Some(d) = unique.iter().find(|d| !self.ctx.holds(d)) {
-            return Err(ApiError::invalid(format!(
-                "dependency {d} is a task of another node: a task may depend only on tasks of its own node ({})",
-                self.ctx.node_name
-            )));
-        }
-        let check = unique.clone();
-        let missing = self
-            .ctx
-            .store
-            .view(move |v| {
-                let mut missing = Vec::new();
-                for d in &check {
-                    if v.get(TASKS, d)?.is_none() {
-                        missing.push(d.clone());
-                    }
-                }
-                Ok(missing)
-            })
-            .await?;
-        if !missing.is_empty() {
-            return Err(ApiError::invalid(format!(
-                "unknown dependencies: {}",
-                missing.join(", ")
-            )));
-        }
-        Ok(unique)
+        self.admission().known_dependencies(deps, |id| self.ctx.holds(id)).await
     }
 
     fn spec_of(&self, id: String, req: SubmitTaskRequest, depends_on: Vec<String>) -> TaskSpec {
@@ -314,24 +168,6 @@ impl Tasks {
             min_proficiency: req.min_proficiency,
             strategy: req.strategy.unwrap_or(self.ctx.default_strategy),
         }
-    }
-
-    /// Admits `n` more open tasks, or refuses them all with BACKPRESSURE.
-    fn admit(&self, n: usize) -> Result<Admitted<'_>, ApiError> {
-        let open = &self.ctx.slots.open_tasks;
-        let before = open.fetch_add(n, Ordering::SeqCst);
-        if before.saturating_add(n) > self.ctx.max_open_tasks {
-            release_open(open, n);
-            metrics::counter!("troupe_tasks_refused_total", "reason" => "backpressure").increment(n as u64);
-            return Err(ApiError::Backpressure(
-                format!(
-                    "node {} has {before} open tasks, its limit is {} (max_open_tasks); retry later",
-                    self.ctx.node_name, self.ctx.max_open_tasks
-                ),
-                BACKPRESSURE_RETRY_MS,
-            ));
-        }
-        Ok(Admitted { open, n })
     }
 
     pub(crate) async fn requeue_local(&self, id: &str, key: Option<&str>) -> Result<TaskRecord, ApiError> {
@@ -362,7 +198,7 @@ impl Tasks {
                 record.status.state.as_str()
             )));
         }
-        let admitted = self.admit(1)?;
+        let admitted = self.admission().admit(1)?;
         let mut status = record.status;
         status.state = TaskState::Queued;
         status.failures = 0;
@@ -384,7 +220,7 @@ impl Tasks {
             .ctx
             .scheduler()?
             .cast(SchedulerMsg::Enqueue(Box::new((spec.clone(), status.clone()))));
-        Ok(TaskRecord { spec, status })
+        Ok(self.explained(TaskRecord::new(spec, status)).await)
     }
 
     pub(crate) async fn cancel_local(&self, id: &str, key: Option<&str>) -> Result<TaskRecord, ApiError> {
@@ -406,15 +242,43 @@ impl Tasks {
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
         keep(&self.ctx.store, guard, id).await?;
-        Ok(TaskRecord {
-            spec: troupe_runtime::codec::decode(&spec)?,
-            status,
-        })
+        Ok(TaskRecord::new(troupe_runtime::codec::decode(&spec)?, status))
     }
 
     pub(crate) async fn get_local(&self, id: &str) -> Result<Option<TaskRecord>, ApiError> {
         let id = id.to_owned();
-        Ok(self.ctx.store.view(move |v| read_one(v, &id)).await?)
+        match self.ctx.store.view(move |v| read_one(v, &id)).await? {
+            Some(task) => Ok(Some(self.explained(task).await)),
+            None => Ok(None),
+        }
+    }
+
+    /// The task with why it waits, if it is queued.
+    async fn explained(&self, task: TaskRecord) -> TaskRecord {
+        self.explain(vec![task]).await.remove(0)
+    }
+
+    /// The tasks with why each queued one waits, as the scheduler sees it now (asked once
+    /// for them all). Without an answer (the scheduler restarting) they say nothing.
+    async fn explain(&self, mut tasks: Vec<TaskRecord>) -> Vec<TaskRecord> {
+        let queued: Vec<String> = tasks
+            .iter()
+            .filter(|t| t.status.state == TaskState::Queued)
+            .map(|t| t.spec.id.clone())
+            .collect();
+        if queued.is_empty() {
+            return tasks;
+        }
+        let Ok(scheduler) = self.ctx.scheduler() else {
+            return tasks;
+        };
+        let Ok(mut why) = ask(&scheduler, |r| SchedulerMsg::WaitingFor(queued, r), "the scheduler").await else {
+            return tasks;
+        };
+        for task in &mut tasks {
+            task.waiting_for = why.remove(&task.spec.id);
+        }
+        tasks
     }
 
     /// This node's tasks in id (creation) order after the cursor, filtered; the flag says
@@ -426,18 +290,17 @@ impl Tasks {
         first: usize,
     ) -> Result<(Vec<TaskRecord>, bool), ApiError> {
         let filter = filter.clone();
-        crate::service::listing::page_local(&self.ctx.store, TASKS, after, first, move |v, _, bytes| {
-            let spec: TaskSpec = troupe_runtime::codec::decode(bytes)?;
-            let Some(status) = v.get(TASK_STATUS, &spec.id)? else {
-                return Ok(None);
-            };
-            let task = TaskRecord {
-                spec,
-                status: troupe_runtime::codec::decode(&status)?,
-            };
-            Ok(matches(&filter, &task).then_some(task))
-        })
-        .await
+        let (page, more) =
+            crate::service::listing::page_local(&self.ctx.store, TASKS, after, first, move |v, _, bytes| {
+                let spec: TaskSpec = troupe_runtime::codec::decode(bytes)?;
+                let Some(status) = v.get(TASK_STATUS, &spec.id)? else {
+                    return Ok(None);
+                };
+                let task = TaskRecord::new(spec, troupe_runtime::codec::decode(&status)?);
+                Ok(matches(&filter, &task).then_some(task))
+            })
+            .await?;
+        Ok((self.explain(page).await, more))
     }
 
     pub(crate) async fn count_local(&self, filter: &TaskFilter) -> Result<u64, ApiError> {
@@ -457,10 +320,7 @@ impl Tasks {
                     }
                     if filter.agent.is_some() {
                         let Some(spec) = v.get(TASKS, id)? else { return Ok(true) };
-                        let task = TaskRecord {
-                            spec: troupe_runtime::codec::decode(&spec)?,
-                            status,
-                        };
+                        let task = TaskRecord::new(troupe_runtime::codec::decode(&spec)?, status);
                         if !matches(&filter, &task) {
                             return Ok(true);
                         }
@@ -483,8 +343,8 @@ fn read_one(v: &View<'_>, id: &str) -> Result<Option<TaskRecord>, StoreError> {
     let (Some(spec), Some(status)) = (v.get(TASKS, id)?, v.get(TASK_STATUS, id)?) else {
         return Ok(None);
     };
-    Ok(Some(TaskRecord {
-        spec: troupe_runtime::codec::decode(&spec)?,
-        status: troupe_runtime::codec::decode(&status)?,
-    }))
+    Ok(Some(TaskRecord::new(
+        troupe_runtime::codec::decode(&spec)?,
+        troupe_runtime::codec::decode(&status)?,
+    )))
 }

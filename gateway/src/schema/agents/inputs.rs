@@ -7,17 +7,12 @@ use troupe_actors::agent::{
 };
 use troupe_actors::ApiError;
 
+use crate::schema::shared::{pairs, LabelInput};
 use crate::schema::Int64;
 
 #[derive(InputObject)]
 pub struct EnvVarInput {
     pub name: String,
-    pub value: String,
-}
-
-#[derive(InputObject)]
-pub struct LabelInput {
-    pub key: String,
     pub value: String,
 }
 
@@ -169,10 +164,6 @@ fn env(v: Option<Vec<EnvVarInput>>) -> Vec<(String, String)> {
     v.unwrap_or_default().into_iter().map(|v| (v.name, v.value)).collect()
 }
 
-fn labels(v: Vec<LabelInput>) -> Vec<(String, String)> {
-    v.into_iter().map(|l| (l.key, l.value)).collect()
-}
-
 fn count(v: Option<Int64>, field: &str) -> Result<Option<u64>, ApiError> {
     match v {
         Some(Int64(n)) if n <= 0 => Err(ApiError::invalid(format!("limits.{field} must be positive"))),
@@ -276,7 +267,7 @@ impl SpawnAgentInput {
             max_concurrent_tasks: self.max_concurrent_tasks.map(i64::from),
             node: self.node,
             project: self.project,
-            labels: labels(self.labels.unwrap_or_default()),
+            labels: pairs(self.labels),
             limits: self.limits.map(Limits::try_from).transpose()?.unwrap_or_default(),
             restart: self.restart_limit.map(RestartLimit::try_from).transpose()?,
             start,
@@ -299,14 +290,10 @@ impl TryFrom<UpdateAgentInput> for AgentUpdate {
         Ok(AgentUpdate {
             capabilities: u.capabilities,
             max_concurrent_tasks: u.max_concurrent_tasks.map(i64::from),
-            labels: u.labels.map(labels),
+            labels: u.labels.map(|l| pairs(Some(l))),
             limits: u.limits.map(Limits::try_from).transpose()?,
             env: u.env.map(|e| env(Some(e))),
             restart: u.restart_limit.map(RestartLimit::try_from).transpose()?,
         })
     }
-}
-
-pub fn label_filter(v: Option<Vec<LabelInput>>) -> Vec<(String, String)> {
-    labels(v.unwrap_or_default())
 }

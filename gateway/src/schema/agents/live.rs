@@ -3,7 +3,7 @@
 
 use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use troupe_actors::agent::{AgentView, Usage};
 use troupe_actors::service::AgentLive;
 use troupe_actors::Api;
@@ -11,7 +11,7 @@ use troupe_runtime::auth::Role;
 
 use super::Agent;
 use crate::auth::RoleGuard;
-use crate::error::{coded, OrGql};
+use crate::schema::updates::Follow;
 use crate::schema::Int64;
 
 pub struct Checkpoint(pub troupe_actors::agent::Checkpoint);
@@ -96,40 +96,15 @@ impl AgentsSubscription {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Agent>>> {
-        let api = ctx.data::<Api>()?.clone();
-        // The cursor before the read, so no change falls between the two.
-        let after = api.last_seq().await.gql()?;
-        let first = api
-            .agents()
-            .get(&id)
-            .await
-            .gql()?
-            .ok_or_else(|| coded("NOT_FOUND", format!("no agent {}", id.0)))?;
-        let changes = crate::schema::events::changes_of(&api, &id, api.agents().holds(&id), after);
-        let state = (api, id.0, Some(first), None::<AgentView>, changes);
-        Ok(futures::stream::unfold(
-            state,
-            |(api, id, mut pending, mut last, mut changes)| async move {
-                loop {
-                    if let Some(view) = pending.take() {
-                        if last.as_ref() != Some(&view) {
-                            last = Some(view.clone());
-                            return Some((Ok(Agent::from(view)), (api, id, None, last, changes)));
-                        }
-                    }
-                    changes.next().await?;
-                    match api.agents().get(&id).await {
-                        Ok(Some(view)) => pending = Some(view),
-                        Ok(None) => return None,
-                        Err(e) => {
-                            return Some((
-                                Err::<Agent, _>(e).gql(),
-                                (api, id, None, last, futures::stream::empty().boxed()),
-                            ))
-                        }
-                    }
-                }
-            },
-        ))
+        let follow = Follow {
+            noun: "agent",
+            read: |api, id| Box::pin(async move { api.agents().get(&id).await }),
+            holds: |api, id| api.agents().holds(id),
+            changed: |sent, now| sent != now,
+            last: |_| false,
+            gone_is_error: false,
+            show: Agent::from,
+        };
+        crate::schema::updates::follow(ctx.data::<Api>()?, &id, follow).await
     }
 }

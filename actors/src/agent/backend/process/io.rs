@@ -19,6 +19,8 @@ use crate::agent::spec::{Limits, ProcessBackend};
 
 /// The longest line a process may send (a result is kept in the store).
 const MAX_LINE: usize = 4 * 1024 * 1024 + 1024;
+/// The most bytes of a progress note kept (it is written with the task's status).
+const MAX_NOTE: usize = 1024;
 
 pub(super) struct Started {
     pub child: Child,
@@ -177,10 +179,22 @@ fn take(live: &Arc<Live>, line: Line, ready: &mut Option<oneshot::Sender<()>>, l
             }
         }
         Line::Progress(progress) => {
-            if let Some(pending) = live.lock_tasks().get(&progress.id) {
-                pending.progress.notify_one();
-            }
+            let running = match live.lock_tasks().get(&progress.id) {
+                // Progress of an earlier attempt says nothing of the one running now.
+                Some(pending) if progress.attempt.is_none_or(|a| a == u64::from(pending.attempt)) => {
+                    pending.progress.notify_one();
+                    pending.attempt
+                }
+                _ => return,
+            };
+            let note = progress.note.as_deref().map(|n| clip(n, MAX_NOTE));
             tracing::debug!(agent = %live.agent, task = %progress.id, fraction = ?progress.fraction, "progress");
+            link.signal(Signal::Progress {
+                task_id: progress.id,
+                attempt: running,
+                fraction: progress.fraction,
+                note,
+            });
         }
         Line::State(answer) | Line::Reply(answer) => {
             let waiter = live.lock_requests().remove(&answer.id);
@@ -244,4 +258,13 @@ fn protocol_error(live: &Live, why: String) {
     metrics::counter!("troupe_agent_protocol_errors_total", "agent" => live.agent.clone()).increment(1);
     tracing::warn!(agent = %live.agent, "protocol error: {why}");
     live.send(json!({ "type": "error", "message": why }).to_string());
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn clip(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }

@@ -147,6 +147,7 @@ impl ractor::Actor for Agent {
                 Signal::Healthy => "healthy",
                 Signal::Lost(_) => "lost",
                 Signal::Errand(_) => "errand",
+                Signal::Progress { .. } => "progress",
             });
         }
         Ok(())

@@ -8,7 +8,7 @@ use super::super::index::Want;
 use super::super::*;
 use super::{cap_task, caps, engine, later, now0, records, starts};
 use crate::agent::{BreakerState, Skills};
-use crate::task::{Priority, Strategy};
+use crate::task::{Priority, Strategy, TaskState};
 
 fn after(limits: Limits, deps: &[&str]) -> Limits {
     Limits {

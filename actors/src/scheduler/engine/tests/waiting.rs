@@ -1,0 +1,111 @@
+//! Why a queued task waits, as the engine answers it, kept current as things change.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::super::index::Want;
+use super::super::*;
+use super::{cap_task, caps, engine, later, now0, starts};
+use crate::task::Priority;
+
+#[test]
+fn a_task_for_a_capability_nobody_has_says_so_until_an_agent_takes_it() {
+    let mut e = engine();
+    let now = now0();
+    e.enqueue(cap_task("t", "translate", Priority::Normal), TaskStatus::queued(), now);
+    assert_eq!(
+        e.waiting_for("t", now).as_deref(),
+        Some("no agent has capability translate")
+    );
+    e.agent_up("busy", caps(&["translate"]), 1, 1, now);
+    assert_eq!(e.waiting_for("t", now), None, "it runs now");
+    e.enqueue(cap_task("u", "translate", Priority::Normal), TaskStatus::queued(), now);
+    assert_eq!(
+        e.waiting_for("u", now).as_deref(),
+        Some("every agent with capability translate is busy")
+    );
+    e.set_open("busy", 1, false, now);
+    assert_eq!(
+        e.waiting_for("u", now).as_deref(),
+        Some("every agent with capability translate takes no tasks now (paused, unhealthy or stopping)")
+    );
+    let fx = e.finished("t", 1, "busy", Ok(json!(1)), now);
+    assert!(starts(&fx).is_empty(), "a closed agent takes nothing");
+    e.set_open("busy", 1, true, now);
+    assert_eq!(e.waiting_for("u", now), None);
+    assert_eq!(e.waiting_for("t", now), None, "ended");
+}
+
+#[test]
+fn a_task_for_an_agent_that_is_not_running_says_so() {
+    let mut e = engine();
+    let now = now0();
+    let limits = Limits::plain("t", Want::Agent("a".into()), Priority::Normal, 3);
+    e.enqueue(limits, TaskStatus::queued(), now);
+    assert_eq!(e.waiting_for("t", now).as_deref(), Some("agent a is not running"));
+    e.agent_up("a", caps(&[]), 1, 7, now);
+    assert_eq!(e.waiting_for("t", now), None);
+}
+
+#[test]
+fn dependencies_backoff_breakers_and_requirements_are_named() {
+    let mut e = engine().with_breaker(BreakerPolicy {
+        failures: 1,
+        cooldown: Duration::from_secs(30),
+    });
+    let now = now0();
+    e.enqueue(cap_task("first", "echo", Priority::Normal), TaskStatus::queued(), now);
+    let then = Limits {
+        depends_on: vec!["first".into()],
+        ..cap_task("then", "echo", Priority::Normal)
+    };
+    e.enqueue(then, TaskStatus::queued(), now);
+    assert_eq!(
+        e.waiting_for("then", now).as_deref(),
+        Some("dependencies not done: first")
+    );
+    e.agent_up("a", caps(&["echo"]), 1, 1, now);
+    e.finished("first", 1, "a", Err("boom".into()), now);
+    assert_eq!(
+        e.waiting_for("first", now).as_deref(),
+        Some("a retry backoff after a failed attempt")
+    );
+    let fx = e.wake(later(now, 200));
+    assert!(starts(&fx).is_empty(), "the breaker is open");
+    assert_eq!(
+        e.waiting_for("first", later(now, 200)).as_deref(),
+        Some("every agent with capability echo has its circuit breaker open")
+    );
+    let many = Limits::from(&crate::task::TaskSpec {
+        capabilities: caps(&["echo", "sql"]),
+        min_proficiency: Some(0.5),
+        capability: None,
+        ..spec("both")
+    });
+    e.enqueue(many, TaskStatus::queued(), now);
+    assert_eq!(
+        e.waiting_for("both", now).as_deref(),
+        Some("no agent has capabilities echo, sql with proficiency at least 0.5")
+    );
+}
+
+fn spec(id: &str) -> crate::task::TaskSpec {
+    crate::task::TaskSpec {
+        id: id.into(),
+        target_agent: None,
+        capability: Some("echo".into()),
+        priority: Priority::Normal,
+        max_attempts: 3,
+        timeout_ms: None,
+        payload: json!(null),
+        created_at: chrono::Utc::now(),
+        depends_on: Vec::new(),
+        deadline: None,
+        not_before: None,
+        retry: None,
+        capabilities: Vec::new(),
+        min_proficiency: None,
+        strategy: crate::task::Strategy::Score,
+    }
+}
