@@ -40,9 +40,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use ractor::{Actor, ActorCell, ActorProcessingErr};
+use ractor::{ActorProcessingErr, ActorRef};
 use serde_json::json;
-use troupe_runtime::supervision::{ChildSpec, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs};
+use troupe_runtime::supervision::{ChildSpec, Nest, Nested, StartOrder, Strategy, SupervisorArgs, SupervisorMsg};
 
 pub(crate) use coordinator::StartFailure;
 pub use coordinator::{Coordinator, CoordinatorMsg};
@@ -71,37 +71,25 @@ pub struct SwarmsChild<P = Port> {
     pub api: P,
 }
 
-impl<P: Clone + Into<Port> + Send + Sync + 'static> ChildSpec for SwarmsChild<P> {
+impl<P: Clone + Into<Port> + Send + Sync + 'static> Nest for SwarmsChild<P> {
     fn id(&self) -> &str {
         "swarms"
-    }
-
-    fn kind(&self) -> &str {
-        "SUPERVISOR"
-    }
-
-    fn shutdown(&self) -> Shutdown {
-        Shutdown::Infinity
-    }
-
-    fn is_supervisor(&self) -> bool {
-        true
     }
 
     fn start_timeout(&self) -> Duration {
         Duration::from_secs(120)
     }
 
-    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
+    fn args(&self) -> BoxFuture<'static, Result<SupervisorArgs, ActorProcessingErr>> {
+        let port: Port = self.api.clone().into();
         Box::pin(async move {
-            let port: Port = self.api.clone().into();
             let store = port.store.clone();
             let children = teams_of(&store, None)
                 .await?
                 .into_iter()
                 .map(|id| swarm_child(&port, id, StartFailure::default()))
                 .collect();
-            let args = SupervisorArgs {
+            Ok(SupervisorArgs {
                 name: "swarms".into(),
                 strategy: Strategy::OneForOne,
                 intensity: None,
@@ -109,11 +97,14 @@ impl<P: Clone + Into<Port> + Send + Sync + 'static> ChildSpec for SwarmsChild<P>
                 children,
                 start_order: StartOrder::Concurrent,
                 store,
-            };
-            let (sup, _) = Actor::spawn_linked(None, Supervisor, args, supervisor).await?;
-            port.slots.swarms.set(sup.clone());
-            Ok(sup.get_cell())
+            })
         })
+    }
+
+    fn started(&self, supervisor: &ActorRef<SupervisorMsg>) -> BoxFuture<'static, ()> {
+        let port: Port = self.api.clone().into();
+        port.slots.swarms.set(supervisor.clone());
+        Box::pin(async {})
     }
 }
 
@@ -188,7 +179,7 @@ pub(crate) fn team_key(lead: &Lead, team: &str) -> String {
 
 /// One swarm's subtree; why its coordinator's start failed goes to `failure`.
 pub(crate) fn swarm_child(api: &Port, id: String, failure: StartFailure) -> Arc<dyn ChildSpec> {
-    Arc::new(SwarmChild {
+    Nested::child(SwarmChild {
         api: api.clone(),
         id,
         failure,
@@ -202,7 +193,7 @@ struct SwarmChild {
     failure: StartFailure,
 }
 
-impl ChildSpec for SwarmChild {
+impl Nest for SwarmChild {
     fn id(&self) -> &str {
         &self.id
     }
@@ -211,12 +202,8 @@ impl ChildSpec for SwarmChild {
         "SWARM"
     }
 
-    fn shutdown(&self) -> Shutdown {
-        Shutdown::Infinity
-    }
-
-    fn is_supervisor(&self) -> bool {
-        true
+    fn event_data(&self) -> serde_json::Value {
+        json!({ "swarm": self.id })
     }
 
     fn start_timeout(&self) -> Duration {
@@ -224,50 +211,49 @@ impl ChildSpec for SwarmChild {
         Duration::from_secs(120)
     }
 
-    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
+    fn args(&self) -> BoxFuture<'static, Result<SupervisorArgs, ActorProcessingErr>> {
+        let (api, id, failure) = (self.api.clone(), self.id.clone(), self.failure.clone());
         Box::pin(async move {
-            let store = self.api.store.clone();
+            let store = api.store.clone();
             let bytes = store
-                .get(SWARMS, &self.id)
+                .get(SWARMS, &id)
                 .await?
-                .ok_or_else(|| format!("swarm {} is not stored", self.id))?;
+                .ok_or_else(|| format!("swarm {id} is not stored"))?;
             let spec: SwarmSpec = troupe_runtime::codec::decode(&bytes)?;
-            let members: Arc<dyn ChildSpec> = Arc::new(AgentsChild {
+            let members = Nested::child(AgentsChild {
                 store: store.clone(),
-                slots: self.api.slots.clone(),
-                policy: self.api.policy.clone(),
-                backoff: self.api.backoff,
-                owner: Owner::Swarm(self.id.clone()),
+                slots: api.slots.clone(),
+                policy: api.policy.clone(),
+                backoff: api.backoff,
+                owner: Owner::Swarm(id.clone()),
                 strategy: match spec.strategy {
                     MemberStrategy::OneForOne => Strategy::OneForOne,
                     MemberStrategy::OneForAll => Strategy::OneForAll,
                 },
             });
             let coordinator: Arc<dyn ChildSpec> = Arc::new(coordinator::CoordinatorChild {
-                api: self.api.clone(),
-                id: self.id.clone(),
-                failure: self.failure.clone(),
+                api: api.clone(),
+                id: id.clone(),
+                failure,
             });
             let mut children = vec![members, coordinator];
-            for team in teams_of(&store, Some(&self.id)).await? {
-                children.push(swarm_child(&self.api, team, StartFailure::default()));
+            for team in teams_of(&store, Some(&id)).await? {
+                children.push(swarm_child(&api, team, StartFailure::default()));
             }
-            let args = SupervisorArgs {
+            Ok(SupervisorArgs {
                 name: format!("swarm {}", spec.name),
                 strategy: Strategy::OneForOne,
                 intensity: None,
-                backoff: self.api.backoff,
+                backoff: api.backoff,
                 children,
                 start_order: StartOrder::Sequential,
                 store,
-            };
-            let (sup, _) = Actor::spawn_linked(None, Supervisor, args, supervisor).await?;
-            self.api.slots.swarm_supervisors.set(&self.id, sup.clone());
-            Ok(sup.get_cell())
+            })
         })
     }
 
-    fn event_data(&self) -> serde_json::Value {
-        json!({ "swarm": self.id })
+    fn started(&self, supervisor: &ActorRef<SupervisorMsg>) -> BoxFuture<'static, ()> {
+        self.api.slots.swarm_supervisors.set(&self.id, supervisor.clone());
+        Box::pin(async {})
     }
 }

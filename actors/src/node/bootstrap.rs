@@ -146,7 +146,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             cooldown: config.breaker_cooldown,
         },
     });
-    let agents: Arc<dyn ChildSpec> = Arc::new(AgentsChild {
+    let agents = Nested::child(AgentsChild {
         store: store.clone(),
         slots: slots.clone(),
         policy: agent_policy.clone(),
@@ -154,7 +154,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         owner: crate::agent::Owner::Node,
         strategy: Strategy::OneForOne,
     });
-    let swarms: Arc<dyn ChildSpec> = Arc::new(crate::swarm::SwarmsChild { api: api.clone() });
+    let swarms = Nested::child(crate::swarm::SwarmsChild { api: api.clone() });
     let core_store = store.clone();
     let core = SupervisorSpec {
         id: "core".into(),

@@ -14,6 +14,14 @@ use super::{ChildSpec, Shutdown, Supervisor, SupervisorArgs, SupervisorMsg};
 /// What makes a nested supervisor: its id, and its arguments as they are now.
 pub trait Nest: Send + Sync + 'static {
     fn id(&self) -> &str;
+    /// Prefix of its events (`SUPERVISOR_STARTED`, ...).
+    fn kind(&self) -> &str {
+        "SUPERVISOR"
+    }
+    /// Extra fields for its events.
+    fn event_data(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
     /// The supervisor's arguments, its children included, made afresh at each (re)start.
     fn args(&self) -> BoxFuture<'static, Result<SupervisorArgs, ActorProcessingErr>>;
     /// How long reading the children and starting them may take.
@@ -46,7 +54,11 @@ impl<N: Nest> ChildSpec for Nested<N> {
     }
 
     fn kind(&self) -> &str {
-        "SUPERVISOR"
+        self.0.kind()
+    }
+
+    fn event_data(&self) -> serde_json::Value {
+        self.0.event_data()
     }
 
     fn shutdown(&self) -> Shutdown {

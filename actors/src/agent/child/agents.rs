@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use ractor::{Actor, ActorCell, ActorProcessingErr};
+use ractor::{ActorProcessingErr, ActorRef};
 use troupe_runtime::store::Store;
-use troupe_runtime::supervision::{Backoff, ChildSpec, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs};
+use troupe_runtime::supervision::{Backoff, ChildSpec, Nest, StartOrder, Strategy, SupervisorArgs, SupervisorMsg};
 
 use super::{AgentChild, AgentPolicy};
 use crate::agent::checkpoints;
@@ -30,21 +30,9 @@ pub struct AgentsChild {
     pub strategy: Strategy,
 }
 
-impl ChildSpec for AgentsChild {
+impl Nest for AgentsChild {
     fn id(&self) -> &str {
         self.owner.supervisor()
-    }
-
-    fn kind(&self) -> &str {
-        "SUPERVISOR"
-    }
-
-    fn shutdown(&self) -> Shutdown {
-        Shutdown::Infinity
-    }
-
-    fn is_supervisor(&self) -> bool {
-        true
     }
 
     fn start_timeout(&self) -> Duration {
@@ -52,18 +40,19 @@ impl ChildSpec for AgentsChild {
         Duration::from_secs(60)
     }
 
-    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
+    fn args(&self) -> BoxFuture<'static, Result<SupervisorArgs, ActorProcessingErr>> {
+        let (store, slots, policy) = (self.store.clone(), self.slots.clone(), self.policy.clone());
+        let (owner, strategy, backoff) = (self.owner.clone(), self.strategy, self.backoff);
         Box::pin(async move {
             // Lifecycle records of the previous incarnation land before we read.
-            self.store.flush().await?;
-            let owner = self.owner.clone();
-            let owned = self
-                .store
+            store.flush().await?;
+            let wanted = owner.clone();
+            let owned = store
                 .view(move |v| {
                     let mut out = Vec::new();
                     v.scan(AGENTS, None, |id, bytes| {
                         let spec: AgentSpec = troupe_runtime::codec::decode(bytes)?;
-                        if spec.owner == owner && spec.desired != Desired::Stopped {
+                        if spec.owner == wanted && spec.desired != Desired::Stopped {
                             let status: AgentStatus = match v.get(AGENT_STATUS, id)? {
                                 Some(b) => troupe_runtime::codec::decode(&b)?,
                                 None => AgentStatus::new(AgentState::Starting),
@@ -84,30 +73,32 @@ impl ChildSpec for AgentsChild {
                     let child = Arc::new(AgentChild::new(
                         spec,
                         status,
-                        self.slots.clone(),
-                        self.store.clone(),
-                        self.policy.clone(),
+                        slots.clone(),
+                        store.clone(),
+                        policy.clone(),
                     ));
                     child.set_latest_checkpoint(latest);
-                    self.slots.handles.insert(child.clone());
+                    slots.handles.insert(child.clone());
                     child as Arc<dyn ChildSpec>
                 })
                 .collect();
-            let args = SupervisorArgs {
-                name: self.owner.supervisor().into(),
-                strategy: self.strategy,
+            Ok(SupervisorArgs {
+                name: owner.supervisor().into(),
+                strategy,
                 intensity: None,
-                backoff: self.backoff,
+                backoff,
                 children,
                 start_order: StartOrder::Concurrent,
-                store: self.store.clone(),
-            };
-            let (sup, _) = Actor::spawn_linked(None, Supervisor, args, supervisor).await?;
-            match self.owner.swarm() {
-                None => self.slots.agents.set(sup.clone()),
-                Some(swarm) => self.slots.members.set(swarm, sup.clone()),
-            }
-            Ok(sup.get_cell())
+                store,
+            })
         })
+    }
+
+    fn started(&self, supervisor: &ActorRef<SupervisorMsg>) -> BoxFuture<'static, ()> {
+        match self.owner.swarm() {
+            None => self.slots.agents.set(supervisor.clone()),
+            Some(swarm) => self.slots.members.set(swarm, supervisor.clone()),
+        }
+        Box::pin(async {})
     }
 }
