@@ -15,7 +15,6 @@
 
 mod actor;
 mod backend;
-mod call;
 pub mod checkpoints;
 mod child;
 mod ladder;

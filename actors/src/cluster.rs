@@ -1,10 +1,20 @@
-//! Cluster membership and remote calls over ractor_cluster.
+//! Cluster membership, where entities live, and remote calls over ractor_cluster.
 //!
 //! ```text
 //! cluster (local actor) ── NodeServer (ractor_cluster: listener, sessions, cookie auth)
-//!                       ├─ node service   (pg "troupe.node.<name>": hello, heartbeat)
-//!                       ├─ agents service (pg "troupe.agents.<name>")
-//!                       └─ tasks service  (pg "troupe.tasks.<name>")
+//!                       ├─ node service     (pg "troupe.node.<name>": hello, heartbeat)
+//!                       ├─ agents service   (pg "troupe.agents.<name>")
+//!                       ├─ tasks service    (pg "troupe.tasks.<name>")
+//!                       ├─ messages service (pg "troupe.messages.<name>")
+//!                       ├─ hosts service    (pg "troupe.hosts.<name>")
+//!                       ├─ vms service      (pg "troupe.vms.<name>")
+//!                       └─ swarms service   (pg "troupe.swarms.<name>")
+//!
+//! membership.rs  who is there: heartbeats, UP/DOWN, peers dropped after a long silence,
+//!                asking every reachable peer at once (gather)
+//! directory.rs   which node holds an id: Cluster::holder, the one place that answers it
+//! remote.rs      service!: each domain's requests declared once; At (this node or the
+//!                holder), Peer, Everywhere; the service actor that answers peers
 //! ```
 //!
 //! Only these per-domain services are remotable: a peer addresses "the tasks service on

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod agent;
+pub(crate) mod call;
 pub mod cluster;
 pub mod error;
 pub mod host;

@@ -4,10 +4,19 @@
 //! node (one_for_one, escalates past its intensity: the node exits non-zero)
 //! ├── core (rest_for_one: agents hold the scheduler's ref, so they restart after it)
 //! │   ├── scheduler
-//! │   └── agents (one_for_one, never escalates: each agent has its own intensity) ── agent …
-//! ├── cluster ── NodeServer, node / agents / tasks services
+//! │   ├── agents (one_for_one, never escalates: each agent has its own intensity) ── agent …
+//! │   └── swarms (one_for_one) ── swarm <id> (one_for_one, members first)
+//! │                                ├── members (the swarm's strategy) ── agent …
+//! │                                ├── coordinator
+//! │                                └── swarm <sub-team id> …
+//! ├── hosts (one_for_one) ── host driver … ── VM actor …
+//! ├── cluster ── NodeServer; node, agents, tasks, messages, hosts, vms, swarms services
 //! └── (extra children from the caller, e.g. the gateway)
 //! ```
+//!
+//! Every supervisor below the root is a [`troupe_runtime::supervision::Nest`]: at each
+//! (re)start it loads its children from the store (the agents it owns, the node's swarms or
+//! hosts) and says where it runs (`slots`), so a restarted subtree is the stored one.
 //!
 //! The store is opened before the tree and outlives it: a store failure fail-stops the node
 //! (see [`Node::failed`]), and the next start recovers from what is on disk.

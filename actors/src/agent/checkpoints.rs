@@ -11,10 +11,10 @@ use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::{Batch, Store, StoreError, View};
 use troupe_runtime::supervision::ChildSpec;
 
-use super::call::{ask, keep, split};
 use super::lifecycle::running;
 use super::registry::Registry;
 use super::{AgentChild, AgentMsg, Restore};
+use crate::call::{ask, keep, split};
 use crate::error::ApiError;
 use crate::tables::CHECKPOINTS;
 

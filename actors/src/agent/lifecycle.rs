@@ -18,12 +18,12 @@ use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::Batch;
 use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 
-use super::call::{ask, ask_within, keep, split, CALL_TIMEOUT};
 use super::checkpoints;
 use super::registry::{did_not_start, Registry};
 use super::spec::{AgentSpec, AgentUpdate, Desired, Owner};
 use super::status::{gauge_moved, AgentState, AgentView};
 use super::{AgentChild, AgentMsg};
+use crate::call::{ask, ask_within, keep, split, CALL_TIMEOUT};
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
 use crate::tables::{AGENTS, AGENT_STATS, AGENT_STATUS};

@@ -20,11 +20,11 @@ use troupe_runtime::idempotency::{Claim, Guard, Idempotency};
 use troupe_runtime::store::{Batch, Store, StoreError, View};
 use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 
-use super::call::{ask, ask_within, split, CALL_TIMEOUT};
 use super::checkpoints;
 use super::spec::{AgentFilter, AgentSpec, Desired, Owner, SpawnAgentRequest};
 use super::status::{gauge_moved, AgentState, AgentStats, AgentStatus, AgentView};
 use super::{AgentChild, AgentMsg, AgentPolicy, Probe};
+use crate::call::{ask, ask_within, split, CALL_TIMEOUT};
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
 use crate::slots::Slots;

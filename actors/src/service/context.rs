@@ -2,15 +2,13 @@
 //! idempotency keys, and the helpers to route, forward and answer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ractor::rpc::CallResult;
-use ractor::{ActorRef, RpcReplyPort};
+use ractor::ActorRef;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use troupe_runtime::auth::Tokens;
-use troupe_runtime::idempotency::{Claim, Guard, Idempotency};
+use troupe_runtime::idempotency::{Claim, Idempotency};
 use troupe_runtime::store::Store;
 use troupe_runtime::supervision::SupervisorMsg;
 
@@ -19,8 +17,7 @@ use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
 use crate::slots::Slots;
 
-/// How long a call into a local actor may take.
-pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) use crate::call::{ask, keep, split};
 
 pub(crate) struct Context {
     pub node_id: String,
@@ -99,45 +96,5 @@ impl Context {
             Some(key) => Ok(Some(self.idempotency.claim(scope, key, request).await?)),
             None => Ok(None),
         }
-    }
-}
-
-/// Calls a local actor and waits at most [`CALL_TIMEOUT`].
-pub(crate) async fn ask<M: ractor::Message, T: Send + 'static>(
-    actor: &ActorRef<M>,
-    msg: impl FnOnce(RpcReplyPort<T>) -> M,
-    what: &str,
-) -> Result<T, ApiError> {
-    ask_within(actor, msg, what, CALL_TIMEOUT).await
-}
-
-/// Calls a local actor whose answer may take longer than a call (a start that waits for its
-/// child); waits at most `limit`.
-pub(crate) async fn ask_within<M: ractor::Message, T: Send + 'static>(
-    actor: &ActorRef<M>,
-    msg: impl FnOnce(RpcReplyPort<T>) -> M,
-    what: &str,
-    limit: Duration,
-) -> Result<T, ApiError> {
-    match actor.call(msg, Some(limit)).await? {
-        CallResult::Success(answer) => Ok(answer),
-        _ => Err(ApiError::Unavailable(format!("{what} did not answer"))),
-    }
-}
-
-/// Keeps the id a keyed mutation answered with, in a batch of its own.
-pub(crate) async fn keep(store: &Store, guard: Option<Guard>, id: &str) -> Result<(), ApiError> {
-    if let Some(guard) = guard {
-        guard.save(store, &id.to_owned()).await?;
-    }
-    Ok(())
-}
-
-/// The guard of a fresh claim, or the id a replayed one answered with.
-pub(crate) fn split(claim: Option<Claim<String>>) -> Result<Option<Guard>, String> {
-    match claim {
-        None => Ok(None),
-        Some(Claim::Fresh(guard)) => Ok(Some(guard)),
-        Some(Claim::Replay(id)) => Err(id),
     }
 }

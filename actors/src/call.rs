@@ -1,6 +1,6 @@
-//! Calls the agent room makes into this node's actors (the agents' supervisors, an agent,
-//! the scheduler), each bounded in time, and the bookkeeping of a keyed mutation's
-//! idempotency claim.
+//! Calls into this node's own actors (a supervisor, an agent, the scheduler), each bounded
+//! in time, and the bookkeeping of a keyed mutation's idempotency claim: what every room
+//! and the services share.
 
 use std::time::Duration;
 
