@@ -59,11 +59,10 @@ pub struct Api {
 }
 
 impl Api {
-    pub(crate) fn new(ctx: Context) -> Self {
-        Self::from_context(Arc::new(ctx))
-    }
-
-    pub(crate) fn from_context(ctx: Arc<Context>) -> Self {
+    /// The node's services over the shared context; each domain's own state (the mailboxes)
+    /// goes to its service alone.
+    pub(crate) fn new(ctx: Context, mailboxes: crate::messaging::Mailboxes) -> Self {
+        let ctx = Arc::new(ctx);
         let hosts = Hosts {
             fleet: ctx.fleet.clone(),
             ctx: ctx.clone(),
@@ -73,7 +72,7 @@ impl Api {
             swarms: Swarms { ctx: ctx.clone() },
             tasks: Tasks { ctx: ctx.clone() },
             messages: Messages {
-                mailboxes: ctx.mailboxes.clone(),
+                mailboxes,
                 ctx: ctx.clone(),
             },
             vms: Vms { hosts: hosts.clone() },

@@ -34,7 +34,6 @@ pub(crate) struct Context {
     pub agent_policy: crate::agent::AgentPolicy,
     pub draining: AtomicBool,
     pub fleet: std::sync::Arc<crate::host::Fleet>,
-    pub mailboxes: crate::messaging::Mailboxes,
     /// Restart backoff of the supervisors the node makes as it runs (a swarm's).
     pub backoff: troupe_runtime::supervision::Backoff,
     /// One writer at a time per swarm's memory, spec and status, and per swarm task record.

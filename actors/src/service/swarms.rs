@@ -9,7 +9,6 @@ use troupe_runtime::supervision::SupervisorMsg;
 
 use super::agents::Agents;
 use super::context::{ask, Context};
-use super::Api;
 use crate::agent::Owner;
 use crate::error::ApiError;
 use crate::swarm::{CoordinatorMsg, SwarmSpec, SwarmView};
@@ -56,17 +55,12 @@ impl Swarms {
         Agents { ctx: self.ctx.clone() }
     }
 
-    fn api(&self) -> Api {
-        Api::from_context(self.ctx.clone())
-    }
-
     /// A swarm of this node with its members.
     pub async fn get(&self, id: &str) -> Result<SwarmView, ApiError> {
         on_peer!(self, id, get(id.to_owned()));
         let spec = crate::swarm::load_spec(&self.ctx.store, id).await?;
         let status = crate::swarm::load_status(&self.ctx.store, id).await?;
         let members = self
-            .api()
             .agents()
             .owned(&Owner::Swarm(id.to_owned()))
             .await?

@@ -69,7 +69,6 @@ impl Swarms {
         for member in &req.members {
             self.local(member)?;
             let view = self
-                .api()
                 .agents()
                 .get(member)
                 .await?

@@ -59,7 +59,7 @@ impl Swarms {
         // The work its unfinished tasks handed out goes with it: a MESH subtask waits in the
         // shared queue for a capability no agent will have, counting against the open-task
         // bound for ever. Cancelled before the members go, so none of it is requeued.
-        let tasks_service = self.api().tasks().clone();
+        let tasks_service = super::super::Tasks { ctx: self.ctx.clone() };
         for subtask in &open_subtasks {
             match tasks_service.cancel(subtask, None).await {
                 Ok(_) | Err(ApiError::NotFound(_) | ApiError::Conflict(_)) => {}
