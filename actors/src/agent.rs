@@ -19,6 +19,7 @@ pub mod checkpoints;
 mod child;
 mod ladder;
 mod lifecycle;
+pub(crate) mod owners;
 pub mod protocol;
 mod registry;
 mod secrets;

@@ -5,6 +5,9 @@ use troupe_runtime::store::Table;
 
 /// Agent specs by id: [`crate::agent::AgentSpec`].
 pub const AGENTS: Table = Table::new("agents");
+/// Agents by owner, `<node | swarm/<swarm id>>/<agent id>` (empty values), written beside
+/// the spec, so an owner reads its own agents only.
+pub const AGENTS_BY_OWNER: Table = Table::new("agents_by_owner");
 /// Agent statuses by id: [`crate::agent::AgentStatus`]; written by the agent's supervisor.
 pub const AGENT_STATUS: Table = Table::new("agent_status");
 /// Task counters by agent id: [`crate::agent::AgentStats`]; written by the scheduler.

@@ -103,8 +103,13 @@ impl Registry<'_> {
             Action::Update(update) => {
                 let spec = update.apply(&handle.spec())?;
                 self.policy.secrets.check(&spec.backend).await?;
-                self.write_spec(&spec, "AGENT_UPDATED", json!({ "appliesAt": "next start" }))
-                    .await?;
+                self.write_spec(
+                    Batch::new(),
+                    &spec,
+                    "AGENT_UPDATED",
+                    json!({ "appliesAt": "next start" }),
+                )
+                .await?;
                 handle.set_spec(spec);
             }
             Action::Rollback { checkpoint } => self.rollback(&handle, &checkpoint).await?,
@@ -237,6 +242,7 @@ impl Registry<'_> {
                 Some(id.clone()),
                 json!({ "name": view.spec.name, "node": view.spec.node }),
             ));
+        batch = super::owners::unfile(batch, &view.spec.owner, &id);
         checkpoints::delete_all(self.store, &id, &mut batch).await?;
         self.store.write(batch).await?;
         self.slots.handles.remove(&id);
@@ -310,7 +316,8 @@ impl Registry<'_> {
         spec.owner = owner.clone();
         spec.desired = Desired::Running;
         let data = json!({ "from": from.swarm(), "to": owner.swarm() });
-        self.write_spec(&spec, "AGENT_OWNER_CHANGED", data).await?;
+        let refile = super::owners::file(super::owners::unfile(Batch::new(), &from, id), &owner, id);
+        self.write_spec(refile, &spec, "AGENT_OWNER_CHANGED", data).await?;
         handle.set_spec(spec);
         if owner == Owner::Node || self.supervisor_of(&owner).is_ok() {
             self.launch(&handle).await?;
@@ -319,10 +326,17 @@ impl Registry<'_> {
         Ok(())
     }
 
-    async fn write_spec(&self, spec: &AgentSpec, kind: &str, data: serde_json::Value) -> Result<(), ApiError> {
+    /// Writes the spec and its event, with whatever else `batch` holds.
+    async fn write_spec(
+        &self,
+        batch: Batch,
+        spec: &AgentSpec,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<(), ApiError> {
         self.store
             .write(
-                Batch::new()
+                batch
                     .put(AGENTS, spec.id.clone(), troupe_runtime::codec::encode(spec)?)
                     .event(NewEvent::new(kind, Some(spec.id.clone()), data)),
             )

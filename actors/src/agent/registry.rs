@@ -137,6 +137,7 @@ impl Registry<'_> {
             .put(AGENTS, spec.id.clone(), troupe_runtime::codec::encode(&spec)?)
             .put(AGENT_STATUS, spec.id.clone(), troupe_runtime::codec::encode(&status)?)
             .event(NewEvent::new(kind, Some(spec.id.clone()), data));
+        batch = super::owners::file(batch, &spec.owner, &spec.id);
         if let Some(guard) = &guard {
             guard.record(&mut batch, &spec.id)?;
         }
@@ -201,19 +202,7 @@ impl Registry<'_> {
     /// live status.
     pub async fn owned(&self, owner: &Owner) -> Result<Vec<AgentView>, ApiError> {
         let wanted = owner.clone();
-        let found = self
-            .store
-            .view(move |v| {
-                let mut out = Vec::new();
-                v.scan(AGENTS, None, |id, bytes| {
-                    if troupe_runtime::codec::decode::<AgentSpec>(bytes)?.owner == wanted {
-                        out.extend(read_one(v, id)?);
-                    }
-                    Ok(true)
-                })?;
-                Ok(out)
-            })
-            .await?;
+        let found = self.store.view(move |v| super::owners::owned_in(v, &wanted)).await?;
         let live = found
             .into_iter()
             .map(|(spec, status)| {
@@ -308,7 +297,7 @@ pub(super) fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no agent {id}"))
 }
 
-fn read_one(v: &View<'_>, id: &str) -> Result<Option<Found>, StoreError> {
+pub(super) fn read_one(v: &View<'_>, id: &str) -> Result<Option<Found>, StoreError> {
     let Some(spec) = v.get(AGENTS, id)? else {
         return Ok(None);
     };

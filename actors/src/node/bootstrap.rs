@@ -57,6 +57,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     };
     let node_id = node_id(&store).await?;
     count_agents(&store).await?;
+    crate::agent::owners::build_once(&store).await?;
     let slots = Slots::default();
     let cluster = Cluster::new(PeerInfo {
         name: config.node_name.clone(),
