@@ -69,7 +69,11 @@ impl Api {
         };
         Self {
             agents: Agents { ctx: ctx.clone() },
-            swarms: Swarms { ctx: ctx.clone() },
+            swarms: Swarms {
+                ctx: ctx.clone(),
+                locks: Default::default(),
+                watch: Default::default(),
+            },
             tasks: Tasks { ctx: ctx.clone() },
             messages: Messages {
                 mailboxes,

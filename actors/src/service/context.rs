@@ -36,10 +36,6 @@ pub(crate) struct Context {
     pub fleet: std::sync::Arc<crate::host::Fleet>,
     /// Restart backoff of the supervisors the node makes as it runs (a swarm's).
     pub backoff: troupe_runtime::supervision::Backoff,
-    /// One writer at a time per swarm's memory, spec and status, and per swarm task record.
-    pub swarm_locks: crate::swarm::Locks,
-    /// Wakes swarm conductors waiting on tasks and members.
-    pub swarm_watch: crate::swarm::Watch,
     /// DEAD tasks being requeued now.
     pub requeueing: crate::inflight::InFlight,
 }

@@ -33,6 +33,10 @@ mod work;
 #[derive(Clone)]
 pub struct Swarms {
     pub(crate) ctx: Arc<Context>,
+    /// One writer at a time per swarm's memory, spec and status, and per swarm task record.
+    pub(crate) locks: crate::swarm::Locks,
+    /// Wakes swarm conductors waiting on tasks and members.
+    pub(crate) watch: crate::swarm::Watch,
 }
 
 impl Swarms {

@@ -14,7 +14,7 @@ impl Swarms {
     /// Sets the swarm's size (within its bounds) and waits for its coordinator to reach it.
     pub async fn scale(&self, id: &str, size: u32, reason: &str) -> Result<SwarmView, ApiError> {
         on_peer!(self, id, scale(id.to_owned(), size, reason.to_owned()));
-        let held = self.ctx.swarm_locks.hold_spec(id).await;
+        let held = self.locks.hold_spec(id).await;
         change_records(&self.ctx.store, &held, |spec, _| {
             if size < spec.min_agents || size > spec.max_agents {
                 return Err(ApiError::invalid(format!(
@@ -37,7 +37,7 @@ impl Swarms {
 
     pub async fn set_topology(&self, id: &str, topology: Topology) -> Result<SwarmView, ApiError> {
         on_peer!(self, id, set_topology(id.to_owned(), topology));
-        let held = self.ctx.swarm_locks.hold_spec(id).await;
+        let held = self.locks.hold_spec(id).await;
         change_records(&self.ctx.store, &held, |spec, status| {
             let from = std::mem::replace(&mut spec.topology, topology);
             status.active = match topology {
@@ -56,7 +56,7 @@ impl Swarms {
     /// lock is held throughout, so two adoptions count twice and one agent is adopted once.
     pub async fn adopt(&self, id: &str, agent: &str) -> Result<SwarmView, ApiError> {
         on_peer!(self, id, adopt(id.to_owned(), agent.to_owned()));
-        let held = self.ctx.swarm_locks.hold_spec(id).await;
+        let held = self.locks.hold_spec(id).await;
         crate::swarm::load_spec(&self.ctx.store, id).await?;
         self.adoptable(agent).await?;
         let (spec, _) = change_records(&self.ctx.store, &held, |spec, _| {
@@ -80,7 +80,7 @@ impl Swarms {
     /// spec lock throughout, as [`Self::adopt`]).
     pub async fn release(&self, id: &str, agent: &str) -> Result<SwarmView, ApiError> {
         on_peer!(self, id, release(id.to_owned(), agent.to_owned()));
-        let held = self.ctx.swarm_locks.hold_spec(id).await;
+        let held = self.locks.hold_spec(id).await;
         crate::swarm::load_spec(&self.ctx.store, id).await?;
         if self.owner_of(agent).await? != Owner::Swarm(id.to_owned()) {
             return Err(ApiError::Conflict(format!(

@@ -18,8 +18,8 @@ impl Swarms {
         let ctx = &self.ctx;
         Port {
             store: ctx.store.clone(),
-            locks: ctx.swarm_locks.clone(),
-            watch: ctx.swarm_watch.clone(),
+            locks: self.locks.clone(),
+            watch: self.watch.clone(),
             backoff: ctx.backoff,
             policy: ctx.agent_policy.clone(),
             slots: ctx.slots.clone(),

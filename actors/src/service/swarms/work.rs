@@ -54,7 +54,7 @@ impl Swarms {
                 )));
             }
         }
-        let lock = self.ctx.swarm_locks.memory(id);
+        let lock = self.locks.memory(id);
         let _one_writer = lock.lock().await;
         memory::write(&self.ctx.store, id, key, write, expect, limit).await
     }
