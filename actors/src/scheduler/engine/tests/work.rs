@@ -174,7 +174,7 @@ proptest::proptest! {
         slots in proptest::collection::vec(1u32..4, 1..4),
     ) {
         let mut e = engine();
-        let now = now0();
+        let mut now = now0();
         for (i, s) in slots.iter().enumerate() {
             e.agent_up(&format!("a{i}"), caps(&["c"]), *s, i as u64 + 1, now);
         }
@@ -193,7 +193,7 @@ proptest::proptest! {
             deps_of.insert(id.clone(), deps);
             pending.extend(e.enqueue(limits, TaskStatus::queued(), now));
         }
-        let mut steps = 0;
+        let (mut steps, mut wakes) = (0, 0);
         loop {
             for f in pending.drain(..) {
                 if let Effect::Start { agent, task, attempt, .. } = f {
@@ -208,7 +208,17 @@ proptest::proptest! {
                 let on = running.values().filter(|(a, _)| *a == format!("a{i}")).count() as u32;
                 proptest::prop_assert!(on <= *s);
             }
-            let Some(task) = running.keys().min().cloned() else { break };
+            let Some(task) = running.keys().min().cloned() else {
+                // Nothing runs but tasks are open: every agent's breaker opened after
+                // consecutive failures. Time passes until they half-open and take work again.
+                if e.open() > 0 && wakes < tasks.len() {
+                    wakes += 1;
+                    now = later(now, BreakerPolicy::default().cooldown.as_millis() as u64);
+                    pending.extend(e.wake(now));
+                    continue;
+                }
+                break;
+            };
             let (agent, attempt) = running.remove(&task).unwrap();
             let outcome = if fails[&task] { Err("no".to_string()) } else { Ok(json!(task)) };
             if outcome.is_ok() {
