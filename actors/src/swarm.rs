@@ -65,13 +65,12 @@ use crate::error::ApiError;
 use crate::tables::{SWARMS, SWARM_TEAMS};
 
 /// The node's `swarms` supervisor: each start rebuilds it with every top-level swarm of this
-/// node (sub-teams start inside their parents). `api` is whatever gives the swarm room its
-/// [`Port`] (the node's `Api` does).
-pub struct SwarmsChild<P = Port> {
-    pub api: P,
+/// node (sub-teams start inside their parents).
+pub struct SwarmsChild {
+    pub port: Port,
 }
 
-impl<P: Clone + Into<Port> + Send + Sync + 'static> Nest for SwarmsChild<P> {
+impl Nest for SwarmsChild {
     fn id(&self) -> &str {
         "swarms"
     }
@@ -81,7 +80,7 @@ impl<P: Clone + Into<Port> + Send + Sync + 'static> Nest for SwarmsChild<P> {
     }
 
     fn args(&self) -> BoxFuture<'static, Result<SupervisorArgs, ActorProcessingErr>> {
-        let port: Port = self.api.clone().into();
+        let port = self.port.clone();
         Box::pin(async move {
             let store = port.store.clone();
             let children = teams_of(&store, None)
@@ -102,8 +101,7 @@ impl<P: Clone + Into<Port> + Send + Sync + 'static> Nest for SwarmsChild<P> {
     }
 
     fn started(&self, supervisor: &ActorRef<SupervisorMsg>) -> BoxFuture<'static, ()> {
-        let port: Port = self.api.clone().into();
-        port.slots.swarms.set(supervisor.clone());
+        self.port.slots.swarms.set(supervisor.clone());
         Box::pin(async {})
     }
 }

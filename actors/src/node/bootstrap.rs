@@ -155,7 +155,9 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         owner: crate::agent::Owner::Node,
         strategy: Strategy::OneForOne,
     });
-    let swarms = Nested::child(crate::swarm::SwarmsChild { api: api.clone() });
+    let swarms = Nested::child(crate::swarm::SwarmsChild {
+        port: api.swarms().port(),
+    });
     let core_store = store.clone();
     let core = SupervisorSpec {
         id: "core".into(),

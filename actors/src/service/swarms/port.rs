@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use super::Swarms;
 use crate::agent::{AgentView, Owner, SpawnAgentRequest};
 use crate::error::ApiError;
-use crate::service::{AgentAction, Agents, Api, Tasks};
+use crate::service::{AgentAction, Agents, Tasks};
 use crate::swarm::{Members, Port, Subtasks};
 use crate::task::{GraphTask, SubmitTaskRequest, TaskRecord};
 
@@ -26,12 +26,6 @@ impl Swarms {
             members: Arc::new(Agents { ctx: ctx.clone() }),
             subtasks: Arc::new(Tasks { ctx: ctx.clone() }),
         }
-    }
-}
-
-impl From<Api> for Port {
-    fn from(api: Api) -> Port {
-        api.swarms().port()
     }
 }
 
