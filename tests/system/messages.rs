@@ -225,10 +225,12 @@ async fn published_messages_reach_the_agents_and_clients_whose_patterns_match() 
             .await?;
         ids.insert(name, text(&a, "/id")?);
     }
+    // From the log's end now: the marker published next is seen however soon it commits.
+    let now = node.gql_ok("{ node { lastSeq } }", json!({})).await?["node"]["lastSeq"].clone();
     let mut sub = super::support::Subscription::start(
         &node,
-        "subscription { messages(topic: \"builds.#\") { topic payload } }",
-        json!({}),
+        "subscription($after: Int64) { messages(topic: \"builds.#\", after: $after) { topic payload } }",
+        json!({ "after": now }),
     )
     .await?;
     let publish = "mutation($t: String!, $p: JSON!) { publish(topic: $t, payload: $p) { queued missingNodes } }";

@@ -238,17 +238,22 @@ pub struct MessagesSubscription;
 #[async_graphql::Subscription]
 impl MessagesSubscription {
     /// Messages published on this node on topics matching `topic` (a topic, or a pattern with
-    /// `*` and `#`), from now on.
+    /// `*` and `#`): those after the event `seq` `after` (`node { lastSeq }` read before
+    /// subscribing, so none is missed), or from now on.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn messages(
         &self,
         ctx: &Context<'_>,
         topic: String,
+        after: Option<Int64>,
     ) -> async_graphql::Result<impl futures::Stream<Item = async_graphql::Result<TopicMessage>>> {
         use futures::StreamExt;
         troupe_actors::service::check_topic(&topic, true).gql()?;
         let api = ctx.data::<Api>()?.clone();
-        let after = api.last_seq().await.gql()?;
+        let after = match super::events::cursor(after)? {
+            Some(a) => a,
+            None => api.last_seq().await.gql()?,
+        };
         let filter = troupe_runtime::events::EventFilter {
             kinds: Some(["MESSAGE_PUBLISHED".to_string()].into_iter().collect()),
             subject: None,
