@@ -55,6 +55,9 @@ pub(super) struct Live {
     paused: AtomicBool,
     /// Set once Troupe itself ends the process: its exit is then not a failure.
     stopping: AtomicBool,
+    /// Why Troupe killed the process, when it did (hung): the attempts it was running end
+    /// with this, not with the bare exit the kill causes.
+    killed_for: Mutex<Option<String>>,
     next_request: AtomicU64,
 }
 
@@ -180,7 +183,10 @@ impl Backend for Process {
                 };
                 tokio::select! {
                     outcome = &mut rx => {
-                        return outcome.unwrap_or_else(|_| Err("the process ended while running the task".into()));
+                        return outcome.unwrap_or_else(|_| {
+                            let killed = live.killed_for.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                            Err(killed.unwrap_or_else(|| "the process ended while running the task".into()))
+                        });
                     }
                     _ = progress.notified() => continue,
                     _ = idle => {
@@ -308,14 +314,17 @@ async fn watchdog(live: Arc<Live>, spec: ProcessBackend, link: Link) {
         let silent = live.silent_for();
         let verdict = silence(silent, interval, spec.missed_heartbeats);
         if verdict == Silence::Hung {
-            live.stopping.store(true, Ordering::Relaxed);
-            signal_group(live.pgid, libc::SIGKILL);
-            link.signal(Signal::Lost(format!(
+            let why = format!(
                 "no heartbeat for {} ms ({} intervals of {} ms): hung, killed",
                 silent.as_millis(),
                 spec.missed_heartbeats,
                 spec.heartbeat_ms
-            )));
+            );
+            live.stopping.store(true, Ordering::Relaxed);
+            // Before the kill: the attempts its exit ends say why it was killed.
+            *live.killed_for.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+            signal_group(live.pgid, libc::SIGKILL);
+            link.signal(Signal::Lost(why));
             return;
         }
         let late = verdict == Silence::Late;

@@ -55,6 +55,7 @@ pub(super) fn spawn(
         epoch: Instant::now(),
         paused: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
+        killed_for: Mutex::new(None),
         next_request: AtomicU64::new(1),
     });
     if let Some(mut stdin) = stdin {

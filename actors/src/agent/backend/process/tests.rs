@@ -17,6 +17,7 @@ fn detached() -> (Arc<Live>, mpsc::UnboundedReceiver<String>) {
         epoch: Instant::now(),
         paused: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
+        killed_for: Mutex::new(None),
         next_request: AtomicU64::new(1),
     });
     (live, sent)
@@ -184,4 +185,32 @@ async fn a_silent_process_is_unhealthy_after_an_interval_and_a_half_then_hung_af
         hung >= Duration::from_millis(3000) && hung < Duration::from_millis(3500),
         "{hung:?}"
     );
+}
+
+/// The attempts a hung process was running end saying it hung, not only that it exited:
+/// the kill's exit may reach them before the agent's own failure does.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_a_hung_process_was_running_ends_saying_it_hung() {
+    let (live, mut sent) = detached();
+    let mut process = backend(live.clone());
+    let (tx, mut signals) = mpsc::unbounded_channel();
+    let (agent, _) = ractor::Actor::spawn(None, Agent(tx), ())
+        .await
+        .expect("a stand-in agent");
+    let running = started(&mut process, &mut sent, 1).await;
+    let spec = ProcessBackend {
+        command: vec!["unused".into()],
+        env: vec![],
+        timeout_ms: None,
+        heartbeat_ms: 100,
+        missed_heartbeats: 3,
+        ready_timeout_ms: ProcessBackend::DEFAULT_READY_TIMEOUT_MS,
+    };
+    live.touch();
+    tokio::spawn(watchdog(live.clone(), spec, Link(Some(agent))));
+    while signals.recv().await != Some("lost") {}
+    // What the process's exit does to the attempts it was running.
+    live.lock_tasks().clear();
+    let outcome = running.await.expect("the attempt ends");
+    assert!(outcome.as_ref().is_err_and(|e| e.contains("hung")), "{outcome:?}");
 }
