@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
-use troupe_runtime::idempotency::{Claim, Guard};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use troupe_runtime::idempotency::{Claim, Guard, Idempotency};
 use troupe_runtime::store::Store;
 
 use crate::error::ApiError;
@@ -51,5 +53,18 @@ pub(crate) fn split(claim: Option<Claim<String>>) -> Result<Option<Guard>, Strin
         None => Ok(None),
         Some(Claim::Fresh(guard)) => Ok(Some(guard)),
         Some(Claim::Replay(id)) => Err(id),
+    }
+}
+
+/// Claims an idempotency key, when the caller gave one.
+pub(crate) async fn claim<T: DeserializeOwned>(
+    idempotency: &Idempotency,
+    scope: &str,
+    key: Option<&str>,
+    request: &impl Serialize,
+) -> Result<Option<Claim<T>>, ApiError> {
+    match key {
+        Some(key) => Ok(Some(idempotency.claim(scope, key, request).await?)),
+        None => Ok(None),
     }
 }

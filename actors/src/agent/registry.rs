@@ -66,10 +66,7 @@ impl Registry<'_> {
         key: Option<&str>,
         request: &impl Serialize,
     ) -> Result<Option<Claim<T>>, ApiError> {
-        match key {
-            Some(key) => Ok(Some(self.idempotency.claim(scope, key, request).await?)),
-            None => Ok(None),
-        }
+        crate::call::claim(self.idempotency, scope, key, request).await
     }
 
     pub(super) fn scheduler(&self) -> Result<ActorRef<SchedulerMsg>, ApiError> {

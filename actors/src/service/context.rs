@@ -87,9 +87,6 @@ impl Context {
         key: Option<&str>,
         request: &impl Serialize,
     ) -> Result<Option<Claim<T>>, ApiError> {
-        match key {
-            Some(key) => Ok(Some(self.idempotency.claim(scope, key, request).await?)),
-            None => Ok(None),
-        }
+        crate::call::claim(&self.idempotency, scope, key, request).await
     }
 }
