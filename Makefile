@@ -66,6 +66,11 @@ run: deps build
 test: deps
 	@printf '\n==> %s\n' 'cargo fmt --all -- --check'
 	@$(CARGO) fmt --all -- --check
+	@# One TLS provider (aws-lc-rs, see runtime/src/tls.rs): a second one (ring) is a second
+	@# crypto library compiled for nothing.
+	@printf '\n==> %s\n' 'one rustls provider: cargo tree -i ring finds nothing'
+	@if [ -n "$$($(CARGO) tree --workspace -e normal,dev -i ring 2>/dev/null)" ]; then \
+	  echo "error: ring is compiled beside aws-lc-rs:" >&2; $(CARGO) tree --workspace -e normal,dev -i ring >&2; exit 1; fi
 	@printf '\n==> %s\n' 'cargo clippy --workspace --all-targets -- -D warnings'
 	@$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@printf '\n==> %s\n' 'cargo test --workspace'

@@ -57,6 +57,7 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("troupe serve starts");
+        troupe_runtime::tls::install_provider();
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(1024)

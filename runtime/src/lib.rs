@@ -24,3 +24,4 @@ pub mod idempotency;
 pub mod store;
 pub mod supervision;
 pub mod telemetry;
+pub mod tls;

@@ -272,7 +272,7 @@ async fn a_frozen_peer_is_named_missing_and_requests_for_it_fail_fast_or_in_boun
     // is shed at once (503) and the other cut at the timeout.
     let lookup = |n: u32| {
         let q = json!({ "query": format!("{{ t{n}: task(id: \"{task}\") {{ id }} }}") });
-        let client = reqwest::Client::new();
+        let client = super::support::http_client().build().expect("http client");
         let (url, token) = (alpha.url("/graphql"), alpha.token.clone());
         async move {
             let resp = client.post(url).bearer_auth(token).json(&q).send().await?;

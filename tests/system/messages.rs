@@ -160,7 +160,8 @@ async fn a_critical_message_overtakes_queued_normal_ones_and_a_full_mailbox_refu
             gate.path().display().to_string(),
         );
         async move {
-            reqwest::Client::new()
+            super::support::http_client()
+                .build()?
                 .post(format!("http://{node_addr}/graphql"))
                 .bearer_auth(token)
                 .json(&json!({ "query": SEND, "variables": { "to": agent, "payload": { "n": 1, "gate": gate } } }))

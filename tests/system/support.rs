@@ -95,7 +95,7 @@ impl Node {
         let dir = tempfile::Builder::new().prefix("troupe-test-").tempdir()?;
         // Its presence at start turns on the store's fault files (see Node::inject_fault).
         std::fs::create_dir_all(dir.path().join("faults"))?;
-        let http = reqwest::Client::builder().no_proxy().timeout(WAIT).build()?;
+        let http = http_client().no_proxy().timeout(WAIT).build()?;
         let mut node = Node {
             name: opts.name.clone(),
             addr: String::new(),
@@ -392,6 +392,12 @@ impl Gate {
 }
 
 /// errors[0].extensions.code of a GraphQL response body.
+/// A client builder on the node's one TLS provider (reqwest brings none of its own).
+pub fn http_client() -> reqwest::ClientBuilder {
+    troupe_runtime::tls::install_provider();
+    reqwest::Client::builder()
+}
+
 pub fn error_code(body: &Value) -> Option<String> {
     body.pointer("/errors/0/extensions/code")
         .and_then(Value::as_str)

@@ -131,7 +131,8 @@ async fn metrics_can_be_put_behind_a_token() -> Result<()> {
     let (status, _) = node.get("/metrics").await?;
     ensure!(status == 401, "/metrics without a token: {status}");
     let viewer = node.create_token("viewer").await?;
-    let resp = reqwest::Client::new()
+    let resp = super::support::http_client()
+        .build()?
         .get(node.url("/metrics"))
         .bearer_auth(&viewer)
         .send()

@@ -25,6 +25,12 @@ use crate::task::{Assignment, Outcome};
 pub use cgroup::describe as describe_cgroup;
 pub use limits::{read_stat, sample, signal_group, Stat, Usage};
 
+/// An HTTP client on the node's one TLS provider (see [`troupe_runtime::tls`]).
+pub fn http_client() -> reqwest::Client {
+    troupe_runtime::tls::install_provider();
+    reqwest::Client::new()
+}
+
 /// What a backend tells its agent on its own, outside any task.
 #[derive(Debug)]
 pub enum Signal {

@@ -29,7 +29,7 @@ impl Http {
         Self {
             spec,
             agent,
-            client: reqwest::Client::new(),
+            client: super::http_client(),
         }
     }
 }

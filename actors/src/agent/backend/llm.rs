@@ -33,7 +33,7 @@ impl Llm {
     pub fn new(spec: LlmBackend, secrets: Arc<Secrets>) -> Self {
         Self {
             spec,
-            client: reqwest::Client::new(),
+            client: super::http_client(),
             secrets,
             key: None,
         }
