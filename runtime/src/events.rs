@@ -44,6 +44,17 @@ impl NewEvent {
         })
     }
 
+    /// An event from its stored form (as a log entry carries it).
+    pub(crate) fn from_body(bytes: &[u8]) -> Result<Self, StoreError> {
+        let body: Body = crate::codec::decode(bytes)?;
+        Ok(Self {
+            kind: body.kind,
+            subject: body.subject,
+            data: body.data,
+            at: body.at,
+        })
+    }
+
     pub(crate) fn sequenced(self, seq: u64) -> Event {
         Event {
             seq,

@@ -2,32 +2,37 @@
 //! every batch it has received since the last commit in one transaction (group commit).
 //!
 //! ```text
-//!  callers ──Batch──▶ mpsc ──▶ writer thread: drain ▶ one write txn ▶ fsync ▶ reply + fan out events
+//!  callers ──Batch──▶ mpsc ──▶ writer thread: drain ▶ one log entry ▶ fsync ▶ apply ▶ reply
+//!                                                                      (events fanned out)
 //!  readers ──────────────────▶ read views (MVCC, never blocked by the writer)
 //! ```
 //!
-//! A batch's events get their sequence numbers inside the commit, so the log order is the
-//! commit order, and an event is fanned out only after it is durable. The store knows no
-//! domain: each crate declares its own [`Table`]s.
+//! Every group of batches is one entry of a Raft log ([`raft`]): it is acknowledged once
+//! the entry is committed and applied. A batch's events get their sequence numbers when the
+//! entry is applied, so the event order is the log order (the same on every member), and an
+//! event is fanned out only after it is durable. The store knows no domain: each crate
+//! declares its own [`Table`]s.
 
+mod apply;
 mod batch;
 mod fault;
+pub mod raft;
 mod view;
 mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+#[cfg(test)]
+use apply::Log;
 pub use batch::{Batch, Op, Table};
 #[cfg(feature = "fault-injection")]
 pub use fault::file_gates;
 pub use fault::{gates_in, Fault, FaultHook};
 pub use view::View;
-#[cfg(test)]
-use writer::Log;
 
 use crate::events::Event;
 
@@ -64,6 +69,9 @@ pub enum StoreError {
     Compacted { after: u64, oldest: u64 },
     #[error("cursor {after} is ahead of this node's log (its last event is {last}): cursors are per node")]
     FutureCursor { after: u64, last: u64 },
+    /// This node does not lead the replicated log; the write was not made.
+    #[error("this node does not lead the cluster's log (the leader is {})", leader.as_deref().unwrap_or("unknown"))]
+    NotLeader { leader: Option<String> },
 }
 
 impl StoreError {
@@ -85,6 +93,8 @@ pub struct StoreOptions {
     pub event_retention: u64,
     /// Asked about every batch before it is committed (tests).
     pub fault: Option<FaultHook>,
+    /// This node's name and Raft timing.
+    pub identity: raft::Identity,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -92,6 +102,7 @@ impl std::fmt::Debug for StoreOptions {
         f.debug_struct("StoreOptions")
             .field("event_retention", &self.event_retention)
             .field("fault", &self.fault.is_some())
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -101,6 +112,7 @@ impl Default for StoreOptions {
         Self {
             event_retention: 1_000_000,
             fault: None,
+            identity: raft::Identity::default(),
         }
     }
 }
@@ -116,6 +128,8 @@ struct Inner {
     tx: mpsc::UnboundedSender<writer::Request>,
     live: broadcast::Sender<Arc<Event>>,
     health: watch::Receiver<Option<String>>,
+    raft: raft::Raft,
+    transport: raft::TransportSlot,
 }
 
 impl std::fmt::Debug for Store {
@@ -163,43 +177,74 @@ impl Store {
         txn.open_table(EVENTS).map_err(StoreError::db)?;
         txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
         txn.commit().map_err(StoreError::db)?;
-        let (oldest, next_seq) = {
-            let read = db.begin_read().map_err(StoreError::db)?;
-            let events = read.open_table(EVENTS).map_err(StoreError::db)?;
-            let next = events
-                .last()
-                .map_err(StoreError::db)?
-                .map(|(k, _)| k.value() + 1)
-                .unwrap_or(1);
-            let oldest = events
-                .first()
-                .map_err(StoreError::db)?
-                .map(|(k, _)| k.value())
-                .unwrap_or(next);
-            (oldest, next)
-        };
         // Deep enough that subscribers who fall a little behind still read from memory; one
         // further behind catches up from the log.
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         let (tx, rx) = mpsc::unbounded_channel();
         let (health_tx, health) = watch::channel(None);
-        writer::Writer {
-            db: db.clone(),
-            rx,
-            live: live.clone(),
-            log: writer::Log {
-                oldest,
-                next_seq,
-                retention: options.event_retention,
-            },
-            health: health_tx,
-            fault: options.fault,
-        }
-        .spawn()
-        .map_err(StoreError::db)?;
+        let transport = raft::TransportSlot::default();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let start = {
+            let (db, live, transport) = (db.clone(), live.clone(), transport.clone());
+            move || -> Result<(tokio::runtime::Runtime, raft::Raft), StoreError> {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("troupe-raft")
+                    .enable_all()
+                    .build()
+                    .map_err(StoreError::db)?;
+                let raft = rt.block_on(raft::start(
+                    db,
+                    live,
+                    options.event_retention,
+                    &options.identity,
+                    transport,
+                ))?;
+                Ok((rt, raft))
+            }
+        };
+        let fault = options.fault.clone();
+        std::thread::Builder::new()
+            .name("troupe-store-writer".into())
+            .spawn(move || match start() {
+                Ok((rt, raft)) => {
+                    let _ = started_tx.send(Ok(raft.clone()));
+                    writer::Writer {
+                        rx,
+                        raft,
+                        health: health_tx,
+                        fault,
+                    }
+                    .run(rt);
+                }
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                }
+            })
+            .map_err(StoreError::db)?;
+        let raft = started
+            .recv()
+            .map_err(|_| StoreError::Database("the store writer did not start".into()))??;
         Ok(Self {
-            inner: Arc::new(Inner { db, tx, live, health }),
+            inner: Arc::new(Inner {
+                db,
+                tx,
+                live,
+                health,
+                raft,
+                transport,
+            }),
         })
+    }
+
+    /// This node's member of the replicated log (membership, metrics, leadership).
+    pub fn raft(&self) -> &raft::Raft {
+        &self.inner.raft
+    }
+
+    /// Where the node's cluster puts the transport that carries Raft's messages.
+    pub fn transport(&self) -> &raft::TransportSlot {
+        &self.inner.transport
     }
 
     /// Hands a batch to the writer without waiting; the returned ticket resolves once it is

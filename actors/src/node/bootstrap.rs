@@ -42,6 +42,10 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     let options = StoreOptions {
         event_retention: config.event_retention,
         fault: store::gates_in(config.data_dir.join("faults")),
+        identity: store::raft::Identity {
+            name: config.node_name.clone(),
+            ..store::raft::Identity::default()
+        },
     };
     let store_path = config.store_path();
     let store = match blocking(move || Store::open_with(&store_path, options)).await {

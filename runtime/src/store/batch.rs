@@ -1,7 +1,9 @@
 //! What a write carries: puts, deletes and events, applied atomically in one commit.
 
 use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
 
+use super::StoreError;
 use crate::events::NewEvent;
 
 /// A key-value table of the store: string keys, byte values (rmp-serde encoded by their
@@ -23,6 +25,21 @@ impl Table {
 
     pub fn name(self) -> &'static str {
         self.0
+    }
+
+    /// The table of this name, as a decoded log entry names it. Names are interned: a node
+    /// knows a few dozen tables, and one that came from a peer stays known.
+    pub fn named(name: &str) -> Self {
+        static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        match names.iter().find(|n| **n == name) {
+            Some(n) => Self(n),
+            None => {
+                let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+                names.push(leaked);
+                Self(leaked)
+            }
+        }
     }
 
     pub(crate) fn definition(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -99,5 +116,96 @@ impl Batch {
 
     pub fn ops(&self) -> &[Op] {
         &self.ops
+    }
+
+    /// Makes the batch ready to go into the log: every event encoded, every value small
+    /// enough for the database. A batch that fails here is refused alone, before it is
+    /// proposed, so applying a committed entry never meets a bad batch.
+    pub(crate) fn seal(&mut self) -> Result<(), StoreError> {
+        let mut bodies = Vec::with_capacity(self.bodies.len());
+        for op in &self.ops {
+            match op {
+                Op::Event(e) => bodies.push(e.body()?),
+                Op::Put { value, .. } if value.len() > MAX_VALUE => {
+                    return Err(StoreError::Rejected(format!(
+                        "a value of {} bytes is too large",
+                        value.len()
+                    )))
+                }
+                Op::Put { .. } | Op::Delete { .. } => {}
+            }
+        }
+        if self.bodies.iter().any(Vec::is_empty) || self.bodies.len() != bodies.len() {
+            self.bodies = bodies;
+        }
+        Ok(())
+    }
+}
+
+/// The largest value the database holds (redb's own limit is a little above 3 GiB).
+const MAX_VALUE: usize = 3 << 30;
+
+/// One op as a log entry carries it: events as their stored bodies.
+#[derive(Serialize)]
+enum WireRef<'a> {
+    Put(&'a str, &'a str, &'a serde_bytes::Bytes),
+    Delete(&'a str, &'a str),
+    Event(&'a serde_bytes::Bytes),
+}
+
+#[derive(Deserialize)]
+enum Wire {
+    Put(String, String, serde_bytes::ByteBuf),
+    Delete(String, String),
+    Event(serde_bytes::ByteBuf),
+}
+
+impl Serialize for Batch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.ops.len()))?;
+        let mut bodies = self.bodies.iter();
+        for op in &self.ops {
+            match op {
+                Op::Put { table, key, value } => {
+                    seq.serialize_element(&WireRef::Put(table.name(), key, serde_bytes::Bytes::new(value)))?
+                }
+                Op::Delete { table, key } => seq.serialize_element(&WireRef::Delete(table.name(), key))?,
+                Op::Event(_) => match bodies.next() {
+                    Some(body) if !body.is_empty() => {
+                        seq.serialize_element(&WireRef::Event(serde_bytes::Bytes::new(body)))?
+                    }
+                    _ => return Err(S::Error::custom("an event of the batch was not encoded")),
+                },
+            }
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let wire = Vec::<Wire>::deserialize(d)?;
+        let mut batch = Batch::default();
+        for op in wire {
+            match op {
+                Wire::Put(table, key, value) => batch.ops.push(Op::Put {
+                    table: Table::named(&table),
+                    key,
+                    value: value.into_vec(),
+                }),
+                Wire::Delete(table, key) => batch.ops.push(Op::Delete {
+                    table: Table::named(&table),
+                    key,
+                }),
+                Wire::Event(body) => {
+                    let event = NewEvent::from_body(&body).map_err(D::Error::custom)?;
+                    batch.ops.push(Op::Event(event));
+                    batch.bodies.push(body.into_vec());
+                }
+            }
+        }
+        Ok(batch)
     }
 }

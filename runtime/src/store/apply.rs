@@ -1,0 +1,152 @@
+//! Applying committed batches to the node's tables: what the replicated state machine does
+//! with each log entry, the same on every node, so every node's tables and event sequence
+//! numbers come out alike.
+
+use redb::{Database, ReadableTable, WriteTransaction};
+
+use super::{Batch, Op, StoreError, Table, EVENTS, EVENT_KINDS};
+use crate::events::Event;
+
+/// The event log as the state machine sees it: what it holds and how much it may keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Log {
+    pub oldest: u64,
+    pub next_seq: u64,
+    pub retention: u64,
+}
+
+impl Log {
+    /// Where to cut so the newest `retention` events stay, once the log has grown a tenth
+    /// past the limit (trimming in steps keeps the deletes rare and batched).
+    pub fn cut(&self) -> Option<u64> {
+        if self.retention == 0 {
+            return None;
+        }
+        let held = self.next_seq - self.oldest;
+        (held > self.retention + self.retention / 10).then(|| self.next_seq - self.retention)
+    }
+
+    /// The log's bounds as the database holds them.
+    pub(super) fn read(db: &Database, retention: u64) -> Result<Self, StoreError> {
+        use redb::ReadableDatabase;
+        let read = db.begin_read().map_err(StoreError::db)?;
+        let events = match read.open_table(EVENTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Ok(Self {
+                    oldest: 1,
+                    next_seq: 1,
+                    retention,
+                })
+            }
+            Err(e) => return Err(StoreError::db(e)),
+        };
+        let next_seq = events
+            .last()
+            .map_err(StoreError::db)?
+            .map(|(k, _)| k.value() + 1)
+            .unwrap_or(1);
+        let oldest = events
+            .first()
+            .map_err(StoreError::db)?
+            .map(|(k, _)| k.value())
+            .unwrap_or(next_seq);
+        Ok(Self {
+            oldest,
+            next_seq,
+            retention,
+        })
+    }
+}
+
+/// The tables of one write transaction, each opened once: a group can hold tens of
+/// thousands of ops.
+pub(super) struct Open<'t> {
+    txn: &'t WriteTransaction,
+    log: redb::Table<'t, u64, &'static [u8]>,
+    kinds: redb::Table<'t, (&'static str, u64), ()>,
+    tables: Vec<(Table, redb::Table<'t, &'static str, &'static [u8]>)>,
+    pub seq: u64,
+}
+
+impl<'t> Open<'t> {
+    pub fn new(txn: &'t WriteTransaction, seq: u64) -> Result<Self, StoreError> {
+        Ok(Self {
+            txn,
+            log: txn.open_table(EVENTS).map_err(StoreError::db)?,
+            kinds: txn.open_table(EVENT_KINDS).map_err(StoreError::db)?,
+            tables: Vec::new(),
+            seq,
+        })
+    }
+
+    /// Applies one batch; the sequence numbers its events got.
+    pub fn apply(&mut self, batch: &Batch, events: &mut Vec<Event>) -> Result<Vec<u64>, StoreError> {
+        let mut seqs = Vec::new();
+        let mut bodies = batch.bodies.iter();
+        for op in &batch.ops {
+            match op {
+                Op::Put { table, key, value } => {
+                    self.table(*table)?
+                        .insert(key.as_str(), value.as_slice())
+                        .map_err(StoreError::db)?;
+                }
+                Op::Delete { table, key } => {
+                    self.table(*table)?.remove(key.as_str()).map_err(StoreError::db)?;
+                }
+                Op::Event(new) => {
+                    let encoded;
+                    let bytes = match bodies.next() {
+                        Some(body) if !body.is_empty() => body.as_slice(),
+                        _ => {
+                            encoded = new.body()?;
+                            encoded.as_slice()
+                        }
+                    };
+                    self.log.insert(self.seq, bytes).map_err(StoreError::db)?;
+                    let event = new.clone().sequenced(self.seq);
+                    self.kinds
+                        .insert((event.kind.as_str(), self.seq), ())
+                        .map_err(StoreError::db)?;
+                    seqs.push(self.seq);
+                    events.push(event);
+                    self.seq += 1;
+                }
+            }
+        }
+        Ok(seqs)
+    }
+
+    fn table(&mut self, table: Table) -> Result<&mut redb::Table<'t, &'static str, &'static [u8]>, StoreError> {
+        let pos = match self.tables.iter().position(|(t, _)| *t == table) {
+            Some(pos) => pos,
+            None => {
+                let opened = self.txn.open_table(table.definition()).map_err(StoreError::db)?;
+                self.tables.push((table, opened));
+                self.tables.len() - 1
+            }
+        };
+        Ok(&mut self.tables[pos].1)
+    }
+}
+
+/// Deletes the events in `from..to`, and their entries in the kind index.
+pub(super) fn trim(db: &Database, from: u64, to: u64) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(StoreError::db)?;
+    // Trimming is this node's own housekeeping: the next durable commit carries it.
+    let _ = txn.set_durability(redb::Durability::None);
+    {
+        let mut log = txn.open_table(EVENTS).map_err(StoreError::db)?;
+        let mut kinds = txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
+        let mut gone = Vec::new();
+        for entry in log.range(from..to).map_err(StoreError::db)? {
+            let (k, v) = entry.map_err(StoreError::db)?;
+            gone.push((Event::stored(k.value(), v.value())?.kind, k.value()));
+        }
+        log.retain_in(from..to, |_, _| false).map_err(StoreError::db)?;
+        for (kind, seq) in gone {
+            kinds.remove((kind.as_str(), seq)).map_err(StoreError::db)?;
+        }
+    }
+    txn.commit().map_err(StoreError::db)
+}

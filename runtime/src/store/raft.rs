@@ -1,0 +1,220 @@
+//! The replicated log under the store (openraft 0.9, storage-v2, on the node's own redb).
+//!
+//! ```text
+//!  writer thread ── group of batches ──▶ client_write(Proposal) ──▶ leader appends (fsync)
+//!                                                                    │  replicates to voters
+//!                       every node: committed entry ──▶ Machine::apply ──▶ tables + events
+//! ```
+//!
+//! A [`Proposal`] is one log entry: every batch the writer drained since its last commit
+//! (group commit, so one fsync covers many writes). The state machine is the store's own
+//! tables: applying an entry writes its batches, in order, and numbers their events, so the
+//! event sequence is the log's order and the same on every node. Log, vote and applied
+//! state live in tables of the same database (`raft_log`, `raft_state`, `raft_applied`).
+//!
+//! The Raft core runs on a small runtime of its own, owned by the writer thread: its
+//! heartbeats and elections never wait behind the node's actors, and tests that pause the
+//! node's clock do not pause the log.
+
+mod log;
+mod machine;
+mod network;
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub use network::{serve, RpcKind, Transport, TransportSlot};
+
+use super::{Batch, StoreError};
+use crate::events::Event;
+
+openraft::declare_raft_types!(
+    /// Troupe's Raft types: entries carry a group of store batches; applying one answers
+    /// the sequence numbers each batch's events got.
+    pub Troupe:
+        D = Proposal,
+        R = Applied,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<Troupe>;
+
+/// One log entry: the batches of one group commit, applied in order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Proposal {
+    pub batches: Vec<Batch>,
+}
+
+/// What applying a [`Proposal`] gave: per batch, the sequence numbers of its events.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Applied {
+    pub seqs: Vec<Vec<u64>>,
+}
+
+/// Log entries, one per index.
+pub(super) const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// The log's own state: vote, committed and last purged log ids, this node's Raft id.
+pub(super) const RAFT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state");
+/// The state machine's applied log id and membership, written with the data they describe.
+pub(super) const RAFT_APPLIED: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_applied");
+
+/// Whether a table belongs to the log rather than to the replicated state.
+pub(super) fn is_raft_table(name: &str) -> bool {
+    name.starts_with("raft_")
+}
+
+/// The Raft timing, tuned for slow shared disks: an fsync of a few milliseconds must never
+/// look like a dead leader (openraft's own 150–300 ms election window is too tight there).
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(1000),
+            election_max: Duration::from_millis(2000),
+        }
+    }
+}
+
+/// Entries between snapshots. A snapshot copies every table, so it is taken rarely; the
+/// log keeps this many entries (each a whole group commit) between them.
+const SNAPSHOT_EVERY: u64 = 20_000;
+/// Entries kept behind a snapshot, for a follower that is only a little behind.
+const KEEP_BEHIND_SNAPSHOT: u64 = 1_000;
+/// Snapshot chunks stay well under ractor_cluster's 16 MiB frames.
+const SNAPSHOT_CHUNK: u64 = 1 << 20;
+/// A chunk may take seconds on a busy link (openraft's 200 ms default loops for ever there).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a one-voter node waits to lead after it starts.
+const LEAD_WITHIN: Duration = Duration::from_secs(30);
+
+/// Who this node is in the Raft group.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The node's name, as the cluster addresses it.
+    pub name: String,
+    pub timing: Timing,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self {
+            name: "local".into(),
+            timing: Timing::default(),
+        }
+    }
+}
+
+fn config(timing: &Timing) -> Result<Config, StoreError> {
+    let millis = |d: Duration| d.as_millis() as u64;
+    Config {
+        cluster_name: "troupe".into(),
+        heartbeat_interval: millis(timing.heartbeat),
+        election_timeout_min: millis(timing.election_min),
+        election_timeout_max: millis(timing.election_max),
+        install_snapshot_timeout: millis(SNAPSHOT_TIMEOUT),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK,
+        max_in_snapshot_log_to_keep: KEEP_BEHIND_SNAPSHOT,
+        ..Config::default()
+    }
+    .validate()
+    .map_err(|e| StoreError::Database(format!("raft configuration: {e}")))
+}
+
+/// Starts this node's Raft member on the current runtime: a fresh store becomes a one-node
+/// cluster of its own; a store that was one already leads again at once.
+pub(super) async fn start(
+    db: Arc<Database>,
+    live: broadcast::Sender<Arc<Event>>,
+    retention: u64,
+    identity: &Identity,
+    transport: TransportSlot,
+) -> Result<Raft, StoreError> {
+    let id = log::node_id(&db)?;
+    let logs = log::LogStore::new(db.clone());
+    let machine = machine::Machine::open(db, live, retention)?;
+    let raft = Raft::new(
+        id,
+        Arc::new(config(&identity.timing)?),
+        network::Network::new(transport),
+        logs,
+        machine,
+    )
+    .await
+    .map_err(|e| StoreError::Database(format!("raft: {e}")))?;
+    let fatal = |e: openraft::error::Fatal<NodeId>| StoreError::Database(format!("raft: {e}"));
+    if !raft.is_initialized().await.map_err(fatal)? {
+        let members = BTreeMap::from([(id, BasicNode::new(&identity.name))]);
+        raft.initialize(members)
+            .await
+            .map_err(|e| StoreError::Database(format!("raft initialize: {e}")))?;
+    }
+    let voters: Vec<NodeId> = raft
+        .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
+        .await
+        .map_err(fatal)?;
+    let alone = voters == [id];
+    if alone {
+        // The only voter need not wait out an election timeout to lead again.
+        raft.trigger().elect().await.map_err(fatal)?;
+        raft.wait(Some(LEAD_WITHIN))
+            .state(ServerState::Leader, "a one-node store leads")
+            .await
+            .map_err(|e| StoreError::Database(format!("raft did not elect this node: {e}")))?;
+    }
+    Ok(raft)
+}
+
+/// Reads one value of a Raft table, `None` when absent.
+fn read_state<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    table: TableDefinition<&str, &[u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let txn = db.begin_read().map_err(StoreError::db)?;
+    let t = match txn.open_table(table) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(StoreError::db(e)),
+    };
+    match t.get(key).map_err(StoreError::db)? {
+        Some(v) => crate::codec::decode(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Runs blocking database work off the Raft runtime's worker.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
+}
+
+/// A failed read as openraft wants it: any storage error stops this node's Raft core.
+fn read_error(e: impl std::fmt::Display) -> openraft::StorageError<NodeId> {
+    openraft::StorageIOError::read(openraft::AnyError::error(e.to_string())).into()
+}
+
+/// A failed write as openraft wants it.
+fn write_error(e: impl std::fmt::Display) -> openraft::StorageError<NodeId> {
+    openraft::StorageIOError::write(openraft::AnyError::error(e.to_string())).into()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! The Raft log in redb: one entry per index, and the vote, committed and purged log ids.
+//! Every write commits with `Durability::Immediate`: an entry is acknowledged to openraft
+//! only once it is on disk, and that commit also makes durable the state machine's cheaper
+//! commits before it.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{Entry, LogId, LogState, RaftLogId, RaftLogReader, StorageError, Vote};
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use super::{blocking, read_error, read_state, write_error, NodeId, Troupe, RAFT_LOG, RAFT_STATE};
+use crate::codec;
+use crate::store::StoreError;
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const PURGED: &str = "purged";
+const ID: &str = "id";
+
+/// This node's Raft id: made once, at the store's first start, and kept, so a node keeps
+/// its place in the group when its name or address changes.
+pub(super) fn node_id(db: &Database) -> Result<NodeId, StoreError> {
+    if let Some(id) = read_state::<NodeId>(db, RAFT_STATE, ID)? {
+        return Ok(id);
+    }
+    // Never 0: some tools read 0 as "no node".
+    let id = rand::random::<u64>().max(1);
+    put_state(db, ID, &id)?;
+    Ok(id)
+}
+
+fn put_state<T: serde::Serialize>(db: &Database, key: &str, value: &T) -> Result<(), StoreError> {
+    let bytes = codec::encode(value)?;
+    let txn = db.begin_write().map_err(StoreError::db)?;
+    txn.open_table(RAFT_STATE)
+        .map_err(StoreError::db)?
+        .insert(key, bytes.as_slice())
+        .map_err(StoreError::db)?;
+    txn.commit().map_err(StoreError::db)
+}
+
+#[derive(Clone)]
+pub(super) struct LogStore {
+    db: Arc<Database>,
+}
+
+impl LogStore {
+    pub fn new(db: Arc<Database>) -> Self {
+        Self { db }
+    }
+
+    async fn state<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        key: &'static str,
+    ) -> Result<Option<T>, StorageError<NodeId>> {
+        let db = self.db.clone();
+        blocking(move || read_state(&db, RAFT_STATE, key))
+            .await
+            .map_err(read_error)
+    }
+
+    async fn save<T: serde::Serialize + Send + 'static>(
+        &self,
+        key: &'static str,
+        value: T,
+    ) -> Result<(), StorageError<NodeId>> {
+        let db = self.db.clone();
+        blocking(move || put_state(&db, key, &value)).await.map_err(write_error)
+    }
+}
+
+impl RaftLogReader<Troupe> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<Troupe>>, StorageError<NodeId>> {
+        let db = self.db.clone();
+        let range = (range.start_bound().cloned(), range.end_bound().cloned());
+        blocking(move || {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            let log = match txn.open_table(RAFT_LOG) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(StoreError::db(e)),
+            };
+            let mut entries = Vec::new();
+            for item in log.range::<u64>(range).map_err(StoreError::db)? {
+                let (_, v) = item.map_err(StoreError::db)?;
+                entries.push(codec::decode(v.value())?);
+            }
+            Ok(entries)
+        })
+        .await
+        .map_err(read_error)
+    }
+}
+
+impl RaftLogStorage<Troupe> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<Troupe>, StorageError<NodeId>> {
+        let purged: Option<LogId<NodeId>> = self.state(PURGED).await?;
+        let db = self.db.clone();
+        let last = blocking(move || {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            let log = match txn.open_table(RAFT_LOG) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(StoreError::db(e)),
+            };
+            let last = match log.last().map_err(StoreError::db)? {
+                Some((_, v)) => Some(*codec::decode::<Entry<Troupe>>(v.value())?.get_log_id()),
+                None => None,
+            };
+            Ok(last)
+        })
+        .await
+        .map_err(read_error)?;
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last.or(purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.save(VOTE, *vote).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.state(VOTE).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
+        self.save(COMMITTED, committed).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self.state::<Option<LogId<NodeId>>>(COMMITTED).await?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<Troupe>) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<Troupe>> + Send,
+        I::IntoIter: Send,
+    {
+        let encoded = entries
+            .into_iter()
+            .map(|e| Ok((e.get_log_id().index, codec::encode(&e)?)))
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map_err(write_error)?;
+        let db = self.db.clone();
+        let written = blocking(move || {
+            let txn = db.begin_write().map_err(StoreError::db)?;
+            {
+                let mut log = txn.open_table(RAFT_LOG).map_err(StoreError::db)?;
+                for (index, bytes) in &encoded {
+                    log.insert(*index, bytes.as_slice()).map_err(StoreError::db)?;
+                }
+            }
+            txn.commit().map_err(StoreError::db)
+        })
+        .await;
+        match written {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_error(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let db = self.db.clone();
+        blocking(move || {
+            let txn = db.begin_write().map_err(StoreError::db)?;
+            txn.open_table(RAFT_LOG)
+                .map_err(StoreError::db)?
+                .retain_in::<u64, _>((Bound::Included(log_id.index), Bound::Unbounded), |_, _| false)
+                .map_err(StoreError::db)?;
+            txn.commit().map_err(StoreError::db)
+        })
+        .await
+        .map_err(write_error)
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let db = self.db.clone();
+        blocking(move || {
+            let bytes = codec::encode(&log_id)?;
+            let txn = db.begin_write().map_err(StoreError::db)?;
+            // The purge and the record of it in one transaction: a crash between them would
+            // leave a log that starts past what it says it purged.
+            txn.open_table(RAFT_LOG)
+                .map_err(StoreError::db)?
+                .retain_in::<u64, _>(..=log_id.index, |_, _| false)
+                .map_err(StoreError::db)?;
+            txn.open_table(RAFT_STATE)
+                .map_err(StoreError::db)?
+                .insert(PURGED, bytes.as_slice())
+                .map_err(StoreError::db)?;
+            txn.commit().map_err(StoreError::db)
+        })
+        .await
+        .map_err(write_error)
+    }
+}

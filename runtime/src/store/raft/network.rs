@@ -1,0 +1,164 @@
+//! How Raft's messages reach the other members. The store knows no cluster: the node hands
+//! it a [`Transport`] (today over ractor_cluster) that carries encoded requests to a member
+//! by name and brings back encoded answers; [`serve`] answers them on the receiving side.
+//! Requests and answers are rmp-serde, with byte strings as msgpack bin.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{AnyError, BasicNode, RaftNetwork, RaftNetworkFactory};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{NodeId, Raft, Troupe};
+use crate::codec;
+use crate::store::StoreError;
+
+/// Which Raft RPC a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RpcKind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+/// Carries one encoded Raft request to the member named `to` and returns its encoded answer,
+/// or why it could not (the member is not connected, it did not answer within `within`).
+pub trait Transport: Send + Sync + 'static {
+    fn send(
+        &self,
+        to: &str,
+        kind: RpcKind,
+        request: Vec<u8>,
+        within: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, String>>;
+}
+
+/// Where the node puts its transport once its cluster is up; until then every other member
+/// is unreachable (a one-node store never sends anything).
+#[derive(Clone, Default)]
+pub struct TransportSlot(Arc<RwLock<Option<Arc<dyn Transport>>>>);
+
+impl std::fmt::Debug for TransportSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportSlot")
+            .field("set", &self.get().is_some())
+            .finish()
+    }
+}
+
+impl TransportSlot {
+    pub fn set(&self, transport: Arc<dyn Transport>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(transport);
+    }
+
+    fn get(&self) -> Option<Arc<dyn Transport>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+pub(super) struct Network {
+    slot: TransportSlot,
+}
+
+impl Network {
+    pub fn new(slot: TransportSlot) -> Self {
+        Self { slot }
+    }
+}
+
+impl RaftNetworkFactory<Troupe> for Network {
+    type Network = Client;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Client {
+        Client {
+            slot: self.slot.clone(),
+            target,
+            name: node.addr.clone(),
+        }
+    }
+}
+
+pub(super) struct Client {
+    slot: TransportSlot,
+    target: NodeId,
+    name: String,
+}
+
+type Failed<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+impl Client {
+    async fn call<Q: Serialize, A: DeserializeOwned, E>(
+        &self,
+        kind: RpcKind,
+        request: &Q,
+        option: &RPCOption,
+    ) -> Result<A, Failed<E>>
+    where
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(transport) = self.slot.get() else {
+            let why = format!("no cluster transport yet to reach {}", self.name);
+            return Err(RPCError::Unreachable(Unreachable::from(AnyError::error(why))));
+        };
+        let bytes = codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer = transport
+            .send(&self.name, kind, bytes, option.hard_ttl())
+            .await
+            .map_err(|why| RPCError::Unreachable(Unreachable::from(AnyError::error(why))))?;
+        let answer: Result<A, RaftError<NodeId, E>> =
+            codec::decode(&answer).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<Troupe> for Client {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<Troupe>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, Failed<openraft::error::Infallible>> {
+        self.call(RpcKind::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<Troupe>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, Failed<InstallSnapshotError>> {
+        self.call(RpcKind::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, Failed<openraft::error::Infallible>> {
+        self.call(RpcKind::Vote, &rpc, &option).await
+    }
+}
+
+/// Answers one encoded Raft request from another member with this node's Raft.
+pub async fn serve(raft: &Raft, kind: RpcKind, request: &[u8]) -> Result<Vec<u8>, StoreError> {
+    match kind {
+        RpcKind::Append => {
+            let rpc: AppendEntriesRequest<Troupe> = codec::decode(request)?;
+            codec::encode(&raft.append_entries(rpc).await)
+        }
+        RpcKind::Vote => {
+            let rpc: VoteRequest<NodeId> = codec::decode(request)?;
+            codec::encode(&raft.vote(rpc).await)
+        }
+        RpcKind::Snapshot => {
+            let rpc: InstallSnapshotRequest<Troupe> = codec::decode(request)?;
+            codec::encode(&raft.install_snapshot(rpc).await)
+        }
+    }
+}
