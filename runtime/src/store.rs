@@ -69,6 +69,10 @@ pub enum StoreError {
     Compacted { after: u64, oldest: u64 },
     #[error("cursor {after} is ahead of this node's log (its last event is {last}): cursors are per node")]
     FutureCursor { after: u64, last: u64 },
+    /// The cluster could not confirm the write in time (no leader, no majority, a leader
+    /// that did not answer). It may still be applied later: read before writing again.
+    #[error("the cluster is unavailable: {0}")]
+    Unavailable(String),
     /// This node does not lead the replicated log; the write was not made.
     #[error("this node does not lead the cluster's log (the leader is {})", leader.as_deref().unwrap_or("unknown"))]
     NotLeader { leader: Option<String> },
@@ -204,6 +208,7 @@ impl Store {
             }
         };
         let fault = options.fault.clone();
+        let writer_transport = transport.clone();
         std::thread::Builder::new()
             .name("troupe-store-writer".into())
             .spawn(move || match start() {
@@ -212,6 +217,7 @@ impl Store {
                     writer::Writer {
                         rx,
                         raft,
+                        transport: writer_transport,
                         health: health_tx,
                         fault,
                     }

@@ -18,7 +18,7 @@
 
 mod log;
 mod machine;
-mod network;
+pub(super) mod network;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -101,12 +101,24 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a one-voter node waits to lead after it starts.
 const LEAD_WITHIN: Duration = Duration::from_secs(30);
 
+/// How a store that has no Raft state yet begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// As a one-node cluster of its own, leading at once.
+    #[default]
+    Alone,
+    /// Waiting to be admitted by a cluster's leader ([`crate::store::Store::admit`]); it
+    /// takes no writes of its own until then.
+    Join,
+}
+
 /// Who this node is in the Raft group.
 #[derive(Debug, Clone)]
 pub struct Identity {
     /// The node's name, as the cluster addresses it.
     pub name: String,
     pub timing: Timing,
+    pub start: Start,
 }
 
 impl Default for Identity {
@@ -114,7 +126,93 @@ impl Default for Identity {
         Self {
             name: "local".into(),
             timing: Timing::default(),
+            start: Start::Alone,
         }
+    }
+}
+
+/// What a member became when it was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// It votes and counts towards the majority that commits.
+    Voter,
+    /// It receives the log and applies it, but neither votes nor counts.
+    Learner,
+}
+
+/// How long the leader waits for a new member to catch up before it counts it.
+const ADMIT_WITHIN: Duration = Duration::from_secs(60);
+/// How long a write waits for a leader to be known (an election takes 1–2 s).
+pub(super) const LEADER_WITHIN: Duration = Duration::from_secs(5);
+/// How long a write may wait for a majority to confirm it.
+pub(super) const COMMIT_WITHIN: Duration = Duration::from_secs(10);
+/// How long a forwarded write may take, its application on this node included.
+pub(super) const FORWARD_WITHIN: Duration = Duration::from_secs(10);
+
+impl super::Store {
+    /// This node's id in the Raft group.
+    pub fn raft_id(&self) -> NodeId {
+        self.raft().metrics().borrow().id
+    }
+
+    /// The name of the member that leads now, when one is known.
+    pub fn leader(&self) -> Option<String> {
+        let metrics = self.raft().metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    /// On the leader: admits the member `id` named `name`. It first receives the log as a
+    /// learner (bounded: it must catch up within a minute), then becomes a voter while the
+    /// cluster has fewer than `voters` of them. Admitting a member again answers its role.
+    pub async fn admit(&self, id: NodeId, name: &str, voters: usize) -> Result<Role, StoreError> {
+        let raft = self.raft();
+        let voting = |raft: &Raft| {
+            let raft = raft.clone();
+            async move {
+                raft.with_raft_state(|state| state.membership_state.effective().voter_ids().collect::<Vec<_>>())
+                    .await
+                    .map_err(|e| StoreError::Failed(e.to_string()))
+            }
+        };
+        if voting(raft).await?.contains(&id) {
+            return Ok(Role::Voter);
+        }
+        tokio::time::timeout(ADMIT_WITHIN, raft.add_learner(id, BasicNode::new(name), true))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!("{name} did not catch up with the log within {ADMIT_WITHIN:?}"))
+            })?
+            .map_err(refused)?;
+        let current = voting(raft).await?;
+        if current.contains(&id) {
+            return Ok(Role::Voter);
+        }
+        if current.len() >= voters {
+            return Ok(Role::Learner);
+        }
+        raft.change_membership(openraft::ChangeMembers::AddVoterIds([id].into()), false)
+            .await
+            .map_err(refused)?;
+        Ok(Role::Voter)
+    }
+}
+
+/// A write the log refused, as the store says it.
+pub(super) fn refused(
+    e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>,
+) -> StoreError {
+    use openraft::error::{ClientWriteError, RaftError};
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => StoreError::NotLeader {
+            leader: to.leader_node.map(|n| n.addr),
+        },
+        RaftError::APIError(other) => StoreError::Rejected(other.to_string()),
+        RaftError::Fatal(fatal) => StoreError::Failed(format!("the replicated log stopped: {fatal}")),
     }
 }
 
@@ -157,7 +255,7 @@ pub(super) async fn start(
     .await
     .map_err(|e| StoreError::Database(format!("raft: {e}")))?;
     let fatal = |e: openraft::error::Fatal<NodeId>| StoreError::Database(format!("raft: {e}"));
-    if !raft.is_initialized().await.map_err(fatal)? {
+    if identity.start == Start::Alone && !raft.is_initialized().await.map_err(fatal)? {
         let members = BTreeMap::from([(id, BasicNode::new(&identity.name))]);
         raft.initialize(members)
             .await

@@ -9,11 +9,12 @@
 //! every waiting batch, marks the store failed and stops, and the node fail-stops so that
 //! recovery replays from what is on disk.
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::fault::{Fault, FaultHook};
-use super::raft::{Proposal, Raft};
+use super::raft::network::forward;
+use super::raft::{refused, Applied, Proposal, Raft, TransportSlot, COMMIT_WITHIN, FORWARD_WITHIN, LEADER_WITHIN};
 use super::{Batch, StoreError};
 
 /// Upper bound on the batches folded into one commit, so one commit's latency stays bounded.
@@ -48,6 +49,7 @@ impl Done {
 pub(super) struct Writer {
     pub rx: mpsc::UnboundedReceiver<Request>,
     pub raft: Raft,
+    pub transport: TransportSlot,
     pub health: watch::Sender<Option<String>>,
     pub fault: Option<FaultHook>,
 }
@@ -136,38 +138,94 @@ impl Writer {
         if waiting.is_empty() {
             return Ok(());
         }
-        let outcome = rt.block_on(self.raft.client_write(proposal));
+        let outcome = rt.block_on(self.propose(proposal));
         metrics::histogram!("troupe_store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("troupe_store_commits_total").increment(1);
         match outcome {
-            Ok(written) => {
-                let mut seqs = written.data.seqs.into_iter();
+            Ok(Ok(applied)) => {
+                let mut seqs = applied.seqs.into_iter();
                 for done in waiting {
                     done.send(Ok(seqs.next().unwrap_or_default()));
                 }
                 Ok(())
             }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
-                let leader = to.leader_node.map(|n| n.addr);
+            Ok(Err(refused)) => {
                 for done in waiting {
-                    done.send(Err(StoreError::NotLeader { leader: leader.clone() }));
+                    done.send(Err(refused.clone()));
                 }
                 Ok(())
             }
-            Err(RaftError::APIError(other)) => {
-                let reason = other.to_string();
-                for done in waiting {
-                    done.send(Err(StoreError::Rejected(reason.clone())));
-                }
-                Ok(())
-            }
-            Err(RaftError::Fatal(fatal)) => {
-                let reason = format!("the replicated log stopped: {fatal}");
+            Err(reason) => {
                 for done in waiting {
                     done.send(Err(StoreError::Failed(reason.clone())));
                 }
                 Err(reason)
             }
         }
+    }
+
+    /// Proposes on this node when it leads, else forwards to the leader and waits until the
+    /// entry is applied here too (so a caller reads its own write on this node). The outer
+    /// `Err` is fatal: this node's own log stopped.
+    async fn propose(&self, proposal: Proposal) -> Result<Result<Applied, StoreError>, String> {
+        // Each borrow of the metrics ends with its statement: one held across an await
+        // would stop the Raft core, which publishes them.
+        let (me, known) = {
+            let metrics = self.raft.metrics();
+            let now = metrics.borrow();
+            (now.id, now.current_leader)
+        };
+        let leader = match known {
+            Some(leader) => leader,
+            None => match self
+                .raft
+                .wait(Some(LEADER_WITHIN))
+                .metrics(|m| m.current_leader.is_some(), "a leader is known")
+                .await
+            {
+                Ok(m) => m.current_leader.unwrap_or(me),
+                Err(_) => return Ok(Err(StoreError::NotLeader { leader: None })),
+            },
+        };
+        if leader == me {
+            // A leader cut off from its majority does not know it yet and would wait for ever.
+            return match tokio::time::timeout(COMMIT_WITHIN, self.raft.client_write(proposal)).await {
+                Ok(Ok(written)) => Ok(Ok(written.data)),
+                Ok(Err(RaftError::Fatal(fatal))) => Err(format!("the replicated log stopped: {fatal}")),
+                Ok(Err(other)) => Ok(Err(refused(other))),
+                Err(_) => Ok(Err(StoreError::Unavailable(format!(
+                    "no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}; it may still be applied"
+                )))),
+            };
+        }
+        let name = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone());
+        let Some(name) = name else {
+            return Ok(Err(StoreError::NotLeader { leader: None }));
+        };
+        let forwarded = tokio::time::timeout(FORWARD_WITHIN, async {
+            let (id, applied) = forward(&self.transport, &name, &proposal, FORWARD_WITHIN).await?;
+            self.raft
+                .wait(Some(FORWARD_WITHIN))
+                .applied_index_at_least(Some(id.index), "a forwarded write is applied here")
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("the write was made on {name} but is not yet applied here: {e}"))
+                })?;
+            Ok(applied)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "the leader {name} did not answer within {FORWARD_WITHIN:?}; the write may still be applied"
+            )))
+        });
+        Ok(forwarded)
     }
 }

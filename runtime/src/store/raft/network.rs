@@ -13,11 +13,11 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::{AnyError, BasicNode, RaftNetwork, RaftNetworkFactory};
+use openraft::{AnyError, BasicNode, LogId, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{NodeId, Raft, Troupe};
+use super::{Applied, NodeId, Proposal, Raft, Troupe};
 use crate::codec;
 use crate::store::StoreError;
 
@@ -27,6 +27,51 @@ pub enum RpcKind {
     Append,
     Vote,
     Snapshot,
+    /// A follower's group of batches, for the leader to propose.
+    Propose,
+}
+
+/// How the leader answered a forwarded proposal.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Forwarded {
+    /// Committed and applied on the leader as this entry.
+    Applied(LogId<NodeId>, Applied),
+    /// The member asked does not lead (the leader, when it knows one).
+    NotLeader(Option<String>),
+    /// The log refused it; nothing was written.
+    Refused(String),
+}
+
+impl Forwarded {
+    fn of(outcome: Result<(LogId<NodeId>, Applied), StoreError>) -> Self {
+        match outcome {
+            Ok((id, applied)) => Self::Applied(id, applied),
+            Err(StoreError::NotLeader { leader }) => Self::NotLeader(leader),
+            Err(e) => Self::Refused(e.to_string()),
+        }
+    }
+}
+
+/// Sends a group of batches to the leader named `leader` and waits until it is applied there.
+pub(crate) async fn forward(
+    slot: &TransportSlot,
+    leader: &str,
+    proposal: &Proposal,
+    within: Duration,
+) -> Result<(LogId<NodeId>, Applied), StoreError> {
+    let transport = slot.get().ok_or_else(|| StoreError::NotLeader {
+        leader: Some(leader.to_owned()),
+    })?;
+    let bytes = codec::encode(proposal)?;
+    let answer = transport
+        .send(leader, RpcKind::Propose, bytes, within)
+        .await
+        .map_err(|why| StoreError::Unavailable(format!("the leader {leader} did not take the write: {why}")))?;
+    match codec::decode(&answer)? {
+        Forwarded::Applied(id, applied) => Ok((id, applied)),
+        Forwarded::NotLeader(leader) => Err(StoreError::NotLeader { leader }),
+        Forwarded::Refused(why) => Err(StoreError::Rejected(why)),
+    }
 }
 
 /// Carries one encoded Raft request to the member named `to` and returns its encoded answer,
@@ -159,6 +204,15 @@ pub async fn serve(raft: &Raft, kind: RpcKind, request: &[u8]) -> Result<Vec<u8>
         RpcKind::Snapshot => {
             let rpc: InstallSnapshotRequest<Troupe> = codec::decode(request)?;
             codec::encode(&raft.install_snapshot(rpc).await)
+        }
+        RpcKind::Propose => {
+            let proposal: Proposal = codec::decode(request)?;
+            let outcome = raft
+                .client_write(proposal)
+                .await
+                .map(|written| (written.log_id, written.data))
+                .map_err(super::refused);
+            codec::encode(&Forwarded::of(outcome))
         }
     }
 }

@@ -108,3 +108,237 @@ async fn a_reopened_store_keeps_its_raft_id_and_leads_again() {
     store.write(Batch::new().put(THINGS, "k2", vec![2])).await.unwrap();
     assert_eq!(store.get(THINGS, "k").await.unwrap(), Some(vec![1]));
 }
+
+/// Stores of one process that reach each other by name, with links a test can cut.
+#[derive(Default)]
+struct Router {
+    stores: std::sync::Mutex<std::collections::HashMap<String, Store>>,
+    cut: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl super::Transport for Router {
+    fn send(
+        &self,
+        to: &str,
+        kind: super::RpcKind,
+        request: Vec<u8>,
+        within: std::time::Duration,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> {
+        let store = if self.cut.lock().unwrap().contains(to) {
+            None
+        } else {
+            self.stores.lock().unwrap().get(to).cloned()
+        };
+        let to = to.to_owned();
+        Box::pin(async move {
+            let store = store.ok_or_else(|| format!("{to} is not reachable"))?;
+            tokio::time::timeout(within, super::serve(store.raft(), kind, &request))
+                .await
+                .map_err(|_| format!("{to} did not answer"))?
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+fn fast() -> super::Timing {
+    super::Timing {
+        heartbeat: std::time::Duration::from_millis(50),
+        election_min: std::time::Duration::from_millis(300),
+        election_max: std::time::Duration::from_millis(600),
+    }
+}
+
+/// A store named `name` on `router`: alone (the first), or waiting to be admitted.
+fn member(router: &Arc<Router>, dir: &tempfile::TempDir, name: &str, start: super::Start) -> Store {
+    let options = crate::store::StoreOptions {
+        identity: super::Identity {
+            name: name.into(),
+            timing: fast(),
+            start,
+        },
+        ..Default::default()
+    };
+    let store = Store::open_with(&dir.path().join(name), options).unwrap();
+    store.transport().set(router.clone());
+    router.stores.lock().unwrap().insert(name.into(), store.clone());
+    store
+}
+
+async fn events_of(store: &Store) -> Vec<(u64, String)> {
+    store
+        .events_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.kind))
+        .collect()
+}
+
+/// Waits until `store` has applied everything up to `index`.
+async fn caught_up(store: &Store, index: u64) {
+    store
+        .raft()
+        .wait(Some(std::time::Duration::from_secs(20)))
+        .applied_index_at_least(Some(index), "caught up")
+        .await
+        .unwrap();
+}
+
+fn last_index(store: &Store) -> u64 {
+    store.raft().metrics().borrow().last_applied.map_or(0, |id| id.index)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_apply_every_write_in_one_order_wherever_it_was_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let a = member(&router, &dir, "a", super::Start::Alone);
+    a.write(
+        Batch::new()
+            .put(THINGS, "before", vec![0])
+            .event(NewEvent::new("BEFORE", None, json!(null))),
+    )
+    .await
+    .unwrap();
+    let b = member(&router, &dir, "b", super::Start::Join);
+    let c = member(&router, &dir, "c", super::Start::Join);
+    // A member waiting to be admitted takes no write of its own.
+    assert!(matches!(
+        b.write(Batch::new().put(THINGS, "early", vec![1])).await,
+        Err(crate::store::StoreError::NotLeader { .. })
+    ));
+    assert_eq!(a.admit(b.raft_id(), "b", 3).await.unwrap(), super::Role::Voter);
+    assert_eq!(a.admit(c.raft_id(), "c", 3).await.unwrap(), super::Role::Voter);
+    // Writes made on a follower go through the leader and are readable there at once.
+    let on_b = b
+        .write(
+            Batch::new()
+                .put(THINGS, "from-b", vec![2])
+                .event(NewEvent::new("FROM_B", None, json!(null))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.get(THINGS, "from-b").await.unwrap(), Some(vec![2]));
+    let on_c = c
+        .write(Batch::new().event(NewEvent::new("FROM_C", None, json!(null))))
+        .await
+        .unwrap();
+    let on_a = a
+        .write(Batch::new().event(NewEvent::new("FROM_A", None, json!(null))))
+        .await
+        .unwrap();
+    assert_eq!(
+        (on_b, on_c, on_a),
+        (vec![2], vec![3], vec![4]),
+        "one sequence for the cluster"
+    );
+    let index = last_index(&a);
+    for store in [&b, &c] {
+        caught_up(store, index).await;
+    }
+    let expected = vec![
+        (1, "BEFORE".to_owned()),
+        (2, "FROM_B".to_owned()),
+        (3, "FROM_C".to_owned()),
+        (4, "FROM_A".to_owned()),
+    ];
+    for store in [&a, &b, &c] {
+        assert_eq!(events_of(store).await, expected);
+        assert_eq!(store.get(THINGS, "before").await.unwrap(), Some(vec![0]));
+        assert_eq!(store.get(THINGS, "from-b").await.unwrap(), Some(vec![2]));
+        assert_eq!(store.leader().as_deref(), Some("a"));
+    }
+    // A fourth member past the three voters learns the log without voting.
+    let d = member(&router, &dir, "d", super::Start::Join);
+    assert_eq!(a.admit(d.raft_id(), "d", 3).await.unwrap(), super::Role::Learner);
+    caught_up(&d, last_index(&a)).await;
+    assert_eq!(events_of(&d).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leader_is_cut_off_the_others_elect_one_and_lose_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let a = member(&router, &dir, "a", super::Start::Alone);
+    let b = member(&router, &dir, "b", super::Start::Join);
+    let c = member(&router, &dir, "c", super::Start::Join);
+    a.admit(b.raft_id(), "b", 3).await.unwrap();
+    a.admit(c.raft_id(), "c", 3).await.unwrap();
+    let acked = a.write(Batch::new().put(THINGS, "acked", vec![1])).await.unwrap();
+    assert!(acked.is_empty());
+    // Cut the leader off both ways: it can neither reach nor be reached.
+    router.cut.lock().unwrap().insert("a".into());
+    router.stores.lock().unwrap().remove("a");
+    a.transport().set(Arc::new(Router::default()));
+    let new_leader = b
+        .raft()
+        .wait(Some(std::time::Duration::from_secs(20)))
+        .metrics(
+            |m| m.current_leader.is_some() && m.current_leader != Some(a.raft_id()),
+            "another leader",
+        )
+        .await
+        .unwrap()
+        .current_leader
+        .unwrap();
+    assert!([b.raft_id(), c.raft_id()].contains(&new_leader));
+    // The majority side takes writes and still holds what was acknowledged before.
+    c.write(Batch::new().put(THINGS, "after", vec![2])).await.unwrap();
+    for store in [&b, &c] {
+        caught_up(store, last_index(&c).max(last_index(&b))).await;
+        assert_eq!(store.get(THINGS, "acked").await.unwrap(), Some(vec![1]));
+    }
+    // The cut-off old leader cannot commit alone: its write is not acknowledged.
+    let alone = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        a.write(Batch::new().put(THINGS, "lost", vec![3])),
+    )
+    .await;
+    assert!(!matches!(alone, Ok(Ok(_))), "{alone:?}");
+    assert_eq!(b.get(THINGS, "lost").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_admitted_after_the_log_was_purged_catches_up_from_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let a = member(&router, &dir, "a", super::Start::Alone);
+    for i in 0..50u8 {
+        a.write(
+            Batch::new()
+                .put(THINGS, format!("k{i:02}"), vec![i])
+                .event(NewEvent::new("THING", Some(format!("k{i:02}")), json!({ "i": i }))),
+        )
+        .await
+        .unwrap();
+    }
+    // Entries: 0 the membership, 1 the leader's blank entry, 2..=51 the writes.
+    let index = 51;
+    caught_up(&a, index).await;
+    a.raft().trigger().snapshot().await.unwrap();
+    let wait = || a.raft().wait(Some(std::time::Duration::from_secs(10)));
+    wait()
+        .metrics(|m| m.snapshot.map(|s| s.index) >= Some(index), "snapshot built")
+        .await
+        .unwrap();
+    a.raft().trigger().purge_log(index).await.unwrap();
+    wait()
+        .metrics(|m| m.purged.map(|p| p.index) >= Some(index), "log purged")
+        .await
+        .unwrap();
+    let b = member(&router, &dir, "b", super::Start::Join);
+    assert_eq!(a.admit(b.raft_id(), "b", 3).await.unwrap(), super::Role::Voter);
+    caught_up(&b, index).await;
+    assert_eq!(b.get(THINGS, "k42").await.unwrap(), Some(vec![42]));
+    let events = b.events_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), 50);
+    assert_eq!(events[49].data, json!({ "i": 49 }));
+    // The kind index came with it.
+    assert_eq!(b.events_of_kinds(0, vec!["THING".into()], 100).await.unwrap().len(), 50);
+    // And the two go on as one: a write on the new member is applied on both.
+    let seqs = b
+        .write(Batch::new().event(NewEvent::new("LATER", None, json!(null))))
+        .await
+        .unwrap();
+    assert_eq!(seqs, vec![51]);
+}
