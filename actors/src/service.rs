@@ -4,7 +4,9 @@
 //! the gateway holds. Code that acts on an agent or a task never cares which node holds it:
 //! [`crate::cluster::Cluster::holder`] says, and the domain service takes the request there.
 //! The domains' own operations live in their rooms (`agent/`, `scheduler/`, `messaging/`,
-//! `host/`, `vm/`, `swarm/`); this module holds only their wire protocol and routing.
+//! `host/`, `vm/`, `swarm/`); this module holds only their wire protocol and routing. The
+//! services share a `Context` (identity, store, cluster, idempotency); each holds its own
+//! domain's state, given by the node's bootstrap (see `node.rs`).
 
 mod agents;
 mod context;
@@ -47,7 +49,7 @@ use crate::slots::Slots;
 use context::ask;
 use node::NodeService;
 
-/// The node's services, each holding its domain's own state beside the shared [`Context`];
+/// The node's services, each holding its domain's own state beside the shared `Context`;
 /// made by the node's bootstrap.
 #[derive(Clone)]
 pub struct Api {
