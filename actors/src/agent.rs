@@ -36,7 +36,7 @@ pub use backend::{
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
 pub use lifecycle::Action;
-pub use registry::{matching, Registry, Supervisors};
+pub use registry::{matching, Registry};
 pub use secrets::{SecretRefused, Secrets};
 pub use spec::{
     AgentFilter, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend, Limits,

@@ -30,6 +30,7 @@ pub mod placement;
 pub mod report;
 pub mod scheduler;
 pub mod service;
+pub mod serving;
 pub mod slots;
 pub mod swarm;
 pub mod tables;

@@ -18,6 +18,18 @@
 //! (re)start it loads its children from the store (the agents it owns, the node's swarms or
 //! hosts) and says where it runs (`slots`), so a restarted subtree is the stored one.
 //!
+//! Before the tree, bootstrap builds the node's services over one shared context (identity,
+//! store, cluster, idempotency, tokens, limits), each given its own domain's state:
+//!
+//! ```text
+//! Api ── slots (readiness, draining, the live tree)
+//! ├── agents    slots, agent policy
+//! ├── tasks     TaskQueue (scheduler room): open-task bound, default strategy, requeues under way
+//! ├── messages  mailboxes
+//! ├── hosts     fleet, host drivers' intensity ── vms
+//! └── swarms    Port (swarm room): locks, watch, backoff, agent policy, slots, members, subtasks
+//! ```
+//!
 //! The store is opened before the tree and outlives it: a store failure fail-stops the node
 //! (see [`Node::failed`]), and the next start recovers from what is on disk.
 

@@ -11,13 +11,17 @@
 //! state and the input; [`Scheduler`] applies the effects and persists each transition with
 //! its event. [`admission`] is what a submission passes before it is written QUEUED (the
 //! open-task bound, the target agent, dependencies); [`engine::graph`] orders a task graph.
+//! [`TaskQueue`] is how the rest of the node submits, requeues, cancels and reads this
+//! node's tasks (`tasks/submit.rs`, `tasks/requeue.rs`, `tasks/cancel.rs`, `tasks/read.rs`).
 
 mod actor;
 pub mod admission;
 pub mod engine;
+mod tasks;
 
 pub use actor::{Scheduler, SchedulerArgs, SchedulerMsg, PAYLOAD_CACHE_BYTES};
 pub use engine::{BreakerPolicy, Down, RetryPolicy, PROGRESS_INTERVAL};
+pub use tasks::{TaskFilter, TaskQueue};
 
 #[cfg(test)]
 mod tests;

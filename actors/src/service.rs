@@ -4,7 +4,9 @@
 //! the gateway holds. Code that acts on an agent or a task never cares which node holds it:
 //! [`crate::cluster::Cluster::holder`] says, and the domain service takes the request there.
 //! The domains' own operations live in their rooms (`agent/`, `scheduler/`, `messaging/`,
-//! `host/`, `vm/`, `swarm/`); this module holds only their wire protocol and routing.
+//! `host/`, `vm/`, `swarm/`); this module holds only their wire protocol and routing. The
+//! services share a `Context` (identity, store, cluster, idempotency); each holds its own
+//! domain's state, given by the node's bootstrap (see `node.rs`).
 
 mod agents;
 mod context;
@@ -16,7 +18,6 @@ mod swarms;
 mod tasks;
 mod tokens;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,47 +45,27 @@ use crate::cluster::{Cluster, Member};
 use crate::error::ApiError;
 use crate::messaging::courier::Desk;
 use crate::scheduler::SchedulerMsg;
+use crate::slots::Slots;
 use context::ask;
 use node::NodeService;
 
+/// The node's services, each holding its domain's own state beside the shared `Context`;
+/// made by the node's bootstrap.
 #[derive(Clone)]
 pub struct Api {
-    ctx: Arc<Context>,
-    agents: Agents,
-    tasks: Tasks,
-    messages: Messages,
-    hosts: Hosts,
-    vms: Vms,
-    swarms: Swarms,
+    pub(crate) ctx: Arc<Context>,
+    /// Where the node's own actors (scheduler, supervisors) are found, for readiness,
+    /// draining and the supervision tree.
+    pub(crate) slots: Slots,
+    pub(crate) agents: Agents,
+    pub(crate) tasks: Tasks,
+    pub(crate) messages: Messages,
+    pub(crate) hosts: Hosts,
+    pub(crate) vms: Vms,
+    pub(crate) swarms: Swarms,
 }
 
 impl Api {
-    /// The node's services over the shared context; each domain's own state (the mailboxes)
-    /// goes to its service alone.
-    pub(crate) fn new(ctx: Context, mailboxes: crate::messaging::Mailboxes) -> Self {
-        let ctx = Arc::new(ctx);
-        let hosts = Hosts {
-            fleet: ctx.fleet.clone(),
-            ctx: ctx.clone(),
-        };
-        Self {
-            agents: Agents { ctx: ctx.clone() },
-            swarms: Swarms {
-                ctx: ctx.clone(),
-                locks: Default::default(),
-                watch: Default::default(),
-            },
-            tasks: Tasks { ctx: ctx.clone() },
-            messages: Messages {
-                mailboxes,
-                ctx: ctx.clone(),
-            },
-            vms: Vms { hosts: hosts.clone() },
-            hosts,
-            ctx,
-        }
-    }
-
     pub fn agents(&self) -> &Agents {
         &self.agents
     }
@@ -155,19 +136,19 @@ impl Api {
         if let Some(reason) = self.ctx.store.failure() {
             problems.push(format!("the store has failed: {reason}"));
         }
-        if !self.ctx.slots.scheduler.is_up() {
+        if !self.slots.scheduler.is_up() {
             problems.push("the scheduler is not running".into());
         }
-        if !self.ctx.fleet.supervisor.is_up() {
+        if !self.hosts.fleet.supervisor.is_up() {
             problems.push("the hosts supervisor is not running".into());
         }
-        if !self.ctx.slots.agents.is_up() {
+        if !self.slots.agents.is_up() {
             problems.push("the agents supervisor is not running".into());
         }
         if !crate::cluster::remote::is_connected(NodeService::ROLE, &self.ctx.node_name) {
             problems.push("the cluster service is not running".into());
         }
-        if self.ctx.draining.load(Ordering::SeqCst) {
+        if self.ctx.serving.is_draining() {
             problems.push("the node is shutting down".into());
         }
         if problems.is_empty() {
@@ -179,12 +160,7 @@ impl Api {
 
     /// The node's live supervision tree, as its supervisors describe it.
     pub async fn supervision_tree(&self) -> Result<SupervisorInfo, ApiError> {
-        let root = self
-            .ctx
-            .slots
-            .root
-            .get()
-            .ok_or_else(|| ApiError::Unavailable("the node's supervision tree is not running".into()))?;
+        let root = self.slots.root.running("the node's supervision tree")?;
         ask(&root, SupervisorMsg::Describe, "the root supervisor").await
     }
 
@@ -212,15 +188,15 @@ impl Api {
 
     /// Stops accepting work and starting tasks; returns how many tasks still run.
     pub async fn begin_drain(&self) -> usize {
-        self.ctx.draining.store(true, Ordering::SeqCst);
-        match self.ctx.scheduler() {
+        self.ctx.serving.stop();
+        match self.scheduler() {
             Ok(s) => ask(&s, SchedulerMsg::Drain, "the scheduler").await.unwrap_or(0),
             Err(_) => 0,
         }
     }
 
     pub async fn running_tasks(&self) -> usize {
-        match self.ctx.scheduler() {
+        match self.scheduler() {
             Ok(s) => ask(&s, SchedulerMsg::Running, "the scheduler").await.unwrap_or(0),
             Err(_) => 0,
         }
@@ -228,8 +204,12 @@ impl Api {
 
     /// Gives every running task back to the queue, durably, without charging an attempt.
     pub async fn requeue_running(&self) -> Result<(), ApiError> {
-        let scheduler = self.ctx.scheduler()?;
+        let scheduler = self.scheduler()?;
         ask(&scheduler, SchedulerMsg::Requeue, "the scheduler").await?
+    }
+
+    fn scheduler(&self) -> Result<ractor::ActorRef<SchedulerMsg>, ApiError> {
+        self.slots.scheduler.running("the scheduler")
     }
 }
 

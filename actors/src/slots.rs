@@ -6,7 +6,8 @@ use std::sync::{Arc, RwLock};
 use ractor::ActorRef;
 use troupe_runtime::supervision::SupervisorMsg;
 
-use crate::agent::Handles;
+use crate::agent::{Handles, Owner};
+use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
 
 pub struct Slot<M: ractor::Message>(Arc<RwLock<Option<ActorRef<M>>>>);
@@ -32,6 +33,12 @@ impl<M: ractor::Message> Slot<M> {
         if let Ok(mut g) = self.0.write() {
             *g = Some(actor);
         }
+    }
+
+    /// The actor in the slot, or UNAVAILABLE saying `what` is not running.
+    pub fn running(&self, what: &str) -> Result<ActorRef<M>, ApiError> {
+        self.get()
+            .ok_or_else(|| ApiError::Unavailable(format!("{what} is not running")))
     }
 
     /// Whether the actor in the slot is running now.
@@ -95,4 +102,17 @@ pub struct Slots {
     pub open_tasks: Arc<std::sync::atomic::AtomicUsize>,
     /// Where agents' outgoing messages go (set once the node's API exists).
     pub outbox: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::agent::Outgoing>>>,
+}
+
+impl Slots {
+    /// The supervisor that runs the agents of `owner` (the node's `agents`, or a swarm's
+    /// `members`), or why there is none now.
+    pub fn supervisor_of(&self, owner: &Owner) -> Result<ActorRef<SupervisorMsg>, ApiError> {
+        match owner.swarm() {
+            None => self.agents.running("the agents supervisor"),
+            Some(swarm) => self.members.get(swarm).ok_or_else(|| {
+                ApiError::Unavailable(format!("the members supervisor of swarm {swarm} is not running"))
+            }),
+        }
+    }
 }

@@ -14,13 +14,22 @@
 //! that a restarted coordinator takes up where they were; their subtasks are ordinary tasks
 //! (submitted under idempotency keys, so nothing is submitted twice).
 //!
+//! The room's operations are methods on [`Port`], all the room takes from the rest of the
+//! node: `create.rs` (with its undo), `change.rs` (scale, topology, adopt, release),
+//! `destroy.rs`, `view.rs` (a swarm's view, its actors, who owns and leads what),
+//! `submit.rs` (swarm tasks) and `memory/access.rs` (the shared memory). The swarms service
+//! routes each request to the swarm's node and calls them there.
+//!
 //! The room's decisions are plain functions: membership and autoscale in `plan.rs`, the
 //! conductor's choices in `choices.rs`, health, aggregation and the ADAPTIVE rule in
-//! [`rules`]. `records.rs` changes a swarm's spec and status one writer at a time, `open.rs`
-//! indexes its open tasks, and [`Port`] is all the room takes from the rest of the node.
+//! [`rules`]. `records.rs` changes a swarm's spec and status one writer at a time, and
+//! `open.rs` indexes its open tasks.
 
+mod change;
 mod choices;
 mod coordinator;
+mod create;
+mod destroy;
 mod handout;
 mod locks;
 pub mod memory;
@@ -31,8 +40,10 @@ mod records;
 pub mod rules;
 mod settle;
 pub mod spec;
+mod submit;
 mod task;
 mod team;
+mod view;
 mod watch;
 mod work;
 

@@ -1,7 +1,9 @@
 //! The store tables the domain actors own. Specs (what a user asked for) and statuses (what
 //! was observed) live in separate tables: specs will be replicated, statuses stay local.
 
-use troupe_runtime::store::Table;
+use troupe_runtime::store::{Store, StoreError, Table, View};
+
+use crate::error::ApiError;
 
 /// Agent specs by id: [`crate::agent::AgentSpec`].
 pub const AGENTS: Table = Table::new("agents");
@@ -46,3 +48,31 @@ pub const SWARM_TASKS: Table = Table::new("swarm_tasks");
 pub const SWARM_OPEN_TASKS: Table = Table::new("swarm_open_tasks");
 /// Sub-teams by `<parent swarm id>/<team id>`: the leader's agent id (UTF-8).
 pub const SWARM_TEAMS: Table = Table::new("swarm_teams");
+
+/// One page of this node's records of `table` after the cursor, in id order: `read` turns
+/// each entry into an item, or `None` to leave it out (a filter); and whether more follow.
+pub(crate) async fn page<T, F>(
+    store: &Store,
+    table: Table,
+    after: Option<String>,
+    first: usize,
+    read: F,
+) -> Result<(Vec<T>, bool), ApiError>
+where
+    T: Send + 'static,
+    F: Fn(&View<'_>, &str, &[u8]) -> Result<Option<T>, StoreError> + Send + 'static,
+{
+    let mut page = store
+        .view(move |v| {
+            let mut out = Vec::new();
+            v.scan(table, after.as_deref(), |id, bytes| {
+                out.extend(read(v, id, bytes)?);
+                Ok(out.len() <= first)
+            })?;
+            Ok(out)
+        })
+        .await?;
+    let more = page.len() > first;
+    page.truncate(first);
+    Ok((page, more))
+}

@@ -166,16 +166,21 @@ async fn a_frozen_peer_is_reported_down_then_up_again_when_it_resumes() -> Resul
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn task_updates_follow_a_task_queued_on_a_peer_to_its_end() -> Result<()> {
-    let (alpha, _beta) = start_pair().await?;
-    let gate = super::support::Gate::new()?;
+/// An exec agent on beta, spawned through `via`, whose every task waits for `gate`; its id.
+async fn spawn_held_on_beta(via: &Node, gate: &super::support::Gate) -> Result<String> {
     let input = json!({
         "name": "held",
         "backend": { "exec": { "command": ["/bin/sh", "-c", gate.script("cat")] } },
         "node": "beta",
     });
-    let held = text(&alpha.spawn_agent(input).await?, "/id")?;
+    text(&via.spawn_agent(input).await?, "/id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_updates_follow_a_task_queued_on_a_peer_to_its_end() -> Result<()> {
+    let (alpha, _beta) = start_pair().await?;
+    let gate = super::support::Gate::new()?;
+    let held = spawn_held_on_beta(&alpha, &gate).await?;
     // One slot, held until the gate opens: the second task waits on beta while we
     // subscribe through alpha.
     alpha.submit_to(&held, json!("blocker")).await?;
@@ -319,12 +324,7 @@ async fn a_frozen_peer_is_named_missing_and_requests_for_it_fail_fast_or_in_boun
 async fn a_killed_peer_is_named_missing_and_a_task_update_stream_ends_with_an_error() -> Result<()> {
     let (alpha, mut beta) = start_pair().await?;
     let gate = super::support::Gate::new()?;
-    let input = json!({
-        "name": "held",
-        "backend": { "exec": { "command": ["/bin/sh", "-c", gate.script("cat")] } },
-        "node": "beta",
-    });
-    let held = text(&alpha.spawn_agent(input).await?, "/id")?;
+    let held = spawn_held_on_beta(&alpha, &gate).await?;
     let task = alpha.submit_to(&held, json!("never")).await?;
     alpha.wait_task_state(&task, "RUNNING").await?;
     let q = "subscription($id: ID!) { taskUpdates(id: $id) { state } }";

@@ -5,8 +5,8 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use super::messages::{gated_agent, SEND};
-use super::support::{error_code, expect_code, text, Deadline, Gate, Node, NodeOpts, WAIT};
+use super::support::messages::SEND;
+use super::support::{error_code, expect_code, text, Gate, Node, NodeOpts};
 
 const DEAD: &str = "{ messageDeadLetters { id to reason } }";
 const REPLAY: &str = "mutation($id: ID!) { replayMessage(id: $id) { reply } }";
@@ -14,16 +14,6 @@ const REPLAY: &str = "mutation($id: ID!) { replayMessage(id: $id) { reply } }";
 async fn dead_letters(node: &Node) -> Result<Vec<Value>> {
     let dead = node.gql_ok(DEAD, json!({})).await?;
     Ok(dead["messageDeadLetters"].as_array().context("dead letters")?.clone())
-}
-
-/// Waits until the gated agent has a message in its hands (it marks each one it receives).
-async fn wait_received(node: &Node) -> Result<()> {
-    let received = node.data_dir().join("answered.log.received");
-    let deadline = Deadline::after(WAIT, "a message to reach the gated agent");
-    while !received.exists() {
-        deadline.tick("not yet").await?;
-    }
-    Ok(())
 }
 
 /// The id of the dead letter addressed to `agent`.
@@ -63,12 +53,7 @@ async fn a_replay_that_cannot_be_sent_keeps_the_message_and_a_second_replay_wait
 
     // A message held by a gated agent is being replayed: a second replay is refused rather
     // than delivered a second time, and the answered one leaves the queue.
-    let (command, _) = gated_agent(&node)?;
-    let agent = node
-        .spawn_agent(json!({ "name": "gated", "backend": { "process": { "command": command, "heartbeatMs": 60000 } } }))
-        .await?;
-    let agent = text(&agent, "/id")?;
-    node.wait_agent_state(&agent, "RUNNING").await?;
+    let (agent, _) = node.start_gated_agent(&[]).await?;
     node.gql_ok(
         "mutation($id: ID!) { stopAgent(id: $id) { state } }",
         json!({ "id": agent }),
@@ -88,7 +73,7 @@ async fn a_replay_that_cannot_be_sent_keeps_the_message_and_a_second_replay_wait
     .await?;
     node.wait_agent_state(&agent, "RUNNING").await?;
     let (first, second) = tokio::join!(node.gql(REPLAY, json!({ "id": held })), async {
-        wait_received(&node).await?;
+        node.wait_gated_received().await?;
         let second = node.gql(REPLAY, json!({ "id": held })).await;
         gate.open()?;
         second
@@ -106,37 +91,19 @@ async fn a_replay_that_cannot_be_sent_keeps_the_message_and_a_second_replay_wait
 #[tokio::test]
 async fn a_publish_that_a_full_mailbox_refuses_is_dead_lettered_and_counted_as_refused() -> Result<()> {
     let node = Node::start(NodeOpts::named("full-publish").arg("--agent-mailbox-size", 1)).await?;
-    let (command, _) = gated_agent(&node)?;
-    let agent = node
-        .spawn_agent(json!({ "name": "gated", "topics": ["news"],
-            "backend": { "process": { "command": command, "heartbeatMs": 60000 } } }))
-        .await?;
-    let agent = text(&agent, "/id")?;
-    node.wait_agent_state(&agent, "RUNNING").await?;
+    let (agent, _) = node.start_gated_agent(&["news"]).await?;
     let gate = Gate::new()?;
     let held = json!({ "gate": gate.path().display().to_string() });
     // The first message is in the agent's hands; the second fills the one-message mailbox.
     let (first, second, published) = tokio::join!(
         node.gql(SEND, json!({ "to": agent, "payload": held })),
         async {
-            wait_received(&node).await?;
+            node.wait_gated_received().await?;
             node.gql(SEND, json!({ "to": agent, "payload": { "n": 2 } })).await
         },
         async {
-            wait_received(&node).await?;
-            let deadline = Deadline::after(WAIT, "the mailbox to fill");
-            loop {
-                let a = node
-                    .gql_ok(
-                        "query($id: ID!) { agent(id: $id) { messagesWaiting } }",
-                        json!({ "id": agent }),
-                    )
-                    .await?;
-                if a["agent"]["messagesWaiting"] == 1 {
-                    break;
-                }
-                deadline.tick(&a).await?;
-            }
+            node.wait_gated_received().await?;
+            node.wait_messages_waiting(&agent, 1).await?;
             let published = node
                 .gql_ok(
                     "mutation { publish(topic: \"news\", payload: { n: 3 }) { queued refused missingNodes } }",

@@ -4,8 +4,8 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
+use super::support::vms::{act, create_vm, host_id, vm};
 use super::support::{error_code, expect_code, text, Node, NodeOpts};
-use super::vms::{act, create_vm, host_id, vm};
 
 #[tokio::test]
 async fn bad_vm_and_host_input_is_refused_with_its_reason() -> Result<()> {

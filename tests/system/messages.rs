@@ -4,40 +4,8 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
+use super::support::messages::SEND;
 use super::support::{error_code, expect_code, python_agent, text, Deadline, Gate, Node, NodeOpts, WAIT};
-
-pub(super) const SEND: &str = "mutation($to: ID!, $payload: JSON!, $priority: Priority, $timeoutMs: Int64) { \
-    sendMessage(to: $to, payload: $payload, priority: $priority, timeoutMs: $timeoutMs) { id reply } }";
-
-/// A process agent that answers each message with its payload, after waiting for the file
-/// named in `payload.gate` (if any), and logs each answered payload.
-pub(super) fn gated_agent(node: &Node) -> Result<(Vec<String>, std::path::PathBuf)> {
-    let log = node.data_dir().join("answered.log");
-    let script = node.data_dir().join("gated_agent.py");
-    std::fs::write(
-        &script,
-        format!(
-            r#"import json, os, sys, time
-print(json.dumps({{"type": "ready"}}), flush=True)
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("type") == "message":
-        p = m.get("payload") or {{}}
-        open({log:?} + ".received", "a").close()
-        g = p.get("gate")
-        while g and not os.path.exists(g):
-            time.sleep(0.02)
-        with open({log:?}, "a") as f:
-            f.write(json.dumps(p) + "\n")
-        print(json.dumps({{"type": "reply", "id": m["id"], "payload": p}}), flush=True)
-    elif m.get("type") == "shutdown":
-        break
-"#,
-            log = log.display().to_string()
-        ),
-    )?;
-    Ok((vec!["python3".into(), script.display().to_string()], log))
-}
 
 #[tokio::test]
 async fn agents_answer_messages_and_unanswered_ones_become_dead_letters_that_replay() -> Result<()> {
@@ -119,12 +87,7 @@ async fn agents_answer_messages_and_unanswered_ones_become_dead_letters_that_rep
 #[tokio::test]
 async fn a_critical_message_overtakes_queued_normal_ones_and_a_full_mailbox_refuses() -> Result<()> {
     let node = Node::start(NodeOpts::named("lanes").arg("--agent-mailbox-size", 3)).await?;
-    let (command, log) = gated_agent(&node)?;
-    let agent = node
-        .spawn_agent(json!({ "name": "gated", "backend": { "process": { "command": command, "heartbeatMs": 60000 } } }))
-        .await?;
-    let agent = text(&agent, "/id")?;
-    node.wait_agent_state(&agent, "RUNNING").await?;
+    let (agent, log) = node.start_gated_agent(&[]).await?;
     let gate = Gate::new()?;
     let send = |payload: Value, priority: &'static str| {
         let (node, agent) = (&node, agent.clone());
@@ -133,24 +96,7 @@ async fn a_critical_message_overtakes_queued_normal_ones_and_a_full_mailbox_refu
                 .await
         }
     };
-    let waiting = |n: i64| {
-        let (node, agent) = (&node, agent.clone());
-        async move {
-            let deadline = Deadline::after(WAIT, format!("{n} messages waiting"));
-            loop {
-                let a = node
-                    .gql_ok(
-                        "query($id: ID!) { agent(id: $id) { messagesWaiting } }",
-                        json!({ "id": agent }),
-                    )
-                    .await?;
-                if a["agent"]["messagesWaiting"] == n {
-                    return anyhow::Ok(());
-                }
-                deadline.tick(&a).await?;
-            }
-        }
-    };
+    let waiting = |n: i64| node.wait_messages_waiting(&agent, n);
     // The first is delivered and held at the gate; then two NORMAL ones queue, then a CRITICAL.
     let first = tokio::spawn({
         let (node_addr, token, agent, gate) = (
@@ -172,11 +118,7 @@ async fn a_critical_message_overtakes_queued_normal_ones_and_a_full_mailbox_refu
         }
     });
     // The agent marks each message it receives: the first is in its hands, held at the gate.
-    let received = node.data_dir().join("answered.log.received");
-    let deadline = Deadline::after(WAIT, "the first message to reach the agent");
-    while !received.exists() {
-        deadline.tick("not yet").await?;
-    }
+    node.wait_gated_received().await?;
     let (n2, n3, n4, full) = tokio::join!(
         send(json!({ "n": 2 }), "NORMAL"),
         async {
@@ -376,13 +318,7 @@ for line in sys.stdin:
 #[tokio::test]
 async fn messages_waiting_in_a_mailbox_survive_a_kill_9() -> Result<()> {
     let mut node = Node::start(NodeOpts::named("durable-mail")).await?;
-    let (command, log) = gated_agent(&node)?;
-    let agent = node
-        .spawn_agent(json!({ "name": "gated", "topics": ["jobs.#"],
-                             "backend": { "process": { "command": command, "heartbeatMs": 60000 } } }))
-        .await?;
-    let agent = text(&agent, "/id")?;
-    node.wait_agent_state(&agent, "RUNNING").await?;
+    let (agent, log) = node.start_gated_agent(&["jobs.#"]).await?;
     let gate = Gate::new()?;
     let publish = "mutation($t: String!, $p: JSON!) { publish(topic: $t, payload: $p) { queued } }";
     node.gql_ok(
@@ -390,25 +326,9 @@ async fn messages_waiting_in_a_mailbox_survive_a_kill_9() -> Result<()> {
         json!({ "t": "jobs.a", "p": { "n": 1, "gate": gate.path().display().to_string() } }),
     )
     .await?;
-    let received = node.data_dir().join("answered.log.received");
-    let deadline = Deadline::after(WAIT, "the first message to reach the agent");
-    while !received.exists() {
-        deadline.tick("not yet").await?;
-    }
+    node.wait_gated_received().await?;
     node.gql_ok(publish, json!({ "t": "jobs.b", "p": { "n": 2 } })).await?;
-    let deadline = Deadline::after(WAIT, "the second message to wait");
-    loop {
-        let a = node
-            .gql_ok(
-                "query($id: ID!) { agent(id: $id) { messagesWaiting } }",
-                json!({ "id": agent }),
-            )
-            .await?;
-        if a["agent"]["messagesWaiting"] == 1 {
-            break;
-        }
-        deadline.tick(&a).await?;
-    }
+    node.wait_messages_waiting(&agent, 1).await?;
     node.kill9().await?;
     node.restart().await?;
     node.wait_agent_state(&agent, "RUNNING").await?;
@@ -442,16 +362,7 @@ async fn messages_across_nodes_wait_their_full_timeout_and_dead_letters_are_the_
     let (alpha, beta) = super::cluster::start_pair().await?;
     let spawn_gated = |node: &'static str| {
         let node = if node == "alpha" { &alpha } else { &beta };
-        async move {
-            let (command, _) = gated_agent(node)?;
-            let a = node
-                .spawn_agent(json!({ "name": "gated", "topics": ["health.*"],
-                                     "backend": { "process": { "command": command, "heartbeatMs": 60000 } } }))
-                .await?;
-            let id = text(&a, "/id")?;
-            node.wait_agent_state(&id, "RUNNING").await?;
-            anyhow::Ok(id)
-        }
+        async move { anyhow::Ok(node.start_gated_agent(&["health.*"]).await?.0) }
     };
     let far = spawn_gated("beta").await?;
     let near = spawn_gated("alpha").await?;

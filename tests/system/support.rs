@@ -1,9 +1,14 @@
 //! The harness: a real `troupe serve` process per [`Node`], GraphQL over HTTP, and
-//! polling helpers whose every wait ends at a deadline.
+//! polling helpers whose every wait ends at a deadline. What several areas' tests share of a
+//! domain lives here too: `messages` (the gated agent and mailbox waits), `swarms` and `vms`
+//! (their fields, reads and waits); agent fixtures in `agents`.
 
 mod agents;
 mod api;
+pub mod messages;
 mod process;
+pub mod swarms;
+pub mod vms;
 mod ws;
 
 use std::path::{Path, PathBuf};

@@ -5,8 +5,10 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
+use super::support::swarms::{
+    alive, create, members, pid_dir, run_task, submit_task, swarm, template, wait_swarm, wait_task,
+};
 use super::support::{error_code, text, Deadline, Gate, Node, NodeOpts, WAIT};
-use super::swarms::{alive, create, members, pid_dir, run_task, submit_task, swarm, template, wait_swarm, wait_task};
 
 #[tokio::test]
 async fn a_swarm_whose_member_cannot_start_answers_the_members_error_and_leaves_nothing() -> Result<()> {

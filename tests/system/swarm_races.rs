@@ -5,8 +5,8 @@
 use anyhow::{ensure, Result};
 use serde_json::json;
 
+use super::support::swarms::{create, members, swarm, wait_swarm};
 use super::support::{text, Deadline, Node, NodeOpts, WAIT};
-use super::swarms::{create, members, swarm, wait_swarm};
 
 #[tokio::test]
 async fn two_adoptions_at_once_both_count() -> Result<()> {

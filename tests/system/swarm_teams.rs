@@ -4,10 +4,10 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use super::support::{error_code, text, Deadline, Node, NodeOpts, WAIT};
-use super::swarms::{
+use super::support::swarms::{
     alive, children, create, in_tree, members, pid_dir, run_task, swarm, template, wait_swarm, SWARM_FIELDS,
 };
+use super::support::{error_code, text, Deadline, Node, NodeOpts, WAIT};
 
 #[tokio::test]
 async fn a_member_leads_a_sub_team_that_does_its_part_of_a_plan_inside_the_swarms_subtree() -> Result<()> {

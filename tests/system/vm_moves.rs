@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
+use super::support::vms::{copies, create_vm, domains, host, host_id, vm, wait_host, wait_vm};
 use super::support::{expect_code, int, metric, text, Deadline, Node, NodeOpts, Subscription, WAIT};
-use super::vms::{copies, create_vm, domains, host, host_id, vm, wait_host, wait_vm};
 
 #[tokio::test]
 async fn a_migration_moves_a_vm_through_its_phases_and_a_failed_one_leaves_it_running() -> Result<()> {

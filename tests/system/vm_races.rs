@@ -5,8 +5,8 @@
 use anyhow::{ensure, Result};
 use serde_json::json;
 
+use super::support::vms::{create_vm, host, host_id, vm, wait_host, wait_vm};
 use super::support::{expect_code, text, Node, NodeOpts};
-use super::vms::{create_vm, host, host_id, vm, wait_host, wait_vm};
 
 const FAULT: &str = "mutation($t: ID!, $k: FaultKind!) { injectFault(target: $t, kind: $k) }";
 const REMOVE: &str = "mutation($id: ID!) { removeHost(id: $id, force: true) { name } }";

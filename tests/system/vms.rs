@@ -2,110 +2,13 @@
 //! node makes. What libvirt itself reports (`host.domains`) is checked, not only Troupe's
 //! records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use super::support::{error_code, expect_code, int, metric, text, Deadline, Node, NodeOpts, WAIT};
-
-pub(super) const VM_FIELDS: &str = "id name state reason restarts lastError hostId host { name } \
-    spec { runPolicy running domain vcpus memoryMiB } \
-    migration { id phase kind sourceHost targetHost error reason }";
-
-pub(super) async fn create_vm(node: &Node, input: Value) -> Result<Value> {
-    let q = format!("mutation($input: CreateVmInput!) {{ createVm(input: $input) {{ {VM_FIELDS} }} }}");
-    Ok(node.gql_ok(&q, json!({ "input": input })).await?["createVm"].clone())
-}
-
-pub(super) async fn vm(node: &Node, id: &str) -> Result<Value> {
-    let q = format!("query($id: ID!) {{ vm(id: $id) {{ {VM_FIELDS} }} }}");
-    Ok(node.gql_ok(&q, json!({ "id": id })).await?["vm"].clone())
-}
-
-pub(super) async fn act(node: &Node, mutation: &str, id: &str) -> Result<Value> {
-    let q = format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ {VM_FIELDS} }} }}");
-    node.gql(&q, json!({ "id": id })).await
-}
-
-pub(super) async fn wait_vm(node: &Node, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
-    let deadline = Deadline::after(WAIT, format!("VM {id} to be {what}"));
-    loop {
-        let v = vm(node, id).await?;
-        if pred(&v) {
-            return Ok(v);
-        }
-        deadline.tick(&v).await?;
-    }
-}
-
-pub(super) async fn host_id(node: &Node, name: &str) -> Result<String> {
-    let data = node
-        .gql_ok("query($id: ID!) { host(id: $id) { id } }", json!({ "id": name }))
-        .await?;
-    text(&data, "/host/id")
-}
-
-pub(super) async fn host(node: &Node, name: &str) -> Result<Value> {
-    let q = "query($id: ID!) { host(id: $id) { id name state lastError \
-             allocated { vcpus memoryMiB vcpuLimit memoryLimitMiB vms } \
-             drain { total moved failed done } domains { name state reason memoryKiB } } }";
-    Ok(node.gql_ok(q, json!({ "id": name })).await?["host"].clone())
-}
-
-pub(super) async fn wait_host(node: &Node, name: &str, state: &str) -> Result<Value> {
-    let deadline = Deadline::after(WAIT, format!("host {name} to be {state}"));
-    loop {
-        let h = node
-            .gql_ok(
-                "query($id: ID!) { host(id: $id) { state lastError } }",
-                json!({ "id": name }),
-            )
-            .await?;
-        if h["host"]["state"] == state {
-            return Ok(h["host"].clone());
-        }
-        deadline.tick(&h).await?;
-    }
-}
-
-/// Every domain libvirt reports on each host, by host name.
-pub(super) async fn domains(node: &Node) -> Result<BTreeMap<String, Vec<(String, String)>>> {
-    let data = node
-        .gql_ok("{ hosts { name domains { name state } } }", json!({}))
-        .await?;
-    let mut out = BTreeMap::new();
-    for h in data["hosts"].as_array().context("hosts")? {
-        let list = h["domains"]
-            .as_array()
-            .context("domains")?
-            .iter()
-            .map(|d| {
-                (
-                    d["name"].as_str().unwrap_or_default().to_owned(),
-                    d["state"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
-        out.insert(h["name"].as_str().unwrap_or_default().to_owned(), list);
-    }
-    Ok(out)
-}
-
-/// How many copies of `domain` libvirt has, on which hosts, and how many of them run.
-pub(super) fn copies(all: &BTreeMap<String, Vec<(String, String)>>, domain: &str) -> (Vec<String>, usize) {
-    let mut hosts = Vec::new();
-    let mut running = 0;
-    for (host, list) in all {
-        for (name, state) in list {
-            if name == domain {
-                hosts.push(host.clone());
-                running += usize::from(state == "RUNNING");
-            }
-        }
-    }
-    (hosts, running)
-}
+use super::support::vms::{act, copies, create_vm, domains, host, vm, wait_vm, VM_FIELDS};
+use super::support::{error_code, expect_code, int, metric, text, Node, NodeOpts};
 
 #[tokio::test]
 async fn a_vm_lives_through_its_whole_lifecycle_on_a_simulated_host() -> Result<()> {

@@ -8,7 +8,6 @@
 //! idempotency keys.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ractor::ActorRef;
@@ -27,14 +26,9 @@ use super::{AgentChild, AgentMsg, AgentPolicy, Probe};
 use crate::call::{ask, ask_within, split, CALL_TIMEOUT};
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
+use crate::serving::Serving;
 use crate::slots::Slots;
 use crate::tables::{AGENTS, AGENT_STATUS};
-
-/// Finds the supervisor that runs the agents of an owner (the node's `agents`, or a swarm's
-/// `members`), or says why there is none now.
-pub trait Supervisors: Sync {
-    fn of(&self, owner: &Owner) -> Result<ActorRef<SupervisorMsg>, ApiError>;
-}
 
 /// This node's agents, as the handles of the node lend them.
 pub struct Registry<'a> {
@@ -44,19 +38,13 @@ pub struct Registry<'a> {
     pub slots: &'a Slots,
     pub policy: &'a AgentPolicy,
     pub idempotency: &'a Idempotency,
-    /// Where the agents of each owner run.
-    pub supervisors: &'a dyn Supervisors,
-    /// Set while the node shuts down: nothing new starts.
-    pub draining: &'a AtomicBool,
+    /// Cleared while the node shuts down: nothing new starts.
+    pub serving: &'a Serving,
 }
 
 impl Registry<'_> {
     pub(super) fn ensure_serving(&self) -> Result<(), ApiError> {
-        if self.draining.load(Ordering::SeqCst) {
-            Err(ApiError::Unavailable("the node is shutting down".into()))
-        } else {
-            Ok(())
-        }
+        self.serving.ensure()
     }
 
     /// Claims an idempotency key, when the caller gave one.
@@ -70,15 +58,12 @@ impl Registry<'_> {
     }
 
     pub(super) fn scheduler(&self) -> Result<ActorRef<SchedulerMsg>, ApiError> {
-        self.slots
-            .scheduler
-            .get()
-            .ok_or_else(|| ApiError::Unavailable("the scheduler is not running".into()))
+        self.slots.scheduler.running("the scheduler")
     }
 
     /// The supervisor that runs the agents of `owner`.
     pub(super) fn supervisor_of(&self, owner: &Owner) -> Result<ActorRef<SupervisorMsg>, ApiError> {
-        self.supervisors.of(owner)
+        self.slots.supervisor_of(owner)
     }
 
     /// Spawns an agent of this node (where it runs was decided on the way here).

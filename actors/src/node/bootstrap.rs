@@ -1,7 +1,6 @@
 //! Bringing a node up: data dir, store, tokens, cookie, the API and the supervision tree.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +19,10 @@ use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild, Secrets};
 use crate::cluster::{Cluster, ClusterChild, PeerInfo};
 use crate::host::{Fleet, FleetSettings, HostMode, HostSpec, HostsChild};
 use crate::placement::Overcommit;
+use crate::scheduler::TaskQueue;
 use crate::scheduler::{BreakerPolicy, RetryPolicy, Scheduler, SchedulerArgs};
-use crate::service::{Api, Context};
+use crate::service::{Agents, Api, Context, Hosts, Messages, Swarms, Tasks, Vms};
+use crate::serving::Serving;
 use crate::slots::Slots;
 use crate::tables::{AGENTS, AGENT_STATUS, HOSTS, TASKS, VMS, VM_STATUS};
 use crate::vm::{MigrationPhase, VmSpec, VmStatus};
@@ -108,32 +109,84 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         base: config.supervisor_backoff,
         max: Duration::from_secs(5).max(config.supervisor_backoff),
     };
-    let api = Api::new(
-        Context {
-            node_id,
-            node_name: config.node_name.clone(),
-            started_at: troupe_runtime::clock::now(),
+    let default_strategy = match config.default_strategy.as_str() {
+        "round_robin" => crate::task::Strategy::RoundRobin,
+        "least_connections" => crate::task::Strategy::LeastConnections,
+        "weighted" => crate::task::Strategy::Weighted,
+        _ => crate::task::Strategy::Score,
+    };
+    let serving = Serving::default();
+    // What every service shares; each domain's own state goes to its service alone.
+    let ctx = Arc::new(Context {
+        node_id,
+        node_name: config.node_name.clone(),
+        started_at: troupe_runtime::clock::now(),
+        store: store.clone(),
+        cluster: cluster.clone(),
+        idempotency: idempotency.clone(),
+        tokens,
+        max_payload_bytes: config.max_payload_bytes,
+        serving: serving.clone(),
+    });
+    let agents = Agents {
+        ctx: ctx.clone(),
+        slots: slots.clone(),
+        policy: agent_policy.clone(),
+    };
+    let tasks = Tasks {
+        ctx: ctx.clone(),
+        queue: TaskQueue {
+            node: config.node_name.clone(),
             store: store.clone(),
-            slots: slots.clone(),
-            cluster,
             idempotency: idempotency.clone(),
-            tokens,
-            max_payload_bytes: config.max_payload_bytes,
-            max_open_tasks: config.max_open_tasks,
-            default_strategy: match config.default_strategy.as_str() {
-                "round_robin" => crate::task::Strategy::RoundRobin,
-                "least_connections" => crate::task::Strategy::LeastConnections,
-                "weighted" => crate::task::Strategy::Weighted,
-                _ => crate::task::Strategy::Score,
-            },
-            agent_policy: agent_policy.clone(),
-            draining: AtomicBool::new(false),
-            fleet: fleet.clone(),
-            backoff,
+            cluster,
+            serving: serving.clone(),
+            scheduler: slots.scheduler.clone(),
+            open: slots.open_tasks.clone(),
+            max_open: config.max_open_tasks,
+            default_strategy,
             requeueing: Default::default(),
         },
-        crate::messaging::Mailboxes::new(config.agent_mailbox_size, store.clone(), slots.handles.clone()),
-    );
+    };
+    let swarms = Swarms {
+        ctx: ctx.clone(),
+        port: crate::swarm::Port {
+            node: config.node_name.clone(),
+            store: store.clone(),
+            serving,
+            max_payload_bytes: config.max_payload_bytes,
+            fault_injection: config.fault_injection,
+            locks: Default::default(),
+            watch: Default::default(),
+            backoff,
+            policy: agent_policy.clone(),
+            slots: slots.clone(),
+            members: Arc::new(agents.clone()),
+            subtasks: Arc::new(tasks.clone()),
+        },
+    };
+    let hosts = Hosts {
+        ctx: ctx.clone(),
+        fleet: fleet.clone(),
+        intensity: agent_policy.intensity,
+    };
+    let api = Api {
+        messages: Messages {
+            ctx: ctx.clone(),
+            mailboxes: crate::messaging::Mailboxes::new(
+                config.agent_mailbox_size,
+                store.clone(),
+                slots.handles.clone(),
+            ),
+        },
+        vms: Vms { hosts: hosts.clone() },
+        ctx,
+        slots: slots.clone(),
+        agents,
+        tasks,
+        hosts,
+        swarms,
+    };
     let courier = crate::messaging::courier::start(&slots.outbox, api.clone());
     let intensity = Some(Intensity {
         max_restarts: config.supervisor_max_restarts,

@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::context::Context;
 use super::listing::{Counted, Listing};
-use crate::agent::{AgentFilter, AgentView, Checkpoint, Probe, SpawnAgentRequest, Usage};
+use crate::agent::{AgentFilter, AgentPolicy, AgentView, Checkpoint, Probe, SpawnAgentRequest, Usage};
 use crate::cluster::remote::{service, At, Everywhere, Located};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
+use crate::slots::Slots;
 
 service! {
     service Agents as "agents" (AgentsMsg, AgentsRequest, AgentsResponse, AgentsLocal);
@@ -65,6 +66,10 @@ impl AgentLive {
 #[derive(Clone)]
 pub struct Agents {
     pub(crate) ctx: Arc<Context>,
+    /// Where this node's agents and their supervisors are found.
+    pub(crate) slots: Slots,
+    /// What every agent's child spec shares (restarts, shutdown, secrets).
+    pub(crate) policy: AgentPolicy,
 }
 
 impl Located for Agents {

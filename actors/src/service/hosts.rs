@@ -7,6 +7,8 @@ mod vms;
 use std::sync::Arc;
 use std::time::Duration;
 
+use troupe_runtime::supervision::Intensity;
+
 use super::context::{keep, split, Context};
 use super::listing::Listing;
 use crate::cluster::remote::{service, At, Everywhere, Located, PEER_TIMEOUT};
@@ -34,7 +36,10 @@ service! {
 #[derive(Clone)]
 pub struct Hosts {
     pub(crate) ctx: Arc<Context>,
+    /// This node's hosts and their VMs' claims: the host room's state.
     pub(crate) fleet: Arc<Fleet>,
+    /// The restart intensity of a host's driver.
+    pub(crate) intensity: Intensity,
 }
 
 impl Located for Hosts {
@@ -111,8 +116,7 @@ impl HostsLocal for Hosts {
             Ok(guard) => guard,
             Err(id) => return self.fleet.host_view(&id),
         };
-        let intensity = self.ctx.agent_policy.intensity;
-        let view = crate::host::add(&self.fleet, request, intensity, guard.as_ref()).await?;
+        let view = crate::host::add(&self.fleet, request, self.intensity, guard.as_ref()).await?;
         keep(&self.ctx.store, guard, &view.spec.id).await?;
         Ok(view)
     }

@@ -1,11 +1,8 @@
 //! Cluster-wide lists and counts: this node's part and every reachable peer's, and which
 //! peers' parts are missing.
 
-use serde::{Deserialize, Serialize};
-use troupe_runtime::store::{Store, StoreError, Table, View};
-
 use crate::cluster::Gathered;
-use crate::error::ApiError;
+use serde::{Deserialize, Serialize};
 
 /// One page of a cluster-wide list, in id order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,34 +56,6 @@ pub(crate) fn merge_pages<T>(pages: Vec<(Vec<T>, bool)>, first: usize, id: impl 
     more |= all.len() > first;
     all.truncate(first);
     (all, more)
-}
-
-/// One page of this node's records of `table` after the cursor, in id order: `read` turns
-/// each entry into an item, or `None` to leave it out (a filter); and whether more follow.
-pub(crate) async fn page_local<T, F>(
-    store: &Store,
-    table: Table,
-    after: Option<String>,
-    first: usize,
-    read: F,
-) -> Result<(Vec<T>, bool), ApiError>
-where
-    T: Send + 'static,
-    F: Fn(&View<'_>, &str, &[u8]) -> Result<Option<T>, StoreError> + Send + 'static,
-{
-    let mut page = store
-        .view(move |v| {
-            let mut out = Vec::new();
-            v.scan(table, after.as_deref(), |id, bytes| {
-                out.extend(read(v, id, bytes)?);
-                Ok(out.len() <= first)
-            })?;
-            Ok(out)
-        })
-        .await?;
-    let more = page.len() > first;
-    page.truncate(first);
-    Ok((page, more))
 }
 
 #[cfg(test)]

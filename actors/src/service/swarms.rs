@@ -1,17 +1,16 @@
 //! The swarms service: create, scale, retopologise and destroy swarms, their memory and their
 //! tasks. A swarm lives on one node, members and coordinator included (its id says which);
 //! a request about a peer's swarm is sent to that peer's swarms service, and `swarms` lists
-//! the whole cluster's.
+//! the whole cluster's. On the swarm's node each request is the swarm room's work, done
+//! through its [`Port`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use troupe_runtime::supervision::SupervisorMsg;
-
-use super::agents::Agents;
-use super::context::{ask, Context};
-use crate::agent::Owner;
+use super::context::Context;
 use crate::error::ApiError;
-use crate::swarm::{CoordinatorMsg, SwarmSpec, SwarmView};
+use crate::swarm::memory::{Entry, Op, Write};
+use crate::swarm::{CreateSwarmRequest, Port, SwarmTask, SwarmTaskMode, SwarmView, Topology};
 
 /// Sends the call to the node holding `$id` when it is a peer, and answers with its answer;
 /// on the holder, the method goes on with its own work.
@@ -23,20 +22,14 @@ macro_rules! on_peer {
     };
 }
 
-mod change;
-mod create;
-mod destroy;
 mod peer;
 mod port;
-mod work;
 
 #[derive(Clone)]
 pub struct Swarms {
     pub(crate) ctx: Arc<Context>,
-    /// One writer at a time per swarm's memory, spec and status, and per swarm task record.
-    pub(crate) locks: crate::swarm::Locks,
-    /// Wakes swarm conductors waiting on tasks and members.
-    pub(crate) watch: crate::swarm::Watch,
+    /// The swarm room on this node.
+    pub(crate) port: Port,
 }
 
 impl Swarms {
@@ -45,66 +38,44 @@ impl Swarms {
         self.ctx.holds(id)
     }
 
-    /// Refuses an agent of a peer: a swarm's members live on its node.
-    fn local(&self, agent: &str) -> Result<(), ApiError> {
-        match self.ctx.peer_holding(agent) {
-            Some(node) => Err(ApiError::invalid(format!(
-                "agent {agent} lives on node {node}: a swarm's members live on the swarm's node"
-            ))),
-            None => Ok(()),
+    /// The swarm room's handles on this node (for the `swarms` supervisor).
+    pub(crate) fn port(&self) -> Port {
+        self.port.clone()
+    }
+
+    /// Creates a swarm on the node it asks for (a sub-team on its parent's), adopting the
+    /// agents named; answers once its coordinator has started the members its templates make.
+    pub async fn create(&self, req: CreateSwarmRequest) -> Result<SwarmView, ApiError> {
+        req.validate()?;
+        let node = match &req.lead {
+            // A sub-team runs where its parent does.
+            Some(lead) => {
+                let home = self
+                    .ctx
+                    .peer_holding(&lead.swarm)
+                    .unwrap_or_else(|| self.ctx.node_name.clone());
+                if let Some(asked) = req.node.as_deref().filter(|n| *n != home) {
+                    return Err(ApiError::invalid(format!(
+                        "a sub-team runs on its parent's node ({home}), not on {asked}"
+                    )));
+                }
+                Some(home.to_owned())
+            }
+            None => req.node.clone(),
         }
+        .filter(|n| *n != self.ctx.node_name);
+        if let Some(node) = node {
+            let mut req = req;
+            req.node = None;
+            return crate::cluster::remote::Peer(self, node).create(Box::new(req)).await;
+        }
+        self.port.create(req).await
     }
 
-    fn agents(&self) -> Agents {
-        Agents { ctx: self.ctx.clone() }
-    }
-
-    /// A swarm of this node with its members.
+    /// A swarm with its members.
     pub async fn get(&self, id: &str) -> Result<SwarmView, ApiError> {
         on_peer!(self, id, get(id.to_owned()));
-        let spec = crate::swarm::load_spec(&self.ctx.store, id).await?;
-        let status = crate::swarm::load_status(&self.ctx.store, id).await?;
-        let members = self
-            .agents()
-            .owned(&Owner::Swarm(id.to_owned()))
-            .await?
-            .into_iter()
-            .map(|v| v.spec.id)
-            .collect();
-        let teams = crate::swarm::teams_of(&self.ctx.store, Some(id)).await?;
-        Ok(SwarmView {
-            spec,
-            status,
-            members,
-            teams,
-        })
-    }
-
-    /// The supervisor a swarm's subtree runs under: its parent swarm's for a sub-team, else
-    /// the node's `swarms`.
-    fn parent_supervisor(&self, spec: &SwarmSpec) -> Result<ractor::ActorRef<SupervisorMsg>, ApiError> {
-        match &spec.lead {
-            Some(lead) => {
-                self.ctx.slots.swarm_supervisors.get(&lead.swarm).ok_or_else(|| {
-                    ApiError::Unavailable(format!("the supervisor of swarm {} is not running", lead.swarm))
-                })
-            }
-            None => self
-                .ctx
-                .slots
-                .swarms
-                .get()
-                .ok_or_else(|| ApiError::Unavailable("the swarms supervisor is not running".into())),
-        }
-    }
-
-    /// The team `agent` leads, if any.
-    async fn led_by(&self, agent: &str) -> Result<Option<String>, ApiError> {
-        let teams = crate::swarm::teams(&self.ctx.store, None).await?;
-        Ok(teams
-            .into_iter()
-            .find(|(_, _, leader)| leader == agent)
-            .map(|(_, team, _)| team))
+        self.port.view(id).await
     }
 
     /// The cluster's swarms (of the nodes that answer), sub-teams included, in id order.
@@ -115,42 +86,107 @@ impl Swarms {
         Ok(all)
     }
 
-    async fn list_local(&self) -> Result<Vec<SwarmView>, ApiError> {
-        let ids = crate::swarm::ids(&self.ctx.store).await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(self.get(&id).await?);
-        }
-        Ok(out)
+    /// Sets the swarm's size (within its bounds) and waits for its coordinator to reach it.
+    pub async fn scale(&self, id: &str, size: u32, reason: &str) -> Result<SwarmView, ApiError> {
+        on_peer!(self, id, scale(id.to_owned(), size, reason.to_owned()));
+        self.port.scale(id, size, reason).await
     }
 
-    fn coordinator(&self, id: &str) -> Result<ractor::ActorRef<CoordinatorMsg>, ApiError> {
-        self.ctx
-            .slots
-            .coordinators
-            .get(id)
-            .filter(|c| c.get_status() == ractor::ActorStatus::Running)
-            .ok_or_else(|| ApiError::Unavailable(format!("the coordinator of swarm {id} is not running")))
+    pub async fn set_topology(&self, id: &str, topology: Topology) -> Result<SwarmView, ApiError> {
+        on_peer!(self, id, set_topology(id.to_owned(), topology));
+        self.port.set_topology(id, topology).await
+    }
+
+    /// Makes an agent of the swarm's node a member; the swarm's size grows by one.
+    pub async fn adopt(&self, id: &str, agent: &str) -> Result<SwarmView, ApiError> {
+        on_peer!(self, id, adopt(id.to_owned(), agent.to_owned()));
+        self.port.adopt(id, agent).await
+    }
+
+    /// Gives a member back to its node; the swarm's size shrinks by one.
+    pub async fn release(&self, id: &str, agent: &str) -> Result<SwarmView, ApiError> {
+        on_peer!(self, id, release(id.to_owned(), agent.to_owned()));
+        self.port.release(id, agent).await
+    }
+
+    /// Stops the swarm's whole subtree, then removes the swarm, its members, its memory and
+    /// its tasks' records.
+    pub async fn destroy(&self, id: &str) -> Result<SwarmView, ApiError> {
+        on_peer!(self, id, destroy(id.to_owned()));
+        self.port.destroy(id).await
     }
 
     /// Fails the swarm's coordinator (an injected fault: `--fault-injection` only).
     pub async fn crash_coordinator(&self, id: &str) -> Result<(), ApiError> {
         on_peer!(self, id, crash_coordinator(id.to_owned()));
-        if !self.ctx.fleet.settings.fault_injection {
-            return Err(ApiError::Forbidden(
-                "fault injection is disabled on this node; start it with --fault-injection".into(),
-            ));
-        }
-        let coordinator = self.coordinator(id)?;
-        ask(&coordinator, CoordinatorMsg::Crash, "the swarm's coordinator").await
+        self.port.crash_coordinator(id).await
     }
 
-    async fn owner_of(&self, agent: &str) -> Result<Owner, ApiError> {
-        self.local(agent)?;
-        let view = self.agents().get(agent).await?;
-        Ok(view
-            .ok_or_else(|| ApiError::NotFound(format!("no agent {agent}")))?
-            .spec
-            .owner)
+    pub async fn memory_get(&self, id: &str, key: &str) -> Result<Option<Entry>, ApiError> {
+        on_peer!(self, id, memory_get(id.to_owned(), key.to_owned()));
+        self.port.memory_get(id, key).await
+    }
+
+    pub async fn memory_list(&self, id: &str, prefix: &str, first: usize) -> Result<Vec<Entry>, ApiError> {
+        let first_ = first.min(u32::MAX as usize) as u32;
+        on_peer!(self, id, memory_list(id.to_owned(), prefix.to_owned(), first_));
+        self.port.memory_list(id, prefix, first).await
+    }
+
+    /// Sets or deletes a key, if its version is `expect` (when given: 0 for a key that must
+    /// not exist yet).
+    pub async fn memory_write(
+        &self,
+        id: &str,
+        key: &str,
+        write: Write,
+        expect: Option<u64>,
+    ) -> Result<Option<Entry>, ApiError> {
+        on_peer!(
+            self,
+            id,
+            memory_write(id.to_owned(), key.to_owned(), write.clone(), expect)
+        );
+        self.port.memory_write(id, key, write, expect).await
+    }
+
+    /// A member's read or write of its own swarm's memory (a member of this node).
+    pub async fn agent_memory(&self, agent: &str, op: Op) -> Result<serde_json::Value, ApiError> {
+        self.port.agent_memory(agent, op).await
+    }
+
+    /// Records a swarm task and hands it to the coordinator; answers it RUNNING.
+    pub async fn submit_task(&self, id: &str, mode: SwarmTaskMode) -> Result<SwarmTask, ApiError> {
+        on_peer!(self, id, submit_task(id.to_owned(), Box::new(mode.clone())));
+        self.port.submit_task(id, mode).await
+    }
+
+    /// A leader's (of this node) swarm task for the team it leads, waited on for at most
+    /// `timeout`; its result.
+    pub async fn lead_task(
+        &self,
+        agent: &str,
+        mode: SwarmTaskMode,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.port.lead_task(agent, mode, timeout).await
+    }
+
+    pub async fn task(&self, task: &str) -> Result<Option<SwarmTask>, ApiError> {
+        on_peer!(self, task, task(task.to_owned()));
+        self.port.task(task).await
+    }
+
+    /// The swarm's tasks, newest first, at most `first`.
+    pub async fn tasks(&self, id: &str, first: usize) -> Result<Vec<SwarmTask>, ApiError> {
+        let first_ = first.min(u32::MAX as usize) as u32;
+        on_peer!(self, id, tasks(id.to_owned(), first_));
+        self.port.tasks(id, first).await
+    }
+
+    /// Tasks running on the swarm's members, and their slots.
+    pub async fn queue(&self, id: &str) -> Result<(u32, u32), ApiError> {
+        on_peer!(self, id, queue(id.to_owned()));
+        self.port.queue(id).await
     }
 }

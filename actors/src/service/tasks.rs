@@ -1,26 +1,18 @@
 //! The tasks service: submit, cancel, look up, list and count tasks, wherever they live. A
 //! task aimed at a peer's agent is submitted on that peer, which owns it from then on; a
-//! task's id names its node.
-
-mod local;
+//! task's id names its node. On the task's node each request is the scheduler room's work,
+//! done through its [`TaskQueue`].
 
 use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
 
 use super::context::Context;
 use super::listing::{Counted, Listing};
 use crate::cluster::remote::{service, At, Everywhere, Located};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
-use crate::task::{SubmitTaskRequest, TaskRecord, TaskState};
-
-/// Which tasks a list or count wants.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskFilter {
-    pub state: Option<TaskState>,
-    pub agent: Option<String>,
-}
+pub use crate::scheduler::TaskFilter;
+use crate::scheduler::TaskQueue;
+use crate::task::{SubmitTaskRequest, TaskRecord};
 
 service! {
     service Tasks as "tasks" (TasksMsg, TasksRequest, TasksResponse, TasksLocal);
@@ -39,6 +31,8 @@ service! {
 #[derive(Clone)]
 pub struct Tasks {
     pub(crate) ctx: Arc<Context>,
+    /// This node's tasks, as the scheduler room works them.
+    pub(crate) queue: TaskQueue,
 }
 
 impl Located for Tasks {
@@ -69,7 +63,7 @@ impl Tasks {
                 .validate(self.ctx.max_payload_bytes)
                 .map_err(|e| ApiError::invalid(format!("task {}: {e}", t.key)))?;
         }
-        self.submit_graph_local(graph, key.as_deref()).await
+        self.queue.submit_graph(graph, key.as_deref()).await
     }
 
     /// Queues a DEAD task again, with its attempts renewed.
@@ -113,19 +107,19 @@ impl TasksLocal for Tasks {
     // A peer's request is checked like a local one.
     async fn submit(&self, request: Box<SubmitTaskRequest>, key: Option<String>) -> Result<TaskRecord, ApiError> {
         request.validate(self.ctx.max_payload_bytes)?;
-        self.submit_local(*request, key.as_deref()).await
+        self.queue.submit(*request, key.as_deref()).await
     }
 
     async fn cancel(&self, id: String, key: Option<String>) -> Result<TaskRecord, ApiError> {
-        self.cancel_local(&id, key.as_deref()).await
+        self.queue.cancel(&id, key.as_deref()).await
     }
 
     async fn requeue(&self, id: String, key: Option<String>) -> Result<TaskRecord, ApiError> {
-        self.requeue_local(&id, key.as_deref()).await
+        self.queue.requeue(&id, key.as_deref()).await
     }
 
     async fn get(&self, id: String) -> Result<Option<TaskRecord>, ApiError> {
-        self.get_local(&id).await
+        self.queue.get(&id).await
     }
 
     async fn list(
@@ -134,10 +128,10 @@ impl TasksLocal for Tasks {
         after: Option<String>,
         first: u32,
     ) -> Result<(Vec<TaskRecord>, bool), ApiError> {
-        self.list_local(&filter, after, first.min(1000) as usize).await
+        self.queue.list(&filter, after, first.min(1000) as usize).await
     }
 
     async fn count(&self, filter: TaskFilter) -> Result<u64, ApiError> {
-        self.count_local(&filter).await
+        self.queue.count(&filter).await
     }
 }

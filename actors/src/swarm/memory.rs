@@ -1,7 +1,9 @@
 //! A swarm's memory: a key-value namespace per swarm in the store, with versions for
 //! compare-and-set, an optional time to live, and a size bound. Each change is an event on
 //! the swarm. Writers of one swarm take its memory's lock ([`super::Locks::memory`]), so a
-//! compare-and-set is atomic.
+//! compare-and-set is atomic. What a request may do to it is in `access.rs`.
+
+mod access;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

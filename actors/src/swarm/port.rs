@@ -1,8 +1,9 @@
 //! What the swarm room needs of the rest of the node, and no more: its members (agents it
 //! owns), its subtasks (ordinary tasks), the store, its locks and watch, the supervision
-//! settings for the subtrees it starts, and the registry of running actors. The service
-//! layer makes it (the agents and tasks services implement [`Members`] and [`Subtasks`]),
-//! so the swarm code never reaches up into the gateway's facade.
+//! settings for the subtrees it starts, the registry of running actors, and the node's name
+//! and limits. The node's bootstrap makes it (the agents and tasks services implement
+//! [`Members`] and [`Subtasks`]), so the swarm code never reaches up into the gateway's
+//! facade. The room's operations (create, scale, destroy, memory, tasks) are methods on it.
 
 use std::sync::Arc;
 
@@ -11,8 +12,9 @@ use troupe_runtime::store::Store;
 use troupe_runtime::supervision::Backoff;
 
 use super::{Locks, Watch};
-use crate::agent::{AgentPolicy, AgentView, SpawnAgentRequest};
+use crate::agent::{AgentPolicy, AgentView, Owner, SpawnAgentRequest};
 use crate::error::ApiError;
+use crate::serving::Serving;
 use crate::slots::Slots;
 use crate::task::{GraphTask, SubmitTaskRequest, TaskRecord};
 
@@ -26,6 +28,10 @@ pub trait Members: Send + Sync {
     fn start<'a>(&'a self, swarm: &'a str, req: SpawnAgentRequest) -> BoxFuture<'a, Result<AgentView, ApiError>>;
     /// Removes a member (its running tasks are handled as for `removeAgent`).
     fn remove<'a>(&'a self, agent: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+    /// Gives an agent of this node to `owner`, its queue capability `capability`.
+    fn move_to<'a>(&'a self, agent: &'a str, owner: Owner, capability: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+    /// The peer that holds `agent`, when it is not this node.
+    fn holder(&self, agent: &str) -> Option<String>;
 }
 
 /// The ordinary tasks a swarm hands its work out as.
@@ -41,7 +47,14 @@ pub trait Subtasks: Send + Sync {
 /// The swarm room's handles on the node.
 #[derive(Clone)]
 pub struct Port {
+    /// This node's name: the ids the room makes name it.
+    pub(crate) node: String,
     pub(crate) store: Store,
+    pub(crate) serving: Serving,
+    /// The largest value a swarm's memory takes, as for any payload.
+    pub(crate) max_payload_bytes: usize,
+    /// Whether a coordinator may be crashed on request (`--fault-injection`).
+    pub(crate) fault_injection: bool,
     pub(crate) locks: Locks,
     pub(crate) watch: Watch,
     /// The restart backoff of the supervisors it starts.

@@ -1,13 +1,8 @@
 //! The agents service's work on this node's own agents: each a delegation to the agent
-//! room's [`Registry`], lent the context's handles.
+//! room's [`Registry`], lent the service's handles.
 
-use ractor::ActorRef;
-use troupe_runtime::supervision::SupervisorMsg;
-
-use crate::agent::{AgentFilter, AgentView, Owner, Registry, SpawnAgentRequest, Supervisors};
+use crate::agent::{AgentFilter, AgentView, Owner, Registry, SpawnAgentRequest};
 use crate::error::ApiError;
-use crate::service::context::Context;
-use crate::service::listing::page_local;
 use crate::tables::AGENTS;
 
 use super::Agents;
@@ -18,11 +13,10 @@ impl Agents {
         Registry {
             node: &self.ctx.node_name,
             store: &self.ctx.store,
-            slots: &self.ctx.slots,
-            policy: &self.ctx.agent_policy,
+            slots: &self.slots,
+            policy: &self.policy,
             idempotency: &self.ctx.idempotency,
-            supervisors: &*self.ctx,
-            draining: &self.ctx.draining,
+            serving: &self.ctx.serving,
         }
     }
 
@@ -54,17 +48,12 @@ impl Agents {
         first: usize,
         filter: &AgentFilter,
     ) -> Result<(Vec<AgentView>, bool), ApiError> {
-        let (page, more) = page_local(&self.ctx.store, AGENTS, after, first, crate::agent::matching(filter)).await?;
+        let (page, more) =
+            crate::tables::page(&self.ctx.store, AGENTS, after, first, crate::agent::matching(filter)).await?;
         Ok((self.registry().views(page).await, more))
     }
 
     pub(crate) async fn count_local(&self, filter: &AgentFilter) -> Result<u64, ApiError> {
         self.registry().count(filter).await
-    }
-}
-
-impl Supervisors for Context {
-    fn of(&self, owner: &Owner) -> Result<ActorRef<SupervisorMsg>, ApiError> {
-        self.supervisor_of(owner)
     }
 }

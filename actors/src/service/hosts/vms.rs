@@ -8,7 +8,7 @@ use crate::cluster::remote::{service, At, Everywhere, Located, PEER_TIMEOUT};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::service::context::{keep, split};
-use crate::service::listing::{page_local, Listing};
+use crate::service::listing::Listing;
 use crate::tables::{VMS, VM_STATUS};
 use crate::vm::{CreateVmRequest, Migration, VmCommand, VmFilter, VmSpec, VmStatus, VmView};
 
@@ -142,7 +142,7 @@ impl VmsLocal for Vms {
 
     async fn list(&self, after: Option<String>, first: u32, filter: VmFilter) -> Result<(Vec<VmView>, bool), ApiError> {
         let first = first.min(1000) as usize;
-        page_local(&self.hosts.ctx.store, VMS, after, first, move |v, id, bytes| {
+        crate::tables::page(&self.hosts.ctx.store, VMS, after, first, move |v, id, bytes| {
             let spec: VmSpec = troupe_runtime::codec::decode(bytes)?;
             let status: VmStatus = match v.get(VM_STATUS, id)? {
                 Some(b) => troupe_runtime::codec::decode(&b)?,

@@ -52,7 +52,7 @@ impl SwarmsLocal for Swarms {
     }
 
     async fn list(&self) -> Result<Vec<SwarmView>, ApiError> {
-        self.list_local().await
+        self.port.views().await
     }
 
     async fn scale(&self, id: String, size: u32, reason: String) -> Result<SwarmView, ApiError> {

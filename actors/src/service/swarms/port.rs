@@ -1,33 +1,13 @@
-//! The swarm room's port on this node: its members through the agents service, its subtasks
-//! through the tasks service, and the node's handles it needs.
-
-use std::sync::Arc;
+//! What the swarm room's [`crate::swarm::Port`] asks of this node's agents and tasks: the
+//! agents service holds a swarm's members, the tasks service its subtasks.
 
 use futures::future::BoxFuture;
 
-use super::Swarms;
 use crate::agent::{AgentView, Owner, SpawnAgentRequest};
 use crate::error::ApiError;
 use crate::service::{AgentAction, Agents, Tasks};
-use crate::swarm::{Members, Port, Subtasks};
+use crate::swarm::{Members, Subtasks};
 use crate::task::{GraphTask, SubmitTaskRequest, TaskRecord};
-
-impl Swarms {
-    /// The handles the swarm room works with.
-    pub(crate) fn port(&self) -> Port {
-        let ctx = &self.ctx;
-        Port {
-            store: ctx.store.clone(),
-            locks: self.locks.clone(),
-            watch: self.watch.clone(),
-            backoff: ctx.backoff,
-            policy: ctx.agent_policy.clone(),
-            slots: ctx.slots.clone(),
-            members: Arc::new(Agents { ctx: ctx.clone() }),
-            subtasks: Arc::new(Tasks { ctx: ctx.clone() }),
-        }
-    }
-}
 
 impl Members for Agents {
     fn of(&self, swarm: &str) -> BoxFuture<'_, Result<Vec<AgentView>, ApiError>> {
@@ -45,6 +25,14 @@ impl Members for Agents {
 
     fn remove<'a>(&'a self, agent: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move { self.act_local(agent, AgentAction::Remove, None).await.map(drop) })
+    }
+
+    fn move_to<'a>(&'a self, agent: &'a str, owner: Owner, capability: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(Agents::move_to(self, agent, owner, capability))
+    }
+
+    fn holder(&self, agent: &str) -> Option<String> {
+        self.ctx.peer_holding(agent)
     }
 }
 

@@ -1,55 +1,31 @@
-//! Creating a swarm: its records, the agents it adopts, its subtree; and undoing all of it
-//! when the subtree does not start (a member that cannot start), so a failed `createSwarm`
-//! leaves nothing behind.
+//! Creating a swarm on this node: its records, the agents it adopts, its subtree; and
+//! undoing all of it when the subtree does not start (a member that cannot start), so a
+//! failed `createSwarm` leaves nothing behind.
 
 use serde_json::json;
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::Batch;
 use troupe_runtime::supervision::SupervisorMsg;
 
-use super::Swarms;
+use super::{CreateSwarmRequest, Lead, Port, StartFailure, SwarmSpec, SwarmStatus, SwarmView};
 use crate::agent::Owner;
+use crate::call::ask;
 use crate::error::ApiError;
-use crate::service::context::ask;
-use crate::service::AgentAction;
-use crate::swarm::{CreateSwarmRequest, Lead, StartFailure, SwarmSpec, SwarmStatus, SwarmView};
 use crate::tables::{SWARMS, SWARM_STATUS, SWARM_TEAMS};
 
-impl Swarms {
-    /// Creates a swarm: adopts the agents named, starts its subtree, and answers once its
-    /// coordinator has started the members its templates make.
-    pub async fn create(&self, req: CreateSwarmRequest) -> Result<SwarmView, ApiError> {
-        req.validate()?;
-        let node = match &req.lead {
-            // A sub-team runs where its parent does.
-            Some(lead) => {
-                let home = self
-                    .ctx
-                    .peer_holding(&lead.swarm)
-                    .unwrap_or_else(|| self.ctx.node_name.clone());
-                if let Some(asked) = req.node.as_deref().filter(|n| *n != home) {
-                    return Err(ApiError::invalid(format!(
-                        "a sub-team runs on its parent's node ({home}), not on {asked}"
-                    )));
-                }
-                Some(home.to_owned())
-            }
-            None => req.node.clone(),
-        }
-        .filter(|n| *n != self.ctx.node_name);
-        if let Some(node) = node {
-            let mut req = req;
-            req.node = None;
-            return crate::cluster::remote::Peer(self, node).create(Box::new(req)).await;
-        }
-        self.ctx.ensure_serving()?;
+impl Port {
+    /// Creates a swarm here (the request is checked and on its node): adopts the agents
+    /// named, starts its subtree, and answers once its coordinator has started the members
+    /// its templates make.
+    pub(crate) async fn create(&self, req: CreateSwarmRequest) -> Result<SwarmView, ApiError> {
+        self.serving.ensure()?;
         let (min_agents, max_agents) = req.bounds();
         let made: u32 = req.templates.iter().map(|t| t.count).sum();
-        let id = crate::ids::new_id(&self.ctx.node_name);
+        let id = crate::ids::new_id(&self.node);
         let spec = SwarmSpec {
             id: id.clone(),
             name: req.name.clone(),
-            node: self.ctx.node_name.clone(),
+            node: self.node.clone(),
             topology: req.topology,
             templates: req.templates.iter().map(|t| t.agent.clone()).collect(),
             min_agents,
@@ -57,9 +33,7 @@ impl Swarms {
             size: (made + req.members.len() as u32).max(min_agents),
             strategy: req.strategy,
             autoscale: req.autoscale,
-            memory_limit_bytes: req
-                .memory_limit_bytes
-                .unwrap_or(crate::swarm::spec::DEFAULT_MEMORY_LIMIT),
+            memory_limit_bytes: req.memory_limit_bytes.unwrap_or(super::spec::DEFAULT_MEMORY_LIMIT),
             lead: req.lead.clone(),
             created_at: troupe_runtime::clock::now(),
         };
@@ -69,7 +43,7 @@ impl Swarms {
         for member in &req.members {
             self.local(member)?;
             let view = self
-                .agents()
+                .members
                 .get(member)
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("no agent {member} to adopt")))?;
@@ -88,31 +62,27 @@ impl Swarms {
             .put(SWARM_STATUS, id.clone(), troupe_runtime::codec::encode(&status)?)
             .event(NewEvent::new("SWARM_CREATED", Some(id.clone()), data));
         if let Some(lead) = &spec.lead {
-            batch = batch.put(
-                SWARM_TEAMS,
-                crate::swarm::team_key(lead, &id),
-                lead.agent.as_bytes().to_vec(),
-            );
+            batch = batch.put(SWARM_TEAMS, super::team_key(lead, &id), lead.agent.as_bytes().to_vec());
         }
-        self.ctx.store.write(batch).await?;
+        self.store.write(batch).await?;
         if let Err(why) = self.start(&spec, &req.members).await {
             self.undo_create(&spec, &req.members, &why).await;
             return Err(why);
         }
-        self.get(&id).await
+        self.view(&id).await
     }
 
     /// Adopts the agents named and starts the swarm's subtree; when it does not start, the
     /// error of what failed (a member's own error when one could not start).
     async fn start(&self, spec: &SwarmSpec, adopt: &[String]) -> Result<(), ApiError> {
         for member in adopt {
-            self.agents()
+            self.members
                 .move_to(member, Owner::Swarm(spec.id.clone()), &spec.queue_capability())
                 .await?;
         }
         let supervisor = self.parent_supervisor(spec)?;
         let failure = StartFailure::default();
-        let child = crate::swarm::swarm_child(&self.port(), spec.id.clone(), failure.clone());
+        let child = super::swarm_child(self, spec.id.clone(), failure.clone());
         ask(
             &supervisor,
             |r| SupervisorMsg::StartChild(child, r),
@@ -138,22 +108,16 @@ impl Swarms {
                 tracing::warn!(swarm = %id, error = %e, "a swarm that did not start was not stopped");
             }
         }
-        self.ctx.slots.members.remove(id);
-        self.ctx.slots.coordinators.remove(id);
-        self.ctx.slots.swarm_supervisors.remove(id);
-        let members = self.agents().owned(&Owner::Swarm(id.to_owned())).await;
+        self.forget_actors(id);
+        let members = self.members.of(id).await;
         for member in members.unwrap_or_default() {
             let agent = member.spec.id.as_str();
             let undone = match adopted.iter().any(|a| a == agent) {
                 true => {
                     let queue = spec.queue_capability();
-                    self.agents().move_to(agent, Owner::Node, &queue).await
+                    self.members.move_to(agent, Owner::Node, &queue).await
                 }
-                false => self
-                    .agents()
-                    .act_local(agent, AgentAction::Remove, None)
-                    .await
-                    .map(drop),
+                false => self.members.remove(agent).await,
             };
             if let Err(e) = undone {
                 tracing::warn!(swarm = %id, agent = %agent, error = %e, "a member of a swarm that did not start was left");
@@ -165,9 +129,9 @@ impl Swarms {
             .delete(SWARM_STATUS, id.to_owned())
             .event(NewEvent::new("SWARM_DESTROYED", Some(id.to_owned()), data));
         if let Some(lead) = &spec.lead {
-            batch = batch.delete(SWARM_TEAMS, crate::swarm::team_key(lead, id));
+            batch = batch.delete(SWARM_TEAMS, super::team_key(lead, id));
         }
-        if let Err(e) = self.ctx.store.write(batch).await {
+        if let Err(e) = self.store.write(batch).await {
             tracing::warn!(swarm = %id, error = %e, "the records of a swarm that did not start were left");
         }
     }
@@ -179,16 +143,16 @@ impl Swarms {
         let mut above = Some(lead.swarm.clone());
         while let Some(swarm) = above {
             depth += 1;
-            above = crate::swarm::load_spec(&self.ctx.store, &swarm)
+            above = super::load_spec(&self.store, &swarm)
                 .await
                 .map_err(|_| ApiError::NotFound(format!("no swarm {swarm} to be the parent")))?
                 .lead
                 .map(|l| l.swarm);
         }
-        if depth > crate::swarm::spec::MAX_DEPTH {
+        if depth > super::spec::MAX_DEPTH {
             return Err(ApiError::invalid(format!(
                 "sub-teams nest at most {} deep",
-                crate::swarm::spec::MAX_DEPTH
+                super::spec::MAX_DEPTH
             )));
         }
         if self.owner_of(&lead.agent).await? != Owner::Swarm(lead.swarm.clone()) {

@@ -1,21 +1,19 @@
 //! Changes to a running swarm's spec and status: its size (scale, adopt, release) and its
-//! topology.
+//! topology, each under the swarm's spec lock.
 
 use serde_json::json;
 use troupe_runtime::events::NewEvent;
 
-use super::Swarms;
+use super::{change_records, CoordinatorMsg, Port, SwarmSpec, SwarmView, Topology};
 use crate::agent::Owner;
+use crate::call::ask;
 use crate::error::ApiError;
-use crate::service::context::ask;
-use crate::swarm::{change_records, CoordinatorMsg, SwarmSpec, SwarmView, Topology};
 
-impl Swarms {
+impl Port {
     /// Sets the swarm's size (within its bounds) and waits for its coordinator to reach it.
-    pub async fn scale(&self, id: &str, size: u32, reason: &str) -> Result<SwarmView, ApiError> {
-        on_peer!(self, id, scale(id.to_owned(), size, reason.to_owned()));
+    pub(crate) async fn scale(&self, id: &str, size: u32, reason: &str) -> Result<SwarmView, ApiError> {
         let held = self.locks.hold_spec(id).await;
-        change_records(&self.ctx.store, &held, |spec, _| {
+        change_records(&self.store, &held, |spec, _| {
             if size < spec.min_agents || size > spec.max_agents {
                 return Err(ApiError::invalid(format!(
                     "swarm {} takes {} to {} members, not {size}",
@@ -32,13 +30,12 @@ impl Swarms {
         drop(held);
         let coordinator = self.coordinator(id)?;
         ask(&coordinator, CoordinatorMsg::Reconcile, "the swarm's coordinator").await??;
-        self.get(id).await
+        self.view(id).await
     }
 
-    pub async fn set_topology(&self, id: &str, topology: Topology) -> Result<SwarmView, ApiError> {
-        on_peer!(self, id, set_topology(id.to_owned(), topology));
+    pub(crate) async fn set_topology(&self, id: &str, topology: Topology) -> Result<SwarmView, ApiError> {
         let held = self.locks.hold_spec(id).await;
-        change_records(&self.ctx.store, &held, |spec, status| {
+        change_records(&self.store, &held, |spec, status| {
             let from = std::mem::replace(&mut spec.topology, topology);
             status.active = match topology {
                 Topology::Adaptive => status.active,
@@ -49,17 +46,16 @@ impl Swarms {
         })
         .await?;
         drop(held);
-        self.get(id).await
+        self.view(id).await
     }
 
     /// Makes an agent of this node a member; the swarm's size grows by one. The swarm's spec
     /// lock is held throughout, so two adoptions count twice and one agent is adopted once.
-    pub async fn adopt(&self, id: &str, agent: &str) -> Result<SwarmView, ApiError> {
-        on_peer!(self, id, adopt(id.to_owned(), agent.to_owned()));
+    pub(crate) async fn adopt(&self, id: &str, agent: &str) -> Result<SwarmView, ApiError> {
         let held = self.locks.hold_spec(id).await;
-        crate::swarm::load_spec(&self.ctx.store, id).await?;
+        super::load_spec(&self.store, id).await?;
         self.adoptable(agent).await?;
-        let (spec, _) = change_records(&self.ctx.store, &held, |spec, _| {
+        let (spec, _) = change_records(&self.store, &held, |spec, _| {
             if spec.size >= spec.max_agents {
                 return Err(ApiError::Conflict(format!(
                     "swarm {} is at maxAgents ({})",
@@ -69,25 +65,24 @@ impl Swarms {
             Ok(Some(resize(spec, spec.size + 1, &format!("adopted agent {agent}"))))
         })
         .await?;
-        self.agents()
+        self.members
             .move_to(agent, Owner::Swarm(id.to_owned()), &spec.queue_capability())
             .await?;
         drop(held);
-        self.get(id).await
+        self.view(id).await
     }
 
     /// Gives a member back to the node; the swarm's size shrinks by one (under the swarm's
     /// spec lock throughout, as [`Self::adopt`]).
-    pub async fn release(&self, id: &str, agent: &str) -> Result<SwarmView, ApiError> {
-        on_peer!(self, id, release(id.to_owned(), agent.to_owned()));
+    pub(crate) async fn release(&self, id: &str, agent: &str) -> Result<SwarmView, ApiError> {
         let held = self.locks.hold_spec(id).await;
-        crate::swarm::load_spec(&self.ctx.store, id).await?;
+        super::load_spec(&self.store, id).await?;
         if self.owner_of(agent).await? != Owner::Swarm(id.to_owned()) {
             return Err(ApiError::Conflict(format!(
                 "agent {agent} is not a member of swarm {id}"
             )));
         }
-        let (spec, _) = change_records(&self.ctx.store, &held, |spec, _| {
+        let (spec, _) = change_records(&self.store, &held, |spec, _| {
             if spec.size <= spec.min_agents {
                 return Err(ApiError::Conflict(format!(
                     "swarm {} is at minAgents ({})",
@@ -97,11 +92,11 @@ impl Swarms {
             Ok(Some(resize(spec, spec.size - 1, &format!("released agent {agent}"))))
         })
         .await?;
-        self.agents()
+        self.members
             .move_to(agent, Owner::Node, &spec.queue_capability())
             .await?;
         drop(held);
-        self.get(id).await
+        self.view(id).await
     }
 
     /// Refuses an agent that is not this node's own.

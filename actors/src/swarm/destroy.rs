@@ -5,19 +5,16 @@ use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::Batch;
 use troupe_runtime::supervision::SupervisorMsg;
 
-use super::Swarms;
+use super::{memory, Port, SwarmTask, SwarmView};
+use crate::call::ask;
 use crate::error::ApiError;
-use crate::service::context::ask;
-use crate::service::AgentAction;
-use crate::swarm::{memory, SwarmTask, SwarmView};
 use crate::tables::{SWARMS, SWARM_STATUS, SWARM_TASKS, SWARM_TEAMS};
 
-impl Swarms {
+impl Port {
     /// Stops the swarm's whole subtree (its members' processes end with their agents), then
     /// removes the swarm, its members, its memory and its tasks' records.
-    pub async fn destroy(&self, id: &str) -> Result<SwarmView, ApiError> {
-        on_peer!(self, id, destroy(id.to_owned()));
-        let view = self.get(id).await?;
+    pub(crate) async fn destroy(&self, id: &str) -> Result<SwarmView, ApiError> {
+        let view = self.view(id).await?;
         // Its sub-teams go first, each the same way.
         for team in &view.teams {
             Box::pin(self.destroy(team)).await?;
@@ -29,14 +26,11 @@ impl Swarms {
             "the swarm's supervisor",
         )
         .await?;
-        self.ctx.slots.members.remove(id);
-        self.ctx.slots.coordinators.remove(id);
-        self.ctx.slots.swarm_supervisors.remove(id);
-        self.ctx.store.flush().await?;
+        self.forget_actors(id);
+        self.store.flush().await?;
         let (tasks, open_subtasks): (Vec<String>, Vec<String>) = {
             let swarm = id.to_owned();
-            self.ctx
-                .store
+            self.store
                 .view(move |v| {
                     let (mut out, mut open) = (Vec::new(), Vec::new());
                     v.scan(SWARM_TASKS, None, |tid, bytes| {
@@ -59,9 +53,8 @@ impl Swarms {
         // The work its unfinished tasks handed out goes with it: a MESH subtask waits in the
         // shared queue for a capability no agent will have, counting against the open-task
         // bound for ever. Cancelled before the members go, so none of it is requeued.
-        let tasks_service = super::super::Tasks { ctx: self.ctx.clone() };
         for subtask in &open_subtasks {
-            match tasks_service.cancel(subtask, None).await {
+            match self.subtasks.cancel(subtask).await {
                 Ok(_) | Err(ApiError::NotFound(_) | ApiError::Conflict(_)) => {}
                 Err(e) => {
                     tracing::warn!(swarm = %id, task = %subtask, error = %e, "could not cancel a swarm's subtask")
@@ -69,7 +62,7 @@ impl Swarms {
             }
         }
         for member in &view.members {
-            self.agents().act_local(member, AgentAction::Remove, None).await?;
+            self.members.remove(member).await?;
         }
         let mut batch = Batch::new()
             .delete(SWARMS, id.to_owned())
@@ -80,14 +73,14 @@ impl Swarms {
                 json!({ "name": view.spec.name, "members": view.members.len() }),
             ));
         for t in tasks {
-            batch = crate::swarm::forget_open_task(batch, id, &t);
+            batch = super::forget_open_task(batch, id, &t);
             batch = batch.delete(SWARM_TASKS, t);
         }
         if let Some(lead) = &view.spec.lead {
-            batch = batch.delete(SWARM_TEAMS, crate::swarm::team_key(lead, id));
+            batch = batch.delete(SWARM_TEAMS, super::team_key(lead, id));
         }
-        let batch = memory::delete_all(&self.ctx.store, id, batch).await?;
-        self.ctx.store.write(batch).await?;
+        let batch = memory::delete_all(&self.store, id, batch).await?;
+        self.store.write(batch).await?;
         Ok(view)
     }
 }

@@ -1,0 +1,122 @@
+//! Submitting tasks: one, or a graph in one commit, each through admission.
+
+use std::collections::HashMap;
+
+use troupe_runtime::store::Batch;
+
+use super::TaskQueue;
+use crate::call::split;
+use crate::error::ApiError;
+use crate::scheduler::admission::queue_in;
+use crate::scheduler::engine::graph;
+use crate::scheduler::SchedulerMsg;
+use crate::task::{GraphTask, SubmitTaskRequest, TaskRecord, TaskSpec, TaskStatus};
+
+impl TaskQueue {
+    pub(crate) async fn submit(&self, req: SubmitTaskRequest, key: Option<&str>) -> Result<TaskRecord, ApiError> {
+        self.serving.ensure()?;
+        let guard = match self.claim_one("submitTask", key, &req).await? {
+            Ok(guard) => guard,
+            Err(answered) => return Ok(answered),
+        };
+        self.admission().check_agent(req.agent_id.as_deref()).await?;
+        let depends_on = self.known_dependencies(&req.depends_on).await?;
+        let spec = self.spec_of(crate::ids::new_id(&self.node), req, depends_on);
+        let admitted = self.admission().admit(1)?;
+        let status = TaskStatus::queued();
+        let mut batch = Batch::new();
+        queue_in(&mut batch, &spec, &status)?;
+        if let Some(guard) = &guard {
+            guard.record(&mut batch, &spec.id)?;
+        }
+        if let Err(e) = self.store.write(batch).await {
+            admitted.refuse();
+            return Err(e.into());
+        }
+        // Durable already: if this cast is lost the scheduler finds the task at its next start.
+        let _ = self
+            .scheduler()?
+            .cast(SchedulerMsg::Enqueue(Box::new((spec.clone(), status.clone()))));
+        Ok(self.explained(TaskRecord::new(spec, status)).await)
+    }
+
+    /// Submits a graph of tasks in one commit. Each task's `dependsOn` names other tasks of
+    /// the graph by their `key`, or tasks of this node by id. Answers in the given order.
+    pub(crate) async fn submit_graph(
+        &self,
+        graph: Vec<GraphTask>,
+        key: Option<&str>,
+    ) -> Result<Vec<TaskRecord>, ApiError> {
+        self.serving.ensure()?;
+        let guard = match split(crate::call::claim(&self.idempotency, "submitTasks", key, &graph).await?) {
+            Ok(guard) => guard,
+            Err(ids) => {
+                let mut out = Vec::new();
+                for id in ids.split(',') {
+                    out.push(self.found(id).await?);
+                }
+                return Ok(out);
+            }
+        };
+        let order = graph::order(&graph)?;
+        let keys: Vec<&str> = graph.iter().map(|t| t.key.as_str()).collect();
+        let mut ids: HashMap<String, String> = HashMap::new();
+        let mut specs: Vec<Option<TaskSpec>> = vec![None; graph.len()];
+        for &i in &order {
+            let task = &graph[i];
+            if task.request.agent_id.as_deref().is_some_and(|a| !self.holds(a)) {
+                return Err(ApiError::invalid(format!(
+                    "task {}: a graph runs on one node; its agentId must be an agent of node {}",
+                    task.key, self.node
+                )));
+            }
+            self.admission().check_agent(task.request.agent_id.as_deref()).await?;
+            let outside: Vec<String> = task
+                .request
+                .depends_on
+                .iter()
+                .filter(|d| !keys.contains(&d.as_str()))
+                .cloned()
+                .collect();
+            let mut depends_on = self.known_dependencies(&outside).await?;
+            for d in &task.request.depends_on {
+                if let Some(id) = ids.get(d) {
+                    depends_on.push(id.clone());
+                }
+            }
+            // Ids in dependency order: a task's id sorts after its dependencies'.
+            let id = crate::ids::new_id(&self.node);
+            ids.insert(task.key.clone(), id.clone());
+            specs[i] = Some(self.spec_of(id, task.request.clone(), depends_on));
+        }
+        let admitted = self.admission().admit(graph.len())?;
+        let status = TaskStatus::queued();
+        let mut batch = Batch::new();
+        for &i in &order {
+            if let Some(spec) = &specs[i] {
+                queue_in(&mut batch, spec, &status)?;
+            }
+        }
+        let specs: Vec<TaskSpec> = specs.into_iter().flatten().collect();
+        if let Some(guard) = &guard {
+            let all: Vec<&str> = specs.iter().map(|s| s.id.as_str()).collect();
+            guard.record(&mut batch, &all.join(","))?;
+        }
+        if let Err(e) = self.store.write(batch).await {
+            admitted.refuse();
+            return Err(e.into());
+        }
+        let scheduler = self.scheduler()?;
+        let by_id: HashMap<&str, &TaskSpec> = specs.iter().map(|s| (s.id.as_str(), s)).collect();
+        for &i in &order {
+            if let Some(spec) = by_id.get(ids[&graph[i].key].as_str()) {
+                let _ = scheduler.cast(SchedulerMsg::Enqueue(Box::new(((*spec).clone(), status.clone()))));
+            }
+        }
+        let records = specs
+            .into_iter()
+            .map(|spec| TaskRecord::new(spec, status.clone()))
+            .collect();
+        Ok(self.explain(records).await)
+    }
+}
