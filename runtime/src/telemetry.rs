@@ -6,9 +6,12 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global log subscriber; `RUST_LOG` overrides the default `info` level.
+/// Installs the global log subscriber; `RUST_LOG` overrides the default `info` level
+/// (warnings only from ractor_cluster and openraft, whose info lines are per connection and
+/// per election).
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ractor_cluster=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ractor_cluster=warn,openraft=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

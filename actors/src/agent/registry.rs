@@ -141,6 +141,10 @@ impl Registry<'_> {
             )
             .await?
             .map_err(|e| did_not_start(&spec.id, &e))?;
+            // The supervisor hands the RUNNING record to the store without waiting: as the
+            // other lifecycle mutations do, answer once it is written, so a read (or an
+            // `agentUpdates` subscription) right after the answer sees the agent running.
+            self.store.flush().await?;
         }
         drop(guard);
         Ok(self.views(vec![(spec, child.status())]).await.remove(0))

@@ -46,10 +46,31 @@ openraft::declare_raft_types!(
 pub type NodeId = u64;
 pub type Raft = openraft::Raft<Troupe>;
 
-/// One log entry: the batches of one group commit, applied in order.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// One log entry: the batches of one group commit, applied in order. Shared, so the log
+/// keeps the entries it just appended for their application without copying them.
+#[derive(Debug, Clone, Default)]
 pub struct Proposal {
-    pub batches: Vec<Batch>,
+    pub batches: Arc<Vec<Batch>>,
+}
+
+impl Proposal {
+    pub fn new(batches: Vec<Batch>) -> Self {
+        Self {
+            batches: Arc::new(batches),
+        }
+    }
+}
+
+impl Serialize for Proposal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.batches.as_slice().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Proposal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<Batch>::deserialize(d).map(Self::new)
+    }
 }
 
 /// What applying a [`Proposal`] gave: per batch, the sequence numbers of its events.

@@ -108,7 +108,7 @@ impl Writer {
     /// applied; `Err` when the store is broken (the batches not yet answered stay in `group`).
     fn commit_group(&mut self, rt: &tokio::runtime::Runtime, group: &mut Vec<Request>) -> Result<(), String> {
         let started = std::time::Instant::now();
-        let mut proposal = Proposal::default();
+        let mut batches = Vec::with_capacity(group.len());
         let mut waiting = Vec::new();
         let mut requests = std::mem::take(group).into_iter();
         while let Some(Request { mut batch, done }) = requests.next() {
@@ -125,7 +125,7 @@ impl Writer {
                 Some(Fault::Reject) => done.send(Err(StoreError::Rejected("injected fault: batch rejected".into()))),
                 None => match batch.seal() {
                     Ok(()) => {
-                        proposal.batches.push(batch);
+                        batches.push(batch);
                         waiting.push(done);
                     }
                     Err(e) => {
@@ -138,7 +138,7 @@ impl Writer {
         if waiting.is_empty() {
             return Ok(());
         }
-        let outcome = rt.block_on(self.propose(proposal));
+        let outcome = rt.block_on(self.propose(Proposal::new(batches)));
         metrics::histogram!("troupe_store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("troupe_store_commits_total").increment(1);
         match outcome {

@@ -42,7 +42,7 @@ fn a_proposal_round_trips_through_its_log_encoding() {
         ));
     let mut sealed = batch.clone();
     sealed.seal().unwrap();
-    let bytes = crate::codec::encode(&Proposal { batches: vec![sealed] }).unwrap();
+    let bytes = crate::codec::encode(&Proposal::new(vec![sealed])).unwrap();
     let back: Proposal = crate::codec::decode(&bytes).unwrap();
     let ops = back.batches[0].ops();
     assert_eq!(ops.len(), 3);
