@@ -203,6 +203,10 @@ impl RaftStateMachine<Troupe> for Machine {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
+        if entries.is_empty() {
+            // Nothing to record: an empty apply must not reset the applied log id.
+            return Ok(Vec::new());
+        }
         let (db, seq) = (self.db.clone(), self.log.next_seq);
         let (results, events) = blocking(move || {
             let mut txn = db.begin_write().map_err(StoreError::db)?;

@@ -342,3 +342,18 @@ async fn a_member_admitted_after_the_log_was_purged_catches_up_from_a_snapshot()
         .unwrap();
     assert_eq!(seqs, vec![51]);
 }
+
+#[tokio::test]
+async fn applying_nothing_keeps_what_was_applied() {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    let (_dir, _log, mut machine) = Builder.build().await.unwrap();
+    let blank = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+        payload: EntryPayload::Blank,
+    };
+    machine.apply(vec![blank]).await.unwrap();
+    machine.apply(Vec::<Entry<Troupe>>::new()).await.unwrap();
+    let (applied, _) = machine.applied_state().await.unwrap();
+    assert_eq!(applied.map(|id| id.index), Some(1));
+}
