@@ -218,7 +218,6 @@ impl Store {
                         rx,
                         raft,
                         transport: writer_transport,
-                        in_flight: Arc::new(tokio::sync::Semaphore::new(writer::IN_FLIGHT)),
                         health: health_tx,
                         fault,
                     }

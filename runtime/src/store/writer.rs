@@ -10,9 +10,7 @@
 //! recovery replays from what is on disk.
 
 use openraft::error::RaftError;
-use std::sync::Arc;
-
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::fault::{Fault, FaultHook};
 use super::raft::network::forward;
@@ -21,9 +19,6 @@ use super::{Batch, StoreError};
 
 /// Upper bound on the batches folded into one commit, so one commit's latency stays bounded.
 const MAX_GROUP: usize = 8192;
-/// Groups proposed and not yet applied at once: while one is applied, the next ones are
-/// appended (openraft pipelines them), instead of one fsync waiting for the other.
-pub(super) const IN_FLIGHT: usize = 16;
 
 pub(super) struct Request {
     pub batch: Batch,
@@ -57,8 +52,6 @@ pub(super) struct Writer {
     pub transport: TransportSlot,
     pub health: watch::Sender<Option<String>>,
     pub fault: Option<FaultHook>,
-    /// Entries this node leads that are proposed and not yet applied (see [`IN_FLIGHT`]).
-    pub in_flight: Arc<Semaphore>,
 }
 
 /// Marks the store failed if the writer thread ends any way but a clean close (a panic).
@@ -94,13 +87,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            // A proposal in flight may have found the log stopped.
-            let failed = self.health.borrow().clone();
-            let outcome = match failed {
-                Some(reason) => Err(reason),
-                None => self.commit_group(&rt, &mut group),
-            };
-            if let Err(reason) = outcome {
+            if let Err(reason) = self.commit_group(&rt, &mut group) {
                 tracing::error!(%reason, "the store failed; no further writes are accepted");
                 let _ = self.health.send(Some(reason.clone()));
                 self.rx.close();
@@ -113,12 +100,6 @@ impl Writer {
                 break;
             }
         }
-        // Let the proposals in flight be answered before the log stops.
-        let in_flight = self.in_flight.clone();
-        let _ = rt.block_on(tokio::time::timeout(
-            COMMIT_WITHIN,
-            in_flight.acquire_many_owned(IN_FLIGHT as u32),
-        ));
         let _ = rt.block_on(self.raft.shutdown());
         sentinel.clean = true;
     }
@@ -157,9 +138,6 @@ impl Writer {
         if waiting.is_empty() {
             return Ok(());
         }
-        if self.leads() {
-            return self.pipeline(rt, Proposal::new(batches), waiting, started);
-        }
         let outcome = rt.block_on(self.propose(Proposal::new(batches)));
         metrics::histogram!("troupe_store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("troupe_store_commits_total").increment(1);
@@ -184,70 +162,6 @@ impl Writer {
                 Err(reason)
             }
         }
-    }
-
-    fn leads(&self) -> bool {
-        let metrics = self.raft.metrics();
-        let now = metrics.borrow();
-        now.current_leader == Some(now.id)
-    }
-
-    /// Proposes a group this node leads without waiting for it: up to [`IN_FLIGHT`] groups
-    /// are appended and replicated while earlier ones are applied, in the order proposed.
-    /// Each group's batches are answered once its entry is applied.
-    fn pipeline(
-        &mut self,
-        rt: &tokio::runtime::Runtime,
-        proposal: Proposal,
-        waiting: Vec<Done>,
-        started: std::time::Instant,
-    ) -> Result<(), String> {
-        let permit = match rt.block_on(self.in_flight.clone().acquire_owned()) {
-            Ok(permit) => permit,
-            Err(_) => return Err("the store writer stopped".into()),
-        };
-        let answer = match rt.block_on(self.raft.client_write_ff(proposal)) {
-            Ok(answer) => answer,
-            Err(fatal) => {
-                let reason = format!("the replicated log stopped: {fatal}");
-                for done in waiting {
-                    done.send(Err(StoreError::Failed(reason.clone())));
-                }
-                return Err(reason);
-            }
-        };
-        let health = self.health.clone();
-        rt.spawn(async move {
-            let outcome = match tokio::time::timeout(COMMIT_WITHIN, answer).await {
-                Ok(Ok(Ok(written))) => Ok(written.data),
-                Ok(Ok(Err(e))) => Err(refused(RaftError::APIError(e))),
-                Ok(Err(_)) => {
-                    let reason = "the replicated log stopped".to_owned();
-                    health.send_if_modified(|now| now.is_none() && now.replace(reason.clone()).is_none());
-                    Err(StoreError::Failed(reason))
-                }
-                Err(_) => Err(StoreError::Unavailable(format!(
-                    "no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}; it may still be applied"
-                ))),
-            };
-            metrics::histogram!("troupe_store_commit_seconds").record(started.elapsed().as_secs_f64());
-            metrics::counter!("troupe_store_commits_total").increment(1);
-            match outcome {
-                Ok(applied) => {
-                    let mut seqs = applied.seqs.into_iter();
-                    for done in waiting {
-                        done.send(Ok(seqs.next().unwrap_or_default()));
-                    }
-                }
-                Err(e) => {
-                    for done in waiting {
-                        done.send(Err(e.clone()));
-                    }
-                }
-            }
-            drop(permit);
-        });
-        Ok(())
     }
 
     /// Proposes on this node when it leads, else forwards to the leader and waits until the
