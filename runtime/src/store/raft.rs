@@ -192,14 +192,6 @@ impl super::Store {
     /// cluster has fewer than `voters` of them. Admitting a member again answers its role.
     pub async fn admit(&self, id: NodeId, name: &str, voters: usize) -> Result<Role, StoreError> {
         let raft = self.raft();
-        let voting = |raft: &Raft| {
-            let raft = raft.clone();
-            async move {
-                raft.with_raft_state(|state| state.membership_state.effective().voter_ids().collect::<Vec<_>>())
-                    .await
-                    .map_err(|e| StoreError::Failed(e.to_string()))
-            }
-        };
         if voting(raft).await?.contains(&id) {
             return Ok(Role::Voter);
         }
@@ -221,6 +213,13 @@ impl super::Store {
             .map_err(refused)?;
         Ok(Role::Voter)
     }
+}
+
+/// The members that vote now, as this member's Raft core sees its membership.
+async fn voting(raft: &Raft) -> Result<Vec<NodeId>, StoreError> {
+    raft.with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
+        .await
+        .map_err(|e| StoreError::Failed(format!("raft: {e}")))
 }
 
 /// A write the log refused, as the store says it.
@@ -282,11 +281,7 @@ pub(super) async fn start(
             .await
             .map_err(|e| StoreError::Database(format!("raft initialize: {e}")))?;
     }
-    let voters: Vec<NodeId> = raft
-        .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
-        .await
-        .map_err(fatal)?;
-    let alone = voters == [id];
+    let alone = voting(&raft).await? == [id];
     if alone {
         // The only voter need not wait out an election timeout to lead again.
         raft.trigger().elect().await.map_err(fatal)?;
