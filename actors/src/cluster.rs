@@ -26,5 +26,5 @@ mod directory;
 mod membership;
 pub mod remote;
 
-pub use actor::ClusterChild;
+pub use actor::{ClusterChild, Link, ServicesChild};
 pub use membership::{Cluster, Gathered, Member, MemberStatus, PeerInfo};

@@ -11,6 +11,13 @@ pub fn home(id: &str) -> Option<&str> {
     id.rsplit_once('@').map(|(_, node)| node).filter(|n| !n.is_empty())
 }
 
+/// Whether the node `node` holds the entity `id`: the one its id names. (Every member's
+/// store holds every entity's records; each node runs only what it holds.) An id that names
+/// no node comes from a store that had one member, and is held by whichever node reads it.
+pub fn held_by(id: &str, node: &str) -> bool {
+    home(id).is_none_or(|home| home == node)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -24,5 +31,6 @@ mod tests {
         assert!(a < b, "{a} then {b}");
         assert_eq!(home("no-home"), None);
         assert_eq!(home("x@"), None);
+        assert!(held_by(&a, "alpha") && !held_by(&a, "beta.2") && held_by("no-home", "beta.2"));
     }
 }

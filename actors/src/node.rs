@@ -64,6 +64,8 @@ pub enum StartNodeError {
     Cookie(String),
     #[error("supervision tree did not start: {0}")]
     Tree(String),
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
 }
 
 /// Why a running node stopped on its own.

@@ -14,6 +14,7 @@ mod hosts;
 mod listing;
 mod messages;
 pub mod node;
+pub mod raft;
 mod swarms;
 mod tasks;
 mod tokens;
@@ -47,7 +48,6 @@ use crate::messaging::courier::Desk;
 use crate::scheduler::SchedulerMsg;
 use crate::slots::Slots;
 use context::ask;
-use node::NodeService;
 
 /// The node's services, each holding its domain's own state beside the shared `Context`;
 /// made by the node's bootstrap.
@@ -88,12 +88,6 @@ impl Api {
 
     pub fn swarms(&self) -> &Swarms {
         &self.swarms
-    }
-
-    pub(crate) fn node_service(&self) -> NodeService {
-        NodeService {
-            cluster: self.ctx.cluster.clone(),
-        }
     }
 
     pub fn node_id(&self) -> &str {
@@ -145,7 +139,7 @@ impl Api {
         if !self.slots.agents.is_up() {
             problems.push("the agents supervisor is not running".into());
         }
-        if !crate::cluster::remote::is_connected(NodeService::ROLE, &self.ctx.node_name) {
+        if !crate::cluster::remote::is_connected(node::NodeService::ROLE, &self.ctx.node_name) {
             problems.push("the cluster service is not running".into());
         }
         if self.ctx.serving.is_draining() {

@@ -94,7 +94,7 @@ impl Nest for SwarmsChild {
         let port = self.port.clone();
         Box::pin(async move {
             let store = port.store.clone();
-            let children = teams_of(&store, None)
+            let children = teams_of(&store, &port.node, None)
                 .await?
                 .into_iter()
                 .map(|id| swarm_child(&port, id, StartFailure::default()))
@@ -117,13 +117,16 @@ impl Nest for SwarmsChild {
     }
 }
 
-/// The ids of this node's swarms, in id order.
-pub(crate) async fn ids(store: &troupe_runtime::store::Store) -> Result<Vec<String>, ApiError> {
+/// The ids of this node's swarms (those it holds), in id order.
+pub(crate) async fn ids(store: &troupe_runtime::store::Store, node: &str) -> Result<Vec<String>, ApiError> {
+    let node = node.to_owned();
     Ok(store
-        .view(|v| {
+        .view(move |v| {
             let mut out = Vec::new();
             v.scan(SWARMS, None, |id, _| {
-                out.push(id.to_owned());
+                if crate::ids::held_by(id, &node) {
+                    out.push(id.to_owned());
+                }
                 Ok(true)
             })?;
             Ok(out)
@@ -134,6 +137,7 @@ pub(crate) async fn ids(store: &troupe_runtime::store::Store) -> Result<Vec<Stri
 /// The ids of the swarms that hang under `parent` (the top-level ones for `None`), in id order.
 pub(crate) async fn teams_of(
     store: &troupe_runtime::store::Store,
+    node: &str,
     parent: Option<&str>,
 ) -> Result<Vec<String>, ApiError> {
     Ok(match parent {
@@ -145,7 +149,7 @@ pub(crate) async fn teams_of(
         None => {
             let nested: std::collections::BTreeSet<String> =
                 teams(store, None).await?.into_iter().map(|(_, team, _)| team).collect();
-            let mut all = ids(store).await?;
+            let mut all = ids(store, node).await?;
             all.retain(|id| !nested.contains(id));
             all
         }
@@ -230,6 +234,7 @@ impl Nest for SwarmChild {
                 .ok_or_else(|| format!("swarm {id} is not stored"))?;
             let spec: SwarmSpec = troupe_runtime::codec::decode(&bytes)?;
             let members = Nested::child(AgentsChild {
+                node: api.node.clone(),
                 store: store.clone(),
                 slots: api.slots.clone(),
                 policy: api.policy.clone(),
@@ -246,7 +251,7 @@ impl Nest for SwarmChild {
                 failure,
             });
             let mut children = vec![members, coordinator];
-            for team in teams_of(&store, Some(&id)).await? {
+            for team in teams_of(&store, &api.node, Some(&id)).await? {
                 children.push(swarm_child(&api, team, StartFailure::default()));
             }
             Ok(SupervisorArgs {

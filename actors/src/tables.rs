@@ -49,10 +49,13 @@ pub const SWARM_OPEN_TASKS: Table = Table::new("swarm_open_tasks");
 /// Sub-teams by `<parent swarm id>/<team id>`: the leader's agent id (UTF-8).
 pub const SWARM_TEAMS: Table = Table::new("swarm_teams");
 
-/// One page of this node's records of `table` after the cursor, in id order: `read` turns
-/// each entry into an item, or `None` to leave it out (a filter); and whether more follow.
+/// One page of the records of `table` that the node `node` holds (see
+/// [`crate::ids::held_by`]: every member's store has every member's records) after the
+/// cursor, in id order: `read` turns each entry into an item, or `None` to leave it out (a
+/// filter); and whether more follow.
 pub(crate) async fn page<T, F>(
     store: &Store,
+    node: &str,
     table: Table,
     after: Option<String>,
     first: usize,
@@ -62,10 +65,14 @@ where
     T: Send + 'static,
     F: Fn(&View<'_>, &str, &[u8]) -> Result<Option<T>, StoreError> + Send + 'static,
 {
+    let node = node.to_owned();
     let mut page = store
         .view(move |v| {
             let mut out = Vec::new();
             v.scan(table, after.as_deref(), |id, bytes| {
+                if !crate::ids::held_by(id, &node) {
+                    return Ok(true);
+                }
                 out.extend(read(v, id, bytes)?);
                 Ok(out.len() <= first)
             })?;

@@ -158,10 +158,37 @@ impl Tokens {
             by_hash: Arc::default(),
             revocations: Arc::new(watch::channel(0).0),
         };
+        // Subscribed before the first read, so no change made elsewhere falls between them.
+        let changes = tokens.store.live();
         tokens.reload().await?;
         files::import_pending(&tokens.store, data_dir).await?;
         tokens.reload().await?;
+        tokio::spawn(tokens.clone().follow(changes));
         Ok(tokens)
+    }
+
+    /// Keeps the cache true to the replicated table: a token created or revoked on any node
+    /// reaches this one with its event, and a revocation ends this node's connections that
+    /// used it as it does on the node that revoked it.
+    async fn follow(self, mut changes: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let revoked = match changes.recv().await {
+                Ok(event) if event.kind == TOKEN_REVOKED => true,
+                Ok(event) if event.kind == TOKEN_CREATED => false,
+                Ok(_) => continue,
+                // Events were missed: reread everything, as if a token had been revoked.
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            };
+            if let Err(e) = self.reload().await {
+                tracing::warn!(error = %e, "could not reread the tokens after a change");
+                continue;
+            }
+            if revoked {
+                self.revocations.send_modify(|n| *n += 1);
+            }
+        }
     }
 
     async fn reload(&self) -> Result<(), TokenError> {
@@ -195,6 +222,12 @@ impl Tokens {
         let info = match self.get(&hash) {
             Some(info) => info,
             None => {
+                // Made on another node a moment ago, its event not applied here yet.
+                if let Some(bytes) = self.store.get(TOKENS, &hash).await? {
+                    let info: TokenInfo = crate::codec::decode(&bytes)?;
+                    self.put_cached(hash.clone(), info.clone());
+                    return self.checked(hash, info);
+                }
                 if files::import_pending(&self.store, &self.data_dir).await? == 0 {
                     return Ok(Check::Unknown);
                 }
@@ -205,6 +238,11 @@ impl Tokens {
                 }
             }
         };
+        self.checked(hash, info)
+    }
+
+    /// The verdict on a known token, noting its use.
+    fn checked(&self, hash: String, info: TokenInfo) -> Result<Check, TokenError> {
         let now = crate::clock::now();
         if let Some(why) = info.refused(now) {
             return Ok(Check::Refused(why));
@@ -271,7 +309,11 @@ impl Tokens {
         let info = TokenInfo::new(name, role, expires_at);
         let hash = hash(&secret);
         self.store
-            .write(Batch::new().put(TOKENS, hash.clone(), crate::codec::encode(&info)?))
+            .write(
+                Batch::new()
+                    .put(TOKENS, hash.clone(), crate::codec::encode(&info)?)
+                    .event(token_event(TOKEN_CREATED, &info)),
+            )
             .await?;
         self.put_cached(hash, info.clone());
         Ok((secret, info))
@@ -290,7 +332,11 @@ impl Tokens {
         if info.revoked_at.is_none() {
             info.revoked_at = Some(crate::clock::now());
             self.store
-                .write(Batch::new().put(TOKENS, hash.clone(), crate::codec::encode(&info)?))
+                .write(
+                    Batch::new()
+                        .put(TOKENS, hash.clone(), crate::codec::encode(&info)?)
+                        .event(token_event(TOKEN_REVOKED, &info)),
+                )
                 .await?;
             self.put_cached(hash, info.clone());
             self.revocations.send_modify(|n| *n += 1);
@@ -332,6 +378,20 @@ impl Tokens {
         files::write_private_async(path.clone(), secret).await?;
         Ok(path)
     }
+}
+
+/// A token was made; its record reaches every node's cache with this event.
+pub const TOKEN_CREATED: &str = "TOKEN_CREATED";
+/// A token was revoked; every node ends the connections that used it.
+pub const TOKEN_REVOKED: &str = "TOKEN_REVOKED";
+
+/// The event of a token's change: its id, name and role, never its secret or hash.
+fn token_event(kind: &str, info: &TokenInfo) -> crate::events::NewEvent {
+    crate::events::NewEvent::new(
+        kind,
+        Some(info.id.clone()),
+        serde_json::json!({ "name": info.name, "role": info.role.as_str() }),
+    )
 }
 
 fn validate_name(name: &str) -> Result<String, TokenError> {

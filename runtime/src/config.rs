@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// A peer's cluster address to join; repeatable (comma-separated in TROUPE_JOIN).
     #[arg(long, env = "TROUPE_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
+    /// How many members vote in the replicated log; members admitted beyond them are
+    /// learners [default: 3].
+    #[arg(long, env = "TROUPE_VOTERS")]
+    pub voters: Option<usize>,
     /// File holding the cluster cookie [default: $TROUPE_COOKIE, else <data-dir>/cookie].
     #[arg(long, env = "TROUPE_COOKIE_FILE")]
     pub cookie_file: Option<PathBuf>,
@@ -185,6 +189,7 @@ pub struct Config {
     pub node_name: String,
     pub cluster_listen: SocketAddr,
     pub join: Vec<String>,
+    pub voters: usize,
     pub cookie_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
@@ -241,7 +246,7 @@ impl Config {
     pub fn load(mut args: ServeArgs) -> Result<Self, ConfigError> {
         if let Some(path) = args.config.clone() {
             let mut file = read_file(&path)?;
-            fill!(args, file; data_dir, listen, node_name, cluster_listen, cookie_file, log_format,
+            fill!(args, file; data_dir, listen, node_name, cluster_listen, voters, cookie_file, log_format,
                 shutdown_grace_ms, supervisor_max_restarts, supervisor_window_ms, supervisor_backoff_ms,
                 agent_max_restarts, agent_restart_window_ms, agent_stop_grace_ms,
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
@@ -276,6 +281,7 @@ impl Config {
                 .cluster_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4697))),
             join: args.join,
+            voters: args.voters.unwrap_or(3),
             cookie_file: args.cookie_file,
             log_format: args.log_format.unwrap_or_default(),
             shutdown_grace: ms(args.shutdown_grace_ms.unwrap_or(10_000)),
@@ -342,6 +348,9 @@ impl Config {
             if value.is_zero() {
                 return invalid(key, "must be above 0");
             }
+        }
+        if self.voters == 0 {
+            return invalid("voters", "must be above 0");
         }
         let counts = [
             ("agent_checkpoints_kept", self.agent_checkpoints_kept),

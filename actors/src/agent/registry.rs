@@ -217,15 +217,16 @@ impl Registry<'_> {
     }
 
     pub async fn count(&self, filter: &AgentFilter) -> Result<u64, ApiError> {
-        if *filter == AgentFilter::default() {
-            return Ok(self.store.view(|v| v.len(AGENTS)).await?);
-        }
         let filter = filter.clone();
+        let node = self.node.to_owned();
         Ok(self
             .store
             .view(move |v| {
                 let mut n = 0;
-                v.scan(AGENTS, None, |_, bytes| {
+                v.scan(AGENTS, None, |id, bytes| {
+                    if !crate::ids::held_by(id, &node) {
+                        return Ok(true);
+                    }
                     n += u64::from(troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter));
                     Ok(true)
                 })?;

@@ -1,6 +1,6 @@
-//! The cluster service: runs ractor_cluster's NodeServer and this node's remotable service
-//! actors (node, agents, tasks), keeps joined to the configured peers (reconnecting with
-//! backoff when a session drops) and runs the heartbeat.
+//! The cluster link: runs ractor_cluster's NodeServer with the node and Raft services, keeps
+//! joined to the configured peers (reconnecting with backoff when a session drops) and runs
+//! the heartbeat; and the domains' remotable service actors beside it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,13 +13,49 @@ use tokio::task::JoinHandle;
 use troupe_runtime::supervision::ChildSpec;
 
 use super::remote::ServiceActor;
+use super::Cluster;
+use crate::service::node::NodeService;
+use crate::service::raft::RaftService;
 use crate::service::Api;
 
-pub struct ClusterChild {
-    pub api: Api,
+/// What the cluster link needs: this node's identity, its store's log and where to listen.
+pub struct Link {
+    pub cluster: Cluster,
+    pub node: NodeService,
+    pub raft: RaftService,
     pub listen: SocketAddr,
     pub join: Vec<String>,
     pub cookie: String,
+}
+
+/// The cluster link: ractor_cluster's NodeServer, the node and Raft services, the joins to
+/// the configured peers and the heartbeat. It starts before the rest of the node (a node
+/// joining a cluster must be admitted to the log before it writes anything), and the node's
+/// supervisor adopts it: it restarts it like any other child.
+pub struct ClusterChild {
+    link: Arc<Link>,
+    early: std::sync::Mutex<Option<ActorCell>>,
+}
+
+impl ClusterChild {
+    /// Starts the link now, unsupervised until the node's supervisor adopts it.
+    pub async fn start_early(link: Link) -> Result<Self, ActorProcessingErr> {
+        let link = Arc::new(link);
+        let (actor, _) = Actor::spawn(None, ClusterActor, link.clone()).await?;
+        Ok(Self {
+            link,
+            early: std::sync::Mutex::new(Some(actor.get_cell())),
+        })
+    }
+}
+
+impl ClusterChild {
+    /// Stops the link started early when the node does not come up after all.
+    pub fn stop_early(&self) {
+        if let Some(cell) = self.early.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            cell.stop(Some("the node did not start".into()));
+        }
+    }
 }
 
 impl ChildSpec for ClusterChild {
@@ -33,7 +69,34 @@ impl ChildSpec for ClusterChild {
 
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
-            let (actor, _) = Actor::spawn_linked(None, ClusterActor, self.clone(), supervisor).await?;
+            let early = self.early.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(cell) = early {
+                cell.link(supervisor);
+                return Ok(cell);
+            }
+            let (actor, _) = Actor::spawn_linked(None, ClusterActor, self.link.clone(), supervisor).await?;
+            Ok(actor.get_cell())
+        })
+    }
+}
+
+/// The domains' remotable service actors (agents, tasks, messages, hosts, VMs, swarms).
+pub struct ServicesChild {
+    pub api: Api,
+}
+
+impl ChildSpec for ServicesChild {
+    fn id(&self) -> &str {
+        "services"
+    }
+
+    fn kind(&self) -> &str {
+        "SERVICE"
+    }
+
+    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
+        Box::pin(async move {
+            let (actor, _) = Actor::spawn_linked(None, ServicesActor, self.api.clone(), supervisor).await?;
             Ok(actor.get_cell())
         })
     }
@@ -60,14 +123,10 @@ enum ClusterMsg {}
 impl Actor for ClusterActor {
     type Msg = ClusterMsg;
     type State = State;
-    type Arguments = Arc<ClusterChild>;
+    type Arguments = Arc<Link>;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<ClusterMsg>,
-        cfg: Arc<ClusterChild>,
-    ) -> Result<State, ActorProcessingErr> {
-        let name = cfg.api.node_name().to_owned();
+    async fn pre_start(&self, myself: ActorRef<ClusterMsg>, cfg: Arc<Link>) -> Result<State, ActorProcessingErr> {
+        let name = cfg.cluster.name();
         // ractor_cluster binds inside its own actor and reports a failure without the address.
         drop(
             std::net::TcpListener::bind(cfg.listen)
@@ -84,21 +143,15 @@ impl Actor for ClusterActor {
         .with_listen_addr(cfg.listen.ip());
         let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
         let cell = myself.get_cell();
-        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.node_service(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.agents().clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.tasks().clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.messages().clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.hosts().clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.vms().clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), cfg.api.swarms().clone(), cell).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), cfg.node.clone(), cell.clone()).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), cfg.raft.clone(), cell).await?;
+        cfg.raft.carry();
         let mut joiners: Vec<JoinHandle<()>> = cfg
             .join
             .iter()
             .map(|peer| tokio::spawn(keep_joined(server.clone(), peer.clone())))
             .collect();
-        joiners.push(tokio::spawn(
-            cfg.api.cluster().clone().heartbeat(cfg.api.store().clone()),
-        ));
+        joiners.push(tokio::spawn(cfg.cluster.clone().heartbeat(cfg.node.store.clone())));
         tracing::info!(node = %name, listen = %cfg.listen, peers = ?cfg.join, "cluster listening");
         Ok(State { joiners })
     }
@@ -109,13 +162,47 @@ impl Actor for ClusterActor {
         evt: SupervisionEvent,
         _state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        match evt {
-            SupervisionEvent::ActorFailed(who, e) => Err(format!("cluster actor {} failed: {e}", who.get_id()).into()),
-            SupervisionEvent::ActorTerminated(who, _, reason) => {
-                Err(format!("cluster actor {} stopped: {}", who.get_id(), reason.unwrap_or_default()).into())
-            }
-            _ => Ok(()),
+        child_lost(evt)
+    }
+}
+
+struct ServicesActor;
+
+impl Actor for ServicesActor {
+    type Msg = ClusterMsg;
+    type State = ();
+    type Arguments = Api;
+
+    async fn pre_start(&self, myself: ActorRef<ClusterMsg>, api: Api) -> Result<(), ActorProcessingErr> {
+        let cell = myself.get_cell();
+        Actor::spawn_linked(None, ServiceActor::default(), api.agents().clone(), cell.clone()).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), api.tasks().clone(), cell.clone()).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), api.messages().clone(), cell.clone()).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), api.hosts().clone(), cell.clone()).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), api.vms().clone(), cell.clone()).await?;
+        Actor::spawn_linked(None, ServiceActor::default(), api.swarms().clone(), cell).await?;
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<ClusterMsg>,
+        evt: SupervisionEvent,
+        _state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        child_lost(evt)
+    }
+}
+
+/// A child of the link or of the services that fails or stops takes its parent down, for
+/// the node's supervisor to restart.
+fn child_lost(evt: SupervisionEvent) -> Result<(), ActorProcessingErr> {
+    match evt {
+        SupervisionEvent::ActorFailed(who, e) => Err(format!("cluster actor {} failed: {e}", who.get_id()).into()),
+        SupervisionEvent::ActorTerminated(who, _, reason) => {
+            Err(format!("cluster actor {} stopped: {}", who.get_id(), reason.unwrap_or_default()).into())
         }
+        _ => Ok(()),
     }
 }
 

@@ -8,12 +8,16 @@ use crate::tables::MESSAGE_DEAD_LETTERS;
 impl Mailboxes {
     /// The dead messages of this node, oldest first.
     pub async fn dead_letters(&self, first: usize) -> Result<Vec<DeadMessage>, ApiError> {
+        let node = self.inner_node().to_owned();
         Ok(self
             .store()
             .view(move |v| {
                 let mut out = Vec::new();
                 v.scan(MESSAGE_DEAD_LETTERS, None, |_, bytes| {
-                    out.push(troupe_runtime::codec::decode(bytes)?);
+                    let dead: DeadMessage = troupe_runtime::codec::decode(bytes)?;
+                    if crate::ids::held_by(&dead.message.to, &node) {
+                        out.push(dead);
+                    }
                     Ok(out.len() < first)
                 })?;
                 Ok(out)

@@ -196,6 +196,7 @@ impl Mailboxes {
                 Ok(out)
             })
             .await?;
+        let waiting: Vec<Message> = waiting.into_iter().filter(|m| self.holds(&m.to)).collect();
         let n = waiting.len();
         let mut agents = Vec::new();
         {

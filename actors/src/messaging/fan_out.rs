@@ -42,26 +42,29 @@ impl Mailboxes {
             })
             .await?;
         // Queued side by side, so the store commits their mailbox entries as one group.
-        let queued = specs.iter().filter(|s| publication.wants(s)).map(|spec| {
-            let message = Message {
-                id: uuid::Uuid::now_v7().to_string(),
-                to: spec.id.clone(),
-                from: None,
-                payload: payload.clone(),
-                priority,
-                timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
-            };
-            async move {
-                match self.enqueue(message.clone()).await {
-                    // Nobody waits for the reply: an unanswered one is dead-lettered by delivery.
-                    Ok(_) => true,
-                    Err(e) => {
-                        self.bury(message, e.to_string()).await;
-                        false
+        let queued = specs
+            .iter()
+            .filter(|s| self.holds(&s.id) && publication.wants(s))
+            .map(|spec| {
+                let message = Message {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    to: spec.id.clone(),
+                    from: None,
+                    payload: payload.clone(),
+                    priority,
+                    timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
+                };
+                async move {
+                    match self.enqueue(message.clone()).await {
+                        // Nobody waits for the reply: an unanswered one is dead-lettered by delivery.
+                        Ok(_) => true,
+                        Err(e) => {
+                            self.bury(message, e.to_string()).await;
+                            false
+                        }
                     }
                 }
-            }
-        });
+            });
         let mut outcome = FanOut::default();
         for was_queued in futures::future::join_all(queued).await {
             if was_queued {
@@ -75,11 +78,15 @@ impl Mailboxes {
 
     /// The topic patterns this node's agents subscribe to, each with how many agents do.
     pub async fn topics(&self) -> Result<Vec<(String, u32)>, ApiError> {
+        let node = self.inner_node().to_owned();
         let specs = self
             .store()
-            .view(|v| {
+            .view(move |v| {
                 let mut out = Vec::new();
-                v.scan(crate::tables::AGENTS, None, |_, bytes| {
+                v.scan(crate::tables::AGENTS, None, |id, bytes| {
+                    if !crate::ids::held_by(id, &node) {
+                        return Ok(true);
+                    }
                     out.push(troupe_runtime::codec::decode::<crate::agent::AgentSpec>(bytes)?.topics);
                     Ok(true)
                 })?;

@@ -68,6 +68,8 @@ struct Inner {
     replaying: crate::inflight::InFlight,
     store: Store,
     handles: Handles,
+    /// This node's name: it delivers to the agents it holds.
+    node: String,
 }
 
 /// An agent's mailbox as the API shows it.
@@ -79,7 +81,7 @@ pub struct MailboxView {
 }
 
 impl Mailboxes {
-    pub fn new(capacity: usize, store: Store, handles: Handles) -> Self {
+    pub fn new(capacity: usize, store: Store, handles: Handles, node: String) -> Self {
         Self {
             inner: Arc::new(Inner {
                 boxes: Mutex::new(HashMap::new()),
@@ -87,8 +89,18 @@ impl Mailboxes {
                 replaying: Default::default(),
                 store,
                 handles,
+                node,
             }),
         }
+    }
+
+    /// Whether this node holds the agent `id` (and so delivers its messages).
+    pub(super) fn holds(&self, id: &str) -> bool {
+        crate::ids::held_by(id, &self.inner.node)
+    }
+
+    pub(super) fn inner_node(&self) -> &str {
+        &self.inner.node
     }
 
     pub(super) fn store(&self) -> &Store {

@@ -16,11 +16,13 @@ use troupe_runtime::supervision::{
 
 use super::{ExtraChildren, Node, StartNodeError};
 use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild, Secrets};
-use crate::cluster::{Cluster, ClusterChild, PeerInfo};
+use crate::cluster::{Cluster, ClusterChild, Link, PeerInfo, ServicesChild};
 use crate::host::{Fleet, FleetSettings, HostMode, HostSpec, HostsChild};
 use crate::placement::Overcommit;
 use crate::scheduler::TaskQueue;
 use crate::scheduler::{BreakerPolicy, RetryPolicy, Scheduler, SchedulerArgs};
+use crate::service::node::{role_name, NodeService};
+use crate::service::raft::RaftService;
 use crate::service::{Agents, Api, Context, Hosts, Messages, Swarms, Tasks, Vms};
 use crate::serving::Serving;
 use crate::slots::Slots;
@@ -29,6 +31,8 @@ use crate::vm::{MigrationPhase, VmSpec, VmStatus};
 
 /// The layout of the store this release writes.
 const FORMAT: &str = "4";
+/// How long a node started with `--join` and a fresh data dir waits to be admitted.
+const JOIN_WITHIN: Duration = Duration::from_secs(120);
 /// How often answers past their idempotency window are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
@@ -45,6 +49,11 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         fault: store::gates_in(config.data_dir.join("faults")),
         identity: store::raft::Identity {
             name: config.node_name.clone(),
+            start: if config.join.is_empty() {
+                store::raft::Start::Alone
+            } else {
+                store::raft::Start::Join
+            },
             ..store::raft::Identity::default()
         },
     };
@@ -53,23 +62,61 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         Err(StoreError::Locked) => return Err(StartNodeError::Locked(config.data_dir.clone())),
         other => other?,
     };
-    check_format(&store, &config.data_dir).await?;
-    let tokens = Tokens::load(store.clone(), &config.data_dir).await?;
-    let admin_token_path = tokens.ensure_admin_token().await?;
     let cookie = {
         let config = config.clone();
         blocking(move || resolve_cookie(&config)).await?
     };
-    let node_id = node_id(&store).await?;
-    count_agents(&store).await?;
-    crate::agent::owners::build_once(&store).await?;
-    let slots = Slots::default();
     let cluster = Cluster::new(PeerInfo {
         name: config.node_name.clone(),
         cluster_address: config.cluster_listen.to_string(),
         gateway_address: None,
     })
     .with_drop_after(config.peer_drop_after);
+    let node_service = NodeService {
+        cluster: cluster.clone(),
+        store: store.clone(),
+        voters: config.voters,
+    };
+    // The link to the other nodes comes first: a joining node writes nothing before the
+    // leader has admitted it to the log, and a member's writes reach the leader through it.
+    let link = ClusterChild::start_early(Link {
+        cluster: cluster.clone(),
+        node: node_service.clone(),
+        raft: RaftService {
+            cluster: cluster.clone(),
+            store: store.clone(),
+        },
+        listen: config.cluster_listen,
+        join: config.join.clone(),
+        cookie,
+    })
+    .await
+    .map_err(|e| StartNodeError::Tree(format!("cluster: {e}")))?;
+    let link = Arc::new(link);
+    let rest = async {
+        if !store.joined().await? {
+            let role = node_service
+                .join(JOIN_WITHIN)
+                .await
+                .map_err(|e| StartNodeError::Join(e.to_string()))?;
+            tracing::info!(node = %config.node_name, role = role_name(role), "joined the cluster's replicated log");
+        }
+        check_format(&store, &config.data_dir).await?;
+        let tokens = Tokens::load(store.clone(), &config.data_dir).await?;
+        let admin_token_path = tokens.ensure_admin_token().await?;
+        let node_id = node_id(&store, &config.node_name).await?;
+        count_agents(&store, &config.node_name).await?;
+        crate::agent::owners::build_once(&store).await?;
+        Ok::<_, StartNodeError>((tokens, admin_token_path, node_id))
+    };
+    let (tokens, admin_token_path, node_id) = match rest.await {
+        Ok(done) => done,
+        Err(e) => {
+            link.stop_early();
+            return Err(e);
+        }
+    };
+    let slots = Slots::default();
     let idempotency = Idempotency::new(store.clone(), config.idempotency_window);
     let agent_policy = AgentPolicy {
         intensity: Intensity {
@@ -177,6 +224,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
                 config.agent_mailbox_size,
                 store.clone(),
                 slots.handles.clone(),
+                config.node_name.clone(),
             ),
         },
         vms: Vms { hosts: hosts.clone() },
@@ -193,6 +241,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         window: config.supervisor_window,
     });
     let scheduler: Arc<dyn ChildSpec> = Arc::new(SchedulerChild {
+        node: config.node_name.clone(),
         store: store.clone(),
         slots: slots.clone(),
         retry: RetryPolicy {
@@ -205,6 +254,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         },
     });
     let agents = Nested::child(AgentsChild {
+        node: config.node_name.clone(),
         store: store.clone(),
         slots: slots.clone(),
         policy: agent_policy.clone(),
@@ -236,12 +286,8 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     let mut children: Vec<Arc<dyn ChildSpec>> = vec![
         Nested::child(core),
         hosts,
-        Arc::new(ClusterChild {
-            api: api.clone(),
-            listen: config.cluster_listen,
-            join: config.join.clone(),
-            cookie,
-        }),
+        link,
+        Arc::new(ServicesChild { api: api.clone() }),
     ];
     children.extend(extra(&api));
     let args = SupervisorArgs {
@@ -326,13 +372,17 @@ async fn check_format(store: &Store, data_dir: &Path) -> Result<(), StartNodeErr
     }
 }
 
-/// Sets `troupe_agents{state}` from the stored statuses; from here on it moves with them.
-async fn count_agents(store: &Store) -> Result<(), StoreError> {
+/// Sets `troupe_agents{state}` from the stored statuses of the agents this node holds; from
+/// here on it moves with them.
+async fn count_agents(store: &Store, node: &str) -> Result<(), StoreError> {
+    let node = node.to_owned();
     let states = store
-        .view(|v| {
+        .view(move |v| {
             let mut states = Vec::new();
-            v.scan(AGENT_STATUS, None, |_, bytes| {
-                states.push(troupe_runtime::codec::decode::<AgentStatus>(bytes)?.state);
+            v.scan(AGENT_STATUS, None, |id, bytes| {
+                if crate::ids::held_by(id, &node) {
+                    states.push(troupe_runtime::codec::decode::<AgentStatus>(bytes)?.state);
+                }
                 Ok(true)
             })?;
             Ok(states)
@@ -349,21 +399,28 @@ async fn count_agents(store: &Store) -> Result<(), StoreError> {
 /// stopped is marked FAILED: the VM's record still names its source host, and the driver
 /// there re-creates or adopts it; any copy on the target is stale and destroyed.
 async fn load_fleet(fleet: &Fleet, simulated: usize) -> Result<(), crate::error::ApiError> {
+    let node = fleet.node.clone();
+    // Every member's hosts are in the replicated table; this node drives its own.
     let mut hosts: Vec<HostSpec> = fleet
         .store
-        .view(|v| {
+        .view(move |v| {
             let mut out = Vec::new();
             v.scan(HOSTS, None, |_, bytes| {
-                out.push(troupe_runtime::codec::decode(bytes)?);
+                let spec: HostSpec = troupe_runtime::codec::decode(bytes)?;
+                if spec.node == node {
+                    out.push(spec);
+                }
                 Ok(true)
             })?;
             Ok(out)
         })
         .await?;
     // Made once, on the node's first start: simulated hosts an operator removed stay removed.
-    let made = fleet.store.get(META, "simulated_hosts_made").await?.is_some();
+    let made = own_fact(&fleet.store, "simulated_hosts_made", &fleet.node)
+        .await?
+        .is_some();
     if !made {
-        let mut batch = Batch::new().put(META, "simulated_hosts_made", b"1".to_vec());
+        let mut batch = Batch::new().put(META, own_key("simulated_hosts_made", &fleet.node), b"1".to_vec());
         for i in 1..=simulated {
             // A zone each (sim-1 in a, sim-2 in b, …): placement by label works out of the box.
             let zone = char::from(b'a' + ((i - 1) % 26) as u8).to_string();
@@ -409,11 +466,14 @@ async fn load_fleet(fleet: &Fleet, simulated: usize) -> Result<(), crate::error:
             })
             .await
             .map_err(|e| crate::error::ApiError::Internal(format!("{}: {e}", dir.display())))?;
-            spec.uri = format!("test://{}", path.display());
-            fleet
-                .store
-                .write(Batch::new().put(HOSTS, spec.id.clone(), troupe_runtime::codec::encode(&*spec)?))
-                .await?;
+            let uri = format!("test://{}", path.display());
+            if spec.uri != uri {
+                spec.uri = uri;
+                fleet
+                    .store
+                    .write(Batch::new().put(HOSTS, spec.id.clone(), troupe_runtime::codec::encode(&*spec)?))
+                    .await?;
+            }
         }
         fleet.register(spec.clone());
     }
@@ -433,7 +493,12 @@ async fn load_fleet(fleet: &Fleet, simulated: usize) -> Result<(), crate::error:
             Ok(out)
         })
         .await?;
-    for (spec, mut status) in vms {
+    let mine: std::collections::HashSet<&str> = hosts.iter().map(|h| h.id.as_str()).collect();
+    let held = |spec: &VmSpec, status: &VmStatus| match &status.host {
+        Some(host) => mine.contains(host.as_str()),
+        None => crate::ids::held_by(&spec.id, &fleet.node),
+    };
+    for (spec, mut status) in vms.into_iter().filter(|(spec, status)| held(spec, status)) {
         crate::vm::gauge_moved(None, Some(status.state));
         if let Some(host) = &status.host {
             fleet.restore_claim(&spec, host);
@@ -451,14 +516,33 @@ async fn load_fleet(fleet: &Fleet, simulated: usize) -> Result<(), crate::error:
     Ok(())
 }
 
+/// The node's own key in the replicated `meta` table: every member keeps its facts there
+/// under its name (a store of a single node from an earlier release kept them unnamed).
+fn own_key(what: &str, node: &str) -> String {
+    format!("{what}@{node}")
+}
+
+/// Reads a fact of this node from `meta`: its named key, else the unnamed one an earlier
+/// release wrote when this node was its store's only member.
+async fn own_fact(store: &Store, what: &str, node: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    if let Some(bytes) = store.get(META, &own_key(what, node)).await? {
+        return Ok(Some(bytes));
+    }
+    let alone = store.status().members.len() <= 1;
+    if alone {
+        return store.get(META, what).await;
+    }
+    Ok(None)
+}
+
 /// The node's stable id, made on first start.
-async fn node_id(store: &Store) -> Result<String, StoreError> {
-    if let Some(bytes) = store.get(META, "node_id").await? {
+async fn node_id(store: &Store, node: &str) -> Result<String, StoreError> {
+    if let Some(bytes) = own_fact(store, "node_id", node).await? {
         return Ok(String::from_utf8_lossy(&bytes).into_owned());
     }
     let id = uuid::Uuid::now_v7().to_string();
     store
-        .write(Batch::new().put(META, "node_id", id.as_bytes().to_vec()))
+        .write(Batch::new().put(META, own_key("node_id", node), id.as_bytes().to_vec()))
         .await?;
     Ok(id)
 }
@@ -488,6 +572,7 @@ fn resolve_cookie(config: &Config) -> Result<String, StartNodeError> {
 }
 
 struct SchedulerChild {
+    node: String,
     store: Store,
     slots: Slots,
     retry: RetryPolicy,
@@ -511,6 +596,7 @@ impl ChildSpec for SchedulerChild {
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
             let args = SchedulerArgs {
+                node: self.node.clone(),
                 store: self.store.clone(),
                 retry: self.retry,
                 breaker: self.breaker,

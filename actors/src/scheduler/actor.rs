@@ -108,6 +108,8 @@ pub(super) fn settled_in(
 }
 
 pub struct SchedulerArgs {
+    /// This node's name: it runs the tasks it holds.
+    pub node: String,
     pub store: Store,
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
@@ -118,6 +120,7 @@ pub struct SchedulerArgs {
 }
 
 pub struct State {
+    node: String,
     store: Store,
     engine: Engine,
     myself: ActorRef<SchedulerMsg>,
@@ -162,6 +165,7 @@ impl Actor for Scheduler {
         // Whatever an earlier incarnation handed the writer lands before we read.
         args.store.flush().await?;
         let mut state = State {
+            node: args.node,
             store: args.store,
             engine: Engine::new(args.retry).with_breaker(args.breaker),
             myself,

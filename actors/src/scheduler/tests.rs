@@ -104,6 +104,7 @@ async fn scheduler(store: &Store) -> (ActorRef<SchedulerMsg>, tokio::task::JoinH
 
 async fn scheduler_caching(store: &Store, cache: usize) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>) {
     let args = SchedulerArgs {
+        node: "local".into(),
         store: store.clone(),
         open: Default::default(),
         breaker: Default::default(),

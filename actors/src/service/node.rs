@@ -1,6 +1,14 @@
-//! The node service: what a peer asks a node about itself (the heartbeat's hello).
+//! The node service: what a peer asks a node about itself (the heartbeat's hello), and a new
+//! node's request to be admitted to the replicated log.
 
-use crate::cluster::remote::{service, Located};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::store::raft::Role;
+use troupe_runtime::store::{Batch, Store};
+
+use crate::cluster::remote::{service, Located, Peer};
 use crate::cluster::{Cluster, PeerInfo};
 use crate::error::ApiError;
 
@@ -8,11 +16,28 @@ service! {
     service NodeService as "node" (NodeMsg, NodeRequest, NodeResponse, NodeLocal);
     /// Who this node is and where it listens.
     call Hello => hello() -> PeerInfo;
+    /// Admits the member `id` named `name` to the replicated log, when this node leads.
+    call Admit => admit(id: u64, name: String) -> Admission, within ADMIT_CALL;
+}
+
+/// A new member's catch-up is bounded by the log (a minute); the call a little longer.
+const ADMIT_CALL: Duration = Duration::from_secs(90);
+
+/// How a node answered a request to admit a member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Admission {
+    /// Admitted, as a voter or a learner.
+    Admitted(Role),
+    /// This node does not lead; the one that does, when it knows it.
+    Leader(Option<String>),
 }
 
 #[derive(Clone)]
 pub struct NodeService {
     pub(crate) cluster: Cluster,
+    pub(crate) store: Store,
+    /// How many members vote; members admitted beyond them are learners.
+    pub(crate) voters: usize,
 }
 
 impl Located for NodeService {
@@ -24,5 +49,76 @@ impl Located for NodeService {
 impl NodeLocal for NodeService {
     async fn hello(&self) -> Result<PeerInfo, ApiError> {
         Ok(self.cluster.me())
+    }
+
+    async fn admit(&self, id: u64, name: String) -> Result<Admission, ApiError> {
+        let leader = self.store.leader();
+        if leader.as_deref() != Some(self.cluster.name().as_str()) {
+            return Ok(Admission::Leader(leader));
+        }
+        let role = self.store.admit(id, &name, self.voters).await?;
+        let event = NewEvent::new(
+            "MEMBER_JOINED",
+            Some(name.clone()),
+            serde_json::json!({ "node": name, "role": role_name(role), "raftId": id }),
+        );
+        self.store.write(Batch::new().event(event)).await?;
+        tracing::info!(node = %name, role = role_name(role), "admitted a member to the replicated log");
+        Ok(Admission::Admitted(role))
+    }
+}
+
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Voter => "VOTER",
+        Role::Learner => "LEARNER",
+    }
+}
+
+/// How often a joining node asks again while no peer can admit it.
+const ASK_AGAIN: Duration = Duration::from_millis(500);
+
+impl NodeService {
+    /// Asks the cluster's leader to admit this node to the log, through whichever peer is
+    /// connected (a peer that does not lead names the one that does), until one admits it
+    /// or `within` has passed.
+    pub(crate) async fn join(&self, within: Duration) -> Result<Role, ApiError> {
+        let deadline = tokio::time::Instant::now() + within;
+        let (id, name) = (self.store.raft_id(), self.cluster.name());
+        let mut hint: Option<String> = None;
+        let mut followed: Option<String> = None;
+        let mut last = String::from("no peer is connected yet");
+        loop {
+            let mut ask: Vec<String> = hint.take().into_iter().collect();
+            followed = ask.first().cloned().or(followed);
+            for peer in self.cluster.peers() {
+                if !ask.contains(&peer) {
+                    ask.push(peer);
+                }
+            }
+            for peer in ask {
+                match Peer(self, peer.clone()).admit(id, name.clone()).await {
+                    Ok(Admission::Admitted(role)) => return Ok(role),
+                    Ok(Admission::Leader(Some(leader))) if leader != peer => {
+                        hint = Some(leader);
+                        break;
+                    }
+                    Ok(Admission::Leader(_)) => last = format!("{peer} knows no leader"),
+                    Err(e) => last = format!("{peer}: {e}"),
+                }
+            }
+            if hint.is_some() && hint != followed {
+                // A leader not asked yet: ask it now.
+                continue;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::Unavailable(format!(
+                    "no leader admitted this node within {} s ({last})",
+                    within.as_secs()
+                )));
+            }
+            tracing::info!(node = %name, why = %last, "waiting to be admitted to the cluster");
+            tokio::time::sleep(ASK_AGAIN).await;
+        }
     }
 }

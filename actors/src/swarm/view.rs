@@ -15,7 +15,7 @@ impl Port {
         let spec = super::load_spec(&self.store, id).await?;
         let status = super::load_status(&self.store, id).await?;
         let members = self.members.of(id).await?.into_iter().map(|v| v.spec.id).collect();
-        let teams = super::teams_of(&self.store, Some(id)).await?;
+        let teams = super::teams_of(&self.store, &self.node, Some(id)).await?;
         Ok(SwarmView {
             spec,
             status,
@@ -26,7 +26,7 @@ impl Port {
 
     /// This node's swarms, sub-teams included, in id order.
     pub(crate) async fn views(&self) -> Result<Vec<SwarmView>, ApiError> {
-        let ids = super::ids(&self.store).await?;
+        let ids = super::ids(&self.store, &self.node).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(self.view(&id).await?);

@@ -170,7 +170,68 @@ pub(super) const COMMIT_WITHIN: Duration = Duration::from_secs(10);
 /// How long a forwarded write may take, its application on this node included.
 pub(super) const FORWARD_WITHIN: Duration = Duration::from_secs(10);
 
+/// What one member's Raft core knows of the cluster now (the leader knows each member's
+/// replication; a follower only its own log).
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub leader: Option<String>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub last_log_index: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub name: String,
+    pub role: Role,
+    /// The last log index the leader knows this member holds (on the leader only).
+    pub matched: Option<u64>,
+}
+
 impl super::Store {
+    /// Whether this node belongs to a Raft group yet (a joining node does once admitted).
+    pub async fn joined(&self) -> Result<bool, StoreError> {
+        self.raft()
+            .is_initialized()
+            .await
+            .map_err(|e| StoreError::Failed(format!("raft: {e}")))
+    }
+
+    /// The cluster as this member's Raft core sees it now.
+    pub fn status(&self) -> Status {
+        let m = self.raft().metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let matched = |id: &NodeId| -> Option<u64> {
+            let replication = m.replication.as_ref()?;
+            Some(replication.get(id).copied().flatten().map_or(0, |l| l.index))
+        };
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberStatus {
+                id: *id,
+                name: node.addr.clone(),
+                role: if voters.contains(id) {
+                    Role::Voter
+                } else {
+                    Role::Learner
+                },
+                matched: matched(id),
+            })
+            .collect();
+        Status {
+            leader: m
+                .current_leader
+                .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone())),
+            term: m.current_term,
+            commit_index: m.last_applied.map_or(0, |l| l.index),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            members,
+        }
+    }
+
     /// This node's id in the Raft group.
     pub fn raft_id(&self) -> NodeId {
         self.raft().metrics().borrow().id
@@ -192,6 +253,23 @@ impl super::Store {
     /// cluster has fewer than `voters` of them. Admitting a member again answers its role.
     pub async fn admit(&self, id: NodeId, name: &str, voters: usize) -> Result<Role, StoreError> {
         let raft = self.raft();
+        let known: Vec<(NodeId, String)> = raft
+            .with_raft_state(|state| {
+                state
+                    .membership_state
+                    .effective()
+                    .nodes()
+                    .map(|(id, node)| (*id, node.addr.clone()))
+                    .collect()
+            })
+            .await
+            .map_err(|e| StoreError::Failed(format!("raft: {e}")))?;
+        if let Some((other, _)) = known.iter().find(|(other, n)| n == name && *other != id) {
+            return Err(StoreError::Rejected(format!(
+                "a member named {name} is in the cluster already (raft id {other}); a node that \
+                 lost its data dir joins under a new name, or the old member is removed first"
+            )));
+        }
         if voting(raft).await?.contains(&id) {
             return Ok(Role::Voter);
         }

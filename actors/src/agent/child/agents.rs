@@ -20,6 +20,8 @@ use crate::tables::{AGENTS, AGENT_STATUS};
 /// (or paused) and that was not given up on (a FAILED agent stays FAILED until someone acts
 /// on it). It never escalates: each agent has its own intensity.
 pub struct AgentsChild {
+    /// This node's name: it runs the agents it holds.
+    pub node: String,
     pub store: Store,
     pub slots: Slots,
     pub policy: AgentPolicy,
@@ -42,15 +44,21 @@ impl Nest for AgentsChild {
 
     fn args(&self) -> BoxFuture<'static, Result<SupervisorArgs, ActorProcessingErr>> {
         let (store, slots, policy) = (self.store.clone(), self.slots.clone(), self.policy.clone());
+        let node = self.node.clone();
         let (owner, strategy, backoff) = (self.owner.clone(), self.strategy, self.backoff);
         Box::pin(async move {
             // Lifecycle records of the previous incarnation land before we read.
             store.flush().await?;
             let wanted = owner.clone();
+            let node = node.clone();
             let owned = store
                 .view(move |v| {
                     let mut out = Vec::new();
                     v.scan(AGENTS, None, |id, bytes| {
+                        // Every member's agents are in the store; this node runs its own.
+                        if !crate::ids::held_by(id, &node) {
+                            return Ok(true);
+                        }
                         let spec: AgentSpec = troupe_runtime::codec::decode(bytes)?;
                         if spec.owner == wanted && spec.desired != Desired::Stopped {
                             let status: AgentStatus = match v.get(AGENT_STATUS, id)? {

@@ -18,12 +18,15 @@ impl State {
     /// graceful shutdown puts running tasks back first): that attempt failed, and the task
     /// is retried if it has failures left. Execution is at-least-once.
     pub(super) async fn recover(&mut self) -> Result<(), ActorProcessingErr> {
+        let node = self.node.clone();
         let (open, stats, settled) = self
             .store
-            .view(|v| {
+            .view(move |v| {
                 let mut ids = Vec::new();
                 v.scan(OPEN_TASKS, None, |k, _| {
-                    ids.push(k.to_owned());
+                    if crate::ids::held_by(k, &node) {
+                        ids.push(k.to_owned());
+                    }
                     Ok(true)
                 })?;
                 let mut open = Vec::with_capacity(ids.len());
@@ -51,6 +54,9 @@ impl State {
                 let settled = super::settled_in(v, &closed)?;
                 let mut stats = Vec::new();
                 v.scan(AGENT_STATS, None, |k, bytes| {
+                    if !crate::ids::held_by(k, &node) {
+                        return Ok(true);
+                    }
                     stats.push((k.to_owned(), troupe_runtime::codec::decode::<AgentStats>(bytes)?));
                     Ok(true)
                 })?;

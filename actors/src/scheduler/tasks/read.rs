@@ -33,7 +33,7 @@ impl TaskQueue {
         first: usize,
     ) -> Result<(Vec<TaskRecord>, bool), ApiError> {
         let filter = filter.clone();
-        let (page, more) = crate::tables::page(&self.store, TASKS, after, first, move |v, _, bytes| {
+        let (page, more) = crate::tables::page(&self.store, &self.node, TASKS, after, first, move |v, _, bytes| {
             let spec: TaskSpec = troupe_runtime::codec::decode(bytes)?;
             let Some(status) = v.get(TASK_STATUS, &spec.id)? else {
                 return Ok(None);
@@ -47,14 +47,15 @@ impl TaskQueue {
 
     pub(crate) async fn count(&self, filter: &TaskFilter) -> Result<u64, ApiError> {
         let filter = filter.clone();
+        let node = self.node.clone();
         Ok(self
             .store
             .view(move |v| {
-                if filter == TaskFilter::default() {
-                    return v.len(TASKS);
-                }
                 let mut n = 0;
                 v.scan(TASK_STATUS, None, |id, bytes| {
+                    if !crate::ids::held_by(id, &node) {
+                        return Ok(true);
+                    }
                     let status: TaskStatus = troupe_runtime::codec::decode(bytes)?;
                     if filter.state.is_some_and(|s| s != status.state) {
                         return Ok(true);

@@ -48,8 +48,15 @@ impl Agents {
         first: usize,
         filter: &AgentFilter,
     ) -> Result<(Vec<AgentView>, bool), ApiError> {
-        let (page, more) =
-            crate::tables::page(&self.ctx.store, AGENTS, after, first, crate::agent::matching(filter)).await?;
+        let (page, more) = crate::tables::page(
+            &self.ctx.store,
+            &self.ctx.node_name,
+            AGENTS,
+            after,
+            first,
+            crate::agent::matching(filter),
+        )
+        .await?;
         Ok((self.registry().views(page).await, more))
     }
 

@@ -142,14 +142,21 @@ impl VmsLocal for Vms {
 
     async fn list(&self, after: Option<String>, first: u32, filter: VmFilter) -> Result<(Vec<VmView>, bool), ApiError> {
         let first = first.min(1000) as usize;
-        crate::tables::page(&self.hosts.ctx.store, VMS, after, first, move |v, id, bytes| {
-            let spec: VmSpec = troupe_runtime::codec::decode(bytes)?;
-            let status: VmStatus = match v.get(VM_STATUS, id)? {
-                Some(b) => troupe_runtime::codec::decode(&b)?,
-                None => VmStatus::new(None),
-            };
-            Ok(filter.matches(&spec, &status).then_some(VmView { spec, status }))
-        })
+        crate::tables::page(
+            &self.hosts.ctx.store,
+            &self.hosts.ctx.node_name,
+            VMS,
+            after,
+            first,
+            move |v, id, bytes| {
+                let spec: VmSpec = troupe_runtime::codec::decode(bytes)?;
+                let status: VmStatus = match v.get(VM_STATUS, id)? {
+                    Some(b) => troupe_runtime::codec::decode(&b)?,
+                    None => VmStatus::new(None),
+                };
+                Ok(filter.matches(&spec, &status).then_some(VmView { spec, status }))
+            },
+        )
         .await
     }
 }
