@@ -22,6 +22,7 @@ mod system {
     mod messages;
     mod races;
     mod recovery;
+    mod replicated;
     mod scheduling;
     mod stopping;
     mod subscriptions;

@@ -13,6 +13,8 @@
 //! membership.rs  who is there: heartbeats, UP/DOWN, peers dropped after a long silence,
 //!                asking every reachable peer at once (gather)
 //! directory.rs   which node holds an id: Cluster::holder, the one place that answers it
+//! replicated.rs  the cluster as the replicated log sees it: leader, term, members' roles,
+//!                lag and incarnations; LEADER_CHANGED
 //! remote.rs      service!: each domain's requests declared once; At (this node or the
 //!                holder), Peer, Everywhere; the service actor that answers peers
 //! ```
@@ -25,6 +27,7 @@ mod actor;
 mod directory;
 mod membership;
 pub mod remote;
+pub mod replicated;
 
 pub use actor::{ClusterChild, Link, ServicesChild};
 pub use membership::{Cluster, Gathered, Member, MemberStatus, PeerInfo};

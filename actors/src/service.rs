@@ -158,6 +158,11 @@ impl Api {
         ask(&root, SupervisorMsg::Describe, "the root supervisor").await
     }
 
+    /// The cluster as this node's replicated log and heartbeats see it now.
+    pub async fn cluster_state(&self) -> Result<crate::cluster::replicated::ClusterState, ApiError> {
+        Ok(crate::cluster::replicated::state(&self.ctx.cluster, &self.ctx.store).await?)
+    }
+
     pub async fn last_seq(&self) -> Result<u64, ApiError> {
         Ok(self.ctx.store.last_seq().await?)
     }

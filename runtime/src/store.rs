@@ -22,6 +22,7 @@ mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -367,7 +368,38 @@ impl Store {
     /// [`StoreError::Compacted`] when some of them were trimmed (a gap is never silent) and
     /// with [`StoreError::FutureCursor`] when `after` is past the newest event.
     pub async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.reach(after).await?;
         self.view(move |v| v.events_after(after, limit)).await
+    }
+
+    /// Waits, briefly, for this node to apply the event `seq` when it has not yet and other
+    /// members exist: a cursor read on another member may be a little ahead of this one.
+    /// Past [`CURSOR_CATCH_UP`], the read goes on and answers what it finds (a cursor past
+    /// every member's log is then refused as before).
+    async fn reach(&self, seq: u64) -> Result<(), StoreError> {
+        if self.status().members.len() <= 1 {
+            return Ok(());
+        }
+        let mut live = self.live();
+        if self.last_seq().await? >= seq {
+            return Ok(());
+        }
+        let reached = async {
+            loop {
+                match live.recv().await {
+                    Ok(event) if event.seq >= seq => return,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if self.last_seq().await.is_ok_and(|last| last >= seq) {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CURSOR_CATCH_UP, reached).await;
+        Ok(())
     }
 
     /// Like [`Store::events_after`], only events of the given kinds, read through the kind
@@ -378,6 +410,7 @@ impl Store {
         kinds: Vec<String>,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
+        self.reach(after).await?;
         self.view(move |v| v.events_of_kinds(after, &kinds, limit)).await
     }
 
@@ -389,6 +422,7 @@ impl Store {
         kinds: Option<Vec<String>>,
         limit: usize,
     ) -> Result<(Vec<Event>, u64), StoreError> {
+        self.reach(after).await?;
         self.view(move |v| {
             let page = match &kinds {
                 Some(kinds) => v.events_of_kinds(after, kinds, limit)?,
@@ -404,6 +438,9 @@ impl Store {
         self.view(|v| v.last_seq()).await
     }
 }
+
+/// How long a read waits for this node to apply a cursor another member handed out.
+const CURSOR_CATCH_UP: Duration = Duration::from_secs(3);
 
 /// The database file holds every secret's hash and every payload: its owner only.
 fn restrict(path: &Path) -> Result<(), StoreError> {

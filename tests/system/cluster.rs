@@ -398,7 +398,11 @@ async fn a_peers_agent_is_paused_checkpointed_probed_and_stopped_through_this_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_gone_past_the_drop_time_leaves_the_lists_with_an_event_and_returns_when_it_answers() -> Result<()> {
-    let alpha = NodeOpts::named("alpha").arg("--peer-drop-after-ms", 4000);
+    // beta learns the log without voting: alpha alone is the majority that commits the
+    // MEMBER_DROPPED it writes while beta is gone (with two voters it could not).
+    let alpha = NodeOpts::named("alpha")
+        .arg("--peer-drop-after-ms", 4000)
+        .arg("--voters", 1);
     let (alpha, mut beta) = start_pair_of(alpha, NodeOpts::named("beta")).await?;
     let q = "subscription { events(kinds: [\"MEMBER_DROPPED\"]) { subject data } }";
     let mut dropped = Subscription::start(&alpha, q, json!({})).await?;

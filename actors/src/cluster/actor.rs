@@ -146,11 +146,12 @@ impl Actor for ClusterActor {
         Actor::spawn_linked(None, ServiceActor::default(), cfg.node.clone(), cell.clone()).await?;
         Actor::spawn_linked(None, ServiceActor::default(), cfg.raft.clone(), cell).await?;
         cfg.raft.carry();
-        let mut joiners: Vec<JoinHandle<()>> = cfg
-            .join
-            .iter()
-            .map(|peer| tokio::spawn(keep_joined(server.clone(), peer.clone())))
-            .collect();
+        let mut joiners: Vec<JoinHandle<()>> = vec![tokio::spawn(dial_members(
+            server.clone(),
+            cfg.node.store.clone(),
+            name.clone(),
+            cfg.join.clone(),
+        ))];
         joiners.push(tokio::spawn(cfg.cluster.clone().heartbeat(cfg.node.store.clone())));
         tracing::info!(node = %name, listen = %cfg.listen, peers = ?cfg.join, "cluster listening");
         Ok(State { joiners })
@@ -203,6 +204,44 @@ fn child_lost(evt: SupervisionEvent) -> Result<(), ActorProcessingErr> {
             Err(format!("cluster actor {} stopped: {}", who.get_id(), reason.unwrap_or_default()).into())
         }
         _ => Ok(()),
+    }
+}
+
+/// How often the members' recorded addresses are read for new ones to dial.
+const READ_ADDRESSES_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps a session open to every configured peer and to every member of the replicated log
+/// at the address it last recorded (so a node restarted without `--join` finds the others
+/// at once, rather than when they dial it again).
+async fn dial_members(
+    server: ActorRef<NodeServerMessage>,
+    store: troupe_runtime::store::Store,
+    me: String,
+    join: Vec<String>,
+) {
+    struct Dialling(std::collections::HashMap<String, JoinHandle<()>>);
+    impl Drop for Dialling {
+        fn drop(&mut self) {
+            for j in self.0.values() {
+                j.abort();
+            }
+        }
+    }
+    let mut dialling = Dialling(Default::default());
+    let mut tick = tokio::time::interval(READ_ADDRESSES_EVERY);
+    loop {
+        let mut peers = join.clone();
+        match super::replicated::member_addresses(&store, &me).await {
+            Ok(addresses) => peers.extend(addresses),
+            Err(e) => tracing::debug!(error = %e, "cannot read the members' addresses"),
+        }
+        for peer in peers {
+            if !dialling.0.contains_key(&peer) {
+                let task = tokio::spawn(keep_joined(server.clone(), peer.clone()));
+                dialling.0.insert(peer, task);
+            }
+        }
+        tick.tick().await;
     }
 }
 

@@ -105,6 +105,10 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         let tokens = Tokens::load(store.clone(), &config.data_dir).await?;
         let admin_token_path = tokens.ensure_admin_token().await?;
         let node_id = node_id(&store, &config.node_name).await?;
+        let incarnation =
+            crate::cluster::replicated::count_start(&store, &config.node_name, &config.cluster_listen.to_string())
+                .await?;
+        tracing::info!(node = %config.node_name, incarnation, "this node's start is counted");
         count_agents(&store, &config.node_name).await?;
         crate::agent::owners::build_once(&store).await?;
         Ok::<_, StartNodeError>((tokens, admin_token_path, node_id))
@@ -319,13 +323,17 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             }
         }
     });
+    let leadership = tokio::spawn(crate::cluster::replicated::announce_leadership(
+        store.clone(),
+        config.node_name.clone(),
+    ));
     tracing::info!(node = %config.node_name, admin_token = %admin_token_path.display(), "node started");
     Ok(Node {
         api,
         root,
         root_done,
         admin_token_path,
-        chores: vec![purge, courier],
+        chores: vec![purge, courier, leadership],
     })
 }
 

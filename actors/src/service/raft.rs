@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_bytes::ByteBuf;
-use troupe_runtime::store::raft::{self, RpcKind, Transport};
+use troupe_runtime::store::raft::{self, RpcKind, SendError, Transport};
 use troupe_runtime::store::Store;
 
-use crate::cluster::remote::{self, service, Call, Located};
+use crate::cluster::remote::{self, service, Call, Located, Service};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 
@@ -50,7 +50,7 @@ impl Transport for RaftService {
         kind: RpcKind,
         request: Vec<u8>,
         within: Duration,
-    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+    ) -> BoxFuture<'static, Result<Vec<u8>, SendError>> {
         let to = to.to_owned();
         Box::pin(async move {
             // Straight to the member, bounded by the log's own deadline (not a peer call's
@@ -63,9 +63,12 @@ impl Transport for RaftService {
                     request: ByteBuf::from(request),
                 },
             };
+            if !remote::is_connected(RaftService::ROLE, &to) {
+                return Err(SendError::NotSent(format!("node {to} is not connected")));
+            }
             match remote::call::<RaftService>(&to, &call, within).await {
                 Ok(RaftResponse::Rpc(answer)) => Ok(answer.into_vec()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(SendError::Lost(e.to_string())),
             }
         })
     }

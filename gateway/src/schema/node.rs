@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use troupe_actors::cluster::{Member, MemberStatus};
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
+use troupe_runtime::store::raft::Role as LogRole;
 use troupe_runtime::supervision::{ChildInfo, Intensity, Strategy as S, SupervisorInfo};
 
 use super::Int64;
@@ -42,6 +43,79 @@ pub struct Node {
     pub members: Vec<ClusterMember>,
     /// The newest event's `seq` on this node: list, then subscribe with `after: lastSeq`.
     pub last_seq: Int64,
+}
+
+/// Whether a member votes in the replicated log.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum MemberRole {
+    /// It votes and counts towards the majority that commits a write.
+    Voter,
+    /// It receives and applies the log, but neither votes nor counts.
+    Learner,
+}
+
+/// Whether a member is heard from.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum MemberState {
+    /// It answered a heartbeat lately (or is the node answering).
+    Up,
+    /// It has not answered for a while, or was never heard from since this node started.
+    Down,
+}
+
+/// One member of the cluster's replicated log.
+#[derive(SimpleObject)]
+pub struct LogMember {
+    pub name: String,
+    /// Its cluster address; empty when this node has not heard from it since it started.
+    pub address: String,
+    pub role: MemberRole,
+    pub state: MemberState,
+    /// Log entries the leader holds that this member has not confirmed yet; null when the
+    /// node answering does not lead (only the leader knows).
+    pub lag: Option<Int64>,
+    /// How many times the member has started.
+    pub incarnation: Int64,
+}
+
+/// The cluster as the answering node's replicated log sees it.
+#[derive(SimpleObject)]
+pub struct ClusterView {
+    /// The member that leads now; null during an election or when this node is cut off.
+    pub leader: Option<String>,
+    /// The current Raft term (grows at each election).
+    pub term: Int64,
+    /// The last log entry this node applied; every applied entry was committed on a majority.
+    pub commit_index: Int64,
+    pub members: Vec<LogMember>,
+}
+
+impl From<troupe_actors::cluster::replicated::ClusterState> for ClusterView {
+    fn from(s: troupe_actors::cluster::replicated::ClusterState) -> Self {
+        Self {
+            leader: s.leader,
+            term: s.term.into(),
+            commit_index: s.commit_index.into(),
+            members: s
+                .members
+                .into_iter()
+                .map(|m| LogMember {
+                    name: m.name,
+                    address: m.address,
+                    role: match m.role {
+                        LogRole::Voter => MemberRole::Voter,
+                        LogRole::Learner => MemberRole::Learner,
+                    },
+                    state: match m.state {
+                        MemberStatus::Up => MemberState::Up,
+                        MemberStatus::Down => MemberState::Down,
+                    },
+                    lag: m.lag.map(Into::into),
+                    incarnation: m.incarnation.into(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -143,6 +217,13 @@ impl NodeQuery {
             members: api.members().into_iter().map(ClusterMember::from).collect(),
             last_seq: api.last_seq().await.gql()?.into(),
         })
+    }
+
+    /// The cluster's replicated log as this node sees it: leader, term, and every member
+    /// with its role, state, lag and incarnation.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn cluster(&self, ctx: &Context<'_>) -> async_graphql::Result<ClusterView> {
+        Ok(ctx.data::<Api>()?.cluster_state().await.gql()?.into())
     }
 
     /// This node's live supervision tree, read from the supervisors themselves.

@@ -88,7 +88,7 @@ pub struct TokensQuery;
 
 #[Object]
 impl TokensQuery {
-    /// Every token of this node, oldest first, without secrets.
+    /// Every token of the cluster, oldest first, without secrets.
     #[graphql(guard = "RoleGuard(R::Admin)")]
     async fn tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Token>> {
         Ok(ctx
@@ -106,7 +106,7 @@ pub struct TokensMutation;
 
 #[Object]
 impl TokensMutation {
-    /// Creates a token of this node.
+    /// Creates a token; it works on every node of the cluster.
     #[graphql(guard = "RoleGuard(R::Admin)")]
     async fn create_token(
         &self,
@@ -132,8 +132,8 @@ impl TokensMutation {
         })
     }
 
-    /// Revokes a token: requests with it fail from now on, and WebSocket connections opened
-    /// with it are closed.
+    /// Revokes a token on every node: requests with it fail from now on, and WebSocket
+    /// connections opened with it are closed.
     #[graphql(guard = "RoleGuard(R::Admin)")]
     async fn revoke_token(
         &self,

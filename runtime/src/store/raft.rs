@@ -30,7 +30,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-pub use network::{serve, RpcKind, Transport, TransportSlot};
+pub use network::{serve, RpcKind, SendError, Transport, TransportSlot};
 
 use super::{Batch, StoreError};
 use crate::events::Event;

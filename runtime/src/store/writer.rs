@@ -13,7 +13,7 @@ use openraft::error::RaftError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::fault::{Fault, FaultHook};
-use super::raft::network::forward;
+use super::raft::network::{forward, NotForwarded};
 use super::raft::{refused, Applied, Proposal, Raft, TransportSlot, COMMIT_WITHIN, FORWARD_WITHIN, LEADER_WITHIN};
 use super::{Batch, StoreError};
 
@@ -165,9 +165,29 @@ impl Writer {
     }
 
     /// Proposes on this node when it leads, else forwards to the leader and waits until the
-    /// entry is applied here too (so a caller reads its own write on this node). The outer
-    /// `Err` is fatal: this node's own log stopped.
+    /// entry is applied here too (so a caller reads its own write on this node). A leader
+    /// that is not known or not reachable yet (an election, a link coming up after a
+    /// restart) is waited for, up to [`LEADER_WITHIN`]. The outer `Err` is fatal: this
+    /// node's own log stopped.
     async fn propose(&self, proposal: Proposal) -> Result<Result<Applied, StoreError>, String> {
+        let deadline = tokio::time::Instant::now() + LEADER_WITHIN;
+        loop {
+            match self.try_propose(&proposal, deadline).await? {
+                Err(NotForwarded::Again(e)) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "the write waits for a reachable leader");
+                    tokio::time::sleep(AGAIN_AFTER).await;
+                }
+                Err(NotForwarded::Again(e) | NotForwarded::Failed(e)) => return Ok(Err(e)),
+                Ok(applied) => return Ok(Ok(applied)),
+            }
+        }
+    }
+
+    async fn try_propose(
+        &self,
+        proposal: &Proposal,
+        deadline: tokio::time::Instant,
+    ) -> Result<Result<Applied, NotForwarded>, String> {
         // Each borrow of the metrics ends with its statement: one held across an await
         // would stop the Raft core, which publishes them.
         let (me, known) = {
@@ -179,23 +199,27 @@ impl Writer {
             Some(leader) => leader,
             None => match self
                 .raft
-                .wait(Some(LEADER_WITHIN))
+                .wait(Some(deadline.saturating_duration_since(tokio::time::Instant::now())))
                 .metrics(|m| m.current_leader.is_some(), "a leader is known")
                 .await
             {
                 Ok(m) => m.current_leader.unwrap_or(me),
-                Err(_) => return Ok(Err(StoreError::NotLeader { leader: None })),
+                Err(_) => return Ok(Err(NotForwarded::Failed(StoreError::NotLeader { leader: None }))),
             },
         };
         if leader == me {
             // A leader cut off from its majority does not know it yet and would wait for ever.
-            return match tokio::time::timeout(COMMIT_WITHIN, self.raft.client_write(proposal)).await {
+            return match tokio::time::timeout(COMMIT_WITHIN, self.raft.client_write(proposal.clone())).await {
                 Ok(Ok(written)) => Ok(Ok(written.data)),
                 Ok(Err(RaftError::Fatal(fatal))) => Err(format!("the replicated log stopped: {fatal}")),
-                Ok(Err(other)) => Ok(Err(refused(other))),
-                Err(_) => Ok(Err(StoreError::Unavailable(format!(
+                // It stopped leading since: the next try forwards to the new leader.
+                Ok(Err(other)) => Ok(Err(match refused(other) {
+                    e @ StoreError::NotLeader { .. } => NotForwarded::Again(e),
+                    e => NotForwarded::Failed(e),
+                })),
+                Err(_) => Ok(Err(NotForwarded::Failed(StoreError::Unavailable(format!(
                     "no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}; it may still be applied"
-                )))),
+                ))))),
             };
         }
         let name = self
@@ -207,25 +231,30 @@ impl Writer {
             .get_node(&leader)
             .map(|n| n.addr.clone());
         let Some(name) = name else {
-            return Ok(Err(StoreError::NotLeader { leader: None }));
+            return Ok(Err(NotForwarded::Again(StoreError::NotLeader { leader: None })));
         };
         let forwarded = tokio::time::timeout(FORWARD_WITHIN, async {
-            let (id, applied) = forward(&self.transport, &name, &proposal, FORWARD_WITHIN).await?;
+            let (id, applied) = forward(&self.transport, &name, proposal, FORWARD_WITHIN).await?;
             self.raft
                 .wait(Some(FORWARD_WITHIN))
                 .applied_index_at_least(Some(id.index), "a forwarded write is applied here")
                 .await
                 .map_err(|e| {
-                    StoreError::Unavailable(format!("the write was made on {name} but is not yet applied here: {e}"))
+                    NotForwarded::Failed(StoreError::Unavailable(format!(
+                        "the write was made on {name} but is not yet applied here: {e}"
+                    )))
                 })?;
             Ok(applied)
         })
         .await
         .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(format!(
+            Err(NotForwarded::Failed(StoreError::Unavailable(format!(
                 "the leader {name} did not answer within {FORWARD_WITHIN:?}; the write may still be applied"
-            )))
+            ))))
         });
         Ok(forwarded)
     }
 }
+
+/// How soon a write that found no reachable leader tries again.
+const AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(100);

@@ -52,25 +52,62 @@ impl Forwarded {
     }
 }
 
+/// Why a forwarded write did not happen.
+#[derive(Debug)]
+pub(crate) enum NotForwarded {
+    /// Surely not written (the leader was not reached, or no longer leads): worth another
+    /// try once the leader is known and reachable.
+    Again(StoreError),
+    /// Failed, or unknown whether it was written: the caller is told.
+    Failed(StoreError),
+}
+
 /// Sends a group of batches to the leader named `leader` and waits until it is applied there.
 pub(crate) async fn forward(
     slot: &TransportSlot,
     leader: &str,
     proposal: &Proposal,
     within: Duration,
-) -> Result<(LogId<NodeId>, Applied), StoreError> {
-    let transport = slot.get().ok_or_else(|| StoreError::NotLeader {
-        leader: Some(leader.to_owned()),
-    })?;
-    let bytes = codec::encode(proposal)?;
-    let answer = transport
-        .send(leader, RpcKind::Propose, bytes, within)
-        .await
-        .map_err(|why| StoreError::Unavailable(format!("the leader {leader} did not take the write: {why}")))?;
-    match codec::decode(&answer)? {
+) -> Result<(LogId<NodeId>, Applied), NotForwarded> {
+    let not_sent = |why: String| {
+        NotForwarded::Again(StoreError::Unavailable(format!(
+            "the leader {leader} cannot be reached from this node: {why}"
+        )))
+    };
+    let transport = slot
+        .get()
+        .ok_or_else(|| not_sent("the cluster link is not up yet".into()))?;
+    let bytes = codec::encode(proposal).map_err(NotForwarded::Failed)?;
+    let answer = match transport.send(leader, RpcKind::Propose, bytes, within).await {
+        Ok(answer) => answer,
+        Err(SendError::NotSent(why)) => return Err(not_sent(why)),
+        Err(SendError::Lost(why)) => {
+            return Err(NotForwarded::Failed(StoreError::Unavailable(format!(
+                "the leader {leader} did not answer the write: {why}; it may still be applied"
+            ))))
+        }
+    };
+    match codec::decode(&answer).map_err(NotForwarded::Failed)? {
         Forwarded::Applied(id, applied) => Ok((id, applied)),
-        Forwarded::NotLeader(leader) => Err(StoreError::NotLeader { leader }),
-        Forwarded::Refused(why) => Err(StoreError::Rejected(why)),
+        Forwarded::NotLeader(leader) => Err(NotForwarded::Again(StoreError::NotLeader { leader })),
+        Forwarded::Refused(why) => Err(NotForwarded::Failed(StoreError::Rejected(why))),
+    }
+}
+
+/// Why a request to another member got no answer.
+#[derive(Debug, Clone)]
+pub enum SendError {
+    /// It never left this node (the member is not connected): nothing happened there.
+    NotSent(String),
+    /// It left and no answer came back in time: it may have been acted on.
+    Lost(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotSent(why) | Self::Lost(why) => f.write_str(why),
+        }
     }
 }
 
@@ -83,7 +120,7 @@ pub trait Transport: Send + Sync + 'static {
         kind: RpcKind,
         request: Vec<u8>,
         within: Duration,
-    ) -> BoxFuture<'static, Result<Vec<u8>, String>>;
+    ) -> BoxFuture<'static, Result<Vec<u8>, SendError>>;
 }
 
 /// Where the node puts its transport once its cluster is up; until then every other member
@@ -157,7 +194,7 @@ impl Client {
         let answer = transport
             .send(&self.name, kind, bytes, option.hard_ttl())
             .await
-            .map_err(|why| RPCError::Unreachable(Unreachable::from(AnyError::error(why))))?;
+            .map_err(|why| RPCError::Unreachable(Unreachable::from(AnyError::error(why.to_string()))))?;
         let answer: Result<A, RaftError<NodeId, E>> =
             codec::decode(&answer).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

@@ -123,7 +123,7 @@ impl super::Transport for Router {
         kind: super::RpcKind,
         request: Vec<u8>,
         within: std::time::Duration,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> {
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, super::network::SendError>> {
         let store = if self.cut.lock().unwrap().contains(to) {
             None
         } else {
@@ -131,11 +131,12 @@ impl super::Transport for Router {
         };
         let to = to.to_owned();
         Box::pin(async move {
-            let store = store.ok_or_else(|| format!("{to} is not reachable"))?;
+            use super::network::SendError;
+            let store = store.ok_or_else(|| SendError::NotSent(format!("{to} is not reachable")))?;
             tokio::time::timeout(within, super::serve(store.raft(), kind, &request))
                 .await
-                .map_err(|_| format!("{to} did not answer"))?
-                .map_err(|e| e.to_string())
+                .map_err(|_| SendError::Lost(format!("{to} did not answer")))?
+                .map_err(|e| SendError::Lost(e.to_string()))
         })
     }
 }

@@ -1,0 +1,155 @@
+//! The cluster as its replicated log sees it: who leads, at which term, how far the log
+//! is applied here, each member's role, state, lag and incarnation; and the events that
+//! say when leadership moves.
+
+use serde_json::json;
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::store::raft::Role;
+use troupe_runtime::store::{Batch, Store, StoreError, META};
+
+use super::{Cluster, MemberStatus};
+
+/// One member of the replicated log.
+#[derive(Debug, Clone)]
+pub struct LogMember {
+    pub name: String,
+    /// Its cluster address, as it last said (empty when never heard from).
+    pub address: String,
+    pub role: Role,
+    pub state: MemberStatus,
+    /// Entries the leader has that it has not confirmed yet; known on the leader only.
+    pub lag: Option<u64>,
+    /// How many times it has started (grows at each start).
+    pub incarnation: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterState {
+    pub leader: Option<String>,
+    pub term: u64,
+    /// The last entry this node applied (every applied entry is committed on a majority).
+    pub commit_index: u64,
+    pub members: Vec<LogMember>,
+}
+
+/// The key of a node's incarnation in the replicated `meta` table.
+fn incarnation_key(node: &str) -> String {
+    format!("incarnation@{node}")
+}
+
+/// The key of a node's cluster address in the replicated `meta` table.
+fn address_key(node: &str) -> String {
+    format!("address@{node}")
+}
+
+/// Counts this start of the node `node` and records where it listens, so every member can
+/// dial it: its incarnation, one more than last time.
+pub(crate) async fn count_start(store: &Store, node: &str, address: &str) -> Result<u64, StoreError> {
+    let last = match store.get(META, &incarnation_key(node)).await? {
+        Some(bytes) => troupe_runtime::codec::decode::<u64>(&bytes)?,
+        None => 0,
+    };
+    let next = last + 1;
+    store
+        .write(
+            Batch::new()
+                .put(META, incarnation_key(node), troupe_runtime::codec::encode(&next)?)
+                .put(META, address_key(node), address.as_bytes().to_vec()),
+        )
+        .await?;
+    Ok(next)
+}
+
+/// The cluster addresses the other members of the log last recorded.
+pub(crate) async fn member_addresses(store: &Store, me: &str) -> Result<Vec<String>, StoreError> {
+    let names: Vec<String> = store
+        .status()
+        .members
+        .into_iter()
+        .map(|m| m.name)
+        .filter(|n| n != me)
+        .collect();
+    store
+        .view(move |v| {
+            let mut out = Vec::new();
+            for name in &names {
+                if let Some(bytes) = v.get(META, &address_key(name))? {
+                    out.push(String::from_utf8_lossy(&bytes).into_owned());
+                }
+            }
+            Ok(out)
+        })
+        .await
+}
+
+/// The cluster as this node's log and heartbeats see it now.
+pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, StoreError> {
+    let status = store.status();
+    let addresses: std::collections::HashMap<String, String> =
+        cluster.members().into_iter().map(|m| (m.name, m.address)).collect();
+    let names: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
+    let incarnations = store
+        .view(move |v| {
+            names
+                .iter()
+                .map(|n| {
+                    Ok(match v.get(META, &incarnation_key(n))? {
+                        Some(bytes) => troupe_runtime::codec::decode::<u64>(&bytes)?,
+                        None => 0,
+                    })
+                })
+                .collect::<Result<Vec<u64>, StoreError>>()
+        })
+        .await?;
+    let members = status
+        .members
+        .into_iter()
+        .zip(incarnations)
+        .map(|(m, incarnation)| LogMember {
+            address: addresses.get(&m.name).cloned().unwrap_or_default(),
+            state: cluster.status(&m.name).unwrap_or(MemberStatus::Down),
+            lag: m.matched.map(|matched| status.last_log_index.saturating_sub(matched)),
+            role: m.role,
+            name: m.name,
+            incarnation,
+        })
+        .collect();
+    Ok(ClusterState {
+        leader: status.leader,
+        term: status.term,
+        commit_index: status.commit_index,
+        members,
+    })
+}
+
+/// Records `LEADER_CHANGED` each time this node starts to lead a cluster of more than one
+/// member, at a term it has not announced yet. Runs for the node's lifetime.
+pub(crate) async fn announce_leadership(store: Store, node: String) {
+    let mut metrics = store.raft().metrics();
+    let mut announced = 0;
+    loop {
+        // Read and released at once: the Raft core waits while the value is borrowed.
+        let (leads, term, members) = {
+            let m = metrics.borrow_and_update();
+            (
+                m.current_leader == Some(m.id),
+                m.current_term,
+                m.membership_config.membership().nodes().count(),
+            )
+        };
+        if leads && term > announced && members > 1 {
+            announced = term;
+            let event = NewEvent::new(
+                "LEADER_CHANGED",
+                Some(node.clone()),
+                json!({ "leader": node, "term": term }),
+            );
+            if let Err(e) = store.write(Batch::new().event(event)).await {
+                tracing::warn!(error = %e, term, "could not record this node's leadership");
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Nodes that share one replicated log: a token, an event cursor and the cluster's view
+//! moved between them, and a leader killed under load losing nothing acknowledged.
+
+use std::collections::BTreeSet;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+
+use super::support::{error_code, text, Deadline, Node, NodeOpts, Subscription, WAIT};
+
+const CLUSTER: &str = "{ cluster { leader term commitIndex members { name address role state lag incarnation } } }";
+
+/// Starts `first` alone, then each of `rest` joining it, and waits until every node's log
+/// lists all of them.
+async fn start_cluster(first: NodeOpts, rest: Vec<NodeOpts>) -> Result<Vec<Node>> {
+    let first = Node::start(first).await?;
+    let join = format!("127.0.0.1:{}", first.cluster_port);
+    let mut nodes = vec![first];
+    for opts in rest {
+        nodes.push(Node::start(opts.arg("--join", &join)).await?);
+    }
+    let names: BTreeSet<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let deadline = Deadline::after(WAIT, "every node to list every member of the log");
+    'wait: loop {
+        for node in &nodes {
+            let seen = log_members(node).await?;
+            if seen != names {
+                deadline.tick(format!("{} lists {seen:?}", node.name)).await?;
+                continue 'wait;
+            }
+        }
+        return Ok(nodes);
+    }
+}
+
+async fn log_members(node: &Node) -> Result<BTreeSet<String>> {
+    let data = node.gql_ok(CLUSTER, json!({})).await?;
+    data["cluster"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| text(m, "/name"))
+        .collect()
+}
+
+async fn create_token(node: &Node, name: &str) -> Result<(String, String)> {
+    let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { secret token { id } } }";
+    let data = node.gql_ok(m, json!({ "n": name })).await?;
+    Ok((
+        text(&data, "/createToken/secret")?,
+        text(&data, "/createToken/token/id")?,
+    ))
+}
+
+async fn token_names(node: &Node) -> Result<BTreeSet<String>> {
+    let data = node.gql_ok("{ tokens { name } }", json!({})).await?;
+    data["tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| text(t, "/name"))
+        .collect()
+}
+
+/// `(seq, kind, subject)` of every event `node` has after `after`.
+async fn events(node: &Node, after: u64) -> Result<Vec<(u64, String, String)>> {
+    let q = "query($a: Int64) { events(after: $a, first: 1000) { seq kind subject } }";
+    let data = node.gql_ok(q, json!({ "a": after })).await?;
+    Ok(data["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap_or_default(),
+                e["kind"].as_str().unwrap_or_default().to_owned(),
+                e["subject"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// Waits until `node` can do what `query` does with `token` (its copy of the log caught up).
+async fn works_on(node: &Node, token: &str) -> Result<()> {
+    let deadline = Deadline::after(WAIT, format!("the token to work on {}", node.name));
+    loop {
+        let body = node.gql_as(token, "{ node { name } }", json!({})).await?;
+        if body["data"]["node"]["name"] == node.name.as_str() {
+            return Ok(());
+        }
+        deadline.tick(body).await?;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_made_on_one_node_works_on_the_other_and_its_revocation_ends_it_on_both() -> Result<()> {
+    let nodes = start_cluster(NodeOpts::named("alpha"), vec![NodeOpts::named("beta")]).await?;
+    let (alpha, beta) = (&nodes[0], &nodes[1]);
+    let (secret, id) = create_token(alpha, "made-on-alpha").await?;
+    works_on(beta, &secret).await?;
+    // A long-lived connection on alpha, opened with the token, ends when beta revokes it.
+    let mut socket = match Subscription::init(&alpha.addr, Some(secret.as_str())).await? {
+        Ok(socket) => socket,
+        Err((code, reason)) => anyhow::bail!("the token was not accepted on alpha: {code:?} {reason}"),
+    };
+    socket
+        .subscribe("subscription { events(kinds: [\"NOTHING\"]) { seq } }", json!({}))
+        .await?;
+    beta.gql_ok(
+        "mutation($id: ID!) { revokeToken(id: $id) { revokedAt } }",
+        json!({ "id": id }),
+    )
+    .await?;
+    for node in [alpha, beta] {
+        let body = node.gql_as(&secret, "{ node { name } }", json!({})).await?;
+        ensure!(
+            error_code(&body).as_deref() == Some("UNAUTHENTICATED"),
+            "{} still takes a token revoked on beta: {body}",
+            node.name
+        );
+    }
+    let closed = socket.next_with_deadline().await;
+    ensure!(
+        !matches!(closed, Ok(Some(_))),
+        "alpha's connection with the revoked token still streams: {closed:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_has_one_event_sequence_and_a_cursor_from_one_resumes_on_another() -> Result<()> {
+    let nodes = start_cluster(NodeOpts::named("alpha"), vec![NodeOpts::named("beta")]).await?;
+    let (alpha, beta) = (&nodes[0], &nodes[1]);
+    for i in 0..3 {
+        create_token(alpha, &format!("a{i}")).await?;
+        create_token(beta, &format!("b{i}")).await?;
+    }
+    let on_alpha = events(alpha, 0).await?;
+    let mine = |e: &&(u64, String, String)| e.1 == "TOKEN_CREATED";
+    ensure!(on_alpha.iter().filter(mine).count() >= 6, "{on_alpha:?}");
+    // Every event written on either node is in alpha's log: the same sequence is on beta.
+    let deadline = Deadline::after(WAIT, "beta to hold alpha's sequence");
+    loop {
+        let on_beta = events(beta, 0).await?;
+        if on_beta.len() >= on_alpha.len() && on_beta[..on_alpha.len()] == on_alpha[..] {
+            break;
+        }
+        deadline.tick(format!("alpha {on_alpha:?}\nbeta {on_beta:?}")).await?;
+    }
+    // A client that read up to the middle on alpha resumes on beta: the rest, no gap, no twice.
+    let cursor = on_alpha[on_alpha.len() / 2].0;
+    let q = "subscription($a: Int64) { events(after: $a) { seq kind subject } }";
+    let mut resumed = Subscription::start(beta, q, json!({ "a": cursor })).await?;
+    create_token(alpha, "after-the-move").await?;
+    let mut seen = Vec::new();
+    loop {
+        let e = resumed.next_with_deadline().await?.context("the stream ended")?;
+        let e = &e["events"];
+        let seq = e["seq"].as_u64().context("seq")?;
+        seen.push(seq);
+        if e["kind"] == "TOKEN_CREATED" && e["subject"].is_string() && seq > on_alpha.last().map_or(0, |l| l.0) {
+            let names = token_names(beta).await?;
+            if names.contains("after-the-move") {
+                break;
+            }
+        }
+    }
+    let expected: Vec<u64> = (cursor + 1..=*seen.last().context("no event")?).collect();
+    ensure!(seen == expected, "beta resumed from {cursor} with {seen:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_shows_its_leader_and_members_voters_first_then_learners() -> Result<()> {
+    let nodes = start_cluster(
+        NodeOpts::named("alpha").arg("--voters", 2),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    let mut joined = Subscription::start(
+        &nodes[0],
+        "subscription { events(after: 0, kinds: [\"MEMBER_JOINED\"]) { subject data } }",
+        json!({}),
+    )
+    .await?;
+    for (name, role) in [("beta", "VOTER"), ("gamma", "LEARNER")] {
+        let e = joined.next_with_deadline().await?.context("the stream ended")?;
+        ensure!(
+            e["events"]["subject"] == name && e["events"]["data"]["role"] == role,
+            "{e}"
+        );
+    }
+    let deadline = Deadline::after(WAIT, "gamma to see every member UP with its address");
+    let view = loop {
+        let data = nodes[2].gql_ok(CLUSTER, json!({})).await?;
+        let up = data["cluster"]["members"]
+            .as_array()
+            .is_some_and(|ms| ms.iter().all(|m| m["state"] == "UP" && m["address"] != ""));
+        if up {
+            break data["cluster"].clone();
+        }
+        deadline.tick(data).await?;
+    };
+    ensure!(view["leader"] == "alpha", "{view}");
+    ensure!(
+        view["term"].as_u64() >= Some(1) && view["commitIndex"].as_u64() > Some(0),
+        "{view}"
+    );
+    let role = |name: &str| -> Value {
+        view["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == name)
+            .map(|m| m["role"].clone())
+            .unwrap_or_default()
+    };
+    ensure!(
+        (role("alpha"), role("beta"), role("gamma")) == (json!("VOTER"), json!("VOTER"), json!("LEARNER")),
+        "{view}"
+    );
+    // Only the leader knows how far behind each member is.
+    ensure!(view["members"][0]["lag"].is_null(), "a follower named a lag: {view}");
+    let on_leader = nodes[0].gql_ok(CLUSTER, json!({})).await?;
+    ensure!(
+        on_leader["cluster"]["members"]
+            .as_array()
+            .is_some_and(|ms| ms.iter().all(|m| m["lag"].is_u64() && m["incarnation"] == 1)),
+        "{on_leader}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_mid_load_loses_nothing_acknowledged_and_catches_up_when_back() -> Result<()> {
+    let mut nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    let leader = text(&nodes[0].gql_ok(CLUSTER, json!({})).await?, "/cluster/leader")?;
+    let at = nodes
+        .iter()
+        .position(|n| n.name == leader)
+        .context("the leader is not a node")?;
+    let mut acked = BTreeSet::new();
+    // Writes through every node, the leader's own included, until the leader is killed.
+    for i in 0..6 {
+        let node = &nodes[i % 3];
+        let name = format!("before-{i}");
+        create_token(node, &name).await?;
+        acked.insert(name);
+    }
+    nodes[at].kill9().await?;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != at).collect();
+    // The survivors elect a leader and take writes again; those refused meanwhile are not
+    // acknowledged, and a retry with the same key would be the client's to make.
+    let deadline = Deadline::after(WAIT, "the survivors to take writes again");
+    let mut i = 0;
+    while acked.len() < 16 {
+        let node = &nodes[survivors[i % 2]];
+        let name = format!("after-{i}");
+        i += 1;
+        let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }";
+        let body = node.gql(m, json!({ "n": name })).await?;
+        if body["data"]["createToken"]["token"]["id"].is_string() {
+            acked.insert(name);
+        } else {
+            ensure!(
+                error_code(&body).as_deref() == Some("UNAVAILABLE"),
+                "a write during the election failed otherwise: {body}"
+            );
+            deadline.tick(body).await?;
+        }
+    }
+    for s in &survivors {
+        let node = &nodes[*s];
+        let view = node.gql_ok(CLUSTER, json!({})).await?;
+        ensure!(view["cluster"]["leader"] != leader.as_str(), "{view}");
+        let names = token_names(node).await?;
+        let lost: Vec<&String> = acked.iter().filter(|n| !names.contains(*n)).collect();
+        ensure!(lost.is_empty(), "{} lost acknowledged writes {lost:?}", node.name);
+    }
+    // The old leader comes back as a follower and receives what it missed.
+    nodes[at].restart().await?;
+    let deadline = Deadline::after(WAIT, "the restarted node to catch up");
+    loop {
+        let names = token_names(&nodes[at]).await?;
+        if acked.iter().all(|n| names.contains(n)) {
+            break;
+        }
+        deadline
+            .tick(format!("{} has {} tokens", nodes[at].name, names.len()))
+            .await?;
+    }
+    let changed = events(&nodes[at], 0).await?;
+    ensure!(
+        changed.iter().any(|e| e.1 == "LEADER_CHANGED" && e.2 != leader),
+        "no LEADER_CHANGED names the new leader: {changed:?}"
+    );
+    Ok(())
+}
