@@ -33,6 +33,13 @@ enum Command {
         #[command(subcommand)]
         action: TokenCommand,
     },
+    /// Recover a cluster that lost its majority: run on one stopped survivor, it makes that
+    /// node a cluster of its own from its state. The other members join it afresh (each
+    /// with an empty data dir and --join); see docs/cluster.md.
+    Recover {
+        #[arg(long, env = "TROUPE_DATA_DIR", default_value = "./troupe-data")]
+        data_dir: PathBuf,
+    },
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Print the version.
@@ -76,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Recover { data_dir } => runtime.block_on(recover(&data_dir)),
         Command::Schema => {
             print!("{}", troupe_gateway::schema::sdl());
             Ok(())
@@ -85,6 +93,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Makes this stopped node a cluster of its own from its state (see docs/cluster.md).
+async fn recover(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let forgotten = troupe_actors::node::recover(data_dir).await?;
+    let others: Vec<&str> = forgotten
+        .members
+        .iter()
+        .map(String::as_str)
+        .filter(|m| *m != forgotten.name)
+        .collect();
+    println!(
+        "{} is now a cluster of its own, with the state it held; the other members ({}) join it \
+         with empty data dirs and --join",
+        forgotten.name,
+        others.join(", ")
+    );
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

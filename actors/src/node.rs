@@ -159,6 +159,43 @@ impl Drop for Node {
     }
 }
 
+/// Recovers a cluster that lost its majority from this stopped node: forgets the lost
+/// membership, then opens the store once as a cluster of this node alone (which elects it),
+/// records `CLUSTER_RECOVERED` in the event log and closes it. The other members must join
+/// it afresh, with empty data dirs.
+pub async fn recover(data_dir: &Path) -> Result<troupe_runtime::store::raft::Forgotten, StartNodeError> {
+    use troupe_runtime::store::{raft, Batch, Store, StoreOptions};
+    let path = Config::store_path_in(data_dir);
+    let forgotten = {
+        let path = path.clone();
+        match tokio::task::spawn_blocking(move || raft::forget_membership(&path)).await {
+            Ok(Err(StoreError::Locked)) => return Err(StartNodeError::Locked(data_dir.to_path_buf())),
+            Ok(other) => other?,
+            Err(e) => return Err(StartNodeError::Store(StoreError::Failed(e.to_string()))),
+        }
+    };
+    let options = StoreOptions {
+        identity: raft::Identity {
+            name: forgotten.name.clone(),
+            ..raft::Identity::default()
+        },
+        ..StoreOptions::default()
+    };
+    let store = match tokio::task::spawn_blocking(move || Store::open_with(&path, options)).await {
+        Ok(store) => store?,
+        Err(e) => return Err(StartNodeError::Store(StoreError::Failed(e.to_string()))),
+    };
+    let event = troupe_runtime::events::NewEvent::new(
+        "CLUSTER_RECOVERED",
+        Some(forgotten.name.clone()),
+        serde_json::json!({ "node": forgotten.name, "previousMembers": forgotten.members }),
+    );
+    store.write(Batch::new().event(event)).await?;
+    // The state predates the new log: members that join get it as a snapshot.
+    store.compact().await?;
+    Ok(forgotten)
+}
+
 #[cfg(test)]
 mod tests {
     use troupe_runtime::auth::TOKENS;

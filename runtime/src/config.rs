@@ -406,7 +406,12 @@ impl Config {
     }
 
     pub fn store_path(&self) -> PathBuf {
-        self.data_dir.join("troupe.redb")
+        Self::store_path_in(&self.data_dir)
+    }
+
+    /// Where a node keeps its store in the data dir `data_dir`.
+    pub fn store_path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join("troupe.redb")
     }
 }
 

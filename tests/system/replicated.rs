@@ -300,3 +300,50 @@ async fn the_leader_killed_mid_load_loses_nothing_acknowledged_and_catches_up_wh
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_lost_its_majority_is_recovered_from_one_survivor() -> Result<()> {
+    let mut nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    create_token(&nodes[1], "before-the-loss").await?;
+    works_on(&nodes[0], &create_token(&nodes[0], "made-on-alpha").await?.0).await?;
+    nodes[1].kill9().await?;
+    nodes[2].kill9().await?;
+    // Alone of three, alpha takes no write, and says why.
+    let m = "mutation { createToken(input: { role: VIEWER, name: \"refused\" }) { token { id } } }";
+    let body = nodes[0].gql(m, json!({})).await?;
+    ensure!(error_code(&body).as_deref() == Some("UNAVAILABLE"), "{body}");
+    nodes[0].terminate(WAIT).await?;
+    let said = nodes[0].recover().await?;
+    ensure!(said.contains("alpha is now a cluster of its own"), "{said}");
+    nodes[0].restart().await?;
+    let alpha = &nodes[0];
+    create_token(alpha, "after-the-recovery").await?;
+    let names = token_names(alpha).await?;
+    ensure!(
+        names.contains("before-the-loss") && names.contains("made-on-alpha") && !names.contains("refused"),
+        "{names:?}"
+    );
+    let view = alpha.gql_ok(CLUSTER, json!({})).await?;
+    ensure!(
+        view["cluster"]["leader"] == "alpha" && view["cluster"]["members"].as_array().map(Vec::len) == Some(1),
+        "{view}"
+    );
+    let recovered = events(alpha, 0).await?;
+    ensure!(recovered.iter().any(|e| e.1 == "CLUSTER_RECOVERED"), "{recovered:?}");
+    // A new member joins the recovered cluster and receives its state.
+    let join = format!("127.0.0.1:{}", alpha.cluster_port);
+    let delta = Node::start(NodeOpts::named("delta").arg("--join", join)).await?;
+    let deadline = Deadline::after(WAIT, "delta to hold the recovered state");
+    loop {
+        let names = token_names(&delta).await?;
+        if names.contains("before-the-loss") && names.contains("after-the-recovery") {
+            break;
+        }
+        deadline.tick(format!("{names:?}")).await?;
+    }
+    Ok(())
+}

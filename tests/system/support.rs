@@ -351,6 +351,11 @@ impl Node {
         self.gql_ok_as(&self.token, query, vars).await
     }
 
+    /// Runs `troupe recover` on this node's data dir (the node must be stopped).
+    pub async fn recover(&self) -> Result<String> {
+        process::recover(self.dir.path()).await
+    }
+
     /// Runs `troupe token create --role ROLE` against this node's data dir.
     pub async fn create_token(&self, role: &str) -> Result<String> {
         process::create_token(role, self.dir.path()).await

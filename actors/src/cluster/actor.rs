@@ -236,9 +236,9 @@ async fn dial_members(
             Err(e) => tracing::debug!(error = %e, "cannot read the members' addresses"),
         }
         for peer in peers {
-            if !dialling.0.contains_key(&peer) {
-                let task = tokio::spawn(keep_joined(server.clone(), peer.clone()));
-                dialling.0.insert(peer, task);
+            if let std::collections::hash_map::Entry::Vacant(new) = dialling.0.entry(peer) {
+                let task = tokio::spawn(keep_joined(server.clone(), new.key().clone()));
+                new.insert(task);
             }
         }
         tick.tick().await;

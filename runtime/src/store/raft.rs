@@ -163,6 +163,8 @@ pub enum Role {
 
 /// How long the leader waits for a new member to catch up before it counts it.
 const ADMIT_WITHIN: Duration = Duration::from_secs(60);
+/// How long [`crate::store::Store::compact`] waits for its snapshot and purge.
+const COMPACT_WITHIN: Duration = Duration::from_secs(30);
 /// How long a write waits for a leader to be known (an election takes 1–2 s).
 pub(super) const LEADER_WITHIN: Duration = Duration::from_secs(5);
 /// How long a write may wait for a majority to confirm it.
@@ -230,6 +232,34 @@ impl super::Store {
             last_log_index: m.last_log_index.unwrap_or(0),
             members,
         }
+    }
+
+    /// Snapshots the state now and purges the log it covers, so a member that joins later
+    /// receives the whole state as a snapshot rather than a log that does not hold all of it
+    /// (after a recovery, the state predates the log).
+    pub async fn compact(&self) -> Result<(), StoreError> {
+        let raft = self.raft();
+        let fatal = |e: openraft::error::Fatal<NodeId>| StoreError::Failed(format!("raft: {e}"));
+        let applied = raft.metrics().borrow().last_applied;
+        let Some(applied) = applied else { return Ok(()) };
+        raft.trigger().snapshot().await.map_err(fatal)?;
+        let waited = |e: openraft::metrics::WaitError| StoreError::Unavailable(format!("compacting the log: {e}"));
+        raft.wait(Some(COMPACT_WITHIN))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied.index),
+                "a snapshot covers the state",
+            )
+            .await
+            .map_err(waited)?;
+        raft.trigger().purge_log(applied.index).await.map_err(fatal)?;
+        raft.wait(Some(COMPACT_WITHIN))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= applied.index),
+                "the log is purged",
+            )
+            .await
+            .map_err(waited)?;
+        Ok(())
     }
 
     /// This node's id in the Raft group.
@@ -369,6 +399,54 @@ pub(super) async fn start(
             .map_err(|e| StoreError::Database(format!("raft did not elect this node: {e}")))?;
     }
     Ok(raft)
+}
+
+/// What [`forget_membership`] found before it forgot it.
+#[derive(Debug, Clone)]
+pub struct Forgotten {
+    /// This node's name in the membership it forgot.
+    pub name: String,
+    /// Every member of that membership, this node included.
+    pub members: Vec<String>,
+}
+
+/// Recovers a cluster that lost its majority from one survivor, offline (its node stopped):
+/// forgets the log, the vote and the membership in the database at `path`, keeping the
+/// replicated state as it is, so the next open of this store starts a cluster of this node
+/// alone, from that state. The other members must not come back with their old data dirs:
+/// they join the recovered node afresh.
+pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError> {
+    let db = match Database::open(path) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
+        Err(e) => return Err(StoreError::db(e)),
+    };
+    let id: NodeId = read_state(&db, RAFT_STATE, log::ID)?
+        .ok_or_else(|| StoreError::Rejected(format!("{} holds no replicated log", path.display())))?;
+    let membership: Option<openraft::StoredMembership<NodeId, BasicNode>> =
+        read_state(&db, RAFT_APPLIED, machine::MEMBERSHIP)?;
+    let nodes: Vec<(NodeId, String)> = membership
+        .map(|m| m.membership().nodes().map(|(id, n)| (*id, n.addr.clone())).collect())
+        .unwrap_or_default();
+    let name = nodes
+        .iter()
+        .find(|(member, _)| *member == id)
+        .map(|(_, name)| name.clone())
+        .ok_or_else(|| StoreError::Rejected("this node is not a member of the log it holds".into()))?;
+    let txn = db.begin_write().map_err(StoreError::db)?;
+    {
+        txn.delete_table(RAFT_LOG).map_err(StoreError::db)?;
+        let mut state = txn.open_table(RAFT_STATE).map_err(StoreError::db)?;
+        for key in [log::VOTE, log::COMMITTED, log::PURGED] {
+            state.remove(key).map_err(StoreError::db)?;
+        }
+        txn.delete_table(RAFT_APPLIED).map_err(StoreError::db)?;
+    }
+    txn.commit().map_err(StoreError::db)?;
+    Ok(Forgotten {
+        name,
+        members: nodes.into_iter().map(|(_, n)| n).collect(),
+    })
 }
 
 /// Reads one value of a Raft table, `None` when absent.

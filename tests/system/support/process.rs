@@ -152,3 +152,23 @@ pub async fn create_token(role: &str, data_dir: &Path) -> Result<String> {
     );
     Ok(lines[0].trim().to_string())
 }
+
+/// Runs `troupe recover --data-dir DIR` on a stopped node's data dir; its output.
+pub async fn recover(data_dir: &Path) -> Result<String> {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["recover", "--data-dir"])
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(WAIT, cmd.output())
+        .await
+        .context("troupe recover hung")??;
+    let stdout = String::from_utf8(out.stdout)?;
+    ensure!(
+        out.status.success(),
+        "troupe recover failed with {}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}

@@ -19,10 +19,10 @@ use super::{blocking, read_error, read_state, write_error, NodeId, Troupe, RAFT_
 use crate::codec;
 use crate::store::StoreError;
 
-const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
-const PURGED: &str = "purged";
-const ID: &str = "id";
+pub(super) const VOTE: &str = "vote";
+pub(super) const COMMITTED: &str = "committed";
+pub(super) const PURGED: &str = "purged";
+pub(super) const ID: &str = "id";
 
 /// This node's Raft id: made once, at the store's first start, and kept, so a node keeps
 /// its place in the group when its name or address changes.

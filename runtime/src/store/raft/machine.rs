@@ -26,7 +26,7 @@ use crate::store::apply::{trim, Log, Open};
 use crate::store::{StoreError, EVENTS, EVENT_KINDS};
 
 const APPLIED: &str = "applied";
-const MEMBERSHIP: &str = "membership";
+pub(super) const MEMBERSHIP: &str = "membership";
 
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 type Membership = StoredMembership<NodeId, BasicNode>;

@@ -356,6 +356,44 @@ async fn a_member_admitted_after_the_log_was_purged_catches_up_from_a_snapshot()
     assert_eq!(seqs, vec![51]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_after_its_log_was_purged_still_hands_a_late_member_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let a = member(&router, &dir, "a", super::Start::Alone);
+    for i in 0..20u8 {
+        a.write(Batch::new().put(THINGS, format!("k{i:02}"), vec![i]))
+            .await
+            .unwrap();
+    }
+    a.compact().await.unwrap();
+    // Restarted, it holds no snapshot in memory any more and the log is purged: openraft
+    // rebuilds one at start (storage/helper.rs), which is what the late member receives.
+    router.stores.lock().unwrap().remove("a");
+    drop(a);
+    let a = loop {
+        let options = crate::store::StoreOptions {
+            identity: super::Identity {
+                name: "a".into(),
+                timing: fast(),
+                start: super::Start::Alone,
+            },
+            ..Default::default()
+        };
+        match Store::open_with(&dir.path().join("a"), options) {
+            Ok(s) => break s,
+            Err(crate::store::StoreError::Locked) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    a.transport().set(router.clone());
+    router.stores.lock().unwrap().insert("a".into(), a.clone());
+    let b = member(&router, &dir, "b", super::Start::Join);
+    assert_eq!(a.admit(b.raft_id(), "b", 3).await.unwrap(), super::Role::Voter);
+    assert_eq!(b.get(THINGS, "k07").await.unwrap(), Some(vec![7]));
+    assert_eq!(b.get(THINGS, "k19").await.unwrap(), Some(vec![19]));
+}
+
 #[tokio::test]
 async fn applying_nothing_keeps_what_was_applied() {
     use openraft::storage::RaftStateMachine;
