@@ -4,7 +4,7 @@
 //! between two nodes.
 //!
 //! Run all: `cargo bench --bench front_door`; one: `cargo bench --bench front_door -- fanout`
-//! (submit, reads, fanout, fanout-paced, restart, cluster, exec-vs-process, pause-restart,
+//! (submit, reads, fanout, fanout-paced, restart, cluster, replicated, exec-vs-process, pause-restart,
 //! vms-create, vms-evacuate, tasks-1k, messages, swarms-create, swarms-mesh, swarms-gather).
 
 mod front_door {
@@ -12,6 +12,7 @@ mod front_door {
     pub mod fanout;
     pub mod http;
     pub mod process;
+    pub mod replicated;
     pub mod restart;
     pub mod server;
     pub mod swarms;
@@ -64,6 +65,9 @@ async fn main() {
     }
     if run("cluster") {
         front_door::cluster::cluster().await;
+    }
+    if run("replicated") {
+        front_door::replicated::replicated().await;
     }
     if run("exec-vs-process") {
         front_door::process::exec_vs_process().await;

@@ -85,6 +85,12 @@ impl Server {
         }
     }
 
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -97,10 +103,9 @@ impl Server {
         format!("http://{}/graphql", self.addr)
     }
 
-    /// `data` of a request that must succeed.
-    pub async fn gql(&self, query: &str, variables: Value) -> Value {
-        let body: Value = self
-            .http
+    /// The whole answer to a request (`data`, `errors`).
+    pub async fn answer(&self, query: &str, variables: Value) -> Value {
+        self.http
             .post(self.graphql_url())
             .bearer_auth(&self.token)
             .json(&json!({ "query": query, "variables": variables }))
@@ -109,7 +114,12 @@ impl Server {
             .expect("request")
             .json()
             .await
-            .expect("json");
+            .expect("json")
+    }
+
+    /// `data` of a request that must succeed.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let body = self.answer(query, variables).await;
         assert!(body.get("errors").is_none(), "GraphQL errors: {body}");
         body["data"].clone()
     }

@@ -25,16 +25,21 @@ impl Mailboxes {
             .await?)
     }
 
-    /// Sends a dead message again. It stays in the queue until it is answered (the delivery
-    /// that gets the answer takes it out), so a replay that fails loses nothing; a second replay
-    /// of a message still being replayed is refused, so it is never delivered twice at once.
-    pub async fn replay(&self, id: &str) -> Result<Reply, ApiError> {
+    /// The dead message `id` (every member's store holds every member's dead letters).
+    pub async fn dead_letter(&self, id: &str) -> Result<DeadMessage, ApiError> {
         let bytes = self
             .store()
             .get(MESSAGE_DEAD_LETTERS, id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no dead message {id}")))?;
-        let dead: DeadMessage = troupe_runtime::codec::decode(&bytes)?;
+        Ok(troupe_runtime::codec::decode(&bytes)?)
+    }
+
+    /// Sends a dead message again. It stays in the queue until it is answered (the delivery
+    /// that gets the answer takes it out), so a replay that fails loses nothing; a second replay
+    /// of a message still being replayed is refused, so it is never delivered twice at once.
+    pub async fn replay(&self, id: &str) -> Result<Reply, ApiError> {
+        let dead = self.dead_letter(id).await?;
         let _claim = self.claim_replay(id)?;
         self.send(dead.message).await
     }

@@ -154,20 +154,10 @@ impl Messages {
         Ok(all)
     }
 
-    /// Sends a dead message again, from whichever node keeps it.
+    /// Sends a dead message again, through the node that holds its recipient.
     pub async fn replay_message(&self, id: &str) -> Result<Reply, ApiError> {
-        match At::Here(self).replay(id.to_owned()).await {
-            Err(ApiError::NotFound(missing)) => {
-                for node in self.ctx.cluster.peers() {
-                    match At::on(self, Some(&node)).replay(id.to_owned()).await {
-                        Err(ApiError::NotFound(_)) => continue,
-                        other => return other,
-                    }
-                }
-                Err(ApiError::NotFound(missing))
-            }
-            other => other,
-        }
+        let dead = self.mailboxes.dead_letter(id).await?;
+        At::holding(self, &dead.message.to).replay(id.to_owned()).await
     }
 
     /// Delivers the messages a previous run left in mailboxes (called once the tree is up).

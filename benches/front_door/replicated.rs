@@ -1,0 +1,87 @@
+//! One node against three replicated ones, in the same run: durable submitTask over HTTP
+//! with 1 and 64 clients (on three nodes, sent to a follower, whose writes the leader
+//! commits on a majority), and the time from killing the leader to the first write the
+//! survivors accept again.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::server::Server;
+use crate::{report, report_latency, Unit};
+
+const ONE_CLIENT: usize = 2_000;
+const MANY: usize = 64;
+const MANY_SUBMITS: usize = 20_000;
+
+/// Acknowledged submits per second through `server` with `clients` clients.
+async fn submits(server: &Server, label: &str, clients: usize, n: usize) -> f64 {
+    let q = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
+    let body = move |c: usize, i: usize| json!({ "query": q, "variables": { "input": { "capability": "echo", "payload": { "c": c, "i": i } } } });
+    let (took, latencies) = server.load(clients, n, body, |_| true).await;
+    let rate = n as f64 / took.as_secs_f64();
+    report(
+        &format!("  {label}: {clients} client(s), acknowledged"),
+        rate,
+        "tasks/s",
+    );
+    report_latency(
+        &format!("  {label}: {clients} client(s), latency"),
+        &latencies,
+        Unit::Micros,
+    );
+    rate
+}
+
+pub async fn replicated() {
+    println!("durable submitTask over HTTP: one node, then three replicated nodes (64 echo agents)");
+    let single = Server::start("single", &[]).await;
+    single.echo_agents(64, 16).await;
+    let one_1 = submits(&single, "one node", 1, ONE_CLIENT).await;
+    let one_64 = submits(&single, "one node", MANY, MANY_SUBMITS).await;
+    drop(single);
+
+    let a = Server::start("a", &[]).await;
+    let join = format!("127.0.0.1:{}", a.cluster_port);
+    let b = Server::start("b", &["--join", &join]).await;
+    let c = Server::start("c", &["--join", &join]).await;
+    b.echo_agents(64, 16).await;
+    let three_1 = submits(&b, "three nodes, via a follower", 1, ONE_CLIENT).await;
+    let three_64 = submits(&b, "three nodes, via a follower", MANY, MANY_SUBMITS).await;
+    report("  three nodes / one node, 1 client", three_1 / one_1, "×");
+    report("  three nodes / one node, 64 clients", three_64 / one_64, "×");
+
+    // Leader loss: kill -9 the leader, then write through a survivor until one is accepted.
+    let leader = b.gql("{ cluster { leader } }", json!({})).await["cluster"]["leader"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut nodes = vec![("a", a), ("b", b), ("c", c)];
+    let at = nodes.iter().position(|(n, _)| *n == leader).expect("a leader");
+    let (_, mut gone) = nodes.remove(at);
+    let survivor = &nodes[0].1;
+    let killed = Instant::now();
+    gone.kill9();
+    let q = "mutation { createToken(input: { role: VIEWER, name: \"after-loss\" }) { token { id } } }";
+    let mut refused = 0;
+    loop {
+        let answer = survivor.answer(q, json!({})).await;
+        if answer.get("errors").is_none() {
+            break;
+        }
+        refused += 1;
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no write accepted: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = killed.elapsed();
+    println!("leader {leader} killed (kill -9) under no load; writes sent to a survivor every 20 ms");
+    report(
+        "  leader loss to the first write accepted",
+        took.as_secs_f64() * 1000.0,
+        "ms",
+    );
+    report("  writes refused meanwhile", refused as f64, "writes");
+}
