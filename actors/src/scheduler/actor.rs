@@ -76,6 +76,8 @@ pub enum SchedulerMsg {
     /// Stops starting tasks (shutdown); answers how many run.
     Drain(RpcReplyPort<usize>),
     Running(RpcReplyPort<usize>),
+    /// What this node's agents can take of a capability now.
+    Room(String, RpcReplyPort<super::Room>),
     /// Why each of these tasks waits, for those queued here (see `engine/waiting.rs`).
     WaitingFor(Vec<String>, RpcReplyPort<HashMap<String, String>>),
     /// Gives every running task back to the queue, not charged (shutdown past its grace);
@@ -289,6 +291,10 @@ impl Actor for Scheduler {
             }
             SchedulerMsg::Running(reply) => {
                 let _ = reply.send(state.engine.running());
+                return Ok(());
+            }
+            SchedulerMsg::Room(capability, reply) => {
+                let _ = reply.send(state.engine.room(&capability));
                 return Ok(());
             }
             SchedulerMsg::WaitingFor(tasks, reply) => {

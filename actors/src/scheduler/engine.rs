@@ -113,6 +113,15 @@ struct Slot {
     served: u64,
 }
 
+/// What a node's agents can take of one capability now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Room {
+    /// Open agents (not paused, unhealthy or stopping) that serve it.
+    pub agents: u32,
+    /// Their task slots not in use.
+    pub free: u32,
+}
+
 pub struct Engine {
     retry: RetryPolicy,
     tasks: HashMap<String, Entry>,
@@ -204,6 +213,18 @@ impl Engine {
 
     pub fn running(&self) -> usize {
         self.agents.values().map(|s| s.running.len()).sum()
+    }
+
+    /// How many open agents here serve `capability`, and their free task slots.
+    pub fn room(&self, capability: &str) -> Room {
+        let mut room = Room::default();
+        for slot in self.agents.values() {
+            if slot.open && slot.capabilities.iter().any(|c| c == capability) {
+                room.agents += 1;
+                room.free += slot.max.saturating_sub(slot.running.len() as u32);
+            }
+        }
+        room
     }
 
     pub fn running_on(&self, agent: &str) -> u32 {

@@ -62,6 +62,17 @@ impl TaskQueue {
         self.scheduler.running("the scheduler")
     }
 
+    /// What this node's agents can take of `capability` now.
+    pub(crate) async fn room(&self, capability: &str) -> Result<crate::scheduler::Room, ApiError> {
+        let capability = capability.to_owned();
+        crate::call::ask(
+            &self.scheduler()?,
+            |reply| SchedulerMsg::Room(capability, reply),
+            "the scheduler",
+        )
+        .await
+    }
+
     fn holds(&self, id: &str) -> bool {
         self.cluster.holds(id)
     }

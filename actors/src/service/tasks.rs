@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use super::context::Context;
 use super::listing::{Counted, Listing};
-use crate::cluster::remote::{service, At, Everywhere, Located};
+use crate::cluster::remote::{service, At, Everywhere, Located, Peer};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
+use crate::scheduler::Room;
 pub use crate::scheduler::TaskFilter;
 use crate::scheduler::TaskQueue;
 use crate::task::{SubmitTaskRequest, TaskRecord};
@@ -26,6 +27,28 @@ service! {
     /// One page of this node's tasks after the cursor, and whether more follow.
     call List => list(filter: TaskFilter, after: Option<String>, first: u32) -> (Vec<TaskRecord>, bool);
     call Count => count(filter: TaskFilter) -> u64;
+    /// What this node's agents can take of a capability now.
+    call Room => room(capability: String) -> Room;
+}
+
+/// How long a submit waits for a peer to say what room it has.
+const ROOM_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The member to queue a capability's task on, when this node's agents (`here`) have no free
+/// slot: the peer with the most free slots; if none has one, `None` (here) when an agent of
+/// this node serves the capability, else the peer with the most agents that do.
+fn choose_node(here: Room, peers: &[(String, Room)]) -> Option<String> {
+    let most = |key: fn(&Room) -> u32| {
+        peers
+            .iter()
+            .filter(|(_, room)| key(room) > 0)
+            .max_by(|(a, ra), (b, rb)| key(ra).cmp(&key(rb)).then_with(|| b.cmp(a)))
+            .map(|(name, _)| name.clone())
+    };
+    if here.free > 0 {
+        return None;
+    }
+    most(|r| r.free).or_else(|| if here.agents > 0 { None } else { most(|r| r.agents) })
 }
 
 #[derive(Clone)]
@@ -47,9 +70,38 @@ impl Tasks {
         request.validate(self.ctx.max_payload_bytes)?;
         let at = match request.agent_id.as_deref() {
             Some(agent) => At::holding(self, agent),
-            None => At::Here(self),
+            None => self.placed(&request).await,
         };
         at.submit(Box::new(request), key).await
+    }
+
+    /// Where a task aimed at a capability is queued: here while an agent of this node that
+    /// serves it has a free slot; else on the member whose agents have the most free slots
+    /// for it; else, when every slot is taken, here if an agent of this node serves it, or
+    /// on the member with the most agents that do. The chosen node's scheduler then picks
+    /// the agent by the task's strategy. A task with requirements (`capabilities`,
+    /// `minProficiency`) or dependencies stays here.
+    async fn placed(&self, request: &SubmitTaskRequest) -> At<'_, Self> {
+        let Some(capability) = request.capability.as_deref() else {
+            return At::Here(self);
+        };
+        if !request.capabilities.is_empty() || request.min_proficiency.is_some() || !request.depends_on.is_empty() {
+            return At::Here(self);
+        }
+        let here = self.queue.room(capability).await.unwrap_or_default();
+        if here.free > 0 || self.ctx.cluster.peers().is_empty() {
+            return At::Here(self);
+        }
+        // Each peer is asked at once; one that does not answer in time is left out.
+        let asked = self.ctx.cluster.peers().into_iter().map(|peer| async move {
+            let room = tokio::time::timeout(ROOM_WITHIN, Peer(self, peer.clone()).room(capability.to_owned())).await;
+            room.ok().and_then(Result::ok).map(|room| (peer, room))
+        });
+        let peers: Vec<(String, Room)> = futures::future::join_all(asked).await.into_iter().flatten().collect();
+        match choose_node(here, &peers) {
+            Some(node) => At::Peer(self, node),
+            None => At::Here(self),
+        }
     }
 
     /// Submits a graph of tasks on this node in one commit.
@@ -105,6 +157,10 @@ impl Tasks {
 
 impl TasksLocal for Tasks {
     // A peer's request is checked like a local one.
+    async fn room(&self, capability: String) -> Result<Room, ApiError> {
+        self.queue.room(&capability).await
+    }
+
     async fn submit(&self, request: Box<SubmitTaskRequest>, key: Option<String>) -> Result<TaskRecord, ApiError> {
         request.validate(self.ctx.max_payload_bytes)?;
         self.queue.submit(*request, key.as_deref()).await
@@ -133,5 +189,32 @@ impl TasksLocal for Tasks {
 
     async fn count(&self, filter: TaskFilter) -> Result<u64, ApiError> {
         self.queue.count(&filter).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{choose_node, Room};
+
+    fn room(agents: u32, free: u32) -> Room {
+        Room { agents, free }
+    }
+
+    #[test]
+    fn a_capabilitys_task_goes_where_its_agents_have_room() {
+        let peers = vec![("b".to_string(), room(2, 1)), ("c".to_string(), room(3, 4))];
+        // Room here: it stays.
+        assert_eq!(choose_node(room(1, 1), &peers), None);
+        // None here: the peer with the most free slots.
+        assert_eq!(choose_node(room(1, 0), &peers), Some("c".into()));
+        // Every slot taken: here when an agent here serves it, else the most agents.
+        let full = vec![("b".to_string(), room(2, 0)), ("c".to_string(), room(5, 0))];
+        assert_eq!(choose_node(room(1, 0), &full), None);
+        assert_eq!(choose_node(room(0, 0), &full), Some("c".into()));
+        // Nobody serves it: here, where it waits for an agent.
+        assert_eq!(choose_node(room(0, 0), &[("b".to_string(), room(0, 0))]), None);
+        // Ties go to the first name.
+        let tie = vec![("c".to_string(), room(1, 2)), ("b".to_string(), room(1, 2))];
+        assert_eq!(choose_node(room(0, 0), &tie), Some("b".into()));
     }
 }
