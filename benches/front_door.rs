@@ -3,6 +3,9 @@
 //! client sees. Two more measure what the node does inside: an agent's restart, and a call
 //! between two nodes.
 //!
+//! `TROUPE_BENCH_BIN=<path>` runs the drivers against another build of `troupe` (a previous
+//! release built beside this one, for a before/after in the same session).
+//!
 //! Run all: `cargo bench --bench front_door`; one: `cargo bench --bench front_door -- fanout`
 //! (submit, reads, fanout, fanout-paced, restart, cluster, replicated, exec-vs-process, pause-restart,
 //! vms-create, vms-evacuate, tasks-1k, messages, swarms-create, swarms-mesh, swarms-gather).

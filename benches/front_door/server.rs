@@ -48,7 +48,10 @@ impl Server {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(BIN)
+        // Another build of troupe (the previous release, built beside this one) may stand in,
+        // for a before/after in the same run.
+        let bin = std::env::var("TROUPE_BENCH_BIN").unwrap_or_else(|_| BIN.to_owned());
+        let child = Command::new(bin)
             .args(&args)
             .env("TROUPE_COOKIE", COOKIE)
             .env("RUST_LOG", "warn")
