@@ -13,6 +13,7 @@ use crate::{report, report_latency, Unit};
 const ONE_CLIENT: usize = 2_000;
 const MANY: usize = 64;
 const MANY_SUBMITS: usize = 20_000;
+const DISPATCHED: usize = 10_000;
 
 /// Acknowledged submits per second through `server` with `clients` clients.
 async fn submits(server: &Server, label: &str, clients: usize, n: usize) -> f64 {
@@ -46,10 +47,56 @@ pub async fn replicated() {
     let b = Server::start("b", &["--join", &join]).await;
     let c = Server::start("c", &["--join", &join]).await;
     b.echo_agents(64, 16).await;
+    let term = |v: serde_json::Value| v["cluster"]["term"].as_u64().unwrap_or_default();
+    let term_before = term(b.gql("{ cluster { term } }", json!({})).await);
     let three_1 = submits(&b, "three nodes, via a follower", 1, ONE_CLIENT).await;
     let three_64 = submits(&b, "three nodes, via a follower", MANY, MANY_SUBMITS).await;
     report("  three nodes / one node, 1 client", three_1 / one_1, "×");
     report("  three nodes / one node, 64 clients", three_64 / one_64, "×");
+    // Raft's heartbeats share the ractor_cluster session with the load's entries: an
+    // election during the load would say they were held up past the election timeout.
+    let term_after = term(b.gql("{ cluster { term } }", json!({})).await);
+    report(
+        "  elections during the load",
+        (term_after - term_before) as f64,
+        "elections",
+    );
+
+    // Cluster-wide dispatch: only c's agents serve "far"; tasks are submitted on b.
+    println!("cluster-wide dispatch: submitted on b, run on c's agents (16 echo agents, 16 slots each)");
+    let q = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }";
+    for i in 0..16 {
+        let input = json!({ "name": format!("far-{i}"), "backend": { "builtin": { "kind": "echo" } },
+                            "capabilities": ["far"], "maxConcurrentTasks": 16 });
+        c.gql(q, json!({ "input": input })).await;
+    }
+    let done_before = b
+        .gql("{ tasks(state: SUCCEEDED, first: 0) { totalCount } }", json!({}))
+        .await["tasks"]["totalCount"]
+        .as_u64()
+        .unwrap_or_default();
+    let started = Instant::now();
+    let q = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
+    let body = move |c: usize, i: usize| json!({ "query": q, "variables": { "input": { "capability": "far", "payload": { "c": c, "i": i } } } });
+    let check: fn(&serde_json::Value) -> bool = |v| {
+        v["data"]["submitTask"]["id"]
+            .as_str()
+            .is_some_and(|id| id.ends_with("@c"))
+    };
+    let (took, latencies) = b.load(MANY, DISPATCHED, body, check).await;
+    b.await_succeeded(done_before + DISPATCHED as u64).await;
+    let all = started.elapsed();
+    report(
+        &format!("  {MANY} clients, acknowledged"),
+        DISPATCHED as f64 / took.as_secs_f64(),
+        "tasks/s",
+    );
+    report(
+        "  submitted to all succeeded",
+        DISPATCHED as f64 / all.as_secs_f64(),
+        "tasks/s",
+    );
+    report_latency(&format!("  {MANY} clients, latency"), &latencies, Unit::Micros);
 
     // Leader loss: kill -9 the leader, then write through a survivor until one is accepted.
     let leader = b.gql("{ cluster { leader } }", json!({})).await["cluster"]["leader"]

@@ -221,14 +221,18 @@ async fn the_cluster_shows_its_leader_and_members_voters_first_then_learners() -
     );
     // Only the leader knows how far behind each member is.
     ensure!(view["members"][0]["lag"].is_null(), "a follower named a lag: {view}");
-    let on_leader = nodes[0].gql_ok(CLUSTER, json!({})).await?;
-    ensure!(
-        on_leader["cluster"]["members"]
+    // Each start is counted (written in the background as the node comes up).
+    let deadline = Deadline::after(WAIT, "the leader to know every member's lag and first incarnation");
+    loop {
+        let on_leader = nodes[0].gql_ok(CLUSTER, json!({})).await?;
+        let known = on_leader["cluster"]["members"]
             .as_array()
-            .is_some_and(|ms| ms.iter().all(|m| m["lag"].is_u64() && m["incarnation"] == 1)),
-        "{on_leader}"
-    );
-    Ok(())
+            .is_some_and(|ms| ms.iter().all(|m| m["lag"].is_u64() && m["incarnation"] == 1));
+        if known {
+            return Ok(());
+        }
+        deadline.tick(on_leader).await?;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,4 +387,32 @@ async fn a_task_for_a_capability_goes_to_the_node_whose_agents_have_room() -> Re
     gate.open()?;
     alpha.wait_task_state(&first, "SUCCEEDED").await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_without_a_majority_comes_up_serves_reads_and_says_why_it_takes_no_writes() -> Result<()> {
+    let mut nodes = start_cluster(NodeOpts::named("alpha"), vec![NodeOpts::named("beta")]).await?;
+    create_token(&nodes[0], "kept").await?;
+    nodes[1].kill9().await?;
+    nodes[0].restart().await?;
+    let alpha = &nodes[0];
+    ensure!(token_names(alpha).await?.contains("kept"), "alpha lost what it held");
+    let m = "mutation { createToken(input: { role: VIEWER, name: \"refused\" }) { token { id } } }";
+    let body = alpha.gql(m, json!({})).await?;
+    ensure!(error_code(&body).as_deref() == Some("UNAVAILABLE"), "{body}");
+    let view = alpha.gql_ok(CLUSTER, json!({})).await?;
+    ensure!(
+        view["cluster"]["leader"].is_null(),
+        "alone of two, alpha names a leader: {view}"
+    );
+    // With beta back, the two elect a leader and take writes again.
+    nodes[1].restart().await?;
+    let deadline = Deadline::after(WAIT, "writes to be taken again");
+    loop {
+        let body = nodes[0].gql(m, json!({})).await?;
+        if body["data"]["createToken"]["token"]["id"].is_string() {
+            return Ok(());
+        }
+        deadline.tick(body).await?;
+    }
 }

@@ -43,20 +43,30 @@ fn address_key(node: &str) -> String {
 }
 
 /// Counts this start of the node `node` and records where it listens, so every member can
-/// dial it: its incarnation, one more than last time.
+/// dial it: its incarnation, one more than last time. The record is written in the
+/// background: a member restarting while its cluster has no majority must still come up
+/// (to serve reads and say why it takes no writes); it is written once a leader takes it.
 pub(crate) async fn count_start(store: &Store, node: &str, address: &str) -> Result<u64, StoreError> {
     let last = match store.get(META, &incarnation_key(node)).await? {
         Some(bytes) => troupe_runtime::codec::decode::<u64>(&bytes)?,
         None => 0,
     };
     let next = last + 1;
-    store
-        .write(
-            Batch::new()
-                .put(META, incarnation_key(node), troupe_runtime::codec::encode(&next)?)
-                .put(META, address_key(node), address.as_bytes().to_vec()),
-        )
-        .await?;
+    let batch = Batch::new()
+        .put(META, incarnation_key(node), troupe_runtime::codec::encode(&next)?)
+        .put(META, address_key(node), address.as_bytes().to_vec());
+    let (store, node) = (store.clone(), node.to_owned());
+    tokio::spawn(async move {
+        let mut wait = std::time::Duration::from_millis(500);
+        while let Err(e) = store.write(batch.clone()).await {
+            if store.failure().is_some() {
+                return;
+            }
+            tracing::warn!(%node, error = %e, retry_in = ?wait, "cannot record this node's start yet");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_secs(30));
+        }
+    });
     Ok(next)
 }
 
