@@ -394,6 +394,23 @@ async fn a_member_restarted_after_its_log_was_purged_still_hands_a_late_member_t
     assert_eq!(b.get(THINGS, "k19").await.unwrap(), Some(vec![19]));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_answers_at_once_when_no_majority_is_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let a = member(&router, &dir, "a", super::Start::Alone);
+    let b = member(&router, &dir, "b", super::Start::Join);
+    assert_eq!(a.admit(b.raft_id(), "b", 3).await.unwrap(), super::Role::Voter);
+    a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
+    router.cut.lock().unwrap().insert("b".into());
+    // Nothing to commit: a node that cannot reach its majority still flushes (its start
+    // and its scheduler's recovery flush before they read).
+    tokio::time::timeout(std::time::Duration::from_secs(2), a.flush())
+        .await
+        .expect("the flush waited for a majority")
+        .unwrap();
+}
+
 #[tokio::test]
 async fn applying_nothing_keeps_what_was_applied() {
     use openraft::storage::RaftStateMachine;
