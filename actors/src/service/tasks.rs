@@ -157,13 +157,13 @@ impl Tasks {
 
 impl TasksLocal for Tasks {
     // A peer's request is checked like a local one.
-    async fn room(&self, capability: String) -> Result<Room, ApiError> {
-        self.queue.room(&capability).await
-    }
-
     async fn submit(&self, request: Box<SubmitTaskRequest>, key: Option<String>) -> Result<TaskRecord, ApiError> {
         request.validate(self.ctx.max_payload_bytes)?;
         self.queue.submit(*request, key.as_deref()).await
+    }
+
+    async fn room(&self, capability: String) -> Result<Room, ApiError> {
+        self.queue.room(&capability).await
     }
 
     async fn cancel(&self, id: String, key: Option<String>) -> Result<TaskRecord, ApiError> {
