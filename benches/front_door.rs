@@ -7,7 +7,7 @@
 //! release built beside this one, for a before/after in the same session).
 //!
 //! Run all: `cargo bench --bench front_door`; one: `cargo bench --bench front_door -- fanout`
-//! (submit, reads, fanout, fanout-paced, restart, cluster, replicated, exec-vs-process, pause-restart,
+//! (submit, reads, fanout, fanout-paced, restart, cluster, replicated, leader-loss, exec-vs-process, pause-restart,
 //! vms-create, vms-evacuate, tasks-1k, messages, swarms-create, swarms-mesh, swarms-gather).
 
 mod front_door {
@@ -71,6 +71,9 @@ async fn main() {
     }
     if run("replicated") {
         front_door::replicated::replicated().await;
+    }
+    if run("leader-loss") {
+        front_door::replicated::leader_loss_idle().await;
     }
     if run("exec-vs-process") {
         front_door::process::exec_vs_process().await;
