@@ -64,6 +64,8 @@ run: deps build
 	exec ./target/release/troupe serve $(ARGS)
 
 test: deps
+	@printf '\n==> %s\n' 'deploy/validate.sh'
+	@bash deploy/validate.sh
 	@printf '\n==> %s\n' 'cargo fmt --all -- --check'
 	@$(CARGO) fmt --all -- --check
 	@# One TLS provider (aws-lc-rs, see runtime/src/tls.rs): a second one (ring) is a second

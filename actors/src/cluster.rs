@@ -13,6 +13,9 @@
 //! membership.rs  who is there: heartbeats, UP/DOWN, peers dropped after a long silence,
 //!                asking every reachable peer at once (gather)
 //! directory.rs   which node holds an id: Cluster::holder, the one place that answers it
+//!                (the replicated directory of moved entities, else the id's own node)
+//! failover.rs    member states (UP, SUSPECT, DOWN, LEFT) decided by the leader, this
+//!                node's lease and fencing, moving a lost node's agents and tasks
 //! replicated.rs  the cluster as the replicated log sees it: leader, term, members' roles,
 //!                lag and incarnations; LEADER_CHANGED
 //! remote.rs      service!: each domain's requests declared once; At (this node or the
@@ -24,7 +27,8 @@
 //! names, not by ractor's node ids (those change on every reconnect).
 
 mod actor;
-mod directory;
+pub mod directory;
+pub mod failover;
 mod membership;
 pub mod remote;
 pub mod replicated;

@@ -56,9 +56,11 @@ impl From<StoreError> for ApiError {
             // The caller's cursor is not one this log can continue from: its request is at fault.
             e if e.is_bad_cursor() => ApiError::InvalidInput(e.to_string()),
             StoreError::Rejected(_) => ApiError::InvalidInput(e.to_string()),
-            StoreError::Failed(_) | StoreError::Closed | StoreError::Unavailable(_) | StoreError::NotLeader { .. } => {
-                ApiError::Unavailable(e.to_string())
-            }
+            StoreError::Failed(_)
+            | StoreError::Stale(_)
+            | StoreError::Closed
+            | StoreError::Unavailable(_)
+            | StoreError::NotLeader { .. } => ApiError::Unavailable(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
         }
     }

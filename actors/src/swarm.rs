@@ -124,7 +124,7 @@ pub(crate) async fn ids(store: &troupe_runtime::store::Store, node: &str) -> Res
         .view(move |v| {
             let mut out = Vec::new();
             v.scan(SWARMS, None, |id, _| {
-                if crate::ids::held_by(id, &node) {
+                if crate::cluster::directory::held_in(v, id, &node)? {
                     out.push(id.to_owned());
                 }
                 Ok(true)

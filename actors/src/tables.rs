@@ -49,8 +49,13 @@ pub const SWARM_OPEN_TASKS: Table = Table::new("swarm_open_tasks");
 /// Sub-teams by `<parent swarm id>/<team id>`: the leader's agent id (UTF-8).
 pub const SWARM_TEAMS: Table = Table::new("swarm_teams");
 
+/// Where an entity lives when not where its id says: entity id →
+/// [`crate::cluster::directory::Placement`] (node, epoch). Written when the cluster moves an
+/// entity off a lost or leaving node; an id with no entry lives on the node it names.
+pub const DIRECTORY: Table = Table::new("directory");
+
 /// One page of the records of `table` that the node `node` holds (see
-/// [`crate::ids::held_by`]: every member's store has every member's records) after the
+/// [`crate::cluster::directory::held_in`]: every member's store has every member's records) after the
 /// cursor, in id order: `read` turns each entry into an item, or `None` to leave it out (a
 /// filter); and whether more follow.
 pub(crate) async fn page<T, F>(
@@ -70,7 +75,7 @@ where
         .view(move |v| {
             let mut out = Vec::new();
             v.scan(table, after.as_deref(), |id, bytes| {
-                if !crate::ids::held_by(id, &node) {
+                if !crate::cluster::directory::held_in(v, id, &node)? {
                     return Ok(true);
                 }
                 out.extend(read(v, id, bytes)?);

@@ -74,6 +74,10 @@ pub enum StoreError {
     /// that did not answer). It may still be applied later: read before writing again.
     #[error("the cluster is unavailable: {0}")]
     Unavailable(String),
+    /// A condition of the batch ([`Op::Require`]) did not hold when it was applied: none
+    /// of it was. The writer is out of date (a node declared down, a lost race).
+    #[error("the write was refused as stale: {0}")]
+    Stale(String),
     /// This node does not lead the replicated log; the write was not made.
     #[error("this node does not lead the cluster's log (the leader is {})", leader.as_deref().unwrap_or("unknown"))]
     NotLeader { leader: Option<String> },
@@ -135,6 +139,7 @@ struct Inner {
     health: watch::Receiver<Option<String>>,
     raft: raft::Raft,
     transport: raft::TransportSlot,
+    fence: writer::Fence,
 }
 
 impl std::fmt::Debug for Store {
@@ -210,6 +215,8 @@ impl Store {
         };
         let fault = options.fault.clone();
         let writer_transport = transport.clone();
+        let fence = writer::Fence::default();
+        let writer_fence = fence.clone();
         std::thread::Builder::new()
             .name("troupe-store-writer".into())
             .spawn(move || match start() {
@@ -221,6 +228,7 @@ impl Store {
                         transport: writer_transport,
                         health: health_tx,
                         fault,
+                        fence: writer_fence,
                     }
                     .run(rt);
                 }
@@ -240,8 +248,17 @@ impl Store {
                 health,
                 raft,
                 transport,
+                fence,
             }),
         })
+    }
+
+    /// Makes every later batch of this node conditional on `table[key]` holding `value`
+    /// (`None`: holding nothing; see [`Op::Require`]): the cluster refuses the writes of a
+    /// node it has declared down, by the fencing epoch it gave it. `None` lifts the condition.
+    pub fn fence(&self, condition: Option<(Table, String, Option<Vec<u8>>)>) {
+        let op = condition.map(|(table, key, value)| Op::Require { table, key, value });
+        *self.inner.fence.lock().unwrap_or_else(|p| p.into_inner()) = op;
     }
 
     /// This node's member of the replicated log (membership, metrics, leadership).

@@ -8,11 +8,12 @@ use serde_json::{json, Value};
 
 use super::support::{error_code, text, Deadline, Node, NodeOpts, Subscription, WAIT};
 
-const CLUSTER: &str = "{ cluster { leader term commitIndex members { name address role state lag incarnation } } }";
+pub(super) const CLUSTER: &str =
+    "{ cluster { leader term commitIndex members { name address role state lag incarnation lastHeartbeat } } }";
 
 /// Starts `first` alone, then each of `rest` joining it, and waits until every node's log
 /// lists all of them.
-async fn start_cluster(first: NodeOpts, rest: Vec<NodeOpts>) -> Result<Vec<Node>> {
+pub(super) async fn start_cluster(first: NodeOpts, rest: Vec<NodeOpts>) -> Result<Vec<Node>> {
     let first = Node::start(first).await?;
     let join = format!("127.0.0.1:{}", first.cluster_port);
     let mut nodes = vec![first];

@@ -119,6 +119,24 @@ impl Registry<'_> {
         self.found(id).await
     }
 
+    /// Starts here an agent the cluster just moved to this node (its node was lost), from
+    /// its spec and its last checkpoint as the replicated store holds them, if its user
+    /// wants it running (or paused) and it was not given up on. Whether it was started.
+    pub async fn adopt(&self, id: &str) -> Result<bool, ApiError> {
+        // Whatever this node knew of the agent before is stale: read it afresh.
+        self.slots.handles.remove(id);
+        let handle = self.handle(id).await?;
+        let _one_at_a_time = handle.serialize().await;
+        if handle.spec().desired == Desired::Stopped
+            || handle.status().state == AgentState::Failed
+            || self.supervised(&handle).await?
+        {
+            return Ok(false);
+        }
+        self.launch(&handle).await?;
+        Ok(true)
+    }
+
     async fn start(&self, handle: &Arc<AgentChild>) -> Result<(), ApiError> {
         if self.supervised(handle).await? {
             return Err(ApiError::Conflict(format!("agent {} is already running", handle.id())));

@@ -224,7 +224,7 @@ impl Registry<'_> {
             .view(move |v| {
                 let mut n = 0;
                 v.scan(AGENTS, None, |id, bytes| {
-                    if !crate::ids::held_by(id, &node) {
+                    if !crate::cluster::directory::held_in(v, id, &node)? {
                         return Ok(true);
                     }
                     n += u64::from(troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter));

@@ -12,8 +12,8 @@ use super::remote::{self, Service};
 use crate::error::ApiError;
 use crate::service::node::{NodeRequest, NodeResponse, NodeService};
 
-/// How often each peer is asked whether it is there.
-pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often each peer is asked whether it is there (a beat, see [`super::failover`]).
+pub(crate) const HEARTBEAT: Duration = super::failover::BEAT;
 /// Silence after which a peer is reported DOWN.
 const SUSPECT_AFTER: Duration = Duration::from_secs(3);
 /// How long a cluster-wide list waits for each peer's part.
@@ -55,6 +55,10 @@ pub struct Cluster {
     seen: Arc<Mutex<BTreeMap<String, Heard>>>,
     /// Silence after which a peer is dropped from cluster-wide lists.
     drop_after: Duration,
+    /// Where moved entities live now.
+    directory: super::directory::Directory,
+    /// This node's lease and the leader's grants (see [`super::failover`]).
+    pub(crate) leases: super::failover::Leases,
 }
 
 /// What this node knows of a peer it has heard from.
@@ -85,7 +89,14 @@ impl Cluster {
             me: Arc::new(Mutex::new(me)),
             seen: Arc::default(),
             drop_after: Duration::from_secs(60),
+            directory: Default::default(),
+            leases: Default::default(),
         }
+    }
+
+    /// Where moved entities live now.
+    pub fn directory(&self) -> &super::directory::Directory {
+        &self.directory
     }
 
     /// Drops a peer silent for longer than `after` from cluster-wide lists.
@@ -201,23 +212,26 @@ impl Cluster {
         loop {
             tick.tick().await;
             let peers: Vec<String> = self.connected().into_iter().collect();
-            let hello = remote::Call {
+            let beat = remote::Call {
                 key: None,
-                request: NodeRequest::Hello {},
+                request: NodeRequest::Beat { from: self.name() },
             };
-            let calls = peers.iter().map(|p| remote::call::<NodeService>(p, &hello, HEARTBEAT));
+            let sent = Instant::now();
+            // A beat is answered within one period or not at all: a late lease is no lease.
+            let calls = peers.iter().map(|p| remote::call::<NodeService>(p, &beat, HEARTBEAT));
             let answers = futures::future::join_all(calls).await;
             let now = Instant::now();
             let dropped = {
                 let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-                for answer in answers {
-                    if let Ok(NodeResponse::Hello(info)) = answer {
+                for (peer, answer) in peers.iter().zip(answers) {
+                    if let Ok(NodeResponse::Beat(ack)) = answer {
+                        self.leases.answered(peer, sent, &ack);
                         let heard = Heard {
-                            address: info.cluster_address,
+                            address: ack.info.cluster_address,
                             last: now,
                             dropped: false,
                         };
-                        seen.insert(info.name, heard);
+                        seen.insert(ack.info.name, heard);
                     }
                 }
                 let dropped = to_drop(seen.iter(), now, self.drop_after);

@@ -16,7 +16,11 @@ pub struct LogMember {
     /// Its cluster address, as it last said (empty when never heard from).
     pub address: String,
     pub role: Role,
-    pub state: MemberStatus,
+    /// As the leader last decided it; UP for a member never decided upon (DOWN when this
+    /// node has not heard from it either).
+    pub state: super::failover::MemberState,
+    /// When this node last heard from it (now for this node itself).
+    pub last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
     /// Entries the leader has that it has not confirmed yet; known on the leader only.
     pub lag: Option<u64>,
     /// How many times it has started (grows at each start).
@@ -98,30 +102,49 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
     let addresses: std::collections::HashMap<String, String> =
         cluster.members().into_iter().map(|m| (m.name, m.address)).collect();
     let names: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
-    let incarnations = store
+    let recorded = store
         .view(move |v| {
             names
                 .iter()
                 .map(|n| {
-                    Ok(match v.get(META, &incarnation_key(n))? {
+                    let incarnation = match v.get(META, &incarnation_key(n))? {
                         Some(bytes) => troupe_runtime::codec::decode::<u64>(&bytes)?,
                         None => 0,
-                    })
+                    };
+                    Ok((incarnation, super::failover::member_in(v, n)?))
                 })
-                .collect::<Result<Vec<u64>, StoreError>>()
+                .collect::<Result<Vec<_>, StoreError>>()
         })
         .await?;
+    let me = cluster.name();
+    let (now, wall) = (tokio::time::Instant::now(), troupe_runtime::clock::now());
     let members = status
         .members
         .into_iter()
-        .zip(incarnations)
-        .map(|(m, incarnation)| LogMember {
-            address: addresses.get(&m.name).cloned().unwrap_or_default(),
-            state: cluster.status(&m.name).unwrap_or(MemberStatus::Down),
-            lag: m.matched.map(|matched| status.last_log_index.saturating_sub(matched)),
-            role: m.role,
-            name: m.name,
-            incarnation,
+        .zip(recorded)
+        .map(|(m, (incarnation, record))| {
+            let heard = match m.name == me {
+                true => Some(wall),
+                false => cluster.leases.heard(&m.name).and_then(|at| {
+                    chrono::Duration::from_std(now.saturating_duration_since(at))
+                        .ok()
+                        .map(|ago| wall - ago)
+                }),
+            };
+            let state = match record {
+                Some(r) => r.state,
+                None if cluster.status(&m.name) == Some(MemberStatus::Up) => super::failover::MemberState::Up,
+                None => super::failover::MemberState::Down,
+            };
+            LogMember {
+                address: addresses.get(&m.name).cloned().unwrap_or_default(),
+                state,
+                last_heartbeat: heard,
+                lag: m.matched.map(|matched| status.last_log_index.saturating_sub(matched)),
+                role: m.role,
+                name: m.name,
+                incarnation,
+            }
         })
         .collect();
     Ok(ClusterState {

@@ -15,7 +15,7 @@ impl Mailboxes {
                 let mut out = Vec::new();
                 v.scan(MESSAGE_DEAD_LETTERS, None, |_, bytes| {
                     let dead: DeadMessage = troupe_runtime::codec::decode(bytes)?;
-                    if crate::ids::held_by(&dead.message.to, &node) {
+                    if crate::cluster::directory::held_in(v, &dead.message.to, &node)? {
                         out.push(dead);
                     }
                     Ok(out.len() < first)

@@ -84,7 +84,7 @@ impl Mailboxes {
             .view(move |v| {
                 let mut out = Vec::new();
                 v.scan(crate::tables::AGENTS, None, |id, bytes| {
-                    if !crate::ids::held_by(id, &node) {
+                    if !crate::cluster::directory::held_in(v, id, &node)? {
                         return Ok(true);
                     }
                     out.push(troupe_runtime::codec::decode::<crate::agent::AgentSpec>(bytes)?.topics);

@@ -70,6 +70,8 @@ struct Inner {
     handles: Handles,
     /// This node's name: it delivers to the agents it holds.
     node: String,
+    /// Where agents moved off the node their id names live now.
+    directory: crate::cluster::directory::Directory,
 }
 
 /// An agent's mailbox as the API shows it.
@@ -81,7 +83,13 @@ pub struct MailboxView {
 }
 
 impl Mailboxes {
-    pub fn new(capacity: usize, store: Store, handles: Handles, node: String) -> Self {
+    pub fn new(
+        capacity: usize,
+        store: Store,
+        handles: Handles,
+        node: String,
+        directory: crate::cluster::directory::Directory,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 boxes: Mutex::new(HashMap::new()),
@@ -90,13 +98,14 @@ impl Mailboxes {
                 store,
                 handles,
                 node,
+                directory,
             }),
         }
     }
 
     /// Whether this node holds the agent `id` (and so delivers its messages).
     pub(super) fn holds(&self, id: &str) -> bool {
-        crate::ids::held_by(id, &self.inner.node)
+        self.inner.directory.node_of(id).is_none_or(|n| n == self.inner.node)
     }
 
     pub(super) fn inner_node(&self) -> &str {

@@ -165,6 +165,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         _ => crate::task::Strategy::Score,
     };
     let serving = Serving::default();
+    let ctx_cluster = cluster.clone();
     // What every service shares; each domain's own state goes to its service alone.
     let ctx = Arc::new(Context {
         node_id,
@@ -227,6 +228,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
                 store.clone(),
                 slots.handles.clone(),
                 config.node_name.clone(),
+                ctx.cluster.directory().clone(),
             ),
         },
         vms: Vms { hosts: hosts.clone() },
@@ -285,12 +287,20 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         backoff,
         intensity: agent_policy.intensity,
     });
-    let mut children: Vec<Arc<dyn ChildSpec>> = vec![
-        Nested::child(core),
-        hosts,
-        link,
-        Arc::new(ServicesChild { api: api.clone() }),
-    ];
+    // The node's work: in a cluster of several it runs only while the node holds its lease
+    // (see cluster::failover), so it starts once the lease is there.
+    let work: Vec<Arc<dyn ChildSpec>> = vec![Nested::child(core), hosts];
+    let runs_now = crate::cluster::failover::runs_at_start(&store);
+    ctx_cluster
+        .directory()
+        .reload(&store)
+        .await
+        .map_err(|e| StartNodeError::Tree(format!("directory: {e}")))?;
+    let mut children: Vec<Arc<dyn ChildSpec>> = match runs_now {
+        true => work.clone(),
+        false => Vec::new(),
+    };
+    children.extend([link, Arc::new(ServicesChild { api: api.clone() }) as Arc<dyn ChildSpec>]);
     children.extend(extra(&api));
     let args = SupervisorArgs {
         name: "node".into(),
@@ -305,11 +315,32 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         .await
         .map_err(|e| StartNodeError::Tree(e.to_string()))?;
     slots.root.set(root.clone());
-    match api.messages().restore().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(messages = n, "delivering the messages left in mailboxes"),
-        Err(e) => tracing::error!(error = %e, "could not read the mailboxes left on disk"),
+    if runs_now {
+        match api.messages().restore().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "delivering the messages left in mailboxes"),
+            Err(e) => tracing::error!(error = %e, "could not read the mailboxes left on disk"),
+        }
     }
+    let lease = tokio::spawn(crate::cluster::failover::keep_lease(
+        store.clone(),
+        ctx_cluster.clone(),
+        crate::cluster::failover::Work {
+            root: root.clone(),
+            children: work,
+        },
+        api.clone(),
+        runs_now,
+    ));
+    let members = tokio::spawn(crate::cluster::failover::watch_members(
+        store.clone(),
+        ctx_cluster.clone(),
+    ));
+    let moves = tokio::spawn(crate::cluster::failover::follow_moves(
+        store.clone(),
+        ctx_cluster.clone(),
+        api.clone(),
+    ));
     let purge = tokio::spawn(async move {
         let mut tick = tokio::time::interval(PURGE_EVERY);
         loop {
@@ -331,7 +362,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         root,
         root_done,
         admin_token_path,
-        chores: vec![purge, courier, leadership],
+        chores: vec![purge, courier, leadership, lease, members, moves],
     })
 }
 
@@ -349,7 +380,7 @@ async fn count_agents(store: &Store, node: &str) -> Result<(), StoreError> {
         .view(move |v| {
             let mut states = Vec::new();
             v.scan(AGENT_STATUS, None, |id, bytes| {
-                if crate::ids::held_by(id, &node) {
+                if crate::cluster::directory::held_in(v, id, &node)? {
                     states.push(troupe_runtime::codec::decode::<AgentStatus>(bytes)?.state);
                 }
                 Ok(true)
@@ -446,15 +477,18 @@ async fn load_fleet(fleet: &Fleet, simulated: usize) -> Result<(), crate::error:
         }
         fleet.register(spec.clone());
     }
-    let vms: Vec<(VmSpec, VmStatus)> = fleet
+    let node = fleet.node.clone();
+    // Each VM with whether this node holds it when no host holds it.
+    let vms: Vec<(VmSpec, VmStatus, bool)> = fleet
         .store
-        .view(|v| {
+        .view(move |v| {
             let mut out = Vec::new();
             v.scan(VMS, None, |id, bytes| {
                 if let Some(status) = v.get(VM_STATUS, id)? {
                     out.push((
                         troupe_runtime::codec::decode(bytes)?,
                         troupe_runtime::codec::decode(&status)?,
+                        crate::cluster::directory::held_in(v, id, &node)?,
                     ));
                 }
                 Ok(true)
@@ -463,11 +497,15 @@ async fn load_fleet(fleet: &Fleet, simulated: usize) -> Result<(), crate::error:
         })
         .await?;
     let mine: std::collections::HashSet<&str> = hosts.iter().map(|h| h.id.as_str()).collect();
-    let held = |spec: &VmSpec, status: &VmStatus| match &status.host {
+    let held = |status: &VmStatus, held_here: bool| match &status.host {
         Some(host) => mine.contains(host.as_str()),
-        None => crate::ids::held_by(&spec.id, &fleet.node),
+        None => held_here,
     };
-    for (spec, mut status) in vms.into_iter().filter(|(spec, status)| held(spec, status)) {
+    let vms = vms
+        .into_iter()
+        .filter(|(_, status, here)| held(status, *here))
+        .map(|(spec, status, _)| (spec, status));
+    for (spec, mut status) in vms {
         crate::vm::gauge_moved(None, Some(status.state));
         if let Some(host) = &status.host {
             fleet.restore_claim(&spec, host);

@@ -78,6 +78,8 @@ pub enum SchedulerMsg {
     Running(RpcReplyPort<usize>),
     /// What this node's agents can take of a capability now.
     Room(String, RpcReplyPort<super::Room>),
+    /// Takes over the open tasks the cluster moved here from the lost node named.
+    Adopt(String),
     /// Why each of these tasks waits, for those queued here (see `engine/waiting.rs`).
     WaitingFor(Vec<String>, RpcReplyPort<HashMap<String, String>>),
     /// Gives every running task back to the queue, not charged (shutdown past its grace);
@@ -291,6 +293,10 @@ impl Actor for Scheduler {
             }
             SchedulerMsg::Running(reply) => {
                 let _ = reply.send(state.engine.running());
+                return Ok(());
+            }
+            SchedulerMsg::Adopt(from) => {
+                state.adopt(from).await?;
                 return Ok(());
             }
             SchedulerMsg::Room(capability, reply) => {

@@ -8,6 +8,7 @@ use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::raft::Role;
 use troupe_runtime::store::{Batch, Store};
 
+use crate::cluster::failover::BeatAck;
 use crate::cluster::remote::{service, Located, Peer};
 use crate::cluster::{Cluster, PeerInfo};
 use crate::error::ApiError;
@@ -16,6 +17,9 @@ service! {
     service NodeService as "node" (NodeMsg, NodeRequest, NodeResponse, NodeLocal);
     /// Who this node is and where it listens.
     call Hello => hello() -> PeerInfo;
+    /// A member's beat: who this node is, and a lease when it leads (see
+    /// [`crate::cluster::failover`]).
+    call Beat => beat(from: String) -> BeatAck;
     /// Admits the member `id` named `name` to the replicated log, when this node leads.
     call Admit => admit(id: u64, name: String) -> Admission, within ADMIT_CALL;
 }
@@ -49,6 +53,16 @@ impl Located for NodeService {
 impl NodeLocal for NodeService {
     async fn hello(&self) -> Result<PeerInfo, ApiError> {
         Ok(self.cluster.me())
+    }
+
+    async fn beat(&self, from: String) -> Result<BeatAck, ApiError> {
+        let status = self.store.status();
+        let leads = status.leader.as_deref() == Some(self.cluster.name().as_str());
+        Ok(BeatAck {
+            info: self.cluster.me(),
+            lease: self.cluster.leases.grant(&from, leads),
+            applied: status.commit_index,
+        })
     }
 
     async fn admit(&self, id: u64, name: String) -> Result<Admission, ApiError> {

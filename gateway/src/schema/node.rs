@@ -3,6 +3,7 @@
 
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use troupe_actors::cluster::failover::MemberState as FailoverState;
 use troupe_actors::cluster::{Member, MemberStatus};
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
@@ -54,13 +55,17 @@ pub enum MemberRole {
     Learner,
 }
 
-/// Whether a member is heard from.
+/// A member's state, as the leader decided it from the leases it granted (docs/cluster.md).
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum MemberState {
-    /// It answered a heartbeat lately (or is the node answering).
+    /// It holds its lease and runs its work.
     Up,
-    /// It has not answered for a while, or was never heard from since this node started.
+    /// The leader has not heard from it for a while; it still runs its work.
+    Suspect,
+    /// Its lease has lapsed: it stopped its work, which moved to the survivors.
     Down,
+    /// It left the cluster.
+    Left,
 }
 
 /// One member of the cluster's replicated log.
@@ -76,6 +81,9 @@ pub struct LogMember {
     pub lag: Option<Int64>,
     /// How many times the member has started.
     pub incarnation: Int64,
+    /// When the answering node last heard from it (now for the answering node itself);
+    /// null when it has not since it started.
+    pub last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The cluster as the answering node's replicated log sees it.
@@ -107,9 +115,12 @@ impl From<troupe_actors::cluster::replicated::ClusterState> for ClusterView {
                         LogRole::Learner => MemberRole::Learner,
                     },
                     state: match m.state {
-                        MemberStatus::Up => MemberState::Up,
-                        MemberStatus::Down => MemberState::Down,
+                        FailoverState::Up => MemberState::Up,
+                        FailoverState::Suspect => MemberState::Suspect,
+                        FailoverState::Down => MemberState::Down,
+                        FailoverState::Left => MemberState::Left,
                     },
+                    last_heartbeat: m.last_heartbeat,
                     lag: m.lag.map(Into::into),
                     incarnation: m.incarnation.into(),
                 })

@@ -80,8 +80,21 @@ impl<'t> Open<'t> {
         })
     }
 
-    /// Applies one batch; the sequence numbers its events got.
-    pub fn apply(&mut self, batch: &Batch, events: &mut Vec<Event>) -> Result<Vec<u64>, StoreError> {
+    /// Applies one batch; the sequence numbers its events got, or `None` when a condition
+    /// of the batch ([`Op::Require`]) does not hold, and nothing of it is applied.
+    pub fn apply(&mut self, batch: &Batch, events: &mut Vec<Event>) -> Result<Option<Vec<u64>>, StoreError> {
+        for op in &batch.ops {
+            if let Op::Require { table, key, value } = op {
+                let held = self
+                    .table(*table)?
+                    .get(key.as_str())
+                    .map_err(StoreError::db)?
+                    .map(|v| v.value().to_vec());
+                if held != *value {
+                    return Ok(None);
+                }
+            }
+        }
         let mut seqs = Vec::new();
         let mut bodies = batch.bodies.iter();
         for op in &batch.ops {
@@ -94,6 +107,7 @@ impl<'t> Open<'t> {
                 Op::Delete { table, key } => {
                     self.table(*table)?.remove(key.as_str()).map_err(StoreError::db)?;
                 }
+                Op::Require { .. } => {}
                 Op::Event(new) => {
                     let encoded;
                     let bytes = match bodies.next() {
@@ -114,7 +128,7 @@ impl<'t> Open<'t> {
                 }
             }
         }
-        Ok(seqs)
+        Ok(Some(seqs))
     }
 
     fn table(&mut self, table: Table) -> Result<&mut redb::Table<'t, &'static str, &'static [u8]>, StoreError> {

@@ -50,9 +50,25 @@ impl Table {
 /// One change inside a batch.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Put { table: Table, key: String, value: Vec<u8> },
-    Delete { table: Table, key: String },
+    Put {
+        table: Table,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: String,
+    },
     Event(NewEvent),
+    /// A condition of the whole batch: `table[key]` holds `value` (`None`: holds nothing)
+    /// when the batch is applied, else none of the batch is applied and its writer is told
+    /// [`StoreError::Stale`]. Checked by the state machine, so every member decides alike:
+    /// a stale owner (a node declared down, a lost race) cannot overwrite what moved on.
+    Require {
+        table: Table,
+        key: String,
+        value: Option<Vec<u8>>,
+    },
 }
 
 /// A set of changes committed together, in order. Every durable write of a node is a batch:
@@ -84,6 +100,16 @@ impl Batch {
         self
     }
 
+    /// Applies the batch only if `table[key]` holds `value` then (see [`Op::Require`]).
+    pub fn require(mut self, table: Table, key: impl Into<String>, value: Option<Vec<u8>>) -> Self {
+        self.push(Op::Require {
+            table,
+            key: key.into(),
+            value,
+        });
+        self
+    }
+
     pub fn event(mut self, event: NewEvent) -> Self {
         self.push(Op::Event(event));
         self
@@ -110,7 +136,7 @@ impl Batch {
     pub fn touches(&self, table: Table) -> bool {
         self.ops.iter().any(|op| match op {
             Op::Put { table: t, .. } | Op::Delete { table: t, .. } => *t == table,
-            Op::Event(_) => false,
+            Op::Event(_) | Op::Require { .. } => false,
         })
     }
 
@@ -132,7 +158,7 @@ impl Batch {
                         value.len()
                     )))
                 }
-                Op::Put { .. } | Op::Delete { .. } => {}
+                Op::Put { .. } | Op::Delete { .. } | Op::Require { .. } => {}
             }
         }
         if self.bodies.iter().any(Vec::is_empty) || self.bodies.len() != bodies.len() {
@@ -151,6 +177,7 @@ enum WireRef<'a> {
     Put(&'a str, &'a str, &'a serde_bytes::Bytes),
     Delete(&'a str, &'a str),
     Event(&'a serde_bytes::Bytes),
+    Require(&'a str, &'a str, Option<&'a serde_bytes::Bytes>),
 }
 
 #[derive(Deserialize)]
@@ -158,6 +185,7 @@ enum Wire {
     Put(String, String, serde_bytes::ByteBuf),
     Delete(String, String),
     Event(serde_bytes::ByteBuf),
+    Require(String, String, Option<serde_bytes::ByteBuf>),
 }
 
 impl Serialize for Batch {
@@ -171,6 +199,11 @@ impl Serialize for Batch {
                     seq.serialize_element(&WireRef::Put(table.name(), key, serde_bytes::Bytes::new(value)))?
                 }
                 Op::Delete { table, key } => seq.serialize_element(&WireRef::Delete(table.name(), key))?,
+                Op::Require { table, key, value } => seq.serialize_element(&WireRef::Require(
+                    table.name(),
+                    key,
+                    value.as_deref().map(serde_bytes::Bytes::new),
+                ))?,
                 Op::Event(_) => match bodies.next() {
                     Some(body) if !body.is_empty() => {
                         seq.serialize_element(&WireRef::Event(serde_bytes::Bytes::new(body)))?
@@ -198,6 +231,11 @@ impl<'de> Deserialize<'de> for Batch {
                 Wire::Delete(table, key) => batch.ops.push(Op::Delete {
                     table: Table::named(&table),
                     key,
+                }),
+                Wire::Require(table, key, value) => batch.ops.push(Op::Require {
+                    table: Table::named(&table),
+                    key,
+                    value: value.map(serde_bytes::ByteBuf::into_vec),
                 }),
                 Wire::Event(body) => {
                     let event = NewEvent::from_body(&body).map_err(D::Error::custom)?;

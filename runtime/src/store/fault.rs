@@ -35,7 +35,7 @@ pub fn file_gates(dir: std::path::PathBuf) -> FaultHook {
             super::Op::Put { table, .. } | super::Op::Delete { table, .. } => {
                 dir.join(format!("reject-{}", table.name())).exists()
             }
-            super::Op::Event(_) => false,
+            super::Op::Event(_) | super::Op::Require { .. } => false,
         });
         rejected.then_some(Fault::Reject)
     })

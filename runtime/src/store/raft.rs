@@ -77,6 +77,9 @@ impl<'de> Deserialize<'de> for Proposal {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Applied {
     pub seqs: Vec<Vec<u64>>,
+    /// The batches (by position) that were not applied: a condition of theirs did not hold.
+    #[serde(default)]
+    pub stale: Vec<u32>,
 }
 
 /// Log entries, one per index.

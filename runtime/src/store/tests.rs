@@ -231,3 +231,38 @@ async fn the_database_file_is_readable_by_its_owner_only() {
     let _store = Store::open(&path).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+#[tokio::test]
+async fn a_batch_whose_condition_fails_is_applied_not_at_all_and_alone() {
+    let (_d, store) = open();
+    let claim = |who: &str| {
+        Batch::new()
+            .require(AGENTS, "owner", None)
+            .put(AGENTS, "owner", who.as_bytes().to_vec())
+            .event(NewEvent::new("CLAIMED", Some(who.into()), json!(null)))
+    };
+    // Two claims of one key in one group commit: the first holds, the second is stale,
+    // and a plain batch between them is applied as usual.
+    let first = store.submit(claim("a"));
+    let plain = store.submit(Batch::new().put(TASKS, "t", b"1".to_vec()));
+    let second = store.submit(claim("b"));
+    assert_eq!(first.durable().await.unwrap(), vec![1]);
+    assert!(plain.durable().await.is_ok());
+    assert!(matches!(second.durable().await, Err(StoreError::Stale(_))));
+    assert_eq!(store.get(AGENTS, "owner").await.unwrap(), Some(b"a".to_vec()));
+    let log = store.events_after(0, 10).await.unwrap();
+    assert_eq!(log.len(), 1, "the stale batch's event was not recorded");
+    // A fence makes every later batch carry a condition: it holds, then it no longer does.
+    store.fence(Some((AGENTS, "owner".into(), Some(b"a".to_vec()))));
+    store.write(Batch::new().put(TASKS, "t", b"2".to_vec())).await.unwrap();
+    store
+        .write(Batch::new().put(AGENTS, "owner", b"c".to_vec()))
+        .await
+        .unwrap();
+    let refused = store.write(Batch::new().put(TASKS, "t", b"3".to_vec())).await;
+    assert!(matches!(refused, Err(StoreError::Stale(_))), "{refused:?}");
+    assert_eq!(store.get(TASKS, "t").await.unwrap(), Some(b"2".to_vec()));
+    store.fence(None);
+    store.write(Batch::new().put(TASKS, "t", b"4".to_vec())).await.unwrap();
+    assert_eq!(store.get(TASKS, "t").await.unwrap(), Some(b"4".to_vec()));
+}

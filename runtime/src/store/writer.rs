@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::fault::{Fault, FaultHook};
 use super::raft::network::{forward, NotForwarded};
 use super::raft::{refused, Applied, Proposal, Raft, TransportSlot, COMMIT_WITHIN, FORWARD_WITHIN, LEADER_WITHIN};
-use super::{Batch, StoreError};
+use super::{Batch, Op, StoreError};
 
 /// Upper bound on the batches folded into one commit, so one commit's latency stays bounded.
 const MAX_GROUP: usize = 8192;
@@ -52,7 +52,11 @@ pub(super) struct Writer {
     pub transport: TransportSlot,
     pub health: watch::Sender<Option<String>>,
     pub fault: Option<FaultHook>,
+    pub fence: Fence,
 }
+
+/// A condition every batch of this node carries (see [`super::Store::fence`]).
+pub(super) type Fence = std::sync::Arc<std::sync::Mutex<Option<Op>>>;
 
 /// Marks the store failed if the writer thread ends any way but a clean close (a panic).
 struct Sentinel {
@@ -125,6 +129,10 @@ impl Writer {
                 Some(Fault::Reject) => done.send(Err(StoreError::Rejected("injected fault: batch rejected".into()))),
                 None => match batch.seal() {
                     Ok(()) => {
+                        if !batch.is_empty() {
+                            let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                            batch.ops.extend(fence);
+                        }
                         batches.push(batch);
                         waiting.push(done);
                     }
@@ -152,8 +160,12 @@ impl Writer {
         match outcome {
             Ok(Ok(applied)) => {
                 let mut seqs = applied.seqs.into_iter();
-                for done in waiting {
-                    done.send(Ok(seqs.next().unwrap_or_default()));
+                for (i, done) in waiting.into_iter().enumerate() {
+                    let seqs = seqs.next().unwrap_or_default();
+                    done.send(match applied.stale.contains(&(i as u32)) {
+                        true => Err(StoreError::Stale("a condition of the write no longer holds".into())),
+                        false => Ok(seqs),
+                    });
                 }
                 Ok(())
             }

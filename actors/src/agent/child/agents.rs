@@ -56,7 +56,7 @@ impl Nest for AgentsChild {
                     let mut out = Vec::new();
                     v.scan(AGENTS, None, |id, bytes| {
                         // Every member's agents are in the store; this node runs its own.
-                        if !crate::ids::held_by(id, &node) {
+                        if !crate::cluster::directory::held_in(v, id, &node)? {
                             return Ok(true);
                         }
                         let spec: AgentSpec = troupe_runtime::codec::decode(bytes)?;

@@ -18,13 +18,28 @@ impl State {
     /// graceful shutdown puts running tasks back first): that attempt failed, and the task
     /// is retried if it has failures left. Execution is at-least-once.
     pub(super) async fn recover(&mut self) -> Result<(), ActorProcessingErr> {
+        self.load(None).await
+    }
+
+    /// Takes over the open tasks of the lost node `from` that the cluster moved here. One
+    /// that was RUNNING there is queued again without being charged an attempt: the node
+    /// was lost, not the attempt.
+    pub(super) async fn adopt(&mut self, from: String) -> Result<(), ActorProcessingErr> {
+        self.load(Some(from)).await
+    }
+
+    /// Loads the open tasks this node holds: all of them (`from` is `None`), or those made
+    /// on the lost node `from`.
+    async fn load(&mut self, from: Option<String>) -> Result<(), ActorProcessingErr> {
         let node = self.node.clone();
+        let adopting = from.is_some();
         let (open, stats, settled) = self
             .store
             .view(move |v| {
                 let mut ids = Vec::new();
                 v.scan(OPEN_TASKS, None, |k, _| {
-                    if crate::ids::held_by(k, &node) {
+                    let made_there = from.as_deref().is_none_or(|f| crate::ids::home(k) == Some(f));
+                    if made_there && crate::cluster::directory::held_in(v, k, &node)? {
                         ids.push(k.to_owned());
                     }
                     Ok(true)
@@ -53,8 +68,12 @@ impl State {
                     .collect();
                 let settled = super::settled_in(v, &closed)?;
                 let mut stats = Vec::new();
+                if adopting {
+                    // The counters of the agents here are loaded already.
+                    return Ok((open, stats, settled));
+                }
                 v.scan(AGENT_STATS, None, |k, bytes| {
-                    if !crate::ids::held_by(k, &node) {
+                    if !crate::cluster::directory::held_in(v, k, &node)? {
                         return Ok(true);
                     }
                     stats.push((k.to_owned(), troupe_runtime::codec::decode::<AgentStats>(bytes)?));
@@ -64,12 +83,36 @@ impl State {
             })
             .await?;
         let settled: HashMap<String, Option<serde_json::Value>> = settled.into_iter().collect();
-        self.stats = stats.into_iter().collect();
+        if !adopting {
+            self.stats = stats.into_iter().collect();
+        }
         let now = now();
         let mut batch = Batch::new();
         let mut runnable = Vec::new();
         for (spec, mut status) in open {
-            if status.state == TaskState::Running {
+            if self.work.contains_key(&spec.id) {
+                // Known here already (a move this node heard of twice).
+                continue;
+            }
+            if status.state == TaskState::Running && adopting {
+                let error = "the node running the task was lost".to_string();
+                status.error = Some(error.clone());
+                status.attempt_errors.push(crate::task::AttemptError {
+                    attempt: status.attempts,
+                    agent_id: status.agent_id.clone(),
+                    error: error.clone(),
+                    at: now.wall,
+                });
+                status.state = TaskState::Queued;
+                let transition = Transition {
+                    task: spec.id.clone(),
+                    status: status.clone(),
+                    kind: "TASK_RETRYING",
+                    data: json!({ "error": error, "retryInMs": 0, "charged": false }),
+                    ended: None,
+                };
+                self.append(&mut batch, &transition)?;
+            } else if status.state == TaskState::Running {
                 let error = "the node stopped while the task was running".to_string();
                 status.failures += 1;
                 status.error = Some(error.clone());
@@ -113,7 +156,8 @@ impl State {
                 .filter_map(|d| settled.get(d).map(|r| (d.clone(), r.clone())))
                 .collect();
             let effects = self.engine.enqueue_with(Limits::from(&spec), status, mine, now);
-            // No agent is registered yet, so nothing starts; effects would be records only.
+            // At start no agent is registered yet, so nothing starts; effects would be records
+            // only. Adopted tasks may start at once on this node's agents.
             self.apply(effects, now).await?;
         }
         Ok(())

@@ -53,7 +53,7 @@ impl TaskQueue {
             .view(move |v| {
                 let mut n = 0;
                 v.scan(TASK_STATUS, None, |id, bytes| {
-                    if !crate::ids::held_by(id, &node) {
+                    if !crate::cluster::directory::held_in(v, id, &node)? {
                         return Ok(true);
                     }
                     let status: TaskStatus = troupe_runtime::codec::decode(bytes)?;

@@ -64,3 +64,10 @@ impl Agents {
         self.registry().count(filter).await
     }
 }
+
+impl Agents {
+    /// Starts here an agent the cluster moved to this node (see [`Registry::adopt`]).
+    pub(crate) async fn adopt(&self, id: &str) -> Result<bool, ApiError> {
+        self.registry().adopt(id).await
+    }
+}

@@ -220,12 +220,17 @@ impl RaftStateMachine<Troupe> for Machine {
                     match &entry.payload {
                         EntryPayload::Blank => results.push(Applied::default()),
                         EntryPayload::Normal(proposal) => {
-                            let seqs = proposal
-                                .batches
-                                .iter()
-                                .map(|batch| open.apply(batch, &mut events))
-                                .collect::<Result<_, _>>()?;
-                            results.push(Applied { seqs });
+                            let mut applied = Applied::default();
+                            for (i, batch) in proposal.batches.iter().enumerate() {
+                                match open.apply(batch, &mut events)? {
+                                    Some(seqs) => applied.seqs.push(seqs),
+                                    None => {
+                                        applied.seqs.push(Vec::new());
+                                        applied.stale.push(i as u32);
+                                    }
+                                }
+                            }
+                            results.push(applied);
                         }
                         EntryPayload::Membership(m) => {
                             membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
