@@ -7,7 +7,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
 use super::replicated::{start_cluster, CLUSTER};
-use super::support::{text, Deadline, Gate, Node, NodeOpts, WAIT};
+use super::support::{pid_alive, python_agent, text, wait_pid_gone, Deadline, Gate, Node, NodeOpts, WAIT};
 
 /// The member `name` as `node`'s cluster view shows it.
 async fn member(node: &Node, name: &str) -> Result<Value> {
@@ -119,5 +119,73 @@ async fn a_killed_nodes_agents_and_tasks_serve_on_the_survivors_once() -> Result
         let task = nodes[i % 2].submit_to(id, json!({ "i": i })).await?;
         nodes[(i + 1) % 2].wait_task_state(&task, "SUCCEEDED").await?;
     }
+    Ok(())
+}
+
+/// The process groups `node` says the agent runs now.
+async fn groups(node: &Node, id: &str) -> Result<Vec<i64>> {
+    let q = "query($id: ID!) { agent(id: $id) { processGroups } }";
+    let seen = node.gql_ok(q, json!({ "id": id })).await?;
+    Ok(seen["agent"]["processGroups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_i64)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_is_declared_down_then_finds_itself_fenced_and_rejoins_without_duplicates() -> Result<()> {
+    let nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    let agent = text(
+        &nodes[2]
+            .spawn_agent(json!({ "name": "worker", "backend": { "process": { "command": python_agent() } } }))
+            .await?,
+        "/id",
+    )?;
+    nodes[2].wait_agent_state(&agent, "RUNNING").await?;
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    let first = groups(&nodes[2], &agent).await?;
+    ensure!(first.len() == 1, "{first:?}");
+
+    nodes[2].freeze()?;
+    let home = wait_moved(&nodes[0], &agent, "gamma").await?;
+    wait_member_state(&nodes[0], "gamma", "DOWN").await?;
+    let at = if home == "alpha" { 0 } else { 1 };
+    let second = groups(&nodes[at], &agent).await?;
+    ensure!(second.len() == 1 && second != first, "{first:?} then {second:?}");
+
+    nodes[2].thaw()?;
+    // Back, gamma finds its lease lapsed: it stops its work, the old process included,
+    // and starts again as UP, without the agent that moved.
+    wait_pid_gone(first[0] as i32).await?;
+    wait_member_state(&nodes[0], "gamma", "UP").await?;
+    let deadline = Deadline::after(WAIT, "gamma to record its fencing");
+    loop {
+        let fenced = nodes[2].events_after(None, &["NODE_FENCED"]).await?;
+        if fenced.iter().any(|e| e["subject"] == "gamma") {
+            break;
+        }
+        deadline.tick(format!("{fenced:?}")).await?;
+    }
+    let q = "query($id: ID!) { agent(id: $id) { node state } }";
+    let seen = nodes[2].gql_ok(q, json!({ "id": agent })).await?;
+    ensure!(seen["agent"]["node"] == home.as_str(), "{seen}");
+    ensure!(seen["agent"]["state"] == "RUNNING", "{seen}");
+    // gamma started no copy after it came back: the moved one still runs, alone.
+    ensure!(groups(&nodes[at], &agent).await? == second, "the moved agent restarted");
+    ensure!(pid_alive(second[0] as i32), "the moved agent's process stopped");
+    ensure!(groups(&nodes[2], &agent).await? == second, "gamma sees another process");
+    // gamma takes writes again, under its new epoch.
+    let task = nodes[2]
+        .submit_to(&agent, json!({ "op": "echo", "value": "after thaw" }))
+        .await?;
+    nodes[0].wait_task_state(&task, "SUCCEEDED").await?;
     Ok(())
 }

@@ -676,12 +676,9 @@ pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::ser
                 let Some(from) = event.data["from"].as_str() else {
                     continue;
                 };
-                match api.slots.scheduler.get() {
-                    Some(scheduler) => {
-                        let _ = scheduler.cast(crate::scheduler::SchedulerMsg::Adopt(from.to_owned()));
-                    }
-                    // Not running: it reads what it holds when it starts.
-                    None => {}
+                // A scheduler not running reads what it holds when it starts.
+                if let Some(scheduler) = api.slots.scheduler.get() {
+                    let _ = scheduler.cast(crate::scheduler::SchedulerMsg::Adopt(from.to_owned()));
                 }
             }
             _ => {}

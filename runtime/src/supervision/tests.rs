@@ -510,3 +510,22 @@ async fn a_nested_supervisor_makes_its_children_afresh_at_each_restart_and_says_
 }
 
 mod intensity;
+
+#[tokio::test]
+async fn a_lifecycle_record_the_cluster_refuses_does_not_fail_the_supervisor() {
+    let mut h = Harness::new();
+    // Fenced on a condition that never holds: every record is refused as stale, as a node's
+    // are once the cluster has declared it down.
+    const FENCE: crate::store::Table = crate::store::Table::new("fence");
+    h.store.fence(Some((FENCE, "epoch".into(), Some(b"1".to_vec()))));
+    let args = h.args(Strategy::OneForOne, Some(5), h.workers(&["a"]));
+    let (sup, _) = Actor::spawn(None, Supervisor, args).await.unwrap();
+    let first = h.starts(1).await;
+    first[0].1.cast(WorkerMsg::Fail).unwrap();
+    // Restarted, its records refused each time, and the supervisor goes on.
+    h.starts(1).await;
+    h.store.flush().await.unwrap();
+    let held = ractor::call!(sup, SupervisorMsg::Children).expect("the supervisor is alive");
+    assert_eq!(held, vec![("a".to_string(), true)]);
+    assert!(h.kinds_of("a").await.is_empty(), "no record was written");
+}

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{Child, Slot, State, SupervisorMsg};
 use crate::events::NewEvent;
-use crate::store::{Batch, Op};
+use crate::store::{Batch, Op, StoreError};
 use crate::supervision::child::{ChildEvent, ChildSpec};
 use crate::supervision::decision::{ChildView, Decision, Exit, Strategy};
 use crate::supervision::jobs::{self, Start};
@@ -168,8 +168,16 @@ impl State {
         let kind = format!("{}_{suffix}", spec.kind());
         batch.push(Op::Event(NewEvent::new(kind, Some(spec.id().to_owned()), data)));
         let myself = self.myself.clone();
-        self.store.submit_watched(batch, move |e| {
-            let _ = myself.cast(SupervisorMsg::WriteFailed(e.to_string()));
+        let supervisor = self.name.clone();
+        self.store.submit_watched(batch, move |e| match e {
+            // The cluster did not take it (no majority reachable, or this node was declared
+            // down and fenced): the disk is fine, and the node's lease decides what runs.
+            StoreError::Stale(_) | StoreError::Unavailable(_) | StoreError::NotLeader { .. } => {
+                tracing::warn!(%supervisor, error = %e, "a lifecycle record was not taken by the cluster");
+            }
+            e => {
+                let _ = myself.cast(SupervisorMsg::WriteFailed(e.to_string()));
+            }
         });
     }
 }
