@@ -6,8 +6,9 @@
 #     listing exactly those files;
 #   - the troupe.toml in the ConfigMap parses and sets only keys that deploy/troupe.toml
 #     names (a node refuses an unknown key at start);
-#   - compose.yaml: services a, b and c, each with a healthcheck, gateways published on
-#     127.0.0.1 only, b and c joining a, and only TROUPE_* variables that troupe reads;
+#   - compose.yaml: services a, b and c, each with a healthcheck on /healthz, gateways
+#     published on 127.0.0.1 only, each cluster address its fixed IP, a alone and b and c
+#     joining a's address, and only TROUPE_* variables that troupe reads;
 #   - local-cluster.sh: `bash -n` (and shellcheck, where it is installed);
 #   - troupe.service: its [Unit], [Service] and [Install] sections (and
 #     `systemd-analyze verify`, where it is installed).
@@ -159,6 +160,7 @@ try:
     with open(compose_path) as f:
         compose = yaml.safe_load(f)
     services = (compose or {}).get("services") or {}
+    cluster_address, joins = {}, {}
     for name in ("a", "b", "c"):
         service = services.get(name)
         if not isinstance(service, dict):
@@ -178,11 +180,19 @@ try:
         for var in env:
             if var.startswith("TROUPE_") and var not in known_env:
                 errors.append(f"compose.yaml: service {name}: troupe does not read {var}")
-        join = env.get("TROUPE_JOIN")
-        if name == "a" and join:
-            errors.append("compose.yaml: service a must start alone (no TROUPE_JOIN)")
-        if name != "a" and (not join or not str(join).startswith("a:")):
-            errors.append(f"compose.yaml: service {name} does not join a (TROUPE_JOIN)")
+        # The cluster address is the service's fixed IP; b and c join a's.
+        listen = str(env.get("TROUPE_CLUSTER_LISTEN") or "")
+        nets = service.get("networks") or {}
+        address = ((nets.get("troupe") or {}) if isinstance(nets, dict) else {}).get("ipv4_address")
+        if not address or listen != f"{address}:4697":
+            errors.append(f"compose.yaml: service {name}: TROUPE_CLUSTER_LISTEN is not its ipv4_address:4697")
+        cluster_address[name] = listen
+        joins[name] = env.get("TROUPE_JOIN")
+    if joins.get("a"):
+        errors.append("compose.yaml: service a must start alone (no TROUPE_JOIN)")
+    for name in ("b", "c"):
+        if name in joins and (not joins[name] or joins[name] != cluster_address.get("a")):
+            errors.append(f"compose.yaml: service {name} does not join a's cluster address (TROUPE_JOIN)")
 except (OSError, yaml.YAMLError) as e:
     errors.append(f"compose.yaml: {e}")
 

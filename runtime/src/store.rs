@@ -32,7 +32,7 @@ use apply::Log;
 pub use batch::{Batch, Op, Table};
 #[cfg(feature = "fault-injection")]
 pub use fault::file_gates;
-pub use fault::{gates_in, Fault, FaultHook};
+pub use fault::{gates_in, named_gates_in, Fault, FaultHook, NamedGates};
 pub use view::View;
 
 use crate::events::Event;

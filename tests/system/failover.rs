@@ -47,7 +47,7 @@ async fn wait_moved(node: &Node, id: &str, not: &str) -> Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_nodes_agents_and_tasks_serve_on_the_survivors_once() -> Result<()> {
+async fn a_killed_nodes_agents_swarm_and_tasks_serve_on_the_survivors_once() -> Result<()> {
     let mut nodes = start_cluster(
         NodeOpts::named("alpha"),
         vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
@@ -61,6 +61,14 @@ async fn a_killed_nodes_agents_and_tasks_serve_on_the_survivors_once() -> Result
         nodes[2].wait_agent_state(&id, "RUNNING").await?;
         agents.push(id);
     }
+    // A swarm of two on gamma: its coordinator and members move together.
+    let member = json!({ "count": 2, "agent": { "name": "echo", "capabilities": ["swarmed"],
+                                                 "backend": { "builtin": { "kind": "echo" } } } });
+    let q = "mutation($input: CreateSwarmInput!) { createSwarm(input: $input) { id members { id } } }";
+    let made = nodes[2]
+        .gql_ok(q, json!({ "input": { "name": "pair", "templates": [member] } }))
+        .await?;
+    let swarm = text(&made, "/createSwarm/id")?;
     // A task running on gamma when it dies, held there by a gate.
     let gate = Gate::new()?;
     let held = nodes[2].spawn_gated(&gate, &["slow"], 1).await?;
@@ -87,12 +95,38 @@ async fn a_killed_nodes_agents_and_tasks_serve_on_the_survivors_once() -> Result
         homes.iter().any(|h| h == "alpha") && homes.iter().any(|h| h == "beta"),
         "{homes:?}"
     );
+    let q = "query($id: ID!) { swarm(id: $id) { node status members { id node state } } }";
+    let deadline = Deadline::after(WAIT, "the swarm to serve off gamma");
+    loop {
+        let seen = nodes[0].gql(q, json!({ "id": swarm })).await?;
+        let s = &seen["data"]["swarm"];
+        let members = s["members"].as_array().cloned().unwrap_or_default();
+        let moved = s["node"].as_str().is_some_and(|n| n != "gamma")
+            && s["status"] == "HEALTHY"
+            && members.len() == 2
+            && members
+                .iter()
+                .all(|m| m["state"] == "RUNNING" && m["node"] == s["node"]);
+        if moved {
+            break;
+        }
+        deadline.tick(&seen).await?;
+    }
     let down = wait_member_state(&nodes[1], "gamma", "DOWN").await?;
     ensure!(down["lastHeartbeat"].is_string(), "{down}");
 
     // The leader told the story: gamma suspect, down, each of its agents moved.
     let events = nodes[1]
-        .events_after(None, &["MEMBER_SUSPECT", "MEMBER_DOWN", "AGENT_MOVED", "TASKS_MOVED"])
+        .events_after(
+            None,
+            &[
+                "MEMBER_SUSPECT",
+                "MEMBER_DOWN",
+                "AGENT_MOVED",
+                "SWARM_MOVED",
+                "TASKS_MOVED",
+            ],
+        )
         .await?;
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
     let down_at = kinds
@@ -105,6 +139,11 @@ async fn a_killed_nodes_agents_and_tasks_serve_on_the_survivors_once() -> Result
     for e in &moved {
         ensure!(e["data"]["from"] == "gamma" && e["data"]["reason"].is_string(), "{e}");
     }
+    let swarm_moved: Vec<&Value> = events.iter().filter(|e| e["kind"] == "SWARM_MOVED").collect();
+    ensure!(
+        swarm_moved.len() == 1 && swarm_moved[0]["subject"] == swarm.as_str() && swarm_moved[0]["data"]["members"] == 2,
+        "{swarm_moved:?}"
+    );
 
     // The task that was running is queued again on the agent's new node, not charged an
     // attempt, and ends there once the gate opens.
@@ -187,5 +226,98 @@ async fn a_frozen_node_is_declared_down_then_finds_itself_fenced_and_rejoins_wit
         .submit_to(&agent, json!({ "op": "echo", "value": "after thaw" }))
         .await?;
     nodes[0].wait_task_state(&task, "SUCCEEDED").await?;
+    Ok(())
+}
+
+/// Cuts `node` off from every other node both ways (see the partition gates), or heals it.
+fn cut(nodes: &[Node], at: usize, on: bool) -> Result<()> {
+    for other in nodes.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, n)| n) {
+        for (side, peer) in [(&nodes[at], &other.name), (other, &nodes[at].name)] {
+            let gate = format!("partition-{peer}");
+            match on {
+                true => side.inject_fault(&gate)?,
+                false => side.clear_fault(&gate)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_refuses_writes_while_the_majority_moves_its_agents_and_goes_on() -> Result<()> {
+    let nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    let agent = nodes[2].spawn_builtin("echo", &["cut"]).await?;
+    nodes[2].wait_agent_state(&agent, "RUNNING").await?;
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+
+    cut(&nodes, 2, true)?;
+    // The majority declares gamma down and runs its agent.
+    let home = wait_moved(&nodes[0], &agent, "gamma").await?;
+    ensure!(home != "gamma");
+    // gamma, alone, takes no write, and says why.
+    let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }";
+    let refused = nodes[2].gql(m, json!({ "n": "on-the-minority" })).await?;
+    ensure!(
+        super::support::error_code(&refused).as_deref() == Some("UNAVAILABLE"),
+        "{refused}"
+    );
+    // The majority goes on.
+    nodes[1].gql_ok(m, json!({ "n": "on-the-majority" })).await?;
+    let task = nodes[0].submit_to(&agent, json!({ "during": "cut" })).await?;
+    nodes[1].wait_task_state(&task, "SUCCEEDED").await?;
+
+    cut(&nodes, 2, false)?;
+    wait_member_state(&nodes[0], "gamma", "UP").await?;
+    let deadline = Deadline::after(WAIT, "gamma to record its fencing and catch up");
+    loop {
+        let fenced = nodes[2].events_after(None, &["NODE_FENCED"]).await?;
+        let q = "query($id: ID!) { agent(id: $id) { node } }";
+        let seen = nodes[2].gql_ok(q, json!({ "id": agent })).await?;
+        if fenced.iter().any(|e| e["subject"] == "gamma") && seen["agent"]["node"] == home.as_str() {
+            break;
+        }
+        deadline.tick(format!("{fenced:?} {seen}")).await?;
+    }
+    // One AGENT_MOVED: gamma, back, started no copy and moved nothing back.
+    let moved = nodes[2].events_after(None, &["AGENT_MOVED"]).await?;
+    ensure!(moved.len() == 1, "{moved:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leaders_agents_move_once_a_new_leader_has_judged_it() -> Result<()> {
+    let mut nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    let leader = text(&nodes[1].gql_ok(CLUSTER, json!({})).await?, "/cluster/leader")?;
+    let at = nodes.iter().position(|n| n.name == leader).context("no leader")?;
+    let agent = nodes[at].spawn_builtin("echo", &["led"]).await?;
+    nodes[at].wait_agent_state(&agent, "RUNNING").await?;
+    let survivor = (at + 1) % 3;
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[survivor], m, "UP").await?;
+    }
+    let killed = Instant::now();
+    nodes[at].kill9().await?;
+    let home = wait_moved(&nodes[survivor], &agent, &leader).await?;
+    eprintln!(
+        "the old leader's agent served on {home} {:?} after the kill",
+        killed.elapsed()
+    );
+    let view = nodes[survivor].gql_ok(CLUSTER, json!({})).await?;
+    ensure!(view["cluster"]["leader"] != leader.as_str(), "{view}");
+    wait_member_state(&nodes[survivor], &leader, "DOWN").await?;
+    let task = nodes[survivor]
+        .submit_to(&agent, json!({ "after": "leader loss" }))
+        .await?;
+    nodes[survivor].wait_task_state(&task, "SUCCEEDED").await?;
     Ok(())
 }

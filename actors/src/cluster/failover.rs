@@ -43,7 +43,8 @@ use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 use super::directory::{held_in, placement_in, Placement};
 use super::Cluster;
 use crate::agent::{AgentSpec, Owner};
-use crate::tables::{AGENTS, DIRECTORY, OPEN_TASKS, TASKS, TASK_STATUS};
+use crate::swarm::SwarmSpec;
+use crate::tables::{AGENTS, DIRECTORY, OPEN_TASKS, SWARMS, TASKS, TASK_STATUS};
 use crate::task::{TaskSpec, TaskStatus};
 
 /// How often a node beats each peer.
@@ -518,7 +519,8 @@ async fn transition(
     batch = batch.event(NewEvent::new(
         kind,
         Some(node.clone()),
-        json!({ "node": node, "silentMs": silent_ms, "epoch": epoch, "agentsMoved": plan.agents.len(), "tasksMoved": plan.tasks.len() }),
+        json!({ "node": node, "silentMs": silent_ms, "epoch": epoch, "agentsMoved": plan.agents.len(),
+                "swarmsMoved": plan.swarms.len(), "tasksMoved": plan.tasks.len() }),
     ));
     for (mut spec, placement) in plan.agents {
         let to = placement.node.clone();
@@ -531,6 +533,26 @@ async fn transition(
                 Some(spec.id.clone()),
                 json!({ "from": node, "to": to, "reason": reason, "epoch": placement.epoch }),
             ));
+    }
+    for moving in plan.swarms {
+        let (teams, members) = (moving.swarms.len() - 1, moving.members.len());
+        for (mut spec, placement) in moving.swarms {
+            spec.node = placement.node.clone();
+            batch = batch
+                .put(SWARMS, spec.id.clone(), troupe_runtime::codec::encode(&spec)?)
+                .put(DIRECTORY, spec.id.clone(), troupe_runtime::codec::encode(&placement)?);
+        }
+        for (mut spec, placement) in moving.members {
+            spec.node = placement.node.clone();
+            batch = batch
+                .put(AGENTS, spec.id.clone(), troupe_runtime::codec::encode(&spec)?)
+                .put(DIRECTORY, spec.id.clone(), troupe_runtime::codec::encode(&placement)?);
+        }
+        batch = batch.event(NewEvent::new(
+            "SWARM_MOVED",
+            Some(moving.top.clone()),
+            json!({ "from": node, "to": moving.to, "reason": reason, "teams": teams, "members": members }),
+        ));
     }
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for (id, placement) in plan.tasks {
@@ -552,18 +574,31 @@ struct Plan {
     /// The lost node's fencing epoch now.
     epoch: u64,
     agents: Vec<(AgentSpec, Placement)>,
+    /// Each top-level swarm with where it goes, and what goes with it: its teams (nested
+    /// swarms) and the members of all of them.
+    swarms: Vec<SwarmMove>,
     tasks: Vec<(String, Placement)>,
 }
 
+/// A swarm subtree moving to one node.
+struct SwarmMove {
+    top: String,
+    to: String,
+    swarms: Vec<(SwarmSpec, Placement)>,
+    members: Vec<(AgentSpec, Placement)>,
+}
+
 /// Places every agent the lost node `lost` ran for itself on the survivor that holds the
-/// fewest agents then, and each of its open tasks on the node its agent went to (else on
-/// the survivor that took the most agents). With no survivor nothing moves: the entities
-/// wait for their node (or for one that joins).
+/// fewest agents then, each of its top-level swarms (with its teams and all their members)
+/// likewise, weighed by its members, and each of its open tasks on the node its agent went
+/// to (else on the survivor that took the most). With no survivor nothing moves: the
+/// entities wait for their node (or for one that joins).
 fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Result<Plan, StoreError> {
     let epoch = epoch_in(v, lost)?;
     let mut plan = Plan {
         epoch,
         agents: Vec::new(),
+        swarms: Vec::new(),
         tasks: Vec::new(),
     };
     if survivors.is_empty() {
@@ -571,40 +606,101 @@ fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Result<Plan, St
     }
     let mut load: BTreeMap<&str, usize> = survivors.iter().map(|s| (s.as_str(), 0)).collect();
     let mut lost_agents = Vec::new();
+    // A swarm's members, by swarm.
+    let mut members: HashMap<String, Vec<(AgentSpec, u64)>> = HashMap::new();
     v.scan(AGENTS, None, |id, bytes| {
         let Some(placement) = placement_in(v, id)? else {
             return Ok(true);
         };
         if placement.node == lost {
             let spec: AgentSpec = troupe_runtime::codec::decode(bytes)?;
-            if spec.owner == Owner::Node {
-                lost_agents.push((spec, placement.epoch));
+            match &spec.owner {
+                Owner::Node => lost_agents.push((spec, placement.epoch)),
+                Owner::Swarm(swarm) => members.entry(swarm.clone()).or_default().push((spec, placement.epoch)),
             }
         } else if let Some(n) = load.get_mut(placement.node.as_str()) {
             *n += 1;
         }
         Ok(true)
     })?;
+    let mut lost_swarms: Vec<(SwarmSpec, u64)> = Vec::new();
+    v.scan(SWARMS, None, |id, bytes| {
+        if let Some(placement) = placement_in(v, id)?.filter(|p| p.node == lost) {
+            lost_swarms.push((troupe_runtime::codec::decode(bytes)?, placement.epoch));
+        }
+        Ok(true)
+    })?;
     let mut moved_to: HashMap<String, String> = HashMap::new();
     let mut taken: BTreeMap<String, usize> = BTreeMap::new();
-    for (spec, epoch) in lost_agents {
+    let mut least_loaded = |load: &mut BTreeMap<&str, usize>, weight: usize| -> String {
         let to = load
             .iter()
             .min_by_key(|(name, n)| (**n, **name))
             .map(|(name, _)| (*name).to_owned())
             .unwrap_or_else(|| survivors[0].clone());
         if let Some(n) = load.get_mut(to.as_str()) {
-            *n += 1;
+            *n += weight;
         }
-        *taken.entry(to.clone()).or_default() += 1;
+        *taken.entry(to.clone()).or_default() += weight;
+        to
+    };
+    for (spec, epoch) in lost_agents {
+        let to = least_loaded(&mut load, 1);
         moved_to.insert(spec.id.clone(), to.clone());
-        plan.agents.push((
-            spec,
-            Placement {
-                node: to,
-                epoch: epoch + 1,
-            },
-        ));
+        let placement = Placement {
+            node: to,
+            epoch: epoch + 1,
+        };
+        plan.agents.push((spec, placement));
+    }
+    // A swarm moves whole: the top-level swarm with its teams, and every member of them.
+    let mut teams: HashMap<String, Vec<String>> = HashMap::new();
+    for (spec, _) in &lost_swarms {
+        if let Some(lead) = &spec.lead {
+            teams.entry(lead.swarm.clone()).or_default().push(spec.id.clone());
+        }
+    }
+    let mut by_id: HashMap<String, (SwarmSpec, u64)> =
+        lost_swarms.into_iter().map(|(s, e)| (s.id.clone(), (s, e))).collect();
+    let mut tops: Vec<String> = by_id
+        .values()
+        .filter(|(s, _)| s.lead.as_ref().is_none_or(|l| !by_id.contains_key(&l.swarm)))
+        .map(|(s, _)| s.id.clone())
+        .collect();
+    tops.sort();
+    for top in tops {
+        let mut subtree = vec![top.clone()];
+        let mut i = 0;
+        while i < subtree.len() {
+            subtree.extend(teams.get(&subtree[i]).cloned().unwrap_or_default());
+            i += 1;
+        }
+        let weight: usize = subtree.iter().map(|s| members.get(s).map_or(0, Vec::len)).sum();
+        let to = least_loaded(&mut load, weight.max(1));
+        let mut moving = SwarmMove {
+            top: top.clone(),
+            to: to.clone(),
+            swarms: Vec::new(),
+            members: Vec::new(),
+        };
+        for id in subtree {
+            if let Some((spec, epoch)) = by_id.remove(&id) {
+                let placement = Placement {
+                    node: to.clone(),
+                    epoch: epoch + 1,
+                };
+                moving.swarms.push((spec, placement));
+            }
+            for (spec, epoch) in members.remove(&id).unwrap_or_default() {
+                moved_to.insert(spec.id.clone(), to.clone());
+                let placement = Placement {
+                    node: to.clone(),
+                    epoch: epoch + 1,
+                };
+                moving.members.push((spec, placement));
+            }
+        }
+        plan.swarms.push(moving);
     }
     let heir = taken
         .iter()
@@ -669,6 +765,16 @@ pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::ser
                         Err(e) => {
                             tracing::warn!(agent = %id, error = %e, "could not start an agent moved to this node")
                         }
+                    }
+                });
+            }
+            "SWARM_MOVED" if event.data["to"] == me.as_str() => {
+                let Some(id) = event.subject.clone() else { continue };
+                let port = api.swarms().port();
+                tokio::spawn(async move {
+                    match port.take_over(&id).await {
+                        Ok(()) => tracing::info!(swarm = %id, "started a swarm moved to this node"),
+                        Err(e) => tracing::warn!(swarm = %id, error = %e, "could not start a swarm moved to this node"),
                     }
                 });
             }

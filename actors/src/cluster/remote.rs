@@ -468,6 +468,11 @@ pub fn is_connected(role: &str, node: &str) -> bool {
 
 /// Calls the `S` service of `node`, waiting at most `timeout`.
 pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Duration) -> Result<S::Response, ApiError> {
+    if cut_off(node) {
+        return Err(ApiError::Unavailable(format!(
+            "node {node} is cut off from this node (injected partition)"
+        )));
+    }
     let cell = ractor::pg::get_members(&group(S::ROLE, node))
         .into_iter()
         .next()
@@ -482,6 +487,23 @@ pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Dura
         ))),
         Ok(CallResult::SenderError) | Err(_) => Err(ApiError::Unavailable(format!("node {node} went away"))),
     }
+}
+
+/// The partition gates of this process's node: a test node (built with the store's
+/// `fault-injection` feature) sends nothing to a peer while its `partition-<peer>` gate is
+/// set, its beats, Raft messages and service calls alike (set on both sides, the cut is
+/// both ways).
+static PARTITION: std::sync::OnceLock<troupe_runtime::store::NamedGates> = std::sync::OnceLock::new();
+
+/// Sets the partition gates (once per process; a node is one process).
+pub fn set_partition_gates(gates: Option<troupe_runtime::store::NamedGates>) {
+    if let Some(gates) = gates {
+        let _ = PARTITION.set(gates);
+    }
+}
+
+fn cut_off(node: &str) -> bool {
+    PARTITION.get().is_some_and(|g| g.is_set(&format!("partition-{node}")))
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             path: config.data_dir.clone(),
             source,
         })?;
+    crate::cluster::remote::set_partition_gates(store::named_gates_in(config.data_dir.join("faults")));
     let options = StoreOptions {
         event_retention: config.event_retention,
         fault: store::gates_in(config.data_dir.join("faults")),

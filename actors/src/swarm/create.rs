@@ -170,3 +170,33 @@ impl Port {
         Ok(())
     }
 }
+
+impl Port {
+    /// Starts here a swarm the cluster moved to this node (its node was lost): its
+    /// subtree, members and teams included, from the replicated store, as a restart would.
+    pub(crate) async fn take_over(&self, id: &str) -> Result<(), ApiError> {
+        if self.slots.swarm_supervisors.get(id).is_some() {
+            return Ok(());
+        }
+        let bytes = self
+            .store
+            .get(SWARMS, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("swarm {id} is not stored")))?;
+        let spec: SwarmSpec = troupe_runtime::codec::decode(&bytes)?;
+        let supervisor = self.parent_supervisor(&spec)?;
+        let failure = StartFailure::default();
+        let child = super::swarm_child(self, id.to_owned(), failure.clone());
+        ask(
+            &supervisor,
+            |r| SupervisorMsg::StartChild(child, r),
+            "the swarms supervisor",
+        )
+        .await?
+        .map_err(|e| {
+            failure
+                .take()
+                .unwrap_or_else(|| ApiError::Unavailable(format!("swarm {id} did not start: {e}")))
+        })
+    }
+}

@@ -72,3 +72,27 @@ pub fn gates_in(dir: std::path::PathBuf) -> Option<FaultHook> {
         None
     }
 }
+
+/// Gates by name in a directory: a gate is set while the file of its name exists. Made
+/// only when the `fault-injection` feature is on and the directory exists when the node
+/// starts (see [`gates_in`]); used for faults outside the store, such as a partition
+/// between nodes (`partition-<peer>`).
+#[derive(Debug, Clone)]
+pub struct NamedGates(std::path::PathBuf);
+
+impl NamedGates {
+    pub fn is_set(&self, name: &str) -> bool {
+        self.0.join(name).exists()
+    }
+}
+
+/// The [`NamedGates`] of `dir`, as [`gates_in`] decides for the store's.
+pub fn named_gates_in(dir: std::path::PathBuf) -> Option<NamedGates> {
+    #[cfg(feature = "fault-injection")]
+    return dir.is_dir().then_some(NamedGates(dir));
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = dir;
+        None
+    }
+}
