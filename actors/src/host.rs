@@ -22,6 +22,7 @@ pub mod link;
 mod removal;
 mod remove;
 mod spec;
+mod takeover;
 
 pub(crate) use add::add;
 pub use children::{host_child, HostsChild};
@@ -35,6 +36,7 @@ pub use libvirt::{domain_xml, simulated_node_xml, DomainObs, DomainStateName, Li
 pub(crate) use removal::records_may_go_from;
 pub(crate) use remove::remove;
 pub use spec::{AddHostRequest, DrainProgress, HostMode, HostSpec, HostState, HostView};
+pub(crate) use takeover::{prepare_simulated, restore_vms, take_over};
 
 use crate::error::ApiError;
 

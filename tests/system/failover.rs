@@ -47,7 +47,7 @@ async fn wait_moved(node: &Node, id: &str, not: &str) -> Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_nodes_agents_swarm_and_tasks_serve_on_the_survivors_once() -> Result<()> {
+async fn a_killed_nodes_agents_swarm_hosts_and_tasks_serve_on_the_survivors_once() -> Result<()> {
     let mut nodes = start_cluster(
         NodeOpts::named("alpha"),
         vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
@@ -69,6 +69,11 @@ async fn a_killed_nodes_agents_swarm_and_tasks_serve_on_the_survivors_once() -> 
         .gql_ok(q, json!({ "input": { "name": "pair", "templates": [member] } }))
         .await?;
     let swarm = text(&made, "/createSwarm/id")?;
+    // A VM on one of gamma's (simulated) hosts: the host moves, and its driver re-creates it.
+    let vm = text(
+        &super::support::vms::create_vm(&nodes[2], json!({ "name": "web", "vcpus": 1, "memoryMiB": 256 })).await?,
+        "/id",
+    )?;
     // A task running on gamma when it dies, held there by a gate.
     let gate = Gate::new()?;
     let held = nodes[2].spawn_gated(&gate, &["slow"], 1).await?;
@@ -112,6 +117,19 @@ async fn a_killed_nodes_agents_swarm_and_tasks_serve_on_the_survivors_once() -> 
         }
         deadline.tick(&seen).await?;
     }
+    let q = "query($id: ID!) { vm(id: $id) { state host { name node state } } }";
+    let deadline = Deadline::after(WAIT, "the VM to run off gamma");
+    loop {
+        let seen = nodes[1].gql(q, json!({ "id": vm })).await?;
+        let v = &seen["data"]["vm"];
+        if v["state"] == "RUNNING"
+            && v["host"]["state"] == "UP"
+            && v["host"]["node"].as_str().is_some_and(|n| n != "gamma")
+        {
+            break;
+        }
+        deadline.tick(&seen).await?;
+    }
     let down = wait_member_state(&nodes[1], "gamma", "DOWN").await?;
     ensure!(down["lastHeartbeat"].is_string(), "{down}");
 
@@ -124,6 +142,7 @@ async fn a_killed_nodes_agents_swarm_and_tasks_serve_on_the_survivors_once() -> 
                 "MEMBER_DOWN",
                 "AGENT_MOVED",
                 "SWARM_MOVED",
+                "HOST_MOVED",
                 "TASKS_MOVED",
             ],
         )
@@ -139,6 +158,8 @@ async fn a_killed_nodes_agents_swarm_and_tasks_serve_on_the_survivors_once() -> 
     for e in &moved {
         ensure!(e["data"]["from"] == "gamma" && e["data"]["reason"].is_string(), "{e}");
     }
+    let hosts_moved = events.iter().filter(|e| e["kind"] == "HOST_MOVED").count();
+    ensure!(hosts_moved == 3, "gamma's three simulated hosts: {kinds:?}");
     let swarm_moved: Vec<&Value> = events.iter().filter(|e| e["kind"] == "SWARM_MOVED").collect();
     ensure!(
         swarm_moved.len() == 1 && swarm_moved[0]["subject"] == swarm.as_str() && swarm_moved[0]["data"]["members"] == 2,

@@ -43,9 +43,11 @@ use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 use super::directory::{held_in, placement_in, Placement};
 use super::Cluster;
 use crate::agent::{AgentSpec, Owner};
+use crate::host::HostSpec;
 use crate::swarm::SwarmSpec;
-use crate::tables::{AGENTS, DIRECTORY, OPEN_TASKS, SWARMS, TASKS, TASK_STATUS};
+use crate::tables::{AGENTS, DIRECTORY, HOSTS, OPEN_TASKS, SWARMS, TASKS, TASK_STATUS, VM_STATUS};
 use crate::task::{TaskSpec, TaskStatus};
+use crate::vm::VmStatus;
 
 /// How often a node beats each peer.
 pub const BEAT: Duration = Duration::from_millis(250);
@@ -520,7 +522,7 @@ async fn transition(
         kind,
         Some(node.clone()),
         json!({ "node": node, "silentMs": silent_ms, "epoch": epoch, "agentsMoved": plan.agents.len(),
-                "swarmsMoved": plan.swarms.len(), "tasksMoved": plan.tasks.len() }),
+                "swarmsMoved": plan.swarms.len(), "hostsMoved": plan.hosts.len(), "tasksMoved": plan.tasks.len() }),
     ));
     for (mut spec, placement) in plan.agents {
         let to = placement.node.clone();
@@ -554,6 +556,21 @@ async fn transition(
             json!({ "from": node, "to": moving.to, "reason": reason, "teams": teams, "members": members }),
         ));
     }
+    for (mut spec, placement, vms) in plan.hosts {
+        let to = placement.node.clone();
+        spec.node = to.clone();
+        batch = batch
+            .put(HOSTS, spec.id.clone(), troupe_runtime::codec::encode(&spec)?)
+            .put(DIRECTORY, spec.id.clone(), troupe_runtime::codec::encode(&placement)?);
+        for vm in &vms {
+            batch = batch.put(DIRECTORY, vm.clone(), troupe_runtime::codec::encode(&placement)?);
+        }
+        batch = batch.event(NewEvent::new(
+            "HOST_MOVED",
+            Some(spec.id.clone()),
+            json!({ "from": node, "to": to, "reason": reason, "name": spec.name, "vms": vms.len() }),
+        ));
+    }
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for (id, placement) in plan.tasks {
         *per_node.entry(placement.node.clone()).or_default() += 1;
@@ -577,6 +594,8 @@ struct Plan {
     /// Each top-level swarm with where it goes, and what goes with it: its teams (nested
     /// swarms) and the members of all of them.
     swarms: Vec<SwarmMove>,
+    /// Each host with where it goes, and the VMs on it.
+    hosts: Vec<(HostSpec, Placement, Vec<String>)>,
     tasks: Vec<(String, Placement)>,
 }
 
@@ -591,7 +610,8 @@ struct SwarmMove {
 /// Places every agent the lost node `lost` ran for itself on the survivor that holds the
 /// fewest agents then, each of its top-level swarms (with its teams and all their members)
 /// likewise, weighed by its members, and each of its open tasks on the node its agent went
-/// to (else on the survivor that took the most). With no survivor nothing moves: the
+/// to (else on the survivor that took the most); each host (with its VMs) to the survivor
+/// driving the fewest. With no survivor nothing moves: the
 /// entities wait for their node (or for one that joins).
 fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Result<Plan, StoreError> {
     let epoch = epoch_in(v, lost)?;
@@ -599,6 +619,7 @@ fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Result<Plan, St
         epoch,
         agents: Vec::new(),
         swarms: Vec::new(),
+        hosts: Vec::new(),
         tasks: Vec::new(),
     };
     if survivors.is_empty() {
@@ -702,6 +723,40 @@ fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Result<Plan, St
         }
         plan.swarms.push(moving);
     }
+    // Each host to the survivor driving the fewest, with the VMs on it.
+    let mut drives: BTreeMap<&str, usize> = survivors.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut lost_hosts = Vec::new();
+    v.scan(HOSTS, None, |_, bytes| {
+        let spec: HostSpec = troupe_runtime::codec::decode(bytes)?;
+        match drives.get_mut(spec.node.as_str()) {
+            Some(n) => *n += 1,
+            None if spec.node == lost => lost_hosts.push(spec),
+            None => {}
+        }
+        Ok(true)
+    })?;
+    let mut on_host: HashMap<String, Vec<String>> = HashMap::new();
+    if !lost_hosts.is_empty() {
+        v.scan(VM_STATUS, None, |id, bytes| {
+            if let Some(host) = troupe_runtime::codec::decode::<VmStatus>(bytes)?.host {
+                on_host.entry(host).or_default().push(id.to_owned());
+            }
+            Ok(true)
+        })?;
+    }
+    for spec in lost_hosts {
+        let to = drives
+            .iter()
+            .min_by_key(|(name, n)| (**n, **name))
+            .map(|(name, _)| (*name).to_owned())
+            .unwrap_or_else(|| survivors[0].clone());
+        if let Some(n) = drives.get_mut(to.as_str()) {
+            *n += 1;
+        }
+        let epoch = placement_in(v, &spec.id)?.map_or(0, |p| p.epoch) + 1;
+        let vms = on_host.remove(&spec.id).unwrap_or_default();
+        plan.hosts.push((spec, Placement { node: to, epoch }, vms));
+    }
     let heir = taken
         .iter()
         .max_by_key(|(name, n)| (**n, std::cmp::Reverse((*name).clone())))
@@ -775,6 +830,16 @@ pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::ser
                     match port.take_over(&id).await {
                         Ok(()) => tracing::info!(swarm = %id, "started a swarm moved to this node"),
                         Err(e) => tracing::warn!(swarm = %id, error = %e, "could not start a swarm moved to this node"),
+                    }
+                });
+            }
+            "HOST_MOVED" if event.data["to"] == me.as_str() => {
+                let Some(id) = event.subject.clone() else { continue };
+                let hosts = api.hosts().clone();
+                tokio::spawn(async move {
+                    match crate::host::take_over(&hosts.fleet, &id, hosts.intensity).await {
+                        Ok(()) => tracing::info!(host = %id, "driving a host moved to this node"),
+                        Err(e) => tracing::warn!(host = %id, error = %e, "could not drive a host moved to this node"),
                     }
                 });
             }

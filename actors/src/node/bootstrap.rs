@@ -26,8 +26,7 @@ use crate::service::raft::RaftService;
 use crate::service::{Agents, Api, Context, Hosts, Messages, Swarms, Tasks, Vms};
 use crate::serving::Serving;
 use crate::slots::Slots;
-use crate::tables::{AGENT_STATUS, HOSTS, VMS, VM_STATUS};
-use crate::vm::{MigrationPhase, VmSpec, VmStatus};
+use crate::tables::{AGENT_STATUS, HOSTS};
 
 /// How long a node started with `--join` and a fresh data dir waits to be admitted.
 const JOIN_WITHIN: Duration = Duration::from_secs(120);
@@ -451,77 +450,14 @@ async fn load_fleet(fleet: &Fleet, simulated: usize) -> Result<(), crate::error:
         }
         fleet.store.write(batch).await?;
     }
-    let dir = fleet.settings.data_dir.join("hosts");
     for spec in &mut hosts {
         if spec.simulated {
-            // The node file libvirt's test driver reads: 32 CPUs and 64 GiB each.
-            let path = std::path::absolute(dir.join(format!("{}.xml", spec.name)))
-                .map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
-            let (parent, file) = (dir.clone(), path.clone());
-            blocking(move || {
-                std::fs::create_dir_all(&parent)?;
-                if !file.exists() {
-                    std::fs::write(&file, crate::host::simulated_node_xml(32, 64 * 1024))?;
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await
-            .map_err(|e| crate::error::ApiError::Internal(format!("{}: {e}", dir.display())))?;
-            let uri = format!("test://{}", path.display());
-            if spec.uri != uri {
-                spec.uri = uri;
-                fleet
-                    .store
-                    .write(Batch::new().put(HOSTS, spec.id.clone(), troupe_runtime::codec::encode(&*spec)?))
-                    .await?;
-            }
+            crate::host::prepare_simulated(fleet, spec).await?;
         }
         fleet.register(spec.clone());
     }
-    let node = fleet.node.clone();
-    // Each VM with whether this node holds it when no host holds it.
-    let vms: Vec<(VmSpec, VmStatus, bool)> = fleet
-        .store
-        .view(move |v| {
-            let mut out = Vec::new();
-            v.scan(VMS, None, |id, bytes| {
-                if let Some(status) = v.get(VM_STATUS, id)? {
-                    out.push((
-                        troupe_runtime::codec::decode(bytes)?,
-                        troupe_runtime::codec::decode(&status)?,
-                        crate::cluster::directory::held_in(v, id, &node)?,
-                    ));
-                }
-                Ok(true)
-            })?;
-            Ok(out)
-        })
-        .await?;
-    let mine: std::collections::HashSet<&str> = hosts.iter().map(|h| h.id.as_str()).collect();
-    let held = |status: &VmStatus, held_here: bool| match &status.host {
-        Some(host) => mine.contains(host.as_str()),
-        None => held_here,
-    };
-    let vms = vms
-        .into_iter()
-        .filter(|(_, status, here)| held(status, *here))
-        .map(|(spec, status, _)| (spec, status));
-    for (spec, mut status) in vms {
-        crate::vm::gauge_moved(None, Some(status.state));
-        if let Some(host) = &status.host {
-            fleet.restore_claim(&spec, host);
-        }
-        if let Some(m) = status.migration.as_mut().filter(|m| !m.phase.is_over()) {
-            m.phase = MigrationPhase::Failed;
-            m.error = Some("the node restarted during the migration".into());
-            m.finished_at = Some(troupe_runtime::clock::now());
-            fleet
-                .store
-                .write(Batch::new().put(VM_STATUS, spec.id.clone(), troupe_runtime::codec::encode(&status)?))
-                .await?;
-        }
-    }
-    Ok(())
+    let mine: std::collections::HashSet<String> = hosts.iter().map(|h| h.id.clone()).collect();
+    crate::host::restore_vms(fleet, &mine, true).await
 }
 
 struct SchedulerChild {
