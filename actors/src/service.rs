@@ -163,6 +163,32 @@ impl Api {
         Ok(crate::cluster::replicated::state(&self.ctx.cluster, &self.ctx.store).await?)
     }
 
+    /// Changes the cluster's membership (made by the leader, wherever it is asked), then
+    /// answers the member as this node sees it after.
+    pub async fn change_membership(
+        &self,
+        change: crate::service::node::MemberChange,
+    ) -> Result<crate::cluster::replicated::LogMember, ApiError> {
+        use crate::service::node::{MemberChange, NodeLocal};
+        let node = match &change {
+            MemberChange::Leave(n) | MemberChange::Forget(n) | MemberChange::Role(n, _) => n.clone(),
+        };
+        let service = crate::service::node::NodeService {
+            cluster: self.ctx.cluster.clone(),
+            store: self.ctx.store.clone(),
+            voters: self.ctx.voters,
+        };
+        service.change(change).await?;
+        // The change is applied here once this node has caught up with the leader.
+        self.ctx.store.flush().await?;
+        let state = self.cluster_state().await?;
+        match state.members.into_iter().find(|m| m.name == node) {
+            Some(member) => Ok(member),
+            // Removed from the log's membership: what the store last recorded of it.
+            None => crate::cluster::replicated::departed(&self.ctx.store, &node).await,
+        }
+    }
+
     pub async fn last_seq(&self) -> Result<u64, ApiError> {
         Ok(self.ctx.store.last_seq().await?)
     }

@@ -48,6 +48,7 @@ pub struct Mutation(
     vms::VmsMutation,
     messages::MessagesMutation,
     swarms::SwarmsMutation,
+    node::NodeMutation,
 );
 
 #[derive(MergedSubscription, Default)]

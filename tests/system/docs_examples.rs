@@ -21,7 +21,7 @@ enum Outcome {
 }
 
 /// By a piece of the example's text.
-const EXPECTED: [(&str, Outcome, &str); 5] = [
+const EXPECTED: [(&str, Outcome, &str); 6] = [
     (
         "addHost(",
         Outcome::Skipped,
@@ -41,6 +41,11 @@ const EXPECTED: [(&str, Outcome, &str); 5] = [
         "events(after: 40",
         Outcome::Code("INVALID_INPUT"),
         "the cursor is past a fresh node's log",
+    ),
+    (
+        "(node: \"c\"",
+        Outcome::Code("NOT_FOUND"),
+        "a lone node has no member named c",
     ),
     (
         "(id: \"0193",

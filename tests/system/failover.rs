@@ -342,3 +342,104 @@ async fn a_killed_leaders_agents_move_once_a_new_leader_has_judged_it() -> Resul
     nodes[survivor].wait_task_state(&task, "SUCCEEDED").await?;
     Ok(())
 }
+
+const MEMBER: &str = "name role state incarnation";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it_goes() -> Result<()> {
+    let nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    // A voter becomes a learner and a voter again.
+    let role = format!("mutation($n: String!, $r: MemberRole!) {{ setMemberRole(node: $n, role: $r) {{ {MEMBER} }} }}");
+    let learner = nodes[1].gql_ok(&role, json!({ "n": "gamma", "r": "LEARNER" })).await?;
+    ensure!(learner["setMemberRole"]["role"] == "LEARNER", "{learner}");
+    ensure!(member(&nodes[0], "gamma").await?["role"] == "LEARNER");
+    let voter = nodes[2].gql_ok(&role, json!({ "n": "gamma", "r": "VOTER" })).await?;
+    ensure!(voter["setMemberRole"]["role"] == "VOTER", "{voter}");
+
+    let agent = text(
+        &nodes[2]
+            .spawn_agent(json!({ "name": "leaver", "backend": { "process": { "command": python_agent() } } }))
+            .await?,
+        "/id",
+    )?;
+    nodes[2].wait_agent_state(&agent, "RUNNING").await?;
+    let before = groups(&nodes[2], &agent).await?;
+    ensure!(before.len() == 1, "{before:?}");
+    let leave = format!("mutation($n: String!) {{ leaveCluster(node: $n) {{ {MEMBER} }} }}");
+    let left = nodes[0].gql_ok(&leave, json!({ "n": "gamma" })).await?;
+    ensure!(left["leaveCluster"]["state"] == "LEFT", "{left}");
+    // Its process stopped before the agent started elsewhere; it runs there now, once.
+    ensure!(!pid_alive(before[0] as i32), "gamma's process still runs");
+    let home = wait_moved(&nodes[0], &agent, "gamma").await?;
+    let after = groups(&nodes[if home == "alpha" { 0 } else { 1 }], &agent).await?;
+    ensure!(after.len() == 1 && after != before, "{before:?} then {after:?}");
+    let view = nodes[1].gql_ok(CLUSTER, json!({})).await?;
+    let names: Vec<&str> = view["cluster"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    ensure!(names == ["alpha", "beta"] || names == ["beta", "alpha"], "{view}");
+    let events = nodes[1]
+        .events_after(None, &["MEMBER_LEFT", "AGENT_MOVED", "MEMBER_ROLE_CHANGED"])
+        .await?;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    ensure!(
+        kinds
+            == [
+                "MEMBER_ROLE_CHANGED",
+                "MEMBER_ROLE_CHANGED",
+                "MEMBER_LEFT",
+                "AGENT_MOVED"
+            ],
+        "{kinds:?}"
+    );
+    // The two that remain go on.
+    let task = nodes[1]
+        .submit_to(&agent, json!({ "op": "echo", "value": "after leave" }))
+        .await?;
+    nodes[0].wait_task_state(&task, "SUCCEEDED").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> {
+    let mut nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    let forget = format!("mutation($n: String!) {{ forgetMember(node: $n) {{ {MEMBER} }} }}");
+    // A member that is there is drained, not forgotten.
+    let refused = nodes[0].gql(&forget, json!({ "n": "gamma" })).await?;
+    ensure!(
+        super::support::error_code(&refused).as_deref() == Some("CONFLICT"),
+        "{refused}"
+    );
+    nodes[2].kill9().await?;
+    wait_member_state(&nodes[0], "gamma", "DOWN").await?;
+    let gone = nodes[1].gql_ok(&forget, json!({ "n": "gamma" })).await?;
+    ensure!(gone["forgetMember"]["state"] == "LEFT", "{gone}");
+    let deadline = Deadline::after(WAIT, "gamma to be out of the membership");
+    loop {
+        let view = nodes[0].gql_ok(CLUSTER, json!({})).await?;
+        if view["cluster"]["members"].as_array().is_some_and(|m| m.len() == 2) {
+            break;
+        }
+        deadline.tick(&view).await?;
+    }
+    let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }";
+    nodes[0].gql_ok(m, json!({ "n": "after-forget" })).await?;
+    Ok(())
+}

@@ -141,6 +141,10 @@ struct Book {
     granted: HashMap<String, Instant>,
     /// When this node last heard from each peer at all.
     heard: HashMap<String, Instant>,
+    /// This node is leaving the cluster: it stops its work for good.
+    released: bool,
+    /// Whether this node's work runs now.
+    running: bool,
 }
 
 impl Leases {
@@ -215,6 +219,28 @@ impl Leases {
     fn grantor_applied(&self) -> u64 {
         self.book().applied
     }
+
+    /// Stops this node's work for good (it leaves the cluster); answers once it has stopped,
+    /// or `false` if it still runs after `within`.
+    pub(crate) async fn release(&self, within: Duration) -> bool {
+        self.book().released = true;
+        let deadline = Instant::now() + within;
+        while self.book().running {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    fn set_running(&self, running: bool) {
+        self.book().running = running;
+    }
+
+    fn released(&self) -> bool {
+        self.book().released
+    }
 }
 
 /// The work a node runs only while it holds its lease: the `core` and `hosts` subtrees of
@@ -256,9 +282,18 @@ pub(crate) async fn keep_lease(
         tracing::error!(error = %e, "could not read this node's fencing epoch");
     }
     loop {
+        cluster.leases.set_running(running);
         tick.tick().await;
         if store.failure().is_some() {
             return;
+        }
+        if cluster.leases.released() {
+            if running {
+                tracing::info!(node = %me, "leaving the cluster: stopping this node's agents, swarms and host drivers");
+                stop_work(&work).await;
+                running = false;
+            }
+            continue;
         }
         let now_alone = alone(&store);
         if now_alone {
@@ -272,6 +307,13 @@ pub(crate) async fn keep_lease(
             // Just admitted to (or grown into) a cluster of several: the first beats go out.
             cluster.leases.grace();
             was_alone = false;
+        }
+        if running && !runs_here(&store, &me).await {
+            tracing::warn!(node = %me, "the cluster has declared this node down or gone: stopping its work");
+            fenced_at = Some(troupe_runtime::clock::now());
+            stop_work(&work).await;
+            running = false;
+            continue;
         }
         if running && !cluster.leases.held() {
             tracing::warn!(node = %me, "this node cannot renew its lease: stopping its agents, swarms and host drivers");
@@ -305,9 +347,11 @@ pub(crate) async fn keep_lease(
 /// Whether this node may start its work: the leader has it UP (or SUSPECT) and this node
 /// has applied what the leader had when it granted the lease (the moves that concern it).
 async fn ready(store: &Store, me: &str, grantor_applied: u64) -> bool {
-    if store.status().commit_index < grantor_applied {
-        return false;
-    }
+    store.status().commit_index >= grantor_applied && runs_here(store, me).await
+}
+
+/// Whether this node's committed state lets it run its work (UP or SUSPECT).
+async fn runs_here(store: &Store, me: &str) -> bool {
     let me = me.to_owned();
     match store.view(move |v| member_in(v, &me)).await {
         Ok(record) => record.is_none_or(|r| matches!(r.state, MemberState::Up | MemberState::Suspect)),
@@ -414,6 +458,107 @@ pub(crate) async fn watch_members(store: Store, cluster: Cluster) {
     }
 }
 
+/// How long a leaving member has to stop its work.
+const RELEASE_WITHIN: Duration = Duration::from_secs(90);
+
+/// On the leader: the member `node` leaves the cluster. Its work stops first (it must be
+/// reachable; a member that will not return is forgotten instead), then one entry marks it
+/// LEFT, bumps its fencing epoch and moves what it ran to the UP members, and then it is
+/// removed from the log's membership (a learner taking a voter's place when one can).
+pub(crate) async fn leave(
+    service: &crate::service::node::NodeService,
+    node: &str,
+) -> Result<(), crate::error::ApiError> {
+    use crate::error::ApiError;
+    let (store, cluster, voters) = (&service.store, &service.cluster, service.voters);
+    let (record, survivors) = standing(store, node).await?;
+    match record.as_ref().map(|r| r.state) {
+        Some(MemberState::Left) => return Err(ApiError::Conflict(format!("{node} has left the cluster already"))),
+        Some(MemberState::Down) => {
+            return Err(ApiError::Conflict(format!(
+                "{node} is down: forget it (forgetMember) rather than drain it"
+            )))
+        }
+        _ => {}
+    }
+    if survivors.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "no other member is UP to take {node}'s work"
+        )));
+    }
+    let released = if node == cluster.name() {
+        cluster.leases.release(RELEASE_WITHIN).await
+    } else {
+        crate::cluster::remote::Peer(service, node.to_owned()).release().await?
+    };
+    if !released {
+        return Err(ApiError::Unavailable(format!(
+            "{node} did not stop its work within {} s",
+            RELEASE_WITHIN.as_secs()
+        )));
+    }
+    depart(store, cluster, node, record, survivors, voters).await
+}
+
+/// On the leader: forgets the member `node`, which is DOWN and will not return: it is
+/// marked LEFT (anything still placed on it moves) and removed from the log's membership.
+pub(crate) async fn forget(
+    service: &crate::service::node::NodeService,
+    node: &str,
+) -> Result<(), crate::error::ApiError> {
+    let (store, cluster, voters) = (&service.store, &service.cluster, service.voters);
+    let (record, survivors) = standing(store, node).await?;
+    match record.as_ref().map(|r| r.state) {
+        Some(MemberState::Down) => depart(store, cluster, node, record, survivors, voters).await,
+        Some(MemberState::Left) => Err(crate::error::ApiError::Conflict(format!(
+            "{node} has left the cluster already"
+        ))),
+        _ => Err(crate::error::ApiError::Conflict(format!(
+            "{node} is not down: a member that is there leaves (leaveCluster)"
+        ))),
+    }
+}
+
+/// The member's committed record, and the other members that are UP.
+async fn standing(store: &Store, node: &str) -> Result<(Option<MemberRecord>, Vec<String>), crate::error::ApiError> {
+    let names: Vec<String> = store.status().members.into_iter().map(|m| m.name).collect();
+    if !names.iter().any(|n| n == node) {
+        return Err(crate::error::ApiError::NotFound(format!(
+            "{node} is not a member of the cluster"
+        )));
+    }
+    let node = node.to_owned();
+    Ok(store
+        .view(move |v| {
+            let mut survivors = Vec::new();
+            for name in names.iter().filter(|n| **n != node) {
+                if member_in(v, name)?.is_none_or(|r| r.state == MemberState::Up) {
+                    survivors.push(name.clone());
+                }
+            }
+            Ok((member_in(v, &node)?, survivors))
+        })
+        .await?)
+}
+
+/// Marks `node` LEFT with its moves, then removes it from the membership.
+async fn depart(
+    store: &Store,
+    cluster: &Cluster,
+    node: &str,
+    record: Option<MemberRecord>,
+    survivors: Vec<String>,
+    voters: usize,
+) -> Result<(), crate::error::ApiError> {
+    let current = record.map(|r| troupe_runtime::codec::encode(&r)).transpose()?;
+    let batch = transition(store, node, MemberState::Left, current, Duration::ZERO, survivors).await?;
+    store.write(batch).await?;
+    cluster.directory().reload(store).await?;
+    store.remove_member(node, voters).await?;
+    tracing::info!(node, "a member left the cluster");
+    Ok(())
+}
+
 /// Decides each member's state from the leases granted, and commits what changed.
 async fn judge(
     store: &Store,
@@ -504,14 +649,18 @@ async fn transition(
         troupe_runtime::codec::encode(&record)?,
     );
     let silent_ms = silent.as_millis() as u64;
-    if next != MemberState::Down {
+    if !matches!(next, MemberState::Down | MemberState::Left) {
         return Ok(batch.event(NewEvent::new(
             kind,
             Some(node.to_owned()),
             json!({ "node": node, "silentMs": silent_ms }),
         )));
     }
-    let (node, reason) = (node.to_owned(), format!("node {node} is down"));
+    let reason = match next {
+        MemberState::Left => format!("node {node} left the cluster"),
+        _ => format!("node {node} is down"),
+    };
+    let node = node.to_owned();
     let plan = {
         let node = node.clone();
         store.view(move |v| plan_moves(v, &node, &survivors)).await?

@@ -186,3 +186,32 @@ pub(crate) async fn announce_leadership(store: Store, node: String) {
         }
     }
 }
+
+/// A member no longer in the log's membership (it left), as the store last recorded it.
+pub(crate) async fn departed(store: &Store, node: &str) -> Result<LogMember, crate::error::ApiError> {
+    let name = node.to_owned();
+    let (incarnation, address, record) = store
+        .view(move |v| {
+            let incarnation = match v.get(META, &incarnation_key(&name))? {
+                Some(bytes) => troupe_runtime::codec::decode::<u64>(&bytes)?,
+                None => 0,
+            };
+            let address = v
+                .get(META, &address_key(&name))?
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            Ok((incarnation, address, super::failover::member_in(v, &name)?))
+        })
+        .await?;
+    let record =
+        record.ok_or_else(|| crate::error::ApiError::NotFound(format!("{node} is not a member of the cluster")))?;
+    Ok(LogMember {
+        name: node.to_owned(),
+        address,
+        role: Role::Learner,
+        state: record.state,
+        last_heartbeat: None,
+        lag: None,
+        incarnation,
+    })
+}

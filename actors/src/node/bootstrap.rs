@@ -176,6 +176,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         idempotency: idempotency.clone(),
         tokens,
         max_payload_bytes: config.max_payload_bytes,
+        voters: config.voters,
         serving: serving.clone(),
     });
     let agents = Agents {

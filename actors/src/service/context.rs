@@ -24,6 +24,8 @@ pub(crate) struct Context {
     pub idempotency: Idempotency,
     pub tokens: Tokens,
     pub max_payload_bytes: usize,
+    /// How many members of the cluster vote (the rest learn).
+    pub voters: usize,
     /// Cleared when the node begins to shut down.
     pub serving: Serving,
 }

@@ -22,10 +22,28 @@ service! {
     call Beat => beat(from: String) -> BeatAck;
     /// Admits the member `id` named `name` to the replicated log, when this node leads.
     call Admit => admit(id: u64, name: String) -> Admission, within ADMIT_CALL;
+    /// This node stops its work for good (it is leaving); whether it stopped in time.
+    call Release => release() -> bool, within MEMBERSHIP_CALL;
+    /// A change of the cluster's membership, made by the leader (asked of the leader).
+    call Change => change(change: MemberChange) -> (), within MEMBERSHIP_CALL;
 }
 
 /// A new member's catch-up is bounded by the log (a minute); the call a little longer.
 const ADMIT_CALL: Duration = Duration::from_secs(90);
+/// A leaving member's drain (its work stopping, then moving) takes as long as its agents'
+/// stops; bounded.
+const MEMBERSHIP_CALL: Duration = Duration::from_secs(150);
+
+/// A change of the cluster's membership (see `cluster::failover`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MemberChange {
+    /// The member stops its work, which moves to the others, and leaves.
+    Leave(String),
+    /// The member is down for good: it is marked LEFT and removed.
+    Forget(String),
+    /// The member votes, or only learns.
+    Role(String, Role),
+}
 
 /// How a node answered a request to admit a member.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +81,36 @@ impl NodeLocal for NodeService {
             lease: self.cluster.leases.grant(&from, leads),
             applied: status.commit_index,
         })
+    }
+
+    async fn release(&self) -> Result<bool, ApiError> {
+        Ok(self.cluster.leases.release(Duration::from_secs(90)).await)
+    }
+
+    async fn change(&self, change: MemberChange) -> Result<(), ApiError> {
+        let leader = self.store.leader();
+        if leader.as_deref() != Some(self.cluster.name().as_str()) {
+            // Asked of a follower: the leader makes it.
+            let leader = leader.ok_or_else(|| ApiError::Unavailable("the cluster has no leader now".into()))?;
+            return Peer(self, leader).change(change).await;
+        }
+        match change {
+            MemberChange::Leave(node) => crate::cluster::failover::leave(self, &node).await,
+            MemberChange::Forget(node) => crate::cluster::failover::forget(self, &node).await,
+            MemberChange::Role(node, role) => {
+                if !self.store.status().members.iter().any(|m| m.name == node) {
+                    return Err(ApiError::NotFound(format!("{node} is not a member of the cluster")));
+                }
+                self.store.set_role(&node, role).await?;
+                let event = NewEvent::new(
+                    "MEMBER_ROLE_CHANGED",
+                    Some(node.clone()),
+                    serde_json::json!({ "node": node, "role": role_name(role) }),
+                );
+                self.store.write(Batch::new().event(event)).await?;
+                Ok(())
+            }
+        }
     }
 
     async fn admit(&self, id: u64, name: String) -> Result<Admission, ApiError> {

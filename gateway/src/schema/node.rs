@@ -104,28 +104,73 @@ impl From<troupe_actors::cluster::replicated::ClusterState> for ClusterView {
             leader: s.leader,
             term: s.term.into(),
             commit_index: s.commit_index.into(),
-            members: s
-                .members
-                .into_iter()
-                .map(|m| LogMember {
-                    name: m.name,
-                    address: m.address,
-                    role: match m.role {
-                        LogRole::Voter => MemberRole::Voter,
-                        LogRole::Learner => MemberRole::Learner,
-                    },
-                    state: match m.state {
-                        FailoverState::Up => MemberState::Up,
-                        FailoverState::Suspect => MemberState::Suspect,
-                        FailoverState::Down => MemberState::Down,
-                        FailoverState::Left => MemberState::Left,
-                    },
-                    last_heartbeat: m.last_heartbeat,
-                    lag: m.lag.map(Into::into),
-                    incarnation: m.incarnation.into(),
-                })
-                .collect(),
+            members: s.members.into_iter().map(LogMember::from).collect(),
         }
+    }
+}
+
+impl From<troupe_actors::cluster::replicated::LogMember> for LogMember {
+    fn from(m: troupe_actors::cluster::replicated::LogMember) -> Self {
+        Self {
+            name: m.name,
+            address: m.address,
+            role: match m.role {
+                LogRole::Voter => MemberRole::Voter,
+                LogRole::Learner => MemberRole::Learner,
+            },
+            state: match m.state {
+                FailoverState::Up => MemberState::Up,
+                FailoverState::Suspect => MemberState::Suspect,
+                FailoverState::Down => MemberState::Down,
+                FailoverState::Left => MemberState::Left,
+            },
+            last_heartbeat: m.last_heartbeat,
+            lag: m.lag.map(Into::into),
+            incarnation: m.incarnation.into(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct NodeMutation;
+
+#[Object]
+impl NodeMutation {
+    /// Drains the member `node` and takes it out of the cluster: it stops its agents, swarms
+    /// and host drivers, which then move to the members that are UP (`AGENT_MOVED`,
+    /// `SWARM_MOVED`, `HOST_MOVED`), it is marked LEFT (`MEMBER_LEFT`) and removed from the
+    /// replicated log (a learner takes a voter's place when one can). It must be reachable;
+    /// a member that will not return is forgotten with `forgetMember`.
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn leave_cluster(&self, ctx: &Context<'_>, node: String) -> async_graphql::Result<LogMember> {
+        let change = troupe_actors::service::node::MemberChange::Leave(node);
+        Ok(ctx.data::<Api>()?.change_membership(change).await.gql()?.into())
+    }
+
+    /// Forgets the member `node`, DOWN and not coming back: it is marked LEFT
+    /// (`MEMBER_LEFT`) and removed from the replicated log. What it ran moved when it went
+    /// down.
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn forget_member(&self, ctx: &Context<'_>, node: String) -> async_graphql::Result<LogMember> {
+        let change = troupe_actors::service::node::MemberChange::Forget(node);
+        Ok(ctx.data::<Api>()?.change_membership(change).await.gql()?.into())
+    }
+
+    /// Makes the member `node` a voter (it counts towards the majority) or a learner (it
+    /// receives the log only) (`MEMBER_ROLE_CHANGED`).
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn set_member_role(
+        &self,
+        ctx: &Context<'_>,
+        node: String,
+        role: MemberRole,
+    ) -> async_graphql::Result<LogMember> {
+        let role = match role {
+            MemberRole::Voter => LogRole::Voter,
+            MemberRole::Learner => LogRole::Learner,
+        };
+        let change = troupe_actors::service::node::MemberChange::Role(node, role);
+        Ok(ctx.data::<Api>()?.change_membership(change).await.gql()?.into())
     }
 }
 

@@ -329,6 +329,90 @@ impl super::Store {
     }
 }
 
+impl super::Store {
+    /// The Raft id of the member named `name`, as this member's membership holds it.
+    async fn member_id(&self, name: &str) -> Result<NodeId, StoreError> {
+        let known: Vec<(NodeId, String)> = self
+            .raft()
+            .with_raft_state(|state| {
+                state
+                    .membership_state
+                    .effective()
+                    .nodes()
+                    .map(|(id, node)| (*id, node.addr.clone()))
+                    .collect()
+            })
+            .await
+            .map_err(|e| StoreError::Failed(format!("raft: {e}")))?;
+        known
+            .into_iter()
+            .find(|(_, n)| n == name)
+            .map(|(id, _)| id)
+            .ok_or_else(|| StoreError::Rejected(format!("{name} is not a member of the cluster")))
+    }
+
+    /// On the leader: removes the member named `name` from the log's membership. When it
+    /// voted and learners remain, the learner that has applied the most becomes a voter in
+    /// its place, so the cluster keeps `voters` of them while it can.
+    pub async fn remove_member(&self, name: &str, voters: usize) -> Result<(), StoreError> {
+        let id = self.member_id(name).await?;
+        let raft = self.raft();
+        let voting_now = voting(raft).await?;
+        if voting_now == [id] {
+            return Err(StoreError::Rejected(format!(
+                "{name} is the cluster's only voter: it cannot leave"
+            )));
+        }
+        // A voter is removed as a voter (not kept as a learner), a learner as a node.
+        let change = match voting_now.contains(&id) {
+            true => openraft::ChangeMembers::RemoveVoters([id].into()),
+            false => openraft::ChangeMembers::RemoveNodes([id].into()),
+        };
+        raft.change_membership(change, false).await.map_err(refused)?;
+        let learners: Vec<NodeId> = raft
+            .with_raft_state(|state| state.membership_state.effective().membership().learner_ids().collect())
+            .await
+            .map_err(|e| StoreError::Failed(format!("raft: {e}")))?;
+        let voting_now = voting(raft).await?;
+        if voting_now.len() < voters {
+            let status = self.status();
+            let best = status
+                .members
+                .iter()
+                .filter(|m| m.id != id && learners.contains(&m.id))
+                .max_by_key(|m| m.matched.unwrap_or(0))
+                .map(|m| m.id);
+            if let Some(learner) = best {
+                raft.change_membership(openraft::ChangeMembers::AddVoterIds([learner].into()), false)
+                    .await
+                    .map_err(refused)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// On the leader: makes the member named `name` a voter or a learner.
+    pub async fn set_role(&self, name: &str, role: Role) -> Result<(), StoreError> {
+        let id = self.member_id(name).await?;
+        let raft = self.raft();
+        let voting_now = voting(raft).await?;
+        let change = match role {
+            Role::Voter if voting_now.contains(&id) => return Ok(()),
+            Role::Voter => openraft::ChangeMembers::AddVoterIds([id].into()),
+            Role::Learner if !voting_now.contains(&id) => return Ok(()),
+            Role::Learner if voting_now.len() == 1 => {
+                return Err(StoreError::Rejected(format!(
+                    "{name} is the cluster's only voter: it cannot become a learner"
+                )))
+            }
+            // Kept as a learner (retain): it still receives the log.
+            Role::Learner => openraft::ChangeMembers::RemoveVoters([id].into()),
+        };
+        raft.change_membership(change, true).await.map_err(refused)?;
+        Ok(())
+    }
+}
+
 /// The members that vote now, as this member's Raft core sees its membership.
 async fn voting(raft: &Raft) -> Result<Vec<NodeId>, StoreError> {
     raft.with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
