@@ -443,3 +443,165 @@ async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> 
     nodes[0].gql_ok(m, json!({ "n": "after-forget" })).await?;
     Ok(())
 }
+
+/// One run of a task as its agent recorded it: (task, agent, start ns, end ns if it ended).
+type Run = (String, String, u128, Option<u128>);
+
+/// The runs recorded in `path` by [`recording_agent`]s.
+fn runs(path: &std::path::Path) -> Vec<Run> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out: Vec<Run> = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [what, task, agent, at] = f[..] else { continue };
+        let Ok(at) = at.parse::<u128>() else { continue };
+        match what {
+            "start" => out.push((task.into(), agent.into(), at, None)),
+            "end" => {
+                if let Some(run) = out
+                    .iter_mut()
+                    .rev()
+                    .find(|r| r.0 == task && r.1 == agent && r.3.is_none())
+                {
+                    run.3 = Some(at);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_a_killed_nodes_tasks_all_complete_and_no_agent_runs_twice_at_once() -> Result<()> {
+    let mut nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("runs");
+    // Each run appends its start and its end, with the agent that ran it.
+    let script = format!(
+        "echo start $TROUPE_TASK_ID $TROUPE_AGENT_ID $(date +%s%N) >> {log}; sleep 0.3; \
+         echo end $TROUPE_TASK_ID $TROUPE_AGENT_ID $(date +%s%N) >> {log}; cat",
+        log = log.display()
+    );
+    for i in 0..4 {
+        let input = json!({ "name": format!("worker-{i}"), "capabilities": ["work"], "maxConcurrentTasks": 1,
+                            "backend": { "exec": { "command": ["/bin/sh", "-c", script] } } });
+        let id = text(&nodes[2].spawn_agent(input).await?, "/id")?;
+        nodes[2].wait_agent_state(&id, "RUNNING").await?;
+    }
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    let mut acked = Vec::new();
+    let submit = "mutation($i: Int!) { submitTask(input: { capability: \"work\", payload: { i: $i } }) { id } }";
+    for i in 0..12 {
+        acked.push(text(
+            &nodes[i % 2].gql_ok(submit, json!({ "i": i })).await?,
+            "/submitTask/id",
+        )?);
+    }
+    // Some are running on gamma now.
+    let deadline = Deadline::after(WAIT, "gamma's agents to be running tasks");
+    while runs(&log).iter().filter(|r| r.3.is_none()).count() < 2 {
+        deadline.tick(format!("{:?}", runs(&log))).await?;
+    }
+    nodes[2].kill9().await?;
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    // Load goes on through the failover: what is acknowledged must complete.
+    let mut i = 12;
+    let deadline = Deadline::after(WAIT, "submissions through the failover");
+    while acked.len() < 30 {
+        let body = nodes[i % 2].gql(submit, json!({ "i": i })).await?;
+        i += 1;
+        match body["data"]["submitTask"]["id"].as_str() {
+            Some(id) => acked.push(id.to_owned()),
+            None => deadline.tick(&body).await?,
+        }
+    }
+    wait_member_state(&nodes[0], "gamma", "DOWN").await?;
+    for id in &acked {
+        nodes[0].wait_task_state(id, "SUCCEEDED").await?;
+    }
+    let all = runs(&log);
+    for id in &acked {
+        ensure!(
+            all.iter().any(|r| r.0 == *id && r.3.is_some()),
+            "task {id} never ended a run: {all:?}"
+        );
+    }
+    // No agent ran two tasks at once (one slot each), on whichever node: a run cut by the
+    // kill ends at the kill.
+    let mut by_agent: std::collections::BTreeMap<&str, Vec<(u128, u128)>> = Default::default();
+    for (_, agent, start, end) in &all {
+        by_agent
+            .entry(agent)
+            .or_default()
+            .push((*start, end.unwrap_or(killed_at)));
+    }
+    for (agent, mut spans) in by_agent {
+        spans.sort();
+        for pair in spans.windows(2) {
+            ensure!(pair[0].1 <= pair[1].0, "agent {agent} ran two tasks at once: {pair:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Submits `n` tasks for `capability` through the nodes in `through` (retrying what the
+/// cluster refuses during a change), adding the acknowledged ids to `acked`.
+async fn submit_through(
+    nodes: &[Node],
+    through: &[usize],
+    capability: &str,
+    n: usize,
+    acked: &mut Vec<String>,
+) -> Result<()> {
+    let submit = "mutation($c: String!, $i: Int!) { submitTask(input: { capability: $c, payload: { i: $i } }) { id } }";
+    let deadline = Deadline::after(WAIT, "submissions to be acknowledged");
+    let (mut sent, goal) = (0, acked.len() + n);
+    while acked.len() < goal {
+        let node = &nodes[through[sent % through.len()]];
+        sent += 1;
+        let body = node.gql(submit, json!({ "c": capability, "i": sent })).await?;
+        match body["data"]["submitTask"]["id"].as_str() {
+            Some(id) => acked.push(id.to_owned()),
+            None => deadline.tick(&body).await?,
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_node_under_load_loses_nothing() -> Result<()> {
+    let mut nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    for node in &nodes {
+        let id = node.spawn_builtin("echo", &["roll"]).await?;
+        node.wait_agent_state(&id, "RUNNING").await?;
+    }
+    let mut acked = Vec::new();
+    submit_through(&nodes, &[0, 1, 2], "roll", 6, &mut acked).await?;
+    for at in 0..3 {
+        let others: Vec<usize> = (0..3).filter(|i| *i != at).collect();
+        nodes[at].terminate(std::time::Duration::from_secs(60)).await?;
+        submit_through(&nodes, &others, "roll", 6, &mut acked).await?;
+        nodes[at].restart().await?;
+        let name = nodes[at].name.clone();
+        wait_member_state(&nodes[others[0]], &name, "UP").await?;
+        submit_through(&nodes, &[0, 1, 2], "roll", 3, &mut acked).await?;
+    }
+    for id in &acked {
+        nodes[0].wait_task_state(id, "SUCCEEDED").await?;
+    }
+    ensure!(acked.len() == 33, "{}", acked.len());
+    Ok(())
+}
