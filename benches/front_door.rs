@@ -12,6 +12,7 @@
 
 mod front_door {
     pub mod cluster;
+    pub mod failover;
     pub mod fanout;
     pub mod http;
     pub mod process;
@@ -74,6 +75,9 @@ async fn main() {
     }
     if run("leader-loss") {
         front_door::replicated::leader_loss_idle().await;
+    }
+    if run("failover") {
+        front_door::failover::failover().await;
     }
     if run("exec-vs-process") {
         front_door::process::exec_vs_process().await;

@@ -221,13 +221,16 @@ cmd_start() {
   bin="$(cd -- "$(dirname -- "$bin")" && pwd)/$(basename -- "$bin")"
   command -v setsid >/dev/null 2>&1 || die "setsid (util-linux) is needed"
 
+  local missing=()
   for i in 0 1 2; do
     if pid="$(node_pid "$i")"; then
       running+=" ${NODES[$i]} (pid $pid)"
+    else
+      missing+=("$i")
     fi
   done
-  [[ -z "$running" ]] || die "already running in $base:$running; '$0 stop --dir $base' first"
-  for i in 0 1 2; do
+  ((${#missing[@]})) || die "already running in $base:$running; '$0 stop --dir $base' first"
+  for i in "${missing[@]}"; do
     for port in "$(gw_port "$i")" "$(cl_port "$i")"; do
       ! port_in_use "$port" || die "127.0.0.1:$port is already in use (node ${NODES[$i]} needs it); choose other ports with --gateway-port / --cluster-port"
     done
@@ -248,7 +251,13 @@ cmd_start() {
     fi
   done
 
-  if ((fresh)); then
+  if [[ -n "$running" ]]; then
+    # Some members run: start the others again (a node that was lost rejoins its cluster).
+    echo "Already running:$running; starting the others again"
+    for i in "${missing[@]}"; do
+      start_node "$i"
+    done
+  elif ((fresh)); then
     # A new cluster: a alone first (it leads a cluster of one), then b and c join it.
     echo "Starting node a alone (data in $(data_dir 0))"
     start_node 0

@@ -33,6 +33,7 @@ mod system {
     mod swarm_teams;
     mod swarms;
     mod task_insight;
+    mod tls;
     mod tooling;
     mod vm_moves;
     mod vm_races;

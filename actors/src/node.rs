@@ -63,6 +63,8 @@ pub enum StartNodeError {
     Token(#[from] TokenError),
     #[error("cluster cookie: {0}")]
     Cookie(String),
+    #[error("TLS between nodes: {0}")]
+    Tls(String),
     #[error("supervision tree did not start: {0}")]
     Tree(String),
     #[error("cannot join the cluster: {0}")]

@@ -48,6 +48,16 @@ pub struct ServeArgs {
     /// File holding the cluster cookie [default: $TROUPE_COOKIE, else <data-dir>/cookie].
     #[arg(long, env = "TROUPE_COOKIE_FILE")]
     pub cookie_file: Option<PathBuf>,
+    /// This node's certificate chain (PEM) for mutual TLS between nodes; with tls_key and
+    /// tls_ca, or none of the three [default: no TLS between nodes].
+    #[arg(long, env = "TROUPE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TROUPE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA certificate(s) (PEM) every node's certificate must be signed by.
+    #[arg(long, env = "TROUPE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     #[arg(long, env = "TROUPE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// How long running tasks may take to finish on SIGINT/SIGTERM [default: 10000].
@@ -181,6 +191,14 @@ macro_rules! fill {
     };
 }
 
+/// The files of mutual TLS between nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
 /// A resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -191,6 +209,8 @@ pub struct Config {
     pub join: Vec<String>,
     pub voters: usize,
     pub cookie_file: Option<PathBuf>,
+    /// Mutual TLS between nodes: this node's certificate chain, key and the cluster's CA.
+    pub tls: Option<TlsFiles>,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
     pub supervisor_max_restarts: u32,
@@ -246,7 +266,7 @@ impl Config {
     pub fn load(mut args: ServeArgs) -> Result<Self, ConfigError> {
         if let Some(path) = args.config.clone() {
             let mut file = read_file(&path)?;
-            fill!(args, file; data_dir, listen, node_name, cluster_listen, voters, cookie_file, log_format,
+            fill!(args, file; data_dir, listen, node_name, cluster_listen, voters, cookie_file, tls_cert, tls_key, tls_ca, log_format,
                 shutdown_grace_ms, supervisor_max_restarts, supervisor_window_ms, supervisor_backoff_ms,
                 agent_max_restarts, agent_restart_window_ms, agent_stop_grace_ms,
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
@@ -273,6 +293,16 @@ impl Config {
                 .unwrap_or_else(|_| "troupe".into()),
         };
         validate_node_name(&node_name)?;
+        let tls = match (args.tls_cert, args.tls_key, args.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+            (None, None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "tls_cert",
+                    message: "tls_cert, tls_key and tls_ca go together: set all three or none".into(),
+                })
+            }
+        };
         let config = Self {
             data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from("./troupe-data")),
             listen: args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -283,6 +313,7 @@ impl Config {
             join: args.join,
             voters: args.voters.unwrap_or(3),
             cookie_file: args.cookie_file,
+            tls,
             log_format: args.log_format.unwrap_or_default(),
             shutdown_grace: ms(args.shutdown_grace_ms.unwrap_or(10_000)),
             supervisor_max_restarts: args.supervisor_max_restarts.unwrap_or(5),

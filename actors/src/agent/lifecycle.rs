@@ -126,6 +126,9 @@ impl Registry<'_> {
         // Whatever this node knew of the agent before is stale: read it afresh.
         self.slots.handles.remove(id);
         let handle = self.handle(id).await?;
+        // From now on this node counts it in `troupe_agents{state}`, as its start does for
+        // the agents it holds.
+        gauge_moved(None, Some(handle.status().state));
         let _one_at_a_time = handle.serialize().await;
         if handle.spec().desired == Desired::Stopped
             || handle.status().state == AgentState::Failed

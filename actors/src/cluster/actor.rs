@@ -26,6 +26,8 @@ pub struct Link {
     pub listen: SocketAddr,
     pub join: Vec<String>,
     pub cookie: String,
+    /// Mutual TLS between nodes, when configured.
+    pub tls: Option<troupe_runtime::tls::ClusterTls>,
 }
 
 /// The cluster link: ractor_cluster's NodeServer, the node and Raft services, the joins to
@@ -127,33 +129,51 @@ impl Actor for ClusterActor {
 
     async fn pre_start(&self, myself: ActorRef<ClusterMsg>, cfg: Arc<Link>) -> Result<State, ActorProcessingErr> {
         let name = cfg.cluster.name();
-        // ractor_cluster binds inside its own actor and reports a failure without the address.
-        drop(
-            std::net::TcpListener::bind(cfg.listen)
-                .map_err(|e| format!("the cluster cannot listen on {}: {e}", cfg.listen))?,
-        );
-        let server = NodeServer::new(
-            cfg.listen.port(),
-            cfg.cookie.clone(),
-            name.clone(),
-            cfg.listen.ip().to_string(),
-            None,
-            Some(ractor_cluster::node::NodeConnectionMode::Transitive),
-        )
-        .with_listen_addr(cfg.listen.ip());
-        let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
+        let mut joiners: Vec<JoinHandle<()>> = Vec::new();
+        let (server, dial) = match &cfg.tls {
+            None => {
+                // ractor_cluster binds inside its own actor and reports a failure without
+                // the address.
+                drop(
+                    std::net::TcpListener::bind(cfg.listen)
+                        .map_err(|e| format!("the cluster cannot listen on {}: {e}", cfg.listen))?,
+                );
+                let server = NodeServer::new(
+                    cfg.listen.port(),
+                    cfg.cookie.clone(),
+                    name.clone(),
+                    cfg.listen.ip().to_string(),
+                    None,
+                    Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+                )
+                .with_listen_addr(cfg.listen.ip());
+                let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
+                (server, Dial::Plain)
+            }
+            Some(tls) => {
+                let (server, accepting) = listen_tls(&cfg, &name, tls, &myself).await?;
+                joiners.push(accepting);
+                let dial = Dial::Tls {
+                    connector: tokio_rustls::TlsConnector::from(tls.client.clone()),
+                    port: cfg.listen.port(),
+                };
+                (server, dial)
+            }
+        };
         let cell = myself.get_cell();
         Actor::spawn_linked(None, ServiceActor::default(), cfg.node.clone(), cell.clone()).await?;
         Actor::spawn_linked(None, ServiceActor::default(), cfg.raft.clone(), cell).await?;
         cfg.raft.carry();
-        let mut joiners: Vec<JoinHandle<()>> = vec![tokio::spawn(dial_members(
+        joiners.push(tokio::spawn(dial_members(
             server.clone(),
             cfg.node.store.clone(),
             name.clone(),
             cfg.join.clone(),
-        ))];
+            dial,
+        )));
         joiners.push(tokio::spawn(cfg.cluster.clone().heartbeat(cfg.node.store.clone())));
-        tracing::info!(node = %name, listen = %cfg.listen, peers = ?cfg.join, "cluster listening");
+        let tls = cfg.tls.is_some();
+        tracing::info!(node = %name, listen = %cfg.listen, peers = ?cfg.join, tls, "cluster listening");
         Ok(State { joiners })
     }
 
@@ -209,6 +229,100 @@ fn child_lost(evt: SupervisionEvent) -> Result<(), ActorProcessingErr> {
 
 /// How often the members' recorded addresses are read for new ones to dial.
 const READ_ADDRESSES_EVERY: Duration = Duration::from_secs(2);
+/// How long a peer has to complete the TLS handshake after it connects.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; connections beyond them are closed at once.
+const MAX_HANDSHAKES: usize = 64;
+
+/// How this node dials its peers.
+#[derive(Clone)]
+enum Dial {
+    Plain,
+    /// Over mutual TLS; `port` is the one this node listens on (see [`listen_tls`]).
+    Tls {
+        connector: tokio_rustls::TlsConnector,
+        port: u16,
+    },
+}
+
+/// Listens for peers over mutual TLS. ractor_cluster's own listener completes each TLS
+/// handshake before it accepts the next connection, with no time limit, so a peer that
+/// connects and sends nothing would hold every other one up: Troupe accepts instead, each
+/// handshake in its own task bounded by [`TLS_HANDSHAKE`], and hands the NodeServer the
+/// streams that completed it (the cookie is checked over them as before). The NodeServer's
+/// own listener is still started (it cannot be turned off): on a free loopback port, TLS
+/// only, unused; the real port is what the node advertises.
+async fn listen_tls(
+    cfg: &Link,
+    name: &str,
+    tls: &troupe_runtime::tls::ClusterTls,
+    myself: &ActorRef<ClusterMsg>,
+) -> Result<(ActorRef<NodeServerMessage>, JoinHandle<()>), ActorProcessingErr> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("the cluster cannot listen on {}: {e}", cfg.listen))?;
+    let server = NodeServer::new(
+        0,
+        cfg.cookie.clone(),
+        name.to_owned(),
+        cfg.listen.ip().to_string(),
+        Some(ractor_cluster::IncomingEncryptionMode::Tls(acceptor.clone())),
+        // Transitive dials go out in plain text: every member is dialled by Troupe instead.
+        Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
+    let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
+    server.cast(NodeServerMessage::PortChanged {
+        port: cfg.listen.port(),
+    })?;
+    let accepting = tokio::spawn(accept_tls(listener, acceptor, server.clone()));
+    Ok((server, accepting))
+}
+
+/// Accepts peers, each TLS handshake in a task of its own, bounded in time and in number.
+async fn accept_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    server: ActorRef<NodeServerMessage>,
+) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let (tcp, peer_addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "the cluster listener could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            tracing::warn!(%peer_addr, "too many TLS handshakes in progress: closing a new connection");
+            continue;
+        };
+        let (acceptor, server) = (acceptor.clone(), server.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let Ok(local_addr) = tcp.local_addr() else { return };
+            match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let stream = Box::new(ractor_cluster::NetworkStream::TlsServer {
+                        peer_addr,
+                        local_addr,
+                        stream,
+                    });
+                    let _ = server.cast(NodeServerMessage::ConnectionOpened {
+                        stream,
+                        is_server: true,
+                    });
+                }
+                Ok(Err(e)) => tracing::warn!(%peer_addr, error = %e, "a peer's TLS handshake failed"),
+                Err(_) => tracing::warn!(%peer_addr, "a peer did not complete its TLS handshake in time"),
+            }
+        });
+    }
+}
 
 /// Keeps a session open to every configured peer and to every member of the replicated log
 /// at the address it last recorded (so a node restarted without `--join` finds the others
@@ -218,6 +332,7 @@ async fn dial_members(
     store: troupe_runtime::store::Store,
     me: String,
     join: Vec<String>,
+    dial: Dial,
 ) {
     struct Dialling(std::collections::HashMap<String, JoinHandle<()>>);
     impl Drop for Dialling {
@@ -230,6 +345,11 @@ async fn dial_members(
     let mut dialling = Dialling(Default::default());
     let mut tick = tokio::time::interval(READ_ADDRESSES_EVERY);
     loop {
+        if let Dial::Tls { port, .. } = &dial {
+            // The NodeServer's unused listener may have been started again (and advertised
+            // its own port): advertise the real one.
+            let _ = server.cast(NodeServerMessage::PortChanged { port: *port });
+        }
         let mut peers = join.clone();
         match super::replicated::member_addresses(&store, &me).await {
             Ok(addresses) => peers.extend(addresses),
@@ -237,7 +357,7 @@ async fn dial_members(
         }
         for peer in peers {
             if let std::collections::hash_map::Entry::Vacant(new) = dialling.0.entry(peer) {
-                let task = tokio::spawn(keep_joined(server.clone(), new.key().clone()));
+                let task = tokio::spawn(keep_joined(server.clone(), new.key().clone(), dial.clone()));
                 new.insert(task);
             }
         }
@@ -247,7 +367,7 @@ async fn dial_members(
 
 /// Keeps a session to `peer` open: connects, checks every few seconds, reconnects with
 /// exponential backoff (0.5 s doubling to 30 s) while it cannot.
-async fn keep_joined(server: ActorRef<NodeServerMessage>, peer: String) {
+async fn keep_joined(server: ActorRef<NodeServerMessage>, peer: String, dial: Dial) {
     let mut backoff = Duration::from_millis(500);
     loop {
         if connected(&server, &peer).await {
@@ -255,12 +375,22 @@ async fn keep_joined(server: ActorRef<NodeServerMessage>, peer: String) {
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            ractor_cluster::client_connect(&server, peer.as_str()),
-        )
-        .await
-        {
+        let connect = async {
+            match &dial {
+                Dial::Plain => ractor_cluster::client_connect(&server, peer.as_str()).await,
+                Dial::Tls { connector, .. } => {
+                    let host = peer.rsplit_once(':').map_or(peer.as_str(), |(h, _)| h);
+                    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+                    let Ok(name) = tokio_rustls::rustls::pki_types::ServerName::try_from(host) else {
+                        return Err(ractor_cluster::ClientConnectErr::Encryption(std::io::Error::other(
+                            format!("{peer} is not a host name or address a certificate can name"),
+                        )));
+                    };
+                    ractor_cluster::client_connect_enc(&server, peer.as_str(), connector.clone(), name).await
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(5), connect).await {
             Ok(Ok(())) => {
                 tracing::info!(%peer, "connected to peer");
                 // Give the handshake a moment before checking the session.

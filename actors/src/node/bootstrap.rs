@@ -64,6 +64,10 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         let config = config.clone();
         blocking(move || resolve_cookie(&config)).await?
     };
+    let tls = match &config.tls {
+        Some(files) => Some(troupe_runtime::tls::cluster_tls(files).map_err(StartNodeError::Tls)?),
+        None => None,
+    };
     let cluster = Cluster::new(PeerInfo {
         name: config.node_name.clone(),
         cluster_address: config.cluster_listen.to_string(),
@@ -87,6 +91,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         listen: config.cluster_listen,
         join: config.join.clone(),
         cookie,
+        tls,
     })
     .await
     .map_err(|e| StartNodeError::Tree(format!("cluster: {e}")))?;
