@@ -605,3 +605,84 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() -> Result<()
     ensure!(acked.len() == 33, "{}", acked.len());
     Ok(())
 }
+
+/// A base port with it and the next two free, for the three nodes of local-cluster.sh.
+fn three_free_ports() -> Result<u16> {
+    for _ in 0..50 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if base > 65_000 {
+            continue;
+        }
+        if (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    anyhow::bail!("no three free ports in a row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_sh_starts_the_three_node_topology_and_stops_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let base = dir.path().join("cluster");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local-cluster.sh");
+    let (gateway, cluster) = (three_free_ports()?, three_free_ports()?);
+    let run = |command: &str| {
+        std::process::Command::new("bash")
+            .args([script, command, "--dir", &base.display().to_string()])
+            .args(["--bin", env!("CARGO_BIN_EXE_troupe")])
+            .args([
+                "--gateway-port",
+                &gateway.to_string(),
+                "--cluster-port",
+                &cluster.to_string(),
+            ])
+            .output()
+    };
+    let started = run("start")?;
+    let said = String::from_utf8_lossy(&started.stdout).into_owned() + &String::from_utf8_lossy(&started.stderr);
+    ensure!(started.status.success(), "{said}");
+    let stop = scopeguard(|| {
+        let _ = run("stop");
+    });
+    let token = std::fs::read_to_string(base.join("a").join("admin.token"))?;
+    let http = super::support::http_client().no_proxy().build()?;
+    let deadline = Deadline::after(WAIT, "the three nodes to be UP");
+    loop {
+        let answer: Value = http
+            .post(format!("http://127.0.0.1:{gateway}/graphql"))
+            .bearer_auth(token.trim())
+            .json(&json!({ "query": "{ cluster { members { name state role } } }" }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let members = answer["data"]["cluster"]["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if members.len() == 3 && members.iter().all(|m| m["state"] == "UP" && m["role"] == "VOTER") {
+            break;
+        }
+        deadline.tick(&answer).await?;
+    }
+    ensure!(run("status")?.status.success());
+    drop(stop);
+    ensure!(
+        !run("status")?.status.success(),
+        "status after stop says the cluster runs"
+    );
+    Ok(())
+}
+
+/// Runs `f` when dropped (so a failed check still stops the cluster).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
