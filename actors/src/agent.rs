@@ -39,8 +39,8 @@ pub use lifecycle::Action;
 pub use registry::{matching, Registry};
 pub use secrets::{SecretRefused, Secrets};
 pub use spec::{
-    AgentFilter, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend, Limits,
-    LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills, SpawnAgentRequest,
+    AgentFilter, AgentPlacement, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend,
+    Limits, LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills, SpawnAgentRequest,
 };
 pub(crate) use status::gauge_moved;
 pub use status::{AgentState, AgentStats, AgentStatus, AgentView, BreakerState, BreakerView, Recent};

@@ -80,6 +80,7 @@ pub async fn restart() {
         proficiency: Default::default(),
         weight: 1.0,
         topics: Vec::new(),
+        placement: Default::default(),
     };
     let child: Arc<dyn ChildSpec> = Arc::new(AgentChild::new(
         spec,

@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// learners [default: 3].
     #[arg(long, env = "TROUPE_VOTERS")]
     pub voters: Option<usize>,
+    /// A label of this node, `key=value`; repeatable (comma-separated in
+    /// TROUPE_NODE_LABELS). An agent with `nodeLabels` moves only to nodes that have them.
+    #[arg(long = "node-label", env = "TROUPE_NODE_LABELS", value_delimiter = ',')]
+    pub node_labels: Vec<String>,
     /// File holding the cluster cookie [default: $TROUPE_COOKIE, else <data-dir>/cookie].
     #[arg(long, env = "TROUPE_COOKIE_FILE")]
     pub cookie_file: Option<PathBuf>,
@@ -208,6 +212,8 @@ pub struct Config {
     pub cluster_listen: SocketAddr,
     pub join: Vec<String>,
     pub voters: usize,
+    /// This node's labels (placement of agents moved off a lost node).
+    pub node_labels: std::collections::BTreeMap<String, String>,
     pub cookie_file: Option<PathBuf>,
     /// Mutual TLS between nodes: this node's certificate chain, key and the cluster's CA.
     pub tls: Option<TlsFiles>,
@@ -278,6 +284,9 @@ impl Config {
             if args.join.is_empty() {
                 args.join = file.join;
             }
+            if args.node_labels.is_empty() {
+                args.node_labels = file.node_labels;
+            }
             if args.secret_env.is_empty() {
                 args.secret_env = file.secret_env;
             }
@@ -293,6 +302,20 @@ impl Config {
                 .unwrap_or_else(|_| "troupe".into()),
         };
         validate_node_name(&node_name)?;
+        let mut node_labels = std::collections::BTreeMap::new();
+        for label in &args.node_labels {
+            match label.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    node_labels.insert(k.trim().to_owned(), v.trim().to_owned());
+                }
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "node_labels",
+                        message: format!("{label:?} is not key=value"),
+                    })
+                }
+            }
+        }
         let tls = match (args.tls_cert, args.tls_key, args.tls_ca) {
             (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
             (None, None, None) => None,
@@ -312,6 +335,7 @@ impl Config {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4697))),
             join: args.join,
             voters: args.voters.unwrap_or(3),
+            node_labels,
             cookie_file: args.cookie_file,
             tls,
             log_format: args.log_format.unwrap_or_default(),

@@ -686,3 +686,69 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
     }
     Guard(Some(f))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_nodes_agents_move_only_where_their_placement_allows_else_wait_for_it() -> Result<()> {
+    let mut nodes = start_cluster(
+        NodeOpts::named("alpha").arg("--node-label", "zone=a"),
+        vec![
+            NodeOpts::named("beta").arg("--node-label", "zone=b"),
+            NodeOpts::named("gamma").arg("--node-label", "zone=c"),
+        ],
+    )
+    .await?;
+    let spawn = |name: &str, extra: Value| {
+        let mut input = json!({ "name": name, "backend": { "builtin": { "kind": "echo" } } });
+        input.as_object_mut().into_iter().for_each(|o| {
+            o.extend(extra.as_object().cloned().unwrap_or_default());
+        });
+        input
+    };
+    let to_b = text(
+        &nodes[2]
+            .spawn_agent(spawn(
+                "to-b",
+                json!({ "nodeLabels": [{ "key": "zone", "value": "b" }] }),
+            ))
+            .await?,
+        "/id",
+    )?;
+    let pinned = text(
+        &nodes[2].spawn_agent(spawn("pinned", json!({ "pinned": true }))).await?,
+        "/id",
+    )?;
+    let nowhere = text(
+        &nodes[2]
+            .spawn_agent(spawn(
+                "nowhere",
+                json!({ "nodeLabels": [{ "key": "zone", "value": "z" }] }),
+            ))
+            .await?,
+        "/id",
+    )?;
+    for id in [&to_b, &pinned, &nowhere] {
+        nodes[2].wait_agent_state(id, "RUNNING").await?;
+    }
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    nodes[2].kill9().await?;
+    ensure!(wait_moved(&nodes[0], &to_b, "gamma").await? == "beta");
+    wait_member_state(&nodes[0], "gamma", "DOWN").await?;
+    let stayed = nodes[0].events_after(None, &["AGENT_NOT_MOVED"]).await?;
+    let why = |id: &str| {
+        stayed
+            .iter()
+            .find(|e| e["subject"] == id)
+            .and_then(|e| e["data"]["why"].as_str().map(str::to_owned))
+    };
+    ensure!(why(&pinned).is_some_and(|w| w.contains("pinned")), "{stayed:?}");
+    ensure!(why(&nowhere).is_some_and(|w| w.contains("zone=z")), "{stayed:?}");
+    // They wait for their node, and run there again once it is back.
+    nodes[2].restart().await?;
+    for id in [&pinned, &nowhere] {
+        let agent = nodes[0].wait_agent_state(id, "RUNNING").await?;
+        ensure!(agent["node"] == "gamma", "{agent}");
+    }
+    Ok(())
+}

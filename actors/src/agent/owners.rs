@@ -96,6 +96,7 @@ mod tests {
             proficiency: Default::default(),
             weight: 1.0,
             topics: Vec::new(),
+            placement: Default::default(),
         }
     }
 

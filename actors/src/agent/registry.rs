@@ -112,6 +112,7 @@ impl Registry<'_> {
             proficiency: req.proficiency.into_iter().collect(),
             weight: req.weight.unwrap_or(1.0),
             topics: req.topics,
+            placement: req.placement,
         };
         let status = AgentStatus::new(state);
         let data = json!({ "name": spec.name, "node": spec.node, "backend": spec.backend.describe(), "project": spec.project });

@@ -120,6 +120,21 @@ pub struct AgentSpec {
     /// Topic patterns it receives published messages of (`health.*`, `builds.#`).
     #[serde(default)]
     pub topics: Vec<String>,
+    /// Where the cluster may move it when its node is lost or leaves.
+    #[serde(default)]
+    pub placement: AgentPlacement,
+}
+
+/// Where the cluster may move an agent off a lost or leaving node (see
+/// `cluster::failover`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPlacement {
+    /// Never moved: it waits for its node to return.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Moved only to a member whose node labels include every one of these.
+    #[serde(default)]
+    pub node_labels: BTreeMap<String, String>,
 }
 
 fn one() -> f64 {

@@ -671,7 +671,7 @@ async fn transition(
         kind,
         Some(node.clone()),
         json!({ "node": node, "silentMs": silent_ms, "epoch": epoch, "agentsMoved": plan.agents.len(),
-                "swarmsMoved": plan.swarms.len(), "hostsMoved": plan.hosts.len(), "tasksMoved": plan.tasks.len() }),
+                "agentsNotMoved": plan.stranded.len(), "swarmsMoved": plan.swarms.len(), "hostsMoved": plan.hosts.len(), "tasksMoved": plan.tasks.len() }),
     ));
     for (mut spec, placement) in plan.agents {
         let to = placement.node.clone();
@@ -684,6 +684,13 @@ async fn transition(
                 Some(spec.id.clone()),
                 json!({ "from": node, "to": to, "reason": reason, "epoch": placement.epoch }),
             ));
+    }
+    for (id, why) in &plan.stranded {
+        batch = batch.event(NewEvent::new(
+            "AGENT_NOT_MOVED",
+            Some(id.clone()),
+            json!({ "from": node, "reason": reason, "why": why }),
+        ));
     }
     for moving in plan.swarms {
         let (teams, members) = (moving.swarms.len() - 1, moving.members.len());
@@ -743,6 +750,8 @@ struct Plan {
     /// Each top-level swarm with where it goes, and what goes with it: its teams (nested
     /// swarms) and the members of all of them.
     swarms: Vec<SwarmMove>,
+    /// The agents that stay with the lost node, and why (pinned, or no member fits).
+    stranded: Vec<(String, String)>,
     /// Each host with where it goes, and the VMs on it.
     hosts: Vec<(HostSpec, Placement, Vec<String>)>,
     tasks: Vec<(String, Placement)>,
@@ -768,6 +777,7 @@ fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Result<Plan, St
         epoch,
         agents: Vec::new(),
         swarms: Vec::new(),
+        stranded: Vec::new(),
         hosts: Vec::new(),
         tasks: Vec::new(),
     };
@@ -802,20 +812,50 @@ fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Result<Plan, St
     })?;
     let mut moved_to: HashMap<String, String> = HashMap::new();
     let mut taken: BTreeMap<String, usize> = BTreeMap::new();
-    let mut least_loaded = |load: &mut BTreeMap<&str, usize>, weight: usize| -> String {
+    // Each survivor's labels, for agents that ask for some.
+    let labels: HashMap<&str, BTreeMap<String, String>> = survivors
+        .iter()
+        .map(|s| Ok((s.as_str(), super::replicated::labels_in(v, s)?)))
+        .collect::<Result<_, StoreError>>()?;
+    // The least loaded of the survivors `fits` allows, counted with `weight` more.
+    let mut least_loaded = |load: &mut BTreeMap<&str, usize>, weight: usize, fits: &dyn Fn(&str) -> bool| {
         let to = load
             .iter()
+            .filter(|(name, _)| fits(name))
             .min_by_key(|(name, n)| (**n, **name))
-            .map(|(name, _)| (*name).to_owned())
-            .unwrap_or_else(|| survivors[0].clone());
+            .map(|(name, _)| (*name).to_owned())?;
         if let Some(n) = load.get_mut(to.as_str()) {
             *n += weight;
         }
         *taken.entry(to.clone()).or_default() += weight;
-        to
+        Some(to)
     };
     for (spec, epoch) in lost_agents {
-        let to = least_loaded(&mut load, 1);
+        let wanted = &spec.placement.node_labels;
+        let fits = |name: &str| {
+            labels
+                .get(name)
+                .is_some_and(|l| wanted.iter().all(|(k, v)| l.get(k) == Some(v)))
+        };
+        let to = match spec.placement.pinned {
+            true => None,
+            false => least_loaded(&mut load, 1, &fits),
+        };
+        let Some(to) = to else {
+            let why = match spec.placement.pinned {
+                true => "it is pinned to its node".to_owned(),
+                false => format!(
+                    "no member that is UP has the node labels {}",
+                    wanted
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            };
+            plan.stranded.push((spec.id.clone(), why));
+            continue;
+        };
         moved_to.insert(spec.id.clone(), to.clone());
         let placement = Placement {
             node: to,
@@ -846,7 +886,9 @@ fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Result<Plan, St
             i += 1;
         }
         let weight: usize = subtree.iter().map(|s| members.get(s).map_or(0, Vec::len)).sum();
-        let to = least_loaded(&mut load, weight.max(1));
+        let Some(to) = least_loaded(&mut load, weight.max(1), &|_| true) else {
+            continue;
+        };
         let mut moving = SwarmMove {
             top: top.clone(),
             to: to.clone(),
@@ -924,6 +966,14 @@ fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Result<Plan, St
         };
         let spec: TaskSpec = troupe_runtime::codec::decode(&spec)?;
         let status: TaskStatus = troupe_runtime::codec::decode(&status)?;
+        // A task aimed at an agent that stays stays with it.
+        if spec
+            .target_agent
+            .as_ref()
+            .is_some_and(|a| plan.stranded.iter().any(|(id, _)| id == a))
+        {
+            continue;
+        }
         let agent = spec.target_agent.as_ref().or(status.agent_id.as_ref());
         let to = agent
             .and_then(|a| moved_to.get(a))

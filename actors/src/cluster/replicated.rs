@@ -41,6 +41,22 @@ fn incarnation_key(node: &str) -> String {
     format!("incarnation@{node}")
 }
 
+/// The key of a node's labels in the replicated `meta` table.
+fn labels_key(node: &str) -> String {
+    format!("labels@{node}")
+}
+
+/// A member's labels, as it recorded them at its last start.
+pub(crate) fn labels_in(
+    v: &troupe_runtime::store::View<'_>,
+    node: &str,
+) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+    Ok(match v.get(META, &labels_key(node))? {
+        Some(bytes) => troupe_runtime::codec::decode(&bytes)?,
+        None => Default::default(),
+    })
+}
+
 /// The key of a node's cluster address in the replicated `meta` table.
 fn address_key(node: &str) -> String {
     format!("address@{node}")
@@ -50,7 +66,12 @@ fn address_key(node: &str) -> String {
 /// dial it: its incarnation, one more than last time. The record is written in the
 /// background: a member restarting while its cluster has no majority must still come up
 /// (to serve reads and say why it takes no writes); it is written once a leader takes it.
-pub(crate) async fn count_start(store: &Store, node: &str, address: &str) -> Result<u64, StoreError> {
+pub(crate) async fn count_start(
+    store: &Store,
+    node: &str,
+    address: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<u64, StoreError> {
     let last = match store.get(META, &incarnation_key(node)).await? {
         Some(bytes) => troupe_runtime::codec::decode::<u64>(&bytes)?,
         None => 0,
@@ -58,7 +79,8 @@ pub(crate) async fn count_start(store: &Store, node: &str, address: &str) -> Res
     let next = last + 1;
     let batch = Batch::new()
         .put(META, incarnation_key(node), troupe_runtime::codec::encode(&next)?)
-        .put(META, address_key(node), address.as_bytes().to_vec());
+        .put(META, address_key(node), address.as_bytes().to_vec())
+        .put(META, labels_key(node), troupe_runtime::codec::encode(labels)?);
     let (store, node) = (store.clone(), node.to_owned());
     tokio::spawn(async move {
         let mut wait = std::time::Duration::from_millis(500);

@@ -108,9 +108,13 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         let tokens = Tokens::load(store.clone(), &config.data_dir).await?;
         let admin_token_path = tokens.ensure_admin_token().await?;
         let node_id = node_id(&store, &config.node_name).await?;
-        let incarnation =
-            crate::cluster::replicated::count_start(&store, &config.node_name, &config.cluster_listen.to_string())
-                .await?;
+        let incarnation = crate::cluster::replicated::count_start(
+            &store,
+            &config.node_name,
+            &config.cluster_listen.to_string(),
+            &config.node_labels,
+        )
+        .await?;
         tracing::info!(node = %config.node_name, incarnation, "this node's start is counted");
         count_agents(&store, &config.node_name).await?;
         crate::agent::owners::build_once(&store).await?;

@@ -151,6 +151,14 @@ impl Agent {
     async fn labels(&self) -> Vec<Label> {
         labels(&self.view.spec.labels)
     }
+    /// Never moved to another node when its node is lost.
+    async fn pinned(&self) -> bool {
+        self.view.spec.placement.pinned
+    }
+    /// The node labels a member must have for the agent to be moved there.
+    async fn node_labels(&self) -> Vec<Label> {
+        labels(&self.view.spec.placement.node_labels)
+    }
     /// What was observed last.
     async fn state(&self) -> AgentState {
         self.view.status.state.into()

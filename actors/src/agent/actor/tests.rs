@@ -57,6 +57,7 @@ fn sleeper() -> Arc<AgentSpec> {
         proficiency: Default::default(),
         weight: 1.0,
         topics: Vec::new(),
+        placement: Default::default(),
     })
 }
 

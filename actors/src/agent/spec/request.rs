@@ -28,6 +28,9 @@ pub struct SpawnAgentRequest {
     /// Topic patterns it subscribes to.
     #[serde(default)]
     pub topics: Vec<String>,
+    /// Where the cluster may move it when its node is lost.
+    #[serde(default)]
+    pub placement: super::AgentPlacement,
 }
 
 impl SpawnAgentRequest {
@@ -47,6 +50,7 @@ impl SpawnAgentRequest {
             proficiency: Vec::new(),
             weight: None,
             topics: Vec::new(),
+            placement: Default::default(),
         }
     }
 
@@ -245,6 +249,7 @@ mod tests {
             proficiency: Default::default(),
             weight: 1.0,
             topics: Vec::new(),
+            placement: Default::default(),
         };
         let update = AgentUpdate {
             labels: Some(vec![("team".into(), "blue".into())]),

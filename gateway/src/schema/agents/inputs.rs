@@ -125,6 +125,12 @@ pub struct SpawnAgentInput {
     pub labels: Option<Vec<LabelInput>>,
     pub limits: Option<LimitsInput>,
     pub restart_limit: Option<RestartLimitInput>,
+    /// Never moved to another node when its node is lost: it waits for its node
+    /// [default: false].
+    pub pinned: Option<bool>,
+    /// Moved, when its node is lost, only to a member whose node labels include all of
+    /// these (`--node-label`); when none is UP it waits for its node.
+    pub node_labels: Option<Vec<LabelInput>>,
     /// How good it is at some of its capabilities, 0 to 1 (the others count as 1).
     pub proficiency: Option<Vec<ProficiencyInput>>,
     /// Its share of tasks under the WEIGHTED strategy [default: 1].
@@ -279,6 +285,10 @@ impl SpawnAgentInput {
                 .collect(),
             weight: self.weight,
             topics: self.topics.unwrap_or_default(),
+            placement: troupe_actors::agent::AgentPlacement {
+                pinned: self.pinned.unwrap_or(false),
+                node_labels: pairs(self.node_labels).into_iter().collect(),
+            },
         })
     }
 }
