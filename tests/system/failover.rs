@@ -726,14 +726,35 @@ async fn a_lost_nodes_agents_move_only_where_their_placement_allows_else_wait_fo
             .await?,
         "/id",
     )?;
-    for id in [&to_b, &pinned, &nowhere] {
+    // A counter at 5 in its last checkpoint, at 10 when its node is lost.
+    let counter = text(
+        &nodes[2]
+            .spawn_agent(
+                json!({ "name": "counted", "backend": { "builtin": { "kind": "counter" } },
+                                 "nodeLabels": [{ "key": "zone", "value": "a" }] }),
+            )
+            .await?,
+        "/id",
+    )?;
+    for id in [&to_b, &pinned, &nowhere, &counter] {
         nodes[2].wait_agent_state(id, "RUNNING").await?;
     }
+    nodes[2].run_on(&counter, json!({ "add": 5 })).await?;
+    let checkpoint = "mutation($id: ID!) { checkpointAgent(id: $id, description: \"five\") { id } }";
+    nodes[2].gql_ok(checkpoint, json!({ "id": counter })).await?;
+    ensure!(nodes[2].run_on(&counter, json!({ "add": 5 })).await?["count"] == 10);
     for m in ["alpha", "beta", "gamma"] {
         wait_member_state(&nodes[0], m, "UP").await?;
     }
     nodes[2].kill9().await?;
     ensure!(wait_moved(&nodes[0], &to_b, "gamma").await? == "beta");
+    // The checkpoint travelled with the counter: it restarts on alpha from 5.
+    ensure!(wait_moved(&nodes[1], &counter, "gamma").await? == "alpha");
+    let read = nodes[1].run_on(&counter, json!({})).await?;
+    ensure!(
+        read["count"] == 5,
+        "the counter restarted from {read}, not its checkpoint"
+    );
     wait_member_state(&nodes[0], "gamma", "DOWN").await?;
     let stayed = nodes[0].events_after(None, &["AGENT_NOT_MOVED"]).await?;
     let why = |id: &str| {

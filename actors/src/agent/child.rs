@@ -164,6 +164,11 @@ impl AgentChild {
         *lock(&self.latest_checkpoint) = id;
     }
 
+    /// The newest checkpoint, if it has one.
+    pub fn latest_checkpoint(&self) -> Option<String> {
+        lock(&self.latest_checkpoint).clone()
+    }
+
     /// Restores `restore` at the next start (a rollback of a stopped agent).
     pub fn restore_at_next_start(&self, restore: Restore) {
         *lock(&self.restore) = Some(restore);

@@ -136,6 +136,14 @@ impl Registry<'_> {
         {
             return Ok(false);
         }
+        // Its state travels as its last checkpoint (replicated with everything else): the
+        // start restores it (AGENT_ROLLED_BACK names it).
+        if let Some(checkpoint) = handle.latest_checkpoint() {
+            handle.restore_at_next_start(super::Restore {
+                checkpoint,
+                state: serde_json::Value::Null,
+            });
+        }
         self.launch(&handle).await?;
         Ok(true)
     }
