@@ -37,6 +37,7 @@ deps:
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	pkg-config --exists libvirt 2>/dev/null || missing="$$missing libvirt-dev"; \
 	if command -v dpkg-query >/dev/null 2>&1 && \
 	   ! dpkg-query -W -f='$${Status}' libc6-dev 2>/dev/null | grep -q 'install ok installed'; then \

@@ -773,3 +773,49 @@ async fn a_lost_nodes_agents_move_only_where_their_placement_allows_else_wait_fo
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_at_the_network_refuses_writes_its_agent_moves_and_it_rejoins_fenced() -> Result<()> {
+    // Declared first, dropped last: the nodes stop before their namespaces go.
+    let net = super::support::netns::Net::new(3)?;
+    let opts = |i: usize, name: &str| NodeOpts::named(name).in_netns(&net.ns(i), &net.ip(i));
+    let alpha = Node::start(opts(0, "alpha")).await?;
+    let join = format!("{}:{}", net.ip(0), alpha.cluster_port);
+    let beta = Node::start(opts(1, "beta").arg("--join", &join)).await?;
+    let gamma = Node::start(opts(2, "gamma").arg("--join", &join)).await?;
+    let nodes = [alpha, beta, gamma];
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    let agent = nodes[2].spawn_builtin("echo", &["cut"]).await?;
+    nodes[2].wait_agent_state(&agent, "RUNNING").await?;
+
+    net.cut(2, true)?;
+    let home = wait_moved(&nodes[0], &agent, "gamma").await?;
+    let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }";
+    let refused = nodes[2].gql(m, json!({ "n": "on-the-minority" })).await?;
+    ensure!(
+        super::support::error_code(&refused).as_deref() == Some("UNAVAILABLE"),
+        "{refused}"
+    );
+    nodes[1].gql_ok(m, json!({ "n": "on-the-majority" })).await?;
+    let task = nodes[0].submit_to(&agent, json!({ "during": "cut" })).await?;
+    nodes[1].wait_task_state(&task, "SUCCEEDED").await?;
+
+    net.cut(2, false)?;
+    wait_member_state(&nodes[0], "gamma", "UP").await?;
+    let deadline = Deadline::after(WAIT, "gamma to record its fencing and catch up");
+    loop {
+        let fenced = nodes[2].events_after(None, &["NODE_FENCED"]).await?;
+        let q = "query($id: ID!) { agent(id: $id) { node } }";
+        let seen = nodes[2].gql_ok(q, json!({ "id": agent })).await?;
+        if fenced.iter().any(|e| e["subject"] == "gamma") && seen["agent"]["node"] == home.as_str() {
+            break;
+        }
+        deadline.tick(format!("{fenced:?} {seen}")).await?;
+    }
+    let moved = nodes[2].events_after(None, &["AGENT_MOVED"]).await?;
+    ensure!(moved.len() == 1, "{moved:?}");
+    nodes[2].gql_ok(m, json!({ "n": "after-the-cut" })).await?;
+    Ok(())
+}

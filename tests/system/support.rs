@@ -6,6 +6,7 @@
 mod agents;
 mod api;
 pub mod messages;
+pub mod netns;
 mod process;
 pub mod swarms;
 pub mod vms;
@@ -63,6 +64,8 @@ impl Deadline {
 pub struct NodeOpts {
     pub name: String,
     pub args: Vec<String>,
+    /// A network namespace to run in, and the address the node listens on there.
+    pub netns: Option<(String, String)>,
 }
 
 impl NodeOpts {
@@ -70,7 +73,14 @@ impl NodeOpts {
         Self {
             name: name.to_string(),
             args: Vec::new(),
+            netns: None,
         }
+    }
+
+    /// Runs the node in the network namespace `ns`, listening on `ip` there.
+    pub fn in_netns(mut self, ns: &str, ip: &str) -> Self {
+        self.netns = Some((ns.to_string(), ip.to_string()));
+        self
     }
 
     pub fn arg(mut self, flag: &str, value: impl ToString) -> Self {
@@ -137,21 +147,28 @@ impl Node {
         let addr_file = self.file("gateway.addr");
         // A file left by a killed process must not be mistaken for the new one's.
         let _ = std::fs::remove_file(&addr_file);
+        let host = self
+            .opts
+            .netns
+            .as_ref()
+            .map_or("127.0.0.1", |(_, ip)| ip.as_str())
+            .to_owned();
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--data-dir".into(),
             self.dir.path().display().to_string(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            format!("{host}:0"),
             "--node-name".into(),
             self.name.clone(),
             "--cluster-listen".into(),
-            format!("127.0.0.1:{}", self.cluster_port),
+            format!("{host}:{}", self.cluster_port),
             "--log-format".into(),
             "text".into(),
         ];
         args.extend(self.opts.args.iter().cloned());
-        self.proc = Some(process::Guard::spawn(&args, self.dir.path())?);
+        let netns = self.opts.netns.as_ref().map(|(ns, _)| ns.as_str());
+        self.proc = Some(process::Guard::spawn_in(netns, &args, self.dir.path())?);
 
         let deadline = Deadline::after(WAIT, format!("node {} to serve", self.name));
         loop {

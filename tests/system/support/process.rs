@@ -28,8 +28,22 @@ impl Guard {
     /// Starts `troupe ARGS` in its own process group, appending its output to
     /// stdout.log / stderr.log in `log_dir` (appending keeps the logs of earlier runs).
     pub fn spawn(args: &[String], log_dir: &Path) -> Result<Self> {
+        Self::spawn_in(None, args, log_dir)
+    }
+
+    /// As [`Guard::spawn`], inside the network namespace `netns` when one is given
+    /// (`ip netns exec` execs troupe, so the pid is troupe's).
+    pub fn spawn_in(netns: Option<&str>, args: &[String], log_dir: &Path) -> Result<Self> {
         let log = |name: &str| OpenOptions::new().create(true).append(true).open(log_dir.join(name));
-        let child = Command::new(BIN)
+        let mut command = match netns {
+            None => Command::new(BIN),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+        };
+        let child = command
             .args(args)
             .env("TROUPE_COOKIE", COOKIE)
             .stdin(Stdio::null())
