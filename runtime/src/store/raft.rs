@@ -289,17 +289,7 @@ impl super::Store {
     /// cluster has fewer than `voters` of them. Admitting a member again answers its role.
     pub async fn admit(&self, id: NodeId, name: &str, voters: usize) -> Result<Role, StoreError> {
         let raft = self.raft();
-        let known: Vec<(NodeId, String)> = raft
-            .with_raft_state(|state| {
-                state
-                    .membership_state
-                    .effective()
-                    .nodes()
-                    .map(|(id, node)| (*id, node.addr.clone()))
-                    .collect()
-            })
-            .await
-            .map_err(|e| StoreError::Failed(format!("raft: {e}")))?;
+        let known = known_members(raft).await?;
         if let Some((other, _)) = known.iter().find(|(other, n)| n == name && *other != id) {
             return Err(StoreError::Rejected(format!(
                 "a member named {name} is in the cluster already (raft id {other}); a node that \
@@ -332,19 +322,8 @@ impl super::Store {
 impl super::Store {
     /// The Raft id of the member named `name`, as this member's membership holds it.
     async fn member_id(&self, name: &str) -> Result<NodeId, StoreError> {
-        let known: Vec<(NodeId, String)> = self
-            .raft()
-            .with_raft_state(|state| {
-                state
-                    .membership_state
-                    .effective()
-                    .nodes()
-                    .map(|(id, node)| (*id, node.addr.clone()))
-                    .collect()
-            })
-            .await
-            .map_err(|e| StoreError::Failed(format!("raft: {e}")))?;
-        known
+        known_members(self.raft())
+            .await?
             .into_iter()
             .find(|(_, n)| n == name)
             .map(|(id, _)| id)
@@ -411,6 +390,20 @@ impl super::Store {
         raft.change_membership(change, true).await.map_err(refused)?;
         Ok(())
     }
+}
+
+/// Every member (id and name), as this member's Raft core sees its membership now.
+async fn known_members(raft: &Raft) -> Result<Vec<(NodeId, String)>, StoreError> {
+    raft.with_raft_state(|state| {
+        state
+            .membership_state
+            .effective()
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect()
+    })
+    .await
+    .map_err(|e| StoreError::Failed(format!("raft: {e}")))
 }
 
 /// The members that vote now, as this member's Raft core sees its membership.
