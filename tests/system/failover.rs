@@ -74,6 +74,9 @@ async fn a_killed_nodes_agents_swarm_hosts_and_tasks_serve_on_the_survivors_once
         &super::support::vms::create_vm(&nodes[2], json!({ "name": "web", "vcpus": 1, "memoryMiB": 256 })).await?,
         "/id",
     )?;
+    // A task that ended on gamma before it dies: still readable everywhere after.
+    let ended = nodes[2].submit_to(&agents[0], json!({ "before": "the kill" })).await?;
+    nodes[2].wait_task_state(&ended, "SUCCEEDED").await?;
     // A task running on gamma when it dies, held there by a gate.
     let gate = Gate::new()?;
     let held = nodes[2].spawn_gated(&gate, &["slow"], 1).await?;
@@ -131,6 +134,8 @@ async fn a_killed_nodes_agents_swarm_hosts_and_tasks_serve_on_the_survivors_once
         deadline.tick(&seen).await?;
     }
     let down = wait_member_state(&nodes[1], "gamma", "DOWN").await?;
+    let read = nodes[0].task(&ended).await?;
+    ensure!(read["state"] == "SUCCEEDED", "{read}");
     ensure!(down["lastHeartbeat"].is_string(), "{down}");
 
     // The leader told the story: gamma suspect, down, each of its agents moved.

@@ -130,7 +130,16 @@ impl Tasks {
 
     /// A task of this node or of the peer that holds it.
     pub async fn get(&self, id: &str) -> Result<Option<TaskRecord>, ApiError> {
-        At::holding(self, id).get(id.to_owned()).await
+        let at = At::holding(self, id);
+        let down = at
+            .peer()
+            .is_some_and(|peer| self.ctx.cluster.status(peer) == Some(crate::cluster::MemberStatus::Down));
+        if down {
+            // Its holder is gone (a task that ended there stays there, not moved): every
+            // member's store has its record, as of the holder's last write.
+            return At::Here(self).get(id.to_owned()).await;
+        }
+        at.get(id.to_owned()).await
     }
 
     /// Whether this node holds the task with this id.
