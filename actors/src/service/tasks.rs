@@ -135,9 +135,14 @@ impl Tasks {
             .peer()
             .is_some_and(|peer| self.ctx.cluster.status(peer) == Some(crate::cluster::MemberStatus::Down));
         if down {
-            // Its holder is gone (a task that ended there stays there, not moved): every
-            // member's store has its record, as of the holder's last write.
-            return At::Here(self).get(id.to_owned()).await;
+            // Its holder is gone. A task that ended there stays there (only open tasks
+            // move), and its record, in every member's store, can no longer change: read it
+            // here. An open one is asked of its holder (and is UNAVAILABLE): its stored state
+            // would claim what nothing does now.
+            let here = At::Here(self).get(id.to_owned()).await?;
+            if let Some(ended) = here.filter(|t| t.status.state.is_terminal()) {
+                return Ok(Some(ended));
+            }
         }
         at.get(id.to_owned()).await
     }
