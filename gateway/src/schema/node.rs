@@ -15,14 +15,14 @@ use crate::auth::RoleGuard;
 use crate::error::OrGql;
 
 #[derive(SimpleObject)]
-pub struct ClusterMember {
+pub struct NodeMember {
     pub name: String,
     pub address: String,
     /// UP when the member answered lately, DOWN when it was seen before and is silent.
     pub status: String,
 }
 
-impl From<Member> for ClusterMember {
+impl From<Member> for NodeMember {
     fn from(m: Member) -> Self {
         Self {
             name: m.name,
@@ -41,7 +41,7 @@ pub struct Node {
     pub name: String,
     pub version: String,
     pub started_at: DateTime<Utc>,
-    pub members: Vec<ClusterMember>,
+    pub members: Vec<NodeMember>,
     /// The newest event's `seq` on this node: list, then subscribe with `after: lastSeq`.
     pub last_seq: Int64,
 }
@@ -70,7 +70,7 @@ pub enum MemberState {
 
 /// One member of the cluster's replicated log.
 #[derive(SimpleObject)]
-pub struct LogMember {
+pub struct ClusterMember {
     pub name: String,
     /// Its cluster address; empty when this node has not heard from it since it started.
     pub address: String,
@@ -95,7 +95,7 @@ pub struct ClusterView {
     pub term: Int64,
     /// The last log entry this node applied; every applied entry was committed on a majority.
     pub commit_index: Int64,
-    pub members: Vec<LogMember>,
+    pub members: Vec<ClusterMember>,
 }
 
 impl From<troupe_actors::cluster::replicated::ClusterState> for ClusterView {
@@ -104,12 +104,12 @@ impl From<troupe_actors::cluster::replicated::ClusterState> for ClusterView {
             leader: s.leader,
             term: s.term.into(),
             commit_index: s.commit_index.into(),
-            members: s.members.into_iter().map(LogMember::from).collect(),
+            members: s.members.into_iter().map(ClusterMember::from).collect(),
         }
     }
 }
 
-impl From<troupe_actors::cluster::replicated::LogMember> for LogMember {
+impl From<troupe_actors::cluster::replicated::LogMember> for ClusterMember {
     fn from(m: troupe_actors::cluster::replicated::LogMember) -> Self {
         Self {
             name: m.name,
@@ -142,7 +142,7 @@ impl NodeMutation {
     /// replicated log (a learner takes a voter's place when one can). It must be reachable;
     /// a member that will not return is forgotten with `forgetMember`.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
-    async fn leave_cluster(&self, ctx: &Context<'_>, node: String) -> async_graphql::Result<LogMember> {
+    async fn leave_cluster(&self, ctx: &Context<'_>, node: String) -> async_graphql::Result<ClusterMember> {
         let change = troupe_actors::service::node::MemberChange::Leave(node);
         Ok(ctx.data::<Api>()?.change_membership(change).await.gql()?.into())
     }
@@ -151,7 +151,7 @@ impl NodeMutation {
     /// (`MEMBER_LEFT`) and removed from the replicated log. What it ran moved when it went
     /// down.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
-    async fn forget_member(&self, ctx: &Context<'_>, node: String) -> async_graphql::Result<LogMember> {
+    async fn forget_member(&self, ctx: &Context<'_>, node: String) -> async_graphql::Result<ClusterMember> {
         let change = troupe_actors::service::node::MemberChange::Forget(node);
         Ok(ctx.data::<Api>()?.change_membership(change).await.gql()?.into())
     }
@@ -164,7 +164,7 @@ impl NodeMutation {
         ctx: &Context<'_>,
         node: String,
         role: MemberRole,
-    ) -> async_graphql::Result<LogMember> {
+    ) -> async_graphql::Result<ClusterMember> {
         let role = match role {
             MemberRole::Voter => LogRole::Voter,
             MemberRole::Learner => LogRole::Learner,
@@ -270,7 +270,7 @@ impl NodeQuery {
             name: api.node_name().to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: api.started_at(),
-            members: api.members().into_iter().map(ClusterMember::from).collect(),
+            members: api.members().into_iter().map(NodeMember::from).collect(),
             last_seq: api.last_seq().await.gql()?.into(),
         })
     }
