@@ -376,19 +376,14 @@ async fn start_work(work: &Work, api: &crate::service::Api) -> bool {
             child.start_timeout() + crate::call::CALL_TIMEOUT,
         )
         .await;
-        match started {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(child = child.id(), error = %e, "could not start the node's work");
-                stop_work(work).await;
-                return false;
-            }
-            Err(e) => {
-                tracing::error!(child = child.id(), error = %e, "could not start the node's work");
-                stop_work(work).await;
-                return false;
-            }
-        }
+        let failed = match started {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(child = child.id(), error = %failed, "could not start the node's work");
+        stop_work(work).await;
+        return false;
     }
     match api.messages().restore().await {
         Ok(0) => {}
