@@ -20,6 +20,7 @@ mod system {
     mod faults;
     mod hosts;
     mod http_api;
+    mod membership;
     mod messages;
     mod races;
     mod recovery;

@@ -1,0 +1,333 @@
+//! The leader's side: confirming its leadership, judging the members by the leases it
+//! granted, committing their states, and members leaving or forgotten.
+
+use super::*;
+
+/// As the leader: confirms its leadership with a quorum each [`BEAT`] (so it may grant
+/// leases) and judges the members by the leases it granted them. Runs for the node's
+/// lifetime.
+pub(crate) async fn watch_members(store: Store, cluster: Cluster) {
+    let me = cluster.name();
+    let mut tick = tokio::time::interval(BEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading: Option<(u64, Instant)> = None;
+    loop {
+        tick.tick().await;
+        if store.failure().is_some() {
+            return;
+        }
+        let status = store.status();
+        if status.leader.as_deref() != Some(me.as_str()) {
+            if leading.take().is_some() {
+                cluster.leases.deposed();
+            }
+            continue;
+        }
+        let since = match leading {
+            Some((term, since)) if term == status.term => since,
+            _ => {
+                cluster.leases.deposed();
+                let since = Instant::now();
+                leading = Some((status.term, since));
+                since
+            }
+        };
+        let check = Instant::now();
+        match tokio::time::timeout(CONFIRMED_WITHIN, store.raft().ensure_linearizable()).await {
+            Ok(Ok(_)) => cluster.leases.confirmed(check, store.status().commit_index),
+            _ => continue,
+        }
+        if status.members.len() <= 1 {
+            continue;
+        }
+        if let Err(e) = judge(&store, &cluster, &status, since).await {
+            tracing::warn!(error = %e, "could not record a member's state");
+        }
+    }
+}
+
+/// How long a leaving member has to stop its work.
+const RELEASE_WITHIN: Duration = Duration::from_secs(90);
+
+/// On the leader: the member `node` leaves the cluster. Its work stops first (it must be
+/// reachable; a member that will not return is forgotten instead), then one entry marks it
+/// LEFT, bumps its fencing epoch and moves what it ran to the UP members, and then it is
+/// removed from the log's membership (a learner taking a voter's place when one can).
+pub(crate) async fn leave(
+    service: &crate::service::node::NodeService,
+    node: &str,
+) -> Result<(), crate::error::ApiError> {
+    use crate::error::ApiError;
+    let (store, cluster, voters) = (&service.store, &service.cluster, service.voters);
+    let (record, survivors) = standing(store, node).await?;
+    match record.as_ref().map(|r| r.state) {
+        Some(MemberState::Left) => return Err(ApiError::Conflict(format!("{node} has left the cluster already"))),
+        Some(MemberState::Down) => {
+            return Err(ApiError::Conflict(format!(
+                "{node} is down: forget it (forgetMember) rather than drain it"
+            )))
+        }
+        _ => {}
+    }
+    if survivors.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "no other member is UP to take {node}'s work"
+        )));
+    }
+    let released = if node == cluster.name() {
+        cluster.leases.release(RELEASE_WITHIN).await
+    } else {
+        crate::cluster::remote::Peer(service, node.to_owned()).release().await?
+    };
+    if !released {
+        return Err(ApiError::Unavailable(format!(
+            "{node} did not stop its work within {} s",
+            RELEASE_WITHIN.as_secs()
+        )));
+    }
+    depart(store, cluster, node, record, survivors, voters).await
+}
+
+/// On the leader: forgets the member `node`, which is DOWN and will not return: it is
+/// marked LEFT (anything still placed on it moves) and removed from the log's membership.
+pub(crate) async fn forget(
+    service: &crate::service::node::NodeService,
+    node: &str,
+) -> Result<(), crate::error::ApiError> {
+    let (store, cluster, voters) = (&service.store, &service.cluster, service.voters);
+    let (record, survivors) = standing(store, node).await?;
+    match record.as_ref().map(|r| r.state) {
+        Some(MemberState::Down) => depart(store, cluster, node, record, survivors, voters).await,
+        Some(MemberState::Left) => Err(crate::error::ApiError::Conflict(format!(
+            "{node} has left the cluster already"
+        ))),
+        _ => Err(crate::error::ApiError::Conflict(format!(
+            "{node} is not down: a member that is there leaves (leaveCluster)"
+        ))),
+    }
+}
+
+/// The member's committed record, and the other members that are UP.
+async fn standing(store: &Store, node: &str) -> Result<(Option<MemberRecord>, Vec<String>), crate::error::ApiError> {
+    let names: Vec<String> = store.status().members.into_iter().map(|m| m.name).collect();
+    if !names.iter().any(|n| n == node) {
+        return Err(crate::error::ApiError::NotFound(format!(
+            "{node} is not a member of the cluster"
+        )));
+    }
+    let node = node.to_owned();
+    Ok(store
+        .view(move |v| {
+            let mut survivors = Vec::new();
+            for name in names.iter().filter(|n| **n != node) {
+                if member_in(v, name)?.is_none_or(|r| r.state == MemberState::Up) {
+                    survivors.push(name.clone());
+                }
+            }
+            Ok((member_in(v, &node)?, survivors))
+        })
+        .await?)
+}
+
+/// Marks `node` LEFT with its moves, then removes it from the membership.
+async fn depart(
+    store: &Store,
+    cluster: &Cluster,
+    node: &str,
+    record: Option<MemberRecord>,
+    survivors: Vec<String>,
+    voters: usize,
+) -> Result<(), crate::error::ApiError> {
+    let current = record.map(|r| troupe_runtime::codec::encode(&r)).transpose()?;
+    let batch = transition(store, node, MemberState::Left, current, Duration::ZERO, survivors).await?;
+    store.write(batch).await?;
+    cluster.directory().reload(store).await?;
+    store.remove_member(node, voters).await?;
+    tracing::info!(node, "a member left the cluster");
+    Ok(())
+}
+
+/// Decides each member's state from the leases granted, and commits what changed.
+async fn judge(
+    store: &Store,
+    cluster: &Cluster,
+    status: &troupe_runtime::store::raft::Status,
+    since: Instant,
+) -> Result<(), StoreError> {
+    let me = cluster.name();
+    let names: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
+    let records = {
+        let names = names.clone();
+        store
+            .view(move |v| {
+                names
+                    .iter()
+                    .map(|n| Ok((n.clone(), member_in(v, n)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?
+    };
+    let now = Instant::now();
+    let states: BTreeMap<String, MemberState> = records
+        .iter()
+        .map(|(n, r)| (n.clone(), r.as_ref().map_or(MemberState::Up, |r| r.state)))
+        .collect();
+    for (name, record) in records {
+        if name == me {
+            continue;
+        }
+        let state = record.as_ref().map_or(MemberState::Up, |r| r.state);
+        let silent = cluster.leases.silence(&name, since, now);
+        let next = match state {
+            MemberState::Left => continue,
+            _ if silent >= DOWN_AFTER => MemberState::Down,
+            MemberState::Up if silent >= SUSPECT_AFTER => MemberState::Suspect,
+            MemberState::Suspect | MemberState::Down if silent < SUSPECT_AFTER => MemberState::Up,
+            other => other,
+        };
+        if next == state {
+            continue;
+        }
+        let current = record.map(|r| troupe_runtime::codec::encode(&r)).transpose()?;
+        let survivors: Vec<String> = states
+            .iter()
+            .filter(|(n, s)| **n != name && **s == MemberState::Up)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let batch = transition(store, &name, next, current, silent, survivors).await?;
+        match store.write(batch).await {
+            Ok(_) => {
+                tracing::warn!(node = %name, state = next.name(), silent_ms = silent.as_millis() as u64, "a member's state changed")
+            }
+            // Another leader decided first.
+            Err(StoreError::Stale(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if next == MemberState::Down {
+            // The moves are applied: route by them here at once.
+            cluster.directory().reload(store).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The entry that moves `node` to `next`, on the condition that its record is still
+/// `current`; a DOWN also bumps its fencing epoch and moves what it ran to `survivors`.
+async fn transition(
+    store: &Store,
+    node: &str,
+    next: MemberState,
+    current: Option<Vec<u8>>,
+    silent: Duration,
+    survivors: Vec<String>,
+) -> Result<Batch, StoreError> {
+    let record = MemberRecord {
+        state: next,
+        since: troupe_runtime::clock::now(),
+    };
+    let kind = match next {
+        MemberState::Up => "MEMBER_UP",
+        MemberState::Suspect => "MEMBER_SUSPECT",
+        MemberState::Down => "MEMBER_DOWN",
+        MemberState::Left => "MEMBER_LEFT",
+    };
+    let mut batch = Batch::new().require(META, member_key(node), current).put(
+        META,
+        member_key(node),
+        troupe_runtime::codec::encode(&record)?,
+    );
+    let silent_ms = silent.as_millis() as u64;
+    if !matches!(next, MemberState::Down | MemberState::Left) {
+        return Ok(batch.event(NewEvent::new(
+            kind,
+            Some(node.to_owned()),
+            json!({ "node": node, "silentMs": silent_ms }),
+        )));
+    }
+    let reason = match next {
+        MemberState::Left => format!("node {node} left the cluster"),
+        _ => format!("node {node} is down"),
+    };
+    let node = node.to_owned();
+    let plan = {
+        let node = node.clone();
+        store
+            .view(move |v| super::moves::plan_moves(v, &node, &survivors))
+            .await?
+    };
+    let epoch = plan.epoch + 1;
+    batch = batch.put(META, fence_key(&node), troupe_runtime::codec::encode(&epoch)?);
+    batch = batch.event(NewEvent::new(
+        kind,
+        Some(node.clone()),
+        json!({ "node": node, "silentMs": silent_ms, "epoch": epoch, "agentsMoved": plan.agents.len(),
+                "agentsNotMoved": plan.stranded.len(), "swarmsMoved": plan.swarms.len(), "hostsMoved": plan.hosts.len(), "tasksMoved": plan.tasks.len() }),
+    ));
+    for (mut spec, placement) in plan.agents {
+        let to = placement.node.clone();
+        spec.node = to.clone();
+        batch = batch
+            .put(AGENTS, spec.id.clone(), troupe_runtime::codec::encode(&spec)?)
+            .put(DIRECTORY, spec.id.clone(), troupe_runtime::codec::encode(&placement)?)
+            .event(NewEvent::new(
+                "AGENT_MOVED",
+                Some(spec.id.clone()),
+                json!({ "from": node, "to": to, "reason": reason, "epoch": placement.epoch }),
+            ));
+    }
+    for (id, why) in &plan.stranded {
+        batch = batch.event(NewEvent::new(
+            "AGENT_NOT_MOVED",
+            Some(id.clone()),
+            json!({ "from": node, "reason": reason, "why": why }),
+        ));
+    }
+    for moving in plan.swarms {
+        let (teams, members) = (moving.swarms.len() - 1, moving.members.len());
+        for (mut spec, placement) in moving.swarms {
+            spec.node = placement.node.clone();
+            batch = batch
+                .put(SWARMS, spec.id.clone(), troupe_runtime::codec::encode(&spec)?)
+                .put(DIRECTORY, spec.id.clone(), troupe_runtime::codec::encode(&placement)?);
+        }
+        for (mut spec, placement) in moving.members {
+            spec.node = placement.node.clone();
+            batch = batch
+                .put(AGENTS, spec.id.clone(), troupe_runtime::codec::encode(&spec)?)
+                .put(DIRECTORY, spec.id.clone(), troupe_runtime::codec::encode(&placement)?);
+        }
+        batch = batch.event(NewEvent::new(
+            "SWARM_MOVED",
+            Some(moving.top.clone()),
+            json!({ "from": node, "to": moving.to, "reason": reason, "teams": teams, "members": members }),
+        ));
+    }
+    for (mut spec, placement, vms) in plan.hosts {
+        let to = placement.node.clone();
+        spec.node = to.clone();
+        batch = batch
+            .put(HOSTS, spec.id.clone(), troupe_runtime::codec::encode(&spec)?)
+            .put(DIRECTORY, spec.id.clone(), troupe_runtime::codec::encode(&placement)?);
+        for vm in &vms {
+            batch = batch.put(DIRECTORY, vm.clone(), troupe_runtime::codec::encode(&placement)?);
+        }
+        batch = batch.event(NewEvent::new(
+            "HOST_MOVED",
+            Some(spec.id.clone()),
+            json!({ "from": node, "to": to, "reason": reason, "name": spec.name, "vms": vms.len() }),
+        ));
+    }
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, placement) in plan.tasks {
+        *per_node.entry(placement.node.clone()).or_default() += 1;
+        batch = batch.put(DIRECTORY, id, troupe_runtime::codec::encode(&placement)?);
+    }
+    for (to, count) in per_node {
+        batch = batch.event(NewEvent::new(
+            "TASKS_MOVED",
+            Some(to.clone()),
+            json!({ "from": node, "to": to, "count": count, "reason": reason }),
+        ));
+    }
+    Ok(batch)
+}

@@ -1,0 +1,279 @@
+//! The cluster's membership as users change it (leaving, forgetting, roles), where a lost
+//! node's agents may go (pinned, node labels, a checkpoint that travels), and the local
+//! three-node topology of deploy/local-cluster.sh.
+
+use anyhow::{ensure, Result};
+use serde_json::{json, Value};
+
+use super::failover::{groups, member, wait_member_state, wait_moved};
+use super::replicated::{start_cluster, CLUSTER};
+use super::support::{pid_alive, python_agent, text, Deadline, NodeOpts, WAIT};
+
+const MEMBER: &str = "name role state incarnation";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it_goes() -> Result<()> {
+    let nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    // A voter becomes a learner and a voter again.
+    let role = format!("mutation($n: String!, $r: MemberRole!) {{ setMemberRole(node: $n, role: $r) {{ {MEMBER} }} }}");
+    let learner = nodes[1].gql_ok(&role, json!({ "n": "gamma", "r": "LEARNER" })).await?;
+    ensure!(learner["setMemberRole"]["role"] == "LEARNER", "{learner}");
+    ensure!(member(&nodes[0], "gamma").await?["role"] == "LEARNER");
+    let voter = nodes[2].gql_ok(&role, json!({ "n": "gamma", "r": "VOTER" })).await?;
+    ensure!(voter["setMemberRole"]["role"] == "VOTER", "{voter}");
+
+    let agent = text(
+        &nodes[2]
+            .spawn_agent(json!({ "name": "leaver", "backend": { "process": { "command": python_agent() } } }))
+            .await?,
+        "/id",
+    )?;
+    nodes[2].wait_agent_state(&agent, "RUNNING").await?;
+    let before = groups(&nodes[2], &agent).await?;
+    ensure!(before.len() == 1, "{before:?}");
+    let leave = format!("mutation($n: String!) {{ leaveCluster(node: $n) {{ {MEMBER} }} }}");
+    let left = nodes[0].gql_ok(&leave, json!({ "n": "gamma" })).await?;
+    ensure!(left["leaveCluster"]["state"] == "LEFT", "{left}");
+    // Its process stopped before the agent started elsewhere; it runs there now, once.
+    ensure!(!pid_alive(before[0] as i32), "gamma's process still runs");
+    let home = wait_moved(&nodes[0], &agent, "gamma").await?;
+    let after = groups(&nodes[if home == "alpha" { 0 } else { 1 }], &agent).await?;
+    ensure!(after.len() == 1 && after != before, "{before:?} then {after:?}");
+    let view = nodes[1].gql_ok(CLUSTER, json!({})).await?;
+    let names: Vec<&str> = view["cluster"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    ensure!(names == ["alpha", "beta"] || names == ["beta", "alpha"], "{view}");
+    let events = nodes[1]
+        .events_after(None, &["MEMBER_LEFT", "AGENT_MOVED", "MEMBER_ROLE_CHANGED"])
+        .await?;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    ensure!(
+        kinds
+            == [
+                "MEMBER_ROLE_CHANGED",
+                "MEMBER_ROLE_CHANGED",
+                "MEMBER_LEFT",
+                "AGENT_MOVED"
+            ],
+        "{kinds:?}"
+    );
+    // The two that remain go on.
+    let task = nodes[1]
+        .submit_to(&agent, json!({ "op": "echo", "value": "after leave" }))
+        .await?;
+    nodes[0].wait_task_state(&task, "SUCCEEDED").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> {
+    let mut nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    let forget = format!("mutation($n: String!) {{ forgetMember(node: $n) {{ {MEMBER} }} }}");
+    // A member that is there is drained, not forgotten.
+    let refused = nodes[0].gql(&forget, json!({ "n": "gamma" })).await?;
+    ensure!(
+        super::support::error_code(&refused).as_deref() == Some("CONFLICT"),
+        "{refused}"
+    );
+    nodes[2].kill9().await?;
+    wait_member_state(&nodes[0], "gamma", "DOWN").await?;
+    let gone = nodes[1].gql_ok(&forget, json!({ "n": "gamma" })).await?;
+    ensure!(gone["forgetMember"]["state"] == "LEFT", "{gone}");
+    let deadline = Deadline::after(WAIT, "gamma to be out of the membership");
+    loop {
+        let view = nodes[0].gql_ok(CLUSTER, json!({})).await?;
+        if view["cluster"]["members"].as_array().is_some_and(|m| m.len() == 2) {
+            break;
+        }
+        deadline.tick(&view).await?;
+    }
+    let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }";
+    nodes[0].gql_ok(m, json!({ "n": "after-forget" })).await?;
+    Ok(())
+}
+
+/// A base port with it and the next two free, for the three nodes of local-cluster.sh.
+fn three_free_ports() -> Result<u16> {
+    for _ in 0..50 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if base > 65_000 {
+            continue;
+        }
+        if (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    anyhow::bail!("no three free ports in a row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_sh_starts_the_three_node_topology_and_stops_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let base = dir.path().join("cluster");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local-cluster.sh");
+    let (gateway, cluster) = (three_free_ports()?, three_free_ports()?);
+    let run = |command: &str| {
+        std::process::Command::new("bash")
+            .args([script, command, "--dir", &base.display().to_string()])
+            .args(["--bin", env!("CARGO_BIN_EXE_troupe")])
+            .args([
+                "--gateway-port",
+                &gateway.to_string(),
+                "--cluster-port",
+                &cluster.to_string(),
+            ])
+            .output()
+    };
+    let started = run("start")?;
+    let said = String::from_utf8_lossy(&started.stdout).into_owned() + &String::from_utf8_lossy(&started.stderr);
+    ensure!(started.status.success(), "{said}");
+    let stop = scopeguard(|| {
+        let _ = run("stop");
+    });
+    let token = std::fs::read_to_string(base.join("a").join("admin.token"))?;
+    let http = super::support::http_client().no_proxy().build()?;
+    let deadline = Deadline::after(WAIT, "the three nodes to be UP");
+    loop {
+        let answer: Value = http
+            .post(format!("http://127.0.0.1:{gateway}/graphql"))
+            .bearer_auth(token.trim())
+            .json(&json!({ "query": "{ cluster { members { name state role } } }" }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let members = answer["data"]["cluster"]["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if members.len() == 3 && members.iter().all(|m| m["state"] == "UP" && m["role"] == "VOTER") {
+            break;
+        }
+        deadline.tick(&answer).await?;
+    }
+    ensure!(run("status")?.status.success());
+    drop(stop);
+    ensure!(
+        !run("status")?.status.success(),
+        "status after stop says the cluster runs"
+    );
+    Ok(())
+}
+
+/// Runs `f` when dropped (so a failed check still stops the cluster).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_nodes_agents_move_only_where_their_placement_allows_else_wait_for_it() -> Result<()> {
+    let mut nodes = start_cluster(
+        NodeOpts::named("alpha").arg("--node-label", "zone=a"),
+        vec![
+            NodeOpts::named("beta").arg("--node-label", "zone=b"),
+            NodeOpts::named("gamma").arg("--node-label", "zone=c"),
+        ],
+    )
+    .await?;
+    let spawn = |name: &str, extra: Value| {
+        let mut input = json!({ "name": name, "backend": { "builtin": { "kind": "echo" } } });
+        input.as_object_mut().into_iter().for_each(|o| {
+            o.extend(extra.as_object().cloned().unwrap_or_default());
+        });
+        input
+    };
+    let to_b = text(
+        &nodes[2]
+            .spawn_agent(spawn(
+                "to-b",
+                json!({ "nodeLabels": [{ "key": "zone", "value": "b" }] }),
+            ))
+            .await?,
+        "/id",
+    )?;
+    let pinned = text(
+        &nodes[2].spawn_agent(spawn("pinned", json!({ "pinned": true }))).await?,
+        "/id",
+    )?;
+    let nowhere = text(
+        &nodes[2]
+            .spawn_agent(spawn(
+                "nowhere",
+                json!({ "nodeLabels": [{ "key": "zone", "value": "z" }] }),
+            ))
+            .await?,
+        "/id",
+    )?;
+    // A counter at 5 in its last checkpoint, at 10 when its node is lost.
+    let counter = text(
+        &nodes[2]
+            .spawn_agent(
+                json!({ "name": "counted", "backend": { "builtin": { "kind": "counter" } },
+                                 "nodeLabels": [{ "key": "zone", "value": "a" }] }),
+            )
+            .await?,
+        "/id",
+    )?;
+    for id in [&to_b, &pinned, &nowhere, &counter] {
+        nodes[2].wait_agent_state(id, "RUNNING").await?;
+    }
+    nodes[2].run_on(&counter, json!({ "add": 5 })).await?;
+    let checkpoint = "mutation($id: ID!) { checkpointAgent(id: $id, description: \"five\") { id } }";
+    nodes[2].gql_ok(checkpoint, json!({ "id": counter })).await?;
+    ensure!(nodes[2].run_on(&counter, json!({ "add": 5 })).await?["count"] == 10);
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    nodes[2].kill9().await?;
+    ensure!(wait_moved(&nodes[0], &to_b, "gamma").await? == "beta");
+    // The checkpoint travelled with the counter: it restarts on alpha from 5.
+    ensure!(wait_moved(&nodes[1], &counter, "gamma").await? == "alpha");
+    let read = nodes[1].run_on(&counter, json!({})).await?;
+    ensure!(
+        read["count"] == 5,
+        "the counter restarted from {read}, not its checkpoint"
+    );
+    wait_member_state(&nodes[0], "gamma", "DOWN").await?;
+    let stayed = nodes[0].events_after(None, &["AGENT_NOT_MOVED"]).await?;
+    let why = |id: &str| {
+        stayed
+            .iter()
+            .find(|e| e["subject"] == id)
+            .and_then(|e| e["data"]["why"].as_str().map(str::to_owned))
+    };
+    ensure!(why(&pinned).is_some_and(|w| w.contains("pinned")), "{stayed:?}");
+    ensure!(why(&nowhere).is_some_and(|w| w.contains("zone=z")), "{stayed:?}");
+    // They wait for their node, and run there again once it is back.
+    nodes[2].restart().await?;
+    for id in [&pinned, &nowhere] {
+        let agent = nodes[0].wait_agent_state(id, "RUNNING").await?;
+        ensure!(agent["node"] == "gamma", "{agent}");
+    }
+    Ok(())
+}
