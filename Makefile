@@ -38,6 +38,9 @@ deps:
 	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium fonts-dejavu-core"; \
 	pkg-config --exists libvirt 2>/dev/null || missing="$$missing libvirt-dev"; \
 	if command -v dpkg-query >/dev/null 2>&1 && \
 	   ! dpkg-query -W -f='$${Status}' libc6-dev 2>/dev/null | grep -q 'install ok installed'; then \
@@ -68,6 +71,11 @@ run: deps build
 test: deps
 	@printf '\n==> %s\n' 'deploy/validate.sh'
 	@bash deploy/validate.sh
+	@# The dashboard: its Node tools (pinned in package-lock.json) type-check and unit-test it,
+	@# and its committed build (gateway/dashboard/dist, embedded in troupe) must be what the
+	@# sources build to. `make run` needs none of this: dist/ is committed.
+	@printf '\n==> %s\n' 'dashboard: npm ci, tsc, vitest, dist/ matches its sources'
+	@cd gateway/dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run --silent check && npx --no-install vitest run && node scripts/verify.mjs
 	@printf '\n==> %s\n' 'cargo fmt --all -- --check'
 	@$(CARGO) fmt --all -- --check
 	@# One TLS provider (aws-lc-rs, see runtime/src/tls.rs): a second one (ring) is a second
@@ -79,6 +87,9 @@ test: deps
 	@$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@printf '\n==> %s\n' 'cargo test --workspace'
 	@$(CARGO) test --workspace
+	@# cargo test built target/debug/troupe: the dashboard end to end in Debian's Chromium.
+	@printf '\n==> %s\n' 'dashboard end to end (playwright-core, chromium)'
+	@cd gateway/dashboard && TROUPE_BIN=$(CURDIR)/target/debug/troupe node e2e/run.mjs
 	@# The benches must keep compiling; built with the test profile they reuse every
 	@# dependency the tests just built instead of a second, optimised build of everything.
 	@printf '\n==> %s\n' 'cargo test --workspace --benches --no-run'

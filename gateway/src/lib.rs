@@ -1,4 +1,4 @@
-//! troupe-gateway: the GraphQL gateway (async-graphql on axum) — `/graphql` over HTTP,
+//! troupe-gateway: the GraphQL gateway (async-graphql on axum) — the web dashboard at `/`, `/graphql` over HTTP,
 //! `/graphql/ws` (graphql-transport-ws), `/graphiql`, `/metrics`, `/healthz` — with bearer
 //! token auth, role guards and limits on depth, complexity, time, concurrency and size. It
 //! reaches the node only through [`troupe_actors::Api`].
@@ -13,6 +13,7 @@
 //! ```
 
 pub mod auth;
+mod dashboard;
 pub mod error;
 pub mod schema;
 mod server;

@@ -10,7 +10,7 @@ use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{BoxError, Json, Router};
 use futures::future::BoxFuture;
@@ -89,9 +89,8 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
             settings.http_timeout,
         ));
     let http = Router::new()
-        .route("/", get(index))
+        .merge(crate::dashboard::routes())
         .route("/graphql", get(graphql).post(graphql))
-        .route("/graphiql", get(graphiql))
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
         .layer(bounded);
@@ -144,27 +143,6 @@ async fn graphql_ws(State(s): State<AppState>, upgrade: WebSocketUpgrade) -> Res
             ws::serve(socket, s.schema.clone(), s.api.clone(), s.settings.ws).await;
             drop(permit);
         })
-}
-
-/// The landing page. The web dashboard comes in a later release; until then this page points
-/// at what the gateway serves.
-async fn index(State(s): State<AppState>) -> Html<String> {
-    let name = s.api.node_name().replace(['<', '>', '&', '"'], "");
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Troupe: {name}</title></head>\
-         <body><h1>Troupe node {name}</h1><ul>\
-         <li><a href=\"/graphiql\">GraphiQL</a>: queries, mutations and subscriptions \
-         (send <code>Authorization: Bearer &lt;token&gt;</code>; the admin token is in the data dir's admin.token)</li>\
-         <li><code>POST /graphql</code>, <code>/graphql/ws</code> (graphql-transport-ws)</li>\
-         <li><a href=\"/metrics\">/metrics</a> (Prometheus)</li><li><a href=\"/healthz\">/healthz</a></li>\
-         </ul></body></html>"
-    ))
-}
-
-/// GraphiQL, with the token taken from the URL fragment for HTTP and WebSocket alike
-/// (GraphiQL's own headers pane does not reach the WebSocket).
-async fn graphiql() -> Html<&'static str> {
-    Html(include_str!("graphiql.html"))
 }
 
 /// Readiness: 200 while the store writes, the node's services run and it is not shutting
@@ -271,7 +249,7 @@ impl Actor for Gateway {
             };
             let _ = myself.cast(GatewayMsg::ServerExited(reason));
         });
-        tracing::info!(address = %bound, "gateway listening: /graphql /graphql/ws /graphiql /metrics /healthz");
+        tracing::info!(address = %bound, "gateway listening: / (dashboard) /graphql /graphql/ws /graphiql /metrics /healthz");
         Ok(Serving(server))
     }
 

@@ -228,7 +228,11 @@ impl Registry<'_> {
                     if !crate::cluster::directory::held_in(v, id, &node)? {
                         return Ok(true);
                     }
-                    n += u64::from(troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter));
+                    if troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter)
+                        && in_state(v, id, &filter)?
+                    {
+                        n += 1;
+                    }
                     Ok(true)
                 })?;
                 Ok(n)
@@ -266,12 +270,19 @@ pub fn matching(
     let filter = filter.clone();
     let everything = filter == AgentFilter::default();
     move |v, id, bytes| {
-        if everything || troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter) {
-            read_one(v, id)
-        } else {
-            Ok(None)
+        if !everything && !troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter) {
+            return Ok(None);
         }
+        Ok(read_one(v, id)?.filter(|(_, status)| filter.state.is_none_or(|s| status.state == s)))
     }
+}
+
+/// Whether the agent's recorded state is the filter's (always, without one).
+fn in_state(v: &View<'_>, id: &str, filter: &AgentFilter) -> Result<bool, StoreError> {
+    let Some(wanted) = filter.state else {
+        return Ok(true);
+    };
+    Ok(read_one(v, id)?.is_some_and(|(_, status)| status.state == wanted))
 }
 
 /// A start that failed: the agent exists, and its supervisor tries again by its restart limit.

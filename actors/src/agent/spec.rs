@@ -150,9 +150,11 @@ impl AgentSpec {
         }
     }
 
+    /// Whether its spec passes the filter (the state is the status's, see [`AgentFilter::state`]).
     pub fn matches(&self, filter: &AgentFilter) -> bool {
         filter.project.as_ref().is_none_or(|p| *p == self.project)
             && filter.labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+            && filter.capability.as_ref().is_none_or(|c| self.capabilities.contains(c))
     }
 }
 
@@ -184,4 +186,8 @@ pub struct AgentFilter {
     pub project: Option<String>,
     /// Every pair must be among the agent's labels.
     pub labels: Vec<(String, String)>,
+    /// Only agents that have this capability.
+    pub capability: Option<String>,
+    /// Only agents in this state (read from their status, not their spec).
+    pub state: Option<super::status::AgentState>,
 }

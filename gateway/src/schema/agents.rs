@@ -62,6 +62,23 @@ impl From<State> for AgentState {
     }
 }
 
+impl From<AgentState> for State {
+    /// What a filter by state matches (RESTARTING is reported as RECOVERING).
+    fn from(s: AgentState) -> Self {
+        match s {
+            AgentState::Defined => Self::Defined,
+            AgentState::Starting => Self::Starting,
+            AgentState::Running => Self::Running,
+            AgentState::Paused => Self::Paused,
+            AgentState::Stopping => Self::Stopping,
+            AgentState::Stopped => Self::Stopped,
+            AgentState::Recovering | AgentState::Restarting => Self::Recovering,
+            AgentState::Unhealthy => Self::Unhealthy,
+            AgentState::Failed => Self::Failed,
+        }
+    }
+}
+
 /// rlimits set on each process of an exec or process agent.
 #[derive(SimpleObject)]
 pub struct AgentLimits {
@@ -318,8 +335,8 @@ pub struct AgentsQuery;
 
 #[Object]
 impl AgentsQuery {
-    /// The cluster's agents (this node's and every reachable peer's), by id; `project` and
-    /// `labels` (every pair must match) narrow the list.
+    /// The cluster's agents (this node's and every reachable peer's), by id; `project`,
+    /// `labels` (every pair must match), `state` and `capability` narrow the list.
     #[graphql(
         guard = "RoleGuard(Role::Viewer)",
         complexity = "cost(first, DEFAULT_PAGE, MAX_PAGE, child_complexity)"
@@ -331,12 +348,16 @@ impl AgentsQuery {
         after: Option<String>,
         project: Option<String>,
         labels: Option<Vec<LabelInput>>,
+        state: Option<AgentState>,
+        capability: Option<String>,
     ) -> async_graphql::Result<Connection<String, Agent, Extra>> {
         let first = page_size(first, DEFAULT_PAGE, MAX_PAGE)?;
         let has_previous = after.is_some();
         let filter = AgentFilter {
             project,
             labels: pairs(labels),
+            capability,
+            state: state.map(State::from),
         };
         let listing = ctx
             .data::<Api>()?

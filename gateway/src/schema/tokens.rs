@@ -40,6 +40,16 @@ impl From<R> for Role {
     }
 }
 
+/// The caller of a request.
+#[derive(SimpleObject)]
+pub struct Me {
+    pub role: Role,
+    /// The id of the token it presented.
+    pub token: ID,
+    /// The node that answers.
+    pub node: String,
+}
+
 #[derive(SimpleObject)]
 pub struct Token {
     pub id: ID,
@@ -88,6 +98,18 @@ pub struct TokensQuery;
 
 #[Object]
 impl TokensQuery {
+    /// Who is asking: the caller's role and token, and the node answering (what a client
+    /// such as the dashboard shows and offers follows the role).
+    #[graphql(guard = "RoleGuard(R::Viewer)")]
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
+        let caller = ctx.data::<crate::auth::Caller>()?;
+        Ok(Me {
+            role: caller.role.into(),
+            token: ID(caller.token.clone()),
+            node: ctx.data::<Api>()?.node_name().to_owned(),
+        })
+    }
+
     /// Every token of the cluster, oldest first, without secrets.
     #[graphql(guard = "RoleGuard(R::Admin)")]
     async fn tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Token>> {

@@ -1,0 +1,105 @@
+// A live line chart (uPlot, canvas) with its text alternative: the latest values in words
+// and a "show as table" toggle.
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+import { useEffect, useRef, useState } from "preact/hooks";
+
+export interface Series {
+  label: string;
+  unit: string;
+  /** CSS custom property holding its colour, so dark and light themes agree. */
+  colour: string;
+}
+
+export interface ChartProps {
+  title: string;
+  /** x: unix seconds; ys: one array per series. */
+  xs: number[];
+  ys: number[][];
+  series: Series[];
+  height?: number;
+}
+
+function css(name: string): string {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
+}
+
+export function Chart({ title, xs, ys, series, height = 160 }: ChartProps) {
+  const box = useRef<HTMLDivElement>(null);
+  const plot = useRef<uPlot | null>(null);
+  const [table, setTable] = useState(false);
+
+  useEffect(() => {
+    if (!box.current || table) return;
+    const opts: uPlot.Options = {
+      width: box.current.clientWidth || 400,
+      height,
+      legend: { show: true },
+      cursor: { drag: { x: false, y: false } },
+      axes: [
+        { stroke: css("--muted"), grid: { stroke: css("--line") } },
+        { stroke: css("--muted"), grid: { stroke: css("--line") }, size: 56 },
+      ],
+      series: [{}, ...series.map((s) => ({ label: `${s.label} (${s.unit})`, stroke: css(s.colour), width: 2, points: { show: false } }))],
+    };
+    plot.current = new uPlot(opts, [xs, ...ys] as uPlot.AlignedData, box.current);
+    const resize = () => plot.current?.setSize({ width: box.current?.clientWidth || 400, height });
+    addEventListener("resize", resize);
+    return () => {
+      removeEventListener("resize", resize);
+      plot.current?.destroy();
+      plot.current = null;
+    };
+  }, [table, series.length]);
+
+  useEffect(() => {
+    plot.current?.setData([xs, ...ys] as uPlot.AlignedData);
+  }, [xs, ys]);
+
+  const latest = series.map((s, i) => `${s.label}: ${ys[i]?.length ? round(ys[i][ys[i].length - 1]) : "—"} ${s.unit}`).join(", ");
+  return (
+    <figure class="chart">
+      <figcaption>
+        <span>{title}</span>
+        <button class="link" aria-pressed={table} onClick={() => setTable(!table)}>
+          {table ? "Show as chart" : "Show as table"}
+        </button>
+      </figcaption>
+      {table ? (
+        <table class="chart-table">
+          <caption class="sr-only">{title}</caption>
+          <thead>
+            <tr>
+              <th scope="col">Time</th>
+              {series.map((s) => (
+                <th scope="col" key={s.label}>
+                  {s.label} ({s.unit})
+                </th>
+              ))}
+            </tr>
+          </thead>
+          <tbody>
+            {xs.slice(-20).map((x, k) => {
+              const i = xs.length - Math.min(20, xs.length) + k;
+              return (
+                <tr key={x}>
+                  <td>{new Date(x * 1000).toLocaleTimeString()}</td>
+                  {ys.map((y, j) => (
+                    <td key={j}>{round(y[i])}</td>
+                  ))}
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      ) : (
+        <div ref={box} class="chart-canvas" role="img" aria-label={`${title}. Latest: ${latest}`} />
+      )}
+    </figure>
+  );
+}
+
+function round(v: number | undefined | null): string {
+  if (v === undefined || v === null || Number.isNaN(v)) return "—";
+  return v >= 100 ? v.toFixed(0) : v.toFixed(1);
+}

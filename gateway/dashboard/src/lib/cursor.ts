@@ -1,0 +1,87 @@
+// Replayable subscriptions: the event stream is resumed from the last `seq` seen, so a
+// reconnect (or a gateway restart) neither loses nor repeats an event.
+import { subscribe, gql, type ApiError } from "./gql";
+
+export interface TroupeEvent {
+  seq: number;
+  kind: string;
+  at: string;
+  subject: string | null;
+  data: unknown;
+}
+
+export const EVENT_FIELDS = "seq kind at subject data";
+
+/**
+ * Tracks the cursor of one stream: `accept` answers whether an event is new (its seq above
+ * the last one) and moves the cursor; `variables` is the object the subscription re-sends
+ * on every reconnect, so its `after` always holds the cursor.
+ */
+export class Cursor {
+  readonly variables: { after: number; kinds?: string[] };
+
+  constructor(after: number, kinds?: string[]) {
+    this.variables = kinds && kinds.length ? { after, kinds } : { after };
+  }
+
+  get after(): number {
+    return this.variables.after;
+  }
+
+  accept(seq: number): boolean {
+    if (seq <= this.variables.after) return false;
+    this.variables.after = seq;
+    return true;
+  }
+}
+
+const SUBSCRIPTION = `subscription Events($after: Int64, $kinds: [String!]) { events(after: $after, kinds: $kinds) { ${EVENT_FIELDS} } }`;
+
+export interface EventStreamOptions {
+  /** Start after this seq; default: the node's newest (`node { lastSeq }`), i.e. only new ones. */
+  after?: number;
+  kinds?: string[];
+  onEvent: (e: TroupeEvent) => void;
+  onError?: (e: ApiError) => void;
+}
+
+export interface EventStream {
+  cursor: Promise<Cursor>;
+  close(): void;
+}
+
+/** Seqs arrive as numbers or strings (Int64): normalise. */
+export function normalise(e: TroupeEvent): TroupeEvent {
+  return typeof e.seq === "number" ? e : { ...e, seq: Number(e.seq) };
+}
+
+export function eventStream(opts: EventStreamOptions): EventStream {
+  let dispose: (() => void) | null = null;
+  let closed = false;
+  const cursor = (async () => {
+    let after = opts.after;
+    if (after === undefined) {
+      const d = await gql<{ node: { lastSeq: number | string } }>("{ node { lastSeq } }");
+      after = Number(d.node.lastSeq);
+    }
+    const c = new Cursor(after, opts.kinds);
+    if (!closed) {
+      dispose = subscribe<{ events: TroupeEvent }>(SUBSCRIPTION, c.variables, {
+        next: (d) => {
+          const e = normalise(d.events);
+          if (c.accept(e.seq)) opts.onEvent(e);
+        },
+        error: (e) => opts.onError?.(e),
+      });
+    }
+    return c;
+  })();
+  cursor.catch((e) => opts.onError?.(e));
+  return {
+    cursor,
+    close() {
+      closed = true;
+      dispose?.();
+    },
+  };
+}

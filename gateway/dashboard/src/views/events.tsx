@@ -1,0 +1,125 @@
+// The live event stream: kind and subject filters in the query string, newest first, rows
+// that never move under the reader (new ones wait behind a pill while scrolled or paused),
+// and "load older" for what came before.
+import { useEffect, useRef, useState } from "preact/hooks";
+import { gql, type ApiError } from "../lib/gql";
+import { useEvents } from "../lib/hooks";
+import { EVENT_FIELDS, normalise, type TroupeEvent } from "../lib/cursor";
+import { query, setQuery } from "../lib/router";
+import { humanise } from "../lib/format";
+import { Grid } from "../components/grid";
+import { Time } from "../components/time";
+import { ErrorBox, FilterInput, NewPill, Page } from "../components/page";
+import { SubjectLink } from "./overview";
+
+/** The most events kept on the page: memory stays flat however long it streams. */
+export const KEEP = 2000;
+const OLDER = 200;
+
+export function matches(e: TroupeEvent, kinds: string[], subject: string): boolean {
+  return (kinds.length === 0 || kinds.some((k) => e.kind.startsWith(k))) && (!subject || (e.subject ?? "").includes(subject));
+}
+
+/** "12 events, seq 40–51": what the page holds, so a gap or a duplicate shows. */
+export function summary(events: TroupeEvent[]): string {
+  if (!events.length) return "0 events";
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const e of events) {
+    lo = Math.min(lo, e.seq);
+    hi = Math.max(hi, e.seq);
+  }
+  return `${events.length} events, seq ${lo}–${hi}`;
+}
+
+export function EventsView() {
+  const kinds = (query.value.get("kinds") ?? "").split(",").map((k) => k.trim().toUpperCase()).filter(Boolean);
+  const subject = query.value.get("subject") ?? "";
+  const [rows, setRows] = useState<TroupeEvent[]>([]);
+  const [waiting, setWaiting] = useState<TroupeEvent[]>([]);
+  const [error, setError] = useState<ApiError | null>(null);
+  const [exhausted, setExhausted] = useState(false);
+  const reading = useRef(false);
+  const list = useRef<HTMLDivElement>(null);
+
+  useEffect(() => {
+    setRows([]);
+    setWaiting([]);
+    setExhausted(false);
+  }, [kinds.join(","), subject]);
+
+  useEvents((batch) => {
+    const fresh = batch.filter((e) => matches(e, kinds, subject)).reverse();
+    if (!fresh.length) return;
+    const scrolled = (list.current?.querySelector(".grid-body")?.scrollTop ?? 0) > 0;
+    if (reading.current || scrolled) setWaiting((w) => [...fresh, ...w].slice(0, KEEP));
+    else setRows((r) => [...fresh, ...r].slice(0, KEEP));
+  });
+
+  const showWaiting = () => {
+    setRows((r) => [...waiting, ...r].slice(0, KEEP));
+    setWaiting([]);
+    list.current?.querySelector(".grid-body")?.scrollTo({ top: 0 });
+  };
+
+  const loadOlder = async () => {
+    try {
+      let before = rows.length ? rows[rows.length - 1].seq : Number((await gql<{ node: { lastSeq: number } }>("{ node { lastSeq } }")).node.lastSeq) + 1;
+      const found: TroupeEvent[] = [];
+      // Step back through the log until a page's worth matches the filters or it begins.
+      while (found.length < OLDER && before > 1) {
+        const after = Math.max(0, before - 1 - 1000);
+        const d = await gql<{ events: TroupeEvent[] }>(`query($after: Int64, $first: Int) { events(after: $after, first: $first) { ${EVENT_FIELDS} } }`, { after, first: 1000 });
+        const page = d.events.map(normalise).filter((e) => e.seq < before && matches(e, kinds, subject));
+        found.unshift(...page);
+        before = after + 1;
+        if (after === 0) break;
+      }
+      if (before <= 1) setExhausted(true);
+      setRows((r) => [...r, ...found.reverse()].slice(0, KEEP + OLDER));
+      setError(null);
+    } catch (e) {
+      const err = e as ApiError;
+      if (err.code === "INVALID_INPUT") setExhausted(true);
+      else setError(err);
+    }
+  };
+
+  return (
+    <Page title="Events">
+      <div class="filters">
+        <FilterInput label="Kinds (comma-separated prefixes, e.g. TASK_,AGENT_FAILED)" value={query.value.get("kinds") ?? ""} onChange={(v) => setQuery({ kinds: v })} />
+        <label class="filter">
+          <span>Subject</span>
+          <input type="search" value={subject} onInput={(e) => setQuery({ subject: (e.target as HTMLInputElement).value })} />
+        </label>
+        <NewPill count={waiting.length} onShow={showWaiting} />
+      </div>
+      <ErrorBox error={error} />
+      <div ref={list} class="events" onPointerEnter={() => (reading.current = true)} onPointerLeave={() => (reading.current = false)}>
+        <Grid
+          label="Events, newest first"
+          rows={rows}
+          rowKey={(e) => String(e.seq)}
+          empty="No event yet: this list fills as the cluster's events happen. Load older ones below."
+          columns={[
+            { title: "Seq", width: "80px", cell: (e) => e.seq },
+            { title: "When", width: "130px", cell: (e) => <Time at={e.at} /> },
+            { title: "Kind", width: "220px", cell: (e) => <span title={e.kind}>{humanise(e.kind)}</span> },
+            { title: "Subject", width: "260px", cell: (e) => (e.subject ? <SubjectLink kind={e.kind} id={e.subject} /> : "—") },
+            { title: "Data", cell: (e) => <span title={JSON.stringify(e.data)}>{JSON.stringify(e.data)}</span> },
+          ]}
+          height={560}
+        />
+      </div>
+      <div class="row">
+        <button class="btn" onClick={() => void loadOlder()} disabled={exhausted}>
+          {exhausted ? "No older events kept" : "Load older"}
+        </button>
+        <span class="muted events-summary" aria-live="off">
+          {summary([...waiting, ...rows])} (at most {KEEP} kept live)
+        </span>
+      </div>
+    </Page>
+  );
+}

@@ -1,0 +1,1 @@
+export function HostsView() { return <p>hosts</p>; }

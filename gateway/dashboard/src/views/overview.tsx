@@ -1,0 +1,240 @@
+// The overview: the cluster's members, counts by state, live throughput and latency, and
+// the recent alerts.
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { gql } from "../lib/gql";
+import { useEvents, useQuery, useRefreshOn } from "../lib/hooks";
+import { EVENT_FIELDS, normalise, type TroupeEvent } from "../lib/cursor";
+import { ALERT_KINDS, TaskRates } from "../lib/metrics";
+import { humanise } from "../lib/format";
+import { Chart } from "../components/chart";
+import { Status } from "../components/status";
+import { Time } from "../components/time";
+import { ErrorBox, Loading, Page, Section } from "../components/page";
+
+const AGENT_STATES = ["RUNNING", "STARTING", "PAUSED", "RECOVERING", "UNHEALTHY", "STOPPING", "STOPPED", "DEFINED", "FAILED"];
+const TASK_STATES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEPENDENCY_FAILED", "DEAD"];
+
+const key = (s: string) => s.toLowerCase().replace(/_(\w)/g, (_, c: string) => c.toUpperCase());
+
+const COUNTS = `{
+  ${AGENT_STATES.map((s) => `a_${key(s)}: agents(state: ${s}, first: 1) { totalCount }`).join("\n  ")}
+  ${TASK_STATES.map((s) => `t_${key(s)}: tasks(state: ${s}, first: 1) { totalCount }`).join("\n  ")}
+  hosts { id state }
+  swarms { id status }
+  vms(first: 1000) { nodes { state } pageInfo { hasNextPage } }
+}`;
+
+interface Counts {
+  [k: string]: unknown;
+  hosts: { id: string; state: string }[];
+  swarms: { id: string; status: string }[];
+  vms: { nodes: { state: string }[]; pageInfo: { hasNextPage: boolean } };
+}
+
+interface Member {
+  name: string;
+  address: string;
+  role: string;
+  state: string;
+  lag: number | null;
+  incarnation: number;
+  lastHeartbeat: string | null;
+}
+
+const CLUSTER = `{ cluster { leader term commitIndex members { name address role state lag incarnation lastHeartbeat } } }`;
+
+function tally<T>(items: T[], of: (t: T) => string): [string, number][] {
+  const m = new Map<string, number>();
+  for (const i of items) m.set(of(i), (m.get(of(i)) ?? 0) + 1);
+  return [...m.entries()].sort();
+}
+
+function CountList({ title, href, counts }: { title: string; href: string; counts: [string, number][] }) {
+  const total = counts.reduce((n, [, c]) => n + c, 0);
+  return (
+    <Section title={`${title} (${total})`} actions={<a href={href}>All {title.toLowerCase()}</a>}>
+      {counts.filter(([, n]) => n > 0).length === 0 ? (
+        <p class="empty">None.</p>
+      ) : (
+        <ul class="row" aria-label={`${title} by state`}>
+          {counts
+            .filter(([, n]) => n > 0)
+            .map(([state, n]) => (
+              <li key={state} class="row">
+                <a href={`${href}?state=${state}`}>
+                  <Status state={state} label={`${state} ${n}`} />
+                </a>
+              </li>
+            ))}
+        </ul>
+      )}
+    </Section>
+  );
+}
+
+export function Overview() {
+  const cluster = useQuery<{ cluster: { leader: string | null; term: number; commitIndex: number; members: Member[] } }>(CLUSTER);
+  const counts = useQuery<Counts>(COUNTS);
+  useRefreshOn(() => void cluster.refetch(), ["MEMBER_", "LEADER_"], undefined, 300);
+  useRefreshOn(() => void counts.refetch(), ["AGENT_", "TASK_", "HOST_", "VM_", "SWARM_"], undefined, 1500);
+  useEffect(() => {
+    const t = setInterval(() => void cluster.refetch(), 5000);
+    return () => clearInterval(t);
+  }, [cluster.refetch]);
+
+  const rates = useRef(new TaskRates());
+  const [series, setSeries] = useState(() => rates.current.series(Math.floor(Date.now() / 1000)));
+  const [alerts, setAlerts] = useState<TroupeEvent[]>([]);
+
+  // The last alerts before this page opened, then the new ones as they come.
+  useEffect(() => {
+    void gql<{ node: { lastSeq: number } }>("{ node { lastSeq } }").then(async (n) => {
+      const after = Math.max(0, Number(n.node.lastSeq) - 5000);
+      const d = await gql<{ events: TroupeEvent[] }>(`query($after: Int64, $kinds: [String!]) { events(after: $after, kinds: $kinds, first: 500) { ${EVENT_FIELDS} } }`, {
+        after,
+        kinds: ALERT_KINDS,
+      }).catch(() => ({ events: [] as TroupeEvent[] }));
+      setAlerts((now) => [...now, ...d.events.map(normalise).reverse()].slice(0, 20));
+    });
+  }, []);
+  useEvents((batch) => {
+    for (const e of batch) rates.current.add(e);
+    const fresh = batch.filter((e) => ALERT_KINDS.includes(e.kind)).reverse();
+    if (fresh.length) setAlerts((now) => [...fresh, ...now].slice(0, 20));
+  });
+  useEffect(() => {
+    const t = setInterval(() => setSeries(rates.current.series(Math.floor(Date.now() / 1000))), 1000);
+    return () => clearInterval(t);
+  }, []);
+
+  const c = counts.data;
+  const agentCounts = useMemo(() => AGENT_STATES.map((s) => [s, Number((c?.[`a_${key(s)}`] as { totalCount: number } | undefined)?.totalCount ?? 0)] as [string, number]), [c]);
+  const taskCounts = useMemo(() => TASK_STATES.map((s) => [s, Number((c?.[`t_${key(s)}`] as { totalCount: number } | undefined)?.totalCount ?? 0)] as [string, number]), [c]);
+  const cl = cluster.data?.cluster;
+
+  return (
+    <Page title="Overview">
+      <Section title="Cluster">
+        <ErrorBox error={cluster.error} />
+        {!cl ? (
+          <Loading what="the cluster" />
+        ) : (
+          <>
+            <p>
+              Leader <strong>{cl.leader ?? "none (election under way, or this node is cut off)"}</strong> · term {cl.term} · commit index {cl.commitIndex}
+            </p>
+            <table>
+              <caption class="sr-only">Cluster members</caption>
+              <thead>
+                <tr>
+                  <th scope="col">Member</th>
+                  <th scope="col">State</th>
+                  <th scope="col">Role</th>
+                  <th scope="col">Address</th>
+                  <th scope="col">Lag</th>
+                  <th scope="col">Last heartbeat</th>
+                </tr>
+              </thead>
+              <tbody>
+                {cl.members.map((m) => (
+                  <tr key={m.name}>
+                    <td>
+                      {m.name}
+                      {m.name === cl.leader ? " (leader)" : ""}
+                    </td>
+                    <td>
+                      <Status state={m.state} />
+                    </td>
+                    <td>{m.role}</td>
+                    <td class="mono">{m.address}</td>
+                    <td>{m.lag ?? "—"}</td>
+                    <td>
+                      <Time at={m.lastHeartbeat} />
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </>
+        )}
+      </Section>
+      <ErrorBox error={counts.error} />
+      <div class="cards">
+        <CountList title="Agents" href="/agents" counts={agentCounts} />
+        <CountList title="Tasks" href="/tasks" counts={taskCounts} />
+        <CountList title="Swarms" href="/swarms" counts={tally(c?.swarms ?? [], (s) => s.status)} />
+        <CountList title="Hosts" href="/hosts" counts={tally(c?.hosts ?? [], (h) => h.state)} />
+        <CountList title={c?.vms.pageInfo.hasNextPage ? "VMs (first 1000)" : "VMs"} href="/vms" counts={tally(c?.vms.nodes ?? [], (v) => v.state)} />
+      </div>
+      <div class="cards">
+        <Section title="Throughput">
+          <Chart
+            title="Tasks ended per second, last minute"
+            xs={series.xs}
+            ys={[series.ended, series.failed]}
+            series={[
+              { label: "ended", unit: "tasks/s", colour: "--ok" },
+              { label: "failed", unit: "tasks/s", colour: "--bad" },
+            ]}
+          />
+        </Section>
+        <Section title="Latency">
+          <Chart
+            title="Task latency, queued to ended, last minute"
+            xs={series.xs}
+            ys={[series.p50, series.p95]}
+            series={[
+              { label: "p50", unit: "ms", colour: "--running" },
+              { label: "p95", unit: "ms", colour: "--warn" },
+            ]}
+          />
+        </Section>
+      </div>
+      <Section title="Recent alerts" actions={<a href={`/events?kinds=${ALERT_KINDS.join(",")}`}>All alerts</a>}>
+        {alerts.length === 0 ? (
+          <p class="empty">No failures, open breakers or hosts down lately.</p>
+        ) : (
+          <table>
+            <caption class="sr-only">Recent alerts</caption>
+            <thead>
+              <tr>
+                <th scope="col">When</th>
+                <th scope="col">What</th>
+                <th scope="col">Subject</th>
+                <th scope="col">Why</th>
+              </tr>
+            </thead>
+            <tbody>
+              {alerts.map((e) => (
+                <tr key={e.seq}>
+                  <td>
+                    <Time at={e.at} />
+                  </td>
+                  <td>
+                    <Status state={e.kind.includes("LEADER") ? "PENDING" : "FAILED"} label={humanise(e.kind)} />
+                  </td>
+                  <td class="mono">{e.subject ? <SubjectLink kind={e.kind} id={e.subject} /> : "—"}</td>
+                  <td>{reason(e.data)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </Section>
+    </Page>
+  );
+}
+
+function reason(data: unknown): string {
+  if (!data || typeof data !== "object") return "";
+  const d = data as Record<string, unknown>;
+  return String(d.reason ?? d.error ?? d.lastError ?? d.message ?? "");
+}
+
+/** A link to the subject's page, by the kind of event. */
+export function SubjectLink({ kind, id }: { kind: string; id: string }) {
+  const prefix = kind.split("_")[0];
+  const href: Record<string, string> = { AGENT: "/agents/", TASK: "/tasks/", SWARM: "/swarms/", VM: "/vms/", HOST: "/hosts?focus=" };
+  const base = href[prefix];
+  return base ? <a href={`${base}${encodeURIComponent(id)}`}>{id}</a> : <span>{id}</span>;
+}

@@ -1,0 +1,2 @@
+export function TasksView() { return <p>tasks</p>; }
+export function TaskView() { return <p>task</p>; }

@@ -1,0 +1,147 @@
+import { describe, expect, it } from "vitest";
+import { Cursor, normalise, type TroupeEvent } from "../src/lib/cursor";
+import { FrameQueue } from "../src/lib/live";
+import { absolute, bytes, duration, humanise, relative, tone } from "../src/lib/format";
+import { quantile, TaskRates } from "../src/lib/metrics";
+import { match } from "../src/lib/router";
+import { toApiError } from "../src/lib/gql";
+
+const ev = (seq: number, kind = "TASK_QUEUED", subject: string | null = null, at = "2026-11-24T12:00:00.000Z"): TroupeEvent => ({ seq, kind, subject, at, data: {} });
+
+describe("Cursor", () => {
+  it("accepts each seq once, in order, and keeps the resume point in the variables it re-sends", () => {
+    const c = new Cursor(10);
+    const sent = c.variables; // the very object graphql-ws sends again on reconnect
+    expect([11, 12, 12, 11, 13].map((s) => c.accept(s))).toEqual([true, true, false, false, true]);
+    expect(sent.after).toBe(13);
+    expect(c.after).toBe(13);
+  });
+
+  it("replays after a reconnect without a gap or a duplicate", () => {
+    const c = new Cursor(0);
+    const seen: number[] = [];
+    const deliver = (seqs: number[]) => seqs.forEach((s) => c.accept(s) && seen.push(s));
+    deliver([1, 2, 3]);
+    // The connection drops; the server replays from `after` (3) and some it sent twice.
+    const resumeFrom = c.variables.after;
+    deliver([2, 3, 4, 5].filter((s) => s > resumeFrom - 2));
+    expect(seen).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it("keeps the kinds filter only when there is one", () => {
+    expect(new Cursor(5).variables).toEqual({ after: 5 });
+    expect(new Cursor(5, ["TASK_"]).variables).toEqual({ after: 5, kinds: ["TASK_"] });
+  });
+
+  it("normalises Int64 seqs that arrive as strings", () => {
+    expect(normalise({ ...ev(1), seq: "42" as unknown as number }).seq).toBe(42);
+  });
+});
+
+describe("FrameQueue", () => {
+  it("applies everything pushed within a frame as one batch", () => {
+    const frames: (() => void)[] = [];
+    const batches: number[][] = [];
+    const q = new FrameQueue<number>((b) => batches.push(b), () => false, (run) => frames.push(run));
+    q.push(1);
+    q.push(2);
+    q.push(3);
+    expect(frames).toHaveLength(1);
+    frames.shift()!();
+    expect(batches).toEqual([[1, 2, 3]]);
+  });
+
+  it("holds items while paused and applies them on resume", () => {
+    let paused = true;
+    const frames: (() => void)[] = [];
+    const batches: number[][] = [];
+    const q = new FrameQueue<number>((b) => batches.push(b), () => paused, (run) => frames.push(run));
+    q.push(1);
+    q.push(2);
+    expect(frames).toHaveLength(0);
+    expect(q.pending()).toBe(2);
+    paused = false;
+    q.resume();
+    frames.shift()!();
+    expect(batches).toEqual([[1, 2]]);
+    expect(q.pending()).toBe(0);
+  });
+});
+
+describe("format", () => {
+  const now = Date.parse("2026-11-24T12:00:00Z");
+  it("relative times", () => {
+    expect(relative("2026-11-24T11:59:55Z", now)).toBe("5 seconds ago");
+    expect(relative("2026-11-24T11:58:00Z", now)).toBe("2 minutes ago");
+    expect(relative("2026-11-24T12:00:00.400Z", now)).toBe("now");
+    expect(relative("2026-11-24T14:00:00Z", now)).toBe("in 2 hours");
+    expect(relative("garbage", now)).toBe("—");
+  });
+  it("absolute times to the second", () => {
+    expect(absolute("garbage")).toBe("—");
+    expect(absolute(new Date(2026, 10, 24, 9, 5, 7))).toBe("2026-11-24 09:05:07");
+  });
+  it("sizes and durations", () => {
+    expect(bytes(512)).toBe("512 B");
+    expect(bytes(1536)).toBe("1.5 KiB");
+    expect(bytes(3 * 1024 ** 3)).toBe("3.0 GiB");
+    expect(duration(250)).toBe("250 ms");
+    expect(duration(1234)).toBe("1.2 s");
+    expect(duration(65_000)).toBe("1 min 5 s");
+    expect(duration(3_720_000)).toBe("1 h 2 min");
+  });
+  it("one fixed map from state to tone", () => {
+    expect(tone("SUCCEEDED")).toBe("ok");
+    expect(tone("RUNNING")).toBe("running");
+    expect(tone("PAUSED")).toBe("warn");
+    expect(tone("DEAD")).toBe("bad");
+    expect(tone("STOPPED")).toBe("idle");
+    expect(tone(undefined)).toBe("idle");
+    expect(humanise("TASK_SUCCEEDED")).toBe("Task succeeded");
+  });
+});
+
+describe("TaskRates", () => {
+  it("counts ends per second and measures queued-to-ended latency", () => {
+    const r = new TaskRates(5);
+    r.add(ev(1, "TASK_QUEUED", "t1", "2026-11-24T12:00:00.000Z"));
+    r.add(ev(2, "TASK_QUEUED", "t2", "2026-11-24T12:00:00.500Z"));
+    r.add(ev(3, "TASK_SUCCEEDED", "t1", "2026-11-24T12:00:01.100Z"));
+    r.add(ev(4, "TASK_DEAD", "t2", "2026-11-24T12:00:01.700Z"));
+    const s = r.series(Date.parse("2026-11-24T12:00:02Z") / 1000);
+    expect(s.xs).toHaveLength(5);
+    const i = s.xs.indexOf(Date.parse("2026-11-24T12:00:01Z") / 1000);
+    expect(s.ended[i]).toBe(2);
+    expect(s.failed[i]).toBe(1);
+    expect(s.p50[i]).toBe(1100);
+    expect(s.p95[i]).toBe(1200);
+    expect(Number.isNaN(s.p50[i + 1])).toBe(true);
+  });
+  it("forgets what is older than its window", () => {
+    const r = new TaskRates(2);
+    r.add(ev(1, "TASK_SUCCEEDED", "t1", "2026-11-24T12:00:00.000Z"));
+    const s = r.series(Date.parse("2026-11-24T12:00:10Z") / 1000);
+    expect(s.ended).toEqual([0, 0]);
+  });
+  it("quantiles by nearest rank", () => {
+    expect(quantile([5, 1, 3], 0.5)).toBe(3);
+    expect(quantile([], 0.5)).toBeNaN();
+  });
+});
+
+describe("router", () => {
+  it("matches patterns and decodes parameters", () => {
+    expect(match("/agents/:id", "/agents/a%40b")).toEqual({ id: "a@b" });
+    expect(match("/agents", "/agents/x")).toBeNull();
+    expect(match("/", "/")).toEqual({});
+  });
+});
+
+describe("errors", () => {
+  it("carry the API's message and code", () => {
+    const e = toApiError([{ message: "no agent x", extensions: { code: "NOT_FOUND" } }]);
+    expect(e.code).toBe("NOT_FOUND");
+    expect(e.toString()).toBe("NOT_FOUND: no agent x");
+    expect(toApiError({ code: 4403, reason: "Forbidden" }).message).toBe("Forbidden");
+  });
+});

@@ -1,0 +1,175 @@
+//! The web dashboard and GraphiQL: built from `gateway/dashboard` into
+//! `gateway/dashboard/dist` (committed, so building Troupe needs no Node) and embedded in the
+//! binary. Nothing comes from another origin: the Content-Security-Policy says so to the
+//! browser. Hashed assets are cached for a year; the pages themselves are revalidated (ETag).
+
+use axum::http::header::{
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
+    REFERRER_POLICY, VARY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use rust_embed::Embed;
+
+#[derive(Embed)]
+#[folder = "dashboard/dist/"]
+struct Assets;
+
+/// Every view of the dashboard has its own path; each serves the app, so a deep link or a
+/// reload shows that view.
+pub const VIEWS: &[&str] = &[
+    "/",
+    "/tree",
+    "/agents",
+    "/agents/{id}",
+    "/tasks",
+    "/tasks/{id}",
+    "/swarms",
+    "/swarms/{id}",
+    "/hosts",
+    "/vms",
+    "/vms/{id}",
+    "/events",
+];
+
+/// Scripts, styles, images and connections (HTTP and WebSocket) from this origin only; no
+/// inline script, no frames.
+const APP_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// GraphiQL's editor sets styles inline, so its page allows inline styles (never scripts).
+const GRAPHIQL_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
+
+/// Files under `assets/` carry their content's hash in their name: they never change.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// GraphiQL's files are named by their pinned version; a day, then revalidated.
+const VERSIONED: &str = "public, max-age=86400";
+/// Pages: always asked again (answered 304 while unchanged).
+const REVALIDATE: &str = "no-cache";
+
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    let mut router = Router::new();
+    for view in VIEWS {
+        router = router.route(view, get(app));
+    }
+    router
+        .route("/assets/{*file}", get(asset))
+        .route("/graphiql", get(graphiql))
+        .route("/graphiql/{*file}", get(graphiql_file))
+}
+
+async fn app(headers: HeaderMap) -> Response {
+    serve("index.html", &headers, REVALIDATE, Some(APP_CSP))
+}
+
+async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    serve(&format!("assets/{file}"), &headers, IMMUTABLE, None)
+}
+
+async fn graphiql(headers: HeaderMap) -> Response {
+    serve("graphiql/index.html", &headers, REVALIDATE, Some(GRAPHIQL_CSP))
+}
+
+async fn graphiql_file(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    serve(&format!("graphiql/{file}"), &headers, VERSIONED, None)
+}
+
+/// Answers an embedded file: 304 when the client has it, its gzip form when the client takes
+/// gzip and the build made one, 404 when there is no such file.
+fn serve(path: &str, headers: &HeaderMap, cache: &'static str, csp: Option<&'static str>) -> Response {
+    let Some(file) = (!path.ends_with(".gz")).then(|| Assets::get(path)).flatten() else {
+        return (StatusCode::NOT_FOUND, "no such file").into_response();
+    };
+    let tag = etag(&file.metadata.sha256_hash());
+    let mut response = if headers.get(IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == tag.as_bytes()) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        match accepts_gzip(headers).then(|| Assets::get(&format!("{path}.gz"))).flatten() {
+            Some(gz) => {
+                let mut r = gz.data.into_owned().into_response();
+                r.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r
+            }
+            None => file.data.into_owned().into_response(),
+        }
+    };
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(VARY, HeaderValue::from_static("accept-encoding"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(ETAG, v);
+    }
+    if let Some(csp) = csp {
+        h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
+        h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    response
+}
+
+/// A weak tag: the gzip and the plain forms of a file share it.
+fn etag(hash: &[u8; 32]) -> String {
+    let hex: String = hash[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("W/\"{hex}\"")
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            parts.next() == Some("gzip") && parts.all(|p| p.replace(' ', "") != "q=0")
+        })
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("woff2") => "font/woff2",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(encoding: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT_ENCODING, HeaderValue::from_str(encoding).unwrap());
+        h
+    }
+
+    #[test]
+    fn gzip_is_sent_only_to_who_takes_it() {
+        assert!(accepts_gzip(&with("gzip, deflate, br")));
+        assert!(accepts_gzip(&with("br;q=1.0, gzip;q=0.5")));
+        assert!(!accepts_gzip(&with("gzip;q=0")));
+        assert!(!accepts_gzip(&with("br")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn every_view_serves_the_app_and_the_app_is_embedded() {
+        let index = Assets::get("index.html").expect("dashboard/dist/index.html is embedded");
+        let html = String::from_utf8_lossy(&index.data);
+        assert!(html.contains("/assets/"), "the built index names its hashed assets");
+        assert!(!html.contains("http://") && !html.contains("https://"), "nothing from another origin");
+        assert!(Assets::get("graphiql/index.html").is_some());
+    }
+}
