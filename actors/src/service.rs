@@ -27,7 +27,7 @@ use futures::Stream;
 use troupe_runtime::auth::{Check, Tokens};
 use troupe_runtime::events::{self, Event, EventFilter};
 use troupe_runtime::store::{Store, StoreError};
-use troupe_runtime::supervision::{SupervisorInfo, SupervisorMsg};
+use troupe_runtime::supervision::SupervisorInfo;
 
 pub use crate::messaging::{
     check_topic, topic_matches, DeadMessage, FanOut, MailboxView, Mailboxes, Message, Reply, Sent,
@@ -153,9 +153,23 @@ impl Api {
     }
 
     /// The node's live supervision tree, as its supervisors describe it.
-    pub async fn supervision_tree(&self) -> Result<SupervisorInfo, ApiError> {
-        let root = self.slots.root.running("the node's supervision tree")?;
-        ask(&root, SupervisorMsg::Describe, "the root supervisor").await
+    /// The live supervision tree of this node, or of the member `node`.
+    pub async fn supervision_tree(&self, node: Option<&str>) -> Result<SupervisorInfo, ApiError> {
+        use crate::service::node::NodeLocal;
+        let service = self.node_service();
+        match node {
+            Some(n) if n != self.ctx.node_name => crate::cluster::remote::Peer(&service, n.to_owned()).tree().await,
+            _ => service.tree().await,
+        }
+    }
+
+    fn node_service(&self) -> crate::service::node::NodeService {
+        crate::service::node::NodeService {
+            cluster: self.ctx.cluster.clone(),
+            store: self.ctx.store.clone(),
+            voters: self.ctx.voters,
+            root: self.slots.root.clone(),
+        }
     }
 
     /// The cluster as this node's replicated log and heartbeats see it now.
@@ -173,12 +187,7 @@ impl Api {
         let node = match &change {
             MemberChange::Leave(n) | MemberChange::Forget(n) | MemberChange::Role(n, _) => n.clone(),
         };
-        let service = crate::service::node::NodeService {
-            cluster: self.ctx.cluster.clone(),
-            store: self.ctx.store.clone(),
-            voters: self.ctx.voters,
-        };
-        service.change(change).await?;
+        self.node_service().change(change).await?;
         // The change is applied here once this node has caught up with the leader.
         self.ctx.store.flush().await?;
         let state = self.cluster_state().await?;

@@ -164,6 +164,45 @@ mod tests {
         assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
+    async fn get(path: &str, headers: &[(&str, &str)]) -> Response {
+        use tower::ServiceExt;
+        let mut request = axum::http::Request::get(path);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        routes::<()>()
+            .oneshot(request.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_deep_link_serves_the_app_under_its_policy_and_assets_are_cached_for_good() {
+        for view in ["/", "/agents/a1@n", "/tasks?state=DEAD", "/vms/v1", "/events"] {
+            let r = get(view, &[]).await;
+            assert_eq!(r.status(), StatusCode::OK, "{view}");
+            assert_eq!(r.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+            assert_eq!(r.headers()[CACHE_CONTROL], REVALIDATE);
+            assert!(r.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap().contains("script-src 'self';"));
+        }
+        let script = Assets::iter()
+            .find(|f| f.starts_with("assets/") && f.ends_with(".js"))
+            .expect("a built script");
+        let plain = get(&format!("/{script}"), &[]).await;
+        assert_eq!(plain.headers()[CACHE_CONTROL], IMMUTABLE);
+        assert!(plain.headers().get(CONTENT_ENCODING).is_none());
+        let gz = get(&format!("/{script}"), &[("accept-encoding", "gzip, br")]).await;
+        assert_eq!(gz.headers()[CONTENT_ENCODING], "gzip");
+        let tag = gz.headers()[ETAG].to_str().unwrap().to_owned();
+        let again = get(&format!("/{script}"), &[("if-none-match", &tag)]).await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(get("/assets/missing.js", &[]).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(get(&format!("/{script}.gz"), &[]).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(get("/nothing-here", &[]).await.status(), StatusCode::NOT_FOUND);
+        let graphiql = get("/graphiql", &[]).await;
+        assert!(graphiql.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap().starts_with("default-src 'none'"));
+    }
+
     #[test]
     fn every_view_serves_the_app_and_the_app_is_embedded() {
         let index = Assets::get("index.html").expect("dashboard/dist/index.html is embedded");

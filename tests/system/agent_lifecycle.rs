@@ -81,6 +81,22 @@ async fn a_process_agent_goes_through_every_lifecycle_state_and_each_is_true() -
     ensure!(hit["agents"]["edges"].as_array().map(Vec::len) == Some(1), "{hit}");
     let miss = node.gql_ok(filtered, json!({ "p": "red", "l": null })).await?;
     ensure!(miss["agents"]["edges"].as_array().is_some_and(Vec::is_empty), "{miss}");
+    // By state (read from the status) and by capability, listed and counted alike.
+    node.act("pauseAgent", &id).await?;
+    let by = "query($s: AgentState, $c: String) { agents(state: $s, capability: $c) { totalCount nodes { id } } }";
+    for (state, capability, want) in [
+        (Some("PAUSED"), None, 1),
+        (Some("RUNNING"), None, 0),
+        (None, Some("nothing-has-this"), 0),
+        (Some("PAUSED"), Some("nothing-has-this"), 0),
+    ] {
+        let got = node.gql_ok(by, json!({ "s": state, "c": capability })).await?;
+        ensure!(
+            got["agents"]["totalCount"] == want && got["agents"]["nodes"].as_array().map(Vec::len) == Some(want),
+            "state {state:?}, capability {capability:?}: {got}"
+        );
+    }
+    node.act("resumeAgent", &id).await?;
 
     // A task for this agent alone waits while it is paused and stopped, and fails once the
     // agent is removed. (The graceful stop continues the paused process but gives it nothing.)

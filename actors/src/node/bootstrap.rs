@@ -74,10 +74,12 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         gateway_address: None,
     })
     .with_drop_after(config.peer_drop_after);
+    let slots = Slots::default();
     let node_service = NodeService {
         cluster: cluster.clone(),
         store: store.clone(),
         voters: config.voters,
+        root: slots.root.clone(),
     };
     // The link to the other nodes comes first: a joining node writes nothing before the
     // leader has admitted it to the log, and a member's writes reach the leader through it.
@@ -127,7 +129,6 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             return Err(e);
         }
     };
-    let slots = Slots::default();
     let idempotency = Idempotency::new(store.clone(), config.idempotency_window);
     let agent_policy = AgentPolicy {
         intensity: Intensity {

@@ -12,6 +12,8 @@ use crate::cluster::failover::BeatAck;
 use crate::cluster::remote::{service, Located, Peer};
 use crate::cluster::{Cluster, PeerInfo};
 use crate::error::ApiError;
+use crate::slots::Slot;
+use troupe_runtime::supervision::{SupervisorInfo, SupervisorMsg};
 
 service! {
     service NodeService as "node" (NodeMsg, NodeRequest, NodeResponse, NodeLocal);
@@ -26,6 +28,8 @@ service! {
     call Release => release() -> bool, within MEMBERSHIP_CALL;
     /// A change of the cluster's membership, made by the leader (asked of the leader).
     call Change => change(change: MemberChange) -> (), within MEMBERSHIP_CALL;
+    /// This node's live supervision tree.
+    call Tree => tree() -> SupervisorInfo;
 }
 
 /// A new member's catch-up is bounded by the log (a minute); the call a little longer.
@@ -60,6 +64,8 @@ pub struct NodeService {
     pub(crate) store: Store,
     /// How many members vote; members admitted beyond them are learners.
     pub(crate) voters: usize,
+    /// The node's root supervisor, which describes the tree.
+    pub(crate) root: Slot<SupervisorMsg>,
 }
 
 impl Located for NodeService {
@@ -69,6 +75,11 @@ impl Located for NodeService {
 }
 
 impl NodeLocal for NodeService {
+    async fn tree(&self) -> Result<SupervisorInfo, ApiError> {
+        let root = self.root.running("the node's supervision tree")?;
+        crate::call::ask(&root, SupervisorMsg::Describe, "the root supervisor").await
+    }
+
     async fn hello(&self) -> Result<PeerInfo, ApiError> {
         Ok(self.cluster.me())
     }

@@ -237,7 +237,7 @@ impl SupervisedChild {
     }
     /// STARTING, RUNNING, RESTARTING or STOPPING.
     async fn state(&self) -> &str {
-        self.0.state
+        &self.0.state
     }
     async fn restarts(&self) -> i32 {
         self.0.restarts as i32
@@ -282,9 +282,15 @@ impl NodeQuery {
         Ok(ctx.data::<Api>()?.cluster_state().await.gql()?.into())
     }
 
-    /// This node's live supervision tree, read from the supervisors themselves.
+    /// The live supervision tree of this node, or of the member `node`, read from the
+    /// supervisors themselves (a member that cannot be reached: UNAVAILABLE).
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
-    async fn supervision_tree(&self, ctx: &Context<'_>) -> async_graphql::Result<Supervisor> {
-        Ok(Supervisor(ctx.data::<Api>()?.supervision_tree().await.gql()?))
+    async fn supervision_tree(&self, ctx: &Context<'_>, node: Option<String>) -> async_graphql::Result<Supervisor> {
+        Ok(Supervisor(
+            ctx.data::<Api>()?
+                .supervision_tree(node.as_deref())
+                .await
+                .gql()?,
+        ))
     }
 }

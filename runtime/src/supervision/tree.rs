@@ -12,7 +12,8 @@ use super::supervisor::{Slot, State, SupervisorMsg};
 /// children.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Clone)]
+/// A supervisor's subtree; serialisable, so a node can describe its tree to a peer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SupervisorInfo {
     pub name: String,
     pub strategy: Strategy,
@@ -20,13 +21,13 @@ pub struct SupervisorInfo {
     pub children: Vec<ChildInfo>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ChildInfo {
     pub id: String,
     /// The child's event prefix: AGENT, SERVICE, SUPERVISOR ...
     pub kind: String,
     /// STARTING, RUNNING, RESTARTING or STOPPING.
-    pub state: &'static str,
+    pub state: String,
     pub restarts: u32,
     /// The supervisor that owns (starts and restarts) the child.
     pub owner: String,
@@ -53,7 +54,7 @@ pub(super) fn describe(state: &State, reply: RpcReplyPort<SupervisorInfo>) {
         info.children.push(ChildInfo {
             id: child.spec.id().to_owned(),
             kind: child.spec.kind().to_owned(),
-            state: child.slot.as_str(),
+            state: child.slot.as_str().to_owned(),
             restarts: child.restarts,
             owner: state.name.clone(),
             intensity: child.spec.intensity(),

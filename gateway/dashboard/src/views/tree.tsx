@@ -1,5 +1,6 @@
 // The live supervision tree: every supervisor, service, agent, swarm coordinator and member,
-// host driver and VM of this node, as the supervisors themselves describe it. A child that
+// host driver and VM of a node (this one, or `?node=` any member), as its supervisors
+// themselves describe it. A child that
 // restarts flashes; agents carry their controls.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { gql } from "../lib/gql";
@@ -8,6 +9,7 @@ import { Status } from "../components/status";
 import { Action } from "../components/actions";
 import { ErrorBox, Loading, Page, Section } from "../components/page";
 import { nodeName } from "../lib/session";
+import { query, setQuery } from "../lib/router";
 
 export interface Child {
   id: string;
@@ -27,8 +29,9 @@ export interface Supervisor {
 
 // The gateway allows 12 levels of nesting: five levels of supervisors below the root.
 const LEAF = "id kind state restarts owner";
-const TREE = `{
-  supervisionTree { name strategy intensity { maxRestarts windowMs }
+const TREE = `query($node: String) {
+  cluster { members { name state } }
+  supervisionTree(node: $node) { name strategy intensity { maxRestarts windowMs }
     children { ${LEAF} supervisor { name strategy
       children { ${LEAF} supervisor { name strategy
         children { ${LEAF} supervisor { name strategy
@@ -56,7 +59,8 @@ export function restartCounts(s: Supervisor, into = new Map<string, number>()): 
 const LIFECYCLE = ["AGENT_", "SERVICE_", "SUPERVISOR_", "SWARM_", "HOST_", "VM_"];
 
 export function TreeView() {
-  const tree = useQuery<{ supervisionTree: Supervisor; hosts: HostVms[] }>(TREE);
+  const node = query.value.get("node") || null;
+  const tree = useQuery<{ supervisionTree: Supervisor; hosts: HostVms[]; cluster: { members: { name: string; state: string }[] } }>(TREE, { node });
   const [flashing, setFlashing] = useState<Set<string>>(new Set());
   const previous = useRef<Map<string, number>>(new Map());
   const timer = useRef<ReturnType<typeof setTimeout> | null>(null);
@@ -88,7 +92,21 @@ export function TreeView() {
 
   const root = tree.data?.supervisionTree;
   return (
-    <Page title={`Supervision tree of ${nodeName.value}`}>
+    <Page
+      title={`Supervision tree of ${node ?? nodeName.value}`}
+      actions={
+        <label class="filter">
+          <span>Node</span>
+          <select value={node ?? nodeName.value} onChange={(e) => setQuery({ node: (e.target as HTMLSelectElement).value === nodeName.value ? null : (e.target as HTMLSelectElement).value })}>
+            {(tree.data?.cluster.members ?? [{ name: nodeName.value, state: "UP" }]).map((m) => (
+              <option key={m.name} value={m.name}>
+                {m.name} ({m.state.toLowerCase()})
+              </option>
+            ))}
+          </select>
+        </label>
+      }
+    >
       <ErrorBox error={tree.error} />
       {!root ? (
         <Loading what="the supervision tree" />

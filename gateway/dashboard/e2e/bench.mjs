@@ -1,0 +1,168 @@
+// The dashboard's figures, measured in Debian's Chromium against a real `troupe serve`
+// (recorded in BENCHMARKS.md):
+//   1. first load of the overview: bytes transferred, time to the first render of the view;
+//   2. the agents list with 10,000 agents: frame times while scrolling through it;
+//   3. 100 events/s streamed into the events view for a minute: frame times and JS heap growth.
+// Targets: assets under 150 kB gzipped; p95 frame under 16 ms while streaming; heap flat.
+//
+//   node e2e/bench.mjs [--agents 10000] [--stream-seconds 60]
+//   (TROUPE_BIN: the troupe binary, default target/debug/troupe; use a release build)
+import { readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { Node, ROOT, browser, until } from "./harness.mjs";
+
+const arg = (name, def) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : def;
+};
+const AGENTS = arg("agents", 10_000);
+const STREAM_S = arg("stream-seconds", 60);
+const RATE = arg("rate", 100);
+
+const pct = (xs, q) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)] : NaN;
+};
+const ms = (v) => `${v.toFixed(1)} ms`;
+const kb = (v) => `${(v / 1024).toFixed(1)} kB`;
+
+/** Records every animation frame's duration in the page until `stop()`. */
+const FRAMES = `(() => {
+  window.__frames = []; let last = performance.now(); window.__recording = true;
+  const tick = (t) => { window.__frames.push(t - last); last = t; if (window.__recording) requestAnimationFrame(tick); };
+  requestAnimationFrame(tick);
+})()`;
+
+function frameSummary(frames) {
+  const f = frames.slice(1);
+  return { frames: f.length, p50: pct(f, 0.5), p95: pct(f, 0.95), p99: pct(f, 0.99), max: Math.max(...f), over16: f.filter((x) => x > 16.7).length };
+}
+
+async function heap(cdp) {
+  await cdp.send("HeapProfiler.collectGarbage");
+  return (await cdp.send("Runtime.getHeapUsage")).usedSize;
+}
+
+async function signIn(page, node) {
+  await page.goto(`${node.url}/`);
+  await page.getByLabel("Token").fill(node.token);
+  await page.getByLabel("Token").press("Enter");
+  await page.getByRole("navigation", { name: "Views" }).waitFor();
+}
+
+const node = await new Node(["--simulated-hosts", "2"]).start();
+const b = await browser();
+const out = [];
+try {
+  // 1. First load.
+  {
+    const dist = join(ROOT, "gateway/dashboard/dist");
+    const gz = (dir) => readdirSync(dir).filter((f) => f.endsWith(".gz")).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
+    const assets = gz(join(dist, "assets")) + statSync(join(dist, "index.html")).size;
+    const ctx = await b.newContext({ bypassCSP: true });
+    const page = await ctx.newPage();
+    await page.addInitScript((token) => sessionStorage.setItem("troupe.token", token), node.token);
+    await page.addInitScript(() => {
+      new MutationObserver((_, o) => {
+        if (document.querySelector("#page-title") && document.querySelector("table")) {
+          window.__rendered = performance.now();
+          o.disconnect();
+        }
+      }).observe(document, { subtree: true, childList: true });
+    });
+    const cdp = await ctx.newCDPSession(page);
+    await cdp.send("Network.enable");
+    await cdp.send("Network.setCacheDisabled", { cacheDisabled: true });
+    let bytes = 0;
+    let requests = 0;
+    cdp.on("Network.loadingFinished", (e) => {
+      bytes += e.encodedDataLength;
+      requests++;
+    });
+    await page.goto(`${node.url}/`);
+    await page.waitForFunction(() => window.__rendered !== undefined);
+    await page.waitForLoadState("networkidle");
+    const t = await page.evaluate(() => ({ rendered: window.__rendered, fcp: performance.getEntriesByName("first-contentful-paint")[0]?.startTime ?? NaN }));
+    out.push(`first load of the overview: ${kb(bytes)} over ${requests} HTTP requests (assets ${kb(assets)} gzipped, target < 150 kB), first contentful paint ${ms(t.fcp)}, overview rendered with its data ${ms(t.rendered)}`);
+    await ctx.close();
+  }
+
+  // 2. 10,000 agents, scrolled.
+  {
+    const t0 = Date.now();
+    let made = 0;
+    const worker = async () => {
+      while (made < AGENTS) {
+        const i = made++;
+        await node.gql(`mutation($n: String!) { createAgent(input: { name: $n, backend: { builtin: { kind: "echo" } }, capabilities: ["bench"], labels: [{ key: "batch", value: "b${i % 10}" }] }) { id } }`, { n: `bench-${i}` });
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, worker));
+    const created = (Date.now() - t0) / 1000;
+    const ctx = await b.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await ctx.newPage();
+    await signIn(page, node);
+    const open0 = Date.now();
+    await page.goto(`${node.url}/agents`);
+    const body = page.locator(".grid-body").first();
+    await body.waitFor();
+    const firstRows = Date.now() - open0;
+    await page.evaluate(FRAMES);
+    // Scroll to the end of what is loaded, again and again: pages of 200 load on the way.
+    const scrolled = await page.evaluate(async (target) => {
+      const el = document.querySelector(".grid-body");
+      const start = performance.now();
+      while (performance.now() - start < 20_000) {
+        el.scrollTop += 340;
+        await new Promise((r) => requestAnimationFrame(r));
+        const rows = Number(document.querySelector('[role="grid"]').getAttribute("aria-rowcount")) - 1;
+        if (el.scrollTop + el.clientHeight >= el.scrollHeight - 2 && rows >= target) break;
+      }
+      window.__recording = false;
+      return { rows: Number(document.querySelector('[role="grid"]').getAttribute("aria-rowcount")) - 1, seconds: (performance.now() - start) / 1000 };
+    }, AGENTS);
+    const f = frameSummary(await page.evaluate(() => window.__frames));
+    out.push(`agents list, ${AGENTS} agents (created over HTTP in ${created.toFixed(0)} s): first rows in ${firstRows} ms; scrolled through ${scrolled.rows} rows in ${scrolled.seconds.toFixed(1)} s, ${f.frames} frames: p50 ${ms(f.p50)}, p95 ${ms(f.p95)}, p99 ${ms(f.p99)}, max ${ms(f.max)}, ${f.over16} over 16.7 ms`);
+    await ctx.close();
+  }
+
+  // 3. 100 events/s for a minute into the events view.
+  {
+    const ctx = await b.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await ctx.newPage();
+    await signIn(page, node);
+    await page.goto(`${node.url}/events`);
+    await page.locator(".events-summary").waitFor();
+    const cdp = await ctx.newCDPSession(page);
+    const before = await heap(cdp);
+    await page.evaluate(FRAMES);
+    const seq0 = Number((await node.gql("{ node { lastSeq } }")).node.lastSeq);
+    const start = Date.now();
+    let sent = 0;
+    const samples = [];
+    while (Date.now() - start < STREAM_S * 1000) {
+      const due = Math.floor(((Date.now() - start) / 1000) * RATE);
+      const batch = [];
+      while (sent < due) {
+        batch.push(node.gql(`mutation($n: Int!) { publish(topic: "bench.events", payload: { n: $n }) { queued } }`, { n: sent }));
+        sent++;
+      }
+      await Promise.all(batch);
+      if (samples.length < Math.floor((Date.now() - start) / 10_000)) samples.push(await heap(cdp));
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const seqEnd = Number((await node.gql("{ node { lastSeq } }")).node.lastSeq);
+    await until("the view to hold the last event", async () => (await page.locator(".events-summary").textContent()).includes(`–${seqEnd}`), 30_000);
+    await page.evaluate(() => (window.__recording = false));
+    const f = frameSummary(await page.evaluate(() => window.__frames));
+    const after = await heap(cdp);
+    out.push(
+      `events view, ${RATE} events/s for ${STREAM_S} s (${seqEnd - seq0} events, all shown): ${f.frames} frames: p50 ${ms(f.p50)}, p95 ${ms(f.p95)}, p99 ${ms(f.p99)}, max ${ms(f.max)}, ${f.over16} over 16.7 ms; JS heap after GC ${kb(before)} → ${[...samples, after].map(kb).join(" → ")}`,
+    );
+    await ctx.close();
+  }
+} finally {
+  await b.close();
+  await node.remove();
+}
+console.log(out.join("\n"));
