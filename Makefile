@@ -75,7 +75,7 @@ test: deps
 	@# and its committed build (gateway/dashboard/dist, embedded in troupe) must be what the
 	@# sources build to. `make run` needs none of this: dist/ is committed.
 	@printf '\n==> %s\n' 'dashboard: npm ci, tsc, vitest, dist/ matches its sources'
-	@cd gateway/dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run --silent check && npx --no-install vitest run && node scripts/verify.mjs
+	@cd gateway/dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run --silent check && npm test --silent && node scripts/verify.mjs
 	@printf '\n==> %s\n' 'cargo fmt --all -- --check'
 	@$(CARGO) fmt --all -- --check
 	@# One TLS provider (aws-lc-rs, see runtime/src/tls.rs): a second one (ring) is a second

@@ -88,7 +88,7 @@ try {
   }
 
   // 2. 10,000 agents, scrolled.
-  {
+  if (AGENTS > 0) {
     const t0 = Date.now();
     let made = 0;
     const worker = async () => {

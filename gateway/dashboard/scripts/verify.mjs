@@ -2,6 +2,7 @@
 // temporary directory and compares. Gzip twins are compared by their content (zlib versions
 // differ between Node releases; what they decompress to must not).
 import { execFileSync } from "node:child_process";
+import { build } from "vite";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
@@ -10,8 +11,8 @@ import { gunzipSync } from "node:zlib";
 const fresh = mkdtempSync(join(tmpdir(), "troupe-dashboard-"));
 try {
   const run = (cmd, args) => execFileSync(cmd, args, { stdio: "inherit" });
-  run("npx", ["--no-install", "vite", "build", "--logLevel", "warn", "--outDir", fresh, "--emptyOutDir"]);
-  run("node", ["scripts/postbuild.mjs", fresh]);
+  await build({ logLevel: "warn", build: { outDir: fresh, emptyOutDir: true } });
+  run(process.execPath, ["scripts/postbuild.mjs", fresh]);
 
   const list = (dir) => {
     const out = [];
