@@ -121,6 +121,41 @@ try {
     await shot(page, "task");
   });
 
+  await step("create a VM from the VMs view and migrate it, watching the phases", async () => {
+    await page.goto(`${node.url}/vms`);
+    await page.getByRole("button", { name: "Create VM…" }).click();
+    await page.getByLabel("VM name").fill("e2e-vm");
+    await page.getByRole("button", { name: "Create", exact: true }).click();
+    await page.waitForURL(/\/vms\/[^/]+$/, { timeout: TIMEOUT });
+    ids.vm = decodeURIComponent(page.url().split("/").pop());
+    await page.locator(".page-head").getByText("RUNNING").waitFor({ timeout: TIMEOUT });
+    const before = (await node.gql(`query($id: ID!) { vm(id: $id) { hostId } }`, { id: ids.vm })).vm.hostId;
+    await page.getByRole("button", { name: "Migrate", exact: true }).click();
+    const phases = page.getByRole("list", { name: "Migration phases" });
+    await phases.waitFor({ timeout: TIMEOUT });
+    await until("the migration to end", async () => {
+      const m = (await node.gql(`query($id: ID!) { vm(id: $id) { hostId migration { phase error } } }`, { id: ids.vm })).vm;
+      if (m.migration?.phase === "FAILED") throw new Error(`the migration failed: ${m.migration.error}`);
+      return m.migration?.phase === "SUCCEEDED" && m.hostId !== before;
+    });
+    await phases.locator("[aria-current=step], li").filter({ hasText: "SUCCEEDED" }).waitFor({ timeout: TIMEOUT });
+    await expectText(page, "Seen here:");
+    await shot(page, "vm-migrated");
+  });
+
+  await step("create a swarm from the swarms view and see its members", async () => {
+    await page.goto(`${node.url}/swarms`);
+    await page.getByRole("button", { name: "Create swarm…" }).click();
+    await page.getByLabel("Swarm name").fill("e2e-swarm");
+    await page.getByLabel("Members", { exact: true }).fill("3");
+    await page.getByRole("button", { name: "Create", exact: true }).click();
+    await page.waitForURL(/\/swarms\/[^/]+$/, { timeout: TIMEOUT });
+    ids.swarm = decodeURIComponent(page.url().split("/").pop());
+    const members = page.getByRole("table", { name: "Members" });
+    await until("three members running on the swarm's page", async () => (await members.locator(".status", { hasText: "RUNNING" }).count()) === 3);
+    await shot(page, "swarm");
+  });
+
   await step("pause and resume the agent from its page", async () => {
     await page.goto(`${node.url}/agents/${encodeURIComponent(ids.agent)}`);
     await page.getByRole("button", { name: "Pause", exact: true }).click();

@@ -94,7 +94,8 @@ export function FilterInput({ label, value, onChange, placeholder }: { label: st
   );
 }
 
-export function Select({ label, value, options, onChange }: { label: string; value: string; options: string[]; onChange: (v: string) => void }) {
+/** A filter's choice; `names` shows a value as something else (a host's name for its id). */
+export function Select({ label, value, options, onChange, names }: { label: string; value: string; options: string[]; onChange: (v: string) => void; names?: Record<string, string> }) {
   return (
     <label class="filter">
       <span>{label}</span>
@@ -102,7 +103,7 @@ export function Select({ label, value, options, onChange }: { label: string; val
         <option value="">any</option>
         {options.map((o) => (
           <option key={o} value={o}>
-            {o}
+            {names?.[o] ?? o}
           </option>
         ))}
       </select>

@@ -3,7 +3,7 @@
 import { useEffect, useRef, useState, useCallback } from "preact/hooks";
 import { gql, subscribe, ApiError, type Sink } from "./gql";
 import { eventStream, type TroupeEvent } from "./cursor";
-import { FrameQueue } from "./live";
+import { FrameQueue, paused } from "./live";
 
 export interface QueryState<T> {
   data: T | null;
@@ -66,7 +66,12 @@ export function useEvents(onBatch: (events: TroupeEvent[]) => void, kinds?: stri
   useEffect(() => {
     const queue = new FrameQueue<TroupeEvent>((batch) => ref.current(batch));
     const stream = eventStream({ kinds, after, onEvent: (e) => queue.push(e) });
-    return () => stream.close();
+    // What waited while live updates were paused is applied when they resume.
+    const unpause = paused.subscribe(() => queue.resume());
+    return () => {
+      unpause();
+      stream.close();
+    };
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [key]);
 }
@@ -89,4 +94,42 @@ export function useRefreshOn(refetch: () => void, prefixes: string[], subject?: 
   useEffect(() => () => {
     if (timer.current) clearTimeout(timer.current);
   }, []);
+}
+
+export interface Live<T> {
+  data: T | null;
+  error: ApiError | null;
+  /** The stream ended: a task reached its end, or the entity was removed. */
+  ended: boolean;
+  /** Shows a mutation's answer at once, before the stream brings it. */
+  set: (value: T) => void;
+}
+
+/**
+ * An entity kept live by its `…Updates(id)` subscription, which sends it now and then at
+ * every change; while live updates are paused the latest waits and is shown on resume.
+ */
+export function useLive<T>(query: string, id: string, field: string): Live<T> {
+  const [data, setData] = useState<T | null>(null);
+  const [error, setError] = useState<ApiError | null>(null);
+  const [ended, setEnded] = useState(false);
+  const queue = useRef<FrameQueue<T>>();
+  if (!queue.current) queue.current = new FrameQueue<T>((batch) => setData(batch[batch.length - 1]));
+  useEffect(() => {
+    const q = queue.current!;
+    return paused.subscribe(() => q.resume());
+  }, []);
+  useSubscription<Record<string, T>>(
+    query,
+    { id },
+    {
+      next: (d) => {
+        queue.current!.push(d[field]);
+        setError(null);
+      },
+      error: (e) => setError(e),
+      complete: () => setEnded(true),
+    },
+  );
+  return { data, error, ended, set: setData };
 }

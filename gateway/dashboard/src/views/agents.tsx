@@ -1,2 +1,457 @@
-export function AgentsView() { return <p>agents</p>; }
-export function AgentView() { return <p>agent</p>; }
+// Agents: a list paged on the server with its filters in the query string (state,
+// capability, project, label), windowed so that it stays fast at 10,000+ rows, a spawn form;
+// and an agent's page, live through agentUpdates, with its controls, checkpoints, tasks,
+// messages, usage and timeline of events.
+import { useEffect, useRef, useState } from "preact/hooks";
+import { gql } from "../lib/gql";
+import { useEvents, useLive, useQuery, useRefreshOn } from "../lib/hooks";
+import { usePaged, useLiveList } from "../lib/paging";
+import { EVENT_FIELDS, normalise, type TroupeEvent } from "../lib/cursor";
+import { navigate, query, setQuery } from "../lib/router";
+import { bytes, humanise } from "../lib/format";
+import { Grid } from "../components/grid";
+import { Status } from "../components/status";
+import { Time } from "../components/time";
+import { Action } from "../components/actions";
+import { ErrorBox, FilterInput, KeyValues, Loading, NewPill, Page, Section, Select } from "../components/page";
+import { Choice, CreateForm, Field, Labels, parseLabels, parseList } from "../components/forms";
+
+export const AGENT_STATES = ["DEFINED", "STARTING", "RUNNING", "PAUSED", "UNHEALTHY", "RECOVERING", "STOPPING", "STOPPED", "FAILED"];
+const BUILTINS = ["echo", "sleep", "counter", "fail", "panic"];
+const PAGE = 200;
+
+interface AgentRow {
+  id: string;
+  name: string;
+  node: string;
+  project: string;
+  state: string;
+  backend: string;
+  capabilities: string[];
+  runningTasks: number;
+  restarts: number;
+  updatedAt: string;
+}
+
+const LIST = `query($first: Int, $after: String, $state: AgentState, $capability: String, $project: String, $labels: [LabelInput!]) {
+  agents(first: $first, after: $after, state: $state, capability: $capability, project: $project, labels: $labels) {
+    nodes { id name node project state backend capabilities runningTasks restarts updatedAt }
+    pageInfo { hasNextPage endCursor }
+    totalCount missingNodes
+  }
+}`;
+
+export function AgentsView() {
+  const q = query.value;
+  const filters = { state: q.get("state") || null, capability: q.get("capability") || null, project: q.get("project") || null, label: q.get("label") ?? "" };
+  let labels: { key: string; value: string }[] | null = null;
+  let labelError = "";
+  try {
+    labels = filters.label ? parseLabels(filters.label) : null;
+  } catch (e) {
+    labelError = (e as Error).message;
+  }
+  const list = usePaged<AgentRow>(LIST, { state: filters.state, capability: filters.capability, project: filters.project, labels }, (d) => d.agents, PAGE);
+  const reading = useRef(false);
+  const live = useLiveList(list, ["AGENT_"], reading, PAGE);
+
+  return (
+    <Page title="Agents" actions={<SpawnForm />}>
+      <div class="filters" role="search" aria-label="Filter agents">
+        <Select label="State" value={filters.state ?? ""} options={AGENT_STATES} onChange={(v) => setQuery({ state: v })} />
+        <FilterInput label="Capability" value={filters.capability ?? ""} onChange={(v) => setQuery({ capability: v.trim() })} placeholder="press / to filter" />
+        <label class="filter">
+          <span>Project</span>
+          <input type="search" value={filters.project ?? ""} onInput={(e) => setQuery({ project: (e.target as HTMLInputElement).value.trim() })} />
+        </label>
+        <label class="filter">
+          <span>Label (key=value, …)</span>
+          <input type="search" value={filters.label} onInput={(e) => setQuery({ label: (e.target as HTMLInputElement).value })} />
+        </label>
+        <NewPill count={live.changes} onShow={live.show} />
+      </div>
+      {labelError ? <p class="error" role="alert">{labelError}</p> : null}
+      <ErrorBox error={list.error} />
+      {list.missing.length ? <p class="error">Not included (unreachable): {list.missing.join(", ")}</p> : null}
+      <p class="muted" aria-live="polite">
+        {list.total === null ? "" : `${list.total} agents${list.rows.length < list.total ? `, ${list.rows.length} loaded (more load as you scroll)` : ""}`}
+      </p>
+      <div onPointerEnter={() => (reading.current = true)} onPointerLeave={() => (reading.current = false)}>
+        {list.loading && !list.rows.length ? (
+          <Loading what="agents" />
+        ) : (
+          <Grid
+            label="Agents"
+            rows={list.rows}
+            total={list.total ?? undefined}
+            rowKey={(a) => a.id}
+            onOpen={(a) => navigate(`/agents/${encodeURIComponent(a.id)}`)}
+            onEnd={list.next}
+            height={560}
+            empty="No agent matches. Spawn one, or change the filters."
+            columns={[
+              { title: "Name", width: "minmax(140px, 1.2fr)", cell: (a) => <a href={`/agents/${encodeURIComponent(a.id)}`}>{a.name}</a> },
+              { title: "State", width: "130px", cell: (a) => <Status state={a.state} /> },
+              { title: "Node", width: "100px", cell: (a) => a.node },
+              { title: "Backend", width: "minmax(100px, 1fr)", cell: (a) => <span class="mono">{a.backend}</span> },
+              { title: "Capabilities", width: "minmax(100px, 1fr)", cell: (a) => a.capabilities.join(", ") || "—" },
+              { title: "Tasks", width: "60px", cell: (a) => a.runningTasks },
+              { title: "Restarts", width: "70px", cell: (a) => a.restarts },
+              { title: "Changed", width: "120px", cell: (a) => <Time at={a.updatedAt} /> },
+            ]}
+          />
+        )}
+      </div>
+    </Page>
+  );
+}
+
+function SpawnForm() {
+  const [name, setName] = useState("");
+  const [kind, setKind] = useState("echo");
+  const [caps, setCaps] = useState("");
+  const [project, setProject] = useState("");
+  const [labels, setLabels] = useState("");
+  return (
+    <CreateForm
+      open="Spawn agent"
+      submitLabel="Spawn"
+      submit={async () => {
+        const input = {
+          name: name.trim(),
+          backend: { builtin: { kind } },
+          capabilities: parseList(caps),
+          project: project.trim() || null,
+          labels: parseLabels(labels),
+        };
+        const d = await gql<{ spawnAgent: { id: string } }>(`mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }`, { input });
+        navigate(`/agents/${encodeURIComponent(d.spawnAgent.id)}`);
+      }}
+    >
+      <Field label="Name" value={name} onInput={setName} required />
+      <Choice label="Built-in backend" value={kind} options={BUILTINS} onChange={setKind} />
+      <Field label="Capabilities (comma-separated)" value={caps} onInput={setCaps} />
+      <Field label="Project" value={project} onInput={setProject} placeholder="default" />
+      <Field label="Labels (key=value, …)" value={labels} onInput={setLabels} />
+    </CreateForm>
+  );
+}
+
+interface Agent extends AgentRow {
+  owner: string;
+  pinned: boolean;
+  wantedRunning: boolean;
+  labels: { key: string; value: string }[];
+  maxConcurrentTasks: number;
+  tasksSucceeded: number;
+  tasksFailed: number;
+  messagesWaiting: number;
+  topics: string[];
+  lastError: string | null;
+  createdAt: string;
+  breaker: { state: string; consecutiveFailures: number };
+  tokenUsage: { totalTokens: number };
+  usage: { rssBytes: number; cpuSeconds: number; processes: number } | null;
+  checkpoints: { id: string; createdAt: string; description: string; sizeBytes: number }[];
+  messages: { id: string; from: string | null; priority: string; outcome: string; error: string | null; at: string }[];
+}
+
+const AGENT_FIELDS = `id name node project state backend capabilities runningTasks restarts updatedAt owner pinned wantedRunning
+  labels { key value } maxConcurrentTasks tasksSucceeded tasksFailed messagesWaiting topics lastError createdAt
+  breaker { state consecutiveFailures } tokenUsage { totalTokens } usage { rssBytes cpuSeconds processes }
+  checkpoints { id createdAt description sizeBytes } messages { id from priority outcome error at }`;
+
+const UPDATES = `subscription($id: ID!) { agentUpdates(id: $id) { ${AGENT_FIELDS} } }`;
+
+function mutate(name: string) {
+  return (id: string) => gql<Record<string, Agent>>(`mutation($id: ID!) { ${name}(id: $id) { ${AGENT_FIELDS} } }`, { id });
+}
+
+export function AgentControls({ agent, onChange }: { agent: Pick<Agent, "id" | "name" | "state">; onChange?: (a: Agent) => void }) {
+  const s = agent.state;
+  const run = (name: string) => async () => {
+    const d = await mutate(name)(agent.id);
+    onChange?.(d[name]);
+  };
+  const idle = ["DEFINED", "STOPPED", "FAILED"].includes(s);
+  return (
+    <>
+      {idle ? <Action label="Start" run={run("startAgent")} done={`${agent.name} starting`} variant="primary" /> : null}
+      {s === "RUNNING" ? <Action label="Pause" run={run("pauseAgent")} done={`${agent.name} paused`} /> : null}
+      {s === "PAUSED" ? <Action label="Resume" run={run("resumeAgent")} done={`${agent.name} resumed`} /> : null}
+      {!idle && s !== "STOPPING" ? <Action label="Stop" run={run("stopAgent")} confirm={agent.name} consequence="Its running tasks are stopped and requeued; it stays stopped until started." /> : null}
+      <Action label="Restart" run={run("restartAgent")} done={`${agent.name} restarting`} />
+      <Action label="Remove" variant="danger" run={() => gql(`mutation($id: ID!) { removeAgent(id: $id) { id } }`, { id: agent.id })} confirm={agent.name} consequence="It is stopped and forgotten; its checkpoints go with it." done={`${agent.name} removed`} />
+    </>
+  );
+}
+
+export function AgentView({ params }: { params: Record<string, string> }) {
+  const id = params.id;
+  const live = useLive<Agent>(UPDATES, id, "agentUpdates");
+  const a = live.data;
+  if (!a) {
+    return (
+      <Page title={id}>
+        {live.error ? <ErrorBox error={live.error} /> : live.ended ? <p class="empty">This agent was removed.</p> : <Loading what="the agent" />}
+      </Page>
+    );
+  }
+  return (
+    <Page
+      title={
+        <>
+          {a.name} <Status state={live.ended ? "REMOVED" : a.state} />
+        </>
+      }
+      actions={live.ended ? null : <AgentControls agent={a} onChange={live.set} />}
+    >
+      <ErrorBox error={live.error} />
+      {live.ended ? <p class="empty">This agent was removed.</p> : null}
+      <div class="cards">
+        <Section title="Agent">
+          <KeyValues
+            items={[
+              ["Id", <span class="mono">{a.id}</span>],
+              ["Node", a.node],
+              ["Project", a.project],
+              ["Backend", <span class="mono">{a.backend}</span>],
+              ["Capabilities", a.capabilities.join(", ") || "none"],
+              ["Labels", <Labels labels={a.labels} />],
+              ["Supervised by", <span class="mono">{a.owner}</span>],
+              ["Wanted running", a.wantedRunning ? "yes" : "no"],
+              ["Pinned to its node", a.pinned ? "yes" : "no"],
+              ["Created", <Time at={a.createdAt} />],
+              ["State since", <Time at={a.updatedAt} />],
+              ["Last error", a.lastError],
+            ]}
+          />
+        </Section>
+        <Section title="Work and usage">
+          <KeyValues
+            items={[
+              ["Running tasks", `${a.runningTasks} of ${a.maxConcurrentTasks}`],
+              ["Succeeded", String(a.tasksSucceeded)],
+              ["Failed", String(a.tasksFailed)],
+              ["Restarts", String(a.restarts)],
+              ["Breaker", <Status state={a.breaker.state} label={`${a.breaker.state} (${a.breaker.consecutiveFailures} consecutive failures)`} />],
+              ["Messages waiting", String(a.messagesWaiting)],
+              ["Topics", a.topics.join(", ") || "none"],
+              ["Tokens used", String(a.tokenUsage.totalTokens)],
+              ["Memory (RSS)", a.usage ? bytes(a.usage.rssBytes) : "no process"],
+              ["CPU time", a.usage ? `${a.usage.cpuSeconds.toFixed(2)} s over ${a.usage.processes} processes` : "no process"],
+            ]}
+          />
+        </Section>
+      </div>
+      <Checkpoints agent={a} onRollback={live.set} />
+      <AgentTasks id={a.id} />
+      <Section title={`Messages (last ${a.messages.length})`}>
+        {a.messages.length === 0 ? (
+          <p class="empty">No message yet.</p>
+        ) : (
+          <table>
+            <caption class="sr-only">Messages</caption>
+            <thead>
+              <tr>
+                <th scope="col">When</th>
+                <th scope="col">From</th>
+                <th scope="col">Priority</th>
+                <th scope="col">Outcome</th>
+              </tr>
+            </thead>
+            <tbody>
+              {[...a.messages].reverse().map((m) => (
+                <tr key={m.id}>
+                  <td>
+                    <Time at={m.at} />
+                  </td>
+                  <td class="mono">{m.from ?? "—"}</td>
+                  <td>{m.priority}</td>
+                  <td>
+                    <Status state={m.outcome === "REPLIED" ? "SUCCEEDED" : "FAILED"} label={m.error ? `${m.outcome}: ${m.error}` : m.outcome} />
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </Section>
+      <Timeline subject={a.id} />
+    </Page>
+  );
+}
+
+function Checkpoints({ agent, onRollback }: { agent: Agent; onRollback: (a: Agent) => void }) {
+  const [description, setDescription] = useState("");
+  return (
+    <Section
+      title="Checkpoints"
+      actions={
+        <>
+          <label class="filter">
+            <span>Description</span>
+            <input value={description} onInput={(e) => setDescription((e.target as HTMLInputElement).value)} />
+          </label>
+          <Action
+            label="Create checkpoint"
+            done="Checkpoint saved"
+            run={async () => {
+              await gql(`mutation($id: ID!, $d: String!) { checkpointAgent(id: $id, description: $d) { id } }`, { id: agent.id, d: description });
+              setDescription("");
+            }}
+          />
+        </>
+      }
+    >
+      {agent.checkpoints.length === 0 ? (
+        <p class="empty">No checkpoint kept.</p>
+      ) : (
+        <table>
+          <caption class="sr-only">Checkpoints</caption>
+          <thead>
+            <tr>
+              <th scope="col">Saved</th>
+              <th scope="col">Description</th>
+              <th scope="col">Size</th>
+              <th scope="col">
+                <span class="sr-only">Actions</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {[...agent.checkpoints].reverse().map((c) => (
+              <tr key={c.id}>
+                <td>
+                  <Time at={c.createdAt} />
+                </td>
+                <td>{c.description || <span class="muted">{c.id}</span>}</td>
+                <td>{bytes(c.sizeBytes)}</td>
+                <td>
+                  <Action
+                    label="Roll back"
+                    confirm={agent.name}
+                    consequence={`Its state goes back to the checkpoint of ${c.createdAt}; it restarts from there.`}
+                    done={`${agent.name} rolled back`}
+                    run={async () => {
+                      const d = await gql<{ rollbackAgent: Agent }>(`mutation($id: ID!, $c: ID!) { rollbackAgent(id: $id, checkpointId: $c) { ${AGENT_FIELDS} } }`, { id: agent.id, c: c.id });
+                      onRollback(d.rollbackAgent);
+                    }}
+                  />
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </Section>
+  );
+}
+
+interface TaskRow {
+  id: string;
+  state: string;
+  attempts: number;
+  createdAt: string;
+  finishedAt: string | null;
+  error: string | null;
+}
+
+function AgentTasks({ id }: { id: string }) {
+  const tasks = useQuery<{ tasks: { nodes: TaskRow[]; totalCount: number } }>(`query($a: ID!) { tasks(agentId: $a, first: 20) { nodes { id state attempts createdAt finishedAt error } totalCount } }`, { a: id });
+  useRefreshOn(() => void tasks.refetch(), ["TASK_"], undefined, 1000);
+  const rows = tasks.data?.tasks.nodes ?? [];
+  return (
+    <Section title={`Tasks (${tasks.data?.tasks.totalCount ?? "…"})`} actions={<a href={`/tasks?agent=${encodeURIComponent(id)}`}>All its tasks</a>}>
+      <ErrorBox error={tasks.error} />
+      {rows.length === 0 ? (
+        <p class="empty">{tasks.loading ? "Loading…" : "No task yet."}</p>
+      ) : (
+        <table>
+          <caption class="sr-only">Its tasks</caption>
+          <thead>
+            <tr>
+              <th scope="col">Task</th>
+              <th scope="col">State</th>
+              <th scope="col">Attempts</th>
+              <th scope="col">Submitted</th>
+              <th scope="col">Error</th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map((t) => (
+              <tr key={t.id}>
+                <td class="mono">
+                  <a href={`/tasks/${encodeURIComponent(t.id)}`}>{t.id.slice(0, 8)}</a>
+                </td>
+                <td>
+                  <Status state={t.state} />
+                </td>
+                <td>{t.attempts}</td>
+                <td>
+                  <Time at={t.createdAt} />
+                </td>
+                <td>{t.error ?? ""}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </Section>
+  );
+}
+
+/**
+ * An entity's events: the last ones before the page opened (looked for in the last 5,000
+ * of the log), then each new one as it happens.
+ */
+export function Timeline({ subject, title = "Timeline" }: { subject: string; title?: string }) {
+  const [events, setEvents] = useState<TroupeEvent[] | null>(null);
+  useEffect(() => {
+    let gone = false;
+    void gql<{ node: { lastSeq: number } }>("{ node { lastSeq } }")
+      .then(async (n) => {
+        const last = Number(n.node.lastSeq);
+        const found: TroupeEvent[] = [];
+        for (let after = Math.max(0, last - 5000); after < last && !gone; after += 1000) {
+          const d = await gql<{ events: TroupeEvent[] }>(`query($after: Int64) { events(after: $after, first: 1000) { ${EVENT_FIELDS} } }`, { after });
+          found.push(...d.events.map(normalise).filter((e) => e.subject === subject));
+          if (d.events.length < 1000) break;
+        }
+        if (!gone) setEvents((now) => merge(now ?? [], found));
+      })
+      .catch(() => !gone && setEvents((now) => now ?? []));
+    return () => {
+      gone = true;
+    };
+  }, [subject]);
+  useEvents((batch) => {
+    const mine = batch.filter((e) => e.subject === subject);
+    if (mine.length) setEvents((now) => merge(now ?? [], mine));
+  });
+  return (
+    <Section title={title} actions={<a href={`/events?subject=${encodeURIComponent(subject)}`}>In the event stream</a>}>
+      {events === null ? (
+        <Loading what="events" />
+      ) : events.length === 0 ? (
+        <p class="empty">No event about it lately.</p>
+      ) : (
+        <ol class="timeline" aria-label={title} tabIndex={0}>
+          {events.slice(0, 100).map((e) => (
+            <li key={e.seq}>
+              <Time at={e.at} /> <strong>{humanise(e.kind)}</strong> <span class="muted">#{e.seq}</span>
+              {e.data && Object.keys(e.data as object).length ? <span class="muted"> {JSON.stringify(e.data)}</span> : null}
+            </li>
+          ))}
+        </ol>
+      )}
+    </Section>
+  );
+}
+
+/** Newest first, each seq once. */
+function merge(a: TroupeEvent[], b: TroupeEvent[]): TroupeEvent[] {
+  const bySeq = new Map<number, TroupeEvent>();
+  for (const e of [...a, ...b]) bySeq.set(e.seq, e);
+  return [...bySeq.values()].sort((x, y) => y.seq - x.seq).slice(0, 500);
+}

@@ -1,1 +1,144 @@
-export function HostsView() { return <p>hosts</p>; }
+// Hosts: each hypervisor with its capacity bars (what is promised to VMs against what
+// overcommit allows), its VMs, a drain's progress, and the add, drain, maintenance and
+// remove controls; live through hostUpdates.
+import { useEffect, useState } from "preact/hooks";
+import { gql } from "../lib/gql";
+import { useQuery, useRefreshOn, useSubscription } from "../lib/hooks";
+import { query } from "../lib/router";
+import { Status } from "../components/status";
+import { Time } from "../components/time";
+import { Action } from "../components/actions";
+import { ErrorBox, KeyValues, Loading, Page } from "../components/page";
+import { Bar, CreateForm, Field, Labels, parseLabels } from "../components/forms";
+
+export interface Host {
+  id: string;
+  name: string;
+  uri: string;
+  node: string;
+  state: string;
+  since: string;
+  simulated: boolean;
+  labels: { key: string; value: string }[];
+  capacity: { cpus: number; memoryMiB: number } | null;
+  allocated: { vcpus: number; memoryMiB: number; vcpuLimit: number; memoryLimitMiB: number };
+  lastError: string | null;
+  drain: { total: number; moved: number; failed: number; done: boolean } | null;
+  outboundMigrations: number;
+  vms: { id: string; name: string; state: string }[];
+}
+
+const FIELDS = `id name uri node state since simulated labels { key value } capacity { cpus memoryMiB }
+  allocated { vcpus memoryMiB vcpuLimit memoryLimitMiB } lastError drain { total moved failed done } outboundMigrations
+  vms(first: 50) { id name state }`;
+
+export function HostsView() {
+  const list = useQuery<{ hosts: Host[] }>(`{ hosts { ${FIELDS} } }`);
+  const [hosts, setHosts] = useState<Host[] | null>(null);
+  useEffect(() => {
+    if (list.data) setHosts(list.data.hosts);
+  }, [list.data]);
+  // A host's own changes come with it; VMs placed or moved change its allocation.
+  useSubscription<{ hostUpdates: Host }>(`subscription { hostUpdates { ${FIELDS} } }`, {}, {
+    next: (d) => setHosts((now) => (now ?? []).map((h) => (h.id === d.hostUpdates.id ? d.hostUpdates : h))),
+  });
+  useRefreshOn(() => void list.refetch(), ["HOST_ADDED", "HOST_REMOVED", "VM_"], undefined, 1000);
+  const focus = query.value.get("focus");
+  useEffect(() => {
+    if (focus && hosts) document.getElementById(`host-${focus}`)?.scrollIntoView({ block: "center" });
+  }, [focus, Boolean(hosts)]);
+
+  return (
+    <Page title="Hosts" actions={<AddHost onAdded={() => void list.refetch()} />}>
+      <ErrorBox error={list.error} />
+      {!hosts ? (
+        <Loading what="hosts" />
+      ) : hosts.length === 0 ? (
+        <p class="empty">No host yet. Add one (libvirt's test:///default needs no hypervisor), or start the node with --simulated-hosts.</p>
+      ) : (
+        <div class="cards">
+          {hosts.map((h) => (
+            <HostCard key={h.id} host={h} focused={h.id === focus || h.name === focus} />
+          ))}
+        </div>
+      )}
+    </Page>
+  );
+}
+
+function HostCard({ host: h, focused }: { host: Host; focused: boolean }) {
+  const a = h.allocated;
+  return (
+    <section class={`card${focused ? " focused" : ""}`} id={`host-${h.id}`} aria-label={`Host ${h.name}`}>
+      <header class="card-head">
+        <h2>
+          {h.name} <Status state={h.state} />
+        </h2>
+      </header>
+      <KeyValues
+        items={[
+          ["URI", <span class="mono">{h.uri}</span>],
+          ["Node", h.node],
+          ["Since", <Time at={h.since} />],
+          ["Hardware", h.capacity ? `${h.capacity.cpus} CPUs, ${h.capacity.memoryMiB} MiB${h.simulated ? " (simulated)" : ""}` : "not connected yet"],
+          ["Labels", <Labels labels={h.labels} />],
+          ["Last error", h.lastError],
+        ]}
+      />
+      <h3>Promised to VMs</h3>
+      <Bar label={`${h.name} vCPUs`} used={Number(a.vcpus)} limit={Number(a.vcpuLimit)} unit=" vCPUs" />
+      <Bar label={`${h.name} memory`} used={Number(a.memoryMiB)} limit={Number(a.memoryLimitMiB)} unit=" MiB" />
+      {h.drain ? (
+        <>
+          <h3>{h.drain.done ? "Last drain" : "Draining"}</h3>
+          <Bar label={`${h.name} drain`} used={h.drain.moved} limit={h.drain.total} unit=" VMs moved" />
+          {h.drain.failed ? <p class="error">{h.drain.failed} VMs could not be moved.</p> : null}
+        </>
+      ) : null}
+      {h.outboundMigrations ? <p class="muted">{h.outboundMigrations} migrations leaving now.</p> : null}
+      <h3>VMs ({h.vms.length})</h3>
+      {h.vms.length === 0 ? (
+        <p class="empty">None.</p>
+      ) : (
+        <ul class="row">
+          {h.vms.map((v) => (
+            <li key={v.id}>
+              <a href={`/vms/${encodeURIComponent(v.id)}`}>{v.name}</a> <Status state={v.state} />
+            </li>
+          ))}
+        </ul>
+      )}
+      <div class="row">
+        {h.state === "UP" ? (
+          <Action label="Drain" confirm={h.name} consequence="Its VMs are migrated to other hosts, and it takes no new ones." done={`${h.name} draining`} run={() => gql(`mutation($id: ID!) { drainHost(id: $id) { id } }`, { id: h.id })} />
+        ) : null}
+        {h.state === "MAINTENANCE" ? (
+          <Action label="End maintenance" done={`${h.name} back in service`} run={() => gql(`mutation($id: ID!) { setHostMaintenance(id: $id, enabled: false) { id } }`, { id: h.id })} />
+        ) : (
+          <Action label="Maintenance" confirm={h.name} consequence="It takes no new VMs; those on it must be moved first." done={`${h.name} in maintenance`} run={() => gql(`mutation($id: ID!) { setHostMaintenance(id: $id, enabled: true) { id } }`, { id: h.id })} />
+        )}
+        <Action label="Remove" variant="danger" confirm={h.name} consequence="Troupe forgets the host; it must hold no VM." done={`${h.name} removed`} run={() => gql(`mutation($id: ID!) { removeHost(id: $id) { id } }`, { id: h.id })} />
+      </div>
+    </section>
+  );
+}
+
+function AddHost({ onAdded }: { onAdded: () => void }) {
+  const [name, setName] = useState("");
+  const [uri, setUri] = useState("test:///default");
+  const [labels, setLabels] = useState("");
+  return (
+    <CreateForm
+      open="Add host"
+      submitLabel="Add"
+      submit={async () => {
+        await gql(`mutation($input: AddHostInput!) { addHost(input: $input) { id } }`, { input: { name: name.trim(), uri: uri.trim(), labels: parseLabels(labels) } });
+        onAdded();
+      }}
+    >
+      <Field label="Host name" value={name} onInput={setName} required />
+      <Field label="libvirt URI" value={uri} onInput={setUri} required />
+      <Field label="Labels (key=value, …)" value={labels} onInput={setLabels} />
+    </CreateForm>
+  );
+}
