@@ -113,11 +113,22 @@ try {
     await shot(page, "agent");
   });
 
-  await step("submit a task and watch it succeed live", async () => {
-    const d = await node.gql(`mutation($a: ID!) { submitTask(input: { agentId: $a, payload: { hello: "dashboard" } }) { id state } }`, { a: ids.agent });
-    ids.task = d.submitTask.id;
-    await page.goto(`${node.url}/tasks/${encodeURIComponent(ids.task)}`);
-    await expectText(page, "SUCCEEDED");
+  await step("submit a task from the tasks view and watch it succeed live", async () => {
+    // Aimed at a capability no agent has yet: it waits QUEUED on its page until the test
+    // spawns an agent that has it, then the page follows it to SUCCEEDED.
+    await page.goto(`${node.url}/tasks`);
+    await page.getByRole("button", { name: "Submit task…" }).click();
+    await page.getByLabel("Capability", { exact: true }).fill("e2e-later");
+    await page.getByLabel("Payload (JSON)").fill('{"hello": "dashboard"}');
+    await page.getByRole("button", { name: "Submit", exact: true }).click();
+    await page.waitForURL(/\/tasks\/[^/]+$/, { timeout: TIMEOUT });
+    ids.task = decodeURIComponent(page.url().split("/").pop());
+    const head = page.locator(".page-head");
+    await head.getByText("QUEUED").waitFor({ timeout: TIMEOUT });
+    await expectText(page, "no agent has capability");
+    await node.gql(`mutation { spawnAgent(input: { name: "e2e-later", backend: { builtin: { kind: "echo" } }, capabilities: ["e2e-later"] }) { id } }`);
+    await head.getByText("SUCCEEDED").waitFor({ timeout: TIMEOUT });
+    await page.getByLabel("Result").getByText('"dashboard"').waitFor({ timeout: TIMEOUT });
     await shot(page, "task");
   });
 

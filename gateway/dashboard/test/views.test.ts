@@ -40,3 +40,51 @@ describe("tree view", () => {
     expect(t.children[0].supervisor?.children[0].id).toBe("a1");
   });
 });
+
+import { parseJson, parseLabels, parseList } from "../src/components/forms";
+import { phaseSteps } from "../src/views/vms";
+import { layoutDependencies } from "../src/views/tasks";
+
+describe("forms", () => {
+  it("reads lists and labels as an operator types them", () => {
+    expect(parseList(" a, b ,,c ")).toEqual(["a", "b", "c"]);
+    expect(parseLabels("team=red, tier = gpu")).toEqual([
+      { key: "team", value: "red" },
+      { key: "tier", value: "gpu" },
+    ]);
+    expect(parseLabels("")).toEqual([]);
+  });
+  it("refuses a label without = and bad JSON with INVALID_INPUT", () => {
+    expect(() => parseLabels("team")).toThrow(/key=value/);
+    try {
+      parseJson("{nope");
+      expect.unreachable();
+    } catch (e) {
+      expect((e as { code: string }).code).toBe("INVALID_INPUT");
+    }
+    expect(parseJson('{"a": 1}')).toEqual({ a: 1 });
+  });
+});
+
+describe("VM migration phases", () => {
+  it("marks the phases before the current one done", () => {
+    expect(phaseSteps("PREPARING_TARGET").map((s) => s.status)).toEqual(["done", "done", "now", "todo", "todo"]);
+    expect(phaseSteps("SUCCEEDED").every((s) => s.status === "done")).toBe(true);
+  });
+  it("claims for a failed migration only the phases that were seen", () => {
+    const steps = phaseSteps("FAILED", ["PENDING", "SCHEDULING"]);
+    expect(steps.map((s) => `${s.phase}:${s.status}`)).toEqual(["PENDING:done", "SCHEDULING:done", "PREPARING_TARGET:todo", "RUNNING:todo", "FAILED:failed"]);
+  });
+});
+
+describe("task dependency graph", () => {
+  it("puts what must succeed first to the left, each task once", () => {
+    const tasks = new Map([
+      ["c", { id: "c", state: "QUEUED", dependsOn: ["a", "b"] }],
+      ["b", { id: "b", state: "RUNNING", dependsOn: ["a"] }],
+      ["a", { id: "a", state: "SUCCEEDED", dependsOn: [] }],
+    ]);
+    const at = Object.fromEntries(layoutDependencies("c", tasks).map((n) => [n.id, n.x]));
+    expect(at).toEqual({ a: 0, b: 1, c: 2 });
+  });
+});

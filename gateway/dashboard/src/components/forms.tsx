@@ -146,3 +146,41 @@ export function Labels({ labels }: { labels: { key: string; value: string }[] })
   if (!labels.length) return <span class="muted">none</span>;
   return <span>{labels.map((l) => `${l.key}=${l.value}`).join(", ")}</span>;
 }
+
+export const BUILTINS = ["echo", "sleep", "counter", "fail", "panic"];
+const KINDS = ["builtin", "process", "exec", "http"];
+
+export interface BackendDraft {
+  type: string;
+  /** The built-in kind, the command line (split on spaces) or the URL. */
+  value: string;
+}
+
+/** The draft as the API's BackendInput; a missing command or URL is INVALID_INPUT. */
+export function backendInput(d: BackendDraft): Record<string, unknown> {
+  const v = d.value.trim();
+  if (d.type === "builtin") return { builtin: { kind: v || "echo" } };
+  if (!v) throw new ApiError(d.type === "http" ? "give the agent's URL" : "give the command to run", "INVALID_INPUT");
+  if (d.type === "http") return { http: { url: v } };
+  return { [d.type]: { command: v.split(/\s+/) } };
+}
+
+/** The backend of a new agent: a built-in kind, a process or exec command line, or a URL. */
+export function BackendFields({ draft, onChange, prefix = "" }: { draft: BackendDraft; onChange: (d: BackendDraft) => void; prefix?: string }) {
+  return (
+    <>
+      <Choice label={`${prefix}Backend`} value={draft.type} options={KINDS} onChange={(type) => onChange({ type, value: type === "builtin" ? "echo" : "" })} />
+      {draft.type === "builtin" ? (
+        <Choice label={`${prefix}Built-in kind`} value={draft.value} options={BUILTINS} onChange={(value) => onChange({ ...draft, value })} />
+      ) : (
+        <Field
+          label={draft.type === "http" ? `${prefix}URL` : `${prefix}Command`}
+          value={draft.value}
+          onInput={(value) => onChange({ ...draft, value })}
+          placeholder={draft.type === "http" ? "http://127.0.0.1:9000/task" : "python3 examples/agents/process_agent.py"}
+          required
+        />
+      )}
+    </>
+  );
+}

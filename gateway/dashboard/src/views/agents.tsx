@@ -14,10 +14,9 @@ import { Status } from "../components/status";
 import { Time } from "../components/time";
 import { Action } from "../components/actions";
 import { ErrorBox, FilterInput, KeyValues, Loading, NewPill, Page, Section, Select } from "../components/page";
-import { Choice, CreateForm, Field, Labels, parseLabels, parseList } from "../components/forms";
+import { BackendFields, CreateForm, Field, Labels, backendInput, parseLabels, parseList, type BackendDraft } from "../components/forms";
 
 export const AGENT_STATES = ["DEFINED", "STARTING", "RUNNING", "PAUSED", "UNHEALTHY", "RECOVERING", "STOPPING", "STOPPED", "FAILED"];
-const BUILTINS = ["echo", "sleep", "counter", "fail", "panic"];
 const PAGE = 200;
 
 interface AgentRow {
@@ -108,7 +107,7 @@ export function AgentsView() {
 
 function SpawnForm() {
   const [name, setName] = useState("");
-  const [kind, setKind] = useState("echo");
+  const [backend, setBackend] = useState<BackendDraft>({ type: "builtin", value: "echo" });
   const [caps, setCaps] = useState("");
   const [project, setProject] = useState("");
   const [labels, setLabels] = useState("");
@@ -119,7 +118,7 @@ function SpawnForm() {
       submit={async () => {
         const input = {
           name: name.trim(),
-          backend: { builtin: { kind } },
+          backend: backendInput(backend),
           capabilities: parseList(caps),
           project: project.trim() || null,
           labels: parseLabels(labels),
@@ -129,7 +128,7 @@ function SpawnForm() {
       }}
     >
       <Field label="Name" value={name} onInput={setName} required />
-      <Choice label="Built-in backend" value={kind} options={BUILTINS} onChange={setKind} />
+      <BackendFields draft={backend} onChange={setBackend} />
       <Field label="Capabilities (comma-separated)" value={caps} onInput={setCaps} />
       <Field label="Project" value={project} onInput={setProject} placeholder="default" />
       <Field label="Labels (key=value, …)" value={labels} onInput={setLabels} />

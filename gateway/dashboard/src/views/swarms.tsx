@@ -11,7 +11,7 @@ import { Status } from "../components/status";
 import { Time } from "../components/time";
 import { Action } from "../components/actions";
 import { ErrorBox, KeyValues, Loading, Page, Section } from "../components/page";
-import { Choice, CreateForm, Field, Json, TextArea, parseJson, parseList } from "../components/forms";
+import { BackendFields, Choice, CreateForm, Field, Json, TextArea, backendInput, parseJson, parseList, type BackendDraft } from "../components/forms";
 import { canAct } from "../lib/session";
 import { Timeline } from "./agents";
 
@@ -94,7 +94,7 @@ function CreateSwarm() {
   const [topology, setTopology] = useState("HIERARCHICAL");
   const [strategy, setStrategy] = useState("ONE_FOR_ONE");
   const [count, setCount] = useState("3");
-  const [kind, setKind] = useState("echo");
+  const [backend, setBackend] = useState<BackendDraft>({ type: "builtin", value: "echo" });
   const [caps, setCaps] = useState("");
   return (
     <CreateForm
@@ -106,7 +106,7 @@ function CreateSwarm() {
           name: n,
           topology,
           strategy,
-          templates: Number(count) > 0 ? [{ agent: { name: `${n}-member`, backend: { builtin: { kind } }, capabilities: parseList(caps) }, count: Number(count) }] : [],
+          templates: Number(count) > 0 ? [{ agent: { name: `${n}-member`, backend: backendInput(backend), capabilities: parseList(caps) }, count: Number(count) }] : [],
         };
         const d = await gql<{ createSwarm: { id: string } }>(`mutation($input: CreateSwarmInput!) { createSwarm(input: $input) { id } }`, { input });
         navigate(`/swarms/${encodeURIComponent(d.createSwarm.id)}`);
@@ -116,7 +116,7 @@ function CreateSwarm() {
       <Choice label="Topology" value={topology} options={TOPOLOGIES} onChange={setTopology} />
       <Choice label="Restart strategy" value={strategy} options={STRATEGIES} onChange={setStrategy} />
       <Field label="Members" type="number" min={0} value={count} onInput={setCount} />
-      <Choice label="Members' built-in backend" value={kind} options={["echo", "sleep", "counter", "fail", "panic"]} onChange={setKind} />
+      <BackendFields draft={backend} onChange={setBackend} prefix="Members' " />
       <Field label="Members' capabilities" value={caps} onInput={setCaps} />
     </CreateForm>
   );
@@ -359,6 +359,7 @@ function SwarmTasks({ swarm }: { swarm: Swarm }) {
   const [payload, setPayload] = useState("{}");
   const [mode, setMode] = useState("SINGLE");
   const [k, setK] = useState("3");
+  const [aggregate, setAggregate] = useState("MAJORITY");
   return (
     <Section
       title="Tasks"
@@ -369,12 +370,17 @@ function SwarmTasks({ swarm }: { swarm: Swarm }) {
           submit={() =>
             gql(`mutation($id: ID!, $input: SubmitSwarmTaskInput!) { submitSwarmTask(id: $id, input: $input) { id } }`, {
               id: swarm.id,
-              input: mode === "SCATTER_GATHER" ? { mode, payload: parseJson(payload), k: Number(k) } : { mode, payload: parseJson(payload) },
+              input: mode === "SCATTER_GATHER" ? { mode, payload: parseJson(payload), k: Number(k), aggregate } : { mode, payload: parseJson(payload) },
             })
           }
         >
           <Choice label="Mode" value={mode} options={["SINGLE", "SCATTER_GATHER"]} onChange={setMode} />
-          {mode === "SCATTER_GATHER" ? <Field label="Members asked (k)" type="number" min={1} value={k} onInput={setK} /> : null}
+          {mode === "SCATTER_GATHER" ? (
+            <>
+              <Field label="Members asked (k)" type="number" min={1} value={k} onInput={setK} />
+              <Choice label="Aggregate" value={aggregate} options={["MAJORITY", "FIRST", "ALL"]} onChange={setAggregate} />
+            </>
+          ) : null}
           <TextArea label="Payload (JSON)" value={payload} onInput={setPayload} />
         </CreateForm>
       }
