@@ -3,11 +3,11 @@
 //! binary. Nothing comes from another origin: the Content-Security-Policy says so to the
 //! browser. Hashed assets are cached for a year; the pages themselves are revalidated (ETag).
 
+use axum::extract::Path;
 use axum::http::header::{
     ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
     REFERRER_POLICY, VARY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
-use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -86,13 +86,20 @@ fn serve(path: &str, headers: &HeaderMap, cache: &'static str, csp: Option<&'sta
         return (StatusCode::NOT_FOUND, "no such file").into_response();
     };
     let tag = etag(&file.metadata.sha256_hash());
-    let mut response = if headers.get(IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == tag.as_bytes()) {
+    let mut response = if headers
+        .get(IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == tag.as_bytes())
+    {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        match accepts_gzip(headers).then(|| Assets::get(&format!("{path}.gz"))).flatten() {
+        match accepts_gzip(headers)
+            .then(|| Assets::get(&format!("{path}.gz")))
+            .flatten()
+        {
             Some(gz) => {
                 let mut r = gz.data.into_owned().into_response();
-                r.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r.headers_mut()
+                    .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
                 r
             }
             None => file.data.into_owned().into_response(),
@@ -183,7 +190,10 @@ mod tests {
             assert_eq!(r.status(), StatusCode::OK, "{view}");
             assert_eq!(r.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
             assert_eq!(r.headers()[CACHE_CONTROL], REVALIDATE);
-            assert!(r.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap().contains("script-src 'self';"));
+            assert!(r.headers()[CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("script-src 'self';"));
         }
         let script = Assets::iter()
             .find(|f| f.starts_with("assets/") && f.ends_with(".js"))
@@ -200,7 +210,10 @@ mod tests {
         assert_eq!(get(&format!("/{script}.gz"), &[]).await.status(), StatusCode::NOT_FOUND);
         assert_eq!(get("/nothing-here", &[]).await.status(), StatusCode::NOT_FOUND);
         let graphiql = get("/graphiql", &[]).await;
-        assert!(graphiql.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap().starts_with("default-src 'none'"));
+        assert!(graphiql.headers()[CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'"));
     }
 
     #[test]
@@ -208,7 +221,10 @@ mod tests {
         let index = Assets::get("index.html").expect("dashboard/dist/index.html is embedded");
         let html = String::from_utf8_lossy(&index.data);
         assert!(html.contains("/assets/"), "the built index names its hashed assets");
-        assert!(!html.contains("http://") && !html.contains("https://"), "nothing from another origin");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "nothing from another origin"
+        );
         assert!(Assets::get("graphiql/index.html").is_some());
     }
 }

@@ -228,8 +228,7 @@ impl Registry<'_> {
                     if !crate::cluster::directory::held_in(v, id, &node)? {
                         return Ok(true);
                     }
-                    if troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter)
-                        && in_state(v, id, &filter)?
+                    if troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter) && in_state(v, id, &filter)?
                     {
                         n += 1;
                     }

@@ -287,10 +287,7 @@ impl NodeQuery {
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn supervision_tree(&self, ctx: &Context<'_>, node: Option<String>) -> async_graphql::Result<Supervisor> {
         Ok(Supervisor(
-            ctx.data::<Api>()?
-                .supervision_tree(node.as_deref())
-                .await
-                .gql()?,
+            ctx.data::<Api>()?.supervision_tree(node.as_deref()).await.gql()?,
         ))
     }
 }
