@@ -341,6 +341,8 @@ impl AgentsQuery {
         guard = "RoleGuard(Role::Viewer)",
         complexity = "cost(first, DEFAULT_PAGE, MAX_PAGE, child_complexity)"
     )]
+    // Each argument is one of the field's GraphQL arguments.
+    #[allow(clippy::too_many_arguments)]
     async fn agents(
         &self,
         ctx: &Context<'_>,
