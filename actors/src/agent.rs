@@ -30,8 +30,8 @@ mod status;
 pub use crate::outbox::{Outgoing, OutgoingKind};
 pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
 pub use backend::{
-    build as build_backend, describe_cgroup, preflight, read_stat, Backend, Errand, ErrandKind, Link, Outbox, Signal,
-    Stat, Usage,
+    build as build_backend, describe_cgroup, preflight, read_stat, signal_group, Backend, Errand, ErrandKind, Link,
+    Outbox, Signal, Stat, Usage,
 };
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};

@@ -10,6 +10,7 @@
 
 mod agents;
 mod context;
+pub mod experiments;
 mod hosts;
 mod listing;
 mod messages;
@@ -63,6 +64,7 @@ pub struct Api {
     pub(crate) hosts: Hosts,
     pub(crate) vms: Vms,
     pub(crate) swarms: Swarms,
+    pub(crate) experiments: experiments::Experiments,
 }
 
 impl Api {

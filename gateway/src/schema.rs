@@ -9,6 +9,7 @@
 mod agents;
 mod depth;
 mod events;
+mod experiments;
 mod hosts;
 mod messages;
 mod node;
@@ -37,6 +38,7 @@ pub struct Query(
     vms::VmsQuery,
     messages::MessagesQuery,
     swarms::SwarmsQuery,
+    experiments::ExperimentsQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -49,6 +51,7 @@ pub struct Mutation(
     messages::MessagesMutation,
     swarms::SwarmsMutation,
     node::NodeMutation,
+    experiments::ExperimentsMutation,
 );
 
 #[derive(MergedSubscription, Default)]
@@ -60,6 +63,7 @@ pub struct Subscription(
     vms::VmsSubscription,
     messages::MessagesSubscription,
     swarms::SwarmsSubscription,
+    experiments::ExperimentsSubscription,
 );
 
 pub type TroupeSchema = Schema<Query, Mutation, Subscription>;

@@ -177,6 +177,12 @@ pub struct ServeArgs {
     /// Enables the admin-only injectFault mutation (tests and drills) [default: false].
     #[arg(long, env = "TROUPE_FAULT_INJECTION", num_args = 0..=1, default_missing_value = "true")]
     pub fault_injection: Option<bool>,
+    /// The most targets one fault of an experiment may hit [default: 1].
+    #[arg(long, env = "TROUPE_FAULT_MAX_TARGETS")]
+    pub fault_max_targets: Option<usize>,
+    /// The longest an experiment's faults may stay armed [default: 300000].
+    #[arg(long, env = "TROUPE_FAULT_MAX_DURATION_MS")]
+    pub fault_max_duration_ms: Option<u64>,
     /// Environment variables an llm agent may name as its key (apiKeyEnv); repeatable
     /// (comma-separated in TROUPE_SECRET_ENV). TROUPE_* variables never qualify [default: none].
     #[arg(long, env = "TROUPE_SECRET_ENV", value_delimiter = ',')]
@@ -252,6 +258,8 @@ pub struct Config {
     pub vm_stop_timeout: Duration,
     pub libvirt_timeout: Duration,
     pub fault_injection: bool,
+    pub fault_max_targets: usize,
+    pub fault_max_duration: Duration,
     /// What agents may use as API keys (see `ServeArgs::secret_env`, `secret_dirs`).
     pub secret_env: Vec<String>,
     pub secret_dirs: Vec<PathBuf>,
@@ -280,7 +288,7 @@ impl Config {
                 metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
                 ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, agent_mailbox_size, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, peer_drop_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
-                libvirt_timeout_ms, fault_injection);
+                libvirt_timeout_ms, fault_injection, fault_max_targets, fault_max_duration_ms);
             if args.join.is_empty() {
                 args.join = file.join;
             }
@@ -373,6 +381,8 @@ impl Config {
             vm_stop_timeout: ms(args.vm_stop_timeout_ms.unwrap_or(30_000)),
             libvirt_timeout: ms(args.libvirt_timeout_ms.unwrap_or(15_000)),
             fault_injection: args.fault_injection.unwrap_or(false),
+            fault_max_targets: args.fault_max_targets.unwrap_or(1),
+            fault_max_duration: ms(args.fault_max_duration_ms.unwrap_or(300_000)),
             secret_env: args.secret_env,
             secret_dirs: args.secret_dirs,
         };
@@ -398,6 +408,7 @@ impl Config {
             ("host_down_after_ms", self.host_down_after),
             ("peer_drop_after_ms", self.peer_drop_after),
             ("libvirt_timeout_ms", self.libvirt_timeout),
+            ("fault_max_duration_ms", self.fault_max_duration),
         ];
         for (key, value) in positive {
             if value.is_zero() {
@@ -416,6 +427,7 @@ impl Config {
             ("max_open_tasks", self.max_open_tasks),
             ("agent_mailbox_size", self.agent_mailbox_size),
             ("breaker_failures", self.breaker_failures as usize),
+            ("fault_max_targets", self.fault_max_targets),
         ];
         for (key, value) in counts {
             if value == 0 {

@@ -108,7 +108,11 @@ async fn a_cursor_from_the_future_is_refused_and_int64_takes_numbers_and_strings
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graphiql_is_served_from_the_node_itself_with_pinned_files_and_a_strict_policy() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
-    let resp = super::support::http_client().build()?.get(node.url("/graphiql")).send().await?;
+    let resp = super::support::http_client()
+        .build()?
+        .get(node.url("/graphiql"))
+        .send()
+        .await?;
     ensure!(resp.status() == 200, "{}", resp.status());
     let csp = resp
         .headers()

@@ -59,6 +59,12 @@ pub enum AgentMsg {
         timeout: Duration,
         reply: RpcReplyPort<Result<Value, String>>,
     },
+    /// An injected hang (fault experiments): the loop takes no other message until the
+    /// gate opens (true) or its sender is dropped; `held` is told when the hold begins.
+    Hang {
+        gate: tokio::sync::watch::Receiver<bool>,
+        held: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 impl ractor::Message for AgentMsg {}
@@ -281,6 +287,15 @@ impl Actor for AgentActor {
                 });
             }
             AgentMsg::Sample => self.publish_usage(sample(&state.backend.process_groups())),
+            AgentMsg::Hang { mut gate, held } => {
+                let _ = held.send(());
+                tracing::warn!(agent = %self.spec.id, "injected hang: the agent takes no message until released");
+                while !*gate.borrow() {
+                    if gate.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
         }
         Ok(())
     }

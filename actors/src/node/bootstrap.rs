@@ -249,6 +249,11 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         tasks,
         hosts,
         swarms,
+        experiments: crate::service::experiments::Experiments::new(
+            config.fault_injection,
+            config.fault_max_targets,
+            config.fault_max_duration,
+        ),
     };
     let courier = crate::messaging::courier::start(&slots.outbox, api.clone());
     let intensity = Some(Intensity {

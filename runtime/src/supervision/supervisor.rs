@@ -24,8 +24,10 @@ use super::decision::{Backoff, Exit, Intensity, RestartLadder, Strategy};
 use super::jobs::{self, Start};
 use super::tree::{self, SupervisorInfo};
 
+mod fault;
 mod lifecycle;
 use crate::store::Store;
+pub use fault::{CrashPlan, CrashReply, CrashRequest, INJECTED_CRASH};
 
 /// How a start that finished after it was abandoned is undone.
 const STALE_STOP: Shutdown = Shutdown::Timeout(std::time::Duration::from_secs(10));
@@ -51,6 +53,10 @@ pub enum SupervisorMsg {
     Stopped { id: String, generation: u64 },
     /// A lifecycle record did not become durable.
     WriteFailed(String),
+    /// Crashes a child of the supervisor named in the request, wherever it is under this
+    /// one (see `fault.rs`); answers what its supervisor will do, or `None` when no such
+    /// supervisor is found here.
+    Crash(CrashRequest, CrashReply),
 }
 
 impl ractor::Message for SupervisorMsg {}
@@ -212,6 +218,7 @@ impl Actor for Supervisor {
                 let _ = reply.send(state.children.contains_key(&id));
             }
             SupervisorMsg::Describe(reply) => tree::describe(state, reply),
+            SupervisorMsg::Crash(request, reply) => state.crash(request, reply),
             SupervisorMsg::WriteFailed(reason) => {
                 return Err(format!(
                     "supervisor {}: a lifecycle record was not written: {reason}",
@@ -231,6 +238,10 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         let (cell, exit, reason) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, Exit::Failed, err.to_string()),
+            // An injected crash stops the child with its own reason: a failure, as a panic is.
+            SupervisionEvent::ActorTerminated(cell, _, Some(reason)) if reason == INJECTED_CRASH => {
+                (cell, Exit::Failed, reason)
+            }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 (cell, Exit::Normal, reason.unwrap_or_else(|| "stopped".into()))
             }

@@ -196,6 +196,27 @@ impl Harness {
             .collect()
     }
 
+    /// A nested one_for_all supervisor "inner" with one worker, "leaf".
+    fn inner(&self, intensity: Option<Intensity>) -> SupervisorSpec {
+        let store = self.store.clone();
+        let log = self.log.clone();
+        SupervisorSpec {
+            id: "inner".into(),
+            args: Box::new(move || SupervisorArgs {
+                name: "inner".into(),
+                strategy: Strategy::OneForAll,
+                intensity,
+                backoff: Backoff {
+                    base: Duration::from_millis(1),
+                    max: Duration::from_millis(1),
+                },
+                children: vec![Arc::new(WorkerSpec::new("leaf", &log))],
+                start_order: StartOrder::Concurrent,
+                store: store.clone(),
+            }),
+        }
+    }
+
     /// The next `n` starts, in the order they happened.
     async fn starts(&mut self, n: usize) -> Vec<Started> {
         let mut out = Vec::new();
@@ -374,25 +395,8 @@ async fn a_child_that_will_not_stop_is_killed_after_its_shutdown_timeout() {
 #[tokio::test]
 async fn the_described_tree_shows_nested_supervisors_with_their_children() {
     let mut h = Harness::new();
-    let store = h.store.clone();
-    let log = h.log.clone();
-    let inner = SupervisorSpec {
-        id: "inner".into(),
-        args: Box::new(move || SupervisorArgs {
-            name: "inner".into(),
-            strategy: Strategy::OneForAll,
-            intensity: None,
-            backoff: Backoff {
-                base: Duration::from_millis(1),
-                max: Duration::from_millis(1),
-            },
-            children: vec![Arc::new(WorkerSpec::new("leaf", &log))],
-            start_order: StartOrder::Concurrent,
-            store: store.clone(),
-        }),
-    };
     let mut children = h.workers(&["a"]);
-    children.push(Nested::child(inner));
+    children.push(Nested::child(h.inner(None)));
     let (sup, _) = Actor::spawn(None, Supervisor, h.args(Strategy::RestForOne, Some(3), children))
         .await
         .unwrap();
@@ -528,4 +532,72 @@ async fn a_lifecycle_record_the_cluster_refuses_does_not_fail_the_supervisor() {
     let held = ractor::call!(sup, SupervisorMsg::Children).expect("the supervisor is alive");
     assert_eq!(held, vec![("a".to_string(), true)]);
     assert!(h.kinds_of("a").await.is_empty(), "no record was written");
+}
+
+fn crash(owner: &str, child: &str, dry_run: bool, allow_escalation: bool) -> impl FnOnce(CrashReply) -> SupervisorMsg {
+    let request = CrashRequest {
+        owner: owner.into(),
+        child: child.into(),
+        dry_run,
+        allow_escalation,
+    };
+    move |reply| SupervisorMsg::Crash(request, reply)
+}
+
+use super::supervisor::CrashReply;
+
+#[tokio::test]
+async fn an_injected_crash_is_a_failure_its_supervisor_predicted_from_its_strategy() {
+    let mut h = Harness::new();
+    let args = h.args(Strategy::RestForOne, Some(5), h.workers(&["a", "b", "c"]));
+    let (sup, _) = Actor::spawn(None, Supervisor, args).await.unwrap();
+    let first = h.starts(3).await;
+    // A dry run predicts and touches nothing.
+    let plan = ractor::call!(sup, crash("test", "b", true, false))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(plan.restart, ["b", "c"]);
+    assert!(!plan.escalate);
+    assert!(h.started.try_recv().is_err(), "a dry run restarts nothing");
+    // The crash itself: b fails (as a panic would) and b and c start again, not a.
+    let plan = ractor::call!(sup, crash("test", "b", false, false))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(plan.restart, ["b", "c"]);
+    let again = ids(&h.starts(2).await);
+    assert_eq!(again.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+    assert_ne!(again[0].1, first[1].1.get_id(), "b is a new actor");
+    let kinds = h.kinds_of("b").await;
+    assert!(kinds.contains(&"WORKER_FAILED".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"WORKER_RESTARTED".to_owned()), "{kinds:?}");
+    assert!(!h.kinds_of("a").await.contains(&"WORKER_RESTARTED".to_owned()));
+}
+
+#[tokio::test]
+async fn a_crash_that_would_escalate_is_refused_unless_allowed_and_one_deeper_is_routed() {
+    let mut h = Harness::new();
+    let mut children = h.workers(&["a"]);
+    children.push(Nested::child(h.inner(Some(Intensity {
+        max_restarts: 0,
+        window: Duration::from_secs(60),
+    }))));
+    let (sup, _) = Actor::spawn(None, Supervisor, h.args(Strategy::OneForOne, Some(3), children))
+        .await
+        .unwrap();
+    h.starts(2).await;
+    let refused = ractor::call!(sup, crash("inner", "leaf", false, false)).unwrap();
+    assert!(refused.unwrap_err().contains("restart intensity"));
+    assert!(h.started.try_recv().is_err(), "nothing was crashed");
+    let nobody = ractor::call!(sup, crash("elsewhere", "leaf", true, false)).unwrap();
+    assert_eq!(nobody, Ok(None));
+    // Allowed: inner escalates, and its parent (one_for_one) restarts it with its leaf.
+    let plan = ractor::call!(sup, crash("inner", "leaf", false, true))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(plan.escalate);
+    assert_eq!(h.starts(1).await[0].0, "leaf");
+    assert!(h.kinds_of("inner").await.contains(&"SUPERVISOR_RESTARTED".to_owned()));
 }

@@ -10,7 +10,7 @@ use super::supervisor::{Slot, State, SupervisorMsg};
 
 /// How long a child supervisor may take to describe itself before it is shown without its
 /// children.
-const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A supervisor's subtree; serialisable, so a node can describe its tree to a peer.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -1,0 +1,522 @@
+//! Fault experiments (admin only, on a node started with `--fault-injection`): faults picked
+//! by selectors over the supervision tree are injected, held while the experiment runs (and
+//! while its lease is renewed), reverted, and judged: each injection's expected effects, as
+//! the target's supervisor predicts them from its strategy and intensity, against the events
+//! observed, with the time to detect and to recover, then invariants over the tree and a
+//! verdict.
+//!
+//! ```text
+//!   startExperiment ─▶ ACTIVE (faults armed) ─duration / stop / lease / halt─▶ RECOVERING
+//!        │ dryRun: the targets and expected effects only          (gates reverted)
+//!        ▼                                                              │ recovery, invariants
+//!   INVALID_INPUT (nothing matched), CONFLICT (refused)        PASSED | FAILED | ABORTED
+//! ```
+//!
+//! Experiments and their gates live in this node's memory: a restart clears every gate.
+
+mod inject;
+mod run;
+pub mod select;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::{watch, Notify};
+use troupe_runtime::events::{Event, NewEvent};
+use troupe_runtime::store::Batch;
+
+use self::inject::Armed;
+use self::select::{Candidate, Selector};
+use crate::error::ApiError;
+use crate::service::Api;
+
+/// What a fault does to its target; each has a documented revert (docs/faults.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    /// The child fails as if it panicked: its supervisor restarts it (and the siblings its
+    /// strategy takes along). Any child of the tree. Nothing to revert.
+    Crash,
+    /// An agent's loop is held: it takes no message (its mailbox fills, calls time out)
+    /// until the revert releases it.
+    Hang,
+    /// SIGKILL of an agent's process groups behind Troupe's back. Nothing to revert.
+    ProcessKill,
+    /// SIGSTOP of an agent's process groups behind Troupe's back; the revert sends SIGCONT.
+    ProcessPause,
+}
+
+#[derive(Debug, Clone)]
+pub struct FaultSpec {
+    pub action: FaultAction,
+    pub target: Selector,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExperimentInput {
+    pub name: String,
+    pub faults: Vec<FaultSpec>,
+    /// How long armed faults stay armed (capped by `fault_max_duration_ms`); without it, until
+    /// stopped, halted or the lease lapses.
+    pub duration: Option<Duration>,
+    pub seed: Option<u64>,
+    /// How long after its injection each target has to recover.
+    pub recover_within: Duration,
+    /// Invariants to check at the end (all of [`INVARIANTS`] when empty).
+    pub invariants: Vec<String>,
+    pub allow_escalation: bool,
+    /// Everything reverts unless `renewExperiment` comes within this.
+    pub lease: Option<Duration>,
+    pub dry_run: bool,
+}
+
+/// The invariants an experiment can check.
+pub const INVARIANTS: [&str; 3] = ["TREE_RESTORED", "RESTARTS_MATCH_STRATEGY", "NO_ESCALATION"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExperimentState {
+    Pending,
+    Active,
+    Recovering,
+    Passed,
+    Failed,
+    Aborted,
+}
+
+impl ExperimentState {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Passed | Self::Failed | Self::Aborted)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    pub id: String,
+    /// RESTART, ESCALATE, GIVE_UP, HELD, PROCESS_REPLACED, PAUSED_THEN_CONTINUED.
+    pub effect: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Injection {
+    pub id: String,
+    pub action: FaultAction,
+    pub target: String,
+    pub kind: String,
+    pub injected_at: DateTime<Utc>,
+    /// When the fault was at full effect (the failure seen, the loop held, the signal sent).
+    pub effective_at: Option<DateTime<Utc>>,
+    pub reverted_at: Option<DateTime<Utc>>,
+    pub recovered_at: Option<DateTime<Utc>>,
+    pub time_to_detect_ms: Option<i64>,
+    pub time_to_recover_ms: Option<i64>,
+    /// PENDING, ARMED, RECOVERED, NOT_RECOVERED, DRY_RUN.
+    pub outcome: String,
+    pub expected: Vec<Expected>,
+    pub observed: Vec<Arc<Event>>,
+    /// The supervisor that owns the target.
+    pub supervisor: String,
+    /// Process groups hit (PROCESS_*).
+    pub(crate) groups: Vec<u32>,
+    /// The first event after the injection with this seq or later is its.
+    pub(crate) after_seq: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct InvariantResult {
+    pub name: String,
+    pub ok: bool,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecoveryReport {
+    /// PASS or FAIL.
+    pub verdict: String,
+    /// Why, in a sentence.
+    pub reason: String,
+    pub injected: usize,
+    pub recovered: usize,
+    pub max_time_to_recover_ms: Option<i64>,
+    pub invariants: Vec<InvariantResult>,
+    pub unexpected: Vec<Arc<Event>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub id: String,
+    pub name: String,
+    pub state: ExperimentState,
+    pub seed: u64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub injections: Vec<Injection>,
+    pub report: Option<RecoveryReport>,
+}
+
+/// A fault armed now.
+#[derive(Debug, Clone)]
+pub struct FaultGate {
+    pub experiment: String,
+    pub injection: String,
+    pub action: FaultAction,
+    pub target: String,
+    pub since: DateTime<Utc>,
+}
+
+struct Record {
+    view: watch::Sender<Experiment>,
+    gates: Vec<(FaultGate, Armed)>,
+    lease_until: Option<tokio::time::Instant>,
+    lease: Option<Duration>,
+    /// Why it was told to end early (stopExperiment, haltAllFaults, the lease).
+    abort: Option<String>,
+    wake: Arc<Notify>,
+}
+
+/// This node's experiments and the gates they hold.
+#[derive(Clone)]
+pub struct Experiments {
+    pub(crate) enabled: bool,
+    pub(crate) max_targets: usize,
+    pub(crate) max_duration: Duration,
+    records: Arc<Mutex<HashMap<String, Record>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Experiments {
+    pub fn new(enabled: bool, max_targets: usize, max_duration: Duration) -> Self {
+        Self {
+            enabled,
+            max_targets,
+            max_duration,
+            records: Arc::default(),
+        }
+    }
+
+    fn ensure_enabled(&self) -> Result<(), ApiError> {
+        if self.enabled {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "fault injection is disabled on this node; start it with --fault-injection".into(),
+            ))
+        }
+    }
+
+    fn update(&self, id: &str, change: impl FnOnce(&mut Experiment)) {
+        if let Some(r) = lock(&self.records).get(id) {
+            r.view.send_modify(change);
+        }
+    }
+
+    fn current(&self, id: &str) -> Option<Experiment> {
+        lock(&self.records).get(id).map(|r| r.view.borrow().clone())
+    }
+}
+
+impl Api {
+    /// Resolves the targets, predicts the effects, injects (unless a dry run) and answers
+    /// the experiment as it stands; the rest runs on.
+    pub async fn start_experiment(&self, input: ExperimentInput) -> Result<Experiment, ApiError> {
+        let experiments = &self.experiments;
+        experiments.ensure_enabled()?;
+        if input.faults.is_empty() {
+            return Err(ApiError::invalid("an experiment needs at least one fault"));
+        }
+        if let Some(d) = input.duration.filter(|d| *d > experiments.max_duration) {
+            return Err(ApiError::invalid(format!(
+                "durationMs {} is above fault_max_duration_ms ({})",
+                d.as_millis(),
+                experiments.max_duration.as_millis()
+            )));
+        }
+        if let Some(unknown) = input.invariants.iter().find(|i| !INVARIANTS.contains(&i.as_str())) {
+            return Err(ApiError::invalid(format!(
+                "unknown invariant {unknown}; known: {}",
+                INVARIANTS.join(", ")
+            )));
+        }
+        let seed = input.seed.unwrap_or_else(|| rand::random::<u64>() >> 1);
+        let tree = self.supervision_tree(None).await?;
+        let all = select::flatten(&tree);
+        let mut targets: Vec<(FaultAction, Candidate)> = Vec::new();
+        for (n, fault) in input.faults.iter().enumerate() {
+            if let Some(other) = fault.target.nodes.iter().find(|n| **n != self.ctx.node_name) {
+                return Err(ApiError::invalid(format!(
+                    "fault {n} selects node {other}: an experiment reaches the tree of the node it is started on ({}); start it there",
+                    self.ctx.node_name
+                )));
+            }
+            let mut matching = select::narrow(&all, &fault.target);
+            if !fault.target.labels.is_empty() {
+                matching = self.with_labels(matching, &fault.target.labels).await?;
+            }
+            let picked = select::pick(matching, &fault.target, seed.wrapping_add(n as u64))?;
+            if picked.is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "fault {n} ({:?}): its selector matches nothing in the supervision tree of {}",
+                    fault.action, self.ctx.node_name
+                )));
+            }
+            if picked.len() > experiments.max_targets {
+                return Err(ApiError::invalid(format!(
+                    "fault {n} selects {} targets; fault_max_targets allows {}",
+                    picked.len(),
+                    experiments.max_targets
+                )));
+            }
+            targets.extend(picked.into_iter().map(|c| (fault.action, c)));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = Utc::now();
+        let mut experiment = Experiment {
+            id: id.clone(),
+            name: input.name.clone(),
+            state: if input.dry_run {
+                ExperimentState::Pending
+            } else {
+                ExperimentState::Active
+            },
+            seed,
+            started_at: now,
+            finished_at: None,
+            injections: Vec::new(),
+            report: None,
+        };
+        if input.dry_run {
+            for (n, (action, target)) in targets.iter().enumerate() {
+                let expected = inject::predict(self, *action, target, input.allow_escalation).await?;
+                experiment
+                    .injections
+                    .push(injection(&id, n, *action, target, expected, "DRY_RUN", 0));
+            }
+            return Ok(experiment);
+        }
+        // Every target is checked (and a refused one refuses the whole) before any is hit.
+        let mut plans = Vec::new();
+        for (action, target) in &targets {
+            plans.push(inject::predict(self, *action, target, input.allow_escalation).await?);
+        }
+        let (view, _) = watch::channel(experiment.clone());
+        let wake = Arc::new(Notify::new());
+        lock(&experiments.records).insert(
+            id.clone(),
+            Record {
+                view,
+                gates: Vec::new(),
+                lease_until: input.lease.map(|l| tokio::time::Instant::now() + l),
+                lease: input.lease,
+                abort: None,
+                wake: wake.clone(),
+            },
+        );
+        self.record(NewEvent::new(
+            "EXPERIMENT_STARTED",
+            Some(id.clone()),
+            json!({ "name": input.name, "seed": seed, "targets": targets.iter().map(|(a, t)| json!({"action": format!("{a:?}"), "target": t.id})).collect::<Vec<_>>() }),
+        ))
+        .await;
+        let after_seq = self.last_seq().await? + 1;
+        for (n, ((action, target), expected)) in targets.iter().zip(plans).enumerate() {
+            let mut inj = injection(&id, n, *action, target, expected, "PENDING", after_seq);
+            match inject::inject(self, *action, target, input.allow_escalation, &mut inj).await {
+                Ok(armed) => {
+                    inj.outcome = if matches!(armed, Armed::Nothing) {
+                        "PENDING"
+                    } else {
+                        "ARMED"
+                    }
+                    .into();
+                    self.record(NewEvent::new(
+                        "FAULT_INJECTED",
+                        Some(target.id.clone()),
+                        json!({ "experiment": id, "injection": inj.id, "action": format!("{action:?}"), "supervisor": target.owner }),
+                    ))
+                    .await;
+                    if !matches!(armed, Armed::Nothing) {
+                        let gate = FaultGate {
+                            experiment: id.clone(),
+                            injection: inj.id.clone(),
+                            action: *action,
+                            target: target.id.clone(),
+                            since: inj.injected_at,
+                        };
+                        if let Some(r) = lock(&experiments.records).get_mut(&id) {
+                            r.gates.push((gate, armed));
+                        }
+                    }
+                }
+                Err(e) => {
+                    // What was armed so far is reverted by the runner; this one never was.
+                    inj.outcome = format!("NOT_INJECTED: {e}");
+                }
+            }
+            experiment.injections.push(inj);
+        }
+        experiments.update(&id, |e| *e = experiment.clone());
+        let limit = input
+            .duration
+            .unwrap_or(experiments.max_duration)
+            .min(experiments.max_duration);
+        tokio::spawn(run::run(self.clone(), id, input, limit, wake));
+        Ok(experiment)
+    }
+
+    /// Keeps only the agents that carry every label.
+    async fn with_labels(
+        &self,
+        candidates: Vec<Candidate>,
+        labels: &[(String, String)],
+    ) -> Result<Vec<Candidate>, ApiError> {
+        let mut kept = Vec::new();
+        for c in candidates.into_iter().filter(|c| c.kind == "AGENT") {
+            if let Some(agent) = self.agents().get(&c.id).await? {
+                if labels.iter().all(|(k, v)| agent.spec.labels.get(k) == Some(v)) {
+                    kept.push(c);
+                }
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Writes an experiment's event; a failure to record is logged, not fatal to the run.
+    async fn record(&self, event: NewEvent) {
+        if let Err(e) = self.ctx.store.write(Batch::new().event(event)).await {
+            tracing::warn!(error = %e, "an experiment's event was not recorded");
+        }
+    }
+
+    pub fn experiment(&self, id: &str) -> Result<Option<Experiment>, ApiError> {
+        self.experiments.ensure_enabled()?;
+        Ok(self.experiments.current(id))
+    }
+
+    /// This node's experiments, newest first.
+    pub fn experiments(&self) -> Result<Vec<Experiment>, ApiError> {
+        self.experiments.ensure_enabled()?;
+        let mut all: Vec<Experiment> = lock(&self.experiments.records)
+            .values()
+            .map(|r| r.view.borrow().clone())
+            .collect();
+        all.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(all)
+    }
+
+    /// The experiment now, then at every change, until it ends.
+    pub fn experiment_updates(&self, id: &str) -> Result<watch::Receiver<Experiment>, ApiError> {
+        self.experiments.ensure_enabled()?;
+        lock(&self.experiments.records)
+            .get(id)
+            .map(|r| r.view.subscribe())
+            .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on this node")))
+    }
+
+    /// Ends it now: its faults are reverted and what recovered is judged (ABORTED).
+    pub fn stop_experiment(&self, id: &str) -> Result<Experiment, ApiError> {
+        self.experiments.ensure_enabled()?;
+        self.abort(id, "stopped by stopExperiment")?;
+        self.experiments
+            .current(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on this node")))
+    }
+
+    /// Extends the lease by its length from now.
+    pub fn renew_experiment(&self, id: &str) -> Result<Experiment, ApiError> {
+        self.experiments.ensure_enabled()?;
+        {
+            let mut records = lock(&self.experiments.records);
+            let r = records
+                .get_mut(id)
+                .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on this node")))?;
+            if r.view.borrow().state.is_final() {
+                return Err(ApiError::Conflict(format!("experiment {id} has ended")));
+            }
+            if let Some(l) = r.lease {
+                r.lease_until = Some(tokio::time::Instant::now() + l);
+            }
+        }
+        Ok(self.experiments.current(id).expect("present"))
+    }
+
+    fn abort(&self, id: &str, why: &str) -> Result<(), ApiError> {
+        let mut records = lock(&self.experiments.records);
+        let r = records
+            .get_mut(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on this node")))?;
+        if r.abort.is_none() && !r.view.borrow().state.is_final() {
+            r.abort = Some(why.to_owned());
+        }
+        r.wake.notify_one();
+        Ok(())
+    }
+
+    /// The kill switch: reverts every armed gate of this node now and ends their experiments
+    /// (ABORTED); answers how many gates it reverted.
+    pub async fn halt_all_faults(&self) -> Result<usize, ApiError> {
+        self.experiments.ensure_enabled()?;
+        let taken: Vec<(String, Vec<(FaultGate, Armed)>)> = {
+            let mut records = lock(&self.experiments.records);
+            records
+                .iter_mut()
+                .map(|(id, r)| {
+                    if r.abort.is_none() && !r.view.borrow().state.is_final() {
+                        r.abort = Some("halted by haltAllFaults".into());
+                    }
+                    r.wake.notify_one();
+                    (id.clone(), std::mem::take(&mut r.gates))
+                })
+                .collect()
+        };
+        let mut reverted = 0;
+        for (experiment, gates) in taken {
+            for (gate, armed) in gates {
+                run::revert(self, &experiment, &gate, armed).await;
+                reverted += 1;
+            }
+        }
+        Ok(reverted)
+    }
+
+    /// What is armed now, across this node's experiments: empty once everything reverted.
+    pub fn fault_gates(&self) -> Result<Vec<FaultGate>, ApiError> {
+        self.experiments.ensure_enabled()?;
+        Ok(lock(&self.experiments.records)
+            .values()
+            .flat_map(|r| r.gates.iter().map(|(g, _)| g.clone()))
+            .collect())
+    }
+}
+
+fn injection(
+    experiment: &str,
+    n: usize,
+    action: FaultAction,
+    target: &Candidate,
+    expected: Vec<Expected>,
+    outcome: &str,
+    after_seq: u64,
+) -> Injection {
+    Injection {
+        id: format!("{experiment}/{n}"),
+        action,
+        target: target.id.clone(),
+        kind: target.kind.clone(),
+        injected_at: Utc::now(),
+        effective_at: None,
+        reverted_at: None,
+        recovered_at: None,
+        time_to_detect_ms: None,
+        time_to_recover_ms: None,
+        outcome: outcome.into(),
+        expected,
+        observed: Vec::new(),
+        supervisor: target.owner.clone(),
+        groups: Vec::new(),
+        after_seq,
+    }
+}

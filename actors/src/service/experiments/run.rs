@@ -1,0 +1,474 @@
+//! An experiment after its injections: held for its duration (or until stopped, halted or
+//! its lease lapses), reverted, then judged from the events of the run: each injection's
+//! detection and recovery, the invariants over the tree, and the verdict.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use troupe_runtime::events::{Event, EventFilter, NewEvent};
+
+use super::inject::{self, Armed};
+use super::select::{self, Candidate};
+use super::{
+    lock, ExperimentInput, ExperimentState, FaultAction, FaultGate, Injection, InvariantResult, RecoveryReport,
+};
+use crate::service::Api;
+
+/// How often recovery and the lease are looked at.
+const TICK: Duration = Duration::from_millis(25);
+/// The most events of a run kept for judging it.
+const KEEP: usize = 50_000;
+/// The most observed events shown per injection.
+const SHOWN: usize = 50;
+
+fn ms(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+    (to - from).num_milliseconds().max(0)
+}
+
+/// The run's events as they are committed, from the first injection on.
+struct Observer {
+    events: Arc<Mutex<Vec<Arc<Event>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Observer {
+    fn start(api: &Api, after: u64) -> Self {
+        let events: Arc<Mutex<Vec<Arc<Event>>>> = Arc::default();
+        let sink = events.clone();
+        let mut stream = Box::pin(api.subscribe(after.saturating_sub(1), EventFilter::default()));
+        let task = tokio::spawn(async move {
+            while let Some(Ok(e)) = stream.next().await {
+                let mut all = lock(&sink);
+                if all.len() < KEEP {
+                    all.push(e);
+                }
+            }
+        });
+        Self { events, task }
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Event>> {
+        lock(&self.events).clone()
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub(super) async fn revert(api: &Api, experiment: &str, gate: &FaultGate, armed: Armed) {
+    inject::undo(armed);
+    let now = Utc::now();
+    api.experiments.update(experiment, |e| {
+        if let Some(i) = e.injections.iter_mut().find(|i| i.id == gate.injection) {
+            i.reverted_at = Some(now);
+        }
+    });
+    api.record(NewEvent::new(
+        "FAULT_REVERTED",
+        Some(gate.target.clone()),
+        json!({ "experiment": experiment, "injection": gate.injection, "action": format!("{:?}", gate.action) }),
+    ))
+    .await;
+}
+
+/// Holds, reverts, then judges.
+pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Duration, wake: Arc<Notify>) {
+    let Some(start) = api.experiments.current(&id) else {
+        return;
+    };
+    let after = start.injections.iter().map(|i| i.after_seq).min().unwrap_or(1);
+    let observer = Observer::start(&api, after);
+    let before = api.supervision_tree(None).await.map(|t| select::flatten(&t)).ok();
+    let armed_any = !lock(&api.experiments.records)
+        .get(&id)
+        .is_none_or(|r| r.gates.is_empty());
+
+    // Held until the duration ends (only when something stays armed), or an abort.
+    let end = Instant::now() + limit;
+    let aborted = loop {
+        let (abort, lapsed) = {
+            let records = lock(&api.experiments.records);
+            let Some(r) = records.get(&id) else { return };
+            (r.abort.clone(), r.lease_until.is_some_and(|t| Instant::now() >= t))
+        };
+        if let Some(why) = abort {
+            break Some(why);
+        }
+        if lapsed {
+            break Some("its lease lapsed: the client stopped renewing it".to_owned());
+        }
+        if !armed_any || Instant::now() >= end {
+            break None;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    };
+    let gates = lock(&api.experiments.records)
+        .get_mut(&id)
+        .map(|r| std::mem::take(&mut r.gates))
+        .unwrap_or_default();
+    for (gate, armed) in gates {
+        revert(&api, &id, &gate, armed).await;
+    }
+    api.experiments.update(&id, |e| e.state = ExperimentState::Recovering);
+
+    // Each injection has until `recover_within` after it to recover.
+    let deadline = Instant::now() + input.recover_within;
+    loop {
+        let events = observer.snapshot();
+        let mut pending = false;
+        let now = Utc::now();
+        let mut newly = Vec::new();
+        api.experiments.update(&id, |e| {
+            for inj in e
+                .injections
+                .iter_mut()
+                .filter(|i| i.outcome == "PENDING" || i.outcome == "ARMED")
+            {
+                observe(inj, &events);
+                pending = true;
+                newly.push((inj.id.clone(), inj.target.clone(), inj.action, inj.groups.clone()));
+            }
+        });
+        if !pending {
+            break;
+        }
+        for (inj_id, target, action, groups) in newly {
+            let reverted = api
+                .experiments
+                .current(&id)
+                .and_then(|e| e.injections.into_iter().find(|i| i.id == inj_id))
+                .map(|i| (i.recovered_at, i.expected.clone(), i.after_seq));
+            let Some((recovered_at, expected, after_seq)) = reverted else {
+                continue;
+            };
+            let at = match action {
+                FaultAction::Crash => recovered_at.or_else(|| crash_recovered(&events, &target, &expected, after_seq)),
+                FaultAction::Hang | FaultAction::ProcessPause | FaultAction::ProcessKill => {
+                    inject::agent_recovered(&api, &target, &groups).await.then_some(now)
+                }
+            };
+            if let Some(at) = at {
+                api.experiments.update(&id, |e| {
+                    if let Some(i) = e.injections.iter_mut().find(|i| i.id == inj_id) {
+                        i.recovered_at = Some(at);
+                        i.time_to_recover_ms = Some(ms(i.injected_at, at));
+                        i.outcome = "RECOVERED".into();
+                    }
+                });
+                api.record(NewEvent::new(
+                    "RECOVERY_OBSERVED",
+                    Some(target.clone()),
+                    json!({ "experiment": id, "injection": inj_id }),
+                ))
+                .await;
+            }
+        }
+        if Instant::now() >= deadline {
+            api.experiments.update(&id, |e| {
+                for i in e
+                    .injections
+                    .iter_mut()
+                    .filter(|i| i.outcome == "PENDING" || i.outcome == "ARMED")
+                {
+                    i.outcome = "NOT_RECOVERED".into();
+                }
+            });
+            break;
+        }
+        tokio::time::sleep(TICK).await;
+    }
+
+    // The invariants, then the verdict.
+    let wanted: Vec<String> = if input.invariants.is_empty() {
+        super::INVARIANTS.iter().map(|s| s.to_string()).collect()
+    } else {
+        input.invariants.clone()
+    };
+    let Some(experiment) = api.experiments.current(&id) else {
+        return;
+    };
+    let mut invariants = Vec::new();
+    let mut unexpected = Vec::new();
+    let events = observer.snapshot();
+    for name in &wanted {
+        let result = match name.as_str() {
+            "TREE_RESTORED" => tree_restored(&api, before.as_deref(), &experiment.injections, deadline).await,
+            "RESTARTS_MATCH_STRATEGY" => {
+                let (result, extra) = restarts_match(&experiment.injections, &events);
+                unexpected.extend(extra);
+                result
+            }
+            "NO_ESCALATION" => no_escalation(&experiment.injections, &events, input.allow_escalation),
+            _ => continue,
+        };
+        if !result.ok {
+            api.record(NewEvent::new(
+                "INVARIANT_VIOLATED",
+                Some(id.clone()),
+                json!({ "invariant": result.name, "detail": result.detail }),
+            ))
+            .await;
+        }
+        invariants.push(result);
+    }
+    let injected = experiment
+        .injections
+        .iter()
+        .filter(|i| !i.outcome.starts_with("NOT_INJECTED"))
+        .count();
+    let recovered = experiment
+        .injections
+        .iter()
+        .filter(|i| i.outcome == "RECOVERED")
+        .count();
+    let not_injected = experiment
+        .injections
+        .iter()
+        .find(|i| i.outcome.starts_with("NOT_INJECTED"));
+    let broken: Vec<&InvariantResult> = invariants.iter().filter(|i| !i.ok).collect();
+    let reason = if let Some(i) = not_injected {
+        format!("injection {} was not made: {}", i.id, i.outcome)
+    } else if recovered < injected {
+        let late: Vec<&str> = experiment
+            .injections
+            .iter()
+            .filter(|i| i.outcome != "RECOVERED")
+            .map(|i| i.target.as_str())
+            .collect();
+        format!(
+            "{} of {injected} targets did not recover within {} ms: {}",
+            injected - recovered,
+            input.recover_within.as_millis(),
+            late.join(", ")
+        )
+    } else if let Some(b) = broken.first() {
+        format!("invariant {} broken: {}", b.name, b.detail.clone().unwrap_or_default())
+    } else {
+        format!("every target recovered and {} invariants held", invariants.len())
+    };
+    let pass = not_injected.is_none() && recovered == injected && broken.is_empty();
+    let report = RecoveryReport {
+        verdict: if pass { "PASS" } else { "FAIL" }.into(),
+        reason: match &aborted {
+            Some(why) => format!("ended early ({why}); {reason}"),
+            None => reason,
+        },
+        injected,
+        recovered,
+        max_time_to_recover_ms: experiment.injections.iter().filter_map(|i| i.time_to_recover_ms).max(),
+        invariants,
+        unexpected,
+    };
+    let state = match (&aborted, pass) {
+        (Some(_), _) => ExperimentState::Aborted,
+        (None, true) => ExperimentState::Passed,
+        (None, false) => ExperimentState::Failed,
+    };
+    api.record(NewEvent::new(
+        "EXPERIMENT_FINISHED",
+        Some(id.clone()),
+        json!({ "name": experiment.name, "state": format!("{state:?}").to_uppercase(), "verdict": report.verdict, "reason": report.reason }),
+    ))
+    .await;
+    let finished = Utc::now();
+    api.experiments.update(&id, |e| {
+        e.report = Some(report);
+        e.state = state;
+        e.finished_at = Some(finished);
+    });
+}
+
+fn after(events: &[Arc<Event>], seq: u64) -> impl Iterator<Item = &Arc<Event>> {
+    events.iter().filter(move |e| e.seq >= seq)
+}
+
+/// The injection's events so far: those about its target and the children it was expected
+/// to touch; its detection is the first sign a supervisor or the agent saw it.
+fn observe(inj: &mut Injection, events: &[Arc<Event>]) {
+    let touched: BTreeSet<&str> = inj
+        .expected
+        .iter()
+        .map(|e| e.id.as_str())
+        .chain([inj.target.as_str()])
+        .collect();
+    inj.observed = after(events, inj.after_seq)
+        .filter(|e| e.subject.as_deref().is_some_and(|s| touched.contains(s)))
+        .filter(|e| !e.kind.starts_with("FAULT_") && e.kind != "RECOVERY_OBSERVED")
+        .take(SHOWN)
+        .cloned()
+        .collect();
+    if inj.time_to_detect_ms.is_none() {
+        let detected = inj.observed.iter().find(|e| {
+            e.subject.as_deref() == Some(inj.target.as_str())
+                && (e.kind.ends_with("_FAILED") || e.kind.ends_with("_UNHEALTHY") || e.kind.ends_with("_RESTARTED"))
+        });
+        if let Some(e) = detected {
+            inj.time_to_detect_ms = Some(ms(inj.injected_at, e.at));
+            if inj.effective_at.is_none() {
+                inj.effective_at = Some(e.at);
+            }
+        }
+    }
+}
+
+/// A crash recovered when every child expected to restart was started again.
+fn crash_recovered(
+    events: &[Arc<Event>],
+    target: &str,
+    expected: &[super::Expected],
+    seq: u64,
+) -> Option<DateTime<Utc>> {
+    let mut restarted: Vec<&str> = expected
+        .iter()
+        .filter(|e| e.effect == "RESTART")
+        .map(|e| e.id.as_str())
+        .collect();
+    if restarted.is_empty() {
+        restarted.push(target);
+    }
+    let mut last: Option<DateTime<Utc>> = None;
+    for id in restarted {
+        let at = after(events, seq)
+            .find(|e| {
+                e.subject.as_deref() == Some(id) && (e.kind.ends_with("_RESTARTED") || e.kind.ends_with("_STARTED"))
+            })?
+            .at;
+        last = Some(last.map_or(at, |l| l.max(at)));
+    }
+    last
+}
+
+/// Every child that ran under the targets' supervisors before runs there again.
+async fn tree_restored(
+    api: &Api,
+    before: Option<&[Candidate]>,
+    injections: &[Injection],
+    deadline: Instant,
+) -> InvariantResult {
+    let name = "TREE_RESTORED".to_owned();
+    let Some(before) = before else {
+        return InvariantResult {
+            name,
+            ok: false,
+            detail: Some("the tree could not be read before the faults".into()),
+        };
+    };
+    let owners: BTreeSet<&str> = injections.iter().map(|i| i.supervisor.as_str()).collect();
+    let wanted: Vec<&Candidate> = before
+        .iter()
+        .filter(|c| owners.contains(c.owner.as_str()) && c.state == "RUNNING")
+        .collect();
+    loop {
+        let missing: Vec<String> = match api.supervision_tree(None).await {
+            Ok(tree) => {
+                let now = select::flatten(&tree);
+                wanted
+                    .iter()
+                    .filter(|w| {
+                        !now.iter()
+                            .any(|c| c.id == w.id && c.owner == w.owner && c.state == "RUNNING")
+                    })
+                    .map(|w| w.id.clone())
+                    .collect()
+            }
+            Err(e) => vec![format!("(the tree could not be read: {e})")],
+        };
+        if missing.is_empty() {
+            return InvariantResult {
+                name,
+                ok: true,
+                detail: Some(format!(
+                    "{} children of {} running again",
+                    wanted.len(),
+                    owners.into_iter().collect::<Vec<_>>().join(", ")
+                )),
+            };
+        }
+        if Instant::now() >= deadline {
+            return InvariantResult {
+                name,
+                ok: false,
+                detail: Some(format!("not running again: {}", missing.join(", "))),
+            };
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+/// The children restarted are those the strategies predicted; anything else is unexpected.
+fn restarts_match(injections: &[Injection], events: &[Arc<Event>]) -> (InvariantResult, Vec<Arc<Event>>) {
+    let expected: BTreeSet<&str> = injections
+        .iter()
+        .flat_map(|i| {
+            i.expected
+                .iter()
+                .filter(|e| e.effect == "RESTART")
+                .map(|e| e.id.as_str())
+        })
+        .collect();
+    let targets: BTreeSet<&str> = injections.iter().map(|i| i.target.as_str()).collect();
+    let seq = injections.iter().map(|i| i.after_seq).min().unwrap_or(0);
+    let unexpected: Vec<Arc<Event>> = after(events, seq)
+        .filter(|e| e.kind.ends_with("_RESTARTED"))
+        .filter(|e| {
+            let s = e.subject.as_deref().unwrap_or("");
+            !expected.contains(s) && !targets.contains(s)
+        })
+        .cloned()
+        .collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .filter(|id| !after(events, seq).any(|e| e.subject.as_deref() == Some(**id) && e.kind.ends_with("_RESTARTED")))
+        .copied()
+        .collect();
+    let ok = unexpected.is_empty() && missing.is_empty();
+    let detail = if ok {
+        format!(
+            "restarted as predicted: {}",
+            expected.iter().copied().collect::<Vec<_>>().join(", ")
+        )
+    } else {
+        let extra: Vec<String> = unexpected.iter().filter_map(|e| e.subject.clone()).collect();
+        format!(
+            "predicted but not restarted: [{}]; restarted but not predicted: [{}]",
+            missing.join(", "),
+            extra.join(", ")
+        )
+    };
+    (
+        InvariantResult {
+            name: "RESTARTS_MATCH_STRATEGY".into(),
+            ok,
+            detail: Some(detail),
+        },
+        unexpected,
+    )
+}
+
+fn no_escalation(injections: &[Injection], events: &[Arc<Event>], allowed: bool) -> InvariantResult {
+    let seq = injections.iter().map(|i| i.after_seq).min().unwrap_or(0);
+    let escalations: Vec<String> = after(events, seq)
+        .filter(|e| e.kind == "SUPERVISOR_ESCALATED")
+        .filter_map(|e| e.subject.clone())
+        .collect();
+    let predicted = injections
+        .iter()
+        .any(|i| i.expected.iter().any(|e| e.effect == "ESCALATE"));
+    InvariantResult {
+        name: "NO_ESCALATION".into(),
+        ok: escalations.is_empty() || (allowed && predicted),
+        detail: (!escalations.is_empty()).then(|| format!("escalated: {}", escalations.join(", "))),
+    }
+}

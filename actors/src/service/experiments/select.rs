@@ -1,0 +1,222 @@
+//! Selectors over the supervision tree: the tree flattened into candidates (each child with
+//! the supervisors above it), narrowed by ids, kinds, labels, node and subtree, less the
+//! exclusions and what is protected, then picked by mode from a seeded shuffle so that the
+//! same seed picks the same targets again.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use troupe_runtime::supervision::SupervisorInfo;
+
+use crate::error::ApiError;
+
+/// How many of the matching children a selector takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectMode {
+    One,
+    All,
+    /// `value` of them.
+    Fixed,
+    /// `value` percent of them, rounded up.
+    Percent,
+}
+
+#[derive(Debug, Clone)]
+pub struct Selector {
+    pub ids: Vec<String>,
+    /// AGENT, SWARM, HOST, SERVICE, SUPERVISOR...: a child's kind, or the start of it
+    /// (SWARM takes SWARM_COORDINATOR).
+    pub kinds: Vec<String>,
+    pub labels: Vec<(String, String)>,
+    pub nodes: Vec<String>,
+    /// Only children below this supervisor (its name or its id as a child).
+    pub under: Option<String>,
+    pub mode: SelectMode,
+    pub value: Option<u32>,
+    pub exclude: Vec<String>,
+}
+
+/// A child of the tree as a selector sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: String,
+    pub kind: String,
+    /// The supervisor that owns it.
+    pub owner: String,
+    pub state: String,
+    /// The supervisors above it, by name and by child id, from the root down.
+    pub path: Vec<String>,
+}
+
+/// Children nobody may hit: the gateway answering the call (and with it the way to revert).
+pub const PROTECTED: [&str; 1] = ["gateway"];
+
+/// Every child of the tree, depth first, each with the supervisors above it.
+pub fn flatten(tree: &SupervisorInfo) -> Vec<Candidate> {
+    fn walk(info: &SupervisorInfo, path: &mut Vec<String>, out: &mut Vec<Candidate>) {
+        path.push(info.name.clone());
+        for child in &info.children {
+            out.push(Candidate {
+                id: child.id.clone(),
+                kind: child.kind.clone(),
+                owner: child.owner.clone(),
+                state: child.state.clone(),
+                path: path.clone(),
+            });
+            if let Some(sub) = &child.supervisor {
+                path.push(child.id.clone());
+                walk(sub, path, out);
+                path.pop();
+            }
+        }
+        path.pop();
+    }
+    let mut out = Vec::new();
+    walk(tree, &mut Vec::new(), &mut out);
+    out
+}
+
+/// The candidates the selector's filters keep (labels are checked by the caller, who can
+/// read them), in tree order.
+pub fn narrow(all: &[Candidate], selector: &Selector) -> Vec<Candidate> {
+    all.iter()
+        .filter(|c| !PROTECTED.contains(&c.id.as_str()))
+        .filter(|c| selector.ids.is_empty() || selector.ids.contains(&c.id))
+        .filter(|c| {
+            selector.kinds.is_empty()
+                || selector
+                    .kinds
+                    .iter()
+                    .any(|k| c.kind == *k || c.kind.starts_with(&format!("{k}_")))
+        })
+        .filter(|c| selector.under.as_ref().is_none_or(|u| c.path.contains(u)))
+        .filter(|c| !selector.exclude.contains(&c.id))
+        .cloned()
+        .collect()
+}
+
+/// Takes the selector's share of `matching`, in the order a shuffle seeded by `seed` gives.
+pub fn pick(mut matching: Vec<Candidate>, selector: &Selector, seed: u64) -> Result<Vec<Candidate>, ApiError> {
+    let n = matching.len();
+    let take = match selector.mode {
+        SelectMode::One => 1,
+        SelectMode::All => n,
+        SelectMode::Fixed => selector
+            .value
+            .ok_or_else(|| ApiError::invalid("mode FIXED needs a value: how many targets"))?
+            as usize,
+        SelectMode::Percent => {
+            let p = selector
+                .value
+                .filter(|p| (1..=100).contains(p))
+                .ok_or_else(|| ApiError::invalid("mode PERCENT needs a value from 1 to 100"))?;
+            (n * p as usize).div_ceil(100)
+        }
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    matching.shuffle(&mut rng);
+    matching.truncate(take.min(n));
+    Ok(matching)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use troupe_runtime::supervision::{ChildInfo, Strategy};
+
+    fn child(id: &str, kind: &str, owner: &str, sub: Option<SupervisorInfo>) -> ChildInfo {
+        ChildInfo {
+            id: id.into(),
+            kind: kind.into(),
+            state: "RUNNING".into(),
+            restarts: 0,
+            owner: owner.into(),
+            intensity: None,
+            supervisor: sub,
+        }
+    }
+
+    fn tree() -> SupervisorInfo {
+        let agents = SupervisorInfo {
+            name: "agents".into(),
+            strategy: Strategy::OneForOne,
+            intensity: None,
+            children: (0..10)
+                .map(|i| child(&format!("a{i}"), "AGENT", "agents", None))
+                .collect(),
+        };
+        SupervisorInfo {
+            name: "root".into(),
+            strategy: Strategy::RestForOne,
+            intensity: None,
+            children: vec![
+                child("gateway", "SERVICE", "root", None),
+                child("scheduler", "SERVICE", "root", None),
+                child("agents", "SUPERVISOR", "root", Some(agents)),
+            ],
+        }
+    }
+
+    fn selector(mode: SelectMode, value: Option<u32>) -> Selector {
+        Selector {
+            ids: vec![],
+            kinds: vec!["AGENT".into()],
+            labels: vec![],
+            nodes: vec![],
+            under: Some("agents".into()),
+            mode,
+            value,
+            exclude: vec!["a3".into()],
+        }
+    }
+
+    #[test]
+    fn the_tree_flattens_with_each_childs_supervisors_and_the_gateway_is_protected() {
+        let all = flatten(&tree());
+        assert_eq!(all.len(), 13);
+        let a0 = all.iter().find(|c| c.id == "a0").unwrap();
+        assert_eq!(a0.path, ["root", "agents", "agents"]);
+        let mut any = selector(SelectMode::All, None);
+        any.kinds.clear();
+        any.under = None;
+        assert!(!narrow(&all, &any).iter().any(|c| c.id == "gateway"));
+    }
+
+    #[test]
+    fn modes_take_their_share_less_the_exclusions_and_a_seed_replays_the_pick() {
+        let all = flatten(&tree());
+        let matching = narrow(&all, &selector(SelectMode::All, None));
+        assert_eq!(matching.len(), 9, "ten agents less a3");
+        assert_eq!(
+            pick(matching.clone(), &selector(SelectMode::All, None), 1)
+                .unwrap()
+                .len(),
+            9
+        );
+        assert_eq!(
+            pick(matching.clone(), &selector(SelectMode::Fixed, Some(4)), 1)
+                .unwrap()
+                .len(),
+            4
+        );
+        assert_eq!(
+            pick(matching.clone(), &selector(SelectMode::Percent, Some(50)), 1)
+                .unwrap()
+                .len(),
+            5
+        );
+        let one = pick(matching.clone(), &selector(SelectMode::One, None), 7).unwrap();
+        assert_eq!(
+            one,
+            pick(matching.clone(), &selector(SelectMode::One, None), 7).unwrap()
+        );
+        let picks: std::collections::BTreeSet<String> = (0..20)
+            .map(|seed| {
+                pick(matching.clone(), &selector(SelectMode::One, None), seed).unwrap()[0]
+                    .id
+                    .clone()
+            })
+            .collect();
+        assert!(picks.len() > 1, "different seeds pick differently");
+        assert!(pick(matching, &selector(SelectMode::Fixed, None), 1).is_err());
+    }
+}

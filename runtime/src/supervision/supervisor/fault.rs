@@ -1,0 +1,144 @@
+//! Injected crashes (fault experiments): a crash is asked of the root and routed down to the
+//! supervisor that owns the child; that supervisor predicts from its own restart ladder what
+//! the failure will make it do (the expected effects), refuses one that would push it past
+//! its intensity unless told otherwise, and stops the child with a reason it then treats as
+//! a failure, exactly as if the child had panicked.
+
+use ractor::{ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+
+use super::{Slot, State, SupervisorMsg};
+use crate::supervision::decision::{ChildView, Decision, Exit, Strategy};
+
+/// The reason an injected crash stops a child with; its supervisor sees a failure.
+pub const INJECTED_CRASH: &str = "fault injection: CRASH";
+
+/// A crash to inject (or, with `dry_run`, only to predict).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrashRequest {
+    /// The supervisor that owns the child (`ChildInfo::owner`).
+    pub owner: String,
+    pub child: String,
+    pub dry_run: bool,
+    /// Crash it even when its supervisor would escalate or give up.
+    pub allow_escalation: bool,
+}
+
+/// What the child's supervisor will do when the child fails now, as its ladder decides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrashPlan {
+    pub supervisor: String,
+    pub strategy: Strategy,
+    /// The children restarted (the crashed one with the siblings its strategy takes along),
+    /// in the order they are started again.
+    pub restart: Vec<String>,
+    /// The supervisor is past its intensity: it stops its children and fails in turn.
+    pub escalate: bool,
+    /// The child has an intensity of its own and is past it: it is given up (FAILED).
+    pub give_up: bool,
+}
+
+/// `Ok(None)`: no such owner under this supervisor.
+pub type CrashReply = RpcReplyPort<Result<Option<CrashPlan>, String>>;
+
+impl State {
+    pub(super) fn crash(&self, request: CrashRequest, reply: CrashReply) {
+        if request.owner != self.name {
+            return self.route_crash(request, reply);
+        }
+        let Some(child) = self.children.get(&request.child) else {
+            let _ = reply.send(Err(format!("supervisor {} has no child {}", self.name, request.child)));
+            return;
+        };
+        let Slot::Running(cell) = &child.slot else {
+            let _ = reply.send(Err(format!(
+                "child {} of {} is {}, not running",
+                request.child,
+                self.name,
+                child.slot.as_str()
+            )));
+            return;
+        };
+        let view = |c: &super::Child| ChildView {
+            id: c.spec.id().to_owned(),
+            restart: c.spec.restart(),
+            running: matches!(c.slot, Slot::Running(_)),
+            intensity: c.spec.intensity(),
+        };
+        let listing: Vec<ChildView> = match self.ladder.strategy {
+            Strategy::OneForOne => vec![view(child)],
+            _ => self.children.values().map(view).collect(),
+        };
+        let decision = self
+            .ladder
+            .clone()
+            .decide(&listing, &request.child, Exit::Failed, tokio::time::Instant::now());
+        let mut plan = CrashPlan {
+            supervisor: self.name.clone(),
+            strategy: self.ladder.strategy,
+            restart: Vec::new(),
+            escalate: false,
+            give_up: false,
+        };
+        match decision {
+            Decision::Restart { start, .. } => plan.restart = start,
+            Decision::Escalate { .. } => plan.escalate = true,
+            Decision::GiveUp { .. } => plan.give_up = true,
+            Decision::Remove => {}
+        }
+        if (plan.escalate || plan.give_up) && !request.allow_escalation {
+            let what = if plan.escalate {
+                format!(
+                    "push supervisor {} past its restart intensity (it would escalate)",
+                    self.name
+                )
+            } else {
+                format!(
+                    "exhaust the restart intensity of {} (it would be given up)",
+                    request.child
+                )
+            };
+            let _ = reply.send(Err(format!(
+                "refused: a crash of {} now would {what}; pass allowEscalation to inject it anyway",
+                request.child
+            )));
+            return;
+        }
+        if !request.dry_run {
+            tracing::warn!(supervisor = %self.name, child = %request.child, "injecting a crash");
+            cell.stop(Some(INJECTED_CRASH.to_owned()));
+        }
+        let _ = reply.send(Ok(Some(plan)));
+    }
+
+    /// Asks the running child supervisors, from a task so that a slow subtree never blocks
+    /// this mailbox; the first that owns the child answers.
+    fn route_crash(&self, request: CrashRequest, reply: CrashReply) {
+        let nested: Vec<ActorRef<SupervisorMsg>> = self
+            .children
+            .values()
+            .filter(|c| c.spec.is_supervisor())
+            .filter_map(|c| match &c.slot {
+                Slot::Running(cell) => Some(ActorRef::from(cell.clone())),
+                _ => None,
+            })
+            .collect();
+        tokio::spawn(async move {
+            for sup in nested {
+                let asked = request.clone();
+                match sup
+                    .call(|r| SupervisorMsg::Crash(asked, r), Some(super::tree::DESCRIBE_TIMEOUT))
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(Ok(None))) => continue,
+                    Ok(ractor::rpc::CallResult::Success(answer)) => {
+                        let _ = reply.send(answer);
+                        return;
+                    }
+                    _ => continue,
+                }
+            }
+            let _ = reply.send(Ok(None));
+        });
+    }
+}

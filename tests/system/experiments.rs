@@ -1,0 +1,283 @@
+//! Fault experiments against a real node's supervision tree: a crash predicted and checked
+//! for one_for_one agents and one_for_all swarm members, a refused crash that would exhaust
+//! an agent's restart intensity, a hang that holds an agent until its lease lapses, the kill
+//! switch, and what is refused.
+
+use anyhow::{ensure, Result};
+use serde_json::{json, Value};
+
+use super::support::swarms;
+use super::support::{expect_code, text, Deadline, Node, NodeOpts, WAIT};
+
+const EXPERIMENT: &str = "id state seed injections { id action target supervisor outcome effectiveAt revertedAt recoveredAt timeToDetectMs timeToRecoverMs expected { id effect } observed { kind subject } } report { verdict reason injected recovered maxTimeToRecoverMs invariants { name ok detail } unexpected { kind subject } }";
+
+async fn node() -> Result<Node> {
+    Node::start(NodeOpts::named("chaos").arg("--fault-injection", "true")).await
+}
+
+async fn start(node: &Node, input: Value) -> Result<Value> {
+    let q = format!("mutation($input: StartExperimentInput!) {{ startExperiment(input: $input) {{ {EXPERIMENT} }} }}");
+    Ok(node.gql_ok(&q, json!({ "input": input })).await?["startExperiment"].clone())
+}
+
+/// The experiment once it has ended, with its report.
+async fn finished(node: &Node, id: &str) -> Result<Value> {
+    let q = format!("query($id: ID!) {{ experiment(id: $id) {{ {EXPERIMENT} }} }}");
+    let deadline = Deadline::after(WAIT * 2, format!("experiment {id} to end"));
+    loop {
+        let e = node.gql_ok(&q, json!({ "id": id })).await?["experiment"].clone();
+        if ["PASSED", "FAILED", "ABORTED"].contains(&e["state"].as_str().unwrap_or("")) {
+            return Ok(e);
+        }
+        deadline.tick(&e).await?;
+    }
+}
+
+async fn gates(node: &Node) -> Result<Vec<Value>> {
+    let g = node
+        .gql_ok("{ faultGates { experiment target action } }", json!({}))
+        .await?;
+    Ok(g["faultGates"].as_array().cloned().unwrap_or_default())
+}
+
+async fn restarts(node: &Node, id: &str) -> Result<i64> {
+    let a = node
+        .gql_ok("query($id: ID!) { agent(id: $id) { restarts } }", json!({ "id": id }))
+        .await?;
+    a["agent"]["restarts"]
+        .as_i64()
+        .ok_or_else(|| anyhow::anyhow!("no agent {id}: {a}"))
+}
+
+fn kinds(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|e| e["kind"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_agent_restarts_alone_as_its_supervisor_predicted_and_the_report_says_so() -> Result<()> {
+    let node = node().await?;
+    let mut agents = Vec::new();
+    for _ in 0..3 {
+        agents.push(node.spawn_builtin("echo", &["chaos"]).await?);
+    }
+    let target = json!({ "ids": [agents[1]], "kinds": ["AGENT"] });
+    // A dry run answers the target and its expected effect, and touches nothing.
+    let dry = start(
+        &node,
+        json!({ "name": "dry", "dryRun": true, "faults": [{ "action": "CRASH", "target": target }] }),
+    )
+    .await?;
+    ensure!(dry["state"] == "PENDING", "{dry}");
+    ensure!(
+        dry["injections"][0]["expected"] == json!([{ "id": agents[1], "effect": "RESTART" }]),
+        "{dry}"
+    );
+    ensure!(dry["injections"][0]["outcome"] == "DRY_RUN", "{dry}");
+
+    let started = start(
+        &node,
+        json!({ "name": "crash one", "seed": 7, "faults": [{ "action": "CRASH", "target": target }] }),
+    )
+    .await?;
+    ensure!(started["seed"] == 7, "{started}");
+    let done = finished(&node, &text(&started, "/id")?).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    let report = &done["report"];
+    ensure!(
+        report["verdict"] == "PASS" && report["injected"] == 1 && report["recovered"] == 1,
+        "{report}"
+    );
+    ensure!(report["unexpected"] == json!([]), "{report}");
+    ensure!(
+        report["invariants"]
+            .as_array()
+            .is_some_and(|i| i.len() == 3 && i.iter().all(|i| i["ok"] == true)),
+        "{report}"
+    );
+    let inj = &done["injections"][0];
+    ensure!(
+        inj["target"] == agents[1].as_str() && inj["supervisor"] == "agents",
+        "{inj}"
+    );
+    ensure!(
+        inj["outcome"] == "RECOVERED" && inj["timeToRecoverMs"].is_i64(),
+        "{inj}"
+    );
+    ensure!(
+        inj["timeToDetectMs"].is_i64() && inj["effectiveAt"].is_string(),
+        "{inj}"
+    );
+    let seen = kinds(&inj["observed"]);
+    ensure!(
+        seen.contains(&"AGENT_FAILED".into()) && seen.contains(&"AGENT_RESTARTED".into()),
+        "{seen:?}"
+    );
+    ensure!(restarts(&node, &agents[1]).await? == 1, "the target restarted once");
+    for other in [&agents[0], &agents[2]] {
+        ensure!(
+            restarts(&node, other).await? == 0,
+            "a sibling under one_for_one was restarted"
+        );
+    }
+    node.wait_agent_state(&agents[1], "RUNNING").await?;
+    let id = node.submit_to(&agents[1], json!("after")).await?;
+    node.wait_task_state(&id, "SUCCEEDED").await?;
+    // The experiment's life is in the event log.
+    let ev = node
+        .gql_ok(
+            "{ events(kinds: [\"EXPERIMENT_STARTED\", \"FAULT_INJECTED\", \"RECOVERY_OBSERVED\", \"EXPERIMENT_FINISHED\"]) { kind } }",
+            json!({}),
+        )
+        .await?;
+    let all = kinds(&ev["events"]);
+    ensure!(
+        all == [
+            "EXPERIMENT_STARTED",
+            "FAULT_INJECTED",
+            "RECOVERY_OBSERVED",
+            "EXPERIMENT_FINISHED"
+        ],
+        "{all:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_member_of_a_one_for_all_swarm_takes_every_member_along_as_predicted() -> Result<()> {
+    let node = node().await?;
+    let swarm = swarms::create(
+        &node,
+        json!({ "name": "allforone", "strategy": "ONE_FOR_ALL", "templates": [swarms::template("m", &["x"], 3, &[])] }),
+    )
+    .await?;
+    let id = text(&swarm, "/id")?;
+    let s = swarms::wait_swarm(&node, &id, "three members running", |s| {
+        swarms::members(s).iter().filter(|m| m["state"] == "RUNNING").count() == 3
+    })
+    .await?;
+    let members: Vec<String> = swarms::members(&s)
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(String::from))
+        .collect();
+    let started = start(
+        &node,
+        json!({ "name": "one for all", "faults": [{ "action": "CRASH", "target": { "ids": [members[1]] } }] }),
+    )
+    .await?;
+    let effects = started["injections"][0]["expected"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let expected: Vec<&str> = effects
+        .iter()
+        .filter(|e| e["effect"] == "RESTART")
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    let mut sorted = expected.clone();
+    sorted.sort();
+    let mut all = members.iter().map(String::as_str).collect::<Vec<_>>();
+    all.sort();
+    ensure!(sorted == all, "one_for_all predicts every member: {started}");
+    let done = finished(&node, &text(&started, "/id")?).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    let matched = done["report"]["invariants"]
+        .as_array()
+        .and_then(|i| i.iter().find(|i| i["name"] == "RESTARTS_MATCH_STRATEGY").cloned())
+        .unwrap_or_default();
+    ensure!(matched["ok"] == true, "{matched}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_that_would_exhaust_an_agents_restart_intensity_is_refused_unless_allowed() -> Result<()> {
+    let node = node().await?;
+    let spawned = node
+        .gql_ok(
+            "mutation { spawnAgent(input: { name: \"fragile\", backend: { builtin: { kind: \"echo\" } }, restartLimit: { maxRestarts: 0, windowMs: 60000 } }) { id } }",
+            json!({}),
+        )
+        .await?;
+    let id = text(&spawned, "/spawnAgent/id")?;
+    node.wait_agent_state(&id, "RUNNING").await?;
+    let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
+    let fault = json!({ "name": "too far", "faults": [{ "action": "CRASH", "target": { "ids": [id] } }] });
+    let refused = node.gql(q, json!({ "input": fault })).await?;
+    expect_code(&refused, "CONFLICT")?;
+    ensure!(refused.to_string().contains("allowEscalation"), "{refused}");
+    ensure!(restarts(&node, &id).await? == 0 && gates(&node).await?.is_empty());
+    node.wait_agent_state(&id, "RUNNING").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_agent_takes_no_work_until_its_lease_lapses_and_then_everything_reverts() -> Result<()> {
+    let node = node().await?;
+    let agent = node.spawn_builtin("echo", &["held"]).await?;
+    let started = start(
+        &node,
+        json!({ "name": "hang", "leaseMs": 2000, "faults": [{ "action": "HANG", "target": { "ids": [agent] } }] }),
+    )
+    .await?;
+    let exp = text(&started, "/id")?;
+    ensure!(
+        started["state"] == "ACTIVE" && started["injections"][0]["effectiveAt"].is_string(),
+        "{started}"
+    );
+    let task = node.submit_to(&agent, json!("waits")).await?;
+    // While the gate is armed, the task does not finish: read the task, then the gate.
+    let state = node.task(&task).await?["state"].clone();
+    let armed = gates(&node).await?;
+    ensure!(armed.len() == 1 && armed[0]["action"] == "HANG", "{armed:?}");
+    ensure!(state != "SUCCEEDED", "a hung agent finished a task");
+    // Nobody renews: the lease lapses and the hang is reverted.
+    let done = finished(&node, &exp).await?;
+    ensure!(done["state"] == "ABORTED", "{done}");
+    ensure!(
+        done["report"]["reason"].as_str().unwrap_or("").contains("lease"),
+        "{done}"
+    );
+    ensure!(done["injections"][0]["outcome"] == "RECOVERED", "{done}");
+    ensure!(done["injections"][0]["revertedAt"].is_string(), "{done}");
+    ensure!(gates(&node).await?.is_empty(), "a gate stayed armed");
+    node.wait_task_state(&task, "SUCCEEDED").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_reverts_everything_and_bad_experiments_are_refused() -> Result<()> {
+    let node = node().await?;
+    let agent = node.spawn_builtin("echo", &["held"]).await?;
+    let long = start(
+        &node,
+        json!({ "name": "long hang", "durationMs": 120000, "faults": [{ "action": "HANG", "target": { "ids": [agent] } }] }),
+    )
+    .await?;
+    ensure!(gates(&node).await?.len() == 1);
+    let halted = node.gql_ok("mutation { haltAllFaults }", json!({})).await?;
+    ensure!(halted["haltAllFaults"] == 1, "{halted}");
+    ensure!(gates(&node).await?.is_empty(), "haltAllFaults left a gate armed");
+    let done = finished(&node, &text(&long, "/id")?).await?;
+    ensure!(
+        done["state"] == "ABORTED" && done["injections"][0]["outcome"] == "RECOVERED",
+        "{done}"
+    );
+
+    let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
+    let nothing = json!({ "name": "none", "faults": [{ "action": "CRASH", "target": { "ids": ["no-such-agent"] } }] });
+    expect_code(&node.gql(q, json!({ "input": nothing })).await?, "INVALID_INPUT")?;
+    let many =
+        json!({ "name": "many", "faults": [{ "action": "CRASH", "target": { "kinds": ["SERVICE"], "mode": "ALL" } }] });
+    let refused = node.gql(q, json!({ "input": many })).await?;
+    expect_code(&refused, "INVALID_INPUT")?;
+    ensure!(refused.to_string().contains("fault_max_targets"), "{refused}");
+    let process =
+        json!({ "name": "no process", "faults": [{ "action": "PROCESS_KILL", "target": { "ids": [agent] } }] });
+    expect_code(&node.gql(q, json!({ "input": process })).await?, "CONFLICT")?;
+
+    let plain = Node::start(NodeOpts::named("plain")).await?;
+    expect_code(&plain.gql(q, json!({ "input": nothing })).await?, "FORBIDDEN")?;
+    expect_code(&plain.gql("{ faultGates { target } }", json!({})).await?, "FORBIDDEN")?;
+    Ok(())
+}
