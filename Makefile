@@ -36,6 +36,7 @@ deps:
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
+	python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
@@ -90,6 +91,12 @@ test: deps
 	@# cargo test built target/debug/troupe: the dashboard end to end in Debian's Chromium.
 	@printf '\n==> %s\n' 'dashboard end to end (playwright-core, chromium)'
 	@cd gateway/dashboard && TROUPE_BIN=$(CURDIR)/target/debug/troupe node e2e/run.mjs
+	@# The Python test kit, installed as a user would (pip install ./testkit/python, in a venv
+	@# under target/), runs its own example tests against the same binary.
+	@printf '\n==> %s\n' 'testkit/python: pip install, then its example tests (pytest)'
+	@python3 -m venv target/testkit-venv
+	@target/testkit-venv/bin/pip install --quiet --disable-pip-version-check pytest==8.3.4 ./testkit/python
+	@TROUPE_BIN=$(CURDIR)/target/debug/troupe target/testkit-venv/bin/python -m pytest -q -p no:cacheprovider testkit/python/tests
 	@# The benches must keep compiling; built with the test profile they reuse every
 	@# dependency the tests just built instead of a second, optimised build of everything.
 	@printf '\n==> %s\n' 'cargo test --workspace --benches --no-run'

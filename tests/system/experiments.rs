@@ -7,7 +7,7 @@ use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 
 use super::support::swarms;
-use super::support::{expect_code, text, Deadline, Node, NodeOpts, WAIT};
+use super::support::{expect_code, proc_stat, text, Deadline, Node, NodeOpts, WAIT};
 
 const EXPERIMENT: &str = "id state seed injections { id action target supervisor outcome effectiveAt revertedAt recoveredAt timeToDetectMs timeToRecoverMs expected { id effect } observed { kind subject } } report { verdict reason injected recovered maxTimeToRecoverMs invariants { name ok detail } unexpected { kind subject } }";
 
@@ -279,5 +279,44 @@ async fn the_kill_switch_reverts_everything_and_bad_experiments_are_refused() ->
     let plain = Node::start(NodeOpts::named("plain")).await?;
     expect_code(&plain.gql(q, json!({ "input": nothing })).await?, "FORBIDDEN")?;
     expect_code(&plain.gql("{ faultGates { target } }", json!({})).await?, "FORBIDDEN")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_process_is_replaced_and_a_stopped_one_continued_behind_troupes_back() -> Result<()> {
+    let node = node().await?;
+    let agent = node.spawn_process("proc", json!({}), json!({})).await?;
+    node.wait_agent_state(&agent, "RUNNING").await?;
+    let (_, pgid) = node.agent_pid(&agent).await?;
+
+    let killed = start(
+        &node,
+        json!({ "name": "kill", "faults": [{ "action": "PROCESS_KILL", "target": { "ids": [agent] } }] }),
+    )
+    .await?;
+    let done = finished(&node, &text(&killed, "/id")?).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    ensure!(done["injections"][0]["outcome"] == "RECOVERED", "{done}");
+    let (pid, again) = node.agent_pid(&agent).await?;
+    ensure!(again != pgid, "the killed process group {pgid} still serves");
+
+    // Stopped behind Troupe's back until the experiment is stopped; then it answers again.
+    let paused = start(
+        &node,
+        json!({ "name": "pause", "faults": [{ "action": "PROCESS_PAUSE", "target": { "ids": [agent] } }] }),
+    )
+    .await?;
+    let id = text(&paused, "/id")?;
+    let state = proc_stat(pid).map(|(s, _)| s);
+    ensure!(state == Some('T'), "the process group was not stopped: {state:?}");
+    node.gql_ok(
+        "mutation($id: ID!) { stopExperiment(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await?;
+    let done = finished(&node, &id).await?;
+    ensure!(done["state"] == "PASSED", "stopExperiment ends it as usual: {done}");
+    ensure!(gates(&node).await?.is_empty());
+    ensure!(node.run_on(&agent, json!({ "op": "add", "n": 1 })).await.is_ok());
     Ok(())
 }

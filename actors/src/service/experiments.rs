@@ -170,9 +170,17 @@ struct Record {
     gates: Vec<(FaultGate, Armed)>,
     lease_until: Option<tokio::time::Instant>,
     lease: Option<Duration>,
-    /// Why it was told to end early (stopExperiment, haltAllFaults, the lease).
-    abort: Option<String>,
+    /// Why it was told to end before its duration (stopExperiment, haltAllFaults, the lease).
+    end: Option<End>,
     wake: Arc<Notify>,
+}
+
+/// An end asked before the duration ran out.
+#[derive(Debug, Clone)]
+pub(crate) struct End {
+    why: String,
+    /// The kill switch or a lapsed lease (ABORTED), not an ordinary stop (judged as usual).
+    aborted: bool,
 }
 
 /// This node's experiments and the gates they hold.
@@ -311,7 +319,7 @@ impl Api {
                 gates: Vec::new(),
                 lease_until: input.lease.map(|l| tokio::time::Instant::now() + l),
                 lease: input.lease,
-                abort: None,
+                end: None,
                 wake: wake.clone(),
             },
         );
@@ -416,10 +424,16 @@ impl Api {
             .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on this node")))
     }
 
-    /// Ends it now: its faults are reverted and what recovered is judged (ABORTED).
+    /// Ends it now: its faults are reverted and it is judged as usual (PASSED or FAILED).
     pub fn stop_experiment(&self, id: &str) -> Result<Experiment, ApiError> {
         self.experiments.ensure_enabled()?;
-        self.abort(id, "stopped by stopExperiment")?;
+        self.end(
+            id,
+            End {
+                why: "ended by stopExperiment".into(),
+                aborted: false,
+            },
+        )?;
         self.experiments
             .current(id)
             .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on this node")))
@@ -443,13 +457,13 @@ impl Api {
         Ok(self.experiments.current(id).expect("present"))
     }
 
-    fn abort(&self, id: &str, why: &str) -> Result<(), ApiError> {
+    fn end(&self, id: &str, end: End) -> Result<(), ApiError> {
         let mut records = lock(&self.experiments.records);
         let r = records
             .get_mut(id)
             .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on this node")))?;
-        if r.abort.is_none() && !r.view.borrow().state.is_final() {
-            r.abort = Some(why.to_owned());
+        if r.end.is_none() && !r.view.borrow().state.is_final() {
+            r.end = Some(end);
         }
         r.wake.notify_one();
         Ok(())
@@ -464,8 +478,11 @@ impl Api {
             records
                 .iter_mut()
                 .map(|(id, r)| {
-                    if r.abort.is_none() && !r.view.borrow().state.is_final() {
-                        r.abort = Some("halted by haltAllFaults".into());
+                    if r.end.is_none() && !r.view.borrow().state.is_final() {
+                        r.end = Some(End {
+                            why: "halted by haltAllFaults".into(),
+                            aborted: true,
+                        });
                     }
                     r.wake.notify_one();
                     (id.clone(), std::mem::take(&mut r.gates))

@@ -58,8 +58,7 @@ pub enum ExperimentState {
     Recovering,
     Passed,
     Failed,
-    /// Ended early (stopExperiment, haltAllFaults, a lapsed lease); its report says what
-    /// recovered.
+    /// Ended by haltAllFaults or a lapsed lease; its report says what recovered.
     Aborted,
 }
 
@@ -404,7 +403,8 @@ impl ExperimentsMutation {
         Ok(Experiment(ctx.data::<Api>()?.start_experiment(input).await.gql()?))
     }
 
-    /// Reverts its faults now and judges what recovered (ABORTED).
+    /// Ends it now: its faults are reverted and it is judged as usual (PASSED or FAILED), as
+    /// a test's block ends its fault.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn stop_experiment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Experiment> {
         Ok(Experiment(ctx.data::<Api>()?.stop_experiment(&id).gql()?))

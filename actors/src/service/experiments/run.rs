@@ -16,7 +16,7 @@ use troupe_runtime::events::{Event, EventFilter, NewEvent};
 use super::inject::{self, Armed};
 use super::select::{self, Candidate};
 use super::{
-    lock, ExperimentInput, ExperimentState, FaultAction, FaultGate, Injection, InvariantResult, RecoveryReport,
+    lock, End, ExperimentInput, ExperimentState, FaultAction, FaultGate, Injection, InvariantResult, RecoveryReport,
 };
 use crate::service::Api;
 
@@ -93,20 +93,23 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Dur
         .is_none_or(|r| r.gates.is_empty());
 
     // Held until the duration ends (only when something stays armed), or an abort.
-    let end = Instant::now() + limit;
-    let aborted = loop {
-        let (abort, lapsed) = {
+    let until = Instant::now() + limit;
+    let ended = loop {
+        let (end, lapsed) = {
             let records = lock(&api.experiments.records);
             let Some(r) = records.get(&id) else { return };
-            (r.abort.clone(), r.lease_until.is_some_and(|t| Instant::now() >= t))
+            (r.end.clone(), r.lease_until.is_some_and(|t| Instant::now() >= t))
         };
-        if let Some(why) = abort {
-            break Some(why);
+        if let Some(end) = end {
+            break Some(end);
         }
         if lapsed {
-            break Some("its lease lapsed: the client stopped renewing it".to_owned());
+            break Some(End {
+                why: "its lease lapsed: the client stopped renewing it".to_owned(),
+                aborted: true,
+            });
         }
-        if !armed_any || Instant::now() >= end {
+        if !armed_any || Instant::now() >= until {
             break None;
         }
         tokio::select! {
@@ -155,8 +158,10 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Dur
             };
             let at = match action {
                 FaultAction::Crash => recovered_at.or_else(|| crash_recovered(&events, &target, &expected, after_seq)),
-                FaultAction::Hang | FaultAction::ProcessPause | FaultAction::ProcessKill => {
-                    inject::agent_recovered(&api, &target, &groups).await.then_some(now)
+                // A killed process is replaced; a held loop or a stopped process goes on.
+                FaultAction::ProcessKill => inject::agent_recovered(&api, &target, &groups).await.then_some(now),
+                FaultAction::Hang | FaultAction::ProcessPause => {
+                    inject::agent_recovered(&api, &target, &[]).await.then_some(now)
                 }
             };
             if let Some(at) = at {
@@ -261,8 +266,9 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Dur
     let pass = not_injected.is_none() && recovered == injected && broken.is_empty();
     let report = RecoveryReport {
         verdict: if pass { "PASS" } else { "FAIL" }.into(),
-        reason: match &aborted {
-            Some(why) => format!("ended early ({why}); {reason}"),
+        reason: match &ended {
+            Some(end) if end.aborted => format!("aborted ({}); {reason}", end.why),
+            Some(end) => format!("{}; {reason}", end.why),
             None => reason,
         },
         injected,
@@ -271,10 +277,10 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Dur
         invariants,
         unexpected,
     };
-    let state = match (&aborted, pass) {
-        (Some(_), _) => ExperimentState::Aborted,
-        (None, true) => ExperimentState::Passed,
-        (None, false) => ExperimentState::Failed,
+    let state = match (ended.as_ref().is_some_and(|e| e.aborted), pass) {
+        (true, _) => ExperimentState::Aborted,
+        (false, true) => ExperimentState::Passed,
+        (false, false) => ExperimentState::Failed,
     };
     api.record(NewEvent::new(
         "EXPERIMENT_FINISHED",

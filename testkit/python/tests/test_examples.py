@@ -1,0 +1,45 @@
+"""The kit's own examples, against real nodes (TROUPE_BIN or target/debug/troupe)."""
+
+from troupe_testkit import ApiError
+
+
+def test_a_crashed_worker_restarts_alone_and_work_keeps_flowing(troupe):
+    workers = [troupe.spawn_builtin("echo", capabilities=["echo"], labels={"role": "worker"}) for _ in range(3)]
+    with troupe.fault("CRASH", labels={"role": "worker"}, seed=3, recover_within_ms=10_000) as exp:
+        task = troupe.submit("still served", capability="echo")
+        assert troupe.wait_task(task)["result"] == "still served"
+    report = exp.report
+    assert exp.state == "PASSED", report["reason"]
+    assert report["verdict"] == "PASS" and report["recovered"] == 1
+    assert report["unexpected"] == []
+    hit = exp.injections[0]
+    assert hit["target"] in workers and hit["expected"] == [{"id": hit["target"], "effect": "RESTART"}]
+    assert hit["timeToRecoverMs"] is not None and hit["timeToDetectMs"] is not None
+    kinds = [e["kind"] for e in hit["observed"]]
+    assert "AGENT_FAILED" in kinds and "AGENT_RESTARTED" in kinds
+
+
+def test_a_hang_is_reverted_when_the_block_ends_and_nothing_stays_armed(troupe):
+    agent = troupe.spawn_builtin("echo")
+    with troupe.fault("HANG", ids=[agent], lease_ms=1500) as exp:
+        assert len(troupe.fault_gates()) == 1
+        task = troupe.submit("after the hang", agent=agent)
+    assert troupe.fault_gates() == []
+    assert exp.report["verdict"] == "PASS", exp.report["reason"]
+    assert troupe.wait_task(task)["result"] == "after the hang"
+
+
+def test_a_selector_that_matches_nothing_is_refused(troupe):
+    try:
+        troupe.fault("CRASH", ids=["nobody"]).start()
+    except ApiError as e:
+        assert e.code == "INVALID_INPUT"
+    else:
+        raise AssertionError("a selector that matches nothing was accepted")
+
+
+def test_a_node_killed_from_outside_comes_back_with_its_agents(troupe, kill_node, restart_node):
+    agent = troupe.spawn_builtin("echo")
+    kill_node(troupe)
+    restart_node(troupe)
+    troupe.wait_agent(agent, "RUNNING")
