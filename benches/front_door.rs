@@ -8,12 +8,13 @@
 //!
 //! Run all: `cargo bench --bench front_door`; one: `cargo bench --bench front_door -- fanout`
 //! (submit, reads, fanout, fanout-paced, restart, cluster, replicated, leader-loss, exec-vs-process, pause-restart,
-//! vms-create, vms-evacuate, tasks-1k, messages, swarms-create, swarms-mesh, swarms-gather).
+//! vms-create, vms-evacuate, tasks-1k, messages, swarms-create, swarms-mesh, swarms-gather, faults).
 
 mod front_door {
     pub mod cluster;
     pub mod failover;
     pub mod fanout;
+    pub mod faults;
     pub mod http;
     pub mod process;
     pub mod replicated;
@@ -63,6 +64,9 @@ async fn main() {
     }
     if run("fanout-paced") {
         front_door::fanout::fanout(true).await;
+    }
+    if run("faults") {
+        front_door::faults::faults().await;
     }
     if run("restart") {
         front_door::restart::restart().await;

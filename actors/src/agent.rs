@@ -25,6 +25,7 @@ mod registry;
 mod secrets;
 mod spec;
 mod status;
+pub(crate) mod watchdog;
 
 /// The courier's terms for an agent's errands (kept under this name for its callers).
 pub use crate::outbox::{Outgoing, OutgoingKind};

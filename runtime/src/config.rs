@@ -177,6 +177,13 @@ pub struct ServeArgs {
     /// Enables the admin-only injectFault mutation (tests and drills) [default: false].
     #[arg(long, env = "TROUPE_FAULT_INJECTION", num_args = 0..=1, default_missing_value = "true")]
     pub fault_injection: Option<bool>,
+    /// How long a running agent may take to answer the watchdog before it is reported
+    /// unresponsive (AGENT_UNRESPONSIVE) [default: 30000].
+    #[arg(long, env = "TROUPE_AGENT_WATCHDOG_MS")]
+    pub agent_watchdog_ms: Option<u64>,
+    /// Deadlines an agent may miss in a row before its supervisor restarts it [default: 2].
+    #[arg(long, env = "TROUPE_AGENT_WATCHDOG_MISSES")]
+    pub agent_watchdog_misses: Option<u32>,
     /// The most targets one fault of an experiment may hit [default: 1].
     #[arg(long, env = "TROUPE_FAULT_MAX_TARGETS")]
     pub fault_max_targets: Option<usize>,
@@ -260,6 +267,8 @@ pub struct Config {
     pub fault_injection: bool,
     pub fault_max_targets: usize,
     pub fault_max_duration: Duration,
+    pub agent_watchdog: Duration,
+    pub agent_watchdog_misses: u32,
     /// What agents may use as API keys (see `ServeArgs::secret_env`, `secret_dirs`).
     pub secret_env: Vec<String>,
     pub secret_dirs: Vec<PathBuf>,
@@ -288,7 +297,7 @@ impl Config {
                 metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
                 ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, agent_mailbox_size, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, peer_drop_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
-                libvirt_timeout_ms, fault_injection, fault_max_targets, fault_max_duration_ms);
+                libvirt_timeout_ms, fault_injection, fault_max_targets, fault_max_duration_ms, agent_watchdog_ms, agent_watchdog_misses);
             if args.join.is_empty() {
                 args.join = file.join;
             }
@@ -383,6 +392,8 @@ impl Config {
             fault_injection: args.fault_injection.unwrap_or(false),
             fault_max_targets: args.fault_max_targets.unwrap_or(1),
             fault_max_duration: ms(args.fault_max_duration_ms.unwrap_or(300_000)),
+            agent_watchdog: ms(args.agent_watchdog_ms.unwrap_or(30_000)),
+            agent_watchdog_misses: args.agent_watchdog_misses.unwrap_or(2),
             secret_env: args.secret_env,
             secret_dirs: args.secret_dirs,
         };
@@ -409,6 +420,7 @@ impl Config {
             ("peer_drop_after_ms", self.peer_drop_after),
             ("libvirt_timeout_ms", self.libvirt_timeout),
             ("fault_max_duration_ms", self.fault_max_duration),
+            ("agent_watchdog_ms", self.agent_watchdog),
         ];
         for (key, value) in positive {
             if value.is_zero() {
@@ -428,6 +440,7 @@ impl Config {
             ("agent_mailbox_size", self.agent_mailbox_size),
             ("breaker_failures", self.breaker_failures as usize),
             ("fault_max_targets", self.fault_max_targets),
+            ("agent_watchdog_misses", self.agent_watchdog_misses as usize),
         ];
         for (key, value) in counts {
             if value == 0 {

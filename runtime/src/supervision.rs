@@ -26,7 +26,9 @@ mod tree;
 pub use child::{ChildEvent, ChildSpec, Shutdown};
 pub use decision::{Backoff, ChildView, Decision, Exit, Intensity, Restart, RestartLadder, Strategy};
 pub use nested::{Nest, Nested, SupervisorSpec};
-pub use supervisor::{CrashPlan, CrashRequest, StartOrder, Supervisor, SupervisorArgs, SupervisorMsg, INJECTED_CRASH};
+pub use supervisor::{
+    CrashPlan, CrashRequest, StartOrder, Supervisor, SupervisorArgs, SupervisorMsg, INJECTED_CRASH, UNRESPONSIVE,
+};
 pub use tree::{ChildInfo, SupervisorInfo};
 
 #[cfg(test)]

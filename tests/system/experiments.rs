@@ -320,3 +320,60 @@ async fn a_killed_process_is_replaced_and_a_stopped_one_continued_behind_troupes
     ensure!(node.run_on(&agent, json!({ "op": "add", "n": 1 })).await.is_ok());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_notices_a_hung_agent_and_its_supervisor_restarts_it() -> Result<()> {
+    let node = Node::start(
+        NodeOpts::named("chaos")
+            .arg("--fault-injection", "true")
+            .arg("--agent-watchdog-ms", 200)
+            .arg("--agent-watchdog-misses", 3),
+    )
+    .await?;
+    let agent = node.spawn_builtin("echo", &["held"]).await?;
+    let started = start(
+        &node,
+        json!({ "name": "hang found", "durationMs": 60000, "faults": [{ "action": "HANG", "target": { "ids": [agent] } }] }),
+    )
+    .await?;
+    let exp = text(&started, "/id")?;
+    let task = node.submit_to(&agent, json!("survives the hang")).await?;
+    // Reported after one deadline, killed and restarted by its supervisor after three.
+    let deadline = Deadline::after(WAIT, "the hung agent's restart");
+    while restarts(&node, &agent).await? < 1 {
+        deadline.tick("no restart yet").await?;
+    }
+    node.wait_task_state(&task, "SUCCEEDED").await?;
+    let ev = node
+        .gql_ok(
+            "{ events(kinds: [\"AGENT_UNRESPONSIVE\", \"AGENT_FAILED\"]) { kind subject data } }",
+            json!({}),
+        )
+        .await?;
+    let mine: Vec<&Value> = ev["events"]
+        .as_array()
+        .map(|a| a.iter().filter(|e| e["subject"] == agent.as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        mine.first().is_some_and(|e| e["kind"] == "AGENT_UNRESPONSIVE"),
+        "{mine:?}"
+    );
+    ensure!(
+        mine.iter().any(|e| e["kind"] == "AGENT_FAILED" && e["data"]["reason"].as_str().unwrap_or("").contains("unresponsive")),
+        "{mine:?}"
+    );
+    node.gql_ok(
+        "mutation($id: ID!) { stopExperiment(id: $id) { id } }",
+        json!({ "id": exp }),
+    )
+    .await?;
+    let done = finished(&node, &exp).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    let inj = &done["injections"][0];
+    ensure!(
+        inj["timeToDetectMs"].as_i64().is_some_and(|d| d < 10_000),
+        "the hang was not detected: {inj}"
+    );
+    ensure!(inj["outcome"] == "RECOVERED", "{inj}");
+    Ok(())
+}

@@ -59,6 +59,8 @@ pub enum AgentMsg {
         timeout: Duration,
         reply: RpcReplyPort<Result<Value, String>>,
     },
+    /// The watchdog's question: answered at once by a loop that is not stuck.
+    Ping(RpcReplyPort<()>),
     /// An injected hang (fault experiments): the loop takes no other message until the
     /// gate opens (true) or its sender is dropped; `held` is told when the hold begins.
     Hang {
@@ -287,6 +289,9 @@ impl Actor for AgentActor {
                 });
             }
             AgentMsg::Sample => self.publish_usage(sample(&state.backend.process_groups())),
+            AgentMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
             AgentMsg::Hang { mut gate, held } => {
                 let _ = held.send(());
                 tracing::warn!(agent = %self.spec.id, "injected hang: the agent takes no message until released");

@@ -86,6 +86,14 @@ impl Handles {
             map.remove(id);
         }
     }
+
+    /// Every agent of this node whose actor runs now.
+    pub fn running(&self) -> Vec<(String, ActorRef<AgentMsg>)> {
+        let Ok(map) = self.0.read() else { return Vec::new() };
+        map.iter()
+            .filter_map(|(id, h)| h.actor().map(|a| (id.clone(), a)))
+            .collect()
+    }
 }
 
 /// A checkpoint to put back at the agent's next start.

@@ -256,6 +256,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         ),
     };
     let courier = crate::messaging::courier::start(&slots.outbox, api.clone());
+    crate::agent::watchdog::start(api.clone(), config.agent_watchdog, config.agent_watchdog_misses);
     let intensity = Some(Intensity {
         max_restarts: config.supervisor_max_restarts,
         window: config.supervisor_window,

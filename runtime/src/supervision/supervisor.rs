@@ -27,7 +27,7 @@ use super::tree::{self, SupervisorInfo};
 mod fault;
 mod lifecycle;
 use crate::store::Store;
-pub use fault::{CrashPlan, CrashReply, CrashRequest, INJECTED_CRASH};
+pub use fault::{CrashPlan, CrashReply, CrashRequest, INJECTED_CRASH, UNRESPONSIVE};
 
 /// How a start that finished after it was abandoned is undone.
 const STALE_STOP: Shutdown = Shutdown::Timeout(std::time::Duration::from_secs(10));
@@ -121,6 +121,8 @@ pub struct State {
     /// Exits of actors not known as running children (yet): a child that dies at once can
     /// be reported before its start job's report arrives.
     early_exits: VecDeque<(ActorId, Exit, String)>,
+    /// Children killed for not answering: their exit is a failure.
+    killed: std::collections::HashSet<ActorId>,
 }
 
 /// How many unmatched exits are remembered.
@@ -147,6 +149,7 @@ impl Actor for Supervisor {
             store: args.store,
             myself: myself.clone(),
             early_exits: VecDeque::new(),
+            killed: Default::default(),
         };
         for spec in args.children {
             match args.start_order {
@@ -241,6 +244,9 @@ impl Actor for Supervisor {
             // An injected crash stops the child with its own reason: a failure, as a panic is.
             SupervisionEvent::ActorTerminated(cell, _, Some(reason)) if reason == INJECTED_CRASH => {
                 (cell, Exit::Failed, reason)
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) if state.killed.remove(&cell.get_id()) => {
+                (cell, Exit::Failed, UNRESPONSIVE.to_owned())
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 (cell, Exit::Normal, reason.unwrap_or_else(|| "stopped".into()))

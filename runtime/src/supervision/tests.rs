@@ -15,6 +15,8 @@ type Started = (String, ActorRef<WorkerMsg>);
 
 enum WorkerMsg {
     Fail,
+    /// Holds the worker's loop for good, as a hung actor.
+    Block,
 }
 
 impl ractor::Message for WorkerMsg {}
@@ -55,6 +57,7 @@ impl Actor for Worker {
     async fn handle(&self, _: ActorRef<WorkerMsg>, msg: WorkerMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerMsg::Fail => Err(format!("{} was told to fail", self.id).into()),
+            WorkerMsg::Block => std::future::pending().await,
         }
     }
 }
@@ -540,6 +543,7 @@ fn crash(owner: &str, child: &str, dry_run: bool, allow_escalation: bool) -> imp
         child: child.into(),
         dry_run,
         allow_escalation,
+        kill: false,
     };
     move |reply| SupervisorMsg::Crash(request, reply)
 }
@@ -600,4 +604,42 @@ async fn a_crash_that_would_escalate_is_refused_unless_allowed_and_one_deeper_is
     assert!(plan.escalate);
     assert_eq!(h.starts(1).await[0].0, "leaf");
     assert!(h.kinds_of("inner").await.contains(&"SUPERVISOR_RESTARTED".to_owned()));
+}
+
+#[tokio::test]
+async fn a_hung_child_killed_for_the_watchdog_is_a_failure_found_without_naming_its_supervisor() {
+    let mut h = Harness::new();
+    let mut children = h.workers(&["a"]);
+    children.push(Nested::child(h.inner(None)));
+    let (sup, _) = Actor::spawn(None, Supervisor, h.args(Strategy::OneForOne, Some(3), children))
+        .await
+        .unwrap();
+    let first = h.starts(2).await;
+    let leaf = first.iter().find(|(id, _)| id == "leaf").unwrap().1.clone();
+    leaf.cast(WorkerMsg::Block).unwrap();
+    let request = CrashRequest {
+        owner: String::new(),
+        child: "leaf".into(),
+        dry_run: false,
+        allow_escalation: true,
+        kill: true,
+    };
+    let plan = ractor::call!(sup, |r| SupervisorMsg::Crash(request, r))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(plan.supervisor, "inner");
+    let again = h.starts(1).await;
+    assert_eq!(again[0].0, "leaf");
+    assert_ne!(again[0].1.get_id(), leaf.get_id());
+    h.store.flush().await.unwrap();
+    let failed = h
+        .store
+        .events_after(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "WORKER_FAILED" && e.subject.as_deref() == Some("leaf"))
+        .expect("the kill is recorded as a failure");
+    assert_eq!(failed.data["reason"], UNRESPONSIVE);
 }

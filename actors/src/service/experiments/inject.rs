@@ -44,6 +44,7 @@ async fn crash(api: &Api, target: &Candidate, dry_run: bool, allow_escalation: b
         child: target.id.clone(),
         dry_run,
         allow_escalation,
+        kill: false,
     };
     let answer = crate::call::ask_within(
         &root,

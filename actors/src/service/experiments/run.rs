@@ -318,7 +318,9 @@ fn observe(inj: &mut Injection, events: &[Arc<Event>]) {
     if inj.time_to_detect_ms.is_none() {
         let detected = inj.observed.iter().find(|e| {
             e.subject.as_deref() == Some(inj.target.as_str())
-                && (e.kind.ends_with("_FAILED") || e.kind.ends_with("_UNHEALTHY") || e.kind.ends_with("_RESTARTED"))
+                && ["_FAILED", "_UNHEALTHY", "_UNRESPONSIVE", "_RESTARTED"]
+                    .iter()
+                    .any(|k| e.kind.ends_with(k))
         });
         if let Some(e) = detected {
             inj.time_to_detect_ms = Some(ms(inj.injected_at, e.at));

@@ -13,15 +13,21 @@ use crate::supervision::decision::{ChildView, Decision, Exit, Strategy};
 /// The reason an injected crash stops a child with; its supervisor sees a failure.
 pub const INJECTED_CRASH: &str = "fault injection: CRASH";
 
+/// The reason a child killed for not answering (the watchdog) is failed with.
+pub const UNRESPONSIVE: &str = "unresponsive: killed by the watchdog";
+
 /// A crash to inject (or, with `dry_run`, only to predict).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CrashRequest {
-    /// The supervisor that owns the child (`ChildInfo::owner`).
+    /// The supervisor that owns the child (`ChildInfo::owner`); empty: whichever holds it.
     pub owner: String,
     pub child: String,
     pub dry_run: bool,
     /// Crash it even when its supervisor would escalate or give up.
     pub allow_escalation: bool,
+    /// Kill it (its loop is stuck, so a stop would never be taken) instead of stopping it;
+    /// its exit is then the failure [`UNRESPONSIVE`].
+    pub kill: bool,
 }
 
 /// What the child's supervisor will do when the child fails now, as its ladder decides.
@@ -42,8 +48,13 @@ pub struct CrashPlan {
 pub type CrashReply = RpcReplyPort<Result<Option<CrashPlan>, String>>;
 
 impl State {
-    pub(super) fn crash(&self, request: CrashRequest, reply: CrashReply) {
-        if request.owner != self.name {
+    pub(super) fn crash(&mut self, request: CrashRequest, reply: CrashReply) {
+        let mine = if request.owner.is_empty() {
+            self.children.contains_key(&request.child)
+        } else {
+            request.owner == self.name
+        };
+        if !mine {
             return self.route_crash(request, reply);
         }
         let Some(child) = self.children.get(&request.child) else {
@@ -104,7 +115,11 @@ impl State {
             )));
             return;
         }
-        if !request.dry_run {
+        if request.kill {
+            tracing::warn!(supervisor = %self.name, child = %request.child, "killing an unresponsive child");
+            self.killed.insert(cell.get_id());
+            cell.kill();
+        } else if !request.dry_run {
             tracing::warn!(supervisor = %self.name, child = %request.child, "injecting a crash");
             cell.stop(Some(INJECTED_CRASH.to_owned()));
         }

@@ -1,0 +1,109 @@
+//! The agents' watchdog: every deadline (`agent_watchdog_ms`), each running agent's loop is
+//! asked a question it answers at once unless it is stuck. An agent that misses a deadline is
+//! reported (AGENT_UNRESPONSIVE); one that misses `agent_watchdog_misses` in a row is killed
+//! through its supervisor, which records the failure and restarts it by its strategy (a
+//! stuck loop would never take a stop). An agent that answers again after being reported is
+//! recorded too (AGENT_RESPONSIVE).
+//!
+//! Only the agent's own loop is asked: its tasks, messages and a process's replies run
+//! beside it, so a long task never looks like a hang.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::json;
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::store::Batch;
+use troupe_runtime::supervision::{CrashRequest, SupervisorMsg};
+
+use super::AgentMsg;
+use crate::service::Api;
+
+/// Runs the watchdog until the node stops serving.
+pub(crate) fn start(api: Api, deadline: Duration, misses: u32) {
+    tokio::spawn(async move {
+        let mut missed: HashMap<String, u32> = HashMap::new();
+        let mut tick = tokio::time::interval(deadline);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if api.ctx.serving.is_draining() {
+                // Agents stopping for a shutdown are not hung.
+                return;
+            }
+            let agents = api.slots.handles.running();
+            let answers = join_all(agents.iter().map(|(_, actor)| {
+                let actor = actor.clone();
+                async move {
+                    matches!(
+                        actor.call(AgentMsg::Ping, Some(deadline)).await,
+                        Ok(ractor::rpc::CallResult::Success(()))
+                    )
+                }
+            }))
+            .await;
+            let mut seen = HashMap::with_capacity(missed.len());
+            for ((id, _), answered) in agents.into_iter().zip(answers) {
+                let before = missed.get(&id).copied().unwrap_or(0);
+                if answered {
+                    if before > 0 {
+                        record(&api, "AGENT_RESPONSIVE", &id, json!({ "missed": before })).await;
+                    }
+                    continue;
+                }
+                let now = before + 1;
+                if now == 1 {
+                    tracing::warn!(agent = %id, deadline_ms = deadline.as_millis() as u64, "agent unresponsive");
+                    record(
+                        &api,
+                        "AGENT_UNRESPONSIVE",
+                        &id,
+                        json!({ "deadlineMs": deadline.as_millis() as u64, "restartAfter": misses }),
+                    )
+                    .await;
+                }
+                if now >= misses {
+                    restart(&api, &id).await;
+                    continue;
+                }
+                seen.insert(id, now);
+            }
+            missed = seen;
+        }
+    });
+}
+
+async fn record(api: &Api, kind: &str, id: &str, data: serde_json::Value) {
+    let event = NewEvent::new(kind, Some(id.to_owned()), data);
+    if let Err(e) = api.ctx.store.write(Batch::new().event(event)).await {
+        tracing::warn!(agent = %id, error = %e, "the watchdog's event was not recorded");
+    }
+}
+
+/// Has the agent's supervisor, wherever it is in the tree, kill it as failed.
+async fn restart(api: &Api, id: &str) {
+    let Ok(root) = api.slots.root.running("the node's supervision tree") else {
+        return;
+    };
+    let request = CrashRequest {
+        owner: String::new(),
+        child: id.to_owned(),
+        dry_run: false,
+        allow_escalation: true,
+        kill: true,
+    };
+    let asked = crate::call::ask_within(
+        &root,
+        |r| SupervisorMsg::Crash(request, r),
+        "the supervision tree",
+        Duration::from_secs(10),
+    )
+    .await;
+    match asked {
+        Ok(Ok(Some(_))) => tracing::warn!(agent = %id, "unresponsive agent killed for a restart"),
+        Ok(Ok(None)) => tracing::warn!(agent = %id, "no supervisor holds the unresponsive agent"),
+        Ok(Err(e)) => tracing::warn!(agent = %id, error = %e, "the unresponsive agent could not be killed"),
+        Err(e) => tracing::warn!(agent = %id, error = %e, "the supervision tree did not answer"),
+    }
+}

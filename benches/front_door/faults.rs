@@ -1,0 +1,126 @@
+//! Fault experiments through the front door (`faults`): repeated injections into a real
+//! node's supervision tree, each an experiment started over GraphQL and read back when it
+//! ended; the node's own figures per injection (`timeToDetectMs`, `timeToRecoverMs`), plus
+//! the client's time from `startExperiment` to the report. One experiment at a time, so each
+//! injection meets a settled tree.
+//!
+//! - `CRASH` of a builtin agent (under `agents`, one_for_one): detected when its supervisor
+//!   records the failure, recovered when the agent is started again;
+//! - `CRASH` of a member of a one_for_all swarm of 5: recovered when all 5 were started again;
+//! - `PROCESS_KILL` of a process agent's group: recovered when the agent answers with a new
+//!   process; detection is what the agent reports about its lost process.
+
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use super::server::Server;
+use crate::report;
+
+const ROUNDS: usize = 50;
+
+async fn experiment(server: &Server, action: &str, target: &str) -> Value {
+    let q = "mutation($i: StartExperimentInput!) { startExperiment(input: $i) { id } }";
+    let input = json!({ "name": "bench", "recoverWithinMs": 30000, "faults": [{ "action": action, "target": { "ids": [target] } }] });
+    let id = server.gql(q, json!({ "i": input })).await["startExperiment"]["id"].clone();
+    let read = "query($id: ID!) { experiment(id: $id) { state injections { timeToDetectMs timeToRecoverMs outcome } report { verdict reason } } }";
+    loop {
+        let e = server.gql(read, json!({ "id": id })).await["experiment"].clone();
+        if ["PASSED", "FAILED", "ABORTED"].contains(&e["state"].as_str().unwrap_or("")) {
+            return e;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+async fn running(server: &Server, id: &str) {
+    let q = "query($id: ID!) { agent(id: $id) { state } }";
+    while server.gql(q, json!({ "id": id })).await["agent"]["state"] != "RUNNING" {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn rounds(server: &Server, name: &str, action: &str, target: &str) {
+    let mut detect = Histogram::<u64>::new(3).expect("histogram");
+    let mut recover = Histogram::<u64>::new(3).expect("histogram");
+    let mut report_ms = Histogram::<u64>::new(3).expect("histogram");
+    let mut failed = 0;
+    for _ in 0..ROUNDS {
+        running(server, target).await;
+        let t0 = Instant::now();
+        let e = experiment(server, action, target).await;
+        report_ms.record(t0.elapsed().as_millis() as u64).expect("record");
+        if e["state"] != "PASSED" {
+            failed += 1;
+            eprintln!("{name}: {}", e["report"]["reason"]);
+            continue;
+        }
+        let inj = &e["injections"][0];
+        if let Some(d) = inj["timeToDetectMs"].as_u64() {
+            detect.record(d).expect("record");
+        }
+        recover
+            .record(inj["timeToRecoverMs"].as_u64().unwrap_or(0))
+            .expect("record");
+    }
+    for (what, h) in [("detect", &detect), ("recover", &recover), ("report", &report_ms)] {
+        if h.is_empty() {
+            report(&format!("{name} time to {what}"), f64::NAN, "ms (never)");
+            continue;
+        }
+        for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+            report(
+                &format!("{name} time to {what} {label}"),
+                h.value_at_quantile(q) as f64,
+                "ms",
+            );
+        }
+    }
+    report(&format!("{name} experiments failed of {ROUNDS}"), failed as f64, "");
+}
+
+pub async fn faults() {
+    let server = Server::start("faults", &["--fault-injection", "true"]).await;
+    let spawn = "mutation($i: SpawnAgentInput!) { spawnAgent(input: $i) { id } }";
+    let agent = server
+        .gql(
+            spawn,
+            json!({ "i": { "name": "target", "backend": { "builtin": { "kind": "echo" } } } }),
+        )
+        .await["spawnAgent"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    rounds(&server, "faults CRASH builtin agent", "CRASH", &agent).await;
+
+    let swarm = server
+        .gql(
+            "mutation($i: CreateSwarmInput!) { createSwarm(input: $i) { members { id } } }",
+            json!({ "i": { "name": "ofa", "strategy": "ONE_FOR_ALL", "templates": [{ "count": 5, "agent": { "name": "m", "backend": { "builtin": { "kind": "echo" } } } }] } }),
+        )
+        .await;
+    let member = swarm["createSwarm"]["members"][0]["id"]
+        .as_str()
+        .expect("member")
+        .to_owned();
+    rounds(&server, "faults CRASH one_for_all member of 5", "CRASH", &member).await;
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agents/process_agent.py");
+    let proc_agent = server
+        .gql(
+            spawn,
+            json!({ "i": { "name": "proc", "backend": { "process": { "command": ["python3", script] } } } }),
+        )
+        .await["spawnAgent"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    rounds(
+        &server,
+        "faults PROCESS_KILL process agent",
+        "PROCESS_KILL",
+        &proc_agent,
+    )
+    .await;
+}
