@@ -132,6 +132,10 @@ impl Api {
         if let Some(reason) = self.ctx.store.failure() {
             problems.push(format!("the store has failed: {reason}"));
         }
+        // The root holds the whole tree: until it is there, nothing can describe or reach it.
+        if !self.slots.root.is_up() {
+            problems.push("the node's supervision tree is not running".into());
+        }
         if !self.slots.scheduler.is_up() {
             problems.push("the scheduler is not running".into());
         }

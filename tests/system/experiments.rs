@@ -377,3 +377,29 @@ async fn the_watchdog_notices_a_hung_agent_and_its_supervisor_restarts_it() -> R
     ensure!(inj["outcome"] == "RECOVERED", "{inj}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnected_host_is_seen_unreachable_and_up_again_once_reconnected() -> Result<()> {
+    let node = node().await?;
+    let started = start(
+        &node,
+        json!({ "name": "link down", "durationMs": 2000, "seed": 1, "faults": [{ "action": "HOST_DISCONNECT", "target": { "kinds": ["HOST"] } }] }),
+    )
+    .await?;
+    let host = text(&started, "/injections/0/target")?;
+    ensure!(gates(&node).await?.len() == 1);
+    let done = finished(&node, &text(&started, "/id")?).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    let inj = &done["injections"][0];
+    ensure!(inj["outcome"] == "RECOVERED" && inj["timeToDetectMs"].is_i64(), "{inj}");
+    ensure!(
+        kinds(&inj["observed"]).contains(&"HOST_UNREACHABLE".to_owned()),
+        "{inj}"
+    );
+    ensure!(gates(&node).await?.is_empty());
+    let h = node
+        .gql_ok("query($id: ID!) { host(id: $id) { state } }", json!({ "id": host }))
+        .await?;
+    ensure!(h["host"]["state"] == "UP", "{h}");
+    Ok(())
+}

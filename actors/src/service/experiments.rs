@@ -46,6 +46,12 @@ pub enum FaultAction {
     ProcessKill,
     /// SIGSTOP of an agent's process groups behind Troupe's back; the revert sends SIGCONT.
     ProcessPause,
+    /// A host's connection broken (every libvirt call fails, as on a lost link; its domains
+    /// keep running); the revert reconnects it.
+    HostDisconnect,
+    /// Every libvirt call to a host blocks, as on a black-holed link (calls time out); the
+    /// revert reconnects it.
+    HostHang,
 }
 
 #[derive(Debug, Clone)]

@@ -32,6 +32,11 @@ pub enum FaultAction {
     ProcessKill,
     /// SIGSTOP of an agent's process groups behind Troupe's back; reverted by SIGCONT.
     ProcessPause,
+    /// A host's connection broken (calls fail; its domains keep running); reverted by a
+    /// reconnect.
+    HostDisconnect,
+    /// Every libvirt call to a host blocks until the revert reconnects it.
+    HostHang,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]

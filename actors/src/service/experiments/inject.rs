@@ -11,6 +11,7 @@ use super::select::Candidate;
 use super::{Expected, FaultAction, Injection};
 use crate::agent::AgentMsg;
 use crate::error::ApiError;
+use crate::host::{Fault, HostState};
 use crate::service::Api;
 
 /// How long a crash request may take to reach the child's supervisor through the tree.
@@ -28,6 +29,8 @@ pub(crate) enum Armed {
     Release(watch::Sender<bool>),
     /// Stopped process groups, continued by SIGCONT.
     Continue(Vec<u32>),
+    /// A host's broken or hung connection, healed by a reconnect.
+    Reconnect(String),
 }
 
 fn expected(id: &str, effect: &str) -> Expected {
@@ -62,6 +65,16 @@ async fn crash(api: &Api, target: &Candidate, dry_run: bool, allow_escalation: b
         Err(refused) if refused.starts_with("refused") => Err(ApiError::Conflict(refused)),
         Err(other) => Err(ApiError::Conflict(other)),
     }
+}
+
+fn host(target: &Candidate, action: FaultAction) -> Result<(), ApiError> {
+    if target.kind != "HOST" {
+        return Err(ApiError::invalid(format!(
+            "{action:?} reaches hosts; {} is a {}",
+            target.id, target.kind
+        )));
+    }
+    Ok(())
 }
 
 fn agent(api: &Api, target: &Candidate, action: FaultAction) -> Result<ActorRef<AgentMsg>, ApiError> {
@@ -122,6 +135,10 @@ pub(crate) async fn predict(
             groups(&agent(api, target, action)?, target).await?;
             vec![expected(&target.id, "PAUSED_THEN_CONTINUED")]
         }
+        FaultAction::HostDisconnect | FaultAction::HostHang => {
+            host(target, action)?;
+            vec![expected(&target.id, "UNREACHABLE_THEN_UP")]
+        }
     })
 }
 
@@ -171,18 +188,39 @@ pub(crate) async fn inject(
             inj.groups = groups.clone();
             Ok(Armed::Continue(groups))
         }
+        FaultAction::HostDisconnect | FaultAction::HostHang => {
+            host(target, action)?;
+            let fault = if action == FaultAction::HostHang {
+                Fault::HostHang
+            } else {
+                Fault::HostDisconnect
+            };
+            api.hosts().inject_fault(&target.id, fault).await?;
+            inj.effective_at = Some(Utc::now());
+            Ok(Armed::Reconnect(target.id.clone()))
+        }
     }
 }
 
 /// Undoes an armed fault; idempotent.
-pub(crate) fn undo(armed: Armed) {
+pub(crate) async fn undo(api: &Api, armed: Armed) {
     match armed {
         Armed::Nothing => {}
         Armed::Release(gate) => {
             let _ = gate.send(true);
         }
         Armed::Continue(groups) => signal(&groups, libc::SIGCONT),
+        Armed::Reconnect(host) => {
+            if let Err(e) = api.hosts().inject_fault(&host, Fault::HostReconnect).await {
+                tracing::warn!(%host, error = %e, "a host fault could not be healed");
+            }
+        }
     }
+}
+
+/// Whether the host is UP again.
+pub(crate) async fn host_recovered(api: &Api, host: &str) -> bool {
+    matches!(api.hosts().get(host).await, Ok(Some(h)) if h.state == HostState::Up)
 }
 
 /// Whether the agent answers now, and, for a killed process, runs another one.

@@ -65,7 +65,7 @@ impl Drop for Observer {
 }
 
 pub(super) async fn revert(api: &Api, experiment: &str, gate: &FaultGate, armed: Armed) {
-    inject::undo(armed);
+    inject::undo(api, armed).await;
     let now = Utc::now();
     api.experiments.update(experiment, |e| {
         if let Some(i) = e.injections.iter_mut().find(|i| i.id == gate.injection) {
@@ -162,6 +162,9 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Dur
                 FaultAction::ProcessKill => inject::agent_recovered(&api, &target, &groups).await.then_some(now),
                 FaultAction::Hang | FaultAction::ProcessPause => {
                     inject::agent_recovered(&api, &target, &[]).await.then_some(now)
+                }
+                FaultAction::HostDisconnect | FaultAction::HostHang => {
+                    inject::host_recovered(&api, &target).await.then_some(now)
                 }
             };
             if let Some(at) = at {
@@ -318,9 +321,16 @@ fn observe(inj: &mut Injection, events: &[Arc<Event>]) {
     if inj.time_to_detect_ms.is_none() {
         let detected = inj.observed.iter().find(|e| {
             e.subject.as_deref() == Some(inj.target.as_str())
-                && ["_FAILED", "_UNHEALTHY", "_UNRESPONSIVE", "_RESTARTED"]
-                    .iter()
-                    .any(|k| e.kind.ends_with(k))
+                && [
+                    "_FAILED",
+                    "_UNHEALTHY",
+                    "_UNRESPONSIVE",
+                    "_RESTARTED",
+                    "_UNREACHABLE",
+                    "_DOWN",
+                ]
+                .iter()
+                .any(|k| e.kind.ends_with(k))
         });
         if let Some(e) = detected {
             inj.time_to_detect_ms = Some(ms(inj.injected_at, e.at));

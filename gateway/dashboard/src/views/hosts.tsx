@@ -1,7 +1,8 @@
 // Hosts: each hypervisor with its capacity bars (what is promised to VMs against what
 // overcommit allows), its VMs, a drain's progress, and the add, drain, maintenance and
 // remove controls; live through hostUpdates.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
+import { FrameQueue, paused } from "../lib/live";
 import { gql } from "../lib/gql";
 import { useQuery, useRefreshOn, useSubscription } from "../lib/hooks";
 import { query } from "../lib/router";
@@ -39,8 +40,15 @@ export function HostsView() {
     if (list.data) setHosts(list.data.hosts);
   }, [list.data]);
   // A host's own changes come with it; VMs placed or moved change its allocation.
+  // Applied once per animation frame (and held while live updates are paused).
+  const queue = useRef<FrameQueue<Host>>();
+  if (!queue.current)
+    queue.current = new FrameQueue<Host>((batch) =>
+      setHosts((now) => (now ?? []).map((h) => [...batch].reverse().find((b) => b.id === h.id) ?? h)),
+    );
+  useEffect(() => paused.subscribe(() => queue.current!.resume()), []);
   useSubscription<{ hostUpdates: Host }>(`subscription { hostUpdates { ${FIELDS} } }`, {}, {
-    next: (d) => setHosts((now) => (now ?? []).map((h) => (h.id === d.hostUpdates.id ? d.hostUpdates : h))),
+    next: (d) => queue.current!.push(d.hostUpdates),
   });
   useRefreshOn(() => void list.refetch(), ["HOST_ADDED", "HOST_REMOVED", "VM_"], undefined, 1000);
   const focus = query.value.get("focus");
