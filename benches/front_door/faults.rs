@@ -9,6 +9,9 @@
 //! - `CRASH` of a member of a one_for_all swarm of 5: recovered when all 5 were started again;
 //! - `PROCESS_KILL` of a process agent's group: recovered when the agent answers with a new
 //!   process; detection is what the agent reports about its lost process.
+//!
+//! The node runs with no restart backoff (`TROUPE_BENCH_BACKOFF_MS`, default 0), so each
+//! figure is one restart, not a place on the backoff ladder 50 crashes in a row climb.
 
 use std::time::Instant;
 
@@ -23,7 +26,11 @@ const ROUNDS: usize = 50;
 async fn experiment(server: &Server, action: &str, target: &str) -> Value {
     let q = "mutation($i: StartExperimentInput!) { startExperiment(input: $i) { id } }";
     let input = json!({ "name": "bench", "recoverWithinMs": 30000, "faults": [{ "action": action, "target": { "ids": [target] } }] });
-    let id = server.gql(q, json!({ "i": input })).await["startExperiment"]["id"].clone();
+    let answer = server.answer(q, json!({ "i": input })).await;
+    if answer.get("errors").is_some() {
+        return json!({ "state": "REFUSED", "report": { "reason": answer["errors"][0]["message"] } });
+    }
+    let id = answer["data"]["startExperiment"]["id"].clone();
     let read = "query($id: ID!) { experiment(id: $id) { state injections { timeToDetectMs timeToRecoverMs outcome } report { verdict reason } } }";
     loop {
         let e = server.gql(read, json!({ "id": id })).await["experiment"].clone();
@@ -81,7 +88,25 @@ async fn rounds(server: &Server, name: &str, action: &str, target: &str) {
 }
 
 pub async fn faults() {
-    let server = Server::start("faults", &["--fault-injection", "true"]).await;
+    let backoff = std::env::var("TROUPE_BENCH_BACKOFF_MS").unwrap_or_else(|_| "0".into());
+    // Restart limits far above the rounds: every injection is a restart the ladder allows
+    // (past them an injection is refused, as it should be).
+    let server = Server::start(
+        "faults",
+        &[
+            "--fault-injection",
+            "true",
+            "--agent-max-restarts",
+            "100000",
+            "--supervisor-max-restarts",
+            "100000",
+            // Without a backoff, each figure is the restart itself; with the default one,
+            // back-to-back injections climb the backoff ladder (BENCHMARKS.md has both).
+            "--supervisor-backoff-ms",
+            &backoff,
+        ],
+    )
+    .await;
     let spawn = "mutation($i: SpawnAgentInput!) { spawnAgent(input: $i) { id } }";
     let agent = server
         .gql(

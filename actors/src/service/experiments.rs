@@ -189,6 +189,9 @@ pub(crate) struct End {
     aborted: bool,
 }
 
+/// How many experiments a node remembers (the oldest ended ones go first).
+const KEPT: usize = 200;
+
 /// This node's experiments and the gates they hold.
 #[derive(Clone)]
 pub struct Experiments {
@@ -225,6 +228,24 @@ impl Experiments {
     fn update(&self, id: &str, change: impl FnOnce(&mut Experiment)) {
         if let Some(r) = lock(&self.records).get(id) {
             r.view.send_modify(change);
+        }
+    }
+
+    /// Keeps memory bounded: past [`KEPT`] experiments, the oldest ended ones are forgotten.
+    fn forget_old(&self) {
+        let mut records = lock(&self.records);
+        if records.len() < KEPT {
+            return;
+        }
+        let mut ended: Vec<String> = records
+            .iter()
+            .filter(|(_, r)| r.view.borrow().state.is_final())
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Ids are UUIDv7: their order is their start order.
+        ended.sort();
+        for id in ended.into_iter().take(records.len() + 1 - KEPT) {
+            records.remove(&id);
         }
     }
 
@@ -318,6 +339,7 @@ impl Api {
         }
         let (view, _) = watch::channel(experiment.clone());
         let wake = Arc::new(Notify::new());
+        experiments.forget_old();
         lock(&experiments.records).insert(
             id.clone(),
             Record {
