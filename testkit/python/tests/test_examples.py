@@ -43,3 +43,12 @@ def test_a_node_killed_from_outside_comes_back_with_its_agents(troupe, kill_node
     kill_node(troupe)
     restart_node(troupe)
     troupe.wait_agent(agent, "RUNNING")
+
+
+def test_two_nodes_are_one_cluster_a_task_submitted_on_one_runs_on_the_others_agent(troupe_nodes):
+    first, second = troupe_nodes(2)
+    worker = second.spawn_builtin("echo", capabilities=["far"])
+    task = first.submit("across", capability="far")
+    done = first.wait_task(task)
+    assert done["result"] == "across"
+    assert second.gql("query($id: ID!) { agent(id: $id) { tasksSucceeded } }", {"id": worker})["agent"]["tasksSucceeded"] in (1, "1")
