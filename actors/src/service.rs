@@ -175,6 +175,7 @@ impl Api {
             store: self.ctx.store.clone(),
             voters: self.ctx.voters,
             root: self.slots.root.clone(),
+            experiments: self.experiments.clone(),
         }
     }
 

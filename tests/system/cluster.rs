@@ -30,7 +30,7 @@ pub(super) async fn start_pair_with(beta: NodeOpts) -> Result<(Node, Node)> {
 }
 
 /// Starts `alpha`, then `beta` joined to it, and waits until each lists the other UP.
-async fn start_pair_of(alpha: NodeOpts, beta: NodeOpts) -> Result<(Node, Node)> {
+pub(super) async fn start_pair_of(alpha: NodeOpts, beta: NodeOpts) -> Result<(Node, Node)> {
     let alpha = Node::start(alpha).await?;
     let join = format!("127.0.0.1:{}", alpha.cluster_port);
     let beta = Node::start(beta.arg("--join", join)).await?;

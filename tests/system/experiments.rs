@@ -403,3 +403,25 @@ async fn a_disconnected_host_is_seen_unreachable_and_up_again_once_reconnected()
     ensure!(h["host"]["state"] == "UP", "{h}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_on_one_node_reverts_the_faults_armed_on_another() -> Result<()> {
+    let (alpha, beta) = super::cluster::start_pair_of(
+        NodeOpts::named("alpha").arg("--fault-injection", "true"),
+        NodeOpts::named("beta").arg("--fault-injection", "true"),
+    )
+    .await?;
+    let agent = beta.spawn_builtin("echo", &["held"]).await?;
+    let started = start(
+        &beta,
+        json!({ "name": "far hang", "durationMs": 120000, "faults": [{ "action": "HANG", "target": { "ids": [agent] } }] }),
+    )
+    .await?;
+    ensure!(gates(&beta).await?.len() == 1 && gates(&alpha).await?.is_empty());
+    let halted = alpha.gql_ok("mutation { haltAllFaults }", json!({})).await?;
+    ensure!(halted["haltAllFaults"] == 1, "{halted}");
+    ensure!(gates(&beta).await?.is_empty(), "beta's hang stayed armed");
+    let done = finished(&beta, &text(&started, "/id")?).await?;
+    ensure!(done["state"] == "ABORTED" && done["injections"][0]["outcome"] == "RECOVERED", "{done}");
+    Ok(())
+}

@@ -75,11 +75,18 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     })
     .with_drop_after(config.peer_drop_after);
     let slots = Slots::default();
+    let experiments = crate::service::experiments::Experiments::new(
+        config.fault_injection,
+        config.fault_max_targets,
+        config.fault_max_duration,
+        store.clone(),
+    );
     let node_service = NodeService {
         cluster: cluster.clone(),
         store: store.clone(),
         voters: config.voters,
         root: slots.root.clone(),
+        experiments: experiments.clone(),
     };
     // The link to the other nodes comes first: a joining node writes nothing before the
     // leader has admitted it to the log, and a member's writes reach the leader through it.
@@ -249,11 +256,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         tasks,
         hosts,
         swarms,
-        experiments: crate::service::experiments::Experiments::new(
-            config.fault_injection,
-            config.fault_max_targets,
-            config.fault_max_duration,
-        ),
+        experiments,
     };
     let courier = crate::messaging::courier::start(&slots.outbox, api.clone());
     crate::agent::watchdog::start(api.clone(), config.agent_watchdog, config.agent_watchdog_misses);

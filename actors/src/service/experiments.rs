@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::{watch, Notify};
 use troupe_runtime::events::{Event, NewEvent};
-use troupe_runtime::store::Batch;
+use troupe_runtime::store::{Batch, Store};
 
 use self::inject::Armed;
 use self::select::{Candidate, Selector};
@@ -199,6 +199,7 @@ pub struct Experiments {
     pub(crate) max_targets: usize,
     pub(crate) max_duration: Duration,
     records: Arc<Mutex<HashMap<String, Record>>>,
+    store: Store,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -206,13 +207,67 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Experiments {
-    pub fn new(enabled: bool, max_targets: usize, max_duration: Duration) -> Self {
+    pub fn new(enabled: bool, max_targets: usize, max_duration: Duration, store: Store) -> Self {
         Self {
             enabled,
             max_targets,
             max_duration,
             records: Arc::default(),
+            store,
         }
+    }
+
+    /// Writes an experiment's event; a failure to record is logged, not fatal to the run.
+    async fn record(&self, event: NewEvent) {
+        if let Err(e) = self.store.write(Batch::new().event(event)).await {
+            tracing::warn!(error = %e, "an experiment's event was not recorded");
+        }
+    }
+
+    /// Undoes one armed fault and records it.
+    async fn revert(&self, experiment: &str, gate: &FaultGate, armed: Armed) {
+        inject::undo(armed).await;
+        let now = Utc::now();
+        self.update(experiment, |e| {
+            if let Some(i) = e.injections.iter_mut().find(|i| i.id == gate.injection) {
+                i.reverted_at = Some(now);
+            }
+        });
+        self.record(NewEvent::new(
+            "FAULT_REVERTED",
+            Some(gate.target.clone()),
+            json!({ "experiment": experiment, "injection": gate.injection, "action": format!("{:?}", gate.action) }),
+        ))
+        .await;
+    }
+
+    /// The kill switch on this node: reverts every armed gate now and ends the experiments
+    /// (ABORTED); answers how many gates it reverted.
+    pub(crate) async fn halt_here(&self) -> usize {
+        let taken: Vec<(String, Vec<(FaultGate, Armed)>)> = {
+            let mut records = lock(&self.records);
+            records
+                .iter_mut()
+                .map(|(id, r)| {
+                    if r.end.is_none() && !r.view.borrow().state.is_final() {
+                        r.end = Some(End {
+                            why: "halted by haltAllFaults".into(),
+                            aborted: true,
+                        });
+                    }
+                    r.wake.notify_one();
+                    (id.clone(), std::mem::take(&mut r.gates))
+                })
+                .collect()
+        };
+        let mut reverted = 0;
+        for (experiment, gates) in taken {
+            for (gate, armed) in gates {
+                self.revert(&experiment, &gate, armed).await;
+                reverted += 1;
+            }
+        }
+        reverted
     }
 
     fn ensure_enabled(&self) -> Result<(), ApiError> {
@@ -420,11 +475,8 @@ impl Api {
         Ok(kept)
     }
 
-    /// Writes an experiment's event; a failure to record is logged, not fatal to the run.
     async fn record(&self, event: NewEvent) {
-        if let Err(e) = self.ctx.store.write(Batch::new().event(event)).await {
-            tracing::warn!(error = %e, "an experiment's event was not recorded");
-        }
+        self.experiments.record(event).await;
     }
 
     pub fn experiment(&self, id: &str) -> Result<Option<Experiment>, ApiError> {
@@ -497,31 +549,22 @@ impl Api {
         Ok(())
     }
 
-    /// The kill switch: reverts every armed gate of this node now and ends their experiments
-    /// (ABORTED); answers how many gates it reverted.
+    /// The kill switch: reverts every armed fault of this node and of every reachable peer
+    /// now, and ends their experiments (ABORTED); answers how many faults it reverted.
     pub async fn halt_all_faults(&self) -> Result<usize, ApiError> {
         self.experiments.ensure_enabled()?;
-        let taken: Vec<(String, Vec<(FaultGate, Armed)>)> = {
-            let mut records = lock(&self.experiments.records);
-            records
-                .iter_mut()
-                .map(|(id, r)| {
-                    if r.end.is_none() && !r.view.borrow().state.is_final() {
-                        r.end = Some(End {
-                            why: "halted by haltAllFaults".into(),
-                            aborted: true,
-                        });
-                    }
-                    r.wake.notify_one();
-                    (id.clone(), std::mem::take(&mut r.gates))
-                })
-                .collect()
-        };
-        let mut reverted = 0;
-        for (experiment, gates) in taken {
-            for (gate, armed) in gates {
-                run::revert(self, &experiment, &gate, armed).await;
-                reverted += 1;
+        let mut reverted = self.experiments.halt_here().await;
+        let service = self.node_service();
+        let peers = self.ctx.cluster.peers();
+        let asked = futures::future::join_all(peers.iter().map(|peer| {
+            let service = service.clone();
+            async move { crate::cluster::remote::Peer(&service, peer.clone()).halt().await }
+        }))
+        .await;
+        for (peer, answer) in peers.iter().zip(asked) {
+            match answer {
+                Ok(n) => reverted += n,
+                Err(e) => tracing::warn!(%peer, error = %e, "a peer's faults could not be halted"),
             }
         }
         Ok(reverted)

@@ -30,6 +30,8 @@ service! {
     call Change => change(change: MemberChange) -> (), within MEMBERSHIP_CALL;
     /// This node's live supervision tree.
     call Tree => tree() -> SupervisorInfo;
+    /// The kill switch, on this node: every armed fault reverted; how many.
+    call Halt => halt() -> usize;
 }
 
 /// A new member's catch-up is bounded by the log (a minute); the call a little longer.
@@ -66,6 +68,8 @@ pub struct NodeService {
     pub(crate) voters: usize,
     /// The node's root supervisor, which describes the tree.
     pub(crate) root: Slot<SupervisorMsg>,
+    /// The node's fault experiments, for the kill switch asked by a peer.
+    pub(crate) experiments: crate::service::experiments::Experiments,
 }
 
 impl Located for NodeService {
@@ -78,6 +82,10 @@ impl NodeLocal for NodeService {
     async fn tree(&self) -> Result<SupervisorInfo, ApiError> {
         let root = self.root.running("the node's supervision tree")?;
         crate::call::ask(&root, SupervisorMsg::Describe, "the root supervisor").await
+    }
+
+    async fn halt(&self) -> Result<usize, ApiError> {
+        Ok(self.experiments.halt_here().await)
     }
 
     async fn hello(&self) -> Result<PeerInfo, ApiError> {

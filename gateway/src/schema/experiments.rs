@@ -421,8 +421,8 @@ impl ExperimentsMutation {
         Ok(Experiment(ctx.data::<Api>()?.renew_experiment(&id).gql()?))
     }
 
-    /// The kill switch: reverts every armed fault of this node and ends the experiments;
-    /// answers how many faults it reverted.
+    /// The kill switch: reverts every armed fault of this node and of every reachable peer,
+    /// and ends their experiments (ABORTED); answers how many faults it reverted.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn halt_all_faults(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         Ok(ctx.data::<Api>()?.halt_all_faults().await.gql()? as i32)

@@ -21,7 +21,6 @@ const ROUTE: Duration = Duration::from_secs(10);
 const HOLD_WITHIN: Duration = Duration::from_secs(5);
 
 /// What an armed fault needs to be undone.
-#[derive(Debug)]
 pub(crate) enum Armed {
     /// Nothing stays armed (a crash, a kill).
     Nothing,
@@ -30,7 +29,7 @@ pub(crate) enum Armed {
     /// Stopped process groups, continued by SIGCONT.
     Continue(Vec<u32>),
     /// A host's broken or hung connection, healed by a reconnect.
-    Reconnect(String),
+    Reconnect(String, crate::service::Hosts),
 }
 
 fn expected(id: &str, effect: &str) -> Expected {
@@ -197,21 +196,21 @@ pub(crate) async fn inject(
             };
             api.hosts().inject_fault(&target.id, fault).await?;
             inj.effective_at = Some(Utc::now());
-            Ok(Armed::Reconnect(target.id.clone()))
+            Ok(Armed::Reconnect(target.id.clone(), api.hosts().clone()))
         }
     }
 }
 
 /// Undoes an armed fault; idempotent.
-pub(crate) async fn undo(api: &Api, armed: Armed) {
+pub(crate) async fn undo(armed: Armed) {
     match armed {
         Armed::Nothing => {}
         Armed::Release(gate) => {
             let _ = gate.send(true);
         }
         Armed::Continue(groups) => signal(&groups, libc::SIGCONT),
-        Armed::Reconnect(host) => {
-            if let Err(e) = api.hosts().inject_fault(&host, Fault::HostReconnect).await {
+        Armed::Reconnect(host, hosts) => {
+            if let Err(e) = hosts.inject_fault(&host, Fault::HostReconnect).await {
                 tracing::warn!(%host, error = %e, "a host fault could not be healed");
             }
         }

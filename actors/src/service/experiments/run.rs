@@ -13,11 +13,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use troupe_runtime::events::{Event, EventFilter, NewEvent};
 
-use super::inject::{self, Armed};
+use super::inject;
 use super::select::{self, Candidate};
-use super::{
-    lock, End, ExperimentInput, ExperimentState, FaultAction, FaultGate, Injection, InvariantResult, RecoveryReport,
-};
+use super::{lock, End, ExperimentInput, ExperimentState, FaultAction, Injection, InvariantResult, RecoveryReport};
 use crate::service::Api;
 
 /// How often recovery and the lease are looked at.
@@ -64,22 +62,6 @@ impl Drop for Observer {
     }
 }
 
-pub(super) async fn revert(api: &Api, experiment: &str, gate: &FaultGate, armed: Armed) {
-    inject::undo(api, armed).await;
-    let now = Utc::now();
-    api.experiments.update(experiment, |e| {
-        if let Some(i) = e.injections.iter_mut().find(|i| i.id == gate.injection) {
-            i.reverted_at = Some(now);
-        }
-    });
-    api.record(NewEvent::new(
-        "FAULT_REVERTED",
-        Some(gate.target.clone()),
-        json!({ "experiment": experiment, "injection": gate.injection, "action": format!("{:?}", gate.action) }),
-    ))
-    .await;
-}
-
 /// Holds, reverts, then judges.
 pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Duration, wake: Arc<Notify>) {
     let Some(start) = api.experiments.current(&id) else {
@@ -122,7 +104,7 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Dur
         .map(|r| std::mem::take(&mut r.gates))
         .unwrap_or_default();
     for (gate, armed) in gates {
-        revert(&api, &id, &gate, armed).await;
+        api.experiments.revert(&id, &gate, armed).await;
     }
     api.experiments.update(&id, |e| e.state = ExperimentState::Recovering);
 
