@@ -422,6 +422,9 @@ async fn the_kill_switch_on_one_node_reverts_the_faults_armed_on_another() -> Re
     ensure!(halted["haltAllFaults"] == 1, "{halted}");
     ensure!(gates(&beta).await?.is_empty(), "beta's hang stayed armed");
     let done = finished(&beta, &text(&started, "/id")?).await?;
-    ensure!(done["state"] == "ABORTED" && done["injections"][0]["outcome"] == "RECOVERED", "{done}");
+    ensure!(
+        done["state"] == "ABORTED" && done["injections"][0]["outcome"] == "RECOVERED",
+        "{done}"
+    );
     Ok(())
 }
