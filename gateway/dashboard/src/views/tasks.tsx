@@ -147,8 +147,12 @@ function SubmitForm() {
 }
 
 function Progress({ task, compact }: { task: Pick<TaskRow, "state" | "progress">; compact?: boolean }) {
-  const f = task.state === "SUCCEEDED" ? 1 : task.progress?.fraction;
-  if (f === null || f === undefined) return <span class="muted">{compact ? "—" : "No progress reported."}</span>;
+  // Only what the agent reported: a task that succeeded without reporting shows as done.
+  const f = task.progress?.fraction;
+  if (f === null || f === undefined) {
+    const done = task.state === "SUCCEEDED";
+    return <span class="muted">{compact ? (done ? "done" : "—") : done ? "Done; no progress was reported." : "No progress reported."}</span>;
+  }
   const pct = Math.round(f * 100);
   return (
     <div class="bar-row">
