@@ -15,161 +15,26 @@
 //! Experiments and their gates live in this node's memory: a restart clears every gate.
 
 mod inject;
+mod model;
 mod run;
 pub mod select;
+
+pub use model::*;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
-use troupe_runtime::events::{Event, NewEvent};
+use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::{Batch, Store};
 
 use self::inject::Armed;
-use self::select::{Candidate, Selector};
+use self::select::Candidate;
 use crate::error::ApiError;
 use crate::service::Api;
-
-/// What a fault does to its target; each has a documented revert (docs/faults.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultAction {
-    /// The child fails as if it panicked: its supervisor restarts it (and the siblings its
-    /// strategy takes along). Any child of the tree. Nothing to revert.
-    Crash,
-    /// An agent's loop is held: it takes no message (its mailbox fills, calls time out)
-    /// until the revert releases it.
-    Hang,
-    /// SIGKILL of an agent's process groups behind Troupe's back. Nothing to revert.
-    ProcessKill,
-    /// SIGSTOP of an agent's process groups behind Troupe's back; the revert sends SIGCONT.
-    ProcessPause,
-    /// A host's connection broken (every libvirt call fails, as on a lost link; its domains
-    /// keep running); the revert reconnects it.
-    HostDisconnect,
-    /// Every libvirt call to a host blocks, as on a black-holed link (calls time out); the
-    /// revert reconnects it.
-    HostHang,
-}
-
-#[derive(Debug, Clone)]
-pub struct FaultSpec {
-    pub action: FaultAction,
-    pub target: Selector,
-}
-
-#[derive(Debug, Clone)]
-pub struct ExperimentInput {
-    pub name: String,
-    pub faults: Vec<FaultSpec>,
-    /// How long armed faults stay armed (capped by `fault_max_duration_ms`); without it, until
-    /// stopped, halted or the lease lapses.
-    pub duration: Option<Duration>,
-    pub seed: Option<u64>,
-    /// How long after its injection each target has to recover.
-    pub recover_within: Duration,
-    /// Invariants to check at the end (all of [`INVARIANTS`] when empty).
-    pub invariants: Vec<String>,
-    pub allow_escalation: bool,
-    /// Everything reverts unless `renewExperiment` comes within this.
-    pub lease: Option<Duration>,
-    pub dry_run: bool,
-}
-
-/// The invariants an experiment can check.
-pub const INVARIANTS: [&str; 3] = ["TREE_RESTORED", "RESTARTS_MATCH_STRATEGY", "NO_ESCALATION"];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExperimentState {
-    Pending,
-    Active,
-    Recovering,
-    Passed,
-    Failed,
-    Aborted,
-}
-
-impl ExperimentState {
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Passed | Self::Failed | Self::Aborted)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Expected {
-    pub id: String,
-    /// RESTART, ESCALATE, GIVE_UP, HELD, PROCESS_REPLACED, PAUSED_THEN_CONTINUED.
-    pub effect: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct Injection {
-    pub id: String,
-    pub action: FaultAction,
-    pub target: String,
-    pub kind: String,
-    pub injected_at: DateTime<Utc>,
-    /// When the fault was at full effect (the failure seen, the loop held, the signal sent).
-    pub effective_at: Option<DateTime<Utc>>,
-    pub reverted_at: Option<DateTime<Utc>>,
-    pub recovered_at: Option<DateTime<Utc>>,
-    pub time_to_detect_ms: Option<i64>,
-    pub time_to_recover_ms: Option<i64>,
-    /// PENDING, ARMED, RECOVERED, NOT_RECOVERED, DRY_RUN.
-    pub outcome: String,
-    pub expected: Vec<Expected>,
-    pub observed: Vec<Arc<Event>>,
-    /// The supervisor that owns the target.
-    pub supervisor: String,
-    /// Process groups hit (PROCESS_*).
-    pub(crate) groups: Vec<u32>,
-    /// The first event after the injection with this seq or later is its.
-    pub(crate) after_seq: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct InvariantResult {
-    pub name: String,
-    pub ok: bool,
-    pub detail: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RecoveryReport {
-    /// PASS or FAIL.
-    pub verdict: String,
-    /// Why, in a sentence.
-    pub reason: String,
-    pub injected: usize,
-    pub recovered: usize,
-    pub max_time_to_recover_ms: Option<i64>,
-    pub invariants: Vec<InvariantResult>,
-    pub unexpected: Vec<Arc<Event>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Experiment {
-    pub id: String,
-    pub name: String,
-    pub state: ExperimentState,
-    pub seed: u64,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub injections: Vec<Injection>,
-    pub report: Option<RecoveryReport>,
-}
-
-/// A fault armed now.
-#[derive(Debug, Clone)]
-pub struct FaultGate {
-    pub experiment: String,
-    pub injection: String,
-    pub action: FaultAction,
-    pub target: String,
-    pub since: DateTime<Utc>,
-}
 
 struct Record {
     view: watch::Sender<Experiment>,

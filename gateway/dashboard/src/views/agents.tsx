@@ -13,6 +13,7 @@ import { Grid } from "../components/grid";
 import { Status } from "../components/status";
 import { Time } from "../components/time";
 import { Action } from "../components/actions";
+import { Pending, EntityPage } from "../components/entity";
 import { ErrorBox, FilterInput, KeyValues, Loading, NewPill, Page, Section, Select } from "../components/page";
 import { BackendFields, CreateForm, Field, Labels, backendInput, parseLabels, parseList, type BackendDraft } from "../components/forms";
 
@@ -189,24 +190,9 @@ export function AgentView({ params }: { params: Record<string, string> }) {
   const id = params.id;
   const live = useLive<Agent>(UPDATES, id, "agentUpdates");
   const a = live.data;
-  if (!a) {
-    return (
-      <Page title={id}>
-        {live.error ? <ErrorBox error={live.error} /> : live.ended ? <p class="empty">This agent was removed.</p> : <Loading what="the agent" />}
-      </Page>
-    );
-  }
+  if (!a) return <Pending live={live} title={id} noun="agent" gone="REMOVED" />;
   return (
-    <Page
-      title={
-        <>
-          {a.name} <Status state={live.ended ? "REMOVED" : a.state} />
-        </>
-      }
-      actions={live.ended ? null : <AgentControls agent={a} onChange={live.set} />}
-    >
-      <ErrorBox error={live.error} />
-      {live.ended ? <p class="empty">This agent was removed.</p> : null}
+    <EntityPage live={live} noun="agent" gone="REMOVED" name={a.name} state={a.state} actions={<AgentControls agent={a} onChange={live.set} />}>
       <div class="cards">
         <Section title="Agent">
           <KeyValues
@@ -277,7 +263,7 @@ export function AgentView({ params }: { params: Record<string, string> }) {
         )}
       </Section>
       <Timeline subject={a.id} />
-    </Page>
+    </EntityPage>
   );
 }
 

@@ -10,6 +10,7 @@ import { bytes } from "../lib/format";
 import { Status } from "../components/status";
 import { Time } from "../components/time";
 import { Action } from "../components/actions";
+import { Pending, EntityPage } from "../components/entity";
 import { ErrorBox, KeyValues, Loading, Page, Section } from "../components/page";
 import { BackendFields, Choice, CreateForm, Field, Json, TextArea, backendInput, parseJson, parseList, type BackendDraft } from "../components/forms";
 import { canAct } from "../lib/session";
@@ -166,24 +167,9 @@ export function SwarmView({ params }: { params: Record<string, string> }) {
   const id = params.id;
   const live = useLive<Swarm>(UPDATES, id, "swarmUpdates");
   const s = live.data;
-  if (!s) {
-    return (
-      <Page title={`Swarm ${id}`}>
-        {live.error ? <ErrorBox error={live.error} /> : live.ended ? <p class="empty">This swarm was destroyed.</p> : <Loading what="the swarm" />}
-      </Page>
-    );
-  }
+  if (!s) return <Pending live={live} title={`Swarm ${id}`} noun="swarm" gone="DESTROYED" />;
   return (
-    <Page
-      title={
-        <>
-          {s.name} <Status state={live.ended ? "DESTROYED" : s.status} />
-        </>
-      }
-      actions={live.ended ? null : <SwarmControls swarm={s} onChange={live.set} />}
-    >
-      <ErrorBox error={live.error} />
-      {live.ended ? <p class="empty">This swarm was destroyed.</p> : null}
+    <EntityPage live={live} noun="swarm" gone="DESTROYED" name={s.name} state={s.status} actions={<SwarmControls swarm={s} onChange={live.set} />}>
       <div class="cards">
         <Section title="Swarm">
           <KeyValues
@@ -254,7 +240,7 @@ export function SwarmView({ params }: { params: Record<string, string> }) {
       <SwarmTasks swarm={s} />
       <MemoryBrowser id={s.id} />
       <Timeline subject={s.id} />
-    </Page>
+    </EntityPage>
   );
 }
 

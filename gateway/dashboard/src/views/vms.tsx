@@ -11,6 +11,7 @@ import { Grid } from "../components/grid";
 import { Status } from "../components/status";
 import { Time } from "../components/time";
 import { Action } from "../components/actions";
+import { Pending, EntityPage } from "../components/entity";
 import { ErrorBox, KeyValues, Loading, NewPill, Page, Section, Select } from "../components/page";
 import { Choice, CreateForm, Field, Labels, parseLabels } from "../components/forms";
 import { canAct } from "../lib/session";
@@ -163,26 +164,11 @@ export function VmView({ params }: { params: Record<string, string> }) {
     if (list[list.length - 1]?.phase !== v.migration.phase) list.push({ phase: v.migration.phase, at: Date.now() });
     seen.current.set(v.migration.id, list);
   }
-  if (!v) {
-    return (
-      <Page title={`VM ${id}`}>
-        {live.error ? <ErrorBox error={live.error} /> : live.ended ? <p class="empty">This VM was deleted.</p> : <Loading what="the VM" />}
-      </Page>
-    );
-  }
+  if (!v) return <Pending live={live} title={`VM ${id}`} noun="VM" gone="DELETED" />;
   const m = v.migration;
   const hostName = (hid: string | null) => (hid ? (hosts.data?.hosts.find((h) => h.id === hid)?.name ?? hid) : null);
   return (
-    <Page
-      title={
-        <>
-          {v.name} <Status state={live.ended ? "DELETED" : v.state} />
-        </>
-      }
-      actions={live.ended ? null : <VmControls vm={v} onChange={live.set} />}
-    >
-      <ErrorBox error={live.error} />
-      {live.ended ? <p class="empty">This VM was deleted.</p> : null}
+    <EntityPage live={live} noun="VM" gone="DELETED" name={v.name} state={v.state} actions={<VmControls vm={v} onChange={live.set} />}>
       <div class="cards">
         <Section title="VM">
           <KeyValues
@@ -233,7 +219,7 @@ export function VmView({ params }: { params: Record<string, string> }) {
         </Section>
       </div>
       <Timeline subject={v.id} />
-    </Page>
+    </EntityPage>
   );
 }
 

@@ -1,0 +1,88 @@
+use super::*;
+
+#[test]
+fn flags_win_over_the_file_and_the_file_over_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.toml");
+    std::fs::write(
+        &path,
+        "node_name = \"from-file\"\nretry_base_ms = 7\njoin = [\"10.0.0.1:4697\"]\nmetrics_auth = true\n\
+         secret_env = [\"OPENAI_API_KEY\"]\nsecret_dirs = [\"/etc/keys\"]\n",
+    )
+    .unwrap();
+    let c = Config::load(ServeArgs {
+        config: Some(path),
+        node_name: Some("from-flag".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(c.node_name, "from-flag");
+    assert_eq!(c.retry_base, Duration::from_millis(7));
+    assert_eq!(c.join, vec!["10.0.0.1:4697".to_string()]);
+    assert!(c.metrics_auth);
+    assert_eq!(c.secret_env, vec!["OPENAI_API_KEY".to_string()]);
+    assert_eq!(c.secret_dirs, vec![PathBuf::from("/etc/keys")]);
+    assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+}
+
+#[test]
+fn the_example_config_in_deploy_parses_and_names_every_key() {
+    let text = include_str!("../../../deploy/troupe.toml");
+    let file: ServeArgs = toml::from_str(text).expect("deploy/troupe.toml is valid");
+    assert_eq!(file.event_retention, Some(1_000_000));
+    assert_eq!(file.body_limit_bytes, Some(1024 * 1024));
+    // Every flag is documented in the example, set or commented out.
+    let command = <ServeArgs as clap::Args>::augment_args(clap::Command::new("t"));
+    for arg in command.get_arguments() {
+        let key = arg.get_id().as_str();
+        if key == "config" {
+            continue;
+        }
+        assert!(
+            text.contains(&format!("{key} =")),
+            "deploy/troupe.toml does not mention {key}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_bad_names_and_zero_limits_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, "listne = \"127.0.0.1:1\"\n").unwrap();
+    let err = Config::load(ServeArgs {
+        config: Some(path),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    let err = Config::load(ServeArgs {
+        node_name: Some("bad name".into()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(matches!(err, ConfigError::Invalid { key: "node_name", .. }), "{err}");
+    let err = Config::load(ServeArgs {
+        node_name: Some("n".into()),
+        secret_env: vec!["OPENAI_API_KEY".into(), "TROUPE_COOKIE".into()],
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(matches!(err, ConfigError::Invalid { key: "secret_env", .. }), "{err}");
+    let err = Config::load(ServeArgs {
+        node_name: Some("n".into()),
+        ws_max_subscriptions: Some(0),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::Invalid {
+                key: "ws_max_subscriptions",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
