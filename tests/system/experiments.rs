@@ -7,7 +7,7 @@ use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 
 use super::support::swarms;
-use super::support::{expect_code, proc_stat, text, Deadline, Node, NodeOpts, WAIT};
+use super::support::{expect_code, proc_stat, text, Deadline, Node, NodeOpts, Subscription, WAIT};
 
 const EXPERIMENT: &str = "id state seed injections { id action target supervisor outcome effectiveAt revertedAt recoveredAt timeToDetectMs timeToRecoverMs expected { id effect } observed { kind subject } } report { verdict reason injected recovered maxTimeToRecoverMs invariants { name ok detail } unexpected { kind subject } }";
 
@@ -225,6 +225,8 @@ async fn a_hung_agent_takes_no_work_until_its_lease_lapses_and_then_everything_r
         started["state"] == "ACTIVE" && started["injections"][0]["effectiveAt"].is_string(),
         "{started}"
     );
+    let q = "subscription($id: ID!) { experimentUpdates(id: $id) { state report { verdict } } }";
+    let mut updates = Subscription::start(&node, q, json!({ "id": exp })).await?;
     let task = node.submit_to(&agent, json!("waits")).await?;
     // While the gate is armed, the task does not finish: read the task, then the gate.
     let state = node.task(&task).await?["state"].clone();
@@ -242,6 +244,18 @@ async fn a_hung_agent_takes_no_work_until_its_lease_lapses_and_then_everything_r
     ensure!(done["injections"][0]["revertedAt"].is_string(), "{done}");
     ensure!(gates(&node).await?.is_empty(), "a gate stayed armed");
     node.wait_task_state(&task, "SUCCEEDED").await?;
+    // The live view of it went from ACTIVE to ABORTED with its report, then completed.
+    let mut states = Vec::new();
+    while let Some(u) = updates.next_with_deadline().await? {
+        states.push(u["experimentUpdates"].clone());
+    }
+    ensure!(states.first().is_some_and(|s| s["state"] == "ACTIVE"), "{states:?}");
+    ensure!(
+        states
+            .last()
+            .is_some_and(|s| s["state"] == "ABORTED" && s["report"]["verdict"].is_string()),
+        "{states:?}"
+    );
     Ok(())
 }
 

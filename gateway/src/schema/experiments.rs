@@ -7,8 +7,6 @@ use std::time::Duration;
 use async_graphql::{Context, Enum, InputObject, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use tokio_stream::wrappers::WatchStream;
-use tokio_stream::StreamExt;
 use troupe_actors::service::experiments::{self as ex, select};
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
@@ -442,13 +440,18 @@ impl ExperimentsSubscription {
         id: ID,
     ) -> async_graphql::Result<impl Stream<Item = Experiment>> {
         let updates = ctx.data::<Api>()?.experiment_updates(&id).gql()?;
-        let mut done = false;
-        Ok(WatchStream::new(updates)
-            .take_while(move |e| {
-                let go = !done;
-                done = e.state.is_final();
-                go
-            })
-            .map(Experiment))
+        // The current state first, then each change; the stream ends with the final one
+        // (without waiting for a change that will never come).
+        Ok(futures::stream::unfold(
+            (updates, true, false),
+            |(mut rx, first, done)| async move {
+                if done || (!first && rx.changed().await.is_err()) {
+                    return None;
+                }
+                let e = rx.borrow_and_update().clone();
+                let done = e.state.is_final();
+                Some((Experiment(e), (rx, false, done)))
+            },
+        ))
     }
 }
