@@ -32,7 +32,7 @@ use apply::Log;
 pub use batch::{Batch, Op, Table};
 #[cfg(feature = "fault-injection")]
 pub use fault::file_gates;
-pub use fault::{gates_in, named_gates_in, Fault, FaultHook, NamedGates};
+pub use fault::{gates_in, named_gates_in, ArmedFaults, Fault, FaultHook, Hits, NamedGates, NodeFault};
 pub use view::View;
 
 use crate::events::Event;

@@ -1,7 +1,8 @@
 //! Fault experiments against a real node's supervision tree: a crash predicted and checked
 //! for one_for_one agents and one_for_all swarm members, a refused crash that would exhaust
 //! an agent's restart intensity, a hang that holds an agent until its lease lapses, the kill
-//! switch, and what is refused.
+//! switch, store faults that refuse writes while armed, a partition of three nodes detected
+//! and healed, and what is refused.
 
 use anyhow::{ensure, Result};
 use serde_json::{json, Value};
@@ -93,7 +94,7 @@ async fn a_crashed_agent_restarts_alone_as_its_supervisor_predicted_and_the_repo
     ensure!(
         report["invariants"]
             .as_array()
-            .is_some_and(|i| i.len() == 3 && i.iter().all(|i| i["ok"] == true)),
+            .is_some_and(|i| i.len() == 4 && i.iter().all(|i| i["ok"] == true)),
         "{report}"
     );
     let inj = &done["injections"][0];
@@ -440,5 +441,188 @@ async fn the_kill_switch_on_one_node_reverts_the_faults_armed_on_another() -> Re
         done["state"] == "ABORTED" && done["injections"][0]["outcome"] == "RECOVERED",
         "{done}"
     );
+    Ok(())
+}
+
+async fn stop(node: &Node, id: &str) -> Result<()> {
+    node.gql_ok(
+        "mutation($id: ID!) { stopExperiment(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await?;
+    Ok(())
+}
+
+const TOKEN: &str = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }";
+
+/// The store's faults end as a PASSED report whose detection is the first write refused.
+fn check_store_report(done: &Value, node: &str, effect: &str) -> Result<()> {
+    ensure!(done["state"] == "PASSED", "{done}");
+    let inj = &done["injections"][0];
+    ensure!(
+        inj["target"] == node && inj["expected"] == json!([{ "id": node, "effect": effect }]),
+        "{inj}"
+    );
+    ensure!(inj["outcome"] == "RECOVERED", "{inj}");
+    ensure!(
+        inj["timeToDetectMs"].is_i64() && inj["effectiveAt"].is_string() && inj["revertedAt"].is_string(),
+        "the first refused write is the detection: {inj}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_faults_refuse_writes_while_armed_and_the_report_times_the_first_refusal() -> Result<()> {
+    let node = node().await?;
+    let me = node.name.clone();
+    let agent = node.spawn_builtin("echo", &["store"]).await?;
+
+    // A full disk: every write that adds data is UNAVAILABLE, the node stays up.
+    let full = start(
+        &node,
+        json!({ "name": "full disk", "durationMs": 120000, "faults": [{ "action": "DISK_FULL", "target": {} }] }),
+    )
+    .await?;
+    let id = text(&full, "/id")?;
+    ensure!(gates(&node).await?.len() == 1, "{:?}", gates(&node).await?);
+    let refused = node.gql(TOKEN, json!({ "n": "while-full" })).await?;
+    expect_code(&refused, "UNAVAILABLE")?;
+    ensure!(refused.to_string().contains("no space left"), "{refused}");
+    ensure!(node.agent(&agent).await?["state"] == "RUNNING", "reads go on");
+    stop(&node, &id).await?;
+    let done = finished(&node, &id).await?;
+    check_store_report(&done, &me, "WRITES_REFUSED")?;
+    ensure!(
+        done["report"]["invariants"]
+            .as_array()
+            .is_some_and(|i| i.iter().all(|i| i["ok"] == true)),
+        "{done}"
+    );
+    ensure!(gates(&node).await?.is_empty(), "the full disk stayed armed");
+    node.gql_ok(TOKEN, json!({ "n": "after-full" })).await?;
+
+    // A rejection of one table: tasks are refused, tokens are not.
+    let reject = start(
+        &node,
+        json!({ "name": "no tasks", "durationMs": 120000, "faults": [{ "action": "STORE_REJECT", "target": { "nodes": [me] }, "params": { "tables": ["tasks"] } }] }),
+    )
+    .await?;
+    let id = text(&reject, "/id")?;
+    ensure!(
+        node.submit_to(&agent, json!({ "during": "reject" })).await.is_err(),
+        "a task was taken while its table was rejected"
+    );
+    node.gql_ok(TOKEN, json!({ "n": "while-rejecting-tasks" })).await?;
+    stop(&node, &id).await?;
+    check_store_report(&finished(&node, &id).await?, &me, "WRITES_REJECTED")?;
+    let task = node.submit_to(&agent, json!({ "after": "reject" })).await?;
+    node.wait_task_state(&task, "SUCCEEDED").await?;
+
+    // A slow commit: writes are held, then go through.
+    let slow = start(
+        &node,
+        json!({ "name": "slow disk", "durationMs": 120000, "faults": [{ "action": "STORE_SLOW_COMMIT", "target": {}, "params": { "delayMs": 50 } }] }),
+    )
+    .await?;
+    let id = text(&slow, "/id")?;
+    node.gql_ok(TOKEN, json!({ "n": "while-slow" })).await?;
+    stop(&node, &id).await?;
+    check_store_report(&finished(&node, &id).await?, &me, "COMMITS_SLOWED")?;
+
+    // What is refused before anything is armed.
+    let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
+    for (fault, says) in [
+        (json!({ "action": "PARTITION", "target": {} }), "target.nodes"),
+        (
+            json!({ "action": "PARTITION", "target": { "nodes": [me] } }),
+            "far side",
+        ),
+        (
+            json!({ "action": "STORE_SLOW_COMMIT", "target": {}, "params": { "delayMs": 0 } }),
+            "delayMs",
+        ),
+        (
+            json!({ "action": "DISK_FULL", "target": {}, "params": { "size": 1 } }),
+            "no params",
+        ),
+        (
+            json!({ "action": "DISK_FULL", "target": { "nodes": ["nowhere"] } }),
+            "not a member",
+        ),
+        (
+            json!({ "action": "DISK_FULL", "target": { "ids": [agent] } }),
+            "select them with `nodes`",
+        ),
+        (
+            json!({ "action": "CRASH", "target": { "ids": [agent] }, "to": { "nodes": [me] } }),
+            "neither `to`",
+        ),
+    ] {
+        let refused = node
+            .gql(q, json!({ "input": { "name": "bad", "faults": [fault] } }))
+            .await?;
+        expect_code(&refused, "INVALID_INPUT")?;
+        ensure!(refused.to_string().contains(says), "{says}: {refused}");
+    }
+    ensure!(gates(&node).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_of_three_nodes_is_detected_healed_and_reported() -> Result<()> {
+    let opts = |name: &str| NodeOpts::named(name).arg("--fault-injection", "true");
+    let nodes = super::replicated::start_cluster(opts("alpha"), vec![opts("beta"), opts("gamma")]).await?;
+    for m in ["alpha", "beta", "gamma"] {
+        super::failover::wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    // A dry run names the cut and touches nothing.
+    let cut = json!([{ "action": "PARTITION", "target": { "nodes": ["gamma"] } }]);
+    let dry = start(&nodes[0], json!({ "name": "dry cut", "dryRun": true, "faults": cut })).await?;
+    ensure!(
+        dry["injections"][0]["expected"] == json!([{ "id": "gamma", "effect": "CUT_OFF_THEN_UP" }]),
+        "{dry}"
+    );
+    ensure!(gates(&nodes[2]).await?.is_empty());
+
+    let started = start(
+        &nodes[0],
+        json!({ "name": "cut gamma", "durationMs": 120000, "recoverWithinMs": 60000, "faults": cut }),
+    )
+    .await?;
+    let id = text(&started, "/id")?;
+    ensure!(started["injections"][0]["outcome"] == "ARMED", "{started}");
+    // Both sides are armed: gamma shows the cut a peer's experiment put on it.
+    let far = gates(&nodes[2]).await?;
+    ensure!(
+        far.len() == 1 && far[0]["experiment"] == id.as_str() && far[0]["action"] == "PARTITION",
+        "{far:?}"
+    );
+    // The majority sees gamma go silent.
+    super::failover::wait_member_state(&nodes[0], "gamma", "DOWN").await?;
+    stop(&nodes[0], &id).await?;
+    let done = finished(&nodes[0], &id).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    let inj = &done["injections"][0];
+    ensure!(inj["target"] == "gamma" && inj["outcome"] == "RECOVERED", "{inj}");
+    ensure!(
+        inj["timeToDetectMs"].is_i64() && inj["timeToRecoverMs"].is_i64(),
+        "{inj}"
+    );
+    let seen = kinds(&inj["observed"]);
+    ensure!(
+        seen.contains(&"MEMBER_SUSPECT".into()) && seen.contains(&"MEMBER_DOWN".into()),
+        "{seen:?}"
+    );
+    let peers = done["report"]["invariants"]
+        .as_array()
+        .and_then(|i| i.iter().find(|i| i["name"] == "PEERS_UP").cloned())
+        .unwrap_or_default();
+    ensure!(peers["ok"] == true, "{done}");
+    for node in &nodes {
+        ensure!(gates(node).await?.is_empty(), "{} kept a cut", node.name);
+        super::failover::wait_member_state(node, "gamma", "UP").await?;
+    }
+    // The healed cluster takes a write made on gamma.
+    nodes[2].gql_ok(TOKEN, json!({ "n": "after-the-cut" })).await?;
     Ok(())
 }

@@ -502,8 +502,18 @@ pub fn set_partition_gates(gates: Option<troupe_runtime::store::NamedGates>) {
     }
 }
 
+/// The faults a fault experiment armed in this node's memory, among them cuts to peers
+/// (a node started with `--fault-injection`; see `service::experiments`).
+static ARMED: std::sync::OnceLock<troupe_runtime::store::ArmedFaults> = std::sync::OnceLock::new();
+
+/// Sets the armed faults the calls to peers check (once per process).
+pub fn set_armed_faults(armed: troupe_runtime::store::ArmedFaults) {
+    let _ = ARMED.set(armed);
+}
+
 fn cut_off(node: &str) -> bool {
     PARTITION.get().is_some_and(|g| g.is_set(&format!("partition-{node}")))
+        || ARMED.get().is_some_and(|a| a.cut_off(node))
 }
 
 #[cfg(test)]

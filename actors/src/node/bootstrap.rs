@@ -42,9 +42,18 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             source,
         })?;
     crate::cluster::remote::set_partition_gates(store::named_gates_in(config.data_dir.join("faults")));
+    // What fault experiments arm in memory: only on a node that allows them.
+    let armed = store::ArmedFaults::default();
+    let file_gates = store::gates_in(config.data_dir.join("faults"));
+    if config.fault_injection {
+        crate::cluster::remote::set_armed_faults(armed.clone());
+    }
     let options = StoreOptions {
         event_retention: config.event_retention,
-        fault: store::gates_in(config.data_dir.join("faults")),
+        fault: match config.fault_injection {
+            true => Some(armed.hook(file_gates)),
+            false => file_gates,
+        },
         identity: store::raft::Identity {
             name: config.node_name.clone(),
             start: if config.join.is_empty() {
@@ -80,6 +89,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         config.fault_max_targets,
         config.fault_max_duration,
         store.clone(),
+        armed,
     );
     let node_service = NodeService {
         cluster: cluster.clone(),

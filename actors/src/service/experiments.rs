@@ -25,13 +25,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::{watch, Notify};
 use troupe_runtime::events::NewEvent;
-use troupe_runtime::store::{Batch, Store};
+use troupe_runtime::store::{ArmedFaults, Batch, NodeFault, Store};
 
-use self::inject::Armed;
+use self::inject::{Armed, Target};
 use self::select::Candidate;
 use crate::error::ApiError;
 use crate::service::Api;
@@ -56,6 +56,9 @@ pub(crate) struct End {
 
 /// How many experiments a node remembers (the oldest ended ones go first).
 const KEPT: usize = 200;
+/// How long past the experiment's hold a node fault armed on a peer stays armed when the
+/// node that armed it never comes back to heal it (it died, or is cut off for good).
+const GATE_GRACE: Duration = Duration::from_secs(10);
 
 /// This node's experiments and the gates they hold.
 #[derive(Clone)]
@@ -65,6 +68,8 @@ pub struct Experiments {
     pub(crate) max_duration: Duration,
     records: Arc<Mutex<HashMap<String, Record>>>,
     store: Store,
+    /// The node faults armed in this node's memory (by its experiments or a peer's).
+    pub(crate) armed: ArmedFaults,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -72,14 +77,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Experiments {
-    pub fn new(enabled: bool, max_targets: usize, max_duration: Duration, store: Store) -> Self {
+    pub fn new(enabled: bool, max_targets: usize, max_duration: Duration, store: Store, armed: ArmedFaults) -> Self {
         Self {
             enabled,
             max_targets,
             max_duration,
             records: Arc::default(),
             store,
+            armed,
         }
+    }
+
+    /// Arms a node fault here, for at most `for_` (asked by this node's experiment or a
+    /// peer's: a peer's gate expires on its own even if the peer never comes back to heal it).
+    pub(crate) fn arm_here(&self, id: &str, fault: NodeFault, for_: Duration) -> Result<(), ApiError> {
+        self.ensure_enabled()?;
+        self.armed.arm(id, fault, std::time::Instant::now() + for_);
+        Ok(())
+    }
+
+    /// Records that an injection recovered through this node's store: the write committing
+    /// is the proof that the store takes writes again.
+    pub(crate) async fn writable_here(&self, experiment: &str, injection: &str) -> Result<DateTime<Utc>, ApiError> {
+        let event = NewEvent::new(
+            "RECOVERY_OBSERVED",
+            Some(experiment.to_owned()),
+            json!({ "experiment": experiment, "injection": injection, "store": "writable" }),
+        );
+        self.store.write(Batch::new().event(event)).await?;
+        Ok(Utc::now())
     }
 
     /// Writes an experiment's event; a failure to record is logged, not fatal to the run.
@@ -89,19 +115,33 @@ impl Experiments {
         }
     }
 
-    /// Undoes one armed fault and records it.
+    /// Undoes one armed fault and records it. A node fault's first hit is when it took
+    /// effect, and for a store fault when it was detected (the first write it refused).
     async fn revert(&self, experiment: &str, gate: &FaultGate, armed: Armed) {
-        inject::undo(armed).await;
+        let undone = inject::undo(armed).await;
         let now = Utc::now();
         self.update(experiment, |e| {
             if let Some(i) = e.injections.iter_mut().find(|i| i.id == gate.injection) {
                 i.reverted_at = Some(now);
+                if let Some(first) = undone.hits.first {
+                    i.effective_at.get_or_insert(first);
+                    if i.action.reaches_store() {
+                        i.time_to_detect_ms
+                            .get_or_insert((first - i.injected_at).num_milliseconds().max(0));
+                    }
+                }
             }
         });
         self.record(NewEvent::new(
             "FAULT_REVERTED",
             Some(gate.target.clone()),
-            json!({ "experiment": experiment, "injection": gate.injection, "action": format!("{:?}", gate.action) }),
+            json!({
+                "experiment": experiment,
+                "injection": gate.injection,
+                "action": format!("{:?}", gate.action),
+                "hits": undone.hits.hits,
+                "unhealed": undone.unhealed,
+            }),
         ))
         .await;
     }
@@ -129,6 +169,12 @@ impl Experiments {
         for (experiment, gates) in taken {
             for (gate, armed) in gates {
                 self.revert(&experiment, &gate, armed).await;
+                reverted += 1;
+            }
+        }
+        // Gates a peer's experiment armed here.
+        for (id, _, _) in self.armed.armed() {
+            if self.armed.disarm(&id).is_some() {
                 reverted += 1;
             }
         }
@@ -197,25 +243,48 @@ impl Api {
             )));
         }
         let seed = input.seed.unwrap_or_else(|| rand::random::<u64>() >> 1);
+        let limit = input
+            .duration
+            .unwrap_or(experiments.max_duration)
+            .min(experiments.max_duration);
         let tree = self.supervision_tree(None).await?;
         let all = select::flatten(&tree);
-        let mut targets: Vec<(FaultAction, Candidate)> = Vec::new();
+        let me = self.ctx.node_name.clone();
+        let mut members: Vec<String> = self.ctx.store.status().members.into_iter().map(|m| m.name).collect();
+        if members.is_empty() {
+            members.push(me.clone());
+        }
+        let mut targets: Vec<Target> = Vec::new();
         for (n, fault) in input.faults.iter().enumerate() {
-            if let Some(other) = fault.target.nodes.iter().find(|n| **n != self.ctx.node_name) {
-                return Err(ApiError::invalid(format!(
-                    "fault {n} selects node {other}: an experiment reaches the tree of the node it is started on ({}); start it there",
-                    self.ctx.node_name
-                )));
-            }
-            let mut matching = select::narrow(&all, &fault.target);
-            if !fault.target.labels.is_empty() {
-                matching = self.with_labels(matching, &fault.target.labels).await?;
-            }
+            let action = fault.action;
+            let matching = if action.reaches_nodes() {
+                if action == FaultAction::Partition && fault.target.nodes.is_empty() {
+                    return Err(ApiError::invalid(format!(
+                        "fault {n}: a PARTITION names the nodes it cuts off in target.nodes"
+                    )));
+                }
+                select::narrow_nodes(&members, &fault.target, std::slice::from_ref(&me))?
+            } else {
+                if fault.to.is_some() || !fault.params.is_null() {
+                    return Err(ApiError::invalid(format!(
+                        "fault {n}: {action:?} takes neither `to` (the far side of a PARTITION) nor `params`"
+                    )));
+                }
+                if let Some(other) = fault.target.nodes.iter().find(|n| **n != me) {
+                    return Err(ApiError::invalid(format!(
+                        "fault {n} selects node {other}: {action:?} reaches the tree of the node the experiment is started on ({me}); start it there"
+                    )));
+                }
+                let mut matching = select::narrow(&all, &fault.target);
+                if !fault.target.labels.is_empty() {
+                    matching = self.with_labels(matching, &fault.target.labels).await?;
+                }
+                matching
+            };
             let picked = select::pick(matching, &fault.target, seed.wrapping_add(n as u64))?;
             if picked.is_empty() {
                 return Err(ApiError::invalid(format!(
-                    "fault {n} ({:?}): its selector matches nothing in the supervision tree of {}",
-                    fault.action, self.ctx.node_name
+                    "fault {n} ({action:?}): its selector matches nothing in the supervision tree of {me}"
                 )));
             }
             if picked.len() > experiments.max_targets {
@@ -225,7 +294,17 @@ impl Api {
                     experiments.max_targets
                 )));
             }
-            targets.extend(picked.into_iter().map(|c| (fault.action, c)));
+            for candidate in picked {
+                let gates = inject::node_gates(fault, &candidate, &members)
+                    .map_err(|e| ApiError::invalid(format!("fault {n} ({action:?}): {e}")))?;
+                targets.push(Target {
+                    action,
+                    candidate,
+                    gates,
+                    // A peer's gate outlives the experiment's hold a little, then heals itself.
+                    hold: limit + GATE_GRACE,
+                });
+            }
         }
         let id = uuid::Uuid::now_v7().to_string();
         let now = Utc::now();
@@ -244,18 +323,18 @@ impl Api {
             report: None,
         };
         if input.dry_run {
-            for (n, (action, target)) in targets.iter().enumerate() {
-                let expected = inject::predict(self, *action, target, input.allow_escalation).await?;
+            for (n, t) in targets.iter().enumerate() {
+                let expected = inject::predict(self, t, input.allow_escalation).await?;
                 experiment
                     .injections
-                    .push(injection(&id, n, *action, target, expected, "DRY_RUN", 0));
+                    .push(injection(&id, n, t.action, &t.candidate, expected, "DRY_RUN", 0));
             }
             return Ok(experiment);
         }
         // Every target is checked (and a refused one refuses the whole) before any is hit.
         let mut plans = Vec::new();
-        for (action, target) in &targets {
-            plans.push(inject::predict(self, *action, target, input.allow_escalation).await?);
+        for t in &targets {
+            plans.push(inject::predict(self, t, input.allow_escalation).await?);
         }
         let (view, _) = watch::channel(experiment.clone());
         let wake = Arc::new(Notify::new());
@@ -274,13 +353,14 @@ impl Api {
         self.record(NewEvent::new(
             "EXPERIMENT_STARTED",
             Some(id.clone()),
-            json!({ "name": input.name, "seed": seed, "targets": targets.iter().map(|(a, t)| json!({"action": format!("{a:?}"), "target": t.id})).collect::<Vec<_>>() }),
+            json!({ "name": input.name, "seed": seed, "targets": targets.iter().map(|t| json!({"action": format!("{:?}", t.action), "target": t.candidate.id})).collect::<Vec<_>>() }),
         ))
         .await;
         let after_seq = self.last_seq().await? + 1;
-        for (n, ((action, target), expected)) in targets.iter().zip(plans).enumerate() {
+        for (n, (t, expected)) in targets.iter().zip(plans).enumerate() {
+            let (action, target) = (&t.action, &t.candidate);
             let mut inj = injection(&id, n, *action, target, expected, "PENDING", after_seq);
-            match inject::inject(self, *action, target, input.allow_escalation, &mut inj).await {
+            match inject::inject(self, t, input.allow_escalation, &mut inj).await {
                 Ok(armed) => {
                     inj.outcome = if matches!(armed, Armed::Nothing) {
                         "PENDING"
@@ -315,10 +395,6 @@ impl Api {
             experiment.injections.push(inj);
         }
         experiments.update(&id, |e| *e = experiment.clone());
-        let limit = input
-            .duration
-            .unwrap_or(experiments.max_duration)
-            .min(experiments.max_duration);
         tokio::spawn(run::run(self.clone(), id, input, limit, wake));
         Ok(experiment)
     }
@@ -435,13 +511,32 @@ impl Api {
         Ok(reverted)
     }
 
-    /// What is armed now, across this node's experiments: empty once everything reverted.
+    /// What is armed now, across this node's experiments, and on this node by a peer's
+    /// (a partition's far side): empty once everything reverted.
     pub fn fault_gates(&self) -> Result<Vec<FaultGate>, ApiError> {
         self.experiments.ensure_enabled()?;
-        Ok(lock(&self.experiments.records)
+        let mut gates: Vec<FaultGate> = lock(&self.experiments.records)
             .values()
             .flat_map(|r| r.gates.iter().map(|(g, _)| g.clone()))
-            .collect())
+            .collect();
+        for (id, fault, since) in self.experiments.armed.armed() {
+            if gates.iter().any(|g| g.injection == id) {
+                continue;
+            }
+            gates.push(FaultGate {
+                experiment: id.split('/').next().unwrap_or_default().to_owned(),
+                injection: id,
+                action: match fault {
+                    NodeFault::Cut { .. } => FaultAction::Partition,
+                    NodeFault::Reject { .. } => FaultAction::StoreReject,
+                    NodeFault::SlowCommit { .. } => FaultAction::StoreSlowCommit,
+                    NodeFault::DiskFull => FaultAction::DiskFull,
+                },
+                target: self.ctx.node_name.clone(),
+                since,
+            });
+        }
+        Ok(gates)
     }
 }
 
@@ -470,6 +565,7 @@ fn injection(
         observed: Vec::new(),
         supervisor: target.owner.clone(),
         groups: Vec::new(),
+        nodes: Vec::new(),
         after_seq,
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::raft::Role;
-use troupe_runtime::store::{Batch, Store};
+use troupe_runtime::store::{Batch, Hits, NodeFault, Store};
 
 use crate::cluster::failover::BeatAck;
 use crate::cluster::remote::{service, Located, Peer};
@@ -32,6 +32,13 @@ service! {
     call Tree => tree() -> SupervisorInfo;
     /// The kill switch, on this node: every armed fault reverted; how many.
     call Halt => halt() -> usize;
+    /// Arms a fault of an experiment on this node as `id`, for at most `for_ms`.
+    call Arm => arm(id: String, fault: NodeFault, for_ms: u64) -> ();
+    /// Disarms `id`; how often it was met (nothing when it was not armed or had expired).
+    call Disarm => disarm(id: String) -> Option<Hits>;
+    /// Records that `injection` of `experiment` recovered, through this node's store: an
+    /// answer says the store takes writes again, and when.
+    call Writable => writable(experiment: String, injection: String) -> chrono::DateTime<chrono::Utc>;
 }
 
 /// A new member's catch-up is bounded by the log (a minute); the call a little longer.
@@ -86,6 +93,18 @@ impl NodeLocal for NodeService {
 
     async fn halt(&self) -> Result<usize, ApiError> {
         Ok(self.experiments.halt_here().await)
+    }
+
+    async fn arm(&self, id: String, fault: NodeFault, for_ms: u64) -> Result<(), ApiError> {
+        self.experiments.arm_here(&id, fault, Duration::from_millis(for_ms))
+    }
+
+    async fn disarm(&self, id: String) -> Result<Option<Hits>, ApiError> {
+        Ok(self.experiments.armed.disarm(&id))
+    }
+
+    async fn writable(&self, experiment: String, injection: String) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+        self.experiments.writable_here(&experiment, &injection).await
     }
 
     async fn hello(&self) -> Result<PeerInfo, ApiError> {

@@ -35,6 +35,20 @@ pub enum FaultAction {
     HostDisconnect,
     /// Every libvirt call to a host blocks until the revert reconnects it.
     HostHang,
+    /// The target nodes (`target.nodes`) send nothing to the nodes of `to` (every other member
+    /// by default) and, unless `params: { oneWay: true }`, they nothing back: beats, Raft
+    /// messages and calls, re-dials included. Reverted by healing the cut; recovered when
+    /// every node of both sides is UP again.
+    Partition,
+    /// The target node's store (this node by default) rejects every batch that writes to
+    /// `params.tables` (any table when not given). Reverted by lifting the gate.
+    StoreReject,
+    /// Each commit of the target node's store waits `params.delayMs` (1 to 10000, default
+    /// 500) first. Reverted by lifting the gate.
+    StoreSlowCommit,
+    /// The target node's store refuses every write that adds data, as a full disk would
+    /// (UNAVAILABLE); deletes go through, the node stays up. Reverted by lifting the gate.
+    DiskFull,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
@@ -73,7 +87,8 @@ pub struct TreeSelector {
     pub kinds: Option<Vec<String>>,
     /// Agents carrying every one of these labels.
     pub labels: Option<Vec<LabelInput>>,
-    /// Only this node's name is accepted: an experiment reaches the tree of its own node.
+    /// Nodes by name, for the node actions (PARTITION, STORE_*, DISK_FULL; this node by
+    /// default for the store's). Tree actions reach only the node the experiment runs on.
     pub nodes: Option<Vec<String>>,
     /// Only children below this supervisor (its name, or its id as a child).
     pub under: Option<String>,
@@ -87,8 +102,10 @@ pub struct TreeSelector {
 pub struct FaultInput {
     pub action: FaultAction,
     pub target: TreeSelector,
-    /// The far end of a link fault; no action of this release takes one.
+    /// The far side of a PARTITION (its `nodes`; every other member by default).
     pub to: Option<TreeSelector>,
+    /// The action's settings: PARTITION `{ oneWay }`, STORE_REJECT `{ tables }`,
+    /// STORE_SLOW_COMMIT `{ delayMs }`.
     pub params: Option<async_graphql::Json<serde_json::Value>>,
 }
 
@@ -157,15 +174,11 @@ fn input(i: StartExperimentInput) -> async_graphql::Result<ex::ExperimentInput> 
     }
     let mut faults = Vec::new();
     for f in i.faults {
-        if f.to.is_some() || f.params.is_some() {
-            return Err(coded(
-                "INVALID_INPUT",
-                "`to` and `params` are for link and store faults, which this release does not have",
-            ));
-        }
         faults.push(ex::FaultSpec {
             action: f.action.into(),
             target: selector(f.target)?,
+            to: f.to.map(selector).transpose()?,
+            params: f.params.map(|p| p.0).unwrap_or_default(),
         });
     }
     Ok(ex::ExperimentInput {

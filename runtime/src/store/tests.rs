@@ -266,3 +266,88 @@ async fn a_batch_whose_condition_fails_is_applied_not_at_all_and_alone() {
     store.write(Batch::new().put(TASKS, "t", b"4".to_vec())).await.unwrap();
     assert_eq!(store.get(TASKS, "t").await.unwrap(), Some(b"4".to_vec()));
 }
+
+fn with_armed() -> (tempfile::TempDir, Store, ArmedFaults) {
+    let dir = tempfile::tempdir().unwrap();
+    let armed = ArmedFaults::default();
+    let options = StoreOptions {
+        fault: Some(armed.hook(None)),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&dir.path().join("db"), options).unwrap();
+    (dir, store, armed)
+}
+
+fn far() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(600)
+}
+
+#[tokio::test]
+async fn an_armed_full_disk_refuses_what_grows_the_store_until_disarmed_and_counts_it() {
+    let (_d, store, armed) = with_armed();
+    store.write(Batch::new().put(AGENTS, "a", vec![1])).await.unwrap();
+    armed.arm("full", NodeFault::DiskFull, far());
+    let refused = store.write(Batch::new().put(AGENTS, "b", vec![2])).await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::Unavailable(r) if r.contains("no space")),
+        "{refused}"
+    );
+    let event = store.write(Batch::new().event(NewEvent::new("E", None, json!(1))));
+    assert!(matches!(event.await, Err(StoreError::Unavailable(_))));
+    // Deleting makes room: it goes through, and the node's store is not failed.
+    store.write(Batch::new().delete(AGENTS, "a")).await.unwrap();
+    assert!(store.failure().is_none());
+    let hits = armed.disarm("full").unwrap();
+    assert_eq!(hits.hits, 2);
+    assert!(hits.first.is_some());
+    store.write(Batch::new().put(AGENTS, "b", vec![2])).await.unwrap();
+    assert_eq!(store.get(AGENTS, "b").await.unwrap(), Some(vec![2]));
+}
+
+#[tokio::test]
+async fn an_armed_rejection_takes_only_its_tables_and_an_expired_one_is_gone() {
+    let (_d, store, armed) = with_armed();
+    armed.arm(
+        "tasks",
+        NodeFault::Reject {
+            tables: vec!["tasks".into()],
+        },
+        far(),
+    );
+    let refused = store.write(Batch::new().put(TASKS, "t", vec![1])).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Rejected(_)), "{refused}");
+    store.write(Batch::new().put(AGENTS, "a", vec![1])).await.unwrap();
+    // Armed until now: already expired, so nothing is refused and nothing is armed.
+    armed.arm("tasks", NodeFault::Reject { tables: vec![] }, std::time::Instant::now());
+    store.write(Batch::new().put(TASKS, "t", vec![1])).await.unwrap();
+    assert!(armed.armed().is_empty());
+    assert_eq!(armed.disarm("tasks"), None);
+}
+
+#[tokio::test]
+async fn an_armed_slow_commit_holds_each_commit_at_least_its_delay() {
+    let (_d, store, armed) = with_armed();
+    let delay = std::time::Duration::from_millis(200);
+    armed.arm("slow", NodeFault::SlowCommit { delay }, far());
+    let started = std::time::Instant::now();
+    store.write(Batch::new().put(AGENTS, "a", vec![1])).await.unwrap();
+    assert!(started.elapsed() >= delay);
+    assert_eq!(armed.disarm("slow").unwrap().hits, 1);
+}
+
+#[test]
+fn a_cut_covers_only_its_peers() {
+    let armed = ArmedFaults::default();
+    armed.arm(
+        "cut",
+        NodeFault::Cut {
+            peers: vec!["beta".into()],
+        },
+        far(),
+    );
+    assert!(armed.cut_off("beta"));
+    assert!(!armed.cut_off("gamma"));
+    assert_eq!(armed.hits("cut").unwrap().hits, 1);
+    armed.disarm("cut");
+    assert!(!armed.cut_off("beta"));
+}

@@ -115,8 +115,14 @@ impl Writer {
         let mut batches = Vec::with_capacity(group.len());
         let mut waiting = Vec::new();
         let mut requests = std::mem::take(group).into_iter();
+        let mut delay = None;
         while let Some(Request { mut batch, done }) = requests.next() {
-            match self.fault.as_ref().and_then(|hook| hook(&batch)) {
+            let mut fault = self.fault.as_ref().and_then(|hook| hook(&batch));
+            if let Some(Fault::Delay(d)) = fault {
+                delay = Some(delay.map_or(d, |x: std::time::Duration| x.max(d)));
+                fault = None;
+            }
+            match fault {
                 Some(Fault::Fail) => {
                     let reason = "injected fault: commit failed".to_owned();
                     done.send(Err(StoreError::Failed(reason.clone())));
@@ -127,7 +133,10 @@ impl Writer {
                     return Err(reason);
                 }
                 Some(Fault::Reject) => done.send(Err(StoreError::Rejected("injected fault: batch rejected".into()))),
-                None => match batch.seal() {
+                Some(Fault::Full) => done.send(Err(StoreError::Unavailable(
+                    "injected fault: no space left on device".into(),
+                ))),
+                Some(Fault::Delay(_)) | None => match batch.seal() {
                     Ok(()) => {
                         if !batch.is_empty() {
                             let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -153,6 +162,10 @@ impl Writer {
                 done.send(Ok(Vec::new()));
             }
             return Ok(());
+        }
+        if let Some(d) = delay {
+            // An injected slow disk: the whole group waits, as behind a slow fsync.
+            std::thread::sleep(d);
         }
         let outcome = rt.block_on(self.propose(Proposal::new(batches)));
         metrics::histogram!("troupe_store_commit_seconds").record(started.elapsed().as_secs_f64());

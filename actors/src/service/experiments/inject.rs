@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ractor::ActorRef;
 use tokio::sync::{oneshot, watch};
 use troupe_runtime::supervision::{CrashPlan, CrashRequest, SupervisorMsg};
@@ -10,15 +10,118 @@ use troupe_runtime::supervision::{CrashPlan, CrashRequest, SupervisorMsg};
 use super::select::Candidate;
 use super::{Expected, FaultAction, Injection};
 use crate::agent::AgentMsg;
+use crate::cluster::remote::Service;
 use crate::error::ApiError;
 use crate::host::{Fault, HostState};
+use crate::service::node::NodeService;
 use crate::service::Api;
+use troupe_runtime::store::{Hits, NodeFault};
 
 /// How long a crash request may take to reach the child's supervisor through the tree.
 const ROUTE: Duration = Duration::from_secs(10);
 /// How long a hang waits for the agent's loop to take it before counting it armed anyway
 /// (the loop may be busy with a long message).
 const HOLD_WITHIN: Duration = Duration::from_secs(5);
+
+/// A target picked for a fault, with what it arms on nodes (node actions only).
+pub(crate) struct Target {
+    pub action: FaultAction,
+    pub candidate: Candidate,
+    /// The node faults to arm, node by node; empty for faults of the tree.
+    pub gates: Vec<(String, NodeFault)>,
+    /// How long a node fault may stay armed at most (it heals itself then).
+    pub hold: Duration,
+}
+
+/// The slowest commit STORE_SLOW_COMMIT may ask for (the writer thread waits it out).
+const MAX_COMMIT_DELAY: u64 = 10_000;
+
+fn settings(params: &serde_json::Value, known: &[&str]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let map = match params {
+        serde_json::Value::Null => return Ok(Default::default()),
+        serde_json::Value::Object(m) => m.clone(),
+        other => return Err(format!("params must be an object, not {other}")),
+    };
+    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(match known.is_empty() {
+            true => format!("it takes no params (got {unknown})"),
+            false => format!("unknown param {unknown}; known: {}", known.join(", ")),
+        });
+    }
+    Ok(map)
+}
+
+/// What a node fault arms, node by node: a PARTITION's cut on each side, a store fault on
+/// its node. Empty for faults of the tree.
+pub(crate) fn node_gates(
+    fault: &super::FaultSpec,
+    target: &Candidate,
+    members: &[String],
+) -> Result<Vec<(String, NodeFault)>, String> {
+    let node = target.id.clone();
+    let gate = |f: NodeFault| Ok(vec![(node.clone(), f)]);
+    match fault.action {
+        FaultAction::Partition => {
+            let p = settings(&fault.params, &["oneWay"])?;
+            let one_way = match p.get("oneWay") {
+                None => false,
+                Some(v) => v.as_bool().ok_or("oneWay is true or false")?,
+            };
+            let others: Vec<String> = members.iter().filter(|m| **m != node).cloned().collect();
+            let far: Vec<String> = match &fault.to {
+                Some(to) => super::select::narrow_nodes(members, to, &others)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|c| c.id)
+                    .filter(|n| *n != node)
+                    .collect(),
+                None => others,
+            };
+            if far.is_empty() {
+                return Err(format!("nothing is left on the far side of {node}'s cut"));
+            }
+            let mut gates = vec![(node.clone(), NodeFault::Cut { peers: far.clone() })];
+            if !one_way {
+                gates.extend(far.into_iter().map(|f| {
+                    (
+                        f,
+                        NodeFault::Cut {
+                            peers: vec![node.clone()],
+                        },
+                    )
+                }));
+            }
+            Ok(gates)
+        }
+        FaultAction::StoreReject => {
+            let p = settings(&fault.params, &["tables"])?;
+            let tables = match p.get("tables") {
+                None => Vec::new(),
+                Some(v) => serde_json::from_value::<Vec<String>>(v.clone())
+                    .map_err(|_| "tables is a list of table names".to_owned())?,
+            };
+            gate(NodeFault::Reject { tables })
+        }
+        FaultAction::StoreSlowCommit => {
+            let p = settings(&fault.params, &["delayMs"])?;
+            let ms = match p.get("delayMs") {
+                None => 500,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|ms| (1..=MAX_COMMIT_DELAY).contains(ms))
+                    .ok_or(format!("delayMs is from 1 to {MAX_COMMIT_DELAY}"))?,
+            };
+            gate(NodeFault::SlowCommit {
+                delay: Duration::from_millis(ms),
+            })
+        }
+        FaultAction::DiskFull => {
+            settings(&fault.params, &[])?;
+            gate(NodeFault::DiskFull)
+        }
+        _ => Ok(Vec::new()),
+    }
+}
 
 /// What an armed fault needs to be undone.
 pub(crate) enum Armed {
@@ -30,6 +133,21 @@ pub(crate) enum Armed {
     Continue(Vec<u32>),
     /// A host's broken or hung connection, healed by a reconnect.
     Reconnect(String, crate::service::Hosts),
+    /// Node faults armed as `id` on these nodes (this one's own first), disarmed in turn.
+    Gates {
+        id: String,
+        nodes: Vec<String>,
+        service: NodeService,
+    },
+}
+
+/// What undoing a fault found.
+#[derive(Default)]
+pub(crate) struct Undone {
+    /// How often its node faults were met, first when.
+    pub hits: Hits,
+    /// Nodes that could not be told to heal (their gates expire on their own).
+    pub unhealed: Vec<String>,
 }
 
 fn expected(id: &str, effect: &str) -> Expected {
@@ -103,12 +221,8 @@ async fn groups(actor: &ActorRef<AgentMsg>, target: &Candidate) -> Result<Vec<u3
 
 /// What the fault is expected to do, checked against the target as it is now (a crash that
 /// would push a supervisor past its intensity is refused unless allowed).
-pub(crate) async fn predict(
-    api: &Api,
-    action: FaultAction,
-    target: &Candidate,
-    allow_escalation: bool,
-) -> Result<Vec<Expected>, ApiError> {
+pub(crate) async fn predict(api: &Api, t: &Target, allow_escalation: bool) -> Result<Vec<Expected>, ApiError> {
+    let (action, target) = (t.action, &t.candidate);
     Ok(match action {
         FaultAction::Crash => {
             let plan = crash(api, target, true, allow_escalation).await?;
@@ -138,7 +252,30 @@ pub(crate) async fn predict(
             host(target, action)?;
             vec![expected(&target.id, "UNREACHABLE_THEN_UP")]
         }
+        FaultAction::Partition | FaultAction::StoreReject | FaultAction::StoreSlowCommit | FaultAction::DiskFull => {
+            reachable(api, t)?;
+            let effect = match action {
+                FaultAction::Partition => "CUT_OFF_THEN_UP",
+                FaultAction::StoreReject => "WRITES_REJECTED",
+                FaultAction::StoreSlowCommit => "COMMITS_SLOWED",
+                _ => "WRITES_REFUSED",
+            };
+            vec![expected(&target.id, effect)]
+        }
     })
+}
+
+/// Every node a node fault arms must be reachable now, so it can be armed and healed.
+fn reachable(api: &Api, t: &Target) -> Result<(), ApiError> {
+    let me = &api.ctx.node_name;
+    for (node, _) in &t.gates {
+        if node != me && !crate::cluster::remote::is_connected(NodeService::ROLE, node) {
+            return Err(ApiError::Unavailable(format!(
+                "node {node} is not connected to {me}: its fault could not be armed or healed"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn signal(groups: &[u32], sig: libc::c_int) {
@@ -150,12 +287,15 @@ fn signal(groups: &[u32], sig: libc::c_int) {
 /// Injects the fault; answers what must be undone later.
 pub(crate) async fn inject(
     api: &Api,
-    action: FaultAction,
-    target: &Candidate,
+    t: &Target,
     allow_escalation: bool,
     inj: &mut Injection,
 ) -> Result<Armed, ApiError> {
+    let (action, target) = (t.action, &t.candidate);
     inj.injected_at = Utc::now();
+    if action.reaches_nodes() {
+        return arm(api, t, inj).await;
+    }
     match action {
         FaultAction::Crash => {
             crash(api, target, false, allow_escalation).await?;
@@ -198,11 +338,55 @@ pub(crate) async fn inject(
             inj.effective_at = Some(Utc::now());
             Ok(Armed::Reconnect(target.id.clone(), api.hosts().clone()))
         }
+        FaultAction::Partition | FaultAction::StoreReject | FaultAction::StoreSlowCommit | FaultAction::DiskFull => {
+            unreachable!("node faults are armed above")
+        }
     }
 }
 
+/// Arms a node fault's gates: the peers' first, this node's last (so this node can still
+/// reach them while they are armed), each for at most the target's hold. If one cannot be
+/// armed, those armed already are disarmed again.
+async fn arm(api: &Api, t: &Target, inj: &mut Injection) -> Result<Armed, ApiError> {
+    let me = api.ctx.node_name.clone();
+    let service = api.node_service();
+    let mut order: Vec<&(String, NodeFault)> = t.gates.iter().filter(|(n, _)| *n != me).collect();
+    order.extend(t.gates.iter().filter(|(n, _)| *n == me));
+    let mut armed = Armed::Gates {
+        id: inj.id.clone(),
+        nodes: Vec::new(),
+        service: service.clone(),
+    };
+    for (node, fault) in order {
+        let hold = t.hold.as_millis() as u64;
+        let done = match *node == me {
+            true => api.experiments.arm_here(&inj.id, fault.clone(), t.hold),
+            false => {
+                crate::cluster::remote::Peer(&service, node.clone())
+                    .arm(inj.id.clone(), fault.clone(), hold)
+                    .await
+            }
+        };
+        if let Err(e) = done {
+            undo(armed).await;
+            return Err(ApiError::Unavailable(format!(
+                "the fault could not be armed on {node}: {e}"
+            )));
+        }
+        if let Armed::Gates { nodes, .. } = &mut armed {
+            nodes.push(node.clone());
+        }
+    }
+    inj.nodes = t.gates.iter().map(|(n, _)| n.clone()).collect();
+    if t.action == FaultAction::Partition {
+        inj.effective_at = Some(Utc::now());
+    }
+    Ok(armed)
+}
+
 /// Undoes an armed fault; idempotent.
-pub(crate) async fn undo(armed: Armed) {
+pub(crate) async fn undo(armed: Armed) -> Undone {
+    let mut undone = Undone::default();
     match armed {
         Armed::Nothing => {}
         Armed::Release(gate) => {
@@ -214,6 +398,75 @@ pub(crate) async fn undo(armed: Armed) {
                 tracing::warn!(%host, error = %e, "a host fault could not be healed");
             }
         }
+        Armed::Gates { id, mut nodes, service } => {
+            // This node's own gate first: with it gone, this node reaches the others again.
+            let me = service.cluster.name();
+            nodes.sort_by_key(|n| *n != me);
+            for node in nodes {
+                let hits = match node == me {
+                    true => Ok(service.experiments.armed.disarm(&id)),
+                    false => disarm_on(&node, &id).await,
+                };
+                match hits {
+                    Ok(Some(h)) => {
+                        undone.hits.hits += h.hits;
+                        undone.hits.first = match (undone.hits.first, h.first) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(%node, error = %e, "a node fault could not be healed; it expires on its own");
+                        undone.unhealed.push(node);
+                    }
+                }
+            }
+        }
+    }
+    undone
+}
+
+/// Disarms `id` on a peer, even one this node holds down: the peer a partition cut off is
+/// the one that most needs healing.
+async fn disarm_on(node: &str, id: &str) -> Result<Option<Hits>, ApiError> {
+    use crate::cluster::remote::{self, Call};
+    use crate::service::node::{NodeRequest, NodeResponse};
+    let call = Call {
+        key: None,
+        request: NodeRequest::Disarm { id: id.to_owned() },
+    };
+    match remote::call::<NodeService>(node, &call, remote::PEER_TIMEOUT).await? {
+        NodeResponse::Disarm(hits) => Ok(hits),
+        _ => Err(remote::unexpected("disarm")),
+    }
+}
+
+/// Whether the node's store takes writes again: a RECOVERY_OBSERVED recorded through it
+/// commits (and when it did).
+pub(crate) async fn store_recovered(api: &Api, node: &str, experiment: &str, injection: &str) -> Option<DateTime<Utc>> {
+    let service = api.node_service();
+    let answer = match node == api.ctx.node_name {
+        true => service.experiments.writable_here(experiment, injection).await,
+        false => {
+            crate::cluster::remote::Peer(&service, node.to_owned())
+                .writable(experiment.to_owned(), injection.to_owned())
+                .await
+        }
+    };
+    answer.ok()
+}
+
+/// Whether every node a partition cut is UP again as this node sees the cluster.
+pub(crate) async fn nodes_up(api: &Api, nodes: &[String]) -> bool {
+    match api.cluster_state().await {
+        Ok(state) => nodes.iter().all(|n| {
+            state
+                .members
+                .iter()
+                .any(|m| m.name == *n && m.state == crate::cluster::failover::MemberState::Up)
+        }),
+        Err(_) => false,
     }
 }
 

@@ -28,12 +28,46 @@ pub enum FaultAction {
     /// Every libvirt call to a host blocks, as on a black-holed link (calls time out); the
     /// revert reconnects it.
     HostHang,
+    /// The target nodes send nothing to the nodes of `to` (every other member by default),
+    /// and, both ways unless `params.oneWay`, they nothing back: beats, Raft messages and
+    /// calls alike, re-dials included. The revert heals the cut; recovered when every node of
+    /// both sides is UP again.
+    Partition,
+    /// The target node's store rejects every batch that writes to `params.tables` (any table
+    /// when not given), as a database that refuses a batch; the revert lifts it.
+    StoreReject,
+    /// Each commit of the target node's store waits `params.delayMs` (default 500) first, as
+    /// behind a slow disk; the revert lifts it.
+    StoreSlowCommit,
+    /// The target node's store refuses every write that adds data (values, events) as a full
+    /// disk would, UNAVAILABLE to the callers; deletes go through and the node stays up. The
+    /// revert frees the disk.
+    DiskFull,
+}
+
+impl FaultAction {
+    /// Whether it hits nodes (picked by `nodes`) rather than children of the tree.
+    pub fn reaches_nodes(self) -> bool {
+        matches!(
+            self,
+            Self::Partition | Self::StoreReject | Self::StoreSlowCommit | Self::DiskFull
+        )
+    }
+
+    /// Whether it is a fault of a node's store.
+    pub fn reaches_store(self) -> bool {
+        matches!(self, Self::StoreReject | Self::StoreSlowCommit | Self::DiskFull)
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct FaultSpec {
     pub action: FaultAction,
     pub target: Selector,
+    /// The far side of a PARTITION.
+    pub to: Option<Selector>,
+    /// The action's settings (see each action), a JSON object or null.
+    pub params: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]
@@ -55,7 +89,7 @@ pub struct ExperimentInput {
 }
 
 /// The invariants an experiment can check.
-pub const INVARIANTS: [&str; 3] = ["TREE_RESTORED", "RESTARTS_MATCH_STRATEGY", "NO_ESCALATION"];
+pub const INVARIANTS: [&str; 4] = ["TREE_RESTORED", "RESTARTS_MATCH_STRATEGY", "NO_ESCALATION", "PEERS_UP"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExperimentState {
@@ -76,7 +110,8 @@ impl ExperimentState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expected {
     pub id: String,
-    /// RESTART, ESCALATE, GIVE_UP, HELD, PROCESS_REPLACED, PAUSED_THEN_CONTINUED.
+    /// RESTART, ESCALATE, GIVE_UP, HELD, PROCESS_REPLACED, PAUSED_THEN_CONTINUED,
+    /// UNREACHABLE_THEN_UP, CUT_OFF_THEN_UP, WRITES_REJECTED, COMMITS_SLOWED, WRITES_REFUSED.
     pub effect: String,
 }
 
@@ -101,6 +136,8 @@ pub struct Injection {
     pub supervisor: String,
     /// Process groups hit (PROCESS_*).
     pub(crate) groups: Vec<u32>,
+    /// Nodes its node faults were armed on (PARTITION: both sides).
+    pub(crate) nodes: Vec<String>,
     /// The first event after the injection with this seq or later is its.
     pub(crate) after_seq: u64,
 }

@@ -123,13 +123,19 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Dur
             {
                 observe(inj, &events);
                 pending = true;
-                newly.push((inj.id.clone(), inj.target.clone(), inj.action, inj.groups.clone()));
+                newly.push((
+                    inj.id.clone(),
+                    inj.target.clone(),
+                    inj.action,
+                    inj.groups.clone(),
+                    inj.nodes.clone(),
+                ));
             }
         });
         if !pending {
             break;
         }
-        for (inj_id, target, action, groups) in newly {
+        for (inj_id, target, action, groups, nodes) in newly {
             let reverted = api
                 .experiments
                 .current(&id)
@@ -148,6 +154,11 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Dur
                 FaultAction::HostDisconnect | FaultAction::HostHang => {
                     inject::host_recovered(&api, &target).await.then_some(now)
                 }
+                FaultAction::Partition => inject::nodes_up(&api, &nodes).await.then_some(now),
+                // Recorded through the target's store: the write is the recovery.
+                FaultAction::StoreReject | FaultAction::StoreSlowCommit | FaultAction::DiskFull => {
+                    inject::store_recovered(&api, &target, &id, &inj_id).await
+                }
             };
             if let Some(at) = at {
                 api.experiments.update(&id, |e| {
@@ -157,12 +168,14 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Dur
                         i.outcome = "RECOVERED".into();
                     }
                 });
-                api.record(NewEvent::new(
-                    "RECOVERY_OBSERVED",
-                    Some(target.clone()),
-                    json!({ "experiment": id, "injection": inj_id }),
-                ))
-                .await;
+                if !action.reaches_store() {
+                    api.record(NewEvent::new(
+                        "RECOVERY_OBSERVED",
+                        Some(target.clone()),
+                        json!({ "experiment": id, "injection": inj_id }),
+                    ))
+                    .await;
+                }
             }
         }
         if Instant::now() >= deadline {
@@ -201,6 +214,7 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Dur
                 result
             }
             "NO_ESCALATION" => no_escalation(&experiment.injections, &events, input.allow_escalation),
+            "PEERS_UP" => peers_up(&api, deadline).await,
             _ => continue,
         };
         if !result.ok {
@@ -309,6 +323,7 @@ fn observe(inj: &mut Injection, events: &[Arc<Event>]) {
                     "_UNRESPONSIVE",
                     "_RESTARTED",
                     "_UNREACHABLE",
+                    "_SUSPECT",
                     "_DOWN",
                 ]
                 .iter()
@@ -470,5 +485,31 @@ fn no_escalation(injections: &[Injection], events: &[Arc<Event>], allowed: bool)
         name: "NO_ESCALATION".into(),
         ok: escalations.is_empty() || (allowed && predicted),
         detail: (!escalations.is_empty()).then(|| format!("escalated: {}", escalations.join(", "))),
+    }
+}
+
+/// Every member of the cluster is UP (as this node sees it), waiting up to the deadline.
+async fn peers_up(api: &Api, deadline: Instant) -> InvariantResult {
+    loop {
+        let down: Vec<String> = match api.cluster_state().await {
+            Ok(state) => state
+                .members
+                .iter()
+                .filter(|m| m.state != crate::cluster::failover::MemberState::Up)
+                .map(|m| format!("{} {}", m.name, m.state.name()))
+                .collect(),
+            Err(e) => vec![format!("(the cluster could not be read: {e})")],
+        };
+        if down.is_empty() || Instant::now() >= deadline {
+            return InvariantResult {
+                name: "PEERS_UP".into(),
+                ok: down.is_empty(),
+                detail: Some(match down.is_empty() {
+                    true => "every member is UP".into(),
+                    false => format!("not UP: {}", down.join(", ")),
+                }),
+            };
+        }
+        tokio::time::sleep(TICK).await;
     }
 }

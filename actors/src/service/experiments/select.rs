@@ -94,6 +94,43 @@ pub fn narrow(all: &[Candidate], selector: &Selector) -> Vec<Candidate> {
         .collect()
 }
 
+/// The members of the cluster named by the selector (`nodes`; `default` when it names none),
+/// less the exclusions, as candidates of kind NODE. A node selector takes no ids, labels or
+/// subtree: those pick children of a tree.
+pub fn narrow_nodes(members: &[String], selector: &Selector, default: &[String]) -> Result<Vec<Candidate>, ApiError> {
+    if !selector.ids.is_empty()
+        || !selector.labels.is_empty()
+        || selector.under.is_some()
+        || selector.kinds.iter().any(|k| k != "NODE")
+    {
+        return Err(ApiError::invalid(
+            "this action hits nodes: select them with `nodes` (ids, labels, kinds and under pick children of a tree)",
+        ));
+    }
+    let named = if selector.nodes.is_empty() {
+        default
+    } else {
+        &selector.nodes
+    };
+    if let Some(unknown) = named.iter().find(|n| !members.contains(n)) {
+        return Err(ApiError::invalid(format!(
+            "{unknown} is not a member of the cluster; members: {}",
+            members.join(", ")
+        )));
+    }
+    Ok(named
+        .iter()
+        .filter(|n| !selector.exclude.contains(n))
+        .map(|n| Candidate {
+            id: n.clone(),
+            kind: "NODE".into(),
+            owner: String::new(),
+            state: "UP".into(),
+            path: Vec::new(),
+        })
+        .collect())
+}
+
 /// Takes the selector's share of `matching`, in the order a shuffle seeded by `seed` gives.
 pub fn pick(mut matching: Vec<Candidate>, selector: &Selector, seed: u64) -> Result<Vec<Candidate>, ApiError> {
     let n = matching.len();
@@ -218,5 +255,24 @@ mod tests {
             .collect();
         assert!(picks.len() > 1, "different seeds pick differently");
         assert!(pick(matching, &selector(SelectMode::Fixed, None), 1).is_err());
+    }
+
+    #[test]
+    fn a_node_selector_takes_members_by_name_or_the_default_and_refuses_tree_filters() {
+        let members: Vec<String> = ["alpha", "beta", "gamma"].map(String::from).to_vec();
+        let mut s = selector(SelectMode::All, None);
+        s.kinds.clear();
+        s.under = None;
+        s.exclude = vec!["beta".into()];
+        let default = ["alpha".to_owned()];
+        let ids = |c: Vec<Candidate>| c.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(narrow_nodes(&members, &s, &default).unwrap()), ["alpha"]);
+        s.nodes = vec!["beta".into(), "gamma".into()];
+        assert_eq!(ids(narrow_nodes(&members, &s, &default).unwrap()), ["gamma"]);
+        s.nodes = vec!["delta".into()];
+        assert!(narrow_nodes(&members, &s, &default).is_err());
+        s.nodes.clear();
+        s.under = Some("agents".into());
+        assert!(narrow_nodes(&members, &s, &default).is_err());
     }
 }
