@@ -610,7 +610,9 @@ async fn a_partition_of_three_nodes_is_detected_healed_and_reported() -> Result<
     );
     let seen = kinds(&inj["observed"]);
     ensure!(
-        seen.contains(&"MEMBER_SUSPECT".into()) && seen.contains(&"MEMBER_DOWN".into()),
+        ["MEMBER_SUSPECT", "MEMBER_DOWN", "NODE_FENCED"]
+            .iter()
+            .all(|k| seen.contains(&k.to_string())),
         "{seen:?}"
     );
     let peers = done["report"]["invariants"]
@@ -624,5 +626,80 @@ async fn a_partition_of_three_nodes_is_detected_healed_and_reported() -> Result<
     }
     // The healed cluster takes a write made on gamma.
     nodes[2].gql_ok(TOKEN, json!({ "n": "after-the-cut" })).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_rounds_pick_and_crash_again_and_the_report_counts_every_round() -> Result<()> {
+    let node = Node::start(
+        NodeOpts::named("rounds")
+            .arg("--fault-injection", "true")
+            .arg("--supervisor-backoff-ms", 10),
+    )
+    .await?;
+    let mut agents = Vec::new();
+    for _ in 0..2 {
+        agents.push(node.spawn_builtin("echo", &["rounds"]).await?);
+    }
+    let crash = json!([{ "action": "CRASH", "target": { "kinds": ["AGENT"] } }]);
+    let started = start(
+        &node,
+        json!({ "name": "three crashes", "count": 3, "everyMs": 500, "seed": 11, "faults": crash }),
+    )
+    .await?;
+    ensure!(started["injections"].as_array().map(Vec::len) == Some(1), "{started}");
+    let done = finished(&node, &text(&started, "/id")?).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    let report = &done["report"];
+    ensure!(report["injected"] == 3 && report["recovered"] == 3, "{report}");
+    let injections = done["injections"].as_array().cloned().unwrap_or_default();
+    let ids: Vec<&str> = injections.iter().filter_map(|i| i["id"].as_str()).collect();
+    ensure!(
+        ids.iter().collect::<std::collections::BTreeSet<_>>().len() == 3,
+        "{ids:?}"
+    );
+    let mut total = 0;
+    for agent in &agents {
+        total += restarts(&node, agent).await?;
+    }
+    ensure!(total == 3, "one restart per round, {total} seen");
+
+    // The same seed picks the same targets, round by round.
+    let again = start(
+        &node,
+        json!({ "name": "replayed", "count": 3, "everyMs": 500, "seed": 11, "faults": crash }),
+    )
+    .await?;
+    let replayed = finished(&node, &text(&again, "/id")?).await?;
+    let picks = |e: &Value| -> Vec<Value> {
+        e["injections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| i["target"].clone())
+            .collect()
+    };
+    ensure!(picks(&replayed) == picks(&done), "{replayed}");
+
+    let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
+    for (rounds, says) in [
+        (json!({ "count": 2 }), "needs everyMs"),
+        (json!({ "everyMs": 100 }), "count above 1"),
+        (
+            json!({ "count": 2, "everyMs": 100, "durationMs": 200 }),
+            "longer than everyMs",
+        ),
+        (json!({ "count": 1000, "everyMs": 1000000 }), "fault_max_duration_ms"),
+        (json!({ "count": 0 }), "count"),
+    ] {
+        let mut input = json!({ "name": "bad rounds", "faults": crash });
+        input
+            .as_object_mut()
+            .unwrap()
+            .extend(rounds.as_object().unwrap().clone());
+        let refused = node.gql(q, json!({ "input": input })).await?;
+        expect_code(&refused, "INVALID_INPUT")?;
+        ensure!(refused.to_string().contains(says), "{says}: {refused}");
+    }
     Ok(())
 }

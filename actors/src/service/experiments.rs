@@ -16,6 +16,7 @@
 
 mod inject;
 mod model;
+mod rounds;
 mod run;
 pub mod select;
 
@@ -31,7 +32,7 @@ use tokio::sync::{watch, Notify};
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::{ArmedFaults, Batch, NodeFault, Store};
 
-use self::inject::{Armed, Target};
+use self::inject::Armed;
 use self::select::Candidate;
 use crate::error::ApiError;
 use crate::service::Api;
@@ -58,7 +59,7 @@ pub(crate) struct End {
 const KEPT: usize = 200;
 /// How long past the experiment's hold a node fault armed on a peer stays armed when the
 /// node that armed it never comes back to heal it (it died, or is cut off for good).
-const GATE_GRACE: Duration = Duration::from_secs(10);
+pub(super) const GATE_GRACE: Duration = Duration::from_secs(10);
 
 /// This node's experiments and the gates they hold.
 #[derive(Clone)]
@@ -243,69 +244,8 @@ impl Api {
             )));
         }
         let seed = input.seed.unwrap_or_else(|| rand::random::<u64>() >> 1);
-        let limit = input
-            .duration
-            .unwrap_or(experiments.max_duration)
-            .min(experiments.max_duration);
-        let tree = self.supervision_tree(None).await?;
-        let all = select::flatten(&tree);
-        let me = self.ctx.node_name.clone();
-        let mut members: Vec<String> = self.ctx.store.status().members.into_iter().map(|m| m.name).collect();
-        if members.is_empty() {
-            members.push(me.clone());
-        }
-        let mut targets: Vec<Target> = Vec::new();
-        for (n, fault) in input.faults.iter().enumerate() {
-            let action = fault.action;
-            let matching = if action.reaches_nodes() {
-                if action == FaultAction::Partition && fault.target.nodes.is_empty() {
-                    return Err(ApiError::invalid(format!(
-                        "fault {n}: a PARTITION names the nodes it cuts off in target.nodes"
-                    )));
-                }
-                select::narrow_nodes(&members, &fault.target, std::slice::from_ref(&me))?
-            } else {
-                if fault.to.is_some() || !fault.params.is_null() {
-                    return Err(ApiError::invalid(format!(
-                        "fault {n}: {action:?} takes neither `to` (the far side of a PARTITION) nor `params`"
-                    )));
-                }
-                if let Some(other) = fault.target.nodes.iter().find(|n| **n != me) {
-                    return Err(ApiError::invalid(format!(
-                        "fault {n} selects node {other}: {action:?} reaches the tree of the node the experiment is started on ({me}); start it there"
-                    )));
-                }
-                let mut matching = select::narrow(&all, &fault.target);
-                if !fault.target.labels.is_empty() {
-                    matching = self.with_labels(matching, &fault.target.labels).await?;
-                }
-                matching
-            };
-            let picked = select::pick(matching, &fault.target, seed.wrapping_add(n as u64))?;
-            if picked.is_empty() {
-                return Err(ApiError::invalid(format!(
-                    "fault {n} ({action:?}): its selector matches nothing in the supervision tree of {me}"
-                )));
-            }
-            if picked.len() > experiments.max_targets {
-                return Err(ApiError::invalid(format!(
-                    "fault {n} selects {} targets; fault_max_targets allows {}",
-                    picked.len(),
-                    experiments.max_targets
-                )));
-            }
-            for candidate in picked {
-                let gates = inject::node_gates(fault, &candidate, &members)
-                    .map_err(|e| ApiError::invalid(format!("fault {n} ({action:?}): {e}")))?;
-                targets.push(Target {
-                    action,
-                    candidate,
-                    gates,
-                    // A peer's gate outlives the experiment's hold a little, then heals itself.
-                    hold: limit + GATE_GRACE,
-                });
-            }
-        }
+        let limit = hold(&input, experiments.max_duration)?;
+        let targets = rounds::resolve(self, &input, seed, 0, limit).await?;
         let id = uuid::Uuid::now_v7().to_string();
         let now = Utc::now();
         let mut experiment = Experiment {
@@ -356,51 +296,14 @@ impl Api {
             json!({ "name": input.name, "seed": seed, "targets": targets.iter().map(|t| json!({"action": format!("{:?}", t.action), "target": t.candidate.id})).collect::<Vec<_>>() }),
         ))
         .await;
-        let after_seq = self.last_seq().await? + 1;
-        for (n, (t, expected)) in targets.iter().zip(plans).enumerate() {
-            let (action, target) = (&t.action, &t.candidate);
-            let mut inj = injection(&id, n, *action, target, expected, "PENDING", after_seq);
-            match inject::inject(self, t, input.allow_escalation, &mut inj).await {
-                Ok(armed) => {
-                    inj.outcome = if matches!(armed, Armed::Nothing) {
-                        "PENDING"
-                    } else {
-                        "ARMED"
-                    }
-                    .into();
-                    self.record(NewEvent::new(
-                        "FAULT_INJECTED",
-                        Some(target.id.clone()),
-                        json!({ "experiment": id, "injection": inj.id, "action": format!("{action:?}"), "supervisor": target.owner }),
-                    ))
-                    .await;
-                    if !matches!(armed, Armed::Nothing) {
-                        let gate = FaultGate {
-                            experiment: id.clone(),
-                            injection: inj.id.clone(),
-                            action: *action,
-                            target: target.id.clone(),
-                            since: inj.injected_at,
-                        };
-                        if let Some(r) = lock(&experiments.records).get_mut(&id) {
-                            r.gates.push((gate, armed));
-                        }
-                    }
-                }
-                Err(e) => {
-                    // What was armed so far is reverted by the runner; this one never was.
-                    inj.outcome = format!("NOT_INJECTED: {e}");
-                }
-            }
-            experiment.injections.push(inj);
-        }
+        experiment.injections = rounds::inject_round(self, &id, &input, targets, plans, 0).await?;
         experiments.update(&id, |e| *e = experiment.clone());
-        tokio::spawn(run::run(self.clone(), id, input, limit, wake));
+        tokio::spawn(run::run(self.clone(), id, input, seed, limit, wake));
         Ok(experiment)
     }
 
     /// Keeps only the agents that carry every label.
-    async fn with_labels(
+    pub(super) async fn with_labels(
         &self,
         candidates: Vec<Candidate>,
         labels: &[(String, String)],
@@ -416,7 +319,7 @@ impl Api {
         Ok(kept)
     }
 
-    async fn record(&self, event: NewEvent) {
+    pub(super) async fn record(&self, event: NewEvent) {
         self.experiments.record(event).await;
     }
 
@@ -540,7 +443,51 @@ impl Api {
     }
 }
 
-fn injection(
+/// The most rounds an experiment may have.
+const MAX_ROUNDS: u32 = 1000;
+
+/// How long each round's armed faults stay armed: `durationMs` (at most `everyMs` when
+/// rounds repeat), else the round's whole interval, else until stopped, never past
+/// `fault_max_duration_ms` for the whole run.
+fn hold(input: &ExperimentInput, max: Duration) -> Result<Duration, ApiError> {
+    let rounds = input.count;
+    if rounds == 0 || rounds > MAX_ROUNDS {
+        return Err(ApiError::invalid(format!("count is from 1 to {MAX_ROUNDS}")));
+    }
+    let Some(every) = input.every else {
+        if rounds > 1 {
+            return Err(ApiError::invalid(
+                "count above 1 needs everyMs: the time between rounds",
+            ));
+        }
+        return Ok(input.duration.unwrap_or(max).min(max));
+    };
+    if rounds == 1 {
+        return Err(ApiError::invalid(
+            "everyMs is the time between rounds: give count above 1 too",
+        ));
+    }
+    let hold = input.duration.unwrap_or(every);
+    if hold > every {
+        return Err(ApiError::invalid(format!(
+            "durationMs {} is longer than everyMs {}: a round's faults are reverted before the next round",
+            hold.as_millis(),
+            every.as_millis()
+        )));
+    }
+    let total = every * (rounds - 1) + hold;
+    if total > max {
+        return Err(ApiError::invalid(format!(
+            "{rounds} rounds every {} ms last {} ms, above fault_max_duration_ms ({})",
+            every.as_millis(),
+            total.as_millis(),
+            max.as_millis()
+        )));
+    }
+    Ok(hold)
+}
+
+pub(super) fn injection(
     experiment: &str,
     n: usize,
     action: FaultAction,

@@ -116,8 +116,11 @@ pub struct StartExperimentInput {
     /// How long armed faults (HANG, PROCESS_PAUSE) stay armed; without it, until stopped,
     /// halted or the lease lapses (at most `fault_max_duration_ms`).
     pub duration_ms: Option<i32>,
-    /// Repeats are not supported yet: at most one round.
+    /// The time between rounds when `count` is above 1; each round's armed faults are
+    /// reverted within it (`durationMs`, at most `everyMs`).
     pub every_ms: Option<i32>,
+    /// How many rounds (1 to 1000) [default: 1]: each picks its targets again (from the seed
+    /// and the round) and injects them; all of them within `fault_max_duration_ms`.
     pub count: Option<i32>,
     /// Replays the target picks [default: random, answered in `seed`].
     pub seed: Option<Int64>,
@@ -166,12 +169,6 @@ fn selector(s: TreeSelector) -> async_graphql::Result<select::Selector> {
 }
 
 fn input(i: StartExperimentInput) -> async_graphql::Result<ex::ExperimentInput> {
-    if i.count.is_some_and(|c| c > 1) || i.every_ms.is_some() {
-        return Err(coded(
-            "INVALID_INPUT",
-            "repeated rounds (everyMs, count > 1) are not supported yet: start one experiment per round",
-        ));
-    }
     let mut faults = Vec::new();
     for f in i.faults {
         faults.push(ex::FaultSpec {
@@ -185,6 +182,12 @@ fn input(i: StartExperimentInput) -> async_graphql::Result<ex::ExperimentInput> 
         name: i.name,
         faults,
         duration: positive_ms(i.duration_ms, "durationMs")?,
+        every: positive_ms(i.every_ms, "everyMs")?,
+        count: match i.count {
+            None => 1,
+            Some(c) if c > 0 => c as u32,
+            Some(_) => return Err(coded("INVALID_INPUT", "count must be above 0")),
+        },
         seed: match i.seed {
             Some(Int64(s)) if s < 0 => return Err(coded("INVALID_INPUT", "seed must not be negative")),
             s => s.map(|Int64(s)| s as u64),

@@ -77,6 +77,10 @@ pub struct ExperimentInput {
     /// How long armed faults stay armed (capped by `fault_max_duration_ms`); without it, until
     /// stopped, halted or the lease lapses.
     pub duration: Option<Duration>,
+    /// The time between rounds, when `count` is above 1.
+    pub every: Option<Duration>,
+    /// How many rounds: each picks its targets again and injects them.
+    pub count: u32,
     pub seed: Option<u64>,
     /// How long after its injection each target has to recover.
     pub recover_within: Duration,

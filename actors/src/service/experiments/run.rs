@@ -62,134 +62,98 @@ impl Drop for Observer {
     }
 }
 
-/// Holds, reverts, then judges.
-pub(super) async fn run(api: Api, id: String, input: ExperimentInput, limit: Duration, wake: Arc<Notify>) {
+/// Whether the experiment was told to end (stop, halt, a lapsed lease).
+fn end_asked(api: &Api, id: &str) -> Option<Option<End>> {
+    let records = lock(&api.experiments.records);
+    let Some(r) = records.get(id) else {
+        return Some(None);
+    };
+    if let Some(end) = r.end.clone() {
+        return Some(Some(end));
+    }
+    if r.lease_until.is_some_and(|t| Instant::now() >= t) {
+        return Some(Some(End {
+            why: "its lease lapsed: the client stopped renewing it".to_owned(),
+            aborted: true,
+        }));
+    }
+    None
+}
+
+/// Waits until `until` (or, with `early`, until nothing of the experiment is armed), judging
+/// the injections that can be judged meanwhile; the end asked, if one was.
+async fn wait(
+    api: &Api,
+    id: &str,
+    input: &ExperimentInput,
+    observer: &Observer,
+    until: Instant,
+    early: bool,
+    wake: &Notify,
+) -> Option<Option<End>> {
+    loop {
+        if let Some(end) = end_asked(api, id) {
+            return Some(end);
+        }
+        judge(api, id, input, observer, false).await;
+        let armed = lock(&api.experiments.records)
+            .get(id)
+            .is_some_and(|r| !r.gates.is_empty());
+        if (early && !armed) || Instant::now() >= until {
+            return None;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Holds each round's faults, reverts them, runs the next round, then judges.
+pub(super) async fn run(api: Api, id: String, input: ExperimentInput, seed: u64, hold: Duration, wake: Arc<Notify>) {
     let Some(start) = api.experiments.current(&id) else {
         return;
     };
     let after = start.injections.iter().map(|i| i.after_seq).min().unwrap_or(1);
     let observer = Observer::start(&api, after);
     let before = api.supervision_tree(None).await.map(|t| select::flatten(&t)).ok();
-    let armed_any = !lock(&api.experiments.records)
-        .get(&id)
-        .is_none_or(|r| r.gates.is_empty());
+    let began = Instant::now();
+    let every = input.every.unwrap_or_default();
 
-    // Held until the duration ends (only when something stays armed), or an abort.
-    let until = Instant::now() + limit;
-    let ended = loop {
-        let (end, lapsed) = {
-            let records = lock(&api.experiments.records);
-            let Some(r) = records.get(&id) else { return };
-            (r.end.clone(), r.lease_until.is_some_and(|t| Instant::now() >= t))
-        };
-        if let Some(end) = end {
-            break Some(end);
+    let mut ended: Option<End> = None;
+    for round in 0..input.count {
+        let starts = began + every * round;
+        if round > 0 {
+            // Until the round is due, then its injections.
+            if let Some(end) = wait(&api, &id, &input, &observer, starts, false, &wake).await {
+                ended = end;
+                break;
+            }
+            let first = api.experiments.current(&id).map_or(0, |e| e.injections.len());
+            let made = super::rounds::next_round(&api, &id, &input, seed, round, hold, first).await;
+            api.experiments.update(&id, |e| e.injections.extend(made));
         }
-        if lapsed {
-            break Some(End {
-                why: "its lease lapsed: the client stopped renewing it".to_owned(),
-                aborted: true,
-            });
+        // Held until the round's hold ends (a one-round run ends at once when nothing
+        // stays armed), or an end is asked.
+        let asked = wait(&api, &id, &input, &observer, starts + hold, input.count == 1, &wake).await;
+        let gates = lock(&api.experiments.records)
+            .get_mut(&id)
+            .map(|r| std::mem::take(&mut r.gates))
+            .unwrap_or_default();
+        for (gate, armed) in gates {
+            api.experiments.revert(&id, &gate, armed).await;
         }
-        if !armed_any || Instant::now() >= until {
-            break None;
+        if let Some(end) = asked {
+            ended = end;
+            break;
         }
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(TICK) => {}
-        }
-    };
-    let gates = lock(&api.experiments.records)
-        .get_mut(&id)
-        .map(|r| std::mem::take(&mut r.gates))
-        .unwrap_or_default();
-    for (gate, armed) in gates {
-        api.experiments.revert(&id, &gate, armed).await;
     }
     api.experiments.update(&id, |e| e.state = ExperimentState::Recovering);
 
-    // Each injection has until `recover_within` after it to recover.
+    // Each injection has until `recover_within` after its revert (or its injection, when
+    // nothing stayed armed) to recover.
     let deadline = Instant::now() + input.recover_within;
-    loop {
-        let events = observer.snapshot();
-        let mut pending = false;
-        let now = Utc::now();
-        let mut newly = Vec::new();
-        api.experiments.update(&id, |e| {
-            for inj in e
-                .injections
-                .iter_mut()
-                .filter(|i| i.outcome == "PENDING" || i.outcome == "ARMED")
-            {
-                observe(inj, &events);
-                pending = true;
-                newly.push((
-                    inj.id.clone(),
-                    inj.target.clone(),
-                    inj.action,
-                    inj.groups.clone(),
-                    inj.nodes.clone(),
-                ));
-            }
-        });
-        if !pending {
-            break;
-        }
-        for (inj_id, target, action, groups, nodes) in newly {
-            let reverted = api
-                .experiments
-                .current(&id)
-                .and_then(|e| e.injections.into_iter().find(|i| i.id == inj_id))
-                .map(|i| (i.recovered_at, i.expected.clone(), i.after_seq));
-            let Some((recovered_at, expected, after_seq)) = reverted else {
-                continue;
-            };
-            let at = match action {
-                FaultAction::Crash => recovered_at.or_else(|| crash_recovered(&events, &target, &expected, after_seq)),
-                // A killed process is replaced; a held loop or a stopped process goes on.
-                FaultAction::ProcessKill => inject::agent_recovered(&api, &target, &groups).await.then_some(now),
-                FaultAction::Hang | FaultAction::ProcessPause => {
-                    inject::agent_recovered(&api, &target, &[]).await.then_some(now)
-                }
-                FaultAction::HostDisconnect | FaultAction::HostHang => {
-                    inject::host_recovered(&api, &target).await.then_some(now)
-                }
-                FaultAction::Partition => inject::nodes_up(&api, &nodes).await.then_some(now),
-                // Recorded through the target's store: the write is the recovery.
-                FaultAction::StoreReject | FaultAction::StoreSlowCommit | FaultAction::DiskFull => {
-                    inject::store_recovered(&api, &target, &id, &inj_id).await
-                }
-            };
-            if let Some(at) = at {
-                api.experiments.update(&id, |e| {
-                    if let Some(i) = e.injections.iter_mut().find(|i| i.id == inj_id) {
-                        i.recovered_at = Some(at);
-                        i.time_to_recover_ms = Some(ms(i.injected_at, at));
-                        i.outcome = "RECOVERED".into();
-                    }
-                });
-                if !action.reaches_store() {
-                    api.record(NewEvent::new(
-                        "RECOVERY_OBSERVED",
-                        Some(target.clone()),
-                        json!({ "experiment": id, "injection": inj_id }),
-                    ))
-                    .await;
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            api.experiments.update(&id, |e| {
-                for i in e
-                    .injections
-                    .iter_mut()
-                    .filter(|i| i.outcome == "PENDING" || i.outcome == "ARMED")
-                {
-                    i.outcome = "NOT_RECOVERED".into();
-                }
-            });
-            break;
-        }
+    while judge(&api, &id, &input, &observer, true).await {
         tokio::time::sleep(TICK).await;
     }
 
@@ -512,4 +476,96 @@ async fn peers_up(api: &Api, deadline: Instant) -> InvariantResult {
         }
         tokio::time::sleep(TICK).await;
     }
+}
+
+/// Judges the injections that can be judged now: those with nothing armed, or reverted.
+/// Each recovered one is marked (with RECOVERY_OBSERVED), each past its deadline marked
+/// NOT_RECOVERED; with `last`, the ones still armed count as reverted now. Whether any is
+/// still waiting.
+async fn judge(api: &Api, id: &str, input: &ExperimentInput, observer: &Observer, last: bool) -> bool {
+    let events = observer.snapshot();
+    let now = Utc::now();
+    let mut waiting = false;
+    let mut ready = Vec::new();
+    api.experiments.update(id, |e| {
+        for inj in e
+            .injections
+            .iter_mut()
+            .filter(|i| i.outcome == "PENDING" || i.outcome == "ARMED")
+        {
+            observe(inj, &events);
+            waiting = true;
+            if inj.outcome == "PENDING" || inj.reverted_at.is_some() || last {
+                ready.push(inj.clone());
+            }
+        }
+    });
+    for inj in ready {
+        let (target, action) = (&inj.target, inj.action);
+        let at = match action {
+            FaultAction::Crash => inj
+                .recovered_at
+                .or_else(|| crash_recovered(&events, target, &inj.expected, inj.after_seq)),
+            // A killed process is replaced; a held loop or a stopped process goes on.
+            FaultAction::ProcessKill => inject::agent_recovered(api, target, &inj.groups).await.then_some(now),
+            FaultAction::Hang | FaultAction::ProcessPause => {
+                inject::agent_recovered(api, target, &[]).await.then_some(now)
+            }
+            FaultAction::HostDisconnect | FaultAction::HostHang => {
+                inject::host_recovered(api, target).await.then_some(now)
+            }
+            FaultAction::Partition => {
+                (rejoined(&events, &inj) && inject::nodes_up(api, &inj.nodes).await).then_some(now)
+            }
+            // Recorded through the target's store: the write is the recovery.
+            FaultAction::StoreReject | FaultAction::StoreSlowCommit | FaultAction::DiskFull => {
+                inject::store_recovered(api, target, id, &inj.id).await
+            }
+        };
+        if let Some(at) = at {
+            api.experiments.update(id, |e| {
+                if let Some(i) = e.injections.iter_mut().find(|i| i.id == inj.id) {
+                    i.recovered_at = Some(at);
+                    i.time_to_recover_ms = Some(ms(i.injected_at, at));
+                    i.outcome = "RECOVERED".into();
+                }
+            });
+            if !action.reaches_store() {
+                api.record(NewEvent::new(
+                    "RECOVERY_OBSERVED",
+                    Some(target.clone()),
+                    json!({ "experiment": id, "injection": inj.id }),
+                ))
+                .await;
+            }
+            continue;
+        }
+        let since = inj.reverted_at.unwrap_or(inj.injected_at).max(inj.injected_at);
+        let due = since + chrono::Duration::from_std(input.recover_within).unwrap_or(chrono::Duration::MAX);
+        if Utc::now() >= due {
+            api.experiments.update(id, |e| {
+                if let Some(i) = e.injections.iter_mut().find(|i| i.id == inj.id) {
+                    i.outcome = "NOT_RECOVERED".into();
+                }
+            });
+        }
+    }
+    waiting
+}
+
+/// Every node of a partition that was declared down has taken up its work again since:
+/// UP alone is not enough, its writes wait until it has fenced them (NODE_FENCED).
+fn rejoined(events: &[Arc<Event>], inj: &Injection) -> bool {
+    inj.nodes.iter().all(|node| {
+        let about = |kind: &str| {
+            after(events, inj.after_seq)
+                .filter(|e| e.kind == kind && e.subject.as_deref() == Some(node.as_str()))
+                .map(|e| e.seq)
+                .last()
+        };
+        match about("MEMBER_DOWN") {
+            None => true,
+            Some(down) => about("NODE_FENCED").is_some_and(|fenced| fenced > down),
+        }
+    })
 }
