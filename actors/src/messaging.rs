@@ -19,6 +19,7 @@ pub mod courier;
 mod dead_letters;
 mod delivery;
 mod fan_out;
+pub mod faults;
 mod mailbox;
 pub mod topics;
 

@@ -703,3 +703,74 @@ async fn repeated_rounds_pick_and_crash_again_and_the_report_counts_every_round(
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_and_dropped_messages_reach_their_agent_late_or_never_until_reverted() -> Result<()> {
+    use super::support::messages::SEND;
+    let node = node().await?;
+    let agent = node.spawn_builtin("echo", &["inbox"]).await?;
+    let target = json!({ "ids": [agent] });
+
+    let delay = start(
+        &node,
+        json!({ "name": "slow link", "durationMs": 120000, "faults": [{ "action": "MESSAGE_DELAY", "target": target, "params": { "delayMs": 300 } }] }),
+    )
+    .await?;
+    let id = text(&delay, "/id")?;
+    ensure!(
+        delay["injections"][0]["expected"] == json!([{ "id": agent, "effect": "MESSAGES_DELAYED" }]),
+        "{delay}"
+    );
+    let sent = std::time::Instant::now();
+    let answer = node.gql_ok(SEND, json!({ "to": agent, "payload": "late" })).await?;
+    ensure!(answer["sendMessage"]["reply"] == "late", "{answer}");
+    ensure!(
+        sent.elapsed() >= std::time::Duration::from_millis(300),
+        "answered before the delay"
+    );
+    stop(&node, &id).await?;
+    let done = finished(&node, &id).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    ensure!(
+        done["injections"][0]["timeToDetectMs"].is_i64(),
+        "the first delayed message is the detection: {done}"
+    );
+
+    let drop = start(
+        &node,
+        json!({ "name": "lossy link", "durationMs": 120000, "faults": [{ "action": "MESSAGE_DROP", "target": target }] }),
+    )
+    .await?;
+    let id = text(&drop, "/id")?;
+    let lost = node
+        .gql(SEND, json!({ "to": agent, "payload": "lost", "timeoutMs": 300 }))
+        .await?;
+    expect_code(&lost, "UNAVAILABLE")?;
+    ensure!(lost.to_string().contains("lost in transit"), "{lost}");
+    let dead = node.gql_ok("{ messageDeadLetters { to reason } }", json!({})).await?;
+    ensure!(
+        dead["messageDeadLetters"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|m| m["to"] == agent.as_str())),
+        "the lost message is kept: {dead}"
+    );
+    stop(&node, &id).await?;
+    let done = finished(&node, &id).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    ensure!(gates(&node).await?.is_empty());
+    let answer = node.gql_ok(SEND, json!({ "to": agent, "payload": "again" })).await?;
+    ensure!(answer["sendMessage"]["reply"] == "again", "{answer}");
+
+    let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
+    for (params, says) in [
+        (json!({ "probability": 0 }), "probability"),
+        (json!({ "delayMs": 10, "jitterMs": 20 }), "jitterMs"),
+        (json!({ "from": "x" }), "from"),
+    ] {
+        let input = json!({ "name": "bad link", "faults": [{ "action": "MESSAGE_DELAY", "target": target, "params": params }] });
+        let refused = node.gql(q, json!({ "input": input })).await?;
+        expect_code(&refused, "INVALID_INPUT")?;
+        ensure!(refused.to_string().contains(says), "{says}: {refused}");
+    }
+    Ok(())
+}

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::Batch;
 
+use super::faults::LinkEffect;
 use super::mailbox::{mailbox_key, Answer, Mailboxes, Waiting};
 use super::{DeadMessage, Message, Reply, Sent};
 use crate::agent::AgentMsg;
@@ -124,6 +125,18 @@ impl Mailboxes {
         let left = w.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err("expired in the mailbox before it could be delivered".into());
+        }
+        match self.links().check(&w.message) {
+            Some(LinkEffect::Drop) => {
+                // Lost on the way: the sender hears nothing until its time is up.
+                tokio::time::sleep_until(w.deadline).await;
+                return Err(format!(
+                    "lost in transit (injected MESSAGE_DROP): no reply within {} ms",
+                    w.message.timeout_ms
+                ));
+            }
+            Some(LinkEffect::Delay { delay, .. }) => tokio::time::sleep(delay.min(left)).await,
+            None => {}
         }
         let actor = loop {
             match self.handles().get(&w.message.to).and_then(|h| h.actor()) {

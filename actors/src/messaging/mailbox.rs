@@ -72,6 +72,8 @@ struct Inner {
     node: String,
     /// Where agents moved off the node their id names live now.
     directory: crate::cluster::directory::Directory,
+    /// Link faults a fault experiment armed on the messages to this node's agents.
+    links: super::faults::LinkFaults,
 }
 
 /// An agent's mailbox as the API shows it.
@@ -99,8 +101,14 @@ impl Mailboxes {
                 handles,
                 node,
                 directory,
+                links: Default::default(),
             }),
         }
+    }
+
+    /// The link faults armed on the messages to this node's agents.
+    pub fn links(&self) -> &super::faults::LinkFaults {
+        &self.inner.links
     }
 
     /// Whether this node holds the agent `id` (and so delivers its messages).

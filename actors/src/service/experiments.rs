@@ -116,8 +116,9 @@ impl Experiments {
         }
     }
 
-    /// Undoes one armed fault and records it. A node fault's first hit is when it took
-    /// effect, and for a store fault when it was detected (the first write it refused).
+    /// Undoes one armed fault and records it. A node or link fault's first hit is when it
+    /// took effect, and for a store or message fault when it was detected (the first write
+    /// it refused, the first message it held or lost).
     async fn revert(&self, experiment: &str, gate: &FaultGate, armed: Armed) {
         let undone = inject::undo(armed).await;
         let now = Utc::now();
@@ -126,7 +127,7 @@ impl Experiments {
                 i.reverted_at = Some(now);
                 if let Some(first) = undone.hits.first {
                     i.effective_at.get_or_insert(first);
-                    if i.action.reaches_store() {
+                    if i.action.reaches_store() || i.action.reaches_messages() {
                         i.time_to_detect_ms
                             .get_or_insert((first - i.injected_at).num_milliseconds().max(0));
                     }

@@ -49,6 +49,14 @@ pub enum FaultAction {
     /// The target node's store refuses every write that adds data, as a full disk would
     /// (UNAVAILABLE); deletes go through, the node stays up. Reverted by lifting the gate.
     DiskFull,
+    /// Each message delivered to the target agent (from the agents in `params.from`, any
+    /// sender by default) waits `params.delayMs` (0 to 60000, default 500) ± `params.jitterMs`
+    /// first, with `params.probability` (default 1). Reverted by lifting the fault.
+    MessageDelay,
+    /// Each message to the target agent (from `params.from`, any sender by default) is lost
+    /// in transit with `params.probability` (default 1): its sender hears nothing until its
+    /// timeout and it goes to the dead-letter queue. Reverted by lifting the fault.
+    MessageDrop,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
@@ -105,7 +113,8 @@ pub struct FaultInput {
     /// The far side of a PARTITION (its `nodes`; every other member by default).
     pub to: Option<TreeSelector>,
     /// The action's settings: PARTITION `{ oneWay }`, STORE_REJECT `{ tables }`,
-    /// STORE_SLOW_COMMIT `{ delayMs }`.
+    /// STORE_SLOW_COMMIT `{ delayMs }`, MESSAGE_DELAY `{ delayMs, jitterMs, probability, from }`,
+    /// MESSAGE_DROP `{ probability, from }`.
     pub params: Option<async_graphql::Json<serde_json::Value>>,
 }
 

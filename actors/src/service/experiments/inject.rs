@@ -13,6 +13,7 @@ use crate::agent::AgentMsg;
 use crate::cluster::remote::Service;
 use crate::error::ApiError;
 use crate::host::{Fault, HostState};
+use crate::messaging::faults::{LinkEffect, LinkFault, LinkFaults};
 use crate::service::node::NodeService;
 use crate::service::Api;
 use troupe_runtime::store::{Hits, NodeFault};
@@ -31,6 +32,60 @@ pub(crate) struct Target {
     pub gates: Vec<(String, NodeFault)>,
     /// How long a node fault may stay armed at most (it heals itself then).
     pub hold: Duration,
+    /// The link fault to arm on the target's messages (message actions only).
+    pub link: Option<LinkFault>,
+}
+
+/// The longest MESSAGE_DELAY.
+const MAX_MESSAGE_DELAY: u64 = 60_000;
+
+fn ms_param(p: &serde_json::Map<String, serde_json::Value>, name: &str, default: u64, max: u64) -> Result<u64, String> {
+    match p.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .filter(|ms| *ms <= max)
+            .ok_or(format!("{name} is from 0 to {max}")),
+    }
+}
+
+/// The link fault of a message action on its target agent: the messages to it, from
+/// `params.from` (any sender when not given), hit with `params.probability`.
+pub(crate) fn link_fault(fault: &super::FaultSpec, target: &Candidate, seed: u64) -> Result<Option<LinkFault>, String> {
+    let (effect, p) = match fault.action {
+        FaultAction::MessageDelay => {
+            let p = settings(&fault.params, &["delayMs", "jitterMs", "probability", "from"])?;
+            let delay = ms_param(&p, "delayMs", 500, MAX_MESSAGE_DELAY)?;
+            let jitter = ms_param(&p, "jitterMs", 0, delay)?;
+            let effect = LinkEffect::Delay {
+                delay: Duration::from_millis(delay),
+                jitter: Duration::from_millis(jitter),
+            };
+            (effect, p)
+        }
+        FaultAction::MessageDrop => (LinkEffect::Drop, settings(&fault.params, &["probability", "from"])?),
+        _ => return Ok(None),
+    };
+    let probability = match p.get("probability") {
+        None => 1.0,
+        Some(v) => v
+            .as_f64()
+            .filter(|p| *p > 0.0 && *p <= 1.0)
+            .ok_or("probability is above 0 and at most 1")?,
+    };
+    let from = match p.get("from") {
+        None => Vec::new(),
+        Some(v) => {
+            serde_json::from_value::<Vec<String>>(v.clone()).map_err(|_| "from is a list of agent ids".to_owned())?
+        }
+    };
+    Ok(Some(LinkFault {
+        to: target.id.clone(),
+        from,
+        effect,
+        probability,
+        seed,
+    }))
 }
 
 /// The slowest commit STORE_SLOW_COMMIT may ask for (the writer thread waits it out).
@@ -133,6 +188,8 @@ pub(crate) enum Armed {
     Continue(Vec<u32>),
     /// A host's broken or hung connection, healed by a reconnect.
     Reconnect(String, crate::service::Hosts),
+    /// A link fault armed as `id` on this node's mailboxes.
+    Link(String, LinkFaults),
     /// Node faults armed as `id` on these nodes (this one's own first), disarmed in turn.
     Gates {
         id: String,
@@ -252,6 +309,14 @@ pub(crate) async fn predict(api: &Api, t: &Target, allow_escalation: bool) -> Re
             host(target, action)?;
             vec![expected(&target.id, "UNREACHABLE_THEN_UP")]
         }
+        FaultAction::MessageDelay | FaultAction::MessageDrop => {
+            agent(api, target, action)?;
+            let effect = match action {
+                FaultAction::MessageDelay => "MESSAGES_DELAYED",
+                _ => "MESSAGES_DROPPED",
+            };
+            vec![expected(&target.id, effect)]
+        }
         FaultAction::Partition | FaultAction::StoreReject | FaultAction::StoreSlowCommit | FaultAction::DiskFull => {
             reachable(api, t)?;
             let effect = match action {
@@ -338,6 +403,16 @@ pub(crate) async fn inject(
             inj.effective_at = Some(Utc::now());
             Ok(Armed::Reconnect(target.id.clone(), api.hosts().clone()))
         }
+        FaultAction::MessageDelay | FaultAction::MessageDrop => {
+            agent(api, target, action)?;
+            let link = t
+                .link
+                .clone()
+                .ok_or_else(|| ApiError::Internal("a message fault without its link".into()))?;
+            let links = api.messages().mailboxes.links().clone();
+            links.arm(&inj.id, link);
+            Ok(Armed::Link(inj.id.clone(), links))
+        }
         FaultAction::Partition | FaultAction::StoreReject | FaultAction::StoreSlowCommit | FaultAction::DiskFull => {
             unreachable!("node faults are armed above")
         }
@@ -397,6 +472,9 @@ pub(crate) async fn undo(armed: Armed) -> Undone {
             if let Err(e) = hosts.inject_fault(&host, Fault::HostReconnect).await {
                 tracing::warn!(%host, error = %e, "a host fault could not be healed");
             }
+        }
+        Armed::Link(id, links) => {
+            undone.hits = links.disarm(&id).unwrap_or_default();
         }
         Armed::Gates { id, mut nodes, service } => {
             // This node's own gate first: with it gone, this node reaches the others again.

@@ -43,6 +43,14 @@ pub enum FaultAction {
     /// disk would, UNAVAILABLE to the callers; deletes go through and the node stays up. The
     /// revert frees the disk.
     DiskFull,
+    /// Each message delivered to the target agent (from `params.from`, any sender by default)
+    /// waits `params.delayMs` (default 500) ± `params.jitterMs` first, with
+    /// `params.probability` (default 1); the revert lifts it.
+    MessageDelay,
+    /// Each message to the target agent (from `params.from`, any sender by default) is lost
+    /// in transit with `params.probability` (default 1): its sender hears nothing until its
+    /// timeout, and it goes to the dead-letter queue; the revert lifts it.
+    MessageDrop,
 }
 
 impl FaultAction {
@@ -57,6 +65,11 @@ impl FaultAction {
     /// Whether it is a fault of a node's store.
     pub fn reaches_store(self) -> bool {
         matches!(self, Self::StoreReject | Self::StoreSlowCommit | Self::DiskFull)
+    }
+
+    /// Whether it is a fault of the messages to an agent.
+    pub fn reaches_messages(self) -> bool {
+        matches!(self, Self::MessageDelay | Self::MessageDrop)
     }
 }
 
@@ -115,7 +128,8 @@ impl ExperimentState {
 pub struct Expected {
     pub id: String,
     /// RESTART, ESCALATE, GIVE_UP, HELD, PROCESS_REPLACED, PAUSED_THEN_CONTINUED,
-    /// UNREACHABLE_THEN_UP, CUT_OFF_THEN_UP, WRITES_REJECTED, COMMITS_SLOWED, WRITES_REFUSED.
+    /// UNREACHABLE_THEN_UP, CUT_OFF_THEN_UP, WRITES_REJECTED, COMMITS_SLOWED, WRITES_REFUSED,
+    /// MESSAGES_DELAYED, MESSAGES_DROPPED.
     pub effect: String,
 }
 

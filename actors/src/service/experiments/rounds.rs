@@ -47,7 +47,7 @@ pub(super) async fn resolve(
             }
             select::narrow_nodes(&members, &fault.target, std::slice::from_ref(&me))?
         } else {
-            if fault.to.is_some() || !fault.params.is_null() {
+            if fault.to.is_some() || (!fault.params.is_null() && !action.reaches_messages()) {
                 return Err(ApiError::invalid(format!(
                     "fault {n}: {action:?} takes neither `to` (the far side of a PARTITION) nor `params`"
                 )));
@@ -77,12 +77,14 @@ pub(super) async fn resolve(
             )));
         }
         for candidate in picked {
-            let gates = inject::node_gates(fault, &candidate, &members)
-                .map_err(|e| ApiError::invalid(format!("fault {n} ({action:?}): {e}")))?;
+            let invalid = |e: String| ApiError::invalid(format!("fault {n} ({action:?}): {e}"));
+            let gates = inject::node_gates(fault, &candidate, &members).map_err(invalid)?;
+            let link = inject::link_fault(fault, &candidate, seed_of(seed, round, n)).map_err(invalid)?;
             targets.push(Target {
                 action,
                 candidate,
                 gates,
+                link,
                 // A peer's gate outlives the experiment's hold a little, then heals itself.
                 hold: hold + GATE_GRACE,
             });

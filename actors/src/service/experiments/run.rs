@@ -508,7 +508,8 @@ async fn judge(api: &Api, id: &str, input: &ExperimentInput, observer: &Observer
                 .or_else(|| crash_recovered(&events, target, &inj.expected, inj.after_seq)),
             // A killed process is replaced; a held loop or a stopped process goes on.
             FaultAction::ProcessKill => inject::agent_recovered(api, target, &inj.groups).await.then_some(now),
-            FaultAction::Hang | FaultAction::ProcessPause => {
+            // A held loop, a stopped process or a faulty link goes on.
+            FaultAction::Hang | FaultAction::ProcessPause | FaultAction::MessageDelay | FaultAction::MessageDrop => {
                 inject::agent_recovered(api, target, &[]).await.then_some(now)
             }
             FaultAction::HostDisconnect | FaultAction::HostHang => {
