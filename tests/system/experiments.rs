@@ -94,7 +94,7 @@ async fn a_crashed_agent_restarts_alone_as_its_supervisor_predicted_and_the_repo
     ensure!(
         report["invariants"]
             .as_array()
-            .is_some_and(|i| i.len() == 4 && i.iter().all(|i| i["ok"] == true)),
+            .is_some_and(|i| i.len() == 6 && i.iter().all(|i| i["ok"] == true)),
         "{report}"
     );
     let inj = &done["injections"][0];
@@ -648,8 +648,27 @@ async fn repeated_rounds_pick_and_crash_again_and_the_report_counts_every_round(
     )
     .await?;
     ensure!(started["injections"].as_array().map(Vec::len) == Some(1), "{started}");
+    // Work goes on through the rounds; the report watches every task of the run.
+    let mut tasks = Vec::new();
+    for n in 0..3 {
+        tasks.push(node.submit_to(&agents[n % 2], json!({ "round": n })).await?);
+    }
     let done = finished(&node, &text(&started, "/id")?).await?;
     ensure!(done["state"] == "PASSED", "{done}");
+    let kept = done["report"]["invariants"]
+        .as_array()
+        .and_then(|i| i.iter().find(|i| i["name"] == "TASKS_KEPT").cloned())
+        .unwrap_or_default();
+    ensure!(
+        kept["ok"] == true
+            && kept["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("3 tasks watched")),
+        "{kept}"
+    );
+    for task in &tasks {
+        ensure!(node.task(task).await?["state"].is_string(), "task {task} is gone");
+    }
     let report = &done["report"];
     ensure!(report["injected"] == 3 && report["recovered"] == 3, "{report}");
     let injections = done["injections"].as_array().cloned().unwrap_or_default();

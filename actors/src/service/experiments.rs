@@ -15,6 +15,7 @@
 //! Experiments and their gates live in this node's memory: a restart clears every gate.
 
 mod inject;
+mod invariants;
 mod model;
 mod rounds;
 mod run;

@@ -135,7 +135,8 @@ pub struct StartExperimentInput {
     pub seed: Option<Int64>,
     /// How long each target has to recover after its injection [default: 30000].
     pub recover_within_ms: Option<i32>,
-    /// TREE_RESTORED, RESTARTS_MATCH_STRATEGY, NO_ESCALATION [default: all].
+    /// TREE_RESTORED, RESTARTS_MATCH_STRATEGY, NO_ESCALATION, PEERS_UP, TASKS_KEPT,
+    /// VMS_SINGLE [default: all].
     pub invariants: Option<Vec<String>>,
     /// Inject a crash even when the supervisor would escalate or give up [default: false].
     #[graphql(default)]

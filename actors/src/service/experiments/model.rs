@@ -106,7 +106,14 @@ pub struct ExperimentInput {
 }
 
 /// The invariants an experiment can check.
-pub const INVARIANTS: [&str; 4] = ["TREE_RESTORED", "RESTARTS_MATCH_STRATEGY", "NO_ESCALATION", "PEERS_UP"];
+pub const INVARIANTS: [&str; 6] = [
+    "TREE_RESTORED",
+    "RESTARTS_MATCH_STRATEGY",
+    "NO_ESCALATION",
+    "PEERS_UP",
+    "TASKS_KEPT",
+    "VMS_SINGLE",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExperimentState {

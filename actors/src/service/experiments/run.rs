@@ -13,13 +13,13 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use troupe_runtime::events::{Event, EventFilter, NewEvent};
 
-use super::inject;
-use super::select::{self, Candidate};
+use super::invariants as inv;
+use super::{inject, select};
 use super::{lock, End, ExperimentInput, ExperimentState, FaultAction, Injection, InvariantResult, RecoveryReport};
 use crate::service::Api;
 
 /// How often recovery and the lease are looked at.
-const TICK: Duration = Duration::from_millis(25);
+pub(super) const TICK: Duration = Duration::from_millis(25);
 /// The most events of a run kept for judging it.
 const KEEP: usize = 50_000;
 /// The most observed events shown per injection.
@@ -117,6 +117,7 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, seed: u64,
     let after = start.injections.iter().map(|i| i.after_seq).min().unwrap_or(1);
     let observer = Observer::start(&api, after);
     let before = api.supervision_tree(None).await.map(|t| select::flatten(&t)).ok();
+    let open_tasks = inv::open_tasks(&api).await;
     let began = Instant::now();
     let every = input.every.unwrap_or_default();
 
@@ -171,14 +172,16 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, seed: u64,
     let events = observer.snapshot();
     for name in &wanted {
         let result = match name.as_str() {
-            "TREE_RESTORED" => tree_restored(&api, before.as_deref(), &experiment.injections, deadline).await,
+            "TREE_RESTORED" => inv::tree_restored(&api, before.as_deref(), &experiment.injections, deadline).await,
             "RESTARTS_MATCH_STRATEGY" => {
-                let (result, extra) = restarts_match(&experiment.injections, &events);
+                let (result, extra) = inv::restarts_match(&experiment.injections, &events);
                 unexpected.extend(extra);
                 result
             }
-            "NO_ESCALATION" => no_escalation(&experiment.injections, &events, input.allow_escalation),
-            "PEERS_UP" => peers_up(&api, deadline).await,
+            "NO_ESCALATION" => inv::no_escalation(&experiment.injections, &events, input.allow_escalation),
+            "PEERS_UP" => inv::peers_up(&api, deadline).await,
+            "TASKS_KEPT" => inv::tasks_kept(&api, &open_tasks, &events, deadline).await,
+            "VMS_SINGLE" => inv::vms_single(&api).await,
             _ => continue,
         };
         if !result.ok {
@@ -259,7 +262,7 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, seed: u64,
     });
 }
 
-fn after(events: &[Arc<Event>], seq: u64) -> impl Iterator<Item = &Arc<Event>> {
+pub(super) fn after(events: &[Arc<Event>], seq: u64) -> impl Iterator<Item = &Arc<Event>> {
     events.iter().filter(move |e| e.seq >= seq)
 }
 
@@ -327,155 +330,6 @@ fn crash_recovered(
         last = Some(last.map_or(at, |l| l.max(at)));
     }
     last
-}
-
-/// Every child that ran under the targets' supervisors before runs there again.
-async fn tree_restored(
-    api: &Api,
-    before: Option<&[Candidate]>,
-    injections: &[Injection],
-    deadline: Instant,
-) -> InvariantResult {
-    let name = "TREE_RESTORED".to_owned();
-    let Some(before) = before else {
-        return InvariantResult {
-            name,
-            ok: false,
-            detail: Some("the tree could not be read before the faults".into()),
-        };
-    };
-    let owners: BTreeSet<&str> = injections.iter().map(|i| i.supervisor.as_str()).collect();
-    let wanted: Vec<&Candidate> = before
-        .iter()
-        .filter(|c| owners.contains(c.owner.as_str()) && c.state == "RUNNING")
-        .collect();
-    loop {
-        let missing: Vec<String> = match api.supervision_tree(None).await {
-            Ok(tree) => {
-                let now = select::flatten(&tree);
-                wanted
-                    .iter()
-                    .filter(|w| {
-                        !now.iter()
-                            .any(|c| c.id == w.id && c.owner == w.owner && c.state == "RUNNING")
-                    })
-                    .map(|w| w.id.clone())
-                    .collect()
-            }
-            Err(e) => vec![format!("(the tree could not be read: {e})")],
-        };
-        if missing.is_empty() {
-            return InvariantResult {
-                name,
-                ok: true,
-                detail: Some(format!(
-                    "{} children of {} running again",
-                    wanted.len(),
-                    owners.into_iter().collect::<Vec<_>>().join(", ")
-                )),
-            };
-        }
-        if Instant::now() >= deadline {
-            return InvariantResult {
-                name,
-                ok: false,
-                detail: Some(format!("not running again: {}", missing.join(", "))),
-            };
-        }
-        tokio::time::sleep(TICK).await;
-    }
-}
-
-/// The children restarted are those the strategies predicted; anything else is unexpected.
-fn restarts_match(injections: &[Injection], events: &[Arc<Event>]) -> (InvariantResult, Vec<Arc<Event>>) {
-    let expected: BTreeSet<&str> = injections
-        .iter()
-        .flat_map(|i| {
-            i.expected
-                .iter()
-                .filter(|e| e.effect == "RESTART")
-                .map(|e| e.id.as_str())
-        })
-        .collect();
-    let targets: BTreeSet<&str> = injections.iter().map(|i| i.target.as_str()).collect();
-    let seq = injections.iter().map(|i| i.after_seq).min().unwrap_or(0);
-    let unexpected: Vec<Arc<Event>> = after(events, seq)
-        .filter(|e| e.kind.ends_with("_RESTARTED"))
-        .filter(|e| {
-            let s = e.subject.as_deref().unwrap_or("");
-            !expected.contains(s) && !targets.contains(s)
-        })
-        .cloned()
-        .collect();
-    let missing: Vec<&str> = expected
-        .iter()
-        .filter(|id| !after(events, seq).any(|e| e.subject.as_deref() == Some(**id) && e.kind.ends_with("_RESTARTED")))
-        .copied()
-        .collect();
-    let ok = unexpected.is_empty() && missing.is_empty();
-    let detail = if ok {
-        format!(
-            "restarted as predicted: {}",
-            expected.iter().copied().collect::<Vec<_>>().join(", ")
-        )
-    } else {
-        let extra: Vec<String> = unexpected.iter().filter_map(|e| e.subject.clone()).collect();
-        format!(
-            "predicted but not restarted: [{}]; restarted but not predicted: [{}]",
-            missing.join(", "),
-            extra.join(", ")
-        )
-    };
-    (
-        InvariantResult {
-            name: "RESTARTS_MATCH_STRATEGY".into(),
-            ok,
-            detail: Some(detail),
-        },
-        unexpected,
-    )
-}
-
-fn no_escalation(injections: &[Injection], events: &[Arc<Event>], allowed: bool) -> InvariantResult {
-    let seq = injections.iter().map(|i| i.after_seq).min().unwrap_or(0);
-    let escalations: Vec<String> = after(events, seq)
-        .filter(|e| e.kind == "SUPERVISOR_ESCALATED")
-        .filter_map(|e| e.subject.clone())
-        .collect();
-    let predicted = injections
-        .iter()
-        .any(|i| i.expected.iter().any(|e| e.effect == "ESCALATE"));
-    InvariantResult {
-        name: "NO_ESCALATION".into(),
-        ok: escalations.is_empty() || (allowed && predicted),
-        detail: (!escalations.is_empty()).then(|| format!("escalated: {}", escalations.join(", "))),
-    }
-}
-
-/// Every member of the cluster is UP (as this node sees it), waiting up to the deadline.
-async fn peers_up(api: &Api, deadline: Instant) -> InvariantResult {
-    loop {
-        let down: Vec<String> = match api.cluster_state().await {
-            Ok(state) => state
-                .members
-                .iter()
-                .filter(|m| m.state != crate::cluster::failover::MemberState::Up)
-                .map(|m| format!("{} {}", m.name, m.state.name()))
-                .collect(),
-            Err(e) => vec![format!("(the cluster could not be read: {e})")],
-        };
-        if down.is_empty() || Instant::now() >= deadline {
-            return InvariantResult {
-                name: "PEERS_UP".into(),
-                ok: down.is_empty(),
-                detail: Some(match down.is_empty() {
-                    true => "every member is UP".into(),
-                    false => format!("not UP: {}", down.join(", ")),
-                }),
-            };
-        }
-        tokio::time::sleep(TICK).await;
-    }
 }
 
 /// Judges the injections that can be judged now: those with nothing armed, or reverted.
