@@ -23,6 +23,7 @@ pub mod error;
 pub mod host;
 pub mod ids;
 pub mod inflight;
+pub(crate) mod liveness;
 pub mod messaging;
 pub mod node;
 pub mod outbox;

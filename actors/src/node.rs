@@ -35,6 +35,7 @@
 
 mod bootstrap;
 mod identity;
+mod watchdog;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

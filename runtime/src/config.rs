@@ -184,6 +184,15 @@ pub struct ServeArgs {
     /// Deadlines an agent may miss in a row before its supervisor restarts it [default: 2].
     #[arg(long, env = "TROUPE_AGENT_WATCHDOG_MISSES")]
     pub agent_watchdog_misses: Option<u32>,
+    /// The other actors' watchdog deadlines by kind, as KIND=MS pairs separated by commas
+    /// (0 turns a kind's watchdog off; kinds not named keep their default) [default:
+    /// SUPERVISOR=30000,SWARM=30000,SERVICE=30000,SWARM_COORDINATOR=30000,HOST=30000].
+    #[arg(long, env = "TROUPE_WATCHDOG_MS")]
+    pub watchdog_ms: Option<String>,
+    /// Deadlines such an actor may miss in a row before its supervisor restarts it
+    /// [default: 2].
+    #[arg(long, env = "TROUPE_WATCHDOG_MISSES")]
+    pub watchdog_misses: Option<u32>,
     /// The most targets one fault of an experiment may hit [default: 1].
     #[arg(long, env = "TROUPE_FAULT_MAX_TARGETS")]
     pub fault_max_targets: Option<usize>,
@@ -269,6 +278,9 @@ pub struct Config {
     pub fault_max_duration: Duration,
     pub agent_watchdog: Duration,
     pub agent_watchdog_misses: u32,
+    /// The watchdog's deadline of each kind of actor it watches (agents have their own).
+    pub watchdog: std::collections::BTreeMap<String, Duration>,
+    pub watchdog_misses: u32,
     /// What agents may use as API keys (see `ServeArgs::secret_env`, `secret_dirs`).
     pub secret_env: Vec<String>,
     pub secret_dirs: Vec<PathBuf>,
@@ -284,6 +296,42 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// The kinds the watchdog watches by default, each with 30 s.
+pub const WATCHED_KINDS: [&str; 5] = ["SUPERVISOR", "SWARM", "SERVICE", "SWARM_COORDINATOR", "HOST"];
+
+/// The watchdog's deadlines: the defaults, overridden by `KIND=MS` pairs (0: not watched).
+fn watchdog_deadlines(pairs: Option<&str>) -> Result<std::collections::BTreeMap<String, Duration>, ConfigError> {
+    let mut deadlines: std::collections::BTreeMap<String, Duration> = WATCHED_KINDS
+        .iter()
+        .map(|k| (k.to_string(), Duration::from_secs(30)))
+        .collect();
+    for pair in pairs
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let parsed = pair
+            .split_once('=')
+            .and_then(|(kind, ms)| Some((kind.trim().to_ascii_uppercase(), ms.trim().parse::<u64>().ok()?)));
+        let Some((kind, ms)) = parsed.filter(|(kind, _)| !kind.is_empty() && kind != "AGENT") else {
+            return Err(ConfigError::Invalid {
+                key: "watchdog_ms",
+                message: format!(
+                    "{pair:?} is not KIND=MS (agents have agent_watchdog_ms); kinds: {}",
+                    WATCHED_KINDS.join(", ")
+                ),
+            });
+        };
+        if ms == 0 {
+            deadlines.remove(&kind);
+        } else {
+            deadlines.insert(kind, Duration::from_millis(ms));
+        }
+    }
+    Ok(deadlines)
+}
+
 impl Config {
     /// Resolves flags and environment (already in `args`) over the file over the defaults.
     pub fn load(mut args: ServeArgs) -> Result<Self, ConfigError> {
@@ -297,7 +345,8 @@ impl Config {
                 metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
                 ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, agent_mailbox_size, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, peer_drop_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
-                libvirt_timeout_ms, fault_injection, fault_max_targets, fault_max_duration_ms, agent_watchdog_ms, agent_watchdog_misses);
+                libvirt_timeout_ms, fault_injection, fault_max_targets, fault_max_duration_ms, agent_watchdog_ms, agent_watchdog_misses,
+                watchdog_ms, watchdog_misses);
             if args.join.is_empty() {
                 args.join = file.join;
             }
@@ -394,6 +443,8 @@ impl Config {
             fault_max_duration: ms(args.fault_max_duration_ms.unwrap_or(300_000)),
             agent_watchdog: ms(args.agent_watchdog_ms.unwrap_or(30_000)),
             agent_watchdog_misses: args.agent_watchdog_misses.unwrap_or(2),
+            watchdog: watchdog_deadlines(args.watchdog_ms.as_deref())?,
+            watchdog_misses: args.watchdog_misses.unwrap_or(2),
             secret_env: args.secret_env,
             secret_dirs: args.secret_dirs,
         };
@@ -441,6 +492,7 @@ impl Config {
             ("breaker_failures", self.breaker_failures as usize),
             ("fault_max_targets", self.fault_max_targets),
             ("agent_watchdog_misses", self.agent_watchdog_misses as usize),
+            ("watchdog_misses", self.watchdog_misses as usize),
         ];
         for (key, value) in counts {
             if value == 0 {

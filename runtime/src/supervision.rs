@@ -27,7 +27,8 @@ pub use child::{ChildEvent, ChildSpec, Shutdown};
 pub use decision::{Backoff, ChildView, Decision, Exit, Intensity, Restart, RestartLadder, Strategy};
 pub use nested::{Nest, Nested, SupervisorSpec};
 pub use supervisor::{
-    CrashPlan, CrashRequest, StartOrder, Supervisor, SupervisorArgs, SupervisorMsg, INJECTED_CRASH, UNRESPONSIVE,
+    CrashPlan, CrashRequest, Reach, ReachRequest, StartOrder, Supervisor, SupervisorArgs, SupervisorMsg,
+    INJECTED_CRASH, UNRESPONSIVE,
 };
 pub use tree::{ChildInfo, SupervisorInfo};
 

@@ -793,3 +793,78 @@ async fn delayed_and_dropped_messages_reach_their_agent_late_or_never_until_reve
     }
     Ok(())
 }
+
+/// Waits until `node` has recorded an event of `kind` about `subject`.
+async fn wait_event(node: &Node, kind: &str, subject: &str) -> Result<Value> {
+    let deadline = Deadline::after(WAIT, format!("{kind} of {subject}"));
+    loop {
+        let seen = node.events_after(None, &[kind]).await?;
+        if let Some(e) = seen.into_iter().find(|e| e["subject"] == subject) {
+            return Ok(e);
+        }
+        deadline.tick(kind).await?;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_restarts_a_hung_supervisor_and_a_held_scheduler_answers_once_released() -> Result<()> {
+    let node = Node::start(
+        NodeOpts::named("watched")
+            .arg("--fault-injection", "true")
+            .arg("--watchdog-ms", "SUPERVISOR=200,SERVICE=30000")
+            .arg("--watchdog-misses", 3),
+    )
+    .await?;
+    // A supervisor held past three deadlines is reported, killed and restarted by its own.
+    let hung = start(
+        &node,
+        json!({ "name": "hung supervisor", "durationMs": 120000, "faults": [{ "action": "HANG", "target": { "ids": ["swarms"] } }] }),
+    )
+    .await?;
+    let id = text(&hung, "/id")?;
+    ensure!(hung["injections"][0]["effectiveAt"].is_string(), "{hung}");
+    wait_event(&node, "SUPERVISOR_UNRESPONSIVE", "swarms").await?;
+    let failed = wait_event(&node, "SUPERVISOR_FAILED", "swarms").await?;
+    ensure!(
+        failed["data"]["reason"] == "unresponsive: killed by the watchdog",
+        "{failed}"
+    );
+    wait_event(&node, "SUPERVISOR_RESTARTED", "swarms").await?;
+    stop(&node, &id).await?;
+    let done = finished(&node, &id).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    let inj = &done["injections"][0];
+    ensure!(inj["outcome"] == "RECOVERED" && inj["timeToDetectMs"].is_i64(), "{inj}");
+    let seen = kinds(&inj["observed"]);
+    ensure!(
+        seen.contains(&"SUPERVISOR_UNRESPONSIVE".into()) && seen.contains(&"SUPERVISOR_RESTARTED".into()),
+        "{seen:?}"
+    );
+    // Its parent was not blamed, nor anything else restarted.
+    ensure!(done["report"]["unexpected"] == json!([]), "{done}");
+    let core = node.events_after(None, &["SUPERVISOR_UNRESPONSIVE"]).await?;
+    ensure!(core.iter().all(|e| e["subject"] == "swarms"), "{core:?}");
+
+    // The scheduler held (its deadline is 30 s: not reported), then released: tasks wait,
+    // then run.
+    let agent = node.spawn_builtin("echo", &["after"]).await?;
+    let held = start(
+        &node,
+        json!({ "name": "held scheduler", "durationMs": 120000, "faults": [{ "action": "HANG", "target": { "ids": ["scheduler"] } }] }),
+    )
+    .await?;
+    let id = text(&held, "/id")?;
+    let task = node.submit_to(&agent, json!("held")).await?;
+    stop(&node, &id).await?;
+    let done = finished(&node, &id).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    node.wait_task_state(&task, "SUCCEEDED").await?;
+
+    // A child whose kind has no ping cannot be held.
+    let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
+    let input = json!({ "name": "no", "faults": [{ "action": "HANG", "target": { "ids": ["cluster"] } }] });
+    let refused = node.gql(q, json!({ "input": input })).await?;
+    expect_code(&refused, "INVALID_INPUT")?;
+    ensure!(refused.to_string().contains("cannot be held"), "{refused}");
+    Ok(())
+}

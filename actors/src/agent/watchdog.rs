@@ -64,7 +64,7 @@ pub(crate) fn start(api: Api, deadline: Duration, misses: u32) {
                     .await;
                 }
                 if now >= misses {
-                    restart(&api, &id).await;
+                    kill(&api, &id).await;
                     continue;
                 }
                 seen.insert(id, now);
@@ -81,8 +81,8 @@ async fn record(api: &Api, kind: &str, id: &str, data: serde_json::Value) {
     }
 }
 
-/// Has the agent's supervisor, wherever it is in the tree, kill it as failed.
-async fn restart(api: &Api, id: &str) {
+/// Has the child's supervisor, wherever it is in the tree, kill it as failed.
+pub(crate) async fn kill(api: &Api, id: &str) {
     let Ok(root) = api.slots.root.running("the node's supervision tree") else {
         return;
     };
@@ -101,9 +101,9 @@ async fn restart(api: &Api, id: &str) {
     )
     .await;
     match asked {
-        Ok(Ok(Some(_))) => tracing::warn!(agent = %id, "unresponsive agent killed for a restart"),
-        Ok(Ok(None)) => tracing::warn!(agent = %id, "no supervisor holds the unresponsive agent"),
-        Ok(Err(e)) => tracing::warn!(agent = %id, error = %e, "the unresponsive agent could not be killed"),
-        Err(e) => tracing::warn!(agent = %id, error = %e, "the supervision tree did not answer"),
+        Ok(Ok(Some(_))) => tracing::warn!(child = %id, "unresponsive child killed for a restart"),
+        Ok(Ok(None)) => tracing::warn!(child = %id, "no supervisor holds the unresponsive child"),
+        Ok(Err(e)) => tracing::warn!(child = %id, error = %e, "the unresponsive child could not be killed"),
+        Err(e) => tracing::warn!(child = %id, error = %e, "the supervision tree did not answer"),
     }
 }

@@ -11,7 +11,7 @@ use troupe_runtime::supervision::{
     Backoff, ChildSpec, Intensity, Nest, StartOrder, Strategy, SupervisorArgs, SupervisorMsg,
 };
 
-use super::driver::HostDriver;
+use super::driver::{HostDriver, HostMsg};
 use super::Fleet;
 
 /// How long starting a host waits for its driver's first look at it (the host is UP, or
@@ -97,6 +97,8 @@ impl ChildSpec for HostChild {
         // The start reads the host's VMs and starts their actors; it asks nothing of the host.
         Duration::from_secs(30)
     }
+
+    crate::liveness::pinged_and_held!(HostMsg);
 
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {

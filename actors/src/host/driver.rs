@@ -36,6 +36,13 @@ impl Found {
 
 pub enum HostMsg {
     Tick,
+    /// The watchdog's ping: answered at once unless the loop is stuck.
+    Ping(ractor::RpcReplyPort<()>),
+    /// Holds the loop until released (fault injection: HANG).
+    Hold(
+        tokio::sync::watch::Receiver<bool>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    ),
     /// What a tick's look at the host found (asked off the driver's mailbox, so a host that
     /// does not answer holds up none of the driver's other calls).
     Probed(Probe),
@@ -137,6 +144,10 @@ impl Actor for HostDriver {
 
     async fn handle(&self, myself: ActorRef<HostMsg>, msg: HostMsg, d: &mut Driver) -> Result<(), ActorProcessingErr> {
         match msg {
+            HostMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            HostMsg::Hold(release, held) => crate::liveness::held(&d.id, release, held).await,
             HostMsg::Tick => {
                 let has_vms = !d.vms.is_empty();
                 d.step(&myself, Input::Tick { has_vms }, Found::default()).await

@@ -20,7 +20,7 @@ use crate::cluster::{Cluster, ClusterChild, Link, PeerInfo, ServicesChild};
 use crate::host::{Fleet, FleetSettings, HostMode, HostSpec, HostsChild};
 use crate::placement::Overcommit;
 use crate::scheduler::TaskQueue;
-use crate::scheduler::{BreakerPolicy, RetryPolicy, Scheduler, SchedulerArgs};
+use crate::scheduler::{BreakerPolicy, RetryPolicy, Scheduler, SchedulerArgs, SchedulerMsg};
 use crate::service::node::{role_name, NodeService};
 use crate::service::raft::RaftService;
 use crate::service::{Agents, Api, Context, Hosts, Messages, Swarms, Tasks, Vms};
@@ -270,6 +270,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     };
     let courier = crate::messaging::courier::start(&slots.outbox, api.clone());
     crate::agent::watchdog::start(api.clone(), config.agent_watchdog, config.agent_watchdog_misses);
+    super::watchdog::start(api.clone(), config.watchdog.clone(), config.watchdog_misses);
     let intensity = Some(Intensity {
         max_restarts: config.supervisor_max_restarts,
         window: config.supervisor_window,
@@ -511,6 +512,8 @@ impl ChildSpec for SchedulerChild {
         // Recovery reads every open task.
         Duration::from_secs(60)
     }
+
+    crate::liveness::pinged_and_held!(SchedulerMsg);
 
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {

@@ -22,6 +22,13 @@ mod record;
 mod recover;
 
 pub enum SchedulerMsg {
+    /// The watchdog's ping: answered at once unless the loop is stuck.
+    Ping(ractor::RpcReplyPort<()>),
+    /// Holds the loop until released (fault injection: HANG).
+    Hold(
+        tokio::sync::watch::Receiver<bool>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    ),
     /// A task already durable as QUEUED.
     Enqueue(Box<(TaskSpec, TaskStatus)>),
     /// Cancels a task; answers its final status (durable) or why not.
@@ -198,6 +205,14 @@ impl Actor for Scheduler {
     ) -> Result<(), ActorProcessingErr> {
         let now = now();
         let effects = match msg {
+            SchedulerMsg::Ping(reply) => {
+                let _ = reply.send(());
+                return Ok(());
+            }
+            SchedulerMsg::Hold(release, held) => {
+                crate::liveness::held("scheduler", release, held).await;
+                return Ok(());
+            }
             SchedulerMsg::Enqueue(task) => {
                 let (spec, status) = *task;
                 if state.engine.status(&spec.id).is_some() {

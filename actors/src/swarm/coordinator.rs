@@ -27,6 +27,13 @@ const TICK: Duration = Duration::from_millis(200);
 
 pub enum CoordinatorMsg {
     Tick,
+    /// The watchdog's ping: answered at once unless the loop is stuck.
+    Ping(ractor::RpcReplyPort<()>),
+    /// Holds the loop until released (fault injection: HANG).
+    Hold(
+        tokio::sync::watch::Receiver<bool>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    ),
     /// Brings the members to the swarm's size now; answers when done.
     Reconcile(RpcReplyPort<Result<(), ApiError>>),
     /// Conducts a new swarm task.
@@ -93,6 +100,8 @@ impl ChildSpec for CoordinatorChild {
         // It starts the members the swarm lacks before it is up.
         Duration::from_secs(90)
     }
+
+    crate::liveness::pinged_and_held!(CoordinatorMsg);
 
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
@@ -173,6 +182,10 @@ impl Actor for Coordinator {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            CoordinatorMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            CoordinatorMsg::Hold(release, held) => crate::liveness::held(&state.id, release, held).await,
             CoordinatorMsg::Tick => {
                 state.conductors.retain(|_, c| !c.is_finished());
                 if let Err(e) = state.tick().await {

@@ -86,3 +86,28 @@ fn unknown_keys_bad_names_and_zero_limits_are_rejected() {
         "{err}"
     );
 }
+
+#[test]
+fn the_watchdog_deadlines_default_per_kind_and_pairs_override_or_turn_a_kind_off() {
+    let c = Config::load(ServeArgs::default()).unwrap();
+    assert_eq!(c.watchdog.len(), WATCHED_KINDS.len());
+    assert!(c.watchdog.values().all(|d| *d == Duration::from_secs(30)));
+    let c = Config::load(ServeArgs {
+        watchdog_ms: Some("supervisor=200, HOST=0,VM=500".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(c.watchdog["SUPERVISOR"], Duration::from_millis(200));
+    assert_eq!(c.watchdog["VM"], Duration::from_millis(500));
+    assert!(!c.watchdog.contains_key("HOST"));
+    for bad in ["SUPERVISOR", "SUPERVISOR=soon", "AGENT=100", "=5"] {
+        let refused = Config::load(ServeArgs {
+            watchdog_ms: Some(bad.into()),
+            ..Default::default()
+        });
+        assert!(
+            matches!(refused, Err(ConfigError::Invalid { key: "watchdog_ms", .. })),
+            "{bad}"
+        );
+    }
+}

@@ -92,6 +92,21 @@ pub trait ChildSpec: Send + Sync + 'static {
         false
     }
     fn lifecycle(&self, _event: &ChildEvent, _batch: &mut Batch) {}
+    /// Asks the running child a question its loop answers at once unless it is stuck (the
+    /// watchdog's ping): resolves to whether it answered. `None`: its kind has no ping.
+    fn ping(&self, _child: &ActorCell) -> Option<BoxFuture<'static, bool>> {
+        None
+    }
+    /// Holds the running child's loop until `release` turns true (a HANG), telling `held`
+    /// once it is held; whether its kind can be held.
+    fn hold(
+        &self,
+        _child: &ActorCell,
+        _release: tokio::sync::watch::Receiver<bool>,
+        _held: tokio::sync::mpsc::UnboundedSender<()>,
+    ) -> bool {
+        false
+    }
     /// Extra fields for this child's events.
     fn event_data(&self) -> serde_json::Value {
         json!({})

@@ -73,6 +73,27 @@ impl<N: Nest> ChildSpec for Nested<N> {
         true
     }
 
+    fn ping(&self, child: &ActorCell) -> Option<BoxFuture<'static, bool>> {
+        let sup = ActorRef::<SupervisorMsg>::from(child.clone());
+        Some(Box::pin(async move {
+            matches!(
+                sup.call(SupervisorMsg::Ping, None).await,
+                Ok(ractor::rpc::CallResult::Success(()))
+            )
+        }))
+    }
+
+    fn hold(
+        &self,
+        child: &ActorCell,
+        release: tokio::sync::watch::Receiver<bool>,
+        held: tokio::sync::mpsc::UnboundedSender<()>,
+    ) -> bool {
+        ActorRef::<SupervisorMsg>::from(child.clone())
+            .cast(SupervisorMsg::Hold(release, held))
+            .is_ok()
+    }
+
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
             let args = self.0.args().await?;

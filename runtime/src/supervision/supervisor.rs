@@ -26,8 +26,10 @@ use super::tree::{self, SupervisorInfo};
 
 mod fault;
 mod lifecycle;
+mod reach;
 use crate::store::Store;
 pub use fault::{CrashPlan, CrashReply, CrashRequest, INJECTED_CRASH, UNRESPONSIVE};
+pub use reach::{Reach, ReachReply, ReachRequest};
 
 /// How a start that finished after it was abandoned is undone.
 const STALE_STOP: Shutdown = Shutdown::Timeout(std::time::Duration::from_secs(10));
@@ -43,6 +45,8 @@ pub enum SupervisorMsg {
     Holds(String, RpcReplyPort<bool>),
     /// This supervisor's live subtree.
     Describe(RpcReplyPort<SupervisorInfo>),
+    /// This supervisor's live subtree, answered within the time (a parent's Describe).
+    DescribeWithin(std::time::Duration, RpcReplyPort<SupervisorInfo>),
     /// A start job's report.
     Started {
         id: String,
@@ -57,6 +61,16 @@ pub enum SupervisorMsg {
     /// one (see `fault.rs`); answers what its supervisor will do, or `None` when no such
     /// supervisor is found here.
     Crash(CrashRequest, CrashReply),
+    /// Pings or holds a running child wherever it is under this one (see `reach.rs`).
+    Reach(ReachRequest, ReachReply),
+    /// Answers at once: this supervisor's loop takes messages (the watchdog's ping).
+    Ping(RpcReplyPort<()>),
+    /// Holds this supervisor's loop until `release` turns true (a HANG); `held` is told
+    /// once it is held.
+    Hold(
+        tokio::sync::watch::Receiver<bool>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    ),
 }
 
 impl ractor::Message for SupervisorMsg {}
@@ -220,8 +234,22 @@ impl Actor for Supervisor {
             SupervisorMsg::Holds(id, reply) => {
                 let _ = reply.send(state.children.contains_key(&id));
             }
-            SupervisorMsg::Describe(reply) => tree::describe(state, reply),
+            SupervisorMsg::Describe(reply) => tree::describe(state, tree::DESCRIBE_TIMEOUT, reply),
+            SupervisorMsg::DescribeWithin(within, reply) => tree::describe(state, within, reply),
             SupervisorMsg::Crash(request, reply) => state.crash(request, reply),
+            SupervisorMsg::Reach(request, reply) => state.reach(request, reply),
+            SupervisorMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            SupervisorMsg::Hold(mut release, held) => {
+                tracing::warn!(supervisor = %state.name, "holding this supervisor's loop (fault injection: HANG)");
+                let _ = held.send(());
+                while !*release.borrow_and_update() {
+                    if release.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
             SupervisorMsg::WriteFailed(reason) => {
                 return Err(format!(
                     "supervisor {}: a lifecycle record was not written: {reason}",

@@ -38,8 +38,10 @@ pub struct ChildInfo {
 }
 
 /// Answers a Describe: this supervisor's own part at once, its child supervisors' parts from
-/// a task, so a slow subtree never blocks this mailbox.
-pub(super) fn describe(state: &State, reply: RpcReplyPort<SupervisorInfo>) {
+/// a task, so a slow subtree never blocks this mailbox. The child supervisors are asked at
+/// once, each with half of `within`, so one that is stuck costs its parent only its own part
+/// and every level above still answers in time.
+pub(super) fn describe(state: &State, within: Duration, reply: RpcReplyPort<SupervisorInfo>) {
     let mut info = SupervisorInfo {
         name: state.name.clone(),
         strategy: state.ladder.strategy,
@@ -61,11 +63,14 @@ pub(super) fn describe(state: &State, reply: RpcReplyPort<SupervisorInfo>) {
             supervisor: None,
         });
     }
+    let half = within / 2;
     tokio::spawn(async move {
-        for (index, sup) in nested {
-            if let Ok(ractor::rpc::CallResult::Success(sub)) =
-                sup.call(SupervisorMsg::Describe, Some(DESCRIBE_TIMEOUT)).await
-            {
+        let asked = nested.into_iter().map(|(index, sup)| async move {
+            let answer = sup.call(|r| SupervisorMsg::DescribeWithin(half, r), Some(half)).await;
+            (index, answer)
+        });
+        for (index, answer) in futures::future::join_all(asked).await {
+            if let Ok(ractor::rpc::CallResult::Success(sub)) = answer {
                 info.children[index].supervisor = Some(sub);
             }
         }

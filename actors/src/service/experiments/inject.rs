@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ractor::ActorRef;
-use tokio::sync::{oneshot, watch};
-use troupe_runtime::supervision::{CrashPlan, CrashRequest, SupervisorMsg};
+use tokio::sync::{mpsc, oneshot, watch};
+use troupe_runtime::supervision::{CrashPlan, CrashRequest, Reach, ReachRequest, SupervisorMsg};
 
 use super::select::Candidate;
 use super::{Expected, FaultAction, Injection};
@@ -294,7 +294,14 @@ pub(crate) async fn predict(api: &Api, t: &Target, allow_escalation: bool) -> Re
             effects
         }
         FaultAction::Hang => {
-            agent(api, target, action)?;
+            if target.kind == "AGENT" {
+                agent(api, target, action)?;
+            } else if reach(api, target, Reach::Ping(PROBE_WITHIN)).await.is_err() {
+                return Err(ApiError::invalid(format!(
+                    "{} ({}) cannot be held: HANG reaches agents, supervisors, the scheduler, swarm coordinators and host drivers",
+                    target.id, target.kind
+                )));
+            }
             vec![expected(&target.id, "HELD")]
         }
         FaultAction::ProcessKill => {
@@ -365,6 +372,26 @@ pub(crate) async fn inject(
         FaultAction::Crash => {
             crash(api, target, false, allow_escalation).await?;
             Ok(Armed::Nothing)
+        }
+        FaultAction::Hang if target.kind != "AGENT" => {
+            let (gate, released) = watch::channel(false);
+            let (held, mut taken) = mpsc::unbounded_channel();
+            reach(
+                api,
+                target,
+                Reach::Hold {
+                    release: released,
+                    held,
+                },
+            )
+            .await?;
+            if tokio::time::timeout(HOLD_WITHIN, taken.recv())
+                .await
+                .is_ok_and(|r| r.is_some())
+            {
+                inj.effective_at = Some(Utc::now());
+            }
+            Ok(Armed::Release(gate))
         }
         FaultAction::Hang => {
             let actor = agent(api, target, action)?;
@@ -546,6 +573,40 @@ pub(crate) async fn nodes_up(api: &Api, nodes: &[String]) -> bool {
         }),
         Err(_) => false,
     }
+}
+
+/// How long a ping of a held child's kind may take when checking it can be held, and when
+/// checking it answers again.
+const PROBE_WITHIN: Duration = Duration::from_millis(500);
+
+/// Pings or holds a child of the tree through its supervisor.
+async fn reach(api: &Api, target: &Candidate, reach: Reach) -> Result<bool, ApiError> {
+    let root = api.slots.root.running("the node's supervision tree")?;
+    let request = ReachRequest {
+        owner: target.owner.clone(),
+        child: target.id.clone(),
+        reach,
+    };
+    match crate::call::ask_within(
+        &root,
+        |r| SupervisorMsg::Reach(request, r),
+        "the supervision tree",
+        ROUTE,
+    )
+    .await?
+    {
+        Ok(Some(answered)) => Ok(answered),
+        Ok(None) => Err(ApiError::NotFound(format!(
+            "no supervisor {} holds {} now",
+            target.owner, target.id
+        ))),
+        Err(e) => Err(ApiError::Conflict(e)),
+    }
+}
+
+/// Whether a child that is not an agent answers a ping again.
+pub(crate) async fn child_recovered(api: &Api, target: &Candidate) -> bool {
+    reach(api, target, Reach::Ping(PROBE_WITHIN)).await.unwrap_or(false)
 }
 
 /// Whether the host is UP again.

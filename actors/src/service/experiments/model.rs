@@ -15,8 +15,9 @@ pub enum FaultAction {
     /// The child fails as if it panicked: its supervisor restarts it (and the siblings its
     /// strategy takes along). Any child of the tree. Nothing to revert.
     Crash,
-    /// An agent's loop is held: it takes no message (its mailbox fills, calls time out)
-    /// until the revert releases it.
+    /// An actor's loop is held (an agent, a supervisor, the scheduler, a swarm coordinator
+    /// or a host driver): it takes no message (its mailbox fills, calls time out) until the
+    /// revert releases it.
     Hang,
     /// SIGKILL of an agent's process groups behind Troupe's back. Nothing to revert.
     ProcessKill,

@@ -363,6 +363,16 @@ async fn judge(api: &Api, id: &str, input: &ExperimentInput, observer: &Observer
             // A killed process is replaced; a held loop or a stopped process goes on.
             FaultAction::ProcessKill => inject::agent_recovered(api, target, &inj.groups).await.then_some(now),
             // A held loop, a stopped process or a faulty link goes on.
+            FaultAction::Hang if inj.kind != "AGENT" => {
+                let held = select::Candidate {
+                    id: inj.target.clone(),
+                    kind: inj.kind.clone(),
+                    owner: inj.supervisor.clone(),
+                    state: String::new(),
+                    path: Vec::new(),
+                };
+                inject::child_recovered(api, &held).await.then_some(now)
+            }
             FaultAction::Hang | FaultAction::ProcessPause | FaultAction::MessageDelay | FaultAction::MessageDrop => {
                 inject::agent_recovered(api, target, &[]).await.then_some(now)
             }

@@ -4,9 +4,10 @@
 //! its intensity unless told otherwise, and stops the child with a reason it then treats as
 //! a failure, exactly as if the child had panicked.
 
-use ractor::{ActorRef, RpcReplyPort};
+use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
 
+use super::reach::Owned;
 use super::{Slot, State, SupervisorMsg};
 use crate::supervision::decision::{ChildView, Decision, Exit, Strategy};
 
@@ -49,26 +50,13 @@ pub type CrashReply = RpcReplyPort<Result<Option<CrashPlan>, String>>;
 
 impl State {
     pub(super) fn crash(&mut self, request: CrashRequest, reply: CrashReply) {
-        let mine = if request.owner.is_empty() {
-            self.children.contains_key(&request.child)
-        } else {
-            request.owner == self.name
-        };
-        if !mine {
-            return self.route_crash(request, reply);
-        }
-        let Some(child) = self.children.get(&request.child) else {
-            let _ = reply.send(Err(format!("supervisor {} has no child {}", self.name, request.child)));
-            return;
-        };
-        let Slot::Running(cell) = &child.slot else {
-            let _ = reply.send(Err(format!(
-                "child {} of {} is {}, not running",
-                request.child,
-                self.name,
-                child.slot.as_str()
-            )));
-            return;
+        let (child, cell) = match self.owned(&request.owner, &request.child) {
+            Owned::Elsewhere => return self.route_crash(request, reply),
+            Owned::NotRunning(why) => {
+                let _ = reply.send(Err(why));
+                return;
+            }
+            Owned::Running(child, cell) => (child, cell.clone()),
         };
         let view = |c: &super::Child| ChildView {
             id: c.spec.id().to_owned(),
@@ -129,31 +117,12 @@ impl State {
     /// Asks the running child supervisors, from a task so that a slow subtree never blocks
     /// this mailbox; the first that owns the child answers.
     fn route_crash(&self, request: CrashRequest, reply: CrashReply) {
-        let nested: Vec<ActorRef<SupervisorMsg>> = self
-            .children
-            .values()
-            .filter(|c| c.spec.is_supervisor())
-            .filter_map(|c| match &c.slot {
-                Slot::Running(cell) => Some(ActorRef::from(cell.clone())),
-                _ => None,
-            })
-            .collect();
+        let nested = self.running_supervisors();
         tokio::spawn(async move {
-            for sup in nested {
-                let asked = request.clone();
-                match sup
-                    .call(|r| SupervisorMsg::Crash(asked, r), Some(super::tree::DESCRIBE_TIMEOUT))
-                    .await
-                {
-                    Ok(ractor::rpc::CallResult::Success(Ok(None))) => continue,
-                    Ok(ractor::rpc::CallResult::Success(answer)) => {
-                        let _ = reply.send(answer);
-                        return;
-                    }
-                    _ => continue,
-                }
-            }
-            let _ = reply.send(Ok(None));
+            let within = super::tree::DESCRIBE_TIMEOUT;
+            let answer =
+                super::reach::first_owner(nested, within, move |r| SupervisorMsg::Crash(request.clone(), r)).await;
+            let _ = reply.send(answer);
         });
     }
 }

@@ -112,3 +112,52 @@ async fn a_hung_child_killed_for_the_watchdog_is_a_failure_found_without_naming_
         .expect("the kill is recorded as a failure");
     assert_eq!(failed.data["reason"], UNRESPONSIVE);
 }
+
+fn reach(child: &str, reach: Reach) -> impl FnOnce(crate::supervision::supervisor::ReachReply) -> SupervisorMsg {
+    let request = ReachRequest {
+        owner: String::new(),
+        child: child.into(),
+        reach,
+    };
+    move |reply| SupervisorMsg::Reach(request, reply)
+}
+
+#[tokio::test]
+async fn a_held_nested_supervisor_misses_its_ping_until_released_and_a_worker_has_no_ping() {
+    let mut h = Harness::new();
+    let mut children = h.workers(&["a"]);
+    children.push(Nested::child(h.inner(None)));
+    let (sup, _) = Actor::spawn(None, Supervisor, h.args(Strategy::OneForOne, Some(3), children))
+        .await
+        .unwrap();
+    h.starts(2).await;
+    let ping = || reach("inner", Reach::Ping(Duration::from_millis(200)));
+    assert_eq!(ractor::call!(sup, ping()).unwrap(), Ok(Some(true)));
+    // A worker's kind has no ping: it says so, it is not counted as a miss.
+    let worker = reach("a", Reach::Ping(Duration::from_millis(200)));
+    assert!(ractor::call!(sup, worker).unwrap().unwrap_err().contains("no ping"));
+
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (held, mut is_held) = tokio::sync::mpsc::unbounded_channel();
+    let hold = reach(
+        "inner",
+        Reach::Hold {
+            release: released,
+            held,
+        },
+    );
+    assert_eq!(ractor::call!(sup, hold).unwrap(), Ok(Some(true)));
+    is_held.recv().await.expect("the loop is held");
+    assert_eq!(
+        ractor::call!(sup, ping()).unwrap(),
+        Ok(Some(false)),
+        "a held loop answers nothing"
+    );
+    // The held supervisor's own children are out of reach meanwhile, and say so.
+    let deeper = reach("leaf", Reach::Ping(Duration::from_millis(100)));
+    assert_eq!(ractor::call!(sup, deeper).unwrap(), Ok(None));
+    release.send(true).unwrap();
+    assert_eq!(ractor::call!(sup, ping()).unwrap(), Ok(Some(true)));
+    let nobody = reach("nowhere", Reach::Ping(Duration::from_millis(100)));
+    assert_eq!(ractor::call!(sup, nobody).unwrap(), Ok(None));
+}
