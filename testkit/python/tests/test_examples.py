@@ -52,3 +52,17 @@ def test_two_nodes_are_one_cluster_a_task_submitted_on_one_runs_on_the_others_ag
     done = first.wait_task(task)
     assert done["result"] == "across"
     assert second.gql("query($id: ID!) { agent(id: $id) { tasksSucceeded } }", {"id": worker})["agent"]["tasksSucceeded"] in (1, "1")
+
+
+def test_a_full_disk_refuses_writes_inside_the_block_and_the_node_takes_them_after(troupe):
+    token = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }"
+    with troupe.fault("DISK_FULL") as exp:
+        try:
+            troupe.gql(token, {"n": "while-full"})
+        except ApiError as e:
+            assert e.code == "UNAVAILABLE" and "no space left" in e.message
+        else:
+            raise AssertionError("a write went through a full disk")
+    assert exp.report["verdict"] == "PASS", exp.report["reason"]
+    assert exp.injections[0]["expected"] == [{"id": troupe.name, "effect": "WRITES_REFUSED"}]
+    troupe.gql(token, {"n": "after"})

@@ -227,12 +227,17 @@ class Node:
               value: Optional[int] = None, exclude: Iterable[str] = (), name: Optional[str] = None,
               duration_ms: Optional[int] = None, recover_within_ms: Optional[int] = None, seed: Optional[int] = None,
               allow_escalation: bool = False, lease_ms: int = 3000, invariants: Optional[List[str]] = None,
-              dry_run: bool = False) -> "Experiment":
+              dry_run: bool = False, nodes: Iterable[str] = (), to_nodes: Iterable[str] = (),
+              params: Optional[Dict[str, Any]] = None, count: Optional[int] = None,
+              every_ms: Optional[int] = None) -> "Experiment":
         """One fault as an experiment, for a `with` block: armed when the block starts, its lease
         renewed while the block runs, ended (reverted and judged) when the block ends; the
-        report is then `exp.report`."""
+        report is then `exp.report`. `nodes` picks the nodes of a node fault (PARTITION,
+        STORE_*, DISK_FULL), `to_nodes` a partition's far side, `params` the action's settings
+        (docs/faults.md), `count` and `every_ms` repeat it in rounds."""
         target: Dict[str, Any] = {"mode": mode}
-        for key, val in (("ids", list(ids)), ("kinds", list(kinds)), ("exclude", list(exclude))):
+        for key, val in (("ids", list(ids)), ("kinds", list(kinds)), ("exclude", list(exclude)),
+                         ("nodes", list(nodes))):
             if val:
                 target[key] = val
         if labels:
@@ -241,15 +246,20 @@ class Node:
             target["under"] = under
         if value is not None:
             target["value"] = value
+        fault: Dict[str, Any] = {"action": action, "target": target}
+        if to_nodes:
+            fault["to"] = {"nodes": list(to_nodes), "mode": "ALL"}
+        if params is not None:
+            fault["params"] = params
         spec: Dict[str, Any] = {
             "name": name or f"{action.lower()} from a test",
-            "faults": [{"action": action, "target": target}],
+            "faults": [fault],
             "allowEscalation": allow_escalation,
             "leaseMs": lease_ms,
             "dryRun": dry_run,
         }
         for key, val in (("durationMs", duration_ms), ("recoverWithinMs", recover_within_ms), ("seed", seed),
-                         ("invariants", invariants)):
+                         ("invariants", invariants), ("count", count), ("everyMs", every_ms)):
             if val is not None:
                 spec[key] = val
         return Experiment(self, spec)
