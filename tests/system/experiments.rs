@@ -868,3 +868,58 @@ async fn the_watchdog_restarts_a_hung_supervisor_and_a_held_scheduler_answers_on
     ensure!(refused.to_string().contains("cannot be held"), "{refused}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_on_another_nodes_tree_runs_there_and_is_followed_from_here() -> Result<()> {
+    let (alpha, beta) = super::cluster::start_pair_of(
+        NodeOpts::named("alpha").arg("--fault-injection", "true"),
+        NodeOpts::named("beta").arg("--fault-injection", "true"),
+    )
+    .await?;
+    let agent = beta.spawn_builtin("echo", &["far"]).await?;
+    let started = start(
+        &alpha,
+        json!({ "name": "far hang", "durationMs": 120000, "faults": [{ "action": "HANG", "target": { "ids": [agent], "nodes": ["beta"] } }] }),
+    )
+    .await?;
+    let id = text(&started, "/id")?;
+    ensure!(id.ends_with("@beta"), "it runs on beta: {id}");
+    ensure!(started["injections"][0]["supervisor"] == "agents", "{started}");
+    ensure!(gates(&beta).await?.len() == 1 && gates(&alpha).await?.is_empty());
+    let q = "subscription($id: ID!) { experimentUpdates(id: $id) { state } }";
+    let mut updates = Subscription::start(&alpha, q, json!({ "id": id })).await?;
+    node_renews(&alpha, &id).await?;
+    stop(&alpha, &id).await?;
+    let done = finished(&alpha, &id).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    ensure!(gates(&beta).await?.is_empty(), "beta's hang stayed armed");
+    let mut states = Vec::new();
+    while let Some(u) = updates.next_with_deadline().await? {
+        states.push(u["experimentUpdates"]["state"].clone());
+    }
+    ensure!(
+        states.first() == Some(&json!("ACTIVE")) && states.last() == Some(&json!("PASSED")),
+        "{states:?}"
+    );
+
+    let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
+    let both = json!({ "name": "both", "faults": [
+        { "action": "CRASH", "target": { "ids": [agent], "nodes": ["beta"] } },
+        { "action": "CRASH", "target": { "kinds": ["AGENT"], "nodes": ["alpha"] } }
+    ] });
+    let refused = alpha.gql(q, json!({ "input": both })).await?;
+    expect_code(&refused, "INVALID_INPUT")?;
+    ensure!(refused.to_string().contains("one node's tree"), "{refused}");
+    Ok(())
+}
+
+async fn node_renews(node: &Node, id: &str) -> Result<()> {
+    let renewed = node
+        .gql_ok(
+            "mutation($id: ID!) { renewExperiment(id: $id) { id state } }",
+            json!({ "id": id }),
+        )
+        .await?;
+    ensure!(renewed["renewExperiment"]["state"] == "ACTIVE", "{renewed}");
+    Ok(())
+}

@@ -268,6 +268,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         swarms,
         experiments,
     };
+    api.experiments.bind(api.clone());
     let courier = crate::messaging::courier::start(&slots.outbox, api.clone());
     crate::agent::watchdog::start(api.clone(), config.agent_watchdog, config.agent_watchdog_misses);
     super::watchdog::start(api.clone(), config.watchdog.clone(), config.watchdog_misses);

@@ -17,6 +17,7 @@
 mod inject;
 mod invariants;
 mod model;
+mod remote;
 mod rounds;
 mod run;
 pub mod select;
@@ -72,6 +73,8 @@ pub struct Experiments {
     store: Store,
     /// The node faults armed in this node's memory (by its experiments or a peer's).
     pub(crate) armed: ArmedFaults,
+    /// The node's API, for experiments a peer starts or asks about here (bound at start).
+    api: Arc<std::sync::OnceLock<Api>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -87,7 +90,21 @@ impl Experiments {
             records: Arc::default(),
             store,
             armed,
+            api: Arc::default(),
         }
+    }
+
+    /// Binds the node's API once it is made.
+    pub(crate) fn bind(&self, api: Api) {
+        let _ = self.api.set(api);
+    }
+
+    /// The node's API, for a peer's request.
+    pub(crate) fn api(&self) -> Result<Api, ApiError> {
+        self.api
+            .get()
+            .cloned()
+            .ok_or_else(|| ApiError::Unavailable("this node is still starting".into()))
     }
 
     /// Arms a node fault here, for at most `for_` (asked by this node's experiment or a
@@ -225,10 +242,14 @@ impl Experiments {
 
 impl Api {
     /// Resolves the targets, predicts the effects, injects (unless a dry run) and answers
-    /// the experiment as it stands; the rest runs on.
+    /// the experiment as it stands; the rest runs on. An experiment whose faults select in
+    /// another node's tree is started there.
     pub async fn start_experiment(&self, input: ExperimentInput) -> Result<Experiment, ApiError> {
+        self.experiments.ensure_enabled()?;
+        if let Some(home) = remote::home_of(self, &input)? {
+            return remote::start_on(self, &home, input).await;
+        }
         let experiments = &self.experiments;
-        experiments.ensure_enabled()?;
         if input.faults.is_empty() {
             return Err(ApiError::invalid("an experiment needs at least one fault"));
         }
@@ -248,7 +269,8 @@ impl Api {
         let seed = input.seed.unwrap_or_else(|| rand::random::<u64>() >> 1);
         let limit = hold(&input, experiments.max_duration)?;
         let targets = rounds::resolve(self, &input, seed, 0, limit).await?;
-        let id = uuid::Uuid::now_v7().to_string();
+        // The node it runs on is part of its id: a call about it on another node is routed.
+        let id = format!("{}@{}", uuid::Uuid::now_v7(), self.ctx.node_name);
         let now = Utc::now();
         let mut experiment = Experiment {
             id: id.clone(),
@@ -325,7 +347,7 @@ impl Api {
         self.experiments.record(event).await;
     }
 
-    pub fn experiment(&self, id: &str) -> Result<Option<Experiment>, ApiError> {
+    pub(super) fn experiment_here(&self, id: &str) -> Result<Option<Experiment>, ApiError> {
         self.experiments.ensure_enabled()?;
         Ok(self.experiments.current(id))
     }
@@ -342,7 +364,7 @@ impl Api {
     }
 
     /// The experiment now, then at every change, until it ends.
-    pub fn experiment_updates(&self, id: &str) -> Result<watch::Receiver<Experiment>, ApiError> {
+    pub(super) fn experiment_updates_here(&self, id: &str) -> Result<watch::Receiver<Experiment>, ApiError> {
         self.experiments.ensure_enabled()?;
         lock(&self.experiments.records)
             .get(id)
@@ -351,7 +373,7 @@ impl Api {
     }
 
     /// Ends it now: its faults are reverted and it is judged as usual (PASSED or FAILED).
-    pub fn stop_experiment(&self, id: &str) -> Result<Experiment, ApiError> {
+    pub(super) fn stop_experiment_here(&self, id: &str) -> Result<Experiment, ApiError> {
         self.experiments.ensure_enabled()?;
         self.end(
             id,
@@ -366,7 +388,7 @@ impl Api {
     }
 
     /// Extends the lease by its length from now.
-    pub fn renew_experiment(&self, id: &str) -> Result<Experiment, ApiError> {
+    pub(super) fn renew_experiment_here(&self, id: &str) -> Result<Experiment, ApiError> {
         self.experiments.ensure_enabled()?;
         {
             let mut records = lock(&self.experiments.records);

@@ -12,6 +12,7 @@ use crate::cluster::failover::BeatAck;
 use crate::cluster::remote::{service, Located, Peer};
 use crate::cluster::{Cluster, PeerInfo};
 use crate::error::ApiError;
+use crate::service::experiments::{Experiment, ExperimentInput};
 use crate::slots::Slot;
 use troupe_runtime::supervision::{SupervisorInfo, SupervisorMsg};
 
@@ -39,7 +40,16 @@ service! {
     /// Records that `injection` of `experiment` recovered, through this node's store: an
     /// answer says the store takes writes again, and when.
     call Writable => writable(experiment: String, injection: String) -> chrono::DateTime<chrono::Utc>;
+    /// Starts an experiment whose faults select in this node's tree.
+    call StartExperiment => start_experiment(input: Box<ExperimentInput>) -> Experiment, within EXPERIMENT_CALL;
+    /// An experiment of this node.
+    call GetExperiment => experiment(id: String) -> Option<Experiment>;
+    call StopExperiment => stop_experiment(id: String) -> Experiment;
+    call RenewExperiment => renew_experiment(id: String) -> Experiment;
 }
+
+/// Starting an experiment asks the tree and may wait for a loop to be held.
+const EXPERIMENT_CALL: Duration = Duration::from_secs(60);
 
 /// A new member's catch-up is bounded by the log (a minute); the call a little longer.
 const ADMIT_CALL: Duration = Duration::from_secs(90);
@@ -101,6 +111,22 @@ impl NodeLocal for NodeService {
 
     async fn disarm(&self, id: String) -> Result<Option<Hits>, ApiError> {
         Ok(self.experiments.armed.disarm(&id))
+    }
+
+    async fn start_experiment(&self, input: Box<ExperimentInput>) -> Result<Experiment, ApiError> {
+        self.experiments.api()?.start_experiment(*input).await
+    }
+
+    async fn experiment(&self, id: String) -> Result<Option<Experiment>, ApiError> {
+        self.experiments.api()?.experiment(&id).await
+    }
+
+    async fn stop_experiment(&self, id: String) -> Result<Experiment, ApiError> {
+        self.experiments.api()?.stop_experiment(&id).await
+    }
+
+    async fn renew_experiment(&self, id: String) -> Result<Experiment, ApiError> {
+        self.experiments.api()?.renew_experiment(&id).await
     }
 
     async fn writable(&self, experiment: String, injection: String) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {

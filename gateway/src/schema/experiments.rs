@@ -96,8 +96,9 @@ pub struct TreeSelector {
     pub kinds: Option<Vec<String>>,
     /// Agents carrying every one of these labels.
     pub labels: Option<Vec<LabelInput>>,
-    /// Nodes by name, for the node actions (PARTITION, STORE_*, DISK_FULL; this node by
-    /// default for the store's). Tree actions reach only the node the experiment runs on.
+    /// Nodes by name: for the node actions (PARTITION, STORE_*, DISK_FULL; this node by
+    /// default for the store's), the nodes hit; for the tree's actions, the one node whose
+    /// tree is searched (the experiment is started there; this node by default).
     pub nodes: Option<Vec<String>>,
     /// Only children below this supervisor (its name, or its id as a child).
     pub under: Option<String>,
@@ -380,7 +381,7 @@ pub struct ExperimentsQuery;
 impl ExperimentsQuery {
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn experiment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Experiment>> {
-        Ok(ctx.data::<Api>()?.experiment(&id).gql()?.map(Experiment))
+        Ok(ctx.data::<Api>()?.experiment(&id).await.gql()?.map(Experiment))
     }
 
     /// This node's experiments, newest first.
@@ -437,13 +438,13 @@ impl ExperimentsMutation {
     /// a test's block ends its fault.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn stop_experiment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Experiment> {
-        Ok(Experiment(ctx.data::<Api>()?.stop_experiment(&id).gql()?))
+        Ok(Experiment(ctx.data::<Api>()?.stop_experiment(&id).await.gql()?))
     }
 
     /// Extends its lease by `leaseMs` from now.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn renew_experiment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Experiment> {
-        Ok(Experiment(ctx.data::<Api>()?.renew_experiment(&id).gql()?))
+        Ok(Experiment(ctx.data::<Api>()?.renew_experiment(&id).await.gql()?))
     }
 
     /// The kill switch: reverts every armed fault of this node and of every reachable peer,
@@ -466,7 +467,7 @@ impl ExperimentsSubscription {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<impl Stream<Item = Experiment>> {
-        let updates = ctx.data::<Api>()?.experiment_updates(&id).gql()?;
+        let updates = ctx.data::<Api>()?.experiment_updates(&id).await.gql()?;
         // The current state first, then each change; the stream ends with the final one
         // (without waiting for a change that will never come).
         Ok(futures::stream::unfold(

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use troupe_runtime::events::Event;
 
 use super::select::Selector;
 
 /// What a fault does to its target; each has a documented revert (docs/faults.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FaultAction {
     /// The child fails as if it panicked: its supervisor restarts it (and the siblings its
     /// strategy takes along). Any child of the tree. Nothing to revert.
@@ -74,7 +75,7 @@ impl FaultAction {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FaultSpec {
     pub action: FaultAction,
     pub target: Selector,
@@ -84,7 +85,7 @@ pub struct FaultSpec {
     pub params: serde_json::Value,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExperimentInput {
     pub name: String,
     pub faults: Vec<FaultSpec>,
@@ -116,7 +117,7 @@ pub const INVARIANTS: [&str; 6] = [
     "VMS_SINGLE",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExperimentState {
     Pending,
     Active,
@@ -132,7 +133,7 @@ impl ExperimentState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Expected {
     pub id: String,
     /// RESTART, ESCALATE, GIVE_UP, HELD, PROCESS_REPLACED, PAUSED_THEN_CONTINUED,
@@ -141,7 +142,7 @@ pub struct Expected {
     pub effect: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Injection {
     pub id: String,
     pub action: FaultAction,
@@ -157,6 +158,7 @@ pub struct Injection {
     /// PENDING, ARMED, RECOVERED, NOT_RECOVERED, DRY_RUN.
     pub outcome: String,
     pub expected: Vec<Expected>,
+    #[serde(with = "shared_events")]
     pub observed: Vec<Arc<Event>>,
     /// The supervisor that owns the target.
     pub supervisor: String,
@@ -168,14 +170,14 @@ pub struct Injection {
     pub(crate) after_seq: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InvariantResult {
     pub name: String,
     pub ok: bool,
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecoveryReport {
     /// PASS or FAIL.
     pub verdict: String,
@@ -185,10 +187,11 @@ pub struct RecoveryReport {
     pub recovered: usize,
     pub max_time_to_recover_ms: Option<i64>,
     pub invariants: Vec<InvariantResult>,
+    #[serde(with = "shared_events")]
     pub unexpected: Vec<Arc<Event>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Experiment {
     pub id: String,
     pub name: String,
@@ -201,11 +204,28 @@ pub struct Experiment {
 }
 
 /// A fault armed now.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FaultGate {
     pub experiment: String,
     pub injection: String,
     pub action: FaultAction,
     pub target: String,
     pub since: DateTime<Utc>,
+}
+
+/// Events shared with the run's observer, sent to a peer as plain events.
+mod shared_events {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use troupe_runtime::events::Event;
+
+    pub fn serialize<S: Serializer>(events: &[Arc<Event>], s: S) -> Result<S::Ok, S::Error> {
+        let plain: Vec<&Event> = events.iter().map(|e| e.as_ref()).collect();
+        plain.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Arc<Event>>, D::Error> {
+        Ok(Vec::<Event>::deserialize(d)?.into_iter().map(Arc::new).collect())
+    }
 }

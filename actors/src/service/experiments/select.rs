@@ -10,7 +10,7 @@ use troupe_runtime::supervision::SupervisorInfo;
 use crate::error::ApiError;
 
 /// How many of the matching children a selector takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SelectMode {
     One,
     All,
@@ -20,7 +20,7 @@ pub enum SelectMode {
     Percent,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Selector {
     pub ids: Vec<String>,
     /// AGENT, SWARM, HOST, SERVICE, SUPERVISOR...: a child's kind, or the start of it

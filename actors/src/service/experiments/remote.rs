@@ -1,0 +1,133 @@
+//! Experiments on another node: one whose faults select in another node's tree is started on
+//! that node (each experiment reaches one node's tree), and its id names the node it runs on
+//! (`<uuid>@<node>`), so `experiment`, `stopExperiment`, `renewExperiment` and
+//! `experimentUpdates` asked on any node reach it there.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{Experiment, ExperimentInput};
+use crate::cluster::remote::Peer;
+use crate::error::ApiError;
+use crate::service::Api;
+
+/// How often an experiment running on a peer is read again for `experimentUpdates`.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// The node the experiment must run on when it is not this one: the one its tree faults
+/// name in `nodes`. Faults naming different nodes are refused.
+pub(super) fn home_of(api: &Api, input: &ExperimentInput) -> Result<Option<String>, ApiError> {
+    let named: BTreeSet<&String> = input
+        .faults
+        .iter()
+        .filter(|f| !f.action.reaches_nodes())
+        .flat_map(|f| f.target.nodes.iter())
+        .collect();
+    let me = &api.ctx.node_name;
+    match named.len() {
+        0 => Ok(None),
+        1 if named.contains(me) => Ok(None),
+        1 => {
+            let home = named.into_iter().next().cloned().unwrap_or_default();
+            let members = api.ctx.store.status().members;
+            if !members.iter().any(|m| m.name == home) {
+                return Err(ApiError::invalid(format!("{home} is not a member of the cluster")));
+            }
+            Ok(Some(home))
+        }
+        _ => Err(ApiError::invalid(format!(
+            "the faults select in the trees of {}: an experiment reaches one node's tree; start one per node",
+            named.into_iter().cloned().collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+pub(super) async fn start_on(api: &Api, home: &str, input: ExperimentInput) -> Result<Experiment, ApiError> {
+    Peer(&api.node_service(), home.to_owned())
+        .start_experiment(Box::new(input))
+        .await
+}
+
+/// The node an experiment runs on, by its id; `None` for this one.
+fn elsewhere<'a>(api: &Api, id: &'a str) -> Option<&'a str> {
+    id.rsplit_once('@')
+        .map(|(_, node)| node)
+        .filter(|node| *node != api.ctx.node_name)
+}
+
+impl Api {
+    pub async fn experiment(&self, id: &str) -> Result<Option<Experiment>, ApiError> {
+        self.experiments.ensure_enabled()?;
+        match elsewhere(self, id) {
+            Some(node) => {
+                Peer(&self.node_service(), node.to_owned())
+                    .experiment(id.to_owned())
+                    .await
+            }
+            None => self.experiment_here(id),
+        }
+    }
+
+    /// Ends it now: its faults are reverted and it is judged as usual (PASSED or FAILED).
+    pub async fn stop_experiment(&self, id: &str) -> Result<Experiment, ApiError> {
+        self.experiments.ensure_enabled()?;
+        match elsewhere(self, id) {
+            Some(node) => {
+                Peer(&self.node_service(), node.to_owned())
+                    .stop_experiment(id.to_owned())
+                    .await
+            }
+            None => self.stop_experiment_here(id),
+        }
+    }
+
+    /// Extends the lease by its length from now.
+    pub async fn renew_experiment(&self, id: &str) -> Result<Experiment, ApiError> {
+        self.experiments.ensure_enabled()?;
+        match elsewhere(self, id) {
+            Some(node) => {
+                Peer(&self.node_service(), node.to_owned())
+                    .renew_experiment(id.to_owned())
+                    .await
+            }
+            None => self.renew_experiment_here(id),
+        }
+    }
+
+    /// The experiment now, then at every change, until it ends; one running on a peer is
+    /// read again every [`FOLLOW_EVERY`].
+    pub async fn experiment_updates(&self, id: &str) -> Result<watch::Receiver<Experiment>, ApiError> {
+        self.experiments.ensure_enabled()?;
+        let Some(node) = elsewhere(self, id) else {
+            return self.experiment_updates_here(id);
+        };
+        let peer = node.to_owned();
+        let service = self.node_service();
+        let first = Peer(&service, peer.clone())
+            .experiment(id.to_owned())
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on {peer}")))?;
+        let (tx, rx) = watch::channel(first);
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            while !tx.borrow().state.is_final() && !tx.is_closed() {
+                tokio::time::sleep(FOLLOW_EVERY).await;
+                match Peer(&service, peer.clone()).experiment(id.clone()).await {
+                    Ok(Some(now)) => {
+                        tx.send_if_modified(|seen| {
+                            let changed = format!("{seen:?}") != format!("{now:?}");
+                            *seen = now;
+                            changed
+                        });
+                    }
+                    // Gone (the peer restarted) or unreachable for good: the stream ends.
+                    Ok(None) => return,
+                    Err(e) => tracing::debug!(experiment = %id, error = %e, "a peer's experiment could not be read"),
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
