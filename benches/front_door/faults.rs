@@ -8,7 +8,12 @@
 //!   records the failure, recovered when the agent is started again;
 //! - `CRASH` of a member of a one_for_all swarm of 5: recovered when all 5 were started again;
 //! - `PROCESS_KILL` of a process agent's group: recovered when the agent answers with a new
-//!   process; detection is what the agent reports about its lost process.
+//!   process; detection is what the agent reports about its lost process;
+//! - `HANG` of a supervisor (`swarms`) held 500 ms, with the watchdog at 100 ms and 2 misses:
+//!   detected when the watchdog reports it, killed and restarted by `core` before the hold
+//!   ends; recovered when it answers a ping after the revert (so at least the hold);
+//! - `DISK_FULL` held 200 ms while the client writes: detected at the first refused write,
+//!   recovered when a write through the store commits after the revert.
 //!
 //! The node runs with no restart backoff (`TROUPE_BENCH_BACKOFF_MS`, default 0), so each
 //! figure is one restart, not a place on the backoff ladder 50 crashes in a row climb.
@@ -23,14 +28,16 @@ use crate::report;
 
 const ROUNDS: usize = 50;
 
-async fn experiment(server: &Server, action: &str, target: &str) -> Value {
+async fn experiment(server: &Server, input: Value) -> Value {
     let q = "mutation($i: StartExperimentInput!) { startExperiment(input: $i) { id } }";
-    let input = json!({ "name": "bench", "recoverWithinMs": 30000, "faults": [{ "action": action, "target": { "ids": [target] } }] });
     let answer = server.answer(q, json!({ "i": input })).await;
     if answer.get("errors").is_some() {
         return json!({ "state": "REFUSED", "report": { "reason": answer["errors"][0]["message"] } });
     }
     let id = answer["data"]["startExperiment"]["id"].clone();
+    // Writes while it runs: what a store fault refuses (a refused one is the detection).
+    let write = "mutation { createToken(input: { role: VIEWER, name: \"bench\" }) { token { id } } }";
+    let _ = server.answer(write, json!({})).await;
     let read = "query($id: ID!) { experiment(id: $id) { state injections { timeToDetectMs timeToRecoverMs outcome } report { verdict reason } } }";
     loop {
         let e = server.gql(read, json!({ "id": id })).await["experiment"].clone();
@@ -48,15 +55,27 @@ async fn running(server: &Server, id: &str) {
     }
 }
 
-async fn rounds(server: &Server, name: &str, action: &str, target: &str) {
+/// One fault at a target, as an experiment's input.
+fn one(action: &str, target: Value, duration_ms: Option<u64>) -> Value {
+    let mut input =
+        json!({ "name": "bench", "recoverWithinMs": 30000, "faults": [{ "action": action, "target": target }] });
+    if let Some(ms) = duration_ms {
+        input["durationMs"] = json!(ms);
+    }
+    input
+}
+
+async fn rounds(server: &Server, name: &str, input: Value, agent: Option<&str>) {
     let mut detect = Histogram::<u64>::new(3).expect("histogram");
     let mut recover = Histogram::<u64>::new(3).expect("histogram");
     let mut report_ms = Histogram::<u64>::new(3).expect("histogram");
     let mut failed = 0;
     for _ in 0..ROUNDS {
-        running(server, target).await;
+        if let Some(agent) = agent {
+            running(server, agent).await;
+        }
         let t0 = Instant::now();
-        let e = experiment(server, action, target).await;
+        let e = experiment(server, input.clone()).await;
         report_ms.record(t0.elapsed().as_millis() as u64).expect("record");
         if e["state"] != "PASSED" {
             failed += 1;
@@ -104,6 +123,11 @@ pub async fn faults() {
             // back-to-back injections climb the backoff ladder (BENCHMARKS.md has both).
             "--supervisor-backoff-ms",
             &backoff,
+            // The other actors' watchdog, quick enough to notice a held supervisor.
+            "--watchdog-ms",
+            "SUPERVISOR=100",
+            "--watchdog-misses",
+            "2",
         ],
     )
     .await;
@@ -117,7 +141,14 @@ pub async fn faults() {
         .as_str()
         .expect("id")
         .to_owned();
-    rounds(&server, "faults CRASH builtin agent", "CRASH", &agent).await;
+    let ids = |id: &str| json!({ "ids": [id] });
+    rounds(
+        &server,
+        "faults CRASH builtin agent",
+        one("CRASH", ids(&agent), None),
+        Some(&agent),
+    )
+    .await;
 
     let swarm = server
         .gql(
@@ -129,7 +160,13 @@ pub async fn faults() {
         .as_str()
         .expect("member")
         .to_owned();
-    rounds(&server, "faults CRASH one_for_all member of 5", "CRASH", &member).await;
+    rounds(
+        &server,
+        "faults CRASH one_for_all member of 5",
+        one("CRASH", ids(&member), None),
+        Some(&member),
+    )
+    .await;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agents/process_agent.py");
     let proc_agent = server
@@ -144,8 +181,22 @@ pub async fn faults() {
     rounds(
         &server,
         "faults PROCESS_KILL process agent",
-        "PROCESS_KILL",
-        &proc_agent,
+        one("PROCESS_KILL", ids(&proc_agent), None),
+        Some(&proc_agent),
+    )
+    .await;
+    rounds(
+        &server,
+        "faults HANG supervisor (watchdog 100 ms x 2)",
+        one("HANG", ids("swarms"), Some(500)),
+        None,
+    )
+    .await;
+    rounds(
+        &server,
+        "faults DISK_FULL 200 ms",
+        one("DISK_FULL", json!({}), Some(200)),
+        None,
     )
     .await;
 }

@@ -71,7 +71,17 @@ pub(crate) fn start(api: Api, deadlines: BTreeMap<String, Duration>, misses: u32
             let Ok(root) = api.slots.root.running("the node's supervision tree") else {
                 continue;
             };
-            let Ok(tree) = api.supervision_tree(None).await else {
+            // The tree as the supervisors answer within a few deadlines: a stuck one is
+            // listed without its subtree after its share of that time, not after seconds.
+            let within = (every * 4).min(Duration::from_secs(2));
+            let described = crate::call::ask_within(
+                &root,
+                |r| SupervisorMsg::DescribeWithin(within, r),
+                "the supervision tree",
+                within + Duration::from_secs(1),
+            )
+            .await;
+            let Ok(tree) = described else {
                 continue;
             };
             let children = watched(&tree, &deadlines);
