@@ -923,3 +923,67 @@ async fn node_renews(node: &Node, id: &str) -> Result<()> {
     ensure!(renewed["renewExperiment"]["state"] == "ACTIVE", "{renewed}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vms_domain_destroyed_behind_troupes_back_recovers_as_its_run_policy_says() -> Result<()> {
+    use super::support::vms::{act, create_vm};
+    let node = Node::start(
+        NodeOpts::named("domains")
+            .arg("--fault-injection", "true")
+            .arg("--vm-reconcile-ms", 100),
+    )
+    .await?;
+    let always = text(
+        &create_vm(
+            &node,
+            json!({ "name": "always", "vcpus": 1, "memoryMiB": 256, "runPolicy": "ALWAYS" }),
+        )
+        .await?,
+        "/id",
+    )?;
+    let manual = text(
+        &create_vm(
+            &node,
+            json!({ "name": "manual", "vcpus": 1, "memoryMiB": 256, "runPolicy": "MANUAL" }),
+        )
+        .await?,
+        "/id",
+    )?;
+    // MANUAL is not running yet: nothing to destroy, refused before anything is hit.
+    let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
+    let input =
+        json!({ "name": "nothing runs", "faults": [{ "action": "DOMAIN_DESTROY", "target": { "ids": [manual] } }] });
+    expect_code(&node.gql(q, json!({ "input": input })).await?, "CONFLICT")?;
+    act(&node, "startVm", &manual).await?;
+
+    for (vm, action, effect) in [
+        (&always, "DOMAIN_DESTROY", "DOMAIN_RECREATED"),
+        (&always, "DOMAIN_UNDEFINE", "DOMAIN_RECREATED"),
+        (&manual, "DOMAIN_DESTROY", "LEFT_STOPPED"),
+    ] {
+        let started = start(
+            &node,
+            json!({ "name": action, "faults": [{ "action": action, "target": { "ids": [vm] } }] }),
+        )
+        .await?;
+        ensure!(
+            started["injections"][0]["expected"] == json!([{ "id": vm, "effect": effect }]),
+            "{started}"
+        );
+        let done = finished(&node, &text(&started, "/id")?).await?;
+        ensure!(done["state"] == "PASSED", "{action} of {vm}: {done}");
+        ensure!(done["injections"][0]["timeToRecoverMs"].is_i64(), "{done}");
+    }
+    let vms = node
+        .gql_ok(
+            "query($id: ID!) { vm(id: $id) { state restarts } }",
+            json!({ "id": always }),
+        )
+        .await?;
+    ensure!(vms["vm"]["state"] == "RUNNING" && vms["vm"]["restarts"] == 2, "{vms}");
+    let nameless =
+        json!({ "name": "no ids", "faults": [{ "action": "DOMAIN_DESTROY", "target": { "kinds": ["VM"] } }] });
+    let refused = node.gql(q, json!({ "input": nameless })).await?;
+    expect_code(&refused, "INVALID_INPUT")?;
+    Ok(())
+}

@@ -58,6 +58,13 @@ pub enum FaultAction {
     /// in transit with `params.probability` (default 1): its sender hears nothing until its
     /// timeout and it goes to the dead-letter queue. Reverted by lifting the fault.
     MessageDrop,
+    /// The target VM's domain is destroyed behind Troupe's back (VMs picked by `ids`);
+    /// nothing to revert: by its run policy it is started again (ALWAYS, RERUN_ON_FAILURE)
+    /// or left stopped (MANUAL), and recovered when it is so.
+    DomainDestroy,
+    /// The target VM's domain is destroyed and undefined behind Troupe's back: defined from
+    /// its spec and started again by its run policy.
+    DomainUndefine,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]

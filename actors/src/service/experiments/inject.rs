@@ -316,6 +316,10 @@ pub(crate) async fn predict(api: &Api, t: &Target, allow_escalation: bool) -> Re
             host(target, action)?;
             vec![expected(&target.id, "UNREACHABLE_THEN_UP")]
         }
+        FaultAction::DomainDestroy | FaultAction::DomainUndefine => {
+            let effect = vm_effect(api, target).await?;
+            vec![expected(&target.id, effect)]
+        }
         FaultAction::MessageDelay | FaultAction::MessageDrop => {
             agent(api, target, action)?;
             let effect = match action {
@@ -429,6 +433,15 @@ pub(crate) async fn inject(
             api.hosts().inject_fault(&target.id, fault).await?;
             inj.effective_at = Some(Utc::now());
             Ok(Armed::Reconnect(target.id.clone(), api.hosts().clone()))
+        }
+        FaultAction::DomainDestroy | FaultAction::DomainUndefine => {
+            let fault = match action {
+                FaultAction::DomainDestroy => Fault::DomainDestroy,
+                _ => Fault::DomainUndefine,
+            };
+            api.hosts().inject_fault(&target.id, fault).await?;
+            inj.effective_at = Some(Utc::now());
+            Ok(Armed::Nothing)
         }
         FaultAction::MessageDelay | FaultAction::MessageDrop => {
             agent(api, target, action)?;
@@ -607,6 +620,48 @@ async fn reach(api: &Api, target: &Candidate, reach: Reach) -> Result<bool, ApiE
 /// Whether a child that is not an agent answers a ping again.
 pub(crate) async fn child_recovered(api: &Api, target: &Candidate) -> bool {
     reach(api, target, Reach::Ping(PROBE_WITHIN)).await.unwrap_or(false)
+}
+
+/// What a VM's run policy makes Troupe do when its domain goes behind its back: define and
+/// start it again, or leave it stopped. A VM with no running domain is refused.
+async fn vm_effect(api: &Api, target: &Candidate) -> Result<&'static str, ApiError> {
+    use crate::vm::{RunPolicy, VmState};
+    let vm = api
+        .vms()
+        .get(&target.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no VM {}", target.id)))?;
+    if vm.status.state != VmState::Running {
+        return Err(ApiError::Conflict(format!(
+            "VM {} is {:?}: no domain of it runs to destroy",
+            target.id, vm.status.state
+        )));
+    }
+    Ok(match vm.spec.run_policy {
+        RunPolicy::Always | RunPolicy::RerunOnFailure => "DOMAIN_RECREATED",
+        RunPolicy::Manual | RunPolicy::Halted => "LEFT_STOPPED",
+    })
+}
+
+/// Whether a VM whose domain went is as its run policy wants it: running again (started or
+/// re-created since the injection), or recorded as left stopped.
+pub(crate) async fn vm_recovered(
+    api: &Api,
+    inj: &Injection,
+    events: &[std::sync::Arc<troupe_runtime::events::Event>],
+) -> bool {
+    let after = |kinds: &[&str]| {
+        events.iter().any(|e| {
+            e.seq >= inj.after_seq
+                && e.subject.as_deref() == Some(inj.target.as_str())
+                && kinds.contains(&e.kind.as_str())
+        })
+    };
+    if inj.expected.iter().any(|e| e.effect == "LEFT_STOPPED") {
+        return after(&["VM_LEFT_STOPPED"]);
+    }
+    after(&["VM_RESTARTED", "VM_RECREATED", "VM_STARTED"])
+        && matches!(api.vms().get(&inj.target).await, Ok(Some(v)) if v.status.state == crate::vm::VmState::Running)
 }
 
 /// Whether the host is UP again.

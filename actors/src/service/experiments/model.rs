@@ -53,9 +53,19 @@ pub enum FaultAction {
     /// in transit with `params.probability` (default 1): its sender hears nothing until its
     /// timeout, and it goes to the dead-letter queue; the revert lifts it.
     MessageDrop,
+    /// The target VM's domain is destroyed behind Troupe's back (VMs picked by `ids`);
+    /// nothing to revert: its run policy decides what Troupe does.
+    DomainDestroy,
+    /// The target VM's domain is destroyed and undefined behind Troupe's back.
+    DomainUndefine,
 }
 
 impl FaultAction {
+    /// Whether it hits VMs (picked by id; they are not children of the tree).
+    pub fn reaches_vms(self) -> bool {
+        matches!(self, Self::DomainDestroy | Self::DomainUndefine)
+    }
+
     /// Whether it hits nodes (picked by `nodes`) rather than children of the tree.
     pub fn reaches_nodes(self) -> bool {
         matches!(
@@ -138,7 +148,7 @@ pub struct Expected {
     pub id: String,
     /// RESTART, ESCALATE, GIVE_UP, HELD, PROCESS_REPLACED, PAUSED_THEN_CONTINUED,
     /// UNREACHABLE_THEN_UP, CUT_OFF_THEN_UP, WRITES_REJECTED, COMMITS_SLOWED, WRITES_REFUSED,
-    /// MESSAGES_DELAYED, MESSAGES_DROPPED.
+    /// MESSAGES_DELAYED, MESSAGES_DROPPED, DOMAIN_RECREATED, LEFT_STOPPED.
     pub effect: String,
 }
 

@@ -46,6 +46,8 @@ pub(super) async fn resolve(
                 )));
             }
             select::narrow_nodes(&members, &fault.target, std::slice::from_ref(&me))?
+        } else if action.reaches_vms() {
+            vms(api, fault, n).await?
         } else {
             if fault.to.is_some() || (!fault.params.is_null() && !action.reaches_messages()) {
                 return Err(ApiError::invalid(format!(
@@ -91,6 +93,41 @@ pub(super) async fn resolve(
         }
     }
     Ok(targets)
+}
+
+/// The VMs a domain fault names by id (VMs are not children of the tree), wherever they run.
+async fn vms(api: &Api, fault: &super::FaultSpec, n: usize) -> Result<Vec<select::Candidate>, ApiError> {
+    let s = &fault.target;
+    if s.ids.is_empty()
+        || !s.labels.is_empty()
+        || s.under.is_some()
+        || !s.nodes.is_empty()
+        || s.kinds.iter().any(|k| k != "VM")
+    {
+        return Err(ApiError::invalid(format!(
+            "fault {n} ({:?}) hits VMs: name them with `ids`",
+            fault.action
+        )));
+    }
+    if fault.to.is_some() || !fault.params.is_null() {
+        return Err(ApiError::invalid(format!(
+            "fault {n} ({:?}) takes neither `to` nor `params`",
+            fault.action
+        )));
+    }
+    let mut found = Vec::new();
+    for id in s.ids.iter().filter(|id| !s.exclude.contains(id)) {
+        if let Some(vm) = api.vms().get(id).await? {
+            found.push(select::Candidate {
+                id: vm.spec.id.clone(),
+                kind: "VM".into(),
+                owner: vm.status.host.clone().unwrap_or_default(),
+                state: format!("{:?}", vm.status.state).to_uppercase(),
+                path: Vec::new(),
+            });
+        }
+    }
+    Ok(found)
 }
 
 /// Injects a round's targets, numbering its injections from `first`; what stays armed is

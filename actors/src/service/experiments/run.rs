@@ -290,6 +290,8 @@ fn observe(inj: &mut Injection, events: &[Arc<Event>]) {
                     "_UNRESPONSIVE",
                     "_RESTARTED",
                     "_UNREACHABLE",
+                    "_MISSING",
+                    "_LEFT_STOPPED",
                     "_SUSPECT",
                     "_DOWN",
                 ]
@@ -378,6 +380,9 @@ async fn judge(api: &Api, id: &str, input: &ExperimentInput, observer: &Observer
             }
             FaultAction::HostDisconnect | FaultAction::HostHang => {
                 inject::host_recovered(api, target).await.then_some(now)
+            }
+            FaultAction::DomainDestroy | FaultAction::DomainUndefine => {
+                inject::vm_recovered(api, &inj, &events).await.then_some(now)
             }
             FaultAction::Partition => {
                 (rejoined(&events, &inj) && inject::nodes_up(api, &inj.nodes).await).then_some(now)
