@@ -949,12 +949,8 @@ async fn a_vms_domain_destroyed_behind_troupes_back_recovers_as_its_run_policy_s
         .await?,
         "/id",
     )?;
-    // MANUAL is not running yet: nothing to destroy, refused before anything is hit.
-    let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
-    let input =
-        json!({ "name": "nothing runs", "faults": [{ "action": "DOMAIN_DESTROY", "target": { "ids": [manual] } }] });
-    expect_code(&node.gql(q, json!({ "input": input })).await?, "CONFLICT")?;
     act(&node, "startVm", &manual).await?;
+    let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
 
     for (vm, action, effect) in [
         (&always, "DOMAIN_DESTROY", "DOMAIN_RECREATED"),
@@ -981,6 +977,17 @@ async fn a_vms_domain_destroyed_behind_troupes_back_recovers_as_its_run_policy_s
         )
         .await?;
     ensure!(vms["vm"]["state"] == "RUNNING" && vms["vm"]["restarts"] == 2, "{vms}");
+    // injectFault is a one-fault experiment: its answer names it, and it has its report.
+    let fault = "mutation($t: ID!) { injectFault(target: $t, kind: DOMAIN_DESTROY) }";
+    let said = node.gql_ok(fault, json!({ "t": always })).await?;
+    let said = text(&said, "/injectFault")?;
+    let id = said
+        .rsplit_once("(experiment ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .ok_or_else(|| anyhow::anyhow!("no experiment in {said:?}"))?;
+    let done = finished(&node, id).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    ensure!(done["injections"][0]["action"] == "DOMAIN_DESTROY", "{done}");
     let nameless =
         json!({ "name": "no ids", "faults": [{ "action": "DOMAIN_DESTROY", "target": { "kinds": ["VM"] } }] });
     let refused = node.gql(q, json!({ "input": nameless })).await?;

@@ -346,23 +346,55 @@ impl HostsMutation {
     }
 
     /// Injects a fault, for tests and drills; only on a node started with
-    /// `--fault-injection` (else FORBIDDEN). Answers what was done.
+    /// `--fault-injection` (else FORBIDDEN). Answers what was done. DOMAIN_*, DRIVER_CRASH
+    /// and SWARM_COORDINATOR_CRASH are one-fault experiments (their id is in the answer;
+    /// `experiment(id)` has the report); the HOST_* faults stay armed until HOST_RECONNECT.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn inject_fault(&self, ctx: &Context<'_>, target: ID, kind: FaultKind) -> async_graphql::Result<String> {
+        use troupe_actors::service::experiments::{select::Selector, FaultAction};
         let api = ctx.data::<Api>()?;
-        let fault = match kind {
-            FaultKind::SwarmCoordinatorCrash => {
-                api.swarms().crash_coordinator(&target).await.gql()?;
-                return Ok(format!("the coordinator of swarm {} crashed", target.0));
+        let (action, selector) = match kind {
+            FaultKind::HostDisconnect | FaultKind::HostHang | FaultKind::HostReconnect => {
+                let fault = match kind {
+                    FaultKind::HostDisconnect => Fault::HostDisconnect,
+                    FaultKind::HostHang => Fault::HostHang,
+                    _ => Fault::HostReconnect,
+                };
+                return api.hosts().inject_fault(&target, fault).await.gql();
             }
-            FaultKind::HostDisconnect => Fault::HostDisconnect,
-            FaultKind::HostHang => Fault::HostHang,
-            FaultKind::HostReconnect => Fault::HostReconnect,
-            FaultKind::DomainDestroy => Fault::DomainDestroy,
-            FaultKind::DomainUndefine => Fault::DomainUndefine,
-            FaultKind::DriverCrash => Fault::DriverCrash,
+            FaultKind::DomainDestroy => (
+                FaultAction::DomainDestroy,
+                Selector::one(vec![target.0.clone()], None, None),
+            ),
+            FaultKind::DomainUndefine => (
+                FaultAction::DomainUndefine,
+                Selector::one(vec![target.0.clone()], None, None),
+            ),
+            FaultKind::DriverCrash => {
+                // By id or name; the host driver is a child of its node's tree.
+                let host = api
+                    .hosts()
+                    .get(&target)
+                    .await
+                    .gql()?
+                    .ok_or_else(|| coded("NOT_FOUND", format!("no host {}", target.0)))?;
+                let node = api.cluster().holder(&host.spec.id);
+                (FaultAction::Crash, Selector::one(vec![host.spec.id], None, node))
+            }
+            FaultKind::SwarmCoordinatorCrash => {
+                let node = api.cluster().holder(&target);
+                let under = Some(target.0.clone());
+                (
+                    FaultAction::Crash,
+                    Selector::one(vec!["coordinator".into()], under, node),
+                )
+            }
         };
-        api.hosts().inject_fault(&target, fault).await.gql()
+        let e = api
+            .one_fault(format!("injectFault {kind:?} {}", target.0), action, selector)
+            .await
+            .gql()?;
+        Ok(format!("{kind:?} injected on {} (experiment {})", target.0, e.id))
     }
 }
 

@@ -58,6 +58,36 @@ fn elsewhere<'a>(api: &Api, id: &'a str) -> Option<&'a str> {
 }
 
 impl Api {
+    /// One fault at one target as an experiment of its own (what `injectFault` does): held
+    /// until stopped, judged as any experiment; escalation allowed, as a one-shot fault
+    /// always did.
+    pub async fn one_fault(
+        &self,
+        name: String,
+        action: super::FaultAction,
+        target: super::select::Selector,
+    ) -> Result<Experiment, ApiError> {
+        let input = ExperimentInput {
+            name,
+            faults: vec![super::FaultSpec {
+                action,
+                target,
+                to: None,
+                params: serde_json::Value::Null,
+            }],
+            duration: None,
+            every: None,
+            count: 1,
+            seed: None,
+            recover_within: Duration::from_secs(30),
+            invariants: Vec::new(),
+            allow_escalation: true,
+            lease: None,
+            dry_run: false,
+        };
+        self.start_experiment(input).await
+    }
+
     pub async fn experiment(&self, id: &str) -> Result<Option<Experiment>, ApiError> {
         self.experiments.ensure_enabled()?;
         match elsewhere(self, id) {

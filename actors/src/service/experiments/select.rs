@@ -35,6 +35,22 @@ pub struct Selector {
     pub exclude: Vec<String>,
 }
 
+impl Selector {
+    /// These ids, on `node` (this one when `None`), below `under` when given: one target.
+    pub fn one(ids: Vec<String>, under: Option<String>, node: Option<String>) -> Self {
+        Self {
+            ids,
+            kinds: Vec::new(),
+            labels: Vec::new(),
+            nodes: node.into_iter().collect(),
+            under,
+            mode: SelectMode::One,
+            value: None,
+            exclude: Vec::new(),
+        }
+    }
+}
+
 /// A child of the tree as a selector sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
