@@ -73,6 +73,9 @@ impl Node {
 
     /// Starts a node with extra `troupe serve` arguments (`--join`, timeouts, ...).
     pub async fn start_with(name: &str, args: &[&str]) -> Result<Node> {
+        // A client built with TLS support needs a crypto provider; one installed already is
+        // all this asks for.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut node = Node {
             name: name.to_owned(),
             dir: tempfile::Builder::new()
