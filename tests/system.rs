@@ -16,6 +16,7 @@ mod system {
     mod dead_letters;
     mod docs_examples;
     mod exec_backend;
+    mod experiment_actions;
     mod experiments;
     mod failover;
     mod faults;

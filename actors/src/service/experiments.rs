@@ -17,6 +17,7 @@
 mod inject;
 mod invariants;
 mod model;
+mod params;
 mod remote;
 mod rounds;
 mod run;

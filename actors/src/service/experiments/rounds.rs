@@ -80,8 +80,8 @@ pub(super) async fn resolve(
         }
         for candidate in picked {
             let invalid = |e: String| ApiError::invalid(format!("fault {n} ({action:?}): {e}"));
-            let gates = inject::node_gates(fault, &candidate, &members).map_err(invalid)?;
-            let link = inject::link_fault(fault, &candidate, seed_of(seed, round, n)).map_err(invalid)?;
+            let gates = super::params::node_gates(fault, &candidate, &members).map_err(invalid)?;
+            let link = super::params::link_fault(fault, &candidate, seed_of(seed, round, n)).map_err(invalid)?;
             targets.push(Target {
                 action,
                 candidate,
