@@ -28,6 +28,7 @@
 
 mod actor;
 pub mod directory;
+mod endpoints;
 pub mod failover;
 mod membership;
 pub mod remote;

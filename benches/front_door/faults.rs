@@ -13,7 +13,24 @@
 //!   detected when the watchdog reports it, killed and restarted by `core` before the hold
 //!   ends; recovered when it answers a ping after the revert (so at least the hold);
 //! - `DISK_FULL` held 200 ms while the client writes: detected at the first refused write,
-//!   recovered when a write through the store commits after the revert.
+//!   recovered when a write through the store commits after the revert;
+//! - `STORE_REJECT` and `STORE_SLOW_COMMIT` (100 ms) held 200 ms while the client writes,
+//!   likewise (a slowed commit is detected when the slowed write commits);
+//! - `MESSAGE_DELAY` (100 ms) and `MESSAGE_DROP` held 300 ms while the client sends the
+//!   agent a message: detected at the first message delayed or dropped, recovered when the
+//!   agent answers after the revert;
+//! - `HANG` of an agent (agent watchdog 100 ms x 2) and of a VM's actor (watchdog 100 ms x 2),
+//!   each held 500 ms, and of the services endpoint (watchdog 200 ms x 2: it also watches the
+//!   scheduler and the cluster link) held 1 s: detected when the watchdog reports it;
+//! - `PROCESS_PAUSE` of a process agent for 200 ms (nothing in Troupe sees a stopped process
+//!   within that: detection "never"), recovered when it answers after SIGCONT;
+//! - `HOST_DISCONNECT` and `HOST_HANG` of a simulated host for 200 ms: detected when its
+//!   driver records it UNREACHABLE, recovered when it is UP again;
+//! - `DOMAIN_DESTROY` of a VM whose run policy is ALWAYS: detected when its actor sees the
+//!   domain gone, recovered when the domain runs again.
+//!
+//! `PARTITION` needs several nodes and is measured by the system tests only (see
+//! BENCHMARKS.md).
 //!
 //! The node runs with no restart backoff (`TROUPE_BENCH_BACKOFF_MS`, default 0), so each
 //! figure is one restart, not a place on the backoff ladder 50 crashes in a row climb.
@@ -27,17 +44,35 @@ use super::server::Server;
 use crate::report;
 
 const ROUNDS: usize = 50;
+/// Rounds of the faults whose recovery waits for a timer (a host's probe, a VM's sweep).
+const SLOW_ROUNDS: usize = 20;
 
-async fn experiment(server: &Server, input: Value) -> Value {
+/// What the client does while an experiment runs: a write (what a store fault refuses, a
+/// refused one being the detection), or a message to an agent (what a message fault delays
+/// or drops).
+#[derive(Clone)]
+enum Load {
+    Write,
+    Message(String),
+}
+
+async fn experiment(server: &Server, input: Value, load: &Load) -> Value {
     let q = "mutation($i: StartExperimentInput!) { startExperiment(input: $i) { id } }";
     let answer = server.answer(q, json!({ "i": input })).await;
     if answer.get("errors").is_some() {
         return json!({ "state": "REFUSED", "report": { "reason": answer["errors"][0]["message"] } });
     }
     let id = answer["data"]["startExperiment"]["id"].clone();
-    // Writes while it runs: what a store fault refuses (a refused one is the detection).
-    let write = "mutation { createToken(input: { role: VIEWER, name: \"bench\" }) { token { id } } }";
-    let _ = server.answer(write, json!({})).await;
+    match load {
+        Load::Write => {
+            let write = "mutation { createToken(input: { role: VIEWER, name: \"bench\" }) { token { id } } }";
+            let _ = server.answer(write, json!({})).await;
+        }
+        Load::Message(agent) => {
+            let send = "mutation($to: ID!) { sendMessage(to: $to, payload: \"bench\", timeoutMs: 1000) { id } }";
+            let _ = server.answer(send, json!({ "to": agent })).await;
+        }
+    }
     let read = "query($id: ID!) { experiment(id: $id) { state injections { timeToDetectMs timeToRecoverMs outcome } report { verdict reason } } }";
     loop {
         let e = server.gql(read, json!({ "id": id })).await["experiment"].clone();
@@ -66,16 +101,20 @@ fn one(action: &str, target: Value, duration_ms: Option<u64>) -> Value {
 }
 
 async fn rounds(server: &Server, name: &str, input: Value, agent: Option<&str>) {
+    repeat(server, name, input, agent, &Load::Write, ROUNDS).await
+}
+
+async fn repeat(server: &Server, name: &str, input: Value, agent: Option<&str>, load: &Load, n: usize) {
     let mut detect = Histogram::<u64>::new(3).expect("histogram");
     let mut recover = Histogram::<u64>::new(3).expect("histogram");
     let mut report_ms = Histogram::<u64>::new(3).expect("histogram");
     let mut failed = 0;
-    for _ in 0..ROUNDS {
+    for _ in 0..n {
         if let Some(agent) = agent {
             running(server, agent).await;
         }
         let t0 = Instant::now();
-        let e = experiment(server, input.clone()).await;
+        let e = experiment(server, input.clone(), load).await;
         report_ms.record(t0.elapsed().as_millis() as u64).expect("record");
         if e["state"] != "PASSED" {
             failed += 1;
@@ -103,7 +142,14 @@ async fn rounds(server: &Server, name: &str, input: Value, agent: Option<&str>) 
             );
         }
     }
-    report(&format!("{name} experiments failed of {ROUNDS}"), failed as f64, "");
+    report(&format!("{name} experiments failed of {n}"), failed as f64, "");
+}
+
+/// One fault with its params.
+fn with_params(action: &str, target: Value, duration_ms: u64, params: Value) -> Value {
+    let mut input = one(action, target, Some(duration_ms));
+    input["faults"][0]["params"] = params;
+    input
 }
 
 pub async fn faults() {
@@ -123,11 +169,18 @@ pub async fn faults() {
             // back-to-back injections climb the backoff ladder (BENCHMARKS.md has both).
             "--supervisor-backoff-ms",
             &backoff,
-            // The other actors' watchdog, quick enough to notice a held supervisor.
+            // The watchdogs, quick enough to notice a held actor within its hold.
             "--watchdog-ms",
-            "SUPERVISOR=100",
+            "SUPERVISOR=100,SERVICE=200,VM=100",
             "--watchdog-misses",
             "2",
+            "--agent-watchdog-ms",
+            "100",
+            "--agent-watchdog-misses",
+            "2",
+            // A VM's sweep and a host's probe every 100 ms: recovery waits for one.
+            "--vm-reconcile-ms",
+            "100",
         ],
     )
     .await;
@@ -197,6 +250,101 @@ pub async fn faults() {
         "faults DISK_FULL 200 ms",
         one("DISK_FULL", json!({}), Some(200)),
         None,
+    )
+    .await;
+    rounds(
+        &server,
+        "faults STORE_REJECT 200 ms",
+        one("STORE_REJECT", json!({}), Some(200)),
+        None,
+    )
+    .await;
+    rounds(
+        &server,
+        "faults STORE_SLOW_COMMIT 100 ms, held 200 ms",
+        with_params("STORE_SLOW_COMMIT", json!({}), 200, json!({ "delayMs": 100 })),
+        None,
+    )
+    .await;
+    let message = Load::Message(agent.clone());
+    repeat(
+        &server,
+        "faults MESSAGE_DELAY 100 ms, held 300 ms",
+        with_params("MESSAGE_DELAY", ids(&agent), 300, json!({ "delayMs": 100 })),
+        Some(&agent),
+        &message,
+        ROUNDS,
+    )
+    .await;
+    repeat(
+        &server,
+        "faults MESSAGE_DROP held 300 ms",
+        one("MESSAGE_DROP", ids(&agent), Some(300)),
+        Some(&agent),
+        &message,
+        ROUNDS,
+    )
+    .await;
+    rounds(
+        &server,
+        "faults HANG builtin agent (agent watchdog 100 ms x 2)",
+        one("HANG", ids(&agent), Some(500)),
+        Some(&agent),
+    )
+    .await;
+    rounds(
+        &server,
+        "faults HANG services endpoint (watchdog 200 ms x 2)",
+        one("HANG", ids("services"), Some(1000)),
+        None,
+    )
+    .await;
+    rounds(
+        &server,
+        "faults PROCESS_PAUSE process agent 200 ms",
+        one("PROCESS_PAUSE", ids(&proc_agent), Some(200)),
+        Some(&proc_agent),
+    )
+    .await;
+
+    let hosts = server.gql("{ hosts { id } }", json!({})).await;
+    let host = hosts["hosts"][0]["id"].as_str().expect("a simulated host").to_owned();
+    for action in ["HOST_DISCONNECT", "HOST_HANG"] {
+        repeat(
+            &server,
+            &format!("faults {action} 200 ms"),
+            one(action, ids(&host), Some(200)),
+            None,
+            &Load::Write,
+            SLOW_ROUNDS,
+        )
+        .await;
+    }
+    let vm = server
+        .gql(
+            "mutation($i: CreateVmInput!) { createVm(input: $i) { id } }",
+            json!({ "i": { "name": "target", "vcpus": 1, "memoryMiB": 256, "runPolicy": "ALWAYS" } }),
+        )
+        .await["createVm"]["id"]
+        .as_str()
+        .expect("vm id")
+        .to_owned();
+    repeat(
+        &server,
+        "faults HANG VM actor (watchdog 100 ms x 2)",
+        one("HANG", json!({ "kinds": ["VM"], "ids": [vm] }), Some(500)),
+        None,
+        &Load::Write,
+        SLOW_ROUNDS,
+    )
+    .await;
+    repeat(
+        &server,
+        "faults DOMAIN_DESTROY VM (run policy ALWAYS)",
+        one("DOMAIN_DESTROY", ids(&vm), None),
+        None,
+        &Load::Write,
+        SLOW_ROUNDS,
     )
     .await;
 }

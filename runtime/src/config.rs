@@ -186,7 +186,7 @@ pub struct ServeArgs {
     pub agent_watchdog_misses: Option<u32>,
     /// The other actors' watchdog deadlines by kind, as KIND=MS pairs separated by commas
     /// (0 turns a kind's watchdog off; kinds not named keep their default) [default:
-    /// SUPERVISOR=30000,SWARM=30000,SERVICE=30000,SWARM_COORDINATOR=30000,HOST=30000].
+    /// SUPERVISOR=30000,SWARM=30000,SERVICE=30000,SWARM_COORDINATOR=30000,HOST=30000,VM=30000].
     #[arg(long, env = "TROUPE_WATCHDOG_MS")]
     pub watchdog_ms: Option<String>,
     /// Deadlines such an actor may miss in a row before its supervisor restarts it
@@ -297,7 +297,7 @@ pub enum ConfigError {
 }
 
 /// The kinds the watchdog watches by default, each with 30 s.
-pub const WATCHED_KINDS: [&str; 5] = ["SUPERVISOR", "SWARM", "SERVICE", "SWARM_COORDINATOR", "HOST"];
+pub const WATCHED_KINDS: [&str; 6] = ["SUPERVISOR", "SWARM", "SERVICE", "SWARM_COORDINATOR", "HOST", "VM"];
 
 /// The watchdog's deadlines: the defaults, overridden by `KIND=MS` pairs (0: not watched).
 fn watchdog_deadlines(pairs: Option<&str>) -> Result<std::collections::BTreeMap<String, Duration>, ConfigError> {
@@ -314,7 +314,8 @@ fn watchdog_deadlines(pairs: Option<&str>) -> Result<std::collections::BTreeMap<
         let parsed = pair
             .split_once('=')
             .and_then(|(kind, ms)| Some((kind.trim().to_ascii_uppercase(), ms.trim().parse::<u64>().ok()?)));
-        let Some((kind, ms)) = parsed.filter(|(kind, _)| !kind.is_empty() && kind != "AGENT") else {
+        // A kind it does not watch would be silently unused: a typo is refused.
+        let Some((kind, ms)) = parsed.filter(|(kind, _)| WATCHED_KINDS.contains(&kind.as_str())) else {
             return Err(ConfigError::Invalid {
                 key: "watchdog_ms",
                 message: format!(

@@ -34,15 +34,21 @@ pub(super) async fn start_pair_of(alpha: NodeOpts, beta: NodeOpts) -> Result<(No
     let alpha = Node::start(alpha).await?;
     let join = format!("127.0.0.1:{}", alpha.cluster_port);
     let beta = Node::start(beta.arg("--join", join)).await?;
+    both_up(&alpha, &beta).await?;
+    Ok((alpha, beta))
+}
+
+/// Waits until alpha and beta list each other UP.
+pub(super) async fn both_up(alpha: &Node, beta: &Node) -> Result<()> {
     let want: BTreeMap<String, String> = [("alpha", "UP"), ("beta", "UP")]
         .iter()
         .map(|(n, s)| (n.to_string(), s.to_string()))
         .collect();
     let deadline = Deadline::after(WAIT, "alpha and beta to list each other UP");
     loop {
-        let (a, b) = (members(&alpha).await?, members(&beta).await?);
+        let (a, b) = (members(alpha).await?, members(beta).await?);
         if a == want && b == want {
-            return Ok((alpha, beta));
+            return Ok(());
         }
         deadline.tick(format!("alpha sees {a:?}, beta sees {b:?}")).await?;
     }

@@ -12,7 +12,7 @@ use ractor_cluster::{NodeServer, NodeServerMessage};
 use tokio::task::JoinHandle;
 use troupe_runtime::supervision::ChildSpec;
 
-use super::remote::ServiceActor;
+use super::endpoints::Endpoints;
 use super::Cluster;
 use crate::service::node::NodeService;
 use crate::service::raft::RaftService;
@@ -69,6 +69,8 @@ impl ChildSpec for ClusterChild {
         "SERVICE"
     }
 
+    crate::liveness::pinged_and_held!(ClusterMsg);
+
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
             let early = self.early.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -96,6 +98,8 @@ impl ChildSpec for ServicesChild {
         "SERVICE"
     }
 
+    crate::liveness::pinged_and_held!(ClusterMsg);
+
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
             let (actor, _) = Actor::spawn_linked(None, ServicesActor, self.api.clone(), supervisor).await?;
@@ -106,9 +110,11 @@ impl ChildSpec for ServicesChild {
 
 struct ClusterActor;
 
-/// The background loops this service owns: re-dialling joins and the heartbeat.
+/// The background loops this service owns (re-dialling joins and the heartbeat), and its
+/// actors: the NodeServer and the node and Raft services.
 struct State {
     joiners: Vec<JoinHandle<()>>,
+    endpoints: Endpoints,
 }
 
 impl Drop for State {
@@ -120,7 +126,25 @@ impl Drop for State {
 }
 
 impl ractor::Message for ClusterMsg {}
-enum ClusterMsg {}
+
+/// What the cluster link and the services take: only the watchdog's ping and a HANG.
+pub(crate) enum ClusterMsg {
+    /// Answered once every service actor under it took a message.
+    Ping(ractor::RpcReplyPort<()>),
+    /// Holds its service actors and its loop until released (fault injection: HANG).
+    Hold(
+        tokio::sync::watch::Receiver<bool>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    ),
+}
+
+/// The ping and the hold, alike for the link and the services.
+async fn handle(what: &str, msg: ClusterMsg, endpoints: &Endpoints) {
+    match msg {
+        ClusterMsg::Ping(reply) => endpoints.ping(reply),
+        ClusterMsg::Hold(release, held) => endpoints.hold(what, release, held).await,
+    }
+}
 
 impl Actor for ClusterActor {
     type Msg = ClusterMsg;
@@ -161,8 +185,10 @@ impl Actor for ClusterActor {
             }
         };
         let cell = myself.get_cell();
-        Actor::spawn_linked(None, ServiceActor::default(), cfg.node.clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), cfg.raft.clone(), cell).await?;
+        let mut endpoints = Endpoints::new();
+        endpoints.own(server.get_cell());
+        endpoints.serve(cfg.node.clone(), &cell).await?;
+        endpoints.serve(cfg.raft.clone(), &cell).await?;
         cfg.raft.carry();
         joiners.push(tokio::spawn(dial_members(
             server.clone(),
@@ -174,7 +200,17 @@ impl Actor for ClusterActor {
         joiners.push(tokio::spawn(cfg.cluster.clone().heartbeat(cfg.node.store.clone())));
         let tls = cfg.tls.is_some();
         tracing::info!(node = %name, listen = %cfg.listen, peers = ?cfg.join, tls, "cluster listening");
-        Ok(State { joiners })
+        Ok(State { joiners, endpoints })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ClusterMsg>,
+        msg: ClusterMsg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        handle("the cluster link", msg, &state.endpoints).await;
+        Ok(())
     }
 
     async fn handle_supervisor_evt(
@@ -191,17 +227,28 @@ struct ServicesActor;
 
 impl Actor for ServicesActor {
     type Msg = ClusterMsg;
-    type State = ();
+    type State = Endpoints;
     type Arguments = Api;
 
-    async fn pre_start(&self, myself: ActorRef<ClusterMsg>, api: Api) -> Result<(), ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<ClusterMsg>, api: Api) -> Result<Endpoints, ActorProcessingErr> {
         let cell = myself.get_cell();
-        Actor::spawn_linked(None, ServiceActor::default(), api.agents().clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), api.tasks().clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), api.messages().clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), api.hosts().clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), api.vms().clone(), cell.clone()).await?;
-        Actor::spawn_linked(None, ServiceActor::default(), api.swarms().clone(), cell).await?;
+        let mut endpoints = Endpoints::new();
+        endpoints.serve(api.agents().clone(), &cell).await?;
+        endpoints.serve(api.tasks().clone(), &cell).await?;
+        endpoints.serve(api.messages().clone(), &cell).await?;
+        endpoints.serve(api.hosts().clone(), &cell).await?;
+        endpoints.serve(api.vms().clone(), &cell).await?;
+        endpoints.serve(api.swarms().clone(), &cell).await?;
+        Ok(endpoints)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ClusterMsg>,
+        msg: ClusterMsg,
+        endpoints: &mut Endpoints,
+    ) -> Result<(), ActorProcessingErr> {
+        handle("the services", msg, endpoints).await;
         Ok(())
     }
 
@@ -209,7 +256,7 @@ impl Actor for ServicesActor {
         &self,
         _myself: ActorRef<ClusterMsg>,
         evt: SupervisionEvent,
-        _state: &mut (),
+        _state: &mut Endpoints,
     ) -> Result<(), ActorProcessingErr> {
         child_lost(evt)
     }

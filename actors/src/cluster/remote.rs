@@ -21,6 +21,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::{Cluster, Gathered, MemberStatus};
 use crate::error::ApiError;
@@ -423,7 +424,8 @@ pub fn group(role: &str, node: &str) -> String {
 }
 
 /// The actor that serves a domain to peers. Each request runs in its own task, so a slow
-/// one never holds up the others.
+/// one never holds up the others. While its flag is set (a HANG of its parent, see
+/// `endpoints`), it takes no request.
 pub struct ServiceActor<S: Service>(PhantomData<S>);
 
 impl<S: Service> Default for ServiceActor<S> {
@@ -434,15 +436,30 @@ impl<S: Service> Default for ServiceActor<S> {
 
 impl<S: Service> Actor for ServiceActor<S> {
     type Msg = S::Msg;
-    type State = S;
-    type Arguments = S;
+    type State = (S, watch::Receiver<bool>);
+    type Arguments = (S, watch::Receiver<bool>);
 
-    async fn pre_start(&self, myself: ActorRef<S::Msg>, service: S) -> Result<S, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<S::Msg>,
+        (service, held): Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join(group(S::ROLE, &service.cluster().name()), vec![myself.get_cell()]);
-        Ok(service)
+        Ok((service, held))
     }
 
-    async fn handle(&self, _myself: ActorRef<S::Msg>, msg: S::Msg, service: &mut S) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<S::Msg>,
+        msg: S::Msg,
+        (service, held): &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Held: the request waits in the loop (and those behind it in the mailbox).
+        while *held.borrow_and_update() {
+            if held.changed().await.is_err() {
+                break;
+            }
+        }
         let (bytes, reply) = msg.unwrap();
         let service = service.clone();
         tokio::spawn(async move {
@@ -479,12 +496,14 @@ pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Dura
         .ok_or_else(|| ApiError::Unavailable(format!("node {node} is not connected")))?;
     let bytes = troupe_runtime::codec::encode(call)?;
     let service: ActorRef<S::Msg> = cell.into();
+    let asked = std::time::Instant::now();
+    let late = || ApiError::Unavailable(format!("node {node} did not answer within {} ms", timeout.as_millis()));
     match service.call(|reply| S::Msg::wrap(bytes, reply), Some(timeout)).await {
         Ok(CallResult::Success(reply)) => troupe_runtime::codec::decode::<Result<S::Response, ApiError>>(&reply)?,
-        Ok(CallResult::Timeout) => Err(ApiError::Unavailable(format!(
-            "node {node} did not answer within {} ms",
-            timeout.as_millis()
-        ))),
+        Ok(CallResult::Timeout) => Err(late()),
+        // ractor_cluster drops a pending call's reply port once it has expired, which can
+        // beat the call's own timeout: that is a peer that did not answer, not one gone.
+        Ok(CallResult::SenderError) | Err(_) if asked.elapsed() >= timeout => Err(late()),
         Ok(CallResult::SenderError) | Err(_) => Err(ApiError::Unavailable(format!("node {node} went away"))),
     }
 }

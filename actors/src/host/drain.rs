@@ -27,7 +27,11 @@ pub(crate) async fn drain(fleet: &Arc<Fleet>, host: &str) -> Result<HostView, Ap
         None => return Err(ApiError::NotFound(format!("no host {host}"))),
     }
     fleet.set_mode(&id, HostMode::Draining).await?;
-    let actors = vm_actors(fleet, &id).await?;
+    let actors: Vec<_> = vm_actors(fleet, &id, super::ASK)
+        .await?
+        .into_iter()
+        .map(|(_, actor)| actor)
+        .collect();
     // The drain's progress shows from the first answer.
     fleet.set_drain(
         &id,

@@ -7,11 +7,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::Batch;
+use troupe_runtime::supervision::UNRESPONSIVE;
 
 use super::link::{At, Effect, Input, Link, LinkMachine};
 use super::{DomainObs, Fault, Fleet, HostSpec, Libvirt, LibvirtError, NodeCapacity};
@@ -49,7 +50,11 @@ pub enum HostMsg {
     /// Starts the actor of a VM placed on this host.
     AddVm(Box<(VmSpec, VmStatus)>, RpcReplyPort<Result<ActorRef<VmMsg>, ApiError>>),
     Vm(String, RpcReplyPort<Option<ActorRef<VmMsg>>>),
-    Vms(RpcReplyPort<Vec<ActorRef<VmMsg>>>),
+    /// The VMs' actors, by VM id.
+    Vms(RpcReplyPort<Vec<(String, ActorRef<VmMsg>)>>),
+    /// Kills a VM's actor that stopped answering (the watchdog); it is started again, as a
+    /// failed one is.
+    KillVm(String),
     /// What libvirt reports on the host now.
     Domains(RpcReplyPort<Result<Vec<DomainObs>, ApiError>>),
     Fault(Fault, Option<String>, RpcReplyPort<Result<(), ApiError>>),
@@ -80,6 +85,8 @@ pub struct Driver {
     /// The first connect attempt has reported.
     looked: bool,
     ticker: Option<JoinHandle<()>>,
+    /// VM actors killed for not answering: their exit is a failure.
+    killed: HashSet<ActorId>,
 }
 
 /// However the driver ends (stopped, or failed: ractor calls no `post_stop` then), its VM
@@ -133,6 +140,7 @@ impl Actor for HostDriver {
             link: LinkMachine::new(link, fleet.settings.down_after, Instant::now()),
             looked: false,
             ticker: None,
+            killed: HashSet::new(),
         };
         for (spec, status) in owned_vms(&fleet.store, &id).await? {
             driver.spawn_vm(&myself, spec, status).await?;
@@ -165,7 +173,14 @@ impl Actor for HostDriver {
                 let _ = reply.send(d.vms.get(&id).map(|(_, a)| a.clone()));
             }
             HostMsg::Vms(reply) => {
-                let _ = reply.send(d.vms.values().map(|(_, a)| a.clone()).collect());
+                let _ = reply.send(d.vms.iter().map(|(id, (_, a))| (id.clone(), a.clone())).collect());
+            }
+            HostMsg::KillVm(vm) => {
+                if let Some((_, actor)) = d.vms.get(&vm) {
+                    tracing::warn!(%vm, host = %d.spec.name, "killing an unresponsive VM actor");
+                    d.killed.insert(actor.get_id());
+                    actor.kill();
+                }
             }
             HostMsg::Domains(reply) => {
                 let libvirt = d.libvirt.clone();
@@ -197,28 +212,42 @@ impl Actor for HostDriver {
         d: &mut Driver,
     ) -> Result<(), ActorProcessingErr> {
         match evt {
+            SupervisionEvent::ActorTerminated(who, _, _) if d.killed.remove(&who.get_id()) => {
+                d.restart_vm(&myself, who.get_id(), UNRESPONSIVE.to_owned()).await?;
+            }
             SupervisionEvent::ActorTerminated(who, _, _) => {
                 d.vms.retain(|_, (_, a)| a.get_id() != who.get_id());
             }
-            SupervisionEvent::ActorFailed(who, e) => {
-                let Some(vm) = d
-                    .vms
-                    .iter()
-                    .find(|(_, (_, a))| a.get_id() == who.get_id())
-                    .map(|(id, _)| id.clone())
-                else {
-                    return Ok(());
-                };
-                d.vms.remove(&vm);
-                tracing::error!(%vm, host = %d.spec.name, error = %e, "VM actor failed; restarting it");
-                let found = read_vm(&d.fleet.store, &vm).await?;
-                if let Some((spec, status)) = found {
-                    d.spawn_vm(&myself, spec, status).await?;
-                    let event = NewEvent::new("VM_ACTOR_RESTARTED", Some(vm), json!({ "error": e.to_string() }));
-                    d.fleet.store.write(Batch::new().event(event)).await?;
-                }
-            }
+            SupervisionEvent::ActorFailed(who, e) => d.restart_vm(&myself, who.get_id(), e.to_string()).await?,
             _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Driver {
+    /// Starts again the actor of a VM whose actor failed (or was killed for not answering),
+    /// from the VM's record.
+    async fn restart_vm(
+        &mut self,
+        myself: &ActorRef<HostMsg>,
+        gone: ActorId,
+        error: String,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(vm) = self
+            .vms
+            .iter()
+            .find(|(_, (_, a))| a.get_id() == gone)
+            .map(|(id, _)| id.clone())
+        else {
+            return Ok(());
+        };
+        self.vms.remove(&vm);
+        tracing::error!(%vm, host = %self.spec.name, %error, "VM actor failed; restarting it");
+        if let Some((spec, status)) = read_vm(&self.fleet.store, &vm).await? {
+            self.spawn_vm(myself, spec, status).await?;
+            let event = NewEvent::new("VM_ACTOR_RESTARTED", Some(vm), json!({ "error": error }));
+            self.fleet.store.write(Batch::new().event(event)).await?;
         }
         Ok(())
     }

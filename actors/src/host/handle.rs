@@ -27,10 +27,14 @@ pub(crate) async fn ask<M: ractor::Message, T: Send + 'static>(
     }
 }
 
-/// The actors of the VMs on `host`.
-pub(crate) async fn vm_actors(fleet: &Fleet, host: &str) -> Result<Vec<ActorRef<VmMsg>>, ApiError> {
+/// The actors of the VMs on `host`, by VM id, if its driver answers within `limit`.
+pub(crate) async fn vm_actors(
+    fleet: &Fleet,
+    host: &str,
+    limit: Duration,
+) -> Result<Vec<(String, ActorRef<VmMsg>)>, ApiError> {
     let driver = fleet.driver(host)?;
-    ask(&driver, HostMsg::Vms, "the host driver", ASK).await
+    ask(&driver, HostMsg::Vms, "the host driver", limit).await
 }
 
 /// What libvirt reports on the host (an id or name) now.

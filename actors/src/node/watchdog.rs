@@ -5,15 +5,22 @@
 //! in a row is killed through its supervisor, which records the failure and restarts it by
 //! its strategy. One that answers again after being reported gives `<KIND>_RESPONSIVE`.
 //! Children of a supervisor that does not answer are not blamed: only it is reported.
+//! VM actors, children of their host's driver rather than of a supervisor, are listed by
+//! their driver (one that answers in time), pinged directly (`VmMsg::Ping`) and killed
+//! through it; the driver starts them again (`VM_ACTOR_RESTARTED`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures::future::join_all;
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
 use serde_json::json;
 use troupe_runtime::supervision::{ChildInfo, Reach, ReachRequest, SupervisorInfo, SupervisorMsg};
 
+use crate::host::HostMsg;
 use crate::service::Api;
+use crate::vm::VmMsg;
 
 /// A running child the watchdog pings, with the supervisors above it.
 struct Watched {
@@ -23,6 +30,67 @@ struct Watched {
     deadline: Duration,
     /// The ids of the supervisors above it (as children of theirs).
     above: Vec<String>,
+    /// A VM's actor, pinged directly (VMs are their host driver's children).
+    vm: Option<ActorRef<VmMsg>>,
+}
+
+/// The VMs of the watched host drivers that list them within their deadline.
+async fn vms(api: &Api, hosts: &[Watched], deadline: Duration) -> Vec<Watched> {
+    let fleet = &api.hosts().fleet;
+    let listed = join_all(hosts.iter().filter(|w| w.kind == "HOST").map(|host| async move {
+        let vms = crate::host::vm_actors(fleet, &host.id, host.deadline)
+            .await
+            .unwrap_or_default();
+        vms.into_iter().map(move |(id, actor)| Watched {
+            id,
+            kind: "VM".into(),
+            owner: host.id.clone(),
+            deadline,
+            above: host.above.iter().chain([&host.id]).cloned().collect(),
+            vm: Some(actor),
+        })
+    }))
+    .await;
+    listed.into_iter().flatten().collect()
+}
+
+/// Whether the child answered its ping in time; None when it could not be asked (gone
+/// meanwhile, out of reach behind a stuck supervisor, or of a kind without a ping).
+async fn ping(root: &ActorRef<SupervisorMsg>, w: &Watched) -> Option<bool> {
+    if let Some(vm) = &w.vm {
+        return match vm.call(VmMsg::Ping, Some(w.deadline)).await {
+            Ok(CallResult::Success(())) => Some(true),
+            Ok(CallResult::Timeout) => Some(false),
+            _ => None,
+        };
+    }
+    let request = ReachRequest {
+        owner: w.owner.clone(),
+        child: w.id.clone(),
+        reach: Reach::Ping(w.deadline),
+    };
+    let asked = crate::call::ask_within(
+        root,
+        |r| SupervisorMsg::Reach(request, r),
+        "the supervision tree",
+        w.deadline + Duration::from_secs(5),
+    )
+    .await;
+    match asked {
+        Ok(Ok(Some(answered))) => Some(answered),
+        _ => None,
+    }
+}
+
+/// Kills a child that missed too many pings, through whoever supervises it.
+async fn kill(api: &Api, w: &Watched) {
+    if w.vm.is_some() {
+        if let Ok(driver) = api.hosts().fleet.driver(&w.owner) {
+            let _ = driver.cast(HostMsg::KillVm(w.id.clone()));
+        }
+        return;
+    }
+    crate::agent::watchdog::kill(api, &w.id).await;
 }
 
 fn watched(tree: &SupervisorInfo, deadlines: &BTreeMap<String, Duration>) -> Vec<Watched> {
@@ -39,6 +107,7 @@ fn watched(tree: &SupervisorInfo, deadlines: &BTreeMap<String, Duration>) -> Vec
                         owner: owner.clone(),
                         deadline: *deadline,
                         above: above.clone(),
+                        vm: None,
                     });
                 }
             }
@@ -84,31 +153,12 @@ pub(crate) fn start(api: Api, deadlines: BTreeMap<String, Duration>, misses: u32
             let Ok(tree) = described else {
                 continue;
             };
-            let children = watched(&tree, &deadlines);
-            let answers = join_all(children.iter().map(|w| {
-                let root = root.clone();
-                let request = ReachRequest {
-                    owner: w.owner.clone(),
-                    child: w.id.clone(),
-                    reach: Reach::Ping(w.deadline),
-                };
-                async move {
-                    let asked = crate::call::ask_within(
-                        &root,
-                        |r| SupervisorMsg::Reach(request, r),
-                        "the supervision tree",
-                        w.deadline + Duration::from_secs(5),
-                    )
-                    .await;
-                    // Only a ping that went unanswered is a miss: a child gone meanwhile, out
-                    // of reach behind a stuck supervisor, or of a kind without ping is not.
-                    match asked {
-                        Ok(Ok(Some(answered))) => Some(answered),
-                        _ => None,
-                    }
-                }
-            }))
-            .await;
+            let mut children = watched(&tree, &deadlines);
+            if let Some(vm_deadline) = deadlines.get("VM") {
+                children.extend(vms(&api, &children, *vm_deadline).await);
+            }
+            // Only a ping that went unanswered is a miss.
+            let answers = join_all(children.iter().map(|w| ping(&root, w))).await;
             let stuck: Vec<&str> = children
                 .iter()
                 .zip(&answers)
@@ -149,7 +199,7 @@ pub(crate) fn start(api: Api, deadlines: BTreeMap<String, Duration>, misses: u32
                             record(&api, &format!("{}_UNRESPONSIVE", w.kind), &w.id, data).await;
                         }
                         if now >= misses {
-                            crate::agent::watchdog::kill(&api, &w.id).await;
+                            kill(&api, w).await;
                             continue;
                         }
                         seen.insert(w.id.clone(), now);

@@ -66,6 +66,10 @@ impl Actor for VmActor {
 
     async fn handle(&self, myself: ActorRef<VmMsg>, msg: VmMsg, vm: &mut Vm) -> Result<(), ActorProcessingErr> {
         match msg {
+            VmMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            VmMsg::Hold(release, held) => crate::liveness::held(&vm.spec.id, release, held).await,
             VmMsg::Observed(_) if vm.leaving => {}
             VmMsg::Observed(obs) => {
                 if let Err(e) = vm.reconcile(obs).await {

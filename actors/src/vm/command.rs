@@ -71,6 +71,13 @@ pub enum VmMsg {
     Stay,
     /// Sent to the target's new actor: records the VM on its host, with the move's event.
     Arrive(RpcReplyPort<Result<VmView, ApiError>>),
+    /// The watchdog's ping: answered at once unless the loop is stuck.
+    Ping(RpcReplyPort<()>),
+    /// Holds the loop until released (fault injection: HANG).
+    Hold(
+        tokio::sync::watch::Receiver<bool>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    ),
 }
 
 impl ractor::Message for VmMsg {}

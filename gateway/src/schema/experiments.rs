@@ -23,9 +23,10 @@ pub enum FaultAction {
     /// The child fails as if it panicked (any child of the tree); its supervisor restarts it
     /// by its strategy. Nothing to revert.
     Crash,
-    /// An actor's loop is held (an agent, a supervisor, the scheduler, a swarm coordinator
-    /// or a host driver): it takes no message, its mailbox fills, calls time out. Reverted
-    /// by releasing the loop.
+    /// An actor's loop is held (an agent, a supervisor, the scheduler, a swarm coordinator,
+    /// a host driver, the cluster link or the services endpoint with their service actors,
+    /// or a VM picked by `ids` with `kinds: ["VM"]`): it takes no message, its mailbox fills,
+    /// calls time out. Reverted by releasing the loop.
     Hang,
     /// SIGKILL of an agent's process groups behind Troupe's back. Nothing to revert.
     ProcessKill,

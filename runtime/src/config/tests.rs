@@ -100,7 +100,7 @@ fn the_watchdog_deadlines_default_per_kind_and_pairs_override_or_turn_a_kind_off
     assert_eq!(c.watchdog["SUPERVISOR"], Duration::from_millis(200));
     assert_eq!(c.watchdog["VM"], Duration::from_millis(500));
     assert!(!c.watchdog.contains_key("HOST"));
-    for bad in ["SUPERVISOR", "SUPERVISOR=soon", "AGENT=100", "=5"] {
+    for bad in ["SUPERVISOR", "SUPERVISOR=soon", "AGENT=100", "=5", "SUPERVISR=100"] {
         let refused = Config::load(ServeArgs {
             watchdog_ms: Some(bad.into()),
             ..Default::default()

@@ -65,7 +65,9 @@ async fn toy(name: &str) -> Toy {
         }),
         kept: Arc::default(),
     };
-    Actor::spawn(None, ServiceActor::<Toy>::default(), toy.clone())
+    // Never held: the flag's sender is gone at once and it stays false.
+    let held = tokio::sync::watch::channel(false).1;
+    Actor::spawn(None, ServiceActor::<Toy>::default(), (toy.clone(), held))
         .await
         .expect("the toy service starts");
     toy

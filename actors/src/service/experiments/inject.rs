@@ -16,6 +16,7 @@ use crate::host::{Fault, HostState};
 use crate::messaging::faults::{LinkFault, LinkFaults};
 use crate::service::node::NodeService;
 use crate::service::Api;
+use crate::vm::VmMsg;
 use troupe_runtime::store::{Hits, NodeFault};
 
 /// How long a crash request may take to reach the child's supervisor through the tree.
@@ -154,9 +155,11 @@ pub(crate) async fn predict(api: &Api, t: &Target, allow_escalation: bool) -> Re
         FaultAction::Hang => {
             if target.kind == "AGENT" {
                 agent(api, target, action)?;
+            } else if target.kind == "VM" {
+                vm_actor(api, target).await?;
             } else if reach(api, target, Reach::Ping(PROBE_WITHIN)).await.is_err() {
                 return Err(ApiError::invalid(format!(
-                    "{} ({}) cannot be held: HANG reaches agents, supervisors, the scheduler, swarm coordinators and host drivers",
+                    "{} ({}) cannot be held: HANG reaches agents, supervisors, the scheduler, swarm coordinators, host drivers and VMs",
                     target.id, target.kind
                 )));
             }
@@ -238,15 +241,18 @@ pub(crate) async fn inject(
         FaultAction::Hang if target.kind != "AGENT" => {
             let (gate, released) = watch::channel(false);
             let (held, mut taken) = mpsc::unbounded_channel();
-            reach(
-                api,
-                target,
-                Reach::Hold {
+            if target.kind == "VM" {
+                vm_actor(api, target)
+                    .await?
+                    .cast(VmMsg::Hold(released, held))
+                    .map_err(|e| ApiError::Conflict(format!("VM {}: {e}", target.id)))?;
+            } else {
+                let hold = Reach::Hold {
                     release: released,
                     held,
-                },
-            )
-            .await?;
+                };
+                reach(api, target, hold).await?;
+            }
             if tokio::time::timeout(HOLD_WITHIN, taken.recv())
                 .await
                 .is_ok_and(|r| r.is_some())
@@ -477,7 +483,28 @@ async fn reach(api: &Api, target: &Candidate, reach: Reach) -> Result<bool, ApiE
 
 /// Whether a child that is not an agent answers a ping again.
 pub(crate) async fn child_recovered(api: &Api, target: &Candidate) -> bool {
+    if target.kind == "VM" {
+        let Ok(actor) = vm_actor(api, target).await else {
+            return false;
+        };
+        return matches!(
+            actor.call(VmMsg::Ping, Some(PROBE_WITHIN)).await,
+            Ok(ractor::rpc::CallResult::Success(()))
+        );
+    }
     reach(api, target, Reach::Ping(PROBE_WITHIN)).await.unwrap_or(false)
+}
+
+/// The actor of a VM on one of this node's hosts (a VM's HANG holds it here).
+async fn vm_actor(api: &Api, target: &Candidate) -> Result<ActorRef<VmMsg>, ApiError> {
+    let fleet = &api.hosts().fleet;
+    if fleet.driver(&target.owner).is_err() {
+        return Err(ApiError::invalid(format!(
+            "VM {} is on host {}, which {} does not drive: start the experiment on the host's node",
+            target.id, target.owner, api.ctx.node_name
+        )));
+    }
+    crate::vm::vm_actor(fleet, &target.owner, &target.id).await
 }
 
 /// What a VM's run policy makes Troupe do when its domain goes behind its back: define and

@@ -16,9 +16,10 @@ pub enum FaultAction {
     /// The child fails as if it panicked: its supervisor restarts it (and the siblings its
     /// strategy takes along). Any child of the tree. Nothing to revert.
     Crash,
-    /// An actor's loop is held (an agent, a supervisor, the scheduler, a swarm coordinator
-    /// or a host driver): it takes no message (its mailbox fills, calls time out) until the
-    /// revert releases it.
+    /// An actor's loop is held (an agent, a supervisor, the scheduler, a swarm coordinator,
+    /// a host driver, the cluster link or the services endpoint with their service actors,
+    /// or a VM picked by `ids` with `kinds: ["VM"]`): it takes no message (its mailbox fills,
+    /// calls time out) until the revert releases it.
     Hang,
     /// SIGKILL of an agent's process groups behind Troupe's back. Nothing to revert.
     ProcessKill,
@@ -93,6 +94,17 @@ pub struct FaultSpec {
     pub to: Option<Selector>,
     /// The action's settings (see each action), a JSON object or null.
     pub params: serde_json::Value,
+}
+
+impl FaultSpec {
+    /// Whether it hits VMs, named by id (they are their host driver's children, not the
+    /// tree's): a domain fault, or a HANG whose selector's kinds are VM.
+    pub fn hits_vms(&self) -> bool {
+        self.action.reaches_vms()
+            || (self.action == FaultAction::Hang
+                && !self.target.kinds.is_empty()
+                && self.target.kinds.iter().all(|k| k == "VM"))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -22,7 +22,7 @@ pub(super) fn home_of(api: &Api, input: &ExperimentInput) -> Result<Option<Strin
     let named: BTreeSet<&String> = input
         .faults
         .iter()
-        .filter(|f| !f.action.reaches_nodes() && !f.action.reaches_vms())
+        .filter(|f| !f.action.reaches_nodes() && !f.hits_vms())
         .flat_map(|f| f.target.nodes.iter())
         .collect();
     let me = &api.ctx.node_name;

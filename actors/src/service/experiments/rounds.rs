@@ -46,7 +46,7 @@ pub(super) async fn resolve(
                 )));
             }
             select::narrow_nodes(&members, &fault.target, std::slice::from_ref(&me))?
-        } else if action.reaches_vms() {
+        } else if fault.hits_vms() {
             vms(api, fault, n).await?
         } else {
             if fault.to.is_some() || (!fault.params.is_null() && !action.reaches_messages()) {
