@@ -504,14 +504,47 @@ async fn an_experiment_on_another_nodes_tree_runs_there_and_is_followed_from_her
         "{states:?}"
     );
 
-    let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
+    // Faults in both trees: one experiment, started in a part on each node, answered as
+    // one from either node.
+    let near = alpha.spawn_builtin("echo", &["near"]).await?;
     let both = json!({ "name": "both", "faults": [
         { "action": "CRASH", "target": { "ids": [agent], "nodes": ["beta"] } },
         { "action": "CRASH", "target": { "kinds": ["AGENT"], "nodes": ["alpha"] } }
     ] });
-    let refused = alpha.gql(q, json!({ "input": both })).await?;
+    let started = start(&alpha, both).await?;
+    let id = text(&started, "/id")?;
+    ensure!(id.ends_with("@alpha"), "{started}");
+    let done = finished(&beta, &id).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    let mut hit: Vec<String> = done["injections"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter_map(|i| i["target"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    hit.sort();
+    let mut want = vec![agent.clone(), near.clone()];
+    want.sort();
+    ensure!(hit == want, "{done}");
+    let report = &done["report"];
+    ensure!(
+        report["verdict"] == "PASS" && report["injected"] == 2 && report["recovered"] == 2,
+        "{report}"
+    );
+    ensure!(
+        report["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("on alpha: ") && r.contains("on beta: ")),
+        "{report}"
+    );
+    // One fault over two trees is refused: name one node per fault.
+    let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
+    let two = json!({ "name": "two", "faults": [{ "action": "CRASH", "target": { "kinds": ["AGENT"], "nodes": ["alpha", "beta"] } }] });
+    let refused = alpha.gql(q, json!({ "input": two })).await?;
     expect_code(&refused, "INVALID_INPUT")?;
-    ensure!(refused.to_string().contains("one node's tree"), "{refused}");
+    ensure!(refused.to_string().contains("one node per fault"), "{refused}");
     Ok(())
 }
 

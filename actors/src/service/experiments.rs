@@ -22,6 +22,7 @@ mod remote;
 mod rounds;
 mod run;
 pub mod select;
+mod spread;
 
 pub use model::*;
 
@@ -76,6 +77,8 @@ pub struct Experiments {
     pub(crate) armed: ArmedFaults,
     /// The node's API, for experiments a peer starts or asks about here (bound at start).
     api: Arc<std::sync::OnceLock<Api>>,
+    /// The experiments this node started in parts on several nodes.
+    spreads: spread::Spreads,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,6 +95,7 @@ impl Experiments {
             store,
             armed,
             api: Arc::default(),
+            spreads: Default::default(),
         }
     }
 
@@ -244,12 +248,21 @@ impl Experiments {
 impl Api {
     /// Resolves the targets, predicts the effects, injects (unless a dry run) and answers
     /// the experiment as it stands; the rest runs on. An experiment whose faults select in
-    /// another node's tree is started there.
+    /// another node's tree is started there; one whose faults select in several nodes'
+    /// trees is started in parts, one per node (see `spread`).
     pub async fn start_experiment(&self, input: ExperimentInput) -> Result<Experiment, ApiError> {
         self.experiments.ensure_enabled()?;
+        if let Some(parts) = spread::parts(&self.ctx.node_name, &input)? {
+            return Box::pin(self.start_spread(input, parts)).await;
+        }
         if let Some(home) = remote::home_of(self, &input)? {
             return remote::start_on(self, &home, input).await;
         }
+        self.start_here(input).await
+    }
+
+    /// Starts an experiment whose faults select in this node's tree (or hit nodes or VMs).
+    async fn start_here(&self, input: ExperimentInput) -> Result<Experiment, ApiError> {
         let experiments = &self.experiments;
         if input.faults.is_empty() {
             return Err(ApiError::invalid("an experiment needs at least one fault"));
@@ -360,6 +373,7 @@ impl Api {
             .values()
             .map(|r| r.view.borrow().clone())
             .collect();
+        all.extend(self.experiments.spreads.views());
         all.sort_by(|a, b| b.id.cmp(&a.id));
         Ok(all)
     }

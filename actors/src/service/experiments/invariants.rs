@@ -75,8 +75,15 @@ pub(super) async fn tree_restored(
     }
 }
 
-/// The children restarted are those the strategies predicted; anything else is unexpected.
-pub(super) fn restarts_match(injections: &[Injection], events: &[Arc<Event>]) -> (InvariantResult, Vec<Arc<Event>>) {
+/// The children restarted are those the strategies predicted; anything else in this node's
+/// tree (`mine`, as it was before the faults) is unexpected. The event log is the
+/// cluster's: a restart in another node's tree is another tree's business (another part of
+/// the same experiment, or none of it).
+pub(super) fn restarts_match(
+    injections: &[Injection],
+    events: &[Arc<Event>],
+    mine: Option<&[Candidate]>,
+) -> (InvariantResult, Vec<Arc<Event>>) {
     let expected: BTreeSet<&str> = injections
         .iter()
         .flat_map(|i| {
@@ -92,7 +99,7 @@ pub(super) fn restarts_match(injections: &[Injection], events: &[Arc<Event>]) ->
         .filter(|e| e.kind.ends_with("_RESTARTED"))
         .filter(|e| {
             let s = e.subject.as_deref().unwrap_or("");
-            !expected.contains(s) && !targets.contains(s)
+            !expected.contains(s) && !targets.contains(s) && mine.is_none_or(|m| m.iter().any(|c| c.id == s))
         })
         .cloned()
         .collect();

@@ -129,6 +129,25 @@ pub struct ExperimentInput {
     pub dry_run: bool,
 }
 
+impl ExperimentInput {
+    /// One fault, held until stopped, recovering within 30 s, escalation refused.
+    pub fn one(name: impl Into<String>, fault: FaultSpec) -> Self {
+        Self {
+            name: name.into(),
+            faults: vec![fault],
+            duration: None,
+            every: None,
+            count: 1,
+            seed: None,
+            recover_within: Duration::from_secs(30),
+            invariants: Vec::new(),
+            allow_escalation: false,
+            lease: None,
+            dry_run: false,
+        }
+    }
+}
+
 /// The invariants an experiment can check.
 pub const INVARIANTS: [&str; 6] = [
     "TREE_RESTORED",

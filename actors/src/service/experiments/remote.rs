@@ -1,5 +1,6 @@
 //! Experiments on another node: one whose faults select in another node's tree is started on
-//! that node (each experiment reaches one node's tree), and its id names the node it runs on
+//! that node (one over several nodes' trees is started in parts, see `spread`), and its id
+//! names the node it runs on
 //! (`<uuid>@<node>`), so `experiment`, `stopExperiment`, `renewExperiment` and
 //! `experimentUpdates` asked on any node reach it there.
 
@@ -17,7 +18,7 @@ use crate::service::Api;
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
 /// The node the experiment must run on when it is not this one: the one its tree faults
-/// name in `nodes`. Faults naming different nodes are refused.
+/// name in `nodes` (faults naming different nodes were parted before, see `spread`).
 pub(super) fn home_of(api: &Api, input: &ExperimentInput) -> Result<Option<String>, ApiError> {
     let named: BTreeSet<&String> = input
         .faults
@@ -31,16 +32,21 @@ pub(super) fn home_of(api: &Api, input: &ExperimentInput) -> Result<Option<Strin
         1 if named.contains(me) => Ok(None),
         1 => {
             let home = named.into_iter().next().cloned().unwrap_or_default();
-            let members = api.ctx.store.status().members;
-            if !members.iter().any(|m| m.name == home) {
-                return Err(ApiError::invalid(format!("{home} is not a member of the cluster")));
-            }
+            member(api, &home)?;
             Ok(Some(home))
         }
         _ => Err(ApiError::invalid(format!(
-            "the faults select in the trees of {}: an experiment reaches one node's tree; start one per node",
+            "the faults select in the trees of {}: name one node per fault",
             named.into_iter().cloned().collect::<Vec<_>>().join(", ")
         ))),
+    }
+}
+
+/// Refuses a node that is not a member of the cluster.
+pub(super) fn member(api: &Api, node: &str) -> Result<(), ApiError> {
+    match api.ctx.store.status().members.iter().any(|m| m.name == node) {
+        true => Ok(()),
+        false => Err(ApiError::invalid(format!("{node} is not a member of the cluster"))),
     }
 }
 
@@ -67,29 +73,24 @@ impl Api {
         action: super::FaultAction,
         target: super::select::Selector,
     ) -> Result<Experiment, ApiError> {
+        let fault = super::FaultSpec {
+            action,
+            target,
+            to: None,
+            params: serde_json::Value::Null,
+        };
         let input = ExperimentInput {
-            name,
-            faults: vec![super::FaultSpec {
-                action,
-                target,
-                to: None,
-                params: serde_json::Value::Null,
-            }],
-            duration: None,
-            every: None,
-            count: 1,
-            seed: None,
-            recover_within: Duration::from_secs(30),
-            invariants: Vec::new(),
             allow_escalation: true,
-            lease: None,
-            dry_run: false,
+            ..ExperimentInput::one(name, fault)
         };
         self.start_experiment(input).await
     }
 
     pub async fn experiment(&self, id: &str) -> Result<Option<Experiment>, ApiError> {
         self.experiments.ensure_enabled()?;
+        if self.experiments.spreads.contains(id) {
+            return Ok(Box::pin(self.spread_now(id)).await);
+        }
         match elsewhere(self, id) {
             Some(node) => {
                 Peer(&self.node_service(), node.to_owned())
@@ -103,6 +104,9 @@ impl Api {
     /// Ends it now: its faults are reverted and it is judged as usual (PASSED or FAILED).
     pub async fn stop_experiment(&self, id: &str) -> Result<Experiment, ApiError> {
         self.experiments.ensure_enabled()?;
+        if self.experiments.spreads.contains(id) {
+            return Box::pin(self.spread_each(id, true)).await;
+        }
         match elsewhere(self, id) {
             Some(node) => {
                 Peer(&self.node_service(), node.to_owned())
@@ -116,6 +120,9 @@ impl Api {
     /// Extends the lease by its length from now.
     pub async fn renew_experiment(&self, id: &str) -> Result<Experiment, ApiError> {
         self.experiments.ensure_enabled()?;
+        if self.experiments.spreads.contains(id) {
+            return Box::pin(self.spread_each(id, false)).await;
+        }
         match elsewhere(self, id) {
             Some(node) => {
                 Peer(&self.node_service(), node.to_owned())
@@ -126,25 +133,24 @@ impl Api {
         }
     }
 
-    /// The experiment now, then at every change, until it ends; one running on a peer is
-    /// read again every [`FOLLOW_EVERY`].
+    /// The experiment now, then at every change, until it ends; one running on a peer, or
+    /// in parts on several nodes, is read again every [`FOLLOW_EVERY`].
     pub async fn experiment_updates(&self, id: &str) -> Result<watch::Receiver<Experiment>, ApiError> {
         self.experiments.ensure_enabled()?;
-        let Some(node) = elsewhere(self, id) else {
+        let spread = self.experiments.spreads.contains(id);
+        if !spread && elsewhere(self, id).is_none() {
             return self.experiment_updates_here(id);
-        };
-        let peer = node.to_owned();
-        let service = self.node_service();
-        let first = Peer(&service, peer.clone())
-            .experiment(id.to_owned())
+        }
+        let first = self
+            .experiment(id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on {peer}")))?;
+            .ok_or_else(|| ApiError::NotFound(format!("no experiment {id}")))?;
         let (tx, rx) = watch::channel(first);
-        let id = id.to_owned();
+        let (api, id) = (self.clone(), id.to_owned());
         tokio::spawn(async move {
             while !tx.borrow().state.is_final() && !tx.is_closed() {
                 tokio::time::sleep(FOLLOW_EVERY).await;
-                match Peer(&service, peer.clone()).experiment(id.clone()).await {
+                match api.experiment(&id).await {
                     Ok(Some(now)) => {
                         tx.send_if_modified(|seen| {
                             let changed = format!("{seen:?}") != format!("{now:?}");

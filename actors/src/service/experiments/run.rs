@@ -174,7 +174,7 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, seed: u64,
         let result = match name.as_str() {
             "TREE_RESTORED" => inv::tree_restored(&api, before.as_deref(), &experiment.injections, deadline).await,
             "RESTARTS_MATCH_STRATEGY" => {
-                let (result, extra) = inv::restarts_match(&experiment.injections, &events);
+                let (result, extra) = inv::restarts_match(&experiment.injections, &events, before.as_deref());
                 unexpected.extend(extra);
                 result
             }
