@@ -615,12 +615,8 @@ async fn a_vms_domain_destroyed_behind_troupes_back_recovers_as_its_run_policy_s
     // injectFault is a one-fault experiment: its answer names it, and it has its report.
     let fault = "mutation($t: ID!) { injectFault(target: $t, kind: DOMAIN_DESTROY) }";
     let said = node.gql_ok(fault, json!({ "t": always })).await?;
-    let said = text(&said, "/injectFault")?;
-    let id = said
-        .rsplit_once("(experiment ")
-        .and_then(|(_, rest)| rest.strip_suffix(')'))
-        .ok_or_else(|| anyhow::anyhow!("no experiment in {said:?}"))?;
-    let done = finished(&node, id).await?;
+    let id = super::experiments::experiment_of(&text(&said, "/injectFault")?)?;
+    let done = finished(&node, &id).await?;
     ensure!(done["state"] == "PASSED", "{done}");
     ensure!(done["injections"][0]["action"] == "DOMAIN_DESTROY", "{done}");
     let nameless =

@@ -416,7 +416,29 @@ async fn a_disconnected_host_is_seen_unreachable_and_up_again_once_reconnected()
         .gql_ok("query($id: ID!) { host(id: $id) { state } }", json!({ "id": host }))
         .await?;
     ensure!(h["host"]["state"] == "UP", "{h}");
+
+    // injectFault HOST_DISCONNECT is an experiment too, held until HOST_RECONNECT heals the
+    // host and stops it.
+    let fault = "mutation($t: ID!, $k: FaultKind!) { injectFault(target: $t, kind: $k) }";
+    let said = node.gql_ok(fault, json!({ "t": host, "k": "HOST_DISCONNECT" })).await?;
+    let id = experiment_of(&text(&said, "/injectFault")?)?;
+    ensure!(gates(&node).await?.len() == 1);
+    let healed = node.gql_ok(fault, json!({ "t": host, "k": "HOST_RECONNECT" })).await?;
+    let healed = text(&healed, "/injectFault")?;
+    ensure!(healed.ends_with(&format!("(experiment {id} stopped)")), "{healed}");
+    let done = finished(&node, &id).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    ensure!(done["injections"][0]["action"] == "HOST_DISCONNECT", "{done}");
+    ensure!(gates(&node).await?.is_empty());
     Ok(())
+}
+
+/// The experiment an `injectFault` answer names: `… (experiment <id>)`.
+pub(super) fn experiment_of(said: &str) -> Result<String> {
+    said.rsplit_once("(experiment ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map(String::from)
+        .ok_or_else(|| anyhow::anyhow!("no experiment in {said:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -164,7 +164,9 @@ async fn a_black_holed_host_is_unreachable_then_down_and_evacuated_while_others_
 /// giving up first.
 #[tokio::test]
 async fn a_stop_through_a_peer_waits_for_the_peers_answer() -> Result<()> {
-    let (alpha, _beta) = super::cluster::start_pair_with(
+    // injectFault is an experiment: the node asked must allow them too.
+    let (alpha, _beta) = super::cluster::start_pair_of(
+        NodeOpts::named("alpha").arg("--fault-injection", "true"),
         NodeOpts::named("beta")
             .arg("--fault-injection", "true")
             .arg("--libvirt-timeout-ms", 7000),

@@ -402,6 +402,28 @@ impl Api {
             .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on this node")))
     }
 
+    /// Stops this node's experiments that hold a host fault on `host`; their ids.
+    pub(crate) fn end_host_faults_here(&self, host: &str) -> Result<Vec<String>, ApiError> {
+        self.experiments.ensure_enabled()?;
+        let holding: Vec<String> = self
+            .experiments()?
+            .into_iter()
+            .filter(|e| !e.state.is_final())
+            .filter(|e| {
+                e.injections.iter().any(|i| {
+                    i.target == host
+                        && i.outcome == "ARMED"
+                        && matches!(i.action, FaultAction::HostDisconnect | FaultAction::HostHang)
+                })
+            })
+            .map(|e| e.id)
+            .collect();
+        for id in &holding {
+            self.stop_experiment_here(id)?;
+        }
+        Ok(holding)
+    }
+
     /// Extends the lease by its length from now.
     pub(super) fn renew_experiment_here(&self, id: &str) -> Result<Experiment, ApiError> {
         self.experiments.ensure_enabled()?;

@@ -46,6 +46,8 @@ service! {
     call GetExperiment => experiment(id: String) -> Option<Experiment>;
     call StopExperiment => stop_experiment(id: String) -> Experiment;
     call RenewExperiment => renew_experiment(id: String) -> Experiment;
+    /// Stops this node's experiments holding a host fault on `host`; their ids.
+    call EndHostFaults => end_host_faults(host: String) -> Vec<String>;
 }
 
 /// Starting an experiment asks the tree and may wait for a loop to be held.
@@ -127,6 +129,10 @@ impl NodeLocal for NodeService {
 
     async fn renew_experiment(&self, id: String) -> Result<Experiment, ApiError> {
         self.experiments.api()?.renew_experiment(&id).await
+    }
+
+    async fn end_host_faults(&self, host: String) -> Result<Vec<String>, ApiError> {
+        self.experiments.api()?.end_host_faults_here(&host)
     }
 
     async fn writable(&self, experiment: String, injection: String) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {

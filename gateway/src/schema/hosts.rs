@@ -247,7 +247,8 @@ pub enum FaultKind {
     /// a black-holed link: the calls time out (`libvirt_timeout_ms`) and the host is
     /// UNREACHABLE; its domains keep running.
     HostHang,
-    /// Heals a host's broken or hung connection.
+    /// Heals a host's broken or hung connection at once, and stops the experiments that
+    /// held it.
     HostReconnect,
     /// Destroys a VM's domain (target: a VM) behind Troupe's back.
     DomainDestroy,
@@ -346,21 +347,44 @@ impl HostsMutation {
     }
 
     /// Injects a fault, for tests and drills; only on a node started with
-    /// `--fault-injection` (else FORBIDDEN). Answers what was done. DOMAIN_*, DRIVER_CRASH
-    /// and SWARM_COORDINATOR_CRASH are one-fault experiments (their id is in the answer;
-    /// `experiment(id)` has the report); the HOST_* faults stay armed until HOST_RECONNECT.
+    /// `--fault-injection` (else FORBIDDEN). Answers what was done. Every kind but
+    /// HOST_RECONNECT is a one-fault experiment (its id is in the answer; `experiment(id)`
+    /// has the report); HOST_DISCONNECT and HOST_HANG stay armed until HOST_RECONNECT (which
+    /// heals the host and stops their experiments), `stopExperiment`, `haltAllFaults` or
+    /// `fault_max_duration_ms`.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn inject_fault(&self, ctx: &Context<'_>, target: ID, kind: FaultKind) -> async_graphql::Result<String> {
         use troupe_actors::service::experiments::{select::Selector, FaultAction};
         let api = ctx.data::<Api>()?;
+        // A host by id or name; its driver is a child of the tree of the node holding it.
+        let host = || async {
+            let host = api
+                .hosts()
+                .get(&target)
+                .await
+                .gql()?
+                .ok_or_else(|| coded("NOT_FOUND", format!("no host {}", target.0)))?;
+            let node = api.cluster().holder(&host.spec.id);
+            Ok::<_, async_graphql::Error>((host.spec.id, node))
+        };
         let (action, selector) = match kind {
-            FaultKind::HostDisconnect | FaultKind::HostHang | FaultKind::HostReconnect => {
-                let fault = match kind {
-                    FaultKind::HostDisconnect => Fault::HostDisconnect,
-                    FaultKind::HostHang => Fault::HostHang,
-                    _ => Fault::HostReconnect,
+            FaultKind::HostReconnect => {
+                // Healed at once, then the experiments holding it are judged.
+                let said = api.hosts().inject_fault(&target, Fault::HostReconnect).await.gql()?;
+                let (id, _) = host().await?;
+                let stopped = api.end_host_faults(&id).await.gql()?;
+                return Ok(match stopped.is_empty() {
+                    true => said,
+                    false => format!("{said} (experiment {} stopped)", stopped.join(", ")),
+                });
+            }
+            FaultKind::HostDisconnect | FaultKind::HostHang => {
+                let (id, node) = host().await?;
+                let action = match kind {
+                    FaultKind::HostDisconnect => FaultAction::HostDisconnect,
+                    _ => FaultAction::HostHang,
                 };
-                return api.hosts().inject_fault(&target, fault).await.gql();
+                (action, Selector::one(vec![id], None, node))
             }
             FaultKind::DomainDestroy => (
                 FaultAction::DomainDestroy,
@@ -371,15 +395,8 @@ impl HostsMutation {
                 Selector::one(vec![target.0.clone()], None, None),
             ),
             FaultKind::DriverCrash => {
-                // By id or name; the host driver is a child of its node's tree.
-                let host = api
-                    .hosts()
-                    .get(&target)
-                    .await
-                    .gql()?
-                    .ok_or_else(|| coded("NOT_FOUND", format!("no host {}", target.0)))?;
-                let node = api.cluster().holder(&host.spec.id);
-                (FaultAction::Crash, Selector::one(vec![host.spec.id], None, node))
+                let (id, node) = host().await?;
+                (FaultAction::Crash, Selector::one(vec![id], None, node))
             }
             FaultKind::SwarmCoordinatorCrash => {
                 let node = api.cluster().holder(&target);

@@ -101,6 +101,16 @@ impl Api {
         }
     }
 
+    /// Stops the experiments holding a host fault (HOST_DISCONNECT, HOST_HANG) on `host`
+    /// (its id), on the node that holds the host (where `injectFault` started them); their ids.
+    pub async fn end_host_faults(&self, host: &str) -> Result<Vec<String>, ApiError> {
+        self.experiments.ensure_enabled()?;
+        match self.cluster().holder(host) {
+            Some(node) => Peer(&self.node_service(), node).end_host_faults(host.to_owned()).await,
+            None => self.end_host_faults_here(host),
+        }
+    }
+
     /// Ends it now: its faults are reverted and it is judged as usual (PASSED or FAILED).
     pub async fn stop_experiment(&self, id: &str) -> Result<Experiment, ApiError> {
         self.experiments.ensure_enabled()?;
