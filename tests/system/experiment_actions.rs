@@ -539,6 +539,26 @@ async fn an_experiment_on_another_nodes_tree_runs_there_and_is_followed_from_her
             .is_some_and(|r| r.contains("on alpha: ") && r.contains("on beta: ")),
         "{report}"
     );
+    // A VM's actor is held where its host is driven: the HANG asked of alpha runs on beta.
+    let far_vm = super::support::vms::create_vm(
+        &alpha,
+        json!({ "name": "far", "vcpus": 1, "memoryMiB": 256, "node": "beta" }),
+    )
+    .await?;
+    let far_vm = text(&far_vm, "/id")?;
+    let held = start(
+        &alpha,
+        json!({ "name": "far vm", "durationMs": 120000, "faults": [{ "action": "HANG", "target": { "kinds": ["VM"], "ids": [far_vm] } }] }),
+    )
+    .await?;
+    let id = text(&held, "/id")?;
+    ensure!(
+        id.ends_with("@beta") && held["injections"][0]["effectiveAt"].is_string(),
+        "{held}"
+    );
+    stop(&alpha, &id).await?;
+    ensure!(finished(&alpha, &id).await?["state"] == "PASSED");
+
     // One fault over two trees is refused: name one node per fault.
     let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
     let two = json!({ "name": "two", "faults": [{ "action": "CRASH", "target": { "kinds": ["AGENT"], "nodes": ["alpha", "beta"] } }] });

@@ -250,8 +250,9 @@ impl Api {
     /// the experiment as it stands; the rest runs on. An experiment whose faults select in
     /// another node's tree is started there; one whose faults select in several nodes'
     /// trees is started in parts, one per node (see `spread`).
-    pub async fn start_experiment(&self, input: ExperimentInput) -> Result<Experiment, ApiError> {
+    pub async fn start_experiment(&self, mut input: ExperimentInput) -> Result<Experiment, ApiError> {
         self.experiments.ensure_enabled()?;
+        self.place_vm_hangs(&mut input).await?;
         if let Some(parts) = spread::parts(&self.ctx.node_name, &input)? {
             return Box::pin(self.start_spread(input, parts)).await;
         }
@@ -259,6 +260,35 @@ impl Api {
             return remote::start_on(self, &home, input).await;
         }
         self.start_here(input).await
+    }
+
+    /// Names in each VM HANG the node that drives its VMs' host (where their actors are
+    /// held), unless it names one already.
+    async fn place_vm_hangs(&self, input: &mut ExperimentInput) -> Result<(), ApiError> {
+        for (n, fault) in input.faults.iter_mut().enumerate() {
+            if !(fault.action == FaultAction::Hang && fault.hits_vms()) || !fault.target.nodes.is_empty() {
+                continue;
+            }
+            let mut nodes = std::collections::BTreeSet::new();
+            for id in &fault.target.ids {
+                if let Some(vm) = self.vms().get(id).await? {
+                    let host = vm.status.host.unwrap_or_default();
+                    nodes.insert(
+                        self.cluster()
+                            .holder(&host)
+                            .unwrap_or_else(|| self.ctx.node_name.clone()),
+                    );
+                }
+            }
+            if nodes.len() > 1 {
+                return Err(ApiError::invalid(format!(
+                    "fault {n} holds VMs driven by {}: name the VMs of one node per fault",
+                    nodes.into_iter().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            fault.target.nodes = nodes.into_iter().collect();
+        }
+        Ok(())
     }
 
     /// Starts an experiment whose faults select in this node's tree (or hit nodes or VMs).

@@ -105,6 +105,13 @@ impl FaultSpec {
                 && !self.target.kinds.is_empty()
                 && self.target.kinds.iter().all(|k| k == "VM"))
     }
+
+    /// Whether it runs on one node, the one `target.nodes` names: a fault of a tree, or a
+    /// VM's HANG (its actor is held where its host is driven). Node faults and domain
+    /// faults are carried out from wherever the experiment runs.
+    pub fn runs_on_its_node(&self) -> bool {
+        !self.action.reaches_nodes() && (!self.hits_vms() || self.action == FaultAction::Hang)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

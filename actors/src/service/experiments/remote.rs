@@ -23,7 +23,7 @@ pub(super) fn home_of(api: &Api, input: &ExperimentInput) -> Result<Option<Strin
     let named: BTreeSet<&String> = input
         .faults
         .iter()
-        .filter(|f| !f.action.reaches_nodes() && !f.hits_vms())
+        .filter(|f| f.runs_on_its_node())
         .flat_map(|f| f.target.nodes.iter())
         .collect();
     let me = &api.ctx.node_name;

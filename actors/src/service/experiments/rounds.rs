@@ -95,13 +95,15 @@ pub(super) async fn resolve(
     Ok(targets)
 }
 
-/// The VMs a domain fault names by id (VMs are not children of the tree), wherever they run.
+/// The VMs a domain fault names by id (VMs are not children of the tree), wherever they run;
+/// a HANG's may name the node it runs on (it is placed there).
 async fn vms(api: &Api, fault: &super::FaultSpec, n: usize) -> Result<Vec<select::Candidate>, ApiError> {
     let s = &fault.target;
+    let placed = fault.action == FaultAction::Hang && s.nodes.iter().all(|node| *node == api.ctx.node_name);
     if s.ids.is_empty()
         || !s.labels.is_empty()
         || s.under.is_some()
-        || !s.nodes.is_empty()
+        || (!s.nodes.is_empty() && !placed)
         || s.kinds.iter().any(|k| k != "VM")
     {
         return Err(ApiError::invalid(format!(

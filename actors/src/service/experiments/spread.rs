@@ -56,7 +56,7 @@ impl Spreads {
 pub(super) fn parts(me: &str, input: &ExperimentInput) -> Result<Option<BTreeMap<String, ExperimentInput>>, ApiError> {
     let mut by_node: BTreeMap<String, ExperimentInput> = BTreeMap::new();
     for (n, fault) in input.faults.iter().enumerate() {
-        let tree = !fault.action.reaches_nodes() && !fault.hits_vms();
+        let tree = fault.runs_on_its_node();
         let node = match &fault.target.nodes[..] {
             [one] if tree => one.clone(),
             [] => me.to_owned(),
