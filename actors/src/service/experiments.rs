@@ -266,7 +266,7 @@ impl Api {
     /// held), unless it names one already.
     async fn place_vm_hangs(&self, input: &mut ExperimentInput) -> Result<(), ApiError> {
         for (n, fault) in input.faults.iter_mut().enumerate() {
-            if !(fault.action == FaultAction::Hang && fault.hits_vms()) || !fault.target.nodes.is_empty() {
+            if !(fault.action == FaultAction::Hang && fault.hits_vms() && fault.target.nodes.is_empty()) {
                 continue;
             }
             let mut nodes = std::collections::BTreeSet::new();
