@@ -14,10 +14,21 @@ use crate::report;
 
 /// Three fresh nodes: a alone, b and c joining it.
 async fn three() -> Vec<(&'static str, Server)> {
-    let a = Server::start("a", &[]).await;
+    three_with(&[]).await
+}
+
+/// Three fresh nodes started with `extra` flags: a alone, b and c joining it.
+pub(super) async fn three_with(extra: &[&str]) -> Vec<(&'static str, Server)> {
+    let a = Server::start("a", extra).await;
     let join = format!("127.0.0.1:{}", a.cluster_port);
-    let b = Server::start("b", &["--join", &join]).await;
-    let c = Server::start("c", &["--join", &join]).await;
+    let joining = |join: &str| -> Vec<String> {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(["--join".to_owned(), join.to_owned()]);
+        args
+    };
+    let b_args = joining(&join);
+    let b = Server::start("b", &b_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let c = Server::start("c", &b_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let nodes = vec![("a", a), ("b", b), ("c", c)];
     // Every member UP as the leader decided it.
     let started = Instant::now();

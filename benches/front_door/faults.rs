@@ -29,8 +29,8 @@
 //! - `DOMAIN_DESTROY` of a VM whose run policy is ALWAYS: detected when its actor sees the
 //!   domain gone, recovered when the domain runs again.
 //!
-//! `PARTITION` needs several nodes and is measured by the system tests only (see
-//! BENCHMARKS.md).
+//! - `PARTITION` of one node of three (fresh nodes, both ways) for 4 s: detected when the
+//!   majority suspects it (`MEMBER_SUSPECT`), recovered once it is UP and fenced again.
 //!
 //! The node runs with no restart backoff (`TROUPE_BENCH_BACKOFF_MS`, default 0), so each
 //! figure is one restart, not a place on the backoff ladder 50 crashes in a row climb.
@@ -46,6 +46,8 @@ use crate::report;
 const ROUNDS: usize = 50;
 /// Rounds of the faults whose recovery waits for a timer (a host's probe, a VM's sweep).
 const SLOW_ROUNDS: usize = 20;
+/// Rounds of a partition: each holds for seconds, then waits for the node to rejoin.
+const PARTITION_ROUNDS: usize = 5;
 
 /// What the client does while an experiment runs: a write (what a store fault refuses, a
 /// refused one being the detection), or a message to an agent (what a message fault delays
@@ -345,6 +347,21 @@ pub async fn faults() {
         None,
         &Load::Write,
         SLOW_ROUNDS,
+    )
+    .await;
+    drop(server);
+
+    // A partition needs a cluster: three fresh nodes, the cut made from the first.
+    let nodes = super::failover::three_with(&["--fault-injection", "true"]).await;
+    let mut input = one("PARTITION", json!({ "nodes": ["c"] }), Some(4000));
+    input["recoverWithinMs"] = json!(60000);
+    repeat(
+        &nodes[0].1,
+        "faults PARTITION 1 node of 3, 4 s",
+        input,
+        None,
+        &Load::Write,
+        PARTITION_ROUNDS,
     )
     .await;
 }
