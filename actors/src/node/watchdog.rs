@@ -34,10 +34,10 @@ struct Watched {
     vm: Option<ActorRef<VmMsg>>,
 }
 
-/// The VMs of the watched host drivers that list them within their deadline.
-async fn vms(api: &Api, hosts: &[Watched], deadline: Duration) -> Vec<Watched> {
+/// The VMs of these host drivers, each listing them within its deadline.
+async fn vms(api: &Api, drivers: &[Watched], deadline: Duration) -> Vec<Watched> {
     let fleet = &api.hosts().fleet;
-    let listed = join_all(hosts.iter().filter(|w| w.kind == "HOST").map(|host| async move {
+    let listed = join_all(drivers.iter().map(|host| async move {
         let vms = crate::host::vm_actors(fleet, &host.id, host.deadline)
             .await
             .unwrap_or_default();
@@ -154,8 +154,10 @@ pub(crate) fn start(api: Api, deadlines: BTreeMap<String, Duration>, misses: u32
                 continue;
             };
             let mut children = watched(&tree, &deadlines);
-            if let Some(vm_deadline) = deadlines.get("VM") {
-                children.extend(vms(&api, &children, *vm_deadline).await);
+            if let Some(vm_deadline) = deadlines.get("VM").copied() {
+                // Every running driver lists its VMs, whether drivers are watched or not.
+                let drivers = watched(&tree, &BTreeMap::from([("HOST".to_owned(), vm_deadline)]));
+                children.extend(vms(&api, &drivers, vm_deadline).await);
             }
             // Only a ping that went unanswered is a miss.
             let answers = join_all(children.iter().map(|w| ping(&root, w))).await;
