@@ -251,9 +251,7 @@ impl Driver {
         }
         Ok(())
     }
-}
 
-impl Driver {
     async fn spawn_vm(
         &mut self,
         myself: &ActorRef<HostMsg>,

@@ -43,6 +43,27 @@ impl Spreads {
         lock(&self.0).iter().map(|(id, s)| merged(id, s)).collect()
     }
 
+    /// Keeps a new one, forgetting the oldest ended ones past [`super::KEPT`], as the node
+    /// forgets its own experiments.
+    fn keep(&self, id: String, spread: Spread) {
+        let mut all = lock(&self.0);
+        all.insert(id, spread);
+        if all.len() <= super::KEPT {
+            return;
+        }
+        let mut ended: Vec<String> = all
+            .iter()
+            .filter(|(_, s)| s.parts.values().all(|p| p.state.is_final()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Ids are UUIDv7: their order is their start order.
+        ended.sort();
+        let over = all.len() - super::KEPT;
+        for id in ended.into_iter().take(over) {
+            all.remove(&id);
+        }
+    }
+
     fn seen(&self, id: &str, node: &str, part: Experiment) {
         if let Some(s) = lock(&self.0).get_mut(id) {
             s.parts.insert(node.to_owned(), part);
@@ -184,7 +205,7 @@ impl Api {
             parts: started,
         };
         let view = merged(&id, &spread);
-        lock(&self.experiments.spreads.0).insert(id, spread);
+        self.experiments.spreads.keep(id, spread);
         Ok(view)
     }
 
