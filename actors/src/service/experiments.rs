@@ -23,6 +23,8 @@ mod rounds;
 mod run;
 pub mod select;
 mod spread;
+#[cfg(test)]
+mod tests;
 
 pub use model::*;
 
@@ -121,8 +123,14 @@ impl Experiments {
     }
 
     /// Records that an injection recovered through this node's store: the write committing
-    /// is the proof that the store takes writes again.
+    /// is the proof that the store takes writes again. An experiment's records pass the
+    /// store's gates, so the injection's own gate must be gone first.
     pub(crate) async fn writable_here(&self, experiment: &str, injection: &str) -> Result<DateTime<Utc>, ApiError> {
+        if self.armed.armed().iter().any(|(id, _, _)| id == injection) {
+            return Err(ApiError::Unavailable(format!(
+                "{injection} is still armed on this node"
+            )));
+        }
         let event = NewEvent::new(
             "RECOVERY_OBSERVED",
             Some(experiment.to_owned()),
