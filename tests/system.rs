@@ -17,6 +17,7 @@ mod system {
     mod docs_examples;
     mod exec_backend;
     mod experiment_actions;
+    mod experiment_hangs;
     mod experiments;
     mod failover;
     mod faults;
