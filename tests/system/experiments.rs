@@ -394,6 +394,35 @@ async fn the_watchdog_notices_a_hung_agent_and_its_supervisor_restarts_it() -> R
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_another_experiment_caused_meanwhile_is_not_unexpected() -> Result<()> {
+    let node = node().await?;
+    let held = node.spawn_builtin("echo", &["held"]).await?;
+    let crashed = node.spawn_builtin("echo", &["crashed"]).await?;
+    let hang = start(
+        &node,
+        json!({ "name": "hang", "durationMs": 120000, "faults": [{ "action": "HANG", "target": { "ids": [held] } }] }),
+    )
+    .await?;
+    let crash = start(
+        &node,
+        json!({ "name": "crash", "faults": [{ "action": "CRASH", "target": { "ids": [crashed] } }] }),
+    )
+    .await?;
+    ensure!(finished(&node, &text(&crash, "/id")?).await?["state"] == "PASSED");
+    let id = text(&hang, "/id")?;
+    node.gql_ok(
+        "mutation($id: ID!) { stopExperiment(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await?;
+    // The crashed agent's restart was the other experiment's doing, and judged there.
+    let done = finished(&node, &id).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
+    ensure!(done["report"]["unexpected"] == json!([]), "{done}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnected_host_is_seen_unreachable_and_up_again_once_reconnected() -> Result<()> {
     let node = node().await?;
     let started = start(

@@ -214,6 +214,25 @@ impl Experiments {
         }
     }
 
+    /// The children this node's other experiments hit or expected to restart, of those
+    /// not ended before `since`.
+    fn touched_by_others(&self, id: &str, since: DateTime<Utc>) -> std::collections::BTreeSet<String> {
+        let records = lock(&self.records);
+        let others = records
+            .iter()
+            .filter(|(other, _)| *other != id)
+            .map(|(_, r)| r.view.borrow());
+        others
+            .filter(|e| e.finished_at.is_none_or(|f| f >= since))
+            .flat_map(|e| {
+                e.injections
+                    .iter()
+                    .flat_map(|i| std::iter::once(i.target.clone()).chain(i.expected.iter().map(|x| x.id.clone())))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     fn current(&self, id: &str) -> Option<Experiment> {
         lock(&self.records).get(id).map(|r| r.view.borrow().clone())
     }

@@ -174,7 +174,12 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, seed: u64,
         let result = match name.as_str() {
             "TREE_RESTORED" => inv::tree_restored(&api, before.as_deref(), &experiment.injections, deadline).await,
             "RESTARTS_MATCH_STRATEGY" => {
-                let (result, extra) = inv::restarts_match(&experiment.injections, &events, before.as_deref());
+                // What another experiment of this node hit meanwhile is that one's to judge.
+                let theirs = api.experiments.touched_by_others(&id, experiment.started_at);
+                let mine: Option<Vec<_>> = before
+                    .as_ref()
+                    .map(|b| b.iter().filter(|c| !theirs.contains(&c.id)).cloned().collect());
+                let (result, extra) = inv::restarts_match(&experiment.injections, &events, mine.as_deref());
                 unexpected.extend(extra);
                 result
             }
