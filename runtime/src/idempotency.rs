@@ -8,8 +8,14 @@
 //!                                                         (committed with the work)
 //! ```
 //!
-//! A concurrent duplicate waits on the per-key lock and then finds the answer. Only answers
-//! of successful mutations are kept: a request that failed may be retried with its key.
+//! A concurrent duplicate on this node waits on the per-key lock and then finds the answer.
+//! One on another node of the cluster holds its own lock, so the key is also claimed in the
+//! log: the answer is recorded on condition that the key still holds what the claim read
+//! ([`crate::store::Op::Require`]). Of two requests racing on two nodes, the state machine
+//! applies the first and refuses the other's whole batch as stale on every member alike:
+//! its effect does not happen, and a claim of the key made again finds the first answer.
+//! Only answers of successful mutations are kept: a
+//! request that failed may be retried with its key.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -73,13 +79,22 @@ pub struct Guard {
     key: String,
     fingerprint: String,
     expires_at: DateTime<Utc>,
+    /// What the key held when it was claimed (an expired answer, or nothing): the answer is
+    /// recorded only if it still does.
+    prior: Option<Vec<u8>>,
     _lock: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Guard {
     /// Adds the answer to the batch that carries the mutation's effect, so both are durable
-    /// together.
+    /// together, and makes the batch conditional on the key not having been claimed
+    /// meanwhile by a request on another node (the batch then fails [`StoreError::Stale`]).
     pub fn record<T: Serialize>(&self, batch: &mut Batch, answer: &T) -> Result<(), StoreError> {
+        batch.push(crate::store::Op::Require {
+            table: IDEMPOTENCY,
+            key: self.key.clone(),
+            value: self.prior.clone(),
+        });
         let entry = Entry {
             fingerprint: self.fingerprint.clone(),
             answer: crate::codec::encode(answer)?,
@@ -123,8 +138,9 @@ impl Idempotency {
         let full = format!("{scope}/{key}");
         let fingerprint = fingerprint(request)?;
         let lock = self.lock_for(&full).lock_owned().await;
-        if let Some(bytes) = self.store.get(IDEMPOTENCY, &full).await? {
-            let entry: Entry = crate::codec::decode(&bytes)?;
+        let prior = self.store.get(IDEMPOTENCY, &full).await?;
+        if let Some(bytes) = &prior {
+            let entry: Entry = crate::codec::decode(bytes)?;
             if entry.expires_at > crate::clock::now() {
                 if entry.fingerprint != fingerprint {
                     return Err(IdempotencyError::Mismatch(key.to_owned()));
@@ -137,6 +153,7 @@ impl Idempotency {
             key: full,
             fingerprint,
             expires_at: crate::clock::now() + window,
+            prior,
             _lock: lock,
         }))
     }
@@ -236,6 +253,33 @@ mod tests {
         assert!(!second.is_finished(), "the duplicate must wait for the first");
         guard.save(&store, &7u32).await.unwrap();
         assert!(matches!(second.await.unwrap().unwrap(), Claim::Replay(7)));
+    }
+
+    #[tokio::test]
+    async fn of_two_claims_on_two_nodes_only_the_first_committed_takes_effect() {
+        // Two nodes' Idempotency on one replicated store: each holds only its own key locks,
+        // so both claims are fresh, as for two requests at the same instant on two nodes.
+        let (_d, store, here) = setup(Duration::from_secs(60)).await;
+        let there = Idempotency::new(store.clone(), Duration::from_secs(60));
+        let Claim::Fresh(first) = here.claim::<String>("submit", "k", &"req").await.unwrap() else {
+            panic!("fresh here")
+        };
+        let Claim::Fresh(second) = there.claim::<String>("submit", "k", &"req").await.unwrap() else {
+            panic!("fresh there too")
+        };
+        let effect = |id: &str| Batch::new().put(Table::new("tasks"), id, b"queued".to_vec());
+        let mut won = effect("task-1");
+        first.record(&mut won, &"task-1".to_owned()).unwrap();
+        store.write(won).await.unwrap();
+        let mut lost = effect("task-2");
+        second.record(&mut lost, &"task-2".to_owned()).unwrap();
+        assert!(matches!(store.write(lost).await, Err(StoreError::Stale(_))));
+        assert!(store.get(Table::new("tasks"), "task-2").await.unwrap().is_none(), "no effect");
+        drop(second);
+        match there.claim::<String>("submit", "k", &"req").await.unwrap() {
+            Claim::Replay(answer) => assert_eq!(answer, "task-1"),
+            Claim::Fresh(_) => panic!("the claim made again must replay the first answer"),
+        }
     }
 
     #[tokio::test]

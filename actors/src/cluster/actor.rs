@@ -190,6 +190,10 @@ impl Actor for ClusterActor {
         endpoints.serve(cfg.node.clone(), &cell).await?;
         endpoints.serve(cfg.raft.clone(), &cell).await?;
         cfg.raft.carry();
+        let _ = server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "troupe.leader-watch".into(),
+            subscription: Box::new(LeaderWatch(cfg.node.store.clone())),
+        });
         joiners.push(tokio::spawn(dial_members(
             server.clone(),
             cfg.node.store.clone(),
@@ -369,6 +373,25 @@ async fn accept_tls(
             }
         });
     }
+}
+
+/// Hears the NodeServer's sessions close: when the closed one led the replicated log, this
+/// member stands for election as soon as the leader's lease allows
+/// ([`troupe_runtime::store::Store::leader_session_closed`]).
+struct LeaderWatch(troupe_runtime::store::Store);
+
+impl ractor_cluster::NodeEventSubscription for LeaderWatch {
+    fn node_session_opened(&self, _: ractor_cluster::node::NodeServerSessionInformation) {}
+
+    fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        let Some(peer) = ses.peer_name else { return };
+        // ractor_cluster names a peer `<node>@<host>`.
+        let name = peer.name.split_once('@').map_or(peer.name.as_str(), |(n, _)| n).to_owned();
+        let store = self.0.clone();
+        tokio::spawn(async move { store.leader_session_closed(&name).await });
+    }
+
+    fn node_session_authenticated(&self, _: ractor_cluster::node::NodeServerSessionInformation) {}
 }
 
 /// Keeps a session open to every configured peer and to every member of the replicated log

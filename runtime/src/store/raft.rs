@@ -16,6 +16,7 @@
 //! heartbeats and elections never wait behind the node's actors, and tests that pause the
 //! node's clock do not pause the log.
 
+mod elect;
 mod log;
 mod machine;
 pub(super) mod network;

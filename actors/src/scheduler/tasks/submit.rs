@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use troupe_runtime::store::Batch;
+use troupe_runtime::store::{Batch, StoreError};
 
 use super::TaskQueue;
 use crate::call::split;
@@ -21,6 +21,7 @@ impl TaskQueue {
         };
         self.admission().check_agent(req.agent_id.as_deref()).await?;
         let depends_on = self.known_dependencies(&req.depends_on).await?;
+        let req_again = guard.as_ref().map(|_| req.clone());
         let spec = self.spec_of(crate::ids::new_id(&self.node), req, depends_on);
         let admitted = self.admission().admit(1)?;
         let status = TaskStatus::queued();
@@ -31,6 +32,13 @@ impl TaskQueue {
         }
         if let Err(e) = self.store.write(batch).await {
             admitted.refuse();
+            if let (StoreError::Stale(_), Some(guard), Some(req)) = (&e, guard, req_again) {
+                // The key may have been claimed on another node meanwhile: its answer wins.
+                drop(guard);
+                if let Err(answered) = self.claim_one("submitTask", key, &req).await? {
+                    return Ok(answered);
+                }
+            }
             return Err(e.into());
         }
         // Durable already: if this cast is lost the scheduler finds the task at its next start.
