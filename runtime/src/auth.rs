@@ -125,6 +125,13 @@ pub fn hash(token: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether `token` has the shape [`generate`] gives.
+fn looks_minted(token: &str) -> bool {
+    token
+        .strip_prefix("trp_")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 fn generate() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -222,7 +229,13 @@ impl Tokens {
         let info = match self.get(&hash) {
             Some(info) => info,
             None => {
-                // Made on another node a moment ago, its event not applied here yet.
+                // Made on another node a moment ago, its event not applied here yet: before
+                // a token of Troupe's shape is refused, this node catches up with what the
+                // cluster committed (a linearizable read). Anything else is refused at once,
+                // so junk tokens cost the leader nothing.
+                if looks_minted(token) {
+                    self.store.linearize().await?;
+                }
                 if let Some(bytes) = self.store.get(TOKENS, &hash).await? {
                     let info: TokenInfo = crate::codec::decode(&bytes)?;
                     self.put_cached(hash.clone(), info.clone());

@@ -274,7 +274,10 @@ mod tests {
         let mut lost = effect("task-2");
         second.record(&mut lost, &"task-2".to_owned()).unwrap();
         assert!(matches!(store.write(lost).await, Err(StoreError::Stale(_))));
-        assert!(store.get(Table::new("tasks"), "task-2").await.unwrap().is_none(), "no effect");
+        assert!(
+            store.get(Table::new("tasks"), "task-2").await.unwrap().is_none(),
+            "no effect"
+        );
         drop(second);
         match there.claim::<String>("submit", "k", &"req").await.unwrap() {
             Claim::Replay(answer) => assert_eq!(answer, "task-1"),

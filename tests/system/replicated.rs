@@ -278,6 +278,13 @@ async fn the_leader_killed_mid_load_loses_nothing_acknowledged_and_catches_up_wh
             deadline.tick(body).await?;
         }
     }
+    // A survivor stood as soon as the lost leader's lease passed, because its session to the
+    // leader closed (kill -9 closes the socket), rather than a random election timeout later.
+    let stood = survivors.iter().any(|s| {
+        std::fs::read_to_string(nodes[*s].data_dir().join("stderr.log"))
+            .is_ok_and(|log| log.contains("the leader's session closed and its lease passed"))
+    });
+    ensure!(stood, "no survivor stood for election when the leader's session closed");
     for s in &survivors {
         let node = &nodes[*s];
         let view = node.gql_ok(CLUSTER, json!({})).await?;

@@ -386,7 +386,11 @@ impl ractor_cluster::NodeEventSubscription for LeaderWatch {
     fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
         let Some(peer) = ses.peer_name else { return };
         // ractor_cluster names a peer `<node>@<host>`.
-        let name = peer.name.split_once('@').map_or(peer.name.as_str(), |(n, _)| n).to_owned();
+        let name = peer
+            .name
+            .split_once('@')
+            .map_or(peer.name.as_str(), |(n, _)| n)
+            .to_owned();
         let store = self.0.clone();
         tokio::spawn(async move { store.leader_session_closed(&name).await });
     }

@@ -74,7 +74,13 @@ impl<'a> Admission<'a> {
     /// A task aimed at an agent needs the agent to exist and not be stopped.
     pub async fn check_agent(&self, agent: Option<&str>) -> Result<(), ApiError> {
         let Some(agent) = agent else { return Ok(()) };
-        let spec = self.store.get(AGENTS, agent).await?;
+        let mut spec = self.store.get(AGENTS, agent).await?;
+        if spec.is_none() {
+            // Spawned on another node a moment ago, not applied here yet: before the task is
+            // refused, this node catches up with what the cluster committed.
+            self.store.linearize().await?;
+            spec = self.store.get(AGENTS, agent).await?;
+        }
         match spec
             .map(|b| troupe_runtime::codec::decode::<AgentSpec>(&b))
             .transpose()?

@@ -20,6 +20,7 @@ mod elect;
 mod log;
 mod machine;
 pub(super) mod network;
+mod read;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;

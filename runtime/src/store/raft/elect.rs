@@ -33,7 +33,9 @@ impl Store {
             let lost = metrics.current_leader;
             let membership = metrics.membership_config.membership();
             let voter = membership.voter_ids().any(|v| v == metrics.id);
-            let named = lost.and_then(|l| membership.get_node(&l)).is_some_and(|n| n.addr == name);
+            let named = lost
+                .and_then(|l| membership.get_node(&l))
+                .is_some_and(|n| n.addr == name);
             (voter && named && lost != Some(metrics.id)).then_some(lost).flatten()
         };
         let Some(lost) = lost else { return };

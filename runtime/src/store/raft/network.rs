@@ -29,6 +29,8 @@ pub enum RpcKind {
     Snapshot,
     /// A follower's group of batches, for the leader to propose.
     Propose,
+    /// A follower's linearizable read: the leader's commit index, confirmed by a quorum.
+    ReadIndex,
 }
 
 /// How the leader answered a forwarded proposal.
@@ -141,7 +143,7 @@ impl TransportSlot {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(transport);
     }
 
-    fn get(&self) -> Option<Arc<dyn Transport>> {
+    pub(super) fn get(&self) -> Option<Arc<dyn Transport>> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -251,5 +253,6 @@ pub async fn serve(raft: &Raft, kind: RpcKind, request: &[u8]) -> Result<Vec<u8>
                 .map_err(super::refused);
             codec::encode(&Forwarded::of(outcome))
         }
+        RpcKind::ReadIndex => super::read::serve_read_index(raft).await,
     }
 }

@@ -411,6 +411,31 @@ async fn a_flush_answers_at_once_when_no_majority_is_reachable() {
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_follower_reads_every_acknowledged_write_after_it_linearizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let a = member(&router, &dir, "a", super::Start::Alone);
+    let b = member(&router, &dir, "b", super::Start::Join);
+    let c = member(&router, &dir, "c", super::Start::Join);
+    a.admit(b.raft_id(), "b", 3).await.unwrap();
+    a.admit(c.raft_id(), "c", 3).await.unwrap();
+    // b receives nothing: a and c commit without it.
+    router.cut.lock().unwrap().insert("b".into());
+    a.write(Batch::new().put(THINGS, "fresh", vec![1])).await.unwrap();
+    assert_eq!(b.get(THINGS, "fresh").await.unwrap(), None, "b lags");
+    let reading = {
+        let b = b.clone();
+        tokio::spawn(async move { b.linearize().await })
+    };
+    router.cut.lock().unwrap().remove("b");
+    reading.await.unwrap().unwrap();
+    assert_eq!(b.get(THINGS, "fresh").await.unwrap(), Some(vec![1]));
+    // A one-member cluster reads its own state at once.
+    let alone = Store::open(&dir.path().join("alone")).unwrap();
+    alone.linearize().await.unwrap();
+}
+
 #[tokio::test]
 async fn applying_nothing_keeps_what_was_applied() {
     use openraft::storage::RaftStateMachine;
