@@ -32,7 +32,12 @@ impl Server {
     pub async fn start(name: &str, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let cluster_port = free_port();
-        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        // TROUPE_BENCH_LOGS=<dir> keeps each node's log there, named after the node.
+        let log = match std::env::var_os("TROUPE_BENCH_LOGS") {
+            Some(logs) => std::fs::File::create(std::path::Path::new(&logs).join(format!("{name}.log"))),
+            None => std::fs::File::create(dir.path().join("stderr.log")),
+        }
+        .expect("log file");
         let mut args: Vec<String> = [
             "serve",
             "--data-dir",
@@ -54,7 +59,10 @@ impl Server {
         let child = Command::new(bin)
             .args(&args)
             .env("TROUPE_COOKIE", COOKIE)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TROUPE_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

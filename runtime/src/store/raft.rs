@@ -123,6 +123,13 @@ impl Default for Timing {
 const SNAPSHOT_EVERY: u64 = 20_000;
 /// Entries kept behind a snapshot, for a follower that is only a little behind.
 const KEEP_BEHIND_SNAPSHOT: u64 = 1_000;
+/// Entries in one AppendEntries request. openraft 0.9 gives each request one heartbeat
+/// interval (100 ms) to be answered, and each entry is a whole group commit (tens of KiB
+/// under load): with openraft's 300, a follower that fell behind under load was sent
+/// requests of megabytes it could not take in 100 ms, timed out on every try and never
+/// caught up, so a new leader whose other survivor lagged could commit nothing (found
+/// killing the leader right after the `replicated` bench's load). 16 keeps a request small.
+const MAX_PAYLOAD_ENTRIES: u64 = 16;
 /// Snapshot chunks stay well under ractor_cluster's 16 MiB frames.
 const SNAPSHOT_CHUNK: u64 = 1 << 20;
 /// A chunk may take seconds on a busy link (openraft's 200 ms default loops for ever there).
@@ -439,6 +446,7 @@ fn config(timing: &Timing) -> Result<Config, StoreError> {
         install_snapshot_timeout: millis(SNAPSHOT_TIMEOUT),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
         snapshot_max_chunk_size: SNAPSHOT_CHUNK,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         max_in_snapshot_log_to_keep: KEEP_BEHIND_SNAPSHOT,
         ..Config::default()
     }
