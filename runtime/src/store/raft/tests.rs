@@ -165,6 +165,16 @@ fn member(router: &Arc<Router>, dir: &tempfile::TempDir, name: &str, start: supe
     store
 }
 
+/// a, alone at first, then b and c admitted as voters.
+async fn three_voters(router: &Arc<Router>, dir: &tempfile::TempDir) -> [Store; 3] {
+    let a = member(router, dir, "a", super::Start::Alone);
+    let b = member(router, dir, "b", super::Start::Join);
+    let c = member(router, dir, "c", super::Start::Join);
+    a.admit(b.raft_id(), "b", 3).await.unwrap();
+    a.admit(c.raft_id(), "c", 3).await.unwrap();
+    [a, b, c]
+}
+
 async fn events_of(store: &Store) -> Vec<(u64, String)> {
     store
         .events_after(0, 1000)
@@ -267,11 +277,7 @@ async fn three_members_apply_every_write_in_one_order_wherever_it_was_made() {
 async fn when_the_leader_is_cut_off_the_others_elect_one_and_lose_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let router = Arc::new(Router::default());
-    let a = member(&router, &dir, "a", super::Start::Alone);
-    let b = member(&router, &dir, "b", super::Start::Join);
-    let c = member(&router, &dir, "c", super::Start::Join);
-    a.admit(b.raft_id(), "b", 3).await.unwrap();
-    a.admit(c.raft_id(), "c", 3).await.unwrap();
+    let [a, b, c] = three_voters(&router, &dir).await;
     let acked = a.write(Batch::new().put(THINGS, "acked", vec![1])).await.unwrap();
     assert!(acked.is_empty());
     // Cut the leader off both ways: it can neither reach nor be reached.
@@ -415,11 +421,7 @@ async fn a_flush_answers_at_once_when_no_majority_is_reachable() {
 async fn a_lagging_follower_reads_every_acknowledged_write_after_it_linearizes() {
     let dir = tempfile::tempdir().unwrap();
     let router = Arc::new(Router::default());
-    let a = member(&router, &dir, "a", super::Start::Alone);
-    let b = member(&router, &dir, "b", super::Start::Join);
-    let c = member(&router, &dir, "c", super::Start::Join);
-    a.admit(b.raft_id(), "b", 3).await.unwrap();
-    a.admit(c.raft_id(), "c", 3).await.unwrap();
+    let [a, b, _c] = three_voters(&router, &dir).await;
     // b receives nothing: a and c commit without it.
     router.cut.lock().unwrap().insert("b".into());
     a.write(Batch::new().put(THINGS, "fresh", vec![1])).await.unwrap();
