@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Every group of batches is one entry of a Raft log ([`raft`]): it is acknowledged once
-//! the entry is committed and applied. A batch's events get their sequence numbers when the
+//! the entry is committed and applied. On a cluster of this node alone, the writer applies
+//! the group to the tables itself, in one durable transaction, without an entry (see
+//! `writer::Writer::alone`). A batch's events get their sequence numbers when the
 //! entry is applied, so the event order is the log order (the same on every member), and an
 //! event is fanned out only after it is durable. The store knows no domain: each crate
 //! declares its own [`Table`]s.
@@ -140,6 +142,7 @@ struct Inner {
     raft: raft::Raft,
     transport: raft::TransportSlot,
     fence: writer::Fence,
+    shared: Arc<writer::Shared>,
 }
 
 impl std::fmt::Debug for Store {
@@ -193,9 +196,10 @@ impl Store {
         let (tx, rx) = mpsc::unbounded_channel();
         let (health_tx, health) = watch::channel(None);
         let transport = raft::TransportSlot::default();
+        let tables = Arc::new(apply::Tables::open(db.clone(), live.clone(), options.event_retention)?);
         let (started_tx, started) = std::sync::mpsc::channel();
         let start = {
-            let (db, live, transport) = (db.clone(), live.clone(), transport.clone());
+            let (tables, transport) = (tables.clone(), transport.clone());
             move || -> Result<(tokio::runtime::Runtime, raft::Raft), StoreError> {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
@@ -203,13 +207,7 @@ impl Store {
                     .enable_all()
                     .build()
                     .map_err(StoreError::db)?;
-                let raft = rt.block_on(raft::start(
-                    db,
-                    live,
-                    options.event_retention,
-                    &options.identity,
-                    transport,
-                ))?;
+                let raft = rt.block_on(raft::start(tables, &options.identity, transport))?;
                 Ok((rt, raft))
             }
         };
@@ -217,6 +215,8 @@ impl Store {
         let writer_transport = transport.clone();
         let fence = writer::Fence::default();
         let writer_fence = fence.clone();
+        let shared = Arc::new(writer::Shared::default());
+        let writer_shared = shared.clone();
         std::thread::Builder::new()
             .name("troupe-store-writer".into())
             .spawn(move || match start() {
@@ -229,6 +229,8 @@ impl Store {
                         health: health_tx,
                         fault,
                         fence: writer_fence,
+                        tables,
+                        shared: writer_shared,
                     }
                     .run(rt);
                 }
@@ -249,6 +251,7 @@ impl Store {
                 raft,
                 transport,
                 fence,
+                shared,
             }),
         })
     }

@@ -2,10 +2,76 @@
 //! with each log entry, the same on every node, so every node's tables and event sequence
 //! numbers come out alike.
 
-use redb::{Database, ReadableTable, WriteTransaction};
+use std::sync::{Arc, Mutex};
 
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use tokio::sync::broadcast;
+
+use super::raft::Applied;
 use super::{Batch, Op, StoreError, Table, EVENTS, EVENT_KINDS};
 use crate::events::Event;
+
+/// The node's tables as one writer at a time changes them: the state machine, applying
+/// what the log committed, and on a cluster of one member the store's writer, whose groups
+/// need no log (see [`super::raft`]). Each write numbers its events from where the last
+/// one stopped, fans them out once committed, and trims the event log.
+pub(super) struct Tables {
+    pub db: Arc<Database>,
+    live: broadcast::Sender<Arc<Event>>,
+    log: Mutex<Log>,
+}
+
+impl Tables {
+    pub fn open(db: Arc<Database>, live: broadcast::Sender<Arc<Event>>, retention: u64) -> Result<Self, StoreError> {
+        let log = Mutex::new(Log::read(&db, retention)?);
+        Ok(Self { db, live, log })
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `body` in one write transaction committed with `durability`, then fans out the
+    /// events it applied. Blocks: call it where blocking is allowed.
+    pub fn write<T>(
+        &self,
+        durability: Durability,
+        body: impl FnOnce(&mut Open<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut log = self.log();
+        let mut txn = self.db.begin_write().map_err(StoreError::db)?;
+        txn.set_durability(durability).map_err(StoreError::db)?;
+        let (out, next_seq, events) = {
+            let mut open = Open::new(&txn, log.next_seq)?;
+            let out = body(&mut open)?;
+            (out, open.seq, open.events)
+        };
+        txn.commit().map_err(StoreError::db)?;
+        log.next_seq = next_seq;
+        for e in events {
+            let _ = self.live.send(Arc::new(e));
+        }
+        if let Some(cut) = log.cut() {
+            match trim(&self.db, log.oldest, cut) {
+                Ok(()) => {
+                    tracing::debug!(from = log.oldest, to = cut, "trimmed the event log");
+                    log.oldest = cut;
+                }
+                Err(e) => tracing::error!(error = %e, "trimming the event log failed"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the tables with what `install` writes (a snapshot), and reads the event
+    /// log's bounds again.
+    pub fn replace(&self, install: impl FnOnce(&Database) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let mut log = self.log();
+        install(&self.db)?;
+        *log = Log::read(&self.db, log.retention)?;
+        Ok(())
+    }
+}
 
 /// The event log as the state machine sees it: what it holds and how much it may keep.
 #[derive(Debug, Clone, Copy)]
@@ -66,23 +132,47 @@ pub(super) struct Open<'t> {
     log: redb::Table<'t, u64, &'static [u8]>,
     kinds: redb::Table<'t, (&'static str, u64), ()>,
     tables: Vec<(Table, redb::Table<'t, &'static str, &'static [u8]>)>,
-    pub seq: u64,
+    seq: u64,
+    /// The events applied so far, to fan out once the transaction commits.
+    events: Vec<Event>,
 }
 
 impl<'t> Open<'t> {
-    pub fn new(txn: &'t WriteTransaction, seq: u64) -> Result<Self, StoreError> {
+    fn new(txn: &'t WriteTransaction, seq: u64) -> Result<Self, StoreError> {
         Ok(Self {
             txn,
             log: txn.open_table(EVENTS).map_err(StoreError::db)?,
             kinds: txn.open_table(EVENT_KINDS).map_err(StoreError::db)?,
             tables: Vec::new(),
             seq,
+            events: Vec::new(),
         })
+    }
+
+    /// The transaction, for what the caller writes beside the batches.
+    pub fn txn(&self) -> &'t WriteTransaction {
+        self.txn
+    }
+
+    /// Applies the batches of one group in order: per batch, the sequence numbers its events
+    /// got, or that it was stale.
+    pub fn apply_group(&mut self, batches: &[Batch]) -> Result<Applied, StoreError> {
+        let mut applied = Applied::default();
+        for (i, batch) in batches.iter().enumerate() {
+            match self.apply(batch)? {
+                Some(seqs) => applied.seqs.push(seqs),
+                None => {
+                    applied.seqs.push(Vec::new());
+                    applied.stale.push(i as u32);
+                }
+            }
+        }
+        Ok(applied)
     }
 
     /// Applies one batch; the sequence numbers its events got, or `None` when a condition
     /// of the batch ([`Op::Require`]) does not hold, and nothing of it is applied.
-    pub fn apply(&mut self, batch: &Batch, events: &mut Vec<Event>) -> Result<Option<Vec<u64>>, StoreError> {
+    fn apply(&mut self, batch: &Batch) -> Result<Option<Vec<u64>>, StoreError> {
         for op in &batch.ops {
             if let Op::Require { table, key, value } = op {
                 let held = self
@@ -123,7 +213,7 @@ impl<'t> Open<'t> {
                         .insert((event.kind.as_str(), self.seq), ())
                         .map_err(StoreError::db)?;
                     seqs.push(self.seq);
-                    events.push(event);
+                    self.events.push(event);
                     self.seq += 1;
                 }
             }

@@ -4,6 +4,8 @@
 //!  writer thread ── group of batches ──▶ client_write(Proposal) ──▶ leader appends (fsync)
 //!                                                                    │  replicates to voters
 //!                       every node: committed entry ──▶ Machine::apply ──▶ tables + events
+//!
+//!  the only member, leading: writer thread ── group ──▶ tables + events (one fsync, no entry)
 //! ```
 //!
 //! A [`Proposal`] is one log entry: every batch the writer drained since its last commit
@@ -30,12 +32,11 @@ use std::time::Duration;
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 
 pub use network::{serve, RpcKind, SendError, Transport, TransportSlot};
 
+use super::apply::Tables;
 use super::{Batch, StoreError};
-use crate::events::Event;
 
 openraft::declare_raft_types!(
     /// Troupe's Raft types: entries carry a group of store batches; applying one answers
@@ -277,6 +278,29 @@ impl super::Store {
         Ok(())
     }
 
+    /// Before a cluster of this node alone admits a second member: from now on every write
+    /// goes through the log, and what the writer wrote without it (see `Writer::alone`) is
+    /// put in a snapshot, past an entry of the log, so that every member that joins (even
+    /// one whose log ends where this one's does) receives the whole state.
+    async fn hand_over(&self) -> Result<(), StoreError> {
+        let shared = &self.inner.shared;
+        let mut done = shared.handed_over.lock().await;
+        if *done {
+            return Ok(());
+        }
+        shared.logged.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The writer answers in order: once this flush is answered, no group it wrote
+        // without the log is still being written.
+        self.write(Batch::new()).await?;
+        tokio::time::timeout(COMMIT_WITHIN, self.raft().client_write(Proposal::default()))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("the log took no entry within {COMMIT_WITHIN:?}")))?
+            .map_err(refused)?;
+        self.compact().await?;
+        *done = true;
+        Ok(())
+    }
+
     /// This node's id in the Raft group.
     pub fn raft_id(&self) -> NodeId {
         self.raft().metrics().borrow().id
@@ -307,6 +331,9 @@ impl super::Store {
         }
         if voting(raft).await?.contains(&id) {
             return Ok(Role::Voter);
+        }
+        if known.len() == 1 {
+            self.hand_over().await?;
         }
         tokio::time::timeout(ADMIT_WITHIN, raft.add_learner(id, BasicNode::new(name), true))
             .await
@@ -457,15 +484,13 @@ fn config(timing: &Timing) -> Result<Config, StoreError> {
 /// Starts this node's Raft member on the current runtime: a fresh store becomes a one-node
 /// cluster of its own; a store that was one already leads again at once.
 pub(super) async fn start(
-    db: Arc<Database>,
-    live: broadcast::Sender<Arc<Event>>,
-    retention: u64,
+    tables: Arc<Tables>,
     identity: &Identity,
     transport: TransportSlot,
 ) -> Result<Raft, StoreError> {
-    let id = log::node_id(&db)?;
-    let logs = log::LogStore::new(db.clone());
-    let machine = machine::Machine::open(db, live, retention)?;
+    let id = log::node_id(&tables.db)?;
+    let logs = log::LogStore::new(tables.db.clone());
+    let machine = machine::Machine::new(tables);
     let raft = Raft::new(
         id,
         Arc::new(config(&identity.timing)?),

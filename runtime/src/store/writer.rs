@@ -9,9 +9,14 @@
 //! every waiting batch, marks the store failed and stops, and the node fail-stops so that
 //! recovery replays from what is on disk.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use openraft::error::RaftError;
+use openraft::ServerState;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::apply::Tables;
 use super::fault::{Fault, FaultHook};
 use super::raft::network::{forward, NotForwarded};
 use super::raft::{refused, Applied, Proposal, Raft, TransportSlot, COMMIT_WITHIN, FORWARD_WITHIN, LEADER_WITHIN};
@@ -53,6 +58,19 @@ pub(super) struct Writer {
     pub health: watch::Sender<Option<String>>,
     pub fault: Option<FaultHook>,
     pub fence: Fence,
+    pub tables: Arc<Tables>,
+    pub shared: Arc<Shared>,
+}
+
+/// What the store's handles and its writer thread share about writing without the log.
+#[derive(Default)]
+pub(super) struct Shared {
+    /// Set when a member is about to be admitted: from then on every group goes through the
+    /// log, even while this node is still the only member.
+    pub logged: AtomicBool,
+    /// Held while a member is admitted; true once what was written without the log is in a
+    /// snapshot that members receive.
+    pub handed_over: tokio::sync::Mutex<bool>,
 }
 
 /// A condition every batch of this node carries (see [`super::Store::fence`]).
@@ -167,7 +185,10 @@ impl Writer {
             // An injected slow disk: the whole group waits, as behind a slow fsync.
             std::thread::sleep(d);
         }
-        let outcome = rt.block_on(self.propose(Proposal::new(batches)));
+        let outcome = match self.alone() {
+            true => self.write_alone(&batches),
+            false => rt.block_on(self.propose(Proposal::new(batches))),
+        };
         metrics::histogram!("troupe_store_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("troupe_store_commits_total").increment(1);
         match outcome {
@@ -195,6 +216,29 @@ impl Writer {
                 Err(reason)
             }
         }
+    }
+
+    /// Whether this node is the cluster's only member, and leads it: no other member will
+    /// ever read the log's entries (one that joins receives a snapshot, see
+    /// [`super::Store::admit`]), so a group needs no entry.
+    fn alone(&self) -> bool {
+        if self.shared.logged.load(Ordering::SeqCst) {
+            return false;
+        }
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let mut members = m.membership_config.membership().nodes();
+        m.state == ServerState::Leader && members.next().is_some_and(|(id, _)| *id == m.id) && members.next().is_none()
+    }
+
+    /// Writes a group straight to the tables in one durable transaction, as the state
+    /// machine would apply its entry: on one member, a majority is this node's disk, and an
+    /// entry would cost a second transaction and a round trip through the Raft core.
+    fn write_alone(&self, batches: &[Batch]) -> Result<Result<Applied, StoreError>, String> {
+        self.tables
+            .write(redb::Durability::Immediate, |open| open.apply_group(batches))
+            .map(Ok)
+            .map_err(|e| format!("writing to the tables failed: {e}"))
     }
 
     /// Proposes on this node when it leads, else forwards to the leader and waits until the

@@ -1,7 +1,8 @@
 //! The Raft log in redb: one entry per index, and the vote, committed and purged log ids.
 //! Every write commits with `Durability::Immediate`: an entry is acknowledged to openraft
 //! only once it is on disk, and that commit also makes durable the state machine's cheaper
-//! commits before it.
+//! commits before it. The committed log id has no commit of its own: the next append
+//! writes it.
 //!
 //! The newest entries appended are also kept in memory: openraft reads each entry back to
 //! apply it and to send it to followers, and from memory that costs neither a read of the
@@ -55,6 +56,8 @@ type Recent = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Entry<Troupe>
 pub(super) struct LogStore {
     db: Arc<Database>,
     recent: Recent,
+    /// The committed log id openraft saved last, until an append writes it.
+    committed: Arc<std::sync::Mutex<Option<Option<LogId<NodeId>>>>>,
 }
 
 impl LogStore {
@@ -62,6 +65,7 @@ impl LogStore {
         Self {
             db,
             recent: Recent::default(),
+            committed: Arc::default(),
         }
     }
 
@@ -180,7 +184,12 @@ impl RaftLogStorage<Troupe> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
-        self.save(COMMITTED, committed).await
+        // Kept until the next append, which writes it in its own transaction: a transaction
+        // of its own per group commit, on the way from append to apply, cost a fifth of the
+        // write rate. Lost in a crash, it reads older; the entries past it are in the log and
+        // are applied once a leader confirms them again.
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -198,6 +207,14 @@ impl RaftLogStorage<Troupe> for LogStore {
             .map(|e| Ok((e.get_log_id().index, codec::encode(e)?)))
             .collect::<Result<Vec<_>, StoreError>>()
             .map_err(write_error)?;
+        let committed = self
+            .committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map(|c| codec::encode(&c))
+            .transpose()
+            .map_err(write_error)?;
         let db = self.db.clone();
         let written = blocking(move || {
             let txn = db.begin_write().map_err(StoreError::db)?;
@@ -206,6 +223,12 @@ impl RaftLogStorage<Troupe> for LogStore {
                 for (index, bytes) in &encoded {
                     log.insert(*index, bytes.as_slice()).map_err(StoreError::db)?;
                 }
+            }
+            if let Some(committed) = committed {
+                txn.open_table(RAFT_STATE)
+                    .map_err(StoreError::db)?
+                    .insert(COMMITTED, committed.as_slice())
+                    .map_err(StoreError::db)?;
             }
             txn.commit().map_err(StoreError::db)
         })

@@ -17,12 +17,11 @@ use openraft::{
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use tokio::sync::broadcast;
 
 use super::{blocking, is_raft_table, read_error, write_error, Applied, NodeId, Troupe, RAFT_APPLIED};
 use crate::codec;
 use crate::events::Event;
-use crate::store::apply::{trim, Log, Open};
+use crate::store::apply::Tables;
 use crate::store::{StoreError, EVENTS, EVENT_KINDS};
 
 const APPLIED: &str = "applied";
@@ -41,38 +40,15 @@ struct Held {
 }
 
 pub(super) struct Machine {
-    db: Arc<Database>,
-    live: broadcast::Sender<Arc<Event>>,
-    log: Log,
+    tables: Arc<Tables>,
     held: Arc<Mutex<Option<Held>>>,
 }
 
 impl Machine {
-    pub fn open(db: Arc<Database>, live: broadcast::Sender<Arc<Event>>, retention: u64) -> Result<Self, StoreError> {
-        let log = Log::read(&db, retention)?;
-        Ok(Self {
-            db,
-            live,
-            log,
+    pub fn new(tables: Arc<Tables>) -> Self {
+        Self {
+            tables,
             held: Arc::default(),
-        })
-    }
-
-    /// After a commit: fan out its events, then trim the log if it grew past its limit.
-    async fn applied(&mut self, events: Vec<Event>) {
-        self.log.next_seq += events.len() as u64;
-        for e in events {
-            let _ = self.live.send(Arc::new(e));
-        }
-        if let Some(cut) = self.log.cut() {
-            let (db, from) = (self.db.clone(), self.log.oldest);
-            match blocking(move || trim(&db, from, cut)).await {
-                Ok(()) => {
-                    tracing::debug!(from, to = cut, "trimmed the event log");
-                    self.log.oldest = cut;
-                }
-                Err(e) => tracing::error!(error = %e, "trimming the event log failed"),
-            }
         }
     }
 }
@@ -191,7 +167,7 @@ impl RaftStateMachine<Troupe> for Machine {
     type SnapshotBuilder = Builder;
 
     async fn applied_state(&mut self) -> Result<AppliedState, StorageError<NodeId>> {
-        let db = self.db.clone();
+        let db = self.tables.db.clone();
         blocking(move || applied_in(&db.begin_read().map_err(StoreError::db)?))
             .await
             .map_err(read_error)
@@ -207,40 +183,23 @@ impl RaftStateMachine<Troupe> for Machine {
             // Nothing to record: an empty apply must not reset the applied log id.
             return Ok(Vec::new());
         }
-        let (db, seq) = (self.db.clone(), self.log.next_seq);
-        let (results, events) = blocking(move || {
-            let mut txn = db.begin_write().map_err(StoreError::db)?;
-            txn.set_durability(redb::Durability::None).map_err(StoreError::db)?;
-            let mut events = Vec::new();
-            let mut results = Vec::with_capacity(entries.len());
-            let mut membership = None;
-            {
-                let mut open = Open::new(&txn, seq)?;
+        let tables = self.tables.clone();
+        blocking(move || {
+            // No fsync of its own: the entries are durable in the log already.
+            tables.write(redb::Durability::None, |open| {
+                let mut results = Vec::with_capacity(entries.len());
+                let mut membership = None;
                 for entry in &entries {
                     match &entry.payload {
                         EntryPayload::Blank => results.push(Applied::default()),
-                        EntryPayload::Normal(proposal) => {
-                            let mut applied = Applied::default();
-                            for (i, batch) in proposal.batches.iter().enumerate() {
-                                match open.apply(batch, &mut events)? {
-                                    Some(seqs) => applied.seqs.push(seqs),
-                                    None => {
-                                        applied.seqs.push(Vec::new());
-                                        applied.stale.push(i as u32);
-                                    }
-                                }
-                            }
-                            results.push(applied);
-                        }
+                        EntryPayload::Normal(proposal) => results.push(open.apply_group(&proposal.batches)?),
                         EntryPayload::Membership(m) => {
                             membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                             results.push(Applied::default());
                         }
                     }
                 }
-            }
-            {
-                let mut applied = txn.open_table(RAFT_APPLIED).map_err(StoreError::db)?;
+                let mut applied = open.txn().open_table(RAFT_APPLIED).map_err(StoreError::db)?;
                 let last = entries.last().map(|e| e.log_id);
                 applied
                     .insert(APPLIED, codec::encode(&last)?.as_slice())
@@ -250,19 +209,16 @@ impl RaftStateMachine<Troupe> for Machine {
                         .insert(MEMBERSHIP, codec::encode(&m)?.as_slice())
                         .map_err(StoreError::db)?;
                 }
-            }
-            txn.commit().map_err(StoreError::db)?;
-            Ok((results, events))
+                Ok(results)
+            })
         })
         .await
-        .map_err(write_error)?;
-        self.applied(events).await;
-        Ok(results)
+        .map_err(write_error)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         Builder {
-            db: self.db.clone(),
+            db: self.tables.db.clone(),
             held: self.held.clone(),
         }
     }
@@ -278,14 +234,10 @@ impl RaftStateMachine<Troupe> for Machine {
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
         let dump: Dump = codec::decode(&data).map_err(write_error)?;
-        let (db, owned) = (self.db.clone(), meta.clone());
-        let retention = self.log.retention;
-        self.log = blocking(move || {
-            dump.install(&db, &owned)?;
-            Log::read(&db, retention)
-        })
-        .await
-        .map_err(write_error)?;
+        let (tables, owned) = (self.tables.clone(), meta.clone());
+        blocking(move || tables.replace(|db| dump.install(db, &owned)))
+            .await
+            .map_err(write_error)?;
         tracing::info!(last = ?meta.last_log_id, bytes = data.len(), "installed a snapshot of the cluster's state");
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held {
             meta: meta.clone(),

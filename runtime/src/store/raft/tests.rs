@@ -8,6 +8,7 @@ use super::log::LogStore;
 use super::machine::Machine;
 use super::{NodeId, Proposal, Troupe};
 use crate::events::NewEvent;
+use crate::store::apply::Tables;
 use crate::store::{Batch, Store, Table};
 
 const THINGS: Table = Table::new("things");
@@ -19,7 +20,7 @@ impl StoreBuilder<Troupe, LogStore, Machine, tempfile::TempDir> for Builder {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(redb::Database::create(dir.path().join("db")).unwrap());
         let (live, _) = tokio::sync::broadcast::channel(16);
-        let machine = Machine::open(db.clone(), live, 0).unwrap();
+        let machine = Machine::new(Arc::new(Tables::open(db.clone(), live, 0).unwrap()));
         Ok((dir, LogStore::new(db), machine))
     }
 }
@@ -62,11 +63,14 @@ fn a_proposal_round_trips_through_its_log_encoding() {
 }
 
 #[tokio::test]
-async fn a_fresh_store_is_a_one_node_cluster_that_leads_and_commits_through_its_log() {
+async fn a_fresh_store_is_a_one_node_cluster_that_leads_and_writes_without_log_entries() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db")).unwrap();
     let metrics = store.raft().metrics().borrow().clone();
     assert_eq!(metrics.current_leader, Some(metrics.id));
+    // Index 0 is the one-node membership, 1 the new leader's blank entry.
+    let last = metrics.last_log_index;
+    assert_eq!(last, Some(1));
     let seqs = store
         .write(
             Batch::new()
@@ -76,14 +80,36 @@ async fn a_fresh_store_is_a_one_node_cluster_that_leads_and_commits_through_its_
         .await
         .unwrap();
     assert_eq!(seqs, vec![1]);
-    // Index 0 is the one-node membership, 1 the new leader's blank entry, 2 this write.
-    store
-        .raft()
-        .wait(Some(std::time::Duration::from_secs(10)))
-        .applied_index(Some(2), "the write is one applied log entry")
-        .await
-        .unwrap();
     assert_eq!(store.get(THINGS, "k").await.unwrap(), Some(vec![7]));
+    // Alone, the write is one durable transaction of the tables, with no entry of the log.
+    assert_eq!(store.raft().metrics().borrow().last_log_index, last);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_member_wrote_alone_reaches_every_member_it_admits_later() {
+    let router = Arc::new(Router::default());
+    let dir = tempfile::tempdir().unwrap();
+    let a = member(&router, &dir, "a", super::Start::Alone);
+    let made = |key: &str, value: u8| {
+        Batch::new()
+            .put(THINGS, key, vec![value])
+            .event(NewEvent::new("THING_MADE", Some(key.into()), json!(null)))
+    };
+    a.write(made("alone", 1)).await.unwrap();
+    let b = member(&router, &dir, "b", super::Start::Join);
+    a.admit(b.raft_id(), "b", 3).await.unwrap();
+    a.write(made("two", 2)).await.unwrap();
+    let c = member(&router, &dir, "c", super::Start::Join);
+    a.admit(c.raft_id(), "c", 3).await.unwrap();
+    a.write(made("three", 3)).await.unwrap();
+    let expected = events_of(&a).await;
+    assert_eq!(expected.len(), 3, "{expected:?}");
+    for member in [&b, &c] {
+        has_events(member, &expected).await;
+        for (key, value) in [("alone", 1), ("two", 2), ("three", 3)] {
+            assert_eq!(member.get(THINGS, key).await.unwrap(), Some(vec![value]), "{key}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -322,6 +348,9 @@ async fn a_member_admitted_after_the_log_was_purged_catches_up_from_a_snapshot()
     let dir = tempfile::tempdir().unwrap();
     let router = Arc::new(Router::default());
     let a = member(&router, &dir, "a", super::Start::Alone);
+    // Two members, so that every write is an entry of the log.
+    let b = member(&router, &dir, "b", super::Start::Join);
+    a.admit(b.raft_id(), "b", 3).await.unwrap();
     for i in 0..50u8 {
         a.write(
             Batch::new()
@@ -331,9 +360,7 @@ async fn a_member_admitted_after_the_log_was_purged_catches_up_from_a_snapshot()
         .await
         .unwrap();
     }
-    // Entries: 0 the membership, 1 the leader's blank entry, 2..=51 the writes.
-    let index = 51;
-    caught_up(&a, index).await;
+    let index = a.raft().metrics().borrow().last_applied.map(|id| id.index).unwrap();
     a.raft().trigger().snapshot().await.unwrap();
     let wait = || a.raft().wait(Some(std::time::Duration::from_secs(10)));
     wait()
@@ -345,21 +372,22 @@ async fn a_member_admitted_after_the_log_was_purged_catches_up_from_a_snapshot()
         .metrics(|m| m.purged.map(|p| p.index) >= Some(index), "log purged")
         .await
         .unwrap();
-    let b = member(&router, &dir, "b", super::Start::Join);
-    assert_eq!(a.admit(b.raft_id(), "b", 3).await.unwrap(), super::Role::Voter);
-    caught_up(&b, index).await;
-    assert_eq!(b.get(THINGS, "k42").await.unwrap(), Some(vec![42]));
-    let events = b.events_after(0, 1000).await.unwrap();
+    let c = member(&router, &dir, "c", super::Start::Join);
+    assert_eq!(a.admit(c.raft_id(), "c", 3).await.unwrap(), super::Role::Voter);
+    caught_up(&c, index).await;
+    assert_eq!(c.get(THINGS, "k42").await.unwrap(), Some(vec![42]));
+    let events = c.events_after(0, 1000).await.unwrap();
     assert_eq!(events.len(), 50);
     assert_eq!(events[49].data, json!({ "i": 49 }));
     // The kind index came with it.
-    assert_eq!(b.events_of_kinds(0, vec!["THING".into()], 100).await.unwrap().len(), 50);
-    // And the two go on as one: a write on the new member is applied on both.
-    let seqs = b
+    assert_eq!(c.events_of_kinds(0, vec!["THING".into()], 100).await.unwrap().len(), 50);
+    // And they go on as one: a write on the new member is applied on every one.
+    let seqs = c
         .write(Batch::new().event(NewEvent::new("LATER", None, json!(null))))
         .await
         .unwrap();
     assert_eq!(seqs, vec![51]);
+    has_events(&b, &events_of(&c).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
