@@ -20,7 +20,7 @@ pub mod engine;
 mod tasks;
 
 pub use actor::{Scheduler, SchedulerArgs, SchedulerMsg, PAYLOAD_CACHE_BYTES};
-pub use engine::{BreakerPolicy, Down, RetryPolicy, Room, PROGRESS_INTERVAL};
+pub use engine::{BreakerPolicy, Down, Place, RetryPolicy, Room, PROGRESS_INTERVAL};
 pub use tasks::{TaskFilter, TaskQueue};
 
 #[cfg(test)]

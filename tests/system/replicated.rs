@@ -361,11 +361,11 @@ async fn a_cluster_that_lost_its_majority_is_recovered_from_one_survivor() -> Re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_for_a_capability_goes_to_the_node_whose_agents_have_room() -> Result<()> {
+async fn a_task_for_a_capability_goes_by_its_strategy_across_the_cluster() -> Result<()> {
     let nodes = start_cluster(NodeOpts::named("alpha"), vec![NodeOpts::named("beta")]).await?;
     let (alpha, beta) = (&nodes[0], &nodes[1]);
     let gate = super::support::Gate::new()?;
-    let held = alpha.spawn_gated(&gate, &["busy"], 1).await?;
+    let held = alpha.spawn_gated(&gate, &["busy"], 2).await?;
     alpha.wait_agent_state(&held, "RUNNING").await?;
     let far = text(
         &beta
@@ -375,7 +375,8 @@ async fn a_task_for_a_capability_goes_to_the_node_whose_agents_have_room() -> Re
         "/id",
     )?;
     beta.wait_agent_state(&far, "RUNNING").await?;
-    let submit = |cap: &str, n: i64| json!({ "capability": cap, "payload": { "n": n } });
+    let submit =
+        |cap: &str, n: i64| json!({ "capability": cap, "payload": { "n": n }, "strategy": "LEAST_CONNECTIONS" });
 
     // Only beta serves it: submitted on alpha, it runs on beta's agent.
     let only = text(&alpha.submit(submit("only-far", 1)).await?, "/id")?;
@@ -383,11 +384,12 @@ async fn a_task_for_a_capability_goes_to_the_node_whose_agents_have_room() -> Re
     let done = alpha.wait_task_state(&only, "SUCCEEDED").await?;
     ensure!(done["agentId"] == far.as_str(), "{done}");
 
-    // alpha's agent has a free slot: the task stays on alpha and takes it.
+    // Both agents run nothing: a tie stays on the receiving node.
     let first = text(&alpha.submit(submit("busy", 2)).await?, "/id")?;
     ensure!(first.ends_with("@alpha"), "queued on {first}");
     alpha.wait_task_state(&first, "RUNNING").await?;
-    // Its only slot is taken: the next one goes to beta, which has room, and runs now.
+    // alpha's agent still has a free slot, but runs one task and beta's none: the task goes
+    // to beta, the cluster's least loaded agent, and runs now.
     let second = text(&alpha.submit(submit("busy", 3)).await?, "/id")?;
     ensure!(second.ends_with("@beta"), "queued on {second}");
     let done = alpha.wait_task_state(&second, "SUCCEEDED").await?;

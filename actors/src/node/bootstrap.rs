@@ -225,6 +225,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             default_strategy,
             requeueing: Default::default(),
         },
+        turns: Default::default(),
     };
     let swarms = Swarms {
         ctx: ctx.clone(),

@@ -30,7 +30,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use index::{Free, Place, QueueKey, Queues};
+pub use index::Place;
+use index::{Free, QueueKey, Queues};
 
 use crate::agent::{BreakerView, Skills};
 use crate::task::TaskStatus;
@@ -120,6 +121,10 @@ pub struct Room {
     pub agents: u32,
     /// Their task slots not in use.
     pub free: u32,
+    /// The best place among them in each strategy's order, when one has room: what the
+    /// cluster compares to choose the node (each node's scheduler then picks the agent).
+    #[serde(default)]
+    pub best: Option<Place>,
 }
 
 pub struct Engine {
@@ -224,6 +229,7 @@ impl Engine {
                 room.free += slot.max.saturating_sub(slot.running.len() as u32);
             }
         }
+        room.best = self.free.best(capability);
         room
     }
 

@@ -9,11 +9,12 @@ use super::context::Context;
 use super::listing::{Counted, Listing};
 use crate::cluster::remote::{service, At, Everywhere, Located, Peer};
 use crate::cluster::Cluster;
+use crate::cluster::MemberStatus;
 use crate::error::ApiError;
-use crate::scheduler::Room;
 pub use crate::scheduler::TaskFilter;
 use crate::scheduler::TaskQueue;
-use crate::task::{SubmitTaskRequest, TaskRecord};
+use crate::scheduler::{Place, Room};
+use crate::task::{Strategy, SubmitTaskRequest, TaskRecord};
 
 service! {
     service Tasks as "tasks" (TasksMsg, TasksRequest, TasksResponse, TasksLocal);
@@ -31,24 +32,52 @@ service! {
     call Room => room(capability: String) -> Room;
 }
 
-/// How long a submit waits for a peer to say what room it has.
+/// How long a submit waits for a peer to say what room it has, when no agent here has a
+/// free slot.
 const ROOM_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// The same when an agent here has one: a peer slower than this is left out rather than
+/// slow every submit (the task runs here, or on a peer that did answer).
+const ROOM_WITHIN_WHEN_FREE: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The member to queue a capability's task on, when this node's agents (`here`) have no free
-/// slot: the peer with the most free slots; if none has one, `None` (here) when an agent of
-/// this node serves the capability, else the peer with the most agents that do.
-fn choose_node(here: Room, peers: &[(String, Room)]) -> Option<String> {
-    let most = |key: fn(&Room) -> u32| {
-        peers
-            .iter()
-            .filter(|(_, room)| key(room) > 0)
-            .max_by(|(a, ra), (b, rb)| key(ra).cmp(&key(rb)).then_with(|| b.cmp(a)))
-            .map(|(name, _)| name.clone())
+/// The member to queue a capability's task on (`None`: here). Among the nodes (here
+/// included) whose agents have a free slot, the one whose best agent the task's strategy
+/// ranks first: the best score, the fewest tasks running, the least served for its weight,
+/// or, round robin, each such node in turn (`turn` counts this node's choices). Ties stay
+/// here, then go to the first name. When no agent has a free slot anywhere: here when an
+/// agent of this node serves the capability, else the peer with the most agents that do.
+fn choose_node(strategy: Strategy, here: Room, peers: &[(String, Room)], turn: u64) -> Option<String> {
+    let mut open: Vec<(Option<&str>, Place)> = here
+        .best
+        .filter(|_| here.free > 0)
+        .map(|place| (None, place))
+        .into_iter()
+        .collect();
+    let mut others: Vec<(Option<&str>, Place)> = peers
+        .iter()
+        .filter(|(_, room)| room.free > 0)
+        .filter_map(|(name, room)| room.best.map(|place| (Some(name.as_str()), place)))
+        .collect();
+    others.sort_by(|a, b| a.0.cmp(&b.0));
+    open.extend(others);
+    // `min_by_key` keeps the first of equals: here, then names in order.
+    let chosen = match strategy {
+        _ if open.is_empty() => None,
+        Strategy::Score => open.iter().min_by_key(|(_, p)| p.score),
+        Strategy::LeastConnections => open.iter().min_by_key(|(_, p)| p.running),
+        Strategy::Weighted => open.iter().min_by_key(|(_, p)| p.weighted),
+        Strategy::RoundRobin => open.get((turn % open.len() as u64) as usize),
     };
-    if here.free > 0 {
+    if let Some((node, _)) = chosen {
+        return node.map(str::to_owned);
+    }
+    if here.agents > 0 {
         return None;
     }
-    most(|r| r.free).or_else(|| if here.agents > 0 { None } else { most(|r| r.agents) })
+    peers
+        .iter()
+        .filter(|(_, room)| room.agents > 0)
+        .max_by(|(a, ra), (b, rb)| ra.agents.cmp(&rb.agents).then_with(|| b.cmp(a)))
+        .map(|(name, _)| name.clone())
 }
 
 #[derive(Clone)]
@@ -56,6 +85,8 @@ pub struct Tasks {
     pub(crate) ctx: Arc<Context>,
     /// This node's tasks, as the scheduler room works them.
     pub(crate) queue: TaskQueue,
+    /// Round-robin placements made here, to take the nodes in turn.
+    pub(crate) turns: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Located for Tasks {
@@ -75,12 +106,11 @@ impl Tasks {
         at.submit(Box::new(request), key).await
     }
 
-    /// Where a task aimed at a capability is queued: here while an agent of this node that
-    /// serves it has a free slot; else on the member whose agents have the most free slots
-    /// for it; else, when every slot is taken, here if an agent of this node serves it, or
-    /// on the member with the most agents that do. The chosen node's scheduler then picks
-    /// the agent by the task's strategy. A task with requirements (`capabilities`,
-    /// `minProficiency`) or dependencies stays here.
+    /// Where a task aimed at a capability is queued: on the node whose agents the task's
+    /// strategy ranks first across the cluster (see [`choose_node`]), each node asked what
+    /// room it has for the capability; that node's scheduler then picks the agent by the same
+    /// strategy. Peers not heard from lately are not asked. A task with requirements
+    /// (`capabilities`, `minProficiency`) or dependencies stays here.
     async fn placed(&self, request: &SubmitTaskRequest) -> At<'_, Self> {
         let Some(capability) = request.capability.as_deref() else {
             return At::Here(self);
@@ -88,17 +118,33 @@ impl Tasks {
         if !request.capabilities.is_empty() || request.min_proficiency.is_some() || !request.depends_on.is_empty() {
             return At::Here(self);
         }
-        let here = self.queue.room(capability).await.unwrap_or_default();
-        if here.free > 0 || self.ctx.cluster.peers().is_empty() {
+        let cluster = &self.ctx.cluster;
+        let peers: Vec<String> = cluster
+            .peers()
+            .into_iter()
+            .filter(|peer| cluster.status(peer) == Some(MemberStatus::Up))
+            .collect();
+        if peers.is_empty() {
             return At::Here(self);
         }
+        let here = self.queue.room(capability).await.unwrap_or_default();
+        let within = if here.free > 0 {
+            ROOM_WITHIN_WHEN_FREE
+        } else {
+            ROOM_WITHIN
+        };
         // Each peer is asked at once; one that does not answer in time is left out.
-        let asked = self.ctx.cluster.peers().into_iter().map(|peer| async move {
-            let room = tokio::time::timeout(ROOM_WITHIN, Peer(self, peer.clone()).room(capability.to_owned())).await;
+        let asked = peers.into_iter().map(|peer| async move {
+            let room = tokio::time::timeout(within, Peer(self, peer.clone()).room(capability.to_owned())).await;
             room.ok().and_then(Result::ok).map(|room| (peer, room))
         });
         let peers: Vec<(String, Room)> = futures::future::join_all(asked).await.into_iter().flatten().collect();
-        match choose_node(here, &peers) {
+        let strategy = request.strategy.unwrap_or(self.queue.default_strategy);
+        let turn = match strategy {
+            Strategy::RoundRobin => self.turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            _ => 0,
+        };
+        match choose_node(strategy, here, &peers, turn) {
             Some(node) => At::Peer(self, node),
             None => At::Here(self),
         }
@@ -208,27 +254,76 @@ impl TasksLocal for Tasks {
 
 #[cfg(test)]
 mod tests {
-    use super::{choose_node, Room};
+    use super::{choose_node, Place, Room, Strategy};
 
-    fn room(agents: u32, free: u32) -> Room {
-        Room { agents, free }
+    /// `agents` agents with `free` slots; the best of them scores `score` (smaller first),
+    /// runs `running` tasks and has served `weighted` for its weight.
+    fn room(agents: u32, free: u32, score: u64, running: u32, weighted: u64) -> Room {
+        let best = (free > 0).then_some(Place {
+            score,
+            running,
+            weighted,
+        });
+        Room { agents, free, best }
+    }
+
+    fn full(agents: u32) -> Room {
+        room(agents, 0, 0, 0, 0)
+    }
+
+    fn named(rooms: &[(&str, Room)]) -> Vec<(String, Room)> {
+        rooms.iter().map(|(n, r)| (n.to_string(), *r)).collect()
     }
 
     #[test]
-    fn a_capabilitys_task_goes_where_its_agents_have_room() {
-        let peers = vec![("b".to_string(), room(2, 1)), ("c".to_string(), room(3, 4))];
-        // Room here: it stays.
-        assert_eq!(choose_node(room(1, 1), &peers), None);
-        // None here: the peer with the most free slots.
-        assert_eq!(choose_node(room(1, 0), &peers), Some("c".into()));
-        // Every slot taken: here when an agent here serves it, else the most agents.
-        let full = vec![("b".to_string(), room(2, 0)), ("c".to_string(), room(5, 0))];
-        assert_eq!(choose_node(room(1, 0), &full), None);
-        assert_eq!(choose_node(room(0, 0), &full), Some("c".into()));
+    fn each_strategy_ranks_the_best_agent_of_every_node_with_room() {
+        let here = room(1, 1, 50, 3, 70);
+        let peers = named(&[("b", room(2, 1, 10, 5, 90)), ("c", room(3, 4, 60, 1, 20))]);
+        assert_eq!(choose_node(Strategy::Score, here, &peers, 0), Some("b".into()));
+        assert_eq!(
+            choose_node(Strategy::LeastConnections, here, &peers, 0),
+            Some("c".into())
+        );
+        assert_eq!(choose_node(Strategy::Weighted, here, &peers, 0), Some("c".into()));
+        // Here first, then the peers by name, each in turn.
+        let turns: Vec<_> = (0..4)
+            .map(|t| choose_node(Strategy::RoundRobin, here, &peers, t))
+            .collect();
+        assert_eq!(turns, [None, Some("b".into()), Some("c".into()), None]);
+        // Here is best: it stays, whatever the peers have.
+        let better_here = room(1, 1, 5, 0, 1);
+        for strategy in [Strategy::Score, Strategy::LeastConnections, Strategy::Weighted] {
+            assert_eq!(choose_node(strategy, better_here, &peers, 0), None, "{strategy:?}");
+        }
+        // A node with no free slot is never chosen while another has one.
+        let busy_here = full(4);
+        assert_eq!(
+            choose_node(Strategy::LeastConnections, busy_here, &peers, 0),
+            Some("c".into())
+        );
+        let turns: Vec<_> = (0..2)
+            .map(|t| choose_node(Strategy::RoundRobin, busy_here, &peers, t))
+            .collect();
+        assert_eq!(turns, [Some("b".into()), Some("c".into())]);
+    }
+
+    #[test]
+    fn ties_stay_here_then_go_to_the_first_name() {
+        let same = room(1, 1, 10, 1, 10);
+        let peers = named(&[("c", same), ("b", same)]);
+        assert_eq!(choose_node(Strategy::Score, same, &peers, 0), None);
+        assert_eq!(choose_node(Strategy::Score, full(0), &peers, 0), Some("b".into()));
+    }
+
+    #[test]
+    fn with_every_slot_taken_a_task_waits_here_or_where_most_agents_serve_it() {
+        let peers = named(&[("b", full(2)), ("c", full(5))]);
+        assert_eq!(choose_node(Strategy::Score, full(1), &peers, 0), None);
+        assert_eq!(choose_node(Strategy::Score, full(0), &peers, 0), Some("c".into()));
         // Nobody serves it: here, where it waits for an agent.
-        assert_eq!(choose_node(room(0, 0), &[("b".to_string(), room(0, 0))]), None);
-        // Ties go to the first name.
-        let tie = vec![("c".to_string(), room(1, 2)), ("b".to_string(), room(1, 2))];
-        assert_eq!(choose_node(room(0, 0), &tie), Some("b".into()));
+        assert_eq!(
+            choose_node(Strategy::Score, full(0), &named(&[("b", full(0))]), 0),
+            None
+        );
     }
 }

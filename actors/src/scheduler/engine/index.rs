@@ -104,7 +104,7 @@ pub fn score_of(key: u64) -> f64 {
 }
 
 /// An agent's place in one key's orders while it has room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Place {
     pub score: u64,
     pub running: u32,
@@ -146,6 +146,17 @@ impl Free {
                 self.by_key.remove(key);
             }
         }
+    }
+
+    /// The best place in each strategy's order among the agents with room for `key` (each
+    /// may be another agent's), or `None` when none has room.
+    pub fn best(&self, key: &str) -> Option<Place> {
+        let f = self.by_key.get(key)?;
+        Some(Place {
+            score: f.score.first()?.0,
+            running: f.running.first()?.0,
+            weighted: f.weighted.first()?.0,
+        })
     }
 
     /// The agent with room for `key` that `strategy` picks; `after` is the last one round
