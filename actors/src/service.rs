@@ -176,6 +176,7 @@ impl Api {
             voters: self.ctx.voters,
             root: self.slots.root.clone(),
             experiments: self.experiments.clone(),
+            tokens: std::sync::Arc::new(std::sync::OnceLock::from(self.ctx.tokens.clone())),
         }
     }
 

@@ -261,12 +261,20 @@ impl Tokens {
             return Ok(Check::Refused(why));
         }
         if info.last_used_at.is_none_or(|t| now - t >= LAST_USED_EVERY) {
+            let read = crate::codec::encode(&info)?;
             let mut used = info.clone();
             used.last_used_at = Some(now);
             let bytes = crate::codec::encode(&used)?;
             self.put_cached(hash.clone(), used);
-            // Losing a last-use time to a crash is harmless; the write is not awaited.
-            let _ = self.store.submit(Batch::new().put(TOKENS, hash, bytes));
+            // Only over the record this check read: a revocation committed meanwhile (on any
+            // node) must not be overwritten by the token's last use, which would make it work
+            // again. Losing a last-use time (to that, or a crash) is harmless; the write is
+            // not awaited.
+            let _ = self.store.submit(
+                Batch::new()
+                    .require(TOKENS, hash.clone(), Some(read))
+                    .put(TOKENS, hash, bytes),
+            );
         }
         Ok(Check::Valid {
             id: info.id,
@@ -333,7 +341,21 @@ impl Tokens {
     }
 
     /// Revokes a token: from the next check on it no longer works.
-    pub async fn revoke(&self, id: &str) -> Result<TokenInfo, TokenError> {
+    /// Waits, for at most `within`, until this node has applied the event `seq` (a
+    /// revocation made on another node) and its cache holds what it changed; whether it has.
+    /// Connections that used a token it revoked are then ended here.
+    pub async fn caught_up(&self, seq: u64, within: std::time::Duration) -> Result<bool, TokenError> {
+        if !self.store.reached(seq, within).await? {
+            return Ok(false);
+        }
+        self.reload().await?;
+        self.revocations.send_modify(|n| *n += 1);
+        Ok(true)
+    }
+
+    /// Revokes a token; the sequence number of its `TOKEN_REVOKED` event (none when it was
+    /// revoked already), which [`Tokens::caught_up`] waits for on the other nodes.
+    pub async fn revoke(&self, id: &str) -> Result<(TokenInfo, Option<u64>), TokenError> {
         let found = self
             .by_hash
             .read()
@@ -342,19 +364,21 @@ impl Tokens {
             .find(|(_, t)| t.id == id)
             .map(|(h, t)| (h.clone(), t.clone()));
         let (hash, mut info) = found.ok_or_else(|| TokenError::NotFound(id.to_owned()))?;
-        if info.revoked_at.is_none() {
-            info.revoked_at = Some(crate::clock::now());
-            self.store
-                .write(
-                    Batch::new()
-                        .put(TOKENS, hash.clone(), crate::codec::encode(&info)?)
-                        .event(token_event(TOKEN_REVOKED, &info)),
-                )
-                .await?;
-            self.put_cached(hash, info.clone());
-            self.revocations.send_modify(|n| *n += 1);
+        if info.revoked_at.is_some() {
+            return Ok((info, None));
         }
-        Ok(info)
+        info.revoked_at = Some(crate::clock::now());
+        let seqs = self
+            .store
+            .write(
+                Batch::new()
+                    .put(TOKENS, hash.clone(), crate::codec::encode(&info)?)
+                    .event(token_event(TOKEN_REVOKED, &info)),
+            )
+            .await?;
+        self.put_cached(hash, info.clone());
+        self.revocations.send_modify(|n| *n += 1);
+        Ok((info, seqs.first().copied()))
     }
 
     /// Every token, oldest first.

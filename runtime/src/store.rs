@@ -400,9 +400,15 @@ impl Store {
         if self.status().members.len() <= 1 {
             return Ok(());
         }
+        self.reached(seq, CURSOR_CATCH_UP).await.map(drop)
+    }
+
+    /// Waits, for at most `within`, until this node has applied the event `seq` (made on
+    /// any member); whether it has.
+    pub async fn reached(&self, seq: u64, within: Duration) -> Result<bool, StoreError> {
         let mut live = self.live();
         if self.last_seq().await? >= seq {
-            return Ok(());
+            return Ok(true);
         }
         let reached = async {
             loop {
@@ -418,8 +424,8 @@ impl Store {
                 }
             }
         };
-        let _ = tokio::time::timeout(CURSOR_CATCH_UP, reached).await;
-        Ok(())
+        let _ = tokio::time::timeout(within, reached).await;
+        Ok(self.last_seq().await? >= seq)
     }
 
     /// Like [`Store::events_after`], only events of the given kinds, read through the kind

@@ -97,6 +97,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         voters: config.voters,
         root: slots.root.clone(),
         experiments: experiments.clone(),
+        tokens: Default::default(),
     };
     // The link to the other nodes comes first: a joining node writes nothing before the
     // leader has admitted it to the log, and a member's writes reach the leader through it.
@@ -140,7 +141,10 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         Ok::<_, StartNodeError>((tokens, admin_token_path, node_id))
     };
     let (tokens, admin_token_path, node_id) = match rest.await {
-        Ok(done) => done,
+        Ok(done) => {
+            let _ = node_service.tokens.set(done.0.clone());
+            done
+        }
         Err(e) => {
             link.stop_early();
             return Err(e);

@@ -46,9 +46,16 @@ service! {
     call GetExperiment => experiment(id: String) -> Option<Experiment>;
     call StopExperiment => stop_experiment(id: String) -> Experiment;
     call RenewExperiment => renew_experiment(id: String) -> Experiment;
+    /// Waits until this node has applied the revocation of a token (its event `seq`) and
+    /// refuses the token; whether it has within [`REVOKED_WITHIN`].
+    call Revoked => revoked(seq: u64) -> bool;
     /// Stops this node's experiments holding a host fault on `host`; their ids.
     call EndHostFaults => end_host_faults(host: String) -> Vec<String>;
 }
+
+/// How long a member waits to apply a revocation made on another one (a healthy member
+/// applies it within milliseconds; the call's own bound is longer).
+pub(crate) const REVOKED_WITHIN: Duration = Duration::from_secs(3);
 
 /// Starting an experiment asks the tree and may wait for a loop to be held.
 const EXPERIMENT_CALL: Duration = Duration::from_secs(60);
@@ -89,6 +96,8 @@ pub struct NodeService {
     pub(crate) root: Slot<SupervisorMsg>,
     /// The node's fault experiments, for the kill switch asked by a peer.
     pub(crate) experiments: crate::service::experiments::Experiments,
+    /// The node's tokens, once loaded (the link to the cluster starts before).
+    pub(crate) tokens: std::sync::Arc<std::sync::OnceLock<troupe_runtime::auth::Tokens>>,
 }
 
 impl Located for NodeService {
@@ -101,6 +110,14 @@ impl NodeLocal for NodeService {
     async fn tree(&self) -> Result<SupervisorInfo, ApiError> {
         let root = self.root.running("the node's supervision tree")?;
         crate::call::ask(&root, SupervisorMsg::Describe, "the root supervisor").await
+    }
+
+    async fn revoked(&self, seq: u64) -> Result<bool, ApiError> {
+        let tokens = self
+            .tokens
+            .get()
+            .ok_or_else(|| ApiError::Unavailable("this node's tokens are not loaded yet".into()))?;
+        Ok(tokens.caught_up(seq, REVOKED_WITHIN).await?)
     }
 
     async fn halt(&self) -> Result<usize, ApiError> {

@@ -6,7 +6,10 @@ use serde::Serialize;
 use troupe_runtime::auth::{Role, TokenInfo};
 
 use super::context::{keep, split};
+use super::node::REVOKED_WITHIN;
 use super::Api;
+use crate::cluster::remote::Peer;
+use crate::cluster::MemberStatus;
 use crate::error::ApiError;
 
 #[derive(Serialize)]
@@ -53,8 +56,42 @@ impl Api {
                 return info.ok_or_else(|| ApiError::NotFound(format!("no token {id}")));
             }
         };
-        let info = self.ctx.tokens.revoke(id).await?;
+        let (info, seq) = self.ctx.tokens.revoke(id).await?;
         keep(&self.ctx.store, guard, id).await?;
+        if let Some(seq) = seq {
+            self.revoked_everywhere(&info, seq).await;
+        }
         Ok(info)
+    }
+
+    /// Waits until every member heard from lately (`UP`) has applied the revocation and
+    /// refuses the token, each for at most [`REVOKED_WITHIN`]: the answer then means the
+    /// token works nowhere. A member that does not confirm is named in a warning; it applies
+    /// the revocation with the log once it is reached.
+    async fn revoked_everywhere(&self, info: &TokenInfo, seq: u64) {
+        let service = self.node_service();
+        let cluster = &self.ctx.cluster;
+        let asked = cluster
+            .peers()
+            .into_iter()
+            .filter(|peer| cluster.status(peer) == Some(MemberStatus::Up))
+            .map(|peer| {
+                let service = &service;
+                async move {
+                    let answer = Peer(service, peer.clone()).revoked(seq).await;
+                    (peer, answer)
+                }
+            });
+        for (peer, answer) in futures::future::join_all(asked).await {
+            match answer {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(token = %info.id, node = %peer, within = ?REVOKED_WITHIN, "a member did not apply a token's revocation in time; it will once it catches up")
+                }
+                Err(e) => {
+                    tracing::warn!(token = %info.id, node = %peer, error = %e, "a member could not confirm a token's revocation; it will apply it once it catches up")
+                }
+            }
+        }
     }
 }

@@ -480,3 +480,36 @@ async fn applying_nothing_keeps_what_was_applied() {
     let (applied, _) = machine.applied_state().await.unwrap();
     assert_eq!(applied.map(|id| id.index), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_during_a_revocation_refuses_the_token_once_it_says_it_caught_up() {
+    use crate::auth::{Check, Role, Tokens};
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, b, _c] = three_voters(&router, &dir).await;
+    let data = |name: &str| {
+        let path = dir.path().join(format!("{name}-data"));
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    };
+    let on_a = Tokens::load(a, &data("a")).await.unwrap();
+    let on_b = Tokens::load(b, &data("b")).await.unwrap();
+    let (secret, info) = on_a.create(Role::Viewer, "cut-off", None).await.unwrap();
+    assert!(matches!(on_b.check(&secret).await.unwrap(), Check::Valid { .. }));
+    router.cut.lock().unwrap().insert("b".into());
+    let (_, seq) = on_a.revoke(&info.id).await.unwrap();
+    let seq = seq.expect("a first revocation has an event");
+    assert_eq!(on_a.check(&secret).await.unwrap(), Check::Refused("was revoked"));
+    // Cut off, b has not applied it, and says so when its time is up.
+    let brief = std::time::Duration::from_millis(200);
+    assert!(!on_b.caught_up(seq, brief).await.unwrap());
+    let waiting = {
+        let on_b = on_b.clone();
+        tokio::spawn(async move { on_b.caught_up(seq, std::time::Duration::from_secs(20)).await })
+    };
+    router.cut.lock().unwrap().remove("b");
+    assert!(waiting.await.unwrap().unwrap());
+    assert_eq!(on_b.check(&secret).await.unwrap(), Check::Refused("was revoked"));
+    // Revoked already: nothing more to wait for anywhere.
+    assert_eq!(on_a.revoke(&info.id).await.unwrap().1, None);
+}
