@@ -153,6 +153,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// The peers heard from lately (`UP`), from what the heartbeats recorded: cheap enough
+    /// for every request (no walk of the process groups). A session may have closed since.
+    pub fn up_peers(&self) -> Vec<String> {
+        let me = self.name();
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter()
+            .filter(|(name, heard)| **name != me && heard.last.elapsed() <= SUSPECT_AFTER)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// The peers connected now.
     pub fn peers(&self) -> Vec<String> {
         let me = self.name();

@@ -9,7 +9,6 @@ use super::context::Context;
 use super::listing::{Counted, Listing};
 use crate::cluster::remote::{service, At, Everywhere, Located, Peer};
 use crate::cluster::Cluster;
-use crate::cluster::MemberStatus;
 use crate::error::ApiError;
 pub use crate::scheduler::TaskFilter;
 use crate::scheduler::TaskQueue;
@@ -118,12 +117,7 @@ impl Tasks {
         if !request.capabilities.is_empty() || request.min_proficiency.is_some() || !request.depends_on.is_empty() {
             return At::Here(self);
         }
-        let cluster = &self.ctx.cluster;
-        let peers: Vec<String> = cluster
-            .peers()
-            .into_iter()
-            .filter(|peer| cluster.status(peer) == Some(MemberStatus::Up))
-            .collect();
+        let peers = self.ctx.cluster.up_peers();
         if peers.is_empty() {
             return At::Here(self);
         }

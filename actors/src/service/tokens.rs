@@ -9,7 +9,6 @@ use super::context::{keep, split};
 use super::node::REVOKED_WITHIN;
 use super::Api;
 use crate::cluster::remote::Peer;
-use crate::cluster::MemberStatus;
 use crate::error::ApiError;
 
 #[derive(Serialize)]
@@ -70,18 +69,13 @@ impl Api {
     /// the revocation with the log once it is reached.
     async fn revoked_everywhere(&self, info: &TokenInfo, seq: u64) {
         let service = self.node_service();
-        let cluster = &self.ctx.cluster;
-        let asked = cluster
-            .peers()
-            .into_iter()
-            .filter(|peer| cluster.status(peer) == Some(MemberStatus::Up))
-            .map(|peer| {
-                let service = &service;
-                async move {
-                    let answer = Peer(service, peer.clone()).revoked(seq).await;
-                    (peer, answer)
-                }
-            });
+        let asked = self.ctx.cluster.up_peers().into_iter().map(|peer| {
+            let service = &service;
+            async move {
+                let answer = Peer(service, peer.clone()).revoked(seq).await;
+                (peer, answer)
+            }
+        });
         for (peer, answer) in futures::future::join_all(asked).await {
             match answer {
                 Ok(true) => {}
