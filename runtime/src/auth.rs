@@ -328,19 +328,25 @@ impl Tokens {
         };
         let secret = generate();
         let info = TokenInfo::new(name, role, expires_at);
-        let hash = hash(&secret);
-        self.store
-            .write(
-                Batch::new()
-                    .put(TOKENS, hash.clone(), crate::codec::encode(&info)?)
-                    .event(token_event(TOKEN_CREATED, &info)),
-            )
-            .await?;
-        self.put_cached(hash, info.clone());
+        self.record(hash(&secret), &info, TOKEN_CREATED).await?;
         Ok((secret, info))
     }
 
-    /// Revokes a token: from the next check on it no longer works.
+    /// Writes a token's record with its event `kind` and caches it; the event's sequence
+    /// number.
+    async fn record(&self, hash: String, info: &TokenInfo, kind: &str) -> Result<Option<u64>, TokenError> {
+        let seqs = self
+            .store
+            .write(
+                Batch::new()
+                    .put(TOKENS, hash.clone(), crate::codec::encode(info)?)
+                    .event(token_event(kind, info)),
+            )
+            .await?;
+        self.put_cached(hash, info.clone());
+        Ok(seqs.first().copied())
+    }
+
     /// Waits, for at most `within`, until this node has applied the event `seq` (a
     /// revocation made on another node) and its cache holds what it changed; whether it has.
     /// Connections that used a token it revoked are then ended here.
@@ -368,17 +374,9 @@ impl Tokens {
             return Ok((info, None));
         }
         info.revoked_at = Some(crate::clock::now());
-        let seqs = self
-            .store
-            .write(
-                Batch::new()
-                    .put(TOKENS, hash.clone(), crate::codec::encode(&info)?)
-                    .event(token_event(TOKEN_REVOKED, &info)),
-            )
-            .await?;
-        self.put_cached(hash, info.clone());
+        let seq = self.record(hash, &info, TOKEN_REVOKED).await?;
         self.revocations.send_modify(|n| *n += 1);
-        Ok((info, seqs.first().copied()))
+        Ok((info, seq))
     }
 
     /// Every token, oldest first.
