@@ -198,13 +198,17 @@ impl Tokens {
         }
     }
 
+    /// Reads every token again. The read may predate a change this node cached meanwhile (a
+    /// token made or revoked here, a use noted), so what it finds is merged into the cache
+    /// rather than put in its place.
     async fn reload(&self) -> Result<(), TokenError> {
         let all = self.store.scan(TOKENS, None, usize::MAX, |_| true).await?;
         let mut map = HashMap::with_capacity(all.len());
         for (hash, bytes) in all {
             map.insert(hash, crate::codec::decode::<TokenInfo>(&bytes)?);
         }
-        *self.by_hash.write().unwrap_or_else(|p| p.into_inner()) = map;
+        let mut cached = self.by_hash.write().unwrap_or_else(|p| p.into_inner());
+        *cached = merged(map, &cached);
         Ok(())
     }
 
@@ -421,6 +425,18 @@ pub const TOKEN_CREATED: &str = "TOKEN_CREATED";
 pub const TOKEN_REVOKED: &str = "TOKEN_REVOKED";
 
 /// The event of a token's change: its id, name and role, never its secret or hash.
+/// The tokens as read from the store, with what the cache knows that a read made a moment
+/// earlier may not: tokens are never deleted, a revocation is never undone, and the latest
+/// use wins.
+fn merged(mut read: HashMap<String, TokenInfo>, cached: &HashMap<String, TokenInfo>) -> HashMap<String, TokenInfo> {
+    for (hash, known) in cached {
+        let token = read.entry(hash.clone()).or_insert_with(|| known.clone());
+        token.revoked_at = token.revoked_at.or(known.revoked_at);
+        token.last_used_at = token.last_used_at.max(known.last_used_at);
+    }
+    read
+}
+
 fn token_event(kind: &str, info: &TokenInfo) -> crate::events::NewEvent {
     crate::events::NewEvent::new(
         kind,
