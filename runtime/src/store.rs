@@ -143,6 +143,8 @@ struct Inner {
     transport: raft::TransportSlot,
     fence: writer::Fence,
     shared: Arc<writer::Shared>,
+    /// Forwarded groups handed to the Raft core, per origin (when this node leads).
+    arrivals: raft::session::Arrivals,
 }
 
 impl std::fmt::Debug for Store {
@@ -252,6 +254,7 @@ impl Store {
                 transport,
                 fence,
                 shared,
+                arrivals: Default::default(),
             }),
         })
     }

@@ -36,7 +36,7 @@ impl Located for RaftService {
 
 impl RaftLocal for RaftService {
     async fn rpc(&self, kind: RpcKind, _within_ms: u64, request: ByteBuf) -> Result<ByteBuf, ApiError> {
-        raft::serve(self.store.raft(), kind, &request)
+        raft::serve(&self.store, kind, &request)
             .await
             .map(ByteBuf::from)
             .map_err(ApiError::from)

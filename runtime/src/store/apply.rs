@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::broadcast;
 
-use super::raft::Applied;
+use super::raft::{session, Applied, Proposal};
 use super::{Batch, Op, StoreError, Table, EVENTS, EVENT_KINDS};
 use crate::events::Event;
 
@@ -152,6 +152,21 @@ impl<'t> Open<'t> {
     /// The transaction, for what the caller writes beside the batches.
     pub fn txn(&self) -> &'t WriteTransaction {
         self.txn
+    }
+
+    /// Applies a log entry's group, when it comes next from its writer (see
+    /// [`session`]); nothing of it when it does not.
+    pub fn apply_proposal(&mut self, proposal: &Proposal) -> Result<Applied, StoreError> {
+        if let Some(origin) = proposal.origin {
+            let mut sessions = self.txn.open_table(session::SESSIONS).map_err(StoreError::db)?;
+            if let Some(held) = session::admit(&mut sessions, origin)? {
+                return Ok(Applied {
+                    out_of_order: Some(held),
+                    ..Applied::default()
+                });
+            }
+        }
+        self.apply_group(&proposal.batches)
     }
 
     /// Applies the batches of one group in order: per batch, the sequence numbers its events

@@ -24,6 +24,7 @@ mod machine;
 pub(super) mod network;
 mod read;
 mod recover;
+pub(super) mod session;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use network::{serve, RpcKind, SendError, Transport, TransportSlot};
 pub use recover::{forget_membership, Forgotten};
+pub use session::{Origin, Session};
 
 use super::apply::Tables;
 use super::{Batch, StoreError};
@@ -56,25 +58,33 @@ pub type Raft = openraft::Raft<Troupe>;
 #[derive(Debug, Clone, Default)]
 pub struct Proposal {
     pub batches: Arc<Vec<Batch>>,
+    /// Which writer sent it, and its place among that writer's groups ([`session`]);
+    /// `None` for an entry of the store's own (the hand-over's).
+    pub origin: Option<Origin>,
 }
 
 impl Proposal {
     pub fn new(batches: Vec<Batch>) -> Self {
         Self {
             batches: Arc::new(batches),
+            origin: None,
         }
     }
 }
 
 impl Serialize for Proposal {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.batches.as_slice().serialize(s)
+        (self.batches.as_slice(), &self.origin).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Proposal {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Vec::<Batch>::deserialize(d).map(Self::new)
+        let (batches, origin) = <(Vec<Batch>, Option<Origin>)>::deserialize(d)?;
+        Ok(Self {
+            batches: Arc::new(batches),
+            origin,
+        })
     }
 }
 
@@ -85,6 +95,10 @@ pub struct Applied {
     /// The batches (by position) that were not applied: a condition of theirs did not hold.
     #[serde(default)]
     pub stale: Vec<u32>,
+    /// Set when none of it was applied because the group before it from the same writer was
+    /// not (the session the state machine holds for that writer).
+    #[serde(default)]
+    pub out_of_order: Option<Session>,
 }
 
 /// Log entries, one per index.

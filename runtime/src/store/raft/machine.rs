@@ -192,7 +192,7 @@ impl RaftStateMachine<Troupe> for Machine {
                 for entry in &entries {
                     match &entry.payload {
                         EntryPayload::Blank => results.push(Applied::default()),
-                        EntryPayload::Normal(proposal) => results.push(open.apply_group(&proposal.batches)?),
+                        EntryPayload::Normal(proposal) => results.push(open.apply_proposal(proposal)?),
                         EntryPayload::Membership(m) => {
                             membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                             results.push(Applied::default());

@@ -17,9 +17,9 @@ use openraft::{AnyError, BasicNode, LogId, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{Applied, NodeId, Proposal, Raft, Troupe};
+use super::{Applied, NodeId, Proposal, Troupe};
 use crate::codec;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Which Raft RPC a request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,7 +230,8 @@ impl RaftNetwork<Troupe> for Client {
 }
 
 /// Answers one encoded Raft request from another member with this node's Raft.
-pub async fn serve(raft: &Raft, kind: RpcKind, request: &[u8]) -> Result<Vec<u8>, StoreError> {
+pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let raft = store.raft();
     match kind {
         RpcKind::Append => {
             let rpc: AppendEntriesRequest<Troupe> = codec::decode(request)?;
@@ -246,13 +247,28 @@ pub async fn serve(raft: &Raft, kind: RpcKind, request: &[u8]) -> Result<Vec<u8>
         }
         RpcKind::Propose => {
             let proposal: Proposal = codec::decode(request)?;
-            let outcome = raft
-                .client_write(proposal)
-                .await
-                .map(|written| (written.log_id, written.data))
-                .map_err(super::refused);
-            codec::encode(&Forwarded::of(outcome))
+            codec::encode(&Forwarded::of(propose(store, proposal).await))
         }
         RpcKind::ReadIndex => super::read::serve_read_index(raft).await,
     }
+}
+
+/// On the leader: hands a follower's group to the Raft core after the one its writer sent
+/// before it (see [`super::session::Arrivals`]), and waits until it is applied.
+async fn propose(store: &Store, proposal: Proposal) -> Result<(LogId<NodeId>, Applied), StoreError> {
+    let origin = proposal.origin;
+    let arrivals = &store.inner.arrivals;
+    if let Some(origin) = origin {
+        arrivals.in_turn(origin).await;
+    }
+    let pending = store.raft().client_write_ff(proposal).await;
+    if let Some(origin) = origin {
+        arrivals.handed(origin);
+    }
+    let written = pending
+        .map_err(|fatal| StoreError::Failed(format!("the replicated log stopped: {fatal}")))?
+        .await
+        .map_err(|_| StoreError::Failed("the replicated log stopped".into()))?
+        .map_err(|e| super::refused(openraft::error::RaftError::APIError(e)))?;
+    Ok((written.log_id, written.data))
 }

@@ -135,11 +135,55 @@ async fn a_reopened_store_keeps_its_raft_id_and_leads_again() {
     assert_eq!(store.get(THINGS, "k").await.unwrap(), Some(vec![1]));
 }
 
-/// Stores of one process that reach each other by name, with links a test can cut.
+/// Stores of one process that reach each other by name, with links a test can cut, and
+/// forwarded groups a test can hold and let go in the order it chooses.
 #[derive(Default)]
 struct Router {
     stores: std::sync::Mutex<std::collections::HashMap<String, Store>>,
     cut: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// While `Some`, the forwarded groups (`RpcKind::Propose`) held on the way.
+    held: std::sync::Mutex<Option<Vec<Parked>>>,
+    /// How many groups were held so far.
+    parked: tokio::sync::watch::Sender<usize>,
+}
+
+type Answer = Result<Vec<u8>, super::network::SendError>;
+
+/// A forwarded group held on the way, and where its answer goes.
+struct Parked {
+    to: String,
+    request: Vec<u8>,
+    answer: tokio::sync::oneshot::Sender<Answer>,
+}
+
+impl Router {
+    /// Holds every forwarded group from now on.
+    fn hold(&self) {
+        *self.held.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// Waits (at most 10 s) until `n` groups were held.
+    async fn parked_at_least(&self, n: usize) {
+        let mut parked = self.parked.subscribe();
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), parked.wait_for(|held| *held >= n))
+            .await
+            .is_ok();
+        assert!(waited, "{} group(s) held, not {n}", *parked.borrow());
+    }
+
+    /// Stops holding; the groups held, in the order they came.
+    fn release(&self) -> Vec<Parked> {
+        self.held.lock().unwrap().take().unwrap_or_default()
+    }
+
+    /// Delivers a held group to its member and passes the answer back.
+    async fn deliver(&self, parked: Parked) {
+        let store = self.stores.lock().unwrap().get(&parked.to).cloned().unwrap();
+        let answer = super::serve(&store, super::RpcKind::Propose, &parked.request)
+            .await
+            .map_err(|e| super::network::SendError::Lost(e.to_string()));
+        let _ = parked.answer.send(answer);
+    }
 }
 
 impl super::Transport for Router {
@@ -150,6 +194,21 @@ impl super::Transport for Router {
         request: Vec<u8>,
         within: std::time::Duration,
     ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, super::network::SendError>> {
+        if kind == super::RpcKind::Propose {
+            if let Some(held) = self.held.lock().unwrap().as_mut() {
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                held.push(Parked {
+                    to: to.to_owned(),
+                    request,
+                    answer,
+                });
+                self.parked.send_modify(|n| *n += 1);
+                return Box::pin(async move {
+                    let lost = || super::network::SendError::Lost("dropped by the test".into());
+                    answered.await.unwrap_or_else(|_| Err(lost()))
+                });
+            }
+        }
         let store = if self.cut.lock().unwrap().contains(to) {
             None
         } else {
@@ -158,8 +217,8 @@ impl super::Transport for Router {
         let to = to.to_owned();
         Box::pin(async move {
             use super::network::SendError;
-            let store = store.ok_or_else(|| SendError::NotSent(format!("{to} is not reachable")))?;
-            tokio::time::timeout(within, super::serve(store.raft(), kind, &request))
+            let store: Store = store.ok_or_else(|| SendError::NotSent(format!("{to} is not reachable")))?;
+            tokio::time::timeout(within, super::serve(&store, kind, &request))
                 .await
                 .map_err(|_| SendError::Lost(format!("{to} did not answer")))?
                 .map_err(|e| SendError::Lost(e.to_string()))
@@ -513,3 +572,5 @@ async fn a_member_cut_off_during_a_revocation_refuses_the_token_once_it_says_it_
     // Revoked already: nothing more to wait for anywhere.
     assert_eq!(on_a.revoke(&info.id).await.unwrap().1, None);
 }
+
+mod flight;

@@ -1,0 +1,322 @@
+//! The groups a writer has in the log at once. A group is sent (proposed here when this node
+//! leads, else forwarded to the leader) as soon as it is taken, while up to [`WINDOW`] - 1
+//! earlier groups still wait for their commit, and groups are answered in the order they
+//! were taken. On a follower a group's round trip to the leader and back is most of a
+//! write's time; with one group at a time, a caller's write waited behind every group
+//! taken before it, its own and others' (a task's `RUNNING` and `SUCCEEDED` records behind
+//! the next task's submission).
+//!
+//! Each group carries its place in this writer's run (see `raft::session`), and the state
+//! machine applies a group only right after the one before it. When a group does not land
+//! (no leader reachable, an unknown outcome) or lands out of order, nothing more is sent
+//! until every group in flight landed; then the groups to send again go first, in order,
+//! in a new run, so the ones still in flight from the old run can never apply after them.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use futures::future::{self, BoxFuture, FutureExt};
+use futures::stream::{FuturesOrdered, StreamExt};
+use openraft::error::RaftError;
+use openraft::raft::ClientWriteResponse;
+
+use super::{answer, committed, Done, Writer};
+use crate::store::raft::network::{forward, NotForwarded};
+use crate::store::raft::{
+    refused, Applied, NodeId, Origin, Proposal, Troupe, COMMIT_WITHIN, FORWARD_WITHIN, LEADER_WITHIN,
+};
+use crate::store::{Batch, StoreError};
+
+/// Groups in flight at once: enough for a follower to send the next group while earlier
+/// ones travel, few enough that groups stay large under load (each is one log entry, one
+/// fsync on every member).
+const WINDOW: usize = 4;
+/// How soon a group that found no reachable leader is sent again.
+const AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How one sending of a group ended.
+pub(super) enum Attempt {
+    /// Committed and applied here (or refused as out of order: `Applied::out_of_order`).
+    Applied(Applied),
+    /// Surely not written: worth sending again once a leader is reachable.
+    Again(StoreError),
+    /// Failed, or not known whether it was written: its callers are told.
+    Failed(StoreError),
+    /// This node's own log stopped.
+    Fatal(String),
+    /// Only flushes: nothing was sent.
+    Flushed,
+}
+
+/// One group taken from the queue.
+pub(super) struct Group {
+    /// `None` for a group of flushes only.
+    batches: Option<std::sync::Arc<Vec<Batch>>>,
+    waiting: Vec<Done>,
+    started: Instant,
+    /// Until when it may wait for a reachable leader.
+    deadline: tokio::time::Instant,
+}
+
+pub(super) struct Flight {
+    node: NodeId,
+    /// This writer's run, and the place of the last group sent in it.
+    epoch: u64,
+    seq: u64,
+    landing: FuturesOrdered<BoxFuture<'static, Attempt>>,
+    /// The groups in flight, in the order they land.
+    groups: VecDeque<Group>,
+    /// Groups to send again, in order, once every group in flight landed.
+    again: Vec<Group>,
+    /// A group did not land, or landed out of order: nothing new is sent until every group
+    /// in flight landed.
+    troubled: bool,
+    /// A group found no reachable leader: the next sending waits a moment for one.
+    leaderless: bool,
+}
+
+impl Flight {
+    pub fn new(node: NodeId) -> Self {
+        // A run later than any earlier run of this node (a clock set back is caught by the
+        // state machine, which then names the run it holds).
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        Self {
+            node,
+            epoch,
+            seq: 0,
+            landing: FuturesOrdered::new(),
+            groups: VecDeque::new(),
+            again: Vec::new(),
+            troubled: false,
+            leaderless: false,
+        }
+    }
+
+    /// Whether a group is in flight.
+    pub fn busy(&self) -> bool {
+        !self.groups.is_empty()
+    }
+
+    /// Whether another group may be taken now.
+    pub fn has_room(&self) -> bool {
+        !self.troubled && self.groups.len() < WINDOW
+    }
+
+    /// The next group to land, in the order they were taken. Only while [`Self::busy`].
+    pub async fn next(&mut self) -> (Group, Attempt) {
+        let attempt = self.landing.next().await.unwrap_or(Attempt::Flushed);
+        let group = self.groups.pop_front().expect("a group in flight for each attempt");
+        (group, attempt)
+    }
+
+    /// Flushes, answered once every group taken before them is.
+    pub fn flush(&mut self, waiting: Vec<Done>) {
+        self.push(
+            Group {
+                batches: None,
+                waiting,
+                started: Instant::now(),
+                deadline: tokio::time::Instant::now(),
+            },
+            future::ready(Attempt::Flushed).boxed(),
+        );
+    }
+
+    /// Sends a group of batches behind those in flight.
+    pub fn send(&mut self, writer: &Writer, batches: Vec<Batch>, waiting: Vec<Done>) {
+        let group = Group {
+            batches: Some(std::sync::Arc::new(batches)),
+            waiting,
+            started: Instant::now(),
+            deadline: tokio::time::Instant::now() + LEADER_WITHIN,
+        };
+        self.launch(writer, group);
+    }
+
+    fn launch(&mut self, writer: &Writer, group: Group) {
+        let Some(batches) = group.batches.clone() else {
+            return self.push(group, future::ready(Attempt::Flushed).boxed());
+        };
+        self.seq += 1;
+        let proposal = Proposal {
+            batches,
+            origin: Some(Origin {
+                node: self.node,
+                epoch: self.epoch,
+                seq: self.seq,
+            }),
+        };
+        self.push(group, writer.launch(proposal));
+    }
+
+    fn push(&mut self, group: Group, attempt: BoxFuture<'static, Attempt>) {
+        self.groups.push_back(group);
+        self.landing.push_back(attempt);
+    }
+
+    /// Answers every group taken and not answered yet: the store failed.
+    pub fn fail(&mut self, reason: &str) {
+        self.landing = FuturesOrdered::new();
+        for group in self.groups.drain(..).chain(self.again.drain(..)) {
+            answer(group.waiting, Err(StoreError::Failed(reason.to_owned())));
+        }
+    }
+}
+
+impl Writer {
+    /// Answers a group that landed, or keeps it to send again; once every group in flight
+    /// landed after a trouble, sends those again in a new run. `Err` when the log stopped.
+    pub(super) async fn land(&self, flight: &mut Flight, (group, attempt): (Group, Attempt)) -> Result<(), String> {
+        match attempt {
+            Attempt::Flushed => answer(group.waiting, Ok(Applied::default())),
+            Attempt::Applied(applied) => match applied.out_of_order {
+                Some(held) => {
+                    tracing::debug!(?held, "a group landed out of order; it is sent again");
+                    // The state machine may hold a later run of this node (a clock set back).
+                    flight.epoch = flight.epoch.max(held.epoch);
+                    flight.troubled = true;
+                    flight.again.push(group);
+                }
+                None => {
+                    committed(group.started);
+                    answer(group.waiting, Ok(applied));
+                }
+            },
+            Attempt::Again(e) if tokio::time::Instant::now() < group.deadline => {
+                tracing::debug!(error = %e, "the write waits for a reachable leader");
+                flight.troubled = true;
+                flight.leaderless = true;
+                flight.again.push(group);
+            }
+            Attempt::Again(e) | Attempt::Failed(e) => {
+                flight.troubled = true;
+                answer(group.waiting, Err(e));
+            }
+            Attempt::Fatal(reason) => {
+                answer(group.waiting, Err(StoreError::Failed(reason.clone())));
+                return Err(reason);
+            }
+        }
+        if flight.troubled && !flight.busy() {
+            self.send_again(flight).await;
+        }
+        Ok(())
+    }
+
+    /// Sends the groups kept after a trouble again, in order, as a new run.
+    async fn send_again(&self, flight: &mut Flight) {
+        flight.troubled = false;
+        flight.epoch += 1;
+        flight.seq = 0;
+        if std::mem::take(&mut flight.leaderless) {
+            tokio::time::sleep(AGAIN_AFTER).await;
+            let until = flight.again.iter().map(|g| g.deadline).min();
+            let within = until.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+            // Each borrow of the metrics ends with its statement: one held across an await
+            // would stop the Raft core, which publishes them.
+            let _ = self
+                .raft
+                .wait(within)
+                .metrics(|m| m.current_leader.is_some(), "a leader is known")
+                .await;
+        }
+        for group in std::mem::take(&mut flight.again) {
+            flight.launch(self, group);
+        }
+    }
+
+    /// Lands every group in flight (and those sent again), so none is left in the log's
+    /// hands.
+    pub(super) async fn settle(&self, flight: &mut Flight) -> Result<(), String> {
+        while flight.busy() {
+            let landed = flight.next().await;
+            self.land(flight, landed).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one group: proposed here when this node leads, else forwarded to the leader.
+    /// A proposal reaches the Raft core (or leaves for the leader) in the order of these
+    /// calls; the returned future says how it landed.
+    fn launch(&self, proposal: Proposal) -> BoxFuture<'static, Attempt> {
+        let (me, leader, name) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let name = m
+                .current_leader
+                .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+            (m.id, m.current_leader, name)
+        };
+        match (leader, name) {
+            (Some(leader), _) if leader == me => self.propose(proposal),
+            (Some(_), Some(name)) => self.forward_to(name, proposal),
+            _ => future::ready(Attempt::Again(StoreError::NotLeader { leader: None })).boxed(),
+        }
+    }
+
+    /// Hands the proposal to this node's Raft core at once (its queue keeps the order).
+    fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Attempt> {
+        let stopped = |why: String| future::ready(Attempt::Fatal(format!("the replicated log stopped{why}"))).boxed();
+        let pending = match self.raft.client_write_ff(proposal).now_or_never() {
+            Some(Ok(pending)) => pending,
+            Some(Err(fatal)) => return stopped(format!(": {fatal}")),
+            None => return stopped(String::new()),
+        };
+        async move {
+            // A leader cut off from its majority does not know it yet and would wait for ever.
+            let written: Result<ClientWriteResponse<Troupe>, _> = match tokio::time::timeout(COMMIT_WITHIN, pending).await
+            {
+                Ok(Ok(written)) => written,
+                Ok(Err(_)) => return Attempt::Fatal("the replicated log stopped".into()),
+                Err(_) => {
+                    return Attempt::Failed(StoreError::Unavailable(format!(
+                        "no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}; it may still be applied"
+                    )))
+                }
+            };
+            match written.map_err(|e| refused(RaftError::APIError(e))) {
+                Ok(written) => Attempt::Applied(written.data),
+                // It stopped leading since: sent again, to the new leader.
+                Err(e @ StoreError::NotLeader { .. }) => Attempt::Again(e),
+                Err(e) => Attempt::Failed(e),
+            }
+        }
+        .boxed()
+    }
+
+    /// Forwards the proposal to the leader named `name`, and waits until the entry is applied
+    /// here too (so a caller reads its own write on this node).
+    fn forward_to(&self, name: String, proposal: Proposal) -> BoxFuture<'static, Attempt> {
+        let (transport, raft) = (self.transport.clone(), self.raft.clone());
+        async move {
+            let landed = tokio::time::timeout(FORWARD_WITHIN, async {
+                let (id, applied) = forward(&transport, &name, &proposal, FORWARD_WITHIN).await?;
+                if applied.out_of_order.is_none() {
+                    raft.wait(Some(FORWARD_WITHIN))
+                        .applied_index_at_least(Some(id.index), "a forwarded write is applied here")
+                        .await
+                        .map_err(|e| {
+                            NotForwarded::Failed(StoreError::Unavailable(format!(
+                                "the write was made on {name} but is not yet applied here: {e}"
+                            )))
+                        })?;
+                }
+                Ok(applied)
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(NotForwarded::Failed(StoreError::Unavailable(format!(
+                    "the leader {name} did not answer within {FORWARD_WITHIN:?}; the write may still be applied"
+                ))))
+            });
+            match landed {
+                Ok(applied) => Attempt::Applied(applied),
+                Err(NotForwarded::Again(e)) => Attempt::Again(e),
+                Err(NotForwarded::Failed(e)) => Attempt::Failed(e),
+            }
+        }
+        .boxed()
+    }
+}
