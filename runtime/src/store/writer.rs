@@ -156,7 +156,12 @@ impl Writer {
     /// Checks a group's batches and sends it on its way: straight to the tables when this
     /// node is the cluster alone, else into the log, behind the groups in flight.
     async fn take(&mut self, flight: &mut Flight, group: Vec<Request>) -> Result<(), String> {
-        let Some(Checked { batches, waiting, delay }) = self.check(group)? else {
+        let Some(Checked {
+            batches,
+            waiting,
+            delay,
+        }) = self.check(group)?
+        else {
             return Ok(());
         };
         if batches.iter().all(Batch::is_empty) {
@@ -286,4 +291,3 @@ fn answer(waiting: Vec<Done>, outcome: Result<Applied, StoreError>) {
         }
     }
 }
-

@@ -163,7 +163,13 @@ mod tests {
         let started = tokio::time::Instant::now();
         arrivals.in_turn(at(2, 1)).await;
         arrivals.in_turn(at(1, 3)).await;
-        arrivals.in_turn(Origin { node: 8, epoch: 1, seq: 40 }).await;
+        arrivals
+            .in_turn(Origin {
+                node: 8,
+                epoch: 1,
+                seq: 40,
+            })
+            .await;
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }

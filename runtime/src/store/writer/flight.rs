@@ -266,15 +266,14 @@ impl Writer {
         };
         async move {
             // A leader cut off from its majority does not know it yet and would wait for ever.
-            let written: Result<ClientWriteResponse<Troupe>, _> = match tokio::time::timeout(COMMIT_WITHIN, pending).await
+            let written: Result<ClientWriteResponse<Troupe>, _> = match tokio::time::timeout(COMMIT_WITHIN, pending)
+                .await
             {
                 Ok(Ok(written)) => written,
                 Ok(Err(_)) => return Attempt::Fatal("the replicated log stopped".into()),
-                Err(_) => {
-                    return Attempt::Failed(StoreError::Unavailable(format!(
-                        "no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}; it may still be applied"
-                    )))
-                }
+                Err(_) => return Attempt::Failed(StoreError::Unavailable(format!(
+                    "no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}; it may still be applied"
+                ))),
             };
             match written.map_err(|e| refused(RaftError::APIError(e))) {
                 Ok(written) => Attempt::Applied(written.data),

@@ -49,9 +49,9 @@ async fn a_group_lost_on_the_way_applies_before_the_groups_sent_behind_it() {
     let mut parked = router.release().into_iter();
     let (lost, behind) = (parked.next().unwrap(), parked.next().unwrap());
     // The link drops the first group (it never left b); the second reaches the leader.
-    let _ = lost
-        .answer
-        .send(Err(super::super::network::SendError::NotSent("dropped on the way".into())));
+    let _ = lost.answer.send(Err(super::super::network::SendError::NotSent(
+        "dropped on the way".into(),
+    )));
     router.deliver(behind).await;
     // The leader refused the second (the first was missing); b sent both again, in order.
     assert_eq!(first.durable().await.unwrap(), vec![1]);
