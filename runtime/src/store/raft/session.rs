@@ -92,10 +92,12 @@ impl Arrivals {
         let deadline = tokio::time::Instant::now() + IN_TURN_WITHIN;
         loop {
             let moved = self.moved.notified();
-            let waiting = {
-                let handed = self.handed.lock().unwrap_or_else(|p| p.into_inner());
-                matches!(handed.get(&origin.node), Some(h) if h.epoch == origin.epoch && h.seq + 1 < origin.seq)
-            };
+            let waiting = origin.seq > 1
+                && {
+                    let handed = self.handed.lock().unwrap_or_else(|p| p.into_inner());
+                    // A group of a run older than the last one handed goes at once (to be refused).
+                    !matches!(handed.get(&origin.node), Some(h) if h.epoch > origin.epoch || (h.epoch == origin.epoch && h.seq + 1 >= origin.seq))
+                };
             if !waiting || tokio::time::timeout_at(deadline, moved).await.is_err() {
                 return;
             }
@@ -158,11 +160,16 @@ mod tests {
         let started = tokio::time::Instant::now();
         arrivals.in_turn(at(1, 5)).await;
         assert_eq!(started.elapsed(), IN_TURN_WITHIN);
-        // The first group of a run, the next one, or one of a node not heard from yet (this
-        // node just began to lead) goes at once.
+        // The first group of a run, or the next one, goes at once.
         let started = tokio::time::Instant::now();
         arrivals.in_turn(at(2, 1)).await;
         arrivals.in_turn(at(1, 3)).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // A later group of a run this node has not seen yet (it just began to lead, or the
+        // run's first group is still on its way) waits for the one before it, briefly.
+        arrivals.handed(at(2, 1));
+        let started = tokio::time::Instant::now();
+        arrivals.in_turn(at(3, 2)).await;
         arrivals
             .in_turn(Origin {
                 node: 8,
@@ -170,6 +177,9 @@ mod tests {
                 seq: 40,
             })
             .await;
-        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(started.elapsed(), 2 * IN_TURN_WITHIN);
+        // A group of an older run goes at once: the state machine refuses it.
+        arrivals.in_turn(at(1, 9)).await;
+        assert_eq!(started.elapsed(), 2 * IN_TURN_WITHIN);
     }
 }

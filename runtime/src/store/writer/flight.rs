@@ -28,9 +28,15 @@ use crate::store::raft::{
 use crate::store::{Batch, StoreError};
 
 /// Groups in flight at once: enough for a follower to send the next group while earlier
-/// ones travel, few enough that groups stay large under load (each is one log entry, one
-/// fsync on every member).
+/// ones travel (a lone client's next write does not wait behind its task's records).
 const WINDOW: usize = 4;
+/// A further group goes only while fewer batches than this are in flight. Under load one
+/// group in flight already carries many batches, and the next one waits and grows: each
+/// group is one log entry, one fsync on every member, and openraft 0.9 appends and sends
+/// entries one after another, so more, smaller groups would only cost more (64 clients
+/// through a follower, in one session: 2,732–2,802 submits/s with one group at a time,
+/// 2,026–2,305 with four whatever their size; BENCHMARKS.md).
+const FEW_BATCHES: usize = 16;
 /// How soon a group that found no reachable leader is sent again.
 const AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -68,6 +74,8 @@ pub(super) struct Flight {
     groups: VecDeque<Group>,
     /// Groups to send again, in order, once every group in flight landed.
     again: Vec<Group>,
+    /// The batches of the groups in flight.
+    batches: usize,
     /// A group did not land, or landed out of order: nothing new is sent until every group
     /// in flight landed.
     troubled: bool,
@@ -89,6 +97,7 @@ impl Flight {
             landing: FuturesOrdered::new(),
             groups: VecDeque::new(),
             again: Vec::new(),
+            batches: 0,
             troubled: false,
             leaderless: false,
         }
@@ -101,13 +110,14 @@ impl Flight {
 
     /// Whether another group may be taken now.
     pub fn has_room(&self) -> bool {
-        !self.troubled && self.groups.len() < WINDOW
+        !self.troubled && (self.groups.is_empty() || (self.groups.len() < WINDOW && self.batches < FEW_BATCHES))
     }
 
     /// The next group to land, in the order they were taken. Only while [`Self::busy`].
     pub async fn next(&mut self) -> (Group, Attempt) {
         let attempt = self.landing.next().await.unwrap_or(Attempt::Flushed);
         let group = self.groups.pop_front().expect("a group in flight for each attempt");
+        self.batches -= group.waiting.len();
         (group, attempt)
     }
 
@@ -152,6 +162,7 @@ impl Flight {
     }
 
     fn push(&mut self, group: Group, attempt: BoxFuture<'static, Attempt>) {
+        self.batches += group.waiting.len();
         self.groups.push_back(group);
         self.landing.push_back(attempt);
     }
@@ -159,6 +170,7 @@ impl Flight {
     /// Answers every group taken and not answered yet: the store failed.
     pub fn fail(&mut self, reason: &str) {
         self.landing = FuturesOrdered::new();
+        self.batches = 0;
         for group in self.groups.drain(..).chain(self.again.drain(..)) {
             answer(group.waiting, Err(StoreError::Failed(reason.to_owned())));
         }
@@ -266,15 +278,16 @@ impl Writer {
         };
         async move {
             // A leader cut off from its majority does not know it yet and would wait for ever.
-            let written: Result<ClientWriteResponse<Troupe>, _> = match tokio::time::timeout(COMMIT_WITHIN, pending)
-                .await
-            {
-                Ok(Ok(written)) => written,
-                Ok(Err(_)) => return Attempt::Fatal("the replicated log stopped".into()),
-                Err(_) => return Attempt::Failed(StoreError::Unavailable(format!(
+            let written: Result<ClientWriteResponse<Troupe>, _> =
+                match tokio::time::timeout(COMMIT_WITHIN, pending).await {
+                    Ok(Ok(written)) => written,
+                    Ok(Err(_)) => return Attempt::Fatal("the replicated log stopped".into()),
+                    Err(_) => {
+                        return Attempt::Failed(StoreError::Unavailable(format!(
                     "no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}; it may still be applied"
-                ))),
-            };
+                )))
+                    }
+                };
             match written.map_err(|e| refused(RaftError::APIError(e))) {
                 Ok(written) => Attempt::Applied(written.data),
                 // It stopped leading since: sent again, to the new leader.
@@ -317,5 +330,42 @@ impl Writer {
             }
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(batches: usize) -> Group {
+        Group {
+            batches: None,
+            waiting: (0..batches).map(|_| Done::OnFailure(Box::new(|_| {}))).collect(),
+            started: Instant::now(),
+            deadline: tokio::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_further_group_goes_while_few_batches_are_in_flight_and_never_past_the_window() {
+        let mut flight = Flight::new(1);
+        assert!(flight.has_room());
+        flight.push(group(1), future::pending().boxed());
+        assert!(flight.has_room(), "a lone client's next write goes at once");
+        flight.push(group(FEW_BATCHES), future::pending().boxed());
+        assert!(!flight.has_room(), "under load the next group waits, and grows");
+        let mut flight = Flight::new(1);
+        for _ in 0..WINDOW {
+            assert!(flight.has_room());
+            flight.push(group(1), future::pending().boxed());
+        }
+        assert!(!flight.has_room());
+        flight.troubled = true;
+        flight.groups.clear();
+        flight.batches = 0;
+        assert!(
+            !flight.has_room(),
+            "after a trouble nothing new goes until the kept groups are sent again"
+        );
     }
 }
