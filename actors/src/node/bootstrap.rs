@@ -230,6 +230,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             requeueing: Default::default(),
         },
         turns: Default::default(),
+        absent: Default::default(),
     };
     let swarms = Swarms {
         ctx: ctx.clone(),
