@@ -22,6 +22,7 @@ mod elect;
 mod log;
 mod machine;
 pub(super) mod network;
+mod proposal;
 mod read;
 mod recover;
 pub(super) mod session;
@@ -36,6 +37,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 pub use network::{serve, RpcKind, SendError, Transport, TransportSlot};
+pub use proposal::Proposal;
 pub use recover::{forget_membership, Forgotten};
 pub use session::{Origin, Session};
 
@@ -52,41 +54,6 @@ openraft::declare_raft_types!(
 
 pub type NodeId = u64;
 pub type Raft = openraft::Raft<Troupe>;
-
-/// One log entry: the batches of one group commit, applied in order. Shared, so the log
-/// keeps the entries it just appended for their application without copying them.
-#[derive(Debug, Clone, Default)]
-pub struct Proposal {
-    pub batches: Arc<Vec<Batch>>,
-    /// Which writer sent it, and its place among that writer's groups ([`session`]);
-    /// `None` for an entry of the store's own (the hand-over's).
-    pub origin: Option<Origin>,
-}
-
-impl Proposal {
-    pub fn new(batches: Vec<Batch>) -> Self {
-        Self {
-            batches: Arc::new(batches),
-            origin: None,
-        }
-    }
-}
-
-impl Serialize for Proposal {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (self.batches.as_slice(), &self.origin).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Proposal {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (batches, origin) = <(Vec<Batch>, Option<Origin>)>::deserialize(d)?;
-        Ok(Self {
-            batches: Arc::new(batches),
-            origin,
-        })
-    }
-}
 
 /// What applying a [`Proposal`] gave: per batch, the sequence numbers of its events.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
