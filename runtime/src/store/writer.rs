@@ -43,11 +43,6 @@ pub(super) enum Done {
 }
 
 impl Done {
-    /// Whether a caller waits for this batch's answer.
-    fn awaited(&self) -> bool {
-        matches!(self, Done::Reply(_))
-    }
-
     pub(super) fn send(self, outcome: Result<Vec<u64>, StoreError>) {
         match (self, outcome) {
             (Done::Reply(tx), outcome) => {
@@ -132,7 +127,6 @@ impl Writer {
                     if let Err(reason) = self.land(&mut flight, landed).await {
                         break Err(reason);
                     }
-                    flight.send_held(self);
                 }
                 first = self.rx.recv(), if flight.has_room() => {
                     let Some(first) = first else { break Ok(()) };
@@ -162,17 +156,11 @@ impl Writer {
     /// Checks a group's batches and sends it on its way: straight to the tables when this
     /// node is the cluster alone, else into the log, behind the groups in flight.
     async fn take(&mut self, flight: &mut Flight, group: Vec<Request>) -> Result<(), String> {
-        let Some(checked) = self.check(group)? else {
-            return Ok(());
-        };
-        // Records nobody waits for (a task's `RUNNING`, its result) wait while a group is in
-        // flight, and go with the next group somebody waits for, or once none is in flight:
-        // one entry instead of one each.
         let Some(Checked {
             batches,
             waiting,
             delay,
-        }) = flight.hold_unawaited(checked)
+        }) = self.check(group)?
         else {
             return Ok(());
         };
@@ -271,7 +259,6 @@ impl Writer {
 }
 
 /// A group's batches that passed the checks, and who waits for each.
-#[derive(Default)]
 struct Checked {
     batches: Vec<Batch>,
     waiting: Vec<Done>,

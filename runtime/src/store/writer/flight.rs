@@ -20,7 +20,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use openraft::error::RaftError;
 use openraft::raft::ClientWriteResponse;
 
-use super::{answer, committed, Checked, Done, Writer, MAX_GROUP};
+use super::{answer, committed, Done, Writer};
 use crate::store::raft::network::{forward, NotForwarded};
 use crate::store::raft::{
     refused, Applied, NodeId, Origin, Proposal, Troupe, COMMIT_WITHIN, FORWARD_WITHIN, LEADER_WITHIN,
@@ -76,8 +76,6 @@ pub(super) struct Flight {
     again: Vec<Group>,
     /// The batches of the groups in flight.
     batches: usize,
-    /// Batches nobody waits for, held while a group is in flight (see [`Flight::hold_unawaited`]).
-    held: Checked,
     /// A group did not land, or landed out of order: nothing new is sent until every group
     /// in flight landed.
     troubled: bool,
@@ -100,7 +98,6 @@ impl Flight {
             groups: VecDeque::new(),
             again: Vec::new(),
             batches: 0,
-            held: Checked::default(),
             troubled: false,
             leaderless: false,
         }
@@ -170,34 +167,6 @@ impl Flight {
         self.landing.push_back(attempt);
     }
 
-    /// Holds `checked` while a group is in flight when nobody waits for any of its batches
-    /// (`None`: held); else the group to send: the batches held so far, then its own.
-    pub fn hold_unawaited(&mut self, mut checked: Checked) -> Option<Checked> {
-        let unawaited = !checked.waiting.iter().any(Done::awaited);
-        if unawaited && self.busy() && self.held.waiting.len() + checked.waiting.len() <= MAX_GROUP {
-            self.held.batches.append(&mut checked.batches);
-            self.held.waiting.append(&mut checked.waiting);
-            self.held.delay = self.held.delay.max(checked.delay);
-            return None;
-        }
-        if self.held.waiting.is_empty() {
-            return Some(checked);
-        }
-        let mut group = std::mem::take(&mut self.held);
-        group.batches.append(&mut checked.batches);
-        group.waiting.append(&mut checked.waiting);
-        group.delay = group.delay.max(checked.delay);
-        Some(group)
-    }
-
-    /// Sends the batches held, once no group is in flight.
-    pub fn send_held(&mut self, writer: &Writer) {
-        if !self.busy() && !self.held.waiting.is_empty() {
-            let Checked { batches, waiting, .. } = std::mem::take(&mut self.held);
-            self.send(writer, batches, waiting);
-        }
-    }
-
     /// Answers every group taken and not answered yet: the store failed.
     pub fn fail(&mut self, reason: &str) {
         self.landing = FuturesOrdered::new();
@@ -205,10 +174,6 @@ impl Flight {
         for group in self.groups.drain(..).chain(self.again.drain(..)) {
             answer(group.waiting, Err(StoreError::Failed(reason.to_owned())));
         }
-        answer(
-            std::mem::take(&mut self.held.waiting),
-            Err(StoreError::Failed(reason.to_owned())),
-        );
     }
 }
 
@@ -280,7 +245,6 @@ impl Writer {
         while flight.busy() {
             let landed = flight.next().await;
             self.land(flight, landed).await?;
-            flight.send_held(self);
         }
         Ok(())
     }
@@ -380,51 +344,6 @@ mod tests {
             started: Instant::now(),
             deadline: tokio::time::Instant::now(),
         }
-    }
-
-    fn checked(kinds: &[&str], awaited: bool) -> Checked {
-        Checked {
-            batches: kinds
-                .iter()
-                .map(|k| Batch::new().event(crate::events::NewEvent::new(*k, None, serde_json::Value::Null)))
-                .collect(),
-            waiting: kinds
-                .iter()
-                .map(|_| match awaited {
-                    true => Done::Reply(tokio::sync::oneshot::channel().0),
-                    false => Done::OnFailure(Box::new(|_| {})),
-                })
-                .collect(),
-            delay: None,
-        }
-    }
-
-    fn kinds(group: &Checked) -> Vec<String> {
-        group
-            .batches
-            .iter()
-            .flat_map(|b| b.ops())
-            .filter_map(|op| match op {
-                crate::store::Op::Event(e) => Some(e.kind.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn records_nobody_waits_for_wait_while_a_group_is_in_flight_and_go_first_with_the_next() {
-        let mut flight = Flight::new(1);
-        // Nothing in flight: they go at once.
-        let now = flight.hold_unawaited(checked(&["RUNNING"], false)).unwrap();
-        assert_eq!(kinds(&now), ["RUNNING"]);
-        flight.push(group(1), future::pending().boxed());
-        assert!(flight.hold_unawaited(checked(&["SUCCEEDED"], false)).is_none());
-        assert!(flight.hold_unawaited(checked(&["RUNNING_2"], false)).is_none());
-        // A batch somebody waits for goes now, behind the ones held, in order.
-        let next = flight.hold_unawaited(checked(&["QUEUED"], true)).unwrap();
-        assert_eq!(kinds(&next), ["SUCCEEDED", "RUNNING_2", "QUEUED"]);
-        assert_eq!(next.waiting.len(), 3);
-        assert!(flight.held.waiting.is_empty());
     }
 
     #[test]
