@@ -74,8 +74,6 @@ pub(super) struct Flight {
     groups: VecDeque<Group>,
     /// Groups to send again, in order, once every group in flight landed.
     again: Vec<Group>,
-    /// The batches of the groups in flight.
-    batches: usize,
     /// A group did not land, or landed out of order: nothing new is sent until every group
     /// in flight landed.
     troubled: bool,
@@ -97,7 +95,6 @@ impl Flight {
             landing: FuturesOrdered::new(),
             groups: VecDeque::new(),
             again: Vec::new(),
-            batches: 0,
             troubled: false,
             leaderless: false,
         }
@@ -110,14 +107,14 @@ impl Flight {
 
     /// Whether another group may be taken now.
     pub fn has_room(&self) -> bool {
-        !self.troubled && (self.groups.is_empty() || (self.groups.len() < WINDOW && self.batches < FEW_BATCHES))
+        let batches: usize = self.groups.iter().map(|g| g.waiting.len()).sum();
+        !self.troubled && (self.groups.is_empty() || (self.groups.len() < WINDOW && batches < FEW_BATCHES))
     }
 
     /// The next group to land, in the order they were taken. Only while [`Self::busy`].
     pub async fn next(&mut self) -> (Group, Attempt) {
         let attempt = self.landing.next().await.unwrap_or(Attempt::Flushed);
         let group = self.groups.pop_front().expect("a group in flight for each attempt");
-        self.batches -= group.waiting.len();
         (group, attempt)
     }
 
@@ -162,7 +159,6 @@ impl Flight {
     }
 
     fn push(&mut self, group: Group, attempt: BoxFuture<'static, Attempt>) {
-        self.batches += group.waiting.len();
         self.groups.push_back(group);
         self.landing.push_back(attempt);
     }
@@ -170,7 +166,6 @@ impl Flight {
     /// Answers every group taken and not answered yet: the store failed.
     pub fn fail(&mut self, reason: &str) {
         self.landing = FuturesOrdered::new();
-        self.batches = 0;
         for group in self.groups.drain(..).chain(self.again.drain(..)) {
             answer(group.waiting, Err(StoreError::Failed(reason.to_owned())));
         }
@@ -362,7 +357,6 @@ mod tests {
         assert!(!flight.has_room());
         flight.troubled = true;
         flight.groups.clear();
-        flight.batches = 0;
         assert!(
             !flight.has_room(),
             "after a trouble nothing new goes until the kept groups are sent again"
