@@ -323,8 +323,8 @@ pub(crate) async fn keep_lease(
             continue;
         }
         if !running && cluster.leases.held() && ready(&store, &me, cluster.leases.grantor_applied()).await {
-            if let Err(e) = fence_writes(&store, &me).await {
-                tracing::error!(error = %e, "could not read this node's fencing epoch");
+            if let Err(e) = take_up(&store, &cluster, &me).await {
+                tracing::error!(error = %e, "could not read this node's fencing epoch or the directory");
                 continue;
             }
             tracing::info!(node = %me, "this node holds its lease: starting its work");
@@ -357,6 +357,16 @@ async fn runs_here(store: &Store, me: &str) -> bool {
         Ok(record) => record.is_none_or(|r| matches!(r.state, MemberState::Up | MemberState::Suspect)),
         Err(_) => false,
     }
+}
+
+/// Readies a node that is about to run its work again: its later writes carry its current
+/// fencing epoch, and it routes by the directory it has applied. The moves made while it was
+/// away reached its store, but the directory in memory follows them through the event log
+/// (see [`follow_moves`]), which may not have caught up: until then a request for an agent
+/// that moved away would still be answered here, by the copy this node stopped.
+async fn take_up(store: &Store, cluster: &Cluster, me: &str) -> Result<(), StoreError> {
+    fence_writes(store, me).await?;
+    cluster.directory().reload(store).await
 }
 
 /// Makes every later write of this node carry its current fencing epoch.
