@@ -182,12 +182,11 @@ impl Store {
     /// Opens (or creates) the database at `path` (readable by its owner only) and starts its
     /// writer thread.
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
-        let db = match Database::create(path) {
-            Ok(db) => Arc::new(db),
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
-            Err(e) => return Err(StoreError::db(e)),
-        };
-        restrict(path)?;
+        let db = create(path)?;
+        // The Raft log in a file of its own: an append then writes only the log's pages, not
+        // the tables' pages every apply left dirty (see `raft::log`).
+        let log_db = create(&raft::log_path(path))?;
+        raft::log::adopt(&db, &log_db)?;
         let txn = db.begin_write().map_err(StoreError::db)?;
         txn.open_table(EVENTS).map_err(StoreError::db)?;
         txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
@@ -209,7 +208,7 @@ impl Store {
                     .enable_all()
                     .build()
                     .map_err(StoreError::db)?;
-                let raft = rt.block_on(raft::start(tables, &options.identity, transport))?;
+                let raft = rt.block_on(raft::start(tables, log_db, &options.identity, transport))?;
                 Ok((rt, raft))
             }
         };
@@ -470,6 +469,17 @@ impl Store {
 
 /// How long a read waits for this node to apply a cursor another member handed out.
 const CURSOR_CATCH_UP: Duration = Duration::from_secs(3);
+
+/// Opens (or creates) the database file at `path`, readable by its owner only.
+fn create(path: &Path) -> Result<Arc<Database>, StoreError> {
+    let db = match Database::create(path) {
+        Ok(db) => Arc::new(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
+        Err(e) => return Err(StoreError::db(e)),
+    };
+    restrict(path)?;
+    Ok(db)
+}
 
 /// The database file holds every secret's hash and every payload: its owner only.
 fn restrict(path: &Path) -> Result<(), StoreError> {

@@ -63,6 +63,13 @@ impl Tables {
         Ok(out)
     }
 
+    /// Makes every commit so far durable (those made with `Durability::None` included).
+    pub fn persist(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(StoreError::db)?;
+        txn.set_durability(Durability::Immediate).map_err(StoreError::db)?;
+        txn.commit().map_err(StoreError::db)
+    }
+
     /// Replaces the tables with what `install` writes (a snapshot), and reads the event
     /// log's bounds again.
     pub fn replace(&self, install: impl FnOnce(&Database) -> Result<(), StoreError>) -> Result<(), StoreError> {

@@ -19,7 +19,7 @@
 //! node's clock do not pause the log.
 
 mod elect;
-mod log;
+pub(super) mod log;
 mod machine;
 pub(super) mod network;
 mod proposal;
@@ -66,6 +66,11 @@ pub struct Applied {
     /// not (the session the state machine holds for that writer).
     #[serde(default)]
     pub out_of_order: Option<Session>,
+}
+
+/// Where the Raft log of the store at `path` is kept: a file of its own beside the tables.
+pub fn log_path(path: &std::path::Path) -> std::path::PathBuf {
+    path.with_extension("log.redb")
 }
 
 /// Log entries, one per index.
@@ -468,11 +473,12 @@ fn config(timing: &Timing) -> Result<Config, StoreError> {
 /// cluster of its own; a store that was one already leads again at once.
 pub(super) async fn start(
     tables: Arc<Tables>,
+    log_db: Arc<Database>,
     identity: &Identity,
     transport: TransportSlot,
 ) -> Result<Raft, StoreError> {
-    let id = log::node_id(&tables.db)?;
-    let logs = log::LogStore::new(tables.db.clone());
+    let id = log::node_id(&log_db)?;
+    let logs = log::LogStore::new(log_db, tables.clone());
     let machine = machine::Machine::new(tables);
     let raft = Raft::new(
         id,

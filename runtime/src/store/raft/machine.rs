@@ -1,8 +1,10 @@
 //! The state machine: the store's own tables. Applying an entry writes its batches and
 //! numbers their events in one transaction with the applied log id, then fans the events
 //! out to this node's subscribers. That commit needs no fsync of its own: the entry is on
-//! disk in the log already, the next log append makes it durable, and after a crash the
-//! entries past the durable applied id are applied again, alike.
+//! disk in the log already (a file of its own), and after a crash the entries past the
+//! durable applied id are applied again, alike. Every [`DURABLE_EVERY`] entries an apply is
+//! made durable, which bounds what a start applies again and lets the file reuse the pages
+//! freed since; the log is purged only behind a durable apply (see `log`).
 //!
 //! A snapshot is a copy of every replicated table (the log's own tables aside), for a node
 //! that joins or fell behind the purged log. It is held in memory until the next one.
@@ -25,6 +27,8 @@ use crate::store::apply::Tables;
 use crate::store::{StoreError, EVENTS, EVENT_KINDS};
 
 const APPLIED: &str = "applied";
+/// Entries applied between two durable applies.
+const DURABLE_EVERY: u64 = 1024;
 pub(super) const MEMBERSHIP: &str = "membership";
 
 type Meta = SnapshotMeta<NodeId, BasicNode>;
@@ -42,6 +46,8 @@ struct Held {
 pub(super) struct Machine {
     tables: Arc<Tables>,
     held: Arc<Mutex<Option<Held>>>,
+    /// Entries applied since the last durable apply.
+    undurable: u64,
 }
 
 impl Machine {
@@ -49,6 +55,7 @@ impl Machine {
         Self {
             tables,
             held: Arc::default(),
+            undurable: 0,
         }
     }
 }
@@ -184,9 +191,17 @@ impl RaftStateMachine<Troupe> for Machine {
             return Ok(Vec::new());
         }
         let tables = self.tables.clone();
+        self.undurable += entries.len() as u64;
+        // No fsync of its own but now and then: the entries are durable in the log already.
+        let durability = match self.undurable >= DURABLE_EVERY {
+            true => {
+                self.undurable = 0;
+                redb::Durability::Immediate
+            }
+            false => redb::Durability::None,
+        };
         blocking(move || {
-            // No fsync of its own: the entries are durable in the log already.
-            tables.write(redb::Durability::None, |open| {
+            tables.write(durability, |open| {
                 let mut results = Vec::with_capacity(entries.len());
                 let mut membership = None;
                 for entry in &entries {

@@ -21,12 +21,20 @@ pub struct Forgotten {
 /// alone, from that state. The other members must not come back with their old data dirs:
 /// they join the recovered node afresh.
 pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError> {
-    let db = match Database::open(path) {
-        Ok(db) => db,
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
-        Err(e) => return Err(StoreError::db(e)),
+    let open = |path: &std::path::Path| match Database::open(path) {
+        Ok(db) => Ok(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked),
+        Err(e) => Err(StoreError::db(e)),
     };
-    let id: NodeId = read_state(&db, RAFT_STATE, log::ID)?
+    let db = open(path)?;
+    let log_path = super::log_path(path);
+    let logs = match log_path.exists() {
+        true => open(&log_path)?,
+        // Kept in the tables' file by an earlier build: moved to a file of its own first.
+        false => Database::create(&log_path).map_err(StoreError::db)?,
+    };
+    log::adopt(&db, &logs)?;
+    let id: NodeId = read_state(&logs, RAFT_STATE, log::ID)?
         .ok_or_else(|| StoreError::Rejected(format!("{} holds no replicated log", path.display())))?;
     let membership: Option<openraft::StoredMembership<NodeId, BasicNode>> =
         read_state(&db, RAFT_APPLIED, machine::MEMBERSHIP)?;
@@ -38,15 +46,19 @@ pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError
         .find(|(member, _)| *member == id)
         .map(|(_, name)| name.clone())
         .ok_or_else(|| StoreError::Rejected("this node is not a member of the log it holds".into()))?;
-    let txn = db.begin_write().map_err(StoreError::db)?;
+    // The log first, then what the tables applied: a crash between the two leaves the
+    // membership readable, and this runs again alike.
+    let txn = logs.begin_write().map_err(StoreError::db)?;
     {
         txn.delete_table(RAFT_LOG).map_err(StoreError::db)?;
         let mut state = txn.open_table(RAFT_STATE).map_err(StoreError::db)?;
         for key in [log::VOTE, log::COMMITTED, log::PURGED] {
             state.remove(key).map_err(StoreError::db)?;
         }
-        txn.delete_table(RAFT_APPLIED).map_err(StoreError::db)?;
     }
+    txn.commit().map_err(StoreError::db)?;
+    let txn = db.begin_write().map_err(StoreError::db)?;
+    txn.delete_table(RAFT_APPLIED).map_err(StoreError::db)?;
     txn.commit().map_err(StoreError::db)?;
     Ok(Forgotten {
         name,

@@ -20,8 +20,9 @@ impl StoreBuilder<Troupe, LogStore, Machine, tempfile::TempDir> for Builder {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(redb::Database::create(dir.path().join("db")).unwrap());
         let (live, _) = tokio::sync::broadcast::channel(16);
-        let machine = Machine::new(Arc::new(Tables::open(db.clone(), live, 0).unwrap()));
-        Ok((dir, LogStore::new(db), machine))
+        let log = Arc::new(redb::Database::create(dir.path().join("db.log.redb")).unwrap());
+        let tables = Arc::new(Tables::open(db, live, 0).unwrap());
+        Ok((dir, LogStore::new(log, tables.clone()), Machine::new(tables)))
     }
 }
 
@@ -29,6 +30,57 @@ impl StoreBuilder<Troupe, LogStore, Machine, tempfile::TempDir> for Builder {
 #[test]
 fn the_log_and_state_machine_pass_openrafts_storage_suite() {
     Suite::test_all(Builder).unwrap();
+}
+
+#[test]
+fn a_log_an_earlier_build_kept_in_the_tables_file_moves_to_a_file_of_its_own_once() {
+    use super::{log, RAFT_LOG, RAFT_STATE};
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    let dir = tempfile::tempdir().unwrap();
+    let tables = redb::Database::create(dir.path().join("db")).unwrap();
+    let old_layout = |id: u64| {
+        let txn = tables.begin_write().unwrap();
+        {
+            let mut state = txn.open_table(RAFT_STATE).unwrap();
+            state
+                .insert(log::ID, crate::codec::encode(&id).unwrap().as_slice())
+                .unwrap();
+            let mut entries = txn.open_table(RAFT_LOG).unwrap();
+            entries.insert(1, b"one".as_slice()).unwrap();
+            entries.insert(2, b"two".as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    };
+    let gone = |db: &redb::Database| {
+        let txn = db.begin_read().unwrap();
+        matches!(txn.open_table(RAFT_STATE), Err(redb::TableError::TableDoesNotExist(_)))
+            && matches!(txn.open_table(RAFT_LOG), Err(redb::TableError::TableDoesNotExist(_)))
+    };
+    old_layout(42);
+    let logs = redb::Database::create(super::log_path(&dir.path().join("db"))).unwrap();
+    log::adopt(&tables, &logs).unwrap();
+    assert_eq!(
+        super::read_state::<NodeId>(&logs, RAFT_STATE, log::ID).unwrap(),
+        Some(42)
+    );
+    let txn = logs.begin_read().unwrap();
+    assert_eq!(txn.open_table(RAFT_LOG).unwrap().len().unwrap(), 2);
+    drop(txn);
+    assert!(gone(&tables), "the tables' file keeps no copy");
+    // A crash after the copy left the old one too: the log's own file wins, the old copy goes.
+    old_layout(7);
+    log::adopt(&tables, &logs).unwrap();
+    assert_eq!(
+        super::read_state::<NodeId>(&logs, RAFT_STATE, log::ID).unwrap(),
+        Some(42)
+    );
+    assert!(gone(&tables));
+    // Nothing left to move: nothing changes.
+    log::adopt(&tables, &logs).unwrap();
+    assert_eq!(
+        super::read_state::<NodeId>(&logs, RAFT_STATE, log::ID).unwrap(),
+        Some(42)
+    );
 }
 
 #[test]
