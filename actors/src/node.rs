@@ -152,6 +152,9 @@ impl Node {
         if let Err(e) = self.api.store().flush().await {
             tracing::error!(error = %e, "final flush failed");
         }
+        if let Err(e) = self.api.store().persist().await {
+            tracing::error!(error = %e, "the applied state could not be made durable");
+        }
     }
 }
 

@@ -315,6 +315,16 @@ impl Store {
         self.write(Batch::default()).await.map(|_| ())
     }
 
+    /// Makes every state this node applied durable in its tables' file: applies of the
+    /// replicated log are made durable only now and then (see `raft::machine`), the log
+    /// holding what a crash would lose. For a node about to stop.
+    pub async fn persist(&self) -> Result<(), StoreError> {
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || apply::persist(&db))
+            .await
+            .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
+    }
+
     /// `None` while the store works; the reason once it has failed.
     pub fn failure(&self) -> Option<String> {
         self.inner.health.borrow().clone()

@@ -11,6 +11,13 @@ use super::raft::{session, Applied, Proposal};
 use super::{Batch, Op, StoreError, Table, EVENTS, EVENT_KINDS};
 use crate::events::Event;
 
+/// Makes every commit to `db` so far durable (those made with `Durability::None` included).
+pub(super) fn persist(db: &Database) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(StoreError::db)?;
+    txn.set_durability(Durability::Immediate).map_err(StoreError::db)?;
+    txn.commit().map_err(StoreError::db)
+}
+
 /// The node's tables as one writer at a time changes them: the state machine, applying
 /// what the log committed, and on a cluster of one member the store's writer, whose groups
 /// need no log (see [`super::raft`]). Each write numbers its events from where the last
@@ -61,13 +68,6 @@ impl Tables {
             }
         }
         Ok(out)
-    }
-
-    /// Makes every commit so far durable (those made with `Durability::None` included).
-    pub fn persist(&self) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(StoreError::db)?;
-        txn.set_durability(Durability::Immediate).map_err(StoreError::db)?;
-        txn.commit().map_err(StoreError::db)
     }
 
     /// Replaces the tables with what `install` writes (a snapshot), and reads the event

@@ -330,7 +330,7 @@ impl RaftLogStorage<Troupe> for LogStore {
         blocking(move || {
             // The entries purged must not be needed again: the tables' applies of them are
             // made durable first (openraft purges only entries applied here).
-            tables.persist()?;
+            crate::store::apply::persist(&tables.db)?;
             let bytes = codec::encode(&log_id)?;
             let txn = db.begin_write().map_err(StoreError::db)?;
             // The purge and the record of it in one transaction: a crash between them would

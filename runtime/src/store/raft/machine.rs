@@ -34,7 +34,7 @@ pub(super) const MEMBERSHIP: &str = "membership";
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 type Membership = StoredMembership<NodeId, BasicNode>;
 /// What the state machine has applied: the last log id and the membership it holds.
-type AppliedState = (Option<LogId<NodeId>>, Membership);
+pub(super) type AppliedState = (Option<LogId<NodeId>>, Membership);
 
 /// The snapshot this node holds now.
 #[derive(Clone)]
@@ -170,14 +170,51 @@ fn applied_in(txn: &redb::ReadTransaction) -> Result<AppliedState, StoreError> {
     Ok((applied, membership))
 }
 
+/// Applies `entries` to `tables` in one transaction committed with `durability`, and records
+/// the last one's id (and the last membership among them) as applied. Blocks.
+pub(super) fn apply_entries(
+    tables: &Tables,
+    entries: &[Entry<Troupe>],
+    durability: redb::Durability,
+) -> Result<Vec<Applied>, StoreError> {
+    tables.write(durability, |open| {
+        let mut results = Vec::with_capacity(entries.len());
+        let mut membership = None;
+        for entry in entries {
+            match &entry.payload {
+                EntryPayload::Blank => results.push(Applied::default()),
+                EntryPayload::Normal(proposal) => results.push(open.apply_proposal(proposal)?),
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                    results.push(Applied::default());
+                }
+            }
+        }
+        let mut applied = open.txn().open_table(RAFT_APPLIED).map_err(StoreError::db)?;
+        let last = entries.last().map(|e| e.log_id);
+        applied
+            .insert(APPLIED, codec::encode(&last)?.as_slice())
+            .map_err(StoreError::db)?;
+        if let Some(m) = membership {
+            applied
+                .insert(MEMBERSHIP, codec::encode(&m)?.as_slice())
+                .map_err(StoreError::db)?;
+        }
+        Ok(results)
+    })
+}
+
+/// What the tables in `db` have applied: the last log id and the membership among them.
+pub(super) fn applied(db: &Database) -> Result<AppliedState, StoreError> {
+    applied_in(&db.begin_read().map_err(StoreError::db)?)
+}
+
 impl RaftStateMachine<Troupe> for Machine {
     type SnapshotBuilder = Builder;
 
     async fn applied_state(&mut self) -> Result<AppliedState, StorageError<NodeId>> {
         let db = self.tables.db.clone();
-        blocking(move || applied_in(&db.begin_read().map_err(StoreError::db)?))
-            .await
-            .map_err(read_error)
+        blocking(move || applied(&db)).await.map_err(read_error)
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError<NodeId>>
@@ -200,35 +237,9 @@ impl RaftStateMachine<Troupe> for Machine {
             }
             false => redb::Durability::None,
         };
-        blocking(move || {
-            tables.write(durability, |open| {
-                let mut results = Vec::with_capacity(entries.len());
-                let mut membership = None;
-                for entry in &entries {
-                    match &entry.payload {
-                        EntryPayload::Blank => results.push(Applied::default()),
-                        EntryPayload::Normal(proposal) => results.push(open.apply_proposal(proposal)?),
-                        EntryPayload::Membership(m) => {
-                            membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                            results.push(Applied::default());
-                        }
-                    }
-                }
-                let mut applied = open.txn().open_table(RAFT_APPLIED).map_err(StoreError::db)?;
-                let last = entries.last().map(|e| e.log_id);
-                applied
-                    .insert(APPLIED, codec::encode(&last)?.as_slice())
-                    .map_err(StoreError::db)?;
-                if let Some(m) = membership {
-                    applied
-                        .insert(MEMBERSHIP, codec::encode(&m)?.as_slice())
-                        .map_err(StoreError::db)?;
-                }
-                Ok(results)
-            })
-        })
-        .await
-        .map_err(write_error)
+        blocking(move || apply_entries(&tables, &entries, durability))
+            .await
+            .map_err(write_error)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

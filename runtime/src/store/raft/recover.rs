@@ -1,9 +1,13 @@
 //! Recovering a cluster that lost its majority, from one survivor's store, offline.
 
-use openraft::BasicNode;
-use redb::Database;
+use std::sync::Arc;
 
-use super::{log, machine, read_state, NodeId, RAFT_APPLIED, RAFT_LOG, RAFT_STATE};
+use openraft::{Entry, LogId};
+use redb::{Database, ReadableDatabase};
+
+use super::{log, machine, read_state, NodeId, Troupe, RAFT_APPLIED, RAFT_LOG, RAFT_STATE};
+use crate::codec;
+use crate::store::apply::Tables;
 use crate::store::StoreError;
 
 /// What [`forget_membership`] found before it forgot it.
@@ -17,7 +21,7 @@ pub struct Forgotten {
 
 /// Recovers a cluster that lost its majority from one survivor, offline (its node stopped):
 /// forgets the log, the vote and the membership in the database at `path`, keeping the
-/// replicated state as it is, so the next open of this store starts a cluster of this node
+/// replicated state as this node applied it, so the next open of this store starts a cluster of this node
 /// alone, from that state. The other members must not come back with their old data dirs:
 /// they join the recovered node afresh.
 pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError> {
@@ -26,7 +30,7 @@ pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked),
         Err(e) => Err(StoreError::db(e)),
     };
-    let db = open(path)?;
+    let db = Arc::new(open(path)?);
     let log_path = super::log_path(path);
     let logs = match log_path.exists() {
         true => open(&log_path)?,
@@ -36,11 +40,12 @@ pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError
     log::adopt(&db, &logs)?;
     let id: NodeId = read_state(&logs, RAFT_STATE, log::ID)?
         .ok_or_else(|| StoreError::Rejected(format!("{} holds no replicated log", path.display())))?;
-    let membership: Option<openraft::StoredMembership<NodeId, BasicNode>> =
-        read_state(&db, RAFT_APPLIED, machine::MEMBERSHIP)?;
+    let (_, membership) = apply_committed(&db, &logs)?;
     let nodes: Vec<(NodeId, String)> = membership
-        .map(|m| m.membership().nodes().map(|(id, n)| (*id, n.addr.clone())).collect())
-        .unwrap_or_default();
+        .membership()
+        .nodes()
+        .map(|(id, n)| (*id, n.addr.clone()))
+        .collect();
     let name = nodes
         .iter()
         .find(|(member, _)| *member == id)
@@ -64,4 +69,45 @@ pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError
         name,
         members: nodes.into_iter().map(|(_, n)| n).collect(),
     })
+}
+
+/// Applies, durably, the entries this node's log holds as committed past what its tables
+/// hold durably: applies are made durable only now and then (see `machine`), and a node
+/// that stopped without closing its tables lost the latest ones, which the log has. Entries
+/// past the committed id the log recorded may never have been committed: they go with the
+/// log. Returns what the tables have applied then.
+fn apply_committed(db: &Arc<Database>, logs: &Database) -> Result<machine::AppliedState, StoreError> {
+    let (applied, membership) = machine::applied(db)?;
+    let committed: Option<LogId<NodeId>> =
+        read_state::<Option<LogId<NodeId>>>(logs, RAFT_STATE, log::COMMITTED)?.flatten();
+    let from = applied.map_or(0, |id| id.index + 1);
+    let Some(to) = committed.map(|id| id.index).filter(|to| *to >= from) else {
+        return Ok((applied, membership));
+    };
+    let entries: Vec<Entry<Troupe>> = {
+        let txn = logs.begin_read().map_err(StoreError::db)?;
+        let log = txn.open_table(RAFT_LOG).map_err(StoreError::db)?;
+        let mut entries = Vec::new();
+        for item in log.range(from..=to).map_err(StoreError::db)? {
+            let (_, v) = item.map_err(StoreError::db)?;
+            entries.push(codec::decode(v.value())?);
+        }
+        entries
+    };
+    if entries.first().map(|e| e.log_id.index) != Some(from) || entries.len() as u64 != to - from + 1 {
+        return Err(StoreError::Rejected(format!(
+            "the log holds {} of the committed entries {from}..={to} this node has not applied durably",
+            entries.len()
+        )));
+    }
+    // Its own handle on the tables: nothing subscribes, and the next open trims the events.
+    let (live, _) = tokio::sync::broadcast::channel(1);
+    let tables = Tables::open(db.clone(), live, 0)?;
+    machine::apply_entries(&tables, &entries, redb::Durability::Immediate)?;
+    tracing::info!(
+        from,
+        to,
+        "applied the committed entries the tables had not made durable"
+    );
+    machine::applied(db)
 }
