@@ -21,8 +21,8 @@ pub struct Forgotten {
 
 /// Recovers a cluster that lost its majority from one survivor, offline (its node stopped):
 /// forgets the log, the vote and the membership in the database at `path`, keeping the
-/// replicated state as this node applied it, so the next open of this store starts a cluster of this node
-/// alone, from that state. The other members must not come back with their old data dirs:
+/// replicated state as this node applied it (see [`apply_committed`]), so the next open of
+/// this store starts a cluster of this node alone, from that state. The other members must not come back with their old data dirs:
 /// they join the recovered node afresh.
 pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError> {
     let open = |path: &std::path::Path| match Database::open(path) {
