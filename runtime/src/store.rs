@@ -320,9 +320,7 @@ impl Store {
     /// holding what a crash would lose. For a node about to stop.
     pub async fn persist(&self) -> Result<(), StoreError> {
         let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || apply::persist(&db))
-            .await
-            .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
+        raft::blocking(move || apply::persist(&db)).await
     }
 
     /// `None` while the store works; the reason once it has failed.

@@ -526,8 +526,8 @@ fn read_state<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// Runs blocking database work off the Raft runtime's worker.
-async fn blocking<T: Send + 'static>(
+/// Runs blocking database work off the async workers (the Raft runtime's, the node's).
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)

@@ -25,18 +25,14 @@ pub struct Forgotten {
 /// this store starts a cluster of this node alone, from that state. The other members must not come back with their old data dirs:
 /// they join the recovered node afresh.
 pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError> {
-    let open = |path: &std::path::Path| match Database::open(path) {
-        Ok(db) => Ok(db),
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked),
-        Err(e) => Err(StoreError::db(e)),
+    let db = match Database::open(path) {
+        Ok(db) => Arc::new(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
+        Err(e) => return Err(StoreError::db(e)),
     };
-    let db = Arc::new(open(path)?);
-    let log_path = super::log_path(path);
-    let logs = match log_path.exists() {
-        true => open(&log_path)?,
-        // Kept in the tables' file by an earlier build: moved to a file of its own first.
-        false => Database::create(&log_path).map_err(StoreError::db)?,
-    };
+    // Created (owner only) when an earlier build kept the log in the tables' file: moved
+    // to a file of its own first.
+    let logs = crate::store::create(&super::log_path(path))?;
     log::adopt(&db, &logs)?;
     let id: NodeId = read_state(&logs, RAFT_STATE, log::ID)?
         .ok_or_else(|| StoreError::Rejected(format!("{} holds no replicated log", path.display())))?;

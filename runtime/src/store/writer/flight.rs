@@ -278,9 +278,8 @@ impl Writer {
                     Ok(Ok(written)) => written,
                     Ok(Err(_)) => return Attempt::Fatal("the replicated log stopped".into()),
                     Err(_) => {
-                        return Attempt::Failed(StoreError::Unavailable(format!(
-                    "no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}; it may still be applied"
-                )))
+                        let why = format!("no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}");
+                        return Attempt::Failed(StoreError::Unavailable(format!("{why}; it may still be applied")));
                     }
                 };
             match written.map_err(|e| refused(RaftError::APIError(e))) {
