@@ -141,7 +141,8 @@ struct Inner {
     health: watch::Receiver<Option<String>>,
     raft: raft::Raft,
     transport: raft::TransportSlot,
-    fence: writer::Fence,
+    /// The condition this node's batches carry (see [`Store::fence`]).
+    fence: std::sync::Mutex<Option<Op>>,
     shared: Arc<writer::Shared>,
     /// Forwarded groups handed to the Raft core, per origin (when this node leads).
     arrivals: raft::session::Arrivals,
@@ -214,8 +215,6 @@ impl Store {
         };
         let fault = options.fault.clone();
         let writer_transport = transport.clone();
-        let fence = writer::Fence::default();
-        let writer_fence = fence.clone();
         let shared = Arc::new(writer::Shared::default());
         let writer_shared = shared.clone();
         std::thread::Builder::new()
@@ -229,7 +228,6 @@ impl Store {
                         transport: writer_transport,
                         health: health_tx,
                         fault,
-                        fence: writer_fence,
                         tables,
                         shared: writer_shared,
                     }
@@ -251,16 +249,19 @@ impl Store {
                 health,
                 raft,
                 transport,
-                fence,
+                fence: Default::default(),
                 shared,
                 arrivals: Default::default(),
             }),
         })
     }
 
-    /// Makes every later batch of this node conditional on `table[key]` holding `value`
+    /// Makes every batch handed over from now on conditional on `table[key]` holding `value`
     /// (`None`: holding nothing; see [`Op::Require`]): the cluster refuses the writes of a
     /// node it has declared down, by the fencing epoch it gave it. `None` lifts the condition.
+    /// A batch carries the fence of the moment it was handed over, not of the moment the
+    /// writer takes it: a write a node decided before it was fenced stays refused even when
+    /// it reaches the writer after the node took its new epoch.
     pub fn fence(&self, condition: Option<(Table, String, Option<Vec<u8>>)>) {
         let op = condition.map(|(table, key, value)| Op::Require { table, key, value });
         *self.inner.fence.lock().unwrap_or_else(|p| p.into_inner()) = op;
@@ -281,10 +282,7 @@ impl Store {
     pub fn submit(&self, batch: Batch) -> Ticket {
         let (done, rx) = oneshot::channel();
         // A closed writer drops `done`, and the ticket then reports why.
-        let _ = self.inner.tx.send(writer::Request {
-            batch,
-            done: writer::Done::Reply(done),
-        });
+        let _ = self.inner.tx.send(self.request(batch, writer::Done::Reply(done)));
         Ticket {
             rx,
             health: self.inner.health.clone(),
@@ -295,14 +293,20 @@ impl Store {
     /// thread: it must not block) if the batch does not become durable. For writers that go
     /// on without waiting but must learn that memory and disk parted.
     pub fn submit_watched(&self, batch: Batch, failed: impl FnOnce(StoreError) + Send + 'static) {
-        let request = writer::Request {
-            batch,
-            done: writer::Done::OnFailure(Box::new(failed)),
-        };
+        let request = self.request(batch, writer::Done::OnFailure(Box::new(failed)));
         if let Err(refused) = self.inner.tx.send(request) {
             let reason = self.failure().map_or(StoreError::Closed, StoreError::Failed);
             refused.0.done.send(Err(reason));
         }
+    }
+
+    /// A batch for the writer, with the fence of this moment (see [`Store::fence`]).
+    fn request(&self, batch: Batch, done: writer::Done) -> writer::Request {
+        let fence = match batch.is_empty() {
+            true => None,
+            false => self.inner.fence.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        };
+        writer::Request { batch, fence, done }
     }
 
     /// Writes a batch and waits until it is durable.

@@ -267,6 +267,48 @@ async fn a_batch_whose_condition_fails_is_applied_not_at_all_and_alone() {
     assert_eq!(store.get(TASKS, "t").await.unwrap(), Some(b"4".to_vec()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_carries_the_fence_of_the_moment_it_was_handed_over_not_of_its_commit() {
+    // The writer is held on a first batch; a second is handed over behind it, then the node
+    // takes its new epoch, then a third: the second was decided under the old epoch.
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(Some((held_tx, go_rx)));
+    let hook: FaultHook = Arc::new(move |b: &Batch| {
+        if let Some((held, go)) = b.touches(TASKS).then(|| gate.lock().unwrap().take()).flatten() {
+            held.send(()).unwrap();
+            go.recv().unwrap();
+        }
+        None
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        fault: Some(hook),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&dir.path().join("db"), options).unwrap();
+    // The cluster moved this node to epoch 2; the node still writes under epoch 1.
+    store
+        .write(Batch::new().put(AGENTS, "epoch", b"2".to_vec()))
+        .await
+        .unwrap();
+    store.fence(Some((AGENTS, "epoch".into(), Some(b"1".to_vec()))));
+    let first = store.submit(Batch::new().put(TASKS, "held", b"1".to_vec()));
+    tokio::task::spawn_blocking(move || held_rx.recv().unwrap())
+        .await
+        .unwrap();
+    let before = store.submit(Batch::new().put(AGENTS, "stopped", b"old copy".to_vec()));
+    store.fence(Some((AGENTS, "epoch".into(), Some(b"2".to_vec()))));
+    let after = store.submit(Batch::new().put(AGENTS, "started", b"again".to_vec()));
+    go_tx.send(()).unwrap();
+    assert!(matches!(first.durable().await, Err(StoreError::Stale(_))));
+    let before = before.durable().await;
+    assert!(matches!(before, Err(StoreError::Stale(_))), "{before:?}");
+    after.durable().await.unwrap();
+    assert_eq!(store.get(AGENTS, "stopped").await.unwrap(), None);
+    assert_eq!(store.get(AGENTS, "started").await.unwrap(), Some(b"again".to_vec()));
+}
+
 fn with_armed() -> (tempfile::TempDir, Store, ArmedFaults) {
     let dir = tempfile::tempdir().unwrap();
     let armed = ArmedFaults::default();

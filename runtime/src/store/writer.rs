@@ -30,6 +30,8 @@ const MAX_GROUP: usize = 8192;
 
 pub(super) struct Request {
     pub batch: Batch,
+    /// The condition the node's writes carried when this one was handed over.
+    pub fence: Option<Op>,
     pub done: Done,
 }
 
@@ -60,7 +62,6 @@ pub(super) struct Writer {
     pub transport: TransportSlot,
     pub health: watch::Sender<Option<String>>,
     pub fault: Option<FaultHook>,
-    pub fence: Fence,
     pub tables: Arc<Tables>,
     pub shared: Arc<Shared>,
 }
@@ -75,9 +76,6 @@ pub(super) struct Shared {
     /// snapshot that members receive.
     pub handed_over: tokio::sync::Mutex<bool>,
 }
-
-/// A condition every batch of this node carries (see [`super::Store::fence`]).
-pub(super) type Fence = std::sync::Arc<std::sync::Mutex<Option<Op>>>;
 
 /// Marks the store failed if the writer thread ends any way but a clean close (a panic).
 struct Sentinel {
@@ -196,7 +194,7 @@ impl Writer {
             delay: None,
         };
         let mut requests = group.into_iter();
-        while let Some(Request { mut batch, done }) = requests.next() {
+        while let Some(Request { mut batch, fence, done }) = requests.next() {
             let mut fault = self.fault.as_ref().and_then(|hook| hook(&batch));
             if let Some(Fault::Delay(d)) = fault {
                 checked.delay = Some(checked.delay.map_or(d, |x: std::time::Duration| x.max(d)));
@@ -218,10 +216,7 @@ impl Writer {
                 ))),
                 Some(Fault::Delay(_)) | None => match batch.seal() {
                     Ok(()) => {
-                        if !batch.is_empty() {
-                            let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                            batch.ops.extend(fence);
-                        }
+                        batch.ops.extend(fence);
                         checked.batches.push(batch);
                         checked.waiting.push(done);
                     }
