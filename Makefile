@@ -87,7 +87,10 @@ test: deps
 	@printf '\n==> %s\n' 'cargo clippy --workspace --all-targets -- -D warnings'
 	@$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@printf '\n==> %s\n' 'cargo test --workspace'
-	@$(CARGO) test --workspace
+	@# Without backtraces: a failing test's message and its place are then the last lines
+	@# before the summary, where a shortened CI log still shows them (a backtrace of 30
+	@# frames pushed them out). Run one test with RUST_BACKTRACE=1 to see where it came from.
+	@RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 $(CARGO) test --workspace
 	@# cargo test built target/debug/troupe: the dashboard end to end in Debian's Chromium.
 	@printf '\n==> %s\n' 'dashboard end to end (playwright-core, chromium)'
 	@cd gateway/dashboard && TROUPE_BIN=$(CURDIR)/target/debug/troupe node e2e/run.mjs
