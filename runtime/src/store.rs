@@ -202,6 +202,7 @@ impl Store {
         let (started_tx, started) = std::sync::mpsc::channel();
         let start = {
             let (tables, transport) = (tables.clone(), transport.clone());
+            let snapshots = raft::snapshot_dir(path);
             move || -> Result<(tokio::runtime::Runtime, raft::Raft), StoreError> {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
@@ -209,7 +210,7 @@ impl Store {
                     .enable_all()
                     .build()
                     .map_err(StoreError::db)?;
-                let raft = rt.block_on(raft::start(tables, log_db, &options.identity, transport))?;
+                let raft = rt.block_on(raft::start(tables, log_db, snapshots, &options.identity, transport))?;
                 Ok((rt, raft))
             }
         };

@@ -99,6 +99,11 @@ async fn admin_token_file_is_readable_by_owner_only() -> Result<()> {
         ensure!(mode(file)? == 0o600, "{file} mode is {:o}, want 600", mode(file)?);
     }
     ensure!(mode("")? == 0o700, "the data dir's mode is {:o}, want 700", mode("")?);
+    let snapshots = mode("troupe.snapshots")?;
+    ensure!(
+        snapshots == 0o700,
+        "the snapshots' directory mode is {snapshots:o}, want 700"
+    );
     ensure!(
         node.token.len() >= 16,
         "admin token looks too short to be secret: {:?}",

@@ -28,7 +28,6 @@ mod recover;
 pub(super) mod session;
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +49,7 @@ openraft::declare_raft_types!(
     pub Troupe:
         D = Proposal,
         R = Applied,
+        SnapshotData = tokio::fs::File,
 );
 
 pub type NodeId = u64;
@@ -71,6 +71,12 @@ pub struct Applied {
 /// Where the Raft log of the store at `path` is kept: a file of its own beside the tables.
 pub fn log_path(path: &std::path::Path) -> std::path::PathBuf {
     path.with_extension("log.redb")
+}
+
+/// The directory of the snapshots of the tables' file at `path` (`troupe.snapshots` beside
+/// `troupe.redb`).
+pub fn snapshot_dir(path: &std::path::Path) -> std::path::PathBuf {
+    path.with_extension("snapshots")
 }
 
 /// Log entries, one per index.
@@ -474,12 +480,13 @@ fn config(timing: &Timing) -> Result<Config, StoreError> {
 pub(super) async fn start(
     tables: Arc<Tables>,
     log_db: Arc<Database>,
+    snapshots: std::path::PathBuf,
     identity: &Identity,
     transport: TransportSlot,
 ) -> Result<Raft, StoreError> {
     let id = log::node_id(&log_db)?;
     let logs = log::LogStore::new(log_db, tables.clone());
-    let machine = machine::Machine::new(tables);
+    let machine = machine::Machine::new(tables, snapshots)?;
     let raft = Raft::new(
         id,
         Arc::new(config(&identity.timing)?),

@@ -7,9 +7,14 @@
 //! freed since; the log is purged only behind a durable apply (see `log`).
 //!
 //! A snapshot is a copy of every replicated table (the log's own tables aside), for a node
-//! that joins or fell behind the purged log. It is held in memory until the next one.
+//! that joins or fell behind the purged log. It is written to a file in the snapshots
+//! directory beside the tables' file ([`super::snapshot_dir`]), row by row, and read back
+//! the same way: neither building, sending, receiving nor installing one holds the whole
+//! state in memory. The directory keeps the newest snapshot only; a start empties it (the
+//! snapshot is built again when one is needed).
 
-use std::io::Cursor;
+use std::io::{BufReader, BufWriter, Seek};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftStateMachine;
@@ -18,7 +23,8 @@ use openraft::{
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
+use serde_bytes::{ByteBuf, Bytes};
+use tokio::io::AsyncWriteExt;
 
 use super::{blocking, is_raft_table, read_error, write_error, Applied, NodeId, Troupe, RAFT_APPLIED};
 use crate::codec;
@@ -36,118 +42,207 @@ type Membership = StoredMembership<NodeId, BasicNode>;
 /// What the state machine has applied: the last log id and the membership it holds.
 pub(super) type AppliedState = (Option<LogId<NodeId>>, Membership);
 
-/// The snapshot this node holds now.
-#[derive(Clone)]
+/// The snapshot this node holds now, and its file.
 struct Held {
     meta: Meta,
-    data: Arc<Vec<u8>>,
+    path: PathBuf,
 }
 
 pub(super) struct Machine {
     tables: Arc<Tables>,
-    held: Arc<Mutex<Option<Held>>>,
+    snapshots: Arc<Snapshots>,
+    /// The file a snapshot being received is written to.
+    receiving: Option<PathBuf>,
     /// Entries applied since the last durable apply.
     undurable: u64,
 }
 
 impl Machine {
-    pub fn new(tables: Arc<Tables>) -> Self {
-        Self {
+    /// The state machine on `tables`, keeping its snapshots in `dir` (created owner-only,
+    /// emptied of what an earlier run left).
+    pub fn new(tables: Arc<Tables>, dir: PathBuf) -> Result<Self, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(StoreError::db)?;
+        for file in std::fs::read_dir(&dir).map_err(StoreError::db)? {
+            std::fs::remove_file(file.map_err(StoreError::db)?.path()).map_err(StoreError::db)?;
+        }
+        Ok(Self {
             tables,
-            held: Arc::default(),
+            snapshots: Arc::new(Snapshots {
+                dir,
+                held: Mutex::default(),
+            }),
+            receiving: None,
             undurable: 0,
-        }
+        })
     }
 }
 
-/// Every replicated table's rows: what a snapshot carries.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Dump {
-    tables: Vec<(String, Vec<(String, ByteBuf)>)>,
-    events: Vec<(u64, ByteBuf)>,
+/// The snapshots directory and the snapshot held now.
+struct Snapshots {
+    dir: PathBuf,
+    held: Mutex<Option<Held>>,
 }
 
-impl Dump {
-    fn read(db: &Database) -> Result<(AppliedState, Self), StoreError> {
-        let txn = db.begin_read().map_err(StoreError::db)?;
-        let mut dump = Dump::default();
-        let names: Vec<String> = txn
-            .list_tables()
-            .map_err(StoreError::db)?
-            .map(|t| t.name().to_owned())
-            .collect();
-        for name in names {
-            if is_raft_table(&name) || name == EVENT_KINDS.name() {
-                continue;
+impl Snapshots {
+    /// A new file's path in the directory.
+    fn new_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.snapshot"))
+    }
+
+    /// Holds `held` from now on and removes the file of the one it replaces (a copy being
+    /// sent keeps reading its open file).
+    fn hold(&self, held: Held) {
+        let before = self.held.lock().unwrap_or_else(|p| p.into_inner()).replace(held);
+        if let Some(before) = before {
+            if let Err(e) = std::fs::remove_file(&before.path) {
+                tracing::warn!(path = %before.path.display(), error = %e, "could not remove an older snapshot");
             }
-            if name == EVENTS.name() {
-                let events = txn.open_table(EVENTS).map_err(StoreError::db)?;
-                for row in events.iter().map_err(StoreError::db)? {
-                    let (k, v) = row.map_err(StoreError::db)?;
-                    dump.events.push((k.value(), ByteBuf::from(v.value())));
-                }
-                continue;
-            }
-            let table = txn
-                .open_table(TableDefinition::<&str, &[u8]>::new(&name))
-                .map_err(StoreError::db)?;
-            let mut rows = Vec::new();
-            for row in table.iter().map_err(StoreError::db)? {
+        }
+    }
+
+    /// The snapshot held now, with its file opened under the lock: a snapshot built
+    /// meanwhile (on a task of its own) cannot remove the file between the two.
+    fn open_held(&self) -> Result<Option<(Meta, std::fs::File)>, StoreError> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(held) = held.as_ref() else {
+            return Ok(None);
+        };
+        let file = std::fs::File::open(&held.path).map_err(StoreError::db)?;
+        Ok(Some((held.meta.clone(), file)))
+    }
+}
+
+/// One record of a snapshot's file. A file is a sequence of them, each rmp-serde: written
+/// from borrowed rows ([`Written`]), read into owned ones ([`Read`]).
+#[derive(Debug, Serialize, Deserialize)]
+enum Record<S, B> {
+    /// The rows that follow belong to this table.
+    Table(S),
+    Row(S, B),
+    Event(u64, B),
+    /// The last record: a file cut short has none.
+    End,
+}
+
+type Written<'a> = Record<&'a str, &'a Bytes>;
+type Read = Record<String, ByteBuf>;
+
+/// A new file, readable by its owner only.
+fn create_private(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(StoreError::db)
+}
+
+/// Writes every replicated table's rows to a new file at `path`, from one read transaction,
+/// and answers what that transaction had applied. Blocks.
+fn write_snapshot(db: &Database, path: &Path) -> Result<AppliedState, StoreError> {
+    let txn = db.begin_read().map_err(StoreError::db)?;
+    let mut out = BufWriter::new(create_private(path)?);
+    let mut put = |record: &Written<'_>| {
+        rmp_serde::encode::write(&mut out, record).map_err(|e| StoreError::Encoding(e.to_string()))
+    };
+    let names: Vec<String> = txn
+        .list_tables()
+        .map_err(StoreError::db)?
+        .map(|t| t.name().to_owned())
+        .collect();
+    for name in names {
+        if is_raft_table(&name) || name == EVENT_KINDS.name() {
+            continue;
+        }
+        if name == EVENTS.name() {
+            let events = txn.open_table(EVENTS).map_err(StoreError::db)?;
+            for row in events.iter().map_err(StoreError::db)? {
                 let (k, v) = row.map_err(StoreError::db)?;
-                rows.push((k.value().to_owned(), ByteBuf::from(v.value())));
+                put(&Record::Event(k.value(), Bytes::new(v.value())))?;
             }
-            dump.tables.push((name, rows));
+            continue;
         }
-        Ok((applied_in(&txn)?, dump))
+        let table = txn
+            .open_table(TableDefinition::<&str, &[u8]>::new(&name))
+            .map_err(StoreError::db)?;
+        put(&Record::Table(&name))?;
+        for row in table.iter().map_err(StoreError::db)? {
+            let (k, v) = row.map_err(StoreError::db)?;
+            put(&Record::Row(k.value(), Bytes::new(v.value())))?;
+        }
     }
+    put(&Record::End)?;
+    out.into_inner().map_err(|e| StoreError::db(e.into_error()))?;
+    applied_in(&txn)
+}
 
-    /// Replaces every replicated table with the dump's, in one durable transaction.
-    fn install(self, db: &Database, meta: &Meta) -> Result<(), StoreError> {
-        let txn = db.begin_write().map_err(StoreError::db)?;
-        let names: Vec<String> = txn
-            .list_tables()
-            .map_err(StoreError::db)?
-            .map(|t| t.name().to_owned())
-            .filter(|name| !is_raft_table(name))
-            .collect();
-        for name in names {
-            if name == EVENTS.name() {
-                txn.delete_table(EVENTS).map_err(StoreError::db)?;
-            } else if name == EVENT_KINDS.name() {
-                txn.delete_table(EVENT_KINDS).map_err(StoreError::db)?;
-            } else {
-                txn.delete_table(TableDefinition::<&str, &[u8]>::new(&name))
-                    .map_err(StoreError::db)?;
-            }
-        }
-        for (name, rows) in &self.tables {
-            let mut table = txn
-                .open_table(TableDefinition::<&str, &[u8]>::new(name))
-                .map_err(StoreError::db)?;
-            for (k, v) in rows {
-                table.insert(k.as_str(), v.as_slice()).map_err(StoreError::db)?;
-            }
-        }
-        {
-            let mut events = txn.open_table(EVENTS).map_err(StoreError::db)?;
-            let mut kinds = txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
-            for (seq, body) in &self.events {
-                events.insert(*seq, body.as_slice()).map_err(StoreError::db)?;
-                let kind = Event::stored(*seq, body)?.kind;
-                kinds.insert((kind.as_str(), *seq), ()).map_err(StoreError::db)?;
-            }
-        }
-        {
-            let mut applied = txn.open_table(RAFT_APPLIED).map_err(StoreError::db)?;
-            applied
-                .insert(APPLIED, codec::encode(&meta.last_log_id)?.as_slice())
-                .map_err(StoreError::db)?;
-            applied
-                .insert(MEMBERSHIP, codec::encode(&meta.last_membership)?.as_slice())
+/// Replaces every replicated table with the rows of the snapshot file `file`, in one
+/// durable transaction. Blocks.
+fn install_snapshot(file: std::fs::File, db: &Database, meta: &Meta) -> Result<(), StoreError> {
+    let mut input = BufReader::new(file);
+    let txn = db.begin_write().map_err(StoreError::db)?;
+    let names: Vec<String> = txn
+        .list_tables()
+        .map_err(StoreError::db)?
+        .map(|t| t.name().to_owned())
+        .filter(|name| !is_raft_table(name))
+        .collect();
+    for name in names {
+        if name == EVENTS.name() {
+            txn.delete_table(EVENTS).map_err(StoreError::db)?;
+        } else if name == EVENT_KINDS.name() {
+            txn.delete_table(EVENT_KINDS).map_err(StoreError::db)?;
+        } else {
+            txn.delete_table(TableDefinition::<&str, &[u8]>::new(&name))
                 .map_err(StoreError::db)?;
         }
-        txn.commit().map_err(StoreError::db)
     }
+    {
+        let mut events = txn.open_table(EVENTS).map_err(StoreError::db)?;
+        let mut kinds = txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
+        let mut table = None;
+        loop {
+            let record: Read = rmp_serde::decode::from_read(&mut input)
+                .map_err(|e| StoreError::Encoding(format!("a snapshot's file cannot be read: {e}")))?;
+            match record {
+                Record::Table(name) => {
+                    table = Some(
+                        txn.open_table(TableDefinition::<&str, &[u8]>::new(&name))
+                            .map_err(StoreError::db)?,
+                    );
+                }
+                Record::Row(key, value) => {
+                    let into = table
+                        .as_mut()
+                        .ok_or_else(|| StoreError::Encoding("a snapshot's row comes before its table".into()))?;
+                    into.insert(key.as_str(), value.as_slice()).map_err(StoreError::db)?;
+                }
+                Record::Event(seq, body) => {
+                    events.insert(seq, body.as_slice()).map_err(StoreError::db)?;
+                    let kind = Event::stored(seq, &body)?.kind;
+                    kinds.insert((kind.as_str(), seq), ()).map_err(StoreError::db)?;
+                }
+                Record::End => break,
+            }
+        }
+    }
+    {
+        let mut applied = txn.open_table(RAFT_APPLIED).map_err(StoreError::db)?;
+        applied
+            .insert(APPLIED, codec::encode(&meta.last_log_id)?.as_slice())
+            .map_err(StoreError::db)?;
+        applied
+            .insert(MEMBERSHIP, codec::encode(&meta.last_membership)?.as_slice())
+            .map_err(StoreError::db)?;
+    }
+    txn.commit().map_err(StoreError::db)
 }
 
 fn applied_in(txn: &redb::ReadTransaction) -> Result<AppliedState, StoreError> {
@@ -245,69 +340,110 @@ impl RaftStateMachine<Troupe> for Machine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         Builder {
             db: self.tables.db.clone(),
-            held: self.held.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        if let Some(abandoned) = self.receiving.take() {
+            // A transfer that started over: its first file is of no use.
+            let _ = std::fs::remove_file(abandoned);
+        }
+        let path = self
+            .snapshots
+            .new_path(&format!("receiving-{}", uuid::Uuid::new_v4().simple()));
+        let file = blocking({
+            let path = path.clone();
+            move || create_private(&path)
+        })
+        .await
+        .map_err(write_error)?;
+        self.receiving = Some(path);
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &Meta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<NodeId>> {
-        let data = snapshot.into_inner();
-        let dump: Dump = codec::decode(&data).map_err(write_error)?;
+        let mut file = *snapshot;
+        file.flush().await.map_err(write_error)?;
+        let mut file = file.into_std().await;
+        let received = self.receiving.take();
         let (tables, owned) = (self.tables.clone(), meta.clone());
-        blocking(move || tables.replace(|db| dump.install(db, &owned)))
-            .await
-            .map_err(write_error)?;
-        tracing::info!(last = ?meta.last_log_id, bytes = data.len(), "installed a snapshot of the cluster's state");
-        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held {
-            meta: meta.clone(),
-            data: Arc::new(data),
-        });
+        let installed = blocking(move || {
+            let bytes = file.seek(std::io::SeekFrom::End(0)).map_err(StoreError::db)?;
+            file.rewind().map_err(StoreError::db)?;
+            tables.replace(|db| install_snapshot(file, db, &owned))?;
+            Ok(bytes)
+        })
+        .await;
+        let bytes = match installed {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if let Some(received) = received {
+                    let _ = std::fs::remove_file(received);
+                }
+                return Err(write_error(e));
+            }
+        };
+        tracing::info!(last = ?meta.last_log_id, bytes, "installed a snapshot of the cluster's state");
+        // Kept, to send on to a member that needs it in turn.
+        if let Some(received) = received {
+            let path = self.snapshots.new_path(&uuid::Uuid::new_v4().simple().to_string());
+            match std::fs::rename(&received, &path) {
+                Ok(()) => self.snapshots.hold(Held {
+                    meta: meta.clone(),
+                    path,
+                }),
+                Err(e) => tracing::warn!(error = %e, "could not keep the snapshot installed"),
+            }
+        }
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Troupe>>, StorageError<NodeId>> {
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Ok(held.map(|h| Snapshot {
-            meta: h.meta,
-            snapshot: Box::new(Cursor::new(h.data.as_ref().clone())),
+        let held = self.snapshots.open_held().map_err(read_error)?;
+        Ok(held.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
 }
 
 pub(super) struct Builder {
     db: Arc<Database>,
-    held: Arc<Mutex<Option<Held>>>,
+    snapshots: Arc<Snapshots>,
 }
 
 impl RaftSnapshotBuilder<Troupe> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<Troupe>, StorageError<NodeId>> {
-        let db = self.db.clone();
-        let (applied, membership, data) = blocking(move || {
-            let ((applied, membership), dump) = Dump::read(&db)?;
-            Ok((applied, membership, codec::encode(&dump)?))
-        })
-        .await
-        .map_err(read_error)?;
+        let (db, name) = (self.db.clone(), uuid::Uuid::new_v4().simple().to_string());
+        let path = self.snapshots.new_path(&name);
+        let (written, (applied, membership)) = {
+            let path = path.clone();
+            blocking(move || {
+                let state = write_snapshot(&db, &path)?;
+                let file = std::fs::File::open(&path).map_err(StoreError::db)?;
+                Ok((file, state))
+            })
+            .await
+            .map_err(read_error)?
+        };
         let meta = Meta {
             last_log_id: applied,
             last_membership: membership,
-            snapshot_id: format!("{}-{}", applied.map_or(0, |id| id.index), uuid::Uuid::new_v4().simple()),
+            snapshot_id: format!("{}-{name}", applied.map_or(0, |id| id.index)),
         };
-        tracing::debug!(last = ?applied, bytes = data.len(), "built a snapshot");
-        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held {
+        tracing::debug!(last = ?applied, path = %path.display(), "built a snapshot");
+        self.snapshots.hold(Held {
             meta: meta.clone(),
-            data: Arc::new(data.clone()),
+            path,
         });
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(written)),
         })
     }
 }

@@ -405,7 +405,7 @@ async fn a_member_restarted_after_its_log_was_purged_still_hands_a_late_member_t
             .unwrap();
     }
     a.compact().await.unwrap();
-    // Restarted, it holds no snapshot in memory any more and the log is purged: openraft
+    // Restarted, it holds no snapshot any more (a start empties its snapshots) and the log is purged: openraft
     // rebuilds one at start (storage/helper.rs), which is what the late member receives.
     router.stores.lock().unwrap().remove("a");
     drop(a);

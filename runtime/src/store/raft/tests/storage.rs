@@ -23,7 +23,8 @@ impl StoreBuilder<Troupe, LogStore, Machine, tempfile::TempDir> for Builder {
         let (live, _) = tokio::sync::broadcast::channel(16);
         let log = Arc::new(redb::Database::create(dir.path().join("db.log.redb")).unwrap());
         let tables = Arc::new(Tables::open(db, live, 0).unwrap());
-        Ok((dir, LogStore::new(log, tables.clone()), Machine::new(tables)))
+        let machine = Machine::new(tables.clone(), dir.path().join("db.snapshots")).unwrap();
+        Ok((dir, LogStore::new(log, tables), machine))
     }
 }
 
@@ -128,4 +129,105 @@ async fn applying_nothing_keeps_what_was_applied() {
     machine.apply(Vec::<Entry<Troupe>>::new()).await.unwrap();
     let (applied, _) = machine.applied_state().await.unwrap();
     assert_eq!(applied.map(|id| id.index), Some(1));
+}
+
+/// A state machine on fresh tables in `dir`, with its snapshots in `dir/db.snapshots`.
+fn machine_in(dir: &std::path::Path) -> (Arc<Tables>, Machine, std::path::PathBuf) {
+    let db = Arc::new(redb::Database::create(dir.join("db")).unwrap());
+    let (live, _) = tokio::sync::broadcast::channel(16);
+    let tables = Arc::new(Tables::open(db, live, 0).unwrap());
+    let snapshots = dir.join("db.snapshots");
+    (
+        tables.clone(),
+        Machine::new(tables, snapshots.clone()).unwrap(),
+        snapshots,
+    )
+}
+
+/// The row `key` of the table `things`, as `tables` hold it.
+fn thing(tables: &Tables, key: &str) -> Option<Vec<u8>> {
+    use redb::ReadableDatabase;
+    let read = tables.db.begin_read().unwrap();
+    let things = read
+        .open_table(redb::TableDefinition::<&str, &[u8]>::new(THINGS.name()))
+        .unwrap();
+    let value = things.get(key).unwrap().map(|v| v.value().to_vec());
+    value
+}
+
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir).unwrap().map(|f| f.unwrap().path()).collect()
+}
+
+#[tokio::test]
+async fn a_snapshot_is_a_file_of_its_own_the_newest_alone_is_kept_and_one_cut_short_is_refused() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let here = tempfile::tempdir().unwrap();
+    let (_, mut machine, snapshots) = machine_in(here.path());
+    let mut batch = Batch::new().put(THINGS, "k", vec![7, 0, 255]).event(NewEvent::new(
+        "THING_MADE",
+        Some("k".into()),
+        json!({"n": 1}),
+    ));
+    batch.seal().unwrap();
+    let entry = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+        payload: EntryPayload::Normal(Proposal::new(vec![batch])),
+    };
+    machine.apply(vec![entry]).await.unwrap();
+    let mut builder = machine.get_snapshot_builder().await;
+    builder.build_snapshot().await.unwrap();
+    let mut newest = builder.build_snapshot().await.unwrap();
+    // One file, the newest, owner-only, in an owner-only directory.
+    let held = files(&snapshots);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(
+        std::fs::metadata(&snapshots).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(std::fs::metadata(&held[0]).unwrap().permissions().mode() & 0o777, 0o600);
+    let mut bytes = Vec::new();
+    newest.snapshot.read_to_end(&mut bytes).await.unwrap();
+
+    // Another member receives it chunk by chunk and installs it.
+    let there = tempfile::tempdir().unwrap();
+    let (tables, mut other, other_snapshots) = machine_in(there.path());
+    let mut receiving = other.begin_receiving_snapshot().await.unwrap();
+    for chunk in bytes.chunks(5) {
+        receiving.write_all(chunk).await.unwrap();
+    }
+    other.install_snapshot(&newest.meta, receiving).await.unwrap();
+    assert_eq!(thing(&tables, "k"), Some(vec![7, 0, 255]));
+    let (applied, _) = other.applied_state().await.unwrap();
+    assert_eq!(applied.map(|id| id.index), Some(1));
+    assert_eq!(
+        files(&other_snapshots).len(),
+        1,
+        "the installed snapshot is kept to send on"
+    );
+    let sent_on = other.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(sent_on.meta.snapshot_id, newest.meta.snapshot_id);
+
+    // A file cut short is refused, and the tables stay as they were.
+    let mut receiving = other.begin_receiving_snapshot().await.unwrap();
+    receiving.write_all(&bytes[..bytes.len() - 1]).await.unwrap();
+    let err = other.install_snapshot(&newest.meta, receiving).await.unwrap_err();
+    assert!(err.to_string().contains("snapshot"), "{err}");
+    assert_eq!(thing(&tables, "k"), Some(vec![7, 0, 255]));
+    assert_eq!(
+        files(&other_snapshots).len(),
+        1,
+        "the refused file is gone, the held one stays"
+    );
+
+    // A start empties the directory: the snapshot is built again when one is needed.
+    drop(machine);
+    let db = Arc::new(redb::Database::create(here.path().join("db2")).unwrap());
+    let (live, _) = tokio::sync::broadcast::channel(16);
+    let mut again = Machine::new(Arc::new(Tables::open(db, live, 0).unwrap()), snapshots.clone()).unwrap();
+    assert!(files(&snapshots).is_empty());
+    assert!(again.get_current_snapshot().await.unwrap().is_none());
 }
