@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use super::replicated::{start_cluster, CLUSTER};
+use super::replicated::{create_token, start_cluster, works_on, CLUSTER};
 use super::support::{pid_alive, python_agent, text, wait_pid_gone, Deadline, Gate, Node, NodeOpts, WAIT};
 
 /// The member `name` as `node`'s cluster view shows it.
@@ -255,6 +255,19 @@ async fn a_frozen_node_is_declared_down_then_finds_itself_fenced_and_rejoins_wit
     Ok(())
 }
 
+/// Three nodes, alpha, beta and gamma, each UP as the first sees it.
+pub(super) async fn three_nodes_up() -> Result<Vec<Node>> {
+    let nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    Ok(nodes)
+}
+
 /// Cuts `node` off from every other node both ways (see the partition gates), or heals it.
 fn cut(nodes: &[Node], at: usize, on: bool) -> Result<()> {
     for other in nodes.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, n)| n) {
@@ -313,6 +326,48 @@ async fn a_node_cut_off_refuses_writes_while_the_majority_moves_its_agents_and_g
     // One AGENT_MOVED: gamma, back, started no copy and moved nothing back.
     let moved = nodes[2].events_after(None, &["AGENT_MOVED"]).await?;
     ensure!(moved.len() == 1, "{moved:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_a_cut_off_member_cannot_confirm_is_recorded_and_reaches_it_once_back() -> Result<()> {
+    let nodes = three_nodes_up().await?;
+    // The leader revokes; a follower is cut off (cutting the leader would make the
+    // revocation wait for an election).
+    let leader = text(&nodes[0].gql_ok(CLUSTER, json!({})).await?, "/cluster/leader")?;
+    let at = nodes.iter().position(|n| n.name == leader).context("no leader")?;
+    let (off, other) = ((at + 1) % 3, (at + 2) % 3);
+    let (secret, id) = create_token(&nodes[at], "cut-off").await?;
+    works_on(&nodes[off], &secret).await?;
+    cut(&nodes, off, true)?;
+    let m = "mutation($id: ID!) { revokeToken(id: $id) { revokedAt } }";
+    nodes[at].gql_ok(m, json!({ "id": id })).await?;
+    // The answer came, and the log says which member did not confirm.
+    let unconfirmed = nodes[at].events(&["TOKEN_REVOCATION_UNCONFIRMED"]).await?;
+    ensure!(
+        unconfirmed.len() == 1
+            && unconfirmed[0]["subject"] == id.as_str()
+            && unconfirmed[0]["data"]["nodes"] == json!([nodes[off].name]),
+        "{unconfirmed:?}"
+    );
+    for node in [&nodes[at], &nodes[other]] {
+        let body = node.gql_as(&secret, "{ node { name } }", json!({})).await?;
+        ensure!(
+            super::support::error_code(&body).as_deref() == Some("UNAUTHENTICATED"),
+            "{}: {body}",
+            node.name
+        );
+    }
+    // Back, the member applies the revocation with the log.
+    cut(&nodes, off, false)?;
+    let deadline = Deadline::after(WAIT, format!("{} to refuse the revoked token", nodes[off].name));
+    loop {
+        let body = nodes[off].gql_as(&secret, "{ node { name } }", json!({})).await?;
+        if super::support::error_code(&body).as_deref() == Some("UNAUTHENTICATED") {
+            break;
+        }
+        deadline.tick(body).await?;
+    }
     Ok(())
 }
 

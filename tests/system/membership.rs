@@ -5,7 +5,7 @@
 use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 
-use super::failover::{groups, member, wait_member_state, wait_moved};
+use super::failover::{groups, member, three_nodes_up, wait_member_state, wait_moved};
 use super::replicated::{start_cluster, CLUSTER};
 use super::support::{pid_alive, python_agent, text, Deadline, NodeOpts, WAIT};
 
@@ -13,14 +13,7 @@ const MEMBER: &str = "name role state incarnation";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it_goes() -> Result<()> {
-    let nodes = start_cluster(
-        NodeOpts::named("alpha"),
-        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
-    )
-    .await?;
-    for m in ["alpha", "beta", "gamma"] {
-        wait_member_state(&nodes[0], m, "UP").await?;
-    }
+    let nodes = three_nodes_up().await?;
     // A voter becomes a learner and a voter again.
     let role = format!("mutation($n: String!, $r: MemberRole!) {{ setMemberRole(node: $n, role: $r) {{ {MEMBER} }} }}");
     let learner = nodes[1].gql_ok(&role, json!({ "n": "gamma", "r": "LEARNER" })).await?;

@@ -44,7 +44,7 @@ async fn log_members(node: &Node) -> Result<BTreeSet<String>> {
         .collect()
 }
 
-async fn create_token(node: &Node, name: &str) -> Result<(String, String)> {
+pub(super) async fn create_token(node: &Node, name: &str) -> Result<(String, String)> {
     let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { secret token { id } } }";
     let data = node.gql_ok(m, json!({ "n": name })).await?;
     Ok((
@@ -82,7 +82,7 @@ async fn events(node: &Node, after: u64) -> Result<Vec<(u64, String, String)>> {
 }
 
 /// Waits until `node` can do what `query` does with `token` (its copy of the log caught up).
-async fn works_on(node: &Node, token: &str) -> Result<()> {
+pub(super) async fn works_on(node: &Node, token: &str) -> Result<()> {
     let deadline = Deadline::after(WAIT, format!("the token to work on {}", node.name));
     loop {
         let body = node.gql_as(token, "{ node { name } }", json!({})).await?;
@@ -125,6 +125,9 @@ async fn a_token_made_on_one_node_works_on_the_other_and_its_revocation_ends_it_
         !matches!(closed, Ok(Some(_))),
         "alpha's connection with the revoked token still streams: {closed:?}"
     );
+    // Every member confirmed: nothing says otherwise.
+    let unconfirmed = beta.events(&["TOKEN_REVOCATION_UNCONFIRMED"]).await?;
+    ensure!(unconfirmed.is_empty(), "{unconfirmed:?}");
     Ok(())
 }
 

@@ -3,7 +3,10 @@
 
 use chrono::TimeDelta;
 use serde::Serialize;
+use serde_json::json;
 use troupe_runtime::auth::{Role, TokenInfo};
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::store::Batch;
 
 use super::context::{keep, split};
 use super::node::REVOKED_WITHIN;
@@ -65,20 +68,24 @@ impl Api {
 
     /// Waits until every member heard from lately (`UP`) has applied the revocation and
     /// refuses the token, each for at most [`REVOKED_WITHIN`]: the answer then means the
-    /// token works nowhere. A member that does not confirm is named in a warning; it applies
-    /// the revocation with the log once it is reached.
+    /// token works nowhere. A member that does not confirm (not asked because it is not
+    /// `UP`, or silent, or late) is named in a warning and in a
+    /// `TOKEN_REVOCATION_UNCONFIRMED` event: it applies the revocation with the log once it
+    /// is reached, and until then it alone may still accept the token.
     async fn revoked_everywhere(&self, info: &TokenInfo, seq: u64) {
         let service = self.node_service();
-        let asked = self.ctx.cluster.up_peers().into_iter().map(|peer| {
+        let up = self.ctx.cluster.up_peers();
+        let asked = up.iter().map(|peer| {
             let service = &service;
             async move {
                 let answer = Peer(service, peer.clone()).revoked(seq).await;
-                (peer, answer)
+                (peer.clone(), answer)
             }
         });
+        let mut unconfirmed = Vec::new();
         for (peer, answer) in futures::future::join_all(asked).await {
             match answer {
-                Ok(true) => {}
+                Ok(true) => continue,
                 Ok(false) => {
                     tracing::warn!(token = %info.id, node = %peer, within = ?REVOKED_WITHIN, "a member did not apply a token's revocation in time; it will once it catches up")
                 }
@@ -86,6 +93,26 @@ impl Api {
                     tracing::warn!(token = %info.id, node = %peer, error = %e, "a member could not confirm a token's revocation; it will apply it once it catches up")
                 }
             }
+            unconfirmed.push(peer);
+        }
+        let me = self.ctx.node_name.as_str();
+        for member in self.ctx.store.status().members {
+            if member.name != me && !up.contains(&member.name) {
+                tracing::warn!(token = %info.id, node = %member.name, "a member not heard from lately was not asked to confirm a token's revocation; it will apply it once it catches up");
+                unconfirmed.push(member.name);
+            }
+        }
+        if unconfirmed.is_empty() {
+            return;
+        }
+        unconfirmed.sort();
+        let event = NewEvent::new(
+            "TOKEN_REVOCATION_UNCONFIRMED",
+            Some(info.id.clone()),
+            json!({ "name": info.name, "nodes": unconfirmed }),
+        );
+        if let Err(e) = self.ctx.store.write(Batch::new().event(event)).await {
+            tracing::warn!(token = %info.id, error = %e, "could not record which members did not confirm a token's revocation");
         }
     }
 }
