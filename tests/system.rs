@@ -25,6 +25,7 @@ mod system {
     mod http_api;
     mod membership;
     mod messages;
+    mod partitions;
     mod races;
     mod recovery;
     mod replicated;

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use super::replicated::{create_token, start_cluster, works_on, CLUSTER};
+use super::replicated::{start_cluster, CLUSTER};
 use super::support::{pid_alive, python_agent, text, wait_pid_gone, Deadline, Gate, Node, NodeOpts, WAIT};
 
 /// The member `name` as `node`'s cluster view shows it.
@@ -44,6 +44,19 @@ pub(super) async fn wait_moved(node: &Node, id: &str, not: &str) -> Result<Strin
         }
         deadline.tick(&body).await?;
     }
+}
+
+/// Three nodes, alpha, beta and gamma, each UP as the first sees it.
+pub(super) async fn three_nodes_up() -> Result<Vec<Node>> {
+    let nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    Ok(nodes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,122 +268,6 @@ async fn a_frozen_node_is_declared_down_then_finds_itself_fenced_and_rejoins_wit
     Ok(())
 }
 
-/// Three nodes, alpha, beta and gamma, each UP as the first sees it.
-pub(super) async fn three_nodes_up() -> Result<Vec<Node>> {
-    let nodes = start_cluster(
-        NodeOpts::named("alpha"),
-        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
-    )
-    .await?;
-    for m in ["alpha", "beta", "gamma"] {
-        wait_member_state(&nodes[0], m, "UP").await?;
-    }
-    Ok(nodes)
-}
-
-/// Cuts `node` off from every other node both ways (see the partition gates), or heals it.
-fn cut(nodes: &[Node], at: usize, on: bool) -> Result<()> {
-    for other in nodes.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, n)| n) {
-        for (side, peer) in [(&nodes[at], &other.name), (other, &nodes[at].name)] {
-            let gate = format!("partition-{peer}");
-            match on {
-                true => side.inject_fault(&gate)?,
-                false => side.clear_fault(&gate)?,
-            }
-        }
-    }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_cut_off_refuses_writes_while_the_majority_moves_its_agents_and_goes_on() -> Result<()> {
-    let nodes = start_cluster(
-        NodeOpts::named("alpha"),
-        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
-    )
-    .await?;
-    let agent = nodes[2].spawn_builtin("echo", &["cut"]).await?;
-    nodes[2].wait_agent_state(&agent, "RUNNING").await?;
-    for m in ["alpha", "beta", "gamma"] {
-        wait_member_state(&nodes[0], m, "UP").await?;
-    }
-
-    cut(&nodes, 2, true)?;
-    // The majority declares gamma down and runs its agent.
-    let home = wait_moved(&nodes[0], &agent, "gamma").await?;
-    ensure!(home != "gamma");
-    // gamma, alone, takes no write, and says why.
-    let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }";
-    let refused = nodes[2].gql(m, json!({ "n": "on-the-minority" })).await?;
-    ensure!(
-        super::support::error_code(&refused).as_deref() == Some("UNAVAILABLE"),
-        "{refused}"
-    );
-    // The majority goes on.
-    nodes[1].gql_ok(m, json!({ "n": "on-the-majority" })).await?;
-    let task = nodes[0].submit_to(&agent, json!({ "during": "cut" })).await?;
-    nodes[1].wait_task_state(&task, "SUCCEEDED").await?;
-
-    cut(&nodes, 2, false)?;
-    wait_member_state(&nodes[0], "gamma", "UP").await?;
-    let deadline = Deadline::after(WAIT, "gamma to record its fencing and catch up");
-    loop {
-        let fenced = nodes[2].events_after(None, &["NODE_FENCED"]).await?;
-        let q = "query($id: ID!) { agent(id: $id) { node } }";
-        let seen = nodes[2].gql_ok(q, json!({ "id": agent })).await?;
-        if fenced.iter().any(|e| e["subject"] == "gamma") && seen["agent"]["node"] == home.as_str() {
-            break;
-        }
-        deadline.tick(format!("{fenced:?} {seen}")).await?;
-    }
-    // One AGENT_MOVED: gamma, back, started no copy and moved nothing back.
-    let moved = nodes[2].events_after(None, &["AGENT_MOVED"]).await?;
-    ensure!(moved.len() == 1, "{moved:?}");
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_a_cut_off_member_cannot_confirm_is_recorded_and_reaches_it_once_back() -> Result<()> {
-    let nodes = three_nodes_up().await?;
-    // The leader revokes; a follower is cut off (cutting the leader would make the
-    // revocation wait for an election).
-    let leader = text(&nodes[0].gql_ok(CLUSTER, json!({})).await?, "/cluster/leader")?;
-    let at = nodes.iter().position(|n| n.name == leader).context("no leader")?;
-    let (off, other) = ((at + 1) % 3, (at + 2) % 3);
-    let (secret, id) = create_token(&nodes[at], "cut-off").await?;
-    works_on(&nodes[off], &secret).await?;
-    cut(&nodes, off, true)?;
-    let m = "mutation($id: ID!) { revokeToken(id: $id) { revokedAt } }";
-    nodes[at].gql_ok(m, json!({ "id": id })).await?;
-    // The answer came, and the log says which member did not confirm.
-    let unconfirmed = nodes[at].events(&["TOKEN_REVOCATION_UNCONFIRMED"]).await?;
-    ensure!(
-        unconfirmed.len() == 1
-            && unconfirmed[0]["subject"] == id.as_str()
-            && unconfirmed[0]["data"]["nodes"] == json!([nodes[off].name]),
-        "{unconfirmed:?}"
-    );
-    for node in [&nodes[at], &nodes[other]] {
-        let body = node.gql_as(&secret, "{ node { name } }", json!({})).await?;
-        ensure!(
-            super::support::error_code(&body).as_deref() == Some("UNAUTHENTICATED"),
-            "{}: {body}",
-            node.name
-        );
-    }
-    // Back, the member applies the revocation with the log.
-    cut(&nodes, off, false)?;
-    let deadline = Deadline::after(WAIT, format!("{} to refuse the revoked token", nodes[off].name));
-    loop {
-        let body = nodes[off].gql_as(&secret, "{ node { name } }", json!({})).await?;
-        if super::support::error_code(&body).as_deref() == Some("UNAUTHENTICATED") {
-            break;
-        }
-        deadline.tick(body).await?;
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leaders_agents_move_once_a_new_leader_has_judged_it() -> Result<()> {
     let mut nodes = start_cluster(
@@ -562,51 +459,5 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() -> Result<()
         nodes[0].wait_task_state(id, "SUCCEEDED").await?;
     }
     ensure!(acked.len() == 33, "{}", acked.len());
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_cut_off_at_the_network_refuses_writes_its_agent_moves_and_it_rejoins_fenced() -> Result<()> {
-    // Declared first, dropped last: the nodes stop before their namespaces go.
-    let net = super::support::netns::Net::new(3)?;
-    let opts = |i: usize, name: &str| NodeOpts::named(name).in_netns(&net.ns(i), &net.ip(i));
-    let alpha = Node::start(opts(0, "alpha")).await?;
-    let join = format!("{}:{}", net.ip(0), alpha.cluster_port);
-    let beta = Node::start(opts(1, "beta").arg("--join", &join)).await?;
-    let gamma = Node::start(opts(2, "gamma").arg("--join", &join)).await?;
-    let nodes = [alpha, beta, gamma];
-    for m in ["alpha", "beta", "gamma"] {
-        wait_member_state(&nodes[0], m, "UP").await?;
-    }
-    let agent = nodes[2].spawn_builtin("echo", &["cut"]).await?;
-    nodes[2].wait_agent_state(&agent, "RUNNING").await?;
-
-    net.cut(2, true)?;
-    let home = wait_moved(&nodes[0], &agent, "gamma").await?;
-    let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }";
-    let refused = nodes[2].gql(m, json!({ "n": "on-the-minority" })).await?;
-    ensure!(
-        super::support::error_code(&refused).as_deref() == Some("UNAVAILABLE"),
-        "{refused}"
-    );
-    nodes[1].gql_ok(m, json!({ "n": "on-the-majority" })).await?;
-    let task = nodes[0].submit_to(&agent, json!({ "during": "cut" })).await?;
-    nodes[1].wait_task_state(&task, "SUCCEEDED").await?;
-
-    net.cut(2, false)?;
-    wait_member_state(&nodes[0], "gamma", "UP").await?;
-    let deadline = Deadline::after(WAIT, "gamma to record its fencing and catch up");
-    loop {
-        let fenced = nodes[2].events_after(None, &["NODE_FENCED"]).await?;
-        let q = "query($id: ID!) { agent(id: $id) { node } }";
-        let seen = nodes[2].gql_ok(q, json!({ "id": agent })).await?;
-        if fenced.iter().any(|e| e["subject"] == "gamma") && seen["agent"]["node"] == home.as_str() {
-            break;
-        }
-        deadline.tick(format!("{fenced:?} {seen}")).await?;
-    }
-    let moved = nodes[2].events_after(None, &["AGENT_MOVED"]).await?;
-    ensure!(moved.len() == 1, "{moved:?}");
-    nodes[2].gql_ok(m, json!({ "n": "after-the-cut" })).await?;
     Ok(())
 }
