@@ -2,7 +2,8 @@
 //! behind it into one group: one Raft log entry, so one fsync covers the whole group while
 //! the next group accumulates behind it. Up to a few groups are in the log at once
 //! ([`flight`]), answered in the order they were taken; on a cluster of one member a group
-//! goes straight to the tables instead.
+//! goes straight to the tables instead. On a cluster of several, batches nobody waits for
+//! are held a moment for one somebody waits for, whose entry they share.
 //!
 //! Each batch is checked before it is proposed (fault hooks, events encoded, value sizes),
 //! so a batch that cannot be written fails alone and the rest of its group goes on, and
@@ -45,6 +46,11 @@ pub(super) enum Done {
 }
 
 impl Done {
+    /// Whether a caller waits for this batch's answer now.
+    fn awaited(&self) -> bool {
+        matches!(self, Done::Reply(tx) if !tx.is_closed())
+    }
+
     pub(super) fn send(self, outcome: Result<Vec<u64>, StoreError>) {
         match (self, outcome) {
             (Done::Reply(tx), outcome) => {
@@ -119,10 +125,18 @@ impl Writer {
     async fn work(&mut self) -> Result<(), String> {
         let mut flight = Flight::new(self.raft.metrics().borrow().id);
         let outcome = loop {
+            let held_until = flight.held_until();
+            let (holds, room) = (flight.holds(), flight.has_room());
             tokio::select! {
                 biased;
                 landed = flight.next(), if flight.busy() => {
                     if let Err(reason) = self.land(&mut flight, landed).await {
+                        break Err(reason);
+                    }
+                }
+                _ = tokio::time::sleep_until(held_until), if holds && room => {
+                    let held = flight.release();
+                    if let Err(reason) = self.route(&mut flight, held).await {
                         break Err(reason);
                     }
                 }
@@ -142,6 +156,13 @@ impl Writer {
             }
         };
         let outcome = match outcome {
+            Ok(()) if flight.holds() => {
+                let held = flight.release();
+                match self.route(&mut flight, held).await {
+                    Ok(()) => self.settle(&mut flight).await,
+                    Err(reason) => Err(reason),
+                }
+            }
             Ok(()) => self.settle(&mut flight).await,
             Err(reason) => Err(reason),
         };
@@ -151,17 +172,31 @@ impl Writer {
         outcome
     }
 
-    /// Checks a group's batches and sends it on its way: straight to the tables when this
-    /// node is the cluster alone, else into the log, behind the groups in flight.
+    /// Checks a group's batches and sends it on its way.
     async fn take(&mut self, flight: &mut Flight, group: Vec<Request>) -> Result<(), String> {
-        let Some(Checked {
+        let Some(checked) = self.check(group)? else {
+            return Ok(());
+        };
+        // On a cluster of several members, records nobody waits for wait a moment for a
+        // write somebody waits for, and go in its entry (see `flight::HOLD_UNAWAITED`).
+        let checked = match self.alone() {
+            true => flight.with_held(checked),
+            false => match flight.hold(checked) {
+                Some(group) => group,
+                None => return Ok(()),
+            },
+        };
+        self.route(flight, checked).await
+    }
+
+    /// Sends a checked group on its way: straight to the tables when this node is the
+    /// cluster alone, else into the log, behind the groups in flight.
+    async fn route(&mut self, flight: &mut Flight, checked: Checked) -> Result<(), String> {
+        let Checked {
             batches,
             waiting,
             delay,
-        }) = self.check(group)?
-        else {
-            return Ok(());
-        };
+        } = checked;
         if batches.iter().all(Batch::is_empty) {
             // Only flushes: answered once every group taken before them is.
             flight.flush(waiting);
@@ -254,6 +289,7 @@ impl Writer {
 }
 
 /// A group's batches that passed the checks, and who waits for each.
+#[derive(Default)]
 struct Checked {
     batches: Vec<Batch>,
     waiting: Vec<Done>,

@@ -181,12 +181,24 @@ fn fast() -> super::Timing {
 
 /// A store named `name` on `router`: alone (the first), or waiting to be admitted.
 fn member(router: &Arc<Router>, dir: &tempfile::TempDir, name: &str, start: super::Start) -> Store {
+    member_with(router, dir, name, start, None)
+}
+
+/// [`member`], with the writer's fault hook.
+fn member_with(
+    router: &Arc<Router>,
+    dir: &tempfile::TempDir,
+    name: &str,
+    start: super::Start,
+    fault: Option<crate::store::FaultHook>,
+) -> Store {
     let options = crate::store::StoreOptions {
         identity: super::Identity {
             name: name.into(),
             timing: fast(),
             start,
         },
+        fault,
         ..Default::default()
     };
     let store = Store::open_with(&dir.path().join(name), options).unwrap();
@@ -505,3 +517,43 @@ async fn a_member_cut_off_during_a_revocation_refuses_the_token_once_it_says_it_
 
 mod flight;
 mod storage;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_nobody_waits_for_share_the_entry_of_the_next_write_somebody_waits_for() {
+    const RECORDS: Table = Table::new("records");
+    // The hook says when the writer took the record nobody waits for.
+    let (taken_tx, taken_rx) = std::sync::mpsc::channel::<()>();
+    let taken = std::sync::Mutex::new(taken_tx);
+    let hook: crate::store::FaultHook = Arc::new(move |b: &Batch| {
+        if b.touches(RECORDS) {
+            let _ = taken.lock().unwrap().send(());
+        }
+        None
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let a = member_with(&router, &dir, "a", super::Start::Alone, Some(hook));
+    let b = member(&router, &dir, "b", super::Start::Join);
+    a.admit(b.raft_id(), "b", 3).await.unwrap();
+    a.write(Batch::new().put(THINGS, "first", vec![0])).await.unwrap();
+    let last = || a.raft().metrics().borrow().last_log_index.unwrap_or_default();
+    let before = last();
+    // A task's RUNNING record, say: taken by the writer before the next submission comes.
+    a.submit_watched(Batch::new().put(RECORDS, "running", vec![1]), |e| panic!("{e}"));
+    tokio::task::spawn_blocking(move || taken_rx.recv().unwrap())
+        .await
+        .unwrap();
+    a.write(Batch::new().put(THINGS, "submitted", vec![2])).await.unwrap();
+    assert_eq!(last(), before + 1, "both writes in one log entry");
+    assert_eq!(a.get(RECORDS, "running").await.unwrap(), Some(vec![1]));
+    // With no write somebody waits for behind it, it still goes, a moment later.
+    let mut live = a.live();
+    let result = Batch::new()
+        .put(RECORDS, "result", vec![3])
+        .event(NewEvent::new("RESULT", None, json!(null)));
+    a.submit_watched(result, |e| panic!("{e}"));
+    let event = tokio::time::timeout(std::time::Duration::from_secs(20), live.recv()).await;
+    assert_eq!(event.unwrap().unwrap().kind, "RESULT");
+    assert_eq!(a.get(RECORDS, "result").await.unwrap(), Some(vec![3]));
+    assert_eq!(last(), before + 2);
+}
