@@ -140,6 +140,8 @@ struct Inner {
     live: broadcast::Sender<Arc<Event>>,
     health: watch::Receiver<Option<String>>,
     raft: raft::Raft,
+    /// The runtime the Raft core runs on (owned by the writer thread).
+    raft_runtime: tokio::runtime::Handle,
     transport: raft::TransportSlot,
     /// The condition this node's batches carry (see [`Store::fence`]).
     fence: std::sync::Mutex<Option<Op>>,
@@ -222,7 +224,7 @@ impl Store {
             .name("troupe-store-writer".into())
             .spawn(move || match start() {
                 Ok((rt, raft)) => {
-                    let _ = started_tx.send(Ok(raft.clone()));
+                    let _ = started_tx.send(Ok((raft.clone(), rt.handle().clone())));
                     writer::Writer {
                         rx,
                         raft,
@@ -239,7 +241,7 @@ impl Store {
                 }
             })
             .map_err(StoreError::db)?;
-        let raft = started
+        let (raft, raft_runtime) = started
             .recv()
             .map_err(|_| StoreError::Database("the store writer did not start".into()))??;
         Ok(Self {
@@ -249,6 +251,7 @@ impl Store {
                 live,
                 health,
                 raft,
+                raft_runtime,
                 transport,
                 fence: Default::default(),
                 shared,
@@ -271,6 +274,12 @@ impl Store {
     /// This node's member of the replicated log (membership, metrics, leadership).
     pub fn raft(&self) -> &raft::Raft {
         &self.inner.raft
+    }
+
+    /// The runtime this node's Raft core runs on: a member's messages served there reach
+    /// the core without crossing to another thread.
+    pub fn raft_runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.raft_runtime
     }
 
     /// Where the node's cluster puts the transport that carries Raft's messages.

@@ -196,6 +196,15 @@ async fn nodes_over_mutual_tls_form_a_cluster_and_let_in_no_plaintext_or_foreign
         }
         deadline.tick(status).await?;
     }
+    // The log's messages travel on the Raft lane (TLS too), not on the link.
+    let sent = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("troupe_raft_messages_total{way=\"lane\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_default()
+    };
+    let lane = sent(&alpha.metrics().await?);
+    ensure!(lane > 0.0, "alpha sent nothing on its Raft lane");
 
     // A node without TLS, and one whose certificate another CA signed, never get in.
     refused_join("plain", &join, &[], 3).await?;

@@ -189,7 +189,9 @@ impl Actor for ClusterActor {
         endpoints.own(server.get_cell());
         endpoints.serve(cfg.node.clone(), &cell).await?;
         endpoints.serve(cfg.raft.clone(), &cell).await?;
-        cfg.raft.carry();
+        cfg.raft
+            .carry(cfg.listen.ip(), cfg.tls.as_ref(), endpoints.held())
+            .await?;
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
             id: "troupe.leader-watch".into(),
             subscription: Box::new(LeaderWatch(cfg.node.store.clone())),

@@ -48,6 +48,11 @@ impl Endpoints {
         Ok(())
     }
 
+    /// Whether a HANG holds the service actors now, and when that changes.
+    pub fn held(&self) -> watch::Receiver<bool> {
+        self.held.subscribe()
+    }
+
     /// Ends `cell` with the parent too.
     pub fn own(&mut self, cell: ActorCell) {
         self.cells.push(cell);

@@ -530,7 +530,8 @@ pub fn set_armed_faults(armed: troupe_runtime::store::ArmedFaults) {
     let _ = ARMED.set(armed);
 }
 
-fn cut_off(node: &str) -> bool {
+/// Whether a partition gate or an armed fault cuts this node off from `node`.
+pub(crate) fn cut_off(node: &str) -> bool {
     PARTITION.get().is_some_and(|g| g.is_set(&format!("partition-{node}")))
         || ARMED.get().is_some_and(|a| a.cut_off(node))
 }

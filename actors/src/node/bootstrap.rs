@@ -107,6 +107,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         raft: RaftService {
             cluster: cluster.clone(),
             store: store.clone(),
+            lane: Default::default(),
         },
         listen: config.cluster_listen,
         join: config.join.clone(),

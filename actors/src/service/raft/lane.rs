@@ -1,0 +1,449 @@
+//! Raft's own lane between members: a TCP connection (TLS when the cluster has it) that
+//! carries the log's messages straight to the other member's Raft runtime. Over the
+//! ractor_cluster link, each message and its answer passed through five actor and task hops
+//! on each side, most of them on the node's main workers and then back to the Raft runtime;
+//! on the lane, a message is read, served and answered by one task on the Raft runtime.
+//! Three nodes with one client, in one session: 0.9 against 1.3 ms of the leader's CPU per
+//! task (BENCHMARKS.md).
+//!
+//! A member learns another's lane (its address and a key drawn when that member started)
+//! by asking over the cluster link, which the cookie (and TLS) already guards; a connection
+//! that does not present the key is closed. A member whose link is not up, or that a
+//! partition gate cuts off, is not reached on the lane either, and a HANG of the link's
+//! endpoints holds the lane's requests too.
+//!
+//! On a connection: the dialler sends `TRL1` and the key, and the listener answers one byte
+//! once it took them. Then requests, one at a time: the kind (one byte), the length (four
+//! bytes, big-endian) and the bytes; each answered by a status (0: served, 1: an error whose
+//! text follows), a length and the bytes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use troupe_runtime::store::raft::{self, RpcKind, SendError};
+use troupe_runtime::store::Store;
+use troupe_runtime::tls::ClusterTls;
+
+const MAGIC: &[u8; 4] = b"TRL1";
+const KEY_LEN: usize = 32;
+/// The longest message either way: a snapshot chunk is 1 MiB, an append request at most 16
+/// entries, each a group of batches.
+const MAX_FRAME: usize = 256 << 20;
+/// Idle connections kept per member: one for its replication stream, a few for forwarded
+/// writes and reads.
+const MAX_IDLE: usize = 8;
+/// How long the link carries the messages to a member whose lane took no connection.
+const SHUNNED_FOR: Duration = Duration::from_secs(10);
+/// How long the listener waits for a new connection's greeting.
+const GREETING_WITHIN: Duration = Duration::from_secs(5);
+
+/// What another member needs to reach this member's lane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaneInfo {
+    pub addr: String,
+    pub key: ByteBuf,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Conn = BufStream<Box<dyn Io>>;
+
+/// The listening side: serves the lane's requests with the store's Raft, on the Raft
+/// runtime, while the link's endpoints are not held.
+pub struct Listener {
+    pub info: LaneInfo,
+    held: Arc<Mutex<watch::Receiver<bool>>>,
+}
+
+impl Listener {
+    /// Listens on `ip` (the cluster's own address), on a port the system picks.
+    pub async fn start(store: Store, ip: std::net::IpAddr, tls: Option<&ClusterTls>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
+        let addr = listener.local_addr()?;
+        let key: [u8; KEY_LEN] = rand::random();
+        let held = Arc::new(Mutex::new(watch::channel(false).1));
+        let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server.clone()));
+        let accepting = accept(listener, acceptor, store.clone(), key, held.clone());
+        // The listener lives as long as the Raft runtime, which ends with the store.
+        store.raft_runtime().spawn(accepting);
+        Ok(Self {
+            info: LaneInfo {
+                addr: addr.to_string(),
+                key: ByteBuf::from(key.to_vec()),
+            },
+            held,
+        })
+    }
+
+    /// From now on, requests wait while `held` is true (the link's endpoints' HANG).
+    pub fn hold_with(&self, held: watch::Receiver<bool>) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    store: Store,
+    key: [u8; KEY_LEN],
+    held: Arc<Mutex<watch::Receiver<bool>>>,
+) {
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                tracing::warn!(error = %e, "the Raft lane could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, store, held) = (acceptor.clone(), store.clone(), held.clone());
+        tokio::spawn(async move {
+            let greeted = tokio::time::timeout(GREETING_WITHIN, async {
+                let io: Box<dyn Io> = match acceptor {
+                    Some(acceptor) => Box::new(acceptor.accept(tcp).await?),
+                    None => Box::new(tcp),
+                };
+                let mut conn = BufStream::new(io);
+                let mut greeting = [0u8; MAGIC.len() + KEY_LEN];
+                conn.read_exact(&mut greeting).await?;
+                if &greeting[..MAGIC.len()] != MAGIC || !same(&greeting[MAGIC.len()..], &key) {
+                    return Err(std::io::Error::other("a connection without this member's lane key"));
+                }
+                conn.write_u8(0).await?;
+                conn.flush().await?;
+                Ok::<_, std::io::Error>(conn)
+            })
+            .await;
+            match greeted {
+                Ok(Ok(conn)) => serve(conn, store, held).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "a Raft lane connection was refused"),
+                Err(_) => tracing::debug!("a Raft lane connection sent no greeting in time"),
+            }
+        });
+    }
+}
+
+/// The address to dial for a lane that listens at `lane`: a member that listens on every
+/// interface (0.0.0.0) is dialled at the host of its cluster address.
+pub fn reachable(lane: &str, cluster_address: Option<&str>) -> String {
+    let Ok(lane) = lane.parse::<SocketAddr>() else {
+        return lane.to_owned();
+    };
+    let host = cluster_address
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .map(|a| a.ip());
+    match host {
+        Some(ip) if lane.ip().is_unspecified() && !ip.is_unspecified() => SocketAddr::new(ip, lane.port()).to_string(),
+        _ => lane.to_string(),
+    }
+}
+
+/// Compares two keys in a time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// Answers one connection's requests, one after another.
+async fn serve(mut conn: Conn, store: Store, held: Arc<Mutex<watch::Receiver<bool>>>) {
+    loop {
+        let Ok((kind, request)) = read_frame(&mut conn).await else {
+            return;
+        };
+        let mut held = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Held: the request waits unanswered, as the link's service actors' do.
+        while *held.borrow_and_update() {
+            if held.changed().await.is_err() {
+                break;
+            }
+        }
+        let (status, answer) = match kind_of(kind) {
+            Some(kind) => match raft::serve(&store, kind, &request).await {
+                Ok(answer) => (0, answer),
+                Err(e) => (1, e.to_string().into_bytes()),
+            },
+            None => (1, format!("unknown Raft message kind {kind}").into_bytes()),
+        };
+        if write_frame(&mut conn, status, &answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_frame(conn: &mut Conn) -> std::io::Result<(u8, Vec<u8>)> {
+    let head = conn.read_u8().await?;
+    let len = conn.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!("a message of {len} bytes")));
+    }
+    let mut bytes = vec![0; len];
+    conn.read_exact(&mut bytes).await?;
+    Ok((head, bytes))
+}
+
+async fn write_frame(conn: &mut Conn, head: u8, bytes: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(bytes.len())
+        .ok()
+        .filter(|l| *l as usize <= MAX_FRAME)
+        .ok_or_else(|| std::io::Error::other(format!("a message of {} bytes", bytes.len())))?;
+    conn.write_u8(head).await?;
+    conn.write_u32(len).await?;
+    conn.write_all(bytes).await?;
+    conn.flush().await
+}
+
+fn kind_byte(kind: RpcKind) -> u8 {
+    match kind {
+        RpcKind::Append => 0,
+        RpcKind::Vote => 1,
+        RpcKind::Snapshot => 2,
+        RpcKind::Propose => 3,
+        RpcKind::ReadIndex => 4,
+    }
+}
+
+fn kind_of(byte: u8) -> Option<RpcKind> {
+    Some(match byte {
+        0 => RpcKind::Append,
+        1 => RpcKind::Vote,
+        2 => RpcKind::Snapshot,
+        3 => RpcKind::Propose,
+        4 => RpcKind::ReadIndex,
+        _ => return None,
+    })
+}
+
+/// The dialling side: the lanes of the other members this node learnt, and their idle
+/// connections.
+#[derive(Default)]
+pub struct Lanes {
+    tls: Option<tokio_rustls::TlsConnector>,
+    peers: Mutex<HashMap<String, Peer>>,
+    /// Members whose lane took no connection, and until when the link carries their messages.
+    shunned: Mutex<HashMap<String, tokio::time::Instant>>,
+}
+
+struct Peer {
+    info: LaneInfo,
+    idle: Vec<Conn>,
+}
+
+impl Lanes {
+    pub fn new(tls: Option<&ClusterTls>) -> Self {
+        Self {
+            tls: tls.map(|t| tokio_rustls::TlsConnector::from(t.client.clone())),
+            peers: Mutex::default(),
+            shunned: Mutex::default(),
+        }
+    }
+
+    /// Whether the lane of the member named `to` is known.
+    pub fn knows(&self, to: &str) -> bool {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).contains_key(to)
+    }
+
+    /// Keeps `info` as the lane of the member named `to`.
+    pub fn learn(&self, to: &str, info: LaneInfo) {
+        let peer = Peer { info, idle: Vec::new() };
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(to.to_owned(), peer);
+    }
+
+    /// Whether the lane of `to` took no connection lately: the link carries its messages
+    /// meanwhile.
+    pub fn shuns(&self, to: &str) -> bool {
+        let mut shunned = self.shunned.lock().unwrap_or_else(|p| p.into_inner());
+        match shunned.get(to) {
+            Some(until) if tokio::time::Instant::now() < *until => true,
+            Some(_) => {
+                shunned.remove(to);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets the lane of `to`, which took no connection (it may have restarted, with
+    /// another port and key, or a firewall lets only the cluster port through), and sends
+    /// its messages over the link for a while, before its lane is asked for again.
+    fn forget(&self, to: &str) {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(to);
+        let until = tokio::time::Instant::now() + SHUNNED_FOR;
+        self.shunned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(to.to_owned(), until);
+    }
+
+    /// Sends one request to `to` on its lane and waits at most `within` for the answer.
+    pub async fn send(&self, to: &str, kind: RpcKind, request: &[u8], within: Duration) -> Result<Vec<u8>, SendError> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut conn = match self.idle(to) {
+            Some(conn) => conn,
+            None => match tokio::time::timeout_at(deadline, self.connect(to)).await {
+                Ok(connected) => connected?,
+                Err(_) => {
+                    self.forget(to);
+                    return Err(SendError::NotSent(format!(
+                        "node {to}'s Raft lane did not take a connection in time"
+                    )));
+                }
+            },
+        };
+        let exchange = async {
+            write_frame(&mut conn, kind_byte(kind), request).await?;
+            read_frame(&mut conn).await
+        };
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok((0, answer))) => {
+                self.put_back(to, conn);
+                Ok(answer)
+            }
+            Ok(Ok((_, why))) => Err(SendError::Lost(String::from_utf8_lossy(&why).into_owned())),
+            Ok(Err(e)) => Err(SendError::Lost(format!("node {to}'s Raft lane: {e}"))),
+            Err(_) => Err(SendError::Lost(format!(
+                "node {to} did not answer within {} ms",
+                within.as_millis()
+            ))),
+        }
+    }
+
+    /// An idle connection to `to` that is still open (one the other side closed, when it
+    /// stopped, reads as ended at once, before anything is sent on it).
+    fn idle(&self, to: &str) -> Option<Conn> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = &mut peers.get_mut(to)?.idle;
+        while let Some(mut conn) = idle.pop() {
+            let mut byte = [0u8; 1];
+            if conn.read(&mut byte).now_or_never().is_none() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` for the next request to `to` (a few per member: more are closed).
+    fn put_back(&self, to: &str, conn: Conn) {
+        if let Some(peer) = self.peers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(to) {
+            if peer.idle.len() < MAX_IDLE {
+                peer.idle.push(conn);
+            }
+        }
+    }
+
+    async fn connect(&self, to: &str) -> Result<Conn, SendError> {
+        let info = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(to)
+            .map(|p| p.info.clone());
+        let info = info.ok_or_else(|| SendError::NotSent(format!("node {to}'s Raft lane is not known")))?;
+        let connected = async {
+            let addr: SocketAddr = info.addr.parse().map_err(std::io::Error::other)?;
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let io: Box<dyn Io> = match &self.tls {
+                Some(connector) => {
+                    let name = tokio_rustls::rustls::pki_types::ServerName::from(addr.ip());
+                    Box::new(connector.connect(name, tcp).await?)
+                }
+                None => Box::new(tcp),
+            };
+            let mut conn = BufStream::new(io);
+            conn.write_all(MAGIC).await?;
+            conn.write_all(&info.key).await?;
+            conn.flush().await?;
+            conn.read_u8().await?;
+            Ok::<_, std::io::Error>(conn)
+        };
+        connected.await.map_err(|e| {
+            self.forget(to);
+            SendError::NotSent(format!("node {to}'s Raft lane at {}: {e}", info.addr))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_whole() {
+        assert!(same(&[1, 2, 3], &[1, 2, 3]));
+        assert!(!same(&[1, 2, 3], &[1, 2, 4]));
+        assert!(!same(&[1, 2], &[1, 2, 3]));
+    }
+
+    #[test]
+    fn a_lane_on_every_interface_is_dialled_at_the_cluster_host() {
+        assert_eq!(reachable("0.0.0.0:4100", Some("10.0.0.7:4697")), "10.0.0.7:4100");
+        assert_eq!(reachable("127.0.0.1:4100", Some("10.0.0.7:4697")), "127.0.0.1:4100");
+        assert_eq!(reachable("0.0.0.0:4100", None), "0.0.0.0:4100");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lane_serves_whoever_holds_its_key_and_holds_requests_while_the_link_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let listener = Listener::start(store.clone(), [127, 0, 0, 1].into(), None)
+            .await
+            .unwrap();
+        let lanes = Arc::new(Lanes::new(None));
+        let ask = |within: u64| {
+            let lanes = lanes.clone();
+            async move {
+                lanes
+                    .send("m", RpcKind::ReadIndex, &[], Duration::from_millis(within))
+                    .await
+            }
+        };
+        // A wrong key: the lane closes the connection, and the dialler forgets the lane.
+        let mut wrong = listener.info.clone();
+        wrong.key[0] ^= 1;
+        lanes.learn("m", wrong);
+        assert!(matches!(ask(5_000).await, Err(SendError::NotSent(_))));
+        assert!(
+            !lanes.knows("m") && lanes.shuns("m"),
+            "the link carries its messages a while"
+        );
+        // The right one: answered, twice on one connection kept idle between.
+        lanes.learn("m", listener.info.clone());
+        ask(5_000).await.unwrap();
+        ask(5_000).await.unwrap();
+        assert_eq!(lanes.peers.lock().unwrap()["m"].idle.len(), 1);
+        // Held: a request waits unanswered until the release.
+        let (hold, held) = watch::channel(true);
+        listener.hold_with(held);
+        assert!(matches!(ask(300).await, Err(SendError::Lost(_))));
+        let waiting = tokio::spawn(ask(5_000));
+        hold.send_replace(false);
+        waiting.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn every_kind_has_its_byte() {
+        for kind in [
+            RpcKind::Append,
+            RpcKind::Vote,
+            RpcKind::Snapshot,
+            RpcKind::Propose,
+            RpcKind::ReadIndex,
+        ] {
+            assert_eq!(kind_of(kind_byte(kind)), Some(kind));
+        }
+        assert_eq!(kind_of(9), None);
+    }
+}
