@@ -134,6 +134,18 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// A handle that does not keep the store open: for tasks that live as long as the Raft
+/// runtime, which ends only once every [`Store`] is gone.
+#[derive(Clone)]
+pub struct WeakStore(std::sync::Weak<Inner>);
+
+impl WeakStore {
+    /// The store, while a [`Store`] somewhere still holds it.
+    pub fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
+    }
+}
+
 struct Inner {
     db: Arc<Database>,
     tx: mpsc::UnboundedSender<writer::Request>,
@@ -274,6 +286,11 @@ impl Store {
     /// This node's member of the replicated log (membership, metrics, leadership).
     pub fn raft(&self) -> &raft::Raft {
         &self.inner.raft
+    }
+
+    /// A handle that does not keep the store open.
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.inner))
     }
 
     /// The runtime this node's Raft core runs on: a member's messages served there reach

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use troupe_runtime::store::raft::{self, RpcKind, SendError};
-use troupe_runtime::store::Store;
+use troupe_runtime::store::{Store, WeakStore};
 use troupe_runtime::tls::ClusterTls;
 
 const MAGIC: &[u8; 4] = b"TRL1";
@@ -72,8 +72,9 @@ impl Listener {
         let key: [u8; KEY_LEN] = rand::random();
         let held = Arc::new(Mutex::new(watch::channel(false).1));
         let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server.clone()));
-        let accepting = accept(listener, acceptor, store.clone(), key, held.clone());
-        // The listener lives as long as the Raft runtime, which ends with the store.
+        let accepting = accept(listener, acceptor, store.downgrade(), key, held.clone());
+        // The listener lives as long as the Raft runtime, which ends with the store (it
+        // holds no handle that would keep the store open).
         store.raft_runtime().spawn(accepting);
         Ok(Self {
             info: LaneInfo {
@@ -93,7 +94,7 @@ impl Listener {
 async fn accept(
     listener: TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    store: Store,
+    store: WeakStore,
     key: [u8; KEY_LEN],
     held: Arc<Mutex<watch::Receiver<bool>>>,
 ) {
@@ -155,7 +156,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Answers one connection's requests, one after another.
-async fn serve(mut conn: Conn, store: Store, held: Arc<Mutex<watch::Receiver<bool>>>) {
+async fn serve(mut conn: Conn, store: WeakStore, held: Arc<Mutex<watch::Receiver<bool>>>) {
     loop {
         let Ok((kind, request)) = read_frame(&mut conn).await else {
             return;
@@ -167,8 +168,11 @@ async fn serve(mut conn: Conn, store: Store, held: Arc<Mutex<watch::Receiver<boo
                 break;
             }
         }
+        let Some(live) = store.upgrade() else {
+            return;
+        };
         let (status, answer) = match kind_of(kind) {
-            Some(kind) => match raft::serve(&store, kind, &request).await {
+            Some(kind) => match raft::serve(&live, kind, &request).await {
                 Ok(answer) => (0, answer),
                 Err(e) => (1, e.to_string().into_bytes()),
             },
@@ -431,6 +435,29 @@ mod tests {
         let waiting = tokio::spawn(ask(5_000));
         hold.send_replace(false);
         waiting.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_lane_does_not_keep_its_store_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let listener = Listener::start(store.clone(), [127, 0, 0, 1].into(), None)
+            .await
+            .unwrap();
+        let addr = listener.info.addr.clone();
+        let lanes = Lanes::new(None);
+        lanes.learn("m", listener.info.clone());
+        lanes
+            .send("m", RpcKind::ReadIndex, &[], Duration::from_secs(5))
+            .await
+            .unwrap();
+        // The last handle gone, the store closes, its Raft runtime ends, and the lane with it.
+        drop(store);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&addr).await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "the lane still listens");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[test]
