@@ -40,6 +40,10 @@ const MAX_FRAME: usize = 256 << 20;
 /// Idle connections kept per member: one for its replication stream, a few for forwarded
 /// writes and reads.
 const MAX_IDLE: usize = 8;
+/// How long a connection to a member's lane may take (its greeting included): a lane that a
+/// firewall drops silently costs a message this much, once per [`SHUNNED_FOR`], not the
+/// message's whole deadline (a forwarded write's is seconds).
+const CONNECT_WITHIN: Duration = Duration::from_secs(1);
 /// How long the link carries the messages to a member whose lane took no connection.
 const SHUNNED_FOR: Duration = Duration::from_secs(10);
 /// How long the listener waits for a new connection's greeting.
@@ -296,7 +300,12 @@ impl Lanes {
         let deadline = tokio::time::Instant::now() + within;
         let mut conn = match self.idle(to) {
             Some(conn) => conn,
-            None => match tokio::time::timeout_at(deadline, self.connect(to)).await {
+            None => match tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + CONNECT_WITHIN),
+                self.connect(to),
+            )
+            .await
+            {
                 Ok(connected) => connected?,
                 Err(_) => {
                     self.forget(to);
@@ -458,6 +467,25 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "the lane still listens");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_that_takes_no_connection_costs_a_message_a_second_not_its_deadline() {
+        // Connections queue at this socket, and nothing ever answers their greeting.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let lanes = Lanes::new(None);
+        let info = LaneInfo {
+            addr: silent.local_addr().unwrap().to_string(),
+            key: ByteBuf::from(vec![0; KEY_LEN]),
+        };
+        lanes.learn("m", info);
+        let asked = tokio::time::Instant::now();
+        let sent = lanes.send("m", RpcKind::Vote, &[], Duration::from_secs(30)).await;
+        assert!(matches!(sent, Err(SendError::NotSent(_))), "{sent:?}");
+        assert_eq!(asked.elapsed(), CONNECT_WITHIN);
+        assert!(lanes.shuns("m"));
+        tokio::time::advance(SHUNNED_FOR).await;
+        assert!(!lanes.shuns("m"), "its lane is asked for again");
     }
 
     #[test]
