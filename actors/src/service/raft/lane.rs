@@ -46,6 +46,8 @@ const MAX_IDLE: usize = 8;
 const CONNECT_WITHIN: Duration = Duration::from_secs(1);
 /// How long the link carries the messages to a member whose lane took no connection.
 const SHUNNED_FOR: Duration = Duration::from_secs(10);
+/// Connections that may be greeting at once (as the cluster listener's TLS handshakes).
+const MAX_GREETING: usize = 64;
 /// How long the listener waits for a new connection's greeting.
 const GREETING_WITHIN: Duration = Duration::from_secs(5);
 
@@ -102,6 +104,7 @@ async fn accept(
     key: [u8; KEY_LEN],
     held: Arc<Mutex<watch::Receiver<bool>>>,
 ) {
+    let greeting = Arc::new(tokio::sync::Semaphore::new(MAX_GREETING));
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -110,6 +113,11 @@ async fn accept(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        // Bounded in number as in time: connections that never greet cannot pile up.
+        let Ok(permit) = greeting.clone().try_acquire_owned() else {
+            tracing::warn!("too many Raft lane connections are greeting: closing a new one");
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let (acceptor, store, held) = (acceptor.clone(), store.clone(), held.clone());
@@ -130,6 +138,7 @@ async fn accept(
                 Ok::<_, std::io::Error>(conn)
             })
             .await;
+            drop(permit);
             match greeted {
                 Ok(Ok(conn)) => serve(conn, store, held).await,
                 Ok(Err(e)) => tracing::debug!(error = %e, "a Raft lane connection was refused"),
@@ -465,6 +474,40 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(&addr).await.is_ok() {
             assert!(tokio::time::Instant::now() < deadline, "the lane still listens");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_that_never_greet_are_bounded_in_number_and_the_lane_serves_again_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let listener = Listener::start(store.clone(), [127, 0, 0, 1].into(), None)
+            .await
+            .unwrap();
+        let mut silent = Vec::new();
+        for _ in 0..MAX_GREETING {
+            silent.push(TcpStream::connect(&listener.info.addr).await.unwrap());
+        }
+        // One more is closed at once, unread: not after the greeting's deadline.
+        let mut late = TcpStream::connect(&listener.info.addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(GREETING_WITHIN / 2, late.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+        // Once they are gone, a member that holds the key is served.
+        drop(silent);
+        let lanes = Lanes::new(None);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            lanes.learn("m", listener.info.clone());
+            if lanes
+                .send("m", RpcKind::ReadIndex, &[], Duration::from_secs(5))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the lane never served again");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
