@@ -416,13 +416,19 @@ mod tests {
         assert_eq!(reachable("0.0.0.0:4100", None), "0.0.0.0:4100");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lane_serves_whoever_holds_its_key_and_holds_requests_while_the_link_is_held() {
+    /// A store in a fresh directory, and its lane listening on loopback.
+    async fn listening() -> (tempfile::TempDir, Store, Listener) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let listener = Listener::start(store.clone(), [127, 0, 0, 1].into(), None)
             .await
             .unwrap();
+        (dir, store, listener)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lane_serves_whoever_holds_its_key_and_holds_requests_while_the_link_is_held() {
+        let (_dir, _store, listener) = listening().await;
         let lanes = Arc::new(Lanes::new(None));
         let ask = |within: u64| {
             let lanes = lanes.clone();
@@ -457,11 +463,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_lane_does_not_keep_its_store_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let listener = Listener::start(store.clone(), [127, 0, 0, 1].into(), None)
-            .await
-            .unwrap();
+        let (_dir, store, listener) = listening().await;
         let addr = listener.info.addr.clone();
         let lanes = Lanes::new(None);
         lanes.learn("m", listener.info.clone());
@@ -480,11 +482,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_that_never_greet_are_bounded_in_number_and_the_lane_serves_again_after() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let listener = Listener::start(store.clone(), [127, 0, 0, 1].into(), None)
-            .await
-            .unwrap();
+        let (_dir, _store, listener) = listening().await;
         let mut silent = Vec::new();
         for _ in 0..MAX_GREETING {
             silent.push(TcpStream::connect(&listener.info.addr).await.unwrap());
