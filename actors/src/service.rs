@@ -158,6 +158,21 @@ impl Api {
         }
     }
 
+    /// Readiness to take writes (`/readyz`): [`Self::readiness`], and this node can commit
+    /// now (a leader is known; a leader hears from a majority). A cluster that lost its
+    /// majority makes every member unready, not dead: `/healthz` stays the liveness.
+    pub fn write_readiness(&self) -> Result<(), Vec<String>> {
+        let mut problems = self.readiness().err().unwrap_or_default();
+        if self.ctx.store.failure().is_none() {
+            problems.extend(self.ctx.store.commit_problem());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
     /// The node's live supervision tree, as its supervisors describe it.
     /// The live supervision tree of this node, or of the member `node`.
     pub async fn supervision_tree(&self, node: Option<&str>) -> Result<SupervisorInfo, ApiError> {

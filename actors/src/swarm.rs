@@ -255,7 +255,9 @@ impl Nest for SwarmChild {
                 children.push(swarm_child(&api, team, StartFailure::default()));
             }
             Ok(SupervisorArgs {
-                name: format!("swarm {}", spec.name),
+                // Names repeat, ids do not: the watchdog and fault injection reach a child
+                // through its supervisor's name, and every swarm's coordinator is `coordinator`.
+                name: format!("swarm {} ({id})", spec.name),
                 strategy: Strategy::OneForOne,
                 intensity: None,
                 backoff: api.backoff,

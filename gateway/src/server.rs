@@ -94,6 +94,7 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
         .merge(crate::dashboard::routes())
         .route("/graphql", get(graphql).post(graphql))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .layer(bounded);
     Router::new()
@@ -151,10 +152,21 @@ async fn graphql_ws(State(s): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -
         })
 }
 
-/// Readiness: 200 while the store writes, the node's services run and it is not shutting
-/// down; 503 with the reasons otherwise.
+/// Health: 200 while the store writes, the node's services run and it is not shutting
+/// down; 503 with the reasons otherwise. A cluster without a majority leaves it 200: it is
+/// the liveness, and restarting members would not bring the majority back.
 async fn healthz(State(s): State<Arc<AppState>>) -> Response {
-    match s.api.readiness() {
+    verdict(&s, s.api.readiness())
+}
+
+/// Readiness: `/healthz`, and this node can commit a write now (a leader is known, and a
+/// leader hears from a majority); 503 with the reasons otherwise.
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    verdict(&s, s.api.write_readiness())
+}
+
+fn verdict(s: &AppState, found: Result<(), Vec<String>>) -> Response {
+    match found {
         Ok(()) => Json(json!({ "status": "ok", "node": s.api.node_name() })).into_response(),
         Err(problems) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -255,7 +267,7 @@ impl Actor for Gateway {
             };
             let _ = myself.cast(GatewayMsg::ServerExited(reason));
         });
-        tracing::info!(address = %bound, "gateway listening: / (dashboard) /graphql /graphql/ws /graphiql /metrics /healthz");
+        tracing::info!(address = %bound, "gateway listening: / (dashboard) /graphql /graphql/ws /graphiql /metrics /healthz /readyz");
         Ok(Serving(server))
     }
 

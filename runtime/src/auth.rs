@@ -3,11 +3,12 @@
 //!
 //! [`Tokens`] keeps every record in memory (there are few), so checking a token costs no
 //! disk read, and a revocation or an expiry takes effect at the very next check.
-//! `troupe token create` writes straight into the store when no node has it open; while a
-//! node runs (redb lets one process write), it drops the hash into `tokens.pending/`, which
-//! the node imports at start and whenever it meets a token it does not know.
+//! `troupe token create` never opens the store (a node may hold it, and a member's store
+//! belongs to its cluster): it drops the hash into `tokens.pending/`, which the node imports
+//! at start and whenever it meets a token it does not know.
 
 mod files;
+mod key;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -145,6 +146,7 @@ pub struct Tokens {
     store: Store,
     data_dir: PathBuf,
     by_hash: Arc<RwLock<HashMap<String, TokenInfo>>>,
+    key: key::Key,
     /// Bumped at every revocation, so long-lived connections re-check their token.
     revocations: Arc<watch::Sender<u64>>,
 }
@@ -163,6 +165,7 @@ impl Tokens {
             store,
             data_dir: data_dir.to_path_buf(),
             by_hash: Arc::default(),
+            key: key::Key::default(),
             revocations: Arc::new(watch::channel(0).0),
         };
         // Subscribed before the first read, so no change made elsewhere falls between them.
@@ -170,6 +173,11 @@ impl Tokens {
         tokens.reload().await?;
         files::import_pending(&tokens.store, data_dir).await?;
         tokens.reload().await?;
+        // A cluster made by an earlier release has no key yet: without one, every token of
+        // the minted shape would be worth a read at the leader.
+        if let Err(e) = tokens.key.ensure(&tokens.store).await {
+            tracing::warn!(error = %e, "the cluster's token key could not be written yet");
+        }
         tokio::spawn(tokens.clone().follow(changes));
         Ok(tokens)
     }
@@ -234,10 +242,10 @@ impl Tokens {
             Some(info) => info,
             None => {
                 // Made on another node a moment ago, its event not applied here yet: before
-                // a token of Troupe's shape is refused, this node catches up with what the
-                // cluster committed (a linearizable read). Anything else is refused at once,
-                // so junk tokens cost the leader nothing.
-                if looks_minted(token) {
+                // a token the cluster's key vouches for is refused, this node catches up with
+                // what the cluster committed (a linearizable read). Anything else is refused
+                // at once, so junk tokens, of Troupe's shape or not, cost the leader nothing.
+                if self.worth_a_read(token).await? {
                     self.store.linearize().await?;
                 }
                 if let Some(bytes) = self.store.get(TOKENS, &hash).await? {
@@ -256,6 +264,18 @@ impl Tokens {
             }
         };
         self.checked(hash, info)
+    }
+
+    /// Whether an unknown token may have been minted elsewhere a moment ago: it is of the
+    /// minted shape and the cluster's key vouches for it (or the key is not applied here yet).
+    async fn worth_a_read(&self, token: &str) -> Result<bool, TokenError> {
+        if !looks_minted(token) {
+            return Ok(false);
+        }
+        Ok(match self.key.known(&self.store).await? {
+            Some(key) => key::vouched(&key, token),
+            None => true,
+        })
     }
 
     /// The verdict on a known token, noting its use.
@@ -330,7 +350,7 @@ impl Tokens {
             ),
             None => None,
         };
-        let secret = generate();
+        let secret = key::mint(&self.key.ensure(&self.store).await?);
         let info = TokenInfo::new(name, role, expires_at);
         self.record(hash(&secret), &info, TOKEN_CREATED).await?;
         Ok((secret, info))

@@ -214,6 +214,7 @@ impl Store {
         let transport = raft::TransportSlot::default();
         let tables = Arc::new(apply::Tables::open(db.clone(), live.clone(), options.event_retention)?);
         let (started_tx, started) = std::sync::mpsc::channel();
+        let hold = options.identity.timing.hold_unawaited;
         let start = {
             let (tables, transport) = (tables.clone(), transport.clone());
             let snapshots = raft::snapshot_dir(path);
@@ -245,6 +246,7 @@ impl Store {
                         fault,
                         tables,
                         shared: writer_shared,
+                        hold,
                     }
                     .run(rt);
                 }

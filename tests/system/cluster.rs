@@ -442,3 +442,33 @@ async fn a_peer_gone_past_the_drop_time_leaves_the_lists_with_an_event_and_retur
     }
     Ok(())
 }
+
+/// Polls `path` on `node` until it answers `status`; the body then.
+async fn answers(node: &Node, path: &str, status: u16) -> Result<String> {
+    let deadline = Deadline::after(WAIT, format!("{path} on {} to answer {status}", node.name));
+    loop {
+        let (code, body) = node.get(path).await?;
+        if code == status {
+            return Ok(body);
+        }
+        deadline.tick(format!("{code} {body}")).await?;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_cannot_commit_is_alive_but_not_ready() -> Result<()> {
+    let (mut alpha, beta) = start_pair().await?;
+    answers(&alpha, "/readyz", 200).await?;
+    answers(&beta, "/readyz", 200).await?;
+    // Two voters, one gone: beta cannot commit. It says so on /readyz, and stays alive on
+    // /healthz (restarting it would not bring the majority back).
+    alpha.kill9().await?;
+    let body = answers(&beta, "/readyz", 503).await?;
+    ensure!(
+        body.contains("no leader is known") || body.contains("no majority"),
+        "{body}"
+    );
+    let (code, body) = beta.get("/healthz").await?;
+    ensure!(code == 200, "{code} {body}");
+    Ok(())
+}

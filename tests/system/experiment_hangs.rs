@@ -1,14 +1,14 @@
 //! HANG of the actors that are not agents, and the watchdog that notices it: a held
 //! supervisor restarted by its own, a held scheduler released, a held services endpoint
-//! leaving peers unanswered, a killed cluster link listening again, and a VM's actor
-//! restarted by its host's driver.
+//! leaving peers unanswered, a killed cluster link listening again, a VM's actor
+//! restarted by its host's driver, and one swarm's hung coordinator restarted alone.
 
 use anyhow::{ensure, Result};
 use serde_json::json;
 
 use super::experiment_actions::stop;
 use super::experiments::{finished, kinds, start};
-use super::support::{expect_code, text, Node, NodeOpts};
+use super::support::{expect_code, text, Deadline, Node, NodeOpts, WAIT};
 
 /// Stops a HANG the watchdog has restarted its target over: PASSED, its one injection
 /// detected and recovered with `observed` among its events, nothing unexpected.
@@ -166,5 +166,58 @@ async fn a_hung_vm_actor_is_reported_and_its_driver_starts_it_again() -> Result<
         .await?;
     ensure!(seen["vm"]["state"] == "RUNNING", "{seen}");
     stopped_and_recovered(&node, &id, &["VM_UNRESPONSIVE", "VM_ACTOR_RESTARTED"]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_swarm_coordinator_is_restarted_and_no_other_swarms_coordinator_is_touched() -> Result<()> {
+    use super::support::swarms::create;
+    let node = Node::start(
+        NodeOpts::named("coordinators")
+            .arg("--fault-injection", "true")
+            .arg("--watchdog-ms", "SWARM_COORDINATOR=200")
+            .arg("--watchdog-misses", 2),
+    )
+    .await?;
+    // Every swarm's coordinator is the child `coordinator` of its own swarm's supervisor.
+    let hung = text(&create(&node, json!({ "name": "hung", "maxAgents": 2 })).await?, "/id")?;
+    let spared = text(
+        &create(&node, json!({ "name": "spared", "maxAgents": 2 })).await?,
+        "/id",
+    )?;
+    node.wait_event("SWARM_COORDINATOR_STARTED", &hung).await?;
+    node.wait_event("SWARM_COORDINATOR_STARTED", &spared).await?;
+    let held = start(
+        &node,
+        json!({ "name": "held coordinator", "durationMs": 120000,
+                "faults": [{ "action": "HANG", "target": { "ids": ["coordinator"], "under": hung } }] }),
+    )
+    .await?;
+    let id = text(&held, "/id")?;
+    let deadline = Deadline::after(WAIT, "the hung coordinator to be restarted");
+    loop {
+        let starts = node.events_for("SWARM_COORDINATOR_STARTED", &hung).await?;
+        if starts.len() >= 2 {
+            break;
+        }
+        deadline.tick(format!("{starts:?}")).await?;
+    }
+    stop(&node, &id).await?;
+    ensure!(finished(&node, &id).await?["state"] == "PASSED");
+    // The other swarm's coordinator answered every ping: it was neither killed nor reported,
+    // and no answer of its was taken for the hung one's coming back.
+    let starts = node.events_for("SWARM_COORDINATOR_STARTED", &spared).await?;
+    ensure!(starts.len() == 1, "the spared coordinator was restarted: {starts:?}");
+    let reported = node
+        .events_after(
+            None,
+            &["SWARM_COORDINATOR_UNRESPONSIVE", "SWARM_COORDINATOR_RESPONSIVE"],
+        )
+        .await?;
+    ensure!(
+        reported.iter().all(|e| e["kind"] == "SWARM_COORDINATOR_UNRESPONSIVE"
+            && e["data"]["supervisor"].as_str().is_some_and(|s| s.contains(&hung))),
+        "{reported:?}"
+    );
     Ok(())
 }

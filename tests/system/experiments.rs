@@ -471,9 +471,11 @@ pub(super) fn experiment_of(said: &str) -> Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_kill_switch_on_one_node_reverts_the_faults_armed_on_another() -> Result<()> {
+async fn the_kill_switch_on_one_node_reverts_the_faults_armed_on_another_even_without_fault_injection() -> Result<()> {
+    // Alpha takes no experiments of its own, yet its admin can stop every fault in the
+    // cluster: a kill switch that refused there would leave beta's faults armed.
     let (alpha, beta) = super::cluster::start_pair_of(
-        NodeOpts::named("alpha").arg("--fault-injection", "true"),
+        NodeOpts::named("alpha"),
         NodeOpts::named("beta").arg("--fault-injection", "true"),
     )
     .await?;
@@ -483,7 +485,15 @@ async fn the_kill_switch_on_one_node_reverts_the_faults_armed_on_another() -> Re
         json!({ "name": "far hang", "durationMs": 120000, "faults": [{ "action": "HANG", "target": { "ids": [agent] } }] }),
     )
     .await?;
-    ensure!(gates(&beta).await?.len() == 1 && gates(&alpha).await?.is_empty());
+    ensure!(gates(&beta).await?.len() == 1);
+    let refused = alpha
+        .gql(
+            "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }",
+            json!({ "input": { "name": "here", "durationMs": 1000,
+                               "faults": [{ "action": "HANG", "target": { "ids": [agent] } }] } }),
+        )
+        .await?;
+    expect_code(&refused, "FORBIDDEN")?;
     let halted = alpha.gql_ok("mutation { haltAllFaults }", json!({})).await?;
     ensure!(halted["haltAllFaults"] == 1, "{halted}");
     ensure!(gates(&beta).await?.is_empty(), "beta's hang stayed armed");

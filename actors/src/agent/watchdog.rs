@@ -64,7 +64,7 @@ pub(crate) fn start(api: Api, deadline: Duration, misses: u32) {
                     .await;
                 }
                 if now >= misses {
-                    kill(&api, &id).await;
+                    kill(&api, "", &id).await;
                     continue;
                 }
                 seen.insert(id, now);
@@ -81,13 +81,16 @@ async fn record(api: &Api, kind: &str, id: &str, data: serde_json::Value) {
     }
 }
 
-/// Has the child's supervisor, wherever it is in the tree, kill it as failed.
-pub(crate) async fn kill(api: &Api, id: &str) {
+/// Has the child's supervisor kill it as failed: `owner` names that supervisor, as the tree
+/// lists it (`ChildInfo::owner`); empty, whichever supervisor holds a child of that id,
+/// which only an id unique in the tree (an agent's) may use: every swarm's coordinator is
+/// `coordinator`.
+pub(crate) async fn kill(api: &Api, owner: &str, id: &str) {
     let Ok(root) = api.slots.root.running("the node's supervision tree") else {
         return;
     };
     let request = CrashRequest {
-        owner: String::new(),
+        owner: owner.to_owned(),
         child: id.to_owned(),
         dry_run: false,
         allow_escalation: true,

@@ -90,7 +90,7 @@ async fn kill(api: &Api, w: &Watched) {
         }
         return;
     }
-    crate::agent::watchdog::kill(api, &w.id).await;
+    crate::agent::watchdog::kill(api, &w.owner, &w.id).await;
 }
 
 fn watched(tree: &SupervisorInfo, deadlines: &BTreeMap<String, Duration>) -> Vec<Watched> {
@@ -129,7 +129,9 @@ pub(crate) fn start(api: Api, deadlines: BTreeMap<String, Duration>, misses: u32
         return;
     };
     tokio::spawn(async move {
-        let mut missed: HashMap<String, u32> = HashMap::new();
+        // Keyed by the supervisors above and the id: ids repeat under different supervisors
+        // (every swarm's coordinator is `coordinator`).
+        let mut missed: HashMap<(Vec<String>, String), u32> = HashMap::new();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -167,13 +169,14 @@ pub(crate) fn start(api: Api, deadlines: BTreeMap<String, Duration>, misses: u32
                 .filter(|(_, a)| **a == Some(false))
                 .map(|(w, _)| w.id.as_str())
                 .collect();
+            let key = |w: &Watched| (w.above.clone(), w.id.clone());
             let mut seen = HashMap::with_capacity(missed.len());
             for (w, answer) in children.iter().zip(&answers) {
-                let before = missed.get(&w.id).copied().unwrap_or(0);
+                let before = missed.get(&key(w)).copied().unwrap_or(0);
                 match answer {
                     None => {
                         if before > 0 {
-                            seen.insert(w.id.clone(), before);
+                            seen.insert(key(w), before);
                         }
                     }
                     Some(true) => {
@@ -204,7 +207,7 @@ pub(crate) fn start(api: Api, deadlines: BTreeMap<String, Duration>, misses: u32
                             kill(&api, w).await;
                             continue;
                         }
-                        seen.insert(w.id.clone(), now);
+                        seen.insert(key(w), now);
                     }
                 }
             }

@@ -6,12 +6,16 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{hash, Role, TokenError, TokenInfo, TOKENS};
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Batch, Store};
 
 const PENDING_DIR: &str = "tokens.pending";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
-/// Creates a token for the node whose data dir is `data_dir`, running or not.
+/// Creates a token for the node whose data dir is `data_dir`, running or not: its record
+/// goes into `tokens.pending/`, which the node imports at start and whenever it meets a token
+/// it does not know. The store is never opened here: opened by this command, a fresh data
+/// dir's store would be made under another name than the node's, and a stopped member's
+/// store would start its Raft core alone, raising its term and waiting for a majority.
 pub async fn create_offline(data_dir: &Path, role: Role, name: &str) -> Result<String, TokenError> {
     std::fs::create_dir_all(data_dir).map_err(|source| TokenError::Io {
         path: data_dir.to_path_buf(),
@@ -20,22 +24,12 @@ pub async fn create_offline(data_dir: &Path, role: Role, name: &str) -> Result<S
     let name = super::validate_name(name)?;
     let token = super::generate();
     let info = TokenInfo::new(name, role, None);
-    match Store::open(&data_dir.join("troupe.redb")) {
-        Ok(store) => {
-            store
-                .write(Batch::new().put(TOKENS, hash(&token), crate::codec::encode(&info)?))
-                .await?;
-        }
-        Err(StoreError::Locked) => {
-            let dir = data_dir.join(PENDING_DIR);
-            let path = dir.join(hash(&token));
-            let record = crate::codec::encode(&info)?;
-            std::fs::create_dir_all(&dir)
-                .and_then(|_| write_private_bytes(&path, &record))
-                .map_err(|source| TokenError::Io { path, source })?;
-        }
-        Err(e) => return Err(e.into()),
-    }
+    let dir = data_dir.join(PENDING_DIR);
+    let path = dir.join(hash(&token));
+    let record = crate::codec::encode(&info)?;
+    std::fs::create_dir_all(&dir)
+        .and_then(|_| write_private_bytes(&path, &record))
+        .map_err(|source| TokenError::Io { path, source })?;
     Ok(token)
 }
 

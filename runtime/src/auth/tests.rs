@@ -98,6 +98,26 @@ async fn tokens_created_while_the_store_is_locked_are_imported_when_first_used()
     assert_eq!(tokens.list()[0].name, "from-cli");
 }
 
+#[tokio::test]
+async fn a_token_created_for_a_fresh_data_dir_makes_no_store_and_is_imported_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = create_offline(dir.path(), Role::Operator, "before-start")
+        .await
+        .unwrap();
+    // The node makes its store under its own name when it first starts, not this command.
+    assert!(!dir.path().join("troupe.redb").exists());
+    let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+    let tokens = Tokens::load(store, dir.path()).await.unwrap();
+    assert_eq!(tokens.list()[0].name, "before-start", "imported at start");
+    assert!(matches!(
+        tokens.check(&token).await.unwrap(),
+        Check::Valid {
+            role: Role::Operator,
+            ..
+        }
+    ));
+}
+
 #[test]
 fn a_read_of_the_tokens_made_before_a_change_here_does_not_undo_it() {
     let made = TokenInfo::new("t".into(), Role::Viewer, None);

@@ -101,6 +101,10 @@ pub struct Timing {
     pub heartbeat: Duration,
     pub election_min: Duration,
     pub election_max: Duration,
+    /// How long the writer holds records nobody waits for, for a write somebody waits for
+    /// whose entry they then share (see `writer::flight`): 1 ms. Tests lengthen it to
+    /// make the sharing certain rather than a race with the scheduler.
+    pub hold_unawaited: Duration,
 }
 
 impl Default for Timing {
@@ -109,9 +113,14 @@ impl Default for Timing {
             heartbeat: Duration::from_millis(100),
             election_min: Duration::from_millis(700),
             election_max: Duration::from_millis(1000),
+            hold_unawaited: Duration::from_millis(1),
         }
     }
 }
+
+/// A leader no majority answered for this long cannot commit: twice the longest election
+/// timeout, by which the others have elected another leader.
+const QUORUM_SILENT: Duration = Duration::from_secs(2);
 
 /// Entries between snapshots. A snapshot copies every table, so it is taken rarely; the
 /// log keeps this many entries (each a whole group commit) between them.
@@ -298,6 +307,30 @@ impl super::Store {
     /// This node's id in the Raft group.
     pub fn raft_id(&self) -> NodeId {
         self.raft().metrics().borrow().id
+    }
+
+    /// Why this node could not commit a write now, if it could not: the store failed, no
+    /// leader is known (an election, or this node is cut off: a follower that hears nothing
+    /// stands for election within about 2 s), or this node leads and no majority answered
+    /// it for [`QUORUM_SILENT`]. A readiness, not a promise: a write may still fail.
+    pub fn commit_problem(&self) -> Option<String> {
+        if let Some(reason) = self.failure() {
+            return Some(format!("the store has failed: {reason}"));
+        }
+        let metrics = self.raft().metrics().borrow().clone();
+        let Some(leader) = metrics.current_leader else {
+            return Some("no leader is known: an election is under way or this node is cut off".into());
+        };
+        let voters = metrics.membership_config.membership().voter_ids().count();
+        if leader == metrics.id && voters > 1 {
+            let silent = metrics.millis_since_quorum_ack.map(Duration::from_millis);
+            if silent.is_none_or(|s| s > QUORUM_SILENT) {
+                return Some(format!(
+                    "this node leads but no majority of the {voters} voters answered it within {QUORUM_SILENT:?}"
+                ));
+            }
+        }
+        None
     }
 
     /// The name of the member that leads now, when one is known.

@@ -70,6 +70,8 @@ pub(super) struct Writer {
     pub fault: Option<FaultHook>,
     pub tables: Arc<Tables>,
     pub shared: Arc<Shared>,
+    /// How long records nobody waits for are held (`raft::Timing::hold_unawaited`).
+    pub hold: std::time::Duration,
 }
 
 /// What the store's handles and its writer thread share about writing without the log.
@@ -123,7 +125,7 @@ impl Writer {
     /// answers each group in order once it landed; `Err` when the store is broken (every
     /// batch taken so far is answered then).
     async fn work(&mut self) -> Result<(), String> {
-        let mut flight = Flight::new(self.raft.metrics().borrow().id);
+        let mut flight = Flight::new(self.raft.metrics().borrow().id, self.hold);
         let outcome = loop {
             let held_until = flight.held_until();
             let (holds, room) = (flight.holds(), flight.has_room());
@@ -178,7 +180,7 @@ impl Writer {
             return Ok(());
         };
         // On a cluster of several members, records nobody waits for wait a moment for a
-        // write somebody waits for, and go in its entry (see `flight::HOLD_UNAWAITED`).
+        // write somebody waits for, and go in its entry (see `raft::Timing::hold_unawaited`).
         let checked = match self.alone() {
             true => flight.with_held(checked),
             false => match flight.hold(checked) {

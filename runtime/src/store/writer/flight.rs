@@ -38,14 +38,14 @@ const WINDOW: usize = 4;
 /// 2,026–2,305 with four whatever their size; BENCHMARKS.md).
 const FEW_BATCHES: usize = 16;
 /// How long records nobody waits for (a task's `RUNNING` and its result, an agent's
-/// counters) are held for a write somebody waits for, whose entry they then share. With one
+/// counters) are held for a write somebody waits for, whose entry they then share
+/// (`raft::Timing::hold_unawaited`, 1 ms). With one
 /// client, its next submission comes within this of its previous task's records: each task
 /// is then one log entry instead of two to three, one fsync and one round of replication
 /// less on every member (three nodes, one client, in one session: 1.3 against 2.1 ms of the
 /// leader's CPU per task; BENCHMARKS.md). Under load a write somebody waits for is always
 /// near. The records become durable this much later at most; a node alone writes them at
 /// once.
-const HOLD_UNAWAITED: std::time::Duration = std::time::Duration::from_millis(1);
 /// How soon a group that found no reachable leader is sent again.
 const AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -90,10 +90,12 @@ pub(super) struct Flight {
     leaderless: bool,
     /// Batches nobody waits for, held until a batch somebody waits for comes, or until when.
     held: Option<(Checked, tokio::time::Instant)>,
+    /// How long the first batch held waits at most.
+    hold: std::time::Duration,
 }
 
 impl Flight {
-    pub fn new(node: NodeId) -> Self {
+    pub fn new(node: NodeId, hold: std::time::Duration) -> Self {
         // A run later than any earlier run of this node (a clock set back is caught by the
         // state machine, which then names the run it holds).
         let epoch = std::time::SystemTime::now()
@@ -109,6 +111,7 @@ impl Flight {
             troubled: false,
             leaderless: false,
             held: None,
+            hold,
         }
     }
 
@@ -204,14 +207,14 @@ impl Flight {
     }
 
     /// Holds `checked` when nobody waits for any of its batches (`None`), for at most
-    /// [`HOLD_UNAWAITED`] after the first batch held; else the group to send: the batches
+    /// the hold after the first batch held; else the group to send: the batches
     /// held so far, then its own.
     pub fn hold(&mut self, checked: Checked) -> Option<Checked> {
         let unawaited = !checked.waiting.iter().any(Done::awaited);
         let until = self
             .held
             .as_ref()
-            .map_or_else(|| tokio::time::Instant::now() + HOLD_UNAWAITED, |(_, u)| *u);
+            .map_or_else(|| tokio::time::Instant::now() + self.hold, |(_, u)| *u);
         let group = self.with_held(checked);
         if unawaited && group.waiting.len() < FEW_BATCHES {
             self.held = Some((group, until));
@@ -402,13 +405,13 @@ mod tests {
 
     #[test]
     fn a_further_group_goes_while_few_batches_are_in_flight_and_never_past_the_window() {
-        let mut flight = Flight::new(1);
+        let mut flight = Flight::new(1, std::time::Duration::from_millis(1));
         assert!(flight.has_room());
         flight.push(group(1), future::pending().boxed());
         assert!(flight.has_room(), "a lone client's next write goes at once");
         flight.push(group(FEW_BATCHES), future::pending().boxed());
         assert!(!flight.has_room(), "under load the next group waits, and grows");
-        let mut flight = Flight::new(1);
+        let mut flight = Flight::new(1, std::time::Duration::from_millis(1));
         for _ in 0..WINDOW {
             assert!(flight.has_room());
             flight.push(group(1), future::pending().boxed());
