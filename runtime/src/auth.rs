@@ -170,6 +170,8 @@ impl Tokens {
         };
         // Subscribed before the first read, so no change made elsewhere falls between them.
         let changes = tokens.store.live();
+        let mut replacements = tokens.store.replacements();
+        replacements.borrow_and_update();
         tokens.reload().await?;
         files::import_pending(&tokens.store, data_dir).await?;
         tokens.reload().await?;
@@ -178,23 +180,34 @@ impl Tokens {
         if let Err(e) = tokens.key.ensure(&tokens.store).await {
             tracing::warn!(error = %e, "the cluster's token key could not be written yet");
         }
-        tokio::spawn(tokens.clone().follow(changes));
+        tokio::spawn(tokens.clone().follow(changes, replacements));
         Ok(tokens)
     }
 
     /// Keeps the cache true to the replicated table: a token created or revoked on any node
     /// reaches this one with its event, and a revocation ends this node's connections that
-    /// used it as it does on the node that revoked it.
-    async fn follow(self, mut changes: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>) {
+    /// used it as it does on the node that revoked it. A snapshot installed here brings its
+    /// changes without events: the cache is read again then, as after a revocation.
+    async fn follow(
+        self,
+        mut changes: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>,
+        mut replacements: watch::Receiver<u64>,
+    ) {
         use tokio::sync::broadcast::error::RecvError;
         loop {
-            let revoked = match changes.recv().await {
-                Ok(event) if event.kind == TOKEN_REVOKED => true,
-                Ok(event) if event.kind == TOKEN_CREATED => false,
-                Ok(_) => continue,
-                // Events were missed: reread everything, as if a token had been revoked.
-                Err(RecvError::Lagged(_)) => true,
-                Err(RecvError::Closed) => return,
+            let revoked = tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(event) if event.kind == TOKEN_REVOKED => true,
+                    Ok(event) if event.kind == TOKEN_CREATED => false,
+                    Ok(_) => continue,
+                    // Events were missed: reread everything, as if a token had been revoked.
+                    Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Closed) => return,
+                },
+                replaced = replacements.changed() => match replaced {
+                    Ok(()) => true,
+                    Err(_) => return,
+                },
             };
             if let Err(e) = self.reload().await {
                 tracing::warn!(error = %e, "could not reread the tokens after a change");

@@ -160,6 +160,8 @@ struct Inner {
     shared: Arc<writer::Shared>,
     /// Forwarded groups handed to the Raft core, per origin (when this node leads).
     arrivals: raft::session::Arrivals,
+    /// See [`Store::replacements`].
+    replacements: watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -213,6 +215,7 @@ impl Store {
         let (health_tx, health) = watch::channel(None);
         let transport = raft::TransportSlot::default();
         let tables = Arc::new(apply::Tables::open(db.clone(), live.clone(), options.event_retention)?);
+        let replacements = tables.replacements();
         let (started_tx, started) = std::sync::mpsc::channel();
         let hold = options.identity.timing.hold_unawaited;
         let start = {
@@ -270,6 +273,7 @@ impl Store {
                 fence: Default::default(),
                 shared,
                 arrivals: Default::default(),
+                replacements,
             }),
         })
     }
@@ -354,6 +358,15 @@ impl Store {
     pub async fn persist(&self) -> Result<(), StoreError> {
         let db = self.inner.db.clone();
         raft::blocking(move || apply::persist(&db)).await
+    }
+
+    /// Changes each time a snapshot replaced this node's tables wholesale. What a node keeps
+    /// in memory from the tables (a projection: the token cache, the directory, a queue) is
+    /// built at start from the tables, follows the events as entries apply, and is read
+    /// again from the tables when this changes: a snapshot's changes come with no event.
+    /// Mark the receiver seen before the first read at start, then watch it.
+    pub fn replacements(&self) -> watch::Receiver<u64> {
+        self.inner.replacements.clone()
     }
 
     /// `None` while the store works; the reason once it has failed.

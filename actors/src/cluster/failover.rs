@@ -278,6 +278,8 @@ pub(crate) async fn keep_lease(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_alone = alone(&store);
     let mut fenced_at: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut replacements = store.replacements();
+    replacements.borrow_and_update();
     if let Err(e) = fence_writes(&store, &me).await {
         tracing::error!(error = %e, "could not read this node's fencing epoch");
     }
@@ -299,6 +301,7 @@ pub(crate) async fn keep_lease(
         if now_alone {
             was_alone = true;
             if !running {
+                replacements.borrow_and_update();
                 running = start_work(&work, &api).await;
             }
             continue;
@@ -315,6 +318,17 @@ pub(crate) async fn keep_lease(
             running = false;
             continue;
         }
+        if running && replacements.has_changed().unwrap_or(false) {
+            // A snapshot replaced the tables: what the work keeps in memory (the scheduler's
+            // queue, the agents and hosts it runs, the mailboxes) may be stale, and the moves
+            // it brought came without events. The work starts again from the tables, as
+            // after a fencing, once the node is ready.
+            replacements.borrow_and_update();
+            tracing::warn!(node = %me, "a snapshot was installed while this node ran its work: starting it again from the tables");
+            stop_work(&work).await;
+            running = false;
+            continue;
+        }
         if running && !cluster.leases.held() {
             tracing::warn!(node = %me, "this node cannot renew its lease: stopping its agents, swarms and host drivers");
             fenced_at = Some(troupe_runtime::clock::now());
@@ -323,6 +337,9 @@ pub(crate) async fn keep_lease(
             continue;
         }
         if !running && cluster.leases.held() && ready(&store, &me, cluster.leases.grantor_applied()).await {
+            // The work starts from the tables as they are now: a snapshot installed before
+            // this is in them.
+            replacements.borrow_and_update();
             if let Err(e) = take_up(&store, &cluster, &me).await {
                 tracing::error!(error = %e, "could not read this node's fencing epoch or the directory");
                 continue;

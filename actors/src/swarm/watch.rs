@@ -41,10 +41,18 @@ impl Watch {
     pub(crate) fn watch(&self, store: &troupe_runtime::store::Store, subject: &str) -> Watching {
         self.0.pump.get_or_init(|| {
             let mut live = store.live();
+            let mut replacements = store.replacements();
             let inner = Arc::downgrade(&self.0);
             tokio::spawn(async move {
                 loop {
-                    let event = live.recv().await;
+                    let event = tokio::select! {
+                        event = live.recv() => event,
+                        // A snapshot brought changes without their events: everyone looks again.
+                        replaced = replacements.changed() => match replaced {
+                            Ok(()) => Err(tokio::sync::broadcast::error::RecvError::Lagged(0)),
+                            Err(_) => return,
+                        },
+                    };
                     let Some(inner) = inner.upgrade() else { return };
                     let subjects = inner.subjects.lock().unwrap_or_else(|p| p.into_inner());
                     match event {

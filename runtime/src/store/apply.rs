@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::raft::{session, Applied, Proposal};
 use super::{Batch, Op, StoreError, Table, EVENTS, EVENT_KINDS};
@@ -26,12 +26,27 @@ pub(super) struct Tables {
     pub db: Arc<Database>,
     live: broadcast::Sender<Arc<Event>>,
     log: Mutex<Log>,
+    /// One more each time the tables were replaced wholesale (see [`Self::replace`]).
+    replaced: watch::Sender<u64>,
 }
 
 impl Tables {
     pub fn open(db: Arc<Database>, live: broadcast::Sender<Arc<Event>>, retention: u64) -> Result<Self, StoreError> {
         let log = Mutex::new(Log::read(&db, retention)?);
-        Ok(Self { db, live, log })
+        let (replaced, _) = watch::channel(0);
+        Ok(Self {
+            db,
+            live,
+            log,
+            replaced,
+        })
+    }
+
+    /// Changes each time the tables were replaced wholesale (a snapshot installed): the
+    /// events of what that changed are never fanned out, so whatever a node keeps in memory
+    /// from the tables must be read again.
+    pub fn replacements(&self) -> watch::Receiver<u64> {
+        self.replaced.subscribe()
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, Log> {
@@ -76,6 +91,9 @@ impl Tables {
         let mut log = self.log();
         install(&self.db)?;
         *log = Log::read(&self.db, log.retention)?;
+        // Told while the log is still held: no write applies between the install and the
+        // news of it.
+        self.replaced.send_modify(|n| *n += 1);
         Ok(())
     }
 }

@@ -251,8 +251,30 @@ pub(super) fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Resu
 pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::service::Api) {
     let me = cluster.name();
     let mut live = store.live();
+    let mut replacements = store.replacements();
+    replacements.borrow_and_update();
+    // Subscribed first: a move applied since the node read the directory at start is not
+    // missed.
+    if let Err(e) = cluster.directory().reload(&store).await {
+        tracing::error!(error = %e, "could not read the directory");
+    }
     loop {
-        let event = match live.recv().await {
+        let received = tokio::select! {
+            received = live.recv() => received,
+            replaced = replacements.changed() => {
+                if replaced.is_err() {
+                    return;
+                }
+                // A snapshot's moves come without events. The moves to this node are taken
+                // up by the lease keeper, which starts the node's work again from its tables.
+                tracing::info!("a snapshot was installed: reading the directory again");
+                if let Err(e) = cluster.directory().reload(&store).await {
+                    tracing::error!(error = %e, "could not read the directory");
+                }
+                continue;
+            }
+        };
+        let event = match received {
             Ok(event) => event,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "fell behind the event log: reading the directory again");

@@ -518,6 +518,47 @@ async fn a_member_cut_off_during_a_revocation_refuses_the_token_once_it_says_it_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_caught_up_from_a_snapshot_refuses_a_token_revoked_meanwhile() {
+    use crate::auth::{Check, Role, Tokens};
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, b, _c] = three_voters(&router, &dir).await;
+    let data = |name: &str| {
+        let path = dir.path().join(format!("{name}-data"));
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    };
+    let on_a = Tokens::load(a.clone(), &data("a")).await.unwrap();
+    let on_b = Tokens::load(b.clone(), &data("b")).await.unwrap();
+    let (secret, info) = on_a.create(Role::Viewer, "revoked-meanwhile", None).await.unwrap();
+    assert!(matches!(on_b.check(&secret).await.unwrap(), Check::Valid { .. }));
+    let mut revocations = on_b.revocations();
+    revocations.borrow_and_update();
+    // b misses the revocation, and the log that held it is purged: b can only catch up
+    // from a snapshot, whose changes come with no event.
+    router.cut.lock().unwrap().insert("b".into());
+    on_a.revoke(&info.id).await.unwrap();
+    let index = a.raft().metrics().borrow().last_applied.map(|id| id.index).unwrap();
+    a.compact().await.unwrap();
+    router.cut.lock().unwrap().remove("b");
+    b.raft()
+        .wait(Some(std::time::Duration::from_secs(20)))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= index),
+            "b installed a snapshot",
+        )
+        .await
+        .unwrap();
+    // The cache is read again, and the connections that used tokens are checked again.
+    tokio::time::timeout(std::time::Duration::from_secs(20), revocations.changed())
+        .await
+        .expect("b's connections told")
+        .unwrap();
+    assert_eq!(on_b.check(&secret).await.unwrap(), Check::Refused("was revoked"));
+    assert!(on_b.list().iter().all(|t| t.revoked_at.is_some()), "{:?}", on_b.list());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_nobody_minted_is_refused_without_asking_the_leader_whatever_its_shape() {
     use crate::auth::{Check, Role, Tokens};
     let dir = tempfile::tempdir().unwrap();
