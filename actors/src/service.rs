@@ -210,6 +210,16 @@ impl Api {
         let node = match &change {
             MemberChange::Leave(n) | MemberChange::Forget(n) | MemberChange::Role(n, _) => n.clone(),
         };
+        // A membership change is a write: without a majority neither leaving nor forgetting
+        // can happen, and the way out is to recover from a survivor.
+        if let Some(problem) = self.ctx.store.commit_problem() {
+            return Err(ApiError::Unavailable(format!(
+                "the cluster cannot change its membership now: {problem}. If the majority is \
+                 gone for good (with two voters, either one's loss), stop this node and run \
+                 `troupe recover --data-dir <its data dir>`: it starts again as a cluster of one \
+                 that the others rejoin (docs/cluster.md, Recovering a cluster that lost its majority)"
+            )));
+        }
         self.node_service().change(change).await?;
         // The change is applied here once this node has caught up with the leader.
         self.ctx.store.flush().await?;

@@ -470,5 +470,12 @@ async fn a_member_that_cannot_commit_is_alive_but_not_ready() -> Result<()> {
     );
     let (code, body) = beta.get("/healthz").await?;
     ensure!(code == 200, "{code} {body}");
+    // Neither leaving nor forgetting can happen without a majority: both say the way out.
+    for change in ["leaveCluster", "forgetMember"] {
+        let q = format!("mutation {{ {change}(node: \"alpha\") {{ name }} }}");
+        let answer = beta.gql(&q, json!({})).await?;
+        expect_code(&answer, "UNAVAILABLE")?;
+        ensure!(answer.to_string().contains("troupe recover"), "{change}: {answer}");
+    }
     Ok(())
 }

@@ -177,8 +177,39 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
     })
 }
 
+/// The key of the last term a leader announced, in the replicated `meta` table.
+const ANNOUNCED_TERM: &str = "leader@term";
+
+/// The write that announces this node's leadership at `term` (`LEADER_CHANGED`), given the
+/// last announced term as this node's replica holds it (`recorded`); `None` when that term
+/// is not older. The write holds only if no other announcement was applied since the one
+/// read: a restarted ex-leader leads its old term for a few milliseconds at start, before
+/// it hears of the later ones, and its announcement must not go into the log after theirs
+/// (the terms of `LEADER_CHANGED` never go backwards).
+fn announcement(node: &str, term: u64, recorded: Option<Vec<u8>>) -> Option<Batch> {
+    let last = recorded
+        .as_deref()
+        .and_then(|b| troupe_runtime::codec::decode::<u64>(b).ok())
+        .unwrap_or(0);
+    if term <= last {
+        return None;
+    }
+    let event = NewEvent::new(
+        "LEADER_CHANGED",
+        Some(node.to_owned()),
+        json!({ "leader": node, "term": term }),
+    );
+    let bytes = troupe_runtime::codec::encode(&term).ok()?;
+    Some(
+        Batch::new()
+            .require(META, ANNOUNCED_TERM, recorded)
+            .put(META, ANNOUNCED_TERM, bytes)
+            .event(event),
+    )
+}
+
 /// Records `LEADER_CHANGED` each time this node starts to lead a cluster of more than one
-/// member, at a term it has not announced yet. Runs for the node's lifetime.
+/// member, at a term no leader announced yet. Runs for the node's lifetime.
 pub(crate) async fn announce_leadership(store: Store, node: String) {
     let mut metrics = store.raft().metrics();
     let mut announced = 0;
@@ -194,13 +225,19 @@ pub(crate) async fn announce_leadership(store: Store, node: String) {
         };
         if leads && term > announced && members > 1 {
             announced = term;
-            let event = NewEvent::new(
-                "LEADER_CHANGED",
-                Some(node.clone()),
-                json!({ "leader": node, "term": term }),
-            );
-            if let Err(e) = store.write(Batch::new().event(event)).await {
-                tracing::warn!(error = %e, term, "could not record this node's leadership");
+            let written = match store.get(META, ANNOUNCED_TERM).await {
+                Ok(recorded) => match announcement(&node, term, recorded) {
+                    Some(batch) => store.write(batch).await.map(|_| ()),
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(()) => {}
+                Err(StoreError::Stale(_)) => {
+                    tracing::info!(term, "a later leader was announced first: this term is not")
+                }
+                Err(e) => tracing::warn!(error = %e, term, "could not record this node's leadership"),
             }
         }
         if metrics.changed().await.is_err() {
@@ -236,4 +273,37 @@ pub(crate) async fn departed(store: &Store, node: &str) -> Result<LogMember, cra
         lag: None,
         incarnation,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_leaders_announcement_never_goes_into_the_log_after_a_later_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+        let terms = || async {
+            let events = store
+                .events_of_kinds(0, vec!["LEADER_CHANGED".into()], 10)
+                .await
+                .unwrap();
+            events
+                .iter()
+                .map(|e| e.data["term"].as_u64().unwrap())
+                .collect::<Vec<_>>()
+        };
+        // An ex-leader read its replica before term 7 was announced, and leads term 5 for a
+        // moment at start.
+        let stale = store.get(META, ANNOUNCED_TERM).await.unwrap();
+        store.write(announcement("b", 7, None).unwrap()).await.unwrap();
+        let refused = store.write(announcement("a", 5, stale).unwrap()).await;
+        assert!(matches!(refused, Err(StoreError::Stale(_))), "{refused:?}");
+        // Read now, its replica says term 7 is announced: nothing to write.
+        let recorded = store.get(META, ANNOUNCED_TERM).await.unwrap();
+        assert!(announcement("a", 5, recorded.clone()).is_none());
+        assert!(announcement("a", 7, recorded.clone()).is_none());
+        store.write(announcement("a", 8, recorded).unwrap()).await.unwrap();
+        assert_eq!(terms().await, vec![7, 8]);
+    }
 }
