@@ -1,5 +1,5 @@
 //! The store tables the domain actors own. Specs (what a user asked for) and statuses (what
-//! was observed) live in separate tables: specs will be replicated, statuses stay local.
+//! was observed) live in separate tables; both are replicated, like every table of the store.
 
 use troupe_runtime::store::{Store, StoreError, Table, View};
 
@@ -54,13 +54,11 @@ pub const SWARM_TEAMS: Table = Table::new("swarm_teams");
 /// entity off a lost or leaving node; an id with no entry lives on the node it names.
 pub const DIRECTORY: Table = Table::new("directory");
 
-/// One page of the records of `table` that the node `node` holds (see
-/// [`crate::cluster::directory::held_in`]: every member's store has every member's records) after the
-/// cursor, in id order: `read` turns each entry into an item, or `None` to leave it out (a
-/// filter); and whether more follow.
+/// One page of the records of `table` after the cursor, in id order, from this node's replica
+/// (every member's store has every member's records): `read` turns each entry into an item,
+/// or `None` to leave it out (a filter); and whether more follow.
 pub(crate) async fn page<T, F>(
     store: &Store,
-    node: &str,
     table: Table,
     after: Option<String>,
     first: usize,
@@ -70,14 +68,10 @@ where
     T: Send + 'static,
     F: Fn(&View<'_>, &str, &[u8]) -> Result<Option<T>, StoreError> + Send + 'static,
 {
-    let node = node.to_owned();
     let mut page = store
         .view(move |v| {
             let mut out = Vec::new();
             v.scan(table, after.as_deref(), |id, bytes| {
-                if !crate::cluster::directory::held_in(v, id, &node)? {
-                    return Ok(true);
-                }
                 out.extend(read(v, id, bytes)?);
                 Ok(out.len() <= first)
             })?;

@@ -81,7 +81,8 @@ async fn a_held_services_endpoint_leaves_peers_unanswered_and_a_killed_cluster_l
     )
     .await?;
     let agent = beta.spawn_builtin("echo", &["far"]).await?;
-    let q = "query($id: ID!) { agent(id: $id) { state } }";
+    // `health` asks the agent's node (its live actor); `state` is read from alpha's replica.
+    let q = "query($id: ID!) { agent(id: $id) { state health { healthy } } }";
     ensure!(alpha.gql_ok(q, json!({ "id": agent })).await?["agent"]["state"] == "RUNNING");
     // Beta's services held (its watchdog's deadline is 30 s: not restarted): alpha's calls
     // to them go unanswered until the release.
@@ -94,6 +95,10 @@ async fn a_held_services_endpoint_leaves_peers_unanswered_and_a_killed_cluster_l
     ensure!(held["injections"][0]["effectiveAt"].is_string(), "{held}");
     let asked = alpha.gql(q, json!({ "id": agent })).await?;
     expect_code(&asked, "UNAVAILABLE")?;
+    ensure!(
+        asked["data"]["agent"].is_null() || asked["data"]["agent"]["state"] == "RUNNING",
+        "{asked}"
+    );
     ensure!(asked.to_string().contains("did not answer"), "{asked}");
     stop(&beta, &id).await?;
     let done = finished(&beta, &id).await?;

@@ -28,7 +28,7 @@ use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
 use crate::serving::Serving;
 use crate::slots::Slots;
-use crate::tables::{AGENTS, AGENT_STATUS};
+use crate::tables::{AGENTS, AGENT_STATS, AGENT_STATUS, OPEN_TASKS, TASK_STATUS};
 
 /// This node's agents, as the handles of the node lend them.
 pub struct Registry<'a> {
@@ -219,15 +219,11 @@ impl Registry<'_> {
 
     pub async fn count(&self, filter: &AgentFilter) -> Result<u64, ApiError> {
         let filter = filter.clone();
-        let node = self.node.to_owned();
         Ok(self
             .store
             .view(move |v| {
                 let mut n = 0;
                 v.scan(AGENTS, None, |id, bytes| {
-                    if !crate::cluster::directory::held_in(v, id, &node)? {
-                        return Ok(true);
-                    }
                     if troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter) && in_state(v, id, &filter)?
                     {
                         n += 1;
@@ -239,15 +235,30 @@ impl Registry<'_> {
             .await?)
     }
 
-    /// Spec and status with the scheduler's live counters.
+    /// Spec and status with each agent's counters: the live ones of this node's scheduler
+    /// for the agents this node holds; for an agent another member holds, those its
+    /// scheduler last recorded, with the tasks the log has running on it (its breaker and
+    /// recent figures live in that member's memory only, and show as new).
     pub async fn views(&self, found: Vec<Found>) -> Vec<AgentView> {
-        let ids = found.iter().map(|(s, _)| s.id.clone()).collect();
-        let counters: HashMap<String, AgentStats> = match self.scheduler() {
-            Ok(s) => ask(&s, |r| SchedulerMsg::Counters(ids, r), "the scheduler")
-                .await
-                .unwrap_or_default(),
-            Err(_) => HashMap::new(),
-        };
+        let ids: Vec<String> = found.iter().map(|(s, _)| s.id.clone()).collect();
+        let node = self.node.to_owned();
+        let recorded = self
+            .store
+            .view(move |v| recorded_elsewhere(v, ids, &node))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read the counters of agents held elsewhere");
+                (Vec::new(), HashMap::new())
+            });
+        let (held, mut counters) = recorded;
+        if !held.is_empty() {
+            if let Ok(s) = self.scheduler() {
+                let live: HashMap<String, AgentStats> = ask(&s, |r| SchedulerMsg::Counters(held, r), "the scheduler")
+                    .await
+                    .unwrap_or_default();
+                counters.extend(live);
+            }
+        }
         found
             .into_iter()
             .map(|(spec, status)| AgentView {
@@ -257,6 +268,46 @@ impl Registry<'_> {
             })
             .collect()
     }
+}
+
+/// Of these agents, the ones `node` holds; and the counters of the others as the store has
+/// them, `running` counted from the tasks the log has running on each.
+fn recorded_elsewhere(
+    v: &View<'_>,
+    ids: Vec<String>,
+    node: &str,
+) -> Result<(Vec<String>, HashMap<String, AgentStats>), StoreError> {
+    let mut held = Vec::new();
+    let mut elsewhere = HashMap::new();
+    for id in ids {
+        if crate::cluster::directory::held_in(v, &id, node)? {
+            held.push(id);
+            continue;
+        }
+        let mut stats: AgentStats = match v.get(AGENT_STATS, &id)? {
+            Some(bytes) => troupe_runtime::codec::decode(&bytes)?,
+            None => AgentStats::default(),
+        };
+        // What a stored copy says of the live figures is not what is true now.
+        stats.running = 0;
+        stats.recent = Default::default();
+        stats.breaker = Default::default();
+        elsewhere.insert(id, stats);
+    }
+    if !elsewhere.is_empty() {
+        v.scan(OPEN_TASKS, None, |task, _| {
+            if let Some(bytes) = v.get(TASK_STATUS, task)? {
+                let status: crate::task::TaskStatus = troupe_runtime::codec::decode(&bytes)?;
+                if status.state == crate::task::TaskState::Running {
+                    if let Some(stats) = status.agent_id.as_deref().and_then(|a| elsewhere.get_mut(a)) {
+                        stats.running += 1;
+                    }
+                }
+            }
+            Ok(true)
+        })?;
+    }
+    Ok((held, elsewhere))
 }
 
 /// An agent as the store keeps it.

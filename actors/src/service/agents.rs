@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::context::Context;
 use super::listing::{Counted, Listing};
 use crate::agent::{AgentFilter, AgentPolicy, AgentView, Checkpoint, Probe, SpawnAgentRequest, Usage};
-use crate::cluster::remote::{service, At, Everywhere, Located};
+use crate::cluster::remote::{service, At, Located};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::slots::Slots;
@@ -27,10 +27,6 @@ service! {
     keyed Checkpoint => checkpoint(id: String, description: String) -> Checkpoint;
     call Checkpoints => checkpoints(id: String) -> Vec<Checkpoint>;
     call Live => live(id: String) -> Option<AgentLive>;
-    call Get => get(id: String) -> Option<AgentView>;
-    /// One page of this node's agents after the cursor, and whether more follow.
-    call List => list(after: Option<String>, first: u32, filter: AgentFilter) -> (Vec<AgentView>, bool);
-    call Count => count(filter: AgentFilter) -> u64;
 }
 
 /// What can be done to an existing agent (the agent room's own word for it).
@@ -45,6 +41,10 @@ pub struct AgentLive {
     pub healthy: bool,
     pub paused: bool,
     pub process_groups: Vec<u32>,
+    /// Its counters as its node's scheduler holds them now: the tasks it runs, its breaker
+    /// and the figures of its recent attempts live there only.
+    #[serde(default)]
+    pub stats: Option<crate::agent::AgentStats>,
 }
 
 impl AgentLive {
@@ -59,6 +59,7 @@ impl AgentLive {
             healthy: p.healthy,
             paused: p.paused,
             process_groups: p.process_groups,
+            stats: None,
         }
     }
 }
@@ -116,26 +117,31 @@ impl Agents {
         At::holding(self, id).live(id.to_owned()).await
     }
 
-    /// An agent, from the node that holds it.
+    /// An agent, wherever it runs, from this node's replica. One this replica does not hold
+    /// yet may have been spawned elsewhere a moment ago: before saying there is none, this
+    /// node catches up with what the cluster committed (a linearizable read).
     pub async fn get(&self, id: &str) -> Result<Option<AgentView>, ApiError> {
-        At::holding(self, id).get(id.to_owned()).await
+        if let Some(found) = self.get_local(id).await? {
+            return Ok(Some(found));
+        }
+        self.ctx.store.linearize().await?;
+        self.get_local(id).await
     }
 
-    /// The cluster's agents in id order after the cursor: this node's and every reachable
-    /// peer's.
+    /// The cluster's agents in id order after the cursor, from this node's replica.
     pub async fn list(
         &self,
         after: Option<String>,
         first: usize,
         filter: AgentFilter,
     ) -> Result<Listing<AgentView>, ApiError> {
-        let pages = Everywhere(self).list(after, first as u32, filter).await?;
-        Ok(Listing::merge(pages, first, |a| a.spec.id.as_str()))
+        let (items, more) = self.list_local(after, first, &filter).await?;
+        Ok(Listing::local(items, more))
     }
 
-    /// How many agents the cluster has that pass the filter.
+    /// How many agents the cluster has that pass the filter, from this node's replica.
     pub async fn count(&self, filter: AgentFilter) -> Result<Counted, ApiError> {
-        Ok(Counted::sum(Everywhere(self).count(filter).await?))
+        Ok(Counted::local(self.count_local(&filter).await?))
     }
 }
 
@@ -165,22 +171,5 @@ impl AgentsLocal for Agents {
 
     async fn live(&self, id: String) -> Result<Option<AgentLive>, ApiError> {
         self.live_local(&id).await
-    }
-
-    async fn get(&self, id: String) -> Result<Option<AgentView>, ApiError> {
-        self.get_local(&id).await
-    }
-
-    async fn list(
-        &self,
-        after: Option<String>,
-        first: u32,
-        filter: AgentFilter,
-    ) -> Result<(Vec<AgentView>, bool), ApiError> {
-        self.list_local(after, first.min(1000) as usize, &filter).await
-    }
-
-    async fn count(&self, filter: AgentFilter) -> Result<u64, ApiError> {
-        self.count_local(&filter).await
     }
 }

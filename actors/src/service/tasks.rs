@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::context::Context;
 use super::listing::{Counted, Listing};
-use crate::cluster::remote::{service, At, Everywhere, Located, Peer};
+use crate::cluster::remote::{service, At, Located, Peer};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 pub use crate::scheduler::TaskFilter;
@@ -25,10 +25,6 @@ service! {
     keyed Cancel => cancel(id: String) -> TaskRecord;
     /// Queues a DEAD task of this node again.
     keyed Requeue => requeue(id: String) -> TaskRecord;
-    call Get => get(id: String) -> Option<TaskRecord>;
-    /// One page of this node's tasks after the cursor, and whether more follow.
-    call List => list(filter: TaskFilter, after: Option<String>, first: u32) -> (Vec<TaskRecord>, bool);
-    call Count => count(filter: TaskFilter) -> u64;
     /// What this node's agents can take of a capability now.
     call Room => room(capability: String) -> Room;
 }
@@ -222,23 +218,9 @@ impl Tasks {
         At::holding(self, id).cancel(id.to_owned(), key).await
     }
 
-    /// A task of this node or of the peer that holds it.
+    /// A task, wherever it runs, from this node's replica.
     pub async fn get(&self, id: &str) -> Result<Option<TaskRecord>, ApiError> {
-        let at = At::holding(self, id);
-        let down = at
-            .peer()
-            .is_some_and(|peer| self.ctx.cluster.status(peer) == Some(crate::cluster::MemberStatus::Down));
-        if down {
-            // Its holder is gone. A task that ended there stays there (only open tasks
-            // move), and its record, in every member's store, can no longer change: read it
-            // here. An open one is asked of its holder (and is UNAVAILABLE): its stored state
-            // would claim what nothing does now.
-            let here = At::Here(self).get(id.to_owned()).await?;
-            if let Some(ended) = here.filter(|t| t.status.state.is_terminal()) {
-                return Ok(Some(ended));
-            }
-        }
-        at.get(id.to_owned()).await
+        self.queue.get(id).await
     }
 
     /// Whether this node holds the task with this id.
@@ -246,20 +228,21 @@ impl Tasks {
         self.ctx.cluster.holds(id)
     }
 
-    /// The cluster's tasks in id (creation) order after the cursor, filtered.
+    /// The cluster's tasks in id (creation) order after the cursor, filtered, from this
+    /// node's replica.
     pub async fn list(
         &self,
         filter: TaskFilter,
         after: Option<String>,
         first: usize,
     ) -> Result<Listing<TaskRecord>, ApiError> {
-        let pages = Everywhere(self).list(filter, after, first as u32).await?;
-        Ok(Listing::merge(pages, first, |t| t.spec.id.as_str()))
+        let (items, more) = self.queue.list(&filter, after, first).await?;
+        Ok(Listing::local(items, more))
     }
 
-    /// How many tasks in the cluster pass the filter.
+    /// How many tasks in the cluster pass the filter, from this node's replica.
     pub async fn count(&self, filter: TaskFilter) -> Result<Counted, ApiError> {
-        Ok(Counted::sum(Everywhere(self).count(filter).await?))
+        Ok(Counted::local(self.queue.count(&filter).await?))
     }
 }
 
@@ -280,23 +263,6 @@ impl TasksLocal for Tasks {
 
     async fn requeue(&self, id: String, key: Option<String>) -> Result<TaskRecord, ApiError> {
         self.queue.requeue(&id, key.as_deref()).await
-    }
-
-    async fn get(&self, id: String) -> Result<Option<TaskRecord>, ApiError> {
-        self.queue.get(&id).await
-    }
-
-    async fn list(
-        &self,
-        filter: TaskFilter,
-        after: Option<String>,
-        first: u32,
-    ) -> Result<(Vec<TaskRecord>, bool), ApiError> {
-        self.queue.list(&filter, after, first.min(1000) as usize).await
-    }
-
-    async fn count(&self, filter: TaskFilter) -> Result<u64, ApiError> {
-        self.queue.count(&filter).await
     }
 }
 

@@ -101,23 +101,12 @@ impl EventsSubscription {
     }
 }
 
-/// How often an update stream looks at an entity that lives on a peer.
-const REMOTE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// A tick at every change of the entity `subject` after `after`: its events when this node
-/// holds it (`local`), else a poll, since a peer's events do not reach this node.
-pub fn changes_of(api: &Api, subject: &str, local: bool, after: u64) -> futures::stream::BoxStream<'static, ()> {
-    if local {
-        let filter = EventFilter {
-            kinds: None,
-            subject: Some(subject.to_owned()),
-        };
-        api.subscribe(after, filter).map(|_| ()).boxed()
-    } else {
-        futures::stream::unfold((), |_| async {
-            tokio::time::sleep(REMOTE_POLL).await;
-            Some(((), ()))
-        })
-        .boxed()
-    }
+/// A tick at every change of the entity `subject` after `after`: its events, which every
+/// member applies, wherever the entity runs.
+pub fn changes_of(api: &Api, subject: &str, after: u64) -> futures::stream::BoxStream<'static, ()> {
+    let filter = EventFilter {
+        kinds: None,
+        subject: Some(subject.to_owned()),
+    };
+    api.subscribe(after, filter).map(|_| ()).boxed()
 }

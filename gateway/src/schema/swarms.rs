@@ -477,7 +477,6 @@ impl SwarmsSubscription {
                     }
                 })
             },
-            holds: |api, id| api.swarms().holds(id),
             // Every SWARM_* event is sent, whether or not the view shows it (memory).
             changed: |_, _| true,
             last: |_| false,

@@ -423,7 +423,6 @@ impl TasksSubscription {
         let follow = Follow {
             noun: "task",
             read: |api, id| Box::pin(async move { api.tasks().get(&id).await }),
-            holds: |api, id| api.tasks().holds(id),
             changed: |sent, now| sent != now,
             last: |task| task.status.state.is_terminal(),
             gone_is_error: true,

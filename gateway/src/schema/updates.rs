@@ -6,11 +6,12 @@
 //!                                        ▲                                ├─ unchanged: wait
 //!                                        └────────────────────────────────┘
 //!  ends: after a last state (a finished task), when the entity is gone (or NOT_FOUND, per
-//!  kind), or after an error (the holder cannot be reached: UNAVAILABLE).
+//!  kind), or after an error (a read that could not be answered).
 //! ```
 //!
 //! The cursor is taken before the first read, so no change falls between the two. A change
-//! is one of the entity's events when this node holds it, else a poll (see `changes_of`).
+//! is one of the entity's events, which every member applies (see `changes_of`): no stream
+//! polls, whichever node runs the entity.
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -27,8 +28,6 @@ pub struct Follow<T, O> {
     /// Its name in "no <noun> <id>".
     pub noun: &'static str,
     pub read: Read<T>,
-    /// Whether this node holds it.
-    pub holds: fn(&Api, &str) -> bool,
     /// Whether `now` differs from what was sent last in a way a subscriber cares about.
     pub changed: fn(&T, &T) -> bool,
     /// Whether nothing follows it (a terminal state).
@@ -54,7 +53,7 @@ where
         .await
         .gql()?
         .ok_or_else(|| coded("NOT_FOUND", format!("no {} {id}", how.noun)))?;
-    let changes = super::events::changes_of(api, id, (how.holds)(api, id), after);
+    let changes = super::events::changes_of(api, id, after);
     let state = Following {
         api: api.clone(),
         id: id.to_owned(),

@@ -494,7 +494,6 @@ impl VmsSubscription {
         let follow = Follow {
             noun: "VM",
             read: |api, id| Box::pin(async move { api.vms().get(&id).await }),
-            holds: |api, id| api.vms().holds(id),
             // Usage samples alone are not a change.
             changed: |sent, now| {
                 fn key(v: &VmView) -> (State, &Option<String>, &Option<Move>, &troupe_actors::vm::VmSpec) {

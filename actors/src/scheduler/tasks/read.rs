@@ -1,4 +1,5 @@
-//! Reading this node's tasks: one, a page, a count, each queued one with why it waits.
+//! Reading the cluster's tasks from this node's replica: one, a page, a count, each queued
+//! one this node holds with why it waits.
 
 use serde::{Deserialize, Serialize};
 use troupe_runtime::store::{StoreError, View};
@@ -16,15 +17,25 @@ pub struct TaskFilter {
 }
 
 impl TaskQueue {
+    /// The task with this id, wherever it runs. One this replica does not hold yet may have
+    /// been made elsewhere a moment ago: before saying there is none, this node catches up
+    /// with what the cluster committed (a linearizable read).
     pub(crate) async fn get(&self, id: &str) -> Result<Option<TaskRecord>, ApiError> {
-        let id = id.to_owned();
-        match self.store.view(move |v| read_one(v, &id)).await? {
+        let read = |id: String| async move { self.store.view(move |v| read_one(v, &id)).await };
+        let found = match read(id.to_owned()).await? {
+            Some(task) => Some(task),
+            None => {
+                self.store.linearize().await?;
+                read(id.to_owned()).await?
+            }
+        };
+        match found {
             Some(task) => Ok(Some(self.explained(task).await)),
             None => Ok(None),
         }
     }
 
-    /// This node's tasks in id (creation) order after the cursor, filtered; the flag says
+    /// The cluster's tasks in id (creation) order after the cursor, filtered; the flag says
     /// whether more follow.
     pub(crate) async fn list(
         &self,
@@ -33,7 +44,7 @@ impl TaskQueue {
         first: usize,
     ) -> Result<(Vec<TaskRecord>, bool), ApiError> {
         let filter = filter.clone();
-        let (page, more) = crate::tables::page(&self.store, &self.node, TASKS, after, first, move |v, _, bytes| {
+        let (page, more) = crate::tables::page(&self.store, TASKS, after, first, move |v, _, bytes| {
             let spec: TaskSpec = troupe_runtime::codec::decode(bytes)?;
             let Some(status) = v.get(TASK_STATUS, &spec.id)? else {
                 return Ok(None);
@@ -47,15 +58,11 @@ impl TaskQueue {
 
     pub(crate) async fn count(&self, filter: &TaskFilter) -> Result<u64, ApiError> {
         let filter = filter.clone();
-        let node = self.node.clone();
         Ok(self
             .store
             .view(move |v| {
                 let mut n = 0;
                 v.scan(TASK_STATUS, None, |id, bytes| {
-                    if !crate::cluster::directory::held_in(v, id, &node)? {
-                        return Ok(true);
-                    }
                     let status: TaskStatus = troupe_runtime::codec::decode(bytes)?;
                     if filter.state.is_some_and(|s| s != status.state) {
                         return Ok(true);

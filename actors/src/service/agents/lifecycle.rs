@@ -25,7 +25,12 @@ impl Agents {
     }
 
     pub(crate) async fn live_local(&self, id: &str) -> Result<Option<AgentLive>, ApiError> {
-        Ok(self.registry().live(id).await?.map(AgentLive::from_probe))
+        let Some(probe) = self.registry().live(id).await? else {
+            return Ok(None);
+        };
+        let mut live = AgentLive::from_probe(probe);
+        live.stats = self.registry().get(id).await?.map(|view| view.stats);
+        Ok(Some(live))
     }
 
     pub(crate) async fn move_to(&self, id: &str, owner: Owner, capability: &str) -> Result<(), ApiError> {

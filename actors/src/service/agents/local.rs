@@ -41,22 +41,16 @@ impl Agents {
         self.registry().get(id).await
     }
 
-    /// This node's agents in id order, after the cursor; the flag says whether more follow.
+    /// The cluster's agents in id order, after the cursor, from this node's replica; the
+    /// flag says whether more follow.
     pub(crate) async fn list_local(
         &self,
         after: Option<String>,
         first: usize,
         filter: &AgentFilter,
     ) -> Result<(Vec<AgentView>, bool), ApiError> {
-        let (page, more) = crate::tables::page(
-            &self.ctx.store,
-            &self.ctx.node_name,
-            AGENTS,
-            after,
-            first,
-            crate::agent::matching(filter),
-        )
-        .await?;
+        let (page, more) =
+            crate::tables::page(&self.ctx.store, AGENTS, after, first, crate::agent::matching(filter)).await?;
         Ok((self.registry().views(page).await, more))
     }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::Hosts;
-use crate::cluster::remote::{service, At, Everywhere, Located, PEER_TIMEOUT};
+use crate::cluster::remote::{service, At, Located, PEER_TIMEOUT};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::service::context::{keep, split};
@@ -20,9 +20,8 @@ service! {
     call Act => act(id: String, command: VmCommand) -> VmView, within command.wait() + PEER_TIMEOUT;
     /// Migrates a VM of this node; answers when the migration has ended.
     keyed Migrate => migrate(id: String, target: Option<String>) -> Migration, within Duration::from_secs(15 * 60);
+    /// A VM as its actor sees it now (with its latest usage), else as last recorded.
     call Get => get(id: String) -> Option<VmView>;
-    /// One page of this node's VMs after the cursor, and whether more follow.
-    call List => list(after: Option<String>, first: u32, filter: VmFilter) -> (Vec<VmView>, bool);
 }
 
 /// VMs live on hosts: the service reaches them through the hosts of its node.
@@ -70,15 +69,16 @@ impl Vms {
         At::holding(self, id).get(id.to_owned()).await
     }
 
-    /// The cluster's VMs in id order after the cursor.
+    /// The cluster's VMs in id order after the cursor, from this node's replica: each VM's
+    /// spec and the status its actor last recorded.
     pub async fn list(
         &self,
         after: Option<String>,
         first: usize,
         filter: VmFilter,
     ) -> Result<Listing<VmView>, ApiError> {
-        let pages = Everywhere(self).list(after, first as u32, filter).await?;
-        Ok(Listing::merge(pages, first, |v| v.spec.id.as_str()))
+        let (items, more) = list_here(&self.hosts.ctx.store, after, first, filter).await?;
+        Ok(Listing::local(items, more))
     }
 
     /// Whether this node holds the VM.
@@ -139,24 +139,22 @@ impl VmsLocal for Vms {
     async fn get(&self, id: String) -> Result<Option<VmView>, ApiError> {
         crate::vm::get(&self.hosts.fleet, &id).await
     }
+}
 
-    async fn list(&self, after: Option<String>, first: u32, filter: VmFilter) -> Result<(Vec<VmView>, bool), ApiError> {
-        let first = first.min(1000) as usize;
-        crate::tables::page(
-            &self.hosts.ctx.store,
-            &self.hosts.ctx.node_name,
-            VMS,
-            after,
-            first,
-            move |v, id, bytes| {
-                let spec: VmSpec = troupe_runtime::codec::decode(bytes)?;
-                let status: VmStatus = match v.get(VM_STATUS, id)? {
-                    Some(b) => troupe_runtime::codec::decode(&b)?,
-                    None => VmStatus::new(None),
-                };
-                Ok(filter.matches(&spec, &status).then_some(VmView { spec, status }))
-            },
-        )
-        .await
-    }
+/// A page of the cluster's VMs from this node's replica.
+async fn list_here(
+    store: &troupe_runtime::store::Store,
+    after: Option<String>,
+    first: usize,
+    filter: VmFilter,
+) -> Result<(Vec<VmView>, bool), ApiError> {
+    crate::tables::page(store, VMS, after, first.min(1000), move |v, id, bytes| {
+        let spec: VmSpec = troupe_runtime::codec::decode(bytes)?;
+        let status: VmStatus = match v.get(VM_STATUS, id)? {
+            Some(b) => troupe_runtime::codec::decode(&b)?,
+            None => VmStatus::new(None),
+        };
+        Ok(filter.matches(&spec, &status).then_some(VmView { spec, status }))
+    })
+    .await
 }

@@ -69,12 +69,15 @@ pub struct AgentHealth {
 }
 
 impl AgentHealth {
+    /// From the agent as this node's replica has it, and what its node says of it now
+    /// (its scheduler's live counters included).
     pub fn new(view: &AgentView, live: Option<AgentLive>) -> Self {
-        let recent = view.stats.recent;
+        let stats = live.as_ref().and_then(|l| l.stats).unwrap_or(view.stats);
+        let recent = stats.recent;
         Self {
             healthy: live.as_ref().is_some_and(|l| l.healthy),
             last_heartbeat: live.and_then(|l| l.last_heartbeat),
-            tasks_in_flight: view.stats.running as i32,
+            tasks_in_flight: stats.running as i32,
             restarts: view.status.restarts as i32,
             recent_attempts: recent.attempts as i32,
             success_rate: recent.success_rate,
@@ -99,7 +102,6 @@ impl AgentsSubscription {
         let follow = Follow {
             noun: "agent",
             read: |api, id| Box::pin(async move { api.agents().get(&id).await }),
-            holds: |api, id| api.agents().holds(id),
             changed: |sent, now| sent != now,
             last: |_| false,
             gone_is_error: false,
