@@ -23,5 +23,28 @@ pub use actor::{Scheduler, SchedulerArgs, SchedulerMsg, PAYLOAD_CACHE_BYTES};
 pub use engine::{BreakerPolicy, Down, Place, RetryPolicy, Room, PROGRESS_INTERVAL};
 pub use tasks::{TaskFilter, TaskQueue};
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+/// How often the scheduler publishes what room its agents have ([`Rooms`]).
+pub const ROOMS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What this node's agents can take of each capability they serve, as the scheduler last
+/// published it (every [`ROOMS_EVERY`]). The heartbeat carries it to every member, so a
+/// node places a capability's task across the cluster from what the beats said, without
+/// asking any peer per task; and a beat never waits for the scheduler.
+#[derive(Clone, Default)]
+pub struct Rooms(Arc<RwLock<Arc<BTreeMap<String, Room>>>>);
+
+impl Rooms {
+    pub fn set(&self, rooms: BTreeMap<String, Room>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rooms);
+    }
+
+    pub fn get(&self) -> Arc<BTreeMap<String, Room>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 #[cfg(test)]
 mod tests;

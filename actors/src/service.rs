@@ -190,6 +190,7 @@ impl Api {
             store: self.ctx.store.clone(),
             voters: self.ctx.voters,
             root: self.slots.root.clone(),
+            rooms: self.slots.rooms.clone(),
             experiments: self.experiments.clone(),
             tokens: std::sync::Arc::new(std::sync::OnceLock::from(self.ctx.tokens.clone())),
         }
@@ -197,7 +198,12 @@ impl Api {
 
     /// The cluster as this node's replicated log and heartbeats see it now.
     pub async fn cluster_state(&self) -> Result<crate::cluster::replicated::ClusterState, ApiError> {
-        Ok(crate::cluster::replicated::state(&self.ctx.cluster, &self.ctx.store).await?)
+        let mut state = crate::cluster::replicated::state(&self.ctx.cluster, &self.ctx.store).await?;
+        let me = self.ctx.node_name.as_str();
+        if let Some(member) = state.members.iter_mut().find(|m| m.name == me) {
+            member.rooms = (*self.slots.rooms.get()).clone();
+        }
+        Ok(state)
     }
 
     /// Changes the cluster's membership (made by the leader, wherever it is asked), then

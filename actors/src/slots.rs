@@ -100,6 +100,8 @@ pub struct Slots {
     /// Tasks open on this node, as the scheduler last counted them (plus those admitted
     /// since): what `max_open_tasks` bounds.
     pub open_tasks: Arc<std::sync::atomic::AtomicUsize>,
+    /// What room this node's agents have, as the scheduler last published it.
+    pub rooms: crate::scheduler::Rooms,
     /// Where agents' outgoing messages go (set once the node's API exists).
     pub outbox: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::agent::Outgoing>>>,
 }

@@ -375,6 +375,27 @@ async fn a_cluster_that_lost_its_majority_is_recovered_from_one_survivor() -> Re
     Ok(())
 }
 
+/// Waits until `node` heard from `member` that all `free` slots of its agents for
+/// `capability` are free (`free` of them).
+async fn room_of(node: &Node, member: &str, capability: &str, free: i64) -> Result<()> {
+    let q = "{ cluster { members { name rooms { capability agents free } } } }";
+    let deadline = Deadline::after(WAIT, format!("{} to hear {member}'s room for {capability}", node.name));
+    loop {
+        let seen = node.gql_ok(q, json!({})).await?;
+        let room = seen["cluster"]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["name"] == member)
+            .flat_map(|m| m["rooms"].as_array().cloned().unwrap_or_default())
+            .find(|r| r["capability"] == capability);
+        if room.as_ref().is_some_and(|r| r["free"] == free) {
+            return Ok(());
+        }
+        deadline.tick(seen).await?;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_for_a_capability_goes_by_its_strategy_across_the_cluster() -> Result<()> {
     let nodes = start_cluster(NodeOpts::named("alpha"), vec![NodeOpts::named("beta")]).await?;
@@ -393,6 +414,9 @@ async fn a_task_for_a_capability_goes_by_its_strategy_across_the_cluster() -> Re
     let submit =
         |cap: &str, n: i64| json!({ "capability": cap, "payload": { "n": n }, "strategy": "LEAST_CONNECTIONS" });
 
+    // Alpha places by what beta's heartbeats say of its agents' room: a beat later, it
+    // knows of beta's agent.
+    room_of(alpha, "beta", "only-far", 1).await?;
     // Only beta serves it: submitted on alpha, it runs on beta's agent.
     let only = text(&alpha.submit(submit("only-far", 1)).await?, "/id")?;
     ensure!(only.ends_with("@beta"), "queued on {only}");
@@ -403,6 +427,7 @@ async fn a_task_for_a_capability_goes_by_its_strategy_across_the_cluster() -> Re
     let first = text(&alpha.submit(submit("busy", 2)).await?, "/id")?;
     ensure!(first.ends_with("@alpha"), "queued on {first}");
     alpha.wait_task_state(&first, "RUNNING").await?;
+    room_of(alpha, "beta", "busy", 1).await?;
     // alpha's agent still has a free slot, but runs one task and beta's none: the task goes
     // to beta, the cluster's least loaded agent, and runs now.
     let second = text(&alpha.submit(submit("busy", 3)).await?, "/id")?;

@@ -42,10 +42,10 @@ use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 
 use super::directory::{held_in, placement_in, Placement};
 use super::Cluster;
-use crate::agent::{AgentSpec, Owner};
+use crate::agent::{AgentSpec, AgentStatus, Owner};
 use crate::host::HostSpec;
 use crate::swarm::SwarmSpec;
-use crate::tables::{AGENTS, DIRECTORY, HOSTS, OPEN_TASKS, SWARMS, TASKS, TASK_STATUS, VM_STATUS};
+use crate::tables::{AGENTS, AGENT_STATUS, DIRECTORY, HOSTS, OPEN_TASKS, SWARMS, TASKS, TASK_STATUS, VM_STATUS};
 use crate::task::{TaskSpec, TaskStatus};
 use crate::vm::VmStatus;
 
@@ -123,6 +123,10 @@ pub struct BeatAck {
     pub lease: bool,
     /// The last log entry the peer has applied.
     pub applied: u64,
+    /// What room the peer's agents have for each capability they serve (see
+    /// `scheduler::Rooms`); empty from a build that did not send it.
+    #[serde(default)]
+    pub rooms: std::collections::BTreeMap<String, crate::scheduler::Room>,
 }
 
 /// This node's lease, and as a leader the leases it granted.
@@ -462,6 +466,7 @@ mod tests {
             info: info.clone(),
             lease: true,
             applied: 7,
+            rooms: Default::default(),
         };
         leases.answered("a", sent, &ack);
         assert!(leases.held());

@@ -69,6 +69,8 @@ struct Heard {
     last: Instant,
     /// Silent past `drop_after`: no longer asked for, nor named missing, until it answers.
     dropped: bool,
+    /// What room its agents had, as its last beat said.
+    rooms: BTreeMap<String, crate::scheduler::Room>,
 }
 
 /// The peers to drop now: heard from before, not dropped yet, and silent past `drop_after`.
@@ -164,6 +166,25 @@ impl Cluster {
             .collect()
     }
 
+    /// What room each peer heard from lately (`UP`) has for `capability`, as its last beat
+    /// said (at most a beat and a scheduler's publication old: 350 ms); a peer none of whose
+    /// agents serves it has an empty room.
+    pub fn peer_rooms(&self, capability: &str) -> Vec<(String, crate::scheduler::Room)> {
+        let me = self.name();
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter()
+            .filter(|(name, heard)| **name != me && heard.last.elapsed() <= SUSPECT_AFTER)
+            .map(|(name, heard)| (name.clone(), heard.rooms.get(capability).copied().unwrap_or_default()))
+            .collect()
+    }
+
+    /// What room `peer`'s agents had, as its last beat said (empty for this node and for a
+    /// peer not heard from).
+    pub fn rooms_of(&self, peer: &str) -> BTreeMap<String, crate::scheduler::Room> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(peer).map(|heard| heard.rooms.clone()).unwrap_or_default()
+    }
+
     /// The peers connected now.
     pub fn peers(&self) -> Vec<String> {
         let me = self.name();
@@ -241,6 +262,7 @@ impl Cluster {
                             address: ack.info.cluster_address,
                             last: now,
                             dropped: false,
+                            rooms: ack.rooms,
                         };
                         seen.insert(ack.info.name, heard);
                     }
@@ -302,6 +324,7 @@ mod tests {
             address: "127.0.0.1:1".into(),
             last,
             dropped,
+            rooms: BTreeMap::new(),
         }
     }
 

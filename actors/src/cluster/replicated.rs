@@ -25,6 +25,9 @@ pub struct LogMember {
     pub lag: Option<u64>,
     /// How many times it has started (grows at each start).
     pub incarnation: u64,
+    /// What room its agents have for each capability they serve: as its last heartbeat
+    /// said (seen at `last_heartbeat`), or this node's own now.
+    pub rooms: std::collections::BTreeMap<String, crate::scheduler::Room>,
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +167,7 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
                 last_heartbeat: heard,
                 lag: m.matched.map(|matched| status.last_log_index.saturating_sub(matched)),
                 role: m.role,
+                rooms: cluster.rooms_of(&m.name),
                 name: m.name,
                 incarnation,
             }
@@ -272,6 +276,7 @@ pub(crate) async fn departed(store: &Store, node: &str) -> Result<LogMember, cra
         last_heartbeat: None,
         lag: None,
         incarnation,
+        rooms: Default::default(),
     })
 }
 

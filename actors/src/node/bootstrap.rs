@@ -96,6 +96,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         store: store.clone(),
         voters: config.voters,
         root: slots.root.clone(),
+        rooms: slots.rooms.clone(),
         experiments: experiments.clone(),
         tokens: Default::default(),
     };
@@ -231,7 +232,6 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             requeueing: Default::default(),
         },
         turns: Default::default(),
-        absent: Default::default(),
     };
     let swarms = Swarms {
         ctx: ctx.clone(),
@@ -532,6 +532,7 @@ impl ChildSpec for SchedulerChild {
                 breaker: self.breaker,
                 payload_cache_bytes: crate::scheduler::PAYLOAD_CACHE_BYTES,
                 open: self.slots.open_tasks.clone(),
+                rooms: self.slots.rooms.clone(),
             };
             let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor).await?;
             self.slots.scheduler.set(scheduler.clone());

@@ -85,6 +85,9 @@ pub enum SchedulerMsg {
     Running(RpcReplyPort<usize>),
     /// What this node's agents can take of a capability now.
     Room(String, RpcReplyPort<super::Room>),
+    /// Publishes what room this node's agents have for every capability (see
+    /// [`super::Rooms`]).
+    PublishRooms,
     /// Takes over the open tasks the cluster moved here from the lost node named.
     Adopt(String),
     /// Why each of these tasks waits, for those queued here (see `engine/waiting.rs`).
@@ -128,6 +131,8 @@ pub struct SchedulerArgs {
     pub payload_cache_bytes: usize,
     /// Where the count of open tasks is kept for admission (see `max_open_tasks`).
     pub open: Arc<AtomicUsize>,
+    /// Where the room of this node's agents is published for the heartbeat.
+    pub rooms: super::Rooms,
 }
 
 pub struct State {
@@ -151,6 +156,7 @@ pub struct State {
     dirty_stats: std::collections::HashSet<String>,
     recent: HashMap<String, figures::Window>,
     pub(super) open: Arc<AtomicUsize>,
+    rooms: super::Rooms,
 }
 
 #[derive(Debug, Default)]
@@ -190,9 +196,14 @@ impl Actor for Scheduler {
             dirty_stats: std::collections::HashSet::new(),
             recent: HashMap::new(),
             open: args.open,
+            rooms: args.rooms,
         };
         state.recover().await?;
         state.open.store(state.engine.open(), Ordering::SeqCst);
+        state.rooms.set(state.engine.rooms());
+        state
+            .myself
+            .send_interval(super::ROOMS_EVERY, || SchedulerMsg::PublishRooms);
         tracing::info!(queued = state.engine.queued(), "scheduler started");
         Ok(state)
     }
@@ -308,6 +319,10 @@ impl Actor for Scheduler {
             }
             SchedulerMsg::Running(reply) => {
                 let _ = reply.send(state.engine.running());
+                return Ok(());
+            }
+            SchedulerMsg::PublishRooms => {
+                state.rooms.set(state.engine.rooms());
                 return Ok(());
             }
             SchedulerMsg::Adopt(from) => {

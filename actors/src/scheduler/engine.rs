@@ -233,6 +233,17 @@ impl Engine {
         room
     }
 
+    /// [`Self::room`] of every capability an open agent here serves.
+    pub fn rooms(&self) -> BTreeMap<String, Room> {
+        let served: BTreeSet<&str> = self
+            .agents
+            .values()
+            .filter(|slot| slot.open)
+            .flat_map(|slot| slot.capabilities.iter().map(String::as_str))
+            .collect();
+        served.into_iter().map(|c| (c.to_owned(), self.room(c))).collect()
+    }
+
     pub fn running_on(&self, agent: &str) -> u32 {
         self.agents.get(agent).map_or(0, |s| s.running.len() as u32)
     }

@@ -103,10 +103,19 @@ async fn scheduler(store: &Store) -> (ActorRef<SchedulerMsg>, tokio::task::JoinH
 }
 
 async fn scheduler_caching(store: &Store, cache: usize) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>) {
+    scheduler_publishing(store, cache, Default::default()).await
+}
+
+async fn scheduler_publishing(
+    store: &Store,
+    cache: usize,
+    rooms: crate::scheduler::Rooms,
+) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>) {
     let args = SchedulerArgs {
         node: "local".into(),
         store: store.clone(),
         open: Default::default(),
+        rooms,
         breaker: Default::default(),
         payload_cache_bytes: cache,
         retry: RetryPolicy {
@@ -164,6 +173,24 @@ async fn a_task_runs_on_a_capable_agent_and_each_step_is_recorded_in_order() {
         store.get(OPEN_TASKS, "t1").await.unwrap().is_none(),
         "a finished task is no longer open"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_room_of_the_agents_is_published_for_the_heartbeat_without_asking_the_scheduler() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let rooms = crate::scheduler::Rooms::default();
+    let (s, _) = scheduler_publishing(&store, crate::scheduler::PAYLOAD_CACHE_BYTES, rooms.clone()).await;
+    assert!(rooms.get().is_empty(), "no agent yet");
+    let (agent, _) = Actor::spawn(None, FakeAgent(s.clone()), ()).await.unwrap();
+    s.cast(agent_up(agent)).unwrap();
+    // Published at the next period, whatever else the scheduler is asked.
+    tokio::time::sleep(crate::scheduler::ROOMS_EVERY * 2).await;
+    let published = rooms.get();
+    let echo = published.get("echo").copied().expect("echo is served");
+    assert_eq!((echo.agents, echo.free), (1, 2));
+    assert!(echo.best.is_some());
+    assert_eq!(published.len(), 1, "{published:?}");
 }
 
 #[tokio::test]

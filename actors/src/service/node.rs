@@ -94,6 +94,8 @@ pub struct NodeService {
     pub(crate) voters: usize,
     /// The node's root supervisor, which describes the tree.
     pub(crate) root: Slot<SupervisorMsg>,
+    /// What room this node's agents have, which its beats carry.
+    pub(crate) rooms: crate::scheduler::Rooms,
     /// The node's fault experiments, for the kill switch asked by a peer.
     pub(crate) experiments: crate::service::experiments::Experiments,
     /// The node's tokens, once loaded (the link to the cluster starts before).
@@ -167,6 +169,7 @@ impl NodeLocal for NodeService {
             info: self.cluster.me(),
             lease: self.cluster.leases.grant(&from, leads),
             applied: status.commit_index,
+            rooms: (*self.rooms.get()).clone(),
         })
     }
 

@@ -3,13 +3,11 @@
 //! task's id names its node. On the task's node each request is the scheduler room's work,
 //! done through its [`TaskQueue`].
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use super::context::Context;
 use super::listing::{Counted, Listing};
-use crate::cluster::remote::{service, At, Located, Peer};
+use crate::cluster::remote::{service, At, Located};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 pub use crate::scheduler::TaskFilter;
@@ -25,16 +23,7 @@ service! {
     keyed Cancel => cancel(id: String) -> TaskRecord;
     /// Queues a DEAD task of this node again.
     keyed Requeue => requeue(id: String) -> TaskRecord;
-    /// What this node's agents can take of a capability now.
-    call Room => room(capability: String) -> Room;
 }
-
-/// How long a submit waits for a peer to say what room it has, when no agent here has a
-/// free slot.
-const ROOM_WITHIN: Duration = Duration::from_secs(1);
-/// The same when an agent here has one: a peer slower than this is left out rather than
-/// slow every submit (the task runs here, or on a peer that did answer).
-const ROOM_WITHIN_WHEN_FREE: Duration = Duration::from_millis(100);
 
 /// The member to queue a capability's task on (`None`: here). Among the nodes (here
 /// included) whose agents have a free slot, the one whose best agent the task's strategy
@@ -77,49 +66,6 @@ fn choose_node(strategy: Strategy, here: Room, peers: &[(String, Room)], turn: u
         .map(|(name, _)| name.clone())
 }
 
-/// How long a peer that said none of its agents serves a capability is not asked again,
-/// while an agent here has a free slot.
-const ABSENT_FOR: Duration = Duration::from_secs(1);
-/// (peer, capability) pairs remembered at most; past it, they are forgotten together.
-const ABSENT_HELD: usize = 4096;
-
-/// The peers that said lately that none of their agents serves a capability. While an
-/// agent here has a free slot, a submit does not ask them again for [`ABSENT_FOR`]: with a
-/// capability served on one member only, every submit there asked every other member, a
-/// round trip each, for nothing. An agent spawned on such a peer meanwhile gets its share
-/// of this node's tasks a second later at most; with no free slot here, every peer is
-/// asked.
-#[derive(Clone, Default)]
-pub(crate) struct Absent(Arc<Mutex<BTreeMap<String, BTreeMap<String, Instant>>>>);
-
-impl Absent {
-    fn lacks(&self, peer: &str, capability: &str, now: Instant) -> bool {
-        let absent = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        absent
-            .get(peer)
-            .and_then(|caps| caps.get(capability))
-            .is_some_and(|since| now.saturating_duration_since(*since) < ABSENT_FOR)
-    }
-
-    /// Records what `peer` said of `capability` at `now`.
-    fn note(&self, peer: &str, capability: &str, room: &Room, now: Instant) {
-        let mut absent = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if room.agents > 0 {
-            if let Some(caps) = absent.get_mut(peer) {
-                caps.remove(capability);
-            }
-            return;
-        }
-        if absent.values().map(BTreeMap::len).sum::<usize>() >= ABSENT_HELD {
-            absent.clear();
-        }
-        absent
-            .entry(peer.to_owned())
-            .or_default()
-            .insert(capability.to_owned(), now);
-    }
-}
-
 #[derive(Clone)]
 pub struct Tasks {
     pub(crate) ctx: Arc<Context>,
@@ -127,7 +73,6 @@ pub struct Tasks {
     pub(crate) queue: TaskQueue,
     /// Round-robin placements made here, to take the nodes in turn.
     pub(crate) turns: Arc<std::sync::atomic::AtomicU64>,
-    pub(crate) absent: Absent,
 }
 
 impl Located for Tasks {
@@ -148,10 +93,11 @@ impl Tasks {
     }
 
     /// Where a task aimed at a capability is queued: on the node whose agents the task's
-    /// strategy ranks first across the cluster (see [`choose_node`]), each node asked what
-    /// room it has for the capability; that node's scheduler then picks the agent by the same
-    /// strategy. Peers not heard from lately are not asked. A task with requirements
-    /// (`capabilities`, `minProficiency`) or dependencies stays here.
+    /// strategy ranks first across the cluster (see [`choose_node`]), from what room this
+    /// node's scheduler has now and what room each peer heard from lately had at its last
+    /// beat (see `scheduler::Rooms`): no peer is asked per task. That node's scheduler then
+    /// picks the agent by the same strategy. A task with requirements (`capabilities`,
+    /// `minProficiency`) or dependencies stays here.
     async fn placed(&self, request: &SubmitTaskRequest) -> At<'_, Self> {
         let Some(capability) = request.capability.as_deref() else {
             return At::Here(self);
@@ -159,30 +105,11 @@ impl Tasks {
         if !request.capabilities.is_empty() || request.min_proficiency.is_some() || !request.depends_on.is_empty() {
             return At::Here(self);
         }
-        let mut peers = self.ctx.cluster.up_peers();
+        let peers = self.ctx.cluster.peer_rooms(capability);
         if peers.is_empty() {
             return At::Here(self);
         }
         let here = self.queue.room(capability).await.unwrap_or_default();
-        let now = Instant::now();
-        let within = if here.free > 0 {
-            peers.retain(|peer| !self.absent.lacks(peer, capability, now));
-            ROOM_WITHIN_WHEN_FREE
-        } else {
-            ROOM_WITHIN
-        };
-        if peers.is_empty() {
-            return At::Here(self);
-        }
-        // Each peer is asked at once; one that does not answer in time is left out.
-        let asked = peers.into_iter().map(|peer| async move {
-            let room = tokio::time::timeout(within, Peer(self, peer.clone()).room(capability.to_owned())).await;
-            room.ok().and_then(Result::ok).map(|room| (peer, room))
-        });
-        let peers: Vec<(String, Room)> = futures::future::join_all(asked).await.into_iter().flatten().collect();
-        for (peer, room) in &peers {
-            self.absent.note(peer, capability, room, now);
-        }
         let strategy = request.strategy.unwrap_or(self.queue.default_strategy);
         let turn = match strategy {
             Strategy::RoundRobin => self.turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -253,10 +180,6 @@ impl TasksLocal for Tasks {
         self.queue.submit(*request, key.as_deref()).await
     }
 
-    async fn room(&self, capability: String) -> Result<Room, ApiError> {
-        self.queue.room(&capability).await
-    }
-
     async fn cancel(&self, id: String, key: Option<String>) -> Result<TaskRecord, ApiError> {
         self.queue.cancel(&id, key.as_deref()).await
     }
@@ -268,8 +191,7 @@ impl TasksLocal for Tasks {
 
 #[cfg(test)]
 mod tests {
-    use super::{choose_node, Absent, Place, Room, Strategy, ABSENT_FOR, ABSENT_HELD};
-    use std::time::{Duration, Instant};
+    use super::{choose_node, Place, Room, Strategy};
 
     /// `agents` agents with `free` slots; the best of them scores `score` (smaller first),
     /// runs `running` tasks and has served `weighted` for its weight.
@@ -340,31 +262,5 @@ mod tests {
             choose_node(Strategy::Score, full(0), &named(&[("b", full(0))]), 0),
             None
         );
-    }
-
-    #[test]
-    fn a_peer_without_agents_for_a_capability_is_not_asked_again_for_a_while() {
-        let absent = Absent::default();
-        let t0 = Instant::now();
-        assert!(!absent.lacks("b", "echo", t0), "never asked: asked");
-        absent.note("b", "echo", &full(0), t0);
-        assert!(absent.lacks("b", "echo", t0 + Duration::from_millis(10)));
-        assert!(!absent.lacks("b", "other", t0), "only for that capability");
-        assert!(!absent.lacks("c", "echo", t0), "only that peer");
-        assert!(
-            !absent.lacks("b", "echo", t0 + ABSENT_FOR),
-            "asked again once it is old"
-        );
-        // A peer that has agents for it again is asked at once.
-        absent.note("b", "echo", &full(0), t0);
-        absent.note("b", "echo", &full(1), t0 + Duration::from_millis(20));
-        assert!(!absent.lacks("b", "echo", t0 + Duration::from_millis(30)));
-        // Bounded: past ABSENT_HELD pairs, all are forgotten.
-        for i in 0..ABSENT_HELD {
-            absent.note("c", &format!("cap-{i}"), &full(0), t0);
-        }
-        absent.note("c", "one-more", &full(0), t0);
-        assert!(!absent.lacks("c", "cap-0", t0));
-        assert!(absent.lacks("c", "one-more", t0));
     }
 }

@@ -84,6 +84,20 @@ pub struct ClusterMember {
     /// When the answering node last heard from it (now for the answering node itself);
     /// null when it has not since it started.
     pub last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
+    /// What its agents can take of each capability they serve, as its last heartbeat said
+    /// (at `lastHeartbeat`; this node's own as of the last 100 ms): what a submit on the
+    /// answering node places capability tasks by.
+    pub rooms: Vec<CapabilityRoom>,
+}
+
+/// What one member's open agents can take of one capability.
+#[derive(SimpleObject)]
+pub struct CapabilityRoom {
+    pub capability: String,
+    /// Open agents (not paused, unhealthy or stopping) that serve it.
+    pub agents: i32,
+    /// Their task slots not in use.
+    pub free: i32,
 }
 
 /// The cluster as the answering node's replicated log sees it.
@@ -127,6 +141,15 @@ impl From<troupe_actors::cluster::replicated::LogMember> for ClusterMember {
             last_heartbeat: m.last_heartbeat,
             lag: m.lag.map(Into::into),
             incarnation: m.incarnation.into(),
+            rooms: m
+                .rooms
+                .into_iter()
+                .map(|(capability, room)| CapabilityRoom {
+                    capability,
+                    agents: room.agents as i32,
+                    free: room.free as i32,
+                })
+                .collect(),
         }
     }
 }

@@ -266,6 +266,11 @@ async fn transition(
     for (mut spec, placement) in plan.agents {
         let to = placement.node.clone();
         spec.node = to.clone();
+        // The status its old node recorded claims a live actor that is gone: until the new
+        // node has started it (and records what it finds), it is STARTING there.
+        if let Some(status) = moved_status(store, &spec.id).await? {
+            batch = batch.put(AGENT_STATUS, spec.id.clone(), troupe_runtime::codec::encode(&status)?);
+        }
         batch = batch
             .put(AGENTS, spec.id.clone(), troupe_runtime::codec::encode(&spec)?)
             .put(DIRECTORY, spec.id.clone(), troupe_runtime::codec::encode(&placement)?)
@@ -330,4 +335,29 @@ async fn transition(
         ));
     }
     Ok(batch)
+}
+
+/// The status to record for an agent moving to another node: STARTING when its recorded state says
+/// an actor runs it (RUNNING, PAUSED, UNHEALTHY, RECOVERING, STARTING), its counts kept;
+/// `None` when the state says nothing runs (it is written as it was).
+async fn moved_status(store: &Store, id: &str) -> Result<Option<AgentStatus>, StoreError> {
+    use crate::agent::AgentState;
+    let Some(bytes) = store.get(AGENT_STATUS, id).await? else {
+        return Ok(None);
+    };
+    let mut status: AgentStatus = troupe_runtime::codec::decode(&bytes)?;
+    let live = matches!(
+        status.state,
+        AgentState::Starting
+            | AgentState::Running
+            | AgentState::Paused
+            | AgentState::Unhealthy
+            | AgentState::Recovering
+    );
+    if !live {
+        return Ok(None);
+    }
+    status.state = AgentState::Starting;
+    status.updated_at = troupe_runtime::clock::now();
+    Ok(Some(status))
 }
