@@ -67,6 +67,11 @@ pub struct Api {
     pub(crate) experiments: experiments::Experiments,
 }
 
+/// How long a read that names a commit index (`extensions.minCommitIndex`) waits for this
+/// node to apply it: a follower is one round trip behind the leader, a lagging one catches
+/// up in well under this.
+pub const READ_AFTER_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Api {
     pub fn agents(&self) -> &Agents {
         &self.agents
@@ -235,6 +240,23 @@ impl Api {
             // Removed from the log's membership: what the store last recorded of it.
             None => crate::cluster::replicated::departed(&self.ctx.store, &node).await,
         }
+    }
+
+    /// The last log entry this node applied: a mutation answered here is in it.
+    pub fn applied_index(&self) -> u64 {
+        self.ctx.store.applied_index()
+    }
+
+    /// Waits at most [`READ_AFTER_WITHIN`] until this node has applied the log entry
+    /// `index` (a client's write made through another node); UNAVAILABLE past it.
+    pub async fn read_after(&self, index: u64) -> Result<(), ApiError> {
+        if self.ctx.store.applied_at_least(index, READ_AFTER_WITHIN).await? {
+            return Ok(());
+        }
+        Err(ApiError::Unavailable(format!(
+            "this node has applied up to {} and not {index} within {READ_AFTER_WITHIN:?}: it is behind or cut off; ask another node",
+            self.applied_index()
+        )))
     }
 
     pub async fn last_seq(&self) -> Result<u64, ApiError> {

@@ -29,6 +29,15 @@ pub fn api(e: ApiError) -> async_graphql::Error {
     }
 }
 
+/// An error that refuses a request as a whole, before it runs (it has no path).
+pub fn refusal(code: &str, message: impl Into<String>) -> ServerError {
+    let mut error = ServerError::new(message.into(), None);
+    let mut extensions = ErrorExtensionValues::default();
+    extensions.set("code", code);
+    error.extensions = Some(extensions);
+    error
+}
+
 pub trait OrGql<T> {
     fn gql(self) -> async_graphql::Result<T>;
 }

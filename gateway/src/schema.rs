@@ -13,6 +13,7 @@ mod experiments;
 mod hosts;
 mod messages;
 mod node;
+pub mod notes;
 mod page;
 mod scalars;
 mod shared;

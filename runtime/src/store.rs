@@ -459,6 +459,26 @@ impl Store {
         self.reached(seq, CURSOR_CATCH_UP).await.map(drop)
     }
 
+    /// The last log entry this node applied (what a mutation's answer carries as its
+    /// `commitIndex`).
+    pub fn applied_index(&self) -> u64 {
+        self.status().commit_index
+    }
+
+    /// Waits, for at most `within`, until this node has applied the log entry `index`
+    /// (committed through any member); whether it has.
+    pub async fn applied_at_least(&self, index: u64, within: Duration) -> Result<bool, StoreError> {
+        if self.applied_index() >= index {
+            return Ok(true);
+        }
+        let waited = self
+            .raft()
+            .wait(Some(within))
+            .applied_index_at_least(Some(index), "a client's commit index is applied here")
+            .await;
+        Ok(waited.is_ok() || self.applied_index() >= index)
+    }
+
     /// Waits, for at most `within`, until this node has applied the event `seq` (made on
     /// any member); whether it has.
     pub async fn reached(&self, seq: u64, within: Duration) -> Result<bool, StoreError> {

@@ -480,3 +480,34 @@ async fn a_member_that_cannot_commit_is_alive_but_not_ready() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_node_is_read_on_another_once_it_applied_the_writes_commit_index() -> Result<()> {
+    let (alpha, beta) = start_pair().await?;
+    let m = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }";
+    let body = json!({ "query": m, "variables": { "input": { "name": "seen-elsewhere", "backend": { "builtin": { "kind": "echo" } } } } });
+    let (_, answer) = alpha.post_graphql(Some(&alpha.token), &body).await?;
+    let id = text(&answer, "/data/spawnAgent/id")?;
+    let index = answer["extensions"]["commitIndex"]
+        .as_u64()
+        .with_context(|| format!("a mutation's answer carries its commit index: {answer}"))?;
+    ensure!(index > 0, "{answer}");
+    // A read on beta that names the index sees the write.
+    let q = "query($id: ID!) { agent(id: $id) { id name } }";
+    let read =
+        |after: Value| json!({ "query": q, "variables": { "id": id }, "extensions": { "minCommitIndex": after } });
+    let (_, seen) = beta.post_graphql(Some(&beta.token), &read(json!(index))).await?;
+    ensure!(seen["data"]["agent"]["name"] == "seen-elsewhere", "{seen}");
+    ensure!(
+        seen["extensions"]["commitIndex"].is_null(),
+        "a query carries no commit index: {seen}"
+    );
+    // An index the cluster never reached is waited for, boundedly; a malformed one is refused.
+    let (_, ahead) = beta
+        .post_graphql(Some(&beta.token), &read(json!(index + 1_000_000)))
+        .await?;
+    expect_code(&ahead, "UNAVAILABLE")?;
+    let (_, bad) = beta.post_graphql(Some(&beta.token), &read(json!("soon"))).await?;
+    expect_code(&bad, "INVALID_INPUT")?;
+    Ok(())
+}

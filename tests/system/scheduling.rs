@@ -47,10 +47,29 @@ async fn queued_tasks_start_by_priority_class_then_in_arrival_order() -> Result<
 async fn a_task_no_agent_can_run_stays_queued_and_runs_once_a_capable_agent_appears() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
     node.spawn_builtin("echo", &["echo"]).await?;
-    let task = node
-        .submit(json!({ "capability": "translate", "payload": { "text": "hola" } }))
-        .await?;
-    let id = text(&task, "/id")?;
+    // Accepted, and not silent: the answer warns, and an event says why it waits.
+    let m = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id state waitingFor } }";
+    let body =
+        json!({ "query": m, "variables": { "input": { "capability": "translate", "payload": { "text": "hola" } } } });
+    let (_, answer) = node.post_graphql(Some(&node.token), &body).await?;
+    let id = text(&answer, "/data/submitTask/id")?;
+    let warning = &answer["extensions"]["warnings"][0];
+    ensure!(
+        warning["code"] == "NO_AGENT" && warning["message"].as_str().is_some_and(|m| m.contains("translate")),
+        "{answer}"
+    );
+    let waiting = node.wait_event("TASK_WAITING", &id).await?;
+    ensure!(
+        waiting["data"]["capability"] == "translate"
+            && waiting["data"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no agent has")),
+        "{waiting}"
+    );
+    // A task some agent can take carries no warning.
+    let body = json!({ "query": m, "variables": { "input": { "capability": "echo", "payload": 1 } } });
+    let (_, answer) = node.post_graphql(Some(&node.token), &body).await?;
+    ensure!(answer["extensions"]["warnings"].is_null(), "{answer}");
     let queued = node
         .gql_ok(
             "{ tasks(state: QUEUED) { totalCount nodes { id state agentId } } }",

@@ -23,6 +23,7 @@ use troupe_runtime::idempotency::{Guard, Idempotency};
 use troupe_runtime::store::Store;
 
 pub use read::TaskFilter;
+pub use submit::no_agent_has;
 
 use super::admission::Admission;
 use super::SchedulerMsg;

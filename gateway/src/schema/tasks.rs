@@ -353,9 +353,9 @@ impl TasksMutation {
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Task> {
         let api = ctx.data::<Api>()?;
-        Ok(Task(
-            api.tasks().submit(input.into_request()?, idempotency_key).await.gql()?,
-        ))
+        let task = api.tasks().submit(input.into_request()?, idempotency_key).await.gql()?;
+        warn_if_nobody_can_run(ctx, &task);
+        Ok(Task(task))
     }
 
     /// Submits a graph of tasks on this node in one commit: all or none. A cycle, a repeated
@@ -429,5 +429,25 @@ impl TasksSubscription {
             show: Task,
         };
         super::updates::follow(ctx.data::<Api>()?, &id, follow).await
+    }
+}
+
+/// A task queued for a capability no agent of the cluster has is accepted (an agent may be
+/// spawned for it), and the answer says so in `extensions.warnings` (code `NO_AGENT`).
+fn warn_if_nobody_can_run(ctx: &Context<'_>, task: &troupe_actors::task::TaskRecord) {
+    let Some(reason) = task.waiting_for.as_deref() else {
+        return;
+    };
+    if !troupe_actors::scheduler::no_agent_has(reason) {
+        return;
+    }
+    if let Ok(notes) = ctx.data::<std::sync::Arc<super::notes::Notes>>() {
+        notes.warn(
+            "NO_AGENT",
+            format!(
+                "task {} waits: {reason} in the cluster; it runs as soon as an agent that has it can take it",
+                task.spec.id
+            ),
+        );
     }
 }

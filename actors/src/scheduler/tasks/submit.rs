@@ -45,7 +45,29 @@ impl TaskQueue {
         let _ = self
             .scheduler()?
             .cast(SchedulerMsg::Enqueue(Box::new((spec.clone(), status.clone()))));
-        Ok(self.explained(TaskRecord::new(spec, status)).await)
+        let record = self.explained(TaskRecord::new(spec, status)).await;
+        self.say_why_it_waits(&record);
+        Ok(record)
+    }
+
+    /// A task for a capability that no agent of the cluster has is not silent: it was placed
+    /// here because no member's heartbeat named an agent for it (see the tasks service's
+    /// placement), and a `TASK_WAITING` event says why it waits (data: `reason`,
+    /// `capability`). The submit's answer says it too (`waitingFor`, and the gateway's
+    /// warning).
+    fn say_why_it_waits(&self, record: &TaskRecord) {
+        let (Some(capability), Some(reason)) = (&record.spec.capability, &record.waiting_for) else {
+            return;
+        };
+        if !no_agent_has(reason) {
+            return;
+        }
+        let event = troupe_runtime::events::NewEvent::new(
+            "TASK_WAITING",
+            Some(record.spec.id.clone()),
+            serde_json::json!({ "reason": reason, "capability": capability }),
+        );
+        let _ = self.store.submit(Batch::new().event(event));
     }
 
     /// Submits a graph of tasks in one commit. Each task's `dependsOn` names other tasks of
@@ -127,4 +149,9 @@ impl TaskQueue {
             .collect();
         Ok(self.explain(records).await)
     }
+}
+
+/// Whether a queued task's reason to wait is that no agent has what it needs.
+pub fn no_agent_has(waiting_for: &str) -> bool {
+    waiting_for.starts_with("no agent has ")
 }

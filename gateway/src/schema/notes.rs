@@ -1,0 +1,75 @@
+//! What an answer carries beside its data, in its `extensions`: the warnings a resolver
+//! raised (a task queued for a capability no agent of the cluster has), and for a mutation
+//! the commit index it is in (`commitIndex`), which a read on another node may name
+//! (`extensions.minCommitIndex` in the request) to be served only once that node has
+//! applied it.
+
+use std::sync::Mutex;
+
+use async_graphql::{Name, Request, Response, Value};
+use troupe_actors::Api;
+
+/// The warnings of one request, filled by its resolvers.
+#[derive(Debug, Default)]
+pub struct Notes(Mutex<Vec<serde_json::Value>>);
+
+impl Notes {
+    /// Adds a warning: a stable `code` and a message for people.
+    pub fn warn(&self, code: &str, message: String) {
+        let warning = serde_json::json!({ "code": code, "message": message });
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(warning);
+    }
+
+    fn take(&self) -> Vec<serde_json::Value> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The commit index a request asks to read after (`extensions.minCommitIndex`): `Err` for
+/// one that is not a non-negative integer.
+pub fn min_commit_index(request: &Request) -> Result<Option<u64>, String> {
+    match request.extensions.get("minCommitIndex") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("extensions.minCommitIndex must be a non-negative integer, not {n}")),
+        Some(other) => Err(format!(
+            "extensions.minCommitIndex must be a non-negative integer, not {other}"
+        )),
+    }
+}
+
+/// Whether the operation the request runs is a mutation.
+pub fn is_mutation(request: &mut Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return false;
+    };
+    let kind = match &document.operations {
+        DocumentOperations::Single(op) => Some(op.node.ty),
+        DocumentOperations::Multiple(ops) => name
+            .as_deref()
+            .and_then(|n| ops.get(&Name::new(n)))
+            .map(|op| op.node.ty),
+    };
+    kind == Some(OperationType::Mutation)
+}
+
+/// Adds the request's warnings to the answer, and for a mutation the commit index this
+/// node has applied, which holds the mutation's entry.
+pub fn finish(mut response: Response, notes: &Notes, mutation: bool, api: &Api) -> Response {
+    let warnings = notes.take();
+    if !warnings.is_empty() {
+        if let Ok(value) = Value::from_json(serde_json::Value::Array(warnings)) {
+            response.extensions.insert("warnings".into(), value);
+        }
+    }
+    if mutation {
+        response
+            .extensions
+            .insert("commitIndex".into(), Value::from(api.applied_index()));
+    }
+    response
+}
