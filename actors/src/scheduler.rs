@@ -29,6 +29,10 @@ use std::sync::{Arc, RwLock};
 /// How often the scheduler publishes what room its agents have ([`Rooms`]).
 pub const ROOMS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// What the peers that answered lately said in their last heartbeat of the room their
+/// agents have for a capability.
+pub type PeerRooms = Arc<dyn Fn(&str) -> Vec<(String, Room)> + Send + Sync>;
+
 /// What this node's agents can take of each capability they serve, as the scheduler last
 /// published it (every [`ROOMS_EVERY`]). The heartbeat carries it to every member, so a
 /// node places a capability's task across the cluster from what the beats said, without

@@ -511,3 +511,26 @@ async fn a_write_through_one_node_is_read_on_another_once_it_applied_the_writes_
     expect_code(&bad, "INVALID_INPUT")?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_queued_where_no_agent_serves_it_runs_once_an_agent_on_another_node_can_take_it() -> Result<()> {
+    let (alpha, beta) = start_pair().await?;
+    let task = text(
+        &alpha.submit(json!({ "capability": "late", "payload": 1 })).await?,
+        "/id",
+    )?;
+    ensure!(
+        task.ends_with("@alpha"),
+        "no agent anywhere: queued where it was submitted: {task}"
+    );
+    // The agent comes on beta: alpha hears of it with the next beats and hands the task over.
+    let agent = beta.spawn_builtin("echo", &["late"]).await?;
+    let done = alpha.wait_task_state(&task, "SUCCEEDED").await?;
+    ensure!(done["agentId"] == agent.as_str(), "{done}");
+    let moved = alpha.wait_event("TASKS_MOVED", "beta").await?;
+    ensure!(
+        moved["data"]["from"] == "alpha" && moved["data"]["count"] == 1,
+        "{moved}"
+    );
+    Ok(())
+}

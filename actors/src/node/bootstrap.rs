@@ -223,7 +223,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             node: config.node_name.clone(),
             store: store.clone(),
             idempotency: idempotency.clone(),
-            cluster,
+            cluster: cluster.clone(),
             serving: serving.clone(),
             scheduler: slots.scheduler.clone(),
             open: slots.open_tasks.clone(),
@@ -287,6 +287,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         node: config.node_name.clone(),
         store: store.clone(),
         slots: slots.clone(),
+        cluster: cluster.clone(),
         retry: RetryPolicy {
             base: config.retry_base,
             max: config.retry_max,
@@ -503,6 +504,8 @@ struct SchedulerChild {
     node: String,
     store: Store,
     slots: Slots,
+    /// Where the peers' heartbeats tell the scheduler what room their agents have.
+    cluster: Cluster,
     retry: RetryPolicy,
     breaker: BreakerPolicy,
 }
@@ -533,6 +536,10 @@ impl ChildSpec for SchedulerChild {
                 payload_cache_bytes: crate::scheduler::PAYLOAD_CACHE_BYTES,
                 open: self.slots.open_tasks.clone(),
                 rooms: self.slots.rooms.clone(),
+                peers: Some({
+                    let cluster = self.cluster.clone();
+                    Arc::new(move |capability: &str| cluster.peer_rooms(capability))
+                }),
             };
             let (scheduler, _) = Actor::spawn_linked(None, Scheduler, args, supervisor).await?;
             self.slots.scheduler.set(scheduler.clone());

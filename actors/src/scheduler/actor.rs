@@ -18,6 +18,7 @@ use crate::task::{Outcome, TaskSpec, TaskStatus};
 
 mod dispatch;
 mod figures;
+mod handoff;
 mod record;
 mod recover;
 
@@ -133,6 +134,9 @@ pub struct SchedulerArgs {
     pub open: Arc<AtomicUsize>,
     /// Where the room of this node's agents is published for the heartbeat.
     pub rooms: super::Rooms,
+    /// What the peers' heartbeats said of their agents' room (`None`: a node alone, or a
+    /// test): where tasks no agent here can run are handed.
+    pub peers: Option<super::PeerRooms>,
 }
 
 pub struct State {
@@ -157,6 +161,7 @@ pub struct State {
     recent: HashMap<String, figures::Window>,
     pub(super) open: Arc<AtomicUsize>,
     rooms: super::Rooms,
+    peers: Option<super::PeerRooms>,
 }
 
 #[derive(Debug, Default)]
@@ -197,6 +202,7 @@ impl Actor for Scheduler {
             recent: HashMap::new(),
             open: args.open,
             rooms: args.rooms,
+            peers: args.peers,
         };
         state.recover().await?;
         state.open.store(state.engine.open(), Ordering::SeqCst);
@@ -323,6 +329,7 @@ impl Actor for Scheduler {
             }
             SchedulerMsg::PublishRooms => {
                 state.rooms.set(state.engine.rooms());
+                state.hand_off_unserved(now).await;
                 return Ok(());
             }
             SchedulerMsg::Adopt(from) => {

@@ -161,6 +161,7 @@ const RECENT_ATTEMPTS: usize = 20;
 mod agents;
 mod breaker;
 mod choice;
+mod handoff;
 mod policy;
 mod progress;
 mod requirements;

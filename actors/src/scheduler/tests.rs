@@ -116,6 +116,7 @@ async fn scheduler_publishing(
         store: store.clone(),
         open: Default::default(),
         rooms,
+        peers: None,
         breaker: Default::default(),
         payload_cache_bytes: cache,
         retry: RetryPolicy {

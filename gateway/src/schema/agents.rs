@@ -151,7 +151,8 @@ impl Agent {
 
 #[Object]
 impl Agent {
-    /// `<uuid>@<node>`: the id names the node that holds the agent.
+    /// `<uuid>@<node>`: the id names the node that made the agent; `node` says where it runs
+    /// now.
     async fn id(&self) -> ID {
         ID(self.view.spec.id.clone())
     }
@@ -335,7 +336,7 @@ pub struct AgentsQuery;
 
 #[Object]
 impl AgentsQuery {
-    /// The cluster's agents (this node's and every reachable peer's), by id; `project`,
+    /// The cluster's agents, by id, from this node's replica; `project`,
     /// `labels` (every pair must match), `state` and `capability` narrow the list.
     #[graphql(
         guard = "RoleGuard(Role::Viewer)",
@@ -382,7 +383,7 @@ impl AgentsQuery {
         Ok(connection)
     }
 
-    /// An agent, looked up on the node its id names.
+    /// An agent, wherever it runs, from this node's replica.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn agent(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Agent>> {
         Ok(ctx.data::<Api>()?.agents().get(&id).await.gql()?.map(Agent::from))

@@ -67,7 +67,8 @@ pub struct Task(pub TaskRecord);
 
 #[Object]
 impl Task {
-    /// `<uuid>@<node>`: the id names the node that holds the task.
+    /// `<uuid>@<node>`: the id names the node that made the task, which holds it until the
+    /// cluster moves it (a lost node, or a node none of whose agents serves it).
     async fn id(&self) -> ID {
         ID(self.0.spec.id.clone())
     }
@@ -279,7 +280,7 @@ pub struct TasksQuery;
 
 #[Object]
 impl TasksQuery {
-    /// The cluster's tasks (this node's and every reachable peer's), oldest first.
+    /// The cluster's tasks, oldest first, from this node's replica.
     #[graphql(
         guard = "RoleGuard(Role::Viewer)",
         complexity = "cost(first, DEFAULT_PAGE, MAX_PAGE, child_complexity)"
@@ -331,7 +332,7 @@ impl TasksQuery {
         self.tasks(ctx, Some(TaskState::Dead), None, first, after).await
     }
 
-    /// A task, looked up on the node its id names.
+    /// A task, wherever it runs, from this node's replica.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Task>> {
         Ok(ctx.data::<Api>()?.tasks().get(&id).await.gql()?.map(Task))
@@ -412,8 +413,8 @@ pub struct TasksSubscription;
 
 #[Subscription]
 impl TasksSubscription {
-    /// The task now, then at every change, ending after a terminal state. If the node that
-    /// holds the task cannot be reached, the stream ends with an error (code UNAVAILABLE).
+    /// The task now, then at every change (its events, which every member applies), ending
+    /// after a terminal state.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn task_updates(
         &self,

@@ -325,7 +325,17 @@ pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::ser
                     }
                 });
             }
-            "TASKS_MOVED" if event.data["to"] == me.as_str() => {
+            // Tasks move alone too (a node hands the tasks none of its agents serve to one
+            // whose agents do): every node routes by the directory that moved them.
+            "TASKS_MOVED" if event.data["to"] != me.as_str() => {
+                if let Err(e) = cluster.directory().reload(&store).await {
+                    tracing::error!(error = %e, "could not read the directory");
+                }
+            }
+            "TASKS_MOVED" => {
+                if let Err(e) = cluster.directory().reload(&store).await {
+                    tracing::error!(error = %e, "could not read the directory");
+                }
                 let Some(from) = event.data["from"].as_str() else {
                     continue;
                 };

@@ -82,6 +82,11 @@ impl Queues {
         self.len
     }
 
+    /// Each capability's queue, in its order.
+    pub fn by_capability(&self) -> impl Iterator<Item = (&str, &BTreeSet<QueueKey>)> {
+        self.by_capability.iter().map(|(c, q)| (c.as_str(), q))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -414,3 +414,43 @@ fn a_start_the_agent_hands_back_goes_back_to_the_queue_uncharged() {
     let fx = e.set_open("a", 1, true, now);
     assert_eq!(starts(&fx), [("a".to_string(), "t".to_string(), 1)]);
 }
+
+#[test]
+fn tasks_no_agent_here_can_run_are_named_and_let_go_of_and_the_rest_stay() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["here"]), 1, 1, now);
+    e.enqueue(cap_task("busy", "here", Priority::Normal), TaskStatus::queued(), now);
+    e.enqueue(cap_task("waits", "here", Priority::Normal), TaskStatus::queued(), now);
+    e.enqueue(
+        cap_task("far", "elsewhere", Priority::Normal),
+        TaskStatus::queued(),
+        now,
+    );
+    e.enqueue(cap_task("far-2", "elsewhere", Priority::Low), TaskStatus::queued(), now);
+    // A task here waits on "needed": it stays, so that its dependent learns of its end.
+    e.enqueue(
+        cap_task("needed", "elsewhere", Priority::Normal),
+        TaskStatus::queued(),
+        now,
+    );
+    let mut dependent = cap_task("dependent", "here", Priority::Normal);
+    dependent.depends_on = vec!["needed".into()];
+    e.enqueue(dependent, TaskStatus::queued(), now);
+    let named = e.unserved(10);
+    let ids: Vec<&str> = named.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["far", "far-2"], "{named:?}");
+    assert!(named.iter().all(|(_, c)| c == "elsewhere"));
+    assert_eq!(e.unserved(1).len(), 1, "bounded");
+    // Let go of: no longer held, nothing started for it.
+    let open = e.open();
+    assert_eq!(e.hand_off("far", now).map(|s| s.state), Some(TaskState::Queued));
+    assert!(e.status("far").is_none());
+    assert_eq!(e.open(), open - 1);
+    // Only a task waiting in a queue is let go of: not a running one, not an unknown one.
+    assert!(e.hand_off("busy", now).is_none(), "running");
+    assert!(e.hand_off("gone", now).is_none());
+    // Once an agent here serves it, it is no longer named.
+    e.agent_up("b", caps(&["elsewhere"]), 1, 1, now);
+    assert!(e.unserved(10).is_empty());
+}

@@ -1,0 +1,186 @@
+//! Handing the tasks no agent here can run to a node whose agents can (see
+//! `engine::handoff`): at each publication of the rooms, the engine names them, the peers'
+//! heartbeats say where agents serve their capability, and one entry moves them there in
+//! the directory (`TASKS_MOVED`, which the receiving node adopts, as after a failover).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::json;
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::store::Batch;
+
+use super::{Now, SchedulerMsg, State};
+use crate::cluster::directory::{placement_in, Placement};
+use crate::scheduler::Room;
+use crate::tables::{DIRECTORY, TASKS, TASK_STATUS};
+use crate::task::{TaskSpec, TaskStatus};
+
+/// Tasks handed off at one publication at most.
+const AT_ONCE: usize = 256;
+
+/// The peer to hand a capability's tasks to: the one whose agents have the most free
+/// slots for it, then the most agents; `None` when no peer's agents serve it.
+pub(crate) fn pick(rooms: &[(String, Room)]) -> Option<String> {
+    rooms
+        .iter()
+        .filter(|(_, room)| room.agents > 0)
+        .max_by(|(a, ra), (b, rb)| (ra.free, ra.agents).cmp(&(rb.free, rb.agents)).then_with(|| b.cmp(a)))
+        .map(|(name, _)| name.clone())
+}
+
+impl State {
+    /// Moves the tasks no agent here can run to the peers whose agents can.
+    pub(super) async fn hand_off_unserved(&mut self, now: Now) {
+        let Some(peers) = self.peers.clone() else { return };
+        let unserved = self.engine.unserved(AT_ONCE);
+        if unserved.is_empty() {
+            return;
+        }
+        let mut to: HashMap<String, Option<String>> = HashMap::new();
+        // (peer, the node the tasks' ids name) -> tasks: `TASKS_MOVED` names the latter,
+        // whose tasks the receiving node adopts.
+        let mut moving: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for (task, capability) in unserved {
+            let peer = to
+                .entry(capability.clone())
+                .or_insert_with(|| pick(&peers(&capability)));
+            let Some(peer) = peer.clone() else { continue };
+            let home = crate::ids::home(&task).unwrap_or(&self.node).to_owned();
+            moving.entry((peer, home)).or_default().push(task);
+        }
+        if moving.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = moving.values().flatten().cloned().collect();
+        let placed = self
+            .store
+            .view(move |v| {
+                ids.into_iter()
+                    .map(|id| Ok((v.get(DIRECTORY, &id)?, placement_in(v, &id)?, id)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        let placed: HashMap<String, (Option<Vec<u8>>, Option<Placement>)> = match placed {
+            Ok(found) => found.into_iter().map(|(raw, p, id)| (id, (raw, p))).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read where the tasks to hand off are placed");
+                return;
+            }
+        };
+        let mut batch = Batch::new();
+        let mut handed = Vec::new();
+        for ((peer, home), tasks) in moving {
+            let mut count = 0;
+            for task in tasks {
+                let Some((raw, placement)) = placed.get(&task) else {
+                    continue;
+                };
+                if self.engine.hand_off(&task, now).is_none() {
+                    continue;
+                }
+                self.work.remove(&task);
+                self.uncache(&task);
+                let epoch = placement.as_ref().map_or(0, |p| p.epoch) + 1;
+                let to = Placement {
+                    node: peer.clone(),
+                    epoch,
+                };
+                let Ok(bytes) = troupe_runtime::codec::encode(&to) else {
+                    continue;
+                };
+                // Only over the placement read: a move made meanwhile (a failover) wins.
+                batch = batch
+                    .require(DIRECTORY, task.clone(), raw.clone())
+                    .put(DIRECTORY, task.clone(), bytes);
+                handed.push(task);
+                count += 1;
+            }
+            if count > 0 {
+                batch = batch.event(NewEvent::new(
+                    "TASKS_MOVED",
+                    Some(peer.clone()),
+                    json!({ "from": home, "to": peer, "count": count,
+                            "reason": format!("no agent on {} serves them; agents on {peer} do", self.node) }),
+                ));
+            }
+        }
+        self.open.store(self.engine.open(), std::sync::atomic::Ordering::SeqCst);
+        if handed.is_empty() {
+            return;
+        }
+        match self.store.write(batch).await {
+            Ok(_) => tracing::info!(
+                tasks = handed.len(),
+                "handed queued tasks to nodes whose agents serve them"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, tasks = handed.len(), "could not hand queued tasks off: they wait here again");
+                self.take_back(handed).await;
+            }
+        }
+    }
+
+    /// Queues again here the tasks a hand-off did not move.
+    async fn take_back(&mut self, tasks: Vec<String>) {
+        let read = self
+            .store
+            .view(move |v| {
+                let mut out = Vec::new();
+                for id in tasks {
+                    if let (Some(spec), Some(status)) = (v.get(TASKS, &id)?, v.get(TASK_STATUS, &id)?) {
+                        out.push((
+                            troupe_runtime::codec::decode::<TaskSpec>(&spec)?,
+                            troupe_runtime::codec::decode::<TaskStatus>(&status)?,
+                        ));
+                    }
+                }
+                Ok(out)
+            })
+            .await;
+        match read {
+            Ok(found) => {
+                for task in found {
+                    let _ = self.myself.cast(SchedulerMsg::Enqueue(Box::new(task)));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the tasks a hand-off left here; they run after the next restart")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+    use crate::scheduler::Room;
+
+    fn room(agents: u32, free: u32) -> Room {
+        Room {
+            agents,
+            free,
+            best: None,
+        }
+    }
+
+    #[test]
+    fn tasks_go_to_the_peer_with_the_most_free_slots_then_the_most_agents() {
+        let rooms = |r: &[(&str, Room)]| r.iter().map(|(n, r)| (n.to_string(), *r)).collect::<Vec<_>>();
+        assert_eq!(
+            pick(&rooms(&[("b", room(0, 0)), ("c", room(0, 0))])),
+            None,
+            "nobody serves it"
+        );
+        assert_eq!(pick(&rooms(&[("b", room(1, 0)), ("c", room(2, 3))])), Some("c".into()));
+        assert_eq!(
+            pick(&rooms(&[("b", room(3, 0)), ("c", room(1, 0))])),
+            Some("b".into()),
+            "all busy: most agents"
+        );
+        assert_eq!(
+            pick(&rooms(&[("c", room(1, 1)), ("b", room(1, 1))])),
+            Some("b".into()),
+            "ties: first name"
+        );
+    }
+}
