@@ -89,6 +89,10 @@ pub enum SchedulerMsg {
     /// Publishes what room this node's agents have for every capability (see
     /// [`super::Rooms`]).
     PublishRooms,
+    /// Makes sure a task the store has QUEUED here is queued in the engine: a submit whose
+    /// answer was replayed (its idempotency key) may be one whose enqueue never came (its
+    /// write's outcome was unknown when it was made).
+    EnsureQueued(String),
     /// Takes over the open tasks the cluster moved here from the lost node named.
     Adopt(String),
     /// Why each of these tasks waits, for those queued here (see `engine/waiting.rs`).
@@ -246,6 +250,42 @@ impl Actor for Scheduler {
             SchedulerMsg::Cancel(id, reply) => {
                 state.cancel(id, reply, now).await?;
                 return Ok(());
+            }
+            SchedulerMsg::EnsureQueued(id) => {
+                if state.engine.status(&id).is_some() {
+                    return Ok(());
+                }
+                // What this scheduler handed the writer about the task (its start, its end)
+                // lands first: a task that ran here is not QUEUED in the store any more.
+                state.store.flush().await?;
+                let node = state.node.clone();
+                let found = state
+                    .store
+                    .view(move |v| {
+                        if !crate::cluster::directory::held_in(v, &id, &node)? {
+                            return Ok(None);
+                        }
+                        let (Some(spec), Some(status)) = (
+                            v.get(crate::tables::TASKS, &id)?,
+                            v.get(crate::tables::TASK_STATUS, &id)?,
+                        ) else {
+                            return Ok(None);
+                        };
+                        Ok(Some((
+                            troupe_runtime::codec::decode::<crate::task::TaskSpec>(&spec)?,
+                            troupe_runtime::codec::decode::<TaskStatus>(&status)?,
+                        )))
+                    })
+                    .await?;
+                let Some((spec, status)) = found.filter(|(_, s)| s.state == crate::task::TaskState::Queued) else {
+                    return Ok(());
+                };
+                tracing::warn!(task = %spec.id, "a task queued in the store was not in the queue: queued now");
+                state.work.insert(spec.id.clone(), spec.timeout_ms);
+                state.cache(&spec.id, &spec.payload);
+                let settled = state.settled(&spec.depends_on).await?;
+                let now = super::actor::now();
+                state.engine.enqueue_with(Limits::from(&spec), status, settled, now)
             }
             SchedulerMsg::Finished {
                 task_id,

@@ -218,6 +218,35 @@ async fn an_unreachable_agent_gets_nothing_started_and_the_task_stays_queued() {
 }
 
 #[tokio::test]
+async fn a_task_queued_in_the_store_whose_enqueue_never_came_is_queued_once_asked_and_never_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let (s, _) = scheduler(&store).await;
+    let (agent, _) = Actor::spawn(None, FakeAgent(s.clone()), ()).await.unwrap();
+    s.cast(agent_up(agent)).unwrap();
+    // Written QUEUED, and its enqueue lost (the submit's outcome was unknown to its caller).
+    let t1 = spec("t1");
+    durable(&store, &t1, &TaskStatus::queued()).await;
+    s.cast(SchedulerMsg::EnsureQueued("t1".into())).unwrap();
+    let seen = next_events(&store, 0, &["TASK_SUCCEEDED"], 1).await;
+    assert_eq!(seen[0].subject.as_deref(), Some("t1"));
+    // Asked again once it ran (a second replay), it is not run again.
+    s.cast(SchedulerMsg::EnsureQueued("t1".into())).unwrap();
+    s.cast(SchedulerMsg::EnsureQueued("unknown".into())).unwrap();
+    let running = ractor::call!(s, SchedulerMsg::Running).unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(running, 0);
+    let started = store
+        .events_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "TASK_STARTED")
+        .count();
+    assert_eq!(started, 1, "ran once");
+}
+
+#[tokio::test]
 async fn a_second_enqueue_of_a_known_task_does_not_start_it_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);

@@ -17,7 +17,7 @@ impl TaskQueue {
         self.serving.ensure()?;
         let guard = match self.claim_one("submitTask", key, &req).await? {
             Ok(guard) => guard,
-            Err(answered) => return Ok(answered),
+            Err(answered) => return Ok(self.replayed(answered)),
         };
         self.admission().check_agent(req.agent_id.as_deref()).await?;
         let depends_on = self.known_dependencies(&req.depends_on).await?;
@@ -36,7 +36,7 @@ impl TaskQueue {
                 // The key may have been claimed on another node meanwhile: its answer wins.
                 drop(guard);
                 if let Err(answered) = self.claim_one("submitTask", key, &req).await? {
-                    return Ok(answered);
+                    return Ok(self.replayed(answered));
                 }
             }
             return Err(e.into());
@@ -48,6 +48,18 @@ impl TaskQueue {
         let record = self.explained(TaskRecord::new(spec, status)).await;
         self.say_why_it_waits(&record);
         Ok(record)
+    }
+
+    /// The first answer to a submit sent again with its idempotency key. The first submit
+    /// may have failed after its write was made (the leader lost with the outcome unknown),
+    /// so its enqueue never came: a task still QUEUED here is made sure of in the queue.
+    fn replayed(&self, answered: TaskRecord) -> TaskRecord {
+        if answered.status.state == crate::task::TaskState::Queued && self.cluster.holds(&answered.spec.id) {
+            if let Ok(scheduler) = self.scheduler() {
+                let _ = scheduler.cast(SchedulerMsg::EnsureQueued(answered.spec.id.clone()));
+            }
+        }
+        answered
     }
 
     /// A task for a capability that no agent of the cluster has is not silent: it was placed
