@@ -105,16 +105,26 @@ async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> 
 
 /// A base port with it and the next two free, for the three nodes of local-cluster.sh.
 fn three_free_ports() -> Result<u16> {
-    for _ in 0..50 {
-        let base = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        if base > 65_000 {
-            continue;
-        }
+    // Below the range the system hands out ephemeral ports from: a port it gives another
+    // socket between this check and the nodes' start (a node's Raft lane listens on one,
+    // connections take them) can never be one of these.
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u16, ephemeral_from.max(10_200) - 3);
+    let mut pick = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .subsec_nanos()
+        ^ std::process::id();
+    for _ in 0..200 {
+        pick = pick.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let base = low + (pick % u32::from(high - low)) as u16;
         if (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return Ok(base);
         }
     }
-    anyhow::bail!("no three free ports in a row")
+    anyhow::bail!("no three free ports in a row below {ephemeral_from}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +132,13 @@ async fn local_cluster_sh_starts_the_three_node_topology_and_stops_it() -> Resul
     let dir = tempfile::tempdir()?;
     let base = dir.path().join("cluster");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local-cluster.sh");
-    let (gateway, cluster) = (three_free_ports()?, three_free_ports()?);
+    let gateway = three_free_ports()?;
+    let cluster = loop {
+        let cluster = three_free_ports()?;
+        if cluster.abs_diff(gateway) >= 3 {
+            break cluster;
+        }
+    };
     let run = |command: &str| {
         std::process::Command::new("bash")
             .args([script, command, "--dir", &base.display().to_string()])

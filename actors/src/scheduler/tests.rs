@@ -247,6 +247,30 @@ async fn a_task_queued_in_the_store_whose_enqueue_never_came_is_queued_once_aske
 }
 
 #[tokio::test]
+async fn adopting_takes_every_open_task_moved_here_whichever_node_made_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let (s, _) = scheduler(&store).await;
+    let (agent, _) = Actor::spawn(None, FakeAgent(s.clone()), ()).await.unwrap();
+    s.cast(agent_up(agent)).unwrap();
+    // Made on "maker", handed to "lost" (no agent of maker's served it), which was lost:
+    // the failover moves it here and says it came from "lost".
+    let moved = spec("t9@maker");
+    durable(&store, &moved, &TaskStatus::queued()).await;
+    let here = crate::cluster::directory::Placement {
+        node: "local".into(),
+        epoch: 2,
+    };
+    store
+        .write(Batch::new().put(crate::tables::DIRECTORY, moved.id.clone(), enc(&here)))
+        .await
+        .unwrap();
+    s.cast(SchedulerMsg::Adopt("lost".into())).unwrap();
+    let seen = next_events(&store, 0, &["TASK_SUCCEEDED"], 1).await;
+    assert_eq!(seen[0].subject.as_deref(), Some("t9@maker"));
+}
+
+#[tokio::test]
 async fn a_second_enqueue_of_a_known_task_does_not_start_it_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);

@@ -18,28 +18,31 @@ impl State {
     /// graceful shutdown puts running tasks back first): that attempt failed, and the task
     /// is retried if it has failures left. Execution is at-least-once.
     pub(super) async fn recover(&mut self) -> Result<(), ActorProcessingErr> {
-        self.load(None).await
+        self.load(false).await
     }
 
-    /// Takes over the open tasks of the lost node `from` that the cluster moved here. One
-    /// that was RUNNING there is queued again without being charged an attempt: the node
-    /// was lost, not the attempt.
+    /// Takes over the open tasks the cluster moved here (from the lost node `from`, or
+    /// handed over by a node none of whose agents served them): every open task held here
+    /// that this scheduler does not know yet. One that was RUNNING elsewhere is queued again
+    /// without being charged an attempt: the node was lost, not the attempt.
     pub(super) async fn adopt(&mut self, from: String) -> Result<(), ActorProcessingErr> {
-        self.load(Some(from)).await
+        tracing::debug!(%from, "adopting the open tasks moved here");
+        self.load(true).await
     }
 
-    /// Loads the open tasks this node holds: all of them (`from` is `None`), or those made
-    /// on the lost node `from`.
-    async fn load(&mut self, from: Option<String>) -> Result<(), ActorProcessingErr> {
+    /// Loads the open tasks this node holds and does not know yet; at start (`adopting`
+    /// false) the agents' counters too.
+    async fn load(&mut self, adopting: bool) -> Result<(), ActorProcessingErr> {
         let node = self.node.clone();
-        let adopting = from.is_some();
         let (open, stats, settled) = self
             .store
             .view(move |v| {
                 let mut ids = Vec::new();
+                // Every open task held here: when adopting, not only those made on the lost
+                // node (a task made elsewhere may have been handed to it), and those known
+                // here already are left as they are below.
                 v.scan(OPEN_TASKS, None, |k, _| {
-                    let made_there = from.as_deref().is_none_or(|f| crate::ids::home(k) == Some(f));
-                    if made_there && crate::cluster::directory::held_in(v, k, &node)? {
+                    if crate::cluster::directory::held_in(v, k, &node)? {
                         ids.push(k.to_owned());
                     }
                     Ok(true)
