@@ -236,13 +236,19 @@ impl Engine {
 
     /// [`Self::room`] of every capability an open agent here serves.
     pub fn rooms(&self) -> BTreeMap<String, Room> {
-        let served: BTreeSet<&str> = self
-            .agents
+        self.served()
+            .into_iter()
+            .map(|c| (c.to_owned(), self.room(c)))
+            .collect()
+    }
+
+    /// The capabilities the open agents here serve.
+    fn served(&self) -> BTreeSet<&str> {
+        self.agents
             .values()
             .filter(|slot| slot.open)
             .flat_map(|slot| slot.capabilities.iter().map(String::as_str))
-            .collect();
-        served.into_iter().map(|c| (c.to_owned(), self.room(c))).collect()
+            .collect()
     }
 
     pub fn running_on(&self, agent: &str) -> u32 {

@@ -4,8 +4,6 @@
 //! capability (the cluster's heartbeats say which), so a queued task runs as soon as an
 //! agent anywhere can take it.
 
-use std::collections::HashSet;
-
 use super::{Engine, Now};
 use crate::task::{TaskState, TaskStatus};
 
@@ -15,12 +13,7 @@ impl Engine {
     /// (they stay where they were submitted) and tasks other tasks here wait on (those learn
     /// of their end here) are not named.
     pub fn unserved(&self, limit: usize) -> Vec<(String, String)> {
-        let served: HashSet<&str> = self
-            .agents
-            .values()
-            .filter(|slot| slot.open)
-            .flat_map(|slot| slot.capabilities.iter().map(String::as_str))
-            .collect();
+        let served = self.served();
         let mut out = Vec::new();
         for (capability, queue) in self.queues.by_capability() {
             if served.contains(capability) {

@@ -484,9 +484,8 @@ async fn a_lagging_follower_reads_every_acknowledged_write_after_it_linearizes()
     alone.linearize().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_cut_off_during_a_revocation_refuses_the_token_once_it_says_it_caught_up() {
-    use crate::auth::{Check, Role, Tokens};
+/// a, b and c voters; the tokens of a and b, each with a data dir of its own.
+async fn tokens_on_two_of_three() -> (tempfile::TempDir, Arc<Router>, [Store; 2], [crate::auth::Tokens; 2]) {
     let dir = tempfile::tempdir().unwrap();
     let router = Arc::new(Router::default());
     let [a, b, _c] = three_voters(&router, &dir).await;
@@ -495,8 +494,15 @@ async fn a_member_cut_off_during_a_revocation_refuses_the_token_once_it_says_it_
         std::fs::create_dir_all(&path).unwrap();
         path
     };
-    let on_a = Tokens::load(a, &data("a")).await.unwrap();
-    let on_b = Tokens::load(b, &data("b")).await.unwrap();
+    let on_a = crate::auth::Tokens::load(a.clone(), &data("a")).await.unwrap();
+    let on_b = crate::auth::Tokens::load(b.clone(), &data("b")).await.unwrap();
+    (dir, router, [a, b], [on_a, on_b])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_during_a_revocation_refuses_the_token_once_it_says_it_caught_up() {
+    use crate::auth::{Check, Role};
+    let (_dir, router, [_a, _b], [on_a, on_b]) = tokens_on_two_of_three().await;
     let (secret, info) = on_a.create(Role::Viewer, "cut-off", None).await.unwrap();
     assert!(matches!(on_b.check(&secret).await.unwrap(), Check::Valid { .. }));
     router.cut.lock().unwrap().insert("b".into());
@@ -519,17 +525,8 @@ async fn a_member_cut_off_during_a_revocation_refuses_the_token_once_it_says_it_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_caught_up_from_a_snapshot_refuses_a_token_revoked_meanwhile() {
-    use crate::auth::{Check, Role, Tokens};
-    let dir = tempfile::tempdir().unwrap();
-    let router = Arc::new(Router::default());
-    let [a, b, _c] = three_voters(&router, &dir).await;
-    let data = |name: &str| {
-        let path = dir.path().join(format!("{name}-data"));
-        std::fs::create_dir_all(&path).unwrap();
-        path
-    };
-    let on_a = Tokens::load(a.clone(), &data("a")).await.unwrap();
-    let on_b = Tokens::load(b.clone(), &data("b")).await.unwrap();
+    use crate::auth::{Check, Role};
+    let (_dir, router, [a, b], [on_a, on_b]) = tokens_on_two_of_three().await;
     let (secret, info) = on_a.create(Role::Viewer, "revoked-meanwhile", None).await.unwrap();
     assert!(matches!(on_b.check(&secret).await.unwrap(), Check::Valid { .. }));
     let mut revocations = on_b.revocations();
@@ -560,17 +557,8 @@ async fn a_member_that_caught_up_from_a_snapshot_refuses_a_token_revoked_meanwhi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_nobody_minted_is_refused_without_asking_the_leader_whatever_its_shape() {
-    use crate::auth::{Check, Role, Tokens};
-    let dir = tempfile::tempdir().unwrap();
-    let router = Arc::new(Router::default());
-    let [a, b, _c] = three_voters(&router, &dir).await;
-    let data = |name: &str| {
-        let path = dir.path().join(format!("{name}-data"));
-        std::fs::create_dir_all(&path).unwrap();
-        path
-    };
-    let on_a = Tokens::load(a, &data("a")).await.unwrap();
-    let on_b = Tokens::load(b, &data("b")).await.unwrap();
+    use crate::auth::{Check, Role};
+    let (_dir, router, [_a, _b], [on_a, on_b]) = tokens_on_two_of_three().await;
     let (minted, _) = on_a.create(Role::Viewer, "real", None).await.unwrap();
     assert!(matches!(on_b.check(&minted).await.unwrap(), Check::Valid { .. }));
     // Cut off from the leader, b could not confirm a read there (that waits 5 s, then
