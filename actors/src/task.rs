@@ -417,3 +417,26 @@ mod tests {
         assert_eq!(troupe_runtime::codec::decode::<TaskStatus>(&bytes).unwrap(), status);
     }
 }
+
+/// What a node's agents can take of one capability now: what its heartbeats tell the other
+/// members, which place capability tasks by it (the contract the scheduler and the cluster
+/// share).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    /// Open agents (not paused, unhealthy or stopping) that serve it.
+    pub agents: u32,
+    /// Their task slots not in use.
+    pub free: u32,
+    /// The best place among them in each strategy's order, when one has room: what the
+    /// cluster compares to choose the node (each node's scheduler then picks the agent).
+    #[serde(default)]
+    pub best: Option<Place>,
+}
+
+/// An agent's place in one key's orders while it has room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    pub score: u64,
+    pub running: u32,
+    pub weighted: u64,
+}

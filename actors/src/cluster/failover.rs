@@ -126,7 +126,7 @@ pub struct BeatAck {
     /// What room the peer's agents have for each capability they serve (see
     /// `scheduler::Rooms`); empty from a build that did not send it.
     #[serde(default)]
-    pub rooms: std::collections::BTreeMap<String, crate::scheduler::Room>,
+    pub rooms: std::collections::BTreeMap<String, crate::task::Room>,
 }
 
 /// This node's lease, and as a leader the leases it granted.

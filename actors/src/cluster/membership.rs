@@ -70,7 +70,7 @@ struct Heard {
     /// Silent past `drop_after`: no longer asked for, nor named missing, until it answers.
     dropped: bool,
     /// What room its agents had, as its last beat said.
-    rooms: BTreeMap<String, crate::scheduler::Room>,
+    rooms: BTreeMap<String, crate::task::Room>,
 }
 
 /// The peers to drop now: heard from before, not dropped yet, and silent past `drop_after`.
@@ -169,7 +169,7 @@ impl Cluster {
     /// What room each peer heard from lately (`UP`) has for `capability`, as its last beat
     /// said (at most a beat and a scheduler's publication old: 350 ms); a peer none of whose
     /// agents serves it has an empty room.
-    pub fn peer_rooms(&self, capability: &str) -> Vec<(String, crate::scheduler::Room)> {
+    pub fn peer_rooms(&self, capability: &str) -> Vec<(String, crate::task::Room)> {
         let me = self.name();
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.iter()
@@ -180,7 +180,7 @@ impl Cluster {
 
     /// What room `peer`'s agents had, as its last beat said (empty for this node and for a
     /// peer not heard from).
-    pub fn rooms_of(&self, peer: &str) -> BTreeMap<String, crate::scheduler::Room> {
+    pub fn rooms_of(&self, peer: &str) -> BTreeMap<String, crate::task::Room> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.get(peer).map(|heard| heard.rooms.clone()).unwrap_or_default()
     }

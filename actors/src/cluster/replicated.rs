@@ -27,7 +27,7 @@ pub struct LogMember {
     pub incarnation: u64,
     /// What room its agents have for each capability they serve: as its last heartbeat
     /// said (seen at `last_heartbeat`), or this node's own now.
-    pub rooms: std::collections::BTreeMap<String, crate::scheduler::Room>,
+    pub rooms: std::collections::BTreeMap<String, crate::task::Room>,
 }
 
 #[derive(Debug, Clone)]

@@ -114,18 +114,7 @@ struct Slot {
     served: u64,
 }
 
-/// What a node's agents can take of one capability now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Room {
-    /// Open agents (not paused, unhealthy or stopping) that serve it.
-    pub agents: u32,
-    /// Their task slots not in use.
-    pub free: u32,
-    /// The best place among them in each strategy's order, when one has room: what the
-    /// cluster compares to choose the node (each node's scheduler then picks the agent).
-    #[serde(default)]
-    pub best: Option<Place>,
-}
+pub use crate::task::Room;
 
 pub struct Engine {
     retry: RetryPolicy,

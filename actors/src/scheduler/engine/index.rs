@@ -108,13 +108,7 @@ pub fn score_of(key: u64) -> f64 {
     1.0 - key as f64 / 1e12
 }
 
-/// An agent's place in one key's orders while it has room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Place {
-    pub score: u64,
-    pub running: u32,
-    pub weighted: u64,
-}
+pub use crate::task::Place;
 
 /// The agents with room for one key (a capability, or a set of requirements), in each
 /// strategy's order; ties go to the smaller id.
