@@ -70,6 +70,11 @@ pub struct TokenInfo {
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The member whose `admin.token` this is: revoked when that member leaves the cluster
+    /// (or is forgotten). None for every other token, and for admin tokens made before
+    /// members were recorded.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 impl TokenInfo {
@@ -82,6 +87,7 @@ impl TokenInfo {
             expires_at,
             revoked_at: None,
             last_used_at: None,
+            node: None,
         }
     }
 
@@ -430,15 +436,17 @@ impl Tokens {
     }
 
     /// Makes sure the admin token in `<data_dir>/admin.token` works, creating it on first
-    /// start. Returns the file's path.
-    pub async fn ensure_admin_token(&self) -> Result<PathBuf, TokenError> {
+    /// start, as the admin token of the member `node` (revoked when it leaves). Returns the
+    /// file's path.
+    pub async fn ensure_admin_token(&self, node: &str) -> Result<PathBuf, TokenError> {
         let path = self.data_dir.join(ADMIN_TOKEN_FILE);
         let existing = files::read_trimmed(&path).await;
         if let Some(existing) = existing.filter(|t| !t.is_empty()) {
             let hash = hash(&existing);
             if self.get(&hash).is_none() {
                 // The file outlived its store (a wiped database): keep the operator's token.
-                let info = TokenInfo::new("admin".into(), Role::Admin, None);
+                let mut info = TokenInfo::new("admin".into(), Role::Admin, None);
+                info.node = Some(node.to_owned());
                 self.store
                     .write(Batch::new().put(TOKENS, hash.clone(), crate::codec::encode(&info)?))
                     .await?;
@@ -446,10 +454,40 @@ impl Tokens {
             }
             return Ok(path);
         }
-        let (secret, _) = self.create(Role::Admin, "admin", None).await?;
+        let secret = key::mint(&self.key.ensure(&self.store).await?);
+        let mut info = TokenInfo::new("admin".into(), Role::Admin, None);
+        info.node = Some(node.to_owned());
+        self.record(hash(&secret), &info, TOKEN_CREATED).await?;
         files::write_private_async(path.clone(), secret).await?;
         Ok(path)
     }
+}
+
+/// Adds to `batch` the revocation of the admin tokens of the member `node`, each over the
+/// record `v` holds (a change made meanwhile wins) with its `TOKEN_REVOKED` event: a member
+/// that left the cluster takes its admin token with it.
+pub fn revoke_admin_of(
+    v: &crate::store::View<'_>,
+    mut batch: Batch,
+    node: &str,
+) -> Result<Batch, crate::store::StoreError> {
+    let now = crate::clock::now();
+    let mut revoked = Vec::new();
+    v.scan(TOKENS, None, |hash, bytes| {
+        let info: TokenInfo = crate::codec::decode(bytes)?;
+        if info.node.as_deref() == Some(node) && info.revoked_at.is_none() {
+            revoked.push((hash.to_owned(), bytes.to_vec(), info));
+        }
+        Ok(true)
+    })?;
+    for (hash, read, mut info) in revoked {
+        info.revoked_at = Some(now);
+        batch = batch
+            .require(TOKENS, hash.clone(), Some(read))
+            .put(TOKENS, hash, crate::codec::encode(&info)?)
+            .event(token_event(TOKEN_REVOKED, &info));
+    }
+    Ok(batch)
 }
 
 /// A token was made; its record reaches every node's cache with this event.
@@ -457,7 +495,6 @@ pub const TOKEN_CREATED: &str = "TOKEN_CREATED";
 /// A token was revoked; every node ends the connections that used it.
 pub const TOKEN_REVOKED: &str = "TOKEN_REVOKED";
 
-/// The event of a token's change: its id, name and role, never its secret or hash.
 /// The tokens as read from the store, with what the cache knows that a read made a moment
 /// earlier may not: tokens are never deleted, a revocation is never undone, and the latest
 /// use wins.
@@ -470,6 +507,7 @@ fn merged(mut read: HashMap<String, TokenInfo>, cached: &HashMap<String, TokenIn
     read
 }
 
+/// The event of a token's change: its id, name and role, never its secret or hash.
 fn token_event(kind: &str, info: &TokenInfo) -> crate::events::NewEvent {
     crate::events::NewEvent::new(
         kind,

@@ -31,9 +31,25 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
     nodes[2].wait_agent_state(&agent, "RUNNING").await?;
     let before = groups(&nodes[2], &agent).await?;
     ensure!(before.len() == 1, "{before:?}");
+    // gamma's admin.token is the cluster's while gamma is a member.
+    let me = "{ me { role } }";
+    ensure!(nodes[0].gql_ok_as(&nodes[2].token, me, json!({})).await?["me"]["role"] == "ADMIN");
     let leave = format!("mutation($n: String!) {{ leaveCluster(node: $n) {{ {MEMBER} }} }}");
     let left = nodes[0].gql_ok(&leave, json!({ "n": "gamma" })).await?;
     ensure!(left["leaveCluster"]["state"] == "LEFT", "{left}");
+    // It left with gamma: refused by the members that remain.
+    for node in &nodes[..2] {
+        let deadline = Deadline::after(WAIT, format!("gamma's admin token to be refused on {}", node.name));
+        loop {
+            let (status, body) = node
+                .post_graphql(Some(&nodes[2].token), &json!({ "query": me }))
+                .await?;
+            if status == 401 {
+                break;
+            }
+            deadline.tick(format!("{status} {body}")).await?;
+        }
+    }
     // Its process stopped before the agent started elsewhere; it runs there now, once.
     ensure!(!pid_alive(before[0] as i32), "gamma's process still runs");
     let home = wait_moved(&nodes[0], &agent, "gamma").await?;

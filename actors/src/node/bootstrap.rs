@@ -128,7 +128,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         }
         check_format(&store, &config.data_dir).await?;
         let tokens = Tokens::load(store.clone(), &config.data_dir).await?;
-        let admin_token_path = tokens.ensure_admin_token().await?;
+        let admin_token_path = tokens.ensure_admin_token(&config.node_name).await?;
         let node_id = node_id(&store, &config.node_name).await?;
         let incarnation = crate::cluster::replicated::count_start(
             &store,

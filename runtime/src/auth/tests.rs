@@ -67,9 +67,9 @@ async fn an_expired_token_is_refused_and_use_is_recorded() {
 #[tokio::test]
 async fn admin_token_is_created_once_and_only_its_hash_is_stored() {
     let (dir, tokens) = tokens().await;
-    let path = tokens.ensure_admin_token().await.unwrap();
+    let path = tokens.ensure_admin_token("local").await.unwrap();
     let token = std::fs::read_to_string(&path).unwrap().trim().to_owned();
-    tokens.ensure_admin_token().await.unwrap();
+    tokens.ensure_admin_token("local").await.unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), token);
     assert!(matches!(
         tokens.check(&token).await.unwrap(),

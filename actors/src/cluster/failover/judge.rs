@@ -256,6 +256,14 @@ async fn transition(
             .await?
     };
     let epoch = plan.epoch + 1;
+    if next == MemberState::Left {
+        // A member gone for good takes its admin token with it: its `admin.token` file, on
+        // a machine that is no longer the cluster's, must not keep working.
+        let gone = node.clone();
+        batch = store
+            .view(move |v| troupe_runtime::auth::revoke_admin_of(v, batch, &gone))
+            .await?;
+    }
     batch = batch.put(META, fence_key(&node), troupe_runtime::codec::encode(&epoch)?);
     batch = batch.event(NewEvent::new(
         kind,
