@@ -70,6 +70,8 @@ async fn a_task_no_agent_can_run_stays_queued_and_runs_once_a_capable_agent_appe
     let body = json!({ "query": m, "variables": { "input": { "capability": "echo", "payload": 1 } } });
     let (_, answer) = node.post_graphql(Some(&node.token), &body).await?;
     ensure!(answer["extensions"]["warnings"].is_null(), "{answer}");
+    node.wait_task_state(&text(&answer, "/data/submitTask/id")?, "SUCCEEDED")
+        .await?;
     let queued = node
         .gql_ok(
             "{ tasks(state: QUEUED) { totalCount nodes { id state agentId } } }",
