@@ -484,93 +484,9 @@ async fn a_lagging_follower_reads_every_acknowledged_write_after_it_linearizes()
     alone.linearize().await.unwrap();
 }
 
-/// a, b and c voters; the tokens of a and b, each with a data dir of its own.
-async fn tokens_on_two_of_three() -> (tempfile::TempDir, Arc<Router>, [Store; 2], [crate::auth::Tokens; 2]) {
-    let dir = tempfile::tempdir().unwrap();
-    let router = Arc::new(Router::default());
-    let [a, b, _c] = three_voters(&router, &dir).await;
-    let data = |name: &str| {
-        let path = dir.path().join(format!("{name}-data"));
-        std::fs::create_dir_all(&path).unwrap();
-        path
-    };
-    let on_a = crate::auth::Tokens::load(a.clone(), &data("a")).await.unwrap();
-    let on_b = crate::auth::Tokens::load(b.clone(), &data("b")).await.unwrap();
-    (dir, router, [a, b], [on_a, on_b])
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_cut_off_during_a_revocation_refuses_the_token_once_it_says_it_caught_up() {
-    use crate::auth::{Check, Role};
-    let (_dir, router, [_a, _b], [on_a, on_b]) = tokens_on_two_of_three().await;
-    let (secret, info) = on_a.create(Role::Viewer, "cut-off", None).await.unwrap();
-    assert!(matches!(on_b.check(&secret).await.unwrap(), Check::Valid { .. }));
-    router.cut.lock().unwrap().insert("b".into());
-    let (_, seq) = on_a.revoke(&info.id).await.unwrap();
-    let seq = seq.expect("a first revocation has an event");
-    assert_eq!(on_a.check(&secret).await.unwrap(), Check::Refused("was revoked"));
-    // Cut off, b has not applied it, and says so when its time is up.
-    let brief = std::time::Duration::from_millis(200);
-    assert!(!on_b.caught_up(seq, brief).await.unwrap());
-    let waiting = {
-        let on_b = on_b.clone();
-        tokio::spawn(async move { on_b.caught_up(seq, std::time::Duration::from_secs(20)).await })
-    };
-    router.cut.lock().unwrap().remove("b");
-    assert!(waiting.await.unwrap().unwrap());
-    assert_eq!(on_b.check(&secret).await.unwrap(), Check::Refused("was revoked"));
-    // Revoked already: nothing more to wait for anywhere.
-    assert_eq!(on_a.revoke(&info.id).await.unwrap().1, None);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_that_caught_up_from_a_snapshot_refuses_a_token_revoked_meanwhile() {
-    use crate::auth::{Check, Role};
-    let (_dir, router, [a, b], [on_a, on_b]) = tokens_on_two_of_three().await;
-    let (secret, info) = on_a.create(Role::Viewer, "revoked-meanwhile", None).await.unwrap();
-    assert!(matches!(on_b.check(&secret).await.unwrap(), Check::Valid { .. }));
-    let mut revocations = on_b.revocations();
-    revocations.borrow_and_update();
-    // b misses the revocation, and the log that held it is purged: b can only catch up
-    // from a snapshot, whose changes come with no event.
-    router.cut.lock().unwrap().insert("b".into());
-    on_a.revoke(&info.id).await.unwrap();
-    let index = a.raft().metrics().borrow().last_applied.map(|id| id.index).unwrap();
-    a.compact().await.unwrap();
-    router.cut.lock().unwrap().remove("b");
-    b.raft()
-        .wait(Some(std::time::Duration::from_secs(20)))
-        .metrics(
-            |m| m.snapshot.is_some_and(|s| s.index >= index),
-            "b installed a snapshot",
-        )
-        .await
-        .unwrap();
-    // The cache is read again, and the connections that used tokens are checked again.
-    tokio::time::timeout(std::time::Duration::from_secs(20), revocations.changed())
-        .await
-        .expect("b's connections told")
-        .unwrap();
-    assert_eq!(on_b.check(&secret).await.unwrap(), Check::Refused("was revoked"));
-    assert!(on_b.list().iter().all(|t| t.revoked_at.is_some()), "{:?}", on_b.list());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_nobody_minted_is_refused_without_asking_the_leader_whatever_its_shape() {
-    use crate::auth::{Check, Role};
-    let (_dir, router, [_a, _b], [on_a, on_b]) = tokens_on_two_of_three().await;
-    let (minted, _) = on_a.create(Role::Viewer, "real", None).await.unwrap();
-    assert!(matches!(on_b.check(&minted).await.unwrap(), Check::Valid { .. }));
-    // Cut off from the leader, b could not confirm a read there (that waits 5 s, then
-    // fails): a guess of the minted shape is refused at once all the same.
-    router.cut.lock().unwrap().insert("b".into());
-    let guess = format!("trp_{}", "0123456789abcdef".repeat(4));
-    let checked = tokio::time::timeout(std::time::Duration::from_secs(3), on_b.check(&guess)).await;
-    assert_eq!(checked.expect("answered at once").unwrap(), Check::Unknown);
-}
-
 mod flight;
 mod storage;
+mod tokens;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_nobody_waits_for_share_the_entry_of_the_next_write_somebody_waits_for() {
