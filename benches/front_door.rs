@@ -8,9 +8,11 @@
 //!
 //! Run all: `cargo bench --bench front_door`; one: `cargo bench --bench front_door -- fanout`
 //! (submit, reads, fanout, fanout-paced, restart, cluster, replicated, leader-loss, exec-vs-process, pause-restart,
-//! vms-create, vms-evacuate, tasks-1k, messages, swarms-create, swarms-mesh, swarms-gather, faults).
+//! vms-create, vms-evacuate, tasks-1k, messages, swarms-create, swarms-mesh, swarms-gather, faults,
+//! big-payloads).
 
 mod front_door {
+    pub mod big;
     pub mod cluster;
     pub mod failover;
     pub mod fanout;
@@ -76,6 +78,9 @@ async fn main() {
     }
     if run("replicated") {
         front_door::replicated::replicated().await;
+    }
+    if run("big-payloads") {
+        front_door::big::big_payloads().await;
     }
     if run("leader-loss") {
         front_door::replicated::leader_loss_idle().await;

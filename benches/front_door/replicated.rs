@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::server::Server;
+use super::server::{cpu_time, Server};
 use crate::{report, report_latency, Unit};
 
 const ONE_CLIENT: usize = 2_000;
@@ -16,12 +16,16 @@ const MANY: usize = 64;
 const MANY_SUBMITS: usize = 20_000;
 const DISPATCHED: usize = 10_000;
 
-/// Acknowledged submits per second through `server` with `clients` clients.
-async fn submits(server: &Server, label: &str, clients: usize, n: usize) -> f64 {
+/// Acknowledged submits per second through `server` with `clients` clients, and the CPU
+/// time the nodes `pids` spent per acknowledged submit (summed over them).
+async fn submits(server: &Server, pids: &[u32], label: &str, clients: usize, n: usize) -> (f64, f64) {
+    let cpu = || pids.iter().map(|&pid| cpu_time(pid)).sum::<Duration>();
+    let cpu_before = cpu();
     let q = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
     let body = move |c: usize, i: usize| json!({ "query": q, "variables": { "input": { "capability": "echo", "payload": { "c": c, "i": i } } } });
     let (took, latencies) = server.load(clients, n, body, |_| true).await;
     let rate = n as f64 / took.as_secs_f64();
+    let cpu_per_task = (cpu() - cpu_before).as_secs_f64() * 1_000.0 / n as f64;
     report(
         &format!("  {label}: {clients} client(s), acknowledged"),
         rate,
@@ -32,15 +36,21 @@ async fn submits(server: &Server, label: &str, clients: usize, n: usize) -> f64 
         &latencies,
         Unit::Micros,
     );
-    rate
+    report(
+        &format!("  {label}: {clients} client(s), CPU per task (all nodes)"),
+        cpu_per_task,
+        "ms",
+    );
+    (rate, cpu_per_task)
 }
 
 pub async fn replicated() {
     println!("durable submitTask over HTTP: one node, then three replicated nodes (64 echo agents)");
     let single = Server::start("single", &[]).await;
     single.echo_agents(64, 16).await;
-    let one_1 = submits(&single, "one node", 1, ONE_CLIENT).await;
-    let one_64 = submits(&single, "one node", MANY, MANY_SUBMITS).await;
+    let one = [single.pid()];
+    let (one_1, one_cpu_1) = submits(&single, &one, "one node", 1, ONE_CLIENT).await;
+    let (one_64, one_cpu_64) = submits(&single, &one, "one node", MANY, MANY_SUBMITS).await;
     drop(single);
 
     let a = Server::start("a", &[]).await;
@@ -50,10 +60,22 @@ pub async fn replicated() {
     b.echo_agents(64, 16).await;
     let term = |v: serde_json::Value| v["cluster"]["term"].as_u64().unwrap_or_default();
     let term_before = term(b.gql("{ cluster { term } }", json!({})).await);
-    let three_1 = submits(&b, "three nodes, via a follower", 1, ONE_CLIENT).await;
-    let three_64 = submits(&b, "three nodes, via a follower", MANY, MANY_SUBMITS).await;
+    let three = [a.pid(), b.pid(), c.pid()];
+    let label = "three nodes, via a follower";
+    let (three_1, three_cpu_1) = submits(&b, &three, label, 1, ONE_CLIENT).await;
+    let (three_64, three_cpu_64) = submits(&b, &three, label, MANY, MANY_SUBMITS).await;
     report("  three nodes / one node, 1 client", three_1 / one_1, "×");
     report("  three nodes / one node, 64 clients", three_64 / one_64, "×");
+    report(
+        "  CPU per task, three nodes / one node, 1 client",
+        three_cpu_1 / one_cpu_1,
+        "×",
+    );
+    report(
+        "  CPU per task, three nodes / one node, 64 clients",
+        three_cpu_64 / one_cpu_64,
+        "×",
+    );
     // Raft's heartbeats share the ractor_cluster session with the load's entries: an
     // election during the load would say they were held up past the election timeout.
     let term_after = term(b.gql("{ cluster { term } }", json!({})).await);

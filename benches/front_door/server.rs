@@ -20,6 +20,9 @@ pub struct Server {
     _dir: tempfile::TempDir,
     child: Child,
     http: reqwest::Client,
+    /// What the node was started with, to start it again ([`Server::restart`]).
+    name: String,
+    args: Vec<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -53,39 +56,14 @@ impl Server {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        // Another build of troupe (the previous release, built beside this one) may stand in,
-        // for a before/after in the same run.
-        let bin = std::env::var("TROUPE_BENCH_BIN").unwrap_or_else(|_| BIN.to_owned());
-        let child = Command::new(bin)
-            .args(&args)
-            .env("TROUPE_COOKIE", COOKIE)
-            .env(
-                "RUST_LOG",
-                std::env::var("TROUPE_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("troupe serve starts");
+        let child = spawn(&args, log);
         troupe_runtime::tls::install_provider();
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(1024)
             .build()
             .expect("http client");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (addr, token) = loop {
-            assert!(
-                Instant::now() < deadline,
-                "the node did not come up: see {}",
-                dir.path().display()
-            );
-            if let Some(found) = ready(dir.path(), &http).await {
-                break found;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let (addr, token) = up(dir.path(), &http).await;
         Server {
             addr,
             token,
@@ -93,7 +71,27 @@ impl Server {
             _dir: dir,
             child,
             http,
+            name: name.to_owned(),
+            args,
         }
+    }
+
+    /// Stops the node as an operator would (SIGTERM) and waits until it is gone.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the node again on its data dir, once stopped, and waits until it serves.
+    pub async fn restart(&mut self) {
+        let _ = std::fs::remove_file(self._dir.path().join("gateway.addr"));
+        let log = match std::env::var_os("TROUPE_BENCH_LOGS") {
+            Some(logs) => std::fs::File::create(std::path::Path::new(&logs).join(format!("{}-again.log", self.name))),
+            None => std::fs::File::create(self._dir.path().join("stderr-again.log")),
+        }
+        .expect("log file");
+        self.child = spawn(&self.args, log);
+        (self.addr, self.token) = up(self._dir.path(), &self.http).await;
     }
 
     /// Kills the process at once (SIGKILL) and reaps it.
@@ -216,6 +214,41 @@ impl Server {
     }
 }
 
+/// Starts `troupe` with `args`, its stderr to `log`.
+fn spawn(args: &[String], log: std::fs::File) -> Child {
+    // Another build of troupe (the previous release, built beside this one) may stand in,
+    // for a before/after in the same run.
+    let bin = std::env::var("TROUPE_BENCH_BIN").unwrap_or_else(|_| BIN.to_owned());
+    Command::new(bin)
+        .args(args)
+        .env("TROUPE_COOKIE", COOKIE)
+        .env(
+            "RUST_LOG",
+            std::env::var("TROUPE_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("troupe serve starts")
+}
+
+/// Waits (at most a minute) until the node in `dir` serves; its address and admin token.
+async fn up(dir: &Path, http: &reqwest::Client) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not come up: see {}",
+            dir.display()
+        );
+        if let Some(found) = ready(dir, http).await {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn ready(dir: &Path, http: &reqwest::Client) -> Option<(String, String)> {
     let addr = std::fs::read_to_string(dir.join("gateway.addr"))
         .ok()?
@@ -269,6 +302,24 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time (user and system) a process has used so far, from `/proc/<pid>/stat`.
+#[allow(unsafe_code)]
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis
+    // start at field 3, so utime (14) and stime (15) are the 12th and 13th of them.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf reads a constant of the running system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
 }
 
 /// A cookie file for an embedded node that joins a [`Server`].

@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// How many of the newest events the log keeps; 0 keeps all [default: 1000000].
     #[arg(long, env = "TROUPE_EVENT_RETENTION")]
     pub event_retention: Option<u64>,
+    /// Memory for the store's page cache, in MiB: the tables get this, the Raft log a
+    /// quarter of it [default: 128].
+    #[arg(long, env = "TROUPE_STORE_CACHE_MB")]
+    pub store_cache_mb: Option<usize>,
     /// How long a mutation's answer is kept for its idempotency key [default: 86400000].
     #[arg(long, env = "TROUPE_IDEMPOTENCY_WINDOW_MS")]
     pub idempotency_window_ms: Option<u64>,
@@ -253,6 +257,7 @@ pub struct Config {
     pub max_payload_bytes: usize,
     pub body_limit_bytes: usize,
     pub event_retention: u64,
+    pub store_cache_mb: usize,
     pub idempotency_window: Duration,
     pub metrics_auth: bool,
     pub http_timeout: Duration,
@@ -342,7 +347,7 @@ impl Config {
                 shutdown_grace_ms, supervisor_max_restarts, supervisor_window_ms, supervisor_backoff_ms,
                 agent_max_restarts, agent_restart_window_ms, agent_stop_grace_ms,
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
-                max_payload_bytes, body_limit_bytes, event_retention, idempotency_window_ms,
+                max_payload_bytes, body_limit_bytes, event_retention, store_cache_mb, idempotency_window_ms,
                 metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
                 ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, agent_mailbox_size, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, peer_drop_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
@@ -419,6 +424,7 @@ impl Config {
             max_payload_bytes: args.max_payload_bytes.unwrap_or(256 * 1024),
             body_limit_bytes: args.body_limit_bytes.unwrap_or(1024 * 1024),
             event_retention: args.event_retention.unwrap_or(1_000_000),
+            store_cache_mb: args.store_cache_mb.unwrap_or(128),
             idempotency_window: ms(args.idempotency_window_ms.unwrap_or(86_400_000)),
             metrics_auth: args.metrics_auth.unwrap_or(false),
             http_timeout: ms(args.http_timeout_ms.unwrap_or(30_000)),
@@ -522,6 +528,17 @@ impl Config {
         }
         if self.max_payload_bytes >= self.body_limit_bytes {
             return invalid("max_payload_bytes", "must be below body_limit_bytes");
+        }
+        // What one request carries ends in one log entry, with room for the records a write
+        // adds beside it (the payload in the task's record and in its event).
+        if self.body_limit_bytes > crate::store::MAX_BATCH_BYTES / 2 {
+            return invalid(
+                "body_limit_bytes",
+                "must be at most 4194304 (4 MiB): half a log entry's limit",
+            );
+        }
+        if self.store_cache_mb == 0 {
+            return invalid("store_cache_mb", "must be at least 1");
         }
         Ok(())
     }

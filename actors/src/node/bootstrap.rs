@@ -50,6 +50,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     }
     let options = StoreOptions {
         event_retention: config.event_retention,
+        cache_bytes: config.store_cache_mb << 20,
         fault: match config.fault_injection {
             true => Some(armed.hook(file_gates)),
             false => file_gates,

@@ -88,6 +88,43 @@ fn unknown_keys_bad_names_and_zero_limits_are_rejected() {
 }
 
 #[test]
+fn a_request_body_larger_than_half_a_log_entry_is_refused_and_the_store_cache_is_a_setting() {
+    let load = |body: usize, cache: Option<usize>| {
+        Config::load(ServeArgs {
+            node_name: Some("n".into()),
+            body_limit_bytes: Some(body),
+            store_cache_mb: cache,
+            ..Default::default()
+        })
+    };
+    let err = load(crate::store::MAX_BATCH_BYTES / 2 + 1, None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::Invalid {
+                key: "body_limit_bytes",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let c = load(crate::store::MAX_BATCH_BYTES / 2, None).unwrap();
+    assert_eq!(c.store_cache_mb, 128);
+    assert_eq!(load(1 << 20, Some(32)).unwrap().store_cache_mb, 32);
+    let err = load(1 << 20, Some(0)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::Invalid {
+                key: "store_cache_mb",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_watchdog_deadlines_default_per_kind_and_pairs_override_or_turn_a_kind_off() {
     let c = Config::load(ServeArgs::default()).unwrap();
     assert_eq!(c.watchdog.len(), WATCHED_KINDS.len());

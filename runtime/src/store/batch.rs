@@ -144,32 +144,54 @@ impl Batch {
         &self.ops
     }
 
-    /// Makes the batch ready to go into the log: every event encoded, every value small
-    /// enough for the database. A batch that fails here is refused alone, before it is
-    /// proposed, so applying a committed entry never meets a bad batch.
+    /// About how many bytes the batch takes in a log entry: its keys, values and encoded
+    /// events, and a few bytes of framing per op. What the writer bounds its groups by.
+    pub fn wire_bytes(&self) -> usize {
+        const PER_OP: usize = 8;
+        let ops: usize = self
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { table, key, value } => table.name().len() + key.len() + value.len(),
+                Op::Delete { table, key } => table.name().len() + key.len(),
+                Op::Require { table, key, value } => {
+                    table.name().len() + key.len() + value.as_ref().map_or(0, Vec::len)
+                }
+                Op::Event(_) => 0,
+            } + PER_OP)
+            .sum();
+        ops + self.bodies.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// Makes the batch ready to go into the log: every event encoded, the whole small enough
+    /// for one log entry ([`MAX_BATCH_BYTES`]). A batch that fails here is refused alone,
+    /// before it is proposed, so applying a committed entry never meets a bad batch.
     pub(crate) fn seal(&mut self) -> Result<(), StoreError> {
         let mut bodies = Vec::with_capacity(self.bodies.len());
         for op in &self.ops {
-            match op {
-                Op::Event(e) => bodies.push(e.body()?),
-                Op::Put { value, .. } if value.len() > MAX_VALUE => {
-                    return Err(StoreError::Rejected(format!(
-                        "a value of {} bytes is too large",
-                        value.len()
-                    )))
-                }
-                Op::Put { .. } | Op::Delete { .. } | Op::Require { .. } => {}
+            if let Op::Event(e) = op {
+                bodies.push(e.body()?);
             }
         }
         if self.bodies.iter().any(Vec::is_empty) || self.bodies.len() != bodies.len() {
             self.bodies = bodies;
         }
+        let bytes = self.wire_bytes();
+        if bytes > MAX_BATCH_BYTES {
+            return Err(StoreError::Rejected(format!(
+                "a write of {bytes} bytes is larger than a log entry may be ({MAX_BATCH_BYTES} bytes)"
+            )));
+        }
         Ok(())
     }
 }
 
-/// The largest value the database holds (redb's own limit is a little above 3 GiB).
-const MAX_VALUE: usize = 3 << 30;
+/// The most one batch may take in a log entry: 8 MiB. A group of batches is one entry, and
+/// the writer takes no further batch into a group past 4 MiB, so an entry stays below
+/// 12 MiB, under 16 MiB: ractor_cluster's frame limit, the smaller of the two transports
+/// a Raft message may take (the lane's is 256 MiB). A node's `body_limit_bytes` is held at
+/// or below half of it (see `config`), so what one request carries always fits.
+pub const MAX_BATCH_BYTES: usize = 8 << 20;
 
 /// One op as a log entry carries it: events as their stored bodies.
 #[derive(Serialize)]

@@ -28,6 +28,12 @@ use flight::Flight;
 
 /// Upper bound on the batches folded into one commit, so one commit's latency stays bounded.
 const MAX_GROUP: usize = 8192;
+/// A group takes no further batch once it holds this many bytes (`Batch::wire_bytes`), so a
+/// log entry stays below this plus one batch ([`super::batch::MAX_BATCH_BYTES`]): 12 MiB,
+/// under the 16 MiB frame of the smaller transport. Unbounded, 320 clients sending 255 KB
+/// payloads through a follower made entries of hundreds of MB, whose forwarding and
+/// appends outlasted every timeout (elections, a follower that never caught up).
+pub(super) const GROUP_BYTES: usize = 4 << 20;
 
 pub(super) struct Request {
     pub batch: Batch,
@@ -144,10 +150,14 @@ impl Writer {
                 }
                 first = self.rx.recv(), if flight.has_room() => {
                     let Some(first) = first else { break Ok(()) };
+                    let mut bytes = first.batch.wire_bytes();
                     let mut group = vec![first];
-                    while group.len() < MAX_GROUP {
+                    while group.len() < MAX_GROUP && bytes < GROUP_BYTES {
                         match self.rx.try_recv() {
-                            Ok(r) => group.push(r),
+                            Ok(r) => {
+                                bytes += r.batch.wire_bytes();
+                                group.push(r);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -180,7 +190,12 @@ impl Writer {
             return Ok(());
         };
         // On a cluster of several members, records nobody waits for wait a moment for a
-        // write somebody waits for, and go in its entry (see `raft::Timing::hold_unawaited`).
+        // write somebody waits for, and go in its entry (see `raft::Timing::hold_unawaited`),
+        // unless the two together would make the entry too large: then they go first, alone.
+        if flight.holds() && flight.held_bytes() + checked.bytes() > GROUP_BYTES {
+            let held = flight.release();
+            self.route(flight, held).await?;
+        }
         let checked = match self.alone() {
             true => flight.with_held(checked),
             false => match flight.hold(checked) {
@@ -296,6 +311,13 @@ struct Checked {
     batches: Vec<Batch>,
     waiting: Vec<Done>,
     delay: Option<std::time::Duration>,
+}
+
+impl Checked {
+    /// About how many bytes the group's entry takes.
+    fn bytes(&self) -> usize {
+        self.batches.iter().map(Batch::wire_bytes).sum()
+    }
 }
 
 /// Counts one commit of the store, begun at `started`.

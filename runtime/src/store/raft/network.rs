@@ -7,7 +7,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::RPCOption;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -209,6 +211,10 @@ impl RaftNetwork<Troupe> for Client {
         rpc: AppendEntriesRequest<Troupe>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, Failed<openraft::error::Infallible>> {
+        if let Some(fit) = entries_that_fit(&rpc.entries, APPEND_BYTES) {
+            // openraft sends fewer entries at once for a while, and at once.
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
+        }
         self.call(RpcKind::Append, &rpc, &option).await
     }
 
@@ -226,6 +232,40 @@ impl RaftNetwork<Troupe> for Client {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, Failed<openraft::error::Infallible>> {
         self.call(RpcKind::Vote, &rpc, &option).await
+    }
+}
+
+/// The bytes of entries one AppendEntries request carries at most, beyond its first entry
+/// (which goes alone whatever its size: the writer keeps an entry under 12 MiB, see
+/// `writer::GROUP_BYTES`). openraft counts a request's entries only ([`MAX_PAYLOAD_ENTRIES`]
+/// of them); a follower that fell behind after big writes was sent requests of hundreds of
+/// MB, which outlasted the heartbeat interval openraft gives each request and the frames of
+/// the transport.
+///
+/// [`MAX_PAYLOAD_ENTRIES`]: super::MAX_PAYLOAD_ENTRIES
+pub(super) const APPEND_BYTES: usize = 8 << 20;
+
+/// `None` when `entries` fit in `limit` bytes (or are a single entry); else how many of the
+/// first ones do, at least one.
+pub(super) fn entries_that_fit(entries: &[openraft::Entry<Troupe>], limit: usize) -> Option<u64> {
+    if entries.len() < 2 {
+        return None;
+    }
+    let mut bytes = 0;
+    for (i, entry) in entries.iter().enumerate() {
+        bytes += entry_bytes(entry);
+        if bytes > limit {
+            return Some(i.max(1) as u64);
+        }
+    }
+    None
+}
+
+/// About how many bytes an entry takes on the wire: its batches' bytes.
+fn entry_bytes(entry: &openraft::Entry<Troupe>) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(proposal) => proposal.batches.iter().map(|b| b.wire_bytes()).sum(),
+        openraft::EntryPayload::Blank | openraft::EntryPayload::Membership(_) => 0,
     }
 }
 

@@ -32,7 +32,7 @@ pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError
     };
     // Created (owner only) when an earlier build kept the log in the tables' file: moved
     // to a file of its own first.
-    let logs = crate::store::create(&super::log_path(path))?;
+    let logs = crate::store::create(&super::log_path(path), crate::store::DEFAULT_CACHE_BYTES / 4)?;
     log::adopt(&db, &logs)?;
     let id: NodeId = read_state(&logs, RAFT_STATE, log::ID)?
         .ok_or_else(|| StoreError::Rejected(format!("{} holds no replicated log", path.display())))?;

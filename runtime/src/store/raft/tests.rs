@@ -94,6 +94,10 @@ struct Router {
 
 type Answer = Result<Vec<u8>, super::network::SendError>;
 
+/// The largest message the router carries: ractor_cluster's frame limit, the smaller of the
+/// two transports a node has.
+const FRAME_LIMIT: usize = 16 << 20;
+
 /// A forwarded group held on the way, and where its answer goes.
 struct Parked {
     to: String,
@@ -153,6 +157,11 @@ impl super::Transport for Router {
                     answered.await.unwrap_or_else(|_| Err(lost()))
                 });
             }
+        }
+        if request.len() > FRAME_LIMIT {
+            // As ractor_cluster's link does: such a message never leaves.
+            let why = format!("a message of {} bytes is over the frame limit", request.len());
+            return Box::pin(async move { Err(super::network::SendError::NotSent(why)) });
         }
         let store = if self.cut.lock().unwrap().contains(to) {
             None
@@ -484,6 +493,7 @@ async fn a_lagging_follower_reads_every_acknowledged_write_after_it_linearizes()
     alone.linearize().await.unwrap();
 }
 
+mod bytes;
 mod flight;
 mod storage;
 mod tokens;

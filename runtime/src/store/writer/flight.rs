@@ -183,6 +183,11 @@ impl Flight {
         self.held.is_some()
     }
 
+    /// About how many bytes the batches held take.
+    pub fn held_bytes(&self) -> usize {
+        self.held.as_ref().map_or(0, |(c, _)| c.bytes())
+    }
+
     /// Until when the batches held wait (now when none are).
     pub fn held_until(&self) -> tokio::time::Instant {
         self.held
@@ -216,7 +221,7 @@ impl Flight {
             .as_ref()
             .map_or_else(|| tokio::time::Instant::now() + self.hold, |(_, u)| *u);
         let group = self.with_held(checked);
-        if unawaited && group.waiting.len() < FEW_BATCHES {
+        if unawaited && group.waiting.len() < FEW_BATCHES && group.bytes() < super::GROUP_BYTES {
             self.held = Some((group, until));
             return None;
         }
