@@ -87,6 +87,8 @@ pub struct Node {
     root: ActorRef<SupervisorMsg>,
     root_done: JoinHandle<()>,
     admin_token_path: PathBuf,
+    /// The root's child that links this node to its peers (see [`Node::shutdown`]).
+    link: String,
     /// Background work the node owns (expired idempotency keys); stopped with it.
     chores: Vec<JoinHandle<()>>,
 }
@@ -120,7 +122,13 @@ impl Node {
 
     /// Stops taking work, lets running tasks finish within `grace`, gives the ones still
     /// running back to the queue (not charged an attempt: they run again at the next start),
-    /// stops the tree and makes every write durable.
+    /// stops the tree and makes every write durable. In a cluster, the node's last writes
+    /// commit before its Raft member stops, and its Raft member stops before its link to the
+    /// peers: stopped the other way round, a follower's final flush found no leader and its
+    /// Raft member, hearing from nobody, stood for election over and over while stopping.
+    /// A leader that stops is replaced by one election, which the others begin as soon as
+    /// its session closes and its lease passed (`store::raft::elect`; openraft 0.9 has no
+    /// transfer of leadership).
     pub async fn shutdown(mut self, grace: Duration) {
         let running = self.api.begin_drain().await;
         tracing::info!(running, grace = ?grace, "shutting down: draining running tasks");
@@ -142,6 +150,14 @@ impl Node {
         for chore in self.chores.drain(..) {
             chore.abort();
         }
+        self.stop_all_but_the_link().await;
+        let store = self.api.store().clone();
+        match tokio::time::timeout(FINAL_FLUSH_WITHIN, store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
+            Err(_) => tracing::error!(within = ?FINAL_FLUSH_WITHIN, "final flush did not end in time"),
+        }
+        store.stop_raft().await;
         if let Err(e) = self
             .root
             .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(15)))
@@ -149,11 +165,41 @@ impl Node {
         {
             tracing::warn!(error = %e, "supervision tree did not stop in time");
         }
-        if let Err(e) = self.api.store().flush().await {
-            tracing::error!(error = %e, "final flush failed");
-        }
-        if let Err(e) = self.api.store().persist().await {
+        if let Err(e) = store.persist().await {
             tracing::error!(error = %e, "the applied state could not be made durable");
+        }
+    }
+}
+
+/// How long a stopping node waits for its last writes to commit.
+const FINAL_FLUSH_WITHIN: Duration = Duration::from_secs(10);
+
+impl Node {
+    /// Stops every child of the root but the cluster link, in the reverse of their start:
+    /// the gateway, the services, then the node's work, whose last records still reach the
+    /// leader through the link.
+    async fn stop_all_but_the_link(&self) {
+        let within = Duration::from_secs(60);
+        let children =
+            crate::call::ask_within(&self.root, SupervisorMsg::Children, "the node supervisor", within).await;
+        let children = match children {
+            Ok(children) => children,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the node's children to stop them in order");
+                return;
+            }
+        };
+        for (id, _) in children.into_iter().rev().filter(|(id, _)| *id != self.link) {
+            let stop = crate::call::ask_within(
+                &self.root,
+                |r| SupervisorMsg::TerminateChild(id.clone(), r),
+                "the node supervisor",
+                within,
+            )
+            .await;
+            if let Err(e) = stop {
+                tracing::warn!(child = %id, error = %e, "could not stop a child of the node");
+            }
         }
     }
 }

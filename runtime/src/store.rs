@@ -298,6 +298,15 @@ impl Store {
         &self.inner.raft
     }
 
+    /// Stops this node's Raft member: it neither votes, stands nor takes entries any more,
+    /// and every write from now on fails. For a node about to stop, once its last writes
+    /// committed and before its link to the other members closes.
+    pub async fn stop_raft(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::debug!(error = %e, "the Raft member had stopped already");
+        }
+    }
+
     /// A handle that does not keep the store open.
     pub fn downgrade(&self) -> WeakStore {
         WeakStore(Arc::downgrade(&self.inner))

@@ -197,6 +197,33 @@ async fn a_killed_nodes_agents_swarm_hosts_and_tasks_serve_on_the_survivors_once
         let task = nodes[i % 2].submit_to(id, json!({ "i": i })).await?;
         nodes[(i + 1) % 2].wait_task_state(&task, "SUCCEEDED").await?;
     }
+
+    // gamma comes back: it drives none of the hosts that moved off it, so each is listed
+    // once, by the survivor that drives it, and the VM runs once.
+    nodes[2].restart().await?;
+    wait_member_state(&nodes[0], "gamma", "UP").await?;
+    for node in &nodes {
+        let listed = node.gql_ok("{ hosts { id node } }", json!({})).await?;
+        let hosts = listed["hosts"].as_array().cloned().unwrap_or_default();
+        let ids: Vec<&str> = hosts.iter().filter_map(|h| h["id"].as_str()).collect();
+        let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+        ensure!(
+            ids.len() == 9 && unique.len() == 9,
+            "{} lists a host twice: {listed}",
+            node.name
+        );
+        ensure!(hosts.iter().all(|h| h["node"] != "gamma"), "{listed}");
+    }
+    let seen = nodes[2]
+        .gql_ok(
+            "query($id: ID!) { vm(id: $id) { state host { node } } }",
+            json!({ "id": vm }),
+        )
+        .await?;
+    ensure!(
+        seen["vm"]["state"] == "RUNNING" && seen["vm"]["host"]["node"] != "gamma",
+        "{seen}"
+    );
     Ok(())
 }
 
@@ -433,6 +460,30 @@ async fn submit_through(
     Ok(())
 }
 
+/// The cluster's leader and term as `node` sees them.
+async fn leader_and_term(node: &Node) -> Result<(String, u64)> {
+    let view = node.gql_ok("{ cluster { leader term } }", json!({})).await?;
+    let leader = view["cluster"]["leader"].as_str().unwrap_or_default().to_owned();
+    Ok((leader, view["cluster"]["term"].as_u64().unwrap_or_default()))
+}
+
+/// `LEADER_CHANGED` events `node` has after `after`: (seq, leader).
+async fn leader_changes(node: &Node, after: u64) -> Result<Vec<(u64, String)>> {
+    let q = "query($a: Int64) { events(after: $a, kinds: [\"LEADER_CHANGED\"], first: 100) { seq subject } }";
+    let data = node.gql_ok(q, json!({ "a": after })).await?;
+    Ok(data["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap_or_default(),
+                e["subject"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_node_under_load_loses_nothing() -> Result<()> {
     let mut nodes = start_cluster(
@@ -446,14 +497,52 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() -> Result<()
     }
     let mut acked = Vec::new();
     submit_through(&nodes, &[0, 1, 2], "roll", 6, &mut acked).await?;
-    for at in 0..3 {
+    // The followers first, then the leader.
+    let (leader, _) = leader_and_term(&nodes[0]).await?;
+    let mut order: Vec<usize> = (0..3).filter(|i| nodes[*i].name != leader).collect();
+    order.extend((0..3).filter(|i| nodes[*i].name == leader));
+    for (round, at) in order.into_iter().enumerate() {
+        let leads = round == 2;
         let others: Vec<usize> = (0..3).filter(|i| *i != at).collect();
-        nodes[at].terminate(std::time::Duration::from_secs(60)).await?;
+        let (_, term) = leader_and_term(&nodes[others[0]]).await?;
+        let since = leader_changes(&nodes[others[0]], 0).await?.last().map_or(0, |c| c.0);
+        let status = nodes[at].terminate(std::time::Duration::from_secs(60)).await?;
+        ensure!(
+            status.success(),
+            "{} stopped with {status}: {}",
+            nodes[at].name,
+            nodes[at].log_tail()
+        );
+        // Its last writes committed before its Raft member stopped, and that before its link.
+        let log: String = ["stdout.log", "stderr.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(nodes[at].data_dir().join(f)).unwrap_or_default())
+            .collect();
+        ensure!(
+            !log.contains("final flush"),
+            "{}: {}",
+            nodes[at].name,
+            nodes[at].log_tail()
+        );
         submit_through(&nodes, &others, "roll", 6, &mut acked).await?;
         nodes[at].restart().await?;
         let name = nodes[at].name.clone();
         wait_member_state(&nodes[others[0]], &name, "UP").await?;
         submit_through(&nodes, &[0, 1, 2], "roll", 3, &mut acked).await?;
+        let (now_leading, now) = leader_and_term(&nodes[others[0]]).await?;
+        let changes = leader_changes(&nodes[others[0]], since).await?;
+        if leads {
+            // One handover: one new leader, and the old one's return deposes nobody.
+            ensure!(now_leading != name, "{name} leads again after its restart");
+            ensure!(changes.len() == 1, "{changes:?}");
+        } else {
+            // A follower's stop and restart elect no one.
+            ensure!(
+                now == term && now_leading == leader,
+                "term {term} -> {now}, leader {now_leading}"
+            );
+            ensure!(changes.is_empty(), "{changes:?}");
+        }
     }
     for id in &acked {
         nodes[0].wait_task_state(id, "SUCCEEDED").await?;

@@ -39,22 +39,26 @@ impl Nest for HostsChild {
     }
 
     fn args(&self) -> BoxFuture<'static, Result<SupervisorArgs, ActorProcessingErr>> {
-        let children = self
-            .fleet
-            .host_ids()
-            .into_iter()
-            .map(|id| host_child(&self.fleet, id, self.intensity))
-            .collect();
-        let args = SupervisorArgs {
-            name: "hosts".into(),
-            strategy: Strategy::OneForOne,
-            intensity: None,
-            backoff: self.backoff,
-            children,
-            start_order: StartOrder::Concurrent,
-            store: self.fleet.store.clone(),
-        };
-        Box::pin(async move { Ok(args) })
+        let (fleet, intensity, backoff) = (self.fleet.clone(), self.intensity, self.backoff);
+        Box::pin(async move {
+            // The node's work starts once its replica caught up with the cluster: a host
+            // the cluster moved off this node while it was down is driven elsewhere now.
+            fleet.forget_moved_away().await?;
+            let children = fleet
+                .host_ids()
+                .into_iter()
+                .map(|id| host_child(&fleet, id, intensity))
+                .collect();
+            Ok(SupervisorArgs {
+                name: "hosts".into(),
+                strategy: Strategy::OneForOne,
+                intensity: None,
+                backoff,
+                children,
+                start_order: StartOrder::Concurrent,
+                store: fleet.store.clone(),
+            })
+        })
     }
 
     fn started(&self, supervisor: &ActorRef<SupervisorMsg>) -> BoxFuture<'static, ()> {

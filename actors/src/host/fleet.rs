@@ -153,6 +153,30 @@ impl Fleet {
         }
     }
 
+    /// Drops the hosts that the replicated directory says another node holds now, with
+    /// their VMs' claims: registered from this node's replica at its start, before it had
+    /// heard that they moved off it while it was down.
+    pub async fn forget_moved_away(&self) -> Result<(), troupe_runtime::store::StoreError> {
+        let (ids, node) = (self.host_ids(), self.node.clone());
+        let gone = self
+            .store
+            .view(move |v| {
+                let mut gone = Vec::new();
+                for id in ids {
+                    if !crate::cluster::directory::held_in(v, &id, &node)? {
+                        gone.push(id);
+                    }
+                }
+                Ok(gone)
+            })
+            .await?;
+        for id in gone {
+            tracing::info!(host = %id, "not driving a host that moved off this node");
+            self.unregister(&id);
+        }
+        Ok(())
+    }
+
     pub fn host_ids(&self) -> Vec<String> {
         self.lock().hosts.keys().cloned().collect()
     }

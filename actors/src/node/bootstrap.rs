@@ -119,6 +119,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     .await
     .map_err(|e| StartNodeError::Tree(format!("cluster: {e}")))?;
     let link = Arc::new(link);
+    let link_id = link.id().to_owned();
     let rest = async {
         if !store.joined().await? {
             let role = node_service
@@ -403,6 +404,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         root,
         root_done,
         admin_token_path,
+        link: link_id,
         chores: vec![purge, courier, leadership, lease, members, moves],
     })
 }
@@ -441,15 +443,16 @@ async fn count_agents(store: &Store, node: &str) -> Result<(), StoreError> {
 /// there re-creates or adopts it; any copy on the target is stale and destroyed.
 async fn load_fleet(fleet: &Fleet, simulated: usize) -> Result<(), crate::error::ApiError> {
     let node = fleet.node.clone();
-    // Every member's hosts are in the replicated table; this node drives its own.
+    // Every member's hosts are in the replicated table; this node drives those it holds:
+    // its own that never moved, and those the cluster moved here. A host that moved off it
+    // while it was down is driven elsewhere (its record still names this node).
     let mut hosts: Vec<HostSpec> = fleet
         .store
         .view(move |v| {
             let mut out = Vec::new();
-            v.scan(HOSTS, None, |_, bytes| {
-                let spec: HostSpec = troupe_runtime::codec::decode(bytes)?;
-                if spec.node == node {
-                    out.push(spec);
+            v.scan(HOSTS, None, |id, bytes| {
+                if crate::cluster::directory::held_in(v, id, &node)? {
+                    out.push(troupe_runtime::codec::decode(bytes)?);
                 }
                 Ok(true)
             })?;

@@ -178,11 +178,15 @@ pub(super) fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Resu
     // Each host to the survivor driving the fewest, with the VMs on it.
     let mut drives: BTreeMap<&str, usize> = survivors.iter().map(|s| (s.as_str(), 0)).collect();
     let mut lost_hosts = Vec::new();
-    v.scan(HOSTS, None, |_, bytes| {
-        let spec: HostSpec = troupe_runtime::codec::decode(bytes)?;
-        match drives.get_mut(spec.node.as_str()) {
+    // Where a host is driven is its placement: a host moved once is no longer on the node
+    // its record names.
+    v.scan(HOSTS, None, |id, bytes| {
+        let Some(at) = placement_in(v, id)? else {
+            return Ok(true);
+        };
+        match drives.get_mut(at.node.as_str()) {
             Some(n) => *n += 1,
-            None if spec.node == lost => lost_hosts.push(spec),
+            None if at.node == lost => lost_hosts.push(troupe_runtime::codec::decode::<HostSpec>(bytes)?),
             None => {}
         }
         Ok(true)
