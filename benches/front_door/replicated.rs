@@ -93,6 +93,24 @@ pub async fn replicated() {
                             "capabilities": ["far"], "maxConcurrentTasks": 16 });
         c.gql(q, json!({ "input": input })).await;
     }
+    // b places by the rooms the members' heartbeats carry: it knows c's within a beat.
+    let rooms = "{ cluster { members { name rooms { capability free } } } }";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = b.gql(rooms, json!({})).await;
+        let members = view["cluster"]["members"].as_array().cloned().unwrap_or_default();
+        let known = members.iter().any(|m| {
+            m["name"] == "c"
+                && m["rooms"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["capability"] == "far"))
+        });
+        if known {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never heard of c's agents: {view}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let done_before = b
         .gql("{ tasks(state: SUCCEEDED, first: 0) { totalCount } }", json!({}))
         .await["tasks"]["totalCount"]

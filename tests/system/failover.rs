@@ -469,18 +469,11 @@ async fn leader_and_term(node: &Node) -> Result<(String, u64)> {
 
 /// `LEADER_CHANGED` events `node` has after `after`: (seq, leader).
 async fn leader_changes(node: &Node, after: u64) -> Result<Vec<(u64, String)>> {
-    let q = "query($a: Int64) { events(after: $a, kinds: [\"LEADER_CHANGED\"], first: 100) { seq subject } }";
-    let data = node.gql_ok(q, json!({ "a": after })).await?;
-    Ok(data["events"]
-        .as_array()
+    let all = super::replicated::events(node, after).await?;
+    Ok(all
         .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["seq"].as_u64().unwrap_or_default(),
-                e["subject"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
+        .filter(|(_, kind, _)| kind == "LEADER_CHANGED")
+        .map(|(seq, _, leader)| (seq, leader))
         .collect())
 }
 

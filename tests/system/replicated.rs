@@ -64,7 +64,7 @@ async fn token_names(node: &Node) -> Result<BTreeSet<String>> {
 }
 
 /// `(seq, kind, subject)` of every event `node` has after `after`.
-async fn events(node: &Node, after: u64) -> Result<Vec<(u64, String, String)>> {
+pub(super) async fn events(node: &Node, after: u64) -> Result<Vec<(u64, String, String)>> {
     let q = "query($a: Int64) { events(after: $a, first: 1000) { seq kind subject } }";
     let data = node.gql_ok(q, json!({ "a": after })).await?;
     Ok(data["events"]

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use troupe_runtime::events::NewEvent;
-use troupe_runtime::store::{Batch, Store};
+use troupe_runtime::store::{Batch, Store, StoreError};
 
 use crate::agent::protocol::MemoryOp;
 use crate::error::ApiError;
@@ -177,6 +177,11 @@ async fn used(store: &Store, swarm: &str, except: &str) -> Result<u64, ApiError>
 /// Applies a write to a key, if its live version is `expect` (when given; 0 means the key
 /// must not exist). Answers the entry as it is now (`None` once deleted). Hold the swarm's
 /// lock.
+///
+/// The write is conditioned on the key's row as it was read, checked where the log entry is
+/// applied: a node that read a stale replica (restarted, not yet caught up) must not set a
+/// version the log already holds. When the row changed meanwhile, the write is decided again
+/// on what the cluster committed.
 pub async fn write(
     store: &Store,
     swarm: &str,
@@ -186,7 +191,41 @@ pub async fn write(
     limit: u64,
 ) -> Result<Option<Entry>, ApiError> {
     check_key(key)?;
-    let current = get(store, swarm, key).await?;
+    let mut tries = 0;
+    loop {
+        let read = store.get(SWARM_MEMORY, &row(swarm, key)).await?;
+        let (batch, outcome) = decide(store, swarm, key, &write, expect, limit, read).await?;
+        match store.write(batch).await {
+            Ok(_) => return Ok(outcome),
+            Err(StoreError::Stale(_)) if tries < STALE_TRIES => {
+                tries += 1;
+                store.linearize().await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// How many times a write whose row changed after it was read is decided again.
+const STALE_TRIES: usize = 3;
+
+/// The batch that applies `write` to the key whose row was `read` (its stored bytes), on the
+/// condition that the row still holds them; and the entry it leaves.
+async fn decide(
+    store: &Store,
+    swarm: &str,
+    key: &str,
+    write: &Write,
+    expect: Option<u64>,
+    limit: u64,
+    read: Option<Vec<u8>>,
+) -> Result<(Batch, Option<Entry>), ApiError> {
+    let now = troupe_runtime::clock::now();
+    let current = read
+        .as_deref()
+        .map(troupe_runtime::codec::decode::<Entry>)
+        .transpose()?
+        .filter(|e| e.live(now));
     let version = current.as_ref().map_or(0, |e| e.version);
     if let Some(expected) = expect {
         if expected != version {
@@ -195,12 +234,12 @@ pub async fn write(
             )));
         }
     }
-    let now = troupe_runtime::clock::now();
+    let batch = Batch::new().require(SWARM_MEMORY, row(swarm, key), read);
     match write {
         Write::Set { value, ttl_ms } => {
             let entry = Entry {
                 key: key.to_owned(),
-                value,
+                value: value.clone(),
                 version: version + 1,
                 expires_at: ttl_ms.map(|ms| expiry(now, ms)).transpose()?,
                 updated_at: now,
@@ -212,24 +251,22 @@ pub async fn write(
                 )));
             }
             let data = json!({ "key": key, "version": entry.version, "expiresAt": entry.expires_at });
-            let batch = Batch::new()
+            let batch = batch
                 .put(SWARM_MEMORY, row(swarm, key), troupe_runtime::codec::encode(&entry)?)
                 .event(NewEvent::new("SWARM_MEMORY_SET", Some(swarm.to_owned()), data));
-            store.write(batch).await?;
-            Ok(Some(entry))
+            Ok((batch, Some(entry)))
         }
         Write::Delete => {
             if current.is_none() {
                 return Err(ApiError::NotFound(format!("no memory key {key:?}")));
             }
             let data = json!({ "key": key, "version": version });
-            let batch = Batch::new().delete(SWARM_MEMORY, row(swarm, key)).event(NewEvent::new(
+            let batch = batch.delete(SWARM_MEMORY, row(swarm, key)).event(NewEvent::new(
                 "SWARM_MEMORY_DELETED",
                 Some(swarm.to_owned()),
                 data,
             ));
-            store.write(batch).await?;
-            Ok(None)
+            Ok((batch, None))
         }
     }
 }
@@ -290,6 +327,39 @@ mod tests {
     fn from_line(line: &Value) -> Result<Op, String> {
         let op: MemoryOp = serde_json::from_value(line.clone()).map_err(|e| e.to_string())?;
         Ok(op.into())
+    }
+
+    #[tokio::test]
+    async fn a_write_decided_on_a_row_that_changed_before_it_applied_is_refused_and_decided_again() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(&dir.path().join("store.redb")).expect("a store");
+        let set = |v: i64| Write::Set {
+            value: json!(v),
+            ttl_ms: None,
+        };
+        write(&store, "s", "k", set(1), Some(0), 1 << 20)
+            .await
+            .expect("version 1");
+        // Decided on version 1 (as a replica that had not caught up would), then the row
+        // moves on to version 2 before the decision is applied.
+        let read = store.get(SWARM_MEMORY, &row("s", "k")).await.expect("a read");
+        let (late, _) = decide(&store, "s", "k", &set(3), Some(1), 1 << 20, read)
+            .await
+            .expect("decided");
+        write(&store, "s", "k", set(2), Some(1), 1 << 20)
+            .await
+            .expect("version 2");
+        let refused = store.write(late).await;
+        assert!(matches!(refused, Err(StoreError::Stale(_))), "{refused:?}");
+        let now = get(&store, "s", "k").await.expect("a read").expect("an entry");
+        assert_eq!(
+            (now.version, now.value.clone()),
+            (2, json!(2)),
+            "version 2 is not set twice"
+        );
+        // A write without a version is decided again on what was committed.
+        let again = write(&store, "s", "k", set(4), None, 1 << 20).await.expect("set");
+        assert_eq!(again.map(|e| e.version), Some(3));
     }
 
     #[test]
