@@ -91,9 +91,7 @@ impl Transport for RaftService {
                 return Err(SendError::NotSent(format!("node {to} is not connected")));
             }
             match service.lanes() {
-                Some(lanes)
-                    if lanes.knows(&to) || (!lanes.shuns(&to) && service.ask_lane(lanes, &to, within).await) =>
-                {
+                Some(lanes) if lanes.on_lane(&to, || service.ask_lane(lanes, &to, within)).await => {
                     metrics::counter!("troupe_raft_messages_total", "way" => "lane").increment(1);
                     lanes.send(&to, kind, &request, within).await
                 }

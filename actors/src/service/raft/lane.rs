@@ -297,16 +297,39 @@ impl Lanes {
         }
     }
 
-    /// Forgets the lane of `to`, which took no connection (it may have restarted, with
-    /// another port and key, or a firewall lets only the cluster port through), and sends
-    /// its messages over the link for a while, before its lane is asked for again.
-    fn forget(&self, to: &str) {
-        self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(to);
+    /// Whether a message to `to` goes on its lane: its lane is known, or `ask` learns it
+    /// now. A member that does not say where its lane is (an earlier build, or one whose
+    /// lane is not listening yet) is not asked again for [`SHUNNED_FOR`]: asked before every
+    /// message, each of them waited for the question first.
+    pub async fn on_lane<F: std::future::Future<Output = bool>>(&self, to: &str, ask: impl FnOnce() -> F) -> bool {
+        if self.knows(to) {
+            return true;
+        }
+        if self.shuns(to) {
+            return false;
+        }
+        if ask().await {
+            return true;
+        }
+        self.shun(to);
+        false
+    }
+
+    /// Sends the messages to `to` over the link for [`SHUNNED_FOR`].
+    fn shun(&self, to: &str) {
         let until = tokio::time::Instant::now() + SHUNNED_FOR;
         self.shunned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(to.to_owned(), until);
+    }
+
+    /// Forgets the lane of `to`, which took no connection (it may have restarted, with
+    /// another port and key, or a firewall lets only the cluster port through), and sends
+    /// its messages over the link for a while, before its lane is asked for again.
+    fn forget(&self, to: &str) {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(to);
+        self.shun(to);
     }
 
     /// Sends one request to `to` on its lane and waits at most `within` for the answer.
@@ -532,6 +555,27 @@ mod tests {
         assert!(lanes.shuns("m"));
         tokio::time::advance(SHUNNED_FOR).await;
         assert!(!lanes.shuns("m"), "its lane is asked for again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_that_does_not_say_where_its_lane_is_is_not_asked_before_every_message() {
+        let lanes = Lanes::new(None);
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let ask = || async {
+            asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            false
+        };
+        for _ in 0..5 {
+            assert!(!lanes.on_lane("old", ask).await, "the link carries it");
+        }
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        tokio::time::advance(SHUNNED_FOR).await;
+        assert!(!lanes.on_lane("old", ask).await);
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "asked again after a while"
+        );
     }
 
     #[test]
