@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Cluster (ractor_cluster) address [default: 127.0.0.1:4697].
     #[arg(long, env = "TROUPE_CLUSTER_LISTEN")]
     pub cluster_listen: Option<SocketAddr>,
+    /// Where the Raft lane listens: a fixed port for a firewall rule [default: the cluster
+    /// address's IP, a port the system picks].
+    #[arg(long, env = "TROUPE_RAFT_LISTEN")]
+    pub raft_listen: Option<SocketAddr>,
     /// A peer's cluster address to join; repeatable (comma-separated in TROUPE_JOIN).
     #[arg(long, env = "TROUPE_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
@@ -236,6 +240,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub node_name: String,
     pub cluster_listen: SocketAddr,
+    /// Where the Raft lane listens (port 0: one the system picks).
+    pub raft_listen: SocketAddr,
     pub join: Vec<String>,
     pub voters: usize,
     /// This node's labels (placement of agents moved off a lost node).
@@ -343,7 +349,7 @@ impl Config {
     pub fn load(mut args: ServeArgs) -> Result<Self, ConfigError> {
         if let Some(path) = args.config.clone() {
             let mut file = read_file(&path)?;
-            fill!(args, file; data_dir, listen, node_name, cluster_listen, voters, cookie_file, tls_cert, tls_key, tls_ca, log_format,
+            fill!(args, file; data_dir, listen, node_name, cluster_listen, raft_listen, voters, cookie_file, tls_cert, tls_key, tls_ca, log_format,
                 shutdown_grace_ms, supervisor_max_restarts, supervisor_window_ms, supervisor_backoff_ms,
                 agent_max_restarts, agent_restart_window_ms, agent_stop_grace_ms,
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
@@ -398,13 +404,17 @@ impl Config {
                 })
             }
         };
+        let cluster_listen = args
+            .cluster_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4697)));
         let config = Self {
             data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from("./troupe-data")),
             listen: args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             node_name,
-            cluster_listen: args
-                .cluster_listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4697))),
+            cluster_listen,
+            raft_listen: args
+                .raft_listen
+                .unwrap_or_else(|| SocketAddr::new(cluster_listen.ip(), 0)),
             join: args.join,
             voters: args.voters.unwrap_or(3),
             node_labels,

@@ -55,6 +55,28 @@ pub(super) async fn both_up(alpha: &Node, beta: &Node) -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raft_lane_listens_where_raft_listen_says_and_the_log_travels_on_it() -> Result<()> {
+    let port = super::support::free_port()?;
+    let (alpha, beta) =
+        start_pair_with(NodeOpts::named("beta").arg("--raft-listen", format!("127.0.0.1:{port}"))).await?;
+    // beta's lane takes connections on the port it was given.
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("nothing listens on beta's --raft-listen port {port}"))?;
+    // A write on alpha, the leader, reaches beta over that lane.
+    let (secret, _) = super::replicated::create_token(&alpha, "lane").await?;
+    super::replicated::works_on(&beta, &secret).await?;
+    let metrics = alpha.metrics().await?;
+    let lane = metrics
+        .lines()
+        .find(|l| l.starts_with("troupe_raft_messages_total{way=\"lane\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_default();
+    ensure!(lane > 0.0, "alpha sent nothing on beta's lane: {metrics}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_nodes_list_each_other_up_with_addresses() -> Result<()> {
     let (alpha, beta) = start_pair().await?;
     for node in [&alpha, &beta] {

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 pub use agents::{group_members, proc_stat, python_agent, shell_agent, wait_group_gone, FakeLlm};
-pub use process::{pid_alive, send_signal, wait_pid_gone, Guard};
+pub use process::{free_port, pid_alive, send_signal, wait_pid_gone, Guard};
 pub use ws::{Incoming, Subscription};
 
 /// How long any single condition may take before the test fails.

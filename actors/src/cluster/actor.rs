@@ -24,6 +24,8 @@ pub struct Link {
     pub node: NodeService,
     pub raft: RaftService,
     pub listen: SocketAddr,
+    /// Where the Raft lane listens (port 0: one the system picks).
+    pub raft_listen: SocketAddr,
     pub join: Vec<String>,
     pub cookie: String,
     /// Mutual TLS between nodes, when configured.
@@ -190,7 +192,7 @@ impl Actor for ClusterActor {
         endpoints.serve(cfg.node.clone(), &cell).await?;
         endpoints.serve(cfg.raft.clone(), &cell).await?;
         cfg.raft
-            .carry(cfg.listen.ip(), cfg.tls.as_ref(), endpoints.held())
+            .carry(cfg.raft_listen, cfg.tls.as_ref(), endpoints.held())
             .await?;
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
             id: "troupe.leader-watch".into(),

@@ -106,20 +106,20 @@ impl Transport for RaftService {
 
 impl RaftService {
     /// Hands this service to the store as the way its Raft member reaches the others, with
-    /// its lane listening on `ip` (once; a restarted link keeps it), whose requests wait
+    /// its lane listening at `addr` (once; a restarted link keeps it), whose requests wait
     /// while `held`.
     pub(crate) async fn carry(
         &self,
-        ip: std::net::IpAddr,
+        addr: std::net::SocketAddr,
         tls: Option<&ClusterTls>,
         held: watch::Receiver<bool>,
     ) -> Result<(), String> {
         let listener = self
             .lane
             .listener
-            .get_or_try_init(|| Listener::start(self.store.clone(), ip, tls))
+            .get_or_try_init(|| Listener::start(self.store.clone(), addr, tls))
             .await
-            .map_err(|e| format!("the Raft lane cannot listen on {ip}: {e}"))?;
+            .map_err(|e| format!("the Raft lane cannot listen on {addr}: {e}"))?;
         listener.hold_with(held);
         let _ = self.lane.lanes.set(Lanes::new(tls));
         self.store.transport().set(Arc::new(self.clone()));

@@ -71,9 +71,10 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Listens on `ip` (the cluster's own address), on a port the system picks.
-    pub async fn start(store: Store, ip: std::net::IpAddr, tls: Option<&ClusterTls>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
+    /// Listens at `addr` (`--raft-listen`; by default the cluster address's IP, on a port
+    /// the system picks).
+    pub async fn start(store: Store, addr: SocketAddr, tls: Option<&ClusterTls>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let key: [u8; KEY_LEN] = rand::random();
         let held = Arc::new(Mutex::new(watch::channel(false).1));
@@ -448,7 +449,7 @@ mod tests {
     async fn listening() -> (tempfile::TempDir, Store, Listener) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let listener = Listener::start(store.clone(), [127, 0, 0, 1].into(), None)
+        let listener = Listener::start(store.clone(), SocketAddr::from(([127, 0, 0, 1], 0)), None)
             .await
             .unwrap();
         (dir, store, listener)
