@@ -169,12 +169,7 @@ impl Node {
             tracing::error!(error = %e, "the applied state could not be made durable");
         }
     }
-}
 
-/// How long a stopping node waits for its last writes to commit.
-const FINAL_FLUSH_WITHIN: Duration = Duration::from_secs(10);
-
-impl Node {
     /// Stops every child of the root but the cluster link, in the reverse of their start:
     /// the gateway, the services, then the node's work, whose last records still reach the
     /// leader through the link.
@@ -203,6 +198,9 @@ impl Node {
         }
     }
 }
+
+/// How long a stopping node waits for its last writes to commit.
+const FINAL_FLUSH_WITHIN: Duration = Duration::from_secs(10);
 
 impl Drop for Node {
     fn drop(&mut self) {

@@ -1,6 +1,6 @@
-//! The single writer thread. It waits for the first request, then drains everything queued
-//! behind it into one group: one Raft log entry, so one fsync covers the whole group while
-//! the next group accumulates behind it. Up to a few groups are in the log at once
+//! The single writer thread. It waits for the first request, then drains what is queued
+//! behind it (up to [`MAX_GROUP`] batches or [`GROUP_BYTES`]) into one group: one Raft log
+//! entry, so one fsync covers the whole group while the next group accumulates behind it. Up to a few groups are in the log at once
 //! ([`flight`]), answered in the order they were taken; on a cluster of one member a group
 //! goes straight to the tables instead. On a cluster of several, batches nobody waits for
 //! are held a moment for one somebody waits for, whose entry they share.
