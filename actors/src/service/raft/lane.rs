@@ -79,7 +79,11 @@ impl Listener {
         let key: [u8; KEY_LEN] = rand::random();
         let held = Arc::new(Mutex::new(watch::channel(false).1));
         let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server.clone()));
-        let accepting = accept(listener, acceptor, store.downgrade(), key, held.clone());
+        // Each connection's TLS handshake and greeting run on the runtime that starts the
+        // listener (the node's), not on the Raft runtime's one worker, where a handshake's
+        // milliseconds of CPU held up the heartbeats and appends behind it.
+        let greeters = tokio::runtime::Handle::current();
+        let accepting = accept(listener, acceptor, store.downgrade(), key, held.clone(), greeters);
         // The listener lives as long as the Raft runtime, which ends with the store (it
         // holds no handle that would keep the store open).
         store.raft_runtime().spawn(accepting);
@@ -104,7 +108,10 @@ async fn accept(
     store: WeakStore,
     key: [u8; KEY_LEN],
     held: Arc<Mutex<watch::Receiver<bool>>>,
+    greeters: tokio::runtime::Handle,
 ) {
+    // This loop, and each greeted connection's requests, run on the Raft runtime.
+    let raft = tokio::runtime::Handle::current();
     let greeting = Arc::new(tokio::sync::Semaphore::new(MAX_GREETING));
     loop {
         let tcp = match listener.accept().await {
@@ -126,8 +133,10 @@ async fn accept(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, store, held) = (acceptor.clone(), store.clone(), held.clone());
-        tokio::spawn(async move {
+        let (acceptor, store, held, raft) = (acceptor.clone(), store.clone(), held.clone(), raft.clone());
+        greeters.spawn(async move {
+            #[cfg(test)]
+            tests::greeted_on(std::thread::current().name());
             let greeted = tokio::time::timeout(GREETING_WITHIN, async {
                 let io: Box<dyn Io> = match acceptor {
                     Some(acceptor) => Box::new(acceptor.accept(tcp).await?),
@@ -146,11 +155,22 @@ async fn accept(
             .await;
             drop(permit);
             match greeted {
-                Ok(Ok(conn)) => serve(conn, store, held).await,
+                Ok(Ok(conn)) => {
+                    raft.spawn(serve(conn, store, held));
+                }
                 Ok(Err(e)) => tracing::debug!(error = %e, "a Raft lane connection was refused"),
                 Err(_) => tracing::debug!("a Raft lane connection sent no greeting in time"),
             }
         });
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -248,9 +268,11 @@ fn kind_of(byte: u8) -> Option<RpcKind> {
 
 /// The dialling side: the lanes of the other members this node learnt, and their idle
 /// connections.
-#[derive(Default)]
 pub struct Lanes {
     tls: Option<tokio_rustls::TlsConnector>,
+    /// Where connections are made (TCP and the TLS handshake): the runtime that made this
+    /// (the node's), not the Raft runtime that sends the messages.
+    dialers: tokio::runtime::Handle,
     peers: Mutex<HashMap<String, Peer>>,
     /// Members whose lane took no connection, and until when the link carries their messages.
     shunned: Mutex<HashMap<String, tokio::time::Instant>>,
@@ -265,6 +287,7 @@ impl Lanes {
     pub fn new(tls: Option<&ClusterTls>) -> Self {
         Self {
             tls: tls.map(|t| tokio_rustls::TlsConnector::from(t.client.clone())),
+            dialers: tokio::runtime::Handle::current(),
             peers: Mutex::default(),
             shunned: Mutex::default(),
         }
@@ -402,11 +425,15 @@ impl Lanes {
             .get(to)
             .map(|p| p.info.clone());
         let info = info.ok_or_else(|| SendError::NotSent(format!("node {to}'s Raft lane is not known")))?;
-        let connected = async {
-            let addr: SocketAddr = info.addr.parse().map_err(std::io::Error::other)?;
+        let (tls, key) = (self.tls.clone(), info.key.clone());
+        let addr = info.addr.clone();
+        let connected = async move {
+            #[cfg(test)]
+            tests::dialed_on(std::thread::current().name());
+            let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
-            let io: Box<dyn Io> = match &self.tls {
+            let io: Box<dyn Io> = match &tls {
                 Some(connector) => {
                     let name = tokio_rustls::rustls::pki_types::ServerName::from(addr.ip());
                     Box::new(connector.connect(name, tcp).await?)
@@ -415,12 +442,17 @@ impl Lanes {
             };
             let mut conn = BufStream::new(io);
             conn.write_all(MAGIC).await?;
-            conn.write_all(&info.key).await?;
+            conn.write_all(&key).await?;
             conn.flush().await?;
             conn.read_u8().await?;
             Ok::<_, std::io::Error>(conn)
         };
-        connected.await.map_err(|e| {
+        // Dropping the wait (the send's deadline) drops the connection it would have made.
+        let dialing = self.dialers.spawn(connected);
+        let aborted = dialing.abort_handle();
+        let _abort_on_drop = AbortOnDrop(aborted);
+        let connected = dialing.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        connected.map_err(|e| {
             self.forget(to);
             SendError::NotSent(format!("node {to}'s Raft lane at {}: {e}", info.addr))
         })
@@ -446,6 +478,20 @@ mod tests {
     }
 
     /// A store in a fresh directory, and its lane listening on loopback.
+    /// The names of the threads connections were greeted on.
+    static GREETERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    pub(super) fn greeted_on(thread: Option<&str>) {
+        GREETERS.lock().unwrap().push(thread.unwrap_or_default().to_owned());
+    }
+
+    /// The names of the threads connections were made on.
+    static DIALERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    pub(super) fn dialed_on(thread: Option<&str>) {
+        DIALERS.lock().unwrap().push(thread.unwrap_or_default().to_owned());
+    }
+
     async fn listening() -> (tempfile::TempDir, Store, Listener) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
@@ -453,6 +499,50 @@ mod tests {
             .await
             .unwrap();
         (dir, store, listener)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_are_greeted_off_the_raft_runtime_and_served_on_it() {
+        let (_dir, _store, listener) = listening().await;
+        let lanes = Lanes::new(None);
+        lanes.learn("m", listener.info.clone());
+        lanes
+            .send("m", RpcKind::ReadIndex, &[], Duration::from_secs(5))
+            .await
+            .unwrap();
+        let greeters = GREETERS.lock().unwrap().clone();
+        assert!(!greeters.is_empty(), "a connection was greeted");
+        assert!(
+            greeters.iter().all(|t| t != "troupe-raft"),
+            "greeted on the Raft runtime: {greeters:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_sent_from_the_raft_runtime_dials_on_the_nodes_runtime() {
+        let (_dir, _store, listener) = listening().await;
+        let lanes = Arc::new(Lanes::new(None));
+        lanes.learn("m", listener.info.clone());
+        // Sent from a thread named as the Raft runtime's are.
+        let sender = lanes.clone();
+        let sent = std::thread::Builder::new()
+            .name("troupe-raft".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(sender.send("m", RpcKind::ReadIndex, &[], Duration::from_secs(5)))
+            })
+            .unwrap();
+        let sent = tokio::task::spawn_blocking(move || sent.join().unwrap()).await.unwrap();
+        sent.unwrap();
+        let dialers = DIALERS.lock().unwrap().clone();
+        assert!(!dialers.is_empty(), "a connection was made");
+        assert!(
+            dialers.iter().all(|t| t != "troupe-raft"),
+            "dialled on the Raft runtime: {dialers:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
