@@ -379,7 +379,7 @@ impl Config {
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| "troupe".into()),
         };
-        validate_node_name(&node_name)?;
+        validate::node_name(&node_name)?;
         let mut node_labels = std::collections::BTreeMap::new();
         for label in &args.node_labels {
             match label.split_once('=') {
@@ -469,90 +469,6 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.into(),
-            })
-        };
-        let positive = [
-            ("supervisor_window_ms", self.supervisor_window),
-            ("agent_restart_window_ms", self.agent_restart_window),
-            ("idempotency_window_ms", self.idempotency_window),
-            ("http_timeout_ms", self.http_timeout),
-            ("ws_init_timeout_ms", self.ws_init_timeout),
-            ("ws_keepalive_ms", self.ws_keepalive),
-            ("vm_reconcile_ms", self.vm_reconcile),
-            ("host_down_after_ms", self.host_down_after),
-            ("peer_drop_after_ms", self.peer_drop_after),
-            ("libvirt_timeout_ms", self.libvirt_timeout),
-            ("fault_max_duration_ms", self.fault_max_duration),
-            ("agent_watchdog_ms", self.agent_watchdog),
-        ];
-        for (key, value) in positive {
-            if value.is_zero() {
-                return invalid(key, "must be above 0");
-            }
-        }
-        if self.voters == 0 {
-            return invalid("voters", "must be above 0");
-        }
-        let counts = [
-            ("agent_checkpoints_kept", self.agent_checkpoints_kept),
-            ("http_max_in_flight", self.http_max_in_flight),
-            ("ws_max_connections", self.ws_max_connections),
-            ("ws_max_subscriptions", self.ws_max_subscriptions),
-            ("max_outbound_migrations", self.max_outbound_migrations),
-            ("max_open_tasks", self.max_open_tasks),
-            ("agent_mailbox_size", self.agent_mailbox_size),
-            ("breaker_failures", self.breaker_failures as usize),
-            ("fault_max_targets", self.fault_max_targets),
-            ("agent_watchdog_misses", self.agent_watchdog_misses as usize),
-            ("watchdog_misses", self.watchdog_misses as usize),
-        ];
-        for (key, value) in counts {
-            if value == 0 {
-                return invalid(key, "must be above 0");
-            }
-        }
-        if !["score", "round_robin", "least_connections", "weighted"].contains(&self.default_strategy.as_str()) {
-            return invalid(
-                "default_strategy",
-                "one of score, round_robin, least_connections, weighted",
-            );
-        }
-        for name in &self.secret_env {
-            if name.is_empty() || name.contains('=') || name.contains('\0') {
-                return invalid("secret_env", "names must be non-empty, without '=' or NUL");
-            }
-            if name.to_ascii_uppercase().starts_with("TROUPE_") {
-                return invalid(
-                    "secret_env",
-                    "TROUPE_* variables are the node's own, never an agent's key",
-                );
-            }
-        }
-        if self.secret_dirs.iter().any(|d| d.as_os_str().is_empty()) {
-            return invalid("secret_dirs", "a directory must not be empty");
-        }
-        if self.max_payload_bytes >= self.body_limit_bytes {
-            return invalid("max_payload_bytes", "must be below body_limit_bytes");
-        }
-        // What one request carries ends in one log entry, with room for the records a write
-        // adds beside it (the payload in the task's record and in its event).
-        if self.body_limit_bytes > crate::store::MAX_BATCH_BYTES / 2 {
-            return invalid(
-                "body_limit_bytes",
-                "must be at most 4194304 (4 MiB): half a log entry's limit",
-            );
-        }
-        if self.store_cache_mb == 0 {
-            return invalid("store_cache_mb", "must be at least 1");
-        }
-        Ok(())
-    }
-
     /// Defaults for an embedded node in `data_dir` (tests, benches).
     pub fn embedded(data_dir: &Path) -> Self {
         let mut c = Self::load(ServeArgs {
@@ -586,18 +502,7 @@ fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
     })
 }
 
-fn validate_node_name(name: &str) -> Result<(), ConfigError> {
-    let ok =
-        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid {
-            key: "node_name",
-            message: format!("{name:?}: use 1-64 letters, digits, '-', '_' or '.'"),
-        })
-    }
-}
+mod validate;
 
 #[cfg(test)]
 mod tests;

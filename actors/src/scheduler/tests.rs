@@ -139,6 +139,14 @@ async fn next_events(store: &Store, after: u64, kinds: &[&str], n: usize) -> Vec
         .expect("the events within 10 s")
 }
 
+/// A scheduler on `store` with one capable agent up.
+async fn with_an_agent(store: &Store) -> ActorRef<SchedulerMsg> {
+    let (s, _) = scheduler(store).await;
+    let (agent, _) = Actor::spawn(None, FakeAgent(s.clone()), ()).await.unwrap();
+    s.cast(agent_up(agent)).unwrap();
+    s
+}
+
 fn agent_up(actor: ActorRef<AgentMsg>) -> SchedulerMsg {
     SchedulerMsg::AgentUp {
         id: "a1".into(),
@@ -154,9 +162,7 @@ fn agent_up(actor: ActorRef<AgentMsg>) -> SchedulerMsg {
 async fn a_task_runs_on_a_capable_agent_and_each_step_is_recorded_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);
-    let (s, _) = scheduler(&store).await;
-    let (agent, _) = Actor::spawn(None, FakeAgent(s.clone()), ()).await.unwrap();
-    s.cast(agent_up(agent)).unwrap();
+    let s = with_an_agent(&store).await;
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
     s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued()))))
@@ -221,9 +227,7 @@ async fn an_unreachable_agent_gets_nothing_started_and_the_task_stays_queued() {
 async fn a_task_queued_in_the_store_whose_enqueue_never_came_is_queued_once_asked_and_never_twice() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);
-    let (s, _) = scheduler(&store).await;
-    let (agent, _) = Actor::spawn(None, FakeAgent(s.clone()), ()).await.unwrap();
-    s.cast(agent_up(agent)).unwrap();
+    let s = with_an_agent(&store).await;
     // Written QUEUED, and its enqueue lost (the submit's outcome was unknown to its caller).
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
@@ -250,9 +254,7 @@ async fn a_task_queued_in_the_store_whose_enqueue_never_came_is_queued_once_aske
 async fn adopting_takes_every_open_task_moved_here_whichever_node_made_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);
-    let (s, _) = scheduler(&store).await;
-    let (agent, _) = Actor::spawn(None, FakeAgent(s.clone()), ()).await.unwrap();
-    s.cast(agent_up(agent)).unwrap();
+    let s = with_an_agent(&store).await;
     // Made on "maker", handed to "lost" (no agent of maker's served it), which was lost:
     // the failover moves it here and says it came from "lost".
     let moved = spec("t9@maker");
@@ -363,9 +365,7 @@ async fn cancelling_a_task_that_just_finished_answers_with_its_final_state() {
         None
     });
     let store = open(&dir, Some(hook));
-    let (s, _) = scheduler(&store).await;
-    let (agent, _) = Actor::spawn(None, FakeAgent(s.clone()), ()).await.unwrap();
-    s.cast(agent_up(agent)).unwrap();
+    let s = with_an_agent(&store).await;
     let t1 = spec("t1");
     durable(&store, &t1, &TaskStatus::queued()).await;
     s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued()))))
