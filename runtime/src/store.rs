@@ -299,12 +299,21 @@ impl Store {
     }
 
     /// Stops this node's Raft member: it neither votes, stands nor takes entries any more,
-    /// and every write from now on fails. For a node about to stop, once its last writes
+    /// and every write from now on is answered `Closed`. For a node about to stop, once its last writes
     /// committed and before its link to the other members closes.
     pub async fn stop_raft(&self) {
+        self.inner
+            .shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::debug!(error = %e, "the Raft member had stopped already");
         }
+    }
+
+    /// Whether the node stopped its Raft member ([`Store::stop_raft`]).
+    pub fn raft_stopped(&self) -> bool {
+        self.inner.shared.stopped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A handle that does not keep the store open.

@@ -89,6 +89,10 @@ pub(super) struct Shared {
     /// Held while a member is admitted; true once what was written without the log is in a
     /// snapshot that members receive.
     pub handed_over: tokio::sync::Mutex<bool>,
+    /// Set when the node stops its Raft member on purpose ([`super::Store::stop_raft`]):
+    /// writes from then on are answered `Closed` without reaching the stopped log, and the
+    /// store does not count it as failed.
+    pub stopped: AtomicBool,
 }
 
 /// Marks the store failed if the writer thread ends any way but a clean close (a panic).
@@ -115,7 +119,14 @@ impl Writer {
             health: self.health.clone(),
             clean: false,
         };
-        if let Err(reason) = rt.block_on(self.work()) {
+        let outcome = rt.block_on(self.work());
+        if outcome.is_err() && self.shared.stopped.load(Ordering::SeqCst) {
+            // A write raced the node's own stop of its Raft member: not a failure.
+            self.rx.close();
+            while let Ok(r) = self.rx.try_recv() {
+                r.done.send(Err(StoreError::Closed));
+            }
+        } else if let Err(reason) = outcome {
             tracing::error!(%reason, "the store failed; no further writes are accepted");
             let _ = self.health.send(Some(reason.clone()));
             self.rx.close();
@@ -123,7 +134,9 @@ impl Writer {
                 r.done.send(Err(StoreError::Failed(reason.clone())));
             }
         }
-        let _ = rt.block_on(self.raft.shutdown());
+        if !self.shared.stopped.load(Ordering::SeqCst) {
+            let _ = rt.block_on(self.raft.shutdown());
+        }
         sentinel.clean = true;
     }
 
@@ -217,6 +230,10 @@ impl Writer {
         if batches.iter().all(Batch::is_empty) {
             // Only flushes: answered once every group taken before them is.
             flight.flush(waiting);
+            return Ok(());
+        }
+        if self.shared.stopped.load(Ordering::SeqCst) {
+            answer(waiting, Err(StoreError::Closed));
             return Ok(());
         }
         if let Some(d) = delay {

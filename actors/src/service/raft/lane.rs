@@ -117,9 +117,13 @@ async fn accept(
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
             Err(e) => {
-                // A store gone or failed stops its Raft runtime, and the lane with it: no
-                // warning then, which would follow the node's last word on why it stopped.
-                if store.upgrade().is_none_or(|s| s.failure().is_some()) {
+                // A store gone, failed or stopping stops its Raft runtime, and the lane with
+                // it: no warning then, which would follow the node's last word on why it
+                // stopped.
+                if store
+                    .upgrade()
+                    .is_none_or(|s| s.failure().is_some() || s.raft_stopped())
+                {
                     return;
                 }
                 tracing::warn!(error = %e, "the Raft lane could not accept a connection");

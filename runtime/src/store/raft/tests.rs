@@ -58,6 +58,19 @@ async fn what_a_member_wrote_alone_reaches_every_member_it_admits_later() {
 }
 
 #[tokio::test]
+async fn a_write_after_the_node_stopped_its_raft_member_is_closed_not_a_failure_of_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    store.write(Batch::new().put(THINGS, "before", vec![1])).await.unwrap();
+    store.stop_raft().await;
+    let late = store.write(Batch::new().put(THINGS, "late", vec![2])).await;
+    assert!(matches!(late, Err(crate::store::StoreError::Closed)), "{late:?}");
+    assert_eq!(store.failure(), None, "a stop on purpose is no failure");
+    store.flush().await.unwrap();
+    assert_eq!(store.get(THINGS, "before").await.unwrap(), Some(vec![1]));
+}
+
+#[tokio::test]
 async fn a_reopened_store_keeps_its_raft_id_and_leads_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
