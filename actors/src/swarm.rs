@@ -117,14 +117,18 @@ impl Nest for SwarmsChild {
     }
 }
 
-/// The ids of this node's swarms (those it holds), in id order.
-pub(crate) async fn ids(store: &troupe_runtime::store::Store, node: &str) -> Result<Vec<String>, ApiError> {
-    let node = node.to_owned();
+/// The ids of the swarms `node` holds (of every swarm for `None`), in id order.
+pub(crate) async fn ids(store: &troupe_runtime::store::Store, node: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let node = node.map(str::to_owned);
     Ok(store
         .view(move |v| {
             let mut out = Vec::new();
             v.scan(SWARMS, None, |id, _| {
-                if crate::cluster::directory::held_in(v, id, &node)? {
+                let held = match &node {
+                    Some(node) => crate::cluster::directory::held_in(v, id, node)?,
+                    None => true,
+                };
+                if held {
                     out.push(id.to_owned());
                 }
                 Ok(true)
@@ -149,7 +153,7 @@ pub(crate) async fn teams_of(
         None => {
             let nested: std::collections::BTreeSet<String> =
                 teams(store, None).await?.into_iter().map(|(_, team, _)| team).collect();
-            let mut all = ids(store, node).await?;
+            let mut all = ids(store, Some(node)).await?;
             all.retain(|id| !nested.contains(id));
             all
         }

@@ -305,13 +305,36 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
     )?;
     let task = alpha.submit_to(&theirs, json!(1)).await?;
     alpha.wait_task_state(&task, "SUCCEEDED").await?;
+    let swarm = alpha
+        .gql_ok(
+            "mutation { createSwarm(input: { name: \"held\", node: \"beta\", templates: [] }) { id } }",
+            json!({}),
+        )
+        .await?;
+    let swarm = text(&swarm, "/createSwarm/id")?;
+    let set = "mutation($id: ID!) { setSwarmMemory(id: $id, key: \"k\", value: 7) { version } }";
+    alpha.gql_ok(set, json!({ "id": swarm })).await?;
 
     beta.freeze()?;
-    // Reads are answered from alpha's replica: they never wait for beta.
+    // Reads are answered from alpha's replica: they never wait for beta (alpha cuts a
+    // request at 1 s, and a call to a peer waits longer for a frozen one).
     let lookup = alpha
         .gql_ok("query($id: ID!) { task(id: $id) { id state } }", json!({ "id": task }))
         .await?;
     ensure!(lookup["task"]["state"] == "SUCCEEDED", "{lookup}");
+    let swarms = alpha
+        .gql_ok(
+            "query($id: ID!) { swarms { id } swarm(id: $id) { node memory { key value } tasks { id } } \
+             topics { pattern } messageDeadLetters { id } }",
+            json!({ "id": swarm }),
+        )
+        .await?;
+    ensure!(
+        swarms["swarms"] == json!([{ "id": swarm }])
+            && swarms["swarm"]["node"] == "beta"
+            && swarms["swarm"]["memory"] == json!([{ "key": "k", "value": 7 }]),
+        "{swarms}"
+    );
     // What only beta can say (its agent's processes) waits for it; the request is bounded
     // (408) and, while it waits, the one request slot is taken: of two such calls sent
     // together, one is shed at once (503) and the other cut at the timeout.

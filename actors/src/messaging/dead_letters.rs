@@ -1,4 +1,4 @@
-//! The message dead-letter queue of this node's agents, and replaying from it.
+//! The cluster's message dead-letter queue, and replaying from it.
 
 use super::mailbox::Mailboxes;
 use super::{DeadMessage, Reply};
@@ -6,23 +6,21 @@ use crate::error::ApiError;
 use crate::tables::MESSAGE_DEAD_LETTERS;
 
 impl Mailboxes {
-    /// The dead messages of this node, oldest first.
+    /// The cluster's dead messages (every member's store holds them all), oldest first.
     pub async fn dead_letters(&self, first: usize) -> Result<Vec<DeadMessage>, ApiError> {
-        let node = self.inner_node().to_owned();
-        Ok(self
+        let mut all = self
             .store()
             .view(move |v| {
                 let mut out = Vec::new();
                 v.scan(MESSAGE_DEAD_LETTERS, None, |_, bytes| {
-                    let dead: DeadMessage = troupe_runtime::codec::decode(bytes)?;
-                    if crate::cluster::directory::held_in(v, &dead.message.to, &node)? {
-                        out.push(dead);
-                    }
+                    out.push(troupe_runtime::codec::decode::<DeadMessage>(bytes)?);
                     Ok(out.len() < first)
                 })?;
                 Ok(out)
             })
-            .await?)
+            .await?;
+        all.sort_by(|a, b| (a.at, &a.message.id).cmp(&(b.at, &b.message.id)));
+        Ok(all)
     }
 
     /// The dead message `id` (every member's store holds every member's dead letters).

@@ -76,17 +76,14 @@ impl Mailboxes {
         Ok(outcome)
     }
 
-    /// The topic patterns this node's agents subscribe to, each with how many agents do.
+    /// The topic patterns the cluster's agents subscribe to, each with how many agents do,
+    /// from this node's replica.
     pub async fn topics(&self) -> Result<Vec<(String, u32)>, ApiError> {
-        let node = self.inner_node().to_owned();
         let specs = self
             .store()
             .view(move |v| {
                 let mut out = Vec::new();
-                v.scan(crate::tables::AGENTS, None, |id, bytes| {
-                    if !crate::cluster::directory::held_in(v, id, &node)? {
-                        return Ok(true);
-                    }
+                v.scan(crate::tables::AGENTS, None, |_, bytes| {
                     out.push(troupe_runtime::codec::decode::<crate::agent::AgentSpec>(bytes)?.topics);
                     Ok(true)
                 })?;

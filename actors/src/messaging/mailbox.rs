@@ -116,10 +116,6 @@ impl Mailboxes {
         self.inner.directory.node_of(id).is_none_or(|n| n == self.inner.node)
     }
 
-    pub(super) fn inner_node(&self) -> &str {
-        &self.inner.node
-    }
-
     pub(super) fn store(&self) -> &Store {
         &self.inner.store
     }

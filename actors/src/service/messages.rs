@@ -21,10 +21,6 @@ service! {
     /// Queues a publication for this node's agents it is meant for.
     call FanOut => fan_out(publication: Box<Publication>) -> FanOut;
     call Mailbox => mailbox(agent: String) -> MailboxView;
-    /// This node's dead messages, oldest first.
-    call DeadLetters => dead_letters(first: u32) -> Vec<DeadMessage>;
-    /// The topic patterns this node's agents subscribe to, each with how many do.
-    call Topics => topics() -> Vec<(String, u32)>;
     /// Sends a dead message of this node again; it may wait as long as any message.
     call Replay => replay(id: String) -> Reply, within Duration::from_secs(600);
 }
@@ -128,30 +124,15 @@ impl Messages {
         Ok((outcome, gathered.missing))
     }
 
-    /// The topic patterns the cluster's agents subscribe to, each with how many agents do.
+    /// The topic patterns the cluster's agents subscribe to, each with how many agents do,
+    /// from this node's replica.
     pub async fn topics(&self) -> Result<Vec<(String, u32)>, ApiError> {
-        let mut counts = std::collections::BTreeMap::<String, u32>::new();
-        for part in Everywhere(self).topics().await?.answers {
-            for (t, n) in part {
-                *counts.entry(t).or_default() += n;
-            }
-        }
-        Ok(counts.into_iter().collect())
+        self.mailboxes.topics().await
     }
 
-    /// The cluster's message dead-letter queue (each node keeps the dead messages of its own
-    /// agents), oldest first.
+    /// The cluster's message dead-letter queue, oldest first, from this node's replica.
     pub async fn dead_messages(&self, first: usize) -> Result<Vec<DeadMessage>, ApiError> {
-        let mut all: Vec<DeadMessage> = Everywhere(self)
-            .dead_letters(first as u32)
-            .await?
-            .answers
-            .into_iter()
-            .flatten()
-            .collect();
-        all.sort_by(|a, b| (a.at, &a.message.id).cmp(&(b.at, &b.message.id)));
-        all.truncate(first);
-        Ok(all)
+        self.mailboxes.dead_letters(first).await
     }
 
     /// Sends a dead message again, through the node that holds its recipient.
@@ -188,14 +169,6 @@ impl MessagesLocal for Messages {
 
     async fn mailbox(&self, agent: String) -> Result<MailboxView, ApiError> {
         Ok(self.mailboxes.view(&agent))
-    }
-
-    async fn dead_letters(&self, first: u32) -> Result<Vec<DeadMessage>, ApiError> {
-        self.mailboxes.dead_letters(first.min(1000) as usize).await
-    }
-
-    async fn topics(&self) -> Result<Vec<(String, u32)>, ApiError> {
-        self.mailboxes.topics().await
     }
 
     async fn replay(&self, id: String) -> Result<Reply, ApiError> {

@@ -1,8 +1,8 @@
 //! The swarms service: create, scale, retopologise and destroy swarms, their memory and their
 //! tasks. A swarm lives on one node, members and coordinator included (its id says which);
-//! a request about a peer's swarm is sent to that peer's swarms service, and `swarms` lists
-//! the whole cluster's. On the swarm's node each request is the swarm room's work, done
-//! through its [`Port`].
+//! a change to a peer's swarm is sent to that peer's swarms service, while reads (the swarm,
+//! the list, its memory, its tasks) are answered from this node's replica. On the swarm's
+//! node each change is the swarm room's work, done through its [`Port`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,18 +72,34 @@ impl Swarms {
         self.port.create(req).await
     }
 
-    /// A swarm with its members.
+    /// A swarm with its members, from this node's replica.
     pub async fn get(&self, id: &str) -> Result<SwarmView, ApiError> {
-        on_peer!(self, id, get(id.to_owned()));
-        self.port.view(id).await
+        self.from_replica(|| self.port.view(id), |_| false).await
     }
 
-    /// The cluster's swarms (of the nodes that answer), sub-teams included, in id order.
+    /// The cluster's swarms, sub-teams included, in id order, from this node's replica.
     pub async fn list(&self) -> Result<Vec<SwarmView>, ApiError> {
-        let gathered = crate::cluster::remote::Everywhere(self).list().await?;
-        let mut all: Vec<SwarmView> = gathered.answers.into_iter().flatten().collect();
-        all.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
-        Ok(all)
+        self.port.views().await
+    }
+
+    /// `read` from this node's replica. When what it looks for is not there (NOT_FOUND, or
+    /// `absent` says so), this node first catches up with what the cluster committed (a
+    /// linearizable read) and reads again: a swarm created through another node a moment ago
+    /// is found, and nothing is answered missing that the cluster holds.
+    async fn from_replica<T, F>(&self, read: impl Fn() -> F, absent: impl Fn(&T) -> bool) -> Result<T, ApiError>
+    where
+        F: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let first = read().await;
+        let missing = match &first {
+            Ok(found) => absent(found),
+            Err(e) => matches!(e, ApiError::NotFound(_)),
+        };
+        if !missing {
+            return first;
+        }
+        self.ctx.store.linearize().await?;
+        read().await
     }
 
     /// Sets the swarm's size (within its bounds) and waits for its coordinator to reach it.
@@ -122,15 +138,16 @@ impl Swarms {
         self.port.crash_coordinator(id).await
     }
 
+    /// A key of the swarm's memory, from this node's replica.
     pub async fn memory_get(&self, id: &str, key: &str) -> Result<Option<Entry>, ApiError> {
-        on_peer!(self, id, memory_get(id.to_owned(), key.to_owned()));
-        self.port.memory_get(id, key).await
+        self.from_replica(|| self.port.memory_get(id, key), Option::is_none)
+            .await
     }
 
+    /// The swarm's memory keys under `prefix`, from this node's replica.
     pub async fn memory_list(&self, id: &str, prefix: &str, first: usize) -> Result<Vec<Entry>, ApiError> {
-        let first_ = first.min(u32::MAX as usize) as u32;
-        on_peer!(self, id, memory_list(id.to_owned(), prefix.to_owned(), first_));
-        self.port.memory_list(id, prefix, first).await
+        self.from_replica(|| self.port.memory_list(id, prefix, first), |_| false)
+            .await
     }
 
     /// Sets or deletes a key, if its version is `expect` (when given: 0 for a key that must
@@ -172,21 +189,18 @@ impl Swarms {
         self.port.lead_task(agent, mode, timeout).await
     }
 
+    /// A swarm task, from this node's replica.
     pub async fn task(&self, task: &str) -> Result<Option<SwarmTask>, ApiError> {
-        on_peer!(self, task, task(task.to_owned()));
-        self.port.task(task).await
+        self.from_replica(|| self.port.task(task), Option::is_none).await
     }
 
-    /// The swarm's tasks, newest first, at most `first`.
+    /// The swarm's tasks, newest first, at most `first`, from this node's replica.
     pub async fn tasks(&self, id: &str, first: usize) -> Result<Vec<SwarmTask>, ApiError> {
-        let first_ = first.min(u32::MAX as usize) as u32;
-        on_peer!(self, id, tasks(id.to_owned(), first_));
         self.port.tasks(id, first).await
     }
 
-    /// Tasks running on the swarm's members, and their slots.
+    /// Tasks running on the swarm's members, and their slots, from this node's replica.
     pub async fn queue(&self, id: &str) -> Result<(u32, u32), ApiError> {
-        on_peer!(self, id, queue(id.to_owned()));
         self.port.queue(id).await
     }
 }

@@ -10,7 +10,7 @@ use crate::call::ask;
 use crate::error::ApiError;
 
 impl Port {
-    /// A swarm of this node with its members.
+    /// A swarm with its members, from this node's replica (wherever the swarm runs).
     pub(crate) async fn view(&self, id: &str) -> Result<SwarmView, ApiError> {
         let spec = super::load_spec(&self.store, id).await?;
         let status = super::load_status(&self.store, id).await?;
@@ -24,9 +24,9 @@ impl Port {
         })
     }
 
-    /// This node's swarms, sub-teams included, in id order.
+    /// The cluster's swarms, sub-teams included, in id order, from this node's replica.
     pub(crate) async fn views(&self) -> Result<Vec<SwarmView>, ApiError> {
-        let ids = super::ids(&self.store, &self.node).await?;
+        let ids = super::ids(&self.store, None).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(self.view(&id).await?);

@@ -124,7 +124,7 @@ impl MessagesQuery {
     }
 
     /// The cluster's messages that expired or could not be delivered or answered, oldest
-    /// first (each node keeps those of its own agents).
+    /// first, from this node's replica.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn message_dead_letters(
         &self,

@@ -312,7 +312,7 @@ pub struct SwarmsQuery;
 
 #[Object]
 impl SwarmsQuery {
-    /// The cluster's swarms (of the nodes that answer), sub-teams included, in id order.
+    /// The cluster's swarms, sub-teams included, in id order, from this node's replica.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn swarms(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Swarm>> {
         Ok(ctx

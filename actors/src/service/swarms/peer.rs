@@ -1,6 +1,7 @@
-//! The swarms service between nodes: what a peer may ask of this node's swarms. Each request
-//! is answered by the [`Swarms`] method of the same name, run on the node that holds the
-//! swarm (the method's first line routes there, through `on_peer!`).
+//! The swarms service between nodes: the changes a peer may ask of this node's swarms (reads
+//! are answered from the asking node's replica). Each request is answered by the [`Swarms`]
+//! method of the same name, run on the node that holds the swarm (the method's first line
+//! routes there, through `on_peer!`).
 
 use std::time::Duration;
 
@@ -17,20 +18,12 @@ const SLOW_PEER_TIMEOUT: Duration = Duration::from_secs(120);
 service! {
     service Swarms as "swarms" (SwarmsMsg, SwarmsRequest, SwarmsResponse, SwarmsLocal);
     call Create => create(request: Box<CreateSwarmRequest>) -> SwarmView, within SLOW_PEER_TIMEOUT;
-    call Get => get(id: String) -> SwarmView;
-    /// This node's swarms.
-    call List => list() -> Vec<SwarmView>;
     call Scale => scale(id: String, size: u32, reason: String) -> SwarmView, within SLOW_PEER_TIMEOUT;
     call SetTopology => set_topology(id: String, topology: Topology) -> SwarmView;
     call Destroy => destroy(id: String) -> SwarmView, within SLOW_PEER_TIMEOUT;
     call CrashCoordinator => crash_coordinator(id: String) -> ();
-    call MemoryGet => memory_get(id: String, key: String) -> Option<Entry>;
-    call MemoryList => memory_list(id: String, prefix: String, first: u32) -> Vec<Entry>;
     call MemoryWrite => memory_write(id: String, key: String, write: Write, expect: Option<u64>) -> Option<Entry>;
     call SubmitTask => submit_task(id: String, mode: Box<SwarmTaskMode>) -> SwarmTask;
-    call Task => task(id: String) -> Option<SwarmTask>;
-    call Tasks => tasks(id: String, first: u32) -> Vec<SwarmTask>;
-    call Queue => queue(id: String) -> (u32, u32);
     call Adopt => adopt(id: String, agent: String) -> SwarmView, within SLOW_PEER_TIMEOUT;
     call Release => release(id: String, agent: String) -> SwarmView, within SLOW_PEER_TIMEOUT;
 }
@@ -45,14 +38,6 @@ impl Located for Swarms {
 impl SwarmsLocal for Swarms {
     async fn create(&self, request: Box<CreateSwarmRequest>) -> Result<SwarmView, ApiError> {
         Swarms::create(self, *request).await
-    }
-
-    async fn get(&self, id: String) -> Result<SwarmView, ApiError> {
-        Swarms::get(self, &id).await
-    }
-
-    async fn list(&self) -> Result<Vec<SwarmView>, ApiError> {
-        self.port.views().await
     }
 
     async fn scale(&self, id: String, size: u32, reason: String) -> Result<SwarmView, ApiError> {
@@ -71,14 +56,6 @@ impl SwarmsLocal for Swarms {
         Swarms::crash_coordinator(self, &id).await
     }
 
-    async fn memory_get(&self, id: String, key: String) -> Result<Option<Entry>, ApiError> {
-        Swarms::memory_get(self, &id, &key).await
-    }
-
-    async fn memory_list(&self, id: String, prefix: String, first: u32) -> Result<Vec<Entry>, ApiError> {
-        Swarms::memory_list(self, &id, &prefix, first.min(1000) as usize).await
-    }
-
     async fn memory_write(
         &self,
         id: String,
@@ -91,18 +68,6 @@ impl SwarmsLocal for Swarms {
 
     async fn submit_task(&self, id: String, mode: Box<SwarmTaskMode>) -> Result<SwarmTask, ApiError> {
         Swarms::submit_task(self, &id, *mode).await
-    }
-
-    async fn task(&self, id: String) -> Result<Option<SwarmTask>, ApiError> {
-        Swarms::task(self, &id).await
-    }
-
-    async fn tasks(&self, id: String, first: u32) -> Result<Vec<SwarmTask>, ApiError> {
-        Swarms::tasks(self, &id, first.min(10_000) as usize).await
-    }
-
-    async fn queue(&self, id: String) -> Result<(u32, u32), ApiError> {
-        Swarms::queue(self, &id).await
     }
 
     async fn adopt(&self, id: String, agent: String) -> Result<SwarmView, ApiError> {
