@@ -35,11 +35,38 @@ async fn a_node_cut_off_refuses_writes_while_the_majority_moves_its_agents_and_g
     for m in ["alpha", "beta", "gamma"] {
         wait_member_state(&nodes[0], m, "UP").await?;
     }
+    let swarm = nodes[2]
+        .gql_ok(
+            "mutation { createSwarm(input: { name: \"cut\", templates: [] }) { id } }",
+            json!({}),
+        )
+        .await?;
+    let swarm = text(&swarm, "/createSwarm/id")?;
+    let cas = "mutation($id: ID!, $v: Int64!) { setSwarmMemory(id: $id, key: \"k\", value: $v, expectVersion: $v) { version } }";
+    nodes[2].gql_ok(cas, json!({ "id": swarm, "v": 0 })).await?;
 
     cut(&nodes, 2, true)?;
     // The majority declares gamma down and runs its agent.
     let home = wait_moved(&nodes[0], &agent, "gamma").await?;
     ensure!(home != "gamma");
+    // And its swarm, whose memory moves on there.
+    let deadline = Deadline::after(WAIT, "the swarm to move off gamma");
+    loop {
+        let q = "query($id: ID!) { swarm(id: $id) { node } }";
+        let seen = nodes[0].gql_ok(q, json!({ "id": swarm })).await?;
+        if seen["swarm"]["node"] != "gamma" {
+            break;
+        }
+        deadline.tick(seen).await?;
+    }
+    nodes[1].gql_ok(cas, json!({ "id": swarm, "v": 1 })).await?;
+    // gamma's replica still has the key at version 1: it does not refuse version 2 on that
+    // stale copy (CONFLICT), it cannot vouch for a refusal cut off.
+    let stale = nodes[2].gql(cas, json!({ "id": swarm, "v": 2 })).await?;
+    ensure!(
+        super::support::error_code(&stale).as_deref() == Some("UNAVAILABLE"),
+        "{stale}"
+    );
     // gamma, alone, takes no write, and says why.
     let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }";
     let refused = nodes[2].gql(m, json!({ "n": "on-the-minority" })).await?;
@@ -67,6 +94,9 @@ async fn a_node_cut_off_refuses_writes_while_the_majority_moves_its_agents_and_g
     // One AGENT_MOVED: gamma, back, started no copy and moved nothing back.
     let moved = nodes[2].events_after(None, &["AGENT_MOVED"]).await?;
     ensure!(moved.len() == 1, "{moved:?}");
+    // Back, gamma takes the next version to where the swarm is now.
+    let next = nodes[2].gql_ok(cas, json!({ "id": swarm, "v": 2 })).await?;
+    ensure!(next["setSwarmMemory"]["version"] == 3, "{next}");
     Ok(())
 }
 

@@ -164,7 +164,22 @@ impl Swarms {
             id,
             memory_write(id.to_owned(), key.to_owned(), write.clone(), expect)
         );
-        self.port.memory_write(id, key, write, expect).await
+        match self.port.memory_write(id, key, write.clone(), expect).await {
+            // A refusal read from this replica is vouched for before it is answered: a node
+            // restarted, thawed or cut off may hold a stale copy of the key, or no longer hold
+            // the swarm at all. Caught up with what the cluster committed (or UNAVAILABLE
+            // when no leader confirms), it decides again, where the swarm now is.
+            Err(ApiError::Conflict(_) | ApiError::NotFound(_)) => {
+                self.ctx.store.linearize().await?;
+                on_peer!(
+                    self,
+                    id,
+                    memory_write(id.to_owned(), key.to_owned(), write.clone(), expect)
+                );
+                self.port.memory_write(id, key, write, expect).await
+            }
+            answer => answer,
+        }
     }
 
     /// A member's read or write of its own swarm's memory (a member of this node).
