@@ -21,6 +21,7 @@ mod system {
     mod experiments;
     mod failover;
     mod faults;
+    mod history;
     mod hosts;
     mod http_api;
     mod membership;

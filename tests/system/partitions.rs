@@ -10,7 +10,7 @@ use super::replicated::{create_token, start_cluster, works_on, CLUSTER};
 use super::support::{text, Deadline, Node, NodeOpts, WAIT};
 
 /// Cuts `node` off from every other node both ways (see the partition gates), or heals it.
-fn cut(nodes: &[Node], at: usize, on: bool) -> Result<()> {
+pub(super) fn cut(nodes: &[Node], at: usize, on: bool) -> Result<()> {
     for other in nodes.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, n)| n) {
         for (side, peer) in [(&nodes[at], &other.name), (other, &nodes[at].name)] {
             let gate = format!("partition-{peer}");
