@@ -86,7 +86,13 @@ impl Run {
             return Sent::Nowhere;
         };
         let body = json!({ "query": query, "variables": variables });
-        let sent = self.client.post(&at.url).bearer_auth(&at.token).json(&body).send().await;
+        let sent = self
+            .client
+            .post(&at.url)
+            .bearer_auth(&at.token)
+            .json(&body)
+            .send()
+            .await;
         match sent {
             Ok(resp) => match resp.json::<Value>().await {
                 Ok(v) => Sent::Answered(v),
@@ -108,7 +114,10 @@ fn outcome(body: &Value) -> Result<Outcome, String> {
     if let Some(v) = body.pointer("/data/setSwarmMemory/version").and_then(Value::as_u64) {
         return Ok(Outcome::Written(v));
     }
-    let message = body.pointer("/errors/0/message").and_then(Value::as_str).unwrap_or_default();
+    let message = body
+        .pointer("/errors/0/message")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     match error_code(body).as_deref() {
         Some("CONFLICT") => message
             .split("is at version ")
@@ -118,7 +127,9 @@ fn outcome(body: &Value) -> Result<Outcome, String> {
             .map(Outcome::Refused)
             .ok_or_else(|| format!("a refusal that names no version: {body}")),
         Some("UNAVAILABLE") => Ok(Outcome::Unknown),
-        _ => Err(format!("a compare-and-set answered neither a version nor UNAVAILABLE: {body}")),
+        _ => Err(format!(
+            "a compare-and-set answered neither a version nor UNAVAILABLE: {body}"
+        )),
     }
 }
 
@@ -215,13 +226,14 @@ async fn task_client(
     (acked, odd)
 }
 
-/// Kills, freezes or cuts off one node at a time, `ROUNDS` times, each for a random while,
-/// and waits for it to be UP again before the next; what it did.
+/// Kills, freezes or cuts off one node at a time, `ROUNDS` times, each for a random while
+/// (past 4 s, the others declare it DOWN and move what it held), and waits for it to be UP
+/// again before the next; what it did.
 async fn nemesis(nodes: &mut [Node], run: &Run, rng: &mut StdRng) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for round in 0..ROUNDS {
         let at = rng.random_range(0..nodes.len());
-        let hold = Duration::from_millis(rng.random_range(500..2500));
+        let hold = Duration::from_millis(rng.random_range(300..6000));
         let what = match rng.random_range(0..3) {
             0 => {
                 run.set(at, None);
@@ -298,7 +310,9 @@ async fn compare_and_set_and_keyed_submits_under_kills_freezes_and_cuts_are_line
 {
     let seed = match std::env::var("TROUPE_HISTORY_SEED") {
         Ok(s) => s.parse().context("TROUPE_HISTORY_SEED is not a number")?,
-        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64,
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as u64,
     };
     eprintln!("history checker: TROUPE_HISTORY_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -315,7 +329,10 @@ async fn compare_and_set_and_keyed_submits_under_kills_freezes_and_cuts_are_line
         node.wait_agent_state(&id, "RUNNING").await?;
     }
     let swarm = nodes[0]
-        .gql_ok("mutation { createSwarm(input: { name: \"history\", templates: [] }) { id } }", json!({}))
+        .gql_ok(
+            "mutation { createSwarm(input: { name: \"history\", templates: [] }) { id } }",
+            json!({}),
+        )
         .await?;
     let run = Arc::new(Run {
         client: http_client().no_proxy().timeout(ANSWER_WITHIN).build()?,
@@ -385,7 +402,12 @@ async fn compare_and_set_and_keyed_submits_under_kills_freezes_and_cuts_are_line
         let tasks = tasks_held(&nodes[0]).await?;
         let open: Vec<&String> = acked
             .values()
-            .filter_map(|ids| tasks.get(&ids[0]).filter(|(_, state)| state == "QUEUED" || state == "RUNNING").map(|_| &ids[0]))
+            .filter_map(|ids| {
+                tasks
+                    .get(&ids[0])
+                    .filter(|(_, state)| state == "QUEUED" || state == "RUNNING")
+                    .map(|_| &ids[0])
+            })
             .collect();
         if open.is_empty() {
             break tasks;
@@ -407,8 +429,23 @@ async fn compare_and_set_and_keyed_submits_under_kills_freezes_and_cuts_are_line
     let mut findings = odd;
     findings.extend(check::keys(&ops, &held));
     findings.extend(check::tasks(&acked, &tasks, &successes));
+    // What the log says of each task that succeeded more than once, and of the moves and
+    // members around it.
+    let twice: Vec<&String> = successes.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id).collect();
+    if !twice.is_empty() {
+        for e in nodes[0].events(&[]).await? {
+            let kind = e["kind"].as_str().unwrap_or_default();
+            let about = twice.iter().any(|id| e["subject"] == id.as_str());
+            if about || kind.ends_with("_MOVED") || kind.starts_with("MEMBER_") || kind == "NODE_FENCED" {
+                findings.push(format!("  {e}"));
+            }
+        }
+    }
     ensure!(findings.is_empty(), "{context}\n{}", findings.join("\n"));
     // A run that wrote nothing or acknowledged no task checked nothing.
-    ensure!(written > 0 && !acked.is_empty(), "{context}: nothing was written or acknowledged");
+    ensure!(
+        written > 0 && !acked.is_empty(),
+        "{context}: nothing was written or acknowledged"
+    );
     Ok(())
 }

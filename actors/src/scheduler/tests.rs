@@ -273,6 +273,44 @@ async fn adopting_takes_every_open_task_moved_here_whichever_node_made_it() {
 }
 
 #[tokio::test]
+async fn adopting_while_a_tasks_end_is_on_its_way_to_the_log_does_not_run_it_again() {
+    // The end of a task (the batch that takes it out of the open tasks) is slow to commit;
+    // the hook says when it reached the writer.
+    let (seen, mut reached) = tokio::sync::watch::channel(false);
+    let hook: FaultHook = Arc::new(move |b: &Batch| {
+        let ends = b
+            .ops()
+            .iter()
+            .any(|op| matches!(op, troupe_runtime::store::Op::Delete { table, .. } if *table == OPEN_TASKS));
+        ends.then(|| {
+            seen.send_replace(true);
+            Fault::Delay(Duration::from_secs(2))
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, Some(hook));
+    let s = with_an_agent(&store).await;
+    let t1 = spec("t1");
+    durable(&store, &t1, &TaskStatus::queued()).await;
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1, TaskStatus::queued()))))
+        .unwrap();
+    reached.wait_for(|r| *r).await.unwrap();
+    // A move to this node (a failover, a hand-off) while that end is not in the log yet: the
+    // task is not read back as open.
+    s.cast(SchedulerMsg::Adopt("lost".into())).unwrap();
+    ractor::call!(s, SchedulerMsg::Running).unwrap();
+    store.flush().await.unwrap();
+    let kinds: Vec<String> = store
+        .events_after(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["TASK_STARTED", "TASK_SUCCEEDED"]);
+}
+
+#[tokio::test]
 async fn a_second_enqueue_of_a_known_task_does_not_start_it_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);

@@ -61,7 +61,9 @@ pub fn key(name: &str, ops: &[&Cas], committed: &Committed) -> Vec<String> {
     // was lost that asked for the version before it.
     let mut writer: BTreeMap<u64, &Cas> = BTreeMap::new();
     for op in ops.iter().filter(|o| matches!(o.outcome, Outcome::Written(_))) {
-        let Outcome::Written(v) = op.outcome else { unreachable!() };
+        let Outcome::Written(v) = op.outcome else {
+            unreachable!()
+        };
         if v != op.expect + 1 {
             found.push(format!("key {name}: {op:?} expected {} and made {v}", op.expect));
         }
@@ -69,7 +71,9 @@ pub fn key(name: &str, ops: &[&Cas], committed: &Committed) -> Vec<String> {
             found.push(format!("key {name}: {op:?} was acknowledged but the log ends at {top}"));
         }
         if let Some(other) = writer.insert(v, op) {
-            found.push(format!("key {name}: version {v} acknowledged twice: {other:?} and {op:?}"));
+            found.push(format!(
+                "key {name}: version {v} acknowledged twice: {other:?} and {op:?}"
+            ));
         }
     }
     // The bounds on each version's moment: [lower, upper].
@@ -145,7 +149,9 @@ pub fn key(name: &str, ops: &[&Cas], committed: &Committed) -> Vec<String> {
             }),
         };
         if !ok {
-            found.push(format!("key {name}: holds {last:?}, which no write of version {top} set"));
+            found.push(format!(
+                "key {name}: holds {last:?}, which no write of version {top} set"
+            ));
         }
     }
     found
@@ -185,7 +191,9 @@ pub fn tasks(
         distinct.sort();
         distinct.dedup();
         if distinct.len() > 1 {
-            found.push(format!("idempotency key {key} was answered with different tasks: {answered:?}"));
+            found.push(format!(
+                "idempotency key {key} was answered with different tasks: {answered:?}"
+            ));
         }
         let id = &answered[0];
         match held.get(id) {
@@ -249,7 +257,13 @@ mod tests {
             op(0, "a", 0, 10, Outcome::Written(1)),
             op(0, "b", 20, 30, Outcome::Written(1)),
         ];
-        let found = check(&ops, &Committed { versions: vec![1, 1], value: Some("b".into()) });
+        let found = check(
+            &ops,
+            &Committed {
+                versions: vec![1, 1],
+                value: Some("b".into()),
+            },
+        );
         assert!(found.iter().any(|f| f.contains("not 1..=2 once each")), "{found:?}");
         let found = check(&ops, &held(1, "b"));
         assert!(found.iter().any(|f| f.contains("acknowledged twice")), "{found:?}");
@@ -281,9 +295,15 @@ mod tests {
     fn a_committed_version_no_operation_asked_for_or_a_wrong_final_value_is_caught() {
         let ops = [op(0, "a", 0, 10, Outcome::Written(1))];
         let found = check(&ops, &held(2, "a"));
-        assert!(found.iter().any(|f| f.contains("no operation could have written")), "{found:?}");
+        assert!(
+            found.iter().any(|f| f.contains("no operation could have written")),
+            "{found:?}"
+        );
         let found = check(&ops, &held(1, "z"));
-        assert!(found.iter().any(|f| f.contains("which no write of version 1 set")), "{found:?}");
+        assert!(
+            found.iter().any(|f| f.contains("which no write of version 1 set")),
+            "{found:?}"
+        );
         let found = check(&ops, &held(0, ""));
         assert!(found.iter().any(|f| f.contains("log ends at 0")), "{found:?}");
     }
@@ -302,8 +322,14 @@ mod tests {
         ]);
         let successes = BTreeMap::from([("t1".to_string(), 2), ("t3".to_string(), 1)]);
         let found = tasks(&acked, &held, &successes);
-        assert!(found.iter().any(|f| f.contains("t1") && f.contains("2 times")), "{found:?}");
-        assert!(found.iter().any(|f| f.contains("t2") && f.contains("is gone")), "{found:?}");
+        assert!(
+            found.iter().any(|f| f.contains("t1") && f.contains("2 times")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|f| f.contains("t2") && f.contains("is gone")),
+            "{found:?}"
+        );
         assert!(found.iter().any(|f| f.contains("k3 made 2 tasks")), "{found:?}");
         assert!(found.iter().any(|f| f.contains("different tasks")), "{found:?}");
         let fine = BTreeMap::from([("t1".to_string(), 1), ("t3".to_string(), 1)]);

@@ -33,6 +33,9 @@ impl State {
     /// Loads the open tasks this node holds and does not know yet; at start (`adopting`
     /// false) the agents' counters too.
     async fn load(&mut self, adopting: bool) -> Result<(), ActorProcessingErr> {
+        // What this scheduler handed the writer (a task's start, its end) lands first: a task
+        // that ran here and was forgotten must not be read back as open and run again.
+        self.store.flush().await?;
         let node = self.node.clone();
         let (open, stats, settled) = self
             .store
