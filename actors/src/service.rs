@@ -198,6 +198,7 @@ impl Api {
             rooms: self.slots.rooms.clone(),
             experiments: self.experiments.clone(),
             tokens: std::sync::Arc::new(std::sync::OnceLock::from(self.ctx.tokens.clone())),
+            hosts: std::sync::Arc::new(std::sync::OnceLock::from(self.hosts.fleet.clone())),
         }
     }
 

@@ -314,6 +314,24 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
     let swarm = text(&swarm, "/createSwarm/id")?;
     let set = "mutation($id: ID!) { setSwarmMemory(id: $id, key: \"k\", value: 7) { version } }";
     alpha.gql_ok(set, json!({ "id": swarm })).await?;
+    // Beta's hosts connected, as a beat of beta's told alpha.
+    let beta_hosts_up = |hosts: &Value| {
+        let theirs: Vec<&Value> = hosts["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| h["node"] == "beta")
+            .collect();
+        !theirs.is_empty() && theirs.iter().all(|h| h["state"] == "UP" && h["seenAt"].is_string())
+    };
+    let deadline = Deadline::after(WAIT, "beta's hosts to be reported UP to alpha");
+    loop {
+        let hosts = alpha.gql_ok("{ hosts { id node state seenAt } }", json!({})).await?;
+        if beta_hosts_up(&hosts) {
+            break;
+        }
+        deadline.tick(hosts).await?;
+    }
 
     beta.freeze()?;
     // Reads are answered from alpha's replica: they never wait for beta (alpha cuts a
@@ -335,6 +353,20 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
             && swarms["swarm"]["memory"] == json!([{ "key": "k", "value": 7 }]),
         "{swarms}"
     );
+    // Beta's hosts as its last beat reported them, and when.
+    let hosts = alpha.gql_ok("{ hosts { id node state seenAt } }", json!({})).await?;
+    ensure!(beta_hosts_up(&hosts), "{hosts}");
+    let one = hosts["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|h| h["node"] == "beta")
+        .map(|h| text(h, "/id"))
+        .context("a host of beta")??;
+    let host = alpha
+        .gql_ok("query($id: ID!) { host(id: $id) { id state } }", json!({ "id": one }))
+        .await?;
+    ensure!(host["host"]["state"] == "UP", "{host}");
     // What only beta can say (its agent's processes) waits for it; the request is bounded
     // (408) and, while it waits, the one request slot is taken: of two such calls sent
     // together, one is shed at once (503) and the other cut at the timeout.

@@ -127,6 +127,10 @@ pub struct BeatAck {
     /// `scheduler::Rooms`); empty from a build that did not send it.
     #[serde(default)]
     pub rooms: std::collections::BTreeMap<String, crate::task::Room>,
+    /// The hosts the peer drives, as its drivers see them now (empty from a build that did
+    /// not send them).
+    #[serde(default)]
+    pub hosts: Vec<crate::host::HostView>,
 }
 
 /// This node's lease, and as a leader the leases it granted.
@@ -467,6 +471,7 @@ mod tests {
             lease: true,
             applied: 7,
             rooms: Default::default(),
+            hosts: Vec::new(),
         };
         leases.answered("a", sent, &ack);
         assert!(leases.held());

@@ -71,6 +71,9 @@ struct Heard {
     dropped: bool,
     /// What room its agents had, as its last beat said.
     rooms: BTreeMap<String, crate::task::Room>,
+    /// The hosts it drives as its last beat said, and when that beat was answered.
+    hosts: Vec<crate::host::HostView>,
+    hosts_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The peers to drop now: heard from before, not dropped yet, and silent past `drop_after`.
@@ -178,6 +181,16 @@ impl Cluster {
             .collect()
     }
 
+    /// The host `id` as `peer`'s last beat said, seen then; `None` when no beat of it has
+    /// named the host.
+    pub fn peer_host(&self, peer: &str, id: &str) -> Option<crate::host::HostView> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let heard = seen.get(peer)?;
+        let mut view = heard.hosts.iter().find(|h| h.spec.id == id)?.clone();
+        view.seen_at = Some(heard.hosts_at);
+        Some(view)
+    }
+
     /// What room `peer`'s agents had, as its last beat said (empty for this node and for a
     /// peer not heard from).
     pub fn rooms_of(&self, peer: &str) -> BTreeMap<String, crate::task::Room> {
@@ -263,6 +276,8 @@ impl Cluster {
                             last: now,
                             dropped: false,
                             rooms: ack.rooms,
+                            hosts: ack.hosts,
+                            hosts_at: troupe_runtime::clock::now(),
                         };
                         seen.insert(ack.info.name, heard);
                     }
@@ -325,6 +340,8 @@ mod tests {
             last,
             dropped,
             rooms: BTreeMap::new(),
+            hosts: Vec::new(),
+            hosts_at: chrono::Utc::now(),
         }
     }
 

@@ -47,6 +47,9 @@ pub enum HostState {
     Unreachable,
     /// Unreachable for longer than `host_down_after_ms`: its VMs are evacuated.
     Down,
+    /// Not reported to this node yet: the node that drives it has not answered a beat of
+    /// this node's since it started (see [`HostView::seen_at`]).
+    Unknown,
 }
 
 impl HostState {
@@ -57,6 +60,7 @@ impl HostState {
             Self::Maintenance => "MAINTENANCE",
             Self::Unreachable => "UNREACHABLE",
             Self::Down => "DOWN",
+            Self::Unknown => "UNKNOWN",
         }
     }
 }
@@ -88,6 +92,31 @@ pub struct HostView {
     pub last_error: Option<String>,
     pub drain: Option<DrainProgress>,
     pub outbound_migrations: u32,
+    /// When the node that drives it reported this: now on that node, else the beat of that
+    /// node's this node last heard (`None` when none has reached it yet).
+    #[serde(default)]
+    pub seen_at: Option<DateTime<Utc>>,
+}
+
+impl HostView {
+    /// A host whose node has not reported it to this node yet: its record, state UNKNOWN.
+    pub fn unreported(spec: HostSpec) -> Self {
+        HostView {
+            since: spec.created_at,
+            spec,
+            state: HostState::Unknown,
+            capacity: None,
+            allocated_vcpus: 0,
+            allocated_memory_mib: 0,
+            vcpu_limit: 0,
+            memory_limit_mib: 0,
+            vms: 0,
+            last_error: None,
+            drain: None,
+            outbound_migrations: 0,
+            seen_at: None,
+        }
+    }
 }
 
 /// A request to add a host, as it crosses the API and the cluster.

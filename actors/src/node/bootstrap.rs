@@ -100,6 +100,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         rooms: slots.rooms.clone(),
         experiments: experiments.clone(),
         tokens: Default::default(),
+        hosts: Default::default(),
     };
     // The link to the other nodes comes first: a joining node writes nothing before the
     // leader has admitted it to the log, and a member's writes reach the leader through it.
@@ -190,6 +191,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     load_fleet(&fleet, config.simulated_hosts)
         .await
         .map_err(|e| StartNodeError::Tree(format!("hosts: {e}")))?;
+    let _ = node_service.hosts.set(fleet.clone());
     let backoff = Backoff {
         base: config.supervisor_backoff,
         max: Duration::from_secs(5).max(config.supervisor_backoff),

@@ -1,6 +1,6 @@
 //! The hosts service: hypervisor hosts, wherever they live, and the VMs service beside it
-//! (`vms.rs`). A request about a host goes to the hosts service of the node whose driver
-//! holds its connection.
+//! (`vms.rs`). A change to a host goes to the hosts service of the node whose driver holds
+//! its connection; reads are answered here, from the replica and the beats.
 
 mod vms;
 
@@ -11,7 +11,7 @@ use troupe_runtime::supervision::Intensity;
 
 use super::context::{keep, split, Context};
 use super::listing::Listing;
-use crate::cluster::remote::{service, At, Everywhere, Located, PEER_TIMEOUT};
+use crate::cluster::remote::{service, At, Located, PEER_TIMEOUT};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::host::{AddHostRequest, DomainObs, Fault, Fleet, HostView};
@@ -25,8 +25,6 @@ service! {
     call Remove => remove(id: String, force: bool) -> HostView, within Duration::from_secs(15 * 60);
     call Drain => drain(id: String) -> HostView;
     call Maintenance => set_maintenance(id: String, enabled: bool) -> HostView;
-    call Get => get(id: String) -> Option<HostView>;
-    call List => list() -> Vec<HostView>;
     /// What libvirt reports on the host now, asked directly (not Troupe's records).
     call Domains => domains(id: String) -> Vec<DomainObs>, within Duration::from_secs(30) + PEER_TIMEOUT;
     /// Injects a fault into a host or VM of this node.
@@ -68,20 +66,55 @@ impl Hosts {
         At::holding(self, id).set_maintenance(id.to_owned(), enabled).await
     }
 
+    /// A host by id or name, from this node's replica and the beats of the node that
+    /// drives it (see [`Hosts::list`]); one not found is looked for again once this node has
+    /// caught up with the cluster.
     pub async fn get(&self, id: &str) -> Result<Option<HostView>, ApiError> {
-        At::holding(self, id).get(id.to_owned()).await
+        if let Some(found) = self.read(Some(id)).await?.pop() {
+            return Ok(Some(found));
+        }
+        self.ctx.store.linearize().await?;
+        Ok(self.read(Some(id)).await?.pop())
     }
 
-    /// Every host of the cluster (this node's and each reachable peer's), in id order.
+    /// Every host of the cluster, in id order, asking no peer: the replicated records, with
+    /// what each host's driver saw as its node reported it (now for this node's hosts, at
+    /// that node's last beat for a peer's: `seen_at` says when).
     pub async fn list(&self) -> Result<Listing<HostView>, ApiError> {
-        let gathered = Everywhere(self).list().await?;
-        let mut items: Vec<HostView> = gathered.answers.into_iter().flatten().collect();
-        items.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
-        Ok(Listing {
-            items,
-            more: false,
-            missing: gathered.missing,
-        })
+        Ok(Listing::local(self.read(None).await?, false))
+    }
+
+    /// The hosts (the one named by `wanted`, id or name, or every one) with their holders'
+    /// views of them.
+    async fn read(&self, wanted: Option<&str>) -> Result<Vec<HostView>, ApiError> {
+        let wanted = wanted.map(str::to_owned);
+        let records = self
+            .ctx
+            .store
+            .view(move |v| {
+                let mut out = Vec::new();
+                v.scan(crate::tables::HOSTS, None, |id, bytes| {
+                    let spec: crate::host::HostSpec = troupe_runtime::codec::decode(bytes)?;
+                    if wanted.as_deref().is_none_or(|w| w == id || w == spec.name) {
+                        let holder = crate::cluster::directory::placement_in(v, id)?.map(|p| p.node);
+                        out.push((holder.unwrap_or_else(|| spec.node.clone()), spec));
+                    }
+                    Ok(true)
+                })?;
+                Ok(out)
+            })
+            .await?;
+        let me = &self.ctx.node_name;
+        Ok(records
+            .into_iter()
+            .map(|(holder, spec)| {
+                let seen = match &holder == me {
+                    true => self.fleet.view(&spec.id),
+                    false => self.ctx.cluster.peer_host(&holder, &spec.id),
+                };
+                seen.unwrap_or_else(|| HostView::unreported(spec))
+            })
+            .collect())
     }
 
     /// What libvirt reports on the host now, asked directly (not Troupe's records).
@@ -131,14 +164,6 @@ impl HostsLocal for Hosts {
 
     async fn set_maintenance(&self, id: String, enabled: bool) -> Result<HostView, ApiError> {
         crate::host::set_maintenance(&self.fleet, &id, enabled).await
-    }
-
-    async fn get(&self, id: String) -> Result<Option<HostView>, ApiError> {
-        Ok(self.fleet.resolve(&id).and_then(|id| self.fleet.view(&id)))
-    }
-
-    async fn list(&self) -> Result<Vec<HostView>, ApiError> {
-        Ok(self.fleet.views())
     }
 
     async fn domains(&self, id: String) -> Result<Vec<DomainObs>, ApiError> {

@@ -100,6 +100,8 @@ pub struct NodeService {
     pub(crate) experiments: crate::service::experiments::Experiments,
     /// The node's tokens, once loaded (the link to the cluster starts before).
     pub(crate) tokens: std::sync::Arc<std::sync::OnceLock<troupe_runtime::auth::Tokens>>,
+    /// The hosts this node drives, which its beats carry, once loaded.
+    pub(crate) hosts: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::host::Fleet>>>,
 }
 
 impl Located for NodeService {
@@ -170,6 +172,7 @@ impl NodeLocal for NodeService {
             lease: self.cluster.leases.grant(&from, leads),
             applied: status.commit_index,
             rooms: (*self.rooms.get()).clone(),
+            hosts: self.hosts.get().map(|f| f.views()).unwrap_or_default(),
         })
     }
 

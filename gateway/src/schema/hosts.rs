@@ -30,6 +30,9 @@ pub enum HostState {
     /// Unreachable past `host_down_after_ms`: its ALWAYS and RERUN_ON_FAILURE VMs are
     /// re-created on other hosts.
     Down,
+    /// Not reported to the answering node yet: the node that drives it has not answered one
+    /// of its beats since it started (`seenAt` is null).
+    Unknown,
 }
 
 impl From<State> for HostState {
@@ -40,6 +43,7 @@ impl From<State> for HostState {
             State::Maintenance => Self::Maintenance,
             State::Unreachable => Self::Unreachable,
             State::Down => Self::Down,
+            State::Unknown => Self::Unknown,
         }
     }
 }
@@ -146,6 +150,12 @@ impl Host {
     /// Since when it has been in its state.
     async fn since(&self) -> DateTime<Utc> {
         self.0.since
+    }
+    /// When the node that drives it reported what this shows: the time of the answer on
+    /// that node, else of that node's last heartbeat the answering node heard (a read asks
+    /// no peer); null before any.
+    async fn seen_at(&self) -> Option<DateTime<Utc>> {
+        self.0.seen_at
     }
     /// Made by the node from `simulated_hosts` (libvirt's test:/// driver).
     async fn simulated(&self) -> bool {

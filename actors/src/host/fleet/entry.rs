@@ -55,6 +55,7 @@ impl HostEntry {
             (HostState::Maintenance, _) => Some("host is in MAINTENANCE"),
             (HostState::Unreachable, _) => Some("host is UNREACHABLE"),
             (HostState::Down, _) => Some("host is DOWN"),
+            (HostState::Unknown, _) => Some("host is UNKNOWN"),
         };
         let capacity = self.capacity.unwrap_or(NodeCapacity { cpus: 0, memory_mib: 0 });
         Candidate {
@@ -85,6 +86,7 @@ impl HostEntry {
             last_error: self.last_error.clone(),
             drain: self.drain.clone(),
             outbound_migrations: (self.outbound_limit() - self.outbound.available_permits()) as u32,
+            seen_at: Some(troupe_runtime::clock::now()),
         }
     }
 
