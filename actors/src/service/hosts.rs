@@ -196,6 +196,7 @@ mod tests {
             command: VmCommand::Reboot,
         };
         assert!(reboot.within() >= Duration::from_secs(30));
-        assert_eq!(HostsRequest::List {}.within(), crate::cluster::remote::PEER_TIMEOUT);
+        let drain = HostsRequest::Drain { id: "h@beta".into() };
+        assert_eq!(drain.within(), crate::cluster::remote::PEER_TIMEOUT);
     }
 }

@@ -74,7 +74,7 @@ impl Swarms {
 
     /// A swarm with its members, from this node's replica.
     pub async fn get(&self, id: &str) -> Result<SwarmView, ApiError> {
-        self.from_replica(|| self.port.view(id), |_| false).await
+        self.read_replica(|| self.port.view(id), |_| false).await
     }
 
     /// The cluster's swarms, sub-teams included, in id order, from this node's replica.
@@ -86,7 +86,7 @@ impl Swarms {
     /// `absent` says so), this node first catches up with what the cluster committed (a
     /// linearizable read) and reads again: a swarm created through another node a moment ago
     /// is found, and nothing is answered missing that the cluster holds.
-    async fn from_replica<T, F>(&self, read: impl Fn() -> F, absent: impl Fn(&T) -> bool) -> Result<T, ApiError>
+    async fn read_replica<T, F>(&self, read: impl Fn() -> F, absent: impl Fn(&T) -> bool) -> Result<T, ApiError>
     where
         F: std::future::Future<Output = Result<T, ApiError>>,
     {
@@ -140,13 +140,13 @@ impl Swarms {
 
     /// A key of the swarm's memory, from this node's replica.
     pub async fn memory_get(&self, id: &str, key: &str) -> Result<Option<Entry>, ApiError> {
-        self.from_replica(|| self.port.memory_get(id, key), Option::is_none)
+        self.read_replica(|| self.port.memory_get(id, key), Option::is_none)
             .await
     }
 
     /// The swarm's memory keys under `prefix`, from this node's replica.
     pub async fn memory_list(&self, id: &str, prefix: &str, first: usize) -> Result<Vec<Entry>, ApiError> {
-        self.from_replica(|| self.port.memory_list(id, prefix, first), |_| false)
+        self.read_replica(|| self.port.memory_list(id, prefix, first), |_| false)
             .await
     }
 
@@ -206,7 +206,7 @@ impl Swarms {
 
     /// A swarm task, from this node's replica.
     pub async fn task(&self, task: &str) -> Result<Option<SwarmTask>, ApiError> {
-        self.from_replica(|| self.port.task(task), Option::is_none).await
+        self.read_replica(|| self.port.task(task), Option::is_none).await
     }
 
     /// The swarm's tasks, newest first, at most `first`, from this node's replica.
