@@ -17,10 +17,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use self::check::{Cas, Committed, Outcome};
-use super::failover::wait_member_state;
+use super::failover::{three_nodes_up, wait_member_state};
 use super::partitions::cut;
-use super::replicated::start_cluster;
-use super::support::{error_code, http_client, text, Deadline, Node, NodeOpts, WAIT};
+use super::support::{error_code, http_client, text, Deadline, Node, WAIT};
 
 /// The swarm memory keys the clients write.
 const KEYS: [&str; 3] = ["a", "b", "c"];
@@ -316,14 +315,7 @@ async fn compare_and_set_and_keyed_submits_under_kills_freezes_and_cuts_are_line
     };
     eprintln!("history checker: TROUPE_HISTORY_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut nodes = start_cluster(
-        NodeOpts::named("alpha"),
-        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
-    )
-    .await?;
-    for m in ["alpha", "beta", "gamma"] {
-        wait_member_state(&nodes[0], m, "UP").await?;
-    }
+    let mut nodes = three_nodes_up().await?;
     for node in &nodes {
         let id = node.spawn_builtin("echo", &["history"]).await?;
         node.wait_agent_state(&id, "RUNNING").await?;

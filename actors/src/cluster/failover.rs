@@ -40,7 +40,7 @@ use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::{Batch, Store, StoreError, View, META};
 use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 
-use super::directory::{held_in, placement_in, Placement};
+use super::directory::{held_in, placement_in};
 use super::Cluster;
 use crate::agent::{AgentSpec, AgentStatus, Owner};
 use crate::host::HostSpec;
@@ -447,6 +447,7 @@ async fn stop_work(work: &Work) {
 
 mod judge;
 mod moves;
+mod plan;
 
 pub(crate) use judge::{forget, leave, watch_members};
 pub(crate) use moves::follow_moves;

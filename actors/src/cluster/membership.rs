@@ -57,6 +57,8 @@ pub struct Cluster {
     drop_after: Duration,
     /// Where moved entities live now.
     directory: super::directory::Directory,
+    /// Told what each beat's answer observed.
+    beat_sink: Option<BeatSink>,
     /// This node's lease and the leader's grants (see [`super::failover`]).
     pub(crate) leases: super::failover::Leases,
 }
@@ -71,10 +73,11 @@ struct Heard {
     dropped: bool,
     /// What room its agents had, as its last beat said.
     rooms: BTreeMap<String, crate::task::Room>,
-    /// The hosts it drives as its last beat said, and when that beat was answered.
-    hosts: Vec<crate::host::HostView>,
-    hosts_at: chrono::DateTime<chrono::Utc>,
 }
+
+/// Whoever keeps what a beat's answer observed beyond membership (the hosts a peer's
+/// drivers see): told each answer, with the peer's name, as it comes.
+pub type BeatSink = Arc<dyn Fn(&str, &super::failover::BeatAck) + Send + Sync>;
 
 /// The peers to drop now: heard from before, not dropped yet, and silent past `drop_after`.
 fn to_drop<'a>(
@@ -96,7 +99,14 @@ impl Cluster {
             drop_after: Duration::from_secs(60),
             directory: Default::default(),
             leases: Default::default(),
+            beat_sink: None,
         }
+    }
+
+    /// Hands what each beat's answer observed to `sink`.
+    pub fn on_beat(mut self, sink: BeatSink) -> Self {
+        self.beat_sink = Some(sink);
+        self
     }
 
     /// Where moved entities live now.
@@ -181,16 +191,6 @@ impl Cluster {
             .collect()
     }
 
-    /// The host `id` as `peer`'s last beat said, seen then; `None` when no beat of it has
-    /// named the host.
-    pub fn peer_host(&self, peer: &str, id: &str) -> Option<crate::host::HostView> {
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let heard = seen.get(peer)?;
-        let mut view = heard.hosts.iter().find(|h| h.spec.id == id)?.clone();
-        view.seen_at = Some(heard.hosts_at);
-        Some(view)
-    }
-
     /// What room `peer`'s agents had, as its last beat said (empty for this node and for a
     /// peer not heard from).
     pub fn rooms_of(&self, peer: &str) -> BTreeMap<String, crate::task::Room> {
@@ -271,13 +271,14 @@ impl Cluster {
                 for (peer, answer) in peers.iter().zip(answers) {
                     if let Ok(NodeResponse::Beat(ack)) = answer {
                         self.leases.answered(peer, sent, &ack);
+                        if let Some(sink) = &self.beat_sink {
+                            sink(&ack.info.name, &ack);
+                        }
                         let heard = Heard {
                             address: ack.info.cluster_address,
                             last: now,
                             dropped: false,
                             rooms: ack.rooms,
-                            hosts: ack.hosts,
-                            hosts_at: troupe_runtime::clock::now(),
                         };
                         seen.insert(ack.info.name, heard);
                     }
@@ -340,8 +341,6 @@ mod tests {
             last,
             dropped,
             rooms: BTreeMap::new(),
-            hosts: Vec::new(),
-            hosts_at: chrono::Utc::now(),
         }
     }
 

@@ -78,12 +78,17 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         Some(files) => Some(troupe_runtime::tls::cluster_tls(files).map_err(StartNodeError::Tls)?),
         None => None,
     };
+    let peer_hosts = crate::host::PeerHosts::default();
     let cluster = Cluster::new(PeerInfo {
         name: config.node_name.clone(),
         cluster_address: config.cluster_listen.to_string(),
         gateway_address: None,
     })
-    .with_drop_after(config.peer_drop_after);
+    .with_drop_after(config.peer_drop_after)
+    .on_beat({
+        let peer_hosts = peer_hosts.clone();
+        Arc::new(move |peer, ack| peer_hosts.heard(peer, ack.hosts.clone()))
+    });
     let slots = Slots::default();
     let experiments = crate::service::experiments::Experiments::new(
         config.fault_injection,
@@ -259,6 +264,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         ctx: ctx.clone(),
         fleet: fleet.clone(),
         intensity: agent_policy.intensity,
+        peers: peer_hosts,
     };
     let api = Api {
         messages: Messages {

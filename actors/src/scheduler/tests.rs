@@ -86,6 +86,17 @@ async fn durable(store: &Store, spec: &TaskSpec, status: &TaskStatus) {
         .unwrap();
 }
 
+/// The kinds of the store's first events, in order.
+async fn kinds(store: &Store) -> Vec<String> {
+    store
+        .events_after(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
 fn enc<T: serde::Serialize>(value: &T) -> Vec<u8> {
     troupe_runtime::codec::encode(value).unwrap()
 }
@@ -300,14 +311,7 @@ async fn adopting_while_a_tasks_end_is_on_its_way_to_the_log_does_not_run_it_aga
     s.cast(SchedulerMsg::Adopt("lost".into())).unwrap();
     ractor::call!(s, SchedulerMsg::Running).unwrap();
     store.flush().await.unwrap();
-    let kinds: Vec<String> = store
-        .events_after(0, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
-    assert_eq!(kinds, ["TASK_STARTED", "TASK_SUCCEEDED"]);
+    assert_eq!(kinds(&store).await, ["TASK_STARTED", "TASK_SUCCEEDED"]);
 }
 
 #[tokio::test]
@@ -326,14 +330,7 @@ async fn a_second_enqueue_of_a_known_task_does_not_start_it_again() {
     let running = ractor::call!(s, SchedulerMsg::Running).unwrap();
     store.flush().await.unwrap();
     assert_eq!(running, 1);
-    let kinds: Vec<String> = store
-        .events_after(0, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
-    assert_eq!(kinds, ["TASK_STARTED"]);
+    assert_eq!(kinds(&store).await, ["TASK_STARTED"]);
 }
 
 #[tokio::test]

@@ -38,6 +38,8 @@ pub struct Hosts {
     pub(crate) fleet: Arc<Fleet>,
     /// The restart intensity of a host's driver.
     pub(crate) intensity: Intensity,
+    /// The peers' hosts, as their beats reported them.
+    pub(crate) peers: crate::host::PeerHosts,
 }
 
 impl Located for Hosts {
@@ -110,7 +112,7 @@ impl Hosts {
             .map(|(holder, spec)| {
                 let seen = match &holder == me {
                     true => self.fleet.view(&spec.id),
-                    false => self.ctx.cluster.peer_host(&holder, &spec.id),
+                    false => self.peers.get(&holder, &spec.id),
                 };
                 seen.unwrap_or_else(|| HostView::unreported(spec))
             })

@@ -1,192 +1,74 @@
-//! Where a lost or leaving node's entities go (planned in the entry that declares it), and
-//! each node following those moves.
+//! Reading what a lost or leaving node holds for the plan of its moves (made in the entry
+//! that declares it, see `plan.rs`), and each node following those moves.
 
+use super::plan::{Agent, Host, Inventory, Survivor, Swarm, Task};
 use super::*;
 
-/// Where a lost node's entities go.
-pub(super) struct Plan {
-    /// The lost node's fencing epoch now.
-    pub(super) epoch: u64,
-    pub(super) agents: Vec<(AgentSpec, Placement)>,
-    /// Each top-level swarm with where it goes, and what goes with it: its teams (nested
-    /// swarms) and the members of all of them.
-    pub(super) swarms: Vec<SwarmMove>,
-    /// The agents that stay with the lost node, and why (pinned, or no member fits).
-    pub(super) stranded: Vec<(String, String)>,
-    /// Each host with where it goes, and the VMs on it.
-    pub(super) hosts: Vec<(HostSpec, Placement, Vec<String>)>,
-    pub(super) tasks: Vec<(String, Placement)>,
-}
+/// Where a lost node's entities go (see [`super::plan`]).
+pub(super) type Plan = super::plan::Plan<AgentSpec, SwarmSpec, HostSpec>;
 
-/// A swarm subtree moving to one node.
-pub(super) struct SwarmMove {
-    pub(super) top: String,
-    pub(super) to: String,
-    pub(super) swarms: Vec<(SwarmSpec, Placement)>,
-    pub(super) members: Vec<(AgentSpec, Placement)>,
-}
-
-/// Places every agent the lost node `lost` ran for itself on the survivor that holds the
-/// fewest agents then, each of its top-level swarms (with its teams and all their members)
-/// likewise, weighed by its members, and each of its open tasks on the node its agent went
-/// to (else on the survivor that took the most); each host (with its VMs) to the survivor
-/// driving the fewest. With no survivor nothing moves: the
-/// entities wait for their node (or for one that joins).
+/// Plans the moves of the lost node `lost`'s entities to `survivors` from what the view
+/// holds of them (see [`super::plan`]).
 pub(super) fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Result<Plan, StoreError> {
-    let epoch = epoch_in(v, lost)?;
-    let mut plan = Plan {
-        epoch,
-        agents: Vec::new(),
-        swarms: Vec::new(),
-        stranded: Vec::new(),
-        hosts: Vec::new(),
-        tasks: Vec::new(),
-    };
-    if survivors.is_empty() {
-        return Ok(plan);
-    }
+    Ok(super::plan::plan(inventory(v, lost, survivors)?))
+}
+
+/// What the view holds of the lost node `lost`: its agents (its own and its swarms'
+/// members), swarms, hosts with the VMs on them and open tasks, and how many agents and
+/// hosts each survivor holds already.
+fn inventory(
+    v: &View<'_>,
+    lost: &str,
+    survivors: &[String],
+) -> Result<Inventory<AgentSpec, SwarmSpec, HostSpec>, StoreError> {
+    let mut agents = Vec::new();
     let mut load: BTreeMap<&str, usize> = survivors.iter().map(|s| (s.as_str(), 0)).collect();
-    let mut lost_agents = Vec::new();
-    // A swarm's members, by swarm.
-    let mut members: HashMap<String, Vec<(AgentSpec, u64)>> = HashMap::new();
     v.scan(AGENTS, None, |id, bytes| {
         let Some(placement) = placement_in(v, id)? else {
             return Ok(true);
         };
         if placement.node == lost {
             let spec: AgentSpec = troupe_runtime::codec::decode(bytes)?;
-            match &spec.owner {
-                Owner::Node => lost_agents.push((spec, placement.epoch)),
-                Owner::Swarm(swarm) => members.entry(swarm.clone()).or_default().push((spec, placement.epoch)),
-            }
+            agents.push(Agent {
+                id: spec.id.clone(),
+                epoch: placement.epoch,
+                pinned: spec.placement.pinned,
+                wants: spec.placement.node_labels.clone(),
+                swarm: match &spec.owner {
+                    Owner::Node => None,
+                    Owner::Swarm(swarm) => Some(swarm.clone()),
+                },
+                spec,
+            });
         } else if let Some(n) = load.get_mut(placement.node.as_str()) {
             *n += 1;
         }
         Ok(true)
     })?;
-    let mut lost_swarms: Vec<(SwarmSpec, u64)> = Vec::new();
+    let mut swarms = Vec::new();
     v.scan(SWARMS, None, |id, bytes| {
         if let Some(placement) = placement_in(v, id)?.filter(|p| p.node == lost) {
-            lost_swarms.push((troupe_runtime::codec::decode(bytes)?, placement.epoch));
+            let spec: SwarmSpec = troupe_runtime::codec::decode(bytes)?;
+            swarms.push(Swarm {
+                id: spec.id.clone(),
+                epoch: placement.epoch,
+                parent: spec.lead.as_ref().map(|l| l.swarm.clone()),
+                spec,
+            });
         }
         Ok(true)
     })?;
-    let mut moved_to: HashMap<String, String> = HashMap::new();
-    let mut taken: BTreeMap<String, usize> = BTreeMap::new();
-    // Each survivor's labels, for agents that ask for some.
-    let labels: HashMap<&str, BTreeMap<String, String>> = survivors
-        .iter()
-        .map(|s| Ok((s.as_str(), crate::cluster::replicated::labels_in(v, s)?)))
-        .collect::<Result<_, StoreError>>()?;
-    // The least loaded of the survivors `fits` allows, counted with `weight` more.
-    let mut least_loaded = |load: &mut BTreeMap<&str, usize>, weight: usize, fits: &dyn Fn(&str) -> bool| {
-        let to = load
-            .iter()
-            .filter(|(name, _)| fits(name))
-            .min_by_key(|(name, n)| (**n, **name))
-            .map(|(name, _)| (*name).to_owned())?;
-        if let Some(n) = load.get_mut(to.as_str()) {
-            *n += weight;
-        }
-        *taken.entry(to.clone()).or_default() += weight;
-        Some(to)
-    };
-    for (spec, epoch) in lost_agents {
-        let wanted = &spec.placement.node_labels;
-        let fits = |name: &str| {
-            labels
-                .get(name)
-                .is_some_and(|l| wanted.iter().all(|(k, v)| l.get(k) == Some(v)))
-        };
-        let to = match spec.placement.pinned {
-            true => None,
-            false => least_loaded(&mut load, 1, &fits),
-        };
-        let Some(to) = to else {
-            let why = match spec.placement.pinned {
-                true => "it is pinned to its node".to_owned(),
-                false => format!(
-                    "no member that is UP has the node labels {}",
-                    wanted
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
-            };
-            plan.stranded.push((spec.id.clone(), why));
-            continue;
-        };
-        moved_to.insert(spec.id.clone(), to.clone());
-        let placement = Placement {
-            node: to,
-            epoch: epoch + 1,
-        };
-        plan.agents.push((spec, placement));
-    }
-    // A swarm moves whole: the top-level swarm with its teams, and every member of them.
-    let mut teams: HashMap<String, Vec<String>> = HashMap::new();
-    for (spec, _) in &lost_swarms {
-        if let Some(lead) = &spec.lead {
-            teams.entry(lead.swarm.clone()).or_default().push(spec.id.clone());
-        }
-    }
-    let mut by_id: HashMap<String, (SwarmSpec, u64)> =
-        lost_swarms.into_iter().map(|(s, e)| (s.id.clone(), (s, e))).collect();
-    let mut tops: Vec<String> = by_id
-        .values()
-        .filter(|(s, _)| s.lead.as_ref().is_none_or(|l| !by_id.contains_key(&l.swarm)))
-        .map(|(s, _)| s.id.clone())
-        .collect();
-    tops.sort();
-    for top in tops {
-        let mut subtree = vec![top.clone()];
-        let mut i = 0;
-        while i < subtree.len() {
-            subtree.extend(teams.get(&subtree[i]).cloned().unwrap_or_default());
-            i += 1;
-        }
-        let weight: usize = subtree.iter().map(|s| members.get(s).map_or(0, Vec::len)).sum();
-        let Some(to) = least_loaded(&mut load, weight.max(1), &|_| true) else {
-            continue;
-        };
-        let mut moving = SwarmMove {
-            top: top.clone(),
-            to: to.clone(),
-            swarms: Vec::new(),
-            members: Vec::new(),
-        };
-        for id in subtree {
-            if let Some((spec, epoch)) = by_id.remove(&id) {
-                let placement = Placement {
-                    node: to.clone(),
-                    epoch: epoch + 1,
-                };
-                moving.swarms.push((spec, placement));
-            }
-            for (spec, epoch) in members.remove(&id).unwrap_or_default() {
-                moved_to.insert(spec.id.clone(), to.clone());
-                let placement = Placement {
-                    node: to.clone(),
-                    epoch: epoch + 1,
-                };
-                moving.members.push((spec, placement));
-            }
-        }
-        plan.swarms.push(moving);
-    }
-    // Each host to the survivor driving the fewest, with the VMs on it.
-    let mut drives: BTreeMap<&str, usize> = survivors.iter().map(|s| (s.as_str(), 0)).collect();
-    let mut lost_hosts = Vec::new();
     // Where a host is driven is its placement: a host moved once is no longer on the node
     // its record names.
+    let mut drives: BTreeMap<&str, usize> = survivors.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut lost_hosts = Vec::new();
     v.scan(HOSTS, None, |id, bytes| {
         let Some(at) = placement_in(v, id)? else {
             return Ok(true);
         };
         match drives.get_mut(at.node.as_str()) {
             Some(n) => *n += 1,
-            None if at.node == lost => lost_hosts.push(troupe_runtime::codec::decode::<HostSpec>(bytes)?),
+            None if at.node == lost => lost_hosts.push((troupe_runtime::codec::decode::<HostSpec>(bytes)?, at.epoch)),
             None => {}
         }
         Ok(true)
@@ -200,24 +82,14 @@ pub(super) fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Resu
             Ok(true)
         })?;
     }
-    for spec in lost_hosts {
-        let to = drives
-            .iter()
-            .min_by_key(|(name, n)| (**n, **name))
-            .map(|(name, _)| (*name).to_owned())
-            .unwrap_or_else(|| survivors[0].clone());
-        if let Some(n) = drives.get_mut(to.as_str()) {
-            *n += 1;
-        }
-        let epoch = placement_in(v, &spec.id)?.map_or(0, |p| p.epoch) + 1;
-        let vms = on_host.remove(&spec.id).unwrap_or_default();
-        plan.hosts.push((spec, Placement { node: to, epoch }, vms));
-    }
-    let heir = taken
-        .iter()
-        .max_by_key(|(name, n)| (**n, std::cmp::Reverse((*name).clone())))
-        .map(|(name, _)| name.clone())
-        .unwrap_or_else(|| survivors[0].clone());
+    let hosts = lost_hosts
+        .into_iter()
+        .map(|(spec, epoch)| Host {
+            epoch,
+            vms: on_host.remove(&spec.id).unwrap_or_default(),
+            spec,
+        })
+        .collect();
     let mut open = Vec::new();
     v.scan(OPEN_TASKS, None, |id, _| {
         if held_in(v, id, lost)? {
@@ -225,29 +97,40 @@ pub(super) fn plan_moves(v: &View<'_>, lost: &str, survivors: &[String]) -> Resu
         }
         Ok(true)
     })?;
+    let mut tasks = Vec::new();
     for id in open {
         let (Some(spec), Some(status)) = (v.get(TASKS, &id)?, v.get(TASK_STATUS, &id)?) else {
             continue;
         };
         let spec: TaskSpec = troupe_runtime::codec::decode(&spec)?;
         let status: TaskStatus = troupe_runtime::codec::decode(&status)?;
-        // A task aimed at an agent that stays stays with it.
-        if spec
-            .target_agent
-            .as_ref()
-            .is_some_and(|a| plan.stranded.iter().any(|(id, _)| id == a))
-        {
-            continue;
-        }
-        let agent = spec.target_agent.as_ref().or(status.agent_id.as_ref());
-        let to = agent
-            .and_then(|a| moved_to.get(a))
-            .cloned()
-            .unwrap_or_else(|| heir.clone());
-        let epoch = placement_in(v, &id)?.map_or(0, |p| p.epoch) + 1;
-        plan.tasks.push((id, Placement { node: to, epoch }));
+        let epoch = placement_in(v, &id)?.map_or(0, |p| p.epoch);
+        tasks.push(Task {
+            id,
+            epoch,
+            target: spec.target_agent,
+            agent: status.agent_id,
+        });
     }
-    Ok(plan)
+    let survivors = survivors
+        .iter()
+        .map(|s| {
+            Ok(Survivor {
+                name: s.clone(),
+                labels: crate::cluster::replicated::labels_in(v, s)?,
+                agents: load.get(s.as_str()).copied().unwrap_or_default(),
+                hosts: drives.get(s.as_str()).copied().unwrap_or_default(),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Inventory {
+        epoch: epoch_in(v, lost)?,
+        agents,
+        swarms,
+        hosts,
+        tasks,
+        survivors,
+    })
 }
 
 /// Follows the moves the cluster commits: routes by them, starts the agents moved to this
