@@ -364,10 +364,15 @@ async fn under_load_a_killed_nodes_tasks_all_complete_and_no_agent_runs_twice_at
     .await?;
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("runs");
-    // Each run appends its start and its end, with the agent that ran it.
+    // Each run appends its start and, once the gate is open, its end, with the agent that
+    // ran it: the first runs on gamma are still running when it is killed.
+    let gate = super::support::Gate::new()?;
     let script = format!(
-        "echo start $TROUPE_TASK_ID $TROUPE_AGENT_ID $(date +%s%N) >> {log}; sleep 0.3; \
-         echo end $TROUPE_TASK_ID $TROUPE_AGENT_ID $(date +%s%N) >> {log}; cat",
+        "echo start $TROUPE_TASK_ID $TROUPE_AGENT_ID $(date +%s%N) >> {log}; {}",
+        gate.script(&format!(
+            "echo end $TROUPE_TASK_ID $TROUPE_AGENT_ID $(date +%s%N) >> {log}; cat",
+            log = log.display()
+        )),
         log = log.display()
     );
     for i in 0..4 {
@@ -396,6 +401,7 @@ async fn under_load_a_killed_nodes_tasks_all_complete_and_no_agent_runs_twice_at
     let killed_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos();
+    gate.open()?;
     // Load goes on through the failover: what is acknowledged must complete.
     let mut i = 12;
     let deadline = Deadline::after(WAIT, "submissions through the failover");

@@ -28,6 +28,11 @@ impl Store {
     /// timers would have acted anyway.
     pub async fn leader_session_closed(&self, name: &str) {
         let raft = self.raft().clone();
+        let (me, lost_term) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            (m.id, m.vote.leader_id().term)
+        };
         let lost: Option<NodeId> = {
             let metrics = raft.metrics().borrow().clone();
             let lost = metrics.current_leader;
@@ -54,9 +59,34 @@ impl Store {
         let spread = Duration::from_millis(rand::random::<u64>() % 100);
         tokio::time::sleep((lease + PAST_LEASE + spread).saturating_sub(heard)).await;
         while Instant::now() < give_up {
-            let leader = raft.metrics().borrow().current_leader;
+            let (leader, vote) = {
+                let metrics = raft.metrics();
+                let m = metrics.borrow();
+                (m.current_leader, m.vote)
+            };
             if leader.is_some_and(|l| l != lost) {
                 return;
+            }
+            let vote_age = raft
+                .with_raft_state(|st| st.vote_last_modified().map(|t| t.elapsed()))
+                .await
+                .ok()
+                .flatten();
+            let voted = Voted {
+                term: vote.leader_id().term,
+                for_: vote.leader_id().voted_for(),
+                age: vote_age,
+            };
+            if another_stands(
+                me,
+                lost_term,
+                &voted,
+                Duration::from_millis(config.election_timeout_min),
+            ) {
+                // Its winner's first heartbeat is on its way: standing now would depose it.
+                let jitter = Duration::from_millis(100 + rand::random::<u64>() % 150);
+                tokio::time::sleep(jitter).await;
+                continue;
             }
             if leader == Some(lost) {
                 // Heard from again within the lease (its session came back): it still leads.
@@ -76,5 +106,44 @@ impl Store {
             let jitter = Duration::from_millis(100 + rand::random::<u64>() % 150);
             tokio::time::sleep(jitter).await;
         }
+    }
+}
+
+/// This member's vote as it stands: its term, for whom, and how long ago it changed.
+struct Voted {
+    term: u64,
+    for_: Option<NodeId>,
+    age: Option<Duration>,
+}
+
+/// Whether another member is standing in an election this member took part in: it granted
+/// its vote, in a term after the lost leader's, to a member other than itself, less than an
+/// election timeout ago. Every follower of a leader whose process exited sees its session
+/// close at about the same moment; one that voted for the first of them to stand must not
+/// stand too, or it deposes the winner before its first heartbeat arrives (two elections,
+/// and two leader changes, for one lost leader).
+fn another_stands(me: NodeId, lost_term: u64, vote: &Voted, within: Duration) -> bool {
+    vote.term > lost_term && vote.for_.is_some_and(|v| v != me) && vote.age.is_some_and(|a| a < within)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_that_voted_for_another_candidate_a_moment_ago_does_not_stand_itself() {
+        let within = Duration::from_millis(700);
+        let voted = |term, for_, age_ms| Voted {
+            term,
+            for_: Some(for_),
+            age: Some(Duration::from_millis(age_ms)),
+        };
+        // Voted for member 2 in term 5, after leader 1's term 4, 30 ms ago: 2 is standing.
+        assert!(another_stands(3, 4, &voted(5, 2, 30), within));
+        // Its vote is still the lost leader's term, or its own candidacy's: it stands.
+        assert!(!another_stands(3, 4, &voted(4, 1, 30), within));
+        assert!(!another_stands(3, 4, &voted(5, 3, 30), within));
+        // That candidate never won (no heartbeat within an election timeout): it stands.
+        assert!(!another_stands(3, 4, &voted(5, 2, 900), within));
     }
 }
