@@ -388,21 +388,22 @@ async fn compare_and_set_and_keyed_submits_under_kills_freezes_and_cuts_are_line
         }
         deadline.tick(format!("{seen:?}")).await?;
     };
-    // Every acknowledged task ends.
+    // Every acknowledged task ends; one that does not is a finding, with what the log says
+    // of it.
     let deadline = Deadline::after(WAIT, "every acknowledged task to end");
-    let tasks = loop {
+    let (tasks, stuck) = loop {
         let tasks = tasks_held(&nodes[0]).await?;
-        let open: Vec<&String> = acked
+        let open: Vec<String> = acked
             .values()
             .filter_map(|ids| {
                 tasks
                     .get(&ids[0])
                     .filter(|(_, state)| state == "QUEUED" || state == "RUNNING")
-                    .map(|_| &ids[0])
+                    .map(|_| ids[0].clone())
             })
             .collect();
-        if open.is_empty() {
-            break tasks;
+        if open.is_empty() || deadline.expired() {
+            break (tasks, open);
         }
         deadline.tick(format!("{open:?}")).await?;
     };
@@ -421,9 +422,14 @@ async fn compare_and_set_and_keyed_submits_under_kills_freezes_and_cuts_are_line
     let mut findings = odd;
     findings.extend(check::keys(&ops, &held));
     findings.extend(check::tasks(&acked, &tasks, &successes));
-    // What the log says of each task that succeeded more than once, and of the moves and
-    // members around it.
-    let twice: Vec<&String> = successes.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id).collect();
+    // What the log says of each task that succeeded more than once or never ended, and of
+    // the moves and members around them.
+    let twice: Vec<&String> = successes
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .chain(&stuck)
+        .collect();
     if !twice.is_empty() {
         for e in nodes[0].events(&[]).await? {
             let kind = e["kind"].as_str().unwrap_or_default();

@@ -448,6 +448,7 @@ async fn stop_work(work: &Work) {
 mod judge;
 mod moves;
 mod plan;
+mod tick;
 
 pub(crate) use judge::{forget, leave, watch_members};
 pub(crate) use moves::follow_moves;

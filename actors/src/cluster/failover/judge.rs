@@ -168,32 +168,20 @@ async fn judge(
             .await?
     };
     let now = Instant::now();
-    let states: BTreeMap<String, MemberState> = records
+    let members: Vec<(String, MemberState)> = records
         .iter()
         .map(|(n, r)| (n.clone(), r.as_ref().map_or(MemberState::Up, |r| r.state)))
         .collect();
-    for (name, record) in records {
-        if name == me {
-            continue;
-        }
-        let state = record.as_ref().map_or(MemberState::Up, |r| r.state);
-        let silent = cluster.leases.silence(&name, since, now);
-        let next = match state {
-            MemberState::Left => continue,
-            _ if silent >= DOWN_AFTER => MemberState::Down,
-            MemberState::Up if silent >= SUSPECT_AFTER => MemberState::Suspect,
-            MemberState::Suspect | MemberState::Down if silent < SUSPECT_AFTER => MemberState::Up,
-            other => other,
-        };
-        if next == state {
-            continue;
-        }
-        let current = record.map(|r| troupe_runtime::codec::encode(&r)).transpose()?;
-        let survivors: Vec<String> = states
-            .iter()
-            .filter(|(n, s)| **n != name && **s == MemberState::Up)
-            .map(|(n, _)| n.clone())
-            .collect();
+    let mut records: HashMap<String, Option<MemberRecord>> = records.into_iter().collect();
+    let changes = super::tick::tick(&me, &members, |name| cluster.leases.silence(name, since, now));
+    for change in changes {
+        let (name, next) = (change.node, change.to);
+        let current = records
+            .remove(&name)
+            .flatten()
+            .map(|r| troupe_runtime::codec::encode(&r))
+            .transpose()?;
+        let (silent, survivors) = (change.silent, change.survivors);
         let batch = transition(store, &name, next, current, silent, survivors).await?;
         match store.write(batch).await {
             Ok(_) => {

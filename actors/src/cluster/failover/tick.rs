@@ -1,0 +1,141 @@
+//! The leader's judgement of the members at one beat, as pure code: from each member's
+//! committed state and how long it has been silent (no lease granted), the changes to
+//! commit, each with the members that survive it (those UP after this beat's judgement, so
+//! nothing moves to a member found lost in the same beat).
+
+use std::time::Duration;
+
+use super::{MemberState, DOWN_AFTER, SUSPECT_AFTER};
+
+/// A member's state to commit, and who takes over its work when it is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Change {
+    pub(super) node: String,
+    pub(super) from: MemberState,
+    pub(super) to: MemberState,
+    pub(super) silent: Duration,
+    pub(super) survivors: Vec<String>,
+}
+
+/// The state a member in `state`, silent for `silent`, is judged to be in.
+pub(super) fn next(state: MemberState, silent: Duration) -> MemberState {
+    match state {
+        MemberState::Left => MemberState::Left,
+        _ if silent >= DOWN_AFTER => MemberState::Down,
+        MemberState::Up if silent >= SUSPECT_AFTER => MemberState::Suspect,
+        MemberState::Suspect | MemberState::Down if silent < SUSPECT_AFTER => MemberState::Up,
+        other => other,
+    }
+}
+
+/// Judges every member but `me` (the leader) from its committed state and its silence.
+pub(super) fn tick(me: &str, members: &[(String, MemberState)], silence: impl Fn(&str) -> Duration) -> Vec<Change> {
+    let judged: Vec<(&str, MemberState, MemberState, Duration)> = members
+        .iter()
+        .map(|(name, state)| match name == me {
+            true => (name.as_str(), *state, *state, Duration::ZERO),
+            false => {
+                let silent = silence(name);
+                (name.as_str(), *state, next(*state, silent), silent)
+            }
+        })
+        .collect();
+    let up_after: Vec<&str> = judged
+        .iter()
+        .filter(|(_, _, to, _)| *to == MemberState::Up)
+        .map(|(name, ..)| *name)
+        .collect();
+    judged
+        .iter()
+        .filter(|(_, from, to, _)| from != to)
+        .map(|(name, from, to, silent)| Change {
+            node: (*name).to_owned(),
+            from: *from,
+            to: *to,
+            silent: *silent,
+            survivors: up_after
+                .iter()
+                .filter(|n| *n != name)
+                .map(|n| (*n).to_owned())
+                .collect(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn state() -> impl Strategy<Value = MemberState> {
+        prop_oneof![
+            Just(MemberState::Up),
+            Just(MemberState::Suspect),
+            Just(MemberState::Down),
+            Just(MemberState::Left)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_member_is_judged_by_its_silence_alone_and_its_work_goes_only_to_members_up_after_the_beat(
+            members in proptest::collection::vec((state(), 0u64..6000), 1..6),
+        ) {
+            let named: Vec<(String, MemberState)> =
+                members.iter().enumerate().map(|(i, (s, _))| (format!("n{i}"), *s)).collect();
+            let silence = |name: &str| {
+                let i: usize = name[1..].parse().unwrap();
+                Duration::from_millis(members[i].1)
+            };
+            let changes = tick("n0", &named, silence);
+            for change in &changes {
+                // The leader does not judge itself; a member that left stays gone.
+                prop_assert!(change.node != "n0");
+                prop_assert!(change.from != MemberState::Left && change.to != MemberState::Left);
+                prop_assert_ne!(change.from, change.to);
+                // DOWN only past DOWN_AFTER; SUSPECT only past SUSPECT_AFTER; UP again only
+                // once heard from within SUSPECT_AFTER.
+                match change.to {
+                    MemberState::Down => prop_assert!(change.silent >= DOWN_AFTER),
+                    MemberState::Suspect => prop_assert!(change.silent >= SUSPECT_AFTER && change.silent < DOWN_AFTER),
+                    MemberState::Up => prop_assert!(change.silent < SUSPECT_AFTER),
+                    MemberState::Left => {}
+                }
+                // Survivors are UP after this beat, and never the member itself.
+                for s in &change.survivors {
+                    prop_assert!(s != &change.node);
+                    let i: usize = s[1..].parse().unwrap();
+                    let after = match s == "n0" {
+                        true => named[0].1,
+                        false => next(named[i].1, silence(s)),
+                    };
+                    prop_assert_eq!(after, MemberState::Up);
+                }
+            }
+            // Every member whose judgement differs from its record is in the changes, once.
+            for (i, (name, state)) in named.iter().enumerate().skip(1) {
+                let expected = next(*state, Duration::from_millis(members[i].1));
+                let found = changes.iter().filter(|c| &c.node == name).count();
+                prop_assert_eq!(found, usize::from(expected != *state));
+            }
+        }
+    }
+
+    #[test]
+    fn two_members_lost_in_one_beat_do_not_take_each_others_work() {
+        let members = [
+            ("a".to_owned(), MemberState::Up),
+            ("b".to_owned(), MemberState::Up),
+            ("c".to_owned(), MemberState::Up),
+            ("d".to_owned(), MemberState::Up),
+        ];
+        let silence = |n: &str| match n {
+            "b" | "c" => DOWN_AFTER,
+            _ => Duration::ZERO,
+        };
+        let changes = tick("a", &members, silence);
+        let survivors: Vec<&Vec<String>> = changes.iter().map(|c| &c.survivors).collect();
+        assert_eq!(survivors, [&vec!["a".to_owned(), "d".to_owned()]; 2]);
+    }
+}
