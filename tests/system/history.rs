@@ -438,6 +438,13 @@ async fn compare_and_set_and_keyed_submits_under_kills_freezes_and_cuts_are_line
                 findings.push(format!("  {e}"));
             }
         }
+        // And each node's log of them.
+        for node in &nodes {
+            let log = std::fs::read_to_string(node.data_dir().join("stderr.log")).unwrap_or_default();
+            for line in log.lines().filter(|l| twice.iter().any(|id| l.contains(id.as_str()))) {
+                findings.push(format!("  {}: {line}", node.name));
+            }
+        }
     }
     ensure!(findings.is_empty(), "{context}\n{}", findings.join("\n"));
     // A run that wrote nothing or acknowledged no task checked nothing.
