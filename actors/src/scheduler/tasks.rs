@@ -58,6 +58,33 @@ pub struct TaskQueue {
     pub(crate) requeueing: InFlight,
 }
 
+/// Hands a task just written QUEUED to this node's scheduler. While the scheduler is being
+/// restarted the cast is lost (the slot still names the stopped one), and its successor
+/// finds the task at its start only if it read the store after the task landed: so once a
+/// scheduler runs again it is asked to make sure of the task (`EnsureQueued` checks the
+/// store and the queue, and queues it at most once). Bounded at two minutes.
+pub(crate) fn hand_over(slot: &Slot<SchedulerMsg>, spec: TaskSpec, status: crate::task::TaskStatus) {
+    let id = spec.id.clone();
+    if slot
+        .get()
+        .is_some_and(|s| s.cast(SchedulerMsg::Enqueue(Box::new((spec, status)))).is_ok())
+    {
+        return;
+    }
+    let slot = slot.clone();
+    tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+        while tokio::time::Instant::now() < until {
+            let running = slot.get().filter(|s| s.get_status() == ractor::ActorStatus::Running);
+            if running.is_some_and(|s| s.cast(SchedulerMsg::EnsureQueued(id.clone())).is_ok()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        tracing::warn!(task = %id, "no scheduler ran for two minutes after the task was queued: it waits for the next start");
+    });
+}
+
 impl TaskQueue {
     fn scheduler(&self) -> Result<ActorRef<SchedulerMsg>, ApiError> {
         self.scheduler.running("the scheduler")

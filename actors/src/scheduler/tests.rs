@@ -315,6 +315,27 @@ async fn adopting_while_a_tasks_end_is_on_its_way_to_the_log_does_not_run_it_aga
 }
 
 #[tokio::test]
+async fn a_task_queued_while_the_scheduler_restarts_reaches_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    // The slot still names a scheduler that stopped; its successor read the store at its
+    // start, before the task below was written.
+    let (gone, done) = scheduler(&store).await;
+    gone.stop(None);
+    done.await.unwrap();
+    let slot = crate::slots::Slot::default();
+    slot.set(gone);
+    let successor = with_an_agent(&store).await;
+    let t1 = spec("t1");
+    durable(&store, &t1, &TaskStatus::queued()).await;
+    super::tasks::hand_over(&slot, t1, TaskStatus::queued());
+    // The successor takes its place: the task runs there.
+    slot.set(successor);
+    let seen = next_events(&store, 0, &["TASK_SUCCEEDED"], 1).await;
+    assert_eq!(seen[0].subject.as_deref(), Some("t1"));
+}
+
+#[tokio::test]
 async fn a_second_enqueue_of_a_known_task_does_not_start_it_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);

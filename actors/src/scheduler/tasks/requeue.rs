@@ -8,7 +8,6 @@ use troupe_runtime::store::Batch;
 use super::TaskQueue;
 
 use crate::error::ApiError;
-use crate::scheduler::SchedulerMsg;
 use crate::tables::{OPEN_TASKS, TASK_STATUS};
 use crate::task::{TaskRecord, TaskState};
 
@@ -51,9 +50,7 @@ impl TaskQueue {
             return Err(e.into());
         }
         let spec = record.spec;
-        let _ = self
-            .scheduler()?
-            .cast(SchedulerMsg::Enqueue(Box::new((spec.clone(), status.clone()))));
+        super::hand_over(&self.scheduler, spec.clone(), status.clone());
         Ok(self.explained(TaskRecord::new(spec, status)).await)
     }
 }

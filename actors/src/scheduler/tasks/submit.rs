@@ -41,10 +41,8 @@ impl TaskQueue {
             }
             return Err(e.into());
         }
-        // Durable already: if this cast is lost the scheduler finds the task at its next start.
-        let _ = self
-            .scheduler()?
-            .cast(SchedulerMsg::Enqueue(Box::new((spec.clone(), status.clone()))));
+        // Durable already: the task is acknowledged, and the scheduler is sure to get it.
+        super::hand_over(&self.scheduler, spec.clone(), status.clone());
         let record = self.explained(TaskRecord::new(spec, status)).await;
         self.say_why_it_waits(&record);
         Ok(record)
@@ -148,11 +146,10 @@ impl TaskQueue {
             admitted.refuse();
             return Err(e.into());
         }
-        let scheduler = self.scheduler()?;
         let by_id: HashMap<&str, &TaskSpec> = specs.iter().map(|s| (s.id.as_str(), s)).collect();
         for &i in &order {
             if let Some(spec) = by_id.get(ids[&graph[i].key].as_str()) {
-                let _ = scheduler.cast(SchedulerMsg::Enqueue(Box::new(((*spec).clone(), status.clone()))));
+                super::hand_over(&self.scheduler, (*spec).clone(), status.clone());
             }
         }
         let records = specs
