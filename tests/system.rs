@@ -29,6 +29,7 @@ mod system {
     mod partitions;
     mod races;
     mod recovery;
+    mod replica_reads;
     mod replicated;
     mod scheduling;
     mod stopping;

@@ -1,11 +1,13 @@
 //! Two nodes on loopback: membership, spawning on a peer, tasks visible through either
-//! node, and reads answered from each node's replica whatever the other does.
+//! node, and calls to a peer's live agents (the reads served from each node's replica are in
+//! `replica_reads.rs`).
 
 use std::collections::BTreeMap;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
+use super::replica_reads::agents_through;
 use super::support::{expect_code, text, Deadline, Node, NodeOpts, Subscription, WAIT};
 
 /// name -> status of every member `node` reports.
@@ -173,7 +175,7 @@ async fn spawning_on_an_unknown_node_is_invalid_input() -> Result<()> {
 }
 
 /// Waits until `node` reports `peer` with `status`.
-async fn wait_member(node: &Node, peer: &str, status: &str) -> Result<()> {
+pub(super) async fn wait_member(node: &Node, peer: &str, status: &str) -> Result<()> {
     let deadline = Deadline::after(WAIT, format!("{} to report {peer} {status}", node.name));
     loop {
         let seen = members(node).await?;
@@ -201,7 +203,7 @@ async fn a_frozen_peer_is_reported_down_then_up_again_when_it_resumes() -> Resul
 }
 
 /// An exec agent on beta, spawned through `via`, whose every task waits for `gate`; its id.
-async fn spawn_held_on_beta(via: &Node, gate: &super::support::Gate) -> Result<String> {
+pub(super) async fn spawn_held_on_beta(via: &Node, gate: &super::support::Gate) -> Result<String> {
     let input = json!({
         "name": "held",
         "backend": { "exec": { "command": ["/bin/sh", "-c", gate.script("cat")] } },
@@ -239,7 +241,7 @@ async fn task_updates_follow_a_task_queued_on_a_peer_to_its_end() -> Result<()> 
     Ok(())
 }
 
-const SUBMIT_KEYED: &str =
+pub(super) const SUBMIT_KEYED: &str =
     "mutation($input: SubmitTaskInput!, $key: String) { submitTask(input: $input, idempotencyKey: $key) { id } }";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,186 +263,6 @@ async fn a_forwarded_submit_with_a_key_runs_once_however_often_it_is_sent() -> R
     beta.wait_task_state(&first, "SUCCEEDED").await?;
     let count = beta.gql_ok("{ tasks { totalCount } }", json!({})).await?;
     ensure!(count["tasks"]["totalCount"] == 1, "{count}");
-    Ok(())
-}
-
-/// `agents` through `node`: the ids listed, `missingNodes`, and the error codes.
-async fn agents_through(node: &Node) -> Result<(Vec<String>, Value, Vec<String>)> {
-    let body = node
-        .gql("{ agents { totalCount missingNodes nodes { id } } }", json!({}))
-        .await?;
-    let ids = body["data"]["agents"]["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["id"].as_str().map(str::to_owned))
-        .collect();
-    let codes = body["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["extensions"]["code"].as_str().map(str::to_owned))
-        .collect();
-    Ok((ids, body, codes))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_fast_or_in_bounded_time() -> Result<()>
-{
-    let alpha = Node::start(
-        NodeOpts::named("alpha")
-            .arg("--http-timeout-ms", 1000)
-            .arg("--http-max-in-flight", 1),
-    )
-    .await?;
-    let join = format!("127.0.0.1:{}", alpha.cluster_port);
-    let beta = Node::start(NodeOpts::named("beta").arg("--join", join)).await?;
-    wait_member(&alpha, "beta", "UP").await?;
-    let mine = alpha.spawn_builtin("echo", &[]).await?;
-    let theirs = text(
-        &alpha
-            .spawn_agent(json!({ "name": "far", "backend": { "builtin": { "kind": "echo" } }, "node": "beta" }))
-            .await?,
-        "/id",
-    )?;
-    let task = alpha.submit_to(&theirs, json!(1)).await?;
-    alpha.wait_task_state(&task, "SUCCEEDED").await?;
-    let swarm = alpha
-        .gql_ok(
-            "mutation { createSwarm(input: { name: \"held\", node: \"beta\", templates: [] }) { id } }",
-            json!({}),
-        )
-        .await?;
-    let swarm = text(&swarm, "/createSwarm/id")?;
-    let set = "mutation($id: ID!) { setSwarmMemory(id: $id, key: \"k\", value: 7) { version } }";
-    alpha.gql_ok(set, json!({ "id": swarm })).await?;
-    // Beta's hosts connected, as a beat of beta's told alpha.
-    let beta_hosts_up = |hosts: &Value| {
-        let theirs: Vec<&Value> = hosts["hosts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|h| h["node"] == "beta")
-            .collect();
-        !theirs.is_empty() && theirs.iter().all(|h| h["state"] == "UP" && h["seenAt"].is_string())
-    };
-    let deadline = Deadline::after(WAIT, "beta's hosts to be reported UP to alpha");
-    loop {
-        let hosts = alpha.gql_ok("{ hosts { id node state seenAt } }", json!({})).await?;
-        if beta_hosts_up(&hosts) {
-            break;
-        }
-        deadline.tick(hosts).await?;
-    }
-
-    beta.freeze()?;
-    // Reads are answered from alpha's replica: they never wait for beta (alpha cuts a
-    // request at 1 s, and a call to a peer waits longer for a frozen one).
-    let lookup = alpha
-        .gql_ok("query($id: ID!) { task(id: $id) { id state } }", json!({ "id": task }))
-        .await?;
-    ensure!(lookup["task"]["state"] == "SUCCEEDED", "{lookup}");
-    let swarms = alpha
-        .gql_ok(
-            "query($id: ID!) { swarms { id } swarm(id: $id) { node memory { key value } tasks { id } } \
-             topics { pattern } messageDeadLetters { id } }",
-            json!({ "id": swarm }),
-        )
-        .await?;
-    ensure!(
-        swarms["swarms"] == json!([{ "id": swarm }])
-            && swarms["swarm"]["node"] == "beta"
-            && swarms["swarm"]["memory"] == json!([{ "key": "k", "value": 7 }]),
-        "{swarms}"
-    );
-    // Beta's hosts as its last beat reported them, and when.
-    let hosts = alpha.gql_ok("{ hosts { id node state seenAt } }", json!({})).await?;
-    ensure!(beta_hosts_up(&hosts), "{hosts}");
-    let one = hosts["hosts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|h| h["node"] == "beta")
-        .map(|h| text(h, "/id"))
-        .context("a host of beta")??;
-    let host = alpha
-        .gql_ok("query($id: ID!) { host(id: $id) { id state } }", json!({ "id": one }))
-        .await?;
-    ensure!(host["host"]["state"] == "UP", "{host}");
-    // What only beta can say (its agent's processes) waits for it; the request is bounded
-    // (408) and, while it waits, the one request slot is taken: of two such calls sent
-    // together, one is shed at once (503) and the other cut at the timeout.
-    let live = |n: u32| {
-        let q = json!({ "query": format!("{{ a{n}: agent(id: \"{theirs}\") {{ processGroups }} }}") });
-        let client = super::support::http_client().build().expect("http client");
-        let (url, token) = (alpha.url("/graphql"), alpha.token.clone());
-        async move {
-            let resp = client.post(url).bearer_auth(token).json(&q).send().await?;
-            Ok::<u16, anyhow::Error>(resp.status().as_u16())
-        }
-    };
-    let (a, b) = tokio::join!(live(1), live(2));
-    let mut statuses = vec![a?, b?];
-    statuses.sort();
-    ensure!(
-        statuses == vec![408, 503],
-        "two calls to a frozen peer's agent: {statuses:?}"
-    );
-
-    wait_member(&alpha, "beta", "DOWN").await?;
-    // The list is whole: beta's agent is in alpha's replica, no node is missing.
-    let (ids, body, codes) = agents_through(&alpha).await?;
-    ensure!(
-        ids.contains(&mine) && ids.contains(&theirs) && ids.len() == 2,
-        "both agents listed: {body}"
-    );
-    ensure!(
-        body["data"]["agents"]["missingNodes"] == json!([]) && codes.is_empty(),
-        "{body}"
-    );
-    // Work for beta's agent needs beta: refused.
-    let submit = alpha
-        .gql(SUBMIT_KEYED, json!({ "input": { "agentId": theirs, "payload": 2 } }))
-        .await?;
-    expect_code(&submit, "UNAVAILABLE")?;
-    beta.thaw()?;
-    wait_member(&alpha, "beta", "UP").await?;
-    let (ids, body, _) = agents_through(&alpha).await?;
-    ensure!(
-        ids.len() == 2 && body["data"]["agents"]["missingNodes"] == json!([]),
-        "{body}"
-    );
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_peers_running_task_and_agents_are_still_read_here() -> Result<()> {
-    let (alpha, mut beta) = start_pair().await?;
-    let gate = super::support::Gate::new()?;
-    let held = spawn_held_on_beta(&alpha, &gate).await?;
-    let task = alpha.submit_to(&held, json!("never")).await?;
-    alpha.wait_task_state(&task, "RUNNING").await?;
-    let q = "subscription($id: ID!) { taskUpdates(id: $id) { state } }";
-    let mut sub = Subscription::start(&alpha, q, json!({ "id": task })).await?;
-    let first = sub.next_with_deadline().await?;
-    ensure!(
-        first.is_some_and(|d| d["taskUpdates"]["state"] == "RUNNING"),
-        "first update"
-    );
-
-    beta.kill9().await?;
-    wait_member(&alpha, "beta", "DOWN").await?;
-    // Two voters, one gone: nothing can change, and alpha serves what the log last said,
-    // without asking beta and without an error.
-    let lookup = alpha
-        .gql_ok("query($id: ID!) { task(id: $id) { state } }", json!({ "id": task }))
-        .await?;
-    ensure!(lookup["task"]["state"] == "RUNNING", "{lookup}");
-    let (ids, body, codes) = agents_through(&alpha).await?;
-    ensure!(
-        ids == vec![held.clone()] && body["data"]["agents"]["missingNodes"] == json!([]) && codes.is_empty(),
-        "{body}"
-    );
     Ok(())
 }
 
@@ -555,37 +377,6 @@ async fn a_member_that_cannot_commit_is_alive_but_not_ready() -> Result<()> {
         expect_code(&answer, "UNAVAILABLE")?;
         ensure!(answer.to_string().contains("troupe recover"), "{change}: {answer}");
     }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_through_one_node_is_read_on_another_once_it_applied_the_writes_commit_index() -> Result<()> {
-    let (alpha, beta) = start_pair().await?;
-    let m = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }";
-    let body = json!({ "query": m, "variables": { "input": { "name": "seen-elsewhere", "backend": { "builtin": { "kind": "echo" } } } } });
-    let (_, answer) = alpha.post_graphql(Some(&alpha.token), &body).await?;
-    let id = text(&answer, "/data/spawnAgent/id")?;
-    let index = answer["extensions"]["commitIndex"]
-        .as_u64()
-        .with_context(|| format!("a mutation's answer carries its commit index: {answer}"))?;
-    ensure!(index > 0, "{answer}");
-    // A read on beta that names the index sees the write.
-    let q = "query($id: ID!) { agent(id: $id) { id name } }";
-    let read =
-        |after: Value| json!({ "query": q, "variables": { "id": id }, "extensions": { "minCommitIndex": after } });
-    let (_, seen) = beta.post_graphql(Some(&beta.token), &read(json!(index))).await?;
-    ensure!(seen["data"]["agent"]["name"] == "seen-elsewhere", "{seen}");
-    ensure!(
-        seen["extensions"]["commitIndex"].is_null(),
-        "a query carries no commit index: {seen}"
-    );
-    // An index the cluster never reached is waited for, boundedly; a malformed one is refused.
-    let (_, ahead) = beta
-        .post_graphql(Some(&beta.token), &read(json!(index + 1_000_000)))
-        .await?;
-    expect_code(&ahead, "UNAVAILABLE")?;
-    let (_, bad) = beta.post_graphql(Some(&beta.token), &read(json!("soon"))).await?;
-    expect_code(&bad, "INVALID_INPUT")?;
     Ok(())
 }
 
