@@ -153,6 +153,9 @@ pub struct Tokens {
     data_dir: PathBuf,
     by_hash: Arc<RwLock<HashMap<String, TokenInfo>>>,
     key: key::Key,
+    /// When this node last wrote each token's use (the cache shows it once applied): a
+    /// token used in a burst is written once a minute, not at each check.
+    noted: Arc<std::sync::Mutex<HashMap<String, DateTime<Utc>>>>,
     /// Bumped at every revocation, so long-lived connections re-check their token.
     revocations: Arc<watch::Sender<u64>>,
 }
@@ -172,71 +175,23 @@ impl Tokens {
             data_dir: data_dir.to_path_buf(),
             by_hash: Arc::default(),
             key: key::Key::default(),
+            noted: Arc::default(),
             revocations: Arc::new(watch::channel(0).0),
         };
-        // Subscribed before the first read, so no change made elsewhere falls between them.
-        let changes = tokens.store.live();
-        let mut replacements = tokens.store.replacements();
-        replacements.borrow_and_update();
-        tokens.reload().await?;
+        tokens
+            .store
+            .project(Arc::new(Cache {
+                by_hash: tokens.by_hash.clone(),
+                revocations: tokens.revocations.clone(),
+            }))
+            .await?;
         files::import_pending(&tokens.store, data_dir).await?;
-        tokens.reload().await?;
         // A cluster made by an earlier release has no key yet: without one, every token of
         // the minted shape would be worth a read at the leader.
         if let Err(e) = tokens.key.ensure(&tokens.store).await {
             tracing::warn!(error = %e, "the cluster's token key could not be written yet");
         }
-        tokio::spawn(tokens.clone().follow(changes, replacements));
         Ok(tokens)
-    }
-
-    /// Keeps the cache true to the replicated table: a token created or revoked on any node
-    /// reaches this one with its event, and a revocation ends this node's connections that
-    /// used it as it does on the node that revoked it. A snapshot installed here brings its
-    /// changes without events: the cache is read again then, as after a revocation.
-    async fn follow(
-        self,
-        mut changes: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>,
-        mut replacements: watch::Receiver<u64>,
-    ) {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            let revoked = tokio::select! {
-                change = changes.recv() => match change {
-                    Ok(event) if event.kind == TOKEN_REVOKED => true,
-                    Ok(event) if event.kind == TOKEN_CREATED => false,
-                    Ok(_) => continue,
-                    // Events were missed: reread everything, as if a token had been revoked.
-                    Err(RecvError::Lagged(_)) => true,
-                    Err(RecvError::Closed) => return,
-                },
-                replaced = replacements.changed() => match replaced {
-                    Ok(()) => true,
-                    Err(_) => return,
-                },
-            };
-            if let Err(e) = self.reload().await {
-                tracing::warn!(error = %e, "could not reread the tokens after a change");
-                continue;
-            }
-            if revoked {
-                self.revocations.send_modify(|n| *n += 1);
-            }
-        }
-    }
-
-    /// Reads every token again. The read may predate a change this node cached meanwhile (a
-    /// token made or revoked here, a use noted), so what it finds is merged into the cache
-    /// rather than put in its place.
-    async fn reload(&self) -> Result<(), TokenError> {
-        let all = self.store.scan(TOKENS, None, usize::MAX, |_| true).await?;
-        let mut map = HashMap::with_capacity(all.len());
-        for (hash, bytes) in all {
-            map.insert(hash, crate::codec::decode::<TokenInfo>(&bytes)?);
-        }
-        let mut cached = self.by_hash.write().unwrap_or_else(|p| p.into_inner());
-        *cached = merged(map, &cached);
-        Ok(())
     }
 
     fn get(&self, hash: &str) -> Option<TokenInfo> {
@@ -247,12 +202,6 @@ impl Tokens {
             .cloned()
     }
 
-    fn put_cached(&self, hash: String, info: TokenInfo) {
-        self.by_hash
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hash, info);
-    }
 
     /// Checks a bearer token. Notes its use (written at most once a minute per token).
     pub async fn check(&self, token: &str) -> Result<Check, TokenError> {
@@ -268,14 +217,13 @@ impl Tokens {
                     self.store.linearize().await?;
                 }
                 if let Some(bytes) = self.store.get(TOKENS, &hash).await? {
-                    let info: TokenInfo = crate::codec::decode(&bytes)?;
-                    self.put_cached(hash.clone(), info.clone());
-                    return self.checked(hash, info);
+                    // The cache holds it too once the write is applied here.
+                    return self.checked(hash, crate::codec::decode(&bytes)?);
                 }
                 if files::import_pending(&self.store, &self.data_dir).await? == 0 {
                     return Ok(Check::Unknown);
                 }
-                self.reload().await?;
+                // Imported: the cache followed the write.
                 match self.get(&hash) {
                     Some(info) => info,
                     None => return Ok(Check::Unknown),
@@ -303,12 +251,20 @@ impl Tokens {
         if let Some(why) = info.refused(now) {
             return Ok(Check::Refused(why));
         }
-        if info.last_used_at.is_none_or(|t| now - t >= LAST_USED_EVERY) {
+        let noted = {
+            let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+            let last = info.last_used_at.max(noted.get(&hash).copied());
+            let due = last.is_none_or(|t| now - t >= LAST_USED_EVERY);
+            if due {
+                noted.insert(hash.clone(), now);
+            }
+            due
+        };
+        if noted {
             let read = crate::codec::encode(&info)?;
             let mut used = info.clone();
             used.last_used_at = Some(now);
             let bytes = crate::codec::encode(&used)?;
-            self.put_cached(hash.clone(), used);
             // Only over the record this check read: a revocation committed meanwhile (on any
             // node) must not be overwritten by the token's last use, which would make it work
             // again. Losing a last-use time (to that, or a crash) is harmless; the write is
@@ -386,7 +342,7 @@ impl Tokens {
                     .event(token_event(kind, info)),
             )
             .await?;
-        self.put_cached(hash, info.clone());
+        // The cache followed the write as it was applied.
         Ok(seqs.first().copied())
     }
 
@@ -394,12 +350,9 @@ impl Tokens {
     /// revocation made on another node) and its cache holds what it changed; whether it has.
     /// Connections that used a token it revoked are then ended here.
     pub async fn caught_up(&self, seq: u64, within: std::time::Duration) -> Result<bool, TokenError> {
-        if !self.store.reached(seq, within).await? {
-            return Ok(false);
-        }
-        self.reload().await?;
-        self.revocations.send_modify(|n| *n += 1);
-        Ok(true)
+        // The cache follows each write as it is applied (see `Cache`): once the event is
+        // applied here, the cache holds the revocation and this node's connections were told.
+        self.store.reached(seq, within).await.map_err(TokenError::from)
     }
 
     /// Revokes a token; the sequence number of its `TOKEN_REVOKED` event (none when it was
@@ -448,9 +401,8 @@ impl Tokens {
                 let mut info = TokenInfo::new("admin".into(), Role::Admin, None);
                 info.node = Some(node.to_owned());
                 self.store
-                    .write(Batch::new().put(TOKENS, hash.clone(), crate::codec::encode(&info)?))
+                    .write(Batch::new().put(TOKENS, hash, crate::codec::encode(&info)?))
                     .await?;
-                self.put_cached(hash, info);
             }
             return Ok(path);
         }
@@ -498,13 +450,58 @@ pub const TOKEN_REVOKED: &str = "TOKEN_REVOKED";
 /// The tokens as read from the store, with what the cache knows that a read made a moment
 /// earlier may not: tokens are never deleted, a revocation is never undone, and the latest
 /// use wins.
-fn merged(mut read: HashMap<String, TokenInfo>, cached: &HashMap<String, TokenInfo>) -> HashMap<String, TokenInfo> {
-    for (hash, known) in cached {
-        let token = read.entry(hash.clone()).or_insert_with(|| known.clone());
-        token.revoked_at = token.revoked_at.or(known.revoked_at);
-        token.last_used_at = token.last_used_at.max(known.last_used_at);
+/// The token cache as the state machine keeps it (see [`crate::store::Projection`]): every
+/// token record, by hash. A token created or revoked on any node reaches it as the write is
+/// applied here; a revocation (or a snapshot, whose changes come without events) ends this
+/// node's connections that used a token now refused, as it does on the node that revoked it.
+struct Cache {
+    by_hash: Arc<RwLock<HashMap<String, TokenInfo>>>,
+    revocations: Arc<watch::Sender<u64>>,
+}
+
+impl crate::store::Projection for Cache {
+    fn name(&self) -> &'static str {
+        "tokens"
     }
-    read
+
+    fn tables(&self) -> &'static [Table] {
+        &[TOKENS]
+    }
+
+    fn rebuild(&self, view: &crate::store::View<'_>) -> Result<(), StoreError> {
+        let mut read = HashMap::new();
+        view.scan(TOKENS, None, |hash, bytes| {
+            read.insert(hash.to_owned(), crate::codec::decode::<TokenInfo>(bytes)?);
+            Ok(true)
+        })?;
+        *self.by_hash.write().unwrap_or_else(|p| p.into_inner()) = read;
+        self.revocations.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    fn apply(&self, change: &crate::store::Change<'_>) -> Result<(), StoreError> {
+        let mut revoked = false;
+        {
+            let mut cached = self.by_hash.write().unwrap_or_else(|p| p.into_inner());
+            for hash in change.keys_of(TOKENS) {
+                match change.view.get(TOKENS, hash)? {
+                    Some(bytes) => {
+                        let token: TokenInfo = crate::codec::decode(&bytes)?;
+                        revoked |= token.revoked_at.is_some() && cached.get(hash).is_none_or(|t| t.revoked_at.is_none());
+                        cached.insert(hash.to_owned(), token);
+                    }
+                    None => {
+                        revoked = true;
+                        cached.remove(hash);
+                    }
+                }
+            }
+        }
+        if revoked {
+            self.revocations.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
 }
 
 /// The event of a token's change: its id, name and role, never its secret or hash.

@@ -18,6 +18,7 @@
 mod apply;
 mod batch;
 mod fault;
+mod project;
 pub mod raft;
 mod view;
 mod writer;
@@ -35,6 +36,7 @@ pub use batch::{Batch, Op, Table, MAX_BATCH_BYTES};
 #[cfg(feature = "fault-injection")]
 pub use fault::file_gates;
 pub use fault::{gates_in, named_gates_in, ArmedFaults, Fault, FaultHook, Hits, NamedGates, NodeFault};
+pub use project::{Change, Projection};
 pub use view::View;
 
 use crate::events::Event;
@@ -166,6 +168,8 @@ struct Inner {
     arrivals: raft::session::Arrivals,
     /// See [`Store::replacements`].
     replacements: watch::Receiver<u64>,
+    /// The tables as the state machine applies to them (see [`Store::project`]).
+    tables: Arc<apply::Tables>,
 }
 
 impl std::fmt::Debug for Store {
@@ -222,6 +226,7 @@ impl Store {
         let replacements = tables.replacements();
         let (started_tx, started) = std::sync::mpsc::channel();
         let hold = options.identity.timing.hold_unawaited;
+        let applied_tables = tables.clone();
         let start = {
             let (tables, transport) = (tables.clone(), transport.clone());
             let snapshots = raft::snapshot_dir(path);
@@ -278,6 +283,7 @@ impl Store {
                 shared,
                 arrivals: Default::default(),
                 replacements,
+                tables: applied_tables,
             }),
         })
     }
@@ -389,6 +395,16 @@ impl Store {
     /// Mark the receiver seen before the first read at start, then watch it.
     pub fn replacements(&self) -> watch::Receiver<u64> {
         self.inner.replacements.clone()
+    }
+
+    /// Keeps `projection` in memory from now on, as the state machine drives it: built from
+    /// the tables now, following each write as it is applied, and built again after a
+    /// snapshot replaced the tables (see [`project`]).
+    pub async fn project(&self, projection: Arc<dyn Projection>) -> Result<(), StoreError> {
+        let tables = self.inner.tables.clone();
+        tokio::task::spawn_blocking(move || tables.project(projection))
+            .await
+            .map_err(|e| StoreError::Database(format!("registering a projection failed: {e}")))?
     }
 
     /// `None` while the store works; the reason once it has failed.

@@ -131,6 +131,10 @@ pub struct BeatAck {
     /// not send them).
     #[serde(default)]
     pub hosts: Vec<crate::host::HostView>,
+    /// The agents the peer runs, as it last sampled them (empty from a build that did not
+    /// send them).
+    #[serde(default)]
+    pub agents: crate::agent::ObservedAgents,
 }
 
 /// This node's lease, and as a leader the leases it granted.
@@ -348,7 +352,7 @@ pub(crate) async fn keep_lease(
             // The work starts from the tables as they are now: a snapshot installed before
             // this is in them.
             replacements.borrow_and_update();
-            if let Err(e) = take_up(&store, &cluster, &me).await {
+            if let Err(e) = take_up(&store, &me).await {
                 tracing::error!(error = %e, "could not read this node's fencing epoch or the directory");
                 continue;
             }
@@ -385,13 +389,10 @@ async fn runs_here(store: &Store, me: &str) -> bool {
 }
 
 /// Readies a node that is about to run its work again: its later writes carry its current
-/// fencing epoch, and it routes by the directory it has applied. The moves made while it was
-/// away reached its store, but the directory in memory follows them through the event log
-/// (see [`follow_moves`]), which may not have caught up: until then a request for an agent
-/// that moved away would still be answered here, by the copy this node stopped.
-async fn take_up(store: &Store, cluster: &Cluster, me: &str) -> Result<(), StoreError> {
-    fence_writes(store, me).await?;
-    cluster.directory().reload(store).await
+/// fencing epoch. (It routes by the directory it has applied: the directory in memory
+/// follows each write as it is applied, see [`super::directory`].)
+async fn take_up(store: &Store, me: &str) -> Result<(), StoreError> {
+    fence_writes(store, me).await
 }
 
 /// Makes every later write of this node carry its current fencing epoch.
@@ -474,6 +475,7 @@ mod tests {
             applied: 7,
             rooms: Default::default(),
             hosts: Vec::new(),
+            agents: Default::default(),
         };
         leases.answered("a", sent, &ack);
         assert!(leases.held());

@@ -79,6 +79,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         None => None,
     };
     let peer_hosts = crate::host::PeerHosts::default();
+    let observed = crate::agent::Observed::default();
     let cluster = Cluster::new(PeerInfo {
         name: config.node_name.clone(),
         cluster_address: config.cluster_listen.to_string(),
@@ -86,8 +87,11 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     })
     .with_drop_after(config.peer_drop_after)
     .on_beat({
-        let peer_hosts = peer_hosts.clone();
-        Arc::new(move |peer, ack| peer_hosts.heard(peer, ack.hosts.clone()))
+        let (peer_hosts, observed) = (peer_hosts.clone(), observed.clone());
+        Arc::new(move |peer, ack| {
+            peer_hosts.heard(peer, ack.hosts.clone());
+            observed.heard(peer, Arc::new(ack.agents.clone()));
+        })
     });
     let slots = Slots::default();
     let experiments = crate::service::experiments::Experiments::new(
@@ -106,6 +110,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         experiments: experiments.clone(),
         tokens: Default::default(),
         hosts: Default::default(),
+        agents: observed.clone(),
     };
     // The link to the other nodes comes first: a joining node writes nothing before the
     // leader has admitted it to the log, and a member's writes reach the leader through it.
@@ -226,7 +231,15 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         ctx: ctx.clone(),
         slots: slots.clone(),
         policy: agent_policy.clone(),
+        observed: observed.clone(),
     };
+    observed.sample_with({
+        let agents = agents.clone();
+        Arc::new(move || {
+            let agents = agents.clone();
+            Box::pin(async move { agents.sample_local().await })
+        })
+    });
     let tasks = Tasks {
         ctx: ctx.clone(),
         queue: TaskQueue {
@@ -344,7 +357,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     let runs_now = crate::cluster::failover::runs_at_start(&store);
     ctx_cluster
         .directory()
-        .reload(&store)
+        .follow(&store)
         .await
         .map_err(|e| StartNodeError::Tree(format!("directory: {e}")))?;
     let mut children: Vec<Arc<dyn ChildSpec>> = match runs_now {

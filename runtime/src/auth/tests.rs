@@ -117,21 +117,3 @@ async fn a_token_created_for_a_fresh_data_dir_makes_no_store_and_is_imported_at_
         }
     ));
 }
-
-#[test]
-fn a_read_of_the_tokens_made_before_a_change_here_does_not_undo_it() {
-    let made = TokenInfo::new("t".into(), Role::Viewer, None);
-    let mut cached = HashMap::new();
-    let mut changed = made.clone();
-    changed.revoked_at = Some(crate::clock::now());
-    changed.last_used_at = Some(crate::clock::now());
-    cached.insert("h1".to_string(), changed.clone());
-    let fresh = TokenInfo::new("fresh".into(), Role::Viewer, None);
-    cached.insert("h2".to_string(), fresh.clone());
-    // The read predates the revocation, the use and the new token.
-    let read = HashMap::from([("h1".to_string(), made)]);
-    let merged = merged(read, &cached);
-    assert_eq!(merged["h1"].revoked_at, changed.revoked_at);
-    assert_eq!(merged["h1"].last_used_at, changed.last_used_at);
-    assert_eq!(merged["h2"].id, fresh.id);
-}

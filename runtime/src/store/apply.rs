@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::{broadcast, watch};
 
+use super::project::{Change, Projection, Projections};
 use super::raft::{session, Applied, Proposal};
-use super::{Batch, Op, StoreError, Table, EVENTS, EVENT_KINDS};
+use super::{Batch, Op, StoreError, Table, View, EVENTS, EVENT_KINDS};
 use crate::events::Event;
 
 /// Makes every commit to `db` so far durable (those made with `Durability::None` included).
@@ -28,6 +29,8 @@ pub(super) struct Tables {
     log: Mutex<Log>,
     /// One more each time the tables were replaced wholesale (see [`Self::replace`]).
     replaced: watch::Sender<u64>,
+    /// What the node keeps in memory from the tables, following each write.
+    projections: Projections,
 }
 
 impl Tables {
@@ -39,7 +42,20 @@ impl Tables {
             live,
             log,
             replaced,
+            projections: Projections::default(),
         })
+    }
+
+    /// Registers `projection`: it is built from the tables as they are now, and from then on
+    /// follows every write and every replacement (see [`super::project`]). Blocks.
+    pub fn project(&self, projection: Arc<dyn Projection>) -> Result<(), StoreError> {
+        use redb::ReadableDatabase;
+        // Held while it is built: no write applies between the read and the registration.
+        let _log = self.log();
+        let txn = self.db.begin_read().map_err(StoreError::db)?;
+        projection.rebuild(&View::new(&txn))?;
+        self.projections.add(projection);
+        Ok(())
     }
 
     /// Changes each time the tables were replaced wholesale (a snapshot installed): the
@@ -63,15 +79,20 @@ impl Tables {
         let mut log = self.log();
         let mut txn = self.db.begin_write().map_err(StoreError::db)?;
         txn.set_durability(durability).map_err(StoreError::db)?;
-        let (out, next_seq, events) = {
-            let mut open = Open::new(&txn, log.next_seq)?;
+        let (out, next_seq, events, keys) = {
+            let mut open = Open::new(&txn, log.next_seq, self.projections.followed())?;
             let out = body(&mut open)?;
-            (out, open.seq, open.events)
+            (out, open.seq, open.events, open.keys)
         };
         txn.commit().map_err(StoreError::db)?;
         log.next_seq = next_seq;
+        let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
+        let something = !events.is_empty() || !keys.is_empty();
+        if something && !self.projections.is_empty() {
+            self.follow(&events, &keys);
+        }
         for e in events {
-            let _ = self.live.send(Arc::new(e));
+            let _ = self.live.send(e);
         }
         if let Some(cut) = log.cut() {
             match trim(&self.db, log.oldest, cut) {
@@ -91,10 +112,30 @@ impl Tables {
         let mut log = self.log();
         install(&self.db)?;
         *log = Log::read(&self.db, log.retention)?;
+        {
+            use redb::ReadableDatabase;
+            let txn = self.db.begin_read().map_err(StoreError::db)?;
+            self.projections.rebuild(&View::new(&txn));
+        }
         // Told while the log is still held: no write applies between the install and the
         // news of it.
         self.replaced.send_modify(|n| *n += 1);
         Ok(())
+    }
+}
+
+impl Tables {
+    /// Tells the projections of a write just committed.
+    fn follow(&self, events: &[Arc<Event>], keys: &[(Table, String)]) {
+        use redb::ReadableDatabase;
+        match self.db.begin_read() {
+            Ok(txn) => self.projections.apply(&Change {
+                view: &View::new(&txn),
+                events,
+                keys,
+            }),
+            Err(e) => tracing::error!(error = %e, "could not read the tables a write left: the projections miss it"),
+        }
     }
 }
 
@@ -160,10 +201,13 @@ pub(super) struct Open<'t> {
     seq: u64,
     /// The events applied so far, to fan out once the transaction commits.
     events: Vec<Event>,
+    /// The tables whose changed keys the projections follow, and those keys so far.
+    followed: Vec<Table>,
+    keys: Vec<(Table, String)>,
 }
 
 impl<'t> Open<'t> {
-    fn new(txn: &'t WriteTransaction, seq: u64) -> Result<Self, StoreError> {
+    fn new(txn: &'t WriteTransaction, seq: u64, followed: Vec<Table>) -> Result<Self, StoreError> {
         Ok(Self {
             txn,
             log: txn.open_table(EVENTS).map_err(StoreError::db)?,
@@ -171,6 +215,8 @@ impl<'t> Open<'t> {
             tables: Vec::new(),
             seq,
             events: Vec::new(),
+            followed,
+            keys: Vec::new(),
         })
     }
 
@@ -233,9 +279,11 @@ impl<'t> Open<'t> {
                     self.table(*table)?
                         .insert(key.as_str(), value.as_slice())
                         .map_err(StoreError::db)?;
+                    self.changed(*table, key);
                 }
                 Op::Delete { table, key } => {
                     self.table(*table)?.remove(key.as_str()).map_err(StoreError::db)?;
+                    self.changed(*table, key);
                 }
                 Op::Require { .. } => {}
                 Op::Event(new) => {
@@ -259,6 +307,12 @@ impl<'t> Open<'t> {
             }
         }
         Ok(Some(seqs))
+    }
+
+    fn changed(&mut self, table: Table, key: &str) {
+        if self.followed.contains(&table) {
+            self.keys.push((table, key.to_owned()));
+        }
     }
 
     fn table(&mut self, table: Table) -> Result<&mut redb::Table<'t, &'static str, &'static [u8]>, StoreError> {

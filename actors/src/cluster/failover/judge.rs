@@ -85,7 +85,7 @@ pub(crate) async fn leave(
             RELEASE_WITHIN.as_secs()
         )));
     }
-    depart(store, cluster, node, record, survivors, voters).await
+    depart(store, node, record, survivors, voters).await
 }
 
 /// On the leader: forgets the member `node`, which is DOWN and will not return: it is
@@ -94,10 +94,10 @@ pub(crate) async fn forget(
     service: &crate::service::node::NodeService,
     node: &str,
 ) -> Result<(), crate::error::ApiError> {
-    let (store, cluster, voters) = (&service.store, &service.cluster, service.voters);
+    let (store, voters) = (&service.store, service.voters);
     let (record, survivors) = standing(store, node).await?;
     match record.as_ref().map(|r| r.state) {
-        Some(MemberState::Down) => depart(store, cluster, node, record, survivors, voters).await,
+        Some(MemberState::Down) => depart(store, node, record, survivors, voters).await,
         Some(MemberState::Left) => Err(crate::error::ApiError::Conflict(format!(
             "{node} has left the cluster already"
         ))),
@@ -132,7 +132,6 @@ async fn standing(store: &Store, node: &str) -> Result<(Option<MemberRecord>, Ve
 /// Marks `node` LEFT with its moves, then removes it from the membership.
 async fn depart(
     store: &Store,
-    cluster: &Cluster,
     node: &str,
     record: Option<MemberRecord>,
     survivors: Vec<String>,
@@ -141,7 +140,6 @@ async fn depart(
     let current = record.map(|r| troupe_runtime::codec::encode(&r)).transpose()?;
     let batch = transition(store, node, MemberState::Left, current, Duration::ZERO, survivors).await?;
     store.write(batch).await?;
-    cluster.directory().reload(store).await?;
     store.remove_member(node, voters).await?;
     tracing::info!(node, "a member left the cluster");
     Ok(())
@@ -190,10 +188,6 @@ async fn judge(
             // Another leader decided first.
             Err(StoreError::Stale(_)) => {}
             Err(e) => return Err(e),
-        }
-        if next == MemberState::Down {
-            // The moves are applied: route by them here at once.
-            cluster.directory().reload(store).await?;
         }
     }
     Ok(())

@@ -137,47 +137,21 @@ fn inventory(
 /// node and hands its scheduler the tasks moved here. Runs for the node's lifetime.
 pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::service::Api) {
     let me = cluster.name();
+    // The directory this node routes by follows the state machine (see
+    // `cluster::directory`); this follows only the moves that start work here. A snapshot's
+    // moves come without events: the lease keeper starts the node's work again from its
+    // tables then.
     let mut live = store.live();
-    let mut replacements = store.replacements();
-    replacements.borrow_and_update();
-    // Subscribed first: a move applied since the node read the directory at start is not
-    // missed.
-    if let Err(e) = cluster.directory().reload(&store).await {
-        tracing::error!(error = %e, "could not read the directory");
-    }
     loop {
-        let received = tokio::select! {
-            received = live.recv() => received,
-            replaced = replacements.changed() => {
-                if replaced.is_err() {
-                    return;
-                }
-                // A snapshot's moves come without events. The moves to this node are taken
-                // up by the lease keeper, which starts the node's work again from its tables.
-                tracing::info!("a snapshot was installed: reading the directory again");
-                if let Err(e) = cluster.directory().reload(&store).await {
-                    tracing::error!(error = %e, "could not read the directory");
-                }
-                continue;
-            }
-        };
-        let event = match received {
+        let event = match live.recv().await {
             Ok(event) => event,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "fell behind the event log: reading the directory again");
-                if let Err(e) = cluster.directory().reload(&store).await {
-                    tracing::error!(error = %e, "could not read the directory");
-                }
+                tracing::warn!(missed = n, "fell behind the event log: work moved here meanwhile starts when the node's work starts again");
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         match event.kind.as_str() {
-            "MEMBER_DOWN" | "MEMBER_LEFT" => {
-                if let Err(e) = cluster.directory().reload(&store).await {
-                    tracing::error!(error = %e, "could not read the directory");
-                }
-            }
             "AGENT_MOVED" if event.data["to"] == me.as_str() => {
                 let Some(id) = event.subject.clone() else { continue };
                 let api = api.clone();
@@ -213,16 +187,8 @@ pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::ser
                 });
             }
             // Tasks move alone too (a node hands the tasks none of its agents serve to one
-            // whose agents do): every node routes by the directory that moved them.
-            "TASKS_MOVED" if event.data["to"] != me.as_str() => {
-                if let Err(e) = cluster.directory().reload(&store).await {
-                    tracing::error!(error = %e, "could not read the directory");
-                }
-            }
-            "TASKS_MOVED" => {
-                if let Err(e) = cluster.directory().reload(&store).await {
-                    tracing::error!(error = %e, "could not read the directory");
-                }
+            // whose agents do).
+            "TASKS_MOVED" if event.data["to"] == me.as_str() => {
                 let Some(from) = event.data["from"].as_str() else {
                     continue;
                 };

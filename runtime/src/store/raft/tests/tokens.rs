@@ -7,11 +7,16 @@ use std::sync::Arc;
 use super::{three_voters, Router};
 use crate::store::Store;
 
-/// a, b and c voters; the tokens of a and b, each with a data dir of its own.
+/// a, b and c voters; the tokens of each, with a data dir of its own.
 async fn tokens_on_two_of_three() -> (tempfile::TempDir, Arc<Router>, [Store; 2], [crate::auth::Tokens; 2]) {
+    let (dir, router, [a, b, _], [on_a, on_b, _]) = tokens_on_three().await;
+    (dir, router, [a, b], [on_a, on_b])
+}
+
+async fn tokens_on_three() -> (tempfile::TempDir, Arc<Router>, [Store; 3], [crate::auth::Tokens; 3]) {
     let dir = tempfile::tempdir().unwrap();
     let router = Arc::new(Router::default());
-    let [a, b, _c] = three_voters(&router, &dir).await;
+    let [a, b, c] = three_voters(&router, &dir).await;
     let data = |name: &str| {
         let path = dir.path().join(format!("{name}-data"));
         std::fs::create_dir_all(&path).unwrap();
@@ -19,7 +24,8 @@ async fn tokens_on_two_of_three() -> (tempfile::TempDir, Arc<Router>, [Store; 2]
     };
     let on_a = crate::auth::Tokens::load(a.clone(), &data("a")).await.unwrap();
     let on_b = crate::auth::Tokens::load(b.clone(), &data("b")).await.unwrap();
-    (dir, router, [a, b], [on_a, on_b])
+    let on_c = crate::auth::Tokens::load(c.clone(), &data("c")).await.unwrap();
+    (dir, router, [a, b, c], [on_a, on_b, on_c])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +55,7 @@ async fn a_member_cut_off_during_a_revocation_refuses_the_token_once_it_says_it_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_caught_up_from_a_snapshot_refuses_a_token_revoked_meanwhile() {
     use crate::auth::{Check, Role};
-    let (_dir, router, [a, b], [on_a, on_b]) = tokens_on_two_of_three().await;
+    let (_dir, router, [a, b, c], [on_a, on_b, on_c]) = tokens_on_three().await;
     let (secret, info) = on_a.create(Role::Viewer, "revoked-meanwhile", None).await.unwrap();
     assert!(matches!(on_b.check(&secret).await.unwrap(), Check::Valid { .. }));
     let mut revocations = on_b.revocations();
@@ -90,6 +96,10 @@ async fn a_member_that_caught_up_from_a_snapshot_refuses_a_token_revoked_meanwhi
         .unwrap();
     assert_eq!(on_b.check(&secret).await.unwrap(), Check::Refused("was revoked"));
     assert!(on_b.list().iter().all(|t| t.revoked_at.is_some()), "{:?}", on_b.list());
+    // The cache of a member that applied the whole log holds the same.
+    super::caught_up(&c, a.raft().metrics().borrow().last_log_index.unwrap()).await;
+    super::caught_up(&b, a.raft().metrics().borrow().last_log_index.unwrap()).await;
+    assert_eq!(on_b.list(), on_c.list());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

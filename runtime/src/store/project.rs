@@ -1,0 +1,105 @@
+//! Projections: what a node keeps in memory from its tables (the token cache, the directory,
+//! the swarms' change notices…), all kept by one mechanism that the state machine drives.
+//! A projection is built from the tables when it is registered and again each time a
+//! snapshot replaces them, and follows every write in between as that write is applied,
+//! before its events are fanned out. So a node that caught up from a snapshot holds the
+//! same projections as one that applied the whole log, and a reader woken by an event finds
+//! the projection already past it.
+
+use std::sync::{Arc, RwLock};
+
+use super::{StoreError, Table, View};
+use crate::events::Event;
+
+/// One write just applied, as a projection is told of it.
+pub struct Change<'a> {
+    /// The tables as the write left them.
+    pub view: &'a View<'a>,
+    /// The events the write applied, in order.
+    pub events: &'a [Arc<Event>],
+    /// The keys the write put or deleted in the tables the projection follows
+    /// ([`Projection::tables`]), in order, repeats included.
+    pub keys: &'a [(Table, String)],
+}
+
+impl Change<'_> {
+    /// The keys of `table` the write changed.
+    pub fn keys_of(&self, table: Table) -> impl Iterator<Item = &str> {
+        self.keys.iter().filter(move |(t, _)| *t == table).map(|(_, k)| k.as_str())
+    }
+}
+
+/// Something kept in memory from the tables. Both calls run on the state machine's thread
+/// while it holds the tables: they update memory and wake waiters, nothing more (a write to
+/// the store from here would wait for itself).
+pub trait Projection: Send + Sync + 'static {
+    /// A name for the logs.
+    fn name(&self) -> &'static str;
+
+    /// The tables whose changed keys [`Change::keys`] names.
+    fn tables(&self) -> &'static [Table] {
+        &[]
+    }
+
+    /// Reads the whole projection from the tables, in place of what it held: when it is
+    /// registered, and after a snapshot replaced the tables (whose changes come with no
+    /// event).
+    fn rebuild(&self, view: &View<'_>) -> Result<(), StoreError>;
+
+    /// Follows one write, just applied.
+    fn apply(&self, change: &Change<'_>) -> Result<(), StoreError>;
+}
+
+/// The projections registered with a store.
+#[derive(Default)]
+pub(super) struct Projections {
+    all: RwLock<Vec<Arc<dyn Projection>>>,
+    /// The union of their [`Projection::tables`], so a write records only the keys someone
+    /// follows.
+    followed: RwLock<Vec<Table>>,
+}
+
+impl Projections {
+    pub fn add(&self, projection: Arc<dyn Projection>) {
+        let mut followed = self.followed.write().unwrap_or_else(|p| p.into_inner());
+        for table in projection.tables() {
+            if !followed.contains(table) {
+                followed.push(*table);
+            }
+        }
+        self.all.write().unwrap_or_else(|p| p.into_inner()).push(projection);
+    }
+
+    /// The tables whose changed keys a write records.
+    pub fn followed(&self) -> Vec<Table> {
+        self.followed.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
+    /// Tells each projection of a write. One that fails to follow it is rebuilt, so it is
+    /// never left half a write behind.
+    pub fn apply(&self, change: &Change<'_>) {
+        for projection in self.all.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            if let Err(e) = projection.apply(change) {
+                tracing::error!(projection = projection.name(), error = %e, "a projection could not follow a write: reading it again");
+                rebuild(projection.as_ref(), change.view);
+            }
+        }
+    }
+
+    /// Rebuilds every projection from `view`.
+    pub fn rebuild(&self, view: &View<'_>) {
+        for projection in self.all.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            rebuild(projection.as_ref(), view);
+        }
+    }
+}
+
+pub(super) fn rebuild(projection: &dyn Projection, view: &View<'_>) {
+    if let Err(e) = projection.rebuild(view) {
+        tracing::error!(projection = projection.name(), error = %e, "a projection could not be read from the tables");
+    }
+}
