@@ -16,6 +16,7 @@
 mod actor;
 mod backend;
 pub mod checkpoints;
+mod observed;
 mod child;
 mod ladder;
 mod lifecycle;
@@ -37,6 +38,7 @@ pub use backend::{
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
 pub use lifecycle::Action;
+pub use observed::{AgentLive, Observed, Report as ObservedAgents, Sampler};
 pub use registry::{matching, Registry};
 pub use secrets::{SecretRefused, Secrets};
 pub use spec::{

@@ -199,6 +199,7 @@ impl Api {
             experiments: self.experiments.clone(),
             tokens: std::sync::Arc::new(std::sync::OnceLock::from(self.ctx.tokens.clone())),
             hosts: std::sync::Arc::new(std::sync::OnceLock::from(self.hosts.fleet.clone())),
+            agents: self.agents.observed.clone(),
         }
     }
 

@@ -77,6 +77,18 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
         }
         deadline.tick(hosts).await?;
     }
+    // Beta's agent as beta sampled it, as a beat of beta's told alpha.
+    let observed = "query($id: ID!) { agent(id: $id) { observedAt processGroups usage { rssBytes } \
+                    health { healthy } } }";
+    let deadline = Deadline::after(WAIT, "beta's agent to be reported to alpha");
+    let sampled = loop {
+        let agent = alpha.gql_ok(observed, json!({ "id": theirs })).await?;
+        if agent["agent"]["observedAt"].is_string() {
+            break agent;
+        }
+        deadline.tick(agent).await?;
+    };
+    ensure!(sampled["agent"]["health"]["healthy"] == true, "{sampled}");
 
     beta.freeze()?;
     // Reads are answered from alpha's replica: they never wait for beta (alpha cuts a
@@ -112,11 +124,17 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
         .gql_ok("query($id: ID!) { host(id: $id) { id state } }", json!({ "id": one }))
         .await?;
     ensure!(host["host"]["state"] == "UP", "{host}");
-    // What only beta can say (its agent's processes) waits for it; the request is bounded
-    // (408) and, while it waits, the one request slot is taken: of two such calls sent
-    // together, one is shed at once (503) and the other cut at the timeout.
+    // What beta's agent shows of itself is beta's last sample, read here with its time.
+    let frozen = alpha.gql_ok(observed, json!({ "id": theirs })).await?;
+    ensure!(
+        frozen["agent"]["observedAt"].is_string() && frozen["agent"]["health"]["healthy"] == true,
+        "{frozen}"
+    );
+    // What needs beta's live agent (a lifecycle change) waits for it; the request is
+    // bounded (408) and, while it waits, the one request slot is taken: of two such calls
+    // sent together, one is shed at once (503) and the other cut at the timeout.
     let live = |n: u32| {
-        let q = json!({ "query": format!("{{ a{n}: agent(id: \"{theirs}\") {{ processGroups }} }}") });
+        let q = json!({ "query": format!("mutation {{ a{n}: pauseAgent(id: \"{theirs}\") {{ id }} }}") });
         let client = super::support::http_client().build().expect("http client");
         let (url, token) = (alpha.url("/graphql"), alpha.token.clone());
         async move {
@@ -129,7 +147,7 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
     statuses.sort();
     ensure!(
         statuses == vec![408, 503],
-        "two calls to a frozen peer's agent: {statuses:?}"
+        "two changes to a frozen peer's agent: {statuses:?}"
     );
 
     wait_member(&alpha, "beta", "DOWN").await?;

@@ -7,11 +7,10 @@ mod local;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 
 use super::context::Context;
 use super::listing::{Counted, Listing};
-use crate::agent::{AgentFilter, AgentPolicy, AgentView, Checkpoint, Probe, SpawnAgentRequest, Usage};
+use crate::agent::{AgentFilter, AgentPolicy, AgentView, Checkpoint, SpawnAgentRequest};
 use crate::cluster::remote::{service, At, Located};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
@@ -25,44 +24,13 @@ service! {
     keyed Act => act(id: String, action: AgentAction) -> AgentView;
     /// Takes a checkpoint of an agent of this node.
     keyed Checkpoint => checkpoint(id: String, description: String) -> Checkpoint;
-    call Checkpoints => checkpoints(id: String) -> Vec<Checkpoint>;
-    call Live => live(id: String) -> Option<AgentLive>;
 }
 
 /// What can be done to an existing agent (the agent room's own word for it).
 pub use crate::agent::Action as AgentAction;
 
-/// What an agent's actor says of itself now: usage of its processes and health.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AgentLive {
-    pub usage: Option<Usage>,
-    /// When the backend last showed a sign of life (process agents).
-    pub last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
-    pub healthy: bool,
-    pub paused: bool,
-    pub process_groups: Vec<u32>,
-    /// Its counters as its node's scheduler holds them now: the tasks it runs, its breaker
-    /// and the figures of its recent attempts live there only.
-    #[serde(default)]
-    pub stats: Option<crate::agent::AgentStats>,
-}
-
-impl AgentLive {
-    pub(crate) fn from_probe(p: Probe) -> Self {
-        let now = troupe_runtime::clock::now();
-        Self {
-            usage: p.usage,
-            last_heartbeat: p
-                .silent_for
-                .and_then(|d| chrono::Duration::from_std(d).ok())
-                .map(|d| now - d),
-            healthy: p.healthy,
-            paused: p.paused,
-            process_groups: p.process_groups,
-            stats: None,
-        }
-    }
-}
+/// What an agent shows of itself, observed on its node (see [`crate::agent::Observed`]).
+pub use crate::agent::AgentLive;
 
 #[derive(Clone)]
 pub struct Agents {
@@ -71,6 +39,8 @@ pub struct Agents {
     pub(crate) slots: Slots,
     /// What every agent's child spec shares (restarts, shutdown, secrets).
     pub(crate) policy: AgentPolicy,
+    /// What this node's agents and the peers' show of themselves.
+    pub(crate) observed: crate::agent::Observed,
 }
 
 impl Located for Agents {
@@ -107,14 +77,30 @@ impl Agents {
         At::holding(self, id).checkpoint(id.to_owned(), description, key).await
     }
 
-    /// The agent's checkpoints, oldest first.
+    /// The agent's checkpoints, oldest first, from this node's replica.
     pub async fn checkpoints(&self, id: &str) -> Result<Vec<Checkpoint>, ApiError> {
-        At::holding(self, id).checkpoints(id.to_owned()).await
+        Ok(crate::agent::checkpoints::list(&self.ctx.store, id).await?)
     }
 
-    /// What the agent's actor says of itself now; `None` when it is not running.
+    /// What the agent shows of itself: asked of its actor now when it runs here; for an
+    /// agent of a peer, that node's last sample (its `seen_at` says when), which travels
+    /// with the heartbeats: no peer is asked. `None` when it is not running (or its node has
+    /// not reported it yet).
     pub async fn live(&self, id: &str) -> Result<Option<AgentLive>, ApiError> {
-        At::holding(self, id).live(id.to_owned()).await
+        match self.ctx.peer_holding(id) {
+            None => self.live_local(id).await,
+            Some(peer) => Ok(self.observed.of_peer(&peer, id)),
+        }
+    }
+
+    /// Every agent this node runs, as each shows itself now (for the heartbeats).
+    pub(crate) async fn sample_local(&self) -> Vec<(String, AgentLive)> {
+        let running = self.slots.handles.running();
+        let asked = running.into_iter().map(|(id, _)| async move {
+            let live = self.live_local(&id).await;
+            live.ok().flatten().map(|live| (id, live))
+        });
+        futures::future::join_all(asked).await.into_iter().flatten().collect()
     }
 
     /// An agent, wherever it runs, from this node's replica. One this replica does not hold
@@ -165,11 +151,4 @@ impl AgentsLocal for Agents {
         self.checkpoint_local(&id, description, key.as_deref()).await
     }
 
-    async fn checkpoints(&self, id: String) -> Result<Vec<Checkpoint>, ApiError> {
-        Ok(crate::agent::checkpoints::list(&self.ctx.store, &id).await?)
-    }
-
-    async fn live(&self, id: String) -> Result<Option<AgentLive>, ApiError> {
-        self.live_local(&id).await
-    }
 }

@@ -102,6 +102,8 @@ pub struct NodeService {
     pub(crate) tokens: std::sync::Arc<std::sync::OnceLock<troupe_runtime::auth::Tokens>>,
     /// The hosts this node drives, which its beats carry, once loaded.
     pub(crate) hosts: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::host::Fleet>>>,
+    /// What this node's agents show of themselves, which its beats carry.
+    pub(crate) agents: crate::agent::Observed,
 }
 
 impl Located for NodeService {
@@ -173,6 +175,7 @@ impl NodeLocal for NodeService {
             applied: status.commit_index,
             rooms: (*self.rooms.get()).clone(),
             hosts: self.hosts.get().map(|f| f.views()).unwrap_or_default(),
+            agents: (*self.agents.here()).clone(),
         })
     }
 

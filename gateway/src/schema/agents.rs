@@ -312,7 +312,8 @@ impl Agent {
             .gql()?;
         Ok(list.into_iter().map(live::Checkpoint).collect())
     }
-    /// RSS and CPU of its processes, sampled now; null when it runs none or is not running.
+    /// RSS and CPU of its processes (observed at `observedAt`); null when it runs none or is
+    /// not running.
     async fn usage(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<live::AgentUsage>> {
         Ok(self.live(ctx).await?.and_then(|l| l.usage).map(live::AgentUsage))
     }
@@ -328,6 +329,13 @@ impl Agent {
     /// Heartbeats and figures over its recent attempts.
     async fn health(&self, ctx: &Context<'_>) -> async_graphql::Result<live::AgentHealth> {
         Ok(live::AgentHealth::new(&self.view, self.live(ctx).await?))
+    }
+    /// When `usage`, `processGroups` and `health` were observed on the node that runs the
+    /// agent: now for an agent of the node asked; for a peer's, that node's last sample
+    /// (taken at most a second before one of its heartbeat answers), so reading it asks no
+    /// peer. Null when it is not running (or its node has not reported it yet).
+    async fn observed_at(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<DateTime<Utc>>> {
+        Ok(self.live(ctx).await?.and_then(|l| l.seen_at))
     }
 }
 

@@ -1,0 +1,156 @@
+//! What a running agent shows of itself (its processes' usage, their process groups, its
+//! heartbeat and health, its scheduler counters): observed on the node that runs it, never
+//! replicated. Each node samples its own agents at most once a [`SAMPLE_EVERY`] and the
+//! sample travels with its heartbeat answers, so a read of a peer's agent shows that node's
+//! last sample, with the time it was taken, and asks no peer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use super::{AgentStats, Probe, Usage};
+
+/// How old this node's sample may be before a beat answer asks for a new one.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// What an agent's actor says of itself: usage of its processes and health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentLive {
+    pub usage: Option<Usage>,
+    /// When the backend last showed a sign of life (process agents).
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    pub healthy: bool,
+    pub paused: bool,
+    pub process_groups: Vec<u32>,
+    /// Its counters as its node's scheduler holds them: the tasks it runs, its breaker and
+    /// the figures of its recent attempts live there only.
+    #[serde(default)]
+    pub stats: Option<AgentStats>,
+    /// When this was observed (on the node that runs the agent).
+    #[serde(default)]
+    pub seen_at: Option<DateTime<Utc>>,
+}
+
+impl AgentLive {
+    pub fn from_probe(p: Probe) -> Self {
+        let now = troupe_runtime::clock::now();
+        Self {
+            usage: p.usage,
+            last_heartbeat: p
+                .silent_for
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .map(|d| now - d),
+            healthy: p.healthy,
+            paused: p.paused,
+            process_groups: p.process_groups,
+            stats: None,
+            seen_at: Some(now),
+        }
+    }
+}
+
+/// One node's agents as it sampled them: each running agent, by id.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub at: Option<DateTime<Utc>>,
+    pub agents: Vec<(String, AgentLive)>,
+}
+
+/// Samples every agent this node runs.
+pub type Sampler = Arc<dyn Fn() -> BoxFuture<'static, Vec<(String, AgentLive)>> + Send + Sync>;
+
+/// This node's last sample of its agents, and each peer's last report.
+#[derive(Clone, Default)]
+pub struct Observed {
+    here: Arc<Mutex<Here>>,
+    sampler: Arc<OnceLock<Sampler>>,
+    peers: Arc<Mutex<HashMap<String, Arc<Report>>>>,
+}
+
+#[derive(Default)]
+struct Here {
+    report: Arc<Report>,
+    sampling: bool,
+}
+
+impl Observed {
+    /// How this node samples its agents (set once its agents service exists).
+    pub fn sample_with(&self, sampler: Sampler) {
+        let _ = self.sampler.set(sampler);
+    }
+
+    /// This node's last sample, for a beat answer. One older than [`SAMPLE_EVERY`] starts a
+    /// new sample, which the next answers carry: an answer never waits for the agents.
+    pub fn here(&self) -> Arc<Report> {
+        let mut here = self.here.lock().unwrap_or_else(|p| p.into_inner());
+        let now = troupe_runtime::clock::now();
+        let stale = here
+            .report
+            .at
+            .is_none_or(|at| (now - at).to_std().unwrap_or_default() >= SAMPLE_EVERY);
+        if stale && !here.sampling {
+            if let Some(sampler) = self.sampler.get().cloned() {
+                here.sampling = true;
+                let cell = self.here.clone();
+                tokio::spawn(async move {
+                    let agents = sampler().await;
+                    let mut here = cell.lock().unwrap_or_else(|p| p.into_inner());
+                    here.report = Arc::new(Report { at: Some(now), agents });
+                    here.sampling = false;
+                });
+            }
+        }
+        here.report.clone()
+    }
+
+    /// Keeps what `peer` reported with its last beat answer.
+    pub fn heard(&self, peer: &str, report: Arc<Report>) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer.to_owned(), report);
+    }
+
+    /// The agent `id` as `peer` last reported it (its `seen_at` the time of that sample);
+    /// `None` when no report of `peer` names it (not running there, or not heard yet).
+    pub fn of_peer(&self, peer: &str, id: &str) -> Option<AgentLive> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let report = peers.get(peer)?;
+        let (_, live) = report.agents.iter().find(|(a, _)| a == id)?;
+        let mut live = live.clone();
+        live.seen_at = report.at;
+        Some(live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_beat_answer_carries_the_last_sample_at_once_and_a_peers_agent_is_read_from_its_report() {
+        let observed = Observed::default();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        observed.sample_with({
+            let calls = calls.clone();
+            Arc::new(move || {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async move { vec![(format!("a{n}"), AgentLive::default())] })
+            })
+        });
+        assert!(observed.here().agents.is_empty(), "nothing sampled yet: answered at once");
+        tokio::task::yield_now().await;
+        assert_eq!(observed.here().agents[0].0, "a0");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "a fresh sample is kept");
+        // Peers' reports: the agent as its node saw it, at the time it was sampled.
+        observed.heard("b", observed.here());
+        let seen = observed.of_peer("b", "a0").unwrap();
+        assert_eq!(seen.seen_at, observed.here().at);
+        assert!(observed.of_peer("b", "nope").is_none());
+        assert!(observed.of_peer("c", "a0").is_none());
+    }
+}
