@@ -16,10 +16,10 @@
 mod actor;
 mod backend;
 pub mod checkpoints;
-mod observed;
 mod child;
 mod ladder;
 mod lifecycle;
+mod observed;
 pub(crate) mod owners;
 pub mod protocol;
 mod registry;

@@ -202,7 +202,6 @@ impl Tokens {
             .cloned()
     }
 
-
     /// Checks a bearer token. Notes its use (written at most once a minute per token).
     pub async fn check(&self, token: &str) -> Result<Check, TokenError> {
         let hash = hash(token);
@@ -487,7 +486,8 @@ impl crate::store::Projection for Cache {
                 match change.view.get(TOKENS, hash)? {
                     Some(bytes) => {
                         let token: TokenInfo = crate::codec::decode(&bytes)?;
-                        revoked |= token.revoked_at.is_some() && cached.get(hash).is_none_or(|t| t.revoked_at.is_none());
+                        revoked |=
+                            token.revoked_at.is_some() && cached.get(hash).is_none_or(|t| t.revoked_at.is_none());
                         cached.insert(hash.to_owned(), token);
                     }
                     None => {

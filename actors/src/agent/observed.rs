@@ -142,10 +142,17 @@ mod tests {
                 Box::pin(async move { vec![(format!("a{n}"), AgentLive::default())] })
             })
         });
-        assert!(observed.here().agents.is_empty(), "nothing sampled yet: answered at once");
+        assert!(
+            observed.here().agents.is_empty(),
+            "nothing sampled yet: answered at once"
+        );
         tokio::task::yield_now().await;
         assert_eq!(observed.here().agents[0].0, "a0");
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "a fresh sample is kept");
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "a fresh sample is kept"
+        );
         // Peers' reports: the agent as its node saw it, at the time it was sampled.
         observed.heard("b", observed.here());
         let seen = observed.of_peer("b", "a0").unwrap();

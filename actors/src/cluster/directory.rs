@@ -133,20 +133,38 @@ mod tests {
     async fn a_move_routes_here_as_soon_as_its_write_is_applied_and_a_directory_built_later_holds_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
-        store.write(Batch::new().put(DIRECTORY, "a1@x", placed("y", 1))).await.unwrap();
+        store
+            .write(Batch::new().put(DIRECTORY, "a1@x", placed("y", 1)))
+            .await
+            .unwrap();
         let followed = Directory::default();
         followed.follow(&store).await.unwrap();
-        assert_eq!(followed.node_of("a1@x").as_deref(), Some("y"), "read when it starts following");
+        assert_eq!(
+            followed.node_of("a1@x").as_deref(),
+            Some("y"),
+            "read when it starts following"
+        );
         // A move that comes with no event the directory used to reload on (a task handed
         // off, a move written by a later release): routed by at once all the same.
-        store.write(Batch::new().put(DIRECTORY, "t1@x", placed("z", 1))).await.unwrap();
+        store
+            .write(Batch::new().put(DIRECTORY, "t1@x", placed("z", 1)))
+            .await
+            .unwrap();
         assert_eq!(followed.node_of("t1@x").as_deref(), Some("z"));
         store
-            .write(Batch::new().put(DIRECTORY, "a1@x", placed("z", 2)).delete(DIRECTORY, "t1@x"))
+            .write(
+                Batch::new()
+                    .put(DIRECTORY, "a1@x", placed("z", 2))
+                    .delete(DIRECTORY, "t1@x"),
+            )
             .await
             .unwrap();
         assert_eq!(followed.node_of("a1@x").as_deref(), Some("z"));
-        assert_eq!(followed.node_of("t1@x").as_deref(), Some("x"), "back to the node its id names");
+        assert_eq!(
+            followed.node_of("t1@x").as_deref(),
+            Some("x"),
+            "back to the node its id names"
+        );
         let built = Directory::default();
         built.follow(&store).await.unwrap();
         let held = |d: &Directory| {

@@ -7,7 +7,6 @@ mod local;
 
 use std::sync::Arc;
 
-
 use super::context::Context;
 use super::listing::{Counted, Listing};
 use crate::agent::{AgentFilter, AgentPolicy, AgentView, Checkpoint, SpawnAgentRequest};
@@ -150,5 +149,4 @@ impl AgentsLocal for Agents {
     async fn checkpoint(&self, id: String, description: String, key: Option<String>) -> Result<Checkpoint, ApiError> {
         self.checkpoint_local(&id, description, key.as_deref()).await
     }
-
 }

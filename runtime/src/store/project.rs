@@ -25,7 +25,10 @@ pub struct Change<'a> {
 impl Change<'_> {
     /// The keys of `table` the write changed.
     pub fn keys_of(&self, table: Table) -> impl Iterator<Item = &str> {
-        self.keys.iter().filter(move |(t, _)| *t == table).map(|(_, k)| k.as_str())
+        self.keys
+            .iter()
+            .filter(move |(t, _)| *t == table)
+            .map(|(_, k)| k.as_str())
     }
 }
 

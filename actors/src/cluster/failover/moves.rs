@@ -146,7 +146,10 @@ pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::ser
         let event = match live.recv().await {
             Ok(event) => event,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "fell behind the event log: work moved here meanwhile starts when the node's work starts again");
+                tracing::warn!(
+                    missed = n,
+                    "fell behind the event log: work moved here meanwhile starts when the node's work starts again"
+                );
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

@@ -75,7 +75,10 @@ async fn a_projection_is_past_a_write_before_the_writes_event_is_out_and_equals_
         let event = live.recv().await.unwrap();
         assert_eq!(event.subject.as_deref(), Some(format!("k{i:02}").as_str()));
         // Woken by the event, a reader finds the projection past the write.
-        assert!(followed.held().contains_key(&format!("k{i:02}")), "k{i:02} is not in the projection yet");
+        assert!(
+            followed.held().contains_key(&format!("k{i:02}")),
+            "k{i:02} is not in the projection yet"
+        );
     }
     assert_eq!(followed.held(), mirror(&store).await.held());
 }
@@ -86,7 +89,9 @@ async fn a_member_that_caught_up_from_a_snapshot_holds_the_projection_of_one_tha
     let router = Arc::new(Router::default());
     let [a, b, c] = three_voters(&router, &dir).await;
     for i in 0..10u8 {
-        a.write(Batch::new().put(THINGS, format!("k{i:02}"), vec![i])).await.unwrap();
+        a.write(Batch::new().put(THINGS, format!("k{i:02}"), vec![i]))
+            .await
+            .unwrap();
     }
     let (on_b, on_c) = (mirror(&b).await, mirror(&c).await);
     super::caught_up(&b, a.raft().metrics().borrow().last_log_index.unwrap()).await;
@@ -94,9 +99,13 @@ async fn a_member_that_caught_up_from_a_snapshot_holds_the_projection_of_one_tha
     router.cut.lock().unwrap().insert("b".into());
     let b_holds = b.raft().metrics().borrow().last_log_index.unwrap();
     for i in 5..15u8 {
-        a.write(Batch::new().put(THINGS, format!("k{i:02}"), vec![i, i])).await.unwrap();
+        a.write(Batch::new().put(THINGS, format!("k{i:02}"), vec![i, i]))
+            .await
+            .unwrap();
     }
-    a.write(Batch::new().delete(THINGS, "k01").delete(THINGS, "k07")).await.unwrap();
+    a.write(Batch::new().delete(THINGS, "k01").delete(THINGS, "k07"))
+        .await
+        .unwrap();
     let index = loop {
         a.compact().await.unwrap();
         let purged = a.raft().metrics().borrow().purged.map(|id| id.index).unwrap();
@@ -109,7 +118,10 @@ async fn a_member_that_caught_up_from_a_snapshot_holds_the_projection_of_one_tha
     router.cut.lock().unwrap().remove("b");
     b.raft()
         .wait(Some(std::time::Duration::from_secs(20)))
-        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= index), "b installed a snapshot")
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= index),
+            "b installed a snapshot",
+        )
         .await
         .unwrap();
     let last = a.raft().metrics().borrow().last_log_index.unwrap();
@@ -117,5 +129,9 @@ async fn a_member_that_caught_up_from_a_snapshot_holds_the_projection_of_one_tha
     super::caught_up(&c, last).await;
     assert!(!on_b.held().contains_key("k07"), "a delete b missed: {:?}", on_b.held());
     assert_eq!(on_b.held().get("k12"), Some(&vec![12, 12]));
-    assert_eq!(on_b.held(), on_c.held(), "caught up from a snapshot against the whole log");
+    assert_eq!(
+        on_b.held(),
+        on_c.held(),
+        "caught up from a snapshot against the whole log"
+    );
 }
