@@ -162,16 +162,24 @@ async fn admins_manage_tokens_over_graphql_and_a_revocation_takes_effect_at_once
     );
     node.gql_ok_as(&secret, "{ node { name } }", json!({})).await?;
 
-    let listed = node
-        .gql_ok("{ tokens { id name role createdAt lastUsedAt revokedAt } }", json!({}))
-        .await?;
+    // The use is written without holding up the request that used the token: it is listed
+    // once the write is applied.
+    let deadline = Deadline::after(super::support::WAIT, "the token's use to be listed");
+    let (listed, mine) = loop {
+        let listed = node
+            .gql_ok("{ tokens { id name role createdAt lastUsedAt revokedAt } }", json!({}))
+            .await?;
+        let mine = listed["tokens"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["id"] == id.as_str()).cloned())
+            .context("the new token is not listed")?;
+        if mine["lastUsedAt"].is_string() {
+            break (listed, mine);
+        }
+        deadline.tick(mine).await?;
+    };
     let text_of_list = listed.to_string();
     ensure!(!text_of_list.contains(&secret), "a listing shows a secret");
-    let mine = listed["tokens"]
-        .as_array()
-        .and_then(|t| t.iter().find(|t| t["id"] == id.as_str()).cloned())
-        .context("the new token is not listed")?;
-    ensure!(mine["lastUsedAt"].is_string(), "its use is not recorded: {mine}");
 
     // A WebSocket opened with it is closed when it is revoked, and HTTP refuses it at once.
     let Ok(mut ws) = Subscription::init(&node.addr, Some(secret.as_str())).await? else {

@@ -292,13 +292,22 @@ async fn a_peers_agent_is_paused_checkpointed_probed_and_stopped_through_this_no
     );
     // Another agent, without the label: the filtered count leaves it out.
     alpha.spawn_builtin("echo", &[]).await?;
-    let q = "query($id: ID!) { agent(id: $id) { checkpoints { description } health { healthy successRate } } \
+    let q = "query($id: ID!) { agent(id: $id) { checkpoints { description } \
+             observedAt health { healthy successRate } } \
              agents(labels: [{ key: \"where\", value: \"beta\" }]) { totalCount } }";
-    let seen = alpha.gql_ok(q, json!({ "id": id })).await?;
+    // The agent's health as beta sampled it after its runs, which a beat brings to alpha.
+    let deadline = super::support::Deadline::after(super::support::WAIT, "beta's sample of its agent");
+    let seen = loop {
+        let seen = alpha.gql_ok(q, json!({ "id": id })).await?;
+        if seen["agent"]["health"]["successRate"] == 1.0 {
+            break seen;
+        }
+        deadline.tick(seen).await?;
+    };
     ensure!(
         seen["agent"]["checkpoints"][0]["description"] == "three"
             && seen["agent"]["health"]["healthy"] == true
-            && seen["agent"]["health"]["successRate"] == 1.0,
+            && seen["agent"]["observedAt"].is_string(),
         "{seen}"
     );
     ensure!(
