@@ -89,8 +89,9 @@ pub struct Node {
     admin_token_path: PathBuf,
     /// The root's child that links this node to its peers (see [`Node::shutdown`]).
     link: String,
-    /// Background work the node owns (expired idempotency keys); stopped with it.
-    chores: Vec<JoinHandle<()>>,
+    /// The loop that carries the agents' outgoing messages; stopped with the node. (The
+    /// other chores are children of the tree's `chores` supervisor.)
+    courier: JoinHandle<()>,
 }
 
 /// Builds the caller's extra root children once the API exists.
@@ -129,7 +130,7 @@ impl Node {
     /// A leader that stops is replaced by one election, which the others begin as soon as
     /// its session closes and its lease passed (`store::raft::elect`; openraft 0.9 has no
     /// transfer of leadership).
-    pub async fn shutdown(mut self, grace: Duration) {
+    pub async fn shutdown(self, grace: Duration) {
         let running = self.api.begin_drain().await;
         tracing::info!(running, grace = ?grace, "shutting down: draining running tasks");
         let deadline = tokio::time::Instant::now() + grace;
@@ -147,10 +148,9 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        for chore in self.chores.drain(..) {
-            chore.abort();
-        }
+        // The chores (started last) stop first, before the work they look after.
         self.stop_all_but_the_link().await;
+        self.courier.abort();
         let store = self.api.store().clone();
         match tokio::time::timeout(FINAL_FLUSH_WITHIN, store.flush()).await {
             Ok(Ok(())) => {}
@@ -204,9 +204,7 @@ const FINAL_FLUSH_WITHIN: Duration = Duration::from_secs(10);
 
 impl Drop for Node {
     fn drop(&mut self) {
-        for chore in &self.chores {
-            chore.abort();
-        }
+        self.courier.abort();
     }
 }
 

@@ -17,6 +17,7 @@
 //! start, failure, restart, stop and escalation is an event.
 
 mod child;
+mod chore;
 mod decision;
 mod jobs;
 mod nested;
@@ -24,6 +25,7 @@ mod supervisor;
 mod tree;
 
 pub use child::{ChildEvent, ChildSpec, Shutdown};
+pub use chore::Chore;
 pub use decision::{Backoff, ChildView, Decision, Exit, Intensity, Restart, RestartLadder, Strategy};
 pub use nested::{Nest, Nested, SupervisorSpec};
 pub use supervisor::{

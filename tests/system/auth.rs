@@ -165,7 +165,7 @@ async fn admins_manage_tokens_over_graphql_and_a_revocation_takes_effect_at_once
     // The use is written without holding up the request that used the token: it is listed
     // once the write is applied.
     let deadline = Deadline::after(super::support::WAIT, "the token's use to be listed");
-    let (listed, mine) = loop {
+    let listed = loop {
         let listed = node
             .gql_ok("{ tokens { id name role createdAt lastUsedAt revokedAt } }", json!({}))
             .await?;
@@ -174,7 +174,7 @@ async fn admins_manage_tokens_over_graphql_and_a_revocation_takes_effect_at_once
             .and_then(|t| t.iter().find(|t| t["id"] == id.as_str()).cloned())
             .context("the new token is not listed")?;
         if mine["lastUsedAt"].is_string() {
-            break (listed, mine);
+            break listed;
         }
         deadline.tick(mine).await?;
     };

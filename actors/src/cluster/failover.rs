@@ -246,8 +246,14 @@ impl Leases {
         true
     }
 
-    fn set_running(&self, running: bool) {
+    /// Says whether the node's work runs now (the lease keeper keeps it true).
+    pub(crate) fn set_running(&self, running: bool) {
         self.book().running = running;
+    }
+
+    /// Whether the node's work runs now, as the lease keeper last said.
+    pub(crate) fn running(&self) -> bool {
+        self.book().running
     }
 
     fn released(&self) -> bool {

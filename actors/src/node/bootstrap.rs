@@ -10,7 +10,8 @@ use troupe_runtime::config::Config;
 use troupe_runtime::idempotency::Idempotency;
 use troupe_runtime::store::{self, Batch, Store, StoreError, StoreOptions, META};
 use troupe_runtime::supervision::{
-    Backoff, ChildSpec, Intensity, Nested, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs, SupervisorSpec,
+    Backoff, ChildSpec, Chore, Intensity, Nested, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs,
+    SupervisorMsg, SupervisorSpec,
 };
 
 use super::identity::{check_format, node_id, own_fact, own_key, private_dir, resolve_cookie};
@@ -386,40 +387,94 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             Err(e) => tracing::error!(error = %e, "could not read the mailboxes left on disk"),
         }
     }
-    let lease = tokio::spawn(crate::cluster::failover::keep_lease(
-        store.clone(),
-        ctx_cluster.clone(),
-        crate::cluster::failover::Work {
+    // The node's chores, supervised like any child: one that panics or ends is restarted.
+    // The lease keeper restarted takes up the work as it runs then.
+    ctx_cluster.leases.set_running(runs_now);
+    let lease = {
+        let (store, cluster, api) = (store.clone(), ctx_cluster.clone(), api.clone());
+        let work = crate::cluster::failover::Work {
             root: root.clone(),
             children: work,
-        },
-        api.clone(),
-        runs_now,
-    ));
-    let members = tokio::spawn(crate::cluster::failover::watch_members(
-        store.clone(),
-        ctx_cluster.clone(),
-    ));
-    let moves = tokio::spawn(crate::cluster::failover::follow_moves(
-        store.clone(),
-        ctx_cluster.clone(),
-        api.clone(),
-    ));
-    let purge = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PURGE_EVERY);
-        loop {
-            tick.tick().await;
-            match idempotency.purge_expired().await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(purged = n, "purged expired idempotency keys"),
-                Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+        };
+        Chore::new("lease", move || {
+            let running = cluster.leases.running();
+            let keep = crate::cluster::failover::keep_lease(
+                store.clone(),
+                cluster.clone(),
+                work.clone(),
+                api.clone(),
+                running,
+            );
+            Box::pin(keep)
+        })
+    };
+    let members = {
+        let (store, cluster) = (store.clone(), ctx_cluster.clone());
+        Chore::new("members", move || {
+            Box::pin(crate::cluster::failover::watch_members(store.clone(), cluster.clone()))
+        })
+    };
+    let moves = {
+        let (store, cluster, api) = (store.clone(), ctx_cluster.clone(), api.clone());
+        Chore::new("moves", move || {
+            Box::pin(crate::cluster::failover::follow_moves(
+                store.clone(),
+                cluster.clone(),
+                api.clone(),
+            ))
+        })
+    };
+    let purge = Chore::new("purge", move || {
+        let idempotency = idempotency.clone();
+        Box::pin(async move {
+            let mut tick = tokio::time::interval(PURGE_EVERY);
+            loop {
+                tick.tick().await;
+                match idempotency.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(purged = n, "purged expired idempotency keys"),
+                    Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+                }
             }
-        }
+        })
     });
-    let leadership = tokio::spawn(crate::cluster::replicated::announce_leadership(
-        store.clone(),
-        config.node_name.clone(),
-    ));
+    let leadership = {
+        let (store, node) = (store.clone(), config.node_name.clone());
+        Chore::new("leadership", move || {
+            Box::pin(crate::cluster::replicated::announce_leadership(
+                store.clone(),
+                node.clone(),
+            ))
+        })
+    };
+    let chores_store = store.clone();
+    let chores = Nested::child(SupervisorSpec {
+        id: "chores".into(),
+        args: Box::new(move || SupervisorArgs {
+            name: "chores".into(),
+            strategy: Strategy::OneForOne,
+            intensity,
+            backoff,
+            children: vec![
+                lease.clone() as Arc<dyn ChildSpec>,
+                members.clone(),
+                moves.clone(),
+                purge.clone(),
+                leadership.clone(),
+            ],
+            start_order: StartOrder::Sequential,
+            store: chores_store.clone(),
+        }),
+    });
+    let started = crate::call::ask_within(
+        &root,
+        |r| SupervisorMsg::StartChild(chores, r),
+        "the node supervisor",
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| StartNodeError::Tree(format!("chores: {e}")))?;
+    started.map_err(|e| StartNodeError::Tree(format!("chores: {e}")))?;
     tracing::info!(node = %config.node_name, admin_token = %admin_token_path.display(), "node started");
     Ok(Node {
         api,
@@ -427,7 +482,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         root_done,
         admin_token_path,
         link: link_id,
-        chores: vec![purge, courier, leadership, lease, members, moves],
+        courier,
     })
 }
 

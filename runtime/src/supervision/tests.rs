@@ -516,6 +516,7 @@ async fn a_nested_supervisor_makes_its_children_afresh_at_each_restart_and_says_
     );
 }
 
+mod chore;
 mod fault;
 mod intensity;
 
