@@ -36,3 +36,11 @@ pub mod replicated;
 
 pub use actor::{ClusterChild, Link, ServicesChild};
 pub use membership::{Cluster, Gathered, Member, MemberStatus, PeerInfo};
+
+/// `host:port`, with an IPv6 address in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{host}]:{port}"),
+        Err(_) => format!("{host}:{port}"),
+    }
+}

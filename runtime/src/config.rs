@@ -42,6 +42,12 @@ pub struct ServeArgs {
     /// address's IP, a port the system picks].
     #[arg(long, env = "TROUPE_RAFT_LISTEN")]
     pub raft_listen: Option<SocketAddr>,
+    /// The host name peers reach this node by: its cluster and Raft lane addresses are
+    /// advertised with it, and it is the name their TLS checks this node's certificate for
+    /// (needed when the certificates name hosts, not addresses) [default: the cluster
+    /// address's IP].
+    #[arg(long, env = "TROUPE_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
     /// A peer's cluster address to join; repeatable (comma-separated in TROUPE_JOIN).
     #[arg(long, env = "TROUPE_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
@@ -242,6 +248,8 @@ pub struct Config {
     pub cluster_listen: SocketAddr,
     /// Where the Raft lane listens (port 0: one the system picks).
     pub raft_listen: SocketAddr,
+    /// The host name peers reach this node by, when not its cluster address's IP.
+    pub advertise_host: Option<String>,
     pub join: Vec<String>,
     pub voters: usize,
     /// This node's labels (placement of agents moved off a lost node).
@@ -349,7 +357,7 @@ impl Config {
     pub fn load(mut args: ServeArgs) -> Result<Self, ConfigError> {
         if let Some(path) = args.config.clone() {
             let mut file = read_file(&path)?;
-            fill!(args, file; data_dir, listen, node_name, cluster_listen, raft_listen, voters, cookie_file, tls_cert, tls_key, tls_ca, log_format,
+            fill!(args, file; data_dir, listen, node_name, cluster_listen, raft_listen, advertise_host, voters, cookie_file, tls_cert, tls_key, tls_ca, log_format,
                 shutdown_grace_ms, supervisor_max_restarts, supervisor_window_ms, supervisor_backoff_ms,
                 agent_max_restarts, agent_restart_window_ms, agent_stop_grace_ms,
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
@@ -415,6 +423,7 @@ impl Config {
             raft_listen: args
                 .raft_listen
                 .unwrap_or_else(|| SocketAddr::new(cluster_listen.ip(), 0)),
+            advertise_host: advertised(args.advertise_host)?,
             join: args.join,
             voters: args.voters.unwrap_or(3),
             node_labels,
@@ -489,6 +498,27 @@ impl Config {
     pub fn store_path_in(data_dir: &Path) -> PathBuf {
         data_dir.join("troupe.redb")
     }
+}
+
+/// `--advertise-host`, checked: a host name or an address, without a port.
+fn advertised(host: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(host) = host.map(|h| h.trim().to_owned()) else {
+        return Ok(None);
+    };
+    let name = host.trim_start_matches('[').trim_end_matches(']');
+    let valid = name.parse::<std::net::IpAddr>().is_ok()
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
+    if !valid {
+        return Err(ConfigError::Invalid {
+            key: "advertise_host",
+            message: format!("{host:?} is not a host name or an IP address (give it without a port)"),
+        });
+    }
+    Ok(Some(name.to_owned()))
 }
 
 fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {

@@ -29,6 +29,11 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
 /// A CA `ca` (ca.pem, ca.key) and, signed by it, a certificate for 127.0.0.1 that serves as
 /// server and client (`<ca>-node.pem`, `<ca>-node.key`), all in `dir`.
 fn certificates(dir: &Path, ca: &str) -> Result<()> {
+    certificates_naming(dir, ca, "IP:127.0.0.1")
+}
+
+/// As [`certificates`], the node's certificate naming `names` (a subjectAltName value).
+fn certificates_naming(dir: &Path, ca: &str, names: &str) -> Result<()> {
     let (ca_key, ca_pem) = (format!("{ca}.key"), format!("{ca}.pem"));
     openssl(
         dir,
@@ -57,8 +62,10 @@ fn certificates(dir: &Path, ca: &str) -> Result<()> {
     let ext = format!("{ca}-ext.cnf");
     std::fs::write(
         dir.join(&ext),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1\n",
+        format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName={names}\n"
+        ),
     )?;
     let (key, csr, pem) = (
         format!("{ca}-node.key"),
@@ -265,5 +272,58 @@ async fn tls_files_go_together_and_a_missing_one_is_named() -> Result<()> {
         .output()?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success() && err.contains(&missing), "{err}");
+    Ok(())
+}
+
+/// How many Raft messages `node` sent `way` ("lane" or "link").
+async fn raft_messages(node: &Node, way: &str) -> Result<f64> {
+    let prefix = format!("troupe_raft_messages_total{{way=\"{way}\"}}");
+    Ok(node
+        .metrics()
+        .await?
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_that_name_only_a_host_carry_the_raft_lane_for_nodes_that_advertise_it() -> Result<()> {
+    let certs = tempfile::tempdir()?;
+    certificates_naming(certs.path(), "named-ca", "DNS:localhost")?;
+    let named = |opts: NodeOpts| with_tls(opts, certs.path(), "named-ca").arg("--advertise-host", "localhost");
+    let alpha = Node::start(named(NodeOpts::named("alpha"))).await?;
+    let join = format!("localhost:{}", alpha.cluster_port);
+    let beta = Node::start(named(NodeOpts::named("beta")).arg("--join", &join)).await?;
+    let deadline = Deadline::after(WAIT, "beta to be a member on alpha");
+    while member_names(&alpha).await? != ["alpha", "beta"] {
+        deadline.tick(format!("{:?}", member_names(&alpha).await?)).await?;
+    }
+    // Writes to replicate: the leader's appends go over the lane, whose TLS checks the name
+    // each node advertised (dialled by IP, a certificate naming only a host was refused,
+    // and the messages went over the link instead).
+    let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { secret } }";
+    for i in 0..20 {
+        alpha.gql_ok(m, json!({ "n": format!("t{i}") })).await?;
+    }
+    let deadline = Deadline::after(WAIT, "the token to work on beta");
+    loop {
+        let listed = beta.gql_ok("{ tokens { name } }", json!({})).await?;
+        if listed["tokens"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "t19"))
+        {
+            break;
+        }
+        deadline.tick(listed).await?;
+    }
+    let (lane, link) = (
+        raft_messages(&alpha, "lane").await?,
+        raft_messages(&alpha, "link").await?,
+    );
+    ensure!(
+        lane > link,
+        "alpha sent {lane} Raft messages on its lane and {link} on the link"
+    );
     Ok(())
 }

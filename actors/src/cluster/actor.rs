@@ -26,6 +26,8 @@ pub struct Link {
     pub listen: SocketAddr,
     /// Where the Raft lane listens (port 0: one the system picks).
     pub raft_listen: SocketAddr,
+    /// The host name peers reach this node by (`--advertise-host`), when not its IP.
+    pub advertise_host: Option<String>,
     pub join: Vec<String>,
     pub cookie: String,
     /// Mutual TLS between nodes, when configured.
@@ -168,7 +170,9 @@ impl Actor for ClusterActor {
                     cfg.listen.port(),
                     cfg.cookie.clone(),
                     name.clone(),
-                    cfg.listen.ip().to_string(),
+                    cfg.advertise_host
+                        .clone()
+                        .unwrap_or_else(|| cfg.listen.ip().to_string()),
                     None,
                     Some(ractor_cluster::node::NodeConnectionMode::Transitive),
                 )
@@ -192,7 +196,12 @@ impl Actor for ClusterActor {
         endpoints.serve(cfg.node.clone(), &cell).await?;
         endpoints.serve(cfg.raft.clone(), &cell).await?;
         cfg.raft
-            .carry(cfg.raft_listen, cfg.tls.as_ref(), endpoints.held())
+            .carry(
+                cfg.raft_listen,
+                cfg.advertise_host.as_deref(),
+                cfg.tls.as_ref(),
+                endpoints.held(),
+            )
             .await?;
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
             id: "troupe.leader-watch".into(),
@@ -321,7 +330,9 @@ async fn listen_tls(
         0,
         cfg.cookie.clone(),
         name.to_owned(),
-        cfg.listen.ip().to_string(),
+        cfg.advertise_host
+            .clone()
+            .unwrap_or_else(|| cfg.listen.ip().to_string()),
         Some(ractor_cluster::IncomingEncryptionMode::Tls(acceptor.clone())),
         // Transitive dials go out in plain text: every member is dialled by Troupe instead.
         Some(ractor_cluster::node::NodeConnectionMode::Isolated),

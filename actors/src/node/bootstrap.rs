@@ -83,7 +83,10 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     let observed = crate::agent::Observed::default();
     let cluster = Cluster::new(PeerInfo {
         name: config.node_name.clone(),
-        cluster_address: config.cluster_listen.to_string(),
+        cluster_address: match &config.advertise_host {
+            Some(host) => crate::cluster::host_port(host, config.cluster_listen.port()),
+            None => config.cluster_listen.to_string(),
+        },
         gateway_address: None,
     })
     .with_drop_after(config.peer_drop_after)
@@ -125,6 +128,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         },
         listen: config.cluster_listen,
         raft_listen: config.raft_listen,
+        advertise_host: config.advertise_host.clone(),
         join: config.join.clone(),
         cookie,
         tls,

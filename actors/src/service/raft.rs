@@ -111,13 +111,14 @@ impl RaftService {
     pub(crate) async fn carry(
         &self,
         addr: std::net::SocketAddr,
+        advertise: Option<&str>,
         tls: Option<&ClusterTls>,
         held: watch::Receiver<bool>,
     ) -> Result<(), String> {
         let listener = self
             .lane
             .listener
-            .get_or_try_init(|| Listener::start(self.store.clone(), addr, tls))
+            .get_or_try_init(|| Listener::start(self.store.clone(), addr, advertise, tls))
             .await
             .map_err(|e| format!("the Raft lane cannot listen on {addr}: {e}"))?;
         listener.hold_with(held);

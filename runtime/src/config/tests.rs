@@ -62,6 +62,33 @@ fn unknown_keys_bad_names_and_zero_limits_are_rejected() {
     })
     .unwrap_err();
     assert!(matches!(err, ConfigError::Invalid { key: "node_name", .. }), "{err}");
+    for bad in ["node-a:4697", "", "a..b", "under_score"] {
+        let err = Config::load(ServeArgs {
+            node_name: Some("n".into()),
+            advertise_host: Some(bad.into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "advertise_host",
+                    ..
+                }
+            ),
+            "{bad}: {err}"
+        );
+    }
+    for good in ["node-a.example", "10.0.0.7", "[::1]"] {
+        let config = Config::load(ServeArgs {
+            node_name: Some("n".into()),
+            advertise_host: Some(good.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(config.advertise_host.is_some(), "{good}");
+    }
     let err = Config::load(ServeArgs {
         node_name: Some("n".into()),
         secret_env: vec!["OPENAI_API_KEY".into(), "TROUPE_COOKIE".into()],

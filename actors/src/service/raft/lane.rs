@@ -72,8 +72,13 @@ pub struct Listener {
 
 impl Listener {
     /// Listens at `addr` (`--raft-listen`; by default the cluster address's IP, on a port
-    /// the system picks).
-    pub async fn start(store: Store, addr: SocketAddr, tls: Option<&ClusterTls>) -> std::io::Result<Self> {
+    /// the system picks), advertised at `advertise` (`--advertise-host`) when given.
+    pub async fn start(
+        store: Store,
+        addr: SocketAddr,
+        advertise: Option<&str>,
+        tls: Option<&ClusterTls>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let key: [u8; KEY_LEN] = rand::random();
@@ -89,7 +94,10 @@ impl Listener {
         store.raft_runtime().spawn(accepting);
         Ok(Self {
             info: LaneInfo {
-                addr: addr.to_string(),
+                addr: match advertise {
+                    Some(host) => crate::cluster::host_port(host, addr.port()),
+                    None => addr.to_string(),
+                },
                 key: ByteBuf::from(key.to_vec()),
             },
             held,
@@ -434,12 +442,25 @@ impl Lanes {
         let connected = async move {
             #[cfg(test)]
             tests::dialed_on(std::thread::current().name());
-            let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
-            let tcp = TcpStream::connect(addr).await?;
+            // An address, or a host name (`--advertise-host`) tried at each address it
+            // resolves to; the name its certificate must hold is the one it advertised.
+            let (host, _) = addr
+                .rsplit_once(':')
+                .ok_or_else(|| std::io::Error::other(format!("{addr} has no port")))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+            let mut tcp = Err(std::io::Error::other(format!("{addr} resolves to no address")));
+            for resolved in tokio::net::lookup_host(addr.as_str()).await? {
+                tcp = TcpStream::connect(resolved).await;
+                if tcp.is_ok() {
+                    break;
+                }
+            }
+            let tcp = tcp?;
             tcp.set_nodelay(true)?;
             let io: Box<dyn Io> = match &tls {
                 Some(connector) => {
-                    let name = tokio_rustls::rustls::pki_types::ServerName::from(addr.ip());
+                    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host)
+                        .map_err(|e| std::io::Error::other(format!("{addr}: {e}")))?;
                     Box::new(connector.connect(name, tcp).await?)
                 }
                 None => Box::new(tcp),

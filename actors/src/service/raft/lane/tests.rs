@@ -34,7 +34,7 @@ pub(super) fn dialed_on(thread: Option<&str>) {
 async fn listening() -> (tempfile::TempDir, Store, Listener) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db")).unwrap();
-    let listener = Listener::start(store.clone(), SocketAddr::from(([127, 0, 0, 1], 0)), None)
+    let listener = Listener::start(store.clone(), SocketAddr::from(([127, 0, 0, 1], 0)), None, None)
         .await
         .unwrap();
     (dir, store, listener)
