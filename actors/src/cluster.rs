@@ -14,8 +14,9 @@
 //!                asking every reachable peer at once (gather)
 //! directory.rs   which node holds an id: Cluster::holder, the one place that answers it
 //!                (the replicated directory of moved entities, else the id's own node)
-//! failover.rs    member states (UP, SUSPECT, DOWN, LEFT) decided by the leader, this
-//!                node's lease and fencing, moving a lost node's agents and tasks
+//! lease.rs       this node's lease (granted by the leader with each beat's answer) and the
+//!                members' committed states (UP, SUSPECT, DOWN, LEFT) and fencing epochs;
+//!                what the leader decides from them, and the moves, are `crate::failover`'s
 //! replicated.rs  the cluster as the replicated log sees it: leader, term, members' roles,
 //!                lag and incarnations; LEADER_CHANGED
 //! remote.rs      service!: each domain's requests declared once; At (this node or the
@@ -29,7 +30,7 @@
 mod actor;
 pub mod directory;
 mod endpoints;
-pub mod failover;
+pub mod lease;
 mod membership;
 pub mod remote;
 pub mod replicated;

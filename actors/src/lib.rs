@@ -20,6 +20,7 @@ pub mod agent;
 pub(crate) mod call;
 pub mod cluster;
 pub mod error;
+pub mod failover;
 pub mod host;
 pub mod ids;
 pub mod inflight;

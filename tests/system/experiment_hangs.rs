@@ -210,7 +210,9 @@ async fn a_hung_swarm_coordinator_is_restarted_and_no_other_swarms_coordinator_i
     stop(&node, &id).await?;
     ensure!(finished(&node, &id).await?["state"] == "PASSED");
     // The other swarm's coordinator answered every ping: it was neither killed nor reported,
-    // and no answer of its was taken for the hung one's coming back.
+    // and no answer of its was taken for the hung one's coming back. (The hung swarm's
+    // restarted coordinator may itself be slow to answer on a busy machine, and then answer:
+    // each report names the supervisor of the one it is about.)
     let starts = node.events_for("SWARM_COORDINATOR_STARTED", &spared).await?;
     ensure!(starts.len() == 1, "the spared coordinator was restarted: {starts:?}");
     let reported = node
@@ -220,8 +222,9 @@ async fn a_hung_swarm_coordinator_is_restarted_and_no_other_swarms_coordinator_i
         )
         .await?;
     ensure!(
-        reported.iter().all(|e| e["kind"] == "SWARM_COORDINATOR_UNRESPONSIVE"
-            && e["data"]["supervisor"].as_str().is_some_and(|s| s.contains(&hung))),
+        reported
+            .iter()
+            .all(|e| e["data"]["supervisor"].as_str().is_some_and(|s| s.contains(&hung))),
         "{reported:?}"
     );
     Ok(())

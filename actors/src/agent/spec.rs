@@ -126,7 +126,7 @@ pub struct AgentSpec {
 }
 
 /// Where the cluster may move an agent off a lost or leaving node (see
-/// `cluster::failover`).
+/// `crate::failover`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentPlacement {
     /// Never moved: it waits for its node to return.

@@ -14,25 +14,35 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::json;
 use troupe_runtime::events::NewEvent;
-use troupe_runtime::store::Batch;
+use troupe_runtime::store::{Batch, Store};
 use troupe_runtime::supervision::{CrashRequest, SupervisorMsg};
 
-use super::AgentMsg;
-use crate::service::Api;
+use super::{AgentMsg, Handles};
+use crate::serving::Serving;
+use crate::slots::Slot;
+
+/// What the watchdog takes: the agents it asks, the tree that kills the stuck ones, the store
+/// it records in, and whether the node still serves.
+pub(crate) struct Watching {
+    pub handles: Handles,
+    pub root: Slot<SupervisorMsg>,
+    pub store: Store,
+    pub serving: Serving,
+}
 
 /// Runs the watchdog until the node stops serving.
-pub(crate) fn start(api: Api, deadline: Duration, misses: u32) {
+pub(crate) fn start(api: Watching, deadline: Duration, misses: u32) {
     tokio::spawn(async move {
         let mut missed: HashMap<String, u32> = HashMap::new();
         let mut tick = tokio::time::interval(deadline);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if api.ctx.serving.is_draining() {
+            if api.serving.is_draining() {
                 // Agents stopping for a shutdown are not hung.
                 return;
             }
-            let agents = api.slots.handles.running();
+            let agents = api.handles.running();
             let answers = join_all(agents.iter().map(|(_, actor)| {
                 let actor = actor.clone();
                 async move {
@@ -48,7 +58,7 @@ pub(crate) fn start(api: Api, deadline: Duration, misses: u32) {
                 let before = missed.get(&id).copied().unwrap_or(0);
                 if answered {
                     if before > 0 {
-                        record(&api, "AGENT_RESPONSIVE", &id, json!({ "missed": before })).await;
+                        record(&api.store, "AGENT_RESPONSIVE", &id, json!({ "missed": before })).await;
                     }
                     continue;
                 }
@@ -56,7 +66,7 @@ pub(crate) fn start(api: Api, deadline: Duration, misses: u32) {
                 if now == 1 {
                     tracing::warn!(agent = %id, deadline_ms = deadline.as_millis() as u64, "agent unresponsive");
                     record(
-                        &api,
+                        &api.store,
                         "AGENT_UNRESPONSIVE",
                         &id,
                         json!({ "deadlineMs": deadline.as_millis() as u64, "restartAfter": misses }),
@@ -64,7 +74,7 @@ pub(crate) fn start(api: Api, deadline: Duration, misses: u32) {
                     .await;
                 }
                 if now >= misses {
-                    kill(&api, "", &id).await;
+                    kill(&api.root, "", &id).await;
                     continue;
                 }
                 seen.insert(id, now);
@@ -74,9 +84,9 @@ pub(crate) fn start(api: Api, deadline: Duration, misses: u32) {
     });
 }
 
-async fn record(api: &Api, kind: &str, id: &str, data: serde_json::Value) {
+async fn record(store: &Store, kind: &str, id: &str, data: serde_json::Value) {
     let event = NewEvent::new(kind, Some(id.to_owned()), data);
-    if let Err(e) = api.ctx.store.write(Batch::new().event(event)).await {
+    if let Err(e) = store.write(Batch::new().event(event)).await {
         tracing::warn!(agent = %id, error = %e, "the watchdog's event was not recorded");
     }
 }
@@ -85,8 +95,8 @@ async fn record(api: &Api, kind: &str, id: &str, data: serde_json::Value) {
 /// lists it (`ChildInfo::owner`); empty, whichever supervisor holds a child of that id,
 /// which only an id unique in the tree (an agent's) may use: every swarm's coordinator is
 /// `coordinator`.
-pub(crate) async fn kill(api: &Api, owner: &str, id: &str) {
-    let Ok(root) = api.slots.root.running("the node's supervision tree") else {
+pub(crate) async fn kill(root: &Slot<SupervisorMsg>, owner: &str, id: &str) {
+    let Ok(root) = root.running("the node's supervision tree") else {
         return;
     };
     let request = CrashRequest {

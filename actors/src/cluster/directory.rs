@@ -13,7 +13,6 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use troupe_runtime::store::{Change, Projection, Store, StoreError, Table, View};
 
-use super::Cluster;
 use crate::tables::DIRECTORY;
 
 /// Where an entity lives now, and how many times it has moved.
@@ -65,19 +64,6 @@ impl Directory {
             Some(p) => Some(p.node.clone()),
             None => crate::ids::home(id).map(str::to_owned),
         }
-    }
-}
-
-impl Cluster {
-    /// The peer that holds the entity `id`; `None` when this node does, or when the id names
-    /// no node (such ids are looked up here only).
-    pub fn holder(&self, id: &str) -> Option<String> {
-        self.directory().node_of(id).filter(|node| *node != self.name())
-    }
-
-    /// Whether this node holds the entity `id`.
-    pub fn holds(&self, id: &str) -> bool {
-        self.holder(id).is_none()
     }
 }
 

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::service::node::{NodeRequest, NodeResponse, NodeService};
 
 /// How often each peer is asked whether it is there (a beat, see [`super::failover`]).
-pub(crate) const HEARTBEAT: Duration = super::failover::BEAT;
+pub(crate) const HEARTBEAT: Duration = super::lease::BEAT;
 /// Silence after which a peer is reported DOWN.
 const SUSPECT_AFTER: Duration = Duration::from_secs(3);
 /// How long a cluster-wide list waits for each peer's part.
@@ -60,7 +60,7 @@ pub struct Cluster {
     /// Told what each beat's answer observed.
     beat_sink: Option<BeatSink>,
     /// This node's lease and the leader's grants (see [`super::failover`]).
-    pub(crate) leases: super::failover::Leases,
+    pub(crate) leases: super::lease::Leases,
 }
 
 /// What this node knows of a peer it has heard from.
@@ -77,7 +77,7 @@ struct Heard {
 
 /// Whoever keeps what a beat's answer observed beyond membership (the hosts a peer's
 /// drivers see): told each answer, with the peer's name, as it comes.
-pub type BeatSink = Arc<dyn Fn(&str, &super::failover::BeatAck) + Send + Sync>;
+pub type BeatSink = Arc<dyn Fn(&str, &crate::failover::BeatAck) + Send + Sync>;
 
 /// The peers to drop now: heard from before, not dropped yet, and silent past `drop_after`.
 fn to_drop<'a>(
@@ -112,6 +112,17 @@ impl Cluster {
     /// Where moved entities live now.
     pub fn directory(&self) -> &super::directory::Directory {
         &self.directory
+    }
+
+    /// The peer that holds the entity `id` (see [`super::directory`]); `None` when this node
+    /// does, or when the id names no node (such ids are looked up here only).
+    pub fn holder(&self, id: &str) -> Option<String> {
+        self.directory().node_of(id).filter(|node| *node != self.name())
+    }
+
+    /// Whether this node holds the entity `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.holder(id).is_none()
     }
 
     /// Drops a peer silent for longer than `after` from cluster-wide lists.
@@ -270,7 +281,7 @@ impl Cluster {
                 let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
                 for (peer, answer) in peers.iter().zip(answers) {
                     if let Ok(NodeResponse::Beat(ack)) = answer {
-                        self.leases.answered(peer, sent, &ack);
+                        self.leases.answered(peer, sent, ack.lease, ack.applied);
                         if let Some(sink) = &self.beat_sink {
                             sink(&ack.info.name, &ack);
                         }

@@ -18,7 +18,7 @@ pub struct LogMember {
     pub role: Role,
     /// As the leader last decided it; UP for a member never decided upon (DOWN when this
     /// node has not heard from it either).
-    pub state: super::failover::MemberState,
+    pub state: super::lease::MemberState,
     /// When this node last heard from it (now for this node itself).
     pub last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
     /// Entries the leader has that it has not confirmed yet; known on the leader only.
@@ -136,7 +136,7 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
                         Some(bytes) => troupe_runtime::codec::decode::<u64>(&bytes)?,
                         None => 0,
                     };
-                    Ok((incarnation, super::failover::member_in(v, n)?))
+                    Ok((incarnation, super::lease::member_in(v, n)?))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()
         })
@@ -158,8 +158,8 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
             };
             let state = match record {
                 Some(r) => r.state,
-                None if cluster.status(&m.name) == Some(MemberStatus::Up) => super::failover::MemberState::Up,
-                None => super::failover::MemberState::Down,
+                None if cluster.status(&m.name) == Some(MemberStatus::Up) => super::lease::MemberState::Up,
+                None => super::lease::MemberState::Down,
             };
             LogMember {
                 address: addresses.get(&m.name).cloned().unwrap_or_default(),
@@ -263,7 +263,7 @@ pub(crate) async fn departed(store: &Store, node: &str) -> Result<LogMember, cra
                 .get(META, &address_key(&name))?
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
-            Ok((incarnation, address, super::failover::member_in(v, &name)?))
+            Ok((incarnation, address, super::lease::member_in(v, &name)?))
         })
         .await?;
     let record =

@@ -1,7 +1,7 @@
 //! Driving a host as its node's start does: a simulated host's node file made in this node's
 //! data dir, its VMs' claims restored (a migration cut short marked FAILED), its driver
 //! started. Used at start for the node's own hosts, and for a host the cluster moved here
-//! from a lost node (see `cluster::failover`).
+//! from a lost node (see `crate::failover`).
 
 use std::collections::HashSet;
 use std::sync::Arc;

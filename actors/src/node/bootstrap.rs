@@ -306,7 +306,16 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     };
     api.experiments.bind(api.clone());
     let courier = crate::messaging::courier::start(&slots.outbox, api.clone());
-    crate::agent::watchdog::start(api.clone(), config.agent_watchdog, config.agent_watchdog_misses);
+    crate::agent::watchdog::start(
+        crate::agent::watchdog::Watching {
+            handles: slots.handles.clone(),
+            root: slots.root.clone(),
+            store: store.clone(),
+            serving: api.ctx.serving.clone(),
+        },
+        config.agent_watchdog,
+        config.agent_watchdog_misses,
+    );
     super::watchdog::start(api.clone(), config.watchdog.clone(), config.watchdog_misses);
     let intensity = Some(Intensity {
         max_restarts: config.supervisor_max_restarts,
@@ -357,9 +366,9 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         intensity: agent_policy.intensity,
     });
     // The node's work: in a cluster of several it runs only while the node holds its lease
-    // (see cluster::failover), so it starts once the lease is there.
+    // (see crate::failover), so it starts once the lease is there.
     let work: Vec<Arc<dyn ChildSpec>> = vec![Nested::child(core), hosts];
-    let runs_now = crate::cluster::failover::runs_at_start(&store);
+    let runs_now = crate::failover::runs_at_start(&store);
     ctx_cluster
         .directory()
         .follow(&store)
@@ -396,32 +405,26 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     ctx_cluster.leases.set_running(runs_now);
     let lease = {
         let (store, cluster, api) = (store.clone(), ctx_cluster.clone(), api.clone());
-        let work = crate::cluster::failover::Work {
+        let work = crate::failover::Work {
             root: root.clone(),
             children: work,
         };
         Chore::new("lease", move || {
             let running = cluster.leases.running();
-            let keep = crate::cluster::failover::keep_lease(
-                store.clone(),
-                cluster.clone(),
-                work.clone(),
-                api.clone(),
-                running,
-            );
+            let keep = crate::failover::keep_lease(store.clone(), cluster.clone(), work.clone(), api.clone(), running);
             Box::pin(keep)
         })
     };
     let members = {
         let (store, cluster) = (store.clone(), ctx_cluster.clone());
         Chore::new("members", move || {
-            Box::pin(crate::cluster::failover::watch_members(store.clone(), cluster.clone()))
+            Box::pin(crate::failover::watch_members(store.clone(), cluster.clone()))
         })
     };
     let moves = {
         let (store, cluster, api) = (store.clone(), ctx_cluster.clone(), api.clone());
         Chore::new("moves", move || {
-            Box::pin(crate::cluster::failover::follow_moves(
+            Box::pin(crate::failover::follow_moves(
                 store.clone(),
                 cluster.clone(),
                 api.clone(),

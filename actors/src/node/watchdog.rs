@@ -90,7 +90,7 @@ async fn kill(api: &Api, w: &Watched) {
         }
         return;
     }
-    crate::agent::watchdog::kill(api, &w.owner, &w.id).await;
+    crate::agent::watchdog::kill(&api.slots.root, &w.owner, &w.id).await;
 }
 
 fn watched(tree: &SupervisorInfo, deadlines: &BTreeMap<String, Duration>) -> Vec<Watched> {
@@ -185,7 +185,7 @@ pub(crate) fn start(api: Api, deadlines: BTreeMap<String, Duration>, misses: u32
                                 &api,
                                 &format!("{}_RESPONSIVE", w.kind),
                                 &w.id,
-                                json!({ "missed": before }),
+                                json!({ "missed": before, "supervisor": w.owner }),
                             )
                             .await;
                         }

@@ -8,10 +8,10 @@ use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::raft::Role;
 use troupe_runtime::store::{Batch, Hits, NodeFault, Store};
 
-use crate::cluster::failover::BeatAck;
 use crate::cluster::remote::{service, Located, Peer};
 use crate::cluster::{Cluster, PeerInfo};
 use crate::error::ApiError;
+use crate::failover::BeatAck;
 use crate::service::experiments::{Experiment, ExperimentInput};
 use crate::slots::Slot;
 use troupe_runtime::supervision::{SupervisorInfo, SupervisorMsg};
@@ -21,7 +21,7 @@ service! {
     /// Who this node is and where it listens.
     call Hello => hello() -> PeerInfo;
     /// A member's beat: who this node is, and a lease when it leads (see
-    /// [`crate::cluster::failover`]).
+    /// [`crate::failover`]).
     call Beat => beat(from: String) -> BeatAck;
     /// Admits the member `id` named `name` to the replicated log, when this node leads.
     call Admit => admit(id: u64, name: String) -> Admission, within ADMIT_CALL;
@@ -66,7 +66,7 @@ const ADMIT_CALL: Duration = Duration::from_secs(90);
 /// stops; bounded.
 const MEMBERSHIP_CALL: Duration = Duration::from_secs(150);
 
-/// A change of the cluster's membership (see `cluster::failover`).
+/// A change of the cluster's membership (see `crate::failover`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MemberChange {
     /// The member stops its work, which moves to the others, and leaves.
@@ -191,8 +191,8 @@ impl NodeLocal for NodeService {
             return Peer(self, leader).change(change).await;
         }
         match change {
-            MemberChange::Leave(node) => crate::cluster::failover::leave(self, &node).await,
-            MemberChange::Forget(node) => crate::cluster::failover::forget(self, &node).await,
+            MemberChange::Leave(node) => crate::failover::leave(self, &node).await,
+            MemberChange::Forget(node) => crate::failover::forget(self, &node).await,
             MemberChange::Role(node, role) => {
                 if !self.store.status().members.iter().any(|m| m.name == node) {
                     return Err(ApiError::NotFound(format!("{node} is not a member of the cluster")));

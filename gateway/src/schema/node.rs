@@ -3,7 +3,7 @@
 
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use troupe_actors::cluster::failover::MemberState as FailoverState;
+use troupe_actors::cluster::lease::MemberState as FailoverState;
 use troupe_actors::cluster::{Member, MemberStatus};
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;

@@ -446,7 +446,7 @@ pub(crate) async fn nodes_up(api: &Api, nodes: &[String]) -> bool {
             state
                 .members
                 .iter()
-                .any(|m| m.name == *n && m.state == crate::cluster::failover::MemberState::Up)
+                .any(|m| m.name == *n && m.state == crate::cluster::lease::MemberState::Up)
         }),
         Err(_) => false,
     }

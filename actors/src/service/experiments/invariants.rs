@@ -155,7 +155,7 @@ pub(super) async fn peers_up(api: &Api, deadline: Instant) -> InvariantResult {
             Ok(state) => state
                 .members
                 .iter()
-                .filter(|m| m.state != crate::cluster::failover::MemberState::Up)
+                .filter(|m| m.state != crate::cluster::lease::MemberState::Up)
                 .map(|m| format!("{} {}", m.name, m.state.name()))
                 .collect(),
             Err(e) => vec![format!("(the cluster could not be read: {e})")],
