@@ -483,7 +483,7 @@ impl crate::store::Projection for Cache {
         {
             let mut cached = self.by_hash.write().unwrap_or_else(|p| p.into_inner());
             for hash in change.keys_of(TOKENS) {
-                match change.view.get(TOKENS, hash)? {
+                match change.view()?.get(TOKENS, hash)? {
                     Some(bytes) => {
                         let token: TokenInfo = crate::codec::decode(&bytes)?;
                         revoked |=

@@ -92,7 +92,7 @@ impl Projection for Follower {
     fn apply(&self, change: &Change<'_>) -> Result<(), StoreError> {
         let mut moved = self.0.write().unwrap_or_else(|p| p.into_inner());
         for id in change.keys_of(DIRECTORY) {
-            match change.view.get(DIRECTORY, id)? {
+            match change.view()?.get(DIRECTORY, id)? {
                 Some(bytes) => moved.insert(id.to_owned(), troupe_runtime::codec::decode(&bytes)?),
                 None => moved.remove(id),
             };

@@ -127,15 +127,7 @@ impl Tables {
 impl Tables {
     /// Tells the projections of a write just committed.
     fn follow(&self, events: &[Arc<Event>], keys: &[(Table, String)]) {
-        use redb::ReadableDatabase;
-        match self.db.begin_read() {
-            Ok(txn) => self.projections.apply(&Change {
-                view: &View::new(&txn),
-                events,
-                keys,
-            }),
-            Err(e) => tracing::error!(error = %e, "could not read the tables a write left: the projections miss it"),
-        }
+        self.projections.apply(&Change::new(&self.db, events, keys));
     }
 }
 

@@ -6,15 +6,19 @@
 //! same projections as one that applied the whole log, and a reader woken by an event finds
 //! the projection already past it.
 
+use std::cell::OnceCell;
 use std::sync::{Arc, RwLock};
+
+use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use super::{StoreError, Table, View};
 use crate::events::Event;
 
 /// One write just applied, as a projection is told of it.
 pub struct Change<'a> {
-    /// The tables as the write left them.
-    pub view: &'a View<'a>,
+    db: &'a Database,
+    /// Begun when a projection first reads (see [`Change::view`]).
+    txn: OnceCell<ReadTransaction>,
     /// The events the write applied, in order.
     pub events: &'a [Arc<Event>],
     /// The keys the write put or deleted in the tables the projection follows
@@ -22,7 +26,26 @@ pub struct Change<'a> {
     pub keys: &'a [(Table, String)],
 }
 
-impl Change<'_> {
+impl<'a> Change<'a> {
+    pub(super) fn new(db: &'a Database, events: &'a [Arc<Event>], keys: &'a [(Table, String)]) -> Self {
+        Self {
+            db,
+            txn: OnceCell::new(),
+            events,
+            keys,
+        }
+    }
+
+    /// The tables as the write left them, read when a projection first asks: a write that
+    /// changed nothing a projection follows costs no read.
+    pub fn view(&self) -> Result<View<'_>, StoreError> {
+        if self.txn.get().is_none() {
+            let txn = self.db.begin_read().map_err(StoreError::db)?;
+            let _ = self.txn.set(txn);
+        }
+        Ok(View::new(self.txn.get().expect("begun just now")))
+    }
+
     /// The keys of `table` the write changed.
     pub fn keys_of(&self, table: Table) -> impl Iterator<Item = &str> {
         self.keys
@@ -88,7 +111,12 @@ impl Projections {
         for projection in self.all.read().unwrap_or_else(|p| p.into_inner()).iter() {
             if let Err(e) = projection.apply(change) {
                 tracing::error!(projection = projection.name(), error = %e, "a projection could not follow a write: reading it again");
-                rebuild(projection.as_ref(), change.view);
+                match change.view() {
+                    Ok(view) => rebuild(projection.as_ref(), &view),
+                    Err(e) => {
+                        tracing::error!(projection = projection.name(), error = %e, "a projection could not be read from the tables")
+                    }
+                }
             }
         }
     }

@@ -42,7 +42,7 @@ impl Projection for Mirror {
     fn apply(&self, change: &Change<'_>) -> Result<(), StoreError> {
         let mut held = self.0.lock().unwrap();
         for key in change.keys_of(THINGS) {
-            match change.view.get(THINGS, key)? {
+            match change.view()?.get(THINGS, key)? {
                 Some(v) => held.insert(key.to_owned(), v),
                 None => held.remove(key),
             };
@@ -97,7 +97,6 @@ async fn a_member_that_caught_up_from_a_snapshot_holds_the_projection_of_one_tha
     super::caught_up(&b, a.raft().metrics().borrow().last_log_index.unwrap()).await;
     // b misses puts, changes and deletes, and the log that held them is purged.
     router.cut.lock().unwrap().insert("b".into());
-    let b_holds = b.raft().metrics().borrow().last_log_index.unwrap();
     for i in 5..15u8 {
         a.write(Batch::new().put(THINGS, format!("k{i:02}"), vec![i, i]))
             .await
@@ -106,24 +105,9 @@ async fn a_member_that_caught_up_from_a_snapshot_holds_the_projection_of_one_tha
     a.write(Batch::new().delete(THINGS, "k01").delete(THINGS, "k07"))
         .await
         .unwrap();
-    let index = loop {
-        a.compact().await.unwrap();
-        let purged = a.raft().metrics().borrow().purged.map(|id| id.index).unwrap();
-        if purged > b_holds {
-            break purged;
-        }
-        let last = a.raft().metrics().borrow().last_log_index.unwrap();
-        super::caught_up(&a, last).await;
-    };
+    let index = super::purge_past(&a, &b).await;
     router.cut.lock().unwrap().remove("b");
-    b.raft()
-        .wait(Some(std::time::Duration::from_secs(20)))
-        .metrics(
-            |m| m.snapshot.is_some_and(|s| s.index >= index),
-            "b installed a snapshot",
-        )
-        .await
-        .unwrap();
+    super::installed_a_snapshot(&b, index).await;
     let last = a.raft().metrics().borrow().last_log_index.unwrap();
     super::caught_up(&b, last).await;
     super::caught_up(&c, last).await;

@@ -64,31 +64,9 @@ async fn a_member_that_caught_up_from_a_snapshot_refuses_a_token_revoked_meanwhi
     // from a snapshot, whose changes come with no event.
     router.cut.lock().unwrap().insert("b".into());
     on_a.revoke(&info.id).await.unwrap();
-    // a compacts what it has applied, which may lag its log by an entry or two: it compacts
-    // again until the purge passes everything b holds, so that b cannot catch up by the log.
-    let b_holds = b.raft().metrics().borrow().last_log_index.unwrap();
-    let index = loop {
-        a.compact().await.unwrap();
-        let purged = a.raft().metrics().borrow().purged.map(|id| id.index).unwrap();
-        if purged > b_holds {
-            break purged;
-        }
-        let last = a.raft().metrics().borrow().last_log_index;
-        a.raft()
-            .wait(Some(std::time::Duration::from_secs(20)))
-            .applied_index_at_least(last, "a applied its log")
-            .await
-            .unwrap();
-    };
+    let index = super::purge_past(&a, &b).await;
     router.cut.lock().unwrap().remove("b");
-    b.raft()
-        .wait(Some(std::time::Duration::from_secs(20)))
-        .metrics(
-            |m| m.snapshot.is_some_and(|s| s.index >= index),
-            "b installed a snapshot",
-        )
-        .await
-        .unwrap();
+    super::installed_a_snapshot(&b, index).await;
     // The cache is read again, and the connections that used tokens are checked again.
     tokio::time::timeout(std::time::Duration::from_secs(20), revocations.changed())
         .await
