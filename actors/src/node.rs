@@ -34,6 +34,7 @@
 //! (see [`Node::failed`]), and the next start recovers from what is on disk.
 
 mod bootstrap;
+mod chores;
 mod identity;
 mod watchdog;
 

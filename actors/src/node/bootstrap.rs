@@ -10,8 +10,8 @@ use troupe_runtime::config::Config;
 use troupe_runtime::idempotency::Idempotency;
 use troupe_runtime::store::{self, Batch, Store, StoreError, StoreOptions, META};
 use troupe_runtime::supervision::{
-    Backoff, ChildSpec, Chore, Intensity, Nested, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs,
-    SupervisorMsg, SupervisorSpec,
+    Backoff, ChildSpec, Intensity, Nested, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs, SupervisorMsg,
+    SupervisorSpec,
 };
 
 use super::identity::{check_format, node_id, own_fact, own_key, private_dir, resolve_cookie};
@@ -31,8 +31,6 @@ use crate::tables::{AGENT_STATUS, HOSTS};
 
 /// How long a node started with `--join` and a fresh data dir waits to be admitted.
 const JOIN_WITHIN: Duration = Duration::from_secs(120);
-/// How often answers past their idempotency window are purged.
-const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node, StartNodeError> {
     let data_dir = config.data_dir.clone();
@@ -400,78 +398,19 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             Err(e) => tracing::error!(error = %e, "could not read the mailboxes left on disk"),
         }
     }
-    // The node's chores, supervised like any child: one that panics or ends is restarted.
-    // The lease keeper restarted takes up the work as it runs then.
     ctx_cluster.leases.set_running(runs_now);
-    let lease = {
-        let (store, cluster, api) = (store.clone(), ctx_cluster.clone(), api.clone());
-        let work = crate::failover::Work {
+    let chores = super::chores::child(super::chores::Chores {
+        store: store.clone(),
+        cluster: ctx_cluster.clone(),
+        api: api.clone(),
+        work: crate::failover::Work {
             root: root.clone(),
             children: work,
-        };
-        Chore::new("lease", move || {
-            let running = cluster.leases.running();
-            let keep = crate::failover::keep_lease(store.clone(), cluster.clone(), work.clone(), api.clone(), running);
-            Box::pin(keep)
-        })
-    };
-    let members = {
-        let (store, cluster) = (store.clone(), ctx_cluster.clone());
-        Chore::new("members", move || {
-            Box::pin(crate::failover::watch_members(store.clone(), cluster.clone()))
-        })
-    };
-    let moves = {
-        let (store, cluster, api) = (store.clone(), ctx_cluster.clone(), api.clone());
-        Chore::new("moves", move || {
-            Box::pin(crate::failover::follow_moves(
-                store.clone(),
-                cluster.clone(),
-                api.clone(),
-            ))
-        })
-    };
-    let purge = Chore::new("purge", move || {
-        let idempotency = idempotency.clone();
-        Box::pin(async move {
-            let mut tick = tokio::time::interval(PURGE_EVERY);
-            loop {
-                tick.tick().await;
-                match idempotency.purge_expired().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(purged = n, "purged expired idempotency keys"),
-                    Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
-                }
-            }
-        })
-    });
-    let leadership = {
-        let (store, node) = (store.clone(), config.node_name.clone());
-        Chore::new("leadership", move || {
-            Box::pin(crate::cluster::replicated::announce_leadership(
-                store.clone(),
-                node.clone(),
-            ))
-        })
-    };
-    let chores_store = store.clone();
-    let chores = Nested::child(SupervisorSpec {
-        id: "chores".into(),
-        args: Box::new(move || SupervisorArgs {
-            name: "chores".into(),
-            strategy: Strategy::OneForOne,
-            intensity,
-            backoff,
-            children: vec![
-                lease.clone() as Arc<dyn ChildSpec>,
-                members.clone(),
-                moves.clone(),
-                purge.clone(),
-                leadership.clone(),
-            ],
-            start_order: StartOrder::Sequential,
-            store: chores_store.clone(),
-        }),
+        },
+        idempotency,
+        node: config.node_name.clone(),
+        intensity,
+        backoff,
     });
     let started = crate::call::ask_within(
         &root,

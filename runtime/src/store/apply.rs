@@ -122,9 +122,7 @@ impl Tables {
         self.replaced.send_modify(|n| *n += 1);
         Ok(())
     }
-}
 
-impl Tables {
     /// Tells the projections of a write just committed.
     fn follow(&self, events: &[Arc<Event>], keys: &[(Table, String)]) {
         self.projections.apply(&Change::new(&self.db, events, keys));

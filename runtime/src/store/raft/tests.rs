@@ -266,32 +266,6 @@ async fn has_events(store: &Store, expected: &[(u64, String)]) {
     }
 }
 
-/// Compacts the leader `a` until its purge passes everything the cut-off `b` holds (it may
-/// lag its own log by an entry or two, and compacts only what it applied), so that `b` can
-/// catch up only from a snapshot; the purged index.
-async fn purge_past(a: &Store, b: &Store) -> u64 {
-    let b_holds = b.raft().metrics().borrow().last_log_index.unwrap();
-    loop {
-        a.compact().await.unwrap();
-        let purged = a.raft().metrics().borrow().purged.map(|id| id.index).unwrap();
-        if purged > b_holds {
-            return purged;
-        }
-        let last = a.raft().metrics().borrow().last_log_index.unwrap();
-        caught_up(a, last).await;
-    }
-}
-
-/// Waits until `store` has installed a snapshot that covers `index`.
-async fn installed_a_snapshot(store: &Store, index: u64) {
-    store
-        .raft()
-        .wait(Some(std::time::Duration::from_secs(20)))
-        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= index), "a snapshot installed")
-        .await
-        .unwrap();
-}
-
 /// Waits until `store` has applied everything up to `index`.
 async fn caught_up(store: &Store, index: u64) {
     store

@@ -105,9 +105,9 @@ async fn a_member_that_caught_up_from_a_snapshot_holds_the_projection_of_one_tha
     a.write(Batch::new().delete(THINGS, "k01").delete(THINGS, "k07"))
         .await
         .unwrap();
-    let index = super::purge_past(&a, &b).await;
+    let index = purge_past(&a, &b).await;
     router.cut.lock().unwrap().remove("b");
-    super::installed_a_snapshot(&b, index).await;
+    installed_a_snapshot(&b, index).await;
     let last = a.raft().metrics().borrow().last_log_index.unwrap();
     super::caught_up(&b, last).await;
     super::caught_up(&c, last).await;
@@ -118,4 +118,30 @@ async fn a_member_that_caught_up_from_a_snapshot_holds_the_projection_of_one_tha
         on_c.held(),
         "caught up from a snapshot against the whole log"
     );
+}
+
+/// Compacts the leader `a` until its purge passes everything the cut-off `b` holds (it may
+/// lag its own log by an entry or two, and compacts only what it applied), so that `b` can
+/// catch up only from a snapshot; the purged index.
+pub(super) async fn purge_past(a: &Store, b: &Store) -> u64 {
+    let b_holds = b.raft().metrics().borrow().last_log_index.unwrap();
+    loop {
+        a.compact().await.unwrap();
+        let purged = a.raft().metrics().borrow().purged.map(|id| id.index).unwrap();
+        if purged > b_holds {
+            return purged;
+        }
+        let last = a.raft().metrics().borrow().last_log_index.unwrap();
+        super::caught_up(a, last).await;
+    }
+}
+
+/// Waits until `store` has installed a snapshot that covers `index`.
+pub(super) async fn installed_a_snapshot(store: &Store, index: u64) {
+    store
+        .raft()
+        .wait(Some(std::time::Duration::from_secs(20)))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= index), "a snapshot installed")
+        .await
+        .unwrap();
 }

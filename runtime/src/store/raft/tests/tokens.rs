@@ -64,9 +64,9 @@ async fn a_member_that_caught_up_from_a_snapshot_refuses_a_token_revoked_meanwhi
     // from a snapshot, whose changes come with no event.
     router.cut.lock().unwrap().insert("b".into());
     on_a.revoke(&info.id).await.unwrap();
-    let index = super::purge_past(&a, &b).await;
+    let index = super::projections::purge_past(&a, &b).await;
     router.cut.lock().unwrap().remove("b");
-    super::installed_a_snapshot(&b, index).await;
+    super::projections::installed_a_snapshot(&b, index).await;
     // The cache is read again, and the connections that used tokens are checked again.
     tokio::time::timeout(std::time::Duration::from_secs(20), revocations.changed())
         .await

@@ -1,0 +1,103 @@
+//! The node's chores: loops it runs for its whole life, each a child of the `chores`
+//! supervisor (started last, stopped first), so one that panics or ends is restarted like any
+//! child. A restarted lease keeper takes up the work as it runs then.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use troupe_runtime::idempotency::Idempotency;
+use troupe_runtime::store::Store;
+use troupe_runtime::supervision::{
+    Backoff, ChildSpec, Chore, Intensity, Nested, StartOrder, Strategy, SupervisorArgs, SupervisorSpec,
+};
+
+use crate::cluster::Cluster;
+use crate::service::Api;
+
+/// How often expired idempotency keys are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// What the chores run on.
+pub(super) struct Chores {
+    pub store: Store,
+    pub cluster: Cluster,
+    pub api: Api,
+    /// The work the lease keeper starts and stops.
+    pub work: crate::failover::Work,
+    pub idempotency: Idempotency,
+    pub node: String,
+    pub intensity: Option<Intensity>,
+    pub backoff: Backoff,
+}
+
+/// The `chores` supervisor: the lease keeper, the members' judge, the moves follower, the
+/// purge of expired keys and the leadership announcer.
+pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
+    let lease = {
+        let (store, cluster, api, work) = (c.store.clone(), c.cluster.clone(), c.api.clone(), c.work);
+        Chore::new("lease", move || {
+            let running = cluster.leases.running();
+            let keep = crate::failover::keep_lease(store.clone(), cluster.clone(), work.clone(), api.clone(), running);
+            Box::pin(keep)
+        })
+    };
+    let members = {
+        let (store, cluster) = (c.store.clone(), c.cluster.clone());
+        Chore::new("members", move || {
+            Box::pin(crate::failover::watch_members(store.clone(), cluster.clone()))
+        })
+    };
+    let moves = {
+        let (store, cluster, api) = (c.store.clone(), c.cluster.clone(), c.api.clone());
+        Chore::new("moves", move || {
+            Box::pin(crate::failover::follow_moves(
+                store.clone(),
+                cluster.clone(),
+                api.clone(),
+            ))
+        })
+    };
+    let idempotency = c.idempotency;
+    let purge = Chore::new("purge", move || {
+        let idempotency = idempotency.clone();
+        Box::pin(async move {
+            let mut tick = tokio::time::interval(PURGE_EVERY);
+            loop {
+                tick.tick().await;
+                match idempotency.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(purged = n, "purged expired idempotency keys"),
+                    Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+                }
+            }
+        })
+    });
+    let leadership = {
+        let (store, node) = (c.store.clone(), c.node);
+        Chore::new("leadership", move || {
+            Box::pin(crate::cluster::replicated::announce_leadership(
+                store.clone(),
+                node.clone(),
+            ))
+        })
+    };
+    let (store, intensity, backoff) = (c.store, c.intensity, c.backoff);
+    Nested::child(SupervisorSpec {
+        id: "chores".into(),
+        args: Box::new(move || SupervisorArgs {
+            name: "chores".into(),
+            strategy: Strategy::OneForOne,
+            intensity,
+            backoff,
+            children: vec![
+                lease.clone() as Arc<dyn ChildSpec>,
+                members.clone(),
+                moves.clone(),
+                purge.clone(),
+                leadership.clone(),
+            ],
+            start_order: StartOrder::Sequential,
+            store: store.clone(),
+        }),
+    })
+}

@@ -1,0 +1,49 @@
+//! What the store answers when it cannot do what was asked.
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The disk or the database is broken: the node cannot go on.
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("encoding error: {0}")]
+    Encoding(String),
+    /// The database refused this batch (a value too large); other writes are unaffected.
+    #[error("the write was refused: {0}")]
+    Rejected(String),
+    /// The store stopped after a fatal error; nothing more is written.
+    #[error("the store has failed: {0}")]
+    Failed(String),
+    #[error("the store writer has stopped")]
+    Closed,
+    #[error("the database is open in another process")]
+    Locked,
+    #[error(
+        "events after {after} are no longer kept (the oldest kept is {oldest}): read the current state, then resume from node.lastSeq"
+    )]
+    Compacted { after: u64, oldest: u64 },
+    #[error("cursor {after} is ahead of this node's log (its last event is {last}): cursors are per node")]
+    FutureCursor { after: u64, last: u64 },
+    /// The cluster could not confirm the write in time (no leader, no majority, a leader
+    /// that did not answer). It may still be applied later: read before writing again.
+    #[error("the cluster is unavailable: {0}")]
+    Unavailable(String),
+    /// A condition of the batch ([`super::Op::Require`]) did not hold when it was applied: none
+    /// of it was. The writer is out of date (a node declared down, a lost race).
+    #[error("the write was refused as stale: {0}")]
+    Stale(String),
+    /// This node does not lead the replicated log; the write was not made.
+    #[error("this node does not lead the cluster's log (the leader is {})", leader.as_deref().unwrap_or("unknown"))]
+    NotLeader { leader: Option<String> },
+}
+
+impl StoreError {
+    pub(crate) fn db(e: impl std::fmt::Display) -> Self {
+        Self::Database(e.to_string())
+    }
+
+    /// Whether the caller's request (its cursor) is at fault rather than the node.
+    pub fn is_bad_cursor(&self) -> bool {
+        matches!(self, Self::Compacted { .. } | Self::FutureCursor { .. })
+    }
+}
