@@ -10,7 +10,7 @@
 //! The room holds the agents' registry (`registry`: spawn, find, list), what can be done to
 //! one (`lifecycle`, `checkpoints`), the recovery ladder's decisions (`ladder`), the process
 //! agents' JSON-lines protocol (`protocol`), and the handle each agent has on its node
-//! (`child`). It reports to the scheduler through [`crate::report`] and hands its errands to
+//! (`child`). It reports to the scheduler through [`crate::scheduler::report`] and hands its errands to
 //! the node through an [`Outbox`].
 
 mod actor;
@@ -20,16 +20,16 @@ mod child;
 mod ladder;
 mod lifecycle;
 mod observed;
+mod outbox;
 pub(crate) mod owners;
 pub mod protocol;
 mod registry;
 mod secrets;
+mod slots;
 mod spec;
 mod status;
 pub(crate) mod watchdog;
 
-/// The courier's terms for an agent's errands (kept under this name for its callers).
-pub use crate::outbox::{Outgoing, OutgoingKind};
 pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
 pub use backend::{
     build as build_backend, describe_cgroup, preflight, read_stat, signal_group, Backend, Errand, ErrandKind, Link,
@@ -39,8 +39,11 @@ pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
 pub use lifecycle::Action;
 pub use observed::{AgentLive, Observed, Report as ObservedAgents, Sampler};
+/// The courier's terms for an agent's errands (kept under this name for its callers).
+pub use outbox::{carrier, Outgoing, OutgoingKind};
 pub use registry::{matching, Registry};
 pub use secrets::{SecretRefused, Secrets};
+pub use slots::Slots;
 pub use spec::{
     AgentFilter, AgentPlacement, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend,
     Limits, LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills, SpawnAgentRequest,

@@ -66,15 +66,6 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<crate::agent::SecretRefused> for ApiError {
-    fn from(e: crate::agent::SecretRefused) -> Self {
-        match e.is_forbidden() {
-            true => ApiError::Forbidden(e.to_string()),
-            false => ApiError::InvalidInput(e.to_string()),
-        }
-    }
-}
-
 impl From<IdempotencyError> for ApiError {
     fn from(e: IdempotencyError) -> Self {
         match e {

@@ -17,6 +17,7 @@
 mod actor;
 pub mod admission;
 pub mod engine;
+pub mod report;
 mod tasks;
 
 pub use actor::{Scheduler, SchedulerArgs, SchedulerMsg, PAYLOAD_CACHE_BYTES};

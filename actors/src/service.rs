@@ -42,12 +42,12 @@ pub use messages::{Messages, MessagesRequest, MessagesResponse};
 pub use swarms::Swarms;
 pub use tasks::{TaskFilter, Tasks, TasksRequest, TasksResponse};
 
+use crate::agent::Slots;
 use crate::cluster::remote::Service;
 use crate::cluster::{Cluster, Member};
 use crate::error::ApiError;
 use crate::messaging::courier::Desk;
 use crate::scheduler::SchedulerMsg;
-use crate::slots::Slots;
 use context::ask;
 
 /// The node's services, each holding its domain's own state beside the shared `Context`;

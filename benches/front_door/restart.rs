@@ -11,11 +11,11 @@ use hdrhistogram::Histogram;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use tokio::sync::mpsc;
+use troupe_actors::agent::Slots;
 use troupe_actors::agent::{
     AgentChild, AgentMsg, AgentPolicy, AgentSpec, AgentState, AgentStatus, BackendSpec, BuiltinKind, Desired, Owner,
 };
 use troupe_actors::scheduler::SchedulerMsg;
-use troupe_actors::slots::Slots;
 use troupe_actors::task::Assignment;
 use troupe_runtime::store::Store;
 use troupe_runtime::supervision::{

@@ -16,7 +16,7 @@ use super::ladder::{self, Health};
 use super::secrets::Secrets;
 use super::spec::{AgentSpec, Desired};
 use super::status::AgentState;
-use crate::report::{Down, Report, Reports};
+use crate::scheduler::report::{Down, Report, Reports};
 use crate::task::Assignment;
 use attempt::Running;
 

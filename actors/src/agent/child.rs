@@ -21,8 +21,8 @@ use super::ladder::{self, Ladder};
 use super::secrets::Secrets;
 use super::spec::{AgentSpec, BackendSpec};
 use super::status::{gauge_moved, AgentState, AgentStatus};
-use crate::report::Report;
-use crate::slots::Slots;
+use super::Slots;
+use crate::scheduler::report::Report;
 use crate::tables::AGENT_STATUS;
 
 mod agents;
@@ -261,7 +261,7 @@ impl ChildSpec for AgentChild {
                 spec: self.spec(),
                 reports: scheduler.get_derived(),
                 report: self.reporter(),
-                outbox: self.slots.outbox.get().cloned().map(crate::outbox::carrier),
+                outbox: self.slots.outbox.get().cloned().map(super::carrier),
                 secrets: self.policy.secrets.clone(),
             };
             let mut restore = lock(&self.restore).take();

@@ -20,7 +20,7 @@ use troupe_runtime::supervision::{ChildEvent, Intensity};
 
 use super::spec::{Desired, RestartLimit};
 use super::status::{AgentState, AgentStatus};
-use crate::report::Down;
+use crate::scheduler::report::Down;
 
 /// What the ladder remembers between events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

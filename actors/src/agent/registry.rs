@@ -23,11 +23,11 @@ use super::checkpoints;
 use super::spec::{AgentFilter, AgentSpec, Desired, Owner, SpawnAgentRequest};
 use super::status::{gauge_moved, AgentState, AgentStats, AgentStatus, AgentView};
 use super::{AgentChild, AgentMsg, AgentPolicy, Probe};
+use crate::agent::Slots;
 use crate::call::{ask, ask_within, split, CALL_TIMEOUT};
 use crate::error::ApiError;
 use crate::scheduler::SchedulerMsg;
 use crate::serving::Serving;
-use crate::slots::Slots;
 use crate::tables::{AGENTS, AGENT_STATS, AGENT_STATUS, OPEN_TASKS, TASK_STATUS};
 
 /// This node's agents, as the handles of the node lend them.

@@ -13,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::spec::{BackendSpec, SecretRef};
+use crate::error::ApiError;
 
 /// What the node's admin allows agents to use as keys.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +42,15 @@ pub enum SecretRefused {
     EnvMissing(String),
     #[error("cannot read the API key file {path}: {why}")]
     Unreadable { path: String, why: String },
+}
+
+impl From<SecretRefused> for ApiError {
+    fn from(e: SecretRefused) -> Self {
+        match e.is_forbidden() {
+            true => ApiError::Forbidden(e.to_string()),
+            false => ApiError::InvalidInput(e.to_string()),
+        }
+    }
 }
 
 impl SecretRefused {

@@ -16,6 +16,7 @@ use troupe_runtime::supervision::{
 
 use super::identity::{check_format, node_id, own_fact, own_key, private_dir, resolve_cookie};
 use super::{ExtraChildren, Node, StartNodeError};
+use crate::agent::Slots;
 use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild, Secrets};
 use crate::cluster::{Cluster, ClusterChild, Link, PeerInfo, ServicesChild};
 use crate::host::{Fleet, FleetSettings, HostMode, HostSpec, HostsChild};
@@ -26,7 +27,6 @@ use crate::service::node::{role_name, NodeService};
 use crate::service::raft::RaftService;
 use crate::service::{Agents, Api, Context, Hosts, Messages, Swarms, Tasks, Vms};
 use crate::serving::Serving;
-use crate::slots::Slots;
 use crate::tables::{AGENT_STATUS, HOSTS};
 
 /// How long a node started with `--join` and a fresh data dir waits to be admitted.

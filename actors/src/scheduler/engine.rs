@@ -36,7 +36,7 @@ use index::{Free, QueueKey, Queues};
 use crate::agent::{BreakerView, Skills};
 use crate::task::TaskStatus;
 
-pub use crate::report::Down;
+pub use super::report::Down;
 
 /// The time of an input: monotonic for timers, wall clock for records.
 #[derive(Debug, Clone, Copy)]

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use super::context::Context;
 use super::listing::{Counted, Listing};
+use crate::agent::Slots;
 use crate::agent::{AgentFilter, AgentPolicy, AgentView, Checkpoint, SpawnAgentRequest};
 use crate::cluster::remote::{service, At, Located};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
-use crate::slots::Slots;
 
 service! {
     service Agents as "agents" (AgentsMsg, AgentsRequest, AgentsResponse, AgentsLocal);

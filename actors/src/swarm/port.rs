@@ -12,10 +12,10 @@ use troupe_runtime::store::Store;
 use troupe_runtime::supervision::Backoff;
 
 use super::{Locks, Watch};
+use crate::agent::Slots;
 use crate::agent::{AgentPolicy, AgentView, Owner, SpawnAgentRequest};
 use crate::error::ApiError;
 use crate::serving::Serving;
-use crate::slots::Slots;
 use crate::task::{GraphTask, SubmitTaskRequest, TaskRecord};
 
 /// The agents of this node a swarm owns.

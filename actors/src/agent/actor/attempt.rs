@@ -11,7 +11,7 @@ use ractor::ActorRef;
 use tokio::task::JoinHandle;
 
 use super::{AgentActor, AgentMsg, State};
-use crate::report::Report;
+use crate::scheduler::report::Report;
 use crate::task::{Assignment, Outcome};
 
 /// Attempts in flight by task, with their attempt number; dropping it aborts them.

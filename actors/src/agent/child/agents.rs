@@ -13,7 +13,7 @@ use super::{AgentChild, AgentPolicy};
 use crate::agent::checkpoints;
 use crate::agent::spec::{AgentSpec, Desired, Owner};
 use crate::agent::status::{AgentState, AgentStatus};
-use crate::slots::Slots;
+use crate::agent::Slots;
 use crate::tables::{AGENTS, AGENT_STATUS};
 
 /// Each start rebuilds the supervisor with every agent it owns that the user wants running

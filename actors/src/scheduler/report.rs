@@ -12,8 +12,8 @@
 
 use ractor::{ActorRef, DerivedActorRef};
 
+use super::SchedulerMsg;
 use crate::agent::{AgentMsg, Skills};
-use crate::scheduler::SchedulerMsg;
 use crate::task::Outcome;
 
 /// Where an agent's reports go.
