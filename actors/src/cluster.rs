@@ -10,8 +10,12 @@
 //!                       ├─ vms service      (pg "troupe.vms.<name>")
 //!                       └─ swarms service   (pg "troupe.swarms.<name>")
 //!
-//! membership.rs  who is there: heartbeats, UP/DOWN, peers dropped after a long silence,
-//!                asking every reachable peer at once (gather)
+//! actor.rs       the link: the NodeServer, the joins, and what the node serves its peers
+//!                beside it, handed over by the node's wiring (`Served`: the node and Raft
+//!                services, the heartbeat); it knows no service
+//! membership.rs  who is there: who answered the heartbeats (sent by `crate::failover`),
+//!                UP/DOWN, peers dropped after a long silence, asking every reachable peer
+//!                at once (gather)
 //! directory.rs   which node holds an id: Cluster::holder, the one place that answers it
 //!                (the replicated directory of moved entities, else the id's own node)
 //! lease.rs       this node's lease (granted by the leader with each beat's answer) and the
@@ -35,7 +39,10 @@ mod membership;
 pub mod remote;
 pub mod replicated;
 
-pub use actor::{ClusterChild, Link, ServicesChild};
+pub(crate) use actor::{child_lost, handle as serve_ping_and_hold};
+pub use actor::{ClusterChild, ClusterMsg, Link, Served};
+pub use endpoints::Endpoints;
+pub(crate) use membership::Answer;
 pub use membership::{Cluster, Gathered, Member, MemberStatus, PeerInfo};
 
 /// `host:port`, with an IPv6 address in brackets.

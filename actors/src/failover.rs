@@ -265,10 +265,13 @@ async fn stop_work(work: &Work) {
     }
 }
 
+mod beat;
 mod judge;
 mod moves;
 mod plan;
 mod tick;
 
+pub(crate) use beat::heartbeat;
+pub use beat::BeatSink;
 pub(crate) use judge::{forget, leave, watch_members};
 pub(crate) use moves::follow_moves;

@@ -1,6 +1,7 @@
-//! The cluster link: runs ractor_cluster's NodeServer with the node and Raft services, keeps
-//! joined to the configured peers (reconnecting with backoff when a session drops) and runs
-//! the heartbeat; and the domains' remotable service actors beside it.
+//! The cluster link: runs ractor_cluster's NodeServer with what the node serves its peers
+//! beside it ([`Served`]: the node and Raft services, the heartbeat), and keeps joined to
+//! the configured peers (reconnecting with backoff when a session drops). It knows no
+//! service: the node's wiring hands them over.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,15 +15,13 @@ use troupe_runtime::supervision::ChildSpec;
 
 use super::endpoints::Endpoints;
 use super::Cluster;
-use crate::service::node::NodeService;
-use crate::service::raft::RaftService;
-use crate::service::Api;
 
-/// What the cluster link needs: this node's identity, its store's log and where to listen.
+/// What the cluster link needs: this node's identity, its store, what it serves its peers
+/// and where to listen.
 pub struct Link {
     pub cluster: Cluster,
-    pub node: NodeService,
-    pub raft: RaftService,
+    pub store: troupe_runtime::store::Store,
+    pub served: Arc<dyn Served>,
     pub listen: SocketAddr,
     /// Where the Raft lane listens (port 0: one the system picks).
     pub raft_listen: SocketAddr,
@@ -34,8 +33,22 @@ pub struct Link {
     pub tls: Option<troupe_runtime::tls::ClusterTls>,
 }
 
-/// The cluster link: ractor_cluster's NodeServer, the node and Raft services, the joins to
-/// the configured peers and the heartbeat. It starts before the rest of the node (a node
+/// What a node serves its peers beside the link's NodeServer: its node and Raft services
+/// (the Raft lane too) and the loops that run with them (the heartbeat). Started by the
+/// link under its own actor, so a restarted link serves them again.
+pub trait Served: Send + Sync + 'static {
+    /// Serves them under `parent` through `endpoints`; the loops it started, which the link
+    /// stops when it stops.
+    fn start<'a>(
+        &'a self,
+        link: &'a Link,
+        endpoints: &'a mut Endpoints,
+        parent: &'a ActorCell,
+    ) -> BoxFuture<'a, Result<Vec<JoinHandle<()>>, ActorProcessingErr>>;
+}
+
+/// The cluster link: ractor_cluster's NodeServer, what the node serves its peers
+/// ([`Served`]) and the joins to the configured peers. It starts before the rest of the node (a node
 /// joining a cluster must be admitted to the log before it writes anything), and the node's
 /// supervisor adopts it: it restarts it like any other child.
 pub struct ClusterChild {
@@ -88,30 +101,6 @@ impl ChildSpec for ClusterChild {
     }
 }
 
-/// The domains' remotable service actors (agents, tasks, messages, hosts, VMs, swarms).
-pub struct ServicesChild {
-    pub api: Api,
-}
-
-impl ChildSpec for ServicesChild {
-    fn id(&self) -> &str {
-        "services"
-    }
-
-    fn kind(&self) -> &str {
-        "SERVICE"
-    }
-
-    crate::liveness::pinged_and_held!(ClusterMsg);
-
-    fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
-        Box::pin(async move {
-            let (actor, _) = Actor::spawn_linked(None, ServicesActor, self.api.clone(), supervisor).await?;
-            Ok(actor.get_cell())
-        })
-    }
-}
-
 struct ClusterActor;
 
 /// The background loops this service owns (re-dialling joins and the heartbeat), and its
@@ -132,7 +121,7 @@ impl Drop for State {
 impl ractor::Message for ClusterMsg {}
 
 /// What the cluster link and the services take: only the watchdog's ping and a HANG.
-pub(crate) enum ClusterMsg {
+pub enum ClusterMsg {
     /// Answered once every service actor under it took a message.
     Ping(ractor::RpcReplyPort<()>),
     /// Holds its service actors and its loop until released (fault injection: HANG).
@@ -143,7 +132,7 @@ pub(crate) enum ClusterMsg {
 }
 
 /// The ping and the hold, alike for the link and the services.
-async fn handle(what: &str, msg: ClusterMsg, endpoints: &Endpoints) {
+pub(crate) async fn handle(what: &str, msg: ClusterMsg, endpoints: &Endpoints) {
     match msg {
         ClusterMsg::Ping(reply) => endpoints.ping(reply),
         ClusterMsg::Hold(release, held) => endpoints.hold(what, release, held).await,
@@ -193,28 +182,18 @@ impl Actor for ClusterActor {
         let cell = myself.get_cell();
         let mut endpoints = Endpoints::new();
         endpoints.own(server.get_cell());
-        endpoints.serve(cfg.node.clone(), &cell).await?;
-        endpoints.serve(cfg.raft.clone(), &cell).await?;
-        cfg.raft
-            .carry(
-                cfg.raft_listen,
-                cfg.advertise_host.as_deref(),
-                cfg.tls.as_ref(),
-                endpoints.held(),
-            )
-            .await?;
+        joiners.extend(cfg.served.start(&cfg, &mut endpoints, &cell).await?);
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
             id: "troupe.leader-watch".into(),
-            subscription: Box::new(LeaderWatch(cfg.node.store.clone())),
+            subscription: Box::new(LeaderWatch(cfg.store.clone())),
         });
         joiners.push(tokio::spawn(dial_members(
             server.clone(),
-            cfg.node.store.clone(),
+            cfg.store.clone(),
             name.clone(),
             cfg.join.clone(),
             dial,
         )));
-        joiners.push(tokio::spawn(cfg.cluster.clone().heartbeat(cfg.node.store.clone())));
         let tls = cfg.tls.is_some();
         tracing::info!(node = %name, listen = %cfg.listen, peers = ?cfg.join, tls, "cluster listening");
         Ok(State { joiners, endpoints })
@@ -240,48 +219,9 @@ impl Actor for ClusterActor {
     }
 }
 
-struct ServicesActor;
-
-impl Actor for ServicesActor {
-    type Msg = ClusterMsg;
-    type State = Endpoints;
-    type Arguments = Api;
-
-    async fn pre_start(&self, myself: ActorRef<ClusterMsg>, api: Api) -> Result<Endpoints, ActorProcessingErr> {
-        let cell = myself.get_cell();
-        let mut endpoints = Endpoints::new();
-        endpoints.serve(api.agents().clone(), &cell).await?;
-        endpoints.serve(api.tasks().clone(), &cell).await?;
-        endpoints.serve(api.messages().clone(), &cell).await?;
-        endpoints.serve(api.hosts().clone(), &cell).await?;
-        endpoints.serve(api.vms().clone(), &cell).await?;
-        endpoints.serve(api.swarms().clone(), &cell).await?;
-        Ok(endpoints)
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<ClusterMsg>,
-        msg: ClusterMsg,
-        endpoints: &mut Endpoints,
-    ) -> Result<(), ActorProcessingErr> {
-        handle("the services", msg, endpoints).await;
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        _myself: ActorRef<ClusterMsg>,
-        evt: SupervisionEvent,
-        _state: &mut Endpoints,
-    ) -> Result<(), ActorProcessingErr> {
-        child_lost(evt)
-    }
-}
-
 /// A child of the link or of the services that fails or stops takes its parent down, for
 /// the node's supervisor to restart.
-fn child_lost(evt: SupervisionEvent) -> Result<(), ActorProcessingErr> {
+pub(crate) fn child_lost(evt: SupervisionEvent) -> Result<(), ActorProcessingErr> {
     match evt {
         SupervisionEvent::ActorFailed(who, e) => Err(format!("cluster actor {} failed: {e}", who.get_id()).into()),
         SupervisionEvent::ActorTerminated(who, _, reason) => {

@@ -22,12 +22,18 @@ const PING_WITHIN: Duration = Duration::from_secs(60);
 
 type Ping = Box<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
 
-pub(super) struct Endpoints {
+pub struct Endpoints {
     /// True while a HANG holds the service actors.
     held: watch::Sender<bool>,
     pings: Vec<Ping>,
     /// The actors that end with the parent (its service actors, and the link's NodeServer).
     cells: Vec<ActorCell>,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Endpoints {

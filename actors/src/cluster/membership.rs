@@ -10,10 +10,7 @@ use tokio::time::Instant;
 
 use super::remote::{self, Service};
 use crate::error::ApiError;
-use crate::service::node::{NodeRequest, NodeResponse, NodeService};
 
-/// How often each peer is asked whether it is there (a beat, see [`super::failover`]).
-pub(crate) const HEARTBEAT: Duration = super::lease::BEAT;
 /// Silence after which a peer is reported DOWN.
 const SUSPECT_AFTER: Duration = Duration::from_secs(3);
 /// How long a cluster-wide list waits for each peer's part.
@@ -57,9 +54,7 @@ pub struct Cluster {
     drop_after: Duration,
     /// Where moved entities live now.
     directory: super::directory::Directory,
-    /// Told what each beat's answer observed.
-    beat_sink: Option<BeatSink>,
-    /// This node's lease and the leader's grants (see [`super::failover`]).
+    /// This node's lease and the leader's grants (see [`super::lease`]).
     pub(crate) leases: super::lease::Leases,
 }
 
@@ -75,9 +70,15 @@ struct Heard {
     rooms: BTreeMap<String, crate::task::Room>,
 }
 
-/// Whoever keeps what a beat's answer observed beyond membership (the hosts a peer's
-/// drivers see): told each answer, with the peer's name, as it comes.
-pub type BeatSink = Arc<dyn Fn(&str, &crate::failover::BeatAck) + Send + Sync>;
+/// What membership keeps of a peer's answer to a beat (the beats are sent by the failover
+/// room, which keeps the rest of each answer).
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    pub name: String,
+    pub address: String,
+    /// What room its agents have for each capability they serve.
+    pub rooms: BTreeMap<String, crate::task::Room>,
+}
 
 /// The peers to drop now: heard from before, not dropped yet, and silent past `drop_after`.
 fn to_drop<'a>(
@@ -99,14 +100,7 @@ impl Cluster {
             drop_after: Duration::from_secs(60),
             directory: Default::default(),
             leases: Default::default(),
-            beat_sink: None,
         }
-    }
-
-    /// Hands what each beat's answer observed to `sink`.
-    pub fn on_beat(mut self, sink: BeatSink) -> Self {
-        self.beat_sink = Some(sink);
-        self
     }
 
     /// Where moved entities live now.
@@ -143,14 +137,14 @@ impl Cluster {
         self.me.lock().unwrap_or_else(|p| p.into_inner()).gateway_address = Some(addr);
     }
 
-    /// Peers whose node service is connected now.
+    /// Peers whose node service (every member's, [`remote::MEMBER_ROLE`]) is connected now.
     fn connected(&self) -> BTreeSet<String> {
         let me = self.name();
-        let prefix = remote::group(NodeService::ROLE, "");
+        let prefix = remote::group(remote::MEMBER_ROLE, "");
         ractor::pg::which_groups()
             .into_iter()
             .filter_map(|g| g.strip_prefix(&prefix).map(str::to_owned))
-            .filter(|name| *name != me && remote::is_connected(NodeService::ROLE, name))
+            .filter(|name| *name != me && remote::is_connected(remote::MEMBER_ROLE, name))
             .collect()
     }
 
@@ -259,61 +253,28 @@ impl Cluster {
         Gathered { answers, missing }
     }
 
-    /// Asks every connected peer who it is, once per [`HEARTBEAT`], and records who
-    /// answered. A frozen peer keeps its TCP session, so only its silence tells it apart. A
-    /// peer silent past `drop_after` is dropped from cluster-wide lists (MEMBER_DROPPED).
-    pub(crate) async fn heartbeat(self, store: troupe_runtime::store::Store) {
-        let mut tick = tokio::time::interval(HEARTBEAT);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let peers: Vec<String> = self.connected().into_iter().collect();
-            let beat = remote::Call {
-                key: None,
-                request: NodeRequest::Beat { from: self.name() },
+    /// Records the peers that answered a beat at `now`, and marks dropped those silent past
+    /// `drop_after` (no longer asked for, nor named missing, until they answer): the peers
+    /// dropped just now, with their silence. A frozen peer keeps its TCP session, so only
+    /// its silence tells it apart.
+    pub(crate) fn heard(&self, answers: Vec<Answer>, now: Instant) -> Vec<(String, Duration)> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for answer in answers {
+            let heard = Heard {
+                address: answer.address,
+                last: now,
+                dropped: false,
+                rooms: answer.rooms,
             };
-            let sent = Instant::now();
-            // A beat is answered within one period or not at all: a late lease is no lease.
-            let calls = peers.iter().map(|p| remote::call::<NodeService>(p, &beat, HEARTBEAT));
-            let answers = futures::future::join_all(calls).await;
-            let now = Instant::now();
-            let dropped = {
-                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-                for (peer, answer) in peers.iter().zip(answers) {
-                    if let Ok(NodeResponse::Beat(ack)) = answer {
-                        self.leases.answered(peer, sent, ack.lease, ack.applied);
-                        if let Some(sink) = &self.beat_sink {
-                            sink(&ack.info.name, &ack);
-                        }
-                        let heard = Heard {
-                            address: ack.info.cluster_address,
-                            last: now,
-                            dropped: false,
-                            rooms: ack.rooms,
-                        };
-                        seen.insert(ack.info.name, heard);
-                    }
-                }
-                let dropped = to_drop(seen.iter(), now, self.drop_after);
-                for (name, _) in &dropped {
-                    if let Some(h) = seen.get_mut(name) {
-                        h.dropped = true;
-                    }
-                }
-                dropped
-            };
-            for (name, silent) in dropped {
-                tracing::warn!(peer = %name, silent_ms = silent.as_millis() as u64, "dropping a silent peer from cluster-wide lists");
-                let event = troupe_runtime::events::NewEvent::new(
-                    "MEMBER_DROPPED",
-                    Some(name.clone()),
-                    serde_json::json!({ "node": name, "silentMs": silent.as_millis() as u64 }),
-                );
-                if let Err(e) = store.write(troupe_runtime::store::Batch::new().event(event)).await {
-                    tracing::error!(peer = %name, error = %e, "could not record a dropped peer");
-                }
+            seen.insert(answer.name, heard);
+        }
+        let dropped = to_drop(seen.iter(), now, self.drop_after);
+        for (name, _) in &dropped {
+            if let Some(h) = seen.get_mut(name) {
+                h.dropped = true;
             }
         }
+        dropped
     }
 
     /// This node and every peer it has heard from since it started.

@@ -72,6 +72,10 @@ pub trait Within {
     fn within(&self) -> Duration;
 }
 
+/// The role of the service every member serves (the node's own, which answers beats): a
+/// peer is connected while its process group of this role is.
+pub const MEMBER_ROLE: &str = "node";
+
 /// One domain's service: what it answers peers. Written by [`service!`], never by hand.
 pub trait Service: Clone + Send + Sync + 'static {
     /// Its process group on each node: `troupe.<ROLE>.<node>`.

@@ -18,14 +18,14 @@ use super::identity::{check_format, node_id, own_fact, own_key, private_dir, res
 use super::{ExtraChildren, Node, StartNodeError};
 use crate::agent::Slots;
 use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild, Secrets};
-use crate::cluster::{Cluster, ClusterChild, Link, PeerInfo, ServicesChild};
+use crate::cluster::{Cluster, ClusterChild, Link, PeerInfo};
 use crate::host::{Fleet, FleetSettings, HostMode, HostSpec, HostsChild};
 use crate::placement::Overcommit;
 use crate::scheduler::TaskQueue;
 use crate::scheduler::{BreakerPolicy, RetryPolicy, Scheduler, SchedulerArgs, SchedulerMsg};
 use crate::service::node::{role_name, NodeService};
 use crate::service::raft::RaftService;
-use crate::service::{Agents, Api, Context, Hosts, Messages, Swarms, Tasks, Vms};
+use crate::service::{Agents, Api, Context, Hosts, Messages, Peers, ServicesChild, Swarms, Tasks, Vms};
 use crate::serving::Serving;
 use crate::tables::{AGENT_STATUS, HOSTS};
 
@@ -87,14 +87,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         },
         gateway_address: None,
     })
-    .with_drop_after(config.peer_drop_after)
-    .on_beat({
-        let (peer_hosts, observed) = (peer_hosts.clone(), observed.clone());
-        Arc::new(move |peer, ack| {
-            peer_hosts.heard(peer, ack.hosts.clone());
-            observed.heard(peer, Arc::new(ack.agents.clone()));
-        })
-    });
+    .with_drop_after(config.peer_drop_after);
     let slots = Slots::default();
     let experiments = crate::service::experiments::Experiments::new(
         config.fault_injection,
@@ -116,14 +109,26 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     };
     // The link to the other nodes comes first: a joining node writes nothing before the
     // leader has admitted it to the log, and a member's writes reach the leader through it.
-    let link = ClusterChild::start_early(Link {
-        cluster: cluster.clone(),
+    let peers = Peers {
         node: node_service.clone(),
         raft: RaftService {
             cluster: cluster.clone(),
             store: store.clone(),
             lane: Default::default(),
         },
+        // What a beat's answer observed beyond membership: the peer's hosts and its agents.
+        beats: {
+            let (peer_hosts, observed) = (peer_hosts.clone(), observed.clone());
+            Arc::new(move |peer, ack| {
+                peer_hosts.heard(peer, ack.hosts.clone());
+                observed.heard(peer, Arc::new(ack.agents.clone()));
+            })
+        },
+    };
+    let link = ClusterChild::start_early(Link {
+        cluster: cluster.clone(),
+        store: store.clone(),
+        served: Arc::new(peers),
         listen: config.cluster_listen,
         raft_listen: config.raft_listen,
         advertise_host: config.advertise_host.clone(),

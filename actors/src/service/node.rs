@@ -53,6 +53,14 @@ service! {
     call EndHostFaults => end_host_faults(host: String) -> Vec<String>;
 }
 
+// Membership counts a peer connected while its node service's group is: the same role.
+const _: () = assert!(
+    matches!(
+        <NodeService as crate::cluster::remote::Service>::ROLE.as_bytes(),
+        b"node"
+    ) && matches!(crate::cluster::remote::MEMBER_ROLE.as_bytes(), b"node")
+);
+
 /// How long a member waits to apply a revocation made on another one (a healthy member
 /// applies it within milliseconds; the call's own bound is longer).
 pub(crate) const REVOKED_WITHIN: Duration = Duration::from_secs(3);

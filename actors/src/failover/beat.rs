@@ -1,0 +1,62 @@
+//! The heartbeat: every [`BEAT`] this node asks each connected peer's node service who it
+//! is. Each answer renews what membership knows of the peer (its address, its agents'
+//! room), the lease the leader grants with it, and what the peer observed of its own work
+//! (its hosts, its agents' samples), which goes to the [`BeatSink`]. A peer silent past the
+//! cluster's drop time is dropped from cluster-wide lists (`MEMBER_DROPPED`).
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::store::{Batch, Store};
+
+use super::BeatAck;
+use crate::cluster::lease::BEAT;
+use crate::cluster::remote;
+use crate::cluster::{Answer, Cluster};
+use crate::service::node::{NodeRequest, NodeResponse, NodeService};
+
+/// Whoever keeps what a beat's answer observed beyond membership (the hosts a peer's
+/// drivers see, its agents' samples): told each answer, with the peer's name, as it comes.
+pub type BeatSink = Arc<dyn Fn(&str, &BeatAck) + Send + Sync>;
+
+/// Beats every connected peer once per [`BEAT`], for as long as it runs.
+pub(crate) async fn heartbeat(cluster: Cluster, store: Store, sink: BeatSink) {
+    let mut tick = tokio::time::interval(BEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let peers = cluster.peers();
+        let beat = remote::Call {
+            key: None,
+            request: NodeRequest::Beat { from: cluster.name() },
+        };
+        let sent = Instant::now();
+        // A beat is answered within one period or not at all: a late lease is no lease.
+        let calls = peers.iter().map(|p| remote::call::<NodeService>(p, &beat, BEAT));
+        let answers = futures::future::join_all(calls).await;
+        let now = Instant::now();
+        let mut heard = Vec::with_capacity(answers.len());
+        for (peer, answer) in peers.iter().zip(answers) {
+            let Ok(NodeResponse::Beat(ack)) = answer else { continue };
+            cluster.leases.answered(peer, sent, ack.lease, ack.applied);
+            sink(&ack.info.name, &ack);
+            heard.push(Answer {
+                name: ack.info.name,
+                address: ack.info.cluster_address,
+                rooms: ack.rooms,
+            });
+        }
+        for (name, silent) in cluster.heard(heard, now) {
+            tracing::warn!(peer = %name, silent_ms = silent.as_millis() as u64, "dropping a silent peer from cluster-wide lists");
+            let event = NewEvent::new(
+                "MEMBER_DROPPED",
+                Some(name.clone()),
+                serde_json::json!({ "node": name, "silentMs": silent.as_millis() as u64 }),
+            );
+            if let Err(e) = store.write(Batch::new().event(event)).await {
+                tracing::error!(peer = %name, error = %e, "could not record a dropped peer");
+            }
+        }
+    }
+}
