@@ -23,6 +23,9 @@ service! {
     keyed Cancel => cancel(id: String) -> TaskRecord;
     /// Queues a DEAD task of this node again.
     keyed Requeue => requeue(id: String) -> TaskRecord;
+    /// Makes sure a task of this node that the store holds QUEUED is in its scheduler's
+    /// queue (a submit answered again from its idempotency record on another node).
+    call Ensure => ensure_queued(id: String) -> ();
 }
 
 /// The member to queue a capability's task on (`None`: here). Among the nodes (here
@@ -177,7 +180,21 @@ impl TasksLocal for Tasks {
     // A peer's request is checked like a local one.
     async fn submit(&self, request: Box<SubmitTaskRequest>, key: Option<String>) -> Result<TaskRecord, ApiError> {
         request.validate(self.ctx.max_payload_bytes)?;
-        self.queue.submit(*request, key.as_deref()).await
+        let record = self.queue.submit(*request, key.as_deref()).await?;
+        // A task queued here is held here; one held elsewhere is the first answer to this
+        // key, given again. That first submit may have failed after its write was made (its
+        // leader lost, the outcome unknown), so its node never queued it: its holder makes
+        // sure it is queued before the task is acknowledged, or the client is told to retry.
+        if record.status.state == crate::task::TaskState::Queued && !self.holds(&record.spec.id) {
+            At::holding(self, &record.spec.id)
+                .ensure_queued(record.spec.id.clone())
+                .await?;
+        }
+        Ok(record)
+    }
+
+    async fn ensure_queued(&self, id: String) -> Result<(), ApiError> {
+        self.queue.ensure_queued(&id)
     }
 
     async fn cancel(&self, id: String, key: Option<String>) -> Result<TaskRecord, ApiError> {

@@ -227,8 +227,9 @@ impl Writer {
             waiting,
             delay,
         } = checked;
-        if batches.iter().all(Batch::is_empty) {
-            // Only flushes: answered once every group taken before them is.
+        if batches.iter().all(Batch::is_empty) && !flight.in_doubt() {
+            // Only flushes: answered once every group taken before them is (through the
+            // log when one of those may still be applied: see `Flight::in_doubt`).
             flight.flush(waiting);
             return Ok(());
         }

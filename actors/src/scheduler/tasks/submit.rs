@@ -48,6 +48,14 @@ impl TaskQueue {
         Ok(record)
     }
 
+    /// Makes sure the task `id`, held here, is in the scheduler's queue when the store holds
+    /// it QUEUED (a submit answered again on another node: see `replayed`).
+    pub(crate) fn ensure_queued(&self, id: &str) -> Result<(), ApiError> {
+        self.scheduler()?
+            .cast(SchedulerMsg::EnsureQueued(id.to_owned()))
+            .map_err(|_| ApiError::Unavailable("the scheduler is not running".into()))
+    }
+
     /// The first answer to a submit sent again with its idempotency key. The first submit
     /// may have failed after its write was made (the leader lost with the outcome unknown),
     /// so its enqueue never came: a task still QUEUED here is made sure of in the queue.

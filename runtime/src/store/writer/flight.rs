@@ -88,6 +88,9 @@ pub(super) struct Flight {
     troubled: bool,
     /// A group found no reachable leader: the next sending waits a moment for one.
     leaderless: bool,
+    /// A group failed with its outcome unknown (it may still be applied), and no group
+    /// landed since: a flush then goes through the log (see [`Flight::in_doubt`]).
+    in_doubt: bool,
     /// Batches nobody waits for, held until a batch somebody waits for comes, or until when.
     held: Option<(Checked, tokio::time::Instant)>,
     /// How long the first batch held waits at most.
@@ -110,6 +113,7 @@ impl Flight {
             again: Vec::new(),
             troubled: false,
             leaderless: false,
+            in_doubt: false,
             held: None,
             hold,
         }
@@ -131,6 +135,16 @@ impl Flight {
         let attempt = self.landing.next().await.unwrap_or(Attempt::Flushed);
         let group = self.groups.pop_front().expect("a group in flight for each attempt");
         (group, attempt)
+    }
+
+    /// Whether a group failed with its outcome unknown and no group landed since. A flush
+    /// must then go through the log: an entry of its own, committed, settles whether the
+    /// doubtful one is in the log before it (then it is applied here first) or never will
+    /// be. Answered at once instead, a flush would let a reader take the tables for what
+    /// was written while the doubtful entry may still apply after it (a scheduler reading a
+    /// task as still QUEUED whose run it had already recorded).
+    pub fn in_doubt(&self) -> bool {
+        self.in_doubt
     }
 
     /// Flushes, answered once every group taken before them is.
@@ -245,6 +259,18 @@ impl Writer {
     /// landed after a trouble, sends those again in a new run. `Err` when the log stopped.
     pub(super) async fn land(&self, flight: &mut Flight, (group, attempt): (Group, Attempt)) -> Result<(), String> {
         match attempt {
+            // Flushes behind a group kept to send again wait for it: they go again too, in
+            // their place. Flushes behind a group whose outcome is unknown go through the
+            // log, as an entry of their own (see `Flight::in_doubt`).
+            Attempt::Flushed if !flight.again.is_empty() || flight.in_doubt => {
+                let mut group = group;
+                if flight.in_doubt {
+                    group.batches = Some(std::sync::Arc::new(Vec::new()));
+                    group.deadline = tokio::time::Instant::now() + LEADER_WITHIN;
+                }
+                flight.troubled = true;
+                flight.again.push(group);
+            }
             Attempt::Flushed => answer(group.waiting, Ok(Applied::default())),
             Attempt::Applied(applied) => match applied.out_of_order {
                 Some(held) => {
@@ -256,6 +282,7 @@ impl Writer {
                 }
                 None => {
                     committed(group.started);
+                    flight.in_doubt = false;
                     answer(group.waiting, Ok(applied));
                 }
             },
@@ -265,8 +292,13 @@ impl Writer {
                 flight.leaderless = true;
                 flight.again.push(group);
             }
-            Attempt::Again(e) | Attempt::Failed(e) => {
+            Attempt::Again(e) => {
                 flight.troubled = true;
+                answer(group.waiting, Err(e));
+            }
+            Attempt::Failed(e) => {
+                flight.troubled = true;
+                flight.in_doubt |= group.batches.is_some();
                 answer(group.waiting, Err(e));
             }
             Attempt::Fatal(reason) => {
@@ -287,7 +319,13 @@ impl Writer {
         flight.seq = 0;
         if std::mem::take(&mut flight.leaderless) {
             tokio::time::sleep(AGAIN_AFTER).await;
-            let until = flight.again.iter().map(|g| g.deadline).min();
+            // Flushes have no deadline of their own: they wait for the groups before them.
+            let until = flight
+                .again
+                .iter()
+                .filter(|g| g.batches.is_some())
+                .map(|g| g.deadline)
+                .min();
             let within = until.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
             // Each borrow of the metrics ends with its statement: one held across an await
             // would stop the Raft core, which publishes them.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{has_events, three_voters, Parked, Router};
+use super::super::Start;
+use super::{fast, has_events, member, member_with, three_voters, Parked, Router};
 use crate::events::NewEvent;
 use crate::store::{Batch, Store, Ticket};
 
@@ -63,4 +64,82 @@ async fn a_group_lost_on_the_way_applies_before_the_groups_sent_behind_it() {
     router.deliver(behind).await;
     // The leader refused the second (the first was missing); b sent both again, in order.
     applied_in_order(first, second, &members).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_behind_a_group_sent_again_is_answered_only_once_that_group_landed() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    // b's writer says when it takes a flush (an empty batch), through its fault hook.
+    let (took, mut taken) = tokio::sync::mpsc::unbounded_channel();
+    let hook: crate::store::FaultHook = Arc::new(move |batch: &Batch| {
+        if batch.is_empty() {
+            let _ = took.send(());
+        }
+        None
+    });
+    let a = member(&router, &dir, "a", Start::Alone);
+    let b = member_with(&router, &dir, "b", Start::Join, fast(), Some(hook));
+    let c = member(&router, &dir, "c", Start::Join);
+    a.admit(b.raft_id(), "b", 3).await.unwrap();
+    a.admit(c.raft_id(), "c", 3).await.unwrap();
+    let b = &b;
+    router.hold();
+    let first = b.submit(event("FIRST"));
+    router.parked_at_least(1).await;
+    while taken.try_recv().is_ok() {}
+    // A flush taken while FIRST is on its way: "everything handed over so far is durable".
+    let mut flushed = Box::pin(b.flush());
+    assert!(futures::poll!(&mut flushed).is_pending());
+    taken.recv().await.unwrap();
+    // The link drops FIRST (it never left b): b sends it again once every group landed.
+    let lost = router.release().pop().unwrap();
+    router.hold();
+    let _ = lost.answer.send(Err(super::super::network::SendError::NotSent(
+        "dropped on the way".into(),
+    )));
+    router.parked_at_least(2).await;
+    assert!(
+        futures::poll!(&mut flushed).is_pending(),
+        "the flush was answered while FIRST, taken before it, was still to be sent again"
+    );
+    let again = router.release().pop().unwrap();
+    router.deliver(again).await;
+    flushed.await.unwrap();
+    assert!(super::events_of(b).await.contains(&(1, "FIRST".to_owned())));
+    assert_eq!(first.durable().await.unwrap(), vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_after_a_write_of_unknown_outcome_goes_through_the_log_which_settles_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let members = three_voters(&router, &dir).await;
+    let b = &members[1];
+    router.hold();
+    let first = b.submit(event("FIRST"));
+    router.parked_at_least(1).await;
+    // FIRST reaches the leader, which commits it, but its answer is lost: b cannot know.
+    let parked = router.release().pop().unwrap();
+    router.hold();
+    let leader = router.stores.lock().unwrap().get(&parked.to).cloned().unwrap();
+    super::super::serve(&leader, super::super::RpcKind::Propose, &parked.request)
+        .await
+        .unwrap();
+    let _ = parked.answer.send(Err(super::super::network::SendError::Lost(
+        "the answer was lost".into(),
+    )));
+    assert!(first.durable().await.is_err(), "b cannot know how FIRST fared");
+    // A flush now goes through the log: once its own entry commits, FIRST is applied here
+    // (it is in the log before it) or never will be.
+    let mut flushed = Box::pin(b.flush());
+    assert!(futures::poll!(&mut flushed).is_pending(), "answered at once");
+    router.parked_at_least(2).await;
+    let barrier = router.release().pop().unwrap();
+    router.deliver(barrier).await;
+    flushed.await.unwrap();
+    assert!(
+        super::events_of(b).await.contains(&(1, "FIRST".to_owned())),
+        "the flush answered before FIRST, committed before it, was applied here"
+    );
 }
