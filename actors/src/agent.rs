@@ -41,7 +41,7 @@ pub use lifecycle::Action;
 pub use observed::{AgentLive, Observed, Report as ObservedAgents, Sampler};
 /// The courier's terms for an agent's errands (kept under this name for its callers).
 pub use outbox::{carrier, Outgoing, OutgoingKind};
-pub use registry::{matching, Registry};
+pub use registry::{matching, Adopter, Registry};
 pub use secrets::{SecretRefused, Secrets};
 pub use slots::Slots;
 pub use spec::{

@@ -74,6 +74,24 @@ pub struct BeatAck {
     pub agents: crate::agent::ObservedAgents,
 }
 
+/// What re-homing takes of each domain: the room's own narrow handle, never the services'
+/// facade. The node's wiring makes it.
+#[derive(Clone)]
+pub struct Rehome {
+    /// Starts here the agents moved to this node.
+    pub agents: crate::agent::Adopter,
+    /// Takes over the swarms moved here.
+    pub swarms: crate::swarm::Port,
+    /// Drives the hosts moved here, each driver with this restart intensity.
+    pub fleet: Arc<crate::host::Fleet>,
+    pub host_intensity: troupe_runtime::supervision::Intensity,
+    /// Takes the open tasks moved here (read from the tables when it starts, when it is not
+    /// running).
+    pub scheduler: crate::slots::Slot<crate::scheduler::SchedulerMsg>,
+    /// Delivers what was left in the mailboxes each time the work starts.
+    pub mailboxes: crate::messaging::Mailboxes,
+}
+
 /// The work a node runs only while it holds its lease: the `core` and `hosts` subtrees of
 /// its root supervisor.
 #[derive(Clone)]
@@ -101,7 +119,7 @@ pub(crate) async fn keep_lease(
     store: Store,
     cluster: Cluster,
     work: Work,
-    api: crate::service::Api,
+    mailboxes: crate::messaging::Mailboxes,
     mut running: bool,
 ) {
     let me = cluster.name();
@@ -133,7 +151,7 @@ pub(crate) async fn keep_lease(
             was_alone = true;
             if !running {
                 replacements.borrow_and_update();
-                running = start_work(&work, &api).await;
+                running = start_work(&work, &mailboxes).await;
             }
             continue;
         }
@@ -176,7 +194,7 @@ pub(crate) async fn keep_lease(
                 continue;
             }
             tracing::info!(node = %me, "this node holds its lease: starting its work");
-            running = start_work(&work, &api).await;
+            running = start_work(&work, &mailboxes).await;
             if let Some(at) = fenced_at.take() {
                 let ms = (troupe_runtime::clock::now() - at).num_milliseconds().max(0);
                 let event = NewEvent::new(
@@ -222,7 +240,7 @@ async fn fence_writes(store: &Store, me: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn start_work(work: &Work, api: &crate::service::Api) -> bool {
+async fn start_work(work: &Work, mailboxes: &crate::messaging::Mailboxes) -> bool {
     for child in &work.children {
         let started = crate::call::ask_within(
             &work.root,
@@ -240,7 +258,7 @@ async fn start_work(work: &Work, api: &crate::service::Api) -> bool {
         stop_work(work).await;
         return false;
     }
-    match api.messages().restore().await {
+    match mailboxes.restore().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(messages = n, "delivering the messages left in mailboxes"),
         Err(e) => tracing::error!(error = %e, "could not read the mailboxes left on disk"),

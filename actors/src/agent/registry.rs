@@ -30,6 +30,34 @@ use crate::scheduler::SchedulerMsg;
 use crate::serving::Serving;
 use crate::tables::{AGENTS, AGENT_STATS, AGENT_STATUS, OPEN_TASKS, TASK_STATUS};
 
+/// The agent room's own handles, held rather than lent: what re-homing takes to start here
+/// an agent the cluster moved to this node (see [`Registry::adopt`]), without the services.
+#[derive(Clone)]
+pub struct Adopter {
+    pub node: String,
+    pub store: Store,
+    pub slots: Slots,
+    pub policy: AgentPolicy,
+    pub idempotency: Idempotency,
+    pub serving: Serving,
+}
+
+impl Adopter {
+    /// Starts here the agent `id` the cluster moved to this node; whether it started.
+    pub async fn adopt(&self, id: &str) -> Result<bool, ApiError> {
+        Registry {
+            node: &self.node,
+            store: &self.store,
+            slots: &self.slots,
+            policy: &self.policy,
+            idempotency: &self.idempotency,
+            serving: &self.serving,
+        }
+        .adopt(id)
+        .await
+    }
+}
+
 /// This node's agents, as the handles of the node lend them.
 pub struct Registry<'a> {
     /// This node's name: the ids of the agents it makes name it.

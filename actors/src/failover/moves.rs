@@ -135,7 +135,7 @@ fn inventory(
 
 /// Follows the moves the cluster commits: routes by them, starts the agents moved to this
 /// node and hands its scheduler the tasks moved here. Runs for the node's lifetime.
-pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::service::Api) {
+pub(crate) async fn follow_moves(store: Store, cluster: Cluster, rehome: super::Rehome) {
     let me = cluster.name();
     // The directory this node routes by follows the state machine (see
     // `cluster::directory`); this follows only the moves that start work here. A snapshot's
@@ -157,10 +157,10 @@ pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::ser
         match event.kind.as_str() {
             "AGENT_MOVED" if event.data["to"] == me.as_str() => {
                 let Some(id) = event.subject.clone() else { continue };
-                let api = api.clone();
+                let agents = rehome.agents.clone();
                 // Each start may take the agent's own start timeout: none waits for another.
                 tokio::spawn(async move {
-                    match api.agents().adopt(&id).await {
+                    match agents.adopt(&id).await {
                         Ok(true) => tracing::info!(agent = %id, "started an agent moved to this node"),
                         Ok(false) => {}
                         Err(e) => {
@@ -171,7 +171,7 @@ pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::ser
             }
             "SWARM_MOVED" if event.data["to"] == me.as_str() => {
                 let Some(id) = event.subject.clone() else { continue };
-                let port = api.swarms().port();
+                let port = rehome.swarms.clone();
                 tokio::spawn(async move {
                     match port.take_over(&id).await {
                         Ok(()) => tracing::info!(swarm = %id, "started a swarm moved to this node"),
@@ -181,9 +181,9 @@ pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::ser
             }
             "HOST_MOVED" if event.data["to"] == me.as_str() => {
                 let Some(id) = event.subject.clone() else { continue };
-                let hosts = api.hosts().clone();
+                let (fleet, intensity) = (rehome.fleet.clone(), rehome.host_intensity);
                 tokio::spawn(async move {
-                    match crate::host::take_over(&hosts.fleet, &id, hosts.intensity).await {
+                    match crate::host::take_over(&fleet, &id, intensity).await {
                         Ok(()) => tracing::info!(host = %id, "driving a host moved to this node"),
                         Err(e) => tracing::warn!(host = %id, error = %e, "could not drive a host moved to this node"),
                     }
@@ -196,7 +196,7 @@ pub(crate) async fn follow_moves(store: Store, cluster: Cluster, api: crate::ser
                     continue;
                 };
                 // A scheduler not running reads what it holds when it starts.
-                if let Some(scheduler) = api.slots.scheduler.get() {
+                if let Some(scheduler) = rehome.scheduler.get() {
                     let _ = scheduler.cast(crate::scheduler::SchedulerMsg::Adopt(from.to_owned()));
                 }
             }

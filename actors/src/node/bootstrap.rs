@@ -407,7 +407,14 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     let chores = super::chores::child(super::chores::Chores {
         store: store.clone(),
         cluster: ctx_cluster.clone(),
-        api: api.clone(),
+        rehome: crate::failover::Rehome {
+            agents: api.agents().adopter(),
+            swarms: api.swarms().port(),
+            fleet: api.hosts().fleet.clone(),
+            host_intensity: api.hosts().intensity,
+            scheduler: api.slots.scheduler.clone(),
+            mailboxes: api.messages().mailboxes.clone(),
+        },
         work: crate::failover::Work {
             root: root.clone(),
             children: work,

@@ -12,7 +12,7 @@ use troupe_runtime::supervision::{
 };
 
 use crate::cluster::Cluster;
-use crate::service::Api;
+use crate::failover::Rehome;
 
 /// How often expired idempotency keys are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -21,7 +21,8 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 pub(super) struct Chores {
     pub store: Store,
     pub cluster: Cluster,
-    pub api: Api,
+    /// What re-homing takes of each domain.
+    pub rehome: Rehome,
     /// The work the lease keeper starts and stops.
     pub work: crate::failover::Work,
     pub idempotency: Idempotency,
@@ -34,10 +35,12 @@ pub(super) struct Chores {
 /// purge of expired keys and the leadership announcer.
 pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
     let lease = {
-        let (store, cluster, api, work) = (c.store.clone(), c.cluster.clone(), c.api.clone(), c.work);
+        let (store, cluster, work) = (c.store.clone(), c.cluster.clone(), c.work);
+        let mailboxes = c.rehome.mailboxes.clone();
         Chore::new("lease", move || {
             let running = cluster.leases.running();
-            let keep = crate::failover::keep_lease(store.clone(), cluster.clone(), work.clone(), api.clone(), running);
+            let keep =
+                crate::failover::keep_lease(store.clone(), cluster.clone(), work.clone(), mailboxes.clone(), running);
             Box::pin(keep)
         })
     };
@@ -48,12 +51,12 @@ pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
         })
     };
     let moves = {
-        let (store, cluster, api) = (c.store.clone(), c.cluster.clone(), c.api.clone());
+        let (store, cluster, rehome) = (c.store.clone(), c.cluster.clone(), c.rehome.clone());
         Chore::new("moves", move || {
             Box::pin(crate::failover::follow_moves(
                 store.clone(),
                 cluster.clone(),
-                api.clone(),
+                rehome.clone(),
             ))
         })
     };

@@ -60,8 +60,15 @@ impl Agents {
 }
 
 impl Agents {
-    /// Starts here an agent the cluster moved to this node (see [`Registry::adopt`]).
-    pub(crate) async fn adopt(&self, id: &str) -> Result<bool, ApiError> {
-        self.registry().adopt(id).await
+    /// The agent room's handle that starts here the agents the cluster moved to this node.
+    pub(crate) fn adopter(&self) -> crate::agent::Adopter {
+        crate::agent::Adopter {
+            node: self.ctx.node_name.clone(),
+            store: self.ctx.store.clone(),
+            slots: self.slots.clone(),
+            policy: self.policy.clone(),
+            idempotency: self.ctx.idempotency.clone(),
+            serving: self.ctx.serving.clone(),
+        }
     }
 }
