@@ -90,9 +90,6 @@ pub struct Node {
     admin_token_path: PathBuf,
     /// The root's child that links this node to its peers (see [`Node::shutdown`]).
     link: String,
-    /// The loop that carries the agents' outgoing messages; stopped with the node. (The
-    /// other chores are children of the tree's `chores` supervisor.)
-    courier: JoinHandle<()>,
 }
 
 /// Builds the caller's extra root children once the API exists.
@@ -151,7 +148,6 @@ impl Node {
         }
         // The chores (started last) stop first, before the work they look after.
         self.stop_all_but_the_link().await;
-        self.courier.abort();
         let store = self.api.store().clone();
         match tokio::time::timeout(FINAL_FLUSH_WITHIN, store.flush()).await {
             Ok(Ok(())) => {}
@@ -202,12 +198,6 @@ impl Node {
 
 /// How long a stopping node waits for its last writes to commit.
 const FINAL_FLUSH_WITHIN: Duration = Duration::from_secs(10);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.courier.abort();
-    }
-}
 
 /// Recovers a cluster that lost its majority from this stopped node: forgets the lost
 /// membership, then opens the store once as a cluster of this node alone (which elects it),

@@ -175,9 +175,16 @@ async fn the_supervision_tree_shows_each_supervisor_and_child_as_they_are() -> R
     let tree = node.gql_ok(q, json!({})).await?["supervisionTree"].clone();
     ensure!(tree["name"] == "node" && tree["strategy"] == "ONE_FOR_ONE", "{tree}");
     ensure!(tree["intensity"]["maxRestarts"] == 5, "{tree}");
-    for id in ["core", "cluster", "gateway"] {
+    for id in ["courier", "core", "cluster", "gateway", "chores"] {
         let c = child(&tree, id)?;
         ensure!(c["state"] == "RUNNING" && c["owner"] == "node", "{c}");
+    }
+    // The node's loops are children of the tree: the courier of the node, the agents'
+    // watchdog of the chores.
+    let chores = &child(&tree, "chores")?["supervisor"];
+    for id in ["lease", "moves", "watchdog"] {
+        let c = child(chores, id)?;
+        ensure!(c["state"] == "RUNNING" && c["owner"] == "chores", "{c}");
     }
     let core = &child(&tree, "core")?["supervisor"];
     ensure!(core["strategy"] == "REST_FOR_ONE", "{core}");

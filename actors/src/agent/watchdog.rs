@@ -15,7 +15,7 @@ use futures::future::join_all;
 use serde_json::json;
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::{Batch, Store};
-use troupe_runtime::supervision::{CrashRequest, SupervisorMsg};
+use troupe_runtime::supervision::{ChildSpec, Chore, CrashRequest, SupervisorMsg};
 
 use super::{AgentMsg, Handles};
 use crate::serving::Serving;
@@ -23,6 +23,7 @@ use crate::slots::Slot;
 
 /// What the watchdog takes: the agents it asks, the tree that kills the stuck ones, the store
 /// it records in, and whether the node still serves.
+#[derive(Clone)]
 pub(crate) struct Watching {
     pub handles: Handles,
     pub root: Slot<SupervisorMsg>,
@@ -30,58 +31,61 @@ pub(crate) struct Watching {
     pub serving: Serving,
 }
 
-/// Runs the watchdog until the node stops serving.
-pub(crate) fn start(api: Watching, deadline: Duration, misses: u32) {
-    tokio::spawn(async move {
-        let mut missed: HashMap<String, u32> = HashMap::new();
-        let mut tick = tokio::time::interval(deadline);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if api.serving.is_draining() {
-                // Agents stopping for a shutdown are not hung.
-                return;
-            }
-            let agents = api.handles.running();
-            let answers = join_all(agents.iter().map(|(_, actor)| {
-                let actor = actor.clone();
-                async move {
-                    matches!(
-                        actor.call(AgentMsg::Ping, Some(deadline)).await,
-                        Ok(ractor::rpc::CallResult::Success(()))
-                    )
-                }
-            }))
-            .await;
-            let mut seen = HashMap::with_capacity(missed.len());
-            for ((id, _), answered) in agents.into_iter().zip(answers) {
-                let before = missed.get(&id).copied().unwrap_or(0);
-                if answered {
-                    if before > 0 {
-                        record(&api.store, "AGENT_RESPONSIVE", &id, json!({ "missed": before })).await;
-                    }
-                    continue;
-                }
-                let now = before + 1;
-                if now == 1 {
-                    tracing::warn!(agent = %id, deadline_ms = deadline.as_millis() as u64, "agent unresponsive");
-                    record(
-                        &api.store,
-                        "AGENT_UNRESPONSIVE",
-                        &id,
-                        json!({ "deadlineMs": deadline.as_millis() as u64, "restartAfter": misses }),
-                    )
-                    .await;
-                }
-                if now >= misses {
-                    kill(&api.root, "", &id).await;
-                    continue;
-                }
-                seen.insert(id, now);
-            }
-            missed = seen;
+/// The watchdog, a chore of the node (`watchdog`): it watches until the node drains.
+pub(crate) fn chore(api: Watching, deadline: Duration, misses: u32) -> std::sync::Arc<dyn ChildSpec> {
+    Chore::new("watchdog", move || Box::pin(watch(api.clone(), deadline, misses)))
+}
+
+/// Pings every running agent each `deadline`; a restarted watchdog counts misses afresh.
+async fn watch(api: Watching, deadline: Duration, misses: u32) {
+    let mut missed: HashMap<String, u32> = HashMap::new();
+    let mut tick = tokio::time::interval(deadline);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if api.serving.is_draining() {
+            // Agents stopping for a shutdown are not hung: nothing is watched any more.
+            return std::future::pending().await;
         }
-    });
+        let agents = api.handles.running();
+        let answers = join_all(agents.iter().map(|(_, actor)| {
+            let actor = actor.clone();
+            async move {
+                matches!(
+                    actor.call(AgentMsg::Ping, Some(deadline)).await,
+                    Ok(ractor::rpc::CallResult::Success(()))
+                )
+            }
+        }))
+        .await;
+        let mut seen = HashMap::with_capacity(missed.len());
+        for ((id, _), answered) in agents.into_iter().zip(answers) {
+            let before = missed.get(&id).copied().unwrap_or(0);
+            if answered {
+                if before > 0 {
+                    record(&api.store, "AGENT_RESPONSIVE", &id, json!({ "missed": before })).await;
+                }
+                continue;
+            }
+            let now = before + 1;
+            if now == 1 {
+                tracing::warn!(agent = %id, deadline_ms = deadline.as_millis() as u64, "agent unresponsive");
+                record(
+                    &api.store,
+                    "AGENT_UNRESPONSIVE",
+                    &id,
+                    json!({ "deadlineMs": deadline.as_millis() as u64, "restartAfter": misses }),
+                )
+                .await;
+            }
+            if now >= misses {
+                kill(&api.root, "", &id).await;
+                continue;
+            }
+            seen.insert(id, now);
+        }
+        missed = seen;
+    }
 }
 
 async fn record(store: &Store, kind: &str, id: &str, data: serde_json::Value) {

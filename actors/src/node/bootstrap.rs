@@ -308,8 +308,8 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         experiments,
     };
     api.experiments.bind(api.clone());
-    let courier = crate::messaging::courier::start(&slots.outbox, api.clone());
-    crate::agent::watchdog::start(
+    let courier = crate::messaging::courier::child(&slots.outbox, api.clone());
+    let watchdog = crate::agent::watchdog::chore(
         crate::agent::watchdog::Watching {
             handles: slots.handles.clone(),
             root: slots.root.clone(),
@@ -377,10 +377,12 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         .follow(&store)
         .await
         .map_err(|e| StartNodeError::Tree(format!("directory: {e}")))?;
-    let mut children: Vec<Arc<dyn ChildSpec>> = match runs_now {
-        true => work.clone(),
-        false => Vec::new(),
-    };
+    // The courier first, so it stops last: the agents' last lines are carried while the
+    // work stops.
+    let mut children: Vec<Arc<dyn ChildSpec>> = vec![courier];
+    if runs_now {
+        children.extend(work.iter().cloned());
+    }
     children.extend([link, Arc::new(ServicesChild { api: api.clone() }) as Arc<dyn ChildSpec>]);
     children.extend(extra(&api));
     let args = SupervisorArgs {
@@ -420,6 +422,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             children: work,
         },
         idempotency,
+        watchdog,
         node: config.node_name.clone(),
         intensity,
         backoff,
@@ -440,7 +443,6 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         root_done,
         admin_token_path,
         link: link_id,
-        courier,
     })
 }
 

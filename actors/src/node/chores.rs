@@ -26,13 +26,15 @@ pub(super) struct Chores {
     /// The work the lease keeper starts and stops.
     pub work: crate::failover::Work,
     pub idempotency: Idempotency,
+    /// The agents' watchdog.
+    pub watchdog: Arc<dyn ChildSpec>,
     pub node: String,
     pub intensity: Option<Intensity>,
     pub backoff: Backoff,
 }
 
 /// The `chores` supervisor: the lease keeper, the members' judge, the moves follower, the
-/// purge of expired keys and the leadership announcer.
+/// purge of expired keys, the leadership announcer and the agents' watchdog.
 pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
     let lease = {
         let (store, cluster, work) = (c.store.clone(), c.cluster.clone(), c.work);
@@ -98,6 +100,7 @@ pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
                 moves.clone(),
                 purge.clone(),
                 leadership.clone(),
+                c.watchdog.clone(),
             ],
             start_order: StartOrder::Sequential,
             store: store.clone(),
