@@ -20,7 +20,7 @@ all: build
 deps:
 	@if ! command -v $(CARGO) >/dev/null 2>&1; then \
 	  echo "error: cargo is not on PATH." >&2; \
-	  echo "Troupe needs a Rust toolchain installed through rustup (stable, 1.85 or newer):" >&2; \
+	  echo "Troupe needs a Rust toolchain installed through rustup (stable, 1.90 or newer):" >&2; \
 	  echo "see https://rustup.rs, then run make again. This Makefile does not download toolchains." >&2; \
 	  exit 1; \
 	fi
