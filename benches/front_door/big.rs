@@ -115,6 +115,8 @@ pub async fn big_payloads() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     report("  c started again to caught up", restarted.elapsed().as_secs_f64(), "s");
+    // A node gives the memory its allocator keeps free back every 10 s (the `trim` chore).
+    report("  RSS of b once c caught up", rss_kib(b.pid()) as f64 / 1024.0, "MiB");
     let (term_end, _) = cluster(b.gql("{ cluster { term commitIndex } }", json!({})).await);
     report(
         "  elections from c's restart",
