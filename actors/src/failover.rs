@@ -26,7 +26,8 @@
 //! Moves. The DOWN entry also moves every agent the lost node ran for itself (not a swarm's
 //! members) to the UP survivor that holds the fewest, one `AGENT_MOVED` each, and its open
 //! tasks to the node their agent went to (else to the survivor that took the most agents),
-//! one `TASKS_MOVED` per receiving node. Each node follows those events: it starts the
+//! one `TASKS_MOVED` per receiving node. Each node follows those moves as its directory
+//! applies them (from the log or a snapshot, see `moves::follow_moves`): it starts the
 //! agents moved to it from their specs and last checkpoints, and its scheduler takes the
 //! tasks, queuing again without charging an attempt the ones that were running.
 
@@ -127,8 +128,6 @@ pub(crate) async fn keep_lease(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_alone = alone(&store);
     let mut fenced_at: Option<chrono::DateTime<chrono::Utc>> = None;
-    let mut replacements = store.replacements();
-    replacements.borrow_and_update();
     if let Err(e) = fence_writes(&store, &me).await {
         tracing::error!(error = %e, "could not read this node's fencing epoch");
     }
@@ -150,7 +149,6 @@ pub(crate) async fn keep_lease(
         if now_alone {
             was_alone = true;
             if !running {
-                replacements.borrow_and_update();
                 running = start_work(&work, &mailboxes).await;
             }
             continue;
@@ -167,17 +165,6 @@ pub(crate) async fn keep_lease(
             running = false;
             continue;
         }
-        if running && replacements.has_changed().unwrap_or(false) {
-            // A snapshot replaced the tables: what the work keeps in memory (the scheduler's
-            // queue, the agents and hosts it runs, the mailboxes) may be stale, and the moves
-            // it brought came without events. The work starts again from the tables, as
-            // after a fencing, once the node is ready.
-            replacements.borrow_and_update();
-            tracing::warn!(node = %me, "a snapshot was installed while this node ran its work: starting it again from the tables");
-            stop_work(&work).await;
-            running = false;
-            continue;
-        }
         if running && !cluster.leases.held() {
             tracing::warn!(node = %me, "this node cannot renew its lease: stopping its agents, swarms and host drivers");
             fenced_at = Some(troupe_runtime::clock::now());
@@ -187,8 +174,8 @@ pub(crate) async fn keep_lease(
         }
         if !running && cluster.leases.held() && ready(&store, &me, cluster.leases.grantor_applied()).await {
             // The work starts from the tables as they are now: a snapshot installed before
-            // this is in them.
-            replacements.borrow_and_update();
+            // this is in them. (One installed while the work runs changes nothing it holds
+            // but what moved here, which the moves follower starts.)
             if let Err(e) = take_up(&store, &me).await {
                 tracing::error!(error = %e, "could not read this node's fencing epoch or the directory");
                 continue;

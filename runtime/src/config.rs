@@ -120,6 +120,10 @@ pub struct ServeArgs {
     /// quarter of it [default: 128].
     #[arg(long, env = "TROUPE_STORE_CACHE_MB")]
     pub store_cache_mb: Option<usize>,
+    /// Log entries between two snapshots of the replicated state; a twentieth of them (at
+    /// most 1,000) stay behind each snapshot for a member a little behind [default: 20000].
+    #[arg(long, env = "TROUPE_RAFT_SNAPSHOT_EVERY")]
+    pub raft_snapshot_every: Option<u64>,
     /// How long a mutation's answer is kept for its idempotency key [default: 86400000].
     #[arg(long, env = "TROUPE_IDEMPOTENCY_WINDOW_MS")]
     pub idempotency_window_ms: Option<u64>,
@@ -272,6 +276,7 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub event_retention: u64,
     pub store_cache_mb: usize,
+    pub raft_snapshot_every: u64,
     pub idempotency_window: Duration,
     pub metrics_auth: bool,
     pub http_timeout: Duration,
@@ -361,7 +366,7 @@ impl Config {
                 shutdown_grace_ms, supervisor_max_restarts, supervisor_window_ms, supervisor_backoff_ms,
                 agent_max_restarts, agent_restart_window_ms, agent_stop_grace_ms,
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
-                max_payload_bytes, body_limit_bytes, event_retention, store_cache_mb, idempotency_window_ms,
+                max_payload_bytes, body_limit_bytes, event_retention, store_cache_mb, raft_snapshot_every, idempotency_window_ms,
                 metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
                 ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, agent_mailbox_size, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, peer_drop_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
@@ -444,6 +449,7 @@ impl Config {
             body_limit_bytes: args.body_limit_bytes.unwrap_or(1024 * 1024),
             event_retention: args.event_retention.unwrap_or(1_000_000),
             store_cache_mb: args.store_cache_mb.unwrap_or(128),
+            raft_snapshot_every: args.raft_snapshot_every.unwrap_or(20_000),
             idempotency_window: ms(args.idempotency_window_ms.unwrap_or(86_400_000)),
             metrics_auth: args.metrics_auth.unwrap_or(false),
             http_timeout: ms(args.http_timeout_ms.unwrap_or(30_000)),

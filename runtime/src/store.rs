@@ -342,11 +342,10 @@ impl Store {
         raft::blocking(move || apply::persist(&db)).await
     }
 
-    /// Changes each time a snapshot replaced this node's tables wholesale. What a node keeps
-    /// in memory from the tables (a projection: the token cache, the directory, a queue) is
-    /// built at start from the tables, follows the events as entries apply, and is read
-    /// again from the tables when this changes: a snapshot's changes come with no event.
-    /// Mark the receiver seen before the first read at start, then watch it.
+    /// Changes each time a snapshot replaced this node's tables wholesale, after the
+    /// projections were rebuilt (see [`Self::project`]): for whoever waits on a change it
+    /// learns of from events (a swarm's coordinator), since a snapshot's changes come with
+    /// none. Mark the receiver seen before the first read at start, then watch it.
     pub fn replacements(&self) -> watch::Receiver<u64> {
         self.inner.replacements.clone()
     }

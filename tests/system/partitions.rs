@@ -5,21 +5,108 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
-use super::failover::{three_nodes_up, wait_member_state, wait_moved};
+use super::failover::{groups, three_nodes_up, wait_member_state, wait_moved};
 use super::replicated::{create_token, start_cluster, works_on, CLUSTER};
-use super::support::{text, Deadline, Node, NodeOpts, WAIT};
+use super::support::{pid_alive, python_agent, text, Deadline, Node, NodeOpts, WAIT};
 
 /// Cuts `node` off from every other node both ways (see the partition gates), or heals it.
 pub(super) fn cut(nodes: &[Node], at: usize, on: bool) -> Result<()> {
+    gates(nodes, at, "partition-", on)
+}
+
+/// Cuts the Raft log alone between `node` and every other node both ways, or heals it: the
+/// beats and calls go on, so the node keeps its lease and its work while it falls behind.
+fn cut_log(nodes: &[Node], at: usize, on: bool) -> Result<()> {
+    gates(nodes, at, "raft-partition-", on)
+}
+
+/// Sets (or clears) the gates `<prefix><peer>` between `nodes[at]` and every other node.
+fn gates(nodes: &[Node], at: usize, prefix: &str, on: bool) -> Result<()> {
     for other in nodes.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, n)| n) {
         for (side, peer) in [(&nodes[at], &other.name), (other, &nodes[at].name)] {
-            let gate = format!("partition-{peer}");
+            let gate = format!("{prefix}{peer}");
             match on {
                 true => side.inject_fault(&gate)?,
                 false => side.clear_fault(&gate)?,
             }
         }
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_catches_up_from_a_snapshot_starts_what_moved_to_it_and_keeps_its_own_work() -> Result<()> {
+    // Snapshots every 40 entries, 2 kept behind: a member cut off from the log for a few
+    // dozen writes can catch up only from a snapshot.
+    let node = |name: &str, zone: &str| {
+        NodeOpts::named(name)
+            .arg("--raft-snapshot-every", 40)
+            .arg("--node-label", format!("zone={zone}"))
+    };
+    let nodes = start_cluster(
+        node("alpha", "a"),
+        vec![node("beta", "b"), node("gamma", "c"), node("delta", "d")],
+    )
+    .await?;
+    for m in ["alpha", "beta", "gamma", "delta"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    // gamma's own work: a process agent, whose process must not start again.
+    let own = text(
+        &nodes[2]
+            .spawn_agent(json!({ "name": "own", "backend": { "process": { "command": python_agent() } } }))
+            .await?,
+        "/id",
+    )?;
+    nodes[2].wait_agent_state(&own, "RUNNING").await?;
+    let before = groups(&nodes[2], &own).await?;
+    ensure!(before.len() == 1, "{before:?}");
+    // delta's agent may run only where zone=c: on gamma.
+    let mover = text(
+        &nodes[3]
+            .spawn_agent(json!({ "name": "mover", "backend": { "builtin": { "kind": "echo" } },
+                                 "nodeLabels": [{ "key": "zone", "value": "c" }] }))
+            .await?,
+        "/id",
+    )?;
+    nodes[3].wait_agent_state(&mover, "RUNNING").await?;
+
+    // gamma falls behind the log: delta leaves, its agent moves to gamma in an entry gamma
+    // does not receive, and the log that held it is purged past gamma's.
+    // A member that joins receives the state as a snapshot: gamma did once already.
+    let installed = "installed a snapshot";
+    let joined = nodes[2].logged(installed);
+    cut_log(&nodes, 2, true)?;
+    let leave = "mutation { leaveCluster(node: \"delta\") { state } }";
+    let left = nodes[0].gql_ok(leave, json!({})).await?;
+    ensure!(left["leaveCluster"]["state"] == "LEFT", "{left}");
+    let swarm = nodes[0]
+        .gql_ok(
+            "mutation { createSwarm(input: { name: \"filler\", templates: [] }) { id } }",
+            json!({}),
+        )
+        .await?;
+    let swarm = text(&swarm, "/createSwarm/id")?;
+    let set = "mutation($id: ID!, $v: Int64!) { setSwarmMemory(id: $id, key: \"k\", value: $v) { version } }";
+    for v in 0..200 {
+        nodes[0].gql_ok(set, json!({ "id": swarm, "v": v })).await?;
+    }
+    ensure!(
+        nodes[2].logged(installed) == joined,
+        "gamma installed a snapshot while cut off"
+    );
+    cut_log(&nodes, 2, false)?;
+    let deadline = Deadline::after(WAIT, "gamma to install a snapshot");
+    while nodes[2].logged(installed) == joined {
+        deadline.tick(nodes[2].log_tail()).await?;
+    }
+    // It starts the agent that moved to it, which came with no event...
+    ensure!(wait_moved(&nodes[2], &mover, "delta").await? == "gamma");
+    ensure!(wait_moved(&nodes[0], &mover, "delta").await? == "gamma");
+    // ...and its own work went on: the same process, never stopped.
+    ensure!(pid_alive(before[0] as i32), "gamma's own agent's process is gone");
+    let after = groups(&nodes[2], &own).await?;
+    ensure!(after == before, "{before:?} then {after:?}");
     Ok(())
 }
 

@@ -285,6 +285,17 @@ impl Node {
         self.launch().await
     }
 
+    /// How many lines of the node's stdout and stderr contain `text`.
+    pub fn logged(&self, text: &str) -> usize {
+        ["stdout.log", "stderr.log"]
+            .iter()
+            .map(|name| {
+                let log = std::fs::read_to_string(self.file(name)).unwrap_or_default();
+                log.lines().filter(|l| l.contains(text)).count()
+            })
+            .sum()
+    }
+
     /// The last lines of the node's stdout and stderr, for failure messages.
     pub fn log_tail(&self) -> String {
         let mut out = String::new();

@@ -540,5 +540,15 @@ pub(crate) fn cut_off(node: &str) -> bool {
         || ARMED.get().is_some_and(|a| a.cut_off(node))
 }
 
+/// Whether this node's Raft messages to `node` are cut: by a partition ([`cut_off`]), or by
+/// a test node's `raft-partition-<peer>` gate, which cuts the log alone (beats and service
+/// calls go on, so a member falls behind the log while it keeps its lease).
+pub(crate) fn raft_cut_off(node: &str) -> bool {
+    cut_off(node)
+        || PARTITION
+            .get()
+            .is_some_and(|g| g.is_set(&format!("raft-partition-{node}")))
+}
+
 #[cfg(test)]
 mod tests;

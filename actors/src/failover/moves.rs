@@ -3,6 +3,7 @@
 
 use super::plan::{Agent, Host, Inventory, Survivor, Swarm, Task};
 use super::*;
+use crate::cluster::directory::Arrival;
 
 /// Where a lost node's entities go (see [`super::plan`]).
 pub(super) type Plan = super::plan::Plan<AgentSpec, SwarmSpec, HostSpec>;
@@ -133,74 +134,111 @@ fn inventory(
     })
 }
 
-/// Follows the moves the cluster commits: routes by them, starts the agents moved to this
-/// node and hands its scheduler the tasks moved here. Runs for the node's lifetime.
+/// What arrived here is, as the tables say: each is started by its own room.
+#[derive(Debug, Default, PartialEq)]
+struct Started {
+    /// Agents the node runs for itself (a swarm's members start with their swarm).
+    agents: Vec<String>,
+    /// Swarms whose parent did not arrive with them (a sub-team starts with its swarm).
+    swarms: Vec<String>,
+    hosts: Vec<String>,
+    /// Where open tasks arrived from, if any did: the scheduler reads every one it does
+    /// not know yet.
+    tasks: Option<String>,
+}
+
+/// Sorts what arrived by what the view holds of it. A VM arrives with its host; an id
+/// none of these tables holds (a record deleted since) is left.
+fn started(v: &View<'_>, arrived: &[Arrival]) -> Result<Started, StoreError> {
+    let mut out = Started::default();
+    let swarms: Vec<(String, SwarmSpec)> = arrived
+        .iter()
+        .filter_map(|a| v.get(SWARMS, &a.id).transpose().map(|b| b.map(|b| (a.id.clone(), b))))
+        .map(|r| r.and_then(|(id, b)| Ok((id, troupe_runtime::codec::decode::<SwarmSpec>(&b)?))))
+        .collect::<Result<_, StoreError>>()?;
+    for (id, spec) in &swarms {
+        let parent_arrived = spec
+            .lead
+            .as_ref()
+            .is_some_and(|l| swarms.iter().any(|(s, _)| *s == l.swarm));
+        if !parent_arrived {
+            out.swarms.push(id.clone());
+        }
+    }
+    for a in arrived {
+        if let Some(bytes) = v.get(AGENTS, &a.id)? {
+            let spec: AgentSpec = troupe_runtime::codec::decode(&bytes)?;
+            if matches!(spec.owner, Owner::Node) {
+                out.agents.push(a.id.clone());
+            }
+        } else if v.get(HOSTS, &a.id)?.is_some() {
+            out.hosts.push(a.id.clone());
+        } else if out.tasks.is_none() && v.get(OPEN_TASKS, &a.id)?.is_some() {
+            out.tasks = Some(a.from.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Follows the moves the cluster commits to this node: starts the agents, swarms and host
+/// drivers moved here and hands its scheduler the tasks moved here. What moved is what the
+/// directory's projection says arrived (see [`crate::cluster::directory::Arrival`]), from
+/// each write as it is applied and from a snapshot as it is installed (whose moves come with
+/// no event), so a node that caught up from a snapshot starts what moved to it meanwhile
+/// without starting its own work again. Runs for the node's lifetime.
 pub(crate) async fn follow_moves(store: Store, cluster: Cluster, rehome: super::Rehome) {
-    let me = cluster.name();
-    // The directory this node routes by follows the state machine (see
-    // `cluster::directory`); this follows only the moves that start work here. A snapshot's
-    // moves come without events: the lease keeper starts the node's work again from its
-    // tables then.
-    let mut live = store.live();
-    loop {
-        let event = match live.recv().await {
-            Ok(event) => event,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    missed = n,
-                    "fell behind the event log: work moved here meanwhile starts when the node's work starts again"
-                );
+    let arrivals = cluster.directory().arrivals();
+    let mut arrivals = arrivals.lock().await;
+    while let Some(arrived) = arrivals.recv().await {
+        let read = {
+            let arrived = arrived.clone();
+            store.view(move |v| started(v, &arrived)).await
+        };
+        let start = match read {
+            Ok(start) => start,
+            Err(e) => {
+                // What it could not read starts when the node's work starts again.
+                tracing::error!(error = %e, moved = arrived.len(), "could not read what moved to this node");
                 continue;
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
-        match event.kind.as_str() {
-            "AGENT_MOVED" if event.data["to"] == me.as_str() => {
-                let Some(id) = event.subject.clone() else { continue };
-                let agents = rehome.agents.clone();
-                // Each start may take the agent's own start timeout: none waits for another.
-                tokio::spawn(async move {
-                    match agents.adopt(&id).await {
-                        Ok(true) => tracing::info!(agent = %id, "started an agent moved to this node"),
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(agent = %id, error = %e, "could not start an agent moved to this node")
-                        }
-                    }
-                });
+        start_arrived(start, &rehome);
+    }
+}
+
+/// Starts what moved here, each start on its own: one may take the agent's own start
+/// timeout, and none waits for another.
+fn start_arrived(start: Started, rehome: &super::Rehome) {
+    for id in start.agents {
+        let agents = rehome.agents.clone();
+        tokio::spawn(async move {
+            match agents.adopt(&id).await {
+                Ok(true) => tracing::info!(agent = %id, "started an agent moved to this node"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(agent = %id, error = %e, "could not start an agent moved to this node"),
             }
-            "SWARM_MOVED" if event.data["to"] == me.as_str() => {
-                let Some(id) = event.subject.clone() else { continue };
-                let port = rehome.swarms.clone();
-                tokio::spawn(async move {
-                    match port.take_over(&id).await {
-                        Ok(()) => tracing::info!(swarm = %id, "started a swarm moved to this node"),
-                        Err(e) => tracing::warn!(swarm = %id, error = %e, "could not start a swarm moved to this node"),
-                    }
-                });
+        });
+    }
+    for id in start.swarms {
+        let port = rehome.swarms.clone();
+        tokio::spawn(async move {
+            match port.take_over(&id).await {
+                Ok(()) => tracing::info!(swarm = %id, "started a swarm moved to this node"),
+                Err(e) => tracing::warn!(swarm = %id, error = %e, "could not start a swarm moved to this node"),
             }
-            "HOST_MOVED" if event.data["to"] == me.as_str() => {
-                let Some(id) = event.subject.clone() else { continue };
-                let (fleet, intensity) = (rehome.fleet.clone(), rehome.host_intensity);
-                tokio::spawn(async move {
-                    match crate::host::take_over(&fleet, &id, intensity).await {
-                        Ok(()) => tracing::info!(host = %id, "driving a host moved to this node"),
-                        Err(e) => tracing::warn!(host = %id, error = %e, "could not drive a host moved to this node"),
-                    }
-                });
+        });
+    }
+    for id in start.hosts {
+        let (fleet, intensity) = (rehome.fleet.clone(), rehome.host_intensity);
+        tokio::spawn(async move {
+            match crate::host::take_over(&fleet, &id, intensity).await {
+                Ok(()) => tracing::info!(host = %id, "driving a host moved to this node"),
+                Err(e) => tracing::warn!(host = %id, error = %e, "could not drive a host moved to this node"),
             }
-            // Tasks move alone too (a node hands the tasks none of its agents serve to one
-            // whose agents do).
-            "TASKS_MOVED" if event.data["to"] == me.as_str() => {
-                let Some(from) = event.data["from"].as_str() else {
-                    continue;
-                };
-                // A scheduler not running reads what it holds when it starts.
-                if let Some(scheduler) = rehome.scheduler.get() {
-                    let _ = scheduler.cast(crate::scheduler::SchedulerMsg::Adopt(from.to_owned()));
-                }
-            }
-            _ => {}
-        }
+        });
+    }
+    // A scheduler not running reads what it holds when it starts.
+    if let (Some(from), Some(scheduler)) = (start.tasks, rehome.scheduler.get()) {
+        let _ = scheduler.cast(crate::scheduler::SchedulerMsg::Adopt(from));
     }
 }

@@ -61,7 +61,10 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             } else {
                 store::raft::Start::Join
             },
-            ..store::raft::Identity::default()
+            timing: store::raft::Timing {
+                snapshot_every: config.raft_snapshot_every,
+                ..Default::default()
+            },
         },
     };
     let store_path = config.store_path();
@@ -374,7 +377,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     let runs_now = crate::failover::runs_at_start(&store);
     ctx_cluster
         .directory()
-        .follow(&store)
+        .follow(&store, &config.node_name)
         .await
         .map_err(|e| StartNodeError::Tree(format!("directory: {e}")))?;
     // The courier first, so it stops last: the agents' last lines are carried while the

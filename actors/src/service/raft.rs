@@ -82,7 +82,7 @@ impl Transport for RaftService {
     ) -> BoxFuture<'static, Result<Vec<u8>, SendError>> {
         let (to, service) = (to.to_owned(), self.clone());
         Box::pin(async move {
-            if remote::cut_off(&to) {
+            if remote::raft_cut_off(&to) {
                 return Err(SendError::Lost(format!(
                     "node {to} is cut off from this node (injected partition)"
                 )));

@@ -105,6 +105,9 @@ pub struct Timing {
     /// whose entry they then share (see `writer::flight`): 1 ms. Tests lengthen it to
     /// make the sharing certain rather than a race with the scheduler.
     pub hold_unawaited: Duration,
+    /// Log entries between two snapshots; a twentieth of them (at most 1,000) stay behind
+    /// each, for a follower only a little behind.
+    pub snapshot_every: u64,
 }
 
 impl Default for Timing {
@@ -114,6 +117,7 @@ impl Default for Timing {
             election_min: Duration::from_millis(700),
             election_max: Duration::from_millis(1000),
             hold_unawaited: Duration::from_millis(1),
+            snapshot_every: SNAPSHOT_EVERY,
         }
     }
 }
@@ -122,10 +126,12 @@ impl Default for Timing {
 /// timeout, by which the others have elected another leader.
 const QUORUM_SILENT: Duration = Duration::from_secs(2);
 
-/// Entries between snapshots. A snapshot copies every table, so it is taken rarely; the
-/// log keeps this many entries (each a whole group commit) between them.
-const SNAPSHOT_EVERY: u64 = 20_000;
-/// Entries kept behind a snapshot, for a follower that is only a little behind.
+/// Entries between snapshots unless configured (`raft_snapshot_every`). A snapshot copies
+/// every table, so it is taken rarely; the log keeps this many entries (each a whole group
+/// commit) between them.
+pub const SNAPSHOT_EVERY: u64 = 20_000;
+/// At most this many entries are kept behind a snapshot, for a follower that is only a
+/// little behind.
 const KEEP_BEHIND_SNAPSHOT: u64 = 1_000;
 /// Entries in one AppendEntries request. openraft 0.9 gives each request one heartbeat
 /// interval (100 ms) to be answered, and each entry is a whole group commit (tens of KiB
@@ -498,10 +504,10 @@ fn config(timing: &Timing) -> Result<Config, StoreError> {
         election_timeout_min: millis(timing.election_min),
         election_timeout_max: millis(timing.election_max),
         install_snapshot_timeout: millis(SNAPSHOT_TIMEOUT),
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
         snapshot_max_chunk_size: SNAPSHOT_CHUNK,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
-        max_in_snapshot_log_to_keep: KEEP_BEHIND_SNAPSHOT,
+        max_in_snapshot_log_to_keep: (timing.snapshot_every / 20).clamp(1, KEEP_BEHIND_SNAPSHOT),
         ..Config::default()
     }
     .validate()
