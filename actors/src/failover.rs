@@ -89,7 +89,8 @@ pub struct Rehome {
     /// Takes the open tasks moved here (read from the tables when it starts, when it is not
     /// running).
     pub scheduler: crate::slots::Slot<crate::scheduler::SchedulerMsg>,
-    /// Delivers what was left in the mailboxes each time the work starts.
+    /// Delivers what was left in the mailboxes each time the work starts, and what waited
+    /// for an agent moved here.
     pub mailboxes: crate::messaging::Mailboxes,
 }
 

@@ -354,6 +354,43 @@ async fn messages_waiting_in_a_mailbox_survive_a_kill_9() -> Result<()> {
     Ok(())
 }
 
+/// The messages waiting for an agent whose node dies are delivered where the agent moved,
+/// as soon as it moved (not when that node's work next starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_for_an_agent_whose_node_dies_are_delivered_where_it_moved() -> Result<()> {
+    let mut nodes = super::failover::three_nodes_up().await?;
+    let (agent, log) = nodes[2].start_gated_agent(&["moving.#"]).await?;
+    let gate = Gate::new()?;
+    let publish = "mutation($t: String!, $p: JSON!) { publish(topic: $t, payload: $p) { queued } }";
+    nodes[2]
+        .gql_ok(
+            publish,
+            json!({ "t": "moving.a", "p": { "n": 1, "gate": gate.path().display().to_string() } }),
+        )
+        .await?;
+    nodes[2].wait_gated_received().await?;
+    nodes[2]
+        .gql_ok(publish, json!({ "t": "moving.b", "p": { "n": 2 } }))
+        .await?;
+    nodes[2].wait_messages_waiting(&agent, 1).await?;
+    nodes[2].kill9().await?;
+    super::failover::wait_moved(&nodes[0], &agent, "gamma").await?;
+    gate.open()?;
+    let deadline = Deadline::after(WAIT, "both messages answered where the agent moved");
+    loop {
+        let answered: Vec<i64> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["n"].as_i64())
+            .collect();
+        if answered.contains(&1) && answered.contains(&2) {
+            break;
+        }
+        deadline.tick(format!("{answered:?}")).await?;
+    }
+    Ok(())
+}
+
 /// A message to an agent on another node may wait there longer than an ordinary call to a
 /// peer (5 s): it is answered when the agent answers. The dead-letter queue and the topics
 /// are the whole cluster's, and a dead message is replayed through any node.

@@ -139,6 +139,9 @@ fn inventory(
 struct Started {
     /// Agents the node runs for itself (a swarm's members start with their swarm).
     agents: Vec<String>,
+    /// Every agent that arrived, members included: the messages that waited for each on
+    /// its old node are delivered here.
+    mailboxes: Vec<String>,
     /// Swarms whose parent did not arrive with them (a sub-team starts with its swarm).
     swarms: Vec<String>,
     hosts: Vec<String>,
@@ -171,6 +174,7 @@ fn started(v: &View<'_>, arrived: &[Arrival]) -> Result<Started, StoreError> {
             if matches!(spec.owner, Owner::Node) {
                 out.agents.push(a.id.clone());
             }
+            out.mailboxes.push(a.id.clone());
         } else if v.get(HOSTS, &a.id)?.is_some() {
             out.hosts.push(a.id.clone());
         } else if out.tasks.is_none() && v.get(OPEN_TASKS, &a.id)?.is_some() {
@@ -216,6 +220,20 @@ fn start_arrived(start: Started, rehome: &super::Rehome) {
                 Ok(true) => tracing::info!(agent = %id, "started an agent moved to this node"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(agent = %id, error = %e, "could not start an agent moved to this node"),
+            }
+        });
+    }
+    // The messages that waited on the old node: each waits here for its agent to run
+    // (within its own time), as after a restart.
+    for id in start.mailboxes {
+        let mailboxes = rehome.mailboxes.clone();
+        tokio::spawn(async move {
+            match mailboxes.restore_agent(&id).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(agent = %id, messages = n, "delivering the messages that waited for an agent moved here")
+                }
+                Err(e) => tracing::warn!(agent = %id, error = %e, "could not read the mailbox of an agent moved here"),
             }
         });
     }

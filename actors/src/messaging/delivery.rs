@@ -198,23 +198,50 @@ impl Mailboxes {
     /// delivers them (at least once: one being answered when the node died comes again). Nobody
     /// waits for their replies any more; those not answered go to the dead-letter queue.
     pub async fn restore(&self) -> Result<usize, ApiError> {
+        self.restore_to(None).await
+    }
+
+    /// [`Self::restore`] for the agent `id` alone: one the cluster moved here, whose
+    /// messages waited in its old node's mailbox.
+    pub async fn restore_agent(&self, id: &str) -> Result<usize, ApiError> {
+        self.restore_to(Some(id)).await
+    }
+
+    /// Restores the messages waiting on disk for `agent` (every agent this node holds when
+    /// `None`) that are not in a mailbox here already.
+    async fn restore_to(&self, agent: Option<&str>) -> Result<usize, ApiError> {
+        let prefix = agent.map(|a| format!("{a}/"));
         let waiting: Vec<Message> = self
             .store()
-            .view(|v| {
+            .view(move |v| {
                 let mut out = Vec::new();
-                v.scan(MAILBOX, None, |_, bytes| {
+                // Keys are `<agent>/<rank>/<id>`: one agent's come together.
+                let from = prefix.as_deref().map(|p| p.trim_end_matches('/'));
+                v.scan(MAILBOX, from, |key, bytes| {
+                    if prefix.as_deref().is_some_and(|p| !key.starts_with(p)) {
+                        return Ok(key < prefix.as_deref().unwrap_or_default());
+                    }
                     out.push(troupe_runtime::codec::decode(bytes)?);
                     Ok(true)
                 })?;
                 Ok(out)
             })
             .await?;
-        let waiting: Vec<Message> = waiting.into_iter().filter(|m| self.holds(&m.to)).collect();
-        let n = waiting.len();
         let mut agents = Vec::new();
+        let mut n = 0;
         {
             let mut boxes = self.lock();
+            let waiting: Vec<Message> = waiting
+                .into_iter()
+                .filter(|m| {
+                    self.holds(&m.to)
+                        && boxes
+                            .get(&m.to)
+                            .is_none_or(|b| b.lanes.iter().flatten().all(|w| w.message.id != m.id))
+                })
+                .collect();
             for message in waiting {
+                n += 1;
                 let (answer, _) = oneshot::channel();
                 let to = message.to.clone();
                 let mailbox = boxes.entry(to.clone()).or_default();
