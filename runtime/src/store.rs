@@ -120,8 +120,6 @@ struct Inner {
     shared: Arc<writer::Shared>,
     /// Forwarded groups handed to the Raft core, per origin (when this node leads).
     arrivals: raft::session::Arrivals,
-    /// See [`Store::replacements`].
-    replacements: watch::Receiver<u64>,
     /// The tables as the state machine applies to them (see [`Store::project`]).
     tables: Arc<apply::Tables>,
 }
@@ -177,7 +175,6 @@ impl Store {
         let (health_tx, health) = watch::channel(None);
         let transport = raft::TransportSlot::default();
         let tables = Arc::new(apply::Tables::open(db.clone(), live.clone(), options.event_retention)?);
-        let replacements = tables.replacements();
         let (started_tx, started) = std::sync::mpsc::channel();
         let hold = options.identity.timing.hold_unawaited;
         let applied_tables = tables.clone();
@@ -236,7 +233,6 @@ impl Store {
                 fence: Default::default(),
                 shared,
                 arrivals: Default::default(),
-                replacements,
                 tables: applied_tables,
             }),
         })
@@ -340,14 +336,6 @@ impl Store {
     pub async fn persist(&self) -> Result<(), StoreError> {
         let db = self.inner.db.clone();
         raft::blocking(move || apply::persist(&db)).await
-    }
-
-    /// Changes each time a snapshot replaced this node's tables wholesale, after the
-    /// projections were rebuilt (see [`Self::project`]): for whoever waits on a change it
-    /// learns of from events (a swarm's coordinator), since a snapshot's changes come with
-    /// none. Mark the receiver seen before the first read at start, then watch it.
-    pub fn replacements(&self) -> watch::Receiver<u64> {
-        self.inner.replacements.clone()
     }
 
     /// Keeps `projection` in memory from now on, as the state machine drives it: built from

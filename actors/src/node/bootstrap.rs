@@ -284,6 +284,12 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             subtasks: Arc::new(tasks.clone()),
         },
     };
+    swarms
+        .port
+        .watch
+        .follow(&store)
+        .await
+        .map_err(|e| StartNodeError::Tree(format!("swarm watch: {e}")))?;
     let hosts = Hosts {
         ctx: ctx.clone(),
         fleet: fleet.clone(),

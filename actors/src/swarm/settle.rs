@@ -33,8 +33,8 @@ async fn lost(api: &Port, member: &str) -> Result<bool, ApiError> {
 /// taking the work up again after a restart follows it to where it went).
 pub(crate) async fn wait_on(api: &Port, id: &str, member: Option<&str>) -> Result<Settled, ApiError> {
     let watch = &api.watch;
-    let task_events = watch.watch(&api.store, id);
-    let member_events = member.map(|m| watch.watch(&api.store, m));
+    let task_events = watch.watch(id);
+    let member_events = member.map(|m| watch.watch(m));
     loop {
         // Enabled before looking, so an event between the look and the wait still wakes.
         let task_changed = task_events.notify.notified();

@@ -1,24 +1,27 @@
-//! One pump of the node's live events that wakes the swarm conductors waiting on a task or a
-//! member.
+//! Wakes the swarm conductors waiting on a task or a member when a write about it is
+//! applied: a projection the state machine drives (see
+//! [`troupe_runtime::store::Projection`]), so no wake-up depends on a node having seen an
+//! event live.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
+use troupe_runtime::store::{Change, Projection, Store, StoreError, View};
 
-/// Wakes those waiting on an entity (a task, a member) when an event about it is committed.
-/// One pump reads the node's live events for all of them, so a thousand conductors cost one
-/// subscription, not a thousand.
+/// Wakes those waiting on an entity (a task, a member) when a write with an event about it
+/// is applied. One projection serves them all, so a thousand conductors cost one lookup per
+/// event, not a thousand subscriptions.
 #[derive(Clone, Default)]
 pub struct Watch(Arc<WatchInner>);
 
 #[derive(Default)]
 struct WatchInner {
     subjects: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
-    pump: OnceLock<()>,
 }
 
-/// A registration: while held, its notify is woken by each event about the subject.
+/// A registration: while held, its notify is woken by each write with an event about the
+/// subject.
 pub(crate) struct Watching {
     watch: Watch,
     subject: String,
@@ -38,38 +41,15 @@ impl Drop for Watching {
 }
 
 impl Watch {
-    pub(crate) fn watch(&self, store: &troupe_runtime::store::Store, subject: &str) -> Watching {
-        self.0.pump.get_or_init(|| {
-            let mut live = store.live();
-            let mut replacements = store.replacements();
-            let inner = Arc::downgrade(&self.0);
-            tokio::spawn(async move {
-                loop {
-                    let event = tokio::select! {
-                        event = live.recv() => event,
-                        // A snapshot brought changes without their events: everyone looks again.
-                        replaced = replacements.changed() => match replaced {
-                            Ok(()) => Err(tokio::sync::broadcast::error::RecvError::Lagged(0)),
-                            Err(_) => return,
-                        },
-                    };
-                    let Some(inner) = inner.upgrade() else { return };
-                    let subjects = inner.subjects.lock().unwrap_or_else(|p| p.into_inner());
-                    match event {
-                        Ok(e) => {
-                            if let Some((n, _)) = e.subject.as_deref().and_then(|s| subjects.get(s)) {
-                                n.notify_waiters();
-                            }
-                        }
-                        // Fell behind: everyone looks again.
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            subjects.values().for_each(|(n, _)| n.notify_waiters())
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    }
-                }
-            });
-        });
+    /// Follows `store`'s writes from now on (once, when the node starts).
+    pub async fn follow(&self, store: &Store) -> Result<(), StoreError> {
+        store.project(Arc::new(Waker(Arc::downgrade(&self.0)))).await
+    }
+
+    /// Registers for the writes about `subject`: those waiting on the returned notify are
+    /// woken by each one applied (and by a snapshot installed, whose changes come with no
+    /// event).
+    pub(crate) fn watch(&self, subject: &str) -> Watching {
         let mut subjects = self.0.subjects.lock().unwrap_or_else(|p| p.into_inner());
         let entry = subjects
             .entry(subject.to_owned())
@@ -80,5 +60,76 @@ impl Watch {
             subject: subject.to_owned(),
             notify: entry.0.clone(),
         }
+    }
+}
+
+/// The watch as the state machine drives it.
+struct Waker(std::sync::Weak<WatchInner>);
+
+impl Projection for Waker {
+    fn name(&self) -> &'static str {
+        "swarm watch"
+    }
+
+    /// A snapshot replaced the tables: everyone looks again.
+    fn rebuild(&self, _: &View<'_>) -> Result<(), StoreError> {
+        if let Some(inner) = self.0.upgrade() {
+            let subjects = inner.subjects.lock().unwrap_or_else(|p| p.into_inner());
+            subjects.values().for_each(|(n, _)| n.notify_waiters());
+        }
+        Ok(())
+    }
+
+    fn apply(&self, change: &Change<'_>) -> Result<(), StoreError> {
+        if change.events.is_empty() {
+            return Ok(());
+        }
+        let Some(inner) = self.0.upgrade() else { return Ok(()) };
+        let subjects = inner.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        for event in change.events {
+            if let Some((notify, _)) = event.subject.as_deref().and_then(|s| subjects.get(s)) {
+                notify.notify_waiters();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use troupe_runtime::events::NewEvent;
+    use troupe_runtime::store::{Batch, Store};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_about_a_subject_wakes_those_watching_it_and_no_one_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+        let watch = Watch::default();
+        watch.follow(&store).await.unwrap();
+        let (task, other) = (watch.watch("t1"), watch.watch("t2"));
+        let (task_notify, other_notify) = (task.notify.clone(), other.notify.clone());
+        let woken = task_notify.notified();
+        let not_woken = other_notify.notified();
+        tokio::pin!(woken, not_woken);
+        woken.as_mut().enable();
+        not_woken.as_mut().enable();
+        let about = |s: &str| NewEvent::new("TASK_SUCCEEDED", Some(s.to_owned()), serde_json::json!({}));
+        store.write(Batch::new().event(about("t1"))).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
+            .expect("woken by the write");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), not_woken)
+                .await
+                .is_err(),
+            "t2's watcher was woken by a write about t1"
+        );
+        // Given back when the last registration goes.
+        drop((task, other));
+        assert!(watch.0.subjects.lock().unwrap().is_empty());
     }
 }

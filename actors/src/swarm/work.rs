@@ -50,7 +50,7 @@ pub(crate) async fn conduct(api: Port, task_id: String) {
 pub(crate) async fn wait_end(api: &Port, id: &str, timeout: std::time::Duration) -> Result<SwarmTask, ApiError> {
     let task = load(api, id).await?;
     // Its end is an event about its swarm.
-    let watching = api.watch.watch(&api.store, &task.swarm);
+    let watching = api.watch.watch(&task.swarm);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let changed = watching.notify.notified();

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 use super::project::{Change, Projection, Projections};
 use super::raft::{session, Applied, Proposal};
@@ -27,8 +27,6 @@ pub(super) struct Tables {
     pub db: Arc<Database>,
     live: broadcast::Sender<Arc<Event>>,
     log: Mutex<Log>,
-    /// One more each time the tables were replaced wholesale (see [`Self::replace`]).
-    replaced: watch::Sender<u64>,
     /// What the node keeps in memory from the tables, following each write.
     projections: Projections,
 }
@@ -36,12 +34,10 @@ pub(super) struct Tables {
 impl Tables {
     pub fn open(db: Arc<Database>, live: broadcast::Sender<Arc<Event>>, retention: u64) -> Result<Self, StoreError> {
         let log = Mutex::new(Log::read(&db, retention)?);
-        let (replaced, _) = watch::channel(0);
         Ok(Self {
             db,
             live,
             log,
-            replaced,
             projections: Projections::default(),
         })
     }
@@ -56,13 +52,6 @@ impl Tables {
         projection.rebuild(&View::new(&txn))?;
         self.projections.add(projection);
         Ok(())
-    }
-
-    /// Changes each time the tables were replaced wholesale (a snapshot installed): the
-    /// events of what that changed are never fanned out, so whatever a node keeps in memory
-    /// from the tables must be read again.
-    pub fn replacements(&self) -> watch::Receiver<u64> {
-        self.replaced.subscribe()
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, Log> {
@@ -112,14 +101,11 @@ impl Tables {
         let mut log = self.log();
         install(&self.db)?;
         *log = Log::read(&self.db, log.retention)?;
-        {
-            use redb::ReadableDatabase;
-            let txn = self.db.begin_read().map_err(StoreError::db)?;
-            self.projections.rebuild(&View::new(&txn));
-        }
-        // Told while the log is still held: no write applies between the install and the
-        // news of it.
-        self.replaced.send_modify(|n| *n += 1);
+        // Rebuilt while the log is still held: no write applies between the install and the
+        // projections' reading of it.
+        use redb::ReadableDatabase;
+        let txn = self.db.begin_read().map_err(StoreError::db)?;
+        self.projections.rebuild(&View::new(&txn));
         Ok(())
     }
 
