@@ -274,3 +274,50 @@ async fn a_node_cut_off_at_the_network_refuses_writes_its_agent_moves_and_it_rej
     nodes[2].gql_ok(m, json!({ "n": "after-the-cut" })).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_submit_whose_node_never_learned_its_outcome_runs_once_when_retried_elsewhere() -> Result<()> {
+    let nodes = three_nodes_up().await?;
+    let agent = nodes[1].spawn_builtin("echo", &["ensured"]).await?;
+    nodes[1].wait_agent_state(&agent, "RUNNING").await?;
+    // Nothing of the log reaches beta: its submit's write reaches the leader and commits,
+    // but beta never applies it, so the submit fails with its outcome unknown.
+    let gates = ["raft-partition-beta"];
+    for gate in gates {
+        nodes[0].inject_fault(gate)?;
+        nodes[2].inject_fault(gate)?;
+    }
+    let submit =
+        "mutation($input: SubmitTaskInput!, $key: String) { submitTask(input: $input, idempotencyKey: $key) { id } }";
+    let vars = json!({ "input": { "capability": "ensured", "payload": { "n": 1 } }, "key": "ensure-1" });
+    let first = nodes[1].gql(submit, vars.clone()).await?;
+    ensure!(
+        super::support::error_code(&first).as_deref() == Some("UNAVAILABLE"),
+        "{first}"
+    );
+    // Retried on alpha, which holds the key's record: the task is beta's, which has not
+    // applied it. Acknowledged now, it must run all the same.
+    let during = nodes[0].gql(submit, vars.clone()).await?;
+    let acked_during = during["data"]["submitTask"]["id"].as_str().map(str::to_owned);
+    ensure!(
+        acked_during.is_some() || super::support::error_code(&during).as_deref() == Some("UNAVAILABLE"),
+        "{during}"
+    );
+    for gate in gates {
+        nodes[0].clear_fault(gate)?;
+        nodes[2].clear_fault(gate)?;
+    }
+    let deadline = Deadline::after(WAIT, "the retried submit to be acknowledged");
+    let id = loop {
+        let again = nodes[0].gql(submit, vars.clone()).await?;
+        if let Some(id) = again["data"]["submitTask"]["id"].as_str() {
+            break id.to_owned();
+        }
+        deadline.tick(again).await?;
+    };
+    ensure!(acked_during.as_ref().is_none_or(|d| *d == id), "{acked_during:?} {id}");
+    nodes[0].wait_task_state(&id, "SUCCEEDED").await?;
+    let ran = nodes[0].events_for("TASK_SUCCEEDED", &id).await?;
+    ensure!(ran.len() == 1, "{ran:?}");
+    Ok(())
+}
