@@ -107,8 +107,12 @@ pub(crate) async fn forget(
     }
 }
 
-/// The member's committed record, and the other members that are UP.
+/// The member's committed record, and the other members that are UP, as of everything the
+/// cluster committed before the call (a linearizable read: a leader applies what it
+/// committed a moment later, and another member may have applied it first, so a client
+/// that saw gamma DOWN there was refused `forgetMember` here).
 async fn standing(store: &Store, node: &str) -> Result<(Option<MemberRecord>, Vec<String>), crate::error::ApiError> {
+    store.linearize().await?;
     let names: Vec<String> = store.status().members.into_iter().map(|m| m.name).collect();
     if !names.iter().any(|n| n == node) {
         return Err(crate::error::ApiError::NotFound(format!(
