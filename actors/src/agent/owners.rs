@@ -75,29 +75,9 @@ pub(crate) async fn build_once(store: &Store) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::spec::Desired;
-    use crate::agent::{BackendSpec, BuiltinKind};
 
     fn spec(id: &str, owner: Owner) -> AgentSpec {
-        AgentSpec {
-            id: id.into(),
-            name: id.into(),
-            node: "n".into(),
-            backend: BackendSpec::Builtin(BuiltinKind::Echo),
-            capabilities: vec![],
-            max_concurrent_tasks: 1,
-            owner,
-            desired: Desired::Running,
-            created_at: troupe_runtime::clock::now(),
-            project: "default".into(),
-            labels: Default::default(),
-            limits: Default::default(),
-            restart: None,
-            proficiency: Default::default(),
-            weight: 1.0,
-            topics: Vec::new(),
-            placement: Default::default(),
-        }
+        AgentSpec::example(id, owner)
     }
 
     fn store() -> (tempfile::TempDir, Store) {

@@ -125,6 +125,32 @@ pub struct AgentSpec {
     pub placement: AgentPlacement,
 }
 
+#[cfg(test)]
+impl AgentSpec {
+    /// A builtin echo agent `id` of `owner`, for tests.
+    pub(crate) fn example(id: &str, owner: Owner) -> Self {
+        Self {
+            id: id.into(),
+            name: id.into(),
+            node: "n".into(),
+            backend: BackendSpec::Builtin(BuiltinKind::Echo),
+            capabilities: vec![],
+            max_concurrent_tasks: 1,
+            owner,
+            desired: Desired::Running,
+            created_at: troupe_runtime::clock::now(),
+            project: "default".into(),
+            labels: Default::default(),
+            limits: Default::default(),
+            restart: None,
+            proficiency: Default::default(),
+            weight: 1.0,
+            topics: Vec::new(),
+            placement: Default::default(),
+        }
+    }
+}
+
 /// Where the cluster may move an agent off a lost or leaving node (see
 /// `crate::failover`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -260,3 +260,87 @@ fn start_arrived(start: Started, rehome: &super::Rehome) {
         let _ = scheduler.cast(crate::scheduler::SchedulerMsg::Adopt(from));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use troupe_runtime::store::{Batch, Store};
+
+    use super::*;
+    use crate::swarm::spec::Lead;
+
+    fn arrived(ids: &[&str]) -> Vec<Arrival> {
+        ids.iter()
+            .map(|id| Arrival {
+                id: (*id).to_owned(),
+                from: "lost".into(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn what_arrived_is_started_by_its_own_room_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+        let team = SwarmSpec {
+            lead: Some(Lead {
+                swarm: "top@lost".into(),
+                agent: "lead@lost".into(),
+            }),
+            ..SwarmSpec::example("team@lost")
+        };
+        let alone_team = SwarmSpec {
+            lead: Some(Lead {
+                swarm: "stayed@lost".into(),
+                agent: "x@lost".into(),
+            }),
+            ..SwarmSpec::example("orphan@lost")
+        };
+        fn codec<T: serde::Serialize>(v: &T) -> Vec<u8> {
+            troupe_runtime::codec::encode(v).unwrap()
+        }
+        store
+            .write(
+                Batch::new()
+                    .put(AGENTS, "own@lost", codec(&AgentSpec::example("own@lost", Owner::Node)))
+                    .put(
+                        AGENTS,
+                        "member@lost",
+                        codec(&AgentSpec::example("member@lost", Owner::Swarm("top@lost".into()))),
+                    )
+                    .put(SWARMS, "top@lost", codec(&SwarmSpec::example("top@lost")))
+                    .put(SWARMS, "team@lost", codec(&team))
+                    .put(SWARMS, "orphan@lost", codec(&alone_team))
+                    .put(HOSTS, "host@lost", vec![1])
+                    .put(OPEN_TASKS, "t1@lost", vec![])
+                    .put(OPEN_TASKS, "t2@lost", vec![]),
+            )
+            .await
+            .unwrap();
+        let ids = [
+            "own@lost",
+            "member@lost",
+            "top@lost",
+            "team@lost",
+            "orphan@lost",
+            "host@lost",
+            "vm@lost",
+            "t1@lost",
+            "t2@lost",
+            "gone@lost",
+        ];
+        let start = store.view(move |v| started(v, &arrived(&ids))).await.unwrap();
+        assert_eq!(
+            start,
+            Started {
+                // A member starts with its swarm; its messages are delivered all the same.
+                agents: vec!["own@lost".into()],
+                mailboxes: vec!["own@lost".into(), "member@lost".into()],
+                // A team starts with its swarm when that arrived too.
+                swarms: vec!["top@lost".into(), "orphan@lost".into()],
+                hosts: vec!["host@lost".into()],
+                // The scheduler reads every open task it does not know: told once.
+                tasks: Some("lost".into()),
+            }
+        );
+    }
+}

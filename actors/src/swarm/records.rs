@@ -71,25 +71,11 @@ mod tests {
     use troupe_runtime::store::StoreOptions;
 
     use super::*;
-    use crate::swarm::spec::{MemberStrategy, Topology};
+    use crate::swarm::spec::Topology;
     use crate::swarm::Locks;
 
     fn spec(id: &str) -> SwarmSpec {
-        SwarmSpec {
-            id: id.into(),
-            name: "s".into(),
-            node: "n".into(),
-            topology: Topology::Hierarchical,
-            templates: Vec::new(),
-            min_agents: 0,
-            max_agents: 10,
-            size: 1,
-            strategy: MemberStrategy::OneForOne,
-            autoscale: None,
-            memory_limit_bytes: 1024,
-            lead: None,
-            created_at: troupe_runtime::clock::now(),
-        }
+        SwarmSpec::example(id)
     }
 
     /// Once armed (a channel to say it holds, one to let it go), the writer stops at the

@@ -104,6 +104,28 @@ pub struct SwarmSpec {
     pub created_at: DateTime<Utc>,
 }
 
+#[cfg(test)]
+impl SwarmSpec {
+    /// A hierarchical swarm `id` of one member, for tests.
+    pub(crate) fn example(id: &str) -> Self {
+        Self {
+            id: id.into(),
+            name: "s".into(),
+            node: "n".into(),
+            topology: Topology::Hierarchical,
+            templates: Vec::new(),
+            min_agents: 0,
+            max_agents: 10,
+            size: 1,
+            strategy: MemberStrategy::OneForOne,
+            autoscale: None,
+            memory_limit_bytes: 1024,
+            lead: None,
+            created_at: troupe_runtime::clock::now(),
+        }
+    }
+}
+
 /// Where a sub-team (a nested swarm) hangs: its subtree runs inside `swarm`'s, and `agent`, a
 /// member of `swarm`, leads it (hands it work through its `team_task` lines).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,23 +41,11 @@ impl Actor for Collector {
 
 fn sleeper() -> Arc<AgentSpec> {
     Arc::new(AgentSpec {
-        id: "a1@test".into(),
         name: "sleeper".into(),
         node: "test".into(),
         backend: BackendSpec::Builtin(BuiltinKind::Sleep),
-        capabilities: vec![],
         max_concurrent_tasks: 2,
-        owner: Owner::Node,
-        desired: Desired::Running,
-        created_at: troupe_runtime::clock::now(),
-        project: "default".into(),
-        labels: Default::default(),
-        limits: Default::default(),
-        restart: None,
-        proficiency: Default::default(),
-        weight: 1.0,
-        topics: Vec::new(),
-        placement: Default::default(),
+        ..AgentSpec::example("a1@test", Owner::Node)
     })
 }
 
