@@ -129,7 +129,7 @@ const QUORUM_SILENT: Duration = Duration::from_secs(2);
 /// Entries between snapshots unless configured (`raft_snapshot_every`). A snapshot copies
 /// every table, so it is taken rarely; the log keeps this many entries (each a whole group
 /// commit) between them.
-pub const SNAPSHOT_EVERY: u64 = 20_000;
+const SNAPSHOT_EVERY: u64 = 20_000;
 /// At most this many entries are kept behind a snapshot, for a follower that is only a
 /// little behind.
 const KEEP_BEHIND_SNAPSHOT: u64 = 1_000;
