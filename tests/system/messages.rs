@@ -4,7 +4,7 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use super::support::messages::SEND;
+use super::support::messages::{wait_answered, SEND};
 use super::support::{error_code, expect_code, python_agent, text, Deadline, Gate, Node, NodeOpts, WAIT};
 
 #[tokio::test]
@@ -319,33 +319,13 @@ for line in sys.stdin:
 async fn messages_waiting_in_a_mailbox_survive_a_kill_9() -> Result<()> {
     let mut node = Node::start(NodeOpts::named("durable-mail")).await?;
     let (agent, log) = node.start_gated_agent(&["jobs.#"]).await?;
-    let gate = Gate::new()?;
-    let publish = "mutation($t: String!, $p: JSON!) { publish(topic: $t, payload: $p) { queued } }";
-    node.gql_ok(
-        publish,
-        json!({ "t": "jobs.a", "p": { "n": 1, "gate": gate.path().display().to_string() } }),
-    )
-    .await?;
-    node.wait_gated_received().await?;
-    node.gql_ok(publish, json!({ "t": "jobs.b", "p": { "n": 2 } })).await?;
-    node.wait_messages_waiting(&agent, 1).await?;
+    let gate = node.hold_one_and_queue_another(&agent, "jobs").await?;
     node.kill9().await?;
     node.restart().await?;
     node.wait_agent_state(&agent, "RUNNING").await?;
     gate.open()?;
     // Both are delivered again: the one held when the node died, and the one waiting.
-    let deadline = Deadline::after(WAIT, "both messages answered after the restart");
-    loop {
-        let answered: Vec<i64> = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["n"].as_i64())
-            .collect();
-        if answered.contains(&1) && answered.contains(&2) {
-            break;
-        }
-        deadline.tick(format!("{answered:?}")).await?;
-    }
+    wait_answered(&log, &[1, 2], "both messages answered after the restart").await?;
     let dead = node.gql_ok("{ messageDeadLetters { id } }", json!({})).await?;
     ensure!(
         dead["messageDeadLetters"].as_array().is_some_and(Vec::is_empty),
@@ -360,34 +340,11 @@ async fn messages_waiting_in_a_mailbox_survive_a_kill_9() -> Result<()> {
 async fn messages_waiting_for_an_agent_whose_node_dies_are_delivered_where_it_moved() -> Result<()> {
     let mut nodes = super::failover::three_nodes_up().await?;
     let (agent, log) = nodes[2].start_gated_agent(&["moving.#"]).await?;
-    let gate = Gate::new()?;
-    let publish = "mutation($t: String!, $p: JSON!) { publish(topic: $t, payload: $p) { queued } }";
-    nodes[2]
-        .gql_ok(
-            publish,
-            json!({ "t": "moving.a", "p": { "n": 1, "gate": gate.path().display().to_string() } }),
-        )
-        .await?;
-    nodes[2].wait_gated_received().await?;
-    nodes[2]
-        .gql_ok(publish, json!({ "t": "moving.b", "p": { "n": 2 } }))
-        .await?;
-    nodes[2].wait_messages_waiting(&agent, 1).await?;
+    let gate = nodes[2].hold_one_and_queue_another(&agent, "moving").await?;
     nodes[2].kill9().await?;
     super::failover::wait_moved(&nodes[0], &agent, "gamma").await?;
     gate.open()?;
-    let deadline = Deadline::after(WAIT, "both messages answered where the agent moved");
-    loop {
-        let answered: Vec<i64> = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["n"].as_i64())
-            .collect();
-        if answered.contains(&1) && answered.contains(&2) {
-            break;
-        }
-        deadline.tick(format!("{answered:?}")).await?;
-    }
+    wait_answered(&log, &[1, 2], "both messages answered where the agent moved").await?;
     Ok(())
 }
 

@@ -1,12 +1,12 @@
 //! Messages through the gateway: sending one, and a process agent that holds each message
 //! until a gate opens, with the waits that go with it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde_json::json;
 
-use super::{Deadline, Node, WAIT};
+use super::{Deadline, Gate, Node, WAIT};
 
 pub const SEND: &str = "mutation($to: ID!, $payload: JSON!, $priority: Priority, $timeoutMs: Int64) { \
     sendMessage(to: $to, payload: $payload, priority: $priority, timeoutMs: $timeoutMs) { id reply } }";
@@ -82,5 +82,38 @@ impl Node {
             }
             deadline.tick(&a).await?;
         }
+    }
+
+    /// Publishes two messages on `topic.a` and `topic.b` for the [`gated_agent`] `agent`
+    /// subscribed to `topic.#`: `n: 1`, which it holds until the returned gate opens, then
+    /// `n: 2`, which waits in its mailbox meanwhile.
+    pub async fn hold_one_and_queue_another(&self, agent: &str, topic: &str) -> Result<Gate> {
+        let gate = Gate::new()?;
+        let publish = "mutation($t: String!, $p: JSON!) { publish(topic: $t, payload: $p) { queued } }";
+        let held = json!({ "n": 1, "gate": gate.path().display().to_string() });
+        self.gql_ok(publish, json!({ "t": format!("{topic}.a"), "p": held }))
+            .await?;
+        self.wait_gated_received().await?;
+        self.gql_ok(publish, json!({ "t": format!("{topic}.b"), "p": { "n": 2 } }))
+            .await?;
+        self.wait_messages_waiting(agent, 1).await?;
+        Ok(gate)
+    }
+}
+
+/// Waits until the [`gated_agent`] whose log is `log` has answered the payloads numbered
+/// `ns` (`n`), in any order.
+pub async fn wait_answered(log: &Path, ns: &[i64], what: &str) -> Result<()> {
+    let deadline = Deadline::after(WAIT, what);
+    loop {
+        let answered: Vec<i64> = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["n"].as_i64())
+            .collect();
+        if ns.iter().all(|n| answered.contains(n)) {
+            return Ok(());
+        }
+        deadline.tick(format!("{answered:?}")).await?;
     }
 }
