@@ -266,6 +266,12 @@ async fn has_events(store: &Store, expected: &[(u64, String)]) {
     }
 }
 
+/// The last index in `store`'s log, copied out of its metrics (a borrow of them held across
+/// an await would block its Raft core when it next publishes them).
+fn last_log(store: &Store) -> u64 {
+    store.raft().metrics().borrow().last_log_index.unwrap_or(0)
+}
+
 /// Waits until `store` has applied everything up to `index`.
 async fn caught_up(store: &Store, index: u64) {
     store

@@ -94,7 +94,7 @@ async fn a_member_that_caught_up_from_a_snapshot_holds_the_projection_of_one_tha
             .unwrap();
     }
     let (on_b, on_c) = (mirror(&b).await, mirror(&c).await);
-    super::caught_up(&b, a.raft().metrics().borrow().last_log_index.unwrap()).await;
+    super::caught_up(&b, super::last_log(&a)).await;
     // b misses puts, changes and deletes, and the log that held them is purged.
     router.cut.lock().unwrap().insert("b".into());
     for i in 5..15u8 {
@@ -108,7 +108,7 @@ async fn a_member_that_caught_up_from_a_snapshot_holds_the_projection_of_one_tha
     let index = purge_past(&a, &b).await;
     router.cut.lock().unwrap().remove("b");
     installed_a_snapshot(&b, index).await;
-    let last = a.raft().metrics().borrow().last_log_index.unwrap();
+    let last = super::last_log(&a);
     super::caught_up(&b, last).await;
     super::caught_up(&c, last).await;
     assert!(!on_b.held().contains_key("k07"), "a delete b missed: {:?}", on_b.held());
@@ -124,14 +124,14 @@ async fn a_member_that_caught_up_from_a_snapshot_holds_the_projection_of_one_tha
 /// lag its own log by an entry or two, and compacts only what it applied), so that `b` can
 /// catch up only from a snapshot; the purged index.
 pub(super) async fn purge_past(a: &Store, b: &Store) -> u64 {
-    let b_holds = b.raft().metrics().borrow().last_log_index.unwrap();
+    let b_holds = super::last_log(b);
     loop {
         a.compact().await.unwrap();
         let purged = a.raft().metrics().borrow().purged.map(|id| id.index).unwrap();
         if purged > b_holds {
             return purged;
         }
-        let last = a.raft().metrics().borrow().last_log_index.unwrap();
+        let last = super::last_log(a);
         super::caught_up(a, last).await;
     }
 }

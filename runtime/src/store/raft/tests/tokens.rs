@@ -75,8 +75,8 @@ async fn a_member_that_caught_up_from_a_snapshot_refuses_a_token_revoked_meanwhi
     assert_eq!(on_b.check(&secret).await.unwrap(), Check::Refused("was revoked"));
     assert!(on_b.list().iter().all(|t| t.revoked_at.is_some()), "{:?}", on_b.list());
     // The cache of a member that applied the whole log holds the same.
-    super::caught_up(&c, a.raft().metrics().borrow().last_log_index.unwrap()).await;
-    super::caught_up(&b, a.raft().metrics().borrow().last_log_index.unwrap()).await;
+    super::caught_up(&c, super::last_log(&a)).await;
+    super::caught_up(&b, super::last_log(&a)).await;
     assert_eq!(on_b.list(), on_c.list());
 }
 
