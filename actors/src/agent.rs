@@ -45,8 +45,8 @@ pub use registry::{matching, Adopter, Registry};
 pub use secrets::{SecretRefused, Secrets};
 pub use slots::Slots;
 pub use spec::{
-    AgentFilter, AgentPlacement, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, ExecBackend, HttpBackend,
-    Limits, LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills, SpawnAgentRequest,
+    AgentFilter, AgentPlacement, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, Dialect, ExecBackend,
+    HttpBackend, Limits, LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills, SpawnAgentRequest,
 };
 pub(crate) use status::gauge_moved;
 pub use status::{AgentState, AgentStats, AgentStatus, AgentView, BreakerState, BreakerView, Recent};

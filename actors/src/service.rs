@@ -337,6 +337,29 @@ impl Desk for Api {
                 .await
                 .map(|(fan, _)| serde_json::json!({ "queued": fan.queued, "refused": fan.refused })),
             OutgoingKind::Memory(op) => self.swarms.agent_memory(&from, op).await.map_err(coded),
+            OutgoingKind::Submit {
+                capability,
+                payload,
+                key,
+                timeout_ms,
+            } => {
+                let request = crate::task::SubmitTaskRequest::to_capability(capability, payload);
+                let task = self.tasks.submit(request, Some(key)).await.map_err(coded)?;
+                let ended = self
+                    .tasks
+                    .wait_end(&task.spec.id, Duration::from_millis(timeout_ms))
+                    .await
+                    .map_err(coded)?;
+                match ended.status.state {
+                    crate::task::TaskState::Succeeded => Ok(ended.status.result.unwrap_or(serde_json::Value::Null)),
+                    state => Err(ApiError::Conflict(format!(
+                        "task {} ended {}: {}",
+                        ended.spec.id,
+                        state.as_str(),
+                        ended.status.error.as_deref().unwrap_or("no error given")
+                    ))),
+                }
+            }
             OutgoingKind::TeamTask { mode, timeout_ms } => self
                 .swarms
                 .lead_task(&from, mode, Duration::from_millis(timeout_ms))

@@ -22,6 +22,8 @@ pub const TASK_STATUS: Table = Table::new("task_status");
 pub const OPEN_TASKS: Table = Table::new("open_tasks");
 /// Agent checkpoints by `<agent id>/<checkpoint id>`: [`crate::agent::Checkpoint`].
 pub const CHECKPOINTS: Table = Table::new("checkpoints");
+/// The committed steps of LLM tasks (model replies, tool results), keyed `{task}/{index}`.
+pub const LLM_STEPS: Table = Table::new("llm_steps");
 /// Host specs by id: [`crate::host::HostSpec`]; a host's state is live, from its driver.
 pub const HOSTS: Table = Table::new("hosts");
 /// VM specs by id: [`crate::vm::VmSpec`].

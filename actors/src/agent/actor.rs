@@ -91,6 +91,8 @@ pub struct AgentActor {
     pub outbox: Option<Outbox>,
     /// What the backend may use as its API key.
     pub secrets: Arc<Secrets>,
+    /// Where an LLM agent commits its tasks' steps.
+    pub store: Option<troupe_runtime::store::Store>,
 }
 
 pub struct State {
@@ -152,7 +154,7 @@ impl Actor for AgentActor {
         restore: Option<Restore>,
     ) -> Result<State, ActorProcessingErr> {
         tracing::debug!(agent = %self.spec.id, "agent starting");
-        let mut backend = backend::build(&self.spec, &self.secrets);
+        let mut backend = backend::build(&self.spec, &self.secrets, self.store.clone());
         backend
             .start(Link(Some(myself.clone())))
             .await

@@ -69,6 +69,15 @@ pub enum ErrandKind {
     Publish(protocol::Publish),
     Memory(protocol::MemoryOp),
     TeamTask(protocol::TeamTask),
+    /// An LLM agent's `troupe_submit_task` call: a task to a capability, submitted with
+    /// `key` as its idempotency key (so a resumed loop's second call runs nothing), and
+    /// waited on for at most `timeout_ms`; the answer is the task's result.
+    Submit {
+        capability: String,
+        payload: Value,
+        key: String,
+        timeout_ms: u64,
+    },
 }
 
 /// Where an agent's errands go: called with the agent's id and the errand, it answers the
@@ -159,13 +168,18 @@ pub async fn preflight(spec: &BackendSpec) -> Result<(), String> {
         .map_err(|e| format!("the check of the program did not finish: {e}"))?
 }
 
-/// The backend object an agent spec asks for.
-pub fn build(spec: &AgentSpec, secrets: &Arc<Secrets>) -> Box<dyn Backend> {
+/// The backend object an agent spec asks for; an LLM agent commits its tasks' steps to
+/// `store` (kept in memory only without one, for tests).
+pub fn build(
+    spec: &AgentSpec,
+    secrets: &Arc<Secrets>,
+    store: Option<troupe_runtime::store::Store>,
+) -> Box<dyn Backend> {
     match &spec.backend {
         BackendSpec::Builtin(kind) => Box::new(builtin::Builtin::new(*kind, spec.id.clone())),
         BackendSpec::Exec(e) => Box::new(exec::Exec::new(e.clone(), spec.id.clone(), spec.limits)),
         BackendSpec::Process(p) => Box::new(process::Process::new(p.clone(), spec.id.clone(), spec.limits)),
         BackendSpec::Http(h) => Box::new(http::Http::new(h.clone(), spec.id.clone())),
-        BackendSpec::Llm(l) => Box::new(llm::Llm::new(l.clone(), secrets.clone())),
+        BackendSpec::Llm(l) => Box::new(llm::Llm::new(l.clone(), secrets.clone()).keeping_steps_in(store)),
     }
 }

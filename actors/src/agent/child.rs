@@ -263,6 +263,7 @@ impl ChildSpec for AgentChild {
                 report: self.reporter(),
                 outbox: self.slots.outbox.get().cloned().map(super::carrier),
                 secrets: self.policy.secrets.clone(),
+                store: Some(self.store.clone()),
             };
             let mut restore = lock(&self.restore).take();
             if let Some(r) = restore.as_mut().filter(|r| r.state.is_null()) {

@@ -44,6 +44,13 @@ pub enum OutgoingKind {
     Memory(Op),
     /// Gives the sub-team it leads a swarm task and waits for its result.
     TeamTask { mode: SwarmTaskMode, timeout_ms: u64 },
+    /// Submits a task to a capability under an idempotency key and waits for its result.
+    Submit {
+        capability: String,
+        payload: Value,
+        key: String,
+        timeout_ms: u64,
+    },
 }
 
 /// An [`Outbox`] that queues each errand for the courier behind `courier`.
@@ -62,6 +69,17 @@ pub fn carrier(courier: UnboundedSender<Outgoing>) -> Outbox {
                 priority: p.priority.into(),
             },
             ErrandKind::Memory(op) => OutgoingKind::Memory(op.into()),
+            ErrandKind::Submit {
+                capability,
+                payload,
+                key,
+                timeout_ms,
+            } => OutgoingKind::Submit {
+                capability,
+                payload,
+                key,
+                timeout_ms,
+            },
             ErrandKind::TeamTask(task) => {
                 let timeout_ms = task.timeout_ms();
                 match SwarmTaskMode::try_from(task.mode) {

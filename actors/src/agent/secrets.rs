@@ -209,15 +209,9 @@ mod tests {
 
     fn llm(key: SecretRef) -> BackendSpec {
         BackendSpec::Llm(LlmBackend {
-            base_url: "http://127.0.0.1:1".into(),
-            model: "m".into(),
-            system_prompt: None,
             api_key: Some(key),
-            temperature: None,
-            max_tokens: None,
-            stream: false,
-            timeout_ms: None,
             max_retries: 0,
+            ..LlmBackend::to("http://127.0.0.1:1", "m")
         })
     }
 

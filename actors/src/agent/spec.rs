@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use backends::{BackendSpec, BuiltinKind, ExecBackend, HttpBackend, LlmBackend, ProcessBackend, SecretRef};
+pub use backends::{
+    BackendSpec, BuiltinKind, Dialect, ExecBackend, HttpBackend, LlmBackend, ProcessBackend, SecretRef,
+};
 pub use request::{AgentUpdate, SpawnAgentRequest};
 
 use crate::error::ApiError;

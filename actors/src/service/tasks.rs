@@ -124,6 +124,38 @@ impl Tasks {
         }
     }
 
+    /// Waits (at most `timeout`) until task `id` has ended, wherever it runs: its record, read
+    /// from this node's replica again on each event about it.
+    pub async fn wait_end(&self, id: &str, timeout: std::time::Duration) -> Result<TaskRecord, ApiError> {
+        use tokio::sync::broadcast::error::RecvError;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut live = self.ctx.store.live();
+        loop {
+            let record = self
+                .get(id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("task {id} is gone")))?;
+            if record.status.state.is_terminal() {
+                return Ok(record);
+            }
+            // Until an event about it (or a lag, after which it is read again).
+            loop {
+                match tokio::time::timeout_at(deadline, live.recv()).await {
+                    Err(_) => {
+                        return Err(ApiError::Unavailable(format!(
+                            "task {id} has not ended after {} ms; it goes on",
+                            timeout.as_millis()
+                        )))
+                    }
+                    Ok(Err(RecvError::Closed)) => return Err(ApiError::Unavailable("the node is stopping".into())),
+                    Ok(Err(RecvError::Lagged(_))) => break,
+                    Ok(Ok(event)) if event.subject.as_deref() == Some(id) => break,
+                    Ok(Ok(_)) => {}
+                }
+            }
+        }
+    }
+
     /// Submits a graph of tasks on this node in one commit.
     pub async fn submit_graph(
         &self,

@@ -90,7 +90,18 @@ pub enum SecretRef {
     File(String),
 }
 
-/// An OpenAI-compatible `/v1/chat/completions` endpoint.
+/// The wire dialect of a model endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dialect {
+    /// OpenAI-compatible chat completions (`/v1/chat/completions`, `tools`/`tool_calls`).
+    #[default]
+    OpenAi,
+    /// Anthropic's Messages API (`/v1/messages`, `tool_use`/`tool_result` blocks).
+    Anthropic,
+}
+
+/// A model endpoint an agent runs each task against as a loop: model, tools, model, until
+/// it answers (see `agent::backend::llm`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlmBackend {
     /// Up to and without `/v1`, e.g. `https://api.openai.com` or `http://127.0.0.1:8080`.
@@ -104,10 +115,47 @@ pub struct LlmBackend {
     pub timeout_ms: Option<u64>,
     /// Retries of a 429 or 5xx answer within one attempt, with backoff honouring `Retry-After`.
     pub max_retries: u32,
+    #[serde(default)]
+    pub dialect: Dialect,
+    /// Model calls a task may take at most; the loop stops with MAX_STEPS past it.
+    #[serde(default = "LlmBackend::default_max_steps")]
+    pub max_steps: u32,
+    /// The tools offered to the model: glob patterns (`*`, `?`) over their names, e.g.
+    /// `troupe_*`. None by default.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// The `anthropic-version` header (Anthropic dialect) [default: 2023-06-01].
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
 }
 
 impl LlmBackend {
     pub const DEFAULT_MAX_RETRIES: u32 = 3;
+    pub const DEFAULT_MAX_STEPS: u32 = 10;
+    pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+    /// An endpoint with every other setting at its default.
+    pub fn to(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            model: model.into(),
+            system_prompt: None,
+            api_key: None,
+            temperature: None,
+            max_tokens: None,
+            stream: false,
+            timeout_ms: None,
+            max_retries: Self::DEFAULT_MAX_RETRIES,
+            dialect: Dialect::OpenAi,
+            max_steps: Self::DEFAULT_MAX_STEPS,
+            tools: Vec::new(),
+            anthropic_version: None,
+        }
+    }
+
+    fn default_max_steps() -> u32 {
+        Self::DEFAULT_MAX_STEPS
+    }
 }
 
 /// Which backend object the agent runs its tasks with.
@@ -178,6 +226,17 @@ impl BackendSpec {
                 }
                 if l.max_retries > 20 {
                     return Err(ApiError::invalid("maxRetries must be at most 20"));
+                }
+                if !(1..=1000).contains(&l.max_steps) {
+                    return Err(ApiError::invalid("maxSteps must be between 1 and 1000"));
+                }
+                if l.tools.iter().any(|t| t.trim().is_empty() || t.len() > 200) {
+                    return Err(ApiError::invalid("each tool pattern must be 1 to 200 characters"));
+                }
+                if l.dialect == Dialect::Anthropic && l.max_tokens.is_none() {
+                    return Err(ApiError::invalid(
+                        "the Anthropic dialect needs maxTokens (its API requires max_tokens)",
+                    ));
                 }
                 match &l.api_key {
                     Some(SecretRef::Env(n) | SecretRef::File(n)) if n.trim().is_empty() => {

@@ -2,8 +2,8 @@
 
 use async_graphql::{InputObject, OneofObject};
 use troupe_actors::agent::{
-    AgentUpdate, BackendSpec, BuiltinKind, ExecBackend, HttpBackend, Limits, LlmBackend, ProcessBackend, RestartLimit,
-    SecretRef, SpawnAgentRequest,
+    AgentUpdate, BackendSpec, BuiltinKind, Dialect, ExecBackend, HttpBackend, Limits, LlmBackend, ProcessBackend,
+    RestartLimit, SecretRef, SpawnAgentRequest,
 };
 use troupe_actors::ApiError;
 
@@ -79,6 +79,24 @@ pub struct LlmBackendInput {
     pub timeout_ms: Option<Int64>,
     /// Retries of a 429 or 5xx answer within one attempt [default: 3].
     pub max_retries: Option<i32>,
+    /// The endpoint's wire dialect [default: OPENAI].
+    pub dialect: Option<LlmDialect>,
+    /// Model calls a task may take at most before it stops with MAX_STEPS [default: 10].
+    pub max_steps: Option<i32>,
+    /// The tools offered to the model: glob patterns over their names, e.g. `troupe_*`
+    /// [default: none].
+    pub tools: Option<Vec<String>>,
+    /// The `anthropic-version` header, for the ANTHROPIC dialect [default: 2023-06-01].
+    pub anthropic_version: Option<String>,
+}
+
+/// How a model endpoint is spoken to.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+pub enum LlmDialect {
+    /// OpenAI-compatible chat completions (`/v1/chat/completions`).
+    Openai,
+    /// Anthropic's Messages API (`/v1/messages`).
+    Anthropic,
 }
 
 #[derive(OneofObject)]
@@ -258,6 +276,16 @@ impl TryFrom<BackendInput> for BackendSpec {
                     None => LlmBackend::DEFAULT_MAX_RETRIES,
                     Some(n) => u32::try_from(n).map_err(|_| ApiError::invalid("maxRetries must not be negative"))?,
                 },
+                dialect: match l.dialect {
+                    None | Some(LlmDialect::Openai) => Dialect::OpenAi,
+                    Some(LlmDialect::Anthropic) => Dialect::Anthropic,
+                },
+                max_steps: match l.max_steps {
+                    None => LlmBackend::DEFAULT_MAX_STEPS,
+                    Some(n) => u32::try_from(n).map_err(|_| ApiError::invalid("maxSteps must be positive"))?,
+                },
+                tools: l.tools.unwrap_or_default(),
+                anthropic_version: l.anthropic_version,
             }),
         })
     }

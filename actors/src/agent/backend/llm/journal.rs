@@ -1,0 +1,185 @@
+//! The steps of an LLM task, each committed to the store before the next begins: a model's
+//! reply (its text, the tool calls it asked for, its tokens), then each call's result. A
+//! loop that starts again (a restart, a failover, a `kill -9` of its node) reads them back
+//! and goes on after the last one: no committed model call is made again, and a call with
+//! no committed result is made again with the same key.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use troupe_runtime::events::NewEvent;
+use troupe_runtime::store::{Batch, Store};
+
+use crate::tables::LLM_STEPS;
+
+/// A tool call the model asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    /// The model's id of the call (`call_…`, `toolu_…`).
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model wrote them: JSON text, perhaps not valid.
+    pub arguments: String,
+}
+
+/// Tokens one model call took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+}
+
+impl std::ops::AddAssign for Tokens {
+    fn add_assign(&mut self, other: Self) {
+        self.input += other.input;
+        self.output += other.output;
+    }
+}
+
+/// One committed step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    /// What the model answered to its `step`-th call (1, 2, …).
+    Reply {
+        step: u32,
+        text: String,
+        calls: Vec<Call>,
+        tokens: Tokens,
+        model: String,
+        finish: Option<String>,
+        latency_ms: u64,
+        at: DateTime<Utc>,
+    },
+    /// The result of the call `call` of that step's reply, as the model is given it.
+    Result {
+        step: u32,
+        call: String,
+        content: String,
+        error: bool,
+        at: DateTime<Utc>,
+    },
+}
+
+/// A task's steps so far, and where new ones are committed. Without a store (backends
+/// under test) they are kept in memory only.
+pub struct Journal {
+    store: Option<Store>,
+    task: String,
+    records: Vec<Record>,
+}
+
+fn key(task: &str, index: usize) -> String {
+    format!("{task}/{index:06}")
+}
+
+impl Journal {
+    /// The steps `task` committed before, oldest first.
+    pub async fn load(store: Option<Store>, task: &str) -> Result<Self, String> {
+        let mut records = Vec::new();
+        if let Some(store) = &store {
+            let prefix = format!("{task}/");
+            records = store
+                .view(move |v| {
+                    let mut out = Vec::new();
+                    v.scan(LLM_STEPS, Some(&prefix), |k, bytes| {
+                        if !k.starts_with(&prefix) {
+                            return Ok(false);
+                        }
+                        out.push(troupe_runtime::codec::decode::<Record>(bytes)?);
+                        Ok(true)
+                    })?;
+                    Ok(out)
+                })
+                .await
+                .map_err(|e| format!("the task's earlier steps could not be read: {e}"))?;
+        }
+        Ok(Self {
+            store,
+            task: task.to_owned(),
+            records,
+        })
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// How many model calls were committed.
+    pub fn steps(&self) -> u32 {
+        self.records
+            .iter()
+            .filter(|r| matches!(r, Record::Reply { .. }))
+            .count() as u32
+    }
+
+    /// The last reply: its step and calls.
+    pub fn last_reply(&self) -> Option<(u32, &str, &[Call])> {
+        self.records.iter().rev().find_map(|r| match r {
+            Record::Reply { step, text, calls, .. } => Some((*step, text.as_str(), calls.as_slice())),
+            Record::Result { .. } => None,
+        })
+    }
+
+    /// The calls of the last reply that have no result yet, with that reply's step.
+    pub fn unanswered(&self) -> Vec<(u32, Call)> {
+        let Some((step, _, calls)) = self.last_reply() else {
+            return Vec::new();
+        };
+        calls
+            .iter()
+            .filter(|c| {
+                !self
+                    .records
+                    .iter()
+                    .any(|r| matches!(r, Record::Result { step: s, call, .. } if *s == step && call == &c.id))
+            })
+            .map(|c| (step, c.clone()))
+            .collect()
+    }
+
+    /// The tokens of every committed model call.
+    pub fn tokens(&self) -> Tokens {
+        let mut sum = Tokens::default();
+        for r in &self.records {
+            if let Record::Reply { tokens, .. } = r {
+                sum += *tokens;
+            }
+        }
+        sum
+    }
+
+    /// Commits `record` (with a `TASK_STEP` event about the task) and keeps it.
+    pub async fn commit(&mut self, record: Record) -> Result<(), String> {
+        if let Some(store) = &self.store {
+            let data = match &record {
+                Record::Reply {
+                    step,
+                    calls,
+                    tokens,
+                    latency_ms,
+                    ..
+                } => json!({
+                    "step": step,
+                    "kind": "reply",
+                    "toolCalls": calls.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                    "inputTokens": tokens.input,
+                    "outputTokens": tokens.output,
+                    "latencyMs": latency_ms,
+                }),
+                Record::Result { step, call, error, .. } => {
+                    json!({ "step": step, "kind": "toolResult", "call": call, "error": error })
+                }
+            };
+            let bytes = troupe_runtime::codec::encode(&record).map_err(|e| e.to_string())?;
+            let batch = Batch::new()
+                .put(LLM_STEPS, key(&self.task, self.records.len()), bytes)
+                .event(NewEvent::new("TASK_STEP", Some(self.task.clone()), data));
+            store
+                .write(batch)
+                .await
+                .map_err(|e| format!("the step could not be committed: {e}"))?;
+        }
+        self.records.push(record);
+        Ok(())
+    }
+}

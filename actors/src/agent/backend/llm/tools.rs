@@ -1,0 +1,192 @@
+//! Troupe's own tools, offered to a model when the agent's `tools` patterns name them, and
+//! carried by the node as the agent's errands (as a process agent's lines are):
+//!
+//! | tool | what it does | run again on a resume |
+//! |------|--------------|------------------------|
+//! | `troupe_submit_task` | submits a task to a capability and waits for its result | never: the call's key is the submit's idempotency key |
+//! | `troupe_send_message` | sends a message to an agent and waits for its reply | at least once |
+//! | `troupe_memory_get` | reads a key of the agent's swarm memory | (a read) |
+//! | `troupe_memory_set` | writes one, compare-and-set with `expectVersion` | a compare-and-set at most once (the second finds the version moved) |
+//!
+//! A tool's failure reaches the model as an error result; it never fails the task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+
+use super::journal::Call;
+use super::wire::Tool;
+use crate::agent::backend::{Errand, ErrandKind, Link, Signal};
+use crate::agent::protocol::{LinePriority, MemoryOp, Send};
+
+/// Carries an errand of the agent to its node and waits for the answer.
+pub type Errands = Arc<dyn Fn(ErrandKind) -> BoxFuture<'static, Result<Value, String>> + std::marker::Send + Sync>;
+
+/// Errands carried by the agent actor behind `link` to the node's courier.
+pub fn via(link: Link) -> Errands {
+    Arc::new(move |what| {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        link.signal(Signal::Errand(Errand { what, answer }));
+        Box::pin(async move {
+            answered
+                .await
+                .unwrap_or_else(|_| Err("the node did not carry the call (the agent stopped?)".into()))
+        })
+    })
+}
+
+/// A tool call's wait when the call gives none: 5 minutes, and never past the attempt's end.
+const DEFAULT_WAIT_MS: u64 = 300_000;
+
+/// Every tool of Troupe's own.
+pub fn catalogue() -> Vec<Tool> {
+    vec![
+        Tool {
+            name: "troupe_submit_task",
+            description: "Submits a task to the agents with a capability and waits for its result.",
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "capability": { "type": "string", "description": "The capability an agent must have." },
+                    "payload": { "description": "The task's input, any JSON." },
+                    "timeoutMs": { "type": "integer", "description": "How long to wait for the result." }
+                },
+                "required": ["capability"]
+            }),
+        },
+        Tool {
+            name: "troupe_send_message",
+            description: "Sends a message to an agent (by id or name) and waits for its reply.",
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "to": { "type": "string" },
+                    "payload": { "description": "The message, any JSON." },
+                    "timeoutMs": { "type": "integer" }
+                },
+                "required": ["to"]
+            }),
+        },
+        Tool {
+            name: "troupe_memory_get",
+            description: "Reads a key of the swarm memory of the swarm this agent belongs to.",
+            parameters: json!({
+                "type": "object",
+                "properties": { "key": { "type": "string" } },
+                "required": ["key"]
+            }),
+        },
+        Tool {
+            name: "troupe_memory_set",
+            description: "Writes a key of this agent's swarm memory; with expectVersion, only if the key is at that version (compare-and-set).",
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "key": { "type": "string" },
+                    "value": { "description": "Any JSON." },
+                    "expectVersion": { "type": "integer", "description": "0: the key must not exist yet." }
+                },
+                "required": ["key", "value"]
+            }),
+        },
+    ]
+}
+
+/// The tools whose names one of `patterns` matches.
+pub fn offered(patterns: &[String]) -> Vec<Tool> {
+    catalogue()
+        .into_iter()
+        .filter(|t| patterns.iter().any(|p| glob(p, t.name)))
+        .collect()
+}
+
+/// Whether `name` matches `pattern`, where `*` is any run of characters and `?` any one.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // The classic two-pointer match, going back to the last `*` on a mismatch.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
+/// Runs `call` (its key is `key`) with what is left of the attempt, `left`: the content the
+/// model is given, and whether it is an error.
+pub async fn run(errands: &Errands, offered: &[Tool], call: &Call, key: String, left: Duration) -> (String, bool) {
+    match errand(offered, call, key, left) {
+        Err(why) => (why, true),
+        Ok(what) => match errands(what).await {
+            Ok(Value::String(s)) => (s, false),
+            Ok(other) => (other.to_string(), false),
+            Err(why) => (why, true),
+        },
+    }
+}
+
+/// The errand a call asks for, or why it cannot be made.
+fn errand(offered: &[Tool], call: &Call, key: String, left: Duration) -> Result<ErrandKind, String> {
+    if !offered.iter().any(|t| t.name == call.name) {
+        let names: Vec<_> = offered.iter().map(|t| t.name).collect();
+        return Err(format!(
+            "no tool named {:?} is offered here (offered: {names:?})",
+            call.name
+        ));
+    }
+    let args: Value = serde_json::from_str(&call.arguments)
+        .map_err(|e| format!("the arguments are not valid JSON ({e}): {}", call.arguments))?;
+    let Value::Object(args) = args else {
+        return Err(format!("the arguments must be a JSON object, not {}", call.arguments));
+    };
+    let text = |k: &str| -> Result<String, String> {
+        args.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{} needs a string {k:?}", call.name))
+    };
+    let left_ms = left.as_millis().min(u128::from(u64::MAX)) as u64;
+    let wait = args
+        .get("timeoutMs")
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_WAIT_MS)
+        .clamp(1, left_ms.max(1));
+    let payload = args.get("payload").cloned().unwrap_or(Value::Null);
+    Ok(match call.name.as_str() {
+        "troupe_submit_task" => ErrandKind::Submit {
+            capability: text("capability")?,
+            payload,
+            key,
+            timeout_ms: wait,
+        },
+        "troupe_send_message" => ErrandKind::Send(Send {
+            id: key,
+            to: text("to")?,
+            payload,
+            priority: LinePriority::Normal,
+            timeout_ms: Some(wait),
+        }),
+        "troupe_memory_get" => ErrandKind::Memory(MemoryOp::Get { key: text("key")? }),
+        "troupe_memory_set" => ErrandKind::Memory(MemoryOp::Set {
+            key: text("key")?,
+            value: args.get("value").cloned().unwrap_or(Value::Null),
+            ttl_ms: None,
+            expect_version: args.get("expectVersion").and_then(Value::as_u64),
+        }),
+        other => return Err(format!("no tool named {other:?}")),
+    })
+}
