@@ -4,7 +4,7 @@
 use anyhow::{bail, ensure, Result};
 use serde_json::{json, Value};
 
-use super::support::{error_code, int, text, FakeLlm, Node, NodeOpts};
+use super::support::{error_code, int, text, Deadline, FakeLlm, Gate, Node, NodeOpts, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_agent_answers_retries_a_429_and_sums_its_token_usage() -> Result<()> {
@@ -58,6 +58,143 @@ async fn an_llm_agent_answers_retries_a_429_and_sums_its_token_usage() -> Result
         requests[0]["body"]["messages"][0]["role"] == "system",
         "{}",
         requests[0]
+    );
+    Ok(())
+}
+
+/// The requests the fake model server logged.
+fn logged(log: &std::path::Path) -> Result<Vec<Value>> {
+    Ok(std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
+}
+
+/// The tasks `agent` ran (or runs), as (id, state).
+async fn tasks_of(node: &Node, agent: &str) -> Result<Vec<(String, String)>> {
+    let q = "query($a: ID) { tasks(agentId: $a, first: 100) { nodes { id state } } }";
+    let nodes = node.gql_ok(q, json!({ "a": agent })).await?["tasks"]["nodes"].clone();
+    Ok(nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap_or("").to_owned(),
+                t["state"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_agent_that_delegates_through_a_tool_resumes_after_a_kill_without_repeating_a_committed_step(
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("requests.jsonl");
+    let args = r#"{"capability":"slow","payload":"the slow part"}"#;
+    let server = FakeLlm::start(&[
+        "--tool",
+        "troupe_submit_task",
+        "--tool-args",
+        args,
+        "--log",
+        &log.to_string_lossy(),
+    ])
+    .await?;
+    let mut node = Node::start(NodeOpts::named("solo")).await?;
+    let gate = Gate::new()?;
+    let worker = node.spawn_gated(&gate, &["slow"], 1).await?;
+    let input = json!({
+        "name": "strategist",
+        "backend": { "llm": { "baseUrl": server.url(), "model": "tiny", "tools": ["troupe_submit_*"] } },
+    });
+    let strategist = text(&node.spawn_agent(input).await?, "/id")?;
+    let task = node.submit_to(&strategist, json!("plan it")).await?;
+    // The model asked for the slow part; the task it delegated waits at the gate.
+    let deadline = Deadline::after(WAIT, "the delegated task to run");
+    let delegated = loop {
+        let seen = tasks_of(&node, &worker).await?;
+        if let Some((id, _)) = seen.iter().find(|(_, state)| state == "RUNNING") {
+            break id.clone();
+        }
+        deadline.tick(format!("{seen:?}")).await?;
+    };
+    ensure!(logged(&log)?.len() == 1);
+    node.kill9().await?;
+    node.restart().await?;
+    gate.open()?;
+    let done = node.wait_task_state(&task, "SUCCEEDED").await?;
+    let out = &done["result"];
+    ensure!(
+        out["content"].as_str().is_some_and(|c| c.contains("the slow part")),
+        "{done}"
+    );
+    ensure!(out["steps"] == 2 && out["toolCalls"] == 1, "{out}");
+    // The model was asked once per step: the reply committed before the kill was read back,
+    // not asked for again.
+    let requests = logged(&log)?;
+    ensure!(requests.len() == 2, "{requests:?}");
+    let messages = requests[1]["body"]["messages"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        messages
+            .iter()
+            .any(|m| m["role"] == "tool" && m["tool_call_id"] == "call_1"),
+        "{messages:?}"
+    );
+    // The call made again after the restart carried the same key: one delegated task.
+    let ran = tasks_of(&node, &worker).await?;
+    ensure!(ran.len() == 1 && ran[0].0 == delegated, "{ran:?}");
+    // Each committed step is an event about the task.
+    let steps = node.events_for("TASK_STEP", &task).await?;
+    ensure!(steps.len() == 3, "{steps:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_llm_agent_calls_a_tool_with_the_messages_api() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("requests.jsonl");
+    let key = dir.path().join("key");
+    std::fs::write(&key, "sekrit\n")?;
+    let args = r#"{"capability":"echo","payload":"from the tool"}"#;
+    let server = FakeLlm::start(&[
+        "--tool",
+        "troupe_submit_task",
+        "--tool-args",
+        args,
+        "--key",
+        "sekrit",
+        "--log",
+        &log.to_string_lossy(),
+    ])
+    .await?;
+    let node = Node::start(NodeOpts::named("solo").arg("--secret-dirs", dir.path().display())).await?;
+    node.spawn_builtin("echo", &["echo"]).await?;
+    let input = json!({
+        "name": "claude",
+        "backend": { "llm": {
+            "baseUrl": server.url(), "model": "claude-tiny", "dialect": "ANTHROPIC", "maxTokens": 100,
+            "apiKeyFile": key.to_string_lossy(), "tools": ["troupe_*"], "systemPrompt": "be brief",
+        } },
+    });
+    let agent = text(&node.spawn_agent(input).await?, "/id")?;
+    let out = node.run_on(&agent, json!("go")).await?;
+    ensure!(
+        out["content"].as_str().is_some_and(|c| c.contains("from the tool")),
+        "{out}"
+    );
+    let requests = logged(&log)?;
+    ensure!(requests.len() == 2, "{requests:?}");
+    ensure!(requests.iter().all(|r| r["path"] == "/v1/messages"
+        && r["headers"]["x-api-key"] == "sekrit"
+        && r["headers"]["anthropic-version"] == "2023-06-01"
+        && r["body"]["system"] == "be brief"));
+    ensure!(
+        requests[0]["body"]["tools"].as_array().map(Vec::len) == Some(4),
+        "{}",
+        requests[0]["body"]
     );
     Ok(())
 }
