@@ -32,8 +32,9 @@ pub(crate) mod watchdog;
 
 pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
 pub use backend::{
-    build as build_backend, describe_cgroup, preflight, read_stat, signal_group, Backend, Errand, ErrandKind, Link,
-    Outbox, Signal, Stat, Usage,
+    build as build_backend, describe_cgroup, preflight, read_stat, signal_group, spent_by as llm_spent_by,
+    transcript as llm_transcript, Backend, Errand, ErrandKind, Lent, Link, LlmCall, LlmStep, LlmUsage, Outbox, Prices,
+    Signal, Stat, Usage,
 };
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
@@ -45,8 +46,9 @@ pub use registry::{matching, Adopter, Registry};
 pub use secrets::{SecretRefused, Secrets};
 pub use slots::Slots;
 pub use spec::{
-    AgentFilter, AgentPlacement, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, Dialect, ExecBackend,
-    HttpBackend, Limits, LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills, SpawnAgentRequest,
+    AgentBudget, AgentFilter, AgentPlacement, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, Dialect,
+    ExecBackend, HttpBackend, Limits, LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills,
+    SpawnAgentRequest,
 };
 pub(crate) use status::gauge_moved;
 pub use status::{AgentState, AgentStats, AgentStatus, AgentView, BreakerState, BreakerView, Recent};

@@ -122,6 +122,30 @@ pub struct SubmitTaskRequest {
     /// How to pick among capable agents; the node's default when absent.
     #[serde(default)]
     pub strategy: Option<Strategy>,
+    /// What an LLM agent's loop may spend on this task.
+    #[serde(default)]
+    pub budget: Option<Budget>,
+}
+
+/// What an LLM task may spend: checked before each model call, from the usage its steps
+/// committed; past it the task fails with BUDGET_EXCEEDED.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Input and output tokens together.
+    pub max_tokens: Option<u64>,
+    /// At the node's price table (`llm_prices`).
+    pub max_cost_usd: Option<f64>,
+}
+
+/// Errors after which no retry could do better: the task ends FAILED at once, whatever
+/// attempts it has left. Each is its code, a colon, then the figures.
+pub const FINAL_ERRORS: [&str; 2] = ["MAX_STEPS", "BUDGET_EXCEEDED"];
+
+/// Whether `error` is one of [`FINAL_ERRORS`].
+pub fn is_final(error: &str) -> bool {
+    FINAL_ERRORS
+        .iter()
+        .any(|code| error.strip_prefix(code).is_some_and(|rest| rest.starts_with(':')))
 }
 
 /// A task's own retry backoff: before retry n, `base_ms * 2^(n-1)` capped at `max_ms`, less a
@@ -164,6 +188,7 @@ impl SubmitTaskRequest {
             capabilities: Vec::new(),
             min_proficiency: None,
             strategy: None,
+            budget: None,
         }
     }
 
@@ -191,6 +216,14 @@ impl SubmitTaskRequest {
                 return Err(ApiError::invalid(
                     "minProficiency applies to capabilities, not to an agentId",
                 ));
+            }
+        }
+        if let Some(b) = self.budget {
+            if b.max_tokens == Some(0) {
+                return Err(ApiError::invalid("maxTokens must be positive"));
+            }
+            if b.max_cost_usd.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+                return Err(ApiError::invalid("maxCostUsd must be a positive number"));
             }
         }
         match (&self.agent_id, &self.capability) {
@@ -261,6 +294,8 @@ pub struct TaskSpec {
     pub min_proficiency: Option<f64>,
     #[serde(default)]
     pub strategy: Strategy,
+    #[serde(default)]
+    pub budget: Option<Budget>,
 }
 
 /// What became of a task so far.
@@ -408,6 +443,10 @@ mod tests {
             capabilities: Vec::new(),
             min_proficiency: None,
             strategy: Strategy::Weighted,
+            budget: Some(Budget {
+                max_tokens: Some(10),
+                max_cost_usd: Some(0.5),
+            }),
         };
         let bytes = troupe_runtime::codec::encode(&spec).unwrap();
         assert_eq!(troupe_runtime::codec::decode::<TaskSpec>(&bytes).unwrap(), spec);

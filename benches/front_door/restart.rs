@@ -62,6 +62,7 @@ pub async fn restart() {
         stop_grace: Duration::from_secs(5),
         checkpoints_kept: 1,
         secrets: Default::default(),
+        prices: Default::default(),
     };
     let spec = AgentSpec {
         id: "crasher@bench".into(),

@@ -226,6 +226,11 @@ pub struct ServeArgs {
     /// [default: none].
     #[arg(long, env = "TROUPE_SECRET_DIRS", value_delimiter = ',')]
     pub secret_dirs: Vec<PathBuf>,
+    /// What a model's tokens cost: `MODEL=INPUT/OUTPUT` in US dollars per million tokens,
+    /// e.g. `gpt-4o=2.5/10`; repeatable (comma-separated in TROUPE_LLM_PRICES). A model not
+    /// listed costs nothing, so a cost budget never stops it [default: none].
+    #[arg(long, env = "TROUPE_LLM_PRICES", value_delimiter = ',')]
+    pub llm_prices: Vec<String>,
 }
 
 /// Fills every unset option of `$args` from `$file`.
@@ -308,6 +313,22 @@ pub struct Config {
     /// What agents may use as API keys (see `ServeArgs::secret_env`, `secret_dirs`).
     pub secret_env: Vec<String>,
     pub secret_dirs: Vec<PathBuf>,
+    /// US dollars per million input and output tokens, by model.
+    pub llm_prices: std::collections::BTreeMap<String, Price>,
+}
+
+/// What a model's tokens cost, in US dollars per million.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+}
+
+impl Price {
+    /// The cost of `input` and `output` tokens.
+    pub fn of(&self, input: u64, output: u64) -> f64 {
+        (input as f64 * self.input + output as f64 * self.output) / 1_000_000.0
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -383,6 +404,9 @@ impl Config {
             }
             if args.secret_dirs.is_empty() {
                 args.secret_dirs = file.secret_dirs;
+            }
+            if args.llm_prices.is_empty() {
+                args.llm_prices = file.llm_prices;
             }
         }
         let ms = Duration::from_millis;
@@ -479,6 +503,7 @@ impl Config {
             watchdog_misses: args.watchdog_misses.unwrap_or(2),
             secret_env: args.secret_env,
             secret_dirs: args.secret_dirs,
+            llm_prices: validate::prices(&args.llm_prices)?,
         };
         config.validate()?;
         Ok(config)

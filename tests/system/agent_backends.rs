@@ -153,6 +153,87 @@ async fn an_llm_agent_that_delegates_through_a_tool_resumes_after_a_kill_without
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_budget_fails_an_llm_task_once_with_its_figures_and_the_transcript_and_spend_say_what_was_spent(
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("requests.jsonl");
+    let args = r#"{"key":"plan"}"#;
+    let server = FakeLlm::start(&[
+        "--tool",
+        "troupe_memory_get",
+        "--tool-args",
+        args,
+        "--log",
+        &log.to_string_lossy(),
+    ])
+    .await?;
+    // A dollar an input token, output free.
+    let node = Node::start(NodeOpts::named("solo").arg("--llm-prices", "tiny=1000000/0")).await?;
+    let input = json!({
+        "name": "spender",
+        "backend": { "llm": { "baseUrl": server.url(), "model": "tiny", "tools": ["troupe_*"] } },
+    });
+    let agent = text(&node.spawn_agent(input).await?, "/id")?;
+    // The tool call takes 2 tokens: a task allowed 1 stops before its second model call.
+    let capped = text(
+        &node
+            .submit(json!({ "agentId": agent, "payload": "go", "maxTokens": 1, "maxAttempts": 3 }))
+            .await?,
+        "/id",
+    )?;
+    let failed = node.wait_task_state(&capped, "FAILED").await?;
+    ensure!(
+        failed["attempts"] == 1 && text(&failed, "/error")?.starts_with("BUDGET_EXCEEDED: the task's maxTokens is 1"),
+        "{failed}"
+    );
+    let stop = node.events_for("BUDGET_EXCEEDED", &capped).await?;
+    ensure!(stop.len() == 1 && stop[0]["data"]["spent"] == 2.0, "{stop:?}");
+    ensure!(logged(&log)?.len() == 1);
+    let free = node.submit_to(&agent, json!("go")).await?;
+    node.wait_task_state(&free, "SUCCEEDED").await?;
+    let q = "query($id: ID!) { task(id: $id) { transcript { step kind text toolCalls { id name arguments } \
+             callId content isError inputTokens outputTokens costUsd model } } }";
+    let mut tokens = 0;
+    let mut cost = 0.0;
+    for (task, kinds) in [
+        (&capped, vec!["REPLY", "TOOL_RESULT"]),
+        (&free, vec!["REPLY", "TOOL_RESULT", "REPLY"]),
+    ] {
+        let steps = node.gql_ok(q, json!({ "id": task })).await?["task"]["transcript"].clone();
+        let seen: Vec<_> = steps
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["kind"].clone())
+            .collect();
+        ensure!(seen == kinds, "{steps}");
+        ensure!(steps[0]["toolCalls"][0]["name"] == "troupe_memory_get", "{steps}");
+        // Not a swarm member: the tool's error went to the model as an error result.
+        ensure!(steps[1]["isError"] == true && steps[1]["callId"] == "call_1", "{steps}");
+        for s in steps.as_array().into_iter().flatten() {
+            tokens += int(s, "/inputTokens")? + int(s, "/outputTokens")?;
+            cost += s["costUsd"].as_f64().unwrap_or(0.0);
+        }
+    }
+    let spend = node
+        .gql_ok(
+            "query($id: ID!) { agent(id: $id) { llmSpend { tokens costUsd tokensToday costUsdToday } } }",
+            json!({ "id": agent }),
+        )
+        .await?["agent"]["llmSpend"]
+        .clone();
+    ensure!(
+        int(&spend, "/tokens")? == tokens && int(&spend, "/tokensToday")? == tokens,
+        "{spend} against {tokens}"
+    );
+    ensure!(
+        spend["costUsd"].as_f64() == Some(cost) && cost > 0.0,
+        "{spend} against {cost}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anthropic_llm_agent_calls_a_tool_with_the_messages_api() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("requests.jsonl");

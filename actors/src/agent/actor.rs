@@ -13,7 +13,6 @@ use serde_json::Value;
 use super::backend::{self, sample, Backend, Link, Outbox, Signal, Usage};
 use super::child::Restore;
 use super::ladder::{self, Health};
-use super::secrets::Secrets;
 use super::spec::{AgentSpec, Desired};
 use super::status::AgentState;
 use crate::scheduler::report::{Down, Report, Reports};
@@ -89,10 +88,8 @@ pub struct AgentActor {
     pub report: Reporter,
     /// Where the agent's errands go (its own messages, its swarm's memory, its team's work).
     pub outbox: Option<Outbox>,
-    /// What the backend may use as its API key.
-    pub secrets: Arc<Secrets>,
-    /// Where an LLM agent commits its tasks' steps.
-    pub store: Option<troupe_runtime::store::Store>,
+    /// What the backend may use (keys, the store, the price table).
+    pub lent: backend::Lent,
 }
 
 pub struct State {
@@ -154,7 +151,7 @@ impl Actor for AgentActor {
         restore: Option<Restore>,
     ) -> Result<State, ActorProcessingErr> {
         tracing::debug!(agent = %self.spec.id, "agent starting");
-        let mut backend = backend::build(&self.spec, &self.secrets, self.store.clone());
+        let mut backend = backend::build(&self.spec, &self.lent);
         backend
             .start(Link(Some(myself.clone())))
             .await

@@ -24,6 +24,7 @@ use crate::task::{Assignment, Outcome};
 
 pub use cgroup::describe as describe_cgroup;
 pub use limits::{read_stat, sample, signal_group, Stat, Usage};
+pub use llm::{spent_by, transcript, Call as LlmCall, Record as LlmStep, Usage as LlmUsage};
 
 /// An HTTP client on the node's one TLS provider (see [`troupe_runtime::tls`]).
 pub fn http_client() -> reqwest::Client {
@@ -168,18 +169,28 @@ pub async fn preflight(spec: &BackendSpec) -> Result<(), String> {
         .map_err(|e| format!("the check of the program did not finish: {e}"))?
 }
 
-/// The backend object an agent spec asks for; an LLM agent commits its tasks' steps to
-/// `store` (kept in memory only without one, for tests).
-pub fn build(
-    spec: &AgentSpec,
-    secrets: &Arc<Secrets>,
-    store: Option<troupe_runtime::store::Store>,
-) -> Box<dyn Backend> {
+/// What the node lends its agents' backends.
+#[derive(Clone, Default)]
+pub struct Lent {
+    /// What a backend may use as its API key.
+    pub secrets: Arc<Secrets>,
+    /// Where an LLM agent commits its tasks' steps (kept in memory only without one, for
+    /// tests).
+    pub store: Option<troupe_runtime::store::Store>,
+    /// What a model's tokens cost, by model.
+    pub prices: Arc<Prices>,
+}
+
+/// US dollars per million input and output tokens, by model (`llm_prices`).
+pub type Prices = std::collections::BTreeMap<String, troupe_runtime::config::Price>;
+
+/// The backend object an agent spec asks for.
+pub fn build(spec: &AgentSpec, lent: &Lent) -> Box<dyn Backend> {
     match &spec.backend {
         BackendSpec::Builtin(kind) => Box::new(builtin::Builtin::new(*kind, spec.id.clone())),
         BackendSpec::Exec(e) => Box::new(exec::Exec::new(e.clone(), spec.id.clone(), spec.limits)),
         BackendSpec::Process(p) => Box::new(process::Process::new(p.clone(), spec.id.clone(), spec.limits)),
         BackendSpec::Http(h) => Box::new(http::Http::new(h.clone(), spec.id.clone())),
-        BackendSpec::Llm(l) => Box::new(llm::Llm::new(l.clone(), secrets.clone()).keeping_steps_in(store)),
+        BackendSpec::Llm(l) => Box::new(llm::Llm::new(l.clone(), lent.secrets.clone()).for_agent(&spec.id, lent)),
     }
 }

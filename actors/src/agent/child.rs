@@ -41,6 +41,8 @@ pub struct AgentPolicy {
     pub checkpoints_kept: usize,
     /// What agents may use as API keys.
     pub secrets: Arc<Secrets>,
+    /// What a model's tokens cost (`llm_prices`).
+    pub prices: Arc<super::backend::Prices>,
 }
 
 /// How long an agent's start may take when its backend sets no wait of its own.
@@ -262,8 +264,11 @@ impl ChildSpec for AgentChild {
                 reports: scheduler.get_derived(),
                 report: self.reporter(),
                 outbox: self.slots.outbox.get().cloned().map(super::carrier),
-                secrets: self.policy.secrets.clone(),
-                store: Some(self.store.clone()),
+                lent: super::backend::Lent {
+                    secrets: self.policy.secrets.clone(),
+                    store: Some(self.store.clone()),
+                    prices: self.policy.prices.clone(),
+                },
             };
             let mut restore = lock(&self.restore).take();
             if let Some(r) = restore.as_mut().filter(|r| r.state.is_null()) {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use backends::{
-    BackendSpec, BuiltinKind, Dialect, ExecBackend, HttpBackend, LlmBackend, ProcessBackend, SecretRef,
+    AgentBudget, BackendSpec, BuiltinKind, Dialect, ExecBackend, HttpBackend, LlmBackend, ProcessBackend, SecretRef,
 };
 pub use request::{AgentUpdate, SpawnAgentRequest};
 

@@ -195,6 +195,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
                 .chain(config.cookie_file.clone())
                 .collect(),
         )),
+        prices: Arc::new(config.llm_prices.clone()),
     };
     let fleet = Fleet::new(
         config.node_name.clone(),

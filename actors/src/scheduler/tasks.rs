@@ -159,6 +159,7 @@ impl TaskQueue {
             capabilities: req.capabilities,
             min_proficiency: req.min_proficiency,
             strategy: req.strategy.unwrap_or(self.default_strategy),
+            budget: req.budget,
         }
     }
 

@@ -70,6 +70,7 @@ fn spec(id: &str) -> TaskSpec {
         capabilities: Vec::new(),
         min_proficiency: None,
         strategy: Default::default(),
+        budget: None,
     }
 }
 

@@ -290,6 +290,23 @@ impl Agent {
             total_tokens: (s.prompt_tokens + s.completion_tokens).into(),
         }
     }
+    /// What an LLM agent spent, from the usage its tasks committed (null for other
+    /// agents): its budgets are checked against these.
+    async fn llm_spend(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<LlmSpend>> {
+        if !matches!(self.view.spec.backend, troupe_actors::agent::BackendSpec::Llm(_)) {
+            return Ok(None);
+        }
+        let api = ctx.data::<Api>()?;
+        let (all, today) = troupe_actors::agent::llm_spent_by(api.store(), &self.view.spec.id)
+            .await
+            .map_err(async_graphql::Error::new)?;
+        Ok(Some(LlmSpend {
+            tokens: all.tokens().into(),
+            cost_usd: all.cost_usd,
+            tokens_today: today.tokens().into(),
+            cost_usd_today: today.cost_usd,
+        }))
+    }
     /// Why the agent last failed or went unhealthy, if it ever did.
     async fn last_error(&self) -> Option<&str> {
         self.view.status.last_error.as_deref()
@@ -396,4 +413,14 @@ impl AgentsQuery {
     async fn agent(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Agent>> {
         Ok(ctx.data::<Api>()?.agents().get(&id).await.gql()?.map(Agent::from))
     }
+}
+
+/// What an LLM agent spent: tokens are input and output together; costs in US dollars at
+/// the node's price table when each step was committed; today is the UTC day.
+#[derive(async_graphql::SimpleObject)]
+pub struct LlmSpend {
+    pub tokens: Int64,
+    pub cost_usd: f64,
+    pub tokens_today: Int64,
+    pub cost_usd_today: f64,
 }

@@ -160,6 +160,133 @@ impl Task {
     async fn not_before(&self) -> Option<DateTime<Utc>> {
         self.0.spec.not_before
     }
+    /// The tokens an LLM agent's loop may spend on this task.
+    async fn max_tokens(&self) -> Option<Int64> {
+        self.0.spec.budget.and_then(|b| b.max_tokens).map(Int64::from)
+    }
+    /// The cost in US dollars an LLM agent's loop may spend on this task.
+    async fn max_cost_usd(&self) -> Option<f64> {
+        self.0.spec.budget.and_then(|b| b.max_cost_usd)
+    }
+    /// An LLM task's committed steps, oldest first: each model reply (its text, the tool
+    /// calls it asked for, tokens, cost, latency) and each tool call's result. A loop that
+    /// starts again goes on after the last of them. Empty for other tasks.
+    #[graphql(complexity = 10)]
+    async fn transcript(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<TaskStep>> {
+        let api = ctx.data::<Api>()?;
+        let steps = troupe_actors::agent::llm_transcript(api.store(), &self.0.spec.id)
+            .await
+            .map_err(async_graphql::Error::new)?;
+        Ok(steps.into_iter().map(TaskStep::from).collect())
+    }
+}
+
+/// One committed step of an LLM task.
+#[derive(async_graphql::SimpleObject)]
+pub struct TaskStep {
+    /// The model call it belongs to: 1, 2, …
+    pub step: i32,
+    pub kind: TaskStepKind,
+    /// A reply's text (may be empty when it only calls tools).
+    pub text: Option<String>,
+    /// The tool calls a reply asked for.
+    pub tool_calls: Vec<ToolCallOut>,
+    /// A result's call id.
+    pub call_id: Option<String>,
+    /// A result's content, as the model was given it.
+    pub content: Option<String>,
+    /// Whether a result is an error (a failed tool, bad arguments, an unknown tool).
+    pub is_error: bool,
+    pub input_tokens: Int64,
+    pub output_tokens: Int64,
+    /// At the node's price table when the reply was committed.
+    pub cost_usd: f64,
+    pub model: Option<String>,
+    pub finish_reason: Option<String>,
+    pub latency_ms: Option<Int64>,
+    /// When it was committed.
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum TaskStepKind {
+    /// What the model answered.
+    Reply,
+    /// A tool call's result.
+    ToolResult,
+}
+
+/// A tool call a model asked for.
+#[derive(async_graphql::SimpleObject)]
+#[graphql(name = "ToolCall")]
+pub struct ToolCallOut {
+    pub id: String,
+    pub name: String,
+    /// As the model wrote them: JSON text, perhaps not valid.
+    pub arguments: String,
+}
+
+impl From<troupe_actors::agent::LlmStep> for TaskStep {
+    fn from(step: troupe_actors::agent::LlmStep) -> Self {
+        use troupe_actors::agent::LlmStep as R;
+        match step {
+            R::Reply {
+                step,
+                text,
+                calls,
+                tokens,
+                cost_usd,
+                model,
+                finish,
+                latency_ms,
+                at,
+            } => Self {
+                step: step as i32,
+                kind: TaskStepKind::Reply,
+                text: Some(text),
+                tool_calls: calls
+                    .into_iter()
+                    .map(|c| ToolCallOut {
+                        id: c.id,
+                        name: c.name,
+                        arguments: c.arguments,
+                    })
+                    .collect(),
+                call_id: None,
+                content: None,
+                is_error: false,
+                input_tokens: tokens.input.into(),
+                output_tokens: tokens.output.into(),
+                cost_usd,
+                model: Some(model),
+                finish_reason: finish,
+                latency_ms: Some(latency_ms.into()),
+                at,
+            },
+            R::Result {
+                step,
+                call,
+                content,
+                error,
+                at,
+            } => Self {
+                step: step as i32,
+                kind: TaskStepKind::ToolResult,
+                text: None,
+                tool_calls: Vec::new(),
+                call_id: Some(call),
+                content: Some(content),
+                is_error: error,
+                input_tokens: 0u64.into(),
+                output_tokens: 0u64.into(),
+                cost_usd: 0.0,
+                model: None,
+                finish_reason: None,
+                latency_ms: None,
+                at,
+            },
+        }
+    }
 }
 
 #[derive(InputObject)]
@@ -188,6 +315,11 @@ pub struct SubmitTaskInput {
     pub min_proficiency: Option<f64>,
     /// How to pick among the capable agents [default: the node's `default_strategy`].
     pub strategy: Option<SchedulingStrategy>,
+    /// For an LLM agent: the tokens (input and output) its loop may spend on this task;
+    /// past it the task fails with BUDGET_EXCEEDED.
+    pub max_tokens: Option<Int64>,
+    /// For an LLM agent: the cost in US dollars, at the node's price table (`llm_prices`).
+    pub max_cost_usd: Option<f64>,
 }
 
 /// How the scheduler picks among the agents that can take a task now (docs/semantics.md).
@@ -262,6 +394,13 @@ impl SubmitTaskInput {
                 SchedulingStrategy::LeastConnections => St::LeastConnections,
                 SchedulingStrategy::Weighted => St::Weighted,
             }),
+            budget: match (self.max_tokens, self.max_cost_usd) {
+                (None, None) => None,
+                (tokens, cost) => Some(troupe_actors::task::Budget {
+                    max_tokens: tokens.map(|t| t.non_negative("maxTokens")).transpose()?,
+                    max_cost_usd: cost,
+                }),
+            },
         })
     }
 }

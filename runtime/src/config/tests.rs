@@ -175,3 +175,26 @@ fn the_watchdog_deadlines_default_per_kind_and_pairs_override_or_turn_a_kind_off
         );
     }
 }
+
+#[test]
+fn llm_prices_are_model_equals_input_slash_output_per_million_tokens() {
+    let config = Config::load(ServeArgs {
+        llm_prices: vec!["gpt-4o=2.5/10".into(), " vendor/model:1=0/0.5 ".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let price = config.llm_prices["gpt-4o"];
+    assert_eq!(price.of(1_000_000, 100_000), 2.5 + 1.0);
+    assert_eq!(config.llm_prices["vendor/model:1"].of(10, 2_000_000), 1.0);
+    for bad in ["gpt-4o", "gpt-4o=2.5", "=1/2", "m=-1/2", "m=a/b", "m=1/inf"] {
+        let err = Config::load(ServeArgs {
+            llm_prices: vec![bad.into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "llm_prices", .. }),
+            "{bad}: {err}"
+        );
+    }
+}

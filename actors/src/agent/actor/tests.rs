@@ -67,8 +67,7 @@ async fn a_late_done_of_an_earlier_attempt_leaves_the_current_attempt_cancellabl
         reports: scheduler.get_derived(),
         report: Arc::new(|_, _, _| {}),
         outbox: None,
-        secrets: Default::default(),
-        store: None,
+        lent: Default::default(),
     };
     let (agent, _) = Actor::spawn(None, actor, None).await.unwrap();
     agent.cast(run(1)).unwrap();
@@ -100,8 +99,7 @@ async fn a_start_that_reaches_a_paused_or_stopping_agent_is_handed_back_not_run(
         reports: scheduler.get_derived(),
         report: Arc::new(|_, _, _| {}),
         outbox: None,
-        secrets: Default::default(),
-        store: None,
+        lent: Default::default(),
     };
     let (agent, _) = Actor::spawn(None, actor, None).await.unwrap();
     // The scheduler cast the start before it learnt of the pause.

@@ -21,11 +21,12 @@ use serde_json::{json, Value};
 use troupe_runtime::store::Store;
 
 use super::http::{excerpt, failed, read_body};
-use super::{Backend, Link};
+use super::{Backend, Lent, Link, Prices};
 use crate::agent::secrets::Secrets;
 use crate::agent::spec::{Dialect, LlmBackend};
-use crate::task::{Assignment, Outcome};
-use journal::{Journal, Record};
+use crate::task::{Assignment, Budget, Outcome, TaskSpec};
+use journal::Journal;
+pub use journal::{Call, Record, Usage};
 use tools::Errands;
 use wire::{Tool, Turn};
 
@@ -42,6 +43,8 @@ pub struct Llm {
     store: Option<Store>,
     errands: Option<Errands>,
     tools: Arc<Vec<Tool>>,
+    agent: String,
+    prices: Arc<Prices>,
 }
 
 impl Llm {
@@ -55,12 +58,17 @@ impl Llm {
             store: None,
             errands: None,
             tools,
+            agent: String::new(),
+            prices: Arc::default(),
         }
     }
 
-    /// Commits each task's steps to `store`.
-    pub fn keeping_steps_in(mut self, store: Option<Store>) -> Self {
-        self.store = store;
+    /// The agent `agent`, committing each task's steps to the store it is lent, priced at
+    /// its price table.
+    pub fn for_agent(mut self, agent: &str, lent: &Lent) -> Self {
+        self.agent = agent.to_owned();
+        self.store = lent.store.clone();
+        self.prices = lent.prices.clone();
         self
     }
 
@@ -102,6 +110,8 @@ impl Backend for Llm {
             tools: self.tools.clone(),
             deadline: tokio::time::Instant::now() + limit,
             limit,
+            agent: self.agent.clone(),
+            prices: self.prices.clone(),
         };
         Box::pin(async move {
             tokio::time::timeout(limit, turn.run(a))
@@ -125,12 +135,15 @@ struct Loop {
     tools: Arc<Vec<Tool>>,
     deadline: tokio::time::Instant,
     limit: Duration,
+    agent: String,
+    prices: Arc<Prices>,
 }
 
 impl Loop {
     async fn run(self, a: Assignment) -> Outcome {
         let opening = wire::opening(&self.spec, &a.payload)?;
-        let mut journal = Journal::load(self.store.clone(), &a.task_id).await?;
+        let mut journal = Journal::load(self.store.clone(), &self.agent, &a.task_id).await?;
+        let budget = self.task_budget(&a.task_id).await?;
         loop {
             // The calls of the last reply that have no result yet: just asked for, or left
             // unanswered by an attempt that stopped. Each is answered before the model is
@@ -160,22 +173,103 @@ impl Loop {
                     self.spec.max_steps
                 ));
             }
+            self.within_budgets(&journal, budget, &a.task_id).await?;
             let (path, body) = wire::request(&self.spec, &opening, journal.records(), &self.tools);
             let began = std::time::Instant::now();
             let turn = self.complete(path, &body).await?;
+            let model = turn.model.unwrap_or_else(|| self.spec.model.clone());
+            let cost_usd = self
+                .prices
+                .get(&self.spec.model)
+                .or_else(|| self.prices.get(&model))
+                .map_or(0.0, |p| p.of(turn.tokens.input, turn.tokens.output));
+            let labels = [("agent", self.agent.clone()), ("model", model.clone())];
+            metrics::counter!("troupe_llm_tokens_total", &labels).increment(turn.tokens.input + turn.tokens.output);
+            metrics::gauge!("troupe_llm_cost_usd", &labels).increment(cost_usd);
             journal
                 .commit(Record::Reply {
                     step: journal.steps() + 1,
                     text: turn.text,
                     calls: turn.calls,
                     tokens: turn.tokens,
-                    model: turn.model.unwrap_or_else(|| self.spec.model.clone()),
+                    cost_usd,
+                    model,
                     finish: turn.finish,
                     latency_ms: began.elapsed().as_millis() as u64,
                     at: troupe_runtime::clock::now(),
                 })
                 .await?;
         }
+    }
+
+    /// The task's own budget, from its spec in the store.
+    async fn task_budget(&self, task: &str) -> Result<Option<Budget>, String> {
+        let Some(store) = &self.store else { return Ok(None) };
+        let spec = store
+            .get(crate::tables::TASKS, task)
+            .await
+            .map_err(|e| format!("the task's spec could not be read: {e}"))?;
+        Ok(match spec {
+            Some(bytes) => {
+                troupe_runtime::codec::decode::<TaskSpec>(&bytes)
+                    .map_err(|e| e.to_string())?
+                    .budget
+            }
+            None => None,
+        })
+    }
+
+    /// Fails with BUDGET_EXCEEDED (after an event with the figures) when the task's or the
+    /// agent's usage, as committed, has reached one of their budgets.
+    async fn within_budgets(&self, journal: &Journal, task: Option<Budget>, id: &str) -> Result<(), String> {
+        let used = journal.usage(None);
+        let task = task.unwrap_or_default();
+        let mut checks = vec![
+            (
+                "the task's maxTokens",
+                task.max_tokens.map(|t| t as f64),
+                used.tokens() as f64,
+            ),
+            ("the task's maxCostUsd", task.max_cost_usd, used.cost_usd),
+        ];
+        let agent = self.spec.budget;
+        let limits = [
+            agent.max_tokens.map(|t| t as f64),
+            agent.max_cost_usd,
+            agent.max_tokens_per_day.map(|t| t as f64),
+            agent.max_cost_usd_per_day,
+        ];
+        if let (Some(store), true) = (&self.store, limits.iter().any(Option::is_some)) {
+            let today = journal::day(troupe_runtime::clock::now());
+            let (all, on_day) = journal::spent(store, &self.agent, &today).await?;
+            checks.extend([
+                ("the agent's maxTokens", limits[0], all.tokens() as f64),
+                ("the agent's maxCostUsd", limits[1], all.cost_usd),
+                ("the agent's maxTokensPerDay", limits[2], on_day.tokens() as f64),
+                ("the agent's maxCostUsdPerDay", limits[3], on_day.cost_usd),
+            ]);
+        }
+        let Some((budget, limit, spent)) = checks
+            .into_iter()
+            .find_map(|(what, limit, spent)| limit.filter(|l| spent >= *l).map(|l| (what, l, spent)))
+        else {
+            return Ok(());
+        };
+        if let Some(store) = &self.store {
+            let data = json!({
+                "agent": self.agent, "budget": budget, "limit": limit, "spent": spent,
+                "task": { "inputTokens": used.input_tokens, "outputTokens": used.output_tokens, "costUsd": used.cost_usd },
+            });
+            let event = troupe_runtime::events::NewEvent::new("BUDGET_EXCEEDED", Some(id.to_owned()), data);
+            store
+                .write(troupe_runtime::store::Batch::new().event(event))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Err(format!(
+            "BUDGET_EXCEEDED: {budget} is {limit} and {spent} was spent, before model call {}",
+            journal.steps() + 1
+        ))
     }
 
     /// Posts one model call, retrying what the server says may work later.
@@ -238,6 +332,16 @@ impl Loop {
     }
 }
 
+/// The committed steps of LLM task `task`, oldest first (none for another task).
+pub async fn transcript(store: &Store, task: &str) -> Result<Vec<Record>, String> {
+    Ok(Journal::load(Some(store.clone()), "", task).await?.records().to_vec())
+}
+
+/// What LLM agent `agent` spent over all its tasks, and today (UTC), as committed.
+pub async fn spent_by(store: &Store, agent: &str) -> Result<(Usage, Usage), String> {
+    journal::spent(store, agent, &journal::day(troupe_runtime::clock::now())).await
+}
+
 /// The task's result: the final answer, with what the loop took to get there.
 fn answer(journal: &Journal, text: &str) -> Value {
     let (mut model, mut finish) = (Value::Null, Value::Null);
@@ -252,7 +356,7 @@ fn answer(journal: &Journal, text: &str) -> Value {
         model = json!(m);
         finish = json!(f);
     }
-    let tokens = journal.tokens();
+    let used = journal.usage(None);
     let calls = journal
         .records()
         .iter()
@@ -265,10 +369,11 @@ fn answer(journal: &Journal, text: &str) -> Value {
         "steps": journal.steps(),
         "toolCalls": calls,
         "usage": {
-            "promptTokens": tokens.input,
-            "completionTokens": tokens.output,
-            "totalTokens": tokens.input + tokens.output,
+            "promptTokens": used.input_tokens,
+            "completionTokens": used.output_tokens,
+            "totalTokens": used.tokens(),
         },
+        "costUsd": used.cost_usd,
     })
 }
 

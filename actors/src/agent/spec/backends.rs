@@ -127,6 +127,19 @@ pub struct LlmBackend {
     /// The `anthropic-version` header (Anthropic dialect) [default: 2023-06-01].
     #[serde(default)]
     pub anthropic_version: Option<String>,
+    /// What the agent may spend over all its tasks, and per day (UTC).
+    #[serde(default)]
+    pub budget: AgentBudget,
+}
+
+/// What an LLM agent may spend; checked before each model call against the usage its
+/// tasks committed. Past any of them, the task fails with BUDGET_EXCEEDED.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentBudget {
+    pub max_tokens: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+    pub max_tokens_per_day: Option<u64>,
+    pub max_cost_usd_per_day: Option<f64>,
 }
 
 impl LlmBackend {
@@ -150,6 +163,7 @@ impl LlmBackend {
             max_steps: Self::DEFAULT_MAX_STEPS,
             tools: Vec::new(),
             anthropic_version: None,
+            budget: AgentBudget::default(),
         }
     }
 
@@ -232,6 +246,17 @@ impl BackendSpec {
                 }
                 if l.tools.iter().any(|t| t.trim().is_empty() || t.len() > 200) {
                     return Err(ApiError::invalid("each tool pattern must be 1 to 200 characters"));
+                }
+                let b = l.budget;
+                if b.max_tokens == Some(0) || b.max_tokens_per_day == Some(0) {
+                    return Err(ApiError::invalid("budget token limits must be positive"));
+                }
+                if [b.max_cost_usd, b.max_cost_usd_per_day]
+                    .into_iter()
+                    .flatten()
+                    .any(|c| !(c.is_finite() && c > 0.0))
+                {
+                    return Err(ApiError::invalid("budget cost limits must be positive numbers"));
                 }
                 if l.dialect == Dialect::Anthropic && l.max_tokens.is_none() {
                     return Err(ApiError::invalid(

@@ -235,7 +235,16 @@ impl Engine {
             error: error.clone(),
             at: now.wall,
         });
-        if entry.status.failures < entry.limits.max_attempts {
+        if crate::task::is_final(&error) {
+            let Some(entry) = self.forget(task) else { return };
+            let mut status = entry.status;
+            status.state = TaskState::Failed;
+            status.finished_at = Some(now.wall);
+            let agent = status.agent_id.clone();
+            let data = json!({ "error": error, "attempts": status.attempts });
+            self.record(task, &status, "TASK_FAILED", data, Some((agent, Some(false))));
+            self.ended(task, None, TaskState::Failed, now);
+        } else if entry.status.failures < entry.limits.max_attempts {
             entry.status.state = TaskState::Queued;
             let delay = match &entry.limits.retry {
                 Some(own) => RetryPolicy::of_task(own, task, entry.status.failures),

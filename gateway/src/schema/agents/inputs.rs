@@ -2,8 +2,8 @@
 
 use async_graphql::{InputObject, OneofObject};
 use troupe_actors::agent::{
-    AgentUpdate, BackendSpec, BuiltinKind, Dialect, ExecBackend, HttpBackend, Limits, LlmBackend, ProcessBackend,
-    RestartLimit, SecretRef, SpawnAgentRequest,
+    AgentBudget, AgentUpdate, BackendSpec, BuiltinKind, Dialect, ExecBackend, HttpBackend, Limits, LlmBackend,
+    ProcessBackend, RestartLimit, SecretRef, SpawnAgentRequest,
 };
 use troupe_actors::ApiError;
 
@@ -88,6 +88,19 @@ pub struct LlmBackendInput {
     pub tools: Option<Vec<String>>,
     /// The `anthropic-version` header, for the ANTHROPIC dialect [default: 2023-06-01].
     pub anthropic_version: Option<String>,
+    /// What the agent may spend over all its tasks and per day (UTC); past any of them its
+    /// task fails with BUDGET_EXCEEDED [default: no limit].
+    pub budget: Option<LlmBudgetInput>,
+}
+
+/// An LLM agent's budget: tokens are input and output together; costs in US dollars at
+/// the node's price table (`llm_prices`).
+#[derive(InputObject, Default)]
+pub struct LlmBudgetInput {
+    pub max_tokens: Option<Int64>,
+    pub max_cost_usd: Option<f64>,
+    pub max_tokens_per_day: Option<Int64>,
+    pub max_cost_usd_per_day: Option<f64>,
 }
 
 /// How a model endpoint is spoken to.
@@ -286,6 +299,21 @@ impl TryFrom<BackendInput> for BackendSpec {
                 },
                 tools: l.tools.unwrap_or_default(),
                 anthropic_version: l.anthropic_version,
+                budget: {
+                    let b = l.budget.unwrap_or_default();
+                    let tokens = |t: Option<Int64>, field: &str| match t {
+                        None => Ok(None),
+                        Some(t) => u64::try_from(t.0)
+                            .map(Some)
+                            .map_err(|_| ApiError::invalid(format!("{field} must be positive"))),
+                    };
+                    AgentBudget {
+                        max_tokens: tokens(b.max_tokens, "budget.maxTokens")?,
+                        max_cost_usd: b.max_cost_usd,
+                        max_tokens_per_day: tokens(b.max_tokens_per_day, "budget.maxTokensPerDay")?,
+                        max_cost_usd_per_day: b.max_cost_usd_per_day,
+                    }
+                },
             }),
         })
     }

@@ -10,7 +10,7 @@ use serde_json::json;
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::{Batch, Store};
 
-use crate::tables::LLM_STEPS;
+use crate::tables::{LLM_STEPS, LLM_USAGE};
 
 /// A tool call the model asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +45,8 @@ pub enum Record {
         text: String,
         calls: Vec<Call>,
         tokens: Tokens,
+        /// At the node's price table when it was committed (0 for a model not in it).
+        cost_usd: f64,
         model: String,
         finish: Option<String>,
         latency_ms: u64,
@@ -60,10 +62,54 @@ pub enum Record {
     },
 }
 
+/// What one task cost its agent on one day (UTC), or what an agent spent, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Usage {
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+
+    fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_usd += other.cost_usd;
+    }
+}
+
+/// What `agent` spent over all its tasks, and on `day` (`YYYY-MM-DD`, UTC).
+pub async fn spent(store: &Store, agent: &str, day: &str) -> Result<(Usage, Usage), String> {
+    let (prefix, today) = (format!("{agent}/"), format!("{agent}/{day}/"));
+    store
+        .view(move |v| {
+            let (mut all, mut on_day) = (Usage::default(), Usage::default());
+            v.scan(LLM_USAGE, Some(&prefix), |k, bytes| {
+                if !k.starts_with(&prefix) {
+                    return Ok(false);
+                }
+                let usage: Usage = troupe_runtime::codec::decode(bytes)?;
+                all.add(&usage);
+                if k.starts_with(&today) {
+                    on_day.add(&usage);
+                }
+                Ok(true)
+            })?;
+            Ok((all, on_day))
+        })
+        .await
+        .map_err(|e| format!("the agent's usage could not be read: {e}"))
+}
+
 /// A task's steps so far, and where new ones are committed. Without a store (backends
 /// under test) they are kept in memory only.
 pub struct Journal {
     store: Option<Store>,
+    agent: String,
     task: String,
     records: Vec<Record>,
 }
@@ -72,9 +118,14 @@ fn key(task: &str, index: usize) -> String {
     format!("{task}/{index:06}")
 }
 
+/// A day as the usage table names it.
+pub fn day(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d").to_string()
+}
+
 impl Journal {
     /// The steps `task` committed before, oldest first.
-    pub async fn load(store: Option<Store>, task: &str) -> Result<Self, String> {
+    pub async fn load(store: Option<Store>, agent: &str, task: &str) -> Result<Self, String> {
         let mut records = Vec::new();
         if let Some(store) = &store {
             let prefix = format!("{task}/");
@@ -95,6 +146,7 @@ impl Journal {
         }
         Ok(Self {
             store,
+            agent: agent.to_owned(),
             task: task.to_owned(),
             records,
         })
@@ -137,12 +189,21 @@ impl Journal {
             .collect()
     }
 
-    /// The tokens of every committed model call.
-    pub fn tokens(&self) -> Tokens {
-        let mut sum = Tokens::default();
+    /// What the committed model calls took, those of `day` alone when given.
+    pub fn usage(&self, day_only: Option<&str>) -> Usage {
+        let mut sum = Usage::default();
         for r in &self.records {
-            if let Record::Reply { tokens, .. } = r {
-                sum += *tokens;
+            if let Record::Reply {
+                tokens, cost_usd, at, ..
+            } = r
+            {
+                if day_only.is_none_or(|d| day(*at) == d) {
+                    sum.add(&Usage {
+                        input_tokens: tokens.input,
+                        output_tokens: tokens.output,
+                        cost_usd: *cost_usd,
+                    });
+                }
             }
         }
         sum
@@ -156,6 +217,7 @@ impl Journal {
                     step,
                     calls,
                     tokens,
+                    cost_usd,
                     latency_ms,
                     ..
                 } => json!({
@@ -164,6 +226,7 @@ impl Journal {
                     "toolCalls": calls.iter().map(|c| &c.name).collect::<Vec<_>>(),
                     "inputTokens": tokens.input,
                     "outputTokens": tokens.output,
+                    "costUsd": cost_usd,
                     "latencyMs": latency_ms,
                 }),
                 Record::Result { step, call, error, .. } => {
@@ -171,9 +234,18 @@ impl Journal {
                 }
             };
             let bytes = troupe_runtime::codec::encode(&record).map_err(|e| e.to_string())?;
-            let batch = Batch::new()
+            let mut batch = Batch::new()
                 .put(LLM_STEPS, key(&self.task, self.records.len()), bytes)
                 .event(NewEvent::new("TASK_STEP", Some(self.task.clone()), data));
+            if let Record::Reply { at, .. } = &record {
+                // What this task cost its agent that day, with this reply: the agent's
+                // budgets sum these rows.
+                let today = day(*at);
+                let mut usage = self.usage(Some(&today));
+                usage.add(&Journal::usage_of(&record));
+                let bytes = troupe_runtime::codec::encode(&usage).map_err(|e| e.to_string())?;
+                batch = batch.put(LLM_USAGE, format!("{}/{today}/{}", self.agent, self.task), bytes);
+            }
             store
                 .write(batch)
                 .await
@@ -181,5 +253,16 @@ impl Journal {
         }
         self.records.push(record);
         Ok(())
+    }
+
+    fn usage_of(record: &Record) -> Usage {
+        match record {
+            Record::Reply { tokens, cost_usd, .. } => Usage {
+                input_tokens: tokens.input,
+                output_tokens: tokens.output,
+                cost_usd: *cost_usd,
+            },
+            Record::Result { .. } => Usage::default(),
+        }
     }
 }

@@ -107,5 +107,6 @@ fn spec(id: &str) -> crate::task::TaskSpec {
         capabilities: Vec::new(),
         min_proficiency: None,
         strategy: crate::task::Strategy::Score,
+        budget: None,
     }
 }

@@ -420,3 +420,26 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_final_error_fails_the_task_at_once_whatever_attempts_it_has_left() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["c"]), 2, 1, now);
+    e.enqueue(cap_task("spent", "c", Priority::Normal), TaskStatus::queued(), now);
+    e.enqueue(cap_task("flaky", "c", Priority::Normal), TaskStatus::queued(), now);
+    let fx = e.finished(
+        "spent",
+        1,
+        "a",
+        Err("BUDGET_EXCEEDED: the task's maxTokens is 10".into()),
+        now,
+    );
+    assert_eq!(records(&fx), [("spent".to_string(), "TASK_FAILED")]);
+    assert_eq!(e.status("spent"), None, "it ended");
+    // Another error, or a code without its colon, is retried as before.
+    let fx = e.finished("flaky", 1, "a", Err("MAX_STEPS is a word here".into()), now);
+    assert_eq!(records(&fx), [("flaky".to_string(), "TASK_RETRYING")]);
+    assert!(crate::task::is_final("MAX_STEPS: 10 calls"));
+    assert!(!crate::task::is_final("BUDGET_EXCEEDED"));
+}
