@@ -24,6 +24,7 @@ mod system {
     mod history;
     mod hosts;
     mod http_api;
+    mod mcp;
     mod membership;
     mod messages;
     mod partitions;

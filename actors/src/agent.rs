@@ -47,7 +47,7 @@ pub use secrets::{SecretRefused, Secrets};
 pub use slots::Slots;
 pub use spec::{
     AgentBudget, AgentFilter, AgentPlacement, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, Dialect,
-    ExecBackend, HttpBackend, Limits, LlmBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills,
+    ExecBackend, HttpBackend, Limits, LlmBackend, McpBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills,
     SpawnAgentRequest,
 };
 pub(crate) use status::gauge_moved;

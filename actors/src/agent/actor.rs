@@ -174,7 +174,11 @@ impl Actor for AgentActor {
         }
         self.reports.send_message(Report::Up {
             id: self.spec.id.clone(),
-            capabilities: self.spec.capabilities.clone(),
+            capabilities: {
+                let mut all = self.spec.capabilities.clone();
+                all.extend(state.backend.capabilities());
+                all
+            },
             skills: self.spec.skills(),
             max_concurrent: self.spec.max_concurrent_tasks,
             open: !state.paused,

@@ -8,6 +8,7 @@ mod exec;
 mod http;
 mod limits;
 mod llm;
+mod mcp;
 mod process;
 
 use std::sync::Arc;
@@ -110,6 +111,11 @@ pub trait Backend: Send + 'static {
     /// Runs one attempt. The future is independent of `self`, so attempts run concurrently;
     /// dropping it stops the attempt.
     fn run(&mut self, assignment: Assignment) -> BoxFuture<'static, Outcome>;
+    /// Capabilities the backend serves beyond the spec's, known once it started (an MCP
+    /// server's tools).
+    fn capabilities(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The time an attempt may take when its task sets none.
     fn default_timeout_ms(&self) -> Option<u64> {
         None
@@ -192,5 +198,11 @@ pub fn build(spec: &AgentSpec, lent: &Lent) -> Box<dyn Backend> {
         BackendSpec::Process(p) => Box::new(process::Process::new(p.clone(), spec.id.clone(), spec.limits)),
         BackendSpec::Http(h) => Box::new(http::Http::new(h.clone(), spec.id.clone())),
         BackendSpec::Llm(l) => Box::new(llm::Llm::new(l.clone(), lent.secrets.clone()).for_agent(&spec.id, lent)),
+        BackendSpec::Mcp(m) => Box::new(mcp::Mcp::new(
+            m.clone(),
+            &spec.name,
+            lent.secrets.clone(),
+            lent.store.clone(),
+        )),
     }
 }

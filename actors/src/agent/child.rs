@@ -56,6 +56,8 @@ const START_MARGIN: Duration = Duration::from_secs(15);
 pub fn start_timeout(backend: &BackendSpec) -> Duration {
     match backend {
         BackendSpec::Process(p) => Duration::from_millis(p.ready_timeout_ms) + START_MARGIN,
+        // Its server starts, initialises and lists its tools within 30 s each.
+        BackendSpec::Mcp(_) => Duration::from_secs(60) + START_MARGIN,
         _ => START_TIMEOUT,
     }
 }

@@ -72,10 +72,12 @@ impl Secrets {
 
     /// Whether an agent of this backend may name its key so; nothing is read.
     pub async fn check(&self, backend: &BackendSpec) -> Result<(), SecretRefused> {
-        let BackendSpec::Llm(llm) = backend else {
-            return Ok(());
+        let key = match backend {
+            BackendSpec::Llm(llm) => &llm.api_key,
+            BackendSpec::Mcp(mcp) => &mcp.api_key,
+            _ => return Ok(()),
         };
-        match &llm.api_key {
+        match key {
             None => Ok(()),
             Some(SecretRef::Env(name)) => judge_env(name, &self.env),
             Some(SecretRef::File(path)) => {

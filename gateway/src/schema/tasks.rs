@@ -177,7 +177,7 @@ impl Task {
         let steps = troupe_actors::agent::llm_transcript(api.store(), &self.0.spec.id)
             .await
             .map_err(async_graphql::Error::new)?;
-        Ok(steps.into_iter().map(TaskStep::from).collect())
+        Ok(steps.into_iter().filter_map(TaskStep::of).collect())
     }
 }
 
@@ -226,10 +226,11 @@ pub struct ToolCallOut {
     pub arguments: String,
 }
 
-impl From<troupe_actors::agent::LlmStep> for TaskStep {
-    fn from(step: troupe_actors::agent::LlmStep) -> Self {
+impl TaskStep {
+    /// A reply or a tool result; none for the record of the tools offered.
+    fn of(step: troupe_actors::agent::LlmStep) -> Option<Self> {
         use troupe_actors::agent::LlmStep as R;
-        match step {
+        Some(match step {
             R::Reply {
                 step,
                 text,
@@ -285,7 +286,8 @@ impl From<troupe_actors::agent::LlmStep> for TaskStep {
                 latency_ms: None,
                 at,
             },
-        }
+            R::Offered { .. } => return None,
+        })
     }
 }
 

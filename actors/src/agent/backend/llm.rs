@@ -144,6 +144,20 @@ impl Loop {
         let opening = wire::opening(&self.spec, &a.payload)?;
         let mut journal = Journal::load(self.store.clone(), &self.agent, &a.task_id).await?;
         let budget = self.task_budget(&a.task_id).await?;
+        // Troupe's own tools, and the MCP servers' as they were offered when the task
+        // began (listed and committed then, so the model sees the same names throughout).
+        let mut offered = self.tools.as_ref().clone();
+        if !self.spec.mcp_servers.is_empty() {
+            let servers = match journal.offered() {
+                Some(tools) => tools.to_vec(),
+                None => {
+                    let tools = tools::of_servers(&self.errands, &self.spec.mcp_servers, &self.spec.tools).await?;
+                    journal.commit(Record::Offered { tools: tools.clone() }).await?;
+                    tools
+                }
+            };
+            offered.extend(servers);
+        }
         loop {
             // The calls of the last reply that have no result yet: just asked for, or left
             // unanswered by an attempt that stopped. Each is answered before the model is
@@ -151,7 +165,7 @@ impl Loop {
             for (step, call) in journal.unanswered() {
                 let key = format!("{}/{step}/{}", a.task_id, call.id);
                 let left = self.deadline.saturating_duration_since(tokio::time::Instant::now());
-                let (content, error) = tools::run(&self.errands, &self.tools, &call, key, left).await;
+                let (content, error) = tools::run(&self.errands, &offered, &call, key, left).await;
                 let at = troupe_runtime::clock::now();
                 journal
                     .commit(Record::Result {
@@ -174,7 +188,7 @@ impl Loop {
                 ));
             }
             self.within_budgets(&journal, budget, &a.task_id).await?;
-            let (path, body) = wire::request(&self.spec, &opening, journal.records(), &self.tools);
+            let (path, body) = wire::request(&self.spec, &opening, journal.records(), &offered);
             let began = std::time::Instant::now();
             let turn = self.complete(path, &body).await?;
             let model = turn.model.unwrap_or_else(|| self.spec.model.clone());
@@ -332,9 +346,16 @@ impl Loop {
     }
 }
 
-/// The committed steps of LLM task `task`, oldest first (none for another task).
+/// The committed steps of LLM task `task`, oldest first (none for another task): its model
+/// replies and tool results, not the list of tools it was offered.
 pub async fn transcript(store: &Store, task: &str) -> Result<Vec<Record>, String> {
-    Ok(Journal::load(Some(store.clone()), "", task).await?.records().to_vec())
+    let journal = Journal::load(Some(store.clone()), "", task).await?;
+    Ok(journal
+        .records()
+        .iter()
+        .filter(|r| !matches!(r, Record::Offered { .. }))
+        .cloned()
+        .collect())
 }
 
 /// What LLM agent `agent` spent over all its tasks, and today (UTC), as committed.

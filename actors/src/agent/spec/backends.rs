@@ -130,6 +130,10 @@ pub struct LlmBackend {
     /// What the agent may spend over all its tasks, and per day (UTC).
     #[serde(default)]
     pub budget: AgentBudget,
+    /// The `mcp` agents (by id) whose tools the model is offered (as `<server>__<tool>`,
+    /// subject to `tools` like the rest).
+    #[serde(default)]
+    pub mcp_servers: Vec<String>,
 }
 
 /// What an LLM agent may spend; checked before each model call against the usage its
@@ -164,12 +168,36 @@ impl LlmBackend {
             tools: Vec::new(),
             anthropic_version: None,
             budget: AgentBudget::default(),
+            mcp_servers: Vec::new(),
         }
     }
 
     fn default_max_steps() -> u32 {
         Self::DEFAULT_MAX_STEPS
     }
+}
+
+/// An MCP server the agent is a client of: a command speaking MCP on its stdin and stdout,
+/// or a streamable-HTTP endpoint. Its tools are tasks (`mcp:<agent name>/<tool>`) and the
+/// tools of the LLM agents that name it (`mcpServers`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpBackend {
+    /// The server's command (stdio); give this or `url`.
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// The server's streamable-HTTP endpoint, e.g. `http://127.0.0.1:8000/mcp`.
+    pub url: Option<String>,
+    /// Sent as `Authorization: Bearer` to an HTTP server.
+    pub api_key: Option<SecretRef>,
+    /// How often the server is pinged; two pings unanswered and the agent fails (and is
+    /// restarted by its supervisor).
+    pub ping_ms: u64,
+    /// A tool call's limit when its task sets none.
+    pub timeout_ms: Option<u64>,
+}
+
+impl McpBackend {
+    pub const DEFAULT_PING_MS: u64 = 10_000;
 }
 
 /// Which backend object the agent runs its tasks with.
@@ -180,6 +208,7 @@ pub enum BackendSpec {
     Process(ProcessBackend),
     Http(HttpBackend),
     Llm(LlmBackend),
+    Mcp(McpBackend),
 }
 
 impl BackendSpec {
@@ -191,6 +220,10 @@ impl BackendSpec {
             BackendSpec::Process(p) => format!("process:{}", first(&p.command)),
             BackendSpec::Http(h) => format!("http:{}", h.url),
             BackendSpec::Llm(l) => format!("llm:{}", l.model),
+            BackendSpec::Mcp(m) => match &m.url {
+                Some(url) => format!("mcp:{url}"),
+                None => format!("mcp:{}", first(&m.command)),
+            },
         }
     }
 
@@ -226,6 +259,28 @@ impl BackendSpec {
                 url(&h.url, "url")?;
                 headers(&h.headers)?;
                 positive(h.timeout_ms, "timeoutMs")
+            }
+            BackendSpec::Mcp(m) => {
+                match (&m.url, m.command.is_empty()) {
+                    (Some(u), true) => url(u, "url")?,
+                    (None, false) => command(&m.command)?,
+                    _ => return Err(ApiError::invalid("an mcp agent needs a command or a url, not both")),
+                }
+                env(&m.env)?;
+                if m.api_key.is_some() && m.url.is_none() {
+                    return Err(ApiError::invalid(
+                        "an mcp agent's key is for an HTTP server; a command takes its own from env",
+                    ));
+                }
+                if !(100..=3_600_000).contains(&m.ping_ms) {
+                    return Err(ApiError::invalid("pingMs must be between 100 and 3600000"));
+                }
+                match &m.api_key {
+                    Some(SecretRef::Env(n) | SecretRef::File(n)) if n.trim().is_empty() => {
+                        Err(ApiError::invalid("apiKeyEnv / apiKeyFile must not be empty"))
+                    }
+                    _ => positive(m.timeout_ms, "timeoutMs"),
+                }
             }
             BackendSpec::Llm(l) => {
                 url(&l.base_url, "baseUrl")?;

@@ -1,9 +1,9 @@
 //! The inputs agent mutations take, and how they become requests.
 
-use async_graphql::{InputObject, OneofObject};
+use async_graphql::{InputObject, OneofObject, ID};
 use troupe_actors::agent::{
     AgentBudget, AgentUpdate, BackendSpec, BuiltinKind, Dialect, ExecBackend, HttpBackend, Limits, LlmBackend,
-    ProcessBackend, RestartLimit, SecretRef, SpawnAgentRequest,
+    McpBackend, ProcessBackend, RestartLimit, SecretRef, SpawnAgentRequest,
 };
 use troupe_actors::ApiError;
 
@@ -91,6 +91,9 @@ pub struct LlmBackendInput {
     /// What the agent may spend over all its tasks and per day (UTC); past any of them its
     /// task fails with BUDGET_EXCEEDED [default: no limit].
     pub budget: Option<LlmBudgetInput>,
+    /// Ids of `mcp` agents whose tools the model is offered, as `<server name>__<tool>`
+    /// (`tools` patterns apply to those names too) [default: none].
+    pub mcp_servers: Option<Vec<ID>>,
 }
 
 /// An LLM agent's budget: tokens are input and output together; costs in US dollars at
@@ -112,6 +115,25 @@ pub enum LlmDialect {
     Anthropic,
 }
 
+/// An MCP server the agent is a client of: a `command` speaking MCP on stdin and stdout, or
+/// a streamable-HTTP `url`. Each of its tools is a capability `mcp:<agent name>/<tool>`,
+/// and a tool of the LLM agents that name it in `mcpServers`.
+#[derive(InputObject)]
+pub struct McpBackendInput {
+    pub command: Option<Vec<String>>,
+    pub env: Option<Vec<EnvVarInput>>,
+    pub url: Option<String>,
+    /// For `url`: a variable of the node's environment holding a bearer token (allowed by
+    /// `secret_env`, as an llm agent's key).
+    pub api_key_env: Option<String>,
+    /// For `url`: a file holding a bearer token (inside `secret_dirs`).
+    pub api_key_file: Option<String>,
+    /// How often the server is pinged; two unanswered and the agent fails [default: 10000].
+    pub ping_ms: Option<Int64>,
+    /// A tool call's limit when its task sets none [default: 120000].
+    pub timeout_ms: Option<Int64>,
+}
+
 #[derive(OneofObject)]
 pub enum BackendInput {
     Exec(ExecBackendInput),
@@ -119,6 +141,7 @@ pub enum BackendInput {
     Process(ProcessBackendInput),
     Http(HttpBackendInput),
     Llm(LlmBackendInput),
+    Mcp(McpBackendInput),
 }
 
 /// rlimits of each process of an exec or process agent.
@@ -246,6 +269,19 @@ impl TryFrom<BackendInput> for BackendSpec {
                 timeout_ms: ms(e.timeout_ms, "timeoutMs")?,
                 env: env(e.env),
             }),
+            BackendInput::Mcp(m) => BackendSpec::Mcp(McpBackend {
+                command: m.command.unwrap_or_default(),
+                env: env(m.env),
+                url: m.url,
+                api_key: match (m.api_key_env, m.api_key_file) {
+                    (Some(_), Some(_)) => return Err(ApiError::invalid("give apiKeyEnv or apiKeyFile, not both")),
+                    (Some(var), None) => Some(SecretRef::Env(var)),
+                    (None, Some(path)) => Some(SecretRef::File(path)),
+                    (None, None) => None,
+                },
+                ping_ms: ms(m.ping_ms, "pingMs")?.unwrap_or(McpBackend::DEFAULT_PING_MS),
+                timeout_ms: ms(m.timeout_ms, "timeoutMs")?,
+            }),
             BackendInput::Process(p) => BackendSpec::Process(ProcessBackend {
                 command: p.command,
                 env: env(p.env),
@@ -299,6 +335,7 @@ impl TryFrom<BackendInput> for BackendSpec {
                 },
                 tools: l.tools.unwrap_or_default(),
                 anthropic_version: l.anthropic_version,
+                mcp_servers: l.mcp_servers.unwrap_or_default().into_iter().map(|id| id.0).collect(),
                 budget: {
                     let b = l.budget.unwrap_or_default();
                     let tokens = |t: Option<Int64>, field: &str| match t {

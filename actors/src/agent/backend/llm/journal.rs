@@ -60,6 +60,9 @@ pub enum Record {
         error: bool,
         at: DateTime<Utc>,
     },
+    /// The MCP servers' tools the model is offered, under the names it is offered them by:
+    /// committed before the first model call, so a loop that starts again offers the same.
+    Offered { tools: Vec<super::wire::Tool> },
 }
 
 /// What one task cost its agent on one day (UTC), or what an agent spent, summed.
@@ -156,6 +159,14 @@ impl Journal {
         &self.records
     }
 
+    /// The MCP tools offered when the task began, if it began.
+    pub fn offered(&self) -> Option<&[super::wire::Tool]> {
+        self.records.iter().find_map(|r| match r {
+            Record::Offered { tools } => Some(tools.as_slice()),
+            _ => None,
+        })
+    }
+
     /// How many model calls were committed.
     pub fn steps(&self) -> u32 {
         self.records
@@ -168,7 +179,7 @@ impl Journal {
     pub fn last_reply(&self) -> Option<(u32, &str, &[Call])> {
         self.records.iter().rev().find_map(|r| match r {
             Record::Reply { step, text, calls, .. } => Some((*step, text.as_str(), calls.as_slice())),
-            Record::Result { .. } => None,
+            Record::Result { .. } | Record::Offered { .. } => None,
         })
     }
 
@@ -232,6 +243,9 @@ impl Journal {
                 Record::Result { step, call, error, .. } => {
                     json!({ "step": step, "kind": "toolResult", "call": call, "error": error })
                 }
+                Record::Offered { tools } => {
+                    json!({ "step": 0, "kind": "offered", "tools": tools.iter().map(|t| &t.name).collect::<Vec<_>>() })
+                }
             };
             let bytes = troupe_runtime::codec::encode(&record).map_err(|e| e.to_string())?;
             let mut batch = Batch::new()
@@ -262,7 +276,7 @@ impl Journal {
                 output_tokens: tokens.output,
                 cost_usd: *cost_usd,
             },
-            Record::Result { .. } => Usage::default(),
+            Record::Result { .. } | Record::Offered { .. } => Usage::default(),
         }
     }
 }

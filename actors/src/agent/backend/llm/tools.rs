@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 use super::journal::Call;
-use super::wire::Tool;
+use super::wire::{McpTool, Tool};
 use crate::agent::backend::{Errand, ErrandKind, Link, Signal};
 use crate::agent::protocol::{LinePriority, MemoryOp, Send};
 
@@ -44,8 +44,9 @@ const DEFAULT_WAIT_MS: u64 = 300_000;
 pub fn catalogue() -> Vec<Tool> {
     vec![
         Tool {
-            name: "troupe_submit_task",
-            description: "Submits a task to the agents with a capability and waits for its result.",
+            name: "troupe_submit_task".into(),
+            description: "Submits a task to the agents with a capability and waits for its result.".into(),
+            mcp: None,
             parameters: json!({
                 "type": "object",
                 "properties": {
@@ -57,8 +58,9 @@ pub fn catalogue() -> Vec<Tool> {
             }),
         },
         Tool {
-            name: "troupe_send_message",
-            description: "Sends a message to an agent (by id or name) and waits for its reply.",
+            name: "troupe_send_message".into(),
+            description: "Sends a message to an agent (by id or name) and waits for its reply.".into(),
+            mcp: None,
             parameters: json!({
                 "type": "object",
                 "properties": {
@@ -70,8 +72,9 @@ pub fn catalogue() -> Vec<Tool> {
             }),
         },
         Tool {
-            name: "troupe_memory_get",
-            description: "Reads a key of the swarm memory of the swarm this agent belongs to.",
+            name: "troupe_memory_get".into(),
+            description: "Reads a key of the swarm memory of the swarm this agent belongs to.".into(),
+            mcp: None,
             parameters: json!({
                 "type": "object",
                 "properties": { "key": { "type": "string" } },
@@ -79,8 +82,9 @@ pub fn catalogue() -> Vec<Tool> {
             }),
         },
         Tool {
-            name: "troupe_memory_set",
-            description: "Writes a key of this agent's swarm memory; with expectVersion, only if the key is at that version (compare-and-set).",
+            name: "troupe_memory_set".into(),
+            description: "Writes a key of this agent's swarm memory; with expectVersion, only if the key is at that version (compare-and-set).".into(),
+            mcp: None,
             parameters: json!({
                 "type": "object",
                 "properties": {
@@ -98,7 +102,7 @@ pub fn catalogue() -> Vec<Tool> {
 pub fn offered(patterns: &[String]) -> Vec<Tool> {
     catalogue()
         .into_iter()
-        .filter(|t| patterns.iter().any(|p| glob(p, t.name)))
+        .filter(|t| patterns.iter().any(|p| glob(p, &t.name)))
         .collect()
 }
 
@@ -126,12 +130,101 @@ pub fn glob(pattern: &str, name: &str) -> bool {
     p[i..].iter().all(|c| *c == '*')
 }
 
+/// The tools of the `mcp` agents `servers` (ids), as the model is offered them: named
+/// `<server name>__<tool>`, made to fit the model APIs' `^[a-zA-Z0-9_-]{1,64}$`, those one
+/// of `patterns` matches. Asked of each agent with a message, wherever it runs.
+pub async fn of_servers(errands: &Errands, servers: &[String], patterns: &[String]) -> Result<Vec<Tool>, String> {
+    let mut out: Vec<Tool> = Vec::new();
+    for agent in servers {
+        let listed = errands(ErrandKind::Send(Send {
+            id: format!("tools-{agent}"),
+            to: agent.clone(),
+            payload: json!({ "op": "tools" }),
+            priority: LinePriority::Normal,
+            timeout_ms: Some(30_000),
+        }))
+        .await
+        .map_err(|e| format!("the tools of mcp agent {agent} could not be listed: {e}"))?;
+        let server = listed.get("server").and_then(Value::as_str).unwrap_or(agent);
+        for t in listed.get("tools").and_then(Value::as_array).into_iter().flatten() {
+            let Some(tool) = t.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let mut name = model_name(&format!("{server}__{tool}"));
+            if out.iter().any(|o| o.name == name) {
+                name = model_name(&format!("{server}__{tool}__{}", short_hash(&format!("{agent}/{tool}"))));
+            }
+            if !patterns.iter().any(|p| glob(p, &name)) {
+                continue;
+            }
+            out.push(Tool {
+                name,
+                description: t
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                parameters: t
+                    .get("inputSchema")
+                    .cloned()
+                    .unwrap_or_else(|| json!({ "type": "object" })),
+                mcp: Some(McpTool {
+                    agent: agent.clone(),
+                    tool: tool.to_owned(),
+                }),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `name` with every character the model APIs refuse made `_`, and cut to 64 with a hash of
+/// the whole when longer.
+pub fn model_name(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() {
+        return "tool".into();
+    }
+    if clean.len() <= 64 {
+        return clean;
+    }
+    format!("{}_{}", &clean[..55], short_hash(name))
+}
+
+fn short_hash(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Runs `call` (its key is `key`) with what is left of the attempt, `left`: the content the
 /// model is given, and whether it is an error.
 pub async fn run(errands: &Errands, offered: &[Tool], call: &Call, key: String, left: Duration) -> (String, bool) {
-    match errand(offered, call, key, left) {
-        Err(why) => (why, true),
-        Ok(what) => match errands(what).await {
+    let mcp = offered.iter().find(|t| t.name == call.name).and_then(|t| t.mcp.clone());
+    match (errand(offered, call, key, left), mcp) {
+        (Err(why), _) => (why, true),
+        (Ok(what), Some(_)) => match errands(what).await {
+            // The server's own answer: its content, and whether it is an error.
+            Ok(answer) => (
+                answer
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                answer.get("isError").and_then(Value::as_bool).unwrap_or(false),
+            ),
+            Err(why) => (why, true),
+        },
+        (Ok(what), None) => match errands(what).await {
             Ok(Value::String(s)) => (s, false),
             Ok(other) => (other.to_string(), false),
             Err(why) => (why, true),
@@ -141,13 +234,13 @@ pub async fn run(errands: &Errands, offered: &[Tool], call: &Call, key: String, 
 
 /// The errand a call asks for, or why it cannot be made.
 fn errand(offered: &[Tool], call: &Call, key: String, left: Duration) -> Result<ErrandKind, String> {
-    if !offered.iter().any(|t| t.name == call.name) {
-        let names: Vec<_> = offered.iter().map(|t| t.name).collect();
+    let Some(tool) = offered.iter().find(|t| t.name == call.name) else {
+        let names: Vec<_> = offered.iter().map(|t| t.name.as_str()).collect();
         return Err(format!(
             "no tool named {:?} is offered here (offered: {names:?})",
             call.name
         ));
-    }
+    };
     let args: Value = serde_json::from_str(&call.arguments)
         .map_err(|e| format!("the arguments are not valid JSON ({e}): {}", call.arguments))?;
     let Value::Object(args) = args else {
@@ -165,6 +258,15 @@ fn errand(offered: &[Tool], call: &Call, key: String, left: Duration) -> Result<
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_WAIT_MS)
         .clamp(1, left_ms.max(1));
+    if let Some(mcp) = &tool.mcp {
+        return Ok(ErrandKind::Send(Send {
+            id: key.clone(),
+            to: mcp.agent.clone(),
+            payload: json!({ "op": "call", "tool": mcp.tool, "arguments": args, "key": key }),
+            priority: LinePriority::Normal,
+            timeout_ms: Some(left_ms.max(1)),
+        }));
+    }
     let payload = args.get("payload").cloned().unwrap_or(Value::Null);
     Ok(match call.name.as_str() {
         "troupe_submit_task" => ErrandKind::Submit {

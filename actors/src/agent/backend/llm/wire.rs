@@ -17,12 +17,22 @@ use super::journal::{Call, Record, Tokens};
 use crate::agent::spec::{Dialect, LlmBackend};
 
 /// A tool as the model is offered it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tool {
-    pub name: &'static str,
-    pub description: &'static str,
+    pub name: String,
+    pub description: String,
     /// A JSON Schema of its arguments (an object).
+    #[serde(with = "troupe_runtime::codec::json_text")]
     pub parameters: Value,
+    /// Where an MCP server's tool comes from; none for Troupe's own.
+    pub mcp: Option<McpTool>,
+}
+
+/// An MCP server's tool: the `mcp` agent serving it and its name there.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct McpTool {
+    pub agent: String,
+    pub tool: String,
 }
 
 /// What the model answered to one call.
@@ -140,6 +150,7 @@ fn openai_messages(opening: &Opening, steps: &[Record]) -> Vec<Value> {
             Record::Result { call, content, .. } => {
                 out.push(json!({ "role": "tool", "tool_call_id": call, "content": content }));
             }
+            Record::Offered { .. } => {}
         }
     }
     out
@@ -192,6 +203,7 @@ fn anthropic_messages(opening: &Opening, steps: &[Record]) -> (Option<String>, V
                     _ => out.push(json!({ "role": "user", "content": [block] })),
                 }
             }
+            Record::Offered { .. } => {}
         }
     }
     let system = (!system.is_empty()).then(|| system.join("\n\n"));

@@ -1,0 +1,199 @@
+//! MCP servers as supervised agents, made with the Python `mcp` SDK (the venv `make deps`
+//! installs): over stdio and streamable HTTP, their tools as tasks and as an LLM agent's
+//! tools, a refreshed tool list, and a server that dies restarted by its supervisor.
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::{json, Value};
+
+use super::support::messages::SEND;
+use super::support::{text, Deadline, FakeLlm, Node, NodeOpts, WAIT};
+
+/// The Python of the venv with the `mcp` SDK.
+fn python() -> Result<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/mcp-venv/bin/python");
+    ensure!(
+        std::path::Path::new(path).exists(),
+        "{path} is missing: run `make deps`, which installs the Python mcp SDK these tests use"
+    );
+    Ok(path.into())
+}
+
+fn server() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_server.py").into()
+}
+
+/// The calls of `charge` the server logged: (amount, key).
+fn charges(log: &std::path::Path) -> Result<Vec<(i64, Value)>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l)?;
+            Ok((v["amount"].as_i64().unwrap_or(0), v["key"].clone()))
+        })
+        .collect()
+}
+
+async fn tool_names(node: &Node, agent: &str) -> Result<Vec<String>> {
+    let answer = node
+        .gql_ok(
+            SEND,
+            json!({ "to": agent, "payload": { "op": "tools" }, "timeoutMs": 10_000 }),
+        )
+        .await?;
+    Ok(answer["sendMessage"]["reply"]["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_server_over_stdio_is_a_supervised_agent_whose_tools_are_tasks_and_an_llm_agents_tools() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("charges.jsonl");
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let input = json!({
+        "name": "calc",
+        "backend": { "mcp": { "command": [python()?, server(), "--log", log.to_string_lossy()] } },
+    });
+    let calc = text(&node.spawn_agent(input).await?, "/id")?;
+    node.wait_agent_state(&calc, "RUNNING").await?;
+    // Each tool is a capability: mcp:<agent name>/<tool>, the payload its arguments; the
+    // result is the tool's structured content (the Python SDK wraps a string in "result").
+    let task = text(
+        &node
+            .submit(json!({ "capability": "mcp:calc/charge", "payload": { "amount": 5 } }))
+            .await?,
+        "/id",
+    )?;
+    let done = node.wait_task_state(&task, "SUCCEEDED").await?;
+    ensure!(done["result"] == json!({ "result": "charged 5" }), "{done}");
+    // The task's id went along as the call's idempotency key.
+    ensure!(charges(&log)? == [(5, json!(task))], "{:?}", charges(&log)?);
+    // A tool error fails the task with the server's words.
+    let refused = text(
+        &node
+            .submit(json!({ "agentId": calc, "payload": { "tool": "charge", "arguments": { "amount": -1 } }, "maxAttempts": 1 }))
+            .await?,
+        "/id",
+    )?;
+    let dead = node.wait_task_state(&refused, "DEAD").await?;
+    ensure!(text(&dead, "/error")?.contains("amount must be >= 0"), "{dead}");
+
+    // An LLM agent naming the server is offered its tools as calc__<tool>.
+    let llm_log = dir.path().join("requests.jsonl");
+    let fake = FakeLlm::start(&[
+        "--tool",
+        "calc__charge",
+        "--tool-args",
+        r#"{"amount":7}"#,
+        "--log",
+        &llm_log.to_string_lossy(),
+    ])
+    .await?;
+    let input = json!({
+        "name": "cashier",
+        "backend": { "llm": { "baseUrl": fake.url(), "model": "tiny", "mcpServers": [calc], "tools": ["calc__charge"] } },
+    });
+    let cashier = text(&node.spawn_agent(input).await?, "/id")?;
+    let asked = node.submit_to(&cashier, json!("charge seven")).await?;
+    let out = node.wait_task_state(&asked, "SUCCEEDED").await?;
+    ensure!(out["result"]["content"] == "echo: charged 7", "{out}");
+    let requests: Vec<Value> = std::fs::read_to_string(&llm_log)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let offered: Vec<_> = requests[0]["body"]["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t["function"]["name"].clone())
+        .collect();
+    ensure!(offered == [json!("calc__charge")], "{offered:?}");
+    ensure!(
+        charges(&log)?.last() == Some(&(7, json!(format!("{asked}/1/call_1")))),
+        "{:?}",
+        charges(&log)?
+    );
+
+    // A tool added at the server is listed again on its notification.
+    let learned = node
+        .submit(json!({ "agentId": calc, "payload": { "tool": "learn", "arguments": { "name": "shout" } } }))
+        .await?;
+    node.wait_task_state(&text(&learned, "/id")?, "SUCCEEDED").await?;
+    let deadline = Deadline::after(WAIT, "the new tool to be listed");
+    loop {
+        let names = tool_names(&node, &calc).await?;
+        if names.iter().any(|n| n == "shout") {
+            break;
+        }
+        deadline.tick(format!("{names:?}")).await?;
+    }
+
+    // The server dies: its supervisor restarts the agent, which starts a new server.
+    let killed = std::process::Command::new("pkill")
+        .args(["-9", "-f", &log.to_string_lossy()])
+        .status()?;
+    ensure!(killed.success(), "no server process to kill");
+    let deadline = Deadline::after(WAIT, "the agent to be restarted");
+    loop {
+        let agent = node.agent(&calc).await?;
+        if agent["restarts"].as_i64() >= Some(1) && agent["state"] == "RUNNING" {
+            break;
+        }
+        deadline.tick(&agent).await?;
+    }
+    let again = node
+        .submit(json!({ "capability": "mcp:calc/charge", "payload": { "amount": 9 } }))
+        .await?;
+    let done = node.wait_task_state(&text(&again, "/id")?, "SUCCEEDED").await?;
+    ensure!(done["result"] == json!({ "result": "charged 9" }), "{done}");
+    ensure!(node.logged("the MCP server exited") >= 1, "{}", node.log_tail());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_server_over_streamable_http_serves_its_tools_as_tasks() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("charges.jsonl");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let _server = tokio::process::Command::new(python()?)
+        .args([
+            server(),
+            "--http".into(),
+            port.to_string(),
+            "--log".into(),
+            log.to_string_lossy().into_owned(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("the HTTP MCP server")?;
+    let deadline = Deadline::after(WAIT, "the HTTP MCP server to listen");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        deadline.tick("not listening").await?;
+    }
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let input = json!({
+        "name": "remote",
+        "backend": { "mcp": { "url": format!("http://127.0.0.1:{port}/mcp"), "pingMs": 500 } },
+    });
+    let remote = text(&node.spawn_agent(input).await?, "/id")?;
+    node.wait_agent_state(&remote, "RUNNING").await?;
+    let task = text(
+        &node
+            .submit(json!({ "capability": "mcp:remote/charge", "payload": { "amount": 3 } }))
+            .await?,
+        "/id",
+    )?;
+    let done = node.wait_task_state(&task, "SUCCEEDED").await?;
+    ensure!(done["result"] == json!({ "result": "charged 3" }), "{done}");
+    ensure!(charges(&log)? == [(3, json!(task))], "{:?}", charges(&log)?);
+    let names = tool_names(&node, &remote).await?;
+    if names != ["charge", "learn"] {
+        bail!("{names:?}");
+    }
+    Ok(())
+}
