@@ -15,6 +15,7 @@
 pub mod auth;
 mod dashboard;
 pub mod error;
+mod mcp;
 pub mod schema;
 mod server;
 mod ws;

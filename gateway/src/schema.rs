@@ -116,6 +116,12 @@ pub fn build(api: Api) -> TroupeSchema {
     builder().data(api).finish()
 }
 
+/// The schema with no node behind it: enough to parse, validate and introspect (tests).
+#[cfg(test)]
+pub(crate) fn build_detached() -> TroupeSchema {
+    builder().finish()
+}
+
 /// The schema in SDL, as committed in `gateway/schema.graphql`.
 pub fn sdl() -> String {
     builder().finish().sdl()

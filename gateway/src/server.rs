@@ -97,9 +97,17 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .layer(bounded);
+    // Outside the time bound: a submit_task call may wait for its task up to 10 minutes.
+    let mcp = Router::new()
+        .nest_service("/mcp", crate::mcp::service(state.schema.clone(), state.api.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.api.clone(),
+            crate::mcp::authorized,
+        ));
     Router::new()
         .route("/graphql/ws", get(graphql_ws))
         .merge(http)
+        .merge(mcp)
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
         .layer(axum::middleware::map_response(error::coded_too_large))
         .layer(TraceLayer::new_for_http())

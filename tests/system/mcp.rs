@@ -197,3 +197,98 @@ async fn an_mcp_server_over_streamable_http_serves_its_tools_as_tasks() -> Resul
     }
     Ok(())
 }
+
+/// Runs the Python MCP client against `node`'s /mcp with `token`: its tools, and each
+/// call's {isError, text, structured}.
+async fn mcp_client(node: &Node, token: &str, calls: Value) -> Result<Value> {
+    let client = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_client.py");
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(python()?)
+            .args([client, &node.url("/mcp"), token, &calls.to_string()])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("the MCP client hung")??;
+    ensure!(
+        out.status.success(),
+        "the MCP client failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coding_agent_drives_the_fleet_through_mcp_with_the_roles_of_its_token() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let operator = node.create_token("operator").await?;
+    let viewer = node.create_token("viewer").await?;
+    let calls = json!([
+        ["spawn_agent", { "input": { "name": "echoer", "backend": { "builtin": { "kind": "echo" } }, "capabilities": ["echo"] } }],
+        ["submit_task", { "input": { "capability": "echo", "payload": { "said": "hi" } } }],
+        ["list_agents", { "capability": "echo" }],
+        ["read_events", { "kinds": ["TASK_SUCCEEDED"] }],
+        ["stop_agent", { "id": "no-such-agent" }],
+    ]);
+    let out = mcp_client(&node, &operator, calls).await?;
+    let tools: Vec<_> = out["tools"].as_array().into_iter().flatten().cloned().collect();
+    for name in [
+        "spawn_agent",
+        "stop_agent",
+        "list_agents",
+        "submit_task",
+        "create_swarm",
+        "submit_swarm_task",
+        "swarm_memory_get",
+        "swarm_memory_set",
+        "read_events",
+    ] {
+        ensure!(tools.contains(&json!(name)), "{name} is not offered: {tools:?}");
+    }
+    let r = &out["results"];
+    ensure!(
+        r[0]["isError"] == false && r[0]["structured"]["spawnAgent"]["name"] == "echoer",
+        "{}",
+        r[0]
+    );
+    // submit_task waited for the task's end.
+    let task = &r[1]["structured"]["submitTask"];
+    ensure!(
+        task["state"] == "SUCCEEDED" && task["result"]["said"] == "hi",
+        "{}",
+        r[1]
+    );
+    ensure!(r[2]["structured"]["agents"]["totalCount"] == 1, "{}", r[2]);
+    ensure!(
+        r[3]["structured"]["events"].as_array().is_some_and(|e| !e.is_empty()),
+        "{}",
+        r[3]
+    );
+    // An error is a result the agent reads, with the code GraphQL gives it.
+    ensure!(
+        r[4]["isError"] == true && r[4]["text"].as_str().is_some_and(|t| t.contains("NOT_FOUND")),
+        "{}",
+        r[4]
+    );
+
+    // A viewer lists every tool and reads, but may not spawn.
+    let calls = json!([
+        ["spawn_agent", { "input": { "name": "sneaky", "backend": { "builtin": { "kind": "echo" } } } }],
+        ["list_agents", {}],
+    ]);
+    let out = mcp_client(&node, &viewer, calls).await?;
+    ensure!(out["tools"].as_array().map(Vec::len) == Some(tools.len()), "{out}");
+    let r = &out["results"];
+    ensure!(
+        r[0]["isError"] == true && r[0]["text"].as_str().is_some_and(|t| t.contains("FORBIDDEN")),
+        "{}",
+        r[0]
+    );
+    ensure!(r[1]["structured"]["agents"]["totalCount"] == 1, "{}", r[1]);
+    // No token, no session: a 401 before MCP is spoken.
+    let (status, _) = node.get("/mcp").await?;
+    ensure!(status == 401, "{status}");
+    Ok(())
+}

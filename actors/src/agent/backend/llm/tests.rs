@@ -215,7 +215,11 @@ fn tool_patterns_are_globs_over_the_names() {
     assert_eq!(tools::model_name("fs.server__read/file"), "fs_server__read_file");
     let long = tools::model_name(&format!("{}__tool", "s".repeat(80)));
     assert_eq!(long.len(), 64);
-    assert_ne!(long, tools::model_name(&format!("{}__tool2", "s".repeat(80))), "a hash keeps them apart");
+    assert_ne!(
+        long,
+        tools::model_name(&format!("{}__tool2", "s".repeat(80))),
+        "a hash keeps them apart"
+    );
     assert_eq!(tools::offered(&[]).len(), 0);
     assert_eq!(tools::offered(&["troupe_*".into()]).len(), tools::catalogue().len());
 }
