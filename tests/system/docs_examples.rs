@@ -136,6 +136,8 @@ async fn the_docs_examples_run_verbatim_on_a_fresh_node() -> Result<()> {
         "docs/agents.md",
         "docs/exec-protocol.md",
         "docs/graphql.md",
+        "docs/llm-agents.md",
+        "docs/mcp.md",
         "docs/semantics.md",
         "docs/swarms.md",
         "docs/vms.md",
