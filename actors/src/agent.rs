@@ -32,9 +32,9 @@ pub(crate) mod watchdog;
 
 pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
 pub use backend::{
-    build as build_backend, describe_cgroup, preflight, read_stat, signal_group, spent_by as llm_spent_by,
-    transcript as llm_transcript, Backend, Errand, ErrandKind, Lent, Link, LlmCall, LlmStep, LlmUsage, Outbox, Prices,
-    Signal, Stat, Usage,
+    approvals as llm_approvals, build as build_backend, decide_approval, describe_cgroup, preflight, read_stat,
+    signal_group, spent_by as llm_spent_by, transcript as llm_transcript, Approval, ApprovalRefused, Backend, Decision,
+    Errand, ErrandKind, Lent, Link, LlmCall, LlmStep, LlmUsage, Outbox, Prices, Signal, Stat, Usage,
 };
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
@@ -46,9 +46,9 @@ pub use registry::{matching, Adopter, Registry};
 pub use secrets::{SecretRefused, Secrets};
 pub use slots::Slots;
 pub use spec::{
-    AgentBudget, AgentFilter, AgentPlacement, AgentSpec, AgentUpdate, BackendSpec, BuiltinKind, Desired, Dialect,
-    ExecBackend, HttpBackend, Limits, LlmBackend, McpBackend, Owner, ProcessBackend, RestartLimit, SecretRef, Skills,
-    SpawnAgentRequest,
+    AgentBudget, AgentFilter, AgentPlacement, AgentSpec, AgentUpdate, ApprovalPolicy, BackendSpec, BuiltinKind,
+    Desired, Dialect, ExecBackend, HttpBackend, Limits, LlmBackend, McpBackend, Owner, ProcessBackend, RestartLimit,
+    SecretRef, Skills, SpawnAgentRequest,
 };
 pub(crate) use status::gauge_moved;
 pub use status::{AgentState, AgentStats, AgentStatus, AgentView, BreakerState, BreakerView, Recent};

@@ -24,6 +24,9 @@ pub const OPEN_TASKS: Table = Table::new("open_tasks");
 pub const CHECKPOINTS: Table = Table::new("checkpoints");
 /// The committed steps of LLM tasks (model replies, tool results), keyed `{task}/{index}`.
 pub const LLM_STEPS: Table = Table::new("llm_steps");
+/// Tool calls of LLM tasks that wait (or waited) for an operator, keyed
+/// `{task}/{step}/{call}`: [`crate::agent::Approval`].
+pub const LLM_APPROVALS: Table = Table::new("llm_approvals");
 /// What each LLM task cost its agent each day, keyed `{agent}/{YYYY-MM-DD}/{task}`:
 /// [`crate::agent::LlmUsage`]; an agent's budgets are checked against their sums.
 pub const LLM_USAGE: Table = Table::new("llm_usage");

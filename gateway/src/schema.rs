@@ -7,6 +7,7 @@
 //! [`MAX_COMPLEXITY`], where a list field costs its page size times its selection.
 
 mod agents;
+mod approvals;
 mod depth;
 mod events;
 mod experiments;
@@ -40,6 +41,7 @@ pub struct Query(
     messages::MessagesQuery,
     swarms::SwarmsQuery,
     experiments::ExperimentsQuery,
+    approvals::ApprovalsQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -53,6 +55,7 @@ pub struct Mutation(
     swarms::SwarmsMutation,
     node::NodeMutation,
     experiments::ExperimentsMutation,
+    approvals::ApprovalsMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -234,6 +234,71 @@ async fn a_task_budget_fails_an_llm_task_once_with_its_figures_and_the_transcrip
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_held_for_approval_waits_for_an_operator_whose_refusal_reaches_the_model() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("requests.jsonl");
+    let server = FakeLlm::start(&[
+        "--tool",
+        "troupe_memory_get",
+        "--tool-args",
+        r#"{"key":"launch"}"#,
+        "--log",
+        &log.to_string_lossy(),
+    ])
+    .await?;
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let viewer = node.create_token("viewer").await?;
+    let input = json!({
+        "name": "careful",
+        "backend": { "llm": {
+            "baseUrl": server.url(), "model": "tiny", "tools": ["troupe_*"],
+            "approval": { "tools": ["troupe_memory_*"] },
+        } },
+    });
+    let agent = text(&node.spawn_agent(input).await?, "/id")?;
+    let task = node.submit_to(&agent, json!("go")).await?;
+    let q = "{ approvals { id taskId agentId step callId tool arguments reason state } }";
+    let deadline = Deadline::after(WAIT, "the call to be held");
+    let held = loop {
+        let pending = node.gql_ok(q, json!({})).await?["approvals"].clone();
+        if let Some(first) = pending.as_array().and_then(|a| a.first()) {
+            break first.clone();
+        }
+        deadline.tick(&pending).await?;
+    };
+    ensure!(
+        held["taskId"] == task.as_str() && held["tool"] == "troupe_memory_get" && held["state"] == "PENDING",
+        "{held}"
+    );
+    ensure!(node.task(&task).await?["state"] == "RUNNING");
+    // A viewer sees it but may not decide.
+    let refused = node
+        .gql_as(
+            &viewer,
+            "mutation($id: ID!) { rejectCall(id: $id) { state } }",
+            json!({ "id": held["id"] }),
+        )
+        .await?;
+    ensure!(error_code(&refused).as_deref() == Some("FORBIDDEN"), "{refused}");
+    let rejected = node
+        .gql_ok(
+            "mutation($id: ID!) { rejectCall(id: $id, reason: \"not today\") { state note decidedAt } }",
+            json!({ "id": held["id"] }),
+        )
+        .await?;
+    ensure!(rejected["rejectCall"]["state"] == "REJECTED", "{rejected}");
+    // The refusal is the call's result; the model answers from it.
+    let done = node.wait_task_state(&task, "SUCCEEDED").await?;
+    ensure!(
+        done["result"]["content"] == "echo: rejected by an operator: not today",
+        "{done}"
+    );
+    ensure!(node.gql_ok(q, json!({})).await?["approvals"] == json!([]));
+    ensure!(node.events_for("APPROVAL_DECIDED", &task).await?.len() == 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anthropic_llm_agent_calls_a_tool_with_the_messages_api() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("requests.jsonl");

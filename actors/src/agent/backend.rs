@@ -25,7 +25,10 @@ use crate::task::{Assignment, Outcome};
 
 pub use cgroup::describe as describe_cgroup;
 pub use limits::{read_stat, sample, signal_group, Stat, Usage};
-pub use llm::{spent_by, transcript, Call as LlmCall, Record as LlmStep, Usage as LlmUsage};
+pub use llm::{
+    approvals, decide as decide_approval, spent_by, transcript, Approval, Call as LlmCall, Decision, Record as LlmStep,
+    Refused as ApprovalRefused, Usage as LlmUsage,
+};
 
 /// An HTTP client on the node's one TLS provider (see [`troupe_runtime::tls`]).
 pub fn http_client() -> reqwest::Client {

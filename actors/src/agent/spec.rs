@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use backends::{
-    AgentBudget, BackendSpec, BuiltinKind, Dialect, ExecBackend, HttpBackend, LlmBackend, McpBackend, ProcessBackend,
-    SecretRef,
+    AgentBudget, ApprovalPolicy, BackendSpec, BuiltinKind, Dialect, ExecBackend, HttpBackend, LlmBackend, McpBackend,
+    ProcessBackend, SecretRef,
 };
 pub use request::{AgentUpdate, SpawnAgentRequest};
 

@@ -9,6 +9,7 @@
 //! node's admin allows (see `agent::secrets`); it is never part of the spec, an error or a
 //! log line.
 
+mod approvals;
 mod journal;
 mod tools;
 mod wire;
@@ -25,6 +26,7 @@ use super::{Backend, Lent, Link, Prices};
 use crate::agent::secrets::Secrets;
 use crate::agent::spec::{Dialect, LlmBackend};
 use crate::task::{Assignment, Budget, Outcome, TaskSpec};
+pub use approvals::{decide, list as approvals, Approval, Decision, Refused};
 use journal::Journal;
 pub use journal::{Call, Record, Usage};
 use tools::Errands;
@@ -113,11 +115,8 @@ impl Backend for Llm {
             agent: self.agent.clone(),
             prices: self.prices.clone(),
         };
-        Box::pin(async move {
-            tokio::time::timeout(limit, turn.run(a))
-                .await
-                .unwrap_or_else(|_| Err(format!("no answer within {} ms", limit.as_millis())))
-        })
+        // The loop keeps its own time: a wait for an operator's approval does not count.
+        Box::pin(turn.run(a))
     }
 
     fn own_timeouts(&self) -> bool {
@@ -140,7 +139,78 @@ struct Loop {
 }
 
 impl Loop {
-    async fn run(self, a: Assignment) -> Outcome {
+    /// `work`, within what is left of the attempt's time.
+    async fn within<T>(&self, work: impl std::future::Future<Output = T>) -> Result<T, String> {
+        tokio::time::timeout_at(self.deadline, work)
+            .await
+            .map_err(|_| format!("no answer within {} ms", self.limit.as_millis()))
+    }
+
+    /// Why `call` of `step` waits for an operator under the agent's policy, if it does.
+    fn needs_approval(&self, journal: &Journal, step: u32, call: &journal::Call) -> Option<String> {
+        let policy = &self.spec.approval;
+        if let Some(pattern) = policy.tools.iter().find(|p| tools::glob(p, &call.name)) {
+            return Some(format!("tool {} matches the approval pattern {pattern:?}", call.name));
+        }
+        let cost = journal.cost_of(step);
+        policy
+            .above_cost_usd
+            .filter(|limit| cost > *limit)
+            .map(|limit| format!("the model call that asked for it cost {cost} USD, above {limit}"))
+    }
+
+    /// Waits for an operator's decision on `call`; whether it may run, else the result the
+    /// model is given. The wait is added to the attempt's time.
+    async fn approved(
+        &mut self,
+        reason: String,
+        task: &str,
+        step: u32,
+        call: &journal::Call,
+        key: &str,
+    ) -> Result<Result<(), String>, String> {
+        let Some(store) = self.store.clone() else {
+            return Ok(Err(
+                "this call needs an operator's approval, and this agent keeps no store".into(),
+            ));
+        };
+        let now = troupe_runtime::clock::now();
+        let asked = Approval {
+            id: key.to_owned(),
+            task: task.to_owned(),
+            agent: self.agent.clone(),
+            step,
+            call: call.id.clone(),
+            tool: call.name.clone(),
+            arguments: call.arguments.clone(),
+            reason,
+            requested_at: now,
+            expires_at: self
+                .spec
+                .approval
+                .timeout_ms
+                .map(|ms| now + chrono::Duration::milliseconds(ms as i64)),
+            decision: None,
+        };
+        let began = tokio::time::Instant::now();
+        let decision = approvals::decided(&store, asked).await?;
+        self.deadline += began.elapsed();
+        Ok(if decision.approved {
+            Ok(())
+        } else {
+            Err(format!(
+                "rejected by {}: {}",
+                if decision.by == "timeout" {
+                    "the approval's timeout"
+                } else {
+                    "an operator"
+                },
+                decision.note.as_deref().unwrap_or("no reason given")
+            ))
+        })
+    }
+
+    async fn run(mut self, a: Assignment) -> Outcome {
         let opening = wire::opening(&self.spec, &a.payload)?;
         let mut journal = Journal::load(self.store.clone(), &self.agent, &a.task_id).await?;
         let budget = self.task_budget(&a.task_id).await?;
@@ -164,8 +234,18 @@ impl Loop {
             // asked again (both APIs refuse a call with no result).
             for (step, call) in journal.unanswered() {
                 let key = format!("{}/{step}/{}", a.task_id, call.id);
+                let verdict = match self.needs_approval(&journal, step, &call) {
+                    Some(reason) => self.approved(reason, &a.task_id, step, &call, &key).await?,
+                    None => Ok(()),
+                };
                 let left = self.deadline.saturating_duration_since(tokio::time::Instant::now());
-                let (content, error) = tools::run(&self.errands, &offered, &call, key, left).await;
+                let (content, error) = match verdict {
+                    Ok(()) => {
+                        self.within(tools::run(&self.errands, &offered, &call, key, left))
+                            .await?
+                    }
+                    Err(rejected) => (rejected, true),
+                };
                 let at = troupe_runtime::clock::now();
                 journal
                     .commit(Record::Result {
@@ -190,7 +270,7 @@ impl Loop {
             self.within_budgets(&journal, budget, &a.task_id).await?;
             let (path, body) = wire::request(&self.spec, &opening, journal.records(), &offered);
             let began = std::time::Instant::now();
-            let turn = self.complete(path, &body).await?;
+            let turn = self.within(self.complete(path, &body)).await??;
             let model = turn.model.unwrap_or_else(|| self.spec.model.clone());
             let cost_usd = self
                 .prices

@@ -134,6 +134,20 @@ pub struct LlmBackend {
     /// subject to `tools` like the rest).
     #[serde(default)]
     pub mcp_servers: Vec<String>,
+    /// Which tool calls wait for an operator's approval.
+    #[serde(default)]
+    pub approval: ApprovalPolicy,
+}
+
+/// Which of an LLM agent's tool calls wait for an operator's decision before they run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalPolicy {
+    /// Glob patterns over tool names (as offered to the model).
+    pub tools: Vec<String>,
+    /// Every call of a reply whose model call cost more than this (US dollars).
+    pub above_cost_usd: Option<f64>,
+    /// Undecided for this long after it was asked for, a call is rejected; none: it waits.
+    pub timeout_ms: Option<u64>,
 }
 
 /// What an LLM agent may spend; checked before each model call against the usage its
@@ -169,6 +183,7 @@ impl LlmBackend {
             anthropic_version: None,
             budget: AgentBudget::default(),
             mcp_servers: Vec::new(),
+            approval: ApprovalPolicy::default(),
         }
     }
 
@@ -200,7 +215,9 @@ impl McpBackend {
     pub const DEFAULT_PING_MS: u64 = 10_000;
 }
 
-/// Which backend object the agent runs its tasks with.
+/// Which backend object the agent runs its tasks with. (An llm spec is the largest by far;
+/// specs are read at spawn and start, never in a hot path, so it is not boxed.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum BackendSpec {
     Exec(ExecBackend),
@@ -301,6 +318,17 @@ impl BackendSpec {
                 }
                 if l.tools.iter().any(|t| t.trim().is_empty() || t.len() > 200) {
                     return Err(ApiError::invalid("each tool pattern must be 1 to 200 characters"));
+                }
+                if l.approval.tools.iter().any(|t| t.trim().is_empty() || t.len() > 200) {
+                    return Err(ApiError::invalid(
+                        "each approval tool pattern must be 1 to 200 characters",
+                    ));
+                }
+                if l.approval.above_cost_usd.is_some_and(|c| !(c.is_finite() && c >= 0.0)) {
+                    return Err(ApiError::invalid("approval.aboveCostUsd must be a number, 0 or more"));
+                }
+                if l.approval.timeout_ms == Some(0) {
+                    return Err(ApiError::invalid("approval.timeoutMs must be positive"));
                 }
                 let b = l.budget;
                 if b.max_tokens == Some(0) || b.max_tokens_per_day == Some(0) {

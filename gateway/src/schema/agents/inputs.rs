@@ -2,8 +2,8 @@
 
 use async_graphql::{InputObject, OneofObject, ID};
 use troupe_actors::agent::{
-    AgentBudget, AgentUpdate, BackendSpec, BuiltinKind, Dialect, ExecBackend, HttpBackend, Limits, LlmBackend,
-    McpBackend, ProcessBackend, RestartLimit, SecretRef, SpawnAgentRequest,
+    AgentBudget, AgentUpdate, ApprovalPolicy, BackendSpec, BuiltinKind, Dialect, ExecBackend, HttpBackend, Limits,
+    LlmBackend, McpBackend, ProcessBackend, RestartLimit, SecretRef, SpawnAgentRequest,
 };
 use troupe_actors::ApiError;
 
@@ -94,6 +94,19 @@ pub struct LlmBackendInput {
     /// Ids of `mcp` agents whose tools the model is offered, as `<server name>__<tool>`
     /// (`tools` patterns apply to those names too) [default: none].
     pub mcp_servers: Option<Vec<ID>>,
+    /// Which tool calls wait for an operator's `approveCall` / `rejectCall` [default: none].
+    pub approval: Option<ApprovalInput>,
+}
+
+/// Which of an LLM agent's tool calls wait for an operator before they run.
+#[derive(InputObject, Default)]
+pub struct ApprovalInput {
+    /// Glob patterns over tool names, as the model is offered them.
+    pub tools: Option<Vec<String>>,
+    /// Every call of a reply whose model call cost more than this (US dollars).
+    pub above_cost_usd: Option<f64>,
+    /// Undecided this long after it is asked for, a call is rejected [default: it waits].
+    pub timeout_ms: Option<Int64>,
 }
 
 /// An LLM agent's budget: tokens are input and output together; costs in US dollars at
@@ -134,6 +147,8 @@ pub struct McpBackendInput {
     pub timeout_ms: Option<Int64>,
 }
 
+// An llm input is the largest by far; one is read per spawn, so it is not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(OneofObject)]
 pub enum BackendInput {
     Exec(ExecBackendInput),
@@ -336,6 +351,14 @@ impl TryFrom<BackendInput> for BackendSpec {
                 tools: l.tools.unwrap_or_default(),
                 anthropic_version: l.anthropic_version,
                 mcp_servers: l.mcp_servers.unwrap_or_default().into_iter().map(|id| id.0).collect(),
+                approval: {
+                    let a = l.approval.unwrap_or_default();
+                    ApprovalPolicy {
+                        tools: a.tools.unwrap_or_default(),
+                        above_cost_usd: a.above_cost_usd,
+                        timeout_ms: ms(a.timeout_ms, "approval.timeoutMs")?,
+                    }
+                },
                 budget: {
                     let b = l.budget.unwrap_or_default();
                     let tokens = |t: Option<Int64>, field: &str| match t {

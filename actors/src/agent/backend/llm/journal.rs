@@ -183,6 +183,17 @@ impl Journal {
         })
     }
 
+    /// What the model call of `step` cost.
+    pub fn cost_of(&self, step: u32) -> f64 {
+        self.records
+            .iter()
+            .find_map(|r| match r {
+                Record::Reply { step: s, cost_usd, .. } if *s == step => Some(*cost_usd),
+                _ => None,
+            })
+            .unwrap_or(0.0)
+    }
+
     /// The calls of the last reply that have no result yet, with that reply's step.
     pub fn unanswered(&self) -> Vec<(u32, Call)> {
         let Some((step, _, calls)) = self.last_reply() else {

@@ -1,0 +1,135 @@
+//! Tool calls of LLM agents that wait for an operator: `approvals`, `approveCall`,
+//! `rejectCall` (docs/llm-agents.md).
+
+use async_graphql::{Context, Enum, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use troupe_actors::agent::{Approval, ApprovalRefused};
+use troupe_actors::{Api, ApiError};
+use troupe_runtime::auth::Role;
+
+use crate::auth::{Caller, RoleGuard};
+use crate::error::OrGql;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+/// A tool call an LLM agent's policy holds until an operator decides.
+#[derive(SimpleObject)]
+#[graphql(name = "Approval")]
+pub struct ApprovalOut {
+    /// `<task id>/<step>/<call id>`.
+    pub id: ID,
+    pub task_id: ID,
+    pub agent_id: ID,
+    pub step: i32,
+    pub call_id: String,
+    pub tool: String,
+    /// As the model wrote them: JSON text.
+    pub arguments: String,
+    /// Why the policy holds it.
+    pub reason: String,
+    pub state: ApprovalState,
+    pub requested_at: DateTime<Utc>,
+    /// Undecided past this, it is rejected.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The operator's note (or the timeout's).
+    pub note: Option<String>,
+    /// The token id that decided, or `timeout`.
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+impl From<Approval> for ApprovalOut {
+    fn from(a: Approval) -> Self {
+        let state = match &a.decision {
+            None => ApprovalState::Pending,
+            Some(d) if d.approved => ApprovalState::Approved,
+            Some(_) => ApprovalState::Rejected,
+        };
+        Self {
+            id: ID(a.id),
+            task_id: ID(a.task),
+            agent_id: ID(a.agent),
+            step: a.step as i32,
+            call_id: a.call,
+            tool: a.tool,
+            arguments: a.arguments,
+            reason: a.reason,
+            state,
+            requested_at: a.requested_at,
+            expires_at: a.expires_at,
+            note: a.decision.as_ref().and_then(|d| d.note.clone()),
+            decided_by: a.decision.as_ref().map(|d| d.by.clone()),
+            decided_at: a.decision.as_ref().map(|d| d.at),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct ApprovalsQuery;
+
+#[Object]
+impl ApprovalsQuery {
+    /// Tool calls held for an operator, oldest first: the pending ones [default], or all.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn approvals(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = true)] pending: bool,
+    ) -> async_graphql::Result<Vec<ApprovalOut>> {
+        let api = ctx.data::<Api>()?;
+        let all = troupe_actors::agent::llm_approvals(api.store(), pending)
+            .await
+            .map_err(ApiError::Unavailable)
+            .gql()?;
+        Ok(all.into_iter().map(ApprovalOut::from).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct ApprovalsMutation;
+
+async fn decide(ctx: &Context<'_>, id: ID, approved: bool, note: Option<String>) -> async_graphql::Result<ApprovalOut> {
+    let api = ctx.data::<Api>()?;
+    let by = ctx.data::<Caller>()?.token.clone();
+    let decided = troupe_actors::agent::decide_approval(api.store(), &id, approved, note, &by)
+        .await
+        .map_err(|e| match e {
+            ApprovalRefused::NotFound(m) => ApiError::NotFound(m),
+            ApprovalRefused::Decided(m) => ApiError::Conflict(m),
+            ApprovalRefused::Store(m) => ApiError::Unavailable(m),
+        })
+        .gql()?;
+    Ok(decided.into())
+}
+
+#[Object]
+impl ApprovalsMutation {
+    /// Lets a held tool call run; the loop goes on. Approving it again answers the same;
+    /// a call already rejected is CONFLICT.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn approve_call(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        note: Option<String>,
+    ) -> async_graphql::Result<ApprovalOut> {
+        decide(ctx, id, true, note).await
+    }
+
+    /// Refuses a held tool call: the model is given the refusal, with `reason`, as the
+    /// call's (error) result, and the loop goes on.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn reject_call(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: Option<String>,
+    ) -> async_graphql::Result<ApprovalOut> {
+        decide(ctx, id, false, reason).await
+    }
+}
