@@ -396,6 +396,31 @@ pub struct Assignment {
 pub type Outcome = Result<serde_json::Value, String>;
 
 #[cfg(test)]
+impl TaskSpec {
+    /// A task `id` for capability `echo`, every other field at its default, for tests.
+    pub(crate) fn example(id: &str) -> Self {
+        Self {
+            id: id.into(),
+            target_agent: None,
+            capability: Some("echo".into()),
+            priority: Priority::Normal,
+            max_attempts: 3,
+            timeout_ms: None,
+            payload: serde_json::Value::Null,
+            created_at: troupe_runtime::clock::now(),
+            depends_on: Vec::new(),
+            deadline: None,
+            not_before: None,
+            retry: None,
+            capabilities: Vec::new(),
+            min_proficiency: None,
+            strategy: Strategy::default(),
+            budget: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -13,7 +13,7 @@ use troupe_runtime::store::{Batch, Fault, FaultHook, Store, StoreOptions};
 use super::{RetryPolicy, Scheduler, SchedulerArgs, SchedulerMsg};
 use crate::agent::AgentMsg;
 use crate::tables::{OPEN_TASKS, TASKS, TASK_STATUS};
-use crate::task::{Priority, TaskSpec, TaskState, TaskStatus};
+use crate::task::{TaskSpec, TaskState, TaskStatus};
 
 /// Answers every assignment at once with the payload as the result.
 struct FakeAgent(ActorRef<SchedulerMsg>);
@@ -55,22 +55,8 @@ impl Actor for Silent {
 
 fn spec(id: &str) -> TaskSpec {
     TaskSpec {
-        id: id.into(),
-        target_agent: None,
-        capability: Some("echo".into()),
-        priority: Priority::Normal,
-        max_attempts: 3,
-        timeout_ms: None,
         payload: json!({"n": 1}),
-        created_at: troupe_runtime::clock::now(),
-        depends_on: Vec::new(),
-        deadline: None,
-        not_before: None,
-        retry: None,
-        capabilities: Vec::new(),
-        min_proficiency: None,
-        strategy: Default::default(),
-        budget: None,
+        ..TaskSpec::example(id)
     }
 }
 

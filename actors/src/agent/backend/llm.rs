@@ -221,7 +221,8 @@ impl Loop {
             let servers = match journal.offered() {
                 Some(tools) => tools.to_vec(),
                 None => {
-                    let tools = tools::of_servers(&self.errands, &self.spec.mcp_servers, &self.spec.tools).await?;
+                    let listed = tools::of_servers(&self.errands, &self.spec.mcp_servers, &self.spec.tools);
+                    let tools = self.within(listed).await??;
                     journal.commit(Record::Offered { tools: tools.clone() }).await?;
                     tools
                 }

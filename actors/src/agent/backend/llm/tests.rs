@@ -548,22 +548,10 @@ async fn a_429_is_retried_after_its_retry_after() {
 /// Puts a task's spec with `budget` into `store`, as a submit does.
 async fn submitted(store: &Store, id: &str, budget: Option<Budget>) {
     let spec = TaskSpec {
-        id: id.into(),
-        target_agent: None,
         capability: Some("llm".into()),
-        priority: crate::task::Priority::Normal,
-        max_attempts: 3,
-        timeout_ms: None,
         payload: json!("go"),
-        created_at: chrono::Utc::now(),
-        depends_on: Vec::new(),
-        deadline: None,
-        not_before: None,
-        retry: None,
-        capabilities: Vec::new(),
-        min_proficiency: None,
-        strategy: Default::default(),
         budget,
+        ..TaskSpec::example(id)
     };
     let bytes = troupe_runtime::codec::encode(&spec).unwrap();
     store

@@ -92,21 +92,7 @@ fn dependencies_backoff_breakers_and_requirements_are_named() {
 
 fn spec(id: &str) -> crate::task::TaskSpec {
     crate::task::TaskSpec {
-        id: id.into(),
-        target_agent: None,
-        capability: Some("echo".into()),
-        priority: Priority::Normal,
-        max_attempts: 3,
-        timeout_ms: None,
-        payload: json!(null),
-        created_at: chrono::Utc::now(),
-        depends_on: Vec::new(),
-        deadline: None,
-        not_before: None,
-        retry: None,
-        capabilities: Vec::new(),
-        min_proficiency: None,
         strategy: crate::task::Strategy::Score,
-        budget: None,
+        ..crate::task::TaskSpec::example(id)
     }
 }
