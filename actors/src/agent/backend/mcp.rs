@@ -294,6 +294,16 @@ impl Backend for Mcp {
     }
 }
 
+impl Drop for Mcp {
+    /// An agent that crashed is dropped without `stop`: its watcher (which holds the
+    /// server's process, killed when dropped) goes with it.
+    fn drop(&mut self) {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
+    }
+}
+
 /// The tool a task aimed at a capability `mcp:<agent name>/<tool>` names.
 async fn tool_of(store: Option<&Store>, task: &str, prefix: &str) -> Result<String, String> {
     let spec = match store {
@@ -398,6 +408,50 @@ async fn watch(
                     link.signal(Signal::Unhealthy(format!("the MCP server missed {missed} ping")));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether a process whose command line holds `marker` runs.
+    fn running(marker: &str) -> bool {
+        std::process::Command::new("pgrep")
+            .args(["-f", marker])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backend_dropped_without_a_stop_takes_its_server_with_it() {
+        let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/mcp-venv/bin/python");
+        let server = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/mcp_server.py");
+        assert!(
+            std::path::Path::new(python).exists(),
+            "{python} is missing: run `make deps` (the Python mcp SDK)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("dropped.log").to_string_lossy().into_owned();
+        let spec = McpBackend {
+            command: vec![python.into(), server.into(), "--log".into(), marker.clone()],
+            env: Vec::new(),
+            url: None,
+            api_key: None,
+            ping_ms: McpBackend::DEFAULT_PING_MS,
+            timeout_ms: None,
+        };
+        let mut mcp = Mcp::new(spec, "dropped", Default::default(), None);
+        mcp.start(Link::detached()).await.unwrap();
+        assert_eq!(mcp.capabilities(), ["mcp:dropped/charge", "mcp:dropped/learn"]);
+        assert!(running(&marker));
+        // As when its agent crashes: no stop, the backend is dropped.
+        drop(mcp);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while running(&marker) {
+            assert!(std::time::Instant::now() < deadline, "the server outlived its backend");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
