@@ -59,7 +59,7 @@ pub fn catalogue() -> Vec<Tool> {
         },
         Tool {
             name: "troupe_send_message".into(),
-            description: "Sends a message to an agent (by id or name) and waits for its reply.".into(),
+            description: "Sends a message to an agent (by its id) and waits for its reply.".into(),
             mcp: None,
             parameters: json!({
                 "type": "object",
