@@ -1,0 +1,90 @@
+//! Budgets: a task's and an agent's, from the usage committed.
+
+use super::*;
+
+#[tokio::test]
+async fn a_task_budget_stops_the_loop_before_the_model_call_that_would_pass_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+    // Each call takes 15 tokens; the task may take 20: the third call is never made.
+    let server = Scripted::start(
+        (0..5)
+            .map(|i| openai_call(&format!("call_{i}"), "troupe_memory_get", r#"{"key":"k"}"#))
+            .collect(),
+    )
+    .await;
+    submitted(
+        &store,
+        "t5",
+        Some(Budget {
+            max_tokens: Some(20),
+            max_cost_usd: None,
+        }),
+    )
+    .await;
+    let (carried, kept) = errands(|_| Ok(json!("v")));
+    let s = LlmBackend {
+        tools: vec!["troupe_*".into()],
+        ..LlmBackend::to(server.url(), "m")
+    };
+    let mut llm = started(s, Some(store.clone()), carried).await;
+    let why = llm.run(task("t5", json!("go"))).await.unwrap_err();
+    assert!(
+        why.starts_with("BUDGET_EXCEEDED: the task's maxTokens is 20 and 30 was spent"),
+        "{why}"
+    );
+    assert!(crate::task::is_final(&why));
+    // Both calls the model made were answered before the stop.
+    assert_eq!((server.bodies().len(), kept.lock().unwrap().len()), (2, 2));
+    let events = store.events_after(0, 100).await.unwrap();
+    let stop = events
+        .iter()
+        .find(|e| e.kind == "BUDGET_EXCEEDED")
+        .expect("an event with the figures");
+    assert_eq!(stop.data["spent"], 30.0);
+    assert_eq!(stop.data["task"]["inputTokens"], 20);
+}
+
+#[tokio::test]
+async fn an_agents_cost_budget_counts_what_its_earlier_tasks_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+    let server = Scripted::start(vec![
+        openai_call("call_1", "troupe_memory_get", r#"{"key":"k"}"#),
+        openai_answer("first"),
+    ])
+    .await;
+    // 10 input tokens at 100 $ a million, 5 output at 200: 0.002 $ a call; the first
+    // task's answer (20 in, 3 out) 0.0026 $. The agent may spend 0.004 $ in all.
+    let prices: Prices = [(
+        "m".to_owned(),
+        troupe_runtime::config::Price {
+            input: 100.0,
+            output: 200.0,
+        },
+    )]
+    .into();
+    let s = LlmBackend {
+        tools: vec!["troupe_*".into()],
+        budget: crate::agent::AgentBudget {
+            max_cost_usd: Some(0.004),
+            ..Default::default()
+        },
+        ..LlmBackend::to(server.url(), "m")
+    };
+    let (carried, _) = errands(|_| Ok(json!("v")));
+    let mut llm = started_with(s.clone(), Some(store.clone()), prices.clone(), carried.clone()).await;
+    let out = llm.run(task("t6", json!("go"))).await.unwrap();
+    assert!((out["costUsd"].as_f64().unwrap() - 0.0046).abs() < 1e-9, "{out}");
+    // A later task of the agent (even after a restart: a new backend) finds it spent.
+    let mut again = started_with(s, Some(store.clone()), prices, carried).await;
+    let why = again.run(task("t7", json!("go"))).await.unwrap_err();
+    assert!(
+        why.starts_with("BUDGET_EXCEEDED: the agent's maxCostUsd is 0.004"),
+        "{why}"
+    );
+    assert_eq!(server.bodies().len(), 2, "no model call for the second task");
+    let today = journal::day(troupe_runtime::clock::now());
+    let (all, on_day) = journal::spent(&store, "agent-1", &today).await.unwrap();
+    assert_eq!((all.tokens(), on_day.tokens()), (38, 38));
+}

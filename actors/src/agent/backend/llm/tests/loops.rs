@@ -1,0 +1,262 @@
+//! The loop against a scripted model: tool calls and their results, both dialects end to
+//! end, a loop that starts again, max steps, keys and retries.
+
+use super::*;
+
+#[tokio::test]
+async fn a_tool_call_is_run_and_its_result_given_back_until_the_model_answers() {
+    let server = Scripted::start(vec![
+        openai_call("call_1", "troupe_memory_get", r#"{"key":"plan"}"#),
+        openai_call("call_2", "troupe_memory_get", "not json"),
+        openai_call("call_3", "launch_missiles", "{}"),
+        openai_answer("done"),
+    ])
+    .await;
+    let (carried, kept) = errands(|_| Ok(json!({"value": "ship it", "version": 3})));
+    let s = LlmBackend {
+        tools: vec!["troupe_memory_*".into()],
+        ..LlmBackend::to(server.url(), "m")
+    };
+    let mut llm = started(s, None, carried).await;
+    let out = llm.run(task("t1", json!("go"))).await.unwrap();
+    assert_eq!(out["content"], "done");
+    assert_eq!((out["steps"].clone(), out["toolCalls"].clone()), (json!(4), json!(3)));
+    assert_eq!(
+        out["usage"],
+        json!({"promptTokens": 50, "completionTokens": 18, "totalTokens": 68})
+    );
+    // Only the well-formed call of an offered tool reached the node.
+    assert_eq!(kept.lock().unwrap().len(), 1, "{:?}", kept.lock().unwrap());
+    let bodies = server.bodies();
+    assert_eq!(bodies.len(), 4);
+    assert_eq!(bodies[0]["tools"].as_array().unwrap().len(), 2);
+    let second = bodies[1]["messages"].as_array().unwrap();
+    assert_eq!(second[1]["tool_calls"][0]["id"], "call_1");
+    assert_eq!(second[2]["role"], "tool");
+    assert_eq!(second[2]["tool_call_id"], "call_1");
+    assert_eq!(second[2]["content"], r#"{"value":"ship it","version":3}"#);
+    // Bad arguments and an unknown tool come back as results the model can read.
+    let last = bodies[3]["messages"].as_array().unwrap();
+    let results: Vec<_> = last
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert!(results[1].contains("not valid JSON"), "{results:?}");
+    assert!(results[2].contains("no tool named \"launch_missiles\""), "{results:?}");
+}
+
+#[tokio::test]
+async fn the_anthropic_dialect_sends_its_headers_and_gives_every_tool_use_its_result() {
+    let two_calls = sse(
+        &[
+            json!({"type": "message_start", "message": {"model": "claude-x", "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_a", "name": "troupe_memory_get", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"key\":\"a\"}"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_b", "name": "troupe_memory_get", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"key\":\"b\"}"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+            json!({"type": "message_stop"}),
+        ],
+        false,
+    );
+    let answer = sse(
+        &[
+            json!({"type": "message_start", "message": {"model": "claude-x", "usage": {"input_tokens": 30, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "a and b"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}}),
+            json!({"type": "message_stop"}),
+        ],
+        false,
+    );
+    let server = Scripted::start(vec![two_calls, answer]).await;
+    let (carried, _) = errands(|what| match what {
+        ErrandKind::Memory(crate::agent::protocol::MemoryOp::Get { key }) if key == "a" => Ok(json!("A")),
+        _ => Err("NOT_FOUND: no key b".into()),
+    });
+    let s = LlmBackend {
+        dialect: Dialect::Anthropic,
+        stream: true,
+        max_tokens: Some(100),
+        tools: vec!["troupe_*".into()],
+        ..LlmBackend::to(server.url(), "claude-x")
+    };
+    let mut llm = started(s, None, carried).await;
+    let out = llm.run(task("t2", json!("look"))).await.unwrap();
+    assert_eq!(out["content"], "a and b");
+    assert_eq!(out["usage"]["totalTokens"], 5 + 9 + 30 + 4);
+    let seen = server.seen.lock().unwrap().clone();
+    assert!(seen[0].0.starts_with("post /v1/messages"), "{}", seen[0].0);
+    assert!(seen[0].0.contains("anthropic-version: 2023-06-01"), "{}", seen[0].0);
+    let messages = seen[1].1["messages"].as_array().unwrap().clone();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert_eq!(messages[1]["content"][1]["input"], json!({"key": "b"}));
+    // Both results in one user message, the failed one marked as an error.
+    assert_eq!(
+        messages[2],
+        json!({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_a", "content": "A", "is_error": false},
+            {"type": "tool_result", "tool_use_id": "toolu_b", "content": "NOT_FOUND: no key b", "is_error": true},
+        ]})
+    );
+}
+
+#[tokio::test]
+async fn a_loop_that_starts_again_goes_on_after_its_last_committed_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+    let server = Scripted::start(vec![
+        openai_call("call_1", "troupe_submit_task", r#"{"capability":"echo","payload":1}"#),
+        openai_answer("the echo said 1"),
+    ])
+    .await;
+    // The first attempt's tool call never returns: the attempt is dropped there, as a
+    // kill of its node would stop it, with the model's reply committed.
+    let (reached, held) = tokio::sync::oneshot::channel::<()>();
+    let keys: Arc<Mutex<Vec<String>>> = Arc::default();
+    let hang: Errands = {
+        let keys = keys.clone();
+        let reached = Arc::new(Mutex::new(Some(reached)));
+        Arc::new(move |what| {
+            if let ErrandKind::Submit { key, .. } = &what {
+                keys.lock().unwrap().push(key.clone());
+            }
+            let reached = reached.lock().unwrap().take();
+            Box::pin(async move {
+                drop(reached);
+                std::future::pending::<()>().await;
+                Ok(Value::Null)
+            })
+        })
+    };
+    let s = LlmBackend {
+        tools: vec!["troupe_submit_task".into()],
+        ..LlmBackend::to(server.url(), "m")
+    };
+    let mut first = started(s.clone(), Some(store.clone()), hang).await;
+    let attempt = tokio::spawn(first.run(task("t3", json!("delegate"))));
+    let _ = held.await;
+    attempt.abort();
+    assert_eq!(server.bodies().len(), 1);
+    // The next attempt (on this node or another) reads the committed reply back: the
+    // model is not asked again for it, and the call is made again with the same key.
+    let (carried, _) = errands(|_| Ok(json!(1)));
+    let keys_then = keys.clone();
+    let counting: Errands = Arc::new(move |what| {
+        if let ErrandKind::Submit { key, .. } = &what {
+            keys_then.lock().unwrap().push(key.clone());
+        }
+        carried(what)
+    });
+    let mut second = started(s, Some(store.clone()), counting).await;
+    let out = second
+        .run(Assignment {
+            attempt: 2,
+            ..task("t3", json!("delegate"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(out["content"], "the echo said 1");
+    assert_eq!(out["steps"], 2);
+    assert_eq!(server.bodies().len(), 2, "a committed model call was made again");
+    assert_eq!(*keys.lock().unwrap(), ["t3/1/call_1", "t3/1/call_1"]);
+    // Three steps committed, each with its event.
+    let steps = store.events_after(0, 100).await.unwrap();
+    let kinds: Vec<_> = steps
+        .iter()
+        .filter(|e| e.kind == "TASK_STEP")
+        .map(|e| e.data["kind"].clone())
+        .collect();
+    assert_eq!(kinds, [json!("reply"), json!("toolResult"), json!("reply")]);
+    // A third attempt finds the answer committed and asks nobody anything.
+    let (idle, asked) = errands(|_| Ok(Value::Null));
+    let mut third = started(
+        LlmBackend {
+            tools: vec!["troupe_submit_task".into()],
+            ..LlmBackend::to(server.url(), "m")
+        },
+        Some(store),
+        idle,
+    )
+    .await;
+    assert_eq!(
+        third.run(task("t3", json!("delegate"))).await.unwrap()["content"],
+        "the echo said 1"
+    );
+    assert_eq!((server.bodies().len(), asked.lock().unwrap().len()), (2, 0));
+}
+
+#[tokio::test]
+async fn max_steps_stops_the_loop_with_every_call_answered() {
+    let server = Scripted::start(
+        (0..5)
+            .map(|i| openai_call(&format!("call_{i}"), "troupe_memory_get", r#"{"key":"k"}"#))
+            .collect(),
+    )
+    .await;
+    let (carried, kept) = errands(|_| Ok(json!("v")));
+    let s = LlmBackend {
+        max_steps: 3,
+        tools: vec!["troupe_memory_get".into()],
+        ..LlmBackend::to(server.url(), "m")
+    };
+    let mut llm = started(s, None, carried).await;
+    let why = llm.run(task("t4", json!("loop"))).await.unwrap_err();
+    assert!(why.starts_with("MAX_STEPS"), "{why}");
+    assert_eq!(server.bodies().len(), 3);
+    assert_eq!(kept.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_key_the_node_does_not_allow_fails_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "sekrit").unwrap();
+    let key = crate::agent::spec::SecretRef::File(key.to_string_lossy().into_owned());
+    let with = |secrets: Secrets| {
+        Llm::new(
+            LlmBackend {
+                api_key: Some(key.clone()),
+                ..spec(false)
+            },
+            Arc::new(secrets),
+        )
+    };
+    let why = with(Secrets::default()).start(Link::detached()).await.unwrap_err();
+    assert!(why.contains("secret_dirs"), "{why}");
+    let why = with(Secrets::new(vec![], vec![dir.path().into()], vec![dir.path().into()]))
+        .start(Link::detached())
+        .await
+        .unwrap_err();
+    assert!(why.contains("the node's own secret"), "{why}");
+    let mut allowed = with(Secrets::new(vec![], vec![dir.path().into()], vec![]));
+    allowed.start(Link::detached()).await.unwrap();
+    assert_eq!(allowed.key.as_deref(), Some("sekrit"));
+}
+
+#[tokio::test]
+async fn a_429_is_retried_after_its_retry_after() {
+    let server = Scripted::start(vec![
+        // (Its header rides on the status line.)
+        ("429 Too Many Requests\r\nRetry-After: 0", "text/plain", "busy".into()),
+        openai_answer("ok"),
+    ])
+    .await;
+    let (carried, _) = errands(|_| Ok(Value::Null));
+    let mut llm = started(
+        LlmBackend {
+            base_url: format!("{}/", server.url()),
+            ..spec(false)
+        },
+        None,
+        carried,
+    )
+    .await;
+    let out = llm.run(task("t", json!("hi"))).await.unwrap();
+    assert_eq!(out["content"], "ok");
+    assert_eq!(server.bodies().len(), 2);
+}
