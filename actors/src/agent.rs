@@ -19,6 +19,7 @@ pub mod checkpoints;
 mod child;
 mod ladder;
 mod lifecycle;
+pub mod logs;
 mod observed;
 mod outbox;
 pub(crate) mod owners;
@@ -32,13 +33,14 @@ pub(crate) mod watchdog;
 
 pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
 pub use backend::{
-    approvals as llm_approvals, build as build_backend, decide_approval, describe_cgroup, preflight, read_stat,
+    approval as llm_approval, approvals as llm_approvals, build as build_backend, decide_approval, describe_cgroup, preflight, read_stat,
     signal_group, spent_by as llm_spent_by, transcript as llm_transcript, Approval, ApprovalRefused, Backend, Decision,
     Errand, ErrandKind, Lent, Link, LlmCall, LlmStep, LlmUsage, Outbox, Prices, Signal, Stat, Usage,
 };
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
 pub use lifecycle::Action;
+pub use logs::{LogBook, LogLine};
 pub use observed::{AgentLive, Observed, Report as ObservedAgents, Sampler};
 /// The courier's terms for an agent's errands (kept under this name for its callers).
 pub use outbox::{carrier, Outgoing, OutgoingKind};

@@ -22,6 +22,9 @@ pub const TASK_STATUS: Table = Table::new("task_status");
 pub const OPEN_TASKS: Table = Table::new("open_tasks");
 /// Agent checkpoints by `<agent id>/<checkpoint id>`: [`crate::agent::Checkpoint`].
 pub const CHECKPOINTS: Table = Table::new("checkpoints");
+/// What exec and process agents wrote, keyed `{agent}/{seq}`: [`crate::agent::LogLine`]
+/// (see `agent::logs`).
+pub const AGENT_LOGS: Table = Table::new("agent_logs");
 /// The committed steps of LLM tasks (model replies, tool results), keyed `{task}/{index}`.
 pub const LLM_STEPS: Table = Table::new("llm_steps");
 /// Tool calls of LLM tasks that wait (or waited) for an operator, keyed

@@ -63,6 +63,7 @@ pub async fn restart() {
         checkpoints_kept: 1,
         secrets: Default::default(),
         prices: Default::default(),
+        logs: Default::default(),
     };
     let spec = AgentSpec {
         id: "crasher@bench".into(),

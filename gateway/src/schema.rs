@@ -68,6 +68,7 @@ pub struct Subscription(
     messages::MessagesSubscription,
     swarms::SwarmsSubscription,
     experiments::ExperimentsSubscription,
+    approvals::ApprovalsSubscription,
 );
 
 pub type TroupeSchema = Schema<Query, Mutation, Subscription>;

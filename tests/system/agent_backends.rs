@@ -1,10 +1,10 @@
 //! The HTTP and LLM backends against a local server speaking OpenAI's protocol, and the
 //! limits and usage of process agents.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
-use super::support::{error_code, int, text, Deadline, FakeLlm, Gate, Node, NodeOpts, WAIT};
+use super::support::{error_code, int, text, Deadline, FakeLlm, Gate, Node, NodeOpts, Subscription, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_agent_answers_retries_a_429_and_sums_its_token_usage() -> Result<()> {
@@ -248,6 +248,10 @@ async fn a_tool_call_held_for_approval_waits_for_an_operator_whose_refusal_reach
     .await?;
     let node = Node::start(NodeOpts::named("solo")).await?;
     let viewer = node.create_token("viewer").await?;
+    // From a cursor taken before anything is held: the stream cannot miss the request.
+    let now = node.gql_ok("{ node { lastSeq } }", json!({})).await?["node"]["lastSeq"].clone();
+    let updates = "subscription($after: Int64) { approvalUpdates(after: $after) { id taskId state note } }";
+    let mut sub = Subscription::start(&node, updates, json!({ "after": now })).await?;
     let input = json!({
         "name": "careful",
         "backend": { "llm": {
@@ -295,6 +299,15 @@ async fn a_tool_call_held_for_approval_waits_for_an_operator_whose_refusal_reach
     );
     ensure!(node.gql_ok(q, json!({})).await?["approvals"] == json!([]));
     ensure!(node.events_for("APPROVAL_DECIDED", &task).await?.len() == 1);
+    // The subscription saw it asked, then decided.
+    let mut states = Vec::new();
+    while states.len() < 2 {
+        let data = sub.next_with_deadline().await?.context("the stream ended")?;
+        let update = &data["approvalUpdates"];
+        ensure!(update["id"] == held["id"] && update["taskId"] == task.as_str(), "{update}");
+        states.push(update["state"].as_str().unwrap_or_default().to_owned());
+    }
+    ensure!(states == ["PENDING", "REJECTED"], "{states:?}");
     Ok(())
 }
 

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use super::support::{expect_code, pid_alive, text, wait_pid_gone, Deadline, Node, NodeOpts, WAIT};
+use super::support::{expect_code, pid_alive, text, wait_pid_gone, Deadline, Node, NodeOpts, Subscription, WAIT};
 
 /// Polls until `file` holds `count` pids written by a script.
 async fn read_pids(file: &Path, count: usize) -> Result<Vec<i32>> {
@@ -224,6 +224,58 @@ async fn cancelling_a_queued_task_and_one_waiting_for_its_retry_ends_both_for_go
             node.events_for("TASK_STARTED", id).await?.len() <= 1,
             "{id} started again"
         );
+    }
+    Ok(())
+}
+
+/// Reads `agentLogLines` into `seen` until a line `want` is among them.
+async fn lines_until(sub: &mut Subscription, seen: &mut Vec<Value>, want: &str) -> Result<()> {
+    while !seen.iter().any(|l| l["line"] == want) {
+        let data = sub.next_with_deadline().await?.context("the stream ended")?;
+        seen.push(data["agentLogLines"].clone());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_lines_are_kept_and_followed_live() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let script = "read -r p; echo \"said $p\" >&2; echo '{\"ok\":1}'";
+    let agent = node.spawn_exec(&["/bin/sh", "-c", script], None).await?;
+    let q = "subscription($id: ID!) { agentLogLines(id: $id, after: 0) { seq stream line taskId } }";
+    let mut sub = Subscription::start(&node, q, json!({ "id": agent })).await?;
+    let mut seen: Vec<Value> = Vec::new();
+    let first = submit_once(&node, &agent, None).await?;
+    node.wait_task_state(&first, "SUCCEEDED").await?;
+    lines_until(&mut sub, &mut seen, "said {}").await?;
+    lines_until(&mut sub, &mut seen, "{\"ok\":1}").await?;
+    // Written after the stream caught up: it is woken by the write, not by a poll.
+    let input = json!({ "agentId": agent, "payload": "again", "maxAttempts": 1 });
+    let second = text(&node.submit(input).await?, "/id")?;
+    lines_until(&mut sub, &mut seen, "said \"again\"").await?;
+    let stderr = seen.iter().find(|l| l["line"] == "said {}").context("no stderr line")?;
+    ensure!(stderr["stream"] == "stderr" && stderr["taskId"] == first.as_str(), "{stderr}");
+    let stdout = seen.iter().find(|l| l["line"] == "{\"ok\":1}").context("no stdout line")?;
+    ensure!(stdout["stream"] == "stdout", "{stdout}");
+    // Kept: any member serves them after the fact, oldest first, from a cursor.
+    node.wait_task_state(&second, "SUCCEEDED").await?;
+    let q = "query($id: ID!, $after: Int64) { agentLogs(id: $id, after: $after) { seq line taskId } }";
+    let all = node.gql_ok(q, json!({ "id": agent })).await?["agentLogs"].clone();
+    let lines: Vec<&str> = all.as_array().context("a list")?.iter().filter_map(|l| l["line"].as_str()).collect();
+    ensure!(lines == ["said {}", "{\"ok\":1}", "said \"again\"", "{\"ok\":1}"], "{all}");
+    let after = node.gql_ok(q, json!({ "id": agent, "after": all[1]["seq"] })).await?["agentLogs"].clone();
+    ensure!(after.as_array().map(Vec::len) == Some(2) && after[0]["taskId"] == second.as_str(), "{after}");
+    let missing = node.gql(q, json!({ "id": "nobody" })).await?;
+    expect_code(&missing, "NOT_FOUND")?;
+    // A process agent's `log` lines are kept too.
+    let process = node.spawn_process("logger", json!({}), json!({})).await?;
+    let deadline = Deadline::after(WAIT, "the process agent's start line");
+    loop {
+        let lines = node.gql_ok(q, json!({ "id": process })).await?["agentLogs"].clone();
+        if lines.as_array().into_iter().flatten().any(|l| l["line"].as_str().is_some_and(|t| t.starts_with("info: process agent"))) {
+            break;
+        }
+        deadline.tick(&lines).await?;
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ use crate::task::{Assignment, Outcome};
 pub use cgroup::describe as describe_cgroup;
 pub use limits::{read_stat, sample, signal_group, Stat, Usage};
 pub use llm::{
-    approvals, decide as decide_approval, spent_by, transcript, Approval, Call as LlmCall, Decision, Record as LlmStep,
+    approvals, decide as decide_approval, get as approval, spent_by, transcript, Approval, Call as LlmCall, Decision, Record as LlmStep,
     Refused as ApprovalRefused, Usage as LlmUsage,
 };
 
@@ -188,6 +188,8 @@ pub struct Lent {
     pub store: Option<troupe_runtime::store::Store>,
     /// What a model's tokens cost, by model.
     pub prices: Arc<Prices>,
+    /// Where an exec or process agent's lines are kept.
+    pub logs: crate::agent::LogBook,
 }
 
 /// US dollars per million input and output tokens, by model (`llm_prices`).
@@ -197,8 +199,10 @@ pub type Prices = std::collections::BTreeMap<String, troupe_runtime::config::Pri
 pub fn build(spec: &AgentSpec, lent: &Lent) -> Box<dyn Backend> {
     match &spec.backend {
         BackendSpec::Builtin(kind) => Box::new(builtin::Builtin::new(*kind, spec.id.clone())),
-        BackendSpec::Exec(e) => Box::new(exec::Exec::new(e.clone(), spec.id.clone(), spec.limits)),
-        BackendSpec::Process(p) => Box::new(process::Process::new(p.clone(), spec.id.clone(), spec.limits)),
+        BackendSpec::Exec(e) => Box::new(exec::Exec::new(e.clone(), spec.id.clone(), spec.limits).logging(lent.logs.clone())),
+        BackendSpec::Process(p) => {
+            Box::new(process::Process::new(p.clone(), spec.id.clone(), spec.limits).logging(lent.logs.clone()))
+        }
         BackendSpec::Http(h) => Box::new(http::Http::new(h.clone(), spec.id.clone())),
         BackendSpec::Llm(l) => Box::new(llm::Llm::new(l.clone(), lent.secrets.clone()).for_agent(&spec.id, lent)),
         BackendSpec::Mcp(m) => Box::new(mcp::Mcp::new(

@@ -43,6 +43,8 @@ pub struct AgentPolicy {
     pub secrets: Arc<Secrets>,
     /// What a model's tokens cost (`llm_prices`).
     pub prices: Arc<super::backend::Prices>,
+    /// Where exec and process agents' lines are kept.
+    pub logs: super::LogBook,
 }
 
 /// How long an agent's start may take when its backend sets no wait of its own.
@@ -270,6 +272,7 @@ impl ChildSpec for AgentChild {
                     secrets: self.policy.secrets.clone(),
                     store: Some(self.store.clone()),
                     prices: self.policy.prices.clone(),
+                    logs: self.policy.logs.clone(),
                 },
             };
             let mut restore = lock(&self.restore).take();

@@ -196,6 +196,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
                 .collect(),
         )),
         prices: Arc::new(config.llm_prices.clone()),
+        logs: crate::agent::LogBook::start(&store),
     };
     let fleet = Fleet::new(
         config.node_name.clone(),
@@ -244,7 +245,13 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         slots: slots.clone(),
         policy: agent_policy.clone(),
         observed: observed.clone(),
+        log_watch: Default::default(),
     };
+    agents
+        .log_watch
+        .follow_keys(&store, &[crate::tables::AGENT_LOGS])
+        .await
+        .map_err(|e| StartNodeError::Tree(format!("agent log watch: {e}")))?;
     observed.sample_with({
         let agents = agents.clone();
         Arc::new(move || {

@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use super::context::Context;
 use super::listing::{Counted, Listing};
-use crate::agent::Slots;
-use crate::agent::{AgentFilter, AgentPolicy, AgentView, Checkpoint, SpawnAgentRequest};
+use crate::agent::{AgentFilter, AgentPolicy, AgentView, Checkpoint, LogLine, Slots, SpawnAgentRequest};
 use crate::cluster::remote::{service, At, Located};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
@@ -40,6 +39,8 @@ pub struct Agents {
     pub(crate) policy: AgentPolicy,
     /// What this node's agents and the peers' show of themselves.
     pub(crate) observed: crate::agent::Observed,
+    /// Wakes the followers of an agent's log when a line of it is applied.
+    pub(crate) log_watch: crate::swarm::Watch,
 }
 
 impl Located for Agents {
@@ -111,6 +112,54 @@ impl Agents {
         }
         self.ctx.store.linearize().await?;
         self.get_local(id).await
+    }
+
+    /// The lines agent `id` wrote with a seq above `after`, oldest first, at most `limit`
+    /// (its last `limit` without `after`), from this node's replica. NOT_FOUND when there is
+    /// no such agent and nothing of it is kept.
+    pub async fn logs(&self, id: &str, after: Option<u64>, limit: usize) -> Result<Vec<LogLine>, ApiError> {
+        let lines = crate::agent::logs::read(&self.ctx.store, id, after, limit).await?;
+        if lines.is_empty() && self.get(id).await?.is_none() {
+            return Err(ApiError::NotFound(format!("no agent {id}")));
+        }
+        Ok(lines)
+    }
+
+    /// The lines agent `id` writes from now on (after `after` when given), as each is
+    /// applied on this node: woken by the write, never polled.
+    pub async fn follow_logs(
+        &self,
+        id: &str,
+        after: Option<u64>,
+    ) -> Result<futures::stream::BoxStream<'static, Result<LogLine, ApiError>>, ApiError> {
+        use futures::StreamExt;
+        // Registered before the first read, so no line falls between the two.
+        let watching = self.log_watch.watch(id);
+        let after = match after {
+            Some(seq) => seq,
+            None => self.logs(id, None, 1).await?.last().map_or(0, |l| l.seq),
+        };
+        let state = (self.ctx.store.clone(), watching, id.to_owned(), after, std::collections::VecDeque::new());
+        let stream = futures::stream::unfold(state, |(store, watching, id, mut after, mut ready)| async move {
+            loop {
+                if let Some(line) = ready.pop_front() {
+                    return Some((Ok(line), (store, watching, id, after, ready)));
+                }
+                let notified = watching.notify.clone();
+                let woken = notified.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                match crate::agent::logs::read(&store, &id, Some(after), 500).await {
+                    Ok(lines) if lines.is_empty() => woken.await,
+                    Ok(lines) => {
+                        after = lines.last().map_or(after, |l| l.seq);
+                        ready.extend(lines);
+                    }
+                    Err(e) => return Some((Err(e.into()), (store, watching, id, after, ready))),
+                }
+            }
+        });
+        Ok(stream.boxed())
     }
 
     /// The cluster's agents in id order after the cursor, from this node's replica.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
-use troupe_runtime::store::{Change, Projection, Store, StoreError, View};
+use troupe_runtime::store::{Change, Projection, Store, StoreError, Table, View};
 
 /// Wakes those waiting on an entity (a task, a member) when a write with an event about it
 /// is applied. One projection serves them all, so a thousand conductors cost one lookup per
@@ -46,6 +46,18 @@ impl Watch {
         store.project(Arc::new(Waker(Arc::downgrade(&self.0)))).await
     }
 
+    /// Follows `store`'s writes to `tables` from now on: the subject of a key is what comes
+    /// before its first `/` (an agent's log lines, `{agent}/{seq}`, wake those watching the
+    /// agent).
+    pub async fn follow_keys(&self, store: &Store, tables: &'static [Table]) -> Result<(), StoreError> {
+        store
+            .project(Arc::new(KeyWaker {
+                inner: Arc::downgrade(&self.0),
+                tables,
+            }))
+            .await
+    }
+
     /// Registers for the writes about `subject`: those waiting on the returned notify are
     /// woken by each one applied (and by a snapshot installed, whose changes come with no
     /// event).
@@ -66,6 +78,22 @@ impl Watch {
 /// The watch as the state machine drives it.
 struct Waker(std::sync::Weak<WatchInner>);
 
+impl WatchInner {
+    fn wake_all(&self) {
+        let subjects = self.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        subjects.values().for_each(|(n, _)| n.notify_waiters());
+    }
+
+    fn wake<'a>(&self, about: impl Iterator<Item = &'a str>) {
+        let subjects = self.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        for subject in about {
+            if let Some((notify, _)) = subjects.get(subject) {
+                notify.notify_waiters();
+            }
+        }
+    }
+}
+
 impl Projection for Waker {
     fn name(&self) -> &'static str {
         "swarm watch"
@@ -74,8 +102,7 @@ impl Projection for Waker {
     /// A snapshot replaced the tables: everyone looks again.
     fn rebuild(&self, _: &View<'_>) -> Result<(), StoreError> {
         if let Some(inner) = self.0.upgrade() {
-            let subjects = inner.subjects.lock().unwrap_or_else(|p| p.into_inner());
-            subjects.values().for_each(|(n, _)| n.notify_waiters());
+            inner.wake_all();
         }
         Ok(())
     }
@@ -84,12 +111,41 @@ impl Projection for Waker {
         if change.events.is_empty() {
             return Ok(());
         }
-        let Some(inner) = self.0.upgrade() else { return Ok(()) };
-        let subjects = inner.subjects.lock().unwrap_or_else(|p| p.into_inner());
-        for event in change.events {
-            if let Some((notify, _)) = event.subject.as_deref().and_then(|s| subjects.get(s)) {
-                notify.notify_waiters();
-            }
+        if let Some(inner) = self.0.upgrade() {
+            inner.wake(change.events.iter().filter_map(|e| e.subject.as_deref()));
+        }
+        Ok(())
+    }
+}
+
+/// The watch of some tables' keys, as the state machine drives it.
+struct KeyWaker {
+    inner: std::sync::Weak<WatchInner>,
+    tables: &'static [Table],
+}
+
+impl Projection for KeyWaker {
+    fn name(&self) -> &'static str {
+        "key watch"
+    }
+
+    fn tables(&self) -> &'static [Table] {
+        self.tables
+    }
+
+    fn rebuild(&self, _: &View<'_>) -> Result<(), StoreError> {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.wake_all();
+        }
+        Ok(())
+    }
+
+    fn apply(&self, change: &Change<'_>) -> Result<(), StoreError> {
+        if change.keys.is_empty() {
+            return Ok(());
+        }
+        if let Some(inner) = self.inner.upgrade() {
+            inner.wake(change.keys.iter().map(|(_, k)| k.split('/').next().unwrap_or(k)));
         }
         Ok(())
     }

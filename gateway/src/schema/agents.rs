@@ -408,6 +408,24 @@ impl AgentsQuery {
         Ok(connection)
     }
 
+    /// The lines an exec or process agent wrote (stderr, an exec task's stdout, a process's
+    /// `log` lines), oldest first: those with `seq` above `after`, or its last ones without
+    /// it; at most `limit` (default 200, at most 1,000). An agent keeps its last 1,000
+    /// lines, a task attempt its first 500.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn agent_logs(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        after: Option<Int64>,
+        limit: Option<i32>,
+    ) -> async_graphql::Result<Vec<live::LogLine>> {
+        let limit = crate::schema::page::page_size(limit, 200, 1000)?;
+        let after = crate::schema::events::cursor(after)?;
+        let lines = ctx.data::<Api>()?.agents().logs(&id, after, limit).await.gql()?;
+        Ok(lines.into_iter().map(live::LogLine::from).collect())
+    }
+
     /// An agent, wherever it runs, from this node's replica.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn agent(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Agent>> {

@@ -1,14 +1,17 @@
 //! Tool calls of LLM agents that wait for an operator: `approvals`, `approveCall`,
 //! `rejectCall` (docs/llm-agents.md).
 
-use async_graphql::{Context, Enum, Object, SimpleObject, ID};
+use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
+use futures::{Stream, StreamExt};
 use chrono::{DateTime, Utc};
 use troupe_actors::agent::{Approval, ApprovalRefused};
 use troupe_actors::{Api, ApiError};
 use troupe_runtime::auth::Role;
+use troupe_runtime::events::EventFilter;
 
 use crate::auth::{Caller, RoleGuard};
 use crate::error::OrGql;
+use crate::schema::Int64;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ApprovalState {
@@ -87,6 +90,54 @@ impl ApprovalsQuery {
             .map_err(ApiError::Unavailable)
             .gql()?;
         Ok(all.into_iter().map(ApprovalOut::from).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct ApprovalsSubscription;
+
+#[Subscription]
+impl ApprovalsSubscription {
+    /// Each approval as it is requested and as it is decided (by an operator or its
+    /// timeout), as this node applies it: from now on, or from the events after `after`
+    /// (an event `seq`, such as `node { lastSeq }`), each as it was then.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn approval_updates(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<Int64>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ApprovalOut>>> {
+        let api = ctx.data::<Api>()?.clone();
+        let after = match crate::schema::events::cursor(after)? {
+            Some(after) => after,
+            None => api.last_seq().await.gql()?,
+        };
+        let filter = EventFilter {
+            kinds: Some(["APPROVAL_REQUESTED", "APPROVAL_DECIDED"].map(String::from).into_iter().collect()),
+            subject: None,
+        };
+        let store = api.store().clone();
+        Ok(api.subscribe(after, filter).filter_map(move |event| {
+            let store = store.clone();
+            async move {
+                let event = match event {
+                    Err(e) => return Some(Err(crate::error::api(e.into()))),
+                    Ok(event) => event,
+                };
+                let id = event.data.get("approval").and_then(|v| v.as_str())?;
+                match troupe_actors::agent::llm_approval(&store, id).await {
+                    // As it was at that event: a decision is never undone, so only the
+                    // request's is older than the record.
+                    Ok(found) => found.map(|mut a| {
+                        if event.kind == "APPROVAL_REQUESTED" {
+                            a.decision = None;
+                        }
+                        Ok(a.into())
+                    }),
+                    Err(e) => Some(Err(crate::error::api(ApiError::Unavailable(e)))),
+                }
+            }
+        }))
     }
 }
 

@@ -38,7 +38,7 @@ impl Event {
     }
 }
 
-pub(super) fn cursor(after: Option<Int64>) -> async_graphql::Result<Option<u64>> {
+pub(crate) fn cursor(after: Option<Int64>) -> async_graphql::Result<Option<u64>> {
     after.map(|a| a.non_negative("after")).transpose()
 }
 

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::cgroup::AgentCgroup;
 use super::limits;
 use super::{Backend, Link};
+use crate::agent::logs::{self, LogBook, Lines};
 use crate::agent::spec::{ExecBackend, Limits};
 use crate::task::{Assignment, Outcome};
 
@@ -33,6 +34,7 @@ pub struct Exec {
     limits: Limits,
     groups: Groups,
     cgroup: Option<AgentCgroup>,
+    logs: LogBook,
 }
 
 impl Exec {
@@ -43,7 +45,14 @@ impl Exec {
             limits,
             groups: Groups::default(),
             cgroup: None,
+            logs: LogBook::default(),
         }
+    }
+
+    /// Keeps what its tasks write to stdout and stderr in `logs`.
+    pub fn logging(mut self, logs: LogBook) -> Self {
+        self.logs = logs;
+        self
     }
 }
 
@@ -79,7 +88,7 @@ impl Backend for Exec {
 
     fn run(&mut self, a: Assignment) -> BoxFuture<'static, Outcome> {
         let (spec, agent, limits) = (self.spec.clone(), self.agent.clone(), self.limits);
-        let groups = self.groups.clone();
+        let (groups, logs) = (self.groups.clone(), self.logs.clone());
         let cgroup = self.cgroup.as_ref().map(AgentCgroup::procs);
         Box::pin(async move {
             let ctx = ExecContext {
@@ -89,6 +98,7 @@ impl Backend for Exec {
                 limits,
                 groups,
                 cgroup,
+                logs,
             };
             run(&spec, ctx, &a.payload).await
         })
@@ -111,6 +121,8 @@ pub struct ExecContext<'a> {
     pub groups: Groups,
     /// The agent's `cgroup.procs`, when it has a cgroup.
     pub cgroup: Option<std::ffi::CString>,
+    /// Where the lines the process writes are kept.
+    pub logs: LogBook,
 }
 
 pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -> Outcome {
@@ -128,6 +140,7 @@ pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -
     ctx.groups.set(pid, true);
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let input = payload.to_string();
+    let (logs, agent, task) = (ctx.logs.clone(), ctx.agent_id.to_owned(), ctx.task_id.to_owned());
     let feed = async move {
         if let Some(mut stdin) = stdin {
             // A process that exits without reading its input is not an error here.
@@ -150,14 +163,19 @@ pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -
         }
         Ok(out)
     };
+    let (stderr_logs, stderr_agent, stderr_task) = (logs.clone(), agent.clone(), task.clone());
     let read_stderr = async move {
         let mut tail = Vec::new();
+        let mut lines = Lines::default();
         if let Some(mut stderr) = stderr {
             let mut chunk = [0u8; 8192];
             loop {
                 match stderr.read(&mut chunk).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
+                        lines.feed(&chunk[..n], |line| {
+                            stderr_logs.write(&stderr_agent, Some(&stderr_task), "stderr", line)
+                        });
                         tail.extend_from_slice(&chunk[..n]);
                         if tail.len() > 2 * STDERR_TAIL {
                             tail.drain(..tail.len() - STDERR_TAIL);
@@ -166,6 +184,7 @@ pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -
                 }
             }
         }
+        lines.finish(|line| stderr_logs.write(&stderr_agent, Some(&stderr_task), "stderr", line));
         Ok(tail)
     };
     // The leader's exit, not yet reaped; then whatever is left of its group goes, which
@@ -199,6 +218,10 @@ pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -
         return Err(if tail.is_empty() { how } else { format!("{how}: {tail}") });
     }
     let stdout = String::from_utf8_lossy(&stdout);
+    // The result's lines too (the book keeps a task's first lines only).
+    for line in stdout.lines().take(logs::MAX_PER_TASK as usize + 1) {
+        logs.write(&agent, Some(&task), "stdout", line);
+    }
     let text = stdout.strip_suffix('\n').unwrap_or(&stdout);
     Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
 }

@@ -26,7 +26,7 @@ use super::{Backend, Lent, Link, Prices};
 use crate::agent::secrets::Secrets;
 use crate::agent::spec::{Dialect, LlmBackend};
 use crate::task::{Assignment, Budget, Outcome, TaskSpec};
-pub use approvals::{decide, list as approvals, Approval, Decision, Refused};
+pub use approvals::{decide, get, list as approvals, Approval, Decision, Refused};
 use journal::Journal;
 pub use journal::{Call, Record, Usage};
 use tools::Errands;

@@ -33,6 +33,7 @@ pub struct Process {
     live: Option<Arc<Live>>,
     child: Option<tokio::process::Child>,
     cgroup: Option<AgentCgroup>,
+    logs: crate::agent::LogBook,
 }
 
 /// A task in flight: where its result goes and what wakes its inactivity timer.
@@ -45,6 +46,7 @@ struct Pending {
 /// What the running process shares with the reader, the watchdog and the attempts.
 pub(super) struct Live {
     agent: String,
+    logs: crate::agent::LogBook,
     pgid: u32,
     lines: mpsc::UnboundedSender<String>,
     tasks: Mutex<HashMap<String, Pending>>,
@@ -115,7 +117,14 @@ impl Process {
             live: None,
             child: None,
             cgroup: None,
+            logs: Default::default(),
         }
+    }
+
+    /// Keeps the process's stderr lines and its `log` lines in `logs`.
+    pub fn logging(mut self, logs: crate::agent::LogBook) -> Self {
+        self.logs = logs;
+        self
     }
 
     fn live(&self) -> Result<&Arc<Live>, String> {
@@ -130,7 +139,7 @@ impl Backend for Process {
         Box::pin(async move {
             self.cgroup = AgentCgroup::create(&self.agent, &self.limits);
             let cgroup = self.cgroup.as_ref().map(AgentCgroup::procs);
-            let started = io::spawn(&self.spec, &self.agent, (self.limits, cgroup), link.clone())?;
+            let started = io::spawn(&self.spec, &self.agent, (self.limits, cgroup), link.clone(), self.logs.clone())?;
             let (live, limit) = (started.live, Duration::from_millis(self.spec.ready_timeout_ms));
             self.child = Some(started.child);
             self.live = Some(live.clone());

@@ -3,7 +3,7 @@
 
 use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use troupe_actors::agent::{AgentView, Usage};
 use troupe_actors::service::AgentLive;
 use troupe_actors::Api;
@@ -11,6 +11,7 @@ use troupe_runtime::auth::Role;
 
 use super::Agent;
 use crate::auth::RoleGuard;
+use crate::error::OrGql;
 use crate::schema::updates::Follow;
 use crate::schema::Int64;
 
@@ -33,6 +34,31 @@ impl Checkpoint {
     /// The size of the saved state, as JSON text.
     async fn size_bytes(&self) -> Int64 {
         self.0.size_bytes.into()
+    }
+}
+
+/// A line an exec or process agent wrote (docs/agents.md, "Logs").
+#[derive(SimpleObject)]
+pub struct LogLine {
+    /// Increasing with each line of the agent: a cursor for `agentLogs(after:)`.
+    pub seq: Int64,
+    pub at: DateTime<Utc>,
+    /// `stdout`, `stderr`, or `log` (a process agent's `log` line, prefixed by its level).
+    pub stream: String,
+    pub line: String,
+    /// The task whose attempt wrote it (an exec agent's lines).
+    pub task_id: Option<ID>,
+}
+
+impl From<troupe_actors::agent::LogLine> for LogLine {
+    fn from(l: troupe_actors::agent::LogLine) -> Self {
+        Self {
+            seq: l.seq.into(),
+            at: l.at,
+            stream: l.stream,
+            line: l.line,
+            task_id: l.task.map(ID),
+        }
     }
 }
 
@@ -108,5 +134,19 @@ impl AgentsSubscription {
             show: Agent::from,
         };
         crate::schema::updates::follow(ctx.data::<Api>()?, &id, follow).await
+    }
+
+    /// The lines the agent writes from now on, or after `after` (a `seq` of
+    /// `agentLogs`), as this node applies them.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn agent_log_lines(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        after: Option<Int64>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<LogLine>>> {
+        let after = crate::schema::events::cursor(after)?;
+        let lines = ctx.data::<Api>()?.agents().follow_logs(&id, after).await.gql()?;
+        Ok(lines.map(|l| l.map(LogLine::from).gql()))
     }
 }

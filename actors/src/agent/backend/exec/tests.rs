@@ -17,6 +17,7 @@ fn ctx() -> ExecContext<'static> {
         limits: Limits::default(),
         groups: Groups::default(),
         cgroup: None,
+        logs: Default::default(),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::agent::backend::limits::{self, signal_group};
 use crate::agent::backend::{Errand, ErrandKind, Link, Signal};
 use crate::agent::protocol::{Bad, Line};
 use crate::agent::spec::{Limits, ProcessBackend};
+use crate::agent::LogBook;
 
 /// The longest line a process may send (a result is kept in the store).
 const MAX_LINE: usize = 4 * 1024 * 1024 + 1024;
@@ -35,6 +36,7 @@ pub(super) fn spawn(
     agent: &str,
     (limits, cgroup): (Limits, Option<std::ffi::CString>),
     link: Link,
+    logs: LogBook,
 ) -> Result<Started, String> {
     let program = &spec.command[0];
     let mut cmd = limits::command(&spec.command, &spec.env);
@@ -47,6 +49,7 @@ pub(super) fn spawn(
     let (lines, mut outbox) = mpsc::unbounded_channel::<String>();
     let live = Arc::new(Live {
         agent: agent.to_owned(),
+        logs: logs.clone(),
         pgid,
         lines,
         tasks: Mutex::new(Default::default()),
@@ -74,6 +77,7 @@ pub(super) fn spawn(
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 tracing::info!(%agent, "stderr: {line}");
+                logs.write(&agent, None, "stderr", &line);
             }
         });
     }
@@ -211,6 +215,8 @@ fn take(live: &Arc<Live>, line: Line, ready: &mut Option<oneshot::Sender<()>>, l
                 Some("debug") => tracing::debug!(%agent, "{message}"),
                 _ => tracing::info!(%agent, "{message}"),
             }
+            let level = log.level.as_deref().unwrap_or("info");
+            live.logs.write(agent, None, "log", &format!("{level}: {message}"));
         }
         Line::Send(send) => errand(live, send.id.clone(), ErrandKind::Send(send), "sent", link),
         Line::Publish(publish) => errand(

@@ -7,6 +7,7 @@ use super::*;
 fn detached() -> (Arc<Live>, mpsc::UnboundedReceiver<String>) {
     let (lines, sent) = mpsc::unbounded_channel();
     let live = Arc::new(Live {
+        logs: Default::default(),
         agent: "a@test".into(),
         // No group: signals to it are ignored.
         pgid: 0,
