@@ -64,6 +64,7 @@ pub async fn restart() {
         secrets: Default::default(),
         prices: Default::default(),
         logs: Default::default(),
+        deltas: Default::default(),
     };
     let spec = AgentSpec {
         id: "crasher@bench".into(),

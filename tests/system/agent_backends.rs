@@ -506,3 +506,34 @@ async fn process_agents_run_under_their_rlimits_and_report_usage() -> Result<()>
     ensure!(rss > 0.0, "troupe_agent_rss_bytes for the agent: {rss}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_reply_reaches_a_watcher_piece_by_piece_before_the_task_ends() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let gate = dir.path().join("open");
+    let server = FakeLlm::start(&["--hold", &gate.to_string_lossy()]).await?;
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let input = json!({
+        "name": "talker",
+        "backend": { "llm": { "baseUrl": server.url(), "model": "tiny", "stream": true } },
+    });
+    let agent = text(&node.spawn_agent(input).await?, "/id")?;
+    // The model's answer waits at the gate: nothing streams before the watcher is live.
+    let task = node.submit_to(&agent, json!("one two three four")).await?;
+    let q = "subscription($id: ID!) { taskOutput(id: $id) { taskId step text } }";
+    let mut sub = Subscription::start(&node, q, json!({ "id": task })).await?;
+    let live = sub.next_with_deadline().await?.context("the stream ended at once")?;
+    ensure!(live["taskOutput"]["step"] == 0 && live["taskOutput"]["text"] == "", "{live}");
+    std::fs::write(&gate, "")?;
+    let mut pieces = Vec::new();
+    // The stream ends when the task does.
+    while let Some(data) = sub.next_with_deadline().await? {
+        let piece = &data["taskOutput"];
+        ensure!(piece["taskId"] == task.as_str() && piece["step"] == 1, "{piece}");
+        pieces.push(piece["text"].as_str().unwrap_or_default().to_owned());
+    }
+    let done = node.wait_task_state(&task, "SUCCEEDED").await?;
+    ensure!(pieces.len() == 5, "one piece per word: {pieces:?}");
+    ensure!(done["result"]["content"] == pieces.concat().as_str(), "{done} against {pieces:?}");
+    Ok(())
+}

@@ -26,7 +26,7 @@ use crate::task::{Assignment, Outcome};
 pub use cgroup::describe as describe_cgroup;
 pub use limits::{read_stat, sample, signal_group, Stat, Usage};
 pub use llm::{
-    approvals, decide as decide_approval, get as approval, spent_by, transcript, Approval, Call as LlmCall, Decision, Record as LlmStep,
+    approvals, decide as decide_approval, get as approval, spent_by, Delta as LlmDelta, Deltas as LlmDeltas, transcript, Approval, Call as LlmCall, Decision, Record as LlmStep,
     Refused as ApprovalRefused, Usage as LlmUsage,
 };
 
@@ -190,6 +190,8 @@ pub struct Lent {
     pub prices: Arc<Prices>,
     /// Where an exec or process agent's lines are kept.
     pub logs: crate::agent::LogBook,
+    /// Where an LLM agent's replies stream, piece by piece, while they come.
+    pub deltas: llm::Deltas,
 }
 
 /// US dollars per million input and output tokens, by model (`llm_prices`).

@@ -45,6 +45,8 @@ pub struct AgentPolicy {
     pub prices: Arc<super::backend::Prices>,
     /// Where exec and process agents' lines are kept.
     pub logs: super::LogBook,
+    /// Where LLM agents' replies stream while they come.
+    pub deltas: super::LlmDeltas,
 }
 
 /// How long an agent's start may take when its backend sets no wait of its own.
@@ -273,6 +275,7 @@ impl ChildSpec for AgentChild {
                     store: Some(self.store.clone()),
                     prices: self.policy.prices.clone(),
                     logs: self.policy.logs.clone(),
+                    deltas: self.policy.deltas.clone(),
                 },
             };
             let mut restore = lock(&self.restore).take();

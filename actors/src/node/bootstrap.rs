@@ -197,6 +197,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         )),
         prices: Arc::new(config.llm_prices.clone()),
         logs: crate::agent::LogBook::start(&store),
+        deltas: Default::default(),
     };
     let fleet = Fleet::new(
         config.node_name.clone(),

@@ -162,6 +162,11 @@ impl Agents {
         Ok(stream.boxed())
     }
 
+    /// The pieces of model replies streaming on this node's LLM agents from now on.
+    pub fn model_output(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::agent::LlmDelta>> {
+        self.policy.deltas.subscribe()
+    }
+
     /// The cluster's agents in id order after the cursor, from this node's replica.
     pub async fn list(
         &self,

@@ -4,7 +4,7 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, InputObject, Json, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use troupe_actors::service::TaskFilter;
 use troupe_actors::task::{GraphTask, RetrySpec, Strategy as St, SubmitTaskRequest, TaskRecord, TaskState as S};
 use troupe_actors::Api;
@@ -572,6 +572,69 @@ impl TasksSubscription {
         };
         super::updates::follow(ctx.data::<Api>()?, &id, follow).await
     }
+
+    /// An LLM task's model replies as they stream, piece by piece, from the node running
+    /// its agent (on another member only the committed steps are known: `transcript`,
+    /// `taskUpdates`). First an item with step 0 and no text, once the stream is live; then
+    /// each piece; it ends when the task does. A piece is not kept: a client that needs the
+    /// whole reply reads the step once committed.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn task_output(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<TaskOutput>>> {
+        let api = ctx.data::<Api>()?;
+        // Listening before the task is first read: no piece falls between the two.
+        let pieces = tokio_stream::wrappers::BroadcastStream::new(api.agents().model_output());
+        let follow = Follow {
+            noun: "task",
+            read: |api, id| Box::pin(async move { api.tasks().get(&id).await }),
+            changed: |sent, now| sent.status.state != now.status.state,
+            last: |task| task.status.state.is_terminal(),
+            gone_is_error: false,
+            show: |task| task.status.state.is_terminal(),
+        };
+        let ended = super::updates::follow(api, &id, follow)
+            .await?
+            .filter_map(|r| futures::future::ready(r.map_or(Some(()), |over| over.then_some(()))))
+            .chain(futures::stream::once(futures::future::ready(())))
+            .map(|()| None);
+        let task = id.to_string();
+        let pieces = pieces.filter_map(move |piece| {
+            futures::future::ready(match piece {
+                Ok(piece) if piece.task == task => Some(Some(TaskOutput {
+                    task_id: ID(piece.task.clone()),
+                    step: piece.step as i32,
+                    text: piece.text.clone(),
+                })),
+                // Missed pieces (a slow reader): the committed step has them all.
+                _ => None,
+            })
+        });
+        let live = TaskOutput {
+            task_id: id.clone(),
+            step: 0,
+            text: String::new(),
+        };
+        Ok(futures::stream::once(futures::future::ready(Ok(live))).chain(
+            // Pieces first: those of the last reply were sent before its step was committed,
+            // so they are all read before the end is.
+            futures::stream::select_with_strategy(pieces, ended, |_: &mut ()| futures::stream::PollNext::Left)
+                .take_while(|item| futures::future::ready(item.is_some()))
+                .filter_map(|item| futures::future::ready(item.map(Ok))),
+        ))
+    }
+}
+
+/// A piece of an LLM task's model reply, as it streams.
+#[derive(async_graphql::SimpleObject)]
+pub struct TaskOutput {
+    pub task_id: ID,
+    /// The model call it belongs to: 1, 2, … (0 for the first item, which says the stream is
+    /// live).
+    pub step: i32,
+    pub text: String,
 }
 
 /// A task queued for a capability no agent of the cluster has is accepted (an agent may be

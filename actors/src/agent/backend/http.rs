@@ -67,9 +67,20 @@ impl Backend for Http {
 }
 
 /// Reads a body up to [`MAX_BODY`]; a longer one is an error.
-pub(super) async fn read_body(mut response: reqwest::Response, url: &str, limit: Duration) -> Result<Vec<u8>, String> {
+pub(super) async fn read_body(response: reqwest::Response, url: &str, limit: Duration) -> Result<Vec<u8>, String> {
+    read_body_with(response, url, limit, |_| {}).await
+}
+
+/// [`read_body`], giving `each` every chunk as it comes.
+pub(super) async fn read_body_with(
+    mut response: reqwest::Response,
+    url: &str,
+    limit: Duration,
+    mut each: impl FnMut(&[u8]),
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| failed(url, &e, limit))? {
+        each(&chunk);
         out.extend_from_slice(&chunk);
         if out.len() > MAX_BODY {
             return Err(format!("the answer from {url} is larger than {MAX_BODY} bytes"));

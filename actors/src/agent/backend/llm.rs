@@ -10,6 +10,7 @@
 //! log line.
 
 mod approvals;
+mod deltas;
 mod journal;
 mod tools;
 mod wire;
@@ -19,14 +20,16 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
+use tracing::Instrument;
 use troupe_runtime::store::Store;
 
-use super::http::{excerpt, failed, read_body};
+use super::http::{excerpt, failed, read_body_with};
 use super::{Backend, Lent, Link, Prices};
 use crate::agent::secrets::Secrets;
 use crate::agent::spec::{Dialect, LlmBackend};
 use crate::task::{Assignment, Budget, Outcome, TaskSpec};
 pub use approvals::{decide, get, list as approvals, Approval, Decision, Refused};
+pub use deltas::{Delta, Deltas};
 use journal::Journal;
 pub use journal::{Call, Record, Usage};
 use tools::Errands;
@@ -47,6 +50,7 @@ pub struct Llm {
     tools: Arc<Vec<Tool>>,
     agent: String,
     prices: Arc<Prices>,
+    deltas: Deltas,
 }
 
 impl Llm {
@@ -62,6 +66,7 @@ impl Llm {
             tools,
             agent: String::new(),
             prices: Arc::default(),
+            deltas: Deltas::default(),
         }
     }
 
@@ -71,6 +76,7 @@ impl Llm {
         self.agent = agent.to_owned();
         self.store = lent.store.clone();
         self.prices = lent.prices.clone();
+        self.deltas = lent.deltas.clone();
         self
     }
 
@@ -114,6 +120,7 @@ impl Backend for Llm {
             limit,
             agent: self.agent.clone(),
             prices: self.prices.clone(),
+            deltas: self.deltas.clone(),
         };
         // The loop keeps its own time: a wait for an operator's approval does not count.
         Box::pin(turn.run(a))
@@ -136,6 +143,7 @@ struct Loop {
     limit: Duration,
     agent: String,
     prices: Arc<Prices>,
+    deltas: Deltas,
 }
 
 impl Loop {
@@ -242,7 +250,17 @@ impl Loop {
                 let left = self.deadline.saturating_duration_since(tokio::time::Instant::now());
                 let (content, error) = match verdict {
                     Ok(()) => {
+                        let span = tracing::info_span!(
+                            "execute_tool",
+                            otel.name = %format!("execute_tool {}", call.name),
+                            otel.kind = "internal",
+                            gen_ai.operation.name = "execute_tool",
+                            gen_ai.tool.name = %call.name,
+                            gen_ai.tool.call.id = %call.id,
+                            troupe.task.id = %a.task_id,
+                        );
                         self.within(tools::run(&self.errands, &offered, &call, key, left))
+                            .instrument(span)
                             .await?
                     }
                     Err(rejected) => (rejected, true),
@@ -271,19 +289,30 @@ impl Loop {
             self.within_budgets(&journal, budget, &a.task_id).await?;
             let (path, body) = wire::request(&self.spec, &opening, journal.records(), &offered);
             let began = std::time::Instant::now();
-            let turn = self.within(self.complete(path, &body)).await??;
+            let step = journal.steps() + 1;
+            let span = self.model_span(&a.task_id, step);
+            let turn = self
+                .within(self.complete(path, &body, (&a.task_id, step)))
+                .instrument(span.clone())
+                .await??;
             let model = turn.model.unwrap_or_else(|| self.spec.model.clone());
             let cost_usd = self
                 .prices
                 .get(&self.spec.model)
                 .or_else(|| self.prices.get(&model))
                 .map_or(0.0, |p| p.of(turn.tokens.input, turn.tokens.output));
+            span.record("gen_ai.response.model", model.as_str());
+            span.record("gen_ai.usage.input_tokens", turn.tokens.input);
+            span.record("gen_ai.usage.output_tokens", turn.tokens.output);
+            if let Some(finish) = &turn.finish {
+                span.record("gen_ai.response.finish_reasons", finish.as_str());
+            }
             let labels = [("agent", self.agent.clone()), ("model", model.clone())];
             metrics::counter!("troupe_llm_tokens_total", &labels).increment(turn.tokens.input + turn.tokens.output);
             metrics::gauge!("troupe_llm_cost_usd", &labels).increment(cost_usd);
             journal
                 .commit(Record::Reply {
-                    step: journal.steps() + 1,
+                    step,
                     text: turn.text,
                     calls: turn.calls,
                     tokens: turn.tokens,
@@ -367,8 +396,35 @@ impl Loop {
         ))
     }
 
-    /// Posts one model call, retrying what the server says may work later.
-    async fn complete(&self, path: &str, body: &Value) -> Result<Turn, String> {
+    /// The span of model call `step`, named and attributed as OpenTelemetry's GenAI
+    /// conventions say (`chat {model}`); its response's attributes are recorded on it once
+    /// the reply is read.
+    fn model_span(&self, task: &str, step: u32) -> tracing::Span {
+        let provider = match self.spec.dialect {
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+        };
+        tracing::info_span!(
+            "chat",
+            otel.name = %format!("chat {}", self.spec.model),
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = provider,
+            gen_ai.request.model = %self.spec.model,
+            gen_ai.request.stream = self.spec.stream,
+            gen_ai.agent.id = %self.agent,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            troupe.task.id = %task,
+            troupe.step = step,
+        )
+    }
+
+    /// Posts one model call, retrying what the server says may work later. A streamed
+    /// reply's text goes to those watching `task`'s `step` as it comes.
+    async fn complete(&self, path: &str, body: &Value, (task, step): (&str, u32)) -> Result<Turn, String> {
         let (spec, limit) = (&self.spec, self.limit);
         let url = format!("{}{path}", spec.base_url.trim_end_matches('/'));
         let mut tries = 0;
@@ -398,7 +454,18 @@ impl Loop {
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(retry_after);
-                    let bytes = read_body(response, &url, limit).await?;
+                    let mut lines = deltas::SseLines::default();
+                    let watched = spec.stream && status.is_success();
+                    let bytes = read_body_with(response, &url, limit, |chunk| {
+                        if watched {
+                            lines.feed(chunk, |line| {
+                                if let Some(text) = deltas::text_of(spec.dialect, line) {
+                                    self.deltas.send(task, step, text);
+                                }
+                            });
+                        }
+                    })
+                    .await?;
                     if status.is_success() {
                         match wire::parse(spec.dialect, &bytes, spec.stream) {
                             Ok(turn) => return Ok(turn),

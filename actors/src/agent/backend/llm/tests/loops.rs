@@ -260,3 +260,81 @@ async fn a_429_is_retried_after_its_retry_after() {
     assert_eq!(out["content"], "ok");
     assert_eq!(server.bodies().len(), 2);
 }
+
+/// The spans a loop opens, in order, by name, each with its attributes as text.
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<(u64, String, std::collections::BTreeMap<String, String>)>>>);
+
+impl Spans {
+    fn record(&self, id: &tracing::span::Id, values: &dyn Fn(&mut dyn tracing::field::Visit), name: Option<&str>) {
+        struct Fields<'a>(&'a mut std::collections::BTreeMap<String, String>);
+        impl tracing::field::Visit for Fields<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.insert(field.name().to_owned(), format!("{value:?}").trim_matches('"').to_owned());
+            }
+        }
+        let mut spans = self.0.lock().unwrap();
+        if let Some(name) = name {
+            spans.push((id.into_u64(), name.to_owned(), Default::default()));
+        }
+        // A registry reuses an id once its span closed: the last one opened is the one.
+        if let Some(span) = spans.iter_mut().rev().find(|(i, _, _)| *i == id.into_u64()) {
+            values(&mut Fields(&mut span.2));
+        }
+    }
+}
+
+impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>> tracing_subscriber::Layer<S> for Spans {
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        self.record(id, &|v| attrs.record(v), Some(attrs.metadata().name()));
+    }
+
+    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        self.record(id, &|v| values.record(v), None);
+    }
+}
+
+#[test]
+fn model_and_tool_calls_are_spans_named_and_attributed_as_the_genai_conventions_say() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let spans = Spans::default();
+    let subscriber = tracing_subscriber::registry().with(spans.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let server = Scripted::start(vec![
+            openai_call("call_1", "troupe_memory_get", r#"{"key":"plan"}"#),
+            openai_answer("done"),
+        ])
+        .await;
+        let (carried, _) = errands(|_| Ok(json!({"value": 1})));
+        let s = LlmBackend {
+            tools: vec!["troupe_memory_*".into()],
+            ..LlmBackend::to(server.url(), "m")
+        };
+        let mut llm = started(s, None, carried).await;
+        llm.run(task("t1", json!("go"))).await.unwrap();
+    });
+    let spans = spans.0.lock().unwrap().clone();
+    let named = |name: &str| spans.iter().filter(|(_, n, _)| n == name).map(|(_, _, f)| f.clone()).collect::<Vec<_>>();
+    let chats = named("chat");
+    assert_eq!(chats.len(), 2, "{spans:?}");
+    let first = &chats[0];
+    for (key, value) in [
+        ("otel.name", "chat m"),
+        ("otel.kind", "client"),
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.provider.name", "openai"),
+        ("gen_ai.request.model", "m"),
+        ("gen_ai.response.finish_reasons", "tool_calls"),
+        ("troupe.task.id", "t1"),
+        ("troupe.step", "1"),
+    ] {
+        assert_eq!(first.get(key).map(String::as_str), Some(value), "{key} in {first:?}");
+    }
+    assert!(first.contains_key("gen_ai.usage.input_tokens") && first.contains_key("gen_ai.usage.output_tokens"), "{first:?}");
+    let tools = named("execute_tool");
+    assert_eq!(tools.len(), 1, "{spans:?}");
+    assert_eq!(tools[0].get("otel.name").map(String::as_str), Some("execute_tool troupe_memory_get"));
+    assert_eq!(tools[0].get("gen_ai.tool.call.id").map(String::as_str), Some("call_1"));
+}
