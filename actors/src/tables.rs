@@ -30,6 +30,9 @@ pub const LLM_STEPS: Table = Table::new("llm_steps");
 /// Tool calls of LLM tasks that wait (or waited) for an operator, keyed
 /// `{task}/{step}/{call}`: [`crate::agent::Approval`].
 pub const LLM_APPROVALS: Table = Table::new("llm_approvals");
+/// The conversations LLM agents keep across tasks, keyed `{agent}/{session}`:
+/// [`crate::agent::LlmSession`].
+pub const LLM_SESSIONS: Table = Table::new("llm_sessions");
 /// What each LLM task cost its agent each day, keyed `{agent}/{YYYY-MM-DD}/{task}`:
 /// [`crate::agent::LlmUsage`]; an agent's budgets are checked against their sums.
 pub const LLM_USAGE: Table = Table::new("llm_usage");

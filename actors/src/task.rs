@@ -125,6 +125,9 @@ pub struct SubmitTaskRequest {
     /// What an LLM agent's loop may spend on this task.
     #[serde(default)]
     pub budget: Option<Budget>,
+    /// The conversation an LLM agent keeps across the tasks that name it.
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 /// What an LLM task may spend: checked before each model call, from the usage its steps
@@ -189,6 +192,7 @@ impl SubmitTaskRequest {
             min_proficiency: None,
             strategy: None,
             budget: None,
+            session: None,
         }
     }
 
@@ -216,6 +220,11 @@ impl SubmitTaskRequest {
                 return Err(ApiError::invalid(
                     "minProficiency applies to capabilities, not to an agentId",
                 ));
+            }
+        }
+        if let Some(s) = &self.session {
+            if s.trim().is_empty() || s.len() > 200 {
+                return Err(ApiError::invalid("session must be 1 to 200 bytes"));
             }
         }
         if let Some(b) = self.budget {
@@ -296,6 +305,8 @@ pub struct TaskSpec {
     pub strategy: Strategy,
     #[serde(default)]
     pub budget: Option<Budget>,
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 /// What became of a task so far.
@@ -416,6 +427,7 @@ impl TaskSpec {
             min_proficiency: None,
             strategy: Strategy::default(),
             budget: None,
+            session: None,
         }
     }
 }
@@ -472,6 +484,7 @@ mod tests {
                 max_tokens: Some(10),
                 max_cost_usd: Some(0.5),
             }),
+            session: Some("s".into()),
         };
         let bytes = troupe_runtime::codec::encode(&spec).unwrap();
         assert_eq!(troupe_runtime::codec::decode::<TaskSpec>(&bytes).unwrap(), spec);

@@ -254,17 +254,34 @@ async fn an_agents_lines_are_kept_and_followed_live() -> Result<()> {
     let second = text(&node.submit(input).await?, "/id")?;
     lines_until(&mut sub, &mut seen, "said \"again\"").await?;
     let stderr = seen.iter().find(|l| l["line"] == "said {}").context("no stderr line")?;
-    ensure!(stderr["stream"] == "stderr" && stderr["taskId"] == first.as_str(), "{stderr}");
-    let stdout = seen.iter().find(|l| l["line"] == "{\"ok\":1}").context("no stdout line")?;
+    ensure!(
+        stderr["stream"] == "stderr" && stderr["taskId"] == first.as_str(),
+        "{stderr}"
+    );
+    let stdout = seen
+        .iter()
+        .find(|l| l["line"] == "{\"ok\":1}")
+        .context("no stdout line")?;
     ensure!(stdout["stream"] == "stdout", "{stdout}");
     // Kept: any member serves them after the fact, oldest first, from a cursor.
     node.wait_task_state(&second, "SUCCEEDED").await?;
     let q = "query($id: ID!, $after: Int64) { agentLogs(id: $id, after: $after) { seq line taskId } }";
     let all = node.gql_ok(q, json!({ "id": agent })).await?["agentLogs"].clone();
-    let lines: Vec<&str> = all.as_array().context("a list")?.iter().filter_map(|l| l["line"].as_str()).collect();
-    ensure!(lines == ["said {}", "{\"ok\":1}", "said \"again\"", "{\"ok\":1}"], "{all}");
+    let lines: Vec<&str> = all
+        .as_array()
+        .context("a list")?
+        .iter()
+        .filter_map(|l| l["line"].as_str())
+        .collect();
+    ensure!(
+        lines == ["said {}", "{\"ok\":1}", "said \"again\"", "{\"ok\":1}"],
+        "{all}"
+    );
     let after = node.gql_ok(q, json!({ "id": agent, "after": all[1]["seq"] })).await?["agentLogs"].clone();
-    ensure!(after.as_array().map(Vec::len) == Some(2) && after[0]["taskId"] == second.as_str(), "{after}");
+    ensure!(
+        after.as_array().map(Vec::len) == Some(2) && after[0]["taskId"] == second.as_str(),
+        "{after}"
+    );
     let missing = node.gql(q, json!({ "id": "nobody" })).await?;
     expect_code(&missing, "NOT_FOUND")?;
     // A process agent's `log` lines are kept too.
@@ -272,7 +289,12 @@ async fn an_agents_lines_are_kept_and_followed_live() -> Result<()> {
     let deadline = Deadline::after(WAIT, "the process agent's start line");
     loop {
         let lines = node.gql_ok(q, json!({ "id": process })).await?["agentLogs"].clone();
-        if lines.as_array().into_iter().flatten().any(|l| l["line"].as_str().is_some_and(|t| t.starts_with("info: process agent"))) {
+        if lines
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["line"].as_str().is_some_and(|t| t.starts_with("info: process agent")))
+        {
             break;
         }
         deadline.tick(&lines).await?;

@@ -26,8 +26,8 @@ use crate::task::{Assignment, Outcome};
 pub use cgroup::describe as describe_cgroup;
 pub use limits::{read_stat, sample, signal_group, Stat, Usage};
 pub use llm::{
-    approvals, decide as decide_approval, get as approval, spent_by, Delta as LlmDelta, Deltas as LlmDeltas, transcript, Approval, Call as LlmCall, Decision, Record as LlmStep,
-    Refused as ApprovalRefused, Usage as LlmUsage,
+    approvals, decide as decide_approval, get as approval, spent_by, transcript, Approval, Call as LlmCall, Decision,
+    Delta as LlmDelta, Deltas as LlmDeltas, Record as LlmStep, Refused as ApprovalRefused, Usage as LlmUsage,
 };
 
 /// An HTTP client on the node's one TLS provider (see [`troupe_runtime::tls`]).
@@ -201,7 +201,9 @@ pub type Prices = std::collections::BTreeMap<String, troupe_runtime::config::Pri
 pub fn build(spec: &AgentSpec, lent: &Lent) -> Box<dyn Backend> {
     match &spec.backend {
         BackendSpec::Builtin(kind) => Box::new(builtin::Builtin::new(*kind, spec.id.clone())),
-        BackendSpec::Exec(e) => Box::new(exec::Exec::new(e.clone(), spec.id.clone(), spec.limits).logging(lent.logs.clone())),
+        BackendSpec::Exec(e) => {
+            Box::new(exec::Exec::new(e.clone(), spec.id.clone(), spec.limits).logging(lent.logs.clone()))
+        }
         BackendSpec::Process(p) => {
             Box::new(process::Process::new(p.clone(), spec.id.clone(), spec.limits).logging(lent.logs.clone()))
         }

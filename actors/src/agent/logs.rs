@@ -241,7 +241,9 @@ pub async fn read(store: &Store, agent: &str, after: Option<u64>, limit: usize) 
                 if !k.starts_with(&prefix) {
                     return Ok(false);
                 }
-                out.push(troupe_runtime::codec::decode::<LogLine>(bytes).map_err(|e| StoreError::Database(e.to_string()))?);
+                out.push(
+                    troupe_runtime::codec::decode::<LogLine>(bytes).map_err(|e| StoreError::Database(e.to_string()))?,
+                );
                 Ok(after.is_none() || out.len() < limit)
             })?;
             Ok(out)
@@ -293,14 +295,20 @@ mod tests {
         writer.flush(&store, vec![line("b", None, "other")]).await.unwrap();
         // A writer that starts again (another node) counts what is kept.
         let mut again = Writer::default();
-        again.flush(&store, vec![line("a", None, "after a restart")]).await.unwrap();
+        again
+            .flush(&store, vec![line("a", None, "after a restart")])
+            .await
+            .unwrap();
         let kept = read(&store, "a", Some(0), usize::MAX).await.unwrap();
         assert_eq!(kept.len(), MAX_PER_AGENT as usize);
         assert_eq!(kept[0].line, format!("line {}", total + 1 - MAX_PER_AGENT as usize));
         assert_eq!(kept.last().unwrap().line, "after a restart");
         assert!(kept.windows(2).all(|w| w[0].seq < w[1].seq));
         let last = read(&store, "a", None, 2).await.unwrap();
-        assert_eq!(last.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), [format!("line {}", total - 1).as_str(), "after a restart"]);
+        assert_eq!(
+            last.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+            [format!("line {}", total - 1).as_str(), "after a restart"]
+        );
         let after = read(&store, "a", Some(last[0].seq), 10).await.unwrap();
         assert_eq!(after, last[1..]);
         assert_eq!(read(&store, "b", None, 10).await.unwrap().len(), 1);
@@ -310,12 +318,21 @@ mod tests {
     async fn a_task_keeps_its_first_lines_and_says_what_it_dropped() {
         let (_dir, store) = store().await;
         let mut writer = Writer::default();
-        let lines = (0..MAX_PER_TASK + 20).map(|i| line("a", Some("t1"), &format!("{i}"))).collect();
+        let lines = (0..MAX_PER_TASK + 20)
+            .map(|i| line("a", Some("t1"), &format!("{i}")))
+            .collect();
         writer.flush(&store, lines).await.unwrap();
         let kept = read(&store, "a", Some(0), usize::MAX).await.unwrap();
         assert_eq!(kept.len(), MAX_PER_TASK as usize + 1);
         assert_eq!(kept[MAX_PER_TASK as usize - 1].line, format!("{}", MAX_PER_TASK - 1));
-        assert!(kept.last().unwrap().line.contains("further lines of task t1 are dropped"), "{:?}", kept.last());
+        assert!(
+            kept.last()
+                .unwrap()
+                .line
+                .contains("further lines of task t1 are dropped"),
+            "{:?}",
+            kept.last()
+        );
     }
 
     #[test]

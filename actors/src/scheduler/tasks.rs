@@ -160,6 +160,7 @@ impl TaskQueue {
             min_proficiency: req.min_proficiency,
             strategy: req.strategy.unwrap_or(self.default_strategy),
             budget: req.budget,
+            session: req.session,
         }
     }
 

@@ -139,7 +139,13 @@ impl Agents {
             Some(seq) => seq,
             None => self.logs(id, None, 1).await?.last().map_or(0, |l| l.seq),
         };
-        let state = (self.ctx.store.clone(), watching, id.to_owned(), after, std::collections::VecDeque::new());
+        let state = (
+            self.ctx.store.clone(),
+            watching,
+            id.to_owned(),
+            after,
+            std::collections::VecDeque::new(),
+        );
         let stream = futures::stream::unfold(state, |(store, watching, id, mut after, mut ready)| async move {
             loop {
                 if let Some(line) = ready.pop_front() {

@@ -2,8 +2,8 @@
 //! `rejectCall` (docs/llm-agents.md).
 
 use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
-use futures::{Stream, StreamExt};
 use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 use troupe_actors::agent::{Approval, ApprovalRefused};
 use troupe_actors::{Api, ApiError};
 use troupe_runtime::auth::Role;
@@ -113,7 +113,12 @@ impl ApprovalsSubscription {
             None => api.last_seq().await.gql()?,
         };
         let filter = EventFilter {
-            kinds: Some(["APPROVAL_REQUESTED", "APPROVAL_DECIDED"].map(String::from).into_iter().collect()),
+            kinds: Some(
+                ["APPROVAL_REQUESTED", "APPROVAL_DECIDED"]
+                    .map(String::from)
+                    .into_iter()
+                    .collect(),
+            ),
             subject: None,
         };
         let store = api.store().clone();

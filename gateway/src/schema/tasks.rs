@@ -168,6 +168,11 @@ impl Task {
     async fn max_cost_usd(&self) -> Option<f64> {
         self.0.spec.budget.and_then(|b| b.max_cost_usd)
     }
+
+    /// The LLM conversation it belongs to, if it names one.
+    async fn session(&self) -> Option<&str> {
+        self.0.spec.session.as_deref()
+    }
     /// An LLM task's committed steps, oldest first: each model reply (its text, the tool
     /// calls it asked for, tokens, cost, latency) and each tool call's result. A loop that
     /// starts again goes on after the last of them. Empty for other tasks.
@@ -227,7 +232,7 @@ pub struct ToolCallOut {
 }
 
 impl TaskStep {
-    /// A reply or a tool result; none for the record of the tools offered.
+    /// A reply or a tool result; none for the records of the tools offered and the context.
     fn of(step: troupe_actors::agent::LlmStep) -> Option<Self> {
         use troupe_actors::agent::LlmStep as R;
         Some(match step {
@@ -286,7 +291,7 @@ impl TaskStep {
                 latency_ms: None,
                 at,
             },
-            R::Offered { .. } => return None,
+            R::Offered { .. } | R::Context { .. } => return None,
         })
     }
 }
@@ -322,6 +327,9 @@ pub struct SubmitTaskInput {
     pub max_tokens: Option<Int64>,
     /// For an LLM agent: the cost in US dollars, at the node's price table (`llm_prices`).
     pub max_cost_usd: Option<f64>,
+    /// For an LLM agent: the conversation it keeps across the tasks that name it; this
+    /// task begins with what the earlier ones said and were answered (docs/llm-agents.md).
+    pub session: Option<String>,
 }
 
 /// How the scheduler picks among the agents that can take a task now (docs/semantics.md).
@@ -396,6 +404,7 @@ impl SubmitTaskInput {
                 SchedulingStrategy::LeastConnections => St::LeastConnections,
                 SchedulingStrategy::Weighted => St::Weighted,
             }),
+            session: self.session,
             budget: match (self.max_tokens, self.max_cost_usd) {
                 (None, None) => None,
                 (tokens, cost) => Some(troupe_actors::task::Budget {

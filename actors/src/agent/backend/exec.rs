@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::cgroup::AgentCgroup;
 use super::limits;
 use super::{Backend, Link};
-use crate::agent::logs::{self, LogBook, Lines};
+use crate::agent::logs::{self, Lines, LogBook};
 use crate::agent::spec::{ExecBackend, Limits};
 use crate::task::{Assignment, Outcome};
 

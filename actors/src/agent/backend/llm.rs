@@ -12,6 +12,7 @@
 mod approvals;
 mod deltas;
 mod journal;
+mod sessions;
 mod tools;
 mod wire;
 
@@ -24,7 +25,8 @@ use tracing::Instrument;
 use troupe_runtime::store::Store;
 
 use super::http::{excerpt, failed, read_body_with};
-use super::{Backend, Lent, Link, Prices};
+use super::{Backend, ErrandKind, Lent, Link, Prices};
+use crate::agent::protocol::MemoryOp;
 use crate::agent::secrets::Secrets;
 use crate::agent::spec::{Dialect, LlmBackend};
 use crate::task::{Assignment, Budget, Outcome, TaskSpec};
@@ -219,9 +221,24 @@ impl Loop {
     }
 
     async fn run(mut self, a: Assignment) -> Outcome {
-        let opening = wire::opening(&self.spec, &a.payload)?;
         let mut journal = Journal::load(self.store.clone(), &self.agent, &a.task_id).await?;
-        let budget = self.task_budget(&a.task_id).await?;
+        let task = self.task_spec(&a.task_id).await?;
+        let (budget, session) = task.map_or((None, None), |t| (t.budget, t.session));
+        // The session's exchanges and the swarm memory, as they were when the task began.
+        let context = match journal.context() {
+            Some(context) => context,
+            None if journal.records().is_empty() && (session.is_some() || !self.spec.memory_keys.is_empty()) => {
+                let context = self.within(self.context(session.as_deref())).await??;
+                let record = Record::Context {
+                    history: context.history.clone(),
+                    memory: context.memory.clone(),
+                };
+                journal.commit(record).await?;
+                context
+            }
+            None => wire::Context::default(),
+        };
+        let opening = wire::opening(&self.spec, &a.payload, context)?;
         // Troupe's own tools, and the MCP servers' as they were offered when the task
         // began (listed and committed then, so the model sees the same names throughout).
         let mut offered = self.tools.as_ref().clone();
@@ -277,6 +294,12 @@ impl Loop {
                     .await?;
             }
             if let Some((_, text, [])) = journal.last_reply() {
+                if let (Some(session), Some(store)) = (&session, &self.store) {
+                    let mut said: Vec<_> = opening.own().cloned().collect();
+                    said.push(("assistant".to_owned(), text.to_owned()));
+                    let window = self.spec.session_window_tokens;
+                    sessions::remember(store, (&self.agent, session), &a.task_id, said, window).await?;
+                }
                 return Ok(answer(&journal, text));
             }
             if journal.steps() >= self.spec.max_steps {
@@ -326,21 +349,38 @@ impl Loop {
         }
     }
 
-    /// The task's own budget, from its spec in the store.
-    async fn task_budget(&self, task: &str) -> Result<Option<Budget>, String> {
+    /// The task's spec in the store (its budget, its session).
+    async fn task_spec(&self, task: &str) -> Result<Option<TaskSpec>, String> {
         let Some(store) = &self.store else { return Ok(None) };
         let spec = store
             .get(crate::tables::TASKS, task)
             .await
             .map_err(|e| format!("the task's spec could not be read: {e}"))?;
-        Ok(match spec {
-            Some(bytes) => {
-                troupe_runtime::codec::decode::<TaskSpec>(&bytes)
-                    .map_err(|e| e.to_string())?
-                    .budget
+        spec.map(|bytes| troupe_runtime::codec::decode::<TaskSpec>(&bytes).map_err(|e| e.to_string()))
+            .transpose()
+    }
+
+    /// What a task begins with: `session`'s kept exchanges and the swarm memory the agent's
+    /// `memoryKeys` name (a key that cannot be read, as for an agent in no swarm, is left
+    /// out and logged).
+    async fn context(&self, session: Option<&str>) -> Result<wire::Context, String> {
+        let mut context = wire::Context::default();
+        if let (Some(session), Some(store)) = (session, &self.store) {
+            context.history = sessions::read(store, &self.agent, session).await?.history();
+        }
+        for key in &self.spec.memory_keys {
+            let asked = ErrandKind::Memory(MemoryOp::Get { key: key.clone() });
+            match (self.errands)(asked).await {
+                Ok(entry) => {
+                    let value = entry.get("value").cloned().unwrap_or(Value::Null);
+                    context.memory.push((key.clone(), value.to_string()));
+                }
+                Err(why) => {
+                    tracing::info!(agent = %self.agent, %key, %why, "a memory key for the prompt could not be read")
+                }
             }
-            None => None,
-        })
+        }
+        Ok(context)
     }
 
     /// Fails with BUDGET_EXCEEDED (after an event with the figures) when the task's or the
@@ -501,7 +541,7 @@ pub async fn transcript(store: &Store, task: &str) -> Result<Vec<Record>, String
     Ok(journal
         .records()
         .iter()
-        .filter(|r| !matches!(r, Record::Offered { .. }))
+        .filter(|r| !matches!(r, Record::Offered { .. } | Record::Context { .. }))
         .cloned()
         .collect())
 }

@@ -139,7 +139,13 @@ impl Backend for Process {
         Box::pin(async move {
             self.cgroup = AgentCgroup::create(&self.agent, &self.limits);
             let cgroup = self.cgroup.as_ref().map(AgentCgroup::procs);
-            let started = io::spawn(&self.spec, &self.agent, (self.limits, cgroup), link.clone(), self.logs.clone())?;
+            let started = io::spawn(
+                &self.spec,
+                &self.agent,
+                (self.limits, cgroup),
+                link.clone(),
+                self.logs.clone(),
+            )?;
             let (live, limit) = (started.live, Duration::from_millis(self.spec.ready_timeout_ms));
             self.child = Some(started.child);
             self.live = Some(live.clone());

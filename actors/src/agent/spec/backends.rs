@@ -137,6 +137,14 @@ pub struct LlmBackend {
     /// Which tool calls wait for an operator's approval.
     #[serde(default)]
     pub approval: ApprovalPolicy,
+    /// The tokens (estimated at four characters each) a session's kept conversation may
+    /// take; its oldest exchanges are dropped past it.
+    #[serde(default = "LlmBackend::default_session_window")]
+    pub session_window_tokens: u64,
+    /// Keys of the agent's swarm memory put into its system prompt, as they are when each
+    /// task begins.
+    #[serde(default)]
+    pub memory_keys: Vec<String>,
 }
 
 /// Which of an LLM agent's tool calls wait for an operator's decision before they run.
@@ -163,6 +171,7 @@ pub struct AgentBudget {
 impl LlmBackend {
     pub const DEFAULT_MAX_RETRIES: u32 = 3;
     pub const DEFAULT_MAX_STEPS: u32 = 10;
+    pub const DEFAULT_SESSION_WINDOW: u64 = 4000;
     pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
     /// An endpoint with every other setting at its default.
@@ -184,7 +193,13 @@ impl LlmBackend {
             budget: AgentBudget::default(),
             mcp_servers: Vec::new(),
             approval: ApprovalPolicy::default(),
+            session_window_tokens: Self::DEFAULT_SESSION_WINDOW,
+            memory_keys: Vec::new(),
         }
+    }
+
+    fn default_session_window() -> u64 {
+        Self::DEFAULT_SESSION_WINDOW
     }
 
     fn default_max_steps() -> u32 {

@@ -96,6 +96,12 @@ pub struct LlmBackendInput {
     pub mcp_servers: Option<Vec<ID>>,
     /// Which tool calls wait for an operator's `approveCall` / `rejectCall` [default: none].
     pub approval: Option<ApprovalInput>,
+    /// The tokens (estimated at four characters each) the conversation a `session` keeps
+    /// may take; its oldest exchanges are dropped past it [default: 4000].
+    pub session_window_tokens: Option<Int64>,
+    /// Keys of the agent's swarm memory put into its system prompt, as they are when each
+    /// task begins [default: none].
+    pub memory_keys: Option<Vec<String>>,
 }
 
 /// Which of an LLM agent's tool calls wait for an operator before they run.
@@ -349,6 +355,12 @@ impl TryFrom<BackendInput> for BackendSpec {
                     Some(n) => u32::try_from(n).map_err(|_| ApiError::invalid("maxSteps must be positive"))?,
                 },
                 tools: l.tools.unwrap_or_default(),
+                session_window_tokens: match l.session_window_tokens {
+                    None => LlmBackend::DEFAULT_SESSION_WINDOW,
+                    Some(n) if n.0 > 0 => n.0 as u64,
+                    Some(_) => return Err(ApiError::invalid("sessionWindowTokens must be positive")),
+                },
+                memory_keys: l.memory_keys.unwrap_or_default(),
                 anthropic_version: l.anthropic_version,
                 mcp_servers: l.mcp_servers.unwrap_or_default().into_iter().map(|id| id.0).collect(),
                 approval: {

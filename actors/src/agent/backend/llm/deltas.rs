@@ -95,7 +95,8 @@ mod tests {
         assert_eq!(text_of(Dialect::OpenAi, tool), None);
         let anthropic = r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"lo"}}"#;
         assert_eq!(text_of(Dialect::Anthropic, anthropic).as_deref(), Some("lo"));
-        let json = r#"data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{"}}"#;
+        let json =
+            r#"data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{"}}"#;
         assert_eq!(text_of(Dialect::Anthropic, json), None);
         assert_eq!(text_of(Dialect::Anthropic, "event: content_block_delta"), None);
     }

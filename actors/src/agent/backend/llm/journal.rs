@@ -63,6 +63,13 @@ pub enum Record {
     /// The MCP servers' tools the model is offered, under the names it is offered them by:
     /// committed before the first model call, so a loop that starts again offers the same.
     Offered { tools: Vec<super::wire::Tool> },
+    /// What the task began with besides its payload: its session's earlier exchanges and
+    /// the swarm memory put into the system prompt; committed before the first model call,
+    /// so a loop that starts again sends the same conversation.
+    Context {
+        history: Vec<(String, String)>,
+        memory: Vec<(String, String)>,
+    },
 }
 
 /// What one task cost its agent on one day (UTC), or what an agent spent, summed.
@@ -167,6 +174,17 @@ impl Journal {
         })
     }
 
+    /// The context the task began with, if it began with one.
+    pub fn context(&self) -> Option<super::wire::Context> {
+        self.records.iter().find_map(|r| match r {
+            Record::Context { history, memory } => Some(super::wire::Context {
+                history: history.clone(),
+                memory: memory.clone(),
+            }),
+            _ => None,
+        })
+    }
+
     /// How many model calls were committed.
     pub fn steps(&self) -> u32 {
         self.records
@@ -179,7 +197,7 @@ impl Journal {
     pub fn last_reply(&self) -> Option<(u32, &str, &[Call])> {
         self.records.iter().rev().find_map(|r| match r {
             Record::Reply { step, text, calls, .. } => Some((*step, text.as_str(), calls.as_slice())),
-            Record::Result { .. } | Record::Offered { .. } => None,
+            Record::Result { .. } | Record::Offered { .. } | Record::Context { .. } => None,
         })
     }
 
@@ -257,6 +275,9 @@ impl Journal {
                 Record::Offered { tools } => {
                     json!({ "step": 0, "kind": "offered", "tools": tools.iter().map(|t| &t.name).collect::<Vec<_>>() })
                 }
+                Record::Context { history, memory } => {
+                    json!({ "step": 0, "kind": "context", "history": history.len(), "memory": memory.iter().map(|(k, _)| k).collect::<Vec<_>>() })
+                }
             };
             let bytes = troupe_runtime::codec::encode(&record).map_err(|e| e.to_string())?;
             let mut batch = Batch::new()
@@ -287,7 +308,7 @@ impl Journal {
                 output_tokens: tokens.output,
                 cost_usd: *cost_usd,
             },
-            Record::Result { .. } | Record::Offered { .. } => Usage::default(),
+            Record::Result { .. } | Record::Offered { .. } | Record::Context { .. } => Usage::default(),
         }
     }
 }

@@ -49,11 +49,29 @@ pub struct Turn {
 /// payload gives) and the payload's messages.
 pub struct Opening {
     system: Option<String>,
+    /// The session's earlier exchanges, before the payload's messages.
+    history: Vec<(String, String)>,
     messages: Vec<(String, String)>,
 }
 
-/// Reads the task's payload: a string, `{"prompt": …}` or `{"messages": [{role, content}]}`.
-pub fn opening(spec: &LlmBackend, payload: &Value) -> Result<Opening, String> {
+/// What a task begins with besides its payload (see [`super::sessions`]).
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub history: Vec<(String, String)>,
+    /// Swarm memory keys and their values (JSON text), for the system prompt.
+    pub memory: Vec<(String, String)>,
+}
+
+impl Opening {
+    /// The payload's own messages (not the system prompt's): what a session keeps of it.
+    pub fn own(&self) -> impl Iterator<Item = &(String, String)> {
+        self.messages.iter().filter(|(role, _)| role != "system")
+    }
+}
+
+/// Reads the task's payload: a string, `{"prompt": …}` or `{"messages": [{role, content}]}`,
+/// after `context`.
+pub fn opening(spec: &LlmBackend, payload: &Value, context: Context) -> Result<Opening, String> {
     let shape = "an llm task's payload must be a string, {\"prompt\": ...} or {\"messages\": [...]}";
     let mut messages = Vec::new();
     match payload {
@@ -75,8 +93,20 @@ pub fn opening(spec: &LlmBackend, payload: &Value) -> Result<Opening, String> {
         },
         _ => return Err(shape.into()),
     }
+    let mut system = spec.system_prompt.clone();
+    if !context.memory.is_empty() {
+        let mut memory = String::from("Swarm memory:");
+        for (key, value) in &context.memory {
+            memory.push_str(&format!("\n{key}: {value}"));
+        }
+        system = Some(match system {
+            Some(s) => format!("{s}\n\n{memory}"),
+            None => memory,
+        });
+    }
     Ok(Opening {
-        system: spec.system_prompt.clone(),
+        system,
+        history: context.history,
         messages,
     })
 }
@@ -132,7 +162,7 @@ fn openai_messages(opening: &Opening, steps: &[Record]) -> Vec<Value> {
     if let Some(system) = &opening.system {
         out.push(json!({ "role": "system", "content": system }));
     }
-    for (role, content) in &opening.messages {
+    for (role, content) in opening.history.iter().chain(&opening.messages) {
         out.push(json!({ "role": role, "content": content }));
     }
     for record in steps {
@@ -150,7 +180,7 @@ fn openai_messages(opening: &Opening, steps: &[Record]) -> Vec<Value> {
             Record::Result { call, content, .. } => {
                 out.push(json!({ "role": "tool", "tool_call_id": call, "content": content }));
             }
-            Record::Offered { .. } => {}
+            Record::Offered { .. } | Record::Context { .. } => {}
         }
     }
     out
@@ -160,7 +190,7 @@ fn openai_messages(opening: &Opening, steps: &[Record]) -> Vec<Value> {
 fn anthropic_messages(opening: &Opening, steps: &[Record]) -> (Option<String>, Vec<Value>) {
     let mut system: Vec<&str> = opening.system.iter().map(String::as_str).collect();
     let mut out: Vec<Value> = Vec::new();
-    for (role, content) in &opening.messages {
+    for (role, content) in opening.history.iter().chain(&opening.messages) {
         if role == "system" {
             system.push(content);
         } else {
@@ -203,7 +233,7 @@ fn anthropic_messages(opening: &Opening, steps: &[Record]) -> (Option<String>, V
                     _ => out.push(json!({ "role": "user", "content": [block] })),
                 }
             }
-            Record::Offered { .. } => {}
+            Record::Offered { .. } | Record::Context { .. } => {}
         }
     }
     let system = (!system.is_empty()).then(|| system.join("\n\n"));

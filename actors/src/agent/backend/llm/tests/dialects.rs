@@ -5,7 +5,12 @@ use super::*;
 #[test]
 fn payloads_open_the_conversation_after_the_system_prompt() {
     let s = spec(false);
-    let (path, body) = wire::request(&s, &wire::opening(&s, &json!("hi")).unwrap(), &[], &[]);
+    let (path, body) = wire::request(
+        &s,
+        &wire::opening(&s, &json!("hi"), Default::default()).unwrap(),
+        &[],
+        &[],
+    );
     assert_eq!(path, "/v1/chat/completions");
     assert_eq!(
         body["messages"],
@@ -14,14 +19,19 @@ fn payloads_open_the_conversation_after_the_system_prompt() {
     assert_eq!(body["max_tokens"], 10);
     assert!(body.get("stream").is_none() && body.get("tools").is_none());
     let s = spec(true);
-    let (_, body) = wire::request(&s, &wire::opening(&s, &json!({"prompt": "p"})).unwrap(), &[], &[]);
+    let (_, body) = wire::request(
+        &s,
+        &wire::opening(&s, &json!({"prompt": "p"}), Default::default()).unwrap(),
+        &[],
+        &[],
+    );
     assert_eq!(body["messages"][1]["content"], "p");
     assert_eq!(body["stream_options"]["include_usage"], true);
     let listed = json!({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]});
-    let (_, body) = wire::request(&s, &wire::opening(&s, &listed).unwrap(), &[], &[]);
+    let (_, body) = wire::request(&s, &wire::opening(&s, &listed, Default::default()).unwrap(), &[], &[]);
     assert_eq!(body["messages"][2]["content"], "b");
-    assert!(wire::opening(&s, &json!(3)).is_err());
-    assert!(wire::opening(&s, &json!({"messages": [{"role": 1}]})).is_err());
+    assert!(wire::opening(&s, &json!(3), Default::default()).is_err());
+    assert!(wire::opening(&s, &json!({"messages": [{"role": 1}]}), Default::default()).is_err());
     // Anthropic: the system prompt (the agent's and the payload's) is its own field.
     let a = LlmBackend {
         dialect: Dialect::Anthropic,
@@ -30,7 +40,7 @@ fn payloads_open_the_conversation_after_the_system_prompt() {
     let listed = json!({"messages": [{"role": "system", "content": "and kind"}, {"role": "user", "content": "q"}]});
     let (path, body) = wire::request(
         &a,
-        &wire::opening(&a, &listed).unwrap(),
+        &wire::opening(&a, &listed, Default::default()).unwrap(),
         &[],
         &tools::offered(&["troupe_memory_*".into()]),
     );

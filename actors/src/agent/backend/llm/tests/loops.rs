@@ -270,7 +270,10 @@ impl Spans {
         struct Fields<'a>(&'a mut std::collections::BTreeMap<String, String>);
         impl tracing::field::Visit for Fields<'_> {
             fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.insert(field.name().to_owned(), format!("{value:?}").trim_matches('"').to_owned());
+                self.0.insert(
+                    field.name().to_owned(),
+                    format!("{value:?}").trim_matches('"').to_owned(),
+                );
             }
         }
         let mut spans = self.0.lock().unwrap();
@@ -284,12 +287,24 @@ impl Spans {
     }
 }
 
-impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>> tracing_subscriber::Layer<S> for Spans {
-    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>> tracing_subscriber::Layer<S>
+    for Spans
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         self.record(id, &|v| attrs.record(v), Some(attrs.metadata().name()));
     }
 
-    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         self.record(id, &|v| values.record(v), None);
     }
 }
@@ -300,7 +315,10 @@ fn model_and_tool_calls_are_spans_named_and_attributed_as_the_genai_conventions_
     let spans = Spans::default();
     let subscriber = tracing_subscriber::registry().with(spans.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let server = Scripted::start(vec![
             openai_call("call_1", "troupe_memory_get", r#"{"key":"plan"}"#),
@@ -316,7 +334,13 @@ fn model_and_tool_calls_are_spans_named_and_attributed_as_the_genai_conventions_
         llm.run(task("t1", json!("go"))).await.unwrap();
     });
     let spans = spans.0.lock().unwrap().clone();
-    let named = |name: &str| spans.iter().filter(|(_, n, _)| n == name).map(|(_, _, f)| f.clone()).collect::<Vec<_>>();
+    let named = |name: &str| {
+        spans
+            .iter()
+            .filter(|(_, n, _)| n == name)
+            .map(|(_, _, f)| f.clone())
+            .collect::<Vec<_>>()
+    };
     let chats = named("chat");
     assert_eq!(chats.len(), 2, "{spans:?}");
     let first = &chats[0];
@@ -332,9 +356,39 @@ fn model_and_tool_calls_are_spans_named_and_attributed_as_the_genai_conventions_
     ] {
         assert_eq!(first.get(key).map(String::as_str), Some(value), "{key} in {first:?}");
     }
-    assert!(first.contains_key("gen_ai.usage.input_tokens") && first.contains_key("gen_ai.usage.output_tokens"), "{first:?}");
+    assert!(
+        first.contains_key("gen_ai.usage.input_tokens") && first.contains_key("gen_ai.usage.output_tokens"),
+        "{first:?}"
+    );
     let tools = named("execute_tool");
     assert_eq!(tools.len(), 1, "{spans:?}");
-    assert_eq!(tools[0].get("otel.name").map(String::as_str), Some("execute_tool troupe_memory_get"));
+    assert_eq!(
+        tools[0].get("otel.name").map(String::as_str),
+        Some("execute_tool troupe_memory_get")
+    );
     assert_eq!(tools[0].get("gen_ai.tool.call.id").map(String::as_str), Some("call_1"));
+}
+
+#[tokio::test]
+async fn memory_keys_are_read_into_the_system_prompt_once_and_kept_for_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+    submitted(&store, "t1", None).await;
+    let server = Scripted::start(vec![openai_answer("ok"), openai_answer("again")]).await;
+    let (carried, kept) = errands(|_| Ok(json!({"value": {"goal": "ship"}, "version": 2})));
+    let s = LlmBackend {
+        system_prompt: Some("be brief".into()),
+        memory_keys: vec!["plan".into()],
+        ..LlmBackend::to(server.url(), "m")
+    };
+    let mut llm = started(s.clone(), Some(store.clone()), carried).await;
+    llm.run(task("t1", json!("go"))).await.unwrap();
+    let system = server.bodies()[0]["messages"][0]["content"].clone();
+    assert_eq!(system, "be brief\n\nSwarm memory:\nplan: {\"goal\":\"ship\"}");
+    assert_eq!(kept.lock().unwrap().len(), 1);
+    // The same task run again (its journal kept) reads no memory: it has its context.
+    let (carried, kept) = errands(|_| Ok(json!({"value": "changed", "version": 3})));
+    let mut again = started(s, Some(store), carried).await;
+    again.run(task("t1", json!("go"))).await.unwrap();
+    assert!(kept.lock().unwrap().is_empty());
 }
