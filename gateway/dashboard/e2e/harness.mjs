@@ -101,3 +101,32 @@ export function outDir(name) {
   mkdirSync(dir, { recursive: true });
   return dir;
 }
+
+/**
+ * The fake model server the Rust tests use (tests/fixtures/fake_llm.py, OpenAI-compatible) on
+ * loopback: `url` is an llm agent's baseUrl; `stop()` closes its stdin, which ends it.
+ */
+export async function fakeLlm(args = []) {
+  const proc = spawn("python3", [join(ROOT, "tests/fixtures/fake_llm.py"), ...args], { stdio: ["pipe", "pipe", "inherit"] });
+  const exited = new Promise((r) => proc.once("exit", r));
+  const port = await new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error("fake_llm.py did not say its port")), 10_000);
+    proc.stdout.on("data", (d) => {
+      out += d;
+      const m = /PORT (\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    exited.then((code) => reject(new Error(`fake_llm.py exited (${code}) before it listened`)));
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    async stop() {
+      proc.stdin.end();
+      await Promise.race([exited, sleep(5000).then(() => proc.kill("SIGKILL"))]);
+    },
+  };
+}

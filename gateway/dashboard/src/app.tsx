@@ -15,6 +15,7 @@ import { SwarmsView, SwarmView } from "./views/swarms";
 import { HostsView } from "./views/hosts";
 import { VmsView, VmView } from "./views/vms";
 import { EventsView } from "./views/events";
+import { ApprovalsView } from "./views/approvals";
 
 type Params = Record<string, string>;
 
@@ -25,6 +26,7 @@ export const ROUTES: [string, ComponentType<{ params: Params }>][] = [
   ["/agents/:id", AgentView],
   ["/tasks", TasksView],
   ["/tasks/:id", TaskView],
+  ["/approvals", ApprovalsView],
   ["/swarms", SwarmsView],
   ["/swarms/:id", SwarmView],
   ["/hosts", HostsView],
@@ -38,6 +40,7 @@ const NAV: [string, string][] = [
   ["/tree", "Tree"],
   ["/agents", "Agents"],
   ["/tasks", "Tasks"],
+  ["/approvals", "Approvals"],
   ["/swarms", "Swarms"],
   ["/hosts", "Hosts"],
   ["/vms", "VMs"],

@@ -1,7 +1,7 @@
 // Agents: a list paged on the server with its filters in the query string (state,
 // capability, project, label), windowed so that it stays fast at 10,000+ rows, a spawn form;
 // and an agent's page, live through agentUpdates, with its controls, checkpoints, tasks,
-// messages, usage and timeline of events.
+// messages, usage, log (exec and process agents) and timeline of events.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { gql } from "../lib/gql";
 import { useEvents, useLive, useQuery, useRefreshOn } from "../lib/hooks";
@@ -15,6 +15,7 @@ import { Time } from "../components/time";
 import { Action } from "../components/actions";
 import { Pending, EntityPage } from "../components/entity";
 import { ErrorBox, FilterInput, KeyValues, Loading, NewPill, Page, Section, Select } from "../components/page";
+import { LogPane, hasLog } from "./logs";
 import { BackendFields, CreateForm, Field, Labels, backendInput, parseLabels, parseList, type BackendDraft } from "../components/forms";
 
 export const AGENT_STATES = ["DEFINED", "STARTING", "RUNNING", "PAUSED", "UNHEALTHY", "RECOVERING", "STOPPING", "STOPPED", "FAILED"];
@@ -229,6 +230,7 @@ export function AgentView({ params }: { params: Record<string, string> }) {
           />
         </Section>
       </div>
+      {hasLog(a.backend) ? <LogPane id={a.id} /> : null}
       <Checkpoints agent={a} onRollback={live.set} />
       <AgentTasks id={a.id} />
       <Section title={`Messages (last ${a.messages.length})`}>

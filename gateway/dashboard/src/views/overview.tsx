@@ -234,7 +234,7 @@ function reason(data: unknown): string {
 /** A link to the subject's page, by the kind of event. */
 export function SubjectLink({ kind, id }: { kind: string; id: string }) {
   const prefix = kind.split("_")[0];
-  const href: Record<string, string> = { AGENT: "/agents/", TASK: "/tasks/", SWARM: "/swarms/", VM: "/vms/", HOST: "/hosts?focus=" };
+  const href: Record<string, string> = { AGENT: "/agents/", TASK: "/tasks/", SWARM: "/swarms/", VM: "/vms/", HOST: "/hosts?focus=", APPROVAL: "/tasks/" };
   const base = href[prefix];
   return base ? <a href={`${base}${encodeURIComponent(id)}`}>{id}</a> : <span>{id}</span>;
 }

@@ -1,7 +1,7 @@
 // Tasks: the list paged on the server with its filters in the query string (state, agent),
 // the dead-letter queue with requeue, a submit form; and a task's page, live through
 // taskUpdates, with its progress, attempts, payload and result, cancel and requeue, and the
-// graph of what it depends on (drawn, with a text alternative).
+// graph of what it depends on (drawn, with a text alternative), and an LLM task's transcript.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { gql } from "../lib/gql";
 import { useLive } from "../lib/hooks";
@@ -15,6 +15,7 @@ import { Action } from "../components/actions";
 import { ErrorBox, KeyValues, Loading, NewPill, Page, Section, Select } from "../components/page";
 import { Choice, CreateForm, Field, Json, TextArea, parseJson, parseList } from "../components/forms";
 import { Timeline } from "./agents";
+import { Transcript } from "./transcript";
 
 export const TASK_STATES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEPENDENCY_FAILED", "DEAD"];
 const ENDED = ["SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEPENDENCY_FAILED", "DEAD"];
@@ -271,6 +272,7 @@ export function TaskView({ params }: { params: Record<string, string> }) {
           </table>
         </Section>
       ) : null}
+      <Transcript task={t} />
       {t.dependsOn.length ? <DependencyGraph root={t} /> : null}
       <Timeline subject={t.id} />
     </Page>

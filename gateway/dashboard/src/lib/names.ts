@@ -1,0 +1,29 @@
+// Agents' names for the ids an answer carries (an approval names its agent by id), read in
+// one query and kept for the page's life: a name does not change.
+import { useEffect, useState } from "preact/hooks";
+import { gql } from "./gql";
+
+/** One aliased query for up to 50 ids: `a0: agent(id: $i0) { name } …`. */
+export function namesQuery(ids: string[]): { query: string; variables: Record<string, string> } {
+  return {
+    query: `query(${ids.map((_, i) => `$i${i}: ID!`).join(", ")}) { ${ids.map((_, i) => `a${i}: agent(id: $i${i}) { name }`).join(" ")} }`,
+    variables: Object.fromEntries(ids.map((id, i) => [`i${i}`, id])),
+  };
+}
+
+/** id → name for the agents of `ids` known so far (a removed agent stays absent: show its id). */
+export function useAgentNames(ids: string[]): Record<string, string> {
+  const [names, setNames] = useState<Record<string, string>>({});
+  const wanted = [...new Set(ids)].filter((id) => !(id in names)).sort().slice(0, 50);
+  const key = wanted.join(",");
+  useEffect(() => {
+    if (!wanted.length) return;
+    const { query, variables } = namesQuery(wanted);
+    void gql<Record<string, { name: string } | null>>(query, variables).then(
+      (d) => setNames((n) => ({ ...n, ...Object.fromEntries(wanted.map((id, i) => [id, d[`a${i}`]?.name ?? id])) })),
+      () => setNames((n) => ({ ...n, ...Object.fromEntries(wanted.map((id) => [id, id])) })),
+    );
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [key]);
+  return names;
+}

@@ -1,0 +1,91 @@
+// An exec or process agent's log pane on its page: its last lines, then each new one as it
+// is written, stderr marked by a label as well as colour. It follows the end while the reader
+// is there; scrolled up, the new lines wait below behind a pill.
+import { useLayoutEffect, useRef, useState } from "preact/hooks";
+import { useAgentLog, KEEP_LINES, type LogLine } from "../lib/logs";
+import { absolute } from "../lib/format";
+import { ErrorBox, Loading, NewPill, Section } from "../components/page";
+
+/** Only exec and process agents write lines the node keeps. */
+export function hasLog(backend: string): boolean {
+  return backend.startsWith("exec:") || backend.startsWith("process:");
+}
+
+export function LogPane({ id }: { id: string }) {
+  const log = useAgentLog(id);
+  const pane = useRef<HTMLDivElement>(null);
+  const atEnd = useRef(true);
+  const [unseen, setUnseen] = useState(0);
+  const seen = useRef<number | null>(null);
+  const lines = log.lines ?? [];
+  const last = lines.length ? lines[lines.length - 1].seq : null;
+
+  useLayoutEffect(() => {
+    const el = pane.current;
+    if (!el || last === null || last === seen.current) return;
+    if (atEnd.current) el.scrollTop = el.scrollHeight;
+    else setUnseen((n) => n + lines.filter((l) => seen.current === null || l.seq > seen.current).length);
+    seen.current = last;
+  }, [last]);
+
+  const toEnd = () => {
+    const el = pane.current;
+    if (el) el.scrollTop = el.scrollHeight;
+    atEnd.current = true;
+    setUnseen(0);
+  };
+
+  return (
+    <Section
+      title="Log"
+      actions={
+        <>
+          <NewPill count={unseen} onShow={toEnd} />
+          <span class="muted">{log.lines === null ? "" : `${lines.length} lines (the last ${KEEP_LINES} are kept here)`}</span>
+        </>
+      }
+    >
+      <ErrorBox error={log.error} />
+      {log.lines === null ? (
+        <Loading what="its log" />
+      ) : lines.length === 0 ? (
+        <p class="empty">Nothing written yet: its stderr (and an exec task's stdout) show here as they come.</p>
+      ) : (
+        <div
+          ref={pane}
+          class="log"
+          role="log"
+          aria-label="Agent log, oldest first"
+          aria-live="off"
+          tabIndex={0}
+          onScroll={(e) => {
+            const el = e.currentTarget as HTMLDivElement;
+            atEnd.current = el.scrollHeight - el.scrollTop - el.clientHeight < 8;
+            if (atEnd.current) setUnseen(0);
+          }}
+        >
+          {lines.map((l) => (
+            <Line key={l.seq} line={l} />
+          ))}
+        </div>
+      )}
+    </Section>
+  );
+}
+
+function Line({ line: l }: { line: LogLine }) {
+  return (
+    <div class={`log-line log-${l.stream}`} data-seq={l.seq}>
+      <time dateTime={l.at} title={absolute(l.at)}>
+        {absolute(l.at).slice(11)}
+      </time>
+      <span class="log-stream">{l.stream}</span>
+      <span class="log-text">{l.line}</span>
+      {l.taskId ? (
+        <a class="log-task" href={`/tasks/${encodeURIComponent(l.taskId)}`} title={`written by task ${l.taskId}`}>
+          {l.taskId.slice(0, 8)}
+        </a>
+      ) : null}
+    </div>
+  );
+}
