@@ -218,11 +218,14 @@ try {
     await card.waitFor({ timeout: TIMEOUT });
     await card.getByLabel("Arguments of troupe_memory_get").getByText('{"key":"launch"}').waitFor({ timeout: TIMEOUT });
     await card.getByRole("link", { name: ids.llmTask.slice(0, 8) }).waitFor({ timeout: TIMEOUT });
+    const views = page.getByRole("navigation", { name: "Views" });
+    await views.getByRole("link", { name: "Approvals 1 waiting" }).waitFor({ timeout: TIMEOUT });
     await shot(page, "approvals");
     await card.getByLabel("Note or reason (optional)").fill("looks fine");
     await card.getByRole("button", { name: "Approve", exact: true }).click();
     await card.waitFor({ state: "detached", timeout: TIMEOUT });
     await expectText(page, "No tool call is waiting");
+    await views.getByRole("link", { name: "Approvals", exact: true }).waitFor({ timeout: TIMEOUT });
     await until("the task to succeed", async () => (await node.gql(`query($id: ID!) { task(id: $id) { state } }`, { id: ids.llmTask })).task.state === "SUCCEEDED");
     const all = (await node.gql(`{ approvals(pending: false) { taskId state note } }`)).approvals.filter((a) => a.taskId === ids.llmTask);
     if (all.length !== 1 || all[0].state !== "APPROVED" || all[0].note !== "looks fine") throw new Error(`the approval reads ${JSON.stringify(all)}`);

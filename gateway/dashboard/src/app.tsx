@@ -16,6 +16,7 @@ import { HostsView } from "./views/hosts";
 import { VmsView, VmView } from "./views/vms";
 import { EventsView } from "./views/events";
 import { ApprovalsView } from "./views/approvals";
+import { useApprovals } from "./lib/approvals";
 
 type Params = Record<string, string>;
 
@@ -136,6 +137,18 @@ function Banner() {
   );
 }
 
+/** How many tool calls wait for a decision, beside the inbox's link. */
+function PendingCount() {
+  const n = useApprovals(true).rows.length;
+  return n ? (
+    <span class="count" title={`${n} waiting for a decision`}>
+      {" "}
+      {n}
+      <span class="sr-only"> waiting</span>
+    </span>
+  ) : null;
+}
+
 function Shell() {
   const { path } = location_.value;
   let view = <NotFound />;
@@ -160,6 +173,7 @@ function Shell() {
           {NAV.map(([href, label]) => (
             <a key={href} href={href} aria-current={current(href) ? "page" : undefined}>
               {label}
+              {href === "/approvals" ? <PendingCount /> : null}
             </a>
           ))}
         </nav>

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { showArguments, totals, turns, usd, type TaskStep } from "../src/lib/transcript";
 import { inboxOrder, type Approval } from "../src/lib/approvals";
-import { namesQuery } from "../src/lib/names";
+import { decider, namesQuery } from "../src/lib/names";
 
 const reply = (step: number, calls: [string, string][] = [], text = ""): TaskStep => ({
   step,
@@ -104,5 +104,14 @@ describe("approvals", () => {
       query: "query($i0: ID!, $i1: ID!) { a0: agent(id: $i0) { name } a1: agent(id: $i1) { name } }",
       variables: { i0: "a@n1", i1: "b@n1" },
     });
+  });
+});
+
+describe("who decided", () => {
+  it("names the token when its name is known, else a short id; a timeout as such", () => {
+    expect(decider("01a21925-ec30-72dd", { "01a21925-ec30-72dd": "alice" })).toBe("token alice");
+    expect(decider("01a21925-ec30-72dd", {})).toBe("token 01a21925…");
+    expect(decider("timeout", {})).toBe("its timeout");
+    expect(decider(null, {})).toBe("?");
   });
 });

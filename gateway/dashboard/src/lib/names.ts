@@ -1,7 +1,8 @@
-// Agents' names for the ids an answer carries (an approval names its agent by id), read in
-// one query and kept for the page's life: a name does not change.
+// Names for the ids an answer carries (an approval names its agent and its decider's token
+// by id), read in one query and kept for the page's life: a name does not change.
 import { useEffect, useState } from "preact/hooks";
 import { gql } from "./gql";
+import { role } from "./session";
 
 /** One aliased query for up to 50 ids: `a0: agent(id: $i0) { name } …`. */
 export function namesQuery(ids: string[]): { query: string; variables: Record<string, string> } {
@@ -26,4 +27,25 @@ export function useAgentNames(ids: string[]): Record<string, string> {
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [key]);
   return names;
+}
+
+/** Token id → name; only an admin may list tokens, so others get none (show the id). */
+export function useTokenNames(): Record<string, string> {
+  const [names, setNames] = useState<Record<string, string>>({});
+  const admin = role.value === "ADMIN";
+  useEffect(() => {
+    if (!admin) return;
+    void gql<{ tokens: { id: string; name: string }[] }>("{ tokens { id name } }").then(
+      (d) => setNames(Object.fromEntries(d.tokens.map((t) => [t.id, t.name]))),
+      () => {},
+    );
+  }, [admin]);
+  return names;
+}
+
+/** Who decided an approval, as a person reads it: a token's name, "its timeout", or a short token id. */
+export function decider(by: string | null, tokens: Record<string, string>): string {
+  if (!by) return "?";
+  if (by === "timeout") return "its timeout";
+  return tokens[by] ? `token ${tokens[by]}` : `token ${by.slice(0, 8)}…`;
 }

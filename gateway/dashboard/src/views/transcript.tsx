@@ -7,6 +7,7 @@ import { useQuery, useRefreshOn } from "../lib/hooks";
 import { duration } from "../lib/format";
 import { STEP_FIELDS, showArguments, totals, turns, usd, type Call, type TaskStep, type Turn } from "../lib/transcript";
 import { APPROVAL_FIELDS, type Approval } from "../lib/approvals";
+import { decider, useTokenNames } from "../lib/names";
 import { Status } from "../components/status";
 import { Time } from "../components/time";
 import { ErrorBox, Loading, Section } from "../components/page";
@@ -112,6 +113,7 @@ function Result({ result, title }: { result: TaskStep; title: string }) {
 }
 
 function TaskApprovals({ approvals, onDecided }: { approvals: Approval[]; onDecided: () => void }) {
+  const tokens = useTokenNames();
   return (
     <>
       <h3>Approvals</h3>
@@ -143,7 +145,7 @@ function TaskApprovals({ approvals, onDecided }: { approvals: Approval[]; onDeci
                   <Decision approval={a} onDecided={onDecided} />
                 ) : (
                   <>
-                    <Status state={a.state === "APPROVED" ? "SUCCEEDED" : "FAILED"} label={a.state} /> <span class="muted">by {a.decidedBy ?? "?"}</span> <Time at={a.decidedAt} />
+                    <Status state={a.state === "APPROVED" ? "SUCCEEDED" : "FAILED"} label={a.state} /> <span class="muted" title={a.decidedBy ?? undefined}>by {decider(a.decidedBy, tokens)}</span> <Time at={a.decidedAt} />
                   </>
                 )}
               </td>
