@@ -260,6 +260,21 @@ try {
     await page.locator(".page-head").getByText("SUCCEEDED").waitFor({ timeout: TIMEOUT });
   });
 
+  await step("a decision the API refuses shows its code and message", async () => {
+    const t = await node.gql(`mutation($a: ID!) { submitTask(input: { agentId: $a, payload: "third", maxAttempts: 1 }) { id } }`, { a: ids.llmAgent });
+    await open(page, "/approvals");
+    const card = page.getByRole("listitem", { name: "troupe_memory_get for e2e-careful" });
+    await card.waitFor({ timeout: TIMEOUT });
+    // Paused, the inbox does not hear that another operator rejected it meanwhile.
+    await page.getByLabel("Pause live").check();
+    const held = (await node.gql(`{ approvals { id taskId } }`)).approvals.find((a) => a.taskId === t.submitTask.id);
+    await node.gql(`mutation($id: ID!) { rejectCall(id: $id, reason: "someone else") { state } }`, { id: held.id });
+    await card.getByRole("button", { name: "Approve", exact: true }).click();
+    await page.locator(".toast-error").filter({ hasText: "CONFLICT" }).waitFor({ timeout: TIMEOUT });
+    await page.getByLabel("Pause live").uncheck();
+    await card.waitFor({ state: "detached", timeout: TIMEOUT });
+  });
+
   await step("an exec agent's log pane shows what it writes to stderr, following new lines", async () => {
     const script = 'read -r p; echo "e2e-stderr $p" >&2; echo "{\\"ok\\":1}"';
     const d = await node.gql(`mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }`, { input: { name: "e2e-exec", backend: { exec: { command: ["/bin/sh", "-c", script] } } } });

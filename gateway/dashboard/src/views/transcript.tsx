@@ -103,7 +103,8 @@ function Result({ result, title }: { result: TaskStep; title: string }) {
   return (
     <div class={`result${result.isError ? " result-error" : ""}`}>
       <span class="result-head">
-        {title} {result.isError ? <Status state="ERROR" label="error" /> : null}
+        {title}
+        {result.latencyMs !== null ? ` · took ${duration(result.latencyMs)}` : ""} {result.isError ? <Status state="ERROR" label="error" /> : null}
       </span>
       <pre class="json" aria-label={`${title}${result.isError ? " (error)" : ""}`}>
         {result.content ?? ""}
