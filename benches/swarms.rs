@@ -36,6 +36,7 @@ fn swarm(name: String, topology: Topology, size: u32) -> CreateSwarmRequest {
         memory_limit_bytes: None,
         lead: None,
         node: None,
+        budget: None,
     }
 }
 

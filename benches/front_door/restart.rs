@@ -65,6 +65,7 @@ pub async fn restart() {
         prices: Default::default(),
         logs: Default::default(),
         deltas: Default::default(),
+        http: troupe_actors::agent::http_client(),
     };
     let spec = AgentSpec {
         id: "crasher@bench".into(),

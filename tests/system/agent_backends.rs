@@ -275,6 +275,20 @@ async fn a_tool_call_held_for_approval_waits_for_an_operator_whose_refusal_reach
         "{held}"
     );
     ensure!(node.task(&task).await?["state"] == "RUNNING");
+    // The task says what it waits for.
+    let progress = "query($id: ID!) { task(id: $id) { progress { note } } }";
+    let deadline = Deadline::after(WAIT, "the task's note of its wait");
+    loop {
+        let shown = node.gql_ok(progress, json!({ "id": task })).await?;
+        let note = shown["task"]["progress"]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if note.starts_with("AWAITING_APPROVAL: troupe_memory_get") {
+            break;
+        }
+        deadline.tick(&shown).await?;
+    }
     // A viewer sees it but may not decide.
     let refused = node
         .gql_as(

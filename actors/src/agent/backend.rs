@@ -192,6 +192,10 @@ pub struct Lent {
     pub logs: crate::agent::LogBook,
     /// Where an LLM agent's replies stream, piece by piece, while they come.
     pub deltas: llm::Deltas,
+    /// The node's HTTP client: its agents share its connection pool (a thousand agents of
+    /// one endpoint keep a pool of connections to it, not one each); a backend's own without
+    /// one.
+    pub http: Option<reqwest::Client>,
 }
 
 /// US dollars per million input and output tokens, by model (`llm_prices`).
@@ -208,7 +212,14 @@ pub fn build(spec: &AgentSpec, lent: &Lent) -> Box<dyn Backend> {
             Box::new(process::Process::new(p.clone(), spec.id.clone(), spec.limits).logging(lent.logs.clone()))
         }
         BackendSpec::Http(h) => Box::new(http::Http::new(h.clone(), spec.id.clone())),
-        BackendSpec::Llm(l) => Box::new(llm::Llm::new(l.clone(), lent.secrets.clone()).for_agent(&spec.id, lent)),
+        BackendSpec::Llm(l) => {
+            let swarm = match &spec.owner {
+                crate::agent::Owner::Swarm(swarm) => Some(swarm.as_str()),
+                crate::agent::Owner::Node => None,
+            };
+            let llm = llm::Llm::new(l.clone(), lent.secrets.clone()).for_agent(&spec.id, lent);
+            Box::new(llm.grouped(swarm, &spec.project))
+        }
         BackendSpec::Mcp(m) => Box::new(mcp::Mcp::new(
             m.clone(),
             &spec.name,

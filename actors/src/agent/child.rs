@@ -47,6 +47,8 @@ pub struct AgentPolicy {
     pub logs: super::LogBook,
     /// Where LLM agents' replies stream while they come.
     pub deltas: super::LlmDeltas,
+    /// The node's HTTP client, shared by its agents.
+    pub http: reqwest::Client,
 }
 
 /// How long an agent's start may take when its backend sets no wait of its own.
@@ -276,6 +278,7 @@ impl ChildSpec for AgentChild {
                     prices: self.policy.prices.clone(),
                     logs: self.policy.logs.clone(),
                     deltas: self.policy.deltas.clone(),
+                    http: Some(self.policy.http.clone()),
                 },
             };
             let mut restore = lock(&self.restore).take();

@@ -153,9 +153,13 @@ impl Writer {
     }
 
     async fn flush(&mut self, store: &Store, lines: Vec<Written>) -> Result<(), StoreError> {
+        // Bounded memory: an attempt that ran long ago writes no more, and an agent's count
+        // is read again from the store when it is needed again.
         if self.per_task.len() > 10_000 {
-            // Bounded memory: an attempt that ran long ago will write no more.
             self.per_task.clear();
+        }
+        if self.kept.len() > 100_000 {
+            self.kept.clear();
         }
         let mut batch = Batch::new();
         let mut added: HashMap<String, u64> = HashMap::new();

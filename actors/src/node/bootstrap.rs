@@ -198,6 +198,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         prices: Arc::new(config.llm_prices.clone()),
         logs: crate::agent::LogBook::start(&store),
         deltas: Default::default(),
+        http: crate::agent::http_client(),
     };
     let fleet = Fleet::new(
         config.node_name.clone(),

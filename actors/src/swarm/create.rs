@@ -36,6 +36,7 @@ impl Port {
             memory_limit_bytes: req.memory_limit_bytes.unwrap_or(super::spec::DEFAULT_MEMORY_LIMIT),
             lead: req.lead.clone(),
             created_at: troupe_runtime::clock::now(),
+            budget: req.budget,
         };
         if let Some(lead) = &req.lead {
             self.check_lead(lead).await?;

@@ -118,6 +118,7 @@ mod tests {
             memory_limit_bytes: 1024,
             lead: None,
             created_at: troupe_runtime::clock::now(),
+            budget: None,
         }
     }
 

@@ -102,6 +102,9 @@ pub struct SwarmSpec {
     /// For a sub-team: the swarm it belongs to and the member of that swarm leading it.
     pub lead: Option<Lead>,
     pub created_at: DateTime<Utc>,
+    /// What its LLM members may spend together, over all their tasks.
+    #[serde(default)]
+    pub budget: Option<crate::task::Budget>,
 }
 
 #[cfg(test)]
@@ -122,6 +125,7 @@ impl SwarmSpec {
             memory_limit_bytes: 1024,
             lead: None,
             created_at: troupe_runtime::clock::now(),
+            budget: None,
         }
     }
 }
@@ -203,6 +207,8 @@ pub struct CreateSwarmRequest {
     pub lead: Option<Lead>,
     /// The node to run it on (default: the one asked; a sub-team runs on its parent's).
     pub node: Option<String>,
+    /// What its LLM members may spend together.
+    pub budget: Option<crate::task::Budget>,
 }
 
 /// Bytes a swarm's memory holds by default.
@@ -241,6 +247,11 @@ impl CreateSwarmRequest {
                 return Err(ApiError::invalid(
                     "autoscale: queuePerAgent must be above 0 and idleBelow within 0-1",
                 ));
+            }
+        }
+        if let Some(b) = self.budget {
+            if b.max_tokens == Some(0) || b.max_cost_usd.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+                return Err(ApiError::invalid("a swarm's budget must be positive"));
             }
         }
         if self.memory_limit_bytes.is_some_and(|m| m == 0 || m > 64 << 20) {

@@ -296,16 +296,7 @@ impl Agent {
         if !matches!(self.view.spec.backend, troupe_actors::agent::BackendSpec::Llm(_)) {
             return Ok(None);
         }
-        let api = ctx.data::<Api>()?;
-        let (all, today) = troupe_actors::agent::llm_spent_by(api.store(), &self.view.spec.id)
-            .await
-            .map_err(async_graphql::Error::new)?;
-        Ok(Some(LlmSpend {
-            tokens: all.tokens().into(),
-            cost_usd: all.cost_usd,
-            tokens_today: today.tokens().into(),
-            cost_usd_today: today.cost_usd,
-        }))
+        LlmSpend::of(ctx, &self.view.spec.id).await.map(Some)
     }
     /// Why the agent last failed or went unhealthy, if it ever did.
     async fn last_error(&self) -> Option<&str> {
@@ -426,6 +417,13 @@ impl AgentsQuery {
         Ok(lines.into_iter().map(live::LogLine::from).collect())
     }
 
+    /// What the LLM agents of a project spent (tokens input and output, US dollars at the
+    /// node's price table when each step was committed; today is the UTC day).
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn project_llm_spend(&self, ctx: &Context<'_>, project: String) -> async_graphql::Result<LlmSpend> {
+        LlmSpend::of(ctx, &format!("project:{project}")).await
+    }
+
     /// An agent, wherever it runs, from this node's replica.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn agent(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Agent>> {
@@ -441,4 +439,20 @@ pub struct LlmSpend {
     pub cost_usd: f64,
     pub tokens_today: Int64,
     pub cost_usd_today: f64,
+}
+
+impl LlmSpend {
+    /// What `who` spent: an agent's id, `swarm:<id>` or `project:<name>`.
+    pub async fn of(ctx: &Context<'_>, who: &str) -> async_graphql::Result<Self> {
+        let api = ctx.data::<Api>()?;
+        let (all, today) = troupe_actors::agent::llm_spent_by(api.store(), who)
+            .await
+            .map_err(async_graphql::Error::new)?;
+        Ok(Self {
+            tokens: all.tokens().into(),
+            cost_usd: all.cost_usd,
+            tokens_today: today.tokens().into(),
+            cost_usd_today: today.cost_usd,
+        })
+    }
 }

@@ -214,6 +214,19 @@ impl Swarm {
     async fn memory_limit_bytes(&self) -> Int64 {
         Int64(self.0.spec.memory_limit_bytes as i64)
     }
+    /// What its LLM members may spend together (tokens), if it says.
+    async fn max_tokens(&self) -> Option<Int64> {
+        self.0.spec.budget.and_then(|b| b.max_tokens).map(Int64::from)
+    }
+    /// What its LLM members may spend together (US dollars), if it says.
+    async fn max_cost_usd(&self) -> Option<f64> {
+        self.0.spec.budget.and_then(|b| b.max_cost_usd)
+    }
+    /// What its LLM members spent together, counted as each step was committed (a member
+    /// that left still counts).
+    async fn llm_spend(&self, ctx: &Context<'_>) -> async_graphql::Result<super::agents::LlmSpend> {
+        super::agents::LlmSpend::of(ctx, &format!("swarm:{}", self.0.spec.id)).await
+    }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.spec.created_at
     }

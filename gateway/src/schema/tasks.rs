@@ -209,7 +209,7 @@ pub struct TaskStep {
     pub model: Option<String>,
     pub finish_reason: Option<String>,
     pub latency_ms: Option<Int64>,
-    /// When it was committed.
+    /// When it was complete (the reply read, the tool answered); its commit follows.
     pub at: DateTime<Utc>,
 }
 

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use troupe_runtime::store::Store;
 
 use super::http::{excerpt, failed, read_body_with};
-use super::{Backend, ErrandKind, Lent, Link, Prices};
+use super::{Backend, ErrandKind, Lent, Link, Prices, Signal};
 use crate::agent::protocol::MemoryOp;
 use crate::agent::secrets::Secrets;
 use crate::agent::spec::{Dialect, LlmBackend};
@@ -53,6 +53,10 @@ pub struct Llm {
     agent: String,
     prices: Arc<Prices>,
     deltas: Deltas,
+    link: Link,
+    /// The agent's swarm, if it is a member of one.
+    swarm: Option<String>,
+    project: Option<String>,
 }
 
 impl Llm {
@@ -69,6 +73,9 @@ impl Llm {
             agent: String::new(),
             prices: Arc::default(),
             deltas: Deltas::default(),
+            link: Link::detached(),
+            swarm: None,
+            project: None,
         }
     }
 
@@ -79,6 +86,17 @@ impl Llm {
         self.store = lent.store.clone();
         self.prices = lent.prices.clone();
         self.deltas = lent.deltas.clone();
+        if let Some(http) = &lent.http {
+            self.client = http.clone();
+        }
+        self
+    }
+
+    /// Counts what its tasks spend for its swarm (checked against the swarm's budget) and
+    /// its project too.
+    pub fn grouped(mut self, swarm: Option<&str>, project: &str) -> Self {
+        self.swarm = swarm.map(str::to_owned);
+        self.project = Some(project.to_owned());
         self
     }
 
@@ -100,8 +118,9 @@ impl Backend for Llm {
                 Some(key) => Some(self.secrets.read(key).await.map_err(|e| e.to_string())?),
             };
             if self.errands.is_none() {
-                self.errands = Some(tools::via(link));
+                self.errands = Some(tools::via(link.clone()));
             }
+            self.link = link;
             Ok(())
         })
     }
@@ -123,6 +142,10 @@ impl Backend for Llm {
             agent: self.agent.clone(),
             prices: self.prices.clone(),
             deltas: self.deltas.clone(),
+            link: self.link.clone(),
+            attempt: a.attempt,
+            swarm: self.swarm.clone(),
+            project: self.project.clone(),
         };
         // The loop keeps its own time: a wait for an operator's approval does not count.
         Box::pin(turn.run(a))
@@ -146,6 +169,11 @@ struct Loop {
     agent: String,
     prices: Arc<Prices>,
     deltas: Deltas,
+    /// Where the task's progress note goes (a held call's wait).
+    link: Link,
+    attempt: u32,
+    swarm: Option<String>,
+    project: Option<String>,
 }
 
 impl Loop {
@@ -203,8 +231,19 @@ impl Loop {
             decision: None,
         };
         let began = tokio::time::Instant::now();
+        // The task says what it waits for, where its progress is shown.
+        let note = |note: String| Signal::Progress {
+            task_id: task.to_owned(),
+            attempt: self.attempt,
+            fraction: None,
+            note: Some(note),
+        };
+        self.link
+            .signal(note(format!("AWAITING_APPROVAL: {} (approval {key})", call.name)));
         let decision = approvals::decided(&store, asked).await?;
         self.deadline += began.elapsed();
+        let decided = if decision.approved { "approved" } else { "rejected" };
+        self.link.signal(note(format!("{} {decided}: going on", call.name)));
         Ok(if decision.approved {
             Ok(())
         } else {
@@ -221,7 +260,12 @@ impl Loop {
     }
 
     async fn run(mut self, a: Assignment) -> Outcome {
-        let mut journal = Journal::load(self.store.clone(), &self.agent, &a.task_id).await?;
+        let groups = (self.swarm.iter().map(|s| format!("swarm:{s}")))
+            .chain(self.project.iter().map(|p| format!("project:{p}")))
+            .collect();
+        let mut journal = Journal::load(self.store.clone(), &self.agent, &a.task_id)
+            .await?
+            .counting(groups);
         let task = self.task_spec(&a.task_id).await?;
         let (budget, session) = task.map_or((None, None), |t| (t.budget, t.session));
         // The session's exchanges and the swarm memory, as they were when the task began.
@@ -403,8 +447,8 @@ impl Loop {
             agent.max_tokens_per_day.map(|t| t as f64),
             agent.max_cost_usd_per_day,
         ];
+        let today = journal::day(troupe_runtime::clock::now());
         if let (Some(store), true) = (&self.store, limits.iter().any(Option::is_some)) {
-            let today = journal::day(troupe_runtime::clock::now());
             let (all, on_day) = journal::spent(store, &self.agent, &today).await?;
             checks.extend([
                 ("the agent's maxTokens", limits[0], all.tokens() as f64),
@@ -412,6 +456,19 @@ impl Loop {
                 ("the agent's maxTokensPerDay", limits[2], on_day.tokens() as f64),
                 ("the agent's maxCostUsdPerDay", limits[3], on_day.cost_usd),
             ]);
+        }
+        if let (Some(store), Some(swarm)) = (&self.store, &self.swarm) {
+            if let Some(budget) = swarm_budget(store, swarm).await? {
+                let (all, _) = journal::spent(store, &format!("swarm:{swarm}"), &today).await?;
+                checks.extend([
+                    (
+                        "the swarm's maxTokens",
+                        budget.max_tokens.map(|t| t as f64),
+                        all.tokens() as f64,
+                    ),
+                    ("the swarm's maxCostUsd", budget.max_cost_usd, all.cost_usd),
+                ]);
+            }
         }
         let Some((budget, limit, spent)) = checks
             .into_iter()
@@ -546,9 +603,26 @@ pub async fn transcript(store: &Store, task: &str) -> Result<Vec<Record>, String
         .collect())
 }
 
-/// What LLM agent `agent` spent over all its tasks, and today (UTC), as committed.
+/// What LLM agent `agent` spent over all its tasks, and today (UTC), as committed; or the
+/// LLM members of a swarm (`swarm:<id>`), or the LLM agents of a project (`project:<name>`).
 pub async fn spent_by(store: &Store, agent: &str) -> Result<(Usage, Usage), String> {
     journal::spent(store, agent, &journal::day(troupe_runtime::clock::now())).await
+}
+
+/// The budget of swarm `swarm`, from its spec in the store.
+async fn swarm_budget(store: &Store, swarm: &str) -> Result<Option<Budget>, String> {
+    let spec = store
+        .get(crate::tables::SWARMS, swarm)
+        .await
+        .map_err(|e| format!("the swarm's spec could not be read: {e}"))?;
+    Ok(match spec {
+        Some(bytes) => {
+            troupe_runtime::codec::decode::<crate::swarm::SwarmSpec>(&bytes)
+                .map_err(|e| e.to_string())?
+                .budget
+        }
+        None => None,
+    })
 }
 
 /// The task's result: the final answer, with what the loop took to get there.

@@ -44,6 +44,11 @@ pub struct CreateSwarmInput {
     pub strategy: MemberStrategy,
     pub autoscale: Option<AutoscaleInput>,
     pub memory_limit_bytes: Option<Int64>,
+    /// What its LLM members may spend together, over all their tasks: tokens (input and
+    /// output) and US dollars at the node's price table; past either, a member's task fails
+    /// with BUDGET_EXCEEDED [default: no limit].
+    pub max_tokens: Option<Int64>,
+    pub max_cost_usd: Option<f64>,
     /// Makes it a sub-team of this swarm (its subtree runs inside the parent's), led by
     /// `leader`; the two go together.
     pub parent: Option<ID>,
@@ -95,6 +100,15 @@ impl CreateSwarmInput {
                 _ => return Err(ApiError::invalid("a sub-team needs both parent and leader")),
             },
             node: self.node,
+            budget: match (self.max_tokens, self.max_cost_usd) {
+                (None, None) => None,
+                (tokens, cost) => Some(troupe_actors::task::Budget {
+                    max_tokens: tokens
+                        .map(|t| u64::try_from(t.0).map_err(|_| ApiError::invalid("maxTokens must be positive")))
+                        .transpose()?,
+                    max_cost_usd: cost,
+                }),
+            },
         })
     }
 }

@@ -120,6 +120,9 @@ pub async fn spent(store: &Store, agent: &str, day: &str) -> Result<(Usage, Usag
 pub struct Journal {
     store: Option<Store>,
     agent: String,
+    /// Who else the task's usage is counted for: its agent's swarm (`swarm:<id>`) and
+    /// project (`project:<name>`).
+    groups: Vec<String>,
     task: String,
     records: Vec<Record>,
 }
@@ -157,9 +160,16 @@ impl Journal {
         Ok(Self {
             store,
             agent: agent.to_owned(),
+            groups: Vec::new(),
             task: task.to_owned(),
             records,
         })
+    }
+
+    /// Counts the task's usage for `groups` too (see [`Journal::groups`]).
+    pub fn counting(mut self, groups: Vec<String>) -> Self {
+        self.groups = groups;
+        self
     }
 
     pub fn records(&self) -> &[Record] {
@@ -290,7 +300,9 @@ impl Journal {
                 let mut usage = self.usage(Some(&today));
                 usage.add(&Journal::usage_of(&record));
                 let bytes = troupe_runtime::codec::encode(&usage).map_err(|e| e.to_string())?;
-                batch = batch.put(LLM_USAGE, format!("{}/{today}/{}", self.agent, self.task), bytes);
+                for owner in std::iter::once(&self.agent).chain(&self.groups) {
+                    batch = batch.put(LLM_USAGE, format!("{owner}/{today}/{}", self.task), bytes.clone());
+                }
             }
             store
                 .write(batch)

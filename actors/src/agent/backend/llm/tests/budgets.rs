@@ -88,3 +88,56 @@ async fn an_agents_cost_budget_counts_what_its_earlier_tasks_committed() {
     let (all, on_day) = journal::spent(&store, "agent-1", &today).await.unwrap();
     assert_eq!((all.tokens(), on_day.tokens()), (38, 38));
 }
+
+#[tokio::test]
+async fn a_swarms_budget_counts_what_all_its_members_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+    let swarm = crate::swarm::SwarmSpec {
+        budget: Some(Budget {
+            max_tokens: Some(25),
+            max_cost_usd: None,
+        }),
+        ..crate::swarm::SwarmSpec::example("sw1")
+    };
+    let bytes = troupe_runtime::codec::encode(&swarm).unwrap();
+    store
+        .write(troupe_runtime::store::Batch::new().put(crate::tables::SWARMS, "sw1", bytes))
+        .await
+        .unwrap();
+    // Each answer takes 23 tokens: one member's task, then another's, pass 25 together.
+    let server = Scripted::start(vec![openai_answer("one"), openai_answer("two")]).await;
+    let member = |agent: &'static str| {
+        let (url, store) = (server.url(), store.clone());
+        async move {
+            let lent = Lent {
+                store: Some(store),
+                ..Lent::default()
+            };
+            let mut llm = Llm::new(LlmBackend::to(url, "m"), Default::default())
+                .for_agent(agent, &lent)
+                .grouped(Some("sw1"), "research")
+                .carrying(errands(|_| Ok(json!(null))).0);
+            llm.start(Link::detached()).await.unwrap();
+            llm
+        }
+    };
+    for (agent, id) in [("a1", "t1"), ("a2", "t2")] {
+        submitted(&store, id, None).await;
+        member(agent).await.run(task(id, json!("go"))).await.unwrap();
+    }
+    submitted(&store, "t3", None).await;
+    let why = member("a3").await.run(task("t3", json!("go"))).await.unwrap_err();
+    assert!(
+        why.starts_with("BUDGET_EXCEEDED: the swarm's maxTokens is 25 and 46 was spent"),
+        "{why}"
+    );
+    // Counted per agent, per swarm and per project.
+    let (swarm_spent, _) = spent_by(&store, "swarm:sw1").await.unwrap();
+    let (project_spent, _) = spent_by(&store, "project:research").await.unwrap();
+    let (one, _) = spent_by(&store, "a1").await.unwrap();
+    assert_eq!(
+        (swarm_spent.tokens(), project_spent.tokens(), one.tokens()),
+        (46, 46, 23)
+    );
+}
