@@ -116,6 +116,16 @@ test: deps
 bench: deps
 	$(CARGO) bench --workspace
 
+# The LLM agent loop against a fake model server (50 ms a call), Troupe's and LangGraph's in
+# the same run: see benches/llm_loop/run.py. Python side in a venv under target/; the figures
+# are the release build's (TROUPE_BIN names another). Flags through ARGS, e.g.
+# make bench-llm ARGS="--agents 200 --only troupe"
+.PHONY: bench-llm
+bench-llm: build
+	@python3 -m venv target/bench-venv
+	@target/bench-venv/bin/pip install --quiet --disable-pip-version-check -r benches/llm_loop/requirements.txt
+	TROUPE_BIN=$${TROUPE_BIN:-$(CURDIR)/target/release/troupe} target/bench-venv/bin/python benches/llm_loop/run.py $(ARGS)
+
 fmt:
 	$(CARGO) fmt --all
 
