@@ -33,6 +33,7 @@ pub const VIEWS: &[&str] = &[
     "/vms",
     "/vms/{id}",
     "/events",
+    "/approvals",
 ];
 
 /// Scripts, styles, images and connections (HTTP and WebSocket) from this origin only; no

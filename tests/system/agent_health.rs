@@ -210,7 +210,7 @@ async fn a_process_agent_that_cannot_start_says_why_and_is_retried_within_its_re
     // A process that exits before it says ready: the reason, then its supervisor's tries.
     let exits = json!({
         "name": "exits",
-        "backend": { "process": { "command": ["/bin/sh", "-c", "exit 3"] } },
+        "backend": { "process": { "command": ["/bin/sh", "-c", "echo \"can't open file reviewer.py\" >&2; exit 3"] } },
         "restartLimit": { "maxRestarts": 2, "windowMs": 600000 },
     });
     let answer = node.gql(spawn, json!({ "input": exits })).await?;
@@ -223,8 +223,16 @@ async fn a_process_agent_that_cannot_start_says_why_and_is_retried_within_its_re
         .gql_ok("{ agents(first: 10) { nodes { id name } } }", json!({}))
         .await?;
     let id = text(&listed, "/agents/nodes/0/id")?;
+    // Its stderr says why, in the answer and in the agent's last error.
+    ensure!(
+        answer
+            .to_string()
+            .contains("its stderr ended with: can't open file reviewer.py"),
+        "{answer}"
+    );
     let failed = node.wait_agent_state(&id, "FAILED").await?;
     ensure!(failed.to_string().contains("exited before it said ready"), "{failed}");
+    ensure!(failed.to_string().contains("can't open file reviewer.py"), "{failed}");
     let tries = node.events_for("AGENT_FAILED", &id).await?;
     let retried = tries.iter().filter(|e| e["data"]["restarting"] == true).count();
     ensure!(retried >= 2, "its supervisor did not try again: {tries:?}");

@@ -131,9 +131,30 @@ async fn exec_backend_timeout_applies_when_the_task_sets_none() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_program_that_is_not_there_is_refused_at_spawn() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let input = json!({ "name": "ghost", "backend": { "exec": { "command": ["/nonexistent/cmd"] } } });
+    let refused = node
+        .gql(
+            "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }",
+            json!({ "input": input }),
+        )
+        .await?;
+    expect_code(&refused, "INVALID_INPUT")?;
+    ensure!(refused.to_string().contains("/nonexistent/cmd"), "{refused}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_command_that_cannot_start_fails_task_and_agent_keeps_running() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
-    let agent = node.spawn_exec(&["/nonexistent/cmd"], None).await?;
+    // There at spawn, gone by the time its tasks run.
+    let dir = tempfile::tempdir()?;
+    let program = dir.path().join("tool");
+    std::fs::write(&program, "#!/bin/sh\ncat\n")?;
+    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let agent = node.spawn_exec(&[&program.to_string_lossy()], None).await?;
+    std::fs::remove_file(&program)?;
     for _ in 0..2 {
         let id = submit_once(&node, &agent, None).await?;
         let done = node.wait_task_state(&id, "DEAD").await?;

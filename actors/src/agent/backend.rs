@@ -163,14 +163,18 @@ pub trait Backend: Send + 'static {
     }
 }
 
-/// Whether the backend can start on this node at all: a process agent's program must be
-/// there and executable. Its error is the caller's to fix; checked before a start is asked
-/// for, so a wrong spec is refused instead of failing over and over.
+/// Whether the backend can start on this node at all: the program of a process agent, of
+/// an exec agent (each task runs it) and of a stdio MCP server must be there and
+/// executable. Its error is the caller's to fix; checked before a start is asked for, so a
+/// wrong spec is refused instead of failing over and over (or each of its tasks failing).
 pub async fn preflight(spec: &BackendSpec) -> Result<(), String> {
-    let BackendSpec::Process(p) = spec else {
-        return Ok(());
+    let (command, env) = match spec {
+        BackendSpec::Process(p) => (&p.command, &p.env),
+        BackendSpec::Exec(e) => (&e.command, &e.env),
+        BackendSpec::Mcp(m) if m.url.is_none() => (&m.command, &m.env),
+        _ => return Ok(()),
     };
-    let (Some(program), env) = (p.command.first().cloned(), p.env.clone()) else {
+    let (Some(program), env) = (command.first().cloned(), env.clone()) else {
         return Err("command must not be empty".into());
     };
     tokio::task::spawn_blocking(move || limits::find_program(&program, &env).map(drop))

@@ -57,24 +57,9 @@ async function axe(page, name) {
   if (found.length) throw new Error(`axe on ${name}: ${found.join("; ")}`);
 }
 
-/**
- * Opens a view by its path. TODO(gateway): the gateway serves the app only at the paths in
- * gateway/src/dashboard.rs VIEWS (any other answers 401, unauthenticated); until "/approvals"
- * is among them a deep link there fails, so the view is reached through the navigation
- * instead, and the run says so. Drop this once VIEWS has it.
- */
+/** Opens a view by its path (a deep link: the gateway serves the app at every view's path). */
 async function open(page, path) {
-  const served = async () => {
-    const r = await fetch(`${node.url}${path}`);
-    return r.ok && (r.headers.get("content-type") ?? "").startsWith("text/html");
-  };
-  if (path === "/approvals" && !(await served())) {
-    const note = "skip  a deep link to /approvals: the gateway does not serve the app there (VIEWS lacks it); reached through the navigation";
-    if (!results.includes(note)) results.push(note);
-    await page.goto(`${node.url}/`);
-    await page.getByRole("navigation", { name: "Views" }).getByRole("link", { name: "Approvals" }).click();
-    await page.locator("#page-title").filter({ hasText: "Approvals" }).waitFor({ timeout: TIMEOUT });
-  } else await page.goto(`${node.url}${path}`);
+  await page.goto(`${node.url}${path}`);
 }
 
 const expectText = (page, text, timeout = TIMEOUT) => page.getByText(text, { exact: false }).first().waitFor({ timeout });

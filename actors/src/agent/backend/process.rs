@@ -154,7 +154,25 @@ impl Backend for Process {
                     tokio::spawn(watchdog(live, self.spec.clone(), link));
                     Ok(())
                 }
-                Ok(Err(_)) => Err("the process exited before it said ready".into()),
+                Ok(Err(_)) => {
+                    // What it said on its way out, once its stderr is closed (briefly: a
+                    // child it left may hold the pipe).
+                    let tail = match started.stderr_tail {
+                        Some(tail) => tokio::time::timeout(Duration::from_secs(1), tail)
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .unwrap_or_default(),
+                        None => Vec::new(),
+                    };
+                    Err(match tail.is_empty() {
+                        true => "the process exited before it said ready".into(),
+                        false => format!(
+                            "the process exited before it said ready; its stderr ended with: {}",
+                            tail.join(" | ")
+                        ),
+                    })
+                }
                 Err(_) => Err(format!("the process did not say ready within {} ms", limit.as_millis())),
             }
         })

@@ -28,7 +28,12 @@ pub(super) struct Started {
     pub live: Arc<Live>,
     /// Resolves when the process says `ready`; fails if it exits first.
     pub ready: oneshot::Receiver<()>,
+    /// The last lines of its stderr, once the process closed it (it exited).
+    pub stderr_tail: Option<tokio::task::JoinHandle<Vec<String>>>,
 }
+
+/// The stderr lines a start that failed reports.
+const STDERR_TAIL_LINES: usize = 5;
 
 /// Starts the process and the tasks that serve its pipes.
 pub(super) fn spawn(
@@ -71,20 +76,31 @@ pub(super) fn spawn(
             }
         });
     }
-    if let Some(stderr) = stderr {
+    let stderr_tail = stderr.map(|stderr| {
         let agent = agent.to_owned();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
+            let mut tail = std::collections::VecDeque::new();
             while let Ok(Some(line)) = lines.next_line().await {
                 tracing::info!(%agent, "stderr: {line}");
                 logs.write(&agent, None, "stderr", &line);
+                if tail.len() == STDERR_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
             }
-        });
-    }
+            tail.into()
+        })
+    });
     let (ready_tx, ready) = oneshot::channel();
     let stdout = stdout.ok_or("the process has no stdout")?;
     tokio::spawn(read(live.clone(), BufReader::new(stdout), ready_tx, link));
-    Ok(Started { child, live, ready })
+    Ok(Started {
+        child,
+        live,
+        ready,
+        stderr_tail,
+    })
 }
 
 /// Reads the process's lines until it closes stdout, then reports the agent lost unless
