@@ -34,5 +34,15 @@ pub use supervisor::{
 };
 pub use tree::{ChildInfo, SupervisorInfo};
 
+/// A failed spawn as its own cause says it: ractor words every failed start as "Actor
+/// panicked during startup '…'", even one that returned an error and panicked nowhere, and
+/// that wording must not reach a user.
+pub fn start_failed(e: ractor::SpawnErr) -> ractor::ActorProcessingErr {
+    match e {
+        ractor::SpawnErr::StartupFailed(cause) => cause,
+        other => other.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -233,6 +233,10 @@ async fn a_process_agent_that_cannot_start_says_why_and_is_retried_within_its_re
     let failed = node.wait_agent_state(&id, "FAILED").await?;
     ensure!(failed.to_string().contains("exited before it said ready"), "{failed}");
     ensure!(failed.to_string().contains("can't open file reviewer.py"), "{failed}");
+    // In words of Troupe's, not of the actor library's.
+    for said in [answer.to_string(), failed.to_string()] {
+        ensure!(!said.contains("Actor panicked"), "{said}");
+    }
     let tries = node.events_for("AGENT_FAILED", &id).await?;
     let retried = tries.iter().filter(|e| e["data"]["restarting"] == true).count();
     ensure!(retried >= 2, "its supervisor did not try again: {tries:?}");

@@ -288,7 +288,9 @@ impl ChildSpec for AgentChild {
                     .ok_or_else(|| format!("checkpoint {} of agent {} is gone", r.checkpoint, self.id))?
                     .state;
             }
-            let (agent, _) = Actor::spawn_linked(None, actor, restore.clone(), supervisor).await?;
+            let (agent, _) = Actor::spawn_linked(None, actor, restore.clone(), supervisor)
+                .await
+                .map_err(troupe_runtime::supervision::start_failed)?;
             if let Some(r) = restore {
                 let data = json!({ "checkpointId": r.checkpoint });
                 drop(self.report(self.status().state, "AGENT_ROLLED_BACK", None, data));

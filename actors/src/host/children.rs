@@ -107,7 +107,9 @@ impl ChildSpec for HostChild {
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
             let args = (self.fleet.clone(), self.id.clone());
-            let (driver, _) = Actor::spawn_linked(None, HostDriver, args, supervisor).await?;
+            let (driver, _) = Actor::spawn_linked(None, HostDriver, args, supervisor)
+                .await
+                .map_err(troupe_runtime::supervision::start_failed)?;
             Ok(driver.get_cell())
         })
     }

@@ -106,7 +106,9 @@ impl ChildSpec for CoordinatorChild {
     fn start(self: Arc<Self>, supervisor: ActorCell) -> BoxFuture<'static, Result<ActorCell, ActorProcessingErr>> {
         Box::pin(async move {
             let args = (self.api.clone(), self.id.clone(), self.failure.clone());
-            let (actor, _) = Actor::spawn_linked(None, Coordinator, args, supervisor).await?;
+            let (actor, _) = Actor::spawn_linked(None, Coordinator, args, supervisor)
+                .await
+                .map_err(troupe_runtime::supervision::start_failed)?;
             Ok(actor.get_cell())
         })
     }
