@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+mod cli;
+
 use clap::{Parser, Subcommand};
 use troupe_actors::node::Node;
 use troupe_gateway::{GatewayChild, Settings};
@@ -42,6 +44,8 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    #[command(flatten)]
+    Client(cli::Command),
     /// Print the version.
     Version,
 }
@@ -63,7 +67,17 @@ enum TokenCommand {
 /// Runs the command; an error is printed as its chain of causes (no backtrace) and the
 /// process exits 1, so a supervisor such as systemd sees the failure and restarts the node.
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Client(command) = cli.command {
+        return match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(cli::run(command)),
+            Err(e) => {
+                eprintln!("troupe: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("troupe: error: {e:#}");
@@ -92,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("troupe {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Client(_) => unreachable!("client commands run before"),
     }
 }
 

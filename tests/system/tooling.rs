@@ -3,9 +3,9 @@
 //! and /metrics behind a token.
 
 use anyhow::{ensure, Context, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::support::{expect_code, int, Node, NodeOpts, Subscription, WAIT};
+use super::support::{expect_code, int, text, Node, NodeOpts, Subscription, WAIT};
 
 const INTROSPECTION: &str = include_str!("../../gateway/src/schema/introspection.graphql");
 
@@ -154,5 +154,89 @@ async fn metrics_can_be_put_behind_a_token() -> Result<()> {
         .await?;
     ensure!(resp.status() == 200, "/metrics with a viewer token: {}", resp.status());
     ensure!(resp.text().await?.contains("troupe_"), "no Troupe metrics");
+    Ok(())
+}
+
+/// Runs the command line against `node`: its exit code and what it printed.
+async fn cli(node: &Node, args: &[&str]) -> Result<(i32, String, String)> {
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+            .args(args)
+            .env("TROUPE_URL", format!("http://{}", node.addr))
+            .env("TROUPE_TOKEN", &node.token)
+            .output(),
+    )
+    .await??;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok((out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_that_mean_something() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let input = json!({ "name": "echoer", "backend": { "builtin": { "kind": "echo" } }, "capabilities": ["echo"] });
+    let agent = text(&node.spawn_agent(input).await?, "/id")?;
+    // A table for people, with the name.
+    let (code, table, _) = cli(&node, &["agents", "list"]).await?;
+    ensure!(
+        code == 0 && table.starts_with("ID") && table.contains("echoer") && table.contains("RUNNING"),
+        "{table}"
+    );
+    // By name, as JSON for scripts.
+    let (code, json_out, _) = cli(&node, &["agents", "get", "echoer", "-o", "json"]).await?;
+    let found: Value = serde_json::from_str(&json_out)?;
+    ensure!(code == 0 && found[0]["id"] == agent.as_str(), "{json_out}");
+    // Submitted and waited for (over the WebSocket): the result, exit 0.
+    let (code, done, err) = cli(
+        &node,
+        &[
+            "submit",
+            "--agent",
+            "echoer",
+            "--payload",
+            r#"{"x":1}"#,
+            "--wait",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    let done: Value = serde_json::from_str(&done).with_context(|| err.clone())?;
+    ensure!(
+        code == 0 && done[0]["state"] == "SUCCEEDED" && done[0]["result"]["x"] == 1,
+        "{done} {err}"
+    );
+    // A task that fails: exit 1.
+    let fail = json!({ "name": "failer", "backend": { "builtin": { "kind": "fail" } }, "capabilities": ["doomed"] });
+    node.spawn_agent(fail).await?;
+    let (code, _, err) = cli(&node, &["submit", "--capability", "doomed", "--wait"]).await?;
+    ensure!(
+        code == 1 && (err.contains("ended FAILED") || err.contains("ended DEAD")),
+        "{code} {err}"
+    );
+    // Not found: 3; a bad token: 4; no node there: 5.
+    let (code, _, err) = cli(&node, &["agents", "get", "nobody"]).await?;
+    ensure!(code == 3 && err.contains("no agent nobody"), "{code} {err}");
+    let (code, _, err) = cli(&node, &["agents", "list", "--token", "trp_wrong"]).await?;
+    ensure!(code == 4 && err.contains("UNAUTHENTICATED"), "{code} {err}");
+    let (code, _, _) = cli(&node, &["tasks", "list", "--url", "http://127.0.0.1:9"]).await?;
+    ensure!(code == 5, "{code}");
+    // An exec agent's lines, by its name.
+    let input = json!({ "name": "talker", "backend": { "exec": { "command": ["/bin/sh", "-c", "echo hello from talker >&2; echo {}"] } } });
+    let talker = text(&node.spawn_agent(input).await?, "/id")?;
+    let task = node.submit_to(&talker, json!({})).await?;
+    node.wait_task_state(&task, "SUCCEEDED").await?;
+    let (code, lines, err) = cli(&node, &["logs", "talker"]).await?;
+    ensure!(
+        code == 0 && lines.contains("stderr hello from talker"),
+        "{code} {lines} {err}"
+    );
+    // The last events, filtered.
+    let (code, events, _) = cli(&node, &["events", "--kind", "TASK_SUCCEEDED", "-o", "json"]).await?;
+    ensure!(
+        code == 0 && events.lines().count() == 2 && events.lines().all(|e| e.contains("TASK_SUCCEEDED")),
+        "{events}"
+    );
     Ok(())
 }

@@ -1,0 +1,619 @@
+//! The command line that speaks to a node's GraphQL API, as a client does: `troupe agents`,
+//! `tasks`, `swarms`, `hosts`, `vms`, `approvals`, `submit`, `logs`, `events`. Tables for
+//! people, `-o json` for scripts. The node is `--url` (or `TROUPE_URL`), the token `--token`
+//! (or `TROUPE_TOKEN`, or the admin token in `--data-dir`).
+//!
+//! Exit codes: 0 done; 1 the API refused (its code printed); 2 a usage error (clap's);
+//! 3 not found; 4 not allowed (no token, a bad one, a role too weak); 5 the node could not
+//! be reached.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Where the node is and who asks.
+#[derive(Args, Clone)]
+pub struct Client {
+    /// The node's gateway.
+    #[arg(long, env = "TROUPE_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    url: String,
+    /// An API token [default: the admin token in --data-dir].
+    #[arg(long, env = "TROUPE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Where to find admin.token when no token is given.
+    #[arg(long, env = "TROUPE_DATA_DIR", default_value = "./troupe-data", global = true)]
+    data_dir: PathBuf,
+    /// How to print what the node answers.
+    #[arg(short, long, value_enum, default_value = "table", global = true)]
+    output: Output,
+}
+
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Clone)]
+pub enum List {
+    /// Every one, a page at a time (`--first`).
+    List {
+        #[arg(long, default_value_t = 100)]
+        first: u32,
+    },
+    /// One, by id (or, for agents, swarms and hosts, by name).
+    Get { id: String },
+}
+
+#[derive(Subcommand, Clone)]
+pub enum Approvals {
+    /// The tool calls waiting for an operator.
+    List,
+    Approve {
+        id: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct SubmitArgs {
+    /// Run on an agent with this capability.
+    #[arg(long, conflicts_with = "agent", required_unless_present = "agent")]
+    capability: Option<String>,
+    /// Run on this agent.
+    #[arg(long)]
+    agent: Option<String>,
+    /// The task's input, JSON (a bare word is taken as a string).
+    #[arg(long, default_value = "{}")]
+    payload: String,
+    /// Wait for the task to end and print its result; exits 1 if it did not succeed.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct LogsArgs {
+    /// The agent (id or name).
+    agent: String,
+    /// Keep following new lines.
+    #[arg(short, long)]
+    follow: bool,
+    /// How many of the last lines to print first.
+    #[arg(long, default_value_t = 50)]
+    tail: u32,
+}
+
+#[derive(Args, Clone)]
+pub struct EventsArgs {
+    /// Only these kinds (repeatable).
+    #[arg(long = "kind")]
+    kinds: Vec<String>,
+    /// Keep following new events.
+    #[arg(short, long)]
+    follow: bool,
+    /// How many of the last events to print first.
+    #[arg(long, default_value_t = 20)]
+    tail: u32,
+}
+
+/// A failure, with the exit code it means.
+struct Failure(u8, String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(1, format!("{e:#}"))
+    }
+}
+
+type Done = Result<(), Failure>;
+
+/// The node's answer to one GraphQL request, or why there is none.
+async fn ask(client: &Client, query: &str, variables: Value) -> Result<Value, Failure> {
+    let token = token(client)?;
+    let url = format!("{}/graphql", client.url.trim_end_matches('/'));
+    let response = troupe_actors::agent::http_client()
+        .post(&url)
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(60))
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .map_err(|e| Failure(5, format!("cannot reach {url}: {e}")))?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| Failure(5, format!("{url} answered HTTP {status} with no JSON: {e}")))?;
+    if let Some(error) = body["errors"].as_array().and_then(|e| e.first()) {
+        let code = error["extensions"]["code"].as_str().unwrap_or("ERROR");
+        let exit = match code {
+            "NOT_FOUND" => 3,
+            "UNAUTHENTICATED" | "FORBIDDEN" => 4,
+            _ => 1,
+        };
+        return Err(Failure(
+            exit,
+            format!("{code}: {}", error["message"].as_str().unwrap_or("")),
+        ));
+    }
+    Ok(body["data"].clone())
+}
+
+fn token(client: &Client) -> Result<String, Failure> {
+    if let Some(token) = &client.token {
+        return Ok(token.clone());
+    }
+    let file = client.data_dir.join("admin.token");
+    std::fs::read_to_string(&file)
+        .map(|t| t.trim().to_owned())
+        .map_err(|e| {
+            Failure(
+                4,
+                format!(
+                    "no token: give --token or TROUPE_TOKEN, or --data-dir of a node ({}: {e})",
+                    file.display()
+                ),
+            )
+        })
+}
+
+/// The kinds of entity `get` and `list` know, with the fields a table shows.
+struct Kind {
+    list: &'static str,
+    one: &'static str,
+    fields: &'static [&'static str],
+    /// Found by name too (a list filtered on this side).
+    named: bool,
+    paged: bool,
+}
+
+const AGENTS: Kind = Kind {
+    list: "agents",
+    one: "agent",
+    fields: &["id", "name", "state", "node", "capabilities", "restarts"],
+    named: true,
+    paged: true,
+};
+const TASKS: Kind = Kind {
+    list: "tasks",
+    one: "task",
+    fields: &["id", "state", "capability", "agentId", "attempts", "error"],
+    named: false,
+    paged: true,
+};
+const SWARMS: Kind = Kind {
+    list: "swarms",
+    one: "swarm",
+    fields: &["id", "name", "state", "topology", "size"],
+    named: true,
+    paged: false,
+};
+const HOSTS: Kind = Kind {
+    list: "hosts",
+    one: "host",
+    fields: &["id", "name", "state", "node", "uri"],
+    named: true,
+    paged: false,
+};
+const VMS: Kind = Kind {
+    list: "vms",
+    one: "vm",
+    fields: &["id", "name", "state", "hostId"],
+    named: true,
+    paged: false,
+};
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// A node's agents: list, get (by id or name).
+    Agents {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        how: List,
+    },
+    /// A node's tasks: list, get.
+    Tasks {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        how: List,
+    },
+    /// Swarms: list, get (by id or name).
+    Swarms {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        how: List,
+    },
+    /// Hosts: list, get (by id or name).
+    Hosts {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        how: List,
+    },
+    /// VMs: list, get (by id or name).
+    Vms {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        how: List,
+    },
+    /// LLM agents' tool calls held for an operator: list, approve, reject.
+    Approvals {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        what: Approvals,
+    },
+    /// Submit a task (and, with --wait, wait for its result).
+    Submit {
+        #[command(flatten)]
+        client: Client,
+        #[command(flatten)]
+        submit: SubmitArgs,
+    },
+    /// An exec or process agent's lines (-f: and the ones it writes next).
+    Logs {
+        #[command(flatten)]
+        client: Client,
+        #[command(flatten)]
+        logs: LogsArgs,
+    },
+    /// The cluster's last events (-f: and the next ones).
+    Events {
+        #[command(flatten)]
+        client: Client,
+        #[command(flatten)]
+        events: EventsArgs,
+    },
+}
+
+/// Runs one client command; what to exit with.
+pub async fn run(command: Command) -> ExitCode {
+    let done = match command {
+        Command::Agents { client, how } => list_or_get(&client, &AGENTS, how).await,
+        Command::Tasks { client, how } => list_or_get(&client, &TASKS, how).await,
+        Command::Swarms { client, how } => list_or_get(&client, &SWARMS, how).await,
+        Command::Hosts { client, how } => list_or_get(&client, &HOSTS, how).await,
+        Command::Vms { client, how } => list_or_get(&client, &VMS, how).await,
+        Command::Approvals { client, what } => approvals(&client, what).await,
+        Command::Submit { client, submit } => self::submit(&client, submit).await,
+        Command::Logs { client, logs } => self::logs(&client, logs).await,
+        Command::Events { client, events } => self::events(&client, events).await,
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, why)) => {
+            eprintln!("troupe: {why}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn list_or_get(client: &Client, kind: &Kind, how: List) -> Done {
+    let fields = kind.fields.join(" ");
+    match how {
+        List::List { first } => {
+            let query = match kind.paged {
+                true => format!(
+                    "query($first: Int) {{ {}(first: $first) {{ nodes {{ {fields} }} }} }}",
+                    kind.list
+                ),
+                false => format!("{{ {} {{ {fields} }} }}", kind.list),
+            };
+            let data = ask(client, &query, json!({ "first": first })).await?;
+            let rows = match kind.paged {
+                true => data[kind.list]["nodes"].clone(),
+                false => data[kind.list].clone(),
+            };
+            print(client, kind.fields, &rows);
+        }
+        List::Get { id } => {
+            let query = format!("query($id: ID!) {{ {}(id: $id) {{ {fields} }} }}", kind.one);
+            let mut found = ask(client, &query, json!({ "id": id })).await?[kind.one].clone();
+            if found.is_null() && kind.named {
+                found = by_name(client, kind, &id).await?;
+            }
+            if found.is_null() {
+                return Err(Failure(3, format!("no {} {id}", kind.one)));
+            }
+            print(client, kind.fields, &json!([found]));
+        }
+    }
+    Ok(())
+}
+
+/// The entity of `kind` named `name`, if there is one (null if none).
+async fn by_name(client: &Client, kind: &Kind, name: &str) -> Result<Value, Failure> {
+    let fields = kind.fields.join(" ");
+    let query = match kind.paged {
+        true => format!("{{ {}(first: 1000) {{ nodes {{ {fields} }} }} }}", kind.list),
+        false => format!("{{ {} {{ {fields} }} }}", kind.list),
+    };
+    let data = ask(client, &query, json!({})).await?;
+    let rows = match kind.paged {
+        true => &data[kind.list]["nodes"],
+        false => &data[kind.list],
+    };
+    let mut named = rows.as_array().into_iter().flatten().filter(|r| r["name"] == name);
+    match (named.next(), named.next()) {
+        (Some(one), None) => Ok(one.clone()),
+        (Some(_), Some(_)) => Err(Failure(
+            1,
+            format!("more than one {} is named {name}: give its id", kind.one),
+        )),
+        (None, _) => Ok(Value::Null),
+    }
+}
+
+/// Prints `rows` as a table of `fields`, or as JSON.
+fn print(client: &Client, fields: &[&str], rows: &Value) {
+    if client.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(rows).unwrap_or_default());
+        return;
+    }
+    let cell = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    };
+    let rows: Vec<Vec<String>> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| fields.iter().map(|f| cell(&r[*f])).collect())
+        .collect();
+    let headers: Vec<String> = fields.iter().map(|f| f.to_uppercase()).collect();
+    let widths: Vec<usize> = (0..fields.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([headers[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in std::iter::once(&headers).chain(&rows) {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+async fn approvals(client: &Client, what: Approvals) -> Done {
+    let fields = ["id", "tool", "agentId", "taskId", "reason", "state"];
+    let (query, variables, key) = match what {
+        Approvals::List => (
+            format!("{{ approvals {{ {} }} }}", fields.join(" ")),
+            json!({}),
+            "approvals",
+        ),
+        Approvals::Approve { id, note } => (
+            format!(
+                "mutation($id: ID!, $note: String) {{ approveCall(id: $id, note: $note) {{ {} }} }}",
+                fields.join(" ")
+            ),
+            json!({ "id": id, "note": note }),
+            "approveCall",
+        ),
+        Approvals::Reject { id, reason } => (
+            format!(
+                "mutation($id: ID!, $reason: String) {{ rejectCall(id: $id, reason: $reason) {{ {} }} }}",
+                fields.join(" ")
+            ),
+            json!({ "id": id, "reason": reason }),
+            "rejectCall",
+        ),
+    };
+    let data = ask(client, &query, variables).await?;
+    let rows = match &data[key] {
+        Value::Array(_) => data[key].clone(),
+        one => json!([one]),
+    };
+    print(client, &fields, &rows);
+    Ok(())
+}
+
+async fn submit(client: &Client, s: SubmitArgs) -> Done {
+    let payload: Value = serde_json::from_str(&s.payload).unwrap_or(Value::String(s.payload.clone()));
+    let agent = match &s.agent {
+        Some(agent) => Some(agent_id(client, agent).await?),
+        None => None,
+    };
+    let input = json!({ "capability": s.capability, "agentId": agent, "payload": payload });
+    let query = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id state } }";
+    let task = ask(client, query, json!({ "input": input })).await?["submitTask"].clone();
+    let id = task["id"].as_str().unwrap_or_default().to_owned();
+    if !s.wait {
+        print(client, &["id", "state"], &json!([task]));
+        return Ok(());
+    }
+    // Followed by its updates, which end with its last state.
+    let query = "subscription($id: ID!) { taskUpdates(id: $id) { id state result error } }";
+    let mut last = Value::Null;
+    follow(client, query, json!({ "id": id }), |data| {
+        last = data["taskUpdates"].clone();
+        Ok(())
+    })
+    .await?;
+    print(client, &["id", "state", "result", "error"], &json!([last]));
+    match last["state"].as_str() {
+        Some("SUCCEEDED") => Ok(()),
+        state => Err(Failure(1, format!("task {id} ended {}", state.unwrap_or("unknown")))),
+    }
+}
+
+/// The id of the agent named or identified by `agent`.
+async fn agent_id(client: &Client, agent: &str) -> Result<String, Failure> {
+    let found = ask(
+        client,
+        "query($id: ID!) { agent(id: $id) { id } }",
+        json!({ "id": agent }),
+    )
+    .await?["agent"]
+        .clone();
+    let found = match found.is_null() {
+        true => by_name(client, &AGENTS, agent).await?,
+        false => found,
+    };
+    found["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Failure(3, format!("no agent {agent}")))
+}
+
+async fn logs(client: &Client, l: LogsArgs) -> Done {
+    let id = agent_id(client, &l.agent).await?;
+    let query = "query($id: ID!, $limit: Int) { agentLogs(id: $id, limit: $limit) { seq at stream line taskId } }";
+    let lines = ask(client, query, json!({ "id": id, "limit": l.tail })).await?["agentLogs"].clone();
+    let show = |line: &Value| match client.output {
+        Output::Json => println!("{line}"),
+        Output::Table => println!(
+            "{} {:<6} {}",
+            line["at"].as_str().unwrap_or(""),
+            line["stream"].as_str().unwrap_or(""),
+            line["line"].as_str().unwrap_or("")
+        ),
+    };
+    lines.as_array().into_iter().flatten().for_each(show);
+    if l.follow {
+        let after = lines
+            .as_array()
+            .and_then(|l| l.last())
+            .map_or(json!(0), |l| l["seq"].clone());
+        let query = "subscription($id: ID!, $after: Int64) { agentLogLines(id: $id, after: $after) { seq at stream line taskId } }";
+        follow(client, query, json!({ "id": id, "after": after }), |data| {
+            show(&data["agentLogLines"]);
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn events(client: &Client, e: EventsArgs) -> Done {
+    let kinds = (!e.kinds.is_empty()).then_some(&e.kinds);
+    let last = ask(client, "{ node { lastSeq } }", json!({})).await?["node"]["lastSeq"]
+        .as_u64()
+        .unwrap_or(0);
+    let after = last.saturating_sub(u64::from(e.tail));
+    let show = |event: &Value| match client.output {
+        Output::Json => println!("{event}"),
+        Output::Table => println!(
+            "{:>8} {} {:<22} {} {}",
+            event["seq"],
+            event["at"].as_str().unwrap_or(""),
+            event["kind"].as_str().unwrap_or(""),
+            event["subject"].as_str().unwrap_or("-"),
+            event["data"]
+        ),
+    };
+    let fields = "seq kind subject at data";
+    if e.follow {
+        let query = format!(
+            "subscription($after: Int64, $kinds: [String!]) {{ events(after: $after, kinds: $kinds) {{ {fields} }} }}"
+        );
+        return follow(client, &query, json!({ "after": after, "kinds": kinds }), |data| {
+            show(&data["events"]);
+            Ok(())
+        })
+        .await;
+    }
+    let query = format!("query($after: Int64, $kinds: [String!], $first: Int) {{ events(after: $after, kinds: $kinds, first: $first) {{ {fields} }} }}");
+    let events = ask(
+        client,
+        &query,
+        json!({ "after": after, "kinds": kinds, "first": e.tail }),
+    )
+    .await?["events"]
+        .clone();
+    events.as_array().into_iter().flatten().for_each(show);
+    Ok(())
+}
+
+/// Runs a subscription over the node's WebSocket (graphql-transport-ws), giving `each`
+/// every result's data until the server completes it.
+async fn follow(client: &Client, query: &str, variables: Value, mut each: impl FnMut(&Value) -> Done) -> Done {
+    let token = token(client)?;
+    let url = client.url.trim_end_matches('/');
+    let ws = match url.strip_prefix("http://") {
+        Some(rest) => format!("ws://{rest}/graphql/ws"),
+        None => {
+            return Err(Failure(
+                1,
+                format!("following needs an http:// URL (not {url}); without -f the command reads once"),
+            ))
+        }
+    };
+    let mut request = ws.as_str().into_client_request().context("the WebSocket URL")?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| Failure(5, format!("cannot reach {ws}: {e}")))?;
+    let send = |m: Value| Message::Text(m.to_string().into());
+    socket
+        .send(send(
+            json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }),
+        ))
+        .await?;
+    let mut subscribed = false;
+    while let Some(message) = socket.next().await {
+        let text = match message? {
+            Message::Text(text) => text,
+            Message::Close(frame) => {
+                let why = frame.map_or_else(String::new, |f| f.reason.to_string());
+                return Err(Failure(4, format!("the node closed the connection: {why}")));
+            }
+            _ => continue,
+        };
+        let m: Value = serde_json::from_str(&text)?;
+        match m["type"].as_str() {
+            Some("connection_ack") if !subscribed => {
+                subscribed = true;
+                let payload = json!({ "query": query, "variables": variables });
+                socket
+                    .send(send(json!({ "id": "1", "type": "subscribe", "payload": payload })))
+                    .await?;
+            }
+            Some("ping") => socket.send(send(json!({ "type": "pong" }))).await?,
+            Some("next") => {
+                if let Some(error) = m["payload"]["errors"].as_array().and_then(|e| e.first()) {
+                    let code = error["extensions"]["code"].as_str().unwrap_or("ERROR");
+                    let exit = if code == "NOT_FOUND" { 3 } else { 1 };
+                    return Err(Failure(
+                        exit,
+                        format!("{code}: {}", error["message"].as_str().unwrap_or("")),
+                    ));
+                }
+                each(&m["payload"]["data"])?;
+            }
+            Some("error") => return Err(Failure(1, format!("the subscription was refused: {}", m["payload"]))),
+            Some("complete") => return Ok(()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
