@@ -15,6 +15,7 @@
 pub mod auth;
 mod dashboard;
 pub mod error;
+pub mod history;
 mod mcp;
 pub mod schema;
 mod server;

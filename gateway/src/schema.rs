@@ -116,8 +116,8 @@ pub fn finish(mut response: async_graphql::Response) -> async_graphql::Response 
     response
 }
 
-pub fn build(api: Api) -> TroupeSchema {
-    builder().data(api).finish()
+pub fn build(api: Api, history: std::sync::Arc<crate::history::History>) -> TroupeSchema {
+    builder().data(api).data(history).finish()
 }
 
 /// The schema with no node behind it: enough to parse, validate and introspect (tests).

@@ -38,6 +38,7 @@ pub struct Settings {
     pub body_limit: usize,
     pub metrics_auth: bool,
     pub http_timeout: Duration,
+    pub history_interval: Duration,
     pub http_max_in_flight: usize,
     pub ws_max_connections: usize,
     pub ws: WsLimits,
@@ -49,6 +50,7 @@ impl From<&Config> for Settings {
             body_limit: c.body_limit_bytes,
             metrics_auth: c.metrics_auth,
             http_timeout: c.http_timeout,
+            history_interval: c.history_interval,
             http_max_in_flight: c.http_max_in_flight,
             ws_max_connections: c.ws_max_connections,
             ws: WsLimits {
@@ -75,8 +77,9 @@ pub struct AppState {
 /// request over either limit is answered 408 or 503 at once); WebSockets live as long as
 /// they are used, bounded in number.
 pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router {
+    let history = crate::history::History::start(metrics.clone(), settings.history_interval);
     let state = AppState {
-        schema: schema::build(api.clone()),
+        schema: schema::build(api.clone(), history),
         api,
         metrics,
         settings,

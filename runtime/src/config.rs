@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// Longest an HTTP request may take before it is answered 408 [default: 30000].
     #[arg(long, env = "TROUPE_HTTP_TIMEOUT_MS")]
     pub http_timeout_ms: Option<u64>,
+    /// How often the node samples the series its dashboard's charts draw (`history`); it
+    /// keeps 360 samples [default: 10000].
+    #[arg(long, env = "TROUPE_HISTORY_INTERVAL_MS")]
+    pub history_interval_ms: Option<u64>,
     /// Most HTTP requests served at once; more are answered 503 at once [default: 512].
     #[arg(long, env = "TROUPE_HTTP_MAX_IN_FLIGHT")]
     pub http_max_in_flight: Option<usize>,
@@ -285,6 +289,7 @@ pub struct Config {
     pub idempotency_window: Duration,
     pub metrics_auth: bool,
     pub http_timeout: Duration,
+    pub history_interval: Duration,
     pub http_max_in_flight: usize,
     pub ws_max_connections: usize,
     pub ws_max_subscriptions: usize,
@@ -388,7 +393,7 @@ impl Config {
                 agent_max_restarts, agent_restart_window_ms, agent_stop_grace_ms,
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
                 max_payload_bytes, body_limit_bytes, event_retention, store_cache_mb, raft_snapshot_every, idempotency_window_ms,
-                metrics_auth, http_timeout_ms, http_max_in_flight, ws_max_connections,
+                metrics_auth, http_timeout_ms, history_interval_ms, http_max_in_flight, ws_max_connections,
                 ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, agent_mailbox_size, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, peer_drop_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
                 libvirt_timeout_ms, fault_injection, fault_max_targets, fault_max_duration_ms, agent_watchdog_ms, agent_watchdog_misses,
@@ -477,6 +482,7 @@ impl Config {
             idempotency_window: ms(args.idempotency_window_ms.unwrap_or(86_400_000)),
             metrics_auth: args.metrics_auth.unwrap_or(false),
             http_timeout: ms(args.http_timeout_ms.unwrap_or(30_000)),
+            history_interval: ms(args.history_interval_ms.unwrap_or(10_000)),
             http_max_in_flight: args.http_max_in_flight.unwrap_or(512),
             ws_max_connections: args.ws_max_connections.unwrap_or(4096),
             ws_max_subscriptions: args.ws_max_subscriptions.unwrap_or(64),

@@ -24,7 +24,7 @@ use super::spec::{AgentSpec, BackendSpec};
 use crate::task::{Assignment, Outcome};
 
 pub use cgroup::describe as describe_cgroup;
-pub use limits::{read_stat, sample, signal_group, Stat, Usage};
+pub use limits::{own_usage, read_stat, sample, signal_group, Stat, Usage};
 pub use llm::{
     approvals, decide as decide_approval, get as approval, spent_by, transcript, Approval, Call as LlmCall, Decision,
     Delta as LlmDelta, Deltas as LlmDeltas, Record as LlmStep, Refused as ApprovalRefused, Usage as LlmUsage,

@@ -284,6 +284,20 @@ pub struct NodeQuery;
 
 #[Object]
 impl NodeQuery {
+    /// This node's recent series, oldest first, one sample each `history_interval_ms` (10 s
+    /// by default) over the last `minutes` (at most the hour or so it keeps): what the
+    /// overview's charts draw when a page opens. Prometheus keeps the long term.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 60)] minutes: i32,
+    ) -> async_graphql::Result<Vec<crate::history::Sample>> {
+        let minutes =
+            u32::try_from(minutes).map_err(|_| crate::error::coded("INVALID_INPUT", "minutes must not be negative"))?;
+        Ok(ctx.data::<std::sync::Arc<crate::history::History>>()?.since(minutes))
+    }
+
     /// This node and the cluster it belongs to.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn node(&self, ctx: &Context<'_>) -> async_graphql::Result<Node> {

@@ -16,6 +16,7 @@ impl Config {
             ("agent_restart_window_ms", self.agent_restart_window),
             ("idempotency_window_ms", self.idempotency_window),
             ("http_timeout_ms", self.http_timeout),
+            ("history_interval_ms", self.history_interval),
             ("ws_init_timeout_ms", self.ws_init_timeout),
             ("ws_keepalive_ms", self.ws_keepalive),
             ("vm_reconcile_ms", self.vm_reconcile),

@@ -202,6 +202,13 @@ fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
+/// This process's CPU time so far (user and system, in seconds) and resident memory (bytes).
+pub fn own_usage() -> Option<(f64, u64)> {
+    let stat = read_stat(std::process::id())?;
+    let (tick, page) = units();
+    Some((stat.cpu_ticks as f64 / tick as f64, stat.rss_pages * page))
+}
+
 #[allow(unsafe_code)]
 fn units() -> (u64, u64) {
     // SAFETY: sysconf only reads configuration values.
