@@ -21,7 +21,7 @@ enum Outcome {
 }
 
 /// By a piece of the example's text.
-const EXPECTED: [(&str, Outcome, &str); 6] = [
+const EXPECTED: [(&str, Outcome, &str); 8] = [
     (
         "addHost(",
         Outcome::Skipped,
@@ -46,6 +46,16 @@ const EXPECTED: [(&str, Outcome, &str); 6] = [
         "(node: \"c\"",
         Outcome::Code("NOT_FOUND"),
         "a lone node has no member named c",
+    ),
+    (
+        "/usr/local/bin/thumbnail",
+        Outcome::Code("INVALID_INPUT"),
+        "the program is the docs' story, not on this machine",
+    ),
+    (
+        "$key: String) { spawnAgent(",
+        Outcome::Code("INVALID_INPUT"),
+        "its variables name /usr/local/bin/resize, the docs' story, not on this machine",
     ),
     (
         "(id: \"0193",
