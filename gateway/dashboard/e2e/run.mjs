@@ -1,5 +1,6 @@
 // The dashboard end to end, in Debian's Chromium against a real `troupe serve`: sign in,
-// spawn an agent, submit a task and watch it succeed, crash an agent and see it restart in
+// spawn an agent, submit a task and watch it succeed, see the overview's charts start from
+// the node's history on a fresh load, crash an agent and see it restart in
 // the tree, pause and resume, create a VM and migrate it, create a swarm, approve an LLM
 // agent's held tool call from the approvals inbox and read its task's transcript, follow an
 // exec agent's log, restart the gateway
@@ -18,7 +19,8 @@ const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 const SHOTS = outDir("dashboard-e2e");
 const TIMEOUT = 30_000;
 
-const node = new Node(["--fault-injection", "--simulated-hosts", "2"]);
+// History sampled each 200 ms (10 s by default) so the overview's charts have some within the run.
+const node = new Node(["--fault-injection", "--simulated-hosts", "2", "--history-interval-ms", "200"]);
 const results = [];
 let failed = 0;
 
@@ -138,6 +140,28 @@ try {
     await head.getByText("SUCCEEDED").waitFor({ timeout: TIMEOUT });
     await page.getByLabel("Result").getByText('"dashboard"').waitFor({ timeout: TIMEOUT });
     await shot(page, "task");
+  });
+
+  await step("the overview's charts start from the node's history when the page opens", async () => {
+    for (let i = 0; i < 5; i++) await node.gql(`mutation { submitTask(input: { capability: "e2e-later", payload: "history", maxAttempts: 1 }) { id } }`);
+    const sample = await until("a history sample with a task succeeded", async () => {
+      const h = (await node.gql(`{ history(minutes: 5) { at succeeded } }`)).history;
+      return h.filter((s) => s.succeeded > 0).pop();
+    });
+    // The page opens a whole second after that sample: its live points are all from then on,
+    // so a non-zero point at or before the sample's second can only be the history's.
+    const at = Date.parse(sample.at) / 1000;
+    while (Date.now() / 1000 < Math.floor(at) + 1) await new Promise((r) => setTimeout(r, 50));
+    await open(page, "/");
+    const chart = page.locator("figure.chart", { hasText: "Tasks ended per second" });
+    await until("the throughput chart to show a point from before the page opened", async () => {
+      const first = await chart.getAttribute("data-first-nonzero");
+      return first !== null && Number(first) <= Math.floor(at);
+    }, TIMEOUT);
+    const cpu = page.locator("figure.chart", { hasText: "CPU, cores busy" });
+    if (Number(await cpu.getAttribute("data-points")) < 2) throw new Error("the node's CPU chart has no history");
+    await page.waitForTimeout(300);
+    await shot(page, "overview-history");
   });
 
   await step("create a VM from the VMs view and migrate it, watching the phases", async () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { Cursor, normalise, type TroupeEvent } from "../src/lib/cursor";
 import { FrameQueue } from "../src/lib/live";
 import { absolute, bytes, duration, humanise, relative, tone } from "../src/lib/format";
-import { quantile, TaskRates } from "../src/lib/metrics";
+import { mergeHistory, quantile, TaskRates, type HistorySample } from "../src/lib/metrics";
 import { match } from "../src/lib/router";
 import { toApiError } from "../src/lib/gql";
 
@@ -126,6 +126,60 @@ describe("TaskRates", () => {
   it("quantiles by nearest rank", () => {
     expect(quantile([5, 1, 3], 0.5)).toBe(3);
     expect(quantile([], 0.5)).toBeNaN();
+  });
+});
+
+describe("mergeHistory", () => {
+  const T = Date.parse("2026-11-24T12:00:00Z") / 1000;
+  const sample = (sec: number, ok: number, bad = 0, p50: number | null = 10): HistorySample => ({
+    at: new Date((T + sec) * 1000).toISOString(),
+    succeededPerSec: ok,
+    failedPerSec: bad,
+    latencyP50Ms: p50,
+    latencyP99Ms: p50 === null ? null : p50 * 2,
+    cpuCores: 0.5,
+    rssBytes: "1048576",
+  });
+  const history = [sample(-30, 1), sample(-20, 2, 1), sample(-10, 0, 0, null), sample(0, 5), sample(10, 7)];
+
+  it("prepends the samples from before the page opened and drops the live zeros from before it", () => {
+    const r = new TaskRates(60);
+    r.add(ev(1, "TASK_SUCCEEDED", "t1", new Date((T + 3) * 1000 + 200).toISOString()));
+    const live = r.series(T + 5);
+    // Opened at T + 1: the sample at T + 0 ended before, the one at T + 10 overlaps the live seconds.
+    const m = mergeHistory(history, live, T + 1);
+    expect(m.fromHistory).toBe(4);
+    expect(m.xs).toEqual([T - 30, T - 20, T - 10, T, T + 1, T + 2, T + 3, T + 4, T + 5]);
+    expect(m.ended).toEqual([1, 3, 0, 5, 0, 0, 1, 0, 0]);
+    expect(m.failed.slice(0, 4)).toEqual([0, 1, 0, 0]);
+    expect(m.p50.slice(0, 4)).toEqual([10, 10, NaN, 10]);
+    expect(m.p99.slice(0, 4)).toEqual([20, 20, NaN, 20]);
+    // The live part keeps its own p95 and has no p99; the history has no p95.
+    expect(m.p95.slice(0, 4).every(Number.isNaN)).toBe(true);
+    expect(m.p99.slice(4).every(Number.isNaN)).toBe(true);
+  });
+
+  it("counts each task once: the live task is not in a history sample and the xs only increase", () => {
+    const r = new TaskRates(60);
+    r.add(ev(1, "TASK_SUCCEEDED", "t1", new Date((T + 3) * 1000).toISOString()));
+    const m = mergeHistory(history, r.series(T + 20), T + 1);
+    expect(m.ended.reduce((a, b) => a + b, 0)).toBe(1 + 3 + 0 + 5 + 1);
+    for (let i = 1; i < m.xs.length; i++) expect(m.xs[i]).toBeGreaterThan(m.xs[i - 1]);
+  });
+
+  it("after the live minute has slid past the opening, the history fills in up to the live window", () => {
+    const r = new TaskRates(5);
+    const live = r.series(T + 13);
+    expect(live.xs[0]).toBe(T + 9);
+    const m = mergeHistory(history, live, T - 100);
+    expect(m.xs).toEqual([T - 30, T - 20, T - 10, T, T + 9, T + 10, T + 11, T + 12, T + 13]);
+    expect(m.fromHistory).toBe(4);
+  });
+
+  it("shows the live series alone without history, and the history alone before a live point", () => {
+    const live = new TaskRates(3).series(T);
+    expect(mergeHistory([], live, T - 100).xs).toEqual(live.xs);
+    expect(mergeHistory(history, { xs: [], ended: [], failed: [], p50: [], p95: [] }, T + 1).xs).toEqual([T - 30, T - 20, T - 10, T]);
   });
 });
 

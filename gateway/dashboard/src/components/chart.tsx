@@ -56,9 +56,11 @@ export function Chart({ title, xs, ys, series, height = 160 }: ChartProps) {
     plot.current?.setData([xs, ...ys] as uPlot.AlignedData);
   }, [xs, ys]);
 
+  // What the chart holds, for a test (or a curious operator) to read without the canvas.
+  const firstNonZero = xs.find((_, i) => ys.some((y) => y[i] > 0));
   const latest = series.map((s, i) => `${s.label}: ${ys[i]?.length ? round(ys[i][ys[i].length - 1]) : "—"} ${s.unit}`).join(", ");
   return (
-    <figure class="chart">
+    <figure class="chart" data-points={xs.length} data-from={xs.length ? Math.round(xs[0]) : undefined} data-first-nonzero={firstNonZero === undefined ? undefined : Math.floor(firstNonZero)}>
       <figcaption>
         <span>{title}</span>
         <button class="link" aria-pressed={table} onClick={() => setTable(!table)}>

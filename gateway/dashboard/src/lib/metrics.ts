@@ -94,3 +94,69 @@ export const ALERT_KINDS = [
   "MEMBER_SUSPECT",
   "LEADER_CHANGED",
 ];
+
+/** One of the node's `history` samples, as the overview asks for it. */
+export interface HistorySample {
+  at: string;
+  succeededPerSec: number;
+  failedPerSec: number;
+  latencyP50Ms: number | null;
+  latencyP99Ms: number | null;
+  cpuCores: number;
+  /** Int64: may arrive as a string. */
+  rssBytes: number | string;
+}
+
+export const HISTORY_QUERY = `query($minutes: Int!) { history(minutes: $minutes) { at succeededPerSec failedPerSec latencyP50Ms latencyP99Ms cpuCores rssBytes } }`;
+
+export interface LiveSeries {
+  xs: number[];
+  ended: number[];
+  failed: number[];
+  p50: number[];
+  p95: number[];
+}
+
+/** The live series with the node's history before it; p99 is the history's only (p95 the live's only). */
+export interface MergedSeries extends LiveSeries {
+  p99: number[];
+  /** How many of the first points came from the history. */
+  fromHistory: number;
+}
+
+/**
+ * The node's history (one sample per interval, each covering the interval that ends at its
+ * `at`), then the live per-second series, with no overlap: the live points start at the later
+ * of the live window's start and `opened` (the second the page started hearing events; the
+ * live buckets before it are zeros only because the page was not listening), and a sample is
+ * kept only if its interval ends before then, so no task is counted on both sides of the seam.
+ */
+export function mergeHistory(history: HistorySample[], live: LiveSeries, opened: number): MergedSeries {
+  const out: MergedSeries = { xs: [], ended: [], failed: [], p50: [], p95: [], p99: [], fromHistory: 0 };
+  const first = live.xs.findIndex((x) => x >= opened);
+  const from = first < 0 ? live.xs.length : first;
+  const seam = from < live.xs.length ? live.xs[from] : Math.max(opened, (live.xs[live.xs.length - 1] ?? opened - 1) + 1);
+  const num = (v: number | null) => (v === null || v === undefined ? NaN : Number(v));
+  let last = -Infinity;
+  for (const h of history) {
+    const x = new Date(h.at).getTime() / 1000;
+    if (!(x < seam) || x <= last) continue;
+    last = x;
+    out.xs.push(x);
+    out.ended.push(Number(h.succeededPerSec) + Number(h.failedPerSec));
+    out.failed.push(Number(h.failedPerSec));
+    out.p50.push(num(h.latencyP50Ms));
+    out.p95.push(NaN);
+    out.p99.push(num(h.latencyP99Ms));
+  }
+  out.fromHistory = out.xs.length;
+  for (let i = from; i < live.xs.length; i++) {
+    out.xs.push(live.xs[i]);
+    out.ended.push(live.ended[i]);
+    out.failed.push(live.failed[i]);
+    out.p50.push(live.p50[i]);
+    out.p95.push(live.p95[i]);
+    out.p99.push(NaN);
+  }
+  return out;
+}

@@ -1,10 +1,10 @@
-// The overview: the cluster's members, counts by state, live throughput and latency, and
-// the recent alerts.
+// The overview: the cluster's members, counts by state, throughput and latency (the node's
+// history, then live from the event stream), the node's CPU and memory, and the recent alerts.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { gql } from "../lib/gql";
 import { useEvents, useQuery, useRefreshOn } from "../lib/hooks";
 import { EVENT_FIELDS, normalise, type TroupeEvent } from "../lib/cursor";
-import { ALERT_KINDS, TaskRates } from "../lib/metrics";
+import { ALERT_KINDS, HISTORY_QUERY, mergeHistory, TaskRates, type HistorySample } from "../lib/metrics";
 import { humanise } from "../lib/format";
 import { Chart } from "../components/chart";
 import { Status } from "../components/status";
@@ -83,7 +83,32 @@ export function Overview() {
   }, [cluster.refetch]);
 
   const rates = useRef(new TaskRates());
-  const [series, setSeries] = useState(() => rates.current.series(Math.floor(Date.now() / 1000)));
+  // The second this page started listening: the live buckets before it are not known, the
+  // node's history stands in for them.
+  const opened = useRef(Math.floor(Date.now() / 1000));
+  const [live, setLive] = useState(() => rates.current.series(opened.current));
+  const [history, setHistory] = useState<HistorySample[]>([]);
+  const series = useMemo(() => mergeHistory(history, live, opened.current), [history, live]);
+  const node = useMemo(() => {
+    const xs = history.map((h) => new Date(h.at).getTime() / 1000);
+    return { xs, cpu: history.map((h) => Number(h.cpuCores)), rss: history.map((h) => Number(h.rssBytes) / 2 ** 20) };
+  }, [history]);
+
+  // The node's history, again every 10 s: once the page has been open past the live minute,
+  // it fills in what slid out of the live window (and the CPU and memory chart moves on).
+  useEffect(() => {
+    let gone = false;
+    const load = () =>
+      void gql<{ history: HistorySample[] }>(HISTORY_QUERY, { minutes: 60 })
+        .then((d) => !gone && setHistory(d.history))
+        .catch(() => {});
+    load();
+    const t = setInterval(load, 10_000);
+    return () => {
+      gone = true;
+      clearInterval(t);
+    };
+  }, []);
   const [alerts, setAlerts] = useState<TroupeEvent[]>([]);
 
   // The last alerts before this page opened, then the new ones as they come.
@@ -103,7 +128,7 @@ export function Overview() {
     if (fresh.length) setAlerts((now) => [...fresh, ...now].slice(0, 20));
   });
   useEffect(() => {
-    const t = setInterval(() => setSeries(rates.current.series(Math.floor(Date.now() / 1000))), 1000);
+    const t = setInterval(() => setLive(rates.current.series(Math.floor(Date.now() / 1000))), 1000);
     return () => clearInterval(t);
   }, []);
 
@@ -169,7 +194,7 @@ export function Overview() {
       <div class="cards">
         <Section title="Throughput">
           <Chart
-            title="Tasks ended per second, last minute"
+            title="Tasks ended per second, last hour"
             xs={series.xs}
             ys={[series.ended, series.failed]}
             series={[
@@ -180,14 +205,19 @@ export function Overview() {
         </Section>
         <Section title="Latency">
           <Chart
-            title="Task latency, queued to ended, last minute"
+            title="Task latency, last hour"
             xs={series.xs}
-            ys={[series.p50, series.p95]}
+            ys={[series.p50, series.p95, series.p99]}
             series={[
               { label: "p50", unit: "ms", colour: "--running" },
               { label: "p95", unit: "ms", colour: "--warn" },
+              { label: "p99", unit: "ms", colour: "--bad" },
             ]}
           />
+        </Section>
+        <Section title="This node">
+          <Chart title="CPU, cores busy, last hour" xs={node.xs} ys={[node.cpu]} series={[{ label: "cpu", unit: "cores", colour: "--running" }]} height={120} />
+          <Chart title="Resident memory, last hour" xs={node.xs} ys={[node.rss]} series={[{ label: "rss", unit: "MiB", colour: "--ok" }]} height={120} />
         </Section>
       </div>
       <Section title="Recent alerts" actions={<a href={`/events?kinds=${ALERT_KINDS.join(",")}`}>All alerts</a>}>
