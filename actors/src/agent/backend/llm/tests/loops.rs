@@ -261,9 +261,12 @@ async fn a_429_is_retried_after_its_retry_after() {
     assert_eq!(server.bodies().len(), 2);
 }
 
-/// The spans a loop opens, in order, by name, each with its attributes as text.
+/// A span as recorded: its id, its name, its attributes as text.
+type Recorded = (u64, String, std::collections::BTreeMap<String, String>);
+
+/// The spans a loop opens, in order.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(u64, String, std::collections::BTreeMap<String, String>)>>>);
+struct Spans(Arc<Mutex<Vec<Recorded>>>);
 
 impl Spans {
     fn record(&self, id: &tracing::span::Id, values: &dyn Fn(&mut dyn tracing::field::Visit), name: Option<&str>) {
