@@ -10,7 +10,8 @@
 //!
 //! Lines are written by one task per node, in batches of what arrived while the last batch was
 //! written, keyed `{agent}/{seq}` with a seq in microseconds since the epoch, each greater
-//! than the last this node wrote: so an agent's lines sort in the order they were written.
+//! than the last this node wrote and than the agent's last line kept (a node whose clock is
+//! behind goes on above it): so an agent's lines sort in the order they were written.
 
 use std::collections::HashMap;
 
@@ -161,6 +162,17 @@ impl Writer {
         if self.kept.len() > 100_000 {
             self.kept.clear();
         }
+        // An agent this writer has not written for yet (just started, or moved here): its
+        // lines go on above the last one kept, whatever this node's clock says.
+        for agent in lines.iter().map(|w| &w.agent) {
+            if !self.kept.contains_key(agent) {
+                let keys = oldest(store, agent, usize::MAX).await?;
+                if let Some(last) = keys.last().and_then(|k| k.rsplit('/').next()?.parse::<u64>().ok()) {
+                    self.last_seq = self.last_seq.max(last);
+                }
+                self.kept.insert(agent.clone(), keys.len() as u64);
+            }
+        }
         let mut batch = Batch::new();
         let mut added: HashMap<String, u64> = HashMap::new();
         for mut w in lines {
@@ -188,10 +200,7 @@ impl Writer {
             *added.entry(w.agent).or_default() += 1;
         }
         for (agent, n) in added {
-            let kept = match self.kept.get(&agent) {
-                Some(kept) => *kept,
-                None => count(store, &agent).await?,
-            };
+            let kept = self.kept.get(&agent).copied().unwrap_or_default();
             let over = (kept + n).saturating_sub(MAX_PER_AGENT);
             if over > 0 {
                 for old in oldest(store, &agent, over as usize).await? {
@@ -227,10 +236,6 @@ async fn oldest(store: &Store, agent: &str, limit: usize) -> Result<Vec<String>,
             Ok(out)
         })
         .await
-}
-
-async fn count(store: &Store, agent: &str) -> Result<u64, StoreError> {
-    Ok(oldest(store, agent, usize::MAX).await?.len() as u64)
 }
 
 /// `agent`'s lines with a seq above `after`, oldest first, at most `limit`; without `after`,
@@ -337,6 +342,24 @@ mod tests {
             "{:?}",
             kept.last()
         );
+    }
+
+    #[tokio::test]
+    async fn a_writer_on_a_node_whose_clock_is_behind_goes_on_above_the_last_line_kept() {
+        let (_dir, store) = store().await;
+        let mut ahead = Writer::default();
+        let mut early = line("a", None, "from the node ahead");
+        early.at += chrono::Duration::hours(1);
+        ahead.flush(&store, vec![early]).await.unwrap();
+        // The agent moved to a node an hour behind.
+        let mut behind = Writer::default();
+        behind
+            .flush(&store, vec![line("a", None, "after the move")])
+            .await
+            .unwrap();
+        let kept = read(&store, "a", Some(0), 10).await.unwrap();
+        let said: Vec<_> = kept.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(said, ["from the node ahead", "after the move"]);
     }
 
     #[test]
