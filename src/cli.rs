@@ -7,17 +7,15 @@
 //! 3 not found; 4 not allowed (no token, a bad one, a role too weak); 5 the node could not
 //! be reached.
 
+mod ws;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
+use ws::follow;
 
 /// Where the node is and who asks.
 #[derive(Args, Clone)]
@@ -181,6 +179,28 @@ struct Kind {
     paged: bool,
 }
 
+impl Kind {
+    /// The query of a list of up to `$first` of them (the unpaged lists are whole).
+    fn list_query(&self) -> String {
+        let fields = self.fields.join(" ");
+        match self.paged {
+            true => format!(
+                "query($first: Int) {{ {}(first: $first) {{ nodes {{ {fields} }} }} }}",
+                self.list
+            ),
+            false => format!("{{ {} {{ {fields} }} }}", self.list),
+        }
+    }
+
+    /// The rows of a list's answer.
+    fn rows(&self, data: &Value) -> Value {
+        match self.paged {
+            true => data[self.list]["nodes"].clone(),
+            false => data[self.list].clone(),
+        }
+    }
+}
+
 const AGENTS: Kind = Kind {
     list: "agents",
     one: "agent",
@@ -310,19 +330,8 @@ async fn list_or_get(client: &Client, kind: &Kind, how: List) -> Done {
     let fields = kind.fields.join(" ");
     match how {
         List::List { first } => {
-            let query = match kind.paged {
-                true => format!(
-                    "query($first: Int) {{ {}(first: $first) {{ nodes {{ {fields} }} }} }}",
-                    kind.list
-                ),
-                false => format!("{{ {} {{ {fields} }} }}", kind.list),
-            };
-            let data = ask(client, &query, json!({ "first": first })).await?;
-            let rows = match kind.paged {
-                true => data[kind.list]["nodes"].clone(),
-                false => data[kind.list].clone(),
-            };
-            print(client, kind.fields, &rows);
+            let data = ask(client, &kind.list_query(), json!({ "first": first })).await?;
+            print(client, kind.fields, &kind.rows(&data));
         }
         List::Get { id } => {
             let query = format!("query($id: ID!) {{ {}(id: $id) {{ {fields} }} }}", kind.one);
@@ -341,16 +350,8 @@ async fn list_or_get(client: &Client, kind: &Kind, how: List) -> Done {
 
 /// The entity of `kind` named `name`, if there is one (null if none).
 async fn by_name(client: &Client, kind: &Kind, name: &str) -> Result<Value, Failure> {
-    let fields = kind.fields.join(" ");
-    let query = match kind.paged {
-        true => format!("{{ {}(first: 1000) {{ nodes {{ {fields} }} }} }}", kind.list),
-        false => format!("{{ {} {{ {fields} }} }}", kind.list),
-    };
-    let data = ask(client, &query, json!({})).await?;
-    let rows = match kind.paged {
-        true => &data[kind.list]["nodes"],
-        false => &data[kind.list],
-    };
+    let data = ask(client, &kind.list_query(), json!({ "first": 1000 })).await?;
+    let rows = kind.rows(&data);
     let mut named = rows.as_array().into_iter().flatten().filter(|r| r["name"] == name);
     match (named.next(), named.next()) {
         (Some(one), None) => Ok(one.clone()),
@@ -548,72 +549,5 @@ async fn events(client: &Client, e: EventsArgs) -> Done {
     .await?["events"]
         .clone();
     events.as_array().into_iter().flatten().for_each(show);
-    Ok(())
-}
-
-/// Runs a subscription over the node's WebSocket (graphql-transport-ws), giving `each`
-/// every result's data until the server completes it.
-async fn follow(client: &Client, query: &str, variables: Value, mut each: impl FnMut(&Value) -> Done) -> Done {
-    let token = token(client)?;
-    let url = client.url.trim_end_matches('/');
-    let ws = match url.strip_prefix("http://") {
-        Some(rest) => format!("ws://{rest}/graphql/ws"),
-        None => {
-            return Err(Failure(
-                1,
-                format!("following needs an http:// URL (not {url}); without -f the command reads once"),
-            ))
-        }
-    };
-    let mut request = ws.as_str().into_client_request().context("the WebSocket URL")?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(|e| Failure(5, format!("cannot reach {ws}: {e}")))?;
-    let send = |m: Value| Message::Text(m.to_string().into());
-    socket
-        .send(send(
-            json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }),
-        ))
-        .await?;
-    let mut subscribed = false;
-    while let Some(message) = socket.next().await {
-        let text = match message? {
-            Message::Text(text) => text,
-            Message::Close(frame) => {
-                let why = frame.map_or_else(String::new, |f| f.reason.to_string());
-                return Err(Failure(4, format!("the node closed the connection: {why}")));
-            }
-            _ => continue,
-        };
-        let m: Value = serde_json::from_str(&text)?;
-        match m["type"].as_str() {
-            Some("connection_ack") if !subscribed => {
-                subscribed = true;
-                let payload = json!({ "query": query, "variables": variables });
-                socket
-                    .send(send(json!({ "id": "1", "type": "subscribe", "payload": payload })))
-                    .await?;
-            }
-            Some("ping") => socket.send(send(json!({ "type": "pong" }))).await?,
-            Some("next") => {
-                if let Some(error) = m["payload"]["errors"].as_array().and_then(|e| e.first()) {
-                    let code = error["extensions"]["code"].as_str().unwrap_or("ERROR");
-                    let exit = if code == "NOT_FOUND" { 3 } else { 1 };
-                    return Err(Failure(
-                        exit,
-                        format!("{code}: {}", error["message"].as_str().unwrap_or("")),
-                    ));
-                }
-                each(&m["payload"]["data"])?;
-            }
-            Some("error") => return Err(Failure(1, format!("the subscription was refused: {}", m["payload"]))),
-            Some("complete") => return Ok(()),
-            _ => {}
-        }
-    }
     Ok(())
 }

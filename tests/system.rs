@@ -24,6 +24,7 @@ mod system {
     mod history;
     mod hosts;
     mod http_api;
+    mod llm_sessions;
     mod mcp;
     mod membership;
     mod messages;

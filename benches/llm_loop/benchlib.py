@@ -65,3 +65,13 @@ def server_reset(base_url):
     req = urllib.request.Request(base_url.rstrip("/") + "/reset", data=b"", method="POST")
     with urllib.request.urlopen(req, timeout=30) as r:
         r.read()
+
+
+def finish(report, json_out):
+    """Prints the report (and writes it to json_out, if given); the exit status: 0 if no task failed."""
+    text = json.dumps(report, indent=2)
+    if json_out:
+        with open(json_out, "w") as f:
+            f.write(text)
+    print(text)
+    return 0 if report["failed"] == 0 else 1

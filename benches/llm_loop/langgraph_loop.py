@@ -223,12 +223,7 @@ def main():
     except ImportError:
         pass
     report = asyncio.run(run(a))
-    text = json.dumps(report, indent=2)
-    if a.json_out:
-        with open(a.json_out, "w") as f:
-            f.write(text)
-    print(text)
-    return 0 if report["failed"] == 0 else 1
+    return benchlib.finish(report, a.json_out)
 
 
 if __name__ == "__main__":

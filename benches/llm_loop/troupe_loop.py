@@ -460,12 +460,7 @@ def main():
     p.add_argument("--json-out", default=None)
     a = p.parse_args()
     report = asyncio.run(run(a))
-    text = json.dumps(report, indent=2)
-    if a.json_out:
-        with open(a.json_out, "w") as f:
-            f.write(text)
-    print(text)
-    return 0 if report["failed"] == 0 else 1
+    return benchlib.finish(report, a.json_out)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,34 @@ pub struct AgentPolicy {
     pub http: reqwest::Client,
 }
 
+impl AgentPolicy {
+    /// What every agent of a node started with `config`, on `store`, shares.
+    pub fn of_node(config: &troupe_runtime::config::Config, store: &Store) -> Self {
+        Self {
+            intensity: Intensity {
+                max_restarts: config.agent_max_restarts,
+                window: config.agent_restart_window,
+            },
+            shutdown: Shutdown::Timeout(Duration::from_secs(10)),
+            stop_grace: config.agent_stop_grace,
+            checkpoints_kept: config.agent_checkpoints_kept,
+            secrets: Arc::new(Secrets::new(
+                config.secret_env.clone(),
+                config.secret_dirs.clone(),
+                // The node's own secrets: its data dir (store, admin token, cookie) and its
+                // cookie file wherever it is.
+                std::iter::once(config.data_dir.clone())
+                    .chain(config.cookie_file.clone())
+                    .collect(),
+            )),
+            prices: Arc::new(config.llm_prices.clone()),
+            logs: super::LogBook::start(store),
+            deltas: Default::default(),
+            http: super::http_client(),
+        }
+    }
+}
+
 /// How long an agent's start may take when its backend sets no wait of its own.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Added to a process agent's `readyTimeoutMs`: the restore of a checkpoint after `ready`

@@ -10,14 +10,14 @@ use troupe_runtime::config::Config;
 use troupe_runtime::idempotency::Idempotency;
 use troupe_runtime::store::{self, Batch, Store, StoreError, StoreOptions, META};
 use troupe_runtime::supervision::{
-    Backoff, ChildSpec, Intensity, Nested, Shutdown, StartOrder, Strategy, Supervisor, SupervisorArgs, SupervisorMsg,
+    Backoff, ChildSpec, Intensity, Nested, StartOrder, Strategy, Supervisor, SupervisorArgs, SupervisorMsg,
     SupervisorSpec,
 };
 
 use super::identity::{check_format, node_id, own_fact, own_key, private_dir, resolve_cookie};
 use super::{ExtraChildren, Node, StartNodeError};
 use crate::agent::Slots;
-use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild, Secrets};
+use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild};
 use crate::cluster::{Cluster, ClusterChild, Link, PeerInfo};
 use crate::host::{Fleet, FleetSettings, HostMode, HostSpec, HostsChild};
 use crate::placement::Overcommit;
@@ -178,28 +178,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         }
     };
     let idempotency = Idempotency::new(store.clone(), config.idempotency_window);
-    let agent_policy = AgentPolicy {
-        intensity: Intensity {
-            max_restarts: config.agent_max_restarts,
-            window: config.agent_restart_window,
-        },
-        shutdown: Shutdown::Timeout(Duration::from_secs(10)),
-        stop_grace: config.agent_stop_grace,
-        checkpoints_kept: config.agent_checkpoints_kept,
-        secrets: Arc::new(Secrets::new(
-            config.secret_env.clone(),
-            config.secret_dirs.clone(),
-            // The node's own secrets: its data dir (store, admin token, cookie) and its
-            // cookie file wherever it is.
-            std::iter::once(config.data_dir.clone())
-                .chain(config.cookie_file.clone())
-                .collect(),
-        )),
-        prices: Arc::new(config.llm_prices.clone()),
-        logs: crate::agent::LogBook::start(&store),
-        deltas: Default::default(),
-        http: crate::agent::http_client(),
-    };
+    let agent_policy = AgentPolicy::of_node(config, &store);
     let fleet = Fleet::new(
         config.node_name.clone(),
         store.clone(),

@@ -10,6 +10,7 @@
 //! log line.
 
 mod approvals;
+mod budgets;
 mod deltas;
 mod journal;
 mod sessions;
@@ -29,7 +30,7 @@ use super::{Backend, ErrandKind, Lent, Link, Prices, Signal};
 use crate::agent::protocol::MemoryOp;
 use crate::agent::secrets::Secrets;
 use crate::agent::spec::{Dialect, LlmBackend};
-use crate::task::{Assignment, Budget, Outcome, TaskSpec};
+use crate::task::{Assignment, Outcome, TaskSpec};
 pub use approvals::{decide, get, list as approvals, Approval, Decision, Refused};
 pub use deltas::{Delta, Deltas};
 use journal::Journal;
@@ -427,72 +428,6 @@ impl Loop {
         Ok(context)
     }
 
-    /// Fails with BUDGET_EXCEEDED (after an event with the figures) when the task's or the
-    /// agent's usage, as committed, has reached one of their budgets.
-    async fn within_budgets(&self, journal: &Journal, task: Option<Budget>, id: &str) -> Result<(), String> {
-        let used = journal.usage(None);
-        let task = task.unwrap_or_default();
-        let mut checks = vec![
-            (
-                "the task's maxTokens",
-                task.max_tokens.map(|t| t as f64),
-                used.tokens() as f64,
-            ),
-            ("the task's maxCostUsd", task.max_cost_usd, used.cost_usd),
-        ];
-        let agent = self.spec.budget;
-        let limits = [
-            agent.max_tokens.map(|t| t as f64),
-            agent.max_cost_usd,
-            agent.max_tokens_per_day.map(|t| t as f64),
-            agent.max_cost_usd_per_day,
-        ];
-        let today = journal::day(troupe_runtime::clock::now());
-        if let (Some(store), true) = (&self.store, limits.iter().any(Option::is_some)) {
-            let (all, on_day) = journal::spent(store, &self.agent, &today).await?;
-            checks.extend([
-                ("the agent's maxTokens", limits[0], all.tokens() as f64),
-                ("the agent's maxCostUsd", limits[1], all.cost_usd),
-                ("the agent's maxTokensPerDay", limits[2], on_day.tokens() as f64),
-                ("the agent's maxCostUsdPerDay", limits[3], on_day.cost_usd),
-            ]);
-        }
-        if let (Some(store), Some(swarm)) = (&self.store, &self.swarm) {
-            if let Some(budget) = swarm_budget(store, swarm).await? {
-                let (all, _) = journal::spent(store, &format!("swarm:{swarm}"), &today).await?;
-                checks.extend([
-                    (
-                        "the swarm's maxTokens",
-                        budget.max_tokens.map(|t| t as f64),
-                        all.tokens() as f64,
-                    ),
-                    ("the swarm's maxCostUsd", budget.max_cost_usd, all.cost_usd),
-                ]);
-            }
-        }
-        let Some((budget, limit, spent)) = checks
-            .into_iter()
-            .find_map(|(what, limit, spent)| limit.filter(|l| spent >= *l).map(|l| (what, l, spent)))
-        else {
-            return Ok(());
-        };
-        if let Some(store) = &self.store {
-            let data = json!({
-                "agent": self.agent, "budget": budget, "limit": limit, "spent": spent,
-                "task": { "inputTokens": used.input_tokens, "outputTokens": used.output_tokens, "costUsd": used.cost_usd },
-            });
-            let event = troupe_runtime::events::NewEvent::new("BUDGET_EXCEEDED", Some(id.to_owned()), data);
-            store
-                .write(troupe_runtime::store::Batch::new().event(event))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        Err(format!(
-            "BUDGET_EXCEEDED: {budget} is {limit} and {spent} was spent, before model call {}",
-            journal.steps() + 1
-        ))
-    }
-
     /// The span of model call `step`, named and attributed as OpenTelemetry's GenAI
     /// conventions say (`chat {model}`); its response's attributes are recorded on it once
     /// the reply is read.
@@ -607,22 +542,6 @@ pub async fn transcript(store: &Store, task: &str) -> Result<Vec<Record>, String
 /// LLM members of a swarm (`swarm:<id>`), or the LLM agents of a project (`project:<name>`).
 pub async fn spent_by(store: &Store, agent: &str) -> Result<(Usage, Usage), String> {
     journal::spent(store, agent, &journal::day(troupe_runtime::clock::now())).await
-}
-
-/// The budget of swarm `swarm`, from its spec in the store.
-async fn swarm_budget(store: &Store, swarm: &str) -> Result<Option<Budget>, String> {
-    let spec = store
-        .get(crate::tables::SWARMS, swarm)
-        .await
-        .map_err(|e| format!("the swarm's spec could not be read: {e}"))?;
-    Ok(match spec {
-        Some(bytes) => {
-            troupe_runtime::codec::decode::<crate::swarm::SwarmSpec>(&bytes)
-                .map_err(|e| e.to_string())?
-                .budget
-        }
-        None => None,
-    })
 }
 
 /// The task's result: the final answer, with what the loop took to get there.

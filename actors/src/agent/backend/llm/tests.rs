@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::agent::backend::ErrandKind;
+use crate::task::Budget;
 use journal::Tokens;
 use std::sync::Mutex;
 
