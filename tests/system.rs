@@ -22,6 +22,7 @@ mod system {
     mod failover;
     mod faults;
     mod history;
+    mod hooks;
     mod hosts;
     mod http_api;
     mod llm_sessions;

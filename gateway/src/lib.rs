@@ -1,5 +1,5 @@
 //! troupe-gateway: the GraphQL gateway (async-graphql on axum) — the web dashboard at `/`, `/graphql` over HTTP,
-//! `/graphql/ws` (graphql-transport-ws), `/graphiql`, `/metrics`, `/healthz` — with bearer
+//! `/graphql/ws` (graphql-transport-ws), `/graphiql`, `/metrics`, `/healthz`, `/hooks/<name>` (webhooks in) — with bearer
 //! token auth, role guards and limits on depth, complexity, time, concurrency and size. It
 //! reaches the node only through [`troupe_actors::Api`].
 //!
@@ -16,6 +16,7 @@ pub mod auth;
 mod dashboard;
 pub mod error;
 pub mod history;
+mod hooks;
 mod mcp;
 pub mod schema;
 mod server;

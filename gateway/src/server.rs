@@ -24,6 +24,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use troupe_actors::Api;
+use troupe_runtime::config::outside::Hook;
 use troupe_runtime::config::Config;
 use troupe_runtime::supervision::ChildSpec;
 
@@ -33,7 +34,7 @@ use crate::schema::{self, TroupeSchema};
 use crate::ws::{self, WsLimits};
 
 /// The gateway's limits, from the node's configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub body_limit: usize,
     pub metrics_auth: bool,
@@ -42,6 +43,8 @@ pub struct Settings {
     pub http_max_in_flight: usize,
     pub ws_max_connections: usize,
     pub ws: WsLimits,
+    /// Inbound webhooks (`POST /hooks/<name>`).
+    pub hooks: Arc<[Hook]>,
 }
 
 impl From<&Config> for Settings {
@@ -58,6 +61,7 @@ impl From<&Config> for Settings {
                 init_timeout: c.ws_init_timeout,
                 keepalive: c.ws_keepalive,
             },
+            hooks: c.hooks.clone().into(),
         }
     }
 }
@@ -78,12 +82,13 @@ pub struct AppState {
 /// they are used, bounded in number.
 pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router {
     let history = crate::history::History::start(metrics.clone(), settings.history_interval);
+    let hooks_limit = crate::hooks::body_limit(&settings.hooks);
     let state = AppState {
         schema: schema::build(api.clone(), history),
         api,
         metrics,
-        settings,
         ws_slots: Arc::new(Semaphore::new(settings.ws_max_connections)),
+        settings: settings.clone(),
     };
     let bounded = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(overloaded))
@@ -99,7 +104,7 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
-        .layer(bounded);
+        .layer(bounded.clone());
     // Outside the time bound: a submit_task call may wait for its task up to 10 minutes.
     let mcp = Router::new()
         .nest_service("/mcp", crate::mcp::service(state.schema.clone(), state.api.clone()))
@@ -107,11 +112,18 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
             state.api.clone(),
             crate::mcp::authorized,
         ));
+    // Webhooks in take bodies of their own size (GitHub sends up to 25 MB), bounded in time.
+    let hooks = Router::new()
+        .route("/hooks/{name}", axum::routing::post(crate::hooks::receive))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(hooks_limit))
+        .layer(bounded.clone());
     Router::new()
         .route("/graphql/ws", get(graphql_ws))
         .merge(http)
         .merge(mcp)
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
+        .merge(hooks)
         .layer(axum::middleware::map_response(error::coded_too_large))
         .layer(TraceLayer::new_for_http())
         .with_state(Arc::new(state))
@@ -288,7 +300,7 @@ impl Actor for Gateway {
         }
         troupe_runtime::auth::write_private_async(cfg.data_dir.join("gateway.addr"), bound.to_string()).await?;
         cfg.api.cluster().set_gateway_address(bound.to_string());
-        let app = router(cfg.api.clone(), cfg.metrics.clone(), cfg.settings);
+        let app = router(cfg.api.clone(), cfg.metrics.clone(), cfg.settings.clone());
         let server = tokio::spawn(async move {
             let outcome = axum::serve(listener, app).await;
             let reason = match outcome {

@@ -235,6 +235,19 @@ pub struct ServeArgs {
     /// listed costs nothing, so a cost budget never stops it [default: none].
     #[arg(long, env = "TROUPE_LLM_PRICES", value_delimiter = ',')]
     pub llm_prices: Vec<String>,
+    /// The delays between a failed alert delivery's attempts, in ms, comma-separated; past
+    /// the last, the delivery has failed [default: 1000,5000,30000,120000,300000,600000].
+    #[arg(long, env = "TROUPE_ALERT_RETRY_MS")]
+    pub alert_retry_ms: Option<String>,
+    /// Inbound webhooks, `[[hooks]]` tables (file only; see docs/alerts.md).
+    #[arg(skip)]
+    pub hooks: Vec<outside::HookFile>,
+    /// Where alerts go, `[[alert_channels]]` tables (file only).
+    #[arg(skip)]
+    pub alert_channels: Vec<outside::ChannelFile>,
+    /// Which events alert, `[[alert_rules]]` tables (file only).
+    #[arg(skip)]
+    pub alert_rules: Vec<outside::RuleFile>,
 }
 
 /// Fills every unset option of `$args` from `$file`.
@@ -320,6 +333,10 @@ pub struct Config {
     pub secret_dirs: Vec<PathBuf>,
     /// US dollars per million input and output tokens, by model.
     pub llm_prices: std::collections::BTreeMap<String, Price>,
+    /// Inbound webhooks (`POST /hooks/<name>`).
+    pub hooks: Vec<outside::Hook>,
+    /// Alert channels and rules.
+    pub alerts: outside::Alerts,
 }
 
 /// What a model's tokens cost, in US dollars per million.
@@ -397,7 +414,10 @@ impl Config {
                 ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, agent_mailbox_size, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, peer_drop_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
                 libvirt_timeout_ms, fault_injection, fault_max_targets, fault_max_duration_ms, agent_watchdog_ms, agent_watchdog_misses,
-                watchdog_ms, watchdog_misses);
+                watchdog_ms, watchdog_misses, alert_retry_ms);
+            args.hooks = file.hooks;
+            args.alert_channels = file.alert_channels;
+            args.alert_rules = file.alert_rules;
             if args.join.is_empty() {
                 args.join = file.join;
             }
@@ -510,6 +530,11 @@ impl Config {
             secret_env: args.secret_env,
             secret_dirs: args.secret_dirs,
             llm_prices: validate::prices(&args.llm_prices)?,
+            hooks: outside::hooks(args.hooks)?,
+            alerts: outside::Alerts {
+                retry_delays: retry_delays(args.alert_retry_ms.as_deref())?,
+                ..outside::alerts(args.alert_channels, args.alert_rules)?
+            },
         };
         config.validate()?;
         Ok(config)
@@ -569,7 +594,23 @@ fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
     })
 }
 
+pub mod outside;
 mod validate;
+
+/// `--alert-retry-ms`: the delays between a delivery's attempts.
+fn retry_delays(list: Option<&str>) -> Result<Vec<Duration>, ConfigError> {
+    let Some(list) = list else {
+        return Ok(outside::RETRY_DELAYS_MS.iter().map(|ms| Duration::from_millis(*ms)).collect());
+    };
+    list.split(',')
+        .map(|ms| {
+            ms.trim().parse::<u64>().map(Duration::from_millis).map_err(|_| ConfigError::Invalid {
+                key: "alert_retry_ms",
+                message: format!("{ms:?} is not a number of milliseconds"),
+            })
+        })
+        .collect()
+}
 
 #[cfg(test)]
 mod tests;

@@ -193,6 +193,28 @@ impl Swarms {
         self.port.submit_task(id, mode).await
     }
 
+    /// [`Self::submit_task`] under an idempotency key: a second submit with the key (for the
+    /// same swarm and work) answers the first one's task. The key is recorded in its own
+    /// commit right after the task's, so a node that dies between the two lets a retry make
+    /// a second task; a different request with the key is CONFLICT.
+    pub async fn submit_task_once(&self, id: &str, mode: SwarmTaskMode, key: &str) -> Result<SwarmTask, ApiError> {
+        use troupe_runtime::idempotency::Claim;
+        match self.ctx.claim::<String>("swarm-task", Some(key), &(id, &mode)).await? {
+            Some(Claim::Replay(task)) => self
+                .task(&task)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("swarm task {task} (submitted with key {key:?})"))),
+            Some(Claim::Fresh(guard)) => {
+                let task = self.submit_task(id, mode).await?;
+                let mut batch = troupe_runtime::store::Batch::new();
+                guard.record(&mut batch, &task.id)?;
+                self.ctx.store.write(batch).await?;
+                Ok(task)
+            }
+            None => self.submit_task(id, mode).await,
+        }
+    }
+
     /// A leader's (of this node) swarm task for the team it leads, waited on for at most
     /// `timeout`; its result.
     pub async fn lead_task(
