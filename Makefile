@@ -60,12 +60,13 @@ deps:
 	  $$sudo apt-get update -qq >/dev/null; \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
-	@# The Python MCP SDK (PyPI) that the MCP tests' servers and clients are made with, in a
-	@# venv under target/ that the tests use.
-	@if ! target/mcp-venv/bin/python -c 'import mcp' >/dev/null 2>&1; then \
-	  echo "==> python3 -m venv target/mcp-venv && pip install mcp==2.3.0"; \
+	@# The Python MCP SDK (PyPI) that the MCP tests' servers and clients are made with, and
+	@# the real SMTP server (aiosmtpd) alert emails are sent to, in a venv under target/ that
+	@# the tests use.
+	@if ! target/mcp-venv/bin/python -c 'import mcp, aiosmtpd' >/dev/null 2>&1; then \
+	  echo "==> python3 -m venv target/mcp-venv && pip install mcp==2.3.0 aiosmtpd==1.4.6"; \
 	  python3 -m venv target/mcp-venv && \
-	  target/mcp-venv/bin/pip install --quiet --disable-pip-version-check mcp==2.3.0; \
+	  target/mcp-venv/bin/pip install --quiet --disable-pip-version-check mcp==2.3.0 aiosmtpd==1.4.6; \
 	fi
 
 build:

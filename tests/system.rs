@@ -10,6 +10,7 @@ mod system {
     mod agent_backends;
     mod agent_health;
     mod agent_lifecycle;
+    mod alerts;
     mod auth;
     mod bad_input;
     mod cluster;

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod agent;
+pub mod alerts;
 pub(crate) mod call;
 pub mod cluster;
 pub mod error;

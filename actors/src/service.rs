@@ -67,6 +67,8 @@ pub struct Api {
     pub(crate) vms: Vms,
     pub(crate) swarms: Swarms,
     pub(crate) experiments: experiments::Experiments,
+    /// Alert channels, rules and deliveries.
+    pub(crate) alerting: crate::alerts::Alerting,
 }
 
 /// How long a read that names a commit index (`extensions.minCommitIndex`) waits for this
@@ -97,6 +99,10 @@ impl Api {
 
     pub fn swarms(&self) -> &Swarms {
         &self.swarms
+    }
+
+    pub fn alerting(&self) -> &crate::alerts::Alerting {
+        &self.alerting
     }
 
     pub fn node_id(&self) -> &str {

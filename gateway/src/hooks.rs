@@ -70,7 +70,13 @@ pub async fn receive(
     }
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_INPUT", format!("the body is not JSON: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_INPUT",
+                format!("the body is not JSON: {e}"),
+            )
+        }
     };
     if !matches(hook, &body) {
         return StatusCode::NO_CONTENT.into_response();
@@ -92,9 +98,7 @@ pub async fn receive(
             answer(status, json!({ field: id, "duplicate": !fresh }))
         }
         // The same delivery after the hook's template changed: a repeat, not a new task.
-        Err(ApiError::Conflict(_)) if key.is_some() => {
-            answer(StatusCode::OK, json!({ "duplicate": true }))
-        }
+        Err(ApiError::Conflict(_)) if key.is_some() => answer(StatusCode::OK, json!({ "duplicate": true })),
         Err(e) => {
             let status = match e.code() {
                 "INVALID_INPUT" => StatusCode::UNPROCESSABLE_ENTITY,
@@ -163,7 +167,9 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
 
 /// Whether the body holds every value the hook's `match` asks for.
 fn matches(hook: &Hook, body: &Value) -> bool {
-    hook.matches.iter().all(|(pointer, want)| body.pointer(pointer) == Some(want))
+    hook.matches
+        .iter()
+        .all(|(pointer, want)| body.pointer(pointer) == Some(want))
 }
 
 /// The task's payload: the mapped fields, or the whole body when the hook maps none.
@@ -213,7 +219,11 @@ async fn submit(api: &Api, hook: &Hook, payload: Value, key: Option<&str>) -> Re
             let task = api.tasks().submit(request, key.map(str::to_owned)).await?;
             // A replayed answer is a task made before this request came.
             let fresh = task.spec.created_at >= before;
-            Ok(Made { id: task.spec.id, field: "taskId", fresh })
+            Ok(Made {
+                id: task.spec.id,
+                field: "taskId",
+                fresh,
+            })
         }
         HookTarget::Swarm(swarm) => {
             let id = swarm_id(api, swarm).await?;
@@ -227,7 +237,11 @@ async fn submit(api: &Api, hook: &Hook, payload: Value, key: Option<&str>) -> Re
                 None => api.swarms().submit_task(&id, mode).await?,
             };
             let fresh = task.created_at >= before;
-            Ok(Made { id: task.id, field: "swarmTaskId", fresh })
+            Ok(Made {
+                id: task.id,
+                field: "swarmTaskId",
+                fresh,
+            })
         }
     }
 }
@@ -257,7 +271,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             "x-hub-signature-256",
-            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17".parse().unwrap(),
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+                .parse()
+                .unwrap(),
         );
         assert_eq!(authenticate(&auth, &headers, b"Hello, World!"), Ok(()));
         assert!(authenticate(&auth, &headers, b"Hello, World?").is_err());

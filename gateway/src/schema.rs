@@ -7,6 +7,7 @@
 //! [`MAX_COMPLEXITY`], where a list field costs its page size times its selection.
 
 mod agents;
+mod alerts;
 mod approvals;
 mod depth;
 mod events;
@@ -42,6 +43,7 @@ pub struct Query(
     swarms::SwarmsQuery,
     experiments::ExperimentsQuery,
     approvals::ApprovalsQuery,
+    alerts::AlertsQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -56,6 +58,7 @@ pub struct Mutation(
     node::NodeMutation,
     experiments::ExperimentsMutation,
     approvals::ApprovalsMutation,
+    alerts::AlertsMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -600,14 +600,20 @@ mod validate;
 /// `--alert-retry-ms`: the delays between a delivery's attempts.
 fn retry_delays(list: Option<&str>) -> Result<Vec<Duration>, ConfigError> {
     let Some(list) = list else {
-        return Ok(outside::RETRY_DELAYS_MS.iter().map(|ms| Duration::from_millis(*ms)).collect());
+        return Ok(outside::RETRY_DELAYS_MS
+            .iter()
+            .map(|ms| Duration::from_millis(*ms))
+            .collect());
     };
     list.split(',')
         .map(|ms| {
-            ms.trim().parse::<u64>().map(Duration::from_millis).map_err(|_| ConfigError::Invalid {
-                key: "alert_retry_ms",
-                message: format!("{ms:?} is not a number of milliseconds"),
-            })
+            ms.trim()
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| ConfigError::Invalid {
+                    key: "alert_retry_ms",
+                    message: format!("{ms:?} is not a number of milliseconds"),
+                })
         })
         .collect()
 }

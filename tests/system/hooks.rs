@@ -35,7 +35,11 @@ impl Post<'_> {
         let res = req.send().await?;
         let status = res.status().as_u16();
         let bytes = res.bytes().await?;
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)?
+        };
         Ok((status, body))
     }
 }
@@ -85,7 +89,9 @@ swarm = "deployers"
     let opened = json!({ "action": "opened", "issue": { "title": "Crash on start", "number": 7 },
                          "repository": { "full_name": "acme/app" } });
     // GitHub's first delivery to a new hook is a ping.
-    let (status, _) = github(&node, "ping", "p-1", &json!({ "zen": "Keep it simple" }), secret).send().await?;
+    let (status, _) = github(&node, "ping", "p-1", &json!({ "zen": "Keep it simple" }), secret)
+        .send()
+        .await?;
     ensure!(status == 204, "a ping is answered 204, got {status}");
 
     let (status, made) = github(&node, "issues", "d-1", &opened, secret).send().await?;
@@ -100,17 +106,26 @@ swarm = "deployers"
 
     // A redelivery (same X-GitHub-Delivery) makes no second task.
     let (status, again) = github(&node, "issues", "d-1", &opened, secret).send().await?;
-    ensure!(status == 200 && again["taskId"] == made["taskId"] && again["duplicate"] == true, "{status} {again}");
+    ensure!(
+        status == 200 && again["taskId"] == made["taskId"] && again["duplicate"] == true,
+        "{status} {again}"
+    );
 
     // Wrong secret, no signature: 401, and no task.
     let (status, refused) = github(&node, "issues", "d-2", &opened, "guess").send().await?;
-    ensure!(status == 401 && refused["error"]["code"] == "UNAUTHENTICATED", "{status} {refused}");
+    ensure!(
+        status == 401 && refused["error"]["code"] == "UNAUTHENTICATED",
+        "{status} {refused}"
+    );
     let mut unsigned = github(&node, "issues", "d-3", &opened, secret);
     unsigned.headers.retain(|(k, _)| *k != "x-hub-signature-256");
     let (status, refused) = unsigned.send().await?;
     ensure!(status == 401, "{status} {refused}");
     ensure!(
-        refused["error"]["message"].as_str().unwrap_or_default().contains("X-Hub-Signature-256"),
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("X-Hub-Signature-256"),
         "{refused}"
     );
     // A body changed after signing is refused too.
@@ -126,7 +141,13 @@ swarm = "deployers"
     let bare = json!({ "action": "opened", "issue": { "title": "no repository" } });
     let (status, unmapped) = github(&node, "issues", "d-7", &bare, secret).send().await?;
     ensure!(status == 422, "{status} {unmapped}");
-    ensure!(unmapped["error"]["message"].as_str().unwrap_or_default().contains("/repository/full_name"), "{unmapped}");
+    ensure!(
+        unmapped["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/repository/full_name"),
+        "{unmapped}"
+    );
     // No such hook.
     let mut nowhere = github(&node, "issues", "d-8", &opened, secret);
     nowhere.hook = "nope";
@@ -158,7 +179,10 @@ swarm = "deployers"
     ensure!(status == 202, "{status} {swarmed}");
     let swarm_task = text(&swarmed, "/swarmTaskId")?;
     let (status, again) = deploy("ci-token-1", "r-1").send().await?;
-    ensure!(status == 200 && again["swarmTaskId"] == swarm_task.as_str(), "{status} {again}");
+    ensure!(
+        status == 200 && again["swarmTaskId"] == swarm_task.as_str(),
+        "{status} {again}"
+    );
     let q = "query($id: ID!) { swarmTask(id: $id) { state result } }";
     let deadline = super::support::Deadline::after(super::support::WAIT, "the swarm task to succeed");
     loop {

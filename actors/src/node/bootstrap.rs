@@ -304,6 +304,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         hosts,
         swarms,
         experiments,
+        alerting: crate::alerts::Alerting::new(store.clone(), config.alerts.clone()),
     };
     api.experiments.bind(api.clone());
     let courier = crate::messaging::courier::child(&slots.outbox, api.clone());
@@ -421,6 +422,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         },
         idempotency,
         watchdog,
+        alerting: api.alerting.clone(),
         node: config.node_name.clone(),
         intensity,
         backoff,

@@ -30,14 +30,16 @@ pub(super) struct Chores {
     pub idempotency: Idempotency,
     /// The agents' watchdog.
     pub watchdog: Arc<dyn ChildSpec>,
+    /// What the alert notifier sends with.
+    pub alerting: crate::alerts::Alerting,
     pub node: String,
     pub intensity: Option<Intensity>,
     pub backoff: Backoff,
 }
 
 /// The `chores` supervisor: the lease keeper, the members' judge, the moves follower, the
-/// purge of expired keys, the memory trim, the leadership announcer and the agents'
-/// watchdog.
+/// purge of expired keys, the memory trim, the leadership announcer, the alert notifier and
+/// the agents' watchdog.
 pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
     let lease = {
         let (store, cluster, work) = (c.store.clone(), c.cluster.clone(), c.work);
@@ -90,6 +92,10 @@ pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
             ))
         })
     };
+    let alerts = {
+        let alerting = c.alerting;
+        Chore::new("alerts", move || Box::pin(crate::alerts::run(alerting.clone())))
+    };
     let (store, intensity, backoff) = (c.store, c.intensity, c.backoff);
     Nested::child(SupervisorSpec {
         id: "chores".into(),
@@ -105,6 +111,7 @@ pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
                 purge.clone(),
                 trim.clone(),
                 leadership.clone(),
+                alerts.clone(),
                 c.watchdog.clone(),
             ],
             start_order: StartOrder::Sequential,

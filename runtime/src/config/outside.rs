@@ -230,7 +230,9 @@ fn secret(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
 fn plain_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -258,7 +260,12 @@ pub(super) fn hooks(files: Vec<HookFile>) -> Result<Vec<Hook>, ConfigError> {
         let target = match (h.capability, h.swarm) {
             (Some(c), None) if !c.is_empty() => HookTarget::Capability(c),
             (None, Some(s)) if !s.is_empty() => HookTarget::Swarm(s),
-            _ => return Err(invalid("hooks", format!("hook {:?}: give one of capability or swarm", h.name))),
+            _ => {
+                return Err(invalid(
+                    "hooks",
+                    format!("hook {:?}: give one of capability or swarm", h.name),
+                ))
+            }
         };
         let pointers = h.matches.keys().chain(h.payload.values());
         if let Some(bad) = pointers.into_iter().find(|p| !p.is_empty() && !p.starts_with('/')) {
@@ -286,7 +293,10 @@ pub(super) fn alerts(channels: Vec<ChannelFile>, rules: Vec<RuleFile>) -> Result
     for c in channels {
         plain_name("alert_channels", &c.name)?;
         if checked.iter().any(|o| o.name == c.name) {
-            return Err(invalid("alert_channels", format!("two channels are named {:?}", c.name)));
+            return Err(invalid(
+                "alert_channels",
+                format!("two channels are named {:?}", c.name),
+            ));
         }
         let url = |c: &ChannelFile| match &c.url {
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(u.clone()),
@@ -298,7 +308,11 @@ pub(super) fn alerts(channels: Vec<ChannelFile>, rules: Vec<RuleFile>) -> Result
         let kind = match c.kind.as_str() {
             "webhook" => ChannelKind::Webhook {
                 url: url(&c)?,
-                secret: c.secret_file.as_deref().map(|p| secret("alert_channels", p)).transpose()?,
+                secret: c
+                    .secret_file
+                    .as_deref()
+                    .map(|p| secret("alert_channels", p))
+                    .transpose()?,
             },
             "slack" => ChannelKind::Slack { url: url(&c)? },
             "email" => {
@@ -307,7 +321,10 @@ pub(super) fn alerts(channels: Vec<ChannelFile>, rules: Vec<RuleFile>) -> Result
                     .rsplit_once(':')
                     .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
                     .ok_or_else(|| {
-                        invalid("alert_channels", format!("channel {:?}: smtp must be host:port", c.name))
+                        invalid(
+                            "alert_channels",
+                            format!("channel {:?}: smtp must be host:port", c.name),
+                        )
                     })?;
                 let tls = c.smtp_tls.clone().unwrap_or_else(|| "starttls".into());
                 if !["none", "starttls", "tls"].contains(&tls.as_str()) {
@@ -330,7 +347,10 @@ pub(super) fn alerts(channels: Vec<ChannelFile>, rules: Vec<RuleFile>) -> Result
                     }
                 };
                 let from = c.from.clone().filter(|f| f.contains('@')).ok_or_else(|| {
-                    invalid("alert_channels", format!("channel {:?}: from must be an address", c.name))
+                    invalid(
+                        "alert_channels",
+                        format!("channel {:?}: from must be an address", c.name),
+                    )
                 })?;
                 if c.to.is_empty() || c.to.iter().any(|t| !t.contains('@')) {
                     return Err(invalid(
@@ -350,7 +370,10 @@ pub(super) fn alerts(channels: Vec<ChannelFile>, rules: Vec<RuleFile>) -> Result
             other => {
                 return Err(invalid(
                     "alert_channels",
-                    format!("channel {:?}: kind {other:?} is not one of webhook, slack, email", c.name),
+                    format!(
+                        "channel {:?}: kind {other:?} is not one of webhook, slack, email",
+                        c.name
+                    ),
                 ))
             }
         };
@@ -382,7 +405,10 @@ pub(super) fn alerts(channels: Vec<ChannelFile>, rules: Vec<RuleFile>) -> Result
         };
         let group_interval = Duration::from_millis(r.group_interval_ms.unwrap_or(60_000));
         if group_interval.is_zero() {
-            return Err(invalid("alert_rules", format!("rule {:?}: group_interval_ms must be above 0", r.name)));
+            return Err(invalid(
+                "alert_rules",
+                format!("rule {:?}: group_interval_ms must be above 0", r.name),
+            ));
         }
         kept.push(Rule {
             name: r.name,

@@ -1,0 +1,369 @@
+//! Which events alert, and how repeats are folded: the pure part of alerting, driven by the
+//! notifier with the time it reads (so its tests set the time).
+//!
+//! ```text
+//!  event ─▶ rule matches (kind, severity, labels)? ─▶ group rule/subject
+//!            group quiet ─▶ notice now (count 1), window opens for group_interval
+//!            group in window ─▶ folded (count += 1)
+//!  window ends ─▶ folded > 0 ─▶ one notice with the count, a new window
+//!              └▶ none ─▶ the window closes (the group still fires until resolved)
+//!  resolving event (AGENT_HEALTHY after AGENT_UNHEALTHY…) ─▶ a resolved notice; group gone
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use troupe_runtime::config::outside::{Rule, Severity};
+use troupe_runtime::events::Event;
+
+/// How much an event kind needs a person; kinds not named are `info`.
+pub fn severity(kind: &str) -> Severity {
+    match kind {
+        "AGENT_FAILED"
+        | "AGENT_ALERT"
+        | "TASK_DEAD"
+        | "SERVICE_FAILED"
+        | "SUPERVISOR_FAILED"
+        | "SUPERVISOR_ESCALATED"
+        | "SWARM_FAILED"
+        | "HOST_DOWN"
+        | "HOST_FAILED"
+        | "VM_EVACUATION_FAILED"
+        | "MEMBER_DOWN" => Severity::Critical,
+        "AGENT_UNHEALTHY"
+        | "AGENT_UNRESPONSIVE"
+        | "AGENT_BREAKER_OPENED"
+        | "SWARM_DEGRADED"
+        | "HOST_UNREACHABLE"
+        | "VM_DOMAIN_MISSING"
+        | "VM_RESTARTED"
+        | "MEMBER_SUSPECT"
+        | "LEADER_CHANGED"
+        | "ALERT_DELIVERY_FAILED" => Severity::Warning,
+        _ => Severity::Info,
+    }
+}
+
+/// The kinds that end an alert of `kind` on the same subject (events are edges, not levels).
+pub fn resolved_by(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "AGENT_ALERT" | "AGENT_FAILED" => &["AGENT_STARTED", "AGENT_HEALTHY", "AGENT_REMOVED"],
+        "AGENT_UNHEALTHY" => &["AGENT_HEALTHY", "AGENT_REMOVED"],
+        "AGENT_UNRESPONSIVE" => &["AGENT_RESPONSIVE", "AGENT_REMOVED"],
+        "AGENT_BREAKER_OPENED" => &["AGENT_BREAKER_CLOSED", "AGENT_REMOVED"],
+        "HOST_DOWN" | "HOST_UNREACHABLE" => &["HOST_UP", "HOST_REMOVED"],
+        "MEMBER_DOWN" | "MEMBER_SUSPECT" => &["MEMBER_UP"],
+        _ => &[],
+    }
+}
+
+/// Whether `kind` is one the rule names (`AGENT_*` takes a prefix); a rule naming none
+/// takes every kind. Alerting's own failures never alert through a rule that does not name
+/// them, so a broken channel cannot feed itself.
+fn kind_matches(rule: &Rule, kind: &str) -> bool {
+    if rule.kinds.is_empty() {
+        return !kind.starts_with("ALERT_");
+    }
+    rule.kinds.iter().any(|k| match k.strip_suffix('*') {
+        Some(prefix) => kind.starts_with(prefix),
+        None => k == kind,
+    })
+}
+
+/// What the notifier knows of an event's subject.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Subject {
+    /// The entity's kind and name, for people ("agent upper").
+    pub name: Option<String>,
+    /// An agent's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+pub fn matches(rule: &Rule, event: &Event, subject: &Subject) -> bool {
+    kind_matches(rule, &event.kind)
+        && severity(&event.kind) >= rule.severity
+        && rule.labels.iter().all(|(k, v)| subject.labels.get(k) == Some(v))
+}
+
+/// An alert's state in a notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Status {
+    Firing,
+    Resolved,
+}
+
+/// One notification to make: to each of the rule's channels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub rule: String,
+    pub channels: Vec<String>,
+    pub group: String,
+    pub status: Status,
+    /// The event the notice is about (the last one folded, for a repeat).
+    pub kind: String,
+    pub subject: Option<String>,
+    pub subject_name: Option<String>,
+    pub data: serde_json::Value,
+    pub severity: Severity,
+    /// Events this notice stands for: 1 for the first, the folded repeats' count after.
+    pub count: u64,
+    /// When the alert began firing.
+    pub starts_at: DateTime<Utc>,
+    /// When the event it is about happened.
+    pub at: DateTime<Utc>,
+    pub seq: u64,
+}
+
+struct Group {
+    rule: usize,
+    kind: String,
+    starts_at: DateTime<Utc>,
+    /// The end of the window repeats are folded in; `None` when no window is open.
+    window_ends: Option<DateTime<Utc>>,
+    folded: u64,
+    last: Option<Notice>,
+}
+
+/// The rules and the state of each group that fires.
+pub struct Grouper {
+    rules: Vec<Rule>,
+    groups: HashMap<String, Group>,
+}
+
+impl Grouper {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self {
+            rules,
+            groups: HashMap::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Whether `event` may make a notice: a rule takes its kind and severity, or it may end
+    /// a firing group (the subject's labels, read from the store, are only needed then).
+    pub fn wants(&self, event: &Event) -> bool {
+        self.rules
+            .iter()
+            .any(|r| kind_matches(r, &event.kind) && severity(&event.kind) >= r.severity)
+            || self
+                .groups
+                .values()
+                .any(|g| resolved_by(&g.kind).contains(&event.kind.as_str()))
+    }
+
+    /// The notices `event` makes now; repeats are folded until their window ends.
+    pub fn on_event(&mut self, event: &Event, subject: &Subject, now: DateTime<Utc>) -> Vec<Notice> {
+        let mut out = Vec::new();
+        let key_of = |rule: &Rule| format!("{}/{}", rule.name, event.subject.as_deref().unwrap_or(&event.kind));
+        // A resolving event ends the groups it resolves on the same subject.
+        for rule in &self.rules {
+            let key = key_of(rule);
+            let ends = self
+                .groups
+                .get(&key)
+                .is_some_and(|g| resolved_by(&g.kind).contains(&event.kind.as_str()));
+            if ends {
+                let group = self.groups.remove(&key).expect("just seen");
+                out.push(self.notice(group.rule, &key, Status::Resolved, event, subject, 1, group.starts_at));
+            }
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !matches(rule, event, subject) {
+                continue;
+            }
+            let key = key_of(rule);
+            let existing = self.groups.get(&key);
+            let in_window = existing.is_some_and(|g| g.window_ends.is_some_and(|end| now < end));
+            let starts_at = existing.map_or(event.at, |g| g.starts_at);
+            let count = if in_window { 0 } else { 1 };
+            let notice = self.notice(i, &key, Status::Firing, event, subject, count, starts_at);
+            if in_window {
+                let g = self.groups.get_mut(&key).expect("just seen");
+                g.folded += 1;
+                g.kind = event.kind.clone();
+                g.last = Some(notice);
+            } else {
+                let window = chrono::Duration::from_std(rule.group_interval).unwrap_or_default();
+                let group = Group {
+                    rule: i,
+                    kind: event.kind.clone(),
+                    starts_at,
+                    window_ends: Some(now + window),
+                    folded: 0,
+                    last: None,
+                };
+                self.groups.insert(key, group);
+                out.push(notice);
+            }
+        }
+        out
+    }
+
+    /// The folded repeats of each window that has ended by `now`, one notice per group.
+    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<Notice> {
+        let mut out = Vec::new();
+        for g in self.groups.values_mut() {
+            let Some(end) = g.window_ends else { continue };
+            if now < end {
+                continue;
+            }
+            match g.last.take() {
+                Some(mut notice) if g.folded > 0 => {
+                    notice.count = g.folded;
+                    out.push(notice);
+                    g.folded = 0;
+                    let interval = self.rules[g.rule].group_interval;
+                    g.window_ends = Some(now + chrono::Duration::from_std(interval).unwrap_or_default());
+                }
+                _ => g.window_ends = None,
+            }
+        }
+        out.sort_by_key(|n| n.seq);
+        out
+    }
+
+    /// When the next window ends.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.groups.values().filter_map(|g| g.window_ends).min()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn notice(
+        &self,
+        rule: usize,
+        group: &str,
+        status: Status,
+        event: &Event,
+        subject: &Subject,
+        count: u64,
+        starts_at: DateTime<Utc>,
+    ) -> Notice {
+        let rule = &self.rules[rule];
+        Notice {
+            rule: rule.name.clone(),
+            channels: rule.channels.clone(),
+            group: group.to_owned(),
+            status,
+            kind: event.kind.clone(),
+            subject: event.subject.clone(),
+            subject_name: subject.name.clone(),
+            data: event.data.clone(),
+            severity: severity(&event.kind),
+            count,
+            starts_at,
+            at: event.at,
+            seq: event.seq,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn rule(name: &str, kinds: &[&str], severity: Severity) -> Rule {
+        Rule {
+            name: name.into(),
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            labels: BTreeMap::new(),
+            severity,
+            channels: vec!["ops".into()],
+            group_interval: Duration::from_secs(60),
+        }
+    }
+
+    fn event(seq: u64, kind: &str, subject: &str, at: DateTime<Utc>) -> Event {
+        Event {
+            seq,
+            kind: kind.into(),
+            subject: Some(subject.into()),
+            data: json!({ "reason": "boom" }),
+            at,
+        }
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_crash_loop_is_one_notice_then_one_with_the_count_of_its_repeats() {
+        let mut g = Grouper::new(vec![rule("agents", &["AGENT_*"], Severity::Warning)]);
+        let s = Subject::default();
+        let t = t0();
+        let first = g.on_event(&event(1, "AGENT_UNHEALTHY", "a1", t), &s, t);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].count, 1);
+        for i in 0..4 {
+            let at = t + chrono::Duration::seconds(i + 1);
+            assert!(g
+                .on_event(&event(2 + i as u64, "AGENT_ALERT", "a1", at), &s, at)
+                .is_empty());
+        }
+        assert_eq!(g.next_due(), Some(t + chrono::Duration::seconds(60)));
+        assert!(g.due(t + chrono::Duration::seconds(59)).is_empty());
+        let folded = g.due(t + chrono::Duration::seconds(60));
+        assert_eq!(folded.len(), 1);
+        assert_eq!(
+            (folded[0].count, folded[0].kind.as_str(), folded[0].seq),
+            (4, "AGENT_ALERT", 5)
+        );
+        assert_eq!(folded[0].starts_at, t);
+        // A quiet window closes; the next event is sent at once again.
+        assert!(g.due(t + chrono::Duration::seconds(120)).is_empty());
+        assert_eq!(g.next_due(), None);
+        let later = t + chrono::Duration::seconds(200);
+        let again = g.on_event(&event(9, "AGENT_ALERT", "a1", later), &s, later);
+        assert_eq!((again.len(), again[0].starts_at), (1, t), "the alert fires since {t}");
+    }
+
+    #[test]
+    fn another_subject_is_another_group_and_a_resolving_event_ends_the_alert() {
+        let mut g = Grouper::new(vec![rule("agents", &["AGENT_UNHEALTHY"], Severity::Info)]);
+        let s = Subject::default();
+        let t = t0();
+        assert_eq!(g.on_event(&event(1, "AGENT_UNHEALTHY", "a1", t), &s, t).len(), 1);
+        assert_eq!(g.on_event(&event(2, "AGENT_UNHEALTHY", "a2", t), &s, t).len(), 1);
+        let healed = g.on_event(&event(3, "AGENT_HEALTHY", "a1", t), &s, t);
+        assert_eq!(healed.len(), 1);
+        assert_eq!(
+            (healed[0].status, healed[0].group.as_str()),
+            (Status::Resolved, "agents/a1")
+        );
+        // Resolved once: a second HEALTHY resolves nothing.
+        assert!(g.on_event(&event(4, "AGENT_HEALTHY", "a1", t), &s, t).is_empty());
+    }
+
+    #[test]
+    fn severity_labels_and_kinds_choose_the_events() {
+        let mut critical = rule("critical", &[], Severity::Critical);
+        critical.labels.insert("team".into(), "ml".into());
+        let t = t0();
+        let ml = Subject {
+            name: Some("agent upper".into()),
+            labels: [("team".to_string(), "ml".to_string())].into(),
+        };
+        let web = Subject::default();
+        assert!(matches(&critical, &event(1, "AGENT_ALERT", "a", t), &ml));
+        assert!(!matches(&critical, &event(1, "AGENT_ALERT", "a", t), &web), "labels");
+        assert!(
+            !matches(&critical, &event(1, "AGENT_UNHEALTHY", "a", t), &ml),
+            "below critical"
+        );
+        assert!(!matches(&critical, &event(1, "ALERT_DELIVERY_FAILED", "a", t), &ml));
+        let named = rule("named", &["ALERT_DELIVERY_FAILED"], Severity::Info);
+        assert!(
+            matches(&named, &event(1, "ALERT_DELIVERY_FAILED", "d", t), &web),
+            "named, it is taken"
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! Alerts that reach people: the channels and rules of the config, the deliveries made, and
+//! a test send (docs/alerts.md).
+
+use async_graphql::{Context, Enum, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use troupe_actors::alerts::{rules::Status, Delivery, Outcome};
+use troupe_actors::Api;
+use troupe_runtime::auth::Role;
+use troupe_runtime::config::outside::ChannelKind;
+
+use crate::auth::RoleGuard;
+use crate::error::OrGql;
+use crate::schema::Int64;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum AlertDeliveryOutcome {
+    /// Not delivered yet: attempted again at `nextAttemptAt`.
+    Pending,
+    Delivered,
+    /// Given up on (out of attempts, or refused for good); an ALERT_DELIVERY_FAILED event
+    /// says so.
+    Failed,
+}
+
+impl From<Outcome> for AlertDeliveryOutcome {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Pending => Self::Pending,
+            Outcome::Delivered => Self::Delivered,
+            Outcome::Failed => Self::Failed,
+        }
+    }
+}
+
+impl From<AlertDeliveryOutcome> for Outcome {
+    fn from(o: AlertDeliveryOutcome) -> Self {
+        match o {
+            AlertDeliveryOutcome::Pending => Self::Pending,
+            AlertDeliveryOutcome::Delivered => Self::Delivered,
+            AlertDeliveryOutcome::Failed => Self::Failed,
+        }
+    }
+}
+
+/// One notice to one channel.
+#[derive(SimpleObject)]
+pub struct AlertDelivery {
+    /// Also its `webhook-id` header: the same across attempts and failover.
+    pub id: ID,
+    pub rule: String,
+    pub channel: String,
+    /// `<rule>/<subject>`: the alert it belongs to.
+    pub group: String,
+    /// FIRING or RESOLVED.
+    pub status: String,
+    pub outcome: AlertDeliveryOutcome,
+    pub kind: String,
+    pub severity: String,
+    pub subject: Option<ID>,
+    pub subject_name: Option<String>,
+    /// The notice as a sentence, names first.
+    pub summary: String,
+    /// Events it stands for: 1, or the repeats folded into it.
+    pub count: Int64,
+    /// The event it is about.
+    pub seq: Int64,
+    pub at: DateTime<Utc>,
+    pub starts_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl From<Delivery> for AlertDelivery {
+    fn from(d: Delivery) -> Self {
+        Self {
+            id: ID(d.id),
+            rule: d.rule,
+            channel: d.channel,
+            group: d.group,
+            status: match d.status {
+                Status::Firing => "FIRING".into(),
+                Status::Resolved => "RESOLVED".into(),
+            },
+            outcome: d.outcome.into(),
+            kind: d.kind,
+            severity: d.severity,
+            subject: d.subject.map(ID),
+            subject_name: d.subject_name,
+            summary: d.summary,
+            count: Int64(d.count as i64),
+            seq: Int64(d.seq as i64),
+            at: d.at,
+            starts_at: d.starts_at,
+            created_at: d.created_at,
+            attempts: d.attempts as i32,
+            last_error: d.last_error,
+            next_attempt_at: d.next_attempt_at,
+            delivered_at: d.delivered_at,
+        }
+    }
+}
+
+/// Where alerts go (from the config; secrets are never shown).
+#[derive(SimpleObject)]
+pub struct AlertChannel {
+    pub name: String,
+    /// webhook, slack or email.
+    pub kind: String,
+    /// Where it delivers: a webhook's URL, Slack's host only (its URL is the secret), an
+    /// email channel's recipients.
+    pub target: String,
+    /// Whether webhook deliveries are signed.
+    pub signed: bool,
+}
+
+/// Which events alert, and where.
+#[derive(SimpleObject)]
+pub struct AlertRule {
+    pub name: String,
+    /// Event kinds (`AGENT_*` takes a prefix); empty: every kind at or above `severity`.
+    pub kinds: Vec<String>,
+    /// `key=value` labels the event's agent must have.
+    pub labels: Vec<String>,
+    pub severity: String,
+    pub channels: Vec<String>,
+    pub group_interval_ms: Int64,
+}
+
+#[derive(Default)]
+pub struct AlertsQuery;
+
+#[Object]
+impl AlertsQuery {
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn alert_channels(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AlertChannel>> {
+        let api = ctx.data::<Api>()?;
+        Ok(api
+            .alerting()
+            .channels()
+            .iter()
+            .map(|c| {
+                let (target, signed) = match &c.kind {
+                    ChannelKind::Webhook { url, secret } => (url.clone(), secret.is_some()),
+                    ChannelKind::Slack { url } => {
+                        let host = url.split('/').nth(2).unwrap_or_default();
+                        (format!("{host} (Slack)"), false)
+                    }
+                    ChannelKind::Email(smtp) => (smtp.to.join(", "), false),
+                };
+                AlertChannel {
+                    name: c.name.clone(),
+                    kind: c.kind.name().into(),
+                    target,
+                    signed,
+                }
+            })
+            .collect())
+    }
+
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn alert_rules(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AlertRule>> {
+        let api = ctx.data::<Api>()?;
+        Ok(api
+            .alerting()
+            .rules()
+            .iter()
+            .map(|r| AlertRule {
+                name: r.name.clone(),
+                kinds: r.kinds.clone(),
+                labels: r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                severity: r.severity.as_str().into(),
+                channels: r.channels.clone(),
+                group_interval_ms: Int64(r.group_interval.as_millis() as i64),
+            })
+            .collect())
+    }
+
+    /// The newest deliveries first (the store keeps the last 1,000); with `outcome`, only
+    /// those (FAILED: the alerts that did not reach anyone).
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn alert_deliveries(
+        &self,
+        ctx: &Context<'_>,
+        outcome: Option<AlertDeliveryOutcome>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 500))] first: i32,
+    ) -> async_graphql::Result<Vec<AlertDelivery>> {
+        let api = ctx.data::<Api>()?;
+        let found = api
+            .alerting()
+            .deliveries(outcome.map(Into::into), first as usize)
+            .await
+            .map_err(troupe_actors::ApiError::from)
+            .gql()?;
+        Ok(found.into_iter().map(Into::into).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct AlertsMutation;
+
+#[Object]
+impl AlertsMutation {
+    /// Sends a test notice through the channel now, once; answers how it went (recorded
+    /// among the deliveries).
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn send_test_alert(&self, ctx: &Context<'_>, channel: String) -> async_graphql::Result<AlertDelivery> {
+        let api = ctx.data::<Api>()?;
+        Ok(api.alerting().test(&channel).await.gql()?.into())
+    }
+}
