@@ -28,7 +28,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::task::JoinSet;
-use troupe_runtime::config::outside::{Alerts, Channel, Rule};
+use troupe_runtime::config::outside::{Alerts, Channel, Rule, RuleFile};
 use troupe_runtime::events::{self, Event, EventFilter, NewEvent};
 use troupe_runtime::store::{Batch, Store, StoreError, Table};
 
@@ -38,6 +38,10 @@ use rules::{Grouper, Notice, Status, Subject};
 pub const ALERT_DELIVERIES: Table = Table::new("alert_deliveries");
 /// The notifier's own state: `cursor`, the last event it has taken into account.
 pub const ALERT_STATE: Table = Table::new("alert_state");
+/// Rules made through GraphQL (`setAlertRule`), by name: [`RuleFile`].
+pub const ALERT_RULES: Table = Table::new("alert_rules");
+/// The events that change the rules in force; the notifier takes them up as it sees them.
+const RULE_CHANGES: [&str; 2] = ["ALERT_RULE_SET", "ALERT_RULE_DELETED"];
 
 /// Deliveries kept; the oldest ended ones go first.
 const KEPT: usize = 1_000;
@@ -105,8 +109,71 @@ impl Alerting {
         &self.config.channels
     }
 
-    pub fn rules(&self) -> &[Rule] {
+    /// The config's rules.
+    pub fn config_rules(&self) -> &[Rule] {
         &self.config.rules
+    }
+
+    /// The rules made through GraphQL, by name.
+    pub async fn api_rules(&self) -> Result<Vec<Rule>, StoreError> {
+        let mut out = Vec::new();
+        for (_, bytes) in self.store.scan(ALERT_RULES, None, usize::MAX, |_| true).await? {
+            let file: RuleFile = troupe_runtime::codec::decode(&bytes)?;
+            // Checked when set; a channel since removed from the config drops the rule.
+            match troupe_runtime::config::outside::rule(file.clone(), self.channels()) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    tracing::warn!(rule = %file.name, error = %e, "an alert rule set through the API no longer holds")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every rule in force: the config's, then those made through GraphQL.
+    pub async fn rules(&self) -> Result<Vec<Rule>, StoreError> {
+        let mut all = self.config.rules.clone();
+        all.extend(self.api_rules().await?);
+        Ok(all)
+    }
+
+    /// Makes or replaces a rule (not one of the config's), checked against the channels.
+    pub async fn set_rule(&self, file: RuleFile) -> Result<Rule, crate::ApiError> {
+        if self.config.rules.iter().any(|r| r.name == file.name) {
+            return Err(crate::ApiError::Conflict(format!(
+                "the rule {:?} is the config file's: change it there",
+                file.name
+            )));
+        }
+        let rule = troupe_runtime::config::outside::rule(file.clone(), self.channels()).map_err(|e| match e {
+            troupe_runtime::config::ConfigError::Invalid { message, .. } => crate::ApiError::invalid(message),
+            other => crate::ApiError::invalid(other.to_string()),
+        })?;
+        let data = json!({ "rule": rule.name, "kinds": rule.kinds, "severity": rule.severity.as_str(), "channels": rule.channels });
+        let batch = Batch::new()
+            .put(ALERT_RULES, file.name.clone(), troupe_runtime::codec::encode(&file)?)
+            .event(NewEvent::new("ALERT_RULE_SET", Some(file.name.clone()), data));
+        self.store.write(batch).await?;
+        Ok(rule)
+    }
+
+    /// Deletes a rule made through GraphQL; whether there was one.
+    pub async fn delete_rule(&self, name: &str) -> Result<bool, crate::ApiError> {
+        if self.config.rules.iter().any(|r| r.name == name) {
+            return Err(crate::ApiError::Conflict(format!(
+                "the rule {name:?} is the config file's: remove it there"
+            )));
+        }
+        if self.store.get(ALERT_RULES, name).await?.is_none() {
+            return Ok(false);
+        }
+        let batch = Batch::new().delete(ALERT_RULES, name).event(NewEvent::new(
+            "ALERT_RULE_DELETED",
+            Some(name.to_owned()),
+            json!({ "rule": name }),
+        ));
+        self.store.write(batch).await?;
+        Ok(true)
     }
 
     /// Up to `first` deliveries, newest first; with `outcome`, only those.
@@ -287,9 +354,6 @@ fn put(d: &Delivery) -> Result<Batch, StoreError> {
 
 /// The notifier, a chore of every node: it notifies while its node leads the log.
 pub(crate) async fn run(alerting: Alerting) {
-    if alerting.rules().is_empty() {
-        return futures::future::pending().await;
-    }
     let mut metrics = alerting.store.raft().metrics();
     loop {
         // Read and released at once: the Raft core waits while the value is borrowed.
@@ -343,7 +407,7 @@ async fn lead(a: &Alerting) -> Result<(), StoreError> {
     };
     let mut written = cursor;
     let mut made_since_prune = 0usize;
-    let mut grouper = Grouper::new(a.rules().to_vec());
+    let mut grouper = Grouper::new(a.rules().await?);
     let stream = events::subscribe(store, cursor, EventFilter::default());
     tokio::pin!(stream);
     let mut tick = tokio::time::interval(CURSOR_EVERY);
@@ -357,6 +421,9 @@ async fn lead(a: &Alerting) -> Result<(), StoreError> {
             next = stream.next() => match next {
                 Some(Ok(event)) => {
                     cursor = event.seq;
+                    if RULE_CHANGES.contains(&event.kind.as_str()) {
+                        grouper.set_rules(a.rules().await?);
+                    }
                     let subject = if grouper.wants(&event) { a.subject(&event).await } else { Subject::default() };
                     grouper.on_event(&event, &subject, Utc::now())
                 }

@@ -307,7 +307,7 @@ group_interval_ms = 3000
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_test_alert_goes_out_at_once_and_a_rule_naming_no_channel_is_refused_at_start() -> Result<()> {
+async fn a_rule_made_through_graphql_alerts_at_once_and_a_test_alert_goes_out() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("hook.log");
     let (_hook, port) = receiver(&log, 0).await?;
@@ -328,6 +328,62 @@ async fn a_test_alert_goes_out_at_once_and_a_rule_naming_no_channel_is_refused_a
         .gql("mutation { sendTestAlert(channel: \"nope\") { id } }", json!({}))
         .await?;
     super::support::expect_code(&unknown, "NOT_FOUND")?;
+
+    // A rule made through the API: refused for a channel nobody defined, then taken up by
+    // the notifier at once.
+    let set = "mutation($input: AlertRuleInput!) { setAlertRule(input: $input) { name source severity } }";
+    let bad = node
+        .gql(
+            set,
+            json!({ "input": { "name": "made", "kinds": ["AGENT_ALERT"], "channels": ["pager"] } }),
+        )
+        .await?;
+    super::support::expect_code(&bad, "INVALID_INPUT")?;
+    ensure!(
+        bad["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no channel is named \"pager\""),
+        "{bad}"
+    );
+    let made = node
+        .gql_ok(
+            set,
+            json!({ "input": { "name": "made", "kinds": ["AGENT_ALERT"], "severity": "critical", "channels": ["ops"] } }),
+        )
+        .await?;
+    ensure!(made["setAlertRule"]["source"] == "API", "{made}");
+    let exits = json!({
+        "name": "quitter",
+        "backend": { "process": { "command": ["/bin/sh", "-c", "exit 3"] } },
+        "restartLimit": { "maxRestarts": 1, "windowMs": 600000 },
+    });
+    let _ = node
+        .gql(
+            "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }",
+            json!({ "input": exits }),
+        )
+        .await?;
+    let seen = wait_lines(&log, "the API rule's notice", |seen| {
+        seen.iter().any(|l| {
+            l["body"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("\"alertname\":\"made\"")
+        })
+    })
+    .await?;
+    ensure!(
+        seen.iter()
+            .any(|l| l["body"].as_str().unwrap_or_default().contains("agent quitter")),
+        "{seen:?}"
+    );
+    let deleted = node
+        .gql_ok("mutation { deleteAlertRule(name: \"made\") }", json!({}))
+        .await?;
+    ensure!(deleted["deleteAlertRule"] == true, "{deleted}");
+    let rules = node.gql_ok("{ alertRules { name } }", json!({})).await?;
+    ensure!(rules["alertRules"] == json!([]), "{rules}");
     drop(node);
 
     // A rule naming a channel nobody defined: the node refuses to start, and says why.

@@ -138,8 +138,18 @@ impl Grouper {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+    /// Takes the rules now in force; a group whose rule is gone is dropped.
+    pub fn set_rules(&mut self, rules: Vec<Rule>) {
+        let old = std::mem::replace(&mut self.rules, rules);
+        let now = &self.rules;
+        self.groups
+            .retain(|_, g| match now.iter().position(|r| r.name == old[g.rule].name) {
+                Some(i) => {
+                    g.rule = i;
+                    true
+                }
+                None => false,
+            });
     }
 
     /// Whether `event` may make a notice: a rule takes its kind and severity, or it may end

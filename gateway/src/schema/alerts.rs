@@ -1,7 +1,7 @@
 //! Alerts that reach people: the channels and rules of the config, the deliveries made, and
 //! a test send (docs/alerts.md).
 
-use async_graphql::{Context, Enum, Object, SimpleObject, ID};
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use troupe_actors::alerts::{rules::Status, Delivery, Outcome};
 use troupe_actors::Api;
@@ -127,6 +127,40 @@ pub struct AlertRule {
     pub severity: String,
     pub channels: Vec<String>,
     pub group_interval_ms: Int64,
+    /// CONFIG (the node's config file: changed there) or API (`setAlertRule`).
+    pub source: String,
+}
+
+impl AlertRule {
+    fn of(r: &troupe_runtime::config::outside::Rule, source: &str) -> Self {
+        Self {
+            name: r.name.clone(),
+            kinds: r.kinds.clone(),
+            labels: r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            severity: r.severity.as_str().into(),
+            channels: r.channels.clone(),
+            group_interval_ms: Int64(r.group_interval.as_millis() as i64),
+            source: source.into(),
+        }
+    }
+}
+
+/// A rule made through the API; the channels are the config's.
+#[derive(InputObject)]
+pub struct AlertRuleInput {
+    /// 1-64 letters, digits, - or _; not a config rule's name.
+    pub name: String,
+    /// Event kinds; `AGENT_*` takes a prefix; none: every kind at or above `severity`.
+    #[graphql(default)]
+    pub kinds: Vec<String>,
+    /// `key=value` labels the event's agent must have.
+    #[graphql(default)]
+    pub labels: Vec<String>,
+    /// info, warning or critical [default: warning].
+    pub severity: Option<String>,
+    pub channels: Vec<String>,
+    /// [default: 60000]
+    pub group_interval_ms: Option<Int64>,
 }
 
 #[derive(Default)]
@@ -160,22 +194,22 @@ impl AlertsQuery {
             .collect())
     }
 
+    /// The rules in force: the config file's, then those made through the API.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn alert_rules(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AlertRule>> {
-        let api = ctx.data::<Api>()?;
-        Ok(api
-            .alerting()
-            .rules()
+        let alerting = ctx.data::<Api>()?.alerting();
+        let mut out: Vec<AlertRule> = alerting
+            .config_rules()
             .iter()
-            .map(|r| AlertRule {
-                name: r.name.clone(),
-                kinds: r.kinds.clone(),
-                labels: r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-                severity: r.severity.as_str().into(),
-                channels: r.channels.clone(),
-                group_interval_ms: Int64(r.group_interval.as_millis() as i64),
-            })
-            .collect())
+            .map(|r| AlertRule::of(r, "CONFIG"))
+            .collect();
+        let made = alerting
+            .api_rules()
+            .await
+            .map_err(troupe_actors::ApiError::from)
+            .gql()?;
+        out.extend(made.iter().map(|r| AlertRule::of(r, "API")));
+        Ok(out)
     }
 
     /// The newest deliveries first (the store keeps the last 1,000); with `outcome`, only
@@ -203,6 +237,39 @@ pub struct AlertsMutation;
 
 #[Object]
 impl AlertsMutation {
+    /// Makes or replaces an alert rule; the notifier takes it up at once. A config rule's
+    /// name is CONFLICT, an unknown channel or severity INVALID_INPUT.
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn set_alert_rule(&self, ctx: &Context<'_>, input: AlertRuleInput) -> async_graphql::Result<AlertRule> {
+        let mut labels = std::collections::BTreeMap::new();
+        for l in input.labels {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| troupe_actors::ApiError::invalid(format!("label {l:?} is not key=value")))
+                .gql()?;
+            labels.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        let file = troupe_runtime::config::outside::RuleFile {
+            name: input.name,
+            kinds: input.kinds,
+            labels,
+            severity: input.severity,
+            channels: input.channels,
+            group_interval_ms: input
+                .group_interval_ms
+                .map(|ms| ms.non_negative("groupIntervalMs"))
+                .transpose()?,
+        };
+        let rule = ctx.data::<Api>()?.alerting().set_rule(file).await.gql()?;
+        Ok(AlertRule::of(&rule, "API"))
+    }
+
+    /// Deletes a rule made through the API; whether there was one.
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn delete_alert_rule(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<bool> {
+        Ok(ctx.data::<Api>()?.alerting().delete_rule(&name).await.gql()?)
+    }
+
     /// Sends a test notice through the channel now, once; answers how it went (recorded
     /// among the deliveries).
     #[graphql(guard = "RoleGuard(Role::Admin)")]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
@@ -145,8 +145,8 @@ pub struct Channel {
     pub kind: ChannelKind,
 }
 
-/// `[[alert_rules]]`: which events alert, and where.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[[alert_rules]]`: which events alert, and where (also how `setAlertRule` keeps one).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuleFile {
     pub name: String,
@@ -381,47 +381,52 @@ pub(super) fn alerts(channels: Vec<ChannelFile>, rules: Vec<RuleFile>) -> Result
     }
     let mut kept: Vec<Rule> = Vec::with_capacity(rules.len());
     for r in rules {
-        plain_name("alert_rules", &r.name)?;
         if kept.iter().any(|o| o.name == r.name) {
             return Err(invalid("alert_rules", format!("two rules are named {:?}", r.name)));
         }
-        if r.channels.is_empty() {
-            return Err(invalid("alert_rules", format!("rule {:?} names no channel", r.name)));
-        }
-        if let Some(unknown) = r.channels.iter().find(|c| !checked.iter().any(|k| &k.name == *c)) {
-            return Err(invalid(
-                "alert_rules",
-                format!("rule {:?}: no channel is named {unknown:?}", r.name),
-            ));
-        }
-        let severity = match r.severity.as_deref() {
-            None => Severity::Warning,
-            Some(s) => Severity::parse(s).ok_or_else(|| {
-                invalid(
-                    "alert_rules",
-                    format!("rule {:?}: severity is one of info, warning, critical", r.name),
-                )
-            })?,
-        };
-        let group_interval = Duration::from_millis(r.group_interval_ms.unwrap_or(60_000));
-        if group_interval.is_zero() {
-            return Err(invalid(
-                "alert_rules",
-                format!("rule {:?}: group_interval_ms must be above 0", r.name),
-            ));
-        }
-        kept.push(Rule {
-            name: r.name,
-            kinds: r.kinds,
-            labels: r.labels,
-            severity,
-            channels: r.channels,
-            group_interval,
-        });
+        kept.push(rule(r, &checked)?);
     }
     Ok(Alerts {
         channels: checked,
         rules: kept,
         retry_delays: RETRY_DELAYS_MS.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+    })
+}
+
+/// A rule checked against the channels it may name.
+pub fn rule(r: RuleFile, channels: &[Channel]) -> Result<Rule, ConfigError> {
+    plain_name("alert_rules", &r.name)?;
+    if r.channels.is_empty() {
+        return Err(invalid("alert_rules", format!("rule {:?} names no channel", r.name)));
+    }
+    if let Some(unknown) = r.channels.iter().find(|c| !channels.iter().any(|k| &k.name == *c)) {
+        return Err(invalid(
+            "alert_rules",
+            format!("rule {:?}: no channel is named {unknown:?}", r.name),
+        ));
+    }
+    let severity = match r.severity.as_deref() {
+        None => Severity::Warning,
+        Some(s) => Severity::parse(s).ok_or_else(|| {
+            invalid(
+                "alert_rules",
+                format!("rule {:?}: severity is one of info, warning, critical", r.name),
+            )
+        })?,
+    };
+    let group_interval = Duration::from_millis(r.group_interval_ms.unwrap_or(60_000));
+    if group_interval.is_zero() {
+        return Err(invalid(
+            "alert_rules",
+            format!("rule {:?}: group_interval_ms must be above 0", r.name),
+        ));
+    }
+    Ok(Rule {
+        name: r.name,
+        kinds: r.kinds,
+        labels: r.labels,
+        severity,
+        channels: r.channels,
+        group_interval,
     })
 }
