@@ -143,6 +143,7 @@ async fn the_docs_examples_run_verbatim_on_a_fresh_node() -> Result<()> {
     for file in [
         "README.md",
         "docs/agent-protocol.md",
+        "docs/alerts.md",
         "docs/agents.md",
         "docs/exec-protocol.md",
         "docs/graphql.md",
