@@ -127,6 +127,11 @@ bench-llm: build
 	@target/bench-venv/bin/pip install --quiet --disable-pip-version-check -r benches/llm_loop/requirements.txt
 	TROUPE_BIN=$${TROUPE_BIN:-$(CURDIR)/target/release/troupe} target/bench-venv/bin/python benches/llm_loop/run.py $(ARGS)
 
+# Alert delivery latency, event to webhook (benches/alerts/run.py; BENCHMARKS.md).
+.PHONY: bench-alerts
+bench-alerts: build
+	TROUPE_BIN=$${TROUPE_BIN:-$(CURDIR)/target/release/troupe} python3 benches/alerts/run.py $(ARGS)
+
 fmt:
 	$(CARGO) fmt --all
 

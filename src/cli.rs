@@ -1,5 +1,6 @@
-//! The command line that speaks to a node's GraphQL API, as a client does: `troupe agents`,
-//! `tasks`, `swarms`, `hosts`, `vms`, `approvals`, `submit`, `logs`, `events`. Tables for
+//! The command line that speaks to a node's GraphQL API, as a client does: `troupe agents`
+//! (and stop, start, restart), `tasks`, `swarms`, `hosts`, `vms`, `approvals`, `alerts`,
+//! `submit`, `logs`, `events`. Tables for
 //! people, `-o json` for scripts. The node is `--url` (or `TROUPE_URL`), the token `--token`
 //! (or `TROUPE_TOKEN`, or the admin token in `--data-dir`).
 //!
@@ -49,6 +50,34 @@ pub enum List {
     },
     /// One, by id (or, for agents, swarms and hosts, by name).
     Get { id: String },
+}
+
+/// `troupe agents`: the reads, and the lifecycle changes an operator makes.
+#[derive(Subcommand, Clone)]
+pub enum AgentsHow {
+    #[command(flatten)]
+    Read(List),
+    /// Stop it: it takes no new tasks; running ones get the grace period, then go back to
+    /// the queue.
+    Stop { agent: String },
+    /// Start a stopped or failed agent.
+    Start { agent: String },
+    /// Stop it and start it again with its current spec.
+    Restart { agent: String },
+}
+
+/// `troupe alerts`: the deliveries of alerts, and a test through a channel.
+#[derive(Subcommand, Clone)]
+pub enum Alerts {
+    /// The newest deliveries (`--failed`: those that reached nobody).
+    List {
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, default_value_t = 50)]
+        first: u32,
+    },
+    /// Send a test notice through a channel now, once.
+    Test { channel: String },
 }
 
 #[derive(Subcommand, Clone)]
@@ -239,12 +268,12 @@ const VMS: Kind = Kind {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// A node's agents: list, get (by id or name).
+    /// A node's agents: list, get (by id or name), stop, start, restart.
     Agents {
         #[command(flatten)]
         client: Client,
         #[command(subcommand)]
-        how: List,
+        how: AgentsHow,
     },
     /// A node's tasks: list, get.
     Tasks {
@@ -281,6 +310,13 @@ pub enum Command {
         #[command(subcommand)]
         what: Approvals,
     },
+    /// Alert deliveries: list (--failed), test a channel.
+    Alerts {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        what: Alerts,
+    },
     /// Submit a task (and, with --wait, wait for its result).
     Submit {
         #[command(flatten)]
@@ -307,7 +343,8 @@ pub enum Command {
 /// Runs one client command; what to exit with.
 pub async fn run(command: Command) -> ExitCode {
     let done = match command {
-        Command::Agents { client, how } => list_or_get(&client, &AGENTS, how).await,
+        Command::Agents { client, how } => agents(&client, how).await,
+        Command::Alerts { client, what } => alerts(&client, what).await,
         Command::Tasks { client, how } => list_or_get(&client, &TASKS, how).await,
         Command::Swarms { client, how } => list_or_get(&client, &SWARMS, how).await,
         Command::Hosts { client, how } => list_or_get(&client, &HOSTS, how).await,
@@ -399,6 +436,62 @@ fn print(client: &Client, fields: &[&str], rows: &Value) {
         let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());
     }
+}
+
+async fn agents(client: &Client, how: AgentsHow) -> Done {
+    let (mutation, agent) = match how {
+        AgentsHow::Read(how) => return list_or_get(client, &AGENTS, how).await,
+        AgentsHow::Stop { agent } => ("stopAgent", agent),
+        AgentsHow::Start { agent } => ("startAgent", agent),
+        AgentsHow::Restart { agent } => ("restartAgent", agent),
+    };
+    let id = agent_id(client, &agent).await?;
+    let fields = AGENTS.fields.join(" ");
+    let query = format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ {fields} }} }}");
+    let data = ask(client, &query, json!({ "id": id })).await?;
+    print(client, AGENTS.fields, &json!([data[mutation]]));
+    Ok(())
+}
+
+async fn alerts(client: &Client, what: Alerts) -> Done {
+    let fields = [
+        "id",
+        "rule",
+        "channel",
+        "outcome",
+        "attempts",
+        "count",
+        "summary",
+        "lastError",
+    ];
+    let (query, variables, key) = match what {
+        Alerts::List { failed, first } => (
+            format!(
+                "query($outcome: AlertDeliveryOutcome, $first: Int) {{ alertDeliveries(outcome: $outcome, first: $first) {{ {} }} }}",
+                fields.join(" ")
+            ),
+            json!({ "outcome": failed.then_some("FAILED"), "first": first }),
+            "alertDeliveries",
+        ),
+        Alerts::Test { channel } => (
+            format!(
+                "mutation($channel: String!) {{ sendTestAlert(channel: $channel) {{ {} }} }}",
+                fields.join(" ")
+            ),
+            json!({ "channel": channel }),
+            "sendTestAlert",
+        ),
+    };
+    let data = ask(client, &query, variables).await?;
+    let rows = match &data[key] {
+        Value::Array(_) => data[key].clone(),
+        one => json!([one]),
+    };
+    print(client, &fields, &rows);
+    if key == "sendTestAlert" && rows[0]["outcome"] != "DELIVERED" {
+        return Err(Failure(1, "the test alert was not delivered".into()));
+    }
+    Ok(())
 }
 
 async fn approvals(client: &Client, what: Approvals) -> Done {

@@ -44,6 +44,11 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Print a shell's completion script: `troupe completion bash > /etc/bash_completion.d/troupe`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Client(cli::Command),
     /// Print the version.
@@ -98,6 +103,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Recover { data_dir } => runtime.block_on(recover(&data_dir)),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "troupe", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Schema => {
             print!("{}", troupe_gateway::schema::sdl());
             Ok(())

@@ -136,6 +136,23 @@ async fn a_peers_hosts_and_vms_are_reached_through_any_node() -> Result<()> {
         added["addHost"]["node"] == "beta" && added["addHost"]["state"] == "UP",
         "{added}"
     );
+    // Host names are unique in the cluster: `lab` is beta's, so alpha cannot have one.
+    let dup = alpha
+        .gql(
+            "mutation($input: AddHostInput!) { addHost(input: $input) { id } }",
+            json!({ "input": { "name": "lab", "uri": "test:///default" } }),
+        )
+        .await?;
+    expect_code(&dup, "CONFLICT")?;
+    ensure!(dup.to_string().contains("on node beta"), "{dup}");
+    // Every node's simulated hosts share names: a bare one is ambiguous, `name@node` is not.
+    let q = "query($id: ID!) { host(id: $id) { node qualifiedName } }";
+    expect_code(&alpha.gql(q, json!({ "id": "sim-1" })).await?, "INVALID_INPUT")?;
+    let one = alpha.gql_ok(q, json!({ "id": "sim-1@beta" })).await?;
+    ensure!(
+        one["host"]["node"] == "beta" && one["host"]["qualifiedName"] == "sim-1@beta",
+        "{one}"
+    );
     let v = create_vm(
         &alpha,
         json!({ "name": "far", "vcpus": 1, "memoryMiB": 256, "node": "beta" }),

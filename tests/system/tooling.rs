@@ -238,6 +238,36 @@ async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_t
         code == 0 && events.lines().count() == 2 && events.lines().all(|e| e.contains("TASK_SUCCEEDED")),
         "{events}"
     );
+    // An operator's lifecycle changes, by name.
+    let (code, stopped, err) = cli(&node, &["agents", "stop", "echoer", "-o", "json"]).await?;
+    let stopped: Value = serde_json::from_str(&stopped).with_context(|| err.clone())?;
+    ensure!(code == 0 && stopped[0]["id"] == agent.as_str(), "{stopped} {err}");
+    node.wait_agent_state(&agent, "STOPPED").await?;
+    let (code, _, err) = cli(&node, &["agents", "start", "echoer"]).await?;
+    ensure!(code == 0, "{err}");
+    node.wait_agent_state(&agent, "RUNNING").await?;
+    let (code, _, err) = cli(&node, &["agents", "restart", "nobody"]).await?;
+    ensure!(code == 3, "{code} {err}");
+    // Alert deliveries: none yet, and a channel that is not there is not found.
+    let (code, table, _) = cli(&node, &["alerts", "list", "--failed"]).await?;
+    ensure!(
+        code == 0 && table.starts_with("ID") && table.lines().count() == 1,
+        "{table}"
+    );
+    let (code, _, err) = cli(&node, &["alerts", "test", "pager"]).await?;
+    ensure!(code == 3 && err.contains("NOT_FOUND"), "{code} {err}");
+    // Completion scripts from the same definitions, for each shell clap_complete knows.
+    for (shell, mark) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef troupe"),
+        ("fish", "complete -c troupe"),
+    ] {
+        let (code, script, err) = cli(&node, &["completion", shell]).await?;
+        ensure!(
+            code == 0 && script.contains(mark) && script.contains("alerts"),
+            "{shell}: {err}"
+        );
+    }
     Ok(())
 }
 

@@ -29,10 +29,27 @@ pub(crate) async fn add(
             return Err(ApiError::invalid(format!("uri: no node XML file at {path}")));
         }
     }
-    if fleet.resolve(&request.name).is_some() {
+    // Unique in the cluster, read from this node's replica (two adds racing on two nodes
+    // can both pass); every node's simulated hosts share their names, named `sim-1@node`.
+    let name = request.name.clone();
+    let taken = fleet
+        .store
+        .view(move |v| {
+            let mut on = None;
+            v.scan(HOSTS, None, |_, bytes| {
+                let spec: crate::host::HostSpec = troupe_runtime::codec::decode(bytes)?;
+                if spec.name == name {
+                    on = Some(spec.node);
+                }
+                Ok(on.is_none())
+            })?;
+            Ok(on)
+        })
+        .await?;
+    if let Some(node) = taken {
         return Err(ApiError::Conflict(format!(
-            "node {} already has a host named {}",
-            fleet.node, request.name
+            "a host named {} exists already, on node {node}: host names are unique in the cluster",
+            request.name
         )));
     }
     let spec = HostSpec {

@@ -68,15 +68,28 @@ impl Hosts {
         At::holding(self, id).set_maintenance(id.to_owned(), enabled).await
     }
 
-    /// A host by id or name, from this node's replica and the beats of the node that
-    /// drives it (see [`Hosts::list`]); one not found is looked for again once this node has
-    /// caught up with the cluster.
+    /// A host by id, name or `name@node`, from this node's replica and the beats of the node
+    /// that drives it (see [`Hosts::list`]); one not found is looked for again once this node
+    /// has caught up with the cluster. A name two nodes' hosts share (simulated hosts are
+    /// `sim-1`… on every node) is INVALID_INPUT naming each as `name@node`.
     pub async fn get(&self, id: &str) -> Result<Option<HostView>, ApiError> {
-        if let Some(found) = self.read(Some(id)).await?.pop() {
-            return Ok(Some(found));
+        let mut found = self.read(Some(id)).await?;
+        if found.is_empty() {
+            self.ctx.store.linearize().await?;
+            found = self.read(Some(id)).await?;
         }
-        self.ctx.store.linearize().await?;
-        Ok(self.read(Some(id)).await?.pop())
+        if found.len() > 1 {
+            let names: Vec<String> = found
+                .iter()
+                .map(|h| format!("{}@{}", h.spec.name, h.spec.node))
+                .collect();
+            return Err(ApiError::invalid(format!(
+                "{id} names {} hosts: say which, as one of {}",
+                found.len(),
+                names.join(", ")
+            )));
+        }
+        Ok(found.pop())
     }
 
     /// Every host of the cluster, in id order, asking no peer: the replicated records, with
@@ -97,7 +110,14 @@ impl Hosts {
                 let mut out = Vec::new();
                 v.scan(crate::tables::HOSTS, None, |id, bytes| {
                     let spec: crate::host::HostSpec = troupe_runtime::codec::decode(bytes)?;
-                    if wanted.as_deref().is_none_or(|w| w == id || w == spec.name) {
+                    let qualified = |w: &str| {
+                        w.split_once('@')
+                            .is_some_and(|(n, node)| n == spec.name && node == spec.node)
+                    };
+                    if wanted
+                        .as_deref()
+                        .is_none_or(|w| w == id || w == spec.name || qualified(w))
+                    {
                         let holder = crate::cluster::directory::placement_in(v, id)?.map(|p| p.node);
                         out.push((holder.unwrap_or_else(|| spec.node.clone()), spec));
                     }

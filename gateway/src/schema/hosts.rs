@@ -133,6 +133,11 @@ impl Host {
     async fn name(&self) -> &str {
         &self.0.spec.name
     }
+    /// `name@node`: what names it in the cluster when nodes' hosts share a name (every
+    /// node's simulated hosts are `sim-1`…); `host(id:)` takes it.
+    async fn qualified_name(&self) -> String {
+        format!("{}@{}", self.0.spec.name, self.0.spec.node)
+    }
     /// The libvirt URI its driver connects to.
     async fn uri(&self) -> &str {
         &self.0.spec.uri
