@@ -71,9 +71,11 @@ describe("FrameQueue", () => {
 describe("format", () => {
   const now = Date.parse("2026-11-24T12:00:00Z");
   it("relative times", () => {
-    expect(relative("2026-11-24T11:59:55Z", now)).toBe("5 seconds ago");
+    expect(relative("2026-11-24T11:59:55Z", now)).toBe("just now");
+    expect(relative("2026-11-24T12:00:03Z", now)).toBe("just now");
+    expect(relative("2026-11-24T11:59:45Z", now)).toBe("15 seconds ago");
     expect(relative("2026-11-24T11:58:00Z", now)).toBe("2 minutes ago");
-    expect(relative("2026-11-24T12:00:00.400Z", now)).toBe("now");
+    expect(relative("2026-11-24T12:00:00.400Z", now)).toBe("just now");
     expect(relative("2026-11-24T14:00:00Z", now)).toBe("in 2 hours");
     expect(relative("garbage", now)).toBe("—");
   });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { summary, matches } from "../src/views/events";
-import { restartCounts, withVms, type Supervisor } from "../src/views/tree";
+import { summary, matches, mergeNewestFirst } from "../src/views/events";
+import { agentIds, restartCounts, withVms, type Supervisor } from "../src/views/tree";
+import { edgeChildren, edgeSource, isEdge, type Child } from "../src/lib/subtree";
 import type { TroupeEvent } from "../src/lib/cursor";
 
 const ev = (seq: number, kind = "TASK_QUEUED", subject: string | null = null): TroupeEvent => ({ seq, kind, subject, at: "2026-11-24T12:00:00Z", data: {} });
@@ -15,6 +16,46 @@ describe("events view", () => {
     expect(matches(ev(1, "AGENT_FAILED", "a1"), ["TASK_"], "")).toBe(false);
     expect(matches(ev(1, "AGENT_FAILED", "a1"), [], "a1")).toBe(true);
     expect(matches(ev(1, "AGENT_FAILED", null), [], "a1")).toBe(false);
+  });
+});
+
+describe("events view's first page and live rows", () => {
+  it("merges newest first, each seq once, keeping the newest", () => {
+    const rows = mergeNewestFirst([ev(12), ev(11)], [ev(11), ev(10), ev(9)], 3);
+    expect(rows.map((e) => e.seq)).toEqual([12, 11, 10]);
+  });
+});
+
+describe("tree view below the query's edge", () => {
+  const swarm = (id: string): Child => ({ id, kind: "SWARM", state: "RUNNING", restarts: 0, owner: "swarms", supervisor: { name: `swarm ${id}`, strategy: "ONE_FOR_ONE" } });
+  const members: Child = { id: "members", kind: "SUPERVISOR", state: "RUNNING", restarts: 0, owner: "s2", supervisor: { name: "members", strategy: "ONE_FOR_ONE" } };
+  const record = { id: "s2", name: "sub", strategy: "ONE_FOR_ONE", members: [{ id: "a9", name: "helper", state: "RUNNING", restarts: 1 }], teams: [{ id: "s3", name: "subsub", status: "ACTIVE" }] };
+  it("knows an edge (children not fetched) from an empty supervisor", () => {
+    expect(isEdge(members)).toBe(true);
+    expect(isEdge({ ...members, supervisor: { name: "m", strategy: "ONE_FOR_ONE", children: [] } })).toBe(false);
+    expect(isEdge({ id: "a", kind: "AGENT", state: "RUNNING", restarts: 0, owner: "m" })).toBe(false);
+  });
+  it("reads a sub-team's members supervisor from its swarm", () => {
+    const source = edgeSource([swarm("s1"), swarm("s2"), members]);
+    expect(source).toEqual({ swarm: "s2", part: "members" });
+    expect(edgeChildren(source!, record).map((c) => [c.id, c.kind, c.name])).toEqual([["a9", "AGENT", "helper"]]);
+  });
+  it("reads a swarm at the edge as its members and its sub-teams, each again an edge", () => {
+    const source = edgeSource([swarm("s1"), swarm("s2")]);
+    expect(source).toEqual({ swarm: "s2", part: "team" });
+    const kids = edgeChildren(source!, record);
+    expect(kids.map((c) => c.id)).toEqual(["members", "s3"]);
+    expect(kids[0].supervisor?.children?.map((c) => c.id)).toEqual(["a9"]);
+    expect(isEdge(kids[1])).toBe(true);
+  });
+  it("says nothing can be read below another kind of edge", () => {
+    expect(edgeSource([{ ...members, id: "other", kind: "SUPERVISOR" }])).toBeNull();
+  });
+  it("walks a tree whose edges have no children without failing", () => {
+    const t: Supervisor = { name: "node", strategy: "ONE_FOR_ONE", children: [swarm("s1"), { id: "a1", kind: "AGENT", state: "RUNNING", restarts: 0, owner: "agents" }] };
+    expect([...restartCounts(t).keys()]).toEqual(["s1", "a1"]);
+    expect(agentIds(t)).toEqual(["a1"]);
+    expect(withVms(t, []).children?.length).toBe(2);
   });
 });
 
@@ -36,8 +77,8 @@ describe("tree view", () => {
   });
   it("hangs each host's VMs under its driver", () => {
     const t = withVms(tree, [{ id: "h1", name: "host-1", node: "n", vms: [{ id: "v1", name: "vm-1", state: "RUNNING" }] }]);
-    expect(t.children[1].supervisor?.children.map((c) => [c.id, c.kind])).toEqual([["v1", "VM"]]);
-    expect(t.children[0].supervisor?.children[0].id).toBe("a1");
+    expect(t.children![1].supervisor?.children?.map((c) => [c.id, c.kind])).toEqual([["v1", "VM"]]);
+    expect(t.children![0].supervisor?.children?.[0].id).toBe("a1");
   });
 });
 

@@ -1,5 +1,6 @@
 // Forms and small displays shared by the entity views: labelled fields, the parsing of what
 // an operator types (lists, labels, JSON), a JSON value, a capacity bar, labels as chips.
+// The backend fields of a new agent are in backend.tsx.
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
 import { canAct } from "../lib/session";
@@ -145,42 +146,4 @@ export function Bar({ used, limit, label, unit = "" }: { used: number; limit: nu
 export function Labels({ labels }: { labels: { key: string; value: string }[] }) {
   if (!labels.length) return <span class="muted">none</span>;
   return <span>{labels.map((l) => `${l.key}=${l.value}`).join(", ")}</span>;
-}
-
-export const BUILTINS = ["echo", "sleep", "counter", "fail", "panic"];
-const KINDS = ["builtin", "process", "exec", "http"];
-
-export interface BackendDraft {
-  type: string;
-  /** The built-in kind, the command line (split on spaces) or the URL. */
-  value: string;
-}
-
-/** The draft as the API's BackendInput; a missing command or URL is INVALID_INPUT. */
-export function backendInput(d: BackendDraft): Record<string, unknown> {
-  const v = d.value.trim();
-  if (d.type === "builtin") return { builtin: { kind: v || "echo" } };
-  if (!v) throw new ApiError(d.type === "http" ? "give the agent's URL" : "give the command to run", "INVALID_INPUT");
-  if (d.type === "http") return { http: { url: v } };
-  return { [d.type]: { command: v.split(/\s+/) } };
-}
-
-/** The backend of a new agent: a built-in kind, a process or exec command line, or a URL. */
-export function BackendFields({ draft, onChange, prefix = "" }: { draft: BackendDraft; onChange: (d: BackendDraft) => void; prefix?: string }) {
-  return (
-    <>
-      <Choice label={`${prefix}Backend`} value={draft.type} options={KINDS} onChange={(type) => onChange({ type, value: type === "builtin" ? "echo" : "" })} />
-      {draft.type === "builtin" ? (
-        <Choice label={`${prefix}Built-in kind`} value={draft.value} options={BUILTINS} onChange={(value) => onChange({ ...draft, value })} />
-      ) : (
-        <Field
-          label={draft.type === "http" ? `${prefix}URL` : `${prefix}Command`}
-          value={draft.value}
-          onInput={(value) => onChange({ ...draft, value })}
-          placeholder={draft.type === "http" ? "http://127.0.0.1:9000/task" : "python3 examples/agents/process_agent.py"}
-          required
-        />
-      )}
-    </>
-  );
 }

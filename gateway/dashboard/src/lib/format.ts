@@ -12,16 +12,16 @@ const UNITS: [Intl.RelativeTimeFormatUnit, number][] = [
   ["second", 1000],
 ];
 
-/** "5 seconds ago", "in 2 minutes", "now". */
+/** "just now" (within 10 s either way: clocks differ a little), "5 minutes ago", "in 2 hours". */
 export function relative(at: string | number | Date, now: number = Date.now()): string {
   const t = new Date(at).getTime();
   if (Number.isNaN(t)) return "—";
   const delta = t - now;
-  if (Math.abs(delta) < 1000) return "now";
+  if (Math.abs(delta) < 10_000) return "just now";
   for (const [unit, ms] of UNITS) {
     if (Math.abs(delta) >= ms || unit === "second") return rtf.format(Math.round(delta / ms), unit);
   }
-  return "now";
+  return "just now";
 }
 
 /** The absolute time, in the viewer's zone, to the second: "2026-11-24 12:03:07". */

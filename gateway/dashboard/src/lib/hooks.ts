@@ -57,13 +57,15 @@ export function useSubscription<T>(query: string, variables: Record<string, unkn
 
 /**
  * The cluster's events as they happen (kinds optional), delivered in batches of one frame.
- * `after` replays from a cursor; without it only new events come.
+ * `after` replays from a cursor; without it only new events come. `skip` holds the stream
+ * back (until the cursor to start from is known).
  */
-export function useEvents(onBatch: (events: TroupeEvent[]) => void, kinds?: string[], after?: number): void {
-  const key = JSON.stringify([kinds ?? null, after ?? null]);
+export function useEvents(onBatch: (events: TroupeEvent[]) => void, kinds?: string[], after?: number, skip = false): void {
+  const key = JSON.stringify([kinds ?? null, after ?? null, skip]);
   const ref = useRef(onBatch);
   ref.current = onBatch;
   useEffect(() => {
+    if (skip) return;
     const queue = new FrameQueue<TroupeEvent>((batch) => ref.current(batch));
     const stream = eventStream({ kinds, after, onEvent: (e) => queue.push(e) });
     // What waited while live updates were paused is applied when they resume.

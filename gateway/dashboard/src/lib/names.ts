@@ -49,3 +49,25 @@ export function decider(by: string | null, tokens: Record<string, string>): stri
   if (by === "timeout") return "its timeout";
   return tokens[by] ? `token ${tokens[by]}` : `token ${by.slice(0, 8)}…`;
 }
+
+/**
+ * Each id's end, as short as keeps it apart from the others shown (at least `min`
+ * characters): a UUIDv7 begins with its timestamp, so the beginnings of a minute's ids are
+ * all alike and their ends are not. `@node` and dashes are left out.
+ */
+export function shortIds(ids: string[], min = 4): Map<string, string> {
+  const bare = [...new Set(ids)].map((id) => [id, id.split("@")[0].replace(/-/g, "")] as const);
+  const out = new Map<string, string>();
+  for (const [id, b] of bare) {
+    let n = Math.min(min, b.length);
+    while (n < b.length && bare.some(([other, o]) => other !== id && o.endsWith(b.slice(-n)))) n++;
+    out.set(id, b.slice(-n));
+  }
+  return out;
+}
+
+/** A task as a person reads it: what it asked for, then its short id ("upper · 5e1c"). */
+export function taskLabel(t: { capability?: string | null; agentId?: string | null }, short: string, agents: Record<string, string> = {}): string {
+  const what = t.capability ?? (t.agentId ? agents[t.agentId] : undefined);
+  return what ? `${what} · ${short}` : `task ${short}`;
+}

@@ -16,7 +16,10 @@ import { Action } from "../components/actions";
 import { Pending, EntityPage } from "../components/entity";
 import { ErrorBox, FilterInput, KeyValues, Loading, NewPill, Page, Section, Select } from "../components/page";
 import { LogPane, hasLog } from "./logs";
-import { BackendFields, CreateForm, Field, Labels, backendInput, parseLabels, parseList, type BackendDraft } from "../components/forms";
+import { shortIds, taskLabel } from "../lib/names";
+import { CreateForm, Field, Labels, parseLabels, parseList } from "../components/forms";
+import { BackendFields } from "../components/backend";
+import { backendInput, limitsInput, newDraft, type BackendDraft } from "../lib/backend";
 
 export const AGENT_STATES = ["DEFINED", "STARTING", "RUNNING", "PAUSED", "UNHEALTHY", "RECOVERING", "STOPPING", "STOPPED", "FAILED"];
 const PAGE = 200;
@@ -109,10 +112,13 @@ export function AgentsView() {
 
 function SpawnForm() {
   const [name, setName] = useState("");
-  const [backend, setBackend] = useState<BackendDraft>({ type: "builtin", value: "echo" });
+  const [backend, setBackend] = useState<BackendDraft>(newDraft("builtin"));
   const [caps, setCaps] = useState("");
+  const [concurrency, setConcurrency] = useState("");
   const [project, setProject] = useState("");
   const [labels, setLabels] = useState("");
+  const [limits, setLimits] = useState<Record<string, string>>({});
+  const limit = (key: string) => (v: string) => setLimits({ ...limits, [key]: v });
   return (
     <CreateForm
       open="Spawn agent"
@@ -122,8 +128,10 @@ function SpawnForm() {
           name: name.trim(),
           backend: backendInput(backend),
           capabilities: parseList(caps),
+          maxConcurrentTasks: concurrency.trim() ? Number(concurrency) : null,
           project: project.trim() || null,
           labels: parseLabels(labels),
+          limits: limitsInput(limits),
         };
         const d = await gql<{ spawnAgent: { id: string } }>(`mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }`, { input });
         navigate(`/agents/${encodeURIComponent(d.spawnAgent.id)}`);
@@ -132,8 +140,13 @@ function SpawnForm() {
       <Field label="Name" value={name} onInput={setName} required />
       <BackendFields draft={backend} onChange={setBackend} />
       <Field label="Capabilities (comma-separated)" value={caps} onInput={setCaps} />
+      <Field label="Max concurrent tasks" type="number" min={1} value={concurrency} onInput={setConcurrency} placeholder="1" />
       <Field label="Project" value={project} onInput={setProject} placeholder="default" />
       <Field label="Labels (key=value, …)" value={labels} onInput={setLabels} />
+      <Field label="Memory limit (MiB)" type="number" min={1} value={limits.memoryMiB ?? ""} onInput={limit("memoryMiB")} />
+      <Field label="CPU time limit (s)" type="number" min={1} value={limits.cpuSeconds ?? ""} onInput={limit("cpuSeconds")} />
+      <Field label="Open files limit" type="number" min={1} value={limits.openFiles ?? ""} onInput={limit("openFiles")} />
+      <Field label="CPU cores (cgroup)" value={limits.cpuCores ?? ""} onInput={limit("cpuCores")} placeholder="0.5" />
     </CreateForm>
   );
 }
@@ -338,6 +351,7 @@ function Checkpoints({ agent, onRollback }: { agent: Agent; onRollback: (a: Agen
 interface TaskRow {
   id: string;
   state: string;
+  capability: string | null;
   attempts: number;
   createdAt: string;
   finishedAt: string | null;
@@ -345,9 +359,10 @@ interface TaskRow {
 }
 
 function AgentTasks({ id }: { id: string }) {
-  const tasks = useQuery<{ tasks: { nodes: TaskRow[]; totalCount: number } }>(`query($a: ID!) { tasks(agentId: $a, first: 20) { nodes { id state attempts createdAt finishedAt error } totalCount } }`, { a: id });
+  const tasks = useQuery<{ tasks: { nodes: TaskRow[]; totalCount: number } }>(`query($a: ID!) { tasks(agentId: $a, first: 20) { nodes { id state capability attempts createdAt finishedAt error } totalCount } }`, { a: id });
   useRefreshOn(() => void tasks.refetch(), ["TASK_"], undefined, 1000);
   const rows = tasks.data?.tasks.nodes ?? [];
+  const shorts = shortIds(rows.map((t) => t.id));
   return (
     <Section title={`Tasks (${tasks.data?.tasks.totalCount ?? "…"})`} actions={<a href={`/tasks?agent=${encodeURIComponent(id)}`}>All its tasks</a>}>
       <ErrorBox error={tasks.error} />
@@ -368,8 +383,10 @@ function AgentTasks({ id }: { id: string }) {
           <tbody>
             {rows.map((t) => (
               <tr key={t.id}>
-                <td class="mono">
-                  <a href={`/tasks/${encodeURIComponent(t.id)}`}>{t.id.slice(0, 8)}</a>
+                <td>
+                  <a href={`/tasks/${encodeURIComponent(t.id)}`} title={t.id}>
+                    {taskLabel(t, shorts.get(t.id)!)}
+                  </a>
                 </td>
                 <td>
                   <Status state={t.state} />

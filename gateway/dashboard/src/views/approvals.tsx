@@ -4,7 +4,7 @@
 // the model the refusal as the call's result. Kept current by `approvalUpdates`.
 import { useState } from "preact/hooks";
 import { approve, reject, useApprovals, type Approval } from "../lib/approvals";
-import { useAgentNames } from "../lib/names";
+import { shortIds, useAgentNames } from "../lib/names";
 import { showArguments } from "../lib/transcript";
 import { canAct } from "../lib/session";
 import { Time } from "../components/time";
@@ -68,8 +68,8 @@ export function ApprovalsView() {
                 <div>
                   <dt>Task</dt>
                   <dd>
-                    <a class="mono" href={`/tasks/${encodeURIComponent(a.taskId)}`}>
-                      {a.taskId.split("@")[0].slice(0, 8)}
+                    <a class="mono" href={`/tasks/${encodeURIComponent(a.taskId)}`} title={a.taskId}>
+                      {shortIds([a.taskId], 8).get(a.taskId)}
                     </a>{" "}
                     <span class="muted">model call {a.step}</span>
                   </dd>

@@ -1,6 +1,7 @@
 // The live event stream: kind and subject filters in the query string, newest first, rows
 // that never move under the reader (new ones wait behind a pill while scrolled or paused),
-// and "load older" for what came before.
+// and "load older" for what came before. It opens on the newest page of the log, read at the
+// seq the live stream then starts after, so the two meet with no gap and no overlap.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { gql, type ApiError } from "../lib/gql";
 import { useEvents } from "../lib/hooks";
@@ -32,6 +33,35 @@ export function summary(events: TroupeEvent[]): string {
   return `${events.length} events, seq ${lo}–${hi}`;
 }
 
+/** Rows newest first, each seq once, at most `keep` (the newest). */
+export function mergeNewestFirst(a: TroupeEvent[], b: TroupeEvent[], keep: number): TroupeEvent[] {
+  const seen = new Set<number>();
+  const out: TroupeEvent[] = [];
+  for (const e of [...a, ...b].sort((x, y) => y.seq - x.seq)) {
+    if (seen.has(e.seq)) continue;
+    seen.add(e.seq);
+    out.push(e);
+  }
+  return out.slice(0, keep);
+}
+
+/**
+ * The page of matching events just before `before`, stepping back through the log 1,000 at a
+ * time until `want` match or it begins; `exhausted` once nothing older is kept.
+ */
+async function olderPage(before: number, kinds: string[], subject: string, want: number): Promise<{ found: TroupeEvent[]; exhausted: boolean }> {
+  const found: TroupeEvent[] = [];
+  while (found.length < want && before > 1) {
+    const after = Math.max(0, before - 1 - 1000);
+    const d = await gql<{ events: TroupeEvent[] }>(`query($after: Int64, $first: Int) { events(after: $after, first: $first) { ${EVENT_FIELDS} } }`, { after, first: 1000 });
+    const page = d.events.map(normalise).filter((e) => e.seq < before && matches(e, kinds, subject));
+    found.unshift(...page);
+    before = after + 1;
+    if (after === 0) break;
+  }
+  return { found: found.reverse(), exhausted: before <= 1 };
+}
+
 export function EventsView() {
   const kinds = (query.value.get("kinds") ?? "").split(",").map((k) => k.trim().toUpperCase()).filter(Boolean);
   const subject = query.value.get("subject") ?? "";
@@ -42,41 +72,62 @@ export function EventsView() {
   const reading = useRef(false);
   const list = useRef<HTMLDivElement>(null);
 
+  /** The seq the live stream starts after: the newest when the view (or its filter) opened. */
+  const [start, setStart] = useState<number | null>(null);
+  const [loaded, setLoaded] = useState(false);
+  const generation = useRef(0);
+
   useEffect(() => {
+    const mine = ++generation.current;
     setRows([]);
     setWaiting([]);
     setExhausted(false);
+    setLoaded(false);
+    setStart(null);
+    void (async () => {
+      try {
+        const last = Number((await gql<{ node: { lastSeq: number | string } }>("{ node { lastSeq } }")).node.lastSeq);
+        if (mine !== generation.current) return;
+        setStart(last);
+        const { found, exhausted } = await olderPage(last + 1, kinds, subject, OLDER);
+        if (mine !== generation.current) return;
+        setRows((r) => mergeNewestFirst(r, found, KEEP));
+        setExhausted(exhausted);
+        setError(null);
+      } catch (e) {
+        if (mine === generation.current) setError(e as ApiError);
+      } finally {
+        if (mine === generation.current) setLoaded(true);
+      }
+    })();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [kinds.join(","), subject]);
 
-  useEvents((batch) => {
-    const fresh = batch.filter((e) => matches(e, kinds, subject)).reverse();
-    if (!fresh.length) return;
-    const scrolled = (list.current?.querySelector(".grid-body")?.scrollTop ?? 0) > 0;
-    if (reading.current || scrolled) setWaiting((w) => [...fresh, ...w].slice(0, KEEP));
-    else setRows((r) => [...fresh, ...r].slice(0, KEEP));
-  });
+  useEvents(
+    (batch) => {
+      const fresh = batch.filter((e) => matches(e, kinds, subject));
+      if (!fresh.length) return;
+      const scrolled = (list.current?.querySelector(".grid-body")?.scrollTop ?? 0) > 0;
+      if (reading.current || scrolled) setWaiting((w) => mergeNewestFirst(fresh, w, KEEP));
+      else setRows((r) => mergeNewestFirst(fresh, r, KEEP));
+    },
+    undefined,
+    start ?? undefined,
+    start === null,
+  );
 
   const showWaiting = () => {
-    setRows((r) => [...waiting, ...r].slice(0, KEEP));
+    setRows((r) => mergeNewestFirst(waiting, r, KEEP));
     setWaiting([]);
     list.current?.querySelector(".grid-body")?.scrollTo({ top: 0 });
   };
 
   const loadOlder = async () => {
     try {
-      let before = rows.length ? rows[rows.length - 1].seq : Number((await gql<{ node: { lastSeq: number } }>("{ node { lastSeq } }")).node.lastSeq) + 1;
-      const found: TroupeEvent[] = [];
-      // Step back through the log until a page's worth matches the filters or it begins.
-      while (found.length < OLDER && before > 1) {
-        const after = Math.max(0, before - 1 - 1000);
-        const d = await gql<{ events: TroupeEvent[] }>(`query($after: Int64, $first: Int) { events(after: $after, first: $first) { ${EVENT_FIELDS} } }`, { after, first: 1000 });
-        const page = d.events.map(normalise).filter((e) => e.seq < before && matches(e, kinds, subject));
-        found.unshift(...page);
-        before = after + 1;
-        if (after === 0) break;
-      }
-      if (before <= 1) setExhausted(true);
-      setRows((r) => [...r, ...found.reverse()].slice(0, KEEP + OLDER));
+      const before = rows.length ? rows[rows.length - 1].seq : (start ?? Number((await gql<{ node: { lastSeq: number } }>("{ node { lastSeq } }")).node.lastSeq)) + 1;
+      const { found, exhausted } = await olderPage(before, kinds, subject, OLDER);
+      if (exhausted) setExhausted(true);
+      setRows((r) => mergeNewestFirst(r, found, KEEP + OLDER));
       setError(null);
     } catch (e) {
       const err = e as ApiError;
@@ -101,7 +152,7 @@ export function EventsView() {
           label="Events, newest first"
           rows={rows}
           rowKey={(e) => String(e.seq)}
-          empty="No event yet: this list fills as the cluster's events happen. Load older ones below."
+          empty={loaded ? "No event matches: this list fills as the cluster's events happen." : "Loading the newest events…"}
           columns={[
             { title: "Seq", width: "80px", cell: (e) => e.seq },
             { title: "When", width: "130px", cell: (e) => <Time at={e.at} /> },

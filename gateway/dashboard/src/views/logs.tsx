@@ -1,6 +1,7 @@
 // An exec or process agent's log pane on its page: its last lines, then each new one as it
 // is written, stderr marked by a label as well as colour. It follows the end while the reader
 // is there; scrolled up, the new lines wait below behind a pill.
+import { shortIds } from "../lib/names";
 import { useLayoutEffect, useRef, useState } from "preact/hooks";
 import { useAgentLog, KEEP_LINES, type LogLine } from "../lib/logs";
 import { absolute } from "../lib/format";
@@ -83,7 +84,7 @@ function Line({ line: l }: { line: LogLine }) {
       <span class="log-text">{l.line}</span>
       {l.taskId ? (
         <a class="log-task" href={`/tasks/${encodeURIComponent(l.taskId)}`} title={`written by task ${l.taskId}`}>
-          {l.taskId.slice(0, 8)}
+          {shortIds([l.taskId], 8).get(l.taskId)}
         </a>
       ) : null}
     </div>

@@ -12,7 +12,10 @@ import { Time } from "../components/time";
 import { Action } from "../components/actions";
 import { Pending, EntityPage } from "../components/entity";
 import { ErrorBox, KeyValues, Loading, Page, Section } from "../components/page";
-import { BackendFields, Choice, CreateForm, Field, Json, TextArea, backendInput, parseJson, parseList, type BackendDraft } from "../components/forms";
+import { Choice, CreateForm, Field, Json, TextArea, parseJson, parseList } from "../components/forms";
+import { BackendFields } from "../components/backend";
+import { shortIds } from "../lib/names";
+import { backendInput, newDraft, type BackendDraft } from "../lib/backend";
 import { canAct } from "../lib/session";
 import { Timeline } from "./agents";
 
@@ -95,7 +98,7 @@ function CreateSwarm() {
   const [topology, setTopology] = useState("HIERARCHICAL");
   const [strategy, setStrategy] = useState("ONE_FOR_ONE");
   const [count, setCount] = useState("3");
-  const [backend, setBackend] = useState<BackendDraft>({ type: "builtin", value: "echo" });
+  const [backend, setBackend] = useState<BackendDraft>(newDraft("builtin"));
   const [caps, setCaps] = useState("");
   return (
     <CreateForm
@@ -346,6 +349,7 @@ function SwarmTasks({ swarm }: { swarm: Swarm }) {
   const [mode, setMode] = useState("SINGLE");
   const [k, setK] = useState("3");
   const [aggregate, setAggregate] = useState("MAJORITY");
+  const shorts = shortIds(swarm.tasks.flatMap((t) => [t.id, ...t.subtasks]));
   return (
     <Section
       title="Tasks"
@@ -389,7 +393,9 @@ function SwarmTasks({ swarm }: { swarm: Swarm }) {
           <tbody>
             {swarm.tasks.map((t) => (
               <tr key={t.id}>
-                <td class="mono">{t.id.slice(0, 8)}</td>
+                <td class="mono" title={t.id}>
+                  {shorts.get(t.id)}
+                </td>
                 <td>
                   {t.mode}
                   {t.topology ? ` (${t.topology})` : ""}
@@ -399,8 +405,8 @@ function SwarmTasks({ swarm }: { swarm: Swarm }) {
                 </td>
                 <td>
                   {t.subtasks.map((st) => (
-                    <a key={st} class="mono" href={`/tasks/${encodeURIComponent(st)}`}>
-                      {st.slice(0, 8)}{" "}
+                    <a key={st} class="mono" href={`/tasks/${encodeURIComponent(st)}`} title={st}>
+                      {shorts.get(st)}{" "}
                     </a>
                   ))}
                 </td>

@@ -8,6 +8,7 @@ import { useLive } from "../lib/hooks";
 import { usePaged, useLiveList } from "../lib/paging";
 import { navigate, query, setQuery } from "../lib/router";
 import { duration } from "../lib/format";
+import { shortIds, taskLabel, useAgentNames } from "../lib/names";
 import { Grid } from "../components/grid";
 import { Status } from "../components/status";
 import { Time } from "../components/time";
@@ -43,7 +44,8 @@ const DLQ = `query($first: Int, $after: String) {
   deadLetters(first: $first, after: $after) { nodes { ${ROW} } pageInfo { hasNextPage endCursor } totalCount missingNodes }
 }`;
 
-const short = (id: string) => id.split("@")[0].slice(0, 8);
+/** One id's short form away from any list: its last 8 characters. */
+const short = (id: string) => shortIds([id], 8).get(id)!;
 
 export function TasksView() {
   const q = query.value;
@@ -53,10 +55,31 @@ export function TasksView() {
   const list = usePaged<TaskRow>(dlq ? DLQ : LIST, dlq ? {} : { state, agentId: agent }, (d) => (dlq ? d.deadLetters : d.tasks), PAGE);
   const reading = useRef(false);
   const live = useLiveList(list, ["TASK_"], reading, PAGE);
+  const shorts = shortIds(list.rows.map((t) => t.id));
+  const agents = useAgentNames(list.rows.flatMap((t) => (t.agentId ? [t.agentId] : [])));
   const columns = [
-    { title: "Task", width: "110px", cell: (t: TaskRow) => <a class="mono" href={`/tasks/${encodeURIComponent(t.id)}`}>{short(t.id)}</a> },
+    {
+      title: "Task",
+      width: "minmax(140px, 1fr)",
+      cell: (t: TaskRow) => (
+        <a href={`/tasks/${encodeURIComponent(t.id)}`} title={t.id}>
+          {taskLabel(t, shorts.get(t.id) ?? short(t.id), agents)}
+        </a>
+      ),
+    },
     { title: "State", width: "150px", cell: (t: TaskRow) => <Status state={t.state} /> },
-    { title: "Agent", width: "minmax(120px, 1fr)", cell: (t: TaskRow) => (t.agentId ? <a class="mono" href={`/agents/${encodeURIComponent(t.agentId)}`}>{t.agentId}</a> : "—") },
+    {
+      title: "Agent",
+      width: "minmax(120px, 1fr)",
+      cell: (t: TaskRow) =>
+        t.agentId ? (
+          <a href={`/agents/${encodeURIComponent(t.agentId)}`} title={t.agentId}>
+            {agents[t.agentId] ?? t.agentId}
+          </a>
+        ) : (
+          "—"
+        ),
+    },
     { title: "Capability", width: "110px", cell: (t: TaskRow) => t.capability ?? "—" },
     { title: "Attempts", width: "80px", cell: (t: TaskRow) => `${t.attempts} / ${t.maxAttempts}` },
     { title: "Progress", width: "110px", cell: (t: TaskRow) => <Progress task={t} compact /> },
@@ -67,7 +90,7 @@ export function TasksView() {
     columns.push({
       title: "Requeue",
       width: "100px",
-      cell: (t: TaskRow) => <Action label="Requeue" done={`Task ${short(t.id)} queued again`} run={async () => void (await gql(`mutation($id: ID!) { requeueTask(id: $id) { id } }`, { id: t.id }), list.reload())} />,
+      cell: (t: TaskRow) => <Action label="Requeue" done={`Task ${taskLabel(t, short(t.id))} queued again`} run={async () => void (await gql(`mutation($id: ID!) { requeueTask(id: $id) { id } }`, { id: t.id }), list.reload())} />,
     });
 
   return (
@@ -198,7 +221,7 @@ export function TaskView({ params }: { params: Record<string, string> }) {
     <Page
       title={
         <>
-          Task <span class="mono">{short(t.id)}</span> <Status state={t.state} />
+          Task <span title={t.id}>{taskLabel(t, short(t.id))}</span> <Status state={t.state} />
         </>
       }
       actions={
@@ -283,6 +306,7 @@ interface Dep {
   id: string;
   state: string;
   dependsOn: string[];
+  capability?: string | null;
 }
 
 /** Loads the tasks `root` depends on, and theirs, up to `depth` levels. */
@@ -292,7 +316,7 @@ async function dependencies(root: Dep, depth = 4): Promise<Map<string, Dep>> {
   for (let level = 0; level < depth && frontier.length; level++) {
     const wanted = [...new Set(frontier)].filter((id) => !known.has(id)).slice(0, 50);
     if (!wanted.length) break;
-    const q = `query(${wanted.map((_, i) => `$i${i}: ID!`).join(", ")}) { ${wanted.map((_, i) => `t${i}: task(id: $i${i}) { id state dependsOn }`).join(" ")} }`;
+    const q = `query(${wanted.map((_, i) => `$i${i}: ID!`).join(", ")}) { ${wanted.map((_, i) => `t${i}: task(id: $i${i}) { id state dependsOn capability }`).join(" ")} }`;
     const vars = Object.fromEntries(wanted.map((id, i) => [`i${i}`, id]));
     const d = await gql<Record<string, Dep | null>>(q, vars);
     frontier = [];
@@ -338,6 +362,7 @@ function DependencyGraph({ root }: { root: Task }) {
   if (!tasks) return <Loading what="dependencies" />;
   const all = new Map(tasks).set(root.id, root);
   const nodes = layoutDependencies(root.id, all);
+  const shorts = shortIds(nodes.map((n) => n.id));
   const at = new Map(nodes.map((n) => [n.id, n]));
   const W = 170;
   const H = 46;
@@ -359,8 +384,9 @@ function DependencyGraph({ root }: { root: Task }) {
             return (
               <a key={n.id} href={`/tasks/${encodeURIComponent(n.id)}`}>
                 <rect class={`node tone-${t.state === "SUCCEEDED" ? "ok" : "idle"}`} x={n.x * W} y={n.y * H} width={140} height={36} rx={6} />
+                <title>{n.id}</title>
                 <text x={n.x * W + 8} y={n.y * H + 15}>
-                  {short(n.id)}
+                  {taskLabel(t, shorts.get(n.id) ?? short(n.id)).slice(0, 22)}
                 </text>
                 <text x={n.x * W + 8} y={n.y * H + 30}>
                   {t.state}
@@ -373,7 +399,10 @@ function DependencyGraph({ root }: { root: Task }) {
           <ul>
             {edges.map(([from, to]) => (
               <li key={`${from}>${to}`}>
-                <a href={`/tasks/${encodeURIComponent(from)}`}>{short(from)}</a> ({all.get(from)?.state}) must succeed before {short(to)} ({all.get(to)?.state})
+                <a href={`/tasks/${encodeURIComponent(from)}`} title={from}>
+                  {taskLabel(all.get(from) ?? {}, shorts.get(from) ?? short(from))}
+                </a>{" "}
+                ({all.get(from)?.state}) must succeed before {taskLabel(all.get(to) ?? {}, shorts.get(to) ?? short(to))} ({all.get(to)?.state})
               </li>
             ))}
           </ul>

@@ -1,33 +1,24 @@
 // The live supervision tree: every supervisor, service, agent, swarm coordinator and member,
 // host driver and VM of a node (this one, or `?node=` any member), as its supervisors
-// themselves describe it. A child that
-// restarts flashes; agents carry their controls.
+// themselves describe it. A child that restarts flashes; agents carry their controls. What is
+// deeper than one query may reach (a sub-team's members) is shown collapsed and read when
+// opened (lib/subtree.ts).
 import { useEffect, useRef, useState } from "preact/hooks";
-import { gql } from "../lib/gql";
+import { gql, type ApiError } from "../lib/gql";
 import { useEvents, useQuery } from "../lib/hooks";
+import { useAgentNames } from "../lib/names";
+import { EDGE_QUERY, edgeChildren, edgeSource, isEdge, type Child, type Supervisor, type SwarmRecord } from "../lib/subtree";
 import { Status } from "../components/status";
 import { Action } from "../components/actions";
 import { ErrorBox, Loading, Page, Section } from "../components/page";
 import { nodeName } from "../lib/session";
 import { query, setQuery } from "../lib/router";
 
-export interface Child {
-  id: string;
-  kind: string;
-  state: string;
-  restarts: number;
-  owner: string;
-  supervisor?: Supervisor | null;
-}
+export type { Child, Supervisor } from "../lib/subtree";
 
-export interface Supervisor {
-  name: string;
-  strategy: string;
-  intensity?: { maxRestarts: number; windowMs: number } | null;
-  children: Child[];
-}
-
-// The gateway allows 12 levels of nesting: five levels of supervisors below the root.
+// The gateway allows 12 levels of selection: supervisionTree (1) › children (2) › supervisor
+// (3) › children (4) … the fourth supervisor's children are at 10 and their fields at 11, so
+// a fifth supervisor (11) can only say its name and strategy (12): an edge, opened on demand.
 const LEAF = "id kind state restarts owner";
 const TREE = `query($node: String) {
   cluster { members { name state } }
@@ -49,7 +40,7 @@ interface HostVms {
 
 /** Every child's restart count by id, to see which restarted since the last look. */
 export function restartCounts(s: Supervisor, into = new Map<string, number>()): Map<string, number> {
-  for (const c of s.children) {
+  for (const c of s.children ?? []) {
     into.set(c.id, c.restarts);
     if (c.supervisor) restartCounts(c.supervisor, into);
   }
@@ -64,6 +55,7 @@ export function TreeView() {
   const [flashing, setFlashing] = useState<Set<string>>(new Set());
   const previous = useRef<Map<string, number>>(new Map());
   const timer = useRef<ReturnType<typeof setTimeout> | null>(null);
+  const names = useAgentNames(tree.data ? agentIds(tree.data.supervisionTree) : []);
 
   const flash = (ids: string[]) => {
     if (!ids.length) return;
@@ -116,8 +108,8 @@ export function TreeView() {
             A child that restarts flashes. Restart intensity of the root: {root.intensity ? `${root.intensity.maxRestarts} in ${root.intensity.windowMs} ms` : "none"}.
           </p>
           <ul class="tree" role="tree" aria-label="Supervision tree" onKeyDown={treeKeys}>
-            {withVms(root, tree.data?.hosts ?? []).children.map((c, i) => (
-              <Node key={c.id} child={c} flashing={flashing} first={i === 0} />
+            {(withVms(root, tree.data?.hosts ?? []).children ?? []).map((c, i) => (
+              <Node key={c.id} child={c} path={[c]} ctx={{ flashing, names, version: tree.data }} first={i === 0} />
             ))}
           </ul>
         </Section>
@@ -126,12 +118,21 @@ export function TreeView() {
   );
 }
 
+/** The ids of the agents in the tree, to name them. */
+export function agentIds(s: Supervisor, into: string[] = []): string[] {
+  for (const c of s.children ?? []) {
+    if (c.kind === "AGENT") into.push(c.id);
+    if (c.supervisor) agentIds(c.supervisor, into);
+  }
+  return into;
+}
+
 /** A host driver's VMs are its children in the tree (the driver runs them). */
 export function withVms(s: Supervisor, hosts: HostVms[]): Supervisor {
   const byId = new Map(hosts.map((h) => [h.id, h]));
   return {
     ...s,
-    children: s.children.map((c) => {
+    children: s.children?.map((c) => {
       if (c.supervisor) return { ...c, supervisor: withVms(c.supervisor, hosts) };
       const host = c.kind === "HOST" ? byId.get(c.id) : undefined;
       if (!host) return c;
@@ -141,12 +142,23 @@ export function withVms(s: Supervisor, hosts: HostVms[]): Supervisor {
   };
 }
 
-/** Arrow keys move between the tree's items (WAI-ARIA tree pattern, all expanded). */
+/**
+ * Arrow keys move between the tree's visible items (WAI-ARIA tree pattern); Right opens a
+ * collapsed item, Left closes an open one that can close.
+ */
 function treeKeys(e: KeyboardEvent) {
   const items = [...(e.currentTarget as HTMLElement).querySelectorAll<HTMLElement>('[role="treeitem"]')];
   const at = items.indexOf(document.activeElement as HTMLElement);
+  if (at < 0) return;
+  const toggle = items[at].querySelector<HTMLButtonElement>(":scope > .tree-label > .tree-toggle");
+  const expanded = items[at].getAttribute("aria-expanded");
+  if ((e.key === "ArrowRight" && expanded === "false") || (e.key === "ArrowLeft" && expanded === "true" && toggle)) {
+    e.preventDefault();
+    toggle?.click();
+    return;
+  }
   const to = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: items.length - 1 }[e.key];
-  if (to === undefined || at < 0) return;
+  if (to === undefined) return;
   e.preventDefault();
   const next = items[Math.max(0, Math.min(items.length - 1, to))];
   for (const i of items) i.tabIndex = -1;
@@ -170,38 +182,108 @@ function link(c: Child): string | null {
   }
 }
 
-function Node({ child, flashing, first }: { child: Child; flashing: Set<string>; first?: boolean }) {
+interface TreeContext {
+  flashing: Set<string>;
+  names: Record<string, string>;
+  /** The tree's latest answer: an open edge reads its subtree again when it changes. */
+  version: unknown;
+}
+
+/** A named agent or swarm by its name (the id in its tooltip), anything else by its id. */
+function label(c: Child, names: Record<string, string>): string {
+  // A swarm's supervisor says its name: "swarm <name> (<id>)".
+  const swarm = c.kind === "SWARM" ? /^swarm (.*) \(/.exec(c.supervisor?.name ?? "")?.[1] : undefined;
+  const name = c.name ?? swarm ?? (c.kind === "AGENT" ? names[c.id] : undefined);
+  return name && name !== c.id ? name : c.id;
+}
+
+function Node({ child, path, ctx, first }: { child: Child; path: Child[]; ctx: TreeContext; first?: boolean }) {
   const href = link(child);
   const sup = child.supervisor;
+  const edge = isEdge(child);
+  const [open, setOpen] = useState(false);
+  const text = label(child, ctx.names);
   return (
-    <li role="treeitem" tabIndex={first ? 0 : -1} aria-expanded={sup ? true : undefined} aria-label={`${child.kind} ${child.id} ${child.state}, ${child.restarts} restarts`}>
-      <span class={`tree-label${flashing.has(child.id) ? " flash" : ""}`}>
+    <li
+      role="treeitem"
+      tabIndex={first ? 0 : -1}
+      aria-expanded={sup ? (edge ? open : true) : undefined}
+      aria-label={`${child.kind} ${child.id} ${child.state}, ${child.restarts} restarts`}
+    >
+      <span class={`tree-label${ctx.flashing.has(child.id) ? " flash" : ""}`}>
+        {edge ? (
+          <button type="button" class="btn tree-toggle" tabIndex={-1} aria-label={`${open ? "Hide" : "Show"} what ${child.id} supervises`} onClick={() => setOpen(!open)}>
+            {open ? "▾" : "▸"}
+          </button>
+        ) : null}
         <span class="muted">{child.kind.toLowerCase()}</span>
-        {href ? <a href={href}>{child.id}</a> : <strong>{child.id}</strong>}
+        {href ? (
+          <a href={href} title={child.id}>
+            {text}
+          </a>
+        ) : (
+          <strong title={child.id}>{text}</strong>
+        )}
         <Status state={child.state} />
         <span class="muted">
           {child.restarts} restart{child.restarts === 1 ? "" : "s"}
           {sup ? ` · ${sup.strategy.toLowerCase()}` : ""}
         </span>
-        {child.kind === "AGENT" ? <AgentControls id={child.id} state={child.state} /> : null}
+        {child.kind === "AGENT" ? <AgentControls id={child.id} name={text} state={child.state} /> : null}
       </span>
-      {sup && sup.children?.length ? (
-        <ul role="group">
-          {sup.children.map((c) => (
-            <Node key={c.id} child={c} flashing={flashing} />
-          ))}
-        </ul>
+      {edge ? (
+        open ? <EdgeChildren path={path} ctx={ctx} /> : null
+      ) : sup && sup.children?.length ? (
+        <Children children={sup.children} path={path} ctx={ctx} />
       ) : null}
     </li>
   );
 }
 
-function AgentControls({ id, state }: { id: string; state: string }) {
+function Children({ children, path, ctx }: { children: Child[]; path: Child[]; ctx: TreeContext }) {
+  return (
+    <ul role="group">
+      {children.map((c) => (
+        <Node key={c.id} child={c} path={[...path, c]} ctx={ctx} />
+      ))}
+    </ul>
+  );
+}
+
+/** An edge's subtree, read from its swarm's record when opened and again as the tree changes. */
+function EdgeChildren({ path, ctx }: { path: Child[]; ctx: TreeContext }) {
+  const source = edgeSource(path);
+  const [children, setChildren] = useState<Child[] | null>(null);
+  const [error, setError] = useState<ApiError | null>(null);
+  useEffect(() => {
+    if (!source) return;
+    let live = true;
+    gql<{ swarm: SwarmRecord | null }>(EDGE_QUERY, { id: source.swarm }).then(
+      (d) => {
+        if (!live) return;
+        setChildren(d.swarm ? edgeChildren(source, d.swarm) : []);
+        setError(null);
+      },
+      (e) => live && setError(e as ApiError),
+    );
+    return () => {
+      live = false;
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [source?.swarm, source?.part, ctx.version]);
+  if (!source) return <p class="muted tree-note">Deeper than one query may reach (the gateway allows 12 levels); not shown.</p>;
+  if (error) return <ErrorBox error={error} />;
+  if (!children) return <p class="muted tree-note">Loading…</p>;
+  if (!children.length) return <p class="muted tree-note">Nothing under it.</p>;
+  return <Children children={children} path={path} ctx={ctx} />;
+}
+
+function AgentControls({ id, name, state }: { id: string; name: string; state: string }) {
   const call = (m: string) => () => gql(`mutation($id: ID!) { ${m}(id: $id) { id state } }`, { id });
   return (
     <span class="row">
-      <Action label="Restart" run={call("restartAgent")} confirm={id} consequence="Its tasks go back to the queue, not charged." done={`Restarting ${id}`} />
-      {state === "PAUSED" ? <Action label="Resume" run={call("resumeAgent")} done={`Resumed ${id}`} /> : <Action label="Pause" run={call("pauseAgent")} done={`Paused ${id}`} />}
+      <Action label="Restart" run={call("restartAgent")} confirm={name} consequence="Its tasks go back to the queue, not charged." done={`Restarting ${name}`} />
+      {state === "PAUSED" ? <Action label="Resume" run={call("resumeAgent")} done={`Resumed ${name}`} /> : <Action label="Pause" run={call("pauseAgent")} done={`Paused ${name}`} />}
     </span>
   );
 }
