@@ -34,6 +34,7 @@ pub const VIEWS: &[&str] = &[
     "/vms/{id}",
     "/events",
     "/approvals",
+    "/alerts",
 ];
 
 /// Scripts, styles, images and connections (HTTP and WebSocket) from this origin only; no

@@ -3,14 +3,16 @@
 // the node's history on a fresh load, crash an agent and see it restart in
 // the tree, pause and resume, create a VM and migrate it, create a swarm, approve an LLM
 // agent's held tool call from the approvals inbox and read its task's transcript, follow an
-// exec agent's log, restart the gateway
+// exec agent's log, send a test alert through a working and a broken channel, restart the gateway
 // and see the event stream resume with nothing missing, a viewer sees no controls, and
 // axe-core finds no serious violation on any view. Screenshots of each view go to
 // target/dashboard-e2e/.
 //
 //   node e2e/run.mjs            (TROUPE_BIN: the troupe binary, default target/debug/troupe)
 import { createRequire } from "node:module";
-import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Node, browser, fakeLlm, outDir, until } from "./harness.mjs";
 
@@ -19,8 +21,46 @@ const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 const SHOTS = outDir("dashboard-e2e");
 const TIMEOUT = 30_000;
 
+// Alert channels for the alerts view: a webhook to this receiver (it answers 200 and keeps
+// what it got) and one to a port nothing listens on (taken from the OS, then closed), so a
+// delivery fails; retried after 100 ms, then given up on.
+const received = [];
+const receiver = createServer((req, res) => {
+  let body = "";
+  req.on("data", (d) => (body += d));
+  req.on("end", () => {
+    received.push({ url: req.url, body });
+    res.end("ok");
+  });
+});
+const listen = (server) => new Promise((r) => server.listen(0, "127.0.0.1", () => r(server.address().port)));
+const receiverPort = await listen(receiver);
+const closed = createServer();
+const closedPort = await listen(closed);
+await new Promise((r) => closed.close(r));
+const configDir = mkdtempSync(join(tmpdir(), "troupe-e2e-config-"));
+const config = join(configDir, "alerts.toml");
+writeFileSync(
+  config,
+  `[[alert_channels]]
+name = "e2e-hook"
+kind = "webhook"
+url = "http://127.0.0.1:${receiverPort}/alerts"
+
+[[alert_channels]]
+name = "e2e-broken"
+kind = "webhook"
+url = "http://127.0.0.1:${closedPort}/alerts"
+
+[[alert_rules]]
+name = "e2e-hosts"
+kinds = ["HOST_FAILED"]
+channels = ["e2e-hook"]
+`,
+);
+
 // History sampled each 200 ms (10 s by default) so the overview's charts have some within the run.
-const node = new Node(["--fault-injection", "--simulated-hosts", "2", "--history-interval-ms", "200"]);
+const node = new Node(["--fault-injection", "--simulated-hosts", "2", "--history-interval-ms", "200", "--config", config, "--alert-retry-ms", "100,100"]);
 const results = [];
 let failed = 0;
 
@@ -372,6 +412,30 @@ try {
     await shot(page, "agent-log");
   });
 
+  await step("alerts: a test through the working channel is DELIVERED, through the broken one FAILED with its error", async () => {
+    await open(page, "/alerts");
+    const channels = page.getByRole("table", { name: "Alert channels" });
+    const deliveries = page.getByRole("table", { name: "Alert deliveries, newest first" });
+    const channel = (name) => channels.getByRole("row").filter({ hasText: name });
+    await page.getByRole("table", { name: "Alert rules" }).getByText("e2e-hosts").waitFor({ timeout: TIMEOUT });
+    await channel("e2e-hook").getByRole("button", { name: "Send test" }).click();
+    await channel("e2e-hook").getByRole("status").getByText("DELIVERED").waitFor({ timeout: TIMEOUT });
+    await deliveries.getByRole("row").filter({ hasText: "A test of the alert channel e2e-hook" }).filter({ hasText: "DELIVERED" }).first().waitFor({ timeout: TIMEOUT });
+    if (!received.some((r) => r.url === "/alerts")) throw new Error("the receiver got no test notice");
+    await channel("e2e-broken").getByRole("button", { name: "Send test" }).click();
+    const failedRow = deliveries.getByRole("row").filter({ hasText: "A test of the alert channel e2e-broken" }).filter({ hasText: "FAILED" }).first();
+    await failedRow.waitFor({ timeout: TIMEOUT });
+    await failedRow.getByText("no answer").waitFor({ timeout: TIMEOUT });
+    // The filter keeps only the failed ones, and the overview links to them.
+    await page.getByLabel("Outcome").selectOption("FAILED");
+    await page.waitForURL(/outcome=FAILED/, { timeout: TIMEOUT });
+    await until("only failed deliveries listed", async () => (await deliveries.locator("tbody tr").count()) > 0 && (await deliveries.locator("tbody tr:not([data-outcome=FAILED])").count()) === 0);
+    await shot(page, "alerts");
+    await open(page, "/");
+    await page.getByRole("link", { name: /alert deliver(y|ies) failed/ }).click();
+    await page.waitForURL(/\/alerts\?outcome=FAILED/, { timeout: TIMEOUT });
+  });
+
   await step("events: restart the gateway, the stream resumes with nothing missing and nothing twice", async () => {
     await page.goto(`${node.url}/events`);
     await page.getByRole("grid", { name: /Events/ }).waitFor({ timeout: TIMEOUT });
@@ -411,6 +475,9 @@ try {
     await vp.goto(`${node.url}/tree`);
     await vp.getByRole("tree").waitFor({ timeout: TIMEOUT });
     if (await vp.getByRole("button", { name: "Restart", exact: true }).count()) throw new Error("a viewer is shown Restart in the tree");
+    await vp.goto(`${node.url}/alerts`);
+    await vp.getByRole("table", { name: "Alert channels" }).waitFor({ timeout: TIMEOUT });
+    if (await vp.getByRole("button", { name: "Send test" }).count()) throw new Error("a viewer is shown Send test on the alerts view");
     await viewer.close();
   });
 
@@ -428,6 +495,7 @@ try {
     ["vm", `/vms/${encodeURIComponent(ids.vm ?? "none")}`],
     ["events", "/events"],
     ["approvals", "/approvals"],
+    ["alerts", "/alerts"],
     ["llm-task", `/tasks/${encodeURIComponent(ids.llmTask ?? "none")}`],
     ["exec-agent", `/agents/${encodeURIComponent(ids.execAgent ?? "none")}`],
   ];
@@ -462,6 +530,8 @@ try {
   await llm?.stop();
   if (failed) console.log(`\nnode log (tail):\n${node.log.slice(-3000)}`);
   await node.remove();
+  receiver.close();
+  rmSync(configDir, { recursive: true, force: true });
 }
 
 console.log(`\n${results.join("\n")}\n\n${results.filter((r) => r.startsWith("ok")).length} passed, ${failed} failed; screenshots in ${SHOTS}`);

@@ -16,6 +16,7 @@ import { HostsView } from "./views/hosts";
 import { VmsView, VmView } from "./views/vms";
 import { EventsView } from "./views/events";
 import { ApprovalsView } from "./views/approvals";
+import { AlertsView } from "./views/alerts";
 import { useApprovals } from "./lib/approvals";
 
 type Params = Record<string, string>;
@@ -28,6 +29,7 @@ export const ROUTES: [string, ComponentType<{ params: Params }>][] = [
   ["/tasks", TasksView],
   ["/tasks/:id", TaskView],
   ["/approvals", ApprovalsView],
+  ["/alerts", AlertsView],
   ["/swarms", SwarmsView],
   ["/swarms/:id", SwarmView],
   ["/hosts", HostsView],
@@ -42,6 +44,7 @@ const NAV: [string, string][] = [
   ["/agents", "Agents"],
   ["/tasks", "Tasks"],
   ["/approvals", "Approvals"],
+  ["/alerts", "Alerts"],
   ["/swarms", "Swarms"],
   ["/hosts", "Hosts"],
   ["/vms", "VMs"],

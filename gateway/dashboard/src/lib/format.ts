@@ -66,7 +66,7 @@ const TONES: [Tone, string[]][] = [
   ["bad", ["FAILED", "DEAD", "DOWN", "UNREACHABLE", "CRASHED", "OPEN", "ERROR", "LOST", "ABORTED"]],
   ["warn", ["SUSPECT", "DEGRADED", "RETRYING", "PAUSED", "DRAINING", "MIGRATING", "HALF_OPEN", "MAINTENANCE", "STARTING", "STOPPING", "PENDING", "RESTARTING", "BACKOFF", "CANCELLED"]],
   ["running", ["RUNNING", "ACTIVE", "BUSY", "LEADER"]],
-  ["ok", ["SUCCEEDED", "UP", "HEALTHY", "CLOSED", "READY", "COMPLETED", "PASSED", "IDLE"]],
+  ["ok", ["SUCCEEDED", "UP", "HEALTHY", "CLOSED", "READY", "COMPLETED", "PASSED", "IDLE", "DELIVERED"]],
 ];
 
 /** The tone of a state; what is not known (DEFINED, STOPPED, QUEUED, LEFT…) is idle grey. */

@@ -21,6 +21,9 @@ export const nodeName = signal<string>("");
 /** Operators and admins see controls; viewers see none. */
 export const canAct = computed(() => role.value === "OPERATOR" || role.value === "ADMIN");
 
+/** What needs an admin (a test alert through a channel) is shown to admins only. */
+export const isAdmin = computed(() => role.value === "ADMIN");
+
 export function setToken(value: string): void {
   token.value = value;
   try {

@@ -4,6 +4,7 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { gql } from "../lib/gql";
 import { useEvents, useQuery, useRefreshOn } from "../lib/hooks";
 import { EVENT_FIELDS, normalise, type TroupeEvent } from "../lib/cursor";
+import { FAILED_COUNT, failedLine } from "../lib/alerts";
 import { ALERT_KINDS, HISTORY_QUERY, mergeHistory, TaskRates, type HistorySample } from "../lib/metrics";
 import { humanise } from "../lib/format";
 import { Chart } from "../components/chart";
@@ -139,6 +140,7 @@ export function Overview() {
 
   return (
     <Page title="Overview">
+      <FailedDeliveries />
       <Section title="Cluster">
         <ErrorBox error={cluster.error} />
         {!cl ? (
@@ -252,6 +254,21 @@ export function Overview() {
         )}
       </Section>
     </Page>
+  );
+}
+
+/** "N alert deliveries failed", a link to them; nothing while none has. */
+function FailedDeliveries() {
+  const failed = useQuery<{ alertDeliveries: { id: string }[] }>(FAILED_COUNT);
+  useRefreshOn(() => void failed.refetch(), ["ALERT_DELIVERY_FAILED"], undefined, 1000);
+  const line = failedLine(failed.data?.alertDeliveries.length ?? 0);
+  if (!line) return null;
+  return (
+    <p class="overview-alerts">
+      <a href="/alerts?outcome=FAILED">
+        <Status state="FAILED" label={line} />
+      </a>
+    </p>
   );
 }
 
