@@ -198,23 +198,7 @@ struct Made {
 async fn submit(api: &Api, hook: &Hook, payload: Value, key: Option<&str>) -> Result<Made, ApiError> {
     match &hook.target {
         HookTarget::Capability(capability) => {
-            let request = SubmitTaskRequest {
-                agent_id: None,
-                capability: Some(capability.clone()),
-                payload,
-                priority: None,
-                max_attempts: None,
-                timeout_ms: None,
-                depends_on: Vec::new(),
-                deadline: None,
-                not_before: None,
-                retry: None,
-                capabilities: Vec::new(),
-                min_proficiency: None,
-                strategy: None,
-                budget: None,
-                session: None,
-            };
+            let request = SubmitTaskRequest::to_capability(capability.clone(), payload);
             let before = chrono::Utc::now();
             let task = api.tasks().submit(request, key.map(str::to_owned)).await?;
             // A replayed answer is a task made before this request came.

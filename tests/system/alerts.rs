@@ -406,3 +406,66 @@ async fn a_rule_made_through_graphql_alerts_at_once_and_a_test_alert_goes_out() 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_only_the_leader_notifies_and_every_member_lists_the_deliveries() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("hook.log");
+    let (_hook, port) = receiver(&log, 0).await?;
+    let config = dir.path().join("troupe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[alert_channels]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n\n\
+             [[alert_rules]]\nname = \"given-up\"\nkinds = [\"AGENT_ALERT\"]\nseverity = \"critical\"\nchannels = [\"ops\"]\n"
+        ),
+    )?;
+    let with = |name: &str| NodeOpts::named(name).arg("--config", config.display());
+    let (alpha, beta) = super::cluster::start_pair_of(with("alpha"), with("beta")).await?;
+    // Two agents given up on, one on each node: every member applies both events.
+    for (node, name) in [("alpha", "first"), ("beta", "second")] {
+        let exits = json!({
+            "name": name,
+            "node": node,
+            "backend": { "process": { "command": ["/bin/sh", "-c", "exit 3"] } },
+            "restartLimit": { "maxRestarts": 1, "windowMs": 600000 },
+        });
+        let _ = alpha
+            .gql(
+                "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }",
+                json!({ "input": exits }),
+            )
+            .await?;
+    }
+    let seen = wait_lines(&log, "both alerts", |seen| {
+        let has = |name: &str| {
+            seen.iter().any(|l| {
+                l["body"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(&format!("agent {name} "))
+            })
+        };
+        has("first") && has("second")
+    })
+    .await?;
+    // Once each: the follower did not send its own.
+    ensure!(seen.len() == 2, "{} requests for two alerts: {seen:?}", seen.len());
+    // The deliveries are replicated: the follower lists what the leader sent.
+    let q = "{ alertDeliveries { summary outcome } }";
+    let deadline = Deadline::after(WAIT, "both members to list both deliveries as DELIVERED");
+    loop {
+        let (a, b) = (alpha.gql_ok(q, json!({})).await?, beta.gql_ok(q, json!({})).await?);
+        let delivered = |v: &Value| {
+            v["alertDeliveries"]
+                .as_array()
+                .is_some_and(|d| d.len() == 2 && d.iter().all(|x| x["outcome"] == "DELIVERED"))
+        };
+        if delivered(&a) && delivered(&b) {
+            break;
+        }
+        deadline.tick(&format!("{a} {b}")).await?;
+    }
+    ensure!(lines(&log).len() == 2, "still two requests: {:?}", lines(&log));
+    Ok(())
+}
