@@ -267,7 +267,7 @@ impl AlertsMutation {
     /// Deletes a rule made through the API; whether there was one.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn delete_alert_rule(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<bool> {
-        Ok(ctx.data::<Api>()?.alerting().delete_rule(&name).await.gql()?)
+        ctx.data::<Api>()?.alerting().delete_rule(&name).await.gql()
     }
 
     /// Sends a test notice through the channel now, once; answers how it went (recorded
