@@ -377,7 +377,8 @@ pub(crate) async fn run(alerting: Alerting) {
             tokio::select! {
                 led = lead(&alerting) => {
                     if let Err(e) = led {
-                        tracing::warn!(error = %e, "the alert notifier stopped; it starts again");
+                        tracing::warn!(error = %e, "the alert notifier stopped; it starts again in a second");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
                 () = lost => tracing::info!("this node no longer leads: another member notifies"),
