@@ -61,12 +61,19 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     }
     router
         .route("/assets/{*file}", get(asset))
+        // Browsers ask for /favicon.ico whatever the page says: the same icon.
+        .route("/favicon.ico", get(favicon))
+        .route("/favicon.svg", get(favicon))
         .route("/graphiql", get(graphiql))
         .route("/graphiql/{*file}", get(graphiql_file))
 }
 
 async fn app(headers: HeaderMap) -> Response {
     serve("index.html", &headers, REVALIDATE, Some(APP_CSP))
+}
+
+async fn favicon(headers: HeaderMap) -> Response {
+    serve("favicon.svg", &headers, REVALIDATE, None)
 }
 
 async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {

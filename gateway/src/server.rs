@@ -100,7 +100,7 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
         ));
     let http = Router::new()
         .merge(crate::dashboard::routes())
-        .route("/graphql", get(graphql).post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
@@ -141,6 +141,27 @@ fn refused(r: &Refusal) -> Response {
     };
     let body = json!({ "data": null, "errors": [{ "message": r.message(), "extensions": { "code": r.code() } }] });
     (status, Json(body)).into_response()
+}
+
+/// `GET /graphql` takes the operation in `?query=` (and `?variables=`); without one (a
+/// browser opening the URL) it says how to ask instead of answering a parser error.
+async fn graphql_get(
+    State(s): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    req: GraphQLRequest<error::Unreadable>,
+) -> Response {
+    let asks = uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.strip_prefix("query=").is_some_and(|v| !v.is_empty()))
+    });
+    if !asks {
+        let message = "GET /graphql takes the operation in ?query=… (and ?variables=… as JSON); or POST a JSON body {\"query\": …}; or open /graphiql in a browser";
+        let body =
+            json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": "INVALID_INPUT" } }] });
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    graphql(State(s), headers, req).await
 }
 
 async fn graphql(

@@ -264,3 +264,38 @@ async fn a_mutation_repeated_with_its_idempotency_key_acts_once_and_answers_the_
     super::support::expect_code(&node.gql(cancel, json!({ "id": id, "key": "c-1" })).await?, "CONFLICT")?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_graphql_without_a_query_says_how_to_ask_and_the_favicon_is_served() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let http = reqwest::Client::new();
+    // A browser opening /graphql: how to ask, not a parser error (and before any token).
+    let bare = http.get(format!("http://{}/graphql", node.addr)).send().await?;
+    ensure!(bare.status() == 400, "{}", bare.status());
+    let body: serde_json::Value = bare.json().await?;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    ensure!(
+        body["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
+            && message.contains("?query=")
+            && message.contains("/graphiql"),
+        "{body}"
+    );
+    // With a query it answers as before.
+    let asked = http
+        .get(format!(
+            "http://{}/graphql?query=%7B%20node%20%7B%20name%20%7D%20%7D",
+            node.addr
+        ))
+        .bearer_auth(&node.token)
+        .send()
+        .await?;
+    let body: serde_json::Value = asked.json().await?;
+    ensure!(body["data"]["node"]["name"] == "solo", "{body}");
+    // The icon browsers ask for by themselves.
+    for path in ["/favicon.ico", "/favicon.svg"] {
+        let icon = http.get(format!("http://{}{path}", node.addr)).send().await?;
+        ensure!(icon.status() == 200, "{path}: {}", icon.status());
+        ensure!(icon.headers()["content-type"] == "image/svg+xml", "{path}");
+    }
+    Ok(())
+}
