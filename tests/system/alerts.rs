@@ -111,7 +111,7 @@ async fn a_crash_loop_reaches_a_webhook_slack_and_email_once_with_its_count() ->
 [[alert_channels]]
 name = "ops"
 kind = "webhook"
-url = "http://127.0.0.1:{hook_port}/alerts"
+url = "http://127.0.0.1:{hook_port}/alerts?token=abc123"
 secret_file = "{secret_file}"
 
 [[alert_channels]]
@@ -158,6 +158,15 @@ group_interval_ms = 3000
     ensure!(
         rules["alertChannels"][0]["signed"] == true && rules["alertChannels"][1]["kind"] == "slack",
         "{rules}"
+    );
+    // What a viewer reads of the channels holds no secret: no query string, no Slack path.
+    let viewer = node.create_token("viewer").await?;
+    let shown = node
+        .gql_ok_as(&viewer, "{ alertChannels { target } }", json!({}))
+        .await?;
+    ensure!(
+        !shown.to_string().contains("abc123") && !shown.to_string().contains("XYZ"),
+        "{shown}"
     );
 
     // A process agent that exits before it is ready: its supervisor tries twice more, then

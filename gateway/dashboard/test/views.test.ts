@@ -77,7 +77,8 @@ describe("tree view", () => {
   });
   it("hangs each host's VMs under its driver", () => {
     const t = withVms(tree, [{ id: "h1", name: "host-1", node: "n", vms: [{ id: "v1", name: "vm-1", state: "RUNNING" }] }]);
-    expect(t.children![1].supervisor?.children?.map((c) => [c.id, c.kind])).toEqual([["v1", "VM"]]);
+    expect(t.children![1].supervisor?.children?.map((c) => [c.id, c.kind, c.name])).toEqual([["v1", "VM", "vm-1"]]);
+    expect(t.children![1].name).toBe("host-1");
     expect(t.children![0].supervisor?.children?.[0].id).toBe("a1");
   });
 });

@@ -109,8 +109,8 @@ pub struct AlertChannel {
     pub name: String,
     /// webhook, slack or email.
     pub kind: String,
-    /// Where it delivers: a webhook's URL, Slack's host only (its URL is the secret), an
-    /// email channel's recipients.
+    /// Where it delivers: a webhook's URL without its query string, Slack's host only (its
+    /// URL is the secret), an email channel's recipients.
     pub target: String,
     /// Whether webhook deliveries are signed.
     pub signed: bool,
@@ -177,7 +177,11 @@ impl AlertsQuery {
             .iter()
             .map(|c| {
                 let (target, signed) = match &c.kind {
-                    ChannelKind::Webhook { url, secret } => (url.clone(), secret.is_some()),
+                    // A query string may carry a receiver's token: not shown.
+                    ChannelKind::Webhook { url, secret } => match url.split_once('?') {
+                        Some((base, _)) => (format!("{base}?…"), secret.is_some()),
+                        None => (url.clone(), secret.is_some()),
+                    },
                     ChannelKind::Slack { url } => {
                         let host = url.split('/').nth(2).unwrap_or_default();
                         (format!("{host} (Slack)"), false)

@@ -127,7 +127,7 @@ export function agentIds(s: Supervisor, into: string[] = []): string[] {
   return into;
 }
 
-/** A host driver's VMs are its children in the tree (the driver runs them). */
+/** A host driver's VMs are its children in the tree (the driver runs them); both by name. */
 export function withVms(s: Supervisor, hosts: HostVms[]): Supervisor {
   const byId = new Map(hosts.map((h) => [h.id, h]));
   return {
@@ -136,8 +136,8 @@ export function withVms(s: Supervisor, hosts: HostVms[]): Supervisor {
       if (c.supervisor) return { ...c, supervisor: withVms(c.supervisor, hosts) };
       const host = c.kind === "HOST" ? byId.get(c.id) : undefined;
       if (!host) return c;
-      const vms: Child[] = host.vms.map((v) => ({ id: v.id, kind: "VM", state: v.state, restarts: 0, owner: c.id }));
-      return { ...c, supervisor: { name: host.name, strategy: "ONE_FOR_ONE", children: vms } };
+      const vms: Child[] = host.vms.map((v) => ({ id: v.id, name: v.name, kind: "VM", state: v.state, restarts: 0, owner: c.id }));
+      return { ...c, name: host.name, supervisor: { name: host.name, strategy: "ONE_FOR_ONE", children: vms } };
     }),
   };
 }
