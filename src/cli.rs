@@ -1,19 +1,22 @@
 //! The command line that speaks to a node's GraphQL API, as a client does: `troupe agents`
 //! (and stop, start, restart), `tasks`, `swarms`, `hosts`, `vms`, `approvals`, `alerts`,
-//! `submit`, `logs`, `events`. Tables for
-//! people, `-o json` for scripts. The node is `--url` (or `TROUPE_URL`), the token `--token`
-//! (or `TROUPE_TOKEN`, or the admin token in `--data-dir`).
+//! `submit`, `logs`, `events` (an operator's changes and decisions in `cli/act.rs`). Tables
+//! for people, `-o json` for scripts. The node is `--url` (or `TROUPE_URL`), the token
+//! `--token` (or `TROUPE_TOKEN`, or the admin token in `--data-dir`).
 //!
 //! Exit codes: 0 done; 1 the API refused (its code printed); 2 a usage error (clap's);
 //! 3 not found; 4 not allowed (no token, a bad one, a role too weak); 5 the node could not
 //! be reached.
 
+mod act;
 mod ws;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use act::{agents, alerts, approvals};
+pub use act::{AgentsHow, Alerts, Approvals};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use ws::follow;
@@ -50,50 +53,6 @@ pub enum List {
     },
     /// One, by id (or, for agents, swarms and hosts, by name).
     Get { id: String },
-}
-
-/// `troupe agents`: the reads, and the lifecycle changes an operator makes.
-#[derive(Subcommand, Clone)]
-pub enum AgentsHow {
-    #[command(flatten)]
-    Read(List),
-    /// Stop it: it takes no new tasks; running ones get the grace period, then go back to
-    /// the queue.
-    Stop { agent: String },
-    /// Start a stopped or failed agent.
-    Start { agent: String },
-    /// Stop it and start it again with its current spec.
-    Restart { agent: String },
-}
-
-/// `troupe alerts`: the deliveries of alerts, and a test through a channel.
-#[derive(Subcommand, Clone)]
-pub enum Alerts {
-    /// The newest deliveries (`--failed`: those that reached nobody).
-    List {
-        #[arg(long)]
-        failed: bool,
-        #[arg(long, default_value_t = 50)]
-        first: u32,
-    },
-    /// Send a test notice through a channel now, once.
-    Test { channel: String },
-}
-
-#[derive(Subcommand, Clone)]
-pub enum Approvals {
-    /// The tool calls waiting for an operator.
-    List,
-    Approve {
-        id: String,
-        #[arg(long)]
-        note: Option<String>,
-    },
-    Reject {
-        id: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
 }
 
 #[derive(Args, Clone)]
@@ -436,96 +395,6 @@ fn print(client: &Client, fields: &[&str], rows: &Value) {
         let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());
     }
-}
-
-async fn agents(client: &Client, how: AgentsHow) -> Done {
-    let (mutation, agent) = match how {
-        AgentsHow::Read(how) => return list_or_get(client, &AGENTS, how).await,
-        AgentsHow::Stop { agent } => ("stopAgent", agent),
-        AgentsHow::Start { agent } => ("startAgent", agent),
-        AgentsHow::Restart { agent } => ("restartAgent", agent),
-    };
-    let id = agent_id(client, &agent).await?;
-    let fields = AGENTS.fields.join(" ");
-    let query = format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ {fields} }} }}");
-    let data = ask(client, &query, json!({ "id": id })).await?;
-    print(client, AGENTS.fields, &json!([data[mutation]]));
-    Ok(())
-}
-
-async fn alerts(client: &Client, what: Alerts) -> Done {
-    let fields = [
-        "id",
-        "rule",
-        "channel",
-        "outcome",
-        "attempts",
-        "count",
-        "summary",
-        "lastError",
-    ];
-    let (query, variables, key) = match what {
-        Alerts::List { failed, first } => (
-            format!(
-                "query($outcome: AlertDeliveryOutcome, $first: Int) {{ alertDeliveries(outcome: $outcome, first: $first) {{ {} }} }}",
-                fields.join(" ")
-            ),
-            json!({ "outcome": failed.then_some("FAILED"), "first": first }),
-            "alertDeliveries",
-        ),
-        Alerts::Test { channel } => (
-            format!(
-                "mutation($channel: String!) {{ sendTestAlert(channel: $channel) {{ {} }} }}",
-                fields.join(" ")
-            ),
-            json!({ "channel": channel }),
-            "sendTestAlert",
-        ),
-    };
-    let data = ask(client, &query, variables).await?;
-    let rows = match &data[key] {
-        Value::Array(_) => data[key].clone(),
-        one => json!([one]),
-    };
-    print(client, &fields, &rows);
-    if key == "sendTestAlert" && rows[0]["outcome"] != "DELIVERED" {
-        return Err(Failure(1, "the test alert was not delivered".into()));
-    }
-    Ok(())
-}
-
-async fn approvals(client: &Client, what: Approvals) -> Done {
-    let fields = ["id", "tool", "agentId", "taskId", "reason", "state"];
-    let (query, variables, key) = match what {
-        Approvals::List => (
-            format!("{{ approvals {{ {} }} }}", fields.join(" ")),
-            json!({}),
-            "approvals",
-        ),
-        Approvals::Approve { id, note } => (
-            format!(
-                "mutation($id: ID!, $note: String) {{ approveCall(id: $id, note: $note) {{ {} }} }}",
-                fields.join(" ")
-            ),
-            json!({ "id": id, "note": note }),
-            "approveCall",
-        ),
-        Approvals::Reject { id, reason } => (
-            format!(
-                "mutation($id: ID!, $reason: String) {{ rejectCall(id: $id, reason: $reason) {{ {} }} }}",
-                fields.join(" ")
-            ),
-            json!({ "id": id, "reason": reason }),
-            "rejectCall",
-        ),
-    };
-    let data = ask(client, &query, variables).await?;
-    let rows = match &data[key] {
-        Value::Array(_) => data[key].clone(),
-        one => json!([one]),
-    };
-    print(client, &fields, &rows);
-    Ok(())
 }
 
 async fn submit(client: &Client, s: SubmitArgs) -> Done {

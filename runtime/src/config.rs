@@ -477,7 +477,7 @@ impl Config {
             raft_listen: args
                 .raft_listen
                 .unwrap_or_else(|| SocketAddr::new(cluster_listen.ip(), 0)),
-            advertise_host: advertised(args.advertise_host)?,
+            advertise_host: validate::advertised(args.advertise_host)?,
             join: args.join,
             voters: args.voters.unwrap_or(3),
             node_labels,
@@ -532,7 +532,7 @@ impl Config {
             llm_prices: validate::prices(&args.llm_prices)?,
             hooks: outside::hooks(args.hooks)?,
             alerts: outside::Alerts {
-                retry_delays: retry_delays(args.alert_retry_ms.as_deref())?,
+                retry_delays: outside::retry_delays(args.alert_retry_ms.as_deref())?,
                 ..outside::alerts(args.alert_channels, args.alert_rules)?
             },
         };
@@ -562,27 +562,6 @@ impl Config {
     }
 }
 
-/// `--advertise-host`, checked: a host name or an address, without a port.
-fn advertised(host: Option<String>) -> Result<Option<String>, ConfigError> {
-    let Some(host) = host.map(|h| h.trim().to_owned()) else {
-        return Ok(None);
-    };
-    let name = host.trim_start_matches('[').trim_end_matches(']');
-    let valid = name.parse::<std::net::IpAddr>().is_ok()
-        || (!name.is_empty()
-            && name.len() <= 253
-            && name
-                .split('.')
-                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
-    if !valid {
-        return Err(ConfigError::Invalid {
-            key: "advertise_host",
-            message: format!("{host:?} is not a host name or an IP address (give it without a port)"),
-        });
-    }
-    Ok(Some(name.to_owned()))
-}
-
 fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -596,27 +575,6 @@ fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
 
 pub mod outside;
 mod validate;
-
-/// `--alert-retry-ms`: the delays between a delivery's attempts.
-fn retry_delays(list: Option<&str>) -> Result<Vec<Duration>, ConfigError> {
-    let Some(list) = list else {
-        return Ok(outside::RETRY_DELAYS_MS
-            .iter()
-            .map(|ms| Duration::from_millis(*ms))
-            .collect());
-    };
-    list.split(',')
-        .map(|ms| {
-            ms.trim()
-                .parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|_| ConfigError::Invalid {
-                    key: "alert_retry_ms",
-                    message: format!("{ms:?} is not a number of milliseconds"),
-                })
-        })
-        .collect()
-}
 
 #[cfg(test)]
 mod tests;

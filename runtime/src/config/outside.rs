@@ -430,3 +430,21 @@ pub fn rule(r: RuleFile, channels: &[Channel]) -> Result<Rule, ConfigError> {
         group_interval,
     })
 }
+
+/// `--alert-retry-ms`: the delays between a delivery's attempts.
+pub(super) fn retry_delays(list: Option<&str>) -> Result<Vec<Duration>, ConfigError> {
+    let Some(list) = list else {
+        return Ok(RETRY_DELAYS_MS.iter().map(|ms| Duration::from_millis(*ms)).collect());
+    };
+    list.split(',')
+        .map(|ms| {
+            ms.trim()
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| ConfigError::Invalid {
+                    key: "alert_retry_ms",
+                    message: format!("{ms:?} is not a number of milliseconds"),
+                })
+        })
+        .collect()
+}

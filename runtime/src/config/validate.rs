@@ -132,3 +132,24 @@ pub(super) fn prices(pairs: &[String]) -> Result<std::collections::BTreeMap<Stri
     }
     Ok(table)
 }
+
+/// `--advertise-host`, checked: a host name or an address, without a port.
+pub(super) fn advertised(host: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(host) = host.map(|h| h.trim().to_owned()) else {
+        return Ok(None);
+    };
+    let name = host.trim_start_matches('[').trim_end_matches(']');
+    let valid = name.parse::<std::net::IpAddr>().is_ok()
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
+    if !valid {
+        return Err(ConfigError::Invalid {
+            key: "advertise_host",
+            message: format!("{host:?} is not a host name or an IP address (give it without a port)"),
+        });
+    }
+    Ok(Some(name.to_owned()))
+}
