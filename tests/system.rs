@@ -30,6 +30,7 @@ mod system {
     mod mcp;
     mod membership;
     mod messages;
+    mod names;
     mod partitions;
     mod races;
     mod recovery;

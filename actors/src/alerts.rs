@@ -232,85 +232,20 @@ impl Alerting {
 
     /// What an event's subject is called, and an agent's labels, from the store.
     async fn subject(&self, event: &Event) -> Subject {
-        let Some(id) = event.subject.clone() else {
-            return Subject::default();
-        };
-        let store = &self.store;
-        let id = id.as_str();
-        let read = |table| async move { store.get(table, id).await.ok().flatten() };
-        use troupe_runtime::codec::decode;
-        if let Some(bytes) = read(crate::tables::AGENTS).await {
-            if let Ok(spec) = decode::<crate::agent::AgentSpec>(&bytes) {
-                return Subject {
-                    name: Some(format!("agent {}", spec.name)),
-                    labels: spec.labels,
-                };
-            }
+        match crate::names::subject_of(&self.store, event).await {
+            Some(named) => Subject {
+                name: Some(named.phrase()),
+                labels: named.labels,
+            },
+            None => Subject::default(),
         }
-        let named = |name: String| Subject {
-            name: Some(name),
-            labels: Default::default(),
-        };
-        if let Some(spec) = read(crate::tables::HOSTS)
-            .await
-            .and_then(|b| decode::<crate::host::HostSpec>(&b).ok())
-        {
-            return named(format!("host {}", spec.name));
-        }
-        if let Some(spec) = read(crate::tables::VMS)
-            .await
-            .and_then(|b| decode::<crate::vm::VmSpec>(&b).ok())
-        {
-            return named(format!("VM {}", spec.name));
-        }
-        if let Some(spec) = read(crate::tables::SWARMS)
-            .await
-            .and_then(|b| decode::<crate::swarm::SwarmSpec>(&b).ok())
-        {
-            return named(format!("swarm {}", spec.name));
-        }
-        if let Some(spec) = read(crate::tables::TASKS)
-            .await
-            .and_then(|b| decode::<crate::task::TaskSpec>(&b).ok())
-        {
-            let what = spec.capability.clone().unwrap_or_else(|| "task".into());
-            let tail = &spec.id[spec.id.len().saturating_sub(6)..];
-            return named(format!("task {what} · {tail}"));
-        }
-        if event.kind.starts_with("MEMBER_") {
-            return named(format!("member {}", event.subject.as_deref().unwrap_or_default()));
-        }
-        Subject::default()
     }
 }
 
 /// A notice as a sentence: the subject by name, what happened, and why.
 pub fn summary(n: &Notice) -> String {
     let who = n.subject_name.clone().or_else(|| n.subject.clone());
-    let what = match n.kind.as_str() {
-        "AGENT_ALERT" => "was given up on".to_owned(),
-        "AGENT_FAILED" => "failed".to_owned(),
-        "AGENT_UNHEALTHY" => "is unhealthy".to_owned(),
-        "AGENT_UNRESPONSIVE" => "does not answer its watchdog".to_owned(),
-        "AGENT_BREAKER_OPENED" => "opened its circuit breaker".to_owned(),
-        "TASK_DEAD" => "is dead: out of attempts".to_owned(),
-        "HOST_DOWN" | "MEMBER_DOWN" => "is down".to_owned(),
-        "HOST_UNREACHABLE" => "is unreachable".to_owned(),
-        "MEMBER_SUSPECT" => "is suspect".to_owned(),
-        "SUPERVISOR_ESCALATED" => "escalated: too many restarts".to_owned(),
-        other => other.to_lowercase().replace('_', " "),
-    };
-    let why = ["reason", "error", "lastError", "message"]
-        .iter()
-        .find_map(|k| n.data.get(*k).and_then(|v| v.as_str()).map(str::to_owned));
-    let mut s = match who {
-        Some(who) => format!("{who} {what}"),
-        None => what,
-    };
-    if let Some(why) = why {
-        s.push_str(": ");
-        s.extend(why.chars().take(300));
-    }
+    let s = crate::names::sentence(&n.kind, who.as_deref(), &n.data);
     match n.status {
         Status::Resolved => format!("Resolved: {s}"),
         Status::Firing if n.count > 1 => format!(

@@ -27,6 +27,7 @@ pub mod ids;
 pub mod inflight;
 pub(crate) mod liveness;
 pub mod messaging;
+pub mod names;
 pub mod node;
 pub mod placement;
 pub mod scheduler;

@@ -7,6 +7,8 @@
 //! Each sample is read from the node's own metrics (the text `/metrics` serves) and
 //! `/proc/self/stat`, so it counts exactly what Prometheus would, and costs one render a tick.
 
+pub mod agents;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -60,16 +62,31 @@ struct Totals {
 /// The history: shared by the schema, fed by its own sampling task while the schema lives.
 pub struct History {
     samples: Mutex<VecDeque<Sample>>,
+    /// Each running agent's CPU and memory.
+    pub agents: agents::AgentHistory,
+    interval: Duration,
 }
 
 impl History {
-    /// Samples `metrics` every `interval` from now on, for as long as the history is held.
-    pub fn start(metrics: PrometheusHandle, interval: Duration) -> Arc<Self> {
-        let history = Arc::new(Self {
-            samples: Mutex::new(VecDeque::with_capacity(KEPT)),
-        });
-        tokio::spawn(sample(Arc::downgrade(&history), metrics, interval));
+    /// Samples `metrics`, and the agents `api` observes, every `interval` from now on, for
+    /// as long as the history is held.
+    pub fn start(metrics: PrometheusHandle, api: troupe_actors::Api, interval: Duration) -> Arc<Self> {
+        let history = Arc::new(Self::new(interval));
+        tokio::spawn(sample(Arc::downgrade(&history), metrics, Some(api), interval));
         history
+    }
+
+    fn new(interval: Duration) -> Self {
+        Self {
+            samples: Mutex::new(VecDeque::with_capacity(KEPT)),
+            agents: agents::AgentHistory::default(),
+            interval,
+        }
+    }
+
+    /// How far back the history reaches: [`KEPT`] samples.
+    fn window(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.interval * KEPT as u32).unwrap_or(chrono::Duration::hours(1))
     }
 
     /// The samples of the last `minutes`, oldest first.
@@ -89,13 +106,23 @@ impl History {
 }
 
 /// The sampling task: ends once the history is dropped (the gateway stopped).
-async fn sample(history: Weak<History>, metrics: PrometheusHandle, interval: Duration) {
+async fn sample(
+    history: Weak<History>,
+    metrics: PrometheusHandle,
+    api: Option<troupe_actors::Api>,
+    interval: Duration,
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut before: Option<(Totals, tokio::time::Instant)> = None;
     loop {
         ticks.tick().await;
         let Some(history) = history.upgrade() else { return };
+        if let Some(api) = &api {
+            let observed = api.agents().observed_everywhere().await;
+            let forget_before = troupe_runtime::clock::now() - history.window();
+            history.agents.record(observed, forget_before);
+        }
         let mut now = read(&metrics.render());
         let (cpu, rss) = troupe_actors::agent::own_usage().unwrap_or_default();
         now.cpu_seconds = cpu;
@@ -243,9 +270,7 @@ troupe_agents{state="failed"} 1
 
     #[tokio::test]
     async fn the_history_keeps_its_last_samples_and_stops_with_its_holder() {
-        let history = Arc::new(History {
-            samples: Mutex::new(VecDeque::new()),
-        });
+        let history = Arc::new(History::new(Duration::from_secs(10)));
         for _ in 0..KEPT + 5 {
             history.push(between(
                 &Totals::default(),
@@ -261,8 +286,11 @@ troupe_agents{state="failed"} 1
         let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()
             .handle();
-        let ended =
-            tokio::time::timeout(Duration::from_secs(60), sample(weak, handle, Duration::from_millis(10))).await;
+        let ended = tokio::time::timeout(
+            Duration::from_secs(60),
+            sample(weak, handle, None, Duration::from_millis(10)),
+        )
+        .await;
         assert!(ended.is_ok());
     }
 }

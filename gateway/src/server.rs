@@ -81,7 +81,7 @@ pub struct AppState {
 /// request over either limit is answered 408 or 503 at once); WebSockets live as long as
 /// they are used, bounded in number.
 pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router {
-    let history = crate::history::History::start(metrics.clone(), settings.history_interval);
+    let history = crate::history::History::start(metrics.clone(), api.clone(), settings.history_interval);
     let hooks_limit = crate::hooks::body_limit(&settings.hooks);
     let state = AppState {
         schema: schema::build(api.clone(), history),

@@ -63,8 +63,11 @@ async fn a_queued_task_says_what_it_waits_for_and_stops_saying_it_once_it_runs()
         .gql_ok(SUBMIT, json!({ "input": { "agentId": agent, "payload": { "n": 3 } } }))
         .await?["submitTask"]
         .clone();
-    let want = format!("agent {agent} takes no tasks now (paused, unhealthy or stopping)");
-    ensure!(aimed["waitingFor"] == want.as_str(), "{aimed}");
+    // By its name ("gated"), not its id.
+    ensure!(
+        aimed["waitingFor"] == "agent gated takes no tasks now (paused, unhealthy or stopping)",
+        "{aimed}"
+    );
     wait_reason(
         &node,
         &second,

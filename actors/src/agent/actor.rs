@@ -174,6 +174,7 @@ impl Actor for AgentActor {
         }
         self.reports.send_message(Report::Up {
             id: self.spec.id.clone(),
+            name: self.spec.name.clone(),
             capabilities: {
                 let mut all = self.spec.capabilities.clone();
                 all.extend(state.backend.capabilities());

@@ -150,7 +150,7 @@ impl Registry<'_> {
 
     async fn start(&self, handle: &Arc<AgentChild>) -> Result<(), ApiError> {
         if self.supervised(handle).await? {
-            return Err(ApiError::Conflict(format!("agent {} is already running", handle.id())));
+            return Err(ApiError::Conflict(format!("{} is already running", who(handle))));
         }
         self.set_desired(handle, Desired::Running).await?;
         self.launch(handle).await
@@ -177,7 +177,7 @@ impl Registry<'_> {
         let id = handle.id().to_owned();
         let supervised = self.supervised(handle).await?;
         if !supervised && matches!(handle.status().state, AgentState::Stopped | AgentState::Defined) {
-            return Err(ApiError::Conflict(format!("agent {id} is already stopped")));
+            return Err(ApiError::Conflict(format!("{} is already stopped", who(handle))));
         }
         // The wish first, durably: a crash from here on does not bring the agent back.
         self.set_desired(handle, Desired::Stopped).await?;
@@ -226,18 +226,18 @@ impl Registry<'_> {
     }
 
     async fn pause(&self, handle: &Arc<AgentChild>, paused: bool) -> Result<(), ApiError> {
-        let id = handle.id().to_owned();
         let actor = running(handle)?;
         let state = handle.status().state;
         match (paused, state) {
-            (true, AgentState::Paused) => return Err(ApiError::Conflict(format!("agent {id} is already paused"))),
+            (true, AgentState::Paused) => return Err(ApiError::Conflict(format!("{} is already paused", who(handle)))),
             (false, s) if s != AgentState::Paused => {
                 return Err(ApiError::Conflict(format!(
-                    "agent {id} is not paused (it is {})",
+                    "{} is not paused (it is {})",
+                    who(handle),
                     s.as_str()
                 )))
             }
-            (true, AgentState::Stopping) => return Err(ApiError::Conflict(format!("agent {id} is stopping"))),
+            (true, AgentState::Stopping) => return Err(ApiError::Conflict(format!("{} is stopping", who(handle)))),
             _ => {}
         }
         // The wish is durable first, so a restart of the agent keeps it paused.
@@ -384,4 +384,9 @@ pub(super) fn running(handle: &AgentChild) -> Result<ractor::ActorRef<AgentMsg>,
             handle.status().state.as_str()
         ))
     })
+}
+
+/// "agent reviewer": how an answer names the agent it is about.
+fn who(handle: &AgentChild) -> String {
+    format!("agent {}", handle.spec().name)
 }

@@ -115,6 +115,20 @@ impl Observed {
             .insert(peer.to_owned(), report);
     }
 
+    /// Every agent each peer last reported, with the time of that report.
+    pub fn of_peers(&self) -> Vec<(String, AgentLive)> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for report in peers.values() {
+            for (id, live) in &report.agents {
+                let mut live = live.clone();
+                live.seen_at = report.at;
+                out.push((id.clone(), live));
+            }
+        }
+        out
+    }
+
     /// The agent `id` as `peer` last reported it (its `seen_at` the time of that sample);
     /// `None` when no report of `peer` names it (not running there, or not heard yet).
     pub fn of_peer(&self, peer: &str, id: &str) -> Option<AgentLive> {

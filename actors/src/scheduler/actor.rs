@@ -57,6 +57,8 @@ pub enum SchedulerMsg {
     },
     AgentUp {
         id: String,
+        /// Its name, for the texts people read.
+        name: String,
         capabilities: Vec<String>,
         skills: crate::agent::Skills,
         max_concurrent: u32,
@@ -311,6 +313,7 @@ impl Actor for Scheduler {
             } => state.engine.progress(&task_id, attempt, &agent_id, fraction, note, now),
             SchedulerMsg::AgentUp {
                 id,
+                name,
                 capabilities,
                 skills,
                 max_concurrent,
@@ -320,6 +323,7 @@ impl Actor for Scheduler {
                 tracing::debug!(agent = %id, open, "agent registered");
                 let incarnation = actor.get_id().pid();
                 state.agents.insert(id.clone(), actor);
+                state.engine.name_agent(&id, &name);
                 let mut effects =
                     state
                         .engine

@@ -86,7 +86,7 @@ impl<'a> Admission<'a> {
             .transpose()?
         {
             None => Err(ApiError::NotFound(format!("no agent {agent}"))),
-            Some(a) if a.desired == Desired::Stopped => Err(ApiError::Conflict(format!("agent {agent} is stopped"))),
+            Some(a) if a.desired == Desired::Stopped => Err(ApiError::Conflict(format!("agent {} is stopped", a.name))),
             Some(_) => Ok(()),
         }
     }

@@ -140,6 +140,8 @@ pub struct Engine {
     progress_wakes: BTreeSet<(Instant, String)>,
     armed: Option<Instant>,
     agents: BTreeMap<String, Slot>,
+    /// Agents' names, for the texts people read ("agent reviewer is busy").
+    names: HashMap<String, String>,
     draining: bool,
     out: Vec<Effect>,
 }
@@ -182,6 +184,7 @@ impl Engine {
             progress_wakes: BTreeSet::new(),
             armed: None,
             agents: BTreeMap::new(),
+            names: HashMap::new(),
             draining: false,
             out: Vec::new(),
         }

@@ -34,6 +34,8 @@ pub enum Report {
     /// starts closed).
     Up {
         id: String,
+        /// Its name, for the texts people read.
+        name: String,
         capabilities: Vec<String>,
         skills: Skills,
         max_concurrent: u32,
@@ -77,6 +79,7 @@ impl From<Report> for SchedulerMsg {
         match report {
             Report::Up {
                 id,
+                name,
                 capabilities,
                 skills,
                 max_concurrent,
@@ -84,6 +87,7 @@ impl From<Report> for SchedulerMsg {
                 actor,
             } => SchedulerMsg::AgentUp {
                 id,
+                name,
                 capabilities,
                 skills,
                 max_concurrent,
@@ -140,6 +144,7 @@ impl TryFrom<SchedulerMsg> for Report {
         Ok(match msg {
             SchedulerMsg::AgentUp {
                 id,
+                name,
                 capabilities,
                 skills,
                 max_concurrent,
@@ -147,6 +152,7 @@ impl TryFrom<SchedulerMsg> for Report {
                 actor,
             } => Report::Up {
                 id,
+                name,
                 capabilities,
                 skills,
                 max_concurrent,

@@ -148,6 +148,7 @@ async fn with_an_agent(store: &Store) -> ActorRef<SchedulerMsg> {
 fn agent_up(actor: ActorRef<AgentMsg>) -> SchedulerMsg {
     SchedulerMsg::AgentUp {
         id: "a1".into(),
+        name: "echo-1".into(),
         capabilities: vec!["echo".into()],
         skills: Default::default(),
         max_concurrent: 2,

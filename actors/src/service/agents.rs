@@ -93,6 +93,14 @@ impl Agents {
         }
     }
 
+    /// Every running agent of the cluster as observed: this node's asked now, each peer's
+    /// from its last report (with when it was seen). Asks no peer.
+    pub async fn observed_everywhere(&self) -> Vec<(String, AgentLive)> {
+        let mut all = self.sample_local().await;
+        all.extend(self.observed.of_peers());
+        all
+    }
+
     /// Every agent this node runs, as each shows itself now (for the heartbeats).
     pub(crate) async fn sample_local(&self) -> Vec<(String, AgentLive)> {
         let running = self.slots.handles.running();

@@ -233,7 +233,7 @@ impl State {
             let teams = super::teams(&self.api.store, Some(&self.id)).await?;
             leaders.extend(teams.into_iter().map(|(_, _, leader)| leader));
         }
-        let plan = plan::members(&spec, &members, &leaders, |_| uuid::Uuid::now_v7().simple().to_string());
+        let plan = plan::members(&spec, &members, &leaders, |_| member_suffix());
         for req in plan.start {
             self.api.members.start(&self.id, req).await?;
         }
@@ -300,4 +300,11 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// A new member's name ends in five random hex digits, as a Kubernetes pod's does: short
+/// enough to read and say ("reviewer-7d4b9"), distinct among a swarm's members.
+fn member_suffix() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[id.len() - 5..].to_owned()
 }

@@ -325,6 +325,20 @@ impl Agent {
     async fn usage(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<live::AgentUsage>> {
         Ok(self.live(ctx).await?.and_then(|l| l.usage).map(live::AgentUsage))
     }
+    /// Its processes' CPU and memory over the last `minutes` (at most the hour or so the
+    /// node keeps), oldest first, one point each `history_interval_ms` as observed on the
+    /// node that runs it; empty for an agent that runs no process.
+    async fn usage_history(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 60)] minutes: i32,
+    ) -> async_graphql::Result<Vec<crate::history::agents::Point>> {
+        let minutes =
+            u32::try_from(minutes).map_err(|_| crate::error::coded("INVALID_INPUT", "minutes must not be negative"))?;
+        let from = troupe_runtime::clock::now() - chrono::Duration::minutes(i64::from(minutes));
+        let history = ctx.data::<std::sync::Arc<crate::history::History>>()?;
+        Ok(history.agents.of(&self.view.spec.id, from))
+    }
     /// The process groups running for it now (the whole group is paused, sampled and killed
     /// together); empty when it runs none.
     async fn process_groups(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Int64>> {

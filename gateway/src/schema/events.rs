@@ -4,6 +4,7 @@
 use async_graphql::{Context, Json, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
+use troupe_actors::names::Named;
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 use troupe_runtime::events::{Event as RtEvent, EventFilter};
@@ -16,7 +17,26 @@ use crate::error::OrGql;
 const DEFAULT_EVENTS: i32 = 100;
 const MAX_EVENTS: i32 = 1000;
 
-pub struct Event(pub std::sync::Arc<RtEvent>);
+pub struct Event(pub std::sync::Arc<RtEvent>, tokio::sync::OnceCell<Option<Named>>);
+
+impl From<std::sync::Arc<RtEvent>> for Event {
+    fn from(e: std::sync::Arc<RtEvent>) -> Self {
+        Event(e, tokio::sync::OnceCell::new())
+    }
+}
+
+impl Event {
+    /// Its subject's kind and name, read from the store once per event however many fields
+    /// ask.
+    async fn named(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<&Named>> {
+        let store = ctx.data::<Api>()?.store();
+        let named = self
+            .1
+            .get_or_init(|| troupe_actors::names::subject_of(store, &self.0))
+            .await;
+        Ok(named.as_ref())
+    }
+}
 
 #[Object]
 impl Event {
@@ -35,6 +55,29 @@ impl Event {
     }
     async fn data(&self) -> Option<Json<&serde_json::Value>> {
         (!self.0.data.is_null()).then_some(Json(&self.0.data))
+    }
+    /// The subject's name as people know it (an agent's, a swarm's, a host's, a VM's, a
+    /// member's node name, a task's "capability · short id"); null when it has no subject or
+    /// the subject is gone.
+    async fn subject_name(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        Ok(self.named(ctx).await?.map(|n| n.name.clone()))
+    }
+    /// AGENT, TASK, SWARM, HOST, VM or MEMBER, with `subjectName`.
+    async fn subject_kind(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<&'static str>> {
+        Ok(self.named(ctx).await?.map(|n| n.kind))
+    }
+    /// The event as a sentence: "agent reviewer failed: exit 1".
+    async fn text(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        let who = self
+            .named(ctx)
+            .await?
+            .map(Named::phrase)
+            .or_else(|| self.0.subject.clone());
+        Ok(troupe_actors::names::sentence(
+            &self.0.kind,
+            who.as_deref(),
+            &self.0.data,
+        ))
     }
 }
 
@@ -72,7 +115,10 @@ impl EventsQuery {
         let first = page_size(first, DEFAULT_EVENTS, MAX_EVENTS)?;
         let after = cursor(after)?.unwrap_or(0);
         let events = ctx.data::<Api>()?.events(after, kinds, first).await.gql()?;
-        Ok(events.into_iter().map(|e| Event(std::sync::Arc::new(e))).collect())
+        Ok(events
+            .into_iter()
+            .map(|e| Event::from(std::sync::Arc::new(e)))
+            .collect())
     }
 }
 
@@ -97,7 +143,7 @@ impl EventsSubscription {
         };
         Ok(api
             .subscribe(after, kinds_filter(kinds))
-            .map(|r| r.map(Event).map_err(|e| crate::error::api(e.into()))))
+            .map(|r| r.map(Event::from).map_err(|e| crate::error::api(e.into()))))
     }
 }
 

@@ -317,7 +317,7 @@ impl Injection {
     }
     /// The events about the target and the children it was expected to touch.
     async fn observed(&self) -> Vec<Event> {
-        self.0.observed.iter().cloned().map(Event).collect()
+        self.0.observed.iter().cloned().map(Event::from).collect()
     }
 }
 
@@ -362,7 +362,7 @@ impl RecoveryReport {
     }
     /// Restarts nobody predicted (a sibling under one_for_one, say).
     async fn unexpected(&self) -> Vec<Event> {
-        self.0.unexpected.iter().cloned().map(Event).collect()
+        self.0.unexpected.iter().cloned().map(Event::from).collect()
     }
 }
 

@@ -33,8 +33,8 @@ impl AgentActor {
             // The start crossed a pause or a graceful stop: it goes back unbegun (the
             // scheduler already knows the agent is closed, so it goes elsewhere or waits).
             let why = match state.paused {
-                true => format!("agent {} was paused before the task reached it", self.spec.id),
-                false => format!("agent {} was stopping before the task reached it", self.spec.id),
+                true => format!("agent {} was paused before the task reached it", self.spec.name),
+                false => format!("agent {} was stopping before the task reached it", self.spec.name),
             };
             tracing::info!(agent = %self.spec.id, task = %task_id, attempt, "{why}: handed back");
             let _ = self.reports.send_message(Report::Declined {

@@ -11,6 +11,18 @@ use crate::agent::Skills;
 use crate::task::TaskState;
 
 impl Engine {
+    /// What agent `id` is called, for the texts people read (errors, waiting reasons).
+    pub fn name_agent(&mut self, id: &str, name: &str) {
+        if !name.is_empty() {
+            self.names.insert(id.to_owned(), name.to_owned());
+        }
+    }
+
+    /// "agent reviewer", or "agent <id>" for one whose name it was not told.
+    pub(super) fn agent_phrase(&self, id: &str) -> String {
+        format!("agent {}", self.names.get(id).map_or(id, String::as_str))
+    }
+
     /// An agent (this incarnation of it) can take tasks. A different incarnation still on
     /// record died without saying so: what it held is settled first.
     pub fn agent_up(
@@ -126,7 +138,7 @@ impl Engine {
             self.delayed.retain(|(_, t)| *t != task);
             let mut status = entry.status;
             status.state = TaskState::Failed;
-            status.error = Some(format!("agent {id} was removed"));
+            status.error = Some(format!("{} was removed", self.agent_phrase(id)));
             status.finished_at = Some(now.wall);
             self.record(
                 &task,
@@ -137,6 +149,7 @@ impl Engine {
             );
             self.ended(&task, None, TaskState::Failed, now);
         }
+        self.names.remove(id);
         self.take()
     }
 }

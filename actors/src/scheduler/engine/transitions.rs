@@ -289,9 +289,9 @@ impl Engine {
         running.sort();
         for task in running {
             match &down {
-                Down::Stopped => self.requeue(&task, &format!("agent {id} was stopped"), now),
+                Down::Stopped => self.requeue(&task, &format!("{} was stopped", self.agent_phrase(id)), now),
                 Down::Failed(reason) => {
-                    self.attempt_failed(&task, format!("agent {id} went down: {reason}"), now);
+                    self.attempt_failed(&task, format!("{} went down: {reason}", self.agent_phrase(id)), now);
                 }
             }
         }

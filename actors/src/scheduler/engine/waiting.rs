@@ -44,13 +44,16 @@ impl Engine {
         }
         Some(match &entry.limits.want {
             Want::Agent(agent) => match self.agents.get(agent) {
-                None => format!("agent {agent} is not running"),
+                None => format!("{} is not running", self.agent_phrase(agent)),
                 Some(slot) => match self.blocked(agent, slot) {
-                    Some(Blocked::BreakerOpen) => format!("agent {agent} has its circuit breaker open"),
+                    Some(Blocked::BreakerOpen) => format!("{} has its circuit breaker open", self.agent_phrase(agent)),
                     Some(Blocked::Closed) => {
-                        format!("agent {agent} takes no tasks now (paused, unhealthy or stopping)")
+                        format!(
+                            "{} takes no tasks now (paused, unhealthy or stopping)",
+                            self.agent_phrase(agent)
+                        )
                     }
-                    Some(Blocked::Busy) | None => format!("agent {agent} is busy (every slot in use)"),
+                    Some(Blocked::Busy) | None => format!("{} is busy (every slot in use)", self.agent_phrase(agent)),
                 },
             },
             Want::Capability(key) => {

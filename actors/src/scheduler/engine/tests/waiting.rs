@@ -49,6 +49,34 @@ fn a_task_for_an_agent_that_is_not_running_says_so() {
 }
 
 #[test]
+fn the_texts_people_read_name_the_agent_not_its_id() {
+    let mut e = engine();
+    let now = now0();
+    let id = "01936f2a-0000-7000-8000-00000000a1b2";
+    e.name_agent(id, "reviewer");
+    e.agent_up(id, caps(&[]), 1, 7, now);
+    e.enqueue(
+        Limits::plain("t", Want::Agent(id.into()), Priority::Normal, 3),
+        TaskStatus::queued(),
+        now,
+    );
+    e.enqueue(
+        Limits::plain("u", Want::Agent(id.into()), Priority::Normal, 3),
+        TaskStatus::queued(),
+        now,
+    );
+    assert_eq!(
+        e.waiting_for("u", now).as_deref(),
+        Some("agent reviewer is busy (every slot in use)")
+    );
+    e.agent_down(id, 7, Down::Failed("exit 1".into()), now);
+    assert_eq!(
+        e.waiting_for("u", now).as_deref(),
+        Some("agent reviewer is not running")
+    );
+}
+
+#[test]
 fn dependencies_backoff_breakers_and_requirements_are_named() {
     let mut e = engine().with_breaker(BreakerPolicy {
         failures: 1,

@@ -1,0 +1,222 @@
+//! What people read instead of ids: an event's subject by its kind and name, read from the
+//! replicated store, and an event told as a sentence ("agent reviewer failed: exit 1"). The
+//! alert notices and GraphQL's `Event.text` say the same thing the same way.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use troupe_runtime::codec::decode;
+use troupe_runtime::events::Event;
+use troupe_runtime::store::Store;
+
+use crate::tables;
+
+/// An event's subject as a person knows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Named {
+    /// `AGENT`, `HOST`, `VM`, `SWARM`, `TASK` or `MEMBER`.
+    pub kind: &'static str,
+    /// Its name (a task's "capability · short id", a member's node name).
+    pub name: String,
+    /// An agent's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Named {
+    /// "agent reviewer", "VM web-1", "task triage · 3f9c1a".
+    pub fn phrase(&self) -> String {
+        let word = match self.kind {
+            "VM" => "VM".to_owned(),
+            other => other.to_lowercase(),
+        };
+        format!("{word} {}", self.name)
+    }
+}
+
+/// A task as people tell tasks apart: what it asks for and the end of its id, which (unlike
+/// a UUIDv7's start) differs between tasks made in the same minute.
+pub fn task_name(capability: Option<&str>, id: &str) -> String {
+    let tail = &id[id.len().saturating_sub(6)..];
+    format!("{} · {tail}", capability.unwrap_or("task"))
+}
+
+/// What the event's subject is called, from the store; `None` when it has no subject or is
+/// gone (the event then shows its id).
+pub async fn subject_of(store: &Store, event: &Event) -> Option<Named> {
+    let id = event.subject.as_deref()?;
+    let read = |table| async move { store.get(table, id).await.ok().flatten() };
+    let named = |kind, name| {
+        Some(Named {
+            kind,
+            name,
+            labels: BTreeMap::new(),
+        })
+    };
+    if event.kind.starts_with("MEMBER_") || event.kind == "LEADER_CHANGED" || event.kind == "NODE_FENCED" {
+        return named("MEMBER", id.to_owned());
+    }
+    if let Some(spec) = read(tables::AGENTS)
+        .await
+        .and_then(|b| decode::<crate::agent::AgentSpec>(&b).ok())
+    {
+        return Some(Named {
+            kind: "AGENT",
+            name: spec.name,
+            labels: spec.labels,
+        });
+    }
+    if let Some(spec) = read(tables::TASKS)
+        .await
+        .and_then(|b| decode::<crate::task::TaskSpec>(&b).ok())
+    {
+        return named("TASK", task_name(spec.capability.as_deref(), &spec.id));
+    }
+    if let Some(spec) = read(tables::SWARMS)
+        .await
+        .and_then(|b| decode::<crate::swarm::SwarmSpec>(&b).ok())
+    {
+        return named("SWARM", spec.name);
+    }
+    if let Some(spec) = read(tables::HOSTS)
+        .await
+        .and_then(|b| decode::<crate::host::HostSpec>(&b).ok())
+    {
+        return named("HOST", spec.name);
+    }
+    if let Some(spec) = read(tables::VMS)
+        .await
+        .and_then(|b| decode::<crate::vm::VmSpec>(&b).ok())
+    {
+        return named("VM", spec.name);
+    }
+    None
+}
+
+/// What happened, as the verb phrase after the subject ("failed", "was spawned").
+pub fn verb(kind: &str) -> String {
+    let fixed = match kind {
+        "AGENT_ALERT" => "was given up on",
+        "AGENT_FAILED" => "failed",
+        "AGENT_SPAWNED" => "was spawned",
+        "AGENT_DEFINED" => "was defined",
+        "AGENT_STARTING" => "is starting",
+        "AGENT_STARTED" => "started",
+        "AGENT_STOPPING" => "is stopping",
+        "AGENT_STOPPED" => "stopped",
+        "AGENT_REMOVED" => "was removed",
+        "AGENT_PAUSED" => "was paused",
+        "AGENT_RESUMED" => "was resumed",
+        "AGENT_UPDATED" => "was updated",
+        "AGENT_MOVED" => "moved",
+        "AGENT_HEALTHY" => "is healthy",
+        "AGENT_UNHEALTHY" => "is unhealthy",
+        "AGENT_UNRESPONSIVE" => "does not answer its watchdog",
+        "AGENT_RESPONSIVE" => "answers its watchdog again",
+        "AGENT_BREAKER_OPENED" => "opened its circuit breaker",
+        "AGENT_BREAKER_HALF_OPEN" => "half-opened its circuit breaker",
+        "AGENT_BREAKER_CLOSED" => "closed its circuit breaker",
+        "AGENT_CHECKPOINTED" => "saved a checkpoint",
+        "AGENT_ROLLED_BACK" => "was rolled back",
+        "TASK_QUEUED" => "was queued",
+        "TASK_WAITING" => "is waiting",
+        "TASK_STARTED" => "started",
+        "TASK_PROGRESS" => "made progress",
+        "TASK_STEP" => "took a step",
+        "TASK_SUCCEEDED" => "succeeded",
+        "TASK_FAILED" => "failed",
+        "TASK_RETRYING" => "is retrying",
+        "TASK_REQUEUED" => "was requeued",
+        "TASK_CANCELLED" => "was cancelled",
+        "TASK_EXPIRED" => "expired",
+        "TASK_DEAD" => "is dead: out of attempts",
+        "TASK_DEPENDENCY_FAILED" => "cannot run: a dependency failed",
+        "SWARM_CREATED" => "was created",
+        "SWARM_DESTROYED" => "was destroyed",
+        "SWARM_SCALED" => "was scaled",
+        "SWARM_DEGRADED" => "is degraded",
+        "SWARM_FAILED" => "failed",
+        "SWARM_MOVED" => "moved",
+        "HOST_ADDED" => "was added",
+        "HOST_REMOVED" => "was removed",
+        "HOST_UP" | "MEMBER_UP" => "is up",
+        "HOST_DOWN" | "MEMBER_DOWN" => "is down",
+        "HOST_UNREACHABLE" => "is unreachable",
+        "MEMBER_SUSPECT" => "is suspect",
+        "MEMBER_JOINED" => "joined",
+        "MEMBER_LEFT" => "left",
+        "LEADER_CHANGED" => "leads the cluster",
+        "VM_CREATED" => "was created",
+        "VM_STARTED" => "started",
+        "VM_DELETED" => "was deleted",
+        "VM_RESTARTED" => "was restarted",
+        "VM_EVACUATED" => "was evacuated",
+        "SUPERVISOR_ESCALATED" => "escalated: too many restarts",
+        _ => "",
+    };
+    if fixed.is_empty() {
+        kind.to_lowercase().replace('_', " ")
+    } else {
+        fixed.to_owned()
+    }
+}
+
+/// The event as a sentence: who, what happened, and why when its data says.
+pub fn sentence(kind: &str, who: Option<&str>, data: &Value) -> String {
+    let what = verb(kind);
+    let why = ["reason", "error", "lastError", "message"]
+        .iter()
+        .find_map(|k| data.get(*k).and_then(|v| v.as_str()));
+    let mut s = match who {
+        Some(who) => format!("{who} {what}"),
+        None => {
+            let mut what = what;
+            if let Some(first) = what.get(0..1) {
+                what.replace_range(0..1, &first.to_uppercase());
+            }
+            what
+        }
+    };
+    if let Some(why) = why {
+        s.push_str(": ");
+        s.extend(why.chars().take(300));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_event_reads_as_a_sentence_with_its_cause() {
+        let s = sentence("AGENT_FAILED", Some("agent reviewer"), &json!({ "error": "exit 1" }));
+        assert_eq!(s, "agent reviewer failed: exit 1");
+        assert_eq!(
+            sentence("TASK_DEAD", Some("task triage · 3f9c1a"), &Value::Null),
+            "task triage · 3f9c1a is dead: out of attempts"
+        );
+    }
+
+    #[test]
+    fn a_kind_without_a_phrase_and_without_a_subject_still_reads() {
+        assert_eq!(sentence("CLUSTER_RECOVERED", None, &Value::Null), "Cluster recovered");
+    }
+
+    #[test]
+    fn tasks_of_the_same_minute_have_different_names() {
+        let a = task_name(Some("triage"), "01936f2a-0000-7000-8000-00000000a1b2");
+        let b = task_name(Some("triage"), "01936f2a-0000-7000-8000-00000000c3d4");
+        assert_ne!(a, b);
+        assert_eq!(a, "triage · 00a1b2");
+        assert_eq!(
+            Named {
+                kind: "VM",
+                name: "web".into(),
+                labels: BTreeMap::new()
+            }
+            .phrase(),
+            "VM web"
+        );
+    }
+}
