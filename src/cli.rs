@@ -1,14 +1,18 @@
 //! The command line that speaks to a node's GraphQL API, as a client does: `troupe agents`
 //! (and stop, start, restart), `tasks`, `swarms`, `hosts`, `vms`, `approvals`, `alerts`,
-//! `submit`, `logs`, `events` (an operator's changes and decisions in `cli/act.rs`). Tables
-//! for people, `-o json` for scripts. The node is `--url` (or `TROUPE_URL`), the token
-//! `--token` (or `TROUPE_TOKEN`, or the admin token in `--data-dir`).
+//! `cluster`, `experiments`, `submit`, `logs`, `events` (an operator's changes and decisions
+//! in `cli/act.rs`, the cluster's and experiments' in `cli/cluster.rs`). Tables for people,
+//! `-o json`, `-o jsonl` and `-o name` for scripts. The node is `--url` (or `TROUPE_URL`),
+//! else the context's (`cli/context.rs`); the token `--token` (or `TROUPE_TOKEN`), else the
+//! context's token file, else the admin token in `--data-dir`.
 //!
 //! Exit codes: 0 done; 1 the API refused (its code printed); 2 a usage error (clap's);
 //! 3 not found; 4 not allowed (no token, a bad one, a role too weak); 5 the node could not
 //! be reached.
 
 mod act;
+mod cluster;
+mod context;
 mod ws;
 
 use std::path::PathBuf;
@@ -18,15 +22,20 @@ use std::time::Duration;
 use act::{agents, alerts, approvals};
 pub use act::{AgentsHow, Alerts, Approvals};
 use clap::{Args, Subcommand, ValueEnum};
+pub use cluster::{Cluster, Experiments};
+pub use context::Contexts;
 use serde_json::{json, Value};
 use ws::follow;
 
 /// Where the node is and who asks.
 #[derive(Args, Clone)]
 pub struct Client {
-    /// The node's gateway.
-    #[arg(long, env = "TROUPE_URL", default_value = "http://127.0.0.1:8080", global = true)]
-    url: String,
+    /// The node's gateway [default: the context's, else http://127.0.0.1:8080].
+    #[arg(long, env = "TROUPE_URL", global = true)]
+    url: Option<String>,
+    /// A context of the command line's file (`troupe context list`) [default: its current].
+    #[arg(long, env = "TROUPE_CONTEXT", global = true)]
+    context: Option<String>,
     /// An API token [default: the admin token in --data-dir].
     #[arg(long, env = "TROUPE_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
@@ -40,8 +49,14 @@ pub struct Client {
 
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
+    /// Aligned columns, for people.
     Table,
+    /// One JSON array (or object), pretty-printed.
     Json,
+    /// One JSON object a line, for a pipe (`jq -c`, `grep`).
+    Jsonl,
+    /// Each row's id alone, a line each (`xargs -n1 troupe agents stop`).
+    Name,
 }
 
 #[derive(Subcommand, Clone)]
@@ -110,7 +125,7 @@ type Done = Result<(), Failure>;
 /// The node's answer to one GraphQL request, or why there is none.
 async fn ask(client: &Client, query: &str, variables: Value) -> Result<Value, Failure> {
     let token = token(client)?;
-    let url = format!("{}/graphql", client.url.trim_end_matches('/'));
+    let url = format!("{}/graphql", base_url(client)?.trim_end_matches('/'));
     let response = troupe_actors::agent::http_client()
         .post(&url)
         .bearer_auth(token)
@@ -139,9 +154,26 @@ async fn ask(client: &Client, query: &str, variables: Value) -> Result<Value, Fa
     Ok(body["data"].clone())
 }
 
+/// The node's URL: the flag (or `TROUPE_URL`), else the context's, else the default.
+fn base_url(client: &Client) -> Result<String, Failure> {
+    if let Some(url) = &client.url {
+        return Ok(url.clone());
+    }
+    let context = context::chosen(client.context.as_deref())?;
+    Ok(context.map_or_else(|| "http://127.0.0.1:8080".to_owned(), |c| c.url))
+}
+
 fn token(client: &Client) -> Result<String, Failure> {
     if let Some(token) = &client.token {
         return Ok(token.clone());
+    }
+    if client.url.is_none() {
+        let context = context::chosen(client.context.as_deref())?;
+        if let Some(file) = context.and_then(|c| c.token_file) {
+            return std::fs::read_to_string(&file)
+                .map(|t| t.trim().to_owned())
+                .map_err(|e| Failure(4, format!("the context's token file {}: {e}", file.display())));
+        }
     }
     let file = client.data_dir.join("admin.token");
     std::fs::read_to_string(&file)
@@ -276,6 +308,27 @@ pub enum Command {
         #[command(subcommand)]
         what: Alerts,
     },
+    /// The cluster: status (leader, members), leave, forget, role.
+    Cluster {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        what: Cluster,
+    },
+    /// Fault experiments: list, get, start (from JSON), stop, halt.
+    Experiments {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        what: Experiments,
+    },
+    /// The command line's contexts (named nodes): list, use, set.
+    Context {
+        #[command(flatten)]
+        client: Client,
+        #[command(subcommand)]
+        what: Contexts,
+    },
     /// Submit a task (and, with --wait, wait for its result).
     Submit {
         #[command(flatten)]
@@ -309,6 +362,9 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Hosts { client, how } => list_or_get(&client, &HOSTS, how).await,
         Command::Vms { client, how } => list_or_get(&client, &VMS, how).await,
         Command::Approvals { client, what } => approvals(&client, what).await,
+        Command::Cluster { client, what } => cluster::cluster(&client, what).await,
+        Command::Experiments { client, what } => cluster::experiments(&client, what).await,
+        Command::Context { client, what } => context::contexts(&client, what),
         Command::Submit { client, submit } => self::submit(&client, submit).await,
         Command::Logs { client, logs } => self::logs(&client, logs).await,
         Command::Events { client, events } => self::events(&client, events).await,
@@ -361,9 +417,19 @@ async fn by_name(client: &Client, kind: &Kind, name: &str) -> Result<Value, Fail
 
 /// Prints `rows` as a table of `fields`, or as JSON.
 fn print(client: &Client, fields: &[&str], rows: &Value) {
-    if client.output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(rows).unwrap_or_default());
-        return;
+    let each = || rows.as_array().into_iter().flatten();
+    match client.output {
+        Output::Json => return println!("{}", serde_json::to_string_pretty(rows).unwrap_or_default()),
+        Output::Jsonl => return each().for_each(|r| println!("{r}")),
+        Output::Name => {
+            let key = if fields.contains(&"id") {
+                "id"
+            } else {
+                fields.first().copied().unwrap_or("id")
+            };
+            return each().filter_map(|r| r[key].as_str()).for_each(|id| println!("{id}"));
+        }
+        Output::Table => {}
     }
     let cell = |v: &Value| match v {
         Value::Null => "-".to_owned(),
@@ -450,7 +516,8 @@ async fn logs(client: &Client, l: LogsArgs) -> Done {
     let query = "query($id: ID!, $limit: Int) { agentLogs(id: $id, limit: $limit) { seq at stream line taskId } }";
     let lines = ask(client, query, json!({ "id": id, "limit": l.tail })).await?["agentLogs"].clone();
     let show = |line: &Value| match client.output {
-        Output::Json => println!("{line}"),
+        Output::Json | Output::Jsonl => println!("{line}"),
+        Output::Name => println!("{}", line["line"].as_str().unwrap_or("")),
         Output::Table => println!(
             "{} {:<6} {}",
             line["at"].as_str().unwrap_or(""),
@@ -480,18 +547,19 @@ async fn events(client: &Client, e: EventsArgs) -> Done {
         .as_u64()
         .unwrap_or(0);
     let after = last.saturating_sub(u64::from(e.tail));
+    // For people: the event as a sentence, its subject by name.
     let show = |event: &Value| match client.output {
-        Output::Json => println!("{event}"),
+        Output::Json | Output::Jsonl => println!("{event}"),
+        Output::Name => println!("{}", event["seq"]),
         Output::Table => println!(
-            "{:>8} {} {:<22} {} {}",
+            "{:>8} {} {:<22} {}",
             event["seq"],
             event["at"].as_str().unwrap_or(""),
             event["kind"].as_str().unwrap_or(""),
-            event["subject"].as_str().unwrap_or("-"),
-            event["data"]
+            event["text"].as_str().unwrap_or("")
         ),
     };
-    let fields = "seq kind subject at data";
+    let fields = "seq kind subject subjectName at text data";
     if e.follow {
         let query = format!(
             "subscription($after: Int64, $kinds: [String!]) {{ events(after: $after, kinds: $kinds) {{ {fields} }} }}"

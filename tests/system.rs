@@ -14,6 +14,7 @@ mod system {
     mod auth;
     mod bad_input;
     mod cluster;
+    mod command_line;
     mod dead_letters;
     mod docs_examples;
     mod exec_backend;

@@ -44,17 +44,26 @@ pub fn task_name(capability: Option<&str>, id: &str) -> String {
 /// gone (the event then shows its id).
 pub async fn subject_of(store: &Store, event: &Event) -> Option<Named> {
     let id = event.subject.as_deref()?;
+    if event.kind.starts_with("MEMBER_") || event.kind == "LEADER_CHANGED" || event.kind == "NODE_FENCED" {
+        return Some(Named {
+            kind: "MEMBER",
+            name: id.to_owned(),
+            labels: BTreeMap::new(),
+        });
+    }
+    named(store, id).await
+}
+
+/// What the entity `id` (an agent, task, swarm, host or VM) is called, from the store.
+pub async fn named(store: &Store, id: &str) -> Option<Named> {
     let read = |table| async move { store.get(table, id).await.ok().flatten() };
-    let named = |kind, name| {
+    let plain = |kind, name| {
         Some(Named {
             kind,
             name,
             labels: BTreeMap::new(),
         })
     };
-    if event.kind.starts_with("MEMBER_") || event.kind == "LEADER_CHANGED" || event.kind == "NODE_FENCED" {
-        return named("MEMBER", id.to_owned());
-    }
     if let Some(spec) = read(tables::AGENTS)
         .await
         .and_then(|b| decode::<crate::agent::AgentSpec>(&b).ok())
@@ -69,25 +78,25 @@ pub async fn subject_of(store: &Store, event: &Event) -> Option<Named> {
         .await
         .and_then(|b| decode::<crate::task::TaskSpec>(&b).ok())
     {
-        return named("TASK", task_name(spec.capability.as_deref(), &spec.id));
+        return plain("TASK", task_name(spec.capability.as_deref(), &spec.id));
     }
     if let Some(spec) = read(tables::SWARMS)
         .await
         .and_then(|b| decode::<crate::swarm::SwarmSpec>(&b).ok())
     {
-        return named("SWARM", spec.name);
+        return plain("SWARM", spec.name);
     }
     if let Some(spec) = read(tables::HOSTS)
         .await
         .and_then(|b| decode::<crate::host::HostSpec>(&b).ok())
     {
-        return named("HOST", spec.name);
+        return plain("HOST", spec.name);
     }
     if let Some(spec) = read(tables::VMS)
         .await
         .and_then(|b| decode::<crate::vm::VmSpec>(&b).ok())
     {
-        return named("VM", spec.name);
+        return plain("VM", spec.name);
     }
     None
 }
@@ -160,9 +169,28 @@ pub fn verb(kind: &str) -> String {
     }
 }
 
+/// Who an event is about, for its sentence: its subject by kind and name; else, when its
+/// data names it ("experiment chaos-1"), that; else its subject's id.
+pub fn who(kind: &str, named: Option<&Named>, subject: Option<&str>, data: &Value) -> Option<String> {
+    if let Some(n) = named {
+        return Some(n.phrase());
+    }
+    let word = kind.split('_').next().unwrap_or_default().to_lowercase();
+    match data.get("name").and_then(Value::as_str) {
+        Some(name) if kind.contains('_') => Some(format!("{word} {name}")),
+        _ => subject.map(str::to_owned),
+    }
+}
+
 /// The event as a sentence: who, what happened, and why when its data says.
 pub fn sentence(kind: &str, who: Option<&str>, data: &Value) -> String {
-    let what = verb(kind);
+    let mut what = verb(kind);
+    // "agent echoer restarted", not "agent echoer agent restarted".
+    if let (Some(who), Some((first, rest))) = (who, what.clone().split_once(' ')) {
+        if who.split(' ').next() == Some(first) {
+            what = rest.to_owned();
+        }
+    }
     let why = ["reason", "error", "lastError", "message"]
         .iter()
         .find_map(|k| data.get(*k).and_then(|v| v.as_str()));
@@ -195,6 +223,24 @@ mod tests {
         assert_eq!(
             sentence("TASK_DEAD", Some("task triage · 3f9c1a"), &Value::Null),
             "task triage · 3f9c1a is dead: out of attempts"
+        );
+    }
+
+    #[test]
+    fn a_kind_without_a_phrase_drops_the_subjects_kind_and_data_can_name_the_subject() {
+        assert_eq!(
+            sentence("AGENT_RESTARTED", Some("agent echoer"), &Value::Null),
+            "agent echoer restarted"
+        );
+        let data = json!({ "name": "chaos-1" });
+        let named = who("EXPERIMENT_STARTED", None, Some("01a2@n"), &data);
+        assert_eq!(
+            sentence("EXPERIMENT_STARTED", named.as_deref(), &data),
+            "experiment chaos-1 started"
+        );
+        assert_eq!(
+            who("FAULT_INJECTED", None, Some("01a2@n"), &Value::Null).as_deref(),
+            Some("01a2@n")
         );
     }
 

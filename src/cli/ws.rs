@@ -7,7 +7,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{token, Client, Done, Failure};
+use super::{base_url, token, Client, Done, Failure};
 
 /// Runs a subscription over the node's WebSocket (graphql-transport-ws), giving `each`
 /// every result's data until the server completes it.
@@ -18,7 +18,8 @@ pub(super) async fn follow(
     mut each: impl FnMut(&Value) -> Done,
 ) -> Done {
     let token = token(client)?;
-    let url = client.url.trim_end_matches('/');
+    let url = base_url(client)?;
+    let url = url.trim_end_matches('/');
     let ws = match url.strip_prefix("http://") {
         Some(rest) => format!("ws://{rest}/graphql/ws"),
         None => {

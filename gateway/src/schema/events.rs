@@ -4,7 +4,7 @@
 use async_graphql::{Context, Json, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use troupe_actors::names::Named;
+use troupe_actors::names::{self, Named};
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 use troupe_runtime::events::{Event as RtEvent, EventFilter};
@@ -68,16 +68,9 @@ impl Event {
     }
     /// The event as a sentence: "agent reviewer failed: exit 1".
     async fn text(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
-        let who = self
-            .named(ctx)
-            .await?
-            .map(Named::phrase)
-            .or_else(|| self.0.subject.clone());
-        Ok(troupe_actors::names::sentence(
-            &self.0.kind,
-            who.as_deref(),
-            &self.0.data,
-        ))
+        let e = &self.0;
+        let who = names::who(&e.kind, self.named(ctx).await?, e.subject.as_deref(), &e.data);
+        Ok(names::sentence(&e.kind, who.as_deref(), &e.data))
     }
 }
 

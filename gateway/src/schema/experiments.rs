@@ -270,6 +270,13 @@ impl Injection {
     async fn target(&self) -> ID {
         ID(self.0.target.clone())
     }
+    /// What people call the target: an agent's, swarm's, host's or VM's name; a node's,
+    /// supervisor's or service's own name (its id) otherwise.
+    async fn target_name(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        let store = ctx.data::<Api>()?.store();
+        let named = troupe_actors::names::named(store, &self.0.target).await;
+        Ok(named.map_or_else(|| self.0.target.clone(), |n| n.name))
+    }
     /// The target's kind in the tree (AGENT, SERVICE, SUPERVISOR...).
     async fn kind(&self) -> &str {
         &self.0.kind

@@ -1,0 +1,102 @@
+//! The command line's cluster and experiment nouns, its outputs for scripts (`-o jsonl`,
+//! `-o name`) and its contexts, against a real node.
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+
+use super::support::{text, Node, NodeOpts, WAIT};
+
+/// Runs `troupe args…` with these environment variables (and no TROUPE_URL or TROUPE_TOKEN
+/// unless given): its exit code, standard output and error.
+async fn troupe(args: &[&str], env: &[(&str, String)]) -> Result<(i32, String, String)> {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_troupe"));
+    command.args(args).env_remove("TROUPE_URL").env_remove("TROUPE_TOKEN");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = tokio::time::timeout(WAIT, command.output()).await??;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok((out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr)))
+}
+
+fn at(node: &Node) -> Vec<(&'static str, String)> {
+    vec![
+        ("TROUPE_URL", format!("http://{}", node.addr)),
+        ("TROUPE_TOKEN", node.token.clone()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_and_contexts() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo").arg("--fault-injection", "true")).await?;
+    let input = json!({ "name": "echoer", "backend": { "builtin": { "kind": "echo" } } });
+    let agent = text(&node.spawn_agent(input).await?, "/id")?;
+
+    // The cluster: who leads, and the members.
+    let (code, out, err) = troupe(&["cluster", "status"], &at(&node)).await?;
+    ensure!(
+        code == 0 && out.starts_with("leader solo") && out.contains("VOTER"),
+        "{out}{err}"
+    );
+
+    // `-o name` prints ids a line each; `-o jsonl` an object a line.
+    let (code, out, _) = troupe(&["agents", "list", "-o", "name"], &at(&node)).await?;
+    ensure!(code == 0 && out.trim() == agent, "{out}");
+    let (code, out, _) = troupe(&["agents", "list", "-o", "jsonl"], &at(&node)).await?;
+    let rows: Vec<Value> = out.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    ensure!(code == 0 && rows.len() == 1 && rows[0]["name"] == "echoer", "{out}");
+
+    // An experiment from a file: a dry run names the target, a real one passes.
+    let dir = tempfile::tempdir()?;
+    let spec = dir.path().join("crash.json");
+    let faults = json!({ "name": "crash-echoer", "faults": [{ "action": "CRASH", "target": { "kinds": ["AGENT"] } }] });
+    std::fs::write(&spec, faults.to_string())?;
+    let spec = spec.to_str().context("path")?;
+    let (code, out, err) = troupe(&["experiments", "start", spec, "--dry-run"], &at(&node)).await?;
+    ensure!(
+        code == 0 && out.contains("DRY_RUN") && out.contains("echoer"),
+        "{out}{err}"
+    );
+    let (code, out, err) = troupe(&["experiments", "start", spec, "--wait"], &at(&node)).await?;
+    ensure!(
+        code == 0 && out.contains("PASSED") && out.contains("RECOVERED"),
+        "{out}{err}"
+    );
+    let (_, ids, _) = troupe(&["experiments", "list", "-o", "name"], &at(&node)).await?;
+    let id = ids.lines().next().context("an experiment")?;
+    let (code, out, _) = troupe(&["experiments", "get", id, "-o", "json"], &at(&node)).await?;
+    let got: Value = serde_json::from_str(&out)?;
+    ensure!(code == 0 && got[0]["state"] == "PASSED", "{out}");
+    let (code, _, err) = troupe(&["experiments", "get", "nothing"], &at(&node)).await?;
+    ensure!(code == 3, "not found exits 3: {err}");
+
+    // Events read as sentences.
+    let (_, out, _) = troupe(&["events", "--kind", "AGENT_FAILED"], &at(&node)).await?;
+    ensure!(out.contains("agent echoer failed: fault injection"), "{out}");
+
+    // A context names the node and its token file; the flags are not needed then.
+    let token = dir.path().join("token");
+    std::fs::write(&token, &node.token)?;
+    let config = vec![("TROUPE_CLI_CONFIG", dir.path().join("cli.toml").display().to_string())];
+    let url = format!("http://{}", node.addr);
+    let set = [
+        "context",
+        "set",
+        "lab",
+        "--to-url",
+        &url,
+        "--token-file",
+        token.to_str().context("path")?,
+    ];
+    ensure!(troupe(&set, &config).await?.0 == 0);
+    let (code, _, err) = troupe(&["agents", "list"], &config).await?;
+    ensure!(code != 0, "no current context yet, no node at the default URL: {err}");
+    ensure!(troupe(&["context", "use", "lab"], &config).await?.0 == 0);
+    let (code, out, err) = troupe(&["agents", "list", "-o", "name"], &config).await?;
+    ensure!(code == 0 && out.trim() == agent, "{out}{err}");
+    let (code, out, _) = troupe(&["context", "list"], &config).await?;
+    ensure!(code == 0 && out.contains("*") && out.contains(&url), "{out}");
+    let (code, _, err) = troupe(&["agents", "list", "--context", "elsewhere"], &config).await?;
+    ensure!(code == 2 && err.contains("no context elsewhere"), "{err}");
+    Ok(())
+}
