@@ -17,6 +17,7 @@ mod system {
     mod command_line;
     mod dead_letters;
     mod docs_examples;
+    mod docs_shell;
     mod exec_backend;
     mod experiment_actions;
     mod experiment_hangs;
