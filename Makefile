@@ -132,6 +132,10 @@ bench-llm: build
 bench-alerts: build
 	TROUPE_BIN=$${TROUPE_BIN:-$(CURDIR)/target/release/troupe} python3 benches/alerts/run.py $(ARGS)
 
+.PHONY: bench-cli
+bench-cli: build
+	TROUPE_BIN=$${TROUPE_BIN:-$(CURDIR)/target/release/troupe} python3 benches/cli/run.py $(ARGS)
+
 fmt:
 	$(CARGO) fmt --all
 

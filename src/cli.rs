@@ -61,10 +61,10 @@ pub enum Output {
 
 #[derive(Subcommand, Clone)]
 pub enum List {
-    /// Every one, a page at a time (`--first`).
+    /// Every one (read 500 a request), or the first `--first`.
     List {
-        #[arg(long, default_value_t = 100)]
-        first: u32,
+        #[arg(long)]
+        first: Option<usize>,
     },
     /// One, by id (or, for agents, swarms and hosts, by name).
     Get { id: String },
@@ -199,25 +199,46 @@ struct Kind {
     paged: bool,
 }
 
+/// The most rows one request asks for (the API's largest page).
+const PAGE: usize = 500;
+
 impl Kind {
-    /// The query of a list of up to `$first` of them (the unpaged lists are whole).
+    /// The query of a page of up to `$first` of them after `$after` (the unpaged lists
+    /// are whole).
     fn list_query(&self) -> String {
         let fields = self.fields.join(" ");
         match self.paged {
             true => format!(
-                "query($first: Int) {{ {}(first: $first) {{ nodes {{ {fields} }} }} }}",
+                "query($first: Int, $after: String) {{ {}(first: $first, after: $after) {{ nodes {{ {fields} }} pageInfo {{ hasNextPage endCursor }} }} }}",
                 self.list
             ),
             false => format!("{{ {} {{ {fields} }} }}", self.list),
         }
     }
 
-    /// The rows of a list's answer.
-    fn rows(&self, data: &Value) -> Value {
-        match self.paged {
-            true => data[self.list]["nodes"].clone(),
-            false => data[self.list].clone(),
+    /// Every row (at most `cap`), a page a request, following the cursor.
+    async fn all(&self, client: &Client, cap: Option<usize>) -> Result<Vec<Value>, Failure> {
+        let mut rows = Vec::new();
+        let mut after = Value::Null;
+        loop {
+            let want = cap.map_or(PAGE, |c| c.saturating_sub(rows.len()).min(PAGE));
+            let data = ask(client, &self.list_query(), json!({ "first": want, "after": after })).await?;
+            if !self.paged {
+                rows.extend(data[self.list].as_array().cloned().unwrap_or_default());
+                break;
+            }
+            let page = &data[self.list];
+            rows.extend(page["nodes"].as_array().cloned().unwrap_or_default());
+            let more = page["pageInfo"]["hasNextPage"] == json!(true);
+            after = page["pageInfo"]["endCursor"].clone();
+            if !more || after.is_null() || cap.is_some_and(|c| rows.len() >= c) {
+                break;
+            }
         }
+        if let Some(cap) = cap {
+            rows.truncate(cap);
+        }
+        Ok(rows)
     }
 }
 
@@ -382,8 +403,8 @@ async fn list_or_get(client: &Client, kind: &Kind, how: List) -> Done {
     let fields = kind.fields.join(" ");
     match how {
         List::List { first } => {
-            let data = ask(client, &kind.list_query(), json!({ "first": first })).await?;
-            print(client, kind.fields, &kind.rows(&data));
+            let rows = kind.all(client, first).await?;
+            print(client, kind.fields, &Value::Array(rows));
         }
         List::Get { id } => {
             let query = format!("query($id: ID!) {{ {}(id: $id) {{ {fields} }} }}", kind.one);
@@ -402,9 +423,8 @@ async fn list_or_get(client: &Client, kind: &Kind, how: List) -> Done {
 
 /// The entity of `kind` named `name`, if there is one (null if none).
 async fn by_name(client: &Client, kind: &Kind, name: &str) -> Result<Value, Failure> {
-    let data = ask(client, &kind.list_query(), json!({ "first": 1000 })).await?;
-    let rows = kind.rows(&data);
-    let mut named = rows.as_array().into_iter().flatten().filter(|r| r["name"] == name);
+    let rows = kind.all(client, None).await?;
+    let mut named = rows.iter().filter(|r| r["name"] == name);
     match (named.next(), named.next()) {
         (Some(one), None) => Ok(one.clone()),
         (Some(_), Some(_)) => Err(Failure(

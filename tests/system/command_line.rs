@@ -100,3 +100,28 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
     ensure!(code == 2 && err.contains("no context elsewhere"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_longer_than_a_page_is_listed_whole_and_its_last_one_found_by_name() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let spawn = |i: usize| {
+        let input = json!({ "name": format!("n{i:04}"), "backend": { "builtin": { "kind": "echo" } } });
+        let node = &node;
+        async move { node.spawn_agent(input).await }
+    };
+    // More than the API's largest page (500).
+    for chunk in (0..520).collect::<Vec<_>>().chunks(40) {
+        futures::future::try_join_all(chunk.iter().map(|i| spawn(*i))).await?;
+    }
+    let (code, out, err) = troupe(&["agents", "list", "-o", "name"], &at(&node)).await?;
+    ensure!(
+        code == 0 && out.lines().count() == 520,
+        "{} rows: {err}",
+        out.lines().count()
+    );
+    let (code, out, _) = troupe(&["agents", "list", "--first", "7", "-o", "name"], &at(&node)).await?;
+    ensure!(code == 0 && out.lines().count() == 7, "{out}");
+    let (code, out, err) = troupe(&["agents", "get", "n0519", "-o", "jsonl"], &at(&node)).await?;
+    ensure!(code == 0 && out.contains("\"n0519\""), "{out}{err}");
+    Ok(())
+}

@@ -1,11 +1,12 @@
 // The dashboard's figures, measured in Debian's Chromium against a real `troupe serve`
 // (recorded in BENCHMARKS.md):
 //   1. first load of the overview: bytes transferred, time to the first render of the view;
-//   2. the agents list with 10,000 agents: frame times while scrolling through it;
+//   2. the agents list with 10,000 agents: frame times while scrolling through it; with 100
+//      swarms more, the time to the first render of the tree and of the overview (with history);
 //   3. 100 events/s streamed into the events view for a minute: frame times and JS heap growth.
 // Targets: assets under 150 kB gzipped; p95 frame under 16 ms while streaming; heap flat.
 //
-//   node e2e/bench.mjs [--agents 10000] [--stream-seconds 60]
+//   node e2e/bench.mjs [--agents 10000] [--swarms 100] [--stream-seconds 60]
 //   (TROUPE_BIN: the troupe binary, default target/debug/troupe; use a release build)
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -16,6 +17,7 @@ const arg = (name, def) => {
   return i > 0 ? Number(process.argv[i + 1]) : def;
 };
 const AGENTS = arg("agents", 10_000);
+const SWARMS = arg("swarms", 100);
 const STREAM_S = arg("stream-seconds", 60);
 const RATE = arg("rate", 100);
 
@@ -60,7 +62,7 @@ async function signIn(page, node) {
   await page.getByRole("navigation", { name: "Views" }).waitFor();
 }
 
-const node = await new Node(["--simulated-hosts", "2"]).start();
+const node = await new Node(["--simulated-hosts", "2", "--history-interval-ms", "1000"]).start();
 const b = await browser();
 const out = [];
 try {
@@ -136,6 +138,42 @@ try {
     const f = frameSummary(await page.evaluate(() => window.__frames));
     const busyS = (await busy(cdp)) - busy0;
     out.push(`agents list, ${AGENTS} agents (created over HTTP in ${created.toFixed(0)} s): first rows in ${firstRows} ms; scrolled through ${scrolled.rows} rows (pages of 200 loaded on the way) in ${scrolled.seconds.toFixed(1)} s, ${frames(f, busyS)}`);
+    await ctx.close();
+  }
+
+  // 2b. The tree and the overview with 10,000 agents and 100 swarms: time to first render.
+  if (AGENTS > 0 && SWARMS > 0) {
+    const t0 = Date.now();
+    let made = 0;
+    const worker = async () => {
+      while (made < SWARMS) {
+        const i = made++;
+        await node.gql(`mutation($n: String!) { createSwarm(input: { name: $n, templates: [{ count: 2, agent: { name: "member", backend: { builtin: { kind: "echo" } } } }] }) { id } }`, { n: `bench-swarm-${i}` });
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    const created = (Date.now() - t0) / 1000;
+    const ctx = await b.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await ctx.newPage();
+    await signIn(page, node);
+    const timed = async (path, ready) => {
+      const best = [];
+      for (let i = 0; i < 3; i++) {
+        await page.goto("about:blank");
+        const start = Date.now();
+        await page.goto(`${node.url}${path}`);
+        await ready();
+        best.push(Date.now() - start);
+      }
+      return best;
+    };
+    const tree = await timed("/tree", () => page.getByText(`bench-swarm-${SWARMS - 1}`).first().waitFor({ timeout: 60_000 }));
+    const history = (await node.gql("{ history(minutes: 60) { at } }")).history.length;
+    // Drawn from the history: a chart holding points as the page opens.
+    const charted = () => page.waitForFunction(() => [...document.querySelectorAll(".chart")].some((c) => Number(c.dataset.points) > 1), null, { timeout: 60_000 });
+    const overview = await timed("/", charted);
+    const list = (xs) => `${xs.join(", ")} ms (median ${pct(xs, 0.5)} ms)`;
+    out.push(`${AGENTS} agents and ${SWARMS} swarms of 2 (swarms created in ${created.toFixed(0)} s): the tree's first render (the last swarm shown), three opens: ${list(tree)}; the overview's first render with its charts (${history} history samples): ${list(overview)}`);
     await ctx.close();
   }
 
