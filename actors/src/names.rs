@@ -35,8 +35,17 @@ impl Named {
 
 /// A task as people tell tasks apart: what it asks for and the end of its id, which (unlike
 /// a UUIDv7's start) differs between tasks made in the same minute.
+/// The tail is the id's last six hex digits, its `@node` and dashes left out (the
+/// dashboard shows the same end, as long as keeps the tasks it lists apart).
 pub fn task_name(capability: Option<&str>, id: &str) -> String {
-    let tail = &id[id.len().saturating_sub(6)..];
+    let bare: String = id
+        .split('@')
+        .next()
+        .unwrap_or(id)
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
+    let tail = &bare[bare.len().saturating_sub(6)..];
     format!("{} · {tail}", capability.unwrap_or("task"))
 }
 
@@ -251,7 +260,7 @@ mod tests {
 
     #[test]
     fn tasks_of_the_same_minute_have_different_names() {
-        let a = task_name(Some("triage"), "01936f2a-0000-7000-8000-00000000a1b2");
+        let a = task_name(Some("triage"), "01936f2a-0000-7000-8000-00000000a1b2@node-a");
         let b = task_name(Some("triage"), "01936f2a-0000-7000-8000-00000000c3d4");
         assert_ne!(a, b);
         assert_eq!(a, "triage · 00a1b2");

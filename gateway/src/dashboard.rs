@@ -35,6 +35,8 @@ pub const VIEWS: &[&str] = &[
     "/events",
     "/approvals",
     "/alerts",
+    "/experiments",
+    "/experiments/{id}",
 ];
 
 /// Scripts, styles, images and connections (HTTP and WebSocket) from this origin only; no

@@ -130,6 +130,23 @@ async fn an_mcp_server_over_stdio_is_a_supervised_agent_whose_tools_are_tasks_an
         }
         deadline.tick(format!("{names:?}")).await?;
     }
+    // The new tool is a capability at once: shown on the agent, found by a listing,
+    // and a task for it runs.
+    let deadline = Deadline::after(WAIT, "the new tool among the agent's capabilities");
+    loop {
+        let q = "{ agents(capability: \"mcp:calc/shout\") { nodes { id capabilities } } }";
+        let found = node.gql_ok(q, json!({})).await?["agents"]["nodes"].clone();
+        let caps = &found[0]["capabilities"];
+        if found[0]["id"] == json!(calc) && caps.as_array().is_some_and(|c| c.contains(&json!("mcp:calc/charge"))) {
+            break;
+        }
+        deadline.tick(&found).await?;
+    }
+    let shout = node
+        .submit(json!({ "capability": "mcp:calc/shout", "payload": { "text": "hey" } }))
+        .await?;
+    let done = node.wait_task_state(&text(&shout, "/id")?, "SUCCEEDED").await?;
+    ensure!(done["result"] == json!({ "result": "hey" }), "{done}");
 
     // The server dies: its supervisor restarts the agent, which starts a new server.
     let killed = std::process::Command::new("pkill")

@@ -26,6 +26,8 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How an agent tells its handle that its state changed: (state, event kind, reason).
 pub type Reporter = Arc<dyn Fn(AgentState, &str, Option<String>) + Send + Sync>;
+/// Records the capabilities the agent's backend found (an MCP server's tools).
+pub type Discoverer = Arc<dyn Fn(Vec<String>) + Send + Sync>;
 
 pub enum AgentMsg {
     Run(Assignment),
@@ -86,6 +88,7 @@ pub struct AgentActor {
     /// Where the agent says it is up, open, down, and how its attempts ended.
     pub reports: Reports,
     pub report: Reporter,
+    pub discovered: Discoverer,
     /// Where the agent's errands go (its own messages, its swarm's memory, its team's work).
     pub outbox: Option<Outbox>,
     /// What the backend may use (keys, the store, the price table).
@@ -172,14 +175,12 @@ impl Actor for AgentActor {
         if self.spec.desired == Desired::Paused {
             self.suspend(&mut state, true);
         }
+        let found = state.backend.capabilities();
+        (self.discovered)(found.clone());
         self.reports.send_message(Report::Up {
             id: self.spec.id.clone(),
             name: self.spec.name.clone(),
-            capabilities: {
-                let mut all = self.spec.capabilities.clone();
-                all.extend(state.backend.capabilities());
-                all
-            },
+            capabilities: self.spec.capabilities.iter().cloned().chain(found).collect(),
             skills: self.spec.skills(),
             max_concurrent: self.spec.max_concurrent_tasks,
             open: !state.paused,
@@ -249,6 +250,15 @@ impl Actor for AgentActor {
             }
             AgentMsg::Signal(Signal::Unhealthy(reason)) => self.health(&myself, state, false, Some(reason)),
             AgentMsg::Signal(Signal::Healthy) => self.health(&myself, state, true, None),
+            AgentMsg::Signal(Signal::CapabilitiesChanged) => {
+                let found = state.backend.capabilities();
+                (self.discovered)(found.clone());
+                let _ = self.reports.send_message(Report::Capabilities {
+                    id: self.spec.id.clone(),
+                    incarnation: myself.get_id().pid(),
+                    capabilities: self.spec.capabilities.iter().cloned().chain(found).collect(),
+                });
+            }
             AgentMsg::Pause(paused, reply) => {
                 if paused != state.paused {
                     self.suspend(state, paused);

@@ -49,6 +49,8 @@ pub enum Signal {
     /// The agent asks the node for something (a process agent's `send`, `publish`, `memory`
     /// or `team_task` line).
     Errand(Errand),
+    /// The backend's capabilities changed (an MCP server's tools were listed again).
+    CapabilitiesChanged,
     /// How far a running attempt got (a process agent's `progress` line).
     Progress {
         task_id: String,

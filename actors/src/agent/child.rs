@@ -245,6 +245,30 @@ impl AgentChild {
         self.store.submit(batch)
     }
 
+    /// Records the capabilities the agent's backend found (an MCP server's tools) in its
+    /// status, with an `AGENT_CAPABILITIES_CHANGED` event when they changed.
+    pub fn discovered(&self, found: Vec<String>) -> Option<Ticket> {
+        let mut status = lock(&self.status);
+        if status.discovered == found {
+            return None;
+        }
+        status.discovered = found.clone();
+        status.updated_at = troupe_runtime::clock::now();
+        let data = json!({ "discovered": found });
+        let mut batch = Batch::new().event(NewEvent::new("AGENT_CAPABILITIES_CHANGED", Some(self.id.clone()), data));
+        push_status(&mut batch, &self.id, &status);
+        Some(self.store.submit(batch))
+    }
+
+    fn discoverer(self: &Arc<Self>) -> super::actor::Discoverer {
+        let me = Arc::downgrade(self);
+        Arc::new(move |found| {
+            if let Some(me) = me.upgrade() {
+                drop(me.discovered(found));
+            }
+        })
+    }
+
     fn reporter(self: &Arc<Self>) -> Reporter {
         let me = Arc::downgrade(self);
         Arc::new(move |state, kind, reason| {
@@ -299,6 +323,7 @@ impl ChildSpec for AgentChild {
                 spec: self.spec(),
                 reports: scheduler.get_derived(),
                 report: self.reporter(),
+                discovered: self.discoverer(),
                 outbox: self.slots.outbox.get().cloned().map(super::carrier),
                 lent: super::backend::Lent {
                     secrets: self.policy.secrets.clone(),

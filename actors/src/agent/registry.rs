@@ -252,8 +252,8 @@ impl Registry<'_> {
             .view(move |v| {
                 let mut n = 0;
                 v.scan(AGENTS, None, |id, bytes| {
-                    if troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter) && in_state(v, id, &filter)?
-                    {
+                    let spec = troupe_runtime::codec::decode::<AgentSpec>(bytes)?;
+                    if spec.matches(&filter) && admitted(v, id, &spec, &filter)? {
                         n += 1;
                     }
                     Ok(true)
@@ -351,16 +351,17 @@ pub fn matching(
         if !everything && !troupe_runtime::codec::decode::<AgentSpec>(bytes)?.matches(&filter) {
             return Ok(None);
         }
-        Ok(read_one(v, id)?.filter(|(_, status)| filter.state.is_none_or(|s| status.state == s)))
+        Ok(read_one(v, id)?.filter(|(spec, status)| filter.admits(spec, status)))
     }
 }
 
-/// Whether the agent's recorded state is the filter's (always, without one).
-fn in_state(v: &View<'_>, id: &str, filter: &AgentFilter) -> Result<bool, StoreError> {
-    let Some(wanted) = filter.state else {
+/// Whether the agent's recorded status passes the filter (always, with no state or
+/// capability asked).
+fn admitted(v: &View<'_>, id: &str, spec: &AgentSpec, filter: &AgentFilter) -> Result<bool, StoreError> {
+    if filter.state.is_none() && filter.capability.is_none() {
         return Ok(true);
-    };
-    Ok(read_one(v, id)?.is_some_and(|(_, status)| status.state == wanted))
+    }
+    Ok(read_one(v, id)?.is_some_and(|(_, status)| filter.admits(spec, &status)))
 }
 
 /// A start that failed: the agent exists, and its supervisor tries again by its restart limit.

@@ -179,11 +179,11 @@ impl AgentSpec {
         }
     }
 
-    /// Whether its spec passes the filter (the state is the status's, see [`AgentFilter::state`]).
+    /// Whether its spec passes the filter's project and labels (the state and the
+    /// capabilities its backend found are the status's: [`AgentFilter::admits`]).
     pub fn matches(&self, filter: &AgentFilter) -> bool {
         filter.project.as_ref().is_none_or(|p| *p == self.project)
             && filter.labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
-            && filter.capability.as_ref().is_none_or(|c| self.capabilities.contains(c))
     }
 }
 
@@ -219,4 +219,16 @@ pub struct AgentFilter {
     pub capability: Option<String>,
     /// Only agents in this state (read from their status, not their spec).
     pub state: Option<super::status::AgentState>,
+}
+
+impl AgentFilter {
+    /// Whether the agent passes the filter's state and capability: the capability its
+    /// spec's or one its backend found (an MCP server's tool).
+    pub fn admits(&self, spec: &AgentSpec, status: &super::status::AgentStatus) -> bool {
+        self.state.is_none_or(|s| status.state == s)
+            && self
+                .capability
+                .as_ref()
+                .is_none_or(|c| spec.capabilities.contains(c) || status.discovered.contains(c))
+    }
 }

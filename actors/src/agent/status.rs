@@ -60,6 +60,10 @@ pub struct AgentStatus {
     pub restarts: u32,
     pub last_error: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// The capabilities its backend found when it started or since (an MCP server's tools,
+    /// `mcp:<agent>/<tool>`), beside those of its spec.
+    #[serde(default)]
+    pub discovered: Vec<String>,
 }
 
 impl AgentStatus {
@@ -69,6 +73,7 @@ impl AgentStatus {
             restarts: 0,
             last_error: None,
             updated_at: troupe_runtime::clock::now(),
+            discovered: Vec::new(),
         }
     }
 }

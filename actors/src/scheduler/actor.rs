@@ -73,6 +73,12 @@ pub enum SchedulerMsg {
         incarnation: u64,
         open: bool,
     },
+    /// The agent's incarnation serves these capabilities now.
+    AgentCapabilities {
+        id: String,
+        incarnation: u64,
+        capabilities: Vec<String>,
+    },
     /// The agent's actor `incarnation` (its pid) is gone; ignored if a newer one registered.
     AgentDown {
         id: String,
@@ -334,6 +340,11 @@ impl Actor for Scheduler {
                 effects
             }
             SchedulerMsg::AgentOpen { id, incarnation, open } => state.engine.set_open(&id, incarnation, open, now),
+            SchedulerMsg::AgentCapabilities {
+                id,
+                incarnation,
+                capabilities,
+            } => state.engine.set_capabilities(&id, incarnation, capabilities, now),
             SchedulerMsg::AgentDown { id, incarnation, down } => {
                 let effects = state.engine.agent_down(&id, incarnation, down, now);
                 if state.agents.get(&id).is_some_and(|a| a.get_id().pid() == incarnation) {

@@ -45,6 +45,12 @@ pub enum Report {
     /// The agent's incarnation takes tasks again (true) or takes none for now (false:
     /// paused, unhealthy, stopping).
     Open { id: String, incarnation: u64, open: bool },
+    /// The agent's incarnation serves these capabilities now (its backend found others).
+    Capabilities {
+        id: String,
+        incarnation: u64,
+        capabilities: Vec<String>,
+    },
     /// The agent's actor `incarnation` (its pid) is gone; ignored if a newer one registered.
     Down { id: String, incarnation: u64, down: Down },
     /// An attempt ended with `outcome`.
@@ -96,6 +102,15 @@ impl From<Report> for SchedulerMsg {
             },
             Report::Open { id, incarnation, open } => SchedulerMsg::AgentOpen { id, incarnation, open },
             Report::Down { id, incarnation, down } => SchedulerMsg::AgentDown { id, incarnation, down },
+            Report::Capabilities {
+                id,
+                incarnation,
+                capabilities,
+            } => SchedulerMsg::AgentCapabilities {
+                id,
+                incarnation,
+                capabilities,
+            },
             Report::Finished {
                 task_id,
                 attempt,
@@ -161,6 +176,15 @@ impl TryFrom<SchedulerMsg> for Report {
             },
             SchedulerMsg::AgentOpen { id, incarnation, open } => Report::Open { id, incarnation, open },
             SchedulerMsg::AgentDown { id, incarnation, down } => Report::Down { id, incarnation, down },
+            SchedulerMsg::AgentCapabilities {
+                id,
+                incarnation,
+                capabilities,
+            } => Report::Capabilities {
+                id,
+                incarnation,
+                capabilities,
+            },
             SchedulerMsg::Finished {
                 task_id,
                 attempt,

@@ -197,8 +197,14 @@ impl Agent {
     async fn backend(&self) -> String {
         self.view.spec.backend.describe()
     }
-    async fn capabilities(&self) -> &[String] {
-        &self.view.spec.capabilities
+    /// What it takes tasks for: its spec's, then those its backend found (an `mcp` agent's
+    /// tools, `mcp:<agent name>/<tool>`, as of its start or its server's last change).
+    async fn capabilities(&self) -> Vec<&str> {
+        let (spec, found) = (&self.view.spec.capabilities, &self.view.status.discovered);
+        spec.iter()
+            .chain(found.iter().filter(|c| !spec.contains(c)))
+            .map(String::as_str)
+            .collect()
     }
     async fn max_concurrent_tasks(&self) -> i32 {
         self.view.spec.max_concurrent_tasks as i32

@@ -66,6 +66,7 @@ async fn a_late_done_of_an_earlier_attempt_leaves_the_current_attempt_cancellabl
         spec: sleeper(),
         reports: scheduler.get_derived(),
         report: Arc::new(|_, _, _| {}),
+        discovered: Arc::new(|_| {}),
         outbox: None,
         lent: Default::default(),
     };
@@ -98,6 +99,7 @@ async fn a_start_that_reaches_a_paused_or_stopping_agent_is_handed_back_not_run(
         spec: sleeper(),
         reports: scheduler.get_derived(),
         report: Arc::new(|_, _, _| {}),
+        discovered: Arc::new(|_| {}),
         outbox: None,
         lent: Default::default(),
     };

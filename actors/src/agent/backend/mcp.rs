@@ -381,7 +381,10 @@ async fn watch(
                 return;
             }
             () = changed.notified() => match list(&peer).await {
-                Ok(now) => *tools.write().unwrap() = now,
+                Ok(now) => {
+                    *tools.write().unwrap() = now;
+                    link.signal(Signal::CapabilitiesChanged);
+                }
                 Err(e) => tracing::warn!(error = %e, "the MCP server's tools could not be listed again"),
             },
             _ = ticker.tick() => {

@@ -90,6 +90,22 @@ impl Engine {
         self.take()
     }
 
+    /// The agent (this incarnation) serves these capabilities now: filed under them, it
+    /// takes the tasks waiting for a new one at once; what it runs goes on.
+    pub fn set_capabilities(&mut self, id: &str, incarnation: u64, capabilities: Vec<String>, now: Now) -> Vec<Effect> {
+        let Some(slot) = self.agents.get(id).filter(|s| s.incarnation == incarnation) else {
+            return Vec::new();
+        };
+        let keys = self.keys_of(&capabilities, &slot.skills);
+        if let Some(slot) = self.agents.get_mut(id) {
+            slot.capabilities = capabilities;
+            slot.keys = keys;
+        }
+        self.refile(id);
+        self.fill(id, now);
+        self.take()
+    }
+
     /// The agent's incarnation is gone; an older or unknown incarnation is ignored.
     pub fn agent_down(&mut self, id: &str, incarnation: u64, down: Down, now: Now) -> Vec<Effect> {
         self.agent_gone(id, incarnation, down, now);

@@ -150,6 +150,7 @@ impl ractor::Actor for Agent {
                 Signal::Lost(_) => "lost",
                 Signal::Errand(_) => "errand",
                 Signal::Progress { .. } => "progress",
+                Signal::CapabilitiesChanged => "capabilities",
             });
         }
         Ok(())

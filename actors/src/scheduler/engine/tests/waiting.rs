@@ -124,3 +124,23 @@ fn spec(id: &str) -> crate::task::TaskSpec {
         ..crate::task::TaskSpec::example(id)
     }
 }
+
+#[test]
+fn an_agent_whose_backend_found_a_capability_takes_the_tasks_waiting_for_it_at_once() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("mcp", caps(&["mcp:calc/charge"]), 2, 3, now);
+    e.enqueue(
+        cap_task("t", "mcp:calc/shout", Priority::Normal),
+        TaskStatus::queued(),
+        now,
+    );
+    assert_eq!(
+        e.waiting_for("t", now).as_deref(),
+        Some("no agent has capability mcp:calc/shout")
+    );
+    // Another incarnation's news is ignored.
+    assert!(starts(&e.set_capabilities("mcp", 2, caps(&["mcp:calc/shout"]), now)).is_empty());
+    let fx = e.set_capabilities("mcp", 3, caps(&["mcp:calc/charge", "mcp:calc/shout"]), now);
+    assert_eq!(starts(&fx).len(), 1, "it runs now");
+}
