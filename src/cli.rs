@@ -66,7 +66,7 @@ pub enum List {
         #[arg(long)]
         first: Option<usize>,
     },
-    /// One, by id (or, for agents, swarms and hosts, by name).
+    /// One, by id or name (a task by its name or the end of its id, "2a5e1c").
     Get { id: String },
 }
 
@@ -252,8 +252,8 @@ const AGENTS: Kind = Kind {
 const TASKS: Kind = Kind {
     list: "tasks",
     one: "task",
-    fields: &["id", "state", "capability", "agentId", "attempts", "error"],
-    named: false,
+    fields: &["id", "name", "state", "agentName", "attempts", "error"],
+    named: true,
     paged: true,
 };
 const SWARMS: Kind = Kind {
@@ -424,7 +424,18 @@ async fn list_or_get(client: &Client, kind: &Kind, how: List) -> Done {
 /// The entity of `kind` named `name`, if there is one (null if none).
 async fn by_name(client: &Client, kind: &Kind, name: &str) -> Result<Value, Failure> {
     let rows = kind.all(client, None).await?;
-    let mut named = rows.iter().filter(|r| r["name"] == name);
+    // A task is also found by the end of its id, as its name shows it ("2a5e1c").
+    let tail = |r: &Value| {
+        let bare: String = r["id"]
+            .as_str()
+            .unwrap_or("")
+            .split('@')
+            .next()
+            .unwrap_or("")
+            .replace('-', "");
+        kind.one == "task" && name.len() >= 4 && bare.ends_with(name)
+    };
+    let mut named = rows.iter().filter(|r| r["name"] == name || tail(r));
     match (named.next(), named.next()) {
         (Some(one), None) => Ok(one.clone()),
         (Some(_), Some(_)) => Err(Failure(

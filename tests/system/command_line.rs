@@ -70,6 +70,18 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
     let (code, _, err) = troupe(&["experiments", "get", "nothing"], &at(&node)).await?;
     ensure!(code == 3, "not found exits 3: {err}");
 
+    // A task by its name's end, shown with its agent's name.
+    let task = node.submit(json!({ "agentId": agent, "payload": "x" })).await?;
+    let task = text(&task, "/id")?;
+    node.wait_task_state(&task, "SUCCEEDED").await?;
+    let bare = task.split('@').next().context("id")?.replace('-', "");
+    let tail = &bare[bare.len() - 6..];
+    let (code, out, err) = troupe(&["tasks", "get", tail], &at(&node)).await?;
+    ensure!(
+        code == 0 && out.contains(&format!("task · {tail}")) && out.contains("echoer"),
+        "{out}{err}"
+    );
+
     // Events read as sentences.
     let (_, out, _) = troupe(&["events", "--kind", "AGENT_FAILED"], &at(&node)).await?;
     ensure!(out.contains("agent echoer failed: fault injection"), "{out}");

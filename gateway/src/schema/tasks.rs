@@ -83,6 +83,19 @@ impl Task {
     async fn agent_id(&self) -> Option<ID> {
         self.0.shown_agent().map(|a| ID(a.to_owned()))
     }
+    /// The agent's name, with `agentId`; null when it has none or the agent is gone.
+    async fn agent_name(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        let Some(agent) = self.0.shown_agent() else {
+            return Ok(None);
+        };
+        let store = ctx.data::<Api>()?.store();
+        Ok(troupe_actors::names::named(store, agent).await.map(|n| n.name))
+    }
+    /// What people call it: its capability (or "task") and the end of its id,
+    /// "triage · 2a5e1c".
+    async fn name(&self) -> String {
+        troupe_actors::names::task_name(self.0.spec.capability.as_deref(), &self.0.spec.id)
+    }
     async fn capability(&self) -> Option<&str> {
         self.0.spec.capability.as_deref()
     }
