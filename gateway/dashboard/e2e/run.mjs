@@ -4,7 +4,8 @@
 // the tree, pause and resume, create a VM and migrate it, create a swarm, approve an LLM
 // agent's held tool call from the approvals inbox and read its task's transcript, follow an
 // exec agent's log, send a test alert through a working and a broken channel, restart the gateway
-// and see the event stream resume with nothing missing, a viewer sees no controls, and
+// and see the event stream resume with nothing missing, preview a fault experiment and follow
+// it to its report, a viewer sees no controls, and
 // axe-core finds no serious violation on any view. Screenshots of each view go to
 // target/dashboard-e2e/.
 //
@@ -14,7 +15,7 @@ import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Node, browser, fakeLlm, outDir, until } from "./harness.mjs";
+import { Node, ROOT, browser, fakeLlm, outDir, until } from "./harness.mjs";
 
 const require = createRequire(import.meta.url);
 const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
@@ -299,6 +300,33 @@ try {
     await page.getByRole("grid", { name: /Events/ }).getByRole("row").nth(2).waitFor({ timeout: TIMEOUT });
   });
 
+  await step("events read as sentences: an agent's name links to its page, which charts its processes' CPU and memory (or says it runs none)", async () => {
+    // The spawn of e2e-echo (from the agents view, above), found by its name in the subject filter.
+    await open(page, "/events?kinds=AGENT_SPAWNED&subject=e2e-echo");
+    const row = page.locator(".events [role=row]").filter({ hasText: "agent e2e-echo was spawned" });
+    const link = row.getByRole("link", { name: "e2e-echo", exact: true });
+    await link.waitFor({ timeout: TIMEOUT });
+    const [href, title] = [await link.getAttribute("href"), await link.getAttribute("title")];
+    if (href !== `/agents/${encodeURIComponent(ids.agent)}` || title !== ids.agent) throw new Error(`the name links to ${href} (title ${title}), not agent ${ids.agent}`);
+    await row.locator(".status", { hasText: "AGENT_SPAWNED" }).waitFor({ timeout: TIMEOUT });
+    await link.click();
+    await page.waitForURL(`**/agents/${encodeURIComponent(ids.agent)}`, { timeout: TIMEOUT });
+    // No agent spawned so far runs a process of its own (e2e-echo is builtin; e2e-upper's exec
+    // process lives only during a task): e2e-echo's page says so, and a process agent has the charts.
+    await page.getByRole("region", { name: "Process usage" }).getByText("No process usage recorded (this agent runs no process, or has not been sampled yet)").waitFor({ timeout: TIMEOUT });
+    const agent = join(ROOT, "examples/agents/process_agent.py");
+    const proc = (await node.gql(`mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }`, { input: { name: "e2e-proc", backend: { process: { command: ["python3", agent] } } } })).spawnAgent.id;
+    await until("two samples of e2e-proc's usage", async () => (await node.gql(`query($id: ID!) { agent(id: $id) { usageHistory(minutes: 5) { at } } }`, { id: proc })).agent.usageHistory.length >= 2);
+    await open(page, `/agents/${encodeURIComponent(proc)}`);
+    for (const title of ["CPU of its processes, cores busy", "Memory of its processes (RSS)"]) {
+      const chart = page.locator("figure.chart", { hasText: title });
+      await chart.getByRole("img", { name: new RegExp(`^${title.replace(/[()]/g, "\\$&")}.*Latest:`) }).waitFor({ timeout: TIMEOUT });
+      if (Number(await chart.getAttribute("data-points")) < 2) throw new Error(`the chart "${title}" has under two points`);
+    }
+    await shot(page, "agent-usage");
+    await node.gql(`mutation($id: ID!) { removeAgent(id: $id) { id } }`, { id: proc });
+  });
+
   await step("relative times tick: a new event reads \"just now\", then \"… seconds ago\" without a reload", async () => {
     await open(page, "/events");
     await page.getByRole("grid", { name: /Events/ }).waitFor({ timeout: TIMEOUT });
@@ -459,6 +487,49 @@ try {
     await shot(page, "events");
   });
 
+  await step("experiments: a dry run names the agent a crash would hit and what its supervisor expects; started, its page follows it live to PASSED and its report", async () => {
+    const before = (await node.gql("{ experiments { id } }")).experiments.length;
+    await open(page, "/experiments");
+    const form = page.getByRole("form", { name: "Start an experiment" });
+    await form.getByLabel("Experiment name").fill("e2e-crash");
+    const fault = form.getByRole("group", { name: "Fault 1" });
+    await fault.getByRole("combobox", { name: /^Action/ }).selectOption("CRASH");
+    await fault.getByLabel("Kinds", { exact: true }).fill("AGENT");
+    // A selector that matches nothing: the API's refusal is shown with its code.
+    await fault.getByLabel("Ids", { exact: true }).fill("no-such-agent");
+    await form.getByRole("button", { name: "Preview (dry run)" }).click();
+    await form.getByRole("alert").getByText("INVALID_INPUT").waitFor({ timeout: TIMEOUT });
+    // The agent spawned from the agents view, by its id: the one target, whatever the seed.
+    await fault.getByLabel("Ids", { exact: true }).fill(ids.agent);
+    await form.getByLabel("Recover within (ms)").fill("20000");
+    await form.getByRole("button", { name: "Preview (dry run)" }).click();
+    const target = page.getByRole("table", { name: "The targets the dry run picked" }).getByRole("row").filter({ hasText: "e2e-echo" });
+    await target.getByText("RESTART").first().waitFor({ timeout: TIMEOUT });
+    if ((await target.getByRole("link", { name: "e2e-echo" }).getAttribute("title")) !== ids.agent) throw new Error("the target's id is not on its name");
+    if ((await node.gql("{ experiments { id } }")).experiments.length !== before) throw new Error("the dry run started an experiment");
+    await shot(page, "experiments-dry-run");
+    await form.getByRole("button", { name: "Start", exact: true }).click();
+    await page.waitForURL(/\/experiments\/[^/]+$/, { timeout: TIMEOUT });
+    ids.experiment = decodeURIComponent(page.url().split("/").pop());
+    // Followed by its subscription, never reloaded: it ends PASSED (or says why not).
+    const state = await until("the experiment to end on its page", async () => {
+      const s = ((await page.locator(".page-head .status").first().textContent()) ?? "").replace(/[^A-Z_]/g, "");
+      return ["PASSED", "FAILED", "ABORTED"].includes(s) ? s : null;
+    }, 60_000);
+    const report = page.getByRole("region", { name: "Report" });
+    await report.waitFor({ timeout: TIMEOUT });
+    if (state !== "PASSED") throw new Error(`the experiment ended ${state}: ${await report.textContent()}`);
+    const verdict = ((await report.locator(".status").first().textContent()) ?? "").trim();
+    if (!verdict.endsWith("PASS")) throw new Error(`the report's verdict reads ${verdict}`);
+    await report.getByRole("table", { name: "Invariants" }).getByRole("row").filter({ hasText: "TREE_RESTORED" }).getByText("held").first().waitFor({ timeout: TIMEOUT });
+    const hit = page.getByRole("table", { name: "Injections, in order" }).getByRole("row").filter({ hasText: "e2e-echo" });
+    await hit.locator(".status.tone-ok", { hasText: "RECOVERED" }).waitFor({ timeout: TIMEOUT });
+    await hit.getByText("RESTART").first().waitFor({ timeout: TIMEOUT });
+    await shot(page, "experiment");
+    await page.getByRole("navigation", { name: "Views" }).getByRole("link", { name: "Experiments" }).click();
+    await page.getByRole("table", { name: "Experiments, newest first" }).getByRole("row").filter({ hasText: "e2e-crash" }).getByText("PASSED").first().waitFor({ timeout: TIMEOUT });
+  });
+
   await step("a viewer sees no controls", async () => {
     const t = await node.gql(`mutation { createToken(input: { role: VIEWER, name: "e2e-viewer" }) { secret } }`);
     const viewer = await b.newContext();
@@ -478,6 +549,14 @@ try {
     await vp.goto(`${node.url}/alerts`);
     await vp.getByRole("table", { name: "Alert channels" }).waitFor({ timeout: TIMEOUT });
     if (await vp.getByRole("button", { name: "Send test" }).count()) throw new Error("a viewer is shown Send test on the alerts view");
+    // Experiments are the admin's: a viewer is told so, with no form and no kill switch.
+    for (const path of ["/experiments", `/experiments/${encodeURIComponent(ids.experiment ?? "none")}`]) {
+      await vp.goto(`${node.url}${path}`);
+      await vp.getByText("Fault experiments are for admins").waitFor({ timeout: TIMEOUT });
+      for (const name of ["Start", "Preview (dry run)", "Stop", "Halt all faults"]) {
+        if (await vp.getByRole("button", { name, exact: true }).count()) throw new Error(`a viewer is shown "${name}" at ${path}`);
+      }
+    }
     await viewer.close();
   });
 
@@ -496,6 +575,8 @@ try {
     ["events", "/events"],
     ["approvals", "/approvals"],
     ["alerts", "/alerts"],
+    ["experiments", "/experiments"],
+    ["experiment", `/experiments/${encodeURIComponent(ids.experiment ?? "none")}`],
     ["llm-task", `/tasks/${encodeURIComponent(ids.llmTask ?? "none")}`],
     ["exec-agent", `/agents/${encodeURIComponent(ids.execAgent ?? "none")}`],
   ];

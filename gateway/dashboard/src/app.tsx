@@ -17,6 +17,8 @@ import { VmsView, VmView } from "./views/vms";
 import { EventsView } from "./views/events";
 import { ApprovalsView } from "./views/approvals";
 import { AlertsView } from "./views/alerts";
+import { ExperimentsView } from "./views/experiments";
+import { ExperimentView } from "./views/experiment";
 import { useApprovals } from "./lib/approvals";
 
 type Params = Record<string, string>;
@@ -30,6 +32,8 @@ export const ROUTES: [string, ComponentType<{ params: Params }>][] = [
   ["/tasks/:id", TaskView],
   ["/approvals", ApprovalsView],
   ["/alerts", AlertsView],
+  ["/experiments", ExperimentsView],
+  ["/experiments/:id", ExperimentView],
   ["/swarms", SwarmsView],
   ["/swarms/:id", SwarmView],
   ["/hosts", HostsView],
@@ -45,6 +49,7 @@ const NAV: [string, string][] = [
   ["/tasks", "Tasks"],
   ["/approvals", "Approvals"],
   ["/alerts", "Alerts"],
+  ["/experiments", "Experiments"],
   ["/swarms", "Swarms"],
   ["/hosts", "Hosts"],
   ["/vms", "VMs"],

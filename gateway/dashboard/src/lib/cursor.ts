@@ -1,6 +1,7 @@
 // Replayable subscriptions: the event stream is resumed from the last `seq` seen, so a
 // reconnect (or a gateway restart) neither loses nor repeats an event.
 import { subscribe, gql, type ApiError } from "./gql";
+import { humanise } from "./format";
 
 export interface TroupeEvent {
   seq: number;
@@ -8,9 +9,15 @@ export interface TroupeEvent {
   at: string;
   subject: string | null;
   data: unknown;
+  /** The event as a sentence: "agent reviewer failed: exit 1" (optional only for tests' sake; `normalise` fills it). */
+  text?: string;
+  /** The subject's bare name ("reviewer"); null when it has none or is gone. */
+  subjectName?: string | null;
+  /** AGENT, TASK, SWARM, HOST, VM or MEMBER, with `subjectName`. */
+  subjectKind?: string | null;
 }
 
-export const EVENT_FIELDS = "seq kind at subject data";
+export const EVENT_FIELDS = "seq kind at subject data text subjectName subjectKind";
 
 /**
  * Tracks the cursor of one stream: `accept` answers whether an event is new (its seq above
@@ -50,9 +57,13 @@ export interface EventStream {
   close(): void;
 }
 
-/** Seqs arrive as numbers or strings (Int64): normalise. */
+/**
+ * Seqs arrive as numbers or strings (Int64): normalise; and the sentence fields are always
+ * there after it (the kind as the text, no name, if an answer lacks them).
+ */
 export function normalise(e: TroupeEvent): TroupeEvent {
-  return typeof e.seq === "number" ? e : { ...e, seq: Number(e.seq) };
+  if (typeof e.seq === "number" && typeof e.text === "string" && e.subjectName !== undefined && e.subjectKind !== undefined) return e;
+  return { ...e, seq: Number(e.seq), text: e.text ?? humanise(e.kind), subjectName: e.subjectName ?? null, subjectKind: e.subjectKind ?? null };
 }
 
 export function eventStream(opts: EventStreamOptions): EventStream {

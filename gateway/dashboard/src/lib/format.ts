@@ -45,6 +45,14 @@ export function bytes(n: number | string | null | undefined): string {
   return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
 
+/**
+ * The unit a series of sizes reads best in, by its largest (as `bytes` would put it, from MiB
+ * up): 300 MiB → MiB, 1.5 GiB → GiB; `scale` is that unit's bytes.
+ */
+export function byteUnit(max: number): { unit: string; scale: number } {
+  return Math.abs(max) >= 2 ** 30 ? { unit: "GiB", scale: 2 ** 30 } : { unit: "MiB", scale: 2 ** 20 };
+}
+
 /** 1234 → "1.2 s", 65000 → "1 min 5 s". */
 export function duration(ms: number | string | null | undefined): string {
   if (ms === null || ms === undefined) return "—";

@@ -1,16 +1,20 @@
 // Agents: a list paged on the server with its filters in the query string (state,
 // capability, project, label), windowed so that it stays fast at 10,000+ rows, a spawn form;
 // and an agent's page, live through agentUpdates, with its controls, checkpoints, tasks,
-// messages, usage, log (exec and process agents) and timeline of events.
-import { useEffect, useRef, useState } from "preact/hooks";
-import { gql } from "../lib/gql";
+// messages, usage (and its processes' CPU and memory over the last hour), log (exec and
+// process agents) and timeline of events, each told as a sentence.
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { gql, type ApiError } from "../lib/gql";
 import { useEvents, useLive, useQuery, useRefreshOn } from "../lib/hooks";
 import { usePaged, useLiveList } from "../lib/paging";
 import { EVENT_FIELDS, normalise, type TroupeEvent } from "../lib/cursor";
 import { navigate, query, setQuery } from "../lib/router";
-import { bytes, humanise } from "../lib/format";
+import { bytes } from "../lib/format";
+import { USAGE_QUERY, usageSeries, type UsageSample } from "../lib/usage";
 import { Grid } from "../components/grid";
 import { Status } from "../components/status";
+import { Chart } from "../components/chart";
+import { EventLine } from "../components/event";
 import { Time } from "../components/time";
 import { Action } from "../components/actions";
 import { Pending, EntityPage } from "../components/entity";
@@ -243,6 +247,7 @@ export function AgentView({ params }: { params: Record<string, string> }) {
           />
         </Section>
       </div>
+      <UsageCharts id={a.id} />
       {hasLog(a.backend) ? <LogPane id={a.id} /> : null}
       <Checkpoints agent={a} onRollback={live.set} />
       <AgentTasks id={a.id} />
@@ -406,6 +411,59 @@ function AgentTasks({ id }: { id: string }) {
 }
 
 /**
+ * Its processes' CPU and memory over the last hour (one point per history interval), read
+ * when the page opens and again every 10 s.
+ */
+function UsageCharts({ id }: { id: string }) {
+  const [samples, setSamples] = useState<UsageSample[] | null>(null);
+  const [error, setError] = useState<ApiError | null>(null);
+  useEffect(() => {
+    let gone = false;
+    const load = () =>
+      void gql<{ agent: { usageHistory: UsageSample[] } | null }>(USAGE_QUERY, { id, minutes: 60 }).then(
+        (d) => {
+          if (gone) return;
+          setSamples(d.agent?.usageHistory ?? []);
+          setError(null);
+        },
+        (e: ApiError) => !gone && setError(e),
+      );
+    load();
+    const t = setInterval(load, 10_000);
+    return () => {
+      gone = true;
+      clearInterval(t);
+    };
+  }, [id]);
+  const series = useMemo(() => usageSeries(samples ?? []), [samples]);
+  return (
+    <Section title="Process usage">
+      <ErrorBox error={error} />
+      {samples === null ? (
+        error ? null : (
+          <Loading what="its usage" />
+        )
+      ) : series.xs.length === 0 ? (
+        <p class="empty">No process usage recorded (this agent runs no process, or has not been sampled yet).</p>
+      ) : (
+        <div class="cards">
+          {/* A null CPU point (the first, or processes replaced) is a gap in the line: uPlot draws nulls so. */}
+          <Chart title="CPU of its processes, cores busy, last hour" xs={series.xs} ys={[series.cpu as number[]]} series={[{ label: "cpu", unit: "cores", colour: "--running" }]} height={120} />
+          <Chart
+            key={series.unit}
+            title={`Memory of its processes (RSS), last hour${series.latestRss === null ? "" : `, now ${bytes(series.latestRss)}`}`}
+            xs={series.xs}
+            ys={[series.rss]}
+            series={[{ label: "rss", unit: series.unit, colour: "--ok" }]}
+            height={120}
+          />
+        </div>
+      )}
+    </Section>
+  );
+}
+
+/**
  * An entity's events: the last ones before the page opened (looked for in the last 5,000
  * of the log), then each new one as it happens.
  */
@@ -443,8 +501,7 @@ export function Timeline({ subject, title = "Timeline" }: { subject: string; tit
         <ol class="timeline" aria-label={title} tabIndex={0}>
           {events.slice(0, 100).map((e) => (
             <li key={e.seq}>
-              <Time at={e.at} /> <strong>{humanise(e.kind)}</strong> <span class="muted">#{e.seq}</span>
-              {e.data && Object.keys(e.data as object).length ? <span class="muted"> {JSON.stringify(e.data)}</span> : null}
+              <EventLine event={e} />
             </li>
           ))}
         </ol>

@@ -1,24 +1,26 @@
 // The live event stream: kind and subject filters in the query string, newest first, rows
 // that never move under the reader (new ones wait behind a pill while scrolled or paused),
 // and "load older" for what came before. It opens on the newest page of the log, read at the
-// seq the live stream then starts after, so the two meet with no gap and no overlap.
+// seq the live stream then starts after, so the two meet with no gap and no overlap. Each row
+// reads as a sentence, its subject's name a link; a row opened shows its data below.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { gql, type ApiError } from "../lib/gql";
 import { useEvents } from "../lib/hooks";
 import { EVENT_FIELDS, normalise, type TroupeEvent } from "../lib/cursor";
 import { query, setQuery } from "../lib/router";
-import { humanise } from "../lib/format";
+import { eventText, subjectMatches } from "../lib/sentence";
 import { Grid } from "../components/grid";
 import { Time } from "../components/time";
-import { ErrorBox, FilterInput, NewPill, Page } from "../components/page";
-import { SubjectLink } from "./overview";
+import { ErrorBox, FilterInput, NewPill, Page, Section } from "../components/page";
+import { EventData, EventKind, EventSentence, hasData } from "../components/event";
 
 /** The most events kept on the page: memory stays flat however long it streams. */
 export const KEEP = 2000;
 const OLDER = 200;
 
+/** Of one of `kinds` (prefixes), about `subject` (part of its id, or of its name in any case). */
 export function matches(e: TroupeEvent, kinds: string[], subject: string): boolean {
-  return (kinds.length === 0 || kinds.some((k) => e.kind.startsWith(k))) && (!subject || (e.subject ?? "").includes(subject));
+  return (kinds.length === 0 || kinds.some((k) => e.kind.startsWith(k))) && subjectMatches(e, subject);
 }
 
 /** "12 events, seq 40–51": what the page holds, so a gap or a duplicate shows. */
@@ -69,6 +71,8 @@ export function EventsView() {
   const [waiting, setWaiting] = useState<TroupeEvent[]>([]);
   const [error, setError] = useState<ApiError | null>(null);
   const [exhausted, setExhausted] = useState(false);
+  /** The row opened (click or Enter): its data shows below the list. */
+  const [opened, setOpened] = useState<TroupeEvent | null>(null);
   const reading = useRef(false);
   const list = useRef<HTMLDivElement>(null);
 
@@ -84,6 +88,7 @@ export function EventsView() {
     setExhausted(false);
     setLoaded(false);
     setStart(null);
+    setOpened(null);
     void (async () => {
       try {
         const last = Number((await gql<{ node: { lastSeq: number | string } }>("{ node { lastSeq } }")).node.lastSeq);
@@ -141,7 +146,7 @@ export function EventsView() {
       <div class="filters">
         <FilterInput label="Kinds (comma-separated prefixes, e.g. TASK_,AGENT_FAILED)" value={query.value.get("kinds") ?? ""} onChange={(v) => setQuery({ kinds: v })} />
         <label class="filter">
-          <span>Subject</span>
+          <span>Subject (name or id)</span>
           <input type="search" value={subject} onInput={(e) => setQuery({ subject: (e.target as HTMLInputElement).value })} />
         </label>
         <NewPill count={waiting.length} onShow={showWaiting} />
@@ -152,17 +157,38 @@ export function EventsView() {
           label="Events, newest first"
           rows={rows}
           rowKey={(e) => String(e.seq)}
+          onOpen={setOpened}
           empty={loaded ? "No event matches: this list fills as the cluster's events happen." : "Loading the newest events…"}
           columns={[
             { title: "Seq", width: "80px", cell: (e) => e.seq },
             { title: "When", width: "130px", cell: (e) => <Time at={e.at} /> },
-            { title: "Kind", width: "220px", cell: (e) => <span title={e.kind}>{humanise(e.kind)}</span> },
-            { title: "Subject", width: "260px", cell: (e) => (e.subject ? <SubjectLink kind={e.kind} id={e.subject} /> : "—") },
-            { title: "Data", cell: (e) => <span title={JSON.stringify(e.data)}>{JSON.stringify(e.data)}</span> },
+            {
+              title: "Event",
+              width: "minmax(240px, 1fr)",
+              cell: (e) => (
+                <span title={eventText(e)}>
+                  <EventSentence event={e} />
+                </span>
+              ),
+            },
+            { title: "Kind", width: "230px", cell: (e) => <EventKind kind={e.kind} /> },
+            {
+              title: "Data",
+              width: "70px",
+              cell: (e) =>
+                hasData(e.data) ? (
+                  <button class="link" aria-expanded={opened?.seq === e.seq} aria-controls={opened ? "event-opened" : undefined} aria-label={`Data of event ${e.seq}`} onClick={() => setOpened(opened?.seq === e.seq ? null : e)}>
+                    {"{…}"}
+                  </button>
+                ) : (
+                  <span class="muted">—</span>
+                ),
+            },
           ]}
           height={560}
         />
       </div>
+      {opened ? <Opened event={opened} onClose={() => setOpened(null)} /> : null}
       <div class="row">
         <button class="btn" onClick={() => void loadOlder()} disabled={exhausted}>
           {exhausted ? "No older events kept" : "Load older"}
@@ -172,5 +198,36 @@ export function EventsView() {
         </span>
       </div>
     </Page>
+  );
+}
+
+/** The row opened: its sentence, kind, subject's full id and time, and its data as JSON. */
+function Opened({ event: e, onClose }: { event: TroupeEvent; onClose: () => void }) {
+  return (
+    <div id="event-opened">
+      <Section
+        title={`Event ${e.seq}`}
+        actions={
+          <button class="btn" onClick={onClose}>
+            Close
+          </button>
+        }
+      >
+        <p>
+          <EventSentence event={e} /> <EventKind kind={e.kind} />
+        </p>
+        <p class="muted">
+          <Time at={e.at} />
+          {e.subject ? (
+            <>
+              {" "}
+              · subject <span class="mono">{e.subject}</span>
+              {e.subjectKind ? ` (${e.subjectKind === "VM" ? "VM" : e.subjectKind.toLowerCase()})` : ""}
+            </>
+          ) : null}
+        </p>
+        {hasData(e.data) ? <EventData data={e.data} open /> : <p class="empty">No data.</p>}
+      </Section>
+    </div>
   );
 }

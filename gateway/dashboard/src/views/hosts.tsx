@@ -1,6 +1,7 @@
 // Hosts: each hypervisor with its capacity bars (what is promised to VMs against what
 // overcommit allows), its VMs, a drain's progress, and the add, drain, maintenance and
-// remove controls; live through hostUpdates.
+// remove controls; live through hostUpdates. The host a link asks for (?focus=) is outlined,
+// with its events below the cards.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { FrameQueue, paused } from "../lib/live";
 import { gql } from "../lib/gql";
@@ -11,6 +12,7 @@ import { Time } from "../components/time";
 import { Action } from "../components/actions";
 import { ErrorBox, KeyValues, Loading, Page } from "../components/page";
 import { Bar, CreateForm, Field, Labels, parseLabels } from "../components/forms";
+import { Timeline } from "./agents";
 
 export interface Host {
   id: string;
@@ -52,6 +54,8 @@ export function HostsView() {
   });
   useRefreshOn(() => void list.refetch(), ["HOST_ADDED", "HOST_REMOVED", "VM_"], undefined, 1000);
   const focus = query.value.get("focus");
+  // A host has no page of its own: the one asked for (a link from an event) is outlined, and its events follow the cards.
+  const focused = focus ? hosts?.find((h) => h.id === focus || h.name === focus) : undefined;
   useEffect(() => {
     if (focus && hosts) document.getElementById(`host-${focus}`)?.scrollIntoView({ block: "center" });
   }, [focus, Boolean(hosts)]);
@@ -70,6 +74,7 @@ export function HostsView() {
           ))}
         </div>
       )}
+      {focused ? <Timeline subject={focused.id} title={`Events of host ${focused.name}`} /> : null}
     </Page>
   );
 }

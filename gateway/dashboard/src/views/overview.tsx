@@ -6,11 +6,12 @@ import { useEvents, useQuery, useRefreshOn } from "../lib/hooks";
 import { EVENT_FIELDS, normalise, type TroupeEvent } from "../lib/cursor";
 import { FAILED_COUNT, failedLine } from "../lib/alerts";
 import { ALERT_KINDS, HISTORY_QUERY, mergeHistory, TaskRates, type HistorySample } from "../lib/metrics";
-import { humanise } from "../lib/format";
+import { subjectHref } from "../lib/sentence";
 import { Chart } from "../components/chart";
 import { Status } from "../components/status";
 import { Time } from "../components/time";
 import { ErrorBox, Loading, Page, Section } from "../components/page";
+import { EventData, EventKind, EventSentence } from "../components/event";
 
 const AGENT_STATES = ["RUNNING", "STARTING", "PAUSED", "RECOVERING", "UNHEALTHY", "STOPPING", "STOPPED", "DEFINED", "FAILED"];
 const TASK_STATES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEPENDENCY_FAILED", "DEAD"];
@@ -231,9 +232,9 @@ export function Overview() {
             <thead>
               <tr>
                 <th scope="col">When</th>
-                <th scope="col">What</th>
-                <th scope="col">Subject</th>
-                <th scope="col">Why</th>
+                <th scope="col">What happened</th>
+                <th scope="col">Kind</th>
+                <th scope="col">Data</th>
               </tr>
             </thead>
             <tbody>
@@ -243,10 +244,14 @@ export function Overview() {
                     <Time at={e.at} />
                   </td>
                   <td>
-                    <Status state={e.kind.includes("LEADER") ? "PENDING" : "FAILED"} label={humanise(e.kind)} />
+                    <EventSentence event={e} />
                   </td>
-                  <td class="mono">{e.subject ? <SubjectLink kind={e.kind} id={e.subject} /> : "—"}</td>
-                  <td>{reason(e.data)}</td>
+                  <td>
+                    <EventKind kind={e.kind} />
+                  </td>
+                  <td>
+                    <EventData data={e.data} />
+                  </td>
                 </tr>
               ))}
             </tbody>
@@ -272,16 +277,8 @@ function FailedDeliveries() {
   );
 }
 
-function reason(data: unknown): string {
-  if (!data || typeof data !== "object") return "";
-  const d = data as Record<string, unknown>;
-  return String(d.reason ?? d.error ?? d.lastError ?? d.message ?? "");
-}
-
-/** A link to the subject's page, by the kind of event. */
-export function SubjectLink({ kind, id }: { kind: string; id: string }) {
-  const prefix = kind.split("_")[0];
-  const href: Record<string, string> = { AGENT: "/agents/", TASK: "/tasks/", SWARM: "/swarms/", VM: "/vms/", HOST: "/hosts?focus=", APPROVAL: "/tasks/" };
-  const base = href[prefix];
-  return base ? <a href={`${base}${encodeURIComponent(id)}`}>{id}</a> : <span>{id}</span>;
+/** A link to an event subject's page (by its kind when known, else the event's), named by its id. */
+export function SubjectLink({ kind, id, subjectKind }: { kind: string; id: string; subjectKind?: string | null }) {
+  const href = subjectHref(kind, id, subjectKind);
+  return href ? <a href={href}>{id}</a> : <span>{id}</span>;
 }
