@@ -1,7 +1,9 @@
-//! The command line that speaks to a node's GraphQL API, as a client does: `troupe agents`
-//! (and stop, start, restart), `tasks`, `swarms`, `hosts`, `vms`, `approvals`, `alerts`,
-//! `cluster`, `experiments`, `submit`, `logs`, `events` (an operator's changes and decisions
-//! in `cli/act.rs`, the cluster's and experiments' in `cli/cluster.rs`). Tables for people,
+//! The command line that speaks to a node's GraphQL API, as a client does: `troupe agents`,
+//! `tasks`, `swarms`, `hosts`, `vms`, `approvals`, `alerts`, `cluster`, `experiments`,
+//! `submit`, `logs`, `events`, `context`. Here: the client, lists and gets (by id or name) and
+//! the output; an agent's lifecycle, approvals and alerts in `cli/act.rs`; what an operator
+//! does to tasks, swarms, hosts and VMs in `cli/ops.rs`; the cluster and experiments in
+//! `cli/cluster.rs`; what follows as it happens in `cli/follow.rs`. Tables for people,
 //! `-o json`, `-o jsonl` and `-o name` for scripts. The node is `--url` (or `TROUPE_URL`),
 //! else the context's (`cli/context.rs`); the token `--token` (or `TROUPE_TOKEN`), else the
 //! context's token file, else the admin token in `--data-dir`.
@@ -13,6 +15,8 @@
 mod act;
 mod cluster;
 mod context;
+mod follow;
+mod ops;
 mod ws;
 
 use std::path::PathBuf;
@@ -24,8 +28,9 @@ pub use act::{AgentsHow, Alerts, Approvals};
 use clap::{Args, Subcommand, ValueEnum};
 pub use cluster::{Cluster, Experiments};
 pub use context::Contexts;
+pub use follow::{EventsArgs, LogsArgs, SubmitArgs};
+pub use ops::{HostsHow, SwarmsHow, TasksHow, VmsHow};
 use serde_json::{json, Value};
-use ws::follow;
 
 /// Where the node is and who asks.
 #[derive(Args, Clone)]
@@ -68,47 +73,6 @@ pub enum List {
     },
     /// One, by id or name (a task by its name or the end of its id, "2a5e1c").
     Get { id: String },
-}
-
-#[derive(Args, Clone)]
-pub struct SubmitArgs {
-    /// Run on an agent with this capability.
-    #[arg(long, conflicts_with = "agent", required_unless_present = "agent")]
-    capability: Option<String>,
-    /// Run on this agent.
-    #[arg(long)]
-    agent: Option<String>,
-    /// The task's input, JSON (a bare word is taken as a string).
-    #[arg(long, default_value = "{}")]
-    payload: String,
-    /// Wait for the task to end and print its result; exits 1 if it did not succeed.
-    #[arg(long)]
-    wait: bool,
-}
-
-#[derive(Args, Clone)]
-pub struct LogsArgs {
-    /// The agent (id or name).
-    agent: String,
-    /// Keep following new lines.
-    #[arg(short, long)]
-    follow: bool,
-    /// How many of the last lines to print first.
-    #[arg(long, default_value_t = 50)]
-    tail: u32,
-}
-
-#[derive(Args, Clone)]
-pub struct EventsArgs {
-    /// Only these kinds (repeatable).
-    #[arg(long = "kind")]
-    kinds: Vec<String>,
-    /// Keep following new events.
-    #[arg(short, long)]
-    follow: bool,
-    /// How many of the last events to print first.
-    #[arg(long, default_value_t = 20)]
-    tail: u32,
 }
 
 /// A failure, with the exit code it means.
@@ -259,7 +223,7 @@ const TASKS: Kind = Kind {
 const SWARMS: Kind = Kind {
     list: "swarms",
     one: "swarm",
-    fields: &["id", "name", "state", "topology", "size"],
+    fields: &["id", "name", "status", "topology", "size", "node"],
     named: true,
     paged: false,
 };
@@ -275,45 +239,45 @@ const VMS: Kind = Kind {
     one: "vm",
     fields: &["id", "name", "state", "hostId"],
     named: true,
-    paged: false,
+    paged: true,
 };
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// A node's agents: list, get (by id or name), stop, start, restart.
+    /// Agents: list, get (by id or name), stop, start, restart, pause, resume, remove.
     Agents {
         #[command(flatten)]
         client: Client,
         #[command(subcommand)]
         how: AgentsHow,
     },
-    /// A node's tasks: list, get.
+    /// Tasks: list, get (by id or name), cancel, requeue.
     Tasks {
         #[command(flatten)]
         client: Client,
         #[command(subcommand)]
-        how: List,
+        how: TasksHow,
     },
-    /// Swarms: list, get (by id or name).
+    /// Swarms: list, get (by id or name), scale, destroy.
     Swarms {
         #[command(flatten)]
         client: Client,
         #[command(subcommand)]
-        how: List,
+        how: SwarmsHow,
     },
-    /// Hosts: list, get (by id or name).
+    /// Hosts: list, get (by id or name), drain, maintenance.
     Hosts {
         #[command(flatten)]
         client: Client,
         #[command(subcommand)]
-        how: List,
+        how: HostsHow,
     },
-    /// VMs: list, get (by id or name).
+    /// VMs: list, get (by id or name), start, stop, reboot, pause, resume, migrate, delete.
     Vms {
         #[command(flatten)]
         client: Client,
         #[command(subcommand)]
-        how: List,
+        how: VmsHow,
     },
     /// LLM agents' tool calls held for an operator: list, approve, reject.
     Approvals {
@@ -378,17 +342,17 @@ pub async fn run(command: Command) -> ExitCode {
     let done = match command {
         Command::Agents { client, how } => agents(&client, how).await,
         Command::Alerts { client, what } => alerts(&client, what).await,
-        Command::Tasks { client, how } => list_or_get(&client, &TASKS, how).await,
-        Command::Swarms { client, how } => list_or_get(&client, &SWARMS, how).await,
-        Command::Hosts { client, how } => list_or_get(&client, &HOSTS, how).await,
-        Command::Vms { client, how } => list_or_get(&client, &VMS, how).await,
+        Command::Tasks { client, how } => ops::tasks(&client, how).await,
+        Command::Swarms { client, how } => ops::swarms(&client, how).await,
+        Command::Hosts { client, how } => ops::hosts(&client, how).await,
+        Command::Vms { client, how } => ops::vms(&client, how).await,
         Command::Approvals { client, what } => approvals(&client, what).await,
         Command::Cluster { client, what } => cluster::cluster(&client, what).await,
         Command::Experiments { client, what } => cluster::experiments(&client, what).await,
         Command::Context { client, what } => context::contexts(&client, what),
-        Command::Submit { client, submit } => self::submit(&client, submit).await,
-        Command::Logs { client, logs } => self::logs(&client, logs).await,
-        Command::Events { client, events } => self::events(&client, events).await,
+        Command::Submit { client, submit } => follow::submit(&client, submit).await,
+        Command::Logs { client, logs } => follow::logs(&client, logs).await,
+        Command::Events { client, events } => follow::events(&client, events).await,
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,
@@ -494,35 +458,6 @@ fn print(client: &Client, fields: &[&str], rows: &Value) {
     }
 }
 
-async fn submit(client: &Client, s: SubmitArgs) -> Done {
-    let payload: Value = serde_json::from_str(&s.payload).unwrap_or(Value::String(s.payload.clone()));
-    let agent = match &s.agent {
-        Some(agent) => Some(agent_id(client, agent).await?),
-        None => None,
-    };
-    let input = json!({ "capability": s.capability, "agentId": agent, "payload": payload });
-    let query = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id state } }";
-    let task = ask(client, query, json!({ "input": input })).await?["submitTask"].clone();
-    let id = task["id"].as_str().unwrap_or_default().to_owned();
-    if !s.wait {
-        print(client, &["id", "state"], &json!([task]));
-        return Ok(());
-    }
-    // Followed by its updates, which end with its last state.
-    let query = "subscription($id: ID!) { taskUpdates(id: $id) { id state result error } }";
-    let mut last = Value::Null;
-    follow(client, query, json!({ "id": id }), |data| {
-        last = data["taskUpdates"].clone();
-        Ok(())
-    })
-    .await?;
-    print(client, &["id", "state", "result", "error"], &json!([last]));
-    match last["state"].as_str() {
-        Some("SUCCEEDED") => Ok(()),
-        state => Err(Failure(1, format!("task {id} ended {}", state.unwrap_or("unknown")))),
-    }
-}
-
 /// The id of the agent named or identified by `agent`.
 async fn agent_id(client: &Client, agent: &str) -> Result<String, Failure> {
     let found = ask(
@@ -540,75 +475,4 @@ async fn agent_id(client: &Client, agent: &str) -> Result<String, Failure> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| Failure(3, format!("no agent {agent}")))
-}
-
-async fn logs(client: &Client, l: LogsArgs) -> Done {
-    let id = agent_id(client, &l.agent).await?;
-    let query = "query($id: ID!, $limit: Int) { agentLogs(id: $id, limit: $limit) { seq at stream line taskId } }";
-    let lines = ask(client, query, json!({ "id": id, "limit": l.tail })).await?["agentLogs"].clone();
-    let show = |line: &Value| match client.output {
-        Output::Json | Output::Jsonl => println!("{line}"),
-        Output::Name => println!("{}", line["line"].as_str().unwrap_or("")),
-        Output::Table => println!(
-            "{} {:<6} {}",
-            line["at"].as_str().unwrap_or(""),
-            line["stream"].as_str().unwrap_or(""),
-            line["line"].as_str().unwrap_or("")
-        ),
-    };
-    lines.as_array().into_iter().flatten().for_each(show);
-    if l.follow {
-        let after = lines
-            .as_array()
-            .and_then(|l| l.last())
-            .map_or(json!(0), |l| l["seq"].clone());
-        let query = "subscription($id: ID!, $after: Int64) { agentLogLines(id: $id, after: $after) { seq at stream line taskId } }";
-        follow(client, query, json!({ "id": id, "after": after }), |data| {
-            show(&data["agentLogLines"]);
-            Ok(())
-        })
-        .await?;
-    }
-    Ok(())
-}
-
-async fn events(client: &Client, e: EventsArgs) -> Done {
-    let kinds = (!e.kinds.is_empty()).then_some(&e.kinds);
-    let last = ask(client, "{ node { lastSeq } }", json!({})).await?["node"]["lastSeq"]
-        .as_u64()
-        .unwrap_or(0);
-    let after = last.saturating_sub(u64::from(e.tail));
-    // For people: the event as a sentence, its subject by name.
-    let show = |event: &Value| match client.output {
-        Output::Json | Output::Jsonl => println!("{event}"),
-        Output::Name => println!("{}", event["seq"]),
-        Output::Table => println!(
-            "{:>8} {} {:<22} {}",
-            event["seq"],
-            event["at"].as_str().unwrap_or(""),
-            event["kind"].as_str().unwrap_or(""),
-            event["text"].as_str().unwrap_or("")
-        ),
-    };
-    let fields = "seq kind subject subjectName at text data";
-    if e.follow {
-        let query = format!(
-            "subscription($after: Int64, $kinds: [String!]) {{ events(after: $after, kinds: $kinds) {{ {fields} }} }}"
-        );
-        return follow(client, &query, json!({ "after": after, "kinds": kinds }), |data| {
-            show(&data["events"]);
-            Ok(())
-        })
-        .await;
-    }
-    let query = format!("query($after: Int64, $kinds: [String!], $first: Int) {{ events(after: $after, kinds: $kinds, first: $first) {{ {fields} }} }}");
-    let events = ask(
-        client,
-        &query,
-        json!({ "after": after, "kinds": kinds, "first": e.tail }),
-    )
-    .await?["events"]
-        .clone();
-    events.as_array().into_iter().flatten().for_each(show);
-    Ok(())
 }

@@ -13,11 +13,28 @@ pub enum AgentsHow {
     Read(List),
     /// Stop it: it takes no new tasks; running ones get the grace period, then go back to
     /// the queue.
-    Stop { agent: String },
+    Stop {
+        agent: String,
+    },
     /// Start a stopped or failed agent.
-    Start { agent: String },
+    Start {
+        agent: String,
+    },
     /// Stop it and start it again with its current spec.
-    Restart { agent: String },
+    Restart {
+        agent: String,
+    },
+    /// Hold it: it takes no new tasks and its processes are stopped (SIGSTOP).
+    Pause {
+        agent: String,
+    },
+    Resume {
+        agent: String,
+    },
+    /// Stop it and forget it.
+    Remove {
+        agent: String,
+    },
 }
 
 /// `troupe alerts`: the deliveries of alerts, and a test through a channel.
@@ -56,6 +73,9 @@ pub(super) async fn agents(client: &Client, how: AgentsHow) -> Done {
         AgentsHow::Stop { agent } => ("stopAgent", agent),
         AgentsHow::Start { agent } => ("startAgent", agent),
         AgentsHow::Restart { agent } => ("restartAgent", agent),
+        AgentsHow::Pause { agent } => ("pauseAgent", agent),
+        AgentsHow::Resume { agent } => ("resumeAgent", agent),
+        AgentsHow::Remove { agent } => ("removeAgent", agent),
     };
     let id = agent_id(client, &agent).await?;
     let fields = AGENTS.fields.join(" ");

@@ -137,3 +137,46 @@ async fn a_list_longer_than_a_page_is_listed_whole_and_its_last_one_found_by_nam
     ensure!(code == 0 && out.contains("\"n0519\""), "{out}{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_changes_tasks_swarms_hosts_and_vms_by_name_from_the_command_line() -> Result<()> {
+    let node = Node::start(NodeOpts::named("solo").arg("--simulated-hosts", 2)).await?;
+    let env = at(&node);
+    let ok = |(code, out, err): (i32, String, String)| -> Result<String> {
+        ensure!(code == 0, "exit {code}: {out}{err}");
+        Ok(out)
+    };
+
+    // A VM by its name: stopped, started, moved to the other host.
+    let q = "mutation { createVm(input: { name: \"web-1\", vcpus: 1, memoryMiB: 256 }) { id host { name } } }";
+    let vm = node.gql_ok(q, json!({})).await?["createVm"].clone();
+    let from = vm["host"]["name"].as_str().context("its host")?.to_owned();
+    let to = if from == "sim-1" { "sim-2" } else { "sim-1" };
+    ensure!(ok(troupe(&["vms", "stop", "web-1"], &env).await?)?.contains("STOPPED"));
+    ensure!(ok(troupe(&["vms", "start", "web-1"], &env).await?)?.contains("RUNNING"));
+    let moved = ok(troupe(&["vms", "migrate", "web-1", "--to", to], &env).await?)?;
+    ensure!(!moved.contains("FAILED"), "{moved}");
+
+    // The emptied host into maintenance, and out.
+    let out = ok(troupe(&["hosts", "maintenance", &from, "-o", "jsonl"], &env).await?)?;
+    ensure!(out.contains("MAINTENANCE"), "{out}");
+    ok(troupe(&["hosts", "maintenance", &from, "--off"], &env).await?)?;
+
+    // A swarm scaled and destroyed by name; `swarms list` shows its status.
+    let q = "mutation { createSwarm(input: { name: \"crew\", templates: [{ count: 1, agent: { name: \"m\", backend: { builtin: { kind: \"echo\" } } } }], maxAgents: 3 }) { id } }";
+    node.gql_ok(q, json!({})).await?;
+    let out = ok(troupe(&["swarms", "scale", "crew", "2", "-o", "jsonl"], &env).await?)?;
+    ensure!(out.contains("\"size\":2"), "{out}");
+    ensure!(ok(troupe(&["swarms", "list"], &env).await?)?.contains("crew"));
+    ok(troupe(&["swarms", "destroy", "crew"], &env).await?)?;
+
+    // A task waiting for a capability nobody has, cancelled by its id's end.
+    let task = node.submit(json!({ "capability": "nobody", "payload": {} })).await?;
+    let task = text(&task, "/id")?;
+    let bare = task.split('@').next().context("id")?.replace('-', "");
+    let out = ok(troupe(&["tasks", "cancel", &bare[bare.len() - 6..]], &env).await?)?;
+    ensure!(out.contains("CANCELLED"), "{out}");
+    let (code, _, _) = troupe(&["vms", "reboot", "nothing"], &env).await?;
+    ensure!(code == 3, "a VM nobody has is not found");
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! What the command line follows as it happens: `submit --wait` (the task's updates to its
+//! end), `logs -f` (an agent's lines) and `events -f` (the cluster's events, as sentences).
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::ws::follow;
+use super::{agent_id, ask, print, Client, Done, Failure, Output};
+
+#[derive(Args, Clone)]
+pub struct SubmitArgs {
+    /// Run on an agent with this capability.
+    #[arg(long, conflicts_with = "agent", required_unless_present = "agent")]
+    capability: Option<String>,
+    /// Run on this agent.
+    #[arg(long)]
+    agent: Option<String>,
+    /// The task's input, JSON (a bare word is taken as a string).
+    #[arg(long, default_value = "{}")]
+    payload: String,
+    /// Wait for the task to end and print its result; exits 1 if it did not succeed.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct LogsArgs {
+    /// The agent (id or name).
+    agent: String,
+    /// Keep following new lines.
+    #[arg(short, long)]
+    follow: bool,
+    /// How many of the last lines to print first.
+    #[arg(long, default_value_t = 50)]
+    tail: u32,
+}
+
+#[derive(Args, Clone)]
+pub struct EventsArgs {
+    /// Only these kinds (repeatable).
+    #[arg(long = "kind")]
+    kinds: Vec<String>,
+    /// Keep following new events.
+    #[arg(short, long)]
+    follow: bool,
+    /// How many of the last events to print first.
+    #[arg(long, default_value_t = 20)]
+    tail: u32,
+}
+
+pub(super) async fn submit(client: &Client, s: SubmitArgs) -> Done {
+    let payload: Value = serde_json::from_str(&s.payload).unwrap_or(Value::String(s.payload.clone()));
+    let agent = match &s.agent {
+        Some(agent) => Some(agent_id(client, agent).await?),
+        None => None,
+    };
+    let input = json!({ "capability": s.capability, "agentId": agent, "payload": payload });
+    let query = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id state } }";
+    let task = ask(client, query, json!({ "input": input })).await?["submitTask"].clone();
+    let id = task["id"].as_str().unwrap_or_default().to_owned();
+    if !s.wait {
+        print(client, &["id", "state"], &json!([task]));
+        return Ok(());
+    }
+    // Followed by its updates, which end with its last state.
+    let query = "subscription($id: ID!) { taskUpdates(id: $id) { id state result error } }";
+    let mut last = Value::Null;
+    follow(client, query, json!({ "id": id }), |data| {
+        last = data["taskUpdates"].clone();
+        Ok(())
+    })
+    .await?;
+    print(client, &["id", "state", "result", "error"], &json!([last]));
+    match last["state"].as_str() {
+        Some("SUCCEEDED") => Ok(()),
+        state => Err(Failure(1, format!("task {id} ended {}", state.unwrap_or("unknown")))),
+    }
+}
+
+pub(super) async fn logs(client: &Client, l: LogsArgs) -> Done {
+    let id = agent_id(client, &l.agent).await?;
+    let query = "query($id: ID!, $limit: Int) { agentLogs(id: $id, limit: $limit) { seq at stream line taskId } }";
+    let lines = ask(client, query, json!({ "id": id, "limit": l.tail })).await?["agentLogs"].clone();
+    let show = |line: &Value| match client.output {
+        Output::Json | Output::Jsonl => println!("{line}"),
+        Output::Name => println!("{}", line["line"].as_str().unwrap_or("")),
+        Output::Table => println!(
+            "{} {:<6} {}",
+            line["at"].as_str().unwrap_or(""),
+            line["stream"].as_str().unwrap_or(""),
+            line["line"].as_str().unwrap_or("")
+        ),
+    };
+    lines.as_array().into_iter().flatten().for_each(show);
+    if l.follow {
+        let after = lines
+            .as_array()
+            .and_then(|l| l.last())
+            .map_or(json!(0), |l| l["seq"].clone());
+        let query = "subscription($id: ID!, $after: Int64) { agentLogLines(id: $id, after: $after) { seq at stream line taskId } }";
+        follow(client, query, json!({ "id": id, "after": after }), |data| {
+            show(&data["agentLogLines"]);
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
+    let kinds = (!e.kinds.is_empty()).then_some(&e.kinds);
+    let last = ask(client, "{ node { lastSeq } }", json!({})).await?["node"]["lastSeq"]
+        .as_u64()
+        .unwrap_or(0);
+    let after = last.saturating_sub(u64::from(e.tail));
+    // For people: the event as a sentence, its subject by name.
+    let show = |event: &Value| match client.output {
+        Output::Json | Output::Jsonl => println!("{event}"),
+        Output::Name => println!("{}", event["seq"]),
+        Output::Table => println!(
+            "{:>8} {} {:<22} {}",
+            event["seq"],
+            event["at"].as_str().unwrap_or(""),
+            event["kind"].as_str().unwrap_or(""),
+            event["text"].as_str().unwrap_or("")
+        ),
+    };
+    let fields = "seq kind subject subjectName at text data";
+    if e.follow {
+        let query = format!(
+            "subscription($after: Int64, $kinds: [String!]) {{ events(after: $after, kinds: $kinds) {{ {fields} }} }}"
+        );
+        return follow(client, &query, json!({ "after": after, "kinds": kinds }), |data| {
+            show(&data["events"]);
+            Ok(())
+        })
+        .await;
+    }
+    let query = format!("query($after: Int64, $kinds: [String!], $first: Int) {{ events(after: $after, kinds: $kinds, first: $first) {{ {fields} }} }}");
+    let events = ask(
+        client,
+        &query,
+        json!({ "after": after, "kinds": kinds, "first": e.tail }),
+    )
+    .await?["events"]
+        .clone();
+    events.as_array().into_iter().flatten().for_each(show);
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! What an operator does to tasks, swarms, hosts and VMs from the command line, each named
+//! by id or name: `tasks cancel|requeue`, `swarms scale|destroy`, `hosts drain|maintenance`,
+//! `vms start|stop|reboot|pause|resume|migrate|delete`. Each prints the entity as the change
+//! left it.
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use super::{ask, by_name, list_or_get, print, Client, Done, Failure, Kind, List, HOSTS, SWARMS, TASKS, VMS};
+
+#[derive(Subcommand, Clone)]
+pub enum TasksHow {
+    #[command(flatten)]
+    Read(List),
+    /// Cancel it (a running attempt is stopped).
+    Cancel { task: String },
+    /// Give a DEAD or FAILED task another run.
+    Requeue { task: String },
+}
+
+#[derive(Subcommand, Clone)]
+pub enum SwarmsHow {
+    #[command(flatten)]
+    Read(List),
+    /// Set its number of members.
+    Scale { swarm: String, size: u32 },
+    /// Stop its coordinator and members and remove it.
+    Destroy { swarm: String },
+}
+
+#[derive(Subcommand, Clone)]
+pub enum HostsHow {
+    #[command(flatten)]
+    Read(List),
+    /// Move its VMs away, then put it in MAINTENANCE.
+    Drain { host: String },
+    /// Put an empty host in MAINTENANCE (`--off`: take it out).
+    Maintenance {
+        host: String,
+        #[arg(long)]
+        off: bool,
+    },
+}
+
+#[derive(Subcommand, Clone)]
+pub enum VmsHow {
+    #[command(flatten)]
+    Read(List),
+    Start {
+        vm: String,
+    },
+    Stop {
+        vm: String,
+    },
+    Reboot {
+        vm: String,
+    },
+    Pause {
+        vm: String,
+    },
+    Resume {
+        vm: String,
+    },
+    /// Move it to another host (`--to`, else the placer's choice).
+    Migrate {
+        vm: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    Delete {
+        vm: String,
+    },
+}
+
+/// The id of the entity of `kind` that `who` names (its id or its name).
+async fn id_of(client: &Client, kind: &Kind, who: &str) -> Result<String, Failure> {
+    let query = format!("query($id: ID!) {{ {}(id: $id) {{ id }} }}", kind.one);
+    let mut found = ask(client, &query, json!({ "id": who })).await?[kind.one].clone();
+    if found.is_null() {
+        found = by_name(client, kind, who).await?;
+    }
+    found["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Failure(3, format!("no {} {who}", kind.one)))
+}
+
+/// Runs `mutation(id: …, args)` on the entity `who` names and prints what it answers.
+async fn act(client: &Client, kind: &Kind, mutation: &str, who: &str, args: &[(&str, &str, Value)]) -> Done {
+    let id = id_of(client, kind, who).await?;
+    let mut variables = json!({ "id": id });
+    let (mut declared, mut passed) = ("$id: ID!".to_owned(), "id: $id".to_owned());
+    for (name, ty, value) in args {
+        declared.push_str(&format!(", ${name}: {ty}"));
+        passed.push_str(&format!(", {name}: ${name}"));
+        variables[*name] = value.clone();
+    }
+    let fields = kind.fields.join(" ");
+    let query = format!("mutation({declared}) {{ done: {mutation}({passed}) {{ {fields} }} }}");
+    let data = ask(client, &query, variables).await?;
+    print(client, kind.fields, &json!([data["done"]]));
+    Ok(())
+}
+
+pub(super) async fn tasks(client: &Client, how: TasksHow) -> Done {
+    match how {
+        TasksHow::Read(how) => list_or_get(client, &TASKS, how).await,
+        TasksHow::Cancel { task } => act(client, &TASKS, "cancelTask", &task, &[]).await,
+        TasksHow::Requeue { task } => act(client, &TASKS, "requeueTask", &task, &[]).await,
+    }
+}
+
+pub(super) async fn swarms(client: &Client, how: SwarmsHow) -> Done {
+    match how {
+        SwarmsHow::Read(how) => list_or_get(client, &SWARMS, how).await,
+        SwarmsHow::Scale { swarm, size } => {
+            act(client, &SWARMS, "scaleSwarm", &swarm, &[("size", "Int!", json!(size))]).await
+        }
+        SwarmsHow::Destroy { swarm } => act(client, &SWARMS, "destroySwarm", &swarm, &[]).await,
+    }
+}
+
+pub(super) async fn hosts(client: &Client, how: HostsHow) -> Done {
+    match how {
+        HostsHow::Read(how) => list_or_get(client, &HOSTS, how).await,
+        HostsHow::Drain { host } => act(client, &HOSTS, "drainHost", &host, &[]).await,
+        HostsHow::Maintenance { host, off } => {
+            let enabled = [("enabled", "Boolean!", json!(!off))];
+            act(client, &HOSTS, "setHostMaintenance", &host, &enabled).await
+        }
+    }
+}
+
+pub(super) async fn vms(client: &Client, how: VmsHow) -> Done {
+    let (mutation, vm) = match how {
+        VmsHow::Read(how) => return list_or_get(client, &VMS, how).await,
+        VmsHow::Migrate { vm, to } => return migrate(client, &vm, to).await,
+        VmsHow::Start { vm } => ("startVm", vm),
+        VmsHow::Stop { vm } => ("stopVm", vm),
+        VmsHow::Reboot { vm } => ("rebootVm", vm),
+        VmsHow::Pause { vm } => ("pauseVm", vm),
+        VmsHow::Resume { vm } => ("resumeVm", vm),
+        VmsHow::Delete { vm } => ("deleteVm", vm),
+    };
+    act(client, &VMS, mutation, &vm, &[]).await
+}
+
+/// A migration answers how it went, not the VM: its phase, hosts and error.
+async fn migrate(client: &Client, vm: &str, to: Option<String>) -> Done {
+    let id = id_of(client, &VMS, vm).await?;
+    let target = match to {
+        Some(host) => Some(id_of(client, &HOSTS, &host).await?),
+        None => None,
+    };
+    let fields = ["id", "phase", "kind", "sourceHost", "targetHost", "error"];
+    let query = format!(
+        "mutation($id: ID!, $to: ID) {{ migrateVm(id: $id, targetHost: $to) {{ migration {{ {} }} }} }}",
+        fields.join(" ")
+    );
+    let data = ask(client, &query, json!({ "id": id, "to": target })).await?;
+    let migration = &data["migrateVm"]["migration"];
+    print(client, &fields, &json!([migration]));
+    match migration["phase"].as_str() {
+        Some("FAILED") => Err(Failure(
+            1,
+            format!("the migration failed: {}", migration["error"].as_str().unwrap_or("")),
+        )),
+        _ => Ok(()),
+    }
+}
