@@ -387,7 +387,16 @@ async fn list_or_get(client: &Client, kind: &Kind, how: List) -> Done {
 
 /// The entity of `kind` named `name`, if there is one (null if none).
 async fn by_name(client: &Client, kind: &Kind, name: &str) -> Result<Value, Failure> {
-    let rows = kind.all(client, None).await?;
+    // Agents are looked up by the server (there may be many); other lists are short.
+    let rows = match kind.one {
+        "agent" => {
+            let fields = kind.fields.join(" ");
+            let query = format!("query($name: String) {{ agents(name: $name, first: 2) {{ nodes {{ {fields} }} }} }}");
+            let data = ask(client, &query, json!({ "name": name })).await?;
+            data["agents"]["nodes"].as_array().cloned().unwrap_or_default()
+        }
+        _ => kind.all(client, None).await?,
+    };
     // A task is also found by the end of its id, as its name shows it ("2a5e1c").
     let tail = |r: &Value| {
         let bare: String = r["id"]

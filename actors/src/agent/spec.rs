@@ -179,10 +179,11 @@ impl AgentSpec {
         }
     }
 
-    /// Whether its spec passes the filter's project and labels (the state and the
+    /// Whether its spec passes the filter's name, project and labels (the state and the
     /// capabilities its backend found are the status's: [`AgentFilter::admits`]).
     pub fn matches(&self, filter: &AgentFilter) -> bool {
-        filter.project.as_ref().is_none_or(|p| *p == self.project)
+        filter.name.as_ref().is_none_or(|n| *n == self.name)
+            && filter.project.as_ref().is_none_or(|p| *p == self.project)
             && filter.labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
     }
 }
@@ -219,6 +220,9 @@ pub struct AgentFilter {
     pub capability: Option<String>,
     /// Only agents in this state (read from their status, not their spec).
     pub state: Option<super::status::AgentState>,
+    /// Only agents of this name (names need not be unique).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 impl AgentFilter {

@@ -181,6 +181,11 @@ try {
     await head.getByText("SUCCEEDED").waitFor({ timeout: TIMEOUT });
     await page.getByLabel("Result").getByText('"dashboard"').waitFor({ timeout: TIMEOUT });
     await shot(page, "task");
+    // Found again by its agent's name in the tasks list.
+    await open(page, "/tasks?agent=e2e-later");
+    await page.getByRole("link", { name: /^e2e-later · / }).first().waitFor({ timeout: TIMEOUT });
+    await open(page, "/tasks?agent=nobody-by-this-name");
+    await expectText(page, "No agent is named nobody-by-this-name.");
   });
 
   await step("the overview's charts start from the node's history when the page opens", async () => {

@@ -372,7 +372,7 @@ pub struct AgentsQuery;
 
 #[Object]
 impl AgentsQuery {
-    /// The cluster's agents, by id, from this node's replica; `project`,
+    /// The cluster's agents, by id, from this node's replica; `name`, `project`,
     /// `labels` (every pair must match), `state` and `capability` narrow the list.
     #[graphql(
         guard = "RoleGuard(Role::Viewer)",
@@ -389,10 +389,12 @@ impl AgentsQuery {
         labels: Option<Vec<LabelInput>>,
         state: Option<AgentState>,
         capability: Option<String>,
+        #[graphql(desc = "Only agents of this name (names need not be unique).")] name: Option<String>,
     ) -> async_graphql::Result<Connection<String, Agent, Extra>> {
         let first = page_size(first, DEFAULT_PAGE, MAX_PAGE)?;
         let has_previous = after.is_some();
         let filter = AgentFilter {
+            name,
             project,
             labels: pairs(labels),
             capability,

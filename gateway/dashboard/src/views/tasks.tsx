@@ -47,12 +47,36 @@ const DLQ = `query($first: Int, $after: String) {
 /** One id's short form away from any list: its last 8 characters. */
 const short = (id: string) => shortIds([id], 8).get(id)!;
 
+/**
+ * The agent the filter names: an id (it has `@node`) as it is; a name looked up
+ * (`agents(name:)`), the first of that name when several share it, with a note saying so.
+ */
+export function useAgentFilter(agent: string | null): { id: string | null; note: string } {
+  const [found, setFound] = useState<{ name: string; id: string | null; note: string } | null>(null);
+  const byName = !!agent && !agent.includes("@");
+  useEffect(() => {
+    if (!byName || !agent) return;
+    let current = true;
+    gql<{ agents: { nodes: { id: string }[] } }>(`query($n: String) { agents(name: $n, first: 2) { nodes { id } } }`, { n: agent })
+      .then((d) => {
+        const ids = d.agents.nodes.map((a) => a.id);
+        const note = !ids.length ? `No agent is named ${agent}.` : ids.length > 1 ? `More than one agent is named ${agent}: the first one's tasks are shown; give an id for another.` : "";
+        if (current) setFound({ name: agent, id: ids[0] ?? null, note });
+      })
+      .catch(() => current && setFound({ name: agent, id: null, note: "" }));
+    return () => void (current = false);
+  }, [agent, byName]);
+  if (!byName || found?.name !== agent) return { id: agent, note: "" };
+  return { id: found.id ?? agent, note: found.note };
+}
+
 export function TasksView() {
   const q = query.value;
   const dlq = q.get("view") === "dead";
   const state = q.get("state") || null;
   const agent = q.get("agent") || null;
-  const list = usePaged<TaskRow>(dlq ? DLQ : LIST, dlq ? {} : { state, agentId: agent }, (d) => (dlq ? d.deadLetters : d.tasks), PAGE);
+  const named = useAgentFilter(agent);
+  const list = usePaged<TaskRow>(dlq ? DLQ : LIST, dlq ? {} : { state, agentId: named.id }, (d) => (dlq ? d.deadLetters : d.tasks), PAGE);
   const reading = useRef(false);
   const live = useLiveList(list, ["TASK_"], reading, PAGE);
   const shorts = shortIds(list.rows.map((t) => t.id));
@@ -109,13 +133,14 @@ export function TasksView() {
         <div class="filters" role="search" aria-label="Filter tasks">
           <Select label="State" value={state ?? ""} options={TASK_STATES} onChange={(v) => setQuery({ state: v })} />
           <label class="filter">
-            <span>Agent id</span>
+            <span>Agent (name or id)</span>
             <input type="search" data-filter placeholder="press / to filter" value={agent ?? ""} onInput={(e) => setQuery({ agent: (e.target as HTMLInputElement).value.trim() })} />
           </label>
           <NewPill count={live.changes} onShow={live.show} />
         </div>
       )}
       <ErrorBox error={list.error} />
+      {named.note ? <p class="muted">{named.note}</p> : null}
       {list.missing.length ? <p class="error">Not included (unreachable): {list.missing.join(", ")}</p> : null}
       <p class="muted" aria-live="polite">
         {list.total === null ? "" : `${list.total} tasks${list.rows.length < list.total ? `, ${list.rows.length} loaded (more load as you scroll)` : ""}`}
