@@ -49,6 +49,22 @@ async fn events_read_as_sentences_errors_name_agents_and_members_have_short_name
     expect_code(&refused, "CONFLICT")?;
     ensure!(refused.to_string().contains("agent reviewer is stopped"), "{refused}");
 
+    // The counts by state, in one pass, agree with the filtered lists' counts.
+    node.spawn_builtin("echo", &[]).await?;
+    let q = "{ agentStateCounts { state count } stopped: agents(state: STOPPED) { totalCount } \
+             running: agents(state: RUNNING) { totalCount } }";
+    let counts = node.gql_ok(q, json!({})).await?;
+    let of = |state: &str| {
+        counts["agentStateCounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["state"] == state)
+            .map_or(0, |c| c["count"].as_i64().unwrap_or(-1))
+    };
+    ensure!(of("STOPPED") == 1 && counts["stopped"]["totalCount"] == 1, "{counts}");
+    ensure!(of("RUNNING") == 1 && counts["running"]["totalCount"] == 1, "{counts}");
+
     // A swarm's members are named from their template with a short suffix.
     let s = create(
         &node,

@@ -245,6 +245,22 @@ impl Registry<'_> {
         self.get(id).await?.ok_or_else(|| not_found(id))
     }
 
+    /// How many agents are in each state, in one pass over the statuses (what a count per
+    /// state would read once per state).
+    pub async fn count_by_state(&self) -> Result<HashMap<AgentState, u64>, ApiError> {
+        Ok(self
+            .store
+            .view(move |v| {
+                let mut counts = HashMap::new();
+                v.scan(AGENTS, None, |id, _| {
+                    *counts.entry(read_status(v, id)?.state).or_insert(0) += 1;
+                    Ok(true)
+                })?;
+                Ok(counts)
+            })
+            .await?)
+    }
+
     pub async fn count(&self, filter: &AgentFilter) -> Result<u64, ApiError> {
         let filter = filter.clone();
         Ok(self
@@ -361,7 +377,15 @@ fn admitted(v: &View<'_>, id: &str, spec: &AgentSpec, filter: &AgentFilter) -> R
     if filter.state.is_none() && filter.capability.is_none() {
         return Ok(true);
     }
-    Ok(read_one(v, id)?.is_some_and(|(_, status)| filter.admits(spec, &status)))
+    Ok(filter.admits(spec, &read_status(v, id)?))
+}
+
+/// An agent's recorded status (STARTING when none is recorded yet).
+fn read_status(v: &View<'_>, id: &str) -> Result<AgentStatus, StoreError> {
+    Ok(match v.get(AGENT_STATUS, id)? {
+        Some(b) => troupe_runtime::codec::decode(&b)?,
+        None => AgentStatus::new(AgentState::Starting),
+    })
 }
 
 /// A start that failed: the agent exists, and its supervisor tries again by its restart limit.
@@ -380,9 +404,5 @@ pub(super) fn read_one(v: &View<'_>, id: &str) -> Result<Option<Found>, StoreErr
         return Ok(None);
     };
     let spec: AgentSpec = troupe_runtime::codec::decode(&spec)?;
-    let status = match v.get(AGENT_STATUS, id)? {
-        Some(b) => troupe_runtime::codec::decode(&b)?,
-        None => AgentStatus::new(AgentState::Starting),
-    };
-    Ok(Some((spec, status)))
+    Ok(Some((spec, read_status(v, id)?)))
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::AgentSpec;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AgentState {
     /// Created, never started.
     Defined,

@@ -367,11 +367,35 @@ impl Agent {
     }
 }
 
+/// How many agents are in one state.
+#[derive(SimpleObject)]
+pub struct AgentStateCount {
+    pub state: AgentState,
+    pub count: Int64,
+}
+
 #[derive(Default)]
 pub struct AgentsQuery;
 
 #[Object]
 impl AgentsQuery {
+    /// How many agents of the cluster are in each state (the states with any), from this
+    /// node's replica in one pass: what `agents(state:) { totalCount }` counts, for every
+    /// state at once.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn agent_state_counts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AgentStateCount>> {
+        let counts = ctx.data::<Api>()?.agents().count_by_state().await.gql()?;
+        let mut out: Vec<AgentStateCount> = counts
+            .into_iter()
+            .map(|(state, n)| AgentStateCount {
+                state: state.into(),
+                count: Int64(n as i64),
+            })
+            .collect();
+        out.sort_by_key(|c| c.state as u8);
+        Ok(out)
+    }
+
     /// The cluster's agents, by id, from this node's replica; `name`, `project`,
     /// `labels` (every pair must match), `state` and `capability` narrow the list.
     #[graphql(

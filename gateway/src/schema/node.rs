@@ -258,6 +258,15 @@ impl SupervisedChild {
     async fn kind(&self) -> &str {
         &self.0.kind
     }
+    /// What people call it: an agent's (or VM's) name from the replicated store; null for
+    /// the others, whose id is their name.
+    async fn name(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        if !matches!(self.0.kind.as_str(), "AGENT" | "VM") {
+            return Ok(None);
+        }
+        let store = ctx.data::<Api>()?.store();
+        Ok(troupe_actors::names::named(store, &self.0.id).await.map(|n| n.name))
+    }
     /// STARTING, RUNNING, RESTARTING or STOPPING.
     async fn state(&self) -> &str {
         &self.0.state

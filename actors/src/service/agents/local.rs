@@ -57,6 +57,12 @@ impl Agents {
     pub(crate) async fn count_local(&self, filter: &AgentFilter) -> Result<u64, ApiError> {
         self.registry().count(filter).await
     }
+
+    /// How many agents of the cluster are in each state, from this node's replica, in one
+    /// pass.
+    pub async fn count_by_state(&self) -> Result<std::collections::HashMap<crate::agent::AgentState, u64>, ApiError> {
+        self.registry().count_by_state().await
+    }
 }
 
 impl Agents {

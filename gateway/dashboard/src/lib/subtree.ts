@@ -10,8 +10,8 @@ export interface Child {
   state: string;
   restarts: number;
   owner: string;
-  /** Only for children read from a swarm's record: the agent's or team's name. */
-  name?: string;
+  /** An agent's or VM's name (the server's answer), or a team's (read from a swarm's record). */
+  name?: string | null;
   supervisor?: Supervisor | null;
 }
 

@@ -19,7 +19,7 @@ const TASK_STATES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "E
 const key = (s: string) => s.toLowerCase().replace(/_(\w)/g, (_, c: string) => c.toUpperCase());
 
 const COUNTS = `{
-  ${AGENT_STATES.map((s) => `a_${key(s)}: agents(state: ${s}, first: 1) { totalCount }`).join("\n  ")}
+  agentStateCounts { state count }
   ${TASK_STATES.map((s) => `t_${key(s)}: tasks(state: ${s}, first: 1) { totalCount }`).join("\n  ")}
   hosts { id state }
   swarms { id status }
@@ -28,6 +28,7 @@ const COUNTS = `{
 
 interface Counts {
   [k: string]: unknown;
+  agentStateCounts?: { state: string; count: number }[];
   hosts: { id: string; state: string }[];
   swarms: { id: string; status: string }[];
   vms: { nodes: { state: string }[]; pageInfo: { hasNextPage: boolean } };
@@ -135,7 +136,8 @@ export function Overview() {
   }, []);
 
   const c = counts.data;
-  const agentCounts = useMemo(() => AGENT_STATES.map((s) => [s, Number((c?.[`a_${key(s)}`] as { totalCount: number } | undefined)?.totalCount ?? 0)] as [string, number]), [c]);
+  // One pass on the server for every state (a count per state read every agent once each).
+  const agentCounts = useMemo(() => AGENT_STATES.map((s) => [s, Number(c?.agentStateCounts?.find((x) => x.state === s)?.count ?? 0)] as [string, number]), [c]);
   const taskCounts = useMemo(() => TASK_STATES.map((s) => [s, Number((c?.[`t_${key(s)}`] as { totalCount: number } | undefined)?.totalCount ?? 0)] as [string, number]), [c]);
   const cl = cluster.data?.cluster;
 

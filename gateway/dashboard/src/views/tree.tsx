@@ -19,7 +19,7 @@ export type { Child, Supervisor } from "../lib/subtree";
 // The gateway allows 12 levels of selection: supervisionTree (1) › children (2) › supervisor
 // (3) › children (4) … the fourth supervisor's children are at 10 and their fields at 11, so
 // a fifth supervisor (11) can only say its name and strategy (12): an edge, opened on demand.
-const LEAF = "id kind state restarts owner";
+const LEAF = "id kind name state restarts owner";
 const TREE = `query($node: String) {
   cluster { members { name state } }
   supervisionTree(node: $node) { name strategy intensity { maxRestarts windowMs }
@@ -118,10 +118,10 @@ export function TreeView() {
   );
 }
 
-/** The ids of the agents in the tree, to name them. */
+/** The ids of the agents in the tree the answer did not name (a subtree read from a swarm's record). */
 export function agentIds(s: Supervisor, into: string[] = []): string[] {
   for (const c of s.children ?? []) {
-    if (c.kind === "AGENT") into.push(c.id);
+    if (c.kind === "AGENT" && !c.name) into.push(c.id);
     if (c.supervisor) agentIds(c.supervisor, into);
   }
   return into;
