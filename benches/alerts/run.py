@@ -20,12 +20,11 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "llm_loop"))
-from benchlib import dist_ms  # noqa: E402
+from benchlib import dist_ms, gql  # noqa: E402
 
 received = []  # (received at, body)
 lock = threading.Lock()
@@ -47,17 +46,6 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def gql(url, token, query, variables=None):
-    req = urllib.request.Request(
-        url + "/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"content-type": "application/json", "authorization": "Bearer " + token},
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        body = json.loads(r.read())
-    if body.get("errors"):
-        raise RuntimeError(body["errors"])
-    return body["data"]
 
 
 def main():

@@ -16,21 +16,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "llm_loop"))
+from benchlib import gql  # noqa: E402
 
-def gql(url, token, query, variables=None):
-    req = urllib.request.Request(
-        url + "/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"content-type": "application/json", "authorization": "Bearer " + token},
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        body = json.loads(r.read())
-    if body.get("errors"):
-        raise RuntimeError(body["errors"])
-    return body["data"]
+
 
 
 def main():

@@ -1,4 +1,5 @@
-"""What both loops share: percentiles, the fake server's figures, the report's shape."""
+"""What the benches' drivers share: percentiles, GraphQL requests, the fake server's figures, the
+report's shape."""
 
 import json
 import urllib.request
@@ -25,6 +26,20 @@ def dist_ms(seconds):
         "max": round(max(ms), 3),
         "mean": round(sum(ms) / len(ms), 3),
     }
+
+
+def gql(url, token, query, variables=None):
+    """One GraphQL request to a node's gateway at `url` (its data, or RuntimeError)."""
+    req = urllib.request.Request(
+        url + "/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"content-type": "application/json", "authorization": "Bearer " + token},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body = json.loads(r.read())
+    if body.get("errors"):
+        raise RuntimeError(body["errors"])
+    return body["data"]
 
 
 def get_json(url, timeout=30):
