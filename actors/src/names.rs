@@ -63,8 +63,11 @@ pub async fn subject_of(store: &Store, event: &Event) -> Option<Named> {
     named(store, id).await
 }
 
-/// What the entity `id` (an agent, task, swarm, host or VM) is called, from the store.
+/// What the entity `id` (an agent, task, swarm, host or VM) is called, from the store. Only
+/// an entity's id (`<uuid>@<node>`) is looked up: a service's or supervisor's subject is its
+/// own name, and reading five tables for it on every event would find nothing.
 pub async fn named(store: &Store, id: &str) -> Option<Named> {
+    crate::ids::home(id)?;
     let read = |table| async move { store.get(table, id).await.ok().flatten() };
     let plain = |kind, name| {
         Some(Named {
