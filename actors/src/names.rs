@@ -183,24 +183,93 @@ pub fn verb(kind: &str) -> String {
 
 /// Who an event is about, for its sentence: its subject by kind and name; else, when its
 /// data names it ("experiment chaos-1"), that; else its subject's id.
+/// A part of a swarm's subtree (its `coordinator`, its `members` supervisor) is told as
+/// the swarm's: "swarm math's coordinator", from the supervisor that records it.
 pub fn who(kind: &str, named: Option<&Named>, subject: Option<&str>, data: &Value) -> Option<String> {
     if let Some(n) = named {
         return Some(n.phrase());
     }
     let word = kind.split('_').next().unwrap_or_default().to_lowercase();
+    if let (Some(part), Some(swarm)) = (
+        subject,
+        data.get("supervisor").and_then(Value::as_str).and_then(swarm_of),
+    ) {
+        return Some(format!("swarm {swarm}'s {part}"));
+    }
     match data.get("name").and_then(Value::as_str) {
         Some(name) if kind.contains('_') => Some(format!("{word} {name}")),
         _ => subject.map(str::to_owned),
     }
 }
 
+/// The swarm's name in its supervisor's, "swarm <name> (<id>)".
+fn swarm_of(supervisor: &str) -> Option<&str> {
+    let rest = supervisor.strip_prefix("swarm ")?;
+    let (name, id) = rest.rsplit_once(" (")?;
+    crate::ids::home(id.strip_suffix(')')?).map(|_| name)
+}
+
+/// `text` with every entity id in it (`<uuid>@<node>`) replaced by what the entity is
+/// called ("agent reviewer"), for a text people read that was written with ids; an id the
+/// store no longer knows stays as it is.
+pub async fn name_ids(store: &Store, text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((start, end)) = next_id(rest) {
+        out.push_str(&rest[..start]);
+        let id = &rest[start..end];
+        match named(store, id).await {
+            Some(n) => out.push_str(&n.phrase()),
+            None => out.push_str(id),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the first entity id in `text` begins and ends: a UUID's 36 characters, `@`, and a
+/// node name.
+fn next_id(text: &str) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let node_char = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+    let mut from = 0;
+    while let Some(at) = text[from..].find('@').map(|i| i + from) {
+        from = at + 1;
+        let Some(start) = at.checked_sub(36) else { continue };
+        let uuid = &bytes[start..at];
+        let shaped = uuid.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+        let mut end = at + 1;
+        while end < bytes.len() && node_char(bytes[end]) {
+            end += 1;
+        }
+        // A sentence's full stop is not the node's.
+        while end > at + 1 && bytes[end - 1] == b'.' {
+            end -= 1;
+        }
+        if shaped && end > at + 1 {
+            return Some((start, end));
+        }
+    }
+    None
+}
+
 /// The event as a sentence: who, what happened, and why when its data says.
 pub fn sentence(kind: &str, who: Option<&str>, data: &Value) -> String {
     let mut what = verb(kind);
-    // "agent echoer restarted", not "agent echoer agent restarted".
+    // "agent echoer restarted", not "agent echoer agent restarted"; "swarm math's
+    // coordinator started", not "… coordinator swarm coordinator started".
     if let (Some(who), Some((first, rest))) = (who, what.clone().split_once(' ')) {
         if who.split(' ').next() == Some(first) {
             what = rest.to_owned();
+            if let Some((next, rest)) = what.clone().split_once(' ') {
+                if who.rsplit(' ').next() == Some(next) {
+                    what = rest.to_owned();
+                }
+            }
         }
     }
     let why = ["reason", "error", "lastError", "message"]
@@ -254,6 +323,40 @@ mod tests {
             who("FAULT_INJECTED", None, Some("01a2@n"), &Value::Null).as_deref(),
             Some("01a2@n")
         );
+    }
+
+    #[test]
+    fn a_part_of_a_swarms_subtree_is_told_as_the_swarms() {
+        let data = json!({ "supervisor": "swarm math (01a21b1e-480c-72c8-a280-ef8a4bc77682@vm)" });
+        let coordinator = who("SWARM_COORDINATOR_STARTED", None, Some("coordinator"), &data);
+        assert_eq!(
+            sentence("SWARM_COORDINATOR_STARTED", coordinator.as_deref(), &data),
+            "swarm math's coordinator started"
+        );
+        let members = who("SUPERVISOR_STARTED", None, Some("members"), &data);
+        assert_eq!(
+            sentence("SUPERVISOR_STARTED", members.as_deref(), &data),
+            "swarm math's members supervisor started"
+        );
+        // A node's own supervisors and services say their own names.
+        let core = json!({ "supervisor": "root" });
+        let named = who("SUPERVISOR_STARTED", None, Some("core"), &core);
+        assert_eq!(
+            sentence("SUPERVISOR_STARTED", named.as_deref(), &core),
+            "core supervisor started"
+        );
+    }
+
+    #[test]
+    fn ids_in_a_text_are_found_whole() {
+        let id = "01a21b1e-480c-72c8-a280-ef8a4bc77682@node-a.2";
+        let text = format!("restarted as predicted: {id}, {id}.");
+        let (start, end) = next_id(&text).unwrap();
+        assert_eq!(&text[start..end], id);
+        let (s2, e2) = next_id(&text[end..]).unwrap();
+        assert_eq!(&text[end + s2..end + e2], id);
+        assert_eq!(&text[end + e2..], ".");
+        assert_eq!(next_id("mail me@example.org, or 01a2@n"), None);
     }
 
     #[test]

@@ -95,6 +95,24 @@ async fn joined_nodes_list_each_other_up_with_addresses() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_listening_on_port_0_advertises_the_port_it_got() -> Result<()> {
+    let node = Node::start(NodeOpts {
+        cluster_port: Some(0),
+        ..NodeOpts::named("anyport")
+    })
+    .await?;
+    let data = node
+        .gql_ok("{ cluster { members { name address } } }", json!({}))
+        .await?;
+    let address = text(&data, "/cluster/members/0/address")?;
+    let port: u16 = address.rsplit_once(':').map_or("", |(_, p)| p).parse()?;
+    ensure!(port != 0, "{data}");
+    // It is where the node listens: a peer could dial it.
+    tokio::net::TcpStream::connect(address.as_str()).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_spawned_on_peer_runs_tasks_visible_through_both_nodes() -> Result<()> {
     let (alpha, beta) = start_pair().await?;
     let input = json!({

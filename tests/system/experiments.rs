@@ -97,6 +97,22 @@ async fn a_crashed_agent_restarts_alone_as_its_supervisor_predicted_and_the_repo
             .is_some_and(|i| i.len() == 6 && i.iter().all(|i| i["ok"] == true)),
         "{report}"
     );
+    // The report is read by people: the agent by its name, no id.
+    let name = node
+        .gql_ok(
+            "query($id: ID!) { agent(id: $id) { name } }",
+            json!({ "id": agents[1] }),
+        )
+        .await?;
+    let matched = report["invariants"]
+        .as_array()
+        .and_then(|i| i.iter().find(|i| i["name"] == "RESTARTS_MATCH_STRATEGY"))
+        .map(|i| i["detail"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    ensure!(
+        matched == format!("restarted as predicted: agent {}", text(&name, "/agent/name")?),
+        "{matched}"
+    );
     let inj = &done["injections"][0];
     ensure!(
         inj["target"] == agents[1].as_str() && inj["supervisor"] == "agents",

@@ -66,6 +66,8 @@ pub struct NodeOpts {
     pub args: Vec<String>,
     /// A network namespace to run in, and the address the node listens on there.
     pub netns: Option<(String, String)>,
+    /// The cluster port to listen on (0: the system picks one); a free one when not set.
+    pub cluster_port: Option<u16>,
 }
 
 impl NodeOpts {
@@ -74,6 +76,7 @@ impl NodeOpts {
             name: name.to_string(),
             args: Vec::new(),
             netns: None,
+            cluster_port: None,
         }
     }
 
@@ -115,7 +118,10 @@ impl Node {
             name: opts.name.clone(),
             addr: String::new(),
             token: String::new(),
-            cluster_port: process::free_port()?,
+            cluster_port: match opts.cluster_port {
+                Some(port) => port,
+                None => process::free_port()?,
+            },
             opts,
             dir,
             proc: None,

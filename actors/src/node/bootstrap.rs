@@ -33,6 +33,7 @@ use crate::tables::{AGENT_STATUS, HOSTS};
 const JOIN_WITHIN: Duration = Duration::from_secs(120);
 
 pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node, StartNodeError> {
+    let cluster_listen = chosen_port(config.cluster_listen);
     let data_dir = config.data_dir.clone();
     blocking(move || private_dir(&data_dir))
         .await
@@ -85,8 +86,8 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     let cluster = Cluster::new(PeerInfo {
         name: config.node_name.clone(),
         cluster_address: match &config.advertise_host {
-            Some(host) => crate::cluster::host_port(host, config.cluster_listen.port()),
-            None => config.cluster_listen.to_string(),
+            Some(host) => crate::cluster::host_port(host, cluster_listen.port()),
+            None => cluster_listen.to_string(),
         },
         gateway_address: None,
     })
@@ -132,7 +133,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         cluster: cluster.clone(),
         store: store.clone(),
         served: Arc::new(peers),
-        listen: config.cluster_listen,
+        listen: cluster_listen,
         raft_listen: config.raft_listen,
         advertise_host: config.advertise_host.clone(),
         join: config.join.clone(),
@@ -158,7 +159,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         let incarnation = crate::cluster::replicated::count_start(
             &store,
             &config.node_name,
-            &config.cluster_listen.to_string(),
+            &cluster_listen.to_string(),
             &config.node_labels,
         )
         .await?;
@@ -444,6 +445,18 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         admin_token_path,
         link: link_id,
     })
+}
+
+/// The cluster's listening address with its port chosen: port 0 asks the system for a free
+/// one, and the node advertises the port it got (not `:0`, which nobody can dial). An
+/// address that cannot be bound is left for the link to refuse, with its reason.
+fn chosen_port(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    if listen.port() != 0 {
+        return listen;
+    }
+    std::net::TcpListener::bind(listen)
+        .and_then(|l| l.local_addr())
+        .unwrap_or(listen)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

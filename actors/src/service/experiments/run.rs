@@ -189,6 +189,11 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, seed: u64,
             "VMS_SINGLE" => inv::vms_single(&api).await,
             _ => continue,
         };
+        // The checks speak in ids; the report is read by people.
+        let mut result = result;
+        if let Some(detail) = &result.detail {
+            result.detail = Some(crate::names::name_ids(api.store(), detail).await);
+        }
         if !result.ok {
             api.record(NewEvent::new(
                 "INVARIANT_VIOLATED",
