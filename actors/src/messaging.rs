@@ -15,6 +15,7 @@
 //! from which it can be replayed. Each agent keeps a short history of its messages. `topics`
 //! is pure pattern matching.
 
+mod audience;
 pub mod courier;
 mod dead_letters;
 mod delivery;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::task::Priority;
+pub use audience::Audience;
 pub use fan_out::FanOut;
 pub use mailbox::{MailboxView, Mailboxes};
 pub use topics::{check_topic, topic_matches};
@@ -88,12 +90,3 @@ pub struct Publication {
     pub priority: Priority,
 }
 
-impl Publication {
-    /// Whether an agent of this spec is one it is meant for.
-    pub fn wants(&self, spec: &crate::agent::AgentSpec) -> bool {
-        match &self.topic {
-            Some(t) => spec.topics.iter().any(|p| topic_matches(p, t)),
-            None => self.labels.iter().all(|(k, v)| spec.labels.get(k) == Some(v)),
-        }
-    }
-}

@@ -30,25 +30,16 @@ impl Mailboxes {
     pub async fn fan_out(&self, publication: &Publication) -> Result<FanOut, ApiError> {
         let Publication { payload, priority, .. } = publication;
         let priority = *priority;
-        let specs: Vec<crate::agent::AgentSpec> = self
-            .store()
-            .view(|v| {
-                let mut out = Vec::new();
-                v.scan(crate::tables::AGENTS, None, |_, bytes| {
-                    out.push(troupe_runtime::codec::decode(bytes)?);
-                    Ok(true)
-                })?;
-                Ok(out)
-            })
-            .await?;
         // Queued side by side, so the store commits their mailbox entries as one group.
-        let queued = specs
-            .iter()
-            .filter(|s| self.holds(&s.id) && publication.wants(s))
-            .map(|spec| {
+        let queued = self
+            .audience()
+            .meant_for(publication)
+            .into_iter()
+            .filter(|id| self.holds(id))
+            .map(|to| {
                 let message = Message {
                     id: uuid::Uuid::now_v7().to_string(),
-                    to: spec.id.clone(),
+                    to,
                     from: None,
                     payload: payload.clone(),
                     priority,
@@ -79,21 +70,6 @@ impl Mailboxes {
     /// The topic patterns the cluster's agents subscribe to, each with how many agents do,
     /// from this node's replica.
     pub async fn topics(&self) -> Result<Vec<(String, u32)>, ApiError> {
-        let specs = self
-            .store()
-            .view(move |v| {
-                let mut out = Vec::new();
-                v.scan(crate::tables::AGENTS, None, |_, bytes| {
-                    out.push(troupe_runtime::codec::decode::<crate::agent::AgentSpec>(bytes)?.topics);
-                    Ok(true)
-                })?;
-                Ok(out)
-            })
-            .await?;
-        let mut counts = std::collections::BTreeMap::<String, u32>::new();
-        for t in specs.into_iter().flatten() {
-            *counts.entry(t).or_default() += 1;
-        }
-        Ok(counts.into_iter().collect())
+        Ok(self.audience().topics())
     }
 }

@@ -74,6 +74,8 @@ struct Inner {
     directory: crate::cluster::directory::Directory,
     /// Link faults a fault experiment armed on the messages to this node's agents.
     links: super::faults::LinkFaults,
+    /// Who each publication is for.
+    audience: super::Audience,
 }
 
 /// An agent's mailbox as the API shows it.
@@ -91,6 +93,7 @@ impl Mailboxes {
         handles: Handles,
         node: String,
         directory: crate::cluster::directory::Directory,
+        audience: super::Audience,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -102,6 +105,7 @@ impl Mailboxes {
                 node,
                 directory,
                 links: Default::default(),
+                audience,
             }),
         }
     }
@@ -114,6 +118,10 @@ impl Mailboxes {
     /// Whether this node holds the agent `id` (and so delivers its messages).
     pub(super) fn holds(&self, id: &str) -> bool {
         self.inner.directory.node_of(id).is_none_or(|n| n == self.inner.node)
+    }
+
+    pub(super) fn audience(&self) -> &super::Audience {
+        &self.inner.audience
     }
 
     pub(super) fn store(&self) -> &Store {

@@ -280,6 +280,11 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         .follow(&store)
         .await
         .map_err(|e| StartNodeError::Tree(format!("swarm watch: {e}")))?;
+    let audience = crate::messaging::Audience::default();
+    audience
+        .follow(&store)
+        .await
+        .map_err(|e| StartNodeError::Tree(format!("message audience: {e}")))?;
     let hosts = Hosts {
         ctx: ctx.clone(),
         fleet: fleet.clone(),
@@ -295,6 +300,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
                 slots.handles.clone(),
                 config.node_name.clone(),
                 ctx.cluster.directory().clone(),
+                audience,
             ),
         },
         vms: Vms { hosts: hosts.clone() },
