@@ -3,7 +3,7 @@
 import type { ComponentType } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { gql, link, disposeWs, ApiError } from "./lib/gql";
-import { token, setToken, role, nodeName, signOut, type Role } from "./lib/session";
+import { token, setToken, role, nodeName, setIdentity, signOut, type Role } from "./lib/session";
 import { location_, match } from "./lib/router";
 import { paused } from "./lib/live";
 import { Toasts } from "./components/actions";
@@ -56,23 +56,36 @@ const NAV: [string, string][] = [
   ["/events", "Events"],
 ];
 
+/** Asks the gateway who the token is; its answer replaces whatever was remembered. */
 async function whoAmI(): Promise<void> {
   const d = await gql<{ me: { role: Role; node: string } }>("{ me { role node } }");
-  role.value = d.me.role;
-  nodeName.value = d.me.node;
-  document.title = `Troupe: ${d.me.node}`;
+  setIdentity(d.me.role, d.me.node);
+  titled(d.me.node);
+}
+
+function titled(node: string): void {
+  document.title = `Troupe: ${node}`;
 }
 
 export function App() {
-  const [checking, setChecking] = useState(Boolean(token.value));
+  // With a role remembered from this tab the shell draws at once, so the view's own query
+  // need not wait for `me`, which checks the role behind it. Without one, nothing is drawn
+  // until the gateway says who the token is.
+  const [checking, setChecking] = useState(Boolean(token.value) && !role.value);
   const [error, setError] = useState<ApiError | null>(null);
 
   useEffect(() => {
     if (!token.value) return;
+    if (nodeName.value) titled(nodeName.value);
     whoAmI()
       .catch((e: ApiError) => {
-        setError(e);
-        if (e.code === "UNAUTHENTICATED") signOut();
+        if (e.code === "UNAUTHENTICATED") {
+          // The token was revoked or the node's tokens changed: the remembered role is void.
+          setError(e);
+          disposeWs();
+          signOut();
+        } else if (!role.value) setError(e);
+        // Otherwise (the gateway out of reach) the shell stays: its views show what fails.
       })
       .finally(() => setChecking(false));
   }, []);

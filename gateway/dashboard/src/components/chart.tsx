@@ -3,6 +3,7 @@
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { useEffect, useRef, useState } from "preact/hooks";
+import { fitRange } from "../lib/axis";
 
 export interface Series {
   label: string;
@@ -18,13 +19,18 @@ export interface ChartProps {
   ys: number[][];
   series: Series[];
   height?: number;
+  /**
+   * When given, the y axis runs from 0 to a little above the largest value, or to `floor`
+   * when every value is 0 (see fitRange); otherwise uPlot picks the range.
+   */
+  floor?: number;
 }
 
 function css(name: string): string {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
 }
 
-export function Chart({ title, xs, ys, series, height = 160 }: ChartProps) {
+export function Chart({ title, xs, ys, series, height = 160, floor }: ChartProps) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const [table, setTable] = useState(false);
@@ -36,6 +42,7 @@ export function Chart({ title, xs, ys, series, height = 160 }: ChartProps) {
       height,
       legend: { show: true },
       cursor: { drag: { x: false, y: false } },
+      scales: floor === undefined ? {} : { y: { range: (_, min, max) => fitRange(min, max, floor) } },
       axes: [
         { stroke: css("--muted"), grid: { stroke: css("--line") } },
         { stroke: css("--muted"), grid: { stroke: css("--line") }, size: 56 },

@@ -447,8 +447,9 @@ function UsageCharts({ id }: { id: string }) {
         <p class="empty">No process usage recorded (this agent runs no process, or has not been sampled yet).</p>
       ) : (
         <div class="cards">
-          {/* A null CPU point (the first, or processes replaced) is a gap in the line: uPlot draws nulls so. */}
-          <Chart title="CPU of its processes, cores busy, last hour" xs={series.xs} ys={[series.cpu as number[]]} series={[{ label: "cpu", unit: "cores", colour: "--running" }]} height={120} />
+          {/* A null CPU point (the first, or processes replaced) is a gap in the line: uPlot draws nulls so. An idle agent's
+              CPU is thousandths of a core, so the axis fits the values rather than uPlot's 0–100. */}
+          <Chart title="CPU of its processes, cores busy, last hour" xs={series.xs} ys={[series.cpu as number[]]} series={[{ label: "cpu", unit: "cores", colour: "--running" }]} height={120} floor={0.01} />
           <Chart
             key={series.unit}
             title={`Memory of its processes (RSS), last hour${series.latestRss === null ? "" : `, now ${bytes(series.latestRss)}`}`}

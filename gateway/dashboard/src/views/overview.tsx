@@ -221,7 +221,8 @@ export function Overview() {
           />
         </Section>
         <Section title="This node">
-          <Chart title="CPU, cores busy, last hour" xs={node.xs} ys={[node.cpu]} series={[{ label: "cpu", unit: "cores", colour: "--running" }]} height={120} />
+          {/* An idle node's CPU sits near 0 cores too: the same fitted axis as an agent's. */}
+          <Chart title="CPU, cores busy, last hour" xs={node.xs} ys={[node.cpu]} series={[{ label: "cpu", unit: "cores", colour: "--running" }]} height={120} floor={0.01} />
           <Chart title="Resident memory, last hour" xs={node.xs} ys={[node.rss]} series={[{ label: "rss", unit: "MiB", colour: "--ok" }]} height={120} />
         </Section>
       </div>
