@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { Cursor, normalise, type TroupeEvent } from "../src/lib/cursor";
-import { FrameQueue } from "../src/lib/live";
+import { FrameQueue, atMost } from "../src/lib/live";
 import { absolute, bytes, duration, humanise, relative, tone } from "../src/lib/format";
 import { mergeHistory, quantile, TaskRates, type HistorySample } from "../src/lib/metrics";
 import { match } from "../src/lib/router";
@@ -65,6 +65,31 @@ describe("FrameQueue", () => {
     frames.shift()!();
     expect(batches).toEqual([[1, 2]]);
     expect(q.pending()).toBe(0);
+  });
+});
+
+describe("atMost", () => {
+  it("runs on a frame no sooner than its interval after the last run", () => {
+    let t = 1000;
+    const waits: number[] = [];
+    const timers: (() => void)[] = [];
+    const frames: (() => void)[] = [];
+    const schedule = atMost(100, (run) => frames.push(run), () => t, (run, ms) => (waits.push(ms), timers.push(run)));
+    const batches: number[][] = [];
+    const q = new FrameQueue<number>((b) => batches.push(b), () => false, schedule);
+    q.push(1);
+    expect(waits).toEqual([0]); // the first batch waits for nothing but a frame
+    timers.shift()!();
+    frames.shift()!();
+    expect(batches).toEqual([[1]]);
+    t += 16;
+    q.push(2);
+    q.push(3);
+    expect(waits).toEqual([0, 84]); // the next one keeps 100 ms from the last
+    t += 84;
+    timers.shift()!();
+    frames.shift()!();
+    expect(batches).toEqual([[1], [2, 3]]);
   });
 });
 

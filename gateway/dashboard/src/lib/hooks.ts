@@ -3,7 +3,7 @@
 import { useEffect, useRef, useState, useCallback } from "preact/hooks";
 import { gql, subscribe, ApiError, type Sink } from "./gql";
 import { eventStream, type TroupeEvent } from "./cursor";
-import { FrameQueue, paused } from "./live";
+import { FrameQueue, atMost, paused } from "./live";
 
 export interface QueryState<T> {
   data: T | null;
@@ -56,17 +56,17 @@ export function useSubscription<T>(query: string, variables: Record<string, unkn
 }
 
 /**
- * The cluster's events as they happen (kinds optional), delivered in batches of one frame.
- * `after` replays from a cursor; without it only new events come. `skip` holds the stream
- * back (until the cursor to start from is known).
+ * The cluster's events as they happen (kinds optional), delivered in batches of one frame,
+ * or of at least `everyMs` when given. `after` replays from a cursor; without it only new
+ * events come. `skip` holds the stream back (until the cursor to start from is known).
  */
-export function useEvents(onBatch: (events: TroupeEvent[]) => void, kinds?: string[], after?: number, skip = false): void {
-  const key = JSON.stringify([kinds ?? null, after ?? null, skip]);
+export function useEvents(onBatch: (events: TroupeEvent[]) => void, kinds?: string[], after?: number, skip = false, everyMs?: number): void {
+  const key = JSON.stringify([kinds ?? null, after ?? null, skip, everyMs ?? null]);
   const ref = useRef(onBatch);
   ref.current = onBatch;
   useEffect(() => {
     if (skip) return;
-    const queue = new FrameQueue<TroupeEvent>((batch) => ref.current(batch));
+    const queue = new FrameQueue<TroupeEvent>((batch) => ref.current(batch), undefined, everyMs ? atMost(everyMs) : undefined);
     const stream = eventStream({ kinds, after, onEvent: (e) => queue.push(e) });
     // What waited while live updates were paused is applied when they resume.
     const unpause = paused.subscribe(() => queue.resume());

@@ -5,12 +5,30 @@ import { signal } from "@preact/signals";
 /** The "pause live" switch, shared by every view. */
 export const paused = signal(false);
 
-type Schedule = (run: () => void) => void;
+export type Schedule = (run: () => void) => void;
 
 const frame: Schedule =
   typeof requestAnimationFrame === "function"
     ? (run) => void requestAnimationFrame(run)
     : (run) => void setTimeout(run, 16);
+
+/**
+ * Runs on a frame at most once per `ms` (the clock injectable for tests): a list that
+ * streams faster than anyone reads is redrawn ten times a second, not sixty, and the page's
+ * style, layout and paint follow suit.
+ */
+export function atMost(ms: number, next: Schedule = frame, clock: () => number = Date.now, wait: (run: () => void, ms: number) => void = (run, t) => void setTimeout(run, t)): Schedule {
+  let last = -Infinity;
+  return (run) =>
+    wait(
+      () =>
+        next(() => {
+          last = clock();
+          run();
+        }),
+      Math.max(0, last + ms - clock()),
+    );
+}
 
 /**
  * Collects items and hands them to `flush` in one batch per frame. While `isPaused()` holds,

@@ -17,6 +17,8 @@ import { EventData, EventKind, EventSentence, hasData } from "../components/even
 /** The most events kept on the page: memory stays flat however long it streams. */
 export const KEEP = 2000;
 const OLDER = 200;
+/** The least time between two redraws of the live rows. */
+const LIVE_EVERY_MS = 100;
 
 /** Of one of `kinds` (prefixes), about `subject` (part of its id, or of its name in any case). */
 export function matches(e: TroupeEvent, kinds: string[], subject: string): boolean {
@@ -119,6 +121,9 @@ export function EventsView() {
     undefined,
     start ?? undefined,
     start === null,
+    // Ten redraws a second at most: at 100 events a second a redraw per frame spent most
+    // of each frame on style, layout and paint for rows nobody can read that fast.
+    LIVE_EVERY_MS,
   );
 
   const showWaiting = () => {
