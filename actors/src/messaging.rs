@@ -89,4 +89,3 @@ pub struct Publication {
     pub payload: Value,
     pub priority: Priority,
 }
-

@@ -141,7 +141,10 @@ mod tests {
 
     async fn put(store: &Store, spec: &AgentSpec) {
         let bytes = troupe_runtime::codec::encode(spec).unwrap();
-        store.write(Batch::new().put(AGENTS, spec.id.clone(), bytes)).await.unwrap();
+        store
+            .write(Batch::new().put(AGENTS, spec.id.clone(), bytes))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -155,11 +158,18 @@ mod tests {
         assert_eq!(audience.meant_for(&publication(Some("builds.linux"), &[])), ["a@n"]);
 
         put(&store, &spec("b@n", &["builds.*", "health.*"], "blue")).await;
-        assert_eq!(audience.meant_for(&publication(Some("builds.linux"), &[])), ["a@n", "b@n"]);
+        assert_eq!(
+            audience.meant_for(&publication(Some("builds.linux"), &[])),
+            ["a@n", "b@n"]
+        );
         assert_eq!(audience.meant_for(&publication(None, &[("team", "blue")])), ["b@n"]);
         assert_eq!(
             audience.topics(),
-            [("builds.#".to_owned(), 1), ("builds.*".to_owned(), 1), ("health.*".to_owned(), 1)]
+            [
+                ("builds.#".to_owned(), 1),
+                ("builds.*".to_owned(), 1),
+                ("health.*".to_owned(), 1)
+            ]
         );
 
         // An update changes what it is meant for; a removal takes the agent out.
