@@ -244,5 +244,14 @@ async fn a_process_agent_that_cannot_start_says_why_and_is_retried_within_its_re
     // status: waited for, not raced.
     let alert = node.wait_event("AGENT_ALERT", &id).await;
     ensure!(alert.is_ok(), "no alert when it was given up on: {alert:?}");
+    // Its restarts, the give-up's words and the alert agree: each failed start its
+    // supervisor tried again was a restart.
+    ensure!(failed["restarts"] == retried, "{failed} after {retried} tries again");
+    ensure!(
+        text(&failed, "/lastError")?.starts_with(&format!("gave up after {retried} restarts")),
+        "{failed}"
+    );
+    // And the answer names the agent as people know it.
+    ensure!(answer.to_string().contains("agent exits ("), "{answer}");
     Ok(())
 }

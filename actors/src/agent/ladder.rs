@@ -69,11 +69,21 @@ impl Ladder {
             }
             ChildEvent::Restarted { .. } => {
                 // The status keeps the agent's own count; the supervisor's starts again when
-                // the supervisor is rebuilt.
+                // the supervisor is rebuilt. A restart after its own failure was counted
+                // when the supervisor decided it (below); one its siblings caused is
+                // counted here.
+                if status.state != AgentState::Recovering {
+                    status.restarts += 1;
+                }
                 status.state = up;
-                status.restarts += 1;
             }
             ChildEvent::Failed { reason, restarting } => {
+                // Counted as the supervisor decides to restart it, whether or not the start
+                // then succeeds: an agent whose every start fails was restarted as often
+                // as "gave up after N restarts" says.
+                if *restarting {
+                    status.restarts += 1;
+                }
                 status.state = match restarting {
                     true => AgentState::Recovering,
                     false => AgentState::Failed,
@@ -199,6 +209,19 @@ mod tests {
             (AgentState::Paused, 2),
             "a paused agent comes back paused"
         );
+    }
+
+    #[test]
+    fn an_agent_whose_every_start_fails_counts_each_restart_its_supervisor_made() {
+        let (mut ladder, now) = (Ladder::default(), troupe_runtime::clock::now());
+        let mut status = status(AgentState::Starting);
+        for _ in 0..5 {
+            status = ladder.event(&failed(true), Desired::Running, &status, now).status;
+        }
+        assert_eq!((status.state, status.restarts), (AgentState::Recovering, 5));
+        let given_up = ladder.event(&failed(false), Desired::Running, &status, now);
+        assert_eq!(given_up.status.restarts, 5, "as many as the alert says");
+        assert_eq!(given_up.alert.as_ref().map(|a| a["restarts"].clone()), Some(json!(5)));
     }
 
     #[test]

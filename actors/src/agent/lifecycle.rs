@@ -170,7 +170,7 @@ impl Registry<'_> {
             limit,
         )
         .await?
-        .map_err(|e| did_not_start(handle.id(), &e))
+        .map_err(|e| did_not_start(&handle.spec().name, handle.id(), &e))
     }
 
     async fn stop(&self, handle: &Arc<AgentChild>, graceful: bool) -> Result<(), ApiError> {

@@ -169,7 +169,7 @@ impl Registry<'_> {
                 limit,
             )
             .await?
-            .map_err(|e| did_not_start(&spec.id, &e))?;
+            .map_err(|e| did_not_start(&spec.name, &spec.id, &e))?;
             // The supervisor hands the RUNNING record to the store without waiting: as the
             // other lifecycle mutations do, answer once it is written, so a read (or an
             // `agentUpdates` subscription) right after the answer sees the agent running.
@@ -389,9 +389,10 @@ fn read_status(v: &View<'_>, id: &str) -> Result<AgentStatus, StoreError> {
 }
 
 /// A start that failed: the agent exists, and its supervisor tries again by its restart limit.
-pub(super) fn did_not_start(id: &str, why: &str) -> ApiError {
+/// The agent is named as people know it (`name`), its id beside it for scripts.
+pub(super) fn did_not_start(name: &str, id: &str, why: &str) -> ApiError {
     ApiError::Unavailable(format!(
-        "agent {id} did not start: {why}; its supervisor tries again within its restart limit (see the agent's state)"
+        "agent {name} ({id}) did not start: {why}; its supervisor tries again within its restart limit (see the agent's state)"
     ))
 }
 
