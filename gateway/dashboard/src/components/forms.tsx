@@ -125,10 +125,19 @@ export function Json({ value, label }: { value: unknown; label: string }) {
   );
 }
 
+/**
+ * A bar's tone. A capacity meter warns near its limit and is bad at it; a progress bar (a
+ * host's drain) is never warned about, and full it is done, so good.
+ */
+export function barTone(ratio: number, kind: "meter" | "progress" = "meter"): "" | "ok" | "warn" | "bad" {
+  if (kind === "progress") return ratio >= 1 ? "ok" : "";
+  return ratio >= 1 ? "bad" : ratio >= 0.8 ? "warn" : "";
+}
+
 /** A share of a whole as a bar, with the figures as text beside it. */
-export function Bar({ used, limit, label, unit = "" }: { used: number; limit: number; label: string; unit?: string }) {
+export function Bar({ used, limit, label, unit = "", kind = "meter" }: { used: number; limit: number; label: string; unit?: string; kind?: "meter" | "progress" }) {
   const ratio = limit > 0 ? used / limit : 0;
-  const tone = ratio >= 1 ? "bad" : ratio >= 0.8 ? "warn" : "";
+  const tone = barTone(ratio, kind);
   const pct = Math.round(Math.min(1, ratio) * 100);
   return (
     <div class="bar-row">

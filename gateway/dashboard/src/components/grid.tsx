@@ -25,6 +25,20 @@ export interface GridProps<T> {
   empty?: ComponentChildren;
 }
 
+/**
+ * The narrowest the grid's columns go, in px: each column's fixed or minmax() minimum (a bare
+ * `fr` counts 80px), plus the gaps, the rows' padding (20) and room for the body's vertical
+ * scrollbar (16) so the rows' tracks still fit. Head and body both take it as their
+ * min-width, so on a narrow screen they scroll sideways together inside the grid's box.
+ */
+export function gridMinWidth(widths: (string | undefined)[], gap = 8, padding = 36): number {
+  const least = (w: string | undefined) => {
+    const px = /^(?:minmax\(\s*)?(\d+(?:\.\d+)?)px/.exec(w?.trim() ?? "");
+    return px ? Number(px[1]) : 80;
+  };
+  return widths.reduce((sum, w) => sum + least(w), 0) + gap * Math.max(0, widths.length - 1) + padding;
+}
+
 export function Grid<T>({ label, rows, columns, rowKey, onOpen, total, onEnd, height = 480, rowHeight = 34, empty }: GridProps<T>) {
   const scroller = useRef<HTMLDivElement>(null);
   const [top, setTop] = useState(0);
@@ -34,6 +48,7 @@ export function Grid<T>({ label, rows, columns, rowKey, onOpen, total, onEnd, he
   const first = Math.max(0, Math.floor(top / rowHeight) - overscan);
   const last = Math.min(rows.length, first + visible + overscan * 2);
   const template = columns.map((c) => c.width ?? "1fr").join(" ");
+  const minWidth = `${gridMinWidth(columns.map((c) => c.width))}px`;
 
   useEffect(() => {
     if (onEnd && last >= rows.length - overscan && rows.length > 0) onEnd();
@@ -64,14 +79,14 @@ export function Grid<T>({ label, rows, columns, rowKey, onOpen, total, onEnd, he
   if (rows.length === 0) return <p class="empty">{empty ?? "Nothing here yet."}</p>;
   return (
     <div class="grid" role="grid" aria-label={label} aria-rowcount={(total ?? rows.length) + 1} aria-colcount={columns.length} onKeyDown={onKey}>
-      <div class="grid-head" role="row" aria-rowindex={1} style={{ gridTemplateColumns: template }}>
+      <div class="grid-head" role="row" aria-rowindex={1} style={{ gridTemplateColumns: template, minWidth }}>
         {columns.map((c, i) => (
           <div role="columnheader" aria-colindex={i + 1} key={c.title}>
             {c.title}
           </div>
         ))}
       </div>
-      <div class="grid-body" ref={scroller} style={{ height: `${Math.min(height, rows.length * rowHeight)}px` }} onScroll={(e) => setTop((e.currentTarget as HTMLElement).scrollTop)}>
+      <div class="grid-body" ref={scroller} style={{ height: `${Math.min(height, rows.length * rowHeight)}px`, minWidth }} onScroll={(e) => setTop((e.currentTarget as HTMLElement).scrollTop)}>
         <div style={{ height: `${rows.length * rowHeight}px`, position: "relative" }}>
           {rows.slice(first, last).map((row, k) => {
             const i = first + k;

@@ -37,13 +37,16 @@ interface AgentRow {
   backend: string;
   capabilities: string[];
   runningTasks: number;
+  /** Int64: may arrive as a string. */
+  tasksSucceeded: number | string;
+  tasksFailed: number | string;
   restarts: number;
   updatedAt: string;
 }
 
 const LIST = `query($first: Int, $after: String, $state: AgentState, $capability: String, $project: String, $labels: [LabelInput!]) {
   agents(first: $first, after: $after, state: $state, capability: $capability, project: $project, labels: $labels) {
-    nodes { id name node project state backend capabilities runningTasks restarts updatedAt }
+    nodes { id name node project state backend capabilities runningTasks tasksSucceeded tasksFailed restarts updatedAt }
     pageInfo { hasNextPage endCursor }
     totalCount missingNodes
   }
@@ -103,7 +106,8 @@ export function AgentsView() {
               { title: "Node", width: "100px", cell: (a) => a.node },
               { title: "Backend", width: "minmax(100px, 1fr)", cell: (a) => <span class="mono">{a.backend}</span> },
               { title: "Capabilities", width: "minmax(100px, 1fr)", cell: (a) => a.capabilities.join(", ") || "—" },
-              { title: "Tasks", width: "60px", cell: (a) => a.runningTasks },
+              { title: "Running", width: "64px", cell: (a) => a.runningTasks },
+              { title: "Done", width: "130px", cell: (a) => tasksDone(a) },
               { title: "Restarts", width: "70px", cell: (a) => a.restarts },
               { title: "Changed", width: "120px", cell: (a) => <Time at={a.updatedAt} /> },
             ]}
@@ -112,6 +116,11 @@ export function AgentsView() {
       </div>
     </Page>
   );
+}
+
+/** The tasks an agent finished, compact: runningTasks alone reads 0 for an idle agent that ran many. */
+export function tasksDone(a: { tasksSucceeded: number | string; tasksFailed: number | string }): string {
+  return `${String(a.tasksSucceeded)} ok · ${String(a.tasksFailed)} failed`;
 }
 
 function SpawnForm() {

@@ -104,7 +104,7 @@ function HostCard({ host: h, focused }: { host: Host; focused: boolean }) {
       {h.drain ? (
         <>
           <h3>{h.drain.done ? "Last drain" : "Draining"}</h3>
-          <Bar label={`${h.name} drain`} used={h.drain.moved} limit={h.drain.total} unit=" VMs moved" />
+          <Bar label={`${h.name} drain`} used={h.drain.moved} limit={h.drain.total} unit=" VMs moved" kind="progress" />
           {h.drain.failed ? <p class="error">{h.drain.failed} VMs could not be moved.</p> : null}
         </>
       ) : null}

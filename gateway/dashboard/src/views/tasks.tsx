@@ -28,6 +28,7 @@ interface TaskRow {
   agentId: string | null;
   capability: string | null;
   attempts: number;
+  failedAttempts: number;
   maxAttempts: number;
   createdAt: string;
   finishedAt: string | null;
@@ -35,7 +36,7 @@ interface TaskRow {
   progress: { fraction: number | null; note: string | null } | null;
 }
 
-const ROW = "id state agentId capability attempts maxAttempts createdAt finishedAt error progress { fraction note }";
+const ROW = "id state agentId capability attempts failedAttempts maxAttempts createdAt finishedAt error progress { fraction note }";
 
 const LIST = `query($first: Int, $after: String, $state: TaskState, $agentId: ID) {
   tasks(first: $first, after: $after, state: $state, agentId: $agentId) { nodes { ${ROW} } pageInfo { hasNextPage endCursor } totalCount missingNodes }
@@ -105,7 +106,14 @@ export function TasksView() {
         ),
     },
     { title: "Capability", width: "110px", cell: (t: TaskRow) => t.capability ?? "—" },
-    { title: "Attempts", width: "80px", cell: (t: TaskRow) => `${t.attempts} / ${t.maxAttempts}` },
+    {
+      title: "Attempts",
+      width: "100px",
+      cell: (t: TaskRow) => {
+        const a = attemptsLabel(t);
+        return <span title={a.starts}>{a.failed}</span>;
+      },
+    },
     { title: "Progress", width: "110px", cell: (t: TaskRow) => <Progress task={t} compact /> },
     { title: "Submitted", width: "120px", cell: (t: TaskRow) => <Time at={t.createdAt} /> },
     { title: "Error", width: "minmax(100px, 1fr)", cell: (t: TaskRow) => <span title={t.error ?? ""}>{t.error ?? ""}</span> },
@@ -166,6 +174,14 @@ export function TasksView() {
   );
 }
 
+/**
+ * Attempts told against their limit: maxAttempts bounds failedAttempts, which requeueTask
+ * resets to 0, while attempts counts every start, before a requeue too ("4 / 2" misled).
+ */
+export function attemptsLabel(t: { attempts: number; failedAttempts: number; maxAttempts: number }): { failed: string; starts: string } {
+  return { failed: `${t.failedAttempts} of ${t.maxAttempts} failed`, starts: `${t.attempts} ${t.attempts === 1 ? "start" : "starts"}` };
+}
+
 function SubmitForm() {
   const [by, setBy] = useState("capability");
   const [target, setTarget] = useState("");
@@ -216,7 +232,6 @@ function Progress({ task, compact }: { task: Pick<TaskRow, "state" | "progress">
 }
 
 interface Task extends TaskRow {
-  failedAttempts: number;
   priority: string;
   timeoutMs: number | null;
   payload: unknown;
@@ -230,7 +245,7 @@ interface Task extends TaskRow {
 }
 
 const UPDATES = `subscription($id: ID!) { taskUpdates(id: $id) {
-  ${ROW} failedAttempts priority timeoutMs payload result waitingFor startedAt deadline notBefore dependsOn
+  ${ROW} priority timeoutMs payload result waitingFor startedAt deadline notBefore dependsOn
   attemptErrors { attempt agentId error at }
 } }`;
 
@@ -242,6 +257,7 @@ export function TaskView({ params }: { params: Record<string, string> }) {
     return <Page title={`Task ${short(id)}`}>{live.error ? <ErrorBox error={live.error} /> : <Loading what="the task" />}</Page>;
   }
   const ended = ENDED.includes(t.state);
+  const attempts = attemptsLabel(t);
   return (
     <Page
       title={
@@ -264,7 +280,7 @@ export function TaskView({ params }: { params: Record<string, string> }) {
               ["Id", <span class="mono">{t.id}</span>],
               ["Agent", t.agentId ? <a class="mono" href={`/agents/${encodeURIComponent(t.agentId)}`}>{t.agentId}</a> : "not yet chosen"],
               ["Capability", t.capability],
-              ["Attempts", `${t.attempts} started, ${t.failedAttempts} failed, at most ${t.maxAttempts} failures`],
+              ["Attempts", `${attempts.failed} (${attempts.starts})`],
               ["Priority", t.priority],
               ["Timeout", t.timeoutMs ? duration(t.timeoutMs) : "none"],
               ["Waiting for", t.waitingFor],
