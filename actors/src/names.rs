@@ -141,6 +141,8 @@ pub fn verb(kind: &str) -> String {
         "TASK_QUEUED" => "was queued",
         "TASK_WAITING" => "is waiting",
         "TASK_STARTED" => "started",
+        "TASK_AWAITING_APPROVAL" => "awaits an operator's approval",
+        "TASK_RESUMED" => "resumed",
         "TASK_PROGRESS" => "made progress",
         "TASK_STEP" => "took a step",
         "TASK_SUCCEEDED" => "succeeded",

@@ -35,6 +35,10 @@ impl Priority {
 pub enum TaskState {
     Queued,
     Running,
+    /// A running attempt holds a tool call for an operator's decision (an LLM agent's
+    /// approval gate): its agent's slot stays taken, and the wait does not count against
+    /// the attempt's time. It is RUNNING again once the call is decided.
+    AwaitingApproval,
     Succeeded,
     Failed,
     Cancelled,
@@ -49,13 +53,22 @@ pub enum TaskState {
 
 impl TaskState {
     pub fn is_terminal(self) -> bool {
-        !matches!(self, TaskState::Queued | TaskState::Running)
+        !matches!(
+            self,
+            TaskState::Queued | TaskState::Running | TaskState::AwaitingApproval
+        )
+    }
+
+    /// An attempt of it runs on an agent (working, or waiting for an approval).
+    pub fn is_running(self) -> bool {
+        matches!(self, TaskState::Running | TaskState::AwaitingApproval)
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Queued => "QUEUED",
             TaskState::Running => "RUNNING",
+            TaskState::AwaitingApproval => "AWAITING_APPROVAL",
             TaskState::Succeeded => "SUCCEEDED",
             TaskState::Failed => "FAILED",
             TaskState::Cancelled => "CANCELLED",

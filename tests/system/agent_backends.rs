@@ -274,19 +274,21 @@ async fn a_tool_call_held_for_approval_waits_for_an_operator_whose_refusal_reach
         held["taskId"] == task.as_str() && held["tool"] == "troupe_memory_get" && held["state"] == "PENDING",
         "{held}"
     );
-    ensure!(node.task(&task).await?["state"] == "RUNNING");
-    // The task says what it waits for.
-    let progress = "query($id: ID!) { task(id: $id) { progress { note } } }";
-    let deadline = Deadline::after(WAIT, "the task's note of its wait");
+    // The task is AWAITING_APPROVAL and says what it waits for (one record: the state and
+    // the note change together).
+    let progress = "query($id: ID!) { task(id: $id) { state progress { note } } }";
+    let deadline = Deadline::after(WAIT, "the task to await its approval");
     loop {
         let shown = node.gql_ok(progress, json!({ "id": task })).await?;
         let note = shown["task"]["progress"]["note"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        if note.starts_with("AWAITING_APPROVAL: troupe_memory_get") {
+        if shown["task"]["state"] == "AWAITING_APPROVAL" {
+            ensure!(note.starts_with("AWAITING_APPROVAL: troupe_memory_get"), "{shown}");
             break;
         }
+        ensure!(shown["task"]["state"] == "RUNNING", "{shown}");
         deadline.tick(&shown).await?;
     }
     // A viewer sees it but may not decide.
@@ -307,6 +309,8 @@ async fn a_tool_call_held_for_approval_waits_for_an_operator_whose_refusal_reach
     ensure!(rejected["rejectCall"]["state"] == "REJECTED", "{rejected}");
     // The refusal is the call's result; the model answers from it.
     let done = node.wait_task_state(&task, "SUCCEEDED").await?;
+    let resumed = node.events_for("TASK_RESUMED", &task).await?;
+    ensure!(resumed.len() == 1, "RUNNING again once decided: {resumed:?}");
     ensure!(
         done["result"]["content"] == "echo: rejected by an operator: not today",
         "{done}"

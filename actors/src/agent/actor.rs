@@ -239,6 +239,7 @@ impl Actor for AgentActor {
                 attempt,
                 fraction,
                 note,
+                held,
             }) => {
                 let _ = self.reports.send_message(Report::Progress {
                     task_id,
@@ -246,6 +247,7 @@ impl Actor for AgentActor {
                     agent_id: self.spec.id.clone(),
                     fraction,
                     note,
+                    held,
                 });
             }
             AgentMsg::Signal(Signal::Unhealthy(reason)) => self.health(&myself, state, false, Some(reason)),

@@ -51,12 +51,14 @@ pub enum Signal {
     Errand(Errand),
     /// The backend's capabilities changed (an MCP server's tools were listed again).
     CapabilitiesChanged,
-    /// How far a running attempt got (a process agent's `progress` line).
+    /// How far a running attempt got (a process agent's `progress` line), and whether it
+    /// now waits for an operator's decision on a tool call (an LLM agent's approval gate).
     Progress {
         task_id: String,
         attempt: u32,
         fraction: Option<f64>,
         note: Option<String>,
+        held: bool,
     },
 }
 

@@ -342,7 +342,7 @@ fn recorded_elsewhere(
         v.scan(OPEN_TASKS, None, |task, _| {
             if let Some(bytes) = v.get(TASK_STATUS, task)? {
                 let status: crate::task::TaskStatus = troupe_runtime::codec::decode(&bytes)?;
-                if status.state == crate::task::TaskState::Running {
+                if status.state.is_running() {
                     if let Some(stats) = status.agent_id.as_deref().and_then(|a| elsewhere.get_mut(a)) {
                         stats.running += 1;
                     }

@@ -11,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use troupe_runtime::store::Store;
 
-use super::engine::{BreakerPolicy, Down, Engine, Limits, Now, RetryPolicy, Settled};
+use super::engine::{BreakerPolicy, Down, Engine, Limits, Now, Reported, RetryPolicy, Settled};
 use crate::agent::{AgentMsg, AgentStats};
 use crate::error::ApiError;
 use crate::task::{Outcome, TaskSpec, TaskStatus};
@@ -40,13 +40,15 @@ pub enum SchedulerMsg {
         agent_id: String,
         outcome: Outcome,
     },
-    /// The agent reports how far an attempt got (a process agent's `progress` line).
+    /// The agent reports how far an attempt got (a process agent's `progress` line), and
+    /// whether it waits for an approval.
     Progress {
         task_id: String,
         attempt: u32,
         agent_id: String,
         fraction: Option<f64>,
         note: Option<String>,
+        held: bool,
     },
     /// The agent did not begin an attempt it was handed (paused or stopping when it came).
     Declined {
@@ -316,7 +318,11 @@ impl Actor for Scheduler {
                 agent_id,
                 fraction,
                 note,
-            } => state.engine.progress(&task_id, attempt, &agent_id, fraction, note, now),
+                held,
+            } => {
+                let reported = Reported { fraction, note, held };
+                state.engine.progress(&task_id, attempt, &agent_id, reported, now)
+            }
             SchedulerMsg::AgentUp {
                 id,
                 name,

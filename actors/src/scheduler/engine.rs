@@ -162,7 +162,7 @@ mod waiting;
 
 use policy::Breaker;
 pub use policy::{BreakerPolicy, Limits, Requirement, RetryPolicy, Settled};
-pub use progress::PROGRESS_INTERVAL;
+pub use progress::{Reported, PROGRESS_INTERVAL};
 use requirements::Needed;
 
 impl Engine {

@@ -67,13 +67,15 @@ pub enum Report {
         agent_id: String,
         why: String,
     },
-    /// How far a running attempt got (a process agent's `progress` line).
+    /// How far a running attempt got (a process agent's `progress` line); `held` while it
+    /// waits for an approval.
     Progress {
         task_id: String,
         attempt: u32,
         agent_id: String,
         fraction: Option<f64>,
         note: Option<String>,
+        held: bool,
     },
 }
 
@@ -139,12 +141,14 @@ impl From<Report> for SchedulerMsg {
                 agent_id,
                 fraction,
                 note,
+                held,
             } => SchedulerMsg::Progress {
                 task_id,
                 attempt,
                 agent_id,
                 fraction,
                 note,
+                held,
             },
         }
     }
@@ -213,12 +217,14 @@ impl TryFrom<SchedulerMsg> for Report {
                 agent_id,
                 fraction,
                 note,
+                held,
             } => Report::Progress {
                 task_id,
                 attempt,
                 agent_id,
                 fraction,
                 note,
+                held,
             },
             other => return Err(other),
         })

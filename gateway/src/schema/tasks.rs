@@ -25,6 +25,10 @@ use llm::{TaskOutput, TaskStep};
 pub enum TaskState {
     Queued,
     Running,
+    /// Its running attempt holds a tool call for an operator's decision (an LLM agent's
+    /// approval gate: see `approvals`); RUNNING again once decided. Its agent's slot stays
+    /// taken, and the wait does not count against the attempt's `timeoutMs`.
+    AwaitingApproval,
     Succeeded,
     Failed,
     Cancelled,
@@ -42,6 +46,7 @@ impl From<S> for TaskState {
         match s {
             S::Queued => Self::Queued,
             S::Running => Self::Running,
+            S::AwaitingApproval => Self::AwaitingApproval,
             S::Succeeded => Self::Succeeded,
             S::Failed => Self::Failed,
             S::Cancelled => Self::Cancelled,
@@ -57,6 +62,7 @@ impl From<TaskState> for S {
         match s {
             TaskState::Queued => S::Queued,
             TaskState::Running => S::Running,
+            TaskState::AwaitingApproval => S::AwaitingApproval,
             TaskState::Succeeded => S::Succeeded,
             TaskState::Failed => S::Failed,
             TaskState::Cancelled => S::Cancelled,

@@ -233,18 +233,20 @@ impl Loop {
         };
         let began = tokio::time::Instant::now();
         // The task says what it waits for, where its progress is shown.
-        let note = |note: String| Signal::Progress {
+        let note = |note: String, held: bool| Signal::Progress {
             task_id: task.to_owned(),
             attempt: self.attempt,
             fraction: None,
             note: Some(note),
+            held,
         };
         self.link
-            .signal(note(format!("AWAITING_APPROVAL: {} (approval {key})", call.name)));
+            .signal(note(format!("AWAITING_APPROVAL: {} (approval {key})", call.name), true));
         let decision = approvals::decided(&store, asked).await?;
         self.deadline += began.elapsed();
         let decided = if decision.approved { "approved" } else { "rejected" };
-        self.link.signal(note(format!("{} {decided}: going on", call.name)));
+        self.link
+            .signal(note(format!("{} {decided}: going on", call.name), false));
         Ok(if decision.approved {
             Ok(())
         } else {

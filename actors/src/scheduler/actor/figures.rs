@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::State;
 use crate::agent::Recent;
 use crate::scheduler::engine::Now;
-use crate::task::{Outcome, TaskState};
+use crate::task::Outcome;
 
 /// How many recent attempts the figures cover.
 const WINDOW: usize = 100;
@@ -48,9 +48,8 @@ impl State {
     /// Notes an attempt's end in its agent's figures, if it is the attempt running now.
     pub(super) fn observe(&mut self, task: &str, attempt: u32, agent: &str, outcome: &Outcome, now: Now) {
         let Some(status) = self.engine.status(task) else { return };
-        let current = status.state == TaskState::Running
-            && status.attempts == attempt
-            && status.agent_id.as_deref() == Some(agent);
+        let current =
+            status.state.is_running() && status.attempts == attempt && status.agent_id.as_deref() == Some(agent);
         if !current {
             return;
         }

@@ -100,7 +100,7 @@ impl State {
                 // Known here already (a move this node heard of twice).
                 continue;
             }
-            if status.state == TaskState::Running && adopting {
+            if status.state.is_running() && adopting {
                 let error = "the node running the task was lost".to_string();
                 status.error = Some(error.clone());
                 status.attempt_errors.push(crate::task::AttemptError {
@@ -118,7 +118,7 @@ impl State {
                     ended: None,
                 };
                 self.append(&mut batch, &transition)?;
-            } else if status.state == TaskState::Running {
+            } else if status.state.is_running() {
                 let error = "the node stopped while the task was running".to_string();
                 status.failures += 1;
                 status.error = Some(error.clone());

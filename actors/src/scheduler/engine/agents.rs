@@ -140,7 +140,7 @@ impl Engine {
         let mut waiting: Vec<String> = self
             .tasks
             .iter()
-            .filter(|(_, e)| e.limits.want == want && e.status.state != TaskState::Running)
+            .filter(|(_, e)| e.limits.want == want && !e.status.state.is_running())
             .map(|(task, _)| task.clone())
             .collect();
         waiting.sort();

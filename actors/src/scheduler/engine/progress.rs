@@ -2,7 +2,9 @@
 //! TASK_PROGRESS event (written with the status) goes out at most once per
 //! [`PROGRESS_INTERVAL`] per task. A report that comes sooner is held and written when the
 //! interval is over, so the last one is always kept, even by a task that reports often.
-//! Reports of an attempt that is not the running one are ignored.
+//! Reports of an attempt that is not the running one are ignored. A report that says the
+//! attempt now waits for an approval (or no longer does) moves the task to
+//! AWAITING_APPROVAL (or back to RUNNING) at once, with its own event.
 
 use std::time::Duration;
 
@@ -10,6 +12,27 @@ use serde_json::json;
 
 use super::{Engine, Now};
 use crate::task::{TaskProgress, TaskState};
+
+/// What an agent reports of a running attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reported {
+    /// How far it got, 0 to 1.
+    pub fraction: Option<f64>,
+    pub note: Option<String>,
+    /// It waits for an operator's decision on a tool call (an LLM agent's approval gate).
+    pub held: bool,
+}
+
+impl Reported {
+    /// Progress of an attempt at work (not held).
+    pub fn working(fraction: Option<f64>, note: Option<String>) -> Self {
+        Self {
+            fraction,
+            note,
+            held: false,
+        }
+    }
+}
 
 /// The least time between two TASK_PROGRESS events of one task.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
@@ -21,8 +44,7 @@ impl Engine {
         task: &str,
         attempt: u32,
         agent: &str,
-        fraction: Option<f64>,
-        note: Option<String>,
+        Reported { fraction, note, held }: Reported,
         now: Now,
     ) -> Vec<super::Effect> {
         if !self.is_current(task, attempt, agent) {
@@ -36,6 +58,24 @@ impl Engine {
             note,
             at: now.wall,
         });
+        let state = match held {
+            true => TaskState::AwaitingApproval,
+            false => TaskState::Running,
+        };
+        if entry.status.state != state {
+            entry.status.state = state;
+            entry.progress_sent = Some(now.at);
+            entry.progress_held = false;
+            let progress = entry.status.progress.as_ref().expect("set just now");
+            let data = json!({ "fraction": progress.fraction, "note": progress.note });
+            let status = entry.status.clone();
+            let kind = match held {
+                true => "TASK_AWAITING_APPROVAL",
+                false => "TASK_RESUMED",
+            };
+            self.record(task, &status, kind, data, None);
+            return self.take();
+        }
         let due = entry.progress_sent.map(|sent| sent + PROGRESS_INTERVAL);
         match due {
             Some(due) if due > now.at => {
@@ -72,7 +112,7 @@ impl Engine {
             let held = self
                 .tasks
                 .get(&task)
-                .is_some_and(|e| e.progress_held && e.status.state == TaskState::Running);
+                .is_some_and(|e| e.progress_held && e.status.state.is_running());
             if held {
                 self.progress_event(&task, now);
             } else if let Some(e) = self.tasks.get_mut(&task) {

@@ -87,9 +87,7 @@ impl Engine {
     /// or superseded since).
     pub(super) fn is_current(&self, task: &str, attempt: u32, agent: &str) -> bool {
         self.tasks.get(task).is_some_and(|e| {
-            e.status.state == TaskState::Running
-                && e.status.attempts == attempt
-                && e.status.agent_id.as_deref() == Some(agent)
+            e.status.state.is_running() && e.status.attempts == attempt && e.status.agent_id.as_deref() == Some(agent)
         })
     }
 

@@ -74,7 +74,7 @@ impl Engine {
             self.queues.remove(&entry.limits.want, key);
         }
         let status = entry.status;
-        if status.state == TaskState::Running {
+        if status.state.is_running() {
             if let Some(agent) = status.agent_id.clone() {
                 self.release(&agent, task);
                 self.out.push(Effect::Cancel {

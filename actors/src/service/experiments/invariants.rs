@@ -177,7 +177,7 @@ pub(super) async fn peers_up(api: &Api, deadline: Instant) -> InvariantResult {
 /// The tasks open (QUEUED or RUNNING) when the experiment begins.
 pub(super) async fn open_tasks(api: &Api) -> BTreeSet<String> {
     let mut open = BTreeSet::new();
-    for state in [TaskState::Queued, TaskState::Running] {
+    for state in [TaskState::Queued, TaskState::Running, TaskState::AwaitingApproval] {
         let filter = TaskFilter {
             state: Some(state),
             agent: None,

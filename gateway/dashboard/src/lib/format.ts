@@ -72,7 +72,7 @@ const ICONS: Record<Tone, string> = { ok: "✓", running: "●", warn: "▲", ba
 
 const TONES: [Tone, string[]][] = [
   ["bad", ["FAILED", "DEAD", "DOWN", "UNREACHABLE", "CRASHED", "OPEN", "ERROR", "LOST", "ABORTED"]],
-  ["warn", ["SUSPECT", "DEGRADED", "RETRYING", "PAUSED", "DRAINING", "MIGRATING", "HALF_OPEN", "MAINTENANCE", "STARTING", "STOPPING", "PENDING", "RESTARTING", "BACKOFF", "CANCELLED"]],
+  ["warn", ["SUSPECT", "DEGRADED", "RETRYING", "PAUSED", "DRAINING", "MIGRATING", "HALF_OPEN", "MAINTENANCE", "STARTING", "STOPPING", "PENDING", "RESTARTING", "BACKOFF", "CANCELLED", "AWAITING_APPROVAL"]],
   ["running", ["RUNNING", "ACTIVE", "BUSY", "LEADER"]],
   ["ok", ["SUCCEEDED", "UP", "HEALTHY", "CLOSED", "READY", "COMPLETED", "PASSED", "IDLE", "DELIVERED"]],
 ];

@@ -14,7 +14,7 @@ import { ErrorBox, Loading, Page, Section } from "../components/page";
 import { EventData, EventKind, EventSentence } from "../components/event";
 
 const AGENT_STATES = ["RUNNING", "STARTING", "PAUSED", "RECOVERING", "UNHEALTHY", "STOPPING", "STOPPED", "DEFINED", "FAILED"];
-const TASK_STATES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEPENDENCY_FAILED", "DEAD"];
+const TASK_STATES = ["QUEUED", "RUNNING", "AWAITING_APPROVAL", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEPENDENCY_FAILED", "DEAD"];
 
 const key = (s: string) => s.toLowerCase().replace(/_(\w)/g, (_, c: string) => c.toUpperCase());
 

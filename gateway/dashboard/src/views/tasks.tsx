@@ -18,7 +18,7 @@ import { Choice, CreateForm, Field, Json, TextArea, parseJson, parseList } from 
 import { Timeline } from "./agents";
 import { Transcript } from "./transcript";
 
-export const TASK_STATES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEPENDENCY_FAILED", "DEAD"];
+export const TASK_STATES = ["QUEUED", "RUNNING", "AWAITING_APPROVAL", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEPENDENCY_FAILED", "DEAD"];
 const ENDED = ["SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEPENDENCY_FAILED", "DEAD"];
 const PAGE = 200;
 

@@ -215,6 +215,7 @@ fn take(live: &Arc<Live>, line: Line, ready: &mut Option<oneshot::Sender<()>>, l
                 attempt: running,
                 fraction: progress.fraction,
                 note,
+                held: false,
             });
         }
         Line::State(answer) | Line::Reply(answer) => {
