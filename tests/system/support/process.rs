@@ -12,8 +12,27 @@ use super::{Deadline, COOKIE, WAIT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_troupe");
 
-/// A port nobody listens on right now (bind to :0, read it, release it).
+/// A port nobody listens on right now, below the system's ephemeral range. A node that is
+/// killed and started again takes the same port; one from the ephemeral range (what binding
+/// :0 gives) may meanwhile be taken as the local end of any outgoing connection, and the
+/// restart then fails with "Address already in use".
 pub fn free_port() -> Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, first_ephemeral.saturating_sub(1));
+    if high > low {
+        for attempt in 0..64u64 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(attempt);
+            let port = low + (h.finish() % u64::from(high - low)) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
