@@ -40,6 +40,8 @@ pub const ALERT_DELIVERIES: Table = Table::new("alert_deliveries");
 pub const ALERT_STATE: Table = Table::new("alert_state");
 /// Rules made through GraphQL (`setAlertRule`), by name: [`RuleFile`].
 pub const ALERT_RULES: Table = Table::new("alert_rules");
+/// Channels made through GraphQL (`setAlertChannel`), by name: [`ApiChannel`].
+pub const ALERT_CHANNELS: Table = Table::new("alert_channels");
 /// The events that change the rules in force; the notifier takes them up as it sees them.
 const RULE_CHANGES: [&str; 2] = ["ALERT_RULE_SET", "ALERT_RULE_DELETED"];
 
@@ -88,6 +90,42 @@ pub struct Delivery {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
+/// A channel made through GraphQL, as the replicated store keeps it: with its secrets, which
+/// no query shows (every member's data dir holds them, as it holds the node's admin token).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiChannel {
+    pub name: String,
+    /// `webhook`, `slack` or `email`.
+    pub kind: String,
+    pub url: Option<String>,
+    /// webhook: the signing secret (`whsec_<base64>` or plain text).
+    pub secret: Option<String>,
+    pub smtp: Option<String>,
+    pub smtp_tls: Option<String>,
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<String>,
+    pub from: Option<String>,
+    pub to: Vec<String>,
+}
+
+impl ApiChannel {
+    fn checked(&self) -> Result<Channel, troupe_runtime::config::ConfigError> {
+        troupe_runtime::config::outside::channel(troupe_runtime::config::outside::ChannelFile {
+            name: self.name.clone(),
+            kind: self.kind.clone(),
+            url: self.url.clone(),
+            secret: self.secret.as_ref().map(|s| s.trim().as_bytes().to_vec()),
+            smtp: self.smtp.clone(),
+            smtp_tls: self.smtp_tls.clone(),
+            smtp_user: self.smtp_user.clone(),
+            smtp_password: self.smtp_password.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            ..Default::default()
+        })
+    }
+}
+
 /// The node's alerting: its channels and rules, and the client deliveries go out with.
 #[derive(Clone)]
 pub struct Alerting {
@@ -105,8 +143,74 @@ impl Alerting {
         }
     }
 
-    pub fn channels(&self) -> &[Channel] {
-        &self.config.channels
+    /// Every channel: the config's, then those made through GraphQL.
+    pub async fn channels(&self) -> Result<Vec<Channel>, StoreError> {
+        let mut all = self.config.channels.clone();
+        for (_, bytes) in self.store.scan(ALERT_CHANNELS, None, usize::MAX, |_| true).await? {
+            let stored: ApiChannel = troupe_runtime::codec::decode(&bytes)?;
+            match stored.checked() {
+                Ok(c) => all.push(c),
+                Err(e) => {
+                    tracing::warn!(channel = %stored.name, error = %e, "an alert channel set through the API no longer holds")
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Makes or replaces a channel (not one of the config's); the notifier sends through it
+    /// from its next notice. Its secrets are kept, never shown.
+    pub async fn set_channel(&self, channel: ApiChannel) -> Result<Channel, crate::ApiError> {
+        if self.config.channels.iter().any(|c| c.name == channel.name) {
+            return Err(crate::ApiError::Conflict(format!(
+                "the channel {:?} is the config file's: change it there",
+                channel.name
+            )));
+        }
+        let checked = channel.checked().map_err(config_error)?;
+        let data = json!({ "channel": checked.name, "kind": checked.kind.name() });
+        let batch = Batch::new()
+            .put(
+                ALERT_CHANNELS,
+                channel.name.clone(),
+                troupe_runtime::codec::encode(&channel)?,
+            )
+            .event(NewEvent::new("ALERT_CHANNEL_SET", Some(channel.name.clone()), data));
+        self.store.write(batch).await?;
+        Ok(checked)
+    }
+
+    /// Deletes a channel made through GraphQL; whether there was one. One a rule still names
+    /// is CONFLICT: delete or change the rule first.
+    pub async fn delete_channel(&self, name: &str) -> Result<bool, crate::ApiError> {
+        if self.config.channels.iter().any(|c| c.name == name) {
+            return Err(crate::ApiError::Conflict(format!(
+                "the channel {name:?} is the config file's: remove it there"
+            )));
+        }
+        if self.store.get(ALERT_CHANNELS, name).await?.is_none() {
+            return Ok(false);
+        }
+        let naming: Vec<String> = self
+            .rules()
+            .await?
+            .into_iter()
+            .filter(|r| r.channels.iter().any(|c| c == name))
+            .map(|r| r.name)
+            .collect();
+        if !naming.is_empty() {
+            return Err(crate::ApiError::Conflict(format!(
+                "the channel {name:?} is named by the rule(s) {}: change them first",
+                naming.join(", ")
+            )));
+        }
+        let batch = Batch::new().delete(ALERT_CHANNELS, name).event(NewEvent::new(
+            "ALERT_CHANNEL_DELETED",
+            Some(name.to_owned()),
+            json!({ "channel": name }),
+        ));
+        self.store.write(batch).await?;
+        Ok(true)
     }
 
     /// The config's rules.
@@ -117,10 +221,11 @@ impl Alerting {
     /// The rules made through GraphQL, by name.
     pub async fn api_rules(&self) -> Result<Vec<Rule>, StoreError> {
         let mut out = Vec::new();
+        let channels = self.channels().await?;
         for (_, bytes) in self.store.scan(ALERT_RULES, None, usize::MAX, |_| true).await? {
             let file: RuleFile = troupe_runtime::codec::decode(&bytes)?;
             // Checked when set; a channel since removed from the config drops the rule.
-            match troupe_runtime::config::outside::rule(file.clone(), self.channels()) {
+            match troupe_runtime::config::outside::rule(file.clone(), &channels) {
                 Ok(r) => out.push(r),
                 Err(e) => {
                     tracing::warn!(rule = %file.name, error = %e, "an alert rule set through the API no longer holds")
@@ -145,10 +250,8 @@ impl Alerting {
                 file.name
             )));
         }
-        let rule = troupe_runtime::config::outside::rule(file.clone(), self.channels()).map_err(|e| match e {
-            troupe_runtime::config::ConfigError::Invalid { message, .. } => crate::ApiError::invalid(message),
-            other => crate::ApiError::invalid(other.to_string()),
-        })?;
+        let channels = self.channels().await?;
+        let rule = troupe_runtime::config::outside::rule(file.clone(), &channels).map_err(config_error)?;
         let data = json!({ "rule": rule.name, "kinds": rule.kinds, "severity": rule.severity.as_str(), "channels": rule.channels });
         let batch = Batch::new()
             .put(ALERT_RULES, file.name.clone(), troupe_runtime::codec::encode(&file)?)
@@ -194,7 +297,8 @@ impl Alerting {
 
     /// Sends a test notice through `channel` now, once, and records how it went.
     pub async fn test(&self, channel: &str) -> Result<Delivery, crate::ApiError> {
-        let Some(c) = self.channels().iter().find(|c| c.name == channel) else {
+        let channels = self.channels().await?;
+        let Some(c) = channels.iter().find(|c| c.name == channel) else {
             return Err(crate::ApiError::NotFound(format!("alert channel {channel:?}")));
         };
         let now = Utc::now();
@@ -386,10 +490,11 @@ async fn lead(a: &Alerting) -> Result<(), StoreError> {
         let now = Utc::now();
         let mut batch = cursor_at(cursor)?;
         let mut made = Vec::new();
+        let channels = a.channels().await?;
         for n in &notices {
             for channel in &n.channels {
                 // Email and Slack are told of firing alerts only, as Alertmanager does.
-                let resolved_too = a.channels().iter().any(|c| {
+                let resolved_too = channels.iter().any(|c| {
                     &c.name == channel && matches!(c.kind, troupe_runtime::config::outside::ChannelKind::Webhook { .. })
                 });
                 if n.status == Status::Resolved && !resolved_too {
@@ -440,11 +545,18 @@ async fn attempt(a: Alerting, mut d: Delivery, slots: Arc<tokio::sync::Semaphore
         }
         let Ok(_slot) = slots.acquire().await else { return };
         d.attempts += 1;
-        let sent = match a.channels().iter().find(|c| c.name == d.channel) {
-            Some(c) => channels::send(&a.http, &c.kind, &d).await,
-            None => Err(channels::Failed {
-                message: format!("no channel is named {:?} any more", d.channel),
-                permanent: true,
+        let sent = match a.channels().await {
+            Ok(all) => match all.iter().find(|c| c.name == d.channel) {
+                Some(c) => channels::send(&a.http, &c.kind, &d).await,
+                None => Err(channels::Failed {
+                    message: format!("no channel is named {:?} any more", d.channel),
+                    permanent: true,
+                    retry_after: None,
+                }),
+            },
+            Err(e) => Err(channels::Failed {
+                message: format!("the channels could not be read: {e}"),
+                permanent: false,
                 retry_after: None,
             }),
         };
@@ -498,5 +610,13 @@ async fn attempt(a: Alerting, mut d: Delivery, slots: Arc<tokio::sync::Semaphore
         if d.outcome != Outcome::Pending {
             return;
         }
+    }
+}
+
+/// A config check's refusal, as the API says it.
+fn config_error(e: troupe_runtime::config::ConfigError) -> crate::ApiError {
+    match e {
+        troupe_runtime::config::ConfigError::Invalid { message, .. } => crate::ApiError::invalid(message),
+        other => crate::ApiError::invalid(other.to_string()),
     }
 }

@@ -393,6 +393,60 @@ async fn a_rule_made_through_graphql_alerts_at_once_and_a_test_alert_goes_out() 
     ensure!(deleted["deleteAlertRule"] == true, "{deleted}");
     let rules = node.gql_ok("{ alertRules { name } }", json!({})).await?;
     ensure!(rules["alertRules"] == json!([]), "{rules}");
+
+    // A channel made through the API: signed with its secret, listed without it, named by a
+    // rule at once, kept while a rule names it; a viewer may not make one.
+    let expect_code = super::support::expect_code;
+    let channel = json!({ "name": "made-hook", "kind": "webhook", "url": format!("http://127.0.0.1:{port}/made"), "secret": "s3cret" });
+    let set_channel =
+        "mutation($input: AlertChannelInput!) { setAlertChannel(input: $input) { name kind target signed } }";
+    let viewer = node.create_token("viewer").await?;
+    expect_code(
+        &node.gql_as(&viewer, set_channel, json!({ "input": channel })).await?,
+        "FORBIDDEN",
+    )?;
+    expect_code(
+        &node
+            .gql(set_channel, json!({ "input": { "name": "x", "kind": "pager" } }))
+            .await?,
+        "INVALID_INPUT",
+    )?;
+    let config_named = json!({ "input": { "name": "ops", "kind": "slack", "url": "http://127.0.0.1:1/" } });
+    expect_code(&node.gql(set_channel, config_named).await?, "CONFLICT")?;
+    let made = node.gql_ok(set_channel, json!({ "input": channel })).await?;
+    let want = json!({ "name": "made-hook", "kind": "webhook", "target": format!("http://127.0.0.1:{port}/made"), "signed": true });
+    ensure!(made["setAlertChannel"] == want, "{made}");
+    let listed = node
+        .gql_ok("{ alertChannels { name kind target signed } }", json!({}))
+        .await?;
+    ensure!(
+        !listed.to_string().contains("s3cret") && listed["alertChannels"].as_array().is_some_and(|c| c.len() == 2),
+        "{listed}"
+    );
+    let before = lines(&log).len();
+    let tested = node
+        .gql_ok(
+            "mutation { sendTestAlert(channel: \"made-hook\") { outcome } }",
+            json!({}),
+        )
+        .await?;
+    ensure!(tested["sendTestAlert"]["outcome"] == "DELIVERED", "{tested}");
+    let got = lines(&log);
+    ensure!(got.len() == before + 1, "{got:?}");
+    ensure!(
+        got[before]["headers"]["webhook-signature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("v1,")),
+        "not signed: {}",
+        got[before]
+    );
+    let uses = json!({ "input": { "name": "uses-it", "kinds": ["AGENT_ALERT"], "channels": ["made-hook"] } });
+    node.gql_ok(set, uses).await?;
+    let delete = "mutation { deleteAlertChannel(name: \"made-hook\") }";
+    expect_code(&node.gql(delete, json!({})).await?, "CONFLICT")?;
+    node.gql_ok("mutation { deleteAlertRule(name: \"uses-it\") }", json!({}))
+        .await?;
+    ensure!(node.gql_ok(delete, json!({})).await?["deleteAlertChannel"] == true);
     drop(node);
 
     // A rule naming a channel nobody defined: the node refuses to start, and says why.

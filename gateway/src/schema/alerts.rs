@@ -116,6 +116,52 @@ pub struct AlertChannel {
     pub signed: bool,
 }
 
+impl AlertChannel {
+    fn of(c: &troupe_runtime::config::outside::Channel) -> Self {
+        let (target, signed) = match &c.kind {
+            // A query string may carry a receiver's token: not shown.
+            ChannelKind::Webhook { url, secret } => match url.split_once('?') {
+                Some((base, _)) => (format!("{base}?…"), secret.is_some()),
+                None => (url.clone(), secret.is_some()),
+            },
+            ChannelKind::Slack { url } => {
+                let host = url.split('/').nth(2).unwrap_or_default();
+                (format!("{host} (Slack)"), false)
+            }
+            ChannelKind::Email(smtp) => (smtp.to.join(", "), false),
+        };
+        AlertChannel {
+            name: c.name.clone(),
+            kind: c.kind.name().into(),
+            target,
+            signed,
+        }
+    }
+}
+
+/// A channel made through the API. Its secrets (`secret`, `smtpPassword`, a Slack URL) are
+/// kept in the replicated store and never shown by any query.
+#[derive(InputObject)]
+pub struct AlertChannelInput {
+    pub name: String,
+    /// webhook, slack or email.
+    pub kind: String,
+    /// webhook, slack: where to POST.
+    pub url: Option<String>,
+    /// webhook: the signing secret (`whsec_<base64>`, or any text); without it requests
+    /// are not signed.
+    pub secret: Option<String>,
+    /// email: the SMTP server, `host:port`.
+    pub smtp: Option<String>,
+    /// email: none, starttls or tls [default: starttls].
+    pub smtp_tls: Option<String>,
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<String>,
+    pub from: Option<String>,
+    #[graphql(default)]
+    pub to: Vec<String>,
+}
+
 /// Which events alert, and where.
 #[derive(SimpleObject)]
 pub struct AlertRule {
@@ -171,31 +217,13 @@ impl AlertsQuery {
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn alert_channels(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AlertChannel>> {
         let api = ctx.data::<Api>()?;
-        Ok(api
+        let channels = api
             .alerting()
             .channels()
-            .iter()
-            .map(|c| {
-                let (target, signed) = match &c.kind {
-                    // A query string may carry a receiver's token: not shown.
-                    ChannelKind::Webhook { url, secret } => match url.split_once('?') {
-                        Some((base, _)) => (format!("{base}?…"), secret.is_some()),
-                        None => (url.clone(), secret.is_some()),
-                    },
-                    ChannelKind::Slack { url } => {
-                        let host = url.split('/').nth(2).unwrap_or_default();
-                        (format!("{host} (Slack)"), false)
-                    }
-                    ChannelKind::Email(smtp) => (smtp.to.join(", "), false),
-                };
-                AlertChannel {
-                    name: c.name.clone(),
-                    kind: c.kind.name().into(),
-                    target,
-                    signed,
-                }
-            })
-            .collect())
+            .await
+            .map_err(troupe_actors::ApiError::from)
+            .gql()?;
+        Ok(channels.iter().map(AlertChannel::of).collect())
     }
 
     /// The rules in force: the config file's, then those made through the API.
@@ -266,6 +294,37 @@ impl AlertsMutation {
         };
         let rule = ctx.data::<Api>()?.alerting().set_rule(file).await.gql()?;
         Ok(AlertRule::of(&rule, "API"))
+    }
+
+    /// Makes or replaces an alert channel; rules may name it at once. A config channel's
+    /// name is CONFLICT, a bad kind, URL or address INVALID_INPUT.
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn set_alert_channel(
+        &self,
+        ctx: &Context<'_>,
+        input: AlertChannelInput,
+    ) -> async_graphql::Result<AlertChannel> {
+        let stored = troupe_actors::alerts::ApiChannel {
+            name: input.name,
+            kind: input.kind,
+            url: input.url,
+            secret: input.secret,
+            smtp: input.smtp,
+            smtp_tls: input.smtp_tls,
+            smtp_user: input.smtp_user,
+            smtp_password: input.smtp_password,
+            from: input.from,
+            to: input.to,
+        };
+        let channel = ctx.data::<Api>()?.alerting().set_channel(stored).await.gql()?;
+        Ok(AlertChannel::of(&channel))
+    }
+
+    /// Deletes a channel made through the API; whether there was one. One a rule names is
+    /// CONFLICT.
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn delete_alert_channel(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<bool> {
+        ctx.data::<Api>()?.alerting().delete_channel(&name).await.gql()
     }
 
     /// Deletes a rule made through the API; whether there was one.

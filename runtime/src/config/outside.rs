@@ -96,6 +96,13 @@ pub struct ChannelFile {
     pub smtp_password_file: Option<PathBuf>,
     pub from: Option<String>,
     pub to: Vec<String>,
+    /// A channel made through GraphQL (`setAlertChannel`) carries its secrets themselves,
+    /// kept in the replicated store, where the config file names files; never read from a
+    /// config file.
+    #[serde(skip)]
+    pub secret: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub smtp_password: Option<String>,
 }
 
 /// Where a channel delivers.
@@ -291,93 +298,14 @@ pub(super) fn hooks(files: Vec<HookFile>) -> Result<Vec<Hook>, ConfigError> {
 pub(super) fn alerts(channels: Vec<ChannelFile>, rules: Vec<RuleFile>) -> Result<Alerts, ConfigError> {
     let mut checked: Vec<Channel> = Vec::with_capacity(channels.len());
     for c in channels {
-        plain_name("alert_channels", &c.name)?;
         if checked.iter().any(|o| o.name == c.name) {
             return Err(invalid(
                 "alert_channels",
                 format!("two channels are named {:?}", c.name),
             ));
         }
-        let url = |c: &ChannelFile| match &c.url {
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(u.clone()),
-            _ => Err(invalid(
-                "alert_channels",
-                format!("channel {:?}: url must be an http:// or https:// address", c.name),
-            )),
-        };
-        let kind = match c.kind.as_str() {
-            "webhook" => ChannelKind::Webhook {
-                url: url(&c)?,
-                secret: c
-                    .secret_file
-                    .as_deref()
-                    .map(|p| secret("alert_channels", p))
-                    .transpose()?,
-            },
-            "slack" => ChannelKind::Slack { url: url(&c)? },
-            "email" => {
-                let server = c.smtp.clone().unwrap_or_default();
-                let (host, port) = server
-                    .rsplit_once(':')
-                    .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
-                    .ok_or_else(|| {
-                        invalid(
-                            "alert_channels",
-                            format!("channel {:?}: smtp must be host:port", c.name),
-                        )
-                    })?;
-                let tls = c.smtp_tls.clone().unwrap_or_else(|| "starttls".into());
-                if !["none", "starttls", "tls"].contains(&tls.as_str()) {
-                    return Err(invalid(
-                        "alert_channels",
-                        format!("channel {:?}: smtp_tls is one of none, starttls, tls", c.name),
-                    ));
-                }
-                let credentials = match (&c.smtp_user, &c.smtp_password_file) {
-                    (Some(u), Some(p)) => Some((
-                        u.clone(),
-                        String::from_utf8_lossy(&secret("alert_channels", p)?).into_owned(),
-                    )),
-                    (None, None) => None,
-                    _ => {
-                        return Err(invalid(
-                            "alert_channels",
-                            format!("channel {:?}: smtp_user and smtp_password_file go together", c.name),
-                        ))
-                    }
-                };
-                let from = c.from.clone().filter(|f| f.contains('@')).ok_or_else(|| {
-                    invalid(
-                        "alert_channels",
-                        format!("channel {:?}: from must be an address", c.name),
-                    )
-                })?;
-                if c.to.is_empty() || c.to.iter().any(|t| !t.contains('@')) {
-                    return Err(invalid(
-                        "alert_channels",
-                        format!("channel {:?}: to must list at least one address", c.name),
-                    ));
-                }
-                ChannelKind::Email(Smtp {
-                    host,
-                    port,
-                    tls,
-                    credentials,
-                    from,
-                    to: c.to.clone(),
-                })
-            }
-            other => {
-                return Err(invalid(
-                    "alert_channels",
-                    format!(
-                        "channel {:?}: kind {other:?} is not one of webhook, slack, email",
-                        c.name
-                    ),
-                ))
-            }
-        };
-        checked.push(Channel { name: c.name, kind });
+        let channel = channel(c)?;
+        checked.push(channel);
     }
     let mut kept: Vec<Rule> = Vec::with_capacity(rules.len());
     for r in rules {
@@ -391,6 +319,93 @@ pub(super) fn alerts(channels: Vec<ChannelFile>, rules: Vec<RuleFile>) -> Result
         rules: kept,
         retry_delays: RETRY_DELAYS_MS.iter().map(|ms| Duration::from_millis(*ms)).collect(),
     })
+}
+
+/// One channel, checked: its kind's fields, and its secrets read (from the files the config
+/// names, or carried inline by one made through GraphQL).
+pub fn channel(c: ChannelFile) -> Result<Channel, ConfigError> {
+    plain_name("alert_channels", &c.name)?;
+    let url = |c: &ChannelFile| match &c.url {
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(u.clone()),
+        _ => Err(invalid(
+            "alert_channels",
+            format!("channel {:?}: url must be an http:// or https:// address", c.name),
+        )),
+    };
+    let kind = match c.kind.as_str() {
+        "webhook" => ChannelKind::Webhook {
+            url: url(&c)?,
+            secret: match (&c.secret, &c.secret_file) {
+                (Some(inline), _) => Some(inline.clone()),
+                (None, Some(p)) => Some(secret("alert_channels", p)?),
+                (None, None) => None,
+            },
+        },
+        "slack" => ChannelKind::Slack { url: url(&c)? },
+        "email" => {
+            let server = c.smtp.clone().unwrap_or_default();
+            let (host, port) = server
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| {
+                    invalid(
+                        "alert_channels",
+                        format!("channel {:?}: smtp must be host:port", c.name),
+                    )
+                })?;
+            let tls = c.smtp_tls.clone().unwrap_or_else(|| "starttls".into());
+            if !["none", "starttls", "tls"].contains(&tls.as_str()) {
+                return Err(invalid(
+                    "alert_channels",
+                    format!("channel {:?}: smtp_tls is one of none, starttls, tls", c.name),
+                ));
+            }
+            let credentials = match (&c.smtp_user, &c.smtp_password, &c.smtp_password_file) {
+                (Some(u), Some(p), _) => Some((u.clone(), p.clone())),
+                (Some(u), None, Some(p)) => Some((
+                    u.clone(),
+                    String::from_utf8_lossy(&secret("alert_channels", p)?).into_owned(),
+                )),
+                (None, None, None) => None,
+                _ => {
+                    return Err(invalid(
+                        "alert_channels",
+                        format!("channel {:?}: smtp_user and smtp_password_file go together", c.name),
+                    ))
+                }
+            };
+            let from = c.from.clone().filter(|f| f.contains('@')).ok_or_else(|| {
+                invalid(
+                    "alert_channels",
+                    format!("channel {:?}: from must be an address", c.name),
+                )
+            })?;
+            if c.to.is_empty() || c.to.iter().any(|t| !t.contains('@')) {
+                return Err(invalid(
+                    "alert_channels",
+                    format!("channel {:?}: to must list at least one address", c.name),
+                ));
+            }
+            ChannelKind::Email(Smtp {
+                host,
+                port,
+                tls,
+                credentials,
+                from,
+                to: c.to.clone(),
+            })
+        }
+        other => {
+            return Err(invalid(
+                "alert_channels",
+                format!(
+                    "channel {:?}: kind {other:?} is not one of webhook, slack, email",
+                    c.name
+                ),
+            ))
+        }
+    };
+    Ok(Channel { name: c.name, kind })
 }
 
 /// A rule checked against the channels it may name.
