@@ -45,6 +45,18 @@ pub use endpoints::Endpoints;
 pub(crate) use membership::Answer;
 pub use membership::{Cluster, Gathered, Member, MemberStatus, PeerInfo};
 
+/// The cluster's listening address with its port chosen: port 0 asks the system for a free
+/// one, and the node advertises the port it got (not `:0`, which nobody can dial). An
+/// address that cannot be bound is left for the link to refuse, with its reason.
+pub fn chosen_port(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    if listen.port() != 0 {
+        return listen;
+    }
+    std::net::TcpListener::bind(listen)
+        .and_then(|l| l.local_addr())
+        .unwrap_or(listen)
+}
+
 /// `host:port`, with an IPv6 address in brackets.
 pub fn host_port(host: &str, port: u16) -> String {
     match host.parse::<std::net::Ipv6Addr>() {

@@ -33,7 +33,7 @@ use crate::tables::{AGENT_STATUS, HOSTS};
 const JOIN_WITHIN: Duration = Duration::from_secs(120);
 
 pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node, StartNodeError> {
-    let cluster_listen = chosen_port(config.cluster_listen);
+    let cluster_listen = crate::cluster::chosen_port(config.cluster_listen);
     let data_dir = config.data_dir.clone();
     blocking(move || private_dir(&data_dir))
         .await
@@ -451,18 +451,6 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         admin_token_path,
         link: link_id,
     })
-}
-
-/// The cluster's listening address with its port chosen: port 0 asks the system for a free
-/// one, and the node advertises the port it got (not `:0`, which nobody can dial). An
-/// address that cannot be bound is left for the link to refuse, with its reason.
-fn chosen_port(listen: std::net::SocketAddr) -> std::net::SocketAddr {
-    if listen.port() != 0 {
-        return listen;
-    }
-    std::net::TcpListener::bind(listen)
-        .and_then(|l| l.local_addr())
-        .unwrap_or(listen)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
