@@ -215,14 +215,119 @@ async fn an_mcp_server_over_streamable_http_serves_its_tools_as_tasks() -> Resul
     Ok(())
 }
 
+/// Starts the fixture serving streamable HTTP on a free port, with `extra` arguments, and
+/// waits until it listens.
+async fn http_server(log: &std::path::Path, extra: &[&str]) -> Result<(tokio::process::Child, u16)> {
+    let port = super::support::free_port()?;
+    let child = tokio::process::Command::new(python()?)
+        .arg(server())
+        .args(["--http", &port.to_string(), "--log", &log.to_string_lossy()])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("the HTTP MCP server")?;
+    let deadline = Deadline::after(WAIT, "the HTTP MCP server to listen");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        deadline.tick("not listening").await?;
+    }
+    Ok((child, port))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_speaks_only_mcp_2026_07_28_is_discovered_and_serves_over_stdio_and_http() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("charges.jsonl");
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    // Over stdio: the server refuses `initialize` (-32022); the agent starts it again and
+    // speaks the stateless revision, probing with tools/list every 200 ms.
+    let input = json!({
+        "name": "modern",
+        "backend": { "mcp": { "command": [python()?, server(), "--modern-only", "--log", log.to_string_lossy()], "pingMs": 200 } },
+    });
+    let modern = text(&node.spawn_agent(input).await?, "/id")?;
+    node.wait_agent_state(&modern, "RUNNING").await?;
+    ensure!(
+        node.logged("the MCP server speaks 2026-07-28") == 1,
+        "{}",
+        node.log_tail()
+    );
+    let task = text(
+        &node
+            .submit(json!({ "capability": "mcp:modern/charge", "payload": { "amount": 4 } }))
+            .await?,
+        "/id",
+    )?;
+    let done = node.wait_task_state(&task, "SUCCEEDED").await?;
+    ensure!(done["result"] == json!({ "result": "charged 4" }), "{done}");
+    // The key travels in the request's own _meta, beside the revision's envelope.
+    ensure!(charges(&log)? == [(4, json!(task))], "{:?}", charges(&log)?);
+    // A tool added at the server becomes a capability (told on the listen stream, or seen
+    // at the next probe), and a task for it runs.
+    let learned = node
+        .submit(json!({ "agentId": modern, "payload": { "tool": "learn", "arguments": { "name": "whisper" } } }))
+        .await?;
+    node.wait_task_state(&text(&learned, "/id")?, "SUCCEEDED").await?;
+    let deadline = Deadline::after(WAIT, "the new tool among the agent's capabilities");
+    loop {
+        let agent = node.agent(&modern).await?;
+        if agent["capabilities"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!("mcp:modern/whisper")))
+        {
+            break;
+        }
+        deadline.tick(&agent).await?;
+    }
+    let whisper = node
+        .submit(json!({ "capability": "mcp:modern/whisper", "payload": { "text": "psst" } }))
+        .await?;
+    let done = node.wait_task_state(&text(&whisper, "/id")?, "SUCCEEDED").await?;
+    ensure!(done["result"] == json!({ "result": "psst" }), "{done}");
+    // Probed all along without a ping (which this revision has not): never unhealthy.
+    let agent = node.agent(&modern).await?;
+    ensure!(agent["state"] == "RUNNING" && agent["restarts"] == 0, "{agent}");
+
+    // Over streamable HTTP: `initialize` answered with HTTP 400 and -32022.
+    let http_log = dir.path().join("http-charges.jsonl");
+    let (_server, port) = http_server(&http_log, &["--modern-only"]).await?;
+    let input = json!({
+        "name": "remote",
+        "backend": { "mcp": { "url": format!("http://127.0.0.1:{port}/mcp"), "pingMs": 200 } },
+    });
+    let remote = text(&node.spawn_agent(input).await?, "/id")?;
+    node.wait_agent_state(&remote, "RUNNING").await?;
+    let task = text(
+        &node
+            .submit(json!({ "capability": "mcp:remote/charge", "payload": { "amount": 6 } }))
+            .await?,
+        "/id",
+    )?;
+    let done = node.wait_task_state(&task, "SUCCEEDED").await?;
+    ensure!(done["result"] == json!({ "result": "charged 6" }), "{done}");
+    ensure!(charges(&http_log)? == [(6, json!(task))], "{:?}", charges(&http_log)?);
+    ensure!(
+        node.logged("the MCP server speaks 2026-07-28") == 2,
+        "{}",
+        node.log_tail()
+    );
+    Ok(())
+}
+
 /// Runs the Python MCP client against `node`'s /mcp with `token`: its tools, and each
 /// call's {isError, text, structured}.
 async fn mcp_client(node: &Node, token: &str, calls: Value) -> Result<Value> {
+    mcp_client_in(node, token, calls, "auto").await
+}
+
+/// As `mcp_client`, the client's `mode` "auto" (2026-07-28 where spoken) or "legacy".
+async fn mcp_client_in(node: &Node, token: &str, calls: Value, mode: &str) -> Result<Value> {
     let client = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_client.py");
     let out = tokio::time::timeout(
         WAIT,
         tokio::process::Command::new(python()?)
-            .args([client, &node.url("/mcp"), token, &calls.to_string()])
+            .args([client, &node.url("/mcp"), token, &calls.to_string(), mode])
             .kill_on_drop(true)
             .output(),
     )
@@ -250,6 +355,8 @@ async fn a_coding_agent_drives_the_fleet_through_mcp_with_the_roles_of_its_token
         ["stop_agent", { "id": "no-such-agent" }],
     ]);
     let out = mcp_client(&node, &operator, calls).await?;
+    // The SDK's client asks server/discover first: /mcp speaks the stateless revision.
+    ensure!(out["protocol"] == "2026-07-28", "{}", out["protocol"]);
     let tools: Vec<_> = out["tools"].as_array().into_iter().flatten().cloned().collect();
     for name in [
         "spawn_agent",
@@ -304,6 +411,20 @@ async fn a_coding_agent_drives_the_fleet_through_mcp_with_the_roles_of_its_token
         r[0]
     );
     ensure!(r[1]["structured"]["agents"]["totalCount"] == 1, "{}", r[1]);
+    // A client of the initialize era (sessions) is served the same, roles included.
+    let calls = json!([
+        ["list_agents", { "capability": "echo" }],
+        ["spawn_agent", { "input": { "name": "sneaky", "backend": { "builtin": { "kind": "echo" } } } }],
+    ]);
+    let out = mcp_client_in(&node, &viewer, calls, "legacy").await?;
+    ensure!(out["protocol"] == "2025-11-25", "{}", out["protocol"]);
+    let r = &out["results"];
+    ensure!(r[0]["structured"]["agents"]["totalCount"] == 1, "{}", r[0]);
+    ensure!(
+        r[1]["isError"] == true && r[1]["text"].as_str().is_some_and(|t| t.contains("FORBIDDEN")),
+        "{}",
+        r[1]
+    );
     // No token, no session: a 401 before MCP is spoken.
     let (status, _) = node.get("/mcp").await?;
     ensure!(status == 401, "{status}");

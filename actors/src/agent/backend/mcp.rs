@@ -1,12 +1,18 @@
 //! The `mcp` backend: the agent is a client of an MCP server, a command speaking MCP on its
-//! stdin and stdout or a streamable-HTTP endpoint (both through `rmcp`, in the protocol's
-//! initialize era: `initialize`, sessions, `ping`, `notifications/tools/list_changed`).
+//! stdin and stdout or a streamable-HTTP endpoint (both through `rmcp`), in either era of
+//! the protocol: the initialize era (2025-11-25 and before: `initialize`, sessions, `ping`,
+//! `notifications/tools/list_changed`), which most servers speak, and the stateless
+//! revision 2026-07-28 (`server/discover`, each request carrying its own `_meta`, no `ping`,
+//! list changes on a `subscriptions/listen` stream) for a server that refuses `initialize`.
 //!
-//! - Started: the server is started (or reached), initialised and its tools listed; each
-//!   tool is a capability of the agent, `mcp:<agent name>/<tool>`.
-//! - Watched: pinged every `pingMs`; two pings unanswered, or the command's exit, and the
-//!   agent is lost, so its supervisor restarts it (the recovery ladder applies).
-//! - Its tools listed again on `notifications/tools/list_changed`.
+//! - Started: the server is started (or reached), initialised (or, refused, started again and
+//!   discovered) and its tools listed; each tool is a capability of the agent,
+//!   `mcp:<agent name>/<tool>`.
+//! - Watched every `pingMs`: by `ping`, or in the stateless era by `tools/list`. Two probes
+//!   unanswered, or the command's exit, and the agent is lost, so its supervisor restarts it
+//!   (the recovery ladder applies).
+//! - Its tools listed again when they change (the notification, or the listen stream; in the
+//!   stateless era each probe's list is compared too).
 //! - A task runs one tool: the one its capability names, with the payload as arguments, or
 //!   `{"tool": …, "arguments": {…}}` for a task aimed at the agent. The task's id goes in the
 //!   call's `_meta` as `dev.troupe/idempotencyKey`: a server that honours it runs a retried
@@ -18,15 +24,18 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ClientRequest, PingRequest, ProtocolVersion};
-use rmcp::service::{NotificationContext, RunningService};
-use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientConfig, ClientRequest, ListToolsRequest, PaginatedRequestParams,
+    ProtocolVersion, ServerResult,
+};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, RunningService};
+use rmcp::{ClientHandler, Peer, RoleClient};
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 use troupe_runtime::store::Store;
 
-use super::{Backend, Link, Signal};
+use super::{Backend, Link};
 use crate::agent::secrets::Secrets;
 use crate::agent::spec::McpBackend;
 use crate::task::{Assignment, Outcome};
@@ -39,6 +48,26 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const MISSES: u32 = 2;
 /// The `_meta` key of a call's idempotency key.
 pub const KEY_META: &str = "dev.troupe/idempotencyKey";
+
+mod watch;
+use watch::{listen, watch, Watched};
+
+/// The protocol's era a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Era {
+    /// 2025-11-25 and before: `initialize`, sessions, `ping`, list_changed notifications.
+    Initialize,
+    /// 2026-07-28: stateless; `server/discover`, no `ping`, `subscriptions/listen`.
+    Stateless,
+}
+
+/// Why a connection was not made.
+enum Refusal {
+    /// The server answered, or closed, without a handshake in this era: the other may work.
+    Era(String),
+    /// Nothing to try again: the command did not start, or the server did not answer in time.
+    Final(String),
+}
 
 /// What the client tells the server about itself, and hears from it.
 struct Listener {
@@ -94,22 +123,94 @@ impl Mcp {
             .clone()
             .ok_or_else(|| "the MCP server is not connected".to_string())
     }
+
+    /// Starts (or reaches) the server and opens the protocol in `era`: its service, and the
+    /// command's process when it is one.
+    async fn connect(
+        &self,
+        era: Era,
+        changed: &Arc<Notify>,
+    ) -> Result<(RunningService<RoleClient, Listener>, Option<tokio::process::Child>), Refusal> {
+        let listener = Listener {
+            changed: changed.clone(),
+        };
+        let lifecycle = match era {
+            Era::Initialize => ClientLifecycleMode::Initialize,
+            Era::Stateless => ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        };
+        let verb = match era {
+            Era::Initialize => "initialise",
+            Era::Stateless => "answer server/discover",
+        };
+        let late = |who: &str| Refusal::Final(format!("{who} did not {verb} within {} s", START_TIMEOUT.as_secs()));
+        match &self.spec.url {
+            Some(url) => {
+                use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+                troupe_runtime::tls::install_provider();
+                let mut config = StreamableHttpClientTransportConfig::with_uri(url.clone());
+                if let Some(key) = &self.spec.api_key {
+                    let key = self
+                        .secrets
+                        .read(key)
+                        .await
+                        .map_err(|e| Refusal::Final(e.to_string()))?;
+                    config = config.auth_header(key);
+                }
+                let transport = rmcp::transport::StreamableHttpClientTransport::from_config(config);
+                let service = tokio::time::timeout(START_TIMEOUT, listener.serve_with_lifecycle(transport, lifecycle))
+                    .await
+                    .map_err(|_| late(url))?
+                    .map_err(|e| Refusal::Era(format!("{url} did not {verb}: {e}")))?;
+                Ok((service, None))
+            }
+            None => {
+                let mut spawned = spawn(&self.spec, &self.name).map_err(Refusal::Final)?;
+                let (stdout, stdin) = (spawned.stdout.take(), spawned.stdin.take());
+                let (Some(stdout), Some(stdin)) = (stdout, stdin) else {
+                    return Err(Refusal::Final("the MCP server's pipes were not set up".into()));
+                };
+                let program = &self.spec.command[0];
+                let service =
+                    tokio::time::timeout(START_TIMEOUT, listener.serve_with_lifecycle((stdout, stdin), lifecycle))
+                        .await
+                        .map_err(|_| late(program))?
+                        .map_err(|e| Refusal::Era(format!("{program} did not {verb}: {e}")))?;
+                Ok((service, Some(spawned)))
+            }
+        }
+    }
 }
 
-/// The server's tools, every page.
+/// The server's tools, every page, asked of the server itself (never a cached list: a
+/// stateless server's list may carry a time to cache it, and a refresh must see a change).
 async fn list(peer: &Peer<RoleClient>) -> Result<Vec<ServerTool>, String> {
-    let tools = peer
-        .list_all_tools()
-        .await
-        .map_err(|e| format!("tools/list failed: {e}"))?;
-    Ok(tools
-        .into_iter()
-        .map(|t| ServerTool {
+    let mut tools = Vec::new();
+    let mut cursor = None;
+    loop {
+        let request = ListToolsRequest {
+            method: Default::default(),
+            params: cursor.map(|c| PaginatedRequestParams::default().with_cursor(Some(c))),
+            extensions: Default::default(),
+        };
+        let answer = peer
+            .send_request(ClientRequest::ListToolsRequest(request))
+            .await
+            .map_err(|e| format!("tools/list failed: {e}"))?;
+        let ServerResult::ListToolsResult(page) = answer else {
+            return Err(format!("tools/list was answered with {answer:?}"));
+        };
+        tools.extend(page.tools.into_iter().map(|t| ServerTool {
             name: t.name.to_string(),
             description: t.description.map(|d| d.to_string()).unwrap_or_default(),
             input_schema: Value::Object((*t.input_schema).clone()),
-        })
-        .collect())
+        }));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(tools),
+        }
+    }
 }
 
 /// Calls `tool` with `arguments` (a JSON object), `key` in its `_meta`, within `limit`.
@@ -150,48 +251,37 @@ impl Backend for Mcp {
     fn start(&mut self, link: Link) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let changed = Arc::new(Notify::new());
-            let listener = Listener {
-                changed: changed.clone(),
-            };
-            let mut child = None;
-            let service = match &self.spec.url {
-                Some(url) => {
-                    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-                    troupe_runtime::tls::install_provider();
-                    let mut config = StreamableHttpClientTransportConfig::with_uri(url.clone());
-                    if let Some(key) = &self.spec.api_key {
-                        config = config.auth_header(self.secrets.read(key).await.map_err(|e| e.to_string())?);
+            let (service, child, era) = match self.connect(Era::Initialize, &changed).await {
+                Ok((service, child)) => (service, child, Era::Initialize),
+                Err(Refusal::Era(legacy)) => match self.connect(Era::Stateless, &changed).await {
+                    Ok((service, child)) => {
+                        tracing::info!(agent = %self.name, %legacy, "the MCP server speaks 2026-07-28");
+                        (service, child, Era::Stateless)
                     }
-                    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(config);
-                    tokio::time::timeout(START_TIMEOUT, listener.serve(transport))
-                        .await
-                        .map_err(|_| format!("{url} did not initialise within {} s", START_TIMEOUT.as_secs()))?
-                        .map_err(|e| format!("{url} did not initialise: {e}"))?
-                }
-                None => {
-                    let mut spawned = spawn(&self.spec, &self.name)?;
-                    let (stdout, stdin) = (spawned.stdout.take(), spawned.stdin.take());
-                    let (Some(stdout), Some(stdin)) = (stdout, stdin) else {
-                        return Err("the MCP server's pipes were not set up".into());
-                    };
-                    let program = self.spec.command[0].clone();
-                    let service = tokio::time::timeout(START_TIMEOUT, listener.serve((stdout, stdin)))
-                        .await
-                        .map_err(|_| format!("{program} did not initialise within {} s", START_TIMEOUT.as_secs()))?
-                        .map_err(|e| format!("{program} did not initialise: {e}"))?;
-                    child = Some(spawned);
-                    service
-                }
+                    Err(Refusal::Era(modern) | Refusal::Final(modern)) => {
+                        return Err(format!("{legacy}; nor by server/discover (MCP 2026-07-28): {modern}"))
+                    }
+                },
+                Err(Refusal::Final(e)) => return Err(e),
             };
             let peer = service.peer().clone();
             *self.tools.write().unwrap() = tokio::time::timeout(START_TIMEOUT, list(&peer))
                 .await
                 .map_err(|_| "tools/list did not answer".to_string())??;
+            // A stateless server tells of new tools on a listen stream, if it offers one.
+            let listening = match era {
+                Era::Initialize => None,
+                Era::Stateless => listen(&peer).await,
+            };
             self.watcher = Some(tokio::spawn(watch(
-                peer.clone(),
-                child,
-                changed,
-                self.tools.clone(),
+                Watched {
+                    peer: peer.clone(),
+                    era,
+                    child,
+                    changed,
+                    listening,
+                    tools: self.tools.clone(),
+                },
                 Duration::from_millis(self.spec.ping_ms),
                 link,
             )));
@@ -353,66 +443,6 @@ fn spawn(spec: &McpBackend, agent: &str) -> Result<tokio::process::Child, String
         });
     }
     Ok(child)
-}
-
-/// Pings the server, lists its tools again when they change, and tells the agent when the
-/// server is gone (its command exited, or it missed its pings).
-async fn watch(
-    peer: Peer<RoleClient>,
-    mut child: Option<tokio::process::Child>,
-    changed: Arc<Notify>,
-    tools: Arc<RwLock<Vec<ServerTool>>>,
-    every: Duration,
-    link: Link,
-) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.tick().await;
-    let mut missed = 0;
-    loop {
-        let exited = async {
-            match child.as_mut() {
-                Some(c) => c.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            status = exited => {
-                link.signal(Signal::Lost(format!("the MCP server exited ({status})")));
-                return;
-            }
-            () = changed.notified() => match list(&peer).await {
-                Ok(now) => {
-                    *tools.write().unwrap() = now;
-                    link.signal(Signal::CapabilitiesChanged);
-                }
-                Err(e) => tracing::warn!(error = %e, "the MCP server's tools could not be listed again"),
-            },
-            _ = ticker.tick() => {
-                let ping = peer.send_request(ClientRequest::PingRequest(PingRequest::default()));
-                match tokio::time::timeout(every, ping).await {
-                    Ok(Ok(_)) => {
-                        if missed > 0 {
-                            link.signal(Signal::Healthy);
-                        }
-                        missed = 0;
-                    }
-                    Ok(Err(e)) => {
-                        // The connection itself is gone: no ping will be answered.
-                        link.signal(Signal::Lost(format!("the MCP server did not answer a ping: {e}")));
-                        return;
-                    }
-                    Err(_) => missed += 1,
-                }
-                if missed >= MISSES {
-                    link.signal(Signal::Lost(format!("the MCP server missed {missed} pings")));
-                    return;
-                }
-                if missed > 0 {
-                    link.signal(Signal::Unhealthy(format!("the MCP server missed {missed} ping")));
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
