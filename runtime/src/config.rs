@@ -235,6 +235,11 @@ pub struct ServeArgs {
     /// listed costs nothing, so a cost budget never stops it [default: none].
     #[arg(long, env = "TROUPE_LLM_PRICES", value_delimiter = ',')]
     pub llm_prices: Vec<String>,
+    /// Days an LLM task's transcript (its steps and approvals) is kept once the task ended,
+    /// and each day's usage rows (folded into one row per agent, swarm and project, so
+    /// budgets and spend still count them); 0 keeps everything [default: 30].
+    #[arg(long, env = "TROUPE_LLM_RETENTION_DAYS")]
+    pub llm_retention_days: Option<u64>,
     /// The delays between a failed alert delivery's attempts, in ms, comma-separated; past
     /// the last, the delivery has failed [default: 1000,5000,30000,120000,300000,600000].
     #[arg(long, env = "TROUPE_ALERT_RETRY_MS")]
@@ -333,6 +338,8 @@ pub struct Config {
     pub secret_dirs: Vec<PathBuf>,
     /// US dollars per million input and output tokens, by model.
     pub llm_prices: std::collections::BTreeMap<String, Price>,
+    /// How long LLM transcripts and daily usage rows are kept (`None`: for ever).
+    pub llm_retention: Option<Duration>,
     /// Inbound webhooks (`POST /hooks/<name>`).
     pub hooks: Vec<outside::Hook>,
     /// Alert channels and rules.
@@ -414,7 +421,7 @@ impl Config {
                 ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, agent_mailbox_size, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, peer_drop_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
                 libvirt_timeout_ms, fault_injection, fault_max_targets, fault_max_duration_ms, agent_watchdog_ms, agent_watchdog_misses,
-                watchdog_ms, watchdog_misses, alert_retry_ms);
+                watchdog_ms, watchdog_misses, alert_retry_ms, llm_retention_days);
             args.hooks = file.hooks;
             args.alert_channels = file.alert_channels;
             args.alert_rules = file.alert_rules;
@@ -530,6 +537,10 @@ impl Config {
             secret_env: args.secret_env,
             secret_dirs: args.secret_dirs,
             llm_prices: validate::prices(&args.llm_prices)?,
+            llm_retention: match args.llm_retention_days.unwrap_or(30) {
+                0 => None,
+                days => Some(Duration::from_secs(days.saturating_mul(86_400))),
+            },
             hooks: outside::hooks(args.hooks)?,
             alerts: outside::Alerts {
                 retry_delays: outside::retry_delays(args.alert_retry_ms.as_deref())?,

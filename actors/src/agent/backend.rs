@@ -25,6 +25,7 @@ use crate::task::{Assignment, Outcome};
 
 pub use cgroup::describe as describe_cgroup;
 pub use limits::{own_usage, read_stat, sample, signal_group, Stat, Usage};
+pub use llm::retention::prune as prune_llm_records;
 pub use llm::{
     approvals, decide as decide_approval, get as approval, spent_by, transcript, Approval, Call as LlmCall, Decision,
     Delta as LlmDelta, Deltas as LlmDeltas, Record as LlmStep, Refused as ApprovalRefused, Usage as LlmUsage,

@@ -431,6 +431,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         watchdog,
         alerting: api.alerting.clone(),
         node: config.node_name.clone(),
+        llm_retention: config.llm_retention,
         intensity,
         backoff,
     });

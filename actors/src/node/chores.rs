@@ -18,6 +18,8 @@ use crate::failover::Rehome;
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// How often the memory the allocator keeps free is given back to the system.
 const TRIM_EVERY: Duration = Duration::from_secs(10);
+/// How often LLM records past their retention are pruned.
+const LLM_PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// What the chores run on.
 pub(super) struct Chores {
@@ -33,13 +35,15 @@ pub(super) struct Chores {
     /// What the alert notifier sends with.
     pub alerting: crate::alerts::Alerting,
     pub node: String,
+    /// How long LLM transcripts and daily usage rows are kept (`None`: for ever).
+    pub llm_retention: Option<Duration>,
     pub intensity: Option<Intensity>,
     pub backoff: Backoff,
 }
 
 /// The `chores` supervisor: the lease keeper, the members' judge, the moves follower, the
-/// purge of expired keys, the memory trim, the leadership announcer, the alert notifier and
-/// the agents' watchdog.
+/// purge of expired keys, the memory trim, the leadership announcer, the alert notifier, the
+/// pruner of LLM records and the agents' watchdog.
 pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
     let lease = {
         let (store, cluster, work) = (c.store.clone(), c.cluster.clone(), c.work);
@@ -96,6 +100,12 @@ pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
         let alerting = c.alerting;
         Chore::new("alerts", move || Box::pin(crate::alerts::run(alerting.clone())))
     };
+    let llm = {
+        let (store, keep) = (c.store.clone(), c.llm_retention);
+        Chore::new("llm-retention", move || {
+            Box::pin(prune_llm_records(store.clone(), keep))
+        })
+    };
     let (store, intensity, backoff) = (c.store, c.intensity, c.backoff);
     Nested::child(SupervisorSpec {
         id: "chores".into(),
@@ -112,12 +122,45 @@ pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
                 trim.clone(),
                 leadership.clone(),
                 alerts.clone(),
+                llm.clone(),
                 c.watchdog.clone(),
             ],
             start_order: StartOrder::Sequential,
             store: store.clone(),
         }),
     })
+}
+
+/// Prunes the LLM records past `keep` (`llm_retention_days`) every [`LLM_PRUNE_EVERY`], on
+/// the leader (or a node alone): one pruner is enough, and a second one's folds would be
+/// refused by their conditions anyway. Kept for ever, it has nothing to do.
+async fn prune_llm_records(store: Store, keep: Option<Duration>) {
+    let Some(keep) = keep else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(LLM_PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let leads = {
+            // Read and released at once: the Raft core waits while the value is borrowed.
+            let m = store.raft().metrics().borrow().clone();
+            m.current_leader == Some(m.id) || m.membership_config.membership().nodes().count() <= 1
+        };
+        if !leads {
+            continue;
+        }
+        match crate::agent::prune_llm_records(&store, troupe_runtime::clock::now(), keep).await {
+            Ok(p) if p == Default::default() => {}
+            Ok(p) => tracing::info!(
+                steps = p.steps,
+                approvals = p.approvals,
+                usage_rows = p.usage_rows,
+                "pruned LLM records past their retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "pruning LLM records failed"),
+        }
+    }
 }
 
 /// Gives the memory glibc's allocator keeps free back to the system, every [`TRIM_EVERY`].

@@ -177,6 +177,21 @@ fn the_watchdog_deadlines_default_per_kind_and_pairs_override_or_turn_a_kind_off
 }
 
 #[test]
+fn llm_records_are_kept_thirty_days_unless_told_and_zero_keeps_them_for_ever() {
+    let days = |d: Option<u64>| {
+        Config::load(ServeArgs {
+            llm_retention_days: d,
+            ..Default::default()
+        })
+        .unwrap()
+        .llm_retention
+    };
+    assert_eq!(days(None), Some(Duration::from_secs(30 * 86_400)));
+    assert_eq!(days(Some(2)), Some(Duration::from_secs(2 * 86_400)));
+    assert_eq!(days(Some(0)), None);
+}
+
+#[test]
 fn llm_prices_are_model_equals_input_slash_output_per_million_tokens() {
     let config = Config::load(ServeArgs {
         llm_prices: vec!["gpt-4o=2.5/10".into(), " vendor/model:1=0/0.5 ".into()],

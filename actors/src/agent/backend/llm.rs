@@ -13,6 +13,7 @@ mod approvals;
 mod budgets;
 mod deltas;
 mod journal;
+pub mod retention;
 mod sessions;
 mod tools;
 mod wire;

@@ -85,7 +85,7 @@ impl Usage {
         self.input_tokens + self.output_tokens
     }
 
-    fn add(&mut self, other: &Usage) {
+    pub(super) fn add(&mut self, other: &Usage) {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
         self.cost_usd += other.cost_usd;
