@@ -174,24 +174,7 @@ async fn an_mcp_server_over_stdio_is_a_supervised_agent_whose_tools_are_tasks_an
 async fn an_mcp_server_over_streamable_http_serves_its_tools_as_tasks() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("charges.jsonl");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let _server = tokio::process::Command::new(python()?)
-        .args([
-            server(),
-            "--http".into(),
-            port.to_string(),
-            "--log".into(),
-            log.to_string_lossy().into_owned(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("the HTTP MCP server")?;
-    let deadline = Deadline::after(WAIT, "the HTTP MCP server to listen");
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        deadline.tick("not listening").await?;
-    }
+    let (_server, port) = http_server(&log, &[]).await?;
     let node = Node::start(NodeOpts::named("solo")).await?;
     let input = json!({
         "name": "remote",
