@@ -29,6 +29,8 @@ pub(super) struct Tables {
     log: Mutex<Log>,
     /// What the node keeps in memory from the tables, following each write.
     projections: Projections,
+    /// The groups this node forwarded to the leader, answered as their entries apply here.
+    pub forwarded: Arc<super::raft::forwarded::Forwarded>,
 }
 
 impl Tables {
@@ -39,6 +41,7 @@ impl Tables {
             live,
             log,
             projections: Projections::default(),
+            forwarded: Arc::default(),
         })
     }
 

@@ -19,6 +19,7 @@
 //! node's clock do not pause the log.
 
 mod elect;
+pub(crate) mod forwarded;
 pub(super) mod log;
 mod machine;
 pub(super) mod network;

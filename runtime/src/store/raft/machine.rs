@@ -332,9 +332,14 @@ impl RaftStateMachine<Troupe> for Machine {
             }
             false => redb::Durability::None,
         };
-        blocking(move || apply_entries(&tables, &entries, durability))
-            .await
-            .map_err(write_error)
+        blocking(move || {
+            let results = apply_entries(&tables, &entries, durability)?;
+            // The groups this node forwarded learn how they applied, before the leader says.
+            tables.forwarded.applied(&entries, &results);
+            Ok(results)
+        })
+        .await
+        .map_err(write_error)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

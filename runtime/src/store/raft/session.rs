@@ -23,7 +23,7 @@ use crate::store::StoreError;
 
 /// Where a group comes from: the writer of node `node` in its run `epoch`, the `seq`-th group
 /// of that run (from 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Origin {
     pub node: NodeId,
     pub epoch: u64,

@@ -143,3 +143,28 @@ async fn a_flush_after_a_write_of_unknown_outcome_goes_through_the_log_which_set
         "the flush answered before FIRST, committed before it, was applied here"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_answers_its_write_once_it_applied_it_without_waiting_for_the_leaders_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let members = three_voters(&router, &dir).await;
+    let b = &members[1];
+    router.hold();
+    let first = b.submit(event("FIRST"));
+    router.parked_at_least(1).await;
+    let parked = router.release().pop().unwrap();
+    // The leader takes the group and commits it, but its answer never reaches b (kept
+    // unsent: b's forward neither fails nor returns).
+    let leader = router.stores.lock().unwrap().get(&parked.to).cloned().unwrap();
+    super::super::serve(&leader, super::super::RpcKind::Propose, &parked.request)
+        .await
+        .unwrap();
+    let _unanswered = parked.answer;
+    // b applies the entry when it hears of the commit, and that answers the write: within
+    // the leader's heartbeats, not at the forward's 10 s limit.
+    let durable = tokio::time::timeout(std::time::Duration::from_secs(5), first.durable()).await;
+    assert_eq!(durable.expect("answered from b's own apply").unwrap(), vec![1]);
+    assert!(super::events_of(b).await.contains(&(1, "FIRST".to_owned())));
+    assert_eq!(b.inner.tables.forwarded.open(), 0, "the wait was closed");
+}
