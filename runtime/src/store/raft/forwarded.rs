@@ -12,8 +12,11 @@ use tokio::sync::oneshot;
 
 use super::{Applied, Origin, Troupe};
 
+/// What applying a forwarded group's entry here gave: the entry's index, and the outcome.
+pub(crate) type Landed = (u64, Applied);
+
 /// Who waits for each origin's entry: the wait's number, and where the outcome goes.
-type Waiting = HashMap<Origin, (u64, oneshot::Sender<Applied>)>;
+type Waiting = HashMap<Origin, (u64, oneshot::Sender<Landed>)>;
 
 #[derive(Default)]
 pub(crate) struct Forwarded {
@@ -28,7 +31,7 @@ pub(crate) struct Expected {
     forwarded: Arc<Forwarded>,
     origin: Origin,
     number: u64,
-    pub applied: oneshot::Receiver<Applied>,
+    pub applied: oneshot::Receiver<Landed>,
 }
 
 impl Drop for Expected {
@@ -74,7 +77,7 @@ impl Forwarded {
         for (entry, result) in entries.iter().zip(results) {
             if let EntryPayload::Normal(proposal) = &entry.payload {
                 if let Some((_, tx)) = proposal.origin.and_then(|o| waiting.remove(&o)) {
-                    let _ = tx.send(result.clone());
+                    let _ = tx.send((entry.log_id.index, result.clone()));
                 }
             }
         }

@@ -406,24 +406,32 @@ impl Writer {
         // often sooner: the leader answers once it applied the entry itself.
         let expected = proposal.origin.map(|o| self.tables.forwarded.expect(o));
         async move {
+            // Once the entry `index` is applied here, by openraft's account too: a mutation's
+            // answer carries the index this node applied, which must hold the write.
+            let applied_here = |index: u64, applied: Applied| {
+                let (raft, name) = (raft.clone(), name.clone());
+                async move {
+                    if applied.out_of_order.is_none() {
+                        raft.wait(Some(FORWARD_WITHIN))
+                            .applied_index_at_least(Some(index), "a forwarded write is applied here")
+                            .await
+                            .map_err(|e| {
+                                NotForwarded::Failed(StoreError::Unavailable(format!(
+                                    "the write was made on {name} but is not yet applied here: {e}"
+                                )))
+                            })?;
+                    }
+                    Ok(applied)
+                }
+            };
             let from_leader = async {
                 let (id, applied) = forward(&transport, &name, &proposal, FORWARD_WITHIN).await?;
-                if applied.out_of_order.is_none() {
-                    raft.wait(Some(FORWARD_WITHIN))
-                        .applied_index_at_least(Some(id.index), "a forwarded write is applied here")
-                        .await
-                        .map_err(|e| {
-                            NotForwarded::Failed(StoreError::Unavailable(format!(
-                                "the write was made on {name} but is not yet applied here: {e}"
-                            )))
-                        })?;
-                }
-                Ok(applied)
+                applied_here(id.index, applied).await
             };
             let landed = tokio::time::timeout(FORWARD_WITHIN, async {
                 match expected {
                     Some(mut here) => tokio::select! {
-                        Ok(applied) = &mut here.applied => Ok(applied),
+                        Ok((index, applied)) = &mut here.applied => applied_here(index, applied).await,
                         answer = from_leader => answer,
                     },
                     None => from_leader.await,

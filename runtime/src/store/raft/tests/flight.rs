@@ -160,11 +160,14 @@ async fn a_follower_answers_its_write_once_it_applied_it_without_waiting_for_the
     super::super::serve(&leader, super::super::RpcKind::Propose, &parked.request)
         .await
         .unwrap();
+    let index = super::last_log(&leader);
     let _unanswered = parked.answer;
     // b applies the entry when it hears of the commit, and that answers the write: within
     // the leader's heartbeats, not at the forward's 10 s limit.
     let durable = tokio::time::timeout(std::time::Duration::from_secs(5), first.durable()).await;
     assert_eq!(durable.expect("answered from b's own apply").unwrap(), vec![1]);
+    // What a mutation's answer carries as its commit index already holds the write.
+    assert!(b.applied_index() >= index, "{} < {index}", b.applied_index());
     assert!(super::events_of(b).await.contains(&(1, "FIRST".to_owned())));
     assert_eq!(b.inner.tables.forwarded.open(), 0, "the wait was closed");
 }
