@@ -285,6 +285,47 @@ async fn a_forwarded_submit_with_a_key_runs_once_however_often_it_is_sent() -> R
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_submit_answered_again_on_another_node_makes_the_holder_queue_the_task_it_never_queued() -> Result<()> {
+    let (alpha, beta) = start_pair().await?;
+    let worker = beta.spawn_builtin("echo", &["work"]).await?;
+    // beta acknowledges the submit without queueing it, as when the write committed while
+    // its answer was lost (the test gate of a fault-injection build).
+    beta.inject_fault("lose-enqueue")?;
+    let vars = json!({ "input": { "capability": "work", "payload": "once" }, "key": "lost-1" });
+    let first = text(&beta.gql_ok(SUBMIT_KEYED, vars.clone()).await?, "/submitTask/id")?;
+    ensure!(first.ends_with("@beta"), "{first}");
+    beta.clear_fault("lose-enqueue")?;
+    ensure!(beta.task(&first).await?["state"] == "QUEUED");
+    // The same submit sent again lands on alpha: beta no longer has an agent for the
+    // capability, alpha has one, and alpha knows it from beta's beats.
+    beta.act("stopAgent", &worker).await?;
+    alpha.spawn_builtin("echo", &["work"]).await?;
+    let rooms = "{ cluster { members { name rooms { capability } } } }";
+    let deadline = super::support::Deadline::after(super::support::WAIT, "alpha to hear beta has no room for work");
+    loop {
+        let view = alpha.gql_ok(rooms, json!({})).await?;
+        let members = view["cluster"]["members"].as_array().cloned().unwrap_or_default();
+        let beta_serves = members.iter().any(|m| {
+            m["name"] == "beta"
+                && m["rooms"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["capability"] == "work"))
+        });
+        if !beta_serves {
+            break;
+        }
+        deadline.tick(view).await?;
+    }
+    // alpha answers from the key's record: beta's task. It asks beta to make sure the task
+    // is queued (before, a replayed answer never queued it, and it stayed QUEUED for ever);
+    // beta's scheduler then hands it to alpha's agent.
+    let again = text(&alpha.gql_ok(SUBMIT_KEYED, vars).await?, "/submitTask/id")?;
+    ensure!(again == first, "{again} / {first}");
+    alpha.wait_task_state(&first, "SUCCEEDED").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peers_agent_is_paused_checkpointed_probed_and_stopped_through_this_node() -> Result<()> {
     let (alpha, _beta) = start_pair().await?;
     let input = json!({ "name": "remote-counter", "backend": { "builtin": { "kind": "counter" } }, "node": "beta",

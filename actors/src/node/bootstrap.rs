@@ -42,6 +42,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             source,
         })?;
     crate::cluster::remote::set_partition_gates(store::named_gates_in(config.data_dir.join("faults")));
+    crate::scheduler::set_gates(store::named_gates_in(config.data_dir.join("faults")));
     // What fault experiments arm in memory: only on a node that allows them.
     let armed = store::ArmedFaults::default();
     let file_gates = store::gates_in(config.data_dir.join("faults"));

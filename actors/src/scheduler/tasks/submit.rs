@@ -42,7 +42,11 @@ impl TaskQueue {
             return Err(e.into());
         }
         // Durable already: the task is acknowledged, and the scheduler is sure to get it.
-        super::hand_over(&self.scheduler, spec.clone(), status.clone());
+        if super::enqueue_lost() {
+            tracing::warn!(task = %spec.id, "test gate lose-enqueue: the task is not handed to the scheduler");
+        } else {
+            super::hand_over(&self.scheduler, spec.clone(), status.clone());
+        }
         let record = self.explained(TaskRecord::new(spec, status)).await;
         self.say_why_it_waits(&record);
         Ok(record)
