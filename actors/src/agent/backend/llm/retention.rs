@@ -39,7 +39,13 @@ pub struct Pruned {
 
 /// Removes what `keep` no longer covers at `now`.
 pub async fn prune(store: &Store, now: DateTime<Utc>, keep: Duration) -> Result<Pruned, StoreError> {
-    let cutoff = now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+    // A window reaching past the calendar's start keeps everything.
+    let Some(cutoff) = chrono::Duration::from_std(keep)
+        .ok()
+        .and_then(|keep| now.checked_sub_signed(keep))
+    else {
+        return Ok(Pruned::default());
+    };
     let (steps, approvals) = transcripts(store, cutoff).await?;
     let mut pruned = Pruned {
         steps: steps.len(),
@@ -305,6 +311,9 @@ mod tests {
             super::super::journal::spent(&store, "a1", &day(later)).await.unwrap().0,
             after.0
         );
+        // Kept for a million years (`llm_retention_days` set absurdly high): nothing goes.
+        let ages = Duration::from_secs(1_000_000 * 365 * 86_400);
+        assert_eq!(prune(&store, later, ages).await.unwrap(), Pruned::default());
     }
 
     #[tokio::test]
