@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::context::Context;
 use super::listing::{Counted, Listing};
-use crate::agent::{AgentFilter, AgentPolicy, AgentView, Checkpoint, LogLine, Slots, SpawnAgentRequest};
+use crate::agent::{AgentFilter, AgentPolicy, AgentView, Checkpoint, LogLine, Owner, Slots, SpawnAgentRequest};
 use crate::cluster::remote::{service, At, Located};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
@@ -120,6 +120,16 @@ impl Agents {
         }
         self.ctx.store.linearize().await?;
         self.get_local(id).await
+    }
+
+    /// Who owns agent `id`, from its spec in this node's replica (read at the leader's
+    /// commit index when the replica does not hold it yet, as [`Self::get`] does).
+    pub async fn owner(&self, id: &str) -> Result<Option<Owner>, ApiError> {
+        if let Some((spec, _)) = self.registry().read(id).await? {
+            return Ok(Some(spec.owner));
+        }
+        self.ctx.store.linearize().await?;
+        Ok(self.registry().read(id).await?.map(|(spec, _)| spec.owner))
     }
 
     /// The lines agent `id` wrote with a seq above `after`, oldest first, at most `limit`

@@ -13,7 +13,7 @@ use troupe_runtime::store::{Batch, Store, StoreError};
 
 use crate::agent::protocol::MemoryOp;
 use crate::error::ApiError;
-use crate::tables::SWARM_MEMORY;
+use crate::tables::{SWARMS, SWARM_MEMORY};
 
 /// One key's value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,7 +125,24 @@ pub fn check_key(key: &str) -> Result<(), ApiError> {
 
 /// The key's live entry.
 pub async fn get(store: &Store, swarm: &str, key: &str) -> Result<Option<Entry>, ApiError> {
-    let bytes = store.get(SWARM_MEMORY, &row(swarm, key)).await?;
+    live(store.get(SWARM_MEMORY, &row(swarm, key)).await?)
+}
+
+/// The key's live entry, read in one view with the swarm's record: NOT_FOUND for no such
+/// swarm.
+pub async fn get_of_swarm(store: &Store, swarm: &str, key: &str) -> Result<Option<Entry>, ApiError> {
+    let (id, row) = (swarm.to_owned(), row(swarm, key));
+    let (swarm_exists, bytes) = store
+        .view(move |v| Ok((v.get(SWARMS, &id)?.is_some(), v.get(SWARM_MEMORY, &row)?)))
+        .await?;
+    if !swarm_exists {
+        return Err(ApiError::NotFound(format!("no swarm {swarm}")));
+    }
+    live(bytes)
+}
+
+/// A stored entry, unless it expired.
+fn live(bytes: Option<Vec<u8>>) -> Result<Option<Entry>, ApiError> {
     let entry: Option<Entry> = bytes.map(|b| troupe_runtime::codec::decode(&b)).transpose()?;
     let now = troupe_runtime::clock::now();
     Ok(entry.filter(|e| e.live(now)))
@@ -321,6 +338,26 @@ mod tests {
         };
         let entry = write(&store, "s", "k", set, None, 1 << 20).await.expect("ten years");
         assert!(entry.and_then(|e| e.expires_at).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_swarms_key_is_read_with_its_swarm_and_no_swarm_is_not_found() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(&dir.path().join("store.redb")).expect("a store");
+        let set = Write::Set {
+            value: json!(7),
+            ttl_ms: None,
+        };
+        write(&store, "s", "k", set, None, 1 << 20).await.expect("set");
+        let missing = get_of_swarm(&store, "s", "k").await;
+        assert!(matches!(missing, Err(ApiError::NotFound(_))), "{missing:?}");
+        store
+            .write(Batch::new().put(SWARMS, "s", b"spec".to_vec()))
+            .await
+            .expect("the swarm's record");
+        let entry = get_of_swarm(&store, "s", "k").await.expect("a read").expect("an entry");
+        assert_eq!((entry.version, entry.value), (1, json!(7)));
+        assert_eq!(get_of_swarm(&store, "s", "other").await.expect("a read"), None);
     }
 
     /// A `memory` line as the swarm takes it.

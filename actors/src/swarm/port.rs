@@ -24,6 +24,9 @@ pub trait Members: Send + Sync {
     fn of(&self, swarm: &str) -> BoxFuture<'_, Result<Vec<AgentView>, ApiError>>;
     /// An agent of this node, if there is one.
     fn get<'a>(&'a self, agent: &'a str) -> BoxFuture<'a, Result<Option<AgentView>, ApiError>>;
+    /// Who owns an agent, from its spec alone (what [`Members::get`] would say of it,
+    /// without the counters a view gathers): `None` for no such agent.
+    fn owner<'a>(&'a self, agent: &'a str) -> BoxFuture<'a, Result<Option<Owner>, ApiError>>;
     /// Makes and starts a member of the swarm; its own error when it cannot start.
     fn start<'a>(&'a self, swarm: &'a str, req: SpawnAgentRequest) -> BoxFuture<'a, Result<AgentView, ApiError>>;
     /// Removes a member (its running tasks are handled as for `removeAgent`).

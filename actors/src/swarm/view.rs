@@ -106,10 +106,9 @@ impl Port {
 
     pub(super) async fn owner_of(&self, agent: &str) -> Result<Owner, ApiError> {
         self.local(agent)?;
-        let view = self.members.get(agent).await?;
-        Ok(view
-            .ok_or_else(|| ApiError::NotFound(format!("no agent {agent}")))?
-            .spec
-            .owner)
+        self.members
+            .owner(agent)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no agent {agent}")))
     }
 }

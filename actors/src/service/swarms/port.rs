@@ -19,6 +19,10 @@ impl Members for Agents {
         Box::pin(Agents::get(self, agent))
     }
 
+    fn owner<'a>(&'a self, agent: &'a str) -> BoxFuture<'a, Result<Option<Owner>, ApiError>> {
+        Box::pin(Agents::owner(self, agent))
+    }
+
     fn start<'a>(&'a self, swarm: &'a str, req: SpawnAgentRequest) -> BoxFuture<'a, Result<AgentView, ApiError>> {
         Box::pin(self.create_local(req, Owner::Swarm(swarm.to_owned()), None))
     }
