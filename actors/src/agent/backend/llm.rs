@@ -459,13 +459,17 @@ impl Loop {
 
     /// Posts one model call, retrying what the server says may work later. A streamed
     /// reply's text goes to those watching `task`'s `step` as it comes.
-    async fn complete(&self, path: &str, body: &Value, (task, step): (&str, u32)) -> Result<Turn, String> {
+    async fn complete(&self, path: &str, body: &[u8], (task, step): (&str, u32)) -> Result<Turn, String> {
         let (spec, limit) = (&self.spec, self.limit);
         let url = format!("{}{path}", spec.base_url.trim_end_matches('/'));
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut request = self.client.post(&url).json(body);
+            let mut request = self
+                .client
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec());
             match (spec.dialect, self.key.as_deref()) {
                 (Dialect::OpenAi, Some(key)) => request = request.bearer_auth(key),
                 (Dialect::OpenAi, None) => {}

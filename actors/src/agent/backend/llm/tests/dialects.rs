@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn payloads_open_the_conversation_after_the_system_prompt() {
     let s = spec(false);
-    let (path, body) = wire::request(
+    let (path, body) = request(
         &s,
         &wire::opening(&s, &json!("hi"), Default::default()).unwrap(),
         &[],
@@ -19,7 +19,7 @@ fn payloads_open_the_conversation_after_the_system_prompt() {
     assert_eq!(body["max_tokens"], 10);
     assert!(body.get("stream").is_none() && body.get("tools").is_none());
     let s = spec(true);
-    let (_, body) = wire::request(
+    let (_, body) = request(
         &s,
         &wire::opening(&s, &json!({"prompt": "p"}), Default::default()).unwrap(),
         &[],
@@ -28,7 +28,7 @@ fn payloads_open_the_conversation_after_the_system_prompt() {
     assert_eq!(body["messages"][1]["content"], "p");
     assert_eq!(body["stream_options"]["include_usage"], true);
     let listed = json!({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]});
-    let (_, body) = wire::request(&s, &wire::opening(&s, &listed, Default::default()).unwrap(), &[], &[]);
+    let (_, body) = request(&s, &wire::opening(&s, &listed, Default::default()).unwrap(), &[], &[]);
     assert_eq!(body["messages"][2]["content"], "b");
     assert!(wire::opening(&s, &json!(3), Default::default()).is_err());
     assert!(wire::opening(&s, &json!({"messages": [{"role": 1}]}), Default::default()).is_err());
@@ -38,7 +38,7 @@ fn payloads_open_the_conversation_after_the_system_prompt() {
         ..spec(false)
     };
     let listed = json!({"messages": [{"role": "system", "content": "and kind"}, {"role": "user", "content": "q"}]});
-    let (path, body) = wire::request(
+    let (path, body) = request(
         &a,
         &wire::opening(&a, &listed, Default::default()).unwrap(),
         &[],
@@ -141,4 +141,107 @@ fn retry_after_is_seconds_capped_and_dates_are_not_used() {
     assert_eq!(retry_after("Wed, 21 Oct 2026 07:28:00 GMT"), None);
     assert_eq!(backoff(1), Duration::from_millis(500));
     assert_eq!(backoff(20), Duration::from_secs(30));
+}
+
+/// A request with its body read as JSON.
+fn request(
+    spec: &LlmBackend,
+    opening: &wire::Opening,
+    steps: &[Record],
+    tools: &[wire::Tool],
+) -> (&'static str, Value) {
+    let (path, body) = wire::request(spec, opening, steps, tools);
+    (path, body_of(body))
+}
+
+/// A body as JSON, to compare.
+fn body_of(body: impl AsRef<[u8]>) -> Value {
+    serde_json::from_slice(body.as_ref()).expect("a JSON body")
+}
+
+/// Both dialects' bodies for a conversation with replies, calls (one with arguments that
+/// are not an object) and results, pinned whole.
+#[test]
+fn a_conversation_with_calls_and_results_is_sent_whole_in_both_dialects() {
+    let at = troupe_runtime::clock::now();
+    let call = |id: &str, arguments: &str| journal::Call {
+        id: id.into(),
+        name: "troupe_memory_get".into(),
+        arguments: arguments.into(),
+    };
+    let reply = |step, text: &str, calls| Record::Reply {
+        step,
+        text: text.into(),
+        calls,
+        tokens: Tokens::default(),
+        cost_usd: 0.0,
+        model: "m".into(),
+        finish: None,
+        latency_ms: 1,
+        at,
+    };
+    let result = |step, call: &str, content: &str, error| Record::Result {
+        step,
+        call: call.into(),
+        content: content.into(),
+        error,
+        at,
+    };
+    let steps = [
+        reply(1, "", vec![call("c1", r#"{"key":"a"}"#), call("c2", "not json")]),
+        result(1, "c1", "A", false),
+        result(1, "c2", "bad arguments", true),
+        reply(2, "thinking", vec![call("c3", r#"{"key":"b"}"#)]),
+        result(2, "c3", "B", false),
+        reply(3, "done", vec![]),
+    ];
+    let offered = tools::offered(&["troupe_memory_get".into()]);
+    let s = spec(true);
+    let opening = wire::opening(&s, &json!("hi"), Default::default()).unwrap();
+    let (_, body) = wire::request(&s, &opening, &steps, &offered);
+    let schema = offered[0].parameters.clone();
+    let description = offered[0].description.clone();
+    let openai_call = |id: &str, arguments: &str| json!({"id": id, "type": "function", "function": {"name": "troupe_memory_get", "arguments": arguments}});
+    assert_eq!(
+        body_of(body),
+        json!({
+            "model": "m", "temperature": 0.5, "max_tokens": 10, "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": null, "tool_calls": [openai_call("c1", r#"{"key":"a"}"#), openai_call("c2", "not json")]},
+                {"role": "tool", "tool_call_id": "c1", "content": "A"},
+                {"role": "tool", "tool_call_id": "c2", "content": "bad arguments"},
+                {"role": "assistant", "content": "thinking", "tool_calls": [openai_call("c3", r#"{"key":"b"}"#)]},
+                {"role": "tool", "tool_call_id": "c3", "content": "B"},
+                {"role": "assistant", "content": "done"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "troupe_memory_get", "description": description, "parameters": schema}}],
+        })
+    );
+    let a = LlmBackend {
+        dialect: Dialect::Anthropic,
+        ..spec(false)
+    };
+    let opening = wire::opening(&a, &json!("hi"), Default::default()).unwrap();
+    let (_, body) = wire::request(&a, &opening, &steps, &offered);
+    let tool_use =
+        |id: &str, input: Value| json!({"type": "tool_use", "id": id, "name": "troupe_memory_get", "input": input});
+    let tool_result = |id: &str, content: &str, error: bool| json!({"type": "tool_result", "tool_use_id": id, "content": content, "is_error": error});
+    assert_eq!(
+        body_of(body),
+        json!({
+            "model": "m", "temperature": 0.5, "max_tokens": 10, "system": "be brief",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [tool_use("c1", json!({"key": "a"})), tool_use("c2", json!({}))]},
+                {"role": "user", "content": [tool_result("c1", "A", false), tool_result("c2", "bad arguments", true)]},
+                {"role": "assistant", "content": [{"type": "text", "text": "thinking"}, tool_use("c3", json!({"key": "b"}))]},
+                {"role": "user", "content": [tool_result("c3", "B", false)]},
+                {"role": "assistant", "content": [{"type": "text", "text": "done"}]},
+            ],
+            "tools": [{"name": "troupe_memory_get", "description": description, "input_schema": schema}],
+        })
+    );
 }
