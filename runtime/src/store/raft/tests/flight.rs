@@ -119,9 +119,12 @@ async fn a_flush_after_a_write_of_unknown_outcome_goes_through_the_log_which_set
     router.hold();
     let first = b.submit(event("FIRST"));
     router.parked_at_least(1).await;
-    // FIRST reaches the leader, which commits it, but its answer is lost: b cannot know.
+    // FIRST reaches the leader, which commits it with c, but its answer is lost: b cannot
+    // know. (Cut off from the leader's appends meanwhile, b cannot have applied FIRST
+    // either, which would answer it.)
     let parked = router.release().pop().unwrap();
     router.hold();
+    router.cut.lock().unwrap().insert("b".into());
     let leader = router.stores.lock().unwrap().get(&parked.to).cloned().unwrap();
     super::super::serve(&leader, super::super::RpcKind::Propose, &parked.request)
         .await
@@ -130,6 +133,7 @@ async fn a_flush_after_a_write_of_unknown_outcome_goes_through_the_log_which_set
         "the answer was lost".into(),
     )));
     assert!(first.durable().await.is_err(), "b cannot know how FIRST fared");
+    router.cut.lock().unwrap().remove("b");
     // A flush now goes through the log: once its own entry commits, FIRST is applied here
     // (it is in the log before it) or never will be.
     let mut flushed = Box::pin(b.flush());
