@@ -28,12 +28,16 @@ use flight::Flight;
 
 /// Upper bound on the batches folded into one commit, so one commit's latency stays bounded.
 const MAX_GROUP: usize = 8192;
-/// A group takes no further batch once it holds this many bytes (`Batch::wire_bytes`), so a
-/// log entry stays below this plus one batch ([`super::batch::MAX_BATCH_BYTES`]): 12 MiB,
-/// under the 16 MiB frame of the smaller transport. Unbounded, 320 clients sending 255 KB
-/// payloads through a follower made entries of hundreds of MB, whose forwarding and
-/// appends outlasted every timeout (elections, a follower that never caught up).
-pub(super) const GROUP_BYTES: usize = 4 << 20;
+/// A group takes no batch that would take it past this many bytes (`Batch::wire_bytes`):
+/// that batch starts the next group. So a log entry stays below this (or is one batch, at
+/// most [`super::batch::MAX_BATCH_BYTES`]), under the 16 MiB frame of the smaller transport.
+/// Unbounded, 320 clients sending 255 KB payloads through a follower made entries of
+/// hundreds of MB, whose forwarding and appends outlasted every timeout (elections, a
+/// follower that never caught up). It is a little under 4 MiB on purpose: redb gives a
+/// value a run of pages rounded up to a power of two, so an entry just over 4 MiB took
+/// 8 MiB of the log's file, all written (a log of 1.9 GB on disk for about 1 GB of
+/// entries); the margin covers an entry's own framing around its batches.
+pub(super) const GROUP_BYTES: usize = (4 << 20) - (64 << 10);
 
 pub(super) struct Request {
     pub batch: Batch,
@@ -145,7 +149,17 @@ impl Writer {
     /// batch taken so far is answered then).
     async fn work(&mut self) -> Result<(), String> {
         let mut flight = Flight::new(self.raft.metrics().borrow().id, self.hold);
+        // A batch that would have taken the last group past its bytes: the next one's first.
+        let mut carried: Option<Request> = None;
         let outcome = loop {
+            if let Some(first) = carried.take_if(|_| flight.has_room()) {
+                let (group, over) = gather(first, || self.rx.try_recv().ok());
+                carried = over;
+                if let Err(reason) = self.take(&mut flight, group).await {
+                    break Err(reason);
+                }
+                continue;
+            }
             let held_until = flight.held_until();
             let (holds, room) = (flight.holds(), flight.has_room());
             tokio::select! {
@@ -161,19 +175,10 @@ impl Writer {
                         break Err(reason);
                     }
                 }
-                first = self.rx.recv(), if flight.has_room() => {
+                first = self.rx.recv(), if carried.is_none() && flight.has_room() => {
                     let Some(first) = first else { break Ok(()) };
-                    let mut bytes = first.batch.wire_bytes();
-                    let mut group = vec![first];
-                    while group.len() < MAX_GROUP && bytes < GROUP_BYTES {
-                        match self.rx.try_recv() {
-                            Ok(r) => {
-                                bytes += r.batch.wire_bytes();
-                                group.push(r);
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    let (group, over) = gather(first, || self.rx.try_recv().ok());
+                    carried = over;
                     if let Err(reason) = self.take(&mut flight, group).await {
                         break Err(reason);
                     }
@@ -323,6 +328,34 @@ impl Writer {
     }
 }
 
+/// A group: `first`, then what `queued` gives while the group has room for it, in batches
+/// ([`MAX_GROUP`]) and bytes ([`GROUP_BYTES`]); the batch that did not fit is given back,
+/// to start the next group.
+fn gather(first: Request, queued: impl FnMut() -> Option<Request>) -> (Vec<Request>, Option<Request>) {
+    fill(first, |r| r.batch.wire_bytes(), queued, MAX_GROUP, GROUP_BYTES)
+}
+
+fn fill<T>(
+    first: T,
+    size: impl Fn(&T) -> usize,
+    mut queued: impl FnMut() -> Option<T>,
+    most: usize,
+    bytes: usize,
+) -> (Vec<T>, Option<T>) {
+    let mut taken = size(&first);
+    let mut group = vec![first];
+    while group.len() < most {
+        let Some(next) = queued() else { break };
+        let more = size(&next);
+        if taken + more > bytes {
+            return (group, Some(next));
+        }
+        taken += more;
+        group.push(next);
+    }
+    (group, None)
+}
+
 /// A group's batches that passed the checks, and who waits for each.
 #[derive(Default)]
 struct Checked {
@@ -362,5 +395,27 @@ fn answer(waiting: Vec<Done>, outcome: Result<Applied, StoreError>) {
                 done.send(Err(e.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill;
+
+    /// A group stops before the batch that would take it past its bytes, which starts the
+    /// next group: an entry stays within the bound (where it went past it by up to a whole
+    /// batch, and a value's pages in redb round up to a power of two).
+    #[test]
+    fn a_group_stops_before_the_batch_that_would_take_it_past_its_bytes() {
+        let mut queued = vec![300, 301, 500, 100].into_iter();
+        let (group, over) = fill(400, |b| *b, || queued.next(), 10, 1_000);
+        assert_eq!((group, over), (vec![400, 300], Some(301)));
+        let (group, over) = fill(301, |b| *b, || queued.next(), 10, 1_000);
+        assert_eq!((group, over), (vec![301, 500, 100], None));
+        // A batch alone may be larger than the bound; so many batches, no more.
+        let mut queued = vec![1, 1, 1].into_iter();
+        assert_eq!(fill(5_000, |b| *b, || queued.next(), 10, 1_000), (vec![5_000], Some(1)));
+        assert_eq!(fill(1, |b| *b, || queued.next(), 2, 1_000), (vec![1, 1], None));
+        assert_eq!(queued.next(), Some(1), "left queued");
     }
 }
