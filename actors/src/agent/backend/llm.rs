@@ -272,6 +272,7 @@ impl Loop {
             .counting(groups);
         let task = self.task_spec(&a.task_id).await?;
         let (budget, session) = task.map_or((None, None), |t| (t.budget, t.session));
+        let limits = self.limits(budget).await?;
         // The session's exchanges and the swarm memory, as they were when the task began.
         let context = match journal.context() {
             Some(context) => context,
@@ -357,7 +358,7 @@ impl Loop {
                     self.spec.max_steps
                 ));
             }
-            self.within_budgets(&journal, budget, &a.task_id).await?;
+            self.within_budgets(&journal, limits, &a.task_id).await?;
             let (path, body) = wire::request(&self.spec, &opening, journal.records(), &offered);
             let began = std::time::Instant::now();
             let step = journal.steps() + 1;

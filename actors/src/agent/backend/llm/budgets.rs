@@ -8,12 +8,31 @@ use super::journal::{self, Journal};
 use super::Loop;
 use crate::task::Budget;
 
+/// The budgets a task's loop is held to besides its agent's (which come with the agent's
+/// spec): read once when the loop starts, since neither changes while a task runs (a
+/// swarm's budget is fixed when the swarm is made). The usage they are checked against is
+/// read before every model call.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Limits {
+    task: Option<Budget>,
+    swarm: Option<Budget>,
+}
+
 impl Loop {
+    /// The task's budget, and its agent's swarm's from the swarm's spec in the store.
+    pub(super) async fn limits(&self, task: Option<Budget>) -> Result<Limits, String> {
+        let swarm = match (&self.store, &self.swarm) {
+            (Some(store), Some(swarm)) => swarm_budget(store, swarm).await?,
+            _ => None,
+        };
+        Ok(Limits { task, swarm })
+    }
+
     /// Fails with BUDGET_EXCEEDED (after an event with the figures) when the task's or the
     /// agent's usage, as committed, has reached one of their budgets.
-    pub(super) async fn within_budgets(&self, journal: &Journal, task: Option<Budget>, id: &str) -> Result<(), String> {
+    pub(super) async fn within_budgets(&self, journal: &Journal, limits: Limits, id: &str) -> Result<(), String> {
         let used = journal.usage(None);
-        let task = task.unwrap_or_default();
+        let task = limits.task.unwrap_or_default();
         let mut checks = vec![
             (
                 "the task's maxTokens",
@@ -23,34 +42,32 @@ impl Loop {
             ("the task's maxCostUsd", task.max_cost_usd, used.cost_usd),
         ];
         let agent = self.spec.budget;
-        let limits = [
+        let own = [
             agent.max_tokens.map(|t| t as f64),
             agent.max_cost_usd,
             agent.max_tokens_per_day.map(|t| t as f64),
             agent.max_cost_usd_per_day,
         ];
         let today = journal::day(troupe_runtime::clock::now());
-        if let (Some(store), true) = (&self.store, limits.iter().any(Option::is_some)) {
+        if let (Some(store), true) = (&self.store, own.iter().any(Option::is_some)) {
             let (all, on_day) = journal::spent(store, &self.agent, &today).await?;
             checks.extend([
-                ("the agent's maxTokens", limits[0], all.tokens() as f64),
-                ("the agent's maxCostUsd", limits[1], all.cost_usd),
-                ("the agent's maxTokensPerDay", limits[2], on_day.tokens() as f64),
-                ("the agent's maxCostUsdPerDay", limits[3], on_day.cost_usd),
+                ("the agent's maxTokens", own[0], all.tokens() as f64),
+                ("the agent's maxCostUsd", own[1], all.cost_usd),
+                ("the agent's maxTokensPerDay", own[2], on_day.tokens() as f64),
+                ("the agent's maxCostUsdPerDay", own[3], on_day.cost_usd),
             ]);
         }
-        if let (Some(store), Some(swarm)) = (&self.store, &self.swarm) {
-            if let Some(budget) = swarm_budget(store, swarm).await? {
-                let (all, _) = journal::spent(store, &format!("swarm:{swarm}"), &today).await?;
-                checks.extend([
-                    (
-                        "the swarm's maxTokens",
-                        budget.max_tokens.map(|t| t as f64),
-                        all.tokens() as f64,
-                    ),
-                    ("the swarm's maxCostUsd", budget.max_cost_usd, all.cost_usd),
-                ]);
-            }
+        if let (Some(store), Some(swarm), Some(budget)) = (&self.store, &self.swarm, limits.swarm) {
+            let (all, _) = journal::spent(store, &format!("swarm:{swarm}"), &today).await?;
+            checks.extend([
+                (
+                    "the swarm's maxTokens",
+                    budget.max_tokens.map(|t| t as f64),
+                    all.tokens() as f64,
+                ),
+                ("the swarm's maxCostUsd", budget.max_cost_usd, all.cost_usd),
+            ]);
         }
         let Some((budget, limit, spent)) = checks
             .into_iter()
