@@ -123,14 +123,9 @@ pub fn check_key(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The key's live entry.
-pub async fn get(store: &Store, swarm: &str, key: &str) -> Result<Option<Entry>, ApiError> {
-    live(store.get(SWARM_MEMORY, &row(swarm, key)).await?)
-}
-
 /// The key's live entry, read in one view with the swarm's record: NOT_FOUND for no such
 /// swarm.
-pub async fn get_of_swarm(store: &Store, swarm: &str, key: &str) -> Result<Option<Entry>, ApiError> {
+pub async fn get(store: &Store, swarm: &str, key: &str) -> Result<Option<Entry>, ApiError> {
     let (id, row) = (swarm.to_owned(), row(swarm, key));
     let (swarm_exists, bytes) = store
         .view(move |v| Ok((v.get(SWARMS, &id)?.is_some(), v.get(SWARM_MEMORY, &row)?)))
@@ -319,10 +314,19 @@ pub async fn delete_all(store: &Store, swarm: &str, mut batch: Batch) -> Result<
 mod tests {
     use super::*;
 
+    /// Makes the store hold swarm `s`'s record.
+    async fn with_swarm(store: &Store) {
+        store
+            .write(Batch::new().put(SWARMS, "s", b"spec".to_vec()))
+            .await
+            .expect("the swarm's record");
+    }
+
     #[tokio::test]
     async fn a_time_to_live_beyond_ten_years_is_refused_not_a_panic() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = Store::open(&dir.path().join("store.redb")).expect("a store");
+        with_swarm(&store).await;
         for ttl in [u64::MAX, i64::MAX as u64, MAX_TTL_MS + 1] {
             let set = Write::Set {
                 value: json!(1),
@@ -349,15 +353,12 @@ mod tests {
             ttl_ms: None,
         };
         write(&store, "s", "k", set, None, 1 << 20).await.expect("set");
-        let missing = get_of_swarm(&store, "s", "k").await;
+        let missing = get(&store, "s", "k").await;
         assert!(matches!(missing, Err(ApiError::NotFound(_))), "{missing:?}");
-        store
-            .write(Batch::new().put(SWARMS, "s", b"spec".to_vec()))
-            .await
-            .expect("the swarm's record");
-        let entry = get_of_swarm(&store, "s", "k").await.expect("a read").expect("an entry");
+        with_swarm(&store).await;
+        let entry = get(&store, "s", "k").await.expect("a read").expect("an entry");
         assert_eq!((entry.version, entry.value), (1, json!(7)));
-        assert_eq!(get_of_swarm(&store, "s", "other").await.expect("a read"), None);
+        assert_eq!(get(&store, "s", "other").await.expect("a read"), None);
     }
 
     /// A `memory` line as the swarm takes it.
@@ -370,6 +371,7 @@ mod tests {
     async fn a_write_decided_on_a_row_that_changed_before_it_applied_is_refused_and_decided_again() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = Store::open(&dir.path().join("store.redb")).expect("a store");
+        with_swarm(&store).await;
         let set = |v: i64| Write::Set {
             value: json!(v),
             ttl_ms: None,

@@ -12,7 +12,7 @@ impl Port {
     }
 
     pub(crate) async fn memory_get(&self, id: &str, key: &str) -> Result<Option<Entry>, ApiError> {
-        super::get_of_swarm(&self.store, id, key).await
+        super::get(&self.store, id, key).await
     }
 
     pub(crate) async fn memory_list(&self, id: &str, prefix: &str, first: usize) -> Result<Vec<Entry>, ApiError> {
