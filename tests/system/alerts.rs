@@ -295,18 +295,28 @@ group_interval_ms = 3000
     );
     let id = super::support::text(&failed, "/id")?;
     node.wait_event("ALERT_DELIVERY_FAILED", &id).await?;
-    let all = node
-        .gql_ok(
-            "{ alertDeliveries(first: 100) { channel outcome attempts } }",
-            json!({}),
-        )
-        .await?;
-    let ops: Vec<&Value> = all["alertDeliveries"]
-        .as_array()
-        .context("list")?
-        .iter()
-        .filter(|d| d["channel"] == "ops")
-        .collect();
+    // The receiver logs a request before its answer reaches the node, and the node records the
+    // outcome after the answer: wait until no webhook delivery is still pending.
+    let deadline = Deadline::after(WAIT, "the webhook's deliveries to be recorded");
+    let (all, ops) = loop {
+        let all = node
+            .gql_ok(
+                "{ alertDeliveries(first: 100) { channel outcome attempts } }",
+                json!({}),
+            )
+            .await?;
+        let ops: Vec<Value> = all["alertDeliveries"]
+            .as_array()
+            .context("list")?
+            .iter()
+            .filter(|d| d["channel"] == "ops")
+            .cloned()
+            .collect();
+        if ops.iter().all(|d| d["outcome"] != "PENDING") {
+            break (all, ops);
+        }
+        deadline.tick(&all).await?;
+    };
     ensure!(ops.iter().all(|d| d["outcome"] == "DELIVERED"), "{all}");
     ensure!(
         ops.iter().any(|d| d["attempts"] == 2),
