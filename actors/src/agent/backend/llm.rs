@@ -308,7 +308,11 @@ impl Loop {
             for (step, call) in journal.unanswered() {
                 let key = format!("{}/{step}/{}", a.task_id, call.id);
                 let verdict = match self.needs_approval(&journal, step, &call) {
-                    Some(reason) => self.approved(reason, &a.task_id, step, &call, &key).await?,
+                    Some(reason) => {
+                        // The call waits committed, with the reply that asked for it.
+                        journal.flush().await?;
+                        self.approved(reason, &a.task_id, step, &call, &key).await?
+                    }
                     None => Ok(()),
                 };
                 let left = self.deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -329,17 +333,20 @@ impl Loop {
                     }
                     Err(rejected) => (rejected, true),
                 };
-                let at = troupe_runtime::clock::now();
-                journal
-                    .commit(Record::Result {
-                        step,
-                        call: call.id,
-                        content,
-                        error,
-                        at,
-                    })
-                    .await?;
+                let result = Record::Result {
+                    step,
+                    call: call.id,
+                    content,
+                    error,
+                    at: troupe_runtime::clock::now(),
+                };
+                if journal.holding() {
+                    journal.hold(result);
+                } else {
+                    journal.commit(result).await?;
+                }
             }
+            journal.flush().await?;
             if let Some((_, text, [])) = journal.last_reply() {
                 if let (Some(session), Some(store)) = (&session, &self.store) {
                     let mut said: Vec<_> = opening.own().cloned().collect();
@@ -380,19 +387,25 @@ impl Loop {
             let labels = [("agent", self.agent.clone()), ("model", model.clone())];
             metrics::counter!("troupe_llm_tokens_total", &labels).increment(turn.tokens.input + turn.tokens.output);
             metrics::gauge!("troupe_llm_cost_usd", &labels).increment(cost_usd);
-            journal
-                .commit(Record::Reply {
-                    step,
-                    text: turn.text,
-                    calls: turn.calls,
-                    tokens: turn.tokens,
-                    cost_usd,
-                    model,
-                    finish: turn.finish,
-                    latency_ms: began.elapsed().as_millis() as u64,
-                    at: troupe_runtime::clock::now(),
-                })
-                .await?;
+            // A reply whose calls only read is committed with their results, one write for
+            // the step; any other before its calls run.
+            let quiet = !turn.calls.is_empty() && turn.calls.iter().all(|c| tools::only_reads(&offered, c));
+            let reply = Record::Reply {
+                step,
+                text: turn.text,
+                calls: turn.calls,
+                tokens: turn.tokens,
+                cost_usd,
+                model,
+                finish: turn.finish,
+                latency_ms: began.elapsed().as_millis() as u64,
+                at: troupe_runtime::clock::now(),
+            };
+            if quiet {
+                journal.hold(reply);
+            } else {
+                journal.commit(reply).await?;
+            }
         }
     }
 

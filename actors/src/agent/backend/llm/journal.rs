@@ -2,7 +2,8 @@
 //! reply (its text, the tool calls it asked for, its tokens), then each call's result. A
 //! loop that starts again (a restart, a failover, a `kill -9` of its node) reads them back
 //! and goes on after the last one: no committed model call is made again, and a call with
-//! no committed result is made again with the same key.
+//! no committed result is made again with the same key. A reply whose calls only read may be
+//! held and committed with their results, one write for the step ([`Journal::hold`]).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -125,6 +126,8 @@ pub struct Journal {
     groups: Vec<String>,
     task: String,
     records: Vec<Record>,
+    /// How many of the last records are held, not yet committed.
+    held: usize,
 }
 
 fn key(task: &str, index: usize) -> String {
@@ -163,6 +166,7 @@ impl Journal {
             groups: Vec::new(),
             task: task.to_owned(),
             records,
+            held: 0,
         })
     }
 
@@ -239,88 +243,141 @@ impl Journal {
             .collect()
     }
 
-    /// What the committed model calls took, those of `day` alone when given.
+    /// What the model calls kept here took, those of `day` alone when given.
     pub fn usage(&self, day_only: Option<&str>) -> Usage {
-        let mut sum = Usage::default();
-        for r in &self.records {
-            if let Record::Reply {
-                tokens, cost_usd, at, ..
-            } = r
-            {
-                if day_only.is_none_or(|d| day(*at) == d) {
-                    sum.add(&Usage {
-                        input_tokens: tokens.input,
-                        output_tokens: tokens.output,
-                        cost_usd: *cost_usd,
-                    });
-                }
-            }
-        }
-        sum
+        usage_of(&self.records, day_only)
     }
 
-    /// Commits `record` (with a `TASK_STEP` event about the task) and keeps it.
+    /// Commits `record` (with a `TASK_STEP` event about the task) and keeps it, in one write
+    /// with the records held before it.
     pub async fn commit(&mut self, record: Record) -> Result<(), String> {
+        self.records.push(record);
+        self.held += 1;
+        self.flush().await
+    }
+
+    /// Keeps `record` without committing it yet: it goes with the next commit or
+    /// [`Journal::flush`]. For a reply whose calls only read, so the reply and its results
+    /// take one commit; a loop stopped before that commit calls the model again.
+    pub fn hold(&mut self, record: Record) {
+        self.records.push(record);
+        self.held += 1;
+    }
+
+    /// Whether records are held, not yet committed.
+    pub fn holding(&self) -> bool {
+        self.held > 0
+    }
+
+    /// Commits the records held, in one write.
+    pub async fn flush(&mut self) -> Result<(), String> {
+        if self.held == 0 {
+            return Ok(());
+        }
         if let Some(store) = &self.store {
-            let data = match &record {
-                Record::Reply {
-                    step,
-                    calls,
-                    tokens,
-                    cost_usd,
-                    latency_ms,
-                    ..
-                } => json!({
-                    "step": step,
-                    "kind": "reply",
-                    "toolCalls": calls.iter().map(|c| &c.name).collect::<Vec<_>>(),
-                    "inputTokens": tokens.input,
-                    "outputTokens": tokens.output,
-                    "costUsd": cost_usd,
-                    "latencyMs": latency_ms,
-                }),
-                Record::Result { step, call, error, .. } => {
-                    json!({ "step": step, "kind": "toolResult", "call": call, "error": error })
-                }
-                Record::Offered { tools } => {
-                    json!({ "step": 0, "kind": "offered", "tools": tools.iter().map(|t| &t.name).collect::<Vec<_>>() })
-                }
-                Record::Context { history, memory } => {
-                    json!({ "step": 0, "kind": "context", "history": history.len(), "memory": memory.iter().map(|(k, _)| k).collect::<Vec<_>>() })
-                }
-            };
-            let bytes = troupe_runtime::codec::encode(&record).map_err(|e| e.to_string())?;
-            let mut batch = Batch::new()
-                .put(LLM_STEPS, key(&self.task, self.records.len()), bytes)
-                .event(NewEvent::new("TASK_STEP", Some(self.task.clone()), data));
-            if let Record::Reply { at, .. } = &record {
-                // What this task cost its agent that day, with this reply: the agent's
-                // budgets sum these rows.
-                let today = day(*at);
-                let mut usage = self.usage(Some(&today));
-                usage.add(&Journal::usage_of(&record));
-                let bytes = troupe_runtime::codec::encode(&usage).map_err(|e| e.to_string())?;
-                for owner in std::iter::once(&self.agent).chain(&self.groups) {
-                    batch = batch.put(LLM_USAGE, format!("{owner}/{today}/{}", self.task), bytes.clone());
-                }
-            }
+            let batch = self.held_batch()?;
             store
                 .write(batch)
                 .await
                 .map_err(|e| format!("the step could not be committed: {e}"))?;
         }
-        self.records.push(record);
+        self.held = 0;
         Ok(())
     }
 
-    fn usage_of(record: &Record) -> Usage {
-        match record {
-            Record::Reply { tokens, cost_usd, .. } => Usage {
-                input_tokens: tokens.input,
-                output_tokens: tokens.output,
-                cost_usd: *cost_usd,
-            },
-            Record::Result { .. } | Record::Offered { .. } | Record::Context { .. } => Usage::default(),
+    /// The write of the records held: each with its `TASK_STEP` event, a reply with the rows
+    /// of what the task cost that day.
+    fn held_batch(&self) -> Result<Batch, String> {
+        let mut batch = Batch::new();
+        for index in self.records.len() - self.held..self.records.len() {
+            batch.extend(self.batch_of(index)?);
+        }
+        Ok(batch)
+    }
+
+    fn batch_of(&self, index: usize) -> Result<Batch, String> {
+        let record = &self.records[index];
+        let data = match record {
+            Record::Reply {
+                step,
+                calls,
+                tokens,
+                cost_usd,
+                latency_ms,
+                ..
+            } => json!({
+                "step": step,
+                "kind": "reply",
+                "toolCalls": calls.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                "inputTokens": tokens.input,
+                "outputTokens": tokens.output,
+                "costUsd": cost_usd,
+                "latencyMs": latency_ms,
+            }),
+            Record::Result { step, call, error, .. } => {
+                json!({ "step": step, "kind": "toolResult", "call": call, "error": error })
+            }
+            Record::Offered { tools } => {
+                json!({ "step": 0, "kind": "offered", "tools": tools.iter().map(|t| &t.name).collect::<Vec<_>>() })
+            }
+            Record::Context { history, memory } => {
+                json!({ "step": 0, "kind": "context", "history": history.len(), "memory": memory.iter().map(|(k, _)| k).collect::<Vec<_>>() })
+            }
+        };
+        let bytes = troupe_runtime::codec::encode(record).map_err(|e| e.to_string())?;
+        let mut batch = Batch::new()
+            .put(LLM_STEPS, key(&self.task, index), bytes)
+            .event(NewEvent::new("TASK_STEP", Some(self.task.clone()), data));
+        if let Record::Reply { at, .. } = record {
+            // What this task cost its agent that day, up to this reply: the agent's budgets
+            // sum these rows.
+            let today = day(*at);
+            let usage = usage_of(&self.records[..=index], Some(&today));
+            let bytes = troupe_runtime::codec::encode(&usage).map_err(|e| e.to_string())?;
+            for owner in std::iter::once(&self.agent).chain(&self.groups) {
+                batch = batch.put(LLM_USAGE, format!("{owner}/{today}/{}", self.task), bytes.clone());
+            }
+        }
+        Ok(batch)
+    }
+}
+
+/// A loop stopped while records were held (a cancel aborts it between a reply and its
+/// results' commit): they are committed all the same, so what the model call cost is
+/// counted against the budgets.
+impl Drop for Journal {
+    fn drop(&mut self) {
+        let (Some(store), true) = (&self.store, self.holding()) else {
+            return;
+        };
+        let (Ok(batch), Ok(runtime)) = (self.held_batch(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let store = store.clone();
+        runtime.spawn(async move {
+            if let Err(e) = store.write(batch).await {
+                tracing::warn!(error = %e, "the held steps of a stopped LLM loop could not be committed");
+            }
+        });
+    }
+}
+
+/// What the model calls among `records` took, those of `day` alone when given.
+fn usage_of(records: &[Record], day_only: Option<&str>) -> Usage {
+    let mut sum = Usage::default();
+    for r in records {
+        if let Record::Reply {
+            tokens, cost_usd, at, ..
+        } = r
+        {
+            if day_only.is_none_or(|d| day(*at) == d) {
+                sum.add(&Usage {
+                    input_tokens: tokens.input,
+                    output_tokens: tokens.output,
+                    cost_usd: *cost_usd,
+                });
+            }
         }
     }
+    sum
 }

@@ -175,12 +175,30 @@ async fn submitted(store: &Store, id: &str, budget: Option<Budget>) {
         .unwrap();
 }
 
+/// Errands that never answer, each seen by `seen` first, and what is dropped when the first
+/// one is made: an attempt stopped there is stopped as a kill of its node would stop it.
+fn hanging(seen: impl Fn(&ErrandKind) + Send + Sync + 'static) -> (Errands, tokio::sync::oneshot::Receiver<()>) {
+    let (reached, held) = tokio::sync::oneshot::channel::<()>();
+    let reached = Arc::new(Mutex::new(Some(reached)));
+    let errands: Errands = Arc::new(move |what| {
+        seen(&what);
+        let reached = reached.lock().unwrap().take();
+        Box::pin(async move {
+            drop(reached);
+            std::future::pending::<()>().await;
+            Ok(Value::Null)
+        })
+    });
+    (errands, held)
+}
+
 /// Errands that count their calls and answer `answer`.
 fn counted(answer: Value) -> (Errands, Arc<Mutex<Vec<String>>>) {
     errands(move |_| Ok(answer.clone()))
 }
 
 mod budgets;
+mod commits;
 mod dialects;
 mod held;
 mod loops;

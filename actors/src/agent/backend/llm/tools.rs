@@ -8,7 +8,9 @@
 //! | `troupe_memory_get` | reads a key of the agent's swarm memory | (a read) |
 //! | `troupe_memory_set` | writes one, compare-and-set with `expectVersion` | a compare-and-set at most once (the second finds the version moved) |
 //!
-//! A tool's failure reaches the model as an error result; it never fails the task.
+//! A tool's failure reaches the model as an error result; it never fails the task. A reply
+//! whose calls all only read (see [`only_reads`]) is committed with their results, in one
+//! write; any other reply is committed before its calls run.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -230,6 +232,17 @@ pub async fn run(errands: &Errands, offered: &[Tool], call: &Call, key: String, 
             Err(why) => (why, true),
         },
     }
+}
+
+/// Whether `call` changes nothing where it runs: a read of swarm memory, or a call that
+/// cannot be made (its error is the result). Such calls may run before the reply that asked
+/// for them is committed, and be made again if the loop stops before it is. An MCP server's
+/// tool may do anything: never.
+pub fn only_reads(offered: &[Tool], call: &Call) -> bool {
+    matches!(
+        errand(offered, call, String::new(), Duration::ZERO),
+        Err(_) | Ok(ErrandKind::Memory(MemoryOp::Get { .. }))
+    )
 }
 
 /// The errand a call asks for, or why it cannot be made.

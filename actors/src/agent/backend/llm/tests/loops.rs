@@ -116,23 +116,15 @@ async fn a_loop_that_starts_again_goes_on_after_its_last_committed_step() {
     .await;
     // The first attempt's tool call never returns: the attempt is dropped there, as a
     // kill of its node would stop it, with the model's reply committed.
-    let (reached, held) = tokio::sync::oneshot::channel::<()>();
     let keys: Arc<Mutex<Vec<String>>> = Arc::default();
-    let hang: Errands = {
+    let (hang, held) = hanging({
         let keys = keys.clone();
-        let reached = Arc::new(Mutex::new(Some(reached)));
-        Arc::new(move |what| {
-            if let ErrandKind::Submit { key, .. } = &what {
+        move |what| {
+            if let ErrandKind::Submit { key, .. } = what {
                 keys.lock().unwrap().push(key.clone());
             }
-            let reached = reached.lock().unwrap().take();
-            Box::pin(async move {
-                drop(reached);
-                std::future::pending::<()>().await;
-                Ok(Value::Null)
-            })
-        })
-    };
+        }
+    });
     let s = LlmBackend {
         tools: vec!["troupe_submit_task".into()],
         ..LlmBackend::to(server.url(), "m")
