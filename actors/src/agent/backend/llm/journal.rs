@@ -243,8 +243,8 @@ impl Journal {
             .collect()
     }
 
-    /// What the model calls kept here took, those of `day` alone when given.
-    pub fn usage(&self, day_only: Option<&str>) -> Usage {
+    /// What the model calls kept here took, those of `day` (UTC) alone when given.
+    pub fn usage(&self, day_only: Option<chrono::NaiveDate>) -> Usage {
         usage_of(&self.records, day_only)
     }
 
@@ -332,7 +332,7 @@ impl Journal {
             // What this task cost its agent that day, up to this reply: the agent's budgets
             // sum these rows.
             let today = day(*at);
-            let usage = usage_of(&self.records[..=index], Some(&today));
+            let usage = usage_of(&self.records[..=index], Some(at.date_naive()));
             let bytes = troupe_runtime::codec::encode(&usage).map_err(|e| e.to_string())?;
             for owner in std::iter::once(&self.agent).chain(&self.groups) {
                 batch = batch.put(LLM_USAGE, format!("{owner}/{today}/{}", self.task), bytes.clone());
@@ -362,15 +362,15 @@ impl Drop for Journal {
     }
 }
 
-/// What the model calls among `records` took, those of `day` alone when given.
-fn usage_of(records: &[Record], day_only: Option<&str>) -> Usage {
+/// What the model calls among `records` took, those of `day` (UTC) alone when given.
+fn usage_of(records: &[Record], day_only: Option<chrono::NaiveDate>) -> Usage {
     let mut sum = Usage::default();
     for r in records {
         if let Record::Reply {
             tokens, cost_usd, at, ..
         } = r
         {
-            if day_only.is_none_or(|d| day(*at) == d) {
+            if day_only.is_none_or(|d| at.date_naive() == d) {
                 sum.add(&Usage {
                     input_tokens: tokens.input,
                     output_tokens: tokens.output,
