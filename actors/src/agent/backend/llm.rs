@@ -327,9 +327,20 @@ impl Loop {
                             gen_ai.tool.call.id = %call.id,
                             troupe.task.id = %a.task_id,
                         );
-                        self.within(tools::run(&self.errands, &offered, &call, key, left))
-                            .instrument(span)
-                            .await?
+                        let read = tools::memory_read(&offered, &call);
+                        match (&self.store, &self.swarm, read) {
+                            // A read of its swarm's memory needs no errand: the replica is here.
+                            (Some(store), Some(swarm), Some(key)) => {
+                                self.within(tools::read_memory(store, swarm, &key))
+                                    .instrument(span)
+                                    .await?
+                            }
+                            _ => {
+                                self.within(tools::run(&self.errands, &offered, &call, key, left))
+                                    .instrument(span)
+                                    .await?
+                            }
+                        }
                     }
                     Err(rejected) => (rejected, true),
                 };

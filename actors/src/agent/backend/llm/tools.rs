@@ -5,7 +5,7 @@
 //! |------|--------------|------------------------|
 //! | `troupe_submit_task` | submits a task to a capability and waits for its result | never: the call's key is the submit's idempotency key |
 //! | `troupe_send_message` | sends a message to an agent and waits for its reply | at least once |
-//! | `troupe_memory_get` | reads a key of the agent's swarm memory | (a read) |
+//! | `troupe_memory_get` | reads a key of the agent's swarm memory (the loop reads it from the node's replica itself) | (a read) |
 //! | `troupe_memory_set` | writes one, compare-and-set with `expectVersion` | a compare-and-set at most once (the second finds the version moved) |
 //!
 //! A tool's failure reaches the model as an error result; it never fails the task. A reply
@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
+use troupe_runtime::store::Store;
 
 use super::journal::Call;
 use super::wire::{McpTool, Tool};
@@ -231,6 +232,23 @@ pub async fn run(errands: &Errands, offered: &[Tool], call: &Call, key: String, 
             Ok(other) => (other.to_string(), false),
             Err(why) => (why, true),
         },
+    }
+}
+
+/// The key a well-formed `troupe_memory_get` call reads, if `call` is one.
+pub fn memory_read(offered: &[Tool], call: &Call) -> Option<String> {
+    match errand(offered, call, String::new(), Duration::ZERO) {
+        Ok(ErrandKind::Memory(MemoryOp::Get { key })) => Some(key),
+        _ => None,
+    }
+}
+
+/// Reads `key` of `swarm`'s memory from this node's replica, where the node's courier would
+/// read it for the agent: the entry, `null` for no key, or the error with its code.
+pub async fn read_memory(store: &Store, swarm: &str, key: &str) -> (String, bool) {
+    match crate::swarm::memory::get(store, swarm, key).await {
+        Ok(entry) => (entry.map_or(Value::Null, |e| e.to_json()).to_string(), false),
+        Err(e) => (format!("{}: {e}", e.code()), true),
     }
 }
 

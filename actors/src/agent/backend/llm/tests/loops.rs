@@ -387,3 +387,54 @@ async fn memory_keys_are_read_into_the_system_prompt_once_and_kept_for_a_resume(
     again.run(task("t1", json!("go"))).await.unwrap();
     assert!(kept.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_swarm_member_reads_its_swarms_memory_from_the_replica_without_an_errand() {
+    use crate::swarm::memory::{self, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+    let swarm = troupe_runtime::codec::encode(&crate::swarm::SwarmSpec::example("sw1")).unwrap();
+    store
+        .write(troupe_runtime::store::Batch::new().put(crate::tables::SWARMS, "sw1", swarm))
+        .await
+        .unwrap();
+    let plan = Write::Set {
+        value: json!({"ship": true}),
+        ttl_ms: None,
+    };
+    memory::write(&store, "sw1", "plan", plan, None, 1 << 20).await.unwrap();
+    let server = Scripted::start(vec![
+        openai_call("call_1", "troupe_memory_get", r#"{"key":"plan"}"#),
+        openai_call("call_2", "troupe_memory_get", r#"{"key":"absent"}"#),
+        openai_answer("done"),
+    ])
+    .await;
+    let (carried, asked) = errands(|_| Err("no errand was expected".into()));
+    let lent = Lent {
+        store: Some(store.clone()),
+        ..Lent::default()
+    };
+    let s = LlmBackend {
+        tools: vec!["troupe_memory_get".into()],
+        ..LlmBackend::to(server.url(), "m")
+    };
+    let mut llm = Llm::new(s, Default::default())
+        .for_agent("agent-1", &lent)
+        .grouped(Some("sw1"), "default")
+        .carrying(carried);
+    llm.start(Link::detached()).await.unwrap();
+    assert_eq!(llm.run(task("t", json!("go"))).await.unwrap()["content"], "done");
+    assert!(asked.lock().unwrap().is_empty(), "{:?}", asked.lock().unwrap());
+    let last = server.bodies()[2]["messages"].as_array().unwrap().clone();
+    let results: Vec<Value> = last
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| serde_json::from_str(m["content"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(results[0]["value"], json!({"ship": true}));
+    assert_eq!(
+        (results[0]["key"].clone(), results[0]["version"].clone()),
+        (json!("plan"), json!(1))
+    );
+    assert_eq!(results[1], Value::Null, "a key not set reads null");
+}
