@@ -388,6 +388,14 @@ impl Store {
         .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
     }
 
+    /// `f` over a read transaction on the caller's thread: for a read of a few keys, which
+    /// costs less than the hand-off to a blocking thread [`Store::view`] makes (a wake-up
+    /// of that thread and of the caller's task). Never for a scan the caller does not bound.
+    pub fn view_now<T>(&self, f: impl FnOnce(&View<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(StoreError::db)?;
+        f(&View::new(&txn))
+    }
+
     /// Reads one value.
     pub async fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = key.to_owned();

@@ -126,10 +126,10 @@ pub fn check_key(key: &str) -> Result<(), ApiError> {
 /// The key's live entry, read in one view with the swarm's record: NOT_FOUND for no such
 /// swarm.
 pub async fn get(store: &Store, swarm: &str, key: &str) -> Result<Option<Entry>, ApiError> {
-    let (id, row) = (swarm.to_owned(), row(swarm, key));
-    let (swarm_exists, bytes) = store
-        .view(move |v| Ok((v.get(SWARMS, &id)?.is_some(), v.get(SWARM_MEMORY, &row)?)))
-        .await?;
+    let row = row(swarm, key);
+    // Two keys: read here, not on a blocking thread.
+    let (swarm_exists, bytes) =
+        store.view_now(|v| Ok((v.get(SWARMS, swarm)?.is_some(), v.get(SWARM_MEMORY, &row)?)))?;
     if !swarm_exists {
         return Err(ApiError::NotFound(format!("no swarm {swarm}")));
     }
