@@ -424,8 +424,7 @@ impl Loop {
     async fn task_spec(&self, task: &str) -> Result<Option<TaskSpec>, String> {
         let Some(store) = &self.store else { return Ok(None) };
         let spec = store
-            .get(crate::tables::TASKS, task)
-            .await
+            .view_now(|v| v.get(crate::tables::TASKS, task))
             .map_err(|e| format!("the task's spec could not be read: {e}"))?;
         spec.map(|bytes| troupe_runtime::codec::decode::<TaskSpec>(&bytes).map_err(|e| e.to_string()))
             .transpose()

@@ -96,8 +96,7 @@ impl Loop {
 /// The budget of swarm `swarm`, from its spec in the store.
 async fn swarm_budget(store: &Store, swarm: &str) -> Result<Option<Budget>, String> {
     let spec = store
-        .get(crate::tables::SWARMS, swarm)
-        .await
+        .view_now(|v| v.get(crate::tables::SWARMS, swarm))
         .map_err(|e| format!("the swarm's spec could not be read: {e}"))?;
     Ok(match spec {
         Some(bytes) => {

@@ -145,8 +145,10 @@ impl Journal {
         let mut records = Vec::new();
         if let Some(store) = &store {
             let prefix = format!("{task}/");
+            // Read here, not on a blocking thread: a task's own steps, which retention bounds,
+            // and none at all for a task that just began.
             records = store
-                .view(move |v| {
+                .view_now(|v| {
                     let mut out = Vec::new();
                     v.scan(LLM_STEPS, Some(&prefix), |k, bytes| {
                         if !k.starts_with(&prefix) {
@@ -157,7 +159,6 @@ impl Journal {
                     })?;
                     Ok(out)
                 })
-                .await
                 .map_err(|e| format!("the task's earlier steps could not be read: {e}"))?;
         }
         Ok(Self {
