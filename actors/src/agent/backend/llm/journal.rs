@@ -145,8 +145,8 @@ impl Journal {
         let mut records = Vec::new();
         if let Some(store) = &store {
             let prefix = format!("{task}/");
-            // Read here, not on a blocking thread: a task's own steps, which retention bounds,
-            // and none at all for a task that just began.
+            // Read here, not on a blocking thread: a task's own steps (at most its agent's
+            // `maxSteps` replies with their results), none at all for a task that just began.
             records = store
                 .view_now(|v| {
                     let mut out = Vec::new();
