@@ -275,14 +275,19 @@ impl Journal {
         if self.held == 0 {
             return Ok(());
         }
-        if let Some(store) = &self.store {
-            let batch = self.held_batch()?;
+        let batch = match &self.store {
+            Some(_) => Some(self.held_batch()?),
+            None => None,
+        };
+        // Not held any more, whatever the write's outcome: a write that failed may still
+        // have been applied, and is never sent twice.
+        self.held = 0;
+        if let (Some(store), Some(batch)) = (&self.store, batch) {
             store
                 .write(batch)
                 .await
                 .map_err(|e| format!("the step could not be committed: {e}"))?;
         }
-        self.held = 0;
         Ok(())
     }
 
