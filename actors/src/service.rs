@@ -233,15 +233,28 @@ impl Api {
         };
         // A membership change is a write: without a majority neither leaving nor forgetting
         // can happen, and the way out is to recover from a survivor.
-        if let Some(problem) = self.ctx.store.commit_problem() {
-            return Err(ApiError::Unavailable(format!(
+        let way_out = |problem: String| {
+            ApiError::Unavailable(format!(
                 "the cluster cannot change its membership now: {problem}. If the majority is \
                  gone for good (with two voters, either one's loss), stop this node and run \
                  `troupe recover --data-dir <its data dir>`: it starts again as a cluster of one \
                  that the others rejoin (docs/cluster.md, Recovering a cluster that lost its majority)"
-            )));
+            ))
+        };
+        if let Some(problem) = self.ctx.store.commit_problem() {
+            return Err(way_out(problem));
         }
-        self.node_service().change(change).await?;
+        match self.node_service().change(change).await {
+            // The majority went while the change waited for it (a leader notices after a
+            // couple of seconds without answers): the same way out.
+            Err(ApiError::Unavailable(why)) => {
+                return Err(match self.ctx.store.commit_problem() {
+                    Some(problem) => way_out(problem),
+                    None => ApiError::Unavailable(why),
+                })
+            }
+            other => other?,
+        }
         // The change is applied here once this node has caught up with the leader.
         self.ctx.store.flush().await?;
         let state = self.cluster_state().await?;

@@ -449,6 +449,20 @@ async fn a_member_that_cannot_commit_is_alive_but_not_ready() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_the_other_of_two_voters_at_once_after_it_stopped_names_the_way_out() -> Result<()> {
+    let (alpha, mut beta) = start_pair().await?;
+    // The leader has not yet noticed that no majority answers it (it takes a couple of
+    // seconds): the change waits for one, and when none comes its answer still says what to do.
+    beta.terminate(WAIT).await?;
+    let answer = alpha
+        .gql("mutation { forgetMember(node: \"beta\") { name } }", json!({}))
+        .await?;
+    expect_code(&answer, "UNAVAILABLE")?;
+    ensure!(answer.to_string().contains("troupe recover"), "{answer}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_queued_where_no_agent_serves_it_runs_once_an_agent_on_another_node_can_take_it() -> Result<()> {
     let (alpha, beta) = start_pair().await?;
     let task = text(
