@@ -30,9 +30,21 @@ async fn read_index(raft: &Raft) -> Result<Option<u64>, StoreError> {
     match raft.ensure_linearizable().await {
         Ok(read) => Ok(read.map(|id| id.index)),
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(StoreError::NotLeader { leader: None }),
-        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(StoreError::Unavailable(format!(
-            "no majority confirmed this node still leads: {e}"
-        ))),
+        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+            // Said with the members' names and counts, not openraft's text of raw ids.
+            let metrics = raft.metrics().borrow().clone();
+            let membership = metrics.membership_config.membership();
+            let voters = membership.voter_ids().count();
+            let mut answered: Vec<_> = (e.got.iter())
+                .filter_map(|id| membership.get_node(id).map(|n| n.addr.clone()))
+                .collect();
+            answered.sort();
+            Err(StoreError::Unavailable(format!(
+                "no majority confirmed this node still leads: {} of its {voters} voters answered ({})",
+                e.got.len(),
+                answered.join(", ")
+            )))
+        }
         Err(RaftError::Fatal(fatal)) => Err(StoreError::Failed(format!("the replicated log stopped: {fatal}"))),
     }
 }

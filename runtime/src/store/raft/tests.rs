@@ -515,6 +515,7 @@ async fn a_lagging_follower_reads_every_acknowledged_write_after_it_linearizes()
 mod bytes;
 mod flight;
 mod projections;
+mod quorum;
 mod storage;
 mod tokens;
 
