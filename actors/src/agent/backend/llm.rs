@@ -1,8 +1,8 @@
 //! The `llm` backend: a model endpoint (OpenAI-compatible chat completions, or Anthropic's
 //! Messages API) that runs each task as a loop: call the model, run the tool calls it asks
 //! for, give it the results, until it answers, or `maxSteps` model calls, a cancel or the
-//! attempt's deadline stop it. Each step is committed before the next begins (see
-//! [`journal`]), so an attempt that starts again goes on after the last committed step.
+//! attempt's deadline stop it. Each step is committed before the next one's reply is taken
+//! (see [`journal`]), so an attempt that starts again goes on after the last committed step.
 //!
 //! 429 and 5xx answers (and connection errors) are retried within the model call, honouring
 //! `Retry-After`. The API key is read on the node when the agent starts, from what the
@@ -357,7 +357,6 @@ impl Loop {
                     journal.commit(result).await?;
                 }
             }
-            journal.flush().await?;
             if let Some((_, text, [])) = journal.last_reply() {
                 if let (Some(session), Some(store)) = (&session, &self.store) {
                     let mut said: Vec<_> = opening.own().cloned().collect();
@@ -368,21 +367,36 @@ impl Loop {
                 return Ok(answer(&journal, text));
             }
             if journal.steps() >= self.spec.max_steps {
+                journal.flush().await?;
                 return Err(format!(
                     "MAX_STEPS: the model made {} calls without a final answer (maxSteps {})",
                     journal.steps(),
                     self.spec.max_steps
                 ));
             }
-            self.within_budgets(&journal, limits, &a.task_id).await?;
+            // A budget the store's usage rows count needs the held step in them.
+            if self.counts_committed(limits) {
+                journal.flush().await?;
+            }
+            if let Err(exceeded) = self.within_budgets(&journal, limits, &a.task_id).await {
+                journal.flush().await?;
+                return Err(exceeded);
+            }
             let (path, body) = wire::request(&self.spec, &opening, journal.records(), &offered);
+            // The step held (a reply that only read, with its results) commits while the
+            // model is asked again; its reply is taken once that commit is durable, so a loop
+            // that starts again never finds a reply without the step before it.
+            let sent = journal.send()?;
             let began = std::time::Instant::now();
             let step = journal.steps() + 1;
             let span = self.model_span(&a.task_id, step);
             let turn = self
                 .within(self.complete(path, &body, (&a.task_id, step)))
                 .instrument(span.clone())
-                .await??;
+                .await;
+            let latency_ms = began.elapsed().as_millis() as u64;
+            sent.durable().await?;
+            let turn = turn??;
             let model = turn.model.unwrap_or_else(|| self.spec.model.clone());
             let cost_usd = self
                 .prices
@@ -409,7 +423,7 @@ impl Loop {
                 cost_usd,
                 model,
                 finish: turn.finish,
-                latency_ms: began.elapsed().as_millis() as u64,
+                latency_ms,
                 at: troupe_runtime::clock::now(),
             };
             if quiet {

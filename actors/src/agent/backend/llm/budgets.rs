@@ -1,5 +1,6 @@
 //! Budgets, checked before each model call against the usage already committed: the
 //! task's, the agent's (in all and per UTC day) and its swarm's. A restart cannot reset one.
+//! The task's own budget counts its step still committing too (see [`Journal::send`]).
 
 use serde_json::json;
 use troupe_runtime::store::Store;
@@ -28,6 +29,23 @@ impl Loop {
         Ok(Limits { task, swarm })
     }
 
+    /// Whether a budget is checked against the usage rows in the store (the agent's, its
+    /// swarm's), not the task's own records alone.
+    pub(super) fn counts_committed(&self, limits: Limits) -> bool {
+        self.agent_limits().iter().any(Option::is_some) || (self.swarm.is_some() && limits.swarm.is_some())
+    }
+
+    /// The agent's own budgets: tokens and cost in all, tokens and cost per day.
+    fn agent_limits(&self) -> [Option<f64>; 4] {
+        let agent = self.spec.budget;
+        [
+            agent.max_tokens.map(|t| t as f64),
+            agent.max_cost_usd,
+            agent.max_tokens_per_day.map(|t| t as f64),
+            agent.max_cost_usd_per_day,
+        ]
+    }
+
     /// Fails with BUDGET_EXCEEDED (after an event with the figures) when the task's or the
     /// agent's usage, as committed, has reached one of their budgets.
     pub(super) async fn within_budgets(&self, journal: &Journal, limits: Limits, id: &str) -> Result<(), String> {
@@ -41,13 +59,7 @@ impl Loop {
             ),
             ("the task's maxCostUsd", task.max_cost_usd, used.cost_usd),
         ];
-        let agent = self.spec.budget;
-        let own = [
-            agent.max_tokens.map(|t| t as f64),
-            agent.max_cost_usd,
-            agent.max_tokens_per_day.map(|t| t as f64),
-            agent.max_cost_usd_per_day,
-        ];
+        let own = self.agent_limits();
         let today = journal::day(troupe_runtime::clock::now());
         if let (Some(store), true) = (&self.store, own.iter().any(Option::is_some)) {
             let (all, on_day) = journal::spent(store, &self.agent, &today).await?;

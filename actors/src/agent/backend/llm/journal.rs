@@ -1,9 +1,10 @@
-//! The steps of an LLM task, each committed to the store before the next begins: a model's
+//! The steps of an LLM task, each committed to the store before the next is taken: a model's
 //! reply (its text, the tool calls it asked for, its tokens), then each call's result. A
 //! loop that starts again (a restart, a failover, a `kill -9` of its node) reads them back
 //! and goes on after the last one: no committed model call is made again, and a call with
 //! no committed result is made again with the same key. A reply whose calls only read may be
-//! held and committed with their results, one write for the step ([`Journal::hold`]).
+//! held and committed with their results, one write for the step ([`Journal::hold`]), sent
+//! while the model is asked again ([`Journal::send`]).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -272,8 +273,16 @@ impl Journal {
 
     /// Commits the records held, in one write.
     pub async fn flush(&mut self) -> Result<(), String> {
+        self.send()?.durable().await
+    }
+
+    /// Hands the records held to the store's writer, in one write, without waiting for it:
+    /// the loop asks the model again while they commit, and takes its reply once
+    /// [`Sent::durable`] says they are. Writes are committed in the order they were handed
+    /// over, so every later record commits after these.
+    pub fn send(&mut self) -> Result<Sent, String> {
         if self.held == 0 {
-            return Ok(());
+            return Ok(Sent(None));
         }
         let batch = match &self.store {
             Some(_) => Some(self.held_batch()?),
@@ -282,13 +291,9 @@ impl Journal {
         // Not held any more, whatever the write's outcome: a write that failed may still
         // have been applied, and is never sent twice.
         self.held = 0;
-        if let (Some(store), Some(batch)) = (&self.store, batch) {
-            store
-                .write(batch)
-                .await
-                .map_err(|e| format!("the step could not be committed: {e}"))?;
-        }
-        Ok(())
+        Ok(Sent(
+            self.store.as_ref().zip(batch).map(|(store, batch)| store.submit(batch)),
+        ))
     }
 
     /// The write of the records held: each with its `TASK_STEP` event, a reply with the rows
@@ -345,6 +350,25 @@ impl Journal {
             }
         }
         Ok(batch)
+    }
+}
+
+/// Records handed to the writer by [`Journal::send`] (none when nothing was held or the
+/// journal keeps no store).
+#[must_use = "the records are durable only once `durable` says so"]
+pub struct Sent(Option<troupe_runtime::store::Ticket>);
+
+impl Sent {
+    /// Waits until the records sent are committed.
+    pub async fn durable(self) -> Result<(), String> {
+        match self.0 {
+            Some(ticket) => ticket
+                .durable()
+                .await
+                .map(drop)
+                .map_err(|e| format!("the step could not be committed: {e}")),
+            None => Ok(()),
+        }
     }
 }
 

@@ -141,3 +141,32 @@ async fn a_swarms_budget_counts_what_all_its_members_committed() {
         (46, 46, 23)
     );
 }
+
+#[tokio::test]
+async fn an_agents_budget_counts_the_step_that_only_read_before_the_next_model_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+    let server = Scripted::start(vec![
+        openai_call("call_1", "troupe_memory_get", r#"{"key":"k"}"#),
+        openai_answer("never asked"),
+    ])
+    .await;
+    // The first call takes 15 tokens, the agent's whole budget. Its reply only reads, so it
+    // is held with its result; the check before the next call must count it all the same.
+    let s = LlmBackend {
+        tools: vec!["troupe_memory_get".into()],
+        budget: crate::agent::AgentBudget {
+            max_tokens: Some(15),
+            ..Default::default()
+        },
+        ..LlmBackend::to(server.url(), "m")
+    };
+    let (carried, _) = counted(json!("v"));
+    let mut llm = started(s, Some(store.clone()), carried).await;
+    let why = llm.run(task("t", json!("go"))).await.unwrap_err();
+    assert!(
+        why.starts_with("BUDGET_EXCEEDED: the agent's maxTokens is 15 and 15 was spent"),
+        "{why}"
+    );
+    assert_eq!(server.bodies().len(), 1);
+}

@@ -1,6 +1,7 @@
 //! How a step is committed: a reply whose calls only read goes with their results, in one
-//! write; a reply whose calls act is committed before they run; a loop stopped between a
-//! held reply and its results still commits what the model call cost.
+//! write, sent while the model is asked again; a reply whose calls act is committed before
+//! they run; a loop stopped between a held reply and its results still commits what the
+//! model call cost.
 
 use super::*;
 
@@ -122,4 +123,65 @@ async fn a_loop_stopped_while_its_reply_is_held_commits_the_reply_and_goes_on_fr
     assert_eq!(out["content"], "done");
     assert_eq!((server.bodies().len(), kept.lock().unwrap().len()), (2, 1));
     assert_eq!(committed(&store, "t").await, 3);
+}
+
+#[tokio::test]
+async fn the_next_model_call_is_asked_while_the_step_before_commits_and_taken_once_it_is_durable() {
+    use std::sync::mpsc;
+    use troupe_runtime::store::{Fault, StoreOptions};
+    // The writer waits on `open` before the first write of a step (a reply and its read's
+    // result, held together).
+    let (open, gate) = mpsc::channel::<()>();
+    let gate = Mutex::new(Some(gate));
+    let (reached_tx, reached) = mpsc::channel::<()>();
+    let reached_tx = Mutex::new(reached_tx);
+    let fault: troupe_runtime::store::FaultHook = Arc::new(move |batch: &troupe_runtime::store::Batch| {
+        if let (true, Some(gate)) = (batch.touches(crate::tables::LLM_STEPS), gate.lock().unwrap().take()) {
+            let _ = reached_tx.lock().unwrap().send(());
+            let _ = gate.recv();
+        }
+        None::<Fault>
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        fault: Some(fault),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&dir.path().join("troupe.redb"), options).unwrap();
+    let server = Scripted::start(vec![
+        openai_call("call_1", "troupe_memory_get", r#"{"key":"plan"}"#),
+        openai_answer("done"),
+    ])
+    .await;
+    let (carried, _) = counted(json!("v"));
+    let s = LlmBackend {
+        tools: vec!["troupe_memory_get".into()],
+        ..LlmBackend::to(server.url(), "m")
+    };
+    let mut llm = started(s, Some(store.clone()), carried).await;
+    let attempt = tokio::spawn(llm.run(task("t", json!("go"))));
+    tokio::task::spawn_blocking(move || reached.recv().unwrap())
+        .await
+        .unwrap();
+    // The first step's write is held by the writer; the model is asked again meanwhile.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while server.bodies().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the next model call waited for the step before it to commit");
+    assert_eq!(committed(&store, "t").await, 0);
+    assert!(
+        !attempt.is_finished(),
+        "the answer was taken before the step before it was durable"
+    );
+    open.send(()).unwrap();
+    let out = attempt.await.unwrap().unwrap();
+    assert_eq!(out["content"], "done");
+    let events = store.events_after(0, 100).await.unwrap();
+    assert_eq!(
+        step_kinds(&events),
+        [json!("reply"), json!("toolResult"), json!("reply")]
+    );
 }
