@@ -378,10 +378,7 @@ impl Loop {
             if self.counts_committed(limits) {
                 journal.flush().await?;
             }
-            if let Err(exceeded) = self.within_budgets(&journal, limits, &a.task_id).await {
-                journal.flush().await?;
-                return Err(exceeded);
-            }
+            self.within_budgets(&mut journal, limits, &a.task_id).await?;
             let (path, body) = wire::request(&self.spec, &opening, journal.records(), &offered);
             // The step held (a reply that only read, with its results) commits while the
             // model is asked again; its reply is taken once that commit is durable, so a loop

@@ -46,9 +46,9 @@ impl Loop {
         ]
     }
 
-    /// Fails with BUDGET_EXCEEDED (after an event with the figures) when the task's or the
-    /// agent's usage, as committed, has reached one of their budgets.
-    pub(super) async fn within_budgets(&self, journal: &Journal, limits: Limits, id: &str) -> Result<(), String> {
+    /// Fails with BUDGET_EXCEEDED (after the records held and an event with the figures)
+    /// when the task's or the agent's usage, as committed, has reached one of their budgets.
+    pub(super) async fn within_budgets(&self, journal: &mut Journal, limits: Limits, id: &str) -> Result<(), String> {
         let used = journal.usage(None);
         let task = limits.task.unwrap_or_default();
         let mut checks = vec![
@@ -87,6 +87,8 @@ impl Loop {
         else {
             return Ok(());
         };
+        // The step it counted is committed first, so the stop follows it in the events.
+        journal.flush().await?;
         if let Some(store) = &self.store {
             let data = json!({
                 "agent": self.agent, "budget": budget, "limit": limit, "spent": spent,

@@ -43,6 +43,10 @@ async fn a_task_budget_stops_the_loop_before_the_model_call_that_would_pass_it()
         .expect("an event with the figures");
     assert_eq!(stop.data["spent"], 30.0);
     assert_eq!(stop.data["task"]["inputTokens"], 20);
+    // The stop comes after every step it counted, the last one held until then included.
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.last(), Some(&"BUDGET_EXCEEDED"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "TASK_STEP").count(), 4, "{kinds:?}");
 }
 
 #[tokio::test]
