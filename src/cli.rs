@@ -115,6 +115,15 @@ async fn ask(client: &Client, query: &str, variables: Value) -> Result<Value, Fa
             format!("{code}: {}", error["message"].as_str().unwrap_or("")),
         ));
     }
+    // What the node says beside its answer (a task queued for a capability no agent has):
+    // on stderr, so a pipe reading stdout gets the answer alone.
+    for warning in body["extensions"]["warnings"].as_array().into_iter().flatten() {
+        eprintln!(
+            "warning: {}: {}",
+            warning["code"].as_str().unwrap_or("WARNING"),
+            warning["message"].as_str().unwrap_or("")
+        );
+    }
     Ok(body["data"].clone())
 }
 

@@ -170,9 +170,16 @@ async fn an_operator_changes_tasks_swarms_hosts_and_vms_by_name_from_the_command
     ensure!(ok(troupe(&["swarms", "list"], &env).await?)?.contains("crew"));
     ok(troupe(&["swarms", "destroy", "crew"], &env).await?)?;
 
-    // A task waiting for a capability nobody has, cancelled by its id's end.
-    let task = node.submit(json!({ "capability": "nobody", "payload": {} })).await?;
-    let task = text(&task, "/id")?;
+    // A task waiting for a capability nobody has: `submit` says so on stderr (the node's
+    // warning), its answer alone on stdout; then cancelled by its id's end.
+    let (code, out, err) = troupe(&["submit", "--capability", "nobody", "-o", "name"], &env).await?;
+    ensure!(code == 0, "exit {code}: {out}{err}");
+    ensure!(
+        err.contains("warning: NO_AGENT:") && err.contains("no agent has capability nobody"),
+        "the waiting task's warning: {err}"
+    );
+    let task = out.trim().to_owned();
+    ensure!(task.contains('@') && !task.contains(' '), "the id alone: {out}");
     let bare = task.split('@').next().context("id")?.replace('-', "");
     let out = ok(troupe(&["tasks", "cancel", &bare[bare.len() - 6..]], &env).await?)?;
     ensure!(out.contains("CANCELLED"), "{out}");
