@@ -129,8 +129,15 @@ pub(crate) async fn keep_lease(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_alone = alone(&store);
     let mut fenced_at: Option<chrono::DateTime<chrono::Utc>> = None;
-    if let Err(e) = fence_writes(&store, &me).await {
-        tracing::error!(error = %e, "could not read this node's fencing epoch");
+    // A member of a larger cluster starts unfenced and takes its epoch with its lease: its
+    // replica may be behind an epoch the cluster gave it while it was away (declared DOWN),
+    // and what it writes before its work starts (its services' starts) decides nothing
+    // about work that may have moved. Fenced with the epoch its stale replica held, those
+    // records were refused once it caught up.
+    if running {
+        if let Err(e) = fence_writes(&store, &me).await {
+            tracing::error!(error = %e, "could not read this node's fencing epoch");
+        }
     }
     loop {
         cluster.leases.set_running(running);

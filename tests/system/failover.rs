@@ -7,7 +7,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
 use super::replicated::{start_cluster, CLUSTER};
-use super::support::{pid_alive, python_agent, text, wait_pid_gone, Deadline, Gate, Node, NodeOpts, WAIT};
+use super::support::{int, pid_alive, python_agent, text, wait_pid_gone, Deadline, Gate, Node, NodeOpts, WAIT};
 
 /// The member `name` as `node`'s cluster view shows it.
 pub(super) async fn member(node: &Node, name: &str) -> Result<Value> {
@@ -203,7 +203,7 @@ async fn a_killed_nodes_agents_swarm_hosts_and_tasks_serve_on_the_survivors_once
     nodes[2].restart().await?;
     wait_member_state(&nodes[0], "gamma", "UP").await?;
     for node in &nodes {
-        let listed = node.gql_ok("{ hosts { id node } }", json!({})).await?;
+        let listed = node.gql_ok("{ hosts { id node qualifiedName } }", json!({})).await?;
         let hosts = listed["hosts"].as_array().cloned().unwrap_or_default();
         let ids: Vec<&str> = hosts.iter().filter_map(|h| h["id"].as_str()).collect();
         let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
@@ -213,6 +213,42 @@ async fn a_killed_nodes_agents_swarm_hosts_and_tasks_serve_on_the_survivors_once
             node.name
         );
         ensure!(hosts.iter().all(|h| h["node"] != "gamma"), "{listed}");
+        // Each still named apart, gamma's moved `sim-1` beside its new node's own.
+        let names: std::collections::BTreeSet<&str> =
+            hosts.iter().filter_map(|h| h["qualifiedName"].as_str()).collect();
+        ensure!(names.len() == 9, "two hosts share a qualified name: {listed}");
+    }
+    let q = "query($id: ID!) { host(id: $id) { id node qualifiedName } }";
+    let moved = nodes[2].gql_ok(q, json!({ "id": "sim-1@gamma" })).await?;
+    ensure!(
+        moved["host"]["qualifiedName"] == "sim-1@gamma" && moved["host"]["node"] != "gamma",
+        "{moved}"
+    );
+    let holder = moved["host"]["node"].as_str().context("its node")?;
+    let holder = nodes.iter().find(|n| n.name == holder).context("its holder")?;
+    let on_holder = holder.gql(q, json!({ "id": "sim-1" })).await?;
+    ensure!(
+        on_holder["errors"][0]["extensions"]["code"] == "INVALID_INPUT",
+        "a bare name two hosts of one node share: {on_holder}"
+    );
+    // gamma came back as a member declared DOWN, whose replica held the fencing epoch it
+    // had before: what its services recorded as they started (before its lease) was
+    // still taken, not refused as stale once it caught up.
+    let down_seq = int(
+        events
+            .iter()
+            .find(|e| e["kind"] == "MEMBER_DOWN")
+            .context("MEMBER_DOWN")?,
+        "/seq",
+    )?;
+    let deadline = Deadline::after(WAIT, "gamma's services' starts to be recorded");
+    loop {
+        let started = nodes[1].events_after(Some(down_seq), &["SERVICE_STARTED"]).await?;
+        let watchdogs = started.iter().filter(|e| e["subject"] == "watchdog").count();
+        if watchdogs == 1 {
+            break;
+        }
+        deadline.tick(&json!(started)).await?;
     }
     let seen = nodes[2]
         .gql_ok(

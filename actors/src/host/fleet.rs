@@ -193,23 +193,30 @@ impl Fleet {
         self.lock().hosts.values().map(HostEntry::view).collect()
     }
 
-    /// The host with this id or name.
-    pub fn resolve(&self, host: &str) -> Option<String> {
+    /// The host of this node with this id, name or `name@node` ([`HostSpec::qualified_name`]),
+    /// or NOT_FOUND; INVALID_INPUT when the name is two hosts' (a simulated host moved here
+    /// beside this node's own `sim-1`…), naming each.
+    pub fn find(&self, host: &str) -> Result<String, ApiError> {
         let inner = self.lock();
         if inner.hosts.contains_key(host) {
-            return Some(host.to_owned());
+            return Ok(host.to_owned());
         }
-        inner
+        let named: Vec<&HostSpec> = inner
             .hosts
             .values()
-            .find(|e| e.spec.name == host)
-            .map(|e| e.spec.id.clone())
-    }
-
-    /// [`Fleet::resolve`], or NOT_FOUND.
-    pub fn find(&self, host: &str) -> Result<String, ApiError> {
-        self.resolve(host)
-            .ok_or_else(|| ApiError::NotFound(format!("no host {host} on node {}", self.node)))
+            .map(|e| &e.spec)
+            .filter(|s| s.name == host || s.qualified_name() == host)
+            .collect();
+        match named.as_slice() {
+            [one] => Ok(one.id.clone()),
+            [] => Err(ApiError::NotFound(format!("no host {host} on node {}", self.node))),
+            many => Err(ApiError::invalid(format!(
+                "{host} names {} hosts on node {}: say which, as one of {}",
+                many.len(),
+                self.node,
+                many.iter().map(|s| s.qualified_name()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
     }
 
     /// [`Fleet::view`], or NOT_FOUND.

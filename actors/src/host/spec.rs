@@ -36,6 +36,16 @@ pub struct HostSpec {
     pub created_at: DateTime<Utc>,
 }
 
+impl HostSpec {
+    /// `name@node`, the node being the one that made the host (its id says which): unique in
+    /// the cluster where names are not (every node's simulated hosts are `sim-1`…), and kept
+    /// when the host's driver moves to another node, which may have a `sim-1` of its own.
+    pub fn qualified_name(&self) -> String {
+        let made_by = crate::ids::home(&self.id).unwrap_or(&self.node);
+        format!("{}@{made_by}", self.name)
+    }
+}
+
 /// The host's state: its link first (a host that cannot be reached is UNREACHABLE or DOWN
 /// whatever it was asked to be), then its mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

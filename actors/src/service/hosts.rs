@@ -79,10 +79,7 @@ impl Hosts {
             found = self.read(Some(id)).await?;
         }
         if found.len() > 1 {
-            let names: Vec<String> = found
-                .iter()
-                .map(|h| format!("{}@{}", h.spec.name, h.spec.node))
-                .collect();
+            let names: Vec<String> = found.iter().map(|h| h.spec.qualified_name()).collect();
             return Err(ApiError::invalid(format!(
                 "{id} names {} hosts: say which, as one of {}",
                 found.len(),
@@ -110,13 +107,9 @@ impl Hosts {
                 let mut out = Vec::new();
                 v.scan(crate::tables::HOSTS, None, |id, bytes| {
                     let spec: crate::host::HostSpec = troupe_runtime::codec::decode(bytes)?;
-                    let qualified = |w: &str| {
-                        w.split_once('@')
-                            .is_some_and(|(n, node)| n == spec.name && node == spec.node)
-                    };
                     if wanted
                         .as_deref()
-                        .is_none_or(|w| w == id || w == spec.name || qualified(w))
+                        .is_none_or(|w| w == id || w == spec.name || w == spec.qualified_name())
                     {
                         let holder = crate::cluster::directory::placement_in(v, id)?.map(|p| p.node);
                         out.push((holder.unwrap_or_else(|| spec.node.clone()), spec));

@@ -133,10 +133,11 @@ impl Host {
     async fn name(&self) -> &str {
         &self.0.spec.name
     }
-    /// `name@node`: what names it in the cluster when nodes' hosts share a name (every
-    /// node's simulated hosts are `sim-1`…); `host(id:)` takes it.
+    /// `name@node`, the node that made the host: what names it in the cluster when nodes'
+    /// hosts share a name (every node's simulated hosts are `sim-1`…); it stays when the
+    /// host moves to another node. `host(id:)` takes it.
     async fn qualified_name(&self) -> String {
-        format!("{}@{}", self.0.spec.name, self.0.spec.node)
+        self.0.spec.qualified_name()
     }
     /// The libvirt URI its driver connects to.
     async fn uri(&self) -> &str {
