@@ -74,6 +74,7 @@ enum TokenCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Client(command) = cli.command {
+        end_quietly_when_the_reader_goes();
         return match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(cli::run(command)),
             Err(e) => {
@@ -88,6 +89,19 @@ fn main() -> ExitCode {
             eprintln!("troupe: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The command line ends quietly when what reads its output goes away (`troupe events |
+/// head -3`), as Unix tools do: Rust ignores SIGPIPE unless told otherwise, and the next
+/// `println!` then panicked with a backtrace. Only the client does this; a node keeps
+/// ignoring SIGPIPE (a peer that hangs up is an error it handles).
+#[allow(unsafe_code)]
+fn end_quietly_when_the_reader_goes() {
+    // SAFETY: only sets SIGPIPE's disposition back to the default, before any other thread
+    // of this process is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -38,6 +38,22 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
         code == 0 && out.starts_with("leader solo") && out.contains("VOTER"),
         "{out}{err}"
     );
+    // Its output into a pipe whose reader is gone (`troupe cluster status | head -0`): it
+    // ends by SIGPIPE, quietly, as Unix tools do, not by a panic with a backtrace.
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_troupe"));
+    command.args(["cluster", "status"]).envs(at(&node)).stdout(writer);
+    // (spawned: tokio's `output()` would make stdout a pipe of its own)
+    let child = command.stderr(std::process::Stdio::piped()).spawn()?;
+    let out = tokio::time::timeout(WAIT, child.wait_with_output()).await??;
+    let err = String::from_utf8_lossy(&out.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    ensure!(
+        out.status.signal() == Some(libc::SIGPIPE) && err.is_empty(),
+        "into a closed pipe: {:?}, {err}",
+        out.status
+    );
 
     // `-o name` prints ids a line each; `-o jsonl` an object a line.
     let (code, out, _) = troupe(&["agents", "list", "-o", "name"], &at(&node)).await?;
