@@ -3,6 +3,7 @@ import { summary, matches, mergeNewestFirst } from "../src/views/events";
 import { agentIds, restartCounts, withVms, type Supervisor } from "../src/views/tree";
 import { edgeChildren, edgeSource, isEdge, type Child } from "../src/lib/subtree";
 import type { TroupeEvent } from "../src/lib/cursor";
+import { hostTitles } from "../src/views/hosts";
 
 const ev = (seq: number, kind = "TASK_QUEUED", subject: string | null = null): TroupeEvent => ({ seq, kind, subject, at: "2026-11-24T12:00:00Z", data: {} });
 
@@ -128,5 +129,17 @@ describe("task dependency graph", () => {
     ]);
     const at = Object.fromEntries(layoutDependencies("c", tasks).map((n) => [n.id, n.x]));
     expect(at).toEqual({ a: 0, b: 1, c: 2 });
+  });
+});
+
+describe("hosts view's card titles", () => {
+  it("qualifies a name only where two hosts share it", () => {
+    const titles = hostTitles([
+      { id: "1@a", name: "sim-1", qualifiedName: "sim-1@a" },
+      { id: "2@c", name: "sim-1", qualifiedName: "sim-1@c" },
+      { id: "3@a", name: "sim-2", qualifiedName: "sim-2@a" },
+      { id: "4@b", name: "rack-7", qualifiedName: "rack-7@b" },
+    ]);
+    expect([...titles.values()]).toEqual(["sim-1@a", "sim-1@c", "sim-2", "rack-7"]);
   });
 });

@@ -17,6 +17,8 @@ import { Timeline } from "./agents";
 export interface Host {
   id: string;
   name: string;
+  /** `name@node`, the node that made it: kept when the host moves. */
+  qualifiedName: string;
   uri: string;
   node: string;
   state: string;
@@ -31,9 +33,20 @@ export interface Host {
   vms: { id: string; name: string; state: string }[];
 }
 
-const FIELDS = `id name uri node state since simulated labels { key value } capacity { cpus memoryMiB }
+const FIELDS = `id name qualifiedName uri node state since simulated labels { key value } capacity { cpus memoryMiB }
   allocated { vcpus memoryMiB vcpuLimit memoryLimitMiB } lastError drain { total moved failed done } outboundMigrations
   vms(first: 50) { id name state }`;
+
+/**
+ * What each host is called on its card: its name, or its qualified name (`sim-1@c`) when
+ * another host has the same name (every node's simulated hosts are `sim-1`…, and one that
+ * moved sits beside its new node's own).
+ */
+export function hostTitles(hosts: Pick<Host, "id" | "name" | "qualifiedName">[]): Map<string, string> {
+  const count = new Map<string, number>();
+  for (const h of hosts) count.set(h.name, (count.get(h.name) ?? 0) + 1);
+  return new Map(hosts.map((h) => [h.id, (count.get(h.name) ?? 0) > 1 ? h.qualifiedName : h.name]));
+}
 
 export function HostsView() {
   const list = useQuery<{ hosts: Host[] }>(`{ hosts { ${FIELDS} } }`);
@@ -55,7 +68,9 @@ export function HostsView() {
   useRefreshOn(() => void list.refetch(), ["HOST_ADDED", "HOST_REMOVED", "VM_"], undefined, 1000);
   const focus = query.value.get("focus");
   // A host has no page of its own: the one asked for (a link from an event) is outlined, and its events follow the cards.
-  const focused = focus ? hosts?.find((h) => h.id === focus || h.name === focus) : undefined;
+  const named = (h: Host) => h.id === focus || h.name === focus || h.qualifiedName === focus;
+  const focused = focus ? hosts?.find(named) : undefined;
+  const titles = hostTitles(hosts ?? []);
   useEffect(() => {
     if (focus && hosts) document.getElementById(`host-${focus}`)?.scrollIntoView({ block: "center" });
   }, [focus, Boolean(hosts)]);
@@ -70,22 +85,22 @@ export function HostsView() {
       ) : (
         <div class="cards">
           {hosts.map((h) => (
-            <HostCard key={h.id} host={h} focused={h.id === focus || h.name === focus} />
+            <HostCard key={h.id} host={h} title={titles.get(h.id) ?? h.name} focused={named(h)} />
           ))}
         </div>
       )}
-      {focused ? <Timeline subject={focused.id} title={`Events of host ${focused.name}`} /> : null}
+      {focused ? <Timeline subject={focused.id} title={`Events of host ${titles.get(focused.id) ?? focused.name}`} /> : null}
     </Page>
   );
 }
 
-function HostCard({ host: h, focused }: { host: Host; focused: boolean }) {
+function HostCard({ host: h, title, focused }: { host: Host; title: string; focused: boolean }) {
   const a = h.allocated;
   return (
-    <section class={`card${focused ? " focused" : ""}`} id={`host-${h.id}`} aria-label={`Host ${h.name}`}>
+    <section class={`card${focused ? " focused" : ""}`} id={`host-${h.id}`} aria-label={`Host ${title}`}>
       <header class="card-head">
         <h2>
-          {h.name} <Status state={h.state} />
+          {title} <Status state={h.state} />
         </h2>
       </header>
       <KeyValues
@@ -99,12 +114,12 @@ function HostCard({ host: h, focused }: { host: Host; focused: boolean }) {
         ]}
       />
       <h3>Promised to VMs</h3>
-      <Bar label={`${h.name} vCPUs`} used={Number(a.vcpus)} limit={Number(a.vcpuLimit)} unit=" vCPUs" />
-      <Bar label={`${h.name} memory`} used={Number(a.memoryMiB)} limit={Number(a.memoryLimitMiB)} unit=" MiB" />
+      <Bar label={`${title} vCPUs`} used={Number(a.vcpus)} limit={Number(a.vcpuLimit)} unit=" vCPUs" />
+      <Bar label={`${title} memory`} used={Number(a.memoryMiB)} limit={Number(a.memoryLimitMiB)} unit=" MiB" />
       {h.drain ? (
         <>
           <h3>{h.drain.done ? "Last drain" : "Draining"}</h3>
-          <Bar label={`${h.name} drain`} used={h.drain.moved} limit={h.drain.total} unit=" VMs moved" kind="progress" />
+          <Bar label={`${title} drain`} used={h.drain.moved} limit={h.drain.total} unit=" VMs moved" kind="progress" />
           {h.drain.failed ? <p class="error">{h.drain.failed} VMs could not be moved.</p> : null}
         </>
       ) : null}
@@ -123,14 +138,14 @@ function HostCard({ host: h, focused }: { host: Host; focused: boolean }) {
       )}
       <div class="row">
         {h.state === "UP" ? (
-          <Action label="Drain" confirm={h.name} consequence="Its VMs are migrated to other hosts, and it takes no new ones." done={`${h.name} draining`} run={() => gql(`mutation($id: ID!) { drainHost(id: $id) { id } }`, { id: h.id })} />
+          <Action label="Drain" confirm={title} consequence="Its VMs are migrated to other hosts, and it takes no new ones." done={`${title} draining`} run={() => gql(`mutation($id: ID!) { drainHost(id: $id) { id } }`, { id: h.id })} />
         ) : null}
         {h.state === "MAINTENANCE" ? (
-          <Action label="End maintenance" done={`${h.name} back in service`} run={() => gql(`mutation($id: ID!) { setHostMaintenance(id: $id, enabled: false) { id } }`, { id: h.id })} />
+          <Action label="End maintenance" done={`${title} back in service`} run={() => gql(`mutation($id: ID!) { setHostMaintenance(id: $id, enabled: false) { id } }`, { id: h.id })} />
         ) : (
-          <Action label="Maintenance" confirm={h.name} consequence="It takes no new VMs; those on it must be moved first." done={`${h.name} in maintenance`} run={() => gql(`mutation($id: ID!) { setHostMaintenance(id: $id, enabled: true) { id } }`, { id: h.id })} />
+          <Action label="Maintenance" confirm={title} consequence="It takes no new VMs; those on it must be moved first." done={`${title} in maintenance`} run={() => gql(`mutation($id: ID!) { setHostMaintenance(id: $id, enabled: true) { id } }`, { id: h.id })} />
         )}
-        <Action label="Remove" variant="danger" confirm={h.name} consequence="Troupe forgets the host; it must hold no VM." done={`${h.name} removed`} run={() => gql(`mutation($id: ID!) { removeHost(id: $id) { id } }`, { id: h.id })} />
+        <Action label="Remove" variant="danger" confirm={title} consequence="Troupe forgets the host; it must hold no VM." done={`${title} removed`} run={() => gql(`mutation($id: ID!) { removeHost(id: $id) { id } }`, { id: h.id })} />
       </div>
     </section>
   );
