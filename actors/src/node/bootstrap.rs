@@ -76,7 +76,9 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     };
     let cookie = {
         let config = config.clone();
-        blocking(move || resolve_cookie(&config)).await?
+        let env = std::env::var("TROUPE_COOKIE").ok();
+        let members: Vec<String> = store.status().members.into_iter().map(|m| m.name).collect();
+        blocking(move || resolve_cookie(&config.data_dir, config.cookie_file.as_deref(), env, &members)).await?
     };
     let tls = match &config.tls {
         Some(files) => Some(troupe_runtime::tls::cluster_tls(files).map_err(StartNodeError::Tls)?),

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use troupe_runtime::auth::{self, TOKENS};
-use troupe_runtime::config::Config;
 use troupe_runtime::store::{Batch, Store, StoreError, META};
 
 use super::StartNodeError;
@@ -82,26 +81,86 @@ pub(super) async fn node_id(store: &Store, node: &str) -> Result<String, StoreEr
     Ok(id)
 }
 
-/// The cluster cookie: from the cookie file, else `TROUPE_COOKIE`, else one kept in the data dir.
-pub(super) fn resolve_cookie(config: &Config) -> Result<String, StartNodeError> {
+/// The cluster cookie: from the cookie file, else `env` (`TROUPE_COOKIE`), else the one
+/// kept in the data dir. A cookie given by file is kept there too when the data dir has none
+/// (a node that joined with `--cookie-file` then restarts with its data dir alone). A node
+/// alone makes one when there is none; a member of a cluster of several (`members` names
+/// them) never does: a new cookie is not the cluster's, and the node would start cut off
+/// from every peer, so it stops saying how to give it the cookie.
+pub(super) fn resolve_cookie(
+    data_dir: &Path,
+    cookie_file: Option<&Path>,
+    env: Option<String>,
+    members: &[String],
+) -> Result<String, StartNodeError> {
     let read = |path: &Path| {
         std::fs::read_to_string(path)
             .map(|s| s.trim().to_owned())
             .map_err(|e| StartNodeError::Cookie(format!("{}: {e}", path.display())))
     };
-    if let Some(path) = &config.cookie_file {
-        return read(path);
-    }
-    if let Ok(cookie) = std::env::var("TROUPE_COOKIE") {
-        if !cookie.trim().is_empty() {
-            return Ok(cookie.trim().to_owned());
+    let kept = data_dir.join("cookie");
+    if let Some(path) = cookie_file {
+        let cookie = read(path)?;
+        if !kept.exists() {
+            auth::write_private(&kept, &cookie).map_err(|e| StartNodeError::Cookie(e.to_string()))?;
         }
+        return Ok(cookie);
     }
-    let path = config.data_dir.join("cookie");
-    if path.exists() {
-        return read(&path);
+    if let Some(cookie) = env.filter(|c| !c.trim().is_empty()) {
+        return Ok(cookie.trim().to_owned());
+    }
+    if kept.exists() {
+        return read(&kept);
+    }
+    if members.len() > 1 {
+        return Err(StartNodeError::Cookie(format!(
+            "this node is a member of a cluster of {} ({}) and has no cookie ({} does not exist): \
+             start it with --cookie-file (or TROUPE_COOKIE) holding the cluster's cookie; a new \
+             one would not be the cluster's",
+            members.len(),
+            members.join(", "),
+            kept.display()
+        )));
     }
     let cookie = uuid::Uuid::new_v4().simple().to_string();
-    auth::write_private(&path, &cookie).map_err(|e| StartNodeError::Cookie(e.to_string()))?;
+    auth::write_private(&kept, &cookie).map_err(|e| StartNodeError::Cookie(e.to_string()))?;
     Ok(cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_cookie;
+
+    #[test]
+    fn a_cookie_given_by_file_is_kept_so_the_data_dir_alone_restarts_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, given) = (dir.path().join("b"), dir.path().join("cluster-cookie"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(&given, "the-clusters\n").unwrap();
+        let members = ["a".to_owned(), "b".to_owned()];
+        assert_eq!(resolve_cookie(&data, Some(&given), None, &[]).unwrap(), "the-clusters");
+        // Restarted with neither flag nor variable: the kept copy, not a new cookie.
+        assert_eq!(resolve_cookie(&data, None, None, &members).unwrap(), "the-clusters");
+        // A variable wins over the kept copy.
+        assert_eq!(
+            resolve_cookie(&data, None, Some("env".into()), &members).unwrap(),
+            "env"
+        );
+    }
+
+    #[test]
+    fn a_member_with_no_cookie_refuses_to_start_and_a_node_alone_makes_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let members = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let refused = resolve_cookie(dir.path(), None, None, &members)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("member of a cluster of 3 (a, b, c)") && refused.contains("--cookie-file"),
+            "{refused}"
+        );
+        assert!(!dir.path().join("cookie").exists(), "no cookie was made");
+        let made = resolve_cookie(dir.path(), None, None, &["a".to_owned()]).unwrap();
+        assert_eq!(resolve_cookie(dir.path(), None, None, &members).unwrap(), made);
+    }
 }
