@@ -138,9 +138,22 @@ impl Api {
         Ok(self.ctx.tokens.check(token).await?)
     }
 
-    /// Why the node cannot serve now, if it cannot: the store failed, a service is down, or
-    /// it is shutting down.
+    /// Why the node cannot serve now, if it cannot: the store failed, a service is down, its
+    /// work (scheduler, agents, host drivers) is not running, or it is shutting down
+    /// (`/healthz`).
     pub fn readiness(&self) -> Result<(), Vec<String>> {
+        verdict(self.problems(true))
+    }
+
+    /// Whether the node is alive (`/livez`, Kubernetes' liveness): [`Self::readiness`], but a
+    /// node whose work waits for a lease (at its start without a majority, or cut off) is
+    /// alive: restarting it would not give it one, and a cluster that lost its majority
+    /// would be restarted in a loop.
+    pub fn liveness(&self) -> Result<(), Vec<String>> {
+        verdict(self.problems(self.ctx.cluster.leases.running()))
+    }
+
+    fn problems(&self, work: bool) -> Vec<String> {
         let mut problems = Vec::new();
         if let Some(reason) = self.ctx.store.failure() {
             problems.push(format!("the store has failed: {reason}"));
@@ -149,14 +162,16 @@ impl Api {
         if !self.slots.root.is_up() {
             problems.push("the node's supervision tree is not running".into());
         }
-        if !self.slots.scheduler.is_up() {
-            problems.push("the scheduler is not running".into());
-        }
-        if !self.hosts.fleet.supervisor.is_up() {
-            problems.push("the hosts supervisor is not running".into());
-        }
-        if !self.slots.agents.is_up() {
-            problems.push("the agents supervisor is not running".into());
+        if work {
+            if !self.slots.scheduler.is_up() {
+                problems.push("the scheduler is not running".into());
+            }
+            if !self.hosts.fleet.supervisor.is_up() {
+                problems.push("the hosts supervisor is not running".into());
+            }
+            if !self.slots.agents.is_up() {
+                problems.push("the agents supervisor is not running".into());
+            }
         }
         if !crate::cluster::remote::is_connected(node::NodeService::ROLE, &self.ctx.node_name) {
             problems.push("the cluster service is not running".into());
@@ -164,26 +179,24 @@ impl Api {
         if self.ctx.serving.is_draining() {
             problems.push("the node is shutting down".into());
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        problems
     }
 
     /// Readiness to take writes (`/readyz`): [`Self::readiness`], and this node can commit
     /// now (a leader is known; a leader hears from a majority). A cluster that lost its
-    /// majority makes every member unready, not dead: `/healthz` stays the liveness.
+    /// majority makes every member unready, not dead: `/livez` stays the liveness.
     pub fn write_readiness(&self) -> Result<(), Vec<String>> {
-        let mut problems = self.readiness().err().unwrap_or_default();
+        let mut problems = self.problems(true);
+        if !self.ctx.cluster.leases.running() {
+            problems.push(
+                "this node's work (its scheduler, agents and host drivers) waits for a lease from the cluster's leader"
+                    .into(),
+            );
+        }
         if self.ctx.store.failure().is_none() {
             problems.extend(self.ctx.store.commit_problem());
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        verdict(problems)
     }
 
     /// The node's live supervision tree, as its supervisors describe it.
@@ -392,4 +405,11 @@ impl Desk for Api {
 /// from the rest.
 fn coded(e: ApiError) -> ApiError {
     ApiError::Unavailable(format!("{}: {e}", e.code()))
+}
+
+fn verdict(problems: Vec<String>) -> Result<(), Vec<String>> {
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(problems),
+    }
 }

@@ -1,5 +1,5 @@
 //! troupe-gateway: the GraphQL gateway (async-graphql on axum) — the web dashboard at `/`, `/graphql` over HTTP,
-//! `/graphql/ws` (graphql-transport-ws), `/graphiql`, `/metrics`, `/healthz`, `/hooks/<name>` (webhooks in) — with bearer
+//! `/graphql/ws` (graphql-transport-ws), `/graphiql`, `/metrics`, `/healthz`, `/livez`, `/readyz`, `/hooks/<name>` (webhooks in) — with bearer
 //! token auth, role guards and limits on depth, complexity, time, concurrency and size. It
 //! reaches the node only through [`troupe_actors::Api`].
 //!

@@ -102,6 +102,7 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
         .merge(crate::dashboard::routes())
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .layer(bounded.clone());
@@ -215,11 +216,16 @@ async fn graphql_ws(State(s): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -
         })
 }
 
-/// Health: 200 while the store writes, the node's services run and it is not shutting
-/// down; 503 with the reasons otherwise. A cluster without a majority leaves it 200: it is
-/// the liveness, and restarting members would not bring the majority back.
+/// Health: 200 while the store writes, the node's services and its work run and it is not
+/// shutting down; 503 with the reasons otherwise. What a script waits for after a start.
 async fn healthz(State(s): State<Arc<AppState>>) -> Response {
     verdict(&s, s.api.readiness())
+}
+
+/// Liveness: `/healthz`, but a node whose work waits for a lease (at its start without a
+/// majority, or cut off) is alive: restarting members would not bring the majority back.
+async fn livez(State(s): State<Arc<AppState>>) -> Response {
+    verdict(&s, s.api.liveness())
 }
 
 /// Readiness: `/healthz`, and this node can commit a write now (a leader is known, and a
@@ -330,7 +336,7 @@ impl Actor for Gateway {
             };
             let _ = myself.cast(GatewayMsg::ServerExited(reason));
         });
-        tracing::info!(address = %bound, "gateway listening: / (dashboard) /graphql /graphql/ws /graphiql /metrics /healthz /readyz");
+        tracing::info!(address = %bound, "gateway listening: / (dashboard) /graphql /graphql/ws /graphiql /metrics /healthz /livez /readyz");
         Ok(Serving(server))
     }
 

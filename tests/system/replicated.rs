@@ -306,6 +306,37 @@ async fn the_leader_killed_mid_load_loses_nothing_acknowledged_and_catches_up_wh
                 .await?;
         }
     }
+    // The old leader started again where it reaches nobody (a cookie that is not the
+    // cluster's): in its own eyes it leads the term it last led, which /readyz gives as
+    // its reason, but it does not name itself the cluster's leader, nor give lags it
+    // cannot know.
+    let wrong = nodes[at].data_dir().join("not-the-clusters-cookie");
+    std::fs::write(&wrong, "not-the-clusters-cookie")?;
+    nodes[at]
+        .restart_cut_off(&["--cookie-file", &wrong.display().to_string()])
+        .await?;
+    let deadline = Deadline::after(WAIT, "the cut-off node to lead in its own eyes");
+    loop {
+        let (code, body) = nodes[at].get("/readyz").await?;
+        if code == 503 && body.contains("this node leads but no majority") {
+            break;
+        }
+        deadline.tick(format!("{code} {body}")).await?;
+    }
+    // It is alive (a liveness probe leaves it be) though its work waits for a lease.
+    let (code, body) = nodes[at].get("/livez").await?;
+    ensure!(code == 200, "/livez: {code} {body}");
+    let (code, body) = nodes[at].get("/healthz").await?;
+    ensure!(
+        code == 503 && body.contains("the agents supervisor is not running"),
+        "/healthz: {code} {body}"
+    );
+    let view = nodes[at]
+        .gql_ok("{ cluster { leader members { name lag } } }", json!({}))
+        .await?;
+    ensure!(view["cluster"]["leader"].is_null(), "it claims to lead: {view}");
+    let members = view["cluster"]["members"].as_array().context("members")?;
+    ensure!(members.iter().all(|m| m["lag"].is_null()), "{view}");
     // The old leader comes back as a follower and receives what it missed.
     nodes[at].restart().await?;
     let deadline = Deadline::after(WAIT, "the restarted node to catch up");

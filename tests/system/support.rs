@@ -106,6 +106,8 @@ pub struct Node {
     dir: TempDir,
     proc: Option<process::Guard>,
     http: reqwest::Client,
+    /// A start waits for `/livez` rather than `/healthz` (see [`Node::restart_cut_off`]).
+    alive_is_enough: bool,
 }
 
 impl Node {
@@ -126,6 +128,7 @@ impl Node {
             dir,
             proc: None,
             http,
+            alive_is_enough: false,
         };
         // The cluster port was free when picked, but another test's node may take it before
         // this one binds it: then it starts again on another port.
@@ -212,7 +215,8 @@ impl Node {
         if addr.is_empty() || token.trim().is_empty() {
             return None;
         }
-        let resp = self.http.get(format!("http://{addr}/healthz")).send().await.ok()?;
+        let path = if self.alive_is_enough { "livez" } else { "healthz" };
+        let resp = self.http.get(format!("http://{addr}/{path}")).send().await.ok()?;
         (resp.status() == 200).then_some(addr)
     }
 
@@ -289,6 +293,18 @@ impl Node {
             self.kill9().await?;
         }
         self.launch().await
+    }
+
+    /// [`Node::restart`] with `args` added to the node's own, for this start only, for a
+    /// start that reaches no majority: it waits until the node is alive (`/livez`), not
+    /// until its work runs (`/healthz`), which needs a lease.
+    pub async fn restart_cut_off(&mut self, args: &[&str]) -> Result<()> {
+        let own = self.opts.args.clone();
+        self.opts.args.extend(args.iter().map(|a| a.to_string()));
+        self.alive_is_enough = true;
+        let started = self.restart().await;
+        (self.opts.args, self.alive_is_enough) = (own, false);
+        started
     }
 
     /// How many lines of the node's stdout and stderr contain `text`.

@@ -165,7 +165,10 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
                 address: addresses.get(&m.name).cloned().unwrap_or_default(),
                 state,
                 last_heartbeat: heard,
-                lag: m.matched.map(|matched| status.last_log_index.saturating_sub(matched)),
+                lag: m
+                    .matched
+                    .filter(|_| !status.lead_unconfirmed)
+                    .map(|matched| status.last_log_index.saturating_sub(matched)),
                 role: m.role,
                 rooms: cluster.rooms_of(&m.name),
                 name: m.name,
@@ -174,7 +177,8 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
         })
         .collect();
     Ok(ClusterState {
-        leader: status.leader,
+        // A leadership no majority answers is not shown: another member may lead now.
+        leader: status.leader.filter(|_| !status.lead_unconfirmed),
         term: status.term,
         commit_index: status.commit_index,
         members,

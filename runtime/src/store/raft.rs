@@ -202,7 +202,13 @@ pub(super) const FORWARD_WITHIN: Duration = Duration::from_secs(10);
 /// replication; a follower only its own log).
 #[derive(Debug, Clone)]
 pub struct Status {
+    /// The member openraft says leads (this node's own name from the moment it wins, or
+    /// restarts as the leader of the term it last led).
     pub leader: Option<String>,
+    /// This node believes it leads, and no majority answered it for [`QUORUM_SILENT`]: it
+    /// is cut off, or it restarted as the leader of a term the others have left, while
+    /// another member may lead. (False on a node alone.)
+    pub lead_unconfirmed: bool,
     pub term: u64,
     pub commit_index: u64,
     pub last_log_index: u64,
@@ -216,6 +222,14 @@ pub struct MemberStatus {
     pub role: Role,
     /// The last log index the leader knows this member holds (on the leader only).
     pub matched: Option<u64>,
+}
+
+/// Whether this node believes it leads a group of several voters and no majority of them
+/// answered it for [`QUORUM_SILENT`] (see [`Status::lead_unconfirmed`]).
+fn lead_unconfirmed(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> bool {
+    let voters = m.membership_config.membership().voter_ids().count();
+    let silent = m.millis_since_quorum_ack.map(Duration::from_millis);
+    m.current_leader == Some(m.id) && voters > 1 && silent.is_none_or(|s| s > QUORUM_SILENT)
 }
 
 impl super::Store {
@@ -253,6 +267,7 @@ impl super::Store {
             leader: m
                 .current_leader
                 .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone())),
+            lead_unconfirmed: lead_unconfirmed(&m),
             term: m.current_term,
             commit_index: m.last_applied.map_or(0, |l| l.index),
             last_log_index: m.last_log_index.unwrap_or(0),
@@ -328,14 +343,11 @@ impl super::Store {
         let Some(leader) = metrics.current_leader else {
             return Some("no leader is known: an election is under way or this node is cut off".into());
         };
-        let voters = metrics.membership_config.membership().voter_ids().count();
-        if leader == metrics.id && voters > 1 {
-            let silent = metrics.millis_since_quorum_ack.map(Duration::from_millis);
-            if silent.is_none_or(|s| s > QUORUM_SILENT) {
-                return Some(format!(
-                    "this node leads but no majority of the {voters} voters answered it within {QUORUM_SILENT:?}"
-                ));
-            }
+        if leader == metrics.id && lead_unconfirmed(&metrics) {
+            let voters = metrics.membership_config.membership().voter_ids().count();
+            return Some(format!(
+                "this node leads but no majority of the {voters} voters answered it within {QUORUM_SILENT:?}"
+            ));
         }
         None
     }
