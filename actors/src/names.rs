@@ -198,6 +198,12 @@ pub fn who(kind: &str, named: Option<&Named>, subject: Option<&str>, data: &Valu
     ) {
         return Some(format!("swarm {swarm}'s {part}"));
     }
+    // A node's own service or supervisor: every node has a `watchdog` and a `hosts`.
+    if let (Some(part), Some(node)) = (subject, data.get("node").and_then(Value::as_str)) {
+        if kind.starts_with("SERVICE_") || kind.starts_with("SUPERVISOR_") {
+            return Some(format!("{node}'s {part}"));
+        }
+    }
     match data.get("name").and_then(Value::as_str) {
         Some(name) if kind.contains('_') => Some(format!("{word} {name}")),
         _ => subject.map(str::to_owned),
@@ -340,12 +346,18 @@ mod tests {
             sentence("SUPERVISOR_STARTED", members.as_deref(), &data),
             "swarm math's members supervisor started"
         );
-        // A node's own supervisors and services say their own names.
+        // A node's own supervisors and services say their own names, and their node's.
         let core = json!({ "supervisor": "root" });
         let named = who("SUPERVISOR_STARTED", None, Some("core"), &core);
         assert_eq!(
             sentence("SUPERVISOR_STARTED", named.as_deref(), &core),
             "core supervisor started"
+        );
+        let watchdog = json!({ "supervisor": "chores", "node": "c" });
+        let named = who("SERVICE_STARTED", None, Some("watchdog"), &watchdog);
+        assert_eq!(
+            sentence("SERVICE_STARTED", named.as_deref(), &watchdog),
+            "c's watchdog service started"
         );
     }
 

@@ -122,6 +122,8 @@ struct Inner {
     arrivals: raft::session::Arrivals,
     /// The tables as the state machine applies to them (see [`Store::project`]).
     tables: Arc<apply::Tables>,
+    /// The node's name, as the cluster addresses it.
+    node: String,
 }
 
 impl std::fmt::Debug for Store {
@@ -177,6 +179,7 @@ impl Store {
         let tables = Arc::new(apply::Tables::open(db.clone(), live.clone(), options.event_retention)?);
         let (started_tx, started) = std::sync::mpsc::channel();
         let hold = options.identity.timing.hold_unawaited;
+        let node = options.identity.name.clone();
         let applied_tables = tables.clone();
         let start = {
             let (tables, transport) = (tables.clone(), transport.clone());
@@ -234,8 +237,14 @@ impl Store {
                 shared,
                 arrivals: Default::default(),
                 tables: applied_tables,
+                node,
             }),
         })
+    }
+
+    /// The name of the node this store is (the cluster's name for it).
+    pub fn node(&self) -> &str {
+        &self.inner.node
     }
 
     /// Makes every batch handed over from now on conditional on `table[key]` holding `value`

@@ -244,8 +244,10 @@ async fn a_killed_nodes_agents_swarm_hosts_and_tasks_serve_on_the_survivors_once
     let deadline = Deadline::after(WAIT, "gamma's services' starts to be recorded");
     loop {
         let started = nodes[1].events_after(Some(down_seq), &["SERVICE_STARTED"]).await?;
-        let watchdogs = started.iter().filter(|e| e["subject"] == "watchdog").count();
-        if watchdogs == 1 {
+        let watchdogs: Vec<&Value> = started.iter().filter(|e| e["subject"] == "watchdog").collect();
+        if let [one] = watchdogs.as_slice() {
+            // Which node's: every node has a watchdog.
+            ensure!(one["data"]["node"] == "gamma", "{one}");
             break;
         }
         deadline.tick(&json!(started)).await?;

@@ -165,6 +165,11 @@ impl State {
             metrics::counter!("troupe_restarts_total").increment(1);
         }
         data["supervisor"] = json!(self.name);
+        // Which node's: every node has a `watchdog` service and a `hosts` supervisor. (An
+        // agent's data names its node already.)
+        if data.get("node").is_none() && !self.store.node().is_empty() {
+            data["node"] = json!(self.store.node());
+        }
         let kind = format!("{}_{suffix}", spec.kind());
         batch.push(Op::Event(NewEvent::new(kind, Some(spec.id().to_owned()), data)));
         let myself = self.myself.clone();
