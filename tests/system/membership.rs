@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::failover::{groups, member, three_nodes_up, wait_member_state, wait_moved};
 use super::replicated::{start_cluster, CLUSTER};
-use super::support::{pid_alive, python_agent, text, Deadline, NodeOpts, WAIT};
+use super::support::{pid_alive, python_agent, text, Deadline, Gate, NodeOpts, WAIT};
 
 const MEMBER: &str = "name role state incarnation";
 
@@ -29,6 +29,10 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
         "/id",
     )?;
     nodes[2].wait_agent_state(&agent, "RUNNING").await?;
+    // An agent of a capability of gamma's alone, one task at a time, held by a gate.
+    let gate = Gate::new()?;
+    let gated = nodes[2].spawn_gated(&gate, &["leaving"], 1).await?;
+    nodes[2].wait_agent_state(&gated, "RUNNING").await?;
     let before = groups(&nodes[2], &agent).await?;
     ensure!(before.len() == 1, "{before:?}");
     // gamma's admin.token is the cluster's while gamma is a member.
@@ -73,6 +77,7 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
                 "MEMBER_ROLE_CHANGED",
                 "MEMBER_ROLE_CHANGED",
                 "MEMBER_LEFT",
+                "AGENT_MOVED",
                 "AGENT_MOVED"
             ],
         "{kinds:?}"
@@ -82,6 +87,43 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
         .submit_to(&agent, json!({ "op": "echo", "value": "after leave" }))
         .await?;
     nodes[0].wait_task_state(&task, "SUCCEEDED").await?;
+    // gamma still runs and answers beats after it left, with no room for "leaving": its
+    // agent moved. Two tasks of that capability, the second while the first holds the moved
+    // agent's one slot, both run there (before, gamma's last room drew one to its stopped
+    // scheduler, where it failed UNAVAILABLE).
+    let moved = wait_moved(&nodes[0], &gated, "gamma").await?;
+    ensure!(moved == "alpha" || moved == "beta", "{moved}");
+    let at = if moved == "alpha" { 0 } else { 1 };
+    let submit = |i: i64| nodes[at].submit(json!({ "capability": "leaving", "payload": { "i": i } }));
+    let first = text(&submit(0).await?, "/id")?;
+    nodes[at].wait_task_state(&first, "RUNNING").await?;
+    // The other member has heard that the slot is taken, so the node asked has too.
+    let other = &nodes[1 - at];
+    let q = "{ cluster { members { name rooms { capability free } } } }";
+    let deadline = Deadline::after(WAIT, "the moved agent's slot to be taken in the beats");
+    loop {
+        let view = other.gql_ok(q, json!({})).await?;
+        let rooms = view["cluster"]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == moved.as_str())
+            .map(|m| m["rooms"].clone());
+        if rooms.is_some_and(|r| {
+            r.as_array()
+                .is_some_and(|r| r.iter().any(|r| r["capability"] == "leaving" && r["free"] == 0))
+        }) {
+            break;
+        }
+        deadline.tick(view).await?;
+    }
+    let second = text(&submit(1).await?, "/id")?;
+    let tasks = [first, second];
+    gate.open()?;
+    for task in &tasks {
+        let done = nodes[1 - at].wait_task_state(task, "SUCCEEDED").await?;
+        ensure!(done["agentId"] == gated.as_str(), "{done}");
+    }
     Ok(())
 }
 

@@ -181,7 +181,13 @@ impl NodeLocal for NodeService {
             info: self.cluster.me(),
             lease: self.cluster.leases.grant(&from, leads),
             applied: status.commit_index,
-            rooms: (*self.rooms.get()).clone(),
+            // Room only while this node's work runs: a node that left, or waits for its
+            // lease, keeps answering beats, and its last rooms would draw tasks its stopped
+            // scheduler cannot take.
+            rooms: match self.cluster.leases.running() {
+                true => (*self.rooms.get()).clone(),
+                false => Default::default(),
+            },
             hosts: self.hosts.get().map(|f| f.views()).unwrap_or_default(),
             agents: (*self.agents.here()).clone(),
         })
