@@ -204,7 +204,7 @@ const FINAL_FLUSH_WITHIN: Duration = Duration::from_secs(10);
 /// records `CLUSTER_RECOVERED` in the event log and closes it. The other members must join
 /// it afresh, with empty data dirs.
 pub async fn recover(data_dir: &Path) -> Result<troupe_runtime::store::raft::Forgotten, StartNodeError> {
-    use troupe_runtime::store::{raft, Batch, Store, StoreOptions};
+    use troupe_runtime::store::{raft, Batch, Store, StoreOptions, META};
     let path = Config::store_path_in(data_dir);
     let forgotten = {
         let path = path.clone();
@@ -230,7 +230,18 @@ pub async fn recover(data_dir: &Path) -> Result<troupe_runtime::store::raft::For
         Some(forgotten.name.clone()),
         serde_json::json!({ "node": forgotten.name, "previousMembers": forgotten.members }),
     );
-    store.write(Batch::new().event(event)).await?;
+    // The lost members are not heard again (with those of any earlier recovery).
+    let mut ids: Vec<u64> = match store.get(META, raft::FORGOTTEN_IDS).await? {
+        Some(bytes) => troupe_runtime::codec::decode(&bytes)?,
+        None => Vec::new(),
+    };
+    ids.extend(&forgotten.ids);
+    ids.sort_unstable();
+    ids.dedup();
+    let batch = Batch::new()
+        .put(META, raft::FORGOTTEN_IDS, troupe_runtime::codec::encode(&ids)?)
+        .event(event);
+    store.write(batch).await?;
     // The state predates the new log: members that join get it as a snapshot.
     store.compact().await?;
     Ok(forgotten)

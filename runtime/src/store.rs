@@ -124,6 +124,9 @@ struct Inner {
     tables: Arc<apply::Tables>,
     /// The node's name, as the cluster addresses it.
     node: String,
+    /// Members of the clusters this one was recovered from: not heard (see
+    /// [`raft::FORGOTTEN_IDS`]).
+    forgotten: Arc<raft::ForgottenIds>,
 }
 
 impl std::fmt::Debug for Store {
@@ -177,6 +180,9 @@ impl Store {
         let (health_tx, health) = watch::channel(None);
         let transport = raft::TransportSlot::default();
         let tables = Arc::new(apply::Tables::open(db.clone(), live.clone(), options.event_retention)?);
+        // Before the log applies anything: the Raft core may hear from a member at once.
+        let forgotten = Arc::new(raft::ForgottenIds::default());
+        tables.project(forgotten.clone())?;
         let (started_tx, started) = std::sync::mpsc::channel();
         let hold = options.identity.timing.hold_unawaited;
         let node = options.identity.name.clone();
@@ -238,6 +244,7 @@ impl Store {
                 arrivals: Default::default(),
                 tables: applied_tables,
                 node,
+                forgotten,
             }),
         })
     }

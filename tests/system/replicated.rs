@@ -403,6 +403,41 @@ async fn a_cluster_that_lost_its_majority_is_recovered_from_one_survivor() -> Re
         }
         deadline.tick(format!("{names:?}")).await?;
     }
+    // beta and gamma come back with their old data dirs, against the instructions: the lost
+    // cluster's log and membership (alpha, beta, gamma), whose entries share their indexes
+    // and term with the recovered log's. The two are a majority of that membership: they
+    // elect a leader and take a write, sending their log to alpha too. alpha hears none of
+    // it: it keeps its leadership, its members and the recovered state.
+    let before = nodes[0].gql_ok("{ cluster { term } }", json!({})).await?;
+    let (lost, _) = nodes.split_at_mut(3);
+    let (alpha_and_beta, gamma) = lost.split_at_mut(2);
+    let (rb, rg) = tokio::join!(alpha_and_beta[1].restart_cut_off(&[]), gamma[0].restart_cut_off(&[]));
+    rb?;
+    rg?;
+    let deadline = Deadline::after(WAIT, "the lost cluster's two to take a write");
+    loop {
+        let body = nodes[1]
+            .gql(m.replace("refused", "old-cluster").as_str(), json!({}))
+            .await?;
+        if body["data"]["createToken"]["token"]["id"].is_string() {
+            break;
+        }
+        deadline.tick(body).await?;
+    }
+    let seen = nodes[0].gql_ok("{ cluster { leader term } }", json!({})).await?;
+    ensure!(
+        seen["cluster"]["leader"] == "alpha" && seen["cluster"]["term"] == before["cluster"]["term"],
+        "alpha's cluster changed: {seen}"
+    );
+    let names = token_names(&nodes[0]).await?;
+    ensure!(
+        names.contains("after-the-recovery") && !names.contains("old-cluster"),
+        "{names:?}"
+    );
+    ensure!(
+        log_members(&nodes[0]).await? == BTreeSet::from(["alpha".to_owned(), "delta".to_owned()]),
+        "alpha's members changed"
+    );
     Ok(())
 }
 

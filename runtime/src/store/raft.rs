@@ -38,7 +38,8 @@ use serde::{Deserialize, Serialize};
 
 pub use network::{serve, RpcKind, SendError, Transport, TransportSlot};
 pub use proposal::Proposal;
-pub use recover::{forget_membership, Forgotten};
+pub(crate) use recover::ForgottenIds;
+pub use recover::{forget_membership, Forgotten, FORGOTTEN_IDS};
 pub use session::{Origin, Session};
 
 use super::apply::Tables;

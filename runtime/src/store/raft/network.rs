@@ -269,24 +269,38 @@ fn entry_bytes(entry: &openraft::Entry<Troupe>) -> usize {
     }
 }
 
-/// Answers one encoded Raft request from another member with this node's Raft.
+/// Answers one encoded Raft request from another member with this node's Raft. A request
+/// from a member of a cluster this one was recovered from is refused (see
+/// [`super::FORGOTTEN_IDS`]).
 pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u8>, StoreError> {
     let raft = store.raft();
+    let heard = |from: Option<NodeId>| {
+        match from.filter(|id| store.inner.forgotten.holds(*id)) {
+        Some(id) => Err(StoreError::Rejected(format!(
+            "raft member {id} belongs to a cluster this one was recovered from: it must join afresh, with an empty data dir"
+        ))),
+        None => Ok(()),
+    }
+    };
     match kind {
         RpcKind::Append => {
             let rpc: AppendEntriesRequest<Troupe> = codec::decode(request)?;
+            heard(rpc.vote.leader_id().voted_for())?;
             codec::encode(&raft.append_entries(rpc).await)
         }
         RpcKind::Vote => {
             let rpc: VoteRequest<NodeId> = codec::decode(request)?;
+            heard(rpc.vote.leader_id().voted_for())?;
             codec::encode(&raft.vote(rpc).await)
         }
         RpcKind::Snapshot => {
             let rpc: InstallSnapshotRequest<Troupe> = codec::decode(request)?;
+            heard(rpc.vote.leader_id().voted_for())?;
             codec::encode(&raft.install_snapshot(rpc).await)
         }
         RpcKind::Propose => {
             let proposal: Proposal = codec::decode(request)?;
+            heard(proposal.origin.map(|o| o.node))?;
             codec::encode(&Forwarded::of(propose(store, proposal).await))
         }
         RpcKind::ReadIndex => super::read::serve_read_index(raft).await,

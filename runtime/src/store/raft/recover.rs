@@ -1,6 +1,7 @@
 //! Recovering a cluster that lost its majority, from one survivor's store, offline.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 
 use openraft::{Entry, LogId};
 use redb::{Database, ReadableDatabase};
@@ -8,7 +9,7 @@ use redb::{Database, ReadableDatabase};
 use super::{log, machine, read_state, NodeId, Troupe, RAFT_APPLIED, RAFT_LOG, RAFT_STATE};
 use crate::codec;
 use crate::store::apply::Tables;
-use crate::store::StoreError;
+use crate::store::{Change, Projection, StoreError, Table, View, META};
 
 /// What [`forget_membership`] found before it forgot it.
 #[derive(Debug, Clone)]
@@ -17,6 +18,55 @@ pub struct Forgotten {
     pub name: String,
     /// Every member of that membership, this node included.
     pub members: Vec<String>,
+    /// The Raft ids of the other members of that membership: what the recovered cluster
+    /// refuses to hear from ([`FORGOTTEN_IDS`]).
+    pub ids: Vec<NodeId>,
+}
+
+/// The key (in the `meta` table) of the Raft ids of the members of the clusters this one
+/// was recovered from. A member of a lost cluster that comes back with its old data dir
+/// still holds the lost cluster's log and membership, whose entries share their indexes and
+/// term with the recovered log's: a vote the recovered members gave it would let it lead
+/// them and overwrite their log with the lost one, and so would its appends once it led the
+/// old members that came back with it. The recovered cluster hears none of them.
+pub const FORGOTTEN_IDS: &str = "raft@forgotten";
+
+/// The Raft ids under [`FORGOTTEN_IDS`], kept in memory by the state machine (a projection:
+/// a member that joined the recovered cluster holds them from the snapshot it received).
+#[derive(Default)]
+pub(crate) struct ForgottenIds(RwLock<HashSet<NodeId>>);
+
+impl ForgottenIds {
+    /// Whether `id` is a member of a cluster this one was recovered from.
+    pub fn holds(&self, id: NodeId) -> bool {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).contains(&id)
+    }
+}
+
+impl Projection for ForgottenIds {
+    fn name(&self) -> &'static str {
+        "forgotten raft ids"
+    }
+
+    fn tables(&self) -> &'static [Table] {
+        &[META]
+    }
+
+    fn rebuild(&self, view: &View<'_>) -> Result<(), StoreError> {
+        let ids: Vec<NodeId> = match view.get(META, FORGOTTEN_IDS)? {
+            Some(bytes) => codec::decode(&bytes)?,
+            None => Vec::new(),
+        };
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = ids.into_iter().collect();
+        Ok(())
+    }
+
+    fn apply(&self, change: &Change<'_>) -> Result<(), StoreError> {
+        if change.keys_of(META).any(|k| k == FORGOTTEN_IDS) {
+            self.rebuild(&change.view()?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Recovers a cluster that lost its majority from one survivor, offline (its node stopped):
@@ -63,6 +113,11 @@ pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError
     txn.commit().map_err(StoreError::db)?;
     Ok(Forgotten {
         name,
+        ids: nodes
+            .iter()
+            .map(|(member, _)| *member)
+            .filter(|member| *member != id)
+            .collect(),
         members: nodes.into_iter().map(|(_, n)| n).collect(),
     })
 }
