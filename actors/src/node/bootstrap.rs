@@ -14,7 +14,7 @@ use troupe_runtime::supervision::{
     SupervisorSpec,
 };
 
-use super::identity::{check_format, node_id, own_fact, own_key, private_dir, resolve_cookie};
+use super::identity::{check_format, cluster_cookie, node_id, own_fact, own_key, private_dir};
 use super::{ExtraChildren, Node, StartNodeError};
 use crate::agent::Slots;
 use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild};
@@ -74,12 +74,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         Err(StoreError::Locked) => return Err(StartNodeError::Locked(config.data_dir.clone())),
         other => other?,
     };
-    let cookie = {
-        let config = config.clone();
-        let env = std::env::var("TROUPE_COOKIE").ok();
-        let members: Vec<String> = store.status().members.into_iter().map(|m| m.name).collect();
-        blocking(move || resolve_cookie(&config.data_dir, config.cookie_file.as_deref(), env, &members)).await?
-    };
+    let cookie = cluster_cookie(config, &store).await?;
     let tls = match &config.tls {
         Some(files) => Some(troupe_runtime::tls::cluster_tls(files).map_err(StartNodeError::Tls)?),
         None => None,

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use troupe_runtime::auth::{self, TOKENS};
+use troupe_runtime::config::Config;
 use troupe_runtime::store::{Batch, Store, StoreError, META};
 
 use super::StartNodeError;
@@ -81,13 +82,23 @@ pub(super) async fn node_id(store: &Store, node: &str) -> Result<String, StoreEr
     Ok(id)
 }
 
+/// The cluster cookie for this node (see [`resolve_cookie`]), read off the async threads.
+pub(super) async fn cluster_cookie(config: &Config, store: &Store) -> Result<String, StartNodeError> {
+    let (data_dir, file) = (config.data_dir.clone(), config.cookie_file.clone());
+    let env = std::env::var("TROUPE_COOKIE").ok();
+    let members: Vec<String> = store.status().members.into_iter().map(|m| m.name).collect();
+    tokio::task::spawn_blocking(move || resolve_cookie(&data_dir, file.as_deref(), env, &members))
+        .await
+        .map_err(|e| StartNodeError::Cookie(format!("reading the cookie failed: {e}")))?
+}
+
 /// The cluster cookie: from the cookie file, else `env` (`TROUPE_COOKIE`), else the one
 /// kept in the data dir. A cookie given by file is kept there too when the data dir has none
 /// (a node that joined with `--cookie-file` then restarts with its data dir alone). A node
 /// alone makes one when there is none; a member of a cluster of several (`members` names
 /// them) never does: a new cookie is not the cluster's, and the node would start cut off
 /// from every peer, so it stops saying how to give it the cookie.
-pub(super) fn resolve_cookie(
+fn resolve_cookie(
     data_dir: &Path,
     cookie_file: Option<&Path>,
     env: Option<String>,
