@@ -152,17 +152,22 @@ async fn start(client: &Client, file: PathBuf, dry_run: bool, wait: bool) -> Don
     if wait && !dry_run {
         let id = experiment["id"].clone();
         let query = format!("subscription($id: ID!) {{ experimentUpdates(id: $id) {{ {EXPERIMENT} }} }}");
-        follow(client, &query, json!({ "id": id }), |data| {
-            experiment = data["experimentUpdates"].clone();
-            if client.output == Output::Table {
-                println!(
-                    "{} {}",
-                    experiment["name"].as_str().unwrap_or(""),
-                    experiment["state"].as_str().unwrap_or("")
-                );
-            }
-            Ok(())
-        })
+        follow(
+            client,
+            &query,
+            || json!({ "id": id }),
+            |data| {
+                experiment = data["experimentUpdates"].clone();
+                if client.output == Output::Table {
+                    println!(
+                        "{} {}",
+                        experiment["name"].as_str().unwrap_or(""),
+                        experiment["state"].as_str().unwrap_or("")
+                    );
+                }
+                Ok(())
+            },
+        )
         .await?;
     }
     show(client, &experiment);

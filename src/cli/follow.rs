@@ -1,6 +1,9 @@
 //! What the command line follows as it happens: `submit --wait` (the task's updates to its
 //! end), `logs -f` (an agent's lines) and `events -f` (the cluster's events, as sentences).
 
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
 use clap::Args;
 use serde_json::{json, Value};
 
@@ -21,6 +24,28 @@ pub struct SubmitArgs {
     /// Wait for the task to end and print its result; exits 1 if it did not succeed.
     #[arg(long)]
     wait: bool,
+    /// With --wait, stop waiting after this long (`90`, `30s`, `5m`, `2h`) and exit 6; the
+    /// task goes on. Without it, --wait waits for the task's end.
+    #[arg(long, requires = "wait", value_parser = parse_wait)]
+    timeout: Option<Duration>,
+}
+
+/// A `--timeout`: seconds, or a number with `s`, `m` or `h`.
+fn parse_wait(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{text}: give seconds, or a number with s, m or h (30s, 5m)")),
+    };
+    match number.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_secs(n * seconds)),
+        _ => Err(format!("{text}: give seconds, or a number with s, m or h (30s, 5m)")),
+    }
 }
 
 #[derive(Args, Clone)]
@@ -64,12 +89,33 @@ pub(super) async fn submit(client: &Client, s: SubmitArgs) -> Done {
     }
     // Followed by its updates, which end with its last state.
     let query = "subscription($id: ID!) { taskUpdates(id: $id) { id state result error } }";
-    let mut last = Value::Null;
-    follow(client, query, json!({ "id": id }), |data| {
-        last = data["taskUpdates"].clone();
-        Ok(())
-    })
-    .await?;
+    let last = RefCell::new(task);
+    let followed = follow(
+        client,
+        query,
+        || json!({ "id": id }),
+        |data| {
+            *last.borrow_mut() = data["taskUpdates"].clone();
+            Ok(())
+        },
+    );
+    match s.timeout {
+        None => followed.await?,
+        Some(timeout) => match tokio::time::timeout(timeout, followed).await {
+            Ok(followed) => followed?,
+            Err(_) => {
+                let state = last.borrow()["state"].as_str().unwrap_or("unknown").to_owned();
+                return Err(Failure(
+                    6,
+                    format!(
+                        "task {id} is still {state} after {}s; it goes on (troupe tasks get {id})",
+                        timeout.as_secs()
+                    ),
+                ));
+            }
+        },
+    }
+    let last = last.into_inner();
     print(client, &["id", "state", "result", "error"], &json!([last]));
     match last["state"].as_str() {
         Some("SUCCEEDED") => Ok(()),
@@ -96,12 +142,21 @@ pub(super) async fn logs(client: &Client, l: LogsArgs) -> Done {
         let after = lines
             .as_array()
             .and_then(|l| l.last())
-            .map_or(json!(0), |l| l["seq"].clone());
+            .and_then(|l| l["seq"].as_u64())
+            .unwrap_or(0);
+        let after = Cell::new(after);
         let query = "subscription($id: ID!, $after: Int64) { agentLogLines(id: $id, after: $after) { seq at stream line taskId } }";
-        follow(client, query, json!({ "id": id, "after": after }), |data| {
-            show(&data["agentLogLines"]);
-            Ok(())
-        })
+        follow(
+            client,
+            query,
+            || json!({ "id": id, "after": after.get() }),
+            |data| {
+                let line = &data["agentLogLines"];
+                show(line);
+                after.set(line["seq"].as_u64().unwrap_or(after.get()));
+                Ok(())
+            },
+        )
         .await?;
     }
     Ok(())
@@ -130,10 +185,18 @@ pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
         let query = format!(
             "subscription($after: Int64, $kinds: [String!]) {{ events(after: $after, kinds: $kinds) {{ {fields} }} }}"
         );
-        return follow(client, &query, json!({ "after": after, "kinds": kinds }), |data| {
-            show(&data["events"]);
-            Ok(())
-        })
+        let after = Cell::new(after);
+        return follow(
+            client,
+            &query,
+            || json!({ "after": after.get(), "kinds": kinds }),
+            |data| {
+                let event = &data["events"];
+                show(event);
+                after.set(event["seq"].as_u64().unwrap_or(after.get()));
+                Ok(())
+            },
+        )
         .await;
     }
     let query = format!("query($after: Int64, $kinds: [String!], $first: Int) {{ events(after: $after, kinds: $kinds, first: $first) {{ {fields} }} }}");

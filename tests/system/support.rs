@@ -108,6 +108,9 @@ pub struct Node {
     http: reqwest::Client,
     /// A start waits for `/livez` rather than `/healthz` (see [`Node::restart_cut_off`]).
     alive_is_enough: bool,
+    /// The gateway address to listen on instead of a port the system picks (see
+    /// [`Node::restart_on_its_port`]).
+    listen: Option<String>,
 }
 
 impl Node {
@@ -129,6 +132,7 @@ impl Node {
             proc: None,
             http,
             alive_is_enough: false,
+            listen: None,
         };
         // The cluster port was free when picked, but another test's node may take it before
         // this one binds it: then it starts again on another port.
@@ -167,7 +171,7 @@ impl Node {
             "--data-dir".into(),
             self.dir.path().display().to_string(),
             "--listen".into(),
-            format!("{host}:0"),
+            self.listen.clone().unwrap_or_else(|| format!("{host}:0")),
             "--node-name".into(),
             self.name.clone(),
             "--cluster-listen".into(),
@@ -304,6 +308,15 @@ impl Node {
         self.alive_is_enough = true;
         let started = self.restart().await;
         (self.opts.args, self.alive_is_enough) = (own, false);
+        started
+    }
+
+    /// [`Node::restart`] on the gateway address it had, as a node given a fixed `--listen`
+    /// comes back: a client that was following it can find it again.
+    pub async fn restart_on_its_port(&mut self) -> Result<()> {
+        self.listen = Some(self.addr.clone());
+        let started = self.restart().await;
+        self.listen = None;
         started
     }
 

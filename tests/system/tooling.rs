@@ -5,7 +5,7 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use super::support::{expect_code, int, text, Node, NodeOpts, Subscription, WAIT};
+use super::support::{expect_code, int, text, Deadline, Node, NodeOpts, Subscription, WAIT};
 
 const INTROSPECTION: &str = include_str!("../../gateway/src/schema/introspection.graphql");
 
@@ -268,6 +268,63 @@ async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_t
             "{shell}: {err}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_is_bounded_by_its_timeout_and_follows_its_task_across_a_restart() -> Result<()> {
+    let mut node = Node::start(NodeOpts::named("solo")).await?;
+    // A task nobody can run: --timeout ends the wait with exit 6, saying where the task is.
+    let (code, _, err) = cli(
+        &node,
+        &["submit", "--capability", "nobody", "--wait", "--timeout", "1s"],
+    )
+    .await?;
+    ensure!(
+        code == 6 && err.contains("is still QUEUED after 1s; it goes on"),
+        "{code} {err}"
+    );
+    let (code, _, err) = cli(&node, &["submit", "--capability", "x", "--wait", "--timeout", "soon"]).await?;
+    ensure!(code == 2 && err.contains("give seconds"), "{code} {err}");
+    // A wait that outlives its node's restart: the task is in the store, the command follows
+    // it again once the node is back, and ends with its result, not with "ended QUEUED".
+    let waiting = tokio::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args([
+            "submit",
+            "--capability",
+            "later",
+            "--payload",
+            r#"{"x":2}"#,
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .env("TROUPE_URL", format!("http://{}", node.addr))
+        .env("TROUPE_TOKEN", &node.token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Deadline::after(WAIT, "the waited-for task to be queued");
+    loop {
+        let waits = node.events(&["TASK_WAITING"]).await?;
+        if waits.iter().any(|e| e.to_string().contains("later")) {
+            break;
+        }
+        deadline.tick(json!(waits)).await?;
+    }
+    node.restart_on_its_port().await?;
+    node.spawn_builtin("echo", &["later"]).await?;
+    let out = tokio::time::timeout(WAIT, waiting.wait_with_output()).await??;
+    let (done, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let done: Value = serde_json::from_str(&done).with_context(|| format!("{done} {err}"))?;
+    ensure!(
+        out.status.success() && done[0]["state"] == "SUCCEEDED" && done[0]["result"]["x"] == 2,
+        "{done} {err}"
+    );
     Ok(())
 }
 
