@@ -102,7 +102,13 @@ pub async fn named(store: &Store, id: &str) -> Option<Named> {
         .await
         .and_then(|b| decode::<crate::host::HostSpec>(&b).ok())
     {
-        return plain("HOST", spec.name);
+        // Every node's simulated hosts are sim-1…: where another host has this one's name,
+        // it is told by the name and the node that made it, as the dashboard titles it.
+        let name = match shares_its_name(store, &spec).await {
+            true => spec.qualified_name(),
+            false => spec.name,
+        };
+        return plain("HOST", name);
     }
     if let Some(spec) = read(tables::VMS)
         .await
@@ -111,6 +117,17 @@ pub async fn named(store: &Store, id: &str) -> Option<Named> {
         return plain("VM", spec.name);
     }
     None
+}
+
+/// Whether another host in the store has `host`'s name.
+async fn shares_its_name(store: &Store, host: &crate::host::HostSpec) -> bool {
+    let (id, name) = (host.id.clone(), host.name.clone());
+    let others = store
+        .scan(tables::HOSTS, None, 1, move |bytes| {
+            decode::<crate::host::HostSpec>(bytes).is_ok_and(|other| other.name == name && other.id != id)
+        })
+        .await;
+    others.is_ok_and(|others| !others.is_empty())
 }
 
 /// What happened, as the verb phrase after the subject ("failed", "was spawned").
@@ -376,6 +393,43 @@ mod tests {
     #[test]
     fn a_kind_without_a_phrase_and_without_a_subject_still_reads() {
         assert_eq!(sentence("CLUSTER_RECOVERED", None, &Value::Null), "Cluster recovered");
+    }
+
+    #[tokio::test]
+    async fn a_host_whose_name_another_host_has_is_told_with_the_node_that_made_it() {
+        use crate::host::{HostMode, HostSpec};
+        use troupe_runtime::store::Batch;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+        let host = |id: &str, name: &str, node: &str| HostSpec {
+            id: id.into(),
+            name: name.into(),
+            uri: "test:///default".into(),
+            node: node.into(),
+            labels: BTreeMap::new(),
+            overcommit: Default::default(),
+            reserved_memory_mib: 0,
+            mode: HostMode::Active,
+            simulated: true,
+            created_at: chrono::Utc::now(),
+        };
+        let mut batch = Batch::new();
+        // c's sim-1 moved to a, beside a's own sim-1; b's sim-2 is the only one of its name.
+        for spec in [
+            host("1@a", "sim-1", "a"),
+            host("2@c", "sim-1", "a"),
+            host("3@b", "sim-2", "b"),
+        ] {
+            batch = batch.put(tables::HOSTS, &spec.id, troupe_runtime::codec::encode(&spec).unwrap());
+        }
+        store.write(batch).await.unwrap();
+        let name = |id: &'static str| {
+            let store = store.clone();
+            async move { named(&store, id).await.unwrap().phrase() }
+        };
+        assert_eq!(name("1@a").await, "host sim-1@a");
+        assert_eq!(name("2@c").await, "host sim-1@c");
+        assert_eq!(name("3@b").await, "host sim-2");
     }
 
     #[test]

@@ -57,8 +57,9 @@ impl Event {
         (!self.0.data.is_null()).then_some(Json(&self.0.data))
     }
     /// The subject's name as people know it (an agent's, a swarm's, a host's, a VM's, a
-    /// member's node name, a task's "capability · short id"); null when it has no subject or
-    /// the subject is gone.
+    /// member's node name, a task's "capability · short id"; a host whose name another host
+    /// has, "sim-1@b", with the node that made it); null when it has no subject or the
+    /// subject is gone.
     async fn subject_name(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
         Ok(self.named(ctx).await?.map(|n| n.name.clone()))
     }
