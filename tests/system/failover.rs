@@ -203,7 +203,9 @@ async fn a_killed_nodes_agents_swarm_hosts_and_tasks_serve_on_the_survivors_once
     nodes[2].restart().await?;
     wait_member_state(&nodes[0], "gamma", "UP").await?;
     for node in &nodes {
-        let listed = node.gql_ok("{ hosts { id node qualifiedName } }", json!({})).await?;
+        let listed = node
+            .gql_ok("{ hosts { id node qualifiedName uri } }", json!({}))
+            .await?;
         let hosts = listed["hosts"].as_array().cloned().unwrap_or_default();
         let ids: Vec<&str> = hosts.iter().filter_map(|h| h["id"].as_str()).collect();
         let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
@@ -217,6 +219,9 @@ async fn a_killed_nodes_agents_swarm_hosts_and_tasks_serve_on_the_survivors_once
         let names: std::collections::BTreeSet<&str> =
             hosts.iter().filter_map(|h| h["qualifiedName"].as_str()).collect();
         ensure!(names.len() == 9, "two hosts share a qualified name: {listed}");
+        // ... and each driven from a node file of its own.
+        let uris: std::collections::BTreeSet<&str> = hosts.iter().filter_map(|h| h["uri"].as_str()).collect();
+        ensure!(uris.len() == 9, "two hosts share a URI: {listed}");
     }
     let q = "query($id: ID!) { host(id: $id) { id node qualifiedName } }";
     let moved = nodes[2].gql_ok(q, json!({ "id": "sim-1@gamma" })).await?;

@@ -17,11 +17,15 @@ use crate::tables::{HOSTS, VMS, VM_STATUS};
 use crate::vm::{MigrationPhase, VmSpec, VmStatus};
 
 /// Makes the node file libvirt's test driver reads for a simulated host (32 CPUs and 64 GiB)
-/// in this node's data dir, and points the host's URI at it.
+/// in this node's data dir, and points the host's URI at it. A host another node made (one
+/// that moved here) has its qualified name's file: this node's own `sim-1` has `sim-1.xml`.
 pub(crate) async fn prepare_simulated(fleet: &Fleet, spec: &mut HostSpec) -> Result<(), ApiError> {
     let dir = fleet.settings.data_dir.join("hosts");
-    let path =
-        std::path::absolute(dir.join(format!("{}.xml", spec.name))).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let file = match crate::ids::home(&spec.id) == Some(fleet.node.as_str()) {
+        true => spec.name.clone(),
+        false => spec.qualified_name(),
+    };
+    let path = std::path::absolute(dir.join(format!("{file}.xml"))).map_err(|e| ApiError::Internal(e.to_string()))?;
     let (parent, file) = (dir.clone(), path.clone());
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&parent)?;
