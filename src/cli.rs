@@ -429,6 +429,18 @@ async fn by_name(client: &Client, kind: &Kind, name: &str) -> Result<Value, Fail
 }
 
 /// Prints `rows` as a table of `fields`, or as JSON.
+/// A table's cell: a time (RFC 3339, to the nanosecond, as GraphQL gives it) to the
+/// millisecond in UTC, "2026-11-27 19:45:15.596Z"; anything else as it is.
+fn for_people(text: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(at) => at
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S%.3fZ")
+            .to_string(),
+        Err(_) => text.to_owned(),
+    }
+}
+
 fn print(client: &Client, fields: &[&str], rows: &Value) {
     let each = || rows.as_array().into_iter().flatten();
     match client.output {
@@ -446,7 +458,7 @@ fn print(client: &Client, fields: &[&str], rows: &Value) {
     }
     let cell = |v: &Value| match v {
         Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => for_people(s),
         Value::Array(items) => items
             .iter()
             .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))

@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::ws::follow;
-use super::{agent_id, ask, print, Client, Done, Failure, Output};
+use super::{agent_id, ask, for_people, print, Client, Done, Failure, Output};
 
 #[derive(Args, Clone)]
 pub struct SubmitArgs {
@@ -132,7 +132,7 @@ pub(super) async fn logs(client: &Client, l: LogsArgs) -> Done {
         Output::Name => println!("{}", line["line"].as_str().unwrap_or("")),
         Output::Table => println!(
             "{} {:<6} {}",
-            line["at"].as_str().unwrap_or(""),
+            for_people(line["at"].as_str().unwrap_or("")),
             line["stream"].as_str().unwrap_or(""),
             line["line"].as_str().unwrap_or("")
         ),
@@ -175,7 +175,7 @@ pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
         Output::Table => println!(
             "{:>8} {} {:<22} {}",
             event["seq"],
-            event["at"].as_str().unwrap_or(""),
+            for_people(event["at"].as_str().unwrap_or("")),
             event["kind"].as_str().unwrap_or(""),
             event["text"].as_str().unwrap_or("")
         ),

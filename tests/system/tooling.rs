@@ -232,6 +232,12 @@ async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_t
         code == 0 && lines.contains("stderr hello from talker"),
         "{code} {lines} {err}"
     );
+    // Times for people: to the millisecond, in UTC ("2026-11-27 19:45:15.596Z ...").
+    let at = lines.split(" stderr").next().unwrap_or_default();
+    ensure!(
+        at.len() == 24 && at.as_bytes()[10] == b' ' && at.ends_with('Z'),
+        "{lines}"
+    );
     // The last events, filtered.
     let (code, events, _) = cli(&node, &["events", "--kind", "TASK_SUCCEEDED", "-o", "json"]).await?;
     ensure!(
