@@ -1,26 +1,63 @@
 //! Logging (tracing, text or JSON) and metrics (the `metrics` facade, exported as Prometheus
 //! text).
 
+use std::fmt::Debug;
+
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
 /// Installs the global log subscriber; `RUST_LOG` overrides the default `info` level
 /// (warnings only from ractor_cluster and openraft, whose info lines are per connection and
-/// per election).
+/// per election). openraft's reports of a member it cannot reach are left out (see
+/// [`UnreachablePeers`]).
 pub fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ractor_cluster=warn,openraft=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter).with(UnreachablePeers);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => registry.with(lines).try_init(),
+        LogFormat::Json => registry.with(lines.json()).try_init(),
     };
+}
+
+/// Leaves out openraft's reports that a member cannot be reached: while one member is down,
+/// its replication, its backoff and every leadership check for a read log an ERROR or a
+/// WARN each (six a second on the leader of three), for as long as it stays down. Troupe
+/// says it once, as the member becomes SUSPECT and DOWN (the failover judge's warnings and
+/// the MEMBER_ events), and the cluster view shows it.
+struct UnreachablePeers;
+
+impl<S: Subscriber> Layer<S> for UnreachablePeers {
+    fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
+        if !event.metadata().target().starts_with("openraft") {
+            return true;
+        }
+        let mut about = AboutUnreachable(false);
+        event.record(&mut about);
+        !about.0
+    }
+}
+
+/// Whether an event's fields say a member was not reached.
+struct AboutUnreachable(bool);
+
+impl Visit for AboutUnreachable {
+    fn record_debug(&mut self, _: &Field, value: &dyn Debug) {
+        if !self.0 {
+            let text = format!("{value:?}");
+            self.0 = text.contains("Unreachable node") || text.contains("backoff mode: drain events");
+        }
+    }
 }
 
 /// Installs the global metrics recorder and returns the handle that renders `/metrics`.
@@ -37,5 +74,47 @@ pub fn init_metrics() -> PrometheusHandle {
     match builder().install_recorder() {
         Ok(handle) => handle,
         Err(_) => builder().build_recorder().handle(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Keeps the messages of the events that reach it.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<String>>>);
+
+    impl<S: Subscriber> Layer<S> for Seen {
+        fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+            struct Message(String);
+            impl Visit for Message {
+                fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+                    if field.name() == "message" {
+                        self.0 = format!("{value:?}");
+                    }
+                }
+            }
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            self.0.lock().unwrap().push(message.0);
+        }
+    }
+
+    #[test]
+    fn openraft_reports_of_an_unreachable_member_are_left_out_and_everything_else_kept() {
+        let seen = Seen::default();
+        let subscriber = tracing_subscriber::registry().with(UnreachablePeers).with(seen.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let err = "Unreachable node: node c is not connected";
+            tracing::error!(target: "openraft::replication", %err, "RPCError");
+            tracing::error!(target: "openraft::core::raft_core", error = %err, "timeout while confirming leadership for read request");
+            tracing::warn!(target: "openraft::replication", interval = 4, "backoff mode: drain events without processing them");
+            tracing::error!(target: "openraft::replication", err = "a message of 458467095 bytes", "RPCError");
+            tracing::warn!(target: "troupe_actors::failover::judge", error = %err, "a member's state changed");
+        });
+        assert_eq!(*seen.0.lock().unwrap(), ["RPCError", "a member's state changed"]);
     }
 }
