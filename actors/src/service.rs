@@ -308,6 +308,11 @@ impl Api {
         })
     }
 
+    /// The newest `last` events (only `kinds`, when given), oldest first.
+    pub async fn last_events(&self, kinds: Option<Vec<String>>, last: usize) -> Result<Vec<Event>, ApiError> {
+        Ok(self.ctx.store.last_events(kinds, last).await?)
+    }
+
     /// Events after `after` that pass the filter: the log, then live.
     pub fn subscribe(
         &self,

@@ -519,6 +519,11 @@ impl Store {
         self.view(move |v| v.events_of_kinds(after, &kinds, limit)).await
     }
 
+    /// The newest `limit` events (only `kinds`, when given), oldest first.
+    pub async fn last_events(&self, kinds: Option<Vec<String>>, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.view(move |v| v.last_events(kinds.as_deref(), limit)).await
+    }
+
     /// One page of a subscription's replay: the events after `after` (of `kinds` when
     /// given), and the newest seq of the same snapshot.
     pub async fn replay_page(

@@ -164,10 +164,6 @@ pub(super) async fn logs(client: &Client, l: LogsArgs) -> Done {
 
 pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
     let kinds = (!e.kinds.is_empty()).then_some(&e.kinds);
-    let last = ask(client, "{ node { lastSeq } }", json!({})).await?["node"]["lastSeq"]
-        .as_u64()
-        .unwrap_or(0);
-    let after = last.saturating_sub(u64::from(e.tail));
     // For people: the event as a sentence, its subject by name.
     let show = |event: &Value| match client.output {
         Output::Json | Output::Jsonl => println!("{event}"),
@@ -181,32 +177,31 @@ pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
         ),
     };
     let fields = "seq kind subject subjectName at text data";
-    if e.follow {
-        let query = format!(
-            "subscription($after: Int64, $kinds: [String!]) {{ events(after: $after, kinds: $kinds) {{ {fields} }} }}"
-        );
-        let after = Cell::new(after);
-        return follow(
-            client,
-            &query,
-            || json!({ "after": after.get(), "kinds": kinds }),
-            |data| {
-                let event = &data["events"];
-                show(event);
-                after.set(event["seq"].as_u64().unwrap_or(after.get()));
-                Ok(())
-            },
-        )
-        .await;
+    // The newest `tail` of these kinds, and where the log was when they were read.
+    let query = format!(
+        "query($kinds: [String!], $last: Int) {{ node {{ lastSeq }} events(kinds: $kinds, last: $last) {{ {fields} }} }}"
+    );
+    let data = ask(client, &query, json!({ "kinds": kinds, "last": e.tail })).await?;
+    let events = data["events"].as_array().cloned().unwrap_or_default();
+    events.iter().for_each(show);
+    if !e.follow {
+        return Ok(());
     }
-    let query = format!("query($after: Int64, $kinds: [String!], $first: Int) {{ events(after: $after, kinds: $kinds, first: $first) {{ {fields} }} }}");
-    let events = ask(
+    let shown = events.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
+    let after = Cell::new(shown.max(data["node"]["lastSeq"].as_u64().unwrap_or(0)));
+    let query = format!(
+        "subscription($after: Int64, $kinds: [String!]) {{ events(after: $after, kinds: $kinds) {{ {fields} }} }}"
+    );
+    follow(
         client,
         &query,
-        json!({ "after": after, "kinds": kinds, "first": e.tail }),
+        || json!({ "after": after.get(), "kinds": kinds }),
+        |data| {
+            let event = &data["events"];
+            show(event);
+            after.set(event["seq"].as_u64().unwrap_or(after.get()));
+            Ok(())
+        },
     )
-    .await?["events"]
-        .clone();
-    events.as_array().into_iter().flatten().for_each(show);
-    Ok(())
+    .await
 }

@@ -94,6 +94,16 @@ async fn a_cursor_from_the_future_is_refused_and_int64_takes_numbers_and_strings
     )?;
     let from_string = node.gql_ok(q, json!({ "after": (last - 1).to_string() })).await?;
     ensure!(from_string["events"][0]["seq"] == last, "{from_string}");
+    // The newest instead of a page after a cursor, which the two do not mix with.
+    let newest = node.gql_ok("{ events(last: 2) { seq } }", json!({})).await?;
+    ensure!(
+        newest["events"] == json!([{ "seq": last - 1 }, { "seq": last }]),
+        "{newest}"
+    );
+    expect_code(
+        &node.gql("{ events(after: 1, last: 2) { seq } }", json!({})).await?,
+        "INVALID_INPUT",
+    )?;
 
     let sub = "subscription($after: Int64) { events(after: $after) { seq } }";
     let mut stream = Subscription::start(&node, sub, json!({ "after": last + 1000 })).await?;
@@ -254,6 +264,16 @@ async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_t
     node.wait_agent_state(&agent, "RUNNING").await?;
     let (code, _, err) = cli(&node, &["agents", "restart", "nobody"]).await?;
     ensure!(code == 3, "{code} {err}");
+    // The last of a kind, however many events of other kinds came after it.
+    let (code, events, _) = cli(
+        &node,
+        &["events", "--kind", "TASK_SUCCEEDED", "--tail", "1", "-o", "json"],
+    )
+    .await?;
+    ensure!(
+        code == 0 && events.lines().count() == 1 && events.contains("TASK_SUCCEEDED"),
+        "{events}"
+    );
     // Alert deliveries: none yet, and a channel that is not there is not found.
     let (code, table, _) = cli(&node, &["alerts", "list", "--failed"]).await?;
     ensure!(

@@ -12,7 +12,7 @@ use troupe_runtime::events::{Event as RtEvent, EventFilter};
 use super::page::page_size;
 use super::Int64;
 use crate::auth::RoleGuard;
-use crate::error::OrGql;
+use crate::error::{coded, OrGql};
 
 const DEFAULT_EVENTS: i32 = 100;
 const MAX_EVENTS: i32 = 1000;
@@ -94,10 +94,11 @@ impl EventsQuery {
     /// Events with `seq` above `after` (default 0), oldest first, optionally only some kinds
     /// (read through an index: the cost follows what is returned, not the log's size). A
     /// cursor this node's log cannot continue from (older than the kept log, or past its
-    /// last event) is INVALID_INPUT.
+    /// last event) is INVALID_INPUT. With `last` instead of `after` and `first`: the newest
+    /// `last` events (of `kinds`), still oldest first ("the last 3 TASK_FAILED").
     #[graphql(
         guard = "RoleGuard(Role::Viewer)",
-        complexity = "super::page::cost(first, DEFAULT_EVENTS, MAX_EVENTS, child_complexity)"
+        complexity = "super::page::cost(first.or(last), DEFAULT_EVENTS, MAX_EVENTS, child_complexity)"
     )]
     async fn events(
         &self,
@@ -105,10 +106,23 @@ impl EventsQuery {
         after: Option<Int64>,
         kinds: Option<Vec<String>>,
         first: Option<i32>,
+        last: Option<i32>,
     ) -> async_graphql::Result<Vec<Event>> {
-        let first = page_size(first, DEFAULT_EVENTS, MAX_EVENTS)?;
-        let after = cursor(after)?.unwrap_or(0);
-        let events = ctx.data::<Api>()?.events(after, kinds, first).await.gql()?;
+        let api = ctx.data::<Api>()?;
+        let events = match last {
+            Some(_) if after.is_some() || first.is_some() => {
+                return Err(coded("INVALID_INPUT", "last goes without after and first"))
+            }
+            Some(last) => {
+                let last = page_size(Some(last), DEFAULT_EVENTS, MAX_EVENTS)?;
+                api.last_events(kinds, last).await.gql()?
+            }
+            None => {
+                let first = page_size(first, DEFAULT_EVENTS, MAX_EVENTS)?;
+                let after = cursor(after)?.unwrap_or(0);
+                api.events(after, kinds, first).await.gql()?
+            }
+        };
         Ok(events
             .into_iter()
             .map(|e| Event::from(std::sync::Arc::new(e)))

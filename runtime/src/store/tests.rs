@@ -221,6 +221,18 @@ async fn events_of_some_kinds_are_read_through_the_index_and_cursors_are_checked
     assert!(matches!(err, StoreError::FutureCursor { after: 51, last: 50 }), "{err}");
     assert!(err.is_bad_cursor());
     assert!(store.events_after(50, 10).await.unwrap().is_empty());
+    // The newest of some kinds, or of all, oldest first.
+    let seqs = |events: Vec<crate::events::Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let last = store
+        .last_events(Some(vec!["RARE".into(), "NONE".into()]), 2)
+        .await
+        .unwrap();
+    assert_eq!(seqs(last), [34, 44]);
+    assert_eq!(seqs(store.last_events(None, 3).await.unwrap()), [48, 49, 50]);
+    assert_eq!(
+        seqs(store.last_events(Some(vec!["RARE".into()]), 9).await.unwrap()).len(),
+        5
+    );
 }
 
 #[tokio::test]

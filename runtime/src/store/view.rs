@@ -93,6 +93,42 @@ impl<'t> View<'t> {
         Ok(out)
     }
 
+    /// The newest `limit` events (only `kinds`, when given, read through the kind index),
+    /// oldest first.
+    pub fn last_events(&self, kinds: Option<&[String]>, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let log = self.txn.open_table(EVENTS).map_err(StoreError::db)?;
+        let mut seqs = Vec::new();
+        match kinds {
+            None => {
+                for entry in log.iter().map_err(StoreError::db)?.rev().take(limit) {
+                    seqs.push(entry.map_err(StoreError::db)?.0.value());
+                }
+            }
+            Some(kinds) => {
+                let index = self.txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
+                for kind in kinds {
+                    let range = index
+                        .range((kind.as_str(), 0)..=(kind.as_str(), u64::MAX))
+                        .map_err(StoreError::db)?;
+                    for entry in range.rev().take(limit) {
+                        seqs.push(entry.map_err(StoreError::db)?.0.value().1);
+                    }
+                }
+            }
+        }
+        seqs.sort_unstable_by(|a, b| b.cmp(a));
+        seqs.dedup();
+        seqs.truncate(limit);
+        seqs.reverse();
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(v) = log.get(seq).map_err(StoreError::db)? {
+                out.push(Event::stored(seq, v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The first `limit` events after `after` whose kind is one of `kinds`, in seq order:
     /// each kind's index range is read from the cursor on and the ranges are merged.
     pub fn events_of_kinds(&self, after: u64, kinds: &[String], limit: usize) -> Result<Vec<Event>, StoreError> {
