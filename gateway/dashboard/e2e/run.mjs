@@ -60,8 +60,10 @@ channels = ["e2e-hook"]
 `,
 );
 
-// History sampled each 200 ms (10 s by default) so the overview's charts have some within the run.
-const node = new Node(["--fault-injection", "--simulated-hosts", "2", "--history-interval-ms", "200", "--config", config, "--alert-retry-ms", "100,100"]);
+// History sampled each 200 ms (10 s by default) so the overview's charts have some within the
+// run; breakers that open only after 1,000 failures in a row, so a failing agent can end
+// hundreds of tasks DEAD.
+const node = new Node(["--fault-injection", "--simulated-hosts", "2", "--history-interval-ms", "200", "--config", config, "--alert-retry-ms", "100,100", "--breaker-failures", "1000"]);
 const results = [];
 let failed = 0;
 
@@ -366,6 +368,21 @@ try {
     await node.gql(`mutation($a: ID!) { submitTask(input: { agentId: $a, payload: {}, maxAttempts: 1 }) { id } }`, { a: ids.crasher });
     await until("the crashed agent's restart to show in the tree", async () => /[1-9]\d* restart/.test((await item.getAttribute("aria-label")) ?? ""));
     await shot(page, "tree");
+  });
+
+  await step("the overview's recent alerts are the newest ones, however many came before them", async () => {
+    await node.gql(`mutation { spawnAgent(input: { name: "e2e-doomed", backend: { builtin: { kind: "fail" } }, capabilities: ["e2e-doomed"], maxConcurrentTasks: 64 }) { id } }`);
+    // More TASK_DEAD alerts than the 500 the overview once read from the oldest end.
+    const batch = `mutation { ${Array.from({ length: 100 }, (_, i) => `t${i}: submitTask(input: { capability: "e2e-doomed", payload: ${i}, maxAttempts: 1 }) { id }`).join(" ")} }`;
+    await Promise.all(Array.from({ length: 6 }, () => node.gql(batch)));
+    const newest = await until("the 600 tasks to be dead", async () => {
+      const dead = (await node.gql(`{ events(kinds: ["TASK_DEAD"], last: 1000) { subject } }`)).events;
+      return dead.length >= 600 && dead[dead.length - 1].subject;
+    });
+    await open(page, "/");
+    const tail = newest.split("@")[0].replaceAll("-", "").slice(-6);
+    const alerts = page.getByRole("table", { name: "Recent alerts" });
+    await alerts.getByText(`e2e-doomed · ${tail}`).first().waitFor({ timeout: TIMEOUT });
   });
 
   await step("approvals: a held tool call is listed in the inbox as it is asked for; approving it there lets the task finish", async () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { summary, matches, mergeNewestFirst } from "../src/views/events";
+import { summary, matches } from "../src/views/events";
+import { mergeNewestFirst } from "../src/lib/cursor";
 import { agentIds, restartCounts, withVms, type Supervisor } from "../src/views/tree";
 import { edgeChildren, edgeSource, isEdge, type Child } from "../src/lib/subtree";
 import type { TroupeEvent } from "../src/lib/cursor";

@@ -96,3 +96,15 @@ export function eventStream(opts: EventStreamOptions): EventStream {
     },
   };
 }
+
+/** Rows newest first, each seq once, at most `keep` (the newest). */
+export function mergeNewestFirst(a: TroupeEvent[], b: TroupeEvent[], keep: number): TroupeEvent[] {
+  const seen = new Set<number>();
+  const out: TroupeEvent[] = [];
+  for (const e of [...a, ...b].sort((x, y) => y.seq - x.seq)) {
+    if (seen.has(e.seq)) continue;
+    seen.add(e.seq);
+    out.push(e);
+  }
+  return out.slice(0, keep);
+}

@@ -6,7 +6,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { gql, type ApiError } from "../lib/gql";
 import { useEvents } from "../lib/hooks";
-import { EVENT_FIELDS, normalise, type TroupeEvent } from "../lib/cursor";
+import { EVENT_FIELDS, mergeNewestFirst, normalise, type TroupeEvent } from "../lib/cursor";
 import { query, setQuery } from "../lib/router";
 import { eventText, subjectMatches } from "../lib/sentence";
 import { Grid } from "../components/grid";
@@ -35,18 +35,6 @@ export function summary(events: TroupeEvent[]): string {
     hi = Math.max(hi, e.seq);
   }
   return `${events.length} events, seq ${lo}–${hi}`;
-}
-
-/** Rows newest first, each seq once, at most `keep` (the newest). */
-export function mergeNewestFirst(a: TroupeEvent[], b: TroupeEvent[], keep: number): TroupeEvent[] {
-  const seen = new Set<number>();
-  const out: TroupeEvent[] = [];
-  for (const e of [...a, ...b].sort((x, y) => y.seq - x.seq)) {
-    if (seen.has(e.seq)) continue;
-    seen.add(e.seq);
-    out.push(e);
-  }
-  return out.slice(0, keep);
 }
 
 /**

@@ -3,7 +3,7 @@
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { gql } from "../lib/gql";
 import { useEvents, useQuery, useRefreshOn } from "../lib/hooks";
-import { EVENT_FIELDS, normalise, type TroupeEvent } from "../lib/cursor";
+import { EVENT_FIELDS, mergeNewestFirst, normalise, type TroupeEvent } from "../lib/cursor";
 import { FAILED_COUNT, failedLine } from "../lib/alerts";
 import { ALERT_KINDS, HISTORY_QUERY, mergeHistory, TaskRates, type HistorySample } from "../lib/metrics";
 import { subjectHref } from "../lib/sentence";
@@ -114,21 +114,17 @@ export function Overview() {
   }, []);
   const [alerts, setAlerts] = useState<TroupeEvent[]>([]);
 
-  // The last alerts before this page opened, then the new ones as they come.
+  // The last alerts before this page opened (the newest 20 of the whole log, read through
+  // its index by kind), then the new ones as they come.
   useEffect(() => {
-    void gql<{ node: { lastSeq: number } }>("{ node { lastSeq } }").then(async (n) => {
-      const after = Math.max(0, Number(n.node.lastSeq) - 5000);
-      const d = await gql<{ events: TroupeEvent[] }>(`query($after: Int64, $kinds: [String!]) { events(after: $after, kinds: $kinds, first: 500) { ${EVENT_FIELDS} } }`, {
-        after,
-        kinds: ALERT_KINDS,
-      }).catch(() => ({ events: [] as TroupeEvent[] }));
-      setAlerts((now) => [...now, ...d.events.map(normalise).reverse()].slice(0, 20));
-    });
+    void gql<{ events: TroupeEvent[] }>(`query($kinds: [String!]) { events(kinds: $kinds, last: 20) { ${EVENT_FIELDS} } }`, { kinds: ALERT_KINDS })
+      .catch(() => ({ events: [] as TroupeEvent[] }))
+      .then((d) => setAlerts((now) => mergeNewestFirst(now, d.events.map(normalise), 20)));
   }, []);
   useEvents((batch) => {
     for (const e of batch) rates.current.add(e);
-    const fresh = batch.filter((e) => ALERT_KINDS.includes(e.kind)).reverse();
-    if (fresh.length) setAlerts((now) => [...fresh, ...now].slice(0, 20));
+    const fresh = batch.filter((e) => ALERT_KINDS.includes(e.kind));
+    if (fresh.length) setAlerts((now) => mergeNewestFirst(now, fresh, 20));
   });
   useEffect(() => {
     const t = setInterval(() => setLive(rates.current.series(Math.floor(Date.now() / 1000))), 1000);
