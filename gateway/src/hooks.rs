@@ -31,9 +31,10 @@ use troupe_runtime::config::outside::{Hook, HookAuth, HookTarget};
 
 use crate::server::AppState;
 
-/// The largest body any hook takes: the route's own limit, above the gateway's.
-pub fn body_limit(hooks: &[Hook]) -> usize {
-    hooks.iter().map(|h| h.max_body_bytes).max().unwrap_or(0)
+/// The route's own limit: the largest body any hook takes, and at least the gateway's (so a
+/// request for a hook this node does not have is answered 404, not 413).
+pub fn body_limit(hooks: &[Hook], gateway: usize) -> usize {
+    hooks.iter().map(|h| h.max_body_bytes).fold(gateway, usize::max)
 }
 
 fn answer(status: StatusCode, body: Value) -> Response {

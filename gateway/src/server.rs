@@ -82,7 +82,7 @@ pub struct AppState {
 /// they are used, bounded in number.
 pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router {
     let history = crate::history::History::start(metrics.clone(), api.clone(), settings.history_interval);
-    let hooks_limit = crate::hooks::body_limit(&settings.hooks);
+    let hooks_limit = crate::hooks::body_limit(&settings.hooks, settings.body_limit);
     let state = AppState {
         schema: schema::build(api.clone(), history),
         api,

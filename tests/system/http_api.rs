@@ -297,5 +297,15 @@ async fn get_graphql_without_a_query_says_how_to_ask_and_the_favicon_is_served()
         ensure!(icon.status() == 200, "{path}: {}", icon.status());
         ensure!(icon.headers()["content-type"] == "image/svg+xml", "{path}");
     }
+    // A webhook for a node that has none: not found, whatever the (small) body.
+    let hook = http
+        .post(format!("http://{}/hooks/issues", node.addr))
+        .header("content-type", "application/json")
+        .body(r#"{"x":1}"#)
+        .send()
+        .await?;
+    let status = hook.status();
+    let body: serde_json::Value = hook.json().await?;
+    ensure!(status == 404 && body["error"]["code"] == "NOT_FOUND", "{status} {body}");
     Ok(())
 }
