@@ -20,7 +20,12 @@ pub enum Cluster {
     /// Forget a member that is DOWN and will not return.
     Forget { node: String },
     /// Make a member a voter or a learner.
-    Role { node: String, role: Role },
+    Role {
+        node: String,
+        /// voter or learner (VOTER and LEARNER, as GraphQL says them, too).
+        #[arg(ignore_case = true)]
+        role: Role,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy)]

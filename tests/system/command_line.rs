@@ -38,6 +38,9 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
         code == 0 && out.starts_with("leader solo") && out.contains("VOTER"),
         "{out}{err}"
     );
+    // A role as GraphQL spells it is taken too (the API then refuses to demote the only voter).
+    let (code, _, err) = troupe(&["cluster", "role", "solo", "LEARNER"], &at(&node)).await?;
+    ensure!(code == 1 && !err.contains("invalid value"), "{code} {err}");
     // Its output into a pipe whose reader is gone (`troupe cluster status | head -0`): it
     // ends by SIGPIPE, quietly, as Unix tools do, not by a panic with a backtrace.
     let (reader, writer) = std::io::pipe()?;
