@@ -186,6 +186,13 @@ impl Api {
     /// now (a leader is known; a leader hears from a majority). A cluster that lost its
     /// majority makes every member unready, not dead: `/livez` stays the liveness.
     pub fn write_readiness(&self) -> Result<(), Vec<String>> {
+        if self.left() {
+            return Err(vec![
+                "this node left the cluster (leaveCluster, forgetMember): it takes no work and its token no longer \
+                 works; stop its process"
+                    .into(),
+            ]);
+        }
         let mut problems = self.problems(true);
         if !self.ctx.cluster.leases.running() {
             problems.push(
@@ -197,6 +204,17 @@ impl Api {
             problems.extend(self.ctx.store.commit_problem());
         }
         verdict(problems)
+    }
+
+    /// Whether this node's replica says it left the cluster.
+    fn left(&self) -> bool {
+        let me = &self.ctx.node_name;
+        self.ctx
+            .store
+            .view_now(|v| crate::cluster::lease::member_in(v, me))
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.state == crate::cluster::lease::MemberState::Left)
     }
 
     /// The node's live supervision tree, as its supervisors describe it.

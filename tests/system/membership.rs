@@ -54,6 +54,15 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
             deadline.tick(format!("{status} {body}")).await?;
         }
     }
+    // gamma's own readiness says it left (not that it waits for a lease, or leads alone).
+    let deadline = Deadline::after(WAIT, "gamma's /readyz to say it left");
+    loop {
+        let (status, body) = nodes[2].get("/readyz").await?;
+        if status == 503 && body.contains("this node left the cluster") {
+            break;
+        }
+        deadline.tick(format!("{status} {body}")).await?;
+    }
     // Its process stopped before the agent started elsewhere; it runs there now, once.
     ensure!(!pid_alive(before[0] as i32), "gamma's process still runs");
     let home = wait_moved(&nodes[0], &agent, "gamma").await?;
