@@ -167,6 +167,13 @@ async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> 
     }
     let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }";
     nodes[0].gql_ok(m, json!({ "n": "after-forget" })).await?;
+    // A new machine under the forgotten name (a fresh data dir) joins as a member that is UP
+    // and gets a lease: its work runs (the harness's start waits for /healthz).
+    let join = format!("127.0.0.1:{}", nodes[0].cluster_port);
+    let again = super::support::Node::start(NodeOpts::named("gamma").arg("--join", &join)).await?;
+    wait_member_state(&nodes[0], "gamma", "UP").await?;
+    let agent = again.spawn_builtin("echo", &["again"]).await?;
+    again.wait_agent_state(&agent, "RUNNING").await?;
     Ok(())
 }
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::raft::Role;
-use troupe_runtime::store::{Batch, Hits, NodeFault, Store};
+use troupe_runtime::store::{Batch, Hits, NodeFault, Store, META};
 
+use crate::cluster::lease::{member_key, MemberRecord, MemberState};
 use crate::cluster::remote::{service, Located, Peer};
 use crate::cluster::{Cluster, PeerInfo};
 use crate::error::ApiError;
@@ -234,7 +235,26 @@ impl NodeLocal for NodeService {
             Some(name.clone()),
             serde_json::json!({ "node": name, "role": role_name(role), "raftId": id }),
         );
-        self.store.write(Batch::new().event(event)).await?;
+        let mut batch = Batch::new().event(event);
+        // A name that left (or was forgotten) comes back as a new member, a fresh data dir
+        // (a replaced machine, a scaled-down pod started again): UP again, so that it gets a
+        // lease; its work and its epoch start afresh.
+        let key = member_key(&name);
+        let stored = {
+            let key = key.clone();
+            self.store.view(move |v| v.get(META, &key)).await?
+        };
+        let record: Option<MemberRecord> = stored.as_deref().map(troupe_runtime::codec::decode).transpose()?;
+        if record.is_some_and(|r| r.state == MemberState::Left) {
+            let up = MemberRecord {
+                state: MemberState::Up,
+                since: troupe_runtime::clock::now(),
+            };
+            batch = batch
+                .require(META, key.clone(), stored)
+                .put(META, key, troupe_runtime::codec::encode(&up)?);
+        }
+        self.store.write(batch).await?;
         tracing::info!(node = %name, role = role_name(role), "admitted a member to the replicated log");
         Ok(Admission::Admitted(role))
     }
