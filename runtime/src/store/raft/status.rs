@@ -56,7 +56,7 @@ impl Store {
             let replication = m.replication.as_ref()?;
             Some(replication.get(id).copied().flatten().map_or(0, |l| l.index))
         };
-        let members = membership
+        let mut members: Vec<MemberStatus> = membership
             .nodes()
             .map(|(id, node)| MemberStatus {
                 id: *id,
@@ -69,6 +69,8 @@ impl Store {
                 matched: matched(id),
             })
             .collect();
+        // By name, as people look for them (the log's order is its random ids').
+        members.sort_by(|a, b| a.name.cmp(&b.name));
         Status {
             leader: m
                 .current_leader
