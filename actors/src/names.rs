@@ -37,7 +37,9 @@ impl Named {
 /// a UUIDv7's start) differs between tasks made in the same minute.
 /// The tail is the id's last six hex digits, its `@node` and dashes left out (the
 /// dashboard shows the same end, as long as keeps the tasks it lists apart).
-pub fn task_name(capability: Option<&str>, id: &str) -> String {
+/// Without a capability (a task aimed at an agent) it is told by the agent's name, as the
+/// dashboard tells it, or by its tail alone ("task 2a5e1c" in a sentence).
+pub fn task_name(what: Option<&str>, id: &str) -> String {
     let bare: String = id
         .split('@')
         .next()
@@ -46,7 +48,19 @@ pub fn task_name(capability: Option<&str>, id: &str) -> String {
         .filter(|c| *c != '-')
         .collect();
     let tail = &bare[bare.len().saturating_sub(6)..];
-    format!("{} · {tail}", capability.unwrap_or("task"))
+    match what {
+        Some(what) => format!("{what} · {tail}"),
+        None => tail.to_owned(),
+    }
+}
+
+/// [`task_name`] of a task, its agent's name read from the store when it has no capability.
+pub async fn task_label(store: &Store, spec: &crate::task::TaskSpec) -> String {
+    let agent = match (&spec.capability, &spec.target_agent) {
+        (None, Some(agent)) => Box::pin(named(store, agent)).await.map(|n| n.name),
+        _ => None,
+    };
+    task_name(spec.capability.as_deref().or(agent.as_deref()), &spec.id)
 }
 
 /// What the event's subject is called, from the store; `None` when it has no subject or is
@@ -90,7 +104,7 @@ pub async fn named(store: &Store, id: &str) -> Option<Named> {
         .await
         .and_then(|b| decode::<crate::task::TaskSpec>(&b).ok())
     {
-        return plain("TASK", task_name(spec.capability.as_deref(), &spec.id));
+        return plain("TASK", task_label(store, &spec).await);
     }
     if let Some(spec) = read(tables::SWARMS)
         .await
@@ -438,6 +452,13 @@ mod tests {
         let b = task_name(Some("triage"), "01936f2a-0000-7000-8000-00000000c3d4");
         assert_ne!(a, b);
         assert_eq!(a, "triage · 00a1b2");
+        // Aimed at no capability and no agent known: "task 00a1b2", not "task task · 00a1b2".
+        let bare = Named {
+            kind: "TASK",
+            name: task_name(None, "01936f2a-0000-7000-8000-00000000a1b2@node-a"),
+            labels: BTreeMap::new(),
+        };
+        assert_eq!(bare.phrase(), "task 00a1b2");
         assert_eq!(
             Named {
                 kind: "VM",

@@ -96,14 +96,13 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
     let bare = task.split('@').next().context("id")?.replace('-', "");
     let tail = &bare[bare.len() - 6..];
     let (code, out, err) = troupe(&["tasks", "get", tail], &at(&node)).await?;
-    ensure!(
-        code == 0 && out.contains(&format!("task · {tail}")) && out.contains("echoer"),
-        "{out}{err}"
-    );
+    ensure!(code == 0 && out.contains(&format!("echoer · {tail}")), "{out}{err}");
 
-    // Events read as sentences.
+    // Events read as sentences, a task aimed at an agent by the agent's name.
     let (_, out, _) = troupe(&["events", "--kind", "AGENT_FAILED"], &at(&node)).await?;
     ensure!(out.contains("agent echoer failed: fault injection"), "{out}");
+    let (_, out, _) = troupe(&["events", "--kind", "TASK_SUCCEEDED", "--tail", "1"], &at(&node)).await?;
+    ensure!(out.contains(&format!("task echoer · {tail} succeeded")), "{out}");
 
     // A context names the node and its token file; the flags are not needed then.
     let token = dir.path().join("token");

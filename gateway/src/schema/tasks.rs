@@ -97,10 +97,10 @@ impl Task {
         let store = ctx.data::<Api>()?.store();
         Ok(troupe_actors::names::named(store, agent).await.map(|n| n.name))
     }
-    /// What people call it: its capability (or "task") and the end of its id,
-    /// "triage · 2a5e1c".
-    async fn name(&self) -> String {
-        troupe_actors::names::task_name(self.0.spec.capability.as_deref(), &self.0.spec.id)
+    /// What people call it: its capability (or, aimed at an agent, the agent's name) and the
+    /// end of its id, "triage · 2a5e1c".
+    async fn name(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        Ok(troupe_actors::names::task_label(ctx.data::<Api>()?.store(), &self.0.spec).await)
     }
     async fn capability(&self) -> Option<&str> {
         self.0.spec.capability.as_deref()
