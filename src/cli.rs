@@ -253,7 +253,7 @@ const VMS: Kind = Kind {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Agents: list, get (by id or name), stop, start, restart, pause, resume, remove.
+    /// Agents: list, get (by id or name), spawn, stop, start, restart, pause, resume, remove.
     Agents {
         #[command(flatten)]
         client: Client,

@@ -1,4 +1,4 @@
-//! An operator's changes and decisions from the command line: an agent's lifecycle, the
+//! An operator's changes and decisions from the command line: an agent's spawn and lifecycle, the
 //! tool calls held for approval, and alert deliveries.
 
 use clap::Subcommand;
@@ -11,6 +11,10 @@ use super::{agent_id, ask, list_or_get, print, Client, Done, Failure, List, AGEN
 pub enum AgentsHow {
     #[command(flatten)]
     Read(List),
+    /// Spawn one: `spawn upper --capability upper -- tr a-z A-Z` (an exec agent running the
+    /// command for each task, the payload on its stdin), `--builtin echo`, or any kind from
+    /// a SpawnAgentInput in JSON (`--file spec.json`, `-` for stdin).
+    Spawn(SpawnArgs),
     /// Stop it: it takes no new tasks; running ones get the grace period, then go back to
     /// the queue.
     Stop {
@@ -35,6 +39,51 @@ pub enum AgentsHow {
     Remove {
         agent: String,
     },
+}
+
+#[derive(clap::Args, Clone)]
+pub struct SpawnArgs {
+    /// Its name.
+    #[arg(required_unless_present = "file")]
+    name: Option<String>,
+    /// What it can do (repeatable).
+    #[arg(long = "capability")]
+    capabilities: Vec<String>,
+    /// One of Troupe's builtin behaviours (echo, sleep, fail, panic, counter) instead of a
+    /// command.
+    #[arg(long, conflicts_with = "command")]
+    builtin: Option<String>,
+    /// A SpawnAgentInput in JSON (docs/agents.md), the whole spec: a file, or - for stdin.
+    #[arg(long, conflicts_with_all = ["name", "capabilities", "builtin", "command"])]
+    file: Option<std::path::PathBuf>,
+    /// The command the agent runs for each task, after `--`: its argv, split by no shell.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+impl SpawnArgs {
+    /// The SpawnAgentInput these arguments say.
+    fn input(self) -> Result<Value, Failure> {
+        if let Some(file) = self.file {
+            let text = match file.as_os_str() == "-" {
+                true => std::io::read_to_string(std::io::stdin()),
+                false => std::fs::read_to_string(&file),
+            }
+            .map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
+            return serde_json::from_str(&text).map_err(|e| Failure(2, format!("{}: not JSON: {e}", file.display())));
+        }
+        let backend = match (self.builtin, self.command.is_empty()) {
+            (Some(kind), _) => json!({ "builtin": { "kind": kind } }),
+            (None, false) => json!({ "exec": { "command": self.command } }),
+            (None, true) => {
+                return Err(Failure(
+                    2,
+                    "say what the agent runs: a command after --, --builtin KIND, or --file SPEC.json".into(),
+                ))
+            }
+        };
+        Ok(json!({ "name": self.name, "capabilities": self.capabilities, "backend": backend }))
+    }
 }
 
 /// `troupe alerts`: the deliveries of alerts, and a test through a channel.
@@ -70,6 +119,13 @@ pub enum Approvals {
 pub(super) async fn agents(client: &Client, how: AgentsHow) -> Done {
     let (mutation, agent) = match how {
         AgentsHow::Read(how) => return list_or_get(client, &AGENTS, how).await,
+        AgentsHow::Spawn(spawn) => {
+            let fields = AGENTS.fields.join(" ");
+            let query = format!("mutation($input: SpawnAgentInput!) {{ spawnAgent(input: $input) {{ {fields} }} }}");
+            let data = ask(client, &query, json!({ "input": spawn.input()? })).await?;
+            print(client, AGENTS.fields, &json!([data["spawnAgent"]]));
+            return Ok(());
+        }
         AgentsHow::Stop { agent } => ("stopAgent", agent),
         AgentsHow::Start { agent } => ("startAgent", agent),
         AgentsHow::Restart { agent } => ("restartAgent", agent),

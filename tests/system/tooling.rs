@@ -232,6 +232,63 @@ async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_t
     ensure!(code == 4 && err.contains("UNAUTHENTICATED"), "{code} {err}");
     let (code, _, _) = cli(&node, &["tasks", "list", "--url", "http://127.0.0.1:9"]).await?;
     ensure!(code == 5, "{code}");
+    // Spawned from the command line: an exec agent from its argv (no shell splits it), and
+    // any kind from a spec file; without anything to run, a usage error.
+    let (code, out, err) = cli(
+        &node,
+        &[
+            "agents",
+            "spawn",
+            "upper",
+            "--capability",
+            "upper",
+            "--",
+            "tr",
+            "a-z",
+            "A-Z",
+        ],
+    )
+    .await?;
+    ensure!(
+        code == 0 && out.contains("upper") && out.contains("RUNNING"),
+        "{code} {out} {err}"
+    );
+    let (code, done, err) = cli(
+        &node,
+        &[
+            "submit",
+            "--capability",
+            "upper",
+            "--payload",
+            r#""hi""#,
+            "--wait",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    ensure!(code == 0 && done.contains(r#""result": "HI""#), "{code} {done} {err}");
+    let dir = tempfile::tempdir()?;
+    let spec = dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        json!({ "name": "from-file", "backend": { "builtin": { "kind": "echo" } } }).to_string(),
+    )?;
+    let (code, out, err) = cli(
+        &node,
+        &[
+            "agents",
+            "spawn",
+            "--file",
+            spec.to_str().context("path")?,
+            "-o",
+            "name",
+        ],
+    )
+    .await?;
+    ensure!(code == 0 && out.trim().ends_with("@solo"), "{code} {out} {err}");
+    let (code, _, err) = cli(&node, &["agents", "spawn", "idle"]).await?;
+    ensure!(code == 2 && err.contains("say what the agent runs"), "{code} {err}");
     // An exec agent's lines, by its name.
     let input = json!({ "name": "talker", "backend": { "exec": { "command": ["/bin/sh", "-c", "echo hello from talker >&2; echo {}"] } } });
     let talker = text(&node.spawn_agent(input).await?, "/id")?;
@@ -251,7 +308,7 @@ async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_t
     // The last events, filtered.
     let (code, events, _) = cli(&node, &["events", "--kind", "TASK_SUCCEEDED", "-o", "json"]).await?;
     ensure!(
-        code == 0 && events.lines().count() == 2 && events.lines().all(|e| e.contains("TASK_SUCCEEDED")),
+        code == 0 && events.lines().count() == 3 && events.lines().all(|e| e.contains("TASK_SUCCEEDED")),
         "{events}"
     );
     // An operator's lifecycle changes, by name.
