@@ -230,6 +230,7 @@ impl Api {
 
     fn node_service(&self) -> crate::service::node::NodeService {
         crate::service::node::NodeService {
+            serving: self.ctx.serving.clone(),
             cluster: self.ctx.cluster.clone(),
             store: self.ctx.store.clone(),
             voters: self.ctx.voters,

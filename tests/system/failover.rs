@@ -538,6 +538,51 @@ async fn leader_changes(node: &Node, after: u64) -> Result<Vec<(u64, String)>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_draining_for_its_stop_offers_no_room_and_its_capabilitys_task_waits() -> Result<()> {
+    let mut nodes = three_nodes_up().await?;
+    // gamma's agent, the only one of its capability: one task held at a gate, a slot free.
+    let gate = Gate::new()?;
+    let agent = nodes[2].spawn_gated(&gate, &["held"], 2).await?;
+    nodes[2].wait_agent_state(&agent, "RUNNING").await?;
+    let first = text(
+        &nodes[0].submit(json!({ "capability": "held", "payload": 1 })).await?,
+        "/id",
+    )?;
+    nodes[0].wait_task_state(&first, "RUNNING").await?;
+    // Stopped, gamma drains: its running task holds it, for up to the grace period.
+    nodes[2].sigterm()?;
+    // alpha hears that the node going away has no room ...
+    let q = "{ cluster { members { name rooms { capability free } } } }";
+    let deadline = Deadline::after(WAIT, "alpha to hear that draining gamma has no room");
+    loop {
+        let view = nodes[0].gql_ok(q, json!({})).await?;
+        let free = view["cluster"]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["name"] == "gamma")
+            .flat_map(|m| m["rooms"].as_array().cloned().unwrap_or_default())
+            .any(|r| r["capability"] == "held" && r["free"].as_i64() > Some(0));
+        if !free {
+            break;
+        }
+        deadline.tick(view).await?;
+    }
+    // ... so a task for it is taken here and waits, rather than sent to gamma and refused.
+    let second = text(
+        &nodes[0].submit(json!({ "capability": "held", "payload": 2 })).await?,
+        "/id",
+    )?;
+    gate.open()?;
+    nodes[2].wait_exit(WAIT).await?;
+    nodes[2].restart().await?;
+    for task in [&first, &second] {
+        nodes[0].wait_task_state(task, "SUCCEEDED").await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_node_under_load_loses_nothing() -> Result<()> {
     let mut nodes = start_cluster(
         NodeOpts::named("alpha"),
@@ -546,6 +591,9 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() -> Result<()
     .await?;
     for node in &nodes {
         let id = node.spawn_builtin("echo", &["roll"]).await?;
+        node.wait_agent_state(&id, "RUNNING").await?;
+        // And one agent of a capability of this node's alone.
+        let id = node.spawn_builtin("echo", &[&format!("only-{}", node.name)]).await?;
         node.wait_agent_state(&id, "RUNNING").await?;
     }
     let mut acked = Vec::new();
@@ -577,6 +625,16 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() -> Result<()
             nodes[at].name,
             nodes[at].log_tail()
         );
+        // A task for the stopped node's capability alone is taken and waits for an agent:
+        // a stopped member is no place for it, even before it has been silent long enough
+        // to be SUSPECT (its closed session says it has gone).
+        if !leads {
+            let only = format!("only-{}", nodes[at].name);
+            let waits = nodes[others[0]]
+                .submit(json!({ "capability": only, "payload": {} }))
+                .await;
+            acked.push(text(&waits?, "/id")?);
+        }
         submit_through(&nodes, &others, "roll", 6, &mut acked).await?;
         nodes[at].restart().await?;
         let name = nodes[at].name.clone();
@@ -600,6 +658,6 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() -> Result<()
     for id in &acked {
         nodes[0].wait_task_state(id, "SUCCEEDED").await?;
     }
-    ensure!(acked.len() == 33, "{}", acked.len());
+    ensure!(acked.len() == 35, "{}", acked.len());
     Ok(())
 }

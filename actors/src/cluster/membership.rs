@@ -184,14 +184,16 @@ impl Cluster {
             .collect()
     }
 
-    /// What room each peer heard from lately (`UP`) has for `capability`, as its last beat
-    /// said (at most a beat and a scheduler's publication old: 350 ms); a peer none of whose
-    /// agents serves it has an empty room.
+    /// What room each peer heard from lately (`UP`) and connected now has for `capability`,
+    /// as its last beat said (at most a beat and a scheduler's publication old: 350 ms); a
+    /// peer none of whose agents serves it has an empty room. A peer whose session closed (a
+    /// node that stopped, before it goes quiet for long enough to be SUSPECT) has none.
     pub fn peer_rooms(&self, capability: &str) -> Vec<(String, crate::task::Room)> {
         let me = self.name();
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.iter()
             .filter(|(name, heard)| **name != me && heard.last.elapsed() <= SUSPECT_AFTER)
+            .filter(|(name, _)| remote::is_connected(remote::MEMBER_ROLE, name))
             .map(|(name, heard)| (name.clone(), heard.rooms.get(capability).copied().unwrap_or_default()))
             .collect()
     }

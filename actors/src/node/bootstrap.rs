@@ -98,7 +98,9 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         store.clone(),
         armed,
     );
+    let serving = Serving::default();
     let node_service = NodeService {
+        serving: serving.clone(),
         cluster: cluster.clone(),
         store: store.clone(),
         voters: config.voters,
@@ -205,7 +207,6 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         "weighted" => crate::task::Strategy::Weighted,
         _ => crate::task::Strategy::Score,
     };
-    let serving = Serving::default();
     let ctx_cluster = cluster.clone();
     // What every service shares; each domain's own state goes to its service alone.
     let ctx = Arc::new(Context {

@@ -97,6 +97,8 @@ pub enum Admission {
 
 #[derive(Clone)]
 pub struct NodeService {
+    /// Whether the node still takes new work (its beats offer no room once it drains).
+    pub(crate) serving: crate::serving::Serving,
     pub(crate) cluster: Cluster,
     pub(crate) store: Store,
     /// How many members vote; members admitted beyond them are learners.
@@ -182,10 +184,10 @@ impl NodeLocal for NodeService {
             info: self.cluster.me(),
             lease: self.cluster.leases.grant(&from, leads),
             applied: status.commit_index,
-            // Room only while this node's work runs: a node that left, or waits for its
-            // lease, keeps answering beats, and its last rooms would draw tasks its stopped
-            // scheduler cannot take.
-            rooms: match self.cluster.leases.running() {
+            // Room only while this node's work runs and takes new tasks: a node that left,
+            // waits for its lease or drains for its stop keeps answering beats, and its last
+            // rooms would draw tasks its scheduler cannot take.
+            rooms: match self.cluster.leases.running() && !self.serving.is_draining() {
                 true => (*self.rooms.get()).clone(),
                 false => Default::default(),
             },
