@@ -23,14 +23,8 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
     ensure!(voter["setMemberRole"]["role"] == "VOTER", "{voter}");
     // The members by name, on every node (not in the order of their random Raft ids).
     for node in &nodes {
-        let view = node.gql_ok(CLUSTER, json!({})).await?;
-        let names: Vec<&str> = view["cluster"]["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m["name"].as_str())
-            .collect();
-        ensure!(names == ["alpha", "beta", "gamma"], "{view}");
+        let names = member_names(node).await?;
+        ensure!(names == ["alpha", "beta", "gamma"], "{names:?}");
     }
 
     let agent = text(
@@ -79,14 +73,8 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
     let home = wait_moved(&nodes[0], &agent, "gamma").await?;
     let after = groups(&nodes[if home == "alpha" { 0 } else { 1 }], &agent).await?;
     ensure!(after.len() == 1 && after != before, "{before:?} then {after:?}");
-    let view = nodes[1].gql_ok(CLUSTER, json!({})).await?;
-    let names: Vec<&str> = view["cluster"]["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["name"].as_str())
-        .collect();
-    ensure!(names == ["alpha", "beta"], "{view}");
+    let names = member_names(&nodes[1]).await?;
+    ensure!(names == ["alpha", "beta"], "{names:?}");
     let events = nodes[1]
         .events_after(None, &["MEMBER_LEFT", "AGENT_MOVED", "MEMBER_ROLE_CHANGED"])
         .await?;
@@ -145,6 +133,17 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
         ensure!(done["agentId"] == gated.as_str(), "{done}");
     }
     Ok(())
+}
+
+/// The members of the log as `node` lists them, in its order.
+async fn member_names(node: &super::support::Node) -> Result<Vec<String>> {
+    let view = node.gql_ok(CLUSTER, json!({})).await?;
+    Ok(view["cluster"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["name"].as_str().map(str::to_owned))
+        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
