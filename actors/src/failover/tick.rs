@@ -28,12 +28,14 @@ pub(super) fn next(state: MemberState, silent: Duration) -> MemberState {
     }
 }
 
-/// Judges every member but `me` (the leader) from its committed state and its silence.
+/// Judges every member from its committed state and its silence; `me`, the leader, is heard
+/// from now: a leader whose record a previous leader made SUSPECT or DOWN just before it
+/// lost its leadership is UP again (no other member judges it while it leads).
 pub(super) fn tick(me: &str, members: &[(String, MemberState)], silence: impl Fn(&str) -> Duration) -> Vec<Change> {
     let judged: Vec<(&str, MemberState, MemberState, Duration)> = members
         .iter()
         .map(|(name, state)| match name == me {
-            true => (name.as_str(), *state, *state, Duration::ZERO),
+            true => (name.as_str(), *state, next(*state, Duration::ZERO), Duration::ZERO),
             false => {
                 let silent = silence(name);
                 (name.as_str(), *state, next(*state, silent), silent)
@@ -90,8 +92,12 @@ mod tests {
             };
             let changes = tick("n0", &named, silence);
             for change in &changes {
-                // The leader does not judge itself; a member that left stays gone.
-                prop_assert!(change.node != "n0");
+                // The leader is heard from now: it can only be found UP again.
+                if change.node == "n0" {
+                    prop_assert_eq!(change.to, MemberState::Up);
+                    prop_assert_eq!(change.silent, Duration::ZERO);
+                }
+                // A member that left stays gone.
                 prop_assert!(change.from != MemberState::Left && change.to != MemberState::Left);
                 prop_assert_ne!(change.from, change.to);
                 // DOWN only past DOWN_AFTER; SUSPECT only past SUSPECT_AFTER; UP again only
@@ -107,19 +113,40 @@ mod tests {
                     prop_assert!(s != &change.node);
                     let i: usize = s[1..].parse().unwrap();
                     let after = match s == "n0" {
-                        true => named[0].1,
+                        true => next(named[0].1, Duration::ZERO),
                         false => next(named[i].1, silence(s)),
                     };
                     prop_assert_eq!(after, MemberState::Up);
                 }
             }
             // Every member whose judgement differs from its record is in the changes, once.
-            for (i, (name, state)) in named.iter().enumerate().skip(1) {
-                let expected = next(*state, Duration::from_millis(members[i].1));
+            for (i, (name, state)) in named.iter().enumerate() {
+                let heard = if i == 0 { 0 } else { members[i].1 };
+                let expected = next(*state, Duration::from_millis(heard));
                 let found = changes.iter().filter(|c| &c.node == name).count();
                 prop_assert_eq!(found, usize::from(expected != *state));
             }
         }
+    }
+
+    #[test]
+    fn a_leader_whose_record_the_leader_before_made_suspect_finds_itself_up() {
+        // b's record says SUSPECT: a's last judgement as leader, committed as b was elected.
+        let members = [
+            ("a".to_owned(), MemberState::Up),
+            ("b".to_owned(), MemberState::Suspect),
+        ];
+        let changes = tick("b", &members, |_| Duration::ZERO);
+        assert_eq!(
+            changes,
+            [Change {
+                node: "b".into(),
+                from: MemberState::Suspect,
+                to: MemberState::Up,
+                silent: Duration::ZERO,
+                survivors: vec!["a".into()],
+            }]
+        );
     }
 
     #[test]
