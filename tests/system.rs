@@ -38,6 +38,7 @@ mod system {
     mod recovery;
     mod replica_reads;
     mod replicated;
+    mod restarts;
     mod scheduling;
     mod stopping;
     mod subscriptions;

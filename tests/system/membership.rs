@@ -107,24 +107,7 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
     nodes[at].wait_task_state(&first, "RUNNING").await?;
     // The other member has heard that the slot is taken, so the node asked has too.
     let other = &nodes[1 - at];
-    let q = "{ cluster { members { name rooms { capability free } } } }";
-    let deadline = Deadline::after(WAIT, "the moved agent's slot to be taken in the beats");
-    loop {
-        let view = other.gql_ok(q, json!({})).await?;
-        let rooms = view["cluster"]["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["name"] == moved.as_str())
-            .map(|m| m["rooms"].clone());
-        if rooms.is_some_and(|r| {
-            r.as_array()
-                .is_some_and(|r| r.iter().any(|r| r["capability"] == "leaving" && r["free"] == 0))
-        }) {
-            break;
-        }
-        deadline.tick(view).await?;
-    }
+    super::replicated::room_of(other, &moved, "leaving", Some(0)).await?;
     let second = text(&submit(1).await?, "/id")?;
     let tasks = [first, second];
     gate.open()?;

@@ -440,9 +440,9 @@ async fn a_cluster_that_lost_its_majority_is_recovered_from_one_survivor() -> Re
     Ok(())
 }
 
-/// Waits until `node` heard from `member` that all `free` slots of its agents for
-/// `capability` are free (`free` of them).
-async fn room_of(node: &Node, member: &str, capability: &str, free: i64) -> Result<()> {
+/// Waits until `node` heard from `member` that its agents for `capability` have `free`
+/// slots free, or (`None`) that it offers no room for it at all.
+pub(super) async fn room_of(node: &Node, member: &str, capability: &str, free: Option<i64>) -> Result<()> {
     let q = "{ cluster { members { name rooms { capability agents free } } } }";
     let deadline = Deadline::after(WAIT, format!("{} to hear {member}'s room for {capability}", node.name));
     loop {
@@ -454,7 +454,7 @@ async fn room_of(node: &Node, member: &str, capability: &str, free: i64) -> Resu
             .filter(|m| m["name"] == member)
             .flat_map(|m| m["rooms"].as_array().cloned().unwrap_or_default())
             .find(|r| r["capability"] == capability);
-        if room.as_ref().is_some_and(|r| r["free"] == free) {
+        if room.as_ref().map(|r| r["free"].as_i64().unwrap_or(-1)) == free {
             return Ok(());
         }
         deadline.tick(seen).await?;
@@ -481,7 +481,7 @@ async fn a_task_for_a_capability_goes_by_its_strategy_across_the_cluster() -> Re
 
     // Alpha places by what beta's heartbeats say of its agents' room: a beat later, it
     // knows of beta's agent.
-    room_of(alpha, "beta", "only-far", 1).await?;
+    room_of(alpha, "beta", "only-far", Some(1)).await?;
     // Only beta serves it: submitted on alpha, it runs on beta's agent.
     let only = text(&alpha.submit(submit("only-far", 1)).await?, "/id")?;
     ensure!(only.ends_with("@beta"), "queued on {only}");
@@ -492,7 +492,7 @@ async fn a_task_for_a_capability_goes_by_its_strategy_across_the_cluster() -> Re
     let first = text(&alpha.submit(submit("busy", 2)).await?, "/id")?;
     ensure!(first.ends_with("@alpha"), "queued on {first}");
     alpha.wait_task_state(&first, "RUNNING").await?;
-    room_of(alpha, "beta", "busy", 1).await?;
+    room_of(alpha, "beta", "busy", Some(1)).await?;
     // alpha's agent still has a free slot, but runs one task and beta's none: the task goes
     // to beta, the cluster's least loaded agent, and runs now.
     let second = text(&alpha.submit(submit("busy", 3)).await?, "/id")?;

@@ -1,0 +1,161 @@
+//! Stopping and restarting are not failures: a member that drains for its stop is offered
+//! no task, and a rolling restart of every node under load loses nothing and elects no one
+//! for a follower's restart.
+
+use anyhow::{ensure, Result};
+use serde_json::json;
+
+use super::failover::{three_nodes_up, wait_member_state};
+use super::replicated::start_cluster;
+use super::support::{text, Deadline, Gate, Node, NodeOpts, WAIT};
+
+/// Submits `n` tasks for `capability` through the nodes in `through` (retrying what the
+/// cluster refuses during a change), adding the acknowledged ids to `acked`.
+async fn submit_through(
+    nodes: &[Node],
+    through: &[usize],
+    capability: &str,
+    n: usize,
+    acked: &mut Vec<String>,
+) -> Result<()> {
+    let submit = "mutation($c: String!, $i: Int!) { submitTask(input: { capability: $c, payload: { i: $i } }) { id } }";
+    let deadline = Deadline::after(WAIT, "submissions to be acknowledged");
+    let (mut sent, goal) = (0, acked.len() + n);
+    while acked.len() < goal {
+        let node = &nodes[through[sent % through.len()]];
+        sent += 1;
+        let body = node.gql(submit, json!({ "c": capability, "i": sent })).await?;
+        match body["data"]["submitTask"]["id"].as_str() {
+            Some(id) => acked.push(id.to_owned()),
+            None => deadline.tick(&body).await?,
+        }
+    }
+    Ok(())
+}
+
+/// The cluster's leader and term as `node` sees them.
+async fn leader_and_term(node: &Node) -> Result<(String, u64)> {
+    let view = node.gql_ok("{ cluster { leader term } }", json!({})).await?;
+    let leader = view["cluster"]["leader"].as_str().unwrap_or_default().to_owned();
+    Ok((leader, view["cluster"]["term"].as_u64().unwrap_or_default()))
+}
+
+/// `LEADER_CHANGED` events `node` has after `after`: (seq, leader).
+async fn leader_changes(node: &Node, after: u64) -> Result<Vec<(u64, String)>> {
+    let all = super::replicated::events(node, after).await?;
+    Ok(all
+        .into_iter()
+        .filter(|(_, kind, _)| kind == "LEADER_CHANGED")
+        .map(|(seq, _, leader)| (seq, leader))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_draining_for_its_stop_offers_no_room_and_its_capabilitys_task_waits() -> Result<()> {
+    let mut nodes = three_nodes_up().await?;
+    // gamma's agent, the only one of its capability: one task held at a gate, a slot free.
+    let gate = Gate::new()?;
+    let agent = nodes[2].spawn_gated(&gate, &["held"], 2).await?;
+    nodes[2].wait_agent_state(&agent, "RUNNING").await?;
+    let first = text(
+        &nodes[0].submit(json!({ "capability": "held", "payload": 1 })).await?,
+        "/id",
+    )?;
+    nodes[0].wait_task_state(&first, "RUNNING").await?;
+    // Stopped, gamma drains: its running task holds it, for up to the grace period.
+    nodes[2].sigterm()?;
+    // alpha hears that the node going away has no room ...
+    super::replicated::room_of(&nodes[0], "gamma", "held", None).await?;
+    // ... so a task for it is taken here and waits, rather than sent to gamma and refused.
+    let second = text(
+        &nodes[0].submit(json!({ "capability": "held", "payload": 2 })).await?,
+        "/id",
+    )?;
+    gate.open()?;
+    nodes[2].wait_exit(WAIT).await?;
+    nodes[2].restart().await?;
+    for task in [&first, &second] {
+        nodes[0].wait_task_state(task, "SUCCEEDED").await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_node_under_load_loses_nothing() -> Result<()> {
+    let mut nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    for node in &nodes {
+        let id = node.spawn_builtin("echo", &["roll"]).await?;
+        node.wait_agent_state(&id, "RUNNING").await?;
+        // And one agent of a capability of this node's alone.
+        let id = node.spawn_builtin("echo", &[&format!("only-{}", node.name)]).await?;
+        node.wait_agent_state(&id, "RUNNING").await?;
+    }
+    let mut acked = Vec::new();
+    submit_through(&nodes, &[0, 1, 2], "roll", 6, &mut acked).await?;
+    // The followers first, then the leader.
+    let (leader, _) = leader_and_term(&nodes[0]).await?;
+    let mut order: Vec<usize> = (0..3).filter(|i| nodes[*i].name != leader).collect();
+    order.extend((0..3).filter(|i| nodes[*i].name == leader));
+    for (round, at) in order.into_iter().enumerate() {
+        let leads = round == 2;
+        let others: Vec<usize> = (0..3).filter(|i| *i != at).collect();
+        let (_, term) = leader_and_term(&nodes[others[0]]).await?;
+        let since = leader_changes(&nodes[others[0]], 0).await?.last().map_or(0, |c| c.0);
+        let status = nodes[at].terminate(std::time::Duration::from_secs(60)).await?;
+        ensure!(
+            status.success(),
+            "{} stopped with {status}: {}",
+            nodes[at].name,
+            nodes[at].log_tail()
+        );
+        // Its last writes committed before its Raft member stopped, and that before its link.
+        let log: String = ["stdout.log", "stderr.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(nodes[at].data_dir().join(f)).unwrap_or_default())
+            .collect();
+        ensure!(
+            !log.contains("final flush"),
+            "{}: {}",
+            nodes[at].name,
+            nodes[at].log_tail()
+        );
+        // A task for the stopped node's capability alone is taken and waits for an agent:
+        // a stopped member is no place for it, even before it has been silent long enough
+        // to be SUSPECT (its closed session says it has gone).
+        if !leads {
+            let only = format!("only-{}", nodes[at].name);
+            let waits = nodes[others[0]]
+                .submit(json!({ "capability": only, "payload": {} }))
+                .await;
+            acked.push(text(&waits?, "/id")?);
+        }
+        submit_through(&nodes, &others, "roll", 6, &mut acked).await?;
+        nodes[at].restart().await?;
+        let name = nodes[at].name.clone();
+        wait_member_state(&nodes[others[0]], &name, "UP").await?;
+        submit_through(&nodes, &[0, 1, 2], "roll", 3, &mut acked).await?;
+        let (now_leading, now) = leader_and_term(&nodes[others[0]]).await?;
+        let changes = leader_changes(&nodes[others[0]], since).await?;
+        if leads {
+            // One handover: one new leader, and the old one's return deposes nobody.
+            ensure!(now_leading != name, "{name} leads again after its restart");
+            ensure!(changes.len() == 1, "{changes:?}");
+        } else {
+            // A follower's stop and restart elect no one.
+            ensure!(
+                now == term && now_leading == leader,
+                "term {term} -> {now}, leader {now_leading}"
+            );
+            ensure!(changes.is_empty(), "{changes:?}");
+        }
+    }
+    for id in &acked {
+        nodes[0].wait_task_state(id, "SUCCEEDED").await?;
+    }
+    ensure!(acked.len() == 35, "{}", acked.len());
+    Ok(())
+}
