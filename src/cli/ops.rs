@@ -122,11 +122,35 @@ pub(super) async fn swarms(client: &Client, how: SwarmsHow) -> Done {
 
 pub(super) async fn hosts(client: &Client, how: HostsHow) -> Done {
     match how {
+        HostsHow::Read(List::List { first }) => {
+            let kind = Kind {
+                fields: &["id", "name", "qualifiedName", "state", "node", "uri"],
+                ..HOSTS
+            };
+            let mut rows = kind.all(client, first).await?;
+            qualify_shared_names(&mut rows);
+            print(client, HOSTS.fields, &Value::Array(rows));
+            Ok(())
+        }
         HostsHow::Read(how) => list_or_get(client, &HOSTS, how).await,
         HostsHow::Drain { host } => act(client, &HOSTS, "drainHost", &host, &[]).await,
         HostsHow::Maintenance { host, off } => {
             let enabled = [("enabled", "Boolean!", json!(!off))];
             act(client, &HOSTS, "setHostMaintenance", &host, &enabled).await
+        }
+    }
+}
+
+/// Every node's simulated hosts are `sim-1`…: where rows share a name, each is named as the
+/// node that made it tells it apart (`sim-1@b`), the name `hosts get` and the events use.
+fn qualify_shared_names(rows: &mut [Value]) {
+    let shared: Vec<bool> = rows
+        .iter()
+        .map(|r| rows.iter().filter(|o| o["name"] == r["name"]).count() > 1)
+        .collect();
+    for (row, shared) in rows.iter_mut().zip(shared) {
+        if shared && row["qualifiedName"].is_string() {
+            row["name"] = row["qualifiedName"].clone();
         }
     }
 }

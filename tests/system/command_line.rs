@@ -8,7 +8,7 @@ use super::support::{text, Node, NodeOpts, WAIT};
 
 /// Runs `troupe args…` with these environment variables (and no TROUPE_URL or TROUPE_TOKEN
 /// unless given): its exit code, standard output and error.
-async fn troupe(args: &[&str], env: &[(&str, String)]) -> Result<(i32, String, String)> {
+pub(super) async fn troupe(args: &[&str], env: &[(&str, String)]) -> Result<(i32, String, String)> {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_troupe"));
     command.args(args).env_remove("TROUPE_URL").env_remove("TROUPE_TOKEN");
     for (k, v) in env {
@@ -19,7 +19,7 @@ async fn troupe(args: &[&str], env: &[(&str, String)]) -> Result<(i32, String, S
     Ok((out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr)))
 }
 
-fn at(node: &Node) -> Vec<(&'static str, String)> {
+pub(super) fn at(node: &Node) -> Vec<(&'static str, String)> {
     vec![
         ("TROUPE_URL", format!("http://{}", node.addr)),
         ("TROUPE_TOKEN", node.token.clone()),

@@ -7,6 +7,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
 use super::cluster::{spawn_held_on_beta, start_pair, wait_member, SUBMIT_KEYED};
+use super::command_line::{at, troupe};
 use super::support::{expect_code, text, Deadline, Node, NodeOpts, Subscription, WAIT};
 
 /// `agents` through `node`: the ids listed, `missingNodes`, and the error codes.
@@ -124,6 +125,18 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
         .gql_ok("query($id: ID!) { host(id: $id) { id state } }", json!({ "id": one }))
         .await?;
     ensure!(host["host"]["state"] == "UP", "{host}");
+    // The command line's table tells the two nodes' sim-1 apart as `hosts get` names them.
+    let (code, out, err) = troupe(&["hosts", "list"], &at(&alpha)).await?;
+    ensure!(code == 0, "exit {code}: {out}{err}");
+    let names: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    ensure!(
+        names.contains(&"sim-1@alpha") && names.contains(&"sim-1@beta") && !names.contains(&"sim-1"),
+        "{out}"
+    );
     // What beta's agent shows of itself is beta's last sample, read here with its time.
     let frozen = alpha.gql_ok(observed, json!({ "id": theirs })).await?;
     ensure!(
