@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use troupe_runtime::auth::{Check, Tokens};
 use troupe_runtime::events::{self, Event, EventFilter};
-use troupe_runtime::store::{Store, StoreError};
+use troupe_runtime::store::{Store, StoreError, Window};
 use troupe_runtime::supervision::SupervisorInfo;
 
 pub use crate::messaging::{
@@ -318,18 +318,23 @@ impl Api {
         Ok(self.ctx.store.last_seq().await?)
     }
 
-    /// Up to `first` events after `after`, oldest first; with `kinds`, only those kinds (read
-    /// through the kind index).
-    pub async fn events(&self, after: u64, kinds: Option<Vec<String>>, first: usize) -> Result<Vec<Event>, ApiError> {
-        Ok(match kinds {
-            Some(kinds) => self.ctx.store.events_of_kinds(after, kinds, first).await?,
-            None => self.ctx.store.events_after(after, first).await?,
+    /// Up to `limit` events of the `window` (after a cursor, or the newest), oldest first;
+    /// with `kinds`, only those kinds (read through the kind index); with `subject`, only the
+    /// events about that entity (read through the subject index).
+    pub async fn events(
+        &self,
+        window: Window,
+        kinds: Option<Vec<String>>,
+        subject: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Event>, ApiError> {
+        let store = &self.ctx.store;
+        Ok(match (window, subject, kinds) {
+            (window, Some(subject), kinds) => store.events_about(subject, window, kinds, limit).await?,
+            (Window::Last, None, kinds) => store.last_events(kinds, limit).await?,
+            (Window::After(after), None, Some(kinds)) => store.events_of_kinds(after, kinds, limit).await?,
+            (Window::After(after), None, None) => store.events_after(after, limit).await?,
         })
-    }
-
-    /// The newest `last` events (only `kinds`, when given), oldest first.
-    pub async fn last_events(&self, kinds: Option<Vec<String>>, last: usize) -> Result<Vec<Event>, ApiError> {
-        Ok(self.ctx.store.last_events(kinds, last).await?)
     }
 
     /// Events after `after` that pass the filter: the log, then live.

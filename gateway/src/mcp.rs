@@ -122,14 +122,14 @@ fn operations() -> Vec<Operation> {
         },
         Operation {
             name: "read_events",
-            description: "Reads the cluster's events after a sequence number, optionally of some kinds.",
+            description: "Reads the cluster's events after a sequence number, optionally of some kinds or only those about one entity (subject: its id).",
             schema: || {
                 object(
-                    json!({ "after": { "type": "integer" }, "kinds": { "type": "array", "items": { "type": "string" } }, "first": { "type": "integer" } }),
+                    json!({ "after": { "type": "integer" }, "kinds": { "type": "array", "items": { "type": "string" } }, "subject": { "type": "string" }, "first": { "type": "integer" } }),
                     &[],
                 )
             },
-            document: "query($after: Int64, $kinds: [String!], $first: Int) { events(after: $after, kinds: $kinds, first: $first) { seq kind subject at data } }",
+            document: "query($after: Int64, $kinds: [String!], $subject: ID, $first: Int) { events(after: $after, kinds: $kinds, subject: $subject, first: $first) { seq kind subject at data } }",
         },
     ]
 }

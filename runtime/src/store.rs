@@ -19,6 +19,7 @@ mod apply;
 mod batch;
 mod error;
 mod fault;
+mod index;
 mod project;
 pub mod raft;
 mod view;
@@ -39,13 +40,12 @@ pub use error::StoreError;
 pub use fault::file_gates;
 pub use fault::{gates_in, named_gates_in, ArmedFaults, Fault, FaultHook, Hits, NamedGates, NodeFault};
 pub use project::{Change, Projection};
-pub use view::View;
+pub use view::{View, Window};
 
 use crate::events::Event;
 
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// (kind, seq) of every event, so a query for some kinds reads only those.
-pub(crate) const EVENT_KINDS: TableDefinition<(&str, u64), ()> = TableDefinition::new("event_kinds");
+pub(crate) use index::{EVENT_KINDS, EVENT_SUBJECTS};
 /// Events kept for the live fan-out.
 const LIVE_BUFFER: usize = 65_536;
 
@@ -172,6 +172,7 @@ impl Store {
         let txn = db.begin_write().map_err(StoreError::db)?;
         txn.open_table(EVENTS).map_err(StoreError::db)?;
         txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
+        index::backfill_subjects(&txn)?;
         txn.commit().map_err(StoreError::db)?;
         // Deep enough that subscribers who fall a little behind still read from memory; one
         // further behind catches up from the log.
@@ -522,6 +523,22 @@ impl Store {
     /// The newest `limit` events (only `kinds`, when given), oldest first.
     pub async fn last_events(&self, kinds: Option<Vec<String>>, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.view(move |v| v.last_events(kinds.as_deref(), limit)).await
+    }
+
+    /// At most `limit` events about one entity, `subject` (of `kinds` only, when given),
+    /// read through the subject index, oldest first.
+    pub async fn events_about(
+        &self,
+        subject: String,
+        window: Window,
+        kinds: Option<Vec<String>>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        if let Window::After(after) = window {
+            self.reach(after).await?;
+        }
+        self.view(move |v| v.events_about(&subject, window, kinds.as_deref(), limit))
+            .await
     }
 
     /// One page of a subscription's replay: the events after `after` (of `kinds` when

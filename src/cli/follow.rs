@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::ws::follow;
-use super::{agent_id, ask, for_people, print, Client, Done, Failure, Output};
+use super::{agent_id, ask, by_name, for_people, print, Client, Done, Failure, Output, AGENTS, HOSTS, SWARMS, VMS};
 
 #[derive(Args, Clone)]
 pub struct SubmitArgs {
@@ -71,6 +71,9 @@ pub struct EventsArgs {
     /// How many of the last events to print first.
     #[arg(long, default_value_t = 20)]
     tail: u32,
+    /// Only the events about this entity: an id, or the name of an agent, swarm, host or VM.
+    #[arg(long)]
+    subject: Option<String>,
 }
 
 pub(super) async fn submit(client: &Client, s: SubmitArgs) -> Done {
@@ -162,8 +165,25 @@ pub(super) async fn logs(client: &Client, l: LogsArgs) -> Done {
     Ok(())
 }
 
+/// The id of the entity `who` names: an agent, swarm, host or VM by that name, or `who`
+/// itself (an id, or a subject that is no entity, such as a member's name).
+async fn subject_of(client: &Client, who: &str) -> Result<String, Failure> {
+    if !who.contains('@') {
+        for kind in [&AGENTS, &SWARMS, &HOSTS, &VMS] {
+            if let Some(id) = by_name(client, kind, who).await?["id"].as_str() {
+                return Ok(id.to_owned());
+            }
+        }
+    }
+    Ok(who.to_owned())
+}
+
 pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
     let kinds = (!e.kinds.is_empty()).then_some(&e.kinds);
+    let subject = match &e.subject {
+        Some(who) => Some(subject_of(client, who).await?),
+        None => None,
+    };
     // For people: the event as a sentence, its subject by name.
     let show = |event: &Value| match client.output {
         Output::Json | Output::Jsonl => println!("{event}"),
@@ -179,9 +199,15 @@ pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
     let fields = "seq kind subject subjectName at text data";
     // The newest `tail` of these kinds, and where the log was when they were read.
     let query = format!(
-        "query($kinds: [String!], $last: Int) {{ node {{ lastSeq }} events(kinds: $kinds, last: $last) {{ {fields} }} }}"
+        "query($kinds: [String!], $subject: ID, $last: Int) {{ node {{ lastSeq }} \
+         events(kinds: $kinds, subject: $subject, last: $last) {{ {fields} }} }}"
     );
-    let data = ask(client, &query, json!({ "kinds": kinds, "last": e.tail })).await?;
+    let data = ask(
+        client,
+        &query,
+        json!({ "kinds": kinds, "subject": subject, "last": e.tail }),
+    )
+    .await?;
     let events = data["events"].as_array().cloned().unwrap_or_default();
     events.iter().for_each(show);
     if !e.follow {
@@ -190,12 +216,13 @@ pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
     let shown = events.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
     let after = Cell::new(shown.max(data["node"]["lastSeq"].as_u64().unwrap_or(0)));
     let query = format!(
-        "subscription($after: Int64, $kinds: [String!]) {{ events(after: $after, kinds: $kinds) {{ {fields} }} }}"
+        "subscription($after: Int64, $kinds: [String!], $subject: ID) {{ \
+         events(after: $after, kinds: $kinds, subject: $subject) {{ {fields} }} }}"
     );
     follow(
         client,
         &query,
-        || json!({ "after": after.get(), "kinds": kinds }),
+        || json!({ "after": after.get(), "kinds": kinds, "subject": subject }),
         |data| {
             let event = &data["events"];
             show(event);

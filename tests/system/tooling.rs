@@ -83,7 +83,23 @@ async fn deep_and_costly_queries_are_refused_and_ordinary_ones_answered() -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_from_the_future_is_refused_and_int64_takes_numbers_and_strings() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
+    let first = node.spawn_builtin("echo", &[]).await?;
     node.spawn_builtin("echo", &[]).await?;
+    // One entity's events, through the index by subject: the newest of them, or of a kind.
+    let about = "query($s: ID, $k: [String!]) { events(subject: $s, kinds: $k, last: 50) { kind subject } }";
+    let mine = node.gql_ok(about, json!({ "s": first })).await?;
+    let mine = mine["events"].as_array().context("events")?.clone();
+    ensure!(
+        mine.len() >= 2 && mine.iter().all(|e| e["subject"] == json!(first)),
+        "{mine:?}"
+    );
+    let spawned = node
+        .gql_ok(about, json!({ "s": first, "k": ["AGENT_SPAWNED"] }))
+        .await?;
+    ensure!(
+        spawned["events"] == json!([{ "kind": "AGENT_SPAWNED", "subject": first }]),
+        "{spawned}"
+    );
     let last = int(&node.gql_ok("{ node { lastSeq } }", json!({})).await?, "/node/lastSeq")?;
     let q = "query($after: Int64) { events(after: $after) { seq } }";
     expect_code(&node.gql(q, json!({ "after": last + 1000 })).await?, "INVALID_INPUT")?;

@@ -8,6 +8,7 @@ use troupe_actors::names::{self, Named};
 use troupe_actors::Api;
 use troupe_runtime::auth::Role;
 use troupe_runtime::events::{Event as RtEvent, EventFilter};
+use troupe_runtime::store::Window;
 
 use super::page::page_size;
 use super::Int64;
@@ -79,10 +80,10 @@ pub(crate) fn cursor(after: Option<Int64>) -> async_graphql::Result<Option<u64>>
     after.map(|a| a.non_negative("after")).transpose()
 }
 
-fn kinds_filter(kinds: Option<Vec<String>>) -> EventFilter {
+fn filter(kinds: Option<Vec<String>>, subject: Option<ID>) -> EventFilter {
     EventFilter {
         kinds: kinds.map(|k| k.into_iter().collect()),
-        subject: None,
+        subject: subject.map(|s| s.0),
     }
 }
 
@@ -92,10 +93,12 @@ pub struct EventsQuery;
 #[Object]
 impl EventsQuery {
     /// Events with `seq` above `after` (default 0), oldest first, optionally only some kinds
-    /// (read through an index: the cost follows what is returned, not the log's size). A
-    /// cursor this node's log cannot continue from (older than the kept log, or past its
-    /// last event) is INVALID_INPUT. With `last` instead of `after` and `first`: the newest
-    /// `last` events (of `kinds`), still oldest first ("the last 3 TASK_FAILED").
+    /// or only those about one entity, `subject` (its id; each read through an index: the
+    /// cost follows what is returned, not the log's size). A cursor this node's log cannot
+    /// continue from (older than the kept log, or past its last event) is INVALID_INPUT.
+    /// With `last` instead of `after` and `first`: the newest `last` events (of `kinds`,
+    /// about `subject`), still oldest first ("the last 3 TASK_FAILED", "the last 100 events
+    /// of this agent").
     #[graphql(
         guard = "RoleGuard(Role::Viewer)",
         complexity = "super::page::cost(first.or(last), DEFAULT_EVENTS, MAX_EVENTS, child_complexity)"
@@ -105,24 +108,23 @@ impl EventsQuery {
         ctx: &Context<'_>,
         after: Option<Int64>,
         kinds: Option<Vec<String>>,
+        subject: Option<ID>,
         first: Option<i32>,
         last: Option<i32>,
     ) -> async_graphql::Result<Vec<Event>> {
         let api = ctx.data::<Api>()?;
-        let events = match last {
+        let (window, limit) = match last {
             Some(_) if after.is_some() || first.is_some() => {
                 return Err(coded("INVALID_INPUT", "last goes without after and first"))
             }
-            Some(last) => {
-                let last = page_size(Some(last), DEFAULT_EVENTS, MAX_EVENTS)?;
-                api.last_events(kinds, last).await.gql()?
-            }
-            None => {
-                let first = page_size(first, DEFAULT_EVENTS, MAX_EVENTS)?;
-                let after = cursor(after)?.unwrap_or(0);
-                api.events(after, kinds, first).await.gql()?
-            }
+            Some(last) => (Window::Last, page_size(Some(last), DEFAULT_EVENTS, MAX_EVENTS)?),
+            None => (
+                Window::After(cursor(after)?.unwrap_or(0)),
+                page_size(first, DEFAULT_EVENTS, MAX_EVENTS)?,
+            ),
         };
+        let subject = subject.map(|s| s.0);
+        let events = api.events(window, kinds, subject, limit).await.gql()?;
         Ok(events
             .into_iter()
             .map(|e| Event::from(std::sync::Arc::new(e)))
@@ -135,14 +137,15 @@ pub struct EventsSubscription;
 
 #[Subscription]
 impl EventsSubscription {
-    /// Every event after `after`, then each new one as it is committed. Without `after`,
-    /// only new events.
+    /// Every event after `after`, then each new one as it is committed (only some kinds, or
+    /// only those about one entity, `subject`, when given). Without `after`, only new events.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
         after: Option<Int64>,
         kinds: Option<Vec<String>>,
+        subject: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>>> {
         let api = ctx.data::<Api>()?.clone();
         let after = match cursor(after)? {
@@ -150,7 +153,7 @@ impl EventsSubscription {
             None => api.last_seq().await.gql()?,
         };
         Ok(api
-            .subscribe(after, kinds_filter(kinds))
+            .subscribe(after, filter(kinds, subject))
             .map(|r| r.map(Event::from).map_err(|e| crate::error::api(e.into()))))
     }
 }

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::broadcast;
 
+use super::index::Indexes;
 use super::project::{Change, Projection, Projections};
 use super::raft::{session, Applied, Proposal};
-use super::{Batch, Op, StoreError, Table, View, EVENTS, EVENT_KINDS};
+use super::{Batch, Op, StoreError, Table, View, EVENTS};
 use crate::events::Event;
 
 /// Makes every commit to `db` so far durable (those made with `Durability::None` included).
@@ -175,7 +176,7 @@ impl Log {
 pub(super) struct Open<'t> {
     txn: &'t WriteTransaction,
     log: redb::Table<'t, u64, &'static [u8]>,
-    kinds: redb::Table<'t, (&'static str, u64), ()>,
+    indexes: Indexes<'t>,
     tables: Vec<(Table, redb::Table<'t, &'static str, &'static [u8]>)>,
     seq: u64,
     /// The events applied so far, to fan out once the transaction commits.
@@ -190,7 +191,7 @@ impl<'t> Open<'t> {
         Ok(Self {
             txn,
             log: txn.open_table(EVENTS).map_err(StoreError::db)?,
-            kinds: txn.open_table(EVENT_KINDS).map_err(StoreError::db)?,
+            indexes: Indexes::open(txn)?,
             tables: Vec::new(),
             seq,
             events: Vec::new(),
@@ -276,9 +277,7 @@ impl<'t> Open<'t> {
                     };
                     self.log.insert(self.seq, bytes).map_err(StoreError::db)?;
                     let event = new.clone().sequenced(self.seq);
-                    self.kinds
-                        .insert((event.kind.as_str(), self.seq), ())
-                        .map_err(StoreError::db)?;
+                    self.indexes.add(&event)?;
                     seqs.push(self.seq);
                     self.events.push(event);
                     self.seq += 1;
@@ -307,22 +306,22 @@ impl<'t> Open<'t> {
     }
 }
 
-/// Deletes the events in `from..to`, and their entries in the kind index.
+/// Deletes the events in `from..to`, and their entries in the indexes.
 pub(super) fn trim(db: &Database, from: u64, to: u64) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(StoreError::db)?;
     // Trimming is this node's own housekeeping: the next durable commit carries it.
     let _ = txn.set_durability(redb::Durability::None);
     {
         let mut log = txn.open_table(EVENTS).map_err(StoreError::db)?;
-        let mut kinds = txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
+        let mut indexes = Indexes::open(&txn)?;
         let mut gone = Vec::new();
         for entry in log.range(from..to).map_err(StoreError::db)? {
             let (k, v) = entry.map_err(StoreError::db)?;
-            gone.push((Event::stored(k.value(), v.value())?.kind, k.value()));
+            gone.push(Event::stored(k.value(), v.value())?);
         }
         log.retain_in(from..to, |_, _| false).map_err(StoreError::db)?;
-        for (kind, seq) in gone {
-            kinds.remove((kind.as_str(), seq)).map_err(StoreError::db)?;
+        for event in &gone {
+            indexes.remove(event)?;
         }
     }
     txn.commit().map_err(StoreError::db)

@@ -236,6 +236,84 @@ async fn events_of_some_kinds_are_read_through_the_index_and_cursors_are_checked
 }
 
 #[tokio::test]
+async fn an_entitys_events_are_read_through_the_subject_index_however_many_came_after() {
+    use crate::store::Window;
+    let (dir, store) = open();
+    let about = |subject: &str, i: u64| NewEvent::new("SAID", Some(subject.to_owned()), json!(i));
+    store.write(Batch::new().event(about("x", 0))).await.unwrap();
+    // Six thousand events about others after it (more than a reader would page through).
+    for chunk in 0..6u64 {
+        let mut batch = Batch::new();
+        for i in 0..1000 {
+            batch = batch.event(about("y", chunk * 1000 + i));
+        }
+        store.write(batch).await.unwrap();
+    }
+    store
+        .write(
+            Batch::new()
+                .event(about("x", 1))
+                .event(NewEvent::new("OTHER", Some("x".into()), json!(2))),
+        )
+        .await
+        .unwrap();
+    let seqs = |events: Vec<crate::events::Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let last = Window::Last;
+    assert_eq!(
+        seqs(store.events_about("x".into(), last, None, 10).await.unwrap()),
+        [1, 6002, 6003]
+    );
+    assert_eq!(
+        seqs(store.events_about("x".into(), last, None, 2).await.unwrap()),
+        [6002, 6003]
+    );
+    let said = Some(vec!["SAID".into()]);
+    assert_eq!(
+        seqs(store.events_about("x".into(), last, said.clone(), 10).await.unwrap()),
+        [1, 6002]
+    );
+    let after = Window::After(1);
+    assert_eq!(
+        seqs(store.events_about("x".into(), after, None, 1).await.unwrap()),
+        [6002]
+    );
+    assert!(store
+        .events_about("nobody".into(), last, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let err = store
+        .events_about("x".into(), Window::After(7000), None, 1)
+        .await
+        .unwrap_err();
+    assert!(err.is_bad_cursor(), "{err}");
+
+    // A store written before the index existed gets it at its next opening.
+    drop(store);
+    let path = dir.path().join("db");
+    {
+        // The writer thread holds the database until its channel closes.
+        let db = loop {
+            match redb::Database::create(&path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(crate::store::EVENT_SUBJECTS).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        seqs(store.events_about("x".into(), last, said, 10).await.unwrap()),
+        [1, 6002]
+    );
+}
+
+#[tokio::test]
 async fn the_database_file_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();

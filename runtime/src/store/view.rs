@@ -5,8 +5,15 @@ use std::ops::Bound;
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableError};
 
-use super::{StoreError, Table, EVENTS, EVENT_KINDS};
+use super::{StoreError, Table, EVENTS, EVENT_KINDS, EVENT_SUBJECTS};
 use crate::events::Event;
+
+/// Which events of a filtered read: the first ones after a cursor, or the newest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    After(u64),
+    Last,
+}
 
 pub struct View<'t> {
     txn: &'t ReadTransaction,
@@ -125,6 +132,49 @@ impl<'t> View<'t> {
             if let Some(v) = log.get(seq).map_err(StoreError::db)? {
                 out.push(Event::stored(seq, v.value())?);
             }
+        }
+        Ok(out)
+    }
+
+    /// The events about `subject` (of `kinds` only, when given), read through the subject
+    /// index, in seq order.
+    pub fn events_about(
+        &self,
+        subject: &str,
+        window: Window,
+        kinds: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let after = match window {
+            Window::After(after) => {
+                self.check_cursor(after)?;
+                after
+            }
+            Window::Last => 0,
+        };
+        let newest = window == Window::Last;
+        let index = self.txn.open_table(EVENT_SUBJECTS).map_err(StoreError::db)?;
+        let log = self.txn.open_table(EVENTS).map_err(StoreError::db)?;
+        let range = index
+            .range((subject, after.saturating_add(1))..=(subject, u64::MAX))
+            .map_err(StoreError::db)?;
+        let seqs: Box<dyn Iterator<Item = _>> = if newest { Box::new(range.rev()) } else { Box::new(range) };
+        let mut out = Vec::new();
+        for entry in seqs {
+            if out.len() >= limit {
+                break;
+            }
+            let seq = entry.map_err(StoreError::db)?.0.value().1;
+            let Some(body) = log.get(seq).map_err(StoreError::db)? else {
+                continue;
+            };
+            let event = Event::stored(seq, body.value())?;
+            if kinds.is_none_or(|kinds| kinds.contains(&event.kind)) {
+                out.push(event);
+            }
+        }
+        if newest {
+            out.reverse();
         }
         Ok(out)
     }

@@ -474,24 +474,15 @@ function UsageCharts({ id }: { id: string }) {
 }
 
 /**
- * An entity's events: the last ones before the page opened (looked for in the last 5,000
- * of the log), then each new one as it happens.
+ * An entity's events: the last 100 before the page opened (read through the node's index
+ * of events by subject, however old), then each new one as it happens.
  */
 export function Timeline({ subject, title = "Timeline" }: { subject: string; title?: string }) {
   const [events, setEvents] = useState<TroupeEvent[] | null>(null);
   useEffect(() => {
     let gone = false;
-    void gql<{ node: { lastSeq: number } }>("{ node { lastSeq } }")
-      .then(async (n) => {
-        const last = Number(n.node.lastSeq);
-        const found: TroupeEvent[] = [];
-        for (let after = Math.max(0, last - 5000); after < last && !gone; after += 1000) {
-          const d = await gql<{ events: TroupeEvent[] }>(`query($after: Int64) { events(after: $after, first: 1000) { ${EVENT_FIELDS} } }`, { after });
-          found.push(...d.events.map(normalise).filter((e) => e.subject === subject));
-          if (d.events.length < 1000) break;
-        }
-        if (!gone) setEvents((now) => merge(now ?? [], found));
-      })
+    void gql<{ events: TroupeEvent[] }>(`query($subject: ID) { events(subject: $subject, last: 100) { ${EVENT_FIELDS} } }`, { subject })
+      .then((d) => !gone && setEvents((now) => merge(now ?? [], d.events.map(normalise))))
       .catch(() => !gone && setEvents((now) => now ?? []));
     return () => {
       gone = true;

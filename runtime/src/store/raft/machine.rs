@@ -30,7 +30,8 @@ use super::{blocking, is_raft_table, read_error, write_error, Applied, NodeId, T
 use crate::codec;
 use crate::events::Event;
 use crate::store::apply::Tables;
-use crate::store::{StoreError, EVENTS, EVENT_KINDS};
+use crate::store::index::{is_index, Indexes};
+use crate::store::{StoreError, EVENTS};
 
 const APPLIED: &str = "applied";
 /// Entries applied between two durable applies.
@@ -158,7 +159,7 @@ fn write_snapshot(db: &Database, path: &Path) -> Result<AppliedState, StoreError
         .map(|t| t.name().to_owned())
         .collect();
     for name in names {
-        if is_raft_table(&name) || name == EVENT_KINDS.name() {
+        if is_raft_table(&name) || is_index(&name) {
             continue;
         }
         if name == EVENTS.name() {
@@ -197,8 +198,9 @@ fn install_snapshot(file: std::fs::File, db: &Database, meta: &Meta) -> Result<(
     for name in names {
         if name == EVENTS.name() {
             txn.delete_table(EVENTS).map_err(StoreError::db)?;
-        } else if name == EVENT_KINDS.name() {
-            txn.delete_table(EVENT_KINDS).map_err(StoreError::db)?;
+        } else if is_index(&name) {
+            txn.delete_table(TableDefinition::<(&str, u64), ()>::new(&name))
+                .map_err(StoreError::db)?;
         } else {
             txn.delete_table(TableDefinition::<&str, &[u8]>::new(&name))
                 .map_err(StoreError::db)?;
@@ -206,7 +208,7 @@ fn install_snapshot(file: std::fs::File, db: &Database, meta: &Meta) -> Result<(
     }
     {
         let mut events = txn.open_table(EVENTS).map_err(StoreError::db)?;
-        let mut kinds = txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
+        let mut indexes = Indexes::open(&txn)?;
         let mut table = None;
         loop {
             let record: Read = rmp_serde::decode::from_read(&mut input)
@@ -226,8 +228,7 @@ fn install_snapshot(file: std::fs::File, db: &Database, meta: &Meta) -> Result<(
                 }
                 Record::Event(seq, body) => {
                     events.insert(seq, body.as_slice()).map_err(StoreError::db)?;
-                    let kind = Event::stored(seq, &body)?.kind;
-                    kinds.insert((kind.as_str(), seq), ()).map_err(StoreError::db)?;
+                    indexes.add(&Event::stored(seq, &body)?)?;
                 }
                 Record::End => break,
             }

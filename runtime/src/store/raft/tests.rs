@@ -425,8 +425,14 @@ async fn a_member_admitted_after_the_log_was_purged_catches_up_from_a_snapshot()
     let events = c.events_after(0, 1000).await.unwrap();
     assert_eq!(events.len(), 50);
     assert_eq!(events[49].data, json!({ "i": 49 }));
-    // The kind index came with it.
+    // The kind and subject indexes came with it.
     assert_eq!(c.events_of_kinds(0, vec!["THING".into()], 100).await.unwrap().len(), 50);
+    let about = c
+        .events_about("k42".into(), crate::store::Window::Last, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(about.len(), 1);
+    assert_eq!(about[0].data, json!({ "i": 42 }));
     // And they go on as one: a write on the new member is applied on every one.
     let seqs = c
         .write(Batch::new().event(NewEvent::new("LATER", None, json!(null))))
