@@ -60,7 +60,8 @@ impl From<StoreError> for ApiError {
             | StoreError::Stale(_)
             | StoreError::Closed
             | StoreError::Unavailable(_)
-            | StoreError::NotLeader { .. } => ApiError::Unavailable(e.to_string()),
+            | StoreError::NotLeader { .. }
+            | StoreError::Left => ApiError::Unavailable(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
         }
     }

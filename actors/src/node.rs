@@ -129,6 +129,10 @@ impl Node {
     /// its session closes and its lease passed (`store::raft::elect`; openraft 0.9 has no
     /// transfer of leadership).
     pub async fn shutdown(self, grace: Duration) {
+        if self.api.left() {
+            // Nothing it would write now reaches the cluster: its stop is quick and quiet.
+            self.api.store().left_the_cluster();
+        }
         let running = self.api.begin_drain().await;
         tracing::info!(running, grace = ?grace, "shutting down: draining running tasks");
         let deadline = tokio::time::Instant::now() + grace;
@@ -151,6 +155,7 @@ impl Node {
         let store = self.api.store().clone();
         match tokio::time::timeout(FINAL_FLUSH_WITHIN, store.flush()).await {
             Ok(Ok(())) => {}
+            Ok(Err(StoreError::Left)) => tracing::info!("this node left the cluster: its stop is not written"),
             Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
             Err(_) => tracing::error!(within = ?FINAL_FLUSH_WITHIN, "final flush did not end in time"),
         }

@@ -207,7 +207,7 @@ impl Api {
     }
 
     /// Whether this node's replica says it left the cluster.
-    fn left(&self) -> bool {
+    pub fn left(&self) -> bool {
         let me = &self.ctx.node_name;
         self.ctx
             .store

@@ -101,10 +101,14 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
     let http = Router::new()
         .merge(crate::dashboard::routes())
         .route("/graphql", get(graphql_get).post(graphql))
+        .route("/metrics", get(prometheus))
+        .layer(bounded.clone());
+    // The probes are not traced: an unready node answers each readiness probe 503, which
+    // the trace layer would log as an ERROR every few seconds (its reasons are in /readyz).
+    let probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(prometheus))
         .layer(bounded.clone());
     // Outside the time bound: a submit_task call may wait for its task up to 10 minutes.
     let mcp = Router::new()
@@ -127,6 +131,7 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
         .merge(hooks)
         .layer(axum::middleware::map_response(error::coded_too_large))
         .layer(TraceLayer::new_for_http())
+        .merge(probes)
         .with_state(Arc::new(state))
 }
 

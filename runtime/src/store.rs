@@ -271,6 +271,13 @@ impl Store {
         &self.inner.raft
     }
 
+    /// Tells the store this node left the cluster (its member record says so): its writes
+    /// are refused at once from now on (`StoreError::Left`), for they would wait for a leader
+    /// that never takes them.
+    pub fn left_the_cluster(&self) {
+        self.inner.shared.left.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Stops this node's Raft member: it neither votes, stands nor takes entries any more,
     /// and every write from now on is answered `Closed`. For a node about to stop, once its last writes
     /// committed and before its link to the other members closes.

@@ -13,7 +13,7 @@ const MEMBER: &str = "name role state incarnation";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it_goes() -> Result<()> {
-    let nodes = three_nodes_up().await?;
+    let mut nodes = three_nodes_up().await?;
     // A voter becomes a learner and a voter again.
     let role = format!("mutation($n: String!, $r: MemberRole!) {{ setMemberRole(node: $n, role: $r) {{ {MEMBER} }} }}");
     let learner = nodes[1].gql_ok(&role, json!({ "n": "gamma", "r": "LEARNER" })).await?;
@@ -115,6 +115,19 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
         let done = nodes[1 - at].wait_task_state(task, "SUCCEEDED").await?;
         ensure!(done["agentId"] == gated.as_str(), "{done}");
     }
+    // Stopped, gamma writes nothing of its stop and waits for no leader (before: each
+    // supervisor's lifecycle records waited 5 s for one, then "final flush failed"); and
+    // its readiness answered 503 without an ERROR line each time.
+    let status = nodes[2].terminate(std::time::Duration::from_secs(60)).await?;
+    ensure!(status.success(), "gamma stopped with {status}: {}", nodes[2].log_tail());
+    for noise in ["final flush", "lifecycle record was not taken", "response failed"] {
+        ensure!(
+            nodes[2].logged(noise) == 0,
+            "gamma logged {noise:?}: {}",
+            nodes[2].log_tail()
+        );
+    }
+    ensure!(nodes[2].logged("this node left the cluster: its stop is not written") == 1);
     Ok(())
 }
 

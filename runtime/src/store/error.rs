@@ -32,6 +32,10 @@ pub enum StoreError {
     /// of it was. The writer is out of date (a node declared down, a lost race).
     #[error("the write was refused as stale: {0}")]
     Stale(String),
+    /// This node is no member of the cluster's log any more (it left, or was forgotten): it
+    /// writes nothing, and waiting would not change that.
+    #[error("this node is no member of the cluster (it left, or was forgotten): it writes nothing")]
+    Left,
     /// This node does not lead the replicated log; the write was not made.
     #[error("this node does not lead the cluster's log (the leader is {})", leader.as_deref().unwrap_or("unknown"))]
     NotLeader { leader: Option<String> },

@@ -97,6 +97,10 @@ pub(super) struct Shared {
     /// writes from then on are answered `Closed` without reaching the stopped log, and the
     /// store does not count it as failed.
     pub stopped: AtomicBool,
+    /// Set when this node left the cluster ([`super::Store::left_the_cluster`]): writes from
+    /// then on are answered `Left` at once instead of waiting for a leader that will never
+    /// take them.
+    pub left: AtomicBool,
 }
 
 /// Marks the store failed if the writer thread ends any way but a clean close (a panic).

@@ -13,6 +13,7 @@
 //! in a new run, so the ones still in flight from the old run can never apply after them.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures::future::{self, BoxFuture, FutureExt};
@@ -354,6 +355,9 @@ impl Writer {
     /// A proposal reaches the Raft core (or leaves for the leader) in the order of these
     /// calls; the returned future says how it landed.
     fn launch(&self, proposal: Proposal) -> BoxFuture<'static, Attempt> {
+        if self.shared.left.load(Ordering::SeqCst) {
+            return future::ready(Attempt::Failed(StoreError::Left)).boxed();
+        }
         let (me, leader, name) = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();

@@ -180,6 +180,8 @@ impl State {
             StoreError::Stale(_) | StoreError::Unavailable(_) | StoreError::NotLeader { .. } => {
                 tracing::warn!(%supervisor, error = %e, "a lifecycle record was not taken by the cluster");
             }
+            // A node that left keeps no record of its own: the cluster has moved on.
+            StoreError::Left => tracing::debug!(%supervisor, "a lifecycle record of a node that left is not written"),
             e => {
                 let _ = myself.cast(SupervisorMsg::WriteFailed(e.to_string()));
             }
