@@ -14,8 +14,8 @@ use crate::config::LogFormat;
 
 /// Installs the global log subscriber; `RUST_LOG` overrides the default `info` level
 /// (warnings only from ractor_cluster and openraft, whose info lines are per connection and
-/// per election). openraft's reports of a member it cannot reach are left out (see
-/// [`UnreachablePeers`]).
+/// per election). Their reports that say nothing an operator acts on are left out (see
+/// [`KnownNoise`]).
 pub fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ractor_cluster=warn,openraft=warn"));
@@ -23,39 +23,64 @@ pub fn init_logging(format: LogFormat) {
     let lines = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(filter).with(UnreachablePeers);
+    let registry = tracing_subscriber::registry().with(filter).with(KnownNoise);
     let _ = match format {
         LogFormat::Text => registry.with(lines).try_init(),
         LogFormat::Json => registry.with(lines.json()).try_init(),
     };
 }
 
-/// Leaves out openraft's reports that a member cannot be reached: while one member is down,
-/// its replication, its backoff and every leadership check for a read log an ERROR or a
-/// WARN each (six a second on the leader of three), for as long as it stays down. Troupe
-/// says it once, as the member becomes SUSPECT and DOWN (the failover judge's warnings and
-/// the MEMBER_ events), and the cluster view shows it.
-struct UnreachablePeers;
+/// Leaves out what the cluster's libraries report at WARN or ERROR that needs nothing from
+/// an operator:
+/// - openraft's reports that a member cannot be reached: while one member is down, its
+///   replication, its backoff and every leadership check for a read log an ERROR or a WARN
+///   each (six a second on the leader of three), for as long as it stays down. Troupe says
+///   it once, as the member becomes SUSPECT and DOWN (the failover judge's warnings and the
+///   MEMBER_ events), and the cluster view shows it;
+/// - openraft's note that a replication answer came from before a membership change, which
+///   it ignores (three WARN lines on the leader as a member leaves);
+/// - ractor_cluster's "unknown child actor exit event", six WARN lines on every member each
+///   time a peer's session ends (the proxies of the peer's actors stopping with it).
+struct KnownNoise;
 
-impl<S: Subscriber> Layer<S> for UnreachablePeers {
+/// What [`KnownNoise`] leaves out: a target's prefix, and words of one of the event's fields.
+const NOISE: &[(&str, &str)] = &[
+    ("openraft", "Unreachable node"),
+    ("openraft", "backoff mode: drain events"),
+    ("openraft", "membership_log_id changed"),
+    ("ractor_cluster", "unknown child actor exit event"),
+];
+
+impl<S: Subscriber> Layer<S> for KnownNoise {
     fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
-        if !event.metadata().target().starts_with("openraft") {
+        let target = event.metadata().target();
+        let mut mentions = Mentions {
+            words: NOISE
+                .iter()
+                .filter(|(prefix, _)| target.starts_with(prefix))
+                .map(|(_, words)| *words)
+                .collect(),
+            found: false,
+        };
+        if mentions.words.is_empty() {
             return true;
         }
-        let mut about = AboutUnreachable(false);
-        event.record(&mut about);
-        !about.0
+        event.record(&mut mentions);
+        !mentions.found
     }
 }
 
-/// Whether an event's fields say a member was not reached.
-struct AboutUnreachable(bool);
+/// Whether one of an event's fields holds one of `words`.
+struct Mentions {
+    words: Vec<&'static str>,
+    found: bool,
+}
 
-impl Visit for AboutUnreachable {
+impl Visit for Mentions {
     fn record_debug(&mut self, _: &Field, value: &dyn Debug) {
-        if !self.0 {
+        if !self.found {
             let text = format!("{value:?}");
-            self.0 = text.contains("Unreachable node") || text.contains("backoff mode: drain events");
+            self.found = self.words.iter().any(|w| text.contains(w));
         }
     }
 }
@@ -104,9 +129,9 @@ mod tests {
     }
 
     #[test]
-    fn openraft_reports_of_an_unreachable_member_are_left_out_and_everything_else_kept() {
+    fn the_libraries_known_noise_is_left_out_and_everything_else_kept() {
         let seen = Seen::default();
-        let subscriber = tracing_subscriber::registry().with(UnreachablePeers).with(seen.clone());
+        let subscriber = tracing_subscriber::registry().with(KnownNoise).with(seen.clone());
         tracing::subscriber::with_default(subscriber, || {
             let err = "Unreachable node: node c is not connected";
             tracing::error!(target: "openraft::replication", %err, "RPCError");
@@ -114,7 +139,20 @@ mod tests {
             tracing::warn!(target: "openraft::replication", interval = 4, "backoff mode: drain events without processing them");
             tracing::error!(target: "openraft::replication", err = "a message of 458467095 bytes", "RPCError");
             tracing::warn!(target: "troupe_actors::failover::judge", error = %err, "a member's state changed");
+            tracing::warn!(target: "openraft::core::raft_core", "membership_log_id changed: msg sent by: Some(T1-N3-27); curr: Some(T1-N3-52); ignore when (UpdateReplicationMatched)");
+            tracing::warn!(target: "ractor_cluster::node::node_session", "NodeSession b received an unknown child actor exit event from 0.14 - 'Some(\"remote\")'");
+            tracing::warn!(target: "ractor_cluster::node", "Node session b exited with 'Some(\"tcp_session_closed\")'");
+            // Words of the noise, from elsewhere: kept.
+            tracing::warn!(target: "troupe_actors::cluster", "an unknown child actor exit event");
         });
-        assert_eq!(*seen.0.lock().unwrap(), ["RPCError", "a member's state changed"]);
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            [
+                "RPCError",
+                "a member's state changed",
+                "Node session b exited with 'Some(\"tcp_session_closed\")'",
+                "an unknown child actor exit event"
+            ]
+        );
     }
 }
