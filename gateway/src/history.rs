@@ -1,13 +1,17 @@
 //! A short history of the series the dashboard's overview draws, kept by the node so a chart
-//! is right when a page opens (`history`): tasks ended and failed per second, the latency of
-//! the attempts that ended (p50, p99), agents by state, and the node's own CPU and memory.
-//! One sample each `history_interval_ms` (10 s by default), the last [`KEPT`] kept: an hour
-//! at the default, a few kilobytes. Prometheus (`/metrics`) stays the long-term store.
+//! is right when a page opens (`history`): the cluster's tasks ended and failed per second
+//! and their latency from queued to ended (p50, p99), this node's agents by state, and its
+//! own CPU and memory. One sample each `history_interval_ms` (10 s by default), the last
+//! [`KEPT`] kept: an hour at the default, a few kilobytes. Prometheus (`/metrics`) stays the
+//! long-term store.
 //!
-//! Each sample is read from the node's own metrics (the text `/metrics` serves) and
-//! `/proc/self/stat`, so it counts exactly what Prometheus would, and costs one render a tick.
+//! The tasks are counted from the events this node applies ([`tasks`]), as the overview's
+//! live figures are, so both count the whole cluster's on any member; the agents and the
+//! node's usage are read from its own metrics (the text `/metrics` serves) and
+//! `/proc/self/stat`.
 
 pub mod agents;
+pub mod tasks;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -19,20 +23,21 @@ use metrics_exporter_prometheus::PrometheusHandle;
 /// Samples kept.
 pub const KEPT: usize = 360;
 
-/// The node's series at one time.
+/// The series at one time.
 #[derive(Clone, Debug, PartialEq, async_graphql::SimpleObject)]
 #[graphql(name = "HistorySample")]
 pub struct Sample {
     pub at: DateTime<Utc>,
-    /// Tasks that succeeded since the sample before, and per second.
+    /// The cluster's tasks that succeeded since the sample before (their events as this
+    /// node applied them), and per second.
     pub succeeded: i32,
     pub succeeded_per_sec: f64,
-    /// Tasks that ended otherwise since the sample before.
+    /// The cluster's tasks that ended otherwise since the sample before.
     pub failed: i32,
     /// Tasks that ended otherwise (failed, dead, expired, cancelled…) per second.
     pub failed_per_sec: f64,
-    /// Of the attempts that ended since the sample before (none ended: null), in ms, as
-    /// the duration histogram's buckets bound them (its largest bound, 60 s, when past it).
+    /// Of the tasks that ended since the sample before and were queued while this node
+    /// listened (none: null), from queued to ended, in ms (within 5 %).
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
     /// This node's agents by state (`running`, `failed`, …), at the time.
@@ -51,10 +56,6 @@ pub struct StateCount {
 /// What one render of the metrics holds of interest, as running totals.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Totals {
-    succeeded: f64,
-    ended_otherwise: f64,
-    /// The task duration histogram: (upper bound in seconds, cumulative count).
-    buckets: Vec<(f64, f64)>,
     agents: BTreeMap<String, f64>,
     cpu_seconds: f64,
 }
@@ -62,6 +63,8 @@ struct Totals {
 /// The history: shared by the schema, fed by its own sampling task while the schema lives.
 pub struct History {
     samples: Mutex<VecDeque<Sample>>,
+    /// The cluster's tasks since the last sample.
+    tasks: Mutex<tasks::Tally>,
     /// Each running agent's CPU and memory.
     pub agents: agents::AgentHistory,
     interval: Duration,
@@ -72,6 +75,7 @@ impl History {
     /// as long as the history is held.
     pub fn start(metrics: PrometheusHandle, api: troupe_actors::Api, interval: Duration) -> Arc<Self> {
         let history = Arc::new(Self::new(interval));
+        tokio::spawn(follow_tasks(Arc::downgrade(&history), api.clone()));
         tokio::spawn(sample(Arc::downgrade(&history), metrics, Some(api), interval));
         history
     }
@@ -79,6 +83,7 @@ impl History {
     fn new(interval: Duration) -> Self {
         Self {
             samples: Mutex::new(VecDeque::with_capacity(KEPT)),
+            tasks: Mutex::new(tasks::Tally::default()),
             agents: agents::AgentHistory::default(),
             interval,
         }
@@ -105,6 +110,29 @@ impl History {
     }
 }
 
+/// Tallies the tasks' events as this node applies them, from now on: ends once the history
+/// is dropped. A stream that fails (this node fell behind past the kept log) is taken up
+/// again from the newest event.
+async fn follow_tasks(history: Weak<History>, api: troupe_actors::Api) {
+    use futures::StreamExt;
+    let filter = || troupe_runtime::events::EventFilter {
+        kinds: Some(tasks::KINDS.iter().map(|k| (*k).to_owned()).collect()),
+        subject: None,
+    };
+    loop {
+        let Ok(after) = api.last_seq().await else { return };
+        let mut events = std::pin::pin!(api.subscribe(after, filter()));
+        while let Some(Ok(event)) = events.next().await {
+            let Some(history) = history.upgrade() else { return };
+            history.tasks.lock().unwrap_or_else(|p| p.into_inner()).add(&event);
+        }
+        if history.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The sampling task: ends once the history is dropped (the gateway stopped).
 async fn sample(
     history: Weak<History>,
@@ -127,50 +155,26 @@ async fn sample(
         let (cpu, rss) = troupe_actors::agent::own_usage().unwrap_or_default();
         now.cpu_seconds = cpu;
         let at = tokio::time::Instant::now();
+        let ended = history.tasks.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((last, then)) = &before {
-            history.push(between(last, &now, at.duration_since(*then), rss));
+            history.push(between(last, &now, at.duration_since(*then), rss, &ended));
         }
         before = Some((now, at));
     }
 }
 
-/// The sample of what happened between two totals `elapsed` apart.
-fn between(last: &Totals, now: &Totals, elapsed: Duration, rss: u64) -> Sample {
+/// The sample of what happened between two totals `elapsed` apart, in which `ended` ended.
+fn between(last: &Totals, now: &Totals, elapsed: Duration, rss: u64, ended: &tasks::Ended) -> Sample {
     let secs = elapsed.as_secs_f64().max(1e-3);
-    let rate = |a: f64, b: f64| ((b - a).max(0.0) / secs * 1000.0).round() / 1000.0;
-    // The attempts that ended meanwhile, by bucket.
-    let ended: Vec<(f64, f64)> = now
-        .buckets
-        .iter()
-        .map(|(le, count)| {
-            let before = last.buckets.iter().find(|(l, _)| l == le).map_or(0.0, |(_, c)| *c);
-            (*le, (count - before).max(0.0))
-        })
-        .collect();
-    // The largest finite bound stands for what lies past it.
-    let largest = ended
-        .iter()
-        .map(|(le, _)| *le)
-        .filter(|le| le.is_finite())
-        .fold(0.0, f64::max);
-    let quantile = |q: f64| {
-        let total = ended.last().map_or(0.0, |(_, c)| *c);
-        (total > 0.0).then(|| {
-            let bound = ended
-                .iter()
-                .find(|(_, c)| *c >= q * total)
-                .map_or(largest, |(le, _)| *le);
-            bound.min(largest) * 1000.0
-        })
-    };
+    let per_sec = |n: f64| (n.max(0.0) / secs * 1000.0).round() / 1000.0;
     Sample {
         at: troupe_runtime::clock::now(),
-        succeeded: (now.succeeded - last.succeeded).max(0.0) as i32,
-        succeeded_per_sec: rate(last.succeeded, now.succeeded),
-        failed: (now.ended_otherwise - last.ended_otherwise).max(0.0) as i32,
-        failed_per_sec: rate(last.ended_otherwise, now.ended_otherwise),
-        latency_p50_ms: quantile(0.5),
-        latency_p99_ms: quantile(0.99),
+        succeeded: ended.succeeded as i32,
+        succeeded_per_sec: per_sec(ended.succeeded as f64),
+        failed: ended.otherwise as i32,
+        failed_per_sec: per_sec(ended.otherwise as f64),
+        latency_p50_ms: ended.p50_ms,
+        latency_p99_ms: ended.p99_ms,
         agents: now
             .agents
             .iter()
@@ -180,7 +184,7 @@ fn between(last: &Totals, now: &Totals, elapsed: Duration, rss: u64) -> Sample {
                 count: *n as i32,
             })
             .collect(),
-        cpu_cores: rate(last.cpu_seconds, now.cpu_seconds),
+        cpu_cores: per_sec(now.cpu_seconds - last.cpu_seconds),
         rss_bytes: crate::schema::Int64(rss as i64),
     }
 }
@@ -198,30 +202,10 @@ fn read(text: &str) -> Totals {
             let from = labels.find(&format!("{key}=\""))? + key.len() + 2;
             labels[from..].split('"').next()
         };
-        match name {
-            "troupe_tasks_total" => match label("outcome") {
-                Some("succeeded") => totals.succeeded += value,
-                // A retry is an attempt, not an end.
-                Some("retried") | None => {}
-                Some(_) => totals.ended_otherwise += value,
-            },
-            "troupe_task_duration_seconds_bucket" => {
-                let le = match label("le") {
-                    Some("+Inf") => f64::INFINITY,
-                    Some(le) => le.parse().unwrap_or(f64::INFINITY),
-                    None => continue,
-                };
-                totals.buckets.push((le, value));
-            }
-            "troupe_agents" => {
-                if let Some(state) = label("state") {
-                    *totals.agents.entry(state.to_owned()).or_default() += value;
-                }
-            }
-            _ => {}
+        if let ("troupe_agents", Some(state)) = (name, label("state")) {
+            *totals.agents.entry(state.to_owned()).or_default() += value;
         }
     }
-    totals.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     totals
 }
 
@@ -229,42 +213,36 @@ fn read(text: &str) -> Totals {
 mod tests {
     use super::*;
 
-    const BEFORE: &str = r#"# TYPE troupe_tasks_total counter
+    const BEFORE: &str = r#"# TYPE troupe_agents gauge
 troupe_tasks_total{outcome="succeeded"} 10
-troupe_tasks_total{outcome="failed"} 1
-troupe_tasks_total{outcome="retried"} 5
-troupe_task_duration_seconds_bucket{le="0.001"} 2
-troupe_task_duration_seconds_bucket{le="0.01"} 8
-troupe_task_duration_seconds_bucket{le="+Inf"} 11
 troupe_agents{state="running"} 3
 troupe_agents{state="failed"} 0
 "#;
 
     const AFTER: &str = r#"troupe_tasks_total{outcome="succeeded"} 110
-troupe_tasks_total{outcome="failed"} 3
-troupe_tasks_total{outcome="dead"} 2
-troupe_tasks_total{outcome="retried"} 50
-troupe_task_duration_seconds_bucket{le="0.001"} 52
-troupe_task_duration_seconds_bucket{le="0.01"} 106
-troupe_task_duration_seconds_bucket{le="+Inf"} 115
 troupe_agents{state="running"} 2
 troupe_agents{state="failed"} 1
 "#;
 
     #[test]
-    fn a_sample_is_the_rates_and_latencies_of_what_ended_between_two_renders() {
+    fn a_sample_is_the_rates_and_latencies_of_what_ended_between_two_ticks() {
         let (mut last, mut now) = (read(BEFORE), read(AFTER));
         (last.cpu_seconds, now.cpu_seconds) = (1.0, 6.0);
-        let s = between(&last, &now, Duration::from_secs(10), 4096);
+        let ended = tasks::Ended {
+            succeeded: 100,
+            otherwise: 4,
+            p50_ms: Some(10.0),
+            p99_ms: Some(12.5),
+        };
+        let s = between(&last, &now, Duration::from_secs(10), 4096, &ended);
         assert_eq!((s.succeeded_per_sec, s.failed_per_sec), (10.0, 0.4));
         assert_eq!((s.succeeded, s.failed), (100, 4));
-        // 104 ended: 50 within 1 ms, 98 within 10 ms, the rest above.
-        assert_eq!((s.latency_p50_ms, s.latency_p99_ms), (Some(10.0), Some(10.0)));
+        assert_eq!((s.latency_p50_ms, s.latency_p99_ms), (Some(10.0), Some(12.5)));
         assert_eq!(s.cpu_cores, 0.5);
         let agents: Vec<_> = s.agents.iter().map(|a| (a.state.as_str(), a.count)).collect();
         assert_eq!(agents, [("failed", 1), ("running", 2)]);
         // Nothing ended: no latency.
-        let idle = between(&now, &now, Duration::from_secs(10), 0);
+        let idle = between(&now, &now, Duration::from_secs(10), 0, &tasks::Ended::default());
         assert_eq!((idle.latency_p50_ms, idle.succeeded_per_sec), (None, 0.0));
     }
 
@@ -277,6 +255,7 @@ troupe_agents{state="failed"} 1
                 &Totals::default(),
                 Duration::from_secs(10),
                 0,
+                &tasks::Ended::default(),
             ));
         }
         assert_eq!(history.since(60).len(), KEPT);

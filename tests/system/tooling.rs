@@ -428,38 +428,49 @@ async fn submit_wait_is_bounded_by_its_timeout_and_follows_its_task_across_a_res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_node_keeps_a_history_of_what_the_overview_draws() -> Result<()> {
-    let node = Node::start(NodeOpts::named("solo").arg("--history-interval-ms", "100")).await?;
-    let echo = node.spawn_builtin("echo", &[]).await?;
+async fn each_member_keeps_a_history_of_what_the_overview_draws_the_clusters_tasks_included() -> Result<()> {
+    let often = |name: &str| NodeOpts::named(name).arg("--history-interval-ms", "100");
+    let (alpha, beta) = super::cluster::start_pair_of(often("alpha"), often("beta")).await?;
+    let echo = alpha.spawn_builtin("echo", &[]).await?;
     for i in 0..5 {
-        let id = node.submit_to(&echo, json!({ "i": i })).await?;
-        node.wait_task_state(&id, "SUCCEEDED").await?;
+        let id = alpha.submit_to(&echo, json!({ "i": i })).await?;
+        alpha.wait_task_state(&id, "SUCCEEDED").await?;
     }
     let q = "{ history(minutes: 5) { at succeeded succeededPerSec failed latencyP50Ms latencyP99Ms agents { state count } cpuCores rssBytes } }";
-    let deadline = super::support::Deadline::after(WAIT, "a sample with the tasks that ended");
-    let samples = loop {
-        let samples = node.gql_ok(q, json!({})).await?["history"].clone();
-        let ended: i64 = samples
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["succeeded"].as_i64())
-            .sum();
-        if ended == 5 {
-            break samples;
-        }
-        deadline.tick(&samples).await?;
-    };
-    let last = samples.as_array().and_then(|s| s.last()).context("no sample")?;
-    ensure!(last["rssBytes"].as_i64().is_some_and(|b| b > 1 << 20), "{last}");
-    ensure!(last["agents"] == json!([{ "state": "running", "count": 1 }]), "{last}");
-    ensure!(
-        samples
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| s["latencyP50Ms"].is_number()),
-        "{samples}"
-    );
+    // Both members count the cluster's tasks (beta ran none): the overview's live figures,
+    // read from the same events, go on from them on either.
+    for node in [&alpha, &beta] {
+        let deadline = Deadline::after(WAIT, format!("a sample of {} with the tasks that ended", node.name));
+        let samples = loop {
+            let samples = node.gql_ok(q, json!({})).await?["history"].clone();
+            let ended: i64 = samples
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["succeeded"].as_i64())
+                .sum();
+            if ended == 5 {
+                break samples;
+            }
+            deadline.tick(&samples).await?;
+        };
+        let last = samples.as_array().and_then(|s| s.last()).context("no sample")?;
+        ensure!(last["rssBytes"].as_i64().is_some_and(|b| b > 1 << 20), "{last}");
+        // The agents are the node's own.
+        let agents = if node.name == "alpha" {
+            json!([{ "state": "running", "count": 1 }])
+        } else {
+            json!([])
+        };
+        ensure!(last["agents"] == agents, "{}: {last}", node.name);
+        ensure!(
+            samples
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["latencyP50Ms"].is_number()),
+            "{samples}"
+        );
+    }
     Ok(())
 }

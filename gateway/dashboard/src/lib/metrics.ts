@@ -1,9 +1,10 @@
 // Live throughput and latency from the event stream: a task's latency is the time from its
-// TASK_QUEUED to its end (TASK_SUCCEEDED, TASK_FAILED, TASK_DEAD, TASK_CANCELLED), bucketed by
+// TASK_QUEUED to its end (TASK_SUCCEEDED, or failed, dead, cancelled, expired, or its dependency failed), bucketed by
 // the second it ended. Bounded: a minute of buckets and the open tasks seen queued.
 import type { TroupeEvent } from "./cursor";
 
-export const ENDS = ["TASK_SUCCEEDED", "TASK_FAILED", "TASK_DEAD", "TASK_CANCELLED", "TASK_EXPIRED"];
+// The same ends as the node's history counts (gateway/src/history/tasks.rs).
+export const ENDS = ["TASK_SUCCEEDED", "TASK_FAILED", "TASK_DEAD", "TASK_CANCELLED", "TASK_EXPIRED", "TASK_DEPENDENCY_FAILED"];
 
 export interface Bucket {
   second: number;
