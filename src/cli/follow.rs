@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::ws::follow;
-use super::{agent_id, ask, by_name, for_people, print, Client, Done, Failure, Output, AGENTS, HOSTS, SWARMS, VMS};
+use super::{agent_id, ask, by_name, for_people, print, Client, Done, Failure, Output, AGENTS, SWARMS, VMS};
 
 #[derive(Args, Clone)]
 pub struct SubmitArgs {
@@ -71,7 +71,8 @@ pub struct EventsArgs {
     /// How many of the last events to print first.
     #[arg(long, default_value_t = 20)]
     tail: u32,
-    /// Only the events about this entity: an id, or the name of an agent, swarm, host or VM.
+    /// Only the events about this entity: an id, the name of an agent, swarm, host or VM, or a
+    /// host's name@node.
     #[arg(long)]
     subject: Option<String>,
 }
@@ -165,11 +166,16 @@ pub(super) async fn logs(client: &Client, l: LogsArgs) -> Done {
     Ok(())
 }
 
-/// The id of the entity `who` names: an agent, swarm, host or VM by that name, or `who`
-/// itself (an id, or a subject that is no entity, such as a member's name).
+/// The id of the entity `who` names: a host by id, name or `name@node` (as the node resolves
+/// it: a name several nodes' hosts share is refused, naming each), an agent, swarm or VM by
+/// name, or `who` itself (an id, or a subject that is no entity, such as a member's name).
 async fn subject_of(client: &Client, who: &str) -> Result<String, Failure> {
+    let host = ask(client, "query($id: ID!) { host(id: $id) { id } }", json!({ "id": who })).await?;
+    if let Some(id) = host["host"]["id"].as_str() {
+        return Ok(id.to_owned());
+    }
     if !who.contains('@') {
-        for kind in [&AGENTS, &SWARMS, &HOSTS, &VMS] {
+        for kind in [&AGENTS, &SWARMS, &VMS] {
             if let Some(id) = by_name(client, kind, who).await?["id"].as_str() {
                 return Ok(id.to_owned());
             }

@@ -137,6 +137,22 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
         names.contains(&"sim-1@alpha") && names.contains(&"sim-1@beta") && !names.contains(&"sim-1"),
         "{out}"
     );
+    // And its events are asked for by that name; the bare name, which two hosts share, is
+    // refused with both.
+    let theirs_sim = alpha
+        .gql_ok("query { host(id: \"sim-1@beta\") { id } }", json!({}))
+        .await?;
+    let theirs_sim = text(&theirs_sim, "/host/id")?;
+    let (code, out, err) = troupe(&["events", "--subject", "sim-1@beta", "-o", "jsonl"], &at(&alpha)).await?;
+    ensure!(
+        code == 0 && !out.is_empty() && out.lines().all(|l| l.contains(&theirs_sim)),
+        "exit {code}: {out}{err}"
+    );
+    let (code, _, err) = troupe(&["events", "--subject", "sim-1"], &at(&alpha)).await?;
+    ensure!(
+        code != 0 && err.contains("sim-1@alpha") && err.contains("sim-1@beta"),
+        "exit {code}: {err}"
+    );
     // What beta's agent shows of itself is beta's last sample, read here with its time.
     let frozen = alpha.gql_ok(observed, json!({ "id": theirs })).await?;
     ensure!(
