@@ -100,6 +100,13 @@ async fn a_cursor_from_the_future_is_refused_and_int64_takes_numbers_and_strings
         spawned["events"] == json!([{ "kind": "AGENT_SPAWNED", "subject": first }]),
         "{spawned}"
     );
+    // The subscription keeps the same: from the start, the first agent's events only.
+    let sub = "subscription($s: ID) { events(after: 0, subject: $s) { kind subject } }";
+    let mut stream = Subscription::start(&node, sub, json!({ "s": first })).await?;
+    for kind in ["AGENT_SPAWNED", "AGENT_STARTED"] {
+        let event = stream.next_with_deadline().await?.context("the stream ended")?;
+        ensure!(event["events"] == json!({ "kind": kind, "subject": first }), "{event}");
+    }
     let last = int(&node.gql_ok("{ node { lastSeq } }", json!({})).await?, "/node/lastSeq")?;
     let q = "query($after: Int64) { events(after: $after) { seq } }";
     expect_code(&node.gql(q, json!({ "after": last + 1000 })).await?, "INVALID_INPUT")?;
