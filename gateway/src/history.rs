@@ -155,7 +155,15 @@ async fn sample(
         let (cpu, rss) = troupe_actors::agent::own_usage().unwrap_or_default();
         now.cpu_seconds = cpu;
         let at = tokio::time::Instant::now();
-        let ended = history.tasks.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // From the next sample on, an end counts if it happened since this one, less a slack
+        // for the members' clocks and a busy member's apply (an interval, at least 10 s).
+        let slack =
+            chrono::Duration::from_std(interval.max(Duration::from_secs(10))).unwrap_or(chrono::Duration::seconds(10));
+        let ended = history
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(troupe_runtime::clock::now(), slack);
         if let Some((last, then)) = &before {
             history.push(between(last, &now, at.duration_since(*then), rss, &ended));
         }

@@ -38,6 +38,9 @@ pub struct Ended {
 }
 
 pub struct Tally {
+    /// Ends older than this are not counted: events this node applies late (catching up
+    /// after a restart or a cut) ended long before, not in the interval being sampled.
+    counted_from: DateTime<Utc>,
     queued: HashMap<String, DateTime<Utc>>,
     order: VecDeque<String>,
     succeeded: u64,
@@ -48,6 +51,7 @@ pub struct Tally {
 impl Default for Tally {
     fn default() -> Self {
         Self {
+            counted_from: troupe_runtime::clock::now(),
             queued: HashMap::new(),
             order: VecDeque::new(),
             succeeded: 0,
@@ -74,6 +78,10 @@ impl Tally {
                 }
             }
             kind if KINDS.contains(&kind) => {
+                if event.at < self.counted_from {
+                    self.queued.remove(task);
+                    return;
+                }
                 match kind {
                     "TASK_SUCCEEDED" => self.succeeded += 1,
                     _ => self.otherwise += 1,
@@ -93,8 +101,10 @@ impl Tally {
     }
 
     /// What ended since the last call, and the quantiles of its latencies (null when none
-    /// had a latency); the counts start again from zero.
-    pub fn take(&mut self) -> Ended {
+    /// had a latency); the counts start again from zero, and count ends from `now` less
+    /// `slack` (the members' clocks and the time an event takes to be applied here).
+    pub fn take(&mut self, now: DateTime<Utc>, slack: chrono::Duration) -> Ended {
+        self.counted_from = now - slack;
         let total: u64 = self.latencies.iter().sum();
         let quantile = |q: f64| {
             (total > 0).then(|| {
@@ -150,9 +160,20 @@ mod tests {
         }
     }
 
+    fn take(tally: &mut Tally) -> Ended {
+        tally.take(DateTime::<Utc>::UNIX_EPOCH, chrono::Duration::zero())
+    }
+
+    fn fresh() -> Tally {
+        Tally {
+            counted_from: DateTime::<Utc>::UNIX_EPOCH,
+            ..Tally::default()
+        }
+    }
+
     #[test]
     fn ends_are_counted_with_their_latency_from_their_queueing() {
-        let mut tally = Tally::default();
+        let mut tally = fresh();
         for i in 0..100 {
             tally.add(&event("TASK_QUEUED", &format!("t{i}"), 0));
         }
@@ -165,26 +186,42 @@ mod tests {
         tally.add(&event("TASK_DEAD", "t99", 1000));
         // Queued before the node listened: counted, no latency.
         tally.add(&event("TASK_CANCELLED", "earlier", 1000));
-        let ended = tally.take();
+        let ended = take(&mut tally);
         assert_eq!((ended.succeeded, ended.otherwise), (99, 2));
         let (p50, p99) = (ended.p50_ms.unwrap(), ended.p99_ms.unwrap());
         assert!((10.0..10.6).contains(&p50), "{p50}");
         assert!((1000.0..1050.0).contains(&p99), "{p99}");
         // Counted once: the next sample starts from nothing.
-        assert_eq!(tally.take(), Ended::default());
+        assert_eq!(take(&mut tally), Ended::default());
+    }
+
+    #[test]
+    fn an_end_applied_late_is_not_counted_as_if_it_happened_now() {
+        let mut tally = fresh();
+        let at = |ms| DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::milliseconds(ms);
+        tally.take(at(60_000), chrono::Duration::seconds(10));
+        // Caught up after a restart: ended a minute ago.
+        tally.add(&event("TASK_QUEUED", "old", 1_000));
+        tally.add(&event("TASK_SUCCEEDED", "old", 2_000));
+        // Within the slack: counted.
+        tally.add(&event("TASK_QUEUED", "new", 55_000));
+        tally.add(&event("TASK_SUCCEEDED", "new", 55_500));
+        let ended = tally.take(at(70_000), chrono::Duration::seconds(10));
+        assert_eq!((ended.succeeded, ended.otherwise), (1, 0));
+        assert!(tally.queued.is_empty());
     }
 
     #[test]
     fn the_open_tasks_kept_are_bounded() {
-        let mut tally = Tally::default();
+        let mut tally = fresh();
         for i in 0..OPEN_KEPT + 10 {
             tally.add(&event("TASK_QUEUED", &format!("t{i}"), 0));
         }
         assert_eq!(tally.queued.len(), OPEN_KEPT);
         // The oldest were forgotten: their ends have no latency.
         tally.add(&event("TASK_SUCCEEDED", "t0", 5));
-        assert_eq!(tally.take().p50_ms, None);
+        assert_eq!(take(&mut tally).p50_ms, None);
         tally.add(&event("TASK_SUCCEEDED", &format!("t{}", OPEN_KEPT + 9), 5));
-        assert!(tally.take().p50_ms.is_some());
+        assert!(take(&mut tally).p50_ms.is_some());
     }
 }
