@@ -20,17 +20,25 @@ use crate::error::ApiError;
 use crate::vm::{owned_vms, read_vm, Observation, VmActor, VmArgs, VmMsg, VmSpec, VmStatus};
 
 /// What a probe found of the host, for the effects that use it.
-#[derive(Default)]
 struct Found {
     domains: Vec<DomainObs>,
     capacity: Option<NodeCapacity>,
+    /// When the look began: a VM that acted on its domain or read it since knows better.
+    taken: Instant,
+}
+
+impl Default for Found {
+    fn default() -> Self {
+        Self::domains(Vec::new(), Instant::now())
+    }
 }
 
 impl Found {
-    fn domains(domains: Vec<DomainObs>) -> Self {
+    fn domains(domains: Vec<DomainObs>, taken: Instant) -> Self {
         Self {
             domains,
             capacity: None,
+            taken,
         }
     }
 }
@@ -46,7 +54,8 @@ pub enum HostMsg {
     ),
     /// What a tick's look at the host found (asked off the driver's mailbox, so a host that
     /// does not answer holds up none of the driver's other calls).
-    Probed(Probe),
+    /// What a probe found, and when it began to look.
+    Probed(Probe, Instant),
     /// Starts the actor of a VM placed on this host.
     AddVm(Box<(VmSpec, VmStatus)>, RpcReplyPort<Result<ActorRef<VmMsg>, ApiError>>),
     Vm(String, RpcReplyPort<Option<ActorRef<VmMsg>>>),
@@ -160,7 +169,7 @@ impl Actor for HostDriver {
                 let has_vms = !d.vms.is_empty();
                 d.step(&myself, Input::Tick { has_vms }, Found::default()).await
             }
-            HostMsg::Probed(probe) => d.probed(&myself, probe).await,
+            HostMsg::Probed(probe, taken) => d.probed(&myself, probe, taken).await,
             HostMsg::AddVm(vm, reply) => {
                 let (spec, status) = *vm;
                 let _ = reply.send(
@@ -275,9 +284,9 @@ impl Driver {
     }
 
     /// Hands the link machine what a probe found, and carries out what it decides.
-    async fn probed(&mut self, myself: &ActorRef<HostMsg>, probe: Probe) {
+    async fn probed(&mut self, myself: &ActorRef<HostMsg>, probe: Probe, taken: Instant) {
         let (input, found) = match probe {
-            Probe::Sweep(Ok(domains)) => (Input::Swept(Ok(())), Found::domains(domains)),
+            Probe::Sweep(Ok(domains)) => (Input::Swept(Ok(())), Found::domains(domains, taken)),
             Probe::Sweep(Err(e)) => {
                 if self.link.link() == Link::Up {
                     tracing::warn!(host = %self.spec.name, error = %e, "host unreachable");
@@ -290,7 +299,7 @@ impl Driver {
                 }
                 let found = Found {
                     capacity: Some(capacity),
-                    ..Found::domains(domains)
+                    ..Found::domains(domains, taken)
                 };
                 (Input::Connected(Ok(())), found)
             }
@@ -313,13 +322,13 @@ impl Driver {
     async fn step(&mut self, myself: &ActorRef<HostMsg>, input: Input, mut found: Found) {
         for effect in self.link.step(input, At::now()) {
             match effect {
-                Effect::Sweep => self.sweep(std::mem::take(&mut found.domains)).await,
+                Effect::Sweep => self.sweep(std::mem::take(&mut found.domains), found.taken).await,
                 Effect::Record { link, error } => {
                     let capacity = found.capacity.filter(|_| link == Link::Up);
                     let _ = self.fleet.set_link(&self.id, link, capacity, error).await;
                 }
                 Effect::NoteError(error) => self.fleet.note_error(&self.id, error),
-                Effect::TellUnreachable => self.tell_all(Observation::Unreachable),
+                Effect::TellUnreachable => self.tell_all(Observation::Unreachable, found.taken),
                 Effect::Probe { connect } => self.probe(myself, connect),
                 Effect::Evacuate => self.evacuate(myself),
             }
@@ -331,27 +340,28 @@ impl Driver {
     fn probe(&self, myself: &ActorRef<HostMsg>, connect: bool) {
         let (libvirt, me) = (self.libvirt.clone(), myself.clone());
         tokio::spawn(async move {
+            let taken = Instant::now();
             let probe = if connect {
                 Probe::Connect(probe_connect(&libvirt).await)
             } else {
                 Probe::Sweep(libvirt.domains().await)
             };
-            let _ = me.cast(HostMsg::Probed(probe));
+            let _ = me.cast(HostMsg::Probed(probe, taken));
         });
     }
 
-    fn tell_all(&self, obs: Observation) {
+    fn tell_all(&self, obs: Observation, taken: Instant) {
         for (_, actor) in self.vms.values() {
-            let _ = actor.cast(VmMsg::Observed(obs.clone()));
+            let _ = actor.cast(VmMsg::Observed(obs.clone(), taken));
         }
     }
 
     /// Hands each VM actor what libvirt reports of its domain, and destroys Troupe domains
     /// no VM here (or migrating here) claims: stale copies of VMs that live elsewhere now.
-    async fn sweep(&mut self, domains: Vec<DomainObs>) {
+    async fn sweep(&mut self, domains: Vec<DomainObs>, taken: Instant) {
         let mut by_name: HashMap<String, DomainObs> = domains.into_iter().map(|d| (d.name.clone(), d)).collect();
         for (domain, actor) in self.vms.values() {
-            let _ = actor.cast(VmMsg::Observed(Observation::Seen(by_name.remove(domain))));
+            let _ = actor.cast(VmMsg::Observed(Observation::Seen(by_name.remove(domain)), taken));
         }
         let ours: HashSet<&str> = self.vms.values().map(|(d, _)| d.as_str()).collect();
         for (name, obs) in by_name {

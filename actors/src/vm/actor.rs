@@ -41,6 +41,10 @@ pub struct Vm {
     fresh: bool,
     /// Seen running at least once: a later start by policy is a restart.
     ran: bool,
+    /// When this actor's last successful read of its domain began (it reads after each of
+    /// its actions): a sweep whose look began before that may show the domain as it was
+    /// before the action.
+    read_at: Option<Instant>,
     last_sample: Option<(u64, Instant)>,
 }
 
@@ -60,6 +64,7 @@ impl Actor for VmActor {
             libvirt: args.libvirt,
             fleet: args.fleet,
             fresh: true,
+            read_at: None,
             last_sample: None,
         })
     }
@@ -70,8 +75,10 @@ impl Actor for VmActor {
                 let _ = reply.send(());
             }
             VmMsg::Hold(release, held) => crate::liveness::held(&vm.spec.id, release, held).await,
-            VmMsg::Observed(_) if vm.leaving => {}
-            VmMsg::Observed(obs) => {
+            VmMsg::Observed(..) if vm.leaving => {}
+            // Older than what the actor read itself: the next sweep tells what is true now.
+            VmMsg::Observed(_, taken) if vm.read_at.is_some_and(|read| taken < read) => {}
+            VmMsg::Observed(obs, _) => {
                 if let Err(e) = vm.reconcile(obs).await {
                     vm.note_error(e).await;
                 }
@@ -206,7 +213,9 @@ impl Vm {
     }
 
     async fn observe(&mut self, cause: &str) -> Result<Option<DomainObs>, ApiError> {
+        let began = Instant::now();
         let obs = self.libvirt.observe(&self.spec.domain).await.map_err(unavailable)?;
+        self.read_at = Some(began);
         match &obs {
             Some(o) => {
                 self.sample(o);
@@ -285,7 +294,10 @@ impl Vm {
                     let _ = self.save(Some(event)).await;
                 }
                 self.define().await?;
-                match self.libvirt.observe(&self.spec.domain).await? {
+                let began = Instant::now();
+                let seen = self.libvirt.observe(&self.spec.domain).await?;
+                self.read_at = Some(began);
+                match seen {
                     Some(o) => o,
                     None => return Ok(()),
                 }

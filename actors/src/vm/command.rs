@@ -54,7 +54,8 @@ impl VmCommand {
 }
 
 pub enum VmMsg {
-    Observed(Observation),
+    /// What a sweep saw, and when its look began.
+    Observed(Observation, std::time::Instant),
     Act(VmCommand, RpcReplyPort<Result<VmView, ApiError>>),
     Get(RpcReplyPort<VmView>),
     /// A migration's progress; while one runs the VM takes no reconcile action.

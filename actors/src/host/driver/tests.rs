@@ -120,3 +120,65 @@ async fn a_driver_starts_without_waiting_for_a_host_that_does_not_answer() {
     driver.stop(None);
     handle.await.unwrap();
 }
+
+/// A sweep lists the host's domains, then hands each VM what it saw. A VM that acted on its
+/// domain after the listing began knows better: recording what the sweep saw would show a
+/// state that was already over (createVm's VMs showed VM_STOPPED just after VM_RUNNING, from
+/// a listing taken before their start) and act on it.
+#[tokio::test]
+async fn a_vm_does_not_record_a_sweep_that_began_before_its_own_action() {
+    use crate::vm::{Observation, RunPolicy, VmCommand, VmState};
+    use troupe_runtime::store::Window;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet(dir.path(), Duration::from_secs(5));
+    let (driver, handle) = Actor::spawn(None, HostDriver, (fleet.clone(), "h@n".to_owned()))
+        .await
+        .unwrap();
+    first_look(&fleet).await;
+    let mut request = crate::vm::CreateVmRequest::new("web", 1, 256);
+    request.run_policy = RunPolicy::Always;
+    let vm = crate::vm::create(&fleet, request, None).await.unwrap();
+    assert_eq!(vm.status.state, VmState::Running);
+    let id = vm.spec.id.clone();
+
+    // A listing that began before the stop: it shows the domain running.
+    let taken = Instant::now();
+    let listed = fleet.libvirt("h@n").unwrap().domains().await.unwrap();
+    let old = listed.into_iter().find(|d| d.name == vm.spec.domain);
+    assert!(old.as_ref().is_some_and(|d| d.state.is_active()));
+    let actor = crate::vm::vm_actor(&fleet, "h@n", &id).await.unwrap();
+    let stopped = crate::vm::act(
+        &actor,
+        VmCommand::Stop {
+            timeout: Duration::from_secs(1),
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stopped.status.state, VmState::Stopped);
+    let last = fleet
+        .store
+        .events_about(id.clone(), Window::Last, None, 1)
+        .await
+        .unwrap()[0]
+        .seq;
+
+    actor.cast(VmMsg::Observed(Observation::Seen(old), taken)).unwrap();
+    let view = crate::vm::view_of(&actor).await.unwrap();
+    assert_eq!(view.status.state, VmState::Stopped);
+    let since: Vec<String> = fleet
+        .store
+        .events_about(id, Window::After(last), None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        !since.iter().any(|k| k == "VM_RUNNING"),
+        "recorded the old listing: {since:?}"
+    );
+    driver.stop(None);
+    handle.await.unwrap();
+}
