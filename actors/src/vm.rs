@@ -12,7 +12,7 @@ mod spec;
 pub use actor::{gauge_moved, VmActor, VmArgs};
 pub use command::{Observation, VmCommand, VmMsg};
 pub(crate) use create::create;
-pub(crate) use handle::{act, act_on, get, locate, owned_vms, read_vm, view_of, vm_actor};
+pub(crate) use handle::{act_on, get, locate, owned_vms, read_vm, view_of, vm_actor};
 pub(crate) use migrate::{hand_over, migrate, request as request_migration};
 pub use spec::{
     CreateVmRequest, Migration, MigrationKind, MigrationPhase, RunPolicy, VmFilter, VmSpec, VmState, VmStats, VmStatus,

@@ -4,7 +4,7 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
-use super::support::vms::{act, create_vm, host_id, vm};
+use super::support::vms::{act, create_vm, host_id, vm, wait_host};
 use super::support::{error_code, expect_code, text, Node, NodeOpts};
 
 #[tokio::test]
@@ -129,12 +129,40 @@ async fn a_peers_hosts_and_vms_are_reached_through_any_node() -> Result<()> {
     let added = alpha
         .gql_ok(
             "mutation($input: AddHostInput!) { addHost(input: $input) { id node state } }",
-            json!({ "input": { "name": "lab", "uri": "test:///default", "node": "beta" } }),
+            json!({ "input": { "name": "lab", "uri": "test:///default", "node": "beta",
+                                "labels": [{ "key": "room", "value": "lab" }] } }),
         )
         .await?;
     ensure!(
         added["addHost"]["node"] == "beta" && added["addHost"]["state"] == "UP",
         "{added}"
+    );
+    // A VM none of alpha's hosts can take is placed on a peer's, as its beats report them
+    // (it was NO_VALID_HOST "this node has no hosts" on a node whose hosts had all moved).
+    wait_host(&alpha, "lab", "UP").await?;
+    let keyed = "mutation($input: CreateVmInput!) { createVm(input: $input, idempotencyKey: \"lab-1\") { id host { name node } } }";
+    let input = json!({ "input": { "name": "lab-1", "vcpus": 1, "memoryMiB": 256, "hostSelector": [{ "key": "room", "value": "lab" }] } });
+    let first = alpha.gql_ok(keyed, input.clone()).await?;
+    ensure!(
+        first["createVm"]["host"]["name"] == "lab" && first["createVm"]["host"]["node"] == "beta",
+        "{first}"
+    );
+    let again = alpha.gql_ok(keyed, input).await?;
+    ensure!(
+        again["createVm"]["id"] == first["createVm"]["id"],
+        "{again} after {first}"
+    );
+    let nowhere = alpha
+        .gql(
+            "mutation($input: CreateVmInput!) { createVm(input: $input) { id } }",
+            json!({ "input": { "name": "nowhere", "vcpus": 1, "memoryMiB": 256, "hostSelector": [{ "key": "room", "value": "attic" }] } }),
+        )
+        .await?;
+    expect_code(&nowhere, "NO_VALID_HOST")?;
+    ensure!(
+        nowhere.to_string().contains("sim-1: lacks label room=attic")
+            && nowhere.to_string().contains("lab@beta: lacks label room=attic"),
+        "each host of both nodes with its reason: {nowhere}"
     );
     // Host names are unique in the cluster: `lab` is beta's, so alpha cannot have one.
     let dup = alpha

@@ -147,15 +147,10 @@ async fn a_vm_does_not_record_a_sweep_that_began_before_its_own_action() {
     let old = listed.into_iter().find(|d| d.name == vm.spec.domain);
     assert!(old.as_ref().is_some_and(|d| d.state.is_active()));
     let actor = crate::vm::vm_actor(&fleet, "h@n", &id).await.unwrap();
-    let stopped = crate::vm::act(
-        &actor,
-        VmCommand::Stop {
-            timeout: Duration::from_secs(1),
-        },
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    let stop = VmCommand::Stop {
+        timeout: Duration::from_secs(1),
+    };
+    let stopped = crate::vm::act_on(&fleet, &id, stop).await.unwrap();
     assert_eq!(stopped.status.state, VmState::Stopped);
     let last = fleet
         .store

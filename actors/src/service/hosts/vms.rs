@@ -7,6 +7,8 @@ use super::Hosts;
 use crate::cluster::remote::{service, At, Located, PEER_TIMEOUT};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
+use crate::host::{HostState, HostView};
+use crate::placement::{self, Ask, Candidate, Load, NoValidHost};
 use crate::service::context::{keep, split};
 use crate::service::listing::Listing;
 use crate::tables::{VMS, VM_STATUS};
@@ -38,7 +40,9 @@ impl Located for Vms {
 
 impl Vms {
     /// Places and creates a VM on one of this node's hosts (or `node`'s, or the node of
-    /// `request.host`).
+    /// `request.host`). Without either, when none of this node's hosts can take it (it has
+    /// none: its simulated hosts moved to other members at a failover, say), the peers' hosts
+    /// are tried (see [`Vms::create_on_a_peer`]).
     pub async fn create(
         &self,
         request: CreateVmRequest,
@@ -50,9 +54,58 @@ impl Vms {
         let at = match (node.filter(|n| *n != me), request.host.as_deref()) {
             (Some(node), _) => At::on(self, Some(&node)),
             (None, Some(host)) => At::holding(self, host),
-            (None, None) => At::Here(self),
+            (None, None) => {
+                return match At::Here(self).create(request.clone(), key.clone()).await {
+                    Err(ApiError::NoValidHost(here)) => self.create_on_a_peer(request, key, here).await,
+                    answer => answer,
+                };
+            }
         };
         at.create(request, key).await
+    }
+
+    /// Creates the VM on a peer, the peers' hosts ordered by the placer as their nodes' beats
+    /// report them (state, capacity, what is promised): the node of the host it prefers is
+    /// asked, and places the VM among its own hosts under its lock, anti-affinity included.
+    /// One that finds no room after all (a beat is up to a second old) is left out and the
+    /// next is asked. `here` says why this node's hosts could not take it.
+    async fn create_on_a_peer(
+        &self,
+        request: CreateVmRequest,
+        key: Option<String>,
+        here: String,
+    ) -> Result<VmView, ApiError> {
+        let reachable = self.cluster().up_peers();
+        let mut hosts: Vec<(String, HostView)> = self
+            .hosts
+            .list()
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|h| Some((self.cluster().holder(&h.spec.id)?, h)))
+            .filter(|(node, _)| reachable.contains(node))
+            .collect();
+        let mut refused = Vec::new();
+        loop {
+            let node = match peer_to_ask(&request, &hosts) {
+                Ok(node) => node,
+                Err(rejected) => {
+                    refused.extend(rejected.0);
+                    return Err(ApiError::NoValidHost(elsewhere(
+                        &self.cluster().name(),
+                        &here,
+                        &refused,
+                    )));
+                }
+            };
+            match At::on(self, Some(&node)).create(request.clone(), key.clone()).await {
+                Err(ApiError::NoValidHost(why)) => {
+                    refused.push((format!("node {node}"), why));
+                    hosts.retain(|(n, _)| *n != node);
+                }
+                answer => return answer,
+            }
+        }
     }
 
     pub async fn act(&self, id: &str, command: VmCommand) -> Result<VmView, ApiError> {
@@ -139,6 +192,64 @@ impl VmsLocal for Vms {
     async fn get(&self, id: String) -> Result<Option<VmView>, ApiError> {
         crate::vm::get(&self.hosts.fleet, &id).await
     }
+}
+
+/// The node of the host the placer prefers for `request` among `hosts` (each with its node),
+/// as the beats report them; the anti-affinity groups are the holder's to check.
+fn peer_to_ask(request: &CreateVmRequest, hosts: &[(String, HostView)]) -> Result<String, NoValidHost> {
+    let loads: Vec<Load> = hosts
+        .iter()
+        .map(|(_, h)| Load {
+            vcpus: h.allocated_vcpus,
+            memory_mib: h.allocated_memory_mib,
+            groups: Default::default(),
+            vms: h.vms,
+        })
+        .collect();
+    let names: Vec<String> = hosts.iter().map(|(_, h)| h.spec.qualified_name()).collect();
+    let candidates: Vec<Candidate<'_>> = hosts
+        .iter()
+        .zip(&loads)
+        .zip(&names)
+        .map(|(((_, h), load), name)| Candidate {
+            id: &h.spec.id,
+            name,
+            refuses: match (h.state, h.capacity) {
+                (_, None) => Some("its capacity is not known yet (never connected)"),
+                (HostState::Up, _) => None,
+                _ => Some("host is not UP"),
+            },
+            cpus: h.capacity.map_or(0, |c| c.cpus),
+            memory_mib: h.capacity.map_or(0, |c| c.memory_mib),
+            overcommit: h.spec.overcommit,
+            reserved_memory_mib: h.spec.reserved_memory_mib,
+            labels: &h.spec.labels,
+            load,
+        })
+        .collect();
+    let selector = request.host_selector.iter().cloned().collect();
+    let ask = Ask {
+        vcpus: request.vcpus,
+        memory_mib: request.memory_mib,
+        selector: &selector,
+        group: None,
+        weigher: request.weigher,
+    };
+    placement::place(&ask, &candidates).map(|i| hosts[i].0.clone())
+}
+
+/// NO_VALID_HOST's words when neither this node's hosts nor the peers' took the VM.
+fn elsewhere(me: &str, here: &str, refused: &[(String, String)]) -> String {
+    let here = here.strip_prefix("no valid host:").unwrap_or(here).trim();
+    let here = match here {
+        "this node has no hosts" => format!("node {me} has no hosts"),
+        reasons => reasons.to_owned(),
+    };
+    if refused.is_empty() {
+        return format!("no valid host: {here}; no other node reported a host");
+    }
+    let others: Vec<String> = refused.iter().map(|(host, why)| format!("{host}: {why}")).collect();
+    format!("no valid host: {here}; {}", others.join("; "))
 }
 
 /// A page of the cluster's VMs from this node's replica.
