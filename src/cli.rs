@@ -373,12 +373,16 @@ pub async fn run(command: Command) -> ExitCode {
 }
 
 async fn list_or_get(client: &Client, kind: &Kind, how: List) -> Done {
+    let rows = rows_of(client, kind, how).await?;
+    print(client, kind.fields, &Value::Array(rows));
+    Ok(())
+}
+
+/// The rows `list` or `get` asks for.
+async fn rows_of(client: &Client, kind: &Kind, how: List) -> Result<Vec<Value>, Failure> {
     let fields = kind.fields.join(" ");
     match how {
-        List::List { first } => {
-            let rows = kind.all(client, first).await?;
-            print(client, kind.fields, &Value::Array(rows));
-        }
+        List::List { first } => kind.all(client, first).await,
         List::Get { id } => {
             let query = format!("query($id: ID!) {{ {}(id: $id) {{ {fields} }} }}", kind.one);
             let mut found = ask(client, &query, json!({ "id": id })).await?[kind.one].clone();
@@ -388,10 +392,9 @@ async fn list_or_get(client: &Client, kind: &Kind, how: List) -> Done {
             if found.is_null() {
                 return Err(Failure(3, format!("no {} {id}", kind.one)));
             }
-            print(client, kind.fields, &json!([found]));
+            Ok(vec![found])
         }
     }
-    Ok(())
 }
 
 /// The entity of `kind` named `name`, if there is one (null if none).

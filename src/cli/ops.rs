@@ -6,7 +6,7 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::{ask, by_name, list_or_get, print, Client, Done, Failure, Kind, List, HOSTS, SWARMS, TASKS, VMS};
+use super::{ask, by_name, list_or_get, print, rows_of, Client, Done, Failure, Kind, List, HOSTS, SWARMS, TASKS, VMS};
 
 #[derive(Subcommand, Clone)]
 pub enum TasksHow {
@@ -46,30 +46,26 @@ pub enum HostsHow {
 pub enum VmsHow {
     #[command(flatten)]
     Read(List),
-    Start {
-        vm: String,
-    },
-    Stop {
-        vm: String,
-    },
-    Reboot {
-        vm: String,
-    },
-    Pause {
-        vm: String,
-    },
-    Resume {
-        vm: String,
-    },
+    /// Start it (a HALTED VM becomes ALWAYS).
+    Start { vm: String },
+    /// Ask the guest to shut down; destroy it if it has not within the node's
+    /// `vm_stop_timeout_ms` (an ALWAYS or RERUN_ON_FAILURE VM becomes HALTED, so it stays
+    /// stopped).
+    Stop { vm: String },
+    /// Reboot a RUNNING VM.
+    Reboot { vm: String },
+    /// Pause a RUNNING VM.
+    Pause { vm: String },
+    /// Resume a PAUSED VM.
+    Resume { vm: String },
     /// Move it to another host (`--to`, else the placer's choice).
     Migrate {
         vm: String,
         #[arg(long)]
         to: Option<String>,
     },
-    Delete {
-        vm: String,
-    },
+    /// Destroy and undefine its domain, and give its claim on the host back.
+    Delete { vm: String },
 }
 
 /// The id of the entity of `kind` that `who` names (its id or its name).
@@ -87,6 +83,19 @@ async fn id_of(client: &Client, kind: &Kind, who: &str) -> Result<String, Failur
 
 /// Runs `mutation(id: …, args)` on the entity `who` names and prints what it answers.
 async fn act(client: &Client, kind: &Kind, mutation: &str, who: &str, args: &[(&str, &str, Value)]) -> Done {
+    let done = acted(client, kind, mutation, who, args).await?;
+    print(client, kind.fields, &json!([done]));
+    Ok(())
+}
+
+/// Runs `mutation(id: …, args)` on the entity `who` names: what it answers.
+async fn acted(
+    client: &Client,
+    kind: &Kind,
+    mutation: &str,
+    who: &str,
+    args: &[(&str, &str, Value)],
+) -> Result<Value, Failure> {
     let id = id_of(client, kind, who).await?;
     let mut variables = json!({ "id": id });
     let (mut declared, mut passed) = ("$id: ID!".to_owned(), "id: $id".to_owned());
@@ -97,9 +106,7 @@ async fn act(client: &Client, kind: &Kind, mutation: &str, who: &str, args: &[(&
     }
     let fields = kind.fields.join(" ");
     let query = format!("mutation({declared}) {{ done: {mutation}({passed}) {{ {fields} }} }}");
-    let data = ask(client, &query, variables).await?;
-    print(client, kind.fields, &json!([data["done"]]));
-    Ok(())
+    Ok(ask(client, &query, variables).await?["done"].take())
 }
 
 pub(super) async fn tasks(client: &Client, how: TasksHow) -> Done {
@@ -141,6 +148,30 @@ pub(super) async fn hosts(client: &Client, how: HostsHow) -> Done {
     }
 }
 
+/// The hosts' names by id, as `hosts list` shows them.
+struct HostNames(std::collections::HashMap<String, Value>);
+
+impl HostNames {
+    /// The name of the host `id` (the id itself when no host has it: one removed since).
+    fn name(&self, id: &Value) -> Value {
+        id.as_str()
+            .and_then(|id| self.0.get(id))
+            .cloned()
+            .unwrap_or_else(|| id.clone())
+    }
+}
+
+async fn host_names(client: &Client) -> Result<HostNames, Failure> {
+    let data = ask(client, "{ hosts { id name qualifiedName } }", json!({})).await?;
+    let mut rows = data["hosts"].as_array().cloned().unwrap_or_default();
+    qualify_shared_names(&mut rows);
+    Ok(HostNames(
+        rows.into_iter()
+            .filter_map(|r| Some((r["id"].as_str()?.to_owned(), r["name"].clone())))
+            .collect(),
+    ))
+}
+
 /// Every node's simulated hosts are `sim-1`…: where rows share a name, each is named as the
 /// node that made it tells it apart (`sim-1@b`), the name `hosts get` and the events use.
 fn qualify_shared_names(rows: &mut [Value]) {
@@ -157,7 +188,7 @@ fn qualify_shared_names(rows: &mut [Value]) {
 
 pub(super) async fn vms(client: &Client, how: VmsHow) -> Done {
     let (mutation, vm) = match how {
-        VmsHow::Read(how) => return list_or_get(client, &VMS, how).await,
+        VmsHow::Read(how) => return print_vms(client, rows_of(client, &VMS, how).await?).await,
         VmsHow::Migrate { vm, to } => return migrate(client, &vm, to).await,
         VmsHow::Start { vm } => ("startVm", vm),
         VmsHow::Stop { vm } => ("stopVm", vm),
@@ -166,7 +197,17 @@ pub(super) async fn vms(client: &Client, how: VmsHow) -> Done {
         VmsHow::Resume { vm } => ("resumeVm", vm),
         VmsHow::Delete { vm } => ("deleteVm", vm),
     };
-    act(client, &VMS, mutation, &vm, &[]).await
+    print_vms(client, vec![acted(client, &VMS, mutation, &vm, &[]).await?]).await
+}
+
+/// VMs with their hosts' names (as `hosts list` shows them) instead of their ids.
+async fn print_vms(client: &Client, mut rows: Vec<Value>) -> Done {
+    let names = host_names(client).await?;
+    for row in &mut rows {
+        row["host"] = names.name(&row["hostId"]);
+    }
+    print(client, &["id", "name", "state", "host"], &Value::Array(rows));
+    Ok(())
 }
 
 /// A migration answers how it went, not the VM: its phase, hosts and error.
@@ -183,7 +224,12 @@ async fn migrate(client: &Client, vm: &str, to: Option<String>) -> Done {
     );
     let data = ask(client, &query, json!({ "id": id, "to": target })).await?;
     let migration = &data["migrateVm"]["migration"];
-    print(client, &fields, &json!([migration]));
+    let names = host_names(client).await?;
+    let mut row = migration.clone();
+    for end in ["sourceHost", "targetHost"] {
+        row[end] = names.name(&migration[end]);
+    }
+    print(client, &fields, &json!([row]));
     match migration["phase"].as_str() {
         Some("FAILED") => Err(Failure(
             1,

@@ -174,6 +174,21 @@ async fn an_operator_changes_tasks_swarms_hosts_and_vms_by_name_from_the_command
     ensure!(ok(troupe(&["vms", "start", "web-1"], &env).await?)?.contains("RUNNING"));
     let moved = ok(troupe(&["vms", "migrate", "web-1", "--to", to], &env).await?)?;
     ensure!(!moved.contains("FAILED"), "{moved}");
+    // Hosts by name, not id: the migration's ends, and the VM's host in the list.
+    let ends: Vec<&str> = moved.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    ensure!(
+        ends.get(3) == Some(&from.as_str()) && ends.get(4) == Some(&to),
+        "{moved}"
+    );
+    let listed = ok(troupe(&["vms", "list"], &env).await?)?;
+    ensure!(
+        listed.lines().next().is_some_and(|h| h.ends_with("HOST"))
+            && listed
+                .lines()
+                .nth(1)
+                .is_some_and(|r| r.ends_with(&format!("RUNNING  {to}"))),
+        "{listed}"
+    );
 
     // The emptied host into maintenance, and out.
     let out = ok(troupe(&["hosts", "maintenance", &from, "-o", "jsonl"], &env).await?)?;
