@@ -230,6 +230,19 @@ async fn a_killed_nodes_agents_swarm_hosts_and_tasks_serve_on_the_survivors_once
         "{moved}"
     );
     let holder = moved["host"]["node"].as_str().context("its node")?;
+    // A VM put on the moved host by its qualified name, asked through gamma, which holds it
+    // no more: the name is looked up, not read as an id of gamma's (it was NOT_FOUND "no
+    // host sim-1@gamma on node gamma").
+    let v = nodes[2]
+        .gql_ok(
+            "mutation($input: CreateVmInput!) { createVm(input: $input) { state host { qualifiedName node } } }",
+            json!({ "input": { "name": "on-moved", "vcpus": 1, "memoryMiB": 256, "host": "sim-1@gamma" } }),
+        )
+        .await?;
+    ensure!(
+        v["createVm"]["host"]["qualifiedName"] == "sim-1@gamma" && v["createVm"]["host"]["node"] == holder,
+        "{v}"
+    );
     let holder = nodes.iter().find(|n| n.name == holder).context("its holder")?;
     let on_holder = holder.gql(q, json!({ "id": "sim-1" })).await?;
     ensure!(

@@ -56,16 +56,43 @@ impl Hosts {
         At::on(self, node.as_deref()).add(request, key).await
     }
 
-    pub async fn remove(&self, id: &str, force: bool) -> Result<HostView, ApiError> {
-        At::holding(self, id).remove(id.to_owned(), force).await
+    pub async fn remove(&self, host: &str, force: bool) -> Result<HostView, ApiError> {
+        let id = self.id_of(host).await?;
+        At::holding(self, &id).remove(id, force).await
     }
 
-    pub async fn drain(&self, id: &str) -> Result<HostView, ApiError> {
-        At::holding(self, id).drain(id.to_owned()).await
+    pub async fn drain(&self, host: &str) -> Result<HostView, ApiError> {
+        let id = self.id_of(host).await?;
+        At::holding(self, &id).drain(id).await
     }
 
-    pub async fn set_maintenance(&self, id: &str, enabled: bool) -> Result<HostView, ApiError> {
-        At::holding(self, id).set_maintenance(id.to_owned(), enabled).await
+    pub async fn set_maintenance(&self, host: &str, enabled: bool) -> Result<HostView, ApiError> {
+        let id = self.id_of(host).await?;
+        At::holding(self, &id).set_maintenance(id, enabled).await
+    }
+
+    /// The id of the host `host` names (its id, name or `name@node`), to route a call by:
+    /// this node's own host first (a node's bare `sim-1` is its own), else the one the
+    /// replica knows by that name, wherever its driver moved (routing by `sim-2@b` itself
+    /// would ask node b, which may hold it no more). A name several hosts share is
+    /// INVALID_INPUT naming each; one no host has is left as it is, for the holder to refuse.
+    pub(crate) async fn id_of(&self, host: &str) -> Result<String, ApiError> {
+        if let Ok(id) = self.fleet.find(host) {
+            return Ok(id);
+        }
+        let mut found = self.read(Some(host)).await?;
+        match found.len() {
+            0 => Ok(host.to_owned()),
+            1 => Ok(found.remove(0).spec.id),
+            n => Err(ApiError::invalid(format!(
+                "{host} names {n} hosts: say which, as one of {}",
+                found
+                    .iter()
+                    .map(|h| h.spec.qualified_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
     }
 
     /// A host by id, name or `name@node`, from this node's replica and the beats of the node
@@ -133,8 +160,9 @@ impl Hosts {
     }
 
     /// What libvirt reports on the host now, asked directly (not Troupe's records).
-    pub async fn domains(&self, id: &str) -> Result<Vec<DomainObs>, ApiError> {
-        At::holding(self, id).domains(id.to_owned()).await
+    pub async fn domains(&self, host: &str) -> Result<Vec<DomainObs>, ApiError> {
+        let id = self.id_of(host).await?;
+        At::holding(self, &id).domains(id).await
     }
 
     /// Whether this node holds the VM or host.
@@ -149,7 +177,8 @@ impl Hosts {
     /// Injects a fault (needs `--fault-injection`): `target` is a host for HOST_* faults and
     /// a VM for DOMAIN_* ones.
     pub async fn inject_fault(&self, target: &str, fault: Fault) -> Result<String, ApiError> {
-        At::holding(self, target).inject_fault(target.to_owned(), fault).await
+        let target = self.id_of(target).await?;
+        At::holding(self, &target).inject_fault(target, fault).await
     }
 }
 

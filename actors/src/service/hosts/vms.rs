@@ -53,7 +53,10 @@ impl Vms {
         let me = self.cluster().name();
         let at = match (node.filter(|n| *n != me), request.host.as_deref()) {
             (Some(node), _) => At::on(self, Some(&node)),
-            (None, Some(host)) => At::holding(self, host),
+            (None, Some(host)) => {
+                let id = self.hosts.id_of(host).await?;
+                return At::holding(self, &id).create(request, key).await;
+            }
             (None, None) => {
                 return match At::Here(self).create(request.clone(), key.clone()).await {
                     Err(ApiError::NoValidHost(here)) => self.create_on_a_peer(request, key, here).await,
