@@ -4,7 +4,7 @@
 //! switch, and what is refused. The node, store, message and VM actions, rounds, the other
 //! actors' watchdog and experiments on a peer's tree are in `experiment_actions.rs`.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
 use super::support::swarms;
@@ -475,6 +475,19 @@ async fn a_disconnected_host_is_seen_unreachable_and_up_again_once_reconnected()
     ensure!(done["state"] == "PASSED", "{done}");
     ensure!(done["injections"][0]["action"] == "HOST_DISCONNECT", "{done}");
     ensure!(gates(&node).await?.is_empty());
+    // Two injections, two FAULT_INJECTED events, each naming its experiment: the driver
+    // wrote one more of its own for each, and one for each heal.
+    let ev = node
+        .gql_ok(
+            "query($s: String!) { events(subject: $s, kinds: [\"FAULT_INJECTED\"]) { data } }",
+            json!({ "s": host }),
+        )
+        .await?;
+    let injected = ev["events"].as_array().context("events")?;
+    ensure!(
+        injected.len() == 2 && injected.iter().all(|e| e["data"]["experiment"].is_string()),
+        "{ev}"
+    );
     Ok(())
 }
 

@@ -1,10 +1,6 @@
 //! Injected faults (`injectFault`, with `--fault-injection`): what they are, and how a
 //! request reaches the driver of the host they hit.
 
-use serde_json::json;
-use troupe_runtime::events::NewEvent;
-use troupe_runtime::store::Batch;
-
 use super::{ask, Fleet, HostMsg, ASK};
 use crate::error::ApiError;
 
@@ -53,11 +49,7 @@ pub(crate) async fn inject(fleet: &Fleet, target: &str, fault: Fault) -> Result<
     }
     let driver = fleet.driver(&host)?;
     ask(&driver, |r| HostMsg::Fault(fault, vm, r), "the host driver", ASK).await??;
-    let event = NewEvent::new(
-        "FAULT_INJECTED",
-        Some(target.to_owned()),
-        json!({ "kind": format!("{fault:?}"), "host": host }),
-    );
-    fleet.store.write(Batch::new().event(event)).await?;
+    // No event here: each injection is an experiment's, which records its FAULT_INJECTED
+    // (and FAULT_REVERTED at the heal); the host's own HOST_* events follow.
     Ok(format!("{fault:?} injected on {target}"))
 }
