@@ -73,6 +73,10 @@ pub struct BeatAck {
     /// send them).
     #[serde(default)]
     pub agents: crate::agent::ObservedAgents,
+    /// The last usage sample of each VM on the peer's hosts (empty from a build that did
+    /// not send them).
+    #[serde(default)]
+    pub vms: std::collections::BTreeMap<String, crate::vm::VmStats>,
 }
 
 /// What re-homing takes of each domain: the room's own narrow handle, never the services'

@@ -90,8 +90,31 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
         deadline.tick(agent).await?;
     };
     ensure!(sampled["agent"]["health"]["healthy"] == true, "{sampled}");
+    // A VM on beta's host, with the usage sample a beat of beta's carried.
+    let created = alpha
+        .gql_ok(
+            "mutation { createVm(input: { name: \"far-vm\", vcpus: 1, memoryMiB: 256, node: \"beta\" }) { id } }",
+            json!({}),
+        )
+        .await?;
+    let far_vm = text(&created, "/createVm/id")?;
+    let vm_read = "query($id: ID!) { vm(id: $id) { state stats { memoryKiB sampledAt } } }";
+    let deadline = Deadline::after(WAIT, "beta's VM's sample to be reported to alpha");
+    let vm_sampled = loop {
+        let vm = alpha.gql_ok(vm_read, json!({ "id": far_vm })).await?;
+        if vm["vm"]["stats"]["sampledAt"].is_string() && vm["vm"]["stats"]["memoryKiB"] == 256 * 1024 {
+            break vm;
+        }
+        deadline.tick(vm).await?;
+    };
 
     beta.freeze()?;
+    // A VM of beta's is read here too (it asked beta for its VM's view, and waited for it).
+    let vm_frozen = alpha.gql_ok(vm_read, json!({ "id": far_vm })).await?;
+    ensure!(
+        vm_frozen["vm"]["state"] == "RUNNING" && vm_frozen["vm"]["stats"]["sampledAt"].is_string(),
+        "{vm_frozen} (before the freeze: {vm_sampled})"
+    );
     // Reads are answered from alpha's replica: they never wait for beta (alpha cuts a
     // request at 1 s, and a call to a peer waits longer for a frozen one).
     let lookup = alpha

@@ -43,6 +43,9 @@ struct Inner {
     hosts: BTreeMap<String, HostEntry>,
     /// Claims by VM id: one, or two while the VM migrates.
     claims: HashMap<String, Vec<Claim>>,
+    /// Each VM's last usage sample, by VM id: observed, not replicated; it travels with the
+    /// node's beats (dropped with the VM's last claim).
+    stats: HashMap<String, crate::vm::VmStats>,
 }
 
 pub struct Fleet {
@@ -191,6 +194,19 @@ impl Fleet {
 
     pub fn views(&self) -> Vec<HostView> {
         self.lock().hosts.values().map(HostEntry::view).collect()
+    }
+
+    /// Keeps a VM's usage sample, while the VM holds a claim here.
+    pub fn sampled(&self, vm: &str, stats: crate::vm::VmStats) {
+        let mut inner = self.lock();
+        if inner.claims.contains_key(vm) {
+            inner.stats.insert(vm.to_owned(), stats);
+        }
+    }
+
+    /// The last usage sample of each VM of this node's hosts.
+    pub fn samples(&self) -> BTreeMap<String, crate::vm::VmStats> {
+        self.lock().stats.iter().map(|(id, s)| (id.clone(), *s)).collect()
     }
 
     /// The host of this node with this id, name or `name@node` ([`HostSpec::qualified_name`]),

@@ -124,7 +124,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         beats: {
             let (peer_hosts, observed) = (peer_hosts.clone(), observed.clone());
             Arc::new(move |peer, ack| {
-                peer_hosts.heard(peer, ack.hosts.clone());
+                peer_hosts.heard(peer, ack.hosts.clone(), ack.vms.clone());
                 observed.heard(peer, Arc::new(ack.agents.clone()));
             })
         },

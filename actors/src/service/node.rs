@@ -192,6 +192,7 @@ impl NodeLocal for NodeService {
                 false => Default::default(),
             },
             hosts: self.hosts.get().map(|f| f.views()).unwrap_or_default(),
+            vms: self.hosts.get().map(|f| f.samples()).unwrap_or_default(),
             agents: (*self.agents.here()).clone(),
         })
     }

@@ -238,6 +238,7 @@ impl Vm {
         self.status.stats.cpu_time_ns = o.cpu_time_ns;
         self.status.stats.memory_kib = o.memory_kib;
         self.status.stats.sampled_at = Some(troupe_runtime::clock::now());
+        self.fleet.sampled(&self.spec.id, self.status.stats);
     }
 
     async fn define(&self) -> Result<(), LibvirtError> {

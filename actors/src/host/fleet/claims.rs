@@ -83,6 +83,7 @@ impl Fleet {
         let claim = claims.remove(i);
         if claims.is_empty() {
             inner.claims.remove(vm);
+            inner.stats.remove(vm);
         }
         if let Some(e) = inner.hosts.get_mut(host) {
             e.load.remove(claim.vcpus, claim.memory_mib, claim.group.as_deref());

@@ -22,8 +22,6 @@ service! {
     call Act => act(id: String, command: VmCommand) -> VmView, within command.wait() + PEER_TIMEOUT;
     /// Migrates a VM of this node; answers when the migration has ended.
     keyed Migrate => migrate(id: String, target: Option<String>) -> Migration, within Duration::from_secs(15 * 60);
-    /// A VM as its actor sees it now (with its latest usage), else as last recorded.
-    call Get => get(id: String) -> Option<VmView>;
 }
 
 /// VMs live on hosts: the service reaches them through the hosts of its node.
@@ -121,8 +119,28 @@ impl Vms {
         At::holding(self, id).migrate(id.to_owned(), target, key).await
     }
 
+    /// A VM, asking no peer: on its holder, as its actor sees it now; elsewhere, as the
+    /// replica holds it, with the usage sample the holder's last beat carried (its
+    /// `sampledAt` says when it was taken). One not found is looked for again once this node
+    /// has caught up with the cluster.
     pub async fn get(&self, id: &str) -> Result<Option<VmView>, ApiError> {
-        At::holding(self, id).get(id.to_owned()).await
+        let Some(peer) = self.cluster().holder(id) else {
+            return crate::vm::get(&self.hosts.fleet, id).await;
+        };
+        let store = &self.hosts.ctx.store;
+        let mut found = crate::vm::read_vm(store, id).await?;
+        if found.is_none() {
+            store.linearize().await?;
+            found = crate::vm::read_vm(store, id).await?;
+        }
+        Ok(found.map(|(spec, mut status)| {
+            if let Some(seen) = self.hosts.peers.vm_stats(&peer, id) {
+                if seen.sampled_at >= status.stats.sampled_at {
+                    status.stats = seen;
+                }
+            }
+            VmView { spec, status }
+        }))
     }
 
     /// The cluster's VMs in id order after the cursor, from this node's replica: each VM's
@@ -190,10 +208,6 @@ impl VmsLocal for Vms {
         let m = crate::vm::request_migration(fleet, &id, target).await?;
         keep(&ctx.store, guard, &m.id).await?;
         Ok(m)
-    }
-
-    async fn get(&self, id: String) -> Result<Option<VmView>, ApiError> {
-        crate::vm::get(&self.hosts.fleet, &id).await
     }
 }
 
