@@ -4,7 +4,7 @@ import { mergeNewestFirst } from "../src/lib/cursor";
 import { agentIds, restartCounts, withVms, type Supervisor } from "../src/views/tree";
 import { edgeChildren, edgeSource, isEdge, type Child } from "../src/lib/subtree";
 import type { TroupeEvent } from "../src/lib/cursor";
-import { hostTitles } from "../src/views/hosts";
+import { hostTitles, migrationTargets } from "../src/views/hosts";
 
 const ev = (seq: number, kind = "TASK_QUEUED", subject: string | null = null): TroupeEvent => ({ seq, kind, subject, at: "2026-11-24T12:00:00Z", data: {} });
 
@@ -142,5 +142,20 @@ describe("hosts view's card titles", () => {
       { id: "4@b", name: "rack-7", qualifiedName: "rack-7@b" },
     ]);
     expect([...titles.values()]).toEqual(["sim-1@a", "sim-1@c", "sim-2", "rack-7"]);
+  });
+});
+
+describe("a VM's migration targets", () => {
+  it("are the other UP hosts of its host's node, named as their cards are", () => {
+    const hosts = [
+      { id: "1@a", name: "sim-1", qualifiedName: "sim-1@a", node: "a", state: "UP" },
+      { id: "2@a", name: "sim-2", qualifiedName: "sim-2@a", node: "a", state: "UP" },
+      { id: "3@a", name: "sim-3", qualifiedName: "sim-3@a", node: "a", state: "MAINTENANCE" },
+      { id: "1@b", name: "sim-1", qualifiedName: "sim-1@b", node: "a", state: "UP" },
+      { id: "1@c", name: "sim-1", qualifiedName: "sim-1@c", node: "c", state: "UP" },
+      { id: "2@c", name: "sim-2", qualifiedName: "sim-2@c", node: "c", state: "UP" },
+    ];
+    expect(migrationTargets(hosts, "1@a")).toEqual(["sim-2@a", "sim-1@b"]);
+    expect(migrationTargets(hosts, "2@c")).toEqual(["sim-1@c"]);
   });
 });

@@ -48,6 +48,16 @@ export function hostTitles(hosts: Pick<Host, "id" | "name" | "qualifiedName">[])
   return new Map(hosts.map((h) => [h.id, (count.get(h.name) ?? 0) > 1 ? h.qualifiedName : h.name]));
 }
 
+/**
+ * Where a VM on host `from` may be migrated, by title: the other UP hosts of the same node
+ * (a VM moves between the hosts of one node; another node's host is NOT_FOUND).
+ */
+export function migrationTargets(hosts: Pick<Host, "id" | "name" | "qualifiedName" | "node" | "state">[], from: string | null): string[] {
+  const titles = hostTitles(hosts);
+  const node = hosts.find((h) => h.id === from)?.node;
+  return hosts.filter((h) => h.id !== from && h.node === node && h.state === "UP").map((h) => titles.get(h.id) ?? h.name);
+}
+
 export function HostsView() {
   const list = useQuery<{ hosts: Host[] }>(`{ hosts { ${FIELDS} } }`);
   const [hosts, setHosts] = useState<Host[] | null>(null);

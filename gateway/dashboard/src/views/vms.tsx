@@ -16,6 +16,7 @@ import { ErrorBox, KeyValues, Loading, NewPill, Page, Section, Select } from "..
 import { Choice, CreateForm, Field, Labels, parseLabels } from "../components/forms";
 import { canAct } from "../lib/session";
 import { Timeline } from "./agents";
+import { hostTitles, migrationTargets } from "./hosts";
 
 export const VM_STATES = ["PENDING", "RUNNING", "PAUSED", "SHUTTING_DOWN", "STOPPED", "CRASHED", "SUSPENDED", "MISSING", "UNKNOWN"];
 export const PHASES = ["PENDING", "SCHEDULING", "PREPARING_TARGET", "RUNNING", "SUCCEEDED"];
@@ -26,20 +27,36 @@ interface VmRow {
   name: string;
   state: string;
   hostId: string | null;
-  host: { name: string } | null;
   restarts: number;
   spec: { vcpus: number; memoryMiB: number };
   migration: { phase: string } | null;
   createdAt: string;
 }
 
-const ROW = "id name state hostId host { name } restarts spec { vcpus memoryMiB } migration { phase } createdAt";
+const ROW = "id name state hostId restarts spec { vcpus memoryMiB } migration { phase } createdAt";
 const LIST = `query($first: Int, $after: String, $host: ID, $state: VmState) {
   vms(first: $first, after: $after, host: $host, state: $state) { nodes { ${ROW} } pageInfo { hasNextPage endCursor } missingNodes }
 }`;
 
+interface HostRef {
+  id: string;
+  name: string;
+  qualifiedName: string;
+  state: string;
+  node: string;
+}
+
+/**
+ * The cluster's hosts, each with what it is called where a VM names it: its name, or
+ * `sim-1@c` where nodes share the name (as on the hosts' cards). createVm and migrateVm take
+ * either.
+ */
 function useHosts() {
-  return useQuery<{ hosts: { id: string; name: string; state: string }[] }>("{ hosts { id name state } }");
+  const q = useQuery<{ hosts: HostRef[] }>("{ hosts { id name qualifiedName state node } }");
+  const hosts = q.data?.hosts ?? [];
+  const titles = hostTitles(hosts);
+  const title = (id: string | null | undefined) => (id ? (titles.get(id) ?? id) : null);
+  return { hosts, title };
 }
 
 export function VmsView() {
@@ -50,11 +67,11 @@ export function VmsView() {
   const list = usePaged<VmRow>(LIST, { host, state }, (d) => d.vms, PAGE);
   const reading = useRef(false);
   const live = useLiveList(list, ["VM_"], reading, PAGE);
-  const names = (hosts.data?.hosts ?? []).map((h) => h.name);
+  const names = hosts.hosts.map((h) => hosts.title(h.id) ?? h.name);
   return (
     <Page title="VMs" actions={<CreateVm hosts={names} />}>
       <div class="filters" role="search" aria-label="Filter VMs">
-        <Select label="Host" value={host ?? ""} options={(hosts.data?.hosts ?? []).map((h) => h.id)} names={Object.fromEntries((hosts.data?.hosts ?? []).map((h) => [h.id, h.name]))} onChange={(v) => setQuery({ host: v })} />
+        <Select label="Host" value={host ?? ""} options={hosts.hosts.map((h) => h.id)} names={Object.fromEntries(hosts.hosts.map((h) => [h.id, hosts.title(h.id) ?? h.name]))} onChange={(v) => setQuery({ host: v })} />
         <Select label="State" value={state ?? ""} options={VM_STATES} onChange={(v) => setQuery({ state: v })} />
         <NewPill count={live.changes} onShow={live.show} />
       </div>
@@ -75,7 +92,7 @@ export function VmsView() {
             columns={[
               { title: "Name", width: "minmax(140px, 1fr)", cell: (v) => <a href={`/vms/${encodeURIComponent(v.id)}`}>{v.name}</a> },
               { title: "State", width: "140px", cell: (v) => <Status state={v.state} /> },
-              { title: "Host", width: "120px", cell: (v) => v.host?.name ?? v.hostId ?? "—" },
+              { title: "Host", width: "120px", cell: (v) => hosts.title(v.hostId) ?? "—" },
               { title: "vCPUs", width: "60px", cell: (v) => v.spec.vcpus },
               { title: "Memory", width: "90px", cell: (v) => `${v.spec.memoryMiB} MiB` },
               { title: "Migration", width: "150px", cell: (v) => (v.migration ? <Status state={v.migration.phase} /> : "—") },
@@ -177,7 +194,6 @@ export function VmView({ params }: { params: Record<string, string> }) {
   }
   if (!v) return <Pending live={live} title={`VM ${id}`} noun="VM" gone="DELETED" />;
   const m = v.migration;
-  const hostName = (hid: string | null) => (hid ? (hosts.data?.hosts.find((h) => h.id === hid)?.name ?? hid) : null);
   return (
     <EntityPage live={live} noun="VM" gone="DELETED" name={v.name} state={v.state} actions={<VmControls vm={v} onChange={live.set} />}>
       <div class="cards">
@@ -187,7 +203,7 @@ export function VmView({ params }: { params: Record<string, string> }) {
               ["Id", <span class="mono">{v.id}</span>],
               ["State", `${v.state}${v.reason ? ` (${v.reason})` : ""}`],
               ["Observed", <Time at={v.observedAt} />],
-              ["Host", v.hostId ? <a href={`/hosts?focus=${encodeURIComponent(v.hostId)}`}>{v.host?.name ?? v.hostId}</a> : "not placed"],
+              ["Host", v.hostId ? <a href={`/hosts?focus=${encodeURIComponent(v.hostId)}`}>{hosts.title(v.hostId)}</a> : "not placed"],
               ["Size", `${v.spec.vcpus} vCPUs, ${v.spec.memoryMiB} MiB`],
               ["Run policy", `${v.spec.runPolicy}, meant to be ${v.spec.running ? "running" : "stopped"}`],
               ["Placement", v.spec.placement],
@@ -214,8 +230,8 @@ export function VmView({ params }: { params: Record<string, string> }) {
               <KeyValues
                 items={[
                   ["Kind", m.kind ?? "not known yet"],
-                  ["From", hostName(m.sourceHost)],
-                  ["To", hostName(m.targetHost) ?? "being chosen"],
+                  ["From", hosts.title(m.sourceHost)],
+                  ["To", hosts.title(m.targetHost) ?? "being chosen"],
                   ["Why", m.reason],
                   ["Started", <Time at={m.startedAt} />],
                   ["Took", m.finishedAt ? duration(new Date(m.finishedAt).getTime() - new Date(m.startedAt).getTime()) : "under way"],
@@ -244,7 +260,7 @@ function VmControls({ vm, onChange }: { vm: Vm; onChange: (v: Vm) => void }) {
     onChange(d[name]);
   };
   const s = vm.state;
-  const others = (hosts.data?.hosts ?? []).filter((h) => h.id !== vm.hostId && h.state === "UP").map((h) => h.name);
+  const others = migrationTargets(hosts.hosts, vm.hostId);
   const migrating = vm.migration && !["SUCCEEDED", "FAILED"].includes(vm.migration.phase);
   return (
     <>
