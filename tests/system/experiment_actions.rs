@@ -392,6 +392,17 @@ async fn an_experiment_on_another_nodes_tree_runs_there_and_is_followed_from_her
         states.first() == Some(&json!("ACTIVE")) && states.last() == Some(&json!("PASSED")),
         "{states:?}"
     );
+    // Picked by id alone, asked on alpha: the fault goes to the node holding its target (it
+    // was INVALID_INPUT "its selector matches nothing in the supervision tree of alpha").
+    let by_id = start(
+        &alpha,
+        json!({ "name": "far crash", "faults": [{ "action": "CRASH", "target": { "ids": [agent] } }] }),
+    )
+    .await?;
+    let by_id = text(&by_id, "/id")?;
+    ensure!(by_id.ends_with("@beta"), "it runs where the agent is: {by_id}");
+    let done = finished(&alpha, &by_id).await?;
+    ensure!(done["state"] == "PASSED", "{done}");
 
     // Faults in both trees: one experiment, started in a part on each node, answered as
     // one from either node.

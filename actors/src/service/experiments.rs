@@ -256,7 +256,7 @@ impl Api {
     }
 
     /// Names in each VM HANG the node that drives its VMs' host (where their actors are
-    /// held), unless it names one already.
+    /// held), unless it names one already; then in each fault by ids, their holder.
     async fn place_vm_hangs(&self, input: &mut ExperimentInput) -> Result<(), ApiError> {
         for (n, fault) in input.faults.iter_mut().enumerate() {
             if !(fault.action == FaultAction::Hang && fault.hits_vms() && fault.target.nodes.is_empty()) {
@@ -280,6 +280,39 @@ impl Api {
                 )));
             }
             fault.target.nodes = nodes.into_iter().collect();
+        }
+        self.place_by_holders(input)
+    }
+
+    /// Names in each fault of a tree that picks its children by `ids` alone the node holding
+    /// them, when a peer does (an agent, a swarm or a host driver moved there, or made
+    /// there): the fault is then carried out in that node's tree, as if `target.nodes` said
+    /// so, instead of matching nothing in this one.
+    fn place_by_holders(&self, input: &mut ExperimentInput) -> Result<(), ApiError> {
+        let me = &self.ctx.node_name;
+        for (n, fault) in input.faults.iter_mut().enumerate() {
+            if !fault.runs_on_its_node()
+                || fault.hits_vms()
+                || !fault.target.nodes.is_empty()
+                || fault.target.ids.is_empty()
+            {
+                continue;
+            }
+            let holders: std::collections::BTreeSet<String> = fault
+                .target
+                .ids
+                .iter()
+                .map(|id| self.cluster().holder(id).unwrap_or_else(|| me.clone()))
+                .collect();
+            if holders.len() > 1 {
+                return Err(ApiError::invalid(format!(
+                    "fault {n} picks children of {}: name the ids of one node per fault",
+                    holders.into_iter().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            if holders.first().is_some_and(|node| node != me) {
+                fault.target.nodes = holders.into_iter().collect();
+            }
         }
         Ok(())
     }
