@@ -153,6 +153,11 @@ pub(crate) async fn keep_lease(
             if running {
                 tracing::info!(node = %me, "leaving the cluster: stopping this node's agents, swarms and host drivers");
                 stop_work(&work).await;
+                // The records of those stops land before the leave is let go on: the entry
+                // that marks this node LEFT comes after them, and would refuse them as stale.
+                if let Err(e) = store.flush().await {
+                    tracing::warn!(node = %me, error = %e, "the records of this node's stopped work were not taken");
+                }
                 running = false;
             }
             continue;
