@@ -251,7 +251,12 @@ async fn cancelling_a_queued_task_and_one_waiting_for_its_retry_ends_both_for_go
 
 /// Reads `agentLogLines` into `seen` until a line `want` is among them.
 async fn lines_until(sub: &mut Subscription, seen: &mut Vec<Value>, want: &str) -> Result<()> {
-    while !seen.iter().any(|l| l["line"] == want) {
+    lines_until_n(sub, seen, want, 1).await
+}
+
+/// Reads the stream until `want` was seen `n` times.
+async fn lines_until_n(sub: &mut Subscription, seen: &mut Vec<Value>, want: &str, n: usize) -> Result<()> {
+    while seen.iter().filter(|l| l["line"] == want).count() < n {
         let data = sub.next_with_deadline().await?.context("the stream ended")?;
         seen.push(data["agentLogLines"].clone());
     }
@@ -284,8 +289,11 @@ async fn an_agents_lines_are_kept_and_followed_live() -> Result<()> {
         .find(|l| l["line"] == "{\"ok\":1}")
         .context("no stdout line")?;
     ensure!(stdout["stream"] == "stdout", "{stdout}");
-    // Kept: any member serves them after the fact, oldest first, from a cursor.
+    // Kept: any member serves them after the fact, oldest first, from a cursor. The lines
+    // are written beside the task's run, not before its result: the second task's last
+    // line may land just after it is SUCCEEDED (make test once read three lines of four).
     node.wait_task_state(&second, "SUCCEEDED").await?;
+    lines_until_n(&mut sub, &mut seen, "{\"ok\":1}", 2).await?;
     let q = "query($id: ID!, $after: Int64) { agentLogs(id: $id, after: $after) { seq line taskId } }";
     let all = node.gql_ok(q, json!({ "id": agent })).await?["agentLogs"].clone();
     let lines: Vec<&str> = all

@@ -14,11 +14,10 @@
 //! behind goes on above it): so an agent's lines sort in the order they were written.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use troupe_runtime::store::{Batch, Store, StoreError, WeakStore};
 
 use crate::tables::AGENT_LOGS;
@@ -46,13 +45,6 @@ pub struct LogLine {
     pub task: Option<String>,
 }
 
-/// What the node's log writer is given: a line, or a wait for the lines given before it.
-enum Entry {
-    Line(Written),
-    /// Answered once every line given before it is in the store (or was dropped).
-    Written(oneshot::Sender<()>),
-}
-
 struct Written {
     agent: String,
     task: Option<String>,
@@ -61,9 +53,10 @@ struct Written {
     at: DateTime<Utc>,
 }
 
-/// Where a node's agents write their lines: cheap to clone, never waits.
+/// Where a node's agents write their lines: cheap to clone, never waits. Nothing waits for
+/// the lines either: an exec task's result may be applied a moment before its last lines.
 #[derive(Clone, Default)]
-pub struct LogBook(Option<mpsc::Sender<Entry>>);
+pub struct LogBook(Option<mpsc::Sender<Written>>);
 
 impl std::fmt::Debug for LogBook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -91,19 +84,8 @@ impl LogBook {
             line,
             at: troupe_runtime::clock::now(),
         };
-        if tx.try_send(Entry::Line(written)).is_err() {
+        if tx.try_send(written).is_err() {
             metrics::counter!("troupe_agent_log_lines_dropped_total").increment(1);
-        }
-    }
-
-    /// Waits, at most `within`, until every line given to the book before this call is in
-    /// the store (or was dropped): an exec task's lines are written before its result, so a
-    /// reader who saw the task end finds every line it wrote. A full queue is not waited on.
-    pub async fn written(&self, within: Duration) {
-        let Some(tx) = &self.0 else { return };
-        let (done, wait) = oneshot::channel();
-        if tx.try_send(Entry::Written(done)).is_ok() {
-            let _ = tokio::time::timeout(within, wait).await;
         }
     }
 }
@@ -146,26 +128,13 @@ fn cut(s: &str, max: usize) -> String {
 }
 
 /// The node's log writer.
-async fn write(store: WeakStore, mut rx: mpsc::Receiver<Entry>) {
+async fn write(store: WeakStore, mut rx: mpsc::Receiver<Written>) {
     let mut writer = Writer::default();
-    let mut taken = Vec::new();
-    while rx.recv_many(&mut taken, BATCH).await > 0 {
+    let mut lines = Vec::new();
+    while rx.recv_many(&mut lines, BATCH).await > 0 {
         let Some(store) = store.upgrade() else { return };
-        let mut lines = Vec::with_capacity(taken.len());
-        let mut waiting = Vec::new();
-        for entry in taken.drain(..) {
-            match entry {
-                Entry::Line(line) => lines.push(line),
-                Entry::Written(done) => waiting.push(done),
-            }
-        }
-        if !lines.is_empty() {
-            if let Err(e) = writer.flush(&store, lines).await {
-                tracing::warn!(error = %e, "agent log lines could not be written");
-            }
-        }
-        for done in waiting {
-            let _ = done.send(());
+        if let Err(e) = writer.flush(&store, std::mem::take(&mut lines)).await {
+            tracing::warn!(error = %e, "agent log lines could not be written");
         }
     }
 }
@@ -321,22 +290,6 @@ mod tests {
             stream: "stderr",
             line: text.into(),
             at: troupe_runtime::clock::now(),
-        }
-    }
-
-    /// An exec task's result is recorded once its lines are in the store: a reader who saw
-    /// the task SUCCEEDED missed its last stdout line (the book writes on a task of its own).
-    #[tokio::test]
-    async fn the_lines_given_before_a_wait_are_in_the_store_when_it_ends() {
-        let (_dir, store) = store().await;
-        let book = LogBook::start(&store);
-        for round in 0..20 {
-            for i in 0..50 {
-                book.write("a", Some(&format!("t{round}")), "stdout", &format!("{round}/{i}"));
-            }
-            book.written(Duration::from_secs(30)).await;
-            let kept = read(&store, "a", Some(0), usize::MAX).await.unwrap();
-            assert_eq!(kept.last().map(|l| l.line.clone()), Some(format!("{round}/49")));
         }
     }
 

@@ -11,7 +11,6 @@
 use std::collections::HashSet;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -216,7 +215,6 @@ pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -
             Some(code) => format!("exit code {code}"),
             None => "killed by a signal".to_string(),
         };
-        logs.written(LINES_WRITTEN).await;
         return Err(if tail.is_empty() { how } else { format!("{how}: {tail}") });
     }
     let stdout = String::from_utf8_lossy(&stdout);
@@ -224,13 +222,9 @@ pub async fn run(backend: &ExecBackend, ctx: ExecContext<'_>, payload: &Value) -
     for line in stdout.lines().take(logs::MAX_PER_TASK as usize + 1) {
         logs.write(&agent, Some(&task), "stdout", line);
     }
-    logs.written(LINES_WRITTEN).await;
     let text = stdout.strip_suffix('\n').unwrap_or(&stdout);
     Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
 }
-
-/// The longest an attempt's end waits for its lines to be in the store.
-const LINES_WRITTEN: Duration = Duration::from_secs(5);
 
 fn tail(s: &str, max: usize) -> &str {
     if s.len() <= max {
