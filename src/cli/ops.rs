@@ -6,7 +6,9 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::{ask, by_name, list_or_get, print, rows_of, Client, Done, Failure, Kind, List, HOSTS, SWARMS, TASKS, VMS};
+use super::{
+    ask, by_name, list_or_get, print, rows_of, Client, Done, Failure, Kind, List, Output, HOSTS, SWARMS, TASKS, VMS,
+};
 
 #[derive(Subcommand, Clone)]
 pub enum TasksHow {
@@ -224,10 +226,13 @@ async fn migrate(client: &Client, vm: &str, to: Option<String>) -> Done {
     );
     let data = ask(client, &query, json!({ "id": id, "to": target })).await?;
     let migration = &data["migrateVm"]["migration"];
-    let names = host_names(client).await?;
+    // A table names the hosts; JSON keeps the API's ids, for scripts.
     let mut row = migration.clone();
-    for end in ["sourceHost", "targetHost"] {
-        row[end] = names.name(&migration[end]);
+    if matches!(client.output, Output::Table) {
+        let names = host_names(client).await?;
+        for end in ["sourceHost", "targetHost"] {
+            row[end] = names.name(&migration[end]);
+        }
     }
     print(client, &fields, &json!([row]));
     match migration["phase"].as_str() {

@@ -69,7 +69,8 @@ impl Vms {
     /// report them (state, capacity, what is promised): the node of the host it prefers is
     /// asked, and places the VM among its own hosts under its lock, anti-affinity included.
     /// One that finds no room after all (a beat is up to a second old) is left out and the
-    /// next is asked. `here` says why this node's hosts could not take it.
+    /// next is asked. `here` says why this node's hosts could not take it (the answer as it
+    /// is when no peer is up: a node alone).
     async fn create_on_a_peer(
         &self,
         request: CreateVmRequest,
@@ -77,6 +78,9 @@ impl Vms {
         here: String,
     ) -> Result<VmView, ApiError> {
         let reachable = self.cluster().up_peers();
+        if reachable.is_empty() {
+            return Err(ApiError::NoValidHost(here));
+        }
         let mut hosts: Vec<(String, HostView)> = self
             .hosts
             .list()
@@ -101,6 +105,7 @@ impl Vms {
             };
             match At::on(self, Some(&node)).create(request.clone(), key.clone()).await {
                 Err(ApiError::NoValidHost(why)) => {
+                    let why = why.strip_prefix("no valid host:").unwrap_or(&why).trim().to_owned();
                     refused.push((format!("node {node}"), why));
                     hosts.retain(|(n, _)| *n != node);
                 }
