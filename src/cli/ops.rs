@@ -48,6 +48,9 @@ pub enum HostsHow {
 pub enum VmsHow {
     #[command(flatten)]
     Read(List),
+    /// Create one: placed on a host with room (`--host` or `--node` to choose), started per
+    /// its run policy.
+    Create(CreateVmArgs),
     /// Start it (a HALTED VM becomes ALWAYS).
     Start { vm: String },
     /// Ask the guest to shut down; destroy it if it has not within the node's
@@ -188,8 +191,59 @@ fn qualify_shared_names(rows: &mut [Value]) {
     }
 }
 
+/// `vms create`'s arguments: a CreateVmInput's usual fields.
+#[derive(clap::Args, Clone)]
+pub struct CreateVmArgs {
+    /// Its name.
+    name: String,
+    /// Its virtual CPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// Its memory, in MiB.
+    #[arg(long = "memory-mib", default_value_t = 512)]
+    memory_mib: u64,
+    /// ALWAYS, RERUN_ON_FAILURE, MANUAL or HALTED (docs/vms.md).
+    #[arg(long = "run-policy", default_value = "ALWAYS")]
+    run_policy: String,
+    /// The host to put it on (a name as `hosts list` shows it, or an id).
+    #[arg(long)]
+    host: Option<String>,
+    /// The node whose hosts to place it on.
+    #[arg(long)]
+    node: Option<String>,
+    /// A label, `key=value` (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// No two VMs of this group on one host.
+    #[arg(long = "anti-affinity-group")]
+    anti_affinity_group: Option<String>,
+}
+
+impl CreateVmArgs {
+    fn input(self) -> Result<Value, Failure> {
+        let labels = self
+            .labels
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((key, value)) if !key.is_empty() => Ok(json!({ "key": key, "value": value })),
+                _ => Err(Failure(2, format!("--label {l:?}: write it as key=value"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(json!({
+            "name": self.name, "vcpus": self.vcpus, "memoryMiB": self.memory_mib,
+            "runPolicy": self.run_policy.to_uppercase(), "host": self.host, "node": self.node,
+            "labels": labels, "antiAffinityGroup": self.anti_affinity_group,
+        }))
+    }
+}
+
 pub(super) async fn vms(client: &Client, how: VmsHow) -> Done {
     let (mutation, vm) = match how {
+        VmsHow::Create(args) => {
+            let query = "mutation($input: CreateVmInput!) { createVm(input: $input) { id name state hostId } }";
+            let data = ask(client, query, json!({ "input": args.input()? })).await?;
+            return print_vms(client, vec![data["createVm"].clone()]).await;
+        }
         VmsHow::Read(how) => return print_vms(client, rows_of(client, &VMS, how).await?).await,
         VmsHow::Migrate { vm, to } => return migrate(client, &vm, to).await,
         VmsHow::Start { vm } => ("startVm", vm),

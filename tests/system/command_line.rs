@@ -218,5 +218,35 @@ async fn an_operator_changes_tasks_swarms_hosts_and_vms_by_name_from_the_command
     ensure!(out.contains("CANCELLED"), "{out}");
     let (code, _, _) = troupe(&["vms", "reboot", "nothing"], &env).await?;
     ensure!(code == 3, "a VM nobody has is not found");
+    // A VM made from the command line, on the host asked for, with its labels.
+    let out = ok(troupe(
+        &[
+            "vms",
+            "create",
+            "web-2",
+            "--vcpus",
+            "2",
+            "--memory-mib",
+            "256",
+            "--host",
+            "sim-2",
+            "--label",
+            "app=web",
+            "-o",
+            "jsonl",
+        ],
+        &env,
+    )
+    .await?)?;
+    let made: Value = serde_json::from_str(out.trim()).context("one JSON line")?;
+    ensure!(made["state"] == "RUNNING" && made["host"] == "sim-2", "{out}");
+    let q = "query($id: ID!) { vm(id: $id) { spec { vcpus memoryMiB labels { key value } } } }";
+    let read = node.gql_ok(q, json!({ "id": made["id"] })).await?;
+    ensure!(
+        read["vm"]["spec"] == json!({ "vcpus": 2, "memoryMiB": 256, "labels": [{ "key": "app", "value": "web" }] }),
+        "{read}"
+    );
+    let (code, _, err) = troupe(&["vms", "create", "bad", "--label", "nokey"], &env).await?;
+    ensure!(code == 2 && err.contains("key=value"), "exit {code}: {err}");
     Ok(())
 }
