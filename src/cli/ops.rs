@@ -50,7 +50,7 @@ pub enum VmsHow {
     Read(List),
     /// Create one: placed on a host with room (`--host` or `--node` to choose), started per
     /// its run policy.
-    Create(CreateVmArgs),
+    Create(Box<CreateVmArgs>),
     /// Start it (a HALTED VM becomes ALWAYS).
     Start { vm: String },
     /// Ask the guest to shut down; destroy it if it has not within the node's
