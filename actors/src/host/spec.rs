@@ -73,6 +73,20 @@ impl HostState {
             Self::Unknown => "UNKNOWN",
         }
     }
+
+    /// Why a host in this state, its capacity `known` or not, takes no new VM (`None`: it
+    /// takes them), in the placer's words.
+    pub fn refuses_vms(self, known: bool) -> Option<&'static str> {
+        match (self, known) {
+            (_, false) => Some("its capacity is not known yet (never connected)"),
+            (Self::Up, _) => None,
+            (Self::Draining, _) => Some("host is DRAINING"),
+            (Self::Maintenance, _) => Some("host is in MAINTENANCE"),
+            (Self::Unreachable, _) => Some("host is UNREACHABLE"),
+            (Self::Down, _) => Some("host is DOWN"),
+            (Self::Unknown, _) => Some("host is UNKNOWN"),
+        }
+    }
 }
 
 /// A drain's progress.

@@ -80,19 +80,8 @@ impl Hosts {
         if let Ok(id) = self.fleet.find(host) {
             return Ok(id);
         }
-        let mut found = self.read(Some(host)).await?;
-        match found.len() {
-            0 => Ok(host.to_owned()),
-            1 => Ok(found.remove(0).spec.id),
-            n => Err(ApiError::invalid(format!(
-                "{host} names {n} hosts: say which, as one of {}",
-                found
-                    .iter()
-                    .map(|h| h.spec.qualified_name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-        }
+        let found = one_named(host, self.read(Some(host)).await?)?;
+        Ok(found.map_or_else(|| host.to_owned(), |h| h.spec.id))
     }
 
     /// A host by id, name or `name@node`, from this node's replica and the beats of the node
@@ -105,15 +94,7 @@ impl Hosts {
             self.ctx.store.linearize().await?;
             found = self.read(Some(id)).await?;
         }
-        if found.len() > 1 {
-            let names: Vec<String> = found.iter().map(|h| h.spec.qualified_name()).collect();
-            return Err(ApiError::invalid(format!(
-                "{id} names {} hosts: say which, as one of {}",
-                found.len(),
-                names.join(", ")
-            )));
-        }
-        Ok(found.pop())
+        one_named(id, found)
     }
 
     /// Every host of the cluster, in id order, asking no peer: the replicated records, with
@@ -180,6 +161,19 @@ impl Hosts {
         let target = self.id_of(target).await?;
         At::holding(self, &target).inject_fault(target, fault).await
     }
+}
+
+/// The one host `name` names, if any; INVALID_INPUT naming each when several share it.
+fn one_named(name: &str, mut found: Vec<HostView>) -> Result<Option<HostView>, ApiError> {
+    if found.len() > 1 {
+        let names: Vec<String> = found.iter().map(|h| h.spec.qualified_name()).collect();
+        return Err(ApiError::invalid(format!(
+            "{name} names {} hosts: say which, as one of {}",
+            found.len(),
+            names.join(", ")
+        )));
+    }
+    Ok(found.pop())
 }
 
 /// The hosts of this node: the service's serving and idempotency checks around the work of

@@ -47,15 +47,9 @@ impl HostEntry {
     }
 
     pub(super) fn candidate(&self) -> Candidate<'_> {
-        let refuses = match (self.state(), self.capacity) {
-            _ if self.removing => Some("host is being removed"),
-            (_, None) => Some("its capacity is not known yet (never connected)"),
-            (HostState::Up, _) => None,
-            (HostState::Draining, _) => Some("host is DRAINING"),
-            (HostState::Maintenance, _) => Some("host is in MAINTENANCE"),
-            (HostState::Unreachable, _) => Some("host is UNREACHABLE"),
-            (HostState::Down, _) => Some("host is DOWN"),
-            (HostState::Unknown, _) => Some("host is UNKNOWN"),
+        let refuses = match self.removing {
+            true => Some("host is being removed"),
+            false => self.state().refuses_vms(self.capacity.is_some()),
         };
         let capacity = self.capacity.unwrap_or(NodeCapacity { cpus: 0, memory_mib: 0 });
         Candidate {

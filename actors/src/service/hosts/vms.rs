@@ -7,7 +7,7 @@ use super::Hosts;
 use crate::cluster::remote::{service, At, Located, PEER_TIMEOUT};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
-use crate::host::{HostState, HostView};
+use crate::host::HostView;
 use crate::placement::{self, Ask, Candidate, Load, NoValidHost};
 use crate::service::context::{keep, split};
 use crate::service::listing::Listing;
@@ -236,11 +236,7 @@ fn peer_to_ask(request: &CreateVmRequest, hosts: &[(String, HostView)]) -> Resul
         .map(|(((_, h), load), name)| Candidate {
             id: &h.spec.id,
             name,
-            refuses: match (h.state, h.capacity) {
-                (_, None) => Some("its capacity is not known yet (never connected)"),
-                (HostState::Up, _) => None,
-                _ => Some("host is not UP"),
-            },
+            refuses: h.state.refuses_vms(h.capacity.is_some()),
             cpus: h.capacity.map_or(0, |c| c.cpus),
             memory_mib: h.capacity.map_or(0, |c| c.memory_mib),
             overcommit: h.spec.overcommit,
