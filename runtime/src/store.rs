@@ -39,7 +39,7 @@ pub use batch::{Batch, Op, Table, MAX_BATCH_BYTES};
 pub use error::StoreError;
 #[cfg(feature = "fault-injection")]
 pub use fault::file_gates;
-pub use fault::{gates_in, named_gates_in, ArmedFaults, Fault, FaultHook, Hits, NamedGates, NodeFault};
+pub use fault::{gates_in, named_gates_in, ArmedFaults, Fault, FaultHook, Hits, NamedGates, NodeFault, EXPERIMENTS};
 pub use project::{Change, Projection};
 pub use view::{View, Window};
 

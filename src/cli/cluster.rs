@@ -83,7 +83,7 @@ pub(super) async fn cluster(client: &Client, what: Cluster) -> Done {
 /// `troupe experiments`: fault experiments.
 #[derive(Subcommand, Clone)]
 pub enum Experiments {
-    /// This node's experiments, newest first.
+    /// Every node's experiments, newest first.
     List,
     /// One, with its injections and, once it ended, its report.
     Get { id: String },

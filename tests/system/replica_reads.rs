@@ -1,7 +1,8 @@
 //! Reads answered from each node's replica whatever its peer does: a frozen or killed
 //! peer's agents, tasks, swarms, hosts, topics and dead letters are read here without asking
-//! it, and a write made through one node is read on another once it applied the write's
-//! commit index.
+//! it, a peer's fault experiment is read and followed here (and recorded ABORTED when its
+//! node restarts), and a write made through one node is read on another once it applied the
+//! write's commit index.
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
@@ -287,5 +288,61 @@ async fn a_write_through_one_node_is_read_on_another_once_it_applied_the_writes_
     expect_code(&ahead, "UNAVAILABLE")?;
     let (_, bad) = beta.post_graphql(Some(&beta.token), &read(json!("soon"))).await?;
     expect_code(&bad, "INVALID_INPUT")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_experiment_is_read_here_while_the_peer_is_frozen_and_ends_aborted_when_the_peer_restarts() -> Result<()>
+{
+    let (alpha, mut beta) = super::cluster::start_pair_of(
+        NodeOpts::named("alpha")
+            .arg("--fault-injection", "true")
+            .arg("--http-timeout-ms", 1000),
+        NodeOpts::named("beta").arg("--fault-injection", "true"),
+    )
+    .await?;
+    let agent = beta.spawn_builtin("echo", &["far"]).await?;
+    let started = super::experiments::start(
+        &alpha,
+        json!({ "name": "held far", "durationMs": 120000, "faults": [{ "action": "HANG", "target": { "ids": [agent], "nodes": ["beta"] } }] }),
+    )
+    .await?;
+    let id = text(&started, "/id")?;
+    ensure!(id.ends_with("@beta"), "{started}");
+    let read = "query($id: ID!) { experiment(id: $id) { id state injections { outcome } } experiments { id state } }";
+    let deadline = Deadline::after(WAIT, "beta's experiment, its hang armed, in alpha's replica");
+    loop {
+        let r = alpha.gql_ok(read, json!({ "id": id })).await?;
+        if r["experiment"]["injections"][0]["outcome"] == "ARMED" {
+            break;
+        }
+        deadline.tick(r).await?;
+    }
+
+    beta.freeze()?;
+    // Read from alpha's replica: it asked beta (and was cut at alpha's 1 s).
+    let frozen = alpha.gql_ok(read, json!({ "id": id })).await?;
+    ensure!(
+        frozen["experiment"]["state"] == "ACTIVE" && frozen["experiments"] == json!([{ "id": id, "state": "ACTIVE" }]),
+        "{frozen}"
+    );
+    let q = "subscription($id: ID!) { experimentUpdates(id: $id) { state report { reason } } }";
+    let mut updates = Subscription::start(&alpha, q, json!({ "id": id })).await?;
+    let first = updates.next_with_deadline().await?.context("a first update")?;
+    ensure!(first["experimentUpdates"]["state"] == "ACTIVE", "{first}");
+    beta.thaw()?;
+
+    // Its gates went with beta's process: beta's restart records it ABORTED, and alpha's
+    // subscription, following its record, ends with that.
+    beta.restart().await?;
+    let last = updates.next_with_deadline().await?.context("the update of its end")?;
+    let reason = last["experimentUpdates"]["report"]["reason"].as_str().unwrap_or("");
+    ensure!(
+        last["experimentUpdates"]["state"] == "ABORTED" && reason.contains("restarted"),
+        "{last}"
+    );
+    ensure!(updates.next_with_deadline().await?.is_none(), "the stream ends with it");
+    let ended = super::experiments::finished(&beta, &id).await?;
+    ensure!(ended["state"] == "ABORTED", "{ended}");
     Ok(())
 }

@@ -98,6 +98,10 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         store.clone(),
         armed,
     );
+    experiments
+        .follow(&store)
+        .await
+        .map_err(|e| StartNodeError::Tree(format!("experiment records: {e}")))?;
     let serving = Serving::default();
     let node_service = NodeService {
         serving: serving.clone(),

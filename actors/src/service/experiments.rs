@@ -12,13 +12,17 @@
 //!   INVALID_INPUT (nothing matched), CONFLICT (refused)        PASSED | FAILED | ABORTED
 //! ```
 //!
-//! Experiments and their gates live in this node's memory: a restart clears every gate.
+//! Experiments and their gates live in the memory of the node each runs on: a restart clears
+//! every gate (and its experiments are then recorded ABORTED). Their records are replicated
+//! (see `kept`), so every node reads every experiment.
 
 mod halt;
 mod inject;
 mod invariants;
+mod kept;
 mod model;
 mod params;
+mod reads;
 mod remote;
 mod rounds;
 mod run;
@@ -80,8 +84,8 @@ pub struct Experiments {
     pub(crate) armed: ArmedFaults,
     /// The node's API, for experiments a peer starts or asks about here (bound at start).
     api: Arc<std::sync::OnceLock<Api>>,
-    /// The experiments this node started in parts on several nodes.
-    spreads: spread::Spreads,
+    /// Wakes the readers following experiments' records as writes to them are applied.
+    watch: crate::swarm::Watch,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -98,7 +102,7 @@ impl Experiments {
             store,
             armed,
             api: Arc::default(),
-            spreads: Default::default(),
+            watch: Default::default(),
         }
     }
 
@@ -370,7 +374,8 @@ impl Api {
         for t in &targets {
             plans.push(inject::predict(self, t, input.allow_escalation).await?);
         }
-        let (view, _) = watch::channel(experiment.clone());
+        let (view, written) = watch::channel(experiment.clone());
+        kept::follow(self.ctx.store.clone(), written);
         let wake = Arc::new(Notify::new());
         experiments.forget_old();
         lock(&experiments.records).insert(
@@ -417,23 +422,6 @@ impl Api {
         self.experiments.record(event).await;
     }
 
-    pub(super) fn experiment_here(&self, id: &str) -> Result<Option<Experiment>, ApiError> {
-        self.experiments.ensure_enabled()?;
-        Ok(self.experiments.current(id))
-    }
-
-    /// This node's experiments, newest first.
-    pub fn experiments(&self) -> Result<Vec<Experiment>, ApiError> {
-        self.experiments.ensure_enabled()?;
-        let mut all: Vec<Experiment> = lock(&self.experiments.records)
-            .values()
-            .map(|r| r.view.borrow().clone())
-            .collect();
-        all.extend(self.experiments.spreads.views());
-        all.sort_by(|a, b| b.id.cmp(&a.id));
-        Ok(all)
-    }
-
     /// The experiment now, then at every change, until it ends.
     pub(super) fn experiment_updates_here(&self, id: &str) -> Result<watch::Receiver<Experiment>, ApiError> {
         self.experiments.ensure_enabled()?;
@@ -462,7 +450,8 @@ impl Api {
     pub(crate) fn end_host_faults_here(&self, host: &str) -> Result<Vec<String>, ApiError> {
         self.experiments.ensure_enabled()?;
         let holding: Vec<String> = self
-            .experiments()?
+            .experiments
+            .local()
             .into_iter()
             .filter(|e| !e.state.is_final())
             .filter(|e| {

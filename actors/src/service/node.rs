@@ -43,8 +43,6 @@ service! {
     call Writable => writable(experiment: String, injection: String) -> chrono::DateTime<chrono::Utc>;
     /// Starts an experiment whose faults select in this node's tree.
     call StartExperiment => start_experiment(input: Box<ExperimentInput>) -> Experiment, within EXPERIMENT_CALL;
-    /// An experiment of this node.
-    call GetExperiment => experiment(id: String) -> Option<Experiment>;
     call StopExperiment => stop_experiment(id: String) -> Experiment;
     call RenewExperiment => renew_experiment(id: String) -> Experiment;
     /// Waits until this node has applied the revocation of a token (its event `seq`) and
@@ -151,10 +149,6 @@ impl NodeLocal for NodeService {
 
     async fn start_experiment(&self, input: Box<ExperimentInput>) -> Result<Experiment, ApiError> {
         self.experiments.api()?.start_experiment(*input).await
-    }
-
-    async fn experiment(&self, id: String) -> Result<Option<Experiment>, ApiError> {
-        self.experiments.api()?.experiment(&id).await
     }
 
     async fn stop_experiment(&self, id: String) -> Result<Experiment, ApiError> {

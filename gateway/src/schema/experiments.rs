@@ -399,12 +399,14 @@ impl ExperimentsQuery {
         Ok(ctx.data::<Api>()?.experiment(&id).await.gql()?.map(Experiment))
     }
 
-    /// This node's experiments, newest first.
+    /// Every experiment of the cluster (each node keeps its newest 200 ended ones), newest
+    /// first; read from this node's replica, a peer's running one as its node last wrote it.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn experiments(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Experiment>> {
         Ok(ctx
             .data::<Api>()?
             .experiments()
+            .await
             .gql()?
             .into_iter()
             .map(Experiment)

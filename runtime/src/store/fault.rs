@@ -16,6 +16,11 @@ use chrono::{DateTime, Utc};
 
 use super::Batch;
 
+/// The table fault experiments keep their records in (id → record, written by the node
+/// each runs on, so every member reads every experiment): the one table whose writes pass
+/// the faults experiments arm, as their events do.
+pub const EXPERIMENTS: super::Table = super::Table::new("experiments");
+
 /// What a fault hook makes of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -215,19 +220,21 @@ impl ArmedFaults {
     }
 
     /// The store's faults for `batch`: a refusal first, else the longest delay. A batch of
-    /// an experiment's own records alone passes, so its history and report stay whole.
+    /// an experiment's own records alone (its events, its record in [`EXPERIMENTS`])
+    /// passes, so its history and report stay whole.
     pub fn check(&self, batch: &Batch) -> Option<Fault> {
         let own = |kind: &str| {
             ["EXPERIMENT_", "FAULT_", "RECOVERY_", "INVARIANT_"]
                 .iter()
                 .any(|p| kind.starts_with(p))
         };
-        if !batch.ops.is_empty()
-            && batch
-                .ops
-                .iter()
-                .all(|op| matches!(op, super::Op::Event(e) if own(&e.kind)))
-        {
+        let own_op = |op: &super::Op| match op {
+            super::Op::Event(e) => own(&e.kind),
+            super::Op::Put { table, .. } | super::Op::Delete { table, .. } | super::Op::Require { table, .. } => {
+                *table == EXPERIMENTS
+            }
+        };
+        if !batch.ops.is_empty() && batch.ops.iter().all(own_op) {
             return None;
         }
         let mut all = self.lock();

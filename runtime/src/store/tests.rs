@@ -426,6 +426,11 @@ async fn an_armed_full_disk_refuses_what_grows_the_store_until_disarmed_and_coun
     );
     let event = store.write(Batch::new().event(NewEvent::new("E", None, json!(1))));
     assert!(matches!(event.await, Err(StoreError::Unavailable(_))));
+    // An experiment's record passes, as its events do: its report stays whole.
+    let record = Batch::new()
+        .put(super::EXPERIMENTS, "x@n", vec![3])
+        .event(NewEvent::new("EXPERIMENT_FINISHED", None, json!(1)));
+    store.write(record).await.unwrap();
     // Deleting makes room: it goes through, and the node's store is not failed.
     store.write(Batch::new().delete(AGENTS, "a")).await.unwrap();
     assert!(store.failure().is_none());

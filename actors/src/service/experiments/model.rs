@@ -251,6 +251,23 @@ pub struct Experiment {
     pub report: Option<RecoveryReport>,
 }
 
+#[cfg(test)]
+impl Experiment {
+    /// One with no injection and no report, in `state`.
+    pub(crate) fn bare(id: &str, state: ExperimentState) -> Self {
+        Self {
+            id: id.into(),
+            name: "x".into(),
+            state,
+            seed: 7,
+            started_at: Utc::now(),
+            finished_at: state.is_final().then(Utc::now),
+            injections: Vec::new(),
+            report: None,
+        }
+    }
+}
+
 /// A fault armed now.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FaultGate {

@@ -1,11 +1,10 @@
 //! Experiments on another node: one whose faults select in another node's tree is started on
 //! that node (one over several nodes' trees is started in parts, see `spread`), and its id
-//! names the node it runs on
-//! (`<uuid>@<node>`), so `experiment`, `stopExperiment`, `renewExperiment` and
-//! `experimentUpdates` asked on any node reach it there.
+//! names the node it runs on (`<uuid>@<node>`), so `stopExperiment` and `renewExperiment`
+//! asked on any node reach it there. Reads (`experiment`, `experiments`,
+//! `experimentUpdates`) ask no peer: every experiment is in every node's replica (see `kept`).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -13,9 +12,6 @@ use super::{Experiment, ExperimentInput};
 use crate::cluster::remote::Peer;
 use crate::error::ApiError;
 use crate::service::Api;
-
-/// How often an experiment running on a peer is read again for `experimentUpdates`.
-const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
 /// The node the experiment must run on when it is not this one: the one its tree faults
 /// name in `nodes` (faults naming different nodes were parted before, see `spread`).
@@ -86,19 +82,11 @@ impl Api {
         self.start_experiment(input).await
     }
 
+    /// An experiment, from this node's memory when it runs here, else from the replica.
     pub async fn experiment(&self, id: &str) -> Result<Option<Experiment>, ApiError> {
         self.experiments.ensure_enabled()?;
-        if self.experiments.spreads.contains(id) {
-            return Ok(Box::pin(self.spread_now(id)).await);
-        }
-        match elsewhere(self, id) {
-            Some(node) => {
-                Peer(&self.node_service(), node.to_owned())
-                    .experiment(id.to_owned())
-                    .await
-            }
-            None => self.experiment_here(id),
-        }
+        let (experiments, id) = (self.experiments.clone(), id.to_owned());
+        Ok(self.ctx.store.view(move |v| experiments.now_in(v, &id)).await?)
     }
 
     /// Stops the experiments holding a host fault (HOST_DISCONNECT, HOST_HANG) on `host`
@@ -114,8 +102,8 @@ impl Api {
     /// Ends it now: its faults are reverted and it is judged as usual (PASSED or FAILED).
     pub async fn stop_experiment(&self, id: &str) -> Result<Experiment, ApiError> {
         self.experiments.ensure_enabled()?;
-        if self.experiments.spreads.contains(id) {
-            return Box::pin(self.spread_each(id, true)).await;
+        if let Some(parts) = self.experiments.spread(id).await? {
+            return Box::pin(self.spread_each(id, parts, true)).await;
         }
         match elsewhere(self, id) {
             Some(node) => {
@@ -130,8 +118,8 @@ impl Api {
     /// Extends the lease by its length from now.
     pub async fn renew_experiment(&self, id: &str) -> Result<Experiment, ApiError> {
         self.experiments.ensure_enabled()?;
-        if self.experiments.spreads.contains(id) {
-            return Box::pin(self.spread_each(id, false)).await;
+        if let Some(parts) = self.experiments.spread(id).await? {
+            return Box::pin(self.spread_each(id, parts, false)).await;
         }
         match elsewhere(self, id) {
             Some(node) => {
@@ -143,37 +131,22 @@ impl Api {
         }
     }
 
-    /// The experiment now, then at every change, until it ends; one running on a peer, or
-    /// in parts on several nodes, is read again every [`FOLLOW_EVERY`].
+    /// The experiment now, then at every change, until it ends: one running here from its
+    /// view, any other from its record (and its parts' records) as each write is applied.
     pub async fn experiment_updates(&self, id: &str) -> Result<watch::Receiver<Experiment>, ApiError> {
         self.experiments.ensure_enabled()?;
-        let spread = self.experiments.spreads.contains(id);
-        if !spread && elsewhere(self, id).is_none() {
+        if self.experiments.current(id).is_some() {
             return self.experiment_updates_here(id);
         }
-        let first = self
-            .experiment(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no experiment {id}")))?;
+        let (experiments, key) = (self.experiments.clone(), id.to_owned());
+        let (first, subjects) = self
+            .ctx
+            .store
+            .view(move |v| Ok((experiments.now_in(v, &key)?, experiments.subjects(v, &key)?)))
+            .await?;
+        let first = first.ok_or_else(|| ApiError::NotFound(format!("no experiment {id}")))?;
         let (tx, rx) = watch::channel(first);
-        let (api, id) = (self.clone(), id.to_owned());
-        tokio::spawn(async move {
-            while !tx.borrow().state.is_final() && !tx.is_closed() {
-                tokio::time::sleep(FOLLOW_EVERY).await;
-                match api.experiment(&id).await {
-                    Ok(Some(now)) => {
-                        tx.send_if_modified(|seen| {
-                            let changed = format!("{seen:?}") != format!("{now:?}");
-                            *seen = now;
-                            changed
-                        });
-                    }
-                    // Gone (the peer restarted) or unreachable for good: the stream ends.
-                    Ok(None) => return,
-                    Err(e) => tracing::debug!(experiment = %id, error = %e, "a peer's experiment could not be read"),
-                }
-            }
-        });
+        self.experiments.follow_records(id, subjects, tx);
         Ok(rx)
     }
 }

@@ -3,72 +3,29 @@
 //! duration and lease), and answered as one: its id is this node's, its state the least
 //! advanced part's until all have ended, its injections and report the parts' together.
 //! Stopping or renewing it stops or renews every part; the kill switch reaches every part
-//! as it reaches every node. A part that cannot be read is shown as it was last seen, and
-//! `experiments` lists it as its parts were last read (`experiment(id)` reads them again).
+//! as it reaches every node. It is kept in the replicated store as its parts (see `kept`),
+//! so every node reads it, each part from that part's own record.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use troupe_runtime::store::Batch;
 
-use super::{lock, ExperimentInput, RecoveryReport};
+use super::kept::{Kept, EXPERIMENTS};
 use super::{Experiment, ExperimentState};
+use super::{ExperimentInput, RecoveryReport};
 use crate::error::ApiError;
 use crate::service::Api;
 
-/// The experiments this node started as parts on several nodes.
-#[derive(Clone, Default)]
-pub(crate) struct Spreads(Arc<Mutex<HashMap<String, Spread>>>);
-
-#[derive(Clone)]
-struct Spread {
+/// An experiment over several nodes, as its parts started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Spread {
     name: String,
     seed: u64,
     started_at: DateTime<Utc>,
-    /// Each part as last read, by node, in node order.
-    parts: BTreeMap<String, Experiment>,
-}
-
-impl Spreads {
-    fn get(&self, id: &str) -> Option<Spread> {
-        lock(&self.0).get(id).cloned()
-    }
-
-    pub(super) fn contains(&self, id: &str) -> bool {
-        lock(&self.0).contains_key(id)
-    }
-
-    /// Each one as its parts were last read.
-    pub(super) fn views(&self) -> Vec<Experiment> {
-        lock(&self.0).iter().map(|(id, s)| merged(id, s)).collect()
-    }
-
-    /// Keeps a new one, forgetting the oldest ended ones past [`super::KEPT`], as the node
-    /// forgets its own experiments.
-    fn keep(&self, id: String, spread: Spread) {
-        let mut all = lock(&self.0);
-        all.insert(id, spread);
-        if all.len() <= super::KEPT {
-            return;
-        }
-        let mut ended: Vec<String> = all
-            .iter()
-            .filter(|(_, s)| s.parts.values().all(|p| p.state.is_final()))
-            .map(|(id, _)| id.clone())
-            .collect();
-        // Ids are UUIDv7: their order is their start order.
-        ended.sort();
-        let over = all.len() - super::KEPT;
-        for id in ended.into_iter().take(over) {
-            all.remove(&id);
-        }
-    }
-
-    fn seen(&self, id: &str, node: &str, part: Experiment) {
-        if let Some(s) = lock(&self.0).get_mut(id) {
-            s.parts.insert(node.to_owned(), part);
-        }
-    }
+    /// Each part as it started (read again from its own record), by node, in node order.
+    pub(super) parts: BTreeMap<String, Experiment>,
 }
 
 /// The faults of `input` by the node whose tree each selects in: a fault that names no
@@ -102,7 +59,7 @@ pub(super) fn parts(me: &str, input: &ExperimentInput) -> Result<Option<BTreeMap
 }
 
 /// The experiment as one: the parts' state, injections and report together.
-fn merged(id: &str, s: &Spread) -> Experiment {
+pub(super) fn merged(id: &str, s: &Spread) -> Experiment {
     let parts: Vec<&Experiment> = s.parts.values().collect();
     let all_final = parts.iter().all(|p| p.state.is_final());
     let has = |state: ExperimentState| parts.iter().any(|p| p.state == state);
@@ -205,33 +162,21 @@ impl Api {
             parts: started,
         };
         let view = merged(&id, &spread);
-        self.experiments.spreads.keep(id, spread);
+        let record = troupe_runtime::codec::encode(&Kept::Parts(spread))?;
+        if let Err(e) = self
+            .ctx
+            .store
+            .write(Batch::new().put(EXPERIMENTS, id.clone(), record))
+            .await
+        {
+            // Its parts run, and each is read as an experiment of its own node.
+            tracing::warn!(experiment = %id, error = %e, "an experiment over several nodes was not recorded as one");
+        }
         Ok(view)
     }
 
-    /// The experiment over several nodes as it is now, each part read again.
-    pub(super) async fn spread_now(&self, id: &str) -> Option<Experiment> {
-        let before = self.experiments.spreads.get(id)?;
-        for (node, part) in &before.parts {
-            if part.state.is_final() {
-                continue;
-            }
-            match self.experiment(&part.id).await {
-                Ok(Some(now)) => self.experiments.spreads.seen(id, node, now),
-                Ok(None) => {}
-                Err(e) => tracing::debug!(experiment = %part.id, error = %e, "a part could not be read"),
-            }
-        }
-        self.experiments.spreads.get(id).map(|s| merged(id, &s))
-    }
-
     /// Stops or renews every part; the first refusal is the answer, after every part was asked.
-    pub(super) async fn spread_each(&self, id: &str, stop: bool) -> Result<Experiment, ApiError> {
-        let s = self
-            .experiments
-            .spreads
-            .get(id)
-            .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on this node")))?;
+    pub(super) async fn spread_each(&self, id: &str, s: Spread, stop: bool) -> Result<Experiment, ApiError> {
         let mut refused = None;
         for part in s.parts.values() {
             let answer = match stop {
@@ -245,9 +190,9 @@ impl Api {
         match refused {
             Some(e) => Err(e),
             None => self
-                .spread_now(id)
-                .await
-                .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on this node"))),
+                .experiment(id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("no experiment {id}"))),
         }
     }
 }
@@ -259,13 +204,6 @@ mod tests {
 
     fn part(id: &str, state: ExperimentState, verdict: Option<&str>) -> Experiment {
         Experiment {
-            id: id.into(),
-            name: "x".into(),
-            state,
-            seed: 7,
-            started_at: Utc::now(),
-            finished_at: state.is_final().then(Utc::now),
-            injections: Vec::new(),
             report: verdict.map(|v| RecoveryReport {
                 verdict: v.into(),
                 reason: format!("{v} here"),
@@ -279,6 +217,7 @@ mod tests {
                 }],
                 unexpected: Vec::new(),
             }),
+            ..Experiment::bare(id, state)
         }
     }
 

@@ -37,7 +37,7 @@ function Experiments() {
     <Page title="Experiments" actions={<HaltAll />}>
       <p class="muted">Faults injected into chosen children of the supervision tree, reverted, and judged: what was hit, what Troupe noticed, how long each target took to recover, and whether the tree came back whole.</p>
       {refused ? null : <StartForm />}
-      <Section title="This node's experiments">
+      <Section title="Every node's experiments">
         <ErrorBox error={list.error} />
         {!list.data ? (
           list.error ? null : <Loading what="experiments" />

@@ -1,0 +1,442 @@
+//! Experiments in the replicated store, so that every node reads every experiment from its
+//! own replica and no read asks a peer.
+//!
+//! - The node an experiment runs on writes its record as it changes: at most every
+//!   [`EVERY`] while it runs, its end at once. The writes pass the faults experiments arm
+//!   (see [`EXPERIMENTS`]); a write that fails (no majority: the node is cut off) is tried
+//!   again with the newest record. So a peer's read of a running experiment is at most
+//!   [`EVERY`] plus a commit behind; one cut off from the majority is as it was last
+//!   written until the cut heals.
+//! - An experiment over several nodes is kept as its parts ([`Kept::Parts`]), written once
+//!   when they have all started, and read as one from the parts' own records.
+//! - Gates live in memory, so an experiment whose node restarted, or was declared down or
+//!   gone, holds nothing any more: it is written ABORTED (at the node's start, or by the
+//!   survivors when the node's MEMBER_DOWN or MEMBER_LEFT is applied), on the condition
+//!   that its record is still the one read.
+//! - Each node keeps its newest [`super::KEPT`] ended experiments; older ones are deleted
+//!   with the write that ends the next one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use troupe_runtime::events::NewEvent;
+pub(crate) use troupe_runtime::store::EXPERIMENTS;
+use troupe_runtime::store::{Batch, Change, Projection, Store, StoreError, View, MAX_BATCH_BYTES};
+
+use super::spread::Spread;
+use super::{Experiment, ExperimentState, Experiments, RecoveryReport};
+
+/// How often a running experiment's record is written at most.
+pub(super) const EVERY: Duration = Duration::from_millis(250);
+/// How long a record that cannot be written is tried again before it is given up.
+const TRY_FOR: Duration = Duration::from_secs(600);
+/// The most events a record keeps per injection (and unexpected ones in its report) when
+/// it would be too large for a log entry otherwise.
+const EVENTS_WHEN_LARGE: usize = 50;
+
+/// An experiment as the store keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) enum Kept {
+    One(Experiment),
+    /// One over several nodes: its parts as they started (each read again from its own
+    /// record).
+    Parts(Spread),
+}
+
+impl Kept {
+    pub(super) fn read(v: &View<'_>, id: &str) -> Result<Option<Kept>, StoreError> {
+        v.get(EXPERIMENTS, id)?
+            .map(|bytes| troupe_runtime::codec::decode(&bytes))
+            .transpose()
+    }
+}
+
+/// The node an experiment runs on, as its id ends.
+fn node_of(id: &str) -> &str {
+    id.rsplit_once('@').map_or("", |(_, node)| node)
+}
+
+/// The record of `experiment`, trimmed of events past [`EVENTS_WHEN_LARGE`] when the whole
+/// would not fit in a log entry.
+fn encoded(experiment: &Experiment) -> Result<Vec<u8>, StoreError> {
+    let bytes = troupe_runtime::codec::encode(&Kept::One(experiment.clone()))?;
+    if bytes.len() < MAX_BATCH_BYTES / 4 {
+        return Ok(bytes);
+    }
+    let mut trimmed = experiment.clone();
+    for i in &mut trimmed.injections {
+        i.observed.truncate(EVENTS_WHEN_LARGE);
+    }
+    if let Some(r) = &mut trimmed.report {
+        r.unexpected.truncate(EVENTS_WHEN_LARGE);
+    }
+    troupe_runtime::codec::encode(&Kept::One(trimmed))
+}
+
+/// Writes the record of an experiment of this node at each change of `view` (at most every
+/// [`EVERY`]) until its end is written.
+pub(super) fn follow(store: Store, mut view: watch::Receiver<Experiment>) {
+    tokio::spawn(async move {
+        loop {
+            let now = view.borrow_and_update().clone();
+            let ended = now.state.is_final();
+            if !write(&store, &now, &mut view).await || ended {
+                return;
+            }
+            if view.changed().await.is_err() {
+                return;
+            }
+            if !view.borrow().state.is_final() {
+                tokio::time::sleep(EVERY).await;
+            }
+        }
+    });
+}
+
+/// Writes `experiment`'s record (with the pruning its end allows), trying again until it
+/// commits; a record still running gives way to a newer one. False when it was given up.
+async fn write(store: &Store, experiment: &Experiment, view: &mut watch::Receiver<Experiment>) -> bool {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let batch = match record(store, experiment).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(experiment = %experiment.id, error = %e, "an experiment's record cannot be written");
+                return false;
+            }
+        };
+        match store.write(batch).await {
+            Ok(_) => return true,
+            Err(e) if store.raft_stopped() || started.elapsed() > TRY_FOR => {
+                tracing::warn!(experiment = %experiment.id, error = %e, "an experiment's record was not written");
+                return false;
+            }
+            Err(e) => tracing::debug!(experiment = %experiment.id, error = %e, "an experiment's record is tried again"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+        if !experiment.state.is_final() && view.has_changed().unwrap_or(false) {
+            return true;
+        }
+    }
+}
+
+/// The batch that writes `experiment`'s record; at its end, it also deletes this node's
+/// ended experiments past the newest [`super::KEPT`].
+async fn record(store: &Store, experiment: &Experiment) -> Result<Batch, StoreError> {
+    let mut batch = Batch::new().put(EXPERIMENTS, experiment.id.clone(), encoded(experiment)?);
+    if experiment.state.is_final() {
+        let (id, node) = (experiment.id.clone(), node_of(&experiment.id).to_owned());
+        for old in store.view(move |v| beyond_kept(v, &node, &id)).await? {
+            batch = batch.delete(EXPERIMENTS, old);
+        }
+    }
+    Ok(batch)
+}
+
+/// `node`'s ended experiments past the newest [`super::KEPT`], counting `ending` (which ends
+/// now) among them.
+fn beyond_kept(v: &View<'_>, node: &str, ending: &str) -> Result<Vec<String>, StoreError> {
+    let mut ended: Vec<String> = Vec::new();
+    v.scan(EXPERIMENTS, None, |id, bytes| {
+        if node_of(id) == node && id != ending && ended_in(v, troupe_runtime::codec::decode(bytes)?)? {
+            ended.push(id.to_owned());
+        }
+        Ok(true)
+    })?;
+    // Ids are UUIDv7: their order is their start order.
+    ended.sort();
+    let over = (ended.len() + 1).saturating_sub(super::KEPT);
+    Ok(ended.into_iter().take(over).collect())
+}
+
+/// Whether a kept experiment has ended (one in parts: each part, as its record says).
+fn ended_in(v: &View<'_>, kept: Kept) -> Result<bool, StoreError> {
+    Ok(match kept {
+        Kept::One(e) => e.state.is_final(),
+        Kept::Parts(s) => {
+            for part in s.parts.values() {
+                if let Some(Kept::One(e)) = Kept::read(v, &part.id)? {
+                    if !e.state.is_final() {
+                        return Ok(false);
+                    }
+                }
+            }
+            true
+        }
+    })
+}
+
+/// Writes ABORTED, with `why`, each experiment of `node` whose record says it runs (but
+/// those `live` here), each on the condition that its record is still the one read; how
+/// many. It reads what the cluster committed (a node just started may not have applied it),
+/// and reads again a record that changed before its write.
+pub(super) async fn abort_open(
+    store: &Store,
+    node: &str,
+    why: &str,
+    live: impl Fn(&str) -> bool + Send + Sync + 'static,
+) -> Result<usize, StoreError> {
+    store.linearize().await?;
+    let live = Arc::new(live);
+    let ids = {
+        let (node, live) = (node.to_owned(), live.clone());
+        store
+            .view(move |v| {
+                let mut ids = Vec::new();
+                v.scan(EXPERIMENTS, None, |id, _| {
+                    if node_of(id) == node && !live(id) {
+                        ids.push(id.to_owned());
+                    }
+                    Ok(true)
+                })?;
+                Ok(ids)
+            })
+            .await?
+    };
+    let mut aborted = 0;
+    for id in ids {
+        for _ in 0..5 {
+            let Some((was, e)) = open_record(store, &id).await? else {
+                break;
+            };
+            match store.write(aborted_record(was, e, why)?).await {
+                Ok(_) => {
+                    aborted += 1;
+                    break;
+                }
+                // Written since it was read (by its node, or another survivor): read again.
+                Err(StoreError::Stale(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(aborted)
+}
+
+/// The record of an experiment that runs, as stored and as read.
+async fn open_record(store: &Store, id: &str) -> Result<Option<(Vec<u8>, Experiment)>, StoreError> {
+    let Some(bytes) = store.get(EXPERIMENTS, id).await? else {
+        return Ok(None);
+    };
+    Ok(match troupe_runtime::codec::decode(&bytes)? {
+        Kept::One(e) if !e.state.is_final() => Some((bytes, e)),
+        _ => None,
+    })
+}
+
+/// The write that records `e` ABORTED for `why`, on the condition that its record is `was`.
+fn aborted_record(was: Vec<u8>, mut e: Experiment, why: &str) -> Result<Batch, StoreError> {
+    let reason = format!("aborted ({why}); its faults were reverted with it");
+    e.state = ExperimentState::Aborted;
+    e.finished_at = Some(Utc::now());
+    e.report = Some(RecoveryReport {
+        verdict: "FAIL".into(),
+        reason: reason.clone(),
+        injected: e.injections.len(),
+        recovered: e.injections.iter().filter(|i| i.outcome == "RECOVERED").count(),
+        max_time_to_recover_ms: e.injections.iter().filter_map(|i| i.time_to_recover_ms).max(),
+        invariants: Vec::new(),
+        unexpected: Vec::new(),
+    });
+    Ok(Batch::new()
+        .require(EXPERIMENTS, e.id.clone(), Some(was))
+        .put(EXPERIMENTS, e.id.clone(), encoded(&e)?)
+        .event(NewEvent::new(
+            "EXPERIMENT_FINISHED",
+            Some(e.id.clone()),
+            json!({ "name": e.name, "state": "ABORTED", "verdict": "FAIL", "reason": reason }),
+        )))
+}
+
+/// Aborts, in the background, the experiments this node ran before it restarted, then
+/// those of each member declared down or gone as its change is applied.
+pub(super) async fn abort_the_lost(experiments: &Experiments, store: &Store) -> Result<(), StoreError> {
+    let (tx, mut lost) = mpsc::unbounded_channel();
+    store.project(Arc::new(Lost(tx))).await?;
+    let (experiments, store, me) = (experiments.clone(), store.clone(), store.node().to_owned());
+    tokio::spawn(async move {
+        let restarted = "its node restarted, which cleared every fault it held";
+        try_to_abort(&store, &me, restarted, &experiments).await;
+        while let Some(node) = lost.recv().await {
+            if node != me {
+                let why = format!("its node {node} was lost; the faults it armed on peers expire on their own");
+                try_to_abort(&store, &node, &why, &experiments).await;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// [`abort_open`] but for the experiments running in this node's memory, tried again while
+/// the store cannot commit (a node starting before its cluster has a leader), for at most
+/// [`TRY_FOR`].
+async fn try_to_abort(store: &Store, node: &str, why: &str, experiments: &Experiments) {
+    let started = tokio::time::Instant::now();
+    loop {
+        let running = experiments.clone();
+        match abort_open(store, node, why, move |id| running.current(id).is_some()).await {
+            Ok(0) => return,
+            Ok(n) => {
+                tracing::warn!(
+                    node,
+                    count = n,
+                    reason = why,
+                    "experiments recorded as running were aborted"
+                );
+                return;
+            }
+            Err(e) if store.raft_stopped() || started.elapsed() > TRY_FOR => {
+                tracing::warn!(node, error = %e, "experiments recorded as running could not be aborted");
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// Tells of each member the log declares down or gone, as its change is applied.
+struct Lost(mpsc::UnboundedSender<String>);
+
+impl Projection for Lost {
+    fn name(&self) -> &'static str {
+        "lost experiments"
+    }
+
+    fn rebuild(&self, _: &View<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn apply(&self, change: &Change<'_>) -> Result<(), StoreError> {
+        for e in change.events {
+            if matches!(e.kind.as_str(), "MEMBER_DOWN" | "MEMBER_LEFT") {
+                if let Some(node) = e.data["node"].as_str() {
+                    let _ = self.0.send(node.to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use troupe_runtime::store::Store;
+
+    use super::*;
+
+    fn experiment(id: &str, state: ExperimentState) -> Experiment {
+        Experiment::bare(id, state)
+    }
+
+    async fn put(store: &Store, e: &Experiment) {
+        let batch = Batch::new().put(EXPERIMENTS, e.id.clone(), encoded(e).unwrap());
+        store.write(batch).await.unwrap();
+    }
+
+    fn read(store: &Store, id: &str) -> Option<Experiment> {
+        match store.view_now(|v| Kept::read(v, id)).unwrap() {
+            Some(Kept::One(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_lost_nodes_running_experiments_are_recorded_aborted_and_nothing_else() {
+        let (_d, store) = store();
+        let running = experiment("1@b", ExperimentState::Active);
+        let ended = experiment("2@b", ExperimentState::Passed);
+        let live = experiment("3@b", ExperimentState::Active);
+        let elsewhere = experiment("4@a", ExperimentState::Recovering);
+        for e in [&running, &ended, &live, &elsewhere] {
+            put(&store, e).await;
+        }
+        let aborted = abort_open(&store, "b", "its node b was lost", |id| id == "3@b")
+            .await
+            .unwrap();
+        assert_eq!(aborted, 1);
+        let now = read(&store, "1@b").unwrap();
+        assert_eq!(now.state, ExperimentState::Aborted);
+        assert!(now.finished_at.is_some());
+        let report = now.report.unwrap();
+        assert_eq!(report.verdict, "FAIL");
+        assert!(report.reason.contains("its node b was lost"), "{}", report.reason);
+        assert_eq!(read(&store, "2@b").unwrap().state, ExperimentState::Passed);
+        assert_eq!(
+            read(&store, "3@b").unwrap().state,
+            ExperimentState::Active,
+            "it runs here"
+        );
+        assert_eq!(read(&store, "4@a").unwrap().state, ExperimentState::Recovering);
+        // Once it no longer runs here, the next pass takes it, and it alone.
+        assert_eq!(abort_open(&store, "b", "again", |_| false).await.unwrap(), 1);
+        assert_eq!(read(&store, "3@b").unwrap().state, ExperimentState::Aborted);
+    }
+
+    #[tokio::test]
+    async fn a_member_declared_down_has_its_running_experiments_aborted_as_the_change_is_applied() {
+        let (_d, store) = store();
+        let experiments = Experiments::new(true, 1, Duration::from_secs(60), store.clone(), Default::default());
+        put(&store, &experiment("1@b", ExperimentState::Active)).await;
+        let mut live = store.live();
+        experiments.follow(&store).await.unwrap();
+        let down = NewEvent::new("MEMBER_DOWN", Some("b".into()), json!({ "node": "b" }));
+        store.write(Batch::new().event(down)).await.unwrap();
+        let finished = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let e = live.recv().await.unwrap();
+                if e.kind == "EXPERIMENT_FINISHED" {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("the experiment of the lost node was ended");
+        assert_eq!(finished.subject.as_deref(), Some("1@b"));
+        assert_eq!(read(&store, "1@b").unwrap().state, ExperimentState::Aborted);
+    }
+
+    #[tokio::test]
+    async fn a_nodes_end_deletes_its_oldest_ended_experiments_past_those_kept() {
+        let (_d, store) = store();
+        // Ids in start order, as UUIDv7 are.
+        for n in 0..super::super::KEPT + 2 {
+            put(&store, &experiment(&format!("{n:04}@a"), ExperimentState::Passed)).await;
+        }
+        put(&store, &experiment("0000x@b", ExperimentState::Passed)).await;
+        put(&store, &experiment("0001x@a", ExperimentState::Active)).await;
+        let last = experiment("9999@a", ExperimentState::Failed);
+        store.write(record(&store, &last).await.unwrap()).await.unwrap();
+        let kept: Vec<String> = store
+            .view_now(|v| {
+                let mut ids = Vec::new();
+                v.scan(EXPERIMENTS, None, |id, _| {
+                    ids.push(id.to_owned());
+                    Ok(true)
+                })?;
+                Ok(ids)
+            })
+            .unwrap();
+        let ended_of_a = kept.iter().filter(|id| id.ends_with("@a") && *id != "0001x@a").count();
+        assert_eq!(ended_of_a, super::super::KEPT, "{kept:?}");
+        for gone in ["0000@a", "0001@a", "0002@a"] {
+            assert!(!kept.iter().any(|id| id == gone), "{gone} is kept");
+        }
+        assert!(
+            kept.iter().any(|id| id == "0000x@b"),
+            "another node's are its own to keep"
+        );
+        assert!(kept.iter().any(|id| id == "0001x@a"), "a running one is kept");
+    }
+}
