@@ -217,15 +217,30 @@ impl Api {
             .is_some_and(|r| r.state == crate::cluster::lease::MemberState::Left)
     }
 
-    /// The node's live supervision tree, as its supervisors describe it.
-    /// The live supervision tree of this node, or of the member `node`.
-    pub async fn supervision_tree(&self, node: Option<&str>) -> Result<SupervisorInfo, ApiError> {
-        use crate::service::node::NodeLocal;
-        let service = self.node_service();
+    /// The live supervision tree of this node, as its supervisors describe it now; or of the
+    /// member `node`, as that node's last beat answer reported it (with the time of its
+    /// sample), asking no peer.
+    pub async fn supervision_tree(
+        &self,
+        node: Option<&str>,
+    ) -> Result<(SupervisorInfo, Option<chrono::DateTime<chrono::Utc>>), ApiError> {
         match node {
-            Some(n) if n != self.ctx.node_name => crate::cluster::remote::Peer(&service, n.to_owned()).tree().await,
-            _ => service.tree().await,
+            Some(n) if n != self.ctx.node_name => {
+                if !self.ctx.store.status().members.iter().any(|m| m.name == n) {
+                    return Err(ApiError::NotFound(format!("no member {n}")));
+                }
+                let (at, tree) = self.agents.observed.tree_of(n).ok_or_else(|| {
+                    ApiError::Unavailable(format!("no heartbeat answer of {n} has reported its tree yet"))
+                })?;
+                Ok((tree, at))
+            }
+            _ => Ok((self.own_tree().await?, Some(chrono::Utc::now()))),
         }
+    }
+
+    /// This node's live supervision tree, as its supervisors describe it now.
+    pub async fn own_tree(&self) -> Result<SupervisorInfo, ApiError> {
+        self.node_service().tree().await
     }
 
     fn node_service(&self) -> crate::service::node::NodeService {

@@ -140,11 +140,19 @@ async fn agent_spawned_on_peer_runs_tasks_visible_through_both_nodes() -> Result
     );
     let remote = alpha.agent(&agent).await?;
     ensure!(remote["node"] == "beta", "agent looked up through alpha: {remote}");
-    // Beta's supervision tree, described by beta's supervisors, read through alpha.
+    // Beta's supervision tree, described by beta's supervisors, read through alpha as
+    // beta's heartbeat answers report it (sampled at most once a second).
     let tree = "query($n: String) { supervisionTree(node: $n) { name children { id supervisor { children { id supervisor { children { id kind } } } } } } }";
-    let of_beta = alpha.gql_ok(tree, json!({ "n": "beta" })).await?.to_string();
+    let deadline = Deadline::after(WAIT, "beta's agent in beta's tree, read through alpha");
+    loop {
+        // UNAVAILABLE until beta's first report.
+        let of_beta = alpha.gql(tree, json!({ "n": "beta" })).await?.to_string();
+        if of_beta.contains(&agent) {
+            break;
+        }
+        deadline.tick(of_beta).await?;
+    }
     let of_alpha = alpha.gql_ok(tree, json!({ "n": null })).await?.to_string();
-    ensure!(of_beta.contains(&agent), "beta's agent in beta's tree: {of_beta}");
     ensure!(!of_alpha.contains(&agent), "beta's agent in alpha's tree: {of_alpha}");
 
     // Lists are the cluster's: an agent of alpha's own, paged one at a time, comes with beta's.

@@ -117,7 +117,27 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
         deadline.tick(vm).await?;
     };
 
+    // Beta's supervision tree, as a beat of beta's reported it, its agent in it.
+    let tree_read = "{ supervisionTree(node: \"beta\") { observedAt children { id supervisor { \
+                     children { id supervisor { children { id supervisor { children { id } } } } } } } } }";
+    let deadline = Deadline::after(WAIT, "beta's tree, with its agent, reported to alpha");
+    loop {
+        // UNAVAILABLE until beta's first report.
+        let tree = alpha.gql(tree_read, json!({})).await?;
+        if tree["data"]["supervisionTree"]["observedAt"].is_string() && tree.to_string().contains(&theirs) {
+            break;
+        }
+        deadline.tick(tree).await?;
+    }
+
     beta.freeze()?;
+    // Its tree is read here (it asked beta's supervisors, and waited for them).
+    let tree = alpha.gql_ok(tree_read, json!({})).await?;
+    ensure!(tree.to_string().contains(&theirs), "{tree}");
+    let unknown = alpha
+        .gql("{ supervisionTree(node: \"nobody\") { name } }", json!({}))
+        .await?;
+    expect_code(&unknown, "NOT_FOUND")?;
     // A VM of beta's is read here too (it asked beta for its VM's view, and waited for it).
     let vm_frozen = alpha.gql_ok(vm_read, json!({ "id": far_vm })).await?;
     ensure!(

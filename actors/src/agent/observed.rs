@@ -1,8 +1,9 @@
 //! What a running agent shows of itself (its processes' usage, their process groups, its
-//! heartbeat and health, its scheduler counters): observed on the node that runs it, never
-//! replicated. Each node samples its own agents at most once a [`SAMPLE_EVERY`] and the
-//! sample travels with its heartbeat answers, so a read of a peer's agent shows that node's
-//! last sample, with the time it was taken, and asks no peer.
+//! heartbeat and health, its scheduler counters), and the node's live supervision tree:
+//! observed on the node that runs them, never replicated. Each node samples its own at most
+//! once a [`SAMPLE_EVERY`] and the sample travels with its heartbeat answers, so a read of a
+//! peer's agent or tree shows that node's last sample, with the time it was taken, and asks
+//! no peer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -11,6 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+
+use troupe_runtime::supervision::SupervisorInfo;
 
 use super::{AgentStats, Probe, Usage};
 
@@ -53,15 +56,20 @@ impl AgentLive {
     }
 }
 
-/// One node's agents as it sampled them: each running agent, by id.
+/// One node's agents as it sampled them: each running agent, by id, and its supervision
+/// tree.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     pub at: Option<DateTime<Utc>>,
     pub agents: Vec<(String, AgentLive)>,
+    /// `None` from a build that did not send it, or when the tree did not answer in time.
+    #[serde(default)]
+    pub tree: Option<SupervisorInfo>,
 }
 
-/// Samples every agent this node runs.
-pub type Sampler = Arc<dyn Fn() -> BoxFuture<'static, Vec<(String, AgentLive)>> + Send + Sync>;
+/// Samples every agent this node runs, and its tree.
+pub type Sampler =
+    Arc<dyn Fn() -> BoxFuture<'static, (Vec<(String, AgentLive)>, Option<SupervisorInfo>)> + Send + Sync>;
 
 /// This node's last sample of its agents, and each peer's last report.
 #[derive(Clone, Default)]
@@ -97,9 +105,13 @@ impl Observed {
                 here.sampling = true;
                 let cell = self.here.clone();
                 tokio::spawn(async move {
-                    let agents = sampler().await;
+                    let (agents, tree) = sampler().await;
                     let mut here = cell.lock().unwrap_or_else(|p| p.into_inner());
-                    here.report = Arc::new(Report { at: Some(now), agents });
+                    here.report = Arc::new(Report {
+                        at: Some(now),
+                        agents,
+                        tree,
+                    });
                     here.sampling = false;
                 });
             }
@@ -129,6 +141,13 @@ impl Observed {
         out
     }
 
+    /// `peer`'s supervision tree as it last reported it, with the time of that sample.
+    pub fn tree_of(&self, peer: &str) -> Option<(Option<DateTime<Utc>>, SupervisorInfo)> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let report = peers.get(peer)?;
+        Some((report.at, report.tree.clone()?))
+    }
+
     /// The agent `id` as `peer` last reported it (its `seen_at` the time of that sample);
     /// `None` when no report of `peer` names it (not running there, or not heard yet).
     pub fn of_peer(&self, peer: &str, id: &str) -> Option<AgentLive> {
@@ -153,7 +172,13 @@ mod tests {
             let calls = calls.clone();
             Arc::new(move || {
                 let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Box::pin(async move { vec![(format!("a{n}"), AgentLive::default())] })
+                let tree = SupervisorInfo {
+                    name: format!("root{n}"),
+                    strategy: troupe_runtime::supervision::Strategy::OneForOne,
+                    intensity: None,
+                    children: Vec::new(),
+                };
+                Box::pin(async move { (vec![(format!("a{n}"), AgentLive::default())], Some(tree)) })
             })
         });
         assert!(
@@ -173,5 +198,8 @@ mod tests {
         assert_eq!(seen.seen_at, observed.here().at);
         assert!(observed.of_peer("b", "nope").is_none());
         assert!(observed.of_peer("c", "a0").is_none());
+        let (at, tree) = observed.tree_of("b").unwrap();
+        assert_eq!((at, tree.name.as_str()), (observed.here().at, "root0"));
+        assert!(observed.tree_of("c").is_none());
     }
 }

@@ -238,10 +238,17 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         .await
         .map_err(|e| StartNodeError::Tree(format!("agent log watch: {e}")))?;
     observed.sample_with({
-        let agents = agents.clone();
+        let (agents, root) = (agents.clone(), slots.root.clone());
         Arc::new(move || {
-            let agents = agents.clone();
-            Box::pin(async move { agents.sample_local().await })
+            let (agents, root) = (agents.clone(), root.clone());
+            Box::pin(async move {
+                let tree = async {
+                    let root = root.running("the node's supervision tree")?;
+                    crate::call::ask(&root, SupervisorMsg::Describe, "the root supervisor").await
+                };
+                let (sampled, tree) = futures::join!(agents.sample_local(), tree);
+                (sampled, tree.ok())
+            })
         })
     });
     let tasks = Tasks {

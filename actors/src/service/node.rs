@@ -30,8 +30,6 @@ service! {
     call Release => release() -> bool, within MEMBERSHIP_CALL;
     /// A change of the cluster's membership, made by the leader (asked of the leader).
     call Change => change(change: MemberChange) -> (), within MEMBERSHIP_CALL;
-    /// This node's live supervision tree.
-    call Tree => tree() -> SupervisorInfo;
     /// The kill switch, on this node: every armed fault reverted; how many.
     call Halt => halt() -> usize;
     /// Arms a fault of an experiment on this node as `id`, for at most `for_ms`.
@@ -122,11 +120,6 @@ impl Located for NodeService {
 }
 
 impl NodeLocal for NodeService {
-    async fn tree(&self) -> Result<SupervisorInfo, ApiError> {
-        let root = self.root.running("the node's supervision tree")?;
-        crate::call::ask(&root, SupervisorMsg::Describe, "the root supervisor").await
-    }
-
     async fn revoked(&self, seq: u64) -> Result<bool, ApiError> {
         let tokens = self
             .tokens
@@ -268,6 +261,12 @@ pub fn role_name(role: Role) -> &'static str {
 const ASK_AGAIN: Duration = Duration::from_millis(500);
 
 impl NodeService {
+    /// This node's live supervision tree.
+    pub(crate) async fn tree(&self) -> Result<SupervisorInfo, ApiError> {
+        let root = self.root.running("the node's supervision tree")?;
+        crate::call::ask(&root, SupervisorMsg::Describe, "the root supervisor").await
+    }
+
     /// Asks the cluster's leader to admit this node to the log, through whichever peer is
     /// connected (a peer that does not lead names the one that does), until one admits it
     /// or `within` has passed.

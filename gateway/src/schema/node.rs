@@ -228,7 +228,7 @@ fn intensity(i: Option<Intensity>) -> Option<RestartIntensity> {
     })
 }
 
-pub struct Supervisor(SupervisorInfo);
+pub struct Supervisor(SupervisorInfo, Option<DateTime<Utc>>);
 
 #[Object]
 impl Supervisor {
@@ -243,11 +243,20 @@ impl Supervisor {
         intensity(self.0.intensity)
     }
     async fn children(&self) -> Vec<SupervisedChild> {
-        self.0.children.iter().cloned().map(SupervisedChild).collect()
+        self.0
+            .children
+            .iter()
+            .map(|c| SupervisedChild(c.clone(), self.1))
+            .collect()
+    }
+    /// When the tree was seen as it is shown: now for this node's; for a peer's, when that
+    /// node last sampled it (at most about a second before its last heartbeat answer).
+    async fn observed_at(&self) -> Option<DateTime<Utc>> {
+        self.1
     }
 }
 
-pub struct SupervisedChild(ChildInfo);
+pub struct SupervisedChild(ChildInfo, Option<DateTime<Utc>>);
 
 #[Object]
 impl SupervisedChild {
@@ -284,7 +293,7 @@ impl SupervisedChild {
     }
     /// Its subtree, when it is a supervisor.
     async fn supervisor(&self) -> Option<Supervisor> {
-        self.0.supervisor.clone().map(Supervisor)
+        self.0.supervisor.clone().map(|s| Supervisor(s, self.1))
     }
 }
 
@@ -328,12 +337,13 @@ impl NodeQuery {
         Ok(ctx.data::<Api>()?.cluster_state().await.gql()?.into())
     }
 
-    /// The live supervision tree of this node, or of the member `node`, read from the
-    /// supervisors themselves (a member that cannot be reached: UNAVAILABLE).
+    /// The live supervision tree of this node, read from its supervisors now; or of the
+    /// member `node`, as that node's last heartbeat answer reported it (sampled at most once
+    /// a second; `observedAt` says when), asking no peer. NOT_FOUND for a name that is not a
+    /// member; UNAVAILABLE before the member's first report.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn supervision_tree(&self, ctx: &Context<'_>, node: Option<String>) -> async_graphql::Result<Supervisor> {
-        Ok(Supervisor(
-            ctx.data::<Api>()?.supervision_tree(node.as_deref()).await.gql()?,
-        ))
+        let (tree, at) = ctx.data::<Api>()?.supervision_tree(node.as_deref()).await.gql()?;
+        Ok(Supervisor(tree, at))
     }
 }

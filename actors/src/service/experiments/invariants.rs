@@ -39,7 +39,7 @@ pub(super) async fn tree_restored(
         .filter(|c| owners.contains(c.owner.as_str()) && c.state == "RUNNING")
         .collect();
     loop {
-        let missing: Vec<String> = match api.supervision_tree(None).await {
+        let missing: Vec<String> = match api.own_tree().await {
             Ok(tree) => {
                 let now = select::flatten(&tree);
                 wanted

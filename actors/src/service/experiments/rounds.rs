@@ -29,7 +29,7 @@ pub(super) async fn resolve(
     hold: Duration,
 ) -> Result<Vec<Target>, ApiError> {
     let experiments = &api.experiments;
-    let tree = api.supervision_tree(None).await?;
+    let tree = api.own_tree().await?;
     let all = select::flatten(&tree);
     let me = api.ctx.node_name.clone();
     let mut members: Vec<String> = api.ctx.store.status().members.into_iter().map(|m| m.name).collect();

@@ -116,7 +116,7 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, seed: u64,
     };
     let after = start.injections.iter().map(|i| i.after_seq).min().unwrap_or(1);
     let observer = Observer::start(&api, after);
-    let before = api.supervision_tree(None).await.map(|t| select::flatten(&t)).ok();
+    let before = api.own_tree().await.map(|t| select::flatten(&t)).ok();
     let open_tasks = inv::open_tasks(&api).await;
     let began = Instant::now();
     let every = input.every.unwrap_or_default();

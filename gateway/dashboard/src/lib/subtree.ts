@@ -18,6 +18,8 @@ export interface Child {
 export interface Supervisor {
   name: string;
   strategy: string;
+  /** When the tree was seen as shown: a peer's is its last heartbeat answer's sample. */
+  observedAt?: string | null;
   intensity?: { maxRestarts: number; windowMs: number } | null;
   /** Absent for a supervisor at the edge of the query: not fetched, not empty. */
   children?: Child[];

@@ -1,6 +1,6 @@
 // The live supervision tree: every supervisor, service, agent, swarm coordinator and member,
 // host driver and VM of a node (this one, or `?node=` any member), as its supervisors
-// themselves describe it. A child that restarts flashes; agents carry their controls. What is
+// themselves describe it (a peer's as its last heartbeat answer reported it). A child that restarts flashes; agents carry their controls. What is
 // deeper than one query may reach (a sub-team's members) is shown collapsed and read when
 // opened (lib/subtree.ts).
 import { useEffect, useRef, useState } from "preact/hooks";
@@ -9,6 +9,7 @@ import { useEvents, useQuery } from "../lib/hooks";
 import { useAgentNames } from "../lib/names";
 import { EDGE_QUERY, edgeChildren, edgeSource, isEdge, type Child, type Supervisor, type SwarmRecord } from "../lib/subtree";
 import { Status } from "../components/status";
+import { Time } from "../components/time";
 import { Action } from "../components/actions";
 import { ErrorBox, Loading, Page, Section } from "../components/page";
 import { nodeName } from "../lib/session";
@@ -22,7 +23,7 @@ export type { Child, Supervisor } from "../lib/subtree";
 const LEAF = "id kind name state restarts owner";
 const TREE = `query($node: String) {
   cluster { members { name state } }
-  supervisionTree(node: $node) { name strategy intensity { maxRestarts windowMs }
+  supervisionTree(node: $node) { name strategy observedAt intensity { maxRestarts windowMs }
     children { ${LEAF} supervisor { name strategy
       children { ${LEAF} supervisor { name strategy
         children { ${LEAF} supervisor { name strategy
@@ -106,6 +107,11 @@ export function TreeView() {
         <Section title={`${root.name} (${root.strategy})`}>
           <p class="muted">
             A child that restarts flashes. Restart intensity of the root: {root.intensity ? `${root.intensity.maxRestarts} in ${root.intensity.windowMs} ms` : "none"}.
+            {node && node !== nodeName.value ? (
+              <>
+                {" "}As {node} last reported it: <Time at={root.observedAt ?? null} />.
+              </>
+            ) : null}
           </p>
           <ul class="tree" role="tree" aria-label="Supervision tree" onKeyDown={treeKeys}>
             {(withVms(root, tree.data?.hosts ?? []).children ?? []).map((c, i) => (
