@@ -55,6 +55,9 @@ struct Record {
     lease: Option<Duration>,
     /// Why it was told to end before its duration (stopExperiment, haltAllFaults, the lease).
     end: Option<End>,
+    /// The cluster recorded it ABORTED while this node was lost: that record is what every
+    /// node shows, this one included.
+    overtaken: bool,
     wake: Arc<Notify>,
 }
 
@@ -237,6 +240,36 @@ impl Experiments {
             .collect()
     }
 
+    /// Tells experiment `id` of this node to end now (unless told already, or ended);
+    /// false when this node runs no such experiment.
+    fn end_now(&self, id: &str, end: End) -> bool {
+        let mut records = lock(&self.records);
+        let Some(r) = records.get_mut(id) else {
+            return false;
+        };
+        if r.end.is_none() && !r.view.borrow().state.is_final() {
+            r.end = Some(end);
+        }
+        r.wake.notify_one();
+        true
+    }
+
+    /// Ends it here, as the cluster's record (ABORTED meanwhile) says; reads show that record.
+    fn overtaken(&self, id: &str, end: End) {
+        if let Some(r) = lock(&self.records).get_mut(id) {
+            r.overtaken = true;
+        }
+        self.end_now(id, end);
+    }
+
+    /// It as reads show it when it runs here: its view, unless the cluster's record stands.
+    fn shown(&self, id: &str) -> Option<Experiment> {
+        lock(&self.records)
+            .get(id)
+            .filter(|r| !r.overtaken)
+            .map(|r| r.view.borrow().clone())
+    }
+
     fn current(&self, id: &str) -> Option<Experiment> {
         lock(&self.records).get(id).map(|r| r.view.borrow().clone())
     }
@@ -375,7 +408,7 @@ impl Api {
             plans.push(inject::predict(self, t, input.allow_escalation).await?);
         }
         let (view, written) = watch::channel(experiment.clone());
-        kept::follow(self.ctx.store.clone(), written);
+        kept::follow(experiments.clone(), written);
         let wake = Arc::new(Notify::new());
         experiments.forget_old();
         lock(&experiments.records).insert(
@@ -386,6 +419,7 @@ impl Api {
                 lease_until: input.lease.map(|l| tokio::time::Instant::now() + l),
                 lease: input.lease,
                 end: None,
+                overtaken: false,
                 wake: wake.clone(),
             },
         );
@@ -488,15 +522,10 @@ impl Api {
     }
 
     fn end(&self, id: &str, end: End) -> Result<(), ApiError> {
-        let mut records = lock(&self.experiments.records);
-        let r = records
-            .get_mut(id)
-            .ok_or_else(|| ApiError::NotFound(format!("no experiment {id} on this node")))?;
-        if r.end.is_none() && !r.view.borrow().state.is_final() {
-            r.end = Some(end);
+        match self.experiments.end_now(id, end) {
+            true => Ok(()),
+            false => Err(ApiError::NotFound(format!("no experiment {id} on this node"))),
         }
-        r.wake.notify_one();
-        Ok(())
     }
 }
 

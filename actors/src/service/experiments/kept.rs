@@ -78,16 +78,26 @@ fn encoded(experiment: &Experiment) -> Result<Vec<u8>, StoreError> {
 }
 
 /// Writes the record of an experiment of this node at each change of `view` (at most every
-/// [`EVERY`]) until its end is written.
-pub(super) fn follow(store: Store, mut view: watch::Receiver<Experiment>) {
+/// [`EVERY`]) until its end is written. Each write is conditioned on the record it wrote
+/// last: when the survivors recorded it ABORTED meanwhile (this node was declared lost, then
+/// came back), the cluster's word stands and the experiment is ended here too.
+pub(super) fn follow(experiments: Experiments, mut view: watch::Receiver<Experiment>) {
     tokio::spawn(async move {
+        let mut last = None;
         loop {
             let now = view.borrow_and_update().clone();
             let ended = now.state.is_final();
-            if !write(&store, &now, &mut view).await || ended {
-                return;
+            match write(&experiments.store, &now, &mut view, &mut last).await {
+                Written::Yes => {}
+                Written::GivenUp => return,
+                Written::Overtaken => {
+                    tracing::warn!(experiment = %now.id, "the cluster recorded this experiment ABORTED while this node was lost: it ends here too");
+                    let why = "the cluster recorded it aborted while its node was lost".into();
+                    experiments.overtaken(&now.id, super::End { why, aborted: true });
+                    return;
+                }
             }
-            if view.changed().await.is_err() {
+            if ended || view.changed().await.is_err() {
                 return;
             }
             if !view.borrow().state.is_final() {
@@ -97,46 +107,82 @@ pub(super) fn follow(store: Store, mut view: watch::Receiver<Experiment>) {
     });
 }
 
-/// Writes `experiment`'s record (with the pruning its end allows), trying again until it
-/// commits; a record still running gives way to a newer one. False when it was given up.
-async fn write(store: &Store, experiment: &Experiment, view: &mut watch::Receiver<Experiment>) -> bool {
+/// How a record's write went.
+enum Written {
+    Yes,
+    /// Not written for good (see [`TRY_FOR`]).
+    GivenUp,
+    /// The record was ended by another member (see [`abort_open`]).
+    Overtaken,
+}
+
+/// Writes `experiment`'s record (with the pruning its end allows) on the condition that the
+/// record is still `last` (what this node wrote last), trying again until it commits; a
+/// record still running gives way to a newer one.
+async fn write(
+    store: &Store,
+    experiment: &Experiment,
+    view: &mut watch::Receiver<Experiment>,
+    last: &mut Option<Vec<u8>>,
+) -> Written {
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(200);
     loop {
-        let batch = match record(store, experiment).await {
-            Ok(batch) => batch,
+        let (batch, bytes) = match record(store, experiment, last.clone()).await {
+            Ok(written) => written,
             Err(e) => {
                 tracing::warn!(experiment = %experiment.id, error = %e, "an experiment's record cannot be written");
-                return false;
+                return Written::GivenUp;
             }
         };
         match store.write(batch).await {
-            Ok(_) => return true,
+            Ok(_) => {
+                *last = Some(bytes);
+                return Written::Yes;
+            }
+            Err(StoreError::Stale(_)) => {
+                // Another member ended it, or an attempt of this node's that seemed to fail
+                // was applied after all: then the condition is what it wrote.
+                let now = store.get(EXPERIMENTS, &experiment.id).await.ok().flatten();
+                let theirs = match now.as_deref().map(troupe_runtime::codec::decode::<Kept>) {
+                    Some(Ok(Kept::One(e))) => e.state == ExperimentState::Aborted && !experiment.state.is_final(),
+                    _ => false,
+                };
+                if theirs {
+                    return Written::Overtaken;
+                }
+                *last = now;
+                continue;
+            }
             Err(e) if store.raft_stopped() || started.elapsed() > TRY_FOR => {
                 tracing::warn!(experiment = %experiment.id, error = %e, "an experiment's record was not written");
-                return false;
+                return Written::GivenUp;
             }
             Err(e) => tracing::debug!(experiment = %experiment.id, error = %e, "an experiment's record is tried again"),
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));
         if !experiment.state.is_final() && view.has_changed().unwrap_or(false) {
-            return true;
+            return Written::Yes;
         }
     }
 }
 
-/// The batch that writes `experiment`'s record; at its end, it also deletes this node's
-/// ended experiments past the newest [`super::KEPT`].
-async fn record(store: &Store, experiment: &Experiment) -> Result<Batch, StoreError> {
-    let mut batch = Batch::new().put(EXPERIMENTS, experiment.id.clone(), encoded(experiment)?);
+/// The batch that writes `experiment`'s record if the record is `was`, and the record; at
+/// its end, it also deletes this node's ended experiments past the newest [`super::KEPT`].
+async fn record(store: &Store, experiment: &Experiment, was: Option<Vec<u8>>) -> Result<(Batch, Vec<u8>), StoreError> {
+    let bytes = encoded(experiment)?;
+    let id = experiment.id.clone();
+    let mut batch = Batch::new()
+        .require(EXPERIMENTS, id.clone(), was)
+        .put(EXPERIMENTS, id.clone(), bytes.clone());
     if experiment.state.is_final() {
-        let (id, node) = (experiment.id.clone(), node_of(&experiment.id).to_owned());
+        let node = node_of(&id).to_owned();
         for old in store.view(move |v| beyond_kept(v, &node, &id)).await? {
             batch = batch.delete(EXPERIMENTS, old);
         }
     }
-    Ok(batch)
+    Ok((batch, bytes))
 }
 
 /// `node`'s ended experiments past the newest [`super::KEPT`], counting `ending` (which ends
@@ -232,7 +278,7 @@ async fn open_record(store: &Store, id: &str) -> Result<Option<(Vec<u8>, Experim
 
 /// The write that records `e` ABORTED for `why`, on the condition that its record is `was`.
 fn aborted_record(was: Vec<u8>, mut e: Experiment, why: &str) -> Result<Batch, StoreError> {
-    let reason = format!("aborted ({why}); its faults were reverted with it");
+    let reason = format!("aborted: {why}");
     e.state = ExperimentState::Aborted;
     e.finished_at = Some(Utc::now());
     e.report = Some(RecoveryReport {
@@ -261,11 +307,13 @@ pub(super) async fn abort_the_lost(experiments: &Experiments, store: &Store) -> 
     store.project(Arc::new(Lost(tx))).await?;
     let (experiments, store, me) = (experiments.clone(), store.clone(), store.node().to_owned());
     tokio::spawn(async move {
-        let restarted = "its node restarted, which cleared every fault it held";
+        let restarted = "its node restarted, which cleared every fault it held there";
         try_to_abort(&store, &me, restarted, &experiments).await;
         while let Some(node) = lost.recv().await {
             if node != me {
-                let why = format!("its node {node} was lost; the faults it armed on peers expire on their own");
+                let why = format!(
+                    "its node {node} was lost; the faults it held there went with it, and those it armed on peers expire on their own"
+                );
                 try_to_abort(&store, &node, &why, &experiments).await;
             }
         }
@@ -385,6 +433,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_written_again_after_the_cluster_aborted_it_is_refused_and_the_abort_stands() {
+        let (_d, store) = store();
+        let (tx, mut view) = watch::channel(experiment("1@b", ExperimentState::Active));
+        let mut last = None;
+        let running = view.borrow_and_update().clone();
+        assert!(matches!(
+            write(&store, &running, &mut view, &mut last).await,
+            Written::Yes
+        ));
+        // An attempt that seemed to fail but was applied: its condition is met by what it wrote.
+        let mut lost = None;
+        assert!(matches!(
+            write(&store, &running, &mut view, &mut lost).await,
+            Written::Yes
+        ));
+        // Its node was declared lost; the survivors aborted it. The node, back, is refused.
+        assert_eq!(abort_open(&store, "b", "lost", |_| false).await.unwrap(), 1);
+        let mut later = running.clone();
+        later.injections.clear();
+        tx.send_replace(later.clone());
+        assert!(matches!(
+            write(&store, &later, &mut view, &mut last).await,
+            Written::Overtaken
+        ));
+        assert_eq!(read(&store, "1@b").unwrap().state, ExperimentState::Aborted);
+    }
+
+    #[tokio::test]
     async fn a_member_declared_down_has_its_running_experiments_aborted_as_the_change_is_applied() {
         let (_d, store) = store();
         let experiments = Experiments::new(true, 1, Duration::from_secs(60), store.clone(), Default::default());
@@ -417,7 +493,7 @@ mod tests {
         put(&store, &experiment("0000x@b", ExperimentState::Passed)).await;
         put(&store, &experiment("0001x@a", ExperimentState::Active)).await;
         let last = experiment("9999@a", ExperimentState::Failed);
-        store.write(record(&store, &last).await.unwrap()).await.unwrap();
+        store.write(record(&store, &last, None).await.unwrap().0).await.unwrap();
         let kept: Vec<String> = store
             .view_now(|v| {
                 let mut ids = Vec::new();

@@ -21,7 +21,7 @@ impl Experiments {
     /// An experiment now: one of this node's from memory, any other from `v` (one in parts
     /// with each part as its own record says).
     pub(super) fn now_in(&self, v: &View<'_>, id: &str) -> Result<Option<Experiment>, StoreError> {
-        if let Some(e) = self.current(id) {
+        if let Some(e) = self.shown(id) {
             return Ok(Some(e));
         }
         Ok(match Kept::read(v, id)? {
@@ -29,7 +29,7 @@ impl Experiments {
             Some(Kept::One(e)) => Some(e),
             Some(Kept::Parts(mut s)) => {
                 for part in s.parts.values_mut() {
-                    let now = match self.current(&part.id) {
+                    let now = match self.shown(&part.id) {
                         Some(e) => Some(e),
                         None => match Kept::read(v, &part.id)? {
                             Some(Kept::One(e)) => Some(e),
@@ -68,6 +68,15 @@ impl Experiments {
     /// This node's experiments, as its memory holds them.
     pub(super) fn local(&self) -> Vec<Experiment> {
         lock(&self.records).values().map(|r| r.view.borrow().clone()).collect()
+    }
+
+    /// This node's experiments as reads show them (see [`Self::shown`]).
+    fn shown_here(&self) -> Vec<Experiment> {
+        lock(&self.records)
+            .values()
+            .filter(|r| !r.overtaken)
+            .map(|r| r.view.borrow().clone())
+            .collect()
     }
 
     /// Sends `id` as it is now to `tx` at each write applied to `subjects`' records, until
@@ -130,7 +139,7 @@ impl Api {
             })
             .await?;
         // This node's experiments whose first record is still on its way.
-        for e in self.experiments.local() {
+        for e in self.experiments.shown_here() {
             if !all.iter().any(|kept| kept.id == e.id) {
                 all.push(e);
             }

@@ -135,7 +135,7 @@ impl Api {
     /// view, any other from its record (and its parts' records) as each write is applied.
     pub async fn experiment_updates(&self, id: &str) -> Result<watch::Receiver<Experiment>, ApiError> {
         self.experiments.ensure_enabled()?;
-        if self.experiments.current(id).is_some() {
+        if self.experiments.shown(id).is_some() {
             return self.experiment_updates_here(id);
         }
         let (experiments, key) = (self.experiments.clone(), id.to_owned());
