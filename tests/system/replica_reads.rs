@@ -355,6 +355,11 @@ async fn a_peers_experiment_is_read_here_while_the_peer_is_frozen_and_ends_abort
     .await?;
     let id = text(&started, "/id")?;
     ensure!(id.ends_with("@beta"), "{started}");
+    // Read through the node that answered the start, at once: its record was written first.
+    let at_once = alpha
+        .gql_ok("query($id: ID!) { experiment(id: $id) { id } }", json!({ "id": id }))
+        .await?;
+    ensure!(at_once["experiment"]["id"] == id, "{at_once}");
     let read = "query($id: ID!) { experiment(id: $id) { id state injections { outcome } } experiments { id state } }";
     let deadline = Deadline::after(WAIT, "beta's experiment, its hang armed, in alpha's replica");
     loop {

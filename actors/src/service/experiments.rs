@@ -69,6 +69,8 @@ pub(crate) struct End {
     aborted: bool,
 }
 
+/// How long a start waits for the experiment's first record to be written.
+const RECORDED_WITHIN: Duration = Duration::from_secs(5);
 /// How many experiments a node remembers (the oldest ended ones go first).
 const KEPT: usize = 200;
 /// How long past the experiment's hold a node fault armed on a peer stays armed when the
@@ -408,7 +410,7 @@ impl Api {
             plans.push(inject::predict(self, t, input.allow_escalation).await?);
         }
         let (view, written) = watch::channel(experiment.clone());
-        kept::follow(experiments.clone(), written);
+        let recorded = kept::follow(experiments.clone(), written);
         let wake = Arc::new(Notify::new());
         experiments.forget_old();
         lock(&experiments.records).insert(
@@ -432,6 +434,9 @@ impl Api {
         experiment.injections = rounds::inject_round(self, &id, &input, targets, plans, 0).await?;
         experiments.update(&id, |e| *e = experiment.clone());
         tokio::spawn(run::run(self.clone(), id, input, seed, limit, wake));
+        // Answered once its record is written, so a read of it through any node that has
+        // applied the answer's writes finds it (not waiting long on a node cut off).
+        let _ = tokio::time::timeout(RECORDED_WITHIN, recorded).await;
         Ok(experiment)
     }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use troupe_runtime::events::NewEvent;
 pub(crate) use troupe_runtime::store::EXPERIMENTS;
 use troupe_runtime::store::{Batch, Change, Projection, Store, StoreError, View, MAX_BATCH_BYTES};
@@ -81,14 +81,21 @@ fn encoded(experiment: &Experiment) -> Result<Vec<u8>, StoreError> {
 /// [`EVERY`]) until its end is written. Each write is conditioned on the record it wrote
 /// last: when the survivors recorded it ABORTED meanwhile (this node was declared lost, then
 /// came back), the cluster's word stands and the experiment is ended here too.
-pub(super) fn follow(experiments: Experiments, mut view: watch::Receiver<Experiment>) {
+/// The returned notice comes once the first record is written.
+pub(super) fn follow(experiments: Experiments, mut view: watch::Receiver<Experiment>) -> oneshot::Receiver<()> {
+    let (first, written) = oneshot::channel();
+    let mut first = Some(first);
     tokio::spawn(async move {
         let mut last = None;
         loop {
             let now = view.borrow_and_update().clone();
             let ended = now.state.is_final();
             match write(&experiments.store, &now, &mut view, &mut last).await {
-                Written::Yes => {}
+                Written::Yes => {
+                    if let Some(first) = first.take() {
+                        let _ = first.send(());
+                    }
+                }
                 Written::GivenUp => return,
                 Written::Overtaken => {
                     tracing::warn!(experiment = %now.id, "the cluster recorded this experiment ABORTED while this node was lost: it ends here too");
@@ -105,6 +112,7 @@ pub(super) fn follow(experiments: Experiments, mut view: watch::Receiver<Experim
             }
         }
     });
+    written
 }
 
 /// How a record's write went.

@@ -82,11 +82,20 @@ impl Api {
         self.start_experiment(input).await
     }
 
-    /// An experiment, from this node's memory when it runs here, else from the replica.
+    /// An experiment, from this node's memory when it runs here, else from the replica. One
+    /// this replica does not hold may have been started elsewhere a moment ago: before
+    /// saying there is none, this node catches up with what the cluster committed.
     pub async fn experiment(&self, id: &str) -> Result<Option<Experiment>, ApiError> {
         self.experiments.ensure_enabled()?;
-        let (experiments, id) = (self.experiments.clone(), id.to_owned());
-        Ok(self.ctx.store.view(move |v| experiments.now_in(v, &id)).await?)
+        let read = || {
+            let (experiments, id) = (self.experiments.clone(), id.to_owned());
+            self.ctx.store.view(move |v| experiments.now_in(v, &id))
+        };
+        if let Some(found) = read().await? {
+            return Ok(Some(found));
+        }
+        self.ctx.store.linearize().await?;
+        Ok(read().await?)
     }
 
     /// Stops the experiments holding a host fault (HOST_DISCONNECT, HOST_HANG) on `host`
