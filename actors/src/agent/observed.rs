@@ -62,10 +62,19 @@ impl AgentLive {
 pub struct Report {
     pub at: Option<DateTime<Utc>>,
     pub agents: Vec<(String, AgentLive)>,
-    /// `None` from a build that did not send it, or when the tree did not answer in time.
+    /// Which of the node's trees it was as of `at`: a new number each time a sample finds it
+    /// changed (0: none sampled yet, or a build that did not send it).
+    #[serde(default)]
+    pub tree_version: u64,
+    /// The tree itself, when the asker may not hold this version (see [`RESEND_TREE`]);
+    /// `None` too when the tree did not answer in time.
     #[serde(default)]
     pub tree: Option<SupervisorInfo>,
 }
+
+/// How often a beat answer carries the tree to an asker it was sent to already, unchanged:
+/// an answer that was lost costs that asker at most this.
+pub const RESEND_TREE: Duration = Duration::from_secs(5);
 
 /// Samples every agent this node runs, and its tree.
 pub type Sampler =
@@ -77,12 +86,25 @@ pub struct Observed {
     here: Arc<Mutex<Here>>,
     sampler: Arc<OnceLock<Sampler>>,
     peers: Arc<Mutex<HashMap<String, Arc<Report>>>>,
+    /// Each peer's tree: its version, when it was last seen as it is, the tree.
+    trees: Arc<Mutex<HashMap<String, PeerTree>>>,
 }
+
+/// A peer's tree: its version, when it was last seen as it is, the tree.
+type PeerTree = (u64, Option<DateTime<Utc>>, SupervisorInfo);
 
 #[derive(Default)]
 struct Here {
     report: Arc<Report>,
     sampling: bool,
+    /// When the last sample began.
+    sampled: Option<tokio::time::Instant>,
+    /// The tree version each asker was last sent, and when.
+    sent: HashMap<String, (u64, tokio::time::Instant)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Observed {
@@ -91,25 +113,29 @@ impl Observed {
         let _ = self.sampler.set(sampler);
     }
 
-    /// This node's last sample, for a beat answer. One older than [`SAMPLE_EVERY`] starts a
-    /// new sample, which the next answers carry: an answer never waits for the agents.
+    /// This node's last sample (with its tree), for a beat answer. One older than
+    /// [`SAMPLE_EVERY`] starts a new sample, which the next answers carry: an answer never
+    /// waits for the agents.
     pub fn here(&self) -> Arc<Report> {
-        let mut here = self.here.lock().unwrap_or_else(|p| p.into_inner());
+        let mut here = lock(&self.here);
         let now = troupe_runtime::clock::now();
-        let stale = here
-            .report
-            .at
-            .is_none_or(|at| (now - at).to_std().unwrap_or_default() >= SAMPLE_EVERY);
+        let stale = here.sampled.is_none_or(|at| at.elapsed() >= SAMPLE_EVERY);
         if stale && !here.sampling {
             if let Some(sampler) = self.sampler.get().cloned() {
                 here.sampling = true;
+                here.sampled = Some(tokio::time::Instant::now());
                 let cell = self.here.clone();
                 tokio::spawn(async move {
                     let (agents, tree) = sampler().await;
-                    let mut here = cell.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut here = lock(&cell);
+                    let tree_version = match tree == here.report.tree {
+                        true => here.report.tree_version,
+                        false => here.report.tree_version + 1,
+                    };
                     here.report = Arc::new(Report {
                         at: Some(now),
                         agents,
+                        tree_version,
                         tree,
                     });
                     here.sampling = false;
@@ -119,12 +145,46 @@ impl Observed {
         here.report.clone()
     }
 
-    /// Keeps what `peer` reported with its last beat answer.
+    /// This node's last sample as the answer to `asker`'s beat: the tree only when `asker`
+    /// was not sent this version, or not for [`RESEND_TREE`].
+    pub fn answer_for(&self, asker: &str) -> Report {
+        let report = self.here();
+        let mut here = lock(&self.here);
+        let due = here
+            .sent
+            .get(asker)
+            .is_none_or(|(version, at)| *version != report.tree_version || at.elapsed() >= RESEND_TREE);
+        if due {
+            here.sent
+                .insert(asker.to_owned(), (report.tree_version, tokio::time::Instant::now()));
+        }
+        Report {
+            at: report.at,
+            agents: report.agents.clone(),
+            tree_version: report.tree_version,
+            tree: report.tree.clone().filter(|_| due),
+        }
+    }
+
+    /// Keeps what `peer` reported with its last beat answer. A tree left out is the one
+    /// held, seen as it is at this report's time when its version is the one held.
     pub fn heard(&self, peer: &str, report: Arc<Report>) {
-        self.peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(peer.to_owned(), report);
+        {
+            let mut trees = lock(&self.trees);
+            match &report.tree {
+                Some(tree) => {
+                    trees.insert(peer.to_owned(), (report.tree_version, report.at, tree.clone()));
+                }
+                None => {
+                    if let Some((version, at, _)) = trees.get_mut(peer) {
+                        if *version == report.tree_version {
+                            *at = report.at;
+                        }
+                    }
+                }
+            }
+        }
+        lock(&self.peers).insert(peer.to_owned(), report);
     }
 
     /// Every agent each peer last reported, with the time of that report.
@@ -141,11 +201,12 @@ impl Observed {
         out
     }
 
-    /// `peer`'s supervision tree as it last reported it, with the time of that sample.
+    /// `peer`'s supervision tree as it last reported it, with the time of the last sample
+    /// that found it so.
     pub fn tree_of(&self, peer: &str) -> Option<(Option<DateTime<Utc>>, SupervisorInfo)> {
-        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let report = peers.get(peer)?;
-        Some((report.at, report.tree.clone()?))
+        let trees = lock(&self.trees);
+        let (_, at, tree) = trees.get(peer)?;
+        Some((*at, tree.clone()))
     }
 
     /// The agent `id` as `peer` last reported it (its `seen_at` the time of that sample);
@@ -201,5 +262,56 @@ mod tests {
         let (at, tree) = observed.tree_of("b").unwrap();
         assert_eq!((at, tree.name.as_str()), (observed.here().at, "root0"));
         assert!(observed.tree_of("c").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tree_goes_to_each_asker_when_it_changed_or_every_few_seconds_and_is_kept_in_between() {
+        let (asker, answerer) = (Observed::default(), Observed::default());
+        let names = Arc::new(Mutex::new("one"));
+        answerer.sample_with({
+            let names = names.clone();
+            Arc::new(move || {
+                let tree = SupervisorInfo {
+                    name: lock(&names).to_string(),
+                    strategy: troupe_runtime::supervision::Strategy::OneForOne,
+                    intensity: None,
+                    children: Vec::new(),
+                };
+                Box::pin(async move { (Vec::new(), Some(tree)) })
+            })
+        });
+        answerer.here();
+        tokio::task::yield_now().await;
+        let first = answerer.answer_for("a");
+        assert_eq!(first.tree.as_ref().map(|t| t.name.as_str()), Some("one"));
+        asker.heard("b", Arc::new(first));
+        // The next sample finds the same tree: the answer leaves it out, the asker keeps it,
+        // seen as it is at the newer sample's time.
+        tokio::time::advance(SAMPLE_EVERY).await;
+        answerer.here();
+        tokio::task::yield_now().await;
+        let same = answerer.answer_for("a");
+        assert!(same.tree.is_none(), "unchanged, sent already");
+        assert!(answerer.answer_for("c").tree.is_some(), "another asker gets it");
+        let at = same.at;
+        asker.heard("b", Arc::new(same));
+        assert_eq!(
+            asker.tree_of("b").map(|(t, tree)| (t, tree.name)),
+            Some((at, "one".into()))
+        );
+        // Changed: sent at once.
+        *lock(&names) = "two";
+        tokio::time::advance(SAMPLE_EVERY).await;
+        answerer.here();
+        tokio::task::yield_now().await;
+        let changed = answerer.answer_for("a");
+        assert_eq!(changed.tree.as_ref().map(|t| t.name.as_str()), Some("two"));
+        // Unchanged, and sent longer than RESEND_TREE ago: sent again.
+        assert!(answerer.answer_for("a").tree.is_none());
+        tokio::time::advance(RESEND_TREE).await;
+        assert!(
+            answerer.answer_for("a").tree.is_some(),
+            "sent again after {RESEND_TREE:?}"
+        );
     }
 }

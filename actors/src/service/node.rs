@@ -180,7 +180,7 @@ impl NodeLocal for NodeService {
             },
             hosts: self.hosts.get().map(|f| f.views()).unwrap_or_default(),
             vms: self.hosts.get().map(|f| f.samples()).unwrap_or_default(),
-            agents: (*self.agents.here()).clone(),
+            agents: self.agents.answer_for(&from),
         })
     }
 

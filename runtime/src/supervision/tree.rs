@@ -13,7 +13,7 @@ use super::supervisor::{Slot, State, SupervisorMsg};
 pub(crate) const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A supervisor's subtree; serialisable, so a node can describe its tree to a peer.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SupervisorInfo {
     pub name: String,
     pub strategy: Strategy,
@@ -21,7 +21,7 @@ pub struct SupervisorInfo {
     pub children: Vec<ChildInfo>,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChildInfo {
     pub id: String,
     /// The child's event prefix: AGENT, SERVICE, SUPERVISOR ...

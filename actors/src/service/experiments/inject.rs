@@ -53,7 +53,7 @@ pub(crate) enum Armed {
     Gates {
         id: String,
         nodes: Vec<String>,
-        service: NodeService,
+        service: Box<NodeService>,
     },
 }
 
@@ -334,7 +334,7 @@ async fn arm(api: &Api, t: &Target, inj: &mut Injection) -> Result<Armed, ApiErr
     let mut armed = Armed::Gates {
         id: inj.id.clone(),
         nodes: Vec::new(),
-        service: service.clone(),
+        service: Box::new(service.clone()),
     };
     for (node, fault) in order {
         let hold = t.hold.as_millis() as u64;
