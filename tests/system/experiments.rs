@@ -298,6 +298,14 @@ async fn the_kill_switch_reverts_everything_and_bad_experiments_are_refused() ->
     let q = "mutation($input: StartExperimentInput!) { startExperiment(input: $input) { id } }";
     let nothing = json!({ "name": "none", "faults": [{ "action": "CRASH", "target": { "ids": ["no-such-agent"] } }] });
     expect_code(&node.gql(q, json!({ "input": nothing })).await?, "INVALID_INPUT")?;
+    // A name where an id goes: the refusal says which agent it names.
+    let by_name = json!({ "name": "by name", "faults": [{ "action": "CRASH", "target": { "ids": ["echo-agent"] } }] });
+    let refused = node.gql(q, json!({ "input": by_name })).await?;
+    expect_code(&refused, "INVALID_INPUT")?;
+    ensure!(
+        refused.to_string().contains(&format!("echo-agent is agent {agent}")),
+        "{refused}"
+    );
     let many =
         json!({ "name": "many", "faults": [{ "action": "CRASH", "target": { "kinds": ["SERVICE"], "mode": "ALL" } }] });
     let refused = node.gql(q, json!({ "input": many })).await?;

@@ -68,7 +68,8 @@ pub(super) async fn resolve(
         let picked = select::pick(matching, &fault.target, seed_of(seed, round, n))?;
         if picked.is_empty() {
             return Err(ApiError::invalid(format!(
-                "fault {n} ({action:?}): its selector matches nothing in the supervision tree of {me}"
+                "fault {n} ({action:?}): its selector matches nothing in the supervision tree of {me}{}",
+                names_given(api, &fault.target.ids).await
             )));
         }
         if picked.len() > experiments.max_targets {
@@ -220,5 +221,34 @@ pub(super) async fn next_round(
             inj.outcome = format!("NOT_INJECTED: round {round}: {e}");
             vec![inj]
         }
+    }
+}
+
+/// What to say of `ids` that are agents' names, not ids (a name is what people know an
+/// agent by): "; `ids` takes ids: w1 is agent 01…@b". Empty when none is.
+async fn names_given(api: &Api, ids: &[String]) -> String {
+    if ids.is_empty() {
+        return String::new();
+    }
+    let names = ids.to_vec();
+    let named = api
+        .ctx
+        .store
+        .view(move |v| {
+            let mut named = Vec::new();
+            v.scan(crate::tables::AGENTS, None, |id, bytes| {
+                let spec: crate::agent::AgentSpec = troupe_runtime::codec::decode(bytes)?;
+                if names.contains(&spec.name) {
+                    named.push(format!("{} is agent {id}", spec.name));
+                }
+                Ok(true)
+            })?;
+            Ok(named)
+        })
+        .await
+        .unwrap_or_default();
+    match named.is_empty() {
+        true => String::new(),
+        false => format!("; `ids` takes ids, not names: {}", named.join(", ")),
     }
 }
