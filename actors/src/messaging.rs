@@ -33,7 +33,7 @@ use serde_json::Value;
 use crate::task::Priority;
 pub use audience::Audience;
 pub use fan_out::FanOut;
-pub use mailbox::{delete_history, mailbox_in, MailboxView, Mailboxes};
+pub use mailbox::{MailboxView, Mailboxes};
 pub use topics::{check_topic, topic_matches};
 
 /// How long a message may wait and be answered when the sender does not say.

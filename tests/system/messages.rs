@@ -121,17 +121,16 @@ async fn a_critical_message_overtakes_queued_normal_ones_and_a_full_mailbox_refu
     node.wait_gated_received().await?;
     let (n2, n3, n4, full) = tokio::join!(
         send(json!({ "n": 2 }), "NORMAL"),
-        // `messagesWaiting` counts the one in the agent's hands too.
         async {
-            waiting(2).await?;
+            waiting(1).await?;
             send(json!({ "n": 3 }), "NORMAL").await
         },
         async {
-            waiting(3).await?;
+            waiting(2).await?;
             send(json!({ "n": 4 }), "CRITICAL").await
         },
         async {
-            waiting(4).await?;
+            waiting(3).await?;
             // The mailbox holds 3: one more is refused at once.
             let refused = send(json!({ "n": 5 }), "LOW").await?;
             gate.open()?;

@@ -52,14 +52,6 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
     )?;
     let task = alpha.submit_to(&theirs, json!(1)).await?;
     alpha.wait_task_state(&task, "SUCCEEDED").await?;
-    // Messages answered by beta's agent: its history keeps the newest 50.
-    let mut sent = Vec::new();
-    for n in 0..52 {
-        let answer = alpha
-            .gql_ok(super::support::messages::SEND, json!({ "to": theirs, "payload": n }))
-            .await?;
-        sent.push(text(&answer, "/sendMessage/id")?);
-    }
     let swarm = alpha
         .gql_ok(
             "mutation { createSwarm(input: { name: \"held\", node: \"beta\", templates: [] }) { id } }",
@@ -150,24 +142,6 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
         .gql_ok("query($id: ID!) { task(id: $id) { id state } }", json!({ "id": task }))
         .await?;
     ensure!(lookup["task"]["state"] == "SUCCEEDED", "{lookup}");
-    // Its agent's mailbox too (it asked beta's live mailbox).
-    let mailbox = alpha
-        .gql_ok(
-            "query($id: ID!) { agent(id: $id) { messages { id outcome } messagesWaiting } }",
-            json!({ "id": theirs }),
-        )
-        .await?;
-    let history: Vec<&str> = mailbox["agent"]["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["outcome"] == "REPLIED")
-        .filter_map(|m| m["id"].as_str())
-        .collect();
-    ensure!(
-        history == sent[2..].iter().map(String::as_str).collect::<Vec<_>>() && mailbox["agent"]["messagesWaiting"] == 0,
-        "the newest 50 of {sent:?}, oldest first: {mailbox}"
-    );
     let swarms = alpha
         .gql_ok(
             "query($id: ID!) { swarms { id } swarm(id: $id) { node memory { key value } tasks { id } } \

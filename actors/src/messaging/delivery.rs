@@ -96,6 +96,9 @@ impl Mailboxes {
                 // that dies in between neither loses it nor keeps it once answered.
                 done = done.delete(MESSAGE_DEAD_LETTERS, message.id.clone());
             }
+            if let Err(e) = self.store().write(done).await {
+                tracing::warn!(message = %message.id, error = %e, "could not take a delivered message off disk");
+            }
             let sent = Sent {
                 id: message.id.clone(),
                 from: message.from.clone(),
@@ -104,9 +107,8 @@ impl Mailboxes {
                 error: outcome.as_ref().err().cloned(),
                 at: troupe_runtime::clock::now(),
             };
-            let done = self.note(&agent, &sent, done).await;
-            if let Err(e) = self.store().write(done).await {
-                tracing::warn!(message = %message.id, error = %e, "could not take a delivered message off disk");
+            if let Some(m) = self.lock().get_mut(&agent) {
+                m.note(sent);
             }
             let answer_to_sender = match outcome {
                 Ok(payload) => Ok(Reply {

@@ -1,6 +1,4 @@
 //! Mailboxes: each agent's four priority lanes of waiting messages, and its recent history.
-//! Both are in the replicated store (waiting messages in `MAILBOX` until answered, the
-//! history in `MESSAGE_HISTORY`), so any node reads any agent's mailbox from its replica.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -8,12 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use troupe_runtime::store::{Batch, Op, Store, StoreError, View};
+use troupe_runtime::store::Store;
 
 use super::{Message, Reply, Sent};
 use crate::agent::Handles;
 use crate::error::ApiError;
-use crate::tables::{MAILBOX, MESSAGE_HISTORY};
 
 /// Messages of each agent kept in its history.
 const HISTORY: usize = 50;
@@ -37,6 +34,7 @@ pub(super) struct Mailbox {
     pub lanes: [VecDeque<Waiting>; 4],
     /// A delivery loop runs for this mailbox.
     pub busy: bool,
+    history: VecDeque<Sent>,
 }
 
 impl Mailbox {
@@ -47,56 +45,13 @@ impl Mailbox {
     pub fn next(&mut self) -> Option<Waiting> {
         self.lanes.iter_mut().find_map(VecDeque::pop_front)
     }
-}
 
-/// Where a line of `agent`'s history is kept: in the order of its time.
-pub(super) fn history_key(agent: &str, sent: &Sent) -> String {
-    format!("{agent}/{:020}/{}", sent.at.timestamp_micros().max(0), sent.id)
-}
-
-/// The keys of `agent`'s records in `table` (`<agent>/…`), in key order.
-pub(super) fn keys_of(
-    v: &View<'_>,
-    table: troupe_runtime::store::Table,
-    agent: &str,
-) -> Result<Vec<String>, StoreError> {
-    let prefix = format!("{agent}/");
-    let mut keys = Vec::new();
-    v.scan(table, Some(&prefix), |k, _| {
-        if !k.starts_with(&prefix) {
-            return Ok(false);
+    pub fn note(&mut self, sent: Sent) {
+        self.history.push_back(sent);
+        if self.history.len() > HISTORY {
+            self.history.pop_front();
         }
-        keys.push(k.to_owned());
-        Ok(true)
-    })?;
-    Ok(keys)
-}
-
-/// `agent`'s mailbox as the replica holds it: the messages waiting, and its history.
-pub fn mailbox_in(v: &View<'_>, agent: &str) -> Result<MailboxView, StoreError> {
-    let waiting = keys_of(v, MAILBOX, agent)?.len();
-    let prefix = format!("{agent}/");
-    let mut history = Vec::new();
-    v.scan(MESSAGE_HISTORY, Some(&prefix), |k, bytes| {
-        if !k.starts_with(&prefix) {
-            return Ok(false);
-        }
-        history.push(troupe_runtime::codec::decode(bytes)?);
-        Ok(true)
-    })?;
-    Ok(MailboxView { waiting, history })
-}
-
-/// Deletes `agent`'s history into `batch` (the agent is being removed).
-pub async fn delete_history(store: &Store, agent: &str, batch: &mut Batch) -> Result<(), StoreError> {
-    let agent = agent.to_owned();
-    for key in store.view(move |v| keys_of(v, MESSAGE_HISTORY, &agent)).await? {
-        batch.push(Op::Delete {
-            table: MESSAGE_HISTORY,
-            key,
-        });
     }
-    Ok(())
 }
 
 /// This node's agents' mailboxes, and what delivering to them takes: the store that keeps
@@ -192,29 +147,14 @@ impl Mailboxes {
         self.inner.boxes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds the record of `sent` to `agent`'s history into `batch`, with the deletes of the
-    /// records it pushes past [`HISTORY`].
-    pub(super) async fn note(&self, agent: &str, sent: &Sent, batch: Batch) -> Batch {
-        let key = history_key(agent, sent);
-        let bytes = match troupe_runtime::codec::encode(sent) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::warn!(message = %sent.id, error = %e, "a message's history line cannot be encoded");
-                return batch;
-            }
-        };
-        let mut batch = batch.put(MESSAGE_HISTORY, key, bytes);
-        // Read each time: the agent may have moved here, or away and back, since.
-        let who = agent.to_owned();
-        match self.inner.store.view(move |v| keys_of(v, MESSAGE_HISTORY, &who)).await {
-            Ok(kept) => {
-                for old in kept.into_iter().rev().skip(HISTORY - 1) {
-                    batch = batch.delete(MESSAGE_HISTORY, old);
-                }
-            }
-            Err(e) => tracing::warn!(agent, error = %e, "an agent's message history could not be read"),
-        }
-        batch
+    pub fn view(&self, agent: &str) -> MailboxView {
+        self.lock()
+            .get(agent)
+            .map(|m| MailboxView {
+                waiting: m.len(),
+                history: m.history.iter().cloned().collect(),
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -20,6 +20,7 @@ service! {
         within Duration::from_millis(message.timeout_ms) + PEER_TIMEOUT;
     /// Queues a publication for this node's agents it is meant for.
     call FanOut => fan_out(publication: Box<Publication>) -> FanOut;
+    call Mailbox => mailbox(agent: String) -> MailboxView;
     /// Sends a dead message of this node again; it may wait as long as any message.
     call Replay => replay(id: String) -> Reply, within Duration::from_secs(600);
 }
@@ -58,15 +59,9 @@ impl Messages {
         At::holding(self, to).send(Box::new(message)).await
     }
 
-    /// The agent's mailbox: messages waiting, and its recent ones, oldest first; from this
-    /// node's replica.
+    /// The agent's mailbox: messages waiting, and its recent ones, oldest first.
     pub async fn mailbox(&self, id: &str) -> Result<MailboxView, ApiError> {
-        let id = id.to_owned();
-        Ok(self
-            .ctx
-            .store
-            .view(move |v| crate::messaging::mailbox_in(v, &id))
-            .await?)
+        At::holding(self, id).mailbox(id.to_owned()).await
     }
 
     /// Publishes a message on a topic: every agent of the cluster subscribed to a matching
@@ -170,6 +165,10 @@ impl MessagesLocal for Messages {
 
     async fn fan_out(&self, publication: Box<Publication>) -> Result<FanOut, ApiError> {
         self.mailboxes.fan_out(&publication).await
+    }
+
+    async fn mailbox(&self, agent: String) -> Result<MailboxView, ApiError> {
+        Ok(self.mailboxes.view(&agent))
     }
 
     async fn replay(&self, id: String) -> Result<Reply, ApiError> {

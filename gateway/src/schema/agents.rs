@@ -250,15 +250,12 @@ impl Agent {
             })
             .collect()
     }
-    /// Its last messages, answered or dead (the newest 50 are kept, in the replicated store:
-    /// they survive its node's restart and follow it when it moves), oldest first.
+    /// Its last messages (at most 50 are kept), oldest first.
     async fn messages(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::messages::AgentMessage>> {
         let mailbox = ctx.data::<Api>()?.messages().mailbox(&self.view.spec.id).await.gql()?;
         Ok(mailbox.history.into_iter().map(Into::into).collect())
     }
-    /// Messages in its mailbox not yet answered or dead-lettered, the one it is handling
-    /// included (the mailbox's capacity counts those queued behind it); from this node's
-    /// replica.
+    /// Messages waiting in its mailbox.
     async fn messages_waiting(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         Ok(ctx
             .data::<Api>()?
