@@ -13,6 +13,9 @@
 //!   gone, holds nothing any more: it is written ABORTED (at the node's start, or by the
 //!   survivors when the node's MEMBER_DOWN or MEMBER_LEFT is applied), on the condition
 //!   that its record is still the one read.
+//! - A node's writes of its record are conditioned on the record it wrote last: a node
+//!   that was declared lost and comes back finds the survivors' ABORTED in place, and ends
+//!   the experiment too.
 //! - Each node keeps its newest [`super::KEPT`] ended experiments; older ones are deleted
 //!   with the write that ends the next one.
 
@@ -318,7 +321,9 @@ pub(super) async fn abort_the_lost(experiments: &Experiments, store: &Store) -> 
         let restarted = "its node restarted, which cleared every fault it held there";
         try_to_abort(&store, &me, restarted, &experiments).await;
         while let Some(node) = lost.recv().await {
-            if node != me {
+            // A member down long ago, whose change a node catching up applies only now, may
+            // run experiments again: only a member lost now has its experiments aborted.
+            if node != me && still_lost(&store, &node).await {
                 let why = format!(
                     "its node {node} was lost; the faults it held there went with it, and those it armed on peers expire on their own"
                 );
@@ -327,6 +332,20 @@ pub(super) async fn abort_the_lost(experiments: &Experiments, store: &Store) -> 
         }
     });
     Ok(())
+}
+
+/// Whether `node` is DOWN or gone as the cluster committed it (caught up first; a node that
+/// cannot catch up reads what it has).
+async fn still_lost(store: &Store, node: &str) -> bool {
+    if let Err(e) = store.linearize().await {
+        tracing::debug!(node, error = %e, "reading a member's state without catching up");
+    }
+    let node = node.to_owned();
+    let record = store.view(move |v| crate::cluster::lease::member_in(v, &node)).await;
+    matches!(
+        record,
+        Ok(Some(r)) if matches!(r.state, crate::cluster::lease::MemberState::Down | crate::cluster::lease::MemberState::Left)
+    )
 }
 
 /// [`abort_open`] but for the experiments running in this node's memory, tried again while
@@ -385,6 +404,7 @@ mod tests {
     use troupe_runtime::store::Store;
 
     use super::*;
+    use crate::cluster::lease::MemberState;
 
     fn experiment(id: &str, state: ExperimentState) -> Experiment {
         Experiment::bare(id, state)
@@ -476,7 +496,7 @@ mod tests {
         let mut live = store.live();
         experiments.follow(&store).await.unwrap();
         let down = NewEvent::new("MEMBER_DOWN", Some("b".into()), json!({ "node": "b" }));
-        store.write(Batch::new().event(down)).await.unwrap();
+        store.write(member(MemberState::Down).event(down)).await.unwrap();
         let finished = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 let e = live.recv().await.unwrap();
@@ -489,6 +509,33 @@ mod tests {
         .expect("the experiment of the lost node was ended");
         assert_eq!(finished.subject.as_deref(), Some("1@b"));
         assert_eq!(read(&store, "1@b").unwrap().state, ExperimentState::Aborted);
+    }
+
+    fn member(state: MemberState) -> Batch {
+        let record = crate::cluster::lease::MemberRecord {
+            state,
+            since: Utc::now(),
+        };
+        let key = crate::cluster::lease::member_key("b");
+        Batch::new().put(
+            troupe_runtime::store::META,
+            key,
+            troupe_runtime::codec::encode(&record).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn only_a_member_lost_now_has_its_experiments_aborted() {
+        let (_d, store) = store();
+        // Never decided (UP), or UP again since: its old MEMBER_DOWN, applied late by a node
+        // catching up, aborts nothing.
+        assert!(!still_lost(&store, "b").await);
+        store.write(member(MemberState::Up)).await.unwrap();
+        assert!(!still_lost(&store, "b").await);
+        store.write(member(MemberState::Down)).await.unwrap();
+        assert!(still_lost(&store, "b").await);
+        store.write(member(MemberState::Left)).await.unwrap();
+        assert!(still_lost(&store, "b").await);
     }
 
     #[tokio::test]
