@@ -256,22 +256,6 @@ impl Experiments {
         true
     }
 
-    /// Ends it here, as the cluster's record (ABORTED meanwhile) says; reads show that record.
-    fn overtaken(&self, id: &str, end: End) {
-        if let Some(r) = lock(&self.records).get_mut(id) {
-            r.overtaken = true;
-        }
-        self.end_now(id, end);
-    }
-
-    /// It as reads show it when it runs here: its view, unless the cluster's record stands.
-    fn shown(&self, id: &str) -> Option<Experiment> {
-        lock(&self.records)
-            .get(id)
-            .filter(|r| !r.overtaken)
-            .map(|r| r.view.borrow().clone())
-    }
-
     fn current(&self, id: &str) -> Option<Experiment> {
         lock(&self.records).get(id).map(|r| r.view.borrow().clone())
     }

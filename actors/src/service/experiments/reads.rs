@@ -6,7 +6,7 @@ use troupe_runtime::store::{Store, StoreError, View};
 
 use super::kept::{Kept, EXPERIMENTS};
 use super::spread::{merged, Spread};
-use super::{lock, Experiment, Experiments};
+use super::{lock, End, Experiment, Experiments};
 use crate::error::ApiError;
 use crate::service::Api;
 
@@ -68,6 +68,22 @@ impl Experiments {
     /// This node's experiments, as its memory holds them.
     pub(super) fn local(&self) -> Vec<Experiment> {
         lock(&self.records).values().map(|r| r.view.borrow().clone()).collect()
+    }
+
+    /// Ends it here, as the cluster's record (ABORTED meanwhile) says; reads show that record.
+    pub(super) fn overtaken(&self, id: &str, end: End) {
+        if let Some(r) = lock(&self.records).get_mut(id) {
+            r.overtaken = true;
+        }
+        self.end_now(id, end);
+    }
+
+    /// It as reads show it when it runs here: its view, unless the cluster's record stands.
+    pub(super) fn shown(&self, id: &str) -> Option<Experiment> {
+        lock(&self.records)
+            .get(id)
+            .filter(|r| !r.overtaken)
+            .map(|r| r.view.borrow().clone())
     }
 
     /// This node's experiments as reads show them (see [`Self::shown`]).
