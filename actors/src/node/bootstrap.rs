@@ -237,20 +237,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         .follow_keys(&store, &[crate::tables::AGENT_LOGS])
         .await
         .map_err(|e| StartNodeError::Tree(format!("agent log watch: {e}")))?;
-    observed.sample_with({
-        let (agents, root) = (agents.clone(), slots.root.clone());
-        Arc::new(move || {
-            let (agents, root) = (agents.clone(), root.clone());
-            Box::pin(async move {
-                let tree = async {
-                    let root = root.running("the node's supervision tree")?;
-                    crate::call::ask(&root, SupervisorMsg::Describe, "the root supervisor").await
-                };
-                let (sampled, tree) = futures::join!(agents.sample_local(), tree);
-                (sampled, tree.ok())
-            })
-        })
-    });
+    observed.sample_with(agents.sampler());
     let tasks = Tasks {
         ctx: ctx.clone(),
         queue: TaskQueue {

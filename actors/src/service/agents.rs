@@ -101,6 +101,24 @@ impl Agents {
         all
     }
 
+    /// How this node samples itself for its heartbeat answers: its agents as each shows
+    /// itself now, and its supervision tree.
+    pub(crate) fn sampler(&self) -> crate::agent::Sampler {
+        let agents = self.clone();
+        Arc::new(move || {
+            let agents = agents.clone();
+            Box::pin(async move {
+                let tree = async {
+                    let root = agents.slots.root.running("the node's supervision tree")?;
+                    let describe = troupe_runtime::supervision::SupervisorMsg::Describe;
+                    crate::call::ask(&root, describe, "the root supervisor").await
+                };
+                let (sampled, tree) = futures::join!(agents.sample_local(), tree);
+                (sampled, tree.ok())
+            })
+        })
+    }
+
     /// Every agent this node runs, as each shows itself now (for the heartbeats).
     pub(crate) async fn sample_local(&self) -> Vec<(String, AgentLive)> {
         let running = self.slots.handles.running();
