@@ -21,10 +21,15 @@ impl Experiments {
     /// An experiment now: one of this node's from memory, any other from `v` (one in parts
     /// with each part as its own record says).
     pub(super) fn now_in(&self, v: &View<'_>, id: &str) -> Result<Option<Experiment>, StoreError> {
+        self.now_of(v, id, Kept::read(v, id)?)
+    }
+
+    /// What [`Self::now_in`] answers for `id` whose record in `v` is `kept` (already read).
+    fn now_of(&self, v: &View<'_>, id: &str, kept: Option<Kept>) -> Result<Option<Experiment>, StoreError> {
         if let Some(e) = self.shown(id) {
             return Ok(Some(e));
         }
-        Ok(match Kept::read(v, id)? {
+        Ok(match kept {
             None => None,
             Some(Kept::One(e)) => Some(e),
             Some(Kept::Parts(mut s)) => {
@@ -142,14 +147,14 @@ impl Api {
             .ctx
             .store
             .view(move |v| {
-                let mut ids = Vec::new();
-                v.scan(EXPERIMENTS, None, |id, _| {
-                    ids.push(id.to_owned());
+                let mut kept = Vec::new();
+                v.scan(EXPERIMENTS, None, |id, bytes| {
+                    kept.push((id.to_owned(), troupe_runtime::codec::decode::<Kept>(bytes)?));
                     Ok(true)
                 })?;
                 let mut all = Vec::new();
-                for id in ids {
-                    all.extend(experiments.now_in(v, &id)?);
+                for (id, kept) in kept {
+                    all.extend(experiments.now_of(v, &id, Some(kept))?);
                 }
                 Ok(all)
             })
