@@ -10,6 +10,7 @@
 //! ```
 
 mod cancel;
+mod elsewhere;
 mod read;
 mod requeue;
 mod submit;
@@ -188,7 +189,8 @@ impl TaskQueue {
     }
 
     /// The tasks with why each queued one waits, as the scheduler sees it now (asked once
-    /// for them all). Without an answer (the scheduler restarting) they say nothing.
+    /// for them all), told of the other nodes' agents (see `elsewhere`). Without an answer
+    /// (the scheduler restarting) they say nothing.
     pub(super) async fn explain(&self, mut tasks: Vec<TaskRecord>) -> Vec<TaskRecord> {
         let queued: Vec<String> = tasks
             .iter()
@@ -207,6 +209,6 @@ impl TaskQueue {
         for task in &mut tasks {
             task.waiting_for = why.remove(&task.spec.id);
         }
-        tasks
+        self.told_of_the_cluster(tasks).await
     }
 }
