@@ -53,8 +53,11 @@ pub struct SpawnArgs {
     /// command.
     #[arg(long, conflicts_with = "command")]
     builtin: Option<String>,
+    /// The member that runs it (`cluster status` lists them) [default: the answering node]
+    #[arg(long)]
+    node: Option<String>,
     /// A SpawnAgentInput in JSON (docs/agents.md), the whole spec: a file, or - for stdin.
-    #[arg(long, conflicts_with_all = ["name", "capabilities", "builtin", "command"])]
+    #[arg(long, conflicts_with_all = ["name", "capabilities", "builtin", "command", "node"])]
     file: Option<std::path::PathBuf>,
     /// The command the agent runs for each task, after `--`: its argv, split by no shell.
     #[arg(last = true)]
@@ -82,7 +85,11 @@ impl SpawnArgs {
                 ))
             }
         };
-        Ok(json!({ "name": self.name, "capabilities": self.capabilities, "backend": backend }))
+        let mut input = json!({ "name": self.name, "capabilities": self.capabilities, "backend": backend });
+        if let Some(node) = self.node {
+            input["node"] = json!(node);
+        }
+        Ok(input)
     }
 }
 

@@ -312,6 +312,19 @@ async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_t
     ensure!(code == 0 && out.trim().ends_with("@solo"), "{code} {out} {err}");
     let (code, _, err) = cli(&node, &["agents", "spawn", "idle"]).await?;
     ensure!(code == 2 && err.contains("say what the agent runs"), "{code} {err}");
+    // On a member named with --node: one that is not is refused by the node.
+    let (code, out, err) = cli(
+        &node,
+        &["agents", "spawn", "far", "--node", "solo", "--builtin", "echo"],
+    )
+    .await?;
+    ensure!(code == 0 && out.contains("solo"), "{code} {out} {err}");
+    let (code, _, err) = cli(
+        &node,
+        &["agents", "spawn", "far", "--node", "nowhere", "--builtin", "echo"],
+    )
+    .await?;
+    ensure!(code != 0 && err.contains("nowhere"), "{code} {err}");
     // An exec agent's lines, by its name.
     let input = json!({ "name": "talker", "backend": { "exec": { "command": ["/bin/sh", "-c", "echo hello from talker >&2; echo {}"] } } });
     let talker = text(&node.spawn_agent(input).await?, "/id")?;
