@@ -21,6 +21,7 @@ mod dead_letters;
 mod delivery;
 mod fan_out;
 pub mod faults;
+mod history;
 mod mailbox;
 pub mod topics;
 
@@ -33,6 +34,7 @@ use serde_json::Value;
 use crate::task::Priority;
 pub use audience::Audience;
 pub use fan_out::FanOut;
+pub use history::{delete_history, mailbox_in, merged as merged_history, WRITE_EVERY as HISTORY_WRITE_EVERY};
 pub use mailbox::{MailboxView, Mailboxes};
 pub use topics::{check_topic, topic_matches};
 

@@ -152,6 +152,15 @@ impl Node {
         }
         // The chores (started last) stop first, before the work they look after.
         self.stop_all_but_the_link().await;
+        // The agents' message history noted since its last background write.
+        let history = self.api.messages().mailboxes.write_noted();
+        match tokio::time::timeout(FINAL_FLUSH_WITHIN, history).await {
+            Ok(Ok(())) | Ok(Err(StoreError::Left)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the agents' last message history lines were not written"),
+            Err(_) => {
+                tracing::warn!(within = ?FINAL_FLUSH_WITHIN, "the agents' last message history lines were not written in time")
+            }
+        }
         let store = self.api.store().clone();
         match tokio::time::timeout(FINAL_FLUSH_WITHIN, store.flush()).await {
             Ok(Ok(())) => {}

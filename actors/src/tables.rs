@@ -49,6 +49,10 @@ pub const MESSAGE_DEAD_LETTERS: Table = Table::new("message_dead_letters");
 /// Messages waiting in agents' mailboxes, by `<agent id>/<lane>/<message id>`:
 /// [`crate::service::Message`]; removed once answered or dead-lettered.
 pub const MAILBOX: Table = Table::new("mailbox");
+/// Each agent's last messages, answered or dead, by `<agent id>/<when, µs>/<message id>`:
+/// [`crate::messaging::Sent`]; the newest 50 of each agent are kept, written in the background
+/// by the node that delivers them (`messaging::history`).
+pub const MESSAGE_HISTORY: Table = Table::new("message_history");
 /// Swarm specs by id: [`crate::swarm::SwarmSpec`].
 pub const SWARMS: Table = Table::new("swarms");
 /// Swarm statuses by id: [`crate::swarm::SwarmStatus`]; written by the swarm's coordinator.

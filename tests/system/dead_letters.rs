@@ -103,7 +103,8 @@ async fn a_publish_that_a_full_mailbox_refuses_is_dead_lettered_and_counted_as_r
         },
         async {
             node.wait_gated_received().await?;
-            node.wait_messages_waiting(&agent, 1).await?;
+            // The one in its hands and the one in its mailbox.
+            node.wait_messages_waiting(&agent, 2).await?;
             let published = node
                 .gql_ok(
                     "mutation { publish(topic: \"news\", payload: { n: 3 }) { queued refused missingNodes } }",

@@ -121,16 +121,17 @@ async fn a_critical_message_overtakes_queued_normal_ones_and_a_full_mailbox_refu
     node.wait_gated_received().await?;
     let (n2, n3, n4, full) = tokio::join!(
         send(json!({ "n": 2 }), "NORMAL"),
+        // `messagesWaiting` counts the one in the agent's hands too.
         async {
-            waiting(1).await?;
+            waiting(2).await?;
             send(json!({ "n": 3 }), "NORMAL").await
         },
         async {
-            waiting(2).await?;
+            waiting(3).await?;
             send(json!({ "n": 4 }), "CRITICAL").await
         },
         async {
-            waiting(3).await?;
+            waiting(4).await?;
             // The mailbox holds 3: one more is refused at once.
             let refused = send(json!({ "n": 5 }), "LOW").await?;
             gate.open()?;
@@ -316,7 +317,7 @@ for line in sys.stdin:
 }
 
 #[tokio::test]
-async fn messages_waiting_in_a_mailbox_survive_a_kill_9() -> Result<()> {
+async fn messages_waiting_in_a_mailbox_and_the_history_survive_restarts() -> Result<()> {
     let mut node = Node::start(NodeOpts::named("durable-mail")).await?;
     let (agent, log) = node.start_gated_agent(&["jobs.#"]).await?;
     let gate = node.hold_one_and_queue_another(&agent, "jobs").await?;
@@ -331,6 +332,24 @@ async fn messages_waiting_in_a_mailbox_survive_a_kill_9() -> Result<()> {
         dead["messageDeadLetters"].as_array().is_some_and(Vec::is_empty),
         "{dead}"
     );
+    // Its history survives a restart too (it lived in the node's memory).
+    let history = "query($id: ID!) { agent(id: $id) { messages { id outcome } } }";
+    let replied = |h: &serde_json::Value| {
+        let lines = h["agent"]["messages"].as_array().cloned().unwrap_or_default();
+        lines.iter().filter(|m| m["outcome"] == "REPLIED").count()
+    };
+    let deadline = Deadline::after(WAIT, "both deliveries in the agent's history");
+    let before = loop {
+        let h = node.gql_ok(history, json!({ "id": agent })).await?;
+        if replied(&h) == 2 {
+            break h;
+        }
+        deadline.tick(&h).await?;
+    };
+    node.terminate(WAIT).await?;
+    node.restart().await?;
+    let after = node.gql_ok(history, json!({ "id": agent })).await?;
+    ensure!(after == before, "before the restart {before}, after it {after}");
     Ok(())
 }
 

@@ -52,6 +52,14 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
     )?;
     let task = alpha.submit_to(&theirs, json!(1)).await?;
     alpha.wait_task_state(&task, "SUCCEEDED").await?;
+    // Messages answered by beta's agent: its history keeps the newest 50.
+    let mut sent = Vec::new();
+    for n in 0..52 {
+        let answer = alpha
+            .gql_ok(super::support::messages::SEND, json!({ "to": theirs, "payload": n }))
+            .await?;
+        sent.push(text(&answer, "/sendMessage/id")?);
+    }
     let swarm = alpha
         .gql_ok(
             "mutation { createSwarm(input: { name: \"held\", node: \"beta\", templates: [] }) { id } }",
@@ -122,6 +130,23 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
         deadline.tick(tree).await?;
     }
 
+    // Beta's agent's history, as beta wrote it in the background: the newest 50.
+    let history_read = "query($id: ID!) { agent(id: $id) { messages { id outcome } messagesWaiting } }";
+    let newest: Vec<&str> = sent[2..].iter().map(String::as_str).collect();
+    let replied = |mailbox: &Value| -> Vec<String> {
+        let lines = mailbox["agent"]["messages"].as_array().into_iter().flatten();
+        let replied = lines.filter(|m| m["outcome"] == "REPLIED");
+        replied.filter_map(|m| m["id"].as_str().map(str::to_owned)).collect()
+    };
+    let deadline = Deadline::after(WAIT, "beta's agent's history to be written");
+    loop {
+        let mailbox = alpha.gql_ok(history_read, json!({ "id": theirs })).await?;
+        if replied(&mailbox) == newest {
+            break;
+        }
+        deadline.tick(mailbox).await?;
+    }
+
     beta.freeze()?;
     // Its tree is read here (it asked beta's supervisors, and waited for them).
     let tree = alpha.gql_ok(tree_read, json!({})).await?;
@@ -142,6 +167,12 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
         .gql_ok("query($id: ID!) { task(id: $id) { id state } }", json!({ "id": task }))
         .await?;
     ensure!(lookup["task"]["state"] == "SUCCEEDED", "{lookup}");
+    // Its agent's mailbox too (it asked beta's live mailbox).
+    let mailbox = alpha.gql_ok(history_read, json!({ "id": theirs })).await?;
+    ensure!(
+        replied(&mailbox) == newest && mailbox["agent"]["messagesWaiting"] == 0,
+        "the newest 50 of {sent:?}, oldest first: {mailbox}"
+    );
     let swarms = alpha
         .gql_ok(
             "query($id: ID!) { swarms { id } swarm(id: $id) { node memory { key value } tasks { id } } \

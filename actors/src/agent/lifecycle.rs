@@ -274,6 +274,7 @@ impl Registry<'_> {
         batch = super::owners::unfile(batch, &view.spec.owner, &id);
         checkpoints::delete_all(self.store, &id, &mut batch).await?;
         super::logs::delete_all(self.store, &id, &mut batch).await?;
+        crate::messaging::delete_history(self.store, &id, &mut batch).await?;
         self.store.write(batch).await?;
         self.slots.handles.remove(&id);
         if let Ok(scheduler) = self.scheduler() {

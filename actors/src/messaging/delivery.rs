@@ -107,9 +107,7 @@ impl Mailboxes {
                 error: outcome.as_ref().err().cloned(),
                 at: troupe_runtime::clock::now(),
             };
-            if let Some(m) = self.lock().get_mut(&agent) {
-                m.note(sent);
-            }
+            self.note(&agent, sent);
             let answer_to_sender = match outcome {
                 Ok(payload) => Ok(Reply {
                     id: message.id.clone(),

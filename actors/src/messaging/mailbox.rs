@@ -1,4 +1,5 @@
-//! Mailboxes: each agent's four priority lanes of waiting messages, and its recent history.
+//! Mailboxes: each agent's four priority lanes of waiting messages, and its recent history
+//! (see [`super::history`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,9 +12,6 @@ use troupe_runtime::store::Store;
 use super::{Message, Reply, Sent};
 use crate::agent::Handles;
 use crate::error::ApiError;
-
-/// Messages of each agent kept in its history.
-const HISTORY: usize = 50;
 
 pub(super) struct Waiting {
     pub message: Message,
@@ -34,7 +32,7 @@ pub(super) struct Mailbox {
     pub lanes: [VecDeque<Waiting>; 4],
     /// A delivery loop runs for this mailbox.
     pub busy: bool,
-    history: VecDeque<Sent>,
+    pub history: super::history::Recent,
 }
 
 impl Mailbox {
@@ -44,13 +42,6 @@ impl Mailbox {
 
     pub fn next(&mut self) -> Option<Waiting> {
         self.lanes.iter_mut().find_map(VecDeque::pop_front)
-    }
-
-    pub fn note(&mut self, sent: Sent) {
-        self.history.push_back(sent);
-        if self.history.len() > HISTORY {
-            self.history.pop_front();
-        }
     }
 }
 
@@ -76,12 +67,14 @@ struct Inner {
     links: super::faults::LinkFaults,
     /// Who each publication is for.
     audience: super::Audience,
+    /// Wakes the writer of the history lines (see [`super::history`]).
+    noted: tokio::sync::Notify,
 }
 
 /// An agent's mailbox as the API shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MailboxView {
-    /// Messages waiting to be delivered.
+    /// Messages not answered or dead-lettered yet: those queued and the one being handled.
     pub waiting: usize,
     pub history: Vec<Sent>,
 }
@@ -106,6 +99,7 @@ impl Mailboxes {
                 directory,
                 links: Default::default(),
                 audience,
+                noted: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -147,14 +141,9 @@ impl Mailboxes {
         self.inner.boxes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn view(&self, agent: &str) -> MailboxView {
-        self.lock()
-            .get(agent)
-            .map(|m| MailboxView {
-                waiting: m.len(),
-                history: m.history.iter().cloned().collect(),
-            })
-            .unwrap_or_default()
+    /// Rung when a history line is noted (see [`super::history`]).
+    pub(super) fn history_due(&self) -> &tokio::sync::Notify {
+        &self.inner.noted
     }
 }
 

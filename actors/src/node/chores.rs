@@ -42,8 +42,9 @@ pub(super) struct Chores {
 }
 
 /// The `chores` supervisor: the lease keeper, the members' judge, the moves follower, the
-/// purge of expired keys, the memory trim, the leadership announcer, the alert notifier, the
-/// pruner of LLM records and the agents' watchdog.
+/// purge of expired keys, the memory trim, the writer of the agents' message history, the
+/// leadership announcer, the alert notifier, the pruner of LLM records and the agents'
+/// watchdog.
 pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
     let lease = {
         let (store, cluster, work) = (c.store.clone(), c.cluster.clone(), c.work);
@@ -87,6 +88,10 @@ pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
         })
     });
     let trim = Chore::new("trim", || Box::pin(trim_memory()));
+    let history = {
+        let mailboxes = c.rehome.mailboxes.clone();
+        Chore::new("message-history", move || Box::pin(mailboxes.clone().write_history()))
+    };
     let leadership = {
         let (store, node) = (c.store.clone(), c.node);
         Chore::new("leadership", move || {
@@ -120,6 +125,7 @@ pub(super) fn child(c: Chores) -> Arc<dyn ChildSpec> {
                 moves.clone(),
                 purge.clone(),
                 trim.clone(),
+                history.clone(),
                 leadership.clone(),
                 alerts.clone(),
                 llm.clone(),

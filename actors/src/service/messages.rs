@@ -20,7 +20,6 @@ service! {
         within Duration::from_millis(message.timeout_ms) + PEER_TIMEOUT;
     /// Queues a publication for this node's agents it is meant for.
     call FanOut => fan_out(publication: Box<Publication>) -> FanOut;
-    call Mailbox => mailbox(agent: String) -> MailboxView;
     /// Sends a dead message of this node again; it may wait as long as any message.
     call Replay => replay(id: String) -> Reply, within Duration::from_secs(600);
 }
@@ -59,9 +58,18 @@ impl Messages {
         At::holding(self, to).send(Box::new(message)).await
     }
 
-    /// The agent's mailbox: messages waiting, and its recent ones, oldest first.
+    /// The agent's mailbox: the messages not answered yet, and its recent ones, oldest
+    /// first; from this node's replica, with the lines this node noted and has not written
+    /// yet when it delivers the agent's messages (see `messaging::history`).
     pub async fn mailbox(&self, id: &str) -> Result<MailboxView, ApiError> {
-        At::holding(self, id).mailbox(id.to_owned()).await
+        let agent = id.to_owned();
+        let mut view = self
+            .ctx
+            .store
+            .view(move |v| crate::messaging::mailbox_in(v, &agent))
+            .await?;
+        view.history = crate::messaging::merged_history(view.history, self.mailboxes.noted(id));
+        Ok(view)
     }
 
     /// Publishes a message on a topic: every agent of the cluster subscribed to a matching
@@ -165,10 +173,6 @@ impl MessagesLocal for Messages {
 
     async fn fan_out(&self, publication: Box<Publication>) -> Result<FanOut, ApiError> {
         self.mailboxes.fan_out(&publication).await
-    }
-
-    async fn mailbox(&self, agent: String) -> Result<MailboxView, ApiError> {
-        Ok(self.mailboxes.view(&agent))
     }
 
     async fn replay(&self, id: String) -> Result<Reply, ApiError> {

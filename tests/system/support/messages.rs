@@ -96,7 +96,8 @@ impl Node {
         self.wait_gated_received().await?;
         self.gql_ok(publish, json!({ "t": format!("{topic}.b"), "p": { "n": 2 } }))
             .await?;
-        self.wait_messages_waiting(agent, 1).await?;
+        // Unanswered: the one in its hands and the one in its mailbox.
+        self.wait_messages_waiting(agent, 2).await?;
         Ok(gate)
     }
 }
