@@ -247,7 +247,7 @@ export function AgentView({ params }: { params: Record<string, string> }) {
               ["Failed", String(a.tasksFailed)],
               ["Restarts", String(a.restarts)],
               ["Breaker", <Status state={a.breaker.state} label={`${a.breaker.state} (${a.breaker.consecutiveFailures} consecutive failures)`} />],
-              ["Messages waiting", String(a.messagesWaiting)],
+              ["Messages unanswered", String(a.messagesWaiting)],
               ["Topics", a.topics.join(", ") || "none"],
               ["Tokens used", String(a.tokenUsage.totalTokens)],
               ["Memory (RSS)", a.usage ? bytes(a.usage.rssBytes) : "no process"],
