@@ -88,8 +88,8 @@ async fn main() {
         async move {
             let mut n = 0;
             for id in &ids {
-                let mailbox = api.messages().mailbox(id).await.expect("mailbox");
-                n += usize::from(mailbox.history.last().is_some_and(|s| s.at >= since));
+                let history = api.messages().history(id).await.expect("history");
+                n += usize::from(history.last().is_some_and(|s| s.at >= since));
             }
             n
         }

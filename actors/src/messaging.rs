@@ -34,8 +34,8 @@ use serde_json::Value;
 use crate::task::Priority;
 pub use audience::Audience;
 pub use fan_out::FanOut;
-pub use history::{delete_history, mailbox_in, merged as merged_history, WRITE_EVERY as HISTORY_WRITE_EVERY};
-pub use mailbox::{MailboxView, Mailboxes};
+pub use history::{delete_history, history_in, merged as merged_history, waiting_in};
+pub use mailbox::Mailboxes;
 pub use topics::{check_topic, topic_matches};
 
 /// How long a message may wait and be answered when the sender does not say.

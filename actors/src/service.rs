@@ -32,7 +32,7 @@ use troupe_runtime::store::{Store, StoreError, Window};
 use troupe_runtime::supervision::SupervisorInfo;
 
 pub use crate::messaging::{
-    check_topic, topic_matches, DeadMessage, FanOut, MailboxView, Mailboxes, Message, Reply, Sent,
+    check_topic, topic_matches, DeadMessage, FanOut, Mailboxes, Message, Reply, Sent,
     DEFAULT_TIMEOUT as MESSAGE_TIMEOUT,
 };
 pub use agents::{AgentAction, AgentLive, Agents, AgentsRequest, AgentsResponse};

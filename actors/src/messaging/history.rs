@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use troupe_runtime::store::{Batch, Op, Store, StoreError, View};
 
-use super::{MailboxView, Mailboxes, Sent};
+use super::{Mailboxes, Sent};
 use crate::tables::{AGENTS, MAILBOX, MESSAGE_HISTORY};
 
 /// Messages of each agent kept in its history.
@@ -79,10 +79,14 @@ fn keys_of(v: &View<'_>, table: troupe_runtime::store::Table, agent: &str) -> Re
     Ok(keys)
 }
 
-/// `agent`'s mailbox as the replica holds it: how many messages are not answered yet (those
-/// queued and the one it is handling), and its history as written.
-pub fn mailbox_in(v: &View<'_>, agent: &str) -> Result<MailboxView, StoreError> {
-    let waiting = keys_of(v, MAILBOX, agent)?.len();
+/// How many of `agent`'s messages the replica holds not answered yet: those queued and the
+/// one it is handling.
+pub fn waiting_in(v: &View<'_>, agent: &str) -> Result<usize, StoreError> {
+    Ok(keys_of(v, MAILBOX, agent)?.len())
+}
+
+/// `agent`'s history as the replica holds it (as written), oldest first.
+pub fn history_in(v: &View<'_>, agent: &str) -> Result<Vec<Sent>, StoreError> {
     let prefix = format!("{agent}/");
     let mut history = Vec::new();
     v.scan(MESSAGE_HISTORY, Some(&prefix), |k, bytes| {
@@ -92,7 +96,7 @@ pub fn mailbox_in(v: &View<'_>, agent: &str) -> Result<MailboxView, StoreError> 
         history.push(troupe_runtime::codec::decode(bytes)?);
         Ok(true)
     })?;
-    Ok(MailboxView { waiting, history })
+    Ok(history)
 }
 
 /// The newest [`HISTORY`] of `written` and `noted` (a line in both counted once), oldest
@@ -271,8 +275,8 @@ mod tests {
 
     async fn history(store: &Store, agent: &str) -> Vec<String> {
         let agent = agent.to_owned();
-        let view = store.view(move |v| mailbox_in(v, &agent)).await.unwrap();
-        view.history.into_iter().map(|s| s.id).collect()
+        let history = store.view(move |v| history_in(v, &agent)).await.unwrap();
+        history.into_iter().map(|s| s.id).collect()
     }
 
     fn ids(range: std::ops::Range<i64>) -> Vec<String> {

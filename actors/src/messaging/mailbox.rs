@@ -4,12 +4,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use troupe_runtime::store::Store;
 
-use super::{Message, Reply, Sent};
+use super::{Message, Reply};
 use crate::agent::Handles;
 use crate::error::ApiError;
 
@@ -69,14 +68,6 @@ struct Inner {
     audience: super::Audience,
     /// Wakes the writer of the history lines (see [`super::history`]).
     noted: tokio::sync::Notify,
-}
-
-/// An agent's mailbox as the API shows it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct MailboxView {
-    /// Messages not answered or dead-lettered yet: those queued and the one being handled.
-    pub waiting: usize,
-    pub history: Vec<Sent>,
 }
 
 impl Mailboxes {

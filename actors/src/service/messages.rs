@@ -9,7 +9,7 @@ use super::context::Context;
 use crate::cluster::remote::{service, At, Everywhere, Located, PEER_TIMEOUT};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
-use crate::messaging::{check_topic, DeadMessage, FanOut, MailboxView, Mailboxes, Message, Publication, Reply};
+use crate::messaging::{check_topic, DeadMessage, FanOut, Mailboxes, Message, Publication, Reply, Sent};
 use crate::task::Priority;
 
 service! {
@@ -58,18 +58,28 @@ impl Messages {
         At::holding(self, to).send(Box::new(message)).await
     }
 
-    /// The agent's mailbox: the messages not answered yet, and its recent ones, oldest
-    /// first; from this node's replica, with the lines this node noted and has not written
-    /// yet when it delivers the agent's messages (see `messaging::history`).
-    pub async fn mailbox(&self, id: &str) -> Result<MailboxView, ApiError> {
+    /// The agent's recent messages, oldest first: from this node's replica, with the lines
+    /// this node noted and has not written yet when it delivers the agent's messages (see
+    /// `messaging::history`).
+    pub async fn history(&self, id: &str) -> Result<Vec<Sent>, ApiError> {
         let agent = id.to_owned();
-        let mut view = self
+        let written = self
             .ctx
             .store
-            .view(move |v| crate::messaging::mailbox_in(v, &agent))
+            .view(move |v| crate::messaging::history_in(v, &agent))
             .await?;
-        view.history = crate::messaging::merged_history(view.history, self.mailboxes.noted(id));
-        Ok(view)
+        Ok(crate::messaging::merged_history(written, self.mailboxes.noted(id)))
+    }
+
+    /// How many of the agent's messages are not answered yet (those queued and the one it
+    /// is handling), from this node's replica.
+    pub async fn waiting(&self, id: &str) -> Result<usize, ApiError> {
+        let agent = id.to_owned();
+        Ok(self
+            .ctx
+            .store
+            .view(move |v| crate::messaging::waiting_in(v, &agent))
+            .await?)
     }
 
     /// Publishes a message on a topic: every agent of the cluster subscribed to a matching

@@ -254,20 +254,14 @@ impl Agent {
     /// replica (the node delivering them writes them in the background, at most every
     /// 250 ms: they survive restarts and follow the agent when it moves).
     async fn messages(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::messages::AgentMessage>> {
-        let mailbox = ctx.data::<Api>()?.messages().mailbox(&self.view.spec.id).await.gql()?;
-        Ok(mailbox.history.into_iter().map(Into::into).collect())
+        let history = ctx.data::<Api>()?.messages().history(&self.view.spec.id).await.gql()?;
+        Ok(history.into_iter().map(Into::into).collect())
     }
     /// Messages in its mailbox not yet answered or dead-lettered, the one it is handling
     /// included (the mailbox's capacity counts those queued behind it); from this node's
     /// replica.
     async fn messages_waiting(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
-        Ok(ctx
-            .data::<Api>()?
-            .messages()
-            .mailbox(&self.view.spec.id)
-            .await
-            .gql()?
-            .waiting as i32)
+        Ok(ctx.data::<Api>()?.messages().waiting(&self.view.spec.id).await.gql()? as i32)
     }
     /// The topic patterns it subscribes to.
     async fn topics(&self) -> &[String] {
