@@ -170,13 +170,10 @@ pub(crate) async fn teams(
     Ok(store
         .view(move |v| {
             let mut out = Vec::new();
-            v.scan(SWARM_TEAMS, prefix.as_deref(), |key, leader| {
+            v.scan_prefix(SWARM_TEAMS, prefix.as_deref().unwrap_or_default(), |key, leader| {
                 let Some((parent, team)) = key.split_once('/') else {
                     return Ok(true);
                 };
-                if prefix.as_deref().is_some_and(|p| !key.starts_with(p)) {
-                    return Ok(false);
-                }
                 out.push((
                     parent.to_owned(),
                     team.to_owned(),

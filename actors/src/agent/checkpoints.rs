@@ -37,10 +37,7 @@ fn key(agent: &str, checkpoint: &str) -> String {
 pub fn all_in(v: &View<'_>, agent: &str) -> Result<Vec<Checkpoint>, StoreError> {
     let prefix = format!("{agent}/");
     let mut out = Vec::new();
-    v.scan(CHECKPOINTS, Some(&prefix), |k, bytes| {
-        if !k.starts_with(&prefix) {
-            return Ok(false);
-        }
+    v.scan_prefix(CHECKPOINTS, &prefix, |_, bytes| {
         out.push(troupe_runtime::codec::decode(bytes)?);
         Ok(true)
     })?;

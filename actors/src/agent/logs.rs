@@ -227,12 +227,11 @@ async fn oldest(store: &Store, agent: &str, limit: usize) -> Result<Vec<String>,
     store
         .view(move |v| {
             let mut out = Vec::new();
-            v.scan(AGENT_LOGS, Some(&prefix), |k, _| {
-                if !k.starts_with(&prefix) || out.len() >= limit {
-                    return Ok(false);
+            v.scan_prefix(AGENT_LOGS, &prefix, |k, _| {
+                if out.len() < limit {
+                    out.push(k.to_owned());
                 }
-                out.push(k.to_owned());
-                Ok(true)
+                Ok(out.len() < limit)
             })?;
             Ok(out)
         })

@@ -33,14 +33,9 @@ pub(crate) fn unfile(batch: Batch, owner: &Owner, id: &str) -> Batch {
 pub(crate) fn owned_in(v: &View<'_>, owner: &Owner) -> Result<Vec<Found>, StoreError> {
     let prefix = prefix(owner);
     let mut ids = Vec::new();
-    v.scan(AGENTS_BY_OWNER, Some(&prefix), |key, _| {
-        match key.strip_prefix(&prefix) {
-            Some(id) => {
-                ids.push(id.to_owned());
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+    v.scan_prefix(AGENTS_BY_OWNER, &prefix, |key, _| {
+        ids.push(key[prefix.len()..].to_owned());
+        Ok(true)
     })?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {

@@ -214,11 +214,7 @@ impl Mailboxes {
             .view(move |v| {
                 let mut out = Vec::new();
                 // Keys are `<agent>/<rank>/<id>`: one agent's come together.
-                let from = prefix.as_deref().map(|p| p.trim_end_matches('/'));
-                v.scan(MAILBOX, from, |key, bytes| {
-                    if prefix.as_deref().is_some_and(|p| !key.starts_with(p)) {
-                        return Ok(key < prefix.as_deref().unwrap_or_default());
-                    }
+                v.scan_prefix(MAILBOX, prefix.as_deref().unwrap_or_default(), |_, bytes| {
                     out.push(troupe_runtime::codec::decode(bytes)?);
                     Ok(true)
                 })?;

@@ -27,6 +27,46 @@ pub const WRITE_EVERY: Duration = Duration::from_millis(250);
 const AGENTS_AT_ONCE: usize = 32;
 /// The most bytes of lines in one write (a log entry may take 8 MiB).
 const WRITE_BYTES: usize = 1 << 20;
+/// The longest wait between two tries while writes fail (no quorum, a store refusing
+/// writes): from [`WRITE_EVERY`], doubled after each failure.
+const RETRY_AT_MOST: Duration = Duration::from_secs(8);
+
+/// How the writer goes on after failed writes: each try waits twice as long as the one
+/// before, up to [`RETRY_AT_MOST`], and the log says the first failure, each new error and
+/// the recovery, not every try (while a cluster has no quorum, a line every 250 ms said
+/// nothing new).
+#[derive(Debug, Default)]
+struct Tries {
+    failed: u32,
+    last_error: Option<String>,
+}
+
+/// What to do after a try.
+#[derive(Debug, PartialEq)]
+struct Next {
+    /// Wait this long after the try began.
+    after: Duration,
+    /// Say this failure (the first, or an error other than the last one's).
+    warn: bool,
+}
+
+impl Tries {
+    fn failed(&mut self, error: String) -> Next {
+        self.failed += 1;
+        let warn = self.last_error.as_deref() != Some(error.as_str());
+        self.last_error = Some(error);
+        let after = WRITE_EVERY
+            .saturating_mul(1 << (self.failed - 1).min(8))
+            .min(RETRY_AT_MOST);
+        Next { after, warn }
+    }
+
+    /// How many tries had failed before this one succeeded.
+    fn succeeded(&mut self) -> u32 {
+        self.last_error = None;
+        std::mem::take(&mut self.failed)
+    }
+}
 
 /// An agent's last lines as its node noted them, and how many of the newest are not written.
 #[derive(Default)]
@@ -69,10 +109,7 @@ fn history_key(agent: &str, sent: &Sent) -> String {
 fn keys_of(v: &View<'_>, table: troupe_runtime::store::Table, agent: &str) -> Result<Vec<String>, StoreError> {
     let prefix = format!("{agent}/");
     let mut keys = Vec::new();
-    v.scan(table, Some(&prefix), |k, _| {
-        if !k.starts_with(&prefix) {
-            return Ok(false);
-        }
+    v.scan_prefix(table, &prefix, |k, _| {
         keys.push(k.to_owned());
         Ok(true)
     })?;
@@ -89,10 +126,7 @@ pub fn waiting_in(v: &View<'_>, agent: &str) -> Result<usize, StoreError> {
 pub fn history_in(v: &View<'_>, agent: &str) -> Result<Vec<Sent>, StoreError> {
     let prefix = format!("{agent}/");
     let mut history = Vec::new();
-    v.scan(MESSAGE_HISTORY, Some(&prefix), |k, bytes| {
-        if !k.starts_with(&prefix) {
-            return Ok(false);
-        }
+    v.scan_prefix(MESSAGE_HISTORY, &prefix, |_, bytes| {
         history.push(troupe_runtime::codec::decode(bytes)?);
         Ok(true)
     })?;
@@ -167,13 +201,31 @@ impl Mailboxes {
     /// Writes the history lines this node's deliveries note, at most every [`WRITE_EVERY`],
     /// for the node's life (a chore of the node).
     pub async fn write_history(self) {
+        let mut tries = Tries::default();
         loop {
             self.history_due().notified().await;
             let began = tokio::time::Instant::now();
-            if let Err(e) = self.write_noted().await {
-                tracing::warn!(error = %e, "could not write the agents' message history; trying again");
-            }
-            tokio::time::sleep_until(began + WRITE_EVERY).await;
+            let after = match self.write_noted().await {
+                Ok(()) => {
+                    let failed = tries.succeeded();
+                    if failed > 0 {
+                        tracing::info!(failed_tries = failed, "the agents' message history is written again");
+                    }
+                    WRITE_EVERY
+                }
+                Err(e) => {
+                    let next = tries.failed(e.to_string());
+                    if next.warn {
+                        tracing::warn!(error = %e, retry_in_ms = next.after.as_millis() as u64,
+                            "could not write the agents' message history; trying again, less often while it fails");
+                    } else {
+                        tracing::debug!(error = %e, retry_in_ms = next.after.as_millis() as u64,
+                            "the agents' message history is still not written");
+                    }
+                    next.after
+                }
+            };
+            tokio::time::sleep_until(began + after).await;
         }
     }
 
@@ -326,5 +378,45 @@ mod tests {
         let noted: Vec<Sent> = (40..52).map(sent).collect();
         let all: Vec<String> = merged(written, noted).into_iter().map(|s| s.id).collect();
         assert_eq!(all, ids(2..52));
+    }
+
+    #[test]
+    fn failed_writes_are_tried_less_and_less_often_and_said_once_per_error() {
+        let mut tries = Tries::default();
+        let no_quorum = || "no majority answered within 10s".to_owned();
+        let waits: Vec<(u128, bool)> = (0..8)
+            .map(|_| tries.failed(no_quorum()))
+            .map(|n| (n.after.as_millis(), n.warn))
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                (250, true),
+                (500, false),
+                (1000, false),
+                (2000, false),
+                (4000, false),
+                (8000, false),
+                (8000, false),
+                (8000, false)
+            ]
+        );
+        assert_eq!(
+            tries.failed("the store is read-only".into()),
+            Next {
+                after: RETRY_AT_MOST,
+                warn: true
+            }
+        );
+        assert_eq!(tries.succeeded(), 9);
+        assert_eq!(
+            tries.failed(no_quorum()),
+            Next {
+                after: WRITE_EVERY,
+                warn: true
+            }
+        );
+        assert_eq!(tries.succeeded(), 1);
+        assert_eq!(tries.succeeded(), 0);
     }
 }

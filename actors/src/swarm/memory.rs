@@ -156,13 +156,7 @@ async fn scan(
     Ok(store
         .view(move |v| {
             let mut out = Vec::new();
-            // From just before the first key with the prefix.
-            let mut before = start.clone();
-            before.pop();
-            v.scan(SWARM_MEMORY, Some(&before), |k, bytes| {
-                if !k.starts_with(&start) {
-                    return Ok(k < start.as_str());
-                }
+            v.scan_prefix(SWARM_MEMORY, &start, |_, bytes| {
                 let e: Entry = troupe_runtime::codec::decode(bytes)?;
                 if keep(&e) {
                     out.push(e);

@@ -31,11 +31,8 @@ pub(crate) fn forget(batch: Batch, swarm: &str, task: &str) -> Batch {
 fn open_in(v: &View<'_>, swarm: &str) -> Result<Vec<String>, StoreError> {
     let prefix = format!("{swarm}/");
     let mut out = Vec::new();
-    v.scan(SWARM_OPEN_TASKS, Some(&prefix), |key, _| {
-        let Some(task) = key.strip_prefix(&prefix) else {
-            return Ok(false);
-        };
-        out.push(task.to_owned());
+    v.scan_prefix(SWARM_OPEN_TASKS, &prefix, |key, _| {
+        out.push(key[prefix.len()..].to_owned());
         Ok(true)
     })?;
     Ok(out)

@@ -81,6 +81,46 @@ async fn scan_pages_in_key_order_and_filters() {
 }
 
 #[tokio::test]
+async fn a_prefix_scan_reads_one_owners_keys_from_the_first_and_stops_past_the_last() {
+    let (_d, store) = open();
+    let mut batch = Batch::new();
+    for k in ["ag", "ag/", "ag/1", "ag/2", "ag0", "agent/1", "b/1"] {
+        batch = batch.put(TASKS, k, k.as_bytes().to_vec());
+    }
+    store.write(batch).await.unwrap();
+    let keys = |prefix: &'static str, first: usize| {
+        store.view(move |v| {
+            let mut out = Vec::new();
+            v.scan_prefix(TASKS, prefix, |k, value| {
+                assert_eq!(k.as_bytes(), value);
+                out.push(k.to_owned());
+                Ok(out.len() < first)
+            })?;
+            Ok(out)
+        })
+    };
+    // The key equal to the prefix is one of its keys; "ag0" sorts past "ag/…" and ends it.
+    assert_eq!(keys("ag/", 10).await.unwrap(), ["ag/", "ag/1", "ag/2"]);
+    assert_eq!(keys("ag/", 2).await.unwrap(), ["ag/", "ag/1"]);
+    assert_eq!(keys("agent/", 10).await.unwrap(), ["agent/1"]);
+    assert_eq!(keys("c/", 10).await.unwrap(), Vec::<String>::new());
+    assert_eq!(keys("", 100).await.unwrap().len(), 7);
+    // A table never written holds no keys.
+    let none = store
+        .view(|v| {
+            let mut n = 0;
+            v.scan_prefix(crate::store::Table::new("never_written"), "", |_, _| {
+                n += 1;
+                Ok(true)
+            })?;
+            Ok(n)
+        })
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+}
+
+#[tokio::test]
 async fn the_log_keeps_the_newest_events_and_a_too_old_cursor_is_an_error_not_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(

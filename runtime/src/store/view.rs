@@ -57,6 +57,28 @@ impl<'t> View<'t> {
         Ok(())
     }
 
+    /// Calls `f` with each entry whose key begins with `prefix` (the key itself included), in
+    /// key order, while it returns `true`: the records of one owner in a table keyed
+    /// `<owner>/…`.
+    pub fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &str,
+        mut f: impl FnMut(&str, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some(t) = self.table(table)? else { return Ok(()) };
+        for entry in t
+            .range::<&str>((Bound::Included(prefix), Bound::Unbounded))
+            .map_err(StoreError::db)?
+        {
+            let (k, v) = entry.map_err(StoreError::db)?;
+            if !k.value().starts_with(prefix) || !f(k.value(), v.value())? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// How many entries the table holds.
     pub fn len(&self, table: Table) -> Result<u64, StoreError> {
         match self.table(table)? {

@@ -100,10 +100,7 @@ pub async fn spent(store: &Store, agent: &str, day: &str) -> Result<(Usage, Usag
     store
         .view(move |v| {
             let (mut all, mut on_day) = (Usage::default(), Usage::default());
-            v.scan(LLM_USAGE, Some(&prefix), |k, bytes| {
-                if !k.starts_with(&prefix) {
-                    return Ok(false);
-                }
+            v.scan_prefix(LLM_USAGE, &prefix, |k, bytes| {
                 let usage: Usage = troupe_runtime::codec::decode(bytes)?;
                 all.add(&usage);
                 if k.starts_with(&today) {
@@ -151,10 +148,7 @@ impl Journal {
             records = store
                 .view_now(|v| {
                     let mut out = Vec::new();
-                    v.scan(LLM_STEPS, Some(&prefix), |k, bytes| {
-                        if !k.starts_with(&prefix) {
-                            return Ok(false);
-                        }
+                    v.scan_prefix(LLM_STEPS, &prefix, |_, bytes| {
                         out.push(troupe_runtime::codec::decode::<Record>(bytes)?);
                         Ok(true)
                     })?;
