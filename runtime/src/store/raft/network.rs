@@ -44,13 +44,19 @@ pub(crate) enum Forwarded {
     NotLeader(Option<String>),
     /// The log refused it; nothing was written.
     Refused(String),
+    /// The leader's log stopped (the node stops, or its log failed) before it knew how the
+    /// proposal fared: it may be in the log, and the leader appends nothing more. `term` is
+    /// the last term the leader knew, so the last in which it could have appended it.
+    Stopped { term: u64, why: String },
 }
 
 impl Forwarded {
-    fn of(outcome: Result<(LogId<NodeId>, Applied), StoreError>) -> Self {
+    /// The answer to a proposal; `term` is the leader's term once the proposal was through.
+    fn of(outcome: Result<(LogId<NodeId>, Applied), StoreError>, term: u64) -> Self {
         match outcome {
             Ok((id, applied)) => Self::Applied(id, applied),
             Err(StoreError::NotLeader { leader }) => Self::NotLeader(leader),
+            Err(StoreError::Failed(why)) => Self::Stopped { term, why },
             Err(e) => Self::Refused(e.to_string()),
         }
     }
@@ -64,6 +70,10 @@ pub(crate) enum NotForwarded {
     Again(StoreError),
     /// Failed, or unknown whether it was written: the caller is told.
     Failed(StoreError),
+    /// The leader's log stopped before it knew how the group fared, the last term it knew
+    /// being `term`: it applies here if it was written, and it never will be once this node
+    /// applied an entry of a later term (see `writer::flight`).
+    Stopped { term: u64, error: StoreError },
 }
 
 /// Sends a group of batches to the leader named `leader` and waits until it is applied there.
@@ -95,6 +105,12 @@ pub(crate) async fn forward(
         Forwarded::Applied(id, applied) => Ok((id, applied)),
         Forwarded::NotLeader(leader) => Err(NotForwarded::Again(StoreError::NotLeader { leader })),
         Forwarded::Refused(why) => Err(NotForwarded::Failed(StoreError::Rejected(why))),
+        Forwarded::Stopped { term, why } => Err(NotForwarded::Stopped {
+            term,
+            error: StoreError::Unavailable(format!(
+                "the leader {leader} stopped before it answered the write ({why}); it may still be applied"
+            )),
+        }),
     }
 }
 
@@ -301,7 +317,10 @@ pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u
         RpcKind::Propose => {
             let proposal: Proposal = codec::decode(request)?;
             heard(proposal.origin.map(|o| o.node))?;
-            codec::encode(&Forwarded::of(propose(store, proposal).await))
+            let outcome = propose(store, proposal).await;
+            // Read once the proposal is through: no later term of this leader holds it.
+            let term = raft.metrics().borrow().current_term;
+            codec::encode(&Forwarded::of(outcome, term))
         }
         RpcKind::ReadIndex => super::read::serve_read_index(raft).await,
     }

@@ -50,6 +50,13 @@ pub(in crate::store) fn comes_next(held: Option<Session>, origin: Origin) -> boo
     }
 }
 
+/// Whether the tables of `db` hold the group from `origin` as applied (it, or a later group of
+/// its node, came through the log or a snapshot).
+pub(in crate::store) fn applied(db: &redb::Database, origin: Origin) -> Result<bool, StoreError> {
+    let held: Option<Session> = super::read_state(db, SESSIONS, &origin.node.to_string())?;
+    Ok(held.is_some_and(|h| (h.epoch, h.seq) >= (origin.epoch, origin.seq)))
+}
+
 /// Checks `origin` against the sessions table and records it when it comes next; the
 /// session held when it does not (nothing is written then).
 pub(in crate::store) fn admit(

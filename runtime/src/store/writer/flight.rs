@@ -24,7 +24,7 @@ use openraft::raft::ClientWriteResponse;
 use super::{answer, committed, Checked, Done, Writer};
 use crate::store::raft::network::{forward, NotForwarded};
 use crate::store::raft::{
-    refused, Applied, NodeId, Origin, Proposal, Troupe, COMMIT_WITHIN, FORWARD_WITHIN, LEADER_WITHIN,
+    blocking, refused, session, Applied, NodeId, Origin, Proposal, Troupe, COMMIT_WITHIN, FORWARD_WITHIN, LEADER_WITHIN,
 };
 use crate::store::{Batch, StoreError};
 
@@ -408,7 +408,8 @@ impl Writer {
         let (transport, raft) = (self.transport.clone(), self.raft.clone());
         // Its entry applied here answers it as well as the leader's answer does, and most
         // often sooner: the leader answers once it applied the entry itself.
-        let expected = proposal.origin.map(|o| self.tables.forwarded.expect(o));
+        let expected = proposal.origin.map(|o| (o, self.tables.forwarded.expect(o)));
+        let db = self.tables.db.clone();
         async move {
             // Once the entry `index` is applied here, by openraft's account too: a mutation's
             // answer carries the index this node applied, which must hold the write.
@@ -433,12 +434,40 @@ impl Writer {
                 applied_here(id.index, applied).await
             };
             let landed = tokio::time::timeout(FORWARD_WITHIN, async {
-                match expected {
-                    Some(mut here) => tokio::select! {
-                        Ok((index, applied)) = &mut here.applied => applied_here(index, applied).await,
-                        answer = from_leader => answer,
+                let Some((origin, mut here)) = expected else {
+                    return from_leader.await;
+                };
+                let answer = tokio::select! {
+                    Ok((index, applied)) = &mut here.applied => return applied_here(index, applied).await,
+                    answer = from_leader => answer,
+                };
+                let Err(NotForwarded::Stopped { term, error }) = answer else {
+                    return answer;
+                };
+                // The leader's log stopped before it knew how the group fared. Its entry
+                // applies here if the log holds it. Once this node applied an entry of a
+                // term later than the leader's last, it never will: that term's leader
+                // holds every entry committed before it, and the stopped one appends
+                // nothing more. Unless the tables say it came with a snapshot (its outcome
+                // then unknown here), the group is surely not written, and goes again.
+                let wait = raft.wait(Some(FORWARD_WITHIN));
+                let later = wait.metrics(
+                    |m| m.last_applied.is_some_and(|l| l.leader_id.term > term),
+                    "an entry of a later term is applied here",
+                );
+                tokio::select! {
+                    Ok((index, applied)) = &mut here.applied => applied_here(index, applied).await,
+                    seen = later => match (seen, here.applied.try_recv()) {
+                        (_, Ok((index, applied))) => applied_here(index, applied).await,
+                        (Ok(_), Err(_)) => match blocking(move || session::applied(&db, origin)).await {
+                            Ok(false) => {
+                                tracing::debug!(%error, "a write the stopped leader did not commit is sent again");
+                                Err(NotForwarded::Again(error))
+                            }
+                            Ok(true) | Err(_) => Err(NotForwarded::Failed(error)),
+                        },
+                        (Err(_), Err(_)) => Err(NotForwarded::Failed(error)),
                     },
-                    None => from_leader.await,
                 }
             })
             .await
@@ -450,7 +479,7 @@ impl Writer {
             match landed {
                 Ok(applied) => Attempt::Applied(applied),
                 Err(NotForwarded::Again(e)) => Attempt::Again(e),
-                Err(NotForwarded::Failed(e)) => Attempt::Failed(e),
+                Err(NotForwarded::Failed(e) | NotForwarded::Stopped { error: e, .. }) => Attempt::Failed(e),
             }
         }
         .boxed()

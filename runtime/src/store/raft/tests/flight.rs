@@ -175,3 +175,30 @@ async fn a_follower_answers_its_write_once_it_applied_it_without_waiting_for_the
     assert!(super::events_of(b).await.contains(&(1, "FIRST".to_owned())));
     assert_eq!(b.inner.tables.forwarded.open(), 0, "the wait was closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_leader_stopped_before_committing_goes_to_the_next_leader_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let members = three_voters(&router, &dir).await;
+    let (b, c) = (&members[1], &members[2]);
+    router.hold();
+    let first = b.submit(event("FIRST"));
+    router.parked_at_least(1).await;
+    let parked = router.release().pop().unwrap();
+    // The leader stops (a node's graceful stop) as b's group reaches it: it answers that its
+    // log stopped, without knowing whether the group is in it (here it is not). b and c
+    // elect a leader of a later term.
+    let leader = router.stores.lock().unwrap().get(&parked.to).cloned().unwrap();
+    leader.stop_raft().await;
+    router.deliver(parked).await;
+    // Once b applied an entry of the later term without FIRST, FIRST is surely not written:
+    // it goes to the new leader, and is written once. It used to fail as refused (a caller's
+    // INVALID_INPUT) though nothing was wrong with it.
+    let durable = first.durable().await;
+    assert_eq!(durable.expect("written through the next leader"), vec![1]);
+    let expected = [(1, "FIRST".to_owned())];
+    for store in [b, c] {
+        has_events(store, &expected).await;
+    }
+}
