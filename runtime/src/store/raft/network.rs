@@ -70,6 +70,9 @@ pub(crate) enum NotForwarded {
     Again(StoreError),
     /// Failed, or unknown whether it was written: the caller is told.
     Failed(StoreError),
+    /// The request left and no answer came back (the link closed, the leader went silent):
+    /// it may have been written, which this node learns when its entry applies here.
+    Lost(StoreError),
     /// The leader's log stopped before it knew how the group fared, the last term it knew
     /// being `term`: it applies here if it was written, and it never will be once this node
     /// applied an entry of a later term (see `writer::flight`).
@@ -96,7 +99,7 @@ pub(crate) async fn forward(
         Ok(answer) => answer,
         Err(SendError::NotSent(why)) => return Err(not_sent(why)),
         Err(SendError::Lost(why)) => {
-            return Err(NotForwarded::Failed(StoreError::Unavailable(format!(
+            return Err(NotForwarded::Lost(StoreError::Unavailable(format!(
                 "the leader {leader} did not answer the write: {why}; it may still be applied"
             ))))
         }

@@ -47,6 +47,11 @@ const FEW_BATCHES: usize = 16;
 /// leader's CPU per task; BENCHMARKS.md). Under load a write somebody waits for is always
 /// near. The records become durable this much later at most; a node alone writes them at
 /// once.
+/// How long a forwarded group whose answer was lost (the link to the leader closed, the
+/// leader went silent) waits for its entry to apply here, which answers it: a new leader is
+/// elected and commits within about 1.5 s of a lost one. Past this, its caller is told that
+/// it may still be applied.
+const LOST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// How soon a group that found no reachable leader is sent again.
 const AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -441,8 +446,16 @@ impl Writer {
                     Ok((index, applied)) = &mut here.applied => return applied_here(index, applied).await,
                     answer = from_leader => answer,
                 };
-                let Err(NotForwarded::Stopped { term, error }) = answer else {
-                    return answer;
+                let (term, error) = match answer {
+                    Err(NotForwarded::Stopped { term, error }) => (term, error),
+                    // Its entry may still come: it answers the write if it applies here soon.
+                    Err(NotForwarded::Lost(error)) => {
+                        return match tokio::time::timeout(LOST_ANSWER_WAIT, &mut here.applied).await {
+                            Ok(Ok((index, applied))) => applied_here(index, applied).await,
+                            _ => Err(NotForwarded::Failed(error)),
+                        };
+                    }
+                    answer => return answer,
                 };
                 // The leader's log stopped before it knew how the group fared. Its entry
                 // applies here if the log holds it. Once this node applied an entry of a
@@ -479,7 +492,9 @@ impl Writer {
             match landed {
                 Ok(applied) => Attempt::Applied(applied),
                 Err(NotForwarded::Again(e)) => Attempt::Again(e),
-                Err(NotForwarded::Failed(e) | NotForwarded::Stopped { error: e, .. }) => Attempt::Failed(e),
+                Err(NotForwarded::Failed(e) | NotForwarded::Lost(e) | NotForwarded::Stopped { error: e, .. }) => {
+                    Attempt::Failed(e)
+                }
             }
         }
         .boxed()

@@ -202,3 +202,28 @@ async fn a_write_the_leader_stopped_before_committing_goes_to_the_next_leader_on
         has_events(store, &expected).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_whose_answer_was_lost_is_answered_once_it_applies_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let members = three_voters(&router, &dir).await;
+    let b = &members[1];
+    router.hold();
+    let first = b.submit(event("FIRST"));
+    router.parked_at_least(1).await;
+    let parked = router.release().pop().unwrap();
+    // The link to the leader closes with the group on its way (the leader's node stops):
+    // b hears that no answer will come before the leader even takes the group...
+    let _ = parked
+        .answer
+        .send(Err(super::super::network::SendError::Lost("the link closed".into())));
+    // ...which it then commits. b learns it when the entry applies here, and that answers
+    // the write; it used to fail at once with "it may still be applied".
+    let leader = router.stores.lock().unwrap().get(&parked.to).cloned().unwrap();
+    super::super::serve(&leader, super::super::RpcKind::Propose, &parked.request)
+        .await
+        .unwrap();
+    assert_eq!(first.durable().await.expect("answered by its apply here"), vec![1]);
+    has_events(b, &[(1, "FIRST".to_owned())]).await;
+}
