@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { Cursor, normalise, type TroupeEvent } from "../src/lib/cursor";
-import { FrameQueue, atMost } from "../src/lib/live";
+import { Debounced, FrameQueue, atMost } from "../src/lib/live";
 import { absolute, bytes, duration, humanise, relative, tone } from "../src/lib/format";
 import { mergeHistory, quantile, TaskRates, type HistorySample } from "../src/lib/metrics";
 import { match } from "../src/lib/router";
@@ -65,6 +65,50 @@ describe("FrameQueue", () => {
     frames.shift()!();
     expect(batches).toEqual([[1, 2]]);
     expect(q.pending()).toBe(0);
+  });
+});
+
+describe("Debounced", () => {
+  function harness() {
+    let paused = false;
+    const timers: (() => void)[] = [];
+    let runs = 0;
+    const d = new Debounced(() => runs++, 150, () => paused, (run) => timers.push(run), () => timers.splice(0));
+    return { d, timers, runs: () => runs, pause: (p: boolean) => (paused = p) };
+  }
+
+  it("runs once for a burst of pokes", () => {
+    const h = harness();
+    h.d.poke();
+    h.d.poke();
+    expect(h.timers).toHaveLength(1);
+    h.timers.shift()!();
+    expect(h.runs()).toBe(1);
+  });
+
+  it("holds a run whose time comes during a pause until the pause ends", () => {
+    const h = harness();
+    // Poked before the pause; its time comes during it: the page must not change.
+    h.d.poke();
+    h.pause(true);
+    h.timers.shift()!();
+    expect(h.runs()).toBe(0);
+    h.d.resume(); // the switch changed, still paused
+    expect(h.runs()).toBe(0);
+    h.pause(false);
+    h.d.resume();
+    expect(h.runs()).toBe(1);
+    h.d.resume();
+    expect(h.runs()).toBe(1);
+  });
+
+  it("a run cancelled is not made", () => {
+    const h = harness();
+    h.d.poke();
+    h.d.cancel();
+    expect(h.timers).toHaveLength(0);
+    h.d.resume();
+    expect(h.runs()).toBe(0);
   });
 });
 

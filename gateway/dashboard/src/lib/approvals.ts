@@ -3,7 +3,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { gql } from "./gql";
 import { useQuery, useSubscription, type QueryState } from "./hooks";
-import { FrameQueue, paused } from "./live";
+import { Debounced, FrameQueue, paused } from "./live";
 
 export interface Approval {
   /** `<task id>/<step>/<call id>`. */
@@ -67,24 +67,22 @@ export function useApprovals(pending: boolean): Approvals {
     );
   }, []);
   const list = useQuery<{ approvals: Approval[] }>(LIST, { pending }, cursor === null);
-  const timer = useRef<ReturnType<typeof setTimeout> | null>(null);
   const refetch = useRef(list.refetch);
   refetch.current = list.refetch;
+  const again = useRef<Debounced>();
+  if (!again.current) again.current = new Debounced(() => void refetch.current(), 150);
   const queue = useRef<FrameQueue<unknown>>();
-  if (!queue.current)
-    queue.current = new FrameQueue<unknown>(() => {
-      if (timer.current) return;
-      timer.current = setTimeout(() => {
-        timer.current = null;
-        void refetch.current();
-      }, 150);
-    });
+  if (!queue.current) queue.current = new FrameQueue<unknown>(() => again.current!.poke());
   useEffect(() => {
     const q = queue.current!;
-    const unpause = paused.subscribe(() => q.resume());
+    const d = again.current!;
+    const unpause = paused.subscribe(() => {
+      q.resume();
+      d.resume();
+    });
     return () => {
       unpause();
-      if (timer.current) clearTimeout(timer.current);
+      d.cancel();
     };
   }, []);
   useSubscription(UPDATES, cursor ?? {}, { next: (d) => queue.current!.push(d), error: () => void refetch.current() }, cursor === null);

@@ -3,7 +3,7 @@
 import { useEffect, useRef, useState, useCallback } from "preact/hooks";
 import { gql, subscribe, ApiError, type Sink } from "./gql";
 import { eventStream, type TroupeEvent } from "./cursor";
-import { FrameQueue, atMost, paused } from "./live";
+import { Debounced, FrameQueue, atMost, paused } from "./live";
 
 export interface QueryState<T> {
   data: T | null;
@@ -83,18 +83,20 @@ export function useEvents(onBatch: (events: TroupeEvent[]) => void, kinds?: stri
  * e.g. "AGENT_") arrives, optionally only for a subject.
  */
 export function useRefreshOn(refetch: () => void, prefixes: string[], subject?: string, ms = 500): void {
-  const timer = useRef<ReturnType<typeof setTimeout> | null>(null);
+  const run = useRef(refetch);
+  run.current = refetch;
+  const again = useRef<Debounced>();
+  if (!again.current) again.current = new Debounced(() => run.current(), ms);
   useEvents((batch) => {
-    const hit = batch.some((e) => prefixes.some((p) => e.kind.startsWith(p)) && (!subject || e.subject === subject));
-    if (hit && !timer.current) {
-      timer.current = setTimeout(() => {
-        timer.current = null;
-        refetch();
-      }, ms);
-    }
+    if (batch.some((e) => prefixes.some((p) => e.kind.startsWith(p)) && (!subject || e.subject === subject))) again.current!.poke();
   });
-  useEffect(() => () => {
-    if (timer.current) clearTimeout(timer.current);
+  useEffect(() => {
+    const d = again.current!;
+    const unpause = paused.subscribe(() => d.resume());
+    return () => {
+      unpause();
+      d.cancel();
+    };
   }, []);
 }
 

@@ -70,3 +70,44 @@ export class FrameQueue<T> {
     });
   }
 }
+
+/**
+ * Runs `run` once, `ms` after the first of a burst of `poke()`s (a list read again after
+ * what a stream said). While live updates are paused the run waits, and happens on
+ * `resume()`: a read the stream asked for just before the pause does not change the page
+ * during it (it took a card out of the approvals inbox under the operator's cursor).
+ */
+export class Debounced {
+  private timer: unknown = null;
+  private owed = false;
+
+  constructor(
+    private readonly run: () => void,
+    private readonly ms: number,
+    private readonly isPaused: () => boolean = () => paused.value,
+    private readonly wait: (run: () => void, ms: number) => unknown = (run, ms) => setTimeout(run, ms),
+    private readonly clear: (timer: unknown) => void = (timer) => clearTimeout(timer as ReturnType<typeof setTimeout>),
+  ) {}
+
+  poke(): void {
+    if (this.timer !== null) return;
+    this.timer = this.wait(() => {
+      this.timer = null;
+      if (this.isPaused()) this.owed = true;
+      else this.run();
+    }, this.ms);
+  }
+
+  /** Runs what the pause held back, if any (called whenever the switch changes). */
+  resume(): void {
+    if (!this.owed || this.isPaused()) return;
+    this.owed = false;
+    this.run();
+  }
+
+  cancel(): void {
+    if (this.timer !== null) this.clear(this.timer);
+    this.timer = null;
+    this.owed = false;
+  }
+}
