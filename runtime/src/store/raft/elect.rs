@@ -18,13 +18,6 @@ use crate::store::Store;
 /// Margin past the lease, for the other voters' clocks: they heard the leader's last
 /// heartbeat at about the same instant.
 const PAST_LEASE: Duration = Duration::from_millis(50);
-/// How much later each voter stands than the one before it in the order of their ids: long
-/// enough for the first one's vote request to reach the next under load, which then grants
-/// it instead of standing too (see [`another_stands`]). With a random spread of 0-100 ms
-/// alone, two survivors split the vote in 2 of 6 graceful stops of a loaded leader (debug
-/// builds, six clients; each split is a term more), and in 1 of 8 with the stagger: a vote
-/// refused by a survivor that heard the leader later than the first is another cause.
-const STAGGER: Duration = Duration::from_millis(150);
 
 impl Store {
     /// The session to the member named `name` closed. When it is the leader this member
@@ -40,7 +33,7 @@ impl Store {
             let m = metrics.borrow();
             (m.id, m.vote.leader_id().term)
         };
-        let (lost, rank) = {
+        let lost: Option<NodeId> = {
             let metrics = raft.metrics().borrow().clone();
             let lost = metrics.current_leader;
             let membership = metrics.membership_config.membership();
@@ -48,9 +41,7 @@ impl Store {
             let named = lost
                 .and_then(|l| membership.get_node(&l))
                 .is_some_and(|n| n.addr == name);
-            let lost = (voter && named && lost != Some(metrics.id)).then_some(lost).flatten();
-            let survivors: Vec<NodeId> = membership.voter_ids().filter(|v| Some(*v) != lost).collect();
-            (lost, standing_rank(me, &survivors))
+            (voter && named && lost != Some(metrics.id)).then_some(lost).flatten()
         };
         let Some(lost) = lost else { return };
         let config = raft.config().clone();
@@ -63,10 +54,9 @@ impl Store {
             .ok()
             .flatten()
             .unwrap_or(lease);
-        // Every follower heard the last heartbeat at about the same instant: each stands
-        // [`STAGGER`] after the one before it in id order (and a little at random), so they
-        // do not stand at once and split the vote.
-        let spread = STAGGER * rank + Duration::from_millis(rand::random::<u64>() % 50);
+        // Every follower heard the last heartbeat at about the same instant: a random delay
+        // keeps them from standing at once and splitting the vote.
+        let spread = Duration::from_millis(rand::random::<u64>() % 100);
         tokio::time::sleep((lease + PAST_LEASE + spread).saturating_sub(heard)).await;
         while Instant::now() < give_up {
             let (leader, vote) = {
@@ -119,12 +109,6 @@ impl Store {
     }
 }
 
-/// Where `me` comes among the voters that survive a lost leader, in the order of their ids:
-/// the first stands first.
-fn standing_rank(me: NodeId, survivors: &[NodeId]) -> u32 {
-    survivors.iter().filter(|id| **id < me).count() as u32
-}
-
 /// This member's vote as it stands: its term, for whom, and how long ago it changed.
 struct Voted {
     term: u64,
@@ -145,17 +129,6 @@ fn another_stands(me: NodeId, lost_term: u64, vote: &Voted, within: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_survivors_of_a_lost_leader_stand_one_after_the_other_in_the_order_of_their_ids() {
-        assert_eq!(standing_rank(7, &[9, 7, 3]), 1);
-        assert_eq!(standing_rank(3, &[9, 7, 3]), 0);
-        assert_eq!(standing_rank(9, &[9, 7, 3]), 2);
-        // Ranks are distinct whatever order the membership lists them in.
-        let mut ranks: Vec<u32> = [4, 1, 8].iter().map(|me| standing_rank(*me, &[8, 4, 1])).collect();
-        ranks.sort();
-        assert_eq!(ranks, [0, 1, 2]);
-    }
 
     #[test]
     fn a_member_that_voted_for_another_candidate_a_moment_ago_does_not_stand_itself() {
