@@ -381,6 +381,8 @@ impl RaftStateMachine<Troupe> for Machine {
         let installed = blocking(move || {
             let bytes = file.seek(std::io::SeekFrom::End(0)).map_err(StoreError::db)?;
             file.rewind().map_err(StoreError::db)?;
+            // Counted first: a writer settling a doubt must not miss it.
+            tables.forwarded.installed();
             tables.replace(|db| install_snapshot(file, db, &owned))?;
             Ok(bytes)
         })

@@ -22,6 +22,7 @@ use openraft::error::RaftError;
 use openraft::raft::ClientWriteResponse;
 
 use super::{answer, committed, Checked, Done, Writer};
+use crate::store::raft::forwarded::Mark;
 use crate::store::raft::network::{forward, NotForwarded};
 use crate::store::raft::{
     blocking, refused, session, Applied, NodeId, Origin, Proposal, Troupe, COMMIT_WITHIN, FORWARD_WITHIN, LEADER_WITHIN,
@@ -61,8 +62,11 @@ pub(super) enum Attempt {
     Applied(Applied),
     /// Surely not written: worth sending again once a leader is reachable.
     Again(StoreError),
-    /// Failed, or not known whether it was written: its callers are told.
+    /// Failed: its callers are told.
     Failed(StoreError),
+    /// Not known whether it was written (the leader's answer lost, or not within its time):
+    /// kept, and settled by a barrier (see [`Flight::after_barrier`]).
+    Unknown(StoreError),
     /// This node's own log stopped.
     Fatal(String),
     /// Only flushes: nothing was sent.
@@ -77,6 +81,28 @@ pub(super) struct Group {
     started: Instant,
     /// Until when it may wait for a reachable leader.
     deadline: tokio::time::Instant,
+    /// Where its last sending came from (its run and place), and where the account of the
+    /// groups applied here stood then; once sent.
+    origin: Option<(Origin, Mark)>,
+    /// Its last sending's outcome is unknown: the error its callers get if the doubt is not
+    /// settled.
+    doubtful: Option<StoreError>,
+    /// An empty group sent first in a new run to settle the doubtful ones behind it.
+    barrier: bool,
+}
+
+impl Group {
+    fn new(batches: Option<std::sync::Arc<Vec<Batch>>>, waiting: Vec<Done>, deadline: tokio::time::Instant) -> Self {
+        Self {
+            batches,
+            waiting,
+            started: Instant::now(),
+            deadline,
+            origin: None,
+            doubtful: None,
+            barrier: false,
+        }
+    }
 }
 
 pub(super) struct Flight {
@@ -89,6 +115,14 @@ pub(super) struct Flight {
     groups: VecDeque<Group>,
     /// Groups to send again, in order, once every group in flight landed.
     again: Vec<Group>,
+    /// The groups kept behind a barrier in flight, in order. A group whose outcome is
+    /// unknown is settled by an empty group sent first in a new run: once that is applied
+    /// here, no group of the earlier run can apply any more (the state machine refuses a
+    /// run's groups once a later run began, see `raft::session`), so the doubtful group was
+    /// written if and only if this node applied it meanwhile (`Forwarded::landed_here`): it
+    /// is answered with that outcome, or sent again behind the barrier, in its place. Until
+    /// then no further group is taken.
+    after_barrier: Vec<Group>,
     /// A group did not land, or landed out of order: nothing new is sent until every group
     /// in flight landed.
     troubled: bool,
@@ -117,6 +151,7 @@ impl Flight {
             landing: FuturesOrdered::new(),
             groups: VecDeque::new(),
             again: Vec::new(),
+            after_barrier: Vec::new(),
             troubled: false,
             leaderless: false,
             in_doubt: false,
@@ -133,7 +168,9 @@ impl Flight {
     /// Whether another group may be taken now.
     pub fn has_room(&self) -> bool {
         let batches: usize = self.groups.iter().map(|g| g.waiting.len()).sum();
-        !self.troubled && (self.groups.is_empty() || (self.groups.len() < WINDOW && batches < FEW_BATCHES))
+        !self.troubled
+            && self.after_barrier.is_empty()
+            && (self.groups.is_empty() || (self.groups.len() < WINDOW && batches < FEW_BATCHES))
     }
 
     /// The next group to land, in the order they were taken. Only while [`Self::busy`].
@@ -156,39 +193,36 @@ impl Flight {
     /// Flushes, answered once every group taken before them is.
     pub fn flush(&mut self, waiting: Vec<Done>) {
         self.push(
-            Group {
-                batches: None,
-                waiting,
-                started: Instant::now(),
-                deadline: tokio::time::Instant::now(),
-            },
+            Group::new(None, waiting, tokio::time::Instant::now()),
             future::ready(Attempt::Flushed).boxed(),
         );
     }
 
     /// Sends a group of batches behind those in flight.
     pub fn send(&mut self, writer: &Writer, batches: Vec<Batch>, waiting: Vec<Done>) {
-        let group = Group {
-            batches: Some(std::sync::Arc::new(batches)),
+        let group = Group::new(
+            Some(std::sync::Arc::new(batches)),
             waiting,
-            started: Instant::now(),
-            deadline: tokio::time::Instant::now() + LEADER_WITHIN,
-        };
+            tokio::time::Instant::now() + LEADER_WITHIN,
+        );
         self.launch(writer, group);
     }
 
-    fn launch(&mut self, writer: &Writer, group: Group) {
+    fn launch(&mut self, writer: &Writer, mut group: Group) {
         let Some(batches) = group.batches.clone() else {
             return self.push(group, future::ready(Attempt::Flushed).boxed());
         };
         self.seq += 1;
+        let origin = Origin {
+            node: self.node,
+            epoch: self.epoch,
+            seq: self.seq,
+        };
+        group.origin = Some((origin, writer.tables.forwarded.mark()));
+        group.doubtful = None;
         let proposal = Proposal {
             batches,
-            origin: Some(Origin {
-                node: self.node,
-                epoch: self.epoch,
-                seq: self.seq,
-            }),
+            origin: Some(origin),
         };
         self.push(group, writer.launch(proposal));
     }
@@ -254,7 +288,8 @@ impl Flight {
             answer(held.waiting, Err(StoreError::Failed(reason.to_owned())));
         }
         self.landing = FuturesOrdered::new();
-        for group in self.groups.drain(..).chain(self.again.drain(..)) {
+        let kept = self.again.drain(..).chain(self.after_barrier.drain(..));
+        for group in self.groups.drain(..).chain(kept) {
             answer(group.waiting, Err(StoreError::Failed(reason.to_owned())));
         }
     }
@@ -264,6 +299,9 @@ impl Writer {
     /// Answers a group that landed, or keeps it to send again; once every group in flight
     /// landed after a trouble, sends those again in a new run. `Err` when the log stopped.
     pub(super) async fn land(&self, flight: &mut Flight, (group, attempt): (Group, Attempt)) -> Result<(), String> {
+        if group.barrier {
+            return self.barrier_landed(flight, group, attempt).await;
+        }
         match attempt {
             // Flushes behind a group kept to send again wait for it: they go again too, in
             // their place. Flushes behind a group whose outcome is unknown go through the
@@ -302,7 +340,14 @@ impl Writer {
                 flight.troubled = true;
                 answer(group.waiting, Err(e));
             }
-            Attempt::Failed(e) => {
+            Attempt::Unknown(e) if tokio::time::Instant::now() < group.deadline && group.origin.is_some() => {
+                tracing::debug!(error = %e, "a group's outcome is unknown; a barrier settles it");
+                let mut group = group;
+                group.doubtful = Some(e);
+                flight.troubled = true;
+                flight.again.push(group);
+            }
+            Attempt::Failed(e) | Attempt::Unknown(e) => {
                 flight.troubled = true;
                 flight.in_doubt |= group.batches.is_some();
                 answer(group.waiting, Err(e));
@@ -341,9 +386,102 @@ impl Writer {
                 .metrics(|m| m.current_leader.is_some(), "a leader is known")
                 .await;
         }
+        if flight.again.iter().any(|g| g.doubtful.is_some()) {
+            flight.after_barrier = std::mem::take(&mut flight.again);
+            let mut barrier = Group::new(
+                Some(std::sync::Arc::new(Vec::new())),
+                Vec::new(),
+                tokio::time::Instant::now() + LEADER_WITHIN,
+            );
+            barrier.barrier = true;
+            flight.launch(self, barrier);
+            return;
+        }
         for group in std::mem::take(&mut flight.again) {
             flight.launch(self, group);
         }
+    }
+
+    /// The barrier sent to settle doubtful groups landed. Applied here, each group kept behind
+    /// it is answered with how it applied (a doubtful one this node applied meanwhile) or sent
+    /// again, in order; a doubtful one whose run a snapshot installed here may hold is
+    /// answered with its doubt. Not applied, the barrier goes again in a later run, and a
+    /// doubtful group past its time is answered with its doubt.
+    async fn barrier_landed(&self, flight: &mut Flight, barrier: Group, attempt: Attempt) -> Result<(), String> {
+        // Whether it applied here; else whether it surely did not (no leader known, or
+        // refused as out of order): then it goes again, in a later run.
+        let (settled, again) = match attempt {
+            Attempt::Applied(applied) => match applied.out_of_order {
+                None => (true, false),
+                Some(held) => {
+                    flight.epoch = flight.epoch.max(held.epoch);
+                    (false, true)
+                }
+            },
+            Attempt::Again(_) => {
+                flight.leaderless = true;
+                (false, true)
+            }
+            Attempt::Failed(_) | Attempt::Unknown(_) | Attempt::Flushed => (false, false),
+            Attempt::Fatal(reason) => return Err(reason),
+        };
+        tracing::debug!(settled, origin = ?barrier.origin, "a barrier for groups of unknown outcome landed");
+        let kept = std::mem::take(&mut flight.after_barrier);
+        if settled {
+            committed(barrier.started);
+            flight.in_doubt = false;
+            let forwarded = &self.tables.forwarded;
+            for mut group in kept {
+                let (Some(e), Some((origin, mark))) = (group.doubtful.take(), group.origin) else {
+                    flight.launch(self, group);
+                    continue;
+                };
+                match forwarded.landed_since(origin, mark) {
+                    Some(Some((_, applied))) => {
+                        committed(group.started);
+                        answer(group.waiting, Ok(applied));
+                    }
+                    Some(None) => {
+                        tracing::debug!(?origin, "a group of unknown outcome was not written; it is sent again");
+                        flight.launch(self, group);
+                    }
+                    // A snapshot installed here since may hold it: its callers keep the doubt.
+                    None => {
+                        flight.in_doubt = true;
+                        answer(group.waiting, Err(e));
+                    }
+                }
+            }
+            return Ok(());
+        }
+        // A barrier whose own outcome is unknown settles nothing: the doubtful groups are
+        // answered with their doubt (a node cut off from the leader learns nothing more by
+        // trying again, and its callers are told at once). One that surely was not written
+        // (no leader known yet, after a leader's loss) goes again while their time lasts.
+        let now = tokio::time::Instant::now();
+        for mut group in kept {
+            let late = group.batches.is_some() && now >= group.deadline;
+            match group.doubtful.take() {
+                Some(e) if !again || late => {
+                    flight.in_doubt = true;
+                    answer(group.waiting, Err(e));
+                }
+                doubt => {
+                    group.doubtful = doubt;
+                    if late {
+                        let e = StoreError::Unavailable(format!("no leader took the write within {LEADER_WITHIN:?}"));
+                        answer(group.waiting, Err(e));
+                    } else {
+                        flight.again.push(group);
+                    }
+                }
+            }
+        }
+        flight.troubled = true;
+        if !flight.busy() {
+            self.send_again(flight).await;
+        }
+        Ok(())
     }
 
     /// Lands every group in flight (and those sent again), so none is left in the log's
@@ -394,7 +532,7 @@ impl Writer {
                     Ok(Err(_)) => return Attempt::Fatal("the replicated log stopped".into()),
                     Err(_) => {
                         let why = format!("no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}");
-                        return Attempt::Failed(StoreError::Unavailable(format!("{why}; it may still be applied")));
+                        return Attempt::Unknown(StoreError::Unavailable(format!("{why}; it may still be applied")));
                     }
                 };
             match written.map_err(|e| refused(RaftError::APIError(e))) {
@@ -452,7 +590,7 @@ impl Writer {
                     Err(NotForwarded::Lost(error)) => {
                         return match tokio::time::timeout(LOST_ANSWER_WAIT, &mut here.applied).await {
                             Ok(Ok((index, applied))) => applied_here(index, applied).await,
-                            _ => Err(NotForwarded::Failed(error)),
+                            _ => Err(NotForwarded::Lost(error)),
                         };
                     }
                     answer => return answer,
@@ -477,24 +615,24 @@ impl Writer {
                                 tracing::debug!(%error, "a write the stopped leader did not commit is sent again");
                                 Err(NotForwarded::Again(error))
                             }
-                            Ok(true) | Err(_) => Err(NotForwarded::Failed(error)),
+                            Ok(true) | Err(_) => Err(NotForwarded::Lost(error)),
                         },
-                        (Err(_), Err(_)) => Err(NotForwarded::Failed(error)),
+                        (Err(_), Err(_)) => Err(NotForwarded::Lost(error)),
                     },
                 }
             })
             .await
             .unwrap_or_else(|_| {
-                Err(NotForwarded::Failed(StoreError::Unavailable(format!(
+                Err(NotForwarded::Lost(StoreError::Unavailable(format!(
                     "the leader {name} did not answer within {FORWARD_WITHIN:?}; the write may still be applied"
                 ))))
             });
             match landed {
                 Ok(applied) => Attempt::Applied(applied),
                 Err(NotForwarded::Again(e)) => Attempt::Again(e),
-                Err(NotForwarded::Failed(e) | NotForwarded::Lost(e) | NotForwarded::Stopped { error: e, .. }) => {
-                    Attempt::Failed(e)
-                }
+                Err(NotForwarded::Failed(e)) => Attempt::Failed(e),
+                // Its outcome unknown: settled by a barrier (see `Flight::after_barrier`).
+                Err(NotForwarded::Lost(e) | NotForwarded::Stopped { error: e, .. }) => Attempt::Unknown(e),
             }
         }
         .boxed()
@@ -506,12 +644,11 @@ mod tests {
     use super::*;
 
     fn group(batches: usize) -> Group {
-        Group {
-            batches: None,
-            waiting: (0..batches).map(|_| Done::OnFailure(Box::new(|_| {}))).collect(),
-            started: Instant::now(),
-            deadline: tokio::time::Instant::now(),
-        }
+        Group::new(
+            None,
+            (0..batches).map(|_| Done::OnFailure(Box::new(|_| {}))).collect(),
+            tokio::time::Instant::now(),
+        )
     }
 
     #[test]

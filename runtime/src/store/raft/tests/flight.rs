@@ -227,3 +227,26 @@ async fn a_forwarded_write_whose_answer_was_lost_is_answered_once_it_applies_her
     assert_eq!(first.durable().await.expect("answered by its apply here"), vec![1]);
     has_events(b, &[(1, "FIRST".to_owned())]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_of_unknown_outcome_the_leader_never_took_is_written_once_after_a_barrier() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let members = three_voters(&router, &dir).await;
+    let b = &members[1];
+    router.hold();
+    let first = b.submit(event("FIRST"));
+    router.parked_at_least(1).await;
+    // The link breaks with FIRST on its way: no answer, and the leader never took it.
+    let lost = router.release().pop().unwrap();
+    let _ = lost
+        .answer
+        .send(Err(super::super::network::SendError::Lost("the link closed".into())));
+    // b cannot know. It sends an empty group first in a new run; once that is applied, FIRST
+    // can no longer apply from its old run, and b did not apply it: it goes again, and is
+    // written once. It used to fail with "it may still be applied".
+    assert_eq!(first.durable().await.expect("settled and written"), vec![1]);
+    for store in &members {
+        has_events(store, &[(1, "FIRST".to_owned())]).await;
+    }
+}
