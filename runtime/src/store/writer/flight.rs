@@ -119,7 +119,7 @@ pub(super) struct Flight {
     /// unknown is settled by an empty group sent first in a new run: once that is applied
     /// here, no group of the earlier run can apply any more (the state machine refuses a
     /// run's groups once a later run began, see `raft::session`), so the doubtful group was
-    /// written if and only if this node applied it meanwhile (`Forwarded::landed_here`): it
+    /// written if and only if this node applied it meanwhile (`Forwarded::landed_since`): it
     /// is answered with that outcome, or sent again behind the barrier, in its place. Until
     /// then no further group is taken.
     after_barrier: Vec<Group>,
@@ -404,9 +404,10 @@ impl Writer {
 
     /// The barrier sent to settle doubtful groups landed. Applied here, each group kept behind
     /// it is answered with how it applied (a doubtful one this node applied meanwhile) or sent
-    /// again, in order; a doubtful one whose run a snapshot installed here may hold is
-    /// answered with its doubt. Not applied, the barrier goes again in a later run, and a
-    /// doubtful group past its time is answered with its doubt.
+    /// again, in order; a doubtful one a snapshot installed here since may hold is answered
+    /// with its doubt. Surely not applied (no leader known, refused as out of order), the
+    /// barrier goes again in a later run while the groups' time lasts; of unknown outcome
+    /// itself, the doubtful groups are answered with their doubt.
     async fn barrier_landed(&self, flight: &mut Flight, barrier: Group, attempt: Attempt) -> Result<(), String> {
         // Whether it applied here; else whether it surely did not (no leader known, or
         // refused as out of order): then it goes again, in a later run.
