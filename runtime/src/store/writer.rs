@@ -13,6 +13,7 @@
 //! recovery replays from what is on disk.
 
 mod flight;
+mod send;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -27,6 +27,16 @@ async fn two_groups_held(router: &Router, follower: &Store) -> (Ticket, Ticket, 
     (first, second, router.release())
 }
 
+/// Writes FIRST on `follower` while the router holds forwarded groups; its ticket, and its
+/// group held on the way (the router holds no more).
+async fn first_held(router: &Router, follower: &Store) -> (Ticket, Parked) {
+    router.hold();
+    let first = follower.submit(event("FIRST"));
+    router.parked_at_least(1).await;
+    let parked = router.release().pop().unwrap();
+    (first, parked)
+}
+
 /// Both writes are acknowledged, and every member applied FIRST before SECOND.
 async fn applied_in_order(first: Ticket, second: Ticket, members: &[Store]) {
     assert_eq!(first.durable().await.unwrap(), vec![1]);
@@ -116,13 +126,10 @@ async fn a_flush_after_a_write_of_unknown_outcome_goes_through_the_log_which_set
     let router = Arc::new(Router::default());
     let members = three_voters(&router, &dir).await;
     let b = &members[1];
-    router.hold();
-    let first = b.submit(event("FIRST"));
-    router.parked_at_least(1).await;
     // FIRST reaches the leader, which commits it with c, but its answer is lost: b cannot
     // know. (Cut off from the leader's appends meanwhile, b cannot have applied FIRST
     // either, which would answer it.)
-    let parked = router.release().pop().unwrap();
+    let (first, parked) = first_held(&router, b).await;
     router.hold();
     router.cut.lock().unwrap().insert("b".into());
     let leader = router.stores.lock().unwrap().get(&parked.to).cloned().unwrap();
@@ -154,10 +161,7 @@ async fn a_follower_answers_its_write_once_it_applied_it_without_waiting_for_the
     let router = Arc::new(Router::default());
     let members = three_voters(&router, &dir).await;
     let b = &members[1];
-    router.hold();
-    let first = b.submit(event("FIRST"));
-    router.parked_at_least(1).await;
-    let parked = router.release().pop().unwrap();
+    let (first, parked) = first_held(&router, b).await;
     // The leader takes the group and commits it, but its answer never reaches b (kept
     // unsent: b's forward neither fails nor returns).
     let leader = router.stores.lock().unwrap().get(&parked.to).cloned().unwrap();
@@ -182,10 +186,7 @@ async fn a_write_the_leader_stopped_before_committing_goes_to_the_next_leader_on
     let router = Arc::new(Router::default());
     let members = three_voters(&router, &dir).await;
     let (b, c) = (&members[1], &members[2]);
-    router.hold();
-    let first = b.submit(event("FIRST"));
-    router.parked_at_least(1).await;
-    let parked = router.release().pop().unwrap();
+    let (first, parked) = first_held(&router, b).await;
     // The leader stops (a node's graceful stop) as b's group reaches it: it answers that its
     // log stopped, without knowing whether the group is in it (here it is not). b and c
     // elect a leader of a later term.
@@ -209,10 +210,7 @@ async fn a_forwarded_write_whose_answer_was_lost_is_answered_once_it_applies_her
     let router = Arc::new(Router::default());
     let members = three_voters(&router, &dir).await;
     let b = &members[1];
-    router.hold();
-    let first = b.submit(event("FIRST"));
-    router.parked_at_least(1).await;
-    let parked = router.release().pop().unwrap();
+    let (first, parked) = first_held(&router, b).await;
     // The link to the leader closes with the group on its way (the leader's node stops):
     // b hears that no answer will come before the leader even takes the group...
     let _ = parked
@@ -234,11 +232,8 @@ async fn a_write_of_unknown_outcome_the_leader_never_took_is_written_once_after_
     let router = Arc::new(Router::default());
     let members = three_voters(&router, &dir).await;
     let b = &members[1];
-    router.hold();
-    let first = b.submit(event("FIRST"));
-    router.parked_at_least(1).await;
     // The link breaks with FIRST on its way: no answer, and the leader never took it.
-    let lost = router.release().pop().unwrap();
+    let (first, lost) = first_held(&router, b).await;
     let _ = lost
         .answer
         .send(Err(super::super::network::SendError::Lost("the link closed".into())));

@@ -1,0 +1,168 @@
+//! How one group is sent: proposed to this node's Raft core when it leads, else forwarded to
+//! the leader, and how its landing is known (the leader's answer, or its entry applied here,
+//! whichever comes first). An outcome this node cannot know is `Attempt::Unknown`, which the
+//! flight settles with a barrier (see `flight`).
+
+use std::sync::atomic::Ordering;
+
+use futures::future::{self, BoxFuture, FutureExt};
+use openraft::error::RaftError;
+use openraft::raft::ClientWriteResponse;
+
+use super::flight::Attempt;
+use super::Writer;
+use crate::store::raft::network::{forward, NotForwarded};
+use crate::store::raft::{blocking, refused, session, Applied, Proposal, Troupe, COMMIT_WITHIN, FORWARD_WITHIN};
+use crate::store::StoreError;
+
+/// How long a forwarded group whose answer was lost (the link to the leader closed, the
+/// leader went silent) waits for its entry to apply here, which answers it: a new leader is
+/// elected and commits within about 1.5 s of a lost one. Past this, its caller is told that
+/// it may still be applied.
+const LOST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl Writer {
+    /// Sends one group: proposed here when this node leads, else forwarded to the leader.
+    /// A proposal reaches the Raft core (or leaves for the leader) in the order of these
+    /// calls; the returned future says how it landed.
+    pub(super) fn launch(&self, proposal: Proposal) -> BoxFuture<'static, Attempt> {
+        if self.shared.left.load(Ordering::SeqCst) {
+            return future::ready(Attempt::Failed(StoreError::Left)).boxed();
+        }
+        let (me, leader, name) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let name = m
+                .current_leader
+                .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+            (m.id, m.current_leader, name)
+        };
+        match (leader, name) {
+            (Some(leader), _) if leader == me => self.propose(proposal),
+            (Some(_), Some(name)) => self.forward_to(name, proposal),
+            _ => future::ready(Attempt::Again(StoreError::NotLeader { leader: None })).boxed(),
+        }
+    }
+
+    /// Hands the proposal to this node's Raft core at once (its queue keeps the order).
+    fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Attempt> {
+        let stopped = |why: String| future::ready(Attempt::Fatal(format!("the replicated log stopped{why}"))).boxed();
+        let pending = match self.raft.client_write_ff(proposal).now_or_never() {
+            Some(Ok(pending)) => pending,
+            Some(Err(fatal)) => return stopped(format!(": {fatal}")),
+            None => return stopped(String::new()),
+        };
+        async move {
+            // A leader cut off from its majority does not know it yet and would wait for ever.
+            let written: Result<ClientWriteResponse<Troupe>, _> =
+                match tokio::time::timeout(COMMIT_WITHIN, pending).await {
+                    Ok(Ok(written)) => written,
+                    Ok(Err(_)) => return Attempt::Fatal("the replicated log stopped".into()),
+                    Err(_) => {
+                        let why = format!("no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}");
+                        return Attempt::Unknown(StoreError::Unavailable(format!("{why}; it may still be applied")));
+                    }
+                };
+            match written.map_err(|e| refused(RaftError::APIError(e))) {
+                Ok(written) => Attempt::Applied(written.data),
+                // It stopped leading since: sent again, to the new leader.
+                Err(e @ StoreError::NotLeader { .. }) => Attempt::Again(e),
+                Err(e) => Attempt::Failed(e),
+            }
+        }
+        .boxed()
+    }
+
+    /// Forwards the proposal to the leader named `name`, and waits until the entry is applied
+    /// here too (so a caller reads its own write on this node).
+    fn forward_to(&self, name: String, proposal: Proposal) -> BoxFuture<'static, Attempt> {
+        let (transport, raft) = (self.transport.clone(), self.raft.clone());
+        // Its entry applied here answers it as well as the leader's answer does, and most
+        // often sooner: the leader answers once it applied the entry itself.
+        let expected = proposal.origin.map(|o| (o, self.tables.forwarded.expect(o)));
+        let db = self.tables.db.clone();
+        async move {
+            // Once the entry `index` is applied here, by openraft's account too: a mutation's
+            // answer carries the index this node applied, which must hold the write.
+            let applied_here = |index: u64, applied: Applied| {
+                let (raft, name) = (raft.clone(), name.clone());
+                async move {
+                    if applied.out_of_order.is_none() {
+                        raft.wait(Some(FORWARD_WITHIN))
+                            .applied_index_at_least(Some(index), "a forwarded write is applied here")
+                            .await
+                            .map_err(|e| {
+                                NotForwarded::Failed(StoreError::Unavailable(format!(
+                                    "the write was made on {name} but is not yet applied here: {e}"
+                                )))
+                            })?;
+                    }
+                    Ok(applied)
+                }
+            };
+            let from_leader = async {
+                let (id, applied) = forward(&transport, &name, &proposal, FORWARD_WITHIN).await?;
+                applied_here(id.index, applied).await
+            };
+            let landed = tokio::time::timeout(FORWARD_WITHIN, async {
+                let Some((origin, mut here)) = expected else {
+                    return from_leader.await;
+                };
+                let answer = tokio::select! {
+                    Ok((index, applied)) = &mut here.applied => return applied_here(index, applied).await,
+                    answer = from_leader => answer,
+                };
+                let (term, error) = match answer {
+                    Err(NotForwarded::Stopped { term, error }) => (term, error),
+                    // Its entry may still come: it answers the write if it applies here soon.
+                    Err(NotForwarded::Lost(error)) => {
+                        return match tokio::time::timeout(LOST_ANSWER_WAIT, &mut here.applied).await {
+                            Ok(Ok((index, applied))) => applied_here(index, applied).await,
+                            _ => Err(NotForwarded::Lost(error)),
+                        };
+                    }
+                    answer => return answer,
+                };
+                // The leader's log stopped before it knew how the group fared. Its entry
+                // applies here if the log holds it. Once this node applied an entry of a
+                // term later than the leader's last, it never will: that term's leader
+                // holds every entry committed before it, and the stopped one appends
+                // nothing more. Unless the tables say it came with a snapshot (its outcome
+                // then unknown here), the group is surely not written, and goes again.
+                let wait = raft.wait(Some(FORWARD_WITHIN));
+                let later = wait.metrics(
+                    |m| m.last_applied.is_some_and(|l| l.leader_id.term > term),
+                    "an entry of a later term is applied here",
+                );
+                tokio::select! {
+                    Ok((index, applied)) = &mut here.applied => applied_here(index, applied).await,
+                    seen = later => match (seen, here.applied.try_recv()) {
+                        (_, Ok((index, applied))) => applied_here(index, applied).await,
+                        (Ok(_), Err(_)) => match blocking(move || session::applied(&db, origin)).await {
+                            Ok(false) => {
+                                tracing::debug!(%error, "a write the stopped leader did not commit is sent again");
+                                Err(NotForwarded::Again(error))
+                            }
+                            Ok(true) | Err(_) => Err(NotForwarded::Lost(error)),
+                        },
+                        (Err(_), Err(_)) => Err(NotForwarded::Lost(error)),
+                    },
+                }
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(NotForwarded::Lost(StoreError::Unavailable(format!(
+                    "the leader {name} did not answer within {FORWARD_WITHIN:?}; the write may still be applied"
+                ))))
+            });
+            match landed {
+                Ok(applied) => Attempt::Applied(applied),
+                Err(NotForwarded::Again(e)) => Attempt::Again(e),
+                Err(NotForwarded::Failed(e)) => Attempt::Failed(e),
+                // Its outcome unknown: settled by a barrier (see `Flight::after_barrier`).
+                Err(NotForwarded::Lost(e) | NotForwarded::Stopped { error: e, .. }) => Attempt::Unknown(e),
+            }
+        }
+        .boxed()
+    }
+}
