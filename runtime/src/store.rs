@@ -128,6 +128,8 @@ struct Inner {
     /// Members of the clusters this one was recovered from: not heard (see
     /// [`raft::FORGOTTEN_IDS`]).
     forgotten: Arc<raft::ForgottenIds>,
+    /// What this member heard of a stopping leader's successor.
+    successions: raft::elect::Successions,
 }
 
 impl std::fmt::Debug for Store {
@@ -247,6 +249,7 @@ impl Store {
                 tables: applied_tables,
                 node,
                 forgotten,
+                successions: Default::default(),
             }),
         })
     }
@@ -281,14 +284,20 @@ impl Store {
 
     /// Stops this node's Raft member: it neither votes, stands nor takes entries any more,
     /// and every write from now on is answered `Closed`. For a node about to stop, once its last writes
-    /// committed and before its link to the other members closes.
+    /// committed and before its link to the other members closes. A leader first takes no
+    /// more forwarded writes and lets its voters catch up, then names its successor to them
+    /// (`raft::elect`).
     pub async fn stop_raft(&self) {
         self.inner
             .shared
             .stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        let leading = self.let_voters_catch_up().await;
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::debug!(error = %e, "the Raft member had stopped already");
+        }
+        if let Some(leaving) = leading {
+            self.name_successor(leaving).await;
         }
     }
 

@@ -18,7 +18,7 @@
 //! heartbeats and elections never wait behind the node's actors, and tests that pause the
 //! node's clock do not pause the log.
 
-mod elect;
+pub(crate) mod elect;
 pub(crate) mod forwarded;
 pub(super) mod log;
 mod machine;

@@ -7,9 +7,17 @@
 //! half: once the lease has passed, the other voters grant a vote, so it stands then.
 //! Nothing changes for a leader that is frozen or cut off (its session stays open): the
 //! timers find it.
+//!
+//! A leader that stops on purpose names its successor first (openraft 0.9 has no transfer
+//! of leadership): once its Raft member stopped, it tells every other voter which of them
+//! holds the most of its log. That one stands as soon as the lease passed; the others
+//! hold back a while longer, so two of them standing at once cannot split the vote (with
+//! every follower standing at once, one stop in four or five took two to eight terms).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::NodeId;
@@ -18,6 +26,77 @@ use crate::store::Store;
 /// Margin past the lease, for the other voters' clocks: they heard the leader's last
 /// heartbeat at about the same instant.
 const PAST_LEASE: Duration = Duration::from_millis(50);
+
+/// How much longer than a named successor a member that was not named waits before it
+/// stands: the successor's election (its vote requests, and a retry when a voter still
+/// counted the lease) takes less.
+const AFTER_SUCCESSOR: Duration = Duration::from_millis(500);
+
+/// How long a stopping leader waits for its voters to hold its whole log.
+const CATCH_UP_WITHIN: Duration = Duration::from_millis(500);
+
+/// How long a stopping leader gives its voters to hear whom it named.
+const NAME_WITHIN: Duration = Duration::from_millis(300);
+
+/// A leader about to stop: its term, its voters (id and name), and how much of its log it
+/// knew each member to hold.
+pub(crate) struct Leaving {
+    term: u64,
+    voters: Vec<(NodeId, String)>,
+    matched: Vec<(NodeId, Option<u64>)>,
+}
+
+/// A leader's word, as it stops, on who takes over (`RpcKind::Succeed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Succession {
+    /// The stopping leader and its term.
+    pub leader: NodeId,
+    pub term: u64,
+    /// The voter that holds the most of its log.
+    pub successor: NodeId,
+}
+
+/// What this member heard of its leader's succession, and whether it is standing now.
+#[derive(Debug, Default)]
+pub(crate) struct Successions {
+    named: std::sync::Mutex<Option<Succession>>,
+    standing: AtomicBool,
+}
+
+impl Successions {
+    pub(crate) fn named(&self) -> Option<Succession> {
+        *self.named.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Held while this member runs its standing loop: one at a time (a named successor hears
+/// both the leader's word and its session closing).
+struct Standing<'a>(&'a AtomicBool);
+
+impl<'a> Standing<'a> {
+    fn take(flag: &'a AtomicBool) -> Option<Self> {
+        flag.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .ok()
+            .map(|_| Self(flag))
+    }
+}
+
+impl Drop for Standing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The voter other than `leader` that holds the most of the log, by what the leader last
+/// knew of each (`matched`): it can win every other voter's vote.
+pub(crate) fn successor(leader: NodeId, voters: &[NodeId], matched: &[(NodeId, Option<u64>)]) -> Option<NodeId> {
+    let of = |id: NodeId| matched.iter().find(|(m, _)| *m == id).and_then(|(_, i)| *i);
+    voters
+        .iter()
+        .copied()
+        .filter(|v| *v != leader)
+        .max_by_key(|v| (of(*v), std::cmp::Reverse(*v)))
+}
 
 impl Store {
     /// The session to the member named `name` closed. When it is the leader this member
@@ -28,11 +107,7 @@ impl Store {
     /// timers would have acted anyway.
     pub async fn leader_session_closed(&self, name: &str) {
         let raft = self.raft().clone();
-        let (me, lost_term) = {
-            let metrics = raft.metrics();
-            let m = metrics.borrow();
-            (m.id, m.vote.leader_id().term)
-        };
+        let lost_term = raft.metrics().borrow().vote.leader_id().term;
         let lost: Option<NodeId> = {
             let metrics = raft.metrics().borrow().clone();
             let lost = metrics.current_leader;
@@ -44,9 +119,32 @@ impl Store {
             (voter && named && lost != Some(metrics.id)).then_some(lost).flatten()
         };
         let Some(lost) = lost else { return };
+        // Every follower heard the last heartbeat at about the same instant: a random delay
+        // keeps them from standing at once and splitting the vote, and a successor the
+        // leader named goes first.
+        let spread = Duration::from_millis(rand::random::<u64>() % 100);
+        let first = match self.inner.successions.named() {
+            Some(named) if named.leader == lost && named.term == lost_term => match named.successor == self.raft_id() {
+                true => self.successor_waits(),
+                false => AFTER_SUCCESSOR + spread,
+            },
+            _ => spread,
+        };
+        self.stand_after_lease(lost, lost_term, name, first).await;
+    }
+
+    /// Stands for election once the lost leader's lease has passed since this member last
+    /// heard from it, plus `first`, and again after 100–250 ms while no other leader is
+    /// known, for at most an election timeout more.
+    async fn stand_after_lease(&self, lost: NodeId, lost_term: u64, name: &str, first: Duration) {
+        let Some(_standing) = Standing::take(&self.inner.successions.standing) else {
+            return;
+        };
+        let raft = self.raft().clone();
+        let me = raft.metrics().borrow().id;
         let config = raft.config().clone();
         let lease = Duration::from_millis(config.election_timeout_max);
-        let give_up = Instant::now() + lease + Duration::from_millis(config.election_timeout_max);
+        let give_up = Instant::now() + lease + first + Duration::from_millis(config.election_timeout_max);
         // How long ago this member last heard from the leader (its vote was last touched).
         let heard = raft
             .with_raft_state(|st| st.vote_last_modified().map(|t| t.elapsed()))
@@ -54,10 +152,7 @@ impl Store {
             .ok()
             .flatten()
             .unwrap_or(lease);
-        // Every follower heard the last heartbeat at about the same instant: a random delay
-        // keeps them from standing at once and splitting the vote.
-        let spread = Duration::from_millis(rand::random::<u64>() % 100);
-        tokio::time::sleep((lease + PAST_LEASE + spread).saturating_sub(heard)).await;
+        tokio::time::sleep((lease + PAST_LEASE + first).saturating_sub(heard)).await;
         while Instant::now() < give_up {
             let (leader, vote) = {
                 let metrics = raft.metrics();
@@ -99,13 +194,123 @@ impl Store {
                     return;
                 }
             }
-            tracing::info!(leader = %name, "the leader's session closed and its lease passed: standing for election");
+            tracing::info!(leader = %name, "the leader is gone and its lease passed: standing for election");
             if raft.trigger().elect().await.is_err() {
                 return;
             }
             let jitter = Duration::from_millis(100 + rand::random::<u64>() % 150);
             tokio::time::sleep(jitter).await;
         }
+    }
+}
+
+impl Store {
+    /// On a leader about to stop its Raft member (it takes no more writes): waits at most
+    /// [`CATCH_UP_WITHIN`] until every other voter holds its whole log, so whichever it names
+    /// can win every vote. Its term and voters, when it leads a cluster of several.
+    pub(crate) async fn let_voters_catch_up(&self) -> Option<Leaving> {
+        let raft = self.raft();
+        let (term, voters) = {
+            let metrics = raft.metrics().borrow().clone();
+            let membership = metrics.membership_config.membership();
+            let voters: Vec<(NodeId, String)> = membership
+                .voter_ids()
+                .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
+                .collect();
+            let leads = metrics.current_leader == Some(metrics.id) && voters.len() > 1;
+            (leads.then_some(metrics.current_term), voters)
+        };
+        let term = term?;
+        let caught_up = |m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>| {
+            let matched = |id: &NodeId| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).copied().flatten())
+                    .map(|l| l.index)
+            };
+            voters
+                .iter()
+                .filter(|(id, _)| *id != m.id)
+                .all(|(id, _)| matched(id) >= m.last_log_index)
+        };
+        let waited = raft
+            .wait(Some(CATCH_UP_WITHIN))
+            .metrics(caught_up, "every voter holds the leader's log")
+            .await;
+        if let Err(e) = waited {
+            tracing::info!(error = %e, "stopping while a voter has not caught up");
+        }
+        let matched = raft
+            .metrics()
+            .borrow()
+            .replication
+            .iter()
+            .flatten()
+            .map(|(id, log)| (*id, log.map(|l| l.index)))
+            .collect();
+        Some(Leaving { term, voters, matched })
+    }
+
+    /// On a leader whose Raft member just stopped: tells every other voter which of them
+    /// takes over (the one it knew to hold the most of its log), and waits at most
+    /// [`NAME_WITHIN`] for them to hear it.
+    pub(crate) async fn name_successor(&self, leaving: Leaving) {
+        let Leaving { term, voters, matched } = leaving;
+        let me = self.raft_id();
+        let ids: Vec<NodeId> = voters.iter().map(|(id, _)| *id).collect();
+        let Some(successor) = successor(me, &ids, &matched) else {
+            return;
+        };
+        let Some(transport) = self.transport().get() else {
+            return;
+        };
+        let word = Succession {
+            leader: me,
+            term,
+            successor,
+        };
+        let Ok(bytes) = crate::codec::encode(&word) else { return };
+        let told = voters
+            .iter()
+            .filter(|(id, _)| *id != me)
+            .map(|(_, name)| transport.send(name, super::RpcKind::Succeed, bytes.clone(), NAME_WITHIN));
+        let told = futures::future::join_all(told).await;
+        let heard = told.iter().filter(|t| t.is_ok()).count();
+        let to = voters.iter().find(|(id, _)| *id == successor).map(|(_, n)| n.as_str());
+        tracing::info!(
+            successor = to.unwrap_or("?"),
+            heard,
+            "this leader stopped and named its successor"
+        );
+    }
+
+    /// How much longer than the lease a named successor waits: the other voters heard the
+    /// stopped leader's last heartbeat up to a heartbeat interval after it did, and refuse
+    /// their vote until their own lease passed.
+    fn successor_waits(&self) -> Duration {
+        Duration::from_millis(self.raft().config().heartbeat_interval)
+    }
+
+    /// A stopping leader's word on who takes over: kept for when its session closes, and
+    /// the successor stands as soon as the lease passed.
+    pub(crate) async fn successor_named(&self, word: Succession) {
+        *self.inner.successions.named.lock().unwrap_or_else(|p| p.into_inner()) = Some(word);
+        if word.successor != self.raft_id() {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let name = store
+                .raft()
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&word.leader)
+                .map_or_else(|| word.leader.to_string(), |n| n.addr.clone());
+            let first = store.successor_waits();
+            store.stand_after_lease(word.leader, word.term, &name, first).await;
+        });
     }
 }
 

@@ -33,6 +33,8 @@ pub enum RpcKind {
     Propose,
     /// A follower's linearizable read: the leader's commit index, confirmed by a quorum.
     ReadIndex,
+    /// A leader that stopped names its successor (see `raft::elect`).
+    Succeed,
 }
 
 /// How the leader answered a forwarded proposal.
@@ -320,12 +322,23 @@ pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u
         RpcKind::Propose => {
             let proposal: Proposal = codec::decode(request)?;
             heard(proposal.origin.map(|o| o.node))?;
+            if store.raft_stopped() {
+                // Stopping (see `Store::stop_raft`): not taken, so the writer sends it again
+                // to the next leader.
+                return codec::encode(&Forwarded::NotLeader(None));
+            }
             let outcome = propose(store, proposal).await;
             // Read once the proposal is through: no later term of this leader holds it.
             let term = raft.metrics().borrow().current_term;
             codec::encode(&Forwarded::of(outcome, term))
         }
         RpcKind::ReadIndex => super::read::serve_read_index(raft).await,
+        RpcKind::Succeed => {
+            let word: super::elect::Succession = codec::decode(request)?;
+            heard(Some(word.leader))?;
+            store.successor_named(word).await;
+            codec::encode(&())
+        }
     }
 }
 

@@ -523,6 +523,7 @@ mod flight;
 mod projections;
 mod quorum;
 mod storage;
+mod succession;
 mod tokens;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,64 @@
+//! A leader that stops on purpose names its successor, which alone stands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{three_voters, Router, THINGS};
+use crate::store::Batch;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_names_the_member_that_takes_over_in_the_next_term() {
+    // Three clusters in turn: without the successor standing first, the followers' own
+    // election timers pick either of them.
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let router = Arc::new(Router::default());
+        let [a, b, c] = three_voters(&router, &dir).await;
+        a.write(Batch::new().put(THINGS, "k", vec![round])).await.unwrap();
+        let term = a.raft().metrics().borrow().current_term;
+        a.stop_raft().await;
+        let named = b.inner.successions.named();
+        assert_eq!(named, c.inner.successions.named(), "both followers heard the same word");
+        let named = named.expect("the stopping leader named a successor");
+        assert_eq!((named.leader, named.term), (a.raft_id(), term));
+        let (successor, other) = match named.successor == b.raft_id() {
+            true => (&b, &c),
+            false => (&c, &b),
+        };
+        assert_eq!(named.successor, successor.raft_id());
+        successor
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.current_leader == Some(m.id), "the successor leads")
+            .await
+            .unwrap();
+        let leads = successor.raft().metrics().borrow().clone();
+        assert_eq!(
+            leads.current_term,
+            term + 1,
+            "round {round}: one election, won by the successor"
+        );
+        let vote = other.raft().metrics().borrow().vote;
+        assert_eq!(
+            vote.leader_id().voted_for(),
+            Some(successor.raft_id()),
+            "round {round}: {vote:?}"
+        );
+        successor
+            .write(Batch::new().put(THINGS, "after", vec![round]))
+            .await
+            .unwrap();
+    }
+}
+
+#[test]
+fn the_successor_is_the_voter_known_to_hold_the_most_of_the_log() {
+    use super::super::elect::successor;
+    assert_eq!(successor(1, &[1, 2, 3], &[(2, Some(40)), (3, Some(41))]), Some(3));
+    assert_eq!(successor(1, &[1, 2, 3], &[(2, Some(41)), (3, None)]), Some(2));
+    // A tie goes to the lower id, the same on every run.
+    assert_eq!(successor(1, &[1, 2, 3], &[(2, Some(41)), (3, Some(41))]), Some(2));
+    // A learner is never named; a leader alone names nobody.
+    assert_eq!(successor(1, &[1, 3], &[(2, Some(50)), (3, Some(41))]), Some(3));
+    assert_eq!(successor(1, &[1], &[(2, Some(50))]), None);
+}
