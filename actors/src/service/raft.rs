@@ -90,16 +90,15 @@ impl Transport for RaftService {
             if !remote::is_connected(RaftService::ROLE, &to) {
                 return Err(SendError::NotSent(format!("node {to} is not connected")));
             }
-            match service.lanes() {
-                Some(lanes) if lanes.on_lane(&to, || service.ask_lane(lanes, &to, within)).await => {
+            if let Some(lanes) = service.lanes() {
+                let ask = || service.ask_lane(lanes, &to, within);
+                if let Some(sent) = lanes.send_on_lane(&to, kind, &request, within, ask).await {
                     metrics::counter!("troupe_raft_messages_total", "way" => "lane").increment(1);
-                    lanes.send(&to, kind, &request, within).await
-                }
-                _ => {
-                    metrics::counter!("troupe_raft_messages_total", "way" => "link").increment(1);
-                    service.send_on_link(&to, kind, request, within).await
+                    return sent;
                 }
             }
+            metrics::counter!("troupe_raft_messages_total", "way" => "link").increment(1);
+            service.send_on_link(&to, kind, request, within).await
         })
     }
 }

@@ -264,6 +264,7 @@ fn kind_byte(kind: RpcKind) -> u8 {
         RpcKind::Snapshot => 2,
         RpcKind::Propose => 3,
         RpcKind::ReadIndex => 4,
+        RpcKind::Succeed => 5,
     }
 }
 
@@ -274,6 +275,7 @@ fn kind_of(byte: u8) -> Option<RpcKind> {
         2 => RpcKind::Snapshot,
         3 => RpcKind::Propose,
         4 => RpcKind::ReadIndex,
+        5 => RpcKind::Succeed,
         _ => return None,
     })
 }
@@ -337,7 +339,7 @@ impl Lanes {
     /// now. A member that does not say where its lane is (an earlier build, or one whose
     /// lane is not listening yet) is not asked again for [`SHUNNED_FOR`]: asked before every
     /// message, each of them waited for the question first.
-    pub async fn on_lane<F: std::future::Future<Output = bool>>(&self, to: &str, ask: impl FnOnce() -> F) -> bool {
+    async fn on_lane<F: std::future::Future<Output = bool>>(&self, to: &str, ask: impl FnOnce() -> F) -> bool {
         if self.knows(to) {
             return true;
         }
@@ -349,6 +351,42 @@ impl Lanes {
         }
         self.shun(to);
         false
+    }
+
+    /// Sends a message on `to`'s lane when its lane is known or `ask` learns it (see
+    /// [`Lanes::on_lane`]); `None` when the link must carry it. When the lane known took no
+    /// connection (the member restarted, its lane elsewhere now), nothing was sent: where
+    /// its lane is now is asked at once and the message sent there, rather than lost (a
+    /// candidate's vote request to a member restarted since it last wrote to it was, and
+    /// its election took a second term).
+    pub async fn send_on_lane<F, Fut>(
+        &self,
+        to: &str,
+        kind: RpcKind,
+        request: &[u8],
+        within: Duration,
+        ask: F,
+    ) -> Option<Result<Vec<u8>, SendError>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + within;
+        if !self.on_lane(to, &ask).await {
+            return None;
+        }
+        match self.send(to, kind, request, within).await {
+            Err(SendError::NotSent(why)) if !self.knows(to) => {
+                tracing::debug!(node = %to, %why, "the Raft lane known took no connection: asking where it is now");
+                self.shunned.lock().unwrap_or_else(|p| p.into_inner()).remove(to);
+                if !self.on_lane(to, &ask).await {
+                    return None;
+                }
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                Some(self.send(to, kind, request, left).await)
+            }
+            sent => Some(sent),
+        }
     }
 
     /// Sends the messages to `to` over the link for [`SHUNNED_FOR`].

@@ -176,6 +176,32 @@ async fn a_lane_that_takes_no_connection_costs_a_message_a_second_not_its_deadli
     assert!(!lanes.shuns("m"), "its lane is asked for again");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_a_member_whose_lane_moved_is_sent_where_it_listens_now() {
+    let (_dir, _store, listener) = listening().await;
+    // The lane learnt before the member restarted: nothing listens there any more.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let old = LaneInfo {
+        addr: gone.local_addr().unwrap().to_string(),
+        key: ByteBuf::from(vec![0; KEY_LEN]),
+    };
+    drop(gone);
+    let lanes = Lanes::new(None);
+    lanes.learn("m", old);
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let ask = || async {
+        asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        lanes.learn("m", listener.info.clone());
+        true
+    };
+    let sent = lanes
+        .send_on_lane("m", RpcKind::ReadIndex, &[], Duration::from_secs(5), ask)
+        .await;
+    assert!(matches!(sent, Some(Ok(_))), "{sent:?}");
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(!lanes.shuns("m"), "its new lane carries the next messages");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_member_that_does_not_say_where_its_lane_is_is_not_asked_before_every_message() {
     let lanes = Lanes::new(None);
@@ -205,6 +231,7 @@ fn every_kind_has_its_byte() {
         RpcKind::Snapshot,
         RpcKind::Propose,
         RpcKind::ReadIndex,
+        RpcKind::Succeed,
     ] {
         assert_eq!(kind_of(kind_byte(kind)), Some(kind));
     }
