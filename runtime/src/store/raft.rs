@@ -431,6 +431,7 @@ pub(super) async fn start(
     transport: TransportSlot,
 ) -> Result<Raft, StoreError> {
     let id = log::node_id(&log_db)?;
+    tables.forwarded.belongs_to(id);
     let logs = log::LogStore::new(log_db, tables.clone());
     let machine = machine::Machine::new(tables, snapshots)?;
     let raft = Raft::new(

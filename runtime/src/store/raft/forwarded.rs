@@ -29,6 +29,9 @@ pub(crate) struct Forwarded {
     recent: Mutex<Recent>,
     /// Snapshots installed here: groups applied within one are not in `recent`.
     installs: std::sync::atomic::AtomicU64,
+    /// This node's Raft id (0 until known): only its own groups are kept in `recent`, for
+    /// only its own writer asks about them.
+    node: std::sync::atomic::AtomicU64,
 }
 
 /// Where [`Forwarded`]'s account of the groups applied here stood: what a writer takes
@@ -87,6 +90,11 @@ impl Forwarded {
         }
     }
 
+    /// Keeps from now on only the groups this node (Raft id `node`) sent.
+    pub fn belongs_to(&self, node: super::NodeId) {
+        self.node.store(node, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Where the account of the groups applied here stands now.
     pub fn mark(&self) -> Mark {
         // Read before the groups recorded: a snapshot installed in between is then seen.
@@ -121,13 +129,16 @@ impl Forwarded {
     /// Tells the groups waited for among `entries` what applying them gave (`results`, one
     /// per entry). Called once the entries' write is committed to the tables here.
     pub fn applied(&self, entries: &[Entry<Troupe>], results: &[Applied]) {
-        {
+        let me = self.node.load(std::sync::atomic::Ordering::Relaxed);
+        let own = |origin: &Origin| me == 0 || origin.node == me;
+        let mine = |entry: &Entry<Troupe>| match &entry.payload {
+            EntryPayload::Normal(proposal) => proposal.origin.filter(own),
+            _ => None,
+        };
+        if entries.iter().any(|e| mine(e).is_some()) {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             for (entry, result) in entries.iter().zip(results) {
-                let EntryPayload::Normal(proposal) = &entry.payload else {
-                    continue;
-                };
-                let Some(origin) = proposal.origin.filter(|_| result.out_of_order.is_none()) else {
+                let Some(origin) = mine(entry).filter(|_| result.out_of_order.is_none()) else {
                     continue;
                 };
                 recent.order.push_back(origin);
@@ -175,6 +186,28 @@ mod tests {
 
     fn origin(seq: u64) -> Origin {
         Origin { node: 7, epoch: 1, seq }
+    }
+
+    #[test]
+    fn only_this_nodes_own_groups_are_kept() {
+        let f = Forwarded::default();
+        f.belongs_to(7);
+        let sent = f.mark();
+        let other = Origin {
+            node: 8,
+            epoch: 1,
+            seq: 1,
+        };
+        f.applied(
+            &[entry(10, other), entry(11, origin(1))],
+            &[Applied::default(), Applied::default()],
+        );
+        assert_eq!(f.mark().recorded, sent.recorded + 1, "one group of its own");
+        assert_eq!(f.landed_since(other, sent).map(|l| l.is_some()), Some(false));
+        assert_eq!(
+            f.landed_since(origin(1), sent).map(|l| l.map(|(i, _)| i)),
+            Some(Some(11))
+        );
     }
 
     #[test]
