@@ -130,6 +130,9 @@ struct Inner {
     forgotten: Arc<raft::ForgottenIds>,
     /// What this member heard of a stopping leader's successor.
     successions: raft::elect::Successions,
+    /// Held while this member (the leader) changes the membership: openraft takes one
+    /// change at a time and refuses a second while the first is under way.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -250,6 +253,7 @@ impl Store {
                 node,
                 forgotten,
                 successions: Default::default(),
+                changing: Default::default(),
             }),
         })
     }

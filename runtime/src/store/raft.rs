@@ -261,6 +261,8 @@ impl super::Store {
     /// learner (bounded: it must catch up within a minute), then becomes a voter while the
     /// cluster has fewer than `voters` of them. Admitting a member again answers its role.
     pub async fn admit(&self, id: NodeId, name: &str, voters: usize) -> Result<Role, StoreError> {
+        // Two members joining at once are admitted one after the other.
+        let _changing = self.inner.changing.lock().await;
         let raft = self.raft();
         let known = known_members(raft).await?;
         if let Some((other, _)) = known.iter().find(|(other, n)| n == name && *other != id) {
@@ -310,6 +312,7 @@ impl super::Store {
     /// voted and learners remain, the learner that has applied the most becomes a voter in
     /// its place, so the cluster keeps `voters` of them while it can.
     pub async fn remove_member(&self, name: &str, voters: usize) -> Result<(), StoreError> {
+        let _changing = self.inner.changing.lock().await;
         let id = self.member_id(name).await?;
         let raft = self.raft();
         let voting_now = voting(raft).await?;
@@ -348,6 +351,7 @@ impl super::Store {
 
     /// On the leader: makes the member named `name` a voter or a learner.
     pub async fn set_role(&self, name: &str, role: Role) -> Result<(), StoreError> {
+        let _changing = self.inner.changing.lock().await;
         let id = self.member_id(name).await?;
         let raft = self.raft();
         let voting_now = voting(raft).await?;

@@ -303,6 +303,11 @@ pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u
         None => Ok(()),
     }
     };
+    if store.raft_stopped() && kind != RpcKind::Propose {
+        // Stopping (see `Store::stop_raft`): its stopped core is not asked (openraft takes
+        // that for a failure, and says so at ERROR).
+        return Err(StoreError::Closed);
+    }
     match kind {
         RpcKind::Append => {
             let rpc: AppendEntriesRequest<Troupe> = codec::decode(request)?;

@@ -71,6 +71,17 @@ async fn a_write_after_the_node_stopped_its_raft_member_is_closed_not_a_failure_
 }
 
 #[tokio::test]
+async fn a_stopped_member_answers_raft_messages_as_closed_without_asking_its_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(9, 12345), None);
+    let request = crate::codec::encode(&vote).unwrap();
+    store.stop_raft().await;
+    let answer = super::serve(&store, super::RpcKind::Vote, &request).await;
+    assert!(matches!(answer, Err(crate::store::StoreError::Closed)), "{answer:?}");
+}
+
+#[tokio::test]
 async fn a_reopened_store_keeps_its_raft_id_and_leads_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
@@ -91,6 +102,19 @@ async fn a_reopened_store_keeps_its_raft_id_and_leads_again() {
     assert_eq!(metrics.current_leader, Some(id));
     store.write(Batch::new().put(THINGS, "k2", vec![2])).await.unwrap();
     assert_eq!(store.get(THINGS, "k").await.unwrap(), Some(vec![1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_joining_at_once_are_both_admitted_as_voters() {
+    let router = Arc::new(Router::default());
+    let dir = tempfile::tempdir().unwrap();
+    let a = member(&router, &dir, "a", super::Start::Alone);
+    a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
+    let b = member(&router, &dir, "b", super::Start::Join);
+    let c = member(&router, &dir, "c", super::Start::Join);
+    let (to_b, to_c) = futures::join!(a.admit(b.raft_id(), "b", 3), a.admit(c.raft_id(), "c", 3));
+    assert_eq!(to_b.unwrap(), super::Role::Voter);
+    assert_eq!(to_c.unwrap(), super::Role::Voter);
 }
 
 /// Stores of one process that reach each other by name, with links a test can cut, and
