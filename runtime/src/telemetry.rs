@@ -38,7 +38,10 @@ pub fn init_logging(format: LogFormat) {
 ///   it once, as the member becomes SUSPECT and DOWN (the failover judge's warnings and the
 ///   MEMBER_ events), and the cluster view shows it;
 /// - openraft's note that a replication answer came from before a membership change, which
-///   it ignores (three WARN lines on the leader as a member leaves);
+///   it ignores (three WARN lines on the leader as a member leaves), that a vote's answer
+///   came after its vote changed, which it ignores too (a WARN on every member at each
+///   election and at each join), and that a replication stream ended before its answer
+///   (a WARN on the leader as a member is promoted);
 /// - ractor_cluster's "unknown child actor exit event", six WARN lines on every member each
 ///   time a peer's session ends (the proxies of the peer's actors stopping with it).
 struct KnownNoise;
@@ -48,6 +51,8 @@ const NOISE: &[(&str, &str)] = &[
     ("openraft", "Unreachable node"),
     ("openraft", "backoff mode: drain events"),
     ("openraft", "membership_log_id changed"),
+    ("openraft", "A message will be ignored because vote changed"),
+    ("openraft", "weak_tx is dropped, no response is sent to ReplicationCore"),
     ("ractor_cluster", "unknown child actor exit event"),
 ];
 
@@ -140,6 +145,8 @@ mod tests {
             tracing::error!(target: "openraft::replication", err = "a message of 458467095 bytes", "RPCError");
             tracing::warn!(target: "troupe_actors::failover::judge", error = %err, "a member's state changed");
             tracing::warn!(target: "openraft::core::raft_core", "membership_log_id changed: msg sent by: Some(T1-N3-27); curr: Some(T1-N3-52); ignore when (UpdateReplicationMatched)");
+            tracing::warn!(target: "openraft::core::raft_core", "A message will be ignored because vote changed: msg sent by vote: T1-N4081446998480848380:committed; current my vote: None; when (VoteResponse)");
+            tracing::warn!(target: "openraft::replication", "weak_tx is dropped, no response is sent to ReplicationCore");
             tracing::warn!(target: "ractor_cluster::node::node_session", "NodeSession b received an unknown child actor exit event from 0.14 - 'Some(\"remote\")'");
             tracing::warn!(target: "ractor_cluster::node", "Node session b exited with 'Some(\"tcp_session_closed\")'");
             // Words of the noise, from elsewhere: kept.

@@ -426,12 +426,27 @@ async fn keep_joined(server: ActorRef<NodeServerMessage>, peer: String, dial: Di
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
-            Ok(Err(e)) => tracing::warn!(%peer, error = %e, retry_in = ?backoff, "cannot reach peer"),
-            Err(_) => tracing::warn!(%peer, retry_in = ?backoff, "connecting to peer timed out"),
+            // Said at WARN as the peer is first missed and then every `MAX_REDIAL` (the
+            // member's SUSPECT and DOWN are said by the failover judge), else at DEBUG.
+            Ok(Err(e)) if says_again(backoff) => {
+                tracing::warn!(%peer, error = %e, retry_in = ?backoff, "cannot reach peer")
+            }
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, retry_in = ?backoff, "cannot reach peer"),
+            Err(_) if says_again(backoff) => tracing::warn!(%peer, retry_in = ?backoff, "connecting to peer timed out"),
+            Err(_) => tracing::debug!(%peer, retry_in = ?backoff, "connecting to peer timed out"),
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        backoff = (backoff * 2).min(MAX_REDIAL);
     }
+}
+
+/// The longest wait between two attempts to dial a peer.
+const MAX_REDIAL: Duration = Duration::from_secs(30);
+
+/// Whether a failed dial is worth a WARN: the first after the peer was reached (its wait
+/// the shortest), and each one once the waits reached their longest.
+fn says_again(backoff: Duration) -> bool {
+    backoff <= Duration::from_millis(500) || backoff >= MAX_REDIAL
 }
 
 async fn connected(server: &ActorRef<NodeServerMessage>, peer: &str) -> bool {
@@ -448,4 +463,24 @@ async fn connected(server: &ActorRef<NodeServerMessage>, peer: &str) -> bool {
     sessions
         .values()
         .any(|s| resolved.contains(&s.peer_addr) || s.peer_name.as_ref().is_some_and(|n| n.connection_string == peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_that_cannot_be_dialled_is_warned_of_first_then_every_longest_wait() {
+        let mut backoff = Duration::from_millis(500);
+        let mut warned = Vec::new();
+        for _ in 0..10 {
+            warned.push(says_again(backoff));
+            backoff = (backoff * 2).min(MAX_REDIAL);
+        }
+        // 0.5 s, then 1, 2, 4, 8, 16 s quietly, then 30 s each time.
+        assert_eq!(
+            warned,
+            [true, false, false, false, false, false, true, true, true, true]
+        );
+    }
 }

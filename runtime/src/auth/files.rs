@@ -17,7 +17,7 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// dir's store would be made under another name than the node's, and a stopped member's
 /// store would start its Raft core alone, raising its term and waiting for a majority.
 pub async fn create_offline(data_dir: &Path, role: Role, name: &str) -> Result<String, TokenError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| TokenError::Io {
+    private_dir(data_dir).map_err(|source| TokenError::Io {
         path: data_dir.to_path_buf(),
         source,
     })?;
@@ -27,10 +27,18 @@ pub async fn create_offline(data_dir: &Path, role: Role, name: &str) -> Result<S
     let dir = data_dir.join(PENDING_DIR);
     let path = dir.join(hash(&token));
     let record = crate::codec::encode(&info)?;
-    std::fs::create_dir_all(&dir)
+    private_dir(&dir)
         .and_then(|_| write_private_bytes(&path, &record))
         .map_err(|source| TokenError::Io { path, source })?;
     Ok(token)
+}
+
+/// Makes `dir` (and what is missing above it) readable by its owner only, as the whole
+/// data dir is.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Moves records left by `troupe token create` into the store; returns how many.

@@ -87,6 +87,11 @@ async fn tokens_created_while_the_store_is_locked_are_imported_when_first_used()
     // The store is open here, so the CLI path leaves the record in tokens.pending/.
     let token = create_offline(dir.path(), Role::Viewer, "from-cli").await.unwrap();
     assert!(dir.path().join("tokens.pending").join(hash(&token)).exists());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("tokens.pending")), 0o700, "its owner's only");
+    }
     assert!(matches!(
         tokens.check(&token).await.unwrap(),
         Check::Valid { role: Role::Viewer, .. }

@@ -22,7 +22,9 @@ pub enum StoreError {
         "events after {after} are no longer kept (the oldest kept is {oldest}): read the current state, then resume from node.lastSeq"
     )]
     Compacted { after: u64, oldest: u64 },
-    #[error("cursor {after} is ahead of this node's log (its last event is {last}): cursors are per node")]
+    #[error(
+        "cursor {after} is ahead of this node's log (its last event is {last}): a cursor from a replaced data dir or another cluster, or this node lags behind the cluster's log"
+    )]
     FutureCursor { after: u64, last: u64 },
     /// The cluster could not confirm the write in time (no leader, no majority, a leader
     /// that did not answer). It may still be applied later: read before writing again.
