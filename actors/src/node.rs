@@ -166,8 +166,8 @@ impl Node {
             Ok(Ok(())) => {}
             Ok(Err(StoreError::Left)) => tracing::info!("this node left the cluster: its stop is not written"),
             Ok(Err(StoreError::NotLeader { leader: None })) => tracing::warn!(
-                "the last records of this node's stop were not written: the cluster has no leader now \
-                 (its other members may be stopping too)"
+                "the final flush found no leader: the last records of this node's stop were not written \
+                 (the cluster's other members may be stopping too)"
             ),
             Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
             Err(_) => tracing::error!(within = ?FINAL_FLUSH_WITHIN, "final flush did not end in time"),

@@ -130,13 +130,15 @@ impl Store {
             },
             _ => spread,
         };
-        self.stand_after_lease(lost, lost_term, name, first).await;
+        self.stand_after_lease(lost, lost_term, name, first, "the leader's session closed")
+            .await;
     }
 
     /// Stands for election once the lost leader's lease has passed since this member last
     /// heard from it, plus `first`, and again after 100–250 ms while no other leader is
     /// known, for at most an election timeout more.
-    async fn stand_after_lease(&self, lost: NodeId, lost_term: u64, name: &str, first: Duration) {
+    /// `why` says what told this member its leader is gone, for the log.
+    async fn stand_after_lease(&self, lost: NodeId, lost_term: u64, name: &str, first: Duration, why: &str) {
         let Some(_standing) = Standing::take(&self.inner.successions.standing) else {
             return;
         };
@@ -194,7 +196,7 @@ impl Store {
                     return;
                 }
             }
-            tracing::info!(leader = %name, "the leader is gone and its lease passed: standing for election");
+            tracing::info!(leader = %name, "{why} and its lease passed: standing for election");
             if raft.trigger().elect().await.is_err() {
                 return;
             }
@@ -309,7 +311,8 @@ impl Store {
                 .get_node(&word.leader)
                 .map_or_else(|| word.leader.to_string(), |n| n.addr.clone());
             let first = store.successor_waits();
-            store.stand_after_lease(word.leader, word.term, &name, first).await;
+            let why = "the leader stopped and named this member its successor";
+            store.stand_after_lease(word.leader, word.term, &name, first, why).await;
         });
     }
 }
