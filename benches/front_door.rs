@@ -7,7 +7,7 @@
 //! release built beside this one, for a before/after in the same session).
 //!
 //! Run all: `cargo bench --bench front_door`; one: `cargo bench --bench front_door -- fanout`
-//! (submit, reads, fanout, fanout-paced, restart, cluster, replicated, leader-loss, exec-vs-process, pause-restart,
+//! (submit, reads, fanout, fanout-paced, restart, cluster, replicated, leader-loss, leader-stop, exec-vs-process, pause-restart,
 //! vms-create, vms-evacuate, tasks-1k, messages, swarms-create, swarms-mesh, swarms-gather, faults,
 //! big-payloads).
 
@@ -84,6 +84,9 @@ async fn main() {
     }
     if run("leader-loss") {
         front_door::replicated::leader_loss_idle().await;
+    }
+    if run("leader-stop") {
+        front_door::replicated::leader_stop().await;
     }
     if run("failover") {
         front_door::failover::failover().await;

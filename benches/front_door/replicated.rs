@@ -2,7 +2,7 @@
 //! with 1 and 64 clients (on three nodes, sent to a follower, whose writes the leader
 //! commits on a majority), and the time from killing the leader to the first write the
 //! survivors accept again, after the load (`replicated`) and in idle clusters
-//! (`leader-loss`).
+//! (`leader-loss`); a graceful stop of the leader under load (`leader-stop`).
 
 use std::time::{Duration, Instant};
 
@@ -190,4 +190,116 @@ async fn leader_loss(mut nodes: Vec<(&str, Server)>) {
         "ms",
     );
     report("  writes refused meanwhile", refused as f64, "writes");
+}
+
+/// How many times `leader-stop` stops a leader, each in a fresh cluster.
+const STOPS: usize = 6;
+/// The clients submitting through the survivors meanwhile.
+const STOP_CLIENTS: usize = 16;
+
+/// A graceful stop (SIGTERM) of the leader of three while clients submit through the other
+/// two, in fresh clusters: how long until a survivor knows the new leader, how many terms
+/// the handover took (one when the successor the leader named wins at once), how long the
+/// stopping node took to exit, and how many submits failed meanwhile.
+pub async fn leader_stop() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    println!("leader stopped (SIGTERM) while {STOP_CLIENTS} clients submit through the others; {STOPS} fresh clusters");
+    for _ in 0..STOPS {
+        let a = Server::start("a", &[]).await;
+        let join = format!("127.0.0.1:{}", a.cluster_port);
+        let b = Server::start("b", &["--join", &join]).await;
+        let c = Server::start("c", &["--join", &join]).await;
+        for node in [&a, &b, &c] {
+            node.echo_agents(2, 8).await;
+        }
+        let mut nodes = vec![("a", a), ("b", b), ("c", c)];
+        let view = nodes[1].1.gql("{ cluster { leader term } }", json!({})).await;
+        let leader = view["cluster"]["leader"].as_str().unwrap_or_default().to_owned();
+        let term = view["cluster"]["term"].as_u64().unwrap_or_default();
+        let at = nodes.iter().position(|(n, _)| *n == leader).expect("a leader");
+        let (_, mut gone) = nodes.remove(at);
+        let survivors: Vec<(String, String, reqwest::Client)> = nodes
+            .iter()
+            .map(|(_, s)| (s.graphql_url(), s.token.clone(), s.http().clone()))
+            .collect();
+        let (done, ok, failed) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let q = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
+        let clients: Vec<_> = (0..STOP_CLIENTS)
+            .map(|c| {
+                let (url, token, http) = survivors[c % survivors.len()].clone();
+                let (done, ok, failed) = (done.clone(), ok.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while !done.load(Ordering::Relaxed) {
+                        let body = json!({ "query": q, "variables": { "input": { "capability": "echo", "payload": { "c": c, "i": i } } } });
+                        i += 1;
+                        let answer = http.post(&url).bearer_auth(&token).json(&body).send().await;
+                        let answer: serde_json::Value = match answer {
+                            Ok(resp) => resp.json().await.unwrap_or_default(),
+                            Err(_) => serde_json::Value::Null,
+                        };
+                        match answer["data"]["submitTask"]["id"].is_string() {
+                            true => ok.fetch_add(1, Ordering::Relaxed),
+                            false => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        // The load under way before the stop.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let asked = Instant::now();
+        gone.sigterm();
+        let survivor = &nodes[0].1;
+        let (mut elected, mut exited) = (None, None);
+        let mut now_term = term;
+        while elected.is_none() || exited.is_none() {
+            assert!(asked.elapsed() < Duration::from_secs(60), "no new leader or no exit");
+            if exited.is_none() && gone.exited() {
+                exited = Some(asked.elapsed());
+            }
+            if elected.is_none() {
+                let view = survivor.gql("{ cluster { leader term } }", json!({})).await;
+                let now = view["cluster"]["leader"].as_str().unwrap_or_default();
+                if !now.is_empty() && now != leader {
+                    elected = Some(asked.elapsed());
+                    now_term = view["cluster"]["term"].as_u64().unwrap_or_default();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The load a moment longer on the new leader, then the figures.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        done.store(true, Ordering::Relaxed);
+        for client in clients {
+            let _ = client.await;
+        }
+        let later = survivor.gql("{ cluster { term } }", json!({})).await["cluster"]["term"]
+            .as_u64()
+            .unwrap_or_default();
+        let ms = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1000.0;
+        report(
+            &format!("  leader {leader} stopped to a new leader known"),
+            ms(elected),
+            "ms",
+        );
+        report("  to its process gone", ms(exited), "ms");
+        report("  terms the handover took", (now_term - term) as f64, "terms");
+        report("  terms later (none expected)", (later - now_term) as f64, "terms");
+        report(
+            "  submits acknowledged meanwhile",
+            ok.load(Ordering::Relaxed) as f64,
+            "submits",
+        );
+        report(
+            "  submits failed meanwhile",
+            failed.load(Ordering::Relaxed) as f64,
+            "submits",
+        );
+    }
 }

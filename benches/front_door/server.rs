@@ -82,6 +82,16 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM and returns at once (see [`Server::exited`]).
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+    }
+
+    /// Whether the process has exited (reaped if so).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+
     /// Starts the node again on its data dir, once stopped, and waits until it serves.
     pub async fn restart(&mut self) {
         let _ = std::fs::remove_file(self._dir.path().join("gateway.addr"));
