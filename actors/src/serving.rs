@@ -22,9 +22,18 @@ impl Serving {
     /// Refuses new work once the node is shutting down.
     pub fn ensure(&self) -> Result<(), ApiError> {
         if self.is_draining() {
-            Err(ApiError::Unavailable("the node is shutting down".into()))
+            Err(ApiError::Unavailable(SHUTTING_DOWN.into()))
         } else {
             Ok(())
         }
     }
+}
+
+/// How a node that began to shut down refuses new work, before it does anything of it.
+const SHUTTING_DOWN: &str = "the node is shutting down";
+
+/// Whether `e` is a node's refusal of new work as it shuts down ([`Serving::ensure`]): it
+/// did nothing of the request, so it may go elsewhere.
+pub fn refused_for_stop(e: &ApiError) -> bool {
+    matches!(e, ApiError::Unavailable(m) if m == SHUTTING_DOWN)
 }

@@ -81,6 +81,37 @@ async fn a_member_draining_for_its_stop_offers_no_room_and_its_capabilitys_task_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_placed_on_a_member_that_just_began_to_drain_is_queued_here_not_refused() -> Result<()> {
+    let mut nodes = three_nodes_up().await?;
+    // gamma's agent, the only one of its capability: one task held at a gate, a slot free.
+    let gate = Gate::new()?;
+    let agent = nodes[2].spawn_gated(&gate, &["held"], 2).await?;
+    nodes[2].wait_agent_state(&agent, "RUNNING").await?;
+    let first = text(
+        &nodes[0].submit(json!({ "capability": "held", "payload": 0 })).await?,
+        "/id",
+    )?;
+    nodes[2].wait_task_state(&first, "RUNNING").await?;
+    super::replicated::room_of(&nodes[0], "gamma", "held", Some(1)).await?;
+    // Stopped, gamma drains (its running task holds it); alpha's last beat from it still
+    // offers a free slot, so the next tasks are placed there, and refused there.
+    nodes[2].sigterm()?;
+    let mut queued = Vec::new();
+    for i in 1..=5 {
+        let answer = nodes[0].submit(json!({ "capability": "held", "payload": i })).await;
+        let answer = answer.map_err(|e| anyhow::anyhow!("a task placed on the draining member failed: {e}"))?;
+        queued.push(text(&answer, "/id")?);
+    }
+    gate.open()?;
+    nodes[2].wait_exit(WAIT).await?;
+    nodes[2].restart().await?;
+    for task in std::iter::once(&first).chain(&queued) {
+        nodes[0].wait_task_state(task, "SUCCEEDED").await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_node_under_load_loses_nothing() -> Result<()> {
     let mut nodes = start_cluster(
         NodeOpts::named("alpha"),

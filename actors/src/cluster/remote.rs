@@ -410,6 +410,8 @@ pub async fn forward<S: Service>(
         call::<S>(node, &call_, within).await
     };
     match first.await {
+        // Refused before it acted (the peer began to shut down): nothing to ask again.
+        Err(e) if crate::serving::refused_for_stop(&e) => Err(e),
         Err(ApiError::Unavailable(first)) if cluster.status(node) != Some(MemberStatus::Down) => {
             tracing::warn!(%node, error = %first, %key, "forwarding failed; retrying once with the same key");
             call::<S>(node, &call_, within).await.map_err(|e| match e {

@@ -92,7 +92,19 @@ impl Tasks {
             Some(agent) => At::holding(self, agent),
             None => self.placed(&request).await,
         };
-        at.submit(Box::new(request), key).await
+        let Some(node) = at.peer().filter(|_| request.agent_id.is_none()).map(str::to_owned) else {
+            return at.submit(Box::new(request), key).await;
+        };
+        // Placed on a peer by the room its last beat told of: one that began to shut down
+        // since refuses it before doing anything, and it is queued here instead (its beats
+        // offer no room from then on).
+        match at.submit(Box::new(request.clone()), key.clone()).await {
+            Err(e) if crate::serving::refused_for_stop(&e) => {
+                tracing::debug!(%node, "the node a task was placed on is shutting down: queued here");
+                At::Here(self).submit(Box::new(request), key).await
+            }
+            answered => answered,
+        }
     }
 
     /// Where a task aimed at a capability is queued: on the node whose agents the task's
