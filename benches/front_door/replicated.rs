@@ -148,12 +148,17 @@ pub async fn replicated() {
 pub async fn leader_loss_idle() {
     println!("leader killed (kill -9) in an idle cluster of three; a write sent to a survivor every 20 ms");
     for _ in 0..ROUNDS {
-        let a = Server::start("a", &[]).await;
-        let join = format!("127.0.0.1:{}", a.cluster_port);
-        let b = Server::start("b", &["--join", &join]).await;
-        let c = Server::start("c", &["--join", &join]).await;
-        leader_loss(vec![("a", a), ("b", b), ("c", c)]).await;
+        leader_loss(three().await).await;
     }
+}
+
+/// A fresh cluster of three: a, then b and c joining it.
+async fn three() -> Vec<(&'static str, Server)> {
+    let a = Server::start("a", &[]).await;
+    let join = format!("127.0.0.1:{}", a.cluster_port);
+    let b = Server::start("b", &["--join", &join]).await;
+    let c = Server::start("c", &["--join", &join]).await;
+    vec![("a", a), ("b", b), ("c", c)]
 }
 
 const ROUNDS: usize = 3;
@@ -206,14 +211,10 @@ pub async fn leader_stop() {
     use std::sync::Arc;
     println!("leader stopped (SIGTERM) while {STOP_CLIENTS} clients submit through the others; {STOPS} fresh clusters");
     for _ in 0..STOPS {
-        let a = Server::start("a", &[]).await;
-        let join = format!("127.0.0.1:{}", a.cluster_port);
-        let b = Server::start("b", &["--join", &join]).await;
-        let c = Server::start("c", &["--join", &join]).await;
-        for node in [&a, &b, &c] {
+        let mut nodes = three().await;
+        for (_, node) in &nodes {
             node.echo_agents(2, 8).await;
         }
-        let mut nodes = vec![("a", a), ("b", b), ("c", c)];
         let view = nodes[1].1.gql("{ cluster { leader term } }", json!({})).await;
         let leader = view["cluster"]["leader"].as_str().unwrap_or_default().to_owned();
         let term = view["cluster"]["term"].as_u64().unwrap_or_default();

@@ -50,18 +50,24 @@ async fn leader_changes(node: &Node, after: u64) -> Result<Vec<(u64, String)>> {
         .collect())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_draining_for_its_stop_offers_no_room_and_its_capabilitys_task_waits() -> Result<()> {
-    let mut nodes = three_nodes_up().await?;
-    // gamma's agent, the only one of its capability: one task held at a gate, a slot free.
+/// Three nodes, gamma's agent the only one of the capability `held`: one task (its id) held
+/// at the gate, a slot free.
+async fn gamma_holding_one_task() -> Result<(Vec<Node>, Gate, String)> {
+    let nodes = three_nodes_up().await?;
     let gate = Gate::new()?;
     let agent = nodes[2].spawn_gated(&gate, &["held"], 2).await?;
     nodes[2].wait_agent_state(&agent, "RUNNING").await?;
     let first = text(
-        &nodes[0].submit(json!({ "capability": "held", "payload": 1 })).await?,
+        &nodes[0].submit(json!({ "capability": "held", "payload": 0 })).await?,
         "/id",
     )?;
     nodes[0].wait_task_state(&first, "RUNNING").await?;
+    Ok((nodes, gate, first))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_draining_for_its_stop_offers_no_room_and_its_capabilitys_task_waits() -> Result<()> {
+    let (mut nodes, gate, first) = gamma_holding_one_task().await?;
     // Stopped, gamma drains: its running task holds it, for up to the grace period.
     nodes[2].sigterm()?;
     // alpha hears that the node going away has no room ...
@@ -82,16 +88,7 @@ async fn a_member_draining_for_its_stop_offers_no_room_and_its_capabilitys_task_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_placed_on_a_member_that_just_began_to_drain_is_queued_here_not_refused() -> Result<()> {
-    let mut nodes = three_nodes_up().await?;
-    // gamma's agent, the only one of its capability: one task held at a gate, a slot free.
-    let gate = Gate::new()?;
-    let agent = nodes[2].spawn_gated(&gate, &["held"], 2).await?;
-    nodes[2].wait_agent_state(&agent, "RUNNING").await?;
-    let first = text(
-        &nodes[0].submit(json!({ "capability": "held", "payload": 0 })).await?,
-        "/id",
-    )?;
-    nodes[2].wait_task_state(&first, "RUNNING").await?;
+    let (mut nodes, gate, first) = gamma_holding_one_task().await?;
     super::replicated::room_of(&nodes[0], "gamma", "held", Some(1)).await?;
     // Stopped, gamma drains (its running task holds it); alpha's last beat from it still
     // offers a free slot, so the next tasks are placed there, and refused there.
