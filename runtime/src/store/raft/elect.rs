@@ -32,7 +32,7 @@ const PAST_LEASE: Duration = Duration::from_millis(50);
 /// counted the lease) takes less.
 const AFTER_SUCCESSOR: Duration = Duration::from_millis(500);
 
-/// How long a stopping leader waits for its voters to hold its whole log.
+/// How long a stopping leader waits for another voter to hold its whole log.
 const CATCH_UP_WITHIN: Duration = Duration::from_millis(500);
 
 /// How long a stopping leader gives its voters to hear whom it named.
@@ -208,8 +208,9 @@ impl Store {
 
 impl Store {
     /// On a leader about to stop its Raft member (it takes no more writes): waits at most
-    /// [`CATCH_UP_WITHIN`] until every other voter holds its whole log, so whichever it names
-    /// can win every vote. Its term and voters, when it leads a cluster of several.
+    /// [`CATCH_UP_WITHIN`] until another voter holds its whole log, so the one it names can
+    /// win every vote (a voter that is down is not waited for). Its term and voters, when
+    /// it leads a cluster of several.
     pub(crate) async fn let_voters_catch_up(&self) -> Option<Leaving> {
         let raft = self.raft();
         let (term, voters) = {
@@ -233,11 +234,11 @@ impl Store {
             voters
                 .iter()
                 .filter(|(id, _)| *id != m.id)
-                .all(|(id, _)| matched(id) >= m.last_log_index)
+                .any(|(id, _)| matched(id) >= m.last_log_index)
         };
         let waited = raft
             .wait(Some(CATCH_UP_WITHIN))
-            .metrics(caught_up, "every voter holds the leader's log")
+            .metrics(caught_up, "a voter holds the leader's whole log")
             .await;
         if let Err(e) = waited {
             tracing::info!(error = %e, "stopping while a voter has not caught up");
