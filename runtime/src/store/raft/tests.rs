@@ -30,33 +30,6 @@ async fn a_fresh_store_is_a_one_node_cluster_that_leads_and_writes_without_log_e
     assert_eq!(store.raft().metrics().borrow().last_log_index, last);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_a_member_wrote_alone_reaches_every_member_it_admits_later() {
-    let router = Arc::new(Router::default());
-    let dir = tempfile::tempdir().unwrap();
-    let a = member(&router, &dir, "a", super::Start::Alone);
-    let made = |key: &str, value: u8| {
-        Batch::new()
-            .put(THINGS, key, vec![value])
-            .event(NewEvent::new("THING_MADE", Some(key.into()), json!(null)))
-    };
-    a.write(made("alone", 1)).await.unwrap();
-    let b = member(&router, &dir, "b", super::Start::Join);
-    a.admit(b.raft_id(), "b", 3).await.unwrap();
-    a.write(made("two", 2)).await.unwrap();
-    let c = member(&router, &dir, "c", super::Start::Join);
-    a.admit(c.raft_id(), "c", 3).await.unwrap();
-    a.write(made("three", 3)).await.unwrap();
-    let expected = events_of(&a).await;
-    assert_eq!(expected.len(), 3, "{expected:?}");
-    for member in [&b, &c] {
-        has_events(member, &expected).await;
-        for (key, value) in [("alone", 1), ("two", 2), ("three", 3)] {
-            assert_eq!(member.get(THINGS, key).await.unwrap(), Some(vec![value]), "{key}");
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_write_after_the_node_stopped_its_raft_member_is_closed_not_a_failure_of_the_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,19 +75,6 @@ async fn a_reopened_store_keeps_its_raft_id_and_leads_again() {
     assert_eq!(metrics.current_leader, Some(id));
     store.write(Batch::new().put(THINGS, "k2", vec![2])).await.unwrap();
     assert_eq!(store.get(THINGS, "k").await.unwrap(), Some(vec![1]));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_members_joining_at_once_are_both_admitted_as_voters() {
-    let router = Arc::new(Router::default());
-    let dir = tempfile::tempdir().unwrap();
-    let a = member(&router, &dir, "a", super::Start::Alone);
-    a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
-    let b = member(&router, &dir, "b", super::Start::Join);
-    let c = member(&router, &dir, "c", super::Start::Join);
-    let (to_b, to_c) = futures::join!(a.admit(b.raft_id(), "b", 3), a.admit(c.raft_id(), "c", 3));
-    assert_eq!(to_b.unwrap(), super::Role::Voter);
-    assert_eq!(to_c.unwrap(), super::Role::Voter);
 }
 
 /// Stores of one process that reach each other by name, with links a test can cut, and
@@ -414,97 +374,6 @@ async fn when_the_leader_is_cut_off_the_others_elect_one_and_lose_nothing_acknow
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_admitted_after_the_log_was_purged_catches_up_from_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let router = Arc::new(Router::default());
-    let a = member(&router, &dir, "a", super::Start::Alone);
-    // Two members, so that every write is an entry of the log.
-    let b = member(&router, &dir, "b", super::Start::Join);
-    a.admit(b.raft_id(), "b", 3).await.unwrap();
-    for i in 0..50u8 {
-        a.write(
-            Batch::new()
-                .put(THINGS, format!("k{i:02}"), vec![i])
-                .event(NewEvent::new("THING", Some(format!("k{i:02}")), json!({ "i": i }))),
-        )
-        .await
-        .unwrap();
-    }
-    let index = a.raft().metrics().borrow().last_applied.map(|id| id.index).unwrap();
-    a.raft().trigger().snapshot().await.unwrap();
-    let wait = || a.raft().wait(Some(std::time::Duration::from_secs(10)));
-    wait()
-        .metrics(|m| m.snapshot.map(|s| s.index) >= Some(index), "snapshot built")
-        .await
-        .unwrap();
-    a.raft().trigger().purge_log(index).await.unwrap();
-    wait()
-        .metrics(|m| m.purged.map(|p| p.index) >= Some(index), "log purged")
-        .await
-        .unwrap();
-    let c = member(&router, &dir, "c", super::Start::Join);
-    assert_eq!(a.admit(c.raft_id(), "c", 3).await.unwrap(), super::Role::Voter);
-    caught_up(&c, index).await;
-    assert_eq!(c.get(THINGS, "k42").await.unwrap(), Some(vec![42]));
-    let events = c.events_after(0, 1000).await.unwrap();
-    assert_eq!(events.len(), 50);
-    assert_eq!(events[49].data, json!({ "i": 49 }));
-    // The kind and subject indexes came with it.
-    assert_eq!(c.events_of_kinds(0, vec!["THING".into()], 100).await.unwrap().len(), 50);
-    let about = c
-        .events_about("k42".into(), crate::store::Window::Last, None, 10)
-        .await
-        .unwrap();
-    assert_eq!(about.len(), 1);
-    assert_eq!(about[0].data, json!({ "i": 42 }));
-    // And they go on as one: a write on the new member is applied on every one.
-    let seqs = c
-        .write(Batch::new().event(NewEvent::new("LATER", None, json!(null))))
-        .await
-        .unwrap();
-    assert_eq!(seqs, vec![51]);
-    has_events(&b, &events_of(&c).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_restarted_after_its_log_was_purged_still_hands_a_late_member_the_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let router = Arc::new(Router::default());
-    let a = member(&router, &dir, "a", super::Start::Alone);
-    for i in 0..20u8 {
-        a.write(Batch::new().put(THINGS, format!("k{i:02}"), vec![i]))
-            .await
-            .unwrap();
-    }
-    a.compact().await.unwrap();
-    // Restarted, it holds no snapshot any more (a start empties its snapshots) and the log is purged: openraft
-    // rebuilds one at start (storage/helper.rs), which is what the late member receives.
-    router.stores.lock().unwrap().remove("a");
-    drop(a);
-    let a = loop {
-        let options = crate::store::StoreOptions {
-            identity: super::Identity {
-                name: "a".into(),
-                timing: fast(),
-                start: super::Start::Alone,
-            },
-            ..Default::default()
-        };
-        match Store::open_with(&dir.path().join("a"), options) {
-            Ok(s) => break s,
-            Err(crate::store::StoreError::Locked) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-            Err(e) => panic!("{e}"),
-        }
-    };
-    a.transport().set(router.clone());
-    router.stores.lock().unwrap().insert("a".into(), a.clone());
-    let b = member(&router, &dir, "b", super::Start::Join);
-    assert_eq!(a.admit(b.raft_id(), "b", 3).await.unwrap(), super::Role::Voter);
-    assert_eq!(b.get(THINGS, "k07").await.unwrap(), Some(vec![7]));
-    assert_eq!(b.get(THINGS, "k19").await.unwrap(), Some(vec![19]));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_answers_at_once_when_no_majority_is_reachable() {
     let dir = tempfile::tempdir().unwrap();
     let router = Arc::new(Router::default());
@@ -544,6 +413,7 @@ async fn a_lagging_follower_reads_every_acknowledged_write_after_it_linearizes()
 
 mod bytes;
 mod flight;
+mod membership;
 mod projections;
 mod quorum;
 mod storage;
