@@ -296,7 +296,7 @@ impl Store {
 
     /// A stopping leader's word on who takes over: kept for when its session closes, and
     /// the successor stands as soon as the lease passed.
-    pub(crate) async fn successor_named(&self, word: Succession) {
+    pub(crate) fn successor_named(&self, word: Succession) {
         *self.inner.successions.named.lock().unwrap_or_else(|p| p.into_inner()) = Some(word);
         if word.successor != self.raft_id() {
             return;

@@ -341,7 +341,7 @@ pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u
         RpcKind::Succeed => {
             let word: super::elect::Succession = codec::decode(request)?;
             heard(Some(word.leader))?;
-            store.successor_named(word).await;
+            store.successor_named(word);
             codec::encode(&())
         }
     }
