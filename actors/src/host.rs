@@ -33,7 +33,9 @@ pub(crate) use fault::inject;
 pub use fault::Fault;
 pub use fleet::{Fleet, FleetSettings};
 pub(crate) use handle::{ask, domains, vm_actors, ASK};
-pub use libvirt::{domain_xml, simulated_node_xml, DomainObs, DomainStateName, Libvirt, LibvirtError, NodeCapacity};
+pub use libvirt::{
+    domain_xml, simulated_node_xml, DomainObs, DomainStateName, Libvirt, LibvirtError, Listed, NodeCapacity,
+};
 pub use peers::PeerHosts;
 pub(crate) use removal::records_may_go_from;
 pub(crate) use remove::remove;

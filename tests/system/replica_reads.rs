@@ -116,6 +116,29 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
         }
         deadline.tick(vm).await?;
     };
+    // What libvirt lists on that host, as beta's last sweep found it and a beat carried it.
+    let placed = alpha
+        .gql_ok(
+            "query($id: ID!) { vm(id: $id) { hostId spec { domain } } }",
+            json!({ "id": far_vm }),
+        )
+        .await?;
+    let (far_host, far_domain) = (text(&placed, "/vm/hostId")?, text(&placed, "/vm/spec/domain")?);
+    let domains_read = "query($id: ID!) { host(id: $id) { domains { name state observedAt } } }";
+    let lists_far_domain = |data: &Value| {
+        let domains = data["host"]["domains"].as_array().into_iter().flatten();
+        domains
+            .into_iter()
+            .any(|d| d["name"] == far_domain.as_str() && d["state"] == "RUNNING" && d["observedAt"].is_string())
+    };
+    let deadline = Deadline::after(WAIT, "beta's host's domains to be reported to alpha");
+    loop {
+        let host = alpha.gql(domains_read, json!({ "id": far_host })).await?;
+        if lists_far_domain(&host["data"]) {
+            break;
+        }
+        deadline.tick(host).await?;
+    }
 
     // Beta's supervision tree, as a beat of beta's reported it, its agent in it.
     let tree_read = "{ supervisionTree(node: \"beta\") { observedAt children { id supervisor { \
@@ -161,6 +184,9 @@ async fn a_frozen_peers_records_are_read_here_and_calls_to_its_live_agents_fail_
         vm_frozen["vm"]["state"] == "RUNNING" && vm_frozen["vm"]["stats"]["sampledAt"].is_string(),
         "{vm_frozen} (before the freeze: {vm_sampled})"
     );
+    // And the domains of beta's host (it asked beta's driver, and waited for it).
+    let listed = alpha.gql_ok(domains_read, json!({ "id": far_host })).await?;
+    ensure!(lists_far_domain(&listed), "{listed}");
     // Reads are answered from alpha's replica: they never wait for beta (alpha cuts a
     // request at 1 s, and a call to a peer waits longer for a frozen one).
     let lookup = alpha

@@ -15,7 +15,7 @@ use troupe_runtime::store::Batch;
 use troupe_runtime::supervision::UNRESPONSIVE;
 
 use super::link::{At, Effect, Input, Link, LinkMachine};
-use super::{DomainObs, Fault, Fleet, HostSpec, Libvirt, LibvirtError, NodeCapacity};
+use super::{DomainObs, Fault, Fleet, HostSpec, Libvirt, LibvirtError, Listed, NodeCapacity};
 use crate::error::ApiError;
 use crate::vm::{owned_vms, read_vm, Observation, VmActor, VmArgs, VmMsg, VmSpec, VmStatus};
 
@@ -310,6 +310,14 @@ impl Driver {
                 (Input::Connected(Err(e.to_string())), Found::default())
             }
         };
+        if matches!(input, Input::Swept(Ok(())) | Input::Connected(Ok(()))) {
+            let ago = chrono::Duration::from_std(taken.elapsed()).unwrap_or_default();
+            let listed = Listed {
+                at: troupe_runtime::clock::now() - ago,
+                domains: found.domains.clone(),
+            };
+            self.fleet.listed(&self.id, listed);
+        }
         let connect = matches!(input, Input::Connected(_));
         self.step(myself, input, found).await;
         if connect && !self.looked {

@@ -18,7 +18,7 @@ use troupe_runtime::store::Store;
 use troupe_runtime::supervision::SupervisorMsg;
 
 use super::link::Link;
-use super::{DrainProgress, HostMsg, HostSpec, HostState, HostView, Libvirt};
+use super::{DrainProgress, HostMsg, HostSpec, HostState, HostView, Libvirt, Listed};
 use crate::error::ApiError;
 use crate::placement::Load;
 use crate::slots::Slot;
@@ -92,6 +92,7 @@ impl Fleet {
             last_error: Some("not connected yet".into()),
             removing: false,
             looked: watch::channel(false).0,
+            listed: None,
         });
         entry.spec = spec;
     }
@@ -275,6 +276,14 @@ impl Fleet {
 
     pub fn outbound(&self, host: &str) -> Option<Arc<Semaphore>> {
         self.lock().hosts.get(host).map(|e| e.outbound.clone())
+    }
+
+    /// Keeps the domains the host's driver listed just now: what a peer's read of the host's
+    /// domains shows, carried by this node's beats.
+    pub fn listed(&self, host: &str, listed: Listed) {
+        if let Some(e) = self.lock().hosts.get_mut(host) {
+            e.listed = Some(listed);
+        }
     }
 
     pub fn note_error(&self, host: &str, error: String) {

@@ -85,6 +85,13 @@ pub struct DomainObs {
     pub vcpus: u32,
 }
 
+/// Every domain libvirt listed on a host, Troupe's or not, and when it listed them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listed {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub domains: Vec<DomainObs>,
+}
+
 /// libvirt's domain states, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DomainStateName {

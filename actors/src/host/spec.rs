@@ -120,6 +120,10 @@ pub struct HostView {
     /// node's this node last heard (`None` when none has reached it yet).
     #[serde(default)]
     pub seen_at: Option<DateTime<Utc>>,
+    /// The domains its driver's last reconcile sweep (or connect) listed, Troupe's or not;
+    /// `None` before the driver has listed them once.
+    #[serde(default)]
+    pub listed: Option<super::Listed>,
 }
 
 impl HostView {
@@ -139,6 +143,7 @@ impl HostView {
             drain: None,
             outbound_migrations: 0,
             seen_at: None,
+            listed: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use super::listing::Listing;
 use crate::cluster::remote::{service, At, Located, PEER_TIMEOUT};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
-use crate::host::{AddHostRequest, DomainObs, Fault, Fleet, HostView};
+use crate::host::{AddHostRequest, Fault, Fleet, HostView, Listed};
 pub use vms::{Vms, VmsRequest, VmsResponse};
 
 service! {
@@ -25,8 +25,6 @@ service! {
     call Remove => remove(id: String, force: bool) -> HostView, within Duration::from_secs(15 * 60);
     call Drain => drain(id: String) -> HostView;
     call Maintenance => set_maintenance(id: String, enabled: bool) -> HostView;
-    /// What libvirt reports on the host now, asked directly (not Troupe's records).
-    call Domains => domains(id: String) -> Vec<DomainObs>, within Duration::from_secs(30) + PEER_TIMEOUT;
     /// Injects a fault into a host or VM of this node.
     call Fault => inject_fault(target: String, fault: Fault) -> String, within Duration::from_secs(30) + PEER_TIMEOUT;
 }
@@ -140,10 +138,29 @@ impl Hosts {
             .collect())
     }
 
-    /// What libvirt reports on the host now, asked directly (not Troupe's records).
-    pub async fn domains(&self, host: &str) -> Result<Vec<DomainObs>, ApiError> {
-        let id = self.id_of(host).await?;
-        At::holding(self, &id).domains(id).await
+    /// Every domain libvirt lists on the host, Troupe's or not (not Troupe's records), and
+    /// when it listed them: asked of libvirt now for a host this node drives; for a peer's,
+    /// the last listing of its driver's reconcile sweep (every `vm_reconcile_ms`) as that
+    /// node's last beat carried it, so the read asks no peer. UNAVAILABLE while the host's
+    /// node has reported no listing of it (the driver has not reached the host yet).
+    pub async fn domains(&self, host: &str) -> Result<Listed, ApiError> {
+        if let Ok(id) = self.fleet.find(host) {
+            let domains = crate::host::domains(&self.fleet, &id).await?;
+            return Ok(Listed {
+                at: troupe_runtime::clock::now(),
+                domains,
+            });
+        }
+        let view = self
+            .get(host)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no host {host}")))?;
+        view.listed.ok_or_else(|| {
+            ApiError::Unavailable(format!(
+                "the node that drives host {} has not reported its domains yet",
+                view.spec.qualified_name()
+            ))
+        })
     }
 
     /// Whether this node holds the VM or host.
@@ -202,10 +219,6 @@ impl HostsLocal for Hosts {
 
     async fn set_maintenance(&self, id: String, enabled: bool) -> Result<HostView, ApiError> {
         crate::host::set_maintenance(&self.fleet, &id, enabled).await
-    }
-
-    async fn domains(&self, id: String) -> Result<Vec<DomainObs>, ApiError> {
-        crate::host::domains(&self.fleet, &id).await
     }
 
     async fn inject_fault(&self, target: String, fault: Fault) -> Result<String, ApiError> {

@@ -99,11 +99,16 @@ pub struct Domain {
     pub vcpus: i32,
     pub memory_ki_b: Int64,
     pub cpu_time_ns: Int64,
+    /// When libvirt listed it: now for a host of the node answering; for a host another node
+    /// drives, that node's last reconcile sweep (every `vm_reconcile_ms`), as its last beat
+    /// carried it.
+    pub observed_at: DateTime<Utc>,
 }
 
-impl From<DomainObs> for Domain {
-    fn from(d: DomainObs) -> Self {
+impl Domain {
+    fn listed(d: DomainObs, observed_at: DateTime<Utc>) -> Self {
         Self {
+            observed_at,
             state: format!("{:?}", d.state).to_uppercase(),
             name: d.name,
             uuid: d.uuid,
@@ -223,11 +228,17 @@ impl Host {
         let listing = ctx.data::<Api>()?.vms().list(None, first, filter).await.gql()?;
         Ok(listing.items.into_iter().map(Vm::from).collect())
     }
-    /// Every domain libvirt reports on the host now, Troupe's or not: asked directly, not read
-    /// from Troupe's records.
+    /// Every domain libvirt lists on the host, Troupe's or not (libvirt's view, not Troupe's
+    /// records): asked now for a host of the node answering; for another node's, its last
+    /// listing as that node's beats carried it (`observedAt` says when). UNAVAILABLE while
+    /// that node has reported no listing of the host.
     async fn domains(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Domain>> {
-        let found = ctx.data::<Api>()?.hosts().domains(&self.0.spec.id).await.gql()?;
-        Ok(found.into_iter().map(Domain::from).collect())
+        let listed = ctx.data::<Api>()?.hosts().domains(&self.0.spec.id).await.gql()?;
+        Ok(listed
+            .domains
+            .into_iter()
+            .map(|d| Domain::listed(d, listed.at))
+            .collect())
     }
 }
 

@@ -9,7 +9,7 @@ use ractor::ActorRef;
 use tokio::sync::{watch, Semaphore};
 
 use super::super::link::Link;
-use super::super::{DrainProgress, HostMode, HostMsg, HostSpec, HostState, HostView, Libvirt, NodeCapacity};
+use super::super::{DrainProgress, HostMode, HostMsg, HostSpec, HostState, HostView, Libvirt, Listed, NodeCapacity};
 use crate::placement::{Candidate, Load};
 
 pub(super) struct HostEntry {
@@ -31,6 +31,8 @@ pub(super) struct HostEntry {
     pub(super) removing: bool,
     /// Whether the driver has tried to connect once since the host was registered.
     pub(super) looked: watch::Sender<bool>,
+    /// The domains the driver listed last, and when.
+    pub(super) listed: Option<Listed>,
 }
 
 impl HostEntry {
@@ -81,6 +83,7 @@ impl HostEntry {
             drain: self.drain.clone(),
             outbound_migrations: (self.outbound_limit() - self.outbound.available_permits()) as u32,
             seen_at: Some(troupe_runtime::clock::now()),
+            listed: self.listed.clone(),
         }
     }
 

@@ -240,51 +240,68 @@ pub(super) async fn tasks_kept(
     }
 }
 
+/// How long VMS_SINGLE waits for a listing of each host taken after it began.
+const FRESH_LISTING: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// No domain runs on two hosts at once (a VM started again elsewhere while its first copy
-/// still runs).
+/// still runs). Each host's listing must be taken after the check began: a peer's host is
+/// read from its node's last sweep, which may predate a move that ended just before.
 pub(super) async fn vms_single(api: &Api) -> InvariantResult {
     let name = "VMS_SINGLE".to_owned();
-    let hosts = match api.hosts().list().await {
-        Ok(hosts) => hosts,
-        Err(e) => {
-            return InvariantResult {
-                name,
-                ok: false,
-                detail: Some(format!("the hosts could not be listed: {e}")),
-            }
-        }
-    };
-    let mut running: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut unread = Vec::new();
-    for host in hosts.items.iter().filter(|h| h.state == crate::host::HostState::Up) {
-        match api.hosts().domains(&host.spec.id).await {
-            Ok(domains) => {
-                for d in domains
-                    .into_iter()
-                    .filter(|d| d.state == crate::host::DomainStateName::Running)
-                {
-                    running.entry(d.name).or_default().push(host.spec.id.clone());
+    let began = troupe_runtime::clock::now();
+    let deadline = Instant::now() + FRESH_LISTING;
+    loop {
+        let hosts = match api.hosts().list().await {
+            Ok(hosts) => hosts,
+            Err(e) => {
+                return InvariantResult {
+                    name,
+                    ok: false,
+                    detail: Some(format!("the hosts could not be listed: {e}")),
                 }
             }
-            Err(e) => unread.push(format!("{} ({e})", host.spec.id)),
+        };
+        let mut running: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let (mut unread, mut stale) = (Vec::new(), false);
+        for host in hosts.items.iter().filter(|h| h.state == crate::host::HostState::Up) {
+            match api.hosts().domains(&host.spec.id).await {
+                Ok(listed) if listed.at < began => {
+                    stale = true;
+                    unread.push(format!("{} (its last listing is from {})", host.spec.id, listed.at));
+                }
+                Ok(listed) => {
+                    for d in listed
+                        .domains
+                        .into_iter()
+                        .filter(|d| d.state == crate::host::DomainStateName::Running)
+                    {
+                        running.entry(d.name).or_default().push(host.spec.id.clone());
+                    }
+                }
+                Err(e) => unread.push(format!("{} ({e})", host.spec.id)),
+            }
         }
-    }
-    let twice: Vec<String> = running
-        .iter()
-        .filter(|(_, on)| on.len() > 1)
-        .map(|(vm, on)| format!("{vm} on {}", on.join(" and ")))
-        .collect();
-    InvariantResult {
-        name,
-        ok: twice.is_empty(),
-        detail: Some(match (twice.is_empty(), unread.is_empty()) {
-            (true, true) => format!("{} domains running, each on one host", running.len()),
-            (true, false) => format!(
-                "{} domains running, each on one host; not read: {}",
-                running.len(),
-                unread.join(", ")
-            ),
-            (false, _) => format!("running twice: {}", twice.join("; ")),
-        }),
+        if stale && Instant::now() < deadline {
+            tokio::time::sleep(TICK).await;
+            continue;
+        }
+        let twice: Vec<String> = running
+            .iter()
+            .filter(|(_, on)| on.len() > 1)
+            .map(|(vm, on)| format!("{vm} on {}", on.join(" and ")))
+            .collect();
+        return InvariantResult {
+            name,
+            ok: twice.is_empty(),
+            detail: Some(match (twice.is_empty(), unread.is_empty()) {
+                (true, true) => format!("{} domains running, each on one host", running.len()),
+                (true, false) => format!(
+                    "{} domains running, each on one host; not read: {}",
+                    running.len(),
+                    unread.join(", ")
+                ),
+                (false, _) => format!("running twice: {}", twice.join("; ")),
+            }),
+        };
     }
 }
