@@ -49,8 +49,10 @@ impl Loop {
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(retry_after);
+                    // A server may answer a streamed call whole (as JSON): read what it sent.
+                    let streamed = spec.stream && !is_json(response.headers());
                     let mut lines = deltas::SseLines::default();
-                    let watched = spec.stream && status.is_success();
+                    let watched = streamed && status.is_success();
                     let bytes = read_body_with(response, &url, limit, |chunk| {
                         if watched {
                             lines.feed(chunk, |line| {
@@ -62,7 +64,7 @@ impl Loop {
                     })
                     .await?;
                     if status.is_success() {
-                        match wire::parse(spec.dialect, &bytes, spec.stream) {
+                        match wire::parse(spec.dialect, &bytes, streamed) {
                             Ok(turn) => return Ok(turn),
                             // A stream that broke off after its 200 (Anthropic's `error`
                             // event) is worth another try.
@@ -87,6 +89,14 @@ impl Loop {
             tokio::time::sleep(delay).await;
         }
     }
+}
+
+/// Whether an answer says its body is JSON (`application/json`, with parameters or not).
+fn is_json(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"))
 }
 
 /// 500 ms, doubled per try, at most 30 s.

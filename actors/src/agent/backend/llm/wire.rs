@@ -168,7 +168,8 @@ fn openai_reply(bytes: &[u8]) -> Result<Turn, String> {
     })
 }
 
-/// The `data:` payloads of a server-sent event stream, up to `[DONE]`.
+/// The `data:` payloads of a server-sent event stream, up to `[DONE]`. A body with none is
+/// not a reply: nothing the model said could be read from it.
 fn events(bytes: &[u8]) -> Result<Vec<Value>, String> {
     let text = String::from_utf8_lossy(bytes);
     let mut out = Vec::new();
@@ -180,6 +181,12 @@ fn events(bytes: &[u8]) -> Result<Vec<Value>, String> {
             break;
         }
         out.push(serde_json::from_str(data).map_err(|e| format!("a stream chunk is not JSON: {e}"))?);
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "the model endpoint answered a streamed call with no server-sent events: {}",
+            excerpt(bytes)
+        ));
     }
     Ok(out)
 }

@@ -438,3 +438,36 @@ async fn a_swarm_member_reads_its_swarms_memory_from_the_replica_without_an_erra
     );
     assert_eq!(results[1], Value::Null, "a key not set reads null");
 }
+
+#[tokio::test]
+async fn a_streamed_call_answered_whole_is_read_as_json_and_one_with_no_events_fails() {
+    // A server that answers a streamed call with JSON (many do when they cannot stream tool
+    // calls): the call and the answer are read as such, not as an empty stream.
+    let server = Scripted::start(vec![
+        openai_call("call_1", "troupe_memory_get", r#"{"key":"plan"}"#),
+        openai_answer("done"),
+    ])
+    .await;
+    let (carried, kept) = errands(|_| Ok(json!({"value": "ship it", "version": 3})));
+    let s = LlmBackend {
+        tools: vec!["troupe_memory_*".into()],
+        stream: true,
+        ..LlmBackend::to(server.url(), "m")
+    };
+    let mut llm = started(s, None, carried).await;
+    let out = llm.run(task("t1", json!("go"))).await.unwrap();
+    assert_eq!(out["content"], "done");
+    assert_eq!((out["steps"].clone(), out["toolCalls"].clone()), (json!(2), json!(1)));
+    assert_eq!(kept.lock().unwrap().len(), 1);
+    // A body that says it streams but carries no event is no reply: the attempt fails,
+    // it does not succeed with nothing.
+    let empty = Scripted::start(vec![("200 OK", "text/event-stream", "{\"not\": \"sse\"}".into())]).await;
+    let s = LlmBackend {
+        stream: true,
+        max_retries: 0,
+        ..LlmBackend::to(empty.url(), "m")
+    };
+    let mut llm = started(s, None, counted(Value::Null).0).await;
+    let why = llm.run(task("t2", json!("go"))).await.unwrap_err();
+    assert!(why.contains("no server-sent events"), "{why}");
+}
