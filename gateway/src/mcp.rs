@@ -145,14 +145,10 @@ impl Surface {
     /// Runs `op` with `arguments` as the caller.
     async fn run(&self, op: &Operation, arguments: Map<String, Value>, caller: Caller) -> CallToolResult {
         let mut variables = arguments.clone();
-        let (wait, limit) = (
-            arguments.get("wait").and_then(Value::as_bool).unwrap_or(true),
-            arguments
-                .get("timeoutMs")
-                .and_then(Value::as_u64)
-                .map_or(DEFAULT_WAIT, Duration::from_millis)
-                .min(MAX_WAIT),
-        );
+        let (wait, limit) = match waiting(&arguments) {
+            Ok(waiting) => waiting,
+            Err(why) => return CallToolResult::error(vec![ContentBlock::text(format!("INVALID_INPUT {why}"))]),
+        };
         variables.remove("wait");
         if op.name == "submit_task" {
             variables.remove("timeoutMs");
@@ -166,19 +162,24 @@ impl Surface {
                 .errors
                 .iter()
                 .map(|e| {
+                    // An error without a code is the request's own: a missing or mistyped
+                    // argument, found before anything ran.
                     let code = e
                         .extensions
                         .as_ref()
                         .and_then(|x| x.get("code"))
                         .map(|c| c.to_string())
-                        .unwrap_or_default();
-                    format!("{} {}", code.trim_matches('"'), e.message).trim().to_owned()
+                        .unwrap_or_else(|| "INVALID_INPUT".into());
+                    format!("{} {}", code.trim_matches('"'), e.message)
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
             return CallToolResult::error(vec![ContentBlock::text(text)]);
         }
         let mut data = response.data.into_json().unwrap_or(Value::Null);
+        if let Some(missing) = missing(&data, &arguments) {
+            return CallToolResult::error(vec![ContentBlock::text(missing)]);
+        }
         if op.name == "submit_task" && wait {
             let id = data
                 .pointer("/submitTask/id")
@@ -253,6 +254,38 @@ impl ServerHandler for Surface {
     }
 }
 
+/// A call's `wait` (default true) and `timeoutMs` (default 60 s, at most 10 minutes).
+fn waiting(arguments: &Map<String, Value>) -> Result<(bool, Duration), String> {
+    let wait = match arguments.get("wait") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(wait)) => *wait,
+        Some(other) => return Err(format!("wait is true or false, not {other}")),
+    };
+    let limit = match arguments.get("timeoutMs") {
+        None | Some(Value::Null) => DEFAULT_WAIT,
+        Some(ms) => match ms.as_u64().map(Duration::from_millis) {
+            Some(limit) if limit <= MAX_WAIT => limit,
+            _ => {
+                return Err(format!(
+                    "timeoutMs is a number of milliseconds up to {}, not {ms}",
+                    MAX_WAIT.as_millis()
+                ))
+            }
+        },
+    };
+    Ok((wait, limit))
+}
+
+/// NOT_FOUND for a read of one thing by `id` that found nothing (GraphQL answers `null`).
+fn missing(data: &Value, arguments: &Map<String, Value>) -> Option<String> {
+    let id = arguments.get("id").and_then(Value::as_str)?;
+    let mut fields = data.as_object()?.iter();
+    match (fields.next(), fields.next()) {
+        (Some((field, Value::Null)), None) => Some(format!("NOT_FOUND no {field} {id}")),
+        _ => None,
+    }
+}
+
 /// The `/mcp` service.
 pub fn service(schema: TroupeSchema, api: Api) -> StreamableHttpService<Surface, LocalSessionManager> {
     let surface = Surface { schema, api };
@@ -263,6 +296,18 @@ pub fn service(schema: TroupeSchema, api: Api) -> StreamableHttpService<Surface,
         LocalSessionManager::default().into(),
         config,
     )
+}
+
+/// Answers a session's end (DELETE with its `mcp-session-id`) `204 No Content`: rmcp answers
+/// `202 Accepted`, which clients of the initialize era (the Python SDK among them) report
+/// as a failed termination, though the session did end.
+pub async fn session_ended(request: Request, next: Next) -> Response {
+    let delete = request.method() == axum::http::Method::DELETE;
+    let mut response = next.run(request).await;
+    if delete && response.status() == axum::http::StatusCode::ACCEPTED {
+        *response.status_mut() = axum::http::StatusCode::NO_CONTENT;
+    }
+    response
 }
 
 /// Refuses a request without a valid token (401), else lets it through with its caller.

@@ -113,6 +113,7 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
     // Outside the time bound: a submit_task call may wait for its task up to 10 minutes.
     let mcp = Router::new()
         .nest_service("/mcp", crate::mcp::service(state.schema.clone(), state.api.clone()))
+        .layer(axum::middleware::from_fn(crate::mcp::session_ended))
         .layer(axum::middleware::from_fn_with_state(
             state.api.clone(),
             crate::mcp::authorized,

@@ -322,7 +322,9 @@ async fn mcp_client_in(node: &Node, token: &str, calls: Value, mode: &str) -> Re
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(serde_json::from_slice(&out.stdout)?)
+    let mut answer: Value = serde_json::from_slice(&out.stdout)?;
+    answer["stderr"] = json!(String::from_utf8_lossy(&out.stderr));
+    Ok(answer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,6 +338,9 @@ async fn a_coding_agent_drives_the_fleet_through_mcp_with_the_roles_of_its_token
         ["list_agents", { "capability": "echo" }],
         ["read_events", { "kinds": ["TASK_SUCCEEDED"] }],
         ["stop_agent", { "id": "no-such-agent" }],
+        ["get_task", { "id": "no-such-task" }],
+        ["create_swarm", { "input": { "name": "s", "templates": [{ "count": 1 }] } }],
+        ["submit_task", { "input": { "capability": "echo", "payload": 1 }, "timeoutMs": 700000 }],
     ]);
     let out = mcp_client(&node, &operator, calls).await?;
     // The SDK's client asks server/discover first: /mcp speaks the stateless revision.
@@ -374,11 +379,20 @@ async fn a_coding_agent_drives_the_fleet_through_mcp_with_the_roles_of_its_token
         r[3]
     );
     // An error is a result the agent reads, with the code GraphQL gives it.
-    ensure!(
-        r[4]["isError"] == true && r[4]["text"].as_str().is_some_and(|t| t.contains("NOT_FOUND")),
-        "{}",
-        r[4]
-    );
+    // Each error's text starts with its code: one nothing was found for, and requests the
+    // schema or the tool refuses before anything runs.
+    for (n, code) in [
+        (4, "NOT_FOUND"),
+        (5, "NOT_FOUND"),
+        (6, "INVALID_INPUT"),
+        (7, "INVALID_INPUT"),
+    ] {
+        ensure!(
+            r[n]["isError"] == true && r[n]["text"].as_str().is_some_and(|t| t.starts_with(code)),
+            "{}",
+            r[n]
+        );
+    }
 
     // A viewer lists every tool and reads, but may not spawn.
     let calls = json!([
@@ -401,6 +415,15 @@ async fn a_coding_agent_drives_the_fleet_through_mcp_with_the_roles_of_its_token
     ]);
     let out = mcp_client_in(&node, &viewer, calls, "legacy").await?;
     ensure!(out["protocol"] == "2025-11-25", "{}", out["protocol"]);
+    // Its session ends as the client expects (rmcp's 202 made it say the end failed).
+    ensure!(
+        !out["stderr"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("termination failed"),
+        "{}",
+        out["stderr"]
+    );
     let r = &out["results"];
     ensure!(r[0]["structured"]["agents"]["totalCount"] == 1, "{}", r[0]);
     ensure!(
