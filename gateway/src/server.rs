@@ -342,7 +342,7 @@ impl Actor for Gateway {
             };
             let _ = myself.cast(GatewayMsg::ServerExited(reason));
         });
-        tracing::info!(address = %bound, "gateway listening: / (dashboard) /graphql /graphql/ws /graphiql /metrics /healthz /livez /readyz");
+        tracing::info!(address = %bound, "gateway listening: / (dashboard) /graphql /graphql/ws /graphiql /mcp /hooks/{{name}} /metrics /healthz /livez /readyz");
         Ok(Serving(server))
     }
 
