@@ -137,11 +137,23 @@ impl Node {
         tracing::info!(running, grace = ?grace, "shutting down: draining running tasks");
         let deadline = tokio::time::Instant::now() + grace;
         loop {
-            let running = self.api.running_tasks().await;
-            if running == 0 {
+            if self.api.working_tasks().await == 0 {
+                // Those left wait for a person, who may take hours: their approvals are
+                // committed, and they wait for them again at the next start.
+                let held = self.api.running_tasks().await;
+                if held > 0 {
+                    tracing::info!(
+                        held,
+                        "tasks held for an operator's approval go back to the queue; they wait for it again at the next start"
+                    );
+                    if let Err(e) = self.api.requeue_running().await {
+                        tracing::error!(error = %e, "could not give the held tasks back to the queue");
+                    }
+                }
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
+                let running = self.api.running_tasks().await;
                 tracing::warn!(running, "grace period over; these tasks go back to the queue");
                 if let Err(e) = self.api.requeue_running().await {
                     tracing::error!(error = %e, "could not give the running tasks back to the queue");

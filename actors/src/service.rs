@@ -377,6 +377,15 @@ impl Api {
         }
     }
 
+    /// How many of the tasks running here work now: not those held for an operator's
+    /// approval.
+    pub async fn working_tasks(&self) -> usize {
+        match self.scheduler() {
+            Ok(s) => ask(&s, SchedulerMsg::Working, "the scheduler").await.unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
     /// Gives every running task back to the queue, durably, without charging an attempt.
     pub async fn requeue_running(&self) -> Result<(), ApiError> {
         let scheduler = self.scheduler()?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use serde_json::json;
 
-use super::support::{metric, text, Deadline, Gate, Node, NodeOpts, WAIT};
+use super::support::{metric, text, Deadline, FakeLlm, Gate, Node, NodeOpts, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_an_agent_requeues_its_running_task_without_charging_its_last_attempt() -> Result<()> {
@@ -126,6 +126,51 @@ async fn a_shutdown_past_its_grace_requeues_running_tasks_uncharged_and_records_
         done["attempts"] == 2 && done["failedAttempts"] == 0,
         "the interrupted attempt was charged: {done}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_does_not_wait_for_a_task_held_for_approval_which_waits_for_it_again_after_the_restart() -> Result<()>
+{
+    let server = FakeLlm::start(&["--tool", "troupe_memory_get", "--tool-args", r#"{"key":"k"}"#]).await?;
+    // A grace far longer than the test may wait: the stop must not spend it on a person.
+    let mut node = Node::start(NodeOpts::named("solo").arg("--shutdown-grace-ms", 600_000)).await?;
+    let input = json!({
+        "name": "careful",
+        "backend": { "llm": {
+            "baseUrl": server.url(), "model": "tiny", "tools": ["troupe_*"],
+            "approval": { "tools": ["troupe_memory_*"] },
+        } },
+    });
+    let agent = text(&node.spawn_agent(input).await?, "/id")?;
+    let task = node.submit_to(&agent, json!("go")).await?;
+    node.wait_task_state(&task, "AWAITING_APPROVAL").await?;
+
+    let status = node.terminate(Duration::from_secs(30)).await?;
+    ensure!(status.code() == Some(0), "SIGTERM exit status: {status}");
+    ensure!(
+        node.logged("held for an operator's approval go back to the queue") == 1
+            && node.logged("grace period over") == 0,
+        "{}",
+        node.log_tail()
+    );
+    node.restart().await?;
+    // The approval was kept: the task waits for it again, and runs once it is given.
+    let q = "{ approvals { id taskId state } }";
+    let deadline = Deadline::after(WAIT, "the call to be held again");
+    let held = loop {
+        let pending = node.gql_ok(q, json!({})).await?["approvals"].clone();
+        if let Some(first) = pending.as_array().and_then(|a| a.first()) {
+            break first.clone();
+        }
+        deadline.tick(&pending).await?;
+    };
+    ensure!(held["taskId"] == task.as_str() && held["state"] == "PENDING", "{held}");
+    node.wait_task_state(&task, "AWAITING_APPROVAL").await?;
+    let approve = "mutation($id: ID!) { approveCall(id: $id) { state } }";
+    node.gql_ok(approve, json!({ "id": held["id"] })).await?;
+    let done = node.wait_task_state(&task, "SUCCEEDED").await?;
+    ensure!(done["failedAttempts"] == 0, "the stop was charged: {done}");
     Ok(())
 }
 

@@ -94,6 +94,8 @@ pub enum SchedulerMsg {
     /// Stops starting tasks (shutdown); answers how many run.
     Drain(RpcReplyPort<usize>),
     Running(RpcReplyPort<usize>),
+    /// How many of them work now (not held for an operator's approval).
+    Working(RpcReplyPort<usize>),
     /// What this node's agents can take of a capability now.
     Room(String, RpcReplyPort<super::Room>),
     /// Publishes what room this node's agents have for every capability (see
@@ -386,6 +388,10 @@ impl Actor for Scheduler {
             }
             SchedulerMsg::Running(reply) => {
                 let _ = reply.send(state.engine.running());
+                return Ok(());
+            }
+            SchedulerMsg::Working(reply) => {
+                let _ = reply.send(state.engine.working());
                 return Ok(());
             }
             SchedulerMsg::PublishRooms => {

@@ -213,6 +213,22 @@ impl Engine {
         self.agents.values().map(|s| s.running.len()).sum()
     }
 
+    /// The running tasks that work now: not those held for an operator's approval, which a
+    /// stop need not wait for (their approval is committed; they wait for it again at the
+    /// next start).
+    pub fn working(&self) -> usize {
+        let held = |task: &String| {
+            self.tasks
+                .get(task)
+                .is_some_and(|e| e.status.state == crate::task::TaskState::AwaitingApproval)
+        };
+        self.agents
+            .values()
+            .flat_map(|s| s.running.iter())
+            .filter(|task| !held(task))
+            .count()
+    }
+
     /// How many open agents here serve `capability`, and their free task slots.
     pub fn room(&self, capability: &str) -> Room {
         let mut room = Room::default();
