@@ -109,15 +109,25 @@ pub enum Alerts {
 
 #[derive(Subcommand, Clone)]
 pub enum Approvals {
-    /// The tool calls waiting for an operator.
-    List,
+    /// The tool calls waiting for an operator, oldest first (`--all`: the decided ones too).
+    List {
+        /// The decided calls too (APPROVED, REJECTED; a timeout rejects).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Lets a held call run: its task goes on (operator role).
     Approve {
+        /// The approval's id (`approvals list`).
         id: String,
+        /// Kept with the decision, for whoever reads it later.
         #[arg(long)]
         note: Option<String>,
     },
+    /// Refuses a held call: the model is given the refusal as the call's result (operator role).
     Reject {
+        /// The approval's id (`approvals list`).
         id: String,
+        /// Why: the model reads it ("rejected by an operator: <reason>").
         #[arg(long)]
         reason: Option<String>,
     },
@@ -189,9 +199,12 @@ pub(super) async fn alerts(client: &Client, what: Alerts) -> Done {
 pub(super) async fn approvals(client: &Client, what: Approvals) -> Done {
     let fields = ["id", "tool", "agentId", "taskId", "reason", "state"];
     let (query, variables, key) = match what {
-        Approvals::List => (
-            format!("{{ approvals {{ {} }} }}", fields.join(" ")),
-            json!({}),
+        Approvals::List { all } => (
+            format!(
+                "query($pending: Boolean!) {{ approvals(pending: $pending) {{ {} }} }}",
+                fields.join(" ")
+            ),
+            json!({ "pending": !all }),
             "approvals",
         ),
         Approvals::Approve { id, note } => (

@@ -4,6 +4,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
+use super::command_line::{at, troupe};
 use super::support::{error_code, int, text, Deadline, FakeLlm, Gate, Node, NodeOpts, Subscription, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,6 +318,17 @@ async fn a_tool_call_held_for_approval_waits_for_an_operator_whose_refusal_reach
     );
     ensure!(node.gql_ok(q, json!({})).await?["approvals"] == json!([]));
     ensure!(node.events_for("APPROVAL_DECIDED", &task).await?.len() == 1);
+    // The command line lists the pending ones, and with --all the decided one too.
+    let (code, out, err) = troupe(&["approvals", "list", "-o", "name"], &at(&node)).await?;
+    ensure!(code == 0 && out.trim().is_empty(), "exit {code}: {out}{err}");
+    let (code, out, err) = troupe(&["approvals", "list", "--all", "-o", "jsonl"], &at(&node)).await?;
+    ensure!(
+        code == 0
+            && out.lines().count() == 1
+            && out.contains("REJECTED")
+            && out.contains(held["id"].as_str().unwrap_or("?")),
+        "exit {code}: {out}{err}"
+    );
     // The subscription saw it asked, then decided.
     let mut states = Vec::new();
     while states.len() < 2 {
