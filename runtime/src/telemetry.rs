@@ -14,11 +14,12 @@ use crate::config::LogFormat;
 
 /// Installs the global log subscriber; `RUST_LOG` overrides the default `info` level
 /// (warnings only from ractor_cluster and openraft, whose info lines are per connection and
-/// per election). Their reports that say nothing an operator acts on are left out (see
+/// per election, and from rmcp, whose info line on each MCP connection is the whole peer's
+/// description). Their reports that say nothing an operator acts on are left out (see
 /// [`KnownNoise`]).
 pub fn init_logging(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ractor_cluster=warn,openraft=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,ractor_cluster=warn,openraft=warn,rmcp=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let lines = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
