@@ -5,7 +5,10 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
 use super::command_line::{at, troupe};
-use super::support::{error_code, int, text, Deadline, FakeLlm, Gate, Node, NodeOpts, Subscription, WAIT};
+use super::support::{
+    careful_with_a_task, error_code, first_approval, int, text, Deadline, FakeLlm, Gate, Node, NodeOpts, Subscription,
+    WAIT,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_agent_answers_retries_a_429_and_sums_its_token_usage() -> Result<()> {
@@ -253,24 +256,9 @@ async fn a_tool_call_held_for_approval_waits_for_an_operator_whose_refusal_reach
     let now = node.gql_ok("{ node { lastSeq } }", json!({})).await?["node"]["lastSeq"].clone();
     let updates = "subscription($after: Int64) { approvalUpdates(after: $after) { id taskId state note } }";
     let mut sub = Subscription::start(&node, updates, json!({ "after": now })).await?;
-    let input = json!({
-        "name": "careful",
-        "backend": { "llm": {
-            "baseUrl": server.url(), "model": "tiny", "tools": ["troupe_*"],
-            "approval": { "tools": ["troupe_memory_*"] },
-        } },
-    });
-    let agent = text(&node.spawn_agent(input).await?, "/id")?;
-    let task = node.submit_to(&agent, json!("go")).await?;
+    let (_, task) = careful_with_a_task(&node, &server).await?;
     let q = "{ approvals { id taskId agentId step callId tool arguments reason state } }";
-    let deadline = Deadline::after(WAIT, "the call to be held");
-    let held = loop {
-        let pending = node.gql_ok(q, json!({})).await?["approvals"].clone();
-        if let Some(first) = pending.as_array().and_then(|a| a.first()) {
-            break first.clone();
-        }
-        deadline.tick(&pending).await?;
-    };
+    let held = first_approval(&node, q).await?;
     ensure!(
         held["taskId"] == task.as_str() && held["tool"] == "troupe_memory_get" && held["state"] == "PENDING",
         "{held}"

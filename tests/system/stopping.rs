@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use serde_json::json;
 
-use super::support::{metric, text, Deadline, FakeLlm, Gate, Node, NodeOpts, WAIT};
+use super::support::{
+    careful_with_a_task, first_approval, metric, text, Deadline, FakeLlm, Gate, Node, NodeOpts, WAIT,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_an_agent_requeues_its_running_task_without_charging_its_last_attempt() -> Result<()> {
@@ -135,15 +137,7 @@ async fn a_shutdown_does_not_wait_for_a_task_held_for_approval_which_waits_for_i
     let server = FakeLlm::start(&["--tool", "troupe_memory_get", "--tool-args", r#"{"key":"k"}"#]).await?;
     // A grace far longer than the test may wait: the stop must not spend it on a person.
     let mut node = Node::start(NodeOpts::named("solo").arg("--shutdown-grace-ms", 600_000)).await?;
-    let input = json!({
-        "name": "careful",
-        "backend": { "llm": {
-            "baseUrl": server.url(), "model": "tiny", "tools": ["troupe_*"],
-            "approval": { "tools": ["troupe_memory_*"] },
-        } },
-    });
-    let agent = text(&node.spawn_agent(input).await?, "/id")?;
-    let task = node.submit_to(&agent, json!("go")).await?;
+    let (_, task) = careful_with_a_task(&node, &server).await?;
     node.wait_task_state(&task, "AWAITING_APPROVAL").await?;
 
     let status = node.terminate(Duration::from_secs(30)).await?;
@@ -156,15 +150,7 @@ async fn a_shutdown_does_not_wait_for_a_task_held_for_approval_which_waits_for_i
     );
     node.restart().await?;
     // The approval was kept: the task waits for it again, and runs once it is given.
-    let q = "{ approvals { id taskId state } }";
-    let deadline = Deadline::after(WAIT, "the call to be held again");
-    let held = loop {
-        let pending = node.gql_ok(q, json!({})).await?["approvals"].clone();
-        if let Some(first) = pending.as_array().and_then(|a| a.first()) {
-            break first.clone();
-        }
-        deadline.tick(&pending).await?;
-    };
+    let held = first_approval(&node, "{ approvals { id taskId state } }").await?;
     ensure!(held["taskId"] == task.as_str() && held["state"] == "PENDING", "{held}");
     node.wait_task_state(&task, "AWAITING_APPROVAL").await?;
     let approve = "mutation($id: ID!) { approveCall(id: $id) { state } }";

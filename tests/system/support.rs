@@ -20,7 +20,9 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-pub use agents::{group_members, proc_stat, python_agent, shell_agent, wait_group_gone, FakeLlm};
+pub use agents::{
+    careful_with_a_task, first_approval, group_members, proc_stat, python_agent, shell_agent, wait_group_gone, FakeLlm,
+};
 pub use process::{free_port, pid_alive, send_signal, wait_pid_gone, Guard};
 pub use ws::{Incoming, Subscription};
 

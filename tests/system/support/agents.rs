@@ -121,3 +121,30 @@ impl FakeLlm {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
+
+/// Spawns "careful", an llm agent of `server` offered Troupe's tools whose every
+/// `troupe_memory_*` call waits for an operator, and submits it a task: (agent, task).
+pub async fn careful_with_a_task(node: &Node, server: &FakeLlm) -> Result<(String, String)> {
+    let input = json!({
+        "name": "careful",
+        "backend": { "llm": {
+            "baseUrl": server.url(), "model": "tiny", "tools": ["troupe_*"],
+            "approval": { "tools": ["troupe_memory_*"] },
+        } },
+    });
+    let agent = text(&node.spawn_agent(input).await?, "/id")?;
+    let task = node.submit_to(&agent, json!("go")).await?;
+    Ok((agent, task))
+}
+
+/// The first approval `query` (`{ approvals { … } }`) lists, once there is one.
+pub async fn first_approval(node: &Node, query: &str) -> Result<Value> {
+    let deadline = Deadline::after(WAIT, "a call to be held");
+    loop {
+        let pending = node.gql_ok(query, json!({})).await?["approvals"].clone();
+        if let Some(first) = pending.as_array().and_then(|a| a.first()) {
+            return Ok(first.clone());
+        }
+        deadline.tick(&pending).await?;
+    }
+}
