@@ -245,9 +245,14 @@ pub(crate) async fn run(alerting: Alerting) {
             };
             tokio::select! {
                 led = lead(&alerting) => {
-                    if let Err(e) = led {
-                        tracing::warn!(error = %e, "the alert notifier stopped; it starts again in a second");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    match led {
+                        Ok(()) => {}
+                        // The node stops with no majority up: nothing it would note is kept.
+                        Err(StoreError::Alone) => return futures::future::pending().await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the alert notifier stopped; it starts again in a second");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                     }
                 }
                 () = lost => tracing::info!("this node no longer leads: another member notifies"),

@@ -61,7 +61,8 @@ impl From<StoreError> for ApiError {
             | StoreError::Closed
             | StoreError::Unavailable(_)
             | StoreError::NotLeader { .. }
-            | StoreError::Left => ApiError::Unavailable(e.to_string()),
+            | StoreError::Left
+            | StoreError::Alone => ApiError::Unavailable(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
         }
     }

@@ -133,6 +133,16 @@ impl Node {
             // Nothing it would write now reaches the cluster: its stop is quick and quiet.
             self.api.store().left_the_cluster();
         }
+        // The last member of a cluster stopped one by one leads (a stopping leader hands over)
+        // and no majority is left to take its stop: written, each record would wait for one
+        // until its time ran out.
+        if self.api.store().leads_without_a_majority(MAJORITY_PROBE_WITHIN).await {
+            tracing::info!(
+                "no majority of the cluster is up (the other members stopped, or cannot be reached): \
+                 this node's stop is not written"
+            );
+            self.api.store().stop_unwritten();
+        }
         let running = self.api.begin_drain().await;
         tracing::info!(running, grace = ?grace, "shutting down: draining running tasks");
         let deadline = tokio::time::Instant::now() + grace;
@@ -167,7 +177,7 @@ impl Node {
         // The agents' message history noted since its last background write.
         let history = self.api.messages().mailboxes.write_noted();
         match tokio::time::timeout(FINAL_FLUSH_WITHIN, history).await {
-            Ok(Ok(())) | Ok(Err(StoreError::Left)) => {}
+            Ok(Ok(())) | Ok(Err(StoreError::Left | StoreError::Alone)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "the agents' last message history lines were not written"),
             Err(_) => {
                 tracing::warn!(within = ?FINAL_FLUSH_WITHIN, "the agents' last message history lines were not written in time")
@@ -177,6 +187,7 @@ impl Node {
         match tokio::time::timeout(FINAL_FLUSH_WITHIN, store.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(StoreError::Left)) => tracing::info!("this node left the cluster: its stop is not written"),
+            Ok(Err(StoreError::Alone)) => {}
             Ok(Err(StoreError::NotLeader { leader: None })) => tracing::warn!(
                 "the final flush found no leader: the last records of this node's stop were not written \
                  (the cluster's other members may be stopping too)"
@@ -228,6 +239,8 @@ impl Node {
 
 /// How long a stopping node waits for its last writes to commit.
 const FINAL_FLUSH_WITHIN: Duration = Duration::from_secs(10);
+/// How long a stopping leader asks whether a majority still answers it.
+const MAJORITY_PROBE_WITHIN: Duration = Duration::from_secs(1);
 
 /// Recovers a cluster that lost its majority from this stopped node: forgets the lost
 /// membership, then opens the store once as a cluster of this node alone (which elects it),

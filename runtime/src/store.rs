@@ -286,6 +286,26 @@ impl Store {
         self.inner.shared.left.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Whether this node leads a cluster of several voters of which no majority answers it
+    /// now (the others stopped, or are cut off), asked with one read round at most
+    /// `within`. A node alone, or one that does not lead, says no.
+    pub async fn leads_without_a_majority(&self, within: std::time::Duration) -> bool {
+        let (leads, voters) = {
+            let metrics = self.raft().metrics();
+            let m = metrics.borrow();
+            let voters = m.membership_config.membership().voter_ids().count();
+            (m.current_leader == Some(m.id), voters)
+        };
+        leads && voters > 1 && !matches!(tokio::time::timeout(within, self.linearize()).await, Ok(Ok(())))
+    }
+
+    /// Tells the store this node stops with no majority up to take its writes: they are
+    /// refused at once from now on (`StoreError::Alone`) instead of each waiting for a
+    /// majority that will not come before the node is gone.
+    pub fn stop_unwritten(&self) {
+        self.inner.shared.alone.send_replace(true);
+    }
+
     /// Stops this node's Raft member: it neither votes, stands nor takes entries any more,
     /// and every write from now on is answered `Closed`. For a node about to stop, once its last writes
     /// committed and before its link to the other members closes. A leader first takes no

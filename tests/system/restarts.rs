@@ -187,3 +187,30 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() -> Result<()
     ensure!(acked.len() == 35, "{}", acked.len());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_member_of_a_cluster_stopped_one_by_one_does_not_wait_for_a_majority_to_take_its_stop() -> Result<()> {
+    let mut nodes = three_nodes_up().await?;
+    for node in &nodes {
+        node.spawn_builtin("echo", &[]).await?;
+    }
+    // The followers first, the leader (alpha) last: when it stops, no majority is up.
+    for i in [2, 1, 0] {
+        let status = nodes[i].terminate(std::time::Duration::from_secs(60)).await?;
+        ensure!(
+            status.code() == Some(0),
+            "{}: SIGTERM exit status {status}",
+            nodes[i].name
+        );
+    }
+    let last = &nodes[0];
+    ensure!(
+        last.logged("no majority of the cluster is up") == 1
+            && last.logged("final flush") == 0
+            && last.logged("was not taken by the cluster") == 0
+            && last.logged("did not stop in time") == 0,
+        "{}",
+        last.log_tail()
+    );
+    Ok(())
+}

@@ -38,6 +38,11 @@ pub enum StoreError {
     /// writes nothing, and waiting would not change that.
     #[error("this node is no member of the cluster (it left, or was forgotten): it writes nothing")]
     Left,
+    /// This node is stopping and no majority of the cluster is up to take its writes (the
+    /// other members stopped, or cannot be reached): none is confirmed (one already sent
+    /// may still be applied, should a majority come back before the node is gone).
+    #[error("this node is stopping and no majority of the cluster is up to take its writes: they are not confirmed")]
+    Alone,
     /// This node does not lead the replicated log; the write was not made.
     #[error("this node does not lead the cluster's log (the leader is {})", leader.as_deref().unwrap_or("unknown"))]
     NotLeader { leader: Option<String> },

@@ -102,6 +102,10 @@ pub(super) struct Shared {
     /// then on are answered `Left` at once instead of waiting for a leader that will never
     /// take them.
     pub left: AtomicBool,
+    /// Set when this node stops with no majority of the cluster up to take its writes
+    /// ([`super::Store::stop_unwritten`]): writes from then on are answered `Alone` at once,
+    /// and so are those still waiting for a majority.
+    pub alone: tokio::sync::watch::Sender<bool>,
 }
 
 /// Marks the store failed if the writer thread ends any way but a clean close (a panic).

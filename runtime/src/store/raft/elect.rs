@@ -212,6 +212,10 @@ impl Store {
     /// win every vote (a voter that is down is not waited for). Its term and voters, when
     /// it leads a cluster of several.
     pub(crate) async fn let_voters_catch_up(&self) -> Option<Leaving> {
+        if *self.inner.shared.alone.borrow() {
+            // No majority is up: no voter is there to take over, or to wait for.
+            return None;
+        }
         let raft = self.raft();
         let (term, voters) = {
             let metrics = raft.metrics().borrow().clone();

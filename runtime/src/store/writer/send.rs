@@ -29,6 +29,9 @@ impl Writer {
         if self.shared.left.load(Ordering::SeqCst) {
             return future::ready(Attempt::Failed(StoreError::Left)).boxed();
         }
+        if *self.shared.alone.borrow() {
+            return future::ready(Attempt::Failed(StoreError::Alone)).boxed();
+        }
         let (me, leader, name) = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
@@ -47,6 +50,7 @@ impl Writer {
     /// Hands the proposal to this node's Raft core at once (its queue keeps the order).
     fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Attempt> {
         let stopped = |why: String| future::ready(Attempt::Fatal(format!("the replicated log stopped{why}"))).boxed();
+        let mut alone = self.shared.alone.subscribe();
         let pending = match self.raft.client_write_ff(proposal).now_or_never() {
             Some(Ok(pending)) => pending,
             Some(Err(fatal)) => return stopped(format!(": {fatal}")),
@@ -54,15 +58,24 @@ impl Writer {
         };
         async move {
             // A leader cut off from its majority does not know it yet and would wait for ever.
-            let written: Result<ClientWriteResponse<Troupe>, _> =
-                match tokio::time::timeout(COMMIT_WITHIN, pending).await {
-                    Ok(Ok(written)) => written,
-                    Ok(Err(_)) => return Attempt::Fatal("the replicated log stopped".into()),
-                    Err(_) => {
-                        let why = format!("no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}");
-                        return Attempt::Unknown(StoreError::Unavailable(format!("{why}; it may still be applied")));
-                    }
-                };
+            let confirmed = async {
+                tokio::select! {
+                    written = tokio::time::timeout(COMMIT_WITHIN, pending) => Some(written),
+                    // The node stops with no majority up: nothing confirms the write now.
+                    _ = alone.wait_for(|alone| *alone) => None,
+                }
+            };
+            let Some(confirmed) = confirmed.await else {
+                return Attempt::Failed(StoreError::Alone);
+            };
+            let written: Result<ClientWriteResponse<Troupe>, _> = match confirmed {
+                Ok(Ok(written)) => written,
+                Ok(Err(_)) => return Attempt::Fatal("the replicated log stopped".into()),
+                Err(_) => {
+                    let why = format!("no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}");
+                    return Attempt::Unknown(StoreError::Unavailable(format!("{why}; it may still be applied")));
+                }
+            };
             match written.map_err(|e| refused(RaftError::APIError(e))) {
                 Ok(written) => Attempt::Applied(written.data),
                 // It stopped leading since: sent again, to the new leader.

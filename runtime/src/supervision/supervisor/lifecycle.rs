@@ -182,6 +182,10 @@ impl State {
             }
             // A node that left keeps no record of its own: the cluster has moved on.
             StoreError::Left => tracing::debug!(%supervisor, "a lifecycle record of a node that left is not written"),
+            // The node stops with no majority up: said once, by the node's stop.
+            StoreError::Alone => {
+                tracing::debug!(%supervisor, "a lifecycle record of a stop no majority takes is not written")
+            }
             e => {
                 let _ = myself.cast(SupervisorMsg::WriteFailed(e.to_string()));
             }
