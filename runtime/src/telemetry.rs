@@ -42,7 +42,10 @@ pub fn init_logging(format: LogFormat) {
 ///   it ignores (three WARN lines on the leader as a member leaves), that a vote's answer
 ///   came after its vote changed, which it ignores too (a WARN on every member at each
 ///   election and at each join), and that a replication stream ended before its answer
-///   (a WARN on the leader as a member is promoted);
+///   (a WARN on the leader as a member is promoted), and that a follower answered its
+///   replication with a higher vote (a restarted leader's stream of the term it last led,
+///   before it learns the others elected another: it follows then, and `LEADER_CHANGED`
+///   says who leads);
 /// - ractor_cluster's "unknown child actor exit event", six WARN lines on every member each
 ///   time a peer's session ends (the proxies of the peer's actors stopping with it).
 struct KnownNoise;
@@ -54,6 +57,7 @@ const NOISE: &[(&str, &str)] = &[
     ("openraft", "membership_log_id changed"),
     ("openraft", "A message will be ignored because vote changed"),
     ("openraft", "weak_tx is dropped, no response is sent to ReplicationCore"),
+    ("openraft", "seen a higher vote"),
     ("ractor_cluster", "unknown child actor exit event"),
 ];
 
@@ -148,6 +152,7 @@ mod tests {
             tracing::warn!(target: "openraft::core::raft_core", "membership_log_id changed: msg sent by: Some(T1-N3-27); curr: Some(T1-N3-52); ignore when (UpdateReplicationMatched)");
             tracing::warn!(target: "openraft::core::raft_core", "A message will be ignored because vote changed: msg sent by vote: T1-N4081446998480848380:committed; current my vote: None; when (VoteResponse)");
             tracing::warn!(target: "openraft::replication", "weak_tx is dropped, no response is sent to ReplicationCore");
+            tracing::warn!(target: "openraft::replication", error = "seen a higher vote: T2-N58:committed GT mine: T1-N23:committed", "error replication to target=58");
             tracing::warn!(target: "ractor_cluster::node::node_session", "NodeSession b received an unknown child actor exit event from 0.14 - 'Some(\"remote\")'");
             tracing::warn!(target: "ractor_cluster::node", "Node session b exited with 'Some(\"tcp_session_closed\")'");
             // Words of the noise, from elsewhere: kept.
