@@ -80,6 +80,21 @@ async fn an_mcp_server_over_stdio_is_a_supervised_agent_whose_tools_are_tasks_an
     )?;
     let dead = node.wait_task_state(&refused, "DEAD").await?;
     ensure!(text(&dead, "/error")?.contains("amount must be >= 0"), "{dead}");
+    // What the server wrote on its stderr (the SDK reports the failed tool there) is the
+    // agent's log, as an exec or process agent's is.
+    let q = "query($id: ID!) { agentLogs(id: $id) { stream line } }";
+    let deadline = Deadline::after(WAIT, "the server's stderr in the agent's log");
+    loop {
+        let lines = node.gql_ok(q, json!({ "id": calc })).await?["agentLogs"].clone();
+        let said =
+            lines.as_array().into_iter().flatten().any(|l| {
+                l["stream"] == "stderr" && l["line"].as_str().is_some_and(|t| t.contains("amount must be >= 0"))
+            });
+        if said {
+            break;
+        }
+        deadline.tick(&lines).await?;
+    }
 
     // An LLM agent naming the server is offered its tools as calc__<tool>.
     let llm_log = dir.path().join("requests.jsonl");

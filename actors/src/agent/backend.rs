@@ -229,11 +229,9 @@ pub fn build(spec: &AgentSpec, lent: &Lent) -> Box<dyn Backend> {
             let llm = llm::Llm::new(l.clone(), lent.secrets.clone()).for_agent(&spec.id, lent);
             Box::new(llm.grouped(swarm, &spec.project))
         }
-        BackendSpec::Mcp(m) => Box::new(mcp::Mcp::new(
-            m.clone(),
-            &spec.name,
-            lent.secrets.clone(),
-            lent.store.clone(),
-        )),
+        BackendSpec::Mcp(m) => Box::new(
+            mcp::Mcp::new(m.clone(), &spec.name, lent.secrets.clone(), lent.store.clone())
+                .logging(&spec.id, lent.logs.clone()),
+        ),
     }
 }

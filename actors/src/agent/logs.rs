@@ -1,6 +1,7 @@
 //! What exec and process agents write: each stderr line, an exec task's stdout lines, and a
-//! process agent's `log` lines, kept in the store so any member serves them
-//! (`agentLogs`, `agentLogLines`) and a restart or failover loses none.
+//! process agent's `log` lines (and an mcp agent's command's stderr lines), kept in the
+//! store so any member serves them (`agentLogs`, `agentLogLines`) and a restart or failover
+//! loses none.
 //!
 //! Bounded three ways: a line is cut at [`MAX_LINE`] bytes, a task attempt keeps its first
 //! [`MAX_PER_TASK`] lines (then one line saying how many more were dropped), an agent keeps

@@ -26,5 +26,7 @@ describe("agent log", () => {
 
   it("is shown only for exec and process agents", () => {
     expect(["exec:/bin/sh", "process:python3", "builtin:echo", "llm:tiny", "http:http://x"].map(hasLog)).toEqual([true, true, false, false, false]);
+    // An MCP server's command writes its stderr there; a URL's server keeps its own.
+    expect(["mcp:python3", "mcp:http://127.0.0.1:9/mcp", "mcp:https://x/mcp"].map(hasLog)).toEqual([true, false, false]);
   });
 });

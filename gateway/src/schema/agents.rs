@@ -443,8 +443,8 @@ impl AgentsQuery {
         Ok(connection)
     }
 
-    /// The lines an exec or process agent wrote (stderr, an exec task's stdout, a process's
-    /// `log` lines), oldest first: those with `seq` above `after`, or its last ones without
+    /// The lines an exec, process or mcp agent wrote (stderr, an exec task's stdout, a
+    /// process's `log` lines, an mcp agent's command's stderr), oldest first: those with `seq` above `after`, or its last ones without
     /// it; at most `limit` (default 200, at most 1,000). An agent keeps its last 1,000
     /// lines, a task attempt its first 500.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]

@@ -96,6 +96,8 @@ pub struct ServerTool {
 pub struct Mcp {
     spec: McpBackend,
     name: String,
+    /// The agent's id, and where its server's stderr lines are kept (`agentLogs`).
+    logs: Option<(String, crate::agent::LogBook)>,
     secrets: Arc<Secrets>,
     store: Option<Store>,
     tools: Arc<RwLock<Vec<ServerTool>>>,
@@ -109,6 +111,7 @@ impl Mcp {
         Self {
             spec,
             name: name.to_owned(),
+            logs: None,
             secrets,
             store,
             tools: Arc::default(),
@@ -116,6 +119,13 @@ impl Mcp {
             service: None,
             watcher: None,
         }
+    }
+
+    /// Keeps the server's stderr lines in `logs` as agent `id`'s (a command's; a URL's server
+    /// writes its own elsewhere).
+    pub fn logging(mut self, id: &str, logs: crate::agent::LogBook) -> Self {
+        self.logs = Some((id.to_owned(), logs));
+        self
     }
 
     fn peer(&self) -> Result<Peer<RoleClient>, String> {
@@ -166,7 +176,7 @@ impl Mcp {
                 Ok((service, None))
             }
             None => {
-                let mut spawned = spawn(&self.spec, &self.name).map_err(Refusal::Final)?;
+                let mut spawned = spawn(&self.spec, &self.name, self.logs.clone()).map_err(Refusal::Final)?;
                 let (stdout, stdin) = (spawned.stdout.take(), spawned.stdin.take());
                 let (Some(stdout), Some(stdin)) = (stdout, stdin) else {
                     return Err(Refusal::Final("the MCP server's pipes were not set up".into()));
@@ -418,8 +428,13 @@ async fn tool_of(store: Option<&Store>, task: &str, prefix: &str) -> Result<Stri
 }
 
 /// Starts the server's command: its own process group, a clean environment (PATH and the
-/// spec's variables), killed when dropped; its stderr goes to the node's log.
-fn spawn(spec: &McpBackend, agent: &str) -> Result<tokio::process::Child, String> {
+/// spec's variables), killed when dropped; its stderr lines go to the agent's log (`logs`)
+/// and, at debug, to the node's.
+fn spawn(
+    spec: &McpBackend,
+    agent: &str,
+    logs: Option<(String, crate::agent::LogBook)>,
+) -> Result<tokio::process::Child, String> {
     let program = &spec.command[0];
     let mut command = tokio::process::Command::new(program);
     command
@@ -438,7 +453,10 @@ fn spawn(spec: &McpBackend, agent: &str) -> Result<tokio::process::Child, String
         tokio::spawn(async move {
             let mut lines = tokio::io::BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(%agent, "mcp server: {line}");
+                tracing::debug!(%agent, "mcp server: {line}");
+                if let Some((id, book)) = &logs {
+                    book.write(id, None, "stderr", &line);
+                }
             }
         });
     }

@@ -7,9 +7,10 @@ import { useAgentLog, KEEP_LINES, type LogLine } from "../lib/logs";
 import { absolute } from "../lib/format";
 import { ErrorBox, Loading, NewPill, Section } from "../components/page";
 
-/** Only exec and process agents write lines the node keeps. */
+/** Only exec and process agents, and mcp agents that run a command, write lines the node keeps. */
 export function hasLog(backend: string): boolean {
-  return backend.startsWith("exec:") || backend.startsWith("process:");
+  const command = backend.startsWith("mcp:") && !/^mcp:https?:\/\//.test(backend);
+  return backend.startsWith("exec:") || backend.startsWith("process:") || command;
 }
 
 export function LogPane({ id }: { id: string }) {
