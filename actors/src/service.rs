@@ -381,7 +381,9 @@ impl Api {
     /// approval.
     pub async fn working_tasks(&self) -> usize {
         match self.scheduler() {
-            Ok(s) => ask(&s, SchedulerMsg::Working, "the scheduler").await.unwrap_or(0),
+            Ok(s) => ask(&s, |r| SchedulerMsg::Working(None, r), "the scheduler")
+                .await
+                .unwrap_or(0),
             Err(_) => 0,
         }
     }

@@ -161,6 +161,30 @@ async fn a_shutdown_does_not_wait_for_a_task_held_for_approval_which_waits_for_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_agent_stop_does_not_wait_for_its_task_held_for_approval() -> Result<()> {
+    let server = FakeLlm::start(&["--tool", "troupe_memory_get", "--tool-args", r#"{"key":"k"}"#]).await?;
+    // A grace far longer than the request may take: the stop must not spend it on a person.
+    let node = Node::start(NodeOpts::named("solo").arg("--agent-stop-grace-ms", 600_000)).await?;
+    let (agent, task) = careful_with_a_task(&node, &server).await?;
+    node.wait_task_state(&task, "AWAITING_APPROVAL").await?;
+    let stop = "mutation($id: ID!) { stopAgent(id: $id) { state } }";
+    let stopped = node.gql_ok(stop, json!({ "id": agent })).await?;
+    ensure!(stopped["stopAgent"]["state"] == "STOPPED", "{stopped}");
+    let queued = node.wait_task_state(&task, "QUEUED").await?;
+    ensure!(queued["failedAttempts"] == 0, "the stop was charged: {queued}");
+    // Started again, the agent's task waits for the same approval, and ends once given.
+    let start = "mutation($id: ID!) { startAgent(id: $id) { state } }";
+    node.gql_ok(start, json!({ "id": agent })).await?;
+    node.wait_task_state(&task, "AWAITING_APPROVAL").await?;
+    let held = first_approval(&node, "{ approvals { id taskId state } }").await?;
+    ensure!(held["taskId"] == task.as_str(), "{held}");
+    let approve = "mutation($id: ID!) { approveCall(id: $id) { state } }";
+    node.gql_ok(approve, json!({ "id": held["id"] })).await?;
+    node.wait_task_state(&task, "SUCCEEDED").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agents_gauge_follows_every_state_change_without_a_scrape_counting() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
     let a = node.spawn_builtin("echo", &[]).await?;

@@ -202,19 +202,21 @@ impl Registry<'_> {
     }
 
     /// Closes the agent to new tasks (continuing a paused one, whose tasks could not finish
-    /// otherwise) and waits, at most the grace period, for its running tasks to end.
+    /// otherwise) and waits, at most the grace period, for its running tasks to end: not for
+    /// those held for an operator's approval, which go back to the queue with the others at
+    /// its stop and wait for their approval again when they run next.
     async fn drain(&self, id: &str, actor: &ractor::ActorRef<AgentMsg>) -> Result<(), ApiError> {
         let scheduler = self.scheduler()?;
         ask(actor, AgentMsg::Drain, "the agent").await?;
         let deadline = tokio::time::Instant::now() + self.policy.stop_grace;
         loop {
-            let counters = ask(
+            let working = ask(
                 &scheduler,
-                |r| SchedulerMsg::Counters(vec![id.to_owned()], r),
+                |r| SchedulerMsg::Working(Some(id.to_owned()), r),
                 "the scheduler",
             )
             .await?;
-            if counters.get(id).is_none_or(|c| c.running == 0) {
+            if working == 0 {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {

@@ -94,8 +94,9 @@ pub enum SchedulerMsg {
     /// Stops starting tasks (shutdown); answers how many run.
     Drain(RpcReplyPort<usize>),
     Running(RpcReplyPort<usize>),
-    /// How many of them work now (not held for an operator's approval).
-    Working(RpcReplyPort<usize>),
+    /// How many of them (of one agent, or of all) work now: not held for an operator's
+    /// approval.
+    Working(Option<String>, RpcReplyPort<usize>),
     /// What this node's agents can take of a capability now.
     Room(String, RpcReplyPort<super::Room>),
     /// Publishes what room this node's agents have for every capability (see
@@ -390,8 +391,8 @@ impl Actor for Scheduler {
                 let _ = reply.send(state.engine.running());
                 return Ok(());
             }
-            SchedulerMsg::Working(reply) => {
-                let _ = reply.send(state.engine.working());
+            SchedulerMsg::Working(agent, reply) => {
+                let _ = reply.send(state.engine.working(agent.as_deref()));
                 return Ok(());
             }
             SchedulerMsg::PublishRooms => {

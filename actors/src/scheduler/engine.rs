@@ -213,18 +213,19 @@ impl Engine {
         self.agents.values().map(|s| s.running.len()).sum()
     }
 
-    /// The running tasks that work now: not those held for an operator's approval, which a
-    /// stop need not wait for (their approval is committed; they wait for it again at the
-    /// next start).
-    pub fn working(&self) -> usize {
+    /// The running tasks (of `agent`, or of every agent here) that work now: not those held
+    /// for an operator's approval, which a stop need not wait for (their approval is
+    /// committed; they wait for it again when they run next).
+    pub fn working(&self, agent: Option<&str>) -> usize {
         let held = |task: &String| {
             self.tasks
                 .get(task)
                 .is_some_and(|e| e.status.state == crate::task::TaskState::AwaitingApproval)
         };
         self.agents
-            .values()
-            .flat_map(|s| s.running.iter())
+            .iter()
+            .filter(|(id, _)| agent.is_none_or(|a| a == id.as_str()))
+            .flat_map(|(_, s)| s.running.iter())
             .filter(|task| !held(task))
             .count()
     }
