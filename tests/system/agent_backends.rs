@@ -527,3 +527,65 @@ async fn process_agents_run_under_their_rlimits_and_report_usage() -> Result<()>
     ensure!(rss > 0.0, "troupe_agent_rss_bytes for the agent: {rss}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_updates_send_an_llm_task_at_each_committed_step_though_its_record_did_not_change() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let held = dir.path().join("answer");
+    // The model delegates to `slow` (held at the gate), then its answer waits for `held`.
+    let gate = Gate::new()?;
+    let server = FakeLlm::start(&[
+        "--tool",
+        "troupe_submit_task",
+        "--tool-args",
+        r#"{"capability":"slow","payload":"x"}"#,
+        "--hold",
+        &held.to_string_lossy(),
+    ])
+    .await?;
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    node.spawn_gated(&gate, &["slow"], 1).await?;
+    let input = json!({
+        "name": "delegator",
+        "backend": { "llm": { "baseUrl": server.url(), "model": "tiny", "stream": true, "tools": ["troupe_*"] } },
+    });
+    let agent = text(&node.spawn_agent(input).await?, "/id")?;
+    let task = node.submit_to(&agent, json!("go")).await?;
+    // Its first step (the model's call) is committed; the call's result waits for the gate.
+    let q = "query($id: ID!) { task(id: $id) { state transcript { kind } } }";
+    let deadline = Deadline::after(WAIT, "the model's call to be committed");
+    loop {
+        let shown = node.gql_ok(q, json!({ "id": task })).await?;
+        if shown["task"]["transcript"].as_array().is_some_and(|s| s.len() == 1) {
+            break;
+        }
+        deadline.tick(&shown).await?;
+    }
+    let updates = "subscription($id: ID!) { taskUpdates(id: $id) { state transcript { kind } } }";
+    let mut sub = Subscription::start(&node, updates, json!({ "id": task })).await?;
+    let first = sub.next_with_deadline().await?.context("the stream ended")?;
+    ensure!(
+        first["taskUpdates"]["state"] == "RUNNING"
+            && first["taskUpdates"]["transcript"].as_array().map(Vec::len) == Some(1),
+        "{first}"
+    );
+    // The call's result is committed while the task stays RUNNING (its record unchanged):
+    // an item says so, before the answer is let go.
+    gate.open()?;
+    let next = sub.next_with_deadline().await?.context("the stream ended")?;
+    ensure!(
+        next["taskUpdates"]["state"] == "RUNNING"
+            && next["taskUpdates"]["transcript"].as_array().map(Vec::len) == Some(2),
+        "{next}"
+    );
+    std::fs::write(&held, "")?;
+    let deadline = Deadline::after(WAIT, "the task to end");
+    loop {
+        let item = sub.next_with_deadline().await?.context("the stream ended")?;
+        if item["taskUpdates"]["state"] == "SUCCEEDED" {
+            break;
+        }
+        deadline.tick(&item).await?;
+    }
+    Ok(())
+}

@@ -476,21 +476,33 @@ pub struct TasksSubscription;
 
 #[Subscription]
 impl TasksSubscription {
-    /// The task now, then at every change (its events, which every member applies), ending
-    /// after a terminal state.
+    /// The task now, then at every change (its events, which every member applies) and, for
+    /// an LLM task, at each committed step (its `transcript` grew), ending after a terminal
+    /// state.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn task_updates(
         &self,
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Task>>> {
+        // The record, and how many steps an LLM task committed: a step changes only its
+        // transcript, which a subscriber follows too.
         let follow = Follow {
             noun: "task",
-            read: |api, id| Box::pin(async move { api.tasks().get(&id).await }),
+            read: |api, id| {
+                Box::pin(async move {
+                    let Some(task) = api.tasks().get(&id).await? else {
+                        return Ok(None);
+                    };
+                    let steps = troupe_actors::agent::llm_steps_committed(api.store(), &id)
+                        .map_err(troupe_actors::ApiError::Unavailable)?;
+                    Ok(Some((task, steps)))
+                })
+            },
             changed: |sent, now| sent != now,
-            last: |task| task.status.state.is_terminal(),
+            last: |(task, _)| task.status.state.is_terminal(),
             gone_is_error: true,
-            show: Task,
+            show: |(task, _)| Task(task),
         };
         super::updates::follow(ctx.data::<Api>()?, &id, follow).await
     }

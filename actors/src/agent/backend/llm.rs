@@ -35,7 +35,7 @@ use crate::task::{Assignment, Outcome, TaskSpec};
 pub use approvals::{decide, get, list as approvals, Approval, Decision, Refused};
 pub use deltas::{Delta, Deltas};
 use journal::Journal;
-pub use journal::{Call, Record, Usage};
+pub use journal::{committed, Call, Record, Usage};
 use tools::Errands;
 use wire::Tool;
 

@@ -132,6 +132,22 @@ fn key(task: &str, index: usize) -> String {
     format!("{task}/{index:06}")
 }
 
+/// How many records LLM task `task` has committed (0 for another task), counted without
+/// reading them.
+pub fn committed(store: &Store, task: &str) -> Result<usize, String> {
+    let prefix = format!("{task}/");
+    store
+        .view_now(|v| {
+            let mut n = 0;
+            v.scan_prefix(LLM_STEPS, &prefix, |_, _| {
+                n += 1;
+                Ok(true)
+            })?;
+            Ok(n)
+        })
+        .map_err(|e| format!("the task's steps could not be read: {e}"))
+}
+
 /// A day as the usage table names it.
 pub fn day(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d").to_string()
