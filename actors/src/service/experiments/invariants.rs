@@ -242,6 +242,9 @@ pub(super) async fn tasks_kept(
 
 /// How long VMS_SINGLE waits for a listing of each host taken after it began.
 const FRESH_LISTING: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often it reads the hosts again meanwhile: a peer's listing arrives with its beat
+/// (every 100 ms), and a read asks libvirt again for each host of this node.
+const LISTING_AGAIN: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// No domain runs on two hosts at once (a VM started again elsewhere while its first copy
 /// still runs). Each host's listing must be taken after the check began: a peer's host is
@@ -282,7 +285,7 @@ pub(super) async fn vms_single(api: &Api) -> InvariantResult {
             }
         }
         if stale && Instant::now() < deadline {
-            tokio::time::sleep(TICK).await;
+            tokio::time::sleep(LISTING_AGAIN).await;
             continue;
         }
         let twice: Vec<String> = running
