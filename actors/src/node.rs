@@ -143,6 +143,11 @@ impl Node {
             );
             self.api.store().stop_unwritten();
         }
+        // Stopped at the same moment as the others (or named the successor of a leader that
+        // stopped), this node may find itself the last one up while it drains: once it has
+        // been linked to no majority of the voters for a while, its writes from then on (and
+        // those waiting for a leader) are not written either.
+        let watch = tokio::spawn(once_cut_from_a_majority(self.api.clone()));
         let running = self.api.begin_drain().await;
         tracing::info!(running, grace = ?grace, "shutting down: draining running tasks");
         let deadline = tokio::time::Instant::now() + grace;
@@ -195,6 +200,7 @@ impl Node {
             Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
             Err(_) => tracing::error!(within = ?FINAL_FLUSH_WITHIN, "final flush did not end in time"),
         }
+        watch.abort();
         store.stop_raft().await;
         if let Err(e) = self
             .root
@@ -233,6 +239,38 @@ impl Node {
             if let Err(e) = stop {
                 tracing::warn!(child = %id, error = %e, "could not stop a child of the node");
             }
+        }
+    }
+}
+
+/// How often a stopping node looks whether it is still linked to a majority of the voters.
+const MAJORITY_LOOK_EVERY: Duration = Duration::from_millis(250);
+
+/// Watches a stopping node's links: once it has been linked to no majority of the cluster's
+/// voters (itself included) at two looks in a row, nothing it writes can commit before it is
+/// gone, and its store is told so (`Store::stop_unwritten`): the writes waiting are answered
+/// at once instead of at their time limit. A node alone, or one whose links hold, waits here
+/// until its stop aborts the watch.
+async fn once_cut_from_a_majority(api: Api) {
+    let mut cut = 0;
+    loop {
+        tokio::time::sleep(MAJORITY_LOOK_EVERY).await;
+        let (voters, majority) = api.store().other_voters();
+        if voters.is_empty() {
+            continue;
+        }
+        let linked = api.cluster().peers();
+        let up = 1 + voters.iter().filter(|v| linked.contains(v)).count();
+        cut = if up < majority { cut + 1 } else { 0 };
+        if cut >= 2 {
+            tracing::info!(
+                linked = up,
+                majority,
+                "this stopping node is linked to no majority of the cluster (the others stopped too): \
+                 the rest of its stop is not written"
+            );
+            api.store().stop_unwritten();
+            return;
         }
     }
 }

@@ -299,6 +299,21 @@ impl Store {
         leads && voters > 1 && !matches!(tokio::time::timeout(within, self.linearize()).await, Ok(Ok(())))
     }
 
+    /// The names of the cluster's voters other than this node, and how many voters a
+    /// majority is.
+    pub fn other_voters(&self) -> (Vec<String>, usize) {
+        let metrics = self.raft().metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let names = voters
+            .iter()
+            .filter(|id| **id != m.id)
+            .filter_map(|id| membership.get_node(id).map(|n| n.addr.clone()))
+            .collect();
+        (names, voters.len() / 2 + 1)
+    }
+
     /// Tells the store this node stops with no majority up to take its writes: they are
     /// refused at once from now on (`StoreError::Alone`) instead of each waiting for a
     /// majority that will not come before the node is gone.

@@ -214,3 +214,31 @@ async fn the_last_member_of_a_cluster_stopped_one_by_one_does_not_wait_for_a_maj
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_stopped_at_once_stops_without_waiting_for_a_majority_that_went_with_it() -> Result<()> {
+    let mut nodes = three_nodes_up().await?;
+    for node in &nodes {
+        node.spawn_builtin("echo", &[]).await?;
+    }
+    // The leader (alpha) first, as `deploy/local-cluster.sh stop` and a stopped host do:
+    // it names a successor that stops too.
+    for node in &nodes {
+        node.sigterm()?;
+    }
+    for node in &mut nodes {
+        let status = node.wait_exit(std::time::Duration::from_secs(60)).await?;
+        ensure!(status.code() == Some(0), "{}: SIGTERM exit status {status}", node.name);
+    }
+    for node in &nodes {
+        ensure!(
+            node.logged("final flush did not end in time") == 0
+                && node.logged("final flush failed") == 0
+                && node.logged("did not stop in time") == 0,
+            "{}: {}",
+            node.name,
+            node.log_tail()
+        );
+    }
+    Ok(())
+}

@@ -160,6 +160,7 @@ mod tasks;
 mod transitions;
 mod waiting;
 
+pub use handoff::Unserved;
 use policy::Breaker;
 pub use policy::{BreakerPolicy, Limits, Requirement, RetryPolicy, Settled};
 pub use progress::{Reported, PROGRESS_INTERVAL};

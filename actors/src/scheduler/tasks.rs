@@ -10,7 +10,7 @@
 //! ```
 
 mod cancel;
-mod elsewhere;
+pub(super) mod elsewhere;
 mod read;
 mod requeue;
 mod submit;

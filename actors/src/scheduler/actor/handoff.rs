@@ -1,7 +1,9 @@
 //! Handing the tasks no agent here can run to a node whose agents can (see
-//! `engine::handoff`): at each publication of the rooms, the engine names them, the peers'
-//! heartbeats say where agents serve their capability, and one entry moves them there in
-//! the directory (`TASKS_MOVED`, which the receiving node adopts, as after a failover).
+//! `engine::handoff`): at each publication of the rooms, the engine names them (each with
+//! the tasks of its graph), the peers' heartbeats say where agents serve a capability (and
+//! the replica's agents which of them meet a task's requirement set), and one entry moves
+//! them there in the directory (`TASKS_MOVED`, which the receiving node adopts, as after a
+//! failover).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,6 +13,8 @@ use troupe_runtime::store::Batch;
 
 use super::{Now, SchedulerMsg, State};
 use crate::cluster::directory::{placement_in, Placement};
+use crate::scheduler::engine::{Requirement, Unserved};
+use crate::scheduler::tasks::elsewhere::nodes_meeting;
 use crate::scheduler::Room;
 use crate::tables::{DIRECTORY, TASKS, TASK_STATUS};
 use crate::task::{TaskSpec, TaskStatus};
@@ -28,6 +32,17 @@ pub(crate) fn pick(rooms: &[(String, Room)]) -> Option<String> {
         .map(|(name, _)| name.clone())
 }
 
+/// The peer to hand tasks with the requirement set `r` to: of the peers whose beats show
+/// agents for its first capability (up, connected, taking work), the one with the most
+/// agents that meet it, as the replica holds them (`meeting`); `None` when none has one.
+pub(crate) fn pick_meeting(rooms: &[(String, Room)], meeting: &BTreeMap<String, u32>) -> Option<String> {
+    rooms
+        .iter()
+        .filter(|(name, room)| room.agents > 0 && meeting.contains_key(name))
+        .max_by(|(a, _), (b, _)| meeting[a].cmp(&meeting[b]).then_with(|| b.cmp(a)))
+        .map(|(name, _)| name.clone())
+}
+
 impl State {
     /// Moves the tasks no agent here can run to the peers whose agents can.
     pub(super) async fn hand_off_unserved(&mut self, now: Now) {
@@ -36,22 +51,46 @@ impl State {
         if unserved.is_empty() {
             return;
         }
+        // Requirement sets: which peers' agents meet them, from one scan of the replica.
+        let mut sets: Vec<Requirement> = Vec::new();
+        for group in &unserved {
+            if let Some(r) = group.requires.as_ref().filter(|r| !sets.contains(r)) {
+                sets.push(r.clone());
+            }
+        }
+        let meeting = if sets.is_empty() {
+            Vec::new()
+        } else {
+            let (asked, here) = (sets.clone(), self.node.clone());
+            match self.store.view(move |v| nodes_meeting(v, &asked, &here)).await {
+                Ok(meeting) => meeting,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read which peers' agents meet the waiting tasks' requirements");
+                    vec![BTreeMap::new(); sets.len()]
+                }
+            }
+        };
         let mut to: HashMap<String, Option<String>> = HashMap::new();
         // (peer, the node the tasks' ids name) -> tasks: `TASKS_MOVED` names the latter,
-        // whose tasks the receiving node adopts.
+        // whose tasks the receiving node adopts. A graph goes to one peer whole.
         let mut moving: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        for (task, capability) in unserved {
-            let peer = to
-                .entry(capability.clone())
-                .or_insert_with(|| pick(&peers(&capability)));
+        let mut graphs: Vec<(String, Vec<String>)> = Vec::new();
+        for Unserved { want, requires, tasks } in unserved {
+            let peer = to.entry(want).or_insert_with_key(|want| match &requires {
+                None => pick(&peers(want)),
+                Some(r) => {
+                    let i = sets.iter().position(|s| s == r)?;
+                    let first = r.capabilities.first()?;
+                    pick_meeting(&peers(first), &meeting[i])
+                }
+            });
             let Some(peer) = peer.clone() else { continue };
-            let home = crate::ids::home(&task).unwrap_or(&self.node).to_owned();
-            moving.entry((peer, home)).or_default().push(task);
+            graphs.push((peer, tasks));
         }
-        if moving.is_empty() {
+        if graphs.is_empty() {
             return;
         }
-        let ids: Vec<String> = moving.values().flatten().cloned().collect();
+        let ids: Vec<String> = graphs.iter().flat_map(|(_, t)| t.iter().cloned()).collect();
         let placed = self
             .store
             .view(move |v| {
@@ -69,21 +108,17 @@ impl State {
         };
         let mut batch = Batch::new();
         let mut handed = Vec::new();
-        for ((peer, home), tasks) in moving {
-            let mut count = 0;
+        for (peer, tasks) in graphs {
+            if !tasks.iter().all(|t| placed.contains_key(t)) || self.engine.hand_off(&tasks, now).is_none() {
+                continue;
+            }
             for task in tasks {
-                let Some((raw, placement)) = placed.get(&task) else {
-                    continue;
-                };
-                if self.engine.hand_off(&task, now).is_none() {
-                    continue;
-                }
                 self.work.remove(&task);
                 self.uncache(&task);
-                let epoch = placement.as_ref().map_or(0, |p| p.epoch) + 1;
+                let (raw, placement) = &placed[&task];
                 let to = Placement {
                     node: peer.clone(),
-                    epoch,
+                    epoch: placement.as_ref().map_or(0, |p| p.epoch) + 1,
                 };
                 let Ok(bytes) = troupe_runtime::codec::encode(&to) else {
                     continue;
@@ -92,17 +127,18 @@ impl State {
                 batch = batch
                     .require(DIRECTORY, task.clone(), raw.clone())
                     .put(DIRECTORY, task.clone(), bytes);
+                let home = crate::ids::home(&task).unwrap_or(&self.node).to_owned();
+                moving.entry((peer.clone(), home)).or_default().push(task.clone());
                 handed.push(task);
-                count += 1;
             }
-            if count > 0 {
-                batch = batch.event(NewEvent::new(
-                    "TASKS_MOVED",
-                    Some(peer.clone()),
-                    json!({ "from": home, "to": peer, "count": count,
-                            "reason": format!("no agent on {} serves them; agents on {peer} do", self.node) }),
-                ));
-            }
+        }
+        for ((peer, home), tasks) in &moving {
+            batch = batch.event(NewEvent::new(
+                "TASKS_MOVED",
+                Some(peer.clone()),
+                json!({ "from": home, "to": peer, "count": tasks.len(),
+                        "reason": format!("no agent on {} serves them; agents on {peer} do", self.node) }),
+            ));
         }
         self.open.store(self.engine.open(), std::sync::atomic::Ordering::SeqCst);
         if handed.is_empty() {
@@ -121,7 +157,10 @@ impl State {
     }
 
     /// Queues again here the tasks a hand-off did not move.
-    async fn take_back(&mut self, tasks: Vec<String>) {
+    async fn take_back(&mut self, mut tasks: Vec<String>) {
+        // A task's id sorts after its dependencies' (ids are made in time order): each is
+        // queued after the tasks it waits on.
+        tasks.sort();
         let read = self
             .store
             .view(move |v| {

@@ -1,48 +1,111 @@
-//! Handing queued tasks to another node. A task queued here for a capability that no open
-//! agent here serves waits for nothing this node can give it: the engine names such tasks
-//! and lets go of them, and the scheduler moves them to a node whose agents serve the
-//! capability (the cluster's heartbeats say which), so a queued task runs as soon as an
-//! agent anywhere can take it.
+//! Handing queued tasks to another node. A task queued here that no open agent here can run
+//! waits for nothing this node can give it: the engine names such tasks and lets go of
+//! them, and the scheduler moves them to a node whose agents can run them (the cluster's
+//! heartbeats and the replica's agents say which), so a queued task runs as soon as an agent
+//! anywhere can take it. A task of a graph moves with the tasks of the graph that wait on it
+//! or that it waits on, for a graph's tasks learn of each other's end on the node that holds
+//! them: while one of them runs here, none moves.
 
-use super::{Engine, Now};
+use std::collections::{BTreeSet, HashSet};
+
+use super::index::Want;
+use super::{Engine, Now, Requirement};
 use crate::task::{TaskState, TaskStatus};
 
+/// Queued tasks no open agent here can run, to move together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unserved {
+    /// What the first task wants: its capability, or its requirement set's key.
+    pub want: String,
+    /// Set when the first task asks for several capabilities or a least proficiency.
+    pub requires: Option<Requirement>,
+    /// The first task, then the other tasks of its graph held here, if any.
+    pub tasks: Vec<String>,
+}
+
 impl Engine {
-    /// Queued tasks aimed at a capability no open agent here serves, each with that
-    /// capability, in queue order per capability, at most `limit`. Tasks with requirements
-    /// (they stay where they were submitted) and tasks other tasks here wait on (those learn
-    /// of their end here) are not named.
-    pub fn unserved(&self, limit: usize) -> Vec<(String, String)> {
-        let served = self.served();
+    /// Queued tasks that no open agent here can run, in queue order per capability, with
+    /// the graph each belongs to; at most `limit` tasks. A graph one of whose tasks runs, or
+    /// is aimed at an agent of this node, is not named.
+    pub fn unserved(&self, limit: usize) -> Vec<Unserved> {
+        let served: BTreeSet<&str> = self
+            .agents
+            .values()
+            .filter(|slot| slot.open)
+            .flat_map(|slot| slot.keys.iter().map(String::as_str))
+            .collect();
         let mut out = Vec::new();
-        for (capability, queue) in self.queues.by_capability() {
-            if served.contains(capability) {
+        let mut named: HashSet<String> = HashSet::new();
+        let mut count = 0;
+        for (want, queue) in self.queues.by_capability() {
+            if served.contains(want) {
                 continue;
             }
             for (_, _, id) in queue {
-                if out.len() >= limit {
+                if count >= limit {
                     return out;
                 }
-                let Some(entry) = self.tasks.get(id) else { continue };
-                if entry.limits.requires.is_some() || self.dependents.contains_key(id) {
+                if named.contains(id) {
                     continue;
                 }
-                out.push((id.clone(), capability.to_owned()));
+                let Some(entry) = self.tasks.get(id) else { continue };
+                let Some(tasks) = self.graph_of(id) else { continue };
+                if count + tasks.len() > limit && count > 0 {
+                    return out;
+                }
+                count += tasks.len();
+                named.extend(tasks.iter().cloned());
+                out.push(Unserved {
+                    want: want.to_owned(),
+                    requires: entry.limits.requires.clone(),
+                    tasks,
+                });
             }
         }
         out
     }
 
-    /// Lets go of a queued task another node takes over: its status as held here, or
-    /// `None` when it is not held here or not waiting in a queue (started meanwhile).
-    pub fn hand_off(&mut self, task: &str, now: Now) -> Option<TaskStatus> {
-        let queued = self
-            .tasks
-            .get(task)
-            .is_some_and(|e| e.queued.is_some() && e.status.state == TaskState::Queued);
-        if !queued {
+    /// `task` and every task held here linked to it by dependencies (either way), `task`
+    /// first; `None` when one of them is not waiting (it runs) or is aimed at an agent.
+    fn graph_of(&self, task: &str) -> Option<Vec<String>> {
+        let mut seen: Vec<String> = vec![task.to_owned()];
+        let mut next = 0;
+        while next < seen.len() {
+            let id = seen[next].clone();
+            next += 1;
+            let entry = self.tasks.get(&id)?;
+            if entry.status.state != TaskState::Queued || matches!(entry.limits.want, Want::Agent(_)) {
+                return None;
+            }
+            let up = entry.limits.depends_on.iter().filter(|d| self.tasks.contains_key(*d));
+            let down = self.dependents.get(&id).into_iter().flatten();
+            for linked in up.chain(down) {
+                if !seen.contains(linked) {
+                    seen.push(linked.clone());
+                }
+            }
+        }
+        Some(seen)
+    }
+
+    /// Lets go of queued tasks another node takes over (a task and its graph, as
+    /// [`Self::unserved`] named them): their statuses as held here, all or none (`None`
+    /// when one of them is not held here or no longer waits: it started meanwhile).
+    pub fn hand_off(&mut self, tasks: &[String], now: Now) -> Option<Vec<TaskStatus>> {
+        let waiting = tasks.iter().all(|t| {
+            self.tasks
+                .get(t)
+                .is_some_and(|e| e.status.state == TaskState::Queued && !matches!(e.limits.want, Want::Agent(_)))
+        });
+        if !waiting {
             return None;
         }
-        self.take_out(task, now)
+        let mut out = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            // The graph goes whole: nothing here waits on its tasks any more.
+            self.dependents.remove(task);
+            out.extend(self.take_out(task, now));
+        }
+        Some(out)
     }
 }

@@ -152,7 +152,8 @@ impl Requirement {
         format!("{}>={}", self.capabilities.join("+"), self.min_proficiency)
     }
 
-    pub(super) fn met_by(&self, capabilities: &[String], skills: &Skills) -> bool {
+    /// Whether an agent with these capabilities and skills meets it.
+    pub fn met_by(&self, capabilities: &[String], skills: &Skills) -> bool {
         self.capabilities
             .iter()
             .all(|c| capabilities.contains(c) && skills.of(c) >= self.min_proficiency)

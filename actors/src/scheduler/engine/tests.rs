@@ -428,29 +428,99 @@ fn tasks_no_agent_here_can_run_are_named_and_let_go_of_and_the_rest_stay() {
         now,
     );
     e.enqueue(cap_task("far-2", "elsewhere", Priority::Low), TaskStatus::queued(), now);
-    // A task here waits on "needed": it stays, so that its dependent learns of its end.
-    e.enqueue(
-        cap_task("needed", "elsewhere", Priority::Normal),
-        TaskStatus::queued(),
-        now,
-    );
-    let mut dependent = cap_task("dependent", "here", Priority::Normal);
-    dependent.depends_on = vec!["needed".into()];
-    e.enqueue(dependent, TaskStatus::queued(), now);
     let named = e.unserved(10);
-    let ids: Vec<&str> = named.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(ids, ["far", "far-2"], "{named:?}");
-    assert!(named.iter().all(|(_, c)| c == "elsewhere"));
+    let ids: Vec<&[String]> = named.iter().map(|u| u.tasks.as_slice()).collect();
+    assert_eq!(ids, [["far"], ["far-2"]], "{named:?}");
+    assert!(named.iter().all(|u| u.want == "elsewhere" && u.requires.is_none()));
     assert_eq!(e.unserved(1).len(), 1, "bounded");
     // Let go of: no longer held, nothing started for it.
     let open = e.open();
-    assert_eq!(e.hand_off("far", now).map(|s| s.state), Some(TaskState::Queued));
+    let states = |s: Option<Vec<TaskStatus>>| s.map(|s| s.into_iter().map(|s| s.state).collect::<Vec<_>>());
+    assert_eq!(states(e.hand_off(&["far".into()], now)), Some(vec![TaskState::Queued]));
     assert!(e.status("far").is_none());
     assert_eq!(e.open(), open - 1);
     // Only a task waiting in a queue is let go of: not a running one, not an unknown one.
-    assert!(e.hand_off("busy", now).is_none(), "running");
-    assert!(e.hand_off("gone", now).is_none());
+    assert!(e.hand_off(&["busy".into()], now).is_none(), "running");
+    assert!(e.hand_off(&["gone".into()], now).is_none());
     // Once an agent here serves it, it is no longer named.
     e.agent_up("b", caps(&["elsewhere"]), 1, 1, now);
+    assert!(e.unserved(10).is_empty());
+}
+
+#[test]
+fn a_graph_no_agent_here_can_start_is_named_whole_and_only_while_none_of_it_runs() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["here"]), 1, 1, now);
+    // root (elsewhere) <- child (here) <- grandchild (elsewhere); child also waits on side.
+    e.enqueue(
+        cap_task("root", "elsewhere", Priority::Normal),
+        TaskStatus::queued(),
+        now,
+    );
+    e.enqueue(
+        cap_task("side", "elsewhere", Priority::Normal),
+        TaskStatus::queued(),
+        now,
+    );
+    let mut child = cap_task("child", "here", Priority::Normal);
+    child.depends_on = vec!["root".into(), "side".into()];
+    e.enqueue(child, TaskStatus::queued(), now);
+    let mut grandchild = cap_task("grandchild", "elsewhere", Priority::Normal);
+    grandchild.depends_on = vec!["child".into()];
+    e.enqueue(grandchild, TaskStatus::queued(), now);
+    let named = e.unserved(10);
+    assert_eq!(named.len(), 1, "one graph, named once: {named:?}");
+    let mut graph = named[0].tasks.clone();
+    assert_eq!(graph[0], "root", "the task first");
+    graph.sort();
+    assert_eq!(graph, ["child", "grandchild", "root", "side"]);
+    // Too large for the bound: named on its own only when nothing was named before it.
+    assert_eq!(e.unserved(2).len(), 1);
+    // Let go of whole: nothing of it stays here, nothing waits on it.
+    let statuses = e.hand_off(&named[0].tasks, now).expect("let go of");
+    assert_eq!(statuses.len(), 4);
+    for t in ["root", "side", "child", "grandchild"] {
+        assert!(e.status(t).is_none(), "{t}");
+    }
+    assert_eq!(e.open(), 0);
+
+    // A graph one of whose tasks runs here stays whole.
+    let mut e = engine();
+    e.agent_up("a", caps(&["here"]), 1, 1, now);
+    e.enqueue(cap_task("runs", "here", Priority::Normal), TaskStatus::queued(), now);
+    e.enqueue(
+        cap_task("far", "elsewhere", Priority::Normal),
+        TaskStatus::queued(),
+        now,
+    );
+    let mut join = cap_task("join", "here", Priority::Normal);
+    join.depends_on = vec!["runs".into(), "far".into()];
+    e.enqueue(join, TaskStatus::queued(), now);
+    assert!(e.unserved(10).is_empty(), "{:?}", e.unserved(10));
+    assert!(e.hand_off(&["far".into(), "join".into(), "runs".into()], now).is_none());
+    assert!(e.status("far").is_some());
+}
+
+#[test]
+fn a_task_whose_requirement_no_agent_here_meets_is_named_with_it() {
+    let mut e = engine();
+    let now = now0();
+    let mut skills = Skills::default();
+    skills.proficiency.insert("nap".into(), 0.3);
+    e.agent_up_with("a", caps(&["nap"]), skills, 1, 1, now);
+    let r = Requirement {
+        capabilities: vec!["nap".into()],
+        min_proficiency: 0.5,
+    };
+    let mut task = cap_task("good-nap", &r.key(), Priority::Normal);
+    task.requires = Some(r.clone());
+    e.enqueue(task, TaskStatus::queued(), now);
+    let named = e.unserved(10);
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0].requires.as_ref(), Some(&r));
+    assert_eq!(named[0].tasks, ["good-nap"]);
+    // An agent here that meets it: no longer named.
+    e.agent_up("b", caps(&["nap"]), 1, 1, now);
     assert!(e.unserved(10).is_empty());
 }

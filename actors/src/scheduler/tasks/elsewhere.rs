@@ -5,15 +5,17 @@
 //! (with a `NO_AGENT` warning and a `TASK_WAITING` event) would be false. The replica,
 //! which holds every agent, tells.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use troupe_runtime::store::{StoreError, View};
 
 use super::TaskQueue;
 use crate::agent::{AgentSpec, AgentState, AgentStatus};
 use crate::cluster::directory::placement_in;
+use crate::scheduler::engine::index::Want;
+use crate::scheduler::engine::{Limits, Requirement};
 use crate::tables::{AGENTS, AGENT_STATUS};
-use crate::task::TaskRecord;
+use crate::task::{TaskRecord, TaskSpec};
 
 /// Whether an agent in `state` has its capabilities now (it runs, or will again without
 /// anyone acting): a stopped, failed or never started agent does not.
@@ -21,14 +23,30 @@ fn serves(state: AgentState) -> bool {
     !matches!(state, AgentState::Defined | AgentState::Stopped | AgentState::Failed)
 }
 
-/// For each of `capabilities`, the nodes other than `here` whose agents have it, as `v`
-/// holds them.
-fn nodes_serving(
+/// What a task aimed at no agent in particular needs of one: its capability, or its
+/// requirement set (several capabilities, a least proficiency). `None` for a task aimed at
+/// an agent.
+pub(crate) fn needs(spec: &TaskSpec) -> Option<Requirement> {
+    let limits = Limits::from(spec);
+    match (limits.requires, limits.want) {
+        (Some(r), _) => Some(r),
+        (None, Want::Capability(c)) => Some(Requirement {
+            capabilities: vec![c],
+            min_proficiency: 0.0,
+        }),
+        (None, Want::Agent(_)) => None,
+    }
+}
+
+/// For each of `needs`, how many agents meet it on each node other than `here`, as `v`
+/// holds the agents (their specs, the capabilities their backends found, their states and
+/// where they are placed).
+pub(crate) fn nodes_meeting(
     v: &View<'_>,
-    capabilities: &BTreeSet<String>,
+    needs: &[Requirement],
     here: &str,
-) -> Result<BTreeMap<String, BTreeSet<String>>, StoreError> {
-    let mut serving: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+) -> Result<Vec<BTreeMap<String, u32>>, StoreError> {
+    let mut meeting: Vec<BTreeMap<String, u32>> = vec![BTreeMap::new(); needs.len()];
     v.scan(AGENTS, None, |id, bytes| {
         let spec: AgentSpec = troupe_runtime::codec::decode(bytes)?;
         let status: Option<AgentStatus> = match v.get(AGENT_STATUS, id)? {
@@ -38,73 +56,74 @@ fn nodes_serving(
         if status.as_ref().is_some_and(|s| !serves(s.state)) {
             return Ok(true);
         }
-        let discovered = status.iter().flat_map(|s| s.discovered.iter());
-        let has: Vec<&String> = spec
-            .capabilities
-            .iter()
-            .chain(discovered)
-            .filter(|c| capabilities.contains(*c))
+        let mut capabilities = spec.capabilities.clone();
+        capabilities.extend(status.iter().flat_map(|s| s.discovered.iter().cloned()));
+        let skills = spec.skills();
+        let met: Vec<usize> = (0..needs.len())
+            .filter(|&i| needs[i].met_by(&capabilities, &skills))
             .collect();
-        if has.is_empty() {
+        if met.is_empty() {
             return Ok(true);
         }
         let Some(node) = placement_in(v, id)?.map(|p| p.node) else {
             return Ok(true);
         };
         if node != here {
-            for c in has {
-                serving.entry(c.clone()).or_default().insert(node.clone());
+            for i in met {
+                *meeting[i].entry(node.clone()).or_default() += 1;
             }
         }
         Ok(true)
     })?;
-    Ok(serving)
+    Ok(meeting)
 }
 
-/// The engine's reason for a task of `capability` queued on `here`, told of the cluster:
-/// `None` when it stands as it is.
-fn told_of_the_cluster(
-    reason: &str,
-    capability: &str,
-    here: &str,
-    serving: &BTreeMap<String, BTreeSet<String>>,
-) -> Option<String> {
-    if reason != format!("no agent has capability {capability}") {
+/// The engine's reason for a task queued on `here`, told of the cluster: `None` when it
+/// stands as it is (another reason than "no agent has", or no other node's agent has it
+/// either). `nodes` are the other nodes whose agents meet what the task needs.
+fn told_of_the_cluster(reason: &str, here: &str, nodes: &BTreeMap<String, u32>) -> Option<String> {
+    let what = reason.strip_prefix("no agent has ")?;
+    if nodes.is_empty() {
         return None;
     }
-    let nodes = serving.get(capability).filter(|n| !n.is_empty())?;
-    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let nodes: Vec<&str> = nodes.keys().map(String::as_str).collect();
     Some(format!(
-        "no agent on {here} has capability {capability}; agents on {} have it, and it goes to them once their node reports their room",
+        "no agent on {here} has {what}; agents on {} have it, and it goes to them once their node reports their room",
         nodes.join(", ")
     ))
 }
 
 impl TaskQueue {
-    /// The queued tasks' reasons "no agent has capability x" told of the cluster (see the
-    /// module's doc), from one scan of the replica's agents when any task says so.
+    /// The queued tasks' reasons "no agent has …" told of the cluster (see the module's
+    /// doc), from one scan of the replica's agents when any task says so.
     pub(super) async fn told_of_the_cluster(&self, mut tasks: Vec<TaskRecord>) -> Vec<TaskRecord> {
-        let wanted: BTreeSet<String> = tasks
-            .iter()
-            .filter(|t| t.waiting_for.as_deref().is_some_and(super::no_agent_has))
-            .filter_map(|t| t.spec.capability.clone())
-            .collect();
+        let mut wanted: Vec<Requirement> = Vec::new();
+        for task in &tasks {
+            if !task.waiting_for.as_deref().is_some_and(super::no_agent_has) {
+                continue;
+            }
+            if let Some(r) = needs(&task.spec).filter(|r| !wanted.contains(r)) {
+                wanted.push(r);
+            }
+        }
         if wanted.is_empty() {
             return tasks;
         }
         let here = self.node.clone();
-        let serving = match self.store.view(move |v| nodes_serving(v, &wanted, &here)).await {
-            Ok(serving) => serving,
+        let asked = wanted.clone();
+        let meeting = match self.store.view(move |v| nodes_meeting(v, &asked, &here)).await {
+            Ok(meeting) => meeting,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read which nodes' agents serve the waiting tasks");
                 return tasks;
             }
         };
         for task in &mut tasks {
-            let (Some(reason), Some(capability)) = (&task.waiting_for, &task.spec.capability) else {
+            let Some(reason) = &task.waiting_for else { continue };
+            let Some(i) = needs(&task.spec).and_then(|r| wanted.iter().position(|w| *w == r)) else {
                 continue;
             };
-            if let Some(told) = told_of_the_cluster(reason, capability, &self.node, &serving) {
+            if let Some(told) = told_of_the_cluster(reason, &self.node, &meeting[i]) {
                 task.waiting_for = Some(told);
             }
         }
@@ -154,32 +173,63 @@ mod tests {
             ("w@b", &["hum"], Some(AgentState::Running)),
         ])
         .await;
-        let wanted: BTreeSet<String> = ["nap", "draw", "sing", "hum", "fly"]
+        let wanted: Vec<Requirement> = ["nap", "draw", "sing", "hum", "fly"]
             .iter()
-            .map(|c| c.to_string())
+            .map(|c| Requirement {
+                capabilities: vec![c.to_string()],
+                min_proficiency: 0.0,
+            })
             .collect();
-        let serving = store.view(move |v| nodes_serving(v, &wanted, "b")).await.unwrap();
-        let told = |capability: &str| {
-            told_of_the_cluster(
-                &format!("no agent has capability {capability}"),
-                capability,
-                "b",
-                &serving,
-            )
+        let serving = store.view(move |v| nodes_meeting(v, &wanted, "b")).await.unwrap();
+        let told = |i: usize, capability: &str| {
+            told_of_the_cluster(&format!("no agent has capability {capability}"), "b", &serving[i])
         };
         assert_eq!(
-            told("nap").as_deref(),
+            told(0, "nap").as_deref(),
             Some("no agent on b has capability nap; agents on a, c have it, and it goes to them once their node reports their room")
         );
-        assert!(told("draw").is_some_and(|r| r.contains("agents on a have it")));
+        assert!(told(1, "draw").is_some_and(|r| r.contains("agents on a have it")));
         // Stopped, only here, or nowhere: the engine's reason stands.
-        assert_eq!(told("sing"), None);
-        assert_eq!(told("hum"), None);
-        assert_eq!(told("fly"), None);
+        assert_eq!(told(2, "sing"), None);
+        assert_eq!(told(3, "hum"), None);
+        assert_eq!(told(4, "fly"), None);
         // Another reason stands too.
         assert_eq!(
-            told_of_the_cluster("every agent with capability nap is busy", "nap", "b", &serving),
+            told_of_the_cluster("every agent with capability nap is busy", "b", &serving[0]),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn a_requirement_another_nodes_agent_meets_is_not_said_to_be_met_by_none() {
+        let (_d, store) = with_agents(&[
+            ("x@a", &["nap", "draw"], Some(AgentState::Running)),
+            ("y@c", &["nap"], Some(AgentState::Running)),
+        ])
+        .await;
+        // x is good at napping, y is not.
+        let mut batch = Batch::new();
+        for (id, caps, skill) in [("x@a", &["nap", "draw"][..], 0.9), ("y@c", &["nap"][..], 0.3)] {
+            let mut agent = spec(id, caps);
+            agent.proficiency.insert("nap".into(), skill);
+            batch = batch.put(AGENTS, id, troupe_runtime::codec::encode(&agent).unwrap());
+        }
+        store.write(batch).await.unwrap();
+        let need = |caps: &[&str], min: f64| Requirement {
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            min_proficiency: min,
+        };
+        let wanted = vec![need(&["nap"], 0.5), need(&["draw", "nap"], 0.0), need(&["nap"], 0.95)];
+        let meeting = store.view(move |v| nodes_meeting(v, &wanted, "b")).await.unwrap();
+        let on = |m: &BTreeMap<String, u32>| m.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(on(&meeting[0]), ["a"]);
+        assert_eq!(on(&meeting[1]), ["a"]);
+        assert!(meeting[2].is_empty());
+        let reason = "no agent has capabilities nap with proficiency at least 0.5";
+        assert_eq!(
+            told_of_the_cluster(reason, "b", &meeting[0]).as_deref(),
+            Some("no agent on b has capabilities nap with proficiency at least 0.5; agents on a have it, and it goes to them once their node reports their room")
+        );
+        assert_eq!(told_of_the_cluster(reason, "b", &meeting[2]), None);
     }
 }

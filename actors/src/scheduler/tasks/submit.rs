@@ -78,17 +78,17 @@ impl TaskQueue {
     /// `capability`). The submit's answer says it too (`waitingFor`, and the gateway's
     /// warning).
     fn say_why_it_waits(&self, record: &TaskRecord) {
-        let (Some(capability), Some(reason)) = (&record.spec.capability, &record.waiting_for) else {
+        let Some(reason) = &record.waiting_for else {
             return;
         };
-        if !no_agent_has(reason) {
+        if !no_agent_has(reason) || record.spec.target_agent.is_some() {
             return;
         }
-        let event = troupe_runtime::events::NewEvent::new(
-            "TASK_WAITING",
-            Some(record.spec.id.clone()),
-            serde_json::json!({ "reason": reason, "capability": capability }),
-        );
+        let mut data = serde_json::json!({ "reason": reason, "capability": record.spec.capability });
+        if !record.spec.capabilities.is_empty() {
+            data["capabilities"] = serde_json::json!(record.spec.capabilities);
+        }
+        let event = troupe_runtime::events::NewEvent::new("TASK_WAITING", Some(record.spec.id.clone()), data);
         let _ = self.store.submit(Batch::new().event(event));
     }
 

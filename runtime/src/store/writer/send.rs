@@ -94,6 +94,7 @@ impl Writer {
         // often sooner: the leader answers once it applied the entry itself.
         let expected = proposal.origin.map(|o| (o, self.tables.forwarded.expect(o)));
         let db = self.tables.db.clone();
+        let mut alone = self.shared.alone.subscribe();
         async move {
             // Once the entry `index` is applied here, by openraft's account too: a mutation's
             // answer carries the index this node applied, which must hold the write.
@@ -117,7 +118,7 @@ impl Writer {
                 let (id, applied) = forward(&transport, &name, &proposal, FORWARD_WITHIN).await?;
                 applied_here(id.index, applied).await
             };
-            let landed = tokio::time::timeout(FORWARD_WITHIN, async {
+            let landing = tokio::time::timeout(FORWARD_WITHIN, async {
                 let Some((origin, mut here)) = expected else {
                     return from_leader.await;
                 };
@@ -161,13 +162,16 @@ impl Writer {
                         (Err(_), Err(_)) => Err(NotForwarded::Lost(error)),
                     },
                 }
-            })
-            .await
-            .unwrap_or_else(|_| {
-                Err(NotForwarded::Lost(StoreError::Unavailable(format!(
-                    "the leader {name} did not answer within {FORWARD_WITHIN:?}; the write may still be applied"
-                ))))
             });
+            let landed = tokio::select! {
+                landed = landing => landed.unwrap_or_else(|_| {
+                    Err(NotForwarded::Lost(StoreError::Unavailable(format!(
+                        "the leader {name} did not answer within {FORWARD_WITHIN:?}; the write may still be applied"
+                    ))))
+                }),
+                // The node stops with no majority up: nothing confirms the write now.
+                _ = alone.wait_for(|alone| *alone) => return Attempt::Failed(StoreError::Alone),
+            };
             match landed {
                 Ok(applied) => Attempt::Applied(applied),
                 Err(NotForwarded::Again(e)) => Attempt::Again(e),
