@@ -7,7 +7,7 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use super::cluster::{spawn_held_on_beta, start_pair, wait_member, SUBMIT_KEYED};
+use super::cluster::{spawn_held_on_beta, start_pair, start_pair_of, wait_member, SUBMIT_KEYED};
 use super::command_line::{at, troupe};
 use super::support::{expect_code, text, Deadline, Node, NodeOpts, Subscription, WAIT};
 
@@ -426,5 +426,37 @@ async fn a_peers_experiment_is_read_here_while_the_peer_is_frozen_and_ends_abort
     ensure!(updates.next_with_deadline().await?.is_none(), "the stream ends with it");
     let ended = super::experiments::finished(&beta, &id).await?;
     ensure!(ended["state"] == "ABORTED", "{ended}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_agents_open_breaker_is_read_here_as_its_node_last_sampled_it() -> Result<()> {
+    let (alpha, beta) = start_pair_of(
+        NodeOpts::named("alpha").arg("--breaker-failures", 1),
+        NodeOpts::named("beta"),
+    )
+    .await?;
+    let agent = alpha
+        .spawn_agent(json!({ "name": "broken", "backend": { "builtin": { "kind": "fail" } } }))
+        .await?;
+    let agent = text(&agent, "/id")?;
+    let t = alpha
+        .submit(json!({ "agentId": agent, "payload": {}, "maxAttempts": 1 }))
+        .await?;
+    alpha.wait_task_state(&text(&t, "/id")?, "DEAD").await?;
+    let q = "query($id: ID!) { agent(id: $id) { breaker { state consecutiveFailures } observedAt } }";
+    let here = alpha.gql_ok(q, json!({ "id": agent })).await?;
+    ensure!(here["agent"]["breaker"]["state"] == "OPEN", "{here}");
+    // beta holds no breaker of alpha's agents: it shows alpha's last sample, not a CLOSED
+    // breaker nothing observed.
+    let deadline = Deadline::after(WAIT, "beta to show the breaker alpha opened");
+    loop {
+        let there = beta.gql_ok(q, json!({ "id": agent })).await?;
+        let b = &there["agent"]["breaker"];
+        if b["state"] == "OPEN" && b["consecutiveFailures"] == 1 {
+            break;
+        }
+        deadline.tick(there).await?;
+    }
     Ok(())
 }

@@ -274,9 +274,16 @@ impl Agent {
     /// Its circuit breaker: OPEN after `breaker_failures` consecutive failed attempts (it
     /// gets no tasks), HALF_OPEN after `breaker_cooldown_ms` (one trial task), CLOSED again
     /// on a success. Each change is an event (AGENT_BREAKER_OPENED, _HALF_OPEN, _CLOSED).
-    async fn breaker(&self) -> Breaker {
-        let b = self.view.stats.breaker;
-        Breaker {
+    /// Held by the scheduler of the agent's node: for a peer's agent, as that node's last
+    /// sample said (`observedAt`), as `health` is.
+    async fn breaker(&self, ctx: &Context<'_>) -> async_graphql::Result<Breaker> {
+        let b = self
+            .live(ctx)
+            .await?
+            .and_then(|l| l.stats)
+            .unwrap_or(self.view.stats)
+            .breaker;
+        Ok(Breaker {
             state: match b.state {
                 troupe_actors::agent::BreakerState::Closed => BreakerState::Closed,
                 troupe_actors::agent::BreakerState::Open => BreakerState::Open,
@@ -284,7 +291,7 @@ impl Agent {
             },
             consecutive_failures: b.consecutive_failures as i32,
             opened_at: b.opened_at,
-        }
+        })
     }
     async fn token_usage(&self) -> TokenUsage {
         let s = &self.view.stats;
