@@ -17,6 +17,7 @@ mod actor;
 mod backend;
 pub mod checkpoints;
 mod child;
+mod gauge;
 mod ladder;
 mod lifecycle;
 pub mod logs;
@@ -40,6 +41,7 @@ pub use backend::{
 };
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
+pub(crate) use gauge::AgentGauge;
 pub use lifecycle::Action;
 pub use logs::{LogBook, LogLine};
 pub use observed::{AgentLive, Observed, Report as ObservedAgents, Sampler};
@@ -53,5 +55,4 @@ pub use spec::{
     Desired, Dialect, ExecBackend, HttpBackend, Limits, LlmBackend, McpBackend, Owner, ProcessBackend, RestartLimit,
     SecretRef, Skills, SpawnAgentRequest,
 };
-pub(crate) use status::gauge_moved;
 pub use status::{AgentState, AgentStats, AgentStatus, AgentView, BreakerState, BreakerView, Recent};

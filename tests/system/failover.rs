@@ -202,6 +202,21 @@ async fn a_killed_nodes_agents_swarm_hosts_and_tasks_serve_on_the_survivors_once
     // once, by the survivor that drives it, and the VM runs once.
     nodes[2].restart().await?;
     wait_member_state(&nodes[0], "gamma", "UP").await?;
+    // Its count of the agents it holds follows its replica: the agents that moved off it
+    // while it was down leave it once it applied their moves.
+    let deadline = Deadline::after(WAIT, "gamma to count none of the agents that moved off it");
+    loop {
+        let (_, metrics) = nodes[2].get("/metrics").await?;
+        let held: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("troupe_agents{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if held == 0.0 {
+            break;
+        }
+        deadline.tick(metrics).await?;
+    }
     for node in &nodes {
         let listed = node
             .gql_ok("{ hosts { id node qualifiedName uri } }", json!({}))

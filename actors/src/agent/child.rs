@@ -20,7 +20,7 @@ use super::actor::{AgentActor, AgentMsg, Reporter};
 use super::ladder::{self, Ladder};
 use super::secrets::Secrets;
 use super::spec::{AgentSpec, BackendSpec};
-use super::status::{gauge_moved, AgentState, AgentStatus};
+use super::status::{AgentState, AgentStatus};
 use super::Slots;
 use crate::scheduler::report::Report;
 use crate::tables::AGENT_STATUS;
@@ -224,7 +224,6 @@ impl AgentChild {
     /// its last error when the state is a bad one.
     pub fn report(&self, state: AgentState, kind: &str, reason: Option<String>, data: Value) -> Ticket {
         let mut status = lock(&self.status);
-        let before = status.state;
         status.state = state;
         if matches!(
             state,
@@ -233,7 +232,6 @@ impl AgentChild {
             status.last_error = reason.clone().or(status.last_error.take());
         }
         status.updated_at = troupe_runtime::clock::now();
-        gauge_moved(Some(before), Some(state));
         let mut data = data;
         data["state"] = json!(state.as_str());
         if let Some(reason) = reason {
@@ -371,7 +369,6 @@ impl ChildSpec for AgentChild {
         let desired = self.spec().desired;
         let mut status = lock(&self.status);
         let step = lock(&self.ladder).event(event, desired, &status, troupe_runtime::clock::now());
-        gauge_moved(Some(status.state), Some(step.status.state));
         *status = step.status;
         if let Some(alert) = step.alert {
             batch.push(Op::Event(NewEvent::new("AGENT_ALERT", Some(self.id.clone()), alert)));

@@ -21,7 +21,7 @@ use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 use super::checkpoints;
 use super::registry::{did_not_start, Registry};
 use super::spec::{AgentSpec, AgentUpdate, Desired, Owner};
-use super::status::{gauge_moved, AgentState, AgentView};
+use super::status::{AgentState, AgentView};
 use super::{AgentChild, AgentMsg};
 use crate::call::{ask, ask_within, keep, split, CALL_TIMEOUT};
 use crate::error::ApiError;
@@ -126,9 +126,6 @@ impl Registry<'_> {
         // Whatever this node knew of the agent before is stale: read it afresh.
         self.slots.handles.remove(id);
         let handle = self.handle(id).await?;
-        // From now on this node counts it in `troupe_agents{state}`, as its start does for
-        // the agents it holds.
-        gauge_moved(None, Some(handle.status().state));
         let _one_at_a_time = handle.serialize().await;
         if handle.spec().desired == Desired::Stopped
             || handle.status().state == AgentState::Failed
@@ -282,7 +279,6 @@ impl Registry<'_> {
         if let Ok(scheduler) = self.scheduler() {
             let _ = scheduler.cast(SchedulerMsg::AgentRemoved(id.clone()));
         }
-        gauge_moved(Some(view.status.state), None);
         view.status.state = AgentState::Stopped;
         Ok(view)
     }

@@ -21,7 +21,7 @@ use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 
 use super::checkpoints;
 use super::spec::{AgentFilter, AgentSpec, Desired, Owner, SpawnAgentRequest};
-use super::status::{gauge_moved, AgentState, AgentStats, AgentStatus, AgentView};
+use super::status::{AgentState, AgentStats, AgentStatus, AgentView};
 use super::{AgentChild, AgentMsg, AgentPolicy, Probe};
 use crate::agent::Slots;
 use crate::call::{ask, ask_within, split, CALL_TIMEOUT};
@@ -153,7 +153,6 @@ impl Registry<'_> {
             guard.record(&mut batch, &spec.id)?;
         }
         self.store.write(batch).await?;
-        gauge_moved(None, Some(state));
         let child = self.new_handle(spec.clone(), status);
         self.slots.handles.insert(child.clone());
         if req.start {

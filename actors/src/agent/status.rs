@@ -140,16 +140,3 @@ pub struct AgentView {
     pub status: AgentStatus,
     pub stats: AgentStats,
 }
-
-/// Keeps `troupe_agents{state}` as agents change state, so a scrape counts nothing.
-pub(crate) fn gauge_moved(from: Option<AgentState>, to: Option<AgentState>) {
-    if from == to {
-        return;
-    }
-    if let Some(from) = from {
-        metrics::gauge!("troupe_agents", "state" => from.as_str()).decrement(1.0);
-    }
-    if let Some(to) = to {
-        metrics::gauge!("troupe_agents", "state" => to.as_str()).increment(1.0);
-    }
-}

@@ -17,7 +17,7 @@ use troupe_runtime::supervision::{
 use super::identity::{check_format, cluster_cookie, node_id, own_fact, own_key, private_dir};
 use super::{ExtraChildren, Node, StartNodeError};
 use crate::agent::Slots;
-use crate::agent::{gauge_moved, AgentPolicy, AgentStatus, AgentsChild};
+use crate::agent::{AgentPolicy, AgentsChild};
 use crate::cluster::{Cluster, ClusterChild, Link, PeerInfo};
 use crate::host::{Fleet, FleetSettings, HostMode, HostSpec, HostsChild};
 use crate::placement::Overcommit;
@@ -27,7 +27,7 @@ use crate::service::node::{role_name, NodeService};
 use crate::service::raft::RaftService;
 use crate::service::{Agents, Api, Context, Hosts, Messages, Peers, ServicesChild, Swarms, Tasks, Vms};
 use crate::serving::Serving;
-use crate::tables::{AGENT_STATUS, HOSTS};
+use crate::tables::HOSTS;
 
 /// How long a node started with `--join` and a fresh data dir waits to be admitted.
 const JOIN_WITHIN: Duration = Duration::from_secs(120);
@@ -168,7 +168,10 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         )
         .await?;
         tracing::info!(node = %config.node_name, incarnation, "this node's start is counted");
-        count_agents(&store, &config.node_name).await?;
+        // `troupe_agents{state}` follows the replica from here on.
+        store
+            .project(std::sync::Arc::new(crate::agent::AgentGauge::new(&config.node_name)))
+            .await?;
         crate::agent::owners::build_once(&store).await?;
         Ok::<_, StartNodeError>((tokens, admin_token_path, node_id))
     };
@@ -455,28 +458,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .expect("a start-up file operation panicked")
-}
-
-/// Sets `troupe_agents{state}` from the stored statuses of the agents this node holds; from
-/// here on it moves with them.
-async fn count_agents(store: &Store, node: &str) -> Result<(), StoreError> {
-    let node = node.to_owned();
-    let states = store
-        .view(move |v| {
-            let mut states = Vec::new();
-            v.scan(AGENT_STATUS, None, |id, bytes| {
-                if crate::cluster::directory::held_in(v, id, &node)? {
-                    states.push(troupe_runtime::codec::decode::<AgentStatus>(bytes)?.state);
-                }
-                Ok(true)
-            })?;
-            Ok(states)
-        })
-        .await?;
-    for state in states {
-        gauge_moved(None, Some(state));
-    }
-    Ok(())
 }
 
 /// Registers the node's hosts (making the simulated ones on a first start) and their VMs'
