@@ -100,11 +100,14 @@ pub fn prepare(request: &mut async_graphql::Request) -> Result<(), async_graphql
     })
 }
 
-/// Gives an error that refused the request as a whole the code `INVALID_INPUT`, unless it
-/// already has a code.
+/// Gives an error that refused the request as a whole, or an argument's value (a scalar
+/// that does not parse, an argument out of its range, a variable not given), the code
+/// `INVALID_INPUT`, unless it already has a code.
 fn invalid_input(error: &mut async_graphql::ServerError) {
     let coded = error.extensions.as_ref().is_some_and(|e| e.get("code").is_some());
-    if !coded && error.path.is_empty() {
+    let bad_argument = error.message.starts_with("Failed to parse \"")
+        || (error.message.starts_with("Variable ") && error.message.ends_with(" is not defined."));
+    if !coded && (error.path.is_empty() || bad_argument) {
         error
             .extensions
             .get_or_insert_with(Default::default)

@@ -181,6 +181,15 @@ async fn graphql(
         Err(r) => return refused(&r),
     };
     let mut request = req.into_inner();
+    // JSON that is not a GraphQL request (no string `query`: `{}`, `[]`) is refused as a
+    // body that is not JSON is, not answered as an empty document.
+    if request.query.trim().is_empty() {
+        return error::http(
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+            "the body is not a GraphQL request: JSON with a string \"query\" (and optional \"variables\", \"operationName\")",
+        );
+    }
     if let Err(e) = schema::prepare(&mut request) {
         return GraphQLResponse::from(async_graphql::Response::from_errors(vec![e])).into_response();
     }

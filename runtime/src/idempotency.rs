@@ -132,7 +132,7 @@ impl Idempotency {
         key: &str,
         request: &impl Serialize,
     ) -> Result<Claim<T>, IdempotencyError> {
-        if key.is_empty() || key.len() > MAX_KEY_LEN {
+        if key.is_empty() || key.chars().count() > MAX_KEY_LEN {
             return Err(IdempotencyError::BadKey);
         }
         let full = format!("{scope}/{key}");
@@ -235,6 +235,15 @@ mod tests {
         ));
         assert!(matches!(
             idem.claim::<String>("spawn", "", &"req").await,
+            Err(IdempotencyError::BadKey)
+        ));
+        // Counted in characters, as documented, not in bytes.
+        assert!(matches!(
+            idem.claim::<String>("spawn", &"é".repeat(128), &"req").await,
+            Ok(Claim::Fresh(_))
+        ));
+        assert!(matches!(
+            idem.claim::<String>("spawn", &"é".repeat(129), &"req").await,
             Err(IdempotencyError::BadKey)
         ));
     }

@@ -146,11 +146,37 @@ async fn malformed_requests_get_errors_and_node_keeps_serving() -> Result<()> {
             "`{raw}`: a debug message: {message}"
         );
     }
+    // JSON that is no GraphQL request is refused as non-JSON is: HTTP 400.
+    for raw in [r#"{"q": 1}"#, "[]", "{}"] {
+        let (status, body) = node.post_raw(raw).await?;
+        ensure!(status == 400, "`{raw}`: HTTP {status} {body}");
+        let body: Value = serde_json::from_str(&body).with_context(|| format!("`{raw}`: {body}"))?;
+        expect_code(&body, "INVALID_INPUT").with_context(|| format!("`{raw}`"))?;
+    }
     // A syntax error says which code it is, as every other refused document does.
     let (status, body) = node
         .post_graphql(Some(node.token.as_str()), &json!({ "query": "{ agents { " }))
         .await?;
     expect_code(&body, "INVALID_INPUT").with_context(|| format!("syntax error: HTTP {status}"))?;
+    // So does an argument whose value does not parse or is out of its range, inline or in a
+    // variable, and a variable not given.
+    let refused = [
+        (
+            "mutation { submitTask(input: { capability: \"x\", payload: 1, deadline: \"nope\" }) { id } }",
+            json!({}),
+        ),
+        ("{ events(after: \"5x\") { seq } }", json!({})),
+        ("query($a: Int64) { events(after: $a) { seq } }", json!({ "a": "abc" })),
+        ("{ alertDeliveries(first: -1) { id } }", json!({})),
+        (
+            "mutation($i: SubmitTaskInput!) { submitTask(input: $i) { id } }",
+            json!({}),
+        ),
+    ];
+    for (query, variables) in refused {
+        let body = node.gql(query, variables).await?;
+        expect_code(&body, "INVALID_INPUT").with_context(|| format!("`{query}`: {body}"))?;
+    }
 
     let data = node.gql_ok("{ node { name } }", json!({})).await?;
     ensure!(data["node"]["name"] == "solo", "{data}");

@@ -35,7 +35,7 @@ pub fn order(graph: &[GraphTask]) -> Result<Vec<usize>, OrderGraphError> {
     }
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, t) in graph.iter().enumerate() {
-        if t.key.trim().is_empty() || t.key.len() > 128 {
+        if t.key.trim().is_empty() || t.key.chars().count() > 128 {
             return Err(OrderGraphError::Key);
         }
         if index.insert(t.key.as_str(), i).is_some() {
