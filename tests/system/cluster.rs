@@ -481,6 +481,18 @@ async fn a_task_queued_where_no_agent_serves_it_runs_once_an_agent_on_another_no
         task.ends_with("@alpha"),
         "no agent anywhere: queued where it was submitted: {task}"
     );
+    // Read on beta, it is not said to run (null): alpha's scheduler knows why it waits.
+    let there = beta
+        .gql_ok(
+            "query($id: ID!) { task(id: $id) { state waitingFor } }",
+            json!({ "id": task }),
+        )
+        .await?;
+    ensure!(
+        there["task"]["state"] == "QUEUED"
+            && there["task"]["waitingFor"] == "queued on alpha, whose scheduler knows why it waits",
+        "{there}"
+    );
     // The agent comes on beta: alpha hears of it with the next beats and hands the task over.
     let agent = beta.spawn_builtin("echo", &["late"]).await?;
     // A second task, through alpha as soon as alpha's replica holds the agent (beta's beats

@@ -208,6 +208,13 @@ impl TaskQueue {
         };
         for task in &mut tasks {
             task.waiting_for = why.remove(&task.spec.id);
+            // Another member's scheduler holds it: only that one knows why it waits, and
+            // `null` would say that it runs.
+            if task.waiting_for.is_none() && task.status.state == TaskState::Queued {
+                if let Some(holder) = self.cluster.holder(&task.spec.id).filter(|h| *h != self.node) {
+                    task.waiting_for = Some(format!("queued on {holder}, whose scheduler knows why it waits"));
+                }
+            }
         }
         self.told_of_the_cluster(tasks).await
     }

@@ -136,7 +136,8 @@ impl Task {
     }
     /// Why a QUEUED task is not running yet, as the scheduler sees it now ("no agent has
     /// capability x", "agent a is not running", "dependencies not done: ...", breakers,
-    /// backoff, busy agents); null once it runs.
+    /// backoff, busy agents); null once it runs. Only the member holding the task knows: on
+    /// another, "queued on <node>, whose scheduler knows why it waits".
     async fn waiting_for(&self) -> Option<&str> {
         self.0.waiting_for.as_deref()
     }
