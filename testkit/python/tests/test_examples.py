@@ -1,6 +1,8 @@
 """The kit's own examples, against real nodes (TROUPE_BIN or target/debug/troupe)."""
 
-from troupe_testkit import ApiError
+import pytest
+
+from troupe_testkit import ApiError, Node, Settled
 
 
 def test_a_crashed_worker_restarts_alone_and_work_keeps_flowing(troupe):
@@ -66,3 +68,15 @@ def test_a_full_disk_refuses_writes_inside_the_block_and_the_node_takes_them_aft
     assert exp.report["verdict"] == "PASS", exp.report["reason"]
     assert exp.injections[0]["expected"] == [{"id": troupe.name, "effect": "WRITES_REFUSED"}]
     troupe.gql(token, {"n": "after"})
+
+
+def test_a_node_that_exits_at_start_is_reported_at_once_with_its_message():
+    with pytest.raises(Settled, match="exited with 2") as refused:
+        Node.start(name="bad-args", args=["--voters", "notanumber"])
+    assert "notanumber" in str(refused.value)
+
+
+def test_waiting_for_a_task_that_ended_otherwise_says_how_it_ended_at_once(troupe):
+    task = troupe.submit(1, agent=troupe.spawn_builtin("fail"))
+    with pytest.raises(Settled, match="ended DEAD"):
+        troupe.wait_task(task)

@@ -10,6 +10,6 @@
 Only the standard library: GraphQL over HTTP with urllib, nodes as child processes.
 """
 
-from .node import ApiError, Experiment, Node, find_binary
+from .node import ApiError, Experiment, Node, Settled, find_binary
 
-__all__ = ["ApiError", "Experiment", "Node", "find_binary"]
+__all__ = ["ApiError", "Experiment", "Node", "Settled", "find_binary"]

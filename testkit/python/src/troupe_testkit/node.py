@@ -62,9 +62,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The states a task does not leave.
+ENDED = {"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "DEPENDENCY_FAILED", "DEAD"}
+
+
+class Settled(Exception):
+    """Raised by a probe of `until` when what it waits for can no longer come (the node
+    exited, the task ended otherwise): `until` raises it at once instead of waiting on."""
+
+
 def until(what: str, probe, timeout: float = WAIT, every: float = 0.05):
     """Polls `probe` until it answers something true; its last error is in the timeout's
-    message."""
+    message. A probe's `Settled` ends the wait at once."""
     end = time.monotonic() + timeout
     last: Optional[BaseException] = None
     while time.monotonic() < end:
@@ -72,6 +81,8 @@ def until(what: str, probe, timeout: float = WAIT, every: float = 0.05):
             value = probe()
             if value:
                 return value
+        except Settled:
+            raise
         except Exception as e:  # noqa: BLE001 - kept for the message
             last = e
         time.sleep(every)
@@ -108,7 +119,12 @@ class Node:
         if join is not None:
             extra += ["--join", f"127.0.0.1:{join.cluster_port}"]
         node = cls(name, extra, binary)
-        node._launch()
+        try:
+            node._launch()
+        except BaseException:
+            # Its message carries the log's tail already: nothing of it is left behind.
+            node.remove()
+            raise
         return node
 
     def _launch(self) -> None:
@@ -130,7 +146,7 @@ class Node:
 
         def ready():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"node {self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise Settled(f"node {self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             addr = addr_file.read_text().strip() if addr_file.exists() else ""
             token_file = self.dir / "admin.token"
             if not addr or not token_file.exists():
@@ -217,8 +233,19 @@ class Node:
         return self.gql("mutation($t: SubmitTaskInput!) { submitTask(input: $t) { id } }", {"t": task})["submitTask"]["id"]
 
     def wait_task(self, task: str, state: str = "SUCCEEDED") -> Dict[str, Any]:
+        """Waits for the task to be in `state`; raises `Settled` at once when it ended in
+        another state (with that state and its error)."""
         q = "query($id: ID!) { task(id: $id) { id state result error attempts } }"
-        return until(f"task {task} to be {state}", lambda: (t := self.gql(q, {"id": task})["task"]) and t["state"] == state and t)
+
+        def reached():
+            t = self.gql(q, {"id": task})["task"]
+            if t and t["state"] == state:
+                return t
+            if t and t["state"] in ENDED:
+                raise Settled(f"task {task} ended {t['state']} (error: {t['error']}), not {state}")
+            return None
+
+        return until(f"task {task} to be {state}", reached)
 
     # -- faults ---------------------------------------------------------------------------
 
