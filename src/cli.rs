@@ -71,7 +71,7 @@ pub enum List {
         #[arg(long)]
         first: Option<usize>,
     },
-    /// One, by id or name (a task by its name or the end of its id, "2a5e1c").
+    /// One, by id or name (a task, which has no name, by the end of its id: "2a5e1c").
     Get { id: String },
 }
 

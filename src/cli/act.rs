@@ -32,6 +32,7 @@ pub enum AgentsHow {
     Pause {
         agent: String,
     },
+    /// Let a paused agent go on: its processes continue (SIGCONT) and it takes tasks again.
     Resume {
         agent: String,
     },

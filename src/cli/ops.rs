@@ -16,7 +16,7 @@ pub enum TasksHow {
     Read(List),
     /// Cancel it (a running attempt is stopped).
     Cancel { task: String },
-    /// Give a DEAD or FAILED task another run.
+    /// Give a DEAD task (every attempt failed) another run.
     Requeue { task: String },
 }
 
