@@ -17,29 +17,17 @@ pub enum AgentsHow {
     Spawn(SpawnArgs),
     /// Stop it: it takes no new tasks; running ones get the grace period, then go back to
     /// the queue.
-    Stop {
-        agent: String,
-    },
+    Stop { agent: String },
     /// Start a stopped or failed agent.
-    Start {
-        agent: String,
-    },
+    Start { agent: String },
     /// Stop it and start it again with its current spec.
-    Restart {
-        agent: String,
-    },
+    Restart { agent: String },
     /// Hold it: it takes no new tasks and its processes are stopped (SIGSTOP).
-    Pause {
-        agent: String,
-    },
+    Pause { agent: String },
     /// Let a paused agent go on: its processes continue (SIGCONT) and it takes tasks again.
-    Resume {
-        agent: String,
-    },
+    Resume { agent: String },
     /// Stop it and forget it.
-    Remove {
-        agent: String,
-    },
+    Remove { agent: String },
 }
 
 #[derive(clap::Args, Clone)]
