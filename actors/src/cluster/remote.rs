@@ -405,11 +405,13 @@ pub async fn forward<S: Service>(
         key: Some(key.clone()),
         request,
     };
-    cluster.ensure_reachable(node)?;
-    match reach::<S>(node, &call_, within).await {
-        // The peer answered (its own error included: the key is kept only for a success,
-        // so asking again would act again).
-        Ok(answer) => answer,
+    let first = async {
+        cluster.ensure_reachable(node)?;
+        call::<S>(node, &call_, within).await
+    };
+    match first.await {
+        // Refused before it acted (the peer began to shut down): nothing to ask again.
+        Err(e) if crate::serving::refused_for_stop(&e) => Err(e),
         Err(ApiError::Unavailable(first)) if cluster.status(node) != Some(MemberStatus::Down) => {
             tracing::warn!(%node, error = %first, %key, "forwarding failed; retrying once with the same key");
             call::<S>(node, &call_, within).await.map_err(|e| match e {
@@ -419,7 +421,7 @@ pub async fn forward<S: Service>(
                 other => other,
             })
         }
-        Err(e) => Err(e),
+        other => other,
     }
 }
 
@@ -489,16 +491,6 @@ pub fn is_connected(role: &str, node: &str) -> bool {
 
 /// Calls the `S` service of `node`, waiting at most `timeout`.
 pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Duration) -> Result<S::Response, ApiError> {
-    reach::<S>(node, call, timeout).await?
-}
-
-/// [`call`], telling apart a peer that gave no answer (the outer error: not connected, gone,
-/// too slow) from its answer, which may be an error of its own.
-async fn reach<S: Service>(
-    node: &str,
-    call: &Call<S::Request>,
-    timeout: Duration,
-) -> Result<Result<S::Response, ApiError>, ApiError> {
     if cut_off(node) {
         return Err(ApiError::Unavailable(format!(
             "node {node} is cut off from this node (injected partition)"
@@ -513,7 +505,7 @@ async fn reach<S: Service>(
     let asked = std::time::Instant::now();
     let late = || ApiError::Unavailable(format!("node {node} did not answer within {} ms", timeout.as_millis()));
     match service.call(|reply| S::Msg::wrap(bytes, reply), Some(timeout)).await {
-        Ok(CallResult::Success(reply)) => Ok(troupe_runtime::codec::decode::<Result<S::Response, ApiError>>(&reply)?),
+        Ok(CallResult::Success(reply)) => troupe_runtime::codec::decode::<Result<S::Response, ApiError>>(&reply)?,
         Ok(CallResult::Timeout) => Err(late()),
         // ractor_cluster drops a pending call's reply port once it has expired, which can
         // beat the call's own timeout: that is a peer that did not answer, not one gone.

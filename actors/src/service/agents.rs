@@ -21,8 +21,7 @@ service! {
     /// Acts on an agent of this node (start, stop, pause, ...).
     keyed Act => act(id: String, action: AgentAction) -> AgentView;
     /// Takes a checkpoint of an agent of this node.
-    keyed Checkpoint => checkpoint(id: String, description: String) -> Checkpoint,
-        within crate::call::CALL_TIMEOUT + crate::cluster::remote::PEER_TIMEOUT;
+    keyed Checkpoint => checkpoint(id: String, description: String) -> Checkpoint;
 }
 
 /// What can be done to an existing agent (the agent room's own word for it).
