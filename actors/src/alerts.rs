@@ -423,9 +423,18 @@ async fn attempt(a: Alerting, mut d: Delivery, slots: Arc<tokio::sync::Semaphore
                         d.outcome = Outcome::Failed;
                         d.next_attempt_at = None;
                         metrics::counter!("troupe_alert_deliveries_total", "channel" => d.channel.clone(), "outcome" => "failed").increment(1);
-                        let data = json!({ "channel": d.channel, "rule": d.rule, "attempts": d.attempts,
-                                           "error": d.last_error, "summary": d.summary });
-                        Some(NewEvent::new("ALERT_DELIVERY_FAILED", Some(d.id.clone()), data))
+                        // A delivery about alerting's own events (a rule may name them) that
+                        // fails makes no event of its own: a rule on ALERT_DELIVERY_FAILED
+                        // whose channel refuses would otherwise feed itself without end.
+                        if d.kind.starts_with("ALERT_") {
+                            tracing::warn!(delivery = %d.id, channel = %d.channel, kind = %d.kind,
+                                "an alert about alerting itself was not delivered; no event is made of it");
+                            None
+                        } else {
+                            let data = json!({ "channel": d.channel, "rule": d.rule, "attempts": d.attempts,
+                                               "error": d.last_error, "summary": d.summary });
+                            Some(NewEvent::new("ALERT_DELIVERY_FAILED", Some(d.id.clone()), data))
+                        }
                     }
                 }
             }

@@ -138,6 +138,11 @@ kinds = ["AGENT_FAILED", "AGENT_ALERT"]
 severity = "critical"
 channels = ["ops", "chat", "mail", "void"]
 group_interval_ms = 3000
+
+[[alert_rules]]
+name = "delivery-failures"
+kinds = ["ALERT_DELIVERY_FAILED"]
+channels = ["void"]
 "#,
         secret_file = dir.path().join("hook.secret").display(),
     );
@@ -279,11 +284,14 @@ group_interval_ms = 3000
     let failed = loop {
         let d = node
             .gql_ok(
-                "{ alertDeliveries(outcome: FAILED) { id channel attempts lastError summary } }",
+                "{ alertDeliveries(outcome: FAILED) { id channel attempts lastError summary rule } }",
                 json!({}),
             )
             .await?;
-        if let Some(f) = d["alertDeliveries"].as_array().and_then(|a| a.first()).cloned() {
+        let agents = d["alertDeliveries"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["rule"] == "agents-failing"));
+        if let Some(f) = agents.cloned() {
             break f;
         }
         deadline.tick(&d).await?;
@@ -295,6 +303,31 @@ group_interval_ms = 3000
     );
     let id = super::support::text(&failed, "/id")?;
     node.wait_event("ALERT_DELIVERY_FAILED", &id).await?;
+    // The rule on delivery failures sends that event to the void too, and that delivery
+    // fails as well: it makes no event of its own (each would be delivered, and fail, again).
+    let deadline = Deadline::after(WAIT, "the delivery about a delivery failure to fail");
+    loop {
+        let d = node
+            .gql_ok("{ alertDeliveries(outcome: FAILED) { id rule } }", json!({}))
+            .await?;
+        let list = d["alertDeliveries"].as_array().cloned().unwrap_or_default();
+        if list.iter().any(|d| d["rule"] == "delivery-failures") {
+            let about_failures: Vec<&str> = list
+                .iter()
+                .filter(|d| d["rule"] == "delivery-failures")
+                .filter_map(|d| d["id"].as_str())
+                .collect();
+            let events = node.events(&["ALERT_DELIVERY_FAILED"]).await?;
+            ensure!(
+                events
+                    .iter()
+                    .all(|e| !about_failures.contains(&e["subject"].as_str().unwrap_or_default())),
+                "{events:?}"
+            );
+            break;
+        }
+        deadline.tick(&d).await?;
+    }
     // The receiver logs a request before its answer reaches the node, and the node records the
     // outcome after the answer: wait until no webhook delivery is still pending.
     let deadline = Deadline::after(WAIT, "the webhook's deliveries to be recorded");
