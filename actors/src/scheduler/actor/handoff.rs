@@ -32,9 +32,10 @@ pub(crate) fn pick(rooms: &[(String, Room)]) -> Option<String> {
         .map(|(name, _)| name.clone())
 }
 
-/// The peer to hand tasks with the requirement set `r` to: of the peers whose beats show
-/// agents for its first capability (up, connected, taking work), the one with the most
-/// agents that meet it, as the replica holds them (`meeting`); `None` when none has one.
+/// The peer to hand tasks with a requirement set to: of the peers whose beats show agents
+/// for the set's first capability (`rooms`: up, connected, taking work), the one with the
+/// most agents that meet the set, as the replica holds them (`meeting`); `None` when none
+/// has one.
 pub(crate) fn pick_meeting(rooms: &[(String, Room)], meeting: &BTreeMap<String, u32>) -> Option<String> {
     rooms
         .iter()
