@@ -4,7 +4,7 @@
 //! heartbeats and the replica's agents say which), so a queued task runs as soon as an agent
 //! anywhere can take it. A task of a graph moves with the tasks of the graph that wait on it
 //! or that it waits on, for a graph's tasks learn of each other's end on the node that holds
-//! them: while one of them runs here, none moves.
+//! them: while one of them runs here, none moves. Each graph is walked once at a look.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -35,7 +35,8 @@ impl Engine {
             .flat_map(|slot| slot.keys.iter().map(String::as_str))
             .collect();
         let mut out = Vec::new();
-        let mut named: HashSet<String> = HashSet::new();
+        // The tasks of every graph walked already, named or not: each is walked once.
+        let mut walked: HashSet<String> = HashSet::new();
         let mut count = 0;
         for (want, queue) in self.queues.by_capability() {
             if served.contains(want) {
@@ -45,16 +46,19 @@ impl Engine {
                 if count >= limit {
                     return out;
                 }
-                if named.contains(id) {
+                if walked.contains(id) {
                     continue;
                 }
                 let Some(entry) = self.tasks.get(id) else { continue };
-                let Some(tasks) = self.graph_of(id) else { continue };
+                let (tasks, movable) = self.graph_of(id);
+                walked.extend(tasks.iter().cloned());
+                if !movable {
+                    continue;
+                }
                 if count + tasks.len() > limit && count > 0 {
                     return out;
                 }
                 count += tasks.len();
-                named.extend(tasks.iter().cloned());
                 out.push(Unserved {
                     want: want.to_owned(),
                     requires: entry.limits.requires.clone(),
@@ -66,26 +70,31 @@ impl Engine {
     }
 
     /// `task` and every task held here linked to it by dependencies (either way), `task`
-    /// first; `None` when one of them is not waiting (it runs) or is aimed at an agent.
-    fn graph_of(&self, task: &str) -> Option<Vec<String>> {
-        let mut seen: Vec<String> = vec![task.to_owned()];
+    /// first, and whether they may move: none of them runs or is aimed at an agent.
+    fn graph_of(&self, task: &str) -> (Vec<String>, bool) {
+        let mut graph: Vec<String> = vec![task.to_owned()];
+        let mut known: HashSet<&str> = HashSet::from([task]);
+        let mut movable = true;
         let mut next = 0;
-        while next < seen.len() {
-            let id = seen[next].clone();
+        while next < graph.len() {
+            let id = graph[next].clone();
             next += 1;
-            let entry = self.tasks.get(&id)?;
+            let Some(entry) = self.tasks.get(&id) else {
+                movable = false;
+                continue;
+            };
             if entry.status.state != TaskState::Queued || matches!(entry.limits.want, Want::Agent(_)) {
-                return None;
+                movable = false;
             }
             let up = entry.limits.depends_on.iter().filter(|d| self.tasks.contains_key(*d));
             let down = self.dependents.get(&id).into_iter().flatten();
             for linked in up.chain(down) {
-                if !seen.contains(linked) {
-                    seen.push(linked.clone());
+                if known.insert(linked) {
+                    graph.push(linked.clone());
                 }
             }
         }
-        Some(seen)
+        (graph, movable)
     }
 
     /// Lets go of queued tasks another node takes over (a task and its graph, as
