@@ -54,15 +54,16 @@ impl AgentGauge {
         }
     }
 
-    /// Agent `id`'s state if this node holds it, as `v` says.
-    fn state_here(&self, v: &View<'_>, id: &str) -> Result<Option<AgentState>, StoreError> {
-        let Some(bytes) = v.get(AGENT_STATUS, id)? else {
+    /// Agent `id`'s state if this node holds it, as `v` says; `status` is its stored status,
+    /// if any.
+    fn state_here(&self, v: &View<'_>, id: &str, status: Option<&[u8]>) -> Result<Option<AgentState>, StoreError> {
+        let Some(bytes) = status else {
             return Ok(None);
         };
         if !held_in(v, id, &self.node)? {
             return Ok(None);
         }
-        Ok(Some(troupe_runtime::codec::decode::<AgentStatus>(&bytes)?.state))
+        Ok(Some(troupe_runtime::codec::decode::<AgentStatus>(bytes)?.state))
     }
 }
 
@@ -77,8 +78,8 @@ impl Projection for AgentGauge {
 
     fn rebuild(&self, view: &View<'_>) -> Result<(), StoreError> {
         let mut now = Vec::new();
-        view.scan(AGENT_STATUS, None, |id, _| {
-            now.push((id.to_owned(), self.state_here(view, id)?));
+        view.scan(AGENT_STATUS, None, |id, bytes| {
+            now.push((id.to_owned(), self.state_here(view, id, Some(bytes))?));
             Ok(true)
         })?;
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,7 +104,8 @@ impl Projection for AgentGauge {
         let view = change.view()?;
         let mut now = Vec::with_capacity(ids.len());
         for id in ids {
-            now.push((id, self.state_here(&view, id)?));
+            let status = view.get(AGENT_STATUS, id)?;
+            now.push((id, self.state_here(&view, id, status.as_deref())?));
         }
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         for (id, state) in now {

@@ -97,14 +97,19 @@ impl TaskQueue {
     /// The queued tasks' reasons "no agent has …" told of the cluster (see the module's
     /// doc), from one scan of the replica's agents when any task says so.
     pub(super) async fn told_of_the_cluster(&self, mut tasks: Vec<TaskRecord>) -> Vec<TaskRecord> {
+        // Each task that says so, with what it needs (as an index into `wanted`).
         let mut wanted: Vec<Requirement> = Vec::new();
-        for task in &tasks {
+        let mut asking: Vec<(usize, usize)> = Vec::new();
+        for (t, task) in tasks.iter().enumerate() {
             if !task.waiting_for.as_deref().is_some_and(super::no_agent_has) {
                 continue;
             }
-            if let Some(r) = needs(&task.spec).filter(|r| !wanted.contains(r)) {
+            let Some(r) = needs(&task.spec) else { continue };
+            let i = wanted.iter().position(|w| *w == r).unwrap_or_else(|| {
                 wanted.push(r);
-            }
+                wanted.len() - 1
+            });
+            asking.push((t, i));
         }
         if wanted.is_empty() {
             return tasks;
@@ -118,11 +123,9 @@ impl TaskQueue {
                 return tasks;
             }
         };
-        for task in &mut tasks {
+        for (t, i) in asking {
+            let task = &mut tasks[t];
             let Some(reason) = &task.waiting_for else { continue };
-            let Some(i) = needs(&task.spec).and_then(|r| wanted.iter().position(|w| *w == r)) else {
-                continue;
-            };
             if let Some(told) = told_of_the_cluster(reason, &self.node, &meeting[i]) {
                 task.waiting_for = Some(told);
             }
