@@ -5,13 +5,15 @@
 mod actor;
 mod command;
 mod create;
+mod gauge;
 mod handle;
 mod migrate;
 mod spec;
 
-pub use actor::{gauge_moved, VmActor, VmArgs};
+pub use actor::{VmActor, VmArgs};
 pub use command::{Observation, VmCommand, VmMsg};
 pub(crate) use create::create;
+pub(crate) use gauge::VmGauge;
 pub(crate) use handle::{act_on, get, locate, owned_vms, read_vm, view_of, vm_actor};
 pub(crate) use migrate::{hand_over, migrate, request as request_migration};
 pub use spec::{

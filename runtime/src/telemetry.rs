@@ -1,7 +1,9 @@
 //! Logging (tracing, text or JSON) and metrics (the `metrics` facade, exported as Prometheus
 //! text).
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::hash::Hash;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::field::{Field, Visit};
@@ -109,6 +111,63 @@ pub fn init_metrics() -> PrometheusHandle {
     match builder().install_recorder() {
         Ok(handle) => handle,
         Err(_) => builder().build_recorder().handle(),
+    }
+}
+
+/// How many entities are in each state, published as the gauge `gauge{state}`: each entity's
+/// state is recorded as it changes, and the gauges of the states whose count moved are set.
+/// What a node's projections of its replica count with (see `crate::store::Projection`), so
+/// a gauge is what the tables say, never a tally kept by hand.
+pub struct StateCounts<S> {
+    gauge: &'static str,
+    label: fn(S) -> &'static str,
+    states: HashMap<String, S>,
+    counts: HashMap<S, i64>,
+}
+
+impl<S: Copy + Eq + Hash> StateCounts<S> {
+    /// Counts for the gauge `gauge`, each state labelled `state="<label(state)>"`.
+    pub fn new(gauge: &'static str, label: fn(S) -> &'static str) -> Self {
+        Self {
+            gauge,
+            label,
+            states: HashMap::new(),
+            counts: HashMap::new(),
+        }
+    }
+
+    /// Records entity `id` as in `state` (`None`: not counted here, or gone).
+    pub fn set(&mut self, id: &str, state: Option<S>) {
+        let before = match state {
+            Some(s) => self.states.insert(id.to_owned(), s),
+            None => self.states.remove(id),
+        };
+        if before == state {
+            return;
+        }
+        for (s, by) in [(before, -1), (state, 1)] {
+            let Some(s) = s else { continue };
+            let count = self.counts.entry(s).or_default();
+            *count += by;
+            metrics::gauge!(self.gauge, "state" => (self.label)(s)).set(*count as f64);
+        }
+    }
+
+    /// Forgets every entity (their states' gauges go to 0), as a rebuild starts.
+    pub fn clear(&mut self) {
+        let ids: Vec<String> = self.states.keys().cloned().collect();
+        for id in ids {
+            self.set(&id, None);
+        }
+    }
+
+    /// How many it counts in each state, by label (0s left out).
+    pub fn counts(&self) -> std::collections::BTreeMap<&'static str, i64> {
+        self.counts
+            .iter()
+            .filter(|(_, n)| **n != 0)
+            .map(|(s, n)| ((self.label)(*s), *n))
+            .collect()
     }
 }
 

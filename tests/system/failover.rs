@@ -329,6 +329,13 @@ async fn a_frozen_node_is_declared_down_then_finds_itself_fenced_and_rejoins_wit
     }
     let first = groups(&nodes[2], &agent).await?;
     ensure!(first.len() == 1, "{first:?}");
+    // A VM on one of gamma's simulated hosts, counted by gamma's `troupe_vms`.
+    let vm = text(
+        &super::support::vms::create_vm(&nodes[2], json!({ "name": "db", "vcpus": 1, "memoryMiB": 256 })).await?,
+        "/id",
+    )?;
+    super::support::vms::wait_vm(&nodes[2], &vm, "RUNNING", |v| v["state"] == "RUNNING").await?;
+    wait_vms_counted(&nodes[2], 1.0).await?;
 
     nodes[2].freeze()?;
     let home = wait_moved(&nodes[0], &agent, "gamma").await?;
@@ -374,7 +381,36 @@ async fn a_frozen_node_is_declared_down_then_finds_itself_fenced_and_rejoins_wit
         .submit_to(&agent, json!({ "op": "echo", "value": "after thaw" }))
         .await?;
     nodes[0].wait_task_state(&task, "SUCCEEDED").await?;
+    // The VM's host moved with the agent's node's others: gamma counts none of its VMs
+    // now (it counted the VM before its work stopped), the host's new node counts it.
+    let q = "query($id: ID!) { vm(id: $id) { state host { node } } }";
+    let deadline = Deadline::after(WAIT, "the VM to run off gamma");
+    let holder = loop {
+        let seen = nodes[0].gql_ok(q, json!({ "id": vm })).await?;
+        let node = seen["vm"]["host"]["node"].clone();
+        if seen["vm"]["state"] == "RUNNING" && node != "gamma" {
+            break nodes
+                .iter()
+                .find(|n| node == n.name.as_str())
+                .context("the VM's node")?;
+        }
+        deadline.tick(seen).await?;
+    };
+    wait_vms_counted(&nodes[2], 0.0).await?;
+    wait_vms_counted(holder, 1.0).await?;
     Ok(())
+}
+
+/// Waits until `node`'s `troupe_vms` gauges sum to `want`.
+async fn wait_vms_counted(node: &Node, want: f64) -> Result<()> {
+    let deadline = Deadline::after(WAIT, format!("{} to count {want} VMs", node.name));
+    loop {
+        let metrics = node.metrics().await?;
+        if super::support::metric(&metrics, "troupe_vms", &[]) == want {
+            return Ok(());
+        }
+        deadline.tick(metrics).await?;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

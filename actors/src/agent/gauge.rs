@@ -5,10 +5,10 @@
 //! leaves its count once the move is applied here, and one that moved here enters it, with
 //! nothing counting by hand.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use troupe_runtime::store::{Change, Projection, StoreError, Table, View};
+use troupe_runtime::telemetry::StateCounts;
 
 use super::status::{AgentState, AgentStatus};
 use crate::cluster::directory::held_in;
@@ -17,40 +17,14 @@ use crate::tables::{AGENT_STATUS, DIRECTORY};
 /// This node's agents and how many are in each state.
 pub(crate) struct AgentGauge {
     node: String,
-    held: Mutex<Held>,
-}
-
-#[derive(Default)]
-struct Held {
-    states: HashMap<String, AgentState>,
-    counts: HashMap<AgentState, i64>,
-}
-
-impl Held {
-    /// Records agent `id` as in `state` here (`None`: not held here, or gone), and sets the
-    /// gauges of the states whose count changed.
-    fn set(&mut self, id: &str, state: Option<AgentState>) {
-        let before = match state {
-            Some(s) => self.states.insert(id.to_owned(), s),
-            None => self.states.remove(id),
-        };
-        if before == state {
-            return;
-        }
-        for (s, by) in [(before, -1), (state, 1)] {
-            let Some(s) = s else { continue };
-            let count = self.counts.entry(s).or_default();
-            *count += by;
-            metrics::gauge!("troupe_agents", "state" => s.as_str()).set(*count as f64);
-        }
-    }
+    held: Mutex<StateCounts<AgentState>>,
 }
 
 impl AgentGauge {
     pub(crate) fn new(node: &str) -> Self {
         Self {
             node: node.to_owned(),
-            held: Mutex::new(Held::default()),
+            held: Mutex::new(StateCounts::new("troupe_agents", AgentState::as_str)),
         }
     }
 
@@ -83,10 +57,7 @@ impl Projection for AgentGauge {
             Ok(true)
         })?;
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let gone: Vec<String> = held.states.keys().cloned().collect();
-        for id in gone {
-            held.set(&id, None);
-        }
+        held.clear();
         for (id, state) in now {
             held.set(&id, state);
         }
@@ -119,12 +90,7 @@ impl Projection for AgentGauge {
 impl AgentGauge {
     /// How many agents it counts in each state (0s left out).
     fn counts(&self) -> std::collections::BTreeMap<&'static str, i64> {
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.counts
-            .iter()
-            .filter(|(_, n)| **n != 0)
-            .map(|(s, n)| (s.as_str(), *n))
-            .collect()
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).counts()
     }
 }
 

@@ -11,7 +11,7 @@ use troupe_runtime::supervision::SupervisorMsg;
 use super::{ask, records_may_go_from, Fleet, HostView, ASK};
 use crate::error::ApiError;
 use crate::tables::{HOSTS, VMS, VM_STATUS};
-use crate::vm::{act_on, gauge_moved, owned_vms, vm_actor, VmCommand, VmView};
+use crate::vm::{act_on, owned_vms, vm_actor, VmCommand, VmView};
 
 /// Removes a host. It is closed to placement first, so nothing is created on it or moved
 /// to it meanwhile; if the removal is refused it is opened again.
@@ -101,7 +101,6 @@ async fn delete_with_host(fleet: &Fleet, host: &str, vm: &VmView) -> Result<(), 
     if !records_may_go_from(fleet, host, &vm.spec.domain).await {
         return Err(refused);
     }
-    gauge_moved(Some(vm.status.state), None);
     let event = NewEvent::new(
         "VM_DELETED",
         Some(vm.spec.id.clone()),

@@ -81,7 +81,6 @@ pub(crate) async fn restore_vms(fleet: &Fleet, hosts: &HashSet<String>, unplaced
         .filter(|(_, status, here)| held(status, *here))
         .map(|(spec, status, _)| (spec, status));
     for (spec, mut status) in vms {
-        crate::vm::gauge_moved(None, Some(status.state));
         if let Some(host) = &status.host {
             fleet.restore_claim(&spec, host);
         }

@@ -168,9 +168,12 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         )
         .await?;
         tracing::info!(node = %config.node_name, incarnation, "this node's start is counted");
-        // `troupe_agents{state}` follows the replica from here on.
+        // `troupe_agents{state}` and `troupe_vms{state}` follow the replica from here on.
         store
             .project(std::sync::Arc::new(crate::agent::AgentGauge::new(&config.node_name)))
+            .await?;
+        store
+            .project(std::sync::Arc::new(crate::vm::VmGauge::new(&config.node_name)))
             .await?;
         crate::agent::owners::build_once(&store).await?;
         Ok::<_, StartNodeError>((tokens, admin_token_path, node_id))

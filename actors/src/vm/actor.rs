@@ -203,7 +203,6 @@ impl Vm {
             self.status.last_error = None;
         }
         let event = (before != state).then(|| {
-            gauge_moved(Some(before), Some(state));
             self.event(
                 &format!("VM_{}", state.name()),
                 json!({ "from": before.name(), "to": state.name(), "reason": reason, "cause": cause }),
@@ -374,15 +373,5 @@ fn unavailable(e: LibvirtError) -> ApiError {
     match e {
         LibvirtError::Lost(m) => ApiError::Unavailable(format!("the VM's host is unreachable: {m}")),
         LibvirtError::Call { message, .. } => ApiError::Conflict(format!("libvirt refused: {message}")),
-    }
-}
-
-/// Moves `troupe_vms{state}` with a VM's state change (`None`: created or deleted).
-pub fn gauge_moved(from: Option<VmState>, to: Option<VmState>) {
-    if let Some(from) = from {
-        metrics::gauge!("troupe_vms", "state" => from.name()).decrement(1.0);
-    }
-    if let Some(to) = to {
-        metrics::gauge!("troupe_vms", "state" => to.name()).increment(1.0);
     }
 }

@@ -9,7 +9,7 @@ use troupe_runtime::idempotency::Guard;
 use troupe_runtime::store::Batch;
 
 use super::handle::{act, CALL};
-use super::{gauge_moved, CreateVmRequest, RunPolicy, VmCommand, VmSpec, VmState, VmStatus, VmView, Want};
+use super::{CreateVmRequest, RunPolicy, VmCommand, VmSpec, VmStatus, VmView, Want};
 use crate::error::ApiError;
 use crate::host::{ask, Fleet, HostMsg, ASK};
 use crate::tables::{VMS, VM_STATUS};
@@ -56,7 +56,6 @@ pub(crate) async fn create(fleet: &Fleet, request: CreateVmRequest, guard: Optio
         fleet.release(&id, &host);
         return Err(e.into());
     }
-    gauge_moved(None, Some(VmState::Pending));
     let driver = fleet.driver(&host)?;
     let actor = ask(
         &driver,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use troupe_runtime::store::Batch;
 
-use super::{gauge_moved, unavailable, Vm};
+use super::{unavailable, Vm};
 use crate::error::ApiError;
 use crate::tables::{VMS, VM_STATUS};
 use crate::vm::{decide, RunPolicy, VmCommand, VmState, VmView, Want};
@@ -102,7 +102,6 @@ impl Vm {
             }
             VmCommand::Delete => {
                 self.libvirt.remove(&self.spec.domain).await.map_err(unavailable)?;
-                gauge_moved(Some(self.status.state), None);
                 let event = self.event("VM_DELETED", json!({}));
                 self.fleet
                     .store
