@@ -14,8 +14,11 @@
 //! Every member applies every event, so only the Raft leader notifies; a delivery keeps its
 //! id (Standard Webhooks' `webhook-id`) across attempts and failover, so a receiver can drop
 //! a repeat. A delivery is at least once: one in flight when its leader dies is sent again.
-//! What a group folded but had not sent when the leader changed is lost with it (the new
-//! leader starts its groups afresh).
+//! The groups that fire are taken up again by the next leader (or by this node once it
+//! starts again) from their newest deliveries, so an alert that fired before a stop or a
+//! failover is resolved by its resolving event after it; what a group had folded but not yet
+//! sent is lost with the leader, and a group whose deliveries were all pruned (the newest
+//! 1,000 are kept) is not taken up.
 
 pub mod channels;
 mod made;
@@ -34,7 +37,7 @@ use troupe_runtime::config::outside::Alerts;
 use troupe_runtime::events::{self, Event, EventFilter, NewEvent};
 use troupe_runtime::store::{Batch, Store, StoreError, Table};
 
-use rules::{Grouper, Notice, Status, Subject};
+use rules::{Grouper, Notice, Restored, Status, Subject};
 
 /// Alert deliveries by id (a UUIDv7, so in the order they were made): [`Delivery`].
 pub const ALERT_DELIVERIES: Table = Table::new("alert_deliveries");
@@ -44,6 +47,8 @@ pub const ALERT_STATE: Table = Table::new("alert_state");
 pub const ALERT_RULES: Table = Table::new("alert_rules");
 /// Channels made through GraphQL (`setAlertChannel`), by name: [`ApiChannel`].
 pub const ALERT_CHANNELS: Table = Table::new("alert_channels");
+/// The kind of a test notice (`sendTestAlert`), which belongs to no group that fires.
+const TEST_KIND: &str = "ALERT_TEST";
 /// The events that change the rules in force; the notifier takes them up as it sees them.
 const RULE_CHANGES: [&str; 2] = ["ALERT_RULE_SET", "ALERT_RULE_DELETED"];
 
@@ -137,7 +142,7 @@ impl Alerting {
             channels: vec![c.name.clone()],
             group: format!("test/{}", c.name),
             status: Status::Firing,
-            kind: "ALERT_TEST".into(),
+            kind: TEST_KIND.into(),
             subject: None,
             subject_name: None,
             data: json!({ "test": true }),
@@ -270,8 +275,21 @@ async fn lead(a: &Alerting) -> Result<(), StoreError> {
     let store = &a.store;
     let slots = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
     let mut sends = JoinSet::new();
+    // Each group's newest notice, in the order they were made: those still firing are taken
+    // up again, so their resolving event is told as it would have been without the stop.
+    let mut newest = std::collections::HashMap::new();
     for (_, bytes) in store.scan(ALERT_DELIVERIES, None, usize::MAX, |_| true).await? {
         let d: Delivery = troupe_runtime::codec::decode(&bytes)?;
+        if d.kind != TEST_KIND {
+            let restored = Restored {
+                group: d.group.clone(),
+                rule: d.rule.clone(),
+                kind: d.kind.clone(),
+                subject_name: d.subject_name.clone(),
+                starts_at: d.starts_at,
+            };
+            newest.insert(d.group.clone(), (d.status, restored));
+        }
         if d.outcome == Outcome::Pending {
             sends.spawn(attempt(a.clone(), d, slots.clone()));
         }
@@ -283,6 +301,11 @@ async fn lead(a: &Alerting) -> Result<(), StoreError> {
     let mut written = cursor;
     let mut made_since_prune = 0usize;
     let mut grouper = Grouper::new(a.rules().await?);
+    for (status, restored) in newest.values() {
+        if *status == Status::Firing {
+            grouper.restore(restored);
+        }
+    }
     let stream = events::subscribe(store, cursor, EventFilter::default());
     tokio::pin!(stream);
     let mut tick = tokio::time::interval(CURSOR_EVERY);

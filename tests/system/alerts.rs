@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::support::{Deadline, Node, NodeOpts, WAIT};
+use super::support::{text, Deadline, Node, NodeOpts, WAIT};
 
 /// The Python of the venv `make deps` makes (it has aiosmtpd).
 fn python() -> Result<String> {
@@ -573,5 +573,92 @@ async fn in_a_cluster_only_the_leader_notifies_and_every_member_lists_the_delive
         deadline.tick(&format!("{a} {b}")).await?;
     }
     ensure!(lines(&log).len() == 2, "still two requests: {:?}", lines(&log));
+    Ok(())
+}
+
+/// The webhook bodies `log` holds whose alert is `status` and names `who`.
+fn bodies_about(log: &Path, status: &str, who: &str) -> usize {
+    lines(log)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l["body"].as_str()?).ok())
+        .filter(|b| b["status"] == status && b["commonLabels"]["subjectName"].as_str() == Some(who))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_that_fired_before_its_node_restarted_is_resolved_after() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("hook.log");
+    let (_hook, port) = receiver(&log, 0).await?;
+    let config = dir.path().join("troupe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[alert_channels]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n\n\
+             [[alert_rules]]\nname = \"failed\"\nkinds = [\"AGENT_FAILED\"]\nchannels = [\"ops\"]\n"
+        ),
+    )?;
+    let mut node = Node::start(NodeOpts::named("alone").arg("--config", config.display())).await?;
+    // Two agents that fail at once while the gate is shut (then they run the shell echo
+    // agent): each fires. The second's notice is written after the first's event, so the
+    // notifier's cursor is past that event when the node stops.
+    let gate = dir.path().join("gate");
+    let until_gate = format!(
+        "test -e {} || exit 3; exec {}",
+        gate.display(),
+        super::support::shell_agent().join(" ")
+    );
+    let mut ids = Vec::new();
+    for name in ["first", "second"] {
+        let input = json!({
+            "name": name,
+            "backend": { "process": { "command": ["/bin/sh", "-c", until_gate] } },
+            "restartLimit": { "maxRestarts": 0, "windowMs": 600000 },
+        });
+        // Its process exits before it is ready: the spawn's answer says so.
+        let _ = node
+            .gql(
+                "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }",
+                json!({ "input": input }),
+            )
+            .await?;
+        let listed = node
+            .gql_ok(
+                "query($name: String) { agents(name: $name) { edges { node { id } } } }",
+                json!({ "name": name }),
+            )
+            .await?;
+        let id = text(&listed, "/agents/edges/0/node/id")?;
+        node.wait_agent_state(&id, "FAILED").await?;
+        let phrase = format!("agent {name}");
+        wait_lines(&log, "the agent's firing notice", |_| {
+            bodies_about(&log, "firing", &phrase) == 1
+        })
+        .await?;
+        ids.push(id);
+    }
+    // The node stops and starts again; then each alert's resolving event comes: the first
+    // agent is started again (the gate open), the second removed. Each resolved notice
+    // names its agent, the removed one too.
+    ensure!(node.terminate(WAIT).await?.success(), "the node's stop failed");
+    node.restart().await?;
+    std::fs::write(&gate, "")?;
+    node.gql_ok(
+        "mutation($id: ID!) { startAgent(id: $id) { id } }",
+        json!({ "id": ids[0] }),
+    )
+    .await?;
+    node.gql_ok(
+        "mutation($id: ID!) { removeAgent(id: $id) { id } }",
+        json!({ "id": ids[1] }),
+    )
+    .await?;
+    for name in ["first", "second"] {
+        let phrase = format!("agent {name}");
+        let what = format!("the resolved notice about {phrase}");
+        wait_lines(&log, &what, |_| bodies_about(&log, "resolved", &phrase) == 1)
+            .await
+            .with_context(|| format!("{:?}", lines(&log)))?;
+    }
     Ok(())
 }

@@ -114,10 +114,22 @@ pub struct Notice {
     pub seq: u64,
 }
 
+/// A group that fired when the notifier stopped, as its newest delivery says.
+pub struct Restored {
+    pub group: String,
+    pub rule: String,
+    pub kind: String,
+    pub subject_name: Option<String>,
+    pub starts_at: DateTime<Utc>,
+}
+
 struct Group {
     rule: usize,
     kind: String,
     starts_at: DateTime<Utc>,
+    /// What its subject was called when it fired: a resolving event about a subject that is
+    /// gone (an agent removed) can no longer be named from the store.
+    subject_name: Option<String>,
     /// The end of the window repeats are folded in; `None` when no window is open.
     window_ends: Option<DateTime<Utc>>,
     folded: u64,
@@ -177,7 +189,9 @@ impl Grouper {
                 .is_some_and(|g| resolved_by(&g.kind).contains(&event.kind.as_str()));
             if ends {
                 let group = self.groups.remove(&key).expect("just seen");
-                out.push(self.notice(group.rule, &key, Status::Resolved, event, subject, 1, group.starts_at));
+                let mut notice = self.notice(group.rule, &key, Status::Resolved, event, subject, 1, group.starts_at);
+                notice.subject_name = notice.subject_name.or(group.subject_name);
+                out.push(notice);
             }
         }
         for (i, rule) in self.rules.iter().enumerate() {
@@ -201,6 +215,7 @@ impl Grouper {
                     rule: i,
                     kind: event.kind.clone(),
                     starts_at,
+                    subject_name: subject.name.clone(),
                     window_ends: Some(now + window),
                     folded: 0,
                     last: None,
@@ -233,6 +248,26 @@ impl Grouper {
         }
         out.sort_by_key(|n| n.seq);
         out
+    }
+
+    /// Takes up again a group that was firing when the notifier last stopped (its node
+    /// stopped, or it stopped leading), as its newest delivery keeps it: `last` is that
+    /// delivery's notice. A group whose rule is gone is left out; one taken up has no window
+    /// open, so its next event is sent at once.
+    pub fn restore(&mut self, last: &Restored) {
+        let Some(rule) = self.rules.iter().position(|r| r.name == last.rule) else {
+            return;
+        };
+        let group = Group {
+            rule,
+            kind: last.kind.clone(),
+            starts_at: last.starts_at,
+            subject_name: last.subject_name.clone(),
+            window_ends: None,
+            folded: 0,
+            last: None,
+        };
+        self.groups.insert(last.group.clone(), group);
     }
 
     /// When the next window ends.
@@ -351,6 +386,38 @@ mod tests {
         );
         // Resolved once: a second HEALTHY resolves nothing.
         assert!(g.on_event(&event(4, "AGENT_HEALTHY", "a1", t), &s, t).is_empty());
+    }
+
+    #[test]
+    fn a_group_taken_up_again_is_resolved_by_its_next_resolving_event_and_keeps_its_name() {
+        let mut g = Grouper::new(vec![rule("down", &["AGENT_FAILED"], Severity::Info)]);
+        let t = t0();
+        let restored = |group: &str, rule: &str| Restored {
+            group: group.into(),
+            rule: rule.into(),
+            kind: "AGENT_FAILED".into(),
+            subject_name: Some("agent first".into()),
+            starts_at: t,
+        };
+        g.restore(&restored("down/a1", "down"));
+        // A group whose rule is gone is not taken up.
+        g.restore(&restored("gone/a2", "gone"));
+        // The agent is gone from the store: the resolved notice still names it.
+        let later = t + chrono::Duration::seconds(90);
+        let removed = g.on_event(&event(7, "AGENT_REMOVED", "a1", later), &Subject::default(), later);
+        assert_eq!(removed.len(), 1);
+        let n = &removed[0];
+        assert_eq!(
+            (n.status, n.group.as_str(), n.subject_name.as_deref(), n.starts_at),
+            (Status::Resolved, "down/a1", Some("agent first"), t)
+        );
+        assert!(g
+            .on_event(&event(8, "AGENT_REMOVED", "a2", later), &Subject::default(), later)
+            .is_empty());
+        // Taken up with no window open: its next firing goes out at once, as of when it began.
+        g.restore(&restored("down/a1", "down"));
+        let again = g.on_event(&event(9, "AGENT_FAILED", "a1", later), &Subject::default(), later);
+        assert_eq!((again.len(), again[0].count, again[0].starts_at), (1, 1, t));
     }
 
     #[test]
