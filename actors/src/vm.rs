@@ -10,12 +10,13 @@ mod handle;
 mod migrate;
 mod spec;
 
+pub(crate) use actor::migration_data;
 pub use actor::{VmActor, VmArgs};
 pub use command::{Observation, VmCommand, VmMsg};
 pub(crate) use create::create;
 pub(crate) use gauge::VmGauge;
 pub(crate) use handle::{act_on, get, locate, owned_vms, read_vm, view_of, vm_actor};
-pub(crate) use migrate::{hand_over, migrate, request as request_migration};
+pub(crate) use migrate::{count as count_migration, hand_over, migrate, request as request_migration};
 pub use spec::{
     CreateVmRequest, Migration, MigrationKind, MigrationPhase, RunPolicy, VmFilter, VmSpec, VmState, VmStats, VmStatus,
     VmView, Want,

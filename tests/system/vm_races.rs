@@ -192,3 +192,52 @@ async fn a_stop_through_a_peer_waits_for_the_peers_answer() -> Result<()> {
     alpha.gql_ok(FAULT, json!({ "t": host, "k": "HOST_RECONNECT" })).await?;
     Ok(())
 }
+
+/// A migration under way when its node is killed ends FAILED at the node's start, told as
+/// one that fails while its node runs is: a `VM_MIGRATION_FAILED` event and its count.
+#[tokio::test]
+async fn a_migration_cut_short_by_its_nodes_death_is_told_as_failed_when_it_starts_again() -> Result<()> {
+    let mut node = node("vm-race-kill").await?;
+    let v = create_vm(
+        &node,
+        json!({ "name": "cut", "vcpus": 1, "memoryMiB": 256, "host": "sim-1" }),
+    )
+    .await?;
+    let id = text(&v, "/id")?;
+    hold_moves_to_sim2(&node).await?;
+    let migrate = node.gql(MIGRATE, json!({ "id": id, "t": "sim-2" }));
+    let held = async {
+        wait_held(&node, &id).await?;
+        // SIGKILL; `restart` below waits for the process to be gone.
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &node.pid()?.to_string()])
+            .status()?;
+        ensure!(killed.success(), "kill -9 failed");
+        Ok(())
+    };
+    let (_, held) = tokio::join!(migrate, held);
+    held?;
+    node.restart().await?;
+    let back = wait_vm(&node, &id, "its migration failed, on sim-1", |v| {
+        v["migration"]["phase"] == "FAILED" && v["host"]["name"] == "sim-1"
+    })
+    .await?;
+    ensure!(
+        back["migration"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stopped or was lost"),
+        "{back}"
+    );
+    let failed = node.wait_event("VM_MIGRATION_FAILED", &id).await?;
+    ensure!(
+        failed["data"]["phase"] == "FAILED" && failed["data"]["name"] == "cut",
+        "{failed}"
+    );
+    let metrics = node.metrics().await?;
+    ensure!(
+        super::support::metric(&metrics, "troupe_migrations_total", &["outcome=\"FAILED\""]) == 1.0,
+        "{metrics}"
+    );
+    Ok(())
+}

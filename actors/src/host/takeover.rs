@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use troupe_runtime::events::NewEvent;
 use troupe_runtime::store::Batch;
 use troupe_runtime::supervision::{ChildSpec, Intensity, SupervisorMsg};
 
@@ -84,14 +85,27 @@ pub(crate) async fn restore_vms(fleet: &Fleet, hosts: &HashSet<String>, unplaced
         if let Some(host) = &status.host {
             fleet.restore_claim(&spec, host);
         }
-        if let Some(m) = status.migration.as_mut().filter(|m| !m.phase.is_over()) {
+        let cut_short = status.migration.as_mut().filter(|m| !m.phase.is_over()).map(|m| {
             m.phase = MigrationPhase::Failed;
-            m.error = Some("the node restarted during the migration".into());
+            m.error = Some("the node that ran the migration stopped or was lost before it ended".into());
             m.finished_at = Some(troupe_runtime::clock::now());
+            m.clone()
+        });
+        // Told as a migration that fails while its node runs is: an event, the count.
+        if let Some(m) = &cut_short {
+            let mut data = crate::vm::migration_data(m);
+            data["name"] = serde_json::json!(spec.name);
+            data["host"] = serde_json::json!(status.host);
+            let event = NewEvent::new("VM_MIGRATION_FAILED", Some(spec.id.clone()), data);
             fleet
                 .store
-                .write(Batch::new().put(VM_STATUS, spec.id.clone(), troupe_runtime::codec::encode(&status)?))
+                .write(
+                    Batch::new()
+                        .put(VM_STATUS, spec.id.clone(), troupe_runtime::codec::encode(&status)?)
+                        .event(event),
+                )
                 .await?;
+            crate::vm::count_migration(m);
         }
     }
     Ok(())

@@ -357,7 +357,7 @@ impl Vm {
     }
 }
 
-fn migration_data(m: &Migration) -> serde_json::Value {
+pub(crate) fn migration_data(m: &Migration) -> serde_json::Value {
     json!({
         "migration": m.id,
         "phase": m.phase.name(),

@@ -78,16 +78,22 @@ pub async fn migrate(
         }
     };
     if let Ok(m) = &result {
-        let kind = m.kind.map_or("NONE", |k| {
-            if k == MigrationKind::Live {
-                "LIVE"
-            } else {
-                "ORCHESTRATED"
-            }
-        });
-        metrics::counter!("troupe_migrations_total", "outcome" => m.phase.name(), "kind" => kind).increment(1);
+        count(m);
     }
     result
+}
+
+/// Counts a migration that ended in `troupe_migrations_total{outcome,kind}` (`kind` is
+/// `NONE` for one that ended before its kind was chosen).
+pub(crate) fn count(m: &Migration) {
+    let kind = m.kind.map_or("NONE", |k| {
+        if k == MigrationKind::Live {
+            "LIVE"
+        } else {
+            "ORCHESTRATED"
+        }
+    });
+    metrics::counter!("troupe_migrations_total", "outcome" => m.phase.name(), "kind" => kind).increment(1);
 }
 
 async fn run(
