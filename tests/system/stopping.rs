@@ -8,7 +8,7 @@ use anyhow::{ensure, Result};
 use serde_json::json;
 
 use super::support::{
-    careful_with_a_task, first_approval, metric, text, Deadline, FakeLlm, Gate, Node, NodeOpts, WAIT,
+    careful_with_a_task, expect_code, first_approval, metric, text, Deadline, FakeLlm, Gate, Node, NodeOpts, WAIT,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,6 +157,47 @@ async fn a_shutdown_does_not_wait_for_a_task_held_for_approval_which_waits_for_i
     node.gql_ok(approve, json!({ "id": held["id"] })).await?;
     let done = node.wait_task_state(&task, "SUCCEEDED").await?;
     ensure!(done["failedAttempts"] == 0, "the stop was charged: {done}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_held_for_approval_is_not_charged_by_kills_and_its_call_is_withdrawn_when_it_is_cancelled() -> Result<()>
+{
+    let server = FakeLlm::start(&["--tool", "troupe_memory_get", "--tool-args", r#"{"key":"k"}"#]).await?;
+    let mut node = Node::start(NodeOpts::named("solo")).await?;
+    let (_, task) = careful_with_a_task(&node, &server).await?;
+    // Killed twice while the task waits for a person: each start finds the call still
+    // pending and waits again; no attempt failed (three kills made it DEAD before).
+    for _ in 0..2 {
+        node.wait_task_state(&task, "AWAITING_APPROVAL").await?;
+        node.kill9().await?;
+        node.restart().await?;
+    }
+    let waiting = node.wait_task_state(&task, "AWAITING_APPROVAL").await?;
+    ensure!(waiting["failedAttempts"] == 0, "the kills were charged: {waiting}");
+    let held = first_approval(&node, "{ approvals { id taskId state } }").await?;
+    ensure!(held["taskId"] == task.as_str(), "{held}");
+    // Cancelled, the task waits for nothing: its call is no longer pending, is shown
+    // rejected by the task's end, and cannot be approved.
+    node.gql_ok(
+        "mutation($id: ID!) { cancelTask(id: $id) { state } }",
+        json!({ "id": task }),
+    )
+    .await?;
+    node.wait_task_state(&task, "CANCELLED").await?;
+    let pending = node.gql_ok("{ approvals { id } }", json!({})).await?;
+    ensure!(pending["approvals"] == json!([]), "{pending}");
+    let all = node
+        .gql_ok("{ approvals(pending: false) { id state decidedBy note } }", json!({}))
+        .await?;
+    let shown = &all["approvals"][0];
+    ensure!(
+        shown["id"] == held["id"] && shown["state"] == "REJECTED" && shown["decidedBy"] == "task-ended",
+        "{all}"
+    );
+    let approve = "mutation($id: ID!) { approveCall(id: $id) { state } }";
+    let refused = node.gql(approve, json!({ "id": held["id"] })).await?;
+    expect_code(&refused, "CONFLICT")?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use troupe_runtime::store::Batch;
 use super::{now, State};
 use crate::agent::AgentStats;
 use crate::scheduler::engine::{Limits, Transition};
-use crate::tables::{AGENT_STATS, OPEN_TASKS, TASKS, TASK_STATUS};
+use crate::tables::{AGENT_STATS, LLM_APPROVALS, OPEN_TASKS, TASKS, TASK_STATUS};
 use crate::task::{TaskSpec, TaskState, TaskStatus};
 
 impl State {
@@ -37,7 +37,7 @@ impl State {
         // that ran here and was forgotten must not be read back as open and run again.
         self.store.flush().await?;
         let node = self.node.clone();
-        let (open, stats, settled) = self
+        let (open, waiting, stats, settled) = self
             .store
             .view(move |v| {
                 let mut ids = Vec::new();
@@ -73,10 +73,17 @@ impl State {
                     .into_iter()
                     .collect();
                 let settled = super::settled_in(v, &closed)?;
+                // Running tasks whose attempt waits for an operator's decision on a tool call.
+                let mut waiting = std::collections::HashSet::new();
+                for (spec, status) in &open {
+                    if status.state.is_running() && awaits_decision(v, &spec.id)? {
+                        waiting.insert(spec.id.clone());
+                    }
+                }
                 let mut stats = Vec::new();
                 if adopting {
                     // The counters of the agents here are loaded already.
-                    return Ok((open, stats, settled));
+                    return Ok((open, waiting, stats, settled));
                 }
                 v.scan(AGENT_STATS, None, |k, bytes| {
                     if !crate::cluster::directory::held_in(v, k, &node)? {
@@ -85,7 +92,7 @@ impl State {
                     stats.push((k.to_owned(), troupe_runtime::codec::decode::<AgentStats>(bytes)?));
                     Ok(true)
                 })?;
-                Ok((open, stats, settled))
+                Ok((open, waiting, stats, settled))
             })
             .await?;
         let settled: HashMap<String, Option<serde_json::Value>> = settled.into_iter().collect();
@@ -100,8 +107,15 @@ impl State {
                 // Known here already (a move this node heard of twice).
                 continue;
             }
-            if status.state.is_running() && adopting {
-                let error = "the node running the task was lost".to_string();
+            // Queued again uncharged: an attempt whose node was lost (not the attempt), or one
+            // that waited for an operator (its durable loop waits again for the same call
+            // when it starts again: no attempt of it failed).
+            let lost = adopting.then_some("the node running the task was lost");
+            let held = waiting
+                .contains(&spec.id)
+                .then_some("the node stopped while the task waited for an operator's decision");
+            if let (true, Some(error)) = (status.state.is_running(), lost.or(held)) {
+                let error = error.to_string();
                 status.error = Some(error.clone());
                 status.attempt_errors.push(crate::task::AttemptError {
                     attempt: status.attempts,
@@ -168,6 +182,18 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// Whether task `id` has a tool call that waits for an operator's decision.
+fn awaits_decision(v: &troupe_runtime::store::View<'_>, id: &str) -> Result<bool, troupe_runtime::store::StoreError> {
+    let mut found = false;
+    v.scan_prefix(LLM_APPROVALS, &format!("{id}/"), |_, bytes| {
+        found = troupe_runtime::codec::decode::<crate::agent::Approval>(bytes)?
+            .decision
+            .is_none();
+        Ok(!found)
+    })?;
+    Ok(found)
 }
 
 /// Orders open tasks so each comes after the open tasks it depends on.

@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use troupe_runtime::events::NewEvent;
-use troupe_runtime::store::{Batch, Store};
+use troupe_runtime::store::{Batch, Store, StoreError, View};
 
-use crate::tables::LLM_APPROVALS;
+use crate::tables::{LLM_APPROVALS, TASK_STATUS};
+use crate::task::{TaskState, TaskStatus};
 
 /// A tool call waiting for (or given) an operator's decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,13 +54,19 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<Approval>, String> {
     found.map(|b| decode(&b)).transpose()
 }
 
-/// Every approval, oldest first; the undecided ones alone with `pending`.
+/// Every approval, oldest first; the undecided ones alone with `pending`. One whose task
+/// ended undecided (cancelled, dead, expired) is shown rejected by that end: nothing waits
+/// for it any more.
 pub async fn list(store: &Store, pending: bool) -> Result<Vec<Approval>, String> {
     let mut all: Vec<Approval> = store
         .view(|v| {
             let mut out = Vec::new();
             v.scan(LLM_APPROVALS, None, |_, bytes| {
-                out.push(troupe_runtime::codec::decode::<Approval>(bytes)?);
+                let mut approval = troupe_runtime::codec::decode::<Approval>(bytes)?;
+                if approval.decision.is_none() {
+                    approval.decision = ended_in(v, &approval.task)?.map(|(state, at)| withdrawn(state, at));
+                }
+                out.push(approval);
                 Ok(true)
             })?;
             Ok(out)
@@ -71,6 +78,31 @@ pub async fn list(store: &Store, pending: bool) -> Result<Vec<Approval>, String>
     }
     all.sort_by_key(|a| a.requested_at);
     Ok(all)
+}
+
+/// How task `task` ended, and when, if it has (`None`: open, or unknown here).
+fn ended_in(v: &View<'_>, task: &str) -> Result<Option<(TaskState, DateTime<Utc>)>, StoreError> {
+    let Some(bytes) = v.get(TASK_STATUS, task)? else {
+        return Ok(None);
+    };
+    let status: TaskStatus = troupe_runtime::codec::decode(&bytes)?;
+    Ok(status.state.is_terminal().then(|| {
+        (
+            status.state,
+            status.finished_at.unwrap_or_else(troupe_runtime::clock::now),
+        )
+    }))
+}
+
+/// The decision an undecided call of a task that ended stands for (it is never stored: the
+/// call is not made).
+fn withdrawn(state: TaskState, at: DateTime<Utc>) -> Decision {
+    Decision {
+        approved: false,
+        note: Some(format!("the task ended {} before a decision", state.as_str())),
+        by: "task-ended".into(),
+        at,
+    }
 }
 
 /// Why deciding failed.
@@ -95,6 +127,20 @@ pub async fn decide(
         .await
         .map_err(Refused::Store)?
         .ok_or_else(|| Refused::NotFound(format!("no tool call {id} waits for a decision")))?;
+    if approval.decision.is_none() {
+        let task = approval.task.clone();
+        if let Some((state, _)) = store
+            .view(move |v| ended_in(v, &task))
+            .await
+            .map_err(|e| Refused::Store(e.to_string()))?
+        {
+            return Err(Refused::Decided(format!(
+                "task {} ended {} before a decision: nothing waits for tool call {id}",
+                approval.task,
+                state.as_str()
+            )));
+        }
+    }
     if let Some(made) = &approval.decision {
         return if made.approved == approved {
             Ok(approval)
