@@ -442,8 +442,8 @@ impl Loop {
     }
 
     /// What a task begins with: `session`'s kept exchanges and the swarm memory the agent's
-    /// `memoryKeys` name (a key that cannot be read, as for an agent in no swarm, is left
-    /// out and logged).
+    /// `memoryKeys` name (a key that is not set, or cannot be read, as for an agent in no
+    /// swarm, is left out and logged).
     async fn context(&self, session: Option<&str>) -> Result<wire::Context, String> {
         let mut context = wire::Context::default();
         if let (Some(session), Some(store)) = (session, &self.store) {
@@ -452,6 +452,10 @@ impl Loop {
         for key in &self.spec.memory_keys {
             let asked = ErrandKind::Memory(MemoryOp::Get { key: key.clone() });
             match (self.errands)(asked).await {
+                // A key that is not set answers no entry: left out, as one that cannot be read.
+                Ok(entry) if entry.get("version").is_none() => {
+                    tracing::info!(agent = %self.agent, %key, "a memory key for the prompt is not set")
+                }
                 Ok(entry) => {
                     let value = entry.get("value").cloned().unwrap_or(Value::Null);
                     context.memory.push((key.clone(), value.to_string()));

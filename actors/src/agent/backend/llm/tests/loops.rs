@@ -370,17 +370,23 @@ async fn memory_keys_are_read_into_the_system_prompt_once_and_kept_for_a_resume(
     let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
     submitted(&store, "t1", None).await;
     let server = Scripted::start(vec![openai_answer("ok"), openai_answer("again")]).await;
-    let (carried, kept) = errands(|_| Ok(json!({"value": {"goal": "ship"}, "version": 2})));
+    // "plan" is set; "missing" is not (no entry: left out of the prompt).
+    let (carried, kept) = errands(|e| match e {
+        ErrandKind::Memory(crate::agent::protocol::MemoryOp::Get { key }) if key == "plan" => {
+            Ok(json!({"value": {"goal": "ship"}, "version": 2}))
+        }
+        _ => Ok(Value::Null),
+    });
     let s = LlmBackend {
         system_prompt: Some("be brief".into()),
-        memory_keys: vec!["plan".into()],
+        memory_keys: vec!["plan".into(), "missing".into()],
         ..LlmBackend::to(server.url(), "m")
     };
     let mut llm = started(s.clone(), Some(store.clone()), carried).await;
     llm.run(task("t1", json!("go"))).await.unwrap();
     let system = server.bodies()[0]["messages"][0]["content"].clone();
     assert_eq!(system, "be brief\n\nSwarm memory:\nplan: {\"goal\":\"ship\"}");
-    assert_eq!(kept.lock().unwrap().len(), 1);
+    assert_eq!(kept.lock().unwrap().len(), 2);
     // The same task run again (its journal kept) reads no memory: it has its context.
     let (carried, kept) = errands(|_| Ok(json!({"value": "changed", "version": 3})));
     let mut again = started(s, Some(store), carried).await;
