@@ -144,6 +144,9 @@ pub struct Surface {
 impl Surface {
     /// Runs `op` with `arguments` as the caller.
     async fn run(&self, op: &Operation, arguments: Map<String, Value>, caller: Caller) -> CallToolResult {
+        if let Some(missing) = required(op, &arguments) {
+            return CallToolResult::error(vec![ContentBlock::text(format!("INVALID_INPUT {missing}"))]);
+        }
         let mut variables = arguments.clone();
         let (wait, limit) = match waiting(&arguments) {
             Ok(waiting) => waiting,
@@ -196,7 +199,7 @@ impl Surface {
                         data = json!({ "submitTask": task["task"] });
                     }
                 }
-                Err(e) => return CallToolResult::error(vec![ContentBlock::text(format!("{}: {e}", e.code()))]),
+                Err(e) => return CallToolResult::error(vec![ContentBlock::text(format!("{} {e}", e.code()))]),
             }
         }
         let mut result = CallToolResult::success(vec![ContentBlock::text(data.to_string())]);
@@ -251,6 +254,25 @@ impl ServerHandler for Surface {
             .run(&op, request.arguments.unwrap_or_default(), caller)
             .await
             .into())
+    }
+}
+
+/// The arguments `op`'s schema requires that the call left out (or gave as null), said as
+/// the tool's.
+fn required(op: &Operation, arguments: &Map<String, Value>) -> Option<String> {
+    let schema = (op.schema)();
+    let missing: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|k| arguments.get(*k).is_none_or(Value::is_null))
+        .collect();
+    match missing.as_slice() {
+        [] => None,
+        [one] => Some(format!("{} needs the argument {one}", op.name)),
+        more => Some(format!("{} needs the arguments {}", op.name, more.join(", "))),
     }
 }
 

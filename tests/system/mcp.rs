@@ -356,6 +356,7 @@ async fn a_coding_agent_drives_the_fleet_through_mcp_with_the_roles_of_its_token
         ["get_task", { "id": "no-such-task" }],
         ["create_swarm", { "input": { "name": "s", "templates": [{ "count": 1 }] } }],
         ["submit_task", { "input": { "capability": "echo", "payload": 1 }, "timeoutMs": 700000 }],
+        ["submit_task", {}],
     ]);
     let out = mcp_client(&node, &operator, calls).await?;
     // The SDK's client asks server/discover first: /mcp speaks the stateless revision.
@@ -401,6 +402,7 @@ async fn a_coding_agent_drives_the_fleet_through_mcp_with_the_roles_of_its_token
         (5, "NOT_FOUND"),
         (6, "INVALID_INPUT"),
         (7, "INVALID_INPUT"),
+        (8, "INVALID_INPUT"),
     ] {
         ensure!(
             r[n]["isError"] == true && r[n]["text"].as_str().is_some_and(|t| t.starts_with(code)),
@@ -408,6 +410,12 @@ async fn a_coding_agent_drives_the_fleet_through_mcp_with_the_roles_of_its_token
             r[n]
         );
     }
+    // A required argument left out is named as the tool's, not as GraphQL's variable.
+    ensure!(
+        r[8]["text"] == "INVALID_INPUT submit_task needs the argument input",
+        "{}",
+        r[8]
+    );
 
     // A viewer lists every tool and reads, but may not spawn.
     let calls = json!([

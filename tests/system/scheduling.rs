@@ -55,7 +55,10 @@ async fn a_task_no_agent_can_run_stays_queued_and_runs_once_a_capable_agent_appe
     let id = text(&answer, "/data/submitTask/id")?;
     let warning = &answer["extensions"]["warnings"][0];
     ensure!(
-        warning["code"] == "NO_AGENT" && warning["message"].as_str().is_some_and(|m| m.contains("translate")),
+        warning["code"] == "NO_AGENT"
+            && warning["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no agent has capability translate running in the cluster")),
         "{answer}"
     );
     let waiting = node.wait_event("TASK_WAITING", &id).await?;

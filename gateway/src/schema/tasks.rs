@@ -536,7 +536,7 @@ fn warn_if_nobody_can_run(ctx: &Context<'_>, task: &troupe_actors::task::TaskRec
         notes.warn(
             "NO_AGENT",
             format!(
-                "task {} waits: {reason} in the cluster; it runs as soon as an agent that has it can take it",
+                "task {} waits: {reason} running in the cluster (a stopped or failed agent does not count); it runs as soon as an agent that has it can take it",
                 task.spec.id
             ),
         );
