@@ -81,6 +81,13 @@ async fn a_held_services_endpoint_leaves_peers_unanswered_and_a_killed_cluster_l
     )
     .await?;
     let agent = beta.spawn_builtin("echo", &["far"]).await?;
+    let swarm = beta
+        .gql_ok(
+            "mutation { createSwarm(input: { name: \"held\", templates: [] }) { id } }",
+            json!({}),
+        )
+        .await?;
+    let swarm = text(&swarm, "/createSwarm/id")?;
     // A checkpoint needs the agent's node (its live actor); `state` is read from alpha's
     // replica.
     let q = "query($id: ID!) { agent(id: $id) { state } }";
@@ -98,6 +105,18 @@ async fn a_held_services_endpoint_leaves_peers_unanswered_and_a_killed_cluster_l
     let asked = alpha.gql(checkpoint, json!({ "id": agent })).await?;
     expect_code(&asked, "UNAVAILABLE")?;
     ensure!(asked.to_string().contains("did not answer"), "{asked}");
+    // A change sent to beta and not answered may have been made there: the error says so
+    // (a memory write is no keyed call: it is sent once).
+    let set = "mutation($id: ID!) { setSwarmMemory(id: $id, key: \"k\", value: 1) { version } }";
+    let unanswered = alpha.gql(set, json!({ "id": swarm })).await?;
+    expect_code(&unanswered, "UNAVAILABLE")?;
+    ensure!(
+        unanswered.to_string().contains("did not answer")
+            && unanswered
+                .to_string()
+                .contains("it may have acted: read what it would change"),
+        "{unanswered}"
+    );
     // Reads never ask beta: answered from alpha's replica while beta's services are held.
     ensure!(alpha.gql_ok(q, json!({ "id": agent })).await?["agent"]["state"] == "RUNNING");
     stop(&beta, &id).await?;

@@ -415,9 +415,14 @@ pub async fn forward<S: Service>(
         Err(ApiError::Unavailable(first)) if cluster.status(node) != Some(MemberStatus::Down) => {
             tracing::warn!(%node, error = %first, %key, "forwarding failed; retrying once with the same key");
             call::<S>(node, &call_, within).await.map_err(|e| match e {
-                ApiError::Unavailable(m) => ApiError::Unavailable(format!(
-                    "{m}; it may have acted: retry with idempotencyKey {key:?} to get its answer"
-                )),
+                ApiError::Unavailable(m) => {
+                    // What the peer did not answer, without the advice `call` gives: a keyed
+                    // call has a better one.
+                    let m = m.split(&format!("; {MAY_HAVE_ACTED}")).next().unwrap_or(&m);
+                    ApiError::Unavailable(format!(
+                        "{m}; {MAY_HAVE_ACTED}: retry with idempotencyKey {key:?} to get its answer"
+                    ))
+                }
                 other => other,
             })
         }
@@ -489,7 +494,14 @@ pub fn is_connected(role: &str, node: &str) -> bool {
     !ractor::pg::get_members(&group(role, node)).is_empty()
 }
 
-/// Calls the `S` service of `node`, waiting at most `timeout`.
+/// What an error of a request that reached a peer and was not answered says: read before
+/// sending it again (or send it with the same idempotency key).
+const MAY_HAVE_ACTED: &str = "it may have acted";
+const READ_FIRST: &str = "read what it would change before sending it again";
+
+/// Calls the `S` service of `node`, waiting at most `timeout`. A request that was sent and
+/// not answered (the peer went away, or did not answer in time) is `UNAVAILABLE` saying the
+/// peer may have acted; one that could not be sent says so.
 pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Duration) -> Result<S::Response, ApiError> {
     if cut_off(node) {
         return Err(ApiError::Unavailable(format!(
@@ -503,14 +515,23 @@ pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Dura
     let bytes = troupe_runtime::codec::encode(call)?;
     let service: ActorRef<S::Msg> = cell.into();
     let asked = std::time::Instant::now();
-    let late = || ApiError::Unavailable(format!("node {node} did not answer within {} ms", timeout.as_millis()));
+    // Sent, and not answered: the peer may have carried the request out, and the caller must
+    // not take the error for "nothing was done".
+    let late = || {
+        ApiError::Unavailable(format!(
+            "node {node} did not answer within {} ms; {MAY_HAVE_ACTED}: {READ_FIRST}",
+            timeout.as_millis()
+        ))
+    };
     match service.call(|reply| S::Msg::wrap(bytes, reply), Some(timeout)).await {
         Ok(CallResult::Success(reply)) => troupe_runtime::codec::decode::<Result<S::Response, ApiError>>(&reply)?,
         Ok(CallResult::Timeout) => Err(late()),
         // ractor_cluster drops a pending call's reply port once it has expired, which can
         // beat the call's own timeout: that is a peer that did not answer, not one gone.
         Ok(CallResult::SenderError) | Err(_) if asked.elapsed() >= timeout => Err(late()),
-        Ok(CallResult::SenderError) | Err(_) => Err(ApiError::Unavailable(format!("node {node} went away"))),
+        Ok(CallResult::SenderError) | Err(_) => Err(ApiError::Unavailable(format!(
+            "node {node} went away before it answered; {MAY_HAVE_ACTED}: {READ_FIRST}"
+        ))),
     }
 }
 
