@@ -197,6 +197,17 @@ async fn spawning_on_an_unknown_node_is_invalid_input() -> Result<()> {
     expect_code(&node.gql(q, json!({ "input": input })).await?, "INVALID_INPUT")?;
     let data = node.gql_ok("{ agents { totalCount } }", json!({})).await?;
     ensure!(data["agents"]["totalCount"] == 0, "{data}");
+    // A swarm too: a name that is no member is the caller's mistake, not an outage.
+    let q = "mutation($input: CreateSwarmInput!) { createSwarm(input: $input) { id } }";
+    let input = json!({ "name": "lost", "templates": [], "node": "nope" });
+    let refused = node.gql(q, json!({ "input": input })).await?;
+    expect_code(&refused, "INVALID_INPUT")?;
+    ensure!(
+        refused
+            .to_string()
+            .contains("nope is not a member of the cluster; members: alpha"),
+        "{refused}"
+    );
     Ok(())
 }
 

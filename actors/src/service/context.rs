@@ -45,6 +45,20 @@ impl Context {
         self.cluster.holder(id)
     }
 
+    /// Refuses a node name that names no member of the cluster (as the replica's membership
+    /// says): INVALID_INPUT naming the members, not UNAVAILABLE, which reads as "try again".
+    pub fn ensure_member(&self, node: &str) -> Result<(), ApiError> {
+        let members = self.store.status().members;
+        if members.iter().any(|m| m.name == node) {
+            return Ok(());
+        }
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        Err(ApiError::invalid(format!(
+            "{node} is not a member of the cluster; members: {}",
+            names.join(", ")
+        )))
+    }
+
     /// Claims an idempotency key, when the caller gave one.
     pub async fn claim<T: DeserializeOwned>(
         &self,

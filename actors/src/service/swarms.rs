@@ -65,6 +65,7 @@ impl Swarms {
         }
         .filter(|n| *n != self.ctx.node_name);
         if let Some(node) = node {
+            self.ctx.ensure_member(&node)?;
             let mut req = req;
             req.node = None;
             return crate::cluster::remote::Peer(self, node).create(Box::new(req)).await;
