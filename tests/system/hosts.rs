@@ -116,6 +116,22 @@ async fn an_added_host_takes_labelled_vms_and_is_removed_only_when_empty_or_forc
     ensure!(vm(&node, &text(&v, "/id")?).await?.is_null(), "its VM went with it");
     let left = node.gql_ok("{ hosts { name } }", json!({})).await?;
     ensure!(left["hosts"].as_array().unwrap().is_empty(), "{left}");
+    // A reservation of all the host's memory is taken, and said: no VM would fit.
+    let full =
+        "mutation($input: AddHostInput!) { addHost(input: $input) { state lastError allocated { memoryLimitMiB } } }";
+    let added = node
+        .gql_ok(
+            full,
+            json!({ "input": { "name": "tiny", "uri": format!("test://{}", file.display()), "reservedMemoryMiB": 8192 } }),
+        )
+        .await?;
+    let h = &added["addHost"];
+    ensure!(
+        h["state"] == "UP"
+            && h["allocated"]["memoryLimitMiB"] == 0
+            && h["lastError"] == "reservedMemoryMiB 8192 leaves none of the host's 8192 MiB for VMs",
+        "{h}"
+    );
     Ok(())
 }
 

@@ -360,3 +360,45 @@ async fn vms_survive_a_driver_crash_by_adoption_and_a_node_restart_by_re_creatio
     ensure!(node.events(&["VM_RECREATED"]).await?.len() == ids.len());
     Ok(())
 }
+
+/// A drain that could not move every VM leaves the host DRAINING with the failures as its
+/// error; taken out of maintenance, the host is UP with no error left over (the drain's
+/// figures stay in `drain`).
+#[tokio::test]
+async fn a_host_taken_out_of_an_incomplete_drain_is_up_without_the_drains_error() -> Result<()> {
+    let node = Node::start(NodeOpts::named("vm-drain-stuck")).await?;
+    let v = create_vm(
+        &node,
+        json!({ "name": "stuck", "vcpus": 1, "memoryMiB": 256, "host": "sim-1" }),
+    )
+    .await?;
+    let _ = text(&v, "/id")?;
+    // Nowhere to go: the other hosts are in maintenance.
+    let maintenance =
+        "mutation($id: ID!, $on: Boolean!) { setHostMaintenance(id: $id, enabled: $on) { state lastError } }";
+    for other in ["sim-2", "sim-3"] {
+        let id = host_id(&node, other).await?;
+        node.gql_ok(maintenance, json!({ "id": id, "on": true })).await?;
+    }
+    let sim1 = host_id(&node, "sim-1").await?;
+    node.gql_ok(
+        "mutation($id: ID!) { drainHost(id: $id) { state } }",
+        json!({ "id": sim1 }),
+    )
+    .await?;
+    let ended = node.wait_event("HOST_DRAIN_ENDED", &sim1).await?;
+    ensure!(
+        ended["data"]["failed"] == 1 && ended["data"]["state"] == "DRAINING",
+        "{ended}"
+    );
+    let stuck = host(&node, "sim-1").await?;
+    ensure!(stuck["lastError"] == "1 of 1 VMs could not be moved", "{stuck}");
+    let up = node.gql_ok(maintenance, json!({ "id": sim1, "on": false })).await?;
+    ensure!(
+        up["setHostMaintenance"]["state"] == "UP" && up["setHostMaintenance"]["lastError"].is_null(),
+        "{up}"
+    );
+    let h = host(&node, "sim-1").await?;
+    ensure!(h["lastError"].is_null() && h["drain"]["failed"] == 1, "{h}");
+    Ok(())
+}

@@ -302,7 +302,8 @@ impl HostsQuery {
         Ok(listing.items.into_iter().map(Host).collect())
     }
 
-    /// A host by id (or, on the node that holds it, by name).
+    /// A host by id, or by name: its `qualifiedName` (`sim-1@beta`), or a bare name only one
+    /// host has (a bare name several have is INVALID_INPUT naming each).
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn host(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Host>> {
         Ok(ctx.data::<Api>()?.hosts().get(&id).await.gql()?.map(Host))

@@ -34,6 +34,17 @@ impl Fleet {
             } else if error.is_some() {
                 e.last_error = error.clone();
             }
+            // A reservation that leaves the host no memory is taken (the host may grow),
+            // and said: every VM placed on it would be refused for memory.
+            if let Some(c) = e
+                .capacity
+                .filter(|c| link == Link::Up && e.spec.reserved_memory_mib >= c.memory_mib)
+            {
+                e.last_error = Some(format!(
+                    "reservedMemoryMiB {} leaves none of the host's {} MiB for VMs",
+                    e.spec.reserved_memory_mib, c.memory_mib
+                ));
+            }
             let after = e.state();
             (before != after).then(|| {
                 e.since = troupe_runtime::clock::now();
@@ -100,6 +111,11 @@ impl Fleet {
             e.spec.mode = mode;
             if mode != HostMode::Draining {
                 e.drain = e.drain.take().filter(|d| d.done);
+            }
+            // A drain's failures are its error while the host drains; back in service with
+            // its link up, it has none left (the drain's figures stay in `drain`).
+            if mode == HostMode::Active && e.link == Link::Up {
+                e.last_error = None;
             }
             let after = e.state();
             if before != after {
