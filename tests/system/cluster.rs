@@ -186,6 +186,15 @@ async fn agent_spawned_on_peer_runs_tasks_visible_through_both_nodes() -> Result
         tasks["tasks"]["totalCount"] == 1 && tasks["tasks"]["nodes"][0]["id"] == id.as_str(),
         "tasks through alpha: {tasks}"
     );
+    // A task queued on alpha may not depend on beta's: the refusal names where to send it.
+    let m = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
+    let input = json!({ "capability": "nobody", "payload": 1, "dependsOn": [id] });
+    let refused = alpha.gql(m, json!({ "input": input })).await?;
+    expect_code(&refused, "INVALID_INPUT")?;
+    ensure!(
+        refused.to_string().contains("is held by node beta") && refused.to_string().contains("submit it to beta"),
+        "{refused}"
+    );
     Ok(())
 }
 

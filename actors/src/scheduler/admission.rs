@@ -109,8 +109,22 @@ impl<'a> Admission<'a> {
             return Ok(unique);
         }
         if let Some(d) = unique.iter().find(|d| !holds(d)) {
+            // Named by the node that holds it now (its id names the node that made it,
+            // which may have handed it on).
+            let id = d.clone();
+            let holder = self
+                .store
+                .view(move |v| crate::cluster::directory::placement_in(v, &id))
+                .await?
+                .map(|p| p.node)
+                .filter(|n| *n != self.node);
+            let whose = match &holder {
+                Some(n) => format!("held by node {n}"),
+                None => "a task of another node".to_owned(),
+            };
+            let there = holder.map(|n| format!("; submit it to {n}")).unwrap_or_default();
             return Err(ApiError::invalid(format!(
-                "dependency {d} is a task of another node: a task may depend only on tasks of its own node ({})",
+                "dependency {d} is {whose}: a task may depend only on tasks held by the node it is submitted to ({}){there}",
                 self.node
             )));
         }
