@@ -59,8 +59,9 @@ async fn a_swarm_starts_its_members_scales_and_its_destruction_leaves_no_process
     let scaled = node.events_for("SWARM_SCALED", &id).await?;
     ensure!(scaled.len() == 2, "{scaled:?}");
     ensure!(scaled[1]["data"]["reason"] == "scaleSwarm", "{scaled:?}");
-    wait_swarm(&node, &id, "HEALTHY at 2", |s| {
-        s["status"] == "HEALTHY" && members(s).len() == 2
+    // Its reason follows its size, though its health did not change.
+    wait_swarm(&node, &id, "HEALTHY at 2, said so", |s| {
+        s["status"] == "HEALTHY" && members(s).len() == 2 && s["statusReason"] == "all 2 members run"
     })
     .await?;
     ensure!(alive(&pids).len() == 2, "processes alive: {:?}", alive(&pids));

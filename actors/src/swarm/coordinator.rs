@@ -250,6 +250,8 @@ impl State {
         let (spec, status) = records::change(&self.api.store, &held, |spec, status| {
             let (health, reason) = rules::health(&states, spec.min_agents);
             if status.health == health {
+                // The same health for another reason (its size changed): said, with no event.
+                status.reason = reason;
                 return Ok(None);
             }
             let from = std::mem::replace(&mut status.health, health);

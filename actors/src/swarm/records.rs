@@ -34,9 +34,9 @@ pub(crate) async fn load_status(store: &Store, id: &str) -> Result<SwarmStatus, 
 }
 
 /// Changes the swarm's spec and status as `decide` says, from the records as they are under
-/// the swarm's spec lock: `decide` refuses (its error is the answer), leaves them (`None`:
-/// nothing is written) or changes them with the event that says so. The records as they
-/// are after it.
+/// the swarm's spec lock: `decide` refuses (its error is the answer), leaves them (`None`
+/// and no change: nothing is written), changes them with the event that says so, or
+/// changes them with none (`None`). The records as they are after it.
 pub(crate) async fn change(
     store: &Store,
     held: &SpecHeld,
@@ -46,12 +46,17 @@ pub(crate) async fn change(
     let mut spec = load_spec(store, id).await?;
     let mut status = load_status(store, id).await?;
     let (spec_was, status_was) = (spec.clone(), status.clone());
-    let Some(event) = decide(&mut spec, &mut status)? else {
+    let event = decide(&mut spec, &mut status)?;
+    if event.is_none() && spec == spec_was && status == status_was {
         return Ok((spec, status));
-    };
+    }
     // Only what changed is written: a status change (a coordinator's health) is no change of
-    // what the user asked for.
-    let mut batch = Batch::new().event(event);
+    // what the user asked for. A change with no event (the health's reason, its health the
+    // same) is written all the same.
+    let mut batch = Batch::new();
+    if let Some(event) = event {
+        batch = batch.event(event);
+    }
     if spec != spec_was {
         batch = batch.put(SWARMS, id.to_owned(), troupe_runtime::codec::encode(&spec)?);
     }
