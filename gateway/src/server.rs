@@ -314,11 +314,22 @@ pub enum GatewayMsg {
 
 impl ractor::Message for GatewayMsg {}
 
-pub struct Serving(JoinHandle<()>);
+/// How long a stopping gateway lets the requests it is answering finish (a VM's migration,
+/// a message waiting for its reply) before it drops their connections. It takes no new ones
+/// meanwhile; a WebSocket, upgraded, is not waited for.
+const IN_FLIGHT_WITHIN: Duration = Duration::from_secs(10);
+
+pub struct Serving {
+    server: Option<JoinHandle<()>>,
+    /// Tells the server to stop taking connections and end once those it serves are done.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(server) = &self.server {
+            server.abort();
+        }
     }
 }
 
@@ -343,8 +354,13 @@ impl Actor for Gateway {
         troupe_runtime::auth::write_private_async(cfg.data_dir.join("gateway.addr"), bound.to_string()).await?;
         cfg.api.cluster().set_gateway_address(bound.to_string());
         let app = router(cfg.api.clone(), cfg.metrics.clone(), cfg.settings.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let outcome = axum::serve(listener, app).await;
+            let outcome = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
             let reason = match outcome {
                 Ok(()) => "server stopped".to_string(),
                 Err(e) => e.to_string(),
@@ -352,7 +368,25 @@ impl Actor for Gateway {
             let _ = myself.cast(GatewayMsg::ServerExited(reason));
         });
         tracing::info!(address = %bound, "gateway listening: / (dashboard) /graphql /graphql/ws /graphiql /mcp /hooks/{{name}} /metrics /healthz /livez /readyz");
-        Ok(Serving(server))
+        Ok(Serving {
+            server: Some(server),
+            stop: Some(stop),
+        })
+    }
+
+    /// Stops taking requests and lets those under way be answered (at most
+    /// [`IN_FLIGHT_WITHIN`]): a node's stop answers what it was asked before it goes.
+    async fn post_stop(&self, _myself: ActorRef<GatewayMsg>, state: &mut Serving) -> Result<(), ActorProcessingErr> {
+        if let Some(stop) = state.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut server) = state.server.take() {
+            if tokio::time::timeout(IN_FLIGHT_WITHIN, &mut server).await.is_err() {
+                tracing::warn!(within = ?IN_FLIGHT_WITHIN, "requests still under way as the gateway stops are cut off");
+                server.abort();
+            }
+        }
+        Ok(())
     }
 
     async fn handle(

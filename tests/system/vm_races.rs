@@ -2,7 +2,7 @@
 //! by hanging the target's libvirt (`injectFault(HOST_HANG)`), so each race is played out in
 //! a known order.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
 use super::support::vms::{create_vm, host, host_id, vm, wait_host, wait_vm};
@@ -239,5 +239,40 @@ async fn a_migration_cut_short_by_its_nodes_death_is_told_as_failed_when_it_star
         super::support::metric(&metrics, "troupe_migrations_total", &["outcome=\"FAILED\""]) == 1.0,
         "{metrics}"
     );
+    Ok(())
+}
+
+/// A node's stop answers what it was asked before it goes: a migration under way when
+/// SIGTERM comes (held at its hung target until libvirt's timeout) gets its answer, not a
+/// dropped connection.
+#[tokio::test]
+async fn a_migration_under_way_when_its_node_is_stopped_is_answered() -> Result<()> {
+    let mut node = Node::start(
+        NodeOpts::named("vm-race-term")
+            .arg("--fault-injection", "true")
+            .arg("--libvirt-timeout-ms", 2000),
+    )
+    .await?;
+    let v = create_vm(
+        &node,
+        json!({ "name": "leaving", "vcpus": 1, "memoryMiB": 256, "host": "sim-1" }),
+    )
+    .await?;
+    let id = text(&v, "/id")?;
+    hold_moves_to_sim2(&node).await?;
+    let migrate = node.gql(MIGRATE, json!({ "id": id, "t": "sim-2" }));
+    let stop = async {
+        wait_held(&node, &id).await?;
+        node.sigterm()
+    };
+    let (answer, stopped) = tokio::join!(migrate, stop);
+    stopped?;
+    // An answer, whatever it says (the migration's end, or why it could not end).
+    let answer = answer.context("the request in flight was cut off")?;
+    ensure!(
+        answer["data"]["migrateVm"]["migration"]["phase"].is_string() || answer["errors"].is_array(),
+        "{answer}"
+    );
+    ensure!(node.wait_exit(std::time::Duration::from_secs(60)).await?.success());
     Ok(())
 }
