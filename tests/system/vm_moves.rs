@@ -402,3 +402,31 @@ async fn a_host_taken_out_of_an_incomplete_drain_is_up_without_the_drains_error(
     ensure!(h["lastError"].is_null() && h["drain"]["failed"] == 1, "{h}");
     Ok(())
 }
+
+/// `troupe_host_allocation_ratio` names each host by its qualified name (every node has a
+/// `sim-1`), and holds what the host's claims promise after a restart too (the claims are
+/// restored before the host's capacity is known).
+#[tokio::test]
+async fn allocation_ratios_name_hosts_apart_and_hold_after_a_restart() -> Result<()> {
+    let mut node = Node::start(NodeOpts::named("vm-ratio")).await?;
+    let v = create_vm(
+        &node,
+        json!({ "name": "weighed", "vcpus": 2, "memoryMiB": 1024, "host": "sim-1" }),
+    )
+    .await?;
+    let id = text(&v, "/id")?;
+    let labels = ["host=\"sim-1@vm-ratio\"", "resource=\"cpu\""];
+    let before = metric(&node.metrics().await?, "troupe_host_allocation_ratio", &labels);
+    ensure!(before > 0.0, "{}", node.metrics().await?);
+    node.restart().await?;
+    wait_vm(&node, &id, "running again", |v| v["state"] == "RUNNING").await?;
+    let deadline = Deadline::after(WAIT, "sim-1's ratio as before the restart");
+    loop {
+        let metrics = node.metrics().await?;
+        if metric(&metrics, "troupe_host_allocation_ratio", &labels) == before {
+            break;
+        }
+        deadline.tick(metrics).await?;
+    }
+    Ok(())
+}

@@ -128,7 +128,9 @@ impl Fleet {
             claims.retain(|c| c.host != host);
             !claims.is_empty()
         });
-        inner.hosts.remove(host).and_then(|e| e.libvirt)
+        let gone = inner.hosts.remove(host)?;
+        claims::no_ratios(&gone);
+        gone.libvirt
     }
 
     /// Closes the host to placement for its removal, and answers the VMs with a claim on it

@@ -116,12 +116,23 @@ fn add(inner: &mut Inner, vm: &str, claim: Claim) {
     inner.claims.entry(vm.to_owned()).or_default().push(claim);
 }
 
-/// `troupe_host_allocation_ratio{host,resource}`: what is promised over what may be.
-fn ratios(e: &HostEntry) {
+/// `troupe_host_allocation_ratio{host,resource}`: what is promised over what may be, each
+/// host by its qualified name (`sim-1@beta`: every node has a `sim-1`). Set as claims come
+/// and go and as the host's capacity becomes known.
+pub(super) fn ratios(e: &HostEntry) {
     let c = e.candidate();
     let ratio = |used: u64, limit: u64| if limit == 0 { 0.0 } else { used as f64 / limit as f64 };
-    metrics::gauge!("troupe_host_allocation_ratio", "host" => e.spec.name.clone(), "resource" => "cpu")
+    let host = e.spec.qualified_name();
+    metrics::gauge!("troupe_host_allocation_ratio", "host" => host.clone(), "resource" => "cpu")
         .set(ratio(e.load.vcpus, c.cpu_limit()));
-    metrics::gauge!("troupe_host_allocation_ratio", "host" => e.spec.name.clone(), "resource" => "memory")
+    metrics::gauge!("troupe_host_allocation_ratio", "host" => host, "resource" => "memory")
         .set(ratio(e.load.memory_mib, c.memory_limit()));
+}
+
+/// Sets a host that this node no longer drives to 0 (the exporter cannot drop a series).
+pub(super) fn no_ratios(e: &HostEntry) {
+    let host = e.spec.qualified_name();
+    for resource in ["cpu", "memory"] {
+        metrics::gauge!("troupe_host_allocation_ratio", "host" => host.clone(), "resource" => resource).set(0.0);
+    }
 }

@@ -26,8 +26,9 @@ impl Fleet {
             };
             let before = e.state();
             e.link = link;
-            if capacity.is_some() {
+            if capacity.is_some() && capacity != e.capacity {
                 e.capacity = capacity;
+                super::claims::ratios(e);
             }
             if link == Link::Up {
                 e.last_error = None;
