@@ -421,6 +421,8 @@ async fn a_peer_gone_past_the_drop_time_leaves_the_lists_with_an_event_and_retur
     let event = dropped.next_with_deadline().await?.context("the events stream ended")?;
     ensure!(event["events"]["subject"] == "beta", "{event}");
     ensure!(event["events"]["data"]["silentMs"].as_u64() >= Some(4000), "{event}");
+    // Each member drops a silent peer from its own lists: the event names which one did.
+    ensure!(event["events"]["data"]["by"] == "alpha", "{event}");
     let (ids, body, codes) = agents_through(&alpha).await?;
     ensure!(
         ids.is_empty() && body["data"]["agents"]["missingNodes"] == json!([]) && codes.is_empty(),

@@ -52,7 +52,8 @@ pub(crate) async fn heartbeat(cluster: Cluster, store: Store, sink: BeatSink) {
             let event = NewEvent::new(
                 "MEMBER_DROPPED",
                 Some(name.clone()),
-                serde_json::json!({ "node": name, "silentMs": silent.as_millis() as u64 }),
+                // Each member keeps its own lists, so each writes one: named by who dropped it.
+                serde_json::json!({ "node": name, "silentMs": silent.as_millis() as u64, "by": cluster.name() }),
             );
             if let Err(e) = store.write(Batch::new().event(event)).await {
                 tracing::error!(peer = %name, error = %e, "could not record a dropped peer");

@@ -176,7 +176,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_or_empty_change_writes_nothing() {
+    async fn a_refused_or_empty_change_writes_nothing_and_a_change_with_no_event_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let locks = Locks::default();
@@ -187,12 +187,18 @@ mod tests {
         })
         .await;
         assert_eq!(refused.unwrap_err(), ApiError::Conflict("at maxAgents".into()));
-        change(&store, &locks.hold_spec("s1").await, |spec, _| {
-            spec.size = 8;
+        change(&store, &locks.hold_spec("s1").await, |_, _| Ok(None))
+            .await
+            .unwrap();
+        assert_eq!(load_spec(&store, "s1").await.unwrap().size, 1);
+        let last = store.last_seq().await.unwrap();
+        change(&store, &locks.hold_spec("s1").await, |_, status| {
+            status.reason = "all 2 members run".into();
             Ok(None)
         })
         .await
         .unwrap();
-        assert_eq!(load_spec(&store, "s1").await.unwrap().size, 1);
+        assert_eq!(load_status(&store, "s1").await.unwrap().reason, "all 2 members run");
+        assert_eq!(store.last_seq().await.unwrap(), last, "no event");
     }
 }
