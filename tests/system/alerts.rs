@@ -61,6 +61,22 @@ async fn receiver(log: &Path, fail: u32) -> Result<(Helper, u16)> {
     Ok((h, port))
 }
 
+/// A webhook receiver logging to `hook.log` in `dir`, and a config there (`troupe.toml`)
+/// whose channel `ops` posts to it, followed by `rules` (TOML); the receiver (kept while it
+/// is held), its port, its log and the config's path.
+async fn webhook_config(dir: &Path, rules: &str) -> Result<(Helper, u16, PathBuf, PathBuf)> {
+    let log = dir.join("hook.log");
+    let (hook, port) = receiver(&log, 0).await?;
+    let config = dir.join("troupe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[alert_channels]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n\n{rules}"
+        ),
+    )?;
+    Ok((hook, port, log, config))
+}
+
 fn lines(log: &Path) -> Vec<Value> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -361,13 +377,8 @@ channels = ["void"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_made_through_graphql_alerts_at_once_and_a_test_alert_goes_out() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let log = dir.path().join("hook.log");
-    let (_hook, port) = receiver(&log, 0).await?;
-    std::fs::write(
-        dir.path().join("troupe.toml"),
-        format!("[[alert_channels]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n"),
-    )?;
-    let node = Node::start(NodeOpts::named("tested").arg("--config", dir.path().join("troupe.toml").display())).await?;
+    let (_hook, port, log, config) = webhook_config(dir.path(), "").await?;
+    let node = Node::start(NodeOpts::named("tested").arg("--config", config.display())).await?;
     let sent = node
         .gql_ok(
             "mutation { sendTestAlert(channel: \"ops\") { outcome attempts summary } }",
@@ -516,16 +527,8 @@ async fn a_rule_made_through_graphql_alerts_at_once_and_a_test_alert_goes_out() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_only_the_leader_notifies_and_every_member_lists_the_deliveries() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let log = dir.path().join("hook.log");
-    let (_hook, port) = receiver(&log, 0).await?;
-    let config = dir.path().join("troupe.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[alert_channels]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n\n\
-             [[alert_rules]]\nname = \"given-up\"\nkinds = [\"AGENT_ALERT\"]\nseverity = \"critical\"\nchannels = [\"ops\"]\n"
-        ),
-    )?;
+    let rules = "[[alert_rules]]\nname = \"given-up\"\nkinds = [\"AGENT_ALERT\"]\nseverity = \"critical\"\nchannels = [\"ops\"]\n";
+    let (_hook, _, log, config) = webhook_config(dir.path(), rules).await?;
     let with = |name: &str| NodeOpts::named(name).arg("--config", config.display());
     let (alpha, beta) = super::cluster::start_pair_of(with("alpha"), with("beta")).await?;
     // Two agents given up on, one on each node: every member applies both events.
@@ -588,16 +591,8 @@ fn bodies_about(log: &Path, status: &str, who: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_that_fired_before_its_node_restarted_is_resolved_after() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let log = dir.path().join("hook.log");
-    let (_hook, port) = receiver(&log, 0).await?;
-    let config = dir.path().join("troupe.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[alert_channels]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n\n\
-             [[alert_rules]]\nname = \"failed\"\nkinds = [\"AGENT_FAILED\"]\nchannels = [\"ops\"]\n"
-        ),
-    )?;
+    let rules = "[[alert_rules]]\nname = \"failed\"\nkinds = [\"AGENT_FAILED\"]\nchannels = [\"ops\"]\n";
+    let (_hook, _, log, config) = webhook_config(dir.path(), rules).await?;
     let mut node = Node::start(NodeOpts::named("alone").arg("--config", config.display())).await?;
     // Two agents that fail at once while the gate is shut (then they run the shell echo
     // agent): each fires. The second's notice is written after the first's event, so the
