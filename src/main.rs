@@ -136,6 +136,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Makes this stopped node a cluster of its own from its state (see docs/cluster.md).
 async fn recover(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let store = Config::store_path_in(data_dir);
+    if !store.exists() {
+        anyhow::bail!(
+            "{} holds no node's store ({} is missing): give the data dir of a stopped member",
+            data_dir.display(),
+            store.display()
+        );
+    }
     let forgotten = troupe_actors::node::recover(data_dir).await?;
     let others: Vec<&str> = forgotten
         .members

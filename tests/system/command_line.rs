@@ -250,3 +250,16 @@ async fn an_operator_changes_tasks_swarms_hosts_and_vms_by_name_from_the_command
     ensure!(code == 2 && err.contains("key=value"), "exit {code}: {err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_on_a_dir_that_holds_no_store_says_so_once() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("nope");
+    let (code, out, err) = troupe(&["recover", "--data-dir", &missing.display().to_string()], &[]).await?;
+    ensure!(code != 0 && out.is_empty(), "exit {code}: {out}{err}");
+    ensure!(
+        err.contains("holds no node's store") && err.matches("troupe.redb").count() == 1,
+        "{err}"
+    );
+    Ok(())
+}
