@@ -28,6 +28,15 @@ async fn a_vm_lives_through_its_whole_lifecycle_on_a_simulated_host() -> Result<
     let v = create_vm(&node, json!({ "name": "web-1", "vcpus": 2, "memoryMiB": 1024 })).await?;
     let id = text(&v, "/id")?;
     ensure!(v["state"] == "RUNNING" && v["spec"]["runPolicy"] == "ALWAYS", "{v}");
+    // Created, it was started: told without a passing stop of the domain just defined.
+    let told: Vec<String> = node
+        .events_after(None, &[])
+        .await?
+        .iter()
+        .filter(|e| e["subject"] == id.as_str())
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(told == ["VM_CREATED", "VM_STARTED", "VM_RUNNING"], "{told:?}");
     let domain = text(&v, "/spec/domain")?;
     let on = text(&v, "/host/name")?;
     let h = host(&node, &on).await?;

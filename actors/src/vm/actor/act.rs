@@ -9,7 +9,7 @@ use troupe_runtime::store::Batch;
 use super::{unavailable, Vm};
 use crate::error::ApiError;
 use crate::tables::{VMS, VM_STATUS};
-use crate::vm::{decide, RunPolicy, VmCommand, VmState, VmView, Want};
+use crate::vm::{decide, RunPolicy, Step, VmCommand, VmState, VmView, Want};
 
 impl Vm {
     pub(super) async fn act(&mut self, command: VmCommand) -> Result<VmView, ApiError> {
@@ -26,10 +26,22 @@ impl Vm {
         let cause = command.name();
         match command {
             VmCommand::Ensure => {
-                if current.is_none() {
+                let obs = if current.is_none() {
                     self.define().await.map_err(unavailable)?;
-                }
-                let obs = self.observe(cause).await?;
+                    // Just defined, the domain is shut off until its run policy starts it:
+                    // that passing state is not told (the VM goes from PENDING to what the
+                    // policy makes of it, not through a VM_STOPPED first).
+                    let seen = self.libvirt.observe(&self.spec.domain).await.map_err(unavailable)?;
+                    let starts = seen.as_ref().is_some_and(|o| {
+                        decide(self.spec.run_policy, self.spec.want, o.state, &o.reason) == Step::Start
+                    });
+                    match starts {
+                        true => seen,
+                        false => self.observe(cause).await?,
+                    }
+                } else {
+                    self.observe(cause).await?
+                };
                 self.fresh = false;
                 if let Some(o) = obs {
                     let step = decide(self.spec.run_policy, self.spec.want, o.state, &o.reason);
