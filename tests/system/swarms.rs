@@ -312,10 +312,13 @@ async fn autoscale_grows_a_swarm_with_its_queue_and_shrinks_it_when_idle() -> Re
     let s = create(
         &node,
         json!({ "name": "elastic", "topology": "MESH", "templates": [member], "minAgents": 1, "maxAgents": 4,
-                "autoscale": { "queuePerAgent": 1.0, "idleBelow": 0.5, "cooldownMs": 0 } }),
+                "autoscale": { "queuePerAgent": 0.5, "idleBelow": 0.5, "cooldownMs": 0 } }),
     )
     .await?;
     let id = text(&s, "/id")?;
+    // Six gated tasks: whenever autoscale looks (the submits may still be coming), a swarm of
+    // n < 4 members has 6 - n waiting, more than 0.5 each, so it grows until 4. (With 1.0 a
+    // look that found 3 waiting for 1 member made it 3, where 3 waiting for 3 stopped it.)
     let q = "mutation($id: ID!, $n: JSON!) { submitSwarmTask(id: $id, input: { mode: SINGLE, payload: $n }) { id } }";
     let mut tasks = Vec::new();
     for n in 1..=6 {
