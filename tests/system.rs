@@ -11,6 +11,7 @@ mod system {
     mod agent_health;
     mod agent_lifecycle;
     mod alerts;
+    mod alerts_cluster;
     mod auth;
     mod bad_input;
     mod cluster;
@@ -24,6 +25,7 @@ mod system {
     mod experiments;
     mod failover;
     mod faults;
+    mod handoff;
     mod history;
     mod hooks;
     mod hosts;

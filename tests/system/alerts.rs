@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::support::{text, Deadline, Node, NodeOpts, WAIT};
+use super::support::{Deadline, Node, NodeOpts, WAIT};
 
 /// The Python of the venv `make deps` makes (it has aiosmtpd).
 fn python() -> Result<String> {
@@ -28,12 +28,12 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// A helper process that printed its ready line.
-struct Helper {
+pub(super) struct Helper {
     _child: tokio::process::Child,
     line: String,
 }
 
-async fn helper(program: &str, args: &[String]) -> Result<Helper> {
+pub(super) async fn helper(program: &str, args: &[String]) -> Result<Helper> {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(program)
         .args(args)
@@ -49,7 +49,7 @@ async fn helper(program: &str, args: &[String]) -> Result<Helper> {
     Ok(Helper { _child: child, line })
 }
 
-async fn receiver(log: &Path, fail: u32) -> Result<(Helper, u16)> {
+pub(super) async fn receiver(log: &Path, fail: u32) -> Result<(Helper, u16)> {
     let args = vec![
         fixture("receiver.py").display().to_string(),
         log.display().to_string(),
@@ -64,7 +64,7 @@ async fn receiver(log: &Path, fail: u32) -> Result<(Helper, u16)> {
 /// A webhook receiver logging to `hook.log` in `dir`, and a config there (`troupe.toml`)
 /// whose channel `ops` posts to it, followed by `rules` (TOML); the receiver (kept while it
 /// is held), its port, its log and the config's path.
-async fn webhook_config(dir: &Path, rules: &str) -> Result<(Helper, u16, PathBuf, PathBuf)> {
+pub(super) async fn webhook_config(dir: &Path, rules: &str) -> Result<(Helper, u16, PathBuf, PathBuf)> {
     let log = dir.join("hook.log");
     let (hook, port) = receiver(&log, 0).await?;
     let config = dir.join("troupe.toml");
@@ -77,7 +77,7 @@ async fn webhook_config(dir: &Path, rules: &str) -> Result<(Helper, u16, PathBuf
     Ok((hook, port, log, config))
 }
 
-fn lines(log: &Path) -> Vec<Value> {
+pub(super) fn lines(log: &Path) -> Vec<Value> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
@@ -86,7 +86,7 @@ fn lines(log: &Path) -> Vec<Value> {
 }
 
 /// Waits until `log` holds a line `done` accepts; all its lines then.
-async fn wait_lines(log: &Path, what: &str, done: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>> {
+pub(super) async fn wait_lines(log: &Path, what: &str, done: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>> {
     let deadline = Deadline::after(WAIT, what);
     loop {
         let seen = lines(log);
@@ -521,139 +521,5 @@ async fn a_rule_made_through_graphql_alerts_at_once_and_a_test_alert_goes_out() 
         !out.status.success() && said.contains("no channel is named \"pager\""),
         "{said}"
     );
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_a_cluster_only_the_leader_notifies_and_every_member_lists_the_deliveries() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let rules = "[[alert_rules]]\nname = \"given-up\"\nkinds = [\"AGENT_ALERT\"]\nseverity = \"critical\"\nchannels = [\"ops\"]\n";
-    let (_hook, _, log, config) = webhook_config(dir.path(), rules).await?;
-    let with = |name: &str| NodeOpts::named(name).arg("--config", config.display());
-    let (alpha, beta) = super::cluster::start_pair_of(with("alpha"), with("beta")).await?;
-    // Two agents given up on, one on each node: every member applies both events.
-    for (node, name) in [("alpha", "first"), ("beta", "second")] {
-        let exits = json!({
-            "name": name,
-            "node": node,
-            "backend": { "process": { "command": ["/bin/sh", "-c", "exit 3"] } },
-            "restartLimit": { "maxRestarts": 1, "windowMs": 600000 },
-        });
-        let _ = alpha
-            .gql(
-                "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }",
-                json!({ "input": exits }),
-            )
-            .await?;
-    }
-    let seen = wait_lines(&log, "both alerts", |seen| {
-        let has = |name: &str| {
-            seen.iter().any(|l| {
-                l["body"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains(&format!("agent {name} "))
-            })
-        };
-        has("first") && has("second")
-    })
-    .await?;
-    // Once each: the follower did not send its own.
-    ensure!(seen.len() == 2, "{} requests for two alerts: {seen:?}", seen.len());
-    // The deliveries are replicated: the follower lists what the leader sent.
-    let q = "{ alertDeliveries { summary outcome } }";
-    let deadline = Deadline::after(WAIT, "both members to list both deliveries as DELIVERED");
-    loop {
-        let (a, b) = (alpha.gql_ok(q, json!({})).await?, beta.gql_ok(q, json!({})).await?);
-        let delivered = |v: &Value| {
-            v["alertDeliveries"]
-                .as_array()
-                .is_some_and(|d| d.len() == 2 && d.iter().all(|x| x["outcome"] == "DELIVERED"))
-        };
-        if delivered(&a) && delivered(&b) {
-            break;
-        }
-        deadline.tick(&format!("{a} {b}")).await?;
-    }
-    ensure!(lines(&log).len() == 2, "still two requests: {:?}", lines(&log));
-    Ok(())
-}
-
-/// The webhook bodies `log` holds whose alert is `status` and names `who`.
-fn bodies_about(log: &Path, status: &str, who: &str) -> usize {
-    lines(log)
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l["body"].as_str()?).ok())
-        .filter(|b| b["status"] == status && b["commonLabels"]["subjectName"].as_str() == Some(who))
-        .count()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_alert_that_fired_before_its_node_restarted_is_resolved_after() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let rules = "[[alert_rules]]\nname = \"failed\"\nkinds = [\"AGENT_FAILED\"]\nchannels = [\"ops\"]\n";
-    let (_hook, _, log, config) = webhook_config(dir.path(), rules).await?;
-    let mut node = Node::start(NodeOpts::named("alone").arg("--config", config.display())).await?;
-    // Two agents that fail at once while the gate is shut (then they run the shell echo
-    // agent): each fires. The second's notice is written after the first's event, so the
-    // notifier's cursor is past that event when the node stops.
-    let gate = dir.path().join("gate");
-    let until_gate = format!(
-        "test -e {} || exit 3; exec {}",
-        gate.display(),
-        super::support::shell_agent().join(" ")
-    );
-    let mut ids = Vec::new();
-    for name in ["first", "second"] {
-        let input = json!({
-            "name": name,
-            "backend": { "process": { "command": ["/bin/sh", "-c", until_gate] } },
-            "restartLimit": { "maxRestarts": 0, "windowMs": 600000 },
-        });
-        // Its process exits before it is ready: the spawn's answer says so.
-        let _ = node
-            .gql(
-                "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }",
-                json!({ "input": input }),
-            )
-            .await?;
-        let listed = node
-            .gql_ok(
-                "query($name: String) { agents(name: $name) { edges { node { id } } } }",
-                json!({ "name": name }),
-            )
-            .await?;
-        let id = text(&listed, "/agents/edges/0/node/id")?;
-        node.wait_agent_state(&id, "FAILED").await?;
-        let phrase = format!("agent {name}");
-        wait_lines(&log, "the agent's firing notice", |_| {
-            bodies_about(&log, "firing", &phrase) == 1
-        })
-        .await?;
-        ids.push(id);
-    }
-    // The node stops and starts again; then each alert's resolving event comes: the first
-    // agent is started again (the gate open), the second removed. Each resolved notice
-    // names its agent, the removed one too.
-    ensure!(node.terminate(WAIT).await?.success(), "the node's stop failed");
-    node.restart().await?;
-    std::fs::write(&gate, "")?;
-    node.gql_ok(
-        "mutation($id: ID!) { startAgent(id: $id) { id } }",
-        json!({ "id": ids[0] }),
-    )
-    .await?;
-    node.gql_ok(
-        "mutation($id: ID!) { removeAgent(id: $id) { id } }",
-        json!({ "id": ids[1] }),
-    )
-    .await?;
-    for name in ["first", "second"] {
-        let phrase = format!("agent {name}");
-        let what = format!("the resolved notice about {phrase}");
-        wait_lines(&log, &what, |_| bodies_about(&log, "resolved", &phrase) == 1)
-            .await
-            .with_context(|| format!("{:?}", lines(&log)))?;
-    }
     Ok(())
 }
