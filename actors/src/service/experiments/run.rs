@@ -100,7 +100,9 @@ async fn wait(
             .get(id)
             .is_some_and(|r| !r.gates.is_empty());
         if (early && !armed) || Instant::now() >= until {
-            return None;
+            // Read after the gates: the kill switch takes them and asks the end under one
+            // lock, so gates it emptied since the look above end the experiment as ABORTED.
+            return end_asked(api, id);
         }
         tokio::select! {
             _ = wake.notified() => {}
@@ -240,6 +242,13 @@ pub(super) async fn run(api: Api, id: String, input: ExperimentInput, seed: u64,
         format!("every target recovered and {} invariants held", invariants.len())
     };
     let pass = not_injected.is_none() && recovered == injected && broken.is_empty();
+    if ended.is_none() {
+        // The kill switch pressed while it recovered ends it ABORTED too, as it says.
+        ended = lock(&api.experiments.records)
+            .get(&id)
+            .and_then(|r| r.end.clone())
+            .filter(|e| e.aborted);
+    }
     let report = RecoveryReport {
         verdict: if pass { "PASS" } else { "FAIL" }.into(),
         reason: match &ended {
