@@ -130,6 +130,10 @@ struct Inner {
     forgotten: Arc<raft::ForgottenIds>,
     /// What this member heard of a stopping leader's successor.
     successions: raft::elect::Successions,
+    /// The Raft log's database (the Raft core writes it; pre-votes read its last entry).
+    log_db: Arc<Database>,
+    /// The pre-votes this member won and lost (see `raft::prevote`).
+    pre_votes: watch::Sender<raft::PreVotes>,
     /// Held while this member (the leader) changes the membership: openraft takes one
     /// change at a time and refuses a second while the first is under way.
     changing: tokio::sync::Mutex<()>,
@@ -194,6 +198,7 @@ impl Store {
         let hold = options.identity.timing.hold_unawaited;
         let node = options.identity.name.clone();
         let applied_tables = tables.clone();
+        let kept_log_db = log_db.clone();
         let start = {
             let (tables, transport) = (tables.clone(), transport.clone());
             let snapshots = raft::snapshot_dir(path);
@@ -237,7 +242,7 @@ impl Store {
         let (raft, raft_runtime) = started
             .recv()
             .map_err(|_| StoreError::Database("the store writer did not start".into()))??;
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 db,
                 tx,
@@ -253,9 +258,13 @@ impl Store {
                 node,
                 forgotten,
                 successions: Default::default(),
+                log_db: kept_log_db,
+                pre_votes: Default::default(),
                 changing: Default::default(),
             }),
-        })
+        };
+        store.raft_runtime().spawn(raft::prevote::keep_timer(store.downgrade()));
+        Ok(store)
     }
 
     /// The name of the node this store is (the cluster's name for it).

@@ -337,6 +337,8 @@ async fn a_frozen_node_is_declared_down_then_finds_itself_fenced_and_rejoins_wit
     super::support::vms::wait_vm(&nodes[2], &vm, "RUNNING", |v| v["state"] == "RUNNING").await?;
     wait_vms_counted(&nodes[2], 1.0).await?;
 
+    let (leader, term) = super::restarts::leader_and_term(&nodes[0]).await?;
+    let elected = nodes[0].events_after(None, &["LEADER_CHANGED"]).await?.len();
     nodes[2].freeze()?;
     let home = wait_moved(&nodes[0], &agent, "gamma").await?;
     wait_member_state(&nodes[0], "gamma", "DOWN").await?;
@@ -398,6 +400,15 @@ async fn a_frozen_node_is_declared_down_then_finds_itself_fenced_and_rejoins_wit
     };
     wait_vms_counted(&nodes[2], 0.0).await?;
     wait_vms_counted(holder, 1.0).await?;
+    // gamma, back, stood in no election: the others had heard their leader within its
+    // lease and would not vote for it (a pre-vote), and it followed that leader.
+    let now = super::restarts::leader_and_term(&nodes[0]).await?;
+    ensure!(
+        now == (leader.clone(), term),
+        "{leader} led in term {term}; now {now:?}"
+    );
+    let changes = nodes[0].events_after(None, &["LEADER_CHANGED"]).await?;
+    ensure!(changes.len() == elected, "{changes:?}");
     Ok(())
 }
 

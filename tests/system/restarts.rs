@@ -34,7 +34,7 @@ async fn submit_through(
 }
 
 /// The cluster's leader and term as `node` sees them.
-async fn leader_and_term(node: &Node) -> Result<(String, u64)> {
+pub(super) async fn leader_and_term(node: &Node) -> Result<(String, u64)> {
     let view = node.gql_ok("{ cluster { leader term } }", json!({})).await?;
     let leader = view["cluster"]["leader"].as_str().unwrap_or_default().to_owned();
     Ok((leader, view["cluster"]["term"].as_u64().unwrap_or_default()))

@@ -23,6 +23,7 @@ pub(crate) mod forwarded;
 pub(super) mod log;
 mod machine;
 pub(super) mod network;
+pub(crate) mod prevote;
 mod proposal;
 mod read;
 mod recover;
@@ -38,6 +39,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 pub use network::{serve, RpcKind, SendError, Transport, TransportSlot};
+pub use prevote::PreVotes;
 pub use proposal::Proposal;
 pub(crate) use recover::ForgottenIds;
 pub use recover::{forget_membership, Forgotten, FORGOTTEN_IDS};
@@ -419,6 +421,8 @@ fn config(timing: &Timing) -> Result<Config, StoreError> {
         snapshot_max_chunk_size: SNAPSHOT_CHUNK,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         max_in_snapshot_log_to_keep: (timing.snapshot_every / 20).clamp(1, KEEP_BEHIND_SNAPSHOT),
+        // Troupe's own timer stands, after a pre-vote (see `prevote`).
+        enable_elect: false,
         ..Config::default()
     }
     .validate()

@@ -265,6 +265,7 @@ fn kind_byte(kind: RpcKind) -> u8 {
         RpcKind::Propose => 3,
         RpcKind::ReadIndex => 4,
         RpcKind::Succeed => 5,
+        RpcKind::PreVote => 6,
     }
 }
 
@@ -276,6 +277,7 @@ fn kind_of(byte: u8) -> Option<RpcKind> {
         3 => RpcKind::Propose,
         4 => RpcKind::ReadIndex,
         5 => RpcKind::Succeed,
+        6 => RpcKind::PreVote,
         _ => return None,
     })
 }

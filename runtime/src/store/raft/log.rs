@@ -235,27 +235,37 @@ impl RaftLogReader<Troupe> for LogStore {
     }
 }
 
+/// The id of the last entry in the log, `None` when it holds none.
+fn last_entry(db: &Database) -> Result<Option<LogId<NodeId>>, StoreError> {
+    let txn = db.begin_read().map_err(StoreError::db)?;
+    let log = match txn.open_table(RAFT_LOG) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(StoreError::db(e)),
+    };
+    let last = match log.last().map_err(StoreError::db)? {
+        Some((_, v)) => Some(*codec::decode::<Entry<Troupe>>(v.value())?.get_log_id()),
+        None => None,
+    };
+    Ok(last)
+}
+
+/// The id of the last entry this member holds: the log's last, or the last purged when
+/// the log is empty after a snapshot.
+pub(in crate::store) fn last_log_id(db: &Database) -> Result<Option<LogId<NodeId>>, StoreError> {
+    match last_entry(db)? {
+        Some(last) => Ok(Some(last)),
+        None => read_state(db, RAFT_STATE, PURGED),
+    }
+}
+
 impl RaftLogStorage<Troupe> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<Troupe>, StorageError<NodeId>> {
         let purged: Option<LogId<NodeId>> = self.state(PURGED).await?;
         let db = self.db.clone();
-        let last = blocking(move || {
-            let txn = db.begin_read().map_err(StoreError::db)?;
-            let log = match txn.open_table(RAFT_LOG) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(StoreError::db(e)),
-            };
-            let last = match log.last().map_err(StoreError::db)? {
-                Some((_, v)) => Some(*codec::decode::<Entry<Troupe>>(v.value())?.get_log_id()),
-                None => None,
-            };
-            Ok(last)
-        })
-        .await
-        .map_err(read_error)?;
+        let last = blocking(move || last_entry(&db)).await.map_err(read_error)?;
         Ok(LogState {
             last_purged_log_id: purged,
             last_log_id: last.or(purged),

@@ -35,6 +35,8 @@ pub enum RpcKind {
     ReadIndex,
     /// A leader that stopped names its successor (see `raft::elect`).
     Succeed,
+    /// Would the member vote for the one asking (see `raft::prevote`)?
+    PreVote,
 }
 
 /// How the leader answered a forwarded proposal.
@@ -215,7 +217,10 @@ impl Client {
             let why = format!("no cluster transport yet to reach {}", self.name);
             return Err(RPCError::Unreachable(Unreachable::from(AnyError::error(why))));
         };
-        let bytes = codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut bytes = codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        // Whom it is for, after it (see `addressed`).
+        let to = codec::encode(&self.target).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        bytes.extend(to);
         let answer = transport
             .send(&self.name, kind, bytes, option.hard_ttl())
             .await
@@ -308,20 +313,31 @@ pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u
         // that for a failure, and says so at ERROR).
         return Err(StoreError::Closed);
     }
+    let mine = |to: Option<NodeId>| match to {
+        Some(to) if to != store.raft_id() => Err(StoreError::Rejected(format!(
+            "this node is Raft member {}, not member {to}: it started afresh under the name of a \
+             member the cluster still counts; forget that member (forgetMember) before it joins",
+            store.raft_id()
+        ))),
+        _ => Ok(()),
+    };
     match kind {
         RpcKind::Append => {
-            let rpc: AppendEntriesRequest<Troupe> = codec::decode(request)?;
+            let (rpc, to) = addressed::<AppendEntriesRequest<Troupe>>(request)?;
             heard(rpc.vote.leader_id().voted_for())?;
+            mine(to)?;
             codec::encode(&raft.append_entries(rpc).await)
         }
         RpcKind::Vote => {
-            let rpc: VoteRequest<NodeId> = codec::decode(request)?;
+            let (rpc, to) = addressed::<VoteRequest<NodeId>>(request)?;
             heard(rpc.vote.leader_id().voted_for())?;
+            mine(to)?;
             codec::encode(&raft.vote(rpc).await)
         }
         RpcKind::Snapshot => {
-            let rpc: InstallSnapshotRequest<Troupe> = codec::decode(request)?;
+            let (rpc, to) = addressed::<InstallSnapshotRequest<Troupe>>(request)?;
             heard(rpc.vote.leader_id().voted_for())?;
+            mine(to)?;
             codec::encode(&raft.install_snapshot(rpc).await)
         }
         RpcKind::Propose => {
@@ -344,7 +360,30 @@ pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u
             store.successor_named(word);
             codec::encode(&())
         }
+        RpcKind::PreVote => {
+            let ask: super::prevote::Ask = codec::decode(request)?;
+            heard(Some(ask.candidate))?;
+            codec::encode(&store.would_vote(&ask).await?)
+        }
     }
+}
+
+/// A Raft request and the id of the member it is for, which this release's senders write
+/// after it. A member started afresh with an empty data dir under a former member's name
+/// has a new id: the leader still sends it the former member's messages, by name, and
+/// openraft stops the leader's whole Raft core (a panic, "follower log reversion is not
+/// allowed") when a follower's log goes back. Such a message is refused instead. A request
+/// from an earlier release has no id after it, and an earlier release reads the request
+/// alone (msgpack's decoder stops at its end).
+pub(super) fn addressed<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Option<NodeId>), StoreError> {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    let request = T::deserialize(&mut de).map_err(|e| StoreError::Encoding(e.to_string()))?;
+    let rest = bytes.get(de.position() as usize..).unwrap_or_default();
+    let to = match rest.is_empty() {
+        true => None,
+        false => Some(codec::decode(rest)?),
+    };
+    Ok((request, to))
 }
 
 /// On the leader: hands a follower's group to the Raft core after the one its writer sent

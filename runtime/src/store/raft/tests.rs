@@ -414,6 +414,7 @@ async fn a_lagging_follower_reads_every_acknowledged_write_after_it_linearizes()
 mod bytes;
 mod flight;
 mod membership;
+mod prevote;
 mod projections;
 mod quorum;
 mod storage;

@@ -139,3 +139,47 @@ async fn a_member_restarted_after_its_log_was_purged_still_hands_a_late_member_t
     assert_eq!(b.get(THINGS, "k07").await.unwrap(), Some(vec![7]));
     assert_eq!(b.get(THINGS, "k19").await.unwrap(), Some(vec![19]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_started_afresh_under_a_former_members_name_is_refused_its_messages() {
+    let router = Arc::new(Router::default());
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b, c] = super::three_voters(&router, &dir).await;
+    for i in 0..3u8 {
+        a.write(Batch::new().put(THINGS, format!("k{i}"), vec![i]))
+            .await
+            .unwrap();
+    }
+    caught_up(&c, super::last_log(&a)).await;
+    // c's disk is lost: a store of that name starts again, empty, with a new Raft id, and
+    // the leader's messages for the old c reach it by name.
+    c.transport().set(Arc::new(Router::default()));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let again = member(&router, &elsewhere, "c", super::super::Start::Join);
+    assert_ne!(again.raft_id(), c.raft_id());
+    // The leader goes on with b (before, its Raft core stopped: "follower log reversion is
+    // not allowed"), and the new c holds nothing of the old one's log.
+    for i in 3..6u8 {
+        a.write(Batch::new().put(THINGS, format!("k{i}"), vec![i]))
+            .await
+            .unwrap();
+    }
+    caught_up(&b, super::last_log(&a)).await;
+    assert_eq!(again.raft().metrics().borrow().last_log_index, None);
+    assert!(a.raft().metrics().borrow().running_state.is_ok());
+}
+
+#[test]
+fn a_request_is_read_with_or_without_the_member_it_is_for_after_it() {
+    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(3, 7), None);
+    let alone = crate::codec::encode(&vote).unwrap();
+    let mut addressed = alone.clone();
+    addressed.extend(crate::codec::encode(&42u64).unwrap());
+    let (read, to) = super::super::network::addressed::<openraft::raft::VoteRequest<u64>>(&alone).unwrap();
+    assert_eq!((read, to), (vote.clone(), None));
+    let (read, to) = super::super::network::addressed::<openraft::raft::VoteRequest<u64>>(&addressed).unwrap();
+    assert_eq!((read, to), (vote.clone(), Some(42)));
+    // A release before this one reads the request and leaves what follows.
+    let earlier: openraft::raft::VoteRequest<u64> = crate::codec::decode(&addressed).unwrap();
+    assert_eq!(earlier, vote);
+}

@@ -1,0 +1,37 @@
+//! Pre-vote: a member back from a cut does not depose a leader that never went away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{caught_up, last_log, three_voters, Router, THINGS};
+use crate::store::Batch;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_past_its_election_timeout_comes_back_without_an_election() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, b, c] = three_voters(&router, &dir).await;
+    a.write(Batch::new().put(THINGS, "before", vec![1])).await.unwrap();
+    let term = a.raft().metrics().borrow().current_term;
+    // c cut off both ways: nobody reaches it and it reaches nobody.
+    router.cut.lock().unwrap().insert("c".into());
+    c.transport().set(Arc::new(Router::default()));
+    // It heard no leader past the lease and an election timeout, twice: each time it asked
+    // the others and nobody answered, so it did not stand.
+    let mut pre_votes = c.pre_votes();
+    tokio::time::timeout(Duration::from_secs(20), pre_votes.wait_for(|p| p.lost >= 2))
+        .await
+        .expect("c heard no leader, and asked")
+        .unwrap();
+    assert_eq!(c.raft().metrics().borrow().current_term, term, "c stood while cut off");
+    // Back, it follows the leader it had, in the same term: no election.
+    router.cut.lock().unwrap().remove("c");
+    c.transport().set(router.clone());
+    a.write(Batch::new().put(THINGS, "after", vec![2])).await.unwrap();
+    caught_up(&c, last_log(&a)).await;
+    for store in [&a, &b, &c] {
+        let m = store.raft().metrics().borrow().clone();
+        assert_eq!((m.current_leader, m.current_term), (Some(a.raft_id()), term));
+    }
+    assert_eq!(a.pre_votes().borrow().won + b.pre_votes().borrow().won, 0);
+}
