@@ -9,8 +9,19 @@
 //! context's token file, else the admin token in `--data-dir`.
 //!
 //! Exit codes: 0 done; 1 the API refused (its code printed); 2 a usage error (clap's);
-//! 3 not found; 4 not allowed (no token, a bad one, a role too weak); 5 the node could not
-//! be reached.
+//! 3 not found; 4 not allowed (no token, a bad one, a role too weak: `FORBIDDEN` of any
+//! cause, fault injection off included); 5 the node could not be reached.
+
+/// `println!` for the answer on stdout: when what reads it went away (`troupe events | head
+/// -3`) the command ends there by SIGPIPE, quietly, as Unix tools do (see [`print_out`]).
+macro_rules! outln {
+    () => {
+        $crate::cli::print_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::print_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 mod act;
 mod cluster;
@@ -31,6 +42,22 @@ pub use context::Contexts;
 pub use follow::{EventsArgs, LogsArgs, SubmitArgs};
 pub use ops::{HostsHow, SwarmsHow, TasksHow, VmsHow};
 use serde_json::{json, Value};
+
+/// Writes to stdout. The process ignores SIGPIPE, as Rust has it, so a node that hangs up
+/// on a request is an error the command reports (exit 5), never a silent death by signal;
+/// stdout's reader gone is the one case that ends the command by SIGPIPE, as Unix tools
+/// end, with nothing on stderr (`println!` panicked there).
+pub(crate) fn print_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            crate::end_by_sigpipe();
+        }
+        eprintln!("troupe: cannot write the answer: {e}");
+        std::process::exit(1);
+    }
+}
 
 /// Where the node is and who asks.
 #[derive(Args, Clone)]
@@ -56,7 +83,7 @@ pub struct Client {
 pub enum Output {
     /// Aligned columns, for people.
     Table,
-    /// One JSON array (or object), pretty-printed.
+    /// One JSON array (or object), pretty-printed; what follows (`-f`), an object a line.
     Json,
     /// One JSON object a line, for a pipe (`jq -c`, `grep`).
     Jsonl,
@@ -447,15 +474,15 @@ fn for_people(text: &str) -> String {
 fn print(client: &Client, fields: &[&str], rows: &Value) {
     let each = || rows.as_array().into_iter().flatten();
     match client.output {
-        Output::Json => return println!("{}", serde_json::to_string_pretty(rows).unwrap_or_default()),
-        Output::Jsonl => return each().for_each(|r| println!("{r}")),
+        Output::Json => return outln!("{}", serde_json::to_string_pretty(rows).unwrap_or_default()),
+        Output::Jsonl => return each().for_each(|r| outln!("{r}")),
         Output::Name => {
             let key = if fields.contains(&"id") {
                 "id"
             } else {
                 fields.first().copied().unwrap_or("id")
             };
-            return each().filter_map(|r| r[key].as_str()).for_each(|id| println!("{id}"));
+            return each().filter_map(|r| r[key].as_str()).for_each(|id| outln!("{id}"));
         }
         Output::Table => {}
     }
@@ -487,7 +514,7 @@ fn print(client: &Client, fields: &[&str], rows: &Value) {
         .collect();
     for row in std::iter::once(&headers).chain(&rows) {
         let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     }
 }
 

@@ -74,7 +74,6 @@ enum TokenCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Client(command) = cli.command {
-        end_quietly_when_the_reader_goes();
         return match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(cli::run(command)),
             Err(e) => {
@@ -92,17 +91,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// The command line ends quietly when what reads its output goes away (`troupe events |
-/// head -3`), as Unix tools do: Rust ignores SIGPIPE unless told otherwise, and the next
-/// `println!` then panicked with a backtrace. Only the client does this; a node keeps
-/// ignoring SIGPIPE (a peer that hangs up is an error it handles).
+/// Ends the process as a Unix tool whose reader went away ends (`troupe events | head -3`):
+/// by SIGPIPE, quietly. Rust ignores SIGPIPE, which every command keeps doing (a peer that
+/// hangs up is an error it handles); only a write to stdout that found its reader gone
+/// ([`cli::print_out`]) comes here.
 #[allow(unsafe_code)]
-fn end_quietly_when_the_reader_goes() {
-    // SAFETY: only sets SIGPIPE's disposition back to the default, before any other thread
-    // of this process is started.
+fn end_by_sigpipe() -> ! {
+    // SAFETY: sets SIGPIPE's disposition back to the default, then raises it: the process
+    // ends there, with no other code of it running meanwhile on this thread.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
     }
+    std::process::exit(141)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -113,21 +114,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             action: TokenCommand::Create { role, name, data_dir },
         } => {
             let token = runtime.block_on(auth::create_offline(&data_dir, role, &name))?;
-            println!("{token}");
+            cli::print_out(format_args!("{token}\n"));
             Ok(())
         }
         Command::Recover { data_dir } => runtime.block_on(recover(&data_dir)),
         Command::Completion { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "troupe", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics when its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "troupe", &mut script);
+            cli::print_out(format_args!("{}", String::from_utf8_lossy(&script)));
             Ok(())
         }
         Command::Schema => {
-            print!("{}", troupe_gateway::schema::sdl());
+            cli::print_out(format_args!("{}", troupe_gateway::schema::sdl()));
             Ok(())
         }
         Command::Version => {
-            println!("troupe {}", env!("CARGO_PKG_VERSION"));
+            cli::print_out(format_args!("troupe {}\n", env!("CARGO_PKG_VERSION")));
             Ok(())
         }
         Command::Client(_) => unreachable!("client commands run before"),
@@ -151,12 +155,12 @@ async fn recover(data_dir: &std::path::Path) -> anyhow::Result<()> {
         .map(String::as_str)
         .filter(|m| *m != forgotten.name)
         .collect();
-    println!(
+    cli::print_out(format_args!(
         "{} is now a cluster of its own, with the state it held; the other members ({}) join it \
-         with empty data dirs and --join",
+         with empty data dirs and --join\n",
         forgotten.name,
         others.join(", ")
-    );
+    ));
     Ok(())
 }
 

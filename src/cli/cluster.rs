@@ -43,7 +43,7 @@ pub(super) async fn cluster(client: &Client, what: Cluster) -> Done {
             let query = format!("{{ cluster {{ leader term commitIndex members {{ {fields} }} }} }}");
             let view = ask(client, &query, json!({})).await?["cluster"].clone();
             if client.output == Output::Table {
-                println!(
+                outln!(
                     "leader {}  term {}  commit index {}\n",
                     view["leader"]
                         .as_str()
@@ -164,7 +164,7 @@ async fn start(client: &Client, file: PathBuf, dry_run: bool, wait: bool) -> Don
             |data| {
                 experiment = data["experimentUpdates"].clone();
                 if client.output == Output::Table {
-                    println!(
+                    outln!(
                         "{} {}",
                         experiment["name"].as_str().unwrap_or(""),
                         experiment["state"].as_str().unwrap_or("")
@@ -196,11 +196,11 @@ fn show(client: &Client, experiment: &Value) {
         return print(client, COLUMNS, &json!([experiment]));
     }
     print(client, COLUMNS, &json!([experiment]));
-    println!();
+    outln!();
     print(client, INJECTION, &experiment["injections"]);
     let report = &experiment["report"];
     if !report.is_null() {
-        println!(
+        outln!(
             "\n{}: {} ({} injected, {} recovered)",
             report["verdict"].as_str().unwrap_or(""),
             report["reason"].as_str().unwrap_or(""),
@@ -209,7 +209,7 @@ fn show(client: &Client, experiment: &Value) {
         );
         for i in report["invariants"].as_array().into_iter().flatten() {
             let mark = if i["ok"] == json!(true) { "ok  " } else { "FAIL" };
-            println!(
+            outln!(
                 "  {mark} {} {}",
                 i["name"].as_str().unwrap_or(""),
                 i["detail"].as_str().unwrap_or("")

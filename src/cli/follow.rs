@@ -132,38 +132,46 @@ pub(super) async fn logs(client: &Client, l: LogsArgs) -> Done {
     let query = "query($id: ID!, $limit: Int) { agentLogs(id: $id, limit: $limit) { seq at stream line taskId } }";
     let lines = ask(client, query, json!({ "id": id, "limit": l.tail })).await?["agentLogs"].clone();
     let show = |line: &Value| match client.output {
-        Output::Json | Output::Jsonl => println!("{line}"),
-        Output::Name => println!("{}", line["line"].as_str().unwrap_or("")),
-        Output::Table => println!(
+        Output::Json | Output::Jsonl => outln!("{line}"),
+        Output::Name => outln!("{}", line["line"].as_str().unwrap_or("")),
+        Output::Table => outln!(
             "{} {:<6} {}",
             for_people(line["at"].as_str().unwrap_or("")),
             line["stream"].as_str().unwrap_or(""),
             line["line"].as_str().unwrap_or("")
         ),
     };
-    lines.as_array().into_iter().flatten().for_each(show);
-    if l.follow {
-        let after = lines
-            .as_array()
-            .and_then(|l| l.last())
-            .and_then(|l| l["seq"].as_u64())
-            .unwrap_or(0);
-        let after = Cell::new(after);
-        let query = "subscription($id: ID!, $after: Int64) { agentLogLines(id: $id, after: $after) { seq at stream line taskId } }";
-        follow(
-            client,
-            query,
-            || json!({ "id": id, "after": after.get() }),
-            |data| {
-                let line = &data["agentLogLines"];
-                show(line);
-                after.set(line["seq"].as_u64().unwrap_or(after.get()));
-                Ok(())
-            },
-        )
-        .await?;
+    let lines = lines.as_array().cloned().unwrap_or_default();
+    if !l.follow {
+        shown_all(client, &lines, show);
+        return Ok(());
     }
-    Ok(())
+    lines.iter().for_each(show);
+    let after = lines.last().and_then(|l| l["seq"].as_u64()).unwrap_or(0);
+    let after = Cell::new(after);
+    let query =
+        "subscription($id: ID!, $after: Int64) { agentLogLines(id: $id, after: $after) { seq at stream line taskId } }";
+    follow(
+        client,
+        query,
+        || json!({ "id": id, "after": after.get() }),
+        |data| {
+            let line = &data["agentLogLines"];
+            show(line);
+            after.set(line["seq"].as_u64().unwrap_or(after.get()));
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// What was read, when nothing follows: one pretty JSON array for `-o json`, else each
+/// row as `show` has it. (What follows comes an object a line, as it happens.)
+fn shown_all(client: &Client, rows: &[Value], show: impl Fn(&Value)) {
+    match client.output {
+        Output::Json => outln!("{}", serde_json::to_string_pretty(rows).unwrap_or_default()),
+        _ => rows.iter().for_each(show),
+    }
 }
 
 /// The id of the entity `who` names: a host by id, name or `name@node` (as the node resolves
@@ -192,9 +200,9 @@ pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
     };
     // For people: the event as a sentence, its subject by name.
     let show = |event: &Value| match client.output {
-        Output::Json | Output::Jsonl => println!("{event}"),
-        Output::Name => println!("{}", event["seq"]),
-        Output::Table => println!(
+        Output::Json | Output::Jsonl => outln!("{event}"),
+        Output::Name => outln!("{}", event["seq"]),
+        Output::Table => outln!(
             "{:>8} {} {:<22} {}",
             event["seq"],
             for_people(event["at"].as_str().unwrap_or("")),
@@ -215,10 +223,11 @@ pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
     )
     .await?;
     let events = data["events"].as_array().cloned().unwrap_or_default();
-    events.iter().for_each(show);
     if !e.follow {
+        shown_all(client, &events, show);
         return Ok(());
     }
+    events.iter().for_each(show);
     let shown = events.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
     let after = Cell::new(shown.max(data["node"]["lastSeq"].as_u64().unwrap_or(0)));
     let query = format!(

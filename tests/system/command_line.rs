@@ -42,21 +42,29 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
     let (code, _, err) = troupe(&["cluster", "role", "solo", "LEARNER"], &at(&node)).await?;
     ensure!(code == 1 && !err.contains("invalid value"), "{code} {err}");
     // Its output into a pipe whose reader is gone (`troupe cluster status | head -0`): it
-    // ends by SIGPIPE, quietly, as Unix tools do, not by a panic with a backtrace.
-    let (reader, writer) = std::io::pipe()?;
-    drop(reader);
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_troupe"));
-    command.args(["cluster", "status"]).envs(at(&node)).stdout(writer);
-    // (spawned: tokio's `output()` would make stdout a pipe of its own)
-    let child = command.stderr(std::process::Stdio::piped()).spawn()?;
-    let out = tokio::time::timeout(WAIT, child.wait_with_output()).await??;
-    let err = String::from_utf8_lossy(&out.stderr);
-    use std::os::unix::process::ExitStatusExt;
-    ensure!(
-        out.status.signal() == Some(libc::SIGPIPE) && err.is_empty(),
-        "into a closed pipe: {:?}, {err}",
-        out.status
-    );
+    // ends by SIGPIPE, quietly, as Unix tools do, not by a panic with a backtrace. So do
+    // `schema` and `completion`, which ask no node.
+    for args in [&["cluster", "status"][..], &["schema"], &["completion", "zsh"]] {
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_troupe"));
+        command.args(args).envs(at(&node)).stdout(writer);
+        // (spawned: tokio's `output()` would make stdout a pipe of its own)
+        let child = command.stderr(std::process::Stdio::piped()).spawn()?;
+        let out = tokio::time::timeout(WAIT, child.wait_with_output()).await??;
+        let err = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        ensure!(
+            out.status.signal() == Some(libc::SIGPIPE) && err.is_empty(),
+            "{args:?} into a closed pipe: {:?}, {err}",
+            out.status
+        );
+    }
+    // A node that hangs up on the request (https:// to a gateway that speaks plain HTTP) is
+    // an error the command reports, not a silent death by SIGPIPE.
+    let https = format!("https://{}", node.addr);
+    let (code, _, err) = troupe(&["agents", "list", "--url", &https], &at(&node)).await?;
+    ensure!(code == 5 && err.contains("cannot reach"), "{code}: {err}");
 
     // `-o name` prints ids a line each; `-o jsonl` an object a line.
     let (code, out, _) = troupe(&["agents", "list", "-o", "name"], &at(&node)).await?;
@@ -103,6 +111,10 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
     ensure!(out.contains("agent echoer failed: fault injection"), "{out}");
     let (_, out, _) = troupe(&["events", "--kind", "TASK_SUCCEEDED", "--tail", "1"], &at(&node)).await?;
     ensure!(out.contains(&format!("task echoer · {tail} succeeded")), "{out}");
+    // `-o json` is one array, as for every list.
+    let (code, out, _) = troupe(&["events", "--tail", "2", "-o", "json"], &at(&node)).await?;
+    let events: Vec<Value> = serde_json::from_str(&out).with_context(|| out.clone())?;
+    ensure!(code == 0 && events.len() == 2 && events[1]["kind"].is_string(), "{out}");
 
     // A context names the node and its token file; the flags are not needed then.
     let token = dir.path().join("token");

@@ -342,7 +342,7 @@ async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_t
         "{lines}"
     );
     // The last events, filtered.
-    let (code, events, _) = cli(&node, &["events", "--kind", "TASK_SUCCEEDED", "-o", "json"]).await?;
+    let (code, events, _) = cli(&node, &["events", "--kind", "TASK_SUCCEEDED", "-o", "jsonl"]).await?;
     ensure!(
         code == 0 && events.lines().count() == 3 && events.lines().all(|e| e.contains("TASK_SUCCEEDED")),
         "{events}"
@@ -363,9 +363,10 @@ async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_t
         &["events", "--kind", "TASK_SUCCEEDED", "--tail", "1", "-o", "json"],
     )
     .await?;
+    let events: Vec<Value> = serde_json::from_str(&events).with_context(|| events.clone())?;
     ensure!(
-        code == 0 && events.lines().count() == 1 && events.contains("TASK_SUCCEEDED"),
-        "{events}"
+        code == 0 && events.len() == 1 && events[0]["kind"] == "TASK_SUCCEEDED",
+        "{events:?}"
     );
     // Alert deliveries: none yet, and a channel that is not there is not found.
     let (code, table, _) = cli(&node, &["alerts", "list", "--failed"]).await?;
