@@ -129,6 +129,12 @@ impl Api {
         self.ctx.cluster.members()
     }
 
+    /// The id a keyed mutation answered under `key` (`scope`: the mutation, as
+    /// `submitTask`), whatever request it answered; `None` when none is kept.
+    pub async fn answered_under(&self, scope: &str, key: &str) -> Result<Option<String>, ApiError> {
+        Ok(self.ctx.idempotency.kept(scope, key).await?)
+    }
+
     pub fn tokens(&self) -> &Tokens {
         &self.ctx.tokens
     }

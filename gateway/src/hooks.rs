@@ -5,7 +5,7 @@
 //! ```text
 //!  request ─▶ hook named? ─no─▶ 404
 //!             │ signature (raw bytes) or bearer token ─bad─▶ 401
-//!             │ X-GitHub-Event: ping, not in `events`, or `match` fails ─▶ 204
+//!             │ X-GitHub-Event: ping, not in `events` (or none), `match` fails ─▶ 204
 //!             │ body JSON, `payload` pointers resolve ─no─▶ 422
 //!             └▶ submit under the key hook:<name>:<delivery> ─▶ 202 {taskId} (200 for a repeat)
 //! ```
@@ -55,6 +55,7 @@ pub async fn receive(
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no hook is named {name:?}"));
     };
     if body.len() > hook.max_body_bytes {
+        count(&name, "invalid");
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
@@ -62,44 +63,64 @@ pub async fn receive(
         );
     }
     if let Err(why) = authenticate(&hook.auth, &headers, &body) {
-        metrics::counter!("troupe_hook_requests_total", "hook" => name.clone(), "outcome" => "refused").increment(1);
+        count(&name, "refused");
         return error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", why);
     }
     let event = header(&headers, "x-github-event");
-    if event == Some("ping") || event.is_some_and(|e| !hook.events.is_empty() && !hook.events.iter().any(|k| k == e)) {
+    // A hook that names its events takes those only: a request that names none is not one.
+    let taken = hook.events.is_empty() || event.is_some_and(|e| hook.events.iter().any(|k| k == e));
+    if event == Some("ping") || !taken {
+        count(&name, "ignored");
         return StatusCode::NO_CONTENT.into_response();
     }
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
+            count(&name, "invalid");
             return error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_INPUT",
                 format!("the body is not JSON: {e}"),
-            )
+            );
         }
     };
     if !matches(hook, &body) {
+        count(&name, "ignored");
         return StatusCode::NO_CONTENT.into_response();
     }
     let payload = match payload(hook, body) {
         Ok(p) => p,
-        Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_INPUT", message),
+        Err(message) => {
+            count(&name, "invalid");
+            return error(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_INPUT", message);
+        }
     };
     let key = header(&headers, &hook.idempotency_header).map(|d| keyed(&hook.name, d));
-    let outcome = submit(&s.api, hook, payload, key.as_deref()).await;
-    let label = match &outcome {
-        Ok(_) => "submitted",
-        Err(_) => "failed",
-    };
-    metrics::counter!("troupe_hook_requests_total", "hook" => name.clone(), "outcome" => label).increment(1);
+    let mut outcome = submit(&s.api, hook, payload, key.as_deref()).await;
+    if let (Err(ApiError::Conflict(_)), Some(key)) = (&outcome, &key) {
+        // The same delivery after the hook's template changed: a repeat, answered with what
+        // the first one made, not a new task.
+        if let Ok(Some(id)) = s.api.answered_under(scope(hook), key).await {
+            outcome = Ok(Made {
+                id,
+                field: field(hook),
+                fresh: false,
+            });
+        }
+    }
+    count(
+        &name,
+        match &outcome {
+            Ok(made) if made.fresh => "submitted",
+            Ok(_) => "duplicate",
+            Err(_) => "failed",
+        },
+    );
     match outcome {
         Ok(Made { id, field, fresh }) => {
             let status = if fresh { StatusCode::ACCEPTED } else { StatusCode::OK };
             answer(status, json!({ field: id, "duplicate": !fresh }))
         }
-        // The same delivery after the hook's template changed: a repeat, not a new task.
-        Err(ApiError::Conflict(_)) if key.is_some() => answer(StatusCode::OK, json!({ "duplicate": true })),
         Err(e) => {
             let status = match e.code() {
                 "INVALID_INPUT" => StatusCode::UNPROCESSABLE_ENTITY,
@@ -110,6 +131,27 @@ pub async fn receive(
             };
             error(status, e.code(), e.to_string())
         }
+    }
+}
+
+/// Counts one request by how it was answered: `submitted`, `duplicate`, `ignored` (204),
+/// `refused` (401), `invalid` (413, 400, 422) or `failed`.
+fn count(hook: &str, outcome: &'static str) {
+    metrics::counter!("troupe_hook_requests_total", "hook" => hook.to_owned(), "outcome" => outcome).increment(1);
+}
+
+/// The mutation a hook's deliveries are keyed under, and the field its answer names.
+fn scope(hook: &Hook) -> &'static str {
+    match hook.target {
+        HookTarget::Capability(_) => "submitTask",
+        HookTarget::Swarm(_) => "swarm-task",
+    }
+}
+
+fn field(hook: &Hook) -> &'static str {
+    match hook.target {
+        HookTarget::Capability(_) => "taskId",
+        HookTarget::Swarm(_) => "swarmTaskId",
     }
 }
 
@@ -206,7 +248,7 @@ async fn submit(api: &Api, hook: &Hook, payload: Value, key: Option<&str>) -> Re
             let fresh = task.spec.created_at >= before;
             Ok(Made {
                 id: task.spec.id,
-                field: "taskId",
+                field: field(hook),
                 fresh,
             })
         }
@@ -224,7 +266,7 @@ async fn submit(api: &Api, hook: &Hook, payload: Value, key: Option<&str>) -> Re
             let fresh = task.created_at >= before;
             Ok(Made {
                 id: task.id,
-                field: "swarmTaskId",
+                field: field(hook),
                 fresh,
             })
         }

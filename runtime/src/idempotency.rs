@@ -125,6 +125,20 @@ impl Idempotency {
         }
     }
 
+    /// The answer kept under `key` within `scope`, whatever request it answered; `None` when
+    /// none is kept (or it expired). For a caller that takes a reused key for the same
+    /// request, as a webhook's redelivery after the hook's template changed.
+    pub async fn kept<T: DeserializeOwned>(&self, scope: &str, key: &str) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = self.store.get(IDEMPOTENCY, &format!("{scope}/{key}")).await? else {
+            return Ok(None);
+        };
+        let entry: Entry = crate::codec::decode(&bytes)?;
+        if entry.expires_at <= crate::clock::now() {
+            return Ok(None);
+        }
+        crate::codec::decode(&entry.answer).map(Some)
+    }
+
     /// Claims `key` within `scope` (the mutation's name) for `request`.
     pub async fn claim<T: DeserializeOwned>(
         &self,

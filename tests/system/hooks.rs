@@ -110,6 +110,15 @@ swarm = "deployers"
         status == 200 && again["taskId"] == made["taskId"] && again["duplicate"] == true,
         "{status} {again}"
     );
+    // So is one whose mapped payload differs now (the hook's template changed): it is
+    // answered with the task the first one made.
+    let edited = json!({ "action": "opened", "issue": { "title": "Crash on start (edited)" },
+                         "repository": { "full_name": "acme/app" } });
+    let (status, again) = github(&node, "issues", "d-1", &edited, secret).send().await?;
+    ensure!(
+        status == 200 && again["taskId"] == made["taskId"] && again["duplicate"] == true,
+        "{status} {again}"
+    );
 
     // Wrong secret, no signature: 401, and no task.
     let (status, refused) = github(&node, "issues", "d-2", &opened, "guess").send().await?;
@@ -137,6 +146,10 @@ swarm = "deployers"
     let closed = json!({ "action": "closed", "issue": { "title": "x" }, "repository": { "full_name": "acme/app" } });
     ensure!(github(&node, "issues", "d-5", &closed, secret).send().await?.0 == 204);
     ensure!(github(&node, "push", "d-6", &opened, secret).send().await?.0 == 204);
+    // A hook that names its events takes none from a request that names no event.
+    let mut unnamed = github(&node, "issues", "d-9", &opened, secret);
+    unnamed.headers.retain(|(k, _)| *k != "x-github-event");
+    ensure!(unnamed.send().await?.0 == 204, "a delivery that names no event");
     // A body its payload cannot be mapped from: 422, naming what is missing.
     let bare = json!({ "action": "opened", "issue": { "title": "no repository" } });
     let (status, unmapped) = github(&node, "issues", "d-7", &bare, secret).send().await?;
@@ -156,6 +169,22 @@ swarm = "deployers"
     let tasks = node.gql_ok("{ tasks(first: 50) { nodes { id } } }", json!({})).await?;
     let count = tasks["tasks"]["nodes"].as_array().map_or(0, Vec::len);
     ensure!(count == 1, "one task for all those requests, found {count}");
+    // Every answer is counted by its outcome (the 404 names no hook, and is not).
+    let metrics = node.metrics().await?;
+    for (outcome, want) in [
+        ("submitted", 1.0),
+        ("duplicate", 2.0),
+        ("ignored", 4.0),
+        ("refused", 3.0),
+        ("invalid", 1.0),
+    ] {
+        let seen = super::support::metric(
+            &metrics,
+            "troupe_hook_requests_total",
+            &["hook=\"issues\"", &format!("outcome=\"{outcome}\"")],
+        );
+        ensure!(seen == want, "{outcome}: {seen}, not {want}");
+    }
 
     // A bearer-token hook gives its swarm (named) a task; a wrong token is refused.
     let member = json!({ "count": 1, "agent": { "name": "deployer", "capabilities": ["deploy"],

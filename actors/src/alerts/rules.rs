@@ -180,7 +180,10 @@ impl Grouper {
     pub fn on_event(&mut self, event: &Event, subject: &Subject, now: DateTime<Utc>) -> Vec<Notice> {
         let mut out = Vec::new();
         let key_of = |rule: &Rule| format!("{}/{}", rule.name, event.subject.as_deref().unwrap_or(&event.kind));
-        // A resolving event ends the groups it resolves on the same subject.
+        // A resolving event ends the groups it resolves on the same subject, and fires no
+        // alert of its own under those rules (a rule taking `MEMBER_*` would otherwise fire
+        // again, and for good, on the `MEMBER_UP` that just ended its `MEMBER_DOWN`).
+        let mut ended = Vec::new();
         for rule in &self.rules {
             let key = key_of(rule);
             let ends = self
@@ -192,6 +195,7 @@ impl Grouper {
                 let mut notice = self.notice(group.rule, &key, Status::Resolved, event, subject, 1, group.starts_at);
                 notice.subject_name = notice.subject_name.or(group.subject_name);
                 out.push(notice);
+                ended.push(key);
             }
         }
         for (i, rule) in self.rules.iter().enumerate() {
@@ -199,6 +203,9 @@ impl Grouper {
                 continue;
             }
             let key = key_of(rule);
+            if ended.contains(&key) {
+                continue;
+            }
             let existing = self.groups.get(&key);
             let in_window = existing.is_some_and(|g| g.window_ends.is_some_and(|end| now < end));
             let starts_at = existing.map_or(event.at, |g| g.starts_at);
@@ -386,6 +393,21 @@ mod tests {
         );
         // Resolved once: a second HEALTHY resolves nothing.
         assert!(g.on_event(&event(4, "AGENT_HEALTHY", "a1", t), &s, t).is_empty());
+    }
+
+    #[test]
+    fn the_event_that_ends_an_alert_fires_none_of_its_own_under_a_rule_that_takes_its_kind() {
+        let mut g = Grouper::new(vec![rule("members", &["MEMBER_*"], Severity::Info)]);
+        let s = Subject::default();
+        let t = t0();
+        assert_eq!(g.on_event(&event(1, "MEMBER_DOWN", "n2", t), &s, t).len(), 1);
+        let back = g.on_event(&event(2, "MEMBER_UP", "n2", t), &s, t);
+        let seen: Vec<(Status, &str)> = back.iter().map(|n| (n.status, n.kind.as_str())).collect();
+        assert_eq!(seen, [(Status::Resolved, "MEMBER_UP")]);
+        // Nothing left firing for n2: its next fall fires at once.
+        let later = t + chrono::Duration::seconds(5);
+        let again = g.on_event(&event(3, "MEMBER_SUSPECT", "n2", later), &s, later);
+        assert_eq!((again.len(), again[0].status), (1, Status::Firing));
     }
 
     #[test]
