@@ -68,6 +68,43 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/favicon.svg", get(favicon))
         .route("/graphiql", get(graphiql))
         .route("/graphiql/{*file}", get(graphiql_file))
+        .fallback(not_found)
+}
+
+/// A path nothing serves: a page that says so and leads back, for a browser (a blank page
+/// had no way out); a coded error otherwise.
+async fn not_found(uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let path = uri.path();
+    let wants_html = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if !wants_html {
+        let body =
+            serde_json::json!({ "error": { "code": "NOT_FOUND", "message": format!("nothing is served at {path}") } });
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    }
+    let escaped: String = path
+        .chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '&' => "&amp;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect();
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not found · Troupe</title></head>\
+         <body><h1>Nothing here</h1><p>Troupe serves nothing at <code>{escaped}</code>.</p>\
+         <p><a href=\"/\">The dashboard</a> · <a href=\"/graphiql\">GraphiQL</a></p></body></html>"
+    );
+    let mut response = (StatusCode::NOT_FOUND, page).into_response();
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 async fn app(headers: HeaderMap) -> Response {
@@ -220,6 +257,15 @@ mod tests {
         assert_eq!(get("/assets/missing.js", &[]).await.status(), StatusCode::NOT_FOUND);
         assert_eq!(get(&format!("/{script}.gz"), &[]).await.status(), StatusCode::NOT_FOUND);
         assert_eq!(get("/nothing-here", &[]).await.status(), StatusCode::NOT_FOUND);
+        // A browser sent to a path nothing serves gets a page that leads back.
+        let lost = get("/nope", &[("accept", "text/html,application/xhtml+xml")]).await;
+        assert_eq!(lost.status(), StatusCode::NOT_FOUND);
+        let page = axum::body::to_bytes(lost.into_body(), 1 << 16).await.unwrap();
+        let page = String::from_utf8_lossy(&page);
+        assert!(
+            page.contains("<a href=\"/\">The dashboard</a>") && page.contains("<code>/nope</code>"),
+            "{page}"
+        );
         let graphiql = get("/graphiql", &[]).await;
         assert!(graphiql.headers()[CONTENT_SECURITY_POLICY]
             .to_str()
