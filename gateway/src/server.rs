@@ -210,8 +210,9 @@ async fn graphql(
     }
     let mutation = schema::notes::is_mutation(&mut request);
     let notes = std::sync::Arc::new(schema::notes::Notes::default());
-    let response = s.schema.execute(request.data(caller).data(notes.clone())).await;
-    let response = schema::notes::finish(schema::finish(response), &notes, mutation, &s.api);
+    let execute = s.schema.execute(request.data(caller).data(notes.clone()));
+    let (response, peer_applied) = troupe_actors::cluster::remote::noting_peer_commits(execute).await;
+    let response = schema::notes::finish(schema::finish(response), &notes, mutation, &s.api, peer_applied);
     GraphQLResponse::from(response).into_response()
 }
 

@@ -14,6 +14,19 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     rmp_serde::from_slice(bytes).map_err(|e| StoreError::Encoding(e.to_string()))
 }
 
+/// Decodes a value and, when more follows it, a second one: how a message grows a field an
+/// earlier release neither sends nor reads ([`decode`] reads the first value and leaves the
+/// rest, so an earlier release takes such a message as it always did).
+pub fn decode_then<T: DeserializeOwned, U: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Option<U>), StoreError> {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    let first = T::deserialize(&mut de).map_err(|e| StoreError::Encoding(e.to_string()))?;
+    let rest = bytes.get(de.position() as usize..).unwrap_or_default();
+    match rest.is_empty() {
+        true => Ok((first, None)),
+        false => Ok((first, Some(decode(rest)?))),
+    }
+}
+
 /// `#[serde(with = "troupe_runtime::codec::json_text")]` for a `serde_json::Value` field:
 /// rmp-serde cannot decode into a self-describing `Value` reliably, JSON text round-trips.
 pub mod json_text {

@@ -321,3 +321,37 @@ async fn a_keyed_submit_whose_node_never_learned_its_outcome_runs_once_when_retr
     ensure!(ran.len() == 1, "{ran:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_a_peer_carried_out_answers_a_commit_index_that_holds_it_though_the_node_asked_is_behind() -> Result<()>
+{
+    let nodes = three_nodes_up().await?;
+    let made = nodes[0]
+        .gql_ok(
+            "mutation { createSwarm(input: { name: \"kept\", node: \"beta\", templates: [] }) { id } }",
+            json!({}),
+        )
+        .await?;
+    let swarm = text(&made, "/createSwarm/id")?;
+    // gamma applies nothing more of the log, and still calls beta, which holds the swarm.
+    cut_log(&nodes, 2, true)?;
+    let set = "mutation($id: ID!) { setSwarmMemory(id: $id, key: \"k\", value: 1) { version } }";
+    let body = json!({ "query": set, "variables": { "id": swarm } });
+    let (_, answer) = nodes[2].post_graphql(Some(&nodes[2].token), &body).await?;
+    ensure!(answer["data"]["setSwarmMemory"]["version"] == 1, "{answer}");
+    let index = answer["extensions"]["commitIndex"].as_u64().context("commitIndex")?;
+    let behind = nodes[2].gql_ok("{ cluster { commitIndex } }", json!({})).await?;
+    let behind = behind["cluster"]["commitIndex"].as_u64().context("commitIndex")?;
+    // The answer names the index of beta's write, which gamma has not applied (it named
+    // gamma's own before, and a read on gamma that waited for it missed the write).
+    ensure!(index > behind, "the write's commit index {index}, gamma's {behind}");
+    cut_log(&nodes, 2, false)?;
+    let get = "query($id: ID!) { swarm(id: $id) { memory { key version } } }";
+    let read = json!({ "query": get, "variables": { "id": swarm }, "extensions": { "minCommitIndex": index } });
+    let (_, seen) = nodes[2].post_graphql(Some(&nodes[2].token), &read).await?;
+    ensure!(
+        seen["data"]["swarm"]["memory"] == json!([{ "key": "k", "version": 1 }]),
+        "{seen}"
+    );
+    Ok(())
+}

@@ -56,6 +56,9 @@ pub struct Cluster {
     directory: super::directory::Directory,
     /// This node's lease and the leader's grants (see [`super::lease`]).
     pub(crate) leases: super::lease::Leases,
+    /// This node's store, for the log index a peer call's answer carries (see
+    /// [`super::remote::noting_peer_commits`]).
+    store: Option<troupe_runtime::store::WeakStore>,
 }
 
 /// What this node knows of a peer it has heard from.
@@ -100,7 +103,22 @@ impl Cluster {
             drop_after: Duration::from_secs(60),
             directory: Default::default(),
             leases: Default::default(),
+            store: None,
         }
+    }
+
+    /// The store this node's answers to peers read their applied log index from.
+    pub fn with_store(mut self, store: &troupe_runtime::store::Store) -> Self {
+        self.store = Some(store.downgrade());
+        self
+    }
+
+    /// The last log entry this node applied (0 without a store).
+    pub fn applied_index(&self) -> u64 {
+        self.store
+            .as_ref()
+            .and_then(troupe_runtime::store::WeakStore::upgrade)
+            .map_or(0, |s| s.applied_index())
     }
 
     /// Where moved entities live now.

@@ -26,6 +26,26 @@ use tokio::sync::watch;
 use super::{Cluster, Gathered, MemberStatus};
 use crate::error::ApiError;
 
+tokio::task_local! {
+    /// While a client's request runs ([`noting_peer_commits`]): the highest log index a peer
+    /// that answered part of it had applied when it answered.
+    static PEER_APPLIED: std::cell::Cell<u64>;
+}
+
+/// Runs a client's request, and tells the highest log index a peer that answered part of
+/// it had applied by then (0: no peer did). A write a peer made for it is in the log at or
+/// below that index, which this node may not have applied yet: a mutation's answer carries
+/// the higher of the two as its `commitIndex`, so a read that waits for it, on any node,
+/// sees the write. A peer of an earlier release tells no index.
+pub async fn noting_peer_commits<F: std::future::Future>(request: F) -> (F::Output, u64) {
+    PEER_APPLIED
+        .scope(std::cell::Cell::new(0), async move {
+            let out = request.await;
+            (out, PEER_APPLIED.with(std::cell::Cell::get))
+        })
+        .await
+}
+
 /// How long a call to a peer's service may take.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -479,7 +499,12 @@ impl<S: Service> Actor for ServiceActor<S> {
                 Err(e) => Err(ApiError::invalid(format!("undecodable {} request: {e}", S::ROLE))),
             };
             match troupe_runtime::codec::encode(&answer) {
-                Ok(bytes) => {
+                Ok(mut bytes) => {
+                    // After the answer, what this node applied by now (it holds what the
+                    // request wrote): see `noting_peer_commits`.
+                    if let Ok(applied) = troupe_runtime::codec::encode(&service.cluster().applied_index()) {
+                        bytes.extend(applied);
+                    }
                     let _ = reply.send(bytes);
                 }
                 Err(e) => tracing::error!(error = %e, role = S::ROLE, "cannot encode a peer answer"),
@@ -524,7 +549,13 @@ pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Dura
         ))
     };
     match service.call(|reply| S::Msg::wrap(bytes, reply), Some(timeout)).await {
-        Ok(CallResult::Success(reply)) => troupe_runtime::codec::decode::<Result<S::Response, ApiError>>(&reply)?,
+        Ok(CallResult::Success(reply)) => {
+            let (answer, applied) = troupe_runtime::codec::decode_then::<Result<S::Response, ApiError>, u64>(&reply)?;
+            if let Some(applied) = applied {
+                let _ = PEER_APPLIED.try_with(|seen| seen.set(seen.get().max(applied)));
+            }
+            answer
+        }
         Ok(CallResult::Timeout) => Err(late()),
         // ractor_cluster drops a pending call's reply port once it has expired, which can
         // beat the call's own timeout: that is a peer that did not answer, not one gone.

@@ -89,7 +89,8 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         },
         gateway_address: None,
     })
-    .with_drop_after(config.peer_drop_after);
+    .with_drop_after(config.peer_drop_after)
+    .with_store(&store);
     let slots = Slots::default();
     let experiments = crate::service::experiments::Experiments::new(
         config.fault_injection,

@@ -57,9 +57,10 @@ pub fn is_mutation(request: &mut Request) -> bool {
     kind == Some(OperationType::Mutation)
 }
 
-/// Adds the request's warnings to the answer, and for a mutation the commit index this
-/// node has applied, which holds the mutation's entry.
-pub fn finish(mut response: Response, notes: &Notes, mutation: bool, api: &Api) -> Response {
+/// Adds the request's warnings to the answer, and for a mutation the commit index that
+/// holds its entry: the one this node has applied, or the one the peer that carried it out
+/// had applied when it answered (`peer_applied`), whichever is higher.
+pub fn finish(mut response: Response, notes: &Notes, mutation: bool, api: &Api, peer_applied: u64) -> Response {
     let warnings = notes.take();
     if !warnings.is_empty() {
         if let Ok(value) = Value::from_json(serde_json::Value::Array(warnings)) {
@@ -69,7 +70,7 @@ pub fn finish(mut response: Response, notes: &Notes, mutation: bool, api: &Api) 
     if mutation {
         response
             .extensions
-            .insert("commitIndex".into(), Value::from(api.applied_index()));
+            .insert("commitIndex".into(), Value::from(api.applied_index().max(peer_applied)));
     }
     response
 }

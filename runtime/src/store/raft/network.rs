@@ -374,16 +374,9 @@ pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u
 /// openraft stops the leader's whole Raft core (a panic, "follower log reversion is not
 /// allowed") when a follower's log goes back. Such a message is refused instead. A request
 /// from an earlier release has no id after it, and an earlier release reads the request
-/// alone (msgpack's decoder stops at its end).
+/// alone (see [`codec::decode_then`]).
 pub(super) fn addressed<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Option<NodeId>), StoreError> {
-    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
-    let request = T::deserialize(&mut de).map_err(|e| StoreError::Encoding(e.to_string()))?;
-    let rest = bytes.get(de.position() as usize..).unwrap_or_default();
-    let to = match rest.is_empty() {
-        true => None,
-        false => Some(codec::decode(rest)?),
-    };
-    Ok((request, to))
+    codec::decode_then(bytes)
 }
 
 /// On the leader: hands a follower's group to the Raft core after the one its writer sent
