@@ -1,6 +1,8 @@
 // The dashboard end to end, in Debian's Chromium against a real `troupe serve`: sign in,
 // spawn an agent, submit a task and watch it succeed, see the overview's charts start from
-// the node's history on a fresh load, crash an agent and see it restart in
+// the node's history on a fresh load (the latency chart drawn), a stopped agent's page (no
+// checkpoint offered, Stop confirmed by its name on one line), no view wider than a 400 px
+// window, tasks named as the server names them, crash an agent and see it restart in
 // the tree, pause and resume, create a VM and migrate it, create a swarm, approve an LLM
 // agent's held tool call from the approvals inbox and read its task's transcript, follow an
 // exec agent's log, send a test alert through a working and a broken channel, restart the gateway
@@ -182,10 +184,19 @@ try {
     await node.gql(`mutation { spawnAgent(input: { name: "e2e-later", backend: { builtin: { kind: "echo" } }, capabilities: ["e2e-later"] }) { id } }`);
     await head.getByText("SUCCEEDED").waitFor({ timeout: TIMEOUT });
     await page.getByLabel("Result").getByText('"dashboard"').waitFor({ timeout: TIMEOUT });
+    // Its agent by name (the id on hover), and the task named as the server names it
+    // ("e2e-later · 5e1c2a", as events say) in its title and in the list.
+    const agentLink = page.getByRole("region", { name: "Task", exact: true }).getByRole("link", { name: "e2e-later", exact: true });
+    await agentLink.waitFor({ timeout: TIMEOUT });
+    const { name } = (await node.gql(`query($id: ID!) { task(id: $id) { name } }`, { id: ids.task })).task;
+    if (!(await head.locator("#page-title").textContent()).includes(`Task ${name}`)) throw new Error(`the title does not name the task ${name}`);
     await shot(page, "task");
-    // Found again by its agent's name in the tasks list.
+    // Found again by its agent's name in the tasks list, by the same name.
     await open(page, "/tasks?agent=e2e-later");
-    await page.getByRole("link", { name: /^e2e-later · / }).first().waitFor({ timeout: TIMEOUT });
+    await page.getByRole("link", { name, exact: true }).waitFor({ timeout: TIMEOUT });
+    await page.locator("p.muted", { hasText: /^1 task$/ }).waitFor({ timeout: TIMEOUT });
+    await open(page, "/agents?capability=e2e-later");
+    await page.locator("p.muted", { hasText: /^1 agent$/ }).waitFor({ timeout: TIMEOUT });
     await open(page, "/tasks?agent=nobody-by-this-name");
     await expectText(page, "No agent is named nobody-by-this-name.");
   });
@@ -208,6 +219,23 @@ try {
     }, TIMEOUT);
     const cpu = page.locator("figure.chart", { hasText: "CPU, cores busy" });
     if (Number(await cpu.getAttribute("data-points")) < 2) throw new Error("the node's CPU chart has no history");
+    // The latency chart draws the history's p50 (a NaN among its points once left it empty)
+    // and says its latest value in words.
+    const latency = page.locator("figure.chart", { hasText: "Task latency" });
+    await latency.getByRole("img", { name: /p50: \d/ }).waitFor({ timeout: TIMEOUT });
+    await until("the latency chart to draw the history's latency", () =>
+      latency.evaluate((figure) => {
+        const canvas = figure.querySelector("canvas");
+        // Pixels of any of its series' colours (p50 and p99 may be one value, drawn one over the other).
+        const colours = ["--running", "--warn", "--bad"].map((c) => (getComputedStyle(document.documentElement).getPropertyValue(c).trim().match(/[0-9a-f]{2}/gi) ?? []).map((h) => parseInt(h, 16)));
+        if (!canvas || colours.some((c) => c.length !== 3)) return false;
+        const px = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        let drawn = 0;
+        for (let i = 0; i < px.length; i += 4) if (px[i + 3] > 200 && colours.some(([r, g, b]) => Math.abs(px[i] - r) + Math.abs(px[i + 1] - g) + Math.abs(px[i + 2] - b) < 40)) drawn++;
+        return drawn > 10;
+      }),
+    );
+    await page.getByRole("link", { name: "All VMs", exact: true }).waitFor({ timeout: TIMEOUT });
     await page.waitForTimeout(300);
     await shot(page, "overview-history");
   });
@@ -244,6 +272,11 @@ try {
     ids.swarm = decodeURIComponent(page.url().split("/").pop());
     const members = page.getByRole("table", { name: "Members" });
     await until("three members running on the swarm's page", async () => (await members.locator(".status", { hasText: "RUNNING" }).count()) === 3);
+    // A swarm task's subtasks are tasks, named on its page as everywhere.
+    await node.gql(`mutation($id: ID!) { submitSwarmTask(id: $id, input: { mode: SINGLE, payload: "hi" }) { id } }`, { id: ids.swarm });
+    const sub = await until("the swarm task's subtask", async () => (await node.gql(`query($id: ID!) { swarm(id: $id) { tasks(first: 1) { subtasks } } }`, { id: ids.swarm })).swarm.tasks[0]?.subtasks[0]);
+    const { name } = (await node.gql(`query($id: ID!) { task(id: $id) { name } }`, { id: sub })).task;
+    await page.getByRole("table", { name: /^Swarm tasks/ }).getByRole("link", { name, exact: true }).waitFor({ timeout: TIMEOUT });
     await shot(page, "swarm");
   });
 
@@ -254,6 +287,53 @@ try {
     await page.getByRole("button", { name: "Resume", exact: true }).click();
     await until("the agent to run again", async () => (await node.gql(`query($id: ID!) { agent(id: $id) { state } }`, { id: ids.agent })).agent.state === "RUNNING");
     await page.locator(".page-head").getByText("RUNNING").waitFor({ timeout: TIMEOUT });
+  });
+
+  await step("agent page: the breaker fits its column; a stopped agent is not wanted running and offers no checkpoint; Stop asks for its name in one line", async () => {
+    await page.setViewportSize({ width: 1400, height: 900 });
+    try {
+      const id = (await node.gql(`mutation { spawnAgent(input: { name: "e2e-stopped", backend: { builtin: { kind: "counter" } } }) { id } }`)).spawnAgent.id;
+      await open(page, `/agents/${encodeURIComponent(id)}`);
+      await page.locator(".page-head").getByText("RUNNING").waitFor({ timeout: TIMEOUT });
+      await page.getByRole("button", { name: "Create checkpoint" }).waitFor({ timeout: TIMEOUT });
+      const over = await page.locator(".kv > div", { has: page.locator("dt", { hasText: /^Breaker$/ }) }).evaluate((item) => {
+        const right = item.getBoundingClientRect().right;
+        return [...item.querySelectorAll("*")].some((e) => e.getBoundingClientRect().right > right + 1);
+      });
+      if (over) throw new Error("the breaker runs out of its column");
+      await page.getByRole("button", { name: "Stop", exact: true }).click();
+      const dialog = page.getByRole("dialog");
+      const label = dialog.locator("label");
+      // "Type <name> to confirm" on one line: the name is no line of its own.
+      const [top, codeTop] = await Promise.all([label.evaluate((l) => l.getBoundingClientRect().top), label.locator("code").evaluate((c) => c.getBoundingClientRect().top)]);
+      if (codeTop - top > 8) throw new Error("the name to type stands on a line of its own");
+      await dialog.getByRole("textbox").fill("e2e-stopped");
+      await dialog.getByRole("button", { name: "Stop", exact: true }).click();
+      await page.locator(".page-head").getByText("STOPPED").waitFor({ timeout: TIMEOUT });
+      const wanted = page.locator(".kv > div", { has: page.locator("dt", { hasText: /^Wanted running$/ }) }).locator("dd");
+      await wanted.getByText("no", { exact: true }).waitFor({ timeout: TIMEOUT });
+      await page.getByRole("region", { name: "Checkpoints" }).getByText("A checkpoint is taken from a running agent").waitFor({ timeout: TIMEOUT });
+      if (await page.getByRole("button", { name: "Create checkpoint" }).count()) throw new Error("a stopped agent offers Create checkpoint");
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 900 });
+    }
+  });
+
+  await step("at 400 px the page never scrolls sideways: tables and the tree scroll in their own box", async () => {
+    await page.setViewportSize({ width: 400, height: 800 });
+    try {
+      for (const path of ["/", "/swarms", "/tree", `/agents/${encodeURIComponent(ids.agent)}`, `/swarms/${encodeURIComponent(ids.swarm)}`]) {
+        await open(page, path);
+        await page.locator("#page-title").waitFor({ timeout: TIMEOUT });
+        await page.waitForLoadState("networkidle").catch(() => {});
+        await page.waitForTimeout(300);
+        const [scroll, client] = await page.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]);
+        if (scroll > client) throw new Error(`${path} is ${scroll} px wide in a ${client} px window`);
+      }
+      await shot(page, "narrow-tree");
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 900 });
+    }
   });
 
   await step("spawn form: a quoted argument stays one word (sh -c \"tr a-z A-Z\") and the agent's task is upper-cased", async () => {
@@ -301,7 +381,7 @@ try {
     const last = Number((await node.gql("{ node { lastSeq } }")).node.lastSeq);
     await open(page, "/events");
     await until(`the events view to open on the newest page (up to seq ${last})`, async () => {
-      const m = /(\d+) events, seq (\d+)–(\d+)/.exec((await page.locator(".events-summary").textContent()) ?? "");
+      const m = /(\d+) events?, seq (\d+)–(\d+)/.exec((await page.locator(".events-summary").textContent()) ?? "");
       return m && Number(m[1]) > 1 && Number(m[3]) >= last;
     });
     await page.getByRole("grid", { name: /Events/ }).getByRole("row").nth(2).waitFor({ timeout: TIMEOUT });
@@ -383,6 +463,10 @@ try {
     const tail = newest.split("@")[0].replaceAll("-", "").slice(-6);
     const alerts = page.getByRole("table", { name: "Recent alerts" });
     await alerts.getByText(`e2e-doomed · ${tail}`).first().waitFor({ timeout: TIMEOUT });
+    // Its page names it the same way, and its failed attempt's agent by name.
+    await open(page, `/tasks/${encodeURIComponent(newest)}`);
+    await page.locator("#page-title").getByText(`e2e-doomed · ${tail}`).waitFor({ timeout: TIMEOUT });
+    await page.getByRole("table", { name: "Failed attempts" }).getByRole("link", { name: "e2e-doomed", exact: true }).waitFor({ timeout: TIMEOUT });
   });
 
   await step("approvals: a held tool call is listed in the inbox as it is asked for; approving it there lets the task finish", async () => {
@@ -398,8 +482,12 @@ try {
     const card = page.getByRole("listitem", { name: "troupe_memory_get for e2e-careful" });
     await card.waitFor({ timeout: TIMEOUT });
     await card.getByLabel("Arguments of troupe_memory_get").getByText('{"key":"launch"}').waitFor({ timeout: TIMEOUT });
-    // Named by the end of its id (a UUIDv7 begins with its minute, the same for many tasks).
-    await card.getByRole("link", { name: ids.llmTask.split("@")[0].replace(/-/g, "").slice(-8) }).waitFor({ timeout: TIMEOUT });
+    // Named as everywhere: aimed at the agent, by its name and the end of its id.
+    const { name } = (await node.gql(`query($id: ID!) { task(id: $id) { name } }`, { id: ids.llmTask })).task;
+    await card.getByRole("link", { name, exact: true }).waitFor({ timeout: TIMEOUT });
+    // Why it is held has the card's width, not one narrow column of it.
+    const [held, list] = await Promise.all([card.locator(".kv > div", { has: page.locator("dt", { hasText: "Held because" }) }).evaluate((d) => d.getBoundingClientRect().width), card.locator(".kv").evaluate((d) => d.getBoundingClientRect().width)]);
+    if (held < list * 0.9) throw new Error(`"Held because" has ${held} of ${list} px`);
     const views = page.getByRole("navigation", { name: "Views" });
     await views.getByRole("link", { name: "Approvals 1 waiting" }).waitFor({ timeout: TIMEOUT });
     await shot(page, "approvals");
@@ -425,7 +513,12 @@ try {
     if (!content) throw new Error("the tool's result is empty");
     // The model's last reply echoes the result it was given.
     await transcript.locator(".reply").filter({ hasText: `echo: ${content.slice(0, 40)}` }).waitFor({ timeout: TIMEOUT });
-    await transcript.getByRole("table").getByText("looks fine").waitFor({ timeout: TIMEOUT });
+    // The approval: why it was held, and apart from it the operator's note.
+    const approvals = transcript.getByRole("table", { name: "Approvals of its tool calls" });
+    await approvals.getByRole("columnheader", { name: "Held because" }).waitFor({ timeout: TIMEOUT });
+    await approvals.getByRole("columnheader", { name: "Note" }).waitFor({ timeout: TIMEOUT });
+    await approvals.getByRole("cell", { name: "looks fine", exact: true }).waitFor({ timeout: TIMEOUT });
+    await transcript.getByText("2 model calls").waitFor({ timeout: TIMEOUT });
     await shot(page, "transcript");
   });
 
@@ -434,6 +527,8 @@ try {
     await page.goto(`${node.url}/tasks/${encodeURIComponent(t.submitTask.id)}`);
     const transcript = page.getByRole("region", { name: "Transcript" });
     await transcript.getByText("Waiting for an operator's decision.").waitFor({ timeout: TIMEOUT });
+    // Its progress is the note its agent reported, with no fraction: the call it waits on.
+    await page.getByRole("region", { name: "Progress" }).getByText(/^AWAITING_APPROVAL: troupe_memory_get/).waitFor({ timeout: TIMEOUT });
     const held = (await node.gql(`{ approvals { id taskId } }`)).approvals.find((a) => a.taskId === t.submitTask.id);
     if (!held) throw new Error("no pending approval for the task");
     await node.gql(`mutation($id: ID!) { rejectCall(id: $id, reason: "not today") { state } }`, { id: held.id });
@@ -462,10 +557,13 @@ try {
     const d = await node.gql(`mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }`, { input: { name: "e2e-exec", backend: { exec: { command: ["/bin/sh", "-c", script] } } } });
     ids.execAgent = d.spawnAgent.id;
     const submit = (payload) => node.gql(`mutation($a: ID!, $p: JSON!) { submitTask(input: { agentId: $a, payload: $p, maxAttempts: 1 }) { id } }`, { a: ids.execAgent, p: payload });
-    await submit("before");
+    const before = (await submit("before")).submitTask.id;
     await page.goto(`${node.url}/agents/${encodeURIComponent(ids.execAgent)}`);
     const log = page.getByRole("log", { name: /Agent log/ });
     await log.locator(".log-stderr", { hasText: 'e2e-stderr "before"' }).waitFor({ timeout: TIMEOUT });
+    // A line's task by its name, as the task is named everywhere.
+    const { name } = (await node.gql(`query($id: ID!) { task(id: $id) { name } }`, { id: before })).task;
+    await log.locator(".log-stderr", { hasText: 'e2e-stderr "before"' }).getByRole("link", { name, exact: true }).waitFor({ timeout: TIMEOUT });
     // Written while the page is open: it comes by the subscription, not a reload.
     await submit("while watching");
     await log.locator(".log-stderr", { hasText: 'e2e-stderr "while watching"' }).waitFor({ timeout: TIMEOUT });
@@ -502,7 +600,7 @@ try {
     await page.getByRole("grid", { name: /Events/ }).waitFor({ timeout: TIMEOUT });
     const before = Number((await node.gql("{ node { lastSeq } }")).node.lastSeq);
     await node.gql(`mutation { a: spawnAgent(input: { name: "e2e-before", backend: { builtin: { kind: "echo" } } }) { id } }`);
-    await page.locator(".events-summary").filter({ hasText: /events, seq/ }).waitFor({ timeout: TIMEOUT });
+    await page.locator(".events-summary").filter({ hasText: /events?, seq/ }).waitFor({ timeout: TIMEOUT });
     await node.stop();
     await page.getByText(/reconnecting/i).first().waitFor({ timeout: TIMEOUT });
     await node.start();
@@ -511,7 +609,7 @@ try {
     // Contiguous (no gap, no duplicate) and covering every event since before the restart.
     await until(`the events view to cover seq ${before + 1}–${last} without a gap`, async () => {
       const text = (await page.locator(".events-summary").textContent()) ?? "";
-      const m = /(\d+) events, seq (\d+)–(\d+)/.exec(text);
+      const m = /(\d+) events?, seq (\d+)–(\d+)/.exec(text);
       if (!m) return null;
       const [count, lo, hi] = [Number(m[1]), Number(m[2]), Number(m[3])];
       if (count !== hi - lo + 1) throw new Error(`a gap or a duplicate: ${text}`);

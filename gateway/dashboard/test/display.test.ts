@@ -3,7 +3,8 @@ import { attemptsLabel } from "../src/views/tasks";
 import { barTone } from "../src/components/forms";
 import { cpuLabel } from "../src/views/vms";
 import { gridMinWidth } from "../src/components/grid";
-import { tasksDone } from "../src/views/agents";
+import { tasksDone, wanted } from "../src/views/agents";
+import { count } from "../src/lib/format";
 
 describe("a task's attempts", () => {
   it("counts failures against the limit, not every start, after a requeue", () => {
@@ -50,5 +51,23 @@ describe("the grid's narrowest width", () => {
 describe("an agent's finished tasks", () => {
   it("reads Int64 counts whether numbers or strings", () => {
     expect(tasksDone({ tasksSucceeded: 12, tasksFailed: "3" })).toBe("12 ok · 3 failed");
+  });
+});
+
+describe("whether an agent is wanted running", () => {
+  it("says so truthfully of a failed agent, which its supervisor gave up on", () => {
+    expect(wanted({ wantedRunning: true, state: "RUNNING" })).toBe("yes");
+    expect(wanted({ wantedRunning: true, state: "FAILED" })).toMatch(/^yes, but it failed/);
+    expect(wanted({ wantedRunning: false, state: "STOPPED" })).toBe("no");
+  });
+});
+
+describe("counts in words", () => {
+  it("puts one in the singular and any other number in the plural", () => {
+    expect(count(1, "agent")).toBe("1 agent");
+    expect(count(0, "agent")).toBe("0 agents");
+    expect(count(2, "model call")).toBe("2 model calls");
+    expect(count(1, "process", "processes")).toBe("1 process");
+    expect(count(3, "process", "processes")).toBe("3 processes");
   });
 });

@@ -61,7 +61,7 @@ describe("an event's parts as a row shows them", () => {
   });
   it("without a name, shows the id in the sentence shortened, or after it, with the full id on hover", () => {
     const gone = eventParts(ev({ kind: "AGENT_REMOVED", text: `${ID} was removed`, subjectName: null, subjectKind: null }));
-    expect(gone).toEqual({ before: "", name: "3f9c1a2b4c5d".slice(-8), after: " was removed", href: `/agents/${encodeURIComponent(ID)}`, title: ID, appended: false });
+    expect(gone).toEqual({ before: "", name: "3f9c1a2b4c5d".slice(-6), after: " was removed", href: `/agents/${encodeURIComponent(ID)}`, title: ID, appended: false });
     const named = eventParts(ev({ kind: "EXPERIMENT_STARTED", text: "experiment chaos-1 started", subjectName: null, subjectKind: null }));
     expect(named).toMatchObject({ before: "experiment chaos-1 started (", name: shortId(ID), after: ")", href: null, title: ID, appended: true });
   });
@@ -80,7 +80,7 @@ describe("an event's parts as a row shows them", () => {
     });
   });
   it("shortens an id to its end, without the node and dashes", () => {
-    expect(shortId(ID)).toBe("1a2b4c5d");
+    expect(shortId(ID)).toBe("2b4c5d");
     expect(shortId("0192b7c4-51aa-7d3e", 4)).toBe("7d3e");
     // Not a generated id: whole.
     expect(shortId("solo")).toBe("solo");

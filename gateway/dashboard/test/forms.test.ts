@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { shellSplit } from "../src/lib/shell";
 import { backendInput, limitsInput, newDraft, parseEnv, parseHeaders, BACKENDS } from "../src/lib/backend";
-import { shortIds, taskLabel } from "../src/lib/names";
+import { shortIds, taskName } from "../src/lib/names";
 import { shouldTick } from "../src/components/time";
 
 describe("a command line split as a POSIX shell splits it", () => {
@@ -64,17 +64,25 @@ describe("the backend a form describes", () => {
 
 describe("names first", () => {
   const minute = ["0193f7a2-6c1e-7b3a-9d4f-2a8e5c1b7d90@n", "0193f7a2-6c1f-7b3a-9d4f-2a8e5c1a7d90@n", "0193f7a2-6c20-7000-8000-00000000abcd@n"];
-  it("shortens ids from their end, as long as keeps them apart", () => {
+  it("shortens ids from their end, six hex digits as the server does, more where that keeps them apart", () => {
     const s = shortIds(minute);
-    expect(s.get(minute[2])).toBe("abcd");
-    expect(s.get(minute[0])).toBe("b7d90");
-    expect(s.get(minute[1])).toBe("a7d90");
+    expect(s.get(minute[2])).toBe("00abcd");
+    expect(s.get(minute[0])).toBe("1b7d90");
+    expect(s.get(minute[1])).toBe("1a7d90");
+    const alike = ["0193f7a2-6c1e-7b3a-9d4f-2a8e5c1b7d90@n", "0193f7a2-6c1f-7b3a-9d4f-2a8e5d1b7d90@n"];
+    expect(shortIds(alike).get(alike[0])).toBe("c1b7d90");
     expect(shortIds(["x-1234@n"], 8).get("x-1234@n")).toBe("x1234");
   });
-  it("labels a task by its capability, else its agent's name", () => {
-    expect(taskLabel({ capability: "upper" }, "abcd")).toBe("upper · abcd");
-    expect(taskLabel({ capability: null, agentId: "a1" }, "abcd", { a1: "echoer" })).toBe("echoer · abcd");
-    expect(taskLabel({}, "abcd")).toBe("task abcd");
+  it("names a task as the server does: its capability, else its agent's name, and the end of its id", () => {
+    const id = minute[0];
+    // The server's Task.name and an event's subjectName for the same task (actors/src/names.rs).
+    expect(taskName({ id, capability: "think" })).toBe("think · 1b7d90");
+    expect(taskName({ id, capability: null, agentName: "echoer" })).toBe("echoer · 1b7d90");
+    expect(taskName({ id, capability: null, agentId: "a1" }, { a1: "echoer" })).toBe("echoer · 1b7d90");
+    expect(taskName({ id })).toBe("task 1b7d90");
+    // actors/src/names.rs tasks_of_the_same_minute_have_different_names
+    expect(taskName({ id: "01936f2a-0000-7000-8000-00000000a1b2@node-a", capability: "triage" })).toBe("triage · 00a1b2");
+    expect(taskName({ id, capability: "think" }, {}, shortIds(minute.concat("0193f7a2-6c21-7000-8000-00001c1b7d90@n")))).toBe("think · 5c1b7d90");
   });
 });
 

@@ -186,7 +186,8 @@ describe("TaskRates", () => {
     expect(s.failed[i]).toBe(1);
     expect(s.p50[i]).toBe(1100);
     expect(s.p95[i]).toBe(1200);
-    expect(Number.isNaN(s.p50[i + 1])).toBe(true);
+    // A second with no task ended is a gap (null): uPlot draws no chart at all around a NaN.
+    expect(s.p50[i + 1]).toBeNull();
   });
   it("forgets what is older than its window", () => {
     const r = new TaskRates(2);
@@ -196,7 +197,7 @@ describe("TaskRates", () => {
   });
   it("quantiles by nearest rank", () => {
     expect(quantile([5, 1, 3], 0.5)).toBe(3);
-    expect(quantile([], 0.5)).toBeNaN();
+    expect(quantile([], 0.5)).toBeNull();
   });
 });
 
@@ -223,11 +224,12 @@ describe("mergeHistory", () => {
     expect(m.xs).toEqual([T - 30, T - 20, T - 10, T, T + 1, T + 2, T + 3, T + 4, T + 5]);
     expect(m.ended).toEqual([1, 3, 0, 5, 0, 0, 1, 0, 0]);
     expect(m.failed.slice(0, 4)).toEqual([0, 1, 0, 0]);
-    expect(m.p50.slice(0, 4)).toEqual([10, 10, NaN, 10]);
-    expect(m.p99.slice(0, 4)).toEqual([20, 20, NaN, 20]);
-    // The live part keeps its own p95 and has no p99; the history has no p95.
-    expect(m.p95.slice(0, 4).every(Number.isNaN)).toBe(true);
-    expect(m.p99.slice(4).every(Number.isNaN)).toBe(true);
+    expect(m.p50.slice(0, 4)).toEqual([10, 10, null, 10]);
+    expect(m.p99.slice(0, 4)).toEqual([20, 20, null, 20]);
+    // The live part keeps its own p95 and has no p99; the history has no p95: gaps, never NaN.
+    expect(m.p95.slice(0, 4).every((v) => v === null)).toBe(true);
+    expect(m.p99.slice(4).every((v) => v === null)).toBe(true);
+    for (const y of [m.ended, m.failed, m.p50, m.p95, m.p99]) expect(y.some((v) => Number.isNaN(v))).toBe(false);
   });
 
   it("counts each task once: the live task is not in a history sample and the xs only increase", () => {

@@ -112,7 +112,10 @@ export function Confirm(props: { title: string; name: string; consequence?: stri
         <h2 id="confirm-title">{props.title}</h2>
         {props.consequence ? <p>{props.consequence}</p> : null}
         <label>
-          Type <code>{props.name}</code> to confirm
+          {/* One sentence: a label stacks its children, so the name must stay inside it. */}
+          <span>
+            Type <code>{props.name}</code> to confirm
+          </span>
           <input autoFocus value={typed} onInput={(e) => setTyped((e.target as HTMLInputElement).value)} />
         </label>
         <div class="row">

@@ -4,6 +4,7 @@ import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { fitRange } from "../lib/axis";
+import type { Gap } from "../lib/metrics";
 
 export interface Series {
   label: string;
@@ -14,9 +15,9 @@ export interface Series {
 
 export interface ChartProps {
   title: string;
-  /** x: unix seconds; ys: one array per series. */
+  /** x: unix seconds; ys: one array per series, null where there is no value (a gap). */
   xs: number[];
-  ys: number[][];
+  ys: Gap[][];
   series: Series[];
   height?: number;
   /**
@@ -47,9 +48,11 @@ export function Chart({ title, xs, ys, series, height = 160, floor }: ChartProps
         { stroke: css("--muted"), grid: { stroke: css("--line") } },
         { stroke: css("--muted"), grid: { stroke: css("--line") }, size: 56 },
       ],
-      series: [{}, ...series.map((s) => ({ label: `${s.label} (${s.unit})`, stroke: css(s.colour), width: 2, points: { show: false } }))],
+      series: [{}, ...series.map((s) => ({ label: `${s.label} (${s.unit})`, stroke: css(s.colour), width: 2, points: { show: false, filter: lonePoints, fill: css(s.colour) } }))],
+      // Away from the cursor, the legend says each series' latest value (uPlot's says "--").
+      hooks: { setCursor: [legendLatest], setData: [legendLatest] },
     };
-    plot.current = new uPlot(opts, [xs, ...ys] as uPlot.AlignedData, box.current);
+    plot.current = new uPlot(opts, aligned(xs, ys), box.current);
     const resize = () => plot.current?.setSize({ width: box.current?.clientWidth || 400, height });
     addEventListener("resize", resize);
     return () => {
@@ -60,12 +63,12 @@ export function Chart({ title, xs, ys, series, height = 160, floor }: ChartProps
   }, [table, series.length]);
 
   useEffect(() => {
-    plot.current?.setData([xs, ...ys] as uPlot.AlignedData);
+    plot.current?.setData(aligned(xs, ys));
   }, [xs, ys]);
 
   // What the chart holds, for a test (or a curious operator) to read without the canvas.
-  const firstNonZero = xs.find((_, i) => ys.some((y) => y[i] > 0));
-  const latest = series.map((s, i) => `${s.label}: ${ys[i]?.length ? round(ys[i][ys[i].length - 1]) : "—"} ${s.unit}`).join(", ");
+  const firstNonZero = xs.find((_, i) => ys.some((y) => (y[i] ?? 0) > 0));
+  const latest = series.map((s, i) => `${s.label}: ${round(lastValue(ys[i] ?? []))} ${s.unit}`).join(", ");
   return (
     <figure class="chart" data-points={xs.length} data-from={xs.length ? Math.round(xs[0]) : undefined} data-first-nonzero={firstNonZero === undefined ? undefined : Math.floor(firstNonZero)}>
       <figcaption>
@@ -106,6 +109,38 @@ export function Chart({ title, xs, ys, series, height = 160, floor }: ChartProps
       )}
     </figure>
   );
+}
+
+/**
+ * The data as uPlot takes it, a value that is not a finite number made a gap: uPlot skips only
+ * null, and one NaN makes a scale's range NaN, which leaves the whole chart empty.
+ */
+function aligned(xs: number[], ys: Gap[][]): uPlot.AlignedData {
+  return [xs, ...ys.map((y) => y.map((v) => (v !== null && Number.isFinite(v) ? v : null)))];
+}
+
+/** A value with a gap on both sides makes no line: it is drawn as a dot, or it would not show at all. */
+function lonePoints(u: uPlot, sidx: number): number[] | null {
+  const y = u.data[sidx];
+  const lone = [];
+  for (let i = 0; i < y.length; i++) if (y[i] != null && y[i - 1] == null && y[i + 1] == null) lone.push(i);
+  return lone.length ? lone : null;
+}
+
+/** With the cursor away, the legend shows each series at its newest value that is not a gap. */
+function legendLatest(u: uPlot): void {
+  if (u.cursor.idx != null) return;
+  const idxs = u.data.map((y) => {
+    for (let i = y.length - 1; i >= 0; i--) if (y[i] !== null && y[i] !== undefined) return i;
+    return null;
+  });
+  u.setLegend({ idxs }, false);
+}
+
+/** The newest value that is not a gap (a second with no task ended has no latency). */
+function lastValue(y: Gap[]): Gap | undefined {
+  for (let i = y.length - 1; i >= 0; i--) if (y[i] !== null && Number.isFinite(y[i])) return y[i];
+  return undefined;
 }
 
 function round(v: number | undefined | null): string {

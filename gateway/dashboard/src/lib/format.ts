@@ -94,6 +94,11 @@ export function humanise(kind: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
 }
 
+/** "1 agent", "3 agents", "0 agents"; `many` for a plural not made with an s ("processes"). */
+export function count(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 export function compact(n: number): string {
   return new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 1 }).format(n);
 }

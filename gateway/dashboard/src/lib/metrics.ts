@@ -47,28 +47,28 @@ export class TaskRates {
   }
 
   /** One point per second up to `now` (seconds), oldest first: tasks ended/s, failed/s, p50 and p95 latency (ms). */
-  series(now: number): { xs: number[]; ended: number[]; failed: number[]; p50: number[]; p95: number[] } {
+  series(now: number): LiveSeries {
     const xs: number[] = [];
     const ended: number[] = [];
     const failed: number[] = [];
-    const p50: number[] = [];
-    const p95: number[] = [];
+    const p50: Gap[] = [];
+    const p95: Gap[] = [];
     for (const s of [...this.buckets.keys()]) if (s <= now - this.window) this.buckets.delete(s);
     for (let s = now - this.window + 1; s <= now; s++) {
       const b = this.buckets.get(s);
       xs.push(s);
       ended.push(b?.ended ?? 0);
       failed.push(b?.failed ?? 0);
-      p50.push(b ? quantile(b.latencies, 0.5) : NaN);
-      p95.push(b ? quantile(b.latencies, 0.95) : NaN);
+      p50.push(b ? quantile(b.latencies, 0.5) : null);
+      p95.push(b ? quantile(b.latencies, 0.95) : null);
     }
     return { xs, ended, failed, p50, p95 };
   }
 }
 
-/** The q-quantile (nearest rank) of `values`; NaN when empty. */
-export function quantile(values: number[], q: number): number {
-  if (values.length === 0) return NaN;
+/** The q-quantile (nearest rank) of `values`; null when empty. */
+export function quantile(values: number[], q: number): number | null {
+  if (values.length === 0) return null;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
@@ -110,17 +110,23 @@ export interface HistorySample {
 
 export const HISTORY_QUERY = `query($minutes: Int!) { history(minutes: $minutes) { at succeededPerSec failedPerSec latencyP50Ms latencyP99Ms cpuCores rssBytes } }`;
 
+/**
+ * A point with no value is null, never NaN: uPlot draws a null as a gap, while one NaN makes
+ * the whole y range NaN (its min and max take it), so nothing of the chart is drawn.
+ */
+export type Gap = number | null;
+
 export interface LiveSeries {
   xs: number[];
   ended: number[];
   failed: number[];
-  p50: number[];
-  p95: number[];
+  p50: Gap[];
+  p95: Gap[];
 }
 
 /** The live series with the node's history before it; p99 is the history's only (p95 the live's only). */
 export interface MergedSeries extends LiveSeries {
-  p99: number[];
+  p99: Gap[];
   /** How many of the first points came from the history. */
   fromHistory: number;
 }
@@ -137,7 +143,7 @@ export function mergeHistory(history: HistorySample[], live: LiveSeries, opened:
   const first = live.xs.findIndex((x) => x >= opened);
   const from = first < 0 ? live.xs.length : first;
   const seam = from < live.xs.length ? live.xs[from] : Math.max(opened, (live.xs[live.xs.length - 1] ?? opened - 1) + 1);
-  const num = (v: number | null) => (v === null || v === undefined ? NaN : Number(v));
+  const num = (v: number | null) => (v === null || v === undefined ? null : Number(v));
   let last = -Infinity;
   for (const h of history) {
     const x = new Date(h.at).getTime() / 1000;
@@ -147,7 +153,7 @@ export function mergeHistory(history: HistorySample[], live: LiveSeries, opened:
     out.ended.push(Number(h.succeededPerSec) + Number(h.failedPerSec));
     out.failed.push(Number(h.failedPerSec));
     out.p50.push(num(h.latencyP50Ms));
-    out.p95.push(NaN);
+    out.p95.push(null);
     out.p99.push(num(h.latencyP99Ms));
   }
   out.fromHistory = out.xs.length;
@@ -157,7 +163,7 @@ export function mergeHistory(history: HistorySample[], live: LiveSeries, opened:
     out.failed.push(live.failed[i]);
     out.p50.push(live.p50[i]);
     out.p95.push(live.p95[i]);
-    out.p99.push(NaN);
+    out.p99.push(null);
   }
   return out;
 }

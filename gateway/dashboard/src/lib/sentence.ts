@@ -3,6 +3,7 @@
 // rest stays text. Pure: the renderer is components/event.tsx.
 import type { TroupeEvent } from "./cursor";
 import { humanise, tone } from "./format";
+import { TAIL } from "./names";
 
 /** The sentence in three parts: `before` + `name` + `after` is the whole text. */
 export interface Split {
@@ -28,9 +29,9 @@ export function splitSentence(text: string, name: string | null | undefined): Sp
 
 /**
  * A generated id's end, as people tell ids apart (a UUIDv7 begins with its minute): "@node"
- * and dashes left out. Anything else (a service's name, a member's) is left whole.
+ * and dashes left out, as many hex digits as the server names a task by. Anything else (a service's name, a member's) is left whole.
  */
-export function shortId(id: string, length = 8): string {
+export function shortId(id: string, length = TAIL): string {
   const bare = id.split("@")[0].replace(/-/g, "");
   return /^[0-9a-f]+$/i.test(bare) && bare.length > length + 4 ? bare.slice(-length) : id;
 }

@@ -9,7 +9,7 @@ import { useEvents, useLive, useQuery, useRefreshOn } from "../lib/hooks";
 import { usePaged, useLiveList } from "../lib/paging";
 import { EVENT_FIELDS, normalise, type TroupeEvent } from "../lib/cursor";
 import { navigate, query, setQuery } from "../lib/router";
-import { bytes } from "../lib/format";
+import { bytes, count } from "../lib/format";
 import { USAGE_QUERY, usageSeries, type UsageSample } from "../lib/usage";
 import { Grid } from "../components/grid";
 import { Status } from "../components/status";
@@ -20,10 +20,11 @@ import { Action } from "../components/actions";
 import { Pending, EntityPage } from "../components/entity";
 import { ErrorBox, FilterInput, KeyValues, Loading, NewPill, Page, Section, Select } from "../components/page";
 import { LogPane, hasLog } from "./logs";
-import { shortIds, taskLabel } from "../lib/names";
+import { shortIds, taskName } from "../lib/names";
 import { CreateForm, Field, Labels, parseLabels, parseList } from "../components/forms";
 import { BackendFields } from "../components/backend";
 import { backendInput, limitsInput, newDraft, type BackendDraft } from "../lib/backend";
+import { canAct } from "../lib/session";
 
 export const AGENT_STATES = ["DEFINED", "STARTING", "RUNNING", "PAUSED", "UNHEALTHY", "RECOVERING", "STOPPING", "STOPPED", "FAILED"];
 const PAGE = 200;
@@ -85,7 +86,7 @@ export function AgentsView() {
       <ErrorBox error={list.error} />
       {list.missing.length ? <p class="error">Not included (unreachable): {list.missing.join(", ")}</p> : null}
       <p class="muted" aria-live="polite">
-        {list.total === null ? "" : `${list.total} agents${list.rows.length < list.total ? `, ${list.rows.length} loaded (more load as you scroll)` : ""}`}
+        {list.total === null ? "" : `${count(list.total, "agent")}${list.rows.length < list.total ? `, ${list.rows.length} loaded (more load as you scroll)` : ""}`}
       </p>
       <div onPointerEnter={() => (reading.current = true)} onPointerLeave={() => (reading.current = false)}>
         {list.loading && !list.rows.length ? (
@@ -231,7 +232,7 @@ export function AgentView({ params }: { params: Record<string, string> }) {
               ["Capabilities", a.capabilities.join(", ") || "none"],
               ["Labels", <Labels labels={a.labels} />],
               ["Supervised by", <span class="mono">{a.owner}</span>],
-              ["Wanted running", a.wantedRunning ? "yes" : "no"],
+              ["Wanted running", wanted(a)],
               ["Pinned to its node", a.pinned ? "yes" : "no"],
               ["Created", <Time at={a.createdAt} />],
               ["State since", <Time at={a.updatedAt} />],
@@ -246,12 +247,17 @@ export function AgentView({ params }: { params: Record<string, string> }) {
               ["Succeeded", String(a.tasksSucceeded)],
               ["Failed", String(a.tasksFailed)],
               ["Restarts", String(a.restarts)],
-              ["Breaker", <Status state={a.breaker.state} label={`${a.breaker.state} (${a.breaker.consecutiveFailures} consecutive failures)`} />],
+              [
+                "Breaker",
+                <>
+                  <Status state={a.breaker.state} /> <span class="muted">{count(a.breaker.consecutiveFailures, "consecutive failure")}</span>
+                </>,
+              ],
               ["Messages unanswered", String(a.messagesWaiting)],
               ["Topics", a.topics.join(", ") || "none"],
               ["Tokens used", String(a.tokenUsage.totalTokens)],
               ["Memory (RSS)", a.usage ? bytes(a.usage.rssBytes) : "no process"],
-              ["CPU time", a.usage ? `${a.usage.cpuSeconds.toFixed(2)} s over ${a.usage.processes} processes` : "no process"],
+              ["CPU time", a.usage ? `${a.usage.cpuSeconds.toFixed(2)} s over ${count(a.usage.processes, "process", "processes")}` : "no process"],
             ]}
           />
         </Section>
@@ -260,35 +266,37 @@ export function AgentView({ params }: { params: Record<string, string> }) {
       {hasLog(a.backend) ? <LogPane id={a.id} /> : null}
       <Checkpoints agent={a} onRollback={live.set} />
       <AgentTasks id={a.id} />
-      <Section title={`Messages (last ${a.messages.length})`}>
+      <Section title={a.messages.length ? `Messages (last ${a.messages.length})` : "Messages"}>
         {a.messages.length === 0 ? (
           <p class="empty">No message yet.</p>
         ) : (
-          <table>
-            <caption class="sr-only">Messages</caption>
-            <thead>
-              <tr>
-                <th scope="col">When</th>
-                <th scope="col">From</th>
-                <th scope="col">Priority</th>
-                <th scope="col">Outcome</th>
-              </tr>
-            </thead>
-            <tbody>
-              {[...a.messages].reverse().map((m) => (
-                <tr key={m.id}>
-                  <td>
-                    <Time at={m.at} />
-                  </td>
-                  <td class="mono">{m.from ?? "—"}</td>
-                  <td>{m.priority}</td>
-                  <td>
-                    <Status state={m.outcome === "REPLIED" ? "SUCCEEDED" : "FAILED"} label={m.error ? `${m.outcome}: ${m.error}` : m.outcome} />
-                  </td>
+          <div class="table-scroll">
+            <table>
+              <caption class="sr-only">Messages</caption>
+              <thead>
+                <tr>
+                  <th scope="col">When</th>
+                  <th scope="col">From</th>
+                  <th scope="col">Priority</th>
+                  <th scope="col">Outcome</th>
                 </tr>
-              ))}
-            </tbody>
-          </table>
+              </thead>
+              <tbody>
+                {[...a.messages].reverse().map((m) => (
+                  <tr key={m.id}>
+                    <td>
+                      <Time at={m.at} />
+                    </td>
+                    <td class="mono">{m.from ?? "—"}</td>
+                    <td>{m.priority}</td>
+                    <td>
+                      <Status state={m.outcome === "REPLIED" ? "SUCCEEDED" : "FAILED"} label={m.error ? `${m.outcome}: ${m.error}` : m.outcome} />
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
         )}
       </Section>
       <Timeline subject={a.id} />
@@ -296,67 +304,84 @@ export function AgentView({ params }: { params: Record<string, string> }) {
   );
 }
 
+/**
+ * `wantedRunning` is what the user asked for (true from a start until a stop), not what
+ * happens: a FAILED agent is still wanted running, though its supervisor gave up on it.
+ */
+export function wanted(a: Pick<Agent, "wantedRunning" | "state">): string {
+  if (!a.wantedRunning) return "no";
+  return a.state === "FAILED" ? "yes, but it failed and its supervisor gave up restarting it" : "yes";
+}
+
 function Checkpoints({ agent, onRollback }: { agent: Agent; onRollback: (a: Agent) => void }) {
   const [description, setDescription] = useState("");
+  // Its backend is asked for its state, so only a running agent can answer (others get CONFLICT).
+  const running = agent.state === "RUNNING";
   return (
     <Section
       title="Checkpoints"
       actions={
-        <>
-          <label class="filter">
-            <span>Description</span>
-            <input value={description} onInput={(e) => setDescription((e.target as HTMLInputElement).value)} />
-          </label>
-          <Action
-            label="Create checkpoint"
-            done="Checkpoint saved"
-            run={async () => {
-              await gql(`mutation($id: ID!, $d: String!) { checkpointAgent(id: $id, description: $d) { id } }`, { id: agent.id, d: description });
-              setDescription("");
-            }}
-          />
-        </>
+        running ? (
+          <>
+            <label class="filter">
+              <span>Description</span>
+              <input value={description} onInput={(e) => setDescription((e.target as HTMLInputElement).value)} />
+            </label>
+            <Action
+              label="Create checkpoint"
+              done="Checkpoint saved"
+              run={async () => {
+                await gql(`mutation($id: ID!, $d: String!) { checkpointAgent(id: $id, description: $d) { id } }`, { id: agent.id, d: description });
+                setDescription("");
+              }}
+            />
+          </>
+        ) : canAct.value ? (
+          <span class="muted">A checkpoint is taken from a running agent; this one is {agent.state}.</span>
+        ) : null
       }
     >
       {agent.checkpoints.length === 0 ? (
         <p class="empty">No checkpoint kept.</p>
       ) : (
-        <table>
-          <caption class="sr-only">Checkpoints</caption>
-          <thead>
-            <tr>
-              <th scope="col">Saved</th>
-              <th scope="col">Description</th>
-              <th scope="col">Size</th>
-              <th scope="col">
-                <span class="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {[...agent.checkpoints].reverse().map((c) => (
-              <tr key={c.id}>
-                <td>
-                  <Time at={c.createdAt} />
-                </td>
-                <td>{c.description || <span class="muted">{c.id}</span>}</td>
-                <td>{bytes(c.sizeBytes)}</td>
-                <td>
-                  <Action
-                    label="Roll back"
-                    confirm={agent.name}
-                    consequence={`Its state goes back to the checkpoint of ${c.createdAt}; it restarts from there.`}
-                    done={`${agent.name} rolled back`}
-                    run={async () => {
-                      const d = await gql<{ rollbackAgent: Agent }>(`mutation($id: ID!, $c: ID!) { rollbackAgent(id: $id, checkpointId: $c) { ${AGENT_FIELDS} } }`, { id: agent.id, c: c.id });
-                      onRollback(d.rollbackAgent);
-                    }}
-                  />
-                </td>
+        <div class="table-scroll">
+          <table>
+            <caption class="sr-only">Checkpoints</caption>
+            <thead>
+              <tr>
+                <th scope="col">Saved</th>
+                <th scope="col">Description</th>
+                <th scope="col">Size</th>
+                <th scope="col">
+                  <span class="sr-only">Actions</span>
+                </th>
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {[...agent.checkpoints].reverse().map((c) => (
+                <tr key={c.id}>
+                  <td>
+                    <Time at={c.createdAt} />
+                  </td>
+                  <td>{c.description || <span class="muted">{c.id}</span>}</td>
+                  <td>{bytes(c.sizeBytes)}</td>
+                  <td>
+                    <Action
+                      label="Roll back"
+                      confirm={agent.name}
+                      consequence={`Its state goes back to the checkpoint of ${c.createdAt}; it restarts from there.`}
+                      done={`${agent.name} rolled back`}
+                      run={async () => {
+                        const d = await gql<{ rollbackAgent: Agent }>(`mutation($id: ID!, $c: ID!) { rollbackAgent(id: $id, checkpointId: $c) { ${AGENT_FIELDS} } }`, { id: agent.id, c: c.id });
+                        onRollback(d.rollbackAgent);
+                      }}
+                    />
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       )}
     </Section>
   );
@@ -366,6 +391,7 @@ interface TaskRow {
   id: string;
   state: string;
   capability: string | null;
+  agentName: string | null;
   attempts: number;
   createdAt: string;
   finishedAt: string | null;
@@ -373,47 +399,49 @@ interface TaskRow {
 }
 
 function AgentTasks({ id }: { id: string }) {
-  const tasks = useQuery<{ tasks: { nodes: TaskRow[]; totalCount: number } }>(`query($a: ID!) { tasks(agentId: $a, first: 20) { nodes { id state capability attempts createdAt finishedAt error } totalCount } }`, { a: id });
+  const tasks = useQuery<{ tasks: { nodes: TaskRow[]; totalCount: number } }>(`query($a: ID!) { tasks(agentId: $a, first: 20) { nodes { id state capability agentName attempts createdAt finishedAt error } totalCount } }`, { a: id });
   useRefreshOn(() => void tasks.refetch(), ["TASK_"], undefined, 1000);
   const rows = tasks.data?.tasks.nodes ?? [];
-  const shorts = shortIds(rows.map((t) => t.id));
+  const tails = shortIds(rows.map((t) => t.id));
   return (
     <Section title={`Tasks (${tasks.data?.tasks.totalCount ?? "…"})`} actions={<a href={`/tasks?agent=${encodeURIComponent(id)}`}>All its tasks</a>}>
       <ErrorBox error={tasks.error} />
       {rows.length === 0 ? (
         <p class="empty">{tasks.loading ? "Loading…" : "No task yet."}</p>
       ) : (
-        <table>
-          <caption class="sr-only">Its tasks</caption>
-          <thead>
-            <tr>
-              <th scope="col">Task</th>
-              <th scope="col">State</th>
-              <th scope="col">Attempts</th>
-              <th scope="col">Submitted</th>
-              <th scope="col">Error</th>
-            </tr>
-          </thead>
-          <tbody>
-            {rows.map((t) => (
-              <tr key={t.id}>
-                <td>
-                  <a href={`/tasks/${encodeURIComponent(t.id)}`} title={t.id}>
-                    {taskLabel(t, shorts.get(t.id)!)}
-                  </a>
-                </td>
-                <td>
-                  <Status state={t.state} />
-                </td>
-                <td>{t.attempts}</td>
-                <td>
-                  <Time at={t.createdAt} />
-                </td>
-                <td>{t.error ?? ""}</td>
+        <div class="table-scroll">
+          <table>
+            <caption class="sr-only">Its tasks</caption>
+            <thead>
+              <tr>
+                <th scope="col">Task</th>
+                <th scope="col">State</th>
+                <th scope="col">Attempts</th>
+                <th scope="col">Submitted</th>
+                <th scope="col">Error</th>
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {rows.map((t) => (
+                <tr key={t.id}>
+                  <td>
+                    <a href={`/tasks/${encodeURIComponent(t.id)}`} title={t.id}>
+                      {taskName(t, {}, tails)}
+                    </a>
+                  </td>
+                  <td>
+                    <Status state={t.state} />
+                  </td>
+                  <td>{t.attempts}</td>
+                  <td>
+                    <Time at={t.createdAt} />
+                  </td>
+                  <td>{t.error ?? ""}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       )}
     </Section>
   );
@@ -458,7 +486,7 @@ function UsageCharts({ id }: { id: string }) {
         <div class="cards">
           {/* A null CPU point (the first, or processes replaced) is a gap in the line: uPlot draws nulls so. An idle agent's
               CPU is thousandths of a core, so the axis fits the values rather than uPlot's 0–100. */}
-          <Chart title="CPU of its processes, cores busy, last hour" xs={series.xs} ys={[series.cpu as number[]]} series={[{ label: "cpu", unit: "cores", colour: "--running" }]} height={120} floor={0.01} />
+          <Chart title="CPU of its processes, cores busy, last hour" xs={series.xs} ys={[series.cpu]} series={[{ label: "cpu", unit: "cores", colour: "--running" }]} height={120} floor={0.01} />
           <Chart
             key={series.unit}
             title={`Memory of its processes (RSS), last hour${series.latestRss === null ? "" : `, now ${bytes(series.latestRss)}`}`}

@@ -67,33 +67,35 @@ function Channels({ channels, onSent }: { channels: AlertChannel[]; onSent: () =
     );
   return (
     <Section title="Channels">
-      <table class="alerts-setup">
-        <caption class="sr-only">Alert channels</caption>
-        <thead>
-          <tr>
-            <th scope="col">Name</th>
-            <th scope="col">Kind</th>
-            <th scope="col">Target</th>
-            <th scope="col">Signed</th>
-            {isAdmin.value ? <th scope="col">Test</th> : null}
-          </tr>
-        </thead>
-        <tbody>
-          {channels.map((c) => (
-            <tr key={c.name}>
-              <th scope="row">{c.name}</th>
-              <td>{c.kind}</td>
-              <td class="mono wrap">{c.target}</td>
-              <td>{c.kind === "webhook" ? (c.signed ? "yes" : "no") : "—"}</td>
-              {isAdmin.value ? (
-                <td>
-                  <SendTest channel={c.name} onSent={onSent} />
-                </td>
-              ) : null}
+      <div class="table-scroll">
+        <table class="alerts-setup">
+          <caption class="sr-only">Alert channels</caption>
+          <thead>
+            <tr>
+              <th scope="col">Name</th>
+              <th scope="col">Kind</th>
+              <th scope="col">Target</th>
+              <th scope="col">Signed</th>
+              {isAdmin.value ? <th scope="col">Test</th> : null}
             </tr>
-          ))}
-        </tbody>
-      </table>
+          </thead>
+          <tbody>
+            {channels.map((c) => (
+              <tr key={c.name}>
+                <th scope="row">{c.name}</th>
+                <td>{c.kind}</td>
+                <td class="mono wrap">{c.target}</td>
+                <td>{c.kind === "webhook" ? (c.signed ? "yes" : "no") : "—"}</td>
+                {isAdmin.value ? (
+                  <td>
+                    <SendTest channel={c.name} onSent={onSent} />
+                  </td>
+                ) : null}
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
     </Section>
   );
 }
@@ -127,34 +129,36 @@ function Rules({ rules }: { rules: AlertRule[] }) {
           No rule: add <code>[[alert_rules]]</code> to the config file, or <code>setAlertRule</code>.
         </p>
       ) : (
-        <table class="alerts-setup">
-          <caption class="sr-only">Alert rules</caption>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Kinds</th>
-              <th scope="col">Severity</th>
-              <th scope="col">Channels</th>
-              <th scope="col">Group interval</th>
-              <th scope="col">Source</th>
-            </tr>
-          </thead>
-          <tbody>
-            {rules.map((r) => (
-              <tr key={r.name}>
-                <th scope="row">{r.name}</th>
-                <td class="mono wrap">
-                  {ruleKinds(r)}
-                  {r.labels.length ? <span class="muted"> · labels {r.labels.join(", ")}</span> : null}
-                </td>
-                <td>{r.severity}</td>
-                <td>{r.channels.join(", ")}</td>
-                <td>{duration(r.groupIntervalMs)}</td>
-                <td>{r.source}</td>
+        <div class="table-scroll">
+          <table class="alerts-setup">
+            <caption class="sr-only">Alert rules</caption>
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">Kinds</th>
+                <th scope="col">Severity</th>
+                <th scope="col">Channels</th>
+                <th scope="col">Group interval</th>
+                <th scope="col">Source</th>
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {rules.map((r) => (
+                <tr key={r.name}>
+                  <th scope="row">{r.name}</th>
+                  <td class="mono wrap">
+                    {ruleKinds(r)}
+                    {r.labels.length ? <span class="muted"> · labels {r.labels.join(", ")}</span> : null}
+                  </td>
+                  <td>{r.severity}</td>
+                  <td>{r.channels.join(", ")}</td>
+                  <td>{duration(r.groupIntervalMs)}</td>
+                  <td>{r.source}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       )}
     </Section>
   );

@@ -4,7 +4,7 @@
 // the model the refusal as the call's result. Kept current by `approvalUpdates`.
 import { useState } from "preact/hooks";
 import { approve, reject, useApprovals, type Approval } from "../lib/approvals";
-import { shortIds, useAgentNames } from "../lib/names";
+import { shortIds, taskName, useAgentNames, useTasks } from "../lib/names";
 import { showArguments } from "../lib/transcript";
 import { canAct } from "../lib/session";
 import { Time } from "../components/time";
@@ -31,6 +31,8 @@ export function ApprovalsView() {
   const list = useApprovals(true);
   const names = useAgentNames(list.rows.map((a) => a.agentId));
   const pending = list.rows.filter((a) => a.state === "PENDING");
+  const tasks = useTasks(pending.map((a) => a.taskId));
+  const tails = shortIds(pending.map((a) => a.taskId));
   return (
     <Page title="Approvals">
       <p class="muted">Tool calls of LLM agents held by their approval policy. The task waits (its progress says so) until you decide, or until the call's expiry rejects it.</p>
@@ -68,13 +70,13 @@ export function ApprovalsView() {
                 <div>
                   <dt>Task</dt>
                   <dd>
-                    <a class="mono" href={`/tasks/${encodeURIComponent(a.taskId)}`} title={a.taskId}>
-                      {shortIds([a.taskId], 8).get(a.taskId)}
+                    <a href={`/tasks/${encodeURIComponent(a.taskId)}`} title={a.taskId}>
+                      {taskName(tasks[a.taskId] ?? { id: a.taskId }, {}, tails)}
                     </a>{" "}
                     <span class="muted">model call {a.step}</span>
                   </dd>
                 </div>
-                <div>
+                <div class="kv-wide">
                   <dt>Held because</dt>
                   <dd>{a.reason}</dd>
                 </div>

@@ -9,6 +9,7 @@ import { useEvents } from "../lib/hooks";
 import { EVENT_FIELDS, mergeNewestFirst, normalise, type TroupeEvent } from "../lib/cursor";
 import { query, setQuery } from "../lib/router";
 import { eventText, subjectMatches } from "../lib/sentence";
+import { count } from "../lib/format";
 import { Grid } from "../components/grid";
 import { Time } from "../components/time";
 import { ErrorBox, FilterInput, NewPill, Page, Section } from "../components/page";
@@ -34,7 +35,7 @@ export function summary(events: TroupeEvent[]): string {
     lo = Math.min(lo, e.seq);
     hi = Math.max(hi, e.seq);
   }
-  return `${events.length} events, seq ${lo}–${hi}`;
+  return `${count(events.length, "event")}, seq ${lo}–${hi}`;
 }
 
 /**

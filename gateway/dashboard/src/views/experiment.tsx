@@ -152,29 +152,31 @@ function ReportCard({ report: r }: { report: Report }) {
       />
       <h3>Invariants</h3>
       {r.invariants.length ? (
-        <table>
-          <caption class="sr-only">Invariants</caption>
-          <thead>
-            <tr>
-              <th scope="col">Invariant</th>
-              <th scope="col">Held</th>
-              <th scope="col">Why</th>
-            </tr>
-          </thead>
-          <tbody>
-            {r.invariants.map((v) => (
-              <tr key={v.name} data-ok={v.ok}>
-                <th scope="row" class="mono">
-                  {v.name}
-                </th>
-                <td>
-                  <Status state={v.ok ? "PASSED" : "FAILED"} label={v.ok ? "held" : "failed"} />
-                </td>
-                <td class="wrap">{v.detail ?? "—"}</td>
+        <div class="table-scroll">
+          <table>
+            <caption class="sr-only">Invariants</caption>
+            <thead>
+              <tr>
+                <th scope="col">Invariant</th>
+                <th scope="col">Held</th>
+                <th scope="col">Why</th>
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {r.invariants.map((v) => (
+                <tr key={v.name} data-ok={v.ok}>
+                  <th scope="row" class="mono">
+                    {v.name}
+                  </th>
+                  <td>
+                    <Status state={v.ok ? "PASSED" : "FAILED"} label={v.ok ? "held" : "failed"} />
+                  </td>
+                  <td class="wrap">{v.detail ?? "—"}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       ) : (
         <p class="empty">None checked.</p>
       )}

@@ -212,33 +212,35 @@ function Preview({ experiment: x }: { experiment: Experiment }) {
       <p class="muted">
         Seed <span class="mono">{seedText(x.seed)}</span>: Start with this seed picks these same targets.
       </p>
-      <table>
-        <caption class="sr-only">The targets the dry run picked</caption>
-        <thead>
-          <tr>
-            <th scope="col">Target</th>
-            <th scope="col">Kind</th>
-            <th scope="col">Supervisor</th>
-            <th scope="col">Action</th>
-            <th scope="col">Expected effect</th>
-          </tr>
-        </thead>
-        <tbody>
-          {x.injections.map((i) => (
-            <tr key={i.id}>
-              <td>
-                <TargetName injection={i} />
-              </td>
-              <td>{i.kind}</td>
-              <td>{i.supervisor}</td>
-              <td>{i.action}</td>
-              <td>
-                <Effects expected={i.expected} names={names} />
-              </td>
+      <div class="table-scroll">
+        <table>
+          <caption class="sr-only">The targets the dry run picked</caption>
+          <thead>
+            <tr>
+              <th scope="col">Target</th>
+              <th scope="col">Kind</th>
+              <th scope="col">Supervisor</th>
+              <th scope="col">Action</th>
+              <th scope="col">Expected effect</th>
             </tr>
-          ))}
-        </tbody>
-      </table>
+          </thead>
+          <tbody>
+            {x.injections.map((i) => (
+              <tr key={i.id}>
+                <td>
+                  <TargetName injection={i} />
+                </td>
+                <td>{i.kind}</td>
+                <td>{i.supervisor}</td>
+                <td>{i.action}</td>
+                <td>
+                  <Effects expected={i.expected} names={names} />
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
     </section>
   );
 }

@@ -7,6 +7,7 @@ import { FrameQueue, paused } from "../lib/live";
 import { gql } from "../lib/gql";
 import { useQuery, useRefreshOn, useSubscription } from "../lib/hooks";
 import { query } from "../lib/router";
+import { count } from "../lib/format";
 import { Status } from "../components/status";
 import { Time } from "../components/time";
 import { Action } from "../components/actions";
@@ -118,7 +119,7 @@ function HostCard({ host: h, title, focused }: { host: Host; title: string; focu
           ["URI", <span class="mono">{h.uri}</span>],
           ["Node", h.node],
           ["Since", <Time at={h.since} />],
-          ["Hardware", h.capacity ? `${h.capacity.cpus} CPUs, ${h.capacity.memoryMiB} MiB${h.simulated ? " (simulated)" : ""}` : "not connected yet"],
+          ["Hardware", h.capacity ? `${count(h.capacity.cpus, "CPU")}, ${h.capacity.memoryMiB} MiB${h.simulated ? " (simulated)" : ""}` : "not connected yet"],
           ["Labels", <Labels labels={h.labels} />],
           ["Last error", h.lastError],
         ]}
@@ -130,10 +131,10 @@ function HostCard({ host: h, title, focused }: { host: Host; title: string; focu
         <>
           <h3>{h.drain.done ? "Last drain" : "Draining"}</h3>
           <Bar label={`${title} drain`} used={h.drain.moved} limit={h.drain.total} unit=" VMs moved" kind="progress" />
-          {h.drain.failed ? <p class="error">{h.drain.failed} VMs could not be moved.</p> : null}
+          {h.drain.failed ? <p class="error">{h.drain.failed === 1 ? "1 VM" : `${h.drain.failed} VMs`} could not be moved.</p> : null}
         </>
       ) : null}
-      {h.outboundMigrations ? <p class="muted">{h.outboundMigrations} migrations leaving now.</p> : null}
+      {h.outboundMigrations ? <p class="muted">{count(h.outboundMigrations, "migration")} leaving now.</p> : null}
       <h3>VMs ({h.vms.length})</h3>
       {h.vms.length === 0 ? (
         <p class="empty">None.</p>

@@ -1,10 +1,10 @@
 // An exec or process agent's log pane on its page: its last lines, then each new one as it
 // is written, stderr marked by a label as well as colour. It follows the end while the reader
 // is there; scrolled up, the new lines wait below behind a pill.
-import { shortIds } from "../lib/names";
+import { shortIds, taskName, useTasks } from "../lib/names";
 import { useLayoutEffect, useRef, useState } from "preact/hooks";
 import { useAgentLog, KEEP_LINES, type LogLine } from "../lib/logs";
-import { absolute } from "../lib/format";
+import { absolute, count } from "../lib/format";
 import { ErrorBox, Loading, NewPill, Section } from "../components/page";
 
 /** Only exec and process agents, and mcp agents that run a command, write lines the node keeps. */
@@ -21,6 +21,11 @@ export function LogPane({ id }: { id: string }) {
   const seen = useRef<number | null>(null);
   const lines = log.lines ?? [];
   const last = lines.length ? lines[lines.length - 1].seq : null;
+  // Each line's task by its name, as everywhere else ("upper · 5e1c2a").
+  const taskIds = lines.flatMap((l) => (l.taskId ? [l.taskId] : []));
+  const tasks = useTasks(taskIds);
+  const tails = shortIds(taskIds);
+  const nameOf = (id: string) => taskName(tasks[id] ?? { id }, {}, tails);
 
   useLayoutEffect(() => {
     const el = pane.current;
@@ -43,7 +48,7 @@ export function LogPane({ id }: { id: string }) {
       actions={
         <>
           <NewPill count={unseen} onShow={toEnd} />
-          <span class="muted">{log.lines === null ? "" : `${lines.length} lines (the last ${KEEP_LINES} are kept here)`}</span>
+          <span class="muted">{log.lines === null ? "" : `${count(lines.length, "line")} (the last ${KEEP_LINES} are kept here)`}</span>
         </>
       }
     >
@@ -67,7 +72,7 @@ export function LogPane({ id }: { id: string }) {
           }}
         >
           {lines.map((l) => (
-            <Line key={l.seq} line={l} />
+            <Line key={l.seq} line={l} task={l.taskId ? nameOf(l.taskId) : null} />
           ))}
         </div>
       )}
@@ -75,7 +80,7 @@ export function LogPane({ id }: { id: string }) {
   );
 }
 
-function Line({ line: l }: { line: LogLine }) {
+function Line({ line: l, task }: { line: LogLine; task: string | null }) {
   return (
     <div class={`log-line log-${l.stream}`} data-seq={l.seq}>
       <time dateTime={l.at} title={absolute(l.at)}>
@@ -85,7 +90,7 @@ function Line({ line: l }: { line: LogLine }) {
       <span class="log-text">{l.line}</span>
       {l.taskId ? (
         <a class="log-task" href={`/tasks/${encodeURIComponent(l.taskId)}`} title={`written by task ${l.taskId}`}>
-          {shortIds([l.taskId], 8).get(l.taskId)}
+          {task}
         </a>
       ) : null}
     </div>

@@ -52,10 +52,11 @@ function tally<T>(items: T[], of: (t: T) => string): [string, number][] {
   return [...m.entries()].sort();
 }
 
-function CountList({ title, href, counts }: { title: string; href: string; counts: [string, number][] }) {
+/** `all` is the link's words: "All VMs" (a title lower-cased would read "All vms"). */
+function CountList({ title, href, all, counts }: { title: string; href: string; all: string; counts: [string, number][] }) {
   const total = counts.reduce((n, [, c]) => n + c, 0);
   return (
-    <Section title={`${title} (${total})`} actions={<a href={href}>All {title.toLowerCase()}</a>}>
+    <Section title={`${title} (${total})`} actions={<a href={href}>{all}</a>}>
       {counts.filter(([, n]) => n > 0).length === 0 ? (
         <p class="empty">None.</p>
       ) : (
@@ -149,48 +150,50 @@ export function Overview() {
             <p>
               Leader <strong>{cl.leader ?? "none (election under way, or this node is cut off)"}</strong> · term {cl.term} · commit index {cl.commitIndex}
             </p>
-            <table>
-              <caption class="sr-only">Cluster members</caption>
-              <thead>
-                <tr>
-                  <th scope="col">Member</th>
-                  <th scope="col">State</th>
-                  <th scope="col">Role</th>
-                  <th scope="col">Address</th>
-                  <th scope="col">Lag</th>
-                  <th scope="col">Last heartbeat</th>
-                </tr>
-              </thead>
-              <tbody>
-                {cl.members.map((m) => (
-                  <tr key={m.name}>
-                    <td>
-                      {m.name}
-                      {m.name === cl.leader ? " (leader)" : ""}
-                    </td>
-                    <td>
-                      <Status state={m.state} />
-                    </td>
-                    <td>{m.role}</td>
-                    <td class="mono">{m.address}</td>
-                    <td>{m.lag ?? "—"}</td>
-                    <td>
-                      <Time at={m.lastHeartbeat} />
-                    </td>
+            <div class="table-scroll">
+              <table>
+                <caption class="sr-only">Cluster members</caption>
+                <thead>
+                  <tr>
+                    <th scope="col">Member</th>
+                    <th scope="col">State</th>
+                    <th scope="col">Role</th>
+                    <th scope="col">Address</th>
+                    <th scope="col">Lag</th>
+                    <th scope="col">Last heartbeat</th>
                   </tr>
-                ))}
-              </tbody>
-            </table>
+                </thead>
+                <tbody>
+                  {cl.members.map((m) => (
+                    <tr key={m.name}>
+                      <td>
+                        {m.name}
+                        {m.name === cl.leader ? " (leader)" : ""}
+                      </td>
+                      <td>
+                        <Status state={m.state} />
+                      </td>
+                      <td>{m.role}</td>
+                      <td class="mono">{m.address}</td>
+                      <td>{m.lag ?? "—"}</td>
+                      <td>
+                        <Time at={m.lastHeartbeat} />
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
           </>
         )}
       </Section>
       <ErrorBox error={counts.error} />
       <div class="cards">
-        <CountList title="Agents" href="/agents" counts={agentCounts} />
-        <CountList title="Tasks" href="/tasks" counts={taskCounts} />
-        <CountList title="Swarms" href="/swarms" counts={tally(c?.swarms ?? [], (s) => s.status)} />
-        <CountList title="Hosts" href="/hosts" counts={tally(c?.hosts ?? [], (h) => h.state)} />
-        <CountList title={c?.vms.pageInfo.hasNextPage ? "VMs (first 1000)" : "VMs"} href="/vms" counts={tally(c?.vms.nodes ?? [], (v) => v.state)} />
+        <CountList title="Agents" href="/agents" all="All agents" counts={agentCounts} />
+        <CountList title="Tasks" href="/tasks" all="All tasks" counts={taskCounts} />
+        <CountList title="Swarms" href="/swarms" all="All swarms" counts={tally(c?.swarms ?? [], (s) => s.status)} />
+        <CountList title="Hosts" href="/hosts" all="All hosts" counts={tally(c?.hosts ?? [], (h) => h.state)} />
+        <CountList title={c?.vms.pageInfo.hasNextPage ? "VMs (first 1000)" : "VMs"} href="/vms" all="All VMs" counts={tally(c?.vms.nodes ?? [], (v) => v.state)} />
       </div>
       <div class="cards">
         <Section title="Throughput">
@@ -226,35 +229,37 @@ export function Overview() {
         {alerts.length === 0 ? (
           <p class="empty">No failures, open breakers or hosts down lately.</p>
         ) : (
-          <table>
-            <caption class="sr-only">Recent alerts</caption>
-            <thead>
-              <tr>
-                <th scope="col">When</th>
-                <th scope="col">What happened</th>
-                <th scope="col">Kind</th>
-                <th scope="col">Data</th>
-              </tr>
-            </thead>
-            <tbody>
-              {alerts.map((e) => (
-                <tr key={e.seq}>
-                  <td>
-                    <Time at={e.at} />
-                  </td>
-                  <td>
-                    <EventSentence event={e} />
-                  </td>
-                  <td>
-                    <EventKind kind={e.kind} />
-                  </td>
-                  <td>
-                    <EventData data={e.data} />
-                  </td>
+          <div class="table-scroll">
+            <table>
+              <caption class="sr-only">Recent alerts</caption>
+              <thead>
+                <tr>
+                  <th scope="col">When</th>
+                  <th scope="col">What happened</th>
+                  <th scope="col">Kind</th>
+                  <th scope="col">Data</th>
                 </tr>
-              ))}
-            </tbody>
-          </table>
+              </thead>
+              <tbody>
+                {alerts.map((e) => (
+                  <tr key={e.seq}>
+                    <td>
+                      <Time at={e.at} />
+                    </td>
+                    <td>
+                      <EventSentence event={e} />
+                    </td>
+                    <td>
+                      <EventKind kind={e.kind} />
+                    </td>
+                    <td>
+                      <EventData data={e.data} />
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
         )}
       </Section>
     </Page>

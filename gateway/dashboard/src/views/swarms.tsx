@@ -6,7 +6,7 @@ import { useState } from "preact/hooks";
 import { gql } from "../lib/gql";
 import { useLive, useQuery, useRefreshOn } from "../lib/hooks";
 import { navigate } from "../lib/router";
-import { bytes } from "../lib/format";
+import { bytes, count } from "../lib/format";
 import { Status } from "../components/status";
 import { Time } from "../components/time";
 import { Action } from "../components/actions";
@@ -14,7 +14,7 @@ import { Pending, EntityPage } from "../components/entity";
 import { ErrorBox, KeyValues, Loading, Page, Section } from "../components/page";
 import { Choice, CreateForm, Field, Json, TextArea, parseJson, parseList } from "../components/forms";
 import { BackendFields } from "../components/backend";
-import { shortIds } from "../lib/names";
+import { shortIds, taskName, useTasks } from "../lib/names";
 import { backendInput, newDraft, type BackendDraft } from "../lib/backend";
 import { canAct } from "../lib/session";
 import { Timeline } from "./agents";
@@ -51,43 +51,45 @@ export function SwarmsView() {
       ) : rows.length === 0 ? (
         <p class="empty">No swarm yet. Create one: a coordinator and its members, supervised together.</p>
       ) : (
-        <table>
-          <caption class="sr-only">Swarms</caption>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Status</th>
-              <th scope="col">Topology</th>
-              <th scope="col">Members</th>
-              <th scope="col">Busy slots</th>
-              <th scope="col">Node</th>
-              <th scope="col">Created</th>
-            </tr>
-          </thead>
-          <tbody>
-            {rows.map((s) => (
-              <tr key={s.id}>
-                <td>
-                  <a href={`/swarms/${encodeURIComponent(s.id)}`}>{s.name}</a>
-                </td>
-                <td>
-                  <Status state={s.status} /> <span class="muted">{s.statusReason}</span>
-                </td>
-                <td>{s.topology === s.activeTopology ? s.topology : `${s.topology} (now ${s.activeTopology})`}</td>
-                <td>
-                  {s.size} <span class="muted">({s.minAgents}–{s.maxAgents})</span>
-                </td>
-                <td>
-                  {s.queue.running} / {s.queue.slots}
-                </td>
-                <td>{s.node}</td>
-                <td>
-                  <Time at={s.createdAt} />
-                </td>
+        <div class="table-scroll">
+          <table>
+            <caption class="sr-only">Swarms</caption>
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">Status</th>
+                <th scope="col">Topology</th>
+                <th scope="col">Members</th>
+                <th scope="col">Busy slots</th>
+                <th scope="col">Node</th>
+                <th scope="col">Created</th>
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {rows.map((s) => (
+                <tr key={s.id}>
+                  <td>
+                    <a href={`/swarms/${encodeURIComponent(s.id)}`}>{s.name}</a>
+                  </td>
+                  <td>
+                    <Status state={s.status} /> <span class="muted">{s.statusReason}</span>
+                  </td>
+                  <td>{s.topology === s.activeTopology ? s.topology : `${s.topology} (now ${s.activeTopology})`}</td>
+                  <td>
+                    {s.size} <span class="muted">({s.minAgents}–{s.maxAgents})</span>
+                  </td>
+                  <td>
+                    {s.queue.running} / {s.queue.slots}
+                  </td>
+                  <td>{s.node}</td>
+                  <td>
+                    <Time at={s.createdAt} />
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       )}
     </Page>
   );
@@ -183,7 +185,7 @@ export function SwarmView({ params }: { params: Record<string, string> }) {
               ["Topology", s.topology === s.activeTopology ? s.topology : `${s.topology}, handing out work as ${s.activeTopology}`],
               ["Restart strategy", s.strategy],
               ["Members", `${s.size} (between ${s.minAgents} and ${s.maxAgents})`],
-              ["Queue", `${s.queue.running} running on ${s.queue.slots} slots`],
+              ["Queue", `${s.queue.running} running on ${count(s.queue.slots, "slot")}`],
               ["Coordinator starts", String(s.metrics.coordinatorStarts)],
               ["Tasks", `${s.metrics.tasksRunning} running, ${s.metrics.tasksSucceeded} succeeded, ${s.metrics.tasksFailed} failed`],
               ["Memory limit", bytes(s.memoryLimitBytes)],
@@ -201,33 +203,35 @@ export function SwarmView({ params }: { params: Record<string, string> }) {
         {s.members.length === 0 ? (
           <p class="empty">No member: scale it up.</p>
         ) : (
-          <table>
-            <caption class="sr-only">Members</caption>
-            <thead>
-              <tr>
-                <th scope="col">Member</th>
-                <th scope="col">State</th>
-                <th scope="col">Running tasks</th>
-                <th scope="col">Restarts</th>
-                <th scope="col">Capabilities</th>
-              </tr>
-            </thead>
-            <tbody>
-              {s.members.map((m) => (
-                <tr key={m.id}>
-                  <td>
-                    <a href={`/agents/${encodeURIComponent(m.id)}`}>{m.name}</a>
-                  </td>
-                  <td>
-                    <Status state={m.state} />
-                  </td>
-                  <td>{m.runningTasks}</td>
-                  <td>{m.restarts}</td>
-                  <td>{m.capabilities.join(", ") || "—"}</td>
+          <div class="table-scroll">
+            <table>
+              <caption class="sr-only">Members</caption>
+              <thead>
+                <tr>
+                  <th scope="col">Member</th>
+                  <th scope="col">State</th>
+                  <th scope="col">Running tasks</th>
+                  <th scope="col">Restarts</th>
+                  <th scope="col">Capabilities</th>
                 </tr>
-              ))}
-            </tbody>
-          </table>
+              </thead>
+              <tbody>
+                {s.members.map((m) => (
+                  <tr key={m.id}>
+                    <td>
+                      <a href={`/agents/${encodeURIComponent(m.id)}`}>{m.name}</a>
+                    </td>
+                    <td>
+                      <Status state={m.state} />
+                    </td>
+                    <td>{m.runningTasks}</td>
+                    <td>{m.restarts}</td>
+                    <td>{m.capabilities.join(", ") || "—"}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
         )}
         {s.teams.length ? (
           <p>
@@ -309,8 +313,8 @@ function TopologyDrawing({ swarm }: { swarm: Swarm }) {
     });
   }
   const description = mesh
-    ? `Mesh: ${members.length} members take work from the shared queue, each linked to the others.`
-    : `Hierarchy: the coordinator hands work to ${members.length} members.`;
+    ? `Mesh: ${members.length === 1 ? "1 member takes" : `${members.length} members take`} work from the shared queue, each linked to the others.`
+    : `Hierarchy: the coordinator hands work to ${count(members.length, "member")}.`;
   return (
     <figure class="graph">
       <svg viewBox={`0 0 ${W} ${height}`} width="100%" height={height} role="group" aria-label={description}>
@@ -349,7 +353,9 @@ function SwarmTasks({ swarm }: { swarm: Swarm }) {
   const [mode, setMode] = useState("SINGLE");
   const [k, setK] = useState("3");
   const [aggregate, setAggregate] = useState("MAJORITY");
-  const shorts = shortIds(swarm.tasks.flatMap((t) => [t.id, ...t.subtasks]));
+  const tails = shortIds(swarm.tasks.flatMap((t) => [t.id, ...t.subtasks]));
+  // Its subtasks are tasks, named as everywhere ("plan · 5e1c2a"); a swarm task itself has no capability.
+  const subtasks = useTasks(swarm.tasks.flatMap((t) => t.subtasks));
   return (
     <Section
       title="Tasks"
@@ -378,46 +384,50 @@ function SwarmTasks({ swarm }: { swarm: Swarm }) {
       {swarm.tasks.length === 0 ? (
         <p class="empty">No swarm task yet.</p>
       ) : (
-        <table>
-          <caption class="sr-only">Swarm tasks, newest first</caption>
-          <thead>
-            <tr>
-              <th scope="col">Task</th>
-              <th scope="col">Mode</th>
-              <th scope="col">State</th>
-              <th scope="col">Subtasks</th>
-              <th scope="col">Result and votes</th>
-              <th scope="col">Submitted</th>
-            </tr>
-          </thead>
-          <tbody>
-            {swarm.tasks.map((t) => (
-              <tr key={t.id}>
-                <td class="mono" title={t.id}>
-                  {shorts.get(t.id)}
-                </td>
-                <td>
-                  {t.mode}
-                  {t.topology ? ` (${t.topology})` : ""}
-                </td>
-                <td>
-                  <Status state={t.state} />
-                </td>
-                <td>
-                  {t.subtasks.map((st) => (
-                    <a key={st} class="mono" href={`/tasks/${encodeURIComponent(st)}`} title={st}>
-                      {shorts.get(st)}{" "}
-                    </a>
-                  ))}
-                </td>
-                <td>{t.error ? <span class="error">{t.error}</span> : <Json value={t.result} label={`Result of ${t.id}`} />}</td>
-                <td>
-                  <Time at={t.createdAt} />
-                </td>
+        <div class="table-scroll">
+          <table>
+            <caption class="sr-only">Swarm tasks, newest first</caption>
+            <thead>
+              <tr>
+                <th scope="col">Task</th>
+                <th scope="col">Mode</th>
+                <th scope="col">State</th>
+                <th scope="col">Subtasks</th>
+                <th scope="col">Result and votes</th>
+                <th scope="col">Submitted</th>
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {swarm.tasks.map((t) => (
+                <tr key={t.id}>
+                  <td title={t.id}>{taskName({ id: t.id }, {}, tails)}</td>
+                  <td>
+                    {t.mode}
+                    {t.topology ? ` (${t.topology})` : ""}
+                  </td>
+                  <td>
+                    <Status state={t.state} />
+                  </td>
+                  <td>
+                    <ul class="row">
+                      {t.subtasks.map((st) => (
+                        <li key={st}>
+                          <a href={`/tasks/${encodeURIComponent(st)}`} title={st}>
+                            {taskName(subtasks[st] ?? { id: st }, {}, tails)}
+                          </a>
+                        </li>
+                      ))}
+                    </ul>
+                  </td>
+                  <td>{t.error ? <span class="error">{t.error}</span> : <Json value={t.result} label={`Result of ${t.id}`} />}</td>
+                  <td>
+                    <Time at={t.createdAt} />
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       )}
     </Section>
   );
@@ -463,50 +473,52 @@ function MemoryBrowser({ id }: { id: string }) {
       {entries.length === 0 ? (
         <p class="empty">{prefix ? "No key starts so." : "Its memory is empty."}</p>
       ) : (
-        <table>
-          <caption class="sr-only">Memory entries</caption>
-          <thead>
-            <tr>
-              <th scope="col">Key</th>
-              <th scope="col">Value</th>
-              <th scope="col">Version</th>
-              <th scope="col">Updated</th>
-              <th scope="col">Expires</th>
-              <th scope="col">
-                <span class="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {entries.map((e) => (
-              <tr key={e.key}>
-                <td class="mono">{e.key}</td>
-                <td>
-                  <code>{JSON.stringify(e.value)}</code>
-                </td>
-                <td>{e.version}</td>
-                <td>
-                  <Time at={e.updatedAt} />
-                </td>
-                <td>
-                  <Time at={e.expiresAt} />
-                </td>
-                <td>
-                  <Action
-                    label="Delete"
-                    variant="danger"
-                    confirm={e.key}
-                    done={`${e.key} deleted`}
-                    run={async () => {
-                      await gql(`mutation($id: ID!, $k: String!, $v: Int64) { deleteSwarmMemory(id: $id, key: $k, expectVersion: $v) }`, { id, k: e.key, v: e.version });
-                      void memory.refetch();
-                    }}
-                  />
-                </td>
+        <div class="table-scroll">
+          <table>
+            <caption class="sr-only">Memory entries</caption>
+            <thead>
+              <tr>
+                <th scope="col">Key</th>
+                <th scope="col">Value</th>
+                <th scope="col">Version</th>
+                <th scope="col">Updated</th>
+                <th scope="col">Expires</th>
+                <th scope="col">
+                  <span class="sr-only">Actions</span>
+                </th>
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {entries.map((e) => (
+                <tr key={e.key}>
+                  <td class="mono">{e.key}</td>
+                  <td>
+                    <code>{JSON.stringify(e.value)}</code>
+                  </td>
+                  <td>{e.version}</td>
+                  <td>
+                    <Time at={e.updatedAt} />
+                  </td>
+                  <td>
+                    <Time at={e.expiresAt} />
+                  </td>
+                  <td>
+                    <Action
+                      label="Delete"
+                      variant="danger"
+                      confirm={e.key}
+                      done={`${e.key} deleted`}
+                      run={async () => {
+                        await gql(`mutation($id: ID!, $k: String!, $v: Int64) { deleteSwarmMemory(id: $id, key: $k, expectVersion: $v) }`, { id, k: e.key, v: e.version });
+                        void memory.refetch();
+                      }}
+                    />
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       )}
     </Section>
   );

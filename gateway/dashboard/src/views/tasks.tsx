@@ -7,8 +7,8 @@ import { gql } from "../lib/gql";
 import { useLive } from "../lib/hooks";
 import { usePaged, useLiveList } from "../lib/paging";
 import { navigate, query, setQuery } from "../lib/router";
-import { duration } from "../lib/format";
-import { shortIds, taskLabel, useAgentNames } from "../lib/names";
+import { count, duration } from "../lib/format";
+import { shortIds, taskName, useAgentNames } from "../lib/names";
 import { Grid } from "../components/grid";
 import { Status } from "../components/status";
 import { Time } from "../components/time";
@@ -26,6 +26,8 @@ interface TaskRow {
   id: string;
   state: string;
   agentId: string | null;
+  /** Null when it has no agent, or its agent is gone. */
+  agentName: string | null;
   capability: string | null;
   attempts: number;
   failedAttempts: number;
@@ -36,7 +38,7 @@ interface TaskRow {
   progress: { fraction: number | null; note: string | null } | null;
 }
 
-const ROW = "id state agentId capability attempts failedAttempts maxAttempts createdAt finishedAt error progress { fraction note }";
+const ROW = "id state agentId agentName capability attempts failedAttempts maxAttempts createdAt finishedAt error progress { fraction note }";
 
 const LIST = `query($first: Int, $after: String, $state: TaskState, $agentId: ID) {
   tasks(first: $first, after: $after, state: $state, agentId: $agentId) { nodes { ${ROW} } pageInfo { hasNextPage endCursor } totalCount missingNodes }
@@ -44,9 +46,6 @@ const LIST = `query($first: Int, $after: String, $state: TaskState, $agentId: ID
 const DLQ = `query($first: Int, $after: String) {
   deadLetters(first: $first, after: $after) { nodes { ${ROW} } pageInfo { hasNextPage endCursor } totalCount missingNodes }
 }`;
-
-/** One id's short form away from any list: its last 8 characters. */
-const short = (id: string) => shortIds([id], 8).get(id)!;
 
 /**
  * The agent the filter names: an id (it has `@node`) as it is; a name looked up
@@ -80,15 +79,14 @@ export function TasksView() {
   const list = usePaged<TaskRow>(dlq ? DLQ : LIST, dlq ? {} : { state, agentId: named.id }, (d) => (dlq ? d.deadLetters : d.tasks), PAGE);
   const reading = useRef(false);
   const live = useLiveList(list, ["TASK_"], reading, PAGE);
-  const shorts = shortIds(list.rows.map((t) => t.id));
-  const agents = useAgentNames(list.rows.flatMap((t) => (t.agentId ? [t.agentId] : [])));
+  const tails = shortIds(list.rows.map((t) => t.id));
   const columns = [
     {
       title: "Task",
       width: "minmax(140px, 1fr)",
       cell: (t: TaskRow) => (
         <a href={`/tasks/${encodeURIComponent(t.id)}`} title={t.id}>
-          {taskLabel(t, shorts.get(t.id) ?? short(t.id), agents)}
+          {taskName(t, {}, tails)}
         </a>
       ),
     },
@@ -98,9 +96,7 @@ export function TasksView() {
       width: "minmax(120px, 1fr)",
       cell: (t: TaskRow) =>
         t.agentId ? (
-          <a href={`/agents/${encodeURIComponent(t.agentId)}`} title={t.agentId}>
-            {agents[t.agentId] ?? t.agentId}
-          </a>
+          <AgentLink id={t.agentId} name={t.agentName} />
         ) : (
           "—"
         ),
@@ -114,7 +110,7 @@ export function TasksView() {
         return <span title={a.starts}>{a.failed}</span>;
       },
     },
-    { title: "Progress", width: "110px", cell: (t: TaskRow) => <Progress task={t} compact /> },
+    { title: "Progress", width: "minmax(110px, 1fr)", cell: (t: TaskRow) => <Progress task={t} compact /> },
     { title: "Submitted", width: "120px", cell: (t: TaskRow) => <Time at={t.createdAt} /> },
     { title: "Error", width: "minmax(100px, 1fr)", cell: (t: TaskRow) => <span title={t.error ?? ""}>{t.error ?? ""}</span> },
   ];
@@ -122,7 +118,7 @@ export function TasksView() {
     columns.push({
       title: "Requeue",
       width: "100px",
-      cell: (t: TaskRow) => <Action label="Requeue" done={`Task ${taskLabel(t, short(t.id))} queued again`} run={async () => void (await gql(`mutation($id: ID!) { requeueTask(id: $id) { id } }`, { id: t.id }), list.reload())} />,
+      cell: (t: TaskRow) => <Action label="Requeue" done={`Task ${taskName(t, {}, tails)} queued again`} run={async () => void (await gql(`mutation($id: ID!) { requeueTask(id: $id) { id } }`, { id: t.id }), list.reload())} />,
     });
 
   return (
@@ -151,7 +147,7 @@ export function TasksView() {
       {named.note ? <p class="muted">{named.note}</p> : null}
       {list.missing.length ? <p class="error">Not included (unreachable): {list.missing.join(", ")}</p> : null}
       <p class="muted" aria-live="polite">
-        {list.total === null ? "" : `${list.total} tasks${list.rows.length < list.total ? `, ${list.rows.length} loaded (more load as you scroll)` : ""}`}
+        {list.total === null ? "" : `${count(list.total, "task")}${list.rows.length < list.total ? `, ${list.rows.length} loaded (more load as you scroll)` : ""}`}
       </p>
       <div onPointerEnter={() => (reading.current = true)} onPointerLeave={() => (reading.current = false)}>
         {list.loading && !list.rows.length ? (
@@ -214,7 +210,10 @@ function SubmitForm() {
 function Progress({ task, compact }: { task: Pick<TaskRow, "state" | "progress">; compact?: boolean }) {
   // Only what the agent reported: a task that succeeded without reporting shows as done.
   const f = task.progress?.fraction;
+  const note = task.progress?.note;
   if (f === null || f === undefined) {
+    // A note with no fraction is news too: a held tool call says so ("AWAITING_APPROVAL: …").
+    if (note) return compact ? <span title={note}>{note}</span> : <p class="progress-note">{note}</p>;
     const done = task.state === "SUCCEEDED";
     return <span class="muted">{compact ? (done ? "done" : "—") : done ? "Done; no progress was reported." : "No progress reported."}</span>;
   }
@@ -225,9 +224,52 @@ function Progress({ task, compact }: { task: Pick<TaskRow, "state" | "progress">
         <span style={{ width: `${pct}%` }} />
       </div>
       <span class="muted">
-        {pct} %{!compact && task.progress?.note ? ` — ${task.progress.note}` : ""}
+        {pct} %{!compact && note ? ` — ${note}` : ""}
       </span>
     </div>
+  );
+}
+
+/** An agent by its name, its id on hover; by its id when its name is not known (it is gone). */
+function AgentLink({ id, name }: { id: string; name: string | null | undefined }) {
+  return (
+    <a href={`/agents/${encodeURIComponent(id)}`} title={id} class={name ? undefined : "mono"}>
+      {name ?? id}
+    </a>
+  );
+}
+
+/** Each failed attempt: when, on which agent (by name), and its error. */
+function FailedAttempts({ errors }: { errors: Task["attemptErrors"] }) {
+  const names = useAgentNames(errors.flatMap((e) => (e.agentId ? [e.agentId] : [])));
+  return (
+    <Section title="Failed attempts">
+      <div class="table-scroll">
+        <table>
+          <caption class="sr-only">Failed attempts</caption>
+          <thead>
+            <tr>
+              <th scope="col">Attempt</th>
+              <th scope="col">When</th>
+              <th scope="col">Agent</th>
+              <th scope="col">Error</th>
+            </tr>
+          </thead>
+          <tbody>
+            {errors.map((e) => (
+              <tr key={e.attempt}>
+                <td>{e.attempt}</td>
+                <td>
+                  <Time at={e.at} />
+                </td>
+                <td>{e.agentId ? <AgentLink id={e.agentId} name={names[e.agentId] === e.agentId ? null : names[e.agentId]} /> : "—"}</td>
+                <td>{e.error}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </Section>
   );
 }
 
@@ -254,7 +296,7 @@ export function TaskView({ params }: { params: Record<string, string> }) {
   const live = useLive<Task>(UPDATES, id, "taskUpdates");
   const t = live.data;
   if (!t) {
-    return <Page title={`Task ${short(id)}`}>{live.error ? <ErrorBox error={live.error} /> : <Loading what="the task" />}</Page>;
+    return <Page title={`Task ${shortIds([id]).get(id)}`}>{live.error ? <ErrorBox error={live.error} /> : <Loading what="the task" />}</Page>;
   }
   const ended = ENDED.includes(t.state);
   const attempts = attemptsLabel(t);
@@ -262,12 +304,12 @@ export function TaskView({ params }: { params: Record<string, string> }) {
     <Page
       title={
         <>
-          Task <span title={t.id}>{taskLabel(t, short(t.id))}</span> <Status state={t.state} />
+          Task <span title={t.id}>{taskName(t)}</span> <Status state={t.state} />
         </>
       }
       actions={
         <>
-          {!ended ? <Action label="Cancel" variant="danger" confirm={short(t.id)} consequence="A running attempt is stopped; the task ends CANCELLED." done="Task cancelled" run={() => gql(`mutation($id: ID!) { cancelTask(id: $id) { id } }`, { id: t.id })} /> : null}
+          {!ended ? <Action label="Cancel" variant="danger" confirm={shortIds([t.id]).get(t.id)} consequence="A running attempt is stopped; the task ends CANCELLED." done="Task cancelled" run={() => gql(`mutation($id: ID!) { cancelTask(id: $id) { id } }`, { id: t.id })} /> : null}
           {ended && t.state !== "SUCCEEDED" ? <Action label="Requeue" done="Task queued again" run={() => gql(`mutation($id: ID!) { requeueTask(id: $id) { id } }`, { id: t.id })} /> : null}
         </>
       }
@@ -278,7 +320,7 @@ export function TaskView({ params }: { params: Record<string, string> }) {
           <KeyValues
             items={[
               ["Id", <span class="mono">{t.id}</span>],
-              ["Agent", t.agentId ? <a class="mono" href={`/agents/${encodeURIComponent(t.agentId)}`}>{t.agentId}</a> : "not yet chosen"],
+              ["Agent", t.agentId ? <AgentLink id={t.agentId} name={t.agentName} /> : "not yet chosen"],
               ["Capability", t.capability],
               ["Attempts", `${attempts.failed} (${attempts.starts})`],
               ["Priority", t.priority],
@@ -309,33 +351,7 @@ export function TaskView({ params }: { params: Record<string, string> }) {
           <Json value={t.result} label="Result" />
         </Section>
       </div>
-      {t.attemptErrors.length ? (
-        <Section title="Failed attempts">
-          <table>
-            <caption class="sr-only">Failed attempts</caption>
-            <thead>
-              <tr>
-                <th scope="col">Attempt</th>
-                <th scope="col">When</th>
-                <th scope="col">Agent</th>
-                <th scope="col">Error</th>
-              </tr>
-            </thead>
-            <tbody>
-              {t.attemptErrors.map((e) => (
-                <tr key={e.attempt}>
-                  <td>{e.attempt}</td>
-                  <td>
-                    <Time at={e.at} />
-                  </td>
-                  <td class="mono">{e.agentId ?? "—"}</td>
-                  <td>{e.error}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </Section>
-      ) : null}
+      {t.attemptErrors.length ? <FailedAttempts errors={t.attemptErrors} /> : null}
       <Transcript task={t} />
       {t.dependsOn.length ? <DependencyGraph root={t} /> : null}
       <Timeline subject={t.id} />
@@ -348,6 +364,7 @@ interface Dep {
   state: string;
   dependsOn: string[];
   capability?: string | null;
+  agentName?: string | null;
 }
 
 /** Loads the tasks `root` depends on, and theirs, up to `depth` levels. */
@@ -357,7 +374,7 @@ async function dependencies(root: Dep, depth = 4): Promise<Map<string, Dep>> {
   for (let level = 0; level < depth && frontier.length; level++) {
     const wanted = [...new Set(frontier)].filter((id) => !known.has(id)).slice(0, 50);
     if (!wanted.length) break;
-    const q = `query(${wanted.map((_, i) => `$i${i}: ID!`).join(", ")}) { ${wanted.map((_, i) => `t${i}: task(id: $i${i}) { id state dependsOn capability }`).join(" ")} }`;
+    const q = `query(${wanted.map((_, i) => `$i${i}: ID!`).join(", ")}) { ${wanted.map((_, i) => `t${i}: task(id: $i${i}) { id state dependsOn capability agentName }`).join(" ")} }`;
     const vars = Object.fromEntries(wanted.map((id, i) => [`i${i}`, id]));
     const d = await gql<Record<string, Dep | null>>(q, vars);
     frontier = [];
@@ -403,7 +420,7 @@ function DependencyGraph({ root }: { root: Task }) {
   if (!tasks) return <Loading what="dependencies" />;
   const all = new Map(tasks).set(root.id, root);
   const nodes = layoutDependencies(root.id, all);
-  const shorts = shortIds(nodes.map((n) => n.id));
+  const tails = shortIds(nodes.map((n) => n.id));
   const at = new Map(nodes.map((n) => [n.id, n]));
   const W = 170;
   const H = 46;
@@ -427,7 +444,7 @@ function DependencyGraph({ root }: { root: Task }) {
                 <rect class={`node tone-${t.state === "SUCCEEDED" ? "ok" : "idle"}`} x={n.x * W} y={n.y * H} width={140} height={36} rx={6} />
                 <title>{n.id}</title>
                 <text x={n.x * W + 8} y={n.y * H + 15}>
-                  {taskLabel(t, shorts.get(n.id) ?? short(n.id)).slice(0, 22)}
+                  {taskName(t, {}, tails).slice(0, 22)}
                 </text>
                 <text x={n.x * W + 8} y={n.y * H + 30}>
                   {t.state}
@@ -441,9 +458,9 @@ function DependencyGraph({ root }: { root: Task }) {
             {edges.map(([from, to]) => (
               <li key={`${from}>${to}`}>
                 <a href={`/tasks/${encodeURIComponent(from)}`} title={from}>
-                  {taskLabel(all.get(from) ?? {}, shorts.get(from) ?? short(from))}
+                  {taskName(all.get(from) ?? { id: from }, {}, tails)}
                 </a>{" "}
-                ({all.get(from)?.state}) must succeed before {taskLabel(all.get(to) ?? {}, shorts.get(to) ?? short(to))} ({all.get(to)?.state})
+                ({all.get(from)?.state}) must succeed before {taskName(all.get(to) ?? { id: to }, {}, tails)} ({all.get(to)?.state})
               </li>
             ))}
           </ul>

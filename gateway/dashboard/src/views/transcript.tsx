@@ -4,7 +4,7 @@
 // after each of the task's events (a TASK_STEP is written for each committed step, an
 // APPROVAL_* for each request and decision), so it follows a running task.
 import { useQuery, useRefreshOn } from "../lib/hooks";
-import { duration } from "../lib/format";
+import { count, duration } from "../lib/format";
 import { STEP_FIELDS, showArguments, totals, turns, usd, type Call, type TaskStep, type Turn } from "../lib/transcript";
 import { APPROVAL_FIELDS, type Approval } from "../lib/approvals";
 import { decider, useTokenNames } from "../lib/names";
@@ -36,7 +36,7 @@ export function Transcript({ task }: { task: { id: string; agentId: string | nul
   if (!llm && !steps.length && !approvals.length) return null;
   const sum = totals(steps);
   return (
-    <Section title="Transcript" actions={<span class="muted">{steps.length ? `${sum.calls} model calls · ${sum.inputTokens} in / ${sum.outputTokens} out tokens · ${usd(sum.costUsd)} · ${duration(sum.latencyMs)} waiting on the model` : ""}</span>}>
+    <Section title="Transcript" actions={<span class="muted">{steps.length ? `${count(sum.calls, "model call")} · ${sum.inputTokens} in / ${sum.outputTokens} out tokens · ${usd(sum.costUsd)} · ${duration(sum.latencyMs)} waiting on the model` : ""}</span>}>
       <ErrorBox error={read.error} />
       {read.loading && !steps.length ? <Loading what="the transcript" /> : null}
       {!steps.length && !read.loading ? <p class="empty">No step committed yet: each model reply and tool result shows here once committed.</p> : null}
@@ -118,43 +118,47 @@ function TaskApprovals({ approvals, onDecided }: { approvals: Approval[]; onDeci
   return (
     <>
       <h3>Approvals</h3>
-      <table>
-        <caption class="sr-only">Approvals of its tool calls</caption>
-        <thead>
-          <tr>
-            <th scope="col">Tool</th>
-            <th scope="col">Call</th>
-            <th scope="col">Asked</th>
-            <th scope="col">Decision</th>
-            <th scope="col">Note</th>
-          </tr>
-        </thead>
-        <tbody>
-          {approvals.map((a) => (
-            <tr key={a.id}>
-              <td>
-                <code>{a.tool}</code>
-              </td>
-              <td class="mono">
-                {a.step}/{a.callId}
-              </td>
-              <td>
-                <Time at={a.requestedAt} />
-              </td>
-              <td>
-                {a.state === "PENDING" ? (
-                  <Decision approval={a} onDecided={onDecided} />
-                ) : (
-                  <>
-                    <Status state={a.state === "APPROVED" ? "SUCCEEDED" : "FAILED"} label={a.state} /> <span class="muted" title={a.decidedBy ?? undefined}>by {decider(a.decidedBy, tokens)}</span> <Time at={a.decidedAt} />
-                  </>
-                )}
-              </td>
-              <td>{a.note ?? (a.state === "PENDING" ? a.reason : "—")}</td>
+      <div class="table-scroll">
+        <table>
+          <caption class="sr-only">Approvals of its tool calls</caption>
+          <thead>
+            <tr>
+              <th scope="col">Tool</th>
+              <th scope="col">Call</th>
+              <th scope="col">Asked</th>
+              <th scope="col">Held because</th>
+              <th scope="col">Decision</th>
+              <th scope="col">Note</th>
             </tr>
-          ))}
-        </tbody>
-      </table>
+          </thead>
+          <tbody>
+            {approvals.map((a) => (
+              <tr key={a.id}>
+                <td>
+                  <code>{a.tool}</code>
+                </td>
+                <td class="mono">
+                  {a.step}/{a.callId}
+                </td>
+                <td>
+                  <Time at={a.requestedAt} />
+                </td>
+                <td>{a.reason}</td>
+                <td>
+                  {a.state === "PENDING" ? (
+                    <Decision approval={a} onDecided={onDecided} />
+                  ) : (
+                    <>
+                      <Status state={a.state === "APPROVED" ? "SUCCEEDED" : "FAILED"} label={a.state} /> <span class="muted" title={a.decidedBy ?? undefined}>by {decider(a.decidedBy, tokens)}</span> <Time at={a.decidedAt} />
+                    </>
+                  )}
+                </td>
+                <td>{a.note ?? "—"}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
     </>
   );
 }

@@ -7,6 +7,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { gql, type ApiError } from "../lib/gql";
 import { useEvents, useQuery } from "../lib/hooks";
 import { useAgentNames } from "../lib/names";
+import { count } from "../lib/format";
 import { EDGE_QUERY, edgeChildren, edgeSource, isEdge, type Child, type Supervisor, type SwarmRecord } from "../lib/subtree";
 import { Status } from "../components/status";
 import { Time } from "../components/time";
@@ -214,7 +215,7 @@ function Node({ child, path, ctx, first }: { child: Child; path: Child[]; ctx: T
       role="treeitem"
       tabIndex={first ? 0 : -1}
       aria-expanded={sup ? (edge ? open : true) : undefined}
-      aria-label={`${child.kind} ${child.id} ${child.state}, ${child.restarts} restarts`}
+      aria-label={`${child.kind} ${child.id} ${child.state}, ${count(child.restarts, "restart")}`}
     >
       <span class={`tree-label${ctx.flashing.has(child.id) ? " flash" : ""}`}>
         {edge ? (
@@ -232,7 +233,7 @@ function Node({ child, path, ctx, first }: { child: Child; path: Child[]; ctx: T
         )}
         <Status state={child.state} />
         <span class="muted">
-          {child.restarts} restart{child.restarts === 1 ? "" : "s"}
+          {count(child.restarts, "restart")}
           {sup ? ` · ${sup.strategy.toLowerCase()}` : ""}
         </span>
         {child.kind === "AGENT" ? <AgentControls id={child.id} name={text} state={child.state} /> : null}

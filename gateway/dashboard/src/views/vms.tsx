@@ -6,7 +6,7 @@ import { gql } from "../lib/gql";
 import { useLive, useQuery } from "../lib/hooks";
 import { usePaged, useLiveList } from "../lib/paging";
 import { navigate, query, setQuery } from "../lib/router";
-import { absolute, duration } from "../lib/format";
+import { absolute, count, duration } from "../lib/format";
 import { Grid } from "../components/grid";
 import { Status } from "../components/status";
 import { Time } from "../components/time";
@@ -176,7 +176,7 @@ export function phaseSteps(phase: string, seen: string[] = []): Step[] {
  * so say so rather than show an impossible number.
  */
 export function cpuLabel(cpuCores: number, vcpus: number): string {
-  const of = `${vcpus} ${vcpus === 1 ? "vCPU" : "vCPUs"}`;
+  const of = count(vcpus, "vCPU");
   if (vcpus > 0 && cpuCores > vcpus * 1.05) return `not measured: the driver's CPU counter ran ahead of its ${of}`;
   return `${cpuCores.toFixed(2)} of ${of}`;
 }
@@ -204,7 +204,7 @@ export function VmView({ params }: { params: Record<string, string> }) {
               ["State", `${v.state}${v.reason ? ` (${v.reason})` : ""}`],
               ["Observed", <Time at={v.observedAt} />],
               ["Host", v.hostId ? <a href={`/hosts?focus=${encodeURIComponent(v.hostId)}`}>{hosts.title(v.hostId)}</a> : "not placed"],
-              ["Size", `${v.spec.vcpus} vCPUs, ${v.spec.memoryMiB} MiB`],
+              ["Size", `${count(v.spec.vcpus, "vCPU")}, ${v.spec.memoryMiB} MiB`],
               ["Run policy", `${v.spec.runPolicy}, meant to be ${v.spec.running ? "running" : "stopped"}`],
               ["Placement", v.spec.placement],
               ["Anti-affinity group", v.spec.antiAffinityGroup],
