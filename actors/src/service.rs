@@ -297,6 +297,13 @@ impl Api {
         if let Some(problem) = self.ctx.store.commit_problem() {
             return Err(way_out(problem));
         }
+        // The role it has now: one that leaves is out of the log's membership after.
+        let had = self
+            .cluster_state()
+            .await
+            .ok()
+            .and_then(|s| s.members.into_iter().find(|m| m.name == node))
+            .map(|m| m.role);
         match self.node_service().change(change).await {
             // The majority went while the change waited for it (a leader notices after a
             // couple of seconds without answers): the same way out.
@@ -313,8 +320,15 @@ impl Api {
         let state = self.cluster_state().await?;
         match state.members.into_iter().find(|m| m.name == node) {
             Some(member) => Ok(member),
-            // Removed from the log's membership: what the store last recorded of it.
-            None => crate::cluster::replicated::departed(&self.ctx.store, &node).await,
+            // Removed from the log's membership: what the store last recorded of it, with the
+            // role it had there (not the learner it became on its way out).
+            None => {
+                let mut gone = crate::cluster::replicated::departed(&self.ctx.store, &node).await?;
+                if let Some(role) = had {
+                    gone.role = role;
+                }
+                Ok(gone)
+            }
         }
     }
 

@@ -76,6 +76,8 @@ async fn a_crashed_agent_restarts_alone_as_its_supervisor_predicted_and_the_repo
         "{dry}"
     );
     ensure!(dry["injections"][0]["outcome"] == "DRY_RUN", "{dry}");
+    // The seed Troupe picked reads exactly in JavaScript or jq (below 2^53).
+    ensure!(dry["seed"].as_u64().is_some_and(|s| s < 1 << 53), "{dry}");
 
     let started = start(
         &node,

@@ -435,9 +435,10 @@ pub async fn forward<S: Service>(
         Err(ApiError::Unavailable(first)) if cluster.status(node) != Some(MemberStatus::Down) => {
             tracing::warn!(%node, error = %first, %key, "forwarding failed; retrying once with the same key");
             call::<S>(node, &call_, within).await.map_err(|e| match e {
-                ApiError::Unavailable(m) => {
-                    // What the peer did not answer, without the advice `call` gives: a keyed
-                    // call has a better one.
+                // Sent, and not answered: the keyed call's advice, not the one `call` gives.
+                // (Neither try left this node, as for a peer not connected: nothing was done,
+                // and the error says so as it is.)
+                ApiError::Unavailable(m) if m.contains(MAY_HAVE_ACTED) || first.contains(MAY_HAVE_ACTED) => {
                     let m = m.split(&format!("; {MAY_HAVE_ACTED}")).next().unwrap_or(&m);
                     ApiError::Unavailable(format!(
                         "{m}; {MAY_HAVE_ACTED}: retry with idempotencyKey {key:?} to get its answer"
@@ -512,6 +513,12 @@ impl<S: Service> Actor for ServiceActor<S> {
         });
         Ok(())
     }
+}
+
+/// Whether a call failed before its request left this node (the peer is not connected, is
+/// down or cut off): nothing was done there, and the caller may do it elsewhere.
+pub fn never_sent(e: &ApiError) -> bool {
+    matches!(e, ApiError::Unavailable(m) if !m.contains(MAY_HAVE_ACTED))
 }
 
 /// Whether `node` has a `role` service connected to this node now.

@@ -96,11 +96,12 @@ impl Tasks {
             return at.submit(Box::new(request), key).await;
         };
         // Placed on a peer by the room its last beat told of: one that began to shut down
-        // since refuses it before doing anything, and it is queued here instead (its beats
-        // offer no room from then on).
+        // since refuses it before doing anything, and one that stopped since is no longer
+        // connected (its beats offer no room from then on): either way nothing was done
+        // there, and it is queued here instead.
         match at.submit(Box::new(request.clone()), key.clone()).await {
-            Err(e) if crate::serving::refused_for_stop(&e) => {
-                tracing::debug!(%node, "the node a task was placed on is shutting down: queued here");
+            Err(e) if crate::serving::refused_for_stop(&e) || crate::cluster::remote::never_sent(&e) => {
+                tracing::debug!(%node, error = %e, "the node a task was placed on did not take it: queued here");
                 At::Here(self).submit(Box::new(request), key).await
             }
             answered => answered,

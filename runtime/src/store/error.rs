@@ -44,7 +44,7 @@ pub enum StoreError {
     #[error("this node is stopping and no majority of the cluster is up to take its writes: they are not confirmed")]
     Alone,
     /// This node does not lead the replicated log; the write was not made.
-    #[error("this node does not lead the cluster's log (the leader is {})", leader.as_deref().unwrap_or("unknown"))]
+    #[error("{}", not_leader(leader.as_deref()))]
     NotLeader { leader: Option<String> },
 }
 
@@ -56,5 +56,36 @@ impl StoreError {
     /// Whether the caller's request (its cursor) is at fault rather than the node.
     pub fn is_bad_cursor(&self) -> bool {
         matches!(self, Self::Compacted { .. } | Self::FutureCursor { .. })
+    }
+}
+
+/// What a write that found no leader says: with none known, how the cluster gets one, and
+/// the way out when it cannot (a majority of its voters gone for good).
+fn not_leader(leader: Option<&str>) -> String {
+    match leader {
+        Some(leader) => format!("this node does not lead the cluster's log (the leader is {leader})"),
+        None => "no leader of the cluster's log is known to this node: one is elected once a majority of \
+                 its voters is up and reachable; if most of them are gone for good, make a cluster again \
+                 from one survivor with `troupe recover` (docs/cluster.md)"
+            .to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn a_write_that_found_no_leader_names_the_way_out() {
+        let none = StoreError::NotLeader { leader: None }.to_string();
+        assert!(
+            none.contains("majority of its voters") && none.contains("troupe recover"),
+            "{none}"
+        );
+        let known = StoreError::NotLeader {
+            leader: Some("b".into()),
+        }
+        .to_string();
+        assert_eq!(known, "this node does not lead the cluster's log (the leader is b)");
     }
 }

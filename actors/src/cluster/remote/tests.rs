@@ -148,3 +148,24 @@ fn the_holder_of_an_id_is_its_named_node_and_this_node_holds_the_rest() {
     assert_eq!(cluster.holder("no-home"), None);
     assert!(cluster.holds("0190-x@alpha") && !cluster.holds("0190-x@beta"));
 }
+
+#[tokio::test]
+async fn a_keyed_call_to_a_peer_no_longer_connected_says_nothing_was_done_there() {
+    let toy = toy("toy-c").await;
+    // Heard from a moment ago (UP), and gone since: its service is not connected.
+    let gone = crate::cluster::Answer {
+        name: "toy-gone".into(),
+        address: "127.0.0.1:2".into(),
+        rooms: Default::default(),
+    };
+    toy.cluster.heard(vec![gone], tokio::time::Instant::now());
+    let refused = At::Peer(&toy, "toy-gone".into())
+        .keep("w".into(), Some("k".into()))
+        .await
+        .unwrap_err();
+    // Before, the retry's advice said it may have acted: a client retried a task that
+    // never was, and a submit was not queued where it was asked.
+    assert!(super::never_sent(&refused), "{refused}");
+    assert!(!refused.to_string().contains("may have acted"), "{refused}");
+    assert!(toy.kept.lock().unwrap().is_empty());
+}
