@@ -284,7 +284,11 @@ async fn swarm_id(api: &Api, swarm: &str) -> Result<String, ApiError> {
         .into_iter()
         .find(|s| s.spec.name == swarm)
         .map(|s| s.spec.id)
-        .ok_or_else(|| ApiError::NotFound(format!("the hook's swarm {swarm:?}")))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "the hook's swarm {swarm:?} is not in the cluster: create it, or name another in the hook's `swarm`"
+            ))
+        })
 }
 
 #[cfg(test)]

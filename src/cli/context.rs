@@ -127,6 +127,12 @@ pub(super) fn contexts(client: &Client, what: Contexts) -> Done {
             write(&file)
         }
         Contexts::Set { name, url, token_file } => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
+                return Err(Failure(
+                    2,
+                    format!("--to-url {url:?} is not a node's address: give http://host:port (or https://)"),
+                ));
+            }
             file.contexts.insert(name, Context { url, token_file });
             write(&file)
         }

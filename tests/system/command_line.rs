@@ -131,6 +131,9 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
         token.to_str().context("path")?,
     ];
     ensure!(troupe(&set, &config).await?.0 == 0);
+    // An address that is no node's is refused when it is set, not when it is first used.
+    let (code, _, err) = troupe(&["context", "set", "bad", "--to-url", "notaurl"], &config).await?;
+    ensure!(code == 2 && err.contains("http://host:port"), "{code} {err}");
     let (code, _, err) = troupe(&["agents", "list"], &config).await?;
     ensure!(code != 0, "no current context yet, no node at the default URL: {err}");
     ensure!(troupe(&["context", "use", "lab"], &config).await?.0 == 0);

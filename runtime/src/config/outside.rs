@@ -281,6 +281,12 @@ pub(super) fn hooks(files: Vec<HookFile>) -> Result<Vec<Hook>, ConfigError> {
                 format!("hook {:?}: {bad:?} is not a JSON Pointer (it starts with /)", h.name),
             ));
         }
+        if h.max_body_bytes == Some(0) {
+            return Err(invalid(
+                "hooks",
+                format!("hook {:?}: max_body_bytes 0 would refuse every request", h.name),
+            ));
+        }
         hooks.push(Hook {
             name: h.name,
             auth,

@@ -115,6 +115,26 @@ fn unknown_keys_bad_names_and_zero_limits_are_rejected() {
 }
 
 #[test]
+fn a_hook_that_would_refuse_every_request_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "t0k3n").unwrap();
+    let path = dir.path().join("t.toml");
+    let config = format!(
+        "[[hooks]]\nname = \"h\"\nbearer_token_file = \"{}\"\ncapability = \"x\"\nmax_body_bytes = 0\n",
+        dir.path().join("token").display()
+    );
+    std::fs::write(&path, config).unwrap();
+    let err = Config::load(ServeArgs {
+        node_name: Some("n".into()),
+        config: Some(path),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(matches!(err, ConfigError::Invalid { key: "hooks", .. }), "{err}");
+    assert!(err.to_string().contains("max_body_bytes 0"), "{err}");
+}
+
+#[test]
 fn a_request_body_larger_than_half_a_log_entry_is_refused_and_the_store_cache_is_a_setting() {
     let load = |body: usize, cache: Option<usize>| {
         Config::load(ServeArgs {
