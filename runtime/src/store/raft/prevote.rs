@@ -54,6 +54,30 @@ enum Due {
     Ask,
 }
 
+/// What the timer reads of this member each time it looks.
+struct Look {
+    voter: bool,
+    leads: bool,
+    voters: usize,
+    committed: bool,
+    age: Option<Duration>,
+    lease: Duration,
+}
+
+impl Look {
+    fn due(&self, election: Duration) -> Due {
+        due(
+            self.voter,
+            self.leads,
+            self.voters,
+            self.committed,
+            self.age,
+            self.lease,
+            election,
+        )
+    }
+}
+
 /// Whether a voter that last heard from a leader (or changed its vote) `age` ago is due to
 /// stand: past the lease and `election` while its vote is a leader's (committed), past
 /// `election` alone while it stands itself or voted for one that stands. `None`: it never
@@ -113,12 +137,20 @@ pub(crate) async fn keep_timer(store: WeakStore) {
         if store.raft_stopped() {
             return;
         }
+        let config = store.raft().config().clone();
+        let look = store.look().await;
+        // Silent past the longest timeout: no leader this member can name (a cut-off
+        // follower that never stands would name the one it lost for ever).
+        let longest = Duration::from_millis(config.election_timeout_max);
+        store.inner.leader_silent.send_if_modified(|silent| {
+            let now = look.due(longest) == Due::Ask;
+            std::mem::replace(silent, now) != now
+        });
         if Instant::now() < not_before {
             continue;
         }
-        let config = store.raft().config().clone();
         let election = election_timeout(config.election_timeout_min, config.election_timeout_max);
-        match store.election_due(election).await {
+        match look.due(election) {
             Due::No => {}
             Due::Alone => {
                 let _ = store.raft().trigger().elect().await;
@@ -150,7 +182,7 @@ impl Store {
             .unwrap_or((false, None))
     }
 
-    async fn election_due(&self, election: Duration) -> Due {
+    async fn look(&self) -> Look {
         let (voter, leads, voters) = {
             let metrics = self.raft().metrics();
             let m = metrics.borrow();
@@ -163,7 +195,20 @@ impl Store {
         };
         let (committed, age) = self.vote_age().await;
         let lease = Duration::from_millis(self.raft().config().election_timeout_max);
-        due(voter, leads, voters, committed, age, lease, election)
+        Look {
+            voter,
+            leads,
+            voters,
+            committed,
+            age,
+            lease,
+        }
+    }
+
+    /// Whether this voter has heard from no leader past the lease and the longest election
+    /// timeout (about 2 s): it is cut off, or its leader froze or went, and it names none.
+    pub fn leader_silent(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.leader_silent.subscribe()
     }
 
     /// Asks the other voters whether they would vote for this member, and stands when a

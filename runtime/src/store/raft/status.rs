@@ -71,9 +71,11 @@ impl Store {
             .collect();
         // By name, as people look for them (the log's order is its random ids').
         members.sort_by(|a, b| a.name.cmp(&b.name));
+        let silent = *self.inner.leader_silent.borrow();
         Status {
             leader: m
                 .current_leader
+                .filter(|_| !silent)
                 .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone())),
             lead_unconfirmed: lead_unconfirmed(&m),
             term: m.current_term,
@@ -100,6 +102,9 @@ impl Store {
         if metrics.current_leader.is_none() {
             return Some("no leader is known: an election is under way or this node is cut off".into());
         }
+        if *self.inner.leader_silent.borrow() {
+            return Some("no leader heard for over 2 s: this node is cut off, or its leader froze or went".into());
+        }
         if lead_unconfirmed(&metrics) {
             let voters = metrics.membership_config.membership().voter_ids().count();
             return Some(format!(
@@ -111,6 +116,9 @@ impl Store {
 
     /// The name of the member that leads now, when one is known.
     pub fn leader(&self) -> Option<String> {
+        if *self.inner.leader_silent.borrow() {
+            return None;
+        }
         let metrics = self.raft().metrics().borrow().clone();
         let leader = metrics.current_leader?;
         metrics

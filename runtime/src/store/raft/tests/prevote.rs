@@ -19,16 +19,25 @@ async fn a_member_cut_off_past_its_election_timeout_comes_back_without_an_electi
     // It heard no leader past the lease and an election timeout, twice: each time it asked
     // the others and nobody answered, so it did not stand.
     let mut pre_votes = c.pre_votes();
-    tokio::time::timeout(Duration::from_secs(20), pre_votes.wait_for(|p| p.lost >= 2))
+    tokio::time::timeout(Duration::from_secs(20), pre_votes.wait_for(|p| p.lost >= 3))
         .await
         .expect("c heard no leader, and asked")
         .unwrap();
     assert_eq!(c.raft().metrics().borrow().current_term, term, "c stood while cut off");
+    // Nor does it name the leader it lost: it says it cannot commit.
+    assert_eq!(c.status().leader, None);
+    assert!(c.commit_problem().is_some_and(|p| p.contains("cut off")));
     // Back, it follows the leader it had, in the same term: no election.
     router.cut.lock().unwrap().remove("c");
     c.transport().set(router.clone());
     a.write(Batch::new().put(THINGS, "after", vec![2])).await.unwrap();
     caught_up(&c, last_log(&a)).await;
+    let mut silent = c.leader_silent();
+    tokio::time::timeout(Duration::from_secs(5), silent.wait_for(|s| !s))
+        .await
+        .expect("c hears its leader again")
+        .unwrap();
+    assert_eq!(c.status().leader.as_deref(), Some("a"));
     for store in [&a, &b, &c] {
         let m = store.raft().metrics().borrow().clone();
         assert_eq!((m.current_leader, m.current_term), (Some(a.raft_id()), term));
