@@ -48,7 +48,12 @@ impl State {
     /// Moves the tasks no agent here can run to the peers whose agents can.
     pub(super) async fn hand_off_unserved(&mut self, now: Now) {
         let Some(peers) = self.peers.clone() else { return };
-        let unserved = self.engine.unserved(AT_ONCE);
+        let unserved = self.engine.unserved(AT_ONCE, |want, requires| {
+            let capability = requires
+                .and_then(|r| r.capabilities.first())
+                .map_or(want, String::as_str);
+            peers(capability).iter().any(|(_, room)| room.agents > 0)
+        });
         if unserved.is_empty() {
             return;
         }

@@ -26,8 +26,15 @@ pub struct Unserved {
 impl Engine {
     /// Queued tasks that no open agent here can run, in queue order per capability, with
     /// the graph each belongs to; at most `limit` tasks. A graph one of whose tasks runs, or
-    /// is aimed at an agent of this node, is not named.
-    pub fn unserved(&self, limit: usize) -> Vec<Unserved> {
+    /// is aimed at an agent of this node, is not named. Nor is a capability (or requirement
+    /// set) that `served_elsewhere` says no peer serves either: its tasks would take the
+    /// limit from those another node could run at once (300 waiting for a capability nobody
+    /// had kept 197 of another's from moving, for as long as they waited).
+    pub fn unserved(
+        &self,
+        limit: usize,
+        served_elsewhere: impl Fn(&str, Option<&Requirement>) -> bool,
+    ) -> Vec<Unserved> {
         let served: BTreeSet<&str> = self
             .agents
             .values()
@@ -40,6 +47,11 @@ impl Engine {
         let mut count = 0;
         for (want, queue) in self.queues.by_capability() {
             if served.contains(want) {
+                continue;
+            }
+            // Every task of a queue wants the same: its first tells.
+            let first = queue.iter().next().and_then(|(_, _, id)| self.tasks.get(id));
+            if first.is_some_and(|entry| !served_elsewhere(want, entry.limits.requires.as_ref())) {
                 continue;
             }
             for (_, _, id) in queue {

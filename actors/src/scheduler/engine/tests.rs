@@ -415,6 +415,11 @@ fn a_start_the_agent_hands_back_goes_back_to_the_queue_uncharged() {
     assert_eq!(starts(&fx), [("a".to_string(), "t".to_string(), 1)]);
 }
 
+/// Every capability is served by some peer.
+fn anywhere(_: &str, _: Option<&Requirement>) -> bool {
+    true
+}
+
 #[test]
 fn tasks_no_agent_here_can_run_are_named_and_let_go_of_and_the_rest_stay() {
     let mut e = engine();
@@ -428,11 +433,11 @@ fn tasks_no_agent_here_can_run_are_named_and_let_go_of_and_the_rest_stay() {
         now,
     );
     e.enqueue(cap_task("far-2", "elsewhere", Priority::Low), TaskStatus::queued(), now);
-    let named = e.unserved(10);
+    let named = e.unserved(10, anywhere);
     let ids: Vec<&[String]> = named.iter().map(|u| u.tasks.as_slice()).collect();
     assert_eq!(ids, [["far"], ["far-2"]], "{named:?}");
     assert!(named.iter().all(|u| u.want == "elsewhere" && u.requires.is_none()));
-    assert_eq!(e.unserved(1).len(), 1, "bounded");
+    assert_eq!(e.unserved(1, anywhere).len(), 1, "bounded");
     // Let go of: no longer held, nothing started for it.
     let open = e.open();
     let states = |s: Option<Vec<TaskStatus>>| s.map(|s| s.into_iter().map(|s| s.state).collect::<Vec<_>>());
@@ -444,7 +449,26 @@ fn tasks_no_agent_here_can_run_are_named_and_let_go_of_and_the_rest_stay() {
     assert!(e.hand_off(&["gone".into()], now).is_none());
     // Once an agent here serves it, it is no longer named.
     e.agent_up("b", caps(&["elsewhere"]), 1, 1, now);
-    assert!(e.unserved(10).is_empty());
+    assert!(e.unserved(10, anywhere).is_empty());
+}
+
+#[test]
+fn tasks_no_peer_serves_either_do_not_take_the_turn_of_those_a_peer_could_run() {
+    let mut e = engine();
+    let now = now0();
+    // Queued first, for a capability no node serves: more of them than a look names.
+    for i in 0..5 {
+        e.enqueue(
+            cap_task(&format!("nobody-{i}"), "a-nobody", Priority::Normal),
+            TaskStatus::queued(),
+            now,
+        );
+    }
+    e.enqueue(cap_task("far", "b-far", Priority::Normal), TaskStatus::queued(), now);
+    let only_far = |want: &str, _: Option<&Requirement>| want == "b-far";
+    let named = e.unserved(3, only_far);
+    let ids: Vec<&[String]> = named.iter().map(|u| u.tasks.as_slice()).collect();
+    assert_eq!(ids, [["far"]], "{named:?}");
 }
 
 #[test]
@@ -469,14 +493,14 @@ fn a_graph_no_agent_here_can_start_is_named_whole_and_only_while_none_of_it_runs
     let mut grandchild = cap_task("grandchild", "elsewhere", Priority::Normal);
     grandchild.depends_on = vec!["child".into()];
     e.enqueue(grandchild, TaskStatus::queued(), now);
-    let named = e.unserved(10);
+    let named = e.unserved(10, anywhere);
     assert_eq!(named.len(), 1, "one graph, named once: {named:?}");
     let mut graph = named[0].tasks.clone();
     assert_eq!(graph[0], "root", "the task first");
     graph.sort();
     assert_eq!(graph, ["child", "grandchild", "root", "side"]);
     // Too large for the bound: named on its own only when nothing was named before it.
-    assert_eq!(e.unserved(2).len(), 1);
+    assert_eq!(e.unserved(2, anywhere).len(), 1);
     // Let go of whole: nothing of it stays here, nothing waits on it.
     let statuses = e.hand_off(&named[0].tasks, now).expect("let go of");
     assert_eq!(statuses.len(), 4);
@@ -497,7 +521,7 @@ fn a_graph_no_agent_here_can_start_is_named_whole_and_only_while_none_of_it_runs
     let mut join = cap_task("join", "here", Priority::Normal);
     join.depends_on = vec!["runs".into(), "far".into()];
     e.enqueue(join, TaskStatus::queued(), now);
-    assert!(e.unserved(10).is_empty(), "{:?}", e.unserved(10));
+    assert!(e.unserved(10, anywhere).is_empty(), "{:?}", e.unserved(10, anywhere));
     assert!(e.hand_off(&["far".into(), "join".into(), "runs".into()], now).is_none());
     assert!(e.status("far").is_some());
 }
@@ -516,11 +540,11 @@ fn a_task_whose_requirement_no_agent_here_meets_is_named_with_it() {
     let mut task = cap_task("good-nap", &r.key(), Priority::Normal);
     task.requires = Some(r.clone());
     e.enqueue(task, TaskStatus::queued(), now);
-    let named = e.unserved(10);
+    let named = e.unserved(10, anywhere);
     assert_eq!(named.len(), 1, "{named:?}");
     assert_eq!(named[0].requires.as_ref(), Some(&r));
     assert_eq!(named[0].tasks, ["good-nap"]);
     // An agent here that meets it: no longer named.
     e.agent_up("b", caps(&["nap"]), 1, 1, now);
-    assert!(e.unserved(10).is_empty());
+    assert!(e.unserved(10, anywhere).is_empty());
 }
