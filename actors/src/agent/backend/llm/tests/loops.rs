@@ -310,6 +310,10 @@ fn model_and_tool_calls_are_spans_named_and_attributed_as_the_genai_conventions_
     let spans = Spans::default();
     let subscriber = tracing_subscriber::registry().with(spans.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Another test's thread may have met a callsite first, with no subscriber, and cached
+    // that nobody wants it: asked again now that this thread's subscriber is in place (the
+    // execute_tool span went missing once in a gate, the chat spans recorded).
+    tracing::callsite::rebuild_interest_cache();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
