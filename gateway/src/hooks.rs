@@ -108,11 +108,15 @@ pub async fn receive(
             });
         }
     }
+    // A key taken by another request whose answer cannot be read back (not applied here
+    // yet): still a repeat, without the task.
+    let repeat = matches!(outcome, Err(ApiError::Conflict(_))) && key.is_some();
     count(
         &name,
         match &outcome {
             Ok(made) if made.fresh => "submitted",
             Ok(_) => "duplicate",
+            Err(_) if repeat => "duplicate",
             Err(_) => "failed",
         },
     );
@@ -121,6 +125,7 @@ pub async fn receive(
             let status = if fresh { StatusCode::ACCEPTED } else { StatusCode::OK };
             answer(status, json!({ field: id, "duplicate": !fresh }))
         }
+        Err(_) if repeat => answer(StatusCode::OK, json!({ "duplicate": true })),
         Err(e) => {
             let status = match e.code() {
                 "INVALID_INPUT" => StatusCode::UNPROCESSABLE_ENTITY,
