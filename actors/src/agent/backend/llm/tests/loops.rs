@@ -308,12 +308,14 @@ impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'
 fn model_and_tool_calls_are_spans_named_and_attributed_as_the_genai_conventions_say() {
     use tracing_subscriber::layer::SubscriberExt;
     let spans = Spans::default();
+    // While a single subscriber is registered, tracing asks only the calling thread's
+    // whether it wants a callsite: another test's thread meeting the execute_tool callsite
+    // first (with no subscriber) cached that nobody does, and the span went missing (twice
+    // in this session's gates). A second, silent one, registered first, has every
+    // registered subscriber asked.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let subscriber = tracing_subscriber::registry().with(spans.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
-    // Another test's thread may have met a callsite first, with no subscriber, and cached
-    // that nobody wants it: asked again now that this thread's subscriber is in place (the
-    // execute_tool span went missing once in a gate, the chat spans recorded).
-    tracing::callsite::rebuild_interest_cache();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
