@@ -65,42 +65,26 @@ struct Look {
 }
 
 impl Look {
+    /// Whether this voter, which last heard from a leader (or changed its vote) `age` ago,
+    /// is due to stand: past the lease and `election` while its vote is a leader's
+    /// (committed), past `election` alone while it stands itself or voted for one that
+    /// stands. `None`: it never heard from one since it started.
     fn due(&self, election: Duration) -> Due {
-        due(
-            self.voter,
-            self.leads,
-            self.voters,
-            self.committed,
-            self.age,
-            self.lease,
-            election,
-        )
-    }
-}
-
-/// Whether a voter that last heard from a leader (or changed its vote) `age` ago is due to
-/// stand: past the lease and `election` while its vote is a leader's (committed), past
-/// `election` alone while it stands itself or voted for one that stands. `None`: it never
-/// heard from one since it started.
-fn due(
-    voter: bool,
-    leads: bool,
-    voters: usize,
-    committed: bool,
-    age: Option<Duration>,
-    lease: Duration,
-    election: Duration,
-) -> Due {
-    if !voter || leads {
-        return Due::No;
-    }
-    if voters == 1 {
-        return Due::Alone;
-    }
-    let wait = if committed { lease + election } else { election };
-    match age {
-        Some(age) if age < wait => Due::No,
-        _ => Due::Ask,
+        if !self.voter || self.leads {
+            return Due::No;
+        }
+        if self.voters == 1 {
+            return Due::Alone;
+        }
+        let wait = if self.committed {
+            self.lease + election
+        } else {
+            election
+        };
+        match self.age {
+            Some(age) if age < wait => Due::No,
+            _ => Due::Ask,
+        }
     }
 }
 
@@ -308,9 +292,20 @@ mod tests {
         Some(Duration::from_millis(n))
     }
 
+    fn look(voter: bool, leads: bool, voters: usize, committed: bool, age: Option<Duration>) -> Look {
+        Look {
+            voter,
+            leads,
+            voters,
+            committed,
+            age,
+            lease: LEASE,
+        }
+    }
+
     #[test]
     fn a_follower_is_due_once_it_heard_no_leader_for_the_lease_and_an_election_timeout() {
-        let follower = |committed, age| due(true, false, 3, committed, age, LEASE, ELECTION);
+        let follower = |committed, age| look(true, false, 3, committed, age).due(ELECTION);
         assert_eq!(follower(true, ms(1700)), Due::No);
         assert_eq!(follower(true, ms(1800)), Due::Ask);
         // Standing, or having voted for one that stands: an election timeout alone.
@@ -318,9 +313,9 @@ mod tests {
         assert_eq!(follower(false, ms(800)), Due::Ask);
         assert_eq!(follower(true, None), Due::Ask);
         // A leader, a learner: never; the only voter: at once.
-        assert_eq!(due(true, true, 3, true, ms(5000), LEASE, ELECTION), Due::No);
-        assert_eq!(due(false, false, 3, true, ms(5000), LEASE, ELECTION), Due::No);
-        assert_eq!(due(true, false, 1, true, ms(0), LEASE, ELECTION), Due::Alone);
+        assert_eq!(look(true, true, 3, true, ms(5000)).due(ELECTION), Due::No);
+        assert_eq!(look(false, false, 3, true, ms(5000)).due(ELECTION), Due::No);
+        assert_eq!(look(true, false, 1, true, ms(0)).due(ELECTION), Due::Alone);
     }
 
     #[test]
