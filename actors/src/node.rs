@@ -177,6 +177,21 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Peers' requests: none is taken from now on (a submit goes elsewhere), and those
+        // under way are answered while the link still carries their answers.
+        let peer_calls = self.api.cluster().peer_calls();
+        peer_calls.close();
+        let under_way = peer_calls.under_way();
+        if under_way > 0 {
+            tracing::info!(
+                under_way,
+                "answering the peers' requests under way before the link goes"
+            );
+        }
+        let left = peer_calls.settled(PEER_CALLS_WITHIN).await;
+        if left > 0 {
+            tracing::warn!(left, within = ?PEER_CALLS_WITHIN, "peers' requests still under way as the node stops are not answered");
+        }
         // The chores (started last) stop first, before the work they look after.
         self.stop_all_but_the_link().await;
         // The agents' message history noted since its last background write.
@@ -214,9 +229,10 @@ impl Node {
         }
     }
 
-    /// Stops every child of the root but the cluster link, in the reverse of their start:
-    /// the gateway, the services, then the node's work, whose last records still reach the
-    /// leader through the link.
+    /// Stops every child of the root but the cluster link and the services it carries, in
+    /// the reverse of their start: the gateway, then the node's work, whose last records
+    /// still reach the leader through the link. The services, closed, answer a peer's late
+    /// request with a refusal until the link goes (stopped, they would leave it unanswered).
     async fn stop_all_but_the_link(&self) {
         let within = Duration::from_secs(60);
         let children =
@@ -228,7 +244,11 @@ impl Node {
                 return;
             }
         };
-        for (id, _) in children.into_iter().rev().filter(|(id, _)| *id != self.link) {
+        for (id, _) in children
+            .into_iter()
+            .rev()
+            .filter(|(id, _)| *id != self.link && id != SERVICES)
+        {
             let stop = crate::call::ask_within(
                 &self.root,
                 |r| SupervisorMsg::TerminateChild(id.clone(), r),
@@ -242,6 +262,13 @@ impl Node {
         }
     }
 }
+
+/// How long a stopping node waits for its answers to peers' requests under way (as its
+/// gateway does for its clients').
+const PEER_CALLS_WITHIN: Duration = Duration::from_secs(10);
+
+/// The root's child that serves the domains to peers.
+const SERVICES: &str = crate::service::SERVICES_CHILD;
 
 /// How often a stopping node looks whether it is still linked to a majority of the voters.
 const MAJORITY_LOOK_EVERY: Duration = Duration::from_millis(250);

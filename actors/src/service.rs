@@ -37,7 +37,7 @@ pub use crate::messaging::{
 };
 pub use agents::{AgentAction, AgentLive, Agents, AgentsRequest, AgentsResponse};
 pub(crate) use context::Context;
-pub use endpoints::{Peers, ServicesChild};
+pub use endpoints::{Peers, ServicesChild, SERVICES_CHILD};
 pub use hosts::{Hosts, HostsRequest, HostsResponse, Vms, VmsRequest, VmsResponse};
 pub use listing::{Counted, Listing};
 pub use messages::{Messages, MessagesRequest, MessagesResponse};

@@ -367,6 +367,35 @@ async fn messages_waiting_for_an_agent_whose_node_dies_are_delivered_where_it_mo
     Ok(())
 }
 
+/// A node that stops answers a peer's request it is carrying out before its link goes: the
+/// sender of a message its agent holds gets the agent's reply, not "went away before it
+/// answered".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_answers_a_peers_message_under_way_before_its_link_goes() -> Result<()> {
+    let (alpha, mut beta) = super::cluster::start_pair().await?;
+    let (far, _) = beta.start_gated_agent(&[]).await?;
+    let held = Gate::new()?;
+    let long = alpha.gql(
+        SEND,
+        json!({ "to": far, "payload": { "gate": held.path().display().to_string() }, "timeoutMs": 60000 }),
+    );
+    let stop = async {
+        beta.wait_gated_received().await?;
+        beta.sigterm()?;
+        let deadline = Deadline::after(WAIT, "beta to wait for the message under way as it stops");
+        while beta.logged("answering the peers' requests under way") == 0 {
+            deadline.tick(beta.log_tail()).await?;
+        }
+        held.open()?;
+        beta.wait_exit(WAIT).await
+    };
+    let (long, stopped) = tokio::join!(long, stop);
+    ensure!(stopped?.success(), "{}", beta.log_tail());
+    let long = long?;
+    ensure!(long["data"]["sendMessage"]["reply"]["gate"].is_string(), "{long}");
+    Ok(())
+}
+
 /// A message to an agent on another node may wait there longer than an ordinary call to a
 /// peer (5 s): it is answered when the agent answers. The dead-letter queue and the topics
 /// are the whole cluster's, and a dead message is replayed through any node.

@@ -14,7 +14,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
 
-use super::remote::{Envelope, Service, ServiceActor};
+use super::remote::{Envelope, PeerCalls, Service, ServiceActor};
 
 /// How long a ping waits for the service actors at most (the watchdog's own deadline is
 /// what decides a miss; this only bounds the task that asks them).
@@ -28,6 +28,8 @@ pub struct Endpoints {
     pings: Vec<Ping>,
     /// The actors that end with the parent (its service actors, and the link's NodeServer).
     cells: Vec<ActorCell>,
+    /// Closes its service actors as the node stops (the domains' do; the link's never).
+    closing: Option<PeerCalls>,
 }
 
 impl Default for Endpoints {
@@ -42,12 +44,19 @@ impl Endpoints {
             held: watch::channel(false).0,
             pings: Vec::new(),
             cells: Vec::new(),
+            closing: None,
         }
+    }
+
+    /// Service actors started from now on stop taking requests once `calls` closes.
+    pub fn closing_with(mut self, calls: PeerCalls) -> Self {
+        self.closing = Some(calls);
+        self
     }
 
     /// Starts `service`'s actor under `parent`.
     pub async fn serve<S: Service>(&mut self, service: S, parent: &ActorCell) -> Result<(), ActorProcessingErr> {
-        let args = (service, self.held.subscribe());
+        let args = (service, self.held.subscribe(), self.closing.clone());
         let (actor, _) = Actor::spawn_linked(None, ServiceActor::<S>::default(), args, parent.clone()).await?;
         self.cells.push(actor.get_cell());
         self.pings.push(Box::new(move || ping::<S>(actor.clone())));

@@ -59,6 +59,8 @@ pub struct Cluster {
     /// This node's store, for the log index a peer call's answer carries (see
     /// [`super::remote::noting_peer_commits`]).
     store: Option<troupe_runtime::store::WeakStore>,
+    /// The peers' requests this node's domain services answer (closed as it stops).
+    peer_calls: super::remote::PeerCalls,
 }
 
 /// What this node knows of a peer it has heard from.
@@ -104,6 +106,7 @@ impl Cluster {
             directory: Default::default(),
             leases: Default::default(),
             store: None,
+            peer_calls: Default::default(),
         }
     }
 
@@ -111,6 +114,11 @@ impl Cluster {
     pub fn with_store(mut self, store: &troupe_runtime::store::Store) -> Self {
         self.store = Some(store.downgrade());
         self
+    }
+
+    /// The peers' requests this node's domain services are answering.
+    pub fn peer_calls(&self) -> &super::remote::PeerCalls {
+        &self.peer_calls
     }
 
     /// The last log entry this node applied (0 without a store).

@@ -468,50 +468,104 @@ impl<S: Service> Default for ServiceActor<S> {
 
 impl<S: Service> Actor for ServiceActor<S> {
     type Msg = S::Msg;
-    type State = (S, watch::Receiver<bool>);
-    type Arguments = (S, watch::Receiver<bool>);
+    type State = Served<S>;
+    type Arguments = (S, watch::Receiver<bool>, Option<PeerCalls>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<S::Msg>,
-        (service, held): Self::Arguments,
+        (service, held, closing): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        ractor::pg::join(group(S::ROLE, &service.cluster().name()), vec![myself.get_cell()]);
-        Ok((service, held))
+        let name = group(S::ROLE, &service.cluster().name());
+        ractor::pg::join(name.clone(), vec![myself.get_cell()]);
+        // Once closed, peers soon stop sending it anything (those that still do are refused).
+        let leave = closing.clone().map(|calls| {
+            let cell = myself.get_cell();
+            tokio::spawn(async move {
+                calls.closed().await;
+                ractor::pg::leave(name, vec![cell]);
+            })
+        });
+        Ok(Served {
+            service,
+            held,
+            closing,
+            leave,
+        })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<S::Msg>, served: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if let Some(leave) = served.leave.take() {
+            leave.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<S::Msg>,
         msg: S::Msg,
-        (service, held): &mut Self::State,
+        served: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Held: the request waits in the loop (and those behind it in the mailbox).
-        while *held.borrow_and_update() {
-            if held.changed().await.is_err() {
+        while *served.held.borrow_and_update() {
+            if served.held.changed().await.is_err() {
                 break;
             }
         }
         let (bytes, reply) = msg.unwrap();
-        let service = service.clone();
+        let service = served.service.clone();
+        let taken = match served.closing.as_ref().map(PeerCalls::take) {
+            // The node is stopping: refused before anything of it is done.
+            Some(None) => {
+                let refused: Result<S::Response, ApiError> = Err(crate::serving::shutting_down());
+                if let Some(bytes) = answer(&service, &refused) {
+                    let _ = reply.send(bytes);
+                }
+                return Ok(());
+            }
+            Some(taken) => taken,
+            None => None,
+        };
         tokio::spawn(async move {
-            let answer = match troupe_runtime::codec::decode::<Call<S::Request>>(&bytes) {
+            let answered = match troupe_runtime::codec::decode::<Call<S::Request>>(&bytes) {
                 Ok(call) => service.serve(call).await,
                 Err(e) => Err(ApiError::invalid(format!("undecodable {} request: {e}", S::ROLE))),
             };
-            match troupe_runtime::codec::encode(&answer) {
-                Ok(mut bytes) => {
-                    // After the answer, what this node applied by now (it holds what the
-                    // request wrote): see `noting_peer_commits`.
-                    if let Ok(applied) = troupe_runtime::codec::encode(&service.cluster().applied_index()) {
-                        bytes.extend(applied);
-                    }
-                    let _ = reply.send(bytes);
-                }
-                Err(e) => tracing::error!(error = %e, role = S::ROLE, "cannot encode a peer answer"),
+            if let Some(bytes) = answer(&service, &answered) {
+                let _ = reply.send(bytes);
             }
+            drop(taken);
         });
         Ok(())
+    }
+}
+
+/// What a [`ServiceActor`] keeps.
+pub struct Served<S: Service> {
+    service: S,
+    /// True while a HANG holds it.
+    held: watch::Receiver<bool>,
+    /// The domains' services close as their node stops (the node and Raft services, which
+    /// its stop itself needs, never do).
+    closing: Option<PeerCalls>,
+    leave: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// An answer's bytes, and after them what this node applied by now (it holds what the
+/// request wrote): see [`noting_peer_commits`].
+fn answer<S: Service>(service: &S, answer: &Result<S::Response, ApiError>) -> Option<Vec<u8>> {
+    match troupe_runtime::codec::encode(answer) {
+        Ok(mut bytes) => {
+            if let Ok(applied) = troupe_runtime::codec::encode(&service.cluster().applied_index()) {
+                bytes.extend(applied);
+            }
+            Some(bytes)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, role = S::ROLE, "cannot encode a peer answer");
+            None
+        }
     }
 }
 
@@ -561,7 +615,11 @@ pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Dura
             if let Some(applied) = applied {
                 let _ = PEER_APPLIED.try_with(|seen| seen.set(seen.get().max(applied)));
             }
-            answer
+            // Said of the peer, for this node's client.
+            answer.map_err(|e| match crate::serving::refused_for_stop(&e) {
+                true => crate::serving::peer_shutting_down(node),
+                false => e,
+            })
         }
         Ok(CallResult::Timeout) => Err(late()),
         // ractor_cluster drops a pending call's reply port once it has expired, which can
@@ -573,7 +631,9 @@ pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Dura
     }
 }
 
+mod closing;
 mod gates;
+pub use closing::PeerCalls;
 pub(crate) use gates::{cut_off, raft_cut_off};
 pub use gates::{set_armed_faults, set_partition_gates};
 

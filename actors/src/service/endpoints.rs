@@ -47,6 +47,9 @@ impl Served for Peers {
     }
 }
 
+/// The tree's name of [`ServicesChild`].
+pub const SERVICES_CHILD: &str = "services";
+
 /// The domains' remotable service actors (agents, tasks, messages, hosts, VMs, swarms).
 pub struct ServicesChild {
     pub api: Api,
@@ -54,7 +57,7 @@ pub struct ServicesChild {
 
 impl ChildSpec for ServicesChild {
     fn id(&self) -> &str {
-        "services"
+        SERVICES_CHILD
     }
 
     fn kind(&self) -> &str {
@@ -80,7 +83,7 @@ impl Actor for ServicesActor {
 
     async fn pre_start(&self, myself: ActorRef<ClusterMsg>, api: Api) -> Result<Endpoints, ActorProcessingErr> {
         let cell = myself.get_cell();
-        let mut endpoints = Endpoints::new();
+        let mut endpoints = Endpoints::new().closing_with(api.cluster().peer_calls().clone());
         endpoints.serve(api.agents().clone(), &cell).await?;
         endpoints.serve(api.tasks().clone(), &cell).await?;
         endpoints.serve(api.messages().clone(), &cell).await?;

@@ -28,6 +28,10 @@ type Kept = Arc<Mutex<Vec<(String, Option<String>)>>>;
 struct Toy {
     cluster: Cluster,
     kept: Kept,
+    /// How many `Wait`s began.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    /// What ends them: one permit each.
+    release: Arc<tokio::sync::Semaphore>,
 }
 
 impl Located for Toy {
@@ -46,7 +50,10 @@ impl ToyLocal for Toy {
         Ok(word)
     }
 
+    /// Waits for the test to release it (`ms` is what the request declares it may take).
     async fn wait(&self, _ms: u64) -> Result<(), ApiError> {
+        self.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.release.acquire().await.expect("never closed").forget();
         Ok(())
     }
 
@@ -57,6 +64,11 @@ impl ToyLocal for Toy {
 
 /// A toy service of a node called `name`, served by its actor in this process.
 async fn toy(name: &str) -> Toy {
+    served_toy(name, None).await.0
+}
+
+/// A toy service of a node called `name`, served by its actor (closing with `closing`).
+async fn served_toy(name: &str, closing: Option<super::PeerCalls>) -> (Toy, ractor::ActorRef<ToyMsg>) {
     let toy = Toy {
         cluster: Cluster::new(PeerInfo {
             name: name.into(),
@@ -64,13 +76,15 @@ async fn toy(name: &str) -> Toy {
             gateway_address: None,
         }),
         kept: Arc::default(),
+        waiting: Arc::default(),
+        release: Arc::new(tokio::sync::Semaphore::new(0)),
     };
     // Never held: the flag's sender is gone at once and it stays false.
     let held = tokio::sync::watch::channel(false).1;
-    Actor::spawn(None, ServiceActor::<Toy>::default(), (toy.clone(), held))
+    let (actor, _) = Actor::spawn(None, ServiceActor::<Toy>::default(), (toy.clone(), held, closing))
         .await
         .expect("the toy service starts");
-    toy
+    (toy, actor)
 }
 
 #[tokio::test]
@@ -168,4 +182,56 @@ async fn a_keyed_call_to_a_peer_no_longer_connected_says_nothing_was_done_there(
     assert!(super::never_sent(&refused), "{refused}");
     assert!(!refused.to_string().contains("may have acted"), "{refused}");
     assert!(toy.kept.lock().unwrap().is_empty());
+}
+
+/// Sends `request` to the service actor itself (not through its group) and decodes the answer.
+async fn sent_to(actor: &ractor::ActorRef<ToyMsg>, request: ToyRequest) -> Result<ToyResponse, ApiError> {
+    use super::Envelope;
+    let bytes = troupe_runtime::codec::encode(&super::Call { key: None, request }).unwrap();
+    let reply = actor
+        .call(|r| ToyMsg::wrap(bytes, r), Some(Duration::from_secs(30)))
+        .await
+        .expect("sent")
+        .expect("answered");
+    troupe_runtime::codec::decode_then::<Result<ToyResponse, ApiError>, u64>(&reply)
+        .unwrap()
+        .0
+}
+
+#[tokio::test]
+async fn a_closed_service_answers_what_it_took_refuses_what_comes_after_and_leaves_its_group() {
+    let calls = super::PeerCalls::default();
+    let (toy, actor) = served_toy("toy-closing", Some(calls.clone())).await;
+    assert!(super::is_connected("toy", "toy-closing"));
+    // A request under way as the node closes: a `Wait` the test releases.
+    let under_way = tokio::spawn({
+        let actor = actor.clone();
+        async move { sent_to(&actor, ToyRequest::Wait { ms: 0 }).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while toy.waiting.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the wait never began");
+        tokio::task::yield_now().await;
+    }
+    calls.close();
+    // One after the close is refused as a stopping node refuses work: nothing of it done.
+    let late = sent_to(&actor, ToyRequest::Keep { word: "late".into() }).await;
+    assert!(
+        matches!(&late, Err(e) if crate::serving::refused_for_stop(e)),
+        "{late:?}"
+    );
+    assert!(toy.kept.lock().unwrap().is_empty());
+    // The close waits for the one under way (bounded), which is answered once it ends.
+    assert_eq!(calls.settled(Duration::from_millis(50)).await, 1);
+    toy.release.add_permits(1);
+    assert_eq!(calls.settled(Duration::from_secs(30)).await, 0);
+    assert!(matches!(under_way.await.unwrap(), Ok(ToyResponse::Wait(()))));
+    // Peers no longer find it.
+    while super::is_connected("toy", "toy-closing") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the service stayed in its group"
+        );
+        tokio::task::yield_now().await;
+    }
 }
