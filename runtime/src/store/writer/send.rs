@@ -118,13 +118,37 @@ impl Writer {
                 let (id, applied) = forward(&transport, &name, &proposal, FORWARD_WITHIN).await?;
                 applied_here(id.index, applied).await
             };
+            // The term of the leader it goes to, as far as this node knows.
+            let sent_in = raft.metrics().borrow().current_term;
             let landing = tokio::time::timeout(FORWARD_WITHIN, async {
                 let Some((origin, mut here)) = expected else {
                     return from_leader.await;
                 };
+                // Another leader's entry of a later term applied here (that leader holds
+                // every entry committed before it: the group is applied here by then, or
+                // never will be).
+                let watch = raft.wait(None);
+                let deposed = watch.metrics(
+                    |m| {
+                        m.last_applied.is_some_and(|l| {
+                            let by = m.membership_config.membership().get_node(&l.leader_id.node_id);
+                            l.leader_id.term > sent_in && by.is_some_and(|n| n.addr != name)
+                        })
+                    },
+                    "another leader's entry of a later term is applied here",
+                );
                 let answer = tokio::select! {
                     Ok((index, applied)) = &mut here.applied => return applied_here(index, applied).await,
                     answer = from_leader => answer,
+                    // The leader it went to has not answered and another one leads now (it
+                    // froze, or was cut off): what it did with the group is settled as for a
+                    // leader whose log stopped, at once rather than at the forward's limit.
+                    Ok(_) = deposed => Err(NotForwarded::Stopped {
+                        term: sent_in,
+                        error: StoreError::Unavailable(format!(
+                            "the leader {name} was replaced before it answered the write; it may still be applied"
+                        )),
+                    }),
                 };
                 let (term, error) = match answer {
                     Err(NotForwarded::Stopped { term, error }) => (term, error),

@@ -245,3 +245,24 @@ async fn a_write_of_unknown_outcome_the_leader_never_took_is_written_once_after_
         has_events(store, &[(1, "FIRST".to_owned())]).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_to_a_leader_that_went_silent_goes_to_the_next_leader_once_it_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, b, c] = three_voters(&router, &dir).await;
+    let (first, parked) = first_held(&router, &b).await;
+    // The leader goes silent with b's group in its hands, never answering (a frozen
+    // process): nobody reaches it and it reaches nobody.
+    router.cut.lock().unwrap().insert("a".into());
+    a.transport().set(Arc::new(Router::default()));
+    let _unanswered = parked.answer;
+    // b and c elect a leader of a later term. Once b applied that leader's first entry,
+    // FIRST (which a never committed) is surely not written: it goes to the new leader, and
+    // is written once, within the election's time. It used to wait out the forward's 10 s.
+    let durable = tokio::time::timeout(std::time::Duration::from_secs(6), first.durable()).await;
+    assert_eq!(durable.expect("written through the next leader").unwrap(), vec![1]);
+    for store in [&b, &c] {
+        has_events(store, &[(1, "FIRST".to_owned())]).await;
+    }
+}
