@@ -67,6 +67,12 @@ impl Successions {
     pub(crate) fn named(&self) -> Option<Succession> {
         *self.named.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Whether this member runs its standing loop now.
+    #[cfg(test)]
+    pub(crate) fn standing(&self) -> bool {
+        self.standing.load(Ordering::SeqCst)
+    }
 }
 
 /// Held while this member runs its standing loop: one at a time (a named successor hears
@@ -136,7 +142,8 @@ impl Store {
 
     /// Stands for election once the lost leader's lease has passed since this member last
     /// heard from it, plus `first`, and again after 100–250 ms while no other leader is
-    /// known, for at most an election timeout more.
+    /// known and a majority would vote for it (a pre-vote), for at most an election timeout
+    /// more.
     /// `why` says what told this member its leader is gone, for the log.
     async fn stand_after_lease(&self, lost: NodeId, lost_term: u64, name: &str, first: Duration, why: &str) {
         let Some(_standing) = Standing::take(&self.inner.successions.standing) else {
@@ -155,6 +162,7 @@ impl Store {
             .flatten()
             .unwrap_or(lease);
         tokio::time::sleep((lease + PAST_LEASE + first).saturating_sub(heard)).await;
+        let mut stood = false;
         while Instant::now() < give_up {
             let (leader, vote) = {
                 let metrics = raft.metrics();
@@ -196,10 +204,20 @@ impl Store {
                     return;
                 }
             }
+            // Its first try lost (a voter still counted the lease, or none answered): it
+            // stands again only when a majority would vote for it. Unasked, a successor
+            // whose other voters were stopping too stood six times in a second, each in a
+            // new term, with nobody to vote.
+            if stood && !self.pre_voted().await {
+                let jitter = Duration::from_millis(100 + rand::random::<u64>() % 150);
+                tokio::time::sleep(jitter).await;
+                continue;
+            }
             tracing::info!(leader = %name, "{why} and its lease passed: standing for election");
             if raft.trigger().elect().await.is_err() {
                 return;
             }
+            stood = true;
             let jitter = Duration::from_millis(100 + rand::random::<u64>() % 150);
             tokio::time::sleep(jitter).await;
         }

@@ -198,8 +198,16 @@ impl Store {
     /// Asks the other voters whether they would vote for this member, and stands when a
     /// majority (itself included) would.
     async fn pre_vote(&self) {
+        if self.pre_voted().await {
+            let _ = self.raft().trigger().elect().await;
+        }
+    }
+
+    /// Asks the other voters whether they would vote for this member: whether a majority
+    /// (itself included) would.
+    pub(super) async fn pre_voted(&self) -> bool {
         let Some(transport) = self.transport().get() else {
-            return;
+            return false;
         };
         let (me, others, majority) = {
             let metrics = self.raft().metrics();
@@ -217,7 +225,9 @@ impl Store {
             candidate: me,
             last_log_id: self.last_log_id().await.ok().flatten(),
         };
-        let Ok(bytes) = crate::codec::encode(&ask) else { return };
+        let Ok(bytes) = crate::codec::encode(&ask) else {
+            return false;
+        };
         let within = Duration::from_millis(self.raft().config().election_timeout_min / 2);
         let mut asked: FuturesUnordered<_> = others
             .iter()
@@ -243,7 +253,7 @@ impl Store {
                 majority,
                 "no leader heard, but no majority would vote for this member: not standing"
             );
-            return;
+            return false;
         }
         metrics::counter!("troupe_raft_pre_votes_total", "outcome" => "won").increment(1);
         self.inner.pre_votes.send_modify(|p| p.won += 1);
@@ -251,7 +261,7 @@ impl Store {
             granted,
             "no leader heard and a majority would vote for this member: standing for election"
         );
-        let _ = self.raft().trigger().elect().await;
+        true
     }
 
     /// The last entry of this member's log, read from the log: what a vote compares.

@@ -51,6 +51,42 @@ async fn a_stopping_leader_names_the_member_that_takes_over_in_the_next_term() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_nobody_can_vote_for_stands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, b, c] = three_voters(&router, &dir).await;
+    a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
+    let term = a.raft().metrics().borrow().current_term;
+    a.stop_raft().await;
+    let named = b
+        .inner
+        .successions
+        .named()
+        .expect("the stopping leader named a successor");
+    let (successor, (other, other_name)) = match named.successor == b.raft_id() {
+        true => (&b, (&c, "c")),
+        false => (&c, (&b, "b")),
+    };
+    // The other follower stops at the same moment as the leader (cut off both ways, as good
+    // as stopped, well before the successor stands): nobody is left to vote for it.
+    router.cut.lock().unwrap().insert(other_name.into());
+    other.transport().set(Arc::new(Router::default()));
+    // It stands once; asked again before standing again, nobody would vote for it.
+    let mut pre_votes = successor.pre_votes();
+    tokio::time::timeout(Duration::from_secs(10), pre_votes.wait_for(|p| p.lost >= 1))
+        .await
+        .expect("it asked before standing again")
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while successor.inner.successions.standing() {
+        assert!(tokio::time::Instant::now() < deadline, "it kept standing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let now = successor.raft().metrics().borrow().current_term;
+    assert_eq!(now, term + 1, "it stood more than once");
+}
+
 #[test]
 fn the_successor_is_the_voter_known_to_hold_the_most_of_the_log() {
     use super::super::elect::successor;
