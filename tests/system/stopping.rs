@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
 use super::support::{
-    careful_with_a_task, expect_code, first_approval, metric, text, Deadline, FakeLlm, Gate, Node, NodeOpts, WAIT,
+    careful_with_a_task, expect_code, first_approval, metric, text, Deadline, FakeLlm, Gate, Node, NodeOpts,
+    Subscription, WAIT,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,13 +179,27 @@ async fn a_task_held_for_approval_is_not_charged_by_kills_and_its_call_is_withdr
     let held = first_approval(&node, "{ approvals { id taskId state } }").await?;
     ensure!(held["taskId"] == task.as_str(), "{held}");
     // Cancelled, the task waits for nothing: its call is no longer pending, is shown
-    // rejected by the task's end, and cannot be approved.
+    // rejected by the task's end (to a follower of the decisions too), and cannot be
+    // approved.
+    let before = node.gql_ok("{ node { lastSeq } }", json!({})).await?["node"]["lastSeq"].clone();
+    let updates = "subscription($after: Int64) { approvalUpdates(after: $after) { id state decidedBy } }";
+    let mut live = Subscription::start(&node, updates, json!({ "after": before })).await?;
     node.gql_ok(
         "mutation($id: ID!) { cancelTask(id: $id) { state } }",
         json!({ "id": task }),
     )
     .await?;
     node.wait_task_state(&task, "CANCELLED").await?;
+    // Live, and replayed from the same cursor once the task ended.
+    let mut replayed = Subscription::start(&node, updates, json!({ "after": before })).await?;
+    for sub in [&mut live, &mut replayed] {
+        let data = sub.next_with_deadline().await?.context("the stream ended")?;
+        let update = &data["approvalUpdates"];
+        ensure!(
+            update["id"] == held["id"] && update["state"] == "REJECTED" && update["decidedBy"] == "task-ended",
+            "{update}"
+        );
+    }
     let pending = node.gql_ok("{ approvals { id } }", json!({})).await?;
     ensure!(pending["approvals"] == json!([]), "{pending}");
     let all = node

@@ -28,8 +28,8 @@ pub use limits::{own_usage, read_stat, sample, signal_group, Stat, Usage};
 pub use llm::retention::prune as prune_llm_records;
 pub use llm::{
     approvals, committed as llm_steps_committed, decide as decide_approval, get as approval, spent_by, transcript,
-    Approval, Call as LlmCall, Decision, Delta as LlmDelta, Deltas as LlmDeltas, Record as LlmStep,
-    Refused as ApprovalRefused, Usage as LlmUsage,
+    withdrawn_by_end as llm_approvals_withdrawn, Approval, Call as LlmCall, Decision, Delta as LlmDelta,
+    Deltas as LlmDeltas, Record as LlmStep, Refused as ApprovalRefused, Usage as LlmUsage,
 };
 
 /// An HTTP client on the node's one TLS provider (see [`troupe_runtime::tls`]).

@@ -93,14 +93,25 @@ impl ApprovalsQuery {
     }
 }
 
+/// The events that end a task: one that ends with a call undecided withdraws it.
+const TASK_ENDS: [&str; 6] = [
+    "TASK_SUCCEEDED",
+    "TASK_FAILED",
+    "TASK_CANCELLED",
+    "TASK_EXPIRED",
+    "TASK_DEPENDENCY_FAILED",
+    "TASK_DEAD",
+];
+
 #[derive(Default)]
 pub struct ApprovalsSubscription;
 
 #[Subscription]
 impl ApprovalsSubscription {
-    /// Each approval as it is requested and as it is decided (by an operator or its
-    /// timeout), as this node applies it: from now on, or from the events after `after`
-    /// (an event `seq`, such as `node { lastSeq }`), each as it was then.
+    /// Each approval as it is requested and as it is decided (by an operator, its timeout,
+    /// or the end of its task before a decision: REJECTED by `task-ended`), as this node
+    /// applies it: from now on, or from the events after `after` (an event `seq`, such as
+    /// `node { lastSeq }`), each as it was then.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn approval_updates(
         &self,
@@ -115,34 +126,52 @@ impl ApprovalsSubscription {
         let filter = EventFilter {
             kinds: Some(
                 ["APPROVAL_REQUESTED", "APPROVAL_DECIDED"]
-                    .map(String::from)
                     .into_iter()
+                    .chain(TASK_ENDS)
+                    .map(String::from)
                     .collect(),
             ),
             subject: None,
         };
         let store = api.store().clone();
-        Ok(api.subscribe(after, filter).filter_map(move |event| {
+        let updates = api.subscribe(after, filter).then(move |event| {
             let store = store.clone();
             async move {
                 let event = match event {
-                    Err(e) => return Some(Err(crate::error::api(e.into()))),
+                    Err(e) => return vec![Err(crate::error::api(e.into()))],
                     Ok(event) => event,
                 };
-                let id = event.data.get("approval").and_then(|v| v.as_str())?;
+                let unavailable = |e| vec![Err(crate::error::api(ApiError::Unavailable(e)))];
+                if TASK_ENDS.contains(&event.kind.as_str()) {
+                    // A task that ended with a call undecided: nothing waits for it now.
+                    let Some(task) = event.subject.as_deref() else {
+                        return Vec::new();
+                    };
+                    return match troupe_actors::agent::llm_approvals_withdrawn(&store, task).await {
+                        Ok(withdrawn) => withdrawn.into_iter().map(|a| Ok(a.into())).collect(),
+                        Err(e) => unavailable(e),
+                    };
+                }
+                let Some(id) = event.data.get("approval").and_then(|v| v.as_str()) else {
+                    return Vec::new();
+                };
                 match troupe_actors::agent::llm_approval(&store, id).await {
                     // As it was at that event: a decision is never undone, so only the
                     // request's is older than the record.
-                    Ok(found) => found.map(|mut a| {
-                        if event.kind == "APPROVAL_REQUESTED" {
-                            a.decision = None;
-                        }
-                        Ok(a.into())
-                    }),
-                    Err(e) => Some(Err(crate::error::api(ApiError::Unavailable(e)))),
+                    Ok(found) => found
+                        .map(|mut a| {
+                            if event.kind == "APPROVAL_REQUESTED" {
+                                a.decision = None;
+                            }
+                            Ok(a.into())
+                        })
+                        .into_iter()
+                        .collect(),
+                    Err(e) => unavailable(e),
                 }
             }
-        }))
+        });
+        Ok(updates.flat_map(futures::stream::iter))
     }
 }
 

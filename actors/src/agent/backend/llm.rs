@@ -32,7 +32,7 @@ use crate::agent::protocol::MemoryOp;
 use crate::agent::secrets::Secrets;
 use crate::agent::spec::{Dialect, LlmBackend};
 use crate::task::{Assignment, Outcome, TaskSpec};
-pub use approvals::{decide, get, list as approvals, Approval, Decision, Refused};
+pub use approvals::{decide, get, list as approvals, withdrawn_by_end, Approval, Decision, Refused};
 pub use deltas::{Delta, Deltas};
 use journal::Journal;
 pub use journal::{committed, Call, Record, Usage};

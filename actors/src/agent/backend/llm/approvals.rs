@@ -80,6 +80,31 @@ pub async fn list(store: &Store, pending: bool) -> Result<Vec<Approval>, String>
     Ok(all)
 }
 
+/// The approvals of task `task` that were undecided when it ended, each with the decision
+/// its end stands for (none while it is open): what a follower of the decisions learns at
+/// the task's end, which writes no decision of its own.
+pub async fn withdrawn_by_end(store: &Store, task: &str) -> Result<Vec<Approval>, String> {
+    let task = task.to_owned();
+    store
+        .view(move |v| {
+            let Some((state, at)) = ended_in(v, &task)? else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            v.scan_prefix(LLM_APPROVALS, &format!("{task}/"), |_, bytes| {
+                let mut approval = troupe_runtime::codec::decode::<Approval>(bytes)?;
+                if approval.decision.is_none() {
+                    approval.decision = Some(withdrawn(state, at));
+                    out.push(approval);
+                }
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// How task `task` ended, and when, if it has (`None`: open, or unknown here).
 fn ended_in(v: &View<'_>, task: &str) -> Result<Option<(TaskState, DateTime<Utc>)>, StoreError> {
     let Some(bytes) = v.get(TASK_STATUS, task)? else {
