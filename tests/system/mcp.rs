@@ -6,7 +6,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
 use super::support::messages::SEND;
-use super::support::{text, Deadline, FakeLlm, Node, NodeOpts, WAIT};
+use super::support::{expect_code, text, Deadline, FakeLlm, Node, NodeOpts, WAIT};
 
 /// The Python of the venv with the `mcp` SDK.
 fn python() -> Result<String> {
@@ -107,11 +107,21 @@ async fn an_mcp_server_over_stdio_is_a_supervised_agent_whose_tools_are_tasks_an
         &llm_log.to_string_lossy(),
     ])
     .await?;
-    let input = json!({
-        "name": "cashier",
-        "backend": { "llm": { "baseUrl": fake.url(), "model": "tiny", "mcpServers": [calc], "tools": ["calc__charge"] } },
-    });
-    let cashier = text(&node.spawn_agent(input).await?, "/id")?;
+    // Named by its name (one agent has it), kept as its id. One that does not exist, or is
+    // no mcp agent, is refused: the model would be offered none of its tools.
+    let cashier = |servers: Value| {
+        json!({
+            "name": "cashier",
+            "backend": { "llm": { "baseUrl": fake.url(), "model": "tiny", "mcpServers": servers, "tools": ["calc__charge"] } },
+        })
+    };
+    let spawn = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }";
+    let echo = node.spawn_builtin("echo", &[]).await?;
+    for wrong in ["files", echo.as_str()] {
+        let refused = node.gql(spawn, json!({ "input": cashier(json!([wrong])) })).await?;
+        expect_code(&refused, "INVALID_INPUT")?;
+    }
+    let cashier = text(&node.spawn_agent(cashier(json!(["calc"]))).await?, "/id")?;
     let asked = node.submit_to(&cashier, json!("charge seven")).await?;
     let out = node.wait_task_state(&asked, "SUCCEEDED").await?;
     ensure!(out["result"]["content"] == "echo: charged 7", "{out}");

@@ -53,8 +53,52 @@ impl Agents {
     /// Spawns an agent on this node, or on `request.node`.
     pub async fn spawn(&self, mut request: SpawnAgentRequest, key: Option<String>) -> Result<AgentView, ApiError> {
         request.validate()?;
+        if let crate::agent::BackendSpec::Llm(llm) = &mut request.backend {
+            llm.mcp_servers = self.mcp_servers(&llm.mcp_servers).await?;
+        }
         let node = request.node.take();
         At::on(self, node.as_deref()).spawn(Box::new(request), key).await
+    }
+
+    /// The `mcp` agents an `llm` agent's `mcpServers` names, by id (each given by id, or by a
+    /// name only one agent has). Refused when one is missing or no `mcp` agent: the model
+    /// would be offered none of its tools (an echo agent answered the tools request with
+    /// its payload, and the model was offered nothing, silently).
+    async fn mcp_servers(&self, named: &[String]) -> Result<Vec<String>, ApiError> {
+        let mut ids = Vec::with_capacity(named.len());
+        for server in named {
+            let found = match self.get(server).await? {
+                Some(found) => found,
+                None => {
+                    let filter = AgentFilter {
+                        name: Some(server.clone()),
+                        ..Default::default()
+                    };
+                    let (mut of_name, _) = self.list_local(None, 2, &filter).await?;
+                    match (of_name.pop(), of_name.is_empty()) {
+                        (Some(only), true) => only,
+                        (Some(_), false) => {
+                            return Err(ApiError::invalid(format!(
+                                "mcpServers: more than one agent is named {server:?}: give its id"
+                            )))
+                        }
+                        (None, _) => {
+                            return Err(ApiError::invalid(format!(
+                                "mcpServers: no agent {server:?} (spawn the mcp agent first, and name it by id or name)"
+                            )))
+                        }
+                    }
+                }
+            };
+            if !matches!(found.spec.backend, crate::agent::BackendSpec::Mcp(_)) {
+                return Err(ApiError::invalid(format!(
+                    "mcpServers: agent {server:?} is a {} agent, not an mcp one: it offers no tools",
+                    found.spec.backend.describe()
+                )));
+            }
+            ids.push(found.spec.id.clone());
+        }
+        Ok(ids)
     }
 
     /// Whether this node holds the agent.

@@ -149,7 +149,12 @@ pub async fn of_servers(errands: &Errands, servers: &[String], patterns: &[Strin
         .await
         .map_err(|e| format!("the tools of mcp agent {agent} could not be listed: {e}"))?;
         let server = listed.get("server").and_then(Value::as_str).unwrap_or(agent);
-        for t in listed.get("tools").and_then(Value::as_array).into_iter().flatten() {
+        let Some(tools) = listed.get("tools").and_then(Value::as_array) else {
+            return Err(format!(
+                "agent {agent} offers no tools: it answered the tools request with {listed} (is it an mcp agent?)"
+            ));
+        };
+        for t in tools {
             let Some(tool) = t.get("name").and_then(Value::as_str) else {
                 continue;
             };
