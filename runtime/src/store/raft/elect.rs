@@ -4,7 +4,9 @@
 //! timeout) *and then* a random election timeout have passed without a word from the
 //! leader: about 1.7–2 s with Troupe's timing. A member whose session to its leader closed
 //! (the leader's process exited: its socket closed at once) need not wait for the second
-//! half: once the lease has passed, the other voters grant a vote, so it stands then.
+//! half: once the lease has passed, the other voters grant a vote, so it stands then, once
+//! a pre-vote says a majority would vote for it (its sessions may have closed because it
+//! is the one cut off).
 //! Nothing changes for a leader that is frozen or cut off (its session stays open): the
 //! timers find it.
 //!
@@ -142,8 +144,8 @@ impl Store {
 
     /// Stands for election once the lost leader's lease has passed since this member last
     /// heard from it, plus `first`, and again after 100–250 ms while no other leader is
-    /// known and a majority would vote for it (a pre-vote), for at most an election timeout
-    /// more.
+    /// known, each time only when a majority would vote for it (a pre-vote), for at most an
+    /// election timeout more.
     /// `why` says what told this member its leader is gone, for the log.
     async fn stand_after_lease(&self, lost: NodeId, lost_term: u64, name: &str, first: Duration, why: &str) {
         let Some(_standing) = Standing::take(&self.inner.successions.standing) else {
@@ -162,7 +164,6 @@ impl Store {
             .flatten()
             .unwrap_or(lease);
         tokio::time::sleep((lease + PAST_LEASE + first).saturating_sub(heard)).await;
-        let mut stood = false;
         while Instant::now() < give_up {
             let (leader, vote) = {
                 let metrics = raft.metrics();
@@ -204,11 +205,12 @@ impl Store {
                     return;
                 }
             }
-            // Its first try lost (a voter still counted the lease, or none answered): it
-            // stands again only when a majority would vote for it. Unasked, a successor
-            // whose other voters were stopping too stood six times in a second, each in a
-            // new term, with nobody to vote.
-            if stood && !self.pre_voted().await {
+            // It stands only when a majority would vote for it (a pre-vote: one round trip
+            // to voters that are up). Unasked, a successor whose other voters were stopping
+            // too stood six times in a second, each in a new term, with nobody to vote; and
+            // a node started with the wrong cookie (every session closing at once) raised
+            // its term seven times, then deposed the healthy leader once let in.
+            if !self.pre_voted().await {
                 let jitter = Duration::from_millis(100 + rand::random::<u64>() % 150);
                 tokio::time::sleep(jitter).await;
                 continue;
@@ -217,7 +219,6 @@ impl Store {
             if raft.trigger().elect().await.is_err() {
                 return;
             }
-            stood = true;
             let jitter = Duration::from_millis(100 + rand::random::<u64>() % 150);
             tokio::time::sleep(jitter).await;
         }
