@@ -142,8 +142,17 @@ async fn depart(
     voters: usize,
 ) -> Result<(), crate::error::ApiError> {
     let current = record.map(|r| troupe_runtime::codec::encode(&r)).transpose()?;
-    let batch = transition(store, node, MemberState::Left, current, Duration::ZERO, survivors).await?;
+    let batch = transition(
+        store,
+        node,
+        MemberState::Left,
+        current,
+        Duration::ZERO,
+        survivors.clone(),
+    )
+    .await?;
     store.write(batch).await?;
+    move_stragglers(store, node, survivors).await?;
     store.remove_member(node, voters).await?;
     tracing::info!(node, "a member left the cluster");
     Ok(())
@@ -184,10 +193,13 @@ async fn judge(
             .map(|r| troupe_runtime::codec::encode(&r))
             .transpose()?;
         let (silent, survivors) = (change.silent, change.survivors);
-        let batch = transition(store, &name, next, current, silent, survivors).await?;
+        let batch = transition(store, &name, next, current, silent, survivors.clone()).await?;
         match store.write(batch).await {
             Ok(_) => {
-                tracing::warn!(node = %name, state = next.name(), silent_ms = silent.as_millis() as u64, "a member's state changed")
+                tracing::warn!(node = %name, state = next.name(), silent_ms = silent.as_millis() as u64, "a member's state changed");
+                if next == MemberState::Down {
+                    move_stragglers(store, &name, survivors).await?;
+                }
             }
             // Another leader decided first.
             Err(StoreError::Stale(_)) => {}
@@ -316,8 +328,19 @@ async fn transition(
             json!({ "from": node, "to": to, "reason": reason, "name": spec.name, "vms": vms.len() }),
         ));
     }
+    moved_tasks(batch, plan.tasks, &node, &reason)
+}
+
+/// `batch` with the open tasks of `node` placed where the plan put them, and a
+/// `TASKS_MOVED` event for each node that takes some.
+fn moved_tasks(
+    mut batch: Batch,
+    tasks: Vec<(String, crate::cluster::directory::Placement)>,
+    node: &str,
+    reason: &str,
+) -> Result<Batch, StoreError> {
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
-    for (id, placement) in plan.tasks {
+    for (id, placement) in tasks {
         *per_node.entry(placement.node.clone()).or_default() += 1;
         batch = batch.put(DIRECTORY, id, troupe_runtime::codec::encode(&placement)?);
     }
@@ -329,6 +352,30 @@ async fn transition(
         ));
     }
     Ok(batch)
+}
+
+/// Moves the open tasks still held by `node` once its DOWN or LEFT is committed: those
+/// queued there between the plan's read and that commit (a submit placed on it a moment
+/// before it left), which the plan did not see. After the commit, `node` is fenced and
+/// writes none. Without this, three tasks acknowledged as a member left stayed QUEUED
+/// there, and cancelling them answered that it was down. How many moved.
+async fn move_stragglers(store: &Store, node: &str, survivors: Vec<String>) -> Result<usize, StoreError> {
+    let plan = {
+        let node = node.to_owned();
+        store
+            .view(move |v| super::moves::plan_moves(v, &node, &survivors))
+            .await?
+    };
+    if plan.tasks.is_empty() {
+        return Ok(0);
+    }
+    let moved = plan.tasks.len();
+    let reason = format!("node {node} is gone (queued there as it went)");
+    store
+        .write(moved_tasks(Batch::new(), plan.tasks, node, &reason)?)
+        .await?;
+    tracing::warn!(node, moved, "open tasks queued on a member as it went were moved");
+    Ok(moved)
 }
 
 /// The status to record for an agent moving to another node: STARTING when its recorded state says
@@ -354,4 +401,39 @@ async fn moved_status(store: &Store, id: &str) -> Result<Option<AgentStatus>, St
     status.state = AgentState::Starting;
     status.updated_at = troupe_runtime::clock::now();
     Ok(Some(status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_tasks_queued_on_a_member_as_it_went_move_after_its_departure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+        // The member's departure is committed (its plan saw no open task); a task queued
+        // there a moment before it was is applied after that read.
+        store
+            .write(
+                Batch::new()
+                    .put(
+                        TASKS,
+                        "late@gone",
+                        troupe_runtime::codec::encode(&TaskSpec::example("late@gone")).unwrap(),
+                    )
+                    .put(
+                        TASK_STATUS,
+                        "late@gone",
+                        troupe_runtime::codec::encode(&TaskStatus::queued()).unwrap(),
+                    )
+                    .put(OPEN_TASKS, "late@gone", vec![]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(move_stragglers(&store, "gone", vec!["a".into()]).await.unwrap(), 1);
+        let placed = store.view(|v| placement_in(v, "late@gone")).await.unwrap().unwrap();
+        assert_eq!((placed.node.as_str(), placed.epoch), ("a", 1));
+        // Moved once: the next look finds nothing left there.
+        assert_eq!(move_stragglers(&store, "gone", vec!["a".into()]).await.unwrap(), 0);
+    }
 }
