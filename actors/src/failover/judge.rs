@@ -12,7 +12,10 @@ pub(crate) async fn watch_members(store: Store, cluster: Cluster) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading: Option<(u64, Instant)> = None;
     loop {
+        // How long it waited for this beat: past a beat, it was paused (see `judged_from`).
+        let asleep = Instant::now();
         tick.tick().await;
+        let (now, waited) = (Instant::now(), asleep.elapsed());
         if store.failure().is_some() {
             return;
         }
@@ -23,15 +26,18 @@ pub(crate) async fn watch_members(store: Store, cluster: Cluster) {
             }
             continue;
         }
-        let since = match leading {
-            Some((term, since)) if term == status.term => since,
-            _ => {
+        let since = super::tick::judged_from(leading, status.term, now, waited);
+        if leading.is_none_or(|(_, was)| was != since) {
+            if leading.is_some_and(|(term, _)| term == status.term) {
+                tracing::warn!(
+                    paused_ms = waited.as_millis() as u64,
+                    "this leader was paused: its members are judged from now, not by the silence its pause made"
+                );
+            } else {
                 cluster.leases.deposed();
-                let since = Instant::now();
-                leading = Some((status.term, since));
-                since
             }
-        };
+            leading = Some((status.term, since));
+        }
         let check = Instant::now();
         match tokio::time::timeout(CONFIRMED_WITHIN, store.raft().ensure_linearizable()).await {
             Ok(Ok(_)) => cluster.leases.confirmed(check, store.status().commit_index),

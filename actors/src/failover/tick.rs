@@ -28,6 +28,23 @@ pub(super) fn next(state: MemberState, silent: Duration) -> MemberState {
     }
 }
 
+/// A wait for the next beat this much longer than a beat means the leader itself was
+/// paused (its process frozen or starved, its VM paused): the members were silent to it
+/// because it heard nothing, not because they went.
+pub(super) const PAUSED_PAST: Duration = Duration::from_secs(1);
+
+/// From when the leader of `term` judges its members' silence, at `now`: since it took the
+/// lead (`leading`, the term it led and since when), or from now when it just took it or
+/// was itself paused (its wait for this beat took `waited`, more than a beat past
+/// [`PAUSED_PAST`]). A leader thawed after 28 s declared every member DOWN, the one never
+/// frozen too, and moved all the work to itself.
+pub(super) fn judged_from<I: Copy>(leading: Option<(u64, I)>, term: u64, now: I, waited: Duration) -> I {
+    match leading {
+        Some((led, since)) if led == term && waited <= super::BEAT + PAUSED_PAST => since,
+        _ => now,
+    }
+}
+
 /// Judges every member from its committed state and its silence; `me`, the leader, is heard
 /// from now: a leader whose record a previous leader made SUSPECT or DOWN just before it
 /// lost its leadership is UP again (no other member judges it while it leads).
@@ -66,6 +83,20 @@ pub(super) fn tick(me: &str, members: &[(String, MemberState)], silence: impl Fn
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_leader_judges_from_when_it_took_the_lead_or_from_its_own_pause() {
+        use super::{judged_from, PAUSED_PAST};
+        let beat = super::super::BEAT;
+        // The same term, a beat waited: from when it took the lead.
+        assert_eq!(judged_from(Some((4, 10)), 4, 90, beat), 10);
+        assert_eq!(judged_from(Some((4, 10)), 4, 90, beat + PAUSED_PAST), 10);
+        // Paused past a beat and the margin: from now.
+        assert_eq!(judged_from(Some((4, 10)), 4, 90, beat + PAUSED_PAST * 2), 90);
+        // A new term, or the first look as leader: from now.
+        assert_eq!(judged_from(Some((3, 10)), 4, 90, beat), 90);
+        assert_eq!(judged_from(None, 4, 90, beat), 90);
+    }
+
     use proptest::prelude::*;
 
     use super::*;
