@@ -431,6 +431,18 @@ async fn an_llm_agent_may_not_take_the_nodes_own_secrets_as_its_key() -> Result<
             ensure!(message.contains("apiKey"), "{message}");
         }
     }
+    // Allowed, but not set on this node: a spawn (which starts the agent) is refused
+    // before anything is made. It used to make the agent, which failed five starts.
+    let unset = node
+        .gql(spawn, json!({ "input": llm(json!({ "apiKeyEnv": "MY_KEY" })) }))
+        .await?;
+    ensure!(error_code(&unset).as_deref() == Some("INVALID_INPUT"), "{unset}");
+    ensure!(
+        unset["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("MY_KEY is not set on this node")),
+        "{unset}"
+    );
     let count = node.gql_ok("{ agents(first: 10) { totalCount } }", json!({})).await?;
     ensure!(count["agents"]["totalCount"] == 0, "an agent was made: {count}");
     // What the admin allows is accepted.

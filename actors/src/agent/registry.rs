@@ -117,6 +117,9 @@ impl Registry<'_> {
         // Judged here, on the node that will run the agent: its own allow-list and programs.
         self.policy.secrets.check(&req.backend).await?;
         if req.start {
+            // What it needs to start is here, or nothing is made: an agent whose key is not
+            // set here was made, refused, restarted five times and left FAILED.
+            self.policy.secrets.readable(&req.backend).await?;
             super::preflight(&req.backend).await.map_err(ApiError::InvalidInput)?;
         }
         let (state, kind) = match req.start {
@@ -391,7 +394,7 @@ fn read_status(v: &View<'_>, id: &str) -> Result<AgentStatus, StoreError> {
 /// The agent is named as people know it (`name`), its id beside it for scripts.
 pub(super) fn did_not_start(name: &str, id: &str, why: &str) -> ApiError {
     ApiError::Unavailable(format!(
-        "agent {name} ({id}) did not start: {why}; its supervisor tries again within its restart limit (see the agent's state)"
+        "agent {name} ({id}) was made but did not start: {why}; its supervisor tries again within its restart limit (see the agent's state; removeAgent gives up on it)"
     ))
 }
 

@@ -87,6 +87,20 @@ impl Secrets {
         }
     }
 
+    /// Whether the key an agent of this backend names may be used and can be read here now
+    /// (a variable set, a file readable); nothing read is kept.
+    pub async fn readable(&self, backend: &BackendSpec) -> Result<(), SecretRefused> {
+        let key = match backend {
+            BackendSpec::Llm(llm) => llm.api_key.as_ref(),
+            BackendSpec::Mcp(mcp) => mcp.api_key.as_ref(),
+            _ => None,
+        };
+        match key {
+            Some(key) => self.read(key).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
     /// The key itself, when it may be used.
     pub async fn read(&self, key: &SecretRef) -> Result<String, SecretRefused> {
         match key {
