@@ -142,6 +142,12 @@ const KEEP_BEHIND_SNAPSHOT: u64 = 1_000;
 /// caught up, so a new leader whose other survivor lagged could commit nothing (found
 /// killing the leader right after the `replicated` bench's load). 16 keeps a request small.
 const MAX_PAYLOAD_ENTRIES: u64 = 16;
+/// How close to the leader's last entry a member being admitted must hold the log before it
+/// counts (a voter): four appends. openraft's 5,000 counted a member that held nothing as
+/// caught up while the log had fewer entries than that (a log of 26 MB in about 3,000
+/// groups): it became a voter at once, and a cluster whose appends to it timed out on a
+/// busy machine had a voter that never came up.
+const CAUGHT_UP_WITHIN_ENTRIES: u64 = 4 * MAX_PAYLOAD_ENTRIES;
 /// Snapshot chunks stay well under ractor_cluster's 16 MiB frames.
 const SNAPSHOT_CHUNK: u64 = 1 << 20;
 /// A chunk may take seconds on a busy link (openraft's 200 ms default loops for ever there).
@@ -420,6 +426,7 @@ fn config(timing: &Timing) -> Result<Config, StoreError> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
         snapshot_max_chunk_size: SNAPSHOT_CHUNK,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
+        replication_lag_threshold: CAUGHT_UP_WITHIN_ENTRIES,
         max_in_snapshot_log_to_keep: (timing.snapshot_every / 20).clamp(1, KEEP_BEHIND_SNAPSHOT),
         // Troupe's own timer stands, after a pre-vote (see `prevote`).
         enable_elect: false,

@@ -87,6 +87,8 @@ struct Router {
     held: std::sync::Mutex<Option<Vec<Parked>>>,
     /// How many groups were held so far.
     parked: tokio::sync::watch::Sender<usize>,
+    /// Members whose appends each take this long to arrive (a busy machine's).
+    slow: std::sync::Mutex<std::collections::HashMap<String, std::time::Duration>>,
 }
 
 type Answer = Result<Vec<u8>, super::network::SendError>;
@@ -165,10 +167,17 @@ impl super::Transport for Router {
         } else {
             self.stores.lock().unwrap().get(to).cloned()
         };
+        let slow = match kind {
+            super::RpcKind::Append => self.slow.lock().unwrap().get(to).copied(),
+            _ => None,
+        };
         let to = to.to_owned();
         Box::pin(async move {
             use super::network::SendError;
             let store: Store = store.ok_or_else(|| SendError::NotSent(format!("{to} is not reachable")))?;
+            if let Some(slow) = slow {
+                tokio::time::sleep(slow).await;
+            }
             tokio::time::timeout(within, super::serve(&store, kind, &request))
                 .await
                 .map_err(|_| SendError::Lost(format!("{to} did not answer")))?

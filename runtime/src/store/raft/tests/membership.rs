@@ -37,6 +37,36 @@ async fn what_a_member_wrote_alone_reaches_every_member_it_admits_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_counts_as_a_voter_only_once_it_holds_about_all_the_log() {
+    let router = Arc::new(Router::default());
+    let dir = tempfile::tempdir().unwrap();
+    let a = member(&router, &dir, "a", super::super::Start::Alone);
+    let c = member(&router, &dir, "c", super::super::Start::Join);
+    a.admit(c.raft_id(), "c", 3).await.unwrap();
+    for i in 0..300u32 {
+        a.write(Batch::new().put(THINGS, format!("k{i}"), vec![1]))
+            .await
+            .unwrap();
+    }
+    // b takes its appends slowly (a busy machine): 300 entries are 19 appends of 16. With
+    // a and c voting, the change that makes it a voter commits without it.
+    router
+        .slow
+        .lock()
+        .unwrap()
+        .insert("b".into(), std::time::Duration::from_millis(20));
+    let b = member(&router, &dir, "b", super::super::Start::Join);
+    assert_eq!(a.admit(b.raft_id(), "b", 3).await.unwrap(), super::super::Role::Voter);
+    // Counted once it held the log to within a few appends (the two membership changes
+    // came after, and its own count may trail a moment), not while it held nothing.
+    let (last, held) = (
+        super::last_log(&a),
+        b.raft().metrics().borrow().last_log_index.unwrap_or(0),
+    );
+    assert!(held + 100 >= last, "b became a voter holding {held} of {last} entries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_joining_at_once_are_both_admitted_as_voters() {
     let router = Arc::new(Router::default());
     let dir = tempfile::tempdir().unwrap();
