@@ -134,8 +134,6 @@ struct Inner {
     log_db: Arc<Database>,
     /// The pre-votes this member won and lost (see `raft::prevote`).
     pre_votes: watch::Sender<raft::PreVotes>,
-    /// Whether this voter has heard from no leader for longer than an election takes.
-    leader_silent: watch::Sender<bool>,
     /// Held while this member (the leader) changes the membership: openraft takes one
     /// change at a time and refuses a second while the first is under way.
     changing: tokio::sync::Mutex<()>,
@@ -262,7 +260,6 @@ impl Store {
                 successions: Default::default(),
                 log_db: kept_log_db,
                 pre_votes: Default::default(),
-                leader_silent: Default::default(),
                 changing: Default::default(),
             }),
         };

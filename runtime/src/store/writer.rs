@@ -106,6 +106,9 @@ pub(super) struct Shared {
     /// ([`super::Store::stop_unwritten`]): writes from then on are answered `Alone` at once,
     /// and so are those still waiting for a majority.
     pub alone: tokio::sync::watch::Sender<bool>,
+    /// Whether this voter has heard from no leader for longer than an election takes (see
+    /// `raft::prevote`): the leader its metrics still name is not written to.
+    pub leader_silent: tokio::sync::watch::Sender<bool>,
 }
 
 /// Marks the store failed if the writer thread ends any way but a clean close (a panic).

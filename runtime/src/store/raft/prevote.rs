@@ -126,7 +126,7 @@ pub(crate) async fn keep_timer(store: WeakStore) {
         // Silent past the longest timeout: no leader this member can name (a cut-off
         // follower that never stands would name the one it lost for ever).
         let longest = Duration::from_millis(config.election_timeout_max);
-        store.inner.leader_silent.send_if_modified(|silent| {
+        store.inner.shared.leader_silent.send_if_modified(|silent| {
             let now = look.due(longest) == Due::Ask;
             std::mem::replace(silent, now) != now
         });
@@ -192,7 +192,7 @@ impl Store {
     /// Whether this voter has heard from no leader past the lease and the longest election
     /// timeout (about 2 s): it is cut off, or its leader froze or went, and it names none.
     pub fn leader_silent(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.inner.leader_silent.subscribe()
+        self.inner.shared.leader_silent.subscribe()
     }
 
     /// Asks the other voters whether they would vote for this member, and stands when a

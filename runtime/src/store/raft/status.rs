@@ -71,7 +71,7 @@ impl Store {
             .collect();
         // By name, as people look for them (the log's order is its random ids').
         members.sort_by(|a, b| a.name.cmp(&b.name));
-        let silent = *self.inner.leader_silent.borrow();
+        let silent = *self.inner.shared.leader_silent.borrow();
         Status {
             leader: m
                 .current_leader
@@ -102,7 +102,7 @@ impl Store {
         if metrics.current_leader.is_none() {
             return Some("no leader is known: an election is under way or this node is cut off".into());
         }
-        if *self.inner.leader_silent.borrow() {
+        if *self.inner.shared.leader_silent.borrow() {
             return Some("no leader heard for over 2 s: this node is cut off, or its leader froze or went".into());
         }
         if lead_unconfirmed(&metrics) {
@@ -116,7 +116,7 @@ impl Store {
 
     /// The name of the member that leads now, when one is known.
     pub fn leader(&self) -> Option<String> {
-        if *self.inner.leader_silent.borrow() {
+        if *self.inner.shared.leader_silent.borrow() {
             return None;
         }
         let metrics = self.raft().metrics().borrow().clone();

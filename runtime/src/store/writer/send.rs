@@ -42,7 +42,11 @@ impl Writer {
         };
         match (leader, name) {
             (Some(leader), _) if leader == me => self.propose(proposal),
-            (Some(_), Some(name)) => self.forward_to(name, proposal),
+            // A leader silent past an election's time (this node is cut off, or the leader
+            // froze) is as good as none: the group waits for one, and is answered that
+            // nothing was written if none comes in its time. Sent, it waited out the
+            // forward's 10 s and was answered that it might have been written.
+            (Some(_), Some(name)) if !*self.shared.leader_silent.borrow() => self.forward_to(name, proposal),
             _ => future::ready(Attempt::Again(StoreError::NotLeader { leader: None })).boxed(),
         }
     }

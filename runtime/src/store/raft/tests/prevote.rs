@@ -62,3 +62,26 @@ async fn a_member_whose_leaders_session_closed_does_not_stand_while_nobody_would
     assert!(c.pre_votes().borrow().lost >= 1);
     assert_eq!(c.raft().metrics().borrow().current_term, term, "c stood while cut off");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_a_member_whose_leader_went_silent_is_answered_that_nothing_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, _b, c] = three_voters(&router, &dir).await;
+    a.write(Batch::new().put(THINGS, "before", vec![1])).await.unwrap();
+    // Nothing reaches c (as from a frozen leader): it hears no leader, and says so.
+    router.cut.lock().unwrap().insert("c".into());
+    let mut silent = c.leader_silent();
+    tokio::time::timeout(Duration::from_secs(20), silent.wait_for(|s| *s))
+        .await
+        .expect("c found its leader silent")
+        .unwrap();
+    // A group forwarded to the leader it lost would get no answer (the router holds it).
+    router.hold();
+    let written = c.write(Batch::new().put(THINGS, "cut", vec![2])).await;
+    assert!(
+        matches!(written, Err(crate::store::StoreError::NotLeader { leader: None })),
+        "{written:?}"
+    );
+    assert!(router.release().is_empty(), "the write was sent to the silent leader");
+}
