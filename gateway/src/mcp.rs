@@ -246,9 +246,11 @@ impl ServerHandler for Surface {
             .cloned()
             .ok_or_else(|| ErrorData::internal_error("the request carries no caller", None))?;
         let Some(op) = operations().into_iter().find(|op| op.name == request.name) else {
-            return Ok(
-                CallToolResult::error(vec![ContentBlock::text(format!("no tool named {}", request.name))]).into(),
-            );
+            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "NOT_FOUND no tool named {}",
+                request.name
+            ))])
+            .into());
         };
         Ok(self
             .run(&op, request.arguments.unwrap_or_default(), caller)

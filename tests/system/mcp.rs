@@ -427,10 +427,12 @@ async fn a_coding_agent_drives_the_fleet_through_mcp_with_the_roles_of_its_token
         r[8]
     );
 
-    // A viewer lists every tool and reads, but may not spawn.
+    // A viewer lists every tool and reads, but may not spawn; a tool that is not there is
+    // an error that starts with its code, as every other.
     let calls = json!([
         ["spawn_agent", { "input": { "name": "sneaky", "backend": { "builtin": { "kind": "echo" } } } }],
         ["list_agents", {}],
+        ["no_such_tool", {}],
     ]);
     let out = mcp_client(&node, &viewer, calls).await?;
     ensure!(out["tools"].as_array().map(Vec::len) == Some(tools.len()), "{out}");
@@ -441,6 +443,11 @@ async fn a_coding_agent_drives_the_fleet_through_mcp_with_the_roles_of_its_token
         r[0]
     );
     ensure!(r[1]["structured"]["agents"]["totalCount"] == 1, "{}", r[1]);
+    ensure!(
+        r[2]["isError"] == true && r[2]["text"] == "NOT_FOUND no tool named no_such_tool",
+        "{}",
+        r[2]
+    );
     // A client of the initialize era (sessions) is served the same, roles included.
     let calls = json!([
         ["list_agents", { "capability": "echo" }],
