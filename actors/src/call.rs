@@ -33,7 +33,12 @@ pub(crate) async fn ask_within<M: ractor::Message, T: Send + 'static>(
     what: &str,
     limit: Duration,
 ) -> Result<T, ApiError> {
-    match actor.call(msg, Some(limit)).await? {
+    // Gone between the look and the call: said of the actor, not in ractor's words.
+    let asked = actor
+        .call(msg, Some(limit))
+        .await
+        .map_err(|_| ApiError::Unavailable(format!("{what} is not running")))?;
+    match asked {
         CallResult::Success(answer) => Ok(answer),
         _ => Err(ApiError::Unavailable(format!("{what} did not answer"))),
     }

@@ -35,7 +35,15 @@ impl<M: ractor::Message> Slot<M> {
 
     /// The actor in the slot, or UNAVAILABLE saying `what` is not running.
     pub fn running(&self, what: &str) -> Result<ActorRef<M>, ApiError> {
+        // One that stopped stays in its slot until its restart replaces it (this node's work
+        // stops while it holds no lease, and starts again once it does).
         self.get()
+            .filter(|a| {
+                !matches!(
+                    a.get_status(),
+                    ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped
+                )
+            })
             .ok_or_else(|| ApiError::Unavailable(format!("{what} is not running")))
     }
 

@@ -331,6 +331,14 @@ async fn the_leader_killed_mid_load_loses_nothing_acknowledged_and_catches_up_wh
         code == 503 && body.contains("the agents supervisor is not running"),
         "/healthz: {code} {body}"
     );
+    // A spawn there is refused at once, before anything is written: nothing would run it.
+    let spawn = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }";
+    let input = json!({ "name": "early", "backend": { "builtin": { "kind": "echo" } } });
+    let refused = nodes[at].gql(spawn, json!({ "input": input })).await?;
+    ensure!(
+        refused.to_string().contains("the agents supervisor is not running"),
+        "{refused}"
+    );
     let view = nodes[at]
         .gql_ok("{ cluster { leader members { name lag } } }", json!({}))
         .await?;

@@ -118,9 +118,11 @@ impl Registry<'_> {
         self.policy.secrets.check(&req.backend).await?;
         if req.start {
             // What it needs to start is here, or nothing is made: an agent whose key is not
-            // set here was made, refused, restarted five times and left FAILED.
+            // set here was made, refused, restarted five times and left FAILED; one spawned
+            // while this node's work was stopped (no lease) was made and not started.
             self.policy.secrets.readable(&req.backend).await?;
             super::preflight(&req.backend).await.map_err(ApiError::InvalidInput)?;
+            self.supervisor_of(&owner)?;
         }
         let (state, kind) = match req.start {
             true => (AgentState::Starting, "AGENT_SPAWNED"),

@@ -87,7 +87,12 @@ pub fn opening(spec: &LlmBackend, payload: &Value, context: Context) -> Result<O
                         m.get("role").and_then(Value::as_str),
                         m.get("content").and_then(Value::as_str),
                     ) {
-                        (Some(role), Some(content)) => messages.push((role.to_owned(), content.to_owned())),
+                        (Some(role @ ("system" | "user" | "assistant")), Some(content)) => {
+                            messages.push((role.to_owned(), content.to_owned()))
+                        }
+                        (Some(role), Some(_)) => {
+                            return Err(format!("a message's role is system, user or assistant, not {role:?}"))
+                        }
                         _ => return Err("each message needs a string role and a string content".into()),
                     }
                 }

@@ -32,6 +32,10 @@ fn payloads_open_the_conversation_after_the_system_prompt() {
     assert_eq!(body["messages"][2]["content"], "b");
     assert!(wire::opening(&s, &json!(3), Default::default()).is_err());
     assert!(wire::opening(&s, &json!({"messages": [{"role": 1}]}), Default::default()).is_err());
+    // A role neither API knows is refused here, not sent.
+    let wizard = json!({"messages": [{"role": "wizard", "content": "hi"}]});
+    let refused = wire::opening(&s, &wizard, Default::default()).map(drop).unwrap_err();
+    assert!(refused.contains("\"wizard\""), "{refused}");
     // Anthropic: the system prompt (the agent's and the payload's) is its own field.
     let a = LlmBackend {
         dialect: Dialect::Anthropic,
