@@ -30,7 +30,7 @@ impl Serving {
 }
 
 /// How a node that began to shut down refuses new work, before it does anything of it.
-const SHUTTING_DOWN: &str = "the node is shutting down";
+const SHUTTING_DOWN: &str = "the node is shutting down: it did nothing of the request, which another node takes";
 
 /// How a node that began to shut down refuses new work (to its clients and its peers).
 pub fn shutting_down() -> ApiError {
