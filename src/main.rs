@@ -85,10 +85,28 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("troupe: error: {e:#}");
+            eprintln!("troupe: error: {}", said_once(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error as its chain of causes, each said once: a cause whose words its parent already
+/// said (an error that shows its source in its own text) is left out. `{:#}` said them
+/// twice: "node did not start: store: no leader …: no leader …".
+fn said_once(e: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if said.contains(&text) {
+            continue;
+        }
+        if !said.is_empty() {
+            said.push_str(": ");
+        }
+        said.push_str(&text);
+    }
+    said
 }
 
 /// Ends the process as a Unix tool whose reader went away ends (`troupe events | head -3`):
@@ -203,4 +221,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&pid_file);
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// An error that says its source in its own words, as thiserror's `{0}` beside `#[from]`.
+    #[derive(Debug)]
+    struct Store(std::io::Error);
+
+    impl std::fmt::Display for Store {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "store: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Store {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_that_shows_its_source_says_it_once() {
+        let inner = std::io::Error::other("no leader is known");
+        let e = anyhow::Error::from(Store(inner)).context("node did not start");
+        assert_eq!(super::said_once(&e), "node did not start: store: no leader is known");
+        let plain = anyhow::anyhow!("cause").context("what failed");
+        assert_eq!(super::said_once(&plain), "what failed: cause");
+    }
 }

@@ -220,6 +220,19 @@ async fn an_mcp_server_over_streamable_http_serves_its_tools_as_tasks() -> Resul
     if names != ["charge", "learn"] {
         bail!("{names:?}");
     }
+    // A URL where nothing listens: the spawn says so without the MCP SDK's type names (its
+    // text was "Send message error Transport [rmcp::transport::worker::WorkerTransport<…>]").
+    let nowhere = json!({
+        "name": "nowhere",
+        "backend": { "mcp": { "url": format!("http://127.0.0.1:{}/mcp", super::support::free_port()?) } },
+    });
+    let spawn = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }";
+    let refused = node.gql(spawn, json!({ "input": nowhere })).await?;
+    let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains("error sending request for url") && !message.contains("rmcp::"),
+        "{refused}"
+    );
     Ok(())
 }
 

@@ -172,7 +172,7 @@ impl Mcp {
                 let service = tokio::time::timeout(START_TIMEOUT, listener.serve_with_lifecycle(transport, lifecycle))
                     .await
                     .map_err(|_| late(url))?
-                    .map_err(|e| Refusal::Era(format!("{url} did not {verb}: {e}")))?;
+                    .map_err(|e| Refusal::Era(format!("{url} did not {verb}: {}", init_cause(&e))))?;
                 Ok((service, None))
             }
             None => {
@@ -245,6 +245,27 @@ async fn call(
         .await
         .map_err(|_| format!("tool {tool} did not answer within {} ms", limit.as_millis()))?
         .map_err(|e| format!("tool {tool} failed: {e}"))
+}
+
+/// Why an initialisation failed, in the transport's own words and their causes ("Client
+/// error: error sending request for url …") rather than the type names the SDK's text is
+/// made of ("Send message error Transport [rmcp::transport::worker::WorkerTransport<…>]").
+fn init_cause(e: &rmcp::service::ClientInitializeError) -> String {
+    match e {
+        rmcp::service::ClientInitializeError::TransportError { error, .. } => {
+            let mut last: &(dyn std::error::Error + 'static) = error.error.as_ref();
+            let mut said = last.to_string();
+            while let Some(next) = last.source() {
+                let text = next.to_string();
+                if !said.contains(&text) {
+                    said = format!("{said}: {text}");
+                }
+                last = next;
+            }
+            said
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The text blocks of a result, joined.
