@@ -36,6 +36,7 @@ mod system {
     mod messages;
     mod names;
     mod partitions;
+    mod pauses;
     mod races;
     mod recovery;
     mod replica_reads;

@@ -13,15 +13,13 @@
 //! function. A request travels as rmp-serde bytes in a domain's own envelope and is decoded in
 //! the handler, where a bad payload is an error answer, not a dropped message.
 
-use std::marker::PhantomData;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{ActorRef, RpcReplyPort};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use super::{Cluster, Gathered, MemberStatus};
 use crate::error::ApiError;
@@ -455,120 +453,6 @@ pub fn group(role: &str, node: &str) -> String {
     format!("troupe.{role}.{node}")
 }
 
-/// The actor that serves a domain to peers. Each request runs in its own task, so a slow
-/// one never holds up the others. While its flag is set (a HANG of its parent, see
-/// `endpoints`), it takes no request.
-pub struct ServiceActor<S: Service>(PhantomData<S>);
-
-impl<S: Service> Default for ServiceActor<S> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<S: Service> Actor for ServiceActor<S> {
-    type Msg = S::Msg;
-    type State = Served<S>;
-    type Arguments = (S, watch::Receiver<bool>, Option<PeerCalls>);
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<S::Msg>,
-        (service, held, closing): Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        let name = group(S::ROLE, &service.cluster().name());
-        ractor::pg::join(name.clone(), vec![myself.get_cell()]);
-        // Once closed, peers soon stop sending it anything (those that still do are refused).
-        let leave = closing.clone().map(|calls| {
-            let cell = myself.get_cell();
-            tokio::spawn(async move {
-                calls.closed().await;
-                ractor::pg::leave(name, vec![cell]);
-            })
-        });
-        Ok(Served {
-            service,
-            held,
-            closing,
-            leave,
-        })
-    }
-
-    async fn post_stop(&self, _myself: ActorRef<S::Msg>, served: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        if let Some(leave) = served.leave.take() {
-            leave.abort();
-        }
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<S::Msg>,
-        msg: S::Msg,
-        served: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // Held: the request waits in the loop (and those behind it in the mailbox).
-        while *served.held.borrow_and_update() {
-            if served.held.changed().await.is_err() {
-                break;
-            }
-        }
-        let (bytes, reply) = msg.unwrap();
-        let service = served.service.clone();
-        let taken = match served.closing.as_ref().map(PeerCalls::take) {
-            // The node is stopping: refused before anything of it is done.
-            Some(None) => {
-                let refused: Result<S::Response, ApiError> = Err(crate::serving::shutting_down());
-                if let Some(bytes) = answer(&service, &refused) {
-                    let _ = reply.send(bytes);
-                }
-                return Ok(());
-            }
-            Some(taken) => taken,
-            None => None,
-        };
-        tokio::spawn(async move {
-            let answered = match troupe_runtime::codec::decode::<Call<S::Request>>(&bytes) {
-                Ok(call) => service.serve(call).await,
-                Err(e) => Err(ApiError::invalid(format!("undecodable {} request: {e}", S::ROLE))),
-            };
-            if let Some(bytes) = answer(&service, &answered) {
-                let _ = reply.send(bytes);
-            }
-            drop(taken);
-        });
-        Ok(())
-    }
-}
-
-/// What a [`ServiceActor`] keeps.
-pub struct Served<S: Service> {
-    service: S,
-    /// True while a HANG holds it.
-    held: watch::Receiver<bool>,
-    /// The domains' services close as their node stops (the node and Raft services, which
-    /// its stop itself needs, never do).
-    closing: Option<PeerCalls>,
-    leave: Option<tokio::task::JoinHandle<()>>,
-}
-
-/// An answer's bytes, and after them what this node applied by now (it holds what the
-/// request wrote): see [`noting_peer_commits`].
-fn answer<S: Service>(service: &S, answer: &Result<S::Response, ApiError>) -> Option<Vec<u8>> {
-    match troupe_runtime::codec::encode(answer) {
-        Ok(mut bytes) => {
-            if let Ok(applied) = troupe_runtime::codec::encode(&service.cluster().applied_index()) {
-                bytes.extend(applied);
-            }
-            Some(bytes)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, role = S::ROLE, "cannot encode a peer answer");
-            None
-        }
-    }
-}
-
 /// Whether a call failed before its request left this node (the peer is not connected, is
 /// down or cut off): nothing was done there, and the caller may do it elsewhere.
 pub fn never_sent(e: &ApiError) -> bool {
@@ -631,8 +515,10 @@ pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Dura
     }
 }
 
+mod actor;
 mod closing;
 mod gates;
+pub use actor::ServiceActor;
 pub use closing::PeerCalls;
 pub(crate) use gates::{cut_off, raft_cut_off};
 pub use gates::{set_armed_faults, set_partition_gates};

@@ -1,0 +1,69 @@
+//! A leader's own pause is not its members' silence: frozen together with a follower past
+//! the DOWN timeout, once thawed it declares nobody down.
+
+use anyhow::{ensure, Context, Result};
+
+use super::failover::{three_nodes_up, wait_member_state};
+use super::support::{Deadline, WAIT};
+
+/// A leader frozen together with a follower (a majority paused at once: their host's VMs
+/// paused, a hypervisor's hiccup) for longer than the DOWN timeout judges nobody by the
+/// silence its own pause made once thawed: the member never frozen is not declared DOWN, and
+/// no work moves to the leader. It used to declare every member DOWN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_thawed_after_a_long_pause_declares_nobody_down_for_its_own_silence() -> Result<()> {
+    let nodes = three_nodes_up().await?;
+    let (leader, _) = super::restarts::leader_and_term(&nodes[0]).await?;
+    let at = |name: &str| nodes.iter().position(|n| n.name == name).context("a member");
+    let l = at(&leader)?;
+    let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    let (frozen, awake) = (others[0], others[1]);
+    let down_before = nodes[awake].events_after(None, &["MEMBER_DOWN"]).await?.len();
+    nodes[l].freeze()?;
+    nodes[frozen].freeze()?;
+    // Paused past the DOWN timeout (4 s): the member left awake asks for votes once its
+    // leader's lease (1 s) and an election timeout (0.7-1 s) passed, and again after each
+    // timeout, and nobody answers. Five such asks take over 4 s.
+    let deadline = Deadline::after(WAIT, "the awake member to ask for votes five times");
+    loop {
+        let asked = super::support::metric(
+            &nodes[awake].metrics().await?,
+            "troupe_raft_pre_votes_total",
+            &["outcome=\"lost\""],
+        );
+        if asked >= 5.0 {
+            break;
+        }
+        deadline.tick(asked).await?;
+    }
+    nodes[l].thaw()?;
+    nodes[frozen].thaw()?;
+    // Once the leader has judged its members again (it says it was paused), or has
+    // declared one down.
+    let deadline = Deadline::after(WAIT, "the thawed leader to judge its members");
+    loop {
+        let down = nodes[awake].events_after(None, &["MEMBER_DOWN"]).await?.len();
+        if nodes[l].logged("this leader was paused") > 0 || down > down_before {
+            break;
+        }
+        deadline.tick(down).await?;
+    }
+    // Its lease lapsed while its leader was frozen, so its work stopped; once it runs again
+    // (it holds a lease), a write through it commits: the leader's judgement is applied.
+    let deadline = Deadline::after(WAIT, "the awake member's work to run again");
+    loop {
+        let (status, body) = nodes[awake].get("/healthz").await?;
+        if status == 200 {
+            break;
+        }
+        deadline.tick(body).await?;
+    }
+    let agent = nodes[awake].spawn_builtin("echo", &[]).await?;
+    nodes[awake].wait_agent_state(&agent, "RUNNING").await?;
+    let down = nodes[awake].events_after(None, &["MEMBER_DOWN"]).await?;
+    ensure!(down.len() == down_before, "{down:?}");
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[awake], m, "UP").await?;
+    }
+    Ok(())
+}
