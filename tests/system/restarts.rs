@@ -93,12 +93,16 @@ pub(super) async fn leader_and_term(node: &Node) -> Result<(String, u64)> {
 }
 
 /// `LEADER_CHANGED` events `node` has after `after`: (seq, leader).
+/// The LEADER_CHANGED events after `after`, asked by kind and read page by page: a load
+/// of thousands of task events lies between them.
 async fn leader_changes(node: &Node, after: u64) -> Result<Vec<(u64, String)>> {
-    let all = super::replicated::events(node, after).await?;
-    Ok(all
-        .into_iter()
-        .filter(|(_, kind, _)| kind == "LEADER_CHANGED")
-        .map(|(seq, _, leader)| (seq, leader))
+    let changed = node.events_after(Some(after as i64), &["LEADER_CHANGED"]).await?;
+    Ok(changed
+        .iter()
+        .map(|e| {
+            let seq = e["seq"].as_u64().unwrap_or_default();
+            (seq, e["subject"].as_str().unwrap_or_default().to_owned())
+        })
         .collect())
 }
 
