@@ -8,8 +8,8 @@ use anyhow::Context;
 mod cli;
 
 use clap::{Parser, Subcommand};
-use troupe_actors::node::Node;
-use troupe_gateway::{GatewayChild, Settings};
+use troupe_actors::node::{Node, Phase};
+use troupe_gateway::{GatewayChild, Settings, Starting};
 use troupe_runtime::auth::{self, Role};
 use troupe_runtime::config::{Config, ServeArgs};
 use troupe_runtime::supervision::ChildSpec;
@@ -187,7 +187,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init_logging(config.log_format);
     let metrics = telemetry::init_metrics();
     let (listen, settings, data_dir) = (config.listen, Settings::from(&config), config.data_dir.clone());
-    let mut node = Node::start(
+    // The gateway's address answers from the first moment (`/livez` ok, the rest 503 with
+    // what the start waits for): a joining node may wait minutes to be admitted.
+    let socket =
+        std::net::TcpListener::bind(listen).with_context(|| format!("the gateway cannot listen on {listen}"))?;
+    let phase = Phase::new("starting".into());
+    let early = Starting::answer(socket, &config.node_name, phase.subscribe())?;
+    let mut node = Node::start_telling(
         &config,
         Box::new(move |api| {
             let gateway: Arc<dyn ChildSpec> = Arc::new(GatewayChild {
@@ -197,9 +203,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 settings,
                 data_dir,
                 bound: Default::default(),
+                early: std::sync::Mutex::new(Some(early)),
             });
             vec![gateway]
         }),
+        &phase,
     )
     .await
     .context("node did not start")?;

@@ -95,9 +95,18 @@ pub struct Node {
 /// Builds the caller's extra root children once the API exists.
 pub type ExtraChildren = Box<dyn FnOnce(&Api) -> Vec<Arc<dyn ChildSpec>> + Send>;
 
+/// What a starting node is doing, in a few words ("opening the store", "waiting to be
+/// admitted to the cluster's log …"): what its gateway's address answers meanwhile.
+pub type Phase = tokio::sync::watch::Sender<String>;
+
 impl Node {
     pub async fn start(config: &Config, extra: ExtraChildren) -> Result<Self, StartNodeError> {
-        bootstrap::start(config, extra).await
+        bootstrap::start(config, extra, &Phase::new(String::new())).await
+    }
+
+    /// [`Self::start`], saying each phase of the start in `phase` as it begins.
+    pub async fn start_telling(config: &Config, extra: ExtraChildren, phase: &Phase) -> Result<Self, StartNodeError> {
+        bootstrap::start(config, extra, phase).await
     }
 
     pub fn api(&self) -> &Api {

@@ -20,7 +20,9 @@ mod hooks;
 mod mcp;
 pub mod schema;
 mod server;
+mod starting;
 mod ws;
 
 pub use server::{router, GatewayChild, Settings};
+pub use starting::Starting;
 pub use ws::WsLimits;

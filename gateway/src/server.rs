@@ -31,6 +31,7 @@ use troupe_runtime::supervision::ChildSpec;
 use crate::auth::{self, Refusal};
 use crate::error;
 use crate::schema::{self, TroupeSchema};
+use crate::starting::Starting;
 use crate::ws::{self, WsLimits};
 
 /// The gateway's limits, from the node's configuration.
@@ -287,6 +288,9 @@ pub struct GatewayChild {
     /// The address bound first; a restarted gateway binds it again, so clients and
     /// `gateway.addr` stay valid when the configured port was 0.
     pub bound: std::sync::Mutex<Option<SocketAddr>>,
+    /// What answered on the gateway's socket while the node started: the first start takes
+    /// its socket over.
+    pub early: std::sync::Mutex<Option<Starting>>,
 }
 
 impl ChildSpec for GatewayChild {
@@ -345,9 +349,13 @@ impl Actor for Gateway {
         cfg: Arc<GatewayChild>,
     ) -> Result<Serving, ActorProcessingErr> {
         let addr = cfg.bound.lock().ok().and_then(|b| *b).unwrap_or(cfg.listen);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("the gateway cannot listen on {addr}: {e}"))?;
+        let early = cfg.early.lock().ok().and_then(|mut e| e.take());
+        let listener = match early {
+            Some(early) => tokio::net::TcpListener::from_std(early.hand_over().await)?,
+            None => tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("the gateway cannot listen on {addr}: {e}"))?,
+        };
         let bound = listener.local_addr()?;
         if let Ok(mut b) = cfg.bound.lock() {
             *b = Some(bound);

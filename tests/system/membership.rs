@@ -373,3 +373,92 @@ async fn a_lost_nodes_agents_move_only_where_their_placement_allows_else_wait_fo
     }
     Ok(())
 }
+
+/// A node that waits to be admitted answers on its gateway address from its first moment:
+/// alive on `/livez` (a liveness probe must not restart it mid-join), `503` with what it
+/// waits for everywhere else; once admitted, its gateway serves on the same address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_is_alive_says_what_it_waits_for_and_then_serves_on_the_same_address() -> Result<()> {
+    use super::support::{free_port, Guard};
+    let dir = tempfile::tempdir()?;
+    let (gateway, own, leaders) = (free_port()?, free_port()?, free_port()?);
+    let addr = format!("127.0.0.1:{gateway}");
+    let args: Vec<String> = [
+        "serve",
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--listen",
+        &addr,
+        "--node-name",
+        "beta",
+        "--cluster-listen",
+        &format!("127.0.0.1:{own}"),
+        "--join",
+        &format!("127.0.0.1:{leaders}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _beta = Guard::spawn(&args, dir.path())?;
+    let http = super::support::http_client().no_proxy().timeout(WAIT).build()?;
+    let get = |path: &str| {
+        let request = http.get(format!("http://{addr}{path}"));
+        async move {
+            let response = request.send().await?;
+            Ok::<_, anyhow::Error>((response.status().as_u16(), response.text().await?))
+        }
+    };
+    // Nobody to admit it yet: nothing listens on the cluster address it joins.
+    let deadline = Deadline::after(WAIT, "beta's /livez while it waits to be admitted");
+    let alive = loop {
+        match get("/livez").await {
+            Ok((200, body)) => break body,
+            other => deadline.tick(format!("{other:?}")).await?,
+        }
+    };
+    ensure!(alive.contains("waiting to be admitted"), "{alive}");
+    let (code, ready) = get("/readyz").await?;
+    ensure!(
+        code == 503 && ready.contains("waiting to be admitted"),
+        "{code} {ready}"
+    );
+    let asked = http
+        .post(format!("http://{addr}/graphql"))
+        .json(&json!({ "query": "{ cluster { leader } }" }))
+        .send()
+        .await?;
+    ensure!(asked.status() == 503, "{}", asked.status());
+    let answer: Value = asked.json().await?;
+    ensure!(answer["errors"][0]["extensions"]["code"] == "UNAVAILABLE", "{answer}");
+    ensure!(
+        !dir.path().join("gateway.addr").exists(),
+        "gateway.addr is the served gateway's"
+    );
+
+    // The cluster it joins comes up: beta is admitted, and its gateway takes the address over.
+    let mut opts = NodeOpts::named("alpha");
+    opts.cluster_port = Some(leaders);
+    let _alpha = super::support::Node::start(opts).await?;
+    let deadline = Deadline::after(WAIT, "beta's /healthz once admitted");
+    loop {
+        match get("/healthz").await {
+            Ok((200, _)) => break,
+            other => deadline.tick(format!("{other:?}")).await?,
+        }
+    }
+    ensure!(std::fs::read_to_string(dir.path().join("gateway.addr"))?.trim() == addr);
+    let token = std::fs::read_to_string(dir.path().join("admin.token"))?;
+    let view: Value = http
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(token.trim())
+        .json(&json!({ "query": "{ cluster { members { name } } }" }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        view["data"]["cluster"]["members"].as_array().map(Vec::len) == Some(2),
+        "{view}"
+    );
+    Ok(())
+}

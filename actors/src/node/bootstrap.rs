@@ -15,7 +15,7 @@ use troupe_runtime::supervision::{
 };
 
 use super::identity::{check_format, cluster_cookie, node_id, own_fact, own_key, private_dir};
-use super::{ExtraChildren, Node, StartNodeError};
+use super::{ExtraChildren, Node, Phase, StartNodeError};
 use crate::agent::Slots;
 use crate::agent::{AgentPolicy, AgentsChild};
 use crate::cluster::{Cluster, ClusterChild, Link, PeerInfo};
@@ -32,7 +32,7 @@ use crate::tables::HOSTS;
 /// How long a node started with `--join` and a fresh data dir waits to be admitted.
 const JOIN_WITHIN: Duration = Duration::from_secs(120);
 
-pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node, StartNodeError> {
+pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) -> Result<Node, StartNodeError> {
     let cluster_listen = crate::cluster::chosen_port(config.cluster_listen);
     let data_dir = config.data_dir.clone();
     blocking(move || private_dir(&data_dir))
@@ -69,6 +69,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             },
         },
     };
+    phase.send_replace("opening the store".into());
     let store_path = config.store_path();
     let store = match blocking(move || Store::open_with(&store_path, options)).await {
         Err(StoreError::Locked) => return Err(StartNodeError::Locked(config.data_dir.clone())),
@@ -134,6 +135,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
             })
         },
     };
+    phase.send_replace("connecting to its peers".into());
     let link = ClusterChild::start_early(Link {
         cluster: cluster.clone(),
         store: store.clone(),
@@ -152,11 +154,12 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
     let rest = async {
         if !store.joined().await? {
             let role = node_service
-                .join(JOIN_WITHIN)
+                .join(JOIN_WITHIN, phase)
                 .await
                 .map_err(|e| StartNodeError::Join(e.to_string()))?;
             tracing::info!(node = %config.node_name, role = role_name(role), "joined the cluster's replicated log");
         }
+        phase.send_replace("reading its replica of the cluster's state".into());
         check_format(&store, &config.data_dir).await?;
         let tokens = Tokens::load(store.clone(), &config.data_dir).await?;
         let admin_token_path = tokens.ensure_admin_token(&config.node_name).await?;
@@ -404,6 +407,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren) -> Result<Node,
         start_order: StartOrder::Sequential,
         store: store.clone(),
     };
+    phase.send_replace("starting its supervision tree: work, services, gateway".into());
     let (root, root_done) = Actor::spawn(None, Supervisor, args)
         .await
         .map_err(|e| StartNodeError::Tree(e.to_string()))?;

@@ -87,7 +87,8 @@ pub(super) async fn cluster_cookie(config: &Config, store: &Store) -> Result<Str
     let (data_dir, file) = (config.data_dir.clone(), config.cookie_file.clone());
     let env = std::env::var("TROUPE_COOKIE").ok();
     let members: Vec<String> = store.status().members.into_iter().map(|m| m.name).collect();
-    tokio::task::spawn_blocking(move || resolve_cookie(&data_dir, file.as_deref(), env, &members))
+    let join = config.join.clone();
+    tokio::task::spawn_blocking(move || resolve_cookie(&data_dir, file.as_deref(), env, &members, &join))
         .await
         .map_err(|e| StartNodeError::Cookie(format!("reading the cookie failed: {e}")))?
 }
@@ -96,13 +97,16 @@ pub(super) async fn cluster_cookie(config: &Config, store: &Store) -> Result<Str
 /// kept in the data dir. A cookie given by file is kept there too when the data dir has none
 /// (a node that joined with `--cookie-file` then restarts with its data dir alone). A node
 /// alone makes one when there is none; a member of a cluster of several (`members` names
-/// them) never does: a new cookie is not the cluster's, and the node would start cut off
-/// from every peer, so it stops saying how to give it the cookie.
+/// them) never does, nor a node told to join one (`join` names its members): a new cookie
+/// is not the cluster's, and the node would start cut off from every peer (each session
+/// refused, the join waiting two minutes for nothing), so it stops saying how to give it
+/// the cookie.
 fn resolve_cookie(
     data_dir: &Path,
     cookie_file: Option<&Path>,
     env: Option<String>,
     members: &[String],
+    join: &[String],
 ) -> Result<String, StartNodeError> {
     let read = |path: &Path| {
         std::fs::read_to_string(path)
@@ -133,6 +137,15 @@ fn resolve_cookie(
             kept.display()
         )));
     }
+    if !join.is_empty() {
+        return Err(StartNodeError::Cookie(format!(
+            "this node is to join the cluster of {} and has no cookie ({} does not exist): start \
+             it with --cookie-file naming a member's cookie (<its data dir>/cookie) or with \
+             TROUPE_COOKIE; a new one would not be the cluster's",
+            join.join(", "),
+            kept.display()
+        )));
+    }
     let cookie = uuid::Uuid::new_v4().simple().to_string();
     auth::write_private(&kept, &cookie).map_err(|e| StartNodeError::Cookie(e.to_string()))?;
     Ok(cookie)
@@ -149,12 +162,18 @@ mod tests {
         std::fs::create_dir(&data).unwrap();
         std::fs::write(&given, "the-clusters\n").unwrap();
         let members = ["a".to_owned(), "b".to_owned()];
-        assert_eq!(resolve_cookie(&data, Some(&given), None, &[]).unwrap(), "the-clusters");
+        assert_eq!(
+            resolve_cookie(&data, Some(&given), None, &[], &[]).unwrap(),
+            "the-clusters"
+        );
         // Restarted with neither flag nor variable: the kept copy, not a new cookie.
-        assert_eq!(resolve_cookie(&data, None, None, &members).unwrap(), "the-clusters");
+        assert_eq!(
+            resolve_cookie(&data, None, None, &members, &[]).unwrap(),
+            "the-clusters"
+        );
         // A variable wins over the kept copy.
         assert_eq!(
-            resolve_cookie(&data, None, Some("env".into()), &members).unwrap(),
+            resolve_cookie(&data, None, Some("env".into()), &members, &[]).unwrap(),
             "env"
         );
     }
@@ -163,7 +182,7 @@ mod tests {
     fn a_member_with_no_cookie_refuses_to_start_and_a_node_alone_makes_one() {
         let dir = tempfile::tempdir().unwrap();
         let members = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
-        let refused = resolve_cookie(dir.path(), None, None, &members)
+        let refused = resolve_cookie(dir.path(), None, None, &members, &[])
             .unwrap_err()
             .to_string();
         assert!(
@@ -171,7 +190,28 @@ mod tests {
             "{refused}"
         );
         assert!(!dir.path().join("cookie").exists(), "no cookie was made");
-        let made = resolve_cookie(dir.path(), None, None, &["a".to_owned()]).unwrap();
-        assert_eq!(resolve_cookie(dir.path(), None, None, &members).unwrap(), made);
+        let made = resolve_cookie(dir.path(), None, None, &["a".to_owned()], &[]).unwrap();
+        assert_eq!(resolve_cookie(dir.path(), None, None, &members, &[]).unwrap(), made);
+    }
+
+    #[test]
+    fn a_fresh_node_told_to_join_with_no_cookie_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let join = ["127.0.0.1:4697".to_owned()];
+        let refused = resolve_cookie(dir.path(), None, None, &[], &join)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("to join the cluster of 127.0.0.1:4697") && refused.contains("--cookie-file"),
+            "{refused}"
+        );
+        assert!(!dir.path().join("cookie").exists(), "no cookie was made");
+        // Given one, or restarted with the copy it kept, it starts.
+        assert_eq!(
+            resolve_cookie(dir.path(), None, Some("the-clusters".into()), &[], &join).unwrap(),
+            "the-clusters"
+        );
+        std::fs::write(dir.path().join("cookie"), "kept").unwrap();
+        assert_eq!(resolve_cookie(dir.path(), None, None, &[], &join).unwrap(), "kept");
     }
 }

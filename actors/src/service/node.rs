@@ -270,7 +270,11 @@ impl NodeService {
     /// Asks the cluster's leader to admit this node to the log, through whichever peer is
     /// connected (a peer that does not lead names the one that does), until one admits it
     /// or `within` has passed.
-    pub(crate) async fn join(&self, within: Duration) -> Result<Role, ApiError> {
+    pub(crate) async fn join(
+        &self,
+        within: Duration,
+        phase: &tokio::sync::watch::Sender<String>,
+    ) -> Result<Role, ApiError> {
         let deadline = tokio::time::Instant::now() + within;
         let (id, name) = (self.store.raft_id(), self.cluster.name());
         let mut hint: Option<String> = None;
@@ -285,7 +289,25 @@ impl NodeService {
                 }
             }
             for peer in ask {
-                match Peer(self, peer.clone()).admit(id, name.clone()).await {
+                phase.send_replace(format!("waiting to be admitted to the cluster's log (asking {peer})"));
+                let admitter = Peer(self, peer.clone());
+                let asked = admitter.admit(id, name.clone());
+                tokio::pin!(asked);
+                let mut held = tokio::time::interval(ASK_AGAIN);
+                let answer = loop {
+                    tokio::select! {
+                        answer = &mut asked => break answer,
+                        _ = held.tick() => {
+                            let entries = self.store.status().last_log_index;
+                            if entries > 0 {
+                                phase.send_replace(format!(
+                                    "being admitted to the cluster's log by {peer}: catching up, {entries} entries held"
+                                ));
+                            }
+                        }
+                    }
+                };
+                match answer {
                     Ok(Admission::Admitted(role)) => return Ok(role),
                     Ok(Admission::Leader(Some(leader))) if leader != peer => {
                         hint = Some(leader);
@@ -306,6 +328,7 @@ impl NodeService {
                 )));
             }
             tracing::info!(node = %name, why = %last, "waiting to be admitted to the cluster");
+            phase.send_replace(format!("waiting to be admitted to the cluster's log ({last})"));
             tokio::time::sleep(ASK_AGAIN).await;
         }
     }
