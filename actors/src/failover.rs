@@ -149,6 +149,10 @@ pub(crate) async fn keep_lease(
         if store.failure().is_some() {
             return;
         }
+        if has_left(&store, &me).await {
+            // Its writes would wait for a leader that never takes them: refused at once.
+            store.left_the_cluster();
+        }
         if cluster.leases.released() {
             if running {
                 tracing::info!(node = %me, "leaving the cluster: stopping this node's agents, swarms and host drivers");
@@ -227,6 +231,15 @@ async fn runs_here(store: &Store, me: &str) -> bool {
         Ok(record) => record.is_none_or(|r| matches!(r.state, MemberState::Up | MemberState::Suspect)),
         Err(_) => false,
     }
+}
+
+/// Whether this node's replica says it left the cluster (or was forgotten).
+async fn has_left(store: &Store, me: &str) -> bool {
+    let me = me.to_owned();
+    matches!(
+        store.view(move |v| member_in(v, &me)).await,
+        Ok(Some(record)) if record.state == MemberState::Left
+    )
 }
 
 /// Readies a node that is about to run its work again: its later writes carry its current

@@ -212,15 +212,27 @@ impl Api {
         verdict(problems)
     }
 
-    /// Whether this node's replica says it left the cluster.
+    /// Whether this node is known to have left the cluster: what [`Self::left`] found, or
+    /// the lease keeper (within a beat of the record's apply). No read: asked per request.
+    pub fn has_left(&self) -> bool {
+        self.ctx.store.has_left()
+    }
+
+    /// Whether this node's replica says it left the cluster. Once it does, the store refuses
+    /// this node's writes at once (the lease keeper tells it too, within a beat).
     pub fn left(&self) -> bool {
         let me = &self.ctx.node_name;
-        self.ctx
+        let left = self
+            .ctx
             .store
             .view_now(|v| crate::cluster::lease::member_in(v, me))
             .ok()
             .flatten()
-            .is_some_and(|r| r.state == crate::cluster::lease::MemberState::Left)
+            .is_some_and(|r| r.state == crate::cluster::lease::MemberState::Left);
+        if left {
+            self.ctx.store.left_the_cluster();
+        }
+        left
     }
 
     /// The live supervision tree of this node, as its supervisors describe it now; or of the

@@ -23,6 +23,8 @@ pub enum Refusal {
     /// Known, but revoked or expired.
     Refused(&'static str),
     Unavailable(String),
+    /// This node left the cluster: its replica no longer follows the log.
+    Left,
 }
 
 impl Refusal {
@@ -32,19 +34,25 @@ impl Refusal {
             Refusal::Invalid => "invalid token".into(),
             Refusal::Refused(why) => format!("the token {why}"),
             Refusal::Unavailable(e) => format!("cannot check the token now: {e}"),
+            Refusal::Left => "this node left the cluster (leaveCluster, forgetMember): it serves no request, for its \
+                              replica no longer follows the cluster's; ask another member"
+                .into(),
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::Missing | Refusal::Invalid | Refusal::Refused(_) => "UNAUTHENTICATED",
-            Refusal::Unavailable(_) => "UNAVAILABLE",
+            Refusal::Unavailable(_) | Refusal::Left => "UNAVAILABLE",
         }
     }
 }
 
 /// Resolves an `Authorization` value (`Bearer <token>`) to the caller.
 pub async fn resolve(api: &Api, authorization: Option<&str>) -> Result<Caller, Refusal> {
+    if api.has_left() {
+        return Err(Refusal::Left);
+    }
     let value = authorization.ok_or(Refusal::Missing)?;
     let token = value
         .strip_prefix("Bearer ")

@@ -144,7 +144,7 @@ async fn overloaded(_: BoxError) -> Response {
 
 fn refused(r: &Refusal) -> Response {
     let status = match r {
-        Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::Unavailable(_) | Refusal::Left => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNAUTHORIZED,
     };
     let body = json!({ "data": null, "errors": [{ "message": r.message(), "extensions": { "code": r.code() } }] });

@@ -295,6 +295,11 @@ impl Store {
         self.inner.shared.left.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Whether [`Self::left_the_cluster`] was said.
+    pub fn has_left(&self) -> bool {
+        self.inner.shared.left.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Whether this node leads a cluster of several voters of which no majority answers it
     /// now (the others stopped, or are cut off), asked with one read round at most
     /// `within`. A node alone, or one that does not lead, says no.

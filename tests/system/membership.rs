@@ -72,6 +72,25 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
         }
         deadline.tick(format!("{status} {body}")).await?;
     }
+    // What is asked of gamma now is refused, saying why: its replica no longer follows the
+    // log (before, a submit was placed from that stale replica, or written here and
+    // forwarded to a leader that never took it: "may still be applied" after 10 s).
+    let submit = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
+    let input = json!({ "capability": "leaving", "payload": {} });
+    let (status, body) = nodes[2]
+        .post_graphql(
+            Some(&nodes[0].token),
+            &json!({ "query": submit, "variables": { "input": input } }),
+        )
+        .await?;
+    ensure!(
+        status == 503
+            && body["errors"][0]["extensions"]["code"] == "UNAVAILABLE"
+            && body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("left the cluster")),
+        "{status} {body}"
+    );
     // Its process stopped before the agent started elsewhere; it runs there now, once.
     ensure!(!pid_alive(before[0] as i32), "gamma's process still runs");
     let home = wait_moved(&nodes[0], &agent, "gamma").await?;
@@ -124,7 +143,9 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
     // its readiness answered 503 without an ERROR line each time.
     let status = nodes[2].terminate(std::time::Duration::from_secs(60)).await?;
     ensure!(status.success(), "gamma stopped with {status}: {}", nodes[2].log_tail());
-    for noise in ["final flush", "lifecycle record was not taken", "response failed"] {
+    // (One 503 is the submit refused above, which the request log says.)
+    ensure!(nodes[2].logged("response failed") == 1, "{}", nodes[2].log_tail());
+    for noise in ["final flush", "lifecycle record was not taken"] {
         ensure!(
             nodes[2].logged(noise) == 0,
             "gamma logged {noise:?}: {}",
