@@ -185,8 +185,38 @@ async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> 
         "{refused}"
     );
     nodes[2].kill9().await?;
+    // A fresh node under gamma's name (a replaced machine, started before the old member is
+    // forgotten) is refused admission, and its beats renew nothing of gamma: the member is
+    // judged DOWN by its own silence (before, they kept it UP and it could not be forgotten).
+    let impostor_dir = tempfile::tempdir()?;
+    let args: Vec<String> = [
+        "serve",
+        "--data-dir",
+        &impostor_dir.path().display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--node-name",
+        "gamma",
+        "--cluster-listen",
+        &format!("127.0.0.1:{}", super::support::free_port()?),
+        "--join",
+        &format!("127.0.0.1:{}", nodes[0].cluster_port),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let impostor = super::support::Guard::spawn(&args, impostor_dir.path())?;
+    let deadline = Deadline::after(WAIT, "the impostor to be refused admission");
+    loop {
+        let log = std::fs::read_to_string(impostor_dir.path().join("stderr.log")).unwrap_or_default();
+        if log.contains("is in the cluster already") {
+            break;
+        }
+        deadline.tick(log.lines().last().unwrap_or_default().to_owned()).await?;
+    }
     wait_member_state(&nodes[0], "gamma", "DOWN").await?;
     let gone = nodes[1].gql_ok(&forget, json!({ "n": "gamma" })).await?;
+    drop(impostor);
     ensure!(
         gone["forgetMember"]["state"] == "LEFT" && gone["forgetMember"]["role"] == "VOTER",
         "{gone}"

@@ -28,6 +28,20 @@ tokio::task_local! {
     /// While a client's request runs ([`noting_peer_commits`]): the highest log index a peer
     /// that answered part of it had applied when it answered.
     static PEER_APPLIED: std::cell::Cell<u64>;
+    /// While a peer's request is served: the Raft id its sender said it is ([`call_as`]).
+    static CALLER_RAFT_ID: Option<u64>;
+}
+
+/// The Raft id the sender of the request being served said it is: a beat says it, so a
+/// node under a member's name that is not that member is told apart. `None` outside a
+/// peer's request, and from a peer of an earlier release.
+pub fn caller_raft_id() -> Option<u64> {
+    CALLER_RAFT_ID.try_with(|id| *id).ok().flatten()
+}
+
+/// Serves one peer's request, its sender's Raft id known to it ([`caller_raft_id`]).
+pub(super) async fn served_as<F: std::future::Future>(raft_id: Option<u64>, serve: F) -> F::Output {
+    CALLER_RAFT_ID.scope(raft_id, serve).await
 }
 
 /// Runs a client's request, and tells the highest log index a peer that answered part of
@@ -473,6 +487,23 @@ const READ_FIRST: &str = "read what it would change before sending it again";
 /// not answered (the peer went away, or did not answer in time) is `UNAVAILABLE` saying the
 /// peer may have acted; one that could not be sent says so.
 pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Duration) -> Result<S::Response, ApiError> {
+    send::<S>(node, troupe_runtime::codec::encode(call)?, timeout).await
+}
+
+/// [`call`], saying this node's Raft id after the request (where a peer of an earlier
+/// release, which reads the request alone, does not look).
+pub async fn call_as<S: Service>(
+    node: &str,
+    call: &Call<S::Request>,
+    raft_id: u64,
+    timeout: Duration,
+) -> Result<S::Response, ApiError> {
+    let mut bytes = troupe_runtime::codec::encode(call)?;
+    bytes.extend(troupe_runtime::codec::encode(&raft_id)?);
+    send::<S>(node, bytes, timeout).await
+}
+
+async fn send<S: Service>(node: &str, bytes: Vec<u8>, timeout: Duration) -> Result<S::Response, ApiError> {
     if cut_off(node) {
         return Err(ApiError::Unavailable(format!(
             "node {node} is cut off from this node (injected partition)"
@@ -482,7 +513,6 @@ pub async fn call<S: Service>(node: &str, call: &Call<S::Request>, timeout: Dura
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::Unavailable(format!("node {node} is not connected")))?;
-    let bytes = troupe_runtime::codec::encode(call)?;
     let service: ActorRef<S::Msg> = cell.into();
     let asked = std::time::Instant::now();
     // Sent, and not answered: the peer may have carried the request out, and the caller must

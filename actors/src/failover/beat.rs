@@ -33,7 +33,9 @@ pub(crate) async fn heartbeat(cluster: Cluster, store: Store, sink: BeatSink) {
         };
         let sent = Instant::now();
         // A beat is answered within one period or not at all: a late lease is no lease.
-        let calls = peers.iter().map(|p| remote::call::<NodeService>(p, &beat, BEAT));
+        let calls = peers
+            .iter()
+            .map(|p| remote::call_as::<NodeService>(p, &beat, store.raft_id(), BEAT));
         let answers = futures::future::join_all(calls).await;
         let now = Instant::now();
         let mut heard = Vec::with_capacity(answers.len());

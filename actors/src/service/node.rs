@@ -166,6 +166,21 @@ impl NodeLocal for NodeService {
 
     async fn beat(&self, from: String) -> Result<BeatAck, ApiError> {
         let status = self.store.status();
+        // A node under a member's name that is not that member (a fresh data dir started
+        // under the name of one that stopped) renews nothing of it: the member stays judged
+        // by its own silence, and `forgetMember` can remove it.
+        if let (Some(said), Some(member)) = (
+            crate::cluster::remote::caller_raft_id(),
+            status.members.iter().find(|m| m.name == from),
+        ) {
+            if said != member.id {
+                return Err(ApiError::Conflict(format!(
+                    "a beat from a node named {from} with Raft id {said}: the member {from} is Raft id {}, \
+                     so the sender is not that member and renews nothing of it",
+                    member.id
+                )));
+            }
+        }
         let leads = status.leader.as_deref() == Some(self.cluster.name().as_str());
         Ok(BeatAck {
             info: self.cluster.me(),

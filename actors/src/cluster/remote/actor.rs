@@ -82,8 +82,8 @@ impl<S: Service> Actor for ServiceActor<S> {
             None => None,
         };
         tokio::spawn(async move {
-            let answered = match troupe_runtime::codec::decode::<Call<S::Request>>(&bytes) {
-                Ok(call) => service.serve(call).await,
+            let answered = match troupe_runtime::codec::decode_then::<Call<S::Request>, u64>(&bytes) {
+                Ok((call, raft_id)) => super::served_as(raft_id, service.serve(call)).await,
                 Err(e) => Err(ApiError::invalid(format!("undecodable {} request: {e}", S::ROLE))),
             };
             if let Some(bytes) = answer(&service, &answered) {
