@@ -233,10 +233,34 @@ async fn the_cluster_shows_its_leader_and_members_voters_first_then_learners() -
             .as_array()
             .is_some_and(|ms| ms.iter().all(|m| m["lag"].is_u64() && m["incarnation"] == 1));
         if known {
-            return Ok(());
+            break;
         }
         deadline.tick(on_leader).await?;
     }
+    // A voter leaves: the learner takes its place, and that is said as any role change is.
+    let leave = "mutation { leaveCluster(node: \"beta\") { state } }";
+    ensure!(nodes[0].gql_ok(leave, json!({})).await?["leaveCluster"]["state"] == "LEFT");
+    let deadline = Deadline::after(WAIT, "gamma's change to a voter to be said");
+    loop {
+        let changed = nodes[0].events_after(None, &["MEMBER_ROLE_CHANGED"]).await?;
+        let said = changed
+            .iter()
+            .any(|e| e["data"]["node"] == "gamma" && e["data"]["role"] == "VOTER");
+        if said {
+            break;
+        }
+        deadline.tick(format!("{changed:?}")).await?;
+    }
+    let now = nodes[2].gql_ok(CLUSTER, json!({})).await?;
+    let gamma = now["cluster"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"] == "gamma")
+        .cloned()
+        .unwrap_or_default();
+    ensure!(gamma["role"] == "VOTER", "{now}");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

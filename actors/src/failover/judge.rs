@@ -159,8 +159,18 @@ async fn depart(
     .await?;
     store.write(batch).await?;
     move_stragglers(store, node, survivors).await?;
-    store.remove_member(node, voters).await?;
+    let promoted = store.remove_member(node, voters).await?;
     tracing::info!(node, "a member left the cluster");
+    if let Some(learner) = promoted {
+        // A learner took the voter's place: said as setMemberRole's change is.
+        tracing::info!(node = %learner, replacing = node, "a learner became a voter");
+        let event = NewEvent::new(
+            "MEMBER_ROLE_CHANGED",
+            Some(learner.clone()),
+            serde_json::json!({ "node": learner, "role": "VOTER", "replacing": node }),
+        );
+        store.write(Batch::new().event(event)).await?;
+    }
     Ok(())
 }
 

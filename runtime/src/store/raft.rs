@@ -318,8 +318,8 @@ impl super::Store {
 
     /// On the leader: removes the member named `name` from the log's membership. When it
     /// voted and learners remain, the learner that has applied the most becomes a voter in
-    /// its place, so the cluster keeps `voters` of them while it can.
-    pub async fn remove_member(&self, name: &str, voters: usize) -> Result<(), StoreError> {
+    /// its place, so the cluster keeps `voters` of them while it can: its name is answered.
+    pub async fn remove_member(&self, name: &str, voters: usize) -> Result<Option<String>, StoreError> {
         let _changing = self.inner.changing.lock().await;
         let id = self.member_id(name).await?;
         let raft = self.raft();
@@ -346,15 +346,15 @@ impl super::Store {
                 .members
                 .iter()
                 .filter(|m| m.id != id && learners.contains(&m.id))
-                .max_by_key(|m| m.matched.unwrap_or(0))
-                .map(|m| m.id);
+                .max_by_key(|m| m.matched.unwrap_or(0));
             if let Some(learner) = best {
-                raft.change_membership(openraft::ChangeMembers::AddVoterIds([learner].into()), false)
+                raft.change_membership(openraft::ChangeMembers::AddVoterIds([learner.id].into()), false)
                     .await
                     .map_err(refused)?;
+                return Ok(Some(learner.name.clone()));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// On the leader: makes the member named `name` a voter or a learner.
