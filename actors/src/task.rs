@@ -154,8 +154,10 @@ pub struct Budget {
 }
 
 /// Errors after which no retry could do better: the task ends FAILED at once, whatever
-/// attempts it has left. Each is its code, a colon, then the figures.
-pub const FINAL_ERRORS: [&str; 2] = ["MAX_STEPS", "BUDGET_EXCEEDED"];
+/// attempts it has left. Each is its code, a colon, then the figures. `MODEL_REFUSED`: the
+/// model's API answered the call with a 4xx that asking again does not change (a bad key,
+/// an unknown model, a request it cannot take); 408, 409 and 429 are retried instead.
+pub const FINAL_ERRORS: [&str; 3] = ["MAX_STEPS", "BUDGET_EXCEEDED", "MODEL_REFUSED"];
 
 /// Whether `error` is one of [`FINAL_ERRORS`].
 pub fn is_final(error: &str) -> bool {

@@ -75,7 +75,11 @@ impl Loop {
                         let why = format!("HTTP {}: {}", status.as_u16(), excerpt(&bytes));
                         // 529: Anthropic's "overloaded".
                         if !matches!(status.as_u16(), 408 | 409 | 429 | 529) && !status.is_server_error() {
-                            return Err(why);
+                            // The same request would be refused again, by any agent.
+                            return Err(match status.is_client_error() {
+                                true => format!("MODEL_REFUSED: {why}"),
+                                false => why,
+                            });
                         }
                         (why, retry_after)
                     }

@@ -441,5 +441,6 @@ fn a_final_error_fails_the_task_at_once_whatever_attempts_it_has_left() {
     let fx = e.finished("flaky", 1, "a", Err("MAX_STEPS is a word here".into()), now);
     assert_eq!(records(&fx), [("flaky".to_string(), "TASK_RETRYING")]);
     assert!(crate::task::is_final("MAX_STEPS: 10 calls"));
+    assert!(crate::task::is_final("MODEL_REFUSED: HTTP 404: no such model"));
     assert!(!crate::task::is_final("BUDGET_EXCEEDED"));
 }

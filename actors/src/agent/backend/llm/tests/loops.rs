@@ -253,6 +253,37 @@ async fn a_429_is_retried_after_its_retry_after() {
     assert_eq!(server.bodies().len(), 2);
 }
 
+#[tokio::test]
+async fn a_call_the_api_refuses_is_not_asked_again_and_ends_the_task() {
+    let server = Scripted::start(vec![
+        (
+            "401 Unauthorized",
+            "application/json",
+            r#"{"error":{"message":"invalid key"}}"#.into(),
+        ),
+        openai_answer("never asked"),
+    ])
+    .await;
+    let (carried, _) = errands(|_| Ok(Value::Null));
+    let mut llm = started(
+        LlmBackend {
+            base_url: format!("{}/", server.url()),
+            ..spec(false)
+        },
+        None,
+        carried,
+    )
+    .await;
+    let why = llm.run(task("t", json!("hi"))).await.unwrap_err();
+    assert!(
+        why.starts_with("MODEL_REFUSED: HTTP 401") && why.contains("invalid key"),
+        "{why}"
+    );
+    // Final: the scheduler fails the task at once rather than spend its other attempts.
+    assert!(crate::task::is_final(&why));
+    assert_eq!(server.bodies().len(), 1);
+}
+
 /// A span as recorded: its id, its name, its attributes as text.
 type Recorded = (u64, String, std::collections::BTreeMap<String, String>);
 
