@@ -36,9 +36,9 @@ pub use actor::{AgentActor, AgentMsg, Probe, Reporter};
 pub use backend::{
     approval as llm_approval, approvals as llm_approvals, build as build_backend, decide_approval, describe_cgroup,
     http_client, llm_approvals_withdrawn, llm_steps_committed, own_usage, preflight, prune_llm_records, read_stat,
-    signal_group, spent_by as llm_spent_by, transcript as llm_transcript, Approval, ApprovalRefused, Backend, Decision,
-    Errand, ErrandKind, Lent, Link, LlmCall, LlmDelta, LlmDeltas, LlmStep, LlmUsage, Outbox, Prices, Signal, Stat,
-    Usage,
+    signal_group, spent_by as llm_spent_by, tools_matching_nothing, transcript as llm_transcript, Approval,
+    ApprovalRefused, Backend, Decision, Errand, ErrandKind, Lent, Link, LlmCall, LlmDelta, LlmDeltas, LlmStep,
+    LlmUsage, Outbox, Prices, Signal, Stat, Usage,
 };
 pub use checkpoints::Checkpoint;
 pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};

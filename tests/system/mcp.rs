@@ -121,6 +121,13 @@ async fn an_mcp_server_over_stdio_is_a_supervised_agent_whose_tools_are_tasks_an
         let refused = node.gql(spawn, json!({ "input": cashier(json!([wrong])) })).await?;
         expect_code(&refused, "INVALID_INPUT")?;
     }
+    // A tool pattern that no tool it could be offered matches (misspelt) is refused too,
+    // saying what the names are (before, the model was offered nothing, silently).
+    let mut misspelt = cashier(json!(["calc"]));
+    misspelt["backend"]["llm"]["tools"] = json!(["clac__charge"]);
+    let refused = node.gql(spawn, json!({ "input": misspelt })).await?;
+    expect_code(&refused, "INVALID_INPUT")?;
+    ensure!(refused.to_string().contains("calc__<tool>"), "{refused}");
     let cashier = text(&node.spawn_agent(cashier(json!(["calc"]))).await?, "/id")?;
     let asked = node.submit_to(&cashier, json!("charge seven")).await?;
     let out = node.wait_task_state(&asked, "SUCCEEDED").await?;

@@ -27,9 +27,10 @@ pub use cgroup::describe as describe_cgroup;
 pub use limits::{own_usage, read_stat, sample, signal_group, Stat, Usage};
 pub use llm::retention::prune as prune_llm_records;
 pub use llm::{
-    approvals, committed as llm_steps_committed, decide as decide_approval, get as approval, spent_by, transcript,
-    withdrawn_by_end as llm_approvals_withdrawn, Approval, Call as LlmCall, Decision, Delta as LlmDelta,
-    Deltas as LlmDeltas, Record as LlmStep, Refused as ApprovalRefused, Usage as LlmUsage,
+    approvals, committed as llm_steps_committed, decide as decide_approval, get as approval,
+    matching_nothing as tools_matching_nothing, spent_by, transcript, withdrawn_by_end as llm_approvals_withdrawn,
+    Approval, Call as LlmCall, Decision, Delta as LlmDelta, Deltas as LlmDeltas, Record as LlmStep,
+    Refused as ApprovalRefused, Usage as LlmUsage,
 };
 
 /// An HTTP client on the node's one TLS provider (see [`troupe_runtime::tls`]).

@@ -54,7 +54,26 @@ impl Agents {
     pub async fn spawn(&self, mut request: SpawnAgentRequest, key: Option<String>) -> Result<AgentView, ApiError> {
         request.validate()?;
         if let crate::agent::BackendSpec::Llm(llm) = &mut request.backend {
-            llm.mcp_servers = self.mcp_servers(&llm.mcp_servers).await?;
+            let servers = self.mcp_servers(&llm.mcp_servers).await?;
+            let names: Vec<String> = servers.iter().map(|(_, name)| name.clone()).collect();
+            if let Some(pattern) = crate::agent::tools_matching_nothing(&llm.tools, &names) {
+                let theirs = match names.is_empty() {
+                    true => String::from("it names no mcpServers"),
+                    false => format!(
+                        "its mcpServers' tools are named {}",
+                        names
+                            .iter()
+                            .map(|n| format!("{n}__<tool>"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                return Err(ApiError::invalid(format!(
+                    "tools: {pattern:?} matches none of the tools this agent can be offered (Troupe's own are \
+                     troupe_submit_task, troupe_send_message, troupe_memory_get and troupe_memory_set; {theirs})"
+                )));
+            }
+            llm.mcp_servers = servers.into_iter().map(|(id, _)| id).collect();
         }
         let node = request.node.take();
         At::on(self, node.as_deref()).spawn(Box::new(request), key).await
@@ -63,8 +82,8 @@ impl Agents {
     /// The `mcp` agents an `llm` agent's `mcpServers` names, by id (each given by id, or by a
     /// name only one agent has). Refused when one is missing or no `mcp` agent: the model
     /// would be offered none of its tools (an echo agent answered the tools request with
-    /// its payload, and the model was offered nothing, silently).
-    async fn mcp_servers(&self, named: &[String]) -> Result<Vec<String>, ApiError> {
+    /// its payload, and the model was offered nothing, silently). Each with its name.
+    async fn mcp_servers(&self, named: &[String]) -> Result<Vec<(String, String)>, ApiError> {
         let mut ids = Vec::with_capacity(named.len());
         for server in named {
             let found = match self.get(server).await? {
@@ -96,7 +115,7 @@ impl Agents {
                     found.spec.backend.describe()
                 )));
             }
-            ids.push(found.spec.id.clone());
+            ids.push((found.spec.id.clone(), found.spec.name.clone()));
         }
         Ok(ids)
     }

@@ -36,6 +36,7 @@ pub use approvals::{decide, get, list as approvals, withdrawn_by_end, Approval, 
 pub use deltas::{Delta, Deltas};
 use journal::Journal;
 pub use journal::{committed, Call, Record, Usage};
+pub use tools::matching_nothing;
 use tools::Errands;
 use wire::Tool;
 

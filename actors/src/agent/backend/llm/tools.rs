@@ -109,6 +109,22 @@ pub fn offered(patterns: &[String]) -> Vec<Tool> {
         .collect()
 }
 
+/// The first of `patterns` that no tool the agent can be offered could match: none of
+/// Troupe's own, and no `<server>__<tool>` of the mcp agents named `servers`. What a server
+/// offers is known only when a task lists it, so a pattern whose fixed start fits a
+/// server's `<server>__` is taken.
+pub fn matching_nothing<'a>(patterns: &'a [String], servers: &[String]) -> Option<&'a String> {
+    let own = catalogue();
+    patterns.iter().find(|p| {
+        let fixed: String = p.chars().take_while(|c| *c != '*' && *c != '?').collect();
+        let of_server = |server: &String| {
+            let prefix = model_name(&format!("{server}__"));
+            fixed.starts_with(&prefix) || prefix.starts_with(&fixed)
+        };
+        !own.iter().any(|t| glob(p, &t.name)) && !servers.iter().any(of_server)
+    })
+}
+
 /// Whether `name` matches `pattern`, where `*` is any run of characters and `?` any one.
 pub fn glob(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());

@@ -85,6 +85,36 @@ fn tool_patterns_are_globs_over_the_names() {
 }
 
 #[test]
+fn a_pattern_no_tool_could_match_is_told_apart() {
+    let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let servers = p(&["files", "fs.server"]);
+    // Troupe's own, any run, and any name of a server's tools (known only at a task's start).
+    for fine in [
+        "troupe_*",
+        "troupe_memory_?et",
+        "*",
+        "*_task",
+        "files__*",
+        "files__read",
+        "fil*",
+        "fs_server__x",
+    ] {
+        assert_eq!(tools::matching_nothing(&p(&[fine]), &servers), None, "{fine}");
+    }
+    // Misspelt, or of a server the agent does not name.
+    for wrong in ["troupe_memroy_get", "troupe_submit_task_x", "fiels__*", "calc__charge"] {
+        assert_eq!(
+            tools::matching_nothing(&p(&["troupe_*", wrong]), &servers).map(String::as_str),
+            Some(wrong)
+        );
+    }
+    assert_eq!(
+        tools::matching_nothing(&p(&["files__*"]), &[]).map(String::as_str),
+        Some("files__*")
+    );
+}
+
+#[test]
 fn streamed_replies_give_text_calls_and_tokens_in_both_dialects() {
     let stream = "data: {\"model\":\"x\",\"choices\":[{\"delta\":{\"content\":\"he\"}}]}\n\n: comment\n\
                   data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n\n\
