@@ -171,8 +171,16 @@ impl Mcp {
                 let transport = rmcp::transport::StreamableHttpClientTransport::from_config(config);
                 let service = tokio::time::timeout(START_TIMEOUT, listener.serve_with_lifecycle(transport, lifecycle))
                     .await
-                    .map_err(|_| late(url))?
-                    .map_err(|e| Refusal::Era(format!("{url} did not {verb}: {}", init_cause(&e))))?;
+                    .map_err(|_| late(url))?;
+                let service = match service {
+                    Ok(service) => service,
+                    // Nothing to ask in another era where nothing answers; and the SDK's
+                    // error keeps none of the connection's own ("connection refused").
+                    Err(e) => match unreachable(url).await {
+                        Some(why) => return Err(Refusal::Final(format!("{url} cannot be reached: {why}"))),
+                        None => return Err(Refusal::Era(format!("{url} did not {verb}: {}", init_cause(&e)))),
+                    },
+                };
                 Ok((service, None))
             }
             None => {
@@ -265,6 +273,23 @@ fn init_cause(e: &rmcp::service::ClientInitializeError) -> String {
             said
         }
         other => other.to_string(),
+    }
+}
+
+/// Why a TCP connection to `url`'s host and port fails, if it does (at most a second).
+async fn unreachable(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let (host, port) = (parsed.host_str()?.to_owned(), parsed.port_or_known_default()?);
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    match tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("{host}:{port}: {e}")),
+        Err(_) => Some(format!("{host}:{port} did not accept a connection within 1 s")),
     }
 }
 
