@@ -354,10 +354,17 @@ pub struct Price {
 }
 
 impl Price {
-    /// The cost of `input` and `output` tokens.
+    /// The cost of `input` and `output` tokens, to a billionth of a dollar ([`usd`]).
     pub fn of(&self, input: u64, output: u64) -> f64 {
-        (input as f64 * self.input + output as f64 * self.output) / 1_000_000.0
+        usd((input as f64 * self.input + output as f64 * self.output) / 1_000_000.0)
     }
+}
+
+/// `dollars` to the nearest billionth: what binary fractions add up to is shown as the
+/// decimal it stands for (`0.0003`, not `0.00030000000000000003`). The quotient of a whole
+/// number by 10⁹ is the double nearest that decimal, which prints as it.
+pub fn usd(dollars: f64) -> f64 {
+    (dollars * 1e9).round() / 1e9
 }
 
 #[derive(Debug, thiserror::Error)]

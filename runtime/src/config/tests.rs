@@ -221,6 +221,19 @@ fn llm_prices_are_model_equals_input_slash_output_per_million_tokens() {
     let price = config.llm_prices["gpt-4o"];
     assert_eq!(price.of(1_000_000, 100_000), 2.5 + 1.0);
     assert_eq!(config.llm_prices["vendor/model:1"].of(10, 2_000_000), 1.0);
+    // In decimals, not binary fractions: 100 tokens at 0.15 and 7 at 0.6.
+    let small = Config::load(ServeArgs {
+        llm_prices: vec!["mini=0.15/0.6".into()],
+        ..Default::default()
+    })
+    .unwrap()
+    .llm_prices["mini"];
+    assert_eq!(small.of(100, 7).to_string(), "0.0000192");
+    let mut sum = 0.0;
+    for _ in 0..10 {
+        sum = super::usd(sum + small.of(1000, 0));
+    }
+    assert_eq!(sum.to_string(), "0.0015");
     for bad in ["gpt-4o", "gpt-4o=2.5", "=1/2", "m=-1/2", "m=a/b", "m=1/inf"] {
         let err = Config::load(ServeArgs {
             llm_prices: vec![bad.into()],

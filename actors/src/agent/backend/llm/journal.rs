@@ -90,7 +90,7 @@ impl Usage {
     pub(super) fn add(&mut self, other: &Usage) {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
-        self.cost_usd += other.cost_usd;
+        self.cost_usd = troupe_runtime::config::usd(self.cost_usd + other.cost_usd);
     }
 }
 
