@@ -186,7 +186,19 @@ pub(super) async fn alerts(client: &Client, what: Alerts) -> Done {
 }
 
 pub(super) async fn approvals(client: &Client, what: Approvals) -> Done {
-    let fields = ["id", "tool", "agentId", "taskId", "reason", "state"];
+    // What the call would do (its arguments) and, once decided, by whom and why.
+    let fields = [
+        "id",
+        "tool",
+        "arguments",
+        "agentId",
+        "taskId",
+        "reason",
+        "state",
+        "requestedAt",
+        "decidedBy",
+        "note",
+    ];
     let (query, variables, key) = match what {
         Approvals::List { all } => (
             format!(

@@ -32,6 +32,17 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
     let input = json!({ "name": "echoer", "backend": { "builtin": { "kind": "echo" } } });
     let agent = text(&node.spawn_agent(input).await?, "/id")?;
 
+    // Held tool calls: what each would do, and who decided it and why (none here: the header).
+    let (code, out, err) = troupe(&["approvals", "list", "--all"], &at(&node)).await?;
+    let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
+    ensure!(
+        code == 0
+            && ["ID", "TOOL", "ARGUMENTS", "STATE", "DECIDEDBY", "NOTE"]
+                .iter()
+                .all(|c| header.contains(c)),
+        "{out}{err}"
+    );
+
     // The cluster: who leads, and the members.
     let (code, out, err) = troupe(&["cluster", "status"], &at(&node)).await?;
     ensure!(
