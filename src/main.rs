@@ -50,7 +50,7 @@ enum Command {
         shell: clap_complete::Shell,
     },
     #[command(flatten)]
-    Client(cli::Command),
+    Client(Box<cli::Command>),
     /// Print the version.
     Version,
 }
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Client(command) = cli.command {
         return match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtime.block_on(cli::run(command)),
+            Ok(runtime) => runtime.block_on(cli::run(*command)),
             Err(e) => {
                 eprintln!("troupe: error: {e}");
                 ExitCode::FAILURE

@@ -28,6 +28,18 @@ pub struct SubmitArgs {
     /// task goes on. Without it, --wait waits for the task's end.
     #[arg(long, requires = "wait", value_parser = parse_wait)]
     timeout: Option<Duration>,
+    /// How many attempts it may take [default: the node's, 3].
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// For an LLM agent: the conversation it keeps across the tasks that name it.
+    #[arg(long)]
+    session: Option<String>,
+    /// For an LLM agent: the tokens (input and output) its loop may spend on this task.
+    #[arg(long)]
+    max_tokens: Option<u64>,
+    /// For an LLM agent: the cost in US dollars it may spend, at the node's price table.
+    #[arg(long)]
+    max_cost_usd: Option<f64>,
 }
 
 /// A `--timeout`: seconds, or a number with `s`, `m` or `h`.
@@ -83,7 +95,15 @@ pub(super) async fn submit(client: &Client, s: SubmitArgs) -> Done {
         Some(agent) => Some(agent_id(client, agent).await?),
         None => None,
     };
-    let input = json!({ "capability": s.capability, "agentId": agent, "payload": payload });
+    let input = json!({
+        "capability": s.capability,
+        "agentId": agent,
+        "payload": payload,
+        "maxAttempts": s.max_attempts,
+        "session": s.session,
+        "maxTokens": s.max_tokens,
+        "maxCostUsd": s.max_cost_usd,
+    });
     let query = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id state } }";
     let task = ask(client, query, json!({ "input": input })).await?["submitTask"].clone();
     let id = task["id"].as_str().unwrap_or_default().to_owned();

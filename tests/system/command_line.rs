@@ -239,6 +239,29 @@ async fn an_operator_changes_tasks_swarms_hosts_and_vms_by_name_from_the_command
     );
     let task = out.trim().to_owned();
     ensure!(task.contains('@') && !task.contains(' '), "the id alone: {out}");
+    // The task's limits and an LLM agent's session, from the command line.
+    let args = [
+        "submit",
+        "--capability",
+        "nobody",
+        "--max-attempts",
+        "1",
+        "--session",
+        "s1",
+        "--max-tokens",
+        "900",
+        "--max-cost-usd",
+        "0.25",
+        "-o",
+        "name",
+    ];
+    let limited = ok(troupe(&args, &env).await?)?.trim().to_owned();
+    let q = "query($id: ID!) { task(id: $id) { maxAttempts session maxTokens maxCostUsd } }";
+    let seen = node.gql_ok(q, json!({ "id": limited })).await?;
+    ensure!(
+        seen["task"] == json!({ "maxAttempts": 1, "session": "s1", "maxTokens": 900, "maxCostUsd": 0.25 }),
+        "{seen}"
+    );
     let bare = task.split('@').next().context("id")?.replace('-', "");
     let out = ok(troupe(&["tasks", "cancel", &bare[bare.len() - 6..]], &env).await?)?;
     ensure!(out.contains("CANCELLED"), "{out}");
