@@ -230,58 +230,48 @@ async fn a_key_the_node_does_not_allow_fails_the_start() {
     assert_eq!(allowed.key.as_deref(), Some("sekrit"));
 }
 
+/// One task's run against a server answering `script` in turn: its outcome, and how many
+/// calls the server got.
+async fn run_against(script: Vec<(&'static str, &'static str, String)>) -> (Result<Value, String>, usize) {
+    let server = Scripted::start(script).await;
+    let (carried, _) = errands(|_| Ok(Value::Null));
+    let spec = LlmBackend {
+        base_url: format!("{}/", server.url()),
+        ..spec(false)
+    };
+    let mut llm = started(spec, None, carried).await;
+    let out = llm.run(task("t", json!("hi"))).await;
+    (out, server.bodies().len())
+}
+
 #[tokio::test]
 async fn a_429_is_retried_after_its_retry_after() {
-    let server = Scripted::start(vec![
+    let (out, calls) = run_against(vec![
         // (Its header rides on the status line.)
         ("429 Too Many Requests\r\nRetry-After: 0", "text/plain", "busy".into()),
         openai_answer("ok"),
     ])
     .await;
-    let (carried, _) = errands(|_| Ok(Value::Null));
-    let mut llm = started(
-        LlmBackend {
-            base_url: format!("{}/", server.url()),
-            ..spec(false)
-        },
-        None,
-        carried,
-    )
-    .await;
-    let out = llm.run(task("t", json!("hi"))).await.unwrap();
-    assert_eq!(out["content"], "ok");
-    assert_eq!(server.bodies().len(), 2);
+    assert_eq!(out.unwrap()["content"], "ok");
+    assert_eq!(calls, 2);
 }
 
 #[tokio::test]
 async fn a_call_the_api_refuses_is_not_asked_again_and_ends_the_task() {
-    let server = Scripted::start(vec![
-        (
-            "401 Unauthorized",
-            "application/json",
-            r#"{"error":{"message":"invalid key"}}"#.into(),
-        ),
+    let refused = r#"{"error":{"message":"invalid key"}}"#;
+    let (out, calls) = run_against(vec![
+        ("401 Unauthorized", "application/json", refused.into()),
         openai_answer("never asked"),
     ])
     .await;
-    let (carried, _) = errands(|_| Ok(Value::Null));
-    let mut llm = started(
-        LlmBackend {
-            base_url: format!("{}/", server.url()),
-            ..spec(false)
-        },
-        None,
-        carried,
-    )
-    .await;
-    let why = llm.run(task("t", json!("hi"))).await.unwrap_err();
+    let why = out.unwrap_err();
     assert!(
         why.starts_with("MODEL_REFUSED: HTTP 401") && why.contains("invalid key"),
         "{why}"
     );
     // Final: the scheduler fails the task at once rather than spend its other attempts.
     assert!(crate::task::is_final(&why));
-    assert_eq!(server.bodies().len(), 1);
+    assert_eq!(calls, 1);
 }
 
 /// A span as recorded: its id, its name, its attributes as text.
