@@ -71,6 +71,12 @@ pub enum StartNodeError {
     Tree(String),
     #[error("cannot join the cluster: {0}")]
     Join(String),
+    #[error(
+        "node {name} left the cluster ({since}; leaveCluster or forgetMember): this data dir is no member's, \
+         and a node started from it would only disturb the member that may hold the name now; to take part \
+         again, start the node with a fresh data dir and --join (it is admitted as a new member)"
+    )]
+    Left { name: String, since: String },
 }
 
 /// Why a running node stopped on its own.

@@ -2,7 +2,7 @@
 //! node's agents may go (pinned, node labels, a checkpoint that travels), and the local
 //! three-node topology of deploy/local-cluster.sh.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
 use super::failover::{groups, member, three_nodes_up, wait_member_state, wait_moved};
@@ -153,6 +153,17 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
         );
     }
     ensure!(nodes[2].logged("this node left the cluster: its stop is not written") == 1);
+    // Started again from its data dir, it stops at once saying why (before, it ran, and its
+    // sessions under the name closed those of whichever member took the name since).
+    let refused = nodes[2]
+        .restart()
+        .await
+        .err()
+        .context("gamma started again after it left")?;
+    ensure!(
+        format!("{refused:#}").contains("node gamma left the cluster"),
+        "{refused:#}"
+    );
     Ok(())
 }
 

@@ -75,6 +75,16 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) 
         Err(StoreError::Locked) => return Err(StartNodeError::Locked(config.data_dir.clone())),
         other => other?,
     };
+    // A member that left (or was forgotten while it ran) never connects again: its sessions
+    // under the name would close those of a new member of that name.
+    let name = config.node_name.clone();
+    let record = store.view(move |v| crate::cluster::lease::member_in(v, &name)).await?;
+    if let Some(left) = record.filter(|r| r.state == crate::cluster::lease::MemberState::Left) {
+        return Err(StartNodeError::Left {
+            name: config.node_name.clone(),
+            since: left.since.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        });
+    }
     let cookie = cluster_cookie(config, &store).await?;
     let tls = match &config.tls {
         Some(files) => Some(troupe_runtime::tls::cluster_tls(files).map_err(StartNodeError::Tls)?),
