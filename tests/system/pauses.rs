@@ -67,3 +67,39 @@ async fn a_leader_thawed_after_a_long_pause_declares_nobody_down_for_its_own_sil
     }
     Ok(())
 }
+
+/// A leader that lost its majority (both followers stopped) judges nobody by the silence of
+/// that time once a follower is back: it could not hear anyone meanwhile. It declared the
+/// returning member DOWN (silent 31 s), moved all its work to itself, and UP again 0.2 s
+/// later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_back_with_a_majority_judges_the_member_that_returned_from_now() -> Result<()> {
+    let drop_after = |name: &str| super::support::NodeOpts::named(name).arg("--peer-drop-after-ms", 4500);
+    let mut nodes =
+        super::replicated::start_cluster(drop_after("alpha"), vec![drop_after("beta"), drop_after("gamma")]).await?;
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    let (leader, _) = super::restarts::leader_and_term(&nodes[0]).await?;
+    let l = nodes.iter().position(|n| n.name == leader).context("a member leads")?;
+    let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    for &i in &others {
+        nodes[i].terminate(WAIT).await?;
+    }
+    // Silent past the DOWN timeout (4 s): the leader drops both from its lists at 4.5 s.
+    let deadline = Deadline::after(WAIT, "the leader to drop both silent members");
+    while nodes[l].logged("dropping a silent peer") < 2 {
+        deadline.tick(nodes[l].logged("dropping a silent peer")).await?;
+    }
+    let back = others[0];
+    nodes[back].restart().await?;
+    let name = nodes[back].name.clone();
+    let down = nodes[l].events_after(None, &["MEMBER_DOWN"]).await?;
+    ensure!(!down.iter().any(|e| e["subject"] == name.as_str()), "{down:?}");
+    ensure!(
+        nodes[l].logged("heard from a majority again") >= 1,
+        "{}",
+        nodes[l].log_tail()
+    );
+    Ok(())
+}

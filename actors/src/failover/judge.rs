@@ -11,6 +11,8 @@ pub(crate) async fn watch_members(store: Store, cluster: Cluster) {
     let mut tick = tokio::time::interval(BEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading: Option<(u64, Instant)> = None;
+    // When a majority last confirmed this node's leadership, in the term it leads.
+    let mut confirmed: Option<Instant> = None;
     loop {
         // How long it waited for this beat: past a beat, it was paused (see `judged_from`).
         let asleep = Instant::now();
@@ -24,6 +26,7 @@ pub(crate) async fn watch_members(store: Store, cluster: Cluster) {
             if leading.take().is_some() {
                 cluster.leases.deposed();
             }
+            confirmed = None;
             continue;
         }
         let since = super::tick::judged_from(leading, status.term, now, waited);
@@ -35,6 +38,7 @@ pub(crate) async fn watch_members(store: Store, cluster: Cluster) {
                 );
             } else {
                 cluster.leases.deposed();
+                confirmed = None;
             }
             leading = Some((status.term, since));
         }
@@ -43,6 +47,19 @@ pub(crate) async fn watch_members(store: Store, cluster: Cluster) {
             Ok(Ok(_)) => cluster.leases.confirmed(check, store.status().commit_index),
             _ => continue,
         }
+        let mut since = since;
+        if super::tick::regained(confirmed.map(|at| check.saturating_duration_since(at))) {
+            // No majority answered it for a while (the others stopped, or it was cut off):
+            // nobody could renew a lease meanwhile, so that silence is nobody's. Members
+            // back with the majority were declared DOWN and their work moved for it.
+            tracing::info!(
+                unconfirmed_ms = confirmed.map_or(0, |at| check.saturating_duration_since(at).as_millis() as u64),
+                "this leader heard from a majority again: its members are judged from now"
+            );
+            leading = Some((status.term, check));
+            since = check;
+        }
+        confirmed = Some(check);
         if status.members.len() <= 1 {
             continue;
         }

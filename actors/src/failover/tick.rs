@@ -45,6 +45,13 @@ pub(super) fn judged_from<I: Copy>(leading: Option<(u64, I)>, term: u64, now: I,
     }
 }
 
+/// Whether a leader that a majority confirms again, after `unconfirmed_for` without one (in
+/// the term it leads), judges its members afresh: past a beat and the margin, none of them
+/// could renew a lease meanwhile.
+pub(super) fn regained(unconfirmed_for: Option<Duration>) -> bool {
+    unconfirmed_for.is_some_and(|gap| gap > super::BEAT + PAUSED_PAST)
+}
+
 /// Judges every member from its committed state and its silence; `me`, the leader, is heard
 /// from now: a leader whose record a previous leader made SUSPECT or DOWN just before it
 /// lost its leadership is UP again (no other member judges it while it leads).
@@ -95,6 +102,20 @@ mod tests {
         // A new term, or the first look as leader: from now.
         assert_eq!(judged_from(Some((3, 10)), 4, 90, beat), 90);
         assert_eq!(judged_from(None, 4, 90, beat), 90);
+    }
+
+    #[test]
+    fn a_leader_confirmed_again_after_a_gap_judges_afresh() {
+        use super::{regained, PAUSED_PAST};
+        let beat = super::super::BEAT;
+        assert!(
+            !regained(None),
+            "its first confirmation: judged from when it took the lead"
+        );
+        assert!(!regained(Some(beat)));
+        assert!(!regained(Some(beat + PAUSED_PAST)));
+        assert!(regained(Some(beat + PAUSED_PAST * 2)));
+        assert!(regained(Some(std::time::Duration::from_secs(30))));
     }
 
     use proptest::prelude::*;
