@@ -94,8 +94,9 @@ pub(super) async fn cluster_cookie(config: &Config, store: &Store) -> Result<Str
 }
 
 /// The cluster cookie: from the cookie file, else `env` (`TROUPE_COOKIE`), else the one
-/// kept in the data dir. A cookie given by file is kept there too when the data dir has none
-/// (a node that joined with `--cookie-file` then restarts with its data dir alone). A node
+/// kept in the data dir. A cookie given by file is kept there too, the last one given (a
+/// node that joined with `--cookie-file` then restarts with its data dir alone; a first try
+/// with the wrong file does not outlive the right one). A node
 /// alone makes one when there is none; a member of a cluster of several (`members` names
 /// them) never does, nor a node told to join one (`join` names its members): a new cookie
 /// is not the cluster's, and the node would start cut off from every peer (each session
@@ -116,7 +117,7 @@ fn resolve_cookie(
     let kept = data_dir.join("cookie");
     if let Some(path) = cookie_file {
         let cookie = read(path)?;
-        if !kept.exists() {
+        if read(&kept).ok().as_deref() != Some(cookie.as_str()) {
             auth::write_private(&kept, &cookie).map_err(|e| StartNodeError::Cookie(e.to_string()))?;
         }
         return Ok(cookie);
@@ -176,6 +177,11 @@ mod tests {
             resolve_cookie(&data, None, Some("env".into()), &members, &[]).unwrap(),
             "env"
         );
+        // Given another file later (the first was the wrong one), that one is kept.
+        let right = dir.path().join("right-cookie");
+        std::fs::write(&right, "the-right-one\n").unwrap();
+        assert_eq!(resolve_cookie(&data, Some(&right), None, &[], &[]).unwrap(), "the-right-one");
+        assert_eq!(resolve_cookie(&data, None, None, &members, &[]).unwrap(), "the-right-one");
     }
 
     #[test]
