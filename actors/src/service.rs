@@ -76,6 +76,10 @@ pub struct Api {
 /// up in well under this.
 pub const READ_AFTER_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What a node that left the cluster says of its health.
+const LEFT: &str = "this node left the cluster (leaveCluster, forgetMember): it takes no work and its token no longer \
+                    works; stop its process";
+
 impl Api {
     pub fn agents(&self) -> &Agents {
         &self.agents
@@ -156,6 +160,20 @@ impl Api {
     /// alive: restarting it would not give it one, and a cluster that lost its majority
     /// would be restarted in a loop.
     pub fn liveness(&self) -> Result<(), Vec<String>> {
+        if self.slots.root.get().is_none() || self.has_left() {
+            // Alive while its tree is still starting (the gateway is its last child to start),
+            // as the start's own answers said until the gateway took the address over; and
+            // once it left (its work stopped for good: its process is to be stopped, not
+            // restarted, which would find it left and stop).
+            return verdict(
+                self.ctx
+                    .store
+                    .failure()
+                    .map(|r| format!("the store has failed: {r}"))
+                    .into_iter()
+                    .collect(),
+            );
+        }
         verdict(self.problems(self.ctx.cluster.leases.running()))
     }
 
@@ -163,6 +181,15 @@ impl Api {
         let mut problems = Vec::new();
         if let Some(reason) = self.ctx.store.failure() {
             problems.push(format!("the store has failed: {reason}"));
+        }
+        if self.slots.root.get().is_none() {
+            problems.push("the node is starting: its supervision tree is not up yet".into());
+            return problems;
+        }
+        if self.has_left() {
+            // Its work stopped for good: that is the one thing to say.
+            problems.push(LEFT.into());
+            return problems;
         }
         // The root holds the whole tree: until it is there, nothing can describe or reach it.
         if !self.slots.root.is_up() {
@@ -193,11 +220,7 @@ impl Api {
     /// majority makes every member unready, not dead: `/livez` stays the liveness.
     pub fn write_readiness(&self) -> Result<(), Vec<String>> {
         if self.left() {
-            return Err(vec![
-                "this node left the cluster (leaveCluster, forgetMember): it takes no work and its token no longer \
-                 works; stop its process"
-                    .into(),
-            ]);
+            return Err(vec![LEFT.into()]);
         }
         let mut problems = self.problems(true);
         if !self.ctx.cluster.leases.running() {

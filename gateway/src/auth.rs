@@ -40,6 +40,14 @@ impl Refusal {
         }
     }
 
+    /// 503 when the node cannot take the request now, 401 when the caller is not known.
+    pub fn status(&self) -> axum::http::StatusCode {
+        match self {
+            Refusal::Unavailable(_) | Refusal::Left => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            _ => axum::http::StatusCode::UNAUTHORIZED,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::Missing | Refusal::Invalid | Refusal::Refused(_) => "UNAUTHENTICATED",

@@ -341,12 +341,18 @@ pub async fn authorized(State(api): State<Api>, mut request: Request, next: Next
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err(refusal) => (
-            axum::http::StatusCode::UNAUTHORIZED,
-            [("www-authenticate", "Bearer")],
-            axum::Json(json!({ "error": refusal.message(), "code": refusal.code() })),
-        )
-            .into_response(),
+        Err(refusal) => {
+            let body = axum::Json(json!({ "error": refusal.message(), "code": refusal.code() }));
+            match refusal.status() {
+                axum::http::StatusCode::UNAUTHORIZED => (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    [("www-authenticate", "Bearer")],
+                    body,
+                )
+                    .into_response(),
+                status => (status, body).into_response(),
+            }
+        }
     }
 }
 

@@ -132,9 +132,22 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
         .merge(hooks)
         .layer(axum::middleware::map_response(error::coded_too_large))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(failed))
         .merge(probes)
         .with_state(Arc::new(state))
+}
+
+/// A request that failed: a 503 is an answer the node means (overloaded, unavailable, left
+/// the cluster), said at INFO; any other failure is an ERROR.
+fn failed(class: tower_http::classify::ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    use tower_http::classify::ServerErrorsFailureClass::StatusCode as Status;
+    let ms = latency.as_millis() as u64;
+    match class {
+        Status(status) if status == StatusCode::SERVICE_UNAVAILABLE => {
+            tracing::info!(latency_ms = ms, "answered 503: the node cannot take the request now")
+        }
+        class => tracing::error!(classification = %class, latency_ms = ms, "response failed"),
+    }
 }
 
 async fn overloaded(_: BoxError) -> Response {
@@ -143,10 +156,7 @@ async fn overloaded(_: BoxError) -> Response {
 }
 
 fn refused(r: &Refusal) -> Response {
-    let status = match r {
-        Refusal::Unavailable(_) | Refusal::Left => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::UNAUTHORIZED,
-    };
+    let status = r.status();
     let body = json!({ "data": null, "errors": [{ "message": r.message(), "extensions": { "code": r.code() } }] });
     (status, Json(body)).into_response()
 }
