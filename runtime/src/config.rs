@@ -492,7 +492,7 @@ impl Config {
                 .raft_listen
                 .unwrap_or_else(|| SocketAddr::new(cluster_listen.ip(), 0)),
             advertise_host: validate::advertised(args.advertise_host)?,
-            join: args.join,
+            join: validate::join(args.join)?,
             voters: args.voters.unwrap_or(3),
             node_labels,
             cookie_file: args.cookie_file,

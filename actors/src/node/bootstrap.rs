@@ -163,10 +163,14 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) 
     let link_id = link.id().to_owned();
     let rest = async {
         if !store.joined().await? {
-            let role = node_service
-                .join(JOIN_WITHIN, phase)
-                .await
-                .map_err(|e| StartNodeError::Join(e.to_string()))?;
+            let role = node_service.join(JOIN_WITHIN, phase).await.map_err(|e| {
+                // Said with where it looked: a wrong address, a gateway port given for the
+                // cluster port, or another cluster's cookie all look like silence from here.
+                StartNodeError::Join(format!(
+                    "{e}; it dialled {} (--join: a member's cluster port, with the cluster's cookie)",
+                    config.join.join(", ")
+                ))
+            })?;
             tracing::info!(node = %config.node_name, role = role_name(role), "joined the cluster's replicated log");
         }
         phase.send_replace("reading its replica of the cluster's state".into());

@@ -89,6 +89,28 @@ fn unknown_keys_bad_names_and_zero_limits_are_rejected() {
         .unwrap();
         assert!(config.advertise_host.is_some(), "{good}");
     }
+    // A member's cluster address to join: HOST:PORT.
+    let joining = |address: &str| {
+        Config::load(ServeArgs {
+            node_name: Some("n".into()),
+            join: vec![address.into()],
+            ..Default::default()
+        })
+    };
+    for bad in [
+        "127.0.0.1",
+        "127.0.0.1:abc",
+        "127.0.0.1:0",
+        "::1:4697",
+        "a b:4697",
+        ":4697",
+    ] {
+        let err = joining(bad).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "join", .. }), "{bad}: {err}");
+    }
+    for good in ["127.0.0.1:4697", "node-a.example:4697", "[::1]:4697", " a:1 "] {
+        assert_eq!(joining(good).unwrap().join, [good.trim()], "{good}");
+    }
     let err = Config::load(ServeArgs {
         node_name: Some("n".into()),
         secret_env: vec!["OPENAI_API_KEY".into(), "TROUPE_COOKIE".into()],

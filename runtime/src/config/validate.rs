@@ -139,17 +139,49 @@ pub(super) fn advertised(host: Option<String>) -> Result<Option<String>, ConfigE
         return Ok(None);
     };
     let name = host.trim_start_matches('[').trim_end_matches(']');
-    let valid = name.parse::<std::net::IpAddr>().is_ok()
-        || (!name.is_empty()
-            && name.len() <= 253
-            && name
-                .split('.')
-                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
-    if !valid {
+    if !host_ok(name) {
         return Err(ConfigError::Invalid {
             key: "advertise_host",
             message: format!("{host:?} is not a host name or an IP address (give it without a port)"),
         });
     }
     Ok(Some(name.to_owned()))
+}
+
+/// Whether `name` is an IP address or a host name.
+fn host_ok(name: &str) -> bool {
+    name.parse::<std::net::IpAddr>().is_ok()
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')))
+}
+
+/// `--join`: each a member's cluster address, `HOST:PORT` (an IPv6 address in brackets).
+/// A node told to join `127.0.0.1` or `127.0.0.1:abc` waited two minutes, dialling nothing.
+pub(super) fn join(addresses: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    addresses
+        .into_iter()
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .map(|address| {
+            let parsed = address.rsplit_once(':').and_then(|(host, port)| {
+                let bracketed = host.starts_with('[') && host.ends_with(']');
+                let name = host.trim_start_matches('[').trim_end_matches(']');
+                let fits = host_ok(name) && (bracketed || !name.contains(':'));
+                (fits && port.parse::<u16>().is_ok_and(|p| p > 0)).then_some(())
+            });
+            match parsed {
+                Some(()) => Ok(address),
+                None => Err(ConfigError::Invalid {
+                    key: "join",
+                    message: format!(
+                        "{address:?} is not HOST:PORT: give a member's cluster address (its --cluster-listen, \
+                         4697 unless set), e.g. 127.0.0.1:4697 or [::1]:4697"
+                    ),
+                }),
+            }
+        })
+        .collect()
 }
