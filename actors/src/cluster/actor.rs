@@ -386,7 +386,13 @@ async fn dial_members(
         }
         for peer in peers {
             if let std::collections::hash_map::Entry::Vacant(new) = dialling.0.entry(peer) {
-                let task = tokio::spawn(keep_joined(server.clone(), new.key().clone(), dial.clone()));
+                // A `--join` address is dialled again within 2 s: nobody dials a joining node,
+                // whose two minutes to be admitted a 30 s wait ate into.
+                let longest = match join.contains(new.key()) {
+                    true => JOIN_REDIAL,
+                    false => MAX_REDIAL,
+                };
+                let task = tokio::spawn(keep_joined(server.clone(), new.key().clone(), dial.clone(), longest));
                 new.insert(task);
             }
         }
@@ -395,12 +401,14 @@ async fn dial_members(
 }
 
 /// Keeps a session to `peer` open: connects, checks every few seconds, reconnects with
-/// exponential backoff (0.5 s doubling to 30 s) while it cannot.
-async fn keep_joined(server: ActorRef<NodeServerMessage>, peer: String, dial: Dial) {
+/// exponential backoff (0.5 s doubling to `longest`) while it cannot.
+async fn keep_joined(server: ActorRef<NodeServerMessage>, peer: String, dial: Dial, longest: Duration) {
     let mut backoff = Duration::from_millis(500);
+    let mut warned: Option<tokio::time::Instant> = None;
     loop {
         if connected(&server, &peer).await {
             backoff = Duration::from_millis(500);
+            warned = None;
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
@@ -426,27 +434,34 @@ async fn keep_joined(server: ActorRef<NodeServerMessage>, peer: String, dial: Di
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
-            // Said at WARN as the peer is first missed and then every `MAX_REDIAL` (the
-            // member's SUSPECT and DOWN are said by the failover judge), else at DEBUG.
-            Ok(Err(e)) if says_again(backoff) => {
+            // Said at WARN as the peer is first missed and then every `MAX_REDIAL` at most
+            // (the member's SUSPECT and DOWN are said by the failover judge), else at DEBUG.
+            Ok(Err(e)) if says_again(warned.map(|at| at.elapsed())) => {
+                warned = Some(tokio::time::Instant::now());
                 tracing::warn!(%peer, error = %e, retry_in = ?backoff, "cannot reach peer")
             }
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, retry_in = ?backoff, "cannot reach peer"),
-            Err(_) if says_again(backoff) => tracing::warn!(%peer, retry_in = ?backoff, "connecting to peer timed out"),
+            Err(_) if says_again(warned.map(|at| at.elapsed())) => {
+                warned = Some(tokio::time::Instant::now());
+                tracing::warn!(%peer, retry_in = ?backoff, "connecting to peer timed out")
+            }
             Err(_) => tracing::debug!(%peer, retry_in = ?backoff, "connecting to peer timed out"),
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_REDIAL);
+        backoff = (backoff * 2).min(longest);
     }
 }
 
 /// The longest wait between two attempts to dial a peer.
 const MAX_REDIAL: Duration = Duration::from_secs(30);
 
-/// Whether a failed dial is worth a WARN: the first after the peer was reached (its wait
-/// the shortest), and each one once the waits reached their longest.
-fn says_again(backoff: Duration) -> bool {
-    backoff <= Duration::from_millis(500) || backoff >= MAX_REDIAL
+/// The longest wait between two attempts to dial a `--join` address.
+const JOIN_REDIAL: Duration = Duration::from_secs(2);
+
+/// Whether a failed dial is worth a WARN, `since_warned` the last one: the first since the
+/// peer was reached, then one each [`MAX_REDIAL`] at most.
+fn says_again(since_warned: Option<Duration>) -> bool {
+    since_warned.is_none_or(|quiet| quiet >= MAX_REDIAL)
 }
 
 async fn connected(server: &ActorRef<NodeServerMessage>, peer: &str) -> bool {
@@ -471,16 +486,30 @@ mod tests {
 
     #[test]
     fn a_peer_that_cannot_be_dialled_is_warned_of_first_then_every_longest_wait() {
-        let mut backoff = Duration::from_millis(500);
-        let mut warned = Vec::new();
-        for _ in 0..10 {
-            warned.push(says_again(backoff));
-            backoff = (backoff * 2).min(MAX_REDIAL);
+        // Waits as a member's address is dialled (to 30 s) and as a --join one is (to 2 s).
+        for (longest, expected) in [
+            (
+                MAX_REDIAL,
+                vec![true, false, false, false, false, false, true, true, true, true],
+            ),
+            (
+                JOIN_REDIAL,
+                vec![true, false, false, false, false, false, false, false, false, false],
+            ),
+        ] {
+            let (mut backoff, mut clock, mut last) = (Duration::from_millis(500), Duration::ZERO, None);
+            let mut warned = Vec::new();
+            for _ in 0..10 {
+                let says = says_again(last.map(|at| clock - at));
+                if says {
+                    last = Some(clock);
+                }
+                warned.push(says);
+                clock += backoff;
+                backoff = (backoff * 2).min(longest);
+            }
+            assert_eq!(warned, expected, "{longest:?}");
+            assert_eq!(backoff, longest);
         }
-        // 0.5 s, then 1, 2, 4, 8, 16 s quietly, then 30 s each time.
-        assert_eq!(
-            warned,
-            [true, false, false, false, false, false, true, true, true, true]
-        );
     }
 }
