@@ -124,7 +124,12 @@ async fn ask(client: &Client, query: &str, variables: Value) -> Result<Value, Fa
         .json(&json!({ "query": query, "variables": variables }))
         .send()
         .await
-        .map_err(|e| Failure(5, format!("cannot reach {url}: {e}")))?;
+        .map_err(|e| {
+            Failure(
+                5,
+                format!("cannot reach {url}: {}", troupe_runtime::causes::said_with_causes(&e)),
+            )
+        })?;
     let status = response.status();
     let body: Value = response
         .json()

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod auth;
+pub mod causes;
 pub mod clock;
 pub mod codec;
 pub mod config;

@@ -43,6 +43,17 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
         "{out}{err}"
     );
 
+    // A URL where nothing listens: said in the connection's words.
+    let nowhere = [
+        (
+            "TROUPE_URL",
+            format!("http://127.0.0.1:{}", super::support::free_port()?),
+        ),
+        ("TROUPE_TOKEN", node.token.clone()),
+    ];
+    let (code, _, err) = troupe(&["cluster", "status"], &nowhere).await?;
+    ensure!(code == 5 && err.contains("Connection refused"), "{code} {err}");
+
     // The cluster: who leads, and the members.
     let (code, out, err) = troupe(&["cluster", "status"], &at(&node)).await?;
     ensure!(

@@ -93,7 +93,7 @@ pub(super) fn failed(url: &str, e: &reqwest::Error, limit: Duration) -> String {
     if e.is_timeout() {
         format!("POST {url} timed out after {} ms", limit.as_millis())
     } else {
-        format!("POST {url} failed: {e}")
+        format!("POST {url} failed: {}", troupe_runtime::causes::said_with_causes(e))
     }
 }
 

@@ -261,16 +261,7 @@ async fn call(
 fn init_cause(e: &rmcp::service::ClientInitializeError) -> String {
     match e {
         rmcp::service::ClientInitializeError::TransportError { error, .. } => {
-            let mut last: &(dyn std::error::Error + 'static) = error.error.as_ref();
-            let mut said = last.to_string();
-            while let Some(next) = last.source() {
-                let text = next.to_string();
-                if !said.contains(&text) {
-                    said = format!("{said}: {text}");
-                }
-                last = next;
-            }
-            said
+            troupe_runtime::causes::said_with_causes(error.error.as_ref())
         }
         other => other.to_string(),
     }
