@@ -492,3 +492,34 @@ async fn forgetting_the_other_of_two_voters_at_once_after_it_stopped_names_the_w
     ensure!(answer.to_string().contains("troupe recover"), "{answer}");
     Ok(())
 }
+
+/// A member's data dir started under another name stops at once, naming the member (it
+/// dialled itself, then failed after 10 s: "the leader … did not answer").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_data_dir_under_another_name_is_refused_naming_the_member() -> Result<()> {
+    let (_alpha, mut beta) = start_pair().await?;
+    beta.terminate(WAIT).await?;
+    let args: Vec<String> = [
+        "serve",
+        "--data-dir",
+        &beta.data_dir().display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--node-name",
+        "other",
+        "--cluster-listen",
+        &format!("127.0.0.1:{}", super::support::free_port()?),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let dir = tempfile::tempdir()?;
+    let mut other = super::support::Guard::spawn(&args, dir.path())?;
+    let status = other.wait_exit(WAIT).await?;
+    let said = std::fs::read_to_string(dir.path().join("stderr.log"))?;
+    ensure!(
+        !status.success() && said.contains("this data dir is member beta's") && said.contains("--node-name beta"),
+        "{status}: {said}"
+    );
+    Ok(())
+}

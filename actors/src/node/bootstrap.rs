@@ -75,6 +75,19 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) 
         Err(StoreError::Locked) => return Err(StartNodeError::Locked(config.data_dir.clone())),
         other => other?,
     };
+    // A member's data dir is that member's: under another name it would dial itself and
+    // write as nobody the cluster knows (it waited 10 s, then "the leader … did not answer").
+    let (me, status) = (store.raft_id(), store.status());
+    if let Some(member) = status.members.iter().find(|m| m.id == me && m.name != config.node_name) {
+        return Err(StartNodeError::Format {
+            path: config.data_dir.clone(),
+            message: format!(
+                "this data dir is member {}'s (Raft id {me}), not {}'s: start it with --node-name {}, or give \
+                 node {} a data dir of its own",
+                member.name, config.node_name, member.name, config.node_name
+            ),
+        });
+    }
     // A member that left (or was forgotten while it ran) never connects again: its sessions
     // under the name would close those of a new member of that name.
     let name = config.node_name.clone();
