@@ -381,7 +381,10 @@ async fn dial_members(
         }
         let mut peers = join.clone();
         match super::replicated::member_addresses(&store, &me).await {
-            Ok(addresses) => peers.extend(addresses),
+            Ok(addresses) => {
+                peers.extend(addresses);
+                undial(&mut dialling.0, &peers);
+            }
             Err(e) => tracing::debug!(error = %e, "cannot read the members' addresses"),
         }
         for peer in peers {
@@ -398,6 +401,18 @@ async fn dial_members(
         }
         tick.tick().await;
     }
+}
+
+/// Stops dialling what is not in `wanted`: a member that left or was forgotten, or an
+/// address a member no longer has (they were dialled, and warned of, every 30 s for ever).
+fn undial(dialling: &mut std::collections::HashMap<String, JoinHandle<()>>, wanted: &[String]) {
+    dialling.retain(|peer, task| {
+        let kept = wanted.contains(peer);
+        if !kept {
+            task.abort();
+        }
+        kept
+    });
 }
 
 /// Keeps a session to `peer` open: connects, checks every few seconds, reconnects with
@@ -483,6 +498,22 @@ async fn connected(server: &ActorRef<NodeServerMessage>, peer: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_peer_no_longer_a_member_is_no_longer_dialled() {
+        let mut dialling: std::collections::HashMap<String, JoinHandle<()>> = ["a:1", "gone:2", "moved:3"]
+            .into_iter()
+            .map(|p| (p.to_owned(), tokio::spawn(std::future::pending())))
+            .collect();
+        let dropped: Vec<_> = ["gone:2", "moved:3"]
+            .iter()
+            .map(|p| dialling[*p].abort_handle())
+            .collect();
+        undial(&mut dialling, &["a:1".to_owned(), "moved:4".to_owned()]);
+        assert_eq!(dialling.keys().collect::<Vec<_>>(), ["a:1"]);
+        tokio::task::yield_now().await;
+        assert!(dropped.iter().all(|d| d.is_finished()) && !dialling["a:1"].is_finished());
+    }
 
     #[test]
     fn a_peer_that_cannot_be_dialled_is_warned_of_first_then_every_longest_wait() {
