@@ -180,8 +180,14 @@ mod tests {
         // Given another file later (the first was the wrong one), that one is kept.
         let right = dir.path().join("right-cookie");
         std::fs::write(&right, "the-right-one\n").unwrap();
-        assert_eq!(resolve_cookie(&data, Some(&right), None, &[], &[]).unwrap(), "the-right-one");
-        assert_eq!(resolve_cookie(&data, None, None, &members, &[]).unwrap(), "the-right-one");
+        assert_eq!(
+            resolve_cookie(&data, Some(&right), None, &[], &[]).unwrap(),
+            "the-right-one"
+        );
+        assert_eq!(
+            resolve_cookie(&data, None, None, &members, &[]).unwrap(),
+            "the-right-one"
+        );
     }
 
     #[test]
