@@ -193,7 +193,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::net::TcpListener::bind(listen).with_context(|| format!("the gateway cannot listen on {listen}"))?;
     let phase = Phase::new("starting".into());
     let early = Starting::answer(socket, &config.node_name, phase.subscribe())?;
-    let mut node = Node::start_telling(
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let starting = Node::start_telling(
         &config,
         Box::new(move |api| {
             let gateway: Arc<dyn ChildSpec> = Arc::new(GatewayChild {
@@ -208,15 +209,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             vec![gateway]
         }),
         &phase,
-    )
-    .await
-    .context("node did not start")?;
+    );
+    // A stop asked for while it starts (a joining node waits up to two minutes) ends the start
+    // where it is, as a crash would (what it wrote is durable), and says so.
+    let mut node = tokio::select! {
+        node = starting => node.context("node did not start")?,
+        _ = term.recv() => {
+            tracing::info!(phase = %*phase.borrow(), "SIGTERM received while starting: stopped before serving");
+            return Ok(());
+        }
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!(phase = %*phase.borrow(), "SIGINT received while starting: stopped before serving");
+            return Ok(());
+        }
+    };
     // Which process is this data dir's node: `kill -9 "$(cat troupe-data/troupe.pid)"` stops
     // this node and no other on the machine.
     let pid_file = config.data_dir.join("troupe.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("cannot write {}", pid_file.display()))?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),

@@ -21,6 +21,14 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
     ensure!(member(&nodes[0], "gamma").await?["role"] == "LEARNER");
     let voter = nodes[2].gql_ok(&role, json!({ "n": "gamma", "r": "VOTER" })).await?;
     ensure!(voter["setMemberRole"]["role"] == "VOTER", "{voter}");
+    // The leader cannot become a learner (it went on leading, as one).
+    let (leader, _) = super::restarts::leader_and_term(&nodes[0]).await?;
+    let refused = nodes[1].gql(&role, json!({ "n": leader, "r": "LEARNER" })).await?;
+    ensure!(
+        super::support::error_code(&refused).as_deref() == Some("CONFLICT")
+            && refused.to_string().contains("leads the cluster"),
+        "{refused}"
+    );
     // The members by name, on every node (not in the order of their random Raft ids).
     for node in &nodes {
         let names = member_names(node).await?;
@@ -490,13 +498,15 @@ async fn a_joining_node_is_alive_says_what_it_waits_for_and_then_serves_on_the_s
     };
     // Nobody to admit it yet: nothing listens on the cluster address it joins.
     let deadline = Deadline::after(WAIT, "beta's /livez while it waits to be admitted");
-    let alive = loop {
+    // (Alive from its first answer, which may come while its store opens.)
+    loop {
         match get("/livez").await {
-            Ok((200, body)) => break body,
-            other => deadline.tick(format!("{other:?}")).await?,
+            Ok((200, body)) if body.contains("waiting to be admitted") => break,
+            Ok((200, body)) => deadline.tick(body).await?,
+            Ok((code, body)) => anyhow::bail!("{code} {body}"),
+            Err(e) => deadline.tick(format!("{e:#}")).await?,
         }
-    };
-    ensure!(alive.contains("waiting to be admitted"), "{alive}");
+    }
     let (code, ready) = get("/readyz").await?;
     ensure!(
         code == 503 && ready.contains("waiting to be admitted"),
@@ -513,6 +523,29 @@ async fn a_joining_node_is_alive_says_what_it_waits_for_and_then_serves_on_the_s
     ensure!(
         !dir.path().join("gateway.addr").exists(),
         "gateway.addr is the served gateway's"
+    );
+    // Stopped while it waits (SIGTERM), it says so and exits 0 (it died by the signal, silent).
+    let other = tempfile::tempdir()?;
+    let mut waiting_args = args.clone();
+    for (flag, value) in [
+        ("--data-dir", other.path().display().to_string()),
+        ("--listen", "127.0.0.1:0".to_owned()),
+        ("--node-name", "delta".to_owned()),
+        ("--cluster-listen", format!("127.0.0.1:{}", free_port()?)),
+    ] {
+        let at = waiting_args.iter().position(|a| a == flag).context("a flag")?;
+        waiting_args[at + 1] = value;
+    }
+    let mut delta = Guard::spawn(&waiting_args, other.path())?;
+    let deadline = Deadline::after(WAIT, "delta to wait to be admitted");
+    while !std::fs::read_to_string(other.path().join("stderr.log"))?.contains("waiting to be admitted") {
+        deadline.tick("").await?;
+    }
+    let status = delta.terminate(WAIT).await?;
+    let said = std::fs::read_to_string(other.path().join("stderr.log"))?;
+    ensure!(
+        status.success() && said.contains("SIGTERM received while starting"),
+        "{status}: {said}"
     );
 
     // The cluster it joins comes up: beta is admitted, and its gateway takes the address over.

@@ -217,6 +217,14 @@ impl NodeLocal for NodeService {
                 if !self.store.status().members.iter().any(|m| m.name == node) {
                     return Err(ApiError::NotFound(format!("{node} is not a member of the cluster")));
                 }
+                // openraft 0.9 keeps a leader that became a learner leading (for 12 s and
+                // more in a trial), shown as the leader of a cluster it has no vote in.
+                if role == Role::Learner && node == self.cluster.name() {
+                    return Err(ApiError::Conflict(format!(
+                        "{node} leads the cluster: make another member a learner, or stop {node} first \
+                         (another member takes the lead) and then make it one"
+                    )));
+                }
                 self.store.set_role(&node, role).await?;
                 let event = NewEvent::new(
                     "MEMBER_ROLE_CHANGED",
