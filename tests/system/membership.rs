@@ -578,3 +578,47 @@ async fn a_joining_node_is_alive_says_what_it_waits_for_and_then_serves_on_the_s
     );
     Ok(())
 }
+
+/// A node joining with another cluster's cookie says so while it waits (it said "no peer is
+/// connected yet" for two minutes; only the members' logs said `auth_fail`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_with_another_clusters_cookie_says_its_sessions_are_refused() -> Result<()> {
+    use super::support::{free_port, Guard};
+    let alpha = super::support::Node::start(NodeOpts::named("alpha")).await?;
+    let dir = tempfile::tempdir()?;
+    let wrong = dir.path().join("wrong-cookie");
+    std::fs::write(&wrong, "another-clusters-cookie")?;
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let args: Vec<String> = [
+        "serve",
+        "--data-dir",
+        &dir.path().join("data").display().to_string(),
+        "--listen",
+        &addr,
+        "--node-name",
+        "beta",
+        "--cluster-listen",
+        &format!("127.0.0.1:{}", free_port()?),
+        "--join",
+        &format!("127.0.0.1:{}", alpha.cluster_port),
+        "--cookie-file",
+        &wrong.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _beta = Guard::spawn(&args, dir.path())?;
+    let http = super::support::http_client().no_proxy().timeout(WAIT).build()?;
+    let deadline = Deadline::after(WAIT, "beta to say its sessions are refused");
+    loop {
+        let said = match http.get(format!("http://{addr}/readyz")).send().await {
+            Ok(answer) => answer.text().await?,
+            Err(e) => format!("{e:#}"),
+        };
+        if said.contains("close before they are authenticated") {
+            break;
+        }
+        deadline.tick(said).await?;
+    }
+    Ok(())
+}

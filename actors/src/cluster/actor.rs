@@ -185,7 +185,11 @@ impl Actor for ClusterActor {
         joiners.extend(cfg.served.start(&cfg, &mut endpoints, &cell).await?);
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
             id: "troupe.leader-watch".into(),
-            subscription: Box::new(LeaderWatch(cfg.store.clone())),
+            subscription: Box::new(LeaderWatch {
+                store: cfg.store.clone(),
+                cluster: cfg.cluster.clone(),
+                authenticated: Default::default(),
+            }),
         });
         joiners.push(tokio::spawn(dial_members(
             server.clone(),
@@ -332,13 +336,28 @@ async fn accept_tls(
 
 /// Hears the NodeServer's sessions close: when the closed one led the replicated log, this
 /// member stands for election as soon as the leader's lease allows
-/// ([`troupe_runtime::store::Store::leader_session_closed`]).
-struct LeaderWatch(troupe_runtime::store::Store);
+/// ([`troupe_runtime::store::Store::leader_session_closed`]); one that closed before it was
+/// authenticated is noted ([`Cluster::session_refused`]): a joining node with another
+/// cluster's cookie saw only "no peer is connected yet" for two minutes.
+struct LeaderWatch {
+    store: troupe_runtime::store::Store,
+    cluster: Cluster,
+    /// The sessions authenticated and still open, by the NodeServer's id.
+    authenticated: std::sync::Mutex<std::collections::HashSet<ractor_cluster::NodeId>>,
+}
 
 impl ractor_cluster::NodeEventSubscription for LeaderWatch {
     fn node_session_opened(&self, _: ractor_cluster::node::NodeServerSessionInformation) {}
 
     fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        let was = self
+            .authenticated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ses.node_id);
+        if !was {
+            self.cluster.session_refused(ses.peer_addr.clone());
+        }
         let Some(peer) = ses.peer_name else { return };
         // ractor_cluster names a peer `<node>@<host>`.
         let name = peer
@@ -346,11 +365,16 @@ impl ractor_cluster::NodeEventSubscription for LeaderWatch {
             .split_once('@')
             .map_or(peer.name.as_str(), |(n, _)| n)
             .to_owned();
-        let store = self.0.clone();
+        let store = self.store.clone();
         tokio::spawn(async move { store.leader_session_closed(&name).await });
     }
 
-    fn node_session_authenticated(&self, _: ractor_cluster::node::NodeServerSessionInformation) {}
+    fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        self.authenticated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ses.node_id);
+    }
 }
 
 /// Keeps a session open to every configured peer and to every member of the replicated log

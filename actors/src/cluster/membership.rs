@@ -61,6 +61,8 @@ pub struct Cluster {
     store: Option<troupe_runtime::store::WeakStore>,
     /// The peers' requests this node's domain services answer (closed as it stops).
     peer_calls: super::remote::PeerCalls,
+    /// The last session that closed before it was authenticated: its peer's address, when.
+    refused: Arc<Mutex<Option<(String, Instant)>>>,
 }
 
 /// What this node knows of a peer it has heard from.
@@ -107,7 +109,23 @@ impl Cluster {
             leases: Default::default(),
             store: None,
             peer_calls: Default::default(),
+            refused: Arc::default(),
         }
+    }
+
+    /// Notes a session with `peer` that closed before it was authenticated: the two nodes
+    /// do not share a cookie (the other side logs `auth_fail`), or it is no Troupe node.
+    pub(crate) fn session_refused(&self, peer: String) {
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some((peer, Instant::now()));
+    }
+
+    /// The peer whose session last closed before it was authenticated, within `within`.
+    pub(crate) fn refused_within(&self, within: Duration) -> Option<String> {
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() <= within)
+            .map(|(peer, _)| peer.clone())
     }
 
     /// The store this node's answers to peers read their applied log index from.

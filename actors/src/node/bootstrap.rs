@@ -77,8 +77,14 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) 
     };
     // A member's data dir is that member's: under another name it would dial itself and
     // write as nobody the cluster knows (it waited 10 s, then "the leader … did not answer").
+    // (A node alone may take another name: its store, opened by a tool, may say `local`.)
     let (me, status) = (store.raft_id(), store.status());
-    if let Some(member) = status.members.iter().find(|m| m.id == me && m.name != config.node_name) {
+    let several = status.members.len() > 1;
+    if let Some(member) = status
+        .members
+        .iter()
+        .find(|m| several && m.id == me && m.name != config.node_name)
+    {
         return Err(StartNodeError::Format {
             path: config.data_dir.clone(),
             message: format!(

@@ -311,6 +311,14 @@ impl NodeService {
                     ask.push(peer);
                 }
             }
+            if ask.is_empty() {
+                if let Some(peer) = self.cluster.refused_within(Duration::from_secs(10)) {
+                    last = format!(
+                        "no peer is connected: the sessions with {peer} close before they are authenticated \
+                         (another cluster's cookie, which that node logs as auth_fail? or no cluster port of Troupe there?)"
+                    );
+                }
+            }
             for peer in ask {
                 phase.send_replace(format!("waiting to be admitted to the cluster's log (asking {peer})"));
                 let admitter = Peer(self, peer.clone());
