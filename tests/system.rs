@@ -30,6 +30,7 @@ mod system {
     mod hooks;
     mod hosts;
     mod http_api;
+    mod joining;
     mod llm_sessions;
     mod mcp;
     mod membership;

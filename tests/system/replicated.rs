@@ -350,11 +350,16 @@ async fn the_leader_killed_mid_load_loses_nothing_acknowledged_and_catches_up_wh
     // It is alive (a liveness probe leaves it be) though its work waits for a lease.
     let (code, body) = nodes[at].get("/livez").await?;
     ensure!(code == 200, "/livez: {code} {body}");
-    let (code, body) = nodes[at].get("/healthz").await?;
-    ensure!(
-        code == 503 && body.contains("the agents supervisor is not running"),
-        "/healthz: {code} {body}"
-    );
+    // Once its tree is up (it is alive, and says it is starting, until then).
+    let deadline = Deadline::after(WAIT, "the cut-off node's health to name its stopped work");
+    loop {
+        let (code, body) = nodes[at].get("/healthz").await?;
+        if code == 503 && body.contains("the agents supervisor is not running") {
+            break;
+        }
+        ensure!(body.contains("the node is starting"), "/healthz: {code} {body}");
+        deadline.tick(body).await?;
+    }
     // A spawn there is refused at once, before anything is written: nothing would run it.
     let spawn = "mutation($input: SpawnAgentInput!) { spawnAgent(input: $input) { id } }";
     let input = json!({ "name": "early", "backend": { "builtin": { "kind": "echo" } } });
