@@ -160,10 +160,11 @@ impl Api {
     /// alive: restarting it would not give it one, and a cluster that lost its majority
     /// would be restarted in a loop.
     pub fn liveness(&self) -> Result<(), Vec<String>> {
-        if self.slots.root.get().is_none() || self.has_left() {
-            // Alive while its tree is still starting (the gateway is its last child to start),
-            // as the start's own answers said until the gateway took the address over; and
-            // once it left (its work stopped for good: its process is to be stopped, not
+        if !self.slots.root.is_up() || self.has_left() {
+            // Alive while its tree is still starting (the gateway is its last child to start,
+            // and the root runs a moment after it), as the start's own answers said until the
+            // gateway took the address over (a root that gave up ends the process); and once
+            // it left (its work stopped for good: its process is to be stopped, not
             // restarted, which would find it left and stop).
             return verdict(
                 self.ctx
