@@ -14,7 +14,9 @@ use troupe_runtime::supervision::{
     SupervisorSpec,
 };
 
-use super::identity::{check_format, cluster_cookie, node_id, own_fact, own_key, private_dir};
+use super::identity::{
+    check_format, cluster_cookie, data_dir_is_this_members, node_id, own_fact, own_key, private_dir,
+};
 use super::{ExtraChildren, Node, Phase, StartNodeError};
 use crate::agent::Slots;
 use crate::agent::{AgentPolicy, AgentsChild};
@@ -75,35 +77,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) 
         Err(StoreError::Locked) => return Err(StartNodeError::Locked(config.data_dir.clone())),
         other => other?,
     };
-    // A member's data dir is that member's: under another name it would dial itself and
-    // write as nobody the cluster knows (it waited 10 s, then "the leader … did not answer").
-    // (A node alone may take another name: its store, opened by a tool, may say `local`.)
-    let (me, status) = (store.raft_id(), store.status());
-    let several = status.members.len() > 1;
-    if let Some(member) = status
-        .members
-        .iter()
-        .find(|m| several && m.id == me && m.name != config.node_name)
-    {
-        return Err(StartNodeError::Format {
-            path: config.data_dir.clone(),
-            message: format!(
-                "this data dir is member {}'s (Raft id {me}), not {}'s: start it with --node-name {}, or give \
-                 node {} a data dir of its own",
-                member.name, config.node_name, member.name, config.node_name
-            ),
-        });
-    }
-    // A member that left (or was forgotten while it ran) never connects again: its sessions
-    // under the name would close those of a new member of that name.
-    let name = config.node_name.clone();
-    let record = store.view(move |v| crate::cluster::lease::member_in(v, &name)).await?;
-    if let Some(left) = record.filter(|r| r.state == crate::cluster::lease::MemberState::Left) {
-        return Err(StartNodeError::Left {
-            name: config.node_name.clone(),
-            since: left.since.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        });
-    }
+    data_dir_is_this_members(&store, config).await?;
     let cookie = cluster_cookie(config, &store).await?;
     let tls = match &config.tls {
         Some(files) => Some(troupe_runtime::tls::cluster_tls(files).map_err(StartNodeError::Tls)?),

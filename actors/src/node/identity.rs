@@ -82,6 +82,41 @@ pub(super) async fn node_id(store: &Store, node: &str) -> Result<String, StoreEr
     Ok(id)
 }
 
+/// Whether this data dir may start as `config.node_name`: it is not another member's, and
+/// not that of a member that left the cluster.
+pub(super) async fn data_dir_is_this_members(store: &Store, config: &Config) -> Result<(), StartNodeError> {
+    // A member's data dir is that member's: under another name it would dial itself and
+    // write as nobody the cluster knows (it waited 10 s, then "the leader … did not answer").
+    // (A node alone may take another name: its store, opened by a tool, may say `local`.)
+    let (me, status) = (store.raft_id(), store.status());
+    let several = status.members.len() > 1;
+    if let Some(member) = status
+        .members
+        .iter()
+        .find(|m| several && m.id == me && m.name != config.node_name)
+    {
+        return Err(StartNodeError::Format {
+            path: config.data_dir.clone(),
+            message: format!(
+                "this data dir is member {}'s (Raft id {me}), not {}'s: start it with --node-name {}, or give \
+                 node {} a data dir of its own",
+                member.name, config.node_name, member.name, config.node_name
+            ),
+        });
+    }
+    // A member that left (or was forgotten while it ran) never connects again: its sessions
+    // under the name would close those of a new member of that name.
+    let name = config.node_name.clone();
+    let record = store.view(move |v| crate::cluster::lease::member_in(v, &name)).await?;
+    if let Some(left) = record.filter(|r| r.state == crate::cluster::lease::MemberState::Left) {
+        return Err(StartNodeError::Left {
+            name: config.node_name.clone(),
+            since: left.since.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// The cluster cookie for this node (see [`resolve_cookie`]), read off the async threads.
 pub(super) async fn cluster_cookie(config: &Config, store: &Store) -> Result<String, StartNodeError> {
     let (data_dir, file) = (config.data_dir.clone(), config.cookie_file.clone());
