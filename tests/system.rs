@@ -31,6 +31,7 @@ mod system {
     mod hosts;
     mod http_api;
     mod joining;
+    mod llm_loop;
     mod llm_sessions;
     mod mcp;
     mod membership;
