@@ -499,20 +499,7 @@ async fn forgetting_the_other_of_two_voters_at_once_after_it_stopped_names_the_w
 async fn a_members_data_dir_under_another_name_is_refused_naming_the_member() -> Result<()> {
     let (_alpha, mut beta) = start_pair().await?;
     beta.terminate(WAIT).await?;
-    let args: Vec<String> = [
-        "serve",
-        "--data-dir",
-        &beta.data_dir().display().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-        "--node-name",
-        "other",
-        "--cluster-listen",
-        &format!("127.0.0.1:{}", super::support::free_port()?),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = super::support::serve_args(beta.data_dir(), "127.0.0.1:0", "other", &[])?;
     let dir = tempfile::tempdir()?;
     let mut other = super::support::Guard::spawn(&args, dir.path())?;
     let status = other.wait_exit(WAIT).await?;

@@ -11,26 +11,11 @@ use super::support::{Deadline, NodeOpts, WAIT};
 /// waits for everywhere else; once admitted, its gateway serves on the same address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_is_alive_says_what_it_waits_for_and_then_serves_on_the_same_address() -> Result<()> {
-    use super::support::{free_port, Guard};
+    use super::support::{free_port, serve_args, Guard};
     let dir = tempfile::tempdir()?;
-    let (gateway, own, leaders) = (free_port()?, free_port()?, free_port()?);
+    let (gateway, leaders) = (free_port()?, free_port()?);
     let addr = format!("127.0.0.1:{gateway}");
-    let args: Vec<String> = [
-        "serve",
-        "--data-dir",
-        &dir.path().display().to_string(),
-        "--listen",
-        &addr,
-        "--node-name",
-        "beta",
-        "--cluster-listen",
-        &format!("127.0.0.1:{own}"),
-        "--join",
-        &format!("127.0.0.1:{leaders}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = serve_args(dir.path(), &addr, "beta", &["--join", &format!("127.0.0.1:{leaders}")])?;
     let _beta = Guard::spawn(&args, dir.path())?;
     let http = super::support::http_client().no_proxy().timeout(WAIT).build()?;
     let get = |path: &str| {
@@ -129,30 +114,20 @@ async fn a_joining_node_is_alive_says_what_it_waits_for_and_then_serves_on_the_s
 /// connected yet" for two minutes; only the members' logs said `auth_fail`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joining_with_another_clusters_cookie_says_its_sessions_are_refused() -> Result<()> {
-    use super::support::{free_port, Guard};
+    use super::support::{free_port, serve_args, Guard};
     let alpha = super::support::Node::start(NodeOpts::named("alpha")).await?;
     let dir = tempfile::tempdir()?;
     let wrong = dir.path().join("wrong-cookie");
     std::fs::write(&wrong, "another-clusters-cookie")?;
     let addr = format!("127.0.0.1:{}", free_port()?);
-    let args: Vec<String> = [
-        "serve",
-        "--data-dir",
-        &dir.path().join("data").display().to_string(),
-        "--listen",
+    let join = format!("127.0.0.1:{}", alpha.cluster_port);
+    let wrong = wrong.display().to_string();
+    let args = serve_args(
+        &dir.path().join("data"),
         &addr,
-        "--node-name",
         "beta",
-        "--cluster-listen",
-        &format!("127.0.0.1:{}", free_port()?),
-        "--join",
-        &format!("127.0.0.1:{}", alpha.cluster_port),
-        "--cookie-file",
-        &wrong.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        &["--join", &join, "--cookie-file", &wrong],
+    )?;
     let _beta = Guard::spawn(&args, dir.path())?;
     let http = super::support::http_client().no_proxy().timeout(WAIT).build()?;
     let deadline = Deadline::after(WAIT, "beta to say its sessions are refused");

@@ -226,22 +226,8 @@ async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> 
     // forgotten) is refused admission, and its beats renew nothing of gamma: the member is
     // judged DOWN by its own silence (before, they kept it UP and it could not be forgotten).
     let impostor_dir = tempfile::tempdir()?;
-    let args: Vec<String> = [
-        "serve",
-        "--data-dir",
-        &impostor_dir.path().display().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-        "--node-name",
-        "gamma",
-        "--cluster-listen",
-        &format!("127.0.0.1:{}", super::support::free_port()?),
-        "--join",
-        &format!("127.0.0.1:{}", nodes[0].cluster_port),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let join = format!("127.0.0.1:{}", nodes[0].cluster_port);
+    let args = super::support::serve_args(impostor_dir.path(), "127.0.0.1:0", "gamma", &["--join", &join])?;
     let impostor = super::support::Guard::spawn(&args, impostor_dir.path())?;
     let deadline = Deadline::after(WAIT, "the impostor to be refused admission");
     loop {

@@ -23,7 +23,7 @@ use tempfile::TempDir;
 pub use agents::{
     careful_with_a_task, first_approval, group_members, proc_stat, python_agent, shell_agent, wait_group_gone, FakeLlm,
 };
-pub use process::{free_port, pid_alive, send_signal, wait_pid_gone, Guard};
+pub use process::{free_port, pid_alive, send_signal, serve_args, wait_pid_gone, Guard};
 pub use ws::{Incoming, Subscription};
 
 /// How long any single condition may take before the test fails.

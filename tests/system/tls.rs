@@ -123,23 +123,7 @@ fn with_tls(opts: NodeOpts, dir: &Path, ca: &str) -> NodeOpts {
 /// be admitted `times` times without being let in; its log.
 async fn refused_join(name: &str, join: &str, extra: &[String], times: usize) -> Result<String> {
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut args: Vec<String> = [
-        "serve",
-        "--data-dir",
-        &dir.path().display().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-        "--node-name",
-        name,
-        "--cluster-listen",
-        &format!("127.0.0.1:{port}"),
-        "--join",
-        join,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = super::support::serve_args(dir.path(), "127.0.0.1:0", name, &["--join", join])?;
     args.extend(extra.iter().cloned());
     let _node = Guard::spawn(&args, dir.path())?;
     let deadline = Deadline::after(WAIT, format!("{name} to try to join"));

@@ -37,6 +37,28 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// The arguments of `troupe serve` for a node a test starts by hand (not as a `Node`): its
+/// data dir, gateway address and name, a free cluster port on loopback, then `extra`.
+pub fn serve_args(data_dir: &Path, listen: &str, name: &str, extra: &[&str]) -> Result<Vec<String>> {
+    let (dir, cluster) = (data_dir.display().to_string(), format!("127.0.0.1:{}", free_port()?));
+    let given = [
+        "serve",
+        "--data-dir",
+        &dir,
+        "--listen",
+        listen,
+        "--node-name",
+        name,
+        "--cluster-listen",
+        &cluster,
+    ];
+    Ok(given
+        .into_iter()
+        .chain(extra.iter().copied())
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Owns a running `troupe` process; dropping it kills the process and its group.
 pub struct Guard {
     child: Child,
