@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// A peer's cluster address to join; repeatable (comma-separated in TROUPE_JOIN).
     #[arg(long, env = "TROUPE_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
+    /// How long a joining node waits to be admitted to the cluster's log (and to catch up)
+    /// before it stops with the reason [default: 120000].
+    #[arg(long, env = "TROUPE_JOIN_TIMEOUT_MS")]
+    pub join_timeout_ms: Option<u64>,
     /// How many members vote in the replicated log; members admitted beyond them are
     /// learners [default: 3].
     #[arg(long, env = "TROUPE_VOTERS")]
@@ -282,6 +286,8 @@ pub struct Config {
     /// The host name peers reach this node by, when not its cluster address's IP.
     pub advertise_host: Option<String>,
     pub join: Vec<String>,
+    /// How long a joining node waits to be admitted before it stops.
+    pub join_timeout: Duration,
     pub voters: usize,
     /// This node's labels (placement of agents moved off a lost node).
     pub node_labels: std::collections::BTreeMap<String, String>,
@@ -419,7 +425,7 @@ impl Config {
     pub fn load(mut args: ServeArgs) -> Result<Self, ConfigError> {
         if let Some(path) = args.config.clone() {
             let mut file = read_file(&path)?;
-            fill!(args, file; data_dir, listen, node_name, cluster_listen, raft_listen, advertise_host, voters, cookie_file, tls_cert, tls_key, tls_ca, log_format,
+            fill!(args, file; data_dir, listen, node_name, cluster_listen, raft_listen, advertise_host, join_timeout_ms, voters, cookie_file, tls_cert, tls_key, tls_ca, log_format,
                 shutdown_grace_ms, supervisor_max_restarts, supervisor_window_ms, supervisor_backoff_ms,
                 agent_max_restarts, agent_restart_window_ms, agent_stop_grace_ms,
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
@@ -493,6 +499,7 @@ impl Config {
                 .unwrap_or_else(|| SocketAddr::new(cluster_listen.ip(), 0)),
             advertise_host: validate::advertised(args.advertise_host)?,
             join: validate::join(args.join)?,
+            join_timeout: ms(args.join_timeout_ms.unwrap_or(120_000)),
             voters: args.voters.unwrap_or(3),
             node_labels,
             cookie_file: args.cookie_file,

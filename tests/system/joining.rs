@@ -143,3 +143,28 @@ async fn a_node_joining_with_another_clusters_cookie_says_its_sessions_are_refus
     }
     Ok(())
 }
+
+/// A node nobody admits within `join_timeout_ms` stops with the reason and what it dialled
+/// (the error named neither the setting nor the addresses; 120 s could not be waited for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_nobody_admits_stops_at_its_join_timeout_naming_what_it_dialled() -> Result<()> {
+    use super::support::{free_port, serve_args, Guard};
+    let dir = tempfile::tempdir()?;
+    let nobody = format!("127.0.0.1:{}", free_port()?);
+    let args = serve_args(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        "beta",
+        &["--join", &nobody, "--join-timeout-ms", "1500"],
+    )?;
+    let mut beta = Guard::spawn(&args, dir.path())?;
+    let status = beta.wait_exit(WAIT).await?;
+    let said = std::fs::read_to_string(dir.path().join("stderr.log"))?;
+    ensure!(
+        !status.success()
+            && said.contains("no leader admitted this node within 1.5s (no peer is connected yet)")
+            && said.contains(&format!("it dialled {nobody} (--join")),
+        "{status}: {said}"
+    );
+    Ok(())
+}

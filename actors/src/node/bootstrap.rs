@@ -31,9 +31,6 @@ use crate::service::{Agents, Api, Context, Hosts, Messages, Peers, ServicesChild
 use crate::serving::Serving;
 use crate::tables::HOSTS;
 
-/// How long a node started with `--join` and a fresh data dir waits to be admitted.
-const JOIN_WITHIN: Duration = Duration::from_secs(120);
-
 pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) -> Result<Node, StartNodeError> {
     let cluster_listen = crate::cluster::chosen_port(config.cluster_listen);
     let data_dir = config.data_dir.clone();
@@ -156,7 +153,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) 
     let link_id = link.id().to_owned();
     let rest = async {
         if !store.joined().await? {
-            let role = node_service.join(JOIN_WITHIN, phase).await.map_err(|e| {
+            let role = node_service.join(config.join_timeout, phase).await.map_err(|e| {
                 // Said with where it looked: a wrong address, a gateway port given for the
                 // cluster port, or another cluster's cookie all look like silence from here.
                 StartNodeError::Join(format!(

@@ -354,8 +354,7 @@ impl NodeService {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ApiError::Unavailable(format!(
-                    "no leader admitted this node within {} s ({last})",
-                    within.as_secs()
+                    "no leader admitted this node within {within:?} ({last})"
                 )));
             }
             tracing::info!(node = %name, why = %last, "waiting to be admitted to the cluster");

@@ -23,6 +23,7 @@ impl Config {
             ("host_down_after_ms", self.host_down_after),
             ("peer_drop_after_ms", self.peer_drop_after),
             ("libvirt_timeout_ms", self.libvirt_timeout),
+            ("join_timeout_ms", self.join_timeout),
             ("fault_max_duration_ms", self.fault_max_duration),
             ("agent_watchdog_ms", self.agent_watchdog),
         ];
