@@ -362,7 +362,8 @@ pub enum Command {
         #[command(flatten)]
         submit: SubmitArgs,
     },
-    /// An exec or process agent's lines (-f: and the ones it writes next).
+    /// An exec, process or mcp agent's lines (an mcp server's stderr) (-f: and the ones it
+    /// writes next).
     Logs {
         #[command(flatten)]
         client: Client,

@@ -21,7 +21,7 @@ enum Outcome {
 }
 
 /// By a piece of the example's text.
-const EXPECTED: [(&str, Outcome, &str); 8] = [
+const EXPECTED: [(&str, Outcome, &str); 9] = [
     (
         "addHost(",
         Outcome::Skipped,
@@ -61,6 +61,11 @@ const EXPECTED: [(&str, Outcome, &str); 8] = [
         "(id: \"0193",
         Outcome::Code("NOT_FOUND"),
         "the id is one of the docs' story",
+    ),
+    (
+        "mcpServers: [\"files\"]",
+        Outcome::Code("INVALID_INPUT"),
+        "the files agent it names runs the reader's <python>, which no example here spawns",
     ),
 ];
 

@@ -369,9 +369,10 @@ impl Loop {
             }
             if journal.steps() >= self.spec.max_steps {
                 journal.flush().await?;
+                let calls = journal.steps();
+                let plural = if calls == 1 { "" } else { "s" };
                 return Err(format!(
-                    "MAX_STEPS: the model made {} calls without a final answer (maxSteps {})",
-                    journal.steps(),
+                    "MAX_STEPS: the model made {calls} call{plural} without a final answer (maxSteps {})",
                     self.spec.max_steps
                 ));
             }

@@ -58,8 +58,9 @@ pub struct HttpBackendInput {
     pub timeout_ms: Option<Int64>,
 }
 
-/// An OpenAI-compatible chat completions endpoint. The API key is read on the node from
-/// `apiKeyEnv` (a variable) or `apiKeyFile` (a file); it is never part of the spec.
+/// A model endpoint: OpenAI-compatible chat completions, or Anthropic's Messages API
+/// (`dialect`). The API key is read on the node from `apiKeyEnv` (a variable) or
+/// `apiKeyFile` (a file); it is never part of the spec.
 #[derive(InputObject)]
 pub struct LlmBackendInput {
     /// Without `/v1`, e.g. `https://api.openai.com`.
@@ -77,7 +78,8 @@ pub struct LlmBackendInput {
     #[graphql(default = false)]
     pub stream: bool,
     pub timeout_ms: Option<Int64>,
-    /// Retries of a 429 or 5xx answer within one attempt [default: 3].
+    /// Retries within one attempt of a 408, 409, 429, 529 or 5xx answer, a connection error
+    /// or an Anthropic stream's `error` event (docs/llm-agents.md) [default: 3].
     pub max_retries: Option<i32>,
     /// The endpoint's wire dialect [default: OPENAI].
     pub dialect: Option<LlmDialect>,
@@ -91,8 +93,9 @@ pub struct LlmBackendInput {
     /// What the agent may spend over all its tasks and per day (UTC); past any of them its
     /// task fails with BUDGET_EXCEEDED [default: no limit].
     pub budget: Option<LlmBudgetInput>,
-    /// Ids of `mcp` agents whose tools the model is offered, as `<server name>__<tool>`
-    /// (`tools` patterns apply to those names too) [default: none].
+    /// `mcp` agents whose tools the model is offered, as `<server name>__<tool>`, by id or
+    /// by a name only one agent has (kept as its id); `tools` patterns apply to those names
+    /// too [default: none].
     pub mcp_servers: Option<Vec<ID>>,
     /// Which tool calls wait for an operator's `approveCall` / `rejectCall` [default: none].
     pub approval: Option<ApprovalInput>,
