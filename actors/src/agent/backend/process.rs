@@ -331,20 +331,34 @@ impl Drop for CancelOnDrop {
 
 /// Watches for signs of life: UNHEALTHY after one and a half intervals of silence, hung
 /// (killed, the agent lost) after `missed` intervals.
+///
+/// A tick that comes over an interval late says this node did not run (it was stopped, as
+/// by SIGSTOP, or starved): the process's heartbeats of that time wait unread in its pipe,
+/// so its silence is counted from then. Counted from its last line read, a healthy process
+/// of a node thawed after its missed intervals was killed as hung at once.
 async fn watchdog(live: Arc<Live>, spec: ProcessBackend, link: Link) {
     let interval = Duration::from_millis(spec.heartbeat_ms);
     let mut unhealthy = false;
     let mut tick = tokio::time::interval((interval / 4).max(Duration::from_millis(5)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Instant::now();
+    let mut judged_from = last;
     loop {
         tick.tick().await;
+        let now = Instant::now();
+        if now.duration_since(last) > interval {
+            tracing::debug!(agent = %live.agent, late_ms = now.duration_since(last).as_millis() as u64,
+                "the node did not run for over a heartbeat interval: the process's silence counts from now");
+            judged_from = now;
+        }
+        last = now;
         if live.stopping.load(Ordering::Relaxed) {
             return;
         }
         if live.paused.load(Ordering::Relaxed) {
             continue;
         }
-        let silent = live.silent_for();
+        let silent = live.silent_for().min(now.duration_since(judged_from));
         let verdict = silence(silent, interval, spec.missed_heartbeats);
         if verdict == Silence::Hung {
             let why = format!(

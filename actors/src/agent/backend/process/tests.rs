@@ -216,3 +216,45 @@ async fn an_attempt_a_hung_process_was_running_ends_saying_it_hung() {
     let outcome = running.await.expect("the attempt ends");
     assert!(outcome.as_ref().is_err_and(|e| e.contains("hung")), "{outcome:?}");
 }
+
+/// A node that did not run for longer than the missed intervals (stopped by SIGSTOP, then
+/// thawed) counts its process's silence from its thaw: the heartbeats the process wrote
+/// meanwhile wait in its pipe, read a moment later. It was killed as hung at once.
+#[tokio::test(start_paused = true)]
+async fn a_process_is_judged_from_the_nodes_thaw_not_from_before_its_pause() {
+    let (live, _sent) = detached();
+    let (tx, mut signals) = mpsc::unbounded_channel();
+    let (agent, _) = ractor::Actor::spawn(None, Agent(tx), ())
+        .await
+        .expect("a stand-in agent");
+    let spec = ProcessBackend {
+        command: vec!["unused".into()],
+        env: vec![],
+        timeout_ms: None,
+        heartbeat_ms: 1000,
+        missed_heartbeats: 3,
+        ready_timeout_ms: ProcessBackend::DEFAULT_READY_TIMEOUT_MS,
+    };
+    live.touch();
+    tokio::spawn(watchdog(live.clone(), spec, Link(Some(agent))));
+    // Heard every half interval for a while: nothing to say.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        live.touch();
+    }
+    // The node stops for 20 s: every timer is due at once when it runs again, before the
+    // heartbeats waiting in the pipe are read.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+    live.touch();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        live.touch();
+    }
+    assert_eq!(signals.try_recv().ok(), None, "a signal for a process that was heard");
+    // Silent from here: judged as ever.
+    assert_eq!(signals.recv().await, Some("unhealthy"));
+    assert_eq!(signals.recv().await, Some("lost"));
+}
