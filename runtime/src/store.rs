@@ -134,6 +134,8 @@ struct Inner {
     log_db: Arc<Database>,
     /// The pre-votes this member won and lost (see `raft::prevote`).
     pre_votes: watch::Sender<raft::PreVotes>,
+    /// Whether this member was away (did not run) a moment ago (see `raft::prevote`).
+    presence: raft::prevote::Presence,
     /// Held while this member (the leader) changes the membership: openraft takes one
     /// change at a time and refuses a second while the first is under way.
     changing: tokio::sync::Mutex<()>,
@@ -260,6 +262,7 @@ impl Store {
                 successions: Default::default(),
                 log_db: kept_log_db,
                 pre_votes: Default::default(),
+                presence: Default::default(),
                 changing: Default::default(),
             }),
         };

@@ -9,11 +9,14 @@ use super::support::{Deadline, WAIT};
 /// A leader frozen together with a follower (a majority paused at once: their host's VMs
 /// paused, a hypervisor's hiccup) for longer than the DOWN timeout judges nobody by the
 /// silence its own pause made once thawed: the member never frozen is not declared DOWN, and
-/// no work moves to the leader. It used to declare every member DOWN.
+/// no work moves to the leader. It used to declare every member DOWN. Nor is a leader
+/// elected: the thawed follower neither stands nor grants a pre-vote before it has heard
+/// what its leader sent meanwhile (it stood at once, and won: a leader change and writes
+/// refused, for a cluster whose leader was back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_thawed_after_a_long_pause_declares_nobody_down_for_its_own_silence() -> Result<()> {
     let nodes = three_nodes_up().await?;
-    let (leader, _) = super::restarts::leader_and_term(&nodes[0]).await?;
+    let (leader, term) = super::restarts::leader_and_term(&nodes[0]).await?;
     let at = |name: &str| nodes.iter().position(|n| n.name == name).context("a member");
     let l = at(&leader)?;
     let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
@@ -64,6 +67,14 @@ async fn a_leader_thawed_after_a_long_pause_declares_nobody_down_for_its_own_sil
     ensure!(down.len() == down_before, "{down:?}");
     for m in ["alpha", "beta", "gamma"] {
         wait_member_state(&nodes[awake], m, "UP").await?;
+    }
+    for node in &nodes {
+        let now = super::restarts::leader_and_term(node).await?;
+        ensure!(
+            now == (leader.clone(), term),
+            "{} says {now:?}, was {leader} in term {term}",
+            node.name
+        );
     }
     Ok(())
 }

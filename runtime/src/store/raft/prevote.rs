@@ -18,6 +18,13 @@
 //!
 //! A member whose leader's session closed still stands as soon as the lease allows, without
 //! asking (`raft::elect`): its leader's process is gone.
+//!
+//! A member that did not run for over a lease (stopped by SIGSTOP, a paused VM) cannot tell
+//! on its return whether its leader lives: the leader's heartbeats of that time wait unread
+//! in its sockets. For a lease from its return it neither asks nor grants a pre-vote
+//! ([`Presence`]). A leader frozen with a follower, both thawed after 15 s, lost an election
+//! to that follower, whose timer found the lease long past and whose pre-vote the third
+//! voter, which had heard nobody meanwhile, granted.
 
 use std::time::Duration;
 
@@ -102,6 +109,66 @@ fn would_grant(
     !leads && !heard_a_leader && asked >= mine
 }
 
+/// Whether this member is away: its election timer's sleep, which ends every few tens of
+/// milliseconds, has not ended for over a lease past its time (the process did not run), or
+/// ended that late less than a lease ago.
+#[derive(Debug, Default)]
+pub(crate) struct Presence(std::sync::Mutex<Seen>);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    /// The timer's sleep: when it began and how long it was to last.
+    sleeping: Option<(Instant, Duration)>,
+    /// When the timer last woke over a lease late.
+    back: Option<Instant>,
+}
+
+impl Seen {
+    fn overdue(&self, now: Instant) -> Option<Duration> {
+        self.sleeping
+            .map(|(since, look)| now.saturating_duration_since(since + look))
+    }
+
+    fn back_within(&self, now: Instant, lease: Duration) -> bool {
+        self.back.is_some_and(|b| now.saturating_duration_since(b) < lease)
+    }
+}
+
+impl Presence {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The timer sleeps from `now` for `look`.
+    fn sleeps(&self, now: Instant, look: Duration) {
+        self.lock().sleeping = Some((now, look));
+    }
+
+    /// The timer woke at `now`: how late, when over a `lease` (this member was away).
+    fn woke(&self, now: Instant, lease: Duration) -> Option<Duration> {
+        let mut seen = self.lock();
+        let late = seen.overdue(now).filter(|late| *late > lease);
+        seen.sleeping = None;
+        if late.is_some() {
+            seen.back = Some(now);
+        }
+        late
+    }
+
+    /// As if this member's timer had just woken over a lease late (a test's stand-in for a
+    /// pause).
+    #[cfg(test)]
+    pub(crate) fn came_back(&self) {
+        self.lock().back = Some(Instant::now());
+    }
+
+    /// Whether this member is away, or back from it less than a `lease` ago, as of `now`.
+    fn away(&self, now: Instant, lease: Duration) -> bool {
+        let seen = *self.lock();
+        seen.overdue(now).is_some_and(|late| late > lease) || seen.back_within(now, lease)
+    }
+}
+
 /// A random election timeout between the configured bounds.
 fn election_timeout(min: u64, max: u64) -> Duration {
     Duration::from_millis(min + rand::random::<u64>() % max.saturating_sub(min).max(1))
@@ -116,16 +183,30 @@ pub(crate) async fn keep_timer(store: WeakStore) {
             let config = store.raft().config();
             Duration::from_millis((config.heartbeat_interval / 2).max(10))
         };
+        if let Some(store) = store.upgrade() {
+            store.inner.presence.sleeps(Instant::now(), look);
+        }
         tokio::time::sleep(look).await;
         let Some(store) = store.upgrade() else { return };
         if store.raft_stopped() {
             return;
         }
         let config = store.raft().config().clone();
+        let longest = Duration::from_millis(config.election_timeout_max);
+        let now = Instant::now();
+        if let Some(late) = store.inner.presence.woke(now, longest) {
+            // Back from being away: what its leader sent meanwhile is read first.
+            tracing::info!(
+                late_ms = late.as_millis() as u64,
+                "this member did not run for over a lease (stopped, or starved of CPU): it neither stands \
+                 nor grants a pre-vote for a lease"
+            );
+            not_before = not_before.max(now + longest);
+            continue;
+        }
         let look = store.look().await;
         // Silent past the longest timeout: no leader this member can name (a cut-off
         // follower that never stands would name the one it lost for ever).
-        let longest = Duration::from_millis(config.election_timeout_max);
         store.inner.shared.leader_silent.send_if_modified(|silent| {
             let now = look.due(longest) == Due::Ask;
             std::mem::replace(silent, now) != now
@@ -265,7 +346,7 @@ impl Store {
     }
 
     /// The last entry of this member's log, read from the log: what a vote compares.
-    async fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
+    pub(super) async fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
         let db = self.inner.log_db.clone();
         super::blocking(move || super::log::last_log_id(&db)).await
     }
@@ -284,6 +365,9 @@ impl Store {
         };
         let (committed, age) = self.vote_age().await;
         let lease = Duration::from_millis(self.raft().config().election_timeout_max);
+        if self.inner.presence.away(Instant::now(), lease) {
+            return Ok(false);
+        }
         let mine = self.last_log_id().await?;
         Ok(would_grant(leads, committed, age, lease, ask.last_log_id, mine))
     }
@@ -326,6 +410,33 @@ mod tests {
         assert_eq!(look(true, true, 3, true, ms(5000)).due(ELECTION), Due::No);
         assert_eq!(look(false, false, 3, true, ms(5000)).due(ELECTION), Due::No);
         assert_eq!(look(true, false, 1, true, ms(0)).due(ELECTION), Due::Alone);
+    }
+
+    #[test]
+    fn a_member_whose_timer_woke_over_a_lease_late_is_away_for_a_lease_from_then() {
+        let presence = Presence::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let look = Duration::from_millis(50);
+        // Sleeping 50 ms at a time, waking on time or a little late: present.
+        for ms in (0..=1000).step_by(60) {
+            presence.sleeps(at(ms), look);
+            assert!(!presence.away(at(ms + 30), LEASE));
+            assert_eq!(presence.woke(at(ms + 55), LEASE), None);
+            assert!(!presence.away(at(ms + 56), LEASE));
+        }
+        // Busy between two sleeps (a pre-vote's asks) for over a lease: not away.
+        assert!(!presence.away(at(3000), LEASE));
+        // Its sleep not over 15 s after its time: a pre-vote asked finds it away before
+        // its timer wakes...
+        presence.sleeps(at(3000), look);
+        assert!(presence.away(at(18_050), LEASE));
+        // ...and once it woke, for a lease.
+        assert_eq!(presence.woke(at(18_050), LEASE), Some(Duration::from_millis(15_000)));
+        presence.sleeps(at(18_060), look);
+        assert_eq!(presence.woke(at(18_110), LEASE), None);
+        assert!(presence.away(at(19_000), LEASE));
+        assert!(!presence.away(at(19_060), LEASE));
     }
 
     #[test]

@@ -67,3 +67,37 @@ async fn a_write_on_a_member_whose_leader_went_silent_is_answered_that_nothing_w
     );
     assert!(router.release().is_empty(), "the write was sent to the silent leader");
 }
+
+/// A member back from a pause (its timer did not run for over a lease) grants no pre-vote
+/// before it heard what its leader sent meanwhile: answered from before its pause, the third
+/// voter of a cluster whose leader froze with it stood on its grant, and deposed the leader
+/// thawed with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_back_from_a_pause_grants_no_pre_vote_before_it_heard_its_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, b, c] = three_voters(&router, &dir).await;
+    a.write(Batch::new().put(THINGS, "before", vec![1])).await.unwrap();
+    caught_up(&c, last_log(&a)).await;
+    // Nobody hears anybody: b's leader goes silent, and nobody can stand.
+    for name in ["a", "b", "c"] {
+        router.cut.lock().unwrap().insert(name.into());
+    }
+    let mut silent = b.leader_silent();
+    tokio::time::timeout(Duration::from_secs(20), silent.wait_for(|s| *s))
+        .await
+        .expect("b found its leader silent")
+        .unwrap();
+    let ask = crate::store::raft::prevote::Ask {
+        candidate: c.raft_id(),
+        last_log_id: c.last_log_id().await.unwrap(),
+    };
+    assert!(b.would_vote(&ask).await.unwrap(), "b heard no leader past the lease");
+    // Its timer just woke, long after its time: it was stopped, and what its leader sent
+    // waits unread.
+    b.inner.presence.came_back();
+    assert!(
+        !b.would_vote(&ask).await.unwrap(),
+        "b granted a pre-vote right after its pause"
+    );
+}
