@@ -157,10 +157,11 @@ impl ractor::Actor for Agent {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_silent_process_is_unhealthy_after_an_interval_and_a_half_then_hung_after_its_missed_intervals() {
+/// A process heard just now, watched with `heartbeat_ms` and `missed` heartbeats: its
+/// state, and the names of the signals its watchdog sends the agent.
+async fn watched(heartbeat_ms: u64, missed: u32) -> (Arc<Live>, mpsc::UnboundedReceiver<&'static str>) {
     let (live, _sent) = detached();
-    let (tx, mut signals) = mpsc::unbounded_channel();
+    let (tx, signals) = mpsc::unbounded_channel();
     let (agent, _) = ractor::Actor::spawn(None, Agent(tx), ())
         .await
         .expect("a stand-in agent");
@@ -168,13 +169,19 @@ async fn a_silent_process_is_unhealthy_after_an_interval_and_a_half_then_hung_af
         command: vec!["unused".into()],
         env: vec![],
         timeout_ms: None,
-        heartbeat_ms: 1000,
-        missed_heartbeats: 3,
+        heartbeat_ms,
+        missed_heartbeats: missed,
         ready_timeout_ms: ProcessBackend::DEFAULT_READY_TIMEOUT_MS,
     };
     live.touch();
-    let start = Instant::now();
     tokio::spawn(watchdog(live.clone(), spec, Link(Some(agent))));
+    (live, signals)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_process_is_unhealthy_after_an_interval_and_a_half_then_hung_after_its_missed_intervals() {
+    let start = Instant::now();
+    let (_live, mut signals) = watched(1000, 3).await;
     assert_eq!(signals.recv().await, Some("unhealthy"));
     let late = start.elapsed();
     assert!(
@@ -222,21 +229,7 @@ async fn an_attempt_a_hung_process_was_running_ends_saying_it_hung() {
 /// meanwhile wait in its pipe, read a moment later. It was killed as hung at once.
 #[tokio::test(start_paused = true)]
 async fn a_process_is_judged_from_the_nodes_thaw_not_from_before_its_pause() {
-    let (live, _sent) = detached();
-    let (tx, mut signals) = mpsc::unbounded_channel();
-    let (agent, _) = ractor::Actor::spawn(None, Agent(tx), ())
-        .await
-        .expect("a stand-in agent");
-    let spec = ProcessBackend {
-        command: vec!["unused".into()],
-        env: vec![],
-        timeout_ms: None,
-        heartbeat_ms: 1000,
-        missed_heartbeats: 3,
-        ready_timeout_ms: ProcessBackend::DEFAULT_READY_TIMEOUT_MS,
-    };
-    live.touch();
-    tokio::spawn(watchdog(live.clone(), spec, Link(Some(agent))));
+    let (live, mut signals) = watched(1000, 3).await;
     // Heard every half interval for a while: nothing to say.
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(500)).await;
