@@ -13,6 +13,12 @@ use crate::error::ApiError;
 
 /// Silence after which a peer is reported DOWN.
 const SUSPECT_AFTER: Duration = Duration::from_secs(3);
+/// How recently a peer must have answered a beat for work to be placed on it: four beats.
+/// Placed on until its silence reached 3 s (SUSPECT), a frozen node was sent submits that
+/// each waited 5 s for it and failed ("it may have acted"): six in a 15 s freeze of one of
+/// three nodes under 24 clients. A task not placed on a peer is queued here, and handed to
+/// a member with room as soon as one has it.
+const PLACE_WITHIN: Duration = Duration::from_millis(4 * super::lease::BEAT.as_millis() as u64);
 /// How long a cluster-wide list waits for each peer's part.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -85,6 +91,11 @@ pub(crate) struct Answer {
     pub address: String,
     /// What room its agents have for each capability they serve.
     pub rooms: BTreeMap<String, crate::task::Room>,
+}
+
+/// Whether work may be placed on a peer heard as `heard`, at `now`.
+fn placeable(heard: &Heard, now: Instant) -> bool {
+    now.saturating_duration_since(heard.last) <= PLACE_WITHIN
 }
 
 /// The peers to drop now: heard from before, not dropped yet, and silent past `drop_after`.
@@ -228,15 +239,17 @@ impl Cluster {
             .collect()
     }
 
-    /// What room each peer heard from lately (`UP`) and connected now has for `capability`,
-    /// as its last beat said (at most a beat and a scheduler's publication old: 350 ms); a
-    /// peer none of whose agents serves it has an empty room. A peer whose session closed (a
-    /// node that stopped, before it goes quiet for long enough to be SUSPECT) has none.
+    /// What room each peer that answered a beat within [`PLACE_WITHIN`] and is connected now
+    /// has for `capability`, as its last beat said (at most a beat and a scheduler's
+    /// publication old: 350 ms); a peer none of whose agents serves it has an empty room. A
+    /// peer whose session closed (a node that stopped) or that went quiet (frozen, cut off)
+    /// has none.
     pub fn peer_rooms(&self, capability: &str) -> Vec<(String, crate::task::Room)> {
         let me = self.name();
+        let now = Instant::now();
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.iter()
-            .filter(|(name, heard)| **name != me && heard.last.elapsed() <= SUSPECT_AFTER)
+            .filter(|(name, heard)| **name != me && placeable(heard, now))
             .filter(|(name, _)| remote::is_connected(remote::MEMBER_ROLE, name))
             .map(|(name, heard)| (name.clone(), heard.rooms.get(capability).copied().unwrap_or_default()))
             .collect()
@@ -360,6 +373,17 @@ mod tests {
             dropped,
             rooms: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn work_is_placed_on_a_peer_only_within_four_beats_of_its_last_answer() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(placeable(&heard(t0, false), at(250)));
+        assert!(placeable(&heard(t0, false), at(1000)));
+        // Frozen a second ago: nothing more is placed on it.
+        assert!(!placeable(&heard(t0, false), at(1001)));
+        assert!(!placeable(&heard(t0, false), at(2500)));
     }
 
     #[test]
