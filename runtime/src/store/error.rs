@@ -32,7 +32,7 @@ pub enum StoreError {
     Unavailable(String),
     /// A condition of the batch ([`super::Op::Require`]) did not hold when it was applied: none
     /// of it was. The writer is out of date (a node declared down, a lost race).
-    #[error("the write was refused as stale: {0}")]
+    #[error("the write was refused as stale, and nothing of it was written: {0}")]
     Stale(String),
     /// This node is no member of the cluster's log any more (it left, or was forgotten): it
     /// writes nothing, and waiting would not change that.

@@ -389,6 +389,11 @@ fn committed(started: std::time::Instant) {
     metrics::counter!("troupe_store_commits_total").increment(1);
 }
 
+/// Why a batch whose condition failed at its apply was refused.
+const STALE: &str = "a condition of the write no longer holds (this node was declared down while it could not \
+                     be heard, or another write changed what it read first): read what it would change, then \
+                     send it again";
+
 /// Answers each batch of a group by how the group fared.
 fn answer(waiting: Vec<Done>, outcome: Result<Applied, StoreError>) {
     match outcome {
@@ -397,7 +402,7 @@ fn answer(waiting: Vec<Done>, outcome: Result<Applied, StoreError>) {
             for (i, done) in waiting.into_iter().enumerate() {
                 let seqs = seqs.next().unwrap_or_default();
                 done.send(match applied.stale.contains(&(i as u32)) {
-                    true => Err(StoreError::Stale("a condition of the write no longer holds".into())),
+                    true => Err(StoreError::Stale(STALE.into())),
                     false => Ok(seqs),
                 });
             }
