@@ -393,7 +393,10 @@ async fn a_batch_whose_condition_fails_is_applied_not_at_all_and_alone() {
     assert!(matches!(refused, Err(StoreError::Stale(_))), "{refused:?}");
     // Said so that a client knows nothing was written and what to do.
     let said = refused.unwrap_err().to_string();
-    assert!(said.contains("nothing of it was written") && said.contains("send it again"), "{said}");
+    assert!(
+        said.contains("nothing of it was written") && said.contains("send it again"),
+        "{said}"
+    );
     assert_eq!(store.get(TASKS, "t").await.unwrap(), Some(b"2".to_vec()));
     store.fence(None);
     store.write(Batch::new().put(TASKS, "t", b"4".to_vec())).await.unwrap();
