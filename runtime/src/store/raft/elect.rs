@@ -210,10 +210,9 @@ impl Store {
                 tokio::time::sleep(jitter).await;
                 continue;
             }
-            // Another member may have stood while the pre-vote was asked (both heard the
-            // session close within a few ms): it asked for this member's vote meanwhile,
-            // and has it. Standing now, in the next term, would depose it (a leader's
-            // kill -9 took two elections, 2 times in 11).
+            // Another member may have stood while the pre-vote was asked: it asked for this
+            // member's vote meanwhile, and has it. Standing now, in the next term, would
+            // depose it.
             if another_stands(me, lost_term, &self.voted().await, election) {
                 continue;
             }
@@ -341,9 +340,7 @@ impl Store {
             store.stand_after_lease(word.leader, word.term, &name, first, why).await;
         });
     }
-}
 
-impl Store {
     /// This member's vote as it stands now.
     async fn voted(&self) -> Voted {
         let vote = self.raft().metrics().borrow().vote;
