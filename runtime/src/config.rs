@@ -352,27 +352,6 @@ pub struct Config {
     pub alerts: outside::Alerts,
 }
 
-/// What a model's tokens cost, in US dollars per million.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Price {
-    pub input: f64,
-    pub output: f64,
-}
-
-impl Price {
-    /// The cost of `input` and `output` tokens, to a billionth of a dollar ([`usd`]).
-    pub fn of(&self, input: u64, output: u64) -> f64 {
-        usd((input as f64 * self.input + output as f64 * self.output) / 1_000_000.0)
-    }
-}
-
-/// `dollars` to the nearest billionth: what binary fractions add up to is shown as the
-/// decimal it stands for (`0.0003`, not `0.00030000000000000003`). The quotient of a whole
-/// number by 10⁹ is the double nearest that decimal, which prints as it.
-pub fn usd(dollars: f64) -> f64 {
-    (dollars * 1e9).round() / 1e9
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -550,7 +529,7 @@ impl Config {
             watchdog_misses: args.watchdog_misses.unwrap_or(2),
             secret_env: args.secret_env,
             secret_dirs: args.secret_dirs,
-            llm_prices: validate::prices(&args.llm_prices)?,
+            llm_prices: prices::parse(&args.llm_prices)?,
             llm_retention: match args.llm_retention_days.unwrap_or(30) {
                 0 => None,
                 days => Some(Duration::from_secs(days.saturating_mul(86_400))),
@@ -599,7 +578,10 @@ fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
 }
 
 pub mod outside;
+mod prices;
 mod validate;
+
+pub use prices::{usd, Price};
 
 #[cfg(test)]
 mod tests;

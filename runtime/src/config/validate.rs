@@ -110,30 +110,6 @@ pub(super) fn node_name(name: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// `MODEL=INPUT/OUTPUT` pairs (US dollars per million tokens) into the price table.
-pub(super) fn prices(pairs: &[String]) -> Result<std::collections::BTreeMap<String, super::Price>, ConfigError> {
-    let mut table = std::collections::BTreeMap::new();
-    for pair in pairs.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
-        let parsed = pair.rsplit_once('=').and_then(|(model, cost)| {
-            let (input, output) = cost.split_once('/')?;
-            let (input, output) = (input.trim().parse::<f64>().ok()?, output.trim().parse::<f64>().ok()?);
-            let sane = |p: f64| p.is_finite() && p >= 0.0;
-            (!model.trim().is_empty() && sane(input) && sane(output))
-                .then(|| (model.trim().to_owned(), super::Price { input, output }))
-        });
-        let Some((model, price)) = parsed else {
-            return Err(ConfigError::Invalid {
-                key: "llm_prices",
-                message: format!(
-                    "{pair:?} is not MODEL=INPUT/OUTPUT (US dollars per million tokens, e.g. gpt-4o=2.5/10)"
-                ),
-            });
-        };
-        table.insert(model, price);
-    }
-    Ok(table)
-}
-
 /// `--advertise-host`, checked: a host name or an address, without a port.
 pub(super) fn advertised(host: Option<String>) -> Result<Option<String>, ConfigError> {
     let Some(host) = host.map(|h| h.trim().to_owned()) else {
