@@ -4,7 +4,8 @@
 use anyhow::{ensure, Context, Result};
 
 use super::failover::{three_nodes_up, wait_member_state};
-use super::support::{Deadline, WAIT};
+use super::replicated::{held_by, room_of};
+use super::support::{text, Deadline, WAIT};
 
 /// A leader frozen together with a follower (a majority paused at once: their host's VMs
 /// paused, a hypervisor's hiccup) for longer than the DOWN timeout judges nobody by the
@@ -113,4 +114,46 @@ async fn a_leader_back_with_a_majority_judges_the_member_that_returned_from_now(
         nodes[l].log_tail()
     );
     Ok(())
+}
+
+/// A submit placed on a member whose agents have a free slot is written where it was sent
+/// and held there, so the member freezing right after its last beat does not fail it: it is
+/// acknowledged at once (the other two commit it), and it runs once the member thaws. It was
+/// forwarded to the member, and failed after 5 s, "it may have acted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_placed_on_a_member_that_froze_after_its_last_beat_is_acknowledged_and_runs_once_it_thaws(
+) -> Result<()> {
+    let nodes = three_nodes_up().await?;
+    let (beta, gamma) = (&nodes[1], &nodes[2]);
+    let agent = gamma.spawn_builtin("echo", &["far-only"]).await?;
+    gamma.wait_agent_state(&agent, "RUNNING").await?;
+    // A member is placed on within a second of its last beat: tried again, thawed between
+    // tries, should the submit come later than that after the freeze.
+    for attempt in 1..=3 {
+        room_of(beta, "gamma", "far-only", Some(1)).await?;
+        gamma.freeze()?;
+        let sent = beta
+            .submit(serde_json::json!({ "capability": "far-only", "payload": { "attempt": attempt } }))
+            .await;
+        let task = match sent {
+            Ok(task) => task,
+            Err(e) => {
+                gamma.thaw()?;
+                return Err(e.context("the submit placed on the frozen member"));
+            }
+        };
+        let id = text(&task, "/id")?;
+        let holder = held_by(beta, &id).await;
+        gamma.thaw()?;
+        if holder? != "gamma" {
+            // Placed after the window: queued on beta, which hands it to gamma once it beats.
+            beta.wait_task_state(&id, "SUCCEEDED").await?;
+            continue;
+        }
+        ensure!(id.ends_with("@beta"), "made on beta: {id}");
+        let done = beta.wait_task_state(&id, "SUCCEEDED").await?;
+        ensure!(done["agentId"] == agent.as_str(), "ran on gamma's agent: {done}");
+        return Ok(());
+    }
+    anyhow::bail!("no submit was placed on gamma within a second of its last beat in 3 tries")
 }

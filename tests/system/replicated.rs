@@ -498,6 +498,14 @@ pub(super) async fn room_of(node: &Node, member: &str, capability: &str, free: O
     }
 }
 
+/// The member that holds task `id`, as `node`'s replica says.
+pub(super) async fn held_by(node: &Node, id: &str) -> Result<String> {
+    let task = node
+        .gql_ok("query($id: ID!) { task(id: $id) { node } }", json!({ "id": id }))
+        .await?;
+    text(&task, "/task/node")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_for_a_capability_goes_by_its_strategy_across_the_cluster() -> Result<()> {
     let nodes = start_cluster(NodeOpts::named("alpha"), vec![NodeOpts::named("beta")]).await?;
@@ -519,21 +527,29 @@ async fn a_task_for_a_capability_goes_by_its_strategy_across_the_cluster() -> Re
     // Alpha places by what beta's heartbeats say of its agents' room: a beat later, it
     // knows of beta's agent.
     room_of(alpha, "beta", "only-far", Some(1)).await?;
-    // Only beta serves it: submitted on alpha, it runs on beta's agent.
+    // Only beta serves it: submitted on alpha, it is written there (its id names alpha) and
+    // held by beta, which asked nothing per task, and it runs on beta's agent.
     let only = text(&alpha.submit(submit("only-far", 1)).await?, "/id")?;
-    ensure!(only.ends_with("@beta"), "queued on {only}");
+    ensure!(only.ends_with("@alpha"), "made on {only}");
+    ensure!(
+        held_by(alpha, &only).await? == "beta",
+        "held by beta, as alpha's replica says"
+    );
     let done = alpha.wait_task_state(&only, "SUCCEEDED").await?;
     ensure!(done["agentId"] == far.as_str(), "{done}");
 
     // Both agents run nothing: a tie stays on the receiving node.
     let first = text(&alpha.submit(submit("busy", 2)).await?, "/id")?;
-    ensure!(first.ends_with("@alpha"), "queued on {first}");
+    ensure!(held_by(alpha, &first).await? == "alpha", "queued on alpha");
     alpha.wait_task_state(&first, "RUNNING").await?;
     room_of(alpha, "beta", "busy", Some(1)).await?;
     // alpha's agent still has a free slot, but runs one task and beta's none: the task goes
     // to beta, the cluster's least loaded agent, and runs now.
     let second = text(&alpha.submit(submit("busy", 3)).await?, "/id")?;
-    ensure!(second.ends_with("@beta"), "queued on {second}");
+    ensure!(
+        held_by(beta, &second).await? == "beta",
+        "queued on beta, as its own replica says"
+    );
     let done = alpha.wait_task_state(&second, "SUCCEEDED").await?;
     ensure!(done["agentId"] == far.as_str(), "{done}");
     gate.open()?;

@@ -145,9 +145,8 @@ struct Started {
     /// Swarms whose parent did not arrive with them (a sub-team starts with its swarm).
     swarms: Vec<String>,
     hosts: Vec<String>,
-    /// Where open tasks arrived from, if any did: the scheduler reads every one it does
-    /// not know yet.
-    tasks: Option<String>,
+    /// Open tasks: the scheduler takes each it does not know yet.
+    tasks: Vec<String>,
 }
 
 /// Sorts what arrived by what the view holds of it. A VM arrives with its host; an id
@@ -177,8 +176,8 @@ fn started(v: &View<'_>, arrived: &[Arrival]) -> Result<Started, StoreError> {
             out.mailboxes.push(a.id.clone());
         } else if v.get(HOSTS, &a.id)?.is_some() {
             out.hosts.push(a.id.clone());
-        } else if out.tasks.is_none() && v.get(OPEN_TASKS, &a.id)?.is_some() {
-            out.tasks = Some(a.from.clone());
+        } else if v.get(OPEN_TASKS, &a.id)?.is_some() {
+            out.tasks.push(a.id.clone());
         }
     }
     Ok(out)
@@ -256,8 +255,8 @@ fn start_arrived(start: Started, rehome: &super::Rehome) {
         });
     }
     // A scheduler not running reads what it holds when it starts.
-    if let (Some(from), Some(scheduler)) = (start.tasks, rehome.scheduler.get()) {
-        let _ = scheduler.cast(crate::scheduler::SchedulerMsg::Adopt(from));
+    if let (false, Some(scheduler)) = (start.tasks.is_empty(), rehome.scheduler.get()) {
+        let _ = scheduler.cast(crate::scheduler::SchedulerMsg::Adopt(start.tasks));
     }
 }
 
@@ -338,8 +337,8 @@ mod tests {
                 // A team starts with its swarm when that arrived too.
                 swarms: vec!["top@lost".into(), "orphan@lost".into()],
                 hosts: vec!["host@lost".into()],
-                // The scheduler reads every open task it does not know: told once.
-                tasks: Some("lost".into()),
+                // The scheduler is told the open tasks, all in one message.
+                tasks: vec!["t1@lost".into(), "t2@lost".into()],
             }
         );
     }

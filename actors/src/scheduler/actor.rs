@@ -106,8 +106,10 @@ pub enum SchedulerMsg {
     /// answer was replayed (its idempotency key) may be one whose enqueue never came (its
     /// write's outcome was unknown when it was made).
     EnsureQueued(String),
-    /// Takes over the open tasks the cluster moved here from the lost node named.
-    Adopt(String),
+    /// Takes over these open tasks, which the cluster placed here (moved from a lost node,
+    /// handed off by a node whose agents do not serve them, or submitted on a peer that
+    /// placed them here).
+    Adopt(Vec<String>),
     /// Why each of these tasks waits, for those queued here (see `engine/waiting.rs`).
     WaitingFor(Vec<String>, RpcReplyPort<HashMap<String, String>>),
     /// Gives every running task back to the queue, not charged (shutdown past its grace);
@@ -400,8 +402,8 @@ impl Actor for Scheduler {
                 state.hand_off_unserved(now).await;
                 return Ok(());
             }
-            SchedulerMsg::Adopt(from) => {
-                state.adopt(from).await?;
+            SchedulerMsg::Adopt(ids) => {
+                state.adopt(ids).await?;
                 return Ok(());
             }
             SchedulerMsg::Room(capability, reply) => {

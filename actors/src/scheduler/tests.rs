@@ -250,7 +250,7 @@ async fn a_task_queued_in_the_store_whose_enqueue_never_came_is_queued_once_aske
 }
 
 #[tokio::test]
-async fn adopting_takes_every_open_task_moved_here_whichever_node_made_it() {
+async fn adopting_takes_the_open_tasks_moved_here_whichever_node_made_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);
     let s = with_an_agent(&store).await;
@@ -266,9 +266,41 @@ async fn adopting_takes_every_open_task_moved_here_whichever_node_made_it() {
         .write(Batch::new().put(crate::tables::DIRECTORY, moved.id.clone(), enc(&here)))
         .await
         .unwrap();
-    s.cast(SchedulerMsg::Adopt("lost".into())).unwrap();
+    // Told with an id it does not hold and one that is not open: neither is taken.
+    let closed = spec("t8@maker");
+    store
+        .write(Batch::new().put(TASKS, closed.id.clone(), enc(&closed)).put(
+            crate::tables::DIRECTORY,
+            closed.id.clone(),
+            enc(&here),
+        ))
+        .await
+        .unwrap();
+    let elsewhere = spec("t7@maker");
+    durable(&store, &elsewhere, &TaskStatus::queued()).await;
+    s.cast(SchedulerMsg::Adopt(vec![
+        moved.id.clone(),
+        closed.id.clone(),
+        elsewhere.id.clone(),
+    ]))
+    .unwrap();
     let seen = next_events(&store, 0, &["TASK_SUCCEEDED"], 1).await;
     assert_eq!(seen[0].subject.as_deref(), Some("t9@maker"));
+    ractor::call!(s, SchedulerMsg::Running).unwrap();
+    store.flush().await.unwrap();
+    let started: Vec<Option<String>> = store
+        .events_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "TASK_STARTED")
+        .map(|e| e.subject)
+        .collect();
+    assert_eq!(
+        started,
+        [Some("t9@maker".to_owned())],
+        "only the open task held here ran"
+    );
 }
 
 #[tokio::test]
@@ -295,11 +327,32 @@ async fn adopting_while_a_tasks_end_is_on_its_way_to_the_log_does_not_run_it_aga
         .unwrap();
     reached.wait_for(|r| *r).await.unwrap();
     // A move to this node (a failover, a hand-off) while that end is not in the log yet: the
-    // task is not read back as open.
-    s.cast(SchedulerMsg::Adopt("lost".into())).unwrap();
+    // task is not read back as open, and the one that moved here runs.
+    let moved = spec("t2@maker");
+    durable(&store, &moved, &TaskStatus::queued()).await;
+    let here = crate::cluster::directory::Placement {
+        node: "local".into(),
+        epoch: 1,
+    };
+    store
+        .write(Batch::new().put(crate::tables::DIRECTORY, moved.id.clone(), enc(&here)))
+        .await
+        .unwrap();
+    s.cast(SchedulerMsg::Adopt(vec![moved.id.clone()])).unwrap();
+    let ended = next_events(&store, 0, &["TASK_SUCCEEDED"], 2).await;
     ractor::call!(s, SchedulerMsg::Running).unwrap();
     store.flush().await.unwrap();
-    assert_eq!(kinds(&store).await, ["TASK_STARTED", "TASK_SUCCEEDED"]);
+    let mut ended: Vec<Option<String>> = ended.into_iter().map(|e| e.subject.clone()).collect();
+    ended.sort();
+    assert_eq!(ended, [Some("t1".to_owned()), Some("t2@maker".to_owned())]);
+    let started = store
+        .events_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "TASK_STARTED")
+        .count();
+    assert_eq!(started, 2, "each ran once");
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! The tasks service: submit, cancel, look up, list and count tasks, wherever they live. A
-//! task aimed at a peer's agent is submitted on that peer, which owns it from then on; a
-//! task's id names its node. On the task's node each request is the scheduler room's work,
-//! done through its [`TaskQueue`].
+//! task aimed at a peer's agent is submitted on that peer, which owns it from then on; one
+//! placed on a peer whose agents have a free slot is written here and held there (the peer
+//! takes it up as it applies the write); a task's id names the node that made it, the
+//! directory the node that holds it. On the task's holder each request is the scheduler
+//! room's work, done through its [`TaskQueue`].
 
 use std::sync::Arc;
 
@@ -85,21 +87,33 @@ impl Located for Tasks {
 }
 
 impl Tasks {
-    /// Queues a task: here, or on the node of the agent it is aimed at.
+    /// Queues a task: on the node of the agent it is aimed at, or where the placement puts
+    /// it (see [`Tasks::placed`]).
     pub async fn submit(&self, request: SubmitTaskRequest, key: Option<String>) -> Result<TaskRecord, ApiError> {
         request.validate(self.ctx.max_payload_bytes)?;
-        let at = match request.agent_id.as_deref() {
-            Some(agent) => At::holding(self, agent),
-            None => self.placed(&request).await,
+        if let Some(agent) = request.agent_id.as_deref() {
+            return At::holding(self, agent).submit(Box::new(request), key).await;
+        }
+        let (node, room) = match self.placed(&request).await {
+            None => return At::Here(self).submit(Box::new(request), key).await,
+            Some(placed) => placed,
         };
-        let Some(node) = at.peer().filter(|_| request.agent_id.is_none()).map(str::to_owned) else {
-            return at.submit(Box::new(request), key).await;
-        };
-        // Placed on a peer by the room its last beat told of: one that began to shut down
-        // since refuses it before doing anything, and one that stopped since is no longer
-        // connected (its beats offer no room from then on): either way nothing was done
-        // there, and it is queued here instead.
-        match at.submit(Box::new(request.clone()), key.clone()).await {
+        if room {
+            // A free slot there, as its last beat told: written here, held there.
+            return match self.queue.submit_to(&node, request, key.as_deref()).await? {
+                (made, true) => Ok(made),
+                (answered, false) => self.ensured(answered).await,
+            };
+        }
+        // No agent has a free slot anywhere, and none here serves the capability: it is
+        // queued on the peer, whose admission bounds its queue (BACKPRESSURE). One that
+        // began to shut down since its last beat refuses it before doing anything, and one
+        // that stopped since is no longer connected: either way nothing was done there, and
+        // it is queued here instead.
+        match At::Peer(self, node.clone())
+            .submit(Box::new(request.clone()), key.clone())
+            .await
+        {
             Err(e) if crate::serving::refused_for_stop(&e) || crate::cluster::remote::never_sent(&e) => {
                 tracing::debug!(%node, error = %e, "the node a task was placed on did not take it: queued here");
                 At::Here(self).submit(Box::new(request), key).await
@@ -108,22 +122,21 @@ impl Tasks {
         }
     }
 
-    /// Where a task aimed at a capability is queued: on the node whose agents the task's
+    /// The member to queue a task aimed at a capability on, and whether it has a free slot
+    /// for it (`None`: here): the node whose agents the task's
     /// strategy ranks first across the cluster (see [`choose_node`]), from what room this
     /// node's scheduler has now and what room each peer heard from lately had at its last
     /// beat (see `scheduler::Rooms`): no peer is asked per task. That node's scheduler then
     /// picks the agent by the same strategy. A task with requirements (`capabilities`,
     /// `minProficiency`) or dependencies stays here.
-    async fn placed(&self, request: &SubmitTaskRequest) -> At<'_, Self> {
-        let Some(capability) = request.capability.as_deref() else {
-            return At::Here(self);
-        };
+    async fn placed(&self, request: &SubmitTaskRequest) -> Option<(String, bool)> {
+        let capability = request.capability.as_deref()?;
         if !request.capabilities.is_empty() || request.min_proficiency.is_some() || !request.depends_on.is_empty() {
-            return At::Here(self);
+            return None;
         }
         let peers = self.ctx.cluster.peer_rooms(capability);
         if peers.is_empty() {
-            return At::Here(self);
+            return None;
         }
         let here = self.queue.room(capability).await.unwrap_or_default();
         let strategy = request.strategy.unwrap_or(self.queue.default_strategy);
@@ -131,10 +144,9 @@ impl Tasks {
             Strategy::RoundRobin => self.turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             _ => 0,
         };
-        match choose_node(strategy, here, &peers, turn) {
-            Some(node) => At::Peer(self, node),
-            None => At::Here(self),
-        }
+        let node = choose_node(strategy, here, &peers, turn)?;
+        let room = peers.iter().any(|(name, room)| *name == node && room.free > 0);
+        Some((node, room))
     }
 
     /// Waits (at most `timeout`) until task `id` has ended, wherever it runs: its record, read
@@ -215,6 +227,20 @@ impl Tasks {
         Ok(Listing::local(items, more))
     }
 
+    /// A submit's answer, once its holder surely queued it. A task queued here is held here;
+    /// one held elsewhere is the first answer to this key, given again. That first submit
+    /// may have failed after its write was made (its leader lost, the outcome unknown), so
+    /// its node never queued it: its holder makes sure it is queued before the task is
+    /// acknowledged, or the client is told to retry.
+    async fn ensured(&self, record: TaskRecord) -> Result<TaskRecord, ApiError> {
+        if record.status.state == crate::task::TaskState::Queued && !self.holds(&record.spec.id) {
+            At::holding(self, &record.spec.id)
+                .ensure_queued(record.spec.id.clone())
+                .await?;
+        }
+        Ok(record)
+    }
+
     /// How many tasks in the cluster pass the filter, from this node's replica.
     pub async fn count(&self, filter: TaskFilter) -> Result<Counted, ApiError> {
         Ok(Counted::local(self.queue.count(&filter).await?))
@@ -226,16 +252,7 @@ impl TasksLocal for Tasks {
     async fn submit(&self, request: Box<SubmitTaskRequest>, key: Option<String>) -> Result<TaskRecord, ApiError> {
         request.validate(self.ctx.max_payload_bytes)?;
         let record = self.queue.submit(*request, key.as_deref()).await?;
-        // A task queued here is held here; one held elsewhere is the first answer to this
-        // key, given again. That first submit may have failed after its write was made (its
-        // leader lost, the outcome unknown), so its node never queued it: its holder makes
-        // sure it is queued before the task is acknowledged, or the client is told to retry.
-        if record.status.state == crate::task::TaskState::Queued && !self.holds(&record.spec.id) {
-            At::holding(self, &record.spec.id)
-                .ensure_queued(record.spec.id.clone())
-                .await?;
-        }
-        Ok(record)
+        self.ensured(record).await
     }
 
     async fn ensure_queued(&self, id: String) -> Result<(), ApiError> {

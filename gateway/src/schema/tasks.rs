@@ -77,8 +77,10 @@ pub struct Task(pub TaskRecord);
 
 #[Object]
 impl Task {
-    /// `<uuid>@<node>`: the id names the node that made the task, which holds it until the
-    /// cluster moves it (a lost node, or a node none of whose agents serves it).
+    /// `<uuid>@<node>`: the id names the node that made the task (the one it was submitted
+    /// to). Where it is held is `node`: the maker, or the member whose agent's free slot the
+    /// placement chose, and another if the cluster moves it (a lost node, or a node none of
+    /// whose agents serves it).
     async fn id(&self) -> ID {
         ID(self.0.spec.id.clone())
     }
@@ -104,6 +106,17 @@ impl Task {
     }
     async fn capability(&self) -> Option<&str> {
         self.0.spec.capability.as_deref()
+    }
+    /// The member that holds it, as the replica's directory says: the node whose scheduler
+    /// queues and runs it. Its id names the node that made it, which may differ: a submit is
+    /// written where it was sent and held where its placement put it (a free slot on another
+    /// member's agents), and a lost node's tasks move.
+    async fn node(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        let cluster = ctx.data::<Api>()?.cluster();
+        Ok(cluster
+            .directory()
+            .node_of(&self.0.spec.id)
+            .unwrap_or_else(|| cluster.name()))
     }
     /// How many times it was started.
     async fn attempts(&self) -> i32 {

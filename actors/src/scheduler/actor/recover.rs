@@ -18,38 +18,53 @@ impl State {
     /// graceful shutdown puts running tasks back first): that attempt failed, and the task
     /// is retried if it has failures left. Execution is at-least-once.
     pub(super) async fn recover(&mut self) -> Result<(), ActorProcessingErr> {
-        self.load(false).await
-    }
-
-    /// Takes over the open tasks the cluster moved here (from the lost node `from`, or
-    /// handed over by a node none of whose agents served them): every open task held here
-    /// that this scheduler does not know yet. One that was RUNNING elsewhere is queued again
-    /// without being charged an attempt: the node was lost, not the attempt.
-    pub(super) async fn adopt(&mut self, from: String) -> Result<(), ActorProcessingErr> {
-        tracing::debug!(%from, "adopting the open tasks moved here");
-        self.load(true).await
-    }
-
-    /// Loads the open tasks this node holds and does not know yet; at start (`adopting`
-    /// false) the agents' counters too.
-    async fn load(&mut self, adopting: bool) -> Result<(), ActorProcessingErr> {
         // What this scheduler handed the writer (a task's start, its end) lands first: a task
         // that ran here and was forgotten must not be read back as open and run again.
         self.store.flush().await?;
+        self.load(None).await
+    }
+
+    /// Takes over the open tasks `ids` that the cluster placed here (moved from a lost node,
+    /// handed over by a node none of whose agents served them, or submitted on a peer that
+    /// chose this node's agents): each that is open, held here and not known to this
+    /// scheduler yet. One that was RUNNING elsewhere is queued again without being charged an
+    /// attempt: the node was lost, not the attempt. Only the ids are read, and nothing waits
+    /// for this node's writes first: each arrived (its holder became this node in the write
+    /// that told of it), so none is a task this scheduler ran and forgot while its end was on
+    /// its way to the log.
+    pub(super) async fn adopt(&mut self, ids: Vec<String>) -> Result<(), ActorProcessingErr> {
+        tracing::debug!(tasks = ids.len(), "adopting the open tasks placed here");
+        self.load(Some(ids)).await
+    }
+
+    /// Loads the open tasks this node holds and does not know yet: those of `only`, or every
+    /// one with the agents' counters (at start).
+    async fn load(&mut self, only: Option<Vec<String>>) -> Result<(), ActorProcessingErr> {
+        let adopting = only.is_some();
         let node = self.node.clone();
         let (open, waiting, stats, settled) = self
             .store
             .view(move |v| {
                 let mut ids = Vec::new();
-                // Every open task held here: when adopting, not only those made on the lost
-                // node (a task made elsewhere may have been handed to it), and those known
-                // here already are left as they are below.
-                v.scan(OPEN_TASKS, None, |k, _| {
+                let mut held = |k: &str| -> Result<(), troupe_runtime::store::StoreError> {
                     if crate::cluster::directory::held_in(v, k, &node)? {
                         ids.push(k.to_owned());
                     }
-                    Ok(true)
-                })?;
+                    Ok(())
+                };
+                match &only {
+                    Some(only) => {
+                        for id in only {
+                            if v.get(OPEN_TASKS, id)?.is_some() {
+                                held(id)?;
+                            }
+                        }
+                    }
+                    None => v.scan(OPEN_TASKS, None, |k, _| {
+                        held(k)?;
+                        Ok(true)
+                    })?,
+                }
                 let mut open = Vec::with_capacity(ids.len());
                 for id in ids {
                     let (Some(spec), Some(status)) = (v.get(TASKS, &id)?, v.get(TASK_STATUS, &id)?) else {
@@ -81,7 +96,7 @@ impl State {
                     }
                 }
                 let mut stats = Vec::new();
-                if adopting {
+                if only.is_some() {
                     // The counters of the agents here are loaded already.
                     return Ok((open, waiting, stats, settled));
                 }

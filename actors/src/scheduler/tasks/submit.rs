@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use troupe_runtime::store::{Batch, StoreError};
+use troupe_runtime::idempotency::Guard;
+use troupe_runtime::store::{Batch, Op, StoreError};
 
 use super::TaskQueue;
 use crate::call::split;
@@ -10,6 +11,7 @@ use crate::error::ApiError;
 use crate::scheduler::admission::queue_in;
 use crate::scheduler::engine::graph;
 use crate::scheduler::SchedulerMsg;
+use crate::tables::DIRECTORY;
 use crate::task::{GraphTask, SubmitTaskRequest, TaskRecord, TaskSpec, TaskStatus};
 
 impl TaskQueue {
@@ -27,19 +29,9 @@ impl TaskQueue {
         let status = TaskStatus::queued();
         let mut batch = Batch::new();
         queue_in(&mut batch, &spec, &status)?;
-        if let Some(guard) = &guard {
-            guard.record(&mut batch, &spec.id)?;
-        }
-        if let Err(e) = self.store.write(batch).await {
+        if let Err(e) = self.commit(batch, &spec.id, guard, key, req_again).await {
             admitted.refuse();
-            if let (StoreError::Stale(_), Some(guard), Some(req)) = (&e, guard, req_again) {
-                // The key may have been claimed on another node meanwhile: its answer wins.
-                drop(guard);
-                if let Err(answered) = self.claim_one("submitTask", key, &req).await? {
-                    return Ok(self.replayed(answered));
-                }
-            }
-            return Err(e.into());
+            return e;
         }
         // Durable already: the task is acknowledged, and the scheduler is sure to get it.
         if super::enqueue_lost() {
@@ -50,6 +42,78 @@ impl TaskQueue {
         let record = self.explained(TaskRecord::new(spec, status)).await;
         self.say_why_it_waits(&record);
         Ok(record)
+    }
+
+    /// Queues a task on `node`, the peer whose agents the placement chose, by writing it
+    /// here: the task, its first status and the directory's entry naming `node` its holder go
+    /// in one log entry, which `node` takes up as it applies it (its directory's projection
+    /// tells it that the task arrived, as after a hand-off). Nothing is asked of `node`, and
+    /// the task is acknowledged once the entry is committed, whatever becomes of `node` next:
+    /// the task waits for it there, or moves on with its other work if it is lost. The flag
+    /// says whether the task was made now (`false`: the first answer to the key, given again,
+    /// whose holder may not have queued it: see [`TaskQueue::replayed`]).
+    pub(crate) async fn submit_to(
+        &self,
+        node: &str,
+        req: SubmitTaskRequest,
+        key: Option<&str>,
+    ) -> Result<(TaskRecord, bool), ApiError> {
+        self.serving.ensure()?;
+        let guard = match self.claim_one("submitTask", key, &req).await? {
+            Ok(guard) => guard,
+            Err(answered) => return Ok((self.replayed(answered), false)),
+        };
+        let req_again = guard.as_ref().map(|_| req.clone());
+        let spec = self.spec_of(crate::ids::new_id(&self.node), req, Vec::new());
+        let status = TaskStatus::queued();
+        let mut batch = Batch::new();
+        queue_in(&mut batch, &spec, &status)?;
+        let there = crate::cluster::directory::Placement {
+            node: node.to_owned(),
+            epoch: 1,
+        };
+        batch.push(Op::Put {
+            table: DIRECTORY,
+            key: spec.id.clone(),
+            value: troupe_runtime::codec::encode(&there)?,
+        });
+        if let Err(e) = self.commit(batch, &spec.id, guard, key, req_again).await {
+            return e.map(|answered| (answered, false));
+        }
+        let mut record = TaskRecord::new(spec, status);
+        record.waiting_for = Some(format!(
+            "placed on {node}, whose scheduler takes it up as it applies this submit"
+        ));
+        Ok((record, true))
+    }
+
+    /// Writes a submission's batch with its idempotency record. `Err` holds what to answer
+    /// instead: the write's error, or the first answer to the key when another node claimed
+    /// it meanwhile.
+    async fn commit(
+        &self,
+        mut batch: Batch,
+        id: &str,
+        guard: Option<Guard>,
+        key: Option<&str>,
+        req: Option<SubmitTaskRequest>,
+    ) -> Result<(), Result<TaskRecord, ApiError>> {
+        if let Some(guard) = &guard {
+            guard.record(&mut batch, &id).map_err(|e| Err(e.into()))?;
+        }
+        let Err(e) = self.store.write(batch).await else {
+            return Ok(());
+        };
+        if let (StoreError::Stale(_), Some(guard), Some(req)) = (&e, guard, req) {
+            // The key may have been claimed on another node meanwhile: its answer wins.
+            drop(guard);
+            match self.claim_one("submitTask", key, &req).await {
+                Ok(Err(answered)) => return Err(Ok(self.replayed(answered))),
+                Err(e) => return Err(Err(e)),
+                Ok(Ok(_)) => {}
+            }
+        }
+        Err(Err(e.into()))
     }
 
     /// Makes sure the task `id`, held here, is in the scheduler's queue when the store holds
