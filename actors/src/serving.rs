@@ -30,7 +30,7 @@ impl Serving {
 }
 
 /// How a node that began to shut down refuses new work, before it does anything of it.
-const SHUTTING_DOWN: &str = "the node is shutting down: it did nothing of the request, which another node takes";
+const SHUTTING_DOWN: &str = "the node is shutting down: it did nothing of the request; send it to another member";
 
 /// How a node that began to shut down refuses new work (to its clients and its peers).
 pub fn shutting_down() -> ApiError {
@@ -59,6 +59,8 @@ mod tests {
     #[test]
     fn a_refusal_for_a_stop_is_known_as_such_here_and_as_a_peers() {
         assert!(refused_for_stop(&shutting_down()));
+        // The client is told what to do: nothing forwards it.
+        assert!(shutting_down().to_string().ends_with("send it to another member"));
         let peers = peer_shutting_down("c");
         assert!(refused_for_stop(&peers), "{peers}");
         assert!(peers.to_string().contains("node c is shutting down"), "{peers}");

@@ -485,11 +485,21 @@ async fn forgetting_the_other_of_two_voters_at_once_after_it_stopped_names_the_w
     // The leader has not yet noticed that no majority answers it (it takes a couple of
     // seconds): the change waits for one, and when none comes its answer still says what to do.
     beta.terminate(WAIT).await?;
-    let answer = alpha
-        .gql("mutation { forgetMember(node: \"beta\") { name } }", json!({}))
-        .await?;
+    // A write sent meanwhile waits for a majority too, and says the same way out.
+    let forget = alpha.gql("mutation { forgetMember(node: \"beta\") { name } }", json!({}));
+    let submit = alpha.submit(json!({ "capability": "none-here", "payload": 1 }));
+    let (answer, written) = tokio::join!(forget, submit);
+    let answer = answer?;
     expect_code(&answer, "UNAVAILABLE")?;
     ensure!(answer.to_string().contains("troupe recover"), "{answer}");
+    let refused = format!(
+        "{:#}",
+        written.err().context("a write without a majority was acknowledged")?
+    );
+    ensure!(
+        refused.contains("UNAVAILABLE") && refused.contains("troupe recover"),
+        "{refused}"
+    );
     Ok(())
 }
 

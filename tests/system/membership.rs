@@ -221,7 +221,23 @@ async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> 
         super::support::error_code(&refused).as_deref() == Some("CONFLICT"),
         "{refused}"
     );
+    // Each refusal names the way out: forgotten once DOWN (they pointed at each other).
+    let way_out = "forgotten once the leader declares it DOWN";
+    ensure!(refused.to_string().contains(way_out), "{refused}");
     nodes[2].kill9().await?;
+    let leave = format!("mutation($n: String!) {{ leaveCluster(node: $n) {{ {MEMBER} }} }}");
+    let unreachable = nodes[0].gql(&leave, json!({ "n": "gamma" })).await?;
+    match super::support::error_code(&unreachable).as_deref() {
+        Some("UNAVAILABLE") => ensure!(
+            unreachable
+                .to_string()
+                .contains("forgotten (forgetMember) once the leader declares it DOWN"),
+            "{unreachable}"
+        ),
+        // Declared DOWN already (a slow machine): "forget it".
+        Some("CONFLICT") => ensure!(unreachable.to_string().contains("forgetMember"), "{unreachable}"),
+        _ => anyhow::bail!("leaveCluster of a killed member: {unreachable}"),
+    }
     // A fresh node under gamma's name (a replaced machine, started before the old member is
     // forgotten) is refused admission, and its beats renew nothing of gamma: the member is
     // judged DOWN by its own silence (before, they kept it UP and it could not be forgotten).

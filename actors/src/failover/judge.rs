@@ -100,7 +100,20 @@ pub(crate) async fn leave(
     let released = if node == cluster.name() {
         cluster.leases.release(RELEASE_WITHIN).await
     } else {
-        crate::cluster::remote::Peer(service, node.to_owned()).release().await?
+        crate::cluster::remote::Peer(service, node.to_owned())
+            .release()
+            .await
+            .map_err(|e| match e {
+                // Silent (stopped, or cut off) but not declared DOWN yet: the way out is
+                // `forgetMember` once it is, which the refusal alone did not say.
+                ApiError::Unavailable(why) => ApiError::Unavailable(format!(
+                    "{why}: a member leaves only while it answers, to stop its work first; one gone for \
+                     good is forgotten (forgetMember) once the leader declares it DOWN, after {} s of \
+                     silence",
+                    DOWN_AFTER.as_secs()
+                )),
+                other => other,
+            })?
     };
     if !released {
         return Err(ApiError::Unavailable(format!(
@@ -124,8 +137,15 @@ pub(crate) async fn forget(
         Some(MemberState::Left) => Err(crate::error::ApiError::Conflict(format!(
             "{node} has left the cluster already"
         ))),
+        Some(MemberState::Suspect) => Err(crate::error::ApiError::Conflict(format!(
+            "{node} is SUSPECT, not DOWN yet: a member gone for good is forgotten once the leader \
+             declares it DOWN, after {} s of silence (a member that is there leaves: leaveCluster)",
+            DOWN_AFTER.as_secs()
+        ))),
         _ => Err(crate::error::ApiError::Conflict(format!(
-            "{node} is not down: a member that is there leaves (leaveCluster)"
+            "{node} is not down: a member that is there leaves (leaveCluster); one that is gone \
+             for good is forgotten once the leader declares it DOWN, after {} s of silence",
+            DOWN_AFTER.as_secs()
         ))),
     }
 }

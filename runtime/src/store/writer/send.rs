@@ -21,6 +21,13 @@ use crate::store::StoreError;
 /// it may still be applied.
 const LOST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// What a leader's write that no majority confirmed in time tells its caller: the write
+/// waits in the log for a majority, and a cluster whose majority is gone for good has a way
+/// out (a cluster of two with one member stopped answered only "it may still be applied").
+const NO_MAJORITY_YET: &str = "it may still be applied, once a majority of the voters is up and \
+     reachable again; if most of them are gone for good, make a cluster again from one survivor with \
+     `troupe recover`";
+
 impl Writer {
     /// Sends one group: proposed here when this node leads, else forwarded to the leader.
     /// A proposal reaches the Raft core (or leaves for the leader) in the order of these
@@ -77,7 +84,7 @@ impl Writer {
                 Ok(Err(_)) => return Attempt::Fatal("the replicated log stopped".into()),
                 Err(_) => {
                     let why = format!("no majority of the cluster confirmed the write within {COMMIT_WITHIN:?}");
-                    return Attempt::Unknown(StoreError::Unavailable(format!("{why}; it may still be applied")));
+                    return Attempt::Unknown(StoreError::Unavailable(format!("{why}; {NO_MAJORITY_YET}")));
                 }
             };
             match written.map_err(|e| refused(RaftError::APIError(e))) {
