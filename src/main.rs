@@ -232,6 +232,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),
         failure = node.failed() => {
+            if let troupe_actors::node::NodeFailure::Left(_) = failure {
+                tracing::error!(%failure, "this node is no member of the cluster: stopping");
+                anyhow::bail!("{failure}");
+            }
             tracing::error!(%failure, "the node failed; stopping so that a restart recovers from disk");
             anyhow::bail!("{failure}; a restart recovers from what is on disk");
         }

@@ -86,6 +86,14 @@ pub enum NodeFailure {
     TreeGaveUp,
     #[error("the store failed: {0}")]
     Store(String),
+    /// A member said this node left the cluster (forgotten while it was stopped, its own
+    /// replica never applied the entry): it stops rather than run cut off.
+    #[error(
+        "a member of the cluster says {0}: this data dir is no member's, and a node started from it would \
+         only disturb the member that may hold the name now; to take part again, start the node with a \
+         fresh data dir and --join (it is admitted as a new member)"
+    )]
+    Left(String),
 }
 
 /// A running node.
@@ -131,6 +139,7 @@ impl Node {
         tokio::select! {
             _ = &mut self.root_done => NodeFailure::TreeGaveUp,
             reason = store.failed() => NodeFailure::Store(reason),
+            why = self.api.cluster().dismissed() => NodeFailure::Left(why),
         }
     }
 

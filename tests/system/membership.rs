@@ -270,6 +270,19 @@ async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> 
     }
     let m = "mutation($n: String!) { createToken(input: { role: VIEWER, name: $n }) { token { id } } }";
     nodes[0].gql_ok(m, json!({ "n": "after-forget" })).await?;
+    // The forgotten member started again from its data dir (it never applied the entry that
+    // forgot it) is told by the members it reaches, and stops saying why. It ran on, cut off
+    // and unready, its writes waiting for a leader that never took them.
+    let refused = nodes[2]
+        .restart()
+        .await
+        .err()
+        .context("the forgotten gamma started again and ran")?;
+    let said = format!("{refused:#}");
+    ensure!(
+        said.contains("says the sender is a member that left the cluster") && said.contains("fresh data dir"),
+        "{said}"
+    );
     // A new machine under the forgotten name (a fresh data dir) joins as a member that is UP
     // and gets a lease: its work runs (the harness's start waits for /healthz).
     let join = format!("127.0.0.1:{}", nodes[0].cluster_port);

@@ -70,6 +70,29 @@ pub fn member_in(v: &View<'_>, node: &str) -> Result<Option<MemberRecord>, Store
         .transpose()
 }
 
+/// How a member answers the beat of a node that is a member that left (see [`left_as`]):
+/// that node stops, saying so ([`super::Cluster::dismissed`]).
+pub(crate) const LEFT_BEAT: &str = "the sender is a member that left the cluster";
+
+/// The key (in the `meta` table) of the Raft id the member `node` had when it left.
+pub(crate) fn left_id_key(node: &str) -> String {
+    format!("member@{node}@raft")
+}
+
+/// When the member `node` left the cluster, if the node of Raft id `id` is that member
+/// (the one that left, not a new member of its name): a node forgotten while it was stopped
+/// never applied the entry, and comes back from its data dir as a member.
+pub fn left_as(v: &View<'_>, node: &str, id: u64) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+    let Some(record) = member_in(v, node)?.filter(|r| r.state == MemberState::Left) else {
+        return Ok(None);
+    };
+    let left: Option<u64> = match v.get(META, &left_id_key(node))? {
+        Some(b) => troupe_runtime::codec::decode(&b)?,
+        None => None,
+    };
+    Ok((left == Some(id)).then_some(record.since))
+}
+
 /// A member's fencing epoch (0 when never fenced).
 pub fn epoch_in(v: &View<'_>, node: &str) -> Result<u64, StoreError> {
     Ok(match v.get(META, &fence_key(node))? {

@@ -69,6 +69,11 @@ pub struct Cluster {
     peer_calls: super::remote::PeerCalls,
     /// The last session that closed before it was authenticated: its peer's address, when.
     refused: Arc<Mutex<Option<(String, Instant)>>>,
+    /// Set when a peer said that this node is a member that left the cluster (see
+    /// [`Cluster::dismissed`]).
+    dismissal: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    /// When a peer first said so, while this node's replica did not.
+    told_left: Arc<Mutex<Option<Instant>>>,
 }
 
 /// What this node knows of a peer it has heard from.
@@ -121,7 +126,41 @@ impl Cluster {
             store: None,
             peer_calls: Default::default(),
             refused: Arc::default(),
+            dismissal: Arc::new(tokio::sync::watch::channel(None).0),
+            told_left: Arc::default(),
         }
+    }
+
+    /// Notes that a peer said, at `now`, that this node left the cluster while its replica
+    /// does not say so; whether it has been said for a second (a member that left as it ran
+    /// applies the entry within that, one forgotten while it was stopped never does).
+    pub(crate) fn told_left(&self, now: Instant) -> bool {
+        let mut first = self.told_left.lock().unwrap_or_else(|p| p.into_inner());
+        let since = *first.get_or_insert(now);
+        now.saturating_duration_since(since) >= Duration::from_secs(1)
+    }
+
+    /// Notes that a peer said this node is a member that left the cluster (forgotten while
+    /// it was stopped, it never applied the entry that says so): `why`, the peer's words.
+    pub(crate) fn dismiss(&self, why: String) {
+        self.dismissal.send_if_modified(|was| {
+            let first = was.is_none();
+            if first {
+                *was = Some(why);
+            }
+            first
+        });
+    }
+
+    /// Resolves, with a peer's words, once a peer said that this node left the cluster.
+    pub async fn dismissed(&self) -> String {
+        let mut said = self.dismissal.subscribe();
+        let why = match said.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            // The sender lives as long as this handle: never.
+            Err(_) => std::future::pending().await,
+        };
+        why
     }
 
     /// Notes a session with `peer` that closed before it was authenticated: the two nodes
@@ -365,6 +404,29 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_node_told_it_left_is_dismissed_only_once_told_for_a_second() {
+        let cluster = Cluster::new(PeerInfo {
+            name: "gamma".into(),
+            cluster_address: "127.0.0.1:1".into(),
+            gateway_address: None,
+        });
+        let t0 = Instant::now();
+        // A member that left as it ran applies the entry within that second: not dismissed.
+        assert!(!cluster.told_left(t0));
+        assert!(!cluster.told_left(t0 + Duration::from_millis(750)));
+        assert!(cluster.told_left(t0 + Duration::from_millis(1000)));
+        cluster.dismiss("the sender is a member that left the cluster".into());
+        cluster.dismiss("said again".into());
+        let why = tokio::time::timeout(Duration::from_secs(5), cluster.dismissed())
+            .await
+            .unwrap();
+        assert_eq!(
+            why, "the sender is a member that left the cluster",
+            "the first words are kept"
+        );
+    }
 
     fn heard(last: Instant, dropped: bool) -> Heard {
         Heard {

@@ -40,7 +40,26 @@ pub(crate) async fn heartbeat(cluster: Cluster, store: Store, sink: BeatSink) {
         let now = Instant::now();
         let mut heard = Vec::with_capacity(answers.len());
         for (peer, answer) in peers.iter().zip(answers) {
-            let Ok(NodeResponse::Beat(ack)) = answer else { continue };
+            let ack = match answer {
+                Ok(NodeResponse::Beat(ack)) => ack,
+                Err(crate::error::ApiError::Conflict(why)) if why.starts_with(crate::cluster::lease::LEFT_BEAT) => {
+                    // A member that left while it ran applies the entry that says so a moment
+                    // after the leader: it knows, and runs on until it is stopped (its gateway
+                    // refusing every request). One forgotten while it was stopped never will.
+                    let me = cluster.name();
+                    let knows = store.view_now(|v| crate::cluster::lease::member_in(v, &me));
+                    let knows = knows
+                        .ok()
+                        .flatten()
+                        .is_some_and(|r| r.state == crate::cluster::lease::MemberState::Left);
+                    if !knows && cluster.told_left(sent) {
+                        tracing::error!(%peer, %why, "a member says this node left the cluster");
+                        cluster.dismiss(why);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
             cluster.leases.answered(peer, sent, ack.lease, ack.applied);
             sink(&ack.info.name, &ack);
             heard.push(Answer {

@@ -185,7 +185,7 @@ async fn depart(
     voters: usize,
 ) -> Result<(), crate::error::ApiError> {
     let current = record.map(|r| troupe_runtime::codec::encode(&r)).transpose()?;
-    let batch = transition(
+    let mut batch = transition(
         store,
         node,
         MemberState::Left,
@@ -194,6 +194,18 @@ async fn depart(
         survivors.clone(),
     )
     .await?;
+    // Which Raft id left: should that node come back (forgotten while it was stopped, it
+    // never applies this entry), the members tell it so.
+    let id = store
+        .status()
+        .members
+        .into_iter()
+        .find(|m| m.name == node)
+        .map(|m| m.id);
+    if let Some(id) = id {
+        let key = crate::cluster::lease::left_id_key(node);
+        batch = batch.put(META, key, troupe_runtime::codec::encode(&Some(id))?);
+    }
     store.write(batch).await?;
     move_stragglers(store, node, survivors).await?;
     let promoted = store.remove_member(node, voters).await?;

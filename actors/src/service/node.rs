@@ -181,6 +181,21 @@ impl NodeLocal for NodeService {
                 )));
             }
         }
+        // The member that left, back from its data dir (forgotten while it was stopped, it
+        // never applied the entry that says so): told, it stops. It ran on, cut off and
+        // unready, its writes waiting for a leader that never takes them.
+        if let Some(said) =
+            crate::cluster::remote::caller_raft_id().filter(|id| !status.members.iter().any(|m| m.id == *id))
+        {
+            let left = self.store.view_now(|v| crate::cluster::lease::left_as(v, &from, said));
+            if let Ok(Some(since)) = left {
+                return Err(ApiError::Conflict(format!(
+                    "{}: {from} (Raft id {said}) left it at {} (leaveCluster, or forgetMember while it was stopped)",
+                    crate::cluster::lease::LEFT_BEAT,
+                    since.format("%Y-%m-%d %H:%M:%S UTC")
+                )));
+            }
+        }
         let leads = status.leader.as_deref() == Some(self.cluster.name().as_str());
         Ok(BeatAck {
             info: self.cluster.me(),
