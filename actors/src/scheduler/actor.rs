@@ -461,7 +461,17 @@ impl State {
         reply: RpcReplyPort<Result<TaskStatus, ApiError>>,
         now: Now,
     ) -> Result<(), ActorProcessingErr> {
-        let Some((status, effects)) = self.engine.cancel(&id, now) else {
+        let mut cancelled = self.engine.cancel(&id, now);
+        if cancelled.is_none() {
+            // Placed or moved here a moment ago, its arrival not taken up yet (it is open in
+            // the store and held here): taken up first, then cancelled. Answered "already
+            // QUEUED" before. What this scheduler handed the writer lands first: a task that
+            // ended here a moment ago is not read back as open.
+            self.store.flush().await?;
+            self.adopt(vec![id.clone()]).await?;
+            cancelled = self.engine.cancel(&id, now);
+        }
+        let Some((status, effects)) = cancelled else {
             // Not open here: finished (perhaps a moment ago, its record still on its way to
             // disk) or unknown. Flushing first makes the finished record visible.
             let store = self.store.clone();

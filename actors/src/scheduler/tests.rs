@@ -481,6 +481,29 @@ async fn cancelling_a_task_that_just_finished_answers_with_its_final_state() {
 }
 
 #[tokio::test]
+async fn a_task_placed_here_a_moment_ago_is_cancelled_before_its_arrival_is_taken_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let (s, _) = scheduler(&store).await;
+    // Placed here by the peer it was submitted to: QUEUED and held here, and its arrival
+    // not told to this scheduler yet.
+    let placed = spec("t5@maker");
+    durable(&store, &placed, &TaskStatus::queued()).await;
+    let here = crate::cluster::directory::Placement {
+        node: "local".into(),
+        epoch: 1,
+    };
+    store
+        .write(Batch::new().put(crate::tables::DIRECTORY, placed.id.clone(), enc(&here)))
+        .await
+        .unwrap();
+    let answer = ractor::call!(s, SchedulerMsg::Cancel, placed.id.clone()).unwrap();
+    assert_eq!(answer.expect("cancelled").state, TaskState::Cancelled);
+    store.flush().await.unwrap();
+    assert_eq!(kinds(&store).await, ["TASK_CANCELLED"]);
+}
+
+#[tokio::test]
 async fn an_attempt_gets_its_payload_from_the_store_when_it_is_not_cached() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);
