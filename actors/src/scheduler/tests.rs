@@ -74,6 +74,25 @@ async fn durable(store: &Store, spec: &TaskSpec, status: &TaskStatus) {
 }
 
 /// The kinds of the store's first events, in order.
+/// Places `id` on this scheduler's node in the directory (a move, a hand-off or a peer's
+/// placement of a submit), as of `epoch`.
+async fn placed_here(store: &Store, id: &str, epoch: u64) {
+    let here = crate::cluster::directory::Placement {
+        node: "local".into(),
+        epoch,
+    };
+    store
+        .write(Batch::new().put(crate::tables::DIRECTORY, id.to_owned(), enc(&here)))
+        .await
+        .unwrap();
+}
+
+/// How many task starts the store's events tell of.
+async fn starts(store: &Store) -> usize {
+    let events = store.events_after(0, 100).await.unwrap();
+    events.iter().filter(|e| e.kind == "TASK_STARTED").count()
+}
+
 async fn kinds(store: &Store) -> Vec<String> {
     store
         .events_after(0, 10)
@@ -239,13 +258,7 @@ async fn a_task_queued_in_the_store_whose_enqueue_never_came_is_queued_once_aske
     let running = ractor::call!(s, SchedulerMsg::Running).unwrap();
     store.flush().await.unwrap();
     assert_eq!(running, 0);
-    let started = store
-        .events_after(0, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == "TASK_STARTED")
-        .count();
+    let started = starts(&store).await;
     assert_eq!(started, 1, "ran once");
 }
 
@@ -258,24 +271,14 @@ async fn adopting_takes_the_open_tasks_moved_here_whichever_node_made_them() {
     // the failover moves it here and says it came from "lost".
     let moved = spec("t9@maker");
     durable(&store, &moved, &TaskStatus::queued()).await;
-    let here = crate::cluster::directory::Placement {
-        node: "local".into(),
-        epoch: 2,
-    };
-    store
-        .write(Batch::new().put(crate::tables::DIRECTORY, moved.id.clone(), enc(&here)))
-        .await
-        .unwrap();
+    placed_here(&store, &moved.id, 2).await;
     // Told with an id it does not hold and one that is not open: neither is taken.
     let closed = spec("t8@maker");
     store
-        .write(Batch::new().put(TASKS, closed.id.clone(), enc(&closed)).put(
-            crate::tables::DIRECTORY,
-            closed.id.clone(),
-            enc(&here),
-        ))
+        .write(Batch::new().put(TASKS, closed.id.clone(), enc(&closed)))
         .await
         .unwrap();
+    placed_here(&store, &closed.id, 2).await;
     let elsewhere = spec("t7@maker");
     durable(&store, &elsewhere, &TaskStatus::queued()).await;
     s.cast(SchedulerMsg::Adopt(vec![
@@ -330,14 +333,7 @@ async fn adopting_while_a_tasks_end_is_on_its_way_to_the_log_does_not_run_it_aga
     // task is not read back as open, and the one that moved here runs.
     let moved = spec("t2@maker");
     durable(&store, &moved, &TaskStatus::queued()).await;
-    let here = crate::cluster::directory::Placement {
-        node: "local".into(),
-        epoch: 1,
-    };
-    store
-        .write(Batch::new().put(crate::tables::DIRECTORY, moved.id.clone(), enc(&here)))
-        .await
-        .unwrap();
+    placed_here(&store, &moved.id, 1).await;
     s.cast(SchedulerMsg::Adopt(vec![moved.id.clone()])).unwrap();
     let ended = next_events(&store, 0, &["TASK_SUCCEEDED"], 2).await;
     ractor::call!(s, SchedulerMsg::Running).unwrap();
@@ -345,13 +341,7 @@ async fn adopting_while_a_tasks_end_is_on_its_way_to_the_log_does_not_run_it_aga
     let mut ended: Vec<Option<String>> = ended.into_iter().map(|e| e.subject.clone()).collect();
     ended.sort();
     assert_eq!(ended, [Some("t1".to_owned()), Some("t2@maker".to_owned())]);
-    let started = store
-        .events_after(0, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == "TASK_STARTED")
-        .count();
+    let started = starts(&store).await;
     assert_eq!(started, 2, "each ran once");
 }
 
@@ -489,14 +479,7 @@ async fn a_task_placed_here_a_moment_ago_is_cancelled_before_its_arrival_is_take
     // not told to this scheduler yet.
     let placed = spec("t5@maker");
     durable(&store, &placed, &TaskStatus::queued()).await;
-    let here = crate::cluster::directory::Placement {
-        node: "local".into(),
-        epoch: 1,
-    };
-    store
-        .write(Batch::new().put(crate::tables::DIRECTORY, placed.id.clone(), enc(&here)))
-        .await
-        .unwrap();
+    placed_here(&store, &placed.id, 1).await;
     let answer = ractor::call!(s, SchedulerMsg::Cancel, placed.id.clone()).unwrap();
     assert_eq!(answer.expect("cancelled").state, TaskState::Cancelled);
     store.flush().await.unwrap();
