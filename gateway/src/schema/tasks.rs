@@ -78,9 +78,9 @@ pub struct Task(pub TaskRecord);
 #[Object]
 impl Task {
     /// `<uuid>@<node>`: the id names the node that made the task (the one it was submitted
-    /// to). Where it is held is `node`: the maker, or the member whose agent's free slot the
-    /// placement chose, and another if the cluster moves it (a lost node, or a node none of
-    /// whose agents serves it).
+    /// to, or the node of the agent it is aimed at). Where it is held is `node`: the maker, or
+    /// the member whose agent's free slot the placement chose, and another if the cluster
+    /// moves it (a lost node, or a node none of whose agents serves it).
     async fn id(&self) -> ID {
         ID(self.0.spec.id.clone())
     }
