@@ -131,18 +131,19 @@ impl Cluster {
         }
     }
 
-    /// Notes that a peer said, at `now`, that this node left the cluster while its replica
-    /// does not say so; whether it has been said for a second (a member that left as it ran
-    /// applies the entry within that, one forgotten while it was stopped never does).
-    pub(crate) fn told_left(&self, now: Instant) -> bool {
-        let mut first = self.told_left.lock().unwrap_or_else(|p| p.into_inner());
-        let since = *first.get_or_insert(now);
-        now.saturating_duration_since(since) >= Duration::from_secs(1)
-    }
-
-    /// Notes that a peer said this node is a member that left the cluster (forgotten while
-    /// it was stopped, it never applied the entry that says so): `why`, the peer's words.
-    pub(crate) fn dismiss(&self, why: String) {
+    /// Notes that a peer said, at `now` and in the words `why`, that this node is a member
+    /// that left the cluster while its replica does not say so. Once that has been said for
+    /// a second the node is dismissed ([`Cluster::dismissed`]): a member that left as it ran
+    /// applies the entry within that, one forgotten while it was stopped never does.
+    pub(crate) fn told_left(&self, now: Instant, why: String) {
+        let since = *self
+            .told_left
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(now);
+        if now.saturating_duration_since(since) < Duration::from_secs(1) {
+            return;
+        }
         self.dismissal.send_if_modified(|was| {
             let first = was.is_none();
             if first {
@@ -414,11 +415,14 @@ mod tests {
         });
         let t0 = Instant::now();
         // A member that left as it ran applies the entry within that second: not dismissed.
-        assert!(!cluster.told_left(t0));
-        assert!(!cluster.told_left(t0 + Duration::from_millis(750)));
-        assert!(cluster.told_left(t0 + Duration::from_millis(1000)));
-        cluster.dismiss("the sender is a member that left the cluster".into());
-        cluster.dismiss("said again".into());
+        cluster.told_left(t0, "first".into());
+        cluster.told_left(t0 + Duration::from_millis(750), "again".into());
+        assert!(cluster.dismissal.borrow().is_none(), "not within the second");
+        cluster.told_left(
+            t0 + Duration::from_millis(1000),
+            "the sender is a member that left the cluster".into(),
+        );
+        cluster.told_left(t0 + Duration::from_millis(1250), "said again".into());
         let why = tokio::time::timeout(Duration::from_secs(5), cluster.dismissed())
             .await
             .unwrap();

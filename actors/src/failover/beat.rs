@@ -52,9 +52,9 @@ pub(crate) async fn heartbeat(cluster: Cluster, store: Store, sink: BeatSink) {
                         .ok()
                         .flatten()
                         .is_some_and(|r| r.state == crate::cluster::lease::MemberState::Left);
-                    if !knows && cluster.told_left(sent) {
-                        tracing::error!(%peer, %why, "a member says this node left the cluster");
-                        cluster.dismiss(why);
+                    if !knows {
+                        tracing::warn!(%peer, %why, "a member says this node left the cluster");
+                        cluster.told_left(sent, why);
                     }
                     continue;
                 }
