@@ -13,6 +13,8 @@ pub(crate) async fn watch_members(store: Store, cluster: Cluster) {
     let mut leading: Option<(u64, Instant)> = None;
     // When a majority last confirmed this node's leadership, in the term it leads.
     let mut confirmed: Option<Instant> = None;
+    // When this leader first found each member in the membership (see `tick::Joined`).
+    let mut joined = super::tick::Joined::new();
     loop {
         // How long it waited for this beat: past a beat, it was paused (see `judged_from`).
         let asleep = Instant::now();
@@ -60,10 +62,11 @@ pub(crate) async fn watch_members(store: Store, cluster: Cluster) {
             since = check;
         }
         confirmed = Some(check);
+        joined.saw(status.members.iter().map(|m| m.name.as_str()), check);
         if status.members.len() <= 1 {
             continue;
         }
-        if let Err(e) = judge(&store, &cluster, &status, since).await {
+        if let Err(e) = judge(&store, &cluster, &status, since, &joined).await {
             tracing::warn!(error = %e, "could not record a member's state");
         }
     }
@@ -84,7 +87,7 @@ pub(crate) async fn leave(
     let (store, cluster, voters) = (&service.store, &service.cluster, service.voters);
     let (record, survivors) = standing(store, node).await?;
     match record.as_ref().map(|r| r.state) {
-        Some(MemberState::Left) => return Err(ApiError::Conflict(format!("{node} has left the cluster already"))),
+        Some(MemberState::Left) => return Err(ApiError::Conflict(still_listed(node))),
         Some(MemberState::Down) => {
             return Err(ApiError::Conflict(format!(
                 "{node} is down: forget it (forgetMember) rather than drain it"
@@ -134,9 +137,20 @@ pub(crate) async fn forget(
     let (record, survivors) = standing(store, node).await?;
     match record.as_ref().map(|r| r.state) {
         Some(MemberState::Down) => depart(store, node, record, survivors, voters).await,
-        Some(MemberState::Left) => Err(crate::error::ApiError::Conflict(format!(
-            "{node} has left the cluster already"
-        ))),
+        // Its name's record says it left, yet a member of that name is in the log's
+        // membership (`standing` found it there): a node admitted under a forgotten
+        // member's name that died before it caught up, whose admission never finished, so
+        // its record was never made UP and the leader judges it no more. Removing it from
+        // the membership is all there is left to do (it stayed there for good, and a new
+        // node of that name was refused admission while it did).
+        Some(MemberState::Left) => {
+            store.remove_member(node, voters).await?;
+            tracing::info!(
+                node,
+                "removed a member that had not caught up since it joined again under a name that left"
+            );
+            Ok(())
+        }
         Some(MemberState::Suspect) => Err(crate::error::ApiError::Conflict(format!(
             "{node} is SUSPECT, not DOWN yet: a member gone for good is forgotten once the leader \
              declares it DOWN, after {} s of silence (a member that is there leaves: leaveCluster)",
@@ -148,6 +162,15 @@ pub(crate) async fn forget(
             DOWN_AFTER.as_secs()
         ))),
     }
+}
+
+/// Why a member whose record says LEFT cannot leave: it is still in the log's membership,
+/// admitted again under that name and never caught up; it is forgotten instead.
+fn still_listed(node: &str) -> String {
+    format!(
+        "{node} left the cluster, and a node admitted again under its name has not caught up with \
+         the log: forget it (forgetMember) to remove it from the membership"
+    )
 }
 
 /// The member's committed record, and the other members that are UP, as of everything the
@@ -229,6 +252,7 @@ async fn judge(
     cluster: &Cluster,
     status: &troupe_runtime::store::raft::Status,
     since: Instant,
+    joined: &super::tick::Joined<Instant>,
 ) -> Result<(), StoreError> {
     let me = cluster.name();
     let names: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
@@ -249,7 +273,9 @@ async fn judge(
         .map(|(n, r)| (n.clone(), r.as_ref().map_or(MemberState::Up, |r| r.state)))
         .collect();
     let mut records: HashMap<String, Option<MemberRecord>> = records.into_iter().collect();
-    let changes = super::tick::tick(&me, &members, |name| cluster.leases.silence(name, since, now));
+    let changes = super::tick::tick(&me, &members, |name| {
+        cluster.leases.silence(name, joined.since(name, since), now)
+    });
     for change in changes {
         let (name, next) = (change.node, change.to);
         let current = records

@@ -268,29 +268,47 @@ impl super::Store {
     /// On the leader: admits the member `id` named `name`. It first receives the log as a
     /// learner (bounded: it must catch up within a minute), then becomes a voter while the
     /// cluster has fewer than `voters` of them. Admitting a member again answers its role.
+    /// The wait for it to catch up holds back no other change of the membership: a member
+    /// that died while it was being admitted (a learner that never catches up) can be
+    /// removed meanwhile ([`Self::remove_member`], `forgetMember`), which ends the wait.
     pub async fn admit(&self, id: NodeId, name: &str, voters: usize) -> Result<Role, StoreError> {
-        // Two members joining at once are admitted one after the other.
-        let _changing = self.inner.changing.lock().await;
         let raft = self.raft();
-        let known = known_members(raft).await?;
-        if let Some((other, _)) = known.iter().find(|(other, n)| n == name && *other != id) {
-            return Err(StoreError::Rejected(format!(
-                "a member named {name} is in the cluster already (raft id {other}); a node that \
-                 lost its data dir joins under a new name, or the old member is removed first"
+        let added = {
+            // Two members joining at once are added one after the other.
+            let _changing = self.inner.changing.lock().await;
+            let known = known_members(raft).await?;
+            if let Some((other, _)) = known.iter().find(|(other, n)| n == name && *other != id) {
+                return Err(StoreError::Rejected(format!(
+                    "a member named {name} is in the cluster already (raft id {other}); a node that \
+                     lost its data dir joins under a new name, or the old member is removed first"
+                )));
+            }
+            if voting(raft).await?.contains(&id) {
+                return Ok(Role::Voter);
+            }
+            if known.len() == 1 {
+                self.hand_over().await?;
+            }
+            raft.add_learner(id, BasicNode::new(name), false)
+                .await
+                .map_err(refused)?
+                .log_id
+        };
+        let caught_up = raft
+            .wait(Some(ADMIT_WITHIN))
+            .metrics(|m| learner_settled(m, id, Some(added)), "a new member to catch up")
+            .await;
+        if caught_up.is_err() {
+            return Err(StoreError::Unavailable(format!(
+                "{name} did not catch up with the log within {ADMIT_WITHIN:?}"
             )));
         }
-        if voting(raft).await?.contains(&id) {
-            return Ok(Role::Voter);
+        let _changing = self.inner.changing.lock().await;
+        if !known_members(raft).await?.iter().any(|(other, _)| *other == id) {
+            return Err(StoreError::Rejected(format!(
+                "{name} was removed from the cluster while it was being admitted"
+            )));
         }
-        if known.len() == 1 {
-            self.hand_over().await?;
-        }
-        tokio::time::timeout(ADMIT_WITHIN, raft.add_learner(id, BasicNode::new(name), true))
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!("{name} did not catch up with the log within {ADMIT_WITHIN:?}"))
-            })?
-            .map_err(refused)?;
         let current = voting(raft).await?;
         if current.contains(&id) {
             return Ok(Role::Voter);
@@ -303,6 +321,28 @@ impl super::Store {
             .map_err(refused)?;
         Ok(Role::Voter)
     }
+}
+
+/// Whether the wait for the learner `id`, added by the membership entry `added`, is over:
+/// it holds the log to within [`CAUGHT_UP_WITHIN_ENTRIES`] of the leader's last entry, or
+/// it is no longer a member, or this node no longer leads (what `add_learner` itself waits
+/// for when asked to block).
+fn learner_settled(
+    m: &openraft::RaftMetrics<NodeId, BasicNode>,
+    id: NodeId,
+    added: Option<openraft::LogId<NodeId>>,
+) -> bool {
+    if m.membership_config.log_id() < &added {
+        return false;
+    }
+    if m.membership_config.membership().get_node(&id).is_none() {
+        return true;
+    }
+    let Some(replication) = &m.replication else { return true };
+    replication.get(&id).is_some_and(|matched| {
+        let matched = matched.as_ref().map_or(0, |l| l.index);
+        m.last_log_index.unwrap_or(0).saturating_sub(matched) <= CAUGHT_UP_WITHIN_ENTRIES
+    })
 }
 
 impl super::Store {
@@ -341,11 +381,15 @@ impl super::Store {
             .map_err(|e| StoreError::Failed(format!("raft: {e}")))?;
         let voting_now = voting(raft).await?;
         if voting_now.len() < voters {
+            // Of the learners that hold about all the log: one still catching up (being
+            // admitted) is made a voter by its admission once it has.
             let status = self.status();
+            let last = raft.metrics().borrow().last_log_index.unwrap_or(0);
             let best = status
                 .members
                 .iter()
                 .filter(|m| m.id != id && learners.contains(&m.id))
+                .filter(|m| last.saturating_sub(m.matched.unwrap_or(0)) <= CAUGHT_UP_WITHIN_ENTRIES)
                 .max_by_key(|m| m.matched.unwrap_or(0));
             if let Some(learner) = best {
                 raft.change_membership(openraft::ChangeMembers::AddVoterIds([learner.id].into()), false)

@@ -80,6 +80,56 @@ async fn two_members_joining_at_once_are_both_admitted_as_voters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_dies_while_it_is_admitted_can_be_removed_at_once_which_ends_its_admission() {
+    let router = Arc::new(Router::default());
+    let dir = tempfile::tempdir().unwrap();
+    let [a, _b, _c] = super::three_voters(&router, &dir).await;
+    // More entries than a member may lack and count as caught up.
+    for i in 0..100u32 {
+        a.write(Batch::new().put(THINGS, format!("k{i}"), vec![1]))
+            .await
+            .unwrap();
+    }
+    // d is added as a learner but nothing reaches it: it never catches up.
+    router.cut.lock().unwrap().insert("d".into());
+    let d = member(&router, &dir, "d", super::super::Start::Join);
+    let admitting = tokio::spawn({
+        let (a, id) = (a.clone(), d.raft_id());
+        async move { a.admit(id, "d", 3).await }
+    });
+    let mut metrics = a.raft().metrics();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while metrics
+            .borrow_and_update()
+            .membership_config
+            .membership()
+            .get_node(&d.raft_id())
+            .is_none()
+        {
+            metrics.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("d added as a learner");
+    // Removed while its admission waits for it: at once (it waited for the admission's
+    // minute, which held every change of the membership back), and the admission ends.
+    let removed = tokio::time::timeout(std::time::Duration::from_secs(10), a.remove_member("d", 3)).await;
+    assert_eq!(
+        removed.expect("removed without waiting for the admission").unwrap(),
+        None
+    );
+    let admitted = tokio::time::timeout(std::time::Duration::from_secs(10), admitting)
+        .await
+        .expect("the admission ended")
+        .unwrap();
+    assert!(
+        matches!(&admitted, Err(crate::store::StoreError::Rejected(why)) if why.contains("removed")),
+        "{admitted:?}"
+    );
+    assert!(a.status().members.iter().all(|m| m.name != "d"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_admitted_after_the_log_was_purged_catches_up_from_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let router = Arc::new(Router::default());
