@@ -101,6 +101,16 @@ pub fn epoch_in(v: &View<'_>, node: &str) -> Result<u64, StoreError> {
     })
 }
 
+/// How long the leader has not heard from a member, as it judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Silence {
+    /// Since the last lease granted to it, or since the judging began if none was since.
+    pub(crate) silent: Duration,
+    /// Whether a lease was granted to it since the judging began: only a member heard from
+    /// comes back UP (one the leader judges afresh is not heard from merely for that).
+    pub(crate) heard: bool,
+}
+
 /// This node's lease, and as a leader the leases it granted.
 #[derive(Clone, Default)]
 pub struct Leases(Arc<Mutex<Book>>);
@@ -181,11 +191,15 @@ impl Leases {
     }
 
     /// How long the leader has not granted `member` a lease, counting from `since` (when it
-    /// began to lead) for one it has not granted yet.
-    pub(crate) fn silence(&self, member: &str, since: Instant, now: Instant) -> Duration {
+    /// began to judge it: it took the lead, or the member joined since) for one it has not
+    /// granted one since; and whether it has.
+    pub(crate) fn silence(&self, member: &str, since: Instant, now: Instant) -> Silence {
         let book = self.book();
-        let last = book.granted.get(member).copied().map_or(since, |g| g.max(since));
-        now.saturating_duration_since(last)
+        let granted = book.granted.get(member).copied().filter(|g| *g >= since);
+        Silence {
+            silent: now.saturating_duration_since(granted.unwrap_or(since)),
+            heard: granted.is_some(),
+        }
     }
 
     /// When this node last heard from `peer` (a beat answered either way).
@@ -257,16 +271,29 @@ mod tests {
         leases.confirmed(Instant::now(), 3);
         assert!(!leases.grant("b", false), "not the leader");
         assert!(leases.grant("b", true));
+        // Judged from a moment after that grant.
+        tokio::time::advance(Duration::from_millis(1)).await;
         let since = Instant::now();
         tokio::time::advance(CONFIRMED_WITHIN + Duration::from_millis(1)).await;
         assert!(!leases.grant("c", true), "a stale confirmation grants nothing");
         // Silence counts from the last grant, or from the start of the leadership.
         let now = Instant::now();
+        let heard = |silent, heard| Silence { silent, heard };
         assert_eq!(
             leases.silence("b", since, now),
-            CONFIRMED_WITHIN + Duration::from_millis(1)
+            heard(CONFIRMED_WITHIN + Duration::from_millis(1), false)
         );
-        assert_eq!(leases.silence("c", since, now), now - since);
+        assert_eq!(leases.silence("c", since, now), heard(now - since, false));
+        // A grant since: heard, silent from then.
+        tokio::time::advance(Duration::from_millis(5)).await;
+        leases.confirmed(Instant::now(), 3);
+        assert!(leases.grant("b", true));
+        let later = Instant::now();
+        tokio::time::advance(Duration::from_millis(7)).await;
+        assert_eq!(
+            leases.silence("b", since, Instant::now()),
+            heard(Instant::now() - later, true)
+        );
         // The declared-down bound leaves the member's lease and its stop margin behind.
         assert!(DOWN_AFTER >= LEASE + STOP_MARGIN && SUSPECT_AFTER < DOWN_AFTER);
     }

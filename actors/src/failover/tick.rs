@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::{MemberState, DOWN_AFTER, SUSPECT_AFTER};
+pub(crate) use crate::cluster::lease::Silence;
 
 /// A member's state to commit, and who takes over its work when it is lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,16 +18,26 @@ pub(super) struct Change {
     pub(super) survivors: Vec<String>,
 }
 
-/// The state a member in `state`, silent for `silent`, is judged to be in.
-pub(super) fn next(state: MemberState, silent: Duration) -> MemberState {
+/// The state a member in `state`, silent as `silence` says, is judged to be in. A SUSPECT
+/// or DOWN member is UP again only once heard from: a leader that judges its members afresh
+/// (a majority back after a gap, its own pause) counts their silence from then, and found a
+/// member dead for 51 s silent for 141 ms, UP, and SUSPECT and DOWN again seconds later.
+pub(super) fn next(state: MemberState, silence: Silence) -> MemberState {
+    let Silence { silent, heard } = silence;
     match state {
         MemberState::Left => MemberState::Left,
         _ if silent >= DOWN_AFTER => MemberState::Down,
         MemberState::Up if silent >= SUSPECT_AFTER => MemberState::Suspect,
-        MemberState::Suspect | MemberState::Down if silent < SUSPECT_AFTER => MemberState::Up,
+        MemberState::Suspect | MemberState::Down if heard && silent < SUSPECT_AFTER => MemberState::Up,
         other => other,
     }
 }
+
+/// The leader itself, heard from now.
+const HEARD_NOW: Silence = Silence {
+    silent: Duration::ZERO,
+    heard: true,
+};
 
 /// A wait for the next beat this much longer than a beat means the leader itself was
 /// paused (its process frozen or starved, its VM paused): the members were silent to it
@@ -45,6 +56,34 @@ pub(super) fn judged_from<I: Copy>(leading: Option<(u64, I)>, term: u64, now: I,
     }
 }
 
+/// When the leader first found each member in the membership, to judge one that joined
+/// after it took the lead from when it joined: it was declared DOWN the moment it joined a
+/// leader that had led for over 4 s, its silence counted from the leader's start, and the
+/// hosts it had just registered moved away for good.
+#[derive(Debug)]
+pub(super) struct Joined<I>(std::collections::HashMap<String, I>);
+
+impl<I: Copy + Ord> Joined<I> {
+    pub(super) fn new() -> Self {
+        Self(std::collections::HashMap::new())
+    }
+
+    /// The members in the membership at `now`: the new ones are first seen now, and those
+    /// gone are forgotten (one that comes back joins afresh).
+    pub(super) fn saw<'a>(&mut self, members: impl IntoIterator<Item = &'a str> + Clone, now: I) {
+        self.0.retain(|name, _| members.clone().into_iter().any(|m| m == name));
+        for member in members {
+            self.0.entry(member.to_owned()).or_insert(now);
+        }
+    }
+
+    /// From when `member` is judged: the later of `since` (see [`judged_from`]) and when
+    /// it was first seen.
+    pub(super) fn since(&self, member: &str, since: I) -> I {
+        self.0.get(member).map_or(since, |at| since.max(*at))
+    }
+}
+
 /// Whether a leader that a majority confirms again, after `unconfirmed_for` without one (in
 /// the term it leads), judges its members afresh: past a beat and the margin, none of them
 /// could renew a lease meanwhile.
@@ -55,15 +94,15 @@ pub(super) fn regained(unconfirmed_for: Option<Duration>) -> bool {
 /// Judges every member from its committed state and its silence; `me`, the leader, is heard
 /// from now: a leader whose record a previous leader made SUSPECT or DOWN just before it
 /// lost its leadership is UP again (no other member judges it while it leads).
-pub(super) fn tick(me: &str, members: &[(String, MemberState)], silence: impl Fn(&str) -> Duration) -> Vec<Change> {
+pub(super) fn tick(me: &str, members: &[(String, MemberState)], silence: impl Fn(&str) -> Silence) -> Vec<Change> {
     let judged: Vec<(&str, MemberState, MemberState, Duration)> = members
         .iter()
-        .map(|(name, state)| match name == me {
-            true => (name.as_str(), *state, next(*state, Duration::ZERO), Duration::ZERO),
-            false => {
-                let silent = silence(name);
-                (name.as_str(), *state, next(*state, silent), silent)
-            }
+        .map(|(name, state)| {
+            let silence = match name == me {
+                true => HEARD_NOW,
+                false => silence(name),
+            };
+            (name.as_str(), *state, next(*state, silence), silence.silent)
         })
         .collect();
     let up_after: Vec<&str> = judged
@@ -105,6 +144,24 @@ mod tests {
     }
 
     #[test]
+    fn a_member_that_joined_after_the_leader_took_the_lead_is_judged_from_when_it_joined() {
+        use super::Joined;
+        let mut joined = Joined::new();
+        joined.saw(["a", "b"], 10);
+        assert_eq!(joined.since("b", 10), 10, "there when it took the lead");
+        // c joins at 60, the leader having led since 10: silent since 60, not 10.
+        joined.saw(["a", "b", "c"], 60);
+        assert_eq!(joined.since("c", 10), 60);
+        assert_eq!(joined.since("b", 10), 10);
+        // Judged afresh later (a pause, a majority regained): from then, for all.
+        assert_eq!(joined.since("c", 90), 90);
+        // c leaves and joins again: from its new join.
+        joined.saw(["a", "b"], 100);
+        joined.saw(["a", "b", "c"], 120);
+        assert_eq!(joined.since("c", 10), 120);
+    }
+
+    #[test]
     fn a_leader_confirmed_again_after_a_gap_judges_afresh() {
         use super::{regained, PAUSED_PAST};
         let beat = super::super::BEAT;
@@ -134,13 +191,13 @@ mod tests {
     proptest! {
         #[test]
         fn a_member_is_judged_by_its_silence_alone_and_its_work_goes_only_to_members_up_after_the_beat(
-            members in proptest::collection::vec((state(), 0u64..6000), 1..6),
+            members in proptest::collection::vec((state(), 0u64..6000, any::<bool>()), 1..6),
         ) {
             let named: Vec<(String, MemberState)> =
-                members.iter().enumerate().map(|(i, (s, _))| (format!("n{i}"), *s)).collect();
+                members.iter().enumerate().map(|(i, (s, ..))| (format!("n{i}"), *s)).collect();
             let silence = |name: &str| {
                 let i: usize = name[1..].parse().unwrap();
-                Duration::from_millis(members[i].1)
+                Silence { silent: Duration::from_millis(members[i].1), heard: members[i].2 }
             };
             let changes = tick("n0", &named, silence);
             for change in &changes {
@@ -154,10 +211,11 @@ mod tests {
                 prop_assert_ne!(change.from, change.to);
                 // DOWN only past DOWN_AFTER; SUSPECT only past SUSPECT_AFTER; UP again only
                 // once heard from within SUSPECT_AFTER.
+                let heard = change.node == "n0" || silence(&change.node).heard;
                 match change.to {
                     MemberState::Down => prop_assert!(change.silent >= DOWN_AFTER),
                     MemberState::Suspect => prop_assert!(change.silent >= SUSPECT_AFTER && change.silent < DOWN_AFTER),
-                    MemberState::Up => prop_assert!(change.silent < SUSPECT_AFTER),
+                    MemberState::Up => prop_assert!(change.silent < SUSPECT_AFTER && heard),
                     MemberState::Left => {}
                 }
                 // Survivors are UP after this beat, and never the member itself.
@@ -165,7 +223,7 @@ mod tests {
                     prop_assert!(s != &change.node);
                     let i: usize = s[1..].parse().unwrap();
                     let after = match s == "n0" {
-                        true => next(named[0].1, Duration::ZERO),
+                        true => next(named[0].1, HEARD_NOW),
                         false => next(named[i].1, silence(s)),
                     };
                     prop_assert_eq!(after, MemberState::Up);
@@ -173,8 +231,7 @@ mod tests {
             }
             // Every member whose judgement differs from its record is in the changes, once.
             for (i, (name, state)) in named.iter().enumerate() {
-                let heard = if i == 0 { 0 } else { members[i].1 };
-                let expected = next(*state, Duration::from_millis(heard));
+                let expected = next(*state, if i == 0 { HEARD_NOW } else { silence(name) });
                 let found = changes.iter().filter(|c| &c.node == name).count();
                 prop_assert_eq!(found, usize::from(expected != *state));
             }
@@ -188,7 +245,7 @@ mod tests {
             ("a".to_owned(), MemberState::Up),
             ("b".to_owned(), MemberState::Suspect),
         ];
-        let changes = tick("b", &members, |_| Duration::ZERO);
+        let changes = tick("b", &members, |_| HEARD_NOW);
         assert_eq!(
             changes,
             [Change {
@@ -202,6 +259,25 @@ mod tests {
     }
 
     #[test]
+    fn a_member_judged_afresh_comes_back_up_only_once_heard_from() {
+        let afresh = Silence {
+            silent: Duration::from_millis(141),
+            heard: false,
+        };
+        for lost in [MemberState::Down, MemberState::Suspect] {
+            assert_eq!(next(lost, afresh), lost, "{lost:?} without a beat");
+            assert_eq!(next(lost, Silence { heard: true, ..afresh }), MemberState::Up);
+        }
+        // Still declared DOWN by its silence alone, heard from or not.
+        let long = Silence {
+            silent: DOWN_AFTER,
+            heard: false,
+        };
+        assert_eq!(next(MemberState::Suspect, long), MemberState::Down);
+        assert_eq!(next(MemberState::Up, afresh), MemberState::Up);
+    }
+
+    #[test]
     fn two_members_lost_in_one_beat_do_not_take_each_others_work() {
         let members = [
             ("a".to_owned(), MemberState::Up),
@@ -210,8 +286,11 @@ mod tests {
             ("d".to_owned(), MemberState::Up),
         ];
         let silence = |n: &str| match n {
-            "b" | "c" => DOWN_AFTER,
-            _ => Duration::ZERO,
+            "b" | "c" => Silence {
+                silent: DOWN_AFTER,
+                heard: true,
+            },
+            _ => HEARD_NOW,
         };
         let changes = tick("a", &members, silence);
         let survivors: Vec<&Vec<String>> = changes.iter().map(|c| &c.survivors).collect();
