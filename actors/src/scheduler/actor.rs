@@ -386,6 +386,14 @@ impl Actor for Scheduler {
             }
             SchedulerMsg::Drain(reply) => {
                 state.engine.drain();
+                // The tasks queued here go to members whose agents serve them now, not once
+                // this node is back (or declared DOWN): a few hand-offs of `AT_ONCE`, each
+                // one entry, committed before the node's stop goes on.
+                for _ in 0..handoff::DRAIN_HAND_OFFS {
+                    if state.hand_off_unserved(now).await == 0 {
+                        break;
+                    }
+                }
                 let _ = reply.send(state.engine.running());
                 return Ok(());
             }
@@ -399,7 +407,7 @@ impl Actor for Scheduler {
             }
             SchedulerMsg::PublishRooms => {
                 state.rooms.set(state.engine.rooms());
-                state.hand_off_unserved(now).await;
+                let _ = state.hand_off_unserved(now).await;
                 return Ok(());
             }
             SchedulerMsg::Adopt(ids) => {

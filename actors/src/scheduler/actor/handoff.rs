@@ -44,10 +44,13 @@ pub(crate) fn pick_meeting(rooms: &[(String, Room)], meeting: &BTreeMap<String, 
         .map(|(name, _)| name.clone())
 }
 
+/// Hand-offs at most when the node drains for its stop: 16 of [`AT_ONCE`] tasks.
+pub(super) const DRAIN_HAND_OFFS: usize = 16;
+
 impl State {
-    /// Moves the tasks no agent here can run to the peers whose agents can.
-    pub(super) async fn hand_off_unserved(&mut self, now: Now) {
-        let Some(peers) = self.peers.clone() else { return };
+    /// Moves the tasks no agent here can run to the peers whose agents can; how many moved.
+    pub(super) async fn hand_off_unserved(&mut self, now: Now) -> usize {
+        let Some(peers) = self.peers.clone() else { return 0 };
         let unserved = self.engine.unserved(AT_ONCE, |want, requires| {
             let capability = requires
                 .and_then(|r| r.capabilities.first())
@@ -55,7 +58,7 @@ impl State {
             peers(capability).iter().any(|(_, room)| room.agents > 0)
         });
         if unserved.is_empty() {
-            return;
+            return 0;
         }
         // Requirement sets: which peers' agents meet them, from one scan of the replica.
         let mut sets: Vec<Requirement> = Vec::new();
@@ -94,7 +97,7 @@ impl State {
             graphs.push((peer, tasks));
         }
         if graphs.is_empty() {
-            return;
+            return 0;
         }
         let ids: Vec<String> = graphs.iter().flat_map(|(_, t)| t.iter().cloned()).collect();
         let placed = self
@@ -109,7 +112,7 @@ impl State {
             Ok(found) => found.into_iter().map(|(raw, p, id)| (id, (raw, p))).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read where the tasks to hand off are placed");
-                return;
+                return 0;
             }
         };
         let mut batch = Batch::new();
@@ -138,26 +141,34 @@ impl State {
                 handed.push(task);
             }
         }
+        let why = |peer: &str| match self.engine.draining() {
+            true => format!("{} is stopping; agents on {peer} serve them", self.node),
+            false => format!("no agent on {} serves them; agents on {peer} do", self.node),
+        };
         for ((peer, home), tasks) in &moving {
             batch = batch.event(NewEvent::new(
                 "TASKS_MOVED",
                 Some(peer.clone()),
                 json!({ "from": home, "to": peer, "count": tasks.len(),
-                        "reason": format!("no agent on {} serves them; agents on {peer} do", self.node) }),
+                        "reason": why(peer) }),
             ));
         }
         self.open.store(self.engine.open(), std::sync::atomic::Ordering::SeqCst);
         if handed.is_empty() {
-            return;
+            return 0;
         }
         match self.store.write(batch).await {
-            Ok(_) => tracing::info!(
-                tasks = handed.len(),
-                "handed queued tasks to nodes whose agents serve them"
-            ),
+            Ok(_) => {
+                tracing::info!(
+                    tasks = handed.len(),
+                    "handed queued tasks to nodes whose agents serve them"
+                );
+                handed.len()
+            }
             Err(e) => {
                 tracing::warn!(error = %e, tasks = handed.len(), "could not hand queued tasks off: they wait here again");
                 self.take_back(handed).await;
+                0
             }
         }
     }

@@ -29,7 +29,9 @@ impl Engine {
     /// is aimed at an agent of this node, is not named. Nor is a capability (or requirement
     /// set) that `served_elsewhere` says no peer serves either: its tasks would take the
     /// limit from those another node could run at once (300 waiting for a capability nobody
-    /// had kept 197 of another's from moving, for as long as they waited).
+    /// had kept 197 of another's from moving, for as long as they waited). Once the engine
+    /// drains (the node stops), no agent here starts anything more: every queued task is
+    /// named, to go where agents serve it rather than wait for this node's restart.
     pub fn unserved(
         &self,
         limit: usize,
@@ -38,7 +40,7 @@ impl Engine {
         let served: BTreeSet<&str> = self
             .agents
             .values()
-            .filter(|slot| slot.open)
+            .filter(|slot| slot.open && !self.draining)
             .flat_map(|slot| slot.keys.iter().map(String::as_str))
             .collect();
         let mut out = Vec::new();

@@ -188,6 +188,11 @@ impl Engine {
         self.draining = true;
     }
 
+    /// Whether it drains: it starts nothing more.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
     /// Puts every running task back in the queue without charging it an attempt (the node
     /// is stopping them, they did not fail).
     pub fn requeue_running(&mut self, reason: &str, now: Now) -> Vec<Effect> {

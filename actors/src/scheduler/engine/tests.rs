@@ -453,6 +453,25 @@ fn tasks_no_agent_here_can_run_are_named_and_let_go_of_and_the_rest_stay() {
 }
 
 #[test]
+fn once_the_engine_drains_every_queued_task_a_peer_serves_is_named_even_those_agents_here_serve() {
+    let mut e = engine();
+    let now = now0();
+    e.agent_up("a", caps(&["here"]), 1, 1, now);
+    e.enqueue(cap_task("busy", "here", Priority::Normal), TaskStatus::queued(), now);
+    e.enqueue(cap_task("waits", "here", Priority::Normal), TaskStatus::queued(), now);
+    e.enqueue(cap_task("next", "here", Priority::Low), TaskStatus::queued(), now);
+    assert!(e.unserved(10, anywhere).is_empty(), "served here while it runs");
+    e.drain();
+    let named = e.unserved(10, anywhere);
+    let ids: Vec<&[String]> = named.iter().map(|u| u.tasks.as_slice()).collect();
+    assert_eq!(ids, [["waits"], ["next"]], "the running one stays: {named:?}");
+    assert!(
+        e.unserved(10, |_, _| false).is_empty(),
+        "no peer serves them: they stay"
+    );
+}
+
+#[test]
 fn tasks_no_peer_serves_either_do_not_take_the_turn_of_those_a_peer_could_run() {
     let mut e = engine();
     let now = now0();
