@@ -131,8 +131,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token {
             action: TokenCommand::Create { role, name, data_dir },
         } => {
+            // Made before a node's first start is allowed; made in a directory no node uses
+            // (a typo) is not seen until it is too late, so the note says where it works.
+            let fresh = !Config::store_path_in(&data_dir).exists();
             let token = runtime.block_on(auth::create_offline(&data_dir, role, &name))?;
             cli::print_out(format_args!("{token}\n"));
+            if fresh {
+                eprintln!(
+                    "note: no node has run with --data-dir {} yet (it holds no store): the token works once \
+                     a node starts with that data dir",
+                    data_dir.display()
+                );
+            }
             Ok(())
         }
         Command::Recover { data_dir } => runtime.block_on(recover(&data_dir)),

@@ -86,6 +86,67 @@ async fn sigterm_lets_a_running_task_finish_within_the_grace_period() -> Result<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_member_hands_the_tasks_queued_on_it_to_a_member_whose_agents_serve_them() -> Result<()> {
+    use super::replicated::{held_by, room_of, start_cluster};
+    // beta's grace is longer than the test waits: its stop takes as long as its running task.
+    let mut nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![
+            NodeOpts::named("beta").arg("--shutdown-grace-ms", 600_000),
+            NodeOpts::named("gamma"),
+        ],
+    )
+    .await?;
+    let gate = Gate::new()?;
+    nodes[1].spawn_gated(&gate, &["work"], 1).await?;
+    let running = text(
+        &nodes[1].submit(json!({ "capability": "work", "payload": 0 })).await?,
+        "/id",
+    )?;
+    nodes[1].wait_task_state(&running, "RUNNING").await?;
+    // Queued behind it on beta, the one member with an agent for them.
+    let mut queued = Vec::new();
+    for i in 1..=3 {
+        queued.push(text(
+            &nodes[1].submit(json!({ "capability": "work", "payload": i })).await?,
+            "/id",
+        )?);
+    }
+    for id in &queued {
+        ensure!(held_by(&nodes[1], id).await? == "beta", "{id}");
+    }
+    // Then gamma serves them too, and beta knows it from gamma's beats.
+    nodes[2].spawn_builtin("echo", &["work"]).await?;
+    room_of(&nodes[1], "gamma", "work", Some(1)).await?;
+
+    // beta stops (its task still runs): what waited in its queue runs on gamma now, not once
+    // beta is back or declared DOWN. They waited for beta's restart before.
+    nodes[1].sigterm()?;
+    for id in &queued {
+        let done = nodes[0].wait_task_state(id, "SUCCEEDED").await?;
+        ensure!(done["attempts"] == 1, "{done}");
+        ensure!(held_by(&nodes[0], id).await? == "gamma", "{id}");
+    }
+    let moved = nodes[0].wait_event("TASKS_MOVED", "gamma").await?;
+    ensure!(
+        moved["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("beta is stopping")),
+        "{moved}"
+    );
+    ensure!(
+        super::support::pid_alive(nodes[1].pid()?),
+        "beta stopped before its queue ran elsewhere"
+    );
+    gate.open()?;
+    let status = nodes[1].wait_exit(Duration::from_secs(30)).await?;
+    ensure!(status.code() == Some(0), "SIGTERM exit status: {status}");
+    let done = nodes[0].wait_task_state(&running, "SUCCEEDED").await?;
+    ensure!(done["attempts"] == 1, "{done}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_past_its_grace_requeues_running_tasks_uncharged_and_records_the_stop() -> Result<()> {
     let mut node = Node::start(NodeOpts::named("solo").arg("--shutdown-grace-ms", 300)).await?;
     let gate = Gate::new()?;

@@ -190,6 +190,33 @@ async fn metrics_can_be_put_behind_a_token() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_made_for_a_data_dir_no_node_ran_in_says_where_it_works() -> Result<()> {
+    // A token may be made before a node's first start; one made in a directory no node uses
+    // (a typo) was made silently, and refused once the node ran elsewhere.
+    let dir = tempfile::tempdir()?;
+    let typo = dir.path().join("troupe-dta");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(["token", "create", "--role", "viewer", "--data-dir"])
+        .arg(&typo)
+        .output()
+        .await?;
+    let (stdout, stderr) = (String::from_utf8(out.stdout)?, String::from_utf8(out.stderr)?);
+    ensure!(out.status.success(), "{stdout}{stderr}");
+    ensure!(
+        stdout.lines().count() == 1 && stdout.starts_with("trp_"),
+        "the token alone on stdout: {stdout:?}"
+    );
+    ensure!(
+        stderr.contains("no node has run with --data-dir") && stderr.contains("troupe-dta"),
+        "{stderr}"
+    );
+    // In a node's data dir, nothing but the token (`Node::create_token` checks the rest).
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    node.create_token("viewer").await?;
+    Ok(())
+}
+
 /// Runs the command line against `node`: its exit code and what it printed.
 async fn cli(node: &Node, args: &[&str]) -> Result<(i32, String, String)> {
     let out = tokio::time::timeout(

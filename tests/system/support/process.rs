@@ -195,6 +195,11 @@ pub async fn create_token(role: &str, data_dir: &Path) -> Result<String> {
         .context("troupe token create hung")??;
     let stdout = String::from_utf8(out.stdout)?;
     ensure!(
+        out.stderr.is_empty(),
+        "troupe token create in a node's data dir said {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
         out.status.success(),
         "troupe token create --role {role} failed with {}: {stdout}{}",
         out.status,
@@ -219,6 +224,11 @@ pub async fn recover(data_dir: &Path) -> Result<String> {
         .await
         .context("troupe recover hung")??;
     let stdout = String::from_utf8(out.stdout)?;
+    ensure!(
+        out.stderr.is_empty(),
+        "troupe token create in a node's data dir said {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     ensure!(
         out.status.success(),
         "troupe recover failed with {}: {stdout}{}",
