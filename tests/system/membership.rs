@@ -224,6 +224,20 @@ async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> 
     // Each refusal names the way out: forgotten once DOWN (they pointed at each other).
     let way_out = "forgotten once the leader declares it DOWN";
     ensure!(refused.to_string().contains(way_out), "{refused}");
+    // A node started under the name of a member that is up is refused at once, and stops
+    // saying why: it asked again twice a second for two minutes, each of its sessions
+    // displacing the member's, which was declared DOWN and lost its work meanwhile.
+    let join = format!("127.0.0.1:{}", nodes[0].cluster_port);
+    let twin_dir = tempfile::tempdir()?;
+    let args = super::support::serve_args(twin_dir.path(), "127.0.0.1:0", "gamma", &["--join", &join])?;
+    let mut twin = super::support::Guard::spawn(&args, twin_dir.path())?;
+    let status = twin.wait_exit(WAIT).await?;
+    let said = std::fs::read_to_string(twin_dir.path().join("stderr.log")).unwrap_or_default();
+    ensure!(
+        status.code() == Some(1) && said.contains("is a member that is up") && said.contains("--node-name"),
+        "{status}: {said}"
+    );
+    wait_member_state(&nodes[0], "gamma", "UP").await?;
     nodes[2].kill9().await?;
     let leave = format!("mutation($n: String!) {{ leaveCluster(node: $n) {{ {MEMBER} }} }}");
     let unreachable = nodes[0].gql(&leave, json!({ "n": "gamma" })).await?;
@@ -238,11 +252,19 @@ async fn a_member_down_for_good_is_forgotten_and_the_rest_go_on() -> Result<()> 
         Some("CONFLICT") => ensure!(unreachable.to_string().contains("forgetMember"), "{unreachable}"),
         _ => anyhow::bail!("leaveCluster of a killed member: {unreachable}"),
     }
-    // A fresh node under gamma's name (a replaced machine, started before the old member is
-    // forgotten) is refused admission, and its beats renew nothing of gamma: the member is
-    // judged DOWN by its own silence (before, they kept it UP and it could not be forgotten).
+    // A fresh node under gamma's name (a replaced machine, started once the old member fell
+    // silent and before it is forgotten) is refused admission but asks again, and its beats
+    // renew nothing of gamma: the member is judged DOWN by its own silence (before, they kept
+    // it UP and it could not be forgotten).
+    let deadline = Deadline::after(WAIT, "gamma to fall silent");
+    loop {
+        let seen = member(&nodes[0], "gamma").await?;
+        if seen["state"] != "UP" {
+            break;
+        }
+        deadline.tick(&seen).await?;
+    }
     let impostor_dir = tempfile::tempdir()?;
-    let join = format!("127.0.0.1:{}", nodes[0].cluster_port);
     let args = super::support::serve_args(impostor_dir.path(), "127.0.0.1:0", "gamma", &["--join", &join])?;
     let impostor = super::support::Guard::spawn(&args, impostor_dir.path())?;
     let deadline = Deadline::after(WAIT, "the impostor to be refused admission");

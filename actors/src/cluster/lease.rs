@@ -202,6 +202,15 @@ impl Leases {
         }
     }
 
+    /// Whether this node, as the leader, granted `member` a lease within `within` of now.
+    pub(crate) fn granted_within(&self, member: &str, within: Duration) -> bool {
+        let now = Instant::now();
+        self.book()
+            .granted
+            .get(member)
+            .is_some_and(|g| now.saturating_duration_since(*g) <= within)
+    }
+
     /// When this node last heard from `peer` (a beat answered either way).
     pub fn heard(&self, peer: &str) -> Option<Instant> {
         self.book().heard.get(peer).copied()

@@ -153,14 +153,19 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) 
     let link_id = link.id().to_owned();
     let rest = async {
         if !store.joined().await? {
-            let role = node_service.join(config.join_timeout, phase).await.map_err(|e| {
-                // Said with where it looked: a wrong address, a gateway port given for the
-                // cluster port, or another cluster's cookie all look like silence from here.
-                StartNodeError::Join(format!(
-                    "{e}; it dialled {} (--join: a member's cluster port, with the cluster's cookie)",
-                    config.join.join(", ")
-                ))
-            })?;
+            let role = node_service
+                .join(config.join_timeout, phase)
+                .await
+                .map_err(|e| match e {
+                    // Refused for good by a leader it reached: its words say why.
+                    crate::error::ApiError::Conflict(why) => StartNodeError::Join(why),
+                    // Said with where it looked: a wrong address, a gateway port given for the
+                    // cluster port, or another cluster's cookie all look like silence from here.
+                    e => StartNodeError::Join(format!(
+                        "{e}; it dialled {} (--join: a member's cluster port, with the cluster's cookie)",
+                        config.join.join(", ")
+                    )),
+                })?;
             tracing::info!(node = %config.node_name, role = role_name(role), "joined the cluster's replicated log");
         }
         phase.send_replace("reading its replica of the cluster's state".into());

@@ -257,6 +257,7 @@ impl NodeLocal for NodeService {
         if leader.as_deref() != Some(self.cluster.name().as_str()) {
             return Ok(Admission::Leader(leader));
         }
+        self.not_a_live_members_name(id, &name).await?;
         let role = self.store.admit(id, &name, self.voters).await?;
         let event = NewEvent::new(
             "MEMBER_JOINED",
@@ -285,6 +286,51 @@ impl NodeLocal for NodeService {
         self.store.write(batch).await?;
         tracing::info!(node = %name, role = role_name(role), "admitted a member to the replicated log");
         Ok(Admission::Admitted(role))
+    }
+}
+
+/// What a joining node is told when its name is a live member's: it stops at once (see
+/// [`NodeService::join`]) rather than ask again until its join timeout.
+pub(crate) const NAME_OF_A_LIVE_MEMBER: &str = "is a member that is up";
+
+impl NodeService {
+    /// Refuses to admit a node (Raft id `id`) under the name of another member that is up:
+    /// not DOWN, and granted a lease by this leader within [`crate::cluster::lease::SUSPECT_AFTER`]. Every session
+    /// the newcomer opened displaced that member's (the cluster's links know a node by its
+    /// name), whose beats then failed, and which was declared DOWN and lost its work while the
+    /// newcomer asked again twice a second for two minutes. A member that is gone (silent, or
+    /// DOWN) may be replaced: the newcomer waits until it is forgotten.
+    async fn not_a_live_members_name(&self, id: u64, name: &str) -> Result<(), ApiError> {
+        let Some(other) = self
+            .store
+            .status()
+            .members
+            .into_iter()
+            .find(|m| m.name == name && m.id != id)
+        else {
+            return Ok(());
+        };
+        let key = member_key(name);
+        let stored = self.store.view(move |v| v.get(META, &key)).await?;
+        let record: Option<MemberRecord> = stored.as_deref().map(troupe_runtime::codec::decode).transpose()?;
+        let up = matches!(
+            record.map_or(MemberState::Up, |r| r.state),
+            MemberState::Up | MemberState::Suspect
+        );
+        match up
+            && self
+                .cluster
+                .leases
+                .granted_within(name, crate::cluster::lease::SUSPECT_AFTER)
+        {
+            true => Err(ApiError::Conflict(format!(
+                "{name} {NAME_OF_A_LIVE_MEMBER} (raft id {}): a node joining under its name displaces its \
+                 sessions with the others; start this node under another name (--node-name), or make the \
+                 member leave first (leaveCluster; forgetMember once it is DOWN)",
+                other.id
+            ))),
+            false => Ok(()),
+        }
     }
 }
 
@@ -360,6 +406,10 @@ impl NodeService {
                         break;
                     }
                     Ok(Admission::Leader(_)) => last = format!("{peer} knows no leader"),
+                    // Asking again would only displace that member again.
+                    Err(ApiError::Conflict(why)) if why.contains(NAME_OF_A_LIVE_MEMBER) => {
+                        return Err(ApiError::Conflict(format!("{peer} refused to admit this node: {why}")));
+                    }
                     Err(e) => last = format!("{peer}: {e}"),
                 }
             }
