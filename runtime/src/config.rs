@@ -468,6 +468,8 @@ impl Config {
         let cluster_listen = args
             .cluster_listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4697)));
+        let advertise_host = validate::advertised(args.advertise_host)?;
+        validate::reachable(cluster_listen, advertise_host.as_deref())?;
         let config = Self {
             data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from("./troupe-data")),
             listen: args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -476,7 +478,7 @@ impl Config {
             raft_listen: args
                 .raft_listen
                 .unwrap_or_else(|| SocketAddr::new(cluster_listen.ip(), 0)),
-            advertise_host: validate::advertised(args.advertise_host)?,
+            advertise_host,
             join: validate::join(args.join)?,
             join_timeout: ms(args.join_timeout_ms.unwrap_or(120_000)),
             voters: args.voters.unwrap_or(3),

@@ -89,6 +89,27 @@ fn unknown_keys_bad_names_and_zero_limits_are_rejected() {
         .unwrap();
         assert!(config.advertise_host.is_some(), "{good}");
     }
+    // Listening on every interface needs the address the others dial.
+    for every in ["0.0.0.0:4697", "[::]:4697"] {
+        let err = Config::load(ServeArgs {
+            node_name: Some("n".into()),
+            cluster_listen: Some(every.parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "cluster_listen", ref message } if message.contains("--advertise-host")),
+            "{every}: {err}"
+        );
+        let config = Config::load(ServeArgs {
+            node_name: Some("n".into()),
+            cluster_listen: Some(every.parse().unwrap()),
+            advertise_host: Some("10.0.0.7".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(config.cluster_listen.ip().is_unspecified());
+    }
     // A member's cluster address to join: HOST:PORT.
     let joining = |address: &str| {
         Config::load(ServeArgs {

@@ -125,6 +125,23 @@ pub(super) fn advertised(host: Option<String>) -> Result<Option<String>, ConfigE
     Ok(Some(name.to_owned()))
 }
 
+/// `--cluster-listen` on every interface (0.0.0.0, ::) needs `--advertise-host`: the
+/// cluster address a node records for the others to dial is its listen address, and one
+/// on every interface is no address to dial (a peer on another machine dialled itself).
+pub(super) fn reachable(cluster_listen: std::net::SocketAddr, advertised: Option<&str>) -> Result<(), ConfigError> {
+    if cluster_listen.ip().is_unspecified() && advertised.is_none() {
+        return Err(ConfigError::Invalid {
+            key: "cluster_listen",
+            message: format!(
+                "{cluster_listen} listens on every interface, and the others dial a node at its cluster \
+                 address: give --advertise-host (advertise_host) with the host name or IP address they \
+                 reach this node by, or listen on that address"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Whether `name` is an IP address or a host name.
 fn host_ok(name: &str) -> bool {
     name.parse::<std::net::IpAddr>().is_ok()
