@@ -152,7 +152,27 @@ impl Api {
     /// work (scheduler, agents, host drivers) is not running, or it is shutting down
     /// (`/healthz`).
     pub fn readiness(&self) -> Result<(), Vec<String>> {
-        verdict(self.problems(true))
+        let mut problems = self.problems(true);
+        // Its work stopped for want of a lease (it listed the stopped parts alone, and an
+        // operator whose node lost its majority read no cause): why, and why no lease.
+        if let Some(waiting) = self
+            .waiting_for_a_lease()
+            .filter(|_| !problems.is_empty() && !self.has_left())
+        {
+            problems.push(waiting);
+            if self.ctx.store.failure().is_none() {
+                problems.extend(self.ctx.store.commit_problem());
+            }
+        }
+        verdict(problems)
+    }
+
+    /// That this node's work waits for a lease, when it does.
+    fn waiting_for_a_lease(&self) -> Option<String> {
+        (!self.ctx.cluster.leases.running()).then(|| {
+            "this node's work (its scheduler, agents and host drivers) waits for a lease from the cluster's leader"
+                .into()
+        })
     }
 
     /// Whether the node is alive (`/livez`, Kubernetes' liveness): [`Self::readiness`], but a
@@ -224,12 +244,7 @@ impl Api {
             return Err(vec![LEFT.into()]);
         }
         let mut problems = self.problems(true);
-        if !self.ctx.cluster.leases.running() {
-            problems.push(
-                "this node's work (its scheduler, agents and host drivers) waits for a lease from the cluster's leader"
-                    .into(),
-            );
-        }
+        problems.extend(self.waiting_for_a_lease());
         if self.ctx.store.failure().is_none() {
             problems.extend(self.ctx.store.commit_problem());
         }

@@ -355,6 +355,11 @@ async fn the_leader_killed_mid_load_loses_nothing_acknowledged_and_catches_up_wh
     loop {
         let (code, body) = nodes[at].get("/healthz").await?;
         if code == 503 && body.contains("the agents supervisor is not running") {
+            // And why: it listed the stopped parts alone.
+            ensure!(
+                body.contains("waits for a lease") && body.contains("no majority"),
+                "/healthz: {body}"
+            );
             break;
         }
         ensure!(body.contains("the node is starting"), "/healthz: {code} {body}");
