@@ -48,6 +48,10 @@ pub fn init_logging(format: LogFormat) {
 ///   replication with a higher vote (a restarted leader's stream of the term it last led,
 ///   before it learns the others elected another: it follows then, and `LEADER_CHANGED`
 ///   says who leads);
+/// - openraft's report that an append was refused as too large for the transport, with the
+///   entries it may carry instead, which it sends next: how a member far behind on big
+///   entries catches up a few at a time (docs/cluster.md, Timing), logged as an ERROR and a
+///   WARN each time (48 ERROR lines on a leader while a member it caught up was stopped);
 /// - ractor_cluster's "unknown child actor exit event", six WARN lines on every member each
 ///   time a peer's session ends (the proxies of the peer's actors stopping with it).
 struct KnownNoise;
@@ -60,6 +64,7 @@ const NOISE: &[(&str, &str)] = &[
     ("openraft", "A message will be ignored because vote changed"),
     ("openraft", "weak_tx is dropped, no response is sent to ReplicationCore"),
     ("openraft", "seen a higher vote"),
+    ("openraft", "payload too large: hint:"),
     ("ractor_cluster", "unknown child actor exit event"),
 ];
 
@@ -212,6 +217,9 @@ mod tests {
             tracing::warn!(target: "openraft::core::raft_core", "A message will be ignored because vote changed: msg sent by vote: T1-N4081446998480848380:committed; current my vote: None; when (VoteResponse)");
             tracing::warn!(target: "openraft::replication", "weak_tx is dropped, no response is sent to ReplicationCore");
             tracing::warn!(target: "openraft::replication", error = "seen a higher vote: T2-N58:committed GT mine: T1-N23:committed", "error replication to target=58");
+            let big = "RPC(AppendEntries) payload too large: hint:(entries:9)";
+            tracing::warn!(target: "openraft::replication", error = %big, "error replication to target=35");
+            tracing::error!(target: "openraft::replication", err = %big, "RPCError");
             tracing::warn!(target: "ractor_cluster::node::node_session", "NodeSession b received an unknown child actor exit event from 0.14 - 'Some(\"remote\")'");
             tracing::warn!(target: "ractor_cluster::node", "Node session b exited with 'Some(\"tcp_session_closed\")'");
             // Words of the noise, from elsewhere: kept.
