@@ -304,10 +304,9 @@ cmd_start() {
 }
 
 # SIGTERM to every node at once, then SIGKILL to any still running after --stop-wait seconds.
-# At once rather than one by one: a node's shutdown ends with a final flush, which in this
-# release runs after the node has closed its cluster sessions and so waits out its timeout
-# (5-10 s, "final flush failed" in its log) however many peers are still up; in parallel the
-# three wait it out together. What was not flushed is on disk or runs again at the next start.
+# At once rather than one by one: each node waits (at most 10 s) until what it wrote is
+# committed, and the last one up finds no majority to take its stop and says so at once
+# (docs/cluster.md, Stopping the whole cluster); in parallel the three stop in a few seconds.
 cmd_stop() {
   local i pid pids=() names=() left deadline
   for i in 0 1 2; do

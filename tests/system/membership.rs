@@ -88,6 +88,12 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
     );
     let (status, body) = nodes[2].get("/livez").await?;
     ensure!(status == 200, "{status} {body}");
+    // Its log says it once, and what to do (it ended at "leaving the cluster").
+    let said = "this node left the cluster: it serves no request and runs no work from now; stop its process";
+    let deadline = Deadline::after(WAIT, "gamma's log to say it left");
+    while nodes[2].logged(said) == 0 {
+        deadline.tick(nodes[2].log_tail()).await?;
+    }
     // Its MCP endpoint says the same, as unavailable (it said 401, as to a bad token).
     let mcp = super::support::http_client()
         .no_proxy()
