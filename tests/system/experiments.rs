@@ -536,6 +536,9 @@ async fn the_kill_switch_on_one_node_reverts_the_faults_armed_on_another_even_wi
     let halted = alpha.gql_ok("mutation { haltAllFaults }", json!({})).await?;
     ensure!(halted["haltAllFaults"] == 1, "{halted}");
     ensure!(gates(&beta).await?.is_empty(), "beta's hang stayed armed");
+    // Said in the logs of both, the one asked and the one whose fault it was.
+    ensure!(alpha.logged("haltAllFaults: the faults armed across the cluster were reverted") == 1);
+    ensure!(beta.logged("the kill switch (haltAllFaults) reverted this node's faults") == 1);
     let done = finished(&beta, &text(&started, "/id")?).await?;
     ensure!(
         done["state"] == "ABORTED" && done["injections"][0]["outcome"] == "RECOVERED",

@@ -40,6 +40,10 @@ impl Experiments {
                 reverted += 1;
             }
         }
+        if reverted > 0 {
+            // Said where the faults were: the node asked may have none to list.
+            tracing::warn!(reverted, "the kill switch (haltAllFaults) reverted this node's faults");
+        }
         reverted
     }
 }
@@ -64,6 +68,11 @@ impl Api {
                 Err(e) => tracing::warn!(%peer, error = %e, "a peer's faults could not be halted"),
             }
         }
+        tracing::warn!(
+            reverted,
+            peers = peers.len(),
+            "haltAllFaults: the faults armed across the cluster were reverted"
+        );
         Ok(reverted)
     }
 
