@@ -44,7 +44,14 @@ impl<M: ractor::Message> Slot<M> {
                     ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped
                 )
             })
-            .ok_or_else(|| ApiError::Unavailable(format!("{what} is not running")))
+            .ok_or_else(|| {
+                // Most often the node's work waits for a lease (its cluster lost its majority,
+                // or it is cut off), which the answer alone did not say.
+                ApiError::Unavailable(format!(
+                    "{what} is not running on this node (its /healthz says why: most often its work waits \
+                     for a lease from the cluster's leader)"
+                ))
+            })
     }
 
     /// Whether the actor in the slot is running now.

@@ -370,7 +370,8 @@ async fn the_leader_killed_mid_load_loses_nothing_acknowledged_and_catches_up_wh
     let input = json!({ "name": "early", "backend": { "builtin": { "kind": "echo" } } });
     let refused = nodes[at].gql(spawn, json!({ "input": input })).await?;
     ensure!(
-        refused.to_string().contains("the agents supervisor is not running"),
+        refused.to_string().contains("the agents supervisor is not running")
+            && refused.to_string().contains("waits for a lease"),
         "{refused}"
     );
     let view = nodes[at]
