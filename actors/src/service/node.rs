@@ -295,11 +295,12 @@ pub(crate) const NAME_OF_A_LIVE_MEMBER: &str = "is a member that is up";
 
 impl NodeService {
     /// Refuses to admit a node (Raft id `id`) under the name of another member that is up:
-    /// not DOWN, and granted a lease by this leader within [`crate::cluster::lease::SUSPECT_AFTER`]. Every session
-    /// the newcomer opened displaced that member's (the cluster's links know a node by its
-    /// name), whose beats then failed, and which was declared DOWN and lost its work while the
-    /// newcomer asked again twice a second for two minutes. A member that is gone (silent, or
-    /// DOWN) may be replaced: the newcomer waits until it is forgotten.
+    /// not DOWN, and granted a lease by this leader within
+    /// [`crate::cluster::lease::SUSPECT_AFTER`]. Every session the newcomer opened displaced
+    /// that member's (the cluster's links know a node by its name), whose beats then failed,
+    /// and which was declared DOWN and lost its work while the newcomer asked again twice a
+    /// second for two minutes. A member that is gone (silent, or DOWN) may be replaced: the
+    /// newcomer waits until it is forgotten.
     async fn not_a_live_members_name(&self, id: u64, name: &str) -> Result<(), ApiError> {
         let Some(other) = self
             .store
