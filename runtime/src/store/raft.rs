@@ -324,9 +324,9 @@ impl super::Store {
 }
 
 /// Whether the wait for the learner `id`, added by the membership entry `added`, is over:
-/// it holds the log to within [`CAUGHT_UP_WITHIN_ENTRIES`] of the leader's last entry, or
-/// it is no longer a member, or this node no longer leads (what `add_learner` itself waits
-/// for when asked to block).
+/// it took an append and holds the log to within [`CAUGHT_UP_WITHIN_ENTRIES`] of the
+/// leader's last entry, or it is no longer a member, or this node no longer leads (what
+/// `add_learner` itself waits for when asked to block).
 fn learner_settled(
     m: &openraft::RaftMetrics<NodeId, BasicNode>,
     id: NodeId,
@@ -339,9 +339,13 @@ fn learner_settled(
         return true;
     }
     let Some(replication) = &m.replication else { return true };
+    // One that never took an append holds nothing, however short the log: counted caught up
+    // while the log had fewer entries than the margin, a joiner that died at once became a
+    // voter that never came up.
     replication.get(&id).is_some_and(|matched| {
-        let matched = matched.as_ref().map_or(0, |l| l.index);
-        m.last_log_index.unwrap_or(0).saturating_sub(matched) <= CAUGHT_UP_WITHIN_ENTRIES
+        matched
+            .as_ref()
+            .is_some_and(|l| m.last_log_index.unwrap_or(0).saturating_sub(l.index) <= CAUGHT_UP_WITHIN_ENTRIES)
     })
 }
 

@@ -81,11 +81,23 @@ async fn two_members_joining_at_once_are_both_admitted_as_voters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_dies_while_it_is_admitted_can_be_removed_at_once_which_ends_its_admission() {
+    // More entries than a member may lack and count as caught up: the admission waits.
+    dies_while_admitted(100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_took_an_append_is_not_caught_up_however_short_the_log() {
+    // Fewer: it was counted caught up at once, holding nothing, and made a voter.
+    dies_while_admitted(0).await;
+}
+
+/// d, joining a, b and c after `writes` more writes, is cut off from the start: admitted
+/// as a learner, removed, and answered that it was.
+async fn dies_while_admitted(writes: u32) {
     let router = Arc::new(Router::default());
     let dir = tempfile::tempdir().unwrap();
     let [a, _b, _c] = super::three_voters(&router, &dir).await;
-    // More entries than a member may lack and count as caught up.
-    for i in 0..100u32 {
+    for i in 0..writes {
         a.write(Batch::new().put(THINGS, format!("k{i}"), vec![1]))
             .await
             .unwrap();
