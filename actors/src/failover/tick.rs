@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{MemberState, DOWN_AFTER, SUSPECT_AFTER};
-pub(crate) use crate::cluster::lease::Silence;
+use crate::cluster::lease::Silence;
 
 /// A member's state to commit, and who takes over its work when it is lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
