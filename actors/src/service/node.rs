@@ -311,9 +311,11 @@ impl NodeService {
         else {
             return Ok(());
         };
-        let key = member_key(name);
-        let stored = self.store.view(move |v| v.get(META, &key)).await?;
-        let record: Option<MemberRecord> = stored.as_deref().map(troupe_runtime::codec::decode).transpose()?;
+        let named = name.to_owned();
+        let record = self
+            .store
+            .view(move |v| crate::cluster::lease::member_in(v, &named))
+            .await?;
         let up = matches!(
             record.map_or(MemberState::Up, |r| r.state),
             MemberState::Up | MemberState::Suspect
