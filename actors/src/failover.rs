@@ -151,15 +151,6 @@ pub(crate) async fn keep_lease(
         }
         if has_left(&store, &me).await {
             // Its writes would wait for a leader that never takes them: refused at once.
-            if !store.has_left() {
-                // Said once: the node runs on, serving nothing, until its process is stopped
-                // (a log that ended at "leaving the cluster" left its operator waiting).
-                tracing::warn!(
-                    node = %me,
-                    "this node left the cluster: it serves no request and runs no work from now; stop its process \
-                     (a fresh data dir and --join make it a member again)"
-                );
-            }
             store.left_the_cluster();
         }
         if cluster.leases.released() {

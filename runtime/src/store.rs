@@ -198,6 +198,7 @@ impl Store {
         tables.project(forgotten.clone())?;
         let (started_tx, started) = std::sync::mpsc::channel();
         let hold = options.identity.timing.hold_unawaited;
+        let forward_within = options.identity.timing.forward_within;
         let node = options.identity.name.clone();
         let applied_tables = tables.clone();
         let kept_log_db = log_db.clone();
@@ -233,6 +234,7 @@ impl Store {
                         tables,
                         shared: writer_shared,
                         hold,
+                        forward_within,
                     }
                     .run(rt);
                 }
@@ -293,9 +295,18 @@ impl Store {
 
     /// Tells the store this node left the cluster (its member record says so): its writes
     /// are refused at once from now on (`StoreError::Left`), for they would wait for a leader
-    /// that never takes them.
+    /// that never takes them. The first telling says so in the log, once, whichever part of
+    /// the node noticed first (the lease keeper, a readiness probe, the stop).
     pub fn left_the_cluster(&self) {
-        self.inner.shared.left.store(true, std::sync::atomic::Ordering::SeqCst);
+        if !self.inner.shared.left.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // The node runs on, serving nothing, until its process is stopped (a log that
+            // ended at "leaving the cluster" left its operator waiting).
+            tracing::warn!(
+                node = %self.node(),
+                "this node left the cluster: it serves no request and runs no work from now; stop its process \
+                 (a fresh data dir and --join make it a member again)"
+            );
+        }
     }
 
     /// Whether [`Self::left_the_cluster`] was said.

@@ -94,6 +94,23 @@ async fn a_member_that_leaves_stops_its_work_first_and_its_agents_move_before_it
     while nodes[2].logged(said) == 0 {
         deadline.tick(nodes[2].log_tail()).await?;
     }
+    // Nor does it ask the members for votes any longer (its own membership may still name
+    // it a voter: from about 2 s after it left, it asked once a second for as long as it
+    // ran). Watched over three election timeouts; this waits for nothing to happen, so
+    // its length only bounds what it can see.
+    let stands = "this node left the cluster: it no longer stands for election";
+    let deadline = Deadline::after(WAIT, "gamma's election timer to stop");
+    while nodes[2].logged(stands) == 0 {
+        deadline.tick(nodes[2].log_tail()).await?;
+    }
+    let pre_votes = |text: &str| super::support::metric(text, "troupe_raft_pre_votes_total", &[]);
+    let asked = pre_votes(&nodes[2].metrics().await?);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let asked_since = pre_votes(&nodes[2].metrics().await?);
+    ensure!(
+        asked_since == asked,
+        "gamma asked for votes after it left: {asked} then {asked_since}"
+    );
     // Its MCP endpoint says the same, as unavailable (it said 401, as to a bad token).
     let mcp = super::support::http_client()
         .no_proxy()

@@ -191,6 +191,13 @@ pub(crate) async fn keep_timer(store: WeakStore) {
         if store.raft_stopped() {
             return;
         }
+        if store.has_left() {
+            // Removed from the membership, it may never apply the entry that says so: its
+            // own membership would still name it a voter, and it would ask the members for
+            // votes they refuse, once an election timeout, for as long as its process runs.
+            tracing::info!("this node left the cluster: it no longer stands for election");
+            return;
+        }
         let config = store.raft().config().clone();
         let longest = Duration::from_millis(config.election_timeout_max);
         let now = Instant::now();
