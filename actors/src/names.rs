@@ -67,7 +67,10 @@ pub async fn task_label(store: &Store, spec: &crate::task::TaskSpec) -> String {
 /// gone (the event then shows its id).
 pub async fn subject_of(store: &Store, event: &Event) -> Option<Named> {
     let id = event.subject.as_deref()?;
-    if event.kind.starts_with("MEMBER_") || event.kind == "LEADER_CHANGED" || event.kind == "NODE_FENCED" {
+    // `TASKS_MOVED` is about the member that took the tasks.
+    if event.kind.starts_with("MEMBER_")
+        || matches!(event.kind.as_str(), "LEADER_CHANGED" | "NODE_FENCED" | "TASKS_MOVED")
+    {
         return Some(Named {
             kind: "MEMBER",
             name: id.to_owned(),
@@ -311,6 +314,19 @@ pub fn sentence(kind: &str, who: Option<&str>, data: &Value) -> String {
             }
         }
     }
+    // "member c took 3 tasks from b", not "c tasks moved".
+    if let ("TASKS_MOVED", Some(count), Some(from)) = (
+        kind,
+        data.get("count").and_then(Value::as_u64),
+        data.get("from").and_then(Value::as_str),
+    ) {
+        let tasks = if count == 1 {
+            "1 task".to_owned()
+        } else {
+            format!("{count} tasks")
+        };
+        what = format!("took {tasks} from {from}");
+    }
     let why = ["reason", "error", "lastError", "message"]
         .iter()
         .find_map(|k| data.get(*k).and_then(|v| v.as_str()));
@@ -402,6 +418,26 @@ mod tests {
         assert_eq!(&text[end + s2..end + e2], id);
         assert_eq!(&text[end + e2..], ".");
         assert_eq!(next_id("mail me@example.org, or 01a2@n"), None);
+    }
+
+    #[test]
+    fn tasks_moved_to_a_member_read_as_the_member_taking_them() {
+        let data = json!({ "from": "b", "to": "c", "count": 3, "reason": "b is stopping; agents on c serve them" });
+        let member = Named {
+            kind: "MEMBER",
+            name: "c".into(),
+            labels: BTreeMap::new(),
+        };
+        let who = who("TASKS_MOVED", Some(&member), Some("c"), &data);
+        assert_eq!(
+            sentence("TASKS_MOVED", who.as_deref(), &data),
+            "member c took 3 tasks from b: b is stopping; agents on c serve them"
+        );
+        let one = json!({ "from": "b", "to": "c", "count": 1 });
+        assert_eq!(
+            sentence("TASKS_MOVED", Some("member c"), &one),
+            "member c took 1 task from b"
+        );
     }
 
     #[test]

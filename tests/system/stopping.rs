@@ -134,6 +134,23 @@ async fn a_stopping_member_hands_the_tasks_queued_on_it_to_a_member_whose_agents
             .is_some_and(|r| r.contains("beta is stopping")),
         "{moved}"
     );
+    // Told as the member that took them (it read "gamma tasks moved: …", with no subject
+    // name).
+    let told = nodes[0]
+        .gql_ok(
+            "query { events(kinds: [\"TASKS_MOVED\"], last: 1) { subjectName subjectKind text } }",
+            json!({}),
+        )
+        .await?;
+    let told = &told["events"][0];
+    ensure!(
+        told["subjectName"] == "gamma"
+            && told["subjectKind"] == "MEMBER"
+            && told["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("member gamma took ") && t.contains(" from beta: beta is stopping")),
+        "{told}"
+    );
     ensure!(
         super::support::pid_alive(nodes[1].pid()?),
         "beta stopped before its queue ran elsewhere"
