@@ -114,6 +114,9 @@ pub struct Timing {
     /// Log entries between two snapshots; a twentieth of them (at most 1,000) stay behind
     /// each, for a follower only a little behind.
     pub snapshot_every: u64,
+    /// How long a forwarded write waits with nothing moving: no answer from the leader and
+    /// no entry applied here ([`FORWARD_WITHIN`]). Tests shorten it.
+    pub forward_within: Duration,
 }
 
 impl Default for Timing {
@@ -124,6 +127,7 @@ impl Default for Timing {
             election_max: Duration::from_millis(1000),
             hold_unawaited: Duration::from_millis(1),
             snapshot_every: SNAPSHOT_EVERY,
+            forward_within: FORWARD_WITHIN,
         }
     }
 }
@@ -202,7 +206,10 @@ const COMPACT_WITHIN: Duration = Duration::from_secs(30);
 pub(super) const LEADER_WITHIN: Duration = Duration::from_secs(5);
 /// How long a write may wait for a majority to confirm it.
 pub(super) const COMMIT_WITHIN: Duration = Duration::from_secs(10);
-/// How long a forwarded write may take, its application on this node included.
+/// How long a forwarded write may wait with nothing moving: the leader's answer, then its
+/// application on this node. While this node applies entries (a member that restarted far
+/// behind applies its backlog first) the wait goes on: the write committed, and is answered
+/// once applied here.
 pub(super) const FORWARD_WITHIN: Duration = Duration::from_secs(10);
 
 impl super::Store {

@@ -83,6 +83,8 @@ pub(super) struct Writer {
     pub shared: Arc<Shared>,
     /// How long records nobody waits for are held (`raft::Timing::hold_unawaited`).
     pub hold: std::time::Duration,
+    /// How long a forwarded write waits with nothing moving (`raft::Timing::forward_within`).
+    pub forward_within: std::time::Duration,
 }
 
 /// What the store's handles and its writer thread share about writing without the log.

@@ -40,7 +40,7 @@ pub struct MemberStatus {
 
 /// Whether this node believes it leads a group of several voters and no majority of them
 /// answered it for [`QUORUM_SILENT`] (see [`Status::lead_unconfirmed`]).
-fn lead_unconfirmed(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> bool {
+pub(in crate::store) fn lead_unconfirmed(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> bool {
     let voters = m.membership_config.membership().voter_ids().count();
     let silent = m.millis_since_quorum_ack.map(Duration::from_millis);
     m.current_leader == Some(m.id) && voters > 1 && silent.is_none_or(|s| s > QUORUM_SILENT)

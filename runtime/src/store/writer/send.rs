@@ -12,7 +12,7 @@ use openraft::raft::ClientWriteResponse;
 use super::flight::Attempt;
 use super::Writer;
 use crate::store::raft::network::{forward, NotForwarded};
-use crate::store::raft::{blocking, refused, session, Applied, Proposal, Troupe, COMMIT_WITHIN, FORWARD_WITHIN};
+use crate::store::raft::{blocking, refused, session, status, Applied, Proposal, Raft, Troupe, COMMIT_WITHIN};
 use crate::store::StoreError;
 
 /// How long a forwarded group whose answer was lost (the link to the leader closed, the
@@ -39,15 +39,23 @@ impl Writer {
         if *self.shared.alone.borrow() {
             return future::ready(Attempt::Failed(StoreError::Alone)).boxed();
         }
-        let (me, leader, name) = {
+        let (me, leader, name, unconfirmed) = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
             let name = m
                 .current_leader
                 .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
-            (m.id, m.current_leader, name)
+            (m.id, m.current_leader, name, status::lead_unconfirmed(&m))
         };
         match (leader, name) {
+            // A leader no majority answered for a while (cut off, or restarted as the leader
+            // of a term the others have left) commits nothing: the group waits for a leader
+            // that can, and is answered that nothing was written if none comes in its time.
+            // Proposed, it waited out the commit's 10 s (and the groups before it theirs) and
+            // was answered that it might have been written.
+            (Some(leader), _) if leader == me && unconfirmed => {
+                future::ready(Attempt::Again(StoreError::NotLeader { leader: None })).boxed()
+            }
             (Some(leader), _) if leader == me => self.propose(proposal),
             // A leader silent past an election's time (this node is cut off, or the leader
             // froze) is as good as none: the group waits for one, and is answered that
@@ -101,6 +109,7 @@ impl Writer {
     /// here too (so a caller reads its own write on this node).
     fn forward_to(&self, name: String, proposal: Proposal) -> BoxFuture<'static, Attempt> {
         let (transport, raft) = (self.transport.clone(), self.raft.clone());
+        let within = self.forward_within;
         // Its entry applied here answers it as well as the leader's answer does, and most
         // often sooner: the leader answers once it applied the entry itself.
         let expected = proposal.origin.map(|o| (o, self.tables.forwarded.expect(o)));
@@ -112,26 +121,22 @@ impl Writer {
             let applied_here = |index: u64, applied: Applied| {
                 let (raft, name) = (raft.clone(), name.clone());
                 async move {
-                    if applied.out_of_order.is_none() {
-                        raft.wait(Some(FORWARD_WITHIN))
-                            .applied_index_at_least(Some(index), "a forwarded write is applied here")
-                            .await
-                            .map_err(|e| {
-                                NotForwarded::Failed(StoreError::Unavailable(format!(
-                                    "the write was made on {name} but is not yet applied here: {e}"
-                                )))
-                            })?;
+                    if applied.out_of_order.is_none() && !applied_at_least(&raft, index, within).await {
+                        return Err(NotForwarded::Failed(StoreError::Unavailable(format!(
+                            "the write was made on {name} but is not yet applied here: this node applied \
+                             nothing for {within:?}"
+                        ))));
                     }
                     Ok(applied)
                 }
             };
             let from_leader = async {
-                let (id, applied) = forward(&transport, &name, &proposal, FORWARD_WITHIN).await?;
+                let (id, applied) = forward(&transport, &name, &proposal, within).await?;
                 applied_here(id.index, applied).await
             };
             // The term of the leader it goes to, as far as this node knows.
             let sent_in = raft.metrics().borrow().current_term;
-            let landing = tokio::time::timeout(FORWARD_WITHIN, async {
+            let landing = async {
                 let Some((origin, mut here)) = expected else {
                     return from_leader.await;
                 };
@@ -178,7 +183,7 @@ impl Writer {
                 // holds every entry committed before it, and the stopped one appends
                 // nothing more. Unless the tables say it came with a snapshot (its outcome
                 // then unknown here), the group is surely not written, and goes again.
-                let wait = raft.wait(Some(FORWARD_WITHIN));
+                let wait = raft.wait(Some(within));
                 let later = wait.metrics(
                     |m| m.last_applied.is_some_and(|l| l.leader_id.term > term),
                     "an entry of a later term is applied here",
@@ -197,13 +202,17 @@ impl Writer {
                         (Err(_), Err(_)) => Err(NotForwarded::Lost(error)),
                     },
                 }
-            });
+            };
             let landed = tokio::select! {
-                landed = landing => landed.unwrap_or_else(|_| {
-                    Err(NotForwarded::Lost(StoreError::Unavailable(format!(
-                        "the leader {name} did not answer within {FORWARD_WITHIN:?}; the write may still be applied"
-                    ))))
-                }),
+                landed = landing => landed,
+                // Bounded by what moves, not by a fixed time: a member that restarted far
+                // behind applies its backlog before the write, which committed long before
+                // (its forwarded writes failed after 10 s, "may still be applied", while it
+                // caught up for 16).
+                _ = stalled(&raft, within) => Err(NotForwarded::Lost(StoreError::Unavailable(format!(
+                    "the leader {name} did not answer, and this node applied nothing, for {within:?}; the write \
+                     may still be applied"
+                )))),
                 // The node stops with no majority up: nothing confirms the write now.
                 _ = alone.wait_for(|alone| *alone) => return Attempt::Failed(StoreError::Alone),
             };
@@ -216,5 +225,38 @@ impl Writer {
             }
         }
         .boxed()
+    }
+}
+
+/// Resolves once this node applied no entry for `within` (at once when its Raft member
+/// stopped).
+async fn stalled(raft: &Raft, within: std::time::Duration) {
+    let mut metrics = raft.metrics();
+    let mut last = metrics.borrow_and_update().last_applied.map(|l| l.index);
+    let mut deadline = tokio::time::Instant::now() + within;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return,
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = metrics.borrow_and_update().last_applied.map(|l| l.index);
+                if now != last {
+                    last = now;
+                    deadline = tokio::time::Instant::now() + within;
+                }
+            }
+        }
+    }
+}
+
+/// Whether this node applied the entry `index`, waiting for as long as it applies entries
+/// and at most `within` with none applied.
+async fn applied_at_least(raft: &Raft, index: u64, within: std::time::Duration) -> bool {
+    let mut metrics = raft.metrics();
+    tokio::select! {
+        applied = metrics.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index)) => applied.is_ok(),
+        _ = stalled(raft, within) => false,
     }
 }

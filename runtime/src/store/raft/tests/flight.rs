@@ -266,3 +266,43 @@ async fn a_write_forwarded_to_a_leader_that_went_silent_goes_to_the_next_leader_
         has_events(store, &[(1, "FIRST".to_owned())]).await;
     }
 }
+
+/// A member back from a cut far behind applies its backlog before its own write, which the
+/// others committed at once: the write is answered once it is applied here, for as long as
+/// this member applies entries. It was answered "not yet applied here" (or "may still be
+/// applied") once a fixed time had passed: a member restarted 16 s behind logged it for
+/// each of its writes while it caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_by_a_member_catching_up_is_answered_once_applied_however_long_the_backlog_takes() {
+    let router = Arc::new(Router::default());
+    let dir = tempfile::tempdir().unwrap();
+    let a = member(&router, &dir, "a", Start::Alone);
+    let b = member(&router, &dir, "b", Start::Join);
+    let within = std::time::Duration::from_millis(300);
+    let timing = super::super::Timing {
+        forward_within: within,
+        ..fast()
+    };
+    let c = member_with(&router, &dir, "c", Start::Join, timing, None);
+    a.admit(b.raft_id(), "b", 3).await.unwrap();
+    a.admit(c.raft_id(), "c", 3).await.unwrap();
+    router.cut.lock().unwrap().insert("c".into());
+    for i in 0..600u32 {
+        a.write(event(&format!("E{i}"))).await.unwrap();
+    }
+    // c takes its appends slowly (16 entries each): its backlog takes over a second, each
+    // append well within `within`.
+    router
+        .slow
+        .lock()
+        .unwrap()
+        .insert("c".into(), std::time::Duration::from_millis(20));
+    router.cut.lock().unwrap().remove("c");
+    let started = std::time::Instant::now();
+    let written = c.write(event("MINE")).await;
+    assert!(written.is_ok(), "{written:?} after {:?}", started.elapsed());
+    // Answered once applied here, after the whole backlog: longer than `within`.
+    let events = c.events_after(0, 1000).await.unwrap();
+    assert_eq!(events.last().map(|e| e.kind.as_str()), Some("MINE"));
+    assert!(events.len() > 600, "{}", events.len());
+}

@@ -26,3 +26,31 @@ async fn a_read_no_majority_confirms_names_who_answered_not_raw_ids() {
     let want = format!("no majority confirmed this node still leads: 1 of its 2 voters answered ({name})");
     assert!(said.ends_with(&want), "{said}");
 }
+
+/// A leader that no majority answered for a while takes no more writes into its log: they
+/// wait for a leader that can commit, and are answered that nothing was written when none
+/// comes in their time (they were proposed, waited 10 s or more, and were answered that they
+/// might still be applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_leader_no_majority_answers_is_not_proposed_and_is_answered_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, b, c] = super::three_voters(&router, &dir).await;
+    a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
+    let leader = [&a, &b, &c]
+        .into_iter()
+        .find(|s| s.leader().as_deref() == Some(s.node()))
+        .expect("a leader");
+    let last = super::last_log(leader);
+    // Every link cut: the leader hears nobody, and nobody can elect another.
+    router.cut.lock().unwrap().extend(["a", "b", "c"].map(str::to_owned));
+    let mut metrics = leader.raft().metrics();
+    let silent = metrics.wait_for(crate::store::raft::status::lead_unconfirmed);
+    tokio::time::timeout(std::time::Duration::from_secs(10), silent)
+        .await
+        .expect("the leader to notice that no majority answers it")
+        .unwrap();
+    let refused = leader.write(Batch::new().put(THINGS, "k", vec![2])).await.unwrap_err();
+    assert!(matches!(refused, StoreError::NotLeader { leader: None }), "{refused:?}");
+    assert_eq!(super::last_log(leader), last, "the write went into the leader's log");
+}
