@@ -470,11 +470,13 @@ impl State {
         now: Now,
     ) -> Result<(), ActorProcessingErr> {
         let mut cancelled = self.engine.cancel(&id, now);
-        if cancelled.is_none() {
-            // Placed or moved here a moment ago, its arrival not taken up yet (it is open in
-            // the store and held here): taken up first, then cancelled. Answered "already
-            // QUEUED" before. What this scheduler handed the writer lands first: a task that
-            // ended here a moment ago is not read back as open.
+        // Placed or moved here a moment ago, its arrival not taken up yet (it is open in the
+        // store and held here): taken up first, then cancelled. Answered "already QUEUED"
+        // before. What this scheduler handed the writer lands first: a task that ended here
+        // a moment ago is not read back as open. Any other id (unknown, ended, another
+        // member's) is answered below without this scheduler waiting for the writer: a
+        // cancel of an unknown id held every task of the node behind a flush.
+        if cancelled.is_none() && self.open_here(&id).await? {
             self.store.flush().await?;
             self.adopt(vec![id.clone()]).await?;
             cancelled = self.engine.cancel(&id, now);

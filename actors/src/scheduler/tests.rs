@@ -511,3 +511,45 @@ async fn an_attempt_gets_its_payload_from_the_store_when_it_is_not_cached() {
         "the echoed payload is the stored one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_an_unknown_task_does_not_hold_the_scheduler_behind_the_writer() {
+    const HELD: troupe_runtime::store::Table = troupe_runtime::store::Table::new("held");
+    // A write the disk holds until the test lets it go; the hook says when it is held.
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let (seen, mut reached) = tokio::sync::watch::channel(false);
+    let hook: FaultHook = Arc::new(move |b: &Batch| {
+        let held = b
+            .ops()
+            .iter()
+            .any(|op| matches!(op, troupe_runtime::store::Op::Put { table, .. } if *table == HELD));
+        if held {
+            seen.send_replace(true);
+            let _ = gate.lock().unwrap().recv();
+        }
+        None
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, Some(hook));
+    let (s, _) = scheduler(&store).await;
+    let write = tokio::spawn({
+        let store = store.clone();
+        async move { store.write(Batch::new().put(HELD, "k", vec![1])).await }
+    });
+    reached.wait_for(|r| *r).await.unwrap();
+    let (reply, cancelled) = ractor::concurrency::oneshot();
+    s.cast(SchedulerMsg::Cancel("nobody".into(), reply.into())).unwrap();
+    // The scheduler takes its next message while the writer is still held.
+    let running = tokio::time::timeout(Duration::from_secs(10), async {
+        ractor::call!(s, SchedulerMsg::Running).unwrap()
+    })
+    .await;
+    release.send(()).unwrap();
+    assert_eq!(running.ok(), Some(0), "the scheduler waited for the writer");
+    write.await.unwrap().unwrap();
+    match cancelled.await.unwrap() {
+        Err(crate::error::ApiError::NotFound(m)) => assert!(m.contains("nobody"), "{m}"),
+        other => panic!("expected no such task, got {other:?}"),
+    }
+}

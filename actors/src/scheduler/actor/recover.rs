@@ -32,6 +32,16 @@ impl State {
     /// for this node's writes first: each arrived (its holder became this node in the write
     /// that told of it), so none is a task this scheduler ran and forgot while its end was on
     /// its way to the log.
+    /// Whether the store says the task `id` is open and held here, before this node's writes
+    /// in flight land (its end may be among them).
+    pub(super) async fn open_here(&self, id: &str) -> Result<bool, ActorProcessingErr> {
+        let (id, node) = (id.to_owned(), self.node.clone());
+        Ok(self
+            .store
+            .view(move |v| Ok(v.get(OPEN_TASKS, &id)?.is_some() && crate::cluster::directory::held_in(v, &id, &node)?))
+            .await?)
+    }
+
     pub(super) async fn adopt(&mut self, ids: Vec<String>) -> Result<(), ActorProcessingErr> {
         tracing::debug!(tasks = ids.len(), "adopting the open tasks placed here");
         self.load(Some(ids)).await
