@@ -204,15 +204,16 @@ impl Writer {
                 }
             };
             let landed = tokio::select! {
-                landed = landing => landed,
                 // Bounded by what moves, not by a fixed time: a member that restarted far
                 // behind applies its backlog before the write, which committed long before
                 // (its forwarded writes failed after 10 s, "may still be applied", while it
                 // caught up for 16).
-                _ = stalled(&raft, within) => Err(NotForwarded::Lost(StoreError::Unavailable(format!(
-                    "the leader {name} did not answer, and this node applied nothing, for {within:?}; the write \
-                     may still be applied"
-                )))),
+                landed = while_applying(&raft, within, landing) => landed.unwrap_or_else(|| {
+                    Err(NotForwarded::Lost(StoreError::Unavailable(format!(
+                        "the leader {name} did not answer, and this node applied nothing, for {within:?}; the \
+                         write may still be applied"
+                    ))))
+                }),
                 // The node stops with no majority up: nothing confirms the write now.
                 _ = alone.wait_for(|alone| *alone) => return Attempt::Failed(StoreError::Alone),
             };
@@ -228,35 +229,29 @@ impl Writer {
     }
 }
 
-/// Resolves once this node applied no entry for `within` (at once when its Raft member
-/// stopped).
-async fn stalled(raft: &Raft, within: std::time::Duration) {
-    let mut metrics = raft.metrics();
-    let mut last = metrics.borrow_and_update().last_applied.map(|l| l.index);
-    let mut deadline = tokio::time::Instant::now() + within;
+/// `fut`'s output, waited for as long as this node applies entries: `None` once a whole
+/// `within` passed in which it applied none. (Checked at the end of each `within`, not on
+/// each entry applied: a forwarded group costs one timer, as a fixed bound did.)
+async fn while_applying<T>(
+    raft: &Raft,
+    within: std::time::Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let applied = || raft.metrics().borrow().last_applied.map(|l| l.index);
+    tokio::pin!(fut);
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => return,
-            changed = metrics.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let now = metrics.borrow_and_update().last_applied.map(|l| l.index);
-                if now != last {
-                    last = now;
-                    deadline = tokio::time::Instant::now() + within;
-                }
-            }
+        let before = applied();
+        match tokio::time::timeout(within, &mut fut).await {
+            Ok(out) => return Some(out),
+            Err(_) if applied() != before => continue,
+            Err(_) => return None,
         }
     }
 }
 
-/// Whether this node applied the entry `index`, waiting for as long as it applies entries
-/// and at most `within` with none applied.
+/// Whether this node applied the entry `index`, waiting for as long as it applies entries.
 async fn applied_at_least(raft: &Raft, index: u64, within: std::time::Duration) -> bool {
-    let mut metrics = raft.metrics();
-    tokio::select! {
-        applied = metrics.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index)) => applied.is_ok(),
-        _ = stalled(raft, within) => false,
-    }
+    let wait = raft.wait(None);
+    let applied = wait.applied_index_at_least(Some(index), "a forwarded write is applied here");
+    matches!(while_applying(raft, within, applied).await, Some(Ok(_)))
 }
