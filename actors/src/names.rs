@@ -305,7 +305,8 @@ pub fn sentence(kind: &str, who: Option<&str>, data: &Value) -> String {
     // "agent echoer restarted", not "agent echoer agent restarted"; "swarm math's
     // coordinator started", not "… coordinator swarm coordinator started".
     if let (Some(who), Some((first, rest))) = (who, what.clone().split_once(' ')) {
-        if who.split(' ').next() == Some(first) {
+        // "VM web-2 is running", not "VM web-2 vm running": a kind's word is in capitals.
+        if who.split(' ').next().is_some_and(|w| w.eq_ignore_ascii_case(first)) {
             what = rest.to_owned();
             if let Some((next, rest)) = what.clone().split_once(' ') {
                 if who.rsplit(' ').next() == Some(next) {
@@ -418,6 +419,15 @@ mod tests {
         assert_eq!(&text[end + s2..end + e2], id);
         assert_eq!(&text[end + e2..], ".");
         assert_eq!(next_id("mail me@example.org, or 01a2@n"), None);
+    }
+
+    #[test]
+    fn a_vms_kind_word_is_not_said_twice() {
+        let data = json!({ "reason": "booted" });
+        assert_eq!(
+            sentence("VM_RUNNING", Some("VM web-2"), &data),
+            "VM web-2 running: booted"
+        );
     }
 
     #[test]

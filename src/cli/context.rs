@@ -133,6 +133,12 @@ pub(super) fn contexts(client: &Client, what: Contexts) -> Done {
                     format!("--to-url {url:?} is not a node's address: give http://host:port (or https://)"),
                 ));
             }
+            // Kept whole: a context is used from any directory (a relative path kept as typed
+            // was looked for in the directory of each later command).
+            let token_file = token_file
+                .map(|f| std::path::absolute(&f))
+                .transpose()
+                .map_err(|e| Failure(2, format!("--token-file: {e}")))?;
             file.contexts.insert(name, Context { url, token_file });
             write(&file)
         }

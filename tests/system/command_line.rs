@@ -143,16 +143,18 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
     std::fs::write(&token, &node.token)?;
     let config = vec![("TROUPE_CLI_CONFIG", dir.path().join("cli.toml").display().to_string())];
     let url = format!("http://{}", node.addr);
-    let set = [
-        "context",
-        "set",
-        "lab",
-        "--to-url",
-        &url,
-        "--token-file",
-        token.to_str().context("path")?,
-    ];
-    ensure!(troupe(&set, &config).await?.0 == 0);
+    // Set with a path relative to where it was set, used from elsewhere (the path was kept
+    // as typed, and looked for in each later command's directory).
+    let set = ["context", "set", "lab", "--to-url", &url, "--token-file", "token"];
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_troupe"));
+    command
+        .args(set)
+        .current_dir(dir.path())
+        .env_remove("TROUPE_URL")
+        .env_remove("TROUPE_TOKEN");
+    command.env(config[0].0, &config[0].1);
+    let made = tokio::time::timeout(WAIT, command.output()).await??;
+    ensure!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     // An address that is no node's is refused when it is set, not when it is first used.
     let (code, _, err) = troupe(&["context", "set", "bad", "--to-url", "notaurl"], &config).await?;
     ensure!(code == 2 && err.contains("http://host:port"), "{code} {err}");
