@@ -157,3 +157,39 @@ async fn a_submit_placed_on_a_member_that_froze_after_its_last_beat_is_acknowled
     }
     anyhow::bail!("no submit was placed on gamma within a second of its last beat in 3 tries")
 }
+
+/// A leader that lost its majority decides nothing about the members it cannot hear: it
+/// shows them SUSPECT, not DOWN (DOWN says their work moved; nothing moved, and no
+/// MEMBER_DOWN was committed: a new-user trial read DOWN on such a leader 3 s after its
+/// followers froze).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_lost_its_majority_shows_the_members_it_cannot_hear_suspect_not_down() -> Result<()> {
+    let nodes = three_nodes_up().await?;
+    let (leader, _) = super::restarts::leader_and_term(&nodes[0]).await?;
+    let l = nodes.iter().position(|n| n.name == leader).context("the leader")?;
+    let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    for i in &others {
+        nodes[*i].freeze()?;
+    }
+    // The leader's readiness says it lost its majority (after 2 s) before the members show.
+    let deadline = Deadline::after(WAIT, "the leader to say no majority answers it");
+    loop {
+        let (status, body) = nodes[l].get("/readyz").await?;
+        if status == 503 && body.contains("no majority") {
+            break;
+        }
+        deadline.tick(body).await?;
+    }
+    for i in &others {
+        wait_member_state(&nodes[l], &nodes[*i].name, "SUSPECT").await?;
+    }
+    let down = nodes[l].events_after(None, &["MEMBER_DOWN"]).await?;
+    ensure!(down.is_empty(), "{down:?}");
+    for i in &others {
+        nodes[*i].thaw()?;
+    }
+    for i in &others {
+        wait_member_state(&nodes[l], &nodes[*i].name, "UP").await?;
+    }
+    Ok(())
+}

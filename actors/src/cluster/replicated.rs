@@ -16,8 +16,9 @@ pub struct LogMember {
     /// Its cluster address, as it last said (empty when never heard from).
     pub address: String,
     pub role: Role,
-    /// As the leader last decided it; UP for a member never decided upon (DOWN when this
-    /// node has not heard from it either).
+    /// As the leader last decided it; UP for a member never decided upon (SUSPECT while
+    /// this node does not hear from it: DOWN says that its work moved, which no decision
+    /// made happen).
     pub state: super::lease::MemberState,
     /// When this node last heard from it (now for this node itself).
     pub last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
@@ -159,7 +160,9 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
             let state = match record {
                 Some(r) => r.state,
                 None if cluster.status(&m.name) == Some(MemberStatus::Up) => super::lease::MemberState::Up,
-                None => super::lease::MemberState::Down,
+                // Not DOWN: a leader that lost its majority showed members it could not
+                // judge DOWN, their work unmoved and no MEMBER_DOWN committed.
+                None => super::lease::MemberState::Suspect,
             };
             LogMember {
                 address: addresses.get(&m.name).cloned().unwrap_or_default(),

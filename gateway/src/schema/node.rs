@@ -75,6 +75,9 @@ pub struct ClusterMember {
     /// Its cluster address; empty when this node has not heard from it since it started.
     pub address: String,
     pub role: MemberRole,
+    /// As the leader last decided it (and committed); for a member it never decided upon
+    /// (it joined, and was always up since), UP while the answering node hears from it and
+    /// SUSPECT while it does not.
     pub state: MemberState,
     /// Log entries the leader holds that this member has not confirmed yet; null when the
     /// node answering does not lead (only the leader knows).

@@ -54,3 +54,27 @@ async fn a_write_to_a_leader_no_majority_answers_is_not_proposed_and_is_answered
     assert!(matches!(refused, StoreError::NotLeader { leader: None }), "{refused:?}");
     assert_eq!(super::last_log(leader), last, "the write went into the leader's log");
 }
+
+/// A write a leader took just before it lost its majority is answered once no majority has
+/// answered that leader for a while, that it may still be applied: it waited out the
+/// commit's 10 s, and every write queued behind it waited as long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_a_leader_took_as_it_lost_its_majority_is_answered_once_the_loss_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, b, c] = super::three_voters(&router, &dir).await;
+    a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
+    let leader = [&a, &b, &c]
+        .into_iter()
+        .find(|s| s.leader().as_deref() == Some(s.node()))
+        .expect("a leader");
+    router.cut.lock().unwrap().extend(["a", "b", "c"].map(str::to_owned));
+    let refused = leader.write(Batch::new().put(THINGS, "k", vec![2])).await.unwrap_err();
+    let StoreError::Unavailable(said) = &refused else {
+        panic!("{refused:?}")
+    };
+    assert!(
+        said.contains("no majority of the cluster has answered this leader") && said.contains("may still be applied"),
+        "{said}"
+    );
+}
