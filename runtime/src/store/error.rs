@@ -64,11 +64,11 @@ impl StoreError {
 fn not_leader(leader: Option<&str>) -> String {
     match leader {
         Some(leader) => format!("this node does not lead the cluster's log (the leader is {leader})"),
-        None => "no leader of the cluster's log is known to this node: one is elected once a majority of \
-                 its voters is up and reachable; if most of them are gone for good, make a cluster again \
-                 from one survivor with `troupe recover` (docs/cluster.md); if this node was removed \
-                 (forgetMember) while it was down, the others no longer answer it: start it with a fresh \
-                 data dir and --join instead"
+        None => "no leader of the cluster's log is known to this node, and the write was not made: one is \
+                 elected once a majority of its voters is up and reachable; if most of them are gone for \
+                 good, make a cluster again from one survivor with `troupe recover` (docs/cluster.md); if \
+                 this node was removed (forgetMember) while it was down, the others no longer answer it: \
+                 start it with a fresh data dir and --join instead"
             .to_owned(),
     }
 }
@@ -81,7 +81,8 @@ mod tests {
     fn a_write_that_found_no_leader_names_the_way_out() {
         let none = StoreError::NotLeader { leader: None }.to_string();
         assert!(
-            none.contains("majority of its voters")
+            none.contains("the write was not made")
+                && none.contains("majority of its voters")
                 && none.contains("troupe recover")
                 && none.contains("removed (forgetMember) while it was down"),
             "{none}"
