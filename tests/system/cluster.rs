@@ -75,6 +75,12 @@ async fn a_raft_lane_listens_where_raft_listen_says_and_the_log_travels_on_it() 
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or_default();
     ensure!(lane > 0.0, "alpha sent nothing on beta's lane: {metrics}");
+    // The pre-votes are counted from the start, at 0 in a cluster that held no election
+    // (the counter appeared only with the first pre-vote).
+    for outcome in ["won", "lost"] {
+        let zero = format!("troupe_raft_pre_votes_total{{outcome=\"{outcome}\"}} 0");
+        ensure!(metrics.lines().any(|l| l == zero), "no {zero}: {metrics}");
+    }
     Ok(())
 }
 

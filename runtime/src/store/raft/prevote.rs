@@ -176,6 +176,11 @@ fn election_timeout(min: u64, max: u64) -> Duration {
 
 /// Runs this member's election timer while the store is open and its Raft member runs.
 pub(crate) async fn keep_timer(store: WeakStore) {
+    // Shown from the start, at 0: a counter that appears only once it counts cannot be told
+    // from one this node does not keep.
+    for outcome in ["won", "lost"] {
+        metrics::counter!("troupe_raft_pre_votes_total", "outcome" => outcome).increment(0);
+    }
     let mut not_before = Instant::now();
     loop {
         let look = {
