@@ -418,7 +418,12 @@ impl Store {
             true => None,
             false => self.inner.fence.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         };
-        writer::Request { batch, fence, done }
+        writer::Request {
+            batch,
+            fence,
+            done,
+            at: tokio::time::Instant::now(),
+        }
     }
 
     /// Writes a batch and waits until it is durable.

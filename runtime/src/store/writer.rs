@@ -45,6 +45,8 @@ pub(super) struct Request {
     /// The condition the node's writes carried when this one was handed over.
     pub fence: Option<Op>,
     pub done: Done,
+    /// When it was handed over: its wait for a leader counts from then.
+    pub at: tokio::time::Instant,
 }
 
 /// Who learns how a batch fared.
@@ -245,6 +247,7 @@ impl Writer {
             batches,
             waiting,
             delay,
+            since,
         } = checked;
         if batches.iter().all(Batch::is_empty) && !flight.in_doubt() {
             // Only flushes: answered once every group taken before them is (through the
@@ -270,7 +273,7 @@ impl Writer {
             answer(waiting, Ok(outcome));
             return Ok(());
         }
-        flight.send(self, batches, waiting);
+        flight.send(self, batches, waiting, since);
         Ok(())
     }
 
@@ -281,9 +284,16 @@ impl Writer {
             batches: Vec::with_capacity(group.len()),
             waiting: Vec::with_capacity(group.len()),
             delay: None,
+            since: None,
         };
         let mut requests = group.into_iter();
-        while let Some(Request { mut batch, fence, done }) = requests.next() {
+        while let Some(Request {
+            mut batch,
+            fence,
+            done,
+            at,
+        }) = requests.next()
+        {
             let mut fault = self.fault.as_ref().and_then(|hook| hook(&batch));
             if let Some(Fault::Delay(d)) = fault {
                 checked.delay = Some(checked.delay.map_or(d, |x: std::time::Duration| x.max(d)));
@@ -308,6 +318,7 @@ impl Writer {
                         batch.ops.extend(fence);
                         checked.batches.push(batch);
                         checked.waiting.push(done);
+                        checked.since = Some(checked.since.map_or(at, |since| since.min(at)));
                     }
                     Err(e) => {
                         tracing::warn!(reason = %e, "a batch was rejected");
@@ -376,6 +387,8 @@ struct Checked {
     batches: Vec<Batch>,
     waiting: Vec<Done>,
     delay: Option<std::time::Duration>,
+    /// When the first of its batches was handed over.
+    since: Option<tokio::time::Instant>,
 }
 
 impl Checked {

@@ -187,12 +187,22 @@ impl Flight {
         );
     }
 
-    /// Sends a group of batches behind those in flight.
-    pub fn send(&mut self, writer: &Writer, batches: Vec<Batch>, waiting: Vec<Done>) {
+    /// Sends a group of batches behind those in flight. Its wait for a leader counts from
+    /// when its first batch was handed over (`since`): one that waited behind a troubled
+    /// group (a leader that lost its majority, settling the writes it had taken) waited that
+    /// long and then its own 5 s, 7-10 s in all.
+    pub fn send(
+        &mut self,
+        writer: &Writer,
+        batches: Vec<Batch>,
+        waiting: Vec<Done>,
+        since: Option<tokio::time::Instant>,
+    ) {
+        let now = tokio::time::Instant::now();
         let group = Group::new(
             Some(std::sync::Arc::new(batches)),
             waiting,
-            tokio::time::Instant::now() + LEADER_WITHIN,
+            (since.unwrap_or(now) + LEADER_WITHIN).max(now),
         );
         self.launch(writer, group);
     }
@@ -251,6 +261,10 @@ impl Flight {
         group.batches.append(&mut checked.batches);
         group.waiting.append(&mut checked.waiting);
         group.delay = group.delay.max(checked.delay);
+        group.since = match (group.since, checked.since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         group
     }
 
