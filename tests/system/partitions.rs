@@ -36,6 +36,8 @@ fn gates(nodes: &[Node], at: usize, prefix: &str, on: bool) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_catches_up_from_a_snapshot_starts_what_moved_to_it_and_keeps_its_own_work() -> Result<()> {
+    // (And runs the tasks placed on it meanwhile: its scheduler's queue follows a snapshot
+    // as it follows the log.)
     // Snapshots every 40 entries, 2 kept behind: a member cut off from the log for a few
     // dozen writes can catch up only from a snapshot.
     let node = |name: &str, zone: &str| {
@@ -70,6 +72,16 @@ async fn a_member_that_catches_up_from_a_snapshot_starts_what_moved_to_it_and_ke
         "/id",
     )?;
     nodes[3].wait_agent_state(&mover, "RUNNING").await?;
+    // Only gamma serves "far", and alpha knows it from gamma's beats.
+    let far = text(
+        &nodes[2]
+            .spawn_agent(json!({ "name": "far", "backend": { "builtin": { "kind": "echo" } },
+                                 "capabilities": ["far"], "maxConcurrentTasks": 4 }))
+            .await?,
+        "/id",
+    )?;
+    nodes[2].wait_agent_state(&far, "RUNNING").await?;
+    super::replicated::room_of(&nodes[0], "gamma", "far", Some(4)).await?;
 
     // gamma falls behind the log: delta leaves, its agent moves to gamma in an entry gamma
     // does not receive, and the log that held it is purged past gamma's.
@@ -80,6 +92,18 @@ async fn a_member_that_catches_up_from_a_snapshot_starts_what_moved_to_it_and_ke
     let leave = "mutation { leaveCluster(node: \"delta\") { state } }";
     let left = nodes[0].gql_ok(leave, json!({})).await?;
     ensure!(left["leaveCluster"]["state"] == "LEFT", "{left}");
+    // Tasks submitted on alpha are placed on gamma, which serves them: written where they
+    // were submitted, in entries gamma does not receive. Its scheduler's queue must take
+    // them up from the snapshot it installs, as from the log.
+    let mut placed = Vec::new();
+    for i in 0..3 {
+        let task = nodes[0]
+            .submit(json!({ "capability": "far", "payload": { "i": i } }))
+            .await?;
+        let task = text(&task, "/id")?;
+        ensure!(super::replicated::held_by(&nodes[0], &task).await? == "gamma", "{task}");
+        placed.push(task);
+    }
     let swarm = nodes[0]
         .gql_ok(
             "mutation { createSwarm(input: { name: \"filler\", templates: [] }) { id } }",
@@ -99,6 +123,11 @@ async fn a_member_that_catches_up_from_a_snapshot_starts_what_moved_to_it_and_ke
     let deadline = Deadline::after(WAIT, "gamma to install a snapshot");
     while nodes[2].logged(installed) == joined {
         deadline.tick(nodes[2].log_tail()).await?;
+    }
+    // Its scheduler ran the tasks placed on it meanwhile, once each, on its agent...
+    for task in &placed {
+        let done = nodes[0].wait_task_state(task, "SUCCEEDED").await?;
+        ensure!(done["agentId"] == far.as_str() && done["attempts"] == 1, "{done}");
     }
     // It starts the agent that moved to it, which came with no event...
     ensure!(wait_moved(&nodes[2], &mover, "delta").await? == "gamma");
