@@ -98,7 +98,8 @@ pub enum List {
         #[arg(long)]
         first: Option<usize>,
     },
-    /// One, by id or name (a task, which has no name, by the end of its id: "2a5e1c").
+    /// One, by id or name (a task by the end of its id, as its name shows it: "2a5e1c"; a
+    /// task's result besides).
     Get { id: String },
 }
 
@@ -199,6 +200,8 @@ struct Kind {
     list: &'static str,
     one: &'static str,
     fields: &'static [&'static str],
+    /// What `get` shows besides (a task's result).
+    more: &'static [&'static str],
     /// Found by name too (a list filtered on this side).
     named: bool,
     paged: bool,
@@ -251,6 +254,7 @@ const AGENTS: Kind = Kind {
     list: "agents",
     one: "agent",
     fields: &["id", "name", "state", "node", "capabilities", "restarts"],
+    more: &[],
     named: true,
     paged: true,
 };
@@ -258,6 +262,7 @@ const TASKS: Kind = Kind {
     list: "tasks",
     one: "task",
     fields: &["id", "name", "state", "agentName", "attempts", "error"],
+    more: &["result"],
     named: true,
     paged: true,
 };
@@ -265,6 +270,7 @@ const SWARMS: Kind = Kind {
     list: "swarms",
     one: "swarm",
     fields: &["id", "name", "status", "topology", "size", "node"],
+    more: &[],
     named: true,
     paged: false,
 };
@@ -272,6 +278,7 @@ const HOSTS: Kind = Kind {
     list: "hosts",
     one: "host",
     fields: &["id", "name", "state", "node", "uri"],
+    more: &[],
     named: true,
     paged: false,
 };
@@ -279,6 +286,7 @@ const VMS: Kind = Kind {
     list: "vms",
     one: "vm",
     fields: &["id", "name", "state", "hostId"],
+    more: &[],
     named: true,
     paged: true,
 };
@@ -406,8 +414,12 @@ pub async fn run(command: Command) -> ExitCode {
 }
 
 async fn list_or_get(client: &Client, kind: &Kind, how: List) -> Done {
+    let fields: Vec<&str> = match how {
+        List::Get { .. } => kind.fields.iter().chain(kind.more).copied().collect(),
+        List::List { .. } => kind.fields.to_vec(),
+    };
     let rows = rows_of(client, kind, how).await?;
-    print(client, kind.fields, &Value::Array(rows));
+    print(client, &fields, &Value::Array(rows));
     Ok(())
 }
 
@@ -417,10 +429,15 @@ async fn rows_of(client: &Client, kind: &Kind, how: List) -> Result<Vec<Value>, 
     match how {
         List::List { first } => kind.all(client, first).await,
         List::Get { id } => {
-            let query = format!("query($id: ID!) {{ {}(id: $id) {{ {fields} }} }}", kind.one);
+            let more = kind.more.join(" ");
+            let query = format!("query($id: ID!) {{ {}(id: $id) {{ {fields} {more} }} }}", kind.one);
             let mut found = ask(client, &query, json!({ "id": id })).await?[kind.one].clone();
             if found.is_null() && kind.named {
                 found = by_name(client, kind, &id).await?;
+                // Found in a list, which does not carry what only `get` shows.
+                if let (false, Some(id)) = (kind.more.is_empty(), found["id"].as_str()) {
+                    found = ask(client, &query, json!({ "id": id })).await?[kind.one].clone();
+                }
             }
             if found.is_null() {
                 return Err(Failure(3, format!("no {} {id}", kind.one)));
@@ -508,7 +525,7 @@ fn print(client: &Client, fields: &[&str], rows: &Value) {
         .flatten()
         .map(|r| fields.iter().map(|f| cell(&r[*f])).collect())
         .collect();
-    let headers: Vec<String> = fields.iter().map(|f| f.to_uppercase()).collect();
+    let headers: Vec<String> = fields.iter().map(|f| header(f)).collect();
     let widths: Vec<usize> = (0..fields.len())
         .map(|i| {
             rows.iter()
@@ -522,6 +539,19 @@ fn print(client: &Client, fields: &[&str], rows: &Value) {
         let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         outln!("{}", line.join("  ").trim_end());
     }
+}
+
+/// A table's header for the field `field`: its words in capitals, joined by `_`
+/// ("requestedAt" is REQUESTED_AT: it read REQUESTEDAT).
+fn header(field: &str) -> String {
+    let mut out = String::with_capacity(field.len() + 4);
+    for c in field.chars() {
+        if c.is_uppercase() && !out.is_empty() {
+            out.push('_');
+        }
+        out.extend(c.to_uppercase());
+    }
+    out
 }
 
 /// The id of the agent named or identified by `agent`.

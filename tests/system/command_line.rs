@@ -37,7 +37,7 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
     let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
     ensure!(
         code == 0
-            && ["ID", "TOOL", "ARGUMENTS", "STATE", "DECIDEDBY", "NOTE"]
+            && ["ID", "TOOL", "ARGUMENTS", "STATE", "DECIDED_BY", "NOTE"]
                 .iter()
                 .all(|c| header.contains(c)),
         "{out}{err}"
@@ -127,6 +127,17 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
     let tail = &bare[bare.len() - 6..];
     let (code, out, err) = troupe(&["tasks", "get", tail], &at(&node)).await?;
     ensure!(code == 0 && out.contains(&format!("echoer · {tail}")), "{out}{err}");
+    // With its result, found by name or by id (it had none: only `submit --wait` showed it),
+    // under headers whose words are apart (AGENTNAME before).
+    let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
+    ensure!(
+        header.contains(&"RESULT")
+            && header.contains(&"AGENT_NAME")
+            && out.lines().nth(1).is_some_and(|row| row.ends_with(" x")),
+        "{out}"
+    );
+    let (code, out, err) = troupe(&["tasks", "get", &task, "-o", "json"], &at(&node)).await?;
+    ensure!(code == 0 && out.contains("\"result\": \"x\""), "{out}{err}");
 
     // Events read as sentences, a task aimed at an agent by the agent's name.
     let (_, out, _) = troupe(&["events", "--kind", "AGENT_FAILED"], &at(&node)).await?;
