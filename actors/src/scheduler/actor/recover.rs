@@ -24,14 +24,6 @@ impl State {
         self.load(None).await
     }
 
-    /// Takes over the open tasks `ids` that the cluster placed here (moved from a lost node,
-    /// handed over by a node none of whose agents served them, or submitted on a peer that
-    /// chose this node's agents): each that is open, held here and not known to this
-    /// scheduler yet. One that was RUNNING elsewhere is queued again without being charged an
-    /// attempt: the node was lost, not the attempt. Only the ids are read, and nothing waits
-    /// for this node's writes first: each arrived (its holder became this node in the write
-    /// that told of it), so none is a task this scheduler ran and forgot while its end was on
-    /// its way to the log.
     /// Whether the store says the task `id` is open and held here, before this node's writes
     /// in flight land (its end may be among them).
     pub(super) async fn open_here(&self, id: &str) -> Result<bool, ActorProcessingErr> {
@@ -42,6 +34,14 @@ impl State {
             .await?)
     }
 
+    /// Takes over the open tasks `ids` that the cluster placed here (moved from a lost node,
+    /// handed over by a node none of whose agents served them, or submitted on a peer that
+    /// chose this node's agents): each that is open, held here and not known to this
+    /// scheduler yet. One that was RUNNING elsewhere is queued again without being charged an
+    /// attempt: the node was lost, not the attempt. Only the ids are read, and nothing waits
+    /// for this node's writes first: each arrived (its holder became this node in the write
+    /// that told of it), so none is a task this scheduler ran and forgot while its end was on
+    /// its way to the log.
     pub(super) async fn adopt(&mut self, ids: Vec<String>) -> Result<(), ActorProcessingErr> {
         tracing::debug!(tasks = ids.len(), "adopting the open tasks placed here");
         self.load(Some(ids)).await
