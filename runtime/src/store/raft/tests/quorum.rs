@@ -33,26 +33,13 @@ async fn a_read_no_majority_confirms_names_who_answered_not_raw_ids() {
 /// might still be applied).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_to_a_leader_no_majority_answers_is_not_proposed_and_is_answered_not_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let router = Arc::new(Router::default());
-    let [a, b, c] = super::three_voters(&router, &dir).await;
-    a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
-    let leader = [&a, &b, &c]
-        .into_iter()
-        .find(|s| s.leader().as_deref() == Some(s.node()))
-        .expect("a leader");
-    let last = super::last_log(leader);
-    // Every link cut: the leader hears nobody, and nobody can elect another.
-    router.cut.lock().unwrap().extend(["a", "b", "c"].map(str::to_owned));
-    let mut metrics = leader.raft().metrics();
-    let silent = metrics.wait_for(crate::store::raft::status::lead_unconfirmed);
-    tokio::time::timeout(std::time::Duration::from_secs(10), silent)
-        .await
-        .expect("the leader to notice that no majority answers it")
-        .unwrap();
+    let (_dir, router, leader) = three_with_a_write().await;
+    let last = super::last_log(&leader);
+    cut_every_link(&router);
+    no_majority_answers(&leader).await;
     let refused = leader.write(Batch::new().put(THINGS, "k", vec![2])).await.unwrap_err();
     assert!(matches!(refused, StoreError::NotLeader { leader: None }), "{refused:?}");
-    assert_eq!(super::last_log(leader), last, "the write went into the leader's log");
+    assert_eq!(super::last_log(&leader), last, "the write went into the leader's log");
 }
 
 /// A write a leader took just before it lost its majority is answered once no majority has
@@ -60,15 +47,8 @@ async fn a_write_to_a_leader_no_majority_answers_is_not_proposed_and_is_answered
 /// commit's 10 s, and every write queued behind it waited as long.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_a_leader_took_as_it_lost_its_majority_is_answered_once_the_loss_shows() {
-    let dir = tempfile::tempdir().unwrap();
-    let router = Arc::new(Router::default());
-    let [a, b, c] = super::three_voters(&router, &dir).await;
-    a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
-    let leader = [&a, &b, &c]
-        .into_iter()
-        .find(|s| s.leader().as_deref() == Some(s.node()))
-        .expect("a leader");
-    router.cut.lock().unwrap().extend(["a", "b", "c"].map(str::to_owned));
+    let (_dir, router, leader) = three_with_a_write().await;
+    cut_every_link(&router);
     let refused = leader.write(Batch::new().put(THINGS, "k", vec![2])).await.unwrap_err();
     let StoreError::Unavailable(said) = &refused else {
         panic!("{refused:?}")
@@ -87,27 +67,14 @@ async fn a_write_a_leader_took_as_it_lost_its_majority_is_answered_once_the_loss
 /// the change it took 8.2 s here, with it 5.1 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_queued_behind_one_being_settled_waits_for_a_leader_from_when_it_was_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let router = Arc::new(Router::default());
-    let [a, b, c] = super::three_voters(&router, &dir).await;
-    a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
-    let leader = [&a, &b, &c]
-        .into_iter()
-        .find(|s| s.leader().as_deref() == Some(s.node()))
-        .expect("a leader")
-        .clone();
-    router.cut.lock().unwrap().extend(["a", "b", "c"].map(str::to_owned));
+    let (_dir, router, leader) = three_with_a_write().await;
+    cut_every_link(&router);
     // Taken at once, and settled once no majority has answered for 2 s (up to 5 s).
     let first = tokio::spawn({
         let leader = leader.clone();
         async move { leader.write(Batch::new().put(THINGS, "k", vec![2])).await }
     });
-    let mut metrics = leader.raft().metrics();
-    let silent = metrics.wait_for(crate::store::raft::status::lead_unconfirmed);
-    tokio::time::timeout(std::time::Duration::from_secs(10), silent)
-        .await
-        .expect("the leader to notice that no majority answers it")
-        .unwrap();
+    no_majority_answers(&leader).await;
     let asked = tokio::time::Instant::now();
     let second = leader.write(Batch::new().put(THINGS, "k", vec![3])).await;
     let waited = asked.elapsed();
@@ -120,4 +87,32 @@ async fn a_write_queued_behind_one_being_settled_waits_for_a_leader_from_when_it
         "the write waited {waited:?} for a leader"
     );
     assert!(first.await.unwrap().is_err());
+}
+
+/// Three voters that took a write; the one that leads.
+async fn three_with_a_write() -> (tempfile::TempDir, Arc<Router>, crate::store::Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, b, c] = super::three_voters(&router, &dir).await;
+    a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
+    let leader = [a, b, c]
+        .into_iter()
+        .find(|s| s.leader().as_deref() == Some(s.node()))
+        .expect("a leader");
+    (dir, router, leader)
+}
+
+/// Every link cut: the leader hears nobody, and nobody can elect another.
+fn cut_every_link(router: &Router) {
+    router.cut.lock().unwrap().extend(["a", "b", "c"].map(str::to_owned));
+}
+
+/// Waits (at most 10 s) until `leader` has had no answer from a majority for a while.
+async fn no_majority_answers(leader: &crate::store::Store) {
+    let mut metrics = leader.raft().metrics();
+    let silent = metrics.wait_for(crate::store::raft::status::lead_unconfirmed);
+    tokio::time::timeout(std::time::Duration::from_secs(10), silent)
+        .await
+        .expect("the leader to notice that no majority answers it")
+        .unwrap();
 }
