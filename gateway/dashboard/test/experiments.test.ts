@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { EXPERIMENT_KINDS, experimentInput, newDraft, newFault, outcomeTone, parseParams, parseSeed, randomSeed, recoveredLine, seedText, splitOutcome, wholeNumber, type Draft } from "../src/lib/experiments";
+import { EXPERIMENT_KINDS, experimentInput, experimentsDisabled, newDraft, newFault, outcomeTone, parseParams, parseSeed, randomSeed, recoveredLine, seedText, splitOutcome, wholeNumber, type Draft } from "../src/lib/experiments";
 import { tone } from "../src/lib/format";
 
 const draft = (over: Partial<Draft> = {}): Draft => ({ ...newDraft(), name: "crash a worker", ...over });
@@ -112,5 +112,14 @@ describe("injections and their outcome", () => {
     expect(tone("ABORTED")).toBe("bad");
     expect(tone("ACTIVE")).toBe("running");
     expect(tone("PENDING")).toBe("warn");
+  });
+});
+
+describe("a node that runs no experiments", () => {
+  it("is told by its refusal, which the view says as a setting instead of an error", () => {
+    expect(experimentsDisabled({ code: "FORBIDDEN", message: "fault injection is disabled on this node; start it with --fault-injection" })).toBe(true);
+    expect(experimentsDisabled({ code: "FORBIDDEN", message: "this needs the admin role" })).toBe(false);
+    expect(experimentsDisabled({ code: "UNAVAILABLE", message: "start it with --fault-injection" })).toBe(false);
+    expect(experimentsDisabled(null)).toBe(false);
   });
 });

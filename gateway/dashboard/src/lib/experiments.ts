@@ -79,6 +79,13 @@ const FIELDS = `id name state seed startedAt finishedAt
   report { verdict reason injected recovered maxTimeToRecoverMs invariants { name ok detail } unexpected { ${EVENT_FIELDS} } }`;
 
 export const LIST = `{ experiments { id name state seed startedAt finishedAt injections { id } } }`;
+
+/** Whether `error` is this node's refusal of every experiment: it was started without
+ * `--fault-injection` (a setting, not a failure: the view says so instead of showing it as
+ * an error). */
+export function experimentsDisabled(error: { code: string; message: string } | null | undefined): boolean {
+  return error?.code === "FORBIDDEN" && error.message.includes("--fault-injection");
+}
 export const UPDATES = `subscription($id: ID!) { experimentUpdates(id: $id) { ${FIELDS} } }`;
 
 export type Row = Pick<Experiment, "id" | "name" | "state" | "seed" | "startedAt" | "finishedAt"> & { injections: { id: string }[] };

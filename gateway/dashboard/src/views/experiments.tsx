@@ -7,7 +7,7 @@ import { ApiError } from "../lib/gql";
 import { useQuery, useRefreshOn } from "../lib/hooks";
 import { navigate } from "../lib/router";
 import { isAdmin } from "../lib/session";
-import { EXPERIMENT_KINDS, FAULT_ACTIONS, LIST, SELECT_MODES, experimentInput, newDraft, newFault, randomSeed, seedText, startExperiment, type Draft, type Experiment, type FaultDraft, type Row } from "../lib/experiments";
+import { EXPERIMENT_KINDS, FAULT_ACTIONS, LIST, SELECT_MODES, experimentInput, experimentsDisabled, newDraft, newFault, randomSeed, seedText, startExperiment, type Draft, type Experiment, type FaultDraft, type Row } from "../lib/experiments";
 import { Status } from "../components/status";
 import { Time } from "../components/time";
 import { Choice, Field, TextArea } from "../components/forms";
@@ -31,22 +31,31 @@ function Experiments() {
     const t = setInterval(() => void list.refetch(), 10_000);
     return () => clearInterval(t);
   }, [list.refetch]);
-  // A node without --fault-injection refuses every experiment: no form to fill in vain.
-  const refused = list.error?.code === "FORBIDDEN";
+  // A node without --fault-injection refuses every experiment: no form to fill in vain, and
+  // the refusal said as the setting it is (a red FORBIDDEN box read as a failure).
+  const disabled = experimentsDisabled(list.error);
   return (
     <Page title="Experiments" actions={<HaltAll />}>
       <p class="muted">Faults injected into chosen children of the supervision tree, reverted, and judged: what was hit, what Troupe noticed, how long each target took to recover, and whether the tree came back whole.</p>
-      {refused ? null : <StartForm />}
-      <Section title="Every node's experiments">
-        <ErrorBox error={list.error} />
-        {!list.data ? (
-          list.error ? null : <Loading what="experiments" />
-        ) : list.data.experiments.length === 0 ? (
-          <p class="empty">No experiment yet.</p>
-        ) : (
-          <List rows={list.data.experiments} />
-        )}
-      </Section>
+      {disabled ? (
+        <p class="muted" data-disabled="experiments">
+          This node was started without <code>--fault-injection</code>: it runs and lists no experiments (see <code>docs/faults.md</code>). "Halt all faults" still reverts every fault armed on the nodes it reaches.
+        </p>
+      ) : (
+        <StartForm />
+      )}
+      {disabled ? null : (
+        <Section title="Every node's experiments">
+          <ErrorBox error={list.error} />
+          {!list.data ? (
+            list.error ? null : <Loading what="experiments" />
+          ) : list.data.experiments.length === 0 ? (
+            <p class="empty">No experiment yet.</p>
+          ) : (
+            <List rows={list.data.experiments} />
+          )}
+        </Section>
+      )}
     </Page>
   );
 }
