@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::ws::follow;
-use super::{agent_id, ask, by_name, for_people, print, Client, Done, Failure, Output, AGENTS, SWARMS, VMS};
+use super::{agent_id, ask, by_name, for_people, print, Client, Done, Failure, Output, AGENTS, SWARMS, TASKS, VMS};
 
 #[derive(Args, Clone)]
 pub struct SubmitArgs {
@@ -83,8 +83,8 @@ pub struct EventsArgs {
     /// How many of the last events to print first.
     #[arg(long, default_value_t = 20)]
     tail: u32,
-    /// Only the events about this entity: an id, the name of an agent, swarm, host or VM, or a
-    /// host's name@node.
+    /// Only the events about this entity: an id, the name of an agent, swarm, host or VM, a
+    /// host's name@node, or the end of a task's id as its name shows it ("2a5e1c").
     #[arg(long)]
     subject: Option<String>,
 }
@@ -196,14 +196,17 @@ fn shown_all(client: &Client, rows: &[Value], show: impl Fn(&Value)) {
 
 /// The id of the entity `who` names: a host by id, name or `name@node` (as the node resolves
 /// it: a name several nodes' hosts share is refused, naming each), an agent, swarm or VM by
-/// name, or `who` itself (an id, or a subject that is no entity, such as a member's name).
+/// name, a task by the end of its id, or `who` itself (an id, or a subject that is no entity,
+/// such as a member's name).
 async fn subject_of(client: &Client, who: &str) -> Result<String, Failure> {
     let host = ask(client, "query($id: ID!) { host(id: $id) { id } }", json!({ "id": who })).await?;
     if let Some(id) = host["host"]["id"].as_str() {
         return Ok(id.to_owned());
     }
     if !who.contains('@') {
-        for kind in [&AGENTS, &SWARMS, &VMS] {
+        // A task by the end of its id, as `tasks get` finds it (read last: it lists them).
+        let tail = who.len() >= 4 && who.chars().all(|c| c.is_ascii_hexdigit());
+        for kind in [&AGENTS, &SWARMS, &VMS].into_iter().chain(tail.then_some(&TASKS)) {
             if let Some(id) = by_name(client, kind, who).await?["id"].as_str() {
                 return Ok(id.to_owned());
             }

@@ -144,6 +144,12 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
     ensure!(out.contains("agent echoer failed: fault injection"), "{out}");
     let (_, out, _) = troupe(&["events", "--kind", "TASK_SUCCEEDED", "--tail", "1"], &at(&node)).await?;
     ensure!(out.contains(&format!("task echoer · {tail} succeeded")), "{out}");
+    // A task's events by the end of its id, as its name shows it (nothing was printed).
+    let (code, out, err) = troupe(&["events", "--subject", tail], &at(&node)).await?;
+    ensure!(
+        code == 0 && out.contains(&format!("task echoer · {tail} succeeded")),
+        "{out}{err}"
+    );
     // `-o json` is one array, as for every list.
     let (code, out, _) = troupe(&["events", "--tail", "2", "-o", "json"], &at(&node)).await?;
     let events: Vec<Value> = serde_json::from_str(&out).with_context(|| out.clone())?;
