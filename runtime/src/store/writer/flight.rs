@@ -261,10 +261,7 @@ impl Flight {
         group.batches.append(&mut checked.batches);
         group.waiting.append(&mut checked.waiting);
         group.delay = group.delay.max(checked.delay);
-        group.since = match (group.since, checked.since) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        group.since = group.since.into_iter().chain(checked.since).min();
         group
     }
 
