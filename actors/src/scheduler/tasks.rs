@@ -206,16 +206,16 @@ impl TaskQueue {
         let Ok(mut why) = ask(&scheduler, |r| SchedulerMsg::WaitingFor(queued, r), "the scheduler").await else {
             return tasks;
         };
-        for task in &mut tasks {
+        let mut held_elsewhere = Vec::new();
+        for (t, task) in tasks.iter_mut().enumerate() {
             task.waiting_for = why.remove(&task.spec.id);
-            // Another member's scheduler holds it: only that one knows why it waits, and
-            // `null` would say that it runs.
             if task.waiting_for.is_none() && task.status.state == TaskState::Queued {
                 if let Some(holder) = self.cluster.holder(&task.spec.id).filter(|h| *h != self.node) {
-                    task.waiting_for = Some(format!("queued on {holder}, whose scheduler knows why it waits"));
+                    held_elsewhere.push((t, holder));
                 }
             }
         }
+        let tasks = self.said_by_their_holders(tasks, held_elsewhere).await;
         self.told_of_the_cluster(tasks).await
     }
 }

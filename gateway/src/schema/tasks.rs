@@ -149,8 +149,10 @@ impl Task {
     }
     /// Why a QUEUED task is not running yet, as the scheduler sees it now ("no agent has
     /// capability x", "agent a is not running", "dependencies not done: ...", breakers,
-    /// backoff, busy agents); null once it runs. Only the member holding the task knows: on
-    /// another, "queued on <node>, whose scheduler knows why it waits".
+    /// backoff, busy agents); null once it runs. Only the member holding the task knows it
+    /// now: on another, "queued on <node>, which said at <time>: <reason>" as that member's
+    /// newest `TASK_WAITING` event about it said (its log holds one when no agent has what
+    /// the task needs), or "queued on <node>, whose scheduler knows why it waits".
     async fn waiting_for(&self) -> Option<&str> {
         self.0.waiting_for.as_deref()
     }

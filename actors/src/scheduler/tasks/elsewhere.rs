@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use troupe_runtime::store::{StoreError, View};
+use troupe_runtime::events::Event;
+use troupe_runtime::store::{StoreError, View, Window};
 
 use super::TaskQueue;
 use crate::agent::{AgentSpec, AgentState, AgentStatus};
@@ -93,7 +94,52 @@ fn told_of_the_cluster(reason: &str, here: &str, nodes: &BTreeMap<String, u32>) 
     ))
 }
 
+/// Why a task queued on another member waits, as the replica holds it: the reason of the
+/// newest `TASK_WAITING` event about it (its holder's scheduler, which alone knows the
+/// reason now, writes one when no agent has what the task needs), with when it was said;
+/// without one, that the holder knows. Never `null`, which would say that it runs.
+fn said_by_holder(holder: &str, said: Option<&Event>) -> String {
+    match said.and_then(|e| Some((e.data.get("reason")?.as_str()?, e.at))) {
+        Some((reason, at)) => format!(
+            "queued on {holder}, which said at {}: {reason}",
+            at.format("%H:%M:%S UTC")
+        ),
+        None => format!("queued on {holder}, whose scheduler knows why it waits"),
+    }
+}
+
 impl TaskQueue {
+    /// The queued tasks held by other members (`held`: each one's place in `tasks` and its
+    /// holder), with why each waits as the replica says (see [`said_by_holder`]): one read
+    /// of the subject index per task, and no call to the holder.
+    pub(super) async fn said_by_their_holders(
+        &self,
+        mut tasks: Vec<TaskRecord>,
+        held: Vec<(usize, String)>,
+    ) -> Vec<TaskRecord> {
+        if held.is_empty() {
+            return tasks;
+        }
+        let ids: Vec<String> = held.iter().map(|(t, _)| tasks[*t].spec.id.clone()).collect();
+        let kinds = vec!["TASK_WAITING".to_owned()];
+        let said = self
+            .store
+            .view(move |v| {
+                ids.iter()
+                    .map(|id| Ok(v.events_about(id, Window::Last, Some(&kinds), 1)?.pop()))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read why the tasks held by other members wait");
+                vec![None; held.len()]
+            });
+        for ((t, holder), said) in held.into_iter().zip(said) {
+            tasks[t].waiting_for = Some(said_by_holder(&holder, said.as_ref()));
+        }
+        tasks
+    }
+
     /// The queued tasks' reasons "no agent has …" told of the cluster (see the module's
     /// doc), from one scan of the replica's agents when any task says so.
     pub(super) async fn told_of_the_cluster(&self, mut tasks: Vec<TaskRecord>) -> Vec<TaskRecord> {
@@ -164,6 +210,25 @@ mod tests {
         }
         store.write(batch).await.unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn a_task_queued_on_another_member_says_why_as_its_holder_said_it() {
+        let said = Event {
+            seq: 7,
+            kind: "TASK_WAITING".into(),
+            subject: Some("t@c".into()),
+            data: serde_json::json!({ "reason": "no agent has capability far", "capability": "far" }),
+            at: "2026-11-29T10:11:12Z".parse().unwrap(),
+        };
+        assert_eq!(
+            said_by_holder("c", Some(&said)),
+            "queued on c, which said at 10:11:12 UTC: no agent has capability far"
+        );
+        assert_eq!(
+            said_by_holder("c", None),
+            "queued on c, whose scheduler knows why it waits"
+        );
     }
 
     #[tokio::test]
