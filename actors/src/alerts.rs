@@ -33,7 +33,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::task::JoinSet;
-use troupe_runtime::config::outside::Alerts;
+use troupe_runtime::config::outside::{Alerts, Severity};
 use troupe_runtime::events::{self, Event, EventFilter, NewEvent};
 use troupe_runtime::store::{Batch, Store, StoreError, Table};
 
@@ -95,6 +95,18 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// The kind the alert fired with (see [`Notice::fired_as`]); `kind` is the event the
+    /// notice is about, for a resolved one the event that ended it. `None` in deliveries
+    /// kept by an earlier release, where it was `kind`.
+    #[serde(default)]
+    pub fired_as: Option<String>,
+}
+
+impl Delivery {
+    /// The kind the alert fired with: its labels' `kind`, the same from firing to resolved.
+    pub fn alert_kind(&self) -> &str {
+        self.fired_as.as_deref().unwrap_or(&self.kind)
+    }
 }
 
 /// The node's alerting: its channels and rules, and the client deliveries go out with.
@@ -143,10 +155,11 @@ impl Alerting {
             group: format!("test/{}", c.name),
             status: Status::Firing,
             kind: TEST_KIND.into(),
+            fired_as: TEST_KIND.into(),
             subject: None,
             subject_name: None,
             data: json!({ "test": true }),
-            severity: troupe_runtime::config::outside::Severity::Info,
+            severity: Severity::Info,
             count: 1,
             starts_at: now,
             at: now,
@@ -219,6 +232,7 @@ fn delivery(n: &Notice, channel: &str, now: DateTime<Utc>) -> Delivery {
         last_error: None,
         next_attempt_at: None,
         delivered_at: None,
+        fired_as: Some(n.fired_as.clone()),
     }
 }
 
@@ -284,7 +298,8 @@ async fn lead(a: &Alerting) -> Result<(), StoreError> {
             let restored = Restored {
                 group: d.group.clone(),
                 rule: d.rule.clone(),
-                kind: d.kind.clone(),
+                kind: d.alert_kind().to_owned(),
+                severity: Severity::parse(&d.severity).unwrap_or(Severity::Info),
                 subject_name: d.subject_name.clone(),
                 starts_at: d.starts_at,
             };

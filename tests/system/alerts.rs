@@ -151,7 +151,7 @@ url = "http://127.0.0.1:{void_port}/"
 [[alert_rules]]
 name = "agents-failing"
 kinds = ["AGENT_FAILED", "AGENT_ALERT"]
-severity = "critical"
+severity = "warning"
 channels = ["ops", "chat", "mail", "void"]
 group_interval_ms = 3000
 
@@ -293,7 +293,8 @@ channels = ["void"]
     let mail = wait_lines(&mail_log, "the email", |m| !m.is_empty()).await?;
     ensure!(mail[0]["to"] == json!(["oncall@example.test"]), "{}", mail[0]);
     let data = mail[0]["data"].as_str().unwrap_or_default();
-    ensure!(data.contains("Subject: [Troupe critical] agent reviewer"), "{data}");
+    // The first failure, which its supervisor restarts, is a warning.
+    ensure!(data.contains("Subject: [Troupe warning] agent reviewer"), "{data}");
 
     // The channel nobody answers: three attempts, then FAILED, an event, and the list says so.
     let deadline = Deadline::after(WAIT, "a delivery to the void channel to fail");
@@ -370,6 +371,59 @@ channels = ["void"]
     ensure!(
         ops.iter().any(|d| d["attempts"] == 2),
         "the refused one took two attempts: {all}"
+    );
+    Ok(())
+}
+
+/// An agent that crashes once and is restarted by its supervisor: a warning, resolved once
+/// the restart held for the rule's group interval, with the labels it fired with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_its_supervisor_recovers_from_is_a_warning_resolved_with_the_labels_it_fired_with() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rules = "[[alert_rules]]\nname = \"agents\"\nkinds = [\"AGENT_*\"]\nseverity = \"warning\"\nchannels = [\"ops\"]\ngroup_interval_ms = 1000\n";
+    let (_hook, _port, log, config) = webhook_config(dir.path(), rules).await?;
+    let node = Node::start(NodeOpts::named("healing").arg("--config", config.display())).await?;
+    let agent = node.spawn_builtin("panic", &["crash"]).await?;
+    let _ = node
+        .submit(json!({ "agentId": agent, "payload": 1, "maxAttempts": 1 }))
+        .await?;
+    let alerts = |seen: &[Value]| -> Vec<Value> {
+        seen.iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l["body"].as_str()?).ok())
+            .collect()
+    };
+    let seen = wait_lines(&log, "the crash's notice and its resolution", |seen| {
+        alerts(seen).iter().any(|b| b["status"] == "resolved")
+    })
+    .await?;
+    let bodies = alerts(&seen);
+    let labels: Vec<(&str, &str, &str)> = bodies
+        .iter()
+        .map(|b| {
+            let l = &b["alerts"][0]["labels"];
+            (
+                b["status"].as_str().unwrap_or_default(),
+                l["kind"].as_str().unwrap_or_default(),
+                l["severity"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    ensure!(
+        labels
+            == [
+                ("firing", "AGENT_FAILED", "warning"),
+                ("resolved", "AGENT_FAILED", "warning")
+            ],
+        "{bodies:?}"
+    );
+    let resolved = &bodies[1];
+    ensure!(
+        resolved["troupe"]["kind"] == "AGENT_RESTARTED"
+            && resolved["alerts"][0]["annotations"]["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Resolved: "),
+        "{resolved}"
     );
     Ok(())
 }

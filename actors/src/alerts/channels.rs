@@ -121,7 +121,7 @@ fn status(d: &Delivery) -> &'static str {
 pub fn webhook_body(d: &Delivery) -> Value {
     let labels = json!({
         "alertname": d.rule,
-        "kind": d.kind,
+        "kind": d.alert_kind(),
         "severity": d.severity,
         "subject": d.subject,
         "subjectName": d.subject_name,
@@ -153,6 +153,7 @@ pub fn webhook_body(d: &Delivery) -> Value {
         "troupe": {
             "deliveryId": d.id,
             "count": d.count,
+            "kind": d.kind,
             "seq": d.seq,
             "at": d.at.to_rfc3339(),
             "data": d.data,

@@ -8,7 +8,12 @@
 //!  window ends ─▶ folded > 0 ─▶ one notice with the count, a new window
 //!              └▶ none ─▶ the window closes (the group still fires until resolved)
 //!  resolving event (AGENT_HEALTHY after AGENT_UNHEALTHY…) ─▶ a resolved notice; group gone
+//!  AGENT_RESTARTED after AGENT_FAILED ─▶ resolved once the group's interval passes with no
+//!                                       new failure (a crash loop stays one alert)
 //! ```
+//!
+//! A resolved notice carries the alert's kind and severity as its last firing notice did
+//! (Alertmanager's labels stay the same from firing to resolved), and says what ended it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -41,6 +46,27 @@ pub fn severity(kind: &str) -> Severity {
         | "LEADER_CHANGED"
         | "ALERT_DELIVERY_FAILED" => Severity::Warning,
         _ => Severity::Info,
+    }
+}
+
+/// How much `event` needs a person: its kind's [`severity`], except an agent's failure that
+/// its supervisor is already restarting (`AGENT_FAILED` with `restarting: true`), which is a
+/// warning; the failure it gives up on is critical.
+pub fn severity_of(event: &Event) -> Severity {
+    if event.kind == "AGENT_FAILED" && event.data.get("restarting") == Some(&serde_json::Value::Bool(true)) {
+        return Severity::Warning;
+    }
+    severity(&event.kind)
+}
+
+/// The kinds that end an alert of `kind` on the same subject once its group's interval has
+/// passed with no new firing event after them: the subject recovered by itself, and a new
+/// failure within the interval is a repeat of the same alert (a restart that crashes again
+/// would otherwise resolve and fire it anew on every turn of a crash loop).
+pub fn resolved_after_quiet(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "AGENT_FAILED" => &["AGENT_RESTARTED"],
+        _ => &[],
     }
 }
 
@@ -81,7 +107,7 @@ pub struct Subject {
 
 pub fn matches(rule: &Rule, event: &Event, subject: &Subject) -> bool {
     kind_matches(rule, &event.kind)
-        && severity(&event.kind) >= rule.severity
+        && severity_of(event) >= rule.severity
         && rule.labels.iter().all(|(k, v)| subject.labels.get(k) == Some(v))
 }
 
@@ -99,11 +125,17 @@ pub struct Notice {
     pub channels: Vec<String>,
     pub group: String,
     pub status: Status,
-    /// The event the notice is about (the last one folded, for a repeat).
+    /// The event the notice is about (the last one folded, for a repeat; for a resolved
+    /// notice, the one that ended the alert).
     pub kind: String,
+    /// The kind the alert fired with, as its last firing notice said: the notice's own kind
+    /// when it fires, the ended alert's when it is resolved.
+    pub fired_as: String,
     pub subject: Option<String>,
     pub subject_name: Option<String>,
     pub data: serde_json::Value,
+    /// The alert's severity: the event's when it fires, the last firing notice's when it is
+    /// resolved.
     pub severity: Severity,
     /// Events this notice stands for: 1 for the first, the folded repeats' count after.
     pub count: u64,
@@ -119,6 +151,7 @@ pub struct Restored {
     pub group: String,
     pub rule: String,
     pub kind: String,
+    pub severity: Severity,
     pub subject_name: Option<String>,
     pub starts_at: DateTime<Utc>,
 }
@@ -126,6 +159,8 @@ pub struct Restored {
 struct Group {
     rule: usize,
     kind: String,
+    /// The kind and severity of the last firing notice sent: a resolved notice carries them.
+    sent: (String, Severity),
     starts_at: DateTime<Utc>,
     /// What its subject was called when it fired: a resolving event about a subject that is
     /// gone (an agent removed) can no longer be named from the store.
@@ -134,6 +169,9 @@ struct Group {
     window_ends: Option<DateTime<Utc>>,
     folded: u64,
     last: Option<Notice>,
+    /// A recovery that resolves the alert unless it fails again before then (see
+    /// [`resolved_after_quiet`]): when, and the resolved notice it makes.
+    resolving: Option<(DateTime<Utc>, Notice)>,
 }
 
 /// The rules and the state of each group that fires.
@@ -169,11 +207,11 @@ impl Grouper {
     pub fn wants(&self, event: &Event) -> bool {
         self.rules
             .iter()
-            .any(|r| kind_matches(r, &event.kind) && severity(&event.kind) >= r.severity)
-            || self
-                .groups
-                .values()
-                .any(|g| resolved_by(&g.kind).contains(&event.kind.as_str()))
+            .any(|r| kind_matches(r, &event.kind) && severity_of(event) >= r.severity)
+            || self.groups.values().any(|g| {
+                resolved_by(&g.kind).contains(&event.kind.as_str())
+                    || resolved_after_quiet(&g.kind).contains(&event.kind.as_str())
+            })
     }
 
     /// The notices `event` makes now; repeats are folded until their window ends.
@@ -192,9 +230,19 @@ impl Grouper {
                 .is_some_and(|g| resolved_by(&g.kind).contains(&event.kind.as_str()));
             if ends {
                 let group = self.groups.remove(&key).expect("just seen");
-                let mut notice = self.notice(group.rule, &key, Status::Resolved, event, subject, 1, group.starts_at);
-                notice.subject_name = notice.subject_name.or(group.subject_name);
-                out.push(notice);
+                out.push(self.resolved(&group, &key, event, subject));
+                ended.push(key);
+                continue;
+            }
+            let recovers = self
+                .groups
+                .get(&key)
+                .is_some_and(|g| resolved_after_quiet(&g.kind).contains(&event.kind.as_str()));
+            if recovers {
+                let g = &self.groups[&key];
+                let notice = self.resolved(g, &key, event, subject);
+                let quiet = chrono::Duration::from_std(rule.group_interval).unwrap_or_default();
+                self.groups.get_mut(&key).expect("just seen").resolving = Some((now + quiet, notice));
                 ended.push(key);
             }
         }
@@ -215,17 +263,21 @@ impl Grouper {
                 let g = self.groups.get_mut(&key).expect("just seen");
                 g.folded += 1;
                 g.kind = event.kind.clone();
+                // It failed again before its recovery held: the same alert.
+                g.resolving = None;
                 g.last = Some(notice);
             } else {
                 let window = chrono::Duration::from_std(rule.group_interval).unwrap_or_default();
                 let group = Group {
                     rule: i,
                     kind: event.kind.clone(),
+                    sent: (notice.fired_as.clone(), notice.severity),
                     starts_at,
                     subject_name: subject.name.clone(),
                     window_ends: Some(now + window),
                     folded: 0,
                     last: None,
+                    resolving: None,
                 };
                 self.groups.insert(key, group);
                 out.push(notice);
@@ -234,7 +286,8 @@ impl Grouper {
         out
     }
 
-    /// The folded repeats of each window that has ended by `now`, one notice per group.
+    /// The folded repeats of each window that has ended by `now`, one notice per group, and
+    /// the recoveries that held (see [`resolved_after_quiet`]).
     pub fn due(&mut self, now: DateTime<Utc>) -> Vec<Notice> {
         let mut out = Vec::new();
         for g in self.groups.values_mut() {
@@ -245,6 +298,7 @@ impl Grouper {
             match g.last.take() {
                 Some(mut notice) if g.folded > 0 => {
                     notice.count = g.folded;
+                    g.sent = (notice.fired_as.clone(), notice.severity);
                     out.push(notice);
                     g.folded = 0;
                     let interval = self.rules[g.rule].group_interval;
@@ -254,6 +308,17 @@ impl Grouper {
             }
         }
         out.sort_by_key(|n| n.seq);
+        // After the repeats folded before it (failures before the recovery), if any.
+        let held: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.resolving.as_ref().is_some_and(|(at, _)| *at <= now))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in held {
+            let g = self.groups.remove(&key).expect("just seen");
+            out.extend(g.resolving.map(|(_, notice)| notice));
+        }
         out
     }
 
@@ -268,18 +333,33 @@ impl Grouper {
         let group = Group {
             rule,
             kind: last.kind.clone(),
+            sent: (last.kind.clone(), last.severity),
             starts_at: last.starts_at,
             subject_name: last.subject_name.clone(),
             window_ends: None,
             folded: 0,
             last: None,
+            resolving: None,
         };
         self.groups.insert(last.group.clone(), group);
     }
 
-    /// When the next window ends.
+    /// When the next window ends, or the next recovery holds.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
-        self.groups.values().filter_map(|g| g.window_ends).min()
+        self.groups
+            .values()
+            .flat_map(|g| [g.window_ends, g.resolving.as_ref().map(|(at, _)| *at)])
+            .flatten()
+            .min()
+    }
+
+    /// The resolved notice of `group`, ended by `event`: with the kind and severity its last
+    /// firing notice had, and its subject's name as it fired when the subject is gone.
+    fn resolved(&self, group: &Group, key: &str, event: &Event, subject: &Subject) -> Notice {
+        let mut notice = self.notice(group.rule, key, Status::Resolved, event, subject, 1, group.starts_at);
+        notice.subject_name = notice.subject_name.or(group.subject_name.clone());
+        (notice.fired_as, notice.severity) = group.sent.clone();
+        notice
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -300,10 +380,11 @@ impl Grouper {
             group: group.to_owned(),
             status,
             kind: event.kind.clone(),
+            fired_as: event.kind.clone(),
             subject: event.subject.clone(),
             subject_name: subject.name.clone(),
             data: event.data.clone(),
-            severity: severity(&event.kind),
+            severity: severity_of(event),
             count,
             starts_at,
             at: event.at,
@@ -418,6 +499,7 @@ mod tests {
             group: group.into(),
             rule: rule.into(),
             kind: "AGENT_FAILED".into(),
+            severity: Severity::Critical,
             subject_name: Some("agent first".into()),
             starts_at: t,
         };
@@ -433,6 +515,8 @@ mod tests {
             (n.status, n.group.as_str(), n.subject_name.as_deref(), n.starts_at),
             (Status::Resolved, "down/a1", Some("agent first"), t)
         );
+        // With the labels it fired with.
+        assert_eq!((n.fired_as.as_str(), n.severity), ("AGENT_FAILED", Severity::Critical));
         assert!(g
             .on_event(&event(8, "AGENT_REMOVED", "a2", later), &Subject::default(), later)
             .is_empty());
@@ -440,6 +524,77 @@ mod tests {
         g.restore(&restored("down/a1", "down"));
         let again = g.on_event(&event(9, "AGENT_FAILED", "a1", later), &Subject::default(), later);
         assert_eq!((again.len(), again[0].count, again[0].starts_at), (1, 1, t));
+    }
+
+    fn failed(seq: u64, restarting: bool, at: DateTime<Utc>) -> Event {
+        Event {
+            data: json!({ "reason": "panicked", "restarting": restarting }),
+            ..event(seq, "AGENT_FAILED", "a1", at)
+        }
+    }
+
+    #[test]
+    fn a_failure_its_supervisor_recovers_from_is_a_warning_resolved_once_the_restart_holds() {
+        let mut g = Grouper::new(vec![rule("agents", &["AGENT_*"], Severity::Warning)]);
+        let s = Subject::default();
+        let t = t0();
+        let at = |secs: i64| t + chrono::Duration::seconds(secs);
+        // The supervisor restarts it: a warning, not critical.
+        let fired = g.on_event(&failed(1, true, t), &s, t);
+        assert_eq!(
+            (fired.len(), fired[0].severity, fired[0].status),
+            (1, Severity::Warning, Status::Firing)
+        );
+        // The restart resolves nothing at once, and fires nothing of its own.
+        assert!(g
+            .on_event(&event(2, "AGENT_RESTARTED", "a1", at(1)), &s, at(1))
+            .is_empty());
+        assert_eq!(g.next_due(), Some(at(60)), "the window and the recovery end together");
+        assert!(g.due(at(59)).is_empty());
+        let resolved = g.due(at(61));
+        assert_eq!(resolved.len(), 1, "{resolved:?}");
+        let n = &resolved[0];
+        assert_eq!(
+            (n.status, n.kind.as_str(), n.fired_as.as_str(), n.severity, n.starts_at),
+            (
+                Status::Resolved,
+                "AGENT_RESTARTED",
+                "AGENT_FAILED",
+                Severity::Warning,
+                t
+            )
+        );
+        assert_eq!(g.next_due(), None, "nothing fires any more");
+
+        // A crash loop: each restart fails again before it holds; one alert, its repeats
+        // folded, and no resolved notice between them.
+        let t = at(100);
+        let at = |secs: i64| t + chrono::Duration::seconds(secs);
+        assert_eq!(g.on_event(&failed(3, true, t), &s, t).len(), 1);
+        for i in 0..3 {
+            assert!(g
+                .on_event(
+                    &event(4 + 2 * i, "AGENT_RESTARTED", "a1", at(2 * i as i64 + 1)),
+                    &s,
+                    at(2 * i as i64 + 1)
+                )
+                .is_empty());
+            assert!(g
+                .on_event(&failed(5 + 2 * i, true, at(2 * i as i64 + 2)), &s, at(2 * i as i64 + 2))
+                .is_empty());
+        }
+        let folded = g.due(at(60));
+        assert_eq!(folded.len(), 1);
+        assert_eq!((folded[0].status, folded[0].count), (Status::Firing, 3));
+        // Then given up on: critical, at once once the window is closed.
+        let gave_up = g.on_event(&failed(20, false, at(130)), &s, at(130));
+        assert_eq!((gave_up.len(), gave_up[0].severity), (1, Severity::Critical));
+        // Resolved by its start, with the labels of its last firing notice.
+        let started = g.on_event(&event(21, "AGENT_STARTED", "a1", at(140)), &s, at(140));
+        assert_eq!(
+            (started[0].status, started[0].fired_as.as_str(), started[0].severity),
+            (Status::Resolved, "AGENT_FAILED", Severity::Critical)
+        );
     }
 
     #[test]
