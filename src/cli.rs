@@ -116,8 +116,8 @@ type Done = Result<(), Failure>;
 
 /// The node's answer to one GraphQL request, or why there is none.
 async fn ask(client: &Client, query: &str, variables: Value) -> Result<Value, Failure> {
-    let token = token(client)?;
     let url = format!("{}/graphql", base_url(client)?.trim_end_matches('/'));
+    let token = token(client)?;
     let response = troupe_actors::agent::http_client()
         .post(&url)
         .bearer_auth(token)
@@ -163,6 +163,12 @@ async fn ask(client: &Client, query: &str, variables: Value) -> Result<Value, Fa
 /// The node's URL: the flag (or `TROUPE_URL`), else the context's, else the default.
 fn base_url(client: &Client) -> Result<String, Failure> {
     if let Some(url) = &client.url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Failure(
+                2,
+                format!("--url {url:?} is not a node's address: give http://host:port (or https://)"),
+            ));
+        }
         return Ok(url.clone());
     }
     let context = context::chosen(client.context.as_deref())?;
@@ -173,9 +179,17 @@ fn token(client: &Client) -> Result<String, Failure> {
     if let Some(token) = &client.token {
         return Ok(token.clone());
     }
-    if client.url.is_none() {
-        let context = context::chosen(client.context.as_deref())?;
-        if let Some(file) = context.and_then(|c| c.token_file) {
+    // The context's token goes to the context's node only: with --url, only when that is
+    // the context's URL (a token is never sent to another node than the one it was kept for).
+    let context = context::chosen(client.context.as_deref())?;
+    let same_node = |c: &context::Context| {
+        client
+            .url
+            .as_deref()
+            .is_none_or(|url| url.trim_end_matches('/') == c.url.trim_end_matches('/'))
+    };
+    if let Some(context) = context.filter(same_node) {
+        if let Some(file) = context.token_file {
             return std::fs::read_to_string(&file)
                 .map(|t| t.trim().to_owned())
                 .map_err(|e| Failure(4, format!("the context's token file {}: {e}", file.display())));
@@ -262,7 +276,7 @@ const TASKS: Kind = Kind {
     list: "tasks",
     one: "task",
     fields: &["id", "name", "state", "agentName", "attempts", "error"],
-    more: &["result"],
+    more: &["waitingFor", "result"],
     named: true,
     paged: true,
 };
@@ -413,6 +427,23 @@ pub async fn run(command: Command) -> ExitCode {
     }
 }
 
+/// What a command that removed something prints: for people a sentence ("agent q removed"),
+/// since the state the API answered with is the one it had before it went; for scripts the
+/// answer as it is.
+fn print_gone(client: &Client, fields: &[&str], what: &str, done: &Value) {
+    match client.output {
+        Output::Table => {
+            let name = done["name"].as_str().filter(|n| !n.is_empty());
+            let id = done["id"].as_str().unwrap_or_default();
+            match name {
+                Some(name) => outln!("{what} {name} ({id})"),
+                None => outln!("{what} {id}"),
+            }
+        }
+        _ => print(client, fields, &json!([done])),
+    }
+}
+
 async fn list_or_get(client: &Client, kind: &Kind, how: List) -> Done {
     let fields: Vec<&str> = match how {
         List::Get { .. } => kind.fields.iter().chain(kind.more).copied().collect(),
@@ -440,7 +471,13 @@ async fn rows_of(client: &Client, kind: &Kind, how: List) -> Result<Vec<Value>, 
                 }
             }
             if found.is_null() {
-                return Err(Failure(3, format!("no {} {id}", kind.one)));
+                let short = kind.one == "task" && !id.contains('@') && id.len() < 4;
+                let hint = if short {
+                    " (give at least 4 of the last characters of its id)"
+                } else {
+                    ""
+                };
+                return Err(Failure(3, format!("no {} {id}{hint}", kind.one)));
             }
             Ok(vec![found])
         }

@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::{agent_id, ask, list_or_get, print, Client, Done, Failure, List, AGENTS};
+use super::{agent_id, ask, list_or_get, print, print_gone, Client, Done, Failure, List, AGENTS};
 
 /// `troupe agents`: the reads, and the lifecycle changes an operator makes.
 #[derive(Subcommand, Clone)]
@@ -143,7 +143,11 @@ pub(super) async fn agents(client: &Client, how: AgentsHow) -> Done {
     let fields = AGENTS.fields.join(" ");
     let query = format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ {fields} }} }}");
     let data = ask(client, &query, json!({ "id": id })).await?;
-    print(client, AGENTS.fields, &json!([data[mutation]]));
+    if mutation == "removeAgent" {
+        print_gone(client, AGENTS.fields, "removed agent", &data[mutation]);
+    } else {
+        print(client, AGENTS.fields, &json!([data[mutation]]));
+    }
     Ok(())
 }
 

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! A flag or its environment variable (`--url`, `--token`) wins over the context, which
-//! wins over the defaults (`http://127.0.0.1:8080`, the admin token in `--data-dir`).
+//! wins over the defaults (`http://127.0.0.1:8080`, the admin token in `--data-dir`). The
+//! context's token file is read for its own URL only: with `--url` naming another node, the
+//! token comes from `--token` or `--data-dir`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,7 +49,9 @@ pub enum Contexts {
     Use { name: String },
     /// Add or change a context.
     Set {
+        /// The context's name (`troupe context use <name>`, `--context <name>`).
         name: String,
+        /// The node's address: http://host:port (or https://).
         #[arg(long = "to-url")]
         url: String,
         /// A file holding its token.

@@ -18,7 +18,8 @@ pub struct SubmitArgs {
     /// Run on this agent.
     #[arg(long)]
     agent: Option<String>,
-    /// The task's input, JSON (a bare word is taken as a string).
+    /// The task's input, JSON (a bare word is taken as a string; text that starts as JSON
+    /// does, with `{`, `[` or `"`, must be JSON).
     #[arg(long, default_value = "{}")]
     payload: String,
     /// Wait for the task to end and print its result; exits 1 if it did not succeed.
@@ -74,7 +75,7 @@ pub struct LogsArgs {
 
 #[derive(Args, Clone)]
 pub struct EventsArgs {
-    /// Only these kinds (repeatable).
+    /// Only these kinds (repeatable; `task_dead` is `TASK_DEAD`).
     #[arg(long = "kind")]
     kinds: Vec<String>,
     /// Keep following new events.
@@ -89,8 +90,21 @@ pub struct EventsArgs {
     subject: Option<String>,
 }
 
+/// A `--payload`: JSON, or a bare word taken as a string. Text that starts as a JSON object,
+/// array or string does must be one: a typo in it is refused (exit 2), not sent as text.
+fn payload_of(text: &str) -> Result<Value, Failure> {
+    match serde_json::from_str(text) {
+        Ok(value) => Ok(value),
+        Err(e) if text.trim_start().starts_with(['{', '[', '"']) => Err(Failure(
+            2,
+            format!("--payload {text}: not JSON: {e} (a bare word is taken as a string; quote text that starts with {{, [ or \")"),
+        )),
+        Err(_) => Ok(Value::String(text.to_owned())),
+    }
+}
+
 pub(super) async fn submit(client: &Client, s: SubmitArgs) -> Done {
-    let payload: Value = serde_json::from_str(&s.payload).unwrap_or(Value::String(s.payload.clone()));
+    let payload = payload_of(&s.payload)?;
     let agent = match &s.agent {
         Some(agent) => Some(agent_id(client, agent).await?),
         None => None,
@@ -197,29 +211,53 @@ fn shown_all(client: &Client, rows: &[Value], show: impl Fn(&Value)) {
 /// The id of the entity `who` names: a host by id, name or `name@node` (as the node resolves
 /// it: a name several nodes' hosts share is refused, naming each), an agent, swarm or VM by
 /// name, a task by the end of its id, or `who` itself (an id, or a subject that is no entity,
-/// such as a member's name).
-async fn subject_of(client: &Client, who: &str) -> Result<String, Failure> {
+/// such as a member's name, or an entity removed since: `None` then).
+async fn subject_of(client: &Client, who: &str) -> Result<Option<String>, Failure> {
     let host = ask(client, "query($id: ID!) { host(id: $id) { id } }", json!({ "id": who })).await?;
     if let Some(id) = host["host"]["id"].as_str() {
-        return Ok(id.to_owned());
+        return Ok(Some(id.to_owned()));
     }
     if !who.contains('@') {
         // A task by the end of its id, as `tasks get` finds it (read last: it lists them).
         let tail = who.len() >= 4 && who.chars().all(|c| c.is_ascii_hexdigit());
         for kind in [&AGENTS, &SWARMS, &VMS].into_iter().chain(tail.then_some(&TASKS)) {
             if let Some(id) = by_name(client, kind, who).await?["id"].as_str() {
-                return Ok(id.to_owned());
+                return Ok(Some(id.to_owned()));
             }
         }
     }
-    Ok(who.to_owned())
+    // An id (`<uuid>@<node>`) is taken as it is; a word that names nothing now is too, but
+    // said to be one when it finds no event.
+    Ok(who.contains('@').then(|| who.to_owned()))
 }
 
-pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
+/// What `events` says on stderr when its filters found nothing, so that a typo does not
+/// read as a quiet cluster: the filters, and a subject that names nothing now.
+fn none_found(kinds: &[String], who: Option<&str>, named: bool) -> String {
+    let mut said = "no events found".to_owned();
+    if !kinds.is_empty() {
+        said += &format!(" of kind {}", kinds.join(", "));
+    }
+    if let Some(who) = who {
+        said += &format!(" about {who}");
+        if !named {
+            said +=
+                &format!(" ({who} names no agent, swarm, host, VM or task now: one removed since is found by its id)");
+        }
+    }
+    said
+}
+
+pub(super) async fn events(client: &Client, mut e: EventsArgs) -> Done {
+    // Kinds are upper case: `task_dead` is meant as `TASK_DEAD`.
+    e.kinds.iter_mut().for_each(|k| *k = k.to_ascii_uppercase());
     let kinds = (!e.kinds.is_empty()).then_some(&e.kinds);
-    let subject = match &e.subject {
-        Some(who) => Some(subject_of(client, who).await?),
-        None => None,
+    let (subject, named) = match &e.subject {
+        Some(who) => match subject_of(client, who).await? {
+            Some(id) => (Some(id), true),
+            None => (Some(who.clone()), false),
+        },
+        None => (None, true),
     };
     // For people: the event as a sentence, its subject by name.
     let show = |event: &Value| match client.output {
@@ -246,6 +284,9 @@ pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
     )
     .await?;
     let events = data["events"].as_array().cloned().unwrap_or_default();
+    if events.is_empty() && (kinds.is_some() || subject.is_some()) {
+        eprintln!("troupe: {}", none_found(&e.kinds, e.subject.as_deref(), named));
+    }
     if !e.follow {
         shown_all(client, &events, show);
         return Ok(());
@@ -269,4 +310,33 @@ pub(super) async fn events(client: &Client, e: EventsArgs) -> Done {
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_that_filters_found_none_of_say_so_and_name_a_subject_that_names_nothing() {
+        assert_eq!(none_found(&["NOPE".into()], None, true), "no events found of kind NOPE");
+        assert_eq!(
+            none_found(&[], Some("ghost"), false),
+            "no events found about ghost (ghost names no agent, swarm, host, VM or task now: one removed since is found by its id)"
+        );
+    }
+
+    #[test]
+    fn a_payload_that_starts_as_json_does_must_be_json_and_a_bare_word_is_a_string() {
+        assert_eq!(payload_of("{\"a\": 1}").ok(), Some(json!({ "a": 1 })));
+        assert_eq!(payload_of("12").ok(), Some(json!(12)));
+        assert_eq!(payload_of("hello").ok(), Some(json!("hello")));
+        assert_eq!(payload_of("hello world").ok(), Some(json!("hello world")));
+        for typo in ["{bad json", " [1, 2", "\"unclosed"] {
+            let Err(Failure(code, message)) = payload_of(typo) else {
+                panic!("{typo} was taken");
+            };
+            assert_eq!(code, 2, "{message}");
+            assert!(message.contains("not JSON"), "{message}");
+        }
+    }
 }

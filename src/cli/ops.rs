@@ -1,13 +1,14 @@
 //! What an operator does to tasks, swarms, hosts and VMs from the command line, each named
 //! by id or name: `tasks cancel|requeue`, `swarms scale|destroy`, `hosts drain|maintenance`,
 //! `vms start|stop|reboot|pause|resume|migrate|delete`. Each prints the entity as the change
-//! left it.
+//! left it; one destroyed or deleted is said to be gone, for people.
 
 use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::{
-    ask, by_name, list_or_get, print, rows_of, Client, Done, Failure, Kind, List, Output, HOSTS, SWARMS, TASKS, VMS,
+    ask, by_name, list_or_get, print, print_gone, rows_of, Client, Done, Failure, Kind, List, Output, HOSTS, SWARMS,
+    TASKS, VMS,
 };
 
 #[derive(Subcommand, Clone)]
@@ -128,7 +129,11 @@ pub(super) async fn swarms(client: &Client, how: SwarmsHow) -> Done {
         SwarmsHow::Scale { swarm, size } => {
             act(client, &SWARMS, "scaleSwarm", &swarm, &[("size", "Int!", json!(size))]).await
         }
-        SwarmsHow::Destroy { swarm } => act(client, &SWARMS, "destroySwarm", &swarm, &[]).await,
+        SwarmsHow::Destroy { swarm } => {
+            let done = acted(client, &SWARMS, "destroySwarm", &swarm, &[]).await?;
+            print_gone(client, SWARMS.fields, "destroyed swarm", &done);
+            Ok(())
+        }
     }
 }
 
@@ -251,7 +256,11 @@ pub(super) async fn vms(client: &Client, how: VmsHow) -> Done {
         VmsHow::Reboot { vm } => ("rebootVm", vm),
         VmsHow::Pause { vm } => ("pauseVm", vm),
         VmsHow::Resume { vm } => ("resumeVm", vm),
-        VmsHow::Delete { vm } => ("deleteVm", vm),
+        VmsHow::Delete { vm } => {
+            let done = acted(client, &VMS, "deleteVm", &vm, &[]).await?;
+            print_gone(client, VMS.fields, "deleted VM", &done);
+            return Ok(());
+        }
     };
     print_vms(client, vec![acted(client, &VMS, mutation, &vm, &[]).await?]).await
 }

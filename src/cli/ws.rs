@@ -56,8 +56,8 @@ async fn subscribe(
     variables: Value,
     each: &mut impl FnMut(&Value) -> Done,
 ) -> Result<Ended, Failure> {
-    let token = token(client)?;
     let url = base_url(client)?;
+    let token = token(client)?;
     let url = url.trim_end_matches('/');
     let ws = match url.strip_prefix("http://") {
         Some(rest) => format!("ws://{rest}/graphql/ws"),

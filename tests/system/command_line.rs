@@ -184,6 +184,27 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
     ensure!(code == 0 && out.contains("*") && out.contains(&url), "{out}");
     let (code, _, err) = troupe(&["agents", "list", "--context", "elsewhere"], &config).await?;
     ensure!(code == 2 && err.contains("no context elsewhere"), "{err}");
+    // `--url` (or TROUPE_URL) naming the context's own node keeps the context's token; an
+    // address without its scheme is a usage error.
+    let mut same = config.clone();
+    same.push(("TROUPE_URL", format!("{url}/")));
+    let (code, out, err) = troupe(&["agents", "list", "-o", "name"], &same).await?;
+    ensure!(code == 0 && out.trim() == agent, "{out}{err}");
+    let bare = node.addr.to_string();
+    let (code, _, err) = troupe(&["agents", "list", "--url", &bare], &config).await?;
+    ensure!(code == 2 && err.contains("http://host:port"), "{code} {err}");
+
+    // A payload that starts as JSON does must be JSON: a typo is refused, nothing submitted.
+    let (code, _, err) = troupe(&["submit", "--agent", "echoer", "--payload", "{bad json"], &config).await?;
+    ensure!(code == 2 && err.contains("not JSON"), "{code} {err}");
+    // Filters that find nothing say so on stderr; a kind is upper case whatever is typed.
+    let (code, out, err) = troupe(&["events", "--kind", "task_succeeded", "--tail", "1"], &config).await?;
+    ensure!(code == 0 && out.contains("succeeded"), "{out}{err}");
+    let (code, out, err) = troupe(&["events", "--subject", "ghost"], &config).await?;
+    ensure!(
+        code == 0 && out.is_empty() && err.contains("ghost names no agent"),
+        "{out}{err}"
+    );
     Ok(())
 }
 
@@ -257,7 +278,9 @@ async fn an_operator_changes_tasks_swarms_hosts_and_vms_by_name_from_the_command
     let out = ok(troupe(&["swarms", "scale", "crew", "2", "-o", "jsonl"], &env).await?)?;
     ensure!(out.contains("\"size\":2"), "{out}");
     ensure!(ok(troupe(&["swarms", "list"], &env).await?)?.contains("crew"));
-    ok(troupe(&["swarms", "destroy", "crew"], &env).await?)?;
+    // Destroyed, it is said to be gone (the state it was answered with is from before).
+    let out = ok(troupe(&["swarms", "destroy", "crew"], &env).await?)?;
+    ensure!(out.starts_with("destroyed swarm crew ("), "{out}");
 
     // A task waiting for a capability nobody has: `submit` says so on stderr (the node's
     // warning), its answer alone on stdout; then cancelled by its id's end.
@@ -269,6 +292,12 @@ async fn an_operator_changes_tasks_swarms_hosts_and_vms_by_name_from_the_command
     );
     let task = out.trim().to_owned();
     ensure!(task.contains('@') && !task.contains(' '), "the id alone: {out}");
+    // `tasks get` says why it waits.
+    let out = ok(troupe(&["tasks", "get", &task, "-o", "json"], &env).await?)?;
+    ensure!(
+        out.contains("\"waitingFor\": \"no agent has capability nobody"),
+        "{out}"
+    );
     // The task's limits and an LLM agent's session, from the command line.
     let args = [
         "submit",
