@@ -337,6 +337,13 @@ async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_t
     )
     .await?;
     ensure!(code == 0 && out.trim().ends_with("@solo"), "{code} {out} {err}");
+    // A second agent of the same name is made, and the answer warns that names no longer
+    // find either.
+    let (code, _, err) = cli(&node, &["agents", "spawn", "from-file", "--builtin", "echo"]).await?;
+    ensure!(
+        code == 0 && err.contains("warning: NAME_TAKEN:") && err.contains(out.trim()),
+        "{code} {err}"
+    );
     let (code, _, err) = cli(&node, &["agents", "spawn", "idle"]).await?;
     ensure!(code == 2 && err.contains("say what the agent runs"), "{code} {err}");
     // On a member named with --node: one that is not is refused by the node.

@@ -16,6 +16,32 @@ use crate::error::OrGql;
 #[derive(Default)]
 pub struct AgentsMutation;
 
+/// Names need not be unique, but a name two agents share no longer finds either (the command
+/// line asks for an id then): the answer that made the second says so in
+/// `extensions.warnings` (code `NAME_TAKEN`), naming the other.
+async fn warn_if_the_name_is_taken(ctx: &Context<'_>, made: &troupe_actors::agent::AgentView) {
+    let filter = troupe_actors::agent::AgentFilter {
+        name: Some(made.spec.name.clone()),
+        ..Default::default()
+    };
+    let Ok(api) = ctx.data::<Api>() else { return };
+    let Ok(named) = api.agents().list(None, 2, filter).await else {
+        return;
+    };
+    let Some(other) = named.items.iter().find(|a| a.spec.id != made.spec.id) else {
+        return;
+    };
+    if let Ok(notes) = ctx.data::<std::sync::Arc<crate::schema::notes::Notes>>() {
+        notes.warn(
+            "NAME_TAKEN",
+            format!(
+                "agent {} ({}) has the name {} too: names need not be unique, but where a name stands for an agent (the command line) give its id",
+                other.spec.id, other.spec.node, made.spec.name
+            ),
+        );
+    }
+}
+
 async fn act(ctx: &Context<'_>, id: ID, action: AgentAction, key: Option<String>) -> async_graphql::Result<Agent> {
     Ok(Agent::from(
         ctx.data::<Api>()?.agents().act(&id, action, key).await.gql()?,
@@ -24,7 +50,8 @@ async fn act(ctx: &Context<'_>, id: ID, action: AgentAction, key: Option<String>
 
 #[Object]
 impl AgentsMutation {
-    /// Creates a supervised agent and starts it, on this node or on `input.node`.
+    /// Creates a supervised agent and starts it, on this node or on `input.node`. When
+    /// another agent has its name, the answer says so in `extensions.warnings` (`NAME_TAKEN`).
     #[graphql(guard = "RoleGuard(Role::Operator)")]
     async fn spawn_agent(
         &self,
@@ -33,13 +60,14 @@ impl AgentsMutation {
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Agent> {
         let request = input.into_request(true).gql()?;
-        Ok(Agent::from(
-            ctx.data::<Api>()?
-                .agents()
-                .spawn(request, idempotency_key)
-                .await
-                .gql()?,
-        ))
+        let made = ctx
+            .data::<Api>()?
+            .agents()
+            .spawn(request, idempotency_key)
+            .await
+            .gql()?;
+        warn_if_the_name_is_taken(ctx, &made).await;
+        Ok(Agent::from(made))
     }
 
     /// Defines an agent without starting it (state DEFINED); `startAgent` starts it.
@@ -51,13 +79,14 @@ impl AgentsMutation {
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Agent> {
         let request = input.into_request(false).gql()?;
-        Ok(Agent::from(
-            ctx.data::<Api>()?
-                .agents()
-                .spawn(request, idempotency_key)
-                .await
-                .gql()?,
-        ))
+        let made = ctx
+            .data::<Api>()?
+            .agents()
+            .spawn(request, idempotency_key)
+            .await
+            .gql()?;
+        warn_if_the_name_is_taken(ctx, &made).await;
+        Ok(Agent::from(made))
     }
 
     /// Starts a DEFINED, STOPPED or FAILED agent under its supervisor.
