@@ -12,7 +12,7 @@ use super::{SchedulerMsg, State};
 use crate::error::ApiError;
 use crate::scheduler::engine::Transition;
 use crate::tables::{AGENT_STATS, OPEN_TASKS, TASK_STATUS};
-use crate::task::TaskStatus;
+use crate::task::{TaskState, TaskStatus};
 
 impl State {
     /// Adds a transition to the batch of the message being handled.
@@ -63,7 +63,7 @@ impl State {
         batch.push(Op::Put {
             table: TASK_STATUS,
             key: t.task.clone(),
-            value: troupe_runtime::codec::encode(&t.status)?,
+            value: troupe_runtime::codec::encode(&without_stale_progress(&t.status))?,
         });
         if let Some((agent, succeeded)) = &t.ended {
             self.work.remove(&t.task);
@@ -115,5 +115,40 @@ fn observe(status: &TaskStatus, kind: &str) {
     if let (Some(s), Some(f)) = (status.started_at, status.finished_at) {
         let secs = (f - s).num_microseconds().unwrap_or(0) as f64 / 1e6;
         metrics::histogram!("troupe_task_duration_seconds").record(secs);
+    }
+}
+
+/// The status as it is written: a task back in the queue shows no progress, which was its
+/// last attempt's ("AWAITING_APPROVAL: …" would read as if it still waited for a person).
+fn without_stale_progress(status: &TaskStatus) -> std::borrow::Cow<'_, TaskStatus> {
+    if status.state == TaskState::Queued && status.progress.is_some() {
+        let mut status = status.clone();
+        status.progress = None;
+        std::borrow::Cow::Owned(status)
+    } else {
+        std::borrow::Cow::Borrowed(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::TaskProgress;
+
+    #[test]
+    fn a_task_back_in_the_queue_is_written_without_its_last_attempts_progress() {
+        let mut status = TaskStatus::queued();
+        status.state = TaskState::Running;
+        status.progress = Some(TaskProgress {
+            fraction: None,
+            note: Some("AWAITING_APPROVAL: troupe_submit_task".into()),
+            at: chrono::Utc::now(),
+        });
+        assert!(
+            without_stale_progress(&status).progress.is_some(),
+            "a running one keeps it"
+        );
+        status.state = TaskState::Queued;
+        assert_eq!(without_stale_progress(&status).progress, None);
     }
 }
