@@ -144,7 +144,7 @@ pub struct Surface {
 impl Surface {
     /// Runs `op` with `arguments` as the caller.
     async fn run(&self, op: &Operation, arguments: Map<String, Value>, caller: Caller) -> CallToolResult {
-        if let Some(missing) = required(op, &arguments) {
+        if let Some(missing) = required(op, &arguments).or_else(|| mistyped(op, &arguments)) {
             return CallToolResult::error(vec![ContentBlock::text(format!("INVALID_INPUT {missing}"))]);
         }
         let mut variables = arguments.clone();
@@ -278,6 +278,32 @@ fn required(op: &Operation, arguments: &Map<String, Value>) -> Option<String> {
     }
 }
 
+/// The first argument whose JSON type is not the one `op`'s schema gives it, said as the
+/// tool's (GraphQL would take the number 42 as the ID "42", and answer a read of it with
+/// null, as if it named nothing).
+fn mistyped(op: &Operation, arguments: &Map<String, Value>) -> Option<String> {
+    let schema = (op.schema)();
+    let properties = schema.get("properties")?.as_object()?;
+    arguments.iter().find_map(|(name, value)| {
+        let want = properties.get(name)?.get("type")?.as_str()?;
+        let fits = match want {
+            "string" => value.is_string(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "boolean" => value.is_boolean(),
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            _ => true,
+        };
+        let a = if want.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        (!fits && !value.is_null()).then(|| format!("{}: {name} is {a} {want}, not {value}", op.name))
+    })
+}
+
 /// A call's `wait` (default true) and `timeoutMs` (default 60 s, at most 10 minutes).
 fn waiting(arguments: &Map<String, Value>) -> Result<(bool, Duration), String> {
     let wait = match arguments.get("wait") {
@@ -322,6 +348,20 @@ pub fn service(schema: TroupeSchema, api: Api) -> StreamableHttpService<Surface,
     )
 }
 
+/// A body over `body_limit_bytes` answered as JSON-RPC says an error (413, with the error
+/// object an MCP client shows), not as GraphQL's.
+pub async fn too_large(response: Response) -> Response {
+    if response.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    let error = json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": -32600, "message": "the request body is larger than the node's body_limit_bytes" },
+    });
+    (axum::http::StatusCode::PAYLOAD_TOO_LARGE, axum::Json(error)).into_response()
+}
+
 /// Answers a session's end (DELETE with its `mcp-session-id`) `204 No Content`: rmcp answers
 /// `202 Accepted`, which clients of the initialize era (the Python SDK among them) report
 /// as a failed termination, though the session did end.
@@ -359,6 +399,34 @@ pub async fn authorized(State(api): State<Api>, mut request: Request, next: Next
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_argument_of_another_type_than_the_tools_schema_says_is_refused() {
+        let get = operations().into_iter().find(|op| op.name == "get_task").unwrap();
+        let args = |v: Value| v.as_object().cloned().unwrap();
+        assert_eq!(
+            mistyped(&get, &args(json!({ "id": 42 }))).as_deref(),
+            Some("get_task: id is a string, not 42")
+        );
+        assert_eq!(mistyped(&get, &args(json!({ "id": "42" }))), None);
+        let set = operations()
+            .into_iter()
+            .find(|op| op.name == "swarm_memory_set")
+            .unwrap();
+        // A value of any type; a version must be an integer.
+        assert_eq!(
+            mistyped(&set, &args(json!({ "id": "s", "key": "k", "value": [1] }))),
+            None
+        );
+        assert_eq!(
+            mistyped(
+                &set,
+                &args(json!({ "id": "s", "key": "k", "value": 1, "expectVersion": "2" }))
+            )
+            .as_deref(),
+            Some("swarm_memory_set: expectVersion is an integer, not \"2\"")
+        );
+    }
 
     /// Every tool's operation is one the schema knows: run with no variables, it may miss
     /// them, never a field, type or argument.

@@ -103,6 +103,7 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
         .merge(crate::dashboard::routes())
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/metrics", get(prometheus))
+        .layer(RequestBodyLimitLayer::new(settings.body_limit))
         .layer(bounded.clone());
     // The probes are not traced: an unready node answers each readiness probe 503, which
     // the trace layer would log as an ERROR every few seconds (its reasons are in /readyz).
@@ -115,6 +116,8 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
     let mcp = Router::new()
         .nest_service("/mcp", crate::mcp::service(state.schema.clone(), state.api.clone()))
         .layer(axum::middleware::from_fn(crate::mcp::session_ended))
+        .layer(RequestBodyLimitLayer::new(settings.body_limit))
+        .layer(axum::middleware::map_response(crate::mcp::too_large))
         .layer(axum::middleware::from_fn_with_state(
             state.api.clone(),
             crate::mcp::authorized,
@@ -129,7 +132,6 @@ pub fn router(api: Api, metrics: PrometheusHandle, settings: Settings) -> Router
         .route("/graphql/ws", get(graphql_ws))
         .merge(http)
         .merge(mcp)
-        .layer(RequestBodyLimitLayer::new(settings.body_limit))
         .merge(hooks)
         .layer(axum::middleware::map_response(error::coded_too_large))
         .layer(TraceLayer::new_for_http().on_failure(failed))

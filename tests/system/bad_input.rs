@@ -63,11 +63,15 @@ async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> Result<(u16, St
 /// POSTs a `len`-byte GraphQL body with `Expect: 100-continue`, so a server that rejects
 /// it by Content-Length answers before the body is sent; the final status and body.
 async fn post_oversized(node: &Node, len: usize) -> Result<(u16, String)> {
+    post_oversized_to(node, "/graphql", len).await
+}
+
+async fn post_oversized_to(node: &Node, path: &str, len: usize) -> Result<(u16, String)> {
     let (prefix, suffix) = (r#"{"query":"{ node { name } }","variables":{"pad":""#, r#""}}"#);
     let body = format!("{prefix}{}{suffix}", "x".repeat(len - prefix.len() - suffix.len()));
     let mut stream = TcpStream::connect(&node.addr).await?;
     let head = format!(
-        "POST /graphql HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {len}\r\n\
          Expect: 100-continue\r\nConnection: close\r\n\r\n",
         node.addr, node.token
@@ -311,6 +315,13 @@ async fn oversized_body_gets_413_and_earlier_work_survives() -> Result<()> {
     );
     let body: Value = serde_json::from_str(&body).with_context(|| format!("413 with {body}"))?;
     expect_code(&body, "INVALID_INPUT")?;
+    // On /mcp, said as JSON-RPC says an error, which an MCP client shows.
+    let (status, body) = post_oversized_to(&node, "/mcp", 1_200_000).await?;
+    let body: Value = serde_json::from_str(&body).with_context(|| format!("413 with {body}"))?;
+    ensure!(
+        status == 413 && body["jsonrpc"] == "2.0" && text(&body, "/error/message")?.contains("body_limit_bytes"),
+        "{status} {body}"
+    );
     let (status, body) = node
         .post_graphql(Some(node.token.as_str()), &json!({ "query": "{ agents { " }))
         .await?;
