@@ -301,6 +301,17 @@ fn next_id(text: &str) -> Option<(usize, usize)> {
 
 /// The event as a sentence: who, what happened, and why when its data says.
 pub fn sentence(kind: &str, who: Option<&str>, data: &Value) -> String {
+    // A delivery's subject is its id, which says nothing to a person: the channel and the
+    // rule do.
+    if let ("ALERT_DELIVERY_FAILED", Some(channel)) = (kind, data.get("channel").and_then(Value::as_str)) {
+        let rule = data.get("rule").and_then(Value::as_str).unwrap_or("?");
+        let mut s = format!("an alert of rule {rule} was not delivered to channel {channel}");
+        if let Some(error) = data.get("error").and_then(Value::as_str) {
+            s.push_str(": ");
+            s.extend(error.chars().take(300));
+        }
+        return s;
+    }
     let mut what = verb(kind);
     // "agent echoer restarted", not "agent echoer agent restarted"; "swarm math's
     // coordinator started", not "… coordinator swarm coordinator started".
@@ -352,6 +363,19 @@ pub fn sentence(kind: &str, who: Option<&str>, data: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_failed_alert_delivery_is_told_by_its_channel_and_rule_not_its_id() {
+        let data = json!({ "channel": "broken", "rule": "agents", "attempts": 3, "error": "answered 500" });
+        assert_eq!(
+            sentence(
+                "ALERT_DELIVERY_FAILED",
+                Some("01a228c6-5aae-7000-8000-000000000000"),
+                &data
+            ),
+            "an alert of rule agents was not delivered to channel broken: answered 500"
+        );
+    }
 
     #[test]
     fn an_event_reads_as_a_sentence_with_its_cause() {

@@ -228,7 +228,10 @@ async fn lose_a_member(node: &Node, name: &str, input: Value, subtasks: usize) -
     let holder = kill_the_holder(node, &task).await?;
     node.wait_agent_state(&holder, "FAILED").await?;
     let s = wait_swarm(node, &id, "DEGRADED", |s| s["status"] == "DEGRADED").await?;
-    ensure!(s["statusReason"] == "1 of 2 members run (at least 1 wanted)", "{s}");
+    ensure!(
+        s["statusReason"] == "1 of 2 members are running (at least 1 wanted)",
+        "{s}"
+    );
     gate.open()?;
     let done = wait_task(node, &task).await?;
     ensure!(done["state"] == "SUCCEEDED" && done["result"] == 25, "{done}");

@@ -26,7 +26,7 @@ async fn a_swarm_starts_its_members_scales_and_its_destruction_leaves_no_process
         ensure!(caps.contains(&json!(format!("swarm:{id}"))), "{m}");
     }
     let s = wait_swarm(&node, &id, "HEALTHY", |s| s["status"] == "HEALTHY").await?;
-    ensure!(s["statusReason"] == "all 3 members run", "{s}");
+    ensure!(s["statusReason"] == "all 3 members are running", "{s}");
     // Members are the swarm's own subtree: core > swarms > the swarm > members, coordinator.
     let ours = in_tree(&node, &[&id]).await?;
     ensure!(ours["kind"] == "SWARM", "{ours}");
@@ -61,7 +61,7 @@ async fn a_swarm_starts_its_members_scales_and_its_destruction_leaves_no_process
     ensure!(scaled[1]["data"]["reason"] == "scaleSwarm", "{scaled:?}");
     // Its reason follows its size, though its health did not change.
     wait_swarm(&node, &id, "HEALTHY at 2, said so", |s| {
-        s["status"] == "HEALTHY" && members(s).len() == 2 && s["statusReason"] == "all 2 members run"
+        s["status"] == "HEALTHY" && members(s).len() == 2 && s["statusReason"] == "all 2 members are running"
     })
     .await?;
     ensure!(alive(&pids).len() == 2, "processes alive: {:?}", alive(&pids));

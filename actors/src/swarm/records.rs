@@ -193,12 +193,15 @@ mod tests {
         assert_eq!(load_spec(&store, "s1").await.unwrap().size, 1);
         let last = store.last_seq().await.unwrap();
         change(&store, &locks.hold_spec("s1").await, |_, status| {
-            status.reason = "all 2 members run".into();
+            status.reason = "all 2 members are running".into();
             Ok(None)
         })
         .await
         .unwrap();
-        assert_eq!(load_status(&store, "s1").await.unwrap().reason, "all 2 members run");
+        assert_eq!(
+            load_status(&store, "s1").await.unwrap().reason,
+            "all 2 members are running"
+        );
         assert_eq!(store.last_seq().await.unwrap(), last, "no event");
     }
 }

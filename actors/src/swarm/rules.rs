@@ -16,15 +16,15 @@ pub fn health(states: &[AgentState], min_agents: u32) -> (SwarmHealth, String) {
         return (SwarmHealth::Healthy, "no members, none required".into());
     }
     if running == 0 {
-        return (SwarmHealth::Failed, format!("none of its {total} members runs"));
+        return (SwarmHealth::Failed, format!("none of its {total} members is running"));
     }
     if running < total || (running as u32) < min_agents {
         return (
             SwarmHealth::Degraded,
-            format!("{running} of {total} members run (at least {min_agents} wanted)"),
+            format!("{running} of {total} members are running (at least {min_agents} wanted)"),
         );
     }
-    (SwarmHealth::Healthy, format!("all {total} members run"))
+    (SwarmHealth::Healthy, format!("all {total} members are running"))
 }
 
 /// How a scatter-gather's answers become its result.
