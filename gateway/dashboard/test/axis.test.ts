@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { fitRange } from "../src/lib/axis";
+import { fitRange, TIME_STEPS, timeLabel } from "../src/lib/axis";
 
 describe("a chart's fitted y range", () => {
   it("runs from 0 to a little above the largest value, however small", () => {
@@ -27,5 +27,18 @@ describe("a chart's fitted y range", () => {
     const [lo, hi] = fitRange(-1, 2, 0.01);
     expect(lo).toBeLessThan(-1);
     expect(hi).toBeGreaterThan(2);
+  });
+});
+
+describe("a chart's time axis", () => {
+  it("labels ticks with the time of day, seconds while they are less than a minute apart", () => {
+    const t = Date.UTC(2026, 10, 29, 19, 46, 5) / 1000;
+    expect(timeLabel(t, 5, "UTC")).toBe("19:46:05");
+    expect(timeLabel(t, 300, "UTC")).toBe("19:46");
+  });
+
+  it("never steps by less than a second", () => {
+    expect(Math.min(...TIME_STEPS)).toBe(1);
+    expect(TIME_STEPS.every((s) => Number.isInteger(s))).toBe(true);
   });
 });

@@ -3,7 +3,7 @@
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { fitRange } from "../lib/axis";
+import { fitRange, TIME_SPACE, TIME_STEPS, timeLabel } from "../lib/axis";
 import type { Gap } from "../lib/metrics";
 
 export interface Series {
@@ -42,10 +42,18 @@ export function Chart({ title, xs, ys, series, height = 160, floor }: ChartProps
       width: box.current.clientWidth || 400,
       height,
       legend: { show: true },
+      // Room on the right for the half of the last time label that reaches past the plot.
+      padding: [null, 28, null, null],
       cursor: { drag: { x: false, y: false } },
       scales: floor === undefined ? {} : { y: { range: (_, min, max) => fitRange(min, max, floor) } },
       axes: [
-        { stroke: css("--muted"), grid: { stroke: css("--line") } },
+        {
+          stroke: css("--muted"),
+          grid: { stroke: css("--line") },
+          space: TIME_SPACE,
+          incrs: TIME_STEPS,
+          values: (_u, splits, _axis, _space, step) => splits.map((s) => timeLabel(s, step)),
+        },
         { stroke: css("--muted"), grid: { stroke: css("--line") }, size: 56 },
       ],
       series: [{}, ...series.map((s) => ({ label: `${s.label} (${s.unit})`, stroke: css(s.colour), width: 2, points: { show: false, filter: lonePoints, fill: css(s.colour) } }))],

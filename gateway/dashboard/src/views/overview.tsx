@@ -217,12 +217,13 @@ export function Overview() {
               { label: "p95", unit: "ms", colour: "--warn" },
               { label: "p99", unit: "ms", colour: "--bad" },
             ]}
+            floor={1}
           />
         </Section>
         <Section title="This node">
           {/* An idle node's CPU sits near 0 cores too: the same fitted axis as an agent's. */}
           <Chart title="CPU, cores busy, last hour" xs={node.xs} ys={[node.cpu]} series={[{ label: "cpu", unit: "cores", colour: "--running" }]} height={120} floor={0.01} />
-          <Chart title="Resident memory, last hour" xs={node.xs} ys={[node.rss]} series={[{ label: "rss", unit: "MiB", colour: "--ok" }]} height={120} />
+          <Chart title="Resident memory, last hour" xs={node.xs} ys={[node.rss]} series={[{ label: "rss", unit: "MiB", colour: "--ok" }]} height={120} floor={1} />
         </Section>
       </div>
       <Section title="Recent alerts" actions={<a href={`/events?kinds=${ALERT_KINDS.join(",")}`}>All alerts</a>}>
