@@ -268,6 +268,10 @@ pub(crate) async fn run(alerting: Alerting) {
                         Ok(()) => {}
                         // The node stops with no majority up: nothing it would note is kept.
                         Err(StoreError::Alone) => return futures::future::pending().await,
+                        Err(e) if waits_for_the_cluster(&e) => {
+                            tracing::info!(error = %e, "the alert notifier waits for the cluster to commit again; it tries again in a second");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "the alert notifier stopped; it starts again in a second");
                             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -281,6 +285,13 @@ pub(crate) async fn run(alerting: Alerting) {
             return futures::future::pending().await;
         }
     }
+}
+
+/// Whether the notifier stopped because the cluster cannot commit now (no majority answers
+/// this leader, or it no longer leads): it waits as every writer does, and nothing is wrong
+/// with it, so it is said at INFO (a freeze of the followers made a WARN of it each time).
+fn waits_for_the_cluster(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(_) | StoreError::NotLeader { .. })
 }
 
 /// Notifies until an error; every delivery it started stops with it (the next leader, or
@@ -492,5 +503,20 @@ async fn attempt(a: Alerting, mut d: Delivery, slots: Arc<tokio::sync::Semaphore
         if d.outcome != Outcome::Pending {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_that_cannot_commit_makes_the_notifier_wait_not_fail() {
+        assert!(waits_for_the_cluster(&StoreError::Unavailable(
+            "no majority within 5s".into()
+        )));
+        assert!(waits_for_the_cluster(&StoreError::NotLeader { leader: None }));
+        assert!(!waits_for_the_cluster(&StoreError::Database("disk full".into())));
+        assert!(!waits_for_the_cluster(&StoreError::Encoding("bad".into())));
     }
 }
