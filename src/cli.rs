@@ -95,12 +95,16 @@ pub enum Output {
 pub enum List {
     /// Every one (read 500 a request), or the first `--first`.
     List {
+        /// Only the first this many.
         #[arg(long)]
         first: Option<usize>,
     },
     /// One, by id or name (a task by the end of its id, as its name shows it: "2a5e1c"; a
     /// task's result besides).
-    Get { id: String },
+    Get {
+        /// Its id or name.
+        id: String,
+    },
 }
 
 /// A failure, with the exit code it means.

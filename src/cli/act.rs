@@ -17,17 +17,38 @@ pub enum AgentsHow {
     Spawn(SpawnArgs),
     /// Stop it: it takes no new tasks; running ones get the grace period, then go back to
     /// the queue.
-    Stop { agent: String },
+    Stop {
+        /// The agent (id or name).
+        agent: String,
+        /// At once: its running tasks go back to the queue without the grace period.
+        #[arg(long)]
+        now: bool,
+    },
     /// Start a stopped or failed agent.
-    Start { agent: String },
+    Start {
+        /// The agent (id or name).
+        agent: String,
+    },
     /// Stop it and start it again with its current spec.
-    Restart { agent: String },
+    Restart {
+        /// The agent (id or name).
+        agent: String,
+    },
     /// Hold it: it takes no new tasks and its processes are stopped (SIGSTOP).
-    Pause { agent: String },
+    Pause {
+        /// The agent (id or name).
+        agent: String,
+    },
     /// Let a paused agent go on: its processes continue (SIGCONT) and it takes tasks again.
-    Resume { agent: String },
+    Resume {
+        /// The agent (id or name).
+        agent: String,
+    },
     /// Stop it and forget it.
-    Remove { agent: String },
+    Remove {
+        /// The agent (id or name).
+        agent: String,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -132,7 +153,15 @@ pub(super) async fn agents(client: &Client, how: AgentsHow) -> Done {
             print(client, AGENTS.fields, &json!([data["spawnAgent"]]));
             return Ok(());
         }
-        AgentsHow::Stop { agent } => ("stopAgent", agent),
+        AgentsHow::Stop { agent, now: true } => {
+            let id = agent_id(client, &agent).await?;
+            let fields = AGENTS.fields.join(" ");
+            let query = format!("mutation($id: ID!) {{ stopAgent(id: $id, graceful: false) {{ {fields} }} }}");
+            let data = ask(client, &query, json!({ "id": id })).await?;
+            print(client, AGENTS.fields, &json!([data["stopAgent"]]));
+            return Ok(());
+        }
+        AgentsHow::Stop { agent, now: false } => ("stopAgent", agent),
         AgentsHow::Start { agent } => ("startAgent", agent),
         AgentsHow::Restart { agent } => ("restartAgent", agent),
         AgentsHow::Pause { agent } => ("pauseAgent", agent),

@@ -98,7 +98,10 @@ pub enum Experiments {
         wait: bool,
     },
     /// End one now: its faults are reverted and it is judged.
-    Stop { id: String },
+    Stop {
+        /// The experiment's id (`experiments list`).
+        id: String,
+    },
     /// The kill switch: revert every armed fault of every reachable node.
     Halt,
 }

@@ -11,11 +11,13 @@ use super::ws::follow;
 use super::{agent_id, ask, by_name, for_people, print, Client, Done, Failure, Output, AGENTS, SWARMS, TASKS, VMS};
 
 #[derive(Args, Clone)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("runs_on").required(true).args(["capability", "agent"])))]
 pub struct SubmitArgs {
     /// Run on an agent with this capability.
-    #[arg(long, conflicts_with = "agent", required_unless_present = "agent")]
+    #[arg(long)]
     capability: Option<String>,
-    /// Run on this agent.
+    /// Run on this agent (id or name).
     #[arg(long)]
     agent: Option<String>,
     /// The task's input, JSON (a bare word is taken as a string; text that starts as JSON

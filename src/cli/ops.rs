@@ -26,9 +26,17 @@ pub enum SwarmsHow {
     #[command(flatten)]
     Read(List),
     /// Set its number of members.
-    Scale { swarm: String, size: u32 },
+    Scale {
+        /// The swarm (id or name).
+        swarm: String,
+        /// How many members it has from now on.
+        size: u32,
+    },
     /// Stop its coordinator and members and remove it.
-    Destroy { swarm: String },
+    Destroy {
+        /// The swarm (id or name).
+        swarm: String,
+    },
 }
 
 #[derive(Subcommand, Clone)]
@@ -53,25 +61,45 @@ pub enum VmsHow {
     /// its run policy.
     Create(Box<CreateVmArgs>),
     /// Start it (a HALTED VM becomes ALWAYS).
-    Start { vm: String },
+    Start {
+        /// The VM (id or name).
+        vm: String,
+    },
     /// Ask the guest to shut down; destroy it if it has not within the node's
     /// `vm_stop_timeout_ms` (an ALWAYS or RERUN_ON_FAILURE VM becomes HALTED, so it stays
     /// stopped).
-    Stop { vm: String },
+    Stop {
+        /// The VM (id or name).
+        vm: String,
+    },
     /// Reboot a RUNNING VM.
-    Reboot { vm: String },
+    Reboot {
+        /// The VM (id or name).
+        vm: String,
+    },
     /// Pause a RUNNING VM.
-    Pause { vm: String },
+    Pause {
+        /// The VM (id or name).
+        vm: String,
+    },
     /// Resume a PAUSED VM.
-    Resume { vm: String },
+    Resume {
+        /// The VM (id or name).
+        vm: String,
+    },
     /// Move it to another host (`--to`, else the placer's choice).
     Migrate {
+        /// The VM (id or name).
         vm: String,
+        /// The host to move it to (id, name or name@node).
         #[arg(long)]
         to: Option<String>,
     },
     /// Destroy and undefine its domain, and give its claim on the host back.
-    Delete { vm: String },
+    Delete {
+        /// The VM (id or name).
+        vm: String,
+    },
 }
 
 /// The id of the entity of `kind` that `who` names (its id or its name).

@@ -205,6 +205,13 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
         code == 0 && out.is_empty() && err.contains("ghost names no agent"),
         "{out}{err}"
     );
+    // Stopped at once, without the grace period.
+    let (code, out, err) = troupe(&["agents", "stop", "echoer", "--now", "-o", "jsonl"], &config).await?;
+    ensure!(code == 0 && out.contains("\"STOPP"), "{out}{err}");
+    node.wait_event("AGENT_STOPPED", &agent).await?;
+    // A graceful stop says it is STOPPING first; this one did not drain.
+    let stopping = node.events_for("AGENT_STOPPING", &agent).await?;
+    ensure!(stopping.is_empty(), "{stopping:?}");
     Ok(())
 }
 

@@ -344,6 +344,12 @@ async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_t
         code == 0 && err.contains("warning: NAME_TAKEN:") && err.contains(out.trim()),
         "{code} {err}"
     );
+    // A submit that names neither a capability nor an agent says both would do.
+    let (code, _, err) = cli(&node, &["submit", "--payload", "1"]).await?;
+    ensure!(
+        code == 2 && err.contains("--capability <CAPABILITY>|--agent <AGENT>"),
+        "{code} {err}"
+    );
     let (code, _, err) = cli(&node, &["agents", "spawn", "idle"]).await?;
     ensure!(code == 2 && err.contains("say what the agent runs"), "{code} {err}");
     // On a member named with --node: one that is not is refused by the node.
