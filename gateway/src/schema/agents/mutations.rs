@@ -42,6 +42,19 @@ async fn warn_if_the_name_is_taken(ctx: &Context<'_>, made: &troupe_actors::agen
     }
 }
 
+/// An agent spawned (`start`) or only defined, with the warning of a name another has.
+async fn made(
+    ctx: &Context<'_>,
+    input: SpawnAgentInput,
+    start: bool,
+    key: Option<String>,
+) -> async_graphql::Result<Agent> {
+    let request = input.into_request(start).gql()?;
+    let made = ctx.data::<Api>()?.agents().spawn(request, key).await.gql()?;
+    warn_if_the_name_is_taken(ctx, &made).await;
+    Ok(Agent::from(made))
+}
+
 async fn act(ctx: &Context<'_>, id: ID, action: AgentAction, key: Option<String>) -> async_graphql::Result<Agent> {
     Ok(Agent::from(
         ctx.data::<Api>()?.agents().act(&id, action, key).await.gql()?,
@@ -59,15 +72,7 @@ impl AgentsMutation {
         input: SpawnAgentInput,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Agent> {
-        let request = input.into_request(true).gql()?;
-        let made = ctx
-            .data::<Api>()?
-            .agents()
-            .spawn(request, idempotency_key)
-            .await
-            .gql()?;
-        warn_if_the_name_is_taken(ctx, &made).await;
-        Ok(Agent::from(made))
+        made(ctx, input, true, idempotency_key).await
     }
 
     /// Defines an agent without starting it (state DEFINED); `startAgent` starts it.
@@ -78,15 +83,7 @@ impl AgentsMutation {
         input: SpawnAgentInput,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Agent> {
-        let request = input.into_request(false).gql()?;
-        let made = ctx
-            .data::<Api>()?
-            .agents()
-            .spawn(request, idempotency_key)
-            .await
-            .gql()?;
-        warn_if_the_name_is_taken(ctx, &made).await;
-        Ok(Agent::from(made))
+        made(ctx, input, false, idempotency_key).await
     }
 
     /// Starts a DEFINED, STOPPED or FAILED agent under its supervisor.
