@@ -16,9 +16,11 @@ pub struct LogMember {
     /// Its cluster address, as it last said (empty when never heard from).
     pub address: String,
     pub role: Role,
-    /// As the leader last decided it; UP for a member never decided upon (SUSPECT while
-    /// this node does not hear from it: DOWN says that its work moved, which no decision
-    /// made happen).
+    /// As the leader last decided it; UP for a member never decided upon. SUSPECT, not UP,
+    /// for a member this node does not hear from when the member was never decided upon, or
+    /// when no leader can decide now (none is known here, or this node leads and no majority
+    /// answers it): UP would say someone heard from it. Never DOWN for either: DOWN says
+    /// that its work moved, which no decision made happen.
     pub state: super::lease::MemberState,
     /// When this node last heard from it (now for this node itself).
     pub last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
@@ -143,6 +145,9 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
         })
         .await?;
     let me = cluster.name();
+    // A leader can decide about the members now (this node follows one, or leads with a
+    // majority answering): their recorded states stand.
+    let decided_now = status.leader.is_some() && !status.lead_unconfirmed;
     let (now, wall) = (tokio::time::Instant::now(), troupe_runtime::clock::now());
     let members = status
         .members
@@ -157,13 +162,11 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
                         .map(|ago| wall - ago)
                 }),
             };
-            let state = match record {
-                Some(r) => r.state,
-                None if cluster.status(&m.name) == Some(MemberStatus::Up) => super::lease::MemberState::Up,
-                // Not DOWN: a leader that lost its majority showed members it could not
-                // judge DOWN, their work unmoved and no MEMBER_DOWN committed.
-                None => super::lease::MemberState::Suspect,
-            };
+            let state = shown_state(
+                record.map(|r| r.state),
+                cluster.status(&m.name) == Some(MemberStatus::Up),
+                decided_now,
+            );
             LogMember {
                 address: addresses.get(&m.name).cloned().unwrap_or_default(),
                 state,
@@ -186,6 +189,26 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
         commit_index: status.commit_index,
         members,
     })
+}
+
+/// A member's state as `cluster { members }` shows it (see [`LogMember::state`]): its
+/// recorded state, if any; whether this node hears from it; whether a leader can decide now.
+fn shown_state(
+    recorded: Option<super::lease::MemberState>,
+    heard: bool,
+    decided_now: bool,
+) -> super::lease::MemberState {
+    use super::lease::MemberState::{Suspect, Up};
+    match recorded {
+        // A freeze of both followers showed them UP on their leader for as long as it lasted,
+        // and a lone restarted member showed the stopped others UP.
+        Some(Up) if !heard && !decided_now => Suspect,
+        Some(state) => state,
+        None if heard => Up,
+        // Not DOWN: a leader that lost its majority showed members it could not judge DOWN,
+        // their work unmoved and no MEMBER_DOWN committed.
+        None => Suspect,
+    }
 }
 
 /// The key of the last term a leader announced, in the replicated `meta` table.
@@ -290,6 +313,22 @@ pub(crate) async fn departed(store: &Store, node: &str) -> Result<LogMember, cra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_nobody_hears_while_no_leader_can_decide_is_shown_suspect_not_as_last_recorded() {
+        use super::super::lease::MemberState::{Down, Left, Suspect, Up};
+        // A leader decides: what it recorded stands, heard from or not.
+        assert_eq!(shown_state(Some(Up), false, true), Up);
+        assert_eq!(shown_state(Some(Down), true, true), Down);
+        // None can: UP is not said of a member nobody hears.
+        assert_eq!(shown_state(Some(Up), false, false), Suspect);
+        assert_eq!(shown_state(Some(Up), true, false), Up);
+        assert_eq!(shown_state(Some(Down), false, false), Down);
+        assert_eq!(shown_state(Some(Left), false, false), Left);
+        // Never decided upon: as this node hears it.
+        assert_eq!(shown_state(None, true, true), Up);
+        assert_eq!(shown_state(None, false, true), Suspect);
+    }
 
     #[tokio::test]
     async fn a_leaders_announcement_never_goes_into_the_log_after_a_later_terms() {

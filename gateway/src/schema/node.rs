@@ -77,7 +77,9 @@ pub struct ClusterMember {
     pub role: MemberRole,
     /// As the leader last decided it (and committed); for a member it never decided upon
     /// (it joined, and was always up since), UP while the answering node hears from it and
-    /// SUSPECT while it does not.
+    /// SUSPECT while it does not. While no leader can decide (none is known to the answering
+    /// node, or it leads and no majority answers it), SUSPECT too for a member recorded UP
+    /// that it does not hear from.
     pub state: MemberState,
     /// Log entries the leader holds that this member has not confirmed yet; null when the
     /// node answering does not lead (only the leader knows).
