@@ -14,7 +14,7 @@ use super::{Slot, State, SupervisorMsg};
 /// What to do to the child.
 #[derive(Debug, Clone)]
 pub enum Reach {
-    /// Ping it; answered whether it answered within the time.
+    /// Ping it; answered whether it answered within the time (none when it stopped before).
     Ping(Duration),
     /// Hold its loop until `release` turns true; `held` is told once the loop is held.
     Hold {
@@ -90,8 +90,15 @@ impl State {
                 // Waited for outside the mailbox: a stuck child never blocks its supervisor.
                 Some(answer) => {
                     tokio::spawn(async move {
-                        let answered = tokio::time::timeout(within, answer).await.unwrap_or(false);
-                        let _ = reply.send(Ok(Some(answered)));
+                        let answered = match tokio::time::timeout(within, answer).await {
+                            Ok(true) => Some(true),
+                            // Ended before its time with no answer: the child stopped (a node
+                            // that lost its lease stops its work), which is no miss (a thaw
+                            // reported a node's supervisors unresponsive as they stopped).
+                            Ok(false) => None,
+                            Err(_) => Some(false),
+                        };
+                        let _ = reply.send(Ok(answered));
                     });
                 }
             },

@@ -161,3 +161,49 @@ async fn a_held_nested_supervisor_misses_its_ping_until_released_and_a_worker_ha
     let nobody = reach("nowhere", Reach::Ping(Duration::from_millis(100)));
     assert_eq!(ractor::call!(sup, nobody).unwrap(), Ok(None));
 }
+
+#[tokio::test]
+async fn a_child_that_stops_while_it_is_pinged_is_not_a_miss() {
+    let mut h = Harness::new();
+    let mut children = h.workers(&["a"]);
+    children.push(Nested::child(h.inner(None)));
+    let (sup, _) = Actor::spawn(None, Supervisor, h.args(Strategy::OneForOne, Some(3), children))
+        .await
+        .unwrap();
+    let started = h.starts(2).await;
+    let worker = started.iter().find(|(name, _)| name == "a").unwrap().1.get_id();
+    let inner = sup
+        .get_children()
+        .into_iter()
+        .find(|c| c.get_id() != worker)
+        .expect("the nested supervisor");
+    // Held, its ping waits; stopped meanwhile (as a node that lost its lease stops its
+    // work), the ping ends at once with no answer: the child is gone, not stuck.
+    let (_release, released) = tokio::sync::watch::channel(false);
+    let (held, mut is_held) = tokio::sync::mpsc::unbounded_channel();
+    let hold = reach(
+        "inner",
+        Reach::Hold {
+            release: released,
+            held,
+        },
+    );
+    assert_eq!(ractor::call!(sup, hold).unwrap(), Ok(Some(true)));
+    is_held.recv().await.expect("the loop is held");
+    let pinged = {
+        let sup = sup.clone();
+        tokio::spawn(async move { ractor::call!(sup, reach("inner", Reach::Ping(Duration::from_secs(30)))) })
+    };
+    tokio::task::yield_now().await;
+    inner.kill();
+    let answer = tokio::time::timeout(Duration::from_secs(10), pinged)
+        .await
+        .expect("answered at once, not after the ping's 30 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        answer,
+        Ok(None),
+        "a child gone while pinged is not said to have missed its ping"
+    );
+}
