@@ -57,13 +57,17 @@ pub fn init_logging(format: LogFormat) {
 ///   entries catches up a few at a time (docs/cluster.md, Timing), logged as an ERROR and a
 ///   WARN each time (48 ERROR lines on a leader while a member it caught up was stopped);
 /// - ractor_cluster's "unknown child actor exit event", six WARN lines on every member each
-///   time a peer's session ends (the proxies of the peer's actors stopping with it).
+///   time a peer's session ends (the proxies of the peer's actors stopping with it);
+/// - openraft's note that a write's answer found nobody waiting (its caller gave up: a
+///   write's wait for a leader ended), a WARN per such write while a leader has no majority.
 ///
 /// And it says openraft's reports of a member that does not answer in time (frozen, or cut
 /// off with its connection open) at most once every [`SAID_AGAIN_AFTER`] each (each place
 /// in openraft's code that says it): each of them came again about every second for each
 /// such member, 98 ERROR and 113 WARN lines in 33 s on a leader whose two followers were
-/// frozen. Said now and then, a follower too slow for its appends still shows.
+/// frozen. Said now and then, a follower too slow for its appends still shows. So are the
+/// link's refusals of a session under a member's name (`auth_fail`, `duplicate_connection`):
+/// a node started under a live member's name made 108 to 237 such WARN lines a try.
 struct KnownNoise {
     again_after: Duration,
     said: Mutex<HashMap<tracing::callsite::Identifier, Instant>>,
@@ -74,7 +78,13 @@ const SAID_AGAIN_AFTER: Duration = Duration::from_secs(10);
 
 /// What [`KnownNoise`] says now and then: a target's prefix, and words of one of the event's
 /// fields.
-const NOW_AND_THEN: &[(&str, &str)] = &[("openraft", "timeout after")];
+const NOW_AND_THEN: &[(&str, &str)] = &[
+    ("openraft", "timeout after"),
+    // A node started under a member's name (a copied config, a twin pod) has its sessions
+    // refused at the link again and again: 108 to 237 lines a try, each the same.
+    ("ractor_cluster", "auth_fail"),
+    ("ractor_cluster", "duplicate_connection"),
+];
 
 impl KnownNoise {
     fn new(again_after: Duration) -> Self {
@@ -108,6 +118,8 @@ const NOISE: &[(&str, &str)] = &[
     ("openraft", "weak_tx is dropped, no response is sent to ReplicationCore"),
     ("openraft", "seen a higher vote"),
     ("openraft", "payload too large: hint:"),
+    // A client's write whose answer nobody waits for any more (its caller gave up).
+    ("openraft", "OneshotConsumer.tx.send: is_ok: false"),
     ("ractor_cluster", "unknown child actor exit event"),
 ];
 
@@ -276,6 +288,11 @@ mod tests {
             tracing::error!(target: "openraft::replication", err = %big, "RPCError");
             tracing::warn!(target: "ractor_cluster::node::node_session", "NodeSession b received an unknown child actor exit event from 0.14 - 'Some(\"remote\")'");
             tracing::warn!(target: "ractor_cluster::node", "Node session b exited with 'Some(\"tcp_session_closed\")'");
+            tracing::warn!(target: "openraft::raft::responder::impls", "OneshotConsumer.tx.send: is_ok: false");
+            // A twin's sessions refused at the link: said once, not at each try.
+            for reason in ["auth_fail", "duplicate_connection", "auth_fail"] {
+                tracing::warn!(target: "ractor_cluster::node", "Node session c exited with 'Some(\"{reason}\")'");
+            }
             // Words of the noise, from elsewhere: kept.
             tracing::warn!(target: "troupe_actors::cluster", "an unknown child actor exit event");
             // A member that does not answer in time: each report said once, not at each
@@ -291,6 +308,7 @@ mod tests {
                 "RPCError",
                 "a member's state changed",
                 "Node session b exited with 'Some(\"tcp_session_closed\")'",
+                "Node session c exited with 'Some(\"auth_fail\")'",
                 "an unknown child actor exit event",
                 "RPCError"
             ]
