@@ -231,11 +231,14 @@ const PAGE: usize = 500;
 impl Kind {
     /// The query of a page of up to `$first` of them after `$after` (the unpaged lists
     /// are whole).
-    fn list_query(&self) -> String {
+    /// A paged list's query also takes `filter`'s arguments (each its name and GraphQL type).
+    fn list_query(&self, filter: &[(&str, &str, Value)]) -> String {
         let fields = self.fields.join(" ");
+        let declared: String = filter.iter().map(|(name, ty, _)| format!(", ${name}: {ty}")).collect();
+        let passed: String = filter.iter().map(|(name, _, _)| format!(", {name}: ${name}")).collect();
         match self.paged {
             true => format!(
-                "query($first: Int, $after: String) {{ {}(first: $first, after: $after) {{ nodes {{ {fields} }} pageInfo {{ hasNextPage endCursor }} }} }}",
+                "query($first: Int, $after: String{declared}) {{ {}(first: $first, after: $after{passed}) {{ nodes {{ {fields} }} pageInfo {{ hasNextPage endCursor }} }} }}",
                 self.list
             ),
             false => format!("{{ {} {{ {fields} }} }}", self.list),
@@ -244,11 +247,26 @@ impl Kind {
 
     /// Every row (at most `cap`), a page a request, following the cursor.
     async fn all(&self, client: &Client, cap: Option<usize>) -> Result<Vec<Value>, Failure> {
+        self.all_of(client, cap, &[]).await
+    }
+
+    /// Every row `filter` keeps (at most `cap`); see [`Kind::list_query`].
+    async fn all_of(
+        &self,
+        client: &Client,
+        cap: Option<usize>,
+        filter: &[(&str, &str, Value)],
+    ) -> Result<Vec<Value>, Failure> {
         let mut rows = Vec::new();
         let mut after = Value::Null;
+        let query = self.list_query(filter);
         loop {
             let want = cap.map_or(PAGE, |c| c.saturating_sub(rows.len()).min(PAGE));
-            let data = ask(client, &self.list_query(), json!({ "first": want, "after": after })).await?;
+            let mut variables = json!({ "first": want, "after": after });
+            for (name, _, value) in filter {
+                variables[*name] = value.clone();
+            }
+            let data = ask(client, &query, variables).await?;
             if !self.paged {
                 rows.extend(data[self.list].as_array().cloned().unwrap_or_default());
                 break;

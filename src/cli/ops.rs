@@ -13,8 +13,26 @@ use super::{
 
 #[derive(Subcommand, Clone)]
 pub enum TasksHow {
-    #[command(flatten)]
-    Read(List),
+    /// Every one (read 500 a request), or the first `--first`; `--state` and `--agent`
+    /// narrow the list.
+    List {
+        /// Only the first this many.
+        #[arg(long)]
+        first: Option<usize>,
+        /// Only those in this state (QUEUED, RUNNING, AWAITING_APPROVAL, SUCCEEDED, FAILED,
+        /// CANCELLED, EXPIRED, DEPENDENCY_FAILED, DEAD; any case).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only those of this agent (id or name).
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// One, by the end of its id as its name shows it ("2a5e1c") or its id; its result and
+    /// why it waits besides.
+    Get {
+        /// Its id, or the end of it.
+        id: String,
+    },
     /// Cancel it (a running attempt is stopped).
     Cancel { task: String },
     /// Give a DEAD task (every attempt failed) another run.
@@ -145,7 +163,19 @@ async fn acted(
 
 pub(super) async fn tasks(client: &Client, how: TasksHow) -> Done {
     match how {
-        TasksHow::Read(how) => list_or_get(client, &TASKS, how).await,
+        TasksHow::Get { id } => list_or_get(client, &TASKS, List::Get { id }).await,
+        TasksHow::List { first, state, agent } => {
+            let mut filter = Vec::new();
+            if let Some(state) = state {
+                filter.push(("state", "TaskState", json!(state.to_ascii_uppercase())));
+            }
+            if let Some(agent) = agent {
+                filter.push(("agentId", "ID", json!(super::agent_id(client, &agent).await?)));
+            }
+            let rows = TASKS.all_of(client, first, &filter).await?;
+            print(client, TASKS.fields, &Value::Array(rows));
+            Ok(())
+        }
         TasksHow::Cancel { task } => act(client, &TASKS, "cancelTask", &task, &[]).await,
         TasksHow::Requeue { task } => act(client, &TASKS, "requeueTask", &task, &[]).await,
     }

@@ -138,6 +138,12 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
     );
     let (code, out, err) = troupe(&["tasks", "get", &task, "-o", "json"], &at(&node)).await?;
     ensure!(code == 0 && out.contains("\"result\": \"x\""), "{out}{err}");
+    // Listed by state and agent (by its name).
+    let list = |state: &'static str| ["tasks", "list", "--state", state, "--agent", "echoer", "-o", "name"];
+    let (code, out, err) = troupe(&list("succeeded"), &at(&node)).await?;
+    ensure!(code == 0 && out.lines().any(|l| l == task), "{out}{err}");
+    let (code, out, err) = troupe(&list("queued"), &at(&node)).await?;
+    ensure!(code == 0 && out.is_empty(), "{out}{err}");
 
     // Events read as sentences, a task aimed at an agent by the agent's name.
     let (_, out, _) = troupe(&["events", "--kind", "AGENT_FAILED"], &at(&node)).await?;
