@@ -290,7 +290,7 @@ const AGENTS: Kind = Kind {
     list: "agents",
     one: "agent",
     fields: &["id", "name", "state", "node", "capabilities", "restarts"],
-    more: &[],
+    more: &["breaker { state }", "health { healthy }"],
     named: true,
     paged: true,
 };
@@ -468,12 +468,29 @@ fn print_gone(client: &Client, fields: &[&str], what: &str, done: &Value) {
 
 async fn list_or_get(client: &Client, kind: &Kind, how: List) -> Done {
     let fields: Vec<&str> = match how {
-        List::Get { .. } => kind.fields.iter().chain(kind.more).copied().collect(),
+        List::Get { .. } => kind.fields.iter().chain(kind.more).map(|f| column(f).0).collect(),
         List::List { .. } => kind.fields.to_vec(),
     };
-    let rows = rows_of(client, kind, how).await?;
+    let mut rows = rows_of(client, kind, how).await?;
+    for row in &mut rows {
+        for f in kind.more {
+            // `breaker { state }` is shown as its state.
+            if let (key, Some(inner)) = column(f) {
+                row[key] = row[key][inner].take();
+            }
+        }
+    }
     print(client, &fields, &Value::Array(rows));
     Ok(())
+}
+
+/// A field `get` shows besides: its column and, for a selection of one inner field
+/// (`breaker { state }`), that field.
+fn column(field: &str) -> (&str, Option<&str>) {
+    match field.split_once('{') {
+        Some((key, inner)) => (key.trim(), Some(inner.trim_end_matches('}').trim())),
+        None => (field, None),
+    }
 }
 
 /// The rows `list` or `get` asks for.

@@ -247,6 +247,11 @@ async fn the_command_line_lists_gets_by_name_submits_and_waits_with_exit_codes_t
     let (code, json_out, _) = cli(&node, &["agents", "get", "echoer", "-o", "json"]).await?;
     let found: Value = serde_json::from_str(&json_out)?;
     ensure!(code == 0 && found[0]["id"] == agent.as_str(), "{json_out}");
+    // With its breaker's state and its health.
+    ensure!(
+        found[0]["breaker"] == "CLOSED" && found[0]["health"] == true,
+        "{json_out}"
+    );
     // Submitted and waited for (over the WebSocket): the result, exit 0.
     let (code, done, err) = cli(
         &node,
