@@ -174,6 +174,17 @@ async fn a_leader_that_lost_its_majority_shows_the_members_it_cannot_hear_suspec
     wait_member_state(&nodes[l], &nodes[others[0]].name, "SUSPECT").await?;
     nodes[others[0]].thaw()?;
     wait_member_state(&nodes[l], &nodes[others[0]].name, "UP").await?;
+    // Its return is said at INFO: it needs nobody (its fall was a WARN).
+    let back = |line: &&str| line.contains("a member's state changed") && line.contains("state=\"UP\"");
+    let deadline = Deadline::after(WAIT, "the leader to log the member's return");
+    let said = loop {
+        let log = std::fs::read_to_string(nodes[l].data_dir().join("stderr.log"))?;
+        if let Some(line) = log.lines().find(back) {
+            break line.to_owned();
+        }
+        deadline.tick("not yet").await?;
+    };
+    ensure!(said.contains(" INFO ") && !said.contains(" WARN "), "{said}");
     // (Declared DOWN meanwhile on a slow machine, it came back: only what follows counts.)
     let downs_before = nodes[l].events_after(None, &["MEMBER_DOWN"]).await?.len();
     for i in &others {

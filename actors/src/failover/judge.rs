@@ -287,7 +287,12 @@ async fn judge(
         let batch = transition(store, &name, next, current, silent, survivors.clone()).await?;
         match store.write(batch).await {
             Ok(_) => {
-                tracing::warn!(node = %name, state = next.name(), silent_ms = silent.as_millis() as u64, "a member's state changed");
+                // A member back UP needs nobody: said at INFO, the falls at WARN.
+                if next == MemberState::Up {
+                    tracing::info!(node = %name, state = next.name(), silent_ms = silent.as_millis() as u64, "a member's state changed");
+                } else {
+                    tracing::warn!(node = %name, state = next.name(), silent_ms = silent.as_millis() as u64, "a member's state changed");
+                }
                 if next == MemberState::Down {
                     move_stragglers(store, &name, survivors).await?;
                 }
