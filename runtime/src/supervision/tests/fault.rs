@@ -122,15 +122,30 @@ fn reach(child: &str, reach: Reach) -> impl FnOnce(crate::supervision::superviso
     move |reply| SupervisorMsg::Reach(request, reply)
 }
 
-#[tokio::test]
-async fn a_held_nested_supervisor_misses_its_ping_until_released_and_a_worker_has_no_ping() {
+/// A one_for_one supervisor of a worker `a` and the nested supervisor `inner` (with its
+/// worker `leaf`), both started; the harness kept for its log, and the starts.
+async fn worker_and_nested() -> (Harness, ActorRef<SupervisorMsg>, Vec<Started>) {
     let mut h = Harness::new();
     let mut children = h.workers(&["a"]);
     children.push(Nested::child(h.inner(None)));
     let (sup, _) = Actor::spawn(None, Supervisor, h.args(Strategy::OneForOne, Some(3), children))
         .await
         .unwrap();
-    h.starts(2).await;
+    let started = h.starts(2).await;
+    (h, sup, started)
+}
+
+/// Holds `inner`'s loop until `release` turns true.
+async fn hold_inner(sup: &ActorRef<SupervisorMsg>, release: tokio::sync::watch::Receiver<bool>) {
+    let (held, mut is_held) = tokio::sync::mpsc::unbounded_channel();
+    let hold = reach("inner", Reach::Hold { release, held });
+    assert_eq!(ractor::call!(sup, hold).unwrap(), Ok(Some(true)));
+    is_held.recv().await.expect("the loop is held");
+}
+
+#[tokio::test]
+async fn a_held_nested_supervisor_misses_its_ping_until_released_and_a_worker_has_no_ping() {
+    let (_h, sup, _) = worker_and_nested().await;
     let ping = || reach("inner", Reach::Ping(Duration::from_millis(200)));
     assert_eq!(ractor::call!(sup, ping()).unwrap(), Ok(Some(true)));
     // A worker's kind has no ping: it says so, it is not counted as a miss.
@@ -138,16 +153,7 @@ async fn a_held_nested_supervisor_misses_its_ping_until_released_and_a_worker_ha
     assert!(ractor::call!(sup, worker).unwrap().unwrap_err().contains("no ping"));
 
     let (release, released) = tokio::sync::watch::channel(false);
-    let (held, mut is_held) = tokio::sync::mpsc::unbounded_channel();
-    let hold = reach(
-        "inner",
-        Reach::Hold {
-            release: released,
-            held,
-        },
-    );
-    assert_eq!(ractor::call!(sup, hold).unwrap(), Ok(Some(true)));
-    is_held.recv().await.expect("the loop is held");
+    hold_inner(&sup, released).await;
     assert_eq!(
         ractor::call!(sup, ping()).unwrap(),
         Ok(Some(false)),
@@ -164,13 +170,7 @@ async fn a_held_nested_supervisor_misses_its_ping_until_released_and_a_worker_ha
 
 #[tokio::test]
 async fn a_child_that_stops_while_it_is_pinged_is_not_a_miss() {
-    let mut h = Harness::new();
-    let mut children = h.workers(&["a"]);
-    children.push(Nested::child(h.inner(None)));
-    let (sup, _) = Actor::spawn(None, Supervisor, h.args(Strategy::OneForOne, Some(3), children))
-        .await
-        .unwrap();
-    let started = h.starts(2).await;
+    let (_h, sup, started) = worker_and_nested().await;
     let worker = started.iter().find(|(name, _)| name == "a").unwrap().1.get_id();
     let inner = sup
         .get_children()
@@ -180,16 +180,7 @@ async fn a_child_that_stops_while_it_is_pinged_is_not_a_miss() {
     // Held, its ping waits; stopped meanwhile (as a node that lost its lease stops its
     // work), the ping ends at once with no answer: the child is gone, not stuck.
     let (_release, released) = tokio::sync::watch::channel(false);
-    let (held, mut is_held) = tokio::sync::mpsc::unbounded_channel();
-    let hold = reach(
-        "inner",
-        Reach::Hold {
-            release: released,
-            held,
-        },
-    );
-    assert_eq!(ractor::call!(sup, hold).unwrap(), Ok(Some(true)));
-    is_held.recv().await.expect("the loop is held");
+    hold_inner(&sup, released).await;
     let pinged = {
         let sup = sup.clone();
         tokio::spawn(async move { ractor::call!(sup, reach("inner", Reach::Ping(Duration::from_secs(30)))) })
