@@ -511,6 +511,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_delivery_kept_by_an_earlier_release_without_fired_as_still_reads() {
+        let notice = Notice {
+            rule: "r".into(),
+            channels: vec!["ops".into()],
+            group: "r/a".into(),
+            status: Status::Firing,
+            kind: "AGENT_FAILED".into(),
+            fired_as: "AGENT_FAILED".into(),
+            subject: Some("a".into()),
+            subject_name: None,
+            data: json!({}),
+            severity: Severity::Warning,
+            count: 1,
+            starts_at: Utc::now(),
+            at: Utc::now(),
+            seq: 1,
+        };
+        let mut d = delivery(&notice, "ops", Utc::now());
+        d.fired_as = None;
+        // The same record as an earlier release wrote it: its fields, without the last one.
+        let mut bytes = troupe_runtime::codec::encode(&d).unwrap();
+        assert_eq!(
+            (bytes[0], bytes.last()),
+            (0xdc, Some(&0xc0)),
+            "an array16 ending in nil"
+        );
+        let fields = u16::from_be_bytes([bytes[1], bytes[2]]) - 1;
+        bytes[1..3].copy_from_slice(&fields.to_be_bytes());
+        bytes.pop();
+        let read: Delivery = troupe_runtime::codec::decode(&bytes).unwrap();
+        assert_eq!((read.alert_kind(), read.fired_as.as_deref()), ("AGENT_FAILED", None));
+    }
+
+    #[test]
     fn a_cluster_that_cannot_commit_makes_the_notifier_wait_not_fail() {
         assert!(waits_for_the_cluster(&StoreError::Unavailable(
             "no majority within 5s".into()
