@@ -21,6 +21,7 @@ mod gauge;
 mod ladder;
 mod lifecycle;
 pub mod logs;
+mod names;
 mod observed;
 mod outbox;
 pub(crate) mod owners;
@@ -45,6 +46,7 @@ pub use child::{AgentChild, AgentPolicy, AgentsChild, Handles, Restore};
 pub(crate) use gauge::AgentGauge;
 pub use lifecycle::Action;
 pub use logs::{LogBook, LogLine};
+pub use names::AgentNames;
 pub use observed::{AgentLive, Observed, Report as ObservedAgents, Sampler};
 /// The courier's terms for an agent's errands (kept under this name for its callers).
 pub use outbox::{carrier, Outgoing, OutgoingKind};

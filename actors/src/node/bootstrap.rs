@@ -250,7 +250,13 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) 
         policy: agent_policy.clone(),
         observed: observed.clone(),
         log_watch: Default::default(),
+        names: Default::default(),
     };
+    agents
+        .names
+        .follow(&store)
+        .await
+        .map_err(|e| StartNodeError::Tree(format!("agent names: {e}")))?;
     agents
         .log_watch
         .follow_keys(&store, &[crate::tables::AGENT_LOGS])

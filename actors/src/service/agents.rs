@@ -41,6 +41,8 @@ pub struct Agents {
     pub(crate) observed: crate::agent::Observed,
     /// Wakes the followers of an agent's log when a line of it is applied.
     pub(crate) log_watch: crate::swarm::Watch,
+    /// Every agent's name, as the replica holds it.
+    pub(crate) names: crate::agent::AgentNames,
 }
 
 impl Located for Agents {
@@ -270,6 +272,12 @@ impl Agents {
     /// The pieces of model replies streaming on this node's LLM agents from now on.
     pub fn model_output(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::agent::LlmDelta>> {
         self.policy.deltas.subscribe()
+    }
+
+    /// The agents other than `id` named `name`, from this node's replica (names need not be
+    /// unique), in id order; read from memory, so a spawn may ask it.
+    pub fn others_named(&self, name: &str, id: &str) -> Vec<String> {
+        self.names.others_named(name, id)
     }
 
     /// The cluster's agents in id order after the cursor, from this node's replica.

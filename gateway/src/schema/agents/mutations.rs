@@ -20,23 +20,17 @@ pub struct AgentsMutation;
 /// line asks for an id then): the answer that made the second says so in
 /// `extensions.warnings` (code `NAME_TAKEN`), naming the other.
 async fn warn_if_the_name_is_taken(ctx: &Context<'_>, made: &troupe_actors::agent::AgentView) {
-    let filter = troupe_actors::agent::AgentFilter {
-        name: Some(made.spec.name.clone()),
-        ..Default::default()
-    };
     let Ok(api) = ctx.data::<Api>() else { return };
-    let Ok(named) = api.agents().list(None, 2, filter).await else {
-        return;
-    };
-    let Some(other) = named.items.iter().find(|a| a.spec.id != made.spec.id) else {
+    let others = api.agents().others_named(&made.spec.name, &made.spec.id);
+    let Some(other) = others.first() else {
         return;
     };
     if let Ok(notes) = ctx.data::<std::sync::Arc<crate::schema::notes::Notes>>() {
         notes.warn(
             "NAME_TAKEN",
             format!(
-                "agent {} ({}) has the name {} too: names need not be unique, but where a name stands for an agent (the command line) give its id",
-                other.spec.id, other.spec.node, made.spec.name
+                "agent {other} has the name {} too: names need not be unique, but where a name stands for an agent (the command line) give its id",
+                made.spec.name
             ),
         );
     }
