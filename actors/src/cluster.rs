@@ -13,6 +13,8 @@
 //! actor.rs       the link: the NodeServer, the joins, and what the node serves its peers
 //!                beside it, handed over by the node's wiring (`Served`: the node and Raft
 //!                services, the heartbeat); it knows no service
+//! name_check.rs  a joining node's first question, before it dials under its name: is the
+//!                name a live member's? (answered on the cluster port)
 //! membership.rs  who is there: who answered the heartbeats (sent by `crate::failover`),
 //!                UP/DOWN, peers dropped after a long silence, asking every reachable peer
 //!                at once (gather)
@@ -36,6 +38,7 @@ pub mod directory;
 mod endpoints;
 pub mod lease;
 mod membership;
+pub mod name_check;
 pub mod remote;
 pub mod replicated;
 

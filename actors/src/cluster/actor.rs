@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use troupe_runtime::supervision::ChildSpec;
 
 use super::endpoints::Endpoints;
-use super::Cluster;
+use super::{name_check, Cluster};
 
 /// What the cluster link needs: this node's identity, its store, what it serves its peers
 /// and where to listen.
@@ -147,37 +147,13 @@ impl Actor for ClusterActor {
     async fn pre_start(&self, myself: ActorRef<ClusterMsg>, cfg: Arc<Link>) -> Result<State, ActorProcessingErr> {
         let name = cfg.cluster.name();
         let mut joiners: Vec<JoinHandle<()>> = Vec::new();
-        let (server, dial) = match &cfg.tls {
-            None => {
-                // ractor_cluster binds inside its own actor and reports a failure without
-                // the address.
-                drop(
-                    std::net::TcpListener::bind(cfg.listen)
-                        .map_err(|e| format!("the cluster cannot listen on {}: {e}", cfg.listen))?,
-                );
-                let server = NodeServer::new(
-                    cfg.listen.port(),
-                    cfg.cookie.clone(),
-                    name.clone(),
-                    cfg.advertise_host
-                        .clone()
-                        .unwrap_or_else(|| cfg.listen.ip().to_string()),
-                    None,
-                    Some(ractor_cluster::node::NodeConnectionMode::Transitive),
-                )
-                .with_listen_addr(cfg.listen.ip());
-                let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
-                (server, Dial::Plain)
-            }
-            Some(tls) => {
-                let (server, accepting) = listen_tls(&cfg, &name, tls, &myself).await?;
-                joiners.push(accepting);
-                let dial = Dial::Tls {
-                    connector: tokio_rustls::TlsConnector::from(tls.client.clone()),
-                    port: cfg.listen.port(),
-                };
-                (server, dial)
-            }
+        let (server, accepting) = listen(&cfg, &name, &myself).await?;
+        joiners.push(accepting);
+        let dial = match &cfg.tls {
+            None => Dial::Plain,
+            Some(tls) => Dial::Tls {
+                connector: tokio_rustls::TlsConnector::from(tls.client.clone()),
+            },
         };
         let cell = myself.get_cell();
         let mut endpoints = Endpoints::new();
@@ -197,6 +173,7 @@ impl Actor for ClusterActor {
             name.clone(),
             cfg.join.clone(),
             dial,
+            cfg.listen.port(),
         )));
         let tls = cfg.tls.is_some();
         tracing::info!(node = %name, listen = %cfg.listen, peers = ?cfg.join, tls, "cluster listening");
@@ -237,39 +214,51 @@ pub(crate) fn child_lost(evt: SupervisionEvent) -> Result<(), ActorProcessingErr
 
 /// How often the members' recorded addresses are read for new ones to dial.
 const READ_ADDRESSES_EVERY: Duration = Duration::from_secs(2);
-/// How long a peer has to complete the TLS handshake after it connects.
-const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; connections beyond them are closed at once.
+/// How long a peer has to say its first byte after it connects, and then to complete the
+/// TLS handshake.
+const FIRST_BYTES_WITHIN: Duration = Duration::from_secs(10);
+/// Connections opening at once (first byte, TLS handshake, a joining node's question);
+/// connections beyond them are closed at once.
 const MAX_HANDSHAKES: usize = 64;
 
 /// How this node dials its peers.
 #[derive(Clone)]
 enum Dial {
     Plain,
-    /// Over mutual TLS; `port` is the one this node listens on (see [`listen_tls`]).
+    /// Over mutual TLS.
     Tls {
         connector: tokio_rustls::TlsConnector,
-        port: u16,
     },
 }
 
-/// Listens for peers over mutual TLS. ractor_cluster's own listener completes each TLS
-/// handshake before it accepts the next connection, with no time limit, so a peer that
-/// connects and sends nothing would hold every other one up: Troupe accepts instead, each
-/// handshake in its own task bounded by [`TLS_HANDSHAKE`], and hands the NodeServer the
-/// streams that completed it (the cookie is checked over them as before). The NodeServer's
-/// own listener is still started (it cannot be turned off): on a free loopback port, TLS
-/// only, unused; the real port is what the node advertises.
-async fn listen_tls(
+/// Listens for peers on the cluster port. Troupe accepts, not ractor_cluster's own listener:
+/// a connection's first byte tells a joining node's question ([`name_check`]) from a session;
+/// over TLS, ractor_cluster's listener would complete each handshake before it accepts the
+/// next connection, with no time limit, so a peer that connects and sends nothing would
+/// hold every other one up: each handshake runs in its own task bounded by
+/// [`FIRST_BYTES_WITHIN`]. The NodeServer is handed the sessions (the cookie is checked over
+/// them as before). Its own listener is still started (it cannot be turned off): on a free
+/// loopback port, unused; the real port is what the node advertises.
+async fn listen(
     cfg: &Link,
     name: &str,
-    tls: &troupe_runtime::tls::ClusterTls,
     myself: &ActorRef<ClusterMsg>,
 ) -> Result<(ActorRef<NodeServerMessage>, JoinHandle<()>), ActorProcessingErr> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    let acceptor = cfg
+        .tls
+        .as_ref()
+        .map(|tls| tokio_rustls::TlsAcceptor::from(tls.server.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| format!("the cluster cannot listen on {}: {e}", cfg.listen))?;
+    let (encryption, mode) = match &acceptor {
+        None => (None, ractor_cluster::node::NodeConnectionMode::Transitive),
+        // Transitive dials go out in plain text: every member is dialled by Troupe instead.
+        Some(acceptor) => (
+            Some(ractor_cluster::IncomingEncryptionMode::Tls(acceptor.clone())),
+            ractor_cluster::node::NodeConnectionMode::Isolated,
+        ),
+    };
     let server = NodeServer::new(
         0,
         cfg.cookie.clone(),
@@ -277,24 +266,30 @@ async fn listen_tls(
         cfg.advertise_host
             .clone()
             .unwrap_or_else(|| cfg.listen.ip().to_string()),
-        Some(ractor_cluster::IncomingEncryptionMode::Tls(acceptor.clone())),
-        // Transitive dials go out in plain text: every member is dialled by Troupe instead.
-        Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+        encryption,
+        Some(mode),
     )
     .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
     let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
     server.cast(NodeServerMessage::PortChanged {
         port: cfg.listen.port(),
     })?;
-    let accepting = tokio::spawn(accept_tls(listener, acceptor, server.clone()));
+    let answerer = Arc::new(name_check::Answerer {
+        cluster: cfg.cluster.clone(),
+        store: cfg.store.clone(),
+        cookie: cfg.cookie.clone(),
+    });
+    let accepting = tokio::spawn(accept(listener, acceptor, server.clone(), answerer));
     Ok((server, accepting))
 }
 
-/// Accepts peers, each TLS handshake in a task of its own, bounded in time and in number.
-async fn accept_tls(
+/// Accepts peers, each connection's first byte (and TLS handshake) awaited in a task of its
+/// own, bounded in time and in number.
+async fn accept(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     server: ActorRef<NodeServerMessage>,
+    answerer: Arc<name_check::Answerer>,
 ) {
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
@@ -307,29 +302,53 @@ async fn accept_tls(
             }
         };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
-            tracing::warn!(%peer_addr, "too many TLS handshakes in progress: closing a new connection");
+            tracing::warn!(%peer_addr, "too many connections opening at once: closing a new one");
             continue;
         };
-        let (acceptor, server) = (acceptor.clone(), server.clone());
+        let (acceptor, server, answerer) = (acceptor.clone(), server.clone(), answerer.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
             let Ok(local_addr) = tcp.local_addr() else { return };
-            match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let stream = Box::new(ractor_cluster::NetworkStream::TlsServer {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(FIRST_BYTES_WITHIN, tcp.peek(&mut first)).await {
+                Ok(Ok(1)) => {}
+                Ok(_) => return,
+                Err(_) => {
+                    tracing::debug!(%peer_addr, "a connection to the cluster port said nothing in time");
+                    return;
+                }
+            }
+            if first[0] == name_check::MAGIC[0] {
+                answerer.answer(tcp, peer_addr).await;
+                return;
+            }
+            let stream = match acceptor {
+                None => ractor_cluster::NetworkStream::Raw {
+                    peer_addr,
+                    local_addr,
+                    stream: tcp,
+                },
+                Some(acceptor) => match tokio::time::timeout(FIRST_BYTES_WITHIN, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => ractor_cluster::NetworkStream::TlsServer {
                         peer_addr,
                         local_addr,
                         stream,
-                    });
-                    let _ = server.cast(NodeServerMessage::ConnectionOpened {
-                        stream,
-                        is_server: true,
-                    });
-                }
-                Ok(Err(e)) => tracing::warn!(%peer_addr, error = %e, "a peer's TLS handshake failed"),
-                Err(_) => tracing::warn!(%peer_addr, "a peer did not complete its TLS handshake in time"),
-            }
+                    },
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer_addr, error = %e, "a peer's TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer_addr, "a peer did not complete its TLS handshake in time");
+                        return;
+                    }
+                },
+            };
+            let _ = server.cast(NodeServerMessage::ConnectionOpened {
+                stream: Box::new(stream),
+                is_server: true,
+            });
         });
     }
 }
@@ -386,6 +405,7 @@ async fn dial_members(
     me: String,
     join: Vec<String>,
     dial: Dial,
+    port: u16,
 ) {
     struct Dialling(std::collections::HashMap<String, JoinHandle<()>>);
     impl Drop for Dialling {
@@ -398,11 +418,9 @@ async fn dial_members(
     let mut dialling = Dialling(Default::default());
     let mut tick = tokio::time::interval(READ_ADDRESSES_EVERY);
     loop {
-        if let Dial::Tls { port, .. } = &dial {
-            // The NodeServer's unused listener may have been started again (and advertised
-            // its own port): advertise the real one.
-            let _ = server.cast(NodeServerMessage::PortChanged { port: *port });
-        }
+        // The NodeServer's unused listener may have been started again (and advertised its
+        // own port): advertise the real one.
+        let _ = server.cast(NodeServerMessage::PortChanged { port });
         let mut peers = join.clone();
         match super::replicated::member_addresses(&store, &me).await {
             Ok(addresses) => {

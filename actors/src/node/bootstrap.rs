@@ -135,6 +135,15 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) 
             })
         },
     };
+    let member = store.joined().await?;
+    if !member && !config.join.is_empty() {
+        // Before the link dials under this node's name, which would displace the sessions of
+        // a live member of that name.
+        phase.send_replace("asking whether its name is a member's".into());
+        crate::cluster::name_check::ask(&config.join, &config.node_name, store.raft_id(), &cookie)
+            .await
+            .map_err(StartNodeError::Join)?;
+    }
     phase.send_replace("connecting to its peers".into());
     let link = ClusterChild::start_early(Link {
         cluster: cluster.clone(),
@@ -152,7 +161,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) 
     let link = Arc::new(link);
     let link_id = link.id().to_owned();
     let rest = async {
-        if !store.joined().await? {
+        if !member {
             let role = node_service
                 .join(config.join_timeout, phase)
                 .await

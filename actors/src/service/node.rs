@@ -290,8 +290,9 @@ impl NodeLocal for NodeService {
 }
 
 /// What a joining node is told when its name is a live member's: it stops at once (see
-/// [`NodeService::join`]) rather than ask again until its join timeout.
-pub(crate) const NAME_OF_A_LIVE_MEMBER: &str = "is a member that is up";
+/// [`NodeService::join`]) rather than ask again until its join timeout. A node asks first,
+/// before it dials under the name ([`crate::cluster::name_check`]).
+use crate::cluster::name_check::NAME_OF_A_LIVE_MEMBER;
 
 impl NodeService {
     /// Refuses to admit a node (Raft id `id`) under the name of another member that is up:
@@ -326,12 +327,7 @@ impl NodeService {
                 .leases
                 .granted_within(name, crate::cluster::lease::SUSPECT_AFTER)
         {
-            true => Err(ApiError::Conflict(format!(
-                "{name} {NAME_OF_A_LIVE_MEMBER} (raft id {}): a node joining under its name displaces its \
-                 sessions with the others; start this node under another name (--node-name), or make the \
-                 member leave first (leaveCluster; forgetMember once it is DOWN)",
-                other.id
-            ))),
+            true => Err(ApiError::Conflict(crate::cluster::name_check::refusal(name, other.id))),
             false => Ok(()),
         }
     }
