@@ -577,6 +577,21 @@ async fn a_member_without_its_majority_serves_reads_refuses_writes_and_a_whole_c
         body.to_string().contains("majority"),
         "the refusal does not say why: {body}"
     );
+    // Started again alone, alpha shows the member it has not heard from since at the
+    // address that member recorded (it showed none).
+    nodes[0].kill9().await?;
+    nodes[0].restart_cut_off(&[]).await?;
+    let view = nodes[0].gql_ok(CLUSTER, json!({})).await?;
+    let beta = view["cluster"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"] == "beta")
+        .with_context(|| format!("no beta: {view}"))?;
+    ensure!(
+        beta["address"] == format!("127.0.0.1:{}", nodes[1].cluster_port) && beta["lastHeartbeat"].is_null(),
+        "{view}"
+    );
     // Both stopped, then started together (as after a power cut): they elect and go on.
     nodes[0].kill9().await?;
     let (a, b) = nodes.split_at_mut(1);

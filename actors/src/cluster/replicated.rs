@@ -13,7 +13,7 @@ use super::{Cluster, MemberStatus};
 #[derive(Debug, Clone)]
 pub struct LogMember {
     pub name: String,
-    /// Its cluster address, as it last said (empty when never heard from).
+    /// Its cluster address, as it last said, else as it recorded when it last started.
     pub address: String,
     pub role: Role,
     /// As the leader last decided it; UP for a member never decided upon. SUSPECT, not UP,
@@ -139,7 +139,10 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
                         Some(bytes) => troupe_runtime::codec::decode::<u64>(&bytes)?,
                         None => 0,
                     };
-                    Ok((incarnation, super::lease::member_in(v, n)?))
+                    let address = v
+                        .get(META, &address_key(n))?
+                        .map(|b| String::from_utf8_lossy(&b).into_owned());
+                    Ok((incarnation, address, super::lease::member_in(v, n)?))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()
         })
@@ -153,7 +156,7 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
         .members
         .into_iter()
         .zip(recorded)
-        .map(|(m, (incarnation, record))| {
+        .map(|(m, (incarnation, recorded_address, record))| {
             let heard = match m.name == me {
                 true => Some(wall),
                 false => cluster.leases.heard(&m.name).and_then(|at| {
@@ -168,7 +171,14 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
                 decided_now,
             );
             LogMember {
-                address: addresses.get(&m.name).cloned().unwrap_or_default(),
+                // As it said last, else as it recorded at its last start (a member not heard
+                // from since this node started: it showed none).
+                address: addresses
+                    .get(&m.name)
+                    .filter(|a| !a.is_empty())
+                    .cloned()
+                    .or(recorded_address)
+                    .unwrap_or_default(),
                 state,
                 last_heartbeat: heard,
                 lag: m

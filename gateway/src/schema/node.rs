@@ -72,7 +72,7 @@ pub enum MemberState {
 #[derive(SimpleObject)]
 pub struct ClusterMember {
     pub name: String,
-    /// Its cluster address; empty when this node has not heard from it since it started.
+    /// Its cluster address: as it last said, else as it recorded when it last started.
     pub address: String,
     pub role: MemberRole,
     /// As the leader last decided it (and committed); for a member it never decided upon
