@@ -438,10 +438,16 @@ impl Store {
 
     /// Makes every state this node applied durable in its tables' file: applies of the
     /// replicated log are made durable only now and then (see `raft::machine`), the log
-    /// holding what a crash would lose. For a node about to stop.
+    /// holding what a crash would lose. For a node about to stop, once its Raft member
+    /// stopped: both files are left as a closed database leaves them, so the next start
+    /// opens them without a repair (see [`apply::persist_for_restart`]).
     pub async fn persist(&self) -> Result<(), StoreError> {
-        let db = self.inner.db.clone();
-        raft::blocking(move || apply::persist(&db)).await
+        let (db, log_db) = (self.inner.db.clone(), self.inner.log_db.clone());
+        raft::blocking(move || {
+            apply::persist_for_restart(&db)?;
+            apply::persist_for_restart(&log_db)
+        })
+        .await
     }
 
     /// Keeps `projection` in memory from now on, as the state machine drives it: built from

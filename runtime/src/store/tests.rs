@@ -534,3 +534,38 @@ fn a_cut_covers_only_its_peers() {
     armed.disarm("cut");
     assert!(!armed.cut_off("beta"));
 }
+
+/// Whether the redb file at `path`, as it is on disk now, opens without a repair: a copy is
+/// opened, so that the live database stays open as a process that ends without closing it
+/// leaves it.
+fn opens_without_a_repair(path: &std::path::Path) -> bool {
+    let copy = path.with_extension("copy");
+    std::fs::copy(path, &copy).unwrap();
+    let opened = redb::Database::builder()
+        .set_repair_callback(|session| session.abort())
+        .open(&copy);
+    let _ = std::fs::remove_file(&copy);
+    match opened {
+        Ok(_) => true,
+        Err(redb::DatabaseError::RepairAborted) => false,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_store_persisted_for_its_stop_opens_again_without_a_repair() {
+    let (dir, store) = open();
+    for i in 0..50 {
+        store
+            .write(Batch::new().put(AGENTS, format!("a{i}"), vec![7; 4096]))
+            .await
+            .unwrap();
+    }
+    let (tables, log) = (dir.path().join("db"), raft::log_path(&dir.path().join("db")));
+    // Left open after its writes, as a killed node leaves it, the tables' file needs a
+    // repair: every page read again at the next start.
+    assert!(!opens_without_a_repair(&tables));
+    store.persist().await.unwrap();
+    assert!(opens_without_a_repair(&tables));
+    assert!(opens_without_a_repair(&log));
+}
