@@ -64,6 +64,7 @@ async fn a_task_no_agent_can_run_stays_queued_and_runs_once_a_capable_agent_appe
     let waiting = node.wait_event("TASK_WAITING", &id).await?;
     ensure!(
         waiting["data"]["capability"] == "translate"
+            && waiting["data"]["node"].as_str().is_some_and(|n| !n.is_empty())
             && waiting["data"]["reason"]
                 .as_str()
                 .is_some_and(|r| r.contains("no agent has")),

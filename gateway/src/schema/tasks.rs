@@ -152,7 +152,9 @@ impl Task {
     /// backoff, busy agents); null once it runs. Only the member holding the task knows it
     /// now: on another, "queued on <node>, which said at <time>: <reason>" as that member's
     /// newest `TASK_WAITING` event about it said (its log holds one when no agent has what
-    /// the task needs), or "queued on <node>, whose scheduler knows why it waits".
+    /// the task needs; "queued on <node>; <other> said at <time>, when it held it: <reason>"
+    /// when a member that held it before it moved said it), or "queued on <node>, whose
+    /// scheduler knows why it waits".
     async fn waiting_for(&self) -> Option<&str> {
         self.0.waiting_for.as_deref()
     }

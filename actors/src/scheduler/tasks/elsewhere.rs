@@ -97,10 +97,23 @@ fn told_of_the_cluster(reason: &str, here: &str, nodes: &BTreeMap<String, u32>) 
 /// Why a task queued on another member waits, as the replica holds it: the reason of the
 /// newest `TASK_WAITING` event about it (its holder's scheduler, which alone knows the
 /// reason now, writes one when no agent has what the task needs), with when it was said;
-/// without one, that the holder knows. Never `null`, which would say that it runs.
+/// without one, that the holder knows. Never `null`, which would say that it runs. The
+/// event names the member that said it, which held the task then: one that moved since is
+/// not said to be waiting by its new holder's words (an event of an earlier release names
+/// none, and is taken as the holder's).
 fn said_by_holder(holder: &str, said: Option<&Event>) -> String {
-    match said.and_then(|e| Some((e.data.get("reason")?.as_str()?, e.at))) {
-        Some((reason, at)) => format!(
+    match said.and_then(|e| {
+        Some((
+            e.data.get("reason")?.as_str()?,
+            e.at,
+            e.data.get("node").and_then(|n| n.as_str()),
+        ))
+    }) {
+        Some((reason, at, Some(by))) if by != holder => format!(
+            "queued on {holder}; {by} said at {}, when it held it: {reason}",
+            at.format("%H:%M:%S UTC")
+        ),
+        Some((reason, at, _)) => format!(
             "queued on {holder}, which said at {}: {reason}",
             at.format("%H:%M:%S UTC")
         ),
@@ -228,6 +241,18 @@ mod tests {
         assert_eq!(
             said_by_holder("c", None),
             "queued on c, whose scheduler knows why it waits"
+        );
+        // Said by a member that held it before it moved to c.
+        let mut moved = said.clone();
+        moved.data["node"] = "a".into();
+        assert_eq!(
+            said_by_holder("c", Some(&moved)),
+            "queued on c; a said at 10:11:12 UTC, when it held it: no agent has capability far"
+        );
+        moved.data["node"] = "c".into();
+        assert_eq!(
+            said_by_holder("c", Some(&moved)),
+            "queued on c, which said at 10:11:12 UTC: no agent has capability far"
         );
     }
 

@@ -139,7 +139,7 @@ impl TaskQueue {
     /// A task for a capability that no agent of the cluster has is not silent: it was placed
     /// here because no member's heartbeat named an agent for it (see the tasks service's
     /// placement), and a `TASK_WAITING` event says why it waits (data: `reason`,
-    /// `capability`). The submit's answer says it too (`waitingFor`, and the gateway's
+    /// `capability`, and `node`, this one: the task may move). The submit's answer says it too (`waitingFor`, and the gateway's
     /// warning).
     fn say_why_it_waits(&self, record: &TaskRecord) {
         let Some(reason) = &record.waiting_for else {
@@ -148,7 +148,7 @@ impl TaskQueue {
         if !no_agent_has(reason) || record.spec.target_agent.is_some() {
             return;
         }
-        let mut data = serde_json::json!({ "reason": reason, "capability": record.spec.capability });
+        let mut data = serde_json::json!({ "reason": reason, "capability": record.spec.capability, "node": self.node });
         if !record.spec.capabilities.is_empty() {
             data["capabilities"] = serde_json::json!(record.spec.capabilities);
         }
