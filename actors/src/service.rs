@@ -161,7 +161,7 @@ impl Api {
         {
             problems.push(waiting);
             if self.ctx.store.failure().is_none() {
-                problems.extend(self.ctx.store.commit_problem());
+                problems.extend(self.ctx.store.commit_problem().map(with_the_way_out));
             }
         }
         verdict(problems)
@@ -246,7 +246,7 @@ impl Api {
         let mut problems = self.problems(true);
         problems.extend(self.waiting_for_a_lease());
         if self.ctx.store.failure().is_none() {
-            problems.extend(self.ctx.store.commit_problem());
+            problems.extend(self.ctx.store.commit_problem().map(with_the_way_out));
         }
         verdict(problems)
     }
@@ -531,6 +531,15 @@ impl Desk for Api {
 /// from the rest.
 fn coded(e: ApiError) -> ApiError {
     ApiError::Unavailable(format!("{}: {e}", e.code()))
+}
+
+/// Why no write commits, with the way out when the majority will not come back: a probe's
+/// reader (an operator, an orchestrator's events) learns it where it looks.
+fn with_the_way_out(problem: String) -> String {
+    format!(
+        "{problem}; if most of the voters are gone for good, stop this node and make a cluster again from it \
+         with `troupe recover --data-dir <its data dir>` (docs/cluster.md)"
+    )
 }
 
 fn verdict(problems: Vec<String>) -> Result<(), Vec<String>> {

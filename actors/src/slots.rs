@@ -49,7 +49,8 @@ impl<M: ractor::Message> Slot<M> {
                 // or it is cut off), which the answer alone did not say.
                 ApiError::Unavailable(format!(
                     "{what} is not running on this node (its /healthz says why: most often its work waits \
-                     for a lease from the cluster's leader)"
+                     for a lease from the cluster's leader, which a cluster that lost most of its voters for \
+                     good gets again from one survivor with `troupe recover`: docs/cluster.md)"
                 ))
             })
     }

@@ -473,6 +473,8 @@ async fn a_member_that_cannot_commit_is_alive_but_not_ready() -> Result<()> {
         body.contains("no leader is known") || body.contains("no leader heard") || body.contains("no majority"),
         "{body}"
     );
+    // With the way out, should the majority not come back.
+    ensure!(body.contains("troupe recover --data-dir"), "{body}");
     let (code, body) = beta.get("/healthz").await?;
     ensure!(code == 200, "{code} {body}");
     // Neither leaving nor forgetting can happen without a majority: both say the way out.

@@ -261,9 +261,22 @@ impl Cluster {
 
     /// Fails at once for a peer known to be down: a frozen peer must not cost every caller
     /// a full timeout.
+    /// Said as this node's hearing, not as the cluster's verdict (`cluster { members }`
+    /// may show the member `SUSPECT` until the leader declares it `DOWN`).
     pub fn ensure_reachable(&self, name: &str) -> Result<(), ApiError> {
         if self.status(name) == Some(MemberStatus::Down) {
-            return Err(ApiError::Unavailable(format!("node {name} is down")));
+            let silent = self
+                .seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .map_or(Duration::ZERO, |heard| heard.last.elapsed());
+            return Err(ApiError::Unavailable(format!(
+                "node {name} has not answered this node for {:.1} s (stopped, frozen or cut off from it), \
+                 and was not asked: try again once it answers, or once the leader declares it DOWN and its \
+                 work moves",
+                silent.as_secs_f64()
+            )));
         }
         Ok(())
     }
