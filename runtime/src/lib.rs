@@ -22,6 +22,7 @@ pub mod codec;
 pub mod config;
 pub mod events;
 pub mod idempotency;
+pub mod pauses;
 pub mod store;
 pub mod supervision;
 pub mod telemetry;

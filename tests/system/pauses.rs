@@ -212,3 +212,48 @@ async fn a_leader_that_lost_its_majority_shows_the_members_it_cannot_hear_suspec
     }
     Ok(())
 }
+
+/// A member frozen while it waited for a peer's answer says, once thawed, that it did not
+/// run for most of the wait, rather than blame the peer: it said "node alpha did not answer
+/// within 5000 ms" of a leader that was fine (a new-user trial, a member frozen for 8 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_frozen_while_it_waits_for_a_peer_says_it_did_not_run_rather_than_blame_the_peer() -> Result<()> {
+    let nodes = three_nodes_up().await?;
+    let (alpha, beta) = (&nodes[0], &nodes[1]);
+    let s = super::support::swarms::create(alpha, serde_json::json!({ "name": "held", "maxAgents": 1 })).await?;
+    let id = text(&s, "/id")?;
+    let held = beta
+        .gql_ok(
+            "query($id: ID!) { swarm(id: $id) { node } }",
+            serde_json::json!({ "id": id }),
+        )
+        .await?;
+    ensure!(held["swarm"]["node"] == "alpha", "{held}");
+    // Alpha holds the write at its store, so beta's request to it stays unanswered.
+    alpha.inject_fault("hold-swarm_memory")?;
+    let set = "mutation($id: ID!) { setSwarmMemory(id: $id, key: \"k\", value: 1) { version } }";
+    let (answer, frozen) = tokio::join!(beta.gql(set, serde_json::json!({ "id": id })), async {
+        let deadline = Deadline::after(WAIT, "alpha to hold the write beta asked for");
+        while !alpha.fault_marker("holding-swarm_memory") {
+            deadline.tick("not yet").await?;
+        }
+        // Frozen past the 5 s a peer has to answer (the freeze is the scenario, not a wait
+        // for something to happen).
+        beta.freeze()?;
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+        beta.thaw()
+    });
+    frozen?;
+    let answer = answer?;
+    alpha.clear_fault("hold-swarm_memory")?;
+    ensure!(
+        super::support::error_code(&answer).as_deref() == Some("UNAVAILABLE"),
+        "{answer}"
+    );
+    let said = answer.to_string();
+    ensure!(
+        said.contains("this node itself did not run for") && said.contains("it may have acted"),
+        "{said}"
+    );
+    Ok(())
+}

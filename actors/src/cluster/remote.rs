@@ -514,14 +514,26 @@ async fn send<S: Service>(node: &str, bytes: Vec<u8>, timeout: Duration) -> Resu
         .next()
         .ok_or_else(|| ApiError::Unavailable(format!("node {node} is not connected")))?;
     let service: ActorRef<S::Msg> = cell.into();
+    troupe_runtime::pauses::watch_from_now();
     let asked = std::time::Instant::now();
     // Sent, and not answered: the peer may have carried the request out, and the caller must
-    // not take the error for "nothing was done".
+    // not take the error for "nothing was done". When this node itself did not run for much
+    // of the wait (frozen, starved), that is said: the peer may well have answered in time.
     let late = || {
-        ApiError::Unavailable(format!(
-            "node {node} did not answer within {} ms; {MAY_HAVE_ACTED}: {READ_FIRST}",
-            timeout.as_millis()
-        ))
+        let paused = troupe_runtime::pauses::paused_since(asked);
+        ApiError::Unavailable(match paused >= Duration::from_secs(1) {
+            true => format!(
+                "no answer from node {node} within {} ms, while this node itself did not run for {:.1} s of \
+                 that time (its process stopped or starved: SIGSTOP, a paused VM, an overloaded machine); \
+                 {MAY_HAVE_ACTED}: {READ_FIRST}",
+                timeout.as_millis(),
+                paused.as_secs_f64()
+            ),
+            false => format!(
+                "node {node} did not answer within {} ms; {MAY_HAVE_ACTED}: {READ_FIRST}",
+                timeout.as_millis()
+            ),
+        })
     };
     match service.call(|reply| S::Msg::wrap(bytes, reply), Some(timeout)).await {
         Ok(CallResult::Success(reply)) => {
