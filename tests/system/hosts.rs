@@ -101,6 +101,16 @@ async fn an_added_host_takes_labelled_vms_and_is_removed_only_when_empty_or_forc
         .gql(add, json!({ "input": { "name": "gpu-1", "uri": "test:///default" } }))
         .await?;
     expect_code(&dup, "CONFLICT")?;
+    // Nor does a second host of this node drive the same hypervisor: each took the other's
+    // VMs for stale copies and destroyed them, every second.
+    let twin = node
+        .gql(
+            add,
+            json!({ "input": { "name": "gpu-2", "uri": format!("test://{}", file.display()) } }),
+        )
+        .await?;
+    expect_code(&twin, "CONFLICT")?;
+    ensure!(twin.to_string().contains("gpu-1"), "{twin}");
     let v = create_vm(
         &node,
         json!({ "name": "trainer", "vcpus": 4, "memoryMiB": 4096, "hostSelector": [{ "key": "gpu", "value": "yes" }] }),

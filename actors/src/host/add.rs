@@ -31,25 +31,36 @@ pub(crate) async fn add(
     }
     // Unique in the cluster, read from this node's replica (two adds racing on two nodes
     // can both pass); every node's simulated hosts share their names, named `sim-1@node`.
-    let name = request.name.clone();
-    let taken = fleet
+    // Nor does a host of this node drive the URI already: two hosts of one hypervisor each
+    // took the other's VMs for stale copies and destroyed them, every second.
+    let (name, uri, node) = (request.name.clone(), request.uri.clone(), fleet.node.clone());
+    let (named, driving) = fleet
         .store
         .view(move |v| {
-            let mut on = None;
+            let (mut named, mut driving) = (None, None);
             v.scan(HOSTS, None, |_, bytes| {
                 let spec: crate::host::HostSpec = troupe_runtime::codec::decode(bytes)?;
                 if spec.name == name {
-                    on = Some(spec.node);
+                    named = Some(spec.node);
+                } else if !spec.uri.is_empty() && spec.uri == uri && spec.node == node {
+                    driving = Some(spec.name);
                 }
-                Ok(on.is_none())
+                Ok(named.is_none() && driving.is_none())
             })?;
-            Ok(on)
+            Ok((named, driving))
         })
         .await?;
-    if let Some(node) = taken {
+    if let Some(node) = named {
         return Err(ApiError::Conflict(format!(
             "a host named {} exists already, on node {node}: host names are unique in the cluster",
             request.name
+        )));
+    }
+    if let Some(other) = driving {
+        return Err(ApiError::Conflict(format!(
+            "host {other} of node {} drives {} already: two hosts of one hypervisor would each take the \
+             other's VMs for stale copies and destroy them (remove {other} first, or give another URI)",
+            fleet.node, request.uri
         )));
     }
     let spec = HostSpec {
