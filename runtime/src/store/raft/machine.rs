@@ -10,8 +10,8 @@
 //! that joins or fell behind the purged log. It is written to a file in the snapshots
 //! directory beside the tables' file ([`super::snapshot_dir`]), row by row, and read back
 //! the same way: neither building, sending, receiving nor installing one holds the whole
-//! state in memory. The directory keeps the newest snapshot only; a start empties it (the
-//! snapshot is built again when one is needed).
+//! state in memory. The directory keeps the newest snapshot only, with its meta beside it,
+//! and a start holds it again (see [`Snapshots::hold`]).
 
 use std::io::{BufReader, BufWriter, Seek};
 use std::path::{Path, PathBuf};
@@ -59,8 +59,9 @@ pub(super) struct Machine {
 }
 
 impl Machine {
-    /// The state machine on `tables`, keeping its snapshots in `dir` (created owner-only,
-    /// emptied of what an earlier run left).
+    /// The state machine on `tables`, keeping its snapshots in `dir` (created owner-only).
+    /// The snapshot an earlier run held is held again when its file is whole and the tables
+    /// have applied what it holds; every other file is removed (see [`Snapshots::kept`]).
     pub fn new(tables: Arc<Tables>, dir: PathBuf) -> Result<Self, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -68,19 +69,62 @@ impl Machine {
             .mode(0o700)
             .create(&dir)
             .map_err(StoreError::db)?;
-        for file in std::fs::read_dir(&dir).map_err(StoreError::db)? {
-            std::fs::remove_file(file.map_err(StoreError::db)?.path()).map_err(StoreError::db)?;
+        let applied = applied(&tables.db)?.0.map(|l| l.index);
+        let snapshots = Snapshots {
+            dir,
+            held: Mutex::default(),
+        };
+        let kept = snapshots.kept(applied)?;
+        if let Some(held) = &kept {
+            tracing::info!(last = ?held.meta.last_log_id, "holding the snapshot an earlier run built: none is built at this start");
         }
+        *snapshots.held.lock().unwrap_or_else(|p| p.into_inner()) = kept;
         Ok(Self {
             tables,
-            snapshots: Arc::new(Snapshots {
-                dir,
-                held: Mutex::default(),
-            }),
+            snapshots: Arc::new(snapshots),
             receiving: None,
             undurable: 0,
         })
     }
+}
+
+/// What is written beside a snapshot's file once it is whole: its meta, which openraft
+/// needs to send it, and its length, so a file cut short by a crash is not held again.
+#[derive(Serialize, Deserialize)]
+struct Beside {
+    meta: Meta,
+    bytes: u64,
+}
+
+fn beside_path(path: &Path) -> PathBuf {
+    path.with_extension("snapshot.meta")
+}
+
+/// Makes `held`'s file durable, then writes its meta beside it (through a file renamed into
+/// place, so a crash leaves the whole meta or none).
+fn keep_beside(held: &Held) -> Result<(), StoreError> {
+    let file = std::fs::File::open(&held.path).map_err(StoreError::db)?;
+    file.sync_all().map_err(StoreError::db)?;
+    let beside = Beside {
+        meta: held.meta.clone(),
+        bytes: file.metadata().map_err(StoreError::db)?.len(),
+    };
+    let path = beside_path(&held.path);
+    let writing = path.with_extension("meta.writing");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&writing)
+            .map_err(StoreError::db)?;
+        out.write_all(&codec::encode(&beside)?).map_err(StoreError::db)?;
+        out.sync_all().map_err(StoreError::db)?;
+    }
+    std::fs::rename(&writing, &path).map_err(StoreError::db)
 }
 
 /// The snapshots directory and the snapshot held now.
@@ -96,14 +140,66 @@ impl Snapshots {
     }
 
     /// Holds `held` from now on and removes the file of the one it replaces (a copy being
-    /// sent keeps reading its open file).
+    /// sent keeps reading its open file). Its meta is written beside it, so the next start
+    /// holds it again: openraft 0.9 builds a snapshot at a start that holds none once the
+    /// log was purged, a copy of the whole state written before the node could serve (a
+    /// gigabyte of it took a new-user trial's members minutes, debug build, and each was
+    /// declared DOWN meanwhile and lost its work).
     fn hold(&self, held: Held) {
+        if let Err(e) = keep_beside(&held) {
+            tracing::warn!(path = %held.path.display(), error = %e, "could not keep a snapshot for the next start");
+        }
         let before = self.held.lock().unwrap_or_else(|p| p.into_inner()).replace(held);
         if let Some(before) = before {
+            let _ = std::fs::remove_file(beside_path(&before.path));
             if let Err(e) = std::fs::remove_file(&before.path) {
                 tracing::warn!(path = %before.path.display(), error = %e, "could not remove an older snapshot");
             }
         }
+    }
+
+    /// At a start: the snapshot an earlier run held, if its file is whole and holds no more
+    /// than the tables applied (`applied`, the index; after a crash the tables may have
+    /// lost applies the snapshot was built from, and openraft would then take it for one it
+    /// must install). Every other file goes (a snapshot being received, older ones).
+    fn kept(&self, applied: Option<u64>) -> Result<Option<Held>, StoreError> {
+        let mut found: Option<Held> = None;
+        let mut files = Vec::new();
+        for file in std::fs::read_dir(&self.dir).map_err(StoreError::db)? {
+            files.push(file.map_err(StoreError::db)?.path());
+        }
+        for path in &files {
+            if path.extension().is_none_or(|e| e != "snapshot") {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(beside_path(path)) else {
+                continue;
+            };
+            let Ok(beside) = codec::decode::<Beside>(&bytes) else {
+                continue;
+            };
+            let whole = std::fs::metadata(path).is_ok_and(|m| m.len() == beside.bytes);
+            let index = beside.meta.last_log_id.map(|l| l.index);
+            let applied_here = index <= applied;
+            let newer = found
+                .as_ref()
+                .is_none_or(|f| f.meta.last_log_id.map(|l| l.index) < index);
+            if whole && applied_here && newer {
+                found = Some(Held {
+                    meta: beside.meta,
+                    path: path.clone(),
+                });
+            }
+        }
+        for path in files {
+            let is_kept = found
+                .as_ref()
+                .is_some_and(|f| path == f.path || path == beside_path(&f.path));
+            if !is_kept {
+                std::fs::remove_file(&path).map_err(StoreError::db)?;
+            }
+        }
+        Ok(found)
     }
 
     /// The snapshot held now, with its file opened under the lock: a snapshot built
@@ -401,10 +497,15 @@ impl RaftStateMachine<Troupe> for Machine {
         if let Some(received) = received {
             let path = self.snapshots.new_path(&uuid::Uuid::new_v4().simple().to_string());
             match std::fs::rename(&received, &path) {
-                Ok(()) => self.snapshots.hold(Held {
-                    meta: meta.clone(),
-                    path,
-                }),
+                Ok(()) => {
+                    let (snapshots, meta) = (self.snapshots.clone(), meta.clone());
+                    // Off the Raft runtime's thread: holding it syncs its file.
+                    let _ = blocking(move || {
+                        snapshots.hold(Held { meta, path });
+                        Ok(())
+                    })
+                    .await;
+                }
                 Err(e) => tracing::warn!(error = %e, "could not keep the snapshot installed"),
             }
         }
@@ -445,10 +546,13 @@ impl RaftSnapshotBuilder<Troupe> for Builder {
             snapshot_id: format!("{}-{name}", applied.map_or(0, |id| id.index)),
         };
         tracing::debug!(last = ?applied, path = %path.display(), "built a snapshot");
-        self.snapshots.hold(Held {
-            meta: meta.clone(),
-            path,
-        });
+        let (snapshots, kept) = (self.snapshots.clone(), meta.clone());
+        // Off the Raft runtime's thread: holding it syncs its file.
+        let _ = blocking(move || {
+            snapshots.hold(Held { meta: kept, path });
+            Ok(())
+        })
+        .await;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(tokio::fs::File::from_std(written)),

@@ -181,14 +181,19 @@ async fn a_snapshot_is_a_file_of_its_own_the_newest_alone_is_kept_and_one_cut_sh
     let mut builder = machine.get_snapshot_builder().await;
     builder.build_snapshot().await.unwrap();
     let mut newest = builder.build_snapshot().await.unwrap();
-    // One file, the newest, owner-only, in an owner-only directory.
-    let held = files(&snapshots);
-    assert_eq!(held.len(), 1, "{held:?}");
+    // One snapshot, the newest, with its meta beside it, owner-only, in an owner-only
+    // directory.
+    let mut held = files(&snapshots);
+    held.sort();
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(held[1].to_string_lossy().ends_with(".snapshot.meta"), "{held:?}");
     assert_eq!(
         std::fs::metadata(&snapshots).unwrap().permissions().mode() & 0o777,
         0o700
     );
-    assert_eq!(std::fs::metadata(&held[0]).unwrap().permissions().mode() & 0o777, 0o600);
+    for file in &held {
+        assert_eq!(std::fs::metadata(file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
     let mut bytes = Vec::new();
     newest.snapshot.read_to_end(&mut bytes).await.unwrap();
 
@@ -205,7 +210,7 @@ async fn a_snapshot_is_a_file_of_its_own_the_newest_alone_is_kept_and_one_cut_sh
     assert_eq!(applied.map(|id| id.index), Some(1));
     assert_eq!(
         files(&other_snapshots).len(),
-        1,
+        2,
         "the installed snapshot is kept to send on"
     );
     let sent_on = other.get_current_snapshot().await.unwrap().unwrap();
@@ -219,11 +224,30 @@ async fn a_snapshot_is_a_file_of_its_own_the_newest_alone_is_kept_and_one_cut_sh
     assert_eq!(thing(&tables, "k"), Some(vec![7, 0, 255]));
     assert_eq!(
         files(&other_snapshots).len(),
-        1,
+        2,
         "the refused file is gone, the held one stays"
     );
 
-    // A start empties the directory: the snapshot is built again when one is needed.
+    // A start over the same tables holds the snapshot again: openraft builds none (a copy
+    // of the whole state written before the node serves). One cut short is not held.
+    drop(other);
+    let mut again = Machine::new(tables.clone(), other_snapshots.clone()).unwrap();
+    let kept = again.get_current_snapshot().await.unwrap().map(|s| s.meta.snapshot_id);
+    assert_eq!(kept, Some(newest.meta.snapshot_id.clone()));
+    drop(again);
+    let snapshot_file = files(&other_snapshots)
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "snapshot"))
+        .unwrap();
+    std::fs::write(other_snapshots.join("receiving-x.snapshot"), b"part").unwrap();
+    let cut = std::fs::OpenOptions::new().write(true).open(&snapshot_file).unwrap();
+    cut.set_len(cut.metadata().unwrap().len() - 1).unwrap();
+    let mut again = Machine::new(tables.clone(), other_snapshots.clone()).unwrap();
+    assert!(again.get_current_snapshot().await.unwrap().is_none());
+    assert!(files(&other_snapshots).is_empty(), "{:?}", files(&other_snapshots));
+
+    // A start over tables that did not apply what the snapshot holds empties the directory:
+    // the snapshot is built again when one is needed.
     drop(machine);
     let db = Arc::new(redb::Database::create(here.path().join("db2")).unwrap());
     let (live, _) = tokio::sync::broadcast::channel(16);
