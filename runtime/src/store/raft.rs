@@ -155,7 +155,12 @@ const CAUGHT_UP_WITHIN_ENTRIES: u64 = 4 * MAX_PAYLOAD_ENTRIES;
 /// Snapshot chunks stay well under ractor_cluster's 16 MiB frames.
 const SNAPSHOT_CHUNK: u64 = 1 << 20;
 /// A chunk may take seconds on a busy link (openraft's 200 ms default loops for ever there).
-const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The last one is answered once the member has installed the whole snapshot: it gets
+/// longer (see [`network::chunk_within`]), and openraft's own bound on every chunk is the
+/// longest that takes ([`SNAPSHOT_INSTALL_AT_MOST`]).
+pub(crate) const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest the last chunk of a snapshot may take: its install.
+pub(crate) const SNAPSHOT_INSTALL_AT_MOST: Duration = Duration::from_secs(30 * 60);
 /// How long a one-voter node waits to lead after it starts.
 const LEAD_WITHIN: Duration = Duration::from_secs(30);
 
@@ -477,7 +482,7 @@ fn config(timing: &Timing) -> Result<Config, StoreError> {
         heartbeat_interval: millis(timing.heartbeat),
         election_timeout_min: millis(timing.election_min),
         election_timeout_max: millis(timing.election_max),
-        install_snapshot_timeout: millis(SNAPSHOT_TIMEOUT),
+        install_snapshot_timeout: millis(SNAPSHOT_INSTALL_AT_MOST),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
         snapshot_max_chunk_size: SNAPSHOT_CHUNK,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,

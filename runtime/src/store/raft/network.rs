@@ -203,12 +203,42 @@ pub(super) struct Client {
 
 type Failed<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
+/// How long a snapshot's chunk may take: [`super::SNAPSHOT_TIMEOUT`], but the last one, of a
+/// snapshot of `bytes`, is answered once the member installed all of it, at
+/// [`INSTALLED_PER_SECOND`] at least (at most [`super::SNAPSHOT_INSTALL_AT_MOST`]). With 10 s
+/// for every chunk, a member installing a snapshot of a gigabyte (35-40 s, debug build) was
+/// sent the last chunk again and again, installed the snapshot five times in 20 minutes and
+/// never caught up.
+pub(super) fn chunk_within(last: bool, bytes: u64) -> Duration {
+    match last {
+        false => super::SNAPSHOT_TIMEOUT,
+        true => (super::SNAPSHOT_TIMEOUT * 3 + Duration::from_secs(bytes / INSTALLED_PER_SECOND))
+            .min(super::SNAPSHOT_INSTALL_AT_MOST),
+    }
+}
+
+/// The slowest install of a snapshot assumed, in bytes a second (rows decoded and written in
+/// one transaction; a debug build did about 27 MB/s).
+const INSTALLED_PER_SECOND: u64 = 4 << 20;
+
 impl Client {
     async fn call<Q: Serialize, A: DeserializeOwned, E>(
         &self,
         kind: RpcKind,
         request: &Q,
         option: &RPCOption,
+    ) -> Result<A, Failed<E>>
+    where
+        E: std::error::Error + DeserializeOwned,
+    {
+        self.call_within(kind, request, option.hard_ttl()).await
+    }
+
+    async fn call_within<Q: Serialize, A: DeserializeOwned, E>(
+        &self,
+        kind: RpcKind,
+        request: &Q,
+        within: Duration,
     ) -> Result<A, Failed<E>>
     where
         E: std::error::Error + DeserializeOwned,
@@ -222,7 +252,7 @@ impl Client {
         let to = codec::encode(&self.target).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         bytes.extend(to);
         let answer = transport
-            .send(&self.name, kind, bytes, option.hard_ttl())
+            .send(&self.name, kind, bytes, within)
             .await
             .map_err(|why| RPCError::Unreachable(Unreachable::from(AnyError::error(why.to_string()))))?;
         let answer: Result<A, RaftError<NodeId, E>> =
@@ -247,9 +277,11 @@ impl RaftNetwork<Troupe> for Client {
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<Troupe>,
-        option: RPCOption,
+        // Its bound is the longest a chunk may take (the last one's install): see below.
+        _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, Failed<InstallSnapshotError>> {
-        self.call(RpcKind::Snapshot, &rpc, &option).await
+        let within = chunk_within(rpc.done, rpc.offset + rpc.data.len() as u64);
+        self.call_within(RpcKind::Snapshot, &rpc, within).await
     }
 
     async fn vote(

@@ -120,3 +120,20 @@ fn an_append_carries_entries_up_to_its_bytes_and_at_least_one() {
     assert_eq!(entries_that_fit(&huge, 8 * MIB), Some(1));
     assert_eq!(entries_that_fit(&huge[..1], 8 * MIB), None);
 }
+
+#[test]
+fn the_last_chunk_of_a_snapshot_may_take_its_install() {
+    use crate::store::raft::network::chunk_within;
+    use crate::store::raft::{SNAPSHOT_INSTALL_AT_MOST, SNAPSHOT_TIMEOUT};
+    use std::time::Duration;
+    // Every chunk but the last: a busy link's few seconds.
+    assert_eq!(chunk_within(false, 1 << 30), SNAPSHOT_TIMEOUT);
+    // The last one is answered once the member installed it all: a gigabyte took a debug
+    // build 35-40 s, past the 10 s every chunk had, and the last chunk was sent again.
+    assert!(chunk_within(true, 1 << 30) >= Duration::from_secs(120));
+    assert!(chunk_within(true, 1 << 20) >= SNAPSHOT_TIMEOUT * 2);
+    assert_eq!(chunk_within(true, u64::MAX / 2), SNAPSHOT_INSTALL_AT_MOST);
+    // openraft's own bound on a chunk is not the shorter.
+    let config = super::super::config(&Default::default()).unwrap();
+    assert!(config.install_snapshot_timeout() >= SNAPSHOT_INSTALL_AT_MOST);
+}
