@@ -7,7 +7,7 @@ use troupe_runtime::store::{StoreError, View};
 use super::TaskQueue;
 use crate::error::ApiError;
 use crate::tables::{TASKS, TASK_STATUS};
-use crate::task::{TaskRecord, TaskSpec, TaskState, TaskStatus};
+use crate::task::{TaskRecord, TaskSpec, TaskState};
 
 /// Which tasks a list or count wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,12 +44,19 @@ impl TaskQueue {
         first: usize,
     ) -> Result<(Vec<TaskRecord>, bool), ApiError> {
         let filter = filter.clone();
-        let (page, more) = crate::tables::page(&self.store, TASKS, after, first, move |v, _, bytes| {
-            let spec: TaskSpec = troupe_runtime::codec::decode(bytes)?;
-            let Some(status) = v.get(TASK_STATUS, &spec.id)? else {
+        let (page, more) = crate::tables::page(&self.store, TASKS, after, first, move |v, id, bytes| {
+            let Some(status) = v.get(TASK_STATUS, id)? else {
                 return Ok(None);
             };
-            let task = TaskRecord::new(spec, troupe_runtime::codec::decode(&status)?);
+            // Told apart by the status's first fields before either is decoded whole (with
+            // their payload and result: seconds a page among big tasks).
+            if !might_match(&filter, &status)? {
+                return Ok(None);
+            }
+            let task = TaskRecord::new(
+                troupe_runtime::codec::decode(bytes)?,
+                troupe_runtime::codec::decode(&status)?,
+            );
             Ok(matches(&filter, &task).then_some(task))
         })
         .await?;
@@ -63,14 +70,15 @@ impl TaskQueue {
             .view(move |v| {
                 let mut n = 0;
                 v.scan(TASK_STATUS, None, |id, bytes| {
-                    let status: TaskStatus = troupe_runtime::codec::decode(bytes)?;
-                    if filter.state.is_some_and(|s| s != status.state) {
+                    if !might_match(&filter, bytes)? {
                         return Ok(true);
                     }
-                    if filter.agent.is_some() {
+                    // An agent named by the status says it (see `might_match`); else the
+                    // task's target does (`TaskRecord::shown_agent`).
+                    if filter.agent.is_some() && leading(bytes)?.1.is_none() {
                         let Some(spec) = v.get(TASKS, id)? else { return Ok(true) };
-                        let task = TaskRecord::new(troupe_runtime::codec::decode(&spec)?, status);
-                        if !matches(&filter, &task) {
+                        let spec: TaskSpec = troupe_runtime::codec::decode(&spec)?;
+                        if spec.target_agent != filter.agent {
                             return Ok(true);
                         }
                     }
@@ -81,6 +89,30 @@ impl TaskQueue {
             })
             .await?)
     }
+}
+
+/// A status's state and agent, its first fields, read without the rest (its result).
+fn leading(status: &[u8]) -> Result<(TaskState, Option<String>), StoreError> {
+    let mut fields = troupe_runtime::codec::Fields::of(status)?;
+    let state = fields
+        .read()?
+        .ok_or_else(|| StoreError::Encoding("a task status without its state".into()))?;
+    Ok((state, fields.read()?.flatten()))
+}
+
+/// Whether a task whose status is `status` may be one `filter` wants, from the status's
+/// first fields: no when its state is another, or it names another agent (a status naming
+/// none leaves it to the task's target).
+fn might_match(filter: &TaskFilter, status: &[u8]) -> Result<bool, StoreError> {
+    if filter.state.is_none() && filter.agent.is_none() {
+        return Ok(true);
+    }
+    let (state, agent) = leading(status)?;
+    Ok(filter.state.is_none_or(|s| s == state)
+        && match (&filter.agent, agent) {
+            (Some(wanted), Some(agent)) => *wanted == agent,
+            _ => true,
+        })
 }
 
 fn matches(filter: &TaskFilter, task: &TaskRecord) -> bool {
@@ -96,4 +128,30 @@ fn read_one(v: &View<'_>, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         troupe_runtime::codec::decode(&spec)?,
         troupe_runtime::codec::decode(&status)?,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::TaskStatus;
+
+    #[test]
+    fn a_filter_reads_a_status_s_state_and_agent_without_its_result() {
+        let mut status = TaskStatus::queued();
+        status.state = TaskState::Succeeded;
+        status.agent_id = Some("a1".into());
+        status.result = Some(serde_json::json!({ "big": "x".repeat(100_000) }));
+        let mut bytes = troupe_runtime::codec::encode(&status).unwrap();
+        // Its result cut short: decoding the whole status fails; the filter never reads it.
+        bytes.truncate(bytes.len() - 1_000);
+        assert!(troupe_runtime::codec::decode::<TaskStatus>(&bytes).is_err());
+        let filter = |state: Option<TaskState>, agent: Option<&str>| TaskFilter {
+            state,
+            agent: agent.map(str::to_owned),
+        };
+        assert!(might_match(&filter(Some(TaskState::Succeeded), None), &bytes).unwrap());
+        assert!(!might_match(&filter(Some(TaskState::Queued), None), &bytes).unwrap());
+        assert!(might_match(&filter(None, Some("a1")), &bytes).unwrap());
+        assert!(!might_match(&filter(Some(TaskState::Succeeded), Some("a2")), &bytes).unwrap());
+    }
 }
