@@ -260,8 +260,7 @@ impl Cluster {
     }
 
     /// Fails at once for a peer known to be down: a frozen peer must not cost every caller
-    /// a full timeout.
-    /// Said as this node's hearing, not as the cluster's verdict (`cluster { members }`
+    /// a full timeout. Said as this node's hearing, not as the cluster's verdict (`cluster { members }`
     /// may show the member `SUSPECT` until the leader declares it `DOWN`).
     pub fn ensure_reachable(&self, name: &str) -> Result<(), ApiError> {
         if self.status(name) == Some(MemberStatus::Down) {

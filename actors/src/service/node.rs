@@ -289,9 +289,9 @@ impl NodeLocal for NodeService {
     }
 }
 
-/// What a joining node is told when its name is a live member's: it stops at once (see
-/// [`NodeService::join`]) rather than ask again until its join timeout. A node asks first,
-/// before it dials under the name ([`crate::cluster::name_check`]).
+// What a joining node is told when its name is a live member's: it stops at once (see
+// `NodeService::join`) rather than ask again until its join timeout. A node asks first,
+// before it dials under the name (`crate::cluster::name_check`).
 use crate::cluster::name_check::NAME_OF_A_LIVE_MEMBER;
 
 impl NodeService {
