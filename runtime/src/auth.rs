@@ -7,7 +7,7 @@
 //! belongs to its cluster): it drops the hash into `tokens.pending/`, which the node imports
 //! at start and whenever it meets a token it does not know.
 
-mod files;
+pub(crate) mod files;
 mod key;
 
 use std::collections::HashMap;

@@ -117,7 +117,9 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     write_private_bytes(path, format!("{contents}\n").as_bytes())
 }
 
-fn write_private_bytes(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+/// Writes a file only its owner can read: its bytes, then fsync, then an atomic rename from
+/// `<path>.tmp` (a crash leaves the whole file or none).
+pub(crate) fn write_private_bytes(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -101,7 +101,7 @@ fn beside_path(path: &Path) -> PathBuf {
 }
 
 /// Makes `held`'s file durable, then writes its meta beside it (through a file renamed into
-/// place, so a crash leaves the whole meta or none).
+/// place, so a crash leaves the whole meta or none; the file left then goes at the start).
 fn keep_beside(held: &Held) -> Result<(), StoreError> {
     let file = std::fs::File::open(&held.path).map_err(StoreError::db)?;
     file.sync_all().map_err(StoreError::db)?;
@@ -109,22 +109,7 @@ fn keep_beside(held: &Held) -> Result<(), StoreError> {
         meta: held.meta.clone(),
         bytes: file.metadata().map_err(StoreError::db)?.len(),
     };
-    let path = beside_path(&held.path);
-    let writing = path.with_extension("meta.writing");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&writing)
-            .map_err(StoreError::db)?;
-        out.write_all(&codec::encode(&beside)?).map_err(StoreError::db)?;
-        out.sync_all().map_err(StoreError::db)?;
-    }
-    std::fs::rename(&writing, &path).map_err(StoreError::db)
+    crate::auth::files::write_private_bytes(&beside_path(&held.path), &codec::encode(&beside)?).map_err(StoreError::db)
 }
 
 /// The snapshots directory and the snapshot held now.
