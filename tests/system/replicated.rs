@@ -34,17 +34,6 @@ pub(super) async fn start_cluster(first: NodeOpts, rest: Vec<NodeOpts>) -> Resul
     }
 }
 
-/// The member `name` of a `cluster { members }` answer (null when it lists none).
-fn member_named(view: &Value, name: &str) -> Value {
-    view["cluster"]["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["name"] == name)
-        .cloned()
-        .unwrap_or_default()
-}
-
 async fn log_members(node: &Node) -> Result<BTreeSet<String>> {
     let data = node.gql_ok(CLUSTER, json!({})).await?;
     data["cluster"]["members"]
@@ -262,9 +251,8 @@ async fn the_cluster_shows_its_leader_and_members_voters_first_then_learners() -
         }
         deadline.tick(format!("{changed:?}")).await?;
     }
-    let now = nodes[2].gql_ok(CLUSTER, json!({})).await?;
-    let gamma = member_named(&now, "gamma");
-    ensure!(gamma["role"] == "VOTER", "{now}");
+    let gamma = super::failover::member(&nodes[2], "gamma").await?;
+    ensure!(gamma["role"] == "VOTER", "{gamma}");
     Ok(())
 }
 
@@ -586,11 +574,10 @@ async fn a_member_without_its_majority_serves_reads_refuses_writes_and_a_whole_c
     // address that member recorded (it showed none).
     nodes[0].kill9().await?;
     nodes[0].restart_cut_off(&[]).await?;
-    let view = nodes[0].gql_ok(CLUSTER, json!({})).await?;
-    let beta = member_named(&view, "beta");
+    let beta = super::failover::member(&nodes[0], "beta").await?;
     ensure!(
         beta["address"] == format!("127.0.0.1:{}", nodes[1].cluster_port) && beta["lastHeartbeat"].is_null(),
-        "{view}"
+        "{beta}"
     );
     // Both stopped, then started together (as after a power cut): they elect and go on.
     nodes[0].kill9().await?;

@@ -145,9 +145,11 @@ impl Answerer {
     }
 
     /// The refusal, when `name` is this member's, or another member's (not Raft id `raft_id`)
-    /// that is up as this node sees it: not DOWN or LEFT, and heard from within
-    /// [`SUSPECT_AFTER`]. A member gone silent may be replaced (the leader's admission
-    /// waits until it is forgotten).
+    /// that is up as this node sees it: recorded UP (not judged SUSPECT, DOWN or LEFT), and
+    /// heard from within [`SUSPECT_AFTER`]. A member gone silent may be replaced (the
+    /// leader's admission waits until it is forgotten): one the leader judged SUSPECT is
+    /// left to that admission, although this node may have heard it a moment later than
+    /// the leader did.
     async fn live(&self, name: &str, raft_id: u64) -> Option<String> {
         if name == self.cluster.name() {
             return Some(refusal(name, self.store.raft_id()));
@@ -160,10 +162,7 @@ impl Answerer {
             .find(|m| m.name == name && m.id != raft_id)?;
         let named = name.to_owned();
         let record = self.store.view(move |v| member_in(v, &named)).await.ok()?;
-        let up = matches!(
-            record.map_or(MemberState::Up, |r| r.state),
-            MemberState::Up | MemberState::Suspect
-        );
+        let up = record.map_or(MemberState::Up, |r| r.state) == MemberState::Up;
         let leases = &self.cluster.leases;
         let heard = leases.heard(name).is_some_and(|at| at.elapsed() <= SUSPECT_AFTER)
             || leases.granted_within(name, SUSPECT_AFTER);
