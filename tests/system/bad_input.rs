@@ -181,6 +181,22 @@ async fn malformed_requests_get_errors_and_node_keeps_serving() -> Result<()> {
         let body = node.gql(query, variables).await?;
         expect_code(&body, "INVALID_INPUT").with_context(|| format!("`{query}`: {body}"))?;
     }
+    // A page asked larger than its bound comes back at the bound, and says so (it came back
+    // shorter without a word).
+    let (_, body) = node
+        .post_graphql(
+            Some(node.token.as_str()),
+            &json!({ "query": "{ tasks(first: 5000) { nodes { id } } }" }),
+        )
+        .await?;
+    ensure!(
+        body["data"]["tasks"]["nodes"].is_array()
+            && body["extensions"]["warnings"][0]["code"] == "PAGE_CAPPED"
+            && body["extensions"]["warnings"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("at most 500")),
+        "{body}"
+    );
 
     let data = node.gql_ok("{ node { name } }", json!({})).await?;
     ensure!(data["node"]["name"] == "solo", "{data}");

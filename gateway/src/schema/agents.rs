@@ -420,7 +420,7 @@ impl AgentsQuery {
         capability: Option<String>,
         #[graphql(desc = "Only agents of this name (names need not be unique).")] name: Option<String>,
     ) -> async_graphql::Result<Connection<String, Agent, Extra>> {
-        let first = page_size(first, DEFAULT_PAGE, MAX_PAGE)?;
+        let first = page_size(ctx, first, DEFAULT_PAGE, MAX_PAGE)?;
         let has_previous = after.is_some();
         let filter = AgentFilter {
             name,
@@ -462,7 +462,7 @@ impl AgentsQuery {
         after: Option<Int64>,
         limit: Option<i32>,
     ) -> async_graphql::Result<Vec<live::LogLine>> {
-        let limit = crate::schema::page::page_size(limit, 200, 1000)?;
+        let limit = crate::schema::page::page_size(ctx, limit, 200, 1000)?;
         let after = crate::schema::events::cursor(after)?;
         let lines = ctx.data::<Api>()?.agents().logs(&id, after, limit).await.gql()?;
         Ok(lines.into_iter().map(live::LogLine::from).collect())

@@ -117,10 +117,10 @@ impl EventsQuery {
             Some(_) if after.is_some() || first.is_some() => {
                 return Err(coded("INVALID_INPUT", "last goes without after and first"))
             }
-            Some(last) => (Window::Last, page_size(Some(last), DEFAULT_EVENTS, MAX_EVENTS)?),
+            Some(last) => (Window::Last, page_size(ctx, Some(last), DEFAULT_EVENTS, MAX_EVENTS)?),
             None => (
                 Window::After(cursor(after)?.unwrap_or(0)),
-                page_size(first, DEFAULT_EVENTS, MAX_EVENTS)?,
+                page_size(ctx, first, DEFAULT_EVENTS, MAX_EVENTS)?,
             ),
         };
         let subject = subject.map(|s| s.0);

@@ -220,7 +220,7 @@ impl Host {
     /// The VMs Troupe has placed on this host.
     #[graphql(complexity = "super::page::cost(first, 100, 1000, child_complexity)")]
     async fn vms(&self, ctx: &Context<'_>, first: Option<i32>) -> async_graphql::Result<Vec<Vm>> {
-        let first = super::page::page_size(first, 100, 1000)?;
+        let first = super::page::page_size(ctx, first, 100, 1000)?;
         let filter = VmFilter {
             host: Some(self.0.spec.id.clone()),
             ..Default::default()

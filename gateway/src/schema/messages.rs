@@ -131,7 +131,7 @@ impl MessagesQuery {
         ctx: &Context<'_>,
         #[graphql(default = 100)] first: i32,
     ) -> async_graphql::Result<Vec<DeadMessage>> {
-        let first = super::page::page_size(Some(first), 100, 1000)?;
+        let first = super::page::page_size(ctx, Some(first), 100, 1000)?;
         let dead = ctx.data::<Api>()?.messages().dead_messages(first).await.gql()?;
         Ok(dead
             .into_iter()

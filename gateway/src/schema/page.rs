@@ -10,11 +10,21 @@ use crate::error::{coded, OrGql};
 pub const DEFAULT_PAGE: i32 = 50;
 pub const MAX_PAGE: i32 = 500;
 
-/// The page size a list asked for, capped.
-pub fn page_size(first: Option<i32>, default: i32, max: i32) -> async_graphql::Result<usize> {
+/// The page size a list asked for, capped: a page asked larger says so in the answer's
+/// `extensions.warnings` (`PAGE_CAPPED`), where it came back shorter without a word.
+pub fn page_size(ctx: &Context<'_>, first: Option<i32>, default: i32, max: i32) -> async_graphql::Result<usize> {
     match first.unwrap_or(default) {
         n if n < 0 => Err(coded("INVALID_INPUT", "first must not be negative")),
-        n => Ok(n.min(max) as usize),
+        n if n > max => {
+            if let Ok(notes) = ctx.data::<std::sync::Arc<super::notes::Notes>>() {
+                notes.warn(
+                    "PAGE_CAPPED",
+                    format!("{n} asked, at most {max} a page: {max} at most come back; ask for the next page after the last"),
+                );
+            }
+            Ok(max as usize)
+        }
+        n => Ok(n as usize),
     }
 }
 

@@ -284,7 +284,7 @@ impl Swarm {
         #[graphql(default)] prefix: String,
         #[graphql(default = 100)] first: i32,
     ) -> async_graphql::Result<Vec<MemoryEntry>> {
-        let first = super::page::page_size(Some(first), 100, 1000)?;
+        let first = super::page::page_size(ctx, Some(first), 100, 1000)?;
         let entries = ctx
             .data::<Api>()?
             .swarms()
@@ -299,7 +299,7 @@ impl Swarm {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
     ) -> async_graphql::Result<Vec<SwarmTask>> {
-        let first = super::page::page_size(Some(first), 20, 500)?;
+        let first = super::page::page_size(ctx, Some(first), 20, 500)?;
         let tasks = ctx.data::<Api>()?.swarms().tasks(&self.0.spec.id, first).await.gql()?;
         Ok(tasks.into_iter().map(SwarmTask).collect())
     }

@@ -374,7 +374,7 @@ impl TasksQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Task, Extra>> {
-        let first = page_size(first, DEFAULT_PAGE, MAX_PAGE)?;
+        let first = page_size(ctx, first, DEFAULT_PAGE, MAX_PAGE)?;
         let has_previous = after.is_some();
         let filter = TaskFilter {
             state: state.map(Into::into),

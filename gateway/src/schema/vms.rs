@@ -341,7 +341,7 @@ impl VmsQuery {
         state: Option<VmState>,
         labels: Option<Vec<LabelInput>>,
     ) -> async_graphql::Result<Connection<String, Vm, VmsExtra>> {
-        let first = page_size(first, DEFAULT_PAGE, MAX_PAGE)?;
+        let first = page_size(ctx, first, DEFAULT_PAGE, MAX_PAGE)?;
         let api = ctx.data::<Api>()?;
         let host = match host {
             // A host name works on the node holding it.
