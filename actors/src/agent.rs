@@ -25,6 +25,7 @@ mod names;
 mod observed;
 mod outbox;
 pub(crate) mod owners;
+mod per_agent;
 pub mod protocol;
 mod registry;
 mod secrets;
@@ -50,6 +51,7 @@ pub use names::AgentNames;
 pub use observed::{AgentLive, Observed, Report as ObservedAgents, Sampler};
 /// The courier's terms for an agent's errands (kept under this name for its callers).
 pub use outbox::{carrier, Outgoing, OutgoingKind};
+pub use per_agent::PerAgent;
 pub use registry::{matching, Adopter, Registry};
 pub use secrets::{SecretRefused, Secrets};
 pub use slots::Slots;

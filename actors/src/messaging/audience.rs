@@ -4,14 +4,12 @@
 //! between, so a publish reads no agent spec: with 10,000 agents, decoding every spec per
 //! publish held a node to about 75 publishes a second.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
 
-use troupe_runtime::store::{Change, Projection, Store, StoreError, Table, View};
+use troupe_runtime::store::{Store, StoreError};
 
 use super::{topic_matches, Publication};
-use crate::agent::AgentSpec;
-use crate::tables::AGENTS;
+use crate::agent::{AgentSpec, PerAgent};
 
 /// What a publication needs to know of one agent.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,21 +35,25 @@ impl Listener {
 }
 
 /// Every agent's topics and labels, by agent id.
-#[derive(Clone, Default)]
-pub struct Audience {
-    agents: Arc<RwLock<BTreeMap<String, Listener>>>,
+#[derive(Clone)]
+pub struct Audience(PerAgent<Listener>);
+
+impl Default for Audience {
+    fn default() -> Self {
+        Self(PerAgent::new("message audience", Listener::of))
+    }
 }
 
 impl Audience {
     /// Keeps it true to `store`'s agents table from now on.
     pub async fn follow(&self, store: &Store) -> Result<(), StoreError> {
-        store.project(Arc::new(self.clone())).await
+        self.0.follow(store).await
     }
 
     /// The agents `publication` is meant for, in id order.
     pub fn meant_for(&self, publication: &Publication) -> Vec<String> {
-        let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
-        agents
+        self.0
+            .read()
             .iter()
             .filter(|(_, l)| l.wants(publication))
             .map(|(id, _)| id.clone())
@@ -61,66 +63,20 @@ impl Audience {
     /// Each topic pattern the agents subscribe to, with how many do, in pattern order.
     pub fn topics(&self) -> Vec<(String, u32)> {
         let mut counts = BTreeMap::<String, u32>::new();
-        let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
-        for topic in agents.values().flat_map(|l| &l.topics) {
+        for topic in self.0.read().values().flat_map(|l| &l.topics) {
             *counts.entry(topic.clone()).or_default() += 1;
         }
         counts.into_iter().collect()
     }
 }
 
-impl Projection for Audience {
-    fn name(&self) -> &'static str {
-        "message audience"
-    }
-
-    fn tables(&self) -> &'static [Table] {
-        &[AGENTS]
-    }
-
-    fn rebuild(&self, view: &View<'_>) -> Result<(), StoreError> {
-        let mut all = BTreeMap::new();
-        view.scan(AGENTS, None, |id, bytes| {
-            all.insert(id.to_owned(), Listener::of(troupe_runtime::codec::decode(bytes)?));
-            Ok(true)
-        })?;
-        *self.agents.write().unwrap_or_else(|p| p.into_inner()) = all;
-        Ok(())
-    }
-
-    fn apply(&self, change: &Change<'_>) -> Result<(), StoreError> {
-        let mut keys = change.keys_of(AGENTS).peekable();
-        if keys.peek().is_none() {
-            return Ok(());
-        }
-        // Read first, then change memory at once: a failed read leaves it as it was (and
-        // the store rebuilds it).
-        let view = change.view()?;
-        let mut now = HashMap::new();
-        for id in keys {
-            let spec = view.get(AGENTS, id)?;
-            let listener = spec
-                .map(|b| troupe_runtime::codec::decode::<AgentSpec>(&b).map(Listener::of))
-                .transpose()?;
-            now.insert(id.to_owned(), listener);
-        }
-        let mut agents = self.agents.write().unwrap_or_else(|p| p.into_inner());
-        for (id, listener) in now {
-            match listener {
-                Some(l) => agents.insert(id, l),
-                None => agents.remove(&id),
-            };
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use troupe_runtime::store::Batch;
+    use troupe_runtime::store::{Batch, Projection};
 
     use super::*;
+    use crate::tables::AGENTS;
     use crate::task::Priority;
 
     fn spec(id: &str, topics: &[&str], team: &str) -> AgentSpec {
@@ -184,8 +140,8 @@ mod tests {
         put(&store, &spec("c@n", &["health.#"], "red")).await;
         let rebuilt = Audience::default();
         let copy = rebuilt.clone();
-        store.view(move |v| copy.rebuild(v)).await.unwrap();
-        let all = |a: &Audience| a.agents.read().unwrap().clone();
+        store.view(move |v| copy.0.rebuild(v)).await.unwrap();
+        let all = |a: &Audience| a.0.read().clone();
         assert_eq!(all(&rebuilt), all(&audience));
         assert_eq!(rebuilt.topics(), [("health.#".to_owned(), 1)]);
     }
