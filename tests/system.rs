@@ -33,6 +33,7 @@ mod system {
     mod joining;
     mod llm_loop;
     mod llm_sessions;
+    mod majority;
     mod mcp;
     mod membership;
     mod messages;

@@ -35,6 +35,7 @@
 
 mod bootstrap;
 mod chores;
+mod fleet;
 mod identity;
 mod watchdog;
 
