@@ -132,6 +132,8 @@ struct Inner {
     successions: raft::elect::Successions,
     /// The Raft log's database (the Raft core writes it; pre-votes read its last entry).
     log_db: Arc<Database>,
+    /// The log's writer, which answers how far the log is durable (see `raft::log`).
+    log: raft::log::Durable,
     /// The pre-votes this member won and lost (see `raft::prevote`).
     pre_votes: watch::Sender<raft::PreVotes>,
     /// Whether this member was away (did not run) a moment ago (see `raft::prevote`).
@@ -205,7 +207,7 @@ impl Store {
         let start = {
             let (tables, transport) = (tables.clone(), transport.clone());
             let snapshots = raft::snapshot_dir(path);
-            move || -> Result<(tokio::runtime::Runtime, raft::Raft), StoreError> {
+            move || -> Result<(tokio::runtime::Runtime, (raft::Raft, raft::log::Durable)), StoreError> {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .thread_name("troupe-raft")
@@ -223,8 +225,8 @@ impl Store {
         std::thread::Builder::new()
             .name("troupe-store-writer".into())
             .spawn(move || match start() {
-                Ok((rt, raft)) => {
-                    let _ = started_tx.send(Ok((raft.clone(), rt.handle().clone())));
+                Ok((rt, (raft, log))) => {
+                    let _ = started_tx.send(Ok((raft.clone(), log, rt.handle().clone())));
                     writer::Writer {
                         rx,
                         raft,
@@ -243,7 +245,7 @@ impl Store {
                 }
             })
             .map_err(StoreError::db)?;
-        let (raft, raft_runtime) = started
+        let (raft, log, raft_runtime) = started
             .recv()
             .map_err(|_| StoreError::Database("the store writer did not start".into()))??;
         let store = Self {
@@ -263,6 +265,7 @@ impl Store {
                 forgotten,
                 successions: Default::default(),
                 log_db: kept_log_db,
+                log,
                 pre_votes: Default::default(),
                 presence: Default::default(),
                 changing: Default::default(),
@@ -442,6 +445,8 @@ impl Store {
     /// stopped: both files are left as a closed database leaves them, so the next start
     /// opens them without a repair (see [`apply::persist_for_restart`]).
     pub async fn persist(&self) -> Result<(), StoreError> {
+        // The log's last writes first: nothing commits to its file after this one.
+        self.inner.log.everything().await?;
         let (db, log_db) = (self.inner.db.clone(), self.inner.log_db.clone());
         raft::blocking(move || {
             apply::persist_for_restart(&db)?;

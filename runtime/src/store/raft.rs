@@ -504,15 +504,16 @@ pub(super) async fn start(
     snapshots: std::path::PathBuf,
     identity: &Identity,
     transport: TransportSlot,
-) -> Result<Raft, StoreError> {
+) -> Result<(Raft, log::Durable), StoreError> {
     let id = log::node_id(&log_db)?;
     tables.forwarded.belongs_to(id);
     let logs = log::LogStore::new(log_db, tables.clone());
-    let machine = machine::Machine::new(tables, snapshots)?;
+    let durable = logs.durable();
+    let machine = machine::Machine::new(tables, snapshots)?.gated_by(durable.clone());
     let raft = Raft::new(
         id,
         Arc::new(config(&identity.timing)?),
-        network::Network::new(transport),
+        network::Network::new(transport, durable.clone()),
         logs,
         machine,
     )
@@ -534,7 +535,7 @@ pub(super) async fn start(
             .await
             .map_err(|e| StoreError::Database(format!("raft did not elect this node: {e}")))?;
     }
-    Ok(raft)
+    Ok((raft, durable))
 }
 
 /// Reads one value of a Raft table, `None` when absent.

@@ -1,7 +1,8 @@
 //! The Raft log in redb: one entry per index, and the vote, committed and purged log ids.
-//! Every write commits with `Durability::Immediate`: an entry is acknowledged to openraft
-//! only once it is on disk. The committed log id has no commit of its own: the next append
-//! writes it.
+//! The log's own writer thread commits every write with `Durability::Immediate`, in order;
+//! an append is done for openraft once its entries are readable, and what leaves the node
+//! waits until the entries it speaks for are durable (see [`writer`]). The committed log id
+//! has no commit of its own: the next append writes it.
 //!
 //! The log has a database file of its own, beside the tables'. The state machine's commits
 //! are cheap ones, made durable only now and then (see `machine`): in one file with the
@@ -26,6 +27,10 @@ use super::{blocking, read_error, read_state, write_error, NodeId, Troupe, RAFT_
 use crate::codec;
 use crate::store::apply::Tables;
 use crate::store::StoreError;
+
+mod writer;
+pub(crate) use writer::Durable;
+use writer::Work;
 
 pub(super) const VOTE: &str = "vote";
 pub(super) const COMMITTED: &str = "committed";
@@ -139,8 +144,8 @@ type Recent = Arc<std::sync::Mutex<RecentEntries>>;
 #[derive(Clone)]
 pub(super) struct LogStore {
     db: Arc<Database>,
-    /// The state machine's tables, made durable before entries are purged.
-    tables: Arc<Tables>,
+    /// The log's writer, which makes the tables durable before entries are purged.
+    durable: Durable,
     recent: Recent,
     /// The committed log id openraft saved last, until an append writes it.
     committed: Arc<std::sync::Mutex<Option<Option<LogId<NodeId>>>>>,
@@ -149,11 +154,16 @@ pub(super) struct LogStore {
 impl LogStore {
     pub fn new(db: Arc<Database>, tables: Arc<Tables>) -> Self {
         Self {
+            durable: Durable::start(db.clone(), tables),
             db,
-            tables,
             recent: Recent::default(),
             committed: Arc::default(),
         }
+    }
+
+    /// The handle on the log's writer, for what must wait until entries are durable.
+    pub fn durable(&self) -> Durable {
+        self.durable.clone()
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
@@ -175,19 +185,17 @@ impl LogStore {
         &self,
         key: &'static str,
     ) -> Result<Option<T>, StorageError<NodeId>> {
+        self.durable.everything().await.map_err(read_error)?;
         let db = self.db.clone();
         blocking(move || read_state(&db, RAFT_STATE, key))
             .await
             .map_err(read_error)
     }
 
-    async fn save<T: serde::Serialize + Send + 'static>(
-        &self,
-        key: &'static str,
-        value: T,
-    ) -> Result<(), StorageError<NodeId>> {
-        let db = self.db.clone();
-        blocking(move || put_state(&db, key, &value)).await.map_err(write_error)
+    /// Hands `work` to the writer and waits until it is durable.
+    async fn written(&self, work: Work) -> Result<(), StorageError<NodeId>> {
+        let (seq, _) = self.durable.hand(work).map_err(write_error)?;
+        self.durable.through(seq).await.map_err(write_error)
     }
 }
 
@@ -214,6 +222,8 @@ impl RaftLogReader<Troupe> for LogStore {
                 return Ok(held);
             }
         }
+        // Entries no longer in memory may still be on their way to the file.
+        self.durable.everything().await.map_err(read_error)?;
         let db = self.db.clone();
         let range = (range.start_bound().cloned(), range.end_bound().cloned());
         blocking(move || {
@@ -264,6 +274,7 @@ impl RaftLogStorage<Troupe> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<Troupe>, StorageError<NodeId>> {
         let purged: Option<LogId<NodeId>> = self.state(PURGED).await?;
+        self.durable.everything().await.map_err(read_error)?;
         let db = self.db.clone();
         let last = blocking(move || last_entry(&db)).await.map_err(read_error)?;
         Ok(LogState {
@@ -277,7 +288,8 @@ impl RaftLogStorage<Troupe> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.save(VOTE, *vote).await
+        let bytes = codec::encode(vote).map_err(write_error)?;
+        self.written(Work::State(VOTE, bytes)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -317,33 +329,25 @@ impl RaftLogStorage<Troupe> for LogStore {
             .transpose()
             .map_err(write_error)?;
         let sizes: Vec<usize> = encoded.iter().map(|(_, bytes)| bytes.len()).collect();
-        let db = self.db.clone();
-        let written = blocking(move || {
-            let txn = db.begin_write().map_err(StoreError::db)?;
-            {
-                let mut log = txn.open_table(RAFT_LOG).map_err(StoreError::db)?;
-                for (index, bytes) in &encoded {
-                    log.insert(*index, bytes.as_slice()).map_err(StoreError::db)?;
-                }
+        {
+            let mut recent = self.recent();
+            for (e, bytes) in entries.into_iter().zip(sizes) {
+                recent.insert(e.get_log_id().index, e, bytes);
             }
-            if let Some(committed) = committed {
-                txn.open_table(RAFT_STATE)
-                    .map_err(StoreError::db)?
-                    .insert(COMMITTED, committed.as_slice())
-                    .map_err(StoreError::db)?;
-            }
-            txn.commit().map_err(StoreError::db)
-        })
-        .await;
-        match written {
-            Ok(()) => {
-                {
-                    let mut recent = self.recent();
-                    for (e, bytes) in entries.into_iter().zip(sizes) {
-                        recent.insert(e.get_log_id().index, e, bytes);
-                    }
-                }
+        }
+        // Readable now, durable once the writer got to them: openraft goes on (the leader
+        // sends them to the followers) while the writer commits them.
+        let handed = self.durable.hand(Work::Append {
+            entries: encoded,
+            committed,
+        });
+        match handed {
+            Ok((seq, heavy)) => {
                 callback.log_io_completed(Ok(()));
+                if heavy {
+                    // Bounds what waits for the writer in memory.
+                    self.durable.through(seq).await.map_err(write_error)?;
+                }
                 Ok(())
             }
             Err(e) => {
@@ -356,44 +360,12 @@ impl RaftLogStorage<Troupe> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         // Entries from `log_id` on are gone.
         self.recent().keep(log_id.index, false);
-        let db = self.db.clone();
-        blocking(move || {
-            let txn = db.begin_write().map_err(StoreError::db)?;
-            txn.open_table(RAFT_LOG)
-                .map_err(StoreError::db)?
-                .retain_in::<u64, _>((Bound::Included(log_id.index), Bound::Unbounded), |_, _| false)
-                .map_err(StoreError::db)?;
-            txn.commit().map_err(StoreError::db)
-        })
-        .await
-        .map_err(write_error)
+        self.written(Work::Truncate(log_id.index)).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        {
-            self.recent().keep(log_id.index + 1, true);
-        }
-        let (db, tables) = (self.db.clone(), self.tables.clone());
-        blocking(move || {
-            // The entries purged must not be needed again: the tables' applies of them are
-            // made durable first (openraft purges only entries applied here).
-            crate::store::apply::persist(&tables.db)?;
-            let bytes = codec::encode(&log_id)?;
-            let txn = db.begin_write().map_err(StoreError::db)?;
-            // The purge and the record of it in one transaction: a crash between them would
-            // leave a log that starts past what it says it purged.
-            txn.open_table(RAFT_LOG)
-                .map_err(StoreError::db)?
-                .retain_in::<u64, _>(..=log_id.index, |_, _| false)
-                .map_err(StoreError::db)?;
-            txn.open_table(RAFT_STATE)
-                .map_err(StoreError::db)?
-                .insert(PURGED, bytes.as_slice())
-                .map_err(StoreError::db)?;
-            txn.commit().map_err(StoreError::db)
-        })
-        .await
-        .map_err(write_error)
+        self.recent().keep(log_id.index + 1, true);
+        self.written(Work::Purge(log_id)).await
     }
 }
 

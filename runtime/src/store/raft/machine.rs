@@ -56,6 +56,9 @@ pub(super) struct Machine {
     receiving: Option<PathBuf>,
     /// Entries applied since the last durable apply.
     undurable: u64,
+    /// The log's writer: an entry is applied once the log holds it durably (see
+    /// `log::writer`). None for a state machine tested without a log.
+    log: Option<super::log::Durable>,
 }
 
 impl Machine {
@@ -84,7 +87,13 @@ impl Machine {
             snapshots: Arc::new(snapshots),
             receiving: None,
             undurable: 0,
+            log: None,
         })
+    }
+
+    /// Applies an entry only once `log` holds it durably.
+    pub fn gated_by(self, log: super::log::Durable) -> Self {
+        Self { log: Some(log), ..self }
     }
 }
 
@@ -403,6 +412,12 @@ impl RaftStateMachine<Troupe> for Machine {
         if entries.is_empty() {
             // Nothing to record: an empty apply must not reset the applied log id.
             return Ok(Vec::new());
+        }
+        let last = entries.last().map_or(0, |e| e.log_id.index);
+        // Committed by a majority that may be the leader alone, whose append may still be on
+        // its way to the file.
+        if let Some(log) = &self.log {
+            log.covering(last).await.map_err(write_error)?;
         }
         let tables = self.tables.clone();
         self.undurable += entries.len() as u64;

@@ -19,6 +19,7 @@ use openraft::{AnyError, BasicNode, LogId, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::log::Durable;
 use super::{Applied, NodeId, Proposal, Troupe};
 use crate::codec;
 use crate::store::{Store, StoreError};
@@ -175,11 +176,12 @@ impl TransportSlot {
 
 pub(super) struct Network {
     slot: TransportSlot,
+    durable: Durable,
 }
 
 impl Network {
-    pub fn new(slot: TransportSlot) -> Self {
-        Self { slot }
+    pub fn new(slot: TransportSlot, durable: Durable) -> Self {
+        Self { slot, durable }
     }
 }
 
@@ -191,6 +193,7 @@ impl RaftNetworkFactory<Troupe> for Network {
             slot: self.slot.clone(),
             target,
             name: node.addr.clone(),
+            durable: self.durable.clone(),
         }
     }
 }
@@ -199,6 +202,8 @@ pub(super) struct Client {
     slot: TransportSlot,
     target: NodeId,
     name: String,
+    /// This node's log, durable up to what a request or an answer speaks for.
+    durable: Durable,
 }
 
 type Failed<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -271,7 +276,20 @@ impl RaftNetwork<Troupe> for Client {
             // openraft sends fewer entries at once for a while, and at once.
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
         }
-        self.call(RpcKind::Append, &rpc, &option).await
+        let not_durable = |e: StoreError| RPCError::Unreachable(Unreachable::from(AnyError::error(e.to_string())));
+        // A commit index tells the follower to apply: only what this node holds durably
+        // (a majority of the leader alone commits what its writer may not have written yet).
+        if let Some(commit) = rpc.leader_commit {
+            self.durable.covering(commit.index).await.map_err(not_durable)?;
+        }
+        let claimed = claimed(&rpc);
+        let answer: AppendEntriesResponse<NodeId> = self.call(RpcKind::Append, &rpc, &option).await?;
+        // Counted once this node holds as durably what the follower says it holds: an entry
+        // then commits on a majority of durable copies, the leader's among them.
+        if let Some(index) = matched(&answer, claimed) {
+            self.durable.covering(index).await.map_err(not_durable)?;
+        }
+        Ok(answer)
     }
 
     async fn install_snapshot(
@@ -290,6 +308,23 @@ impl RaftNetwork<Troupe> for Client {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, Failed<openraft::error::Infallible>> {
         self.call(RpcKind::Vote, &rpc, &option).await
+    }
+}
+
+/// The index up to which a member answering `Success` to `rpc` holds the log.
+fn claimed(rpc: &AppendEntriesRequest<Troupe>) -> Option<u64> {
+    rpc.entries
+        .last()
+        .map(|e| e.log_id.index)
+        .or(rpc.prev_log_id.map(|p| p.index))
+}
+
+/// The index up to which `answer` says a member holds the log.
+fn matched(answer: &AppendEntriesResponse<NodeId>, claimed: Option<u64>) -> Option<u64> {
+    match answer {
+        AppendEntriesResponse::Success => claimed,
+        AppendEntriesResponse::PartialSuccess(m) => m.map(|m| m.index),
+        AppendEntriesResponse::Conflict | AppendEntriesResponse::HigherVote(_) => None,
     }
 }
 
@@ -358,7 +393,14 @@ pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u
             let (rpc, to) = addressed::<AppendEntriesRequest<Troupe>>(request)?;
             heard(rpc.vote.leader_id().voted_for())?;
             mine(to)?;
-            codec::encode(&raft.append_entries(rpc).await)
+            let claimed = claimed(&rpc);
+            let answer = raft.append_entries(rpc).await;
+            // The leader counts this answer towards a commit: it leaves once the entries it
+            // speaks for are durable here (openraft took them once they were readable).
+            if let Some(index) = answer.as_ref().ok().and_then(|a| matched(a, claimed)) {
+                store.inner.log.covering(index).await?;
+            }
+            codec::encode(&answer)
         }
         RpcKind::Vote => {
             let (rpc, to) = addressed::<VoteRequest<NodeId>>(request)?;

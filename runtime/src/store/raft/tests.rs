@@ -421,6 +421,7 @@ async fn a_lagging_follower_reads_every_acknowledged_write_after_it_linearizes()
 }
 
 mod bytes;
+mod durable;
 mod flight;
 mod membership;
 mod prevote;

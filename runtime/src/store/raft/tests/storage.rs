@@ -23,8 +23,11 @@ impl StoreBuilder<Troupe, LogStore, Machine, tempfile::TempDir> for Builder {
         let (live, _) = tokio::sync::broadcast::channel(16);
         let log = Arc::new(redb::Database::create(dir.path().join("db.log.redb")).unwrap());
         let tables = Arc::new(Tables::open(db, live, 0).unwrap());
-        let machine = Machine::new(tables.clone(), dir.path().join("db.snapshots")).unwrap();
-        Ok((dir, LogStore::new(log, tables), machine))
+        let logs = LogStore::new(log, tables.clone());
+        let machine = Machine::new(tables, dir.path().join("db.snapshots"))
+            .unwrap()
+            .gated_by(logs.durable());
+        Ok((dir, logs, machine))
     }
 }
 

@@ -1,0 +1,140 @@
+//! A member's log tells openraft an append is done once its entries are readable, and its
+//! writer makes them durable meanwhile: what leaves the member waits until the entries it
+//! speaks for are durable (see `log::writer`). Each test holds a member's log writer with a
+//! write transaction on its log's file, which the writer waits for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{last_log, three_voters, Router, THINGS};
+use crate::store::{Batch, Store};
+
+/// Holds `store`'s log writer until the transaction is dropped.
+fn hold_log(store: &Store) -> redb::WriteTransaction {
+    store.inner.log_db.begin_write().unwrap()
+}
+
+/// The leader of three voters with one write made, and its two followers.
+async fn leader_and_followers(router: &Arc<Router>, dir: &tempfile::TempDir) -> (Store, Store, Store) {
+    let [a, b, c] = three_voters(router, dir).await;
+    a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
+    let leader = a.raft().metrics().borrow().current_leader;
+    let mut all = vec![a, b, c];
+    let at = all.iter().position(|s| Some(s.raft_id()) == leader).expect("a leader");
+    let leader = all.remove(at);
+    let second = all.pop().unwrap();
+    (leader, all.pop().unwrap(), second)
+}
+
+/// Waits until `store`'s Raft core took its log up to `index` (the log's writer may not
+/// have written it yet).
+async fn took(store: &Store, index: u64) {
+    store
+        .raft()
+        .wait(Some(Duration::from_secs(20)))
+        .log_index_at_least(Some(index), "the entry appended")
+        .await
+        .unwrap();
+}
+
+/// A write that is not acknowledged for a second: the window checks only that it is not
+/// acknowledged early; with the change nothing can acknowledge it while the logs are held.
+async fn not_acknowledged<T: std::fmt::Debug>(write: &mut tokio::task::JoinHandle<T>) {
+    let early = tokio::time::timeout(Duration::from_secs(1), write).await;
+    assert!(
+        early.is_err(),
+        "acknowledged while no majority held it durably: {early:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followers_answer_leaves_it_once_the_entries_are_durable_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let (leader, one, other) = leader_and_followers(&router, &dir).await;
+    let index = last_log(&leader) + 1;
+    let (held_one, held_other) = (hold_log(&one), hold_log(&other));
+    let mut write = tokio::spawn({
+        let leader = leader.clone();
+        async move { leader.write(Batch::new().put(THINGS, "k", vec![2])).await }
+    });
+    // Both followers' cores took the entry; neither file holds it.
+    took(&one, index).await;
+    took(&other, index).await;
+    not_acknowledged(&mut write).await;
+    drop(held_one);
+    tokio::time::timeout(Duration::from_secs(20), write)
+        .await
+        .expect("acknowledged once one follower's file holds it")
+        .unwrap()
+        .unwrap();
+    drop(held_other);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_commits_only_once_the_leader_holds_it_durably_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let (leader, free, other) = leader_and_followers(&router, &dir).await;
+    let index = last_log(&leader) + 1;
+    let (held_leader, held_other) = (hold_log(&leader), hold_log(&other));
+    let mut write = tokio::spawn({
+        let leader = leader.clone();
+        async move { leader.write(Batch::new().put(THINGS, "k", vec![2])).await }
+    });
+    // The free follower holds it durably, and the leader's core counted its own copy.
+    took(&leader, index).await;
+    took(&free, index).await;
+    free.inner.log.covering(index).await.unwrap();
+    not_acknowledged(&mut write).await;
+    let counted = leader.raft().metrics().borrow().replication.clone().unwrap_or_default();
+    let counted = counted.get(&free.raft_id()).cloned().flatten().map_or(0, |l| l.index);
+    assert!(
+        counted < index,
+        "the leader counted the follower's copy before its own was durable"
+    );
+    assert_eq!(
+        free.get(THINGS, "k").await.unwrap(),
+        Some(vec![1]),
+        "applied before it committed"
+    );
+    drop(held_leader);
+    tokio::time::timeout(Duration::from_secs(20), write)
+        .await
+        .expect("acknowledged once the leader's file holds it")
+        .unwrap()
+        .unwrap();
+    drop(held_other);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_the_leader_alone_is_a_majority_nothing_applies_before_its_file_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let a = super::member(&router, &dir, "a", super::super::Start::Alone);
+    let b = super::member(&router, &dir, "b", super::super::Start::Join);
+    // One voter, and a learner the log is sent to.
+    assert_eq!(a.admit(b.raft_id(), "b", 1).await.unwrap(), super::super::Role::Learner);
+    a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
+    let index = last_log(&a) + 1;
+    let held = hold_log(&a);
+    let mut write = tokio::spawn({
+        let a = a.clone();
+        async move { a.write(Batch::new().put(THINGS, "k", vec![2])).await }
+    });
+    // Its core took it (and, a majority alone, committed it); the learner is sent the
+    // entry with the commit once the leader's file holds it.
+    took(&a, index).await;
+    not_acknowledged(&mut write).await;
+    let applied = |s: &Store| s.raft().metrics().borrow().last_applied.map_or(0, |l| l.index);
+    assert!(applied(&a) < index, "the leader applied it");
+    assert!(applied(&b) < index, "the learner applied it");
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(20), write)
+        .await
+        .expect("acknowledged once the leader's file holds it")
+        .unwrap()
+        .unwrap();
+    super::caught_up(&b, index).await;
+    assert_eq!(b.get(THINGS, "k").await.unwrap(), Some(vec![2]));
+}
