@@ -1,8 +1,9 @@
 //! The replicated log under the store (openraft 0.9, storage-v2, on the node's own redb).
 //!
 //! ```text
-//!  writer thread ── group of batches ──▶ client_write(Proposal) ──▶ leader appends (fsync)
+//!  writer thread ── group of batches ──▶ client_write(Proposal) ──▶ leader appends
 //!                                                                    │  replicates to voters
+//!                                        (each member's log writer fsyncs meanwhile: log::writer)
 //!                       every node: committed entry ──▶ Machine::apply ──▶ tables + events
 //!
 //!  the only member, leading: writer thread ── group ──▶ tables + events (one fsync, no entry)
