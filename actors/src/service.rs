@@ -383,6 +383,27 @@ impl Api {
         }
     }
 
+    /// Why what this node shows of its own work is not what runs, when its work waits for a
+    /// lease (its cluster lost its majority, or it is cut off): its agents, tasks and hosts
+    /// read as last committed (`RUNNING`) while none of them runs here. Asked per request:
+    /// a lock and a flag, the reasons read only when there is one.
+    pub fn work_stopped(&self) -> Option<String> {
+        if self.ctx.cluster.leases.running() || !self.slots.root.is_up() || self.has_left() {
+            return None;
+        }
+        let why = self
+            .ctx
+            .store
+            .commit_problem()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
+        Some(format!(
+            "this node's work (its scheduler, agents and host drivers) is stopped until it holds a lease \
+             from the cluster's leader{why}: the agents, tasks and hosts it holds read here as last \
+             committed, not as they run now"
+        ))
+    }
+
     /// The last log entry this node applied: a mutation answered here is in it.
     pub fn applied_index(&self) -> u64 {
         self.ctx.store.applied_index()

@@ -100,9 +100,28 @@ async fn a_cluster_that_lost_its_majority_is_recovered_from_one_survivor() -> Re
 async fn a_member_without_its_majority_serves_reads_refuses_writes_and_a_whole_cluster_restarts() -> Result<()> {
     let mut nodes = start_cluster(NodeOpts::named("alpha"), vec![NodeOpts::named("beta")]).await?;
     create_token(&nodes[0], "kept").await?;
+    let read = "{ tokens { name } }";
+    let warned = |body: &serde_json::Value| {
+        body["extensions"]["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w["code"] == "WORK_STOPPED"))
+    };
+    let body = nodes[0].gql(read, json!({})).await?;
+    ensure!(!warned(&body), "a node whose work runs says it stopped: {body}");
     nodes[1].kill9().await?;
     let alpha = &nodes[0];
     ensure!(token_names(alpha).await?.contains("kept"), "alpha lost what it held");
+    // Once its lease lapses its work stops, and what it shows of its own work is what was
+    // committed (its agents RUNNING): every answer says so.
+    let deadline = Deadline::after(WAIT, "alpha's answers to say its work stopped");
+    loop {
+        let body = alpha.gql(read, json!({})).await?;
+        if warned(&body) {
+            ensure!(body.to_string().contains("read here as last committed"), "{body}");
+            break;
+        }
+        deadline.tick(body).await?;
+    }
     let m = "mutation { createToken(input: { role: VIEWER, name: \"refused\" }) { token { id } } }";
     let body = alpha.gql(m, json!({})).await?;
     ensure!(error_code(&body).as_deref() == Some("UNAVAILABLE"), "{body}");

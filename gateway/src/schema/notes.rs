@@ -57,11 +57,17 @@ pub fn is_mutation(request: &mut Request) -> bool {
     kind == Some(OperationType::Mutation)
 }
 
-/// Adds the request's warnings to the answer, and for a mutation the commit index that
+/// Adds the request's warnings to the answer (and `WORK_STOPPED` while this node's work
+/// waits for a lease), and for a mutation the commit index that
 /// holds its entry: the one this node has applied, or the one the peer that carried it out
 /// had applied when it answered (`peer_applied`), whichever is higher.
 pub fn finish(mut response: Response, notes: &Notes, mutation: bool, api: &Api, peer_applied: u64) -> Response {
-    let warnings = notes.take();
+    let mut warnings = notes.take();
+    // A node cut off from its majority still answers from its replica, where its own
+    // agents read RUNNING: the answer says they are not (WORK_STOPPED).
+    if let Some(why) = api.work_stopped() {
+        warnings.push(serde_json::json!({ "code": "WORK_STOPPED", "message": why }));
+    }
     if !warnings.is_empty() {
         if let Ok(value) = Value::from_json(serde_json::Value::Array(warnings)) {
             response.extensions.insert("warnings".into(), value);
