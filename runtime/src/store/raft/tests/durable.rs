@@ -47,6 +47,21 @@ async fn not_acknowledged<T: std::fmt::Debug>(write: &mut tokio::task::JoinHandl
     );
 }
 
+/// Writes `k` = 2 on `store`, in a task of its own.
+fn write_on(store: &Store) -> tokio::task::JoinHandle<Result<Vec<u64>, crate::store::StoreError>> {
+    let store = store.clone();
+    tokio::spawn(async move { store.write(Batch::new().put(THINGS, "k", vec![2])).await })
+}
+
+/// Waits (at most 20 s) until `write` is acknowledged, as it must be `when`.
+async fn acknowledged(write: tokio::task::JoinHandle<Result<Vec<u64>, crate::store::StoreError>>, when: &str) {
+    tokio::time::timeout(Duration::from_secs(20), write)
+        .await
+        .unwrap_or_else(|_| panic!("not acknowledged {when}"))
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followers_answer_leaves_it_once_the_entries_are_durable_there() {
     let dir = tempfile::tempdir().unwrap();
@@ -54,20 +69,13 @@ async fn a_followers_answer_leaves_it_once_the_entries_are_durable_there() {
     let (leader, one, other) = leader_and_followers(&router, &dir).await;
     let index = last_log(&leader) + 1;
     let (held_one, held_other) = (hold_log(&one), hold_log(&other));
-    let mut write = tokio::spawn({
-        let leader = leader.clone();
-        async move { leader.write(Batch::new().put(THINGS, "k", vec![2])).await }
-    });
+    let mut write = write_on(&leader);
     // Both followers' cores took the entry; neither file holds it.
     took(&one, index).await;
     took(&other, index).await;
     not_acknowledged(&mut write).await;
     drop(held_one);
-    tokio::time::timeout(Duration::from_secs(20), write)
-        .await
-        .expect("acknowledged once one follower's file holds it")
-        .unwrap()
-        .unwrap();
+    acknowledged(write, "once one follower's file holds it").await;
     drop(held_other);
 }
 
@@ -78,10 +86,7 @@ async fn an_entry_commits_only_once_the_leader_holds_it_durably_too() {
     let (leader, free, other) = leader_and_followers(&router, &dir).await;
     let index = last_log(&leader) + 1;
     let (held_leader, held_other) = (hold_log(&leader), hold_log(&other));
-    let mut write = tokio::spawn({
-        let leader = leader.clone();
-        async move { leader.write(Batch::new().put(THINGS, "k", vec![2])).await }
-    });
+    let mut write = write_on(&leader);
     // The free follower holds it durably, and the leader's core counted its own copy.
     took(&leader, index).await;
     took(&free, index).await;
@@ -99,11 +104,7 @@ async fn an_entry_commits_only_once_the_leader_holds_it_durably_too() {
         "applied before it committed"
     );
     drop(held_leader);
-    tokio::time::timeout(Duration::from_secs(20), write)
-        .await
-        .expect("acknowledged once the leader's file holds it")
-        .unwrap()
-        .unwrap();
+    acknowledged(write, "once the leader's file holds it").await;
     drop(held_other);
 }
 
@@ -118,10 +119,7 @@ async fn where_the_leader_alone_is_a_majority_nothing_applies_before_its_file_ho
     a.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap();
     let index = last_log(&a) + 1;
     let held = hold_log(&a);
-    let mut write = tokio::spawn({
-        let a = a.clone();
-        async move { a.write(Batch::new().put(THINGS, "k", vec![2])).await }
-    });
+    let mut write = write_on(&a);
     // Its core took it (and, a majority alone, committed it); the learner is sent the
     // entry with the commit once the leader's file holds it.
     took(&a, index).await;
@@ -130,11 +128,7 @@ async fn where_the_leader_alone_is_a_majority_nothing_applies_before_its_file_ho
     assert!(applied(&a) < index, "the leader applied it");
     assert!(applied(&b) < index, "the learner applied it");
     drop(held);
-    tokio::time::timeout(Duration::from_secs(20), write)
-        .await
-        .expect("acknowledged once the leader's file holds it")
-        .unwrap()
-        .unwrap();
+    acknowledged(write, "once the leader's file holds it").await;
     super::caught_up(&b, index).await;
     assert_eq!(b.get(THINGS, "k").await.unwrap(), Some(vec![2]));
 }

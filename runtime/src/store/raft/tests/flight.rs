@@ -306,3 +306,45 @@ async fn a_write_forwarded_by_a_member_catching_up_is_answered_once_applied_howe
     assert_eq!(events.last().map(|e| e.kind.as_str()), Some("MINE"));
     assert!(events.len() > 600, "{}", events.len());
 }
+
+/// The leader is killed as a follower's group reaches it: the follower hears at once that
+/// no answer will come (the connection reset), and the rest elect a leader. Once an entry
+/// of the new leader's term applies on the follower without the group, the group is surely
+/// not written and goes to the new leader at once. It waited out the whole wait for a lost
+/// answer's entry (3 s after the kill, where the new leader was elected within 1.1 s: the
+/// first write sent to a cluster of three right after its leader's kill took 3.1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lost_with_its_leader_goes_to_the_next_leader_once_that_ones_entry_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let members = three_voters(&router, &dir).await;
+    let (a, b) = (&members[0], &members[1]);
+    let term = b.raft().metrics().borrow().current_term;
+    let (first, lost) = first_held(&router, b).await;
+    assert_eq!(lost.to, "a", "the group went to the leader");
+    // a is gone both ways, and b hears that the group's answer is lost.
+    router.cut.lock().unwrap().insert("a".into());
+    router.stores.lock().unwrap().remove("a");
+    a.transport().set(Arc::new(Router::default()));
+    let _ = lost.answer.send(Err(super::super::network::SendError::Lost(
+        "connection reset by peer".into(),
+    )));
+    b.raft()
+        .wait(Some(std::time::Duration::from_secs(20)))
+        .metrics(
+            |m| m.last_applied.is_some_and(|l| l.leader_id.term > term),
+            "the new leader's entry applied on b",
+        )
+        .await
+        .unwrap();
+    let applied = tokio::time::Instant::now();
+    assert_eq!(first.durable().await.expect("written through the next leader"), vec![1]);
+    // Bounded because that is the change: sent again as the new leader's entry applies
+    // here, not once the wait for a lost answer's entry (3 s from the loss) is over.
+    let waited = applied.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(1),
+        "answered {waited:?} after the new leader's entry applied"
+    );
+    has_events(b, &[(1, "FIRST".to_owned())]).await;
+}
