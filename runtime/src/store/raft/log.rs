@@ -273,8 +273,8 @@ impl RaftLogStorage<Troupe> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<Troupe>, StorageError<NodeId>> {
+        // Read once the writer wrote all it was handed (`state` waits for it).
         let purged: Option<LogId<NodeId>> = self.state(PURGED).await?;
-        self.durable.everything().await.map_err(read_error)?;
         let db = self.db.clone();
         let last = blocking(move || last_entry(&db)).await.map_err(read_error)?;
         Ok(LogState {

@@ -82,8 +82,8 @@ struct Queue {
     tx: std::sync::mpsc::Sender<Job>,
     /// The entries handed and not yet durable: index → the job that writes it.
     pending: BTreeMap<u64, u64>,
-    /// Their bytes, by job.
-    waiting: BTreeMap<u64, usize>,
+    /// The bytes of the jobs handed and not yet durable.
+    waiting: usize,
 }
 
 /// The handle on the log's writer: cheap to clone, shared by the log store, the state
@@ -103,7 +103,7 @@ impl Durable {
             next: 1,
             tx,
             pending: BTreeMap::new(),
-            waiting: BTreeMap::new(),
+            waiting: 0,
         }));
         // Not kept by the thread: once every handle is gone the channel closes, the thread
         // writes what is left and ends, and the database's file is closed.
@@ -147,9 +147,8 @@ impl Durable {
             }
             Work::Purge(_) | Work::State(..) => {}
         }
-        let bytes = work.bytes();
-        queue.waiting.insert(seq, bytes);
-        let heavy = queue.waiting.values().sum::<usize>() > WAITING_BYTES;
+        queue.waiting += work.bytes();
+        let heavy = queue.waiting > WAITING_BYTES;
         queue
             .tx
             .send(Job { seq, work })
@@ -216,7 +215,7 @@ fn run(
                 if let Some(queue) = queue.upgrade() {
                     let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
                     queue.pending.retain(|_, seq| *seq > last);
-                    queue.waiting = queue.waiting.split_off(&(last + 1));
+                    queue.waiting -= bytes;
                 }
                 flushed.send_replace(Flushed::Through(last));
             }
@@ -310,7 +309,7 @@ mod tests {
         drop(held);
         durable.covering(3).await.unwrap();
         assert!(durable.queue().pending.is_empty());
-        assert!(durable.queue().waiting.is_empty());
+        assert_eq!(durable.queue().waiting, 0);
         let read = db.begin_read().unwrap();
         let log = read.open_table(RAFT_LOG).unwrap();
         let held: Vec<(u64, Vec<u8>)> = log
