@@ -384,3 +384,46 @@ async fn a_write_a_peer_carried_out_answers_a_commit_index_that_holds_it_though_
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_back_from_down_is_up_only_once_its_log_has_caught_up() -> Result<()> {
+    // UP says a member runs its work; one back from DOWN starts it only once it has applied
+    // what moved meanwhile. It was UP at its first beat: one restarted behind about 2 GB of
+    // log read UP for the 15 s it took to catch up, running nothing.
+    let nodes = start_cluster(
+        NodeOpts::named("alpha"),
+        vec![NodeOpts::named("beta"), NodeOpts::named("gamma")],
+    )
+    .await?;
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    cut_log(&nodes, 2, true)?;
+    cut(&nodes, 2, true)?;
+    wait_member_state(&nodes[0], "gamma", "DOWN").await?;
+    // More entries than a member caught up may lack (64) go by without gamma.
+    for i in 0..70 {
+        create_token(&nodes[0], &format!("while-away-{i}")).await?;
+    }
+    // Its beats come back, its log does not: the leader hears it and grants it leases.
+    cut(&nodes, 2, false)?;
+    let healed = chrono::Utc::now();
+    let deadline = Deadline::after(WAIT, "alpha to hear gamma for a second since its beats came back");
+    let seen = loop {
+        let seen = super::failover::member(&nodes[0], "gamma").await?;
+        let heard = seen["lastHeartbeat"]
+            .as_str()
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok());
+        if heard.is_some_and(|at| at > healed + chrono::Duration::seconds(1)) {
+            break seen;
+        }
+        deadline.tick(&seen).await?;
+    };
+    // Four beats judged, gamma still DOWN, its lag shown.
+    ensure!(seen["state"] == "DOWN", "gamma shown UP behind the log: {seen}");
+    ensure!(seen["lag"].as_i64().is_some_and(|lag| lag >= 70), "{seen}");
+    // Its log back, it catches up and is UP.
+    cut_log(&nodes, 2, false)?;
+    wait_member_state(&nodes[0], "gamma", "UP").await?;
+    Ok(())
+}

@@ -273,9 +273,12 @@ async fn judge(
         .map(|(n, r)| (n.clone(), r.as_ref().map_or(MemberState::Up, |r| r.state)))
         .collect();
     let mut records: HashMap<String, Option<MemberRecord>> = records.into_iter().collect();
-    let changes = super::tick::tick(&me, &members, |name| {
-        cluster.leases.silence(name, joined.since(name, since), now)
-    });
+    let changes = super::tick::tick(
+        &me,
+        &members,
+        |name| cluster.leases.silence(name, joined.since(name, since), now),
+        |name| status.caught_up(name),
+    );
     for change in changes {
         let (name, next) = (change.node, change.to);
         let current = records

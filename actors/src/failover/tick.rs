@@ -22,12 +22,17 @@ pub(super) struct Change {
 /// or DOWN member is UP again only once heard from: a leader that judges its members afresh
 /// (a majority back after a gap, its own pause) counts their silence from then, and found a
 /// member dead for 51 s silent for 141 ms, UP, and SUSPECT and DOWN again seconds later.
-pub(super) fn next(state: MemberState, silence: Silence) -> MemberState {
+/// A DOWN member is UP again only once its log has `caught_up` with the leader's too: UP
+/// says it runs its work, and a member back from a long absence starts it only once it has
+/// applied what moved meanwhile (one restarted behind about 2 GB of log was UP for the 15 s
+/// it took to catch up, running nothing). A SUSPECT one never stopped its work.
+pub(super) fn next(state: MemberState, silence: Silence, caught_up: bool) -> MemberState {
     let Silence { silent, heard } = silence;
     match state {
         MemberState::Left => MemberState::Left,
         _ if silent >= DOWN_AFTER => MemberState::Down,
         MemberState::Up if silent >= SUSPECT_AFTER => MemberState::Suspect,
+        MemberState::Down if !caught_up => MemberState::Down,
         MemberState::Suspect | MemberState::Down if heard && silent < SUSPECT_AFTER => MemberState::Up,
         other => other,
     }
@@ -91,18 +96,24 @@ pub(super) fn regained(unconfirmed_for: Option<Duration>) -> bool {
     unconfirmed_for.is_some_and(|gap| gap > super::BEAT + PAUSED_PAST)
 }
 
-/// Judges every member from its committed state and its silence; `me`, the leader, is heard
-/// from now: a leader whose record a previous leader made SUSPECT or DOWN just before it
-/// lost its leadership is UP again (no other member judges it while it leads).
-pub(super) fn tick(me: &str, members: &[(String, MemberState)], silence: impl Fn(&str) -> Silence) -> Vec<Change> {
+/// Judges every member from its committed state, its silence and whether its log has
+/// caught up with the leader's (see [`next`]); `me`, the leader, is heard from now: a
+/// leader whose record a previous leader made SUSPECT or DOWN just before it lost its
+/// leadership is UP again (no other member judges it while it leads).
+pub(super) fn tick(
+    me: &str,
+    members: &[(String, MemberState)],
+    silence: impl Fn(&str) -> Silence,
+    caught_up: impl Fn(&str) -> bool,
+) -> Vec<Change> {
     let judged: Vec<(&str, MemberState, MemberState, Duration)> = members
         .iter()
         .map(|(name, state)| {
-            let silence = match name == me {
-                true => HEARD_NOW,
-                false => silence(name),
+            let (silence, caught_up) = match name == me {
+                true => (HEARD_NOW, true),
+                false => (silence(name), caught_up(name)),
             };
-            (name.as_str(), *state, next(*state, silence), silence.silent)
+            (name.as_str(), *state, next(*state, silence, caught_up), silence.silent)
         })
         .collect();
     let up_after: Vec<&str> = judged
@@ -190,16 +201,22 @@ mod tests {
 
     proptest! {
         #[test]
-        fn a_member_is_judged_by_its_silence_alone_and_its_work_goes_only_to_members_up_after_the_beat(
-            members in proptest::collection::vec((state(), 0u64..6000, any::<bool>()), 1..6),
+        fn a_member_is_judged_by_its_silence_and_its_log_and_its_work_goes_only_to_members_up_after_the_beat(
+            members in proptest::collection::vec((state(), 0u64..6000, any::<bool>(), any::<bool>()), 1..6),
         ) {
             let named: Vec<(String, MemberState)> =
                 members.iter().enumerate().map(|(i, (s, ..))| (format!("n{i}"), *s)).collect();
+            let index = |name: &str| -> usize { name[1..].parse().unwrap() };
             let silence = |name: &str| {
-                let i: usize = name[1..].parse().unwrap();
+                let i = index(name);
                 Silence { silent: Duration::from_millis(members[i].1), heard: members[i].2 }
             };
-            let changes = tick("n0", &named, silence);
+            let caught_up = |name: &str| members[index(name)].3;
+            let judged = |i: usize, name: &str| match i {
+                0 => next(named[0].1, HEARD_NOW, true),
+                _ => next(named[i].1, silence(name), caught_up(name)),
+            };
+            let changes = tick("n0", &named, silence, caught_up);
             for change in &changes {
                 // The leader is heard from now: it can only be found UP again.
                 if change.node == "n0" {
@@ -210,30 +227,29 @@ mod tests {
                 prop_assert!(change.from != MemberState::Left && change.to != MemberState::Left);
                 prop_assert_ne!(change.from, change.to);
                 // DOWN only past DOWN_AFTER; SUSPECT only past SUSPECT_AFTER; UP again only
-                // once heard from within SUSPECT_AFTER.
+                // once heard from within SUSPECT_AFTER, and from DOWN only with its log
+                // caught up.
                 let heard = change.node == "n0" || silence(&change.node).heard;
+                let caught = change.node == "n0" || caught_up(&change.node);
                 match change.to {
                     MemberState::Down => prop_assert!(change.silent >= DOWN_AFTER),
                     MemberState::Suspect => prop_assert!(change.silent >= SUSPECT_AFTER && change.silent < DOWN_AFTER),
-                    MemberState::Up => prop_assert!(change.silent < SUSPECT_AFTER && heard),
+                    MemberState::Up => {
+                        prop_assert!(change.silent < SUSPECT_AFTER && heard);
+                        prop_assert!(change.from != MemberState::Down || caught);
+                    }
                     MemberState::Left => {}
                 }
                 // Survivors are UP after this beat, and never the member itself.
                 for s in &change.survivors {
                     prop_assert!(s != &change.node);
-                    let i: usize = s[1..].parse().unwrap();
-                    let after = match s == "n0" {
-                        true => next(named[0].1, HEARD_NOW),
-                        false => next(named[i].1, silence(s)),
-                    };
-                    prop_assert_eq!(after, MemberState::Up);
+                    prop_assert_eq!(judged(index(s), s), MemberState::Up);
                 }
             }
             // Every member whose judgement differs from its record is in the changes, once.
             for (i, (name, state)) in named.iter().enumerate() {
-                let expected = next(*state, if i == 0 { HEARD_NOW } else { silence(name) });
                 let found = changes.iter().filter(|c| &c.node == name).count();
-                prop_assert_eq!(found, usize::from(expected != *state));
+                prop_assert_eq!(found, usize::from(judged(i, name) != *state));
             }
         }
     }
@@ -245,7 +261,7 @@ mod tests {
             ("a".to_owned(), MemberState::Up),
             ("b".to_owned(), MemberState::Suspect),
         ];
-        let changes = tick("b", &members, |_| HEARD_NOW);
+        let changes = tick("b", &members, |_| HEARD_NOW, |_| true);
         assert_eq!(
             changes,
             [Change {
@@ -265,16 +281,36 @@ mod tests {
             heard: false,
         };
         for lost in [MemberState::Down, MemberState::Suspect] {
-            assert_eq!(next(lost, afresh), lost, "{lost:?} without a beat");
-            assert_eq!(next(lost, Silence { heard: true, ..afresh }), MemberState::Up);
+            assert_eq!(next(lost, afresh, true), lost, "{lost:?} without a beat");
+            assert_eq!(next(lost, Silence { heard: true, ..afresh }, true), MemberState::Up);
         }
         // Still declared DOWN by its silence alone, heard from or not.
         let long = Silence {
             silent: DOWN_AFTER,
             heard: false,
         };
-        assert_eq!(next(MemberState::Suspect, long), MemberState::Down);
-        assert_eq!(next(MemberState::Up, afresh), MemberState::Up);
+        assert_eq!(next(MemberState::Suspect, long, true), MemberState::Down);
+        assert_eq!(next(MemberState::Up, afresh, true), MemberState::Up);
+    }
+
+    #[test]
+    fn a_member_back_from_down_is_up_only_once_its_log_caught_up() {
+        let heard = Silence {
+            silent: Duration::from_millis(100),
+            heard: true,
+        };
+        // Restarted behind a long log: it beats, and runs nothing until it caught up.
+        assert_eq!(next(MemberState::Down, heard, false), MemberState::Down);
+        assert_eq!(next(MemberState::Down, heard, true), MemberState::Up);
+        // A SUSPECT member never stopped its work: heard from, it is UP whatever its log.
+        assert_eq!(next(MemberState::Suspect, heard, false), MemberState::Up);
+        // An UP member that lags (a load) stays UP: its lease is all that counts.
+        assert_eq!(next(MemberState::Up, heard, false), MemberState::Up);
+        let members = [("a".to_owned(), MemberState::Up), ("c".to_owned(), MemberState::Down)];
+        assert!(tick("a", &members, |_| heard, |n| n != "c").is_empty());
+        let changes = tick("a", &members, |_| heard, |_| true);
+        assert_eq!(changes.len(), 1);
+        assert_eq!((changes[0].node.as_str(), changes[0].to), ("c", MemberState::Up));
     }
 
     #[test]
@@ -292,7 +328,7 @@ mod tests {
             },
             _ => HEARD_NOW,
         };
-        let changes = tick("a", &members, silence);
+        let changes = tick("a", &members, silence, |_| true);
         let survivors: Vec<&Vec<String>> = changes.iter().map(|c| &c.survivors).collect();
         assert_eq!(survivors, [&vec!["a".to_owned(), "d".to_owned()]; 2]);
     }

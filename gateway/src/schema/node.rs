@@ -62,7 +62,9 @@ pub enum MemberState {
     Up,
     /// The leader has not heard from it for a while; it still runs its work.
     Suspect,
-    /// Its lease has lapsed: it stopped its work, which moved to the survivors.
+    /// Its lease has lapsed: it stopped its work, which moved to the survivors. One that
+    /// comes back stays DOWN until its log has caught up with the leader's (its `lag`, on
+    /// the leader, says how far it is), since it starts its work only then.
     Down,
     /// It left the cluster.
     Left,

@@ -38,6 +38,22 @@ pub struct MemberStatus {
     pub matched: Option<u64>,
 }
 
+impl Status {
+    /// Whether `member`'s log is within [`CAUGHT_UP_WITHIN_ENTRIES`] of this leader's last
+    /// entry, by what it last confirmed: where openraft counts a member being admitted as
+    /// caught up. Known on the leader only (false elsewhere, and for a member it has not
+    /// heard from yet).
+    ///
+    /// [`CAUGHT_UP_WITHIN_ENTRIES`]: super::CAUGHT_UP_WITHIN_ENTRIES
+    pub fn caught_up(&self, member: &str) -> bool {
+        self.members
+            .iter()
+            .find(|m| m.name == member)
+            .and_then(|m| m.matched)
+            .is_some_and(|matched| self.last_log_index.saturating_sub(matched) <= super::CAUGHT_UP_WITHIN_ENTRIES)
+    }
+}
+
 /// Whether this node believes it leads a group of several voters and no majority of them
 /// answered it for [`QUORUM_SILENT`] (see [`Status::lead_unconfirmed`]).
 pub(in crate::store) fn lead_unconfirmed(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> bool {
