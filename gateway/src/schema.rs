@@ -122,6 +122,37 @@ pub fn finish(mut response: async_graphql::Response) -> async_graphql::Response 
     response
 }
 
+/// Answers one query or mutation (checked by [`prepare`]) as every transport does: HTTP,
+/// and a WebSocket's `subscribe` of an operation that is not a subscription. It is served
+/// once this node has applied the commit index it names (`extensions.minCommitIndex`), and
+/// its answer carries the warnings its resolvers raised and, for a mutation, its commit
+/// index (see [`notes`]). Over the socket the answers carried none of these.
+pub async fn answer(schema: &TroupeSchema, api: &Api, request: async_graphql::Request) -> async_graphql::Response {
+    if let Err(refused) = read_after(api, &request).await {
+        return async_graphql::Response::from_errors(vec![refused]);
+    }
+    let mut request = request;
+    let mutation = notes::is_mutation(&mut request);
+    let notes = std::sync::Arc::new(notes::Notes::default());
+    let execute = schema.execute(request.data(notes.clone()));
+    let (response, peer_applied) = troupe_actors::cluster::remote::noting_peer_commits(execute).await;
+    notes::finish(finish(response), &notes, mutation, api, peer_applied)
+}
+
+/// Waits until this node has applied the commit index the request names, if it names one:
+/// a client that wrote through another node reads its write here (bounded, see
+/// `Api::read_after`).
+pub async fn read_after(api: &Api, request: &async_graphql::Request) -> Result<(), async_graphql::ServerError> {
+    match notes::min_commit_index(request) {
+        Ok(None) => Ok(()),
+        Ok(Some(index)) => api
+            .read_after(index)
+            .await
+            .map_err(|e| crate::error::refusal(e.code(), e.to_string())),
+        Err(message) => Err(crate::error::refusal("INVALID_INPUT", message)),
+    }
+}
+
 pub fn build(api: Api, history: std::sync::Arc<crate::history::History>) -> TroupeSchema {
     builder().data(api).data(history).finish()
 }

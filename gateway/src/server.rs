@@ -206,27 +206,7 @@ async fn graphql(
     if let Err(e) = schema::prepare(&mut request) {
         return GraphQLResponse::from(async_graphql::Response::from_errors(vec![e])).into_response();
     }
-    // A client that wrote through another node reads its write here once this node has
-    // applied the commit index that write's answer carried.
-    match schema::notes::min_commit_index(&request) {
-        Ok(None) => {}
-        Ok(Some(index)) => {
-            if let Err(e) = s.api.read_after(index).await {
-                let refused = error::refusal(e.code(), e.to_string());
-                return GraphQLResponse::from(async_graphql::Response::from_errors(vec![refused])).into_response();
-            }
-        }
-        Err(message) => {
-            let refused = error::refusal("INVALID_INPUT", message);
-            return GraphQLResponse::from(async_graphql::Response::from_errors(vec![refused])).into_response();
-        }
-    }
-    let mutation = schema::notes::is_mutation(&mut request);
-    let notes = std::sync::Arc::new(schema::notes::Notes::default());
-    let execute = s.schema.execute(request.data(caller).data(notes.clone()));
-    let (response, peer_applied) = troupe_actors::cluster::remote::noting_peer_commits(execute).await;
-    let response = schema::notes::finish(schema::finish(response), &notes, mutation, &s.api, peer_applied);
-    GraphQLResponse::from(response).into_response()
+    GraphQLResponse::from(schema::answer(&s.schema, &s.api, request.data(caller)).await).into_response()
 }
 
 async fn graphql_ws(State(s): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {

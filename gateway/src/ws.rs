@@ -262,9 +262,9 @@ impl Connection {
                 if let Err(e) = crate::schema::prepare(&mut request) {
                     return Ok(Some(json!({ "type": "error", "id": id, "payload": [e] })));
                 }
-                let (schema, out) = (self.schema.clone(), self.out.clone());
+                let (schema, api, out) = (self.schema.clone(), self.api.clone(), self.out.clone());
                 self.subscriptions
-                    .start(id, |tag| tokio::spawn(run(schema, request.data(caller), tag, out)));
+                    .start(id, |tag| tokio::spawn(run(schema, api, request.data(caller), tag, out)));
                 Ok(None)
             }
             ClientMessage::Complete { id } => {
@@ -277,12 +277,29 @@ impl Connection {
 
 /// Runs one operation, handing its results to the connection. A request that fails before
 /// it produces anything (invalid, refused) ends with an `error` message, as the protocol
-/// wants; results with field errors go out as `next`.
-async fn run(schema: TroupeSchema, request: async_graphql::Request, tag: Tag, out: mpsc::Sender<Out>) {
-    let mut stream = schema.execute_stream(request);
+/// wants; results with field errors go out as `next`. A query or a mutation is answered as
+/// over HTTP (see [`crate::schema::answer`]); each result of a subscription carries what
+/// its resolvers warned of, and `WORK_STOPPED` while this node's work waits for a lease.
+async fn run(schema: TroupeSchema, api: Api, mut request: async_graphql::Request, tag: Tag, out: mpsc::Sender<Out>) {
+    use crate::schema::notes;
+    if !notes::is_subscription(&mut request) {
+        let response = crate::schema::answer(&schema, &api, request).await;
+        if response.is_err() && response.data == async_graphql::Value::Null {
+            let _ = out.send(Out::Error(tag, response.errors)).await;
+        } else if out.send(Out::Next(tag.clone(), response)).await.is_ok() {
+            let _ = out.send(Out::Complete(tag)).await;
+        }
+        return;
+    }
+    if let Err(refused) = crate::schema::read_after(&api, &request).await {
+        let _ = out.send(Out::Error(tag, vec![refused])).await;
+        return;
+    }
+    let warnings = std::sync::Arc::new(notes::Notes::default());
+    let mut stream = schema.execute_stream(request.data(warnings.clone()));
     let mut first = true;
     while let Some(response) = stream.next().await {
-        let response = crate::schema::finish(response);
+        let response = notes::finish(crate::schema::finish(response), &warnings, false, &api, 0);
         if first && response.is_err() && response.data == async_graphql::Value::Null {
             let _ = out.send(Out::Error(tag, response.errors)).await;
             return;

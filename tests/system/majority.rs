@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
 use super::replicated::{create_token, events, log_members, start_cluster, token_names, works_on, CLUSTER};
@@ -122,6 +122,14 @@ async fn a_member_without_its_majority_serves_reads_refuses_writes_and_a_whole_c
         }
         deadline.tick(body).await?;
     }
+    // And so does every result of a subscription (here a replay of the events before).
+    let replay = "subscription { events(after: 0) { seq } }";
+    let mut sub = super::support::Subscription::start(alpha, replay, json!({})).await?;
+    let first = sub.next_payload().await?.context("the replay completed at once")?;
+    ensure!(
+        warned(&first) && first["data"]["events"]["seq"].is_i64(),
+        "a subscription's result does not say the node's work stopped: {first}"
+    );
     let m = "mutation { createToken(input: { role: VIEWER, name: \"refused\" }) { token { id } } }";
     let body = alpha.gql(m, json!({})).await?;
     ensure!(error_code(&body).as_deref() == Some("UNAVAILABLE"), "{body}");

@@ -1,7 +1,7 @@
 //! graphql-transport-ws as its specification defines it: the close codes, keep-alive pings,
 //! the caps on connections and subscriptions, and the message size limit.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 
 use super::support::{Incoming, Node, NodeOpts, Subscription};
@@ -140,6 +140,66 @@ async fn a_subscribe_with_a_syntax_error_gets_an_error_with_a_code() -> Result<(
             }
             Incoming::Json(m) if m["type"] == "ping" => {}
             other => bail!("expected an error for the syntax error, got {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_over_the_socket_answers_as_over_http_with_its_commit_index_and_warnings() -> Result<()> {
+    // graphql-transport-ws carries queries and mutations too: their answers carry what
+    // HTTP's do in `extensions` (they carried nothing there).
+    let node = Node::start(NodeOpts::named("solo")).await?;
+    let Ok(mut conn) = Subscription::init(&node.addr, Some(node.token.as_str())).await? else {
+        bail!("admin token not acked");
+    };
+    let create = "mutation { createToken(input: { role: VIEWER, name: \"over-ws\" }) { token { id } } }";
+    conn.subscribe_as("m", create, json!({})).await?;
+    let answer = conn.next_payload().await?.context("no answer to the mutation")?;
+    let index = answer["extensions"]["commitIndex"].as_i64();
+    ensure!(
+        index.is_some_and(|i| i > 0) && answer["data"]["createToken"]["token"]["id"].is_string(),
+        "{answer}"
+    );
+    ensure!(
+        conn.next_payload().await?.is_none(),
+        "the mutation's operation did not complete"
+    );
+    // A task for a capability no agent has: the warning HTTP gives.
+    let submit = "mutation { submitTask(input: { capability: \"nobody-has-it\", payload: {} }) { id } }";
+    conn.subscribe_as("t", submit, json!({})).await?;
+    let answer = conn.next_payload().await?.context("no answer to the submit")?;
+    let warnings = answer["extensions"]["warnings"].as_array().cloned().unwrap_or_default();
+    ensure!(warnings.iter().any(|w| w["code"] == "NO_AGENT"), "{answer}");
+    ensure!(
+        conn.next_payload().await?.is_none(),
+        "the submit's operation did not complete"
+    );
+    // And a read may name a commit index to be served after, as over HTTP.
+    let payload = json!({ "query": "{ tokens { name } }", "extensions": { "minCommitIndex": index } });
+    conn.send(json!({ "id": "r", "type": "subscribe", "payload": payload }))
+        .await?;
+    let answer = conn.next_payload().await?.context("no answer to the read")?;
+    let names = answer["data"]["tokens"].as_array().cloned().unwrap_or_default();
+    ensure!(names.iter().any(|t| t["name"] == "over-ws"), "{answer}");
+    ensure!(
+        conn.next_payload().await?.is_none(),
+        "the read's operation did not complete"
+    );
+    let payload = json!({ "query": "{ tokens { name } }", "extensions": { "minCommitIndex": "soon" } });
+    conn.send(json!({ "id": "bad", "type": "subscribe", "payload": payload }))
+        .await?;
+    loop {
+        match conn.recv().await? {
+            Incoming::Json(m) if m["type"] == "error" => {
+                ensure!(
+                    m["id"] == "bad" && m["payload"][0]["extensions"]["code"] == "INVALID_INPUT",
+                    "{m}"
+                );
+                break;
+            }
+            Incoming::Json(m) if m["type"] == "ping" => {}
+            other => bail!("expected an error for a bad minCommitIndex, got {other:?}"),
         }
     }
     Ok(())

@@ -6,6 +6,7 @@
 
 use std::sync::Mutex;
 
+use async_graphql::parser::types::OperationType;
 use async_graphql::{Name, Request, Response, Value};
 use troupe_actors::Api;
 
@@ -42,19 +43,27 @@ pub fn min_commit_index(request: &Request) -> Result<Option<u64>, String> {
 
 /// Whether the operation the request runs is a mutation.
 pub fn is_mutation(request: &mut Request) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    operation_type(request) == Some(OperationType::Mutation)
+}
+
+/// Whether the operation the request runs is a subscription.
+pub fn is_subscription(request: &mut Request) -> bool {
+    operation_type(request) == Some(OperationType::Subscription)
+}
+
+/// The kind of the operation the request runs (none for one that does not parse, or that
+/// names no operation of its document).
+fn operation_type(request: &mut Request) -> Option<OperationType> {
+    use async_graphql::parser::types::DocumentOperations;
     let name = request.operation_name.clone();
-    let Ok(document) = request.parsed_query() else {
-        return false;
-    };
-    let kind = match &document.operations {
+    let document = request.parsed_query().ok()?;
+    match &document.operations {
         DocumentOperations::Single(op) => Some(op.node.ty),
         DocumentOperations::Multiple(ops) => name
             .as_deref()
             .and_then(|n| ops.get(&Name::new(n)))
             .map(|op| op.node.ty),
-    };
-    kind == Some(OperationType::Mutation)
+    }
 }
 
 /// Adds the request's warnings to the answer (and `WORK_STOPPED` while this node's work

@@ -88,6 +88,11 @@ impl Subscription {
     /// The `data` of the next result, or `None` once the server completes the subscription;
     /// fails when none comes within the test deadline (keep-alive pings do not extend it).
     pub async fn next_with_deadline(&mut self) -> Result<Option<Value>> {
+        Ok(self.next_payload().await?.map(|payload| payload["data"].clone()))
+    }
+
+    /// The next result whole (`data` and `extensions`), as [`Self::next_with_deadline`].
+    pub async fn next_payload(&mut self) -> Result<Option<Value>> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -101,7 +106,7 @@ impl Subscription {
                         if payload.get("errors").is_some_and(|e| !e.is_null()) {
                             bail!("subscription result with errors: {m}");
                         }
-                        return Ok(Some(payload["data"].clone()));
+                        return Ok(Some(payload.clone()));
                     }
                     "complete" => return Ok(None),
                     "ping" => self.send(json!({ "type": "pong" })).await?,
