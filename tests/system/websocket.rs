@@ -129,20 +129,21 @@ async fn a_subscribe_with_a_syntax_error_gets_an_error_with_a_code() -> Result<(
         bail!("admin token not acked");
     };
     conn.subscribe_as("bad", "subscription { events { ", json!({})).await?;
+    expect_error(&mut conn, "bad", "INVALID_INPUT").await
+}
+
+/// Reads past pings to the `error` message for `id`, which must carry `code`.
+async fn expect_error(conn: &mut Subscription, id: &str, code: &str) -> Result<()> {
     loop {
         match conn.recv().await? {
             Incoming::Json(m) if m["type"] == "error" => {
-                ensure!(
-                    m["id"] == "bad" && m["payload"][0]["extensions"]["code"] == "INVALID_INPUT",
-                    "{m}"
-                );
-                break;
+                ensure!(m["id"] == id && m["payload"][0]["extensions"]["code"] == code, "{m}");
+                return Ok(());
             }
             Incoming::Json(m) if m["type"] == "ping" => {}
-            other => bail!("expected an error for the syntax error, got {other:?}"),
+            other => bail!("expected an error {code} for {id}, got {other:?}"),
         }
     }
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,18 +190,5 @@ async fn a_mutation_over_the_socket_answers_as_over_http_with_its_commit_index_a
     let payload = json!({ "query": "{ tokens { name } }", "extensions": { "minCommitIndex": "soon" } });
     conn.send(json!({ "id": "bad", "type": "subscribe", "payload": payload }))
         .await?;
-    loop {
-        match conn.recv().await? {
-            Incoming::Json(m) if m["type"] == "error" => {
-                ensure!(
-                    m["id"] == "bad" && m["payload"][0]["extensions"]["code"] == "INVALID_INPUT",
-                    "{m}"
-                );
-                break;
-            }
-            Incoming::Json(m) if m["type"] == "ping" => {}
-            other => bail!("expected an error for a bad minCommitIndex, got {other:?}"),
-        }
-    }
-    Ok(())
+    expect_error(&mut conn, "bad", "INVALID_INPUT").await
 }
