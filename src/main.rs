@@ -204,6 +204,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let phase = Phase::new("starting".into());
     let early = Starting::answer(socket, &config.node_name, phase.subscribe())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let opened = std::sync::OnceLock::new();
     let starting = Node::start_telling(
         &config,
         Box::new(move |api| {
@@ -219,17 +220,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             vec![gateway]
         }),
         &phase,
+        &opened,
     );
     // A stop asked for while it starts (a joining node waits up to two minutes) ends the start
-    // where it is, as a crash would (what it wrote is durable), and says so.
-    let mut node = tokio::select! {
-        node = starting => node.context("node did not start")?,
-        _ = term.recv() => {
-            tracing::info!(phase = %*phase.borrow(), "SIGTERM received while starting: stopped before serving");
-            return Ok(());
+    // where it is, as a crash would (what it wrote is durable), closes the store's files, and
+    // says so. So does a start that fails.
+    let started = tokio::select! {
+        node = starting => Ok(node),
+        _ = term.recv() => Err("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => Err("SIGINT"),
+    };
+    let mut node = match started {
+        Ok(Ok(node)) => node,
+        Ok(Err(e)) => {
+            if let Some(store) = opened.get() {
+                troupe_actors::node::stop_while_starting(store).await;
+            }
+            return Err(e).context("node did not start");
         }
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!(phase = %*phase.borrow(), "SIGINT received while starting: stopped before serving");
+        Err(signal) => {
+            tracing::info!(phase = %*phase.borrow(), "{signal} received while starting: stopped before serving");
+            if let Some(store) = opened.get() {
+                troupe_actors::node::stop_while_starting(store).await;
+            }
             return Ok(());
         }
     };

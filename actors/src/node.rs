@@ -47,7 +47,7 @@ use ractor::ActorRef;
 use tokio::task::JoinHandle;
 use troupe_runtime::auth::TokenError;
 use troupe_runtime::config::Config;
-use troupe_runtime::store::StoreError;
+use troupe_runtime::store::{Store, StoreError};
 use troupe_runtime::supervision::{ChildSpec, SupervisorMsg};
 
 use crate::service::Api;
@@ -114,14 +114,34 @@ pub type ExtraChildren = Box<dyn FnOnce(&Api) -> Vec<Arc<dyn ChildSpec>> + Send>
 /// admitted to the cluster's log …"): what its gateway's address answers meanwhile.
 pub type Phase = tokio::sync::watch::Sender<String>;
 
+/// Ends a start that was stopped midway (its future dropped, a SIGTERM while a joining node
+/// waited to be admitted or caught up): the Raft member stops, and the store's files are
+/// left as a closed database leaves them. Left open, each was repaired at the next start,
+/// every page read (seconds for a store of hundreds of megabytes, a member silent
+/// meanwhile).
+pub async fn stop_while_starting(store: &Store) {
+    store.stop_raft().await;
+    if let Err(e) = store.persist().await {
+        tracing::error!(error = %e, "the store's files could not be closed: the next start repairs them");
+    }
+}
+
 impl Node {
     pub async fn start(config: &Config, extra: ExtraChildren) -> Result<Self, StartNodeError> {
-        bootstrap::start(config, extra, &Phase::new(String::new())).await
+        bootstrap::start(config, extra, &Phase::new(String::new()), &Default::default()).await
     }
 
     /// [`Self::start`], saying each phase of the start in `phase` as it begins.
-    pub async fn start_telling(config: &Config, extra: ExtraChildren, phase: &Phase) -> Result<Self, StartNodeError> {
-        bootstrap::start(config, extra, phase).await
+    /// [`Self::start`], telling `phase` where the start is, and `opened` the store once it is
+    /// open: a stop asked for while the node starts leaves its files closed with it (see
+    /// [`stop_while_starting`]).
+    pub async fn start_telling(
+        config: &Config,
+        extra: ExtraChildren,
+        phase: &Phase,
+        opened: &std::sync::OnceLock<Store>,
+    ) -> Result<Self, StartNodeError> {
+        bootstrap::start(config, extra, phase, opened).await
     }
 
     pub fn api(&self) -> &Api {

@@ -571,9 +571,23 @@ impl Store {
 pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
 
 /// Opens (or creates) the database file at `path`, readable by its owner only, with
-/// `cache_bytes` of page cache.
+/// `cache_bytes` of page cache. A file its last process left open is repaired as it opens
+/// (every page read and checked: seconds for a file of hundreds of megabytes), which the
+/// node says as it begins and as it goes, where the start was silent meanwhile.
 fn create(path: &Path, cache_bytes: usize) -> Result<Arc<Database>, StoreError> {
-    let db = match Database::builder().set_cache_size(cache_bytes).create(path) {
+    let shown = path.display().to_string();
+    let repair = move |session: &mut redb::RepairSession| match session.progress() {
+        0.0 => tracing::warn!(
+            file = %shown,
+            "the store's file was not closed when its process ended (it was killed or crashed): repairing it, which reads every page"
+        ),
+        done => tracing::info!(file = %shown, done = format!("{:.0} %", done * 100.0), "repairing the store's file"),
+    };
+    let db = match Database::builder()
+        .set_cache_size(cache_bytes)
+        .set_repair_callback(repair)
+        .create(path)
+    {
         Ok(db) => Arc::new(db),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
         Err(e) => return Err(StoreError::db(e)),

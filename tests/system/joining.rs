@@ -76,6 +76,20 @@ async fn a_joining_node_is_alive_says_what_it_waits_for_and_then_serves_on_the_s
         status.success() && said.contains("SIGTERM received while starting"),
         "{status}: {said}"
     );
+    // It closed its store's files as it stopped: started again, it opens them without a
+    // repair (they were left open, and every page was read again at the next start).
+    let mut delta = Guard::spawn(&waiting_args, other.path())?;
+    let deadline = Deadline::after(WAIT, "delta, started again, to wait to be admitted");
+    let again = loop {
+        let log = std::fs::read_to_string(other.path().join("stderr.log"))?;
+        let again = log[said.len()..].to_owned();
+        if again.contains("waiting to be admitted") {
+            break again;
+        }
+        deadline.tick("").await?;
+    };
+    delta.terminate(WAIT).await?;
+    ensure!(!again.contains("repairing"), "{again}");
 
     // The cluster it joins comes up: beta is admitted, and its gateway takes the address over.
     let mut opts = NodeOpts::named("alpha");

@@ -27,7 +27,12 @@ use crate::service::raft::RaftService;
 use crate::service::{Agents, Api, Context, Hosts, Messages, Peers, ServicesChild, Swarms, Tasks, Vms};
 use crate::serving::Serving;
 
-pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) -> Result<Node, StartNodeError> {
+pub(super) async fn start(
+    config: &Config,
+    extra: ExtraChildren,
+    phase: &Phase,
+    opened: &std::sync::OnceLock<Store>,
+) -> Result<Node, StartNodeError> {
     let cluster_listen = crate::cluster::chosen_port(config.cluster_listen);
     let data_dir = config.data_dir.clone();
     blocking(move || private_dir(&data_dir))
@@ -70,6 +75,7 @@ pub(super) async fn start(config: &Config, extra: ExtraChildren, phase: &Phase) 
         Err(StoreError::Locked) => return Err(StartNodeError::Locked(config.data_dir.clone())),
         other => other?,
     };
+    let _ = opened.set(store.clone());
     data_dir_is_this_members(&store, config).await?;
     let cookie = cluster_cookie(config, &store).await?;
     let tls = match &config.tls {
