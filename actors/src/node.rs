@@ -131,10 +131,9 @@ impl Node {
         bootstrap::start(config, extra, &Phase::new(String::new()), &Default::default()).await
     }
 
-    /// [`Self::start`], saying each phase of the start in `phase` as it begins.
-    /// [`Self::start`], telling `phase` where the start is, and `opened` the store once it is
-    /// open: a stop asked for while the node starts leaves its files closed with it (see
-    /// [`stop_while_starting`]).
+    /// [`Self::start`], saying each phase of the start in `phase` as it begins, and handing
+    /// `opened` the store once it is open: a stop asked for while the node starts closes the
+    /// store's files (see [`stop_while_starting`]).
     pub async fn start_telling(
         config: &Config,
         extra: ExtraChildren,
