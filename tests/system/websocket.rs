@@ -166,6 +166,16 @@ async fn a_mutation_over_the_socket_answers_as_over_http_with_its_commit_index_a
         conn.next_payload().await?.is_none(),
         "the mutation's operation did not complete"
     );
+    // A named subscription sent without `operationName` (as the dashboard's are) is one.
+    // (From the last event now, so the next one comes whenever the stream starts.)
+    let last = node.gql_ok("{ node { lastSeq } }", json!({})).await?["node"]["lastSeq"].clone();
+    let live = "subscription Live($after: Int64) { events(after: $after, kinds: [\"TOKEN_CREATED\"]) { kind } }";
+    conn.subscribe_as("s", live, json!({ "after": last })).await?;
+    let create = "mutation { createToken(input: { role: VIEWER, name: \"seen-live\" }) { token { id } } }";
+    node.gql_ok(create, json!({})).await?;
+    let live = conn.next_payload().await?.context("the subscription completed")?;
+    ensure!(live["data"]["events"]["kind"] == "TOKEN_CREATED", "{live}");
+    conn.send(json!({ "id": "s", "type": "complete" })).await?;
     // A task for a capability no agent has: the warning HTTP gives.
     let submit = "mutation { submitTask(input: { capability: \"nobody-has-it\", payload: {} }) { id } }";
     conn.subscribe_as("t", submit, json!({})).await?;

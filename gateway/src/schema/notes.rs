@@ -51,18 +51,19 @@ pub fn is_subscription(request: &mut Request) -> bool {
     operation_type(request) == Some(OperationType::Subscription)
 }
 
-/// The kind of the operation the request runs (none for one that does not parse, or that
-/// names no operation of its document).
+/// The kind of the operation the request runs: the one its `operationName` names, else the
+/// document's only one, named or not (none for a document that does not parse, or whose
+/// operation is not told). A named operation sent without `operationName`, as a
+/// dashboard's `subscription Events(…)`, was taken for none.
 fn operation_type(request: &mut Request) -> Option<OperationType> {
     use async_graphql::parser::types::DocumentOperations;
     let name = request.operation_name.clone();
     let document = request.parsed_query().ok()?;
-    match &document.operations {
-        DocumentOperations::Single(op) => Some(op.node.ty),
-        DocumentOperations::Multiple(ops) => name
-            .as_deref()
-            .and_then(|n| ops.get(&Name::new(n)))
-            .map(|op| op.node.ty),
+    match (&document.operations, name.as_deref()) {
+        (DocumentOperations::Single(op), _) => Some(op.node.ty),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(&Name::new(name)).map(|op| op.node.ty),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next().map(|op| op.node.ty),
+        (DocumentOperations::Multiple(_), None) => None,
     }
 }
 
@@ -88,4 +89,34 @@ pub fn finish(mut response: Response, notes: &Notes, mutation: bool, api: &Api, 
             .insert("commitIndex".into(), Value::from(api.applied_index().max(peer_applied)));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::parser::types::OperationType;
+    use async_graphql::Request;
+
+    use super::operation_type;
+
+    #[test]
+    fn the_operation_is_the_one_named_or_the_documents_only_one() {
+        let kind = |query: &str, name: Option<&str>| {
+            let mut request = Request::new(query);
+            if let Some(name) = name {
+                request = request.operation_name(name);
+            }
+            operation_type(&mut request)
+        };
+        assert_eq!(kind("{ a }", None), Some(OperationType::Query));
+        // Named, and sent without `operationName` (the dashboard's subscriptions).
+        assert_eq!(
+            kind("subscription Events { events { seq } }", None),
+            Some(OperationType::Subscription)
+        );
+        assert_eq!(kind("mutation Create { a }", None), Some(OperationType::Mutation));
+        let two = "mutation M { a } query Q { b }";
+        assert_eq!(kind(two, None), None);
+        assert_eq!(kind(two, Some("M")), Some(OperationType::Mutation));
+        assert_eq!(kind(two, Some("R")), None);
+    }
 }
