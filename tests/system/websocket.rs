@@ -132,6 +132,22 @@ async fn a_subscribe_with_a_syntax_error_gets_an_error_with_a_code() -> Result<(
     expect_error(&mut conn, "bad", "INVALID_INPUT").await
 }
 
+/// Sends `payload` (a query or a mutation) under `id`: its one result, which must be
+/// followed by the operation's `complete`.
+async fn one_answer(conn: &mut Subscription, id: &str, payload: serde_json::Value) -> Result<serde_json::Value> {
+    conn.send(json!({ "id": id, "type": "subscribe", "payload": payload }))
+        .await?;
+    let answer = conn
+        .next_payload()
+        .await?
+        .with_context(|| format!("no answer to {id}"))?;
+    ensure!(
+        conn.next_payload().await?.is_none(),
+        "{id}'s operation did not complete after {answer}"
+    );
+    Ok(answer)
+}
+
 /// Reads past pings to the `error` message for `id`, which must carry `code`.
 async fn expect_error(conn: &mut Subscription, id: &str, code: &str) -> Result<()> {
     loop {
@@ -155,16 +171,11 @@ async fn a_mutation_over_the_socket_answers_as_over_http_with_its_commit_index_a
         bail!("admin token not acked");
     };
     let create = "mutation { createToken(input: { role: VIEWER, name: \"over-ws\" }) { token { id } } }";
-    conn.subscribe_as("m", create, json!({})).await?;
-    let answer = conn.next_payload().await?.context("no answer to the mutation")?;
+    let answer = one_answer(&mut conn, "m", json!({ "query": create })).await?;
     let index = answer["extensions"]["commitIndex"].as_i64();
     ensure!(
         index.is_some_and(|i| i > 0) && answer["data"]["createToken"]["token"]["id"].is_string(),
         "{answer}"
-    );
-    ensure!(
-        conn.next_payload().await?.is_none(),
-        "the mutation's operation did not complete"
     );
     // A named subscription sent without `operationName` (as the dashboard's are) is one.
     // (From the last event now, so the next one comes whenever the stream starts.)
@@ -178,25 +189,14 @@ async fn a_mutation_over_the_socket_answers_as_over_http_with_its_commit_index_a
     conn.send(json!({ "id": "s", "type": "complete" })).await?;
     // A task for a capability no agent has: the warning HTTP gives.
     let submit = "mutation { submitTask(input: { capability: \"nobody-has-it\", payload: {} }) { id } }";
-    conn.subscribe_as("t", submit, json!({})).await?;
-    let answer = conn.next_payload().await?.context("no answer to the submit")?;
+    let answer = one_answer(&mut conn, "t", json!({ "query": submit })).await?;
     let warnings = answer["extensions"]["warnings"].as_array().cloned().unwrap_or_default();
     ensure!(warnings.iter().any(|w| w["code"] == "NO_AGENT"), "{answer}");
-    ensure!(
-        conn.next_payload().await?.is_none(),
-        "the submit's operation did not complete"
-    );
     // And a read may name a commit index to be served after, as over HTTP.
     let payload = json!({ "query": "{ tokens { name } }", "extensions": { "minCommitIndex": index } });
-    conn.send(json!({ "id": "r", "type": "subscribe", "payload": payload }))
-        .await?;
-    let answer = conn.next_payload().await?.context("no answer to the read")?;
+    let answer = one_answer(&mut conn, "r", payload).await?;
     let names = answer["data"]["tokens"].as_array().cloned().unwrap_or_default();
     ensure!(names.iter().any(|t| t["name"] == "over-ws"), "{answer}");
-    ensure!(
-        conn.next_payload().await?.is_none(),
-        "the read's operation did not complete"
-    );
     let payload = json!({ "query": "{ tokens { name } }", "extensions": { "minCommitIndex": "soon" } });
     conn.send(json!({ "id": "bad", "type": "subscribe", "payload": payload }))
         .await?;
