@@ -127,11 +127,10 @@ pub fn finish(mut response: async_graphql::Response) -> async_graphql::Response 
 /// once this node has applied the commit index it names (`extensions.minCommitIndex`), and
 /// its answer carries the warnings its resolvers raised and, for a mutation, its commit
 /// index (see [`notes`]). Over the socket the answers carried none of these.
-pub async fn answer(schema: &TroupeSchema, api: &Api, request: async_graphql::Request) -> async_graphql::Response {
+pub async fn answer(schema: &TroupeSchema, api: &Api, mut request: async_graphql::Request) -> async_graphql::Response {
     if let Err(refused) = read_after(api, &request).await {
         return async_graphql::Response::from_errors(vec![refused]);
     }
-    let mut request = request;
     let mutation = notes::is_mutation(&mut request);
     let notes = std::sync::Arc::new(notes::Notes::default());
     let execute = schema.execute(request.data(notes.clone()));
