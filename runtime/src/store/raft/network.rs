@@ -328,6 +328,22 @@ fn matched(answer: &AppendEntriesResponse<NodeId>, claimed: Option<u64>) -> Opti
     }
 }
 
+/// Whether a follower's answer that it holds the log up to `matched` must wait until its
+/// file holds those entries, the leader having sent `committed` as its commit index.
+///
+/// An answer counts towards a commit, so it speaks for durable entries; but entries up to
+/// the leader's commit index are on a majority of durable copies already (the leader sends
+/// a commit index only once its own file holds it, see `append_entries` above), and the
+/// leader counts nothing more from this answer. Answering those at once is what lets a
+/// member far behind catch up at the pace of its disk: openraft 0.9 keeps one append in
+/// flight per follower, so an answer that waited for the fsync put the leader's read, the
+/// transfer and the follower's write one after the other. The member still applies an entry
+/// only once its file holds it (see `machine`), and a crash before then loses only entries
+/// the majority keeps.
+fn answer_waits(matched: u64, committed: Option<u64>) -> bool {
+    committed.is_none_or(|committed| matched > committed)
+}
+
 /// The bytes of entries one AppendEntries request carries at most, beyond its first entry
 /// (which goes alone whatever its size: the writer keeps an entry under 12 MiB, see
 /// `writer::GROUP_BYTES`). openraft counts a request's entries only ([`MAX_PAYLOAD_ENTRIES`]
@@ -394,11 +410,17 @@ pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u
             heard(rpc.vote.leader_id().voted_for())?;
             mine(to)?;
             let claimed = claimed(&rpc);
+            let committed = rpc.leader_commit.map(|c| c.index);
             let answer = raft.append_entries(rpc).await;
             // The leader counts this answer towards a commit: it leaves once the entries it
             // speaks for are durable here (openraft took them once they were readable).
+            // Unless they are committed already (a member catching up): a majority holds them
+            // durably without this copy, so the answer leaves at once and the leader's next
+            // append travels while the writer writes these (see `answer_waits`).
             if let Some(index) = answer.as_ref().ok().and_then(|a| matched(a, claimed)) {
-                store.inner.log.covering(index).await?;
+                if answer_waits(index, committed) {
+                    store.inner.log.covering(index).await?;
+                }
             }
             codec::encode(&answer)
         }

@@ -132,3 +132,41 @@ async fn where_the_leader_alone_is_a_majority_nothing_applies_before_its_file_ho
     super::caught_up(&b, index).await;
     assert_eq!(b.get(THINGS, "k").await.unwrap(), Some(vec![2]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_catching_up_answers_for_committed_entries_before_its_file_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, _b, c] = super::three_voters(&router, &dir).await;
+    router.cut.lock().unwrap().insert("c".into());
+    for i in 0..5u8 {
+        a.write(Batch::new().put(THINGS, "k", vec![i])).await.unwrap();
+    }
+    let index = last_log(&a);
+    // Committed on a and b. c holds its writer, and is given the log back.
+    let held = hold_log(&c);
+    router.cut.lock().unwrap().remove("c");
+    // a counts c as holding the entries although c's file does not: they were committed
+    // already, so c's answers did not wait for its writer.
+    let counted = async {
+        loop {
+            let replication = a.raft().metrics().borrow().replication.clone().unwrap_or_default();
+            if replication.get(&c.raft_id()).cloned().flatten().map_or(0, |l| l.index) >= index {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), counted)
+        .await
+        .expect("the leader counted the committed entries only once c's file held them");
+    // c applies nothing its file does not hold.
+    let applied = c.raft().metrics().borrow().last_applied.map_or(0, |l| l.index);
+    assert!(
+        applied < index,
+        "applied {applied} of {index} before its file held them"
+    );
+    drop(held);
+    super::caught_up(&c, index).await;
+    assert_eq!(c.get(THINGS, "k").await.unwrap(), Some(vec![4]));
+}
