@@ -170,3 +170,25 @@ async fn a_member_catching_up_answers_for_committed_entries_before_its_file_hold
     super::caught_up(&c, index).await;
     assert_eq!(c.get(THINGS, "k").await.unwrap(), Some(vec![4]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_pre_vote_compares_is_the_last_entry_the_core_took_not_the_files_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let (leader, follower, _other) = leader_and_followers(&router, &dir).await;
+    let index = last_log(&leader) + 1;
+    let held = hold_log(&follower);
+    let write = write_on(&leader);
+    took(&follower, index).await;
+    // The follower's file lacks the entry its core took: the last entry it compares waits
+    // for its writer, and is then that entry.
+    let mut compared = tokio::spawn({
+        let follower = follower.clone();
+        async move { follower.last_log_id().await.unwrap().map(|l| l.index) }
+    });
+    let early = tokio::time::timeout(Duration::from_secs(1), &mut compared).await;
+    assert!(early.is_err(), "compared the file's last entry: {early:?}");
+    drop(held);
+    assert_eq!(compared.await.unwrap(), Some(index));
+    acknowledged(write, "once the follower's file holds it").await;
+}
