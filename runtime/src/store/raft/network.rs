@@ -339,7 +339,9 @@ fn matched(answer: &AppendEntriesResponse<NodeId>, claimed: Option<u64>) -> Opti
 /// flight per follower, so an answer that waited for the fsync put the leader's read, the
 /// transfer and the follower's write one after the other. The member still applies an entry
 /// only once its file holds it (see `machine`), and a crash before then loses only entries
-/// the majority keeps.
+/// the majority keeps: the leader then finds the member's log behind what it answered for,
+/// and sends it the entries again (openraft's `loosen-follower-log-revert`, without which
+/// the leader's core panics on a follower's log going back).
 ///
 /// Only for a member a full request ([`MAX_PAYLOAD_ENTRIES`]) or more behind the commit
 /// index, though: the exception is for catching up, where it is measured to help (BENCHMARKS.md,

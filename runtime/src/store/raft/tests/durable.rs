@@ -209,3 +209,58 @@ async fn what_a_pre_vote_compares_is_the_last_entry_the_core_took_not_the_files_
     assert_eq!(compared.await.unwrap(), Some(index));
     acknowledged(write, "once the follower's file holds it").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_lost_entries_it_answered_for_early_is_sent_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, _b, c] = super::three_voters(&router, &dir).await;
+    router.cut.lock().unwrap().insert("c".into());
+    for i in 0..40u8 {
+        a.write(Batch::new().put(THINGS, "k", vec![i])).await.unwrap();
+    }
+    let index = last_log(&a);
+    let id = c.raft_id();
+    let counted = || {
+        let replication = a.raft().metrics().borrow().replication.clone().unwrap_or_default();
+        replication.get(&id).cloned().flatten().map_or(0, |l| l.index)
+    };
+    let before = counted();
+    let held = hold_log(&c);
+    router.cut.lock().unwrap().remove("c");
+    let answered = async {
+        while counted() <= before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), answered)
+        .await
+        .expect("c answered for the entries well behind the commit index");
+    // c's files as they are now, without the entries it answered for: as after a crash of
+    // c before its writer wrote them. c starts again from them.
+    router.cut.lock().unwrap().insert("c".into());
+    let lost = dir.path().join("c-lost");
+    std::fs::copy(dir.path().join("c"), &lost).unwrap();
+    std::fs::copy(dir.path().join("c.log.redb"), lost.with_extension("log.redb")).unwrap();
+    router.stores.lock().unwrap().remove("c");
+    drop(held);
+    c.stop_raft().await;
+    drop(c);
+    let options = crate::store::StoreOptions {
+        identity: super::super::Identity {
+            name: "c".into(),
+            timing: super::fast(),
+            start: super::super::Start::Join,
+        },
+        ..Default::default()
+    };
+    let c = Store::open_with(&lost, options).unwrap();
+    assert!(last_log(&c) <= before, "c's log holds {} of {index}", last_log(&c));
+    c.transport().set(router.clone());
+    router.stores.lock().unwrap().insert("c".into(), c.clone());
+    router.cut.lock().unwrap().remove("c");
+    // The leader finds c's log behind what c answered for, and sends it the entries again.
+    super::caught_up(&c, index).await;
+    assert_eq!(c.get(THINGS, "k").await.unwrap(), Some(vec![39]));
+    a.write(Batch::new().put(THINGS, "k", vec![40])).await.unwrap();
+}
