@@ -133,48 +133,79 @@ async fn where_the_leader_alone_is_a_majority_nothing_applies_before_its_file_ho
     assert_eq!(b.get(THINGS, "k").await.unwrap(), Some(vec![2]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_catching_up_answers_for_committed_entries_before_its_file_holds_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let router = Arc::new(Router::default());
-    let [a, _b, c] = super::three_voters(&router, &dir).await;
+/// How far `leader` counts `member` as holding the log.
+fn counted(leader: &Store, member: u64) -> u64 {
+    let replication = leader.raft().metrics().borrow().replication.clone().unwrap_or_default();
+    replication.get(&member).cloned().flatten().map_or(0, |l| l.index)
+}
+
+/// Waits (at most `within`) until `leader` counts `member` past `index`.
+async fn counted_past(leader: &Store, member: u64, index: u64, within: Duration) -> bool {
+    let past = async {
+        while counted(leader, member) <= index {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(within, past).await.is_ok()
+}
+
+/// A member far behind, answering with its writer held.
+struct Behind {
+    leader: Store,
+    member: Store,
+    /// Where the leader counted the member before it was given the log back.
+    before: u64,
+    /// The leader's last entry.
+    index: u64,
+    held: redb::WriteTransaction,
+}
+
+/// a, b and c, with c cut off while 40 writes commit on a and b, then given the log back
+/// with its writer held: returns once a counts c past where it was, c's file lacking those
+/// entries (a full request or more behind the commit index, c's answers did not wait for
+/// its writer).
+async fn answering_early(router: &Arc<Router>, dir: &tempfile::TempDir) -> Behind {
+    let [a, _b, c] = super::three_voters(router, dir).await;
     router.cut.lock().unwrap().insert("c".into());
     for i in 0..40u8 {
         a.write(Batch::new().put(THINGS, "k", vec![i])).await.unwrap();
     }
     let index = last_log(&a);
-    let counted = || {
-        let replication = a.raft().metrics().borrow().replication.clone().unwrap_or_default();
-        replication.get(&c.raft_id()).cloned().flatten().map_or(0, |l| l.index)
-    };
-    let before = counted();
+    let before = counted(&a, c.raft_id());
     assert!(
         index >= before + 2 * super::super::MAX_PAYLOAD_ENTRIES,
         "c is {before} of {index}"
     );
-    // Committed on a and b. c holds its writer, and is given the log back.
     let held = hold_log(&c);
     router.cut.lock().unwrap().remove("c");
-    // a counts c as holding the entries of its first requests although c's file does not:
-    // a full request or more behind the commit index, c's answers did not wait for its
-    // writer.
-    let answered = async {
-        while counted() <= before {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), answered)
-        .await
-        .expect("the leader counted the committed entries only once c's file held them");
-    // Its answers for the last few waited, as a member's that keeps up with the log: the
-    // window checks only that they are not counted early.
-    let early = async {
-        while counted() < index {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
     assert!(
-        tokio::time::timeout(Duration::from_secs(1), early).await.is_err(),
+        counted_past(&a, c.raft_id(), before, Duration::from_secs(10)).await,
+        "the leader counted the committed entries only once c's file held them"
+    );
+    Behind {
+        leader: a,
+        member: c,
+        before,
+        index,
+        held,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_catching_up_answers_for_committed_entries_before_its_file_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let Behind {
+        leader: a,
+        member: c,
+        before,
+        index,
+        held,
+    } = answering_early(&router, &dir).await;
+    // Its answers for the last few wait, as a member's that keeps up with the log: the
+    // window checks only that they are not counted early.
+    assert!(
+        !counted_past(&a, c.raft_id(), index - 1, Duration::from_secs(1)).await,
         "counted the entries near the commit index before c's file held them"
     );
     // c applies nothing its file does not hold.
@@ -214,28 +245,13 @@ async fn what_a_pre_vote_compares_is_the_last_entry_the_core_took_not_the_files_
 async fn a_member_that_lost_entries_it_answered_for_early_is_sent_them_again() {
     let dir = tempfile::tempdir().unwrap();
     let router = Arc::new(Router::default());
-    let [a, _b, c] = super::three_voters(&router, &dir).await;
-    router.cut.lock().unwrap().insert("c".into());
-    for i in 0..40u8 {
-        a.write(Batch::new().put(THINGS, "k", vec![i])).await.unwrap();
-    }
-    let index = last_log(&a);
-    let id = c.raft_id();
-    let counted = || {
-        let replication = a.raft().metrics().borrow().replication.clone().unwrap_or_default();
-        replication.get(&id).cloned().flatten().map_or(0, |l| l.index)
-    };
-    let before = counted();
-    let held = hold_log(&c);
-    router.cut.lock().unwrap().remove("c");
-    let answered = async {
-        while counted() <= before {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), answered)
-        .await
-        .expect("c answered for the entries well behind the commit index");
+    let Behind {
+        leader: a,
+        member: c,
+        before,
+        index,
+        held,
+    } = answering_early(&router, &dir).await;
     // c's files as they are now, without the entries it answered for: as after a crash of
     // c before its writer wrote them. c starts again from them.
     router.cut.lock().unwrap().insert("c".into());
