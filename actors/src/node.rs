@@ -97,6 +97,19 @@ pub enum NodeFailure {
     Left(String),
 }
 
+impl NodeFailure {
+    /// The failure to name, the store having failed with `store` (or not): a tree that gave
+    /// up when the store failed gave up because its records could not be written, and the
+    /// store's failure is what a restart recovers from. Both may be seen at once (the tree
+    /// gives up milliseconds after the store fails), and the node once named the tree alone.
+    fn caused_by(self, store: Option<String>) -> Self {
+        match (self, store) {
+            (NodeFailure::TreeGaveUp, Some(reason)) => NodeFailure::Store(reason),
+            (failure, _) => failure,
+        }
+    }
+}
+
 /// A running node.
 pub struct Node {
     api: Api,
@@ -156,11 +169,13 @@ impl Node {
     /// recover from disk at its next start).
     pub async fn failed(&mut self) -> NodeFailure {
         let store = self.api.store().clone();
-        tokio::select! {
-            _ = &mut self.root_done => NodeFailure::TreeGaveUp,
+        let failure = tokio::select! {
+            biased;
             reason = store.failed() => NodeFailure::Store(reason),
+            _ = &mut self.root_done => NodeFailure::TreeGaveUp,
             why = self.api.cluster().dismissed() => NodeFailure::Left(why),
-        }
+        };
+        failure.caused_by(store.failure())
     }
 
     /// Stops taking work, lets running tasks finish within `grace`, gives the ones still
@@ -405,6 +420,16 @@ mod tests {
     use troupe_runtime::store::{Batch, Store};
 
     use super::*;
+
+    #[test]
+    fn a_tree_that_gave_up_once_the_store_failed_names_the_store() {
+        let named = NodeFailure::TreeGaveUp.caused_by(Some("injected fault: commit failed".into()));
+        assert_eq!(named.to_string(), "the store failed: injected fault: commit failed");
+        let alone = NodeFailure::TreeGaveUp.caused_by(None);
+        assert_eq!(alone.to_string(), "the node's supervision tree gave up");
+        let left = NodeFailure::Left("it left".into()).caused_by(Some("x".into()));
+        assert!(matches!(left, NodeFailure::Left(_)), "{left}");
+    }
 
     #[tokio::test]
     async fn a_data_dir_of_an_older_release_is_refused_with_a_clear_error() {
