@@ -230,19 +230,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ = term.recv() => Err("SIGTERM"),
         _ = tokio::signal::ctrl_c() => Err("SIGINT"),
     };
+    if let (false, Some(store)) = (matches!(started, Ok(Ok(_))), opened.get()) {
+        troupe_actors::node::stop_while_starting(store).await;
+    }
     let mut node = match started {
         Ok(Ok(node)) => node,
-        Ok(Err(e)) => {
-            if let Some(store) = opened.get() {
-                troupe_actors::node::stop_while_starting(store).await;
-            }
-            return Err(e).context("node did not start");
-        }
+        Ok(Err(e)) => return Err(e).context("node did not start"),
         Err(signal) => {
             tracing::info!(phase = %*phase.borrow(), "{signal} received while starting: stopped before serving");
-            if let Some(store) = opened.get() {
-                troupe_actors::node::stop_while_starting(store).await;
-            }
             return Ok(());
         }
     };
