@@ -40,7 +40,9 @@ pub use batch::{Batch, Op, Table, MAX_BATCH_BYTES};
 pub use error::StoreError;
 #[cfg(feature = "fault-injection")]
 pub use fault::file_gates;
-pub use fault::{gates_in, named_gates_in, ArmedFaults, Fault, FaultHook, Hits, NamedGates, NodeFault, EXPERIMENTS};
+pub use fault::{
+    gates_in, named_gates_in, set_apply_gates, ArmedFaults, Fault, FaultHook, Hits, NamedGates, NodeFault, EXPERIMENTS,
+};
 pub(crate) use file::create;
 pub use file::DEFAULT_CACHE_BYTES;
 pub use project::{Change, Projection};

@@ -86,6 +86,9 @@ struct Heard {
     dropped: bool,
     /// What room its agents had, as its last beat said.
     rooms: BTreeMap<String, crate::task::Room>,
+    /// How many entries its applied state was behind this node's when the last beat was
+    /// sent (see [`Answer::applied_behind`]); `None` once a beat went unanswered.
+    applied_behind: Option<u64>,
 }
 
 /// What membership keeps of a peer's answer to a beat (the beats are sent by the failover
@@ -96,6 +99,9 @@ pub(crate) struct Answer {
     pub address: String,
     /// What room its agents have for each capability they serve.
     pub rooms: BTreeMap<String, crate::task::Room>,
+    /// How many log entries this node had applied, when it sent the beat, that the peer had
+    /// not applied when it answered.
+    pub applied_behind: u64,
 }
 
 /// Whether work may be placed on a peer heard as `heard`, at `now`.
@@ -307,6 +313,13 @@ impl Cluster {
             .collect()
     }
 
+    /// How many log entries `peer`'s applied state was behind this node's at the last beat,
+    /// if it answered that beat.
+    pub(crate) fn applied_behind(&self, peer: &str) -> Option<u64> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(peer).and_then(|heard| heard.applied_behind)
+    }
+
     /// What room `peer`'s agents had, as its last beat said (empty for this node and for a
     /// peer not heard from).
     pub fn rooms_of(&self, peer: &str) -> BTreeMap<String, crate::task::Room> {
@@ -370,12 +383,17 @@ impl Cluster {
     /// its silence tells it apart.
     pub(crate) fn heard(&self, answers: Vec<Answer>, now: Instant) -> Vec<(String, Duration)> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // What a peer that did not answer this beat has applied is unknown from now.
+        for heard in seen.values_mut() {
+            heard.applied_behind = None;
+        }
         for answer in answers {
             let heard = Heard {
                 address: answer.address,
                 last: now,
                 dropped: false,
                 rooms: answer.rooms,
+                applied_behind: Some(answer.applied_behind),
             };
             seen.insert(answer.name, heard);
         }
@@ -450,6 +468,7 @@ mod tests {
             last,
             dropped,
             rooms: BTreeMap::new(),
+            applied_behind: None,
         }
     }
 

@@ -32,6 +32,8 @@ pub(crate) async fn heartbeat(cluster: Cluster, store: Store, sink: BeatSink) {
             request: NodeRequest::Beat { from: cluster.name() },
         };
         let sent = Instant::now();
+        // What this node had applied when it asked: a peer's answer says how far behind it.
+        let applied = store.status().commit_index;
         // A beat is answered within one period or not at all: a late lease is no lease.
         let calls = peers
             .iter()
@@ -66,6 +68,7 @@ pub(crate) async fn heartbeat(cluster: Cluster, store: Store, sink: BeatSink) {
                 name: ack.info.name,
                 address: ack.info.cluster_address,
                 rooms: ack.rooms,
+                applied_behind: applied.saturating_sub(ack.applied),
             });
         }
         for (name, silent) in cluster.heard(heard, now) {

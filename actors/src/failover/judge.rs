@@ -277,7 +277,7 @@ async fn judge(
         &me,
         &members,
         |name| cluster.leases.silence(name, joined.since(name, since), now),
-        |name| status.caught_up(name),
+        |name| super::tick::caught_up(status.caught_up(name), cluster.applied_behind(name)),
     );
     for change in changes {
         let (name, next) = (change.node, change.to);

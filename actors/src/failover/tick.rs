@@ -18,11 +18,26 @@ pub(super) struct Change {
     pub(super) survivors: Vec<String>,
 }
 
+/// At most this many log entries that the leader had applied when it sent a beat may be
+/// unapplied by a member back from DOWN when it answers, for it to be UP again: one append
+/// request. Its log alone within 64 entries (what the leader counts a member caught up by)
+/// showed a member UP 1–2 s before its work ran when the entries were big: it still had
+/// them to apply, and it starts its work only once it has applied what the leader had when
+/// it granted the lease.
+pub(super) const APPLIED_WITHIN: u64 = 16;
+
+/// Whether a member back from DOWN has caught up with the leader: its log within what the
+/// leader counts caught up (`log_within`), and its applied state within [`APPLIED_WITHIN`]
+/// as its answer to the last beat said (`applied_behind`; `None`: it did not answer it).
+pub(super) fn caught_up(log_within: bool, applied_behind: Option<u64>) -> bool {
+    log_within && applied_behind.is_some_and(|behind| behind <= APPLIED_WITHIN)
+}
+
 /// The state a member in `state`, silent as `silence` says, is judged to be in. A SUSPECT
 /// or DOWN member is UP again only once heard from: a leader that judges its members afresh
 /// (a majority back after a gap, its own pause) counts their silence from then, and found a
 /// member dead for 51 s silent for 141 ms, UP, and SUSPECT and DOWN again seconds later.
-/// A DOWN member is UP again only once its log has `caught_up` with the leader's too: UP
+/// A DOWN member is UP again only once it has `caught_up` with the leader (see [`caught_up`]): UP
 /// says it runs its work, and a member back from a long absence starts it only once it has
 /// applied what moved meanwhile (one restarted behind about 2 GB of log was UP for the 15 s
 /// it took to catch up, running nothing). A SUSPECT one never stopped its work.
@@ -311,6 +326,17 @@ mod tests {
         let changes = tick("a", &members, |_| heard, |_| true);
         assert_eq!(changes.len(), 1);
         assert_eq!((changes[0].node.as_str(), changes[0].to), ("c", MemberState::Up));
+    }
+
+    #[test]
+    fn a_member_is_caught_up_once_it_has_applied_the_log_not_only_held_it() {
+        assert!(caught_up(true, Some(0)));
+        assert!(caught_up(true, Some(APPLIED_WITHIN)));
+        // Its log holds the entries, its state does not yet: its work would not run.
+        assert!(!caught_up(true, Some(APPLIED_WITHIN + 1)));
+        // It did not answer the last beat: how far it applied is not known.
+        assert!(!caught_up(true, None));
+        assert!(!caught_up(false, Some(0)));
     }
 
     #[test]

@@ -102,6 +102,34 @@ impl NamedGates {
     }
 }
 
+/// The gates the state machine asks before it applies entries (see [`hold_apply`]).
+static APPLY_GATES: std::sync::OnceLock<NamedGates> = std::sync::OnceLock::new();
+
+/// Gives the state machine its gates (`hold-apply`): the node's start, with those of
+/// [`named_gates_in`].
+pub fn set_apply_gates(gates: Option<NamedGates>) {
+    if let Some(gates) = gates {
+        let _ = APPLY_GATES.set(gates);
+    }
+}
+
+/// Holds the state machine before it applies entries while the gate `hold-apply` is set (at
+/// most a minute), with `holding-apply` present while it does: its log takes entries, its
+/// tables do not, as on a member that has a long log to apply.
+pub(super) async fn hold_apply() {
+    let Some(gates) = APPLY_GATES.get() else { return };
+    if !gates.is_set("hold-apply") {
+        return;
+    }
+    let marker = gates.0.join("holding-apply");
+    let _ = std::fs::write(&marker, b"");
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    while gates.is_set("hold-apply") && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = std::fs::remove_file(&marker);
+}
+
 /// The [`NamedGates`] of `dir`, as [`gates_in`] decides for the store's.
 pub fn named_gates_in(dir: std::path::PathBuf) -> Option<NamedGates> {
     #[cfg(feature = "fault-injection")]

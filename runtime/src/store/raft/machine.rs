@@ -419,6 +419,7 @@ impl RaftStateMachine<Troupe> for Machine {
         if let Some(log) = &self.log {
             log.covering(last).await.map_err(write_error)?;
         }
+        super::super::fault::hold_apply().await;
         let tables = self.tables.clone();
         self.undurable += entries.len() as u64;
         // No fsync of its own but now and then: the entries are durable in the log already.
