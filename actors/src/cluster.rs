@@ -45,7 +45,7 @@ pub mod replicated;
 pub(crate) use actor::{child_lost, handle as serve_ping_and_hold};
 pub use actor::{ClusterChild, ClusterMsg, Link, Served};
 pub use endpoints::Endpoints;
-pub(crate) use membership::Answer;
+pub(crate) use membership::{Answer, Progress};
 pub use membership::{Cluster, Gathered, Member, MemberStatus, PeerInfo};
 
 /// The cluster's listening address with its port chosen: port 0 asks the system for a free

@@ -77,6 +77,16 @@ pub struct BeatAck {
     /// not send them).
     #[serde(default)]
     pub vms: std::collections::BTreeMap<String, crate::vm::VmStats>,
+    /// The peer's work runs: it holds a lease and has started it (true from a build that
+    /// did not say).
+    #[serde(default = "said_nothing_of_its_work")]
+    pub running: bool,
+}
+
+/// A beat's answer from a build that did not say whether its work runs: judged as before,
+/// as if it did.
+fn said_nothing_of_its_work() -> bool {
+    true
 }
 
 /// What re-homing takes of each domain: the room's own narrow handle, never the services'
@@ -162,6 +172,15 @@ pub(crate) async fn keep_lease(
                 if let Err(e) = store.flush().await {
                     tracing::warn!(node = %me, error = %e, "the records of this node's stopped work were not taken");
                 }
+                running = false;
+            }
+            continue;
+        }
+        if troupe_runtime::store::gate_is_set("hold-work") {
+            // A test's gate (a build with the `fault-injection` feature): the work stops,
+            // and starts again only once the gate is cleared, while the node goes on beating.
+            if running {
+                stop_work(&work).await;
                 running = false;
             }
             continue;
@@ -310,3 +329,39 @@ pub(crate) use beat::heartbeat;
 pub use beat::BeatSink;
 pub(crate) use judge::{forget, leave, watch_members};
 pub(crate) use moves::follow_moves;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_beat_answered_by_a_build_that_did_not_say_whether_its_work_runs_reads_as_running() {
+        // A build before `running`: judged as then, its work taken to run.
+        #[derive(Serialize)]
+        struct Before {
+            info: crate::cluster::PeerInfo,
+            lease: bool,
+            applied: u64,
+            rooms: std::collections::BTreeMap<String, crate::task::Room>,
+            hosts: Vec<crate::host::HostView>,
+            agents: crate::agent::ObservedAgents,
+            vms: std::collections::BTreeMap<String, crate::vm::VmStats>,
+        }
+        let before = Before {
+            info: crate::cluster::PeerInfo {
+                name: "b".into(),
+                cluster_address: "127.0.0.1:1".into(),
+                gateway_address: None,
+            },
+            lease: true,
+            applied: 7,
+            rooms: Default::default(),
+            hosts: Vec::new(),
+            agents: Default::default(),
+            vms: Default::default(),
+        };
+        let bytes = troupe_runtime::codec::encode(&before).unwrap();
+        let ack: BeatAck = troupe_runtime::codec::decode(&bytes).unwrap();
+        assert!(ack.running && ack.lease && ack.applied == 7);
+    }
+}

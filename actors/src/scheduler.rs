@@ -22,7 +22,7 @@ mod tasks;
 
 pub use actor::{Scheduler, SchedulerArgs, SchedulerMsg, PAYLOAD_CACHE_BYTES};
 pub use engine::{BreakerPolicy, Down, Place, RetryPolicy, Room, PROGRESS_INTERVAL};
-pub use tasks::{no_agent_has, set_gates, TaskFilter, TaskQueue};
+pub use tasks::{no_agent_has, TaskFilter, TaskQueue};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

@@ -41,7 +41,8 @@ pub use error::StoreError;
 #[cfg(feature = "fault-injection")]
 pub use fault::file_gates;
 pub use fault::{
-    gates_in, named_gates_in, set_apply_gates, ArmedFaults, Fault, FaultHook, Hits, NamedGates, NodeFault, EXPERIMENTS,
+    gate_is_set, gates_in, named_gates_in, set_gates, ArmedFaults, Fault, FaultHook, Hits, NamedGates, NodeFault,
+    EXPERIMENTS,
 };
 pub(crate) use file::create;
 pub use file::DEFAULT_CACHE_BYTES;

@@ -477,3 +477,37 @@ async fn a_member_back_from_down_is_up_only_once_it_has_applied_the_log_not_only
     wait_member_state(&nodes[0], "gamma", "UP").await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspect_member_heard_again_is_up_only_once_its_work_runs() -> Result<()> {
+    // As one restarted (or thawed after its lease lapsed) before it was declared DOWN: its
+    // work stopped, it is SUSPECT, and it beats again before it has started its work. It
+    // was UP at its first beat.
+    let nodes = three_nodes_up().await?;
+    // gamma's work stops (and stays stopped while the gate is set), then it is silent.
+    nodes[2].inject_fault("hold-work")?;
+    cut(&nodes, 2, true)?;
+    wait_member_state(&nodes[0], "gamma", "SUSPECT").await?;
+    cut(&nodes, 2, false)?;
+    let healed = chrono::Utc::now();
+    let deadline = Deadline::after(WAIT, "alpha to hear gamma for a second since it was heard again");
+    let seen = loop {
+        let seen = super::failover::member(&nodes[0], "gamma").await?;
+        ensure!(
+            seen["state"] != "UP",
+            "gamma shown UP while its work did not run: {seen}"
+        );
+        let heard = seen["lastHeartbeat"]
+            .as_str()
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok());
+        if heard.is_some_and(|at| at > healed + chrono::Duration::seconds(1)) {
+            break seen;
+        }
+        deadline.tick(&seen).await?;
+    };
+    ensure!(seen["state"] == "SUSPECT", "{seen}");
+    // Its work starts again, and it is UP.
+    nodes[2].clear_fault("hold-work")?;
+    wait_member_state(&nodes[0], "gamma", "UP").await?;
+    Ok(())
+}

@@ -86,9 +86,19 @@ struct Heard {
     dropped: bool,
     /// What room its agents had, as its last beat said.
     rooms: BTreeMap<String, crate::task::Room>,
-    /// How many entries its applied state was behind this node's when the last beat was
-    /// sent (see [`Answer::applied_behind`]); `None` once a beat went unanswered.
-    applied_behind: Option<u64>,
+    /// What its answer to the last beat said of its progress; `None` once a beat went
+    /// unanswered.
+    progress: Option<Progress>,
+}
+
+/// What a peer's answer to a beat says of how far it has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// How many log entries this node had applied, when it sent the beat, that the peer had
+    /// not applied when it answered.
+    pub applied_behind: u64,
+    /// Its work runs (it holds a lease and started it).
+    pub running: bool,
 }
 
 /// What membership keeps of a peer's answer to a beat (the beats are sent by the failover
@@ -99,9 +109,7 @@ pub(crate) struct Answer {
     pub address: String,
     /// What room its agents have for each capability they serve.
     pub rooms: BTreeMap<String, crate::task::Room>,
-    /// How many log entries this node had applied, when it sent the beat, that the peer had
-    /// not applied when it answered.
-    pub applied_behind: u64,
+    pub progress: Progress,
 }
 
 /// Whether work may be placed on a peer heard as `heard`, at `now`.
@@ -313,11 +321,10 @@ impl Cluster {
             .collect()
     }
 
-    /// How many log entries `peer`'s applied state was behind this node's at the last beat,
-    /// if it answered that beat.
-    pub(crate) fn applied_behind(&self, peer: &str) -> Option<u64> {
+    /// How far `peer` had come by its answer to the last beat, if it answered that beat.
+    pub(crate) fn progress(&self, peer: &str) -> Option<Progress> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(peer).and_then(|heard| heard.applied_behind)
+        seen.get(peer).and_then(|heard| heard.progress)
     }
 
     /// What room `peer`'s agents had, as its last beat said (empty for this node and for a
@@ -383,9 +390,9 @@ impl Cluster {
     /// its silence tells it apart.
     pub(crate) fn heard(&self, answers: Vec<Answer>, now: Instant) -> Vec<(String, Duration)> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        // What a peer that did not answer this beat has applied is unknown from now.
+        // How far a peer that did not answer this beat has come is unknown from now.
         for heard in seen.values_mut() {
-            heard.applied_behind = None;
+            heard.progress = None;
         }
         for answer in answers {
             let heard = Heard {
@@ -393,7 +400,7 @@ impl Cluster {
                 last: now,
                 dropped: false,
                 rooms: answer.rooms,
-                applied_behind: Some(answer.applied_behind),
+                progress: Some(answer.progress),
             };
             seen.insert(answer.name, heard);
         }
@@ -468,7 +475,7 @@ mod tests {
             last,
             dropped,
             rooms: BTreeMap::new(),
-            applied_behind: None,
+            progress: None,
         }
     }
 

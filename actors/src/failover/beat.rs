@@ -13,7 +13,7 @@ use troupe_runtime::store::{Batch, Store};
 use super::BeatAck;
 use crate::cluster::lease::BEAT;
 use crate::cluster::remote;
-use crate::cluster::{Answer, Cluster};
+use crate::cluster::{Answer, Cluster, Progress};
 use crate::service::node::{NodeRequest, NodeResponse, NodeService};
 
 /// Whoever keeps what a beat's answer observed beyond membership (the hosts a peer's
@@ -68,7 +68,10 @@ pub(crate) async fn heartbeat(cluster: Cluster, store: Store, sink: BeatSink) {
                 name: ack.info.name,
                 address: ack.info.cluster_address,
                 rooms: ack.rooms,
-                applied_behind: applied.saturating_sub(ack.applied),
+                progress: Progress {
+                    applied_behind: applied.saturating_sub(ack.applied),
+                    running: ack.running,
+                },
             });
         }
         for (name, silent) in cluster.heard(heard, now) {

@@ -277,7 +277,13 @@ async fn judge(
         &me,
         &members,
         |name| cluster.leases.silence(name, joined.since(name, since), now),
-        |name| super::tick::caught_up(status.caught_up(name), cluster.applied_behind(name)),
+        |name| {
+            let progress = cluster.progress(name);
+            super::tick::Ready {
+                caught_up: super::tick::caught_up(status.caught_up(name), progress.map(|p| p.applied_behind)),
+                working: progress.is_some_and(|p| p.running),
+            }
+        },
     );
     for change in changes {
         let (name, next) = (change.node, change.to);

@@ -33,21 +33,42 @@ pub(super) fn caught_up(log_within: bool, applied_behind: Option<u64>) -> bool {
     log_within && applied_behind.is_some_and(|behind| behind <= APPLIED_WITHIN)
 }
 
+/// How far a member has come, as the leader knows it: from its log, and from its answer to
+/// the last beat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Ready {
+    /// Its log and its applied state have caught up with the leader's (see [`caught_up`]).
+    pub(super) caught_up: bool,
+    /// Its work runs: it holds a lease and has started it.
+    pub(super) working: bool,
+}
+
+/// The leader itself, or a member that has come all the way.
+pub(super) const READY: Ready = Ready {
+    caught_up: true,
+    working: true,
+};
+
 /// The state a member in `state`, silent as `silence` says, is judged to be in. A SUSPECT
 /// or DOWN member is UP again only once heard from: a leader that judges its members afresh
 /// (a majority back after a gap, its own pause) counts their silence from then, and found a
 /// member dead for 51 s silent for 141 ms, UP, and SUSPECT and DOWN again seconds later.
-/// A DOWN member is UP again only once it has `caught_up` with the leader (see [`caught_up`]): UP
-/// says it runs its work, and a member back from a long absence starts it only once it has
-/// applied what moved meanwhile (one restarted behind about 2 GB of log was UP for the 15 s
-/// it took to catch up, running nothing). A SUSPECT one never stopped its work.
-pub(super) fn next(state: MemberState, silence: Silence, caught_up: bool) -> MemberState {
+/// UP says a member runs its work. A DOWN member is UP again only once it has caught up
+/// with the leader (see [`caught_up`]): one back from a long absence starts its work only
+/// once it has applied what moved meanwhile (one restarted behind about 2 GB of log was UP
+/// for the 15 s it took to catch up, running nothing), and only once it is UP (its work
+/// cannot be waited for here). A SUSPECT one may start it at any time: it is UP again once
+/// its answer to a beat says its work runs (one restarted before it was declared DOWN, or
+/// thawed after its lease lapsed, starts it again a moment after its first beat, and was
+/// UP before it had).
+pub(super) fn next(state: MemberState, silence: Silence, ready: Ready) -> MemberState {
     let Silence { silent, heard } = silence;
     match state {
         MemberState::Left => MemberState::Left,
         _ if silent >= DOWN_AFTER => MemberState::Down,
         MemberState::Up if silent >= SUSPECT_AFTER => MemberState::Suspect,
-        MemberState::Down if !caught_up => MemberState::Down,
+        MemberState::Down if !ready.caught_up => MemberState::Down,
+        MemberState::Suspect if !ready.working => MemberState::Suspect,
         MemberState::Suspect | MemberState::Down if heard && silent < SUSPECT_AFTER => MemberState::Up,
         other => other,
     }
@@ -111,24 +132,24 @@ pub(super) fn regained(unconfirmed_for: Option<Duration>) -> bool {
     unconfirmed_for.is_some_and(|gap| gap > super::BEAT + PAUSED_PAST)
 }
 
-/// Judges every member from its committed state, its silence and whether its log has
-/// caught up with the leader's (see [`next`]); `me`, the leader, is heard from now: a
+/// Judges every member from its committed state, its silence and how far it has come
+/// (see [`next`]); `me`, the leader, is heard from now: a
 /// leader whose record a previous leader made SUSPECT or DOWN just before it lost its
 /// leadership is UP again (no other member judges it while it leads).
 pub(super) fn tick(
     me: &str,
     members: &[(String, MemberState)],
     silence: impl Fn(&str) -> Silence,
-    caught_up: impl Fn(&str) -> bool,
+    ready: impl Fn(&str) -> Ready,
 ) -> Vec<Change> {
     let judged: Vec<(&str, MemberState, MemberState, Duration)> = members
         .iter()
         .map(|(name, state)| {
-            let (silence, caught_up) = match name == me {
-                true => (HEARD_NOW, true),
-                false => (silence(name), caught_up(name)),
+            let (silence, ready) = match name == me {
+                true => (HEARD_NOW, READY),
+                false => (silence(name), ready(name)),
             };
-            (name.as_str(), *state, next(*state, silence, caught_up), silence.silent)
+            (name.as_str(), *state, next(*state, silence, ready), silence.silent)
         })
         .collect();
     let up_after: Vec<&str> = judged
@@ -217,7 +238,7 @@ mod tests {
     proptest! {
         #[test]
         fn a_member_is_judged_by_its_silence_and_its_log_and_its_work_goes_only_to_members_up_after_the_beat(
-            members in proptest::collection::vec((state(), 0u64..6000, any::<bool>(), any::<bool>()), 1..6),
+            members in proptest::collection::vec((state(), 0u64..6000, any::<bool>(), any::<bool>(), any::<bool>()), 1..6),
         ) {
             let named: Vec<(String, MemberState)> =
                 members.iter().enumerate().map(|(i, (s, ..))| (format!("n{i}"), *s)).collect();
@@ -226,12 +247,12 @@ mod tests {
                 let i = index(name);
                 Silence { silent: Duration::from_millis(members[i].1), heard: members[i].2 }
             };
-            let caught_up = |name: &str| members[index(name)].3;
+            let ready = |name: &str| Ready { caught_up: members[index(name)].3, working: members[index(name)].4 };
             let judged = |i: usize, name: &str| match i {
-                0 => next(named[0].1, HEARD_NOW, true),
-                _ => next(named[i].1, silence(name), caught_up(name)),
+                0 => next(named[0].1, HEARD_NOW, READY),
+                _ => next(named[i].1, silence(name), ready(name)),
             };
-            let changes = tick("n0", &named, silence, caught_up);
+            let changes = tick("n0", &named, silence, ready);
             for change in &changes {
                 // The leader is heard from now: it can only be found UP again.
                 if change.node == "n0" {
@@ -242,16 +263,20 @@ mod tests {
                 prop_assert!(change.from != MemberState::Left && change.to != MemberState::Left);
                 prop_assert_ne!(change.from, change.to);
                 // DOWN only past DOWN_AFTER; SUSPECT only past SUSPECT_AFTER; UP again only
-                // once heard from within SUSPECT_AFTER, and from DOWN only with its log
-                // caught up.
+                // once heard from within SUSPECT_AFTER, from DOWN only caught up, and from
+                // SUSPECT only with its work running.
                 let heard = change.node == "n0" || silence(&change.node).heard;
-                let caught = change.node == "n0" || caught_up(&change.node);
+                let Ready { caught_up: caught, working } = match change.node == "n0" {
+                    true => READY,
+                    false => ready(&change.node),
+                };
                 match change.to {
                     MemberState::Down => prop_assert!(change.silent >= DOWN_AFTER),
                     MemberState::Suspect => prop_assert!(change.silent >= SUSPECT_AFTER && change.silent < DOWN_AFTER),
                     MemberState::Up => {
                         prop_assert!(change.silent < SUSPECT_AFTER && heard);
                         prop_assert!(change.from != MemberState::Down || caught);
+                        prop_assert!(change.from != MemberState::Suspect || working);
                     }
                     MemberState::Left => {}
                 }
@@ -276,7 +301,7 @@ mod tests {
             ("a".to_owned(), MemberState::Up),
             ("b".to_owned(), MemberState::Suspect),
         ];
-        let changes = tick("b", &members, |_| HEARD_NOW, |_| true);
+        let changes = tick("b", &members, |_| HEARD_NOW, |_| READY);
         assert_eq!(
             changes,
             [Change {
@@ -296,16 +321,16 @@ mod tests {
             heard: false,
         };
         for lost in [MemberState::Down, MemberState::Suspect] {
-            assert_eq!(next(lost, afresh, true), lost, "{lost:?} without a beat");
-            assert_eq!(next(lost, Silence { heard: true, ..afresh }, true), MemberState::Up);
+            assert_eq!(next(lost, afresh, READY), lost, "{lost:?} without a beat");
+            assert_eq!(next(lost, Silence { heard: true, ..afresh }, READY), MemberState::Up);
         }
         // Still declared DOWN by its silence alone, heard from or not.
         let long = Silence {
             silent: DOWN_AFTER,
             heard: false,
         };
-        assert_eq!(next(MemberState::Suspect, long, true), MemberState::Down);
-        assert_eq!(next(MemberState::Up, afresh, true), MemberState::Up);
+        assert_eq!(next(MemberState::Suspect, long, READY), MemberState::Down);
+        assert_eq!(next(MemberState::Up, afresh, READY), MemberState::Up);
     }
 
     #[test]
@@ -314,18 +339,56 @@ mod tests {
             silent: Duration::from_millis(100),
             heard: true,
         };
-        // Restarted behind a long log: it beats, and runs nothing until it caught up.
-        assert_eq!(next(MemberState::Down, heard, false), MemberState::Down);
-        assert_eq!(next(MemberState::Down, heard, true), MemberState::Up);
-        // A SUSPECT member never stopped its work: heard from, it is UP whatever its log.
-        assert_eq!(next(MemberState::Suspect, heard, false), MemberState::Up);
+        let behind = Ready {
+            caught_up: false,
+            working: false,
+        };
+        // Restarted behind a long log: it beats, and runs nothing until it caught up. Its
+        // work starts once it is UP, so that is not waited for.
+        assert_eq!(next(MemberState::Down, heard, behind), MemberState::Down);
+        let caught = Ready {
+            caught_up: true,
+            working: false,
+        };
+        assert_eq!(next(MemberState::Down, heard, caught), MemberState::Up);
+        // A SUSPECT member whose work runs: heard from, it is UP whatever its log.
+        let working = Ready {
+            caught_up: false,
+            working: true,
+        };
+        assert_eq!(next(MemberState::Suspect, heard, working), MemberState::Up);
         // An UP member that lags (a load) stays UP: its lease is all that counts.
-        assert_eq!(next(MemberState::Up, heard, false), MemberState::Up);
+        assert_eq!(next(MemberState::Up, heard, behind), MemberState::Up);
         let members = [("a".to_owned(), MemberState::Up), ("c".to_owned(), MemberState::Down)];
-        assert!(tick("a", &members, |_| heard, |n| n != "c").is_empty());
-        let changes = tick("a", &members, |_| heard, |_| true);
+        let ready = |n: &str| match n {
+            "c" => behind,
+            _ => READY,
+        };
+        assert!(tick("a", &members, |_| heard, ready).is_empty());
+        let changes = tick("a", &members, |_| heard, |_| READY);
         assert_eq!(changes.len(), 1);
         assert_eq!((changes[0].node.as_str(), changes[0].to), ("c", MemberState::Up));
+    }
+
+    #[test]
+    fn a_suspect_member_heard_again_is_up_only_once_its_work_runs_again() {
+        let heard = Silence {
+            silent: Duration::from_millis(100),
+            heard: true,
+        };
+        // Restarted before it was declared DOWN: it beats, and starts its work a moment later.
+        let starting = Ready {
+            caught_up: true,
+            working: false,
+        };
+        assert_eq!(next(MemberState::Suspect, heard, starting), MemberState::Suspect);
+        assert_eq!(next(MemberState::Suspect, heard, READY), MemberState::Up);
+        // Still declared DOWN once silent long enough, working or not.
+        let long = Silence {
+            silent: DOWN_AFTER,
+            heard: true,
+        };
+        assert_eq!(next(MemberState::Suspect, long, READY), MemberState::Down);
     }
 
     #[test]
@@ -354,7 +417,7 @@ mod tests {
             },
             _ => HEARD_NOW,
         };
-        let changes = tick("a", &members, silence, |_| true);
+        let changes = tick("a", &members, silence, |_| READY);
         let survivors: Vec<&Vec<String>> = changes.iter().map(|c| &c.survivors).collect();
         assert_eq!(survivors, [&vec!["a".to_owned(), "d".to_owned()]; 2]);
     }

@@ -42,8 +42,7 @@ pub(super) async fn start(
             source,
         })?;
     crate::cluster::remote::set_partition_gates(store::named_gates_in(config.data_dir.join("faults")));
-    crate::scheduler::set_gates(store::named_gates_in(config.data_dir.join("faults")));
-    store::set_apply_gates(store::named_gates_in(config.data_dir.join("faults")));
+    store::set_gates(store::named_gates_in(config.data_dir.join("faults")));
     // What fault experiments arm in memory: only on a node that allows them.
     let armed = store::ArmedFaults::default();
     let file_gates = store::gates_in(config.data_dir.join("faults"));

@@ -59,29 +59,19 @@ pub struct TaskQueue {
     pub(crate) requeueing: InFlight,
 }
 
+/// Whether the test gate `lose-enqueue` is set (a build with the `fault-injection`
+/// feature): a submit is acknowledged without its task handed to the scheduler, as a submit
+/// whose write committed while its answer was lost is (the first answer to its key, given
+/// again, must then make sure the task is queued).
+pub(crate) fn enqueue_lost() -> bool {
+    troupe_runtime::store::gate_is_set("lose-enqueue")
+}
+
 /// Hands a task just written QUEUED to this node's scheduler. While the scheduler is being
 /// restarted the cast is lost (the slot still names the stopped one), and its successor
 /// finds the task at its start only if it read the store after the task landed: so once a
 /// scheduler runs again it is asked to make sure of the task (`EnsureQueued` checks the
 /// store and the queue, and queues it at most once). Bounded at two minutes.
-/// Test gates of this node's fault directory (a build with the `fault-injection` feature):
-/// `lose-enqueue` acknowledges a submit without handing its task to the scheduler, as a
-/// submit whose write committed while its answer was lost does (the first answer to its
-/// key, given again, must then make sure the task is queued).
-static GATES: std::sync::OnceLock<troupe_runtime::store::NamedGates> = std::sync::OnceLock::new();
-
-/// Sets the gates [`GATES`] reads (once per process).
-pub fn set_gates(gates: Option<troupe_runtime::store::NamedGates>) {
-    if let Some(gates) = gates {
-        let _ = GATES.set(gates);
-    }
-}
-
-/// Whether the test gate `lose-enqueue` is set.
-pub(crate) fn enqueue_lost() -> bool {
-    GATES.get().is_some_and(|g| g.is_set("lose-enqueue"))
-}
-
 pub(crate) fn hand_over(slot: &Slot<SchedulerMsg>, spec: TaskSpec, status: crate::task::TaskStatus) {
     let id = spec.id.clone();
     if slot

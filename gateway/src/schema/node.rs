@@ -60,11 +60,13 @@ pub enum MemberRole {
 pub enum MemberState {
     /// It holds its lease and runs its work.
     Up,
-    /// The leader has not heard from it for a while; it still runs its work.
+    /// The leader has not heard from it for a while (its work may still run), or heard from
+    /// it again before its work runs again (it restarted before it was declared DOWN).
     Suspect,
     /// Its lease has lapsed: it stopped its work, which moved to the survivors. One that
-    /// comes back stays DOWN until its log has caught up with the leader's (its `lag`, on
-    /// the leader, says how far it is), since it starts its work only then.
+    /// comes back stays DOWN until it has caught up with the leader's log and applied it
+    /// (its `lag`, on the leader, says how far its log is), since it starts its work only
+    /// then.
     Down,
     /// It left the cluster.
     Left,

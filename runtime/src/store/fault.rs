@@ -102,22 +102,28 @@ impl NamedGates {
     }
 }
 
-/// The gates the state machine asks before it applies entries (see [`hold_apply`]).
-static APPLY_GATES: std::sync::OnceLock<NamedGates> = std::sync::OnceLock::new();
+/// The node's named gates, for the faults of parts that hold no handle to them (the state
+/// machine's `hold-apply`, the lease keeper's `hold-work`, the scheduler's `lose-enqueue`).
+static GATES: std::sync::OnceLock<NamedGates> = std::sync::OnceLock::new();
 
-/// Gives the state machine its gates (`hold-apply`): the node's start, with those of
-/// [`named_gates_in`].
-pub fn set_apply_gates(gates: Option<NamedGates>) {
+/// Sets the gates [`gate_is_set`] reads (once per process: the node's start, with those of
+/// [`named_gates_in`]).
+pub fn set_gates(gates: Option<NamedGates>) {
     if let Some(gates) = gates {
-        let _ = APPLY_GATES.set(gates);
+        let _ = GATES.set(gates);
     }
+}
+
+/// Whether the node's gate `name` is set (never without the `fault-injection` feature).
+pub fn gate_is_set(name: &str) -> bool {
+    GATES.get().is_some_and(|gates| gates.is_set(name))
 }
 
 /// Holds the state machine before it applies entries while the gate `hold-apply` is set (at
 /// most a minute), with `holding-apply` present while it does: its log takes entries, its
 /// tables do not, as on a member that has a long log to apply.
 pub(super) async fn hold_apply() {
-    let Some(gates) = APPLY_GATES.get() else { return };
+    let Some(gates) = GATES.get() else { return };
     if !gates.is_set("hold-apply") {
         return;
     }

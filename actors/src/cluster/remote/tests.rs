@@ -171,7 +171,10 @@ async fn a_keyed_call_to_a_peer_no_longer_connected_says_nothing_was_done_there(
         name: "toy-gone".into(),
         address: "127.0.0.1:2".into(),
         rooms: Default::default(),
-        applied_behind: 0,
+        progress: crate::cluster::Progress {
+            applied_behind: 0,
+            running: true,
+        },
     };
     toy.cluster.heard(vec![gone], tokio::time::Instant::now());
     let refused = At::Peer(&toy, "toy-gone".into())
