@@ -81,6 +81,10 @@ pub struct BeatAck {
     /// did not say).
     #[serde(default = "said_nothing_of_its_work")]
     pub running: bool,
+    /// The peer's process among its starts (0 from a build that did not say): another
+    /// than before says it restarted.
+    #[serde(default)]
+    pub boot: u64,
 }
 
 /// A beat's answer from a build that did not say whether its work runs: judged as before,
@@ -362,6 +366,6 @@ mod tests {
         };
         let bytes = troupe_runtime::codec::encode(&before).unwrap();
         let ack: BeatAck = troupe_runtime::codec::decode(&bytes).unwrap();
-        assert!(ack.running && ack.lease && ack.applied == 7);
+        assert!(ack.running && ack.lease && ack.applied == 7 && ack.boot == 0);
     }
 }

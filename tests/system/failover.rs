@@ -32,6 +32,28 @@ pub(super) async fn wait_member_state(node: &Node, name: &str, state: &str) -> R
     }
 }
 
+/// Reads the member `name` on `node` until `node` has heard it for a second since `since`
+/// (four beats, each judged), checking every read with `check`: the last read.
+pub(super) async fn heard_for_a_second(
+    node: &Node,
+    name: &str,
+    since: chrono::DateTime<chrono::Utc>,
+    check: impl Fn(&Value) -> Result<()>,
+) -> Result<Value> {
+    let deadline = Deadline::after(WAIT, format!("{} to hear {name} for a second", node.name));
+    loop {
+        let seen = member(node, name).await?;
+        check(&seen)?;
+        let heard = seen["lastHeartbeat"]
+            .as_str()
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok());
+        if heard.is_some_and(|at| at > since + chrono::Duration::seconds(1)) {
+            return Ok(seen);
+        }
+        deadline.tick(&seen).await?;
+    }
+}
+
 /// Waits until `node` says the agent runs on a node other than `not`; that node's name.
 pub(super) async fn wait_moved(node: &Node, id: &str, not: &str) -> Result<String> {
     let q = "query($id: ID!) { agent(id: $id) { node state } }";

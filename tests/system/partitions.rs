@@ -5,7 +5,7 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
-use super::failover::{groups, three_nodes_up, wait_member_state, wait_moved};
+use super::failover::{groups, heard_for_a_second, three_nodes_up, wait_member_state, wait_moved};
 use super::replicated::{create_token, start_cluster, works_on, CLUSTER};
 use super::support::{pid_alive, python_agent, text, Deadline, Node, NodeOpts, WAIT};
 
@@ -408,17 +408,7 @@ async fn a_member_back_from_down_is_up_only_once_its_log_has_caught_up() -> Resu
     // Its beats come back, its log does not: the leader hears it and grants it leases.
     cut(&nodes, 2, false)?;
     let healed = chrono::Utc::now();
-    let deadline = Deadline::after(WAIT, "alpha to hear gamma for a second since its beats came back");
-    let seen = loop {
-        let seen = super::failover::member(&nodes[0], "gamma").await?;
-        let heard = seen["lastHeartbeat"]
-            .as_str()
-            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok());
-        if heard.is_some_and(|at| at > healed + chrono::Duration::seconds(1)) {
-            break seen;
-        }
-        deadline.tick(&seen).await?;
-    };
+    let seen = heard_for_a_second(&nodes[0], "gamma", healed, |_| Ok(())).await?;
     // Four beats judged, gamma still DOWN, its lag shown.
     ensure!(seen["state"] == "DOWN", "gamma shown UP behind the log: {seen}");
     ensure!(seen["lag"].as_i64().is_some_and(|lag| lag >= 70), "{seen}");
@@ -456,21 +446,14 @@ async fn a_member_back_from_down_is_up_only_once_it_has_applied_the_log_not_only
         deadline.tick(&seen).await?;
     };
     // Beats for a second since, each judged with its log caught up: still DOWN.
-    let deadline = Deadline::after(WAIT, "alpha to hear gamma for a second since its log caught up");
-    loop {
-        let seen = super::failover::member(&nodes[0], "gamma").await?;
+    heard_for_a_second(&nodes[0], "gamma", caught, |seen| {
         ensure!(
             seen["state"] == "DOWN",
             "gamma shown UP before it applied the log: {seen}"
         );
-        let heard = seen["lastHeartbeat"]
-            .as_str()
-            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok());
-        if heard.is_some_and(|at| at > caught + chrono::Duration::seconds(1)) {
-            break;
-        }
-        deadline.tick(&seen).await?;
-    }
+        Ok(())
+    })
+    .await?;
     ensure!(nodes[2].fault_marker("holding-apply"), "gamma's apply was let go");
     // It applies, and is UP.
     nodes[2].clear_fault("hold-apply")?;
@@ -490,21 +473,14 @@ async fn a_suspect_member_heard_again_is_up_only_once_its_work_runs() -> Result<
     wait_member_state(&nodes[0], "gamma", "SUSPECT").await?;
     cut(&nodes, 2, false)?;
     let healed = chrono::Utc::now();
-    let deadline = Deadline::after(WAIT, "alpha to hear gamma for a second since it was heard again");
-    let seen = loop {
-        let seen = super::failover::member(&nodes[0], "gamma").await?;
+    let seen = heard_for_a_second(&nodes[0], "gamma", healed, |seen| {
         ensure!(
             seen["state"] != "UP",
             "gamma shown UP while its work did not run: {seen}"
         );
-        let heard = seen["lastHeartbeat"]
-            .as_str()
-            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok());
-        if heard.is_some_and(|at| at > healed + chrono::Duration::seconds(1)) {
-            break seen;
-        }
-        deadline.tick(&seen).await?;
-    };
+        Ok(())
+    })
+    .await?;
     ensure!(seen["state"] == "SUSPECT", "{seen}");
     // Its work starts again, and it is UP.
     nodes[2].clear_fault("hold-work")?;

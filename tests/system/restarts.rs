@@ -325,3 +325,41 @@ async fn a_whole_cluster_stopped_at_once_stops_without_waiting_for_a_majority_th
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_before_it_was_declared_down_is_up_only_once_its_work_runs_again() -> Result<()> {
+    // Back within 1.5 s, it was never silent long enough to be SUSPECT: it read UP all
+    // through its restart, while it started its work again.
+    let mut nodes = three_nodes_up().await?;
+    let status = nodes[2].terminate(WAIT).await?;
+    ensure!(status.success(), "gamma's stop: {status}");
+    // Its work will not start again while the gate is set; it beats.
+    nodes[2].inject_fault("hold-work")?;
+    let restarted = chrono::Utc::now();
+    nodes[2].restart_cut_off(&[]).await?;
+    let deadline = Deadline::after(WAIT, "alpha to find gamma SUSPECT once it hears it again");
+    loop {
+        let seen = super::failover::member(&nodes[0], "gamma").await?;
+        if seen["state"] == "SUSPECT" {
+            break;
+        }
+        let heard = seen["lastHeartbeat"]
+            .as_str()
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok());
+        let heard_a_second = heard.is_some_and(|at| at > restarted + chrono::Duration::seconds(1));
+        ensure!(
+            seen["state"] != "UP" || !heard_a_second,
+            "gamma shown UP a second after its restart, its work not running: {seen}"
+        );
+        deadline.tick(&seen).await?;
+    }
+    super::failover::heard_for_a_second(&nodes[0], "gamma", chrono::Utc::now(), |seen| {
+        ensure!(seen["state"] == "SUSPECT", "{seen}");
+        Ok(())
+    })
+    .await?;
+    // Its work starts, and it is UP.
+    nodes[2].clear_fault("hold-work")?;
+    wait_member_state(&nodes[0], "gamma", "UP").await?;
+    Ok(())
+}

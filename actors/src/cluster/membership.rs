@@ -74,6 +74,9 @@ pub struct Cluster {
     dismissal: Arc<tokio::sync::watch::Sender<Option<String>>>,
     /// When a peer first said so, while this node's replica did not.
     told_left: Arc<Mutex<Option<Instant>>>,
+    /// This process among the node's starts (random, never 0): a peer that answers under
+    /// another restarted.
+    boot: u64,
 }
 
 /// What this node knows of a peer it has heard from.
@@ -89,6 +92,11 @@ struct Heard {
     /// What its answer to the last beat said of its progress; `None` once a beat went
     /// unanswered.
     progress: Option<Progress>,
+    /// Its process, as its last answer named it (0: a build that did not say).
+    boot: u64,
+    /// That process is another than the one that answered before it, and has not said its
+    /// work runs since (kept while beats go unanswered).
+    restarting: bool,
 }
 
 /// What a peer's answer to a beat says of how far it has come.
@@ -99,6 +107,9 @@ pub(crate) struct Progress {
     pub applied_behind: u64,
     /// Its work runs (it holds a lease and started it).
     pub running: bool,
+    /// It is another process than the one that answered before it (it restarted), and has
+    /// not said its work runs since. Set from the answers (see [`Cluster::heard`]).
+    pub restarted: bool,
 }
 
 /// What membership keeps of a peer's answer to a beat (the beats are sent by the failover
@@ -110,6 +121,8 @@ pub(crate) struct Answer {
     /// What room its agents have for each capability they serve.
     pub rooms: BTreeMap<String, crate::task::Room>,
     pub progress: Progress,
+    /// Its process (see [`Cluster::boot`]).
+    pub boot: u64,
 }
 
 /// Whether work may be placed on a peer heard as `heard`, at `now`.
@@ -142,7 +155,13 @@ impl Cluster {
             refused: Arc::default(),
             dismissal: Arc::new(tokio::sync::watch::channel(None).0),
             told_left: Arc::default(),
+            boot: rand::random::<u64>() | 1,
         }
+    }
+
+    /// This process among the node's starts, as its answers to beats name it.
+    pub(crate) fn boot(&self) -> u64 {
+        self.boot
     }
 
     /// Notes that a peer said, at `now` and in the words `why`, that this node is a member
@@ -321,6 +340,18 @@ impl Cluster {
             .collect()
     }
 
+    /// Forgets that `peer` restarted: it was declared DOWN meanwhile, and starts its work only
+    /// once it is UP again, as any member back from DOWN.
+    pub(crate) fn forget_restart(&self, peer: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(heard) = seen.get_mut(peer) {
+            heard.restarting = false;
+            if let Some(progress) = heard.progress.as_mut() {
+                progress.restarted = false;
+            }
+        }
+    }
+
     /// How far `peer` had come by its answer to the last beat, if it answered that beat.
     pub(crate) fn progress(&self, peer: &str) -> Option<Progress> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -395,12 +426,24 @@ impl Cluster {
             heard.progress = None;
         }
         for answer in answers {
+            let before = seen.get(&answer.name);
+            let restarted = !answer.progress.running
+                && before.is_some_and(|h| match h.boot == answer.boot {
+                    // The same process: restarted still, until it says its work runs.
+                    true => h.restarting,
+                    false => h.boot != 0 && answer.boot != 0,
+                });
             let heard = Heard {
                 address: answer.address,
                 last: now,
                 dropped: false,
                 rooms: answer.rooms,
-                progress: Some(answer.progress),
+                progress: Some(Progress {
+                    restarted,
+                    ..answer.progress
+                }),
+                boot: answer.boot,
+                restarting: restarted,
             };
             seen.insert(answer.name, heard);
         }
@@ -476,7 +519,53 @@ mod tests {
             dropped,
             rooms: BTreeMap::new(),
             progress: None,
+            boot: 0,
+            restarting: false,
         }
+    }
+
+    #[test]
+    fn a_peer_that_answers_as_another_process_restarted_until_it_says_its_work_runs() {
+        let cluster = Cluster::new(PeerInfo {
+            name: "a".into(),
+            cluster_address: "127.0.0.1:1".into(),
+            gateway_address: None,
+        });
+        let answer = |boot: u64, running: bool| Answer {
+            name: "b".into(),
+            address: "127.0.0.1:2".into(),
+            rooms: BTreeMap::new(),
+            progress: Progress {
+                applied_behind: 0,
+                running,
+                restarted: false,
+            },
+            boot,
+        };
+        let restarted = || cluster.progress("b").map(|p| p.restarted);
+        let now = Instant::now();
+        // Its first answer is no restart, working or not (it just joined).
+        cluster.heard(vec![answer(7, false)], now);
+        assert_eq!(restarted(), Some(false));
+        cluster.heard(vec![answer(7, true)], now);
+        // Another process, its work not started yet: restarted, through a beat it missed.
+        cluster.heard(vec![answer(9, false)], now);
+        assert_eq!(restarted(), Some(true));
+        cluster.heard(Vec::new(), now);
+        assert_eq!(restarted(), None);
+        cluster.heard(vec![answer(9, false)], now);
+        assert_eq!(restarted(), Some(true));
+        // Its work runs: done.
+        cluster.heard(vec![answer(9, true)], now);
+        assert_eq!(restarted(), Some(false));
+        // Declared DOWN meanwhile, it is forgotten: its work starts once it is UP.
+        cluster.heard(vec![answer(11, false)], now);
+        cluster.forget_restart("b");
+        cluster.heard(vec![answer(11, false)], now);
+        assert_eq!(restarted(), Some(false));
+        // A build that names no process never restarted as far as anyone can tell.
+        cluster.heard(vec![answer(0, false)], now);
+        assert_eq!(restarted(), Some(false));
     }
 
     #[test]

@@ -282,6 +282,7 @@ async fn judge(
             super::tick::Ready {
                 caught_up: super::tick::caught_up(status.caught_up(name), progress.map(|p| p.applied_behind)),
                 working: progress.is_some_and(|p| p.running),
+                restarted: progress.is_some_and(|p| p.restarted),
             }
         },
     );
@@ -296,6 +297,9 @@ async fn judge(
         let batch = transition(store, &name, next, current, silent, survivors.clone()).await?;
         match store.write(batch).await {
             Ok(_) => {
+                if (change.from, next) == (MemberState::Down, MemberState::Up) {
+                    cluster.forget_restart(&name);
+                }
                 // A member back UP needs nobody: said at INFO, the falls at WARN.
                 if next == MemberState::Up {
                     tracing::info!(node = %name, state = next.name(), silent_ms = silent.as_millis() as u64, "a member's state changed");

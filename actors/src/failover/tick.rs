@@ -41,12 +41,15 @@ pub(super) struct Ready {
     pub(super) caught_up: bool,
     /// Its work runs: it holds a lease and has started it.
     pub(super) working: bool,
+    /// It restarted, and has not said its work runs since (see `cluster::Progress`).
+    pub(super) restarted: bool,
 }
 
 /// The leader itself, or a member that has come all the way.
 pub(super) const READY: Ready = Ready {
     caught_up: true,
     working: true,
+    restarted: false,
 };
 
 /// The state a member in `state`, silent as `silence` says, is judged to be in. A SUSPECT
@@ -60,13 +63,14 @@ pub(super) const READY: Ready = Ready {
 /// cannot be waited for here). A SUSPECT one may start it at any time: it is UP again once
 /// its answer to a beat says its work runs (one restarted before it was declared DOWN, or
 /// thawed after its lease lapsed, starts it again a moment after its first beat, and was
-/// UP before it had).
+/// UP before it had). An UP member that restarted is SUSPECT until its work runs again,
+/// however short its silence: one back within 1.5 s was never anything but UP.
 pub(super) fn next(state: MemberState, silence: Silence, ready: Ready) -> MemberState {
     let Silence { silent, heard } = silence;
     match state {
         MemberState::Left => MemberState::Left,
         _ if silent >= DOWN_AFTER => MemberState::Down,
-        MemberState::Up if silent >= SUSPECT_AFTER => MemberState::Suspect,
+        MemberState::Up if silent >= SUSPECT_AFTER || ready.restarted => MemberState::Suspect,
         MemberState::Down if !ready.caught_up => MemberState::Down,
         MemberState::Suspect if !ready.working => MemberState::Suspect,
         MemberState::Suspect | MemberState::Down if heard && silent < SUSPECT_AFTER => MemberState::Up,
@@ -238,7 +242,10 @@ mod tests {
     proptest! {
         #[test]
         fn a_member_is_judged_by_its_silence_and_its_log_and_its_work_goes_only_to_members_up_after_the_beat(
-            members in proptest::collection::vec((state(), 0u64..6000, any::<bool>(), any::<bool>(), any::<bool>()), 1..6),
+            members in proptest::collection::vec(
+                (state(), 0u64..6000, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+                1..6,
+            ),
         ) {
             let named: Vec<(String, MemberState)> =
                 members.iter().enumerate().map(|(i, (s, ..))| (format!("n{i}"), *s)).collect();
@@ -247,7 +254,10 @@ mod tests {
                 let i = index(name);
                 Silence { silent: Duration::from_millis(members[i].1), heard: members[i].2 }
             };
-            let ready = |name: &str| Ready { caught_up: members[index(name)].3, working: members[index(name)].4 };
+            let ready = |name: &str| {
+                let (_, _, _, caught_up, working, restarted) = members[index(name)];
+                Ready { caught_up, working, restarted }
+            };
             let judged = |i: usize, name: &str| match i {
                 0 => next(named[0].1, HEARD_NOW, READY),
                 _ => next(named[i].1, silence(name), ready(name)),
@@ -262,17 +272,19 @@ mod tests {
                 // A member that left stays gone.
                 prop_assert!(change.from != MemberState::Left && change.to != MemberState::Left);
                 prop_assert_ne!(change.from, change.to);
-                // DOWN only past DOWN_AFTER; SUSPECT only past SUSPECT_AFTER; UP again only
+                // DOWN only past DOWN_AFTER; SUSPECT only past SUSPECT_AFTER or restarted; UP again only
                 // once heard from within SUSPECT_AFTER, from DOWN only caught up, and from
                 // SUSPECT only with its work running.
                 let heard = change.node == "n0" || silence(&change.node).heard;
-                let Ready { caught_up: caught, working } = match change.node == "n0" {
+                let Ready { caught_up: caught, working, restarted } = match change.node == "n0" {
                     true => READY,
                     false => ready(&change.node),
                 };
                 match change.to {
                     MemberState::Down => prop_assert!(change.silent >= DOWN_AFTER),
-                    MemberState::Suspect => prop_assert!(change.silent >= SUSPECT_AFTER && change.silent < DOWN_AFTER),
+                    MemberState::Suspect => {
+                        prop_assert!((change.silent >= SUSPECT_AFTER || restarted) && change.silent < DOWN_AFTER)
+                    }
                     MemberState::Up => {
                         prop_assert!(change.silent < SUSPECT_AFTER && heard);
                         prop_assert!(change.from != MemberState::Down || caught);
@@ -342,6 +354,7 @@ mod tests {
         let behind = Ready {
             caught_up: false,
             working: false,
+            restarted: false,
         };
         // Restarted behind a long log: it beats, and runs nothing until it caught up. Its
         // work starts once it is UP, so that is not waited for.
@@ -349,12 +362,14 @@ mod tests {
         let caught = Ready {
             caught_up: true,
             working: false,
+            restarted: false,
         };
         assert_eq!(next(MemberState::Down, heard, caught), MemberState::Up);
         // A SUSPECT member whose work runs: heard from, it is UP whatever its log.
         let working = Ready {
             caught_up: false,
             working: true,
+            restarted: false,
         };
         assert_eq!(next(MemberState::Suspect, heard, working), MemberState::Up);
         // An UP member that lags (a load) stays UP: its lease is all that counts.
@@ -380,6 +395,7 @@ mod tests {
         let starting = Ready {
             caught_up: true,
             working: false,
+            restarted: false,
         };
         assert_eq!(next(MemberState::Suspect, heard, starting), MemberState::Suspect);
         assert_eq!(next(MemberState::Suspect, heard, READY), MemberState::Up);
@@ -389,6 +405,30 @@ mod tests {
             heard: true,
         };
         assert_eq!(next(MemberState::Suspect, long, READY), MemberState::Down);
+    }
+
+    #[test]
+    fn an_up_member_that_restarted_is_suspect_until_its_work_runs_again() {
+        // Back within 1.5 s: never silent long enough to be SUSPECT for it.
+        let heard = Silence {
+            silent: Duration::from_millis(300),
+            heard: true,
+        };
+        let restarted = Ready {
+            caught_up: true,
+            working: false,
+            restarted: true,
+        };
+        assert_eq!(next(MemberState::Up, heard, restarted), MemberState::Suspect);
+        assert_eq!(next(MemberState::Suspect, heard, restarted), MemberState::Suspect);
+        assert_eq!(next(MemberState::Suspect, heard, READY), MemberState::Up);
+        // Back from DOWN it starts its work only once UP: its restart is not held against it.
+        let back = Ready {
+            restarted: false,
+            ..restarted
+        };
+        assert_eq!(next(MemberState::Down, heard, back), MemberState::Up);
+        assert_eq!(next(MemberState::Up, heard, back), MemberState::Up);
     }
 
     #[test]

@@ -202,6 +202,7 @@ impl NodeLocal for NodeService {
             lease: self.cluster.leases.grant(&from, leads),
             applied: status.commit_index,
             running: self.cluster.leases.running(),
+            boot: self.cluster.boot(),
             // Room only while this node's work runs and takes new tasks: a node that left,
             // waits for its lease or drains for its stop keeps answering beats, and its last
             // rooms would draw tasks its scheduler cannot take.

@@ -61,7 +61,8 @@ pub enum MemberState {
     /// It holds its lease and runs its work.
     Up,
     /// The leader has not heard from it for a while (its work may still run), or heard from
-    /// it again before its work runs again (it restarted before it was declared DOWN).
+    /// it again before its work runs again (it restarted, however quickly, before it was
+    /// declared DOWN).
     Suspect,
     /// Its lease has lapsed: it stopped its work, which moved to the survivors. One that
     /// comes back stays DOWN until it has caught up with the leader's log and applied it
