@@ -446,7 +446,7 @@ async fn a_member_back_from_down_is_up_only_once_it_has_applied_the_log_not_only
         deadline.tick(&seen).await?;
     };
     // Beats for a second since, each judged with its log caught up: still DOWN.
-    heard_for_a_second(&nodes[0], "gamma", caught, |seen| {
+    let seen = heard_for_a_second(&nodes[0], "gamma", caught, |seen| {
         ensure!(
             seen["state"] == "DOWN",
             "gamma shown UP before it applied the log: {seen}"
@@ -454,6 +454,8 @@ async fn a_member_back_from_down_is_up_only_once_it_has_applied_the_log_not_only
         Ok(())
     })
     .await?;
+    // What keeps it DOWN is shown: its applied state 40 entries and more behind.
+    ensure!(seen["appliedLag"].as_i64().is_some_and(|lag| lag >= 40), "{seen}");
     ensure!(nodes[2].fault_marker("holding-apply"), "gamma's apply was let go");
     // It applies, and is UP.
     nodes[2].clear_fault("hold-apply")?;
@@ -481,7 +483,7 @@ async fn a_suspect_member_heard_again_is_up_only_once_its_work_runs() -> Result<
         Ok(())
     })
     .await?;
-    ensure!(seen["state"] == "SUSPECT", "{seen}");
+    ensure!(seen["state"] == "SUSPECT" && seen["working"] == false, "{seen}");
     // Its work starts again, and it is UP.
     nodes[2].clear_fault("hold-work")?;
     wait_member_state(&nodes[0], "gamma", "UP").await?;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::support::{error_code, text, Deadline, Node, NodeOpts, Subscription, WAIT};
 
 pub(super) const CLUSTER: &str =
-    "{ cluster { leader term commitIndex members { name address role state lag incarnation lastHeartbeat } } }";
+    "{ cluster { leader term commitIndex members { name address role state lag appliedLag working incarnation lastHeartbeat } } }";
 
 /// Starts `first` alone, then each of `rest` joining it, and waits until every node's log
 /// lists all of them.

@@ -26,6 +26,13 @@ pub struct LogMember {
     pub last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
     /// Entries the leader has that it has not confirmed yet; known on the leader only.
     pub lag: Option<u64>,
+    /// Entries this node had applied when it last beat the member that the member had not
+    /// applied when it answered (0 for this node itself); `None` when it did not answer
+    /// that beat.
+    pub applied_lag: Option<u64>,
+    /// Its work runs, as its answer to this node's last beat said (this node's own now);
+    /// `None` when it did not answer that beat.
+    pub working: Option<bool>,
     /// How many times it has started (grows at each start).
     pub incarnation: u64,
     /// What room its agents have for each capability they serve: as its last heartbeat
@@ -165,6 +172,10 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
                         .map(|ago| wall - ago)
                 }),
             };
+            let progress = match m.name == me {
+                true => Some((0, cluster.leases.running())),
+                false => cluster.progress(&m.name).map(|p| (p.applied_behind, p.running)),
+            };
             let state = shown_state(
                 record.map(|r| r.state),
                 cluster.status(&m.name) == Some(MemberStatus::Up),
@@ -185,6 +196,8 @@ pub async fn state(cluster: &Cluster, store: &Store) -> Result<ClusterState, Sto
                     .matched
                     .filter(|_| !status.lead_unconfirmed)
                     .map(|matched| status.last_log_index.saturating_sub(matched)),
+                applied_lag: progress.map(|(behind, _)| behind),
+                working: progress.map(|(_, running)| running),
                 role: m.role,
                 rooms: cluster.rooms_of(&m.name),
                 name: m.name,
@@ -315,6 +328,8 @@ pub(crate) async fn departed(store: &Store, node: &str) -> Result<LogMember, cra
         state: record.state,
         last_heartbeat: None,
         lag: None,
+        applied_lag: None,
+        working: None,
         incarnation,
         rooms: Default::default(),
     })

@@ -89,6 +89,15 @@ pub struct ClusterMember {
     /// Log entries the leader holds that this member has not confirmed yet; null when the
     /// node answering does not lead (only the leader knows).
     pub lag: Option<Int64>,
+    /// Log entries the answering node had applied when it last beat this member that the
+    /// member had not applied when it answered (0 for the answering node itself); null when
+    /// it did not answer that beat. A member back from DOWN is UP again only once this is
+    /// at most 16 on the leader, as well as its `lag` at most 64.
+    pub applied_lag: Option<Int64>,
+    /// Whether its work runs (it holds a lease and has started it), as its answer to the
+    /// answering node's last beat said (the answering node's own now); null when it did not
+    /// answer that beat. A SUSPECT member is UP again only once it says so.
+    pub working: Option<bool>,
     /// How many times the member has started.
     pub incarnation: Int64,
     /// When the answering node last heard from it (now for the answering node itself);
@@ -150,6 +159,8 @@ impl From<troupe_actors::cluster::replicated::LogMember> for ClusterMember {
             },
             last_heartbeat: m.last_heartbeat,
             lag: m.lag.map(Into::into),
+            applied_lag: m.applied_lag.map(Into::into),
+            working: m.working,
             incarnation: m.incarnation.into(),
             rooms: m
                 .rooms
