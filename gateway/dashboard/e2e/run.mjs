@@ -148,10 +148,11 @@ try {
     await expectText(page, "UNAUTHENTICATED");
   });
 
-  await step("sign in; the overview shows this node UP", async () => {
+  await step("sign in; the overview shows this node UP, its work running", async () => {
     await signIn(page, node.token);
     const members = page.getByRole("table").first();
     await members.getByText("UP").waitFor({ timeout: TIMEOUT });
+    await members.getByText("runs", { exact: true }).waitFor({ timeout: TIMEOUT });
     await shot(page, "overview");
   });
 

@@ -40,11 +40,13 @@ interface Member {
   role: string;
   state: string;
   lag: number | null;
+  appliedLag: number | null;
+  working: boolean | null;
   incarnation: number;
   lastHeartbeat: string | null;
 }
 
-const CLUSTER = `{ cluster { leader term commitIndex members { name address role state lag incarnation lastHeartbeat } } }`;
+const CLUSTER = `{ cluster { leader term commitIndex members { name address role state lag appliedLag working incarnation lastHeartbeat } } }`;
 
 function tally<T>(items: T[], of: (t: T) => string): [string, number][] {
   const m = new Map<string, number>();
@@ -160,6 +162,8 @@ export function Overview() {
                     <th scope="col">Role</th>
                     <th scope="col">Address</th>
                     <th scope="col">Lag</th>
+                    <th scope="col">Applied lag</th>
+                    <th scope="col">Work</th>
                     <th scope="col">Last heartbeat</th>
                   </tr>
                 </thead>
@@ -176,6 +180,8 @@ export function Overview() {
                       <td>{m.role}</td>
                       <td class="mono">{m.address}</td>
                       <td>{m.lag ?? "—"}</td>
+                      <td>{m.appliedLag ?? "—"}</td>
+                      <td>{m.working === null ? "—" : m.working ? "runs" : "not running"}</td>
                       <td>
                         <Time at={m.lastHeartbeat} />
                       </td>
