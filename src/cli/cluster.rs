@@ -34,7 +34,16 @@ pub enum Role {
     Learner,
 }
 
-const MEMBER: &[&str] = &["name", "state", "role", "address", "lag", "lastHeartbeat"];
+const MEMBER: &[&str] = &[
+    "name",
+    "state",
+    "role",
+    "address",
+    "lag",
+    "appliedLag",
+    "working",
+    "lastHeartbeat",
+];
 
 pub(super) async fn cluster(client: &Client, what: Cluster) -> Done {
     let fields = MEMBER.join(" ");

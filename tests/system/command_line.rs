@@ -60,6 +60,13 @@ async fn cluster_and_experiments_from_the_command_line_with_outputs_for_scripts_
         code == 0 && out.starts_with("leader solo") && out.contains("VOTER"),
         "{out}{err}"
     );
+    // With what a member coming back is judged by: its applied lag, whether its work runs.
+    let header = out.lines().find(|l| l.starts_with("NAME")).unwrap_or_default();
+    ensure!(header.contains("APPLIED_LAG  WORKING"), "{out}");
+    ensure!(
+        out.lines().any(|l| l.starts_with("solo") && l.contains(" true ")),
+        "{out}"
+    );
     // A role as GraphQL spells it is taken too (the API then refuses to demote the only voter).
     let (code, _, err) = troupe(&["cluster", "role", "solo", "LEARNER"], &at(&node)).await?;
     ensure!(code == 1 && !err.contains("invalid value"), "{code} {err}");
