@@ -107,9 +107,6 @@ pub(crate) struct Progress {
     pub applied_behind: u64,
     /// Its work runs (it holds a lease and started it).
     pub running: bool,
-    /// It is another process than the one that answered before it (it restarted), and has
-    /// not said its work runs since. Set from the answers (see [`Cluster::heard`]).
-    pub restarted: bool,
 }
 
 /// What membership keeps of a peer's answer to a beat (the beats are sent by the failover
@@ -346,10 +343,15 @@ impl Cluster {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(heard) = seen.get_mut(peer) {
             heard.restarting = false;
-            if let Some(progress) = heard.progress.as_mut() {
-                progress.restarted = false;
-            }
         }
+    }
+
+    /// Whether `peer` is another process than the one that answered before it (it
+    /// restarted) and has not said its work runs since, if it answered the last beat.
+    pub(crate) fn restarted(&self, peer: &str) -> Option<bool> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(peer)
+            .and_then(|heard| heard.progress.map(|_| heard.restarting))
     }
 
     /// How far `peer` had come by its answer to the last beat, if it answered that beat.
@@ -438,10 +440,7 @@ impl Cluster {
                 last: now,
                 dropped: false,
                 rooms: answer.rooms,
-                progress: Some(Progress {
-                    restarted,
-                    ..answer.progress
-                }),
+                progress: Some(answer.progress),
                 boot: answer.boot,
                 restarting: restarted,
             };
@@ -538,11 +537,10 @@ mod tests {
             progress: Progress {
                 applied_behind: 0,
                 running,
-                restarted: false,
             },
             boot,
         };
-        let restarted = || cluster.progress("b").map(|p| p.restarted);
+        let restarted = || cluster.restarted("b");
         let now = Instant::now();
         // Its first answer is no restart, working or not (it just joined).
         cluster.heard(vec![answer(7, false)], now);

@@ -71,7 +71,6 @@ pub(crate) async fn heartbeat(cluster: Cluster, store: Store, sink: BeatSink) {
                 progress: Progress {
                     applied_behind: applied.saturating_sub(ack.applied),
                     running: ack.running,
-                    restarted: false,
                 },
                 boot: ack.boot,
             });

@@ -282,7 +282,7 @@ async fn judge(
             super::tick::Ready {
                 caught_up: super::tick::caught_up(status.caught_up(name), progress.map(|p| p.applied_behind)),
                 working: progress.is_some_and(|p| p.running),
-                restarted: progress.is_some_and(|p| p.restarted),
+                restarted: cluster.restarted(name).unwrap_or(false),
             }
         },
     );

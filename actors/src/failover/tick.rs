@@ -41,7 +41,7 @@ pub(super) struct Ready {
     pub(super) caught_up: bool,
     /// Its work runs: it holds a lease and has started it.
     pub(super) working: bool,
-    /// It restarted, and has not said its work runs since (see `cluster::Progress`).
+    /// It restarted, and has not said its work runs since (see `Cluster::restarted`).
     pub(super) restarted: bool,
 }
 

@@ -66,12 +66,19 @@ fn hold(dir: &std::path::Path, batch: &Batch) {
         }
         _ => None,
     });
-    let Some(table) = held else { return };
-    let marker = dir.join(format!("holding-{table}"));
+    if let Some(table) = held {
+        hold_while(dir, table);
+    }
+}
+
+/// Holds this thread while the gate `hold-<name>` is set in `dir` (at most a minute), with
+/// `holding-<name>` present while it does, so a test can tell it is held.
+fn hold_while(dir: &std::path::Path, name: &str) {
+    let (gate, marker) = (dir.join(format!("hold-{name}")), dir.join(format!("holding-{name}")));
     let _ = std::fs::write(&marker, b"");
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while gate(table).exists() && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    let until = Instant::now() + Duration::from_secs(60);
+    while gate.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
     }
     let _ = std::fs::remove_file(&marker);
 }
@@ -123,17 +130,11 @@ pub fn gate_is_set(name: &str) -> bool {
 /// most a minute), with `holding-apply` present while it does: its log takes entries, its
 /// tables do not, as on a member that has a long log to apply.
 pub(super) async fn hold_apply() {
-    let Some(gates) = GATES.get() else { return };
-    if !gates.is_set("hold-apply") {
+    let Some(gates) = GATES.get().filter(|gates| gates.is_set("hold-apply")) else {
         return;
-    }
-    let marker = gates.0.join("holding-apply");
-    let _ = std::fs::write(&marker, b"");
-    let until = tokio::time::Instant::now() + Duration::from_secs(60);
-    while gates.is_set("hold-apply") && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let _ = std::fs::remove_file(&marker);
+    };
+    let dir = gates.0.clone();
+    let _ = tokio::task::spawn_blocking(move || hold_while(&dir, "apply")).await;
 }
 
 /// The [`NamedGates`] of `dir`, as [`gates_in`] decides for the store's.

@@ -174,7 +174,6 @@ async fn a_keyed_call_to_a_peer_no_longer_connected_says_nothing_was_done_there(
         progress: crate::cluster::Progress {
             applied_behind: 0,
             running: true,
-            restarted: false,
         },
         boot: 1,
     };
