@@ -34,6 +34,17 @@ fn gates(nodes: &[Node], at: usize, prefix: &str, on: bool) -> Result<()> {
     Ok(())
 }
 
+/// A swarm of no members made on `node`, for its memory: its id.
+async fn empty_swarm(node: &Node, name: &str) -> Result<String> {
+    let made = node
+        .gql_ok(
+            "mutation($n: String!) { createSwarm(input: { name: $n, templates: [] }) { id } }",
+            json!({ "n": name }),
+        )
+        .await?;
+    text(&made, "/createSwarm/id")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_catches_up_from_a_snapshot_starts_what_moved_to_it_and_keeps_its_own_work() -> Result<()> {
     // (And runs the tasks placed on it meanwhile: its scheduler's queue follows a snapshot
@@ -104,13 +115,7 @@ async fn a_member_that_catches_up_from_a_snapshot_starts_what_moved_to_it_and_ke
         ensure!(super::replicated::held_by(&nodes[0], &task).await? == "gamma", "{task}");
         placed.push(task);
     }
-    let swarm = nodes[0]
-        .gql_ok(
-            "mutation { createSwarm(input: { name: \"filler\", templates: [] }) { id } }",
-            json!({}),
-        )
-        .await?;
-    let swarm = text(&swarm, "/createSwarm/id")?;
+    let swarm = empty_swarm(&nodes[0], "filler").await?;
     let set = "mutation($id: ID!, $v: Int64!) { setSwarmMemory(id: $id, key: \"k\", value: $v) { version } }";
     for v in 0..200 {
         nodes[0].gql_ok(set, json!({ "id": swarm, "v": v })).await?;
@@ -140,6 +145,59 @@ async fn a_member_that_catches_up_from_a_snapshot_starts_what_moved_to_it_and_ke
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_installing_a_snapshot_catches_up_from_the_log_after_it_while_the_cluster_writes_on() -> Result<()> {
+    // The leader snapshotted every 40 entries and purged the log behind, whoever still
+    // needed it: a member that installed a snapshot while the others wrote on found the log
+    // after it purged, was sent the next one, and under a steady load never caught up.
+    let node = |name: &str| NodeOpts::named(name).arg("--raft-snapshot-every", 40);
+    let nodes = start_cluster(node("alpha"), vec![node("beta"), node("gamma")]).await?;
+    for m in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[0], m, "UP").await?;
+    }
+    let swarm = empty_swarm(&nodes[0], "filler").await?;
+    let set = "mutation($id: ID!, $v: Int64!) { setSwarmMemory(id: $id, key: \"k\", value: $v) { version } }";
+    // gamma falls behind a log purged past its own: it can catch up only from a snapshot.
+    cut_log(&nodes, 2, true)?;
+    for v in 0..100 {
+        nodes[0].gql_ok(set, json!({ "id": swarm, "v": v })).await?;
+    }
+    // Back, it is sent a snapshot whose install is held, while 80 more entries commit: two
+    // snapshots' worth, under the four a leader holds one back for at most.
+    let installed = "installed a snapshot";
+    let before = nodes[2].logged(installed);
+    nodes[2].inject_fault("hold-apply")?;
+    cut_log(&nodes, 2, false)?;
+    let deadline = Deadline::after(WAIT, "gamma's install of a snapshot to be held");
+    while !nodes[2].fault_marker("holding-apply") {
+        deadline.tick(nodes[2].log_tail()).await?;
+    }
+    for v in 100..180 {
+        nodes[0].gql_ok(set, json!({ "id": swarm, "v": v })).await?;
+    }
+    let commit = |seen: &serde_json::Value| seen["cluster"]["commitIndex"].as_i64().unwrap_or(0);
+    let last = commit(&nodes[0].gql_ok("{ cluster { commitIndex } }", json!({})).await?);
+    nodes[2].clear_fault("hold-apply")?;
+    let deadline = Deadline::after(WAIT, "gamma to catch up");
+    loop {
+        let seen = nodes[2].gql_ok("{ cluster { commitIndex } }", json!({})).await?;
+        if commit(&seen) >= last {
+            break;
+        }
+        deadline.tick(&seen).await?;
+    }
+    // From the log after the one snapshot it was sent, not from another.
+    let snapshots = nodes[2].logged(installed) - before;
+    ensure!(
+        snapshots == 1,
+        "gamma installed {snapshots} snapshots to catch up: the log after the first was purged while it installed it"
+    );
+    let q = "query($id: ID!) { swarm(id: $id) { memory { key value } } }";
+    let memory = nodes[2].gql_ok(q, json!({ "id": swarm })).await?;
+    ensure!(memory["swarm"]["memory"][0]["value"] == 179, "{memory}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_refuses_writes_while_the_majority_moves_its_agents_and_goes_on() -> Result<()> {
     let nodes = start_cluster(
         NodeOpts::named("alpha"),
@@ -151,13 +209,7 @@ async fn a_node_cut_off_refuses_writes_while_the_majority_moves_its_agents_and_g
     for m in ["alpha", "beta", "gamma"] {
         wait_member_state(&nodes[0], m, "UP").await?;
     }
-    let swarm = nodes[2]
-        .gql_ok(
-            "mutation { createSwarm(input: { name: \"cut\", templates: [] }) { id } }",
-            json!({}),
-        )
-        .await?;
-    let swarm = text(&swarm, "/createSwarm/id")?;
+    let swarm = empty_swarm(&nodes[2], "cut").await?;
     let cas = "mutation($id: ID!, $v: Int64!) { setSwarmMemory(id: $id, key: \"k\", value: $v, expectVersion: $v) { version } }";
     nodes[2].gql_ok(cas, json!({ "id": swarm, "v": 0 })).await?;
 

@@ -126,9 +126,10 @@ pub fn gate_is_set(name: &str) -> bool {
     GATES.get().is_some_and(|gates| gates.is_set(name))
 }
 
-/// Holds the state machine before it applies entries while the gate `hold-apply` is set (at
-/// most a minute), with `holding-apply` present while it does: its log takes entries, its
-/// tables do not, as on a member that has a long log to apply.
+/// Holds the state machine before it applies entries or installs a snapshot while the gate
+/// `hold-apply` is set (at most a minute), with `holding-apply` present while it does: its
+/// log takes entries, its tables do not, as on a member that has a long log to apply or a
+/// large snapshot to install.
 pub(super) async fn hold_apply() {
     let Some(gates) = GATES.get().filter(|gates| gates.is_set("hold-apply")) else {
         return;

@@ -29,6 +29,7 @@ mod proposal;
 mod read;
 mod recover;
 pub(super) mod session;
+mod snapshots;
 pub(super) mod status;
 
 use std::collections::BTreeMap;
@@ -476,6 +477,11 @@ pub(super) fn refused(
     }
 }
 
+/// The entries kept behind each snapshot, for a follower only a little behind.
+fn keep_behind_snapshot(timing: &Timing) -> u64 {
+    (timing.snapshot_every / 20).clamp(1, KEEP_BEHIND_SNAPSHOT)
+}
+
 fn config(timing: &Timing) -> Result<Config, StoreError> {
     let millis = |d: Duration| d.as_millis() as u64;
     Config {
@@ -484,11 +490,12 @@ fn config(timing: &Timing) -> Result<Config, StoreError> {
         election_timeout_min: millis(timing.election_min),
         election_timeout_max: millis(timing.election_max),
         install_snapshot_timeout: millis(SNAPSHOT_INSTALL_AT_MOST),
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+        // Taken by `snapshots::keep`, which holds one back for a member catching up.
+        snapshot_policy: SnapshotPolicy::Never,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         replication_lag_threshold: CAUGHT_UP_WITHIN_ENTRIES,
-        max_in_snapshot_log_to_keep: (timing.snapshot_every / 20).clamp(1, KEEP_BEHIND_SNAPSHOT),
+        max_in_snapshot_log_to_keep: keep_behind_snapshot(timing),
         // Troupe's own timer stands, after a pre-vote (see `prevote`).
         enable_elect: false,
         ..Config::default()
@@ -508,18 +515,26 @@ pub(super) async fn start(
 ) -> Result<(Raft, log::Durable), StoreError> {
     let id = log::node_id(&log_db)?;
     tables.forwarded.belongs_to(id);
-    let logs = log::LogStore::new(log_db, tables.clone());
+    let seen = Arc::new(snapshots::Seen::default());
+    let logs = log::LogStore::new(log_db, tables.clone(), seen.clone());
     let durable = logs.durable();
     let machine = machine::Machine::new(tables, snapshots)?.gated_by(durable.clone());
     let raft = Raft::new(
         id,
         Arc::new(config(&identity.timing)?),
-        network::Network::new(transport, durable.clone()),
+        network::Network::new(transport, durable.clone(), seen.clone()),
         logs,
         machine,
     )
     .await
     .map_err(|e| StoreError::Database(format!("raft: {e}")))?;
+    let timing = &identity.timing;
+    tokio::spawn(snapshots::keep(
+        raft.clone(),
+        timing.snapshot_every,
+        keep_behind_snapshot(timing),
+        seen,
+    ));
     let fatal = |e: openraft::error::Fatal<NodeId>| StoreError::Database(format!("raft: {e}"));
     if identity.start == Start::Alone && !raft.is_initialized().await.map_err(fatal)? {
         let members = BTreeMap::from([(id, BasicNode::new(&identity.name))]);

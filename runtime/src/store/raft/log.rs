@@ -23,6 +23,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogId, LogState, RaftLogId, RaftLogReader, StorageError, Vote};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+use super::snapshots::Seen;
 use super::{blocking, read_error, read_state, write_error, NodeId, Troupe, RAFT_LOG, RAFT_STATE};
 use crate::codec;
 use crate::store::apply::Tables;
@@ -149,15 +150,18 @@ pub(super) struct LogStore {
     recent: Recent,
     /// The committed log id openraft saved last, until an append writes it.
     committed: Arc<std::sync::Mutex<Option<Option<LogId<NodeId>>>>>,
+    /// Told of each purge at once: a snapshot the log moved past is not sent.
+    seen: Arc<Seen>,
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>, tables: Arc<Tables>) -> Self {
+    pub fn new(db: Arc<Database>, tables: Arc<Tables>, seen: Arc<Seen>) -> Self {
         Self {
             durable: Durable::start(db.clone(), tables),
             db,
             recent: Recent::default(),
             committed: Arc::default(),
+            seen,
         }
     }
 
@@ -364,6 +368,7 @@ impl RaftLogStorage<Troupe> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.seen.purged_through(log_id.index);
         self.recent().keep(log_id.index + 1, true);
         self.written(Work::Purge(log_id)).await
     }

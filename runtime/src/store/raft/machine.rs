@@ -472,6 +472,7 @@ impl RaftStateMachine<Troupe> for Machine {
     ) -> Result<(), StorageError<NodeId>> {
         let mut file = *snapshot;
         file.flush().await.map_err(write_error)?;
+        super::super::fault::hold_apply().await;
         let mut file = file.into_std().await;
         let received = self.receiving.take();
         let (tables, owned) = (self.tables.clone(), meta.clone());

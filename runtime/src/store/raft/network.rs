@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::log::Durable;
+use super::snapshots::Seen;
 use super::{Applied, NodeId, Proposal, Troupe};
 use crate::codec;
 use crate::store::{Store, StoreError};
@@ -177,11 +178,12 @@ impl TransportSlot {
 pub(super) struct Network {
     slot: TransportSlot,
     durable: Durable,
+    seen: Arc<Seen>,
 }
 
 impl Network {
-    pub fn new(slot: TransportSlot, durable: Durable) -> Self {
-        Self { slot, durable }
+    pub fn new(slot: TransportSlot, durable: Durable, seen: Arc<Seen>) -> Self {
+        Self { slot, durable, seen }
     }
 }
 
@@ -194,6 +196,7 @@ impl RaftNetworkFactory<Troupe> for Network {
             target,
             name: node.addr.clone(),
             durable: self.durable.clone(),
+            seen: self.seen.clone(),
         }
     }
 }
@@ -204,6 +207,8 @@ pub(super) struct Client {
     name: String,
     /// This node's log, durable up to what a request or an answer speaks for.
     durable: Durable,
+    /// Whom it heard from, and sends snapshots to: what holds a snapshot back.
+    seen: Arc<Seen>,
 }
 
 type Failed<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -260,6 +265,7 @@ impl Client {
             .send(&self.name, kind, bytes, within)
             .await
             .map_err(|why| RPCError::Unreachable(Unreachable::from(AnyError::error(why.to_string()))))?;
+        self.seen.answered(self.target);
         let answer: Result<A, RaftError<NodeId, E>> =
             codec::decode(&answer).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -299,6 +305,15 @@ impl RaftNetwork<Troupe> for Client {
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, Failed<InstallSnapshotError>> {
         let within = chunk_within(rpc.done, rpc.offset + rpc.data.len() as u64);
+        let index = rpc.meta.last_log_id.map_or(0, |l| l.index);
+        if rpc.offset == 0 && self.seen.purged_past(index) {
+            // openraft gives up on this snapshot after a few refusals and sends the newest.
+            let why = format!(
+                "the snapshot at {index} is older than the log this node kept after it: a newer one is sent instead"
+            );
+            return Err(RPCError::Network(NetworkError::new(&AnyError::error(why))));
+        }
+        let _sending = self.seen.sending(self.target);
         self.call_within(RpcKind::Snapshot, &rpc, within).await
     }
 

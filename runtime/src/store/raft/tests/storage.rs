@@ -23,7 +23,7 @@ impl StoreBuilder<Troupe, LogStore, Machine, tempfile::TempDir> for Builder {
         let (live, _) = tokio::sync::broadcast::channel(16);
         let log = Arc::new(redb::Database::create(dir.path().join("db.log.redb")).unwrap());
         let tables = Arc::new(Tables::open(db, live, 0).unwrap());
-        let logs = LogStore::new(log, tables.clone());
+        let logs = LogStore::new(log, tables.clone(), Default::default());
         let machine = Machine::new(tables, dir.path().join("db.snapshots"))
             .unwrap()
             .gated_by(logs.durable());
