@@ -147,6 +147,12 @@ bench-alerts: build
 bench-cli: build
 	TROUPE_BIN=$${TROUPE_BIN:-$(CURDIR)/target/release/troupe} python3 benches/cli/run.py $(ARGS)
 
+# A member that needs a snapshot catching up while the cluster writes on
+# (benches/snapshot_catch_up.py; BENCHMARKS.md), e.g. make bench-snapshot-catch-up ARGS="--every 400"
+.PHONY: bench-snapshot-catch-up
+bench-snapshot-catch-up: build
+	python3 benches/snapshot_catch_up.py $${TROUPE_BIN:-$(CURDIR)/target/release/troupe} $(ARGS)
+
 fmt:
 	$(CARGO) fmt --all
 
