@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """A member that needs a snapshot catching up while the cluster writes on, through the front door.
 
-    benches/snapshot_catch_up.py [BIN] [--every N] [--clients N] [--backlog S] [--within S]
+    benches/snapshot_catch_up.py [BIN] [--every N] [--clients N] [--backlog S] [--within S] [--join]
 
 Starts nodes a, b and c on loopback (in a temporary directory) with a snapshot every N log
 entries (default 100, so the log is purged past c within seconds), one echo agent on a, and
 CLIENTS (default 16) clients submitting tasks to b one after another over GraphQL. c is
 stopped with SIGTERM at once and started again after BACKLOG seconds (default 8) of writes,
 which go on; then it must catch up with a's commit index (within 50 entries) while they
-do. Prints how long that took (or that it did not within WITHIN seconds, default 90), how
-many snapshots c installed on the way, the submits acknowledged and failed, and the
-elections. BIN defaults to target/release/troupe.
+do. With --join, c is not stopped: a fourth node, d, joins after the backlog instead, and
+must catch up the same way. Prints how long that took (or that it did not within WITHIN
+seconds, default 90), how many snapshots the member installed on the way, the submits
+acknowledged and failed, and the elections. BIN defaults to target/release/troupe.
 """
 import argparse
 import json
@@ -30,6 +31,7 @@ parser.add_argument("--every", type=int, default=100)
 parser.add_argument("--clients", type=int, default=16)
 parser.add_argument("--backlog", type=float, default=8)
 parser.add_argument("--within", type=float, default=90)
+parser.add_argument("--join", action="store_true", help="a new member d joins instead of c restarting")
 args = parser.parse_args()
 BIN = os.path.realpath(args.bin)
 ROOT = tempfile.mkdtemp(prefix="troupe-snapshot-catch-up-")
@@ -48,7 +50,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-CLUSTER = {name: free_port() for name in "abc"}
+CLUSTER = {name: free_port() for name in "abcd"}
+LATE = "d" if args.join else "c"
 procs = {}
 
 
@@ -93,7 +96,8 @@ def cluster(name, token):
 
 
 def installed():
-    return open(f"{ROOT}/c.log").read().count(INSTALLED)
+    log = f"{ROOT}/{LATE}.log"
+    return open(log).read().count(INSTALLED) if os.path.exists(log) else 0
 
 
 try:
@@ -117,8 +121,9 @@ try:
             acked[0] += ok
             failed[0] += not ok
 
-    procs["c"].send_signal(signal.SIGTERM)
-    procs["c"].wait()
+    if not args.join:
+        procs["c"].send_signal(signal.SIGTERM)
+        procs["c"].wait()
     clients = [threading.Thread(target=client) for _ in range(args.clients)]
     for t in clients:
         t.start()
@@ -126,12 +131,12 @@ try:
     before = installed()
     behind = cluster("a", token)["commitIndex"]
     started = time.time()
-    start("c")
+    start(LATE)
     caught = None
     while time.time() - started < args.within:
         try:
-            leader, c = cluster("a", token)["commitIndex"], cluster("c", token)["commitIndex"]
-            if c >= leader - 50:
+            leader, late = cluster("a", token)["commitIndex"], cluster(LATE, token)["commitIndex"]
+            if late >= leader - 50:
                 caught = time.time() - started
                 break
         except Exception:
@@ -140,14 +145,15 @@ try:
     stop.set()
     for t in clients:
         t.join()
-    print(f"snapshot every {args.every} entries, {args.clients} clients through b, c stopped for "
-          f"{args.backlog:.0f} s ({behind} entries committed by then)")
+    late = "d joined" if args.join else "c started again"
+    print(f"snapshot every {args.every} entries, {args.clients} clients through b, {late} after "
+          f"{args.backlog:.0f} s of writes ({behind} entries committed by then)")
     if caught is None:
-        print(f"c did not catch up within {args.within:.0f} s: at {cluster('c', token)['commitIndex']} "
-              f"of a's {cluster('a', token)['commitIndex']}")
+        print(f"{LATE} did not catch up within {args.within:.0f} s (a's commit index "
+              f"{cluster('a', token)['commitIndex']}; a joining node answers only once admitted)")
     else:
-        print(f"c started again to caught up (within 50 entries of a's commit index): {caught:.1f} s")
-    print(f"snapshots c installed meanwhile: {installed() - before}")
+        print(f"{late} to caught up (within 50 entries of a's commit index): {caught:.1f} s")
+    print(f"snapshots {LATE} installed meanwhile: {installed() - before}")
     print(f"submits acknowledged / failed: {acked[0]} / {failed[0]}; "
           f"elections: {cluster('a', token)['term'] - term}")
 finally:
