@@ -34,8 +34,8 @@ const LOOKED_AT_EVERY: Duration = Duration::from_millis(200);
 #[derive(Debug, Default)]
 pub(super) struct Seen {
     members: Mutex<HashMap<NodeId, Member>>,
-    /// One past the last entry purged from this member's log (0: none), as its Raft metrics
-    /// last said.
+    /// One past the last entry purged from this member's log (0: none), as its log or its
+    /// Raft metrics last said.
     purged: AtomicU64,
 }
 
@@ -114,8 +114,7 @@ pub(super) struct Follower {
 /// appends behind, still needs, until the log since the snapshot is [`HELD_AT_MOST`] times
 /// `every`.
 pub(super) fn due(applied: u64, snapshot: Option<u64>, every: u64, keep: u64, followers: &[Follower]) -> bool {
-    // Counted as openraft counts: entries after the snapshot's, from index 0 with none.
-    let since = (applied + 1).saturating_sub(snapshot.map_or(0, |s| s + 1));
+    let since = since(applied, snapshot);
     if since < every {
         return false;
     }
@@ -127,6 +126,12 @@ pub(super) fn due(applied: u64, snapshot: Option<u64>, every: u64, keep: u64, fo
     // on their way), not catching up.
     let behind = |m: u64| m < purged_to && m + super::CAUGHT_UP_WITHIN_ENTRIES < applied;
     !followers.iter().any(|f| f.catching_up && f.matched.is_none_or(behind))
+}
+
+/// The entries applied since the snapshot at `snapshot`, counted as openraft counts them
+/// (from index 0 with none).
+fn since(applied: u64, snapshot: Option<u64>) -> u64 {
+    (applied + 1).saturating_sub(snapshot.map_or(0, |s| s + 1))
 }
 
 /// Snapshots this member's state by [`due`] for as long as its Raft runs.
@@ -153,7 +158,7 @@ pub(super) async fn keep(raft: Raft, every: u64, keep: u64, seen: Arc<Seen>) {
             (m.last_applied.map(|l| l.index), m.snapshot.map(|l| l.index), followers)
         };
         let Some(applied) = applied else { continue };
-        let since = (applied + 1).saturating_sub(snapshot.map_or(0, |s| s + 1));
+        let since = since(applied, snapshot);
         match (due(applied, snapshot, every, keep, &followers), since >= every) {
             (true, _) => {
                 held = false;
