@@ -81,6 +81,9 @@ async fn a_raft_lane_listens_where_raft_listen_says_and_the_log_travels_on_it() 
         let zero = format!("troupe_raft_pre_votes_total{{outcome=\"{outcome}\"}} 0");
         ensure!(metrics.lines().any(|l| l == zero), "no {zero}: {metrics}");
     }
+    // So are the snapshots held back for a member catching up.
+    let held = "troupe_raft_snapshots_total{event=\"held\"} 0";
+    ensure!(metrics.lines().any(|l| l == held), "no {held}: {metrics}");
     Ok(())
 }
 

@@ -194,6 +194,17 @@ async fn a_member_installing_a_snapshot_catches_up_from_the_log_after_it_while_t
     let q = "query($id: ID!) { swarm(id: $id) { memory { key value } } }";
     let memory = nodes[2].gql_ok(q, json!({ "id": swarm })).await?;
     ensure!(memory["swarm"]["memory"][0]["value"] == 179, "{memory}");
+    // The leader counts the snapshots it held back, gamma those it installed.
+    let count = |metrics: &str, event: &str| {
+        let line = format!("troupe_raft_snapshots_total{{event=\"{event}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str())?.parse::<f64>().ok())
+            .unwrap_or_default()
+    };
+    let (alpha, gamma) = (nodes[0].metrics().await?, nodes[2].metrics().await?);
+    ensure!(count(&alpha, "held") >= 1.0, "alpha held no snapshot back: {alpha}");
+    ensure!(count(&gamma, "installed") >= 1.0, "{gamma}");
     Ok(())
 }
 

@@ -495,6 +495,7 @@ impl RaftStateMachine<Troupe> for Machine {
             }
         };
         tracing::info!(last = ?meta.last_log_id, bytes, "installed a snapshot of the cluster's state");
+        metrics::counter!(super::snapshots::COUNTED, "event" => "installed").increment(1);
         // Kept, to send on to a member that needs it in turn.
         if let Some(received) = received {
             let path = self.snapshots.new_path(&uuid::Uuid::new_v4().simple().to_string());
@@ -548,6 +549,7 @@ impl RaftSnapshotBuilder<Troupe> for Builder {
             snapshot_id: format!("{}-{name}", applied.map_or(0, |id| id.index)),
         };
         tracing::debug!(last = ?applied, path = %path.display(), "built a snapshot");
+        metrics::counter!(super::snapshots::COUNTED, "event" => "built").increment(1);
         let (snapshots, kept) = (self.snapshots.clone(), meta.clone());
         // Off the Raft runtime's thread: holding it syncs its file.
         let _ = blocking(move || {

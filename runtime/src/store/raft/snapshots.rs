@@ -28,6 +28,9 @@ const ANSWERED_WITHIN: Duration = Duration::from_secs(2);
 const HELD_AT_MOST: u64 = 4;
 /// How often the rule is looked at, at most (on a change of this member's Raft metrics).
 const LOOKED_AT_EVERY: Duration = Duration::from_millis(200);
+/// This member's snapshots, by `event`: `built`, `installed` (sent by its leader), `held`
+/// (a snapshot that was due waited for a member catching up).
+pub(super) const COUNTED: &str = "troupe_raft_snapshots_total";
 
 /// What this member's Raft network saw of each member it sends to, and how far its own log
 /// is purged.
@@ -136,6 +139,9 @@ fn since(applied: u64, snapshot: Option<u64>) -> u64 {
 
 /// Snapshots this member's state by [`due`] for as long as its Raft runs.
 pub(super) async fn keep(raft: Raft, every: u64, keep: u64, seen: Arc<Seen>) {
+    for event in ["built", "installed", "held"] {
+        metrics::counter!(COUNTED, "event" => event).increment(0);
+    }
     let mut metrics = raft.metrics();
     let mut held = false;
     while metrics.changed().await.is_ok() {
@@ -168,6 +174,7 @@ pub(super) async fn keep(raft: Raft, every: u64, keep: u64, seen: Arc<Seen>) {
             }
             (false, true) => {
                 if !std::mem::replace(&mut held, true) {
+                    metrics::counter!(COUNTED, "event" => "held").increment(1);
                     tracing::info!(
                         since,
                         "a member catching up still needs the log a snapshot would purge: the snapshot waits"
