@@ -306,14 +306,14 @@ impl RaftNetwork<Troupe> for Client {
     ) -> Result<InstallSnapshotResponse<NodeId>, Failed<InstallSnapshotError>> {
         let within = chunk_within(rpc.done, rpc.offset + rpc.data.len() as u64);
         let index = rpc.meta.last_log_id.map_or(0, |l| l.index);
-        if rpc.offset == 0 && self.seen.purged_past(index) {
-            // openraft gives up on this snapshot after a few refusals and sends the newest.
+        if self.seen.purged_past(index) {
+            // openraft gives up on this snapshot after a few refusals and sends the newest
+            // (also part of the way through: installed, it would only be followed by another).
             let why = format!(
                 "the snapshot at {index} is older than the log this node kept after it: a newer one is sent instead"
             );
             return Err(RPCError::Network(NetworkError::new(&AnyError::error(why))));
         }
-        let _sending = self.seen.sending(self.target);
         self.call_within(RpcKind::Snapshot, &rpc, within).await
     }
 

@@ -6,8 +6,8 @@
 //! it, was sent the next snapshot, and so on: with 100 entries between snapshots and 16
 //! clients writing, a restarted member installed 16 snapshots in 90 s and was still behind.
 //! Here the leader holds its next snapshot back while a member it replicates to is catching
-//! up (a snapshot is on its way to it, or it answered lately, and it is more than a few
-//! appends behind) and would lose log it still needs. A member that answers nothing (down,
+//! up (it answered a Raft request lately, and is more than a few appends behind) and would
+//! lose log it still needs. A member that answers nothing (down,
 //! cut off) holds nothing back, and neither does anyone once the log since the last
 //! snapshot is [`HELD_AT_MOST`] times the usual. Nor is a member sent a snapshot the log
 //! has moved past ([`Seen::purged_past`]): it would need the next one at once.
@@ -21,13 +21,20 @@ use openraft::ServerState;
 
 use super::{NodeId, Raft};
 
-/// A member that answered a Raft request this recently is catching up, not gone.
+/// A member that answered a Raft request this recently is catching up, not gone. openraft
+/// goes on sending heartbeats to a member while it streams it a snapshot, so one that takes
+/// a snapshot answers every 100 ms; a send that hangs (a member cut off) answers nothing.
 const ANSWERED_WITHIN: Duration = Duration::from_secs(2);
 /// The log since the last snapshot is held back at most this many times the usual, whoever
 /// would still need it: the log's file stays bounded.
 const HELD_AT_MOST: u64 = 4;
 /// How often the rule is looked at, at most (on a change of this member's Raft metrics).
 const LOOKED_AT_EVERY: Duration = Duration::from_millis(200);
+/// How long a snapshot asked for may take to be built before it is asked for again: a
+/// snapshot asked for while the last one was still being built (its metrics not yet
+/// moved) was built right after it, and purged the log that a member being sent the first
+/// one needed next (found with 300 MB of state: the member installed both).
+const BUILT_WITHIN: Duration = Duration::from_secs(600);
 /// This member's snapshots, by `event`: `built`, `installed` (sent by its leader), `held`
 /// (a snapshot that was due waited for a member catching up).
 pub(super) const COUNTED: &str = "troupe_raft_snapshots_total";
@@ -46,8 +53,6 @@ pub(super) struct Seen {
 struct Member {
     /// When it last answered a Raft request.
     answered: Option<Instant>,
-    /// Snapshots being sent to it now.
-    snapshots: usize,
 }
 
 impl Seen {
@@ -59,12 +64,6 @@ impl Seen {
     /// `id` answered a Raft request now.
     pub(super) fn answered(&self, id: NodeId) {
         self.with(id, |m| m.answered = Some(Instant::now()));
-    }
-
-    /// A snapshot's chunk is on its way to `id` until the guard is dropped.
-    pub(super) fn sending(self: &Arc<Self>, id: NodeId) -> Sending {
-        self.with(id, |m| m.snapshots += 1);
-        Sending { seen: self.clone(), id }
     }
 
     /// Whether the log after a snapshot that ends at `index` is purged here: a member sent
@@ -81,25 +80,12 @@ impl Seen {
         self.purged.fetch_max(index + 1, Ordering::Relaxed);
     }
 
-    /// Whether `id` is catching up as far as this member can tell: a snapshot is on its way
-    /// to it, or it answered lately.
+    /// Whether `id` is catching up as far as this member can tell: it answered lately.
     fn catching_up(&self, id: NodeId, now: Instant) -> bool {
         self.with(id, |m| {
-            m.snapshots > 0
-                || m.answered
-                    .is_some_and(|t| now.saturating_duration_since(t) <= ANSWERED_WITHIN)
+            m.answered
+                .is_some_and(|t| now.saturating_duration_since(t) <= ANSWERED_WITHIN)
         })
-    }
-}
-
-pub(super) struct Sending {
-    seen: Arc<Seen>,
-    id: NodeId,
-}
-
-impl Drop for Sending {
-    fn drop(&mut self) {
-        self.seen.with(self.id, |m| m.snapshots = m.snapshots.saturating_sub(1));
     }
 }
 
@@ -131,6 +117,13 @@ pub(super) fn due(applied: u64, snapshot: Option<u64>, every: u64, keep: u64, fo
     !followers.iter().any(|f| f.catching_up && f.matched.is_none_or(behind))
 }
 
+/// Whether the snapshot asked for when the last one was `asked` is still being built, the
+/// last one being `snapshot` now.
+fn building(asked: (Option<u64>, Instant), snapshot: Option<u64>, now: Instant) -> bool {
+    let (last, when) = asked;
+    last == snapshot && now.saturating_duration_since(when) < BUILT_WITHIN
+}
+
 /// The entries applied since the snapshot at `snapshot`, counted as openraft counts them
 /// (from index 0 with none).
 fn since(applied: u64, snapshot: Option<u64>) -> u64 {
@@ -144,6 +137,9 @@ pub(super) async fn keep(raft: Raft, every: u64, keep: u64, seen: Arc<Seen>) {
     }
     let mut metrics = raft.metrics();
     let mut held = false;
+    // The last snapshot when one was asked for, and when: none is asked for again until
+    // that one is built.
+    let mut asked: Option<(Option<u64>, Instant)> = None;
     while metrics.changed().await.is_ok() {
         let (applied, snapshot, followers) = {
             let m = metrics.borrow_and_update();
@@ -164,10 +160,15 @@ pub(super) async fn keep(raft: Raft, every: u64, keep: u64, seen: Arc<Seen>) {
             (m.last_applied.map(|l| l.index), m.snapshot.map(|l| l.index), followers)
         };
         let Some(applied) = applied else { continue };
+        if asked.is_some_and(|asked| building(asked, snapshot, Instant::now())) {
+            tokio::time::sleep(LOOKED_AT_EVERY).await;
+            continue;
+        }
         let since = since(applied, snapshot);
         match (due(applied, snapshot, every, keep, &followers), since >= every) {
             (true, _) => {
                 held = false;
+                asked = Some((snapshot, Instant::now()));
                 if raft.trigger().snapshot().await.is_err() {
                     return;
                 }
@@ -190,7 +191,6 @@ pub(super) async fn keep(raft: Raft, every: u64, keep: u64, seen: Arc<Seen>) {
 #[cfg(test)]
 mod tests {
     use super::{due, Follower, Seen, HELD_AT_MOST};
-    use std::sync::Arc;
     use std::time::Instant;
 
     const fn follower(matched: Option<u64>, catching_up: bool) -> Follower {
@@ -224,20 +224,27 @@ mod tests {
     }
 
     #[test]
-    fn a_member_is_catching_up_while_a_snapshot_is_sent_to_it_or_it_answered_lately() {
-        let seen = Arc::new(Seen::default());
-        let now = Instant::now();
-        assert!(!seen.catching_up(7, now));
-        let sending = seen.sending(7);
-        assert!(seen.catching_up(7, now + super::ANSWERED_WITHIN * 10));
-        drop(sending);
-        assert!(!seen.catching_up(7, now));
+    fn a_member_is_catching_up_while_it_answered_lately() {
+        let seen = Seen::default();
+        assert!(!seen.catching_up(7, Instant::now()));
         let before = Instant::now();
         seen.answered(7);
         let after = Instant::now();
         assert!(seen.catching_up(7, before + super::ANSWERED_WITHIN));
         assert!(!seen.catching_up(7, after + super::ANSWERED_WITHIN * 2));
         assert!(!seen.catching_up(8, after));
+    }
+
+    #[test]
+    fn a_snapshot_asked_for_is_not_asked_for_again_until_it_is_built() {
+        use super::{building, BUILT_WITHIN};
+        let asked = (Some(100), Instant::now());
+        assert!(building(asked, Some(100), asked.1));
+        // Built: the last snapshot moved (or one was installed).
+        assert!(!building(asked, Some(300), asked.1));
+        assert!(!building((None, asked.1), Some(300), asked.1));
+        // Asked for again if nothing came of it for that long.
+        assert!(!building(asked, Some(100), asked.1 + BUILT_WITHIN));
     }
 
     #[test]
