@@ -2,6 +2,7 @@
 """A member that needs a snapshot catching up while the cluster writes on, through the front door.
 
     benches/snapshot_catch_up.py [BIN] [--every N] [--clients N] [--backlog S] [--within S] [--join]
+                                 [--fill MB]
 
 Starts nodes a, b and c on loopback (in a temporary directory) with a snapshot every N log
 entries (default 100, so the log is purged past c within seconds), one echo agent on a, and
@@ -11,9 +12,12 @@ which go on; then it must catch up with a's commit index (within 50 entries) whi
 do. With --join, c is not stopped: a fourth node, d, joins after the backlog instead, and
 must catch up the same way. Prints how long that took (or that it did not within WITHIN
 seconds, default 90), how many snapshots the member installed on the way, the submits
-acknowledged and failed, and the elections. BIN defaults to target/release/troupe.
+acknowledged and failed, and the elections. With --fill, the state first holds about MB
+megabytes of tasks queued for a capability no agent has (100 kB each), so that each snapshot
+takes that much longer to send and install. BIN defaults to target/release/troupe.
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import shutil
@@ -32,6 +36,7 @@ parser.add_argument("--clients", type=int, default=16)
 parser.add_argument("--backlog", type=float, default=8)
 parser.add_argument("--within", type=float, default=90)
 parser.add_argument("--join", action="store_true", help="a new member d joins instead of c restarting")
+parser.add_argument("--fill", type=int, default=0, help="megabytes of queued tasks in the state first")
 args = parser.parse_args()
 BIN = os.path.realpath(args.bin)
 ROOT = tempfile.mkdtemp(prefix="troupe-snapshot-catch-up-")
@@ -108,6 +113,19 @@ try:
     spawn = ('mutation { spawnAgent(input: { name: "echo", backend: { builtin: { kind: "echo" } }, '
              'capabilities: ["catch-up"], maxConcurrentTasks: 16 }) { id } }')
     assert "errors" not in gql("a", spawn, token)
+    blob = "x" * 100_000
+    fill = ('mutation($p: JSON!) { submitTask(input: { capability: "nobody-has-it", payload: $p }) '
+            '{ id } }')
+
+    def filled(i):
+        body = json.dumps({"query": fill, "variables": {"p": {"i": i, "blob": blob}}}).encode()
+        headers = {"content-type": "application/json", "authorization": "Bearer " + token}
+        req = urllib.request.Request(f"http://{addr('a')}/graphql", body, headers)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert "errors" not in json.loads(r.read())
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(filled, range(args.fill * 10)))
     term = cluster("a", token)["term"]
     stop, acked, failed = threading.Event(), [0], [0]
     submit = 'mutation { submitTask(input: { capability: "catch-up", payload: { n: 1 } }) { id } }'
@@ -146,8 +164,8 @@ try:
     for t in clients:
         t.join()
     late = "d joined" if args.join else "c started again"
-    print(f"snapshot every {args.every} entries, {args.clients} clients through b, {late} after "
-          f"{args.backlog:.0f} s of writes ({behind} entries committed by then)")
+    print(f"snapshot every {args.every} entries, {args.fill} MB of queued tasks, {args.clients} clients "
+          f"through b, {late} after {args.backlog:.0f} s of writes ({behind} entries committed by then)")
     if caught is None:
         print(f"{LATE} did not catch up within {args.within:.0f} s (a's commit index "
               f"{cluster('a', token)['commitIndex']}; a joining node answers only once admitted)")
