@@ -7,10 +7,10 @@
 //! clients writing, a restarted member installed 16 snapshots in 90 s and was still behind.
 //! Here the leader holds its next snapshot back while a member it replicates to is catching
 //! up (it answered a Raft request lately, and is more than a few appends behind) and would
-//! lose log it still needs. A member that answers nothing (down,
-//! cut off) holds nothing back, and neither does anyone once the log since the last
-//! snapshot is [`HELD_AT_MOST`] times the usual. Nor is a member sent a snapshot the log
-//! has moved past ([`Seen::purged_past`]): it would need the next one at once.
+//! lose log it still needs. A member that answers nothing (down, cut off) holds nothing
+//! back, and neither does anyone once the log since the last snapshot is [`HELD_AT_MOST`]
+//! times the usual. Nor is a member sent a snapshot the log has moved past
+//! ([`Seen::purged_past`]): it would need the next one at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,27 +43,21 @@ pub(super) const COUNTED: &str = "troupe_raft_snapshots_total";
 /// is purged.
 #[derive(Debug, Default)]
 pub(super) struct Seen {
-    members: Mutex<HashMap<NodeId, Member>>,
+    /// When each member last answered a Raft request.
+    answered: Mutex<HashMap<NodeId, Instant>>,
     /// One past the last entry purged from this member's log (0: none), as its log or its
     /// Raft metrics last said.
     purged: AtomicU64,
 }
 
-#[derive(Debug, Default)]
-struct Member {
-    /// When it last answered a Raft request.
-    answered: Option<Instant>,
-}
-
 impl Seen {
-    fn with<T>(&self, id: NodeId, f: impl FnOnce(&mut Member) -> T) -> T {
-        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
-        f(members.entry(id).or_default())
+    fn answers(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Instant>> {
+        self.answered.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `id` answered a Raft request now.
     pub(super) fn answered(&self, id: NodeId) {
-        self.with(id, |m| m.answered = Some(Instant::now()));
+        self.answers().insert(id, Instant::now());
     }
 
     /// Whether the log after a snapshot that ends at `index` is purged here: a member sent
@@ -82,10 +76,9 @@ impl Seen {
 
     /// Whether `id` is catching up as far as this member can tell: it answered lately.
     fn catching_up(&self, id: NodeId, now: Instant) -> bool {
-        self.with(id, |m| {
-            m.answered
-                .is_some_and(|t| now.saturating_duration_since(t) <= ANSWERED_WITHIN)
-        })
+        self.answers()
+            .get(&id)
+            .is_some_and(|t| now.saturating_duration_since(*t) <= ANSWERED_WITHIN)
     }
 }
 
