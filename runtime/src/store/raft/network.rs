@@ -207,7 +207,8 @@ pub(super) struct Client {
     name: String,
     /// This node's log, durable up to what a request or an answer speaks for.
     durable: Durable,
-    /// Whom it heard from, and sends snapshots to: what holds a snapshot back.
+    /// When each member last answered (what holds a snapshot back), and how far this
+    /// node's log is purged (what stops a snapshot the log moved past).
     seen: Arc<Seen>,
 }
 
