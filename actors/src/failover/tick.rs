@@ -230,6 +230,20 @@ mod tests {
 
     use super::*;
 
+    /// Heard from, after `silent`.
+    fn heard_after(silent: Duration) -> Silence {
+        Silence { silent, heard: true }
+    }
+
+    /// A member that did not restart, caught up and working or not.
+    fn readiness(caught_up: bool, working: bool) -> Ready {
+        Ready {
+            caught_up,
+            working,
+            restarted: false,
+        }
+    }
+
     fn state() -> impl Strategy<Value = MemberState> {
         prop_oneof![
             Just(MemberState::Up),
@@ -347,30 +361,15 @@ mod tests {
 
     #[test]
     fn a_member_back_from_down_is_up_only_once_its_log_caught_up() {
-        let heard = Silence {
-            silent: Duration::from_millis(100),
-            heard: true,
-        };
-        let behind = Ready {
-            caught_up: false,
-            working: false,
-            restarted: false,
-        };
+        let heard = heard_after(Duration::from_millis(100));
+        let behind = readiness(false, false);
         // Restarted behind a long log: it beats, and runs nothing until it caught up. Its
         // work starts once it is UP, so that is not waited for.
         assert_eq!(next(MemberState::Down, heard, behind), MemberState::Down);
-        let caught = Ready {
-            caught_up: true,
-            working: false,
-            restarted: false,
-        };
+        let caught = readiness(true, false);
         assert_eq!(next(MemberState::Down, heard, caught), MemberState::Up);
         // A SUSPECT member whose work runs: heard from, it is UP whatever its log.
-        let working = Ready {
-            caught_up: false,
-            working: true,
-            restarted: false,
-        };
+        let working = readiness(false, true);
         assert_eq!(next(MemberState::Suspect, heard, working), MemberState::Up);
         // An UP member that lags (a load) stays UP: its lease is all that counts.
         assert_eq!(next(MemberState::Up, heard, behind), MemberState::Up);
@@ -387,33 +386,20 @@ mod tests {
 
     #[test]
     fn a_suspect_member_heard_again_is_up_only_once_its_work_runs_again() {
-        let heard = Silence {
-            silent: Duration::from_millis(100),
-            heard: true,
-        };
+        let heard = heard_after(Duration::from_millis(100));
         // Restarted before it was declared DOWN: it beats, and starts its work a moment later.
-        let starting = Ready {
-            caught_up: true,
-            working: false,
-            restarted: false,
-        };
+        let starting = readiness(true, false);
         assert_eq!(next(MemberState::Suspect, heard, starting), MemberState::Suspect);
         assert_eq!(next(MemberState::Suspect, heard, READY), MemberState::Up);
         // Still declared DOWN once silent long enough, working or not.
-        let long = Silence {
-            silent: DOWN_AFTER,
-            heard: true,
-        };
+        let long = heard_after(DOWN_AFTER);
         assert_eq!(next(MemberState::Suspect, long, READY), MemberState::Down);
     }
 
     #[test]
     fn an_up_member_that_restarted_is_suspect_until_its_work_runs_again() {
         // Back within 1.5 s: never silent long enough to be SUSPECT for it.
-        let heard = Silence {
-            silent: Duration::from_millis(300),
-            heard: true,
-        };
+        let heard = heard_after(Duration::from_millis(300));
         let restarted = Ready {
             caught_up: true,
             working: false,
@@ -451,10 +437,7 @@ mod tests {
             ("d".to_owned(), MemberState::Up),
         ];
         let silence = |n: &str| match n {
-            "b" | "c" => Silence {
-                silent: DOWN_AFTER,
-                heard: true,
-            },
+            "b" | "c" => heard_after(DOWN_AFTER),
             _ => HEARD_NOW,
         };
         let changes = tick("a", &members, silence, |_| READY);
