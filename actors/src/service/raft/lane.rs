@@ -177,6 +177,15 @@ async fn accept(
     }
 }
 
+/// Keeps `conn` for the next request to `to` (a few per member: more are closed).
+fn put_back(peers: &Mutex<HashMap<String, Peer>>, to: &str, conn: Conn) {
+    if let Some(peer) = peers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(to) {
+        if peer.idle.len() < MAX_IDLE {
+            peer.idle.push(conn);
+        }
+    }
+}
+
 /// Aborts a spawned task when dropped.
 struct AbortOnDrop(tokio::task::AbortHandle);
 
@@ -287,9 +296,11 @@ fn kind_of(byte: u8) -> Option<RpcKind> {
 pub struct Lanes {
     tls: Option<tokio_rustls::TlsConnector>,
     /// Where connections are made (TCP and the TLS handshake): the runtime that made this
-    /// (the node's), not the Raft runtime that sends the messages.
+    /// (the node's), not the Raft runtime that sends the messages. A connection made is
+    /// then handed to the runtime that sends on it (see [`Lanes::connect`]).
     dialers: tokio::runtime::Handle,
-    peers: Mutex<HashMap<String, Peer>>,
+    /// Shared with the tasks that read answers (see [`Lanes::send`]).
+    peers: Arc<Mutex<HashMap<String, Peer>>>,
     /// Members whose lane took no connection, and until when the link carries their messages.
     shunned: Mutex<HashMap<String, tokio::time::Instant>>,
 }
@@ -304,7 +315,7 @@ impl Lanes {
         Self {
             tls: tls.map(|t| tokio_rustls::TlsConnector::from(t.client.clone())),
             dialers: tokio::runtime::Handle::current(),
-            peers: Mutex::default(),
+            peers: Arc::default(),
             shunned: Mutex::default(),
         }
     }
@@ -428,21 +439,31 @@ impl Lanes {
                 }
             },
         };
-        let exchange = async {
-            write_frame(&mut conn, kind_byte(kind), request).await?;
-            read_frame(&mut conn).await
-        };
-        match tokio::time::timeout_at(deadline, exchange).await {
-            Ok(Ok((0, answer))) => {
-                self.put_back(to, conn);
-                Ok(answer)
+        let lost = |e: std::io::Error| SendError::Lost(format!("node {to}'s Raft lane: {e}"));
+        let late = || SendError::Lost(format!("node {to} did not answer within {} ms", within.as_millis()));
+        match tokio::time::timeout_at(deadline, write_frame(&mut conn, kind_byte(kind), request)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(lost(e)),
+            Err(_) => return Err(late()),
+        }
+        // The answer is read by a task of its own, which keeps the connection once it came,
+        // even when this wait is dropped: a forwarded write that applied here before the
+        // leader's answer came back stops waiting for it, and each of those cost a new
+        // connection (its TCP handshake and greeting) when the wait read the answer itself.
+        let (peers, member) = (self.peers.clone(), to.to_owned());
+        let reading = tokio::spawn(async move {
+            let answer = tokio::time::timeout_at(deadline, read_frame(&mut conn)).await;
+            if matches!(answer, Ok(Ok(_))) {
+                put_back(&peers, &member, conn);
             }
-            Ok(Ok((_, why))) => Err(SendError::Lost(String::from_utf8_lossy(&why).into_owned())),
-            Ok(Err(e)) => Err(SendError::Lost(format!("node {to}'s Raft lane: {e}"))),
-            Err(_) => Err(SendError::Lost(format!(
-                "node {to} did not answer within {} ms",
-                within.as_millis()
-            ))),
+            answer
+        });
+        match reading.await {
+            Ok(Ok(Ok((0, answer)))) => Ok(answer),
+            Ok(Ok(Ok((_, why)))) => Err(SendError::Lost(String::from_utf8_lossy(&why).into_owned())),
+            Ok(Ok(Err(e))) => Err(lost(e)),
+            Ok(Err(_)) => Err(late()),
+            Err(e) => Err(SendError::Lost(format!("node {to}'s Raft lane: {e}"))),
         }
     }
 
@@ -460,15 +481,6 @@ impl Lanes {
         None
     }
 
-    /// Keeps `conn` for the next request to `to` (a few per member: more are closed).
-    fn put_back(&self, to: &str, conn: Conn) {
-        if let Some(peer) = self.peers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(to) {
-            if peer.idle.len() < MAX_IDLE {
-                peer.idle.push(conn);
-            }
-        }
-    }
-
     async fn connect(&self, to: &str) -> Result<Conn, SendError> {
         let info = self
             .peers
@@ -479,6 +491,11 @@ impl Lanes {
         let info = info.ok_or_else(|| SendError::NotSent(format!("node {to}'s Raft lane is not known")))?;
         let (tls, key) = (self.tls.clone(), info.key.clone());
         let addr = info.addr.clone();
+        // The runtime that sends on the connection (the Raft runtime, or the store's writer
+        // within it) also watches its socket, so an answer wakes the sender at once. Watched
+        // by the node's runtime where it was dialled, every answer woke one of the node's
+        // workers first, which then woke the sender: two thread hand-offs a message.
+        let sender = tokio::runtime::Handle::current();
         let connected = async move {
             #[cfg(test)]
             tests::dialed_on(std::thread::current().name());
@@ -495,7 +512,11 @@ impl Lanes {
                     break;
                 }
             }
-            let tcp = tcp?;
+            let tcp = tcp?.into_std()?;
+            let tcp = {
+                let _sender = sender.enter();
+                TcpStream::from_std(tcp)?
+            };
             tcp.set_nodelay(true)?;
             let io: Box<dyn Io> = match &tls {
                 Some(connector) => {

@@ -73,6 +73,70 @@ async fn a_message_sent_from_the_raft_runtime_is_dialled_and_greeted_on_the_node
     off_the_raft_runtime(&GREETERS, "greeted");
 }
 
+#[test]
+fn a_connection_is_watched_by_the_runtime_that_sends_on_it_not_by_the_one_that_dialled_it() {
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (lane, node, raft) = (runtime("lane"), runtime("node"), runtime("raft"));
+    let (_dir, _store, listener) = lane.block_on(listening());
+    // Made by the node's runtime, as a node makes its lanes.
+    let lanes = node.block_on(async { Lanes::new(None) });
+    lanes.learn("m", listener.info.clone());
+    let send = || raft.block_on(lanes.send("m", RpcKind::ReadIndex, &[], Duration::from_secs(5)));
+    send().unwrap();
+    // The node's runtime gone, the connection it dialled still carries the next request:
+    // the runtime that sent on it watches its socket.
+    node.shutdown_timeout(Duration::from_secs(5));
+    send().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_sender_stopped_waiting_is_kept_once_its_answer_comes() {
+    // A lane the test answers by hand.
+    let lane = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let key = [7u8; KEY_LEN];
+    let lanes = Arc::new(Lanes::new(None));
+    let info = LaneInfo {
+        addr: lane.local_addr().unwrap().to_string(),
+        key: ByteBuf::from(key.to_vec()),
+    };
+    lanes.learn("m", info);
+    let send = |kind: RpcKind, request: &'static [u8]| {
+        let lanes = lanes.clone();
+        tokio::spawn(async move { lanes.send("m", kind, request, Duration::from_secs(30)).await })
+    };
+    let sending = send(RpcKind::ReadIndex, b"asked");
+    let (tcp, _) = lane.accept().await.unwrap();
+    let mut conn: Conn = BufStream::new(Box::new(tcp));
+    let mut greeting = [0u8; MAGIC.len() + KEY_LEN];
+    conn.read_exact(&mut greeting).await.unwrap();
+    conn.write_u8(0).await.unwrap();
+    conn.flush().await.unwrap();
+    let asked = read_frame(&mut conn).await.unwrap();
+    assert_eq!(asked, (kind_byte(RpcKind::ReadIndex), b"asked".to_vec()));
+    // The sender stops waiting (a forwarded write applied here first); then the answer comes.
+    sending.abort();
+    assert!(sending.await.unwrap_err().is_cancelled());
+    write_frame(&mut conn, 0, b"late").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while lanes.peers.lock().unwrap()["m"].idle.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the connection was not kept");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The next request goes on it: no new connection, no greeting.
+    let next = send(RpcKind::Vote, b"again");
+    let asked = read_frame(&mut conn).await.unwrap();
+    assert_eq!(asked, (kind_byte(RpcKind::Vote), b"again".to_vec()));
+    write_frame(&mut conn, 0, b"answered").await.unwrap();
+    assert_eq!(next.await.unwrap().unwrap(), b"answered");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lane_serves_whoever_holds_its_key_and_holds_requests_while_the_link_is_held() {
     let (_dir, _store, listener) = listening().await;
