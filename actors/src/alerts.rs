@@ -242,7 +242,9 @@ fn put(d: &Delivery) -> Result<Batch, StoreError> {
 
 /// The notifier, a chore of every node: it notifies while its node leads the log.
 pub(crate) async fn run(alerting: Alerting) {
-    let mut metrics = alerting.store.raft().metrics();
+    // Who leads, changed only when the leader, the vote or the membership does (the whole
+    // metrics change with every entry, and woke this chore on each).
+    let mut metrics = alerting.store.raft().server_metrics();
     loop {
         // Read and released at once: the Raft core waits while the value is borrowed.
         let leads = {

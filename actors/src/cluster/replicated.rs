@@ -268,7 +268,9 @@ fn announcement(node: &str, term: u64, recorded: Option<Vec<u8>>) -> Option<Batc
 /// Records `LEADER_CHANGED` each time this node starts to lead a cluster of more than one
 /// member, at a term no leader announced yet. Runs for the node's lifetime.
 pub(crate) async fn announce_leadership(store: Store, node: String) {
-    let mut metrics = store.raft().metrics();
+    // Changed only when the leader, the vote or the membership does (the whole metrics
+    // change with every entry, and woke this chore on each).
+    let mut metrics = store.raft().server_metrics();
     let mut announced = 0;
     loop {
         // Read and released at once: the Raft core waits while the value is borrowed.
@@ -276,7 +278,7 @@ pub(crate) async fn announce_leadership(store: Store, node: String) {
             let m = metrics.borrow_and_update();
             (
                 m.current_leader == Some(m.id),
-                m.current_term,
+                m.vote.leader_id().get_term(),
                 m.membership_config.membership().nodes().count(),
             )
         };

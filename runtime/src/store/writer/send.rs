@@ -141,16 +141,31 @@ impl Writer {
                 // Another leader's entry of a later term applied here (that leader holds
                 // every entry committed before it: the group is applied here by then, or
                 // never will be).
-                let watch = raft.wait(None);
-                let deposed = watch.metrics(
-                    |m| {
-                        m.last_applied.is_some_and(|l| {
-                            let by = m.membership_config.membership().get_node(&l.leader_id.node_id);
-                            l.leader_id.term > sent_in && by.is_some_and(|n| n.addr != name)
-                        })
-                    },
-                    "another leader's entry of a later term is applied here",
-                );
+                let deposed = async {
+                    // This node hears of a later term before it applies an entry of it: its
+                    // vote, which changes with the term and not with every entry as the
+                    // whole metrics do, is watched until then.
+                    let mut server = raft.server_metrics();
+                    server
+                        .wait_for(|m| m.vote.leader_id().get_term() > sent_in)
+                        .await
+                        .map(|_| ())
+                        .map_err(|_| ())?;
+                    let watch = raft.wait(None);
+                    watch
+                        .metrics(
+                            |m| {
+                                m.last_applied.is_some_and(|l| {
+                                    let by = m.membership_config.membership().get_node(&l.leader_id.node_id);
+                                    l.leader_id.term > sent_in && by.is_some_and(|n| n.addr != name)
+                                })
+                            },
+                            "another leader's entry of a later term is applied here",
+                        )
+                        .await
+                        .map(|_| ())
+                        .map_err(|_| ())
+                };
                 tokio::pin!(deposed);
                 let answer = tokio::select! {
                     Ok((index, applied)) = &mut here.applied => return applied_here(index, applied).await,
