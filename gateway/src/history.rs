@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
+use troupe_runtime::store::{Change, Projection, StoreError, View};
 
 /// Samples kept.
 pub const KEPT: usize = 360;
@@ -75,7 +76,7 @@ impl History {
     /// as long as the history is held.
     pub fn start(metrics: PrometheusHandle, api: troupe_actors::Api, interval: Duration) -> Arc<Self> {
         let history = Arc::new(Self::new(interval));
-        tokio::spawn(follow_tasks(Arc::downgrade(&history), api.clone()));
+        tokio::spawn(follow_tasks(Arc::downgrade(&history), api.store().clone()));
         tokio::spawn(sample(Arc::downgrade(&history), metrics, Some(api), interval));
         history
     }
@@ -110,26 +111,36 @@ impl History {
     }
 }
 
-/// Tallies the tasks' events as this node applies them, from now on: ends once the history
-/// is dropped. A stream that fails (this node fell behind past the kept log) is taken up
-/// again from the newest event.
-async fn follow_tasks(history: Weak<History>, api: troupe_actors::Api) {
-    use futures::StreamExt;
-    let filter = || troupe_runtime::events::EventFilter {
-        kinds: Some(tasks::KINDS.iter().map(|k| (*k).to_owned()).collect()),
-        subject: None,
-    };
-    loop {
-        let Ok(after) = api.last_seq().await else { return };
-        let mut events = std::pin::pin!(api.subscribe(after, filter()));
-        while let Some(Ok(event)) = events.next().await {
-            let Some(history) = history.upgrade() else { return };
-            history.tasks.lock().unwrap_or_else(|p| p.into_inner()).add(&event);
+/// Tallies the tasks' events as this node applies them, from now on (a projection: the
+/// state machine hands it each write's events as it applies them). Followed as a stream of
+/// events, every entry woke a task on the node's workers; a follower of three spent a tenth
+/// of its context switches on it.
+async fn follow_tasks(history: Weak<History>, store: troupe_runtime::store::Store) {
+    if let Err(e) = store.project(Arc::new(TaskTally(history))).await {
+        tracing::warn!(error = %e, "the history will not count tasks: its tally could not follow the store");
+    }
+}
+
+/// The history's tally of the tasks, as the state machine drives it.
+struct TaskTally(Weak<History>);
+
+impl Projection for TaskTally {
+    fn name(&self) -> &'static str {
+        "history of tasks"
+    }
+
+    /// Nothing to read: the tally counts the events applied from now on, and a snapshot's
+    /// (whose writes come with no event) are not among them, as a node's that was away.
+    fn rebuild(&self, _: &View<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn apply(&self, change: &Change<'_>) -> Result<(), StoreError> {
+        if let Some(history) = self.0.upgrade() {
+            let mut tally = history.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            change.events.iter().for_each(|e| tally.add(e));
         }
-        if history.strong_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(())
     }
 }
 
@@ -252,6 +263,45 @@ troupe_agents{state="failed"} 1
         // Nothing ended: no latency.
         let idle = between(&now, &now, Duration::from_secs(10), 0, &tasks::Ended::default());
         assert_eq!((idle.latency_p50_ms, idle.succeeded_per_sec), (None, 0.0));
+    }
+
+    #[tokio::test]
+    async fn the_history_counts_the_tasks_ended_as_the_store_applies_their_events() {
+        use troupe_runtime::events::NewEvent;
+        use troupe_runtime::store::{Batch, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("troupe.redb")).unwrap();
+        let history = Arc::new(History::new(Duration::from_secs(10)));
+        follow_tasks(Arc::downgrade(&history), store.clone()).await;
+        let event = |kind: &str, task: &str| NewEvent::new(kind, Some(task.into()), serde_json::json!({}));
+        store
+            .write(
+                Batch::new()
+                    .event(event("TASK_QUEUED", "t1"))
+                    .event(event("TASK_QUEUED", "t2")),
+            )
+            .await
+            .unwrap();
+        store
+            .write(Batch::new().event(event("TASK_SUCCEEDED", "t1")))
+            .await
+            .unwrap();
+        store
+            .write(
+                Batch::new()
+                    .event(event("TASK_FAILED", "t2"))
+                    .event(event("AGENT_STARTED", "a1")),
+            )
+            .await
+            .unwrap();
+        // Counted by the time each write is answered: the tally follows the apply.
+        let ended = history
+            .tasks
+            .lock()
+            .unwrap()
+            .take(troupe_runtime::clock::now(), chrono::Duration::seconds(10));
+        assert_eq!((ended.succeeded, ended.otherwise), (1, 1));
+        assert!(ended.p50_ms.is_some(), "each end has its latency from its queueing");
     }
 
     #[tokio::test]
