@@ -36,6 +36,11 @@ use crate::store::{StoreError, EVENTS};
 const APPLIED: &str = "applied";
 /// Entries applied between two durable applies.
 const DURABLE_EVERY: u64 = 1024;
+/// Entries of at most this many bytes (their batches') are applied on the Raft runtime's
+/// own thread, between its other work: on a thread of the blocking pool, each apply cost
+/// two thread hand-offs (there and back), more than a small apply itself. Bigger ones, and
+/// those made durable, go to the pool, so the core's heartbeats never wait long behind one.
+const APPLIED_IN_PLACE_AT_MOST: usize = 64 << 10;
 pub(super) const MEMBERSHIP: &str = "membership";
 
 type Meta = SnapshotMeta<NodeId, BasicNode>;
@@ -390,6 +395,15 @@ pub(super) fn apply_entries(
     })
 }
 
+/// About how many bytes `entries` hold: their batches' (see [`crate::store::Batch::wire_bytes`]).
+fn bytes(entries: &[Entry<Troupe>]) -> usize {
+    let batches = entries.iter().filter_map(|e| match &e.payload {
+        EntryPayload::Normal(proposal) => Some(proposal.batches.iter()),
+        _ => None,
+    });
+    batches.flatten().map(crate::store::Batch::wire_bytes).sum()
+}
+
 /// What the tables in `db` have applied: the last log id and the membership among them.
 pub(super) fn applied(db: &Database) -> Result<AppliedState, StoreError> {
     applied_in(&db.begin_read().map_err(StoreError::db)?)
@@ -430,13 +444,17 @@ impl RaftStateMachine<Troupe> for Machine {
             }
             false => redb::Durability::None,
         };
-        blocking(move || {
+        let in_place = matches!(durability, redb::Durability::None) && bytes(&entries) <= APPLIED_IN_PLACE_AT_MOST;
+        let apply = move || {
             let results = apply_entries(&tables, &entries, durability)?;
             // The groups this node forwarded learn how they applied, before the leader says.
             tables.forwarded.applied(&entries, &results);
             Ok(results)
-        })
-        .await
+        };
+        match in_place {
+            true => apply(),
+            false => blocking(apply).await,
+        }
         .map_err(write_error)
     }
 
