@@ -147,6 +147,12 @@ bench-alerts: build
 bench-cli: build
 	TROUPE_BIN=$${TROUPE_BIN:-$(CURDIR)/target/release/troupe} python3 benches/cli/run.py $(ARGS)
 
+# Where a replicated write's CPU goes, per node and thread (benches/replicated_cpu.py;
+# BENCHMARKS.md), e.g. make bench-replicated-cpu ARGS="--clients 16"
+.PHONY: bench-replicated-cpu
+bench-replicated-cpu: build
+	python3 benches/replicated_cpu.py $${TROUPE_BIN:-$(CURDIR)/target/release/troupe} $(ARGS)
+
 # A member that needs a snapshot catching up while the cluster writes on
 # (benches/snapshot_catch_up.py; BENCHMARKS.md), e.g. make bench-snapshot-catch-up ARGS="--every 400"
 .PHONY: bench-snapshot-catch-up
