@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use troupe_runtime::store::raft::{self, RpcKind, SendError};
@@ -183,6 +183,30 @@ fn put_back(peers: &Mutex<HashMap<String, Peer>>, to: &str, conn: Conn) {
         if peer.idle.len() < MAX_IDLE {
             peer.idle.push(conn);
         }
+    }
+}
+
+/// A connection whose request went and whose answer has not begun to come: dropped so (its
+/// sender stopped waiting), it reads the answer in a task of its own, until the request's
+/// deadline, and keeps the connection once it came.
+struct Pending {
+    conn: Option<Conn>,
+    peers: Arc<Mutex<HashMap<String, Peer>>>,
+    to: String,
+    deadline: tokio::time::Instant,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let (Some(mut conn), Ok(runtime)) = (self.conn.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let (peers, to, deadline) = (self.peers.clone(), std::mem::take(&mut self.to), self.deadline);
+        runtime.spawn(async move {
+            if let Ok(Ok(_)) = tokio::time::timeout_at(deadline, read_frame(&mut conn)).await {
+                put_back(&peers, &to, conn);
+            }
+        });
     }
 }
 
@@ -446,24 +470,34 @@ impl Lanes {
             Ok(Err(e)) => return Err(lost(e)),
             Err(_) => return Err(late()),
         }
-        // The answer is read by a task of its own, which keeps the connection once it came,
-        // even when this wait is dropped: a forwarded write that applied here before the
-        // leader's answer came back stops waiting for it, and each of those cost a new
-        // connection (its TCP handshake and greeting) when the wait read the answer itself.
-        let (peers, member) = (self.peers.clone(), to.to_owned());
-        let reading = tokio::spawn(async move {
-            let answer = tokio::time::timeout_at(deadline, read_frame(&mut conn)).await;
-            if matches!(answer, Ok(Ok(_))) {
-                put_back(&peers, &member, conn);
+        // Should this wait be dropped before the answer comes, the connection is kept: its
+        // answer is read then by a task of its own, which puts it back. A forwarded write
+        // that applied here before the leader's answer came back stops waiting for it, and
+        // each of those cost a new connection (its TCP handshake and greeting) when the
+        // connection went with the wait. (Read by such a task every time, each answer to
+        // the store's writer cost a wake of the Raft runtime's thread.)
+        let mut pending = Pending {
+            conn: Some(conn),
+            peers: self.peers.clone(),
+            to: to.to_owned(),
+            deadline,
+        };
+        let conn = pending.conn.as_mut().expect("held until the answer begins");
+        // Its first byte, left unread, so a wait dropped meanwhile leaves a whole answer.
+        match tokio::time::timeout_at(deadline, conn.fill_buf()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(lost(e)),
+            Err(_) => return Err(late()),
+        }
+        let mut conn = pending.conn.take().expect("held until the answer begins");
+        match tokio::time::timeout_at(deadline, read_frame(&mut conn)).await {
+            Ok(Ok((0, answer))) => {
+                put_back(&self.peers, to, conn);
+                Ok(answer)
             }
-            answer
-        });
-        match reading.await {
-            Ok(Ok(Ok((0, answer)))) => Ok(answer),
-            Ok(Ok(Ok((_, why)))) => Err(SendError::Lost(String::from_utf8_lossy(&why).into_owned())),
-            Ok(Ok(Err(e))) => Err(lost(e)),
-            Ok(Err(_)) => Err(late()),
-            Err(e) => Err(SendError::Lost(format!("node {to}'s Raft lane: {e}"))),
+            Ok(Ok((_, why))) => Err(SendError::Lost(String::from_utf8_lossy(&why).into_owned())),
+            Ok(Err(e)) => Err(lost(e)),
+            Err(_) => Err(late()),
         }
     }
 
