@@ -125,7 +125,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TROUPE_STORE_CACHE_MB")]
     pub store_cache_mb: Option<usize>,
     /// Log entries between two snapshots of the replicated state; a twentieth of them (at
-    /// most 1,000) stay behind each snapshot for a member a little behind [default: 20000].
+    /// least 64, at most 1,000) stay behind each snapshot for a member a little behind [default: 20000].
     #[arg(long, env = "TROUPE_RAFT_SNAPSHOT_EVERY")]
     pub raft_snapshot_every: Option<u64>,
     /// How long a mutation's answer is kept for its idempotency key [default: 86400000].

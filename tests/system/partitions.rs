@@ -49,8 +49,8 @@ async fn empty_swarm(node: &Node, name: &str) -> Result<String> {
 async fn a_member_that_catches_up_from_a_snapshot_starts_what_moved_to_it_and_keeps_its_own_work() -> Result<()> {
     // (And runs the tasks placed on it meanwhile: its scheduler's queue follows a snapshot
     // as it follows the log.)
-    // Snapshots every 40 entries, 2 kept behind: a member cut off from the log for a few
-    // dozen writes can catch up only from a snapshot.
+    // Snapshots every 40 entries, 64 kept behind: a member cut off from the log for a
+    // couple of hundred writes can catch up only from a snapshot.
     let node = |name: &str, zone: &str| {
         NodeOpts::named(name)
             .arg("--raft-snapshot-every", 40)
@@ -158,15 +158,16 @@ async fn a_member_installing_a_snapshot_catches_up_from_the_log_after_it_while_t
     let set = "mutation($id: ID!, $v: Int64!) { setSwarmMemory(id: $id, key: \"k\", value: $v) { version } }";
     // gamma falls behind a log purged past its own: it can catch up only from a snapshot.
     // (For 2 s after its last answer the leader still counts it as catching up and holds
-    // its snapshots back: the writes go on until two were taken since the cut.)
+    // its snapshots back: the writes go on until three were taken since the cut, the third
+    // at least 81 entries past it, and 64 are kept behind each.)
     cut_log(&nodes, 2, true)?;
     let built = snapshots(&nodes[0], "built").await?;
     let mut v = 0;
-    let deadline = Deadline::after(WAIT, "alpha to take two snapshots past gamma's log");
-    while snapshots(&nodes[0], "built").await? < built + 2.0 {
+    let deadline = Deadline::after(WAIT, "alpha to take three snapshots past gamma's log");
+    while snapshots(&nodes[0], "built").await? < built + 3.0 {
         nodes[0].gql_ok(set, json!({ "id": swarm, "v": v })).await?;
         v += 1;
-        ensure!(!deadline.expired(), "alpha took no two snapshots in {v} writes");
+        ensure!(!deadline.expired(), "alpha took no three snapshots in {v} writes");
     }
     // Back, it is sent a snapshot whose install is held, while 80 more entries commit: two
     // snapshots' worth, under the four a leader holds one back for at most.

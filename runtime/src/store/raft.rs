@@ -113,8 +113,8 @@ pub struct Timing {
     /// whose entry they then share (see `writer::flight`): 1 ms. Tests lengthen it to
     /// make the sharing certain rather than a race with the scheduler.
     pub hold_unawaited: Duration,
-    /// Log entries between two snapshots; a twentieth of them (at most 1,000) stay behind
-    /// each, for a follower only a little behind.
+    /// Log entries between two snapshots; a twentieth of them (at least 64, at most 1,000) stay
+    /// behind each, for a follower only a little behind.
     pub snapshot_every: u64,
     /// How long a forwarded write waits with nothing moving: no answer from the leader and
     /// no entry applied here ([`FORWARD_WITHIN`]). Tests shorten it.
@@ -477,9 +477,16 @@ pub(super) fn refused(
     }
 }
 
-/// The entries kept behind each snapshot, for a follower only a little behind.
+/// The entries kept behind each snapshot, for a follower only a little behind: a twentieth
+/// of those between snapshots, and never fewer than [`CAUGHT_UP_WITHIN_ENTRIES`]. openraft
+/// purges behind a snapshot all but the entries on their way to a follower; a follower a
+/// few appends behind had the entries not yet sent to it purged (with a snapshot every 40
+/// entries, two were kept: a member 49 entries behind, with 16 on their way, lost the
+/// other 31), and was sent a snapshot it would not have needed. The snapshot rule counts a
+/// member within that many entries as being sent the rest (`snapshots::due`), which holds
+/// only if they are kept.
 fn keep_behind_snapshot(timing: &Timing) -> u64 {
-    (timing.snapshot_every / 20).clamp(1, KEEP_BEHIND_SNAPSHOT)
+    (timing.snapshot_every / 20).clamp(CAUGHT_UP_WITHIN_ENTRIES, KEEP_BEHIND_SNAPSHOT)
 }
 
 fn config(timing: &Timing) -> Result<Config, StoreError> {

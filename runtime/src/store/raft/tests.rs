@@ -186,6 +186,25 @@ impl super::Transport for Router {
     }
 }
 
+#[test]
+fn a_member_the_snapshot_rule_counts_as_being_sent_the_rest_loses_no_entry_not_yet_sent() {
+    // The rule (`snapshots::due`) counts a member within CAUGHT_UP_WITHIN_ENTRIES of the
+    // leader as being sent the rest; openraft purges behind a snapshot all but what is kept
+    // and what is on its way. So what is kept must reach back that far, however often
+    // snapshots are taken.
+    for every in [1, 40, 100, 1_280, 20_000, 1_000_000] {
+        let timing = super::Timing {
+            snapshot_every: every,
+            ..super::Timing::default()
+        };
+        let keep = super::keep_behind_snapshot(&timing);
+        assert!(keep >= super::CAUGHT_UP_WITHIN_ENTRIES, "every {every}: {keep} kept");
+        assert!(keep <= super::KEEP_BEHIND_SNAPSHOT, "every {every}: {keep} kept");
+    }
+    let default = super::keep_behind_snapshot(&super::Timing::default());
+    assert_eq!(default, 1_000, "a twentieth of the default 20,000");
+}
+
 fn fast() -> super::Timing {
     super::Timing {
         heartbeat: std::time::Duration::from_millis(50),
