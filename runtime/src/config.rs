@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// least 64, at most 1,000) stay behind each snapshot for a member a little behind [default: 20000].
     #[arg(long, env = "TROUPE_RAFT_SNAPSHOT_EVERY")]
     pub raft_snapshot_every: Option<u64>,
+    /// MiB of log entries between two snapshots, if they come first; the entries kept
+    /// behind a snapshot take at most a twentieth of it [default: 1024].
+    #[arg(long, env = "TROUPE_RAFT_SNAPSHOT_EVERY_MB")]
+    pub raft_snapshot_every_mb: Option<u64>,
     /// How long a mutation's answer is kept for its idempotency key [default: 86400000].
     #[arg(long, env = "TROUPE_IDEMPOTENCY_WINDOW_MS")]
     pub idempotency_window_ms: Option<u64>,
@@ -310,6 +314,7 @@ pub struct Config {
     pub event_retention: u64,
     pub store_cache_mb: usize,
     pub raft_snapshot_every: u64,
+    pub raft_snapshot_every_mb: u64,
     pub idempotency_window: Duration,
     pub metrics_auth: bool,
     pub http_timeout: Duration,
@@ -408,7 +413,7 @@ impl Config {
                 shutdown_grace_ms, supervisor_max_restarts, supervisor_window_ms, supervisor_backoff_ms,
                 agent_max_restarts, agent_restart_window_ms, agent_stop_grace_ms,
                 agent_checkpoints_kept, retry_base_ms, retry_max_ms,
-                max_payload_bytes, body_limit_bytes, event_retention, store_cache_mb, raft_snapshot_every, idempotency_window_ms,
+                max_payload_bytes, body_limit_bytes, event_retention, store_cache_mb, raft_snapshot_every, raft_snapshot_every_mb, idempotency_window_ms,
                 metrics_auth, http_timeout_ms, history_interval_ms, http_max_in_flight, ws_max_connections,
                 ws_max_subscriptions, ws_init_timeout_ms, ws_keepalive_ms, default_strategy, agent_mailbox_size, breaker_failures, breaker_cooldown_ms, max_open_tasks, simulated_hosts,
                 vm_reconcile_ms, host_down_after_ms, peer_drop_after_ms, max_outbound_migrations, vm_stop_timeout_ms,
@@ -501,6 +506,9 @@ impl Config {
             event_retention: args.event_retention.unwrap_or(1_000_000),
             store_cache_mb: args.store_cache_mb.unwrap_or(128),
             raft_snapshot_every: args.raft_snapshot_every.unwrap_or(20_000),
+            raft_snapshot_every_mb: args
+                .raft_snapshot_every_mb
+                .unwrap_or(crate::store::raft::SNAPSHOT_EVERY_BYTES >> 20),
             idempotency_window: ms(args.idempotency_window_ms.unwrap_or(86_400_000)),
             metrics_auth: args.metrics_auth.unwrap_or(false),
             http_timeout: ms(args.http_timeout_ms.unwrap_or(30_000)),

@@ -189,6 +189,7 @@ impl Store {
         // the tables' pages every apply left dirty (see `raft::log`).
         let log_db = create(&raft::log_path(path), options.cache_bytes / 4)?;
         raft::log::adopt(&db, &log_db)?;
+        let log_bytes = std::fs::metadata(raft::log_path(path)).map_or(0, |m| m.len());
         let txn = db.begin_write().map_err(StoreError::db)?;
         txn.open_table(EVENTS).map_err(StoreError::db)?;
         txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
@@ -220,7 +221,16 @@ impl Store {
                     .enable_all()
                     .build()
                     .map_err(StoreError::db)?;
-                let raft = rt.block_on(raft::start(tables, log_db, snapshots, &options.identity, transport))?;
+                let raft = rt.block_on(raft::start(
+                    tables,
+                    raft::LogFile {
+                        db: log_db,
+                        bytes: log_bytes,
+                    },
+                    snapshots,
+                    &options.identity,
+                    transport,
+                ))?;
                 Ok((rt, raft))
             }
         };

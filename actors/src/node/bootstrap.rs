@@ -65,6 +65,7 @@ pub(super) async fn start(
             },
             timing: store::raft::Timing {
                 snapshot_every: config.raft_snapshot_every,
+                snapshot_every_bytes: config.raft_snapshot_every_mb.saturating_mul(1 << 20),
                 ..Default::default()
             },
         },

@@ -62,6 +62,21 @@ fn unknown_keys_bad_names_and_zero_limits_are_rejected() {
     })
     .unwrap_err();
     assert!(matches!(err, ConfigError::Invalid { key: "node_name", .. }), "{err}");
+    let err = Config::load(ServeArgs {
+        raft_snapshot_every_mb: Some(0),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::Invalid {
+                key: "raft_snapshot_every_mb",
+                ..
+            }
+        ),
+        "{err}"
+    );
     for bad in ["node-a:4697", "", "a..b", "under_score"] {
         let err = Config::load(ServeArgs {
             node_name: Some("n".into()),

@@ -87,6 +87,9 @@ impl Config {
         if self.store_cache_mb == 0 {
             return invalid("store_cache_mb", "must be at least 1");
         }
+        if self.raft_snapshot_every_mb == 0 {
+            return invalid("raft_snapshot_every_mb", "must be at least 1");
+        }
         if self.raft_snapshot_every < 20 {
             return invalid(
                 "raft_snapshot_every",

@@ -48,10 +48,10 @@ pub(crate) use recover::ForgottenIds;
 pub use recover::{forget_membership, Forgotten, FORGOTTEN_IDS};
 pub use session::{Origin, Session};
 pub use status::{MemberStatus, Status};
-pub use timing::Timing;
 #[cfg(test)]
 use timing::KEEP_BEHIND_SNAPSHOT;
 use timing::{config, keep_behind_snapshot, CAUGHT_UP_WITHIN_ENTRIES, MAX_PAYLOAD_ENTRIES};
+pub use timing::{Timing, SNAPSHOT_EVERY_BYTES};
 pub(crate) use timing::{SNAPSHOT_INSTALL_AT_MOST, SNAPSHOT_TIMEOUT};
 
 use super::apply::Tables;
@@ -419,18 +419,28 @@ pub(super) fn refused(
     }
 }
 
+/// The Raft log's database and the bytes of its file when the store opened.
+pub(super) struct LogFile {
+    pub db: Arc<Database>,
+    pub bytes: u64,
+}
+
 /// Starts this node's Raft member on the current runtime: a fresh store becomes a one-node
 /// cluster of its own; a store that was one already leads again at once.
 pub(super) async fn start(
     tables: Arc<Tables>,
-    log_db: Arc<Database>,
+    log: LogFile,
     snapshots: std::path::PathBuf,
     identity: &Identity,
     transport: TransportSlot,
 ) -> Result<(Raft, log::Durable), StoreError> {
+    let log_db = log.db;
     let id = log::node_id(&log_db)?;
     tables.forwarded.belongs_to(id);
     let seen = Arc::new(snapshots::Seen::default());
+    if let Some((first, last)) = log::held(&log_db)? {
+        seen.held_at_start(first, last, log.bytes);
+    }
     let logs = log::LogStore::new(log_db, tables.clone(), seen.clone());
     let durable = logs.durable();
     let machine = machine::Machine::new(tables, snapshots)?.gated_by(durable.clone());
@@ -446,8 +456,9 @@ pub(super) async fn start(
     let timing = &identity.timing;
     tokio::spawn(snapshots::keep(
         raft.clone(),
-        timing.snapshot_every,
+        timing::every(timing),
         keep_behind_snapshot(timing),
+        timing::keep_bytes_behind_snapshot(timing),
         seen,
     ));
     let fatal = |e: openraft::error::Fatal<NodeId>| StoreError::Database(format!("raft: {e}"));

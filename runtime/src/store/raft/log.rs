@@ -264,6 +264,19 @@ fn last_entry(db: &Database) -> Result<Option<LogId<NodeId>>, StoreError> {
     Ok(last)
 }
 
+/// The indexes of the first and the last entry in the log, `None` when it holds none.
+pub(super) fn held(db: &Database) -> Result<Option<(u64, u64)>, StoreError> {
+    let txn = db.begin_read().map_err(StoreError::db)?;
+    let log = match txn.open_table(RAFT_LOG) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(StoreError::db(e)),
+    };
+    let first = log.first().map_err(StoreError::db)?.map(|(k, _)| k.value());
+    let last = log.last().map_err(StoreError::db)?.map(|(k, _)| k.value());
+    Ok(first.zip(last))
+}
+
 /// The id of the last entry this member holds: the log's last, or the last purged when
 /// the log is empty after a snapshot.
 pub(in crate::store) fn last_log_id(db: &Database) -> Result<Option<LogId<NodeId>>, StoreError> {
@@ -333,6 +346,8 @@ impl RaftLogStorage<Troupe> for LogStore {
             .transpose()
             .map_err(write_error)?;
         let sizes: Vec<usize> = encoded.iter().map(|(_, bytes)| bytes.len()).collect();
+        self.seen
+            .appended(encoded.iter().map(|(index, bytes)| (*index, bytes.len() as u64)));
         {
             let mut recent = self.recent();
             for (e, bytes) in entries.into_iter().zip(sizes) {
@@ -364,6 +379,7 @@ impl RaftLogStorage<Troupe> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         // Entries from `log_id` on are gone.
         self.recent().keep(log_id.index, false);
+        self.seen.truncated(log_id.index);
         self.written(Work::Truncate(log_id.index)).await
     }
 

@@ -11,8 +11,14 @@
 //! back, and neither does anyone once the log since the last snapshot is [`HELD_AT_MOST`]
 //! times the usual. Nor is a member sent a snapshot the log has moved past
 //! ([`Seen::purged_past`]): it would need the next one at once.
+//!
+//! The log is bounded in bytes as well as in entries: a snapshot is due once the entries
+//! since the last one take `snapshot_every_bytes` (an entry may take up to 4 MiB, so 20,000
+//! of them could fill a disk before the first snapshot), and the entries kept behind a
+//! snapshot are purged down to a twentieth of that ([`Seen::purge_to_keep`]), never past
+//! what a member catching up still needs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +54,8 @@ pub(super) struct Seen {
     /// One past the last entry purged from this member's log (0: none), as its log or its
     /// Raft metrics last said.
     purged: AtomicU64,
+    /// The bytes of each entry in this member's log, by index, as written.
+    sizes: Mutex<BTreeMap<u64, u64>>,
 }
 
 impl Seen {
@@ -72,6 +80,57 @@ impl Seen {
     /// the Raft metrics for what was purged before this process).
     pub(super) fn purged_through(&self, index: u64) {
         self.purged.fetch_max(index + 1, Ordering::Relaxed);
+        let mut sizes = self.sizes();
+        *sizes = sizes.split_off(&(index + 1));
+    }
+
+    fn sizes(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u64>> {
+        self.sizes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Entries of these sizes were appended at these indexes (one appended again after a
+    /// truncation replaces the one that was there).
+    pub(super) fn appended(&self, entries: impl IntoIterator<Item = (u64, u64)>) {
+        self.sizes().extend(entries);
+    }
+
+    /// The log's entries from `index` on are gone.
+    pub(super) fn truncated(&self, index: u64) {
+        self.sizes().split_off(&index);
+    }
+
+    /// The log held the entries `first..=last` when this member started, in a file of
+    /// `bytes`: each counts as an even share of it. Reading their sizes back would read the
+    /// whole log; the file may be larger than they are (redb keeps the pages of purged
+    /// entries for reuse), so they count for at least what they take.
+    pub(super) fn held_at_start(&self, first: u64, last: u64, bytes: u64) {
+        if first > last {
+            return;
+        }
+        let each = bytes / (last - first + 1);
+        self.appended((first..=last).map(|i| (i, each)));
+    }
+
+    /// The bytes of the log's entries after `index` (all of them with `None`).
+    fn bytes_after(&self, index: Option<u64>) -> u64 {
+        let sizes = self.sizes();
+        match index {
+            Some(i) => sizes.range(i + 1..).map(|(_, b)| b).sum(),
+            None => sizes.values().sum(),
+        }
+    }
+
+    /// Through which entry to purge the log so that the entries kept behind the snapshot
+    /// at `snapshot` take at most `bytes`; `None` when they already do.
+    pub(super) fn purge_to_keep(&self, snapshot: u64, bytes: u64) -> Option<u64> {
+        let mut kept = 0u64;
+        for (index, size) in self.sizes().range(..=snapshot).rev() {
+            kept = kept.saturating_add(*size);
+            if kept > bytes {
+                return Some(*index);
+            }
+        }
+        None
     }
 
     /// Whether `id` is catching up as far as this member can tell: it answered lately.
@@ -90,17 +149,39 @@ pub(super) struct Follower {
     pub catching_up: bool,
 }
 
+/// How much log is between two snapshots: so many entries, or entries of so many bytes,
+/// whichever comes first.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Every {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl Every {
+    /// Whether `entries` entries of `bytes` are `times` the log between two snapshots.
+    fn reached(&self, entries: u64, bytes: u64, times: u64) -> bool {
+        entries >= self.entries.saturating_mul(times) || bytes >= self.bytes.saturating_mul(times)
+    }
+}
+
 /// Whether to snapshot now, having applied up to `applied` with the last snapshot at
-/// `snapshot`: every `every` entries (as openraft's own policy), unless that would purge
-/// (all but `keep` entries behind the snapshot) what a follower catching up, more than a few
-/// appends behind, still needs, until the log since the snapshot is [`HELD_AT_MOST`] times
-/// `every`.
-pub(super) fn due(applied: u64, snapshot: Option<u64>, every: u64, keep: u64, followers: &[Follower]) -> bool {
+/// `snapshot`, the log since it taking `bytes`: every so many entries (as openraft's own
+/// policy) or bytes, unless that would purge (all but `keep` entries behind the snapshot)
+/// what a follower catching up, more than a few appends behind, still needs, until the log
+/// since the snapshot is [`HELD_AT_MOST`] times `every`.
+pub(super) fn due(
+    applied: u64,
+    snapshot: Option<u64>,
+    bytes: u64,
+    every: Every,
+    keep: u64,
+    followers: &[Follower],
+) -> bool {
     let since = since(applied, snapshot);
-    if since < every {
+    if !every.reached(since, bytes, 1) {
         return false;
     }
-    if since >= every.saturating_mul(HELD_AT_MOST) {
+    if every.reached(since, bytes, HELD_AT_MOST) {
         return true;
     }
     let purged_to = applied.saturating_sub(keep);
@@ -123,8 +204,9 @@ fn since(applied: u64, snapshot: Option<u64>) -> u64 {
     (applied + 1).saturating_sub(snapshot.map_or(0, |s| s + 1))
 }
 
-/// Snapshots this member's state by [`due`] for as long as its Raft runs.
-pub(super) async fn keep(raft: Raft, every: u64, keep: u64, seen: Arc<Seen>) {
+/// Snapshots this member's state by [`due`] for as long as its Raft runs, and purges the
+/// log kept behind a snapshot down to `keep_bytes` ([`purge_upto`]).
+pub(super) async fn keep(raft: Raft, every: Every, keep: u64, keep_bytes: u64, seen: Arc<Seen>) {
     for event in ["built", "installed", "held"] {
         metrics::counter!(COUNTED, "event" => event).increment(0);
     }
@@ -134,7 +216,7 @@ pub(super) async fn keep(raft: Raft, every: u64, keep: u64, seen: Arc<Seen>) {
     // that one is built.
     let mut asked: Option<(Option<u64>, Instant)> = None;
     while metrics.changed().await.is_ok() {
-        let (applied, snapshot, followers) = {
+        let (applied, snapshot, purged, followers) = {
             let m = metrics.borrow_and_update();
             let now = Instant::now();
             let followers: Vec<Follower> = match (&m.state, &m.replication) {
@@ -150,15 +232,30 @@ pub(super) async fn keep(raft: Raft, every: u64, keep: u64, seen: Arc<Seen>) {
             if let Some(purged) = m.purged {
                 seen.purged_through(purged.index);
             }
-            (m.last_applied.map(|l| l.index), m.snapshot.map(|l| l.index), followers)
+            (
+                m.last_applied.map(|l| l.index),
+                m.snapshot.map(|l| l.index),
+                m.purged.map(|l| l.index),
+                followers,
+            )
         };
         let Some(applied) = applied else { continue };
+        if let Some(upto) = snapshot.and_then(|s| purge_upto(&seen, s, purged, keep_bytes, &followers)) {
+            tracing::debug!(upto, "the log kept behind the snapshot is over its bytes: purged");
+            if raft.trigger().purge_log(upto).await.is_err() {
+                return;
+            }
+        }
         if asked.is_some_and(|asked| building(asked, snapshot, Instant::now())) {
             tokio::time::sleep(LOOKED_AT_EVERY).await;
             continue;
         }
         let since = since(applied, snapshot);
-        match (due(applied, snapshot, every, keep, &followers), since >= every) {
+        let bytes = seen.bytes_after(snapshot);
+        match (
+            due(applied, snapshot, bytes, every, keep, &followers),
+            every.reached(since, bytes, 1),
+        ) {
             (true, _) => {
                 held = false;
                 asked = Some((snapshot, Instant::now()));
@@ -171,6 +268,7 @@ pub(super) async fn keep(raft: Raft, every: u64, keep: u64, seen: Arc<Seen>) {
                     metrics::counter!(COUNTED, "event" => "held").increment(1);
                     tracing::info!(
                         since,
+                        bytes,
                         "a member catching up still needs the log a snapshot would purge: the snapshot waits"
                     );
                 }
@@ -181,10 +279,33 @@ pub(super) async fn keep(raft: Raft, every: u64, keep: u64, seen: Arc<Seen>) {
     }
 }
 
+/// Through which entry to purge the log behind the snapshot at `snapshot` (the log purged
+/// through `purged`) so that what is kept behind it takes at most `keep_bytes`: openraft
+/// keeps a number of entries, whatever their size. Never past an entry a follower catching
+/// up still needs (one that answers nothing is sent a snapshot anyway); `None` when
+/// nothing is to be purged.
+fn purge_upto(seen: &Seen, snapshot: u64, purged: Option<u64>, keep_bytes: u64, followers: &[Follower]) -> Option<u64> {
+    let upto = seen.purge_to_keep(snapshot, keep_bytes)?;
+    // `None` sorts first: a follower catching up that holds nothing lets nothing go.
+    let needed = followers.iter().filter(|f| f.catching_up).map(|f| f.matched).min();
+    let upto = match needed {
+        None => upto,
+        Some(None) => return None,
+        Some(Some(matched)) => upto.min(matched),
+    };
+    purged.is_none_or(|p| upto > p).then_some(upto)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{due, Follower, Seen, HELD_AT_MOST};
+    use super::{due, purge_upto, Every, Follower, Seen, HELD_AT_MOST};
     use std::time::Instant;
+
+    /// Every 100 entries, of whatever bytes.
+    const ENTRIES: Every = Every {
+        entries: 100,
+        bytes: u64::MAX,
+    };
 
     const fn follower(matched: Option<u64>, catching_up: bool) -> Follower {
         Follower { matched, catching_up }
@@ -192,28 +313,28 @@ mod tests {
 
     #[test]
     fn a_snapshot_is_due_every_so_many_entries_as_openraft_counts_them() {
-        assert!(!due(98, None, 100, 5, &[]));
-        assert!(due(99, None, 100, 5, &[]));
-        assert!(!due(199, Some(100), 100, 5, &[]));
-        assert!(due(200, Some(100), 100, 5, &[]));
+        assert!(!due(98, None, 0, ENTRIES, 5, &[]));
+        assert!(due(99, None, 0, ENTRIES, 5, &[]));
+        assert!(!due(199, Some(100), 0, ENTRIES, 5, &[]));
+        assert!(due(200, Some(100), 0, ENTRIES, 5, &[]));
     }
 
     #[test]
     fn a_follower_catching_up_that_would_lose_log_it_needs_holds_the_snapshot_back() {
         // It holds up to 150; a snapshot at 300 would purge up to 295.
-        assert!(!due(300, Some(100), 100, 5, &[follower(Some(150), true)]));
-        assert!(!due(300, Some(100), 100, 5, &[follower(None, true)]));
+        assert!(!due(300, Some(100), 0, ENTRIES, 5, &[follower(Some(150), true)]));
+        assert!(!due(300, Some(100), 0, ENTRIES, 5, &[follower(None, true)]));
         // Within what a snapshot keeps behind it, it loses nothing.
-        assert!(due(300, Some(100), 100, 5, &[follower(Some(295), true)]));
+        assert!(due(300, Some(100), 0, ENTRIES, 5, &[follower(Some(295), true)]));
         // Within a few appends of the leader it is being sent the rest, not catching up.
-        assert!(!due(300, Some(100), 100, 5, &[follower(Some(235), true)]));
-        assert!(due(300, Some(100), 100, 5, &[follower(Some(236), true)]));
+        assert!(!due(300, Some(100), 0, ENTRIES, 5, &[follower(Some(235), true)]));
+        assert!(due(300, Some(100), 0, ENTRIES, 5, &[follower(Some(236), true)]));
         // A follower that answers nothing (down, cut off) holds nothing back.
-        assert!(due(300, Some(100), 100, 5, &[follower(Some(150), false)]));
+        assert!(due(300, Some(100), 0, ENTRIES, 5, &[follower(Some(150), false)]));
         // Nor does anyone once the log since the snapshot is HELD_AT_MOST times the usual.
         let far = 100 + 100 * HELD_AT_MOST;
-        assert!(!due(far - 1, Some(100), 100, 5, &[follower(Some(150), true)]));
-        assert!(due(far, Some(100), 100, 5, &[follower(Some(150), true)]));
+        assert!(!due(far - 1, Some(100), 0, ENTRIES, 5, &[follower(Some(150), true)]));
+        assert!(due(far, Some(100), 0, ENTRIES, 5, &[follower(Some(150), true)]));
     }
 
     #[test]
@@ -251,5 +372,51 @@ mod tests {
         assert!(!seen.purged_past(40));
         assert!(!seen.purged_past(41));
         assert!(seen.purged_past(39));
+    }
+
+    #[test]
+    fn a_snapshot_is_due_once_the_log_since_the_last_takes_so_many_bytes_however_few_its_entries() {
+        let every = Every {
+            entries: 20_000,
+            bytes: 1_000,
+        };
+        assert!(!due(300, Some(100), 999, every, 5, &[]));
+        assert!(due(300, Some(100), 1_000, every, 5, &[]));
+        // A follower catching up holds it back, up to HELD_AT_MOST times the bytes.
+        let behind = [follower(Some(120), true)];
+        assert!(!due(300, Some(100), 1_000, every, 5, &behind));
+        assert!(!due(300, Some(100), 1_000 * HELD_AT_MOST - 1, every, 5, &behind));
+        assert!(due(300, Some(100), 1_000 * HELD_AT_MOST, every, 5, &behind));
+    }
+
+    #[test]
+    fn the_log_kept_behind_a_snapshot_is_purged_down_to_its_bytes_but_never_what_a_member_catching_up_needs() {
+        let seen = Seen::default();
+        // Entries 1..=10 of 100 bytes, the snapshot at 8.
+        seen.appended((1..=10).map(|i| (i, 100)));
+        assert_eq!(seen.bytes_after(Some(8)), 200);
+        assert_eq!(seen.bytes_after(None), 1_000);
+        // 250 bytes kept behind 8: entries 7 and 8; 6 and before go.
+        assert_eq!(seen.purge_to_keep(8, 250), Some(6));
+        assert_eq!(seen.purge_to_keep(8, 800), None, "all eight fit");
+        assert_eq!(purge_upto(&seen, 8, None, 250, &[]), Some(6));
+        assert_eq!(purge_upto(&seen, 8, Some(6), 250, &[]), None, "purged already");
+        // A follower catching up that holds up to 4 needs 5 on.
+        assert_eq!(purge_upto(&seen, 8, None, 250, &[follower(Some(4), true)]), Some(4));
+        assert_eq!(purge_upto(&seen, 8, None, 250, &[follower(None, true)]), None);
+        // One that answers nothing is sent a snapshot: it holds nothing back.
+        assert_eq!(purge_upto(&seen, 8, None, 250, &[follower(Some(2), false)]), Some(6));
+        // The log follows its purges and truncations; an entry appended again replaces the old.
+        seen.purged_through(6);
+        assert_eq!(seen.bytes_after(None), 400);
+        seen.truncated(9);
+        seen.appended([(9, 5)]);
+        assert_eq!(seen.bytes_after(Some(8)), 5);
+        // What the log held at start counts as an even share of its file.
+        let started = Seen::default();
+        started.held_at_start(11, 20, 1_000);
+        assert_eq!(started.bytes_after(Some(15)), 500);
+        started.held_at_start(1, 0, 1_000);
+        assert_eq!(started.bytes_after(None), 1_000, "an empty log holds nothing");
     }
 }

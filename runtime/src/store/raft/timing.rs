@@ -25,6 +25,9 @@ pub struct Timing {
     /// Log entries between two snapshots; a twentieth of them (at least 64, at most 1,000) stay
     /// behind each, for a follower only a little behind.
     pub snapshot_every: u64,
+    /// Bytes of log entries between two snapshots, if they come before `snapshot_every`
+    /// entries; the entries kept behind each take at most a twentieth of it.
+    pub snapshot_every_bytes: u64,
     /// How long a forwarded write waits with nothing moving: no answer from the leader and
     /// no entry applied here ([`FORWARD_WITHIN`](super::FORWARD_WITHIN)). Tests shorten it.
     pub forward_within: Duration,
@@ -38,6 +41,7 @@ impl Default for Timing {
             election_max: Duration::from_millis(1000),
             hold_unawaited: Duration::from_millis(1),
             snapshot_every: SNAPSHOT_EVERY,
+            snapshot_every_bytes: SNAPSHOT_EVERY_BYTES,
             forward_within: super::FORWARD_WITHIN,
         }
     }
@@ -47,6 +51,10 @@ impl Default for Timing {
 /// every table, so it is taken rarely; the log keeps this many entries (each a whole group
 /// commit) between them.
 pub(super) const SNAPSHOT_EVERY: u64 = 20_000;
+/// Bytes of log between snapshots unless configured (`raft_snapshot_every_mb`): 1 GiB. An
+/// entry may take up to 4 MiB, so entries alone would let 20,000 of them take 80 GB of
+/// disk before the first snapshot (4,000 writes of 255 KB made a log of 2 GB).
+pub const SNAPSHOT_EVERY_BYTES: u64 = 1 << 30;
 /// At most this many entries are kept behind a snapshot, for a follower that is only a
 /// little behind.
 pub(super) const KEEP_BEHIND_SNAPSHOT: u64 = 1_000;
@@ -83,6 +91,21 @@ pub(crate) const SNAPSHOT_INSTALL_AT_MOST: Duration = Duration::from_secs(30 * 6
 /// only if they are kept.
 pub(super) fn keep_behind_snapshot(timing: &Timing) -> u64 {
     (timing.snapshot_every / 20).clamp(CAUGHT_UP_WITHIN_ENTRIES, KEEP_BEHIND_SNAPSHOT)
+}
+
+/// The bytes the entries kept behind a snapshot take at most (a twentieth of those between
+/// snapshots, as with entries): `snapshots::keep` purges the oldest of them beyond it,
+/// never one a member catching up still needs.
+pub(super) fn keep_bytes_behind_snapshot(timing: &Timing) -> u64 {
+    timing.snapshot_every_bytes / 20
+}
+
+/// How much log is between two snapshots by `timing`.
+pub(super) fn every(timing: &Timing) -> super::snapshots::Every {
+    super::snapshots::Every {
+        entries: timing.snapshot_every,
+        bytes: timing.snapshot_every_bytes,
+    }
 }
 
 /// openraft's configuration for `timing`.

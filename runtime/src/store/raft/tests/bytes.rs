@@ -137,3 +137,51 @@ fn the_last_chunk_of_a_snapshot_may_take_its_install() {
     let config = super::super::config(&Default::default()).unwrap();
     assert!(config.install_snapshot_timeout() >= SNAPSHOT_INSTALL_AT_MOST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_between_snapshots_and_behind_one_is_bounded_in_bytes_however_few_its_entries() {
+    // A snapshot every million entries or 8 MiB; behind one, at most 8 MiB / 20 is kept.
+    let timing = crate::store::raft::Timing {
+        snapshot_every: 1_000_000,
+        snapshot_every_bytes: 8 * MIB as u64,
+        ..super::fast()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let start = |name, start| member_with(&router, &dir, name, start, timing.clone(), None);
+    let a = start("a", super::super::Start::Alone);
+    let b = start("b", super::super::Start::Join);
+    a.admit(b.raft_id(), "b", 3).await.unwrap();
+    // The snapshot b was admitted with is before this.
+    let before = a.raft().metrics().borrow().last_log_index.unwrap_or_default();
+    // 12 MiB in 12 entries of a little over 1 MiB each: far from a million entries.
+    for i in 0..12 {
+        a.write(big(i)).await.unwrap();
+    }
+    for store in [&a, &b] {
+        // Each member snapshots once 8 MiB are past its last snapshot, and purges what is
+        // behind the snapshot: any entry of 1 MiB is over what is kept (openraft alone
+        // would keep the last 1,000 entries, whatever their bytes).
+        let snapshotted = store
+            .raft()
+            .wait(Some(std::time::Duration::from_secs(20)))
+            .metrics(
+                |m| match (m.snapshot, m.purged) {
+                    (Some(s), Some(p)) => s.index > before && p.index + 1 >= s.index,
+                    _ => false,
+                },
+                "a snapshot, and the log behind it purged",
+            )
+            .await;
+        let m = store.raft().metrics().borrow().clone();
+        assert!(
+            snapshotted.is_ok(),
+            "snapshot at {:?} (writes from {before}), purged through {:?}, last entry {:?}",
+            m.snapshot,
+            m.purged,
+            m.last_log_index
+        );
+    }
+    super::caught_up(&b, super::last_log(&a)).await;
+    assert_eq!(b.get(THINGS, "big-11").await.unwrap().map(|v| v.len()), Some(MIB));
+}
