@@ -142,6 +142,11 @@ impl Projection for TaskTally {
         }
         Ok(())
     }
+
+    /// The history it counts for went with its gateway.
+    fn gone(&self) -> bool {
+        self.0.strong_count() == 0
+    }
 }
 
 /// The sampling task: ends once the history is dropped (the gateway stopped).

@@ -116,6 +116,10 @@ impl Projection for Waker {
         }
         Ok(())
     }
+
+    fn gone(&self) -> bool {
+        self.0.strong_count() == 0
+    }
 }
 
 /// The watch of some tables' keys, as the state machine drives it.
@@ -148,6 +152,10 @@ impl Projection for KeyWaker {
             inner.wake(change.keys.iter().map(|(_, k)| k.split('/').next().unwrap_or(k)));
         }
         Ok(())
+    }
+
+    fn gone(&self) -> bool {
+        self.inner.strong_count() == 0
     }
 }
 

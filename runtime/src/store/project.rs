@@ -74,6 +74,12 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Follows one write, just applied.
     fn apply(&self, change: &Change<'_>) -> Result<(), StoreError>;
+
+    /// Whether what it keeps for is gone (a projection that holds its owner weakly, whose
+    /// owner was dropped): it is then let go, at the next write.
+    fn gone(&self) -> bool {
+        false
+    }
 }
 
 /// The projections registered with a store.
@@ -105,10 +111,22 @@ impl Projections {
         self.all.read().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 
+    /// How many are registered.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.all.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Tells each projection of a write. One that fails to follow it is rebuilt, so it is
-    /// never left half a write behind.
+    /// never left half a write behind. One whose owner is gone is let go instead (a
+    /// gateway started again within the node's life registers its history again).
     pub fn apply(&self, change: &Change<'_>) {
+        let mut gone = false;
         for projection in self.all.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            if projection.gone() {
+                gone = true;
+                continue;
+            }
             if let Err(e) = projection.apply(change) {
                 tracing::error!(projection = projection.name(), error = %e, "a projection could not follow a write: reading it again");
                 match change.view() {
@@ -119,12 +137,25 @@ impl Projections {
                 }
             }
         }
+        if gone {
+            let mut all = self.all.write().unwrap_or_else(|p| p.into_inner());
+            all.retain(|projection| !projection.gone());
+            let mut followed: Vec<Table> = Vec::new();
+            for table in all.iter().flat_map(|p| p.tables()) {
+                if !followed.contains(table) {
+                    followed.push(*table);
+                }
+            }
+            *self.followed.write().unwrap_or_else(|p| p.into_inner()) = followed;
+        }
     }
 
     /// Rebuilds every projection from `view`.
     pub fn rebuild(&self, view: &View<'_>) {
         for projection in self.all.read().unwrap_or_else(|p| p.into_inner()).iter() {
-            rebuild(projection.as_ref(), view);
+            if !projection.gone() {
+                rebuild(projection.as_ref(), view);
+            }
         }
     }
 }
@@ -132,5 +163,79 @@ impl Projections {
 pub(super) fn rebuild(projection: &dyn Projection, view: &View<'_>) {
     if let Err(e) = projection.rebuild(view) {
         tracing::error!(projection = projection.name(), error = %e, "a projection could not be read from the tables");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Weak};
+
+    use super::{Change, Projection, Projections};
+    use crate::store::{StoreError, Table, View};
+
+    const KEYS: Table = Table::new("keys");
+
+    /// Counts the writes it is told of, for as long as its owner lives.
+    struct Counter {
+        owner: Weak<()>,
+        applied: Arc<AtomicUsize>,
+    }
+
+    impl Projection for Counter {
+        fn name(&self) -> &'static str {
+            "counter"
+        }
+
+        fn tables(&self) -> &'static [Table] {
+            &[KEYS]
+        }
+
+        fn rebuild(&self, _: &View<'_>) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn apply(&self, _: &Change<'_>) -> Result<(), StoreError> {
+            self.applied.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+
+        fn gone(&self) -> bool {
+            self.owner.strong_count() == 0
+        }
+    }
+
+    #[test]
+    fn a_projection_whose_owner_is_gone_is_let_go_at_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("db")).unwrap();
+        let projections = Projections::default();
+        let (kept, dropped) = (Arc::new(()), Arc::new(()));
+        let counter = |owner: &Arc<()>| {
+            let applied = Arc::new(AtomicUsize::new(0));
+            let projection = Counter {
+                owner: Arc::downgrade(owner),
+                applied: applied.clone(),
+            };
+            (Arc::new(projection), applied)
+        };
+        let (first, first_applied) = counter(&kept);
+        let (second, second_applied) = counter(&dropped);
+        projections.add(first);
+        projections.add(second);
+        let write = || projections.apply(&Change::new(&db, &[], &[]));
+        write();
+        assert_eq!(projections.len(), 2);
+        // A gateway started again registers its history again; the old one's owner is gone.
+        drop(dropped);
+        write();
+        assert_eq!(projections.len(), 1, "the one whose owner went is let go");
+        assert_eq!(first_applied.load(Ordering::SeqCst), 2);
+        assert_eq!(second_applied.load(Ordering::SeqCst), 1, "not told once its owner went");
+        assert_eq!(projections.followed(), vec![KEYS], "the tables the one left follows");
+        drop(kept);
+        write();
+        assert!(projections.is_empty());
+        assert!(projections.followed().is_empty(), "no table is followed for nobody");
     }
 }

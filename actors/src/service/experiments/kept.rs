@@ -397,6 +397,11 @@ impl Projection for Lost {
         }
         Ok(())
     }
+
+    /// Nobody reads what it tells any more.
+    fn gone(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 #[cfg(test)]
