@@ -128,8 +128,9 @@ pub struct ServeArgs {
     /// least 64, at most 1,000) stay behind each snapshot for a member a little behind [default: 20000].
     #[arg(long, env = "TROUPE_RAFT_SNAPSHOT_EVERY")]
     pub raft_snapshot_every: Option<u64>,
-    /// MiB of log entries between two snapshots, if they come first; the entries kept
-    /// behind a snapshot take at most a twentieth of it [default: 1024].
+    /// MiB of log entries between two snapshots (or twice the tables' file, if that is
+    /// more), if they come first; the entries kept behind a snapshot take at most a
+    /// twentieth of it [default: 1024].
     #[arg(long, env = "TROUPE_RAFT_SNAPSHOT_EVERY_MB")]
     pub raft_snapshot_every_mb: Option<u64>,
     /// How long a mutation's answer is kept for its idempotency key [default: 86400000].

@@ -213,7 +213,12 @@ impl Store {
         let kept_log_db = log_db.clone();
         let start = {
             let (tables, transport) = (tables.clone(), transport.clone());
-            let snapshots = raft::snapshot_dir(path);
+            let files = raft::Files {
+                log: log_db,
+                log_bytes,
+                tables: path.to_path_buf(),
+                snapshots: raft::snapshot_dir(path),
+            };
             move || -> Result<(tokio::runtime::Runtime, (raft::Raft, raft::log::Durable)), StoreError> {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
@@ -221,16 +226,7 @@ impl Store {
                     .enable_all()
                     .build()
                     .map_err(StoreError::db)?;
-                let raft = rt.block_on(raft::start(
-                    tables,
-                    raft::LogFile {
-                        db: log_db,
-                        bytes: log_bytes,
-                    },
-                    snapshots,
-                    &options.identity,
-                    transport,
-                ))?;
+                let raft = rt.block_on(raft::start(tables, files, &options.identity, transport))?;
                 Ok((rt, raft))
             }
         };

@@ -419,31 +419,33 @@ pub(super) fn refused(
     }
 }
 
-/// The Raft log's database and the bytes of its file when the store opened.
-pub(super) struct LogFile {
-    pub db: Arc<Database>,
-    pub bytes: u64,
+/// A member's files: the Raft log's database (and the bytes of its file when the store
+/// opened), the tables' file, and the directory of its snapshots.
+pub(super) struct Files {
+    pub log: Arc<Database>,
+    pub log_bytes: u64,
+    pub tables: std::path::PathBuf,
+    pub snapshots: std::path::PathBuf,
 }
 
 /// Starts this node's Raft member on the current runtime: a fresh store becomes a one-node
 /// cluster of its own; a store that was one already leads again at once.
 pub(super) async fn start(
     tables: Arc<Tables>,
-    log: LogFile,
-    snapshots: std::path::PathBuf,
+    files: Files,
     identity: &Identity,
     transport: TransportSlot,
 ) -> Result<(Raft, log::Durable), StoreError> {
-    let log_db = log.db;
+    let log_db = files.log;
     let id = log::node_id(&log_db)?;
     tables.forwarded.belongs_to(id);
     let seen = Arc::new(snapshots::Seen::default());
     if let Some((first, last)) = log::held(&log_db)? {
-        seen.held_at_start(first, last, log.bytes);
+        seen.held_at_start(first, last, files.log_bytes);
     }
     let logs = log::LogStore::new(log_db, tables.clone(), seen.clone());
     let durable = logs.durable();
-    let machine = machine::Machine::new(tables, snapshots)?.gated_by(durable.clone());
+    let machine = machine::Machine::new(tables, files.snapshots)?.gated_by(durable.clone());
     let raft = Raft::new(
         id,
         Arc::new(config(&identity.timing)?),
@@ -454,13 +456,13 @@ pub(super) async fn start(
     .await
     .map_err(|e| StoreError::Database(format!("raft: {e}")))?;
     let timing = &identity.timing;
-    tokio::spawn(snapshots::keep(
-        raft.clone(),
-        timing::every(timing),
-        keep_behind_snapshot(timing),
-        timing::keep_bytes_behind_snapshot(timing),
-        seen,
-    ));
+    let rule = snapshots::Rule {
+        every: timing::every(timing),
+        keep: keep_behind_snapshot(timing),
+        keep_bytes: timing::keep_bytes_behind_snapshot(timing),
+        tables: files.tables,
+    };
+    tokio::spawn(snapshots::keep(raft.clone(), rule, seen));
     let fatal = |e: openraft::error::Fatal<NodeId>| StoreError::Database(format!("raft: {e}"));
     if identity.start == Start::Alone && !raft.is_initialized().await.map_err(fatal)? {
         let members = BTreeMap::from([(id, BasicNode::new(&identity.name))]);

@@ -13,10 +13,11 @@
 //! ([`Seen::purged_past`]): it would need the next one at once.
 //!
 //! The log is bounded in bytes as well as in entries: a snapshot is due once the entries
-//! since the last one take `snapshot_every_bytes` (an entry may take up to 4 MiB, so 20,000
-//! of them could fill a disk before the first snapshot), and the entries kept behind a
-//! snapshot are purged down to a twentieth of that ([`Seen::purge_to_keep`]), never past
-//! what a member catching up still needs.
+//! since the last one take `snapshot_every_bytes` and twice the tables' file (an entry may
+//! take up to 4 MiB, so 20,000 of them could fill a disk before the first snapshot; see
+//! [`Every::with_tables`]), and the entries kept behind a snapshot are purged down to a
+//! twentieth of `snapshot_every_bytes` ([`Seen::purge_to_keep`]), never past what a member
+//! catching up still needs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -162,6 +163,29 @@ impl Every {
     fn reached(&self, entries: u64, bytes: u64, times: u64) -> bool {
         entries >= self.entries.saturating_mul(times) || bytes >= self.bytes.saturating_mul(times)
     }
+
+    /// The log between snapshots by bytes when the tables take `tables` bytes: at least
+    /// twice that. A snapshot copies every table; so the log is bounded by the state it
+    /// leads to, and a member that missed it replays no more than about twice what a
+    /// snapshot would send it (where writes only add, the log is about the size of the
+    /// tables, and a snapshot would only make a restarted member receive the whole state).
+    fn with_tables(self, tables: u64) -> Self {
+        Self {
+            bytes: self.bytes.max(tables.saturating_mul(2)),
+            ..self
+        }
+    }
+}
+
+/// What [`keep`] snapshots by.
+pub(super) struct Rule {
+    pub every: Every,
+    /// The entries kept behind a snapshot (openraft's count, see `timing`).
+    pub keep: u64,
+    /// The bytes the entries kept behind a snapshot take at most.
+    pub keep_bytes: u64,
+    /// The tables' file (see [`Every::with_tables`]).
+    pub tables: std::path::PathBuf,
 }
 
 /// Whether to snapshot now, having applied up to `applied` with the last snapshot at
@@ -205,8 +229,14 @@ fn since(applied: u64, snapshot: Option<u64>) -> u64 {
 }
 
 /// Snapshots this member's state by [`due`] for as long as its Raft runs, and purges the
-/// log kept behind a snapshot down to `keep_bytes` ([`purge_upto`]).
-pub(super) async fn keep(raft: Raft, every: Every, keep: u64, keep_bytes: u64, seen: Arc<Seen>) {
+/// log kept behind a snapshot down to its bytes ([`purge_upto`]).
+pub(super) async fn keep(raft: Raft, rule: Rule, seen: Arc<Seen>) {
+    let Rule {
+        every,
+        keep,
+        keep_bytes,
+        tables,
+    } = rule;
     for event in ["built", "installed", "held"] {
         metrics::counter!(COUNTED, "event" => event).increment(0);
     }
@@ -252,6 +282,7 @@ pub(super) async fn keep(raft: Raft, every: Every, keep: u64, keep_bytes: u64, s
         }
         let since = since(applied, snapshot);
         let bytes = seen.bytes_after(snapshot);
+        let every = every.with_tables(std::fs::metadata(&tables).map_or(0, |m| m.len()));
         match (
             due(applied, snapshot, bytes, every, keep, &followers),
             every.reached(since, bytes, 1),
@@ -387,6 +418,19 @@ mod tests {
         assert!(!due(300, Some(100), 1_000, every, 5, &behind));
         assert!(!due(300, Some(100), 1_000 * HELD_AT_MOST - 1, every, 5, &behind));
         assert!(due(300, Some(100), 1_000 * HELD_AT_MOST, every, 5, &behind));
+    }
+
+    #[test]
+    fn the_log_between_snapshots_may_take_twice_the_tables() {
+        let every = Every {
+            entries: 20_000,
+            bytes: 1_000,
+        };
+        assert_eq!(every.with_tables(300).bytes, 1_000, "small tables: the bound as set");
+        assert_eq!(every.with_tables(800).bytes, 1_600);
+        assert!(!due(300, Some(100), 1_599, every.with_tables(800), 5, &[]));
+        assert!(due(300, Some(100), 1_600, every.with_tables(800), 5, &[]));
+        assert_eq!(every.with_tables(u64::MAX).bytes, u64::MAX);
     }
 
     #[test]

@@ -25,8 +25,9 @@ pub struct Timing {
     /// Log entries between two snapshots; a twentieth of them (at least 64, at most 1,000) stay
     /// behind each, for a follower only a little behind.
     pub snapshot_every: u64,
-    /// Bytes of log entries between two snapshots, if they come before `snapshot_every`
-    /// entries; the entries kept behind each take at most a twentieth of it.
+    /// Bytes of log entries between two snapshots (or twice the tables' file, if that is
+    /// more), if they come before `snapshot_every` entries; the entries kept behind each
+    /// take at most a twentieth of it.
     pub snapshot_every_bytes: u64,
     /// How long a forwarded write waits with nothing moving: no answer from the leader and
     /// no entry applied here ([`FORWARD_WITHIN`](super::FORWARD_WITHIN)). Tests shorten it.
@@ -51,9 +52,10 @@ impl Default for Timing {
 /// every table, so it is taken rarely; the log keeps this many entries (each a whole group
 /// commit) between them.
 pub(super) const SNAPSHOT_EVERY: u64 = 20_000;
-/// Bytes of log between snapshots unless configured (`raft_snapshot_every_mb`): 1 GiB. An
-/// entry may take up to 4 MiB, so entries alone would let 20,000 of them take 80 GB of
-/// disk before the first snapshot (4,000 writes of 255 KB made a log of 2 GB).
+/// Bytes of log between snapshots unless configured (`raft_snapshot_every_mb`): 1 GiB, or
+/// twice the tables' file if that is more (`snapshots::Every::with_tables`). An entry may
+/// take up to 4 MiB, so entries alone would let 20,000 of them take 80 GB of disk before
+/// the first snapshot.
 pub const SNAPSHOT_EVERY_BYTES: u64 = 1 << 30;
 /// At most this many entries are kept behind a snapshot, for a follower that is only a
 /// little behind.

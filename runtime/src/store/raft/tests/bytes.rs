@@ -140,7 +140,8 @@ fn the_last_chunk_of_a_snapshot_may_take_its_install() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_between_snapshots_and_behind_one_is_bounded_in_bytes_however_few_its_entries() {
-    // A snapshot every million entries or 8 MiB; behind one, at most 8 MiB / 20 is kept.
+    // A snapshot every million entries or 8 MiB (or twice the tables); behind one, at most
+    // 8 MiB / 20 is kept.
     let timing = crate::store::raft::Timing {
         snapshot_every: 1_000_000,
         snapshot_every_bytes: 8 * MIB as u64,
@@ -154,10 +155,13 @@ async fn the_log_between_snapshots_and_behind_one_is_bounded_in_bytes_however_fe
     a.admit(b.raft_id(), "b", 3).await.unwrap();
     // The snapshot b was admitted with is before this.
     let before = a.raft().metrics().borrow().last_log_index.unwrap_or_default();
-    // 12 MiB in 12 entries of a little over 1 MiB each: far from a million entries.
-    for i in 0..12 {
-        a.write(big(i)).await.unwrap();
+    // 16 MiB in 16 entries of a little over 1 MiB each, far from a million entries. Each
+    // puts a MiB and takes it out again: the log grows, the tables do not (the log may take
+    // twice what they do).
+    for i in 0..16 {
+        a.write(big(i).delete(THINGS, format!("big-{i}"))).await.unwrap();
     }
+    a.write(Batch::new().put(THINGS, "last", vec![1])).await.unwrap();
     for store in [&a, &b] {
         // Each member snapshots once 8 MiB are past its last snapshot, and purges what is
         // behind the snapshot: any entry of 1 MiB is over what is kept (openraft alone
@@ -176,12 +180,14 @@ async fn the_log_between_snapshots_and_behind_one_is_bounded_in_bytes_however_fe
         let m = store.raft().metrics().borrow().clone();
         assert!(
             snapshotted.is_ok(),
-            "snapshot at {:?} (writes from {before}), purged through {:?}, last entry {:?}",
+            "snapshot at {:?} (writes from {before}), purged through {:?}, last entry {:?}, tables of {} bytes",
             m.snapshot,
             m.purged,
-            m.last_log_index
+            m.last_log_index,
+            std::fs::metadata(dir.path().join(if std::ptr::eq(store, &a) { "a" } else { "b" })).map_or(0, |f| f.len())
         );
     }
     super::caught_up(&b, super::last_log(&a)).await;
-    assert_eq!(b.get(THINGS, "big-11").await.unwrap().map(|v| v.len()), Some(MIB));
+    assert_eq!(b.get(THINGS, "last").await.unwrap(), Some(vec![1]));
+    assert_eq!(b.get(THINGS, "big-15").await.unwrap(), None);
 }
