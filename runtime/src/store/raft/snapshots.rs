@@ -245,6 +245,9 @@ pub(super) async fn keep(raft: Raft, rule: Rule, seen: Arc<Seen>) {
     // The last snapshot when one was asked for, and when: none is asked for again until
     // that one is built.
     let mut asked: Option<(Option<u64>, Instant)> = None;
+    // The last entry a purge was asked through: openraft goes on with one it had to put off
+    // (an entry on its way to a member) by itself.
+    let mut purge_asked: Option<u64> = None;
     while metrics.changed().await.is_ok() {
         let (applied, snapshot, purged, followers) = {
             let m = metrics.borrow_and_update();
@@ -270,8 +273,10 @@ pub(super) async fn keep(raft: Raft, rule: Rule, seen: Arc<Seen>) {
             )
         };
         let Some(applied) = applied else { continue };
-        if let Some(upto) = snapshot.and_then(|s| purge_upto(&seen, s, purged, keep_bytes, &followers)) {
+        let purge = snapshot.and_then(|s| purge_upto(&seen, s, purged, keep_bytes, &followers));
+        if let Some(upto) = purge.filter(|upto| purge_asked.is_none_or(|asked| *upto > asked)) {
             tracing::debug!(upto, "the log kept behind the snapshot is over its bytes: purged");
+            purge_asked = Some(upto);
             if raft.trigger().purge_log(upto).await.is_err() {
                 return;
             }
