@@ -13,11 +13,11 @@
 //! ([`Seen::purged_past`]): it would need the next one at once.
 //!
 //! The log is bounded in bytes as well as in entries: a snapshot is due once the entries
-//! since the last one take `snapshot_every_bytes` and twice the tables' file (an entry may
-//! take up to 4 MiB, so 20,000 of them could fill a disk before the first snapshot; see
-//! [`Every::with_tables`]), and the entries kept behind a snapshot are purged down to a
-//! twentieth of `snapshot_every_bytes` ([`Seen::purge_to_keep`]), never past what a member
-//! catching up still needs.
+//! since the last one take `snapshot_every_bytes`, or twice the tables' file if that is
+//! more (an entry may take up to 4 MiB, so 20,000 of them could fill a disk before the
+//! first snapshot; see [`Every::with_tables`]), and the entries kept behind a snapshot are
+//! purged down to a twentieth of `snapshot_every_bytes` ([`Seen::purge_to_keep`]), never
+//! past what a member catching up still needs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
