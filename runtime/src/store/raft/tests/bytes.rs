@@ -155,10 +155,10 @@ async fn the_log_between_snapshots_and_behind_one_is_bounded_in_bytes_however_fe
     a.admit(b.raft_id(), "b", 3).await.unwrap();
     // The snapshot b was admitted with is before this.
     let before = a.raft().metrics().borrow().last_log_index.unwrap_or_default();
-    // 16 MiB in 16 entries of a little over 1 MiB each, far from a million entries. Each
+    // 24 MiB in 24 entries of a little over 1 MiB each, far from a million entries. Each
     // puts a MiB and takes it out again: the log grows, the tables do not (the log may take
-    // twice what they do).
-    for i in 0..16 {
+    // twice what they do: their file is about 5 MiB here).
+    for i in 0..24 {
         a.write(big(i).delete(THINGS, format!("big-{i}"))).await.unwrap();
     }
     a.write(Batch::new().put(THINGS, "last", vec![1])).await.unwrap();
@@ -189,5 +189,5 @@ async fn the_log_between_snapshots_and_behind_one_is_bounded_in_bytes_however_fe
     }
     super::caught_up(&b, super::last_log(&a)).await;
     assert_eq!(b.get(THINGS, "last").await.unwrap(), Some(vec![1]));
-    assert_eq!(b.get(THINGS, "big-15").await.unwrap(), None);
+    assert_eq!(b.get(THINGS, "big-23").await.unwrap(), None);
 }
