@@ -19,6 +19,8 @@ use openraft::{AnyError, BasicNode, LogId, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+mod chunk;
+
 use super::log::Durable;
 use super::snapshots::Seen;
 use super::{Applied, NodeId, Proposal, Troupe};
@@ -315,7 +317,8 @@ impl RaftNetwork<Troupe> for Client {
             );
             return Err(RPCError::Network(NetworkError::new(&AnyError::error(why))));
         }
-        self.call_within(RpcKind::Snapshot, &rpc, within).await
+        self.call_within(RpcKind::Snapshot, &chunk::ChunkRef::from(&rpc), within)
+            .await
     }
 
     async fn vote(
@@ -456,7 +459,8 @@ pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u
             codec::encode(&raft.vote(rpc).await)
         }
         RpcKind::Snapshot => {
-            let (rpc, to) = addressed::<InstallSnapshotRequest<Troupe>>(request)?;
+            let (rpc, to) = addressed::<chunk::Chunk>(request)?;
+            let rpc: InstallSnapshotRequest<Troupe> = rpc.into();
             heard(rpc.vote.leader_id().voted_for())?;
             mine(to)?;
             codec::encode(&raft.install_snapshot(rpc).await)
