@@ -93,12 +93,10 @@ pub(super) struct Projections {
 
 impl Projections {
     pub fn add(&self, projection: Arc<dyn Projection>) {
-        let mut followed = self.followed.write().unwrap_or_else(|p| p.into_inner());
-        for table in projection.tables() {
-            if !followed.contains(table) {
-                followed.push(*table);
-            }
-        }
+        follow(
+            &mut self.followed.write().unwrap_or_else(|p| p.into_inner()),
+            projection.tables(),
+        );
         self.all.write().unwrap_or_else(|p| p.into_inner()).push(projection);
     }
 
@@ -140,11 +138,9 @@ impl Projections {
         if gone {
             let mut all = self.all.write().unwrap_or_else(|p| p.into_inner());
             all.retain(|projection| !projection.gone());
-            let mut followed: Vec<Table> = Vec::new();
-            for table in all.iter().flat_map(|p| p.tables()) {
-                if !followed.contains(table) {
-                    followed.push(*table);
-                }
+            let mut followed = Vec::new();
+            for projection in all.iter() {
+                follow(&mut followed, projection.tables());
             }
             *self.followed.write().unwrap_or_else(|p| p.into_inner()) = followed;
         }
@@ -156,6 +152,15 @@ impl Projections {
             if !projection.gone() {
                 rebuild(projection.as_ref(), view);
             }
+        }
+    }
+}
+
+/// Adds `tables` to `followed`, each once.
+fn follow(followed: &mut Vec<Table>, tables: &[Table]) {
+    for table in tables {
+        if !followed.contains(table) {
+            followed.push(*table);
         }
     }
 }
