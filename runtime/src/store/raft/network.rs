@@ -317,6 +317,9 @@ impl RaftNetwork<Troupe> for Client {
             );
             return Err(RPCError::Network(NetworkError::new(&AnyError::error(why))));
         }
+        // The member answers nothing else until it installed the snapshot: it is catching up
+        // meanwhile, not gone (see `snapshots::ANSWERED_WITHIN`).
+        let _installing = rpc.done.then(|| self.seen.installing(self.target));
         self.call_within(RpcKind::Snapshot, &chunk::ChunkRef::from(&rpc), within)
             .await
     }

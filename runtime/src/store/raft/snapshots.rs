@@ -7,7 +7,8 @@
 //! clients writing, a restarted member installed 16 snapshots in 90 s and was still behind.
 //! Here the leader holds its next snapshot back while a member it replicates to is catching
 //! up (it answered a Raft request lately, and is more than a few appends behind) and would
-//! lose log it still needs. A member that answers nothing (down, cut off) holds nothing
+//! lose log it still needs (or it installs a snapshot, which it answers once installed, and
+//! nothing else meanwhile). A member that answers nothing (down, cut off) holds nothing
 //! back, and neither does anyone once the log since the last snapshot is [`HELD_AT_MOST`]
 //! times the usual. Nor is a member sent a snapshot the log has moved past
 //! ([`Seen::purged_past`]): it would need the next one at once.
@@ -31,6 +32,9 @@ use super::{NodeId, Raft};
 /// A member that answered a Raft request this recently is catching up, not gone. openraft
 /// goes on sending heartbeats to a member while it streams it a snapshot, so one that takes
 /// a snapshot answers every 100 ms; a send that hangs (a member cut off) answers nothing.
+/// A member installing a snapshot answers nothing until it installed it (openraft's core
+/// answers each request in turn, and the install's answer comes first): it is catching up
+/// while the last chunk's send waits for that answer ([`Seen::installing`]).
 const ANSWERED_WITHIN: Duration = Duration::from_secs(2);
 /// The log since the last snapshot is held back at most this many times the usual, whoever
 /// would still need it: the log's file stays bounded.
@@ -52,6 +56,9 @@ pub(super) const COUNTED: &str = "troupe_raft_snapshots_total";
 pub(super) struct Seen {
     /// When each member last answered a Raft request.
     answered: Mutex<HashMap<NodeId, Instant>>,
+    /// The members installing a snapshot sent them (its last chunk's send waiting for the
+    /// answer), by how many such sends are waiting.
+    installing: Mutex<HashMap<NodeId, usize>>,
     /// One past the last entry purged from this member's log (0: none), as its log or its
     /// Raft metrics last said.
     purged: AtomicU64,
@@ -67,6 +74,17 @@ impl Seen {
     /// `id` answered a Raft request now.
     pub(super) fn answered(&self, id: NodeId) {
         self.answers().insert(id, Instant::now());
+    }
+
+    /// `id` is installing a snapshot, the last chunk of which was just sent, until the
+    /// returned guard is dropped (the answer came, or the send gave up).
+    pub(super) fn installing(self: &Arc<Self>, id: NodeId) -> Installing {
+        *self.installs().entry(id).or_default() += 1;
+        Installing { seen: self.clone(), id }
+    }
+
+    fn installs(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, usize>> {
+        self.installing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the log after a snapshot that ends at `index` is purged here: a member sent
@@ -134,11 +152,32 @@ impl Seen {
         None
     }
 
-    /// Whether `id` is catching up as far as this member can tell: it answered lately.
-    fn catching_up(&self, id: NodeId, now: Instant) -> bool {
-        self.answers()
-            .get(&id)
-            .is_some_and(|t| now.saturating_duration_since(*t) <= ANSWERED_WITHIN)
+    /// Whether `id` is catching up as far as this member can tell: it answered lately, or
+    /// it is installing a snapshot.
+    pub(super) fn catching_up(&self, id: NodeId, now: Instant) -> bool {
+        self.installs().contains_key(&id)
+            || self
+                .answers()
+                .get(&id)
+                .is_some_and(|t| now.saturating_duration_since(*t) <= ANSWERED_WITHIN)
+    }
+}
+
+/// A member installing a snapshot, while this is held (see [`Seen::installing`]).
+pub(super) struct Installing {
+    seen: Arc<Seen>,
+    id: NodeId,
+}
+
+impl Drop for Installing {
+    fn drop(&mut self) {
+        let mut installs = self.seen.installs();
+        if let Some(count) = installs.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                installs.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -383,6 +422,22 @@ mod tests {
         assert!(seen.catching_up(7, before + super::ANSWERED_WITHIN));
         assert!(!seen.catching_up(7, after + super::ANSWERED_WITHIN * 2));
         assert!(!seen.catching_up(8, after));
+    }
+
+    #[test]
+    fn a_member_installing_a_snapshot_is_catching_up_however_long_it_answered_nothing() {
+        let seen = std::sync::Arc::new(Seen::default());
+        seen.answered(7);
+        let later = Instant::now() + super::ANSWERED_WITHIN * 2;
+        assert!(!seen.catching_up(7, later));
+        let first = seen.installing(7);
+        let again = seen.installing(7);
+        assert!(seen.catching_up(7, later));
+        assert!(!seen.catching_up(8, later));
+        drop(first);
+        assert!(seen.catching_up(7, later), "one send of the last chunk still waits");
+        drop(again);
+        assert!(!seen.catching_up(7, later));
     }
 
     #[test]

@@ -442,6 +442,7 @@ async fn a_lagging_follower_reads_every_acknowledged_write_after_it_linearizes()
 mod bytes;
 mod durable;
 mod flight;
+mod installing;
 mod membership;
 mod prevote;
 mod projections;
