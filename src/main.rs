@@ -85,7 +85,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("troupe: error: {}", said_once(&e));
+            telemetry::last_words(&format!("troupe: error: {}", said_once(&e)));
             ExitCode::FAILURE
         }
     }

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::io::Write;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -25,9 +26,10 @@ pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,ractor_cluster=warn,openraft=warn,rmcp=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let lines = tracing_subscriber::fmt::layer()
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+    let lines = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(|| Until {
+        said: &LAST_SAID,
+        out: std::io::stderr(),
+    });
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(KnownNoise::new(SAID_AGAIN_AFTER));
@@ -35,6 +37,51 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => registry.with(lines).try_init(),
         LogFormat::Json => registry.with(lines.json()).try_init(),
     };
+}
+
+/// Whether the process said its last words ([`last_words`]): no log line is written after.
+static LAST_SAID: RwLock<bool> = RwLock::new(false);
+
+/// Writes `text` to stderr as the process's last line: no log line is written after it. A
+/// node that fails stops with its reason as its last line, as an operator and a supervisor
+/// read it; the threads still stopping as the process exits logged after it (openraft's
+/// core, stopped, answering its state's last askers with ERROR lines, seen in a fresh
+/// clone's test run).
+pub fn last_words(text: &str) {
+    said_last(&LAST_SAID, text, &mut std::io::stderr());
+}
+
+fn said_last(said: &RwLock<bool>, text: &str, out: &mut impl Write) {
+    let mut said = said.write().unwrap_or_else(|p| p.into_inner());
+    *said = true;
+    let _ = writeln!(out, "{text}");
+}
+
+/// A log line's way out, until the last words were said: then nowhere. A line being written
+/// holds them off until it is.
+struct Until<W> {
+    said: &'static RwLock<bool>,
+    out: W,
+}
+
+impl<W: Write> Write for Until<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match *self.said.read().unwrap_or_else(|p| p.into_inner()) {
+            true => Ok(buf.len()),
+            false => self.out.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match *self.said.read().unwrap_or_else(|p| p.into_inner()) {
+            true => Ok(()),
+            false => self.out.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Leaves out what the cluster's libraries report at WARN or ERROR that needs nothing from
@@ -245,6 +292,22 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+
+    #[test]
+    fn no_log_line_is_written_after_the_last_words() {
+        let said: &'static RwLock<bool> = Box::leak(Box::new(RwLock::new(false)));
+        let mut out = Vec::new();
+        let line = |out: &mut Vec<u8>, text: &str| {
+            Until { said, out }.write_all(text.as_bytes()).unwrap();
+        };
+        line(&mut out, "a line\n");
+        said_last(said, "troupe: error: the store failed", &mut out);
+        line(&mut out, "openraft: rx recv error\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a line\ntroupe: error: the store failed\n"
+        );
+    }
 
     /// Keeps the messages of the events that reach it.
     #[derive(Clone, Default)]
