@@ -240,6 +240,8 @@ impl Loop {
             note: Some(note),
             held,
         };
+        // Recorded first: a task that says it awaits a person has its call pending.
+        let asked = approvals::asked(&store, asked).await?;
         self.link
             .signal(note(format!("AWAITING_APPROVAL: {} (approval {key})", call.name), true));
         let decision = approvals::decided(&store, asked).await?;

@@ -199,16 +199,22 @@ async fn write(store: &Store, approval: &Approval, kind: &str) -> Result<(), Str
     store.write(batch).await.map(drop).map_err(|e| e.to_string())
 }
 
-/// Commits `asked` unless it was asked before, then waits for its decision (or its
-/// expiry, which rejects it); the decision.
-pub async fn decided(store: &Store, asked: Approval) -> Result<Decision, String> {
-    let approval = match get(store, &asked.id).await? {
-        Some(known) => known,
+/// Commits `asked` unless it was asked before; the approval as recorded. Before the task
+/// says it awaits it: a node killed once the task said so finds the call pending when it
+/// starts again, and charges the attempt nothing.
+pub async fn asked(store: &Store, asked: Approval) -> Result<Approval, String> {
+    match get(store, &asked.id).await? {
+        Some(known) => Ok(known),
         None => {
             write(store, &asked, "APPROVAL_REQUESTED").await?;
-            asked
+            Ok(asked)
         }
-    };
+    }
+}
+
+/// Waits for the decision on `approval`, recorded ([`asked`]), or its expiry, which
+/// rejects it; the decision.
+pub async fn decided(store: &Store, approval: Approval) -> Result<Decision, String> {
     let mut live = store.live();
     loop {
         let now = get(store, &approval.id).await?.unwrap_or_else(|| approval.clone());
