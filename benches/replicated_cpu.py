@@ -123,6 +123,13 @@ def load(addr, token, seconds):
     return done[0]
 
 
+def commit_index(addr, token):
+    """The replicated log's commit index as `addr` knows it (None on a node alone)."""
+    cluster = gql(addr, token, "{ cluster { commitIndex } }", {})["data"]["cluster"]
+    index = cluster.get("commitIndex")
+    return int(index) if index else None
+
+
 def measure(label, addr, token, names):
     load(addr, token, 1.5)
     before = {n: threads(procs[n].pid) for n in names}
@@ -132,12 +139,15 @@ def measure(label, addr, token, names):
         perf = subprocess.Popen(["perf", "record"] + os.environ["PERF"].split() + ["-p", pids, "-o", "perf.data",
                                 "--", "sleep", str(max(args.seconds - 1, 1))],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = commit_index(addr, token)
     started = time.time()
     n = load(addr, token, args.seconds)
     took = time.time() - started
     if perf:
         perf.wait()
     print(f"{label}, {args.clients} client(s): {n} tasks in {took:.1f} s, {n / took:.0f} tasks/s")
+    if first is not None:
+        print(f"  {(commit_index(addr, token) - first) / n:.2f} log entries per task")
     total = 0.0
     for name in names:
         cpu, switches = threads(procs[name].pid)
