@@ -136,8 +136,6 @@ struct Inner {
     forgotten: Arc<raft::ForgottenIds>,
     /// What this member heard of a stopping leader's successor.
     successions: raft::elect::Successions,
-    /// The Raft log's database (the Raft core writes it; pre-votes read its last entry).
-    log_db: Arc<Database>,
     /// The log's writer, which answers how far the log is durable (see `raft::log`).
     log: raft::log::Durable,
     /// The pre-votes this member won and lost (see `raft::prevote`).
@@ -185,11 +183,9 @@ impl Store {
     /// writer thread.
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let db = create(path, options.cache_bytes)?;
-        // The Raft log in a file of its own: an append then writes only the log's pages, not
+        // The Raft log in files of its own: an append then writes only the log's records, not
         // the tables' pages every apply left dirty (see `raft::log`).
-        let log_db = create(&raft::log_path(path), options.cache_bytes / 4)?;
-        raft::log::adopt(&db, &log_db)?;
-        let log_bytes = std::fs::metadata(raft::log_path(path)).map_or(0, |m| m.len());
+        let wal = raft::log::files::open(path, &db)?;
         let txn = db.begin_write().map_err(StoreError::db)?;
         txn.open_table(EVENTS).map_err(StoreError::db)?;
         txn.open_table(EVENT_KINDS).map_err(StoreError::db)?;
@@ -210,12 +206,10 @@ impl Store {
         let forward_within = options.identity.timing.forward_within;
         let node = options.identity.name.clone();
         let applied_tables = tables.clone();
-        let kept_log_db = log_db.clone();
         let start = {
             let (tables, transport) = (tables.clone(), transport.clone());
             let files = raft::Files {
-                log: log_db,
-                log_bytes,
+                log: wal,
                 tables: path.to_path_buf(),
                 snapshots: raft::snapshot_dir(path),
             };
@@ -276,7 +270,6 @@ impl Store {
                 node,
                 forgotten,
                 successions: Default::default(),
-                log_db: kept_log_db,
                 log,
                 pre_votes: Default::default(),
                 presence: Default::default(),
@@ -454,17 +447,13 @@ impl Store {
     /// Makes every state this node applied durable in its tables' file: applies of the
     /// replicated log are made durable only now and then (see `raft::machine`), the log
     /// holding what a crash would lose. For a node about to stop, once its Raft member
-    /// stopped: both files are left as a closed database leaves them, so the next start
-    /// opens them without a repair (see [`apply::persist_for_restart`]).
+    /// stopped: the tables' file is left as a closed database leaves it, so the next start
+    /// opens it without a repair (see [`apply::persist_for_restart`]).
     pub async fn persist(&self) -> Result<(), StoreError> {
-        // The log's last writes first: nothing commits to its file after this one.
+        // The log's last writes first: nothing is written to its files after this one.
         self.inner.log.everything().await?;
-        let (db, log_db) = (self.inner.db.clone(), self.inner.log_db.clone());
-        raft::blocking(move || {
-            apply::persist_for_restart(&db)?;
-            apply::persist_for_restart(&log_db)
-        })
-        .await
+        let db = self.inner.db.clone();
+        raft::blocking(move || apply::persist_for_restart(&db)).await
     }
 
     /// Keeps `projection` in memory from now on, as the state machine drives it: built from

@@ -95,7 +95,7 @@ async fn admin_token_file_is_readable_by_owner_only() -> Result<()> {
     let node = Node::start(NodeOpts::named("solo")).await?;
     let mode =
         |name: &str| -> Result<u32> { Ok(std::fs::metadata(node.data_dir().join(name))?.permissions().mode() & 0o777) };
-    for file in ["admin.token", "troupe.redb", "troupe.log.redb", "gateway.addr"] {
+    for file in ["admin.token", "troupe.redb", "gateway.addr"] {
         ensure!(mode(file)? == 0o600, "{file} mode is {:o}, want 600", mode(file)?);
     }
     ensure!(mode("")? == 0o700, "the data dir's mode is {:o}, want 700", mode("")?);
@@ -104,6 +104,8 @@ async fn admin_token_file_is_readable_by_owner_only() -> Result<()> {
         snapshots == 0o700,
         "the snapshots' directory mode is {snapshots:o}, want 700"
     );
+    let log = mode("troupe.raftlog")?;
+    ensure!(log == 0o700, "the Raft log's directory mode is {log:o}, want 700");
     ensure!(
         node.token.len() >= 16,
         "admin token looks too short to be secret: {:?}",

@@ -82,9 +82,10 @@ pub struct Applied {
     pub out_of_order: Option<Session>,
 }
 
-/// Where the Raft log of the store at `path` is kept: a file of its own beside the tables.
+/// Where the Raft log of the store at `path` is kept: a directory of its own beside the
+/// tables (see `log::files`).
 pub fn log_path(path: &std::path::Path) -> std::path::PathBuf {
-    path.with_extension("log.redb")
+    log::files::dir(path)
 }
 
 /// The directory of the snapshots of the tables' file at `path` (`troupe.snapshots` beside
@@ -93,9 +94,10 @@ pub fn snapshot_dir(path: &std::path::Path) -> std::path::PathBuf {
     path.with_extension("snapshots")
 }
 
-/// Log entries, one per index.
+/// Log entries, one per index, where earlier builds kept them (in redb).
 pub(super) const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-/// The log's own state: vote, committed and last purged log ids, this node's Raft id.
+/// The log's own state where earlier builds kept it: vote, committed and last purged log
+/// ids, this node's Raft id.
 pub(super) const RAFT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state");
 /// The state machine's applied log id and membership, written with the data they describe.
 pub(super) const RAFT_APPLIED: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_applied");
@@ -419,11 +421,9 @@ pub(super) fn refused(
     }
 }
 
-/// A member's files: the Raft log's database (and the bytes of its file when the store
-/// opened), the tables' file, and the directory of its snapshots.
+/// A member's files: the Raft log's, the tables' file, and the directory of its snapshots.
 pub(super) struct Files {
-    pub log: Arc<Database>,
-    pub log_bytes: u64,
+    pub log: log::Wal,
     pub tables: std::path::PathBuf,
     pub snapshots: std::path::PathBuf,
 }
@@ -436,14 +436,17 @@ pub(super) async fn start(
     identity: &Identity,
     transport: TransportSlot,
 ) -> Result<(Raft, log::Durable), StoreError> {
-    let log_db = files.log;
-    let id = log::node_id(&log_db)?;
+    let wal = files.log;
+    let (id, held, bytes) = {
+        let mut log = wal.lock().unwrap_or_else(|p| p.into_inner());
+        (log.node_id()?, log.held(), log.bytes())
+    };
     tables.forwarded.belongs_to(id);
     let seen = Arc::new(snapshots::Seen::default());
-    if let Some((first, last)) = log::held(&log_db)? {
-        seen.held_at_start(first, last, files.log_bytes);
+    if let Some((first, last)) = held {
+        seen.held_at_start(first, last, bytes);
     }
-    let logs = log::LogStore::new(log_db, tables.clone(), seen.clone());
+    let logs = log::LogStore::new(wal, tables.clone(), seen.clone());
     let durable = logs.durable();
     let machine = machine::Machine::new(tables, files.snapshots)?.gated_by(durable.clone());
     let raft = Raft::new(

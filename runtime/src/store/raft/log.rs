@@ -1,19 +1,17 @@
-//! The Raft log in redb: one entry per index, and the vote, committed and purged log ids.
-//! The log's own writer thread commits every write with `Durability::Immediate`, in order;
-//! an append is done for openraft once its entries are readable, and what leaves the node
-//! waits until the entries it speaks for are durable (see [`writer`]). The committed log id
-//! has no commit of its own: the next append writes it.
+//! The Raft log: one entry per index, and the vote, committed and purged log ids, in the
+//! log's own files (see [`files`]). The log's own writer thread writes and syncs what it is
+//! handed, in order; an append is done for openraft once its entries are readable, and what
+//! leaves the node waits until the entries it speaks for are durable (see [`writer`]). The
+//! committed log id has no flush of its own: the next append writes it.
 //!
-//! The log has a database file of its own, beside the tables'. The state machine's commits
-//! are cheap ones, made durable only now and then (see `machine`): in one file with the
-//! tables, every append also wrote the pages each apply since the last append had changed
-//! (about 25 pages, 0.57 ms of fsync per append on this machine), where the log's own
-//! change is a page or two. Before entries are purged, the tables are made durable, so the
-//! entries past the tables' durable state are always still in the log.
+//! The log has files of its own, beside the tables'. The state machine's commits are cheap
+//! ones, made durable only now and then (see `machine`). Before entries are purged, the
+//! tables are made durable, so the entries past the tables' durable state are always still
+//! in the log.
 //!
 //! The newest entries appended are also kept in memory: openraft reads each entry back to
 //! apply it and to send it to followers, and from memory that costs neither a read of the
-//! database nor decoding every batch and event again.
+//! files nor decoding every batch and event again.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -29,7 +27,9 @@ use crate::codec;
 use crate::store::apply::Tables;
 use crate::store::StoreError;
 
+pub(crate) mod files;
 mod writer;
+pub(crate) use files::Wal;
 pub(crate) use writer::Durable;
 use writer::Work;
 
@@ -37,18 +37,6 @@ pub(super) const VOTE: &str = "vote";
 pub(super) const COMMITTED: &str = "committed";
 pub(super) const PURGED: &str = "purged";
 pub(super) const ID: &str = "id";
-
-/// This node's Raft id: made once, at the store's first start, and kept, so a node keeps
-/// its place in the group when its name or address changes.
-pub(super) fn node_id(db: &Database) -> Result<NodeId, StoreError> {
-    if let Some(id) = read_state::<NodeId>(db, RAFT_STATE, ID)? {
-        return Ok(id);
-    }
-    // Never 0: some tools read 0 as "no node".
-    let id = rand::random::<u64>().max(1);
-    put_state(db, ID, &id)?;
-    Ok(id)
-}
 
 /// Moves the log of a store that kept it in the tables' file (as earlier builds did) into
 /// the log's own file: copied, made durable, then dropped from the tables' file. A crash in
@@ -89,16 +77,6 @@ pub fn adopt(tables: &Database, log: &Database) -> Result<(), StoreError> {
     let txn = tables.begin_write().map_err(StoreError::db)?;
     txn.delete_table(RAFT_LOG).map_err(StoreError::db)?;
     txn.delete_table(RAFT_STATE).map_err(StoreError::db)?;
-    txn.commit().map_err(StoreError::db)
-}
-
-fn put_state<T: serde::Serialize>(db: &Database, key: &str, value: &T) -> Result<(), StoreError> {
-    let bytes = codec::encode(value)?;
-    let txn = db.begin_write().map_err(StoreError::db)?;
-    txn.open_table(RAFT_STATE)
-        .map_err(StoreError::db)?
-        .insert(key, bytes.as_slice())
-        .map_err(StoreError::db)?;
     txn.commit().map_err(StoreError::db)
 }
 
@@ -144,7 +122,6 @@ type Recent = Arc<std::sync::Mutex<RecentEntries>>;
 
 #[derive(Clone)]
 pub(super) struct LogStore {
-    db: Arc<Database>,
     /// The log's writer, which makes the tables durable before entries are purged.
     durable: Durable,
     recent: Recent,
@@ -155,10 +132,9 @@ pub(super) struct LogStore {
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>, tables: Arc<Tables>, seen: Arc<Seen>) -> Self {
+    pub fn new(wal: Wal, tables: Arc<Tables>, seen: Arc<Seen>) -> Self {
         Self {
-            durable: Durable::start(db.clone(), tables),
-            db,
+            durable: Durable::start(wal, tables),
             recent: Recent::default(),
             committed: Arc::default(),
             seen,
@@ -185,15 +161,10 @@ impl LogStore {
         (held.len() as u64 == last - first + 1).then_some(held)
     }
 
-    async fn state<T: serde::de::DeserializeOwned + Send + 'static>(
-        &self,
-        key: &'static str,
-    ) -> Result<Option<T>, StorageError<NodeId>> {
+    /// Reads the log's state once the writer wrote all it was handed.
+    async fn state<T>(&self, read: impl FnOnce(&files::Log) -> T) -> Result<T, StorageError<NodeId>> {
         self.durable.everything().await.map_err(read_error)?;
-        let db = self.db.clone();
-        blocking(move || read_state(&db, RAFT_STATE, key))
-            .await
-            .map_err(read_error)
+        Ok(read(&self.durable.wal()))
     }
 
     /// Hands `work` to the writer and waits until it is durable.
@@ -226,63 +197,19 @@ impl RaftLogReader<Troupe> for LogStore {
                 return Ok(held);
             }
         }
-        // Entries no longer in memory may still be on their way to the file.
+        // Entries no longer in memory may still be on their way to the files.
         self.durable.everything().await.map_err(read_error)?;
-        let db = self.db.clone();
-        let range = (range.start_bound().cloned(), range.end_bound().cloned());
+        let durable = self.durable.clone();
         blocking(move || {
-            let txn = db.begin_read().map_err(StoreError::db)?;
-            let log = match txn.open_table(RAFT_LOG) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(StoreError::db(e)),
+            let wal = durable.wal();
+            let end = match last {
+                Some(last) => last.saturating_add(1),
+                None => wal.last().map_or(0, |l| l.index + 1),
             };
-            let mut entries = Vec::new();
-            for item in log.range::<u64>(range).map_err(StoreError::db)? {
-                let (_, v) = item.map_err(StoreError::db)?;
-                entries.push(codec::decode(v.value())?);
-            }
-            Ok(entries)
+            wal.read(first.unwrap_or(0), end)
         })
         .await
         .map_err(read_error)
-    }
-}
-
-/// The id of the last entry in the log, `None` when it holds none.
-fn last_entry(db: &Database) -> Result<Option<LogId<NodeId>>, StoreError> {
-    let txn = db.begin_read().map_err(StoreError::db)?;
-    let log = match txn.open_table(RAFT_LOG) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(StoreError::db(e)),
-    };
-    let last = match log.last().map_err(StoreError::db)? {
-        Some((_, v)) => Some(*codec::decode::<Entry<Troupe>>(v.value())?.get_log_id()),
-        None => None,
-    };
-    Ok(last)
-}
-
-/// The indexes of the first and the last entry in the log, `None` when it holds none.
-pub(super) fn held(db: &Database) -> Result<Option<(u64, u64)>, StoreError> {
-    let txn = db.begin_read().map_err(StoreError::db)?;
-    let log = match txn.open_table(RAFT_LOG) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(StoreError::db(e)),
-    };
-    let first = log.first().map_err(StoreError::db)?.map(|(k, _)| k.value());
-    let last = log.last().map_err(StoreError::db)?.map(|(k, _)| k.value());
-    Ok(first.zip(last))
-}
-
-/// The id of the last entry this member holds: the log's last, or the last purged when
-/// the log is empty after a snapshot.
-pub(in crate::store) fn last_log_id(db: &Database) -> Result<Option<LogId<NodeId>>, StoreError> {
-    match last_entry(db)? {
-        Some(last) => Ok(Some(last)),
-        None => read_state(db, RAFT_STATE, PURGED),
     }
 }
 
@@ -291,9 +218,7 @@ impl RaftLogStorage<Troupe> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<Troupe>, StorageError<NodeId>> {
         // Read once the writer wrote all it was handed (`state` waits for it).
-        let purged: Option<LogId<NodeId>> = self.state(PURGED).await?;
-        let db = self.db.clone();
-        let last = blocking(move || last_entry(&db)).await.map_err(read_error)?;
+        let (purged, last) = self.state(|wal| (wal.purged(), wal.last())).await?;
         Ok(LogState {
             last_purged_log_id: purged,
             last_log_id: last.or(purged),
@@ -305,12 +230,11 @@ impl RaftLogStorage<Troupe> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let bytes = codec::encode(vote).map_err(write_error)?;
-        self.written(Work::State(VOTE, bytes)).await
+        self.written(Work::Vote(*vote)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.state(VOTE).await
+        self.state(files::Log::vote).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
@@ -323,7 +247,7 @@ impl RaftLogStorage<Troupe> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.state::<Option<LogId<NodeId>>>(COMMITTED).await?.flatten())
+        self.state(files::Log::committed).await
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<Troupe>) -> Result<(), StorageError<NodeId>>
@@ -334,7 +258,7 @@ impl RaftLogStorage<Troupe> for LogStore {
         let entries: Vec<Entry<Troupe>> = entries.into_iter().collect();
         let encoded = entries
             .iter()
-            .map(|e| Ok((e.get_log_id().index, codec::encode(e)?)))
+            .map(|e| Ok((*e.get_log_id(), codec::encode(e)?)))
             .collect::<Result<Vec<_>, StoreError>>()
             .map_err(write_error)?;
         let committed = self
@@ -342,12 +266,10 @@ impl RaftLogStorage<Troupe> for LogStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
-            .map(|c| codec::encode(&c))
-            .transpose()
-            .map_err(write_error)?;
+            .flatten();
         let sizes: Vec<usize> = encoded.iter().map(|(_, bytes)| bytes.len()).collect();
         self.seen
-            .appended(encoded.iter().map(|(index, bytes)| (*index, bytes.len() as u64)));
+            .appended(encoded.iter().map(|(id, bytes)| (id.index, bytes.len() as u64)));
         {
             let mut recent = self.recent();
             for (e, bytes) in entries.into_iter().zip(sizes) {

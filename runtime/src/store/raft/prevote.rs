@@ -359,12 +359,11 @@ impl Store {
 
     /// The last entry of this member's log, read from the log: what a vote compares. Read
     /// once the log's writer wrote what it was handed: openraft takes entries once they are
-    /// readable, and the file alone may lag them: a member whose file lagged its core by the
+    /// readable, and the files alone may lag them: a member whose files lagged its core by the
     /// entry a candidate lacks would grant that candidate a pre-vote its vote then refuses.
     pub(super) async fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
         self.inner.log.everything().await?;
-        let db = self.inner.log_db.clone();
-        super::blocking(move || super::log::last_log_id(&db)).await
+        Ok(self.inner.log.wal().last())
     }
 
     /// How many pre-votes this member won and lost so far.

@@ -3,10 +3,10 @@
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
-use openraft::{Entry, LogId};
-use redb::{Database, ReadableDatabase};
+use openraft::Entry;
+use redb::Database;
 
-use super::{log, machine, read_state, NodeId, Troupe, RAFT_APPLIED, RAFT_LOG, RAFT_STATE};
+use super::{log, machine, NodeId, Troupe, RAFT_APPLIED};
 use crate::codec;
 use crate::store::apply::Tables;
 use crate::store::{Change, Projection, StoreError, Table, View, META};
@@ -80,13 +80,16 @@ pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
         Err(e) => return Err(StoreError::db(e)),
     };
-    // Created (owner only) when an earlier build kept the log in the tables' file: moved
-    // to a file of its own first.
-    let logs = crate::store::create(&super::log_path(path), crate::store::DEFAULT_CACHE_BYTES / 4)?;
-    log::adopt(&db, &logs)?;
-    let id: NodeId = read_state(&logs, RAFT_STATE, log::ID)?
-        .ok_or_else(|| StoreError::Rejected(format!("{} holds no replicated log", path.display())))?;
-    let (_, membership) = apply_committed(&db, &logs)?;
+    // An earlier build's log is moved into the log's files first.
+    let logs = log::files::open(path, &db)?;
+    let (id, (_, membership)) = {
+        let logs = logs.lock().unwrap_or_else(|p| p.into_inner());
+        let id: NodeId = logs
+            .id()
+            .ok_or_else(|| StoreError::Rejected(format!("{} holds no replicated log", path.display())))?;
+        (id, apply_committed(&db, &logs)?)
+    };
+    drop(logs);
     let nodes: Vec<(NodeId, String)> = membership
         .membership()
         .nodes()
@@ -97,17 +100,10 @@ pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError
         .find(|(member, _)| *member == id)
         .map(|(_, name)| name.clone())
         .ok_or_else(|| StoreError::Rejected("this node is not a member of the log it holds".into()))?;
-    // The log first, then what the tables applied: a crash between the two leaves the
-    // membership readable, and this runs again alike.
-    let txn = logs.begin_write().map_err(StoreError::db)?;
-    {
-        txn.delete_table(RAFT_LOG).map_err(StoreError::db)?;
-        let mut state = txn.open_table(RAFT_STATE).map_err(StoreError::db)?;
-        for key in [log::VOTE, log::COMMITTED, log::PURGED] {
-            state.remove(key).map_err(StoreError::db)?;
-        }
-    }
-    txn.commit().map_err(StoreError::db)?;
+    // The log first (replaced by one that holds only this node's id), then what the tables
+    // applied: a crash between the two leaves the membership readable, and this runs again
+    // alike.
+    log::files::replace(path, |logs| logs.belongs_to(id))?;
     let txn = db.begin_write().map_err(StoreError::db)?;
     txn.delete_table(RAFT_APPLIED).map_err(StoreError::db)?;
     txn.commit().map_err(StoreError::db)?;
@@ -127,24 +123,13 @@ pub fn forget_membership(path: &std::path::Path) -> Result<Forgotten, StoreError
 /// that stopped without closing its tables lost the latest ones, which the log has. Entries
 /// past the committed id the log recorded may never have been committed: they go with the
 /// log. Returns what the tables have applied then.
-fn apply_committed(db: &Arc<Database>, logs: &Database) -> Result<machine::AppliedState, StoreError> {
+fn apply_committed(db: &Arc<Database>, logs: &log::files::Log) -> Result<machine::AppliedState, StoreError> {
     let (applied, membership) = machine::applied(db)?;
-    let committed: Option<LogId<NodeId>> =
-        read_state::<Option<LogId<NodeId>>>(logs, RAFT_STATE, log::COMMITTED)?.flatten();
     let from = applied.map_or(0, |id| id.index + 1);
-    let Some(to) = committed.map(|id| id.index).filter(|to| *to >= from) else {
+    let Some(to) = logs.committed().map(|id| id.index).filter(|to| *to >= from) else {
         return Ok((applied, membership));
     };
-    let entries: Vec<Entry<Troupe>> = {
-        let txn = logs.begin_read().map_err(StoreError::db)?;
-        let log = txn.open_table(RAFT_LOG).map_err(StoreError::db)?;
-        let mut entries = Vec::new();
-        for item in log.range(from..=to).map_err(StoreError::db)? {
-            let (_, v) = item.map_err(StoreError::db)?;
-            entries.push(codec::decode(v.value())?);
-        }
-        entries
-    };
+    let entries: Vec<Entry<Troupe>> = logs.read(from, to + 1)?;
     if entries.first().map(|e| e.log_id.index) != Some(from) || entries.len() as u64 != to - from + 1 {
         return Err(StoreError::Rejected(format!(
             "the log holds {} of the committed entries {from}..={to} this node has not applied durably",

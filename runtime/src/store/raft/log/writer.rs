@@ -1,6 +1,6 @@
-//! The log's writer: a thread of its own that commits what the log store hands it (appends,
-//! truncations, purges, the vote) in the order it was handed, as many jobs as are waiting in
-//! one transaction (one fsync), and says how far it got.
+//! The log's writer: a thread of its own that writes what the log store hands it (appends,
+//! truncations, purges, the vote) to the log's files in the order it was handed, as many
+//! jobs as are waiting in one flush (one fsync), and says how far it got.
 //!
 //! openraft 0.9 waits inside its core for an append to be flushed before it sends the
 //! entries to the followers, so a leader's fsync and its followers' ran one after the other
@@ -22,39 +22,36 @@
 //! like one that crashed before appending them.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
-use openraft::LogId;
-use redb::Database;
+use openraft::{LogId, Vote};
 use tokio::sync::watch;
 
-use super::{COMMITTED, PURGED};
+use super::files::{self, Wal};
 use crate::store::apply::Tables;
-use crate::store::raft::{NodeId, RAFT_LOG, RAFT_STATE};
+use crate::store::raft::NodeId;
 use crate::store::StoreError;
 
 /// What one job writes.
 pub(super) enum Work {
-    /// Entries by index, encoded, and the committed log id openraft saved last, encoded.
+    /// Entries by log id, encoded, and the committed log id openraft saved last.
     Append {
-        entries: Vec<(u64, Vec<u8>)>,
-        committed: Option<Vec<u8>>,
+        entries: Vec<(LogId<NodeId>, Vec<u8>)>,
+        committed: Option<LogId<NodeId>>,
     },
     /// Entries from this index on are gone.
     Truncate(u64),
     /// Entries up to this log id are gone; the tables are made durable first.
     Purge(LogId<NodeId>),
-    /// A value of the log's state table (the vote).
-    State(&'static str, Vec<u8>),
+    /// The vote.
+    Vote(Vote<NodeId>),
 }
 
 impl Work {
     fn bytes(&self) -> usize {
         match self {
             Self::Append { entries, .. } => entries.iter().map(|(_, e)| e.len()).sum(),
-            Self::State(_, value) => value.len(),
-            Self::Truncate(_) | Self::Purge(_) => 0,
+            Self::Vote(_) | Self::Truncate(_) | Self::Purge(_) => 0,
         }
     }
 }
@@ -71,7 +68,7 @@ enum Flushed {
     Failed(String),
 }
 
-/// Jobs of at most about this many bytes go in one transaction.
+/// Jobs of at most about this many bytes go in one flush.
 const GROUP_BYTES: usize = 64 << 20;
 /// An append waits until it is durable when more than this many bytes wait for the writer.
 const WAITING_BYTES: usize = 64 << 20;
@@ -92,11 +89,17 @@ struct Queue {
 pub(crate) struct Durable {
     queue: Arc<Mutex<Queue>>,
     flushed: watch::Receiver<Flushed>,
+    /// The log's files, which the writer writes and the log store reads.
+    wal: Wal,
+    /// Held by the writer while it writes a group: a test holds it to keep entries from the
+    /// files.
+    #[cfg(test)]
+    pub(crate) gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Durable {
-    /// Starts the writer of the log in `db`; `tables` are made durable before a purge.
-    pub(super) fn start(db: Arc<Database>, tables: Arc<Tables>) -> Self {
+    /// Starts the writer of the log in `wal`; `tables` are made durable before a purge.
+    pub(super) fn start(wal: Wal, tables: Arc<Tables>) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
         let (flushed_tx, flushed) = watch::channel(Flushed::Through(0));
         let queue = Arc::new(Mutex::new(Queue {
@@ -108,11 +111,30 @@ impl Durable {
         // Not kept by the thread: once every handle is gone the channel closes, the thread
         // writes what is left and ends, and the database's file is closed.
         let kept = Arc::downgrade(&queue);
+        #[cfg(test)]
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        let writer = Writer {
+            wal: wal.clone(),
+            tables,
+            #[cfg(test)]
+            gate: gate.clone(),
+        };
         std::thread::Builder::new()
             .name("troupe-raft-log".into())
-            .spawn(move || run(&db, &tables, &rx, &kept, &flushed_tx))
+            .spawn(move || run(&writer, &rx, &kept, &flushed_tx))
             .expect("the log's writer thread starts");
-        Self { queue, flushed }
+        Self {
+            queue,
+            flushed,
+            wal,
+            #[cfg(test)]
+            gate,
+        }
+    }
+
+    /// The log's files, locked: for reading what the writer wrote.
+    pub(in crate::store) fn wal(&self) -> std::sync::MutexGuard<'_, files::Log> {
+        self.wal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -137,15 +159,15 @@ impl Durable {
         queue.next += 1;
         match &work {
             Work::Append { entries, .. } => {
-                for (index, _) in entries {
-                    queue.pending.insert(*index, seq);
+                for (id, _) in entries {
+                    queue.pending.insert(id.index, seq);
                 }
             }
             // Gone entries wait for nothing; the ones appended again are handed after.
             Work::Truncate(index) => {
                 queue.pending.split_off(index);
             }
-            Work::Purge(_) | Work::State(..) => {}
+            Work::Purge(_) | Work::Vote(_) => {}
         }
         queue.waiting += work.bytes();
         let heavy = queue.waiting > WAITING_BYTES;
@@ -190,9 +212,16 @@ impl Durable {
     }
 }
 
+/// What the writer thread holds.
+struct Writer {
+    wal: Wal,
+    tables: Arc<Tables>,
+    #[cfg(test)]
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
 fn run(
-    db: &Database,
-    tables: &Tables,
+    writer: &Writer,
     rx: &std::sync::mpsc::Receiver<Job>,
     queue: &std::sync::Weak<Mutex<Queue>>,
     flushed: &watch::Sender<Flushed>,
@@ -210,7 +239,7 @@ fn run(
             }
         }
         let last = jobs.last().map_or(0, |j| j.seq);
-        match commit(db, tables, &jobs) {
+        match writer.write(&jobs) {
             Ok(()) => {
                 if let Some(queue) = queue.upgrade() {
                     let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -228,58 +257,51 @@ fn run(
     }
 }
 
-/// Writes `jobs` in order in one transaction, made durable.
-fn commit(db: &Database, tables: &Tables, jobs: &[Job]) -> Result<(), StoreError> {
-    if jobs.iter().any(|j| matches!(j.work, Work::Purge(_))) {
-        // The entries purged must not be needed again: the tables' applies of them are
-        // made durable first (openraft purges only entries applied here).
-        crate::store::apply::persist(&tables.db)?;
-    }
-    let txn = db.begin_write().map_err(StoreError::db)?;
-    {
-        let mut log = txn.open_table(RAFT_LOG).map_err(StoreError::db)?;
-        let mut state = txn.open_table(RAFT_STATE).map_err(StoreError::db)?;
-        for job in jobs {
-            match &job.work {
-                Work::Append { entries, committed } => {
-                    for (index, bytes) in entries {
-                        log.insert(*index, bytes.as_slice()).map_err(StoreError::db)?;
-                    }
-                    if let Some(committed) = committed {
-                        state.insert(COMMITTED, committed.as_slice()).map_err(StoreError::db)?;
-                    }
-                }
-                Work::Truncate(index) => {
-                    log.retain_in::<u64, _>((Bound::Included(*index), Bound::Unbounded), |_, _| false)
-                        .map_err(StoreError::db)?;
-                }
-                // The purge and the record of it in one transaction: a crash between them
-                // would leave a log that starts past what it says it purged.
-                Work::Purge(log_id) => {
-                    log.retain_in::<u64, _>(..=log_id.index, |_, _| false)
-                        .map_err(StoreError::db)?;
-                    let bytes = crate::codec::encode(log_id)?;
-                    state.insert(PURGED, bytes.as_slice()).map_err(StoreError::db)?;
-                }
-                Work::State(key, value) => {
-                    state.insert(*key, value.as_slice()).map_err(StoreError::db)?;
-                }
-            }
+impl Writer {
+    /// Writes `jobs` in order and makes them durable with one flush.
+    fn write(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        #[cfg(test)]
+        let _held = self.gate.blocking_lock();
+        if jobs.iter().any(|j| matches!(j.work, Work::Purge(_))) {
+            // The entries purged must not be needed again: the tables' applies of them are
+            // made durable first (openraft purges only entries applied here).
+            crate::store::apply::persist(&self.tables.db)?;
         }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        {
+            let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+            for job in jobs {
+                wal.write(&job.work)?;
+            }
+            wal.flush(true, Some(tx)).map_err(files::failed)?;
+        }
+        // The files' own thread writes and syncs them; the lock is free meanwhile, for reads.
+        rx.recv()
+            .map_err(|_| StoreError::Failed("the Raft log's files closed".into()))?
+            .map_err(files::failed)
     }
-    txn.commit().map_err(StoreError::db)
 }
 
 #[cfg(test)]
 mod tests {
     use futures::FutureExt;
-    use redb::{ReadableDatabase, ReadableTable};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload};
+    use redb::Database;
 
     use super::*;
+    use crate::store::raft::Troupe;
 
-    fn append(indexes: std::ops::RangeInclusive<u64>) -> Work {
+    fn append(term: u64, indexes: std::ops::RangeInclusive<u64>) -> Work {
+        let entry = |index| {
+            let log_id = LogId::new(CommittedLeaderId::new(term, 1), index);
+            let entry: Entry<Troupe> = Entry {
+                log_id,
+                payload: EntryPayload::Blank,
+            };
+            (log_id, crate::codec::encode(&entry).unwrap())
+        };
         Work::Append {
-            entries: indexes.map(|i| (i, vec![i as u8])).collect(),
+            entries: indexes.map(entry).collect(),
             committed: None,
         }
     }
@@ -287,15 +309,15 @@ mod tests {
     #[tokio::test]
     async fn an_index_waits_for_the_job_that_wrote_it_last_and_a_truncation_forgets_the_gone_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("log")).unwrap());
         let (live, _) = tokio::sync::broadcast::channel(16);
         let tables_db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        let durable = Durable::start(db.clone(), Arc::new(Tables::open(tables_db, live, 0).unwrap()));
-        // The writer waits for this transaction: nothing handed is durable while it is held.
-        let held = db.begin_write().unwrap();
-        let (first, _) = durable.hand(append(1..=3)).unwrap();
+        let wal = files::open(&dir.path().join("db"), &tables_db).unwrap();
+        let durable = Durable::start(wal, Arc::new(Tables::open(tables_db, live, 0).unwrap()));
+        // The writer waits for this gate: nothing handed is durable while it is held.
+        let held = durable.gate.try_lock().unwrap();
+        let (first, _) = durable.hand(append(1, 1..=3)).unwrap();
         durable.hand(Work::Truncate(2)).unwrap();
-        let (again, _) = durable.hand(append(2..=2)).unwrap();
+        let (again, _) = durable.hand(append(2, 2..=2)).unwrap();
         assert_eq!(durable.queue().pending, BTreeMap::from([(1, first), (2, again)]));
         assert!(
             durable.covering(1).now_or_never().is_none(),
@@ -310,17 +332,13 @@ mod tests {
         durable.covering(3).await.unwrap();
         assert!(durable.queue().pending.is_empty());
         assert_eq!(durable.queue().waiting, 0);
-        let read = db.begin_read().unwrap();
-        let log = read.open_table(RAFT_LOG).unwrap();
-        let held: Vec<(u64, Vec<u8>)> = log
-            .iter()
+        let held: Vec<(u64, u64)> = durable
+            .wal()
+            .read(0, 10)
             .unwrap()
-            .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())).unwrap())
+            .iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
             .collect();
-        assert_eq!(
-            held,
-            vec![(1, vec![1]), (2, vec![2])],
-            "3 was truncated, 2 written again"
-        );
+        assert_eq!(held, vec![(1, 1), (2, 2)], "3 was truncated, 2 written again");
     }
 }

@@ -1,7 +1,7 @@
 //! A member's log tells openraft an append is done once its entries are readable, and its
 //! writer makes them durable meanwhile: what leaves the member waits until the entries it
-//! speaks for are durable (see `log::writer`). Each test holds a member's log writer with a
-//! write transaction on its log's file, which the writer waits for.
+//! speaks for are durable (see `log::writer`). Each test holds a member's log writer with
+//! the gate it takes before it writes a group.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +9,9 @@ use std::time::Duration;
 use super::{last_log, three_voters, Router, THINGS};
 use crate::store::{Batch, Store};
 
-/// Holds `store`'s log writer until the transaction is dropped.
-fn hold_log(store: &Store) -> redb::WriteTransaction {
-    store.inner.log_db.begin_write().unwrap()
+/// Holds `store`'s log writer until the guard is dropped.
+fn hold_log(store: &Store) -> tokio::sync::OwnedMutexGuard<()> {
+    futures::executor::block_on(store.inner.log.gate.clone().lock_owned())
 }
 
 /// The leader of three voters with one write made, and its two followers.
@@ -157,7 +157,7 @@ struct Behind {
     before: u64,
     /// The leader's last entry.
     index: u64,
-    held: redb::WriteTransaction,
+    held: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// a, b and c, with c cut off while 40 writes commit on a and b, then given the log back
@@ -257,7 +257,15 @@ async fn a_member_that_lost_entries_it_answered_for_early_is_sent_them_again() {
     router.cut.lock().unwrap().insert("c".into());
     let lost = dir.path().join("c-lost");
     std::fs::copy(dir.path().join("c"), &lost).unwrap();
-    std::fs::copy(dir.path().join("c.log.redb"), lost.with_extension("log.redb")).unwrap();
+    let (from, to) = (
+        crate::store::raft::log_path(&dir.path().join("c")),
+        crate::store::raft::log_path(&lost),
+    );
+    std::fs::create_dir(&to).unwrap();
+    for file in std::fs::read_dir(&from).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+    }
     router.stores.lock().unwrap().remove("c");
     drop(held);
     c.stop_raft().await;

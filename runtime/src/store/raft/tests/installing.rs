@@ -37,15 +37,9 @@ impl Transport for Gated {
 async fn a_member_sent_the_last_chunk_of_a_snapshot_is_catching_up_until_it_answers() {
     let dir = tempfile::tempdir().unwrap();
     let (live, _) = tokio::sync::broadcast::channel(16);
-    let tables = Arc::new(
-        Tables::open(
-            Arc::new(redb::Database::create(dir.path().join("db")).unwrap()),
-            live,
-            0,
-        )
-        .unwrap(),
-    );
-    let log = Arc::new(redb::Database::create(dir.path().join("db.log.redb")).unwrap());
+    let db = Arc::new(redb::Database::create(dir.path().join("db")).unwrap());
+    let log = crate::store::raft::log::files::open(&dir.path().join("db"), &db).unwrap();
+    let tables = Arc::new(Tables::open(db, live, 0).unwrap());
     let seen = Arc::new(Seen::default());
     let durable = LogStore::new(log, tables, seen.clone()).durable();
     let (open, gate) = watch::channel(false);
