@@ -240,6 +240,8 @@ fn config(dir: &Path) -> raft_log::Config {
             // a full queue would block the writer's caller, the Raft core's thread.
             flush_queue_max_bytes: Some(256 << 20),
             read_buffer_size: Some(8 << 20),
+            // A record a crash tore is one whose flush never ended: no one was told of it.
+            truncate_incomplete_record: Some(true),
             ..raft_log::chunked_wal::Config::new(dir.display())
         },
         // The entries read back come from the log store's own memory (decoded); the files'
@@ -360,4 +362,67 @@ fn copy(earlier: &Database, log: &mut Log) -> Result<(), StoreError> {
         entries: Vec::new(),
         committed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::EntryPayload;
+
+    use super::*;
+
+    fn entry(index: u64) -> (LogId<NodeId>, Vec<u8>) {
+        let log_id = LogId::new(CommittedLeaderId::new(1, 1), index);
+        let entry: Entry<Troupe> = Entry {
+            log_id,
+            payload: EntryPayload::Blank,
+        };
+        (log_id, codec::encode(&entry).unwrap())
+    }
+
+    #[test]
+    fn a_record_torn_by_a_crash_is_dropped_at_the_next_open_and_the_entries_before_it_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db");
+        let tables = Database::create(&path).unwrap();
+        {
+            let wal = open(&path, &tables).unwrap();
+            let mut log = wal.lock().unwrap();
+            log.node_id().unwrap();
+            log.write(&Work::Append {
+                entries: (0..5).map(entry).collect(),
+                committed: None,
+            })
+            .unwrap();
+            log.synced().unwrap();
+        }
+        // A crash in the middle of the next record: its first bytes are in the file.
+        let chunk = std::fs::read_dir(dir(&path))
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .filter(|p| p.file_name().is_some_and(|n| n != "LOCK"))
+            .max()
+            .unwrap();
+        let whole = std::fs::metadata(&chunk).unwrap().len();
+        let mut file = std::fs::OpenOptions::new().append(true).open(&chunk).unwrap();
+        std::io::Write::write_all(&mut file, &[0, 0, 0, 1, 9, 9, 9]).unwrap();
+        drop(file);
+        let wal = open(&path, &tables).unwrap();
+        let mut log = wal.lock().unwrap();
+        assert_eq!(log.held(), Some((0, 4)));
+        assert_eq!(log.read(0, 5).unwrap().len(), 5);
+        assert_eq!(
+            std::fs::metadata(&chunk).unwrap().len(),
+            whole,
+            "the torn record is cut off"
+        );
+        // And the log goes on from there.
+        log.write(&Work::Append {
+            entries: vec![entry(5)],
+            committed: Some(entry(5).0),
+        })
+        .unwrap();
+        log.synced().unwrap();
+        assert_eq!(log.held(), Some((0, 5)));
+        assert_eq!(log.committed().map(|c| c.index), Some(5));
+    }
 }
