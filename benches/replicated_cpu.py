@@ -9,7 +9,8 @@ nodes on loopback (a leads, b and c join; the agents on b), submitting to b. Pri
 rate, and for each node the CPU time per acknowledged task and, by thread name, the CPU
 and the voluntary context switches per task (read from /proc: the node's workers are
 `tokio-rt-worker`, the Raft runtime `troupe-raft` (its blocking pool too), the log's writer
-`troupe-raft-log`, the store's writer `troupe-store-wr`). A context switch here is a thread
+`troupe-raft-log` with its files' flush thread `chunked_wal_flu`, the store's writer
+`troupe-store-wr`) and the log entries per task. A context switch here is a thread
 that waited being woken: each costs both cores CPU on a virtual machine, so a change that
 saves hand-offs shows in the counts first. The client is Python, on the same cores: compare
 rates only within one run. With PERF="<perf record options>", `perf record` runs on the
