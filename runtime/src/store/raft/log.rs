@@ -200,13 +200,20 @@ impl RaftLogReader<Troupe> for LogStore {
         // Entries no longer in memory may still be on their way to the files.
         self.durable.everything().await.map_err(read_error)?;
         let durable = self.durable.clone();
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
         blocking(move || {
             let wal = durable.wal();
-            let end = match last {
-                Some(last) => last.saturating_add(1),
-                None => wal.last().map_or(0, |l| l.index + 1),
-            };
-            wal.read(first.unwrap_or(0), end)
+            let end = end.unwrap_or_else(|| wal.last().map_or(0, |l| l.index + 1));
+            wal.read(start, end)
         })
         .await
         .map_err(read_error)
