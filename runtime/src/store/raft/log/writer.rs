@@ -109,7 +109,7 @@ impl Durable {
             waiting: 0,
         }));
         // Not kept by the thread: once every handle is gone the channel closes, the thread
-        // writes what is left and ends, and the database's file is closed.
+        // writes what is left and ends, and the log's files are closed.
         let kept = Arc::downgrade(&queue);
         #[cfg(test)]
         let gate = Arc::new(tokio::sync::Mutex::new(()));
