@@ -83,23 +83,34 @@ pub(super) fn failed(e: impl std::fmt::Display) -> StoreError {
 /// The log's files, open.
 pub(crate) struct Log(RaftLog<Records>);
 
+/// The answer to a flush: its result once the files are durable.
+pub(super) type Flushing = std::sync::mpsc::Receiver<io::Result<()>>;
+
+/// Waits until the flush `flushing` answers for is durable.
+pub(super) fn durable(flushing: Flushing) -> Result<(), StoreError> {
+    flushing
+        .recv()
+        .map_err(|_| StoreError::Failed("the Raft log's files closed".into()))?
+        .map_err(failed)
+}
+
 /// The log's files, shared by its writer and its readers.
 pub(crate) type Wal = Arc<Mutex<Log>>;
 
 impl Log {
     /// Writes `work` (buffered until the next flush).
-    pub(super) fn write(&mut self, work: &Work) -> Result<(), StoreError> {
+    pub(super) fn write(&mut self, work: Work) -> Result<(), StoreError> {
         match work {
             Work::Append { entries, committed } => {
                 // Entries appended again from an index the log holds replace it and what
                 // follows, as a truncation there would (openraft truncates first itself).
                 if let Some((first, _)) = entries.first() {
                     if self.last().is_some_and(|l| l.index >= first.index) {
-                        self.write(&Work::Truncate(first.index))?;
+                        self.write(Work::Truncate(first.index))?;
                     }
                 }
                 let log = &mut self.0;
-                log.append(entries.iter().map(|(l, bytes)| (id(l), bytes.clone())))
+                log.append(entries.into_iter().map(|(l, bytes)| (id(&l), bytes)))
                     .map_err(failed)?;
                 // Optional (openraft applies again what a leader confirms), so written only
                 // where the files take it: within the log, and never going back.
@@ -111,42 +122,38 @@ impl Log {
                 }
             }
             Work::Truncate(index) => {
-                if let Some((first, _)) = self.held().filter(|(_, last)| last >= index) {
+                if let Some((first, _)) = self.held().filter(|(_, last)| *last >= index) {
                     // From the first entry held on, all go: the log says so by truncating
                     // right after what it purged.
-                    let at = if *index <= first {
+                    let at = if index <= first {
                         self.purged().map_or(0, |p| p.index + 1)
                     } else {
-                        *index
+                        index
                     };
                     self.0.truncate(at).map_err(failed)?;
                 }
             }
             Work::Purge(upto) => {
-                self.0.purge(id(upto)).map_err(failed)?;
+                self.0.purge(id(&upto)).map_err(failed)?;
             }
             Work::Vote(vote) => {
-                self.0.save_vote(Voted(*vote)).map_err(failed)?;
+                self.0.save_vote(Voted(vote)).map_err(failed)?;
             }
         }
         Ok(())
     }
 
-    /// Hands what was written to the files' own thread, which tells `done` once it is
-    /// durable.
-    pub(super) fn flush(
-        &mut self,
-        sync: bool,
-        done: Option<std::sync::mpsc::SyncSender<io::Result<()>>>,
-    ) -> io::Result<()> {
-        self.0.flush(sync, done)
+    /// Hands what was written to the files' own thread to write and sync; the answer says
+    /// when they are durable ([`durable`]).
+    pub(super) fn flushing(&mut self) -> Result<Flushing, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.0.flush(true, Some(tx)).map_err(failed)?;
+        Ok(rx)
     }
 
     /// Writes and syncs everything written, waiting for it.
     fn synced(&mut self) -> Result<(), StoreError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.0.flush(true, Some(tx)).map_err(failed)?;
-        rx.recv().map_err(failed)?.map_err(failed)
+        durable(self.flushing()?)
     }
 
     pub(in crate::store) fn vote(&self) -> Option<Vote<NodeId>> {
@@ -335,33 +342,44 @@ pub fn replace(path: &Path, fill: impl FnOnce(&mut Log) -> Result<(), StoreError
     Ok(())
 }
 
+/// What the copy of an earlier build's log writes before it waits for the files: the
+/// files hold what is written in memory until a flush.
+const COPIED_BYTES: usize = 64 << 20;
+
 /// Copies the log an earlier build kept in `earlier` (redb) into `log`.
 fn copy(earlier: &Database, log: &mut Log) -> Result<(), StoreError> {
     if let Some(node) = read_state::<NodeId>(earlier, RAFT_STATE, ID)? {
         log.belongs_to(node)?;
     }
     if let Some(purged) = read_state::<LogId<NodeId>>(earlier, RAFT_STATE, PURGED)? {
-        log.0.purge(id(&purged)).map_err(failed)?;
+        log.write(Work::Purge(purged))?;
     }
     if let Some(vote) = read_state::<Vote<NodeId>>(earlier, RAFT_STATE, VOTE)? {
-        log.0.save_vote(Voted(vote)).map_err(failed)?;
+        log.write(Work::Vote(vote))?;
     }
     let txn = earlier.begin_read().map_err(StoreError::db)?;
     match txn.open_table(RAFT_LOG) {
         Ok(entries) => {
+            let mut unflushed = 0;
             for row in entries.iter().map_err(StoreError::db)? {
                 let (_, bytes) = row.map_err(StoreError::db)?;
                 let entry: Entry<Troupe> = codec::decode(bytes.value())?;
-                log.0
-                    .append([(id(entry.get_log_id()), bytes.value().to_vec())])
-                    .map_err(failed)?;
+                unflushed += bytes.value().len();
+                log.write(Work::Append {
+                    entries: vec![(*entry.get_log_id(), bytes.value().to_vec())],
+                    committed: None,
+                })?;
+                if unflushed >= COPIED_BYTES {
+                    log.synced()?;
+                    unflushed = 0;
+                }
             }
         }
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(StoreError::db(e)),
     }
     let committed = read_state::<Option<LogId<NodeId>>>(earlier, RAFT_STATE, COMMITTED)?.flatten();
-    log.write(&Work::Append {
+    log.write(Work::Append {
         entries: Vec::new(),
         committed,
     })
@@ -391,7 +409,7 @@ mod tests {
             let wal = open(&path, &tables).unwrap();
             let mut log = wal.lock().unwrap();
             log.node_id().unwrap();
-            log.write(&Work::Append {
+            log.write(Work::Append {
                 entries: (0..5).map(entry).collect(),
                 committed: None,
             })
@@ -419,7 +437,7 @@ mod tests {
             "the torn record is cut off"
         );
         // And the log goes on from there.
-        log.write(&Work::Append {
+        log.write(Work::Append {
             entries: vec![entry(5)],
             committed: Some(entry(5).0),
         })

@@ -239,7 +239,7 @@ fn run(
             }
         }
         let last = jobs.last().map_or(0, |j| j.seq);
-        match writer.write(&jobs) {
+        match writer.write(jobs) {
             Ok(()) => {
                 if let Some(queue) = queue.upgrade() {
                     let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -259,7 +259,7 @@ fn run(
 
 impl Writer {
     /// Writes `jobs` in order and makes them durable with one flush.
-    fn write(&self, jobs: &[Job]) -> Result<(), StoreError> {
+    fn write(&self, jobs: Vec<Job>) -> Result<(), StoreError> {
         #[cfg(test)]
         let _held = self.gate.blocking_lock();
         if jobs.iter().any(|j| matches!(j.work, Work::Purge(_))) {
@@ -267,18 +267,15 @@ impl Writer {
             // made durable first (openraft purges only entries applied here).
             crate::store::apply::persist(&self.tables.db)?;
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        {
+        let flushing = {
             let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
             for job in jobs {
-                wal.write(&job.work)?;
+                wal.write(job.work)?;
             }
-            wal.flush(true, Some(tx)).map_err(files::failed)?;
-        }
+            wal.flushing()?
+        };
         // The files' own thread writes and syncs them; the lock is free meanwhile, for reads.
-        rx.recv()
-            .map_err(|_| StoreError::Failed("the Raft log's files closed".into()))?
-            .map_err(files::failed)
+        files::durable(flushing)
     }
 }
 
