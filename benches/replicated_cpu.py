@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
 """Where a replicated write's CPU goes: per node and per thread, through the front door.
 
-    benches/replicated_cpu.py [BIN] [--seconds S] [--clients N]
+    benches/replicated_cpu.py [BIN] [--seconds S] [--clients N] [--rounds R]
 
-Starts one node with 64 echo agents and submits tasks to it from CLIENTS clients (default
-1) over GraphQL for SECONDS (default 8) after a short warm-up; then the same with three
-nodes on loopback (a leads, b and c join; the agents on b), submitting to b. Prints the
-rate, and for each node the CPU time per acknowledged task and, by thread name, the CPU
-and the voluntary context switches per task (read from /proc: the node's workers are
-`tokio-rt-worker`, the Raft runtime `troupe-raft` (its blocking pool too), the log's writer
-`troupe-raft-log` with its files' flush thread `chunked_wal_flu`, the store's writer
-`troupe-store-wr`) and the log entries per task. A context switch here is a thread
-that waited being woken: each costs both cores CPU on a virtual machine, so a change that
-saves hand-offs shows in the counts first. The client is Python, on the same cores: compare
-rates only within one run. With PERF="<perf record options>", `perf record` runs on the
-nodes PERFNODES (default "abc") during the three nodes' measure, into ./perf.data (for
+Starts one node, and three nodes on loopback (a leads, b and c join), each with 64 echo
+agents (the three nodes' on b). Then, ROUNDS times (default 5), submits tasks over GraphQL
+from CLIENTS clients (default 1) for SECONDS (default 4) to the one node, then as long to
+b. The two are measured in turn because this machine's speed drifts from minute to minute
+(its neighbours on the host): a ratio of two measures taken apart carries the drift, and
+each round's ratio does not. Prints each round's rates and CPU per task, then over all
+rounds the rate, and for each node the CPU time per acknowledged task and, by thread name,
+the CPU and the voluntary context switches per task (read from /proc: the node's workers
+are `tokio-rt-worker`, the Raft runtime `troupe-raft` (its blocking pool too), the log's
+writer `troupe-raft-log` with its files' flush thread `chunked_wal_flu`, the store's writer
+`troupe-store-wr`) and the log entries per task; last, the three nodes' CPU per task
+against one node's over all rounds and in the median round. A context switch here is a
+thread that waited being woken: each costs both cores CPU on a virtual machine, so a change
+that saves hand-offs shows in the counts first. The client is Python, on the same cores:
+compare rates only within one run. With PERF="<perf record options>", `perf record` runs on the
+nodes PERFNODES (default "abc") during the three nodes' last round, into ./perf.data (for
 instance PERF="-e sched:sched_wakeup --call-graph dwarf,16384" PERFNODES=b, then
 `perf script` shows who woke whom). BIN defaults to target/release/troupe.
 """
@@ -33,8 +37,9 @@ import urllib.request
 
 parser = argparse.ArgumentParser()
 parser.add_argument("bin", nargs="?", default="target/release/troupe")
-parser.add_argument("--seconds", type=float, default=8)
+parser.add_argument("--seconds", type=float, default=4)
 parser.add_argument("--clients", type=int, default=1)
+parser.add_argument("--rounds", type=int, default=5)
 args = parser.parse_args()
 BIN = os.path.realpath(args.bin)
 ROOT = tempfile.mkdtemp(prefix="troupe-replicated-cpu-")
@@ -131,34 +136,51 @@ def commit_index(addr, token):
     return int(index) if index else None
 
 
-def measure(label, addr, token, names):
-    load(addr, token, 1.5)
+def measure(addr, token, names, seconds, perf_nodes=""):
+    """One measure of `seconds` of load on `addr`: the tasks acknowledged, the time taken,
+    the log entries written, and each node's CPU ticks and context switches by thread."""
     before = {n: threads(procs[n].pid) for n in names}
     perf = None
-    if os.environ.get("PERF") and len(names) > 1:
-        pids = ",".join(str(procs[n].pid) for n in names if n in os.environ.get("PERFNODES", "abc"))
+    if os.environ.get("PERF") and perf_nodes:
+        pids = ",".join(str(procs[n].pid) for n in names if n in perf_nodes)
         perf = subprocess.Popen(["perf", "record"] + os.environ["PERF"].split() + ["-p", pids, "-o", "perf.data",
-                                "--", "sleep", str(max(args.seconds - 1, 1))],
+                                "--", "sleep", str(max(seconds - 1, 1))],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = commit_index(addr, token)
     started = time.time()
-    n = load(addr, token, args.seconds)
+    n = load(addr, token, seconds)
     took = time.time() - started
     if perf:
         perf.wait()
+    entries = commit_index(addr, token) - first if first is not None else 0
+    after = {name: threads(procs[name].pid) for name in names}
+    used = {name: (after[name][0] - before[name][0], after[name][1] - before[name][1]) for name in names}
+    return n, took, entries, used
+
+
+def report(label, names, runs):
+    """Prints what `runs` of one deployment add up to; returns its rate and CPU per task."""
+    n = sum(r[0] for r in runs)
+    took = sum(r[1] for r in runs)
     print(f"{label}, {args.clients} client(s): {n} tasks in {took:.1f} s, {n / took:.0f} tasks/s")
-    if first is not None:
-        print(f"  {(commit_index(addr, token) - first) / n:.2f} log entries per task")
+    if len(names) > 1:
+        print(f"  {sum(r[2] for r in runs) / n:.2f} log entries per task")
     total = 0.0
     for name in names:
-        cpu, switches = threads(procs[name].pid)
-        cpu, switches = cpu - before[name][0], switches - before[name][1]
+        cpu, switches = collections.Counter(), collections.Counter()
+        for r in runs:
+            cpu.update(r[3][name][0])
+            switches.update(r[3][name][1])
         ms = sum(cpu.values()) / TICK * 1000 / n
         total += ms
         parts = ", ".join(f"{t} {v / TICK * 1000 / n:.3f} ms ({switches[t] / n:.1f} cs)" for t, v in cpu.most_common(5))
         print(f"  {name}: {ms:.3f} ms CPU per task [{parts}]")
     print(f"  all nodes: {total:.3f} ms CPU per task")
-    return n / took
+    return n / took, total
+
+
+def cpu_per_task(run, names):
+    return sum(sum(run[3][name][0].values()) for name in names) / TICK * 1000 / run[0]
 
 
 def spawn_echo_agents(addr, token):
@@ -169,19 +191,33 @@ def spawn_echo_agents(addr, token):
 
 
 try:
+    # Both deployments stay up and are measured in turn, round after round: the machine's
+    # speed drifts (a virtual machine's neighbours), and a ratio of two measures taken
+    # minutes apart carries the drift. The deployment not measured idles meanwhile.
     single = start("single", free_port())
-    token = open(f"{ROOT}/single/admin.token").read().strip()
-    spawn_echo_agents(single, token)
-    one = measure("one node", single, token, ["single"])
-    procs.pop("single").terminate()
+    single_token = open(f"{ROOT}/single/admin.token").read().strip()
+    spawn_echo_agents(single, single_token)
     a_port = free_port()
     start("a", a_port)
     b = start("b", free_port(), join=a_port)
     start("c", free_port(), join=a_port)
     token = open(f"{ROOT}/a/admin.token").read().strip()
     spawn_echo_agents(b, token)
-    three = measure("three nodes, via the follower b", b, token, ["a", "b", "c"])
-    print(f"three nodes / one node: {three / one:.2f}x")
+    load(single, single_token, 1.5)
+    load(b, token, 1.5)
+    ones, threes = [], []
+    for r in range(args.rounds):
+        ones.append(measure(single, single_token, ["single"], args.seconds))
+        threes.append(measure(b, token, list("abc"), args.seconds,
+                              os.environ.get("PERFNODES", "abc") if r == args.rounds - 1 else ""))
+        one_ms, three_ms = cpu_per_task(ones[-1], ["single"]), cpu_per_task(threes[-1], list("abc"))
+        print(f"round {r + 1}: one node {ones[-1][0] / ones[-1][1]:.0f} tasks/s, {one_ms:.3f} ms CPU a task; "
+              f"three nodes {threes[-1][0] / threes[-1][1]:.0f} tasks/s, {three_ms:.3f} ms: {three_ms / one_ms:.2f}x")
+    one, one_ms = report("one node", ["single"], ones)
+    three, three_ms = report("three nodes, via the follower b", list("abc"), threes)
+    ratios = sorted(cpu_per_task(t, list("abc")) / cpu_per_task(o, ["single"]) for o, t in zip(ones, threes))
+    print(f"three nodes / one node: rate {three / one:.2f}x; CPU per task {three_ms / one_ms:.2f}x over all rounds, "
+          f"{ratios[len(ratios) // 2]:.2f}x the median round ({ratios[0]:.2f}-{ratios[-1]:.2f})")
 finally:
     for p in procs.values():
         p.terminate()
