@@ -11,8 +11,9 @@ b. The two are measured in turn because this machine's speed drifts from minute 
 each round's ratio does not. Prints each round's rates and CPU per task, then over all
 rounds the rate, and for each node the CPU time per acknowledged task and, by thread name,
 the CPU and the voluntary context switches per task (read from /proc: the node's workers
-are `tokio-rt-worker`, the Raft runtime `troupe-raft` (its blocking pool too), the log's
-writer `troupe-raft-log` with its files' flush thread `chunked_wal_flu`, the store's writer
+are `tokio-rt-worker`, the Raft runtime `troupe-raft` (its blocking pool too, and the
+writes to the log's files), the files' flush thread `chunked_wal_flu` (builds before
+December 2026 had a log writer `troupe-raft-log` between the two), the store's writer
 `troupe-store-wr`) and the log entries per task; last, the three nodes' CPU per task
 against one node's over all rounds and in the median round. A context switch here is a
 thread that waited being woken: each costs both cores CPU on a virtual machine, so a change

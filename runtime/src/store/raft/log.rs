@@ -1,7 +1,8 @@
 //! The Raft log: one entry per index, and the vote, committed and purged log ids, in the
-//! log's own files (see [`files`]). The log's own writer thread writes and syncs what it is
-//! handed, in order; an append is done for openraft once its entries are readable, and what
-//! leaves the node waits until the entries it speaks for are durable (see [`writer`]). The
+//! log's own files (see [`files`]). The log's writer writes what it is handed, in order, and
+//! the files' own thread syncs it; an append is done for openraft once its entries are
+//! readable, and what leaves the node waits until the entries it speaks for are durable (see
+//! [`writer`]). The
 //! committed log id has no flush of its own: the next append writes it.
 //!
 //! The log has files of its own, beside the tables'. The state machine's commits are cheap
@@ -31,6 +32,8 @@ pub(crate) mod files;
 mod writer;
 pub(crate) use files::Wal;
 pub(crate) use writer::Durable;
+#[cfg(test)]
+pub(crate) use writer::Held;
 use writer::Work;
 
 pub(super) const VOTE: &str = "vote";
@@ -122,8 +125,10 @@ type Recent = Arc<std::sync::Mutex<RecentEntries>>;
 
 #[derive(Clone)]
 pub(super) struct LogStore {
-    /// The log's writer, which makes the tables durable before entries are purged.
+    /// The log's writer.
     durable: Durable,
+    /// The tables, made durable before entries are purged.
+    tables: Arc<Tables>,
     recent: Recent,
     /// The committed log id openraft saved last, until an append writes it.
     committed: Arc<std::sync::Mutex<Option<LogId<NodeId>>>>,
@@ -134,7 +139,8 @@ pub(super) struct LogStore {
 impl LogStore {
     pub fn new(wal: Wal, tables: Arc<Tables>, seen: Arc<Seen>) -> Self {
         Self {
-            durable: Durable::start(wal, tables),
+            durable: Durable::start(wal),
+            tables,
             recent: Recent::default(),
             committed: Arc::default(),
             seen,
@@ -302,6 +308,12 @@ impl RaftLogStorage<Troupe> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.seen.purged_through(log_id.index);
         self.recent().keep(log_id.index + 1, true);
+        // The entries purged must not be needed again: the tables' applies of them are made
+        // durable first (openraft purges only entries applied here).
+        let db = self.tables.db.clone();
+        blocking(move || crate::store::apply::persist(&db))
+            .await
+            .map_err(write_error)?;
         self.written(Work::Purge(log_id)).await
     }
 }

@@ -34,7 +34,7 @@ impl raft_log::Types for Records {
     /// An entry, encoded as the network sends it.
     type LogPayload = Vec<u8>;
     type Vote = Voted;
-    type Callback = std::sync::mpsc::SyncSender<io::Result<()>>;
+    type Callback = Done;
     /// This node's Raft id.
     type UserData = u64;
 
@@ -82,6 +82,33 @@ pub(super) fn failed(e: impl std::fmt::Display) -> StoreError {
 
 /// The log's files, open.
 pub(crate) struct Log(RaftLog<Records>);
+
+/// What a flush does once the files' own thread wrote and synced it (or failed to): called
+/// on that thread, once. A flush the files never got to (their thread stopped) is answered
+/// with an error when it is dropped, so nothing waits for it for ever.
+pub(crate) struct Done(Option<Box<dyn FnOnce(io::Result<()>) + Send>>);
+
+impl Done {
+    pub(super) fn new(then: impl FnOnce(io::Result<()>) + Send + 'static) -> Self {
+        Self(Some(Box::new(then)))
+    }
+}
+
+impl raft_log::Callback for Done {
+    fn send(mut self, res: io::Result<()>) {
+        if let Some(then) = self.0.take() {
+            then(res);
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(then) = self.0.take() {
+            then(Err(io::Error::other("the Raft log's files closed before the flush")));
+        }
+    }
+}
 
 /// The answer to a flush: its result once the files are durable.
 pub(super) type Flushing = std::sync::mpsc::Receiver<io::Result<()>>;
@@ -143,11 +170,19 @@ impl Log {
         Ok(())
     }
 
+    /// Hands what was written to the files' own thread to write and sync; `done` is called
+    /// there once they are durable.
+    pub(super) fn flush(&mut self, done: Done) -> Result<(), StoreError> {
+        self.0.flush(true, Some(done)).map_err(failed)
+    }
+
     /// Hands what was written to the files' own thread to write and sync; the answer says
     /// when they are durable ([`durable`]).
     pub(super) fn flushing(&mut self) -> Result<Flushing, StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.0.flush(true, Some(tx)).map_err(failed)?;
+        self.flush(Done::new(move |res| {
+            let _ = tx.send(res);
+        }))?;
         Ok(rx)
     }
 
@@ -244,10 +279,11 @@ fn config(dir: &Path) -> raft_log::Config {
         wal: raft_log::chunked_wal::Config {
             // A purge drops whole chunks: smaller ones leave less purged log on disk.
             chunk_max_size: Some(64 << 20),
-            // An entry's flush waits for no others: the writer groups what waits already.
+            // An entry's flush waits for no others: the files' thread writes what waits
+            // already in one go.
             flush_batch_wait: Some(std::time::Duration::ZERO),
-            // Above the writer's own bound on what waits for it (64 MiB and one group):
-            // a full queue would block the writer's caller, the Raft core's thread.
+            // Above the log's own bound on what waits to be durable (64 MiB and an append):
+            // a full queue would block the Raft core's thread, which hands the writes.
             flush_queue_max_bytes: Some(256 << 20),
             read_buffer_size: Some(8 << 20),
             // A record a crash tore is one whose flush never ended: no one was told of it.
@@ -398,6 +434,17 @@ mod tests {
             payload: EntryPayload::Blank,
         };
         (log_id, codec::encode(&entry).unwrap())
+    }
+
+    #[test]
+    fn a_flush_the_files_never_answered_is_answered_with_an_error_when_dropped() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let done = Done::new(move |res| tx.send(res).unwrap());
+        drop(done);
+        assert!(durable(rx).is_err(), "a waiter would wait for ever");
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        raft_log::Callback::send(Done::new(move |res| tx.send(res).unwrap()), Ok(()));
+        durable(rx).unwrap();
     }
 
     #[test]

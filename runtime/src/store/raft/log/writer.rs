@@ -1,13 +1,14 @@
-//! The log's writer: a thread of its own that writes what the log store hands it (appends,
-//! truncations, purges, the vote) to the log's files in the order it was handed, as many
-//! jobs as are waiting in one flush (one fsync), and says how far it got.
+//! The log's writer: writes what the log store hands it (appends, truncations, purges, the
+//! vote) to the log's files in the order it was handed, each followed by a flush that the
+//! files' own thread makes durable (writing and syncing in one go whatever waits for it),
+//! and says how far the files got.
 //!
 //! openraft 0.9 waits inside its core for an append to be flushed before it sends the
 //! entries to the followers, so a leader's fsync and its followers' ran one after the other
 //! on every write's path. The log store now tells openraft an append is done once its entries
-//! are readable (in memory, handed to this writer), and the leader's fsync runs while the
-//! entries travel. Raft's safety then rests on what leaves a node, which waits here until
-//! the entries it speaks for are durable ([`Durable::covering`]):
+//! are readable (in the files' memory, their flush under way), and the leader's fsync runs
+//! while the entries travel. Raft's safety then rests on what leaves a node, which waits here
+//! until the entries it speaks for are durable ([`Durable::covering`]):
 //!
 //! - a follower's answer that it holds entries up to an index, before it is sent
 //!   (`network::serve`);
@@ -20,15 +21,19 @@
 //!
 //! A crash loses only entries nobody was told about: a member that restarts without them is
 //! like one that crashed before appending them.
+//!
+//! The writes are made on the caller's thread (the Raft core's) and cost it no more than a
+//! copy into the files' memory; their flushes are answered on the files' thread. An earlier
+//! build had a thread of its own between the two, which cost every append two more hand-offs
+//! between threads on every member.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use openraft::{LogId, Vote};
 use tokio::sync::watch;
 
-use super::files::{self, Wal};
-use crate::store::apply::Tables;
+use super::files::{self, Done, Wal};
 use crate::store::raft::NodeId;
 use crate::store::StoreError;
 
@@ -41,7 +46,8 @@ pub(super) enum Work {
     },
     /// Entries from this index on are gone.
     Truncate(u64),
-    /// Entries up to this log id are gone; the tables are made durable first.
+    /// Entries up to this log id are gone (the tables must be durable first: the log store
+    /// makes them so).
     Purge(LogId<NodeId>),
     /// The vote.
     Vote(Vote<NodeId>),
@@ -56,27 +62,19 @@ impl Work {
     }
 }
 
-struct Job {
-    seq: u64,
-    work: Work,
-}
-
-/// How far the writer got: every job up to this number is durable, or the writer failed.
+/// How far the files got: every job up to this number is durable, or their writes failed.
 #[derive(Debug, Clone, PartialEq)]
 enum Flushed {
     Through(u64),
     Failed(String),
 }
 
-/// Jobs of at most about this many bytes go in one flush.
-const GROUP_BYTES: usize = 64 << 20;
-/// An append waits until it is durable when more than this many bytes wait for the writer.
+/// An append waits until it is durable when more than this many bytes wait for the files.
 const WAITING_BYTES: usize = 64 << 20;
 
 struct Queue {
     /// The number the next job gets; 0 is "nothing yet".
     next: u64,
-    tx: std::sync::mpsc::Sender<Job>,
     /// The entries handed and not yet durable: index → the job that writes it.
     pending: BTreeMap<u64, u64>,
     /// The bytes of the jobs handed and not yet durable.
@@ -89,46 +87,31 @@ struct Queue {
 pub(crate) struct Durable {
     queue: Arc<Mutex<Queue>>,
     flushed: watch::Receiver<Flushed>,
-    /// The log's files, which the writer writes and the log store reads.
+    /// Told by each flush, on the files' thread.
+    tell: Arc<watch::Sender<Flushed>>,
+    /// The log's files, which the writer writes and the log store reads. Locked before the
+    /// queue where both are: a job's number and its place in the files go together.
     wal: Wal,
-    /// Held by the writer while it writes a group: a test holds it to keep entries from the
-    /// files.
+    /// The jobs held out of the files while a test holds the log ([`Durable::hold`]).
     #[cfg(test)]
-    pub(crate) gate: Arc<tokio::sync::Mutex<()>>,
+    held: Arc<Mutex<Option<HeldJobs>>>,
 }
 
 impl Durable {
-    /// Starts the writer of the log in `wal`; `tables` are made durable before a purge.
-    pub(super) fn start(wal: Wal, tables: Arc<Tables>) -> Self {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (flushed_tx, flushed) = watch::channel(Flushed::Through(0));
-        let queue = Arc::new(Mutex::new(Queue {
-            next: 1,
-            tx,
-            pending: BTreeMap::new(),
-            waiting: 0,
-        }));
-        // Not kept by the thread: once every handle is gone the channel closes, the thread
-        // writes what is left and ends, and the log's files are closed.
-        let kept = Arc::downgrade(&queue);
-        #[cfg(test)]
-        let gate = Arc::new(tokio::sync::Mutex::new(()));
-        let writer = Writer {
-            wal: wal.clone(),
-            tables,
-            #[cfg(test)]
-            gate: gate.clone(),
-        };
-        std::thread::Builder::new()
-            .name("troupe-raft-log".into())
-            .spawn(move || run(&writer, &rx, &kept, &flushed_tx))
-            .expect("the log's writer thread starts");
+    /// The writer of the log in `wal`.
+    pub(super) fn start(wal: Wal) -> Self {
+        let (tell, flushed) = watch::channel(Flushed::Through(0));
         Self {
-            queue,
+            queue: Arc::new(Mutex::new(Queue {
+                next: 1,
+                pending: BTreeMap::new(),
+                waiting: 0,
+            })),
             flushed,
+            tell: Arc::new(tell),
             wal,
             #[cfg(test)]
-            gate,
+            held: Arc::default(),
         }
     }
 
@@ -138,7 +121,7 @@ impl Durable {
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.queue)
     }
 
     fn failed(&self) -> Option<String> {
@@ -148,34 +131,58 @@ impl Durable {
         }
     }
 
-    /// Hands `work` to the writer; returns its number, and whether more bytes than
-    /// [`WAITING_BYTES`] now wait for it.
+    /// Writes `work` to the files and hands its flush to their thread; returns its number,
+    /// and whether more bytes than [`WAITING_BYTES`] now wait to be durable.
     pub(super) fn hand(&self, work: Work) -> Result<(u64, bool), StoreError> {
         if let Some(why) = self.failed() {
             return Err(StoreError::Failed(format!("the Raft log's writes failed: {why}")));
         }
-        let mut queue = self.queue();
-        let seq = queue.next;
-        queue.next += 1;
-        match &work {
-            Work::Append { entries, .. } => {
-                for (id, _) in entries {
-                    queue.pending.insert(id.index, seq);
+        let mut wal = self.wal();
+        let (seq, heavy) = {
+            let mut queue = self.queue();
+            let seq = queue.next;
+            queue.next += 1;
+            match &work {
+                Work::Append { entries, .. } => {
+                    for (id, _) in entries {
+                        queue.pending.insert(id.index, seq);
+                    }
                 }
+                // Gone entries wait for nothing; the ones appended again are handed after.
+                Work::Truncate(index) => {
+                    queue.pending.split_off(index);
+                }
+                Work::Purge(_) | Work::Vote(_) => {}
             }
-            // Gone entries wait for nothing; the ones appended again are handed after.
-            Work::Truncate(index) => {
-                queue.pending.split_off(index);
-            }
-            Work::Purge(_) | Work::Vote(_) => {}
+            queue.waiting += work.bytes();
+            (seq, queue.waiting > WAITING_BYTES)
+        };
+        #[cfg(test)]
+        if let Some(held) = lock(&self.held).as_mut() {
+            held.push((seq, work));
+            return Ok((seq, heavy));
         }
-        queue.waiting += work.bytes();
-        let heavy = queue.waiting > WAITING_BYTES;
-        queue
-            .tx
-            .send(Job { seq, work })
-            .map_err(|_| StoreError::Failed("the Raft log's writer stopped".into()))?;
+        self.write(&mut wal, seq, work)?;
         Ok((seq, heavy))
+    }
+
+    /// Writes job `seq` to the files, then hands its flush to their thread.
+    fn write(&self, wal: &mut files::Log, seq: u64, work: Work) -> Result<(), StoreError> {
+        let bytes = work.bytes();
+        let (queue, tell) = (Arc::downgrade(&self.queue), self.tell.clone());
+        let flushed = move |res: std::io::Result<()>| match res {
+            Ok(()) => flushed_through(&queue, &tell, seq, bytes),
+            Err(e) => {
+                tracing::error!(error = %e, "the Raft log's writes failed: this node acknowledges no entry from now on");
+                tell.send_replace(Flushed::Failed(e.to_string()));
+            }
+        };
+        let written = wal.write(work).and_then(|()| wal.flush(Done::new(flushed)));
+        if let Err(e) = &written {
+            tracing::error!(error = %e, "the Raft log's writes failed: this node acknowledges no entry from now on");
+            self.tell.send_replace(Flushed::Failed(e.to_string()));
+        }
+        written
     }
 
     /// Waits until job `seq` (and every one before it) is durable.
@@ -210,72 +217,56 @@ impl Durable {
         let last = self.queue().next - 1;
         self.through(last).await
     }
-}
 
-/// What the writer thread holds.
-struct Writer {
-    wal: Wal,
-    tables: Arc<Tables>,
+    /// Keeps what is handed from now on out of the files until the guard is dropped, which
+    /// writes it: a test sees what a member does while its entries are not durable.
     #[cfg(test)]
-    gate: Arc<tokio::sync::Mutex<()>>,
-}
-
-fn run(
-    writer: &Writer,
-    rx: &std::sync::mpsc::Receiver<Job>,
-    queue: &std::sync::Weak<Mutex<Queue>>,
-    flushed: &watch::Sender<Flushed>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut bytes = first.work.bytes();
-        let mut jobs = vec![first];
-        while bytes < GROUP_BYTES {
-            match rx.try_recv() {
-                Ok(job) => {
-                    bytes += job.work.bytes();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        let last = jobs.last().map_or(0, |j| j.seq);
-        match writer.write(jobs) {
-            Ok(()) => {
-                if let Some(queue) = queue.upgrade() {
-                    let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
-                    queue.pending.retain(|_, seq| *seq > last);
-                    queue.waiting -= bytes;
-                }
-                flushed.send_replace(Flushed::Through(last));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the Raft log's writes failed: this node acknowledges no entry from now on");
-                flushed.send_replace(Flushed::Failed(e.to_string()));
-                return;
-            }
-        }
+    pub(crate) fn hold(&self) -> Held {
+        *lock(&self.held) = Some(Vec::new());
+        Held(self.clone())
     }
 }
 
-impl Writer {
-    /// Writes `jobs` in order and makes them durable with one flush.
-    fn write(&self, jobs: Vec<Job>) -> Result<(), StoreError> {
-        #[cfg(test)]
-        let _held = self.gate.blocking_lock();
-        if jobs.iter().any(|j| matches!(j.work, Work::Purge(_))) {
-            // The entries purged must not be needed again: the tables' applies of them are
-            // made durable first (openraft purges only entries applied here).
-            crate::store::apply::persist(&self.tables.db)?;
+/// Flushes end in the order they were handed, on one thread: what the files now hold
+/// durably runs through job `seq`.
+fn flushed_through(queue: &Weak<Mutex<Queue>>, tell: &watch::Sender<Flushed>, seq: u64, bytes: usize) {
+    if let Some(queue) = queue.upgrade() {
+        let mut queue = lock(&queue);
+        queue.pending.retain(|_, s| *s > seq);
+        queue.waiting -= bytes;
+    }
+    tell.send_if_modified(|f| match f {
+        Flushed::Through(done) if *done < seq => {
+            *f = Flushed::Through(seq);
+            true
         }
-        let flushing = {
-            let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
-            for job in jobs {
-                wal.write(job.work)?;
+        _ => false,
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The jobs a test holds out of the files, by number.
+#[cfg(test)]
+type HeldJobs = Vec<(u64, Work)>;
+
+/// A test's hold on a log's writes ([`Durable::hold`]).
+#[cfg(test)]
+pub(crate) struct Held(Durable);
+
+#[cfg(test)]
+impl Drop for Held {
+    fn drop(&mut self) {
+        let durable = &self.0;
+        let mut wal = durable.wal();
+        let held = lock(&durable.held).take().unwrap_or_default();
+        for (seq, work) in held {
+            if durable.write(&mut wal, seq, work).is_err() {
+                return;
             }
-            wal.flushing()?
-        };
-        // The files' own thread writes and syncs them; the lock is free meanwhile, for reads.
-        files::durable(flushing)
+        }
     }
 }
 
@@ -306,12 +297,11 @@ mod tests {
     #[tokio::test]
     async fn an_index_waits_for_the_job_that_wrote_it_last_and_a_truncation_forgets_the_gone_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let (live, _) = tokio::sync::broadcast::channel(16);
         let tables_db = Arc::new(Database::create(dir.path().join("db")).unwrap());
         let wal = files::open(&dir.path().join("db"), &tables_db).unwrap();
-        let durable = Durable::start(wal, Arc::new(Tables::open(tables_db, live, 0).unwrap()));
-        // The writer waits for this gate: nothing handed is durable while it is held.
-        let held = durable.gate.try_lock().unwrap();
+        let durable = Durable::start(wal);
+        // Nothing handed is durable while the log is held.
+        let held = durable.hold();
         let (first, _) = durable.hand(append(1, 1..=3)).unwrap();
         durable.hand(Work::Truncate(2)).unwrap();
         let (again, _) = durable.hand(append(2, 2..=2)).unwrap();

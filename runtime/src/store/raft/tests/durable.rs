@@ -1,7 +1,7 @@
 //! A member's log tells openraft an append is done once its entries are readable, and its
 //! writer makes them durable meanwhile: what leaves the member waits until the entries it
-//! speaks for are durable (see `log::writer`). Each test holds a member's log writer with
-//! the gate it takes before it writes a group.
+//! speaks for are durable (see `log::writer`). Each test holds what a member's log is handed
+//! out of its files for a while.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +9,9 @@ use std::time::Duration;
 use super::{last_log, three_voters, Router, THINGS};
 use crate::store::{Batch, Store};
 
-/// Holds `store`'s log writer until the guard is dropped.
-fn hold_log(store: &Store) -> tokio::sync::OwnedMutexGuard<()> {
-    futures::executor::block_on(store.inner.log.gate.clone().lock_owned())
+/// Keeps what `store`'s log is handed out of its files until the guard is dropped.
+fn hold_log(store: &Store) -> crate::store::raft::log::Held {
+    store.inner.log.hold()
 }
 
 /// The leader of three voters with one write made, and its two followers.
@@ -157,7 +157,7 @@ struct Behind {
     before: u64,
     /// The leader's last entry.
     index: u64,
-    held: tokio::sync::OwnedMutexGuard<()>,
+    held: crate::store::raft::log::Held,
 }
 
 /// a, b and c, with c cut off while 40 writes commit on a and b, then given the log back
