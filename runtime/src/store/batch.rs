@@ -167,13 +167,15 @@ impl Batch {
     /// for one log entry ([`MAX_BATCH_BYTES`]). A batch that fails here is refused alone,
     /// before it is proposed, so applying a committed entry never meets a bad batch.
     pub(crate) fn seal(&mut self) -> Result<(), StoreError> {
-        let mut bodies = Vec::with_capacity(self.bodies.len());
-        for op in &self.ops {
-            if let Op::Event(e) = op {
-                bodies.push(e.body()?);
+        // Each event was encoded as it was pushed; only one that failed then is encoded again.
+        let events = self.ops.iter().filter(|op| matches!(op, Op::Event(_))).count();
+        if self.bodies.iter().any(Vec::is_empty) || self.bodies.len() != events {
+            let mut bodies = Vec::with_capacity(events);
+            for op in &self.ops {
+                if let Op::Event(e) = op {
+                    bodies.push(e.body()?);
+                }
             }
-        }
-        if self.bodies.iter().any(Vec::is_empty) || self.bodies.len() != bodies.len() {
             self.bodies = bodies;
         }
         let bytes = self.wire_bytes();
@@ -267,5 +269,28 @@ impl<'de> Deserialize<'de> for Batch {
             }
         }
         Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_a_batch_does_not_encode_again_the_events_encoded_as_they_were_pushed() {
+        let event = |i: i32| NewEvent::new("THING_DONE", Some(format!("t{i}")), serde_json::json!({ "i": i }));
+        let mut batch = Batch::new()
+            .event(event(1))
+            .put(Table::new("things"), "k", vec![1])
+            .event(event(2));
+        let encoded: Vec<*const u8> = batch.bodies.iter().map(|b| b.as_ptr()).collect();
+        batch.seal().unwrap();
+        let sealed: Vec<*const u8> = batch.bodies.iter().map(|b| b.as_ptr()).collect();
+        assert_eq!(sealed, encoded, "the bodies were encoded again");
+        // One whose encoding is missing is encoded now, in its place among the others.
+        batch.bodies[1].clear();
+        batch.seal().unwrap();
+        let again = NewEvent::from_body(&batch.bodies[1]).unwrap();
+        assert_eq!(again.subject.as_deref(), Some("t2"));
     }
 }
