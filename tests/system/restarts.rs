@@ -333,13 +333,16 @@ async fn a_member_restarted_before_it_was_declared_down_is_up_only_once_its_work
     let mut nodes = three_nodes_up().await?;
     let status = nodes[2].terminate(WAIT).await?;
     ensure!(status.success(), "gamma's stop: {status}");
+    // Any beat alpha hears from now on is the new process's.
+    let stopped = chrono::Utc::now();
     // Its work will not start again while the gate is set; it beats.
     nodes[2].inject_fault("hold-work")?;
     nodes[2].restart_cut_off(&[]).await?;
     let deadline = Deadline::after(WAIT, "alpha to find gamma SUSPECT once it hears it again");
-    // From when alpha first shows gamma's new incarnation (its first beat since the restart),
-    // not from the restart: a start that takes over a second on a busy machine is not what
-    // this is about.
+    // From the first beat alpha hears of gamma's new process, not from the restart: a start
+    // that takes over a second on a busy machine is not what this is about. Alpha may show
+    // the new incarnation (a record gamma commits as it starts) before it hears that first
+    // beat, with the last beat of the process that stopped: not counted from.
     let mut restarted = None;
     loop {
         let seen = super::failover::member(&nodes[0], "gamma").await?;
@@ -349,7 +352,7 @@ async fn a_member_restarted_before_it_was_declared_down_is_up_only_once_its_work
         let heard = seen["lastHeartbeat"]
             .as_str()
             .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok());
-        if seen["incarnation"] == 2 && restarted.is_none() {
+        if seen["incarnation"] == 2 && restarted.is_none() && heard.is_some_and(|at| at > stopped) {
             restarted = heard;
         }
         let heard_a_second = heard

@@ -2,8 +2,7 @@
 //! log's own files (see [`files`]). The log's writer writes what it is handed, in order, and
 //! the files' own thread syncs it; an append is done for openraft once its entries are
 //! readable, and what leaves the node waits until the entries it speaks for are durable (see
-//! [`writer`]). The
-//! committed log id has no flush of its own: the next append writes it.
+//! [`writer`]). The committed log id has no flush of its own: the next append writes it.
 //!
 //! The log has files of its own, beside the tables'. The state machine's commits are cheap
 //! ones, made durable only now and then (see `machine`). Before entries are purged, the
