@@ -138,7 +138,7 @@ pub(super) struct LogStore {
 impl LogStore {
     pub fn new(wal: Wal, tables: Arc<Tables>, seen: Arc<Seen>) -> Self {
         Self {
-            durable: Durable::start(wal),
+            durable: Durable::new(wal),
             tables,
             recent: Recent::default(),
             committed: Arc::default(),

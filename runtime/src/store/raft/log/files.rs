@@ -110,17 +110,6 @@ impl Drop for Done {
     }
 }
 
-/// The answer to a flush: its result once the files are durable.
-pub(super) type Flushing = std::sync::mpsc::Receiver<io::Result<()>>;
-
-/// Waits until the flush `flushing` answers for is durable.
-pub(super) fn durable(flushing: Flushing) -> Result<(), StoreError> {
-    flushing
-        .recv()
-        .map_err(|_| StoreError::Failed("the Raft log's files closed".into()))?
-        .map_err(failed)
-}
-
 /// The log's files, shared by its writer and its readers.
 pub(crate) type Wal = Arc<Mutex<Log>>;
 
@@ -176,19 +165,15 @@ impl Log {
         self.0.flush(true, Some(done)).map_err(failed)
     }
 
-    /// Hands what was written to the files' own thread to write and sync; the answer says
-    /// when they are durable ([`durable`]).
-    pub(super) fn flushing(&mut self) -> Result<Flushing, StoreError> {
+    /// Writes and syncs everything written, waiting for it.
+    fn synced(&mut self) -> Result<(), StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.flush(Done::new(move |res| {
             let _ = tx.send(res);
         }))?;
-        Ok(rx)
-    }
-
-    /// Writes and syncs everything written, waiting for it.
-    fn synced(&mut self) -> Result<(), StoreError> {
-        durable(self.flushing()?)
+        rx.recv()
+            .map_err(|_| StoreError::Failed("the Raft log's files closed".into()))?
+            .map_err(failed)
     }
 
     pub(in crate::store) fn vote(&self) -> Option<Vote<NodeId>> {
@@ -438,13 +423,17 @@ mod tests {
 
     #[test]
     fn a_flush_the_files_never_answered_is_answered_with_an_error_when_dropped() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let done = Done::new(move |res| tx.send(res).unwrap());
-        drop(done);
-        assert!(durable(rx).is_err(), "a waiter would wait for ever");
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        raft_log::Callback::send(Done::new(move |res| tx.send(res).unwrap()), Ok(()));
-        durable(rx).unwrap();
+        // What the log's writer hands: a closure that tells waiters, holding no channel whose
+        // closing would tell them instead.
+        let told = Arc::new(Mutex::new(None));
+        let done = |told: &Arc<Mutex<Option<bool>>>| {
+            let told = told.clone();
+            Done::new(move |res| *told.lock().unwrap() = Some(res.is_ok()))
+        };
+        drop(done(&told));
+        assert_eq!(*told.lock().unwrap(), Some(false), "a waiter would wait for ever");
+        raft_log::Callback::send(done(&told), Ok(()));
+        assert_eq!(*told.lock().unwrap(), Some(true));
     }
 
     #[test]

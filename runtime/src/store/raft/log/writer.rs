@@ -99,7 +99,7 @@ pub(crate) struct Durable {
 
 impl Durable {
     /// The writer of the log in `wal`.
-    pub(super) fn start(wal: Wal) -> Self {
+    pub(super) fn new(wal: Wal) -> Self {
         let (tell, flushed) = watch::channel(Flushed::Through(0));
         Self {
             queue: Arc::new(Mutex::new(Queue {
@@ -299,7 +299,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tables_db = Arc::new(Database::create(dir.path().join("db")).unwrap());
         let wal = files::open(&dir.path().join("db"), &tables_db).unwrap();
-        let durable = Durable::start(wal);
+        let durable = Durable::new(wal);
         // Nothing handed is durable while the log is held.
         let held = durable.hold();
         let (first, _) = durable.hand(append(1, 1..=3)).unwrap();
