@@ -41,8 +41,8 @@ pub use error::StoreError;
 #[cfg(feature = "fault-injection")]
 pub use fault::file_gates;
 pub use fault::{
-    gate_is_set, gates_in, named_gates_in, set_gates, ArmedFaults, Fault, FaultHook, Hits, NamedGates, NodeFault,
-    EXPERIMENTS,
+    gate_is_set, gates_in, hold_at, named_gates_in, set_gates, ArmedFaults, Fault, FaultHook, Hits, NamedGates,
+    NodeFault, EXPERIMENTS,
 };
 pub(crate) use file::create;
 pub use file::DEFAULT_CACHE_BYTES;
@@ -420,9 +420,13 @@ impl Store {
         }
     }
 
-    /// A batch for the writer, with the fence of this moment (see [`Store::fence`]).
+    /// A batch for the writer, with the fence of this moment (see [`Store::fence`]). A
+    /// leader's decision ([`Batch::led_in`]) carries none: the term it was decided in fences
+    /// it, and a leader whose record the previous one made DOWN must still judge itself UP
+    /// again (under its old epoch, its judgement was refused for ever, and no member's
+    /// state changed while it led).
     fn request(&self, batch: Batch, done: writer::Done) -> writer::Request {
-        let fence = match batch.is_empty() {
+        let fence = match batch.is_empty() || batch.is_led() {
             true => None,
             false => self.inner.fence.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         };

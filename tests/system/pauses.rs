@@ -1,5 +1,6 @@
 //! A leader's own pause is not its members' silence: frozen together with a follower past
-//! the DOWN timeout, once thawed it declares nobody down.
+//! the DOWN timeout, or alone in the middle of its judgement, once thawed it declares
+//! nobody down.
 
 use anyhow::{ensure, Context, Result};
 
@@ -16,6 +17,21 @@ use super::support::{text, Deadline, WAIT};
 /// refused, for a cluster whose leader was back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_thawed_after_a_long_pause_declares_nobody_down_for_its_own_silence() -> Result<()> {
+    frozen_with_a_follower(false).await
+}
+
+/// As above, the leader frozen in the middle of its judgement: between its majority's
+/// confirmation and its reading of the members' silence. It counted its pause as their
+/// silence there, and declared both DOWN once thawed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_frozen_while_it_judges_declares_nobody_down_for_its_own_silence() -> Result<()> {
+    frozen_with_a_follower(true).await
+}
+
+/// The leader and a follower frozen past the DOWN timeout, the leader's judgement held
+/// after its confirmation (`in_judgement`) or not, then thawed: nobody is declared down
+/// and nobody else leads.
+async fn frozen_with_a_follower(in_judgement: bool) -> Result<()> {
     let nodes = three_nodes_up().await?;
     let (leader, term) = super::restarts::leader_and_term(&nodes[0]).await?;
     let at = |name: &str| nodes.iter().position(|n| n.name == name).context("a member");
@@ -23,7 +39,18 @@ async fn a_leader_thawed_after_a_long_pause_declares_nobody_down_for_its_own_sil
     let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
     let (frozen, awake) = (others[0], others[1]);
     let down_before = nodes[awake].events_after(None, &["MEMBER_DOWN"]).await?.len();
+    if in_judgement {
+        nodes[l].inject_fault("hold-judge")?;
+        let deadline = Deadline::after(WAIT, "the leader's judgement to be held");
+        while !nodes[l].fault_marker("holding-judge") {
+            deadline.tick("not held").await?;
+        }
+    }
     nodes[l].freeze()?;
+    if in_judgement {
+        // Let go while frozen: it goes on the moment it is thawed.
+        nodes[l].clear_fault("hold-judge")?;
+    }
     nodes[frozen].freeze()?;
     // Paused past the DOWN timeout (4 s): the member left awake asks for votes once its
     // leader's lease (1 s) and an election timeout (0.7-1 s) passed, and again after each
@@ -42,12 +69,13 @@ async fn a_leader_thawed_after_a_long_pause_declares_nobody_down_for_its_own_sil
     }
     nodes[l].thaw()?;
     nodes[frozen].thaw()?;
-    // Once the leader has judged its members again (it says it was paused), or has
-    // declared one down.
+    // Once the leader has judged its members again (it says it was paused, or, held in its
+    // judgement, that a majority answers it again), or has declared one down.
     let deadline = Deadline::after(WAIT, "the thawed leader to judge its members");
     loop {
         let down = nodes[awake].events_after(None, &["MEMBER_DOWN"]).await?.len();
-        if nodes[l].logged("this leader was paused") > 0 || down > down_before {
+        let afresh = nodes[l].logged("this leader was paused") + nodes[l].logged("heard from a majority again");
+        if afresh > 0 || down > down_before {
             break;
         }
         deadline.tick(down).await?;
@@ -74,6 +102,61 @@ async fn a_leader_thawed_after_a_long_pause_declares_nobody_down_for_its_own_sil
         ensure!(
             now == (leader.clone(), term),
             "{} says {now:?}, was {leader} in term {term}",
+            node.name
+        );
+    }
+    Ok(())
+}
+
+/// A leader frozen in the middle of judging its members, between its majority's
+/// confirmation and its reading of their silence, for longer than the DOWN timeout while
+/// the others elected another, declares nobody down once thawed: its pause is not their
+/// silence, and a judgement of a term it no longer leads is refused by the next leader. It
+/// had both others declared DOWN through the new leader, whose own writes that DOWN then
+/// fenced: no member's state changed again, the thawed one stayed SUSPECT for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_frozen_while_it_judges_and_deposed_meanwhile_declares_nobody_down_once_thawed() -> Result<()> {
+    let nodes = three_nodes_up().await?;
+    let (leader, _) = super::restarts::leader_and_term(&nodes[0]).await?;
+    let l = nodes.iter().position(|n| n.name == leader).context("a member leads")?;
+    // Every member's judgement is held once it leads: the next leader's too, so that it
+    // declares the frozen one neither DOWN (which would fence its writes) nor anything.
+    for node in &nodes {
+        node.inject_fault("hold-judge")?;
+    }
+    let deadline = Deadline::after(WAIT, "the leader's judgement to be held");
+    while !nodes[l].fault_marker("holding-judge") {
+        deadline.tick("not held").await?;
+    }
+    nodes[l].freeze()?;
+    let deadline = Deadline::after(WAIT, "another member to lead and judge");
+    let next = loop {
+        if let Some(next) = (0..3).find(|i| *i != l && nodes[*i].fault_marker("holding-judge")) {
+            break next;
+        }
+        deadline.tick("nobody else leads").await?;
+    };
+    // The leader's pause outlasts the DOWN timeout (4 s): once thawed, it has not heard
+    // from the others for that long. (A lower bound the test needs for its failure to
+    // show, not a wait for anything to happen.)
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    nodes[l].clear_fault("hold-judge")?;
+    nodes[l].thaw()?;
+    let deadline = Deadline::after(WAIT, "the thawed leader's judgement to go on");
+    while nodes[l].fault_marker("holding-judge") {
+        deadline.tick("still held").await?;
+    }
+    for i in (0..3).filter(|i| *i != l) {
+        nodes[i].clear_fault("hold-judge")?;
+    }
+    for node in ["alpha", "beta", "gamma"] {
+        wait_member_state(&nodes[next], node, "UP").await?;
+    }
+    for node in &nodes {
+        let down = node.events_after(None, &["MEMBER_DOWN"]).await?;
+        ensure!(
+            down.iter().all(|e| e["subject"] == leader.as_str()),
+            "{} holds a member other than the frozen leader declared down: {down:?}",
             node.name
         );
     }

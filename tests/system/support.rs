@@ -117,7 +117,13 @@ pub struct Node {
 
 impl Node {
     pub async fn start(opts: NodeOpts) -> Result<Node> {
-        let dir = tempfile::Builder::new().prefix("troupe-test-").tempdir()?;
+        // TROUPE_TEST_KEEP set: every node's data dir and logs stay after the test, to read
+        // a failure's whole story (a failure message shows only each log's end).
+        let keep = std::env::var_os("TROUPE_TEST_KEEP").is_some();
+        let dir = tempfile::Builder::new()
+            .prefix("troupe-test-")
+            .disable_cleanup(keep)
+            .tempdir()?;
         // Its presence at start turns on the store's fault files (see Node::inject_fault).
         std::fs::create_dir_all(dir.path().join("faults"))?;
         let http = http_client().no_proxy().timeout(WAIT).build()?;

@@ -49,6 +49,8 @@ pub(crate) async fn watch_members(store: Store, cluster: Cluster) {
             Ok(Ok(_)) => cluster.leases.confirmed(check, store.status().commit_index),
             _ => continue,
         }
+        // A test's gate (a build with the `fault-injection` feature): a pause here.
+        troupe_runtime::store::hold_at("judge").await;
         let mut since = since;
         if super::tick::regained(confirmed.map(|at| check.saturating_duration_since(at))) {
             // No majority answered it for a while (the others stopped, or it was cut off):
@@ -66,7 +68,7 @@ pub(crate) async fn watch_members(store: Store, cluster: Cluster) {
         if status.members.len() <= 1 {
             continue;
         }
-        if let Err(e) = judge(&store, &cluster, &status, since, &joined).await {
+        if let Err(e) = judge(&store, &cluster, &status, since, check, &joined).await {
             tracing::warn!(error = %e, "could not record a member's state");
         }
     }
@@ -246,12 +248,18 @@ async fn depart(
     Ok(())
 }
 
-/// Decides each member's state from the leases granted, and commits what changed.
+/// Decides each member's state from the leases granted by `now`, when a majority last
+/// confirmed this node's leadership in `status.term`, and commits what changed as that
+/// term's decision ([`Batch::led_in`]). Silence is counted to that confirmation: a pause of
+/// this node after it is not the members' (a leader frozen here for 4.7 s declared both
+/// others DOWN once thawed), and a judgement that reaches the log in a later term, through
+/// the next leader, is refused.
 async fn judge(
     store: &Store,
     cluster: &Cluster,
     status: &troupe_runtime::store::raft::Status,
     since: Instant,
+    now: Instant,
     joined: &super::tick::Joined<Instant>,
 ) -> Result<(), StoreError> {
     let me = cluster.name();
@@ -267,7 +275,6 @@ async fn judge(
             })
             .await?
     };
-    let now = Instant::now();
     let members: Vec<(String, MemberState)> = records
         .iter()
         .map(|(n, r)| (n.clone(), r.as_ref().map_or(MemberState::Up, |r| r.state)))
@@ -294,7 +301,9 @@ async fn judge(
             .map(|r| troupe_runtime::codec::encode(&r))
             .transpose()?;
         let (silent, survivors) = (change.silent, change.survivors);
-        let batch = transition(store, &name, next, current, silent, survivors.clone()).await?;
+        let batch = transition(store, &name, next, current, silent, survivors.clone())
+            .await?
+            .led_in(status.term);
         match store.write(batch).await {
             Ok(_) => {
                 if (change.from, next) == (MemberState::Down, MemberState::Up) {
@@ -310,7 +319,7 @@ async fn judge(
                     move_stragglers(store, &name, survivors).await?;
                 }
             }
-            // Another leader decided first.
+            // Another leader decided first, or this node no longer leads.
             Err(StoreError::Stale(_)) => {}
             Err(e) => return Err(e),
         }

@@ -197,6 +197,8 @@ pub(super) struct Open<'t> {
     /// The tables whose changed keys the projections follow, and those keys so far.
     followed: Vec<Table>,
     keys: Vec<(Table, String)>,
+    /// The term of the entries being applied, once written (see [`Open::enter_term`]).
+    term: Option<u64>,
 }
 
 impl<'t> Open<'t> {
@@ -210,7 +212,29 @@ impl<'t> Open<'t> {
             events: Vec::new(),
             followed,
             keys: Vec::new(),
+            term: None,
         })
+    }
+
+    /// Records that the entries applied next belong to `term` (see [`Batch::led_in`]):
+    /// written when the term changes, so once per term and member.
+    pub fn enter_term(&mut self, term: u64) -> Result<(), StoreError> {
+        if self.term == Some(term) {
+            return Ok(());
+        }
+        let value = super::batch::term_value(term);
+        let meta = self.table(super::META)?;
+        let held = meta
+            .get(super::batch::TERM_KEY)
+            .map_err(StoreError::db)?
+            .map(|v| v.value().to_vec());
+        if held.as_deref() != Some(value.as_slice()) {
+            meta.insert(super::batch::TERM_KEY, value.as_slice())
+                .map_err(StoreError::db)?;
+            self.changed(super::META, super::batch::TERM_KEY);
+        }
+        self.term = Some(term);
+        Ok(())
     }
 
     /// The transaction, for what the caller writes beside the batches.

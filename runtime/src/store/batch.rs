@@ -71,6 +71,15 @@ pub enum Op {
     },
 }
 
+/// The key of [`super::META`] that holds the term of the last log entry applied: every
+/// member writes it alike as it applies the first entry of a term (see [`Batch::led_in`]).
+pub const TERM_KEY: &str = "raft.term";
+
+/// How [`TERM_KEY`] holds a term.
+pub(crate) fn term_value(term: u64) -> Vec<u8> {
+    term.to_be_bytes().to_vec()
+}
+
 /// A set of changes committed together, in order. Every durable write of a node is a batch:
 /// they become the replicated log's entries once the control plane is replicated.
 #[derive(Debug, Clone, Default)]
@@ -108,6 +117,23 @@ impl Batch {
             value,
         });
         self
+    }
+
+    /// Applies the batch only if the log entry that carries it belongs to `term`: proposed
+    /// by the leader of that term, while it still led. For a leader's decisions: forwarded
+    /// to the next leader by a node that no longer leads, they are refused
+    /// ([`StoreError::Stale`]) wherever they are applied. A leader frozen in the middle of
+    /// judging its members counted its own pause as their silence and, thawed after
+    /// another member took the lead, had both others declared DOWN through it.
+    pub fn led_in(self, term: u64) -> Self {
+        self.require(super::META, TERM_KEY, Some(term_value(term)))
+    }
+
+    /// Whether the batch is a leader's decision ([`Batch::led_in`]).
+    pub fn is_led(&self) -> bool {
+        self.ops
+            .iter()
+            .any(|op| matches!(op, Op::Require { table, key, .. } if *table == super::META && key == TERM_KEY))
     }
 
     pub fn event(mut self, event: NewEvent) -> Self {

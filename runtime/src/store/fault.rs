@@ -131,11 +131,19 @@ pub fn gate_is_set(name: &str) -> bool {
 /// log takes entries, its tables do not, as on a member that has a long log to apply or a
 /// large snapshot to install.
 pub(super) async fn hold_apply() {
-    let Some(gates) = GATES.get().filter(|gates| gates.is_set("hold-apply")) else {
+    hold_at("apply").await;
+}
+
+/// Holds the caller while the node's gate `hold-<name>` is set (at most a minute), with
+/// `holding-<name>` present while it does (never without the `fault-injection` feature):
+/// for a test to stop a task at one point, such as the leader's judgement of its members
+/// between its confirmation and its reading of their silence (`hold-judge`).
+pub async fn hold_at(name: &'static str) {
+    let Some(gates) = GATES.get().filter(|gates| gates.is_set(&format!("hold-{name}"))) else {
         return;
     };
     let dir = gates.0.clone();
-    let _ = tokio::task::spawn_blocking(move || hold_while(&dir, "apply")).await;
+    let _ = tokio::task::spawn_blocking(move || hold_while(&dir, name)).await;
 }
 
 /// The [`NamedGates`] of `dir`, as [`gates_in`] decides for the store's.

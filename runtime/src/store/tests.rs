@@ -568,3 +568,22 @@ async fn a_store_persisted_for_its_stop_opens_again_without_a_repair() {
     store.persist().await.unwrap();
     assert!(opens_without_a_repair(&tables));
 }
+
+#[tokio::test]
+async fn a_leaders_decision_carries_no_fence_and_is_refused_for_another_term() {
+    let (_dir, store) = open();
+    let term = store.status().term;
+    // This node's writes carry an epoch the cluster has moved past: its own writes are
+    // refused, the decisions of the term it leads are not.
+    store.fence(Some((AGENTS, "epoch".into(), Some(b"1".to_vec()))));
+    let plain = store.write(Batch::new().put(TASKS, "plain", b"1".to_vec())).await;
+    assert!(matches!(plain, Err(StoreError::Stale(_))), "{plain:?}");
+    let decided = Batch::new().put(TASKS, "decided", b"1".to_vec()).led_in(term);
+    assert!(decided.is_led());
+    store.write(decided).await.unwrap();
+    let earlier = Batch::new().put(TASKS, "earlier", b"1".to_vec()).led_in(term - 1);
+    let earlier = store.write(earlier).await;
+    assert!(matches!(earlier, Err(StoreError::Stale(_))), "{earlier:?}");
+    assert_eq!(store.get(TASKS, "decided").await.unwrap(), Some(b"1".to_vec()));
+    assert_eq!(store.get(TASKS, "earlier").await.unwrap(), None);
+}

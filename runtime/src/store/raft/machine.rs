@@ -372,6 +372,7 @@ pub(super) fn apply_entries(
         let mut results = Vec::with_capacity(entries.len());
         let mut membership = None;
         for entry in entries {
+            open.enter_term(entry.log_id.leader_id.term)?;
             match &entry.payload {
                 EntryPayload::Blank => results.push(Applied::default()),
                 EntryPayload::Normal(proposal) => results.push(open.apply_proposal(proposal)?),

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::events::NewEvent;
-use crate::store::{Batch, Store, Table};
+use crate::store::{Batch, Store, StoreError, Table};
 
 const THINGS: Table = Table::new("things");
 
@@ -399,6 +399,47 @@ async fn when_the_leader_is_cut_off_the_others_elect_one_and_lose_nothing_acknow
     .await;
     assert!(!matches!(alone, Ok(Ok(_))), "{alone:?}");
     assert_eq!(b.get(THINGS, "lost").await.unwrap(), None);
+}
+
+/// A decision of the leader of one term ([`Batch::led_in`]) that reaches the log in the
+/// next, forwarded by a member that led no longer, is refused on every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_of_a_deposed_leader_is_refused_when_the_next_leader_commits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, b, c] = three_voters(&router, &dir).await;
+    let term = a.status().term;
+    a.write(Batch::new().put(THINGS, "decided", vec![1]).led_in(term))
+        .await
+        .unwrap();
+    router.cut.lock().unwrap().insert("a".into());
+    router.stores.lock().unwrap().remove("a");
+    a.transport().set(Arc::new(Router::default()));
+    b.raft()
+        .wait(Some(std::time::Duration::from_secs(20)))
+        .metrics(
+            |m| m.current_leader.is_some() && m.current_leader != Some(a.raft_id()),
+            "another leader",
+        )
+        .await
+        .unwrap();
+    let now = b.status().term;
+    assert!(now > term, "{now} after {term}");
+    for store in [&b, &c] {
+        let late = store
+            .write(Batch::new().put(THINGS, "late", vec![2]).led_in(term))
+            .await;
+        assert!(matches!(late, Err(StoreError::Stale(_))), "{late:?}");
+    }
+    c.write(Batch::new().put(THINGS, "now", vec![3]).led_in(now))
+        .await
+        .unwrap();
+    caught_up(&b, c.status().commit_index).await;
+    for store in [&b, &c] {
+        assert_eq!(store.get(THINGS, "decided").await.unwrap(), Some(vec![1]));
+        assert_eq!(store.get(THINGS, "late").await.unwrap(), None);
+        assert_eq!(store.get(THINGS, "now").await.unwrap(), Some(vec![3]));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
