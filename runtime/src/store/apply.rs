@@ -85,13 +85,13 @@ impl Tables {
         let mut log = self.log();
         let mut txn = self.db.begin_write().map_err(StoreError::db)?;
         txn.set_durability(durability).map_err(StoreError::db)?;
-        let (out, next_seq, events, keys) = {
-            let mut open = Open::new(&txn, log.next_seq, self.projections.followed())?;
+        let (out, next_seq, events, keys, term) = {
+            let mut open = Open::new(&txn, log.next_seq, self.projections.followed(), log.term)?;
             let out = body(&mut open)?;
-            (out, open.seq, open.events, open.keys)
+            (out, open.seq, open.events, open.keys, open.term)
         };
         txn.commit().map_err(StoreError::db)?;
-        log.next_seq = next_seq;
+        (log.next_seq, log.term) = (next_seq, term);
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         let something = !events.is_empty() || !keys.is_empty();
         if something && !self.projections.is_empty() {
@@ -138,6 +138,9 @@ pub struct Log {
     pub oldest: u64,
     pub next_seq: u64,
     pub retention: u64,
+    /// The term [`super::batch::TERM_KEY`] holds, once a write has read or written it: the
+    /// entries of one term read nothing more (see [`Open::enter_term`]).
+    pub(super) term: Option<u64>,
 }
 
 impl Log {
@@ -162,6 +165,7 @@ impl Log {
                     oldest: 1,
                     next_seq: 1,
                     retention,
+                    term: None,
                 })
             }
             Err(e) => return Err(StoreError::db(e)),
@@ -180,6 +184,7 @@ impl Log {
             oldest,
             next_seq,
             retention,
+            term: None,
         })
     }
 }
@@ -197,12 +202,12 @@ pub(super) struct Open<'t> {
     /// The tables whose changed keys the projections follow, and those keys so far.
     followed: Vec<Table>,
     keys: Vec<(Table, String)>,
-    /// The term of the entries being applied, once written (see [`Open::enter_term`]).
+    /// The term [`super::batch::TERM_KEY`] holds, when known (see [`Open::enter_term`]).
     term: Option<u64>,
 }
 
 impl<'t> Open<'t> {
-    fn new(txn: &'t WriteTransaction, seq: u64, followed: Vec<Table>) -> Result<Self, StoreError> {
+    fn new(txn: &'t WriteTransaction, seq: u64, followed: Vec<Table>, term: Option<u64>) -> Result<Self, StoreError> {
         Ok(Self {
             txn,
             log: txn.open_table(EVENTS).map_err(StoreError::db)?,
@@ -212,12 +217,13 @@ impl<'t> Open<'t> {
             events: Vec::new(),
             followed,
             keys: Vec::new(),
-            term: None,
+            term,
         })
     }
 
     /// Records that the entries applied next belong to `term` (see [`Batch::led_in`]):
-    /// written when the term changes, so once per term and member.
+    /// written when the term changes, so once per term and member, and read only at the
+    /// first write after a start or a snapshot's install.
     pub fn enter_term(&mut self, term: u64) -> Result<(), StoreError> {
         if self.term == Some(term) {
             return Ok(());

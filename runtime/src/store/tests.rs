@@ -154,6 +154,7 @@ fn trimming_waits_for_a_tenth_over_the_limit_and_keeps_exactly_the_limit() {
         oldest,
         next_seq,
         retention: 100,
+        term: None,
     };
     assert_eq!(log(1, 111).cut(), None);
     assert_eq!(log(1, 112).cut(), Some(12));
@@ -161,7 +162,8 @@ fn trimming_waits_for_a_tenth_over_the_limit_and_keeps_exactly_the_limit() {
         Log {
             oldest: 1,
             next_seq: 10_000,
-            retention: 0
+            retention: 0,
+            term: None,
         }
         .cut(),
         None
