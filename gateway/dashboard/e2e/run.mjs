@@ -95,7 +95,8 @@ async function shot(page, name) {
 
 /** axe-core on the page as it is now: serious and critical violations fail the step. */
 async function axe(page, name) {
-  await page.evaluate(AXE);
+  // Injected once per loaded page: the other colour scheme's run reuses it.
+  if (!(await page.evaluate(() => "axe" in window))) await page.evaluate(AXE);
   const found = await page.evaluate(async () => {
     // eslint-disable-next-line no-undef
     const r = await axe.run(document, { resultTypes: ["violations"] });
@@ -103,6 +104,9 @@ async function axe(page, name) {
   });
   if (found.length) throw new Error(`axe on ${name}: ${found.join("; ")}`);
 }
+
+/** Waits until nothing on the page says it is still loading (`aria-busy`, as `Loading` and busy buttons do). */
+const settled = (page) => page.locator('[aria-busy="true"]').first().waitFor({ state: "detached", timeout: TIMEOUT });
 
 /** Opens a view by its path (a deep link: the gateway serves the app at every view's path). */
 async function open(page, path) {
@@ -237,7 +241,7 @@ try {
       }),
     );
     await page.getByRole("link", { name: "All VMs", exact: true }).waitFor({ timeout: TIMEOUT });
-    await page.waitForTimeout(300);
+    await settled(page);
     await shot(page, "overview-history");
   });
 
@@ -327,7 +331,7 @@ try {
         await open(page, path);
         await page.locator("#page-title").waitFor({ timeout: TIMEOUT });
         await page.waitForLoadState("networkidle").catch(() => {});
-        await page.waitForTimeout(300);
+        await settled(page);
         const [scroll, client] = await page.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]);
         if (scroll > client) throw new Error(`${path} is ${scroll} px wide in a ${client} px window`);
       }
@@ -722,7 +726,7 @@ try {
       await open(page, path);
       await page.locator("#page-title").waitFor({ timeout: TIMEOUT });
       await page.waitForLoadState("networkidle").catch(() => {});
-      await page.waitForTimeout(300);
+      await settled(page);
       for (const scheme of ["light", "dark"]) {
         await page.emulateMedia({ colorScheme: scheme });
         await shot(page, scheme === "light" ? `view-${name}` : `view-${name}-dark`);
