@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::task::{Outcome, TaskSpec, TaskStatus};
 
 mod dispatch;
+mod ended;
 mod figures;
 mod handoff;
 mod record;
@@ -117,6 +118,9 @@ pub enum SchedulerMsg {
     Requeue(RpcReplyPort<Result<(), ApiError>>),
     /// A transition did not become durable.
     WriteFailed(String),
+    /// The ends this scheduler handed over before the flush numbered so landed (`None`: the
+    /// flush did not land); see `actor/ended.rs`.
+    EndsLanded(Option<u64>),
 }
 
 impl ractor::Message for SchedulerMsg {}
@@ -178,6 +182,8 @@ pub struct State {
     /// Agents whose counters changed since the last write.
     dirty_stats: std::collections::HashSet<String>,
     recent: HashMap<String, figures::Window>,
+    /// The tasks that ended here a moment ago, whose ends may not have landed yet.
+    ended: ended::Ended,
     pub(super) open: Arc<AtomicUsize>,
     rooms: super::Rooms,
     peers: Option<super::PeerRooms>,
@@ -219,6 +225,7 @@ impl Actor for Scheduler {
             pending: troupe_runtime::store::Batch::new(),
             dirty_stats: std::collections::HashSet::new(),
             recent: HashMap::new(),
+            ended: ended::Ended::default(),
             open: args.open,
             rooms: args.rooms,
             peers: args.peers,
@@ -253,6 +260,11 @@ impl Actor for Scheduler {
                 let (spec, status) = *task;
                 if state.engine.status(&spec.id).is_some() {
                     // A restarted scheduler found it in the store already.
+                    return Ok(());
+                }
+                if state.ended.holds(&spec.id) {
+                    // It came first another way (`EnsureQueued`, for a submit answered
+                    // twice) and ran here already.
                     return Ok(());
                 }
                 state.work.insert(spec.id.clone(), spec.timeout_ms);
@@ -434,6 +446,10 @@ impl Actor for Scheduler {
                 tokio::spawn(async move {
                     let _ = reply.send(store.flush().await.map_err(ApiError::from));
                 });
+                return Ok(());
+            }
+            SchedulerMsg::EndsLanded(upto) => {
+                state.ends_landed(upto);
                 return Ok(());
             }
             SchedulerMsg::WriteFailed(reason) => {

@@ -73,7 +73,6 @@ async fn durable(store: &Store, spec: &TaskSpec, status: &TaskStatus) {
         .unwrap();
 }
 
-/// The kinds of the store's first events, in order.
 /// Places `id` on this scheduler's node in the directory (a move, a hand-off or a peer's
 /// placement of a submit), as of `epoch`.
 async fn placed_here(store: &Store, id: &str, epoch: u64) {
@@ -93,6 +92,7 @@ async fn starts(store: &Store) -> usize {
     events.iter().filter(|e| e.kind == "TASK_STARTED").count()
 }
 
+/// The kinds of the store's first events, in order.
 async fn kinds(store: &Store) -> Vec<String> {
     store
         .events_after(0, 10)
@@ -260,6 +260,109 @@ async fn a_task_queued_in_the_store_whose_enqueue_never_came_is_queued_once_aske
     assert_eq!(running, 0);
     let started = starts(&store).await;
     assert_eq!(started, 1, "ran once");
+}
+
+/// Holds the store's writer before each batch that closes a task (deletes its open-task
+/// row) while armed, and says when it holds one.
+#[derive(Clone)]
+struct EndGate {
+    armed: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    holding: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl EndGate {
+    fn new() -> Self {
+        Self {
+            armed: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
+            holding: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+
+    fn hook(&self) -> FaultHook {
+        let gate = self.clone();
+        Arc::new(move |batch: &Batch| {
+            let closes = batch.ops().iter().any(
+                |op| matches!(op, troupe_runtime::store::Op::Delete { table, .. } if table.name() == OPEN_TASKS.name()),
+            );
+            let (lock, turned) = &*gate.armed;
+            let mut armed = lock.lock().unwrap();
+            if closes && *armed {
+                gate.holding.send_replace(true);
+                while *armed {
+                    armed = turned.wait(armed).unwrap();
+                }
+            }
+            None
+        })
+    }
+
+    fn set(&self, on: bool) {
+        let (lock, turned) = &*self.armed;
+        *lock.lock().unwrap() = on;
+        turned.notify_all();
+    }
+
+    async fn holds_one(&self) {
+        self.holding.subscribe().wait_for(|h| *h).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_task_that_ran_here_before_its_adoption_came_is_not_run_again_while_its_end_is_on_its_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = EndGate::new();
+    let store = open(&dir, Some(gate.hook()));
+    let s = with_an_agent(&store).await;
+    // Placed here by a peer's submit, whose answer was given again before this node heard of
+    // the placement: `EnsureQueued` comes before the placement's `Adopt`.
+    let first = spec("t1@maker");
+    durable(&store, &first, &TaskStatus::queued()).await;
+    placed_here(&store, &first.id, 1).await;
+    let second = spec("t2@maker");
+    durable(&store, &second, &TaskStatus::queued()).await;
+    placed_here(&store, &second.id, 1).await;
+    gate.set(true);
+    s.cast(SchedulerMsg::EnsureQueued(first.id.clone())).unwrap();
+    // It ran, and its end is held on its way to the store, which still says it is open.
+    gate.holds_one().await;
+    s.cast(SchedulerMsg::Adopt(vec![first.id.clone(), second.id.clone()]))
+        .unwrap();
+    // A call behind the cast: the adoption was handled (taken, or put off) meanwhile, and
+    // did not wait on the end held back (which a task read as still running elsewhere does:
+    // its requeue is written and waited for).
+    let handled = tokio::time::timeout(Duration::from_secs(10), async {
+        ractor::call!(s, SchedulerMsg::Running)
+    })
+    .await;
+    gate.set(false);
+    handled.expect("the adoption was handled at once").unwrap();
+    // The other task adopted with it ran: the adoption was carried out.
+    let filter = EventFilter {
+        kinds: Some(["TASK_SUCCEEDED".to_string()].into()),
+        subject: Some(second.id.clone()),
+    };
+    let done = events::subscribe(&store, 0, filter)
+        .take(1)
+        .map(Result::unwrap)
+        .collect::<Vec<_>>();
+    tokio::time::timeout(Duration::from_secs(10), done)
+        .await
+        .expect("the second task succeeded within 10 s");
+    ractor::call!(s, SchedulerMsg::Running).unwrap();
+    store.flush().await.unwrap();
+    let events = store.events_after(0, 100).await.unwrap();
+    let started = |id: &str| {
+        events
+            .iter()
+            .filter(|e| e.kind == "TASK_STARTED" && e.subject.as_deref() == Some(id))
+            .count()
+    };
+    assert_eq!(
+        started(&first.id),
+        1,
+        "the task that ran before its adoption came ran once"
+    );
+    assert_eq!(started(&second.id), 1);
 }
 
 #[tokio::test]

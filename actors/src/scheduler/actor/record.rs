@@ -38,6 +38,7 @@ impl State {
         self.store.submit_watched(batch, move |e| {
             let _ = myself.cast(SchedulerMsg::WriteFailed(e.to_string()));
         });
+        self.confirm_ends();
     }
 
     /// The counters of the agents whose tasks ended since the last write.
@@ -67,6 +68,7 @@ impl State {
         });
         if let Some((agent, succeeded)) = &t.ended {
             self.work.remove(&t.task);
+            self.ended.note(&t.task);
             self.uncache(&t.task);
             // One open task fewer (the tasks service counted it in when it was admitted).
             let _ = self

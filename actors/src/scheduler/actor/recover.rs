@@ -39,10 +39,16 @@ impl State {
     /// chose this node's agents): each that is open, held here and not known to this
     /// scheduler yet. One that was RUNNING elsewhere is queued again without being charged an
     /// attempt: the node was lost, not the attempt. Only the ids are read, and nothing waits
-    /// for this node's writes first: each arrived (its holder became this node in the write
-    /// that told of it), so none is a task this scheduler ran and forgot while its end was on
-    /// its way to the log.
+    /// for this node's writes first, unless one of them ended here a moment ago: it came
+    /// here first another way (`EnsureQueued` for a submit answered twice, a move heard
+    /// twice), and the store may still say it is open while its end is on its way to the
+    /// log. Then the adoption waits, without holding the scheduler, until this scheduler's
+    /// writes so far landed (a history checker's run had such a task run twice).
     pub(super) async fn adopt(&mut self, ids: Vec<String>) -> Result<(), ActorProcessingErr> {
+        if ids.iter().any(|id| self.ended.holds(id)) {
+            self.after_landing(Some(super::SchedulerMsg::Adopt(ids)));
+            return Ok(());
+        }
         tracing::debug!(tasks = ids.len(), "adopting the open tasks placed here");
         self.load(Some(ids)).await
     }
