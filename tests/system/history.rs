@@ -7,7 +7,7 @@
 mod check;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,9 @@ struct Run {
     origin: Instant,
     stop: AtomicBool,
     swarm: String,
+    /// Compare-and-sets written and tasks acknowledged so far, all clients together.
+    written: AtomicUsize,
+    acked: AtomicUsize,
 }
 
 impl Run {
@@ -159,6 +162,9 @@ async fn cas_client(run: Arc<Run>, node: usize, name: String, seed: u64) -> (Vec
                 Outcome::Unknown
             }),
         };
+        if matches!(outcome, Outcome::Written(_)) {
+            run.written.fetch_add(1, Ordering::SeqCst);
+        }
         match outcome {
             Outcome::Written(v) | Outcome::Refused(v) => {
                 known.insert(key, v);
@@ -204,6 +210,7 @@ async fn task_client(
                 if let Sent::Answered(body) = &sent {
                     if let Some(id) = body.pointer("/data/submitTask/id").and_then(Value::as_str) {
                         acked.entry(key.clone()).or_default().push(id.to_owned());
+                        run.acked.fetch_add(1, Ordering::SeqCst);
                         break;
                     }
                     if error_code(body).as_deref() != Some("UNAVAILABLE") {
@@ -332,6 +339,8 @@ async fn compare_and_set_and_keyed_submits_under_kills_freezes_and_cuts_are_line
         origin: Instant::now(),
         stop: AtomicBool::new(false),
         swarm: text(&swarm, "/createSwarm/id")?,
+        written: AtomicUsize::new(0),
+        acked: AtomicUsize::new(0),
     });
     for (i, node) in nodes.iter().enumerate() {
         run.set(i, Some(node));
@@ -348,6 +357,25 @@ async fn compare_and_set_and_keyed_submits_under_kills_freezes_and_cuts_are_line
         submits.push(tokio::spawn(task_client(run.clone(), i, name, rng.random())));
     }
     let done = nemesis(&mut nodes, &run, &mut rng).await;
+    if done.is_ok() {
+        // The checks below need something to check. The rounds may have kept the swarm's
+        // holder from its work for the whole run (seed 2020: frozen, then cut off twice, then
+        // the leader cut off: no compare-and-set was written), so with every node back the
+        // clients go on until each kind has made progress.
+        let deadline = Deadline::after(
+            WAIT,
+            "a compare-and-set written and a task acknowledged once the nemesis stopped",
+        );
+        while run.written.load(Ordering::SeqCst) == 0 || run.acked.load(Ordering::SeqCst) == 0 {
+            deadline
+                .tick(format!(
+                    "{} written, {} acknowledged",
+                    run.written.load(Ordering::SeqCst),
+                    run.acked.load(Ordering::SeqCst)
+                ))
+                .await?;
+        }
+    }
     run.stop.store(true, Ordering::SeqCst);
     let done = done?;
     let (mut ops, mut odd) = (Vec::new(), Vec::new());
