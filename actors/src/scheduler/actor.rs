@@ -11,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use troupe_runtime::store::Store;
 
-use super::engine::{BreakerPolicy, Down, Engine, Limits, Now, Reported, RetryPolicy, Settled};
+use super::engine::{BreakerPolicy, Down, Effect, Engine, Limits, Now, Reported, RetryPolicy, Settled};
 use crate::agent::{AgentMsg, AgentStats};
 use crate::error::ApiError;
 use crate::task::{Outcome, TaskSpec, TaskStatus};
@@ -262,17 +262,18 @@ impl Actor for Scheduler {
                     // A restarted scheduler found it in the store already.
                     return Ok(());
                 }
-                if state.ended.holds(&spec.id) {
-                    // It came first another way (`EnsureQueued`, for a submit answered
-                    // twice) and ran here already.
-                    return Ok(());
-                }
-                state.work.insert(spec.id.clone(), spec.timeout_ms);
-                state.cache(&spec.id, &spec.payload);
-                let settled = state.settled(&spec.depends_on).await?;
-                // Reading may have taken a moment: the decision is made at the time it lands.
-                let now = super::actor::now();
-                state.engine.enqueue_with(Limits::from(&spec), status, settled, now)
+                let (spec, status) = if state.ended.holds(&spec.id) {
+                    // It ended here a moment ago: it came first another way (`EnsureQueued`,
+                    // for a submit answered twice) and ran, or it was requeued since. Once
+                    // this node's writes landed, the store tells which.
+                    match state.queued_in_store(spec.id).await? {
+                        Some(queued) => queued,
+                        None => return Ok(()),
+                    }
+                } else {
+                    (spec, status)
+                };
+                state.admit(spec, status).await?
             }
             SchedulerMsg::Cancel(id, reply) => {
                 state.cancel(id, reply, now).await?;
@@ -282,37 +283,11 @@ impl Actor for Scheduler {
                 if state.engine.status(&id).is_some() {
                     return Ok(());
                 }
-                // What this scheduler handed the writer about the task (its start, its end)
-                // lands first: a task that ran here is not QUEUED in the store any more.
-                state.store.flush().await?;
-                let node = state.node.clone();
-                let found = state
-                    .store
-                    .view(move |v| {
-                        if !crate::cluster::directory::held_in(v, &id, &node)? {
-                            return Ok(None);
-                        }
-                        let (Some(spec), Some(status)) = (
-                            v.get(crate::tables::TASKS, &id)?,
-                            v.get(crate::tables::TASK_STATUS, &id)?,
-                        ) else {
-                            return Ok(None);
-                        };
-                        Ok(Some((
-                            troupe_runtime::codec::decode::<crate::task::TaskSpec>(&spec)?,
-                            troupe_runtime::codec::decode::<TaskStatus>(&status)?,
-                        )))
-                    })
-                    .await?;
-                let Some((spec, status)) = found.filter(|(_, s)| s.state == crate::task::TaskState::Queued) else {
+                let Some((spec, status)) = state.queued_in_store(id).await? else {
                     return Ok(());
                 };
                 tracing::warn!(task = %spec.id, "a task queued in the store was not in the queue: queued now");
-                state.work.insert(spec.id.clone(), spec.timeout_ms);
-                state.cache(&spec.id, &spec.payload);
-                let settled = state.settled(&spec.depends_on).await?;
-                let now = super::actor::now();
-                state.engine.enqueue_with(Limits::from(&spec), status, settled, now)
+                state.admit(spec, status).await?
             }
             SchedulerMsg::Finished {
                 task_id,
@@ -465,6 +440,15 @@ impl Actor for Scheduler {
 pub const PAYLOAD_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 impl State {
+    /// Takes `spec` into the queue with `status`.
+    async fn admit(&mut self, spec: TaskSpec, status: TaskStatus) -> Result<Vec<Effect>, ActorProcessingErr> {
+        self.work.insert(spec.id.clone(), spec.timeout_ms);
+        self.cache(&spec.id, &spec.payload);
+        let settled = self.settled(&spec.depends_on).await?;
+        // Reading may have taken a moment: the decision is made at the time it lands.
+        Ok(self.engine.enqueue_with(Limits::from(&spec), status, settled, now()))
+    }
+
     /// succeeded. Read after a flush, so a dependency that ended a moment ago is seen ended.
     async fn settled(&self, deps: &[String]) -> Result<Vec<Settled>, ActorProcessingErr> {
         let closed: Vec<String> = deps

@@ -262,6 +262,26 @@ async fn a_task_queued_in_the_store_whose_enqueue_never_came_is_queued_once_aske
     assert_eq!(started, 1, "ran once");
 }
 
+#[tokio::test]
+async fn a_task_requeued_a_moment_after_it_ended_here_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let s = with_an_agent(&store).await;
+    let t1 = spec("t1");
+    durable(&store, &t1, &TaskStatus::queued()).await;
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1.clone(), TaskStatus::queued()))))
+        .unwrap();
+    next_events(&store, 0, &["TASK_SUCCEEDED"], 1).await;
+    // Requeued as `requeueTask` does: written QUEUED with its attempts so far, then handed
+    // over, while the scheduler may not know yet that the end it wrote landed.
+    let mut again = TaskStatus::queued();
+    again.attempts = 1;
+    durable(&store, &t1, &again).await;
+    s.cast(SchedulerMsg::Enqueue(Box::new((t1, again)))).unwrap();
+    let seen = next_events(&store, 0, &["TASK_SUCCEEDED"], 2).await;
+    assert_eq!(seen.len(), 2, "ran again");
+}
+
 /// Holds the store's writer before each batch that closes a task (deletes its open-task
 /// row) while armed, and says when it holds one.
 #[derive(Clone)]

@@ -7,7 +7,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use ractor::ActorProcessingErr;
 use troupe_runtime::store::{Batch, StoreError};
+
+use crate::task::{TaskSpec, TaskState, TaskStatus};
 
 use super::{SchedulerMsg, State};
 
@@ -94,6 +97,39 @@ impl State {
                 (_, None) => {}
             }
         });
+    }
+
+    /// The task `id` as the store holds it once this scheduler's writes so far landed, if
+    /// it is placed here and QUEUED: what this scheduler handed the writer about it (its
+    /// start, its end) lands first, so a task that ran here is not QUEUED any more, and one
+    /// requeued since is.
+    pub(super) async fn queued_in_store(
+        &mut self,
+        id: String,
+    ) -> Result<Option<(TaskSpec, TaskStatus)>, ActorProcessingErr> {
+        let upto = self.ended.mark();
+        self.store.flush().await?;
+        self.ended.landed(upto);
+        let node = self.node.clone();
+        let found = self
+            .store
+            .view(move |v| {
+                if !crate::cluster::directory::held_in(v, &id, &node)? {
+                    return Ok(None);
+                }
+                let (Some(spec), Some(status)) = (
+                    v.get(crate::tables::TASKS, &id)?,
+                    v.get(crate::tables::TASK_STATUS, &id)?,
+                ) else {
+                    return Ok(None);
+                };
+                Ok(Some((
+                    troupe_runtime::codec::decode::<TaskSpec>(&spec)?,
+                    troupe_runtime::codec::decode::<TaskStatus>(&status)?,
+                )))
+            })
+            .await?;
+        Ok(found.filter(|(_, s)| s.state == TaskState::Queued))
     }
 
     /// `EndsLanded`: the flush handed over at `upto` landed (`None`: it did not).
