@@ -452,7 +452,7 @@ pub(super) async fn start(
     let raft = Raft::new(
         id,
         Arc::new(config(&identity.timing)?),
-        network::Network::new(transport, durable.clone(), seen.clone()),
+        network::Network::new(transport, durable.clone(), seen.clone(), identity.timing.commit_hold),
         logs,
         machine,
     )

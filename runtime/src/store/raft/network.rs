@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod chunk;
+mod hold;
 
 use super::log::Durable;
 use super::snapshots::Seen;
@@ -181,11 +182,18 @@ pub(super) struct Network {
     slot: TransportSlot,
     durable: Durable,
     seen: Arc<Seen>,
+    /// How long an append that only moves the commit index may be held (see [`hold`]).
+    commit_hold: Duration,
 }
 
 impl Network {
-    pub fn new(slot: TransportSlot, durable: Durable, seen: Arc<Seen>) -> Self {
-        Self { slot, durable, seen }
+    pub fn new(slot: TransportSlot, durable: Durable, seen: Arc<Seen>, commit_hold: Duration) -> Self {
+        Self {
+            slot,
+            durable,
+            seen,
+            commit_hold,
+        }
     }
 }
 
@@ -199,10 +207,12 @@ impl RaftNetworkFactory<Troupe> for Network {
             name: node.addr.clone(),
             durable: self.durable.clone(),
             seen: self.seen.clone(),
+            hold: Arc::new(hold::Hold::new(target, self.commit_hold)),
         }
     }
 }
 
+#[derive(Clone)]
 pub(super) struct Client {
     slot: TransportSlot,
     target: NodeId,
@@ -212,6 +222,8 @@ pub(super) struct Client {
     /// When each member last answered (what holds a snapshot back), and how far this
     /// node's log is purged (what stops a snapshot the log moved past).
     seen: Arc<Seen>,
+    /// The append that only moves the commit index, held back (see [`hold`]).
+    hold: Arc<hold::Hold>,
 }
 
 type Failed<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -273,6 +285,28 @@ impl Client {
             codec::decode(&answer).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+
+    /// Sends `rpc` to the member and waits at most `within` for its answer.
+    async fn send_append(
+        &self,
+        rpc: &AppendEntriesRequest<Troupe>,
+        within: Duration,
+    ) -> Result<AppendEntriesResponse<NodeId>, Failed<openraft::error::Infallible>> {
+        let not_durable = |e: StoreError| RPCError::Unreachable(Unreachable::from(AnyError::error(e.to_string())));
+        // A commit index tells the follower to apply: only what this node holds durably
+        // (a majority of the leader alone commits what its writer may not have written yet).
+        if let Some(commit) = rpc.leader_commit {
+            self.durable.covering(commit.index).await.map_err(not_durable)?;
+        }
+        let claimed = claimed(rpc);
+        let answer: AppendEntriesResponse<NodeId> = self.call_within(RpcKind::Append, rpc, within).await?;
+        // Counted once this node holds as durably what the follower says it holds: an entry
+        // then commits on a majority of durable copies, the leader's among them.
+        if let Some(index) = matched(&answer, claimed) {
+            self.durable.covering(index).await.map_err(not_durable)?;
+        }
+        Ok(answer)
+    }
 }
 
 impl RaftNetwork<Troupe> for Client {
@@ -285,20 +319,33 @@ impl RaftNetwork<Troupe> for Client {
             // openraft sends fewer entries at once for a while, and at once.
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
         }
-        let not_durable = |e: StoreError| RPCError::Unreachable(Unreachable::from(AnyError::error(e.to_string())));
-        // A commit index tells the follower to apply: only what this node holds durably
-        // (a majority of the leader alone commits what its writer may not have written yet).
-        if let Some(commit) = rpc.leader_commit {
-            self.durable.covering(commit.index).await.map_err(not_durable)?;
+        let sent = tokio::time::Instant::now();
+        match self.hold.consider(&rpc, option.hard_ttl(), sent) {
+            hold::Verdict::Send => {}
+            hold::Verdict::Held { timer } => {
+                if timer {
+                    let client = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(client.hold.hold()).await;
+                        if let Some((rpc, within)) = client.hold.due() {
+                            // Nothing went to the member meanwhile: the commit index goes
+                            // alone. Its answer changes nothing the leader counts.
+                            let _ = client.send_append(&rpc, within).await;
+                        }
+                    });
+                }
+                // The member's answer to the append before stands in (see `hold`).
+                return Ok(AppendEntriesResponse::Success);
+            }
         }
-        let claimed = claimed(&rpc);
-        let answer: AppendEntriesResponse<NodeId> = self.call(RpcKind::Append, &rpc, &option).await?;
-        // Counted once this node holds as durably what the follower says it holds: an entry
-        // then commits on a majority of durable copies, the leader's among them.
-        if let Some(index) = matched(&answer, claimed) {
-            self.durable.covering(index).await.map_err(not_durable)?;
-        }
-        Ok(answer)
+        let answer = self.send_append(&rpc, option.hard_ttl()).await;
+        let holds = match &answer {
+            Ok(AppendEntriesResponse::Success) => Some(rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id)),
+            Ok(AppendEntriesResponse::PartialSuccess(m)) => Some(*m),
+            _ => None,
+        };
+        self.hold.answered(&rpc, holds, sent);
+        answer
     }
 
     async fn install_snapshot(

@@ -89,6 +89,9 @@ struct Router {
     parked: tokio::sync::watch::Sender<usize>,
     /// Members whose appends each take this long to arrive (a busy machine's).
     slow: std::sync::Mutex<std::collections::HashMap<String, std::time::Duration>>,
+    /// Per member, the highest commit index an append carried to it, and how many appends
+    /// of no entries moved it.
+    commits: std::sync::Mutex<std::collections::HashMap<String, (u64, usize)>>,
 }
 
 type Answer = Result<Vec<u8>, super::network::SendError>;
@@ -171,6 +174,17 @@ impl super::Transport for Router {
             super::RpcKind::Append => self.slow.lock().unwrap().get(to).copied(),
             _ => None,
         };
+        if kind == super::RpcKind::Append && store.is_some() {
+            let (rpc, _) = super::network::addressed::<openraft::raft::AppendEntriesRequest<super::Troupe>>(&request)
+                .expect("an append");
+            let mut commits = self.commits.lock().unwrap();
+            let (told, alone) = commits.entry(to.to_owned()).or_default();
+            let commit = rpc.leader_commit.map_or(0, |c| c.index);
+            if commit > *told {
+                *told = commit;
+                *alone += usize::from(rpc.entries.is_empty());
+            }
+        }
         let to = to.to_owned();
         Box::pin(async move {
             use super::network::SendError;
@@ -481,6 +495,7 @@ async fn a_lagging_follower_reads_every_acknowledged_write_after_it_linearizes()
 }
 
 mod bytes;
+mod commit_hold;
 mod durable;
 mod flight;
 mod installing;

@@ -45,7 +45,7 @@ async fn a_member_sent_the_last_chunk_of_a_snapshot_is_catching_up_until_it_answ
     let (open, gate) = watch::channel(false);
     let slot = TransportSlot::default();
     slot.set(Arc::new(Gated(gate)));
-    let mut network = Network::new(slot, durable, seen.clone());
+    let mut network = Network::new(slot, durable, seen.clone(), Duration::ZERO);
     let member = 7;
     let mut client = network.new_client(member, &BasicNode::new("gamma")).await;
     let option = RPCOption::new(Duration::from_secs(60));
