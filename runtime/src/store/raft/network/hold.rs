@@ -18,6 +18,7 @@
 //! account of when a majority last answered it (`status::lead_unconfirmed`) is off by the
 //! hold at most, and the entries it holds are those it answered for.
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -43,12 +44,22 @@ struct State {
     answered: Option<(Vote<NodeId>, Option<LogId<NodeId>>, Instant)>,
     /// The highest commit index sent to the member.
     told: Option<u64>,
-    /// The last entry sent to the member that it proposed.
-    proposed: Option<u64>,
+    /// The entries sent to the member that it proposed and whose commit it was not told.
+    proposed: BTreeSet<u64>,
     /// The append held back, and the bound of its answer.
     held: Option<(AppendEntriesRequest<Troupe>, Duration)>,
     /// Whether a timer will send what is held.
     timer: bool,
+}
+
+impl State {
+    /// The member is sent the commit index `commit`.
+    fn told_up_to(&mut self, commit: Option<u64>) {
+        self.told = self.told.max(commit);
+        if let Some(told) = self.told {
+            self.proposed = self.proposed.split_off(&(told + 1));
+        }
+    }
 }
 
 /// What becomes of an append.
@@ -86,9 +97,7 @@ impl Hold {
         let answered_for = |(vote, matched, at): &(Vote<NodeId>, Option<LogId<NodeId>>, Instant)| {
             *vote == rpc.vote && *matched == rpc.prev_log_id && now.saturating_duration_since(*at) <= self.hold
         };
-        let awaited = state
-            .proposed
-            .is_some_and(|p| commit.is_some_and(|c| p <= c) && state.told.is_none_or(|t| p > t));
+        let awaited = commit.is_some_and(|c| state.proposed.first().is_some_and(|p| *p <= c));
         let holds = !self.hold.is_zero()
             && rpc.entries.is_empty()
             && commit > state.told
@@ -101,12 +110,12 @@ impl Hold {
             return Verdict::Held { timer };
         }
         state.held = None;
-        state.told = state.told.max(commit);
         let proposed = rpc.entries.iter().filter_map(|e| match &e.payload {
             EntryPayload::Normal(p) if p.origin.is_some_and(|o| o.node == self.member) => Some(e.log_id.index),
             _ => None,
         });
-        state.proposed = state.proposed.max(proposed.max());
+        state.proposed.extend(proposed);
+        state.told_up_to(commit);
         Verdict::Send
     }
 
@@ -122,7 +131,7 @@ impl Hold {
         let mut state = self.state();
         state.timer = false;
         let due = state.held.take()?;
-        state.told = state.told.max(due.0.leader_commit.map(|c| c.index));
+        state.told_up_to(due.0.leader_commit.map(|c| c.index));
         Some(due)
     }
 }
@@ -215,6 +224,16 @@ mod tests {
             hold.consider(&append(6, &[], 6), WITHIN, now),
             Verdict::Held { timer: true }
         );
+        // Two of its groups in flight: the commit of the first goes at once, although the
+        // second is not committed yet; that of the entry between them may wait.
+        took(&hold, &append(6, &[(7, true), (8, false), (9, true)], 6), now);
+        assert_eq!(hold.consider(&append(9, &[], 7), WITHIN, now), Verdict::Send);
+        hold.answered(&append(9, &[], 7), Some(Some(id(9))), now);
+        assert_eq!(
+            hold.consider(&append(9, &[], 8), WITHIN, now),
+            Verdict::Held { timer: false }
+        );
+        assert_eq!(hold.consider(&append(9, &[], 9), WITHIN, now), Verdict::Send);
     }
 
     #[test]
