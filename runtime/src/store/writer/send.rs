@@ -94,7 +94,16 @@ impl Writer {
                 _ = majority_lost(&raft) => return unknown("no majority of the cluster has answered this leader for 2s".into()),
             };
             match written.map_err(|e| refused(RaftError::APIError(e))) {
-                Ok(written) => Attempt::Applied(written.data),
+                Ok(written) => {
+                    // Once applied by openraft's account too, as a forwarded write is (see
+                    // `forward_to`): a mutation's answer carries the index this node applied,
+                    // which a read on another node waits for, and openraft answers a write a
+                    // moment before its metrics count the apply. Answered with the index before
+                    // it, a client's read on a follower told of the commit later (the commit
+                    // hold, `raft::network::hold`) missed the write.
+                    applied_at_least(&raft, written.log_id.index, COMMIT_WITHIN).await;
+                    Attempt::Applied(written.data)
+                }
                 // It stopped leading since: sent again, to the new leader.
                 Err(e @ StoreError::NotLeader { .. }) => Attempt::Again(e),
                 Err(e) => Attempt::Failed(e),

@@ -74,3 +74,23 @@ async fn a_commit_index_held_goes_alone_once_the_hold_is_over() {
     assert_eq!(c.get(THINGS, "from-b").await.unwrap(), Some(vec![1]));
     assert!(alone(&router, "c") > 0, "the commit index went alone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_the_leader_is_answered_with_an_applied_index_that_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(Router::default());
+    let [a, b, _c] = voters(&router, &dir, fast()).await;
+    for i in 0..20u8 {
+        a.write(Batch::new().put(THINGS, format!("k{i}"), vec![i]))
+            .await
+            .unwrap();
+        // What a mutation's answer carries as its commit index.
+        let index = a.applied_index();
+        let entry = last_log(&a);
+        assert!(index >= entry, "answered with {index}, its entry {entry}");
+        // A read on b that waits for that index finds the write, although b is told of
+        // the commit up to the hold later.
+        caught_up(&b, index).await;
+        assert_eq!(b.get(THINGS, &format!("k{i}")).await.unwrap(), Some(vec![i]));
+    }
+}
