@@ -15,14 +15,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::{AnyError, BasicNode, LogId, RaftMetrics, RaftNetwork, RaftNetworkFactory};
+use openraft::{AnyError, BasicNode, LogId, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod chunk;
 mod hold;
-
-use hold::FromAnswer;
 
 use super::log::Durable;
 use super::snapshots::Seen;
@@ -105,13 +103,7 @@ pub(crate) async fn forward(
     let transport = slot
         .get()
         .ok_or_else(|| not_sent("the cluster link is not up yet".into()))?;
-    let mut bytes = codec::encode(proposal).map_err(NotForwarded::Failed)?;
-    bytes.extend(
-        codec::encode(&Forwarding {
-            commit_from_answer: true,
-        })
-        .map_err(NotForwarded::Failed)?,
-    );
+    let bytes = codec::encode(proposal).map_err(NotForwarded::Failed)?;
     let answer = match transport.send(leader, RpcKind::Propose, bytes, within).await {
         Ok(answer) => answer,
         Err(SendError::NotSent(why)) => return Err(not_sent(why)),
@@ -133,70 +125,6 @@ pub(crate) async fn forward(
         }),
     }
 }
-
-/// What a member says after the group it forwards (an earlier release neither sends nor
-/// reads it, see [`codec::decode_then`]).
-#[derive(Debug, Serialize, Deserialize)]
-struct Forwarding {
-    /// It takes the commit of the group's entry from the leader's answer ([`take_commit`]):
-    /// the leader need not send it the commit index at once (see [`hold`]).
-    commit_from_answer: bool,
-}
-
-/// The leader answered that the group this node forwarded is its entry `id`, which it
-/// applied, so committed: this node's Raft core is told so as an append of no entries
-/// from that leader would tell it. The leader then holds back the append that would
-/// (see [`hold`]), two messages fewer per group.
-///
-/// Told only while this node follows the leader that appended the entry, under that
-/// leader's vote as this node holds it, and once its log holds the entry (the leader sent
-/// it before it answered, but another member's answer may have committed it before it
-/// reached this one): what this does is what that leader's append would do, and nothing
-/// it would not. Past [`TAKE_COMMIT_WITHIN`], or when another leader comes, the leader's
-/// next append tells it instead.
-pub(crate) async fn take_commit(raft: &super::Raft, id: LogId<NodeId>) {
-    let follows = |m: &RaftMetrics<NodeId, BasicNode>| {
-        let leader = m.vote.leader_id();
-        m.vote.is_committed()
-            && leader.get_term() == id.leader_id.term
-            && leader.voted_for() == Some(id.leader_id.node_id)
-            && m.current_leader != Some(m.id)
-            && m.last_applied.is_none_or(|a| a.index < id.index)
-    };
-    let held = |m: &RaftMetrics<NodeId, BasicNode>| m.last_log_index.is_some_and(|last| last >= id.index);
-    let now = {
-        let m = raft.metrics();
-        let m = m.borrow();
-        (follows(&m) && held(&m)).then_some(m.vote)
-    };
-    let vote = match now {
-        Some(vote) => vote,
-        None => {
-            let wait = raft.wait(Some(TAKE_COMMIT_WITHIN));
-            match wait
-                .metrics(|m| !follows(m) || held(m), "the forwarded entry is in the log here")
-                .await
-            {
-                Ok(m) if follows(&m) => m.vote,
-                _ => return,
-            }
-        }
-    };
-    let rpc = AppendEntriesRequest {
-        vote,
-        prev_log_id: Some(id),
-        entries: Vec::new(),
-        leader_commit: Some(id),
-    };
-    if let Ok(answer @ (AppendEntriesResponse::Conflict | AppendEntriesResponse::HigherVote(_))) =
-        raft.append_entries(rpc).await
-    {
-        tracing::debug!(?answer, %id, "the commit of a forwarded group is left to the leader's next append");
-    }
-}
-
-/// How long [`take_commit`] waits for the forwarded entry to reach this node's log.
-const TAKE_COMMIT_WITHIN: Duration = Duration::from_secs(1);
 
 /// Why a request to another member got no answer.
 #[derive(Debug, Clone)]
@@ -230,11 +158,7 @@ pub trait Transport: Send + Sync + 'static {
 /// Where the node puts its transport once its cluster is up; until then every other member
 /// is unreachable (a one-node store never sends anything).
 #[derive(Clone, Default)]
-pub struct TransportSlot {
-    transport: Arc<RwLock<Option<Arc<dyn Transport>>>>,
-    /// The members that take the commit of their groups from the leader's answer.
-    from_answer: Arc<FromAnswer>,
-}
+pub struct TransportSlot(Arc<RwLock<Option<Arc<dyn Transport>>>>);
 
 impl std::fmt::Debug for TransportSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -246,15 +170,11 @@ impl std::fmt::Debug for TransportSlot {
 
 impl TransportSlot {
     pub fn set(&self, transport: Arc<dyn Transport>) {
-        *self.transport.write().unwrap_or_else(|p| p.into_inner()) = Some(transport);
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(transport);
     }
 
     pub(super) fn get(&self) -> Option<Arc<dyn Transport>> {
-        self.transport.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(super) fn takers(&self) -> &Arc<FromAnswer> {
-        &self.from_answer
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -287,7 +207,7 @@ impl RaftNetworkFactory<Troupe> for Network {
             name: node.addr.clone(),
             durable: self.durable.clone(),
             seen: self.seen.clone(),
-            hold: Arc::new(hold::Hold::new(target, self.commit_hold, self.slot.takers().clone())),
+            hold: Arc::new(hold::Hold::new(target, self.commit_hold)),
         }
     }
 }
@@ -596,12 +516,8 @@ pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u
             codec::encode(&raft.install_snapshot(rpc).await)
         }
         RpcKind::Propose => {
-            let (proposal, forwarding) = codec::decode_then::<Proposal, Forwarding>(request)?;
+            let proposal: Proposal = codec::decode(request)?;
             heard(proposal.origin.map(|o| o.node))?;
-            if let Some(origin) = proposal.origin {
-                let takes = forwarding.is_some_and(|f| f.commit_from_answer);
-                store.inner.transport.takers().said(origin.node, takes);
-            }
             if store.raft_stopped() {
                 // Stopping (see `Store::stop_raft`): not taken, so the writer sends it again
                 // to the next leader.

@@ -11,7 +11,7 @@ use openraft::raft::ClientWriteResponse;
 
 use super::flight::Attempt;
 use super::Writer;
-use crate::store::raft::network::{forward, take_commit, NotForwarded};
+use crate::store::raft::network::{forward, NotForwarded};
 use crate::store::raft::{blocking, refused, session, status, Applied, Proposal, Raft, Troupe, COMMIT_WITHIN};
 use crate::store::StoreError;
 
@@ -139,9 +139,6 @@ impl Writer {
             };
             let from_leader = async {
                 let (id, applied) = forward(&transport, &name, &proposal, within).await?;
-                // The answer says the entry committed: applied here without waiting for the
-                // leader's append that would say so (which it holds back, see `take_commit`).
-                take_commit(&raft, id).await;
                 applied_here(id.index, applied).await
             };
             // The term of the leader it goes to, as far as this node knows.

@@ -11,17 +11,15 @@
 //! member applies that much later at most.
 //!
 //! Sent at once, as openraft asks: an append with entries; one that moves no commit index
-//! (a heartbeat); one whose commit covers an entry the member proposed, when the member is of
-//! an earlier release (its writer waits until the entry applies there to answer its caller,
-//! and learns the commit from this append only; this release's writer takes it from the
-//! leader's answer to the group, see [`FromAnswer`]); and any append once the member's last
-//! answer, to this leader and for the entries it still holds, is older than the hold.
+//! (a heartbeat); one whose commit covers an entry the member proposed (its writer waits
+//! until the entry applies there to answer its caller); and any append once the member's
+//! last answer, to this leader and for the entries it still holds, is older than the hold.
 //! openraft takes a held append as answered: the member's answer stands in, so the leader's
 //! account of when a majority last answered it (`status::lead_unconfirmed`) is off by the
 //! hold at most, and the entries it holds are those it answered for.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use openraft::raft::AppendEntriesRequest;
@@ -37,32 +35,7 @@ pub(super) struct Hold {
     member: NodeId,
     /// How long an append may be held; zero holds none.
     hold: Duration,
-    /// Which members take the commit of their groups from the leader's answer.
-    from_answer: Arc<FromAnswer>,
     state: Mutex<State>,
-}
-
-/// The members whose writer takes the commit of each group it forwarded from the leader's
-/// answer to that group (see `network::take_commit`), as this release's writers do and say
-/// with each group: the commit of their entries may be held as any other's. A group sent
-/// without the word (an earlier release's writer, which waits for the append that carries
-/// the commit) takes the member out again.
-#[derive(Debug, Default)]
-pub(crate) struct FromAnswer(Mutex<BTreeSet<NodeId>>);
-
-impl FromAnswer {
-    /// `member` sent a group, saying it `takes` the commit from the answer or not.
-    pub fn said(&self, member: NodeId, takes: bool) {
-        let mut members = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match takes {
-            true => members.insert(member),
-            false => members.remove(&member),
-        };
-    }
-
-    pub fn takes(&self, member: NodeId) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(&member)
-    }
 }
 
 #[derive(Debug, Default)]
@@ -100,11 +73,10 @@ pub(super) enum Verdict {
 }
 
 impl Hold {
-    pub fn new(member: NodeId, hold: Duration, from_answer: Arc<FromAnswer>) -> Self {
+    pub fn new(member: NodeId, hold: Duration) -> Self {
         Self {
             member,
             hold,
-            from_answer,
             state: Mutex::default(),
         }
     }
@@ -125,8 +97,7 @@ impl Hold {
         let answered_for = |(vote, matched, at): &(Vote<NodeId>, Option<LogId<NodeId>>, Instant)| {
             *vote == rpc.vote && *matched == rpc.prev_log_id && now.saturating_duration_since(*at) <= self.hold
         };
-        let awaited = commit.is_some_and(|c| state.proposed.first().is_some_and(|p| *p <= c))
-            && !self.from_answer.takes(self.member);
+        let awaited = commit.is_some_and(|c| state.proposed.first().is_some_and(|p| *p <= c));
         let holds = !self.hold.is_zero()
             && rpc.entries.is_empty()
             && commit > state.told
@@ -167,6 +138,8 @@ impl Hold {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use openraft::{CommittedLeaderId, Entry};
 
     use super::*;
@@ -219,7 +192,7 @@ mod tests {
     #[test]
     fn the_commit_of_an_entry_another_member_proposed_waits_for_the_next_append_or_the_hold() {
         let now = Instant::now();
-        let hold = Hold::new(MEMBER, HOLD, Arc::default());
+        let hold = Hold::new(MEMBER, HOLD);
         took(&hold, &append(4, &[(5, false)], 4), now);
         let commit = append(5, &[], 5);
         assert_eq!(hold.consider(&commit, WITHIN, now), Verdict::Held { timer: true });
@@ -239,9 +212,9 @@ mod tests {
     }
 
     #[test]
-    fn the_commit_of_an_entry_an_earlier_release_proposed_goes_at_once() {
+    fn the_commit_of_an_entry_the_member_proposed_goes_at_once() {
         let now = Instant::now();
-        let hold = Hold::new(MEMBER, HOLD, Arc::default());
+        let hold = Hold::new(MEMBER, HOLD);
         took(&hold, &append(4, &[(5, true), (6, false)], 4), now);
         // Its writer waits until entry 5 applies there.
         assert_eq!(hold.consider(&append(6, &[], 5), WITHIN, now), Verdict::Send);
@@ -264,33 +237,9 @@ mod tests {
     }
 
     #[test]
-    fn the_commit_of_an_entry_a_member_takes_from_the_answer_waits_as_any_other() {
-        let now = Instant::now();
-        let from_answer = Arc::new(FromAnswer::default());
-        let hold = Hold::new(MEMBER, HOLD, from_answer.clone());
-        from_answer.said(MEMBER, true);
-        took(&hold, &append(4, &[(5, true)], 4), now);
-        assert_eq!(
-            hold.consider(&append(5, &[], 5), WITHIN, now),
-            Verdict::Held { timer: true }
-        );
-        // Another member's word is not its word.
-        from_answer.said(MEMBER + 1, false);
-        took(&hold, &append(5, &[(6, true)], 5), now);
-        assert_eq!(
-            hold.consider(&append(6, &[], 6), WITHIN, now),
-            Verdict::Held { timer: false }
-        );
-        // It sent a group without the word (it runs an earlier release again).
-        from_answer.said(MEMBER, false);
-        took(&hold, &append(6, &[(7, true)], 6), now);
-        assert_eq!(hold.consider(&append(7, &[], 7), WITHIN, now), Verdict::Send);
-    }
-
-    #[test]
     fn a_heartbeat_a_late_answer_another_vote_or_another_log_goes_at_once() {
         let now = Instant::now();
-        let hold = Hold::new(MEMBER, HOLD, Arc::default());
+        let hold = Hold::new(MEMBER, HOLD);
         took(&hold, &append(4, &[(5, false)], 5), now);
         // It moves no commit index: a heartbeat.
         assert_eq!(hold.consider(&append(5, &[], 5), WITHIN, now), Verdict::Send);
@@ -306,7 +255,7 @@ mod tests {
         hold.answered(&append(6, &[], 8), None, now);
         assert_eq!(hold.consider(&append(6, &[], 9), WITHIN, now), Verdict::Send);
         // No hold at all.
-        let never = Hold::new(MEMBER, Duration::ZERO, Arc::default());
+        let never = Hold::new(MEMBER, Duration::ZERO);
         took(&never, &append(4, &[(5, false)], 4), now);
         assert_eq!(never.consider(&append(5, &[], 5), WITHIN, now), Verdict::Send);
     }
