@@ -135,11 +135,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // (a typo) is not seen until it is too late, so the note says where it works.
             let fresh = !Config::store_path_in(&data_dir).exists();
             let token = runtime.block_on(auth::create_offline(&data_dir, role, &name))?;
-            cli::print_out(format_args!("{token}\n"));
             if fresh {
+                cli::print_out(format_args!("{token}\n"));
                 eprintln!(
                     "note: no node has run with --data-dir {} yet (it holds no store): the token works once \
                      a node starts with that data dir",
+                    data_dir.display()
+                );
+                return Ok(());
+            }
+            // The running node imports it now, so it works on every member at once (until
+            // it was first used on this node, the others refused it as unknown).
+            let handed = runtime.block_on(hand_to_running_node(&data_dir, &token));
+            cli::print_out(format_args!("{token}\n"));
+            if let Err(why) = handed {
+                eprintln!(
+                    "note: {why}; the node of --data-dir {} imports the token when it next starts, or when \
+                     the token is first used on it (until then, other members refuse it)",
                     data_dir.display()
                 );
             }
@@ -167,6 +179,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Makes this stopped node a cluster of its own from its state (see docs/cluster.md).
+/// Uses `token` once on the node running with `data_dir` (its gateway's address is in
+/// `gateway.addr`), which makes it import the token into the replicated table.
+async fn hand_to_running_node(data_dir: &std::path::Path, token: &str) -> anyhow::Result<()> {
+    let addr = std::fs::read_to_string(data_dir.join("gateway.addr")).context("no gateway.addr: no node runs there")?;
+    let url = format!("http://{}/graphql", addr.trim());
+    let response = troupe_actors::agent::http_client()
+        .post(&url)
+        .bearer_auth(token)
+        .timeout(std::time::Duration::from_secs(10))
+        .json(&serde_json::json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .with_context(|| format!("no node answered at {url}"))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "the node at {url} answered {}",
+        response.status()
+    );
+    Ok(())
+}
+
 async fn recover(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let store = Config::store_path_in(data_dir);
     if !store.exists() {

@@ -411,6 +411,10 @@ pub async fn recover(data_dir: &Path) -> Result<troupe_runtime::store::raft::For
     store.write(batch).await?;
     // The state predates the new log: members that join get it as a snapshot.
     store.compact().await?;
+    // Closed as a stopping node closes it: its next start opened a file it took for one a
+    // killed process had left, and repaired it (reading every page), after a clean recovery.
+    store.stop_raft().await;
+    store.persist().await?;
     Ok(forgotten)
 }
 

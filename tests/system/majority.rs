@@ -93,6 +93,24 @@ async fn a_cluster_that_lost_its_majority_is_recovered_from_one_survivor() -> Re
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_closes_the_store_as_a_stopping_node_does() -> Result<()> {
+    let mut node = Node::start(NodeOpts::named("solo")).await?;
+    create_token(&node, "before-the-recovery").await?;
+    ensure!(node.terminate(WAIT).await?.success(), "solo did not stop on SIGTERM");
+    let said = node.recover().await?;
+    ensure!(said.contains("solo is now a cluster of its own"), "{said}");
+    node.restart().await?;
+    // Left open, the file was taken at the next start for one a killed process had left, and
+    // repaired (every page read) after a recovery that went well.
+    ensure!(
+        node.logged("was not closed when its process ended") == 0,
+        "the recovery left the store's file as a killed process leaves it"
+    );
+    ensure!(token_names(&node).await?.contains("before-the-recovery"));
+    Ok(())
+}
+
 /// Waits until `node` heard from `member` that its agents for `capability` have `free`
 /// slots free, or (`None`) that it offers no room for it at all.
 

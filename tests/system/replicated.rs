@@ -99,6 +99,14 @@ async fn a_token_made_on_one_node_works_on_the_other_and_its_revocation_ends_it_
     let (alpha, beta) = (&nodes[0], &nodes[1]);
     let (secret, id) = create_token(alpha, "made-on-alpha").await?;
     works_on(beta, &secret).await?;
+    // Made with the command line in beta's data dir while beta runs: it works on alpha at
+    // once (alpha refused it until its first use on beta had imported it).
+    let made = beta.create_token("viewer").await?;
+    let body = alpha.gql_as(&made, "{ node { name } }", json!({})).await?;
+    ensure!(
+        body["data"]["node"]["name"] == alpha.name.as_str(),
+        "a token made with troupe token create on beta is refused on alpha: {body}"
+    );
     // A long-lived connection on alpha, opened with the token, ends when beta revokes it.
     let mut socket = match Subscription::init(&alpha.addr, Some(secret.as_str())).await? {
         Ok(socket) => socket,

@@ -376,10 +376,10 @@ impl NodeService {
             if ask.is_empty() {
                 if let Some(peer) = self.cluster.refused_within(Duration::from_secs(10)) {
                     last = format!(
-                        "no peer is connected: the sessions with {peer} close before they are authenticated \
-                         (another cluster's cookie, which that node logs as auth_fail? a member of this node's \
-                         name holding its session there: a node's name is its identity? or no cluster port of \
-                         Troupe there?)"
+                        "no peer is connected: the sessions with {peer} close before they are authenticated; \
+                         the likely causes: another cluster's cookie (that node logs auth_fail), a member of this \
+                         node's name already holding its session there (a node's name is its identity), or no \
+                         cluster port of Troupe at that address"
                     );
                 }
             }

@@ -98,7 +98,8 @@ pub struct ClusterMember {
     /// answering node's last beat said (the answering node's own now); null when it did not
     /// answer that beat. A SUSPECT member is UP again only once it says so.
     pub working: Option<bool>,
-    /// How many times the member has started.
+    /// How many times a node of the member's name has started in this cluster (a count the
+    /// log keeps, which a node joining afresh under a former member's name goes on with).
     pub incarnation: Int64,
     /// When the answering node last heard from it (now for the answering node itself);
     /// null when it has not since it started.
