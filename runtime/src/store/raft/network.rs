@@ -57,6 +57,13 @@ pub(crate) enum Forwarded {
     /// proposal fared: it may be in the log, and the leader appends nothing more. `term` is
     /// the last term the leader knew, so the last in which it could have appended it.
     Stopped { term: u64, why: String },
+    /// The member asked hears nothing from the one that sent it (a member of a cluster it
+    /// was recovered from, see [`super::FORGOTTEN_IDS`]); nothing was written. The sender
+    /// tries again with another leader, if one comes (the old members may be a majority of
+    /// their own), and its caller is told these words if none does. Before, the refusal
+    /// came as a failure to answer, and the caller was told the write "may still be
+    /// applied". Last of the variants: an earlier release reads the others as it did.
+    NotHeard(String),
 }
 
 impl Forwarded {
@@ -117,6 +124,7 @@ pub(crate) async fn forward(
         Forwarded::Applied(id, applied) => Ok((id, applied)),
         Forwarded::NotLeader(leader) => Err(NotForwarded::Again(StoreError::NotLeader { leader })),
         Forwarded::Refused(why) => Err(NotForwarded::Failed(StoreError::Rejected(why))),
+        Forwarded::NotHeard(why) => Err(NotForwarded::Again(StoreError::Rejected(why))),
         Forwarded::Stopped { term, why } => Err(NotForwarded::Stopped {
             term,
             error: StoreError::Unavailable(format!(
@@ -517,7 +525,9 @@ pub async fn serve(store: &Store, kind: RpcKind, request: &[u8]) -> Result<Vec<u
         }
         RpcKind::Propose => {
             let proposal: Proposal = codec::decode(request)?;
-            heard(proposal.origin.map(|o| o.node))?;
+            if let Err(StoreError::Rejected(why)) = heard(proposal.origin.map(|o| o.node)) {
+                return codec::encode(&Forwarded::NotHeard(why));
+            }
             if store.raft_stopped() {
                 // Stopping (see `Store::stop_raft`): not taken, so the writer sends it again
                 // to the next leader.

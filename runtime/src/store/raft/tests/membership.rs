@@ -275,3 +275,25 @@ fn a_request_is_read_with_or_without_the_member_it_is_for_after_it() {
     let earlier: openraft::raft::VoteRequest<u64> = crate::codec::decode(&addressed).unwrap();
     assert_eq!(earlier, vote);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_by_a_member_of_a_cluster_recovered_without_it_is_refused_as_not_written() {
+    let router = Arc::new(Router::default());
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b, _c] = super::three_voters(&router, &dir).await;
+    // What `troupe recover` leaves on the survivor a: b's Raft id among those it hears none of.
+    let forgotten = crate::codec::encode(&vec![b.raft_id()]).unwrap();
+    a.write(Batch::new().put(crate::store::META, crate::store::raft::FORGOTTEN_IDS, forgotten))
+        .await
+        .unwrap();
+    caught_up(&b, super::last_log(&a)).await;
+    // b tries again while a leads, and is told why once its wait for another leader is over.
+    let refused = b.write(Batch::new().put(THINGS, "k", vec![1])).await.unwrap_err();
+    let said = refused.to_string();
+    assert!(
+        matches!(refused, crate::store::StoreError::Rejected(_)) && said.contains("must join afresh"),
+        "{refused:?}"
+    );
+    assert!(!said.contains("may still be applied"), "{said}");
+    assert_eq!(a.get(THINGS, "k").await.unwrap(), None);
+}
