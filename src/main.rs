@@ -178,7 +178,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Makes this stopped node a cluster of its own from its state (see docs/cluster.md).
 /// Uses `token` once on the node running with `data_dir` (its gateway's address is in
 /// `gateway.addr`), which makes it import the token into the replicated table.
 async fn hand_to_running_node(data_dir: &std::path::Path, token: &str) -> anyhow::Result<()> {
@@ -200,6 +199,7 @@ async fn hand_to_running_node(data_dir: &std::path::Path, token: &str) -> anyhow
     Ok(())
 }
 
+/// Makes this stopped node a cluster of its own from its state (see docs/cluster.md).
 async fn recover(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let store = Config::store_path_in(data_dir);
     if !store.exists() {
