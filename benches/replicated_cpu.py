@@ -19,9 +19,11 @@ against one node's over all rounds and in the median round. A context switch her
 thread that waited being woken: each costs both cores CPU on a virtual machine, so a change
 that saves hand-offs shows in the counts first. The client is Python, on the same cores:
 compare rates only within one run. With PERF="<perf record options>", `perf record` runs on the
-nodes PERFNODES (default "abc") during the three nodes' last round, into ./perf.data (for
+nodes PERFNODES (default "abc") during the three nodes' last round, into ./perf.data (and
+with "single" among them on the one node during its last round, into ./perf-single.data) (for
 instance PERF="-e sched:sched_wakeup --call-graph dwarf,16384" PERFNODES=b, then
-`perf script` shows who woke whom). BIN defaults to target/release/troupe.
+`perf script` shows who woke whom). With --idle S, each deployment is first measured idle for S seconds (its CPU a second by
+thread: what it spends whether tasks come or not). BIN defaults to target/release/troupe.
 """
 import argparse
 import collections
@@ -41,6 +43,8 @@ parser.add_argument("bin", nargs="?", default="target/release/troupe")
 parser.add_argument("--seconds", type=float, default=4)
 parser.add_argument("--clients", type=int, default=1)
 parser.add_argument("--rounds", type=int, default=5)
+parser.add_argument("--idle", type=float, default=0,
+                    help="first measure each deployment idle for this many seconds")
 args = parser.parse_args()
 BIN = os.path.realpath(args.bin)
 ROOT = tempfile.mkdtemp(prefix="troupe-replicated-cpu-")
@@ -144,7 +148,8 @@ def measure(addr, token, names, seconds, perf_nodes=""):
     perf = None
     if os.environ.get("PERF") and perf_nodes:
         pids = ",".join(str(procs[n].pid) for n in names if n in perf_nodes)
-        perf = subprocess.Popen(["perf", "record"] + os.environ["PERF"].split() + ["-p", pids, "-o", "perf.data",
+        out = "perf-single.data" if names == ["single"] else "perf.data"
+        perf = subprocess.Popen(["perf", "record"] + os.environ["PERF"].split() + ["-p", pids, "-o", out,
                                 "--", "sleep", str(max(seconds - 1, 1))],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = commit_index(addr, token)
@@ -180,6 +185,26 @@ def report(label, names, runs):
     return n / took, total
 
 
+def idle(names, seconds):
+    """Prints what `names` use idle over `seconds`, per second and by thread: the part of a
+    task's CPU that is paid whether tasks come or not."""
+    before = {n: threads(procs[n].pid) for n in names}
+    time.sleep(seconds)
+    after = {n: threads(procs[n].pid) for n in names}
+    total = 0.0
+    for name in names:
+        cpu = collections.Counter(after[name][0])
+        cpu.subtract(before[name][0])
+        switches = collections.Counter(after[name][1])
+        switches.subtract(before[name][1])
+        ms = sum(cpu.values()) / TICK * 1000 / seconds
+        total += ms
+        parts = ", ".join(f"{t} {v / TICK * 1000 / seconds:.1f} ms ({switches[t] / seconds:.0f} cs)"
+                          for t, v in cpu.most_common(4))
+        print(f"  idle {name}: {ms:.1f} ms CPU a second [{parts}]")
+    return total
+
+
 def cpu_per_task(run, names):
     return sum(sum(run[3][name][0].values()) for name in names) / TICK * 1000 / run[0]
 
@@ -206,11 +231,17 @@ try:
     spawn_echo_agents(b, token)
     load(single, single_token, 1.5)
     load(b, token, 1.5)
+    if args.idle:
+        idle_one = idle(["single"], args.idle)
+        idle_three = idle(list("abc"), args.idle)
+        print(f"idle: one node {idle_one:.1f} ms CPU a second, three nodes {idle_three:.1f}")
     ones, threes = [], []
     for r in range(args.rounds):
-        ones.append(measure(single, single_token, ["single"], args.seconds))
+        last = r == args.rounds - 1
+        ones.append(measure(single, single_token, ["single"], args.seconds,
+                            "single" if last and "single" in os.environ.get("PERFNODES", "") else ""))
         threes.append(measure(b, token, list("abc"), args.seconds,
-                              os.environ.get("PERFNODES", "abc") if r == args.rounds - 1 else ""))
+                              os.environ.get("PERFNODES", "abc").replace("single", "") if last else ""))
         one_ms, three_ms = cpu_per_task(ones[-1], ["single"]), cpu_per_task(threes[-1], list("abc"))
         print(f"round {r + 1}: one node {ones[-1][0] / ones[-1][1]:.0f} tasks/s, {one_ms:.3f} ms CPU a task; "
               f"three nodes {threes[-1][0] / threes[-1][1]:.0f} tasks/s, {three_ms:.3f} ms: {three_ms / one_ms:.2f}x")

@@ -85,6 +85,9 @@ pub struct BeatAck {
     /// than before says it restarted.
     #[serde(default)]
     pub boot: u64,
+    /// The peer's Raft id (0 from a build that did not say).
+    #[serde(default)]
+    pub raft_id: u64,
 }
 
 /// A beat's answer from a build that did not say whether its work runs: judged as before,

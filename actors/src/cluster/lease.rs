@@ -74,6 +74,11 @@ pub fn member_in(v: &View<'_>, node: &str) -> Result<Option<MemberRecord>, Store
 /// that node stops, saying so ([`super::Cluster::dismissed`]).
 pub(crate) const LEFT_BEAT: &str = "the sender is a member that left the cluster";
 
+/// How a member answers the beat of a node that was a member of a cluster this one was
+/// recovered from (`troupe recover`), back with its old data dir: that node stops, saying
+/// so (it must join afresh, with an empty data dir).
+pub(crate) const FORGOTTEN_BEAT: &str = "the sender was a member of a cluster this one was recovered from";
+
 /// The key (in the `meta` table) of the Raft id the member `node` had when it left.
 pub(crate) fn left_id_key(node: &str) -> String {
     format!("member@{node}@raft")

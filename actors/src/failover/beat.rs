@@ -43,6 +43,9 @@ pub(crate) async fn heartbeat(cluster: Cluster, store: Store, sink: BeatSink) {
         let mut heard = Vec::with_capacity(answers.len());
         for (peer, answer) in peers.iter().zip(answers) {
             let ack = match answer {
+                // A member of a cluster this one was recovered from answered: it is no member
+                // of this one, and is not shown as one (it is told so by its own beats).
+                Ok(NodeResponse::Beat(ack)) if ack.raft_id != 0 && store.recovered_without(ack.raft_id) => continue,
                 Ok(NodeResponse::Beat(ack)) => ack,
                 Err(crate::error::ApiError::Conflict(why)) if why.starts_with(crate::cluster::lease::LEFT_BEAT) => {
                     // A member that left while it ran applies the entry that says so a moment
@@ -58,6 +61,13 @@ pub(crate) async fn heartbeat(cluster: Cluster, store: Store, sink: BeatSink) {
                         tracing::warn!(%peer, %why, "a member says this node left the cluster");
                         cluster.told_left(sent, why);
                     }
+                    continue;
+                }
+                Err(crate::error::ApiError::Conflict(why))
+                    if why.starts_with(crate::cluster::lease::FORGOTTEN_BEAT) =>
+                {
+                    tracing::warn!(%peer, %why, "this node's cluster was recovered without it");
+                    cluster.told_left(sent, why);
                     continue;
                 }
                 _ => continue,

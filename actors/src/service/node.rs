@@ -196,8 +196,21 @@ impl NodeLocal for NodeService {
                 )));
             }
         }
+        // A member of the cluster this one was recovered from, back with its old data dir: it
+        // runs on, cut off, its writes refused, telling operators to recover the cluster.
+        // Told, it stops and says how to come back.
+        if let Some(said) = crate::cluster::remote::caller_raft_id().filter(|id| self.store.recovered_without(*id)) {
+            return Err(ApiError::Conflict(format!(
+                "{}: the cluster of {} was recovered without {from} (Raft id {said}) with `troupe recover`; \
+                 {from} joins it afresh, with an empty data dir and --join {}",
+                crate::cluster::lease::FORGOTTEN_BEAT,
+                self.cluster.name(),
+                self.cluster.me().cluster_address,
+            )));
+        }
         let leads = status.leader.as_deref() == Some(self.cluster.name().as_str());
         Ok(BeatAck {
+            raft_id: self.store.raft_id(),
             info: self.cluster.me(),
             lease: self.cluster.leases.grant(&from, leads),
             applied: status.commit_index,

@@ -106,6 +106,13 @@ impl Store {
         self.raft().metrics().borrow().id
     }
 
+    /// Whether `id` is the Raft id of a member of a cluster this one was recovered from
+    /// (`troupe recover`): a member the recovered cluster hears nothing from (see
+    /// [`super::FORGOTTEN_IDS`]).
+    pub fn recovered_without(&self, id: NodeId) -> bool {
+        self.inner.forgotten.holds(id)
+    }
+
     /// Why this node could not commit a write now, if it could not: the store failed, no
     /// leader is known (an election, or this node is cut off: a follower that hears nothing
     /// stands for election within about 2 s), or this node leads and no majority answered
