@@ -54,6 +54,15 @@ async fn a_cluster_that_lost_its_majority_is_recovered_from_one_survivor() -> Re
         if names.contains("before-the-loss") && names.contains("after-the-recovery") {
             break;
         }
+        if deadline.expired() {
+            // What each side had applied, for the failure's message.
+            let d = delta.gql_ok(CLUSTER, json!({})).await?;
+            let a = nodes[0].gql_ok(CLUSTER, json!({})).await?;
+            let ev = events(&delta, 0).await?;
+            deadline
+                .tick(format!("{names:?}; delta: {d}; alpha: {a}; delta's events: {ev:?}"))
+                .await?;
+        }
         deadline.tick(format!("{names:?}")).await?;
     }
     // beta and gamma come back with their old data dirs, against the instructions: the lost
