@@ -93,6 +93,17 @@ impl Node {
             child: None,
             http: reqwest::Client::builder().no_proxy().build()?,
         };
+        // The cluster port was free when picked, but another process may take it before the
+        // node binds it (an outgoing connection's port, another test's node): then it starts
+        // again on another port.
+        for _ in 0..3 {
+            match node.launch().await {
+                Err(e) if format!("{e:#}").contains("Address already in use") => {
+                    node.cluster_port = free_port()?;
+                }
+                other => return other.map(|_| node),
+            }
+        }
         node.launch().await?;
         Ok(node)
     }
@@ -147,7 +158,7 @@ impl Node {
         self.child = Some(child);
         let token_file = self.dir.path().join("admin.token");
         let http = self.http.clone();
-        let addr = until(&format!("node {} to serve", self.name), || {
+        let serving = || {
             let (addr_file, token_file, http) = (addr_file.clone(), token_file.clone(), http.clone());
             async move {
                 let addr = std::fs::read_to_string(&addr_file)
@@ -155,7 +166,7 @@ impl Node {
                     .trim()
                     .to_owned();
                 if addr.is_empty() || !token_file.exists() {
-                    return Ok(None);
+                    return Ok::<_, anyhow::Error>(None);
                 }
                 let ok = http
                     .get(format!("http://{addr}/healthz"))
@@ -165,9 +176,30 @@ impl Node {
                     .is_success();
                 Ok(ok.then_some(addr))
             }
-        })
-        .await
-        .with_context(|| self.log_tail())?;
+        };
+        // As `until`, but a node whose process ended (it could not listen, say) is told at
+        // once, not after the whole wait.
+        let end = tokio::time::Instant::now() + crate::WAIT;
+        let addr = loop {
+            if let Ok(Some(addr)) = serving().await {
+                break addr;
+            }
+            if let Some(status) = self.child.as_mut().map(Child::try_wait).transpose()?.flatten() {
+                bail!(
+                    "node {} exited ({status}) before it served:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            if tokio::time::Instant::now() >= end {
+                bail!(
+                    "timed out waiting for node {} to serve:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
         self.port = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(0);
         self.url = format!("http://{addr}");
         self.token = std::fs::read_to_string(token_file)?.trim().to_owned();

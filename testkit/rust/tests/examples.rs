@@ -83,3 +83,16 @@ async fn a_killed_node_of_three_comes_back_up_and_the_cluster_goes_on() -> Resul
     nodes[0].wait_task(&task, "SUCCEEDED").await?;
     Ok(())
 }
+
+/// A node whose process ends before it serves (here a flag it does not know) is told at
+/// once, with its log, instead of after the whole wait: a port another process took
+/// between its pick and the node's bind is told so, and the node starts again elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_exits_before_it_serves_is_told_at_once_with_its_log() -> Result<()> {
+    let Err(e) = Node::start_with("n-bad", &["--no-such-flag"]).await else {
+        anyhow::bail!("a node with an unknown flag started");
+    };
+    let said = format!("{e:#}");
+    anyhow::ensure!(said.contains("exited") && said.contains("no-such-flag"), "{said}");
+    Ok(())
+}
